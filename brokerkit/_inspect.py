@@ -1,0 +1,56 @@
+"""What ``Broker.inspect`` reports about a topic."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ConsumerInfo", "GroupInfo", "TopicInfo"]
+
+
+@dataclass(frozen=True)
+class ConsumerInfo:
+    """One consumer of a group.
+
+    :ivar pending: deliveries it holds, unsettled.
+    :ivar idle: seconds since it last read or settled, where the backend knows.
+    """
+
+    name: str
+    pending: int = 0
+    idle: float | None = None
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One consumer group of a topic.
+
+    :ivar pending: deliveries handed out and not yet settled.
+    :ivar lag: messages the group has not been handed yet, where the backend knows.
+    """
+
+    name: str
+    pending: int = 0
+    lag: int | None = None
+    consumers: tuple[ConsumerInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A snapshot of one topic.
+
+    :ivar length: messages stored for the topic (waiting, or kept for replay).
+    :ivar in_flight: deliveries handed out and not yet settled, over all groups.
+    :ivar dead_lettered: messages in the topic's dead-letter topic.
+    :ivar oldest_in_flight_age: seconds the oldest unsettled delivery has been out.
+    :ivar details: backend-specific facts (Redis XINFO fields, key names, ...).
+    """
+
+    topic: str
+    length: int
+    in_flight: int = 0
+    dead_lettered: int = 0
+    oldest_in_flight_age: float | None = None
+    groups: tuple[GroupInfo, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,170 @@
+"""Typed broker options, read from a URL's query string and from keywords."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from difflib import get_close_matches
+from typing import Any, ClassVar, TypeVar
+
+from brokerkit.exceptions import InvalidOption
+
+__all__ = ["BrokerOptions"]
+
+_Options = TypeVar("_Options", bound="BrokerOptions")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerOptions:
+    """Options every backend understands. Backends subclass this to add their own.
+
+    A field whose type is ``int``, ``float``, ``bool`` or ``str`` (or ``X | None``)
+    can be given in the URL's query string; any field can be given as a keyword
+    to :func:`brokerkit.connect`. Unknown names and bad values raise
+    :class:`~brokerkit.InvalidOption` naming the valid ones.
+    """
+
+    #: How bodies that are neither bytes nor str are encoded: ``json`` or ``msgpack``.
+    serializer: str = "json"
+    #: Seconds a delivery may stay unsettled before it is handed out again.
+    visibility_timeout: float = 30.0
+    #: After this many deliveries a message goes to the dead-letter topic (None: never).
+    max_deliveries: int | None = None
+
+    #: Options that only a keyword can carry (objects, not text).
+    keyword_only: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        from brokerkit._serializers import serializer_names
+
+        if self.serializer not in serializer_names():
+            raise InvalidOption(
+                f"unknown serializer {self.serializer!r}; "
+                f"valid serializers: {', '.join(serializer_names())}"
+            )
+        if not self.visibility_timeout > 0:
+            raise InvalidOption(
+                f"visibility_timeout must be a positive number of seconds, "
+                f"got {self.visibility_timeout!r}"
+            )
+        if self.max_deliveries is not None and self.max_deliveries < 1:
+            raise InvalidOption(
+                f"max_deliveries must be 1 or more (or unset), got {self.max_deliveries!r}"
+            )
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The option names this class accepts."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def build(
+        cls: type[_Options],
+        query: Mapping[str, str],
+        keywords: Mapping[str, Any],
+        *,
+        backend: str,
+        ignore: frozenset[str] = frozenset(),
+    ) -> _Options:
+        """Options from a query string and keywords; keywords win.
+
+        ``ignore`` names query keys the backend reads itself (a driver's own
+        connection arguments, say), which are neither checked nor kept.
+        """
+        hints = typing.get_type_hints(cls)
+        valid = cls.names()
+        values: dict[str, Any] = {}
+        for name, text in query.items():
+            if name in ignore:
+                continue
+            _check_known(name, valid, backend)
+            if name in cls.keyword_only:
+                raise InvalidOption(
+                    f"the {backend} option {name!r} cannot be given in a URL; "
+                    "pass it as a keyword to brokerkit.connect()"
+                )
+            values[name] = _convert(name, text, hints[name], backend)
+        for name, value in keywords.items():
+            _check_known(name, valid, backend)
+            if isinstance(value, str) and name not in cls.keyword_only:
+                value = _convert(name, value, hints[name], backend)
+            _check_type(name, value, hints[name], backend)
+            values[name] = value
+        return cls(**values)
+
+
+def _check_known(name: str, valid: list[str], backend: str) -> None:
+    if name in valid:
+        return
+    close = get_close_matches(name, valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise InvalidOption(
+        f"unknown option {name!r} for {backend}; {hint}valid options: {', '.join(sorted(valid))}"
+    )
+
+
+def _convert(name: str, text: str, hint: Any, backend: str) -> Any:
+    """Turn a query-string value into the field's type."""
+    kinds = _kinds(hint)
+    if type(None) in kinds and text.lower() in {"", "none", "null"}:
+        return None
+    for kind in kinds:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+        elif kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                continue
+        elif kind is str:
+            return text
+    expected = " or ".join(_describe(k) for k in kinds)
+    raise InvalidOption(f"the {backend} option {name}={text!r} is not valid: expected {expected}")
+
+
+def _check_type(name: str, value: Any, hint: Any, backend: str) -> None:
+    kinds = _kinds(hint)
+    simple = [k for k in kinds if k in (int, float, bool, str, type(None))]
+    if len(simple) != len(kinds):
+        return  # an object option: the backend checks it
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = any(isinstance(value, k) for k in kinds) or (
+            float in kinds and isinstance(value, int)
+        )
+    if not ok:
+        expected = " or ".join(_describe(k) for k in kinds)
+        raise InvalidOption(
+            f"the {backend} option {name}={value!r} is not valid: expected {expected}"
+        )
+
+
+def _kinds(hint: Any) -> list[Any]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return list(typing.get_args(hint))
+    if origin is typing.Literal:
+        return [str]
+    return [hint]
+
+
+def _describe(kind: Any) -> str:
+    if kind is type(None):
+        return "none"
+    if kind is bool:
+        return "a boolean (true/false)"
+    if kind is int:
+        return "a whole number"
+    if kind is float:
+        return "a number"
+    return getattr(kind, "__name__", str(kind))

@@ -1,0 +1,107 @@
+"""Finding backends: pluggy, the ``brokerkit.plugins`` entry points and the built-ins."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from typing import Any
+
+import pluggy
+
+from brokerkit import hookspecs
+from brokerkit._broker import Broker
+from brokerkit._registry import BackendInfo, BackendRegistry
+from brokerkit._url import BrokerURL
+from brokerkit.exceptions import PluginError
+
+__all__ = [
+    "BLOCK_ENV",
+    "DEFAULT_PLUGINS",
+    "DEFAULT_URL",
+    "ENTRY_POINT_GROUP",
+    "connect",
+    "list_backends",
+    "load_registry",
+    "plugin_manager",
+]
+
+#: The built-in plugins, registered exactly as third-party ones are.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "brokerkit.backends.memory",
+    "brokerkit.backends.redis",
+)
+#: The entry-point group third-party plugins register under.
+ENTRY_POINT_GROUP = "brokerkit.plugins"
+#: Comma-separated plugin names (entry-point names, or built-in module names) to skip.
+BLOCK_ENV = "BROKERKIT_BLOCK_PLUGINS"
+#: Read by :func:`connect` when it is given no URL.
+URL_ENV = "BROKERKIT_URL"
+DEFAULT_URL = "memory://"
+
+_lock = threading.Lock()
+_cached: BackendRegistry | None = None
+
+
+def plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
+    """A plugin manager with the built-in plugins and, unless told otherwise, every
+    plugin installed under the ``brokerkit.plugins`` entry-point group."""
+    manager = pluggy.PluginManager("brokerkit")
+    manager.add_hookspecs(hookspecs)
+    blocked = {name.strip() for name in os.environ.get(BLOCK_ENV, "").split(",") if name.strip()}
+    for name in blocked:
+        manager.set_blocked(name)
+    for name in DEFAULT_PLUGINS:
+        if name not in blocked:
+            manager.register(importlib.import_module(name), name=name)
+    if entry_points:
+        try:
+            manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as exc:
+            raise PluginError(f"a brokerkit plugin failed to load: {exc}") from exc
+    manager.check_pending()
+    return manager
+
+
+def load_registry(manager: pluggy.PluginManager | None = None) -> BackendRegistry:
+    """A fresh registry, filled by every plugin's ``brokerkit_register_backends``.
+
+    Plugins are called in pluggy's order (the last registered first), each under its
+    own name, so that a scheme conflict names both plugins.
+    """
+    manager = manager or plugin_manager()
+    registry = BackendRegistry()
+    for impl in reversed(manager.hook.brokerkit_register_backends.get_hookimpls()):
+        impl.function(registry=registry._as_plugin(impl.plugin_name))
+    registry._as_plugin("<direct>")
+    return registry
+
+
+def _registry() -> BackendRegistry:
+    global _cached
+    with _lock:
+        if _cached is None:
+            _cached = load_registry()
+        return _cached
+
+
+def list_backends() -> list[BackendInfo]:
+    """Every installed backend: its schemes, capabilities and providing plugin."""
+    return list(_registry())
+
+
+def connect(url: str | BrokerURL | None = None, **options: Any) -> Broker:
+    """Connect to the broker at ``url``, with the backend registered for its scheme.
+
+    :param url: such as ``memory://``, ``redis+stream://localhost:6379/0``; when
+        omitted, the ``BROKERKIT_URL`` environment variable, else ``memory://``.
+    :param options: backend options; they win over the URL's query string.
+    :raises InvalidURL: the URL cannot be parsed.
+    :raises UnknownScheme: no installed backend serves the scheme (the error lists
+        those that are, with a did-you-mean).
+    :raises InvalidOption: an option is unknown or invalid (the error lists the valid ones).
+    :raises BackendUnavailable: the backend's driver is not installed.
+    """
+    parsed = BrokerURL.parse(url if url is not None else os.environ.get(URL_ENV, DEFAULT_URL))
+    backend = _registry().get(parsed.scheme).load()
+    return backend.from_url(parsed, **options)

@@ -1,0 +1,175 @@
+"""Which backend serves which URL scheme, and which plugin provided it."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from brokerkit.exceptions import (
+    BackendUnavailable,
+    PluginError,
+    SchemeConflict,
+    UnknownScheme,
+)
+
+if TYPE_CHECKING:
+    from brokerkit._broker import Broker
+    from brokerkit._capabilities import Capability
+
+__all__ = ["BackendInfo", "BackendRegistry"]
+
+_REDIS_SCHEMES = ("redis+list", "redis+stream", "redis+pubsub")
+
+
+@dataclass
+class BackendInfo:
+    """One registered backend.
+
+    :ivar target: the class, or ``"module:Class"`` until it is first loaded.
+    :ivar schemes: the URL schemes it serves.
+    :ivar plugin: the name of the plugin that registered it.
+    :ivar install_hint: what to install when its driver is missing.
+    """
+
+    target: type[Broker] | str
+    schemes: tuple[str, ...]
+    plugin: str
+    install_hint: str | None = None
+    _error: BackendUnavailable | None = field(default=None, repr=False)
+
+    def load(self) -> type[Broker]:
+        """The backend class, imported on first use.
+
+        :raises BackendUnavailable: its module (or its driver) cannot be imported.
+        """
+        if not isinstance(self.target, str):
+            return self.target
+        if self._error is not None:
+            raise self._error
+        module_name, _, attribute = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            if exc.name == module_name:
+                raise PluginError(
+                    f"plugin {self.plugin!r} registered {self.target!r}, "
+                    f"but there is no module {module_name!r}"
+                ) from exc
+            hint = self.install_hint or "install the plugin's dependencies"
+            self._error = BackendUnavailable(
+                f"the backend for {', '.join(self.schemes)} needs a package that is not "
+                f"installed ({exc.name or exc}); {hint}"
+            )
+            raise self._error from exc
+        try:
+            cls: type[Broker] = getattr(module, attribute)
+        except AttributeError:
+            raise PluginError(
+                f"plugin {self.plugin!r} registered {self.target!r}, but {module_name} "
+                f"has no {attribute!r}"
+            ) from None
+        self.target = cls
+        return cls
+
+    @property
+    def available(self) -> bool:
+        """Whether :meth:`load` succeeds."""
+        try:
+            self.load()
+        except BackendUnavailable:
+            return False
+        return True
+
+    @property
+    def capabilities(self) -> Capability | None:
+        """The backend's capabilities, or None when it cannot be loaded."""
+        return self.load().capabilities if self.available else None
+
+
+class BackendRegistry:
+    """Backends by URL scheme. Plugins fill it in their
+    ``brokerkit_register_backends`` hook; :func:`brokerkit.connect` reads it."""
+
+    def __init__(self) -> None:
+        self._by_scheme: dict[str, BackendInfo] = {}
+        self._plugin = "<direct>"
+
+    def add(
+        self,
+        backend: type[Broker] | str,
+        *,
+        schemes: Sequence[str] | None = None,
+        install_hint: str | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Register ``backend`` for its schemes.
+
+        :param backend: a :class:`~brokerkit.Broker` subclass, or ``"module:Class"``
+            to import it only when a URL asks for it.
+        :param schemes: required for a lazy ``"module:Class"``; defaults to the
+            class's own :attr:`~brokerkit.Broker.schemes`.
+        :param install_hint: said when the lazy import fails, e.g.
+            ``pip install "brokerkit[redis]"``.
+        :param replace: take over schemes another plugin registered.
+        :raises SchemeConflict: a scheme is taken and ``replace`` is false.
+        """
+        if schemes is None:
+            if isinstance(backend, str):
+                raise PluginError(
+                    f"plugin {self._plugin!r} registered {backend!r} lazily without schemes; "
+                    "pass schemes=(...) with a 'module:Class' target"
+                )
+            schemes = backend.schemes
+        if isinstance(backend, str) and ":" not in backend:
+            raise PluginError(f"a lazy backend is written 'module:Class', got {backend!r}")
+        names = tuple(s.lower() for s in schemes)
+        if not names:
+            raise PluginError(f"plugin {self._plugin!r} registered {backend!r} with no scheme")
+        if not replace:
+            for scheme in names:
+                taken = self._by_scheme.get(scheme)
+                if taken is not None:
+                    raise SchemeConflict(
+                        f"the scheme {scheme!r} is claimed by both plugin {taken.plugin!r} "
+                        f"and plugin {self._plugin!r}; uninstall or block one "
+                        "(BROKERKIT_BLOCK_PLUGINS), or register with replace=True"
+                    )
+        info = BackendInfo(backend, names, self._plugin, install_hint)
+        for scheme in names:
+            self._by_scheme[scheme] = info
+
+    def get(self, scheme: str) -> BackendInfo:
+        """The backend for ``scheme``.
+
+        :raises UnknownScheme: none is registered; the error lists those that are.
+        """
+        info = self._by_scheme.get(scheme.lower())
+        if info is not None:
+            return info
+        hint = None
+        if scheme in ("redis", "rediss", "unix"):
+            prefix = "rediss" if scheme == "rediss" else "redis"
+            options = ", ".join(repr(s.replace("redis", prefix, 1)) for s in _REDIS_SCHEMES)
+            hint = (
+                f"a bare {scheme!r} does not say which Redis structure to use; "
+                f"use one of {options}"
+            )
+        raise UnknownScheme(scheme, self.schemes(), hint=hint)
+
+    def schemes(self) -> list[str]:
+        """Every registered scheme, sorted."""
+        return sorted(self._by_scheme)
+
+    def __iter__(self) -> Iterator[BackendInfo]:
+        """Each registered backend once, in registration order."""
+        seen: set[int] = set()
+        for info in self._by_scheme.values():
+            if id(info) not in seen:
+                seen.add(id(info))
+                yield info
+
+    def _as_plugin(self, name: str) -> BackendRegistry:
+        self._plugin = name
+        return self

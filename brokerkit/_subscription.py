@@ -1,0 +1,124 @@
+"""A subscription: one consumer's standing request for a topic's messages."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from brokerkit.exceptions import BrokerClosed
+
+if TYPE_CHECKING:
+    from brokerkit._broker import Broker
+    from brokerkit._delivery import Delivery
+
+__all__ = ["Subscription"]
+
+#: The longest a backend's fetch primitive is asked to block, so that a close
+#: from another thread is noticed within this many seconds.
+MAX_FETCH_WAIT = 1.0
+
+
+class Subscription:
+    """One consumer reading a topic (or a pattern), alone or as a group member.
+
+    Made by :meth:`Broker.subscribe`. Pull with :meth:`receive`, or iterate.
+    Use one subscription from one thread at a time; open one per thread.
+    Closing it hands back the deliveries it fetched but did not yet return.
+
+    :ivar topic: the topic, or the glob pattern when :attr:`pattern` is true.
+    :ivar group: the consumer group; members of one group share its messages.
+    :ivar consumer: this consumer's name within the group.
+    :ivar prefetch: how many messages one round trip may fetch.
+    :ivar state: the backend's own per-subscription state.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        topic: str,
+        *,
+        group: str,
+        consumer: str,
+        prefetch: int,
+        start: str | None,
+        pattern: bool,
+    ) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.group = group
+        self.consumer = consumer
+        self.prefetch = prefetch
+        self.start = start
+        self.pattern = pattern
+        self.state: Any = None
+        self._buffer: collections.deque[Delivery] = collections.deque()
+        self._closed = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or the broker was closed)."""
+        return self._closed.is_set()
+
+    @property
+    def buffered(self) -> int:
+        """Deliveries fetched and leased but not yet returned by :meth:`receive`."""
+        return len(self._buffer)
+
+    def receive(self, timeout: float | None = None) -> Delivery | None:
+        """The next delivery, waiting up to ``timeout`` seconds (``None``: forever).
+
+        :returns: a delivery, or ``None`` if none came within the timeout.
+        :raises BrokerClosed: the subscription or its broker is closed.
+        """
+        if self._buffer:
+            return self._buffer.popleft()
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while True:
+            if self._closed.is_set():
+                raise BrokerClosed(f"the subscription to {self.topic!r} is closed")
+            wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
+            fetched = self.broker._fetch(self, self.prefetch, max(min(wait, MAX_FETCH_WAIT), 0.0))
+            if fetched:
+                self._buffer.extend(fetched[1:])
+                return fetched[0]
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def __iter__(self) -> Iterator[Delivery]:
+        """Deliveries as they come, until the subscription is closed."""
+        while not self._closed.is_set():
+            try:
+                delivery = self.receive(timeout=None)
+            except BrokerClosed:
+                return
+            if delivery is not None:
+                yield delivery
+
+    def close(self) -> None:
+        """Stop reading; hand back the fetched deliveries not yet returned."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.broker._forget(self)
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        self.broker._unsubscribe(self, buffered)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "pattern" if self.pattern else "topic"
+        return f"<Subscription {kind}={self.topic!r} group={self.group!r} consumer={self.consumer!r}>"

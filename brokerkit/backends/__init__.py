@@ -1,0 +1,1 @@
+"""The backends that come with brokerkit, each an ordinary plugin."""

@@ -1,0 +1,1 @@
+"""The brokerkit contract suite: the promises every backend is checked against."""

@@ -1,0 +1,176 @@
+"""The errors brokerkit raises.
+
+Every error is a :class:`BrokerError`, so ``except brokerkit.BrokerError`` catches
+anything brokerkit raised on purpose. Driver errors (redis-py and friends) never
+escape: they are mapped to one of these with ``raise ... from exc``.
+
+The tree::
+
+    BrokerError
+    ├── ConfigurationError          the URL, an option or the installation is wrong
+    │   ├── InvalidURL
+    │   ├── InvalidOption
+    │   ├── UnknownScheme
+    │   └── BackendUnavailable      the backend's driver is not installed
+    ├── PluginError
+    │   └── SchemeConflict          two plugins claim one URL scheme
+    ├── ConnectionFailed            the server could not be reached, or went away
+    ├── Unsupported                 the backend lacks a capability the call needs
+    ├── InvalidMessage              a topic, header or body that cannot be published
+    │   ├── InvalidTopic
+    │   └── SerializationError
+    ├── IncompatibleTopic           the topic's storage holds something else
+    ├── DeliveryError               an ack, nack or extend that cannot be done
+    │   ├── AlreadySettled
+    │   └── StaleDelivery           the lease expired; the message went elsewhere
+    └── BrokerClosed
+
+No message of any of these ever contains a password: URLs are shown masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from difflib import get_close_matches
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from brokerkit._capabilities import Capability
+    from brokerkit._delivery import Delivery
+
+__all__ = [
+    "AlreadySettled",
+    "BackendUnavailable",
+    "BrokerClosed",
+    "BrokerError",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "DeliveryError",
+    "IncompatibleTopic",
+    "InvalidMessage",
+    "InvalidOption",
+    "InvalidTopic",
+    "InvalidURL",
+    "PluginError",
+    "SchemeConflict",
+    "SerializationError",
+    "StaleDelivery",
+    "UnknownScheme",
+    "Unsupported",
+]
+
+
+class BrokerError(Exception):
+    """Base class of every error brokerkit raises."""
+
+
+class ConfigurationError(BrokerError):
+    """The URL, an option or the installation does not allow what was asked."""
+
+
+class InvalidURL(ConfigurationError):
+    """A broker URL that cannot be parsed."""
+
+
+class InvalidOption(ConfigurationError):
+    """An option that is unknown, of the wrong type or out of range."""
+
+
+class UnknownScheme(ConfigurationError):
+    """No installed backend serves the URL's scheme.
+
+    :ivar scheme: the scheme that was asked for.
+    :ivar installed: the schemes that are installed.
+    """
+
+    def __init__(self, scheme: str, installed: Iterable[str], hint: str | None = None) -> None:
+        self.scheme = scheme
+        self.installed = sorted(installed)
+        message = f"no backend is installed for the URL scheme {scheme!r}"
+        if hint is None:
+            close = get_close_matches(scheme, self.installed, n=1)
+            if close:
+                hint = f"did you mean {close[0]!r}?"
+        if hint:
+            message += f"; {hint}"
+        message += f" (installed schemes: {', '.join(self.installed) or 'none'})"
+        super().__init__(message)
+
+
+class BackendUnavailable(ConfigurationError):
+    """The backend exists but its driver is not installed."""
+
+
+class PluginError(BrokerError):
+    """A plugin could not be loaded or registered."""
+
+
+class SchemeConflict(PluginError):
+    """Two plugins registered a backend for the same scheme."""
+
+
+class ConnectionFailed(BrokerError):
+    """The server could not be reached, or closed the connection and did not come back."""
+
+
+class Unsupported(BrokerError):
+    """The backend lacks a capability that the call needs.
+
+    :ivar capability: the missing capability.
+    """
+
+    def __init__(self, backend: str, capability: Capability, what: str) -> None:
+        self.capability = capability
+        super().__init__(
+            f"{backend} cannot {what}: it does not have the {capability.name} capability"
+        )
+
+
+class InvalidMessage(BrokerError, ValueError):
+    """A topic, header or body that cannot be published. Nothing was published."""
+
+
+class InvalidTopic(InvalidMessage):
+    """A topic (or pattern) name that is not valid."""
+
+
+class SerializationError(InvalidMessage):
+    """A body that the serializer cannot encode, or a payload it cannot decode."""
+
+
+class IncompatibleTopic(BrokerError):
+    """The topic's storage holds data of another kind (a Redis key of the wrong type)."""
+
+
+class DeliveryError(BrokerError):
+    """An ack, nack or extend that cannot be carried out."""
+
+
+class AlreadySettled(DeliveryError):
+    """The delivery was already acked or nacked."""
+
+
+class StaleDelivery(DeliveryError):
+    """The delivery's lease expired before it was settled.
+
+    The message may already be with another consumer, whose delivery this one
+    did not touch.
+
+    :ivar deliveries: the deliveries that were stale.
+    """
+
+    def __init__(self, deliveries: Sequence[Delivery], detail: str = "") -> None:
+        self.deliveries = tuple(deliveries)
+        ids = ", ".join(d.id for d in self.deliveries[:5])
+        more = "" if len(self.deliveries) <= 5 else f" and {len(self.deliveries) - 5} more"
+        message = (
+            f"the lease of message {ids}{more} expired before it was settled; "
+            "it was left to whichever consumer holds it now"
+        )
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message)
+
+
+class BrokerClosed(BrokerError):
+    """The broker or subscription was closed."""

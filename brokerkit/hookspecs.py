@@ -1,0 +1,45 @@
+"""The hooks a brokerkit plugin can implement.
+
+A plugin is a module or object with functions decorated by
+:data:`brokerkit.hookimpl` and named after the hooks below. Register it under the
+``brokerkit.plugins`` entry-point group::
+
+    [project.entry-points."brokerkit.plugins"]
+    mybackend = "mybackend.plugin"
+
+Hooks grow by gaining arguments; an implementation may accept fewer arguments
+than the spec, so plugins written today keep working.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from brokerkit._registry import BackendRegistry
+
+__all__ = ["hookimpl", "hookspec"]
+
+#: Marks a hook specification (brokerkit's own use).
+hookspec = pluggy.HookspecMarker("brokerkit")
+#: Marks a plugin's hook implementation: ``@brokerkit.hookimpl``.
+hookimpl = pluggy.HookimplMarker("brokerkit")
+
+
+@hookspec
+def brokerkit_register_backends(registry: BackendRegistry) -> None:
+    """Register the backends this plugin provides.
+
+    Called once per process, the first time brokerkit needs to know its backends
+    (the first :func:`brokerkit.connect` or :func:`brokerkit.backends`).
+
+    Call ``registry.add(BrokerClass)``, or ``registry.add("package.module:Class",
+    schemes=(...))`` to register lazily, so that the backend's driver is imported
+    only when a URL asks for it. A scheme that another plugin already claims is an
+    error, unless ``replace=True``.
+
+    :param registry: the :class:`~brokerkit.BackendRegistry` to add to.
+    :return: nothing; results are ignored.
+    """
