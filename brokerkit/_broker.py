@@ -124,9 +124,7 @@ class Broker(abc.ABC):
         messages = []
         for body in bodies:
             payload, ctype = encode_body(body, serializer, content_type)
-            messages.append(
-                Message(new_message_id(), topic, payload, ctype, checked_headers, now)
-            )
+            messages.append(Message(new_message_id(), topic, payload, ctype, checked_headers, now))
         if messages:
             self._publish(topic, messages)
         return [m.id for m in messages]
@@ -253,7 +251,9 @@ class Broker(abc.ABC):
         checked = self._settleable(deliveries)
         duration = self.options.visibility_timeout if seconds is None else seconds
         if not duration > 0:
-            raise InvalidOption(f"a lease is extended by a positive number of seconds, got {seconds!r}")
+            raise InvalidOption(
+                f"a lease is extended by a positive number of seconds, got {seconds!r}"
+            )
         self._extend(checked, duration)
 
     # -- management ---------------------------------------------------------------
@@ -329,7 +329,9 @@ class Broker(abc.ABC):
         when this returns."""
 
     @abc.abstractmethod
-    def _fetch(self, subscription: Subscription, max_messages: int, timeout: float) -> list[Delivery]:
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
         """Up to ``max_messages`` deliveries, waiting at most ``timeout`` seconds
         (a finite number, possibly 0) for the first one; leased if the backend has ACK."""
 

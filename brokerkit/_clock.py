@@ -59,4 +59,4 @@ class ManualClock(Clock):
     def on_advance(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (a bound method, held weakly) after every advance."""
         with self._lock:
-            self._callbacks.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]
+            self._callbacks.append(weakref.WeakMethod(callback))

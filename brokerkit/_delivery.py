@@ -118,6 +118,4 @@ class Delivery:
 
     def __repr__(self) -> str:
         state = "settled" if self._settled else "unsettled"
-        return (
-            f"<Delivery id={self.id} topic={self.topic!r} attempt={self.attempt} {state}>"
-        )
+        return f"<Delivery id={self.id} topic={self.topic!r} attempt={self.attempt} {state}>"

@@ -139,9 +139,7 @@ def _check_type(name: str, value: Any, hint: Any, backend: str) -> None:
     if isinstance(value, bool) and bool not in kinds:
         ok = False
     else:
-        ok = any(isinstance(value, k) for k in kinds) or (
-            float in kinds and isinstance(value, int)
-        )
+        ok = any(isinstance(value, k) for k in kinds) or (float in kinds and isinstance(value, int))
     if not ok:
         expected = " or ".join(_describe(k) for k in kinds)
         raise InvalidOption(

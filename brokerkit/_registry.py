@@ -153,8 +153,7 @@ class BackendRegistry:
             prefix = "rediss" if scheme == "rediss" else "redis"
             options = ", ".join(repr(s.replace("redis", prefix, 1)) for s in _REDIS_SCHEMES)
             hint = (
-                f"a bare {scheme!r} does not say which Redis structure to use; "
-                f"use one of {options}"
+                f"a bare {scheme!r} does not say which Redis structure to use; use one of {options}"
             )
         raise UnknownScheme(scheme, self.schemes(), hint=hint)
 

@@ -104,7 +104,9 @@ def decode_body(payload: bytes, content_type: str) -> Any:
         try:
             return payload.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise SerializationError(f"a {content_type} payload is not valid UTF-8: {exc}") from None
+            raise SerializationError(
+                f"a {content_type} payload is not valid UTF-8: {exc}"
+            ) from None
     codec = _BY_CONTENT_TYPE.get(base)
     if codec is None:
         return payload

@@ -121,4 +121,6 @@ class Subscription:
 
     def __repr__(self) -> str:
         kind = "pattern" if self.pattern else "topic"
-        return f"<Subscription {kind}={self.topic!r} group={self.group!r} consumer={self.consumer!r}>"
+        return (
+            f"<Subscription {kind}={self.topic!r} group={self.group!r} consumer={self.consumer!r}>"
+        )

@@ -54,7 +54,9 @@ def check_headers(headers: object) -> dict[str, str]:
     if headers is None:
         return {}
     if not isinstance(headers, Mapping):
-        raise InvalidMessage(f"headers must be a mapping of str to str, not {type(headers).__name__}")
+        raise InvalidMessage(
+            f"headers must be a mapping of str to str, not {type(headers).__name__}"
+        )
     checked: dict[str, str] = {}
     for key, value in headers.items():
         if not isinstance(key, str) or not key:

@@ -40,7 +40,10 @@ def redis_target() -> Iterator[RedisTarget]:
     if external:
         parsed = redis.connection.parse_url(external)
         yield RedisTarget(
-            parsed.get("host", "localhost"), int(parsed.get("port", 6379)), int(parsed.get("db", 0)), None
+            parsed.get("host", "localhost"),
+            int(parsed.get("port", 6379)),
+            int(parsed.get("db", 0)),
+            None,
         )
         return
     with RedisServer() as server:

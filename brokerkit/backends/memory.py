@@ -193,7 +193,9 @@ class MemoryBroker(Broker):
                 f"start must be 'earliest', 'latest' or a whole-number offset, got {start!r}"
             ) from None
 
-    def _fetch(self, subscription: Subscription, max_messages: int, timeout: float) -> list[Delivery]:
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
         store = self._store
         deadline = store.clock.now() + timeout
         with store.condition:
@@ -272,9 +274,9 @@ class MemoryBroker(Broker):
         while group.cursor < topic.next_offset:
             offset = group.cursor
             group.cursor += 1
-            message = topic.log.get(offset)
-            if message is not None:
-                return offset, message, 1
+            stored = topic.log.get(offset)
+            if stored is not None:
+                return offset, stored, 1
         return None
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
@@ -387,9 +389,11 @@ class MemoryBroker(Broker):
             self._expire(now)
             state = store.topics.get(topic) or _Topic()
             groups = []
-            leases = []
+            leases: list[_Lease] = []
             for name, group in state.groups.items():
-                per_consumer = collections.Counter(lease.consumer for lease in group.pending.values())
+                per_consumer = collections.Counter(
+                    lease.consumer for lease in group.pending.values()
+                )
                 leases.extend(group.pending.values())
                 lag = len(group.ready) + sum(1 for o in state.log if o >= group.cursor)
                 consumers = tuple(

@@ -90,7 +90,9 @@ class Reconnector:
     rely on the client's own short retry.
     """
 
-    def __init__(self, url: BrokerURL, timeout: float, *, base: float = 0.05, cap: float = 2.0) -> None:
+    def __init__(
+        self, url: BrokerURL, timeout: float, *, base: float = 0.05, cap: float = 2.0
+    ) -> None:
         self.url = url
         self.timeout = timeout
         self.base = base
