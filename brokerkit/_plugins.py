@@ -66,12 +66,13 @@ def plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
 def load_registry(manager: pluggy.PluginManager | None = None) -> BackendRegistry:
     """A fresh registry, filled by every plugin's ``brokerkit_register_backends``.
 
-    Plugins are called in pluggy's order (the last registered first), each under its
-    own name, so that a scheme conflict names both plugins.
+    Plugins are called in the order they were registered (the built-ins first, then
+    entry points), each under its own name, so that a third-party plugin can
+    ``replace=True`` a built-in scheme and a conflict names both plugins.
     """
     manager = manager or plugin_manager()
     registry = BackendRegistry()
-    for impl in reversed(manager.hook.brokerkit_register_backends.get_hookimpls()):
+    for impl in manager.hook.brokerkit_register_backends.get_hookimpls():
         impl.function(registry=registry._as_plugin(impl.plugin_name))
     registry._as_plugin("<direct>")
     return registry
