@@ -69,3 +69,24 @@ def redis_client(redis_target: RedisTarget) -> Iterator[redis.Redis]:
     client = redis_target.client()
     yield client
     client.close()
+
+
+_BACKEND_MARKERS = {
+    "redis_list": "the redis+list backend",
+    "redis_stream": "the redis+stream backend",
+    "redis_pubsub": "the redis+pubsub backend",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker, what in _BACKEND_MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: tests of {what} (tox factor)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each Redis backend's tests by file name, so tox can run one backend."""
+    for item in items:
+        name = item.path.name
+        for marker in _BACKEND_MARKERS:
+            if name.startswith(f"test_{marker}"):
+                item.add_marker(getattr(pytest.mark, marker))
