@@ -1,0 +1,167 @@
+"""A failing consumer: nack, redelivery, and the dead-letter topic past max_deliveries."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from brokerkit._broker import Broker
+from brokerkit._delivery import Delivery
+from brokerkit.demo._services import Order, ServiceFailure
+from brokerkit.demo._workers import Tally, Worker, start_all, stop_all
+
+__all__ = ["DeadLetter", "Event", "RetryResult", "flaky_sms", "run_failing_consumer"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One delivery to the SMS consumer and what became of it.
+
+    :ivar outcome: ``"sent"``, or the error that made the consumer nack it.
+    """
+
+    order_id: int
+    attempt: int
+    outcome: str
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An order that reached the dead-letter topic, with the headers the broker added."""
+
+    order_id: int
+    reason: str
+    deliveries: str
+    original_topic: str
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    """The failing consumer's run, reconciled.
+
+    :ivar events: every delivery, in the order the consumer saw them.
+    :ivar sent: distinct orders whose SMS went out.
+    :ivar duplicates: orders whose SMS went out more than once.
+    :ivar dead: the orders found in the dead-letter topic.
+    """
+
+    orders: int
+    max_deliveries: int
+    dead_letter_topic: str
+    events: tuple[Event, ...]
+    sent: int
+    duplicates: int
+    dead: tuple[DeadLetter, ...]
+
+    @property
+    def nacked(self) -> int:
+        """Deliveries the consumer handed back."""
+        return sum(1 for e in self.events if e.outcome != "sent")
+
+    @property
+    def redelivered(self) -> int:
+        """Deliveries that were a second (or later) attempt."""
+        return sum(1 for e in self.events if e.attempt > 1)
+
+    @property
+    def recovered(self) -> tuple[int, ...]:
+        """Orders that failed at first and went out on a redelivery."""
+        return tuple(
+            sorted({e.order_id for e in self.events if e.outcome == "sent" and e.attempt > 1})
+        )
+
+    @property
+    def reconciled(self) -> bool:
+        """Every order either sent exactly once or dead-lettered, never both."""
+        dead = {d.order_id for d in self.dead}
+        return self.sent + len(dead) == self.orders and self.duplicates == 0
+
+
+def flaky_sms(order: Order, attempt: int) -> None:
+    """The SMS gateway of the demo: it errors on one order in ten.
+
+    Orders whose id ends in 0 carry an invalid phone number and fail every time;
+    orders whose id ends in 5 meet a gateway timeout on the first attempt only.
+
+    :raises ServiceFailure: the SMS could not be sent.
+    """
+    if order.order_id % 10 == 0:
+        raise ServiceFailure("invalid phone number")
+    if order.order_id % 10 == 5 and attempt == 1:
+        raise ServiceFailure("gateway timeout")
+
+
+def run_failing_consumer(
+    broker: Broker,
+    orders: Sequence[Order],
+    *,
+    topic: str = "order.created",
+    work_ms: float = 2.0,
+    timeout: float = 30.0,
+) -> RetryResult:
+    """Publish ``orders`` and consume them with :func:`flaky_sms`, nacking each failure.
+
+    ``broker`` should have ``max_deliveries`` set (the runner uses 3); a second
+    consumer reads the dead-letter topic and acks what it finds there.
+    """
+    tally = Tally()
+    events: list[Event] = []
+    dead: list[DeadLetter] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sms(delivery: Delivery) -> None:
+        order = Order.from_body(delivery.body)
+        time.sleep(work_ms / 1000)
+        try:
+            flaky_sms(order, delivery.attempt)
+        except ServiceFailure as exc:
+            with lock:
+                events.append(Event(order.order_id, delivery.attempt, str(exc)))
+            delivery.nack()
+            tally.record("failures", order.order_id)
+            return
+        delivery.ack()
+        with lock:
+            events.append(Event(order.order_id, delivery.attempt, "sent"))
+        tally.record("sms", order.order_id)
+
+    def dead_letters(delivery: Delivery) -> None:
+        order = Order.from_body(delivery.body)
+        headers = delivery.headers
+        with lock:
+            dead.append(
+                DeadLetter(
+                    order.order_id,
+                    headers.get("x-dead-letter-reason", "?"),
+                    headers.get("x-deliveries", "?"),
+                    headers.get("x-original-topic", "?"),
+                )
+            )
+        delivery.ack()
+        tally.record("dead", order.order_id)
+
+    dlq = broker.dead_letter_topic(topic)
+    pool = [
+        Worker(broker, topic, sms, stop, name="sms"),
+        Worker(broker, dlq, dead_letters, stop, name="dead-letters"),
+    ]
+    start_all(pool)
+    expected = {o.order_id for o in orders}
+    try:
+        broker.publish_many(topic, [o.as_body() for o in orders])
+        tally.wait_until(lambda: tally.seen("sms") | tally.seen("dead") >= expected, timeout)
+    finally:
+        stop_all(pool, stop)
+    with lock:
+        return RetryResult(
+            orders=len(orders),
+            max_deliveries=broker.options.max_deliveries or 0,
+            dead_letter_topic=dlq,
+            events=tuple(events),
+            sent=len(tally.seen("sms") & expected),
+            duplicates=tally.duplicates("sms"),
+            dead=tuple(sorted(dead, key=lambda d: d.order_id)),
+        )

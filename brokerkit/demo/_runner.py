@@ -1,0 +1,318 @@
+"""``brokerkit demo``: the three scenes run one after another and drawn with rich."""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from brokerkit._capabilities import Capability
+from brokerkit._plugins import connect
+from brokerkit._url import BrokerURL
+from brokerkit.demo._chart import write_chart
+from brokerkit.demo._orderflow import FlowResult, run_order_flow
+from brokerkit.demo._peak import PeakResult, Sample, run_peak_shaving
+from brokerkit.demo._retry import Event, RetryResult, run_failing_consumer
+from brokerkit.demo._services import BACKGROUND, CRITICAL_PATH, make_orders
+
+__all__ = ["DemoConfig", "DemoReport", "run_demo"]
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """How big each scene is. The defaults run in about ten seconds.
+
+    :ivar speed: latency factor of the simulated services in the first scene.
+    :ivar plot: where to write the flash-sale chart (``.html``, ``.svg`` or ``.png``).
+    :ivar live: redraw the flash sale in place (only on a terminal).
+    """
+
+    url: str = "memory://"
+    orders: int = 5
+    speed: float = 1.0
+    sale_orders: int = 2400
+    sale_rate: float = 2000.0
+    workers: int = 3
+    work_ms: float = 5.0
+    failing_orders: int = 40
+    max_deliveries: int = 3
+    plot: Path | None = None
+    live: bool = True
+
+
+@dataclass
+class DemoReport:
+    """What each scene found; a scene the backend cannot stage is in ``skipped``."""
+
+    flow: FlowResult | None = None
+    peak: PeakResult | None = None
+    retry: RetryResult | None = None
+    chart: Path | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Every scene that ran reconciled."""
+        return (
+            (self.flow is None or self.flow.complete)
+            and (self.peak is None or self.peak.reconciled)
+            and (self.retry is None or self.retry.reconciled)
+        )
+
+
+def run_demo(config: DemoConfig, console: Console | None = None) -> DemoReport:
+    """Run the order-flow demo against ``config.url`` and draw it on ``console``."""
+    console = console or Console()
+    url = BrokerURL.parse(config.url)
+    private = url.scheme == "memory" and not (url.host or url.path.strip("/"))
+    namespace = "" if private else f"demo-{secrets.token_hex(3)}."
+    report = DemoReport()
+    console.rule(f"[bold]brokerkit demo[/] on {url}")
+
+    topic = f"{namespace}order.created"
+    with connect(url) as broker:
+        _scene_header(console, 1, "Placing an order: synchronously, then asynchronously")
+        report.flow = run_order_flow(
+            broker, make_orders(config.orders), topic=topic, speed=config.speed
+        )
+        _show_flow(console, report.flow, topic)
+        _cleanup(broker, topic, report.flow.fanout == "topics")
+
+    _scene_header(console, 2, "Peak shaving: a flash sale")
+    topic = f"{namespace}flash-sale.orders"
+    with connect(url) as broker:
+        missing = _missing(broker.capabilities, Capability.PERSISTENT | Capability.COMPETING)
+        if missing:
+            report.skipped["peak shaving"] = f"{url.scheme} lacks {missing}"
+            console.print(
+                f"[yellow]skipped:[/] {url.scheme} lacks {missing}: "
+                "a message published while every consumer is busy would be lost"
+            )
+        else:
+            report.peak = _run_peak(console, broker, config, topic)
+            if config.plot is not None:
+                report.chart = write_chart(
+                    config.plot, report.peak.samples, title=f"Flash sale on {url.scheme}://"
+                )
+            _show_peak(console, report.peak, report.chart)
+            _cleanup(broker, topic)
+
+    _scene_header(console, 3, "A failing consumer: nack, redelivery, dead letters")
+    topic = f"{namespace}sms.orders"
+    with connect(url, max_deliveries=config.max_deliveries) as broker:
+        missing = _missing(broker.capabilities, Capability.ACK | Capability.DEAD_LETTER)
+        if missing:
+            report.skipped["failing consumer"] = f"{url.scheme} lacks {missing}"
+            console.print(f"[yellow]skipped:[/] {url.scheme} lacks {missing}")
+        else:
+            orders = make_orders(config.failing_orders, first_id=2001)
+            report.retry = run_failing_consumer(broker, orders, topic=topic)
+            _show_retry(console, report.retry)
+            _cleanup(broker, topic)
+            _cleanup(broker, report.retry.dead_letter_topic)
+
+    verdict = "[bold green]all reconciled[/]" if report.ok else "[bold red]NOT reconciled[/]"
+    console.rule(verdict)
+    return report
+
+
+def _missing(have: Capability, need: Capability) -> str:
+    return ", ".join(c.name or "" for c in Capability if c and c in need and c not in have)
+
+
+def _cleanup(broker: object, topic: str, per_service: bool = False) -> None:
+    from brokerkit._broker import Broker
+
+    assert isinstance(broker, Broker)
+    topics = [topic]
+    if per_service:
+        topics = [f"{topic}.{s.name.replace(' ', '-')}" for s in BACKGROUND]
+    for name in topics:
+        if Capability.PERSISTENT in broker.capabilities:
+            broker.purge(name)
+
+
+def _scene_header(console: Console, number: int, title: str) -> None:
+    console.print()
+    console.print(Text(f"{number}. {title}", style="bold cyan"))
+
+
+def _show_flow(console: Console, flow: FlowResult, topic: str) -> None:
+    critical = " → ".join(s.name for s in CRITICAL_PATH)
+    background = ", ".join(s.name for s in BACKGROUND)
+    console.print(
+        f"synchronous: {critical} → {background}, in turn\n"
+        f"asynchronous: {critical}, then publish({topic!r}); {background} consume it"
+        f" ({_FANOUT[flow.fanout]})"
+    )
+    table = Table(title="response time the customer sees")
+    table.add_column("order", justify="right")
+    table.add_column("synchronous", justify="right")
+    table.add_column("asynchronous", justify="right")
+    for n, (sync, asyn) in enumerate(zip(flow.sync_ms, flow.async_ms, strict=True), 1):
+        table.add_row(str(n), f"{sync:.0f} ms", f"{asyn:.0f} ms")
+    sync_mean = statistics.fmean(flow.sync_ms)
+    async_mean = statistics.fmean(flow.async_ms)
+    table.add_section()
+    table.add_row("mean", f"{sync_mean:.0f} ms", f"[bold green]{async_mean:.0f} ms[/]")
+    console.print(table)
+    console.print(
+        f"the asynchronous response is [bold]{sync_mean / async_mean:.1f}x[/] faster; "
+        f"the background work for all {flow.orders} orders was done "
+        f"{flow.background_s:.2f} s after the first order"
+    )
+    for service, seen in flow.seen.items():
+        dupes = flow.duplicates[service]
+        mark = "[green]✓[/]" if seen == flow.orders and not dupes else "[red]✗[/]"
+        console.print(
+            f"  {mark} {service:<10} saw {seen}/{flow.orders} orders"
+            + (f", {dupes} twice" if dupes else "")
+        )
+
+
+_FANOUT = {
+    "groups": "each service is its own consumer group",
+    "subscribers": "each service is its own subscriber",
+    "topics": "no FANOUT on this backend: one topic per service",
+}
+
+
+def _run_peak(console: Console, broker: object, config: DemoConfig, topic: str) -> PeakResult:
+    from brokerkit._broker import Broker
+
+    assert isinstance(broker, Broker)
+    orders = make_orders(config.sale_orders, first_id=100_001)
+    console.print(
+        f"{config.sale_orders} orders arrive at {config.sale_rate:.0f}/s; "
+        f"{config.workers} workers take {config.work_ms:.0f} ms per order "
+        f"(about {config.workers * 1000 / config.work_ms:.0f}/s together)"
+    )
+    history: list[Sample] = []
+    live = Live(
+        _depth_view(history, config.sale_orders),
+        console=console,
+        refresh_per_second=12,
+        transient=True,
+    )
+    live_on = config.live and console.is_terminal
+
+    def on_sample(sample: Sample) -> None:
+        history.append(sample)
+        if live_on:
+            live.update(_depth_view(history, config.sale_orders))
+
+    if live_on:
+        with live:
+            return run_peak_shaving(
+                broker,
+                orders,
+                topic=topic,
+                workers=config.workers,
+                work_ms=config.work_ms,
+                burst_rate=config.sale_rate,
+                on_sample=on_sample,
+            )
+    return run_peak_shaving(
+        broker,
+        orders,
+        topic=topic,
+        workers=config.workers,
+        work_ms=config.work_ms,
+        burst_rate=config.sale_rate,
+        on_sample=on_sample,
+    )
+
+
+def _bar(value: int, total: int, width: int = 40) -> str:
+    filled = round(width * value / total) if total else 0
+    return "█" * filled + "░" * (width - filled)
+
+
+def sparkline(values: list[int], width: int = 60) -> str:
+    """``values`` as a line of block characters, resampled to ``width``."""
+    if not values:
+        return ""
+    step = max(len(values) / width, 1.0)
+    picked = [values[min(int(i * step), len(values) - 1)] for i in range(min(width, len(values)))]
+    top = max(picked) or 1
+    return "".join(
+        _BARS[min(int(v / top * (len(_BARS) - 1) + 0.5), len(_BARS) - 1)] for v in picked
+    )
+
+
+def _depth_view(history: list[Sample], total: int) -> Panel:
+    last = history[-1] if history else Sample(0.0, 0, 0)
+    lines = Table.grid(padding=(0, 1))
+    lines.add_row("published", f"[blue]{_bar(last.published, total)}[/]", f"{last.published}")
+    lines.add_row("processed", f"[green]{_bar(last.processed, total)}[/]", f"{last.processed}")
+    lines.add_row("backlog", f"[red]{_bar(last.backlog, total)}[/]", f"{last.backlog}")
+    trend = Text(sparkline([s.backlog for s in history]), style="red")
+    return Panel(Group(lines, trend), title=f"t = {last.t:4.1f} s", expand=False)
+
+
+def _show_peak(console: Console, peak: PeakResult, chart: Path | None) -> None:
+    peak_at = max(peak.samples, key=lambda s: s.backlog) if peak.samples else None
+    console.print(_depth_view(list(peak.samples), peak.orders))
+    drain = peak.total_s - (peak_at.t if peak_at else 0.0)
+    console.print(
+        f"the sale published {peak.orders} orders in {peak.burst_s:.1f} s "
+        f"({peak.orders / max(peak.burst_s, 1e-9):.0f}/s); the backlog peaked at "
+        f"[bold]{peak.peak_backlog}[/] at t = {peak_at.t if peak_at else 0:.1f} s and drained "
+        f"{drain:.1f} s later, at the workers' own pace "
+        f"({peak.orders / max(peak.total_s, 1e-9):.0f} orders/s overall)"
+    )
+    console.print(f"backlog over time: [red]{sparkline([s.backlog for s in peak.samples])}[/]")
+    if chart is not None:
+        console.print(f"chart written to {chart}")
+    mark = "[green]✓[/]" if peak.reconciled else "[red]✗[/]"
+    console.print(
+        f"  {mark} reconciled: {peak.orders} published, {peak.processed} processed, "
+        f"{peak.lost} lost, {peak.duplicates} twice"
+    )
+
+
+def _attempt(event: Event) -> int:
+    return event.attempt
+
+
+def _show_retry(console: Console, retry: RetryResult) -> None:
+    console.print(
+        f"{retry.orders} orders; the SMS gateway rejects invalid phone numbers (ids ending "
+        f"in 0) and times out once on ids ending in 5; max_deliveries = {retry.max_deliveries}"
+    )
+    table = Table(title="orders whose SMS failed, delivery by delivery")
+    for column in ("order", "deliveries", "result"):
+        table.add_column(column)
+    dead_ids = {d.order_id for d in retry.dead}
+    failed = sorted({e.order_id for e in retry.events if e.outcome != "sent"})
+    for order_id in failed:
+        attempts = sorted((e for e in retry.events if e.order_id == order_id), key=_attempt)
+        steps = "; ".join(
+            f"#{e.attempt} {'sent' if e.outcome == 'sent' else e.outcome + ' → nack'}"
+            for e in attempts
+        )
+        result = "[red]dead-lettered[/]" if order_id in dead_ids else "[green]sent on retry[/]"
+        table.add_row(str(order_id), steps, result)
+    console.print(table)
+    dead = Table(title=f"dead-letter topic {retry.dead_letter_topic!r}")
+    for column in ("order", "x-dead-letter-reason", "x-deliveries", "x-original-topic"):
+        dead.add_column(column)
+    for letter in retry.dead:
+        dead.add_row(str(letter.order_id), letter.reason, letter.deliveries, letter.original_topic)
+    console.print(dead)
+    mark = "[green]✓[/]" if retry.reconciled else "[red]✗[/]"
+    console.print(
+        f"  {mark} reconciled: {retry.sent} sent + {len(retry.dead)} dead-lettered = "
+        f"{retry.sent + len(retry.dead)} of {retry.orders}; {retry.nacked} nacks, "
+        f"{retry.redelivered} redeliveries, {len(retry.recovered)} recovered on retry, "
+        f"{retry.duplicates} sent twice"
+    )
