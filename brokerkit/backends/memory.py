@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import itertools
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -197,7 +198,9 @@ class MemoryBroker(Broker):
         self, subscription: Subscription, max_messages: int, timeout: float
     ) -> list[Delivery]:
         store = self._store
-        deadline = store.clock.now() + timeout
+        # The timeout is real time even under a ManualClock, which only moves when
+        # told to: leases are judged by the store's clock, waiting by the wall clock.
+        deadline = time.monotonic() + timeout
         with store.condition:
             while True:
                 now = store.clock.now()
@@ -205,13 +208,13 @@ class MemoryBroker(Broker):
                 fetched = self._take(subscription, max_messages, now)
                 if fetched or subscription.closed:
                     return fetched
-                wait = deadline - now
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    return []
                 next_expiry = self._next_expiry()
                 if next_expiry is not None:
-                    wait = min(wait, next_expiry - now)
-                if wait <= 0 and now >= deadline:
-                    return []
-                store.condition.wait(max(wait, 0.001))
+                    wait = min(wait, max(next_expiry - now, 0.001))
+                store.condition.wait(wait)
 
     def _take(self, subscription: Subscription, limit: int, now: float) -> list[Delivery]:
         taken: list[Delivery] = []
