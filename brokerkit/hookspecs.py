@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import typer
+
     from brokerkit._registry import BackendRegistry
 
 __all__ = ["hookimpl", "hookspec"]
@@ -41,5 +43,22 @@ def brokerkit_register_backends(registry: BackendRegistry) -> None:
     error, unless ``replace=True``.
 
     :param registry: the :class:`~brokerkit.BackendRegistry` to add to.
+    :return: nothing; results are ignored.
+    """
+
+
+@hookspec
+def brokerkit_register_commands(cli: typer.Typer) -> None:
+    """Add commands to the ``brokerkit`` command line.
+
+    Called each time the ``brokerkit`` command starts, after the built-in commands
+    are added (it needs the ``cli`` extra, so only then is typer imported).
+
+    Decorate functions with ``@cli.command()``, or add a group of commands with
+    ``cli.add_typer(sub_app, name="...")``. Do not reuse a built-in command's name.
+    Write data to stdout and progress to stderr; raise a
+    :class:`~brokerkit.BrokerError` to fail with one line on stderr and exit status 1.
+
+    :param cli: the ``typer.Typer`` application of the ``brokerkit`` command.
     :return: nothing; results are ignored.
     """
