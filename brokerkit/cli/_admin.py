@@ -1,0 +1,207 @@
+"""``brokerkit backends``, ``inspect`` and ``rescue``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from brokerkit._broker import Broker
+from brokerkit._inspect import TopicInfo
+from brokerkit._plugins import connect, list_backends
+from brokerkit.cli._output import err, out
+from brokerkit.exceptions import BrokerError
+
+__all__ = ["RESCUE_METHODS", "find_rescue", "register", "stop_on_interrupt"]
+
+#: Public methods a backend may offer to hand stuck deliveries back, in order of preference.
+RESCUE_METHODS = ("rescue", "reclaim")
+
+UrlArg = Annotated[str, typer.Argument(help="The broker URL, such as redis+stream://localhost/0.")]
+TopicArg = Annotated[str, typer.Argument(help="The topic.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backends")(backends)
+    app.command("inspect")(inspect)
+    app.command("rescue")(rescue)
+
+
+def backends(as_json: JsonOpt = False) -> None:
+    """List the installed backends: schemes, capabilities and the plugin providing each."""
+    rows: list[dict[str, Any]] = []
+    for info in list_backends():
+        try:
+            capabilities = info.capabilities
+            status = "ok" if capabilities is not None else (info.install_hint or "unavailable")
+        except BrokerError as exc:
+            capabilities, status = None, str(exc)
+        target = info.target if isinstance(info.target, str) else _dotted(info.target)
+        rows.append(
+            {
+                "schemes": list(info.schemes),
+                "capabilities": capabilities.names() if capabilities is not None else None,
+                "plugin": info.plugin,
+                "backend": target,
+                "status": status,
+            }
+        )
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="installed brokerkit backends")
+    for column in ("schemes", "capabilities", "plugin", "status"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        caps: list[str] | None = row["capabilities"]
+        table.add_row(
+            "\n".join(row["schemes"]),
+            " ".join(caps) if caps is not None else "-",
+            row["plugin"],
+            "[green]ok[/]" if row["status"] == "ok" else f"[yellow]{row['status']}[/]",
+        )
+    out.print(table)
+
+
+def inspect(url: UrlArg, topic: TopicArg, as_json: JsonOpt = False) -> None:
+    """Show a topic: length, in-flight deliveries, groups, consumers, dead letters."""
+    with connect(url) as broker:
+        info = broker.inspect(topic)
+    if as_json:
+        out.print_json(json.dumps(dataclasses.asdict(info), default=str))
+        return
+    out.print(topic_table(info, str(broker.url)))
+    if info.groups:
+        out.print(groups_table(info))
+    if info.details:
+        details = Table(title="details", show_header=False)
+        details.add_column("key", style="dim")
+        details.add_column("value", overflow="fold")
+        for key, value in info.details.items():
+            details.add_row(str(key), _plain(value))
+        out.print(details)
+
+
+def topic_table(info: TopicInfo, where: str) -> Table:
+    """The headline facts of ``info`` as a two-column table."""
+    table = Table(title=f"topic {info.topic!r} on {where}", show_header=False)
+    table.add_column("fact", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("length", str(info.length))
+    table.add_row("in flight", str(info.in_flight))
+    table.add_row("dead-lettered", str(info.dead_lettered))
+    age = info.oldest_in_flight_age
+    table.add_row("oldest in flight", "-" if age is None else f"{age:.1f} s")
+    table.add_row("groups", str(len(info.groups)))
+    return table
+
+
+def groups_table(info: TopicInfo) -> Table:
+    """One row per group, and one per consumer under it."""
+    table = Table(title="groups and consumers")
+    for column in ("group", "consumer", "pending", "lag", "idle"):
+        table.add_column(column, justify="left" if column in ("group", "consumer") else "right")
+    for group in info.groups:
+        lag = "-" if group.lag is None else str(group.lag)
+        table.add_row(group.name, "", str(group.pending), lag, "")
+        for consumer in group.consumers:
+            idle = "-" if consumer.idle is None else f"{consumer.idle:.1f} s"
+            table.add_row("", consumer.name, str(consumer.pending), "", idle)
+    return table
+
+
+def find_rescue(broker: Broker) -> Callable[[str], Any]:
+    """The backend's public rescue method (see :data:`RESCUE_METHODS`).
+
+    :raises BrokerError: the backend has none.
+    """
+    for name in RESCUE_METHODS:
+        method = getattr(broker, name, None)
+        if callable(method):
+            return method  # type: ignore[no-any-return]
+    raise BrokerError(
+        f"{type(broker).describe()} has no rescue step ({' or '.join(RESCUE_METHODS)}): "
+        "its unsettled deliveries come back by themselves after the visibility timeout; "
+        "rescue is for redis+list and redis+stream"
+    )
+
+
+def rescue(
+    url: UrlArg,
+    topic: TopicArg,
+    every: Annotated[
+        float | None,
+        typer.Option(
+            "--every", metavar="SECONDS", help="Keep running, rescuing every SECONDS (a daemon)."
+        ),
+    ] = None,
+) -> None:
+    """Hand stuck deliveries back to the topic, once or as a daemon with --every.
+
+    Stuck means held by a consumer that died, or past the visibility timeout.
+    """
+    if every is not None and not every > 0:
+        raise typer.BadParameter("must be a positive number of seconds", param_hint="--every")
+    with connect(url) as broker:
+        step = find_rescue(broker)
+        if every is None:
+            out.print(_count(step(topic)))
+            return
+        with stop_on_interrupt() as stop:
+            err.print(f"rescuing {topic!r} on {broker.url} every {every:g} s; Ctrl-C stops")
+            total = 0
+            while not stop.is_set():
+                count = _count(step(topic))
+                total += count
+                if count:
+                    err.print(f"{time.strftime('%H:%M:%S')} rescued {count}")
+                stop.wait(every)
+            err.print(f"stopped; rescued {total} in all")
+
+
+def _count(result: Any) -> int:
+    if isinstance(result, int):
+        return result
+    try:
+        return len(result)
+    except TypeError:
+        return 0
+
+
+@contextmanager
+def stop_on_interrupt() -> Iterator[threading.Event]:
+    """An event that Ctrl-C (SIGINT) or SIGTERM sets, instead of raising in the middle
+    of whatever is running; the caller checks it at a safe point."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)

@@ -1,0 +1,174 @@
+"""``brokerkit publish`` and ``brokerkit consume``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from itertools import islice
+from typing import Annotated, Any
+
+import typer
+
+from brokerkit._delivery import Delivery
+from brokerkit._plugins import connect
+from brokerkit.cli._admin import TopicArg, UrlArg, stop_on_interrupt
+from brokerkit.cli._output import delivery_record, err, text_of
+from brokerkit.exceptions import BrokerClosed
+
+__all__ = ["parse_headers", "register"]
+
+#: Lines read from stdin are published this many at a time.
+_STDIN_BATCH = 500
+#: How often a waiting consumer looks at Ctrl-C.
+_POLL = 0.25
+
+
+def register(app: typer.Typer) -> None:
+    app.command("publish")(publish)
+    app.command("consume")(consume)
+
+
+def parse_headers(pairs: list[str]) -> dict[str, str]:
+    """``["k=v", ...]`` as a mapping.
+
+    :raises typer.BadParameter: an item has no ``=``.
+    """
+    headers: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--header")
+        headers[key] = value
+    return headers
+
+
+def publish(
+    url: UrlArg,
+    topic: TopicArg,
+    body: Annotated[
+        str | None,
+        typer.Argument(help="The message body; '-' publishes each line of stdin as a message."),
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", metavar="KEY=VALUE", help="A header (repeatable)."),
+    ] = None,
+    count: Annotated[
+        int, typer.Option("--count", "-n", min=1, help="Publish the body this many times.")
+    ] = 1,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="The body is JSON: publish the value it decodes to."),
+    ] = False,
+) -> None:
+    """Publish a message (or stdin's lines) and print each message id on stdout."""
+    headers = parse_headers(header or [])
+    if body is None:
+        raise typer.BadParameter("give a BODY, or '-' to read lines from stdin", param_hint="BODY")
+    published = 0
+    with connect(url) as broker:
+        if body == "-":
+            lines = (line.rstrip("\r\n") for line in sys.stdin)
+            for chunk in _chunks((_decode(line, as_json) for line in lines), _STDIN_BATCH):
+                for _ in range(count):
+                    ids = broker.publish_many(topic, chunk, headers=headers)
+                    sys.stdout.write("".join(f"{i}\n" for i in ids))
+                    published += len(ids)
+        else:
+            value = _decode(body, as_json)
+            ids = broker.publish_many(topic, [value] * count, headers=headers)
+            sys.stdout.write("".join(f"{i}\n" for i in ids))
+            published = len(ids)
+        sys.stdout.flush()
+        err.print(f"published {published} message{'s' * (published != 1)} to {topic!r}")
+
+
+def _decode(text: str, as_json: bool) -> Any:
+    if not as_json:
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}: {text[:60]!r}", param_hint="--json") from None
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def consume(
+    url: UrlArg,
+    topic: TopicArg,
+    group: Annotated[
+        str | None, typer.Option("--group", "-g", help="Consume as a member of this group.")
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", "-n", min=1, help="Stop after this many messages.")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", "-t", help="Stop when no message came for this many seconds."),
+    ] = None,
+    no_ack: Annotated[
+        bool,
+        typer.Option(
+            "--no-ack",
+            help="Peek: leave messages unsettled and hand them back (requeued) at the end.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per message: id, headers, body...")
+    ] = False,
+    prefetch: Annotated[
+        int, typer.Option("--prefetch", min=1, help="Messages fetched per round trip.")
+    ] = 1,
+    pattern: Annotated[
+        bool, typer.Option("--pattern", help="TOPIC is a glob such as 'chat:room:*'.")
+    ] = False,
+) -> None:
+    """Print messages from a topic on stdout, acking each once it is printed.
+
+    Ctrl-C stops after the message in hand is printed and settled; prefetched
+    messages go back to the topic.
+    """
+    received = 0
+    held: list[Delivery] = []
+    with connect(url) as broker, stop_on_interrupt() as stop:
+        subscription = broker.subscribe(topic, group=group, prefetch=prefetch, pattern=pattern)
+        err.print(
+            f"consuming {topic!r} on {broker.url}" + (f" as group {group!r}" if group else "")
+        )
+        try:
+            with subscription:
+                idle = 0.0
+                while not stop.is_set() and (count is None or received < count):
+                    wait = _POLL if timeout is None else min(_POLL, max(timeout - idle, 0.0))
+                    try:
+                        delivery = subscription.receive(timeout=wait)
+                    except BrokerClosed:
+                        break
+                    if delivery is None:
+                        idle += wait
+                        if timeout is not None and idle >= timeout:
+                            break
+                        continue
+                    idle = 0.0
+                    # Printing and settling form one step: Ctrl-C only sets `stop`,
+                    # so a message is never printed and left unsettled, or acked unprinted.
+                    line = json.dumps(delivery_record(delivery), ensure_ascii=False, default=str)
+                    sys.stdout.write((line if as_json else text_of(delivery.body)) + "\n")
+                    sys.stdout.flush()
+                    if no_ack:
+                        held.append(delivery)
+                    else:
+                        delivery.ack()
+                    received += 1
+        finally:
+            if held and not broker.closed:
+                broker.nack(*held, requeue=True)
+    err.print(
+        f"received {received} message{'s' * (received != 1)}"
+        + (f"; handed {len(held)} back unacked" if held else "")
+    )

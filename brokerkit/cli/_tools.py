@@ -1,0 +1,101 @@
+"""``brokerkit demo`` and ``brokerkit bench``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from brokerkit._url import BrokerURL
+from brokerkit.cli._admin import UrlArg
+from brokerkit.cli._bench import STEPS, bench_url
+from brokerkit.cli._output import err, out
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+    app.command("bench")(bench)
+
+
+def demo(
+    url: Annotated[
+        str, typer.Option("--url", help="Run the demo on this broker URL.")
+    ] = "memory://",
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", metavar="FILE", help="Write the flash-sale chart (.html, .svg, .png)."
+        ),
+    ] = None,
+    orders: Annotated[int, typer.Option(min=1, help="Orders placed each way in scene 1.")] = 5,
+    sale_orders: Annotated[int, typer.Option(min=1, help="Orders in the flash sale.")] = 2400,
+    speed: Annotated[
+        float, typer.Option(min=0.0, help="Latency factor of the simulated services.")
+    ] = 1.0,
+) -> None:
+    """The e-commerce order flow: sync vs async, a flash sale, a failing consumer."""
+    from brokerkit.demo import DemoConfig, run_demo
+
+    config = DemoConfig(url=url, orders=orders, sale_orders=sale_orders, speed=speed, plot=plot)
+    report = run_demo(config, out)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def bench(
+    url: UrlArg,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Messages per step.")] = 5000,
+    size: Annotated[int, typer.Option("--size", min=0, help="Body size in bytes.")] = 100,
+    step: Annotated[
+        list[str] | None,
+        typer.Option("--step", help=f"Only these steps (repeatable): {', '.join(STEPS)}."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """A quick look at a URL's throughput and latency (see benchmarks/ for the full suite)."""
+    steps = tuple(step) if step else STEPS
+    with Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = int(bar.add_task(name, total=total))
+            bar.update(tasks[name], completed=done)  # type: ignore[arg-type]
+
+        results = bench_url(url, count=count, size=size, steps=steps, progress=progress)
+    shown = str(BrokerURL.parse(url))
+    if as_json:
+        rows = [
+            {
+                "step": r.step,
+                "messages": r.messages,
+                "seconds": r.seconds,
+                "rate": r.rate,
+                "p50_ms": r.p50_ms,
+                "p99_ms": r.p99_ms,
+            }
+            for r in results
+        ]
+        out.print_json(json.dumps({"url": shown, "size": size, "results": rows}))
+        return
+    table = Table(title=f"{shown}: {count} messages of {size} bytes")
+    for column in ("step", "msg/s", "p50", "p99"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for r in results:
+        p50 = "" if r.p50_ms is None else f"{r.p50_ms:.3f} ms"
+        p99 = "" if r.p99_ms is None else f"{r.p99_ms:.3f} ms"
+        table.add_row(r.step, f"{r.rate:,.0f}", p50, p99)
+    out.print(table)
