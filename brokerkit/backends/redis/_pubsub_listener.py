@@ -1,0 +1,309 @@
+"""One subscriber connection of the pub/sub backend: SUBSCRIBE (or PSUBSCRIBE),
+read with a deadline, notice a dead connection, reconnect with backoff and
+jitter, and record every gap in listening."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._client import TRANSIENT_ERRORS, redis_url, translate_errors
+from brokerkit.exceptions import ConnectionFailed
+
+__all__ = ["ChannelListener", "Gap"]
+
+#: Seconds a connect, a handshake or a subscribe confirmation may take, unless
+#: the URL sets ``socket_timeout`` / ``socket_connect_timeout``.
+DEFAULT_SOCKET_TIMEOUT = 5.0
+
+_BACKOFF_BASE = 0.05
+_BACKOFF_CAP = 2.0
+_CLIENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@=+-]")
+_LOST: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OSError)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A stretch of time when a subscription was not listening.
+
+    Redis Pub/Sub keeps nothing: every message published to the subscription's
+    channels from (shortly before) :attr:`lost_at` until :attr:`resumed_at` is
+    lost for this subscriber. An application that must not miss messages resyncs
+    from its source of truth when it learns of a gap, or uses ``redis+stream``.
+
+    :ivar topic: the subscription's topic, or its pattern when :attr:`pattern` is true.
+    :ivar pattern: whether :attr:`topic` is a glob pattern.
+    :ivar consumer: the subscription's consumer name.
+    :ivar number: 1 for the subscription's first gap, 2 for its second, ...
+    :ivar lost_at: when the loss was noticed (``time.time()``); Redis may have
+        dropped the connection a little earlier.
+    :ivar resumed_at: when the subscription was confirmed again (``time.time()``).
+    :ivar reason: what ended the connection, as the driver reported it.
+    """
+
+    topic: str
+    pattern: bool
+    consumer: str
+    number: int
+    lost_at: float
+    resumed_at: float
+    reason: str
+
+    @property
+    def duration(self) -> float:
+        """Seconds between :attr:`lost_at` and :attr:`resumed_at`."""
+        return self.resumed_at - self.lost_at
+
+
+class ChannelListener:
+    """A dedicated connection subscribed to one channel or one channel pattern.
+
+    The connection carries the client name ``client_name`` (visible in
+    ``CLIENT LIST``), so an operator can tell subscribers apart. It reconnects on
+    its own: when a read finds it broken (the server closed it, restarted, killed
+    it for exceeding ``client-output-buffer-limit pubsub``, or stopped answering
+    PINGs), later reads retry with exponential backoff and full jitter, and the
+    first successful resubscription yields a :class:`Gap`.
+
+    Not thread-safe: one reader at a time, as a :class:`~brokerkit.Subscription`.
+
+    :param url: the broker URL (its password never appears in an error).
+    :param channel: the channel, or the glob over channels when ``pattern``.
+    :param reconnect_timeout: seconds of failed reconnection after which a read
+        raises :class:`~brokerkit.ConnectionFailed` (a later read tries again).
+    :param ping_interval: seconds of silence after which the connection is
+        PINGed; no answer within as long again means it is dead (0: never).
+    """
+
+    def __init__(
+        self,
+        url: BrokerURL,
+        channel: bytes,
+        *,
+        pattern: bool,
+        topic: str,
+        consumer: str,
+        reconnect_timeout: float,
+        ping_interval: float,
+    ) -> None:
+        self.url = url
+        self.channel = channel
+        self.pattern = pattern
+        self.topic = topic
+        self.consumer = consumer
+        self.reconnect_timeout = reconnect_timeout
+        self.ping_interval = ping_interval
+        #: Every gap so far, oldest first.
+        self.gaps: list[Gap] = []
+        self._command = "PSUBSCRIBE" if pattern else "SUBSCRIBE"
+        self._confirmation = b"psubscribe" if pattern else b"subscribe"
+        # redis-py's own retry would reconnect behind our back and hide the gap;
+        # this listener owns every reconnect, so the connection never retries.
+        self._pool: redis.ConnectionPool = redis.ConnectionPool.from_url(
+            redis_url(url),
+            client_name=_CLIENT_NAME_UNSAFE.sub("_", f"brokerkit-pubsub-{consumer}"),
+            socket_timeout=DEFAULT_SOCKET_TIMEOUT,
+            socket_connect_timeout=DEFAULT_SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._conn: Any = None
+        self._last_heard = 0.0
+        self._ping_sent: float | None = None
+        # Set while the connection is lost: when, why, and the retry schedule.
+        self._lost_at: float | None = None
+        self._reason = ""
+        self._attempt = 0
+        self._next_try = 0.0
+        self._give_up_at = 0.0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the listener is subscribed right now (as far as it knows)."""
+        return self._conn is not None
+
+    def open(self) -> None:
+        """Subscribe, and return once Redis has confirmed it: a message published
+        after this returns reaches the listener.
+
+        :raises ConnectionFailed: Redis could not be reached within ``reconnect_timeout``.
+        """
+        give_up_at = time.monotonic() + self.reconnect_timeout
+        attempt = 0
+        while True:
+            try:
+                self._connect()
+                return
+            except ConnectionFailed as exc:
+                attempt += 1
+                delay = _backoff(attempt)
+                if _is_refusal(exc) or time.monotonic() + delay > give_up_at:
+                    raise
+                time.sleep(delay)
+
+    def read(
+        self, max_messages: int, timeout: float
+    ) -> tuple[list[tuple[bytes, bytes]], Gap | None]:
+        """Up to ``max_messages`` ``(channel, data)`` pairs, waiting at most about
+        ``timeout`` seconds for the first, and the gap that ended during this call.
+
+        A gap is returned with an empty list, so that the caller hears of it before
+        any message received after it. Messages read before a loss are returned
+        first; the loss is handled on the next call.
+
+        :raises ConnectionFailed: the connection has been lost for ``reconnect_timeout``
+            seconds, or Redis refused the credentials.
+        """
+        deadline = time.monotonic() + timeout
+        if self._conn is None:
+            return [], self._recover(deadline)
+        received: list[tuple[bytes, bytes]] = []
+        try:
+            while len(received) < max_messages:
+                wait = 0.0 if received else max(deadline - time.monotonic(), 0.0)
+                response = self._next_response(wait)
+                if response is None:
+                    break
+                message = _message(response)
+                if message is not None:
+                    received.append(message)
+        except _LOST as exc:
+            self._lose(exc)
+            if not received:
+                return [], self._recover(deadline)
+        return received, None
+
+    def close(self) -> None:
+        """Disconnect; Redis drops the subscription with the connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()
+        self._pool.disconnect()
+
+    # -- reading --------------------------------------------------------------------
+
+    def _next_response(self, wait: float) -> Any:
+        conn = self._conn
+        now = time.monotonic()
+        if self.ping_interval > 0:
+            if self._ping_sent is not None and now - self._ping_sent > self.ping_interval:
+                raise redis.TimeoutError(
+                    f"no answer to PING within {self.ping_interval:g} s; the connection is dead"
+                )
+            if self._ping_sent is None and now - self._last_heard > self.ping_interval:
+                conn.send_command("PING", check_health=False)
+                self._ping_sent = now
+        if not conn.can_read(timeout=wait):
+            return None
+        response = conn.read_response(push_request=True)
+        self._last_heard = time.monotonic()
+        self._ping_sent = None
+        return response
+
+    # -- losing and regaining the connection -----------------------------------------
+
+    def _connect(self) -> None:
+        """Connect and subscribe, waiting for the confirmation (errors translated)."""
+        conn: Any = self._pool.make_connection()
+        try:
+            with translate_errors(self.url, self.topic):
+                conn.connect()
+                conn.send_command(self._command, self.channel, check_health=False)
+                while True:
+                    response = conn.read_response(push_request=True)
+                    if _is_confirmation(response, self._confirmation, self.channel):
+                        break
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._conn = conn
+        self._last_heard = time.monotonic()
+        self._ping_sent = None
+
+    def _lose(self, exc: BaseException) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()
+        self._lost_at = time.time()
+        self._reason = str(exc) or type(exc).__name__
+        self._attempt = 0
+        self._next_try = time.monotonic()
+        self._give_up_at = time.monotonic() + self.reconnect_timeout
+
+    def _recover(self, deadline: float) -> Gap | None:
+        """Try to resubscribe until ``deadline``; the gap if it worked."""
+        while True:
+            now = time.monotonic()
+            if now < self._next_try:
+                if self._next_try > deadline:
+                    time.sleep(max(deadline - now, 0.0))
+                    return None
+                time.sleep(self._next_try - now)
+            try:
+                self._connect()
+            except ConnectionFailed as exc:
+                self._attempt += 1
+                self._next_try = time.monotonic() + _backoff(self._attempt)
+                if _is_refusal(exc) or time.monotonic() >= self._give_up_at:
+                    # The application hears of it; its next read starts a new window.
+                    self._give_up_at = time.monotonic() + self.reconnect_timeout
+                    raise ConnectionFailed(
+                        f"the subscription to {self.topic!r} lost its connection to Redis at "
+                        f"{self.url} ({self._reason}) and could not resubscribe within "
+                        f"{self.reconnect_timeout:g} s: {exc}; messages published meanwhile "
+                        "are lost"
+                    ) from exc
+                if time.monotonic() >= deadline:
+                    return None
+                continue
+            gap = Gap(
+                topic=self.topic,
+                pattern=self.pattern,
+                consumer=self.consumer,
+                number=len(self.gaps) + 1,
+                lost_at=self._lost_at if self._lost_at is not None else time.time(),
+                resumed_at=time.time(),
+                reason=self._reason,
+            )
+            self.gaps.append(gap)
+            self._lost_at = None
+            return gap
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+
+
+def _is_refusal(exc: ConnectionFailed) -> bool:
+    return isinstance(exc.__cause__, redis.AuthenticationError)
+
+
+def _is_confirmation(response: Any, kind: bytes, channel: bytes) -> bool:
+    return (
+        isinstance(response, list)
+        and len(response) >= 2
+        and isinstance(response[0], bytes)
+        and response[0].lower() == kind
+        and response[1] == channel
+    )
+
+
+def _message(response: Any) -> tuple[bytes, bytes] | None:
+    """``(channel, data)`` of a published message; None for PING replies and
+    subscription confirmations."""
+    if not isinstance(response, list) or not response or not isinstance(response[0], bytes):
+        return None
+    kind = response[0].lower()
+    if kind == b"message" and len(response) == 3:
+        return response[1], response[2]
+    if kind == b"pmessage" and len(response) == 4:
+        return response[2], response[3]
+    return None

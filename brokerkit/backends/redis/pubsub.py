@@ -1,0 +1,264 @@
+"""``redis+pubsub://``: Redis Pub/Sub channels and patterns, at most once.
+
+A topic is a Redis channel, ``<prefix>:{<topic>}`` (or the topic itself with
+``plain_channels=true``). :meth:`~brokerkit.Broker.publish` is one ``PUBLISH``;
+every subscriber connected at that moment receives it, and nobody else ever
+will: Redis keeps nothing. Each :class:`~brokerkit.Subscription` owns one
+connection (``SUBSCRIBE``, or ``PSUBSCRIBE`` for ``pattern=True``) that
+reconnects on its own and reports each gap in listening (:class:`Gap`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery import Delivery
+from brokerkit._inspect import TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription import Subscription
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._client import make_client, translate_errors
+from brokerkit.backends.redis._envelope import decode, encode
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
+from brokerkit.backends.redis._pubsub_listener import ChannelListener, Gap
+from brokerkit.exceptions import DeliveryError, InvalidOption
+
+__all__ = ["Gap", "Published", "RedisPubSubBroker", "RedisPubSubOptions"]
+
+_B = TypeVar("_B", bound="RedisPubSubBroker")
+
+
+@dataclass(frozen=True)
+class RedisPubSubOptions(RedisOptions):
+    """Options of ``redis+pubsub://`` URLs (and the Redis options they share).
+
+    ``visibility_timeout`` has no effect (there are no leases) and
+    ``max_deliveries`` is refused (there are no redeliveries).
+    """
+
+    #: Publish the bare payload instead of brokerkit's envelope, so that any
+    #: Redis client subscribed to the channel reads the body as it is. Headers,
+    #: content type and message id are then not transmitted. Subscribers accept
+    #: both forms whatever this says.
+    raw: bool = False
+    #: Use the topic itself as the channel name (``chat:room:42``) instead of
+    #: ``<prefix>:{<topic>}``, to talk to programs that use plain channel names.
+    plain_channels: bool = False
+    #: Seconds of silence after which a subscriber PINGs Redis; no answer within
+    #: as long again counts as a lost connection (0: never ping).
+    ping_interval: float = 5.0
+    #: Called with a :class:`Gap`, in the consuming thread, when a subscription
+    #: has resubscribed after losing its connection, before any delivery received
+    #: after the gap is returned. Keyword only.
+    on_gap: Callable[[Gap], None] | None = None
+
+    keyword_only: ClassVar[frozenset[str]] = frozenset({"on_gap"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_deliveries is not None:
+            raise InvalidOption(
+                "max_deliveries does not apply to redis+pubsub: a message is delivered at "
+                "most once and never redelivered; use redis+stream or redis+list for retries"
+            )
+        if self.ping_interval < 0:
+            raise InvalidOption(
+                f"ping_interval must be 0 (off) or more seconds, got {self.ping_interval!r}"
+            )
+        if self.on_gap is not None and not callable(self.on_gap):
+            raise InvalidOption(
+                f"on_gap must be a callable taking a Gap, got {type(self.on_gap).__name__}"
+            )
+
+
+class Published(NamedTuple):
+    """What :meth:`RedisPubSubBroker.publish_counted` reports about one message.
+
+    :ivar id: the message id, as :meth:`~brokerkit.Broker.publish` returns it.
+    :ivar receivers: how many subscriber connections Redis handed the message to
+        (channel and pattern subscribers, on this server; on a cluster, on the
+        node that served the PUBLISH). 0 means nobody heard it: it is gone.
+    """
+
+    id: str
+    receivers: int
+
+
+class RedisPubSubBroker(Broker):
+    """A broker on Redis Pub/Sub: fan-out to whoever listens, at most once.
+
+    Promises: every subscriber connected when a message is published receives
+    it once, in publish order (:attr:`~Capability.FANOUT`,
+    :attr:`~Capability.ORDERED`), and subscriptions may be glob patterns
+    (:attr:`~Capability.PATTERNS`). Nothing is stored: a message published while
+    nobody listens, or while a subscriber is reconnecting, is lost. ``ack`` and
+    ``nack`` only mark a delivery settled; groups, ``start`` and ``extend`` raise
+    :class:`~brokerkit.Unsupported`.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis+pubsub", "rediss+pubsub")
+    capabilities: ClassVar[Capability] = (
+        Capability.FANOUT | Capability.ORDERED | Capability.PATTERNS
+    )
+    Options: ClassVar[type[BrokerOptions]] = RedisPubSubOptions
+    options: RedisPubSubOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self._client = make_client(url)
+        self._head = f"{self.options.prefix}:{{"
+        # publish_counted hands each thread's PUBLISH replies back through this.
+        self._counts = threading.local()
+
+    @classmethod
+    def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
+        """A broker for ``url``; redis-py's connection arguments in the query string
+        (``socket_timeout``, ``ssl_cert_reqs``...) pass through to the driver."""
+        parsed = BrokerURL.parse(url)
+        built = cls.Options.build(
+            parsed.query, options, backend=cls.describe(), ignore=DRIVER_QUERY_KEYS
+        )
+        return cls(parsed, built)
+
+    # -- channels -------------------------------------------------------------------
+
+    def channel(self, topic: str) -> str:
+        """The Redis channel ``topic`` is published on: ``<prefix>:{<topic>}``, or
+        ``topic`` itself with ``plain_channels``. ``redis-cli PUBLISH`` to it reaches
+        this backend's subscribers of ``topic``."""
+        return topic if self.options.plain_channels else f"{self._head}{topic}}}"
+
+    def _topic_of(self, channel: bytes) -> str:
+        name = channel.decode("utf-8", errors="replace")
+        if not self.options.plain_channels and name.startswith(self._head) and name[-1:] == "}":
+            return name[len(self._head) : -1]
+        return name
+
+    # -- publishing -----------------------------------------------------------------
+
+    def publish_counted(
+        self,
+        topic: str,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> Published:
+        """Publish one message, as :meth:`publish` does, and say how many
+        subscribers received it.
+
+        :returns: the message id and the number of receivers.
+        """
+        return self.publish_many_counted(
+            topic, (body,), headers=headers, content_type=content_type
+        )[0]
+
+    def publish_many_counted(
+        self,
+        topic: str,
+        bodies: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> list[Published]:
+        """Publish several messages, as :meth:`publish_many` does (one round trip),
+        and say how many subscribers received each."""
+        sink: list[int] = []
+        self._counts.sink = sink
+        try:
+            ids = self.publish_many(topic, bodies, headers=headers, content_type=content_type)
+        finally:
+            self._counts.sink = None
+        return [Published(i, n) for i, n in zip(ids, sink, strict=True)]
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        channel = self.channel(topic)
+        raw = self.options.raw
+        with translate_errors(self.url, topic):
+            if len(messages) == 1:
+                message = messages[0]
+                counts = [
+                    self._client.publish(channel, message.payload if raw else encode(message))
+                ]
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for message in messages:
+                    pipe.publish(channel, message.payload if raw else encode(message))
+                counts = pipe.execute()
+        sink = getattr(self._counts, "sink", None)
+        if sink is not None:
+            sink.extend(int(n) for n in counts)
+
+    # -- consuming ------------------------------------------------------------------
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        name = self.channel(subscription.topic)
+        listener = ChannelListener(
+            self.url,
+            name.encode(),
+            pattern=subscription.pattern,
+            topic=subscription.topic,
+            consumer=subscription.consumer,
+            reconnect_timeout=self.options.reconnect_timeout,
+            ping_interval=self.options.ping_interval,
+        )
+        try:
+            listener.open()
+        except BaseException:
+            listener.close()
+            raise
+        subscription.state = listener
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        listener: ChannelListener = subscription.state
+        received, gap = listener.read(max_messages, timeout)
+        if gap is not None and self.options.on_gap is not None:
+            self.options.on_gap(gap)
+        return [
+            Delivery(decode(self._topic_of(channel), data), subscription=subscription)
+            for channel, data in received
+        ]
+
+    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
+        # Fetched-but-unreturned deliveries are dropped: at most once, nothing to hand back.
+        listener: ChannelListener = subscription.state
+        listener.close()
+
+    def gaps(self, subscription: Subscription) -> tuple[Gap, ...]:
+        """The gaps ``subscription`` has had so far, oldest first: the pull-style
+        twin of the ``on_gap`` option."""
+        if subscription.broker is not self or not isinstance(subscription.state, ChannelListener):
+            raise DeliveryError(f"{subscription!r} is not a subscription of {self!r}")
+        return tuple(subscription.state.gaps)
+
+    # -- management -----------------------------------------------------------------
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        channel = self.channel(topic)
+        with translate_errors(self.url, topic):
+            numsub = self._client.pubsub_numsub(channel)
+            numpat = self._client.pubsub_numpat()
+        subscribers = int(numsub[0][1]) if numsub else 0
+        return TopicInfo(
+            topic=topic,
+            length=0,
+            details={
+                "channel": channel,
+                "subscribers": subscribers,
+                "server_pattern_subscriptions": int(numpat),
+            },
+        )
+
+    def _purge(self, topic: str) -> int:
+        return 0  # Pub/Sub stores nothing.
+
+    def _close(self) -> None:
+        self._client.close()
