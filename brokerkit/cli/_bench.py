@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import statistics
 import threading
@@ -50,7 +51,7 @@ class Measurement:
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The ``fraction`` (0..1) percentile of ``values``, nearest rank."""
     ordered = sorted(values)
-    index = min(max(round(fraction * len(ordered) + 0.5) - 1, 0), len(ordered) - 1)
+    index = min(max(math.ceil(fraction * len(ordered)) - 1, 0), len(ordered) - 1)
     return ordered[index]
 
 
