@@ -108,12 +108,15 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoReport:
 
     _scene_header(console, 3, "A failing consumer: nack, redelivery, dead letters")
     topic = f"{namespace}sms.orders"
-    with connect(url, max_deliveries=config.max_deliveries) as broker:
-        missing = _missing(broker.capabilities, Capability.ACK | Capability.DEAD_LETTER)
-        if missing:
-            report.skipped["failing consumer"] = f"{url.scheme} lacks {missing}"
-            console.print(f"[yellow]skipped:[/] {url.scheme} lacks {missing}")
-        else:
+    with connect(url) as probe:
+        missing = _missing(probe.capabilities, Capability.ACK | Capability.DEAD_LETTER)
+    if missing:
+        report.skipped["failing consumer"] = f"{url.scheme} lacks {missing}"
+        console.print(
+            f"[yellow]skipped:[/] {url.scheme} lacks {missing}: a failed message is not redelivered"
+        )
+    else:
+        with connect(url, max_deliveries=config.max_deliveries) as broker:
             orders = make_orders(config.failing_orders, first_id=2001)
             report.retry = run_failing_consumer(broker, orders, topic=topic)
             _show_retry(console, report.retry)
