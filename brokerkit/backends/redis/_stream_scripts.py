@@ -1,0 +1,277 @@
+"""The Lua scripts of the redis+stream backend.
+
+Every step that must not be split by a crash or raced by another consumer is one
+script: a script runs alone on the server, so "is this entry still pending for
+me? then settle it" can never interleave with another consumer's claim.
+
+All keys a script touches belong to one topic and share its hash tag, so each
+script is also valid on a Redis Cluster.
+
+Ownership is checked with ``XPENDING key group id id 1 consumer``: an entry is
+*owned* by a consumer while it is in the group's pending entries list under that
+consumer's name. A consumer whose lease ran out and whose entry was claimed by
+another consumer no longer owns it, and its late ack, nack or renewal changes
+nothing (the caller gets the id back as stale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+__all__ = ["StreamScripts"]
+
+#: Stream-id comparison and the "does any group still need this entry?" test,
+#: shared by the scripts that may delete acked entries.
+_HELPERS = r"""
+local function owned(key, group, consumer, id)
+  local p = redis.pcall('XPENDING', key, group, id, id, 1, consumer)
+  if type(p) ~= 'table' or p.err or #p == 0 then return nil end
+  return p[1][4]
+end
+
+local function split_id(s)
+  local ms, seq = string.match(s, '^(%d+)-(%d+)$')
+  if not ms then return tonumber(s) or 0, 0 end
+  return tonumber(ms), tonumber(seq)
+end
+
+local function id_less(a, b)
+  local am, as = split_id(a)
+  local bm, bs = split_id(b)
+  return am < bm or (am == bm and as < bs)
+end
+
+-- True when every group of the stream has read the entry and none holds it.
+local function settled_everywhere(key, groups, id)
+  for _, g in ipairs(groups) do
+    local name, last
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if id_less(last, id) then return false end
+    if #redis.call('XPENDING', key, name, id, id, 1) > 0 then return false end
+  end
+  return true
+end
+"""
+
+# KEYS: stream, lost-counter hash.
+# ARGV: group, consumer, min idle ms, claim cursor, count, group start id.
+# Returns {next cursor, {{id, fields, deliveries}...} claimed, {{id, fields}...} new}.
+#
+# XAUTOCLAIM is atomic: of any number of consumers running this at once, each idle
+# entry is claimed by exactly one (its idle time resets to 0 as it is claimed).
+# JUSTID keeps the reply free of deleted entries' nils (Redis 6.2) and leaves the
+# delivery counter alone, so the script counts the delivery itself (RETRYCOUNT).
+# A claimed id whose entry is gone (trimmed or XDELed while pending) can never be
+# delivered: it is acked and counted in the lost hash, never dropped silently.
+_FETCH = (
+    _HELPERS
+    + r"""
+local key, lost = KEYS[1], KEYS[2]
+local group, consumer, min_idle, cursor = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local count, start = tonumber(ARGV[5]), ARGV[6]
+local reply = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, cursor,
+                          'COUNT', count, 'JUSTID')
+if reply.err then
+  if string.sub(reply.err, 1, 7) ~= 'NOGROUP' then return redis.error_reply(reply.err) end
+  -- First use, or the stream was lost (a restart without persistence): make the group.
+  redis.call('XGROUP', 'CREATE', key, group, start, 'MKSTREAM')
+  reply = {'0-0', {}}
+end
+local claimed, gone = {}, 0
+for _, id in ipairs(reply[2]) do
+  local entry = redis.call('XRANGE', key, id, id)
+  if #entry == 0 then
+    redis.call('XACK', key, group, id)
+    gone = gone + 1
+  else
+    local deliveries = (owned(key, group, consumer, id) or 0) + 1
+    redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', deliveries, 'JUSTID')
+    claimed[#claimed + 1] = {id, entry[1][2], deliveries}
+  end
+end
+if reply[3] then gone = gone + #reply[3] end
+if gone > 0 then redis.call('HINCRBY', lost, group, gone) end
+local fresh = {}
+if #claimed < count then
+  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #claimed,
+                       'STREAMS', key, '>')
+  if r then fresh = r[1][2] end
+end
+return {reply[1], claimed, fresh}
+"""
+)
+
+# KEYS: stream.  ARGV: group, consumer, delete-acked flag, ids...
+# Returns the ids that were not pending for this consumer (stale).
+_ACK = (
+    _HELPERS
+    + r"""
+local key, group, consumer, delete = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
+local stale, groups = {}, nil
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if owned(key, group, consumer, id) then
+    redis.call('XACK', key, group, id)
+    if delete then
+      groups = groups or redis.call('XINFO', 'GROUPS', key)
+      if settled_everywhere(key, groups, id) then redis.call('XDEL', key, id) end
+    end
+  else
+    stale[#stale + 1] = id
+  end
+end
+return stale
+"""
+)
+
+# KEYS: stream, dead-letter stream.
+# ARGV: group, consumer, id, action ('requeue' | 'dead'), delete-acked flag,
+#       then the dead letter's fields (field, value, ...).
+# Returns 1 when done, 0 when the entry was not pending for this consumer.
+#
+# Requeue keeps the entry pending but backdates its delivery time to the epoch, so
+# the next XAUTOCLAIM of any consumer of the group takes it at once (and counts a
+# delivery). The entry stays in place: re-adding it to the stream would hand it a
+# second time to every *other* group too.
+_NACK = (
+    _HELPERS
+    + r"""
+local key, dlq = KEYS[1], KEYS[2]
+local group, consumer, id, action, delete = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1'
+if not owned(key, group, consumer, id) then return 0 end
+if action == 'requeue' then
+  redis.call('XCLAIM', key, group, consumer, 0, id, 'TIME', 0, 'JUSTID')
+  return 1
+end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', dlq, '*', unpack(fields))
+redis.call('XACK', key, group, id)
+if delete and settled_everywhere(key, redis.call('XINFO', 'GROUPS', key), id) then
+  redis.call('XDEL', key, id)
+end
+return 1
+"""
+)
+
+# KEYS: stream.  ARGV: group, consumer, idle ms to set, ids...
+# Returns the ids that were not pending for this consumer (stale).
+_RENEW = (
+    _HELPERS
+    + r"""
+local key, group, consumer, idle = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local stale = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if owned(key, group, consumer, id) then
+    redis.call('XCLAIM', key, group, consumer, 0, id, 'IDLE', idle, 'JUSTID')
+  else
+    stale[#stale + 1] = id
+  end
+end
+return stale
+"""
+)
+
+# KEYS: stream.  Returns how many entries were removed.
+# Drops every entry that no group holds, and moves every group past the end, so
+# nothing waits any more while handed-out deliveries can still be settled.
+_PURGE = r"""
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+local held = {}
+local any = false
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+  local name, pending
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'pending' then pending = g[i + 1] end
+  end
+  if pending > 0 then
+    for _, p in ipairs(redis.call('XPENDING', key, name, '-', '+', pending)) do
+      held[p[1]] = true
+      any = true
+    end
+  end
+  redis.call('XGROUP', 'SETID', key, name, '$')
+end
+if not any then return redis.call('XTRIM', key, 'MAXLEN', 0) end
+local removed, from = 0, '-'
+while true do
+  local batch = redis.call('XRANGE', key, from, '+', 'COUNT', 500)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    if not held[e[1]] then
+      removed = removed + redis.call('XDEL', key, e[1])
+    end
+  end
+  from = '(' .. batch[#batch][1]
+end
+return removed
+"""
+
+# KEYS: stream.  ARGV: after id.  Returns how many entries come after it.
+_COUNT_AFTER = r"""
+local n, from = 0, '(' .. ARGV[1]
+while true do
+  local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 1000)
+  n = n + #batch
+  if #batch < 1000 then return n end
+  from = '(' .. batch[#batch][1]
+end
+"""
+
+# KEYS: stream.  ARGV: group, idle ms, one consumer's name (or '' for any).
+# Deletes the group's consumers idle that long or longer which hold nothing, and
+# returns their names. A consumer that still holds entries is kept: XGROUP
+# DELCONSUMER would drop its pending entries, and they would never be redelivered.
+_REMOVE_IDLE = r"""
+local key, group, idle, only = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local removed = {}
+local consumers = redis.pcall('XINFO', 'CONSUMERS', key, group)
+if consumers.err then return removed end
+for _, c in ipairs(consumers) do
+  local name, pending, cidle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] end
+    if c[i] == 'pending' then pending = c[i + 1] end
+    if c[i] == 'idle' then cidle = c[i + 1] end
+  end
+  if pending == 0 and cidle >= idle and (only == '' or only == name) then
+    redis.call('XGROUP', 'DELCONSUMER', key, group, name)
+    removed[#removed + 1] = name
+  end
+end
+return removed
+"""
+
+
+class StreamScripts:
+    """The scripts, registered on one client (redis-py loads them on first use and
+    again after a server restart flushed its script cache)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.fetch: Script = client.register_script(_FETCH)
+        self.ack: Script = client.register_script(_ACK)
+        self.nack: Script = client.register_script(_NACK)
+        self.renew: Script = client.register_script(_RENEW)
+        self.purge: Script = client.register_script(_PURGE)
+        self.count_after: Script = client.register_script(_COUNT_AFTER)
+        self.remove_idle: Script = client.register_script(_REMOVE_IDLE)
+
+
+def pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
+    """A flat ``[field, value, ...]`` reply as a dict."""
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+
+
+def text(value: bytes | str) -> str:
+    """A reply value as str."""
+    return value.decode() if isinstance(value, bytes) else value

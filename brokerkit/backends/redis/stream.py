@@ -1,0 +1,549 @@
+"""``redis+stream://``: Redis streams with consumer groups.
+
+A topic is one stream, ``<prefix>:{<topic>}``; each message is one entry whose
+fields are the envelope (``id``, ``ct``, ``ts``, ``h``, ``body``). A group is a
+Redis consumer group; a subscription is one consumer in it.
+
+* Publish: ``XADD`` (``MAXLEN ~ N`` / ``MINID ~ T`` when bounded), pipelined in
+  one transaction for :meth:`~brokerkit.Broker.publish_many`.
+* Receive: one script claims entries idle past the visibility timeout
+  (``XAUTOCLAIM``) and reads new ones (``XREADGROUP >``); when both are empty a
+  blocking ``XREADGROUP ... BLOCK`` waits. The group is created on first use.
+* Ack: ``XACK`` after checking, in the same script, that the entry is still
+  pending for this consumer; a late ack never settles another consumer's delivery.
+* Nack: one script per delivery, all pipelined; requeue makes the entry
+  claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
+* Leases: a background heartbeat resets the idle time of every held entry
+  (``XCLAIM ... JUSTID``) so that a live consumer's entries are never reclaimed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import redis
+
+from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery import Delivery
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription import Subscription
+from brokerkit._topics import check_topic
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis import _stream_admin as admin
+from brokerkit.backends.redis._client import Reconnector, make_client, translate_errors
+from brokerkit.backends.redis._envelope import decode_fields, encode_fields
+from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._keys import Keyspace
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
+from brokerkit.backends.redis._stream_inspect import StreamTopicInfo, inspect_stream
+from brokerkit.backends.redis._stream_log import LogEntry, check_position, group_start
+from brokerkit.backends.redis._stream_scripts import StreamScripts, pairs, text
+from brokerkit.exceptions import BrokerClosed, InvalidOption, StaleDelivery
+
+__all__ = ["LogEntry", "RedisStreamBroker", "RedisStreamOptions", "StreamReceipt"]
+
+log = logging.getLogger("brokerkit.redis")
+
+
+@dataclass(frozen=True)
+class RedisStreamOptions(RedisOptions):
+    """Options of ``redis+stream://`` and ``rediss+stream://`` URLs.
+
+    Retention: XACK does not delete an entry, so a stream grows until it is
+    trimmed. ``maxlen`` and ``max_age`` trim on every publish; ``delete_acked``
+    deletes each entry once every group has acked it. Trimming ignores the
+    pending entries lists: an entry trimmed while a consumer holds it can still
+    be acked, but not redelivered; :meth:`RedisStreamBroker.inspect` counts such
+    entries (``trimmed_pending``, ``lost_to_trimming``).
+    """
+
+    #: Keep about this many entries (``XADD ... MAXLEN ~ N``; exact with ``trim_exact``).
+    maxlen: int | None = None
+    #: Drop entries older than this many seconds (``XADD ... MINID ~ now - age``).
+    max_age: float | None = None
+    #: Trim exactly (``=``) instead of by whole radix-tree nodes (``~``, much cheaper).
+    trim_exact: bool = False
+    #: Delete an entry as soon as every group of the stream has acked it.
+    delete_acked: bool = False
+    #: The content type of entries written by other programs (default: guessed).
+    raw_content_type: str | None = None
+    #: Seconds between lease renewals (default: a third of the visibility timeout).
+    heartbeat_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.maxlen is not None and self.maxlen < 1:
+            raise InvalidOption(f"maxlen must be 1 or more (or unset), got {self.maxlen!r}")
+        if self.max_age is not None and not self.max_age > 0:
+            raise InvalidOption(
+                f"max_age must be a positive number of seconds, got {self.max_age!r}"
+            )
+        interval = self.heartbeat_interval
+        if interval is not None and not 0 < interval < self.visibility_timeout:
+            raise InvalidOption(
+                "heartbeat_interval must be a positive number of seconds below the "
+                f"visibility_timeout ({self.visibility_timeout}), got {interval!r}"
+            )
+
+
+class StreamReceipt(NamedTuple):
+    """Names one delivery: the entry, and the group member it was delivered to."""
+
+    key: str
+    group: str
+    entry_id: str
+    consumer: str
+
+
+@dataclass
+class _StreamState:
+    key: str
+    lost_key: str
+    start_id: str
+    #: Where the next XAUTOCLAIM scan of the pending entries list resumes.
+    cursor: str = "0-0"
+
+
+class RedisStreamBroker(Broker):
+    """A broker on Redis streams: persistent, acked, competing consumers in groups,
+    fan-out between groups, replay from any position, bounded by trimming."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis+stream", "rediss+stream")
+    capabilities: ClassVar[Capability] = (
+        Capability.PERSISTENT
+        | Capability.ACK
+        | Capability.COMPETING
+        | Capability.FANOUT
+        | Capability.REPLAY
+        | Capability.DEAD_LETTER
+        | Capability.ORDERED
+        | Capability.BOUNDED
+    )
+    Options: ClassVar[type[BrokerOptions]] = RedisStreamOptions
+    options: RedisStreamOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self._client = make_client(url)
+        self._scripts = StreamScripts(self._client)
+        self._keys = Keyspace(self.options.prefix)
+        self._reconnector = Reconnector(url, self.options.reconnect_timeout)
+        vt = self.options.visibility_timeout
+        self._keeper = LeaseKeeper(
+            self._renew_held,
+            self.options.heartbeat_interval or vt / 3,
+            name=f"brokerkit-stream-leases-{id(self):x}",
+        )
+        # Held while renewing, and while a nack takes its deliveries out of the
+        # keeper, so that no renewal lands after a requeue and undoes it.
+        self._lease_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: BrokerURL | str, **options: Any) -> RedisStreamBroker:
+        """A broker for ``url``; redis-py's own query arguments pass to the driver."""
+        parsed = BrokerURL.parse(url)
+        built = cls.Options.build(
+            parsed.query, options, backend=cls.describe(), ignore=DRIVER_QUERY_KEYS
+        )
+        return cls(parsed, built)
+
+    # -- keys -----------------------------------------------------------------------
+
+    def stream_key(self, topic: str) -> str:
+        """The Redis key of ``topic``'s stream."""
+        return self._keys.topic(check_topic(topic))
+
+    def _lost_key(self, topic: str) -> str:
+        return self._keys.topic(topic, "lost")
+
+    # -- publishing -----------------------------------------------------------------
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        key = self._keys.topic(topic)
+        opts = self.options
+        approximate = not opts.trim_exact
+        minid = None
+        if opts.max_age is not None:
+            minid = str(int((time.time() - opts.max_age) * 1000))
+
+        def send() -> None:
+            pipe: Any = self._client.pipeline(transaction=len(messages) > 1)
+            for message in messages:
+                pipe.xadd(
+                    key,
+                    encode_fields(message),
+                    maxlen=opts.maxlen,
+                    minid=None if opts.maxlen is not None else minid,
+                    approximate=approximate,
+                )
+            if minid is not None and opts.maxlen is not None:
+                pipe.xtrim(key, minid=minid, approximate=approximate)
+            pipe.execute()
+
+        self._reconnector.call(send, topic=topic)
+
+    # -- consuming ------------------------------------------------------------------
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        start = group_start(subscription.start)
+        key = self._keys.topic(subscription.topic)
+        subscription.state = _StreamState(key, self._lost_key(subscription.topic), start)
+        self._reconnector.call(
+            lambda: admin.create_group(self._client, key, subscription.group, start),
+            topic=subscription.topic,
+        )
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        state: _StreamState = subscription.state
+        group, consumer = subscription.group, subscription.consumer
+        min_idle = int(self.options.visibility_timeout * 1000)
+
+        def read() -> tuple[list[Any], list[Any]]:
+            cursor, claimed, fresh = self._scripts.fetch(
+                keys=[state.key, state.lost_key],
+                args=[group, consumer, min_idle, state.cursor, max_messages, state.start_id],
+            )
+            state.cursor = text(cursor)
+            if claimed or fresh or timeout <= 0 or subscription.closed:
+                return claimed, [(text(i), pairs(f)) for i, f in fresh]
+            client: Any = self._client
+            try:
+                reply = client.xreadgroup(
+                    group,
+                    consumer,
+                    {state.key: ">"},
+                    count=max_messages,
+                    block=max(1, int(timeout * 1000)),
+                )
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                admin.create_group(self._client, state.key, group, state.start_id)
+                return [], []
+            entries = reply[0][1] if reply else []
+            return [], [(text(i), dict(f)) for i, f in entries]
+
+        claimed, fresh = self._reconnector.call(read, topic=subscription.topic)
+        deliveries = []
+        for raw_id, raw_fields, count in claimed:
+            entry_id = text(raw_id)
+            message = decode_fields(
+                subscription.topic, pairs(raw_fields), self.options.raw_content_type
+            )
+            limit = self.options.max_deliveries
+            if limit is not None and count > limit:
+                self._dead_letter_claimed(subscription, entry_id, message, count - 1)
+                continue
+            deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
+        for entry_id, fields in fresh:
+            message = decode_fields(subscription.topic, fields, self.options.raw_content_type)
+            deliveries.append(self._delivery(subscription, entry_id, message, 1))
+        self._keeper.hold(deliveries)
+        return deliveries
+
+    def _delivery(
+        self, subscription: Subscription, entry_id: str, message: Message, attempt: int
+    ) -> Delivery:
+        state: _StreamState = subscription.state
+        receipt = StreamReceipt(state.key, subscription.group, entry_id, subscription.consumer)
+        return Delivery(message, subscription=subscription, attempt=attempt, receipt=receipt)
+
+    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
+        super()._unsubscribe(subscription, unreturned)
+        state: _StreamState = subscription.state
+        try:
+            with translate_errors(self.url, subscription.topic):
+                # A consumer that holds nothing leaves its group, so that short-lived
+                # subscriptions do not pile up in XINFO CONSUMERS.
+                self._scripts.remove_idle(
+                    keys=[state.key], args=[subscription.group, 0, subscription.consumer]
+                )
+        except Exception as exc:  # the subscription is closed either way
+            log.debug("could not remove consumer %s: %s", subscription.consumer, exc)
+
+    # -- settling -------------------------------------------------------------------
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        by_member = _by_member(deliveries)
+        flag = "1" if self.options.delete_acked else "0"
+        with translate_errors(self.url):
+            pipe = self._client.pipeline(transaction=False)
+            for (key, group, consumer), members in by_member.items():
+                ids = [d.receipt.entry_id for d in members]
+                self._scripts.ack(keys=[key], args=[group, consumer, flag, *ids], client=pipe)
+            replies = pipe.execute()
+        self._keeper.drop(deliveries)
+        stale_ids = {
+            (key, text(i))
+            for (key, _, _), reply in zip(by_member, replies, strict=True)
+            for i in reply
+        }
+        stale = [d for d in deliveries if (d.receipt.key, d.receipt.entry_id) in stale_ids]
+        if stale:
+            raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        with self._lease_lock:
+            self._keeper.drop(deliveries)
+        limit = self.options.max_deliveries
+        flag = "1" if self.options.delete_acked else "0"
+        try:
+            with translate_errors(self.url):
+                pipe = self._client.pipeline(transaction=False)
+                for delivery in deliveries:
+                    receipt: StreamReceipt = delivery.receipt
+                    topic = delivery.subscription.topic
+                    args: list[Any] = [receipt.group, receipt.consumer, receipt.entry_id]
+                    if requeue and (limit is None or delivery.attempt < limit):
+                        args += ["requeue", flag]
+                    else:
+                        reason = "rejected" if not requeue else "max_deliveries"
+                        fields = self._dead_fields(
+                            topic, receipt.entry_id, delivery.message, reason, delivery.attempt
+                        )
+                        args += ["dead", flag, *fields]
+                    dlq = self._keys.topic(self.dead_letter_topic(topic))
+                    self._scripts.nack(keys=[receipt.key, dlq], args=args, client=pipe)
+                replies = pipe.execute()
+        except Exception:
+            self._keeper.hold(d for d in deliveries if not d.settled)
+            raise
+        stale = [d for d, done in zip(deliveries, replies, strict=True) if not done]
+        if stale:
+            raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        # A lease is the entry's idle time; it cannot be pushed past one visibility
+        # timeout, but the heartbeat renews held entries for as long as we live.
+        idle = int(max(0.0, self.options.visibility_timeout - seconds) * 1000)
+        stale = self._renew(deliveries, idle)
+        if stale:
+            self._keeper.drop(stale)
+            raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+
+    def _renew(self, deliveries: Sequence[Delivery], idle_ms: int) -> list[Delivery]:
+        """Reset the idle time of the entries still pending for their consumer; return
+        the others."""
+        by_member = _by_member(deliveries)
+        with translate_errors(self.url):
+            pipe = self._client.pipeline(transaction=False)
+            for (key, group, consumer), members in by_member.items():
+                ids = [d.receipt.entry_id for d in members]
+                self._scripts.renew(keys=[key], args=[group, consumer, idle_ms, *ids], client=pipe)
+            replies = pipe.execute()
+        stale_ids = {
+            (key, text(i))
+            for (key, _, _), reply in zip(by_member, replies, strict=True)
+            for i in reply
+        }
+        return [d for d in deliveries if (d.receipt.key, d.receipt.entry_id) in stale_ids]
+
+    def _renew_held(self, held: list[Delivery]) -> None:
+        with self._lease_lock:
+            current = {id(d) for d in self._keeper.held()}
+            alive = [d for d in held if id(d) in current]
+            if not alive:
+                return
+            stale = self._renew(alive, 0)
+        if stale:
+            log.warning(
+                "%d lease(s) were lost before renewal; their acks will be stale", len(stale)
+            )
+            self._keeper.drop(stale)
+
+    def _dead_fields(
+        self, topic: str, entry_id: str, message: Message, reason: str, deliveries: int
+    ) -> list[Any]:
+        dead = dataclasses.replace(
+            message,
+            topic=self.dead_letter_topic(topic),
+            headers={
+                **message.headers,
+                "x-dead-letter-reason": reason,
+                "x-original-topic": topic,
+                "x-deliveries": str(deliveries),
+            },
+        )
+        fields = encode_fields(dead)
+        fields["x-original-entry"] = entry_id
+        return [item for pair in fields.items() for item in pair]
+
+    def _dead_letter_claimed(
+        self, subscription: Subscription, entry_id: str, message: Message, deliveries: int
+    ) -> None:
+        """Dead-letter an entry reclaimed past ``max_deliveries``. A crash before this
+        leaves it pending: it is reclaimed again, and dead-lettered then."""
+        state: _StreamState = subscription.state
+        dlq = self._keys.topic(self.dead_letter_topic(subscription.topic))
+        fields = self._dead_fields(
+            subscription.topic, entry_id, message, "max_deliveries", deliveries
+        )
+        flag = "1" if self.options.delete_acked else "0"
+        args = [subscription.group, subscription.consumer, entry_id, "dead", flag, *fields]
+        self._reconnector.call(
+            lambda: self._scripts.nack(keys=[state.key, dlq], args=args),
+            topic=subscription.topic,
+        )
+
+    # -- management -----------------------------------------------------------------
+
+    def _inspect(self, topic: str) -> StreamTopicInfo:
+        with translate_errors(self.url, topic):
+            return inspect_stream(
+                self._client,
+                self._scripts,
+                topic,
+                key=self._keys.topic(topic),
+                dead_letter_key=self._keys.topic(self.dead_letter_topic(topic)),
+                lost_key=self._lost_key(topic),
+            )
+
+    def inspect(self, topic: str) -> StreamTopicInfo:
+        """A snapshot of ``topic`` from XINFO STREAM, GROUPS and CONSUMERS.
+
+        :returns: a :class:`StreamTopicInfo` whose groups are
+            :class:`StreamGroupInfo`, with the entries lost to trimming counted.
+        """
+        info = super().inspect(topic)
+        assert isinstance(info, StreamTopicInfo)
+        return info
+
+    def _purge(self, topic: str) -> int:
+        with translate_errors(self.url, topic):
+            return int(self._scripts.purge(keys=[self._keys.topic(topic)]))
+
+    def read(
+        self,
+        topic: str,
+        *,
+        after: str = "earliest",
+        count: int = 100,
+        timeout: float | None = None,
+    ) -> list[LogEntry]:
+        """Read ``topic`` as a log (``XREAD``), outside any group: nothing is leased
+        or acked, and no group's position moves.
+
+        :param after: ``"earliest"`` (from the first entry kept), ``"latest"``
+            (only entries added from now on, so give a ``timeout``), or the
+            :attr:`LogEntry.position` of the last entry read: entries after it.
+        :param count: at most this many entries.
+        :param timeout: wait up to this many seconds for the first entry
+            (``None``: return at once).
+        """
+        self._check_open()
+        key = self.stream_key(topic)
+        return admin.read_log(
+            self._client, self.url, key, topic, after, count, timeout, self.options.raw_content_type
+        )
+
+    def tail(
+        self, topic: str, *, after: str = "earliest", timeout: float | None = None, batch: int = 100
+    ) -> Iterator[LogEntry]:
+        """Entries of ``topic`` as a log, in order, waiting for new ones; stops when
+        none arrives for ``timeout`` seconds (``None``: never) or the broker closes.
+        ``after`` as in :meth:`read`; ``"latest"`` is fixed to the current end when
+        the iteration starts."""
+        self._check_open()
+        key = self.stream_key(topic)
+        position = after
+        if after == "latest":
+            with translate_errors(self.url, topic):
+                position = admin.last_id(self._client, key)
+        elif after != "earliest":
+            check_position(after, "after")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.closed:
+            wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            try:
+                entries = self.read(topic, after=position, count=batch, timeout=wait or None)
+            except BrokerClosed:
+                return
+            for entry in entries:
+                yield entry
+                position = entry.position
+            if entries and deadline is not None:
+                deadline = time.monotonic() + (timeout or 0.0)
+            elif not entries and deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def create_group(self, topic: str, group: str, *, start: str = "earliest") -> bool:
+        """Create ``group`` on ``topic`` (and the stream) unless it exists, starting
+        at ``earliest``, ``latest`` or after an entry id; return whether it was new."""
+        with translate_errors(self.url, topic):
+            return admin.create_group(
+                self._client, self.stream_key(topic), check_topic(group), group_start(start)
+            )
+
+    def set_group_position(self, topic: str, group: str, position: str) -> None:
+        """Move ``group`` so it next reads after ``position`` (``earliest``,
+        ``latest`` or an entry id): replay, or skip ahead. Pending entries stay."""
+        with translate_errors(self.url, topic):
+            self._client.xgroup_setid(self.stream_key(topic), group, group_start(position))
+
+    def delete_group(self, topic: str, group: str) -> bool:
+        """Delete ``group`` and its pending entries list; return whether it existed."""
+        with translate_errors(self.url, topic):
+            return bool(self._client.xgroup_destroy(self.stream_key(topic), group))
+
+    def delete_entries(self, topic: str, *positions: str) -> int:
+        """Delete entries by id (``XDEL``); return how many existed. A group that
+        holds one of them can still ack it, but can no longer redeliver it."""
+        ids = [check_position(p, "an entry id") for p in positions]
+        if not ids:
+            return 0
+        with translate_errors(self.url, topic):
+            return int(self._client.xdel(self.stream_key(topic), *ids))
+
+    def trim(
+        self,
+        topic: str,
+        *,
+        maxlen: int | None = None,
+        max_age: float | None = None,
+        exact: bool = False,
+    ) -> int:
+        """Trim ``topic`` now to about ``maxlen`` entries, or drop entries older
+        than ``max_age`` seconds; return how many were removed. Approximate (whole
+        radix-tree nodes, cheap) unless ``exact``."""
+        if (maxlen is None) == (max_age is None):
+            raise InvalidOption("trim needs exactly one of maxlen or max_age")
+        minid = None if max_age is None else str(int((time.time() - max_age) * 1000))
+        with translate_errors(self.url, topic):
+            return int(
+                self._client.xtrim(
+                    self.stream_key(topic), maxlen=maxlen, minid=minid, approximate=not exact
+                )
+            )
+
+    def remove_idle_consumers(self, topic: str, group: str, idle: float) -> list[str]:
+        """Remove the consumers of ``group`` idle for ``idle`` seconds or more that
+        hold no entries; return their names. Consumers holding entries stay until
+        those are acked or reclaimed, since removing them would lose the entries."""
+        with translate_errors(self.url, topic):
+            names = self._scripts.remove_idle(
+                keys=[self.stream_key(topic)], args=[group, int(idle * 1000), ""]
+            )
+        return [text(n) for n in names]
+
+    def _close(self) -> None:
+        self._keeper.stop()
+        self._client.close()
+
+
+def _by_member(deliveries: Sequence[Delivery]) -> dict[tuple[str, str, str], list[Delivery]]:
+    grouped: dict[tuple[str, str, str], list[Delivery]] = defaultdict(list)
+    for delivery in deliveries:
+        receipt: StreamReceipt = delivery.receipt
+        grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
+    return grouped
