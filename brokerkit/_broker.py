@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import socket
 import threading
@@ -339,7 +340,9 @@ class Broker(abc.ABC):
         """Stop reading. ``unreturned`` were fetched but never given to the caller:
         hand them back so another consumer gets them at once."""
         if unreturned and Capability.ACK in self.capabilities:
-            self._nack(unreturned, True)
+            # Those whose lease already ran out are back in the queue: nothing to do.
+            with contextlib.suppress(StaleDelivery):
+                self._nack(unreturned, True)
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
         """Settle ``deliveries`` as done. Raise :class:`StaleDelivery` for any whose
