@@ -122,7 +122,7 @@ def test_rescue_on_a_backend_without_one_is_a_clear_error(
 ) -> None:
     assert run(["rescue", "memory://", "orders"]) == 1
     error = capsys.readouterr().err
-    assert error.startswith("brokerkit: error: memory has no rescue step")
+    assert error.startswith("brokerkit: error: memory has no public rescue step")
     assert "Traceback" not in error
 
 

@@ -129,9 +129,9 @@ def find_rescue(broker: Broker) -> Callable[[str], Any]:
         if callable(method):
             return method  # type: ignore[no-any-return]
     raise BrokerError(
-        f"{type(broker).describe()} has no rescue step ({' or '.join(RESCUE_METHODS)}): "
-        "its unsettled deliveries come back by themselves after the visibility timeout; "
-        "rescue is for redis+list and redis+stream"
+        f"{type(broker).describe()} has no public rescue step (a method named "
+        f"{' or '.join(RESCUE_METHODS)}): its unsettled deliveries come back by themselves "
+        "after the visibility timeout"
     )
 
 

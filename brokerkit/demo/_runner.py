@@ -283,6 +283,21 @@ def _show_peak(console: Console, peak: PeakResult, chart: Path | None) -> None:
     )
 
 
+def _runs(events: list[Event]) -> str:
+    """``#1-#3 invalid phone number → nack``: consecutive equal outcomes as one step."""
+    steps: list[str] = []
+    start = 0
+    for n, event in enumerate(events):
+        if n + 1 < len(events) and events[n + 1].outcome == event.outcome:
+            continue
+        first = events[start].attempt
+        where = f"#{first}" if first == event.attempt else f"#{first}-#{event.attempt}"
+        what = "sent" if event.outcome == "sent" else f"{event.outcome} → nack"
+        steps.append(f"{where} {what}")
+        start = n + 1
+    return "; ".join(steps)
+
+
 def _attempt(event: Event) -> int:
     return event.attempt
 
@@ -299,10 +314,7 @@ def _show_retry(console: Console, retry: RetryResult) -> None:
     failed = sorted({e.order_id for e in retry.events if e.outcome != "sent"})
     for order_id in failed:
         attempts = sorted((e for e in retry.events if e.order_id == order_id), key=_attempt)
-        steps = "; ".join(
-            f"#{e.attempt} {'sent' if e.outcome == 'sent' else e.outcome + ' → nack'}"
-            for e in attempts
-        )
+        steps = _runs(attempts)
         result = "[red]dead-lettered[/]" if order_id in dead_ids else "[green]sent on retry[/]"
         table.add_row(str(order_id), steps, result)
     console.print(table)
