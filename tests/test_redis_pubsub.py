@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -273,7 +274,7 @@ def test_inspect_counts_subscribers_and_purge_has_nothing(make: Make, prefix: st
         assert info.length == 0 and info.in_flight == 0
         assert info.details["subscribers"] == 2
         assert info.details["channel"] == f"{prefix}:{{room}}"
-    assert broker.inspect("room").details["subscribers"] == 0
+    _eventually(lambda: broker.inspect("room").details["subscribers"] == 0)
     assert broker.purge("room") == 0
 
 
@@ -283,7 +284,21 @@ def test_closing_the_broker_ends_its_subscriptions(make: Make) -> None:
     assert observer.inspect("bye").details["subscribers"] == 1
     broker.close()
     assert subscription.closed
-    assert observer.inspect("bye").details["subscribers"] == 0
+    _eventually(lambda: observer.inspect("bye").details["subscribers"] == 0)
+
+
+def test_closing_from_another_thread_ends_a_blocked_reader(make: Make) -> None:
+    broker, observer = make(), make()
+    subscription = broker.subscribe("blocked")
+    received: list[Any] = []
+    reader = threading.Thread(target=lambda: received.extend(d.body for d in subscription))
+    reader.start()
+    broker.publish("blocked", "one")
+    subscription.close()
+    reader.join(timeout=WAIT)
+    assert not reader.is_alive()
+    _eventually(lambda: observer.inspect("blocked").details["subscribers"] == 0)
+    assert received in ([], ["one"])
 
 
 def test_subscriber_connections_are_named_for_operators(
@@ -325,3 +340,11 @@ def _drain(subscription: brokerkit.Subscription, count: int) -> list[brokerkit.D
         assert delivery is not None, f"only {len(got)} of {count} arrived"
         got.append(delivery)
     return got
+
+
+def _eventually(condition: Callable[[], bool], deadline: float = WAIT) -> None:
+    """Poll ``condition`` until it holds (Redis handles a closed socket asynchronously)."""
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, "the condition never held"
+        time.sleep(0.01)

@@ -4,8 +4,11 @@ jitter, and record every gap in listening."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +118,8 @@ class ChannelListener:
             retry=Retry(NoBackoff(), 0),
         )
         self._conn: Any = None
+        self._closed = False
+        self._reading = threading.Lock()
         self._last_heard = 0.0
         self._ping_sent: float | None = None
         # Set while the connection is lost: when, why, and the retry schedule.
@@ -161,12 +166,23 @@ class ChannelListener:
         :raises ConnectionFailed: the connection has been lost for ``reconnect_timeout``
             seconds, or Redis refused the credentials.
         """
-        deadline = time.monotonic() + timeout
+        with self._reading:
+            try:
+                if self._closed:
+                    return [], None
+                return self._read(max_messages, time.monotonic() + timeout)
+            finally:
+                if self._closed:
+                    self._disconnect()
+
+    def _read(
+        self, max_messages: int, deadline: float
+    ) -> tuple[list[tuple[bytes, bytes]], Gap | None]:
         if self._conn is None:
             return [], self._recover(deadline)
         received: list[tuple[bytes, bytes]] = []
         try:
-            while len(received) < max_messages:
+            while len(received) < max_messages and not self._closed:
                 wait = 0.0 if received else max(deadline - time.monotonic(), 0.0)
                 response = self._next_response(wait)
                 if response is None:
@@ -176,12 +192,32 @@ class ChannelListener:
                     received.append(message)
         except _LOST as exc:
             self._lose(exc)
-            if not received:
+            if not received and not self._closed:
                 return [], self._recover(deadline)
         return received, None
 
     def close(self) -> None:
-        """Disconnect; Redis drops the subscription with the connection."""
+        """Stop listening; Redis drops the subscription with the connection.
+
+        Safe to call from another thread while a read is in progress: the
+        connection then closes when that read returns (within its timeout).
+        """
+        self._closed = True
+        # A reader owns the socket while it reads; closing it under the reader
+        # would make redis-py silently reconnect it.
+        if self._reading.acquire(blocking=False):
+            try:
+                self._disconnect()
+            finally:
+                self._reading.release()
+            return
+        # Wake the reader at once: its read fails, it sees the flag and disconnects.
+        sock = getattr(self._conn, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.disconnect()
@@ -239,7 +275,7 @@ class ChannelListener:
 
     def _recover(self, deadline: float) -> Gap | None:
         """Try to resubscribe until ``deadline``; the gap if it worked."""
-        while True:
+        while not self._closed:
             now = time.monotonic()
             if now < self._next_try:
                 if self._next_try > deadline:
@@ -275,6 +311,7 @@ class ChannelListener:
             self.gaps.append(gap)
             self._lost_at = None
             return gap
+        return None
 
 
 def _backoff(attempt: int) -> float:
