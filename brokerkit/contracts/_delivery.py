@@ -1,0 +1,319 @@
+"""Contract tests of delivery: no loss, no duplicates, order, acks, leases, dead letters,
+competing consumers and fan-out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
+from brokerkit.contracts._harness import GRACE, VISIBILITY_TIMEOUT, ContractEnv, requires
+from brokerkit.contracts._messages import canonical
+from brokerkit.contracts._profiles import contract_settings
+from brokerkit.contracts._strategies import bodies
+from brokerkit.exceptions import StaleDelivery
+
+__all__ = ["DeliveryContract"]
+
+_VT = VISIBILITY_TIMEOUT
+_prefetches = st.integers(1, 4)
+
+
+class DeliveryContract:
+    """Promises about who gets which message, how often and in what order."""
+
+    #: Called with a broker to model a hung consumer: its leases must stop being
+    #: renewed, while the broker stays open (set by :class:`BrokerContract`).
+    suspend_renewals: Callable[[Broker], None]
+
+    @requires(Capability.PERSISTENT)
+    @contract_settings()
+    @given(payloads=st.lists(bodies, min_size=1, max_size=12), prefetch=_prefetches)
+    def test_no_loss(self, contract: ContractEnv, payloads: list[Any], prefetch: int) -> None:
+        with contract.scope():
+            publisher, consumer = contract.broker(), contract.broker()
+            topic = contract.topic("noloss")
+            half = len(payloads) // 2
+            ids = [publisher.publish(topic, body) for body in payloads[:half]]
+            ids += publisher.publish_many(topic, payloads[half:])
+            subscription = consumer.subscribe(topic, prefetch=prefetch)
+            got = contract.expect_all(subscription, len(ids), "no loss")
+            assert sorted(d.id for d in got) == sorted(ids), "no loss: other messages came"
+
+    @requires(Capability.ACK)
+    @contract_settings("timed")
+    @given(count=st.integers(1, 10), prefetch=_prefetches)
+    def test_acked_messages_never_come_back(
+        self, contract: ContractEnv, count: int, prefetch: int
+    ) -> None:
+        """No duplicates when every delivery is acked in time, and ack is final: not
+        even the visibility timeout brings an acked message back."""
+        with contract.scope():
+            publisher = contract.broker()
+            consumer = contract.broker(visibility_timeout=_VT)
+            topic = contract.topic("final")
+            subscription = consumer.subscribe(topic, prefetch=prefetch)
+            ids = publisher.publish_many(topic, range(count))
+            got = contract.expect_all(subscription, count, "no duplicates")
+            assert len({d.id for d in got}) == count, "no duplicates: a message came twice"
+            assert {d.id for d in got} == set(ids)
+            wait = contract.let_leases_expire()
+            contract.expect_nothing(
+                subscription, "ack is final: an acked message was delivered again", wait=wait
+            )
+
+    @requires(Capability.ORDERED)
+    @contract_settings()
+    @given(count=st.integers(2, 15), prefetch=_prefetches, batch=st.booleans())
+    def test_fifo_for_one_consumer(
+        self, contract: ContractEnv, count: int, prefetch: int, batch: bool
+    ) -> None:
+        with contract.scope():
+            publisher, consumer = contract.broker(), contract.broker()
+            topic = contract.topic("fifo")
+            subscription = consumer.subscribe(topic, prefetch=prefetch)
+            if batch:
+                ids = publisher.publish_many(topic, range(count))
+            else:
+                ids = [publisher.publish(topic, i) for i in range(count)]
+            got = contract.expect_all(subscription, count, "FIFO")
+            assert [d.id for d in got] == ids, (
+                "FIFO: one consumer sees messages in publish order; got bodies "
+                f"{[d.body for d in got]}"
+            )
+
+    @requires(Capability.ACK)
+    @contract_settings()
+    @given(nacks=st.integers(1, 4))
+    def test_nack_requeue_redelivers_with_the_next_attempt(
+        self, contract: ContractEnv, nacks: int
+    ) -> None:
+        with contract.scope():
+            broker = contract.broker()
+            topic = contract.topic("nack")
+            subscription = broker.subscribe(topic)
+            message_id = broker.publish(topic, {"n": nacks})
+            for attempt in range(1, nacks + 2):
+                delivery = contract.expect(subscription, "nack requeue: the message comes back")
+                assert (delivery.id, delivery.attempt, delivery.redelivered) == (
+                    message_id,
+                    attempt,
+                    attempt > 1,
+                ), "nack requeue: redelivered with attempt + 1"
+                assert delivery.body == {"n": nacks}
+                if attempt <= nacks:
+                    delivery.nack(requeue=True)
+                else:
+                    delivery.ack()
+            contract.expect_nothing(subscription, "ack is final: an acked message came back")
+
+    @requires(Capability.ACK | Capability.PERSISTENT)
+    @contract_settings("timed")
+    @given(prefetch=_prefetches, extra=st.integers(0, 3))
+    def test_unsettled_delivery_comes_back_after_the_visibility_timeout(
+        self, contract: ContractEnv, prefetch: int, extra: int
+    ) -> None:
+        """A consumer that crashed (closed its broker without settling) loses its
+        deliveries to the next consumer once the visibility timeout passes."""
+        promise = "an unsettled delivery comes back after the visibility timeout"
+        with contract.scope():
+            crashed = contract.broker(visibility_timeout=_VT)
+            survivor = contract.broker(visibility_timeout=_VT)
+            topic = contract.topic("lease")
+            ids = crashed.publish_many(topic, range(1 + extra))
+            held = contract.expect(crashed.subscribe(topic, prefetch=prefetch), promise)
+            crashed.close()
+            subscription = survivor.subscribe(topic)
+            wait = contract.let_leases_expire()
+            got = contract.expect_all(subscription, len(ids), promise, wait=wait)
+            assert sorted(d.id for d in got) == sorted(ids), promise
+            again = next(d for d in got if d.id == held.id)
+            assert again.attempt == held.attempt + 1, f"{promise}, with attempt + 1"
+            assert again.redelivered, f"{promise}, marked redelivered"
+
+    @requires(Capability.ACK | Capability.COMPETING)
+    @contract_settings("timed")
+    @given(settle=st.sampled_from(["ack", "nack"]))
+    def test_late_settle_does_not_touch_the_new_holders_delivery(
+        self, contract: ContractEnv, settle: str
+    ) -> None:
+        """Consumer A hangs past its lease; B gets the message; A's late ack (or nack)
+        raises StaleDelivery and leaves B's delivery alone."""
+        with contract.scope():
+            hung = contract.broker(visibility_timeout=_VT)
+            other = contract.broker(visibility_timeout=_VT)
+            topic = contract.topic("lateack")
+            first = hung.subscribe(topic)
+            second = other.subscribe(topic)
+            hung.publish(topic, "work")
+            stale = contract.expect(first, "late ack")
+            self.suspend_renewals(hung)
+            wait = contract.let_leases_expire()
+            fresh = contract.expect(
+                second,
+                "late ack: the hung consumer's lease runs out and the message goes to another "
+                "consumer (a backend that renews leases in the background must implement "
+                "Broker._suspend_renewals or override BrokerContract.suspend_renewals)",
+                wait=wait,
+            )
+            assert (fresh.id, fresh.attempt) == (stale.id, stale.attempt + 1)
+            late_settle = stale.ack if settle == "ack" else stale.nack
+            with pytest.raises(StaleDelivery):
+                late_settle()
+            try:
+                fresh.ack()
+            except StaleDelivery:
+                pytest.fail("late ack: the stale settle took the new holder's delivery")
+            contract.expect_nothing(
+                second,
+                "late ack: the message came back after its new holder acked it",
+                wait=contract.let_leases_expire(),
+            )
+
+    @requires(Capability.ACK | Capability.DEAD_LETTER)
+    @contract_settings()
+    @given(max_deliveries=st.integers(1, 4), body=bodies)
+    def test_max_deliveries_then_dead_letter(
+        self, contract: ContractEnv, max_deliveries: int, body: Any
+    ) -> None:
+        promise = "max_deliveries then dead-letter"
+        with contract.scope():
+            broker = contract.broker(max_deliveries=max_deliveries)
+            topic = contract.topic("poison")
+            dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
+            subscription = broker.subscribe(topic)
+            message_id = broker.publish(topic, body, headers={"trace-id": "t1"})
+            for attempt in range(1, max_deliveries + 1):
+                delivery = contract.expect(subscription, promise)
+                assert (delivery.id, delivery.attempt) == (message_id, attempt), promise
+                delivery.nack(requeue=True)
+            contract.expect_nothing(subscription, f"{promise}: redelivered past max_deliveries")
+            dead = contract.expect(dead_letters, f"{promise}: nothing in the dead-letter topic")
+            _check_dead_letter(dead, message_id, body, topic, max_deliveries)
+            dead.ack()
+
+    @requires(Capability.ACK | Capability.DEAD_LETTER)
+    def test_nack_without_requeue_dead_letters_at_once(self, contract: ContractEnv) -> None:
+        broker = contract.broker()
+        topic = contract.topic("reject")
+        dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
+        subscription = broker.subscribe(topic)
+        message_id = broker.publish(topic, [1, "two"], headers={"trace-id": "t1"})
+        contract.expect(subscription, "reject").nack(requeue=False)
+        contract.expect_nothing(subscription, "nack(requeue=False): the message came back")
+        dead = contract.expect(dead_letters, "nack(requeue=False) dead-letters")
+        _check_dead_letter(dead, message_id, [1, "two"], topic, 1)
+
+    @requires(Capability.ACK | Capability.DEAD_LETTER | Capability.PERSISTENT)
+    def test_expiry_past_max_deliveries_dead_letters(self, contract: ContractEnv) -> None:
+        promise = "a lease that runs out on the last allowed delivery dead-letters"
+        crashed = contract.broker(visibility_timeout=_VT, max_deliveries=1)
+        survivor = contract.broker(visibility_timeout=_VT, max_deliveries=1)
+        topic = contract.topic("expire-dlq")
+        dead_letters = survivor.subscribe(survivor.dead_letter_topic(topic))
+        message_id = crashed.publish(topic, "poison", headers={"trace-id": "t1"})
+        contract.expect(crashed.subscribe(topic), promise)
+        crashed.close()
+        subscription = survivor.subscribe(topic)
+        deadline = time.monotonic() + contract.let_leases_expire() + GRACE
+        dead = None
+        # Backends may recover expired leases only when someone reads the topic.
+        while dead is None and time.monotonic() < deadline:
+            redelivered = subscription.receive(timeout=0.05)
+            assert redelivered is None, f"{promise}: it was redelivered ({redelivered!r})"
+            dead = dead_letters.receive(timeout=0.05)
+        assert dead is not None, f"{promise}: nothing reached the dead-letter topic"
+        _check_dead_letter(dead, message_id, "poison", topic, 1)
+        contract.expect_nothing(subscription, f"{promise}: it was redelivered")
+
+    @requires(Capability.COMPETING)
+    @contract_settings()
+    @given(
+        count=st.integers(2, 12),
+        turns=st.lists(st.booleans(), min_size=1, max_size=30),
+        group=st.sampled_from([None, "workers"]),
+    )
+    def test_competing_consumers_split_without_overlap(
+        self, contract: ContractEnv, count: int, turns: list[bool], group: str | None
+    ) -> None:
+        promise = "competing consumers: each message goes to one consumer of the group"
+        with contract.scope():
+            publisher = contract.broker()
+            topic = contract.topic("compete")
+            consumers = [contract.broker().subscribe(topic, group=group) for _ in range(2)]
+            ids = publisher.publish_many(topic, range(count))
+            # While the first consumer holds a message, the second must get another one.
+            held = contract.expect(consumers[0], promise)
+            other = contract.expect(consumers[1], promise)
+            assert other.id != held.id, f"{promise}: both got {held.body!r}"
+            seen = [held.id, other.id]
+            held.ack()
+            other.ack()
+            for turn in turns * count:
+                if len(seen) == count:
+                    break
+                delivery = consumers[turn].receive(timeout=0.05)
+                if delivery is not None:
+                    assert delivery.id not in seen, f"{promise}: {delivery.body!r} came twice"
+                    seen.append(delivery.id)
+                    delivery.ack()
+            for index, subscription in enumerate(consumers):
+                while len(seen) < count:
+                    delivery = subscription.receive(timeout=0.05 if index == 0 else 5.0)
+                    if delivery is None:
+                        break
+                    assert delivery.id not in seen, f"{promise}: {delivery.body!r} came twice"
+                    seen.append(delivery.id)
+                    delivery.ack()
+            assert sorted(seen) == sorted(ids), f"{promise}: some messages never came"
+            for subscription in consumers:
+                contract.expect_nothing(subscription, f"{promise}: a message came twice")
+
+    @requires(Capability.FANOUT)
+    @contract_settings()
+    @given(groups=st.integers(2, 3), count=st.integers(1, 6))
+    def test_fanout_every_group_gets_every_message(
+        self, contract: ContractEnv, groups: int, count: int
+    ) -> None:
+        promise = "fan-out: every group gets every message"
+        with contract.scope():
+            publisher = contract.broker()
+            topic = contract.topic("fanout")
+            grouped = contract.has(Capability.COMPETING)
+            subscriptions = [
+                contract.broker().subscribe(topic, group=f"g{i}" if grouped else None)
+                for i in range(groups)
+            ]
+            ids = publisher.publish_many(topic, range(count))
+            for subscription in subscriptions:
+                got = contract.expect_all(subscription, count, promise)
+                assert sorted(d.id for d in got) == sorted(ids), promise
+            for subscription in subscriptions:
+                contract.expect_nothing(subscription, f"{promise} once")
+
+    @requires(Capability.REPLAY | Capability.COMPETING | Capability.PERSISTENT)
+    def test_new_group_replays_history(self, contract: ContractEnv) -> None:
+        promise = "replay: a new group can read the topic's history from the start"
+        publisher, consumer = contract.broker(), contract.broker()
+        topic = contract.topic("replay")
+        ids = publisher.publish_many(topic, ["a", "b", "c"])
+        contract.expect_all(consumer.subscribe(topic, group="first"), 3, promise)
+        late = consumer.subscribe(topic, group="late", start="earliest")
+        got = contract.expect_all(late, 3, promise)
+        assert sorted(d.id for d in got) == sorted(ids), promise
+
+
+def _check_dead_letter(dead: Any, message_id: str, body: Any, topic: str, deliveries: int) -> None:
+    promise = "a dead letter keeps the message and says where it came from"
+    assert dead.id == message_id, promise
+    assert canonical(dead.body) == canonical(body), promise
+    assert dead.headers.get("trace-id") == "t1", f"{promise}: the headers were lost"
+    assert dead.headers.get("x-original-topic") == topic, promise
+    assert dead.headers.get("x-dead-letter-reason"), promise
+    assert dead.headers.get("x-deliveries") == str(deliveries), promise

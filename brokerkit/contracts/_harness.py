@@ -1,0 +1,194 @@
+"""What every contract test stands on: brokers, fresh topics, time, and capability checks."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
+from brokerkit._clock import ManualClock
+from brokerkit._delivery import Delivery
+from brokerkit._subscription import Subscription
+
+__all__ = [
+    "GRACE",
+    "VISIBILITY_TIMEOUT",
+    "BrokerFactory",
+    "ContractEnv",
+    "ManualTimeline",
+    "RealTimeline",
+    "Timeline",
+    "missing_capabilities",
+    "requires",
+]
+
+#: The visibility timeout the suite asks for when a test waits for a lease to run out.
+VISIBILITY_TIMEOUT = 0.5
+#: The longest the suite waits, past any lease it let run out, for a delivery it expects.
+GRACE = 5.0
+
+#: ``make(**options) -> Broker``: the plugin author's factory (the ``make_broker`` fixture).
+BrokerFactory = Callable[..., Broker]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def requires(capabilities: Capability) -> Callable[[_F], _F]:
+    """Mark a contract test as needing ``capabilities``; it is skipped, naming the
+    missing ones, on a backend that does not declare them all."""
+    mark: Callable[[_F], _F] = pytest.mark.brokerkit_requires(capabilities)
+    return mark
+
+
+def missing_capabilities(declared: Capability, needed: Capability) -> list[str]:
+    """The names of the capabilities in ``needed`` that ``declared`` lacks."""
+    return [name for name in needed.names() if Capability[name] not in declared]
+
+
+class Timeline:
+    """How the suite lets time pass: real time unless a backend's clock can be moved.
+
+    The suite never sleeps. To let a lease run out it calls :meth:`advance` and then
+    waits for the redelivery with ``receive(timeout=<what advance returned> + GRACE)``.
+    """
+
+    #: Seconds to listen before concluding that nothing more will arrive.
+    quiet: float = 0.25
+
+    def now(self) -> float:
+        """The time leases are judged by, in seconds."""
+        return time.monotonic()
+
+    def advance(self, seconds: float) -> float:
+        """Make ``seconds`` pass for the backend; return how many real seconds the
+        caller must still wait for them to have passed."""
+        return seconds
+
+
+class RealTimeline(Timeline):
+    """Wall-clock time: leases run out on their own; :meth:`advance` moves nothing."""
+
+
+class ManualTimeline(Timeline):
+    """Time on a :class:`~brokerkit.ManualClock` that the backend reads: advancing
+    it runs leases out at once, and nothing happens between calls."""
+
+    quiet = 0.0
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def advance(self, seconds: float) -> float:
+        self.clock.advance(seconds)
+        return 0.0
+
+
+class ContractEnv:
+    """One contract test's brokers, topics and time.
+
+    Every broker it makes shares the namespace of the plugin author's factory, and
+    is closed when the test (or the :meth:`scope` it was made in) ends. Topic names
+    carry a fresh uuid, so examples and tests never see each other's messages.
+    """
+
+    def __init__(self, make: BrokerFactory, timeline: Timeline) -> None:
+        self._make = make
+        self.timeline = timeline
+        self._brokers: list[Broker] = []
+        probe = make()
+        try:
+            self.backend_class: type[Broker] = type(probe)
+        finally:
+            probe.close()
+
+    @property
+    def capabilities(self) -> Capability:
+        """What the backend under test declares."""
+        return self.backend_class.capabilities
+
+    def has(self, capability: Capability) -> bool:
+        """Whether the backend declares every flag in ``capability``."""
+        return capability in self.capabilities
+
+    def broker(self, **options: Any) -> Broker:
+        """A new broker from the author's factory, closed at the end of the scope."""
+        broker = self._make(**options)
+        if not isinstance(broker, Broker):
+            raise TypeError(f"make_broker's factory returned {broker!r}, not a brokerkit.Broker")
+        self._brokers.append(broker)
+        return broker
+
+    def topic(self, label: str = "t") -> str:
+        """A topic name no other test or example uses."""
+        return f"bkc.{label}.{uuid.uuid4().hex[:12]}"
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[ContractEnv]:
+        """Close, on exit, every broker made inside (one hypothesis example)."""
+        mark = len(self._brokers)
+        try:
+            yield self
+        finally:
+            made, self._brokers[mark:] = self._brokers[mark:], []
+            _close_all(made)
+
+    def close_all(self) -> None:
+        """Close every broker made so far."""
+        made, self._brokers = self._brokers, []
+        _close_all(made)
+
+    # -- waiting ------------------------------------------------------------------
+
+    def let_leases_expire(self, seconds: float = VISIBILITY_TIMEOUT) -> float:
+        """Let ``seconds`` (a visibility timeout) pass for the backend; return the real
+        seconds a receive must still wait."""
+        return self.timeline.advance(seconds)
+
+    def expect(self, subscription: Subscription, promise: str, *, wait: float = 0.0) -> Delivery:
+        """The next delivery, which ``promise`` says must come within ``wait`` + GRACE."""
+        delivery = subscription.receive(timeout=wait + GRACE)
+        assert delivery is not None, f"{promise}: nothing was delivered within {wait + GRACE}s"
+        return delivery
+
+    def expect_nothing(
+        self, subscription: Subscription, promise: str, *, wait: float = 0.0
+    ) -> None:
+        """Listen for ``wait`` + the quiet period; ``promise`` says nothing may arrive."""
+        delivery = subscription.receive(timeout=wait + self.timeline.quiet)
+        assert delivery is None, (
+            f"{promise}: unexpectedly delivered {delivery!r} with body {delivery.body!r}"
+        )
+
+    def expect_all(
+        self, subscription: Subscription, count: int, promise: str, *, wait: float = 0.0
+    ) -> list[Delivery]:
+        """``count`` deliveries, each acked as it comes; ``promise`` says they must come."""
+        got: list[Delivery] = []
+        while len(got) < count:
+            delivery = subscription.receive(timeout=wait + GRACE)
+            assert delivery is not None, (
+                f"{promise}: only {len(got)} of {count} messages were delivered"
+            )
+            got.append(delivery)
+            delivery.ack()
+        return got
+
+
+def _close_all(brokers: list[Broker]) -> None:
+    errors = []
+    for broker in reversed(brokers):
+        try:
+            broker.close()
+        except Exception as exc:  # close every one before reporting
+            errors.append(exc)
+    if errors:
+        raise errors[0]

@@ -1,0 +1,220 @@
+"""Contract tests of what a message is: round trips, bad input, isolation, pub/sub, close."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from brokerkit._capabilities import Capability
+from brokerkit.contracts._harness import ContractEnv, requires
+from brokerkit.contracts._profiles import contract_settings
+from brokerkit.contracts._strategies import (
+    bad_headers,
+    bodies,
+    headers,
+    invalid_topics,
+    unserializable_bodies,
+)
+from brokerkit.exceptions import (
+    AlreadySettled,
+    BrokerClosed,
+    InvalidMessage,
+    InvalidTopic,
+    SerializationError,
+)
+
+__all__ = ["MessageContract", "canonical"]
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every scalar tagged by its type, so that ``1 == True`` and
+    ``b"x" == "x"`` confusions fail a comparison."""
+    if isinstance(value, dict):
+        return ("dict", sorted((k, canonical(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("list", [canonical(v) for v in value])
+    if isinstance(value, float):
+        return ("float", repr(value))
+    return (type(value).__name__, value)
+
+
+class MessageContract:
+    """Promises every backend keeps, whatever its capabilities."""
+
+    @contract_settings()
+    @given(body=bodies, message_headers=headers)
+    def test_round_trip_keeps_body_headers_and_id(
+        self, contract: ContractEnv, body: Any, message_headers: dict[str, str]
+    ) -> None:
+        with contract.scope():
+            publisher, consumer = contract.broker(), contract.broker()
+            topic = contract.topic("roundtrip")
+            subscription = consumer.subscribe(topic)
+            message_id = publisher.publish(topic, body, headers=message_headers)
+            delivery = contract.expect(subscription, "round trip")
+            promise = "round trip: a message arrives exactly as it was published"
+            assert delivery.id == message_id, promise
+            assert delivery.topic == topic, promise
+            assert canonical(delivery.body) == canonical(body), promise
+            assert dict(delivery.headers) == message_headers, promise
+            assert (delivery.attempt, delivery.redelivered) == (1, False), promise
+            if isinstance(body, bytes):
+                assert delivery.payload == body, promise
+            delivery.ack()
+
+    @contract_settings()
+    @given(bad=unserializable_bodies, good=bodies)
+    def test_unserializable_body_raises_and_publishes_nothing(
+        self, contract: ContractEnv, bad: Any, good: Any
+    ) -> None:
+        with contract.scope():
+            broker = contract.broker()
+            topic = contract.topic("badbody")
+            subscription = broker.subscribe(topic)
+            with pytest.raises(SerializationError):
+                broker.publish(topic, bad)
+            with pytest.raises(SerializationError):
+                broker.publish_many(topic, [good, bad, good])
+            sentinel = broker.publish(topic, "sentinel")
+            delivery = contract.expect(subscription, "bad input")
+            assert delivery.id == sentinel, "bad input: a refused publish still sent a message"
+            delivery.ack()
+
+    @contract_settings()
+    @given(topic=invalid_topics)
+    def test_invalid_topic_raises(self, contract: ContractEnv, topic: Any) -> None:
+        with contract.scope():
+            broker = contract.broker()
+            with pytest.raises(InvalidTopic):
+                broker.publish(topic, "x")
+            with pytest.raises(InvalidTopic):
+                broker.subscribe(topic)
+
+    @contract_settings()
+    @given(bad=bad_headers)
+    def test_bad_headers_raise_and_publish_nothing(self, contract: ContractEnv, bad: Any) -> None:
+        with contract.scope():
+            broker = contract.broker()
+            topic = contract.topic("badheaders")
+            subscription = broker.subscribe(topic)
+            with pytest.raises(InvalidMessage):
+                broker.publish(topic, "x", headers=bad)
+            sentinel = broker.publish(topic, "sentinel")
+            delivery = contract.expect(subscription, "bad input")
+            assert delivery.id == sentinel, "bad input: a refused publish still sent a message"
+            delivery.ack()
+
+    @contract_settings()
+    @given(counts=st.lists(st.integers(0, 4), min_size=2, max_size=3))
+    def test_topics_are_isolated(self, contract: ContractEnv, counts: list[int]) -> None:
+        with contract.scope():
+            publisher, consumer = contract.broker(), contract.broker()
+            base = contract.topic("iso")
+            # Names that share prefixes, so prefix-matching bugs leak too.
+            topics = [base, *(f"{base}.{i}" for i in range(1, len(counts)))]
+            subscriptions = [consumer.subscribe(t) for t in topics]
+            published = {
+                t: publisher.publish_many(t, [f"{t}#{i}" for i in range(n)])
+                for t, n in zip(topics, counts, strict=True)
+            }
+            for topic, subscription in zip(topics, subscriptions, strict=True):
+                got = contract.expect_all(subscription, len(published[topic]), "topic isolation")
+                assert {d.id for d in got} == set(published[topic]), (
+                    f"topic isolation: {topic} delivered messages of another topic"
+                )
+                assert all(d.topic == topic for d in got), "topic isolation: wrong topic"
+            for topic, subscription in zip(topics, subscriptions, strict=True):
+                contract.expect_nothing(
+                    subscription, f"topic isolation: {topic} received another topic's message"
+                )
+
+    def test_new_subscriber_sees_what_its_backend_promises(self, contract: ContractEnv) -> None:
+        """Pub/sub semantics: a subscriber gets every message published after it
+        subscribed; with PERSISTENT it also gets the ones that waited for it."""
+        publisher, consumer = contract.broker(), contract.broker()
+        topic = contract.topic("late")
+        before = publisher.publish(topic, "before")
+        subscription = consumer.subscribe(topic)
+        after = publisher.publish(topic, "after")
+        expected = [before, after] if contract.has(Capability.PERSISTENT) else [after]
+        got = contract.expect_all(subscription, len(expected), "pub/sub: a subscriber")
+        assert [d.id for d in got] == expected, (
+            "pub/sub: a new subscriber sees the messages published after it subscribed "
+            "(and, with PERSISTENT, those that waited for it), in order"
+        )
+        contract.expect_nothing(subscription, "pub/sub: a message published once came twice")
+
+    @requires(Capability.PATTERNS)
+    @contract_settings()
+    @given(rooms=st.lists(st.sampled_from("abc"), min_size=1, max_size=6))
+    def test_pattern_subscription_gets_matching_topics_only(
+        self, contract: ContractEnv, rooms: list[str]
+    ) -> None:
+        with contract.scope():
+            publisher, consumer = contract.broker(), contract.broker()
+            base = contract.topic("chat")
+            subscription = consumer.subscribe(f"{base}:room:*", pattern=True)
+            publisher.publish(f"{base}:lobby", "not a room")
+            publisher.publish(f"{base}x:room:a", "another namespace")
+            wanted = {publisher.publish(f"{base}:room:{r}", r): r for r in rooms}
+            got = contract.expect_all(subscription, len(wanted), "patterns")
+            assert {d.id for d in got} == set(wanted), "patterns: wrong messages matched"
+            for delivery in got:
+                assert delivery.topic == f"{base}:room:{wanted[delivery.id]}", (
+                    "patterns: a delivery names the concrete topic it was published to"
+                )
+            contract.expect_nothing(subscription, "patterns: a topic that does not match leaked")
+
+    @contract_settings()
+    @given(
+        first=st.sampled_from(["ack", "nack"]),
+        second=st.sampled_from(["ack", "nack", "reject"]),
+    )
+    def test_settling_twice_raises(self, contract: ContractEnv, first: str, second: str) -> None:
+        with contract.scope():
+            broker = contract.broker()
+            topic = contract.topic("twice")
+            subscription = broker.subscribe(topic)
+            broker.publish(topic, "x")
+            delivery = contract.expect(subscription, "settling twice")
+            _settle(delivery, first)
+            assert delivery.settled
+            with pytest.raises(AlreadySettled):
+                _settle(delivery, second)
+            if first == "nack" and contract.has(Capability.ACK):
+                again = contract.expect(subscription, "settling twice")
+                with pytest.raises(AlreadySettled):
+                    broker.ack(again, again)
+                again.ack()
+
+    def test_close_refuses_further_use(self, contract: ContractEnv) -> None:
+        broker = contract.broker()
+        topic = contract.topic("close")
+        subscription = broker.subscribe(topic)
+        broker.publish(topic, "x")
+        delivery = contract.expect(subscription, "close")
+        broker.close()
+        broker.close()  # a second close does nothing
+        assert broker.closed, "close: the broker says it is closed"
+        assert subscription.closed, "close ends every subscription"
+        with pytest.raises(BrokerClosed):
+            broker.publish(topic, "y")
+        with pytest.raises(BrokerClosed):
+            broker.subscribe(topic)
+        with pytest.raises(BrokerClosed):
+            subscription.receive(timeout=0)
+        with pytest.raises(BrokerClosed):
+            delivery.ack()
+        with contract.broker() as other:
+            assert not other.closed
+        assert other.closed, "leaving a with-block closes the broker"
+
+
+def _settle(delivery: Any, how: str) -> None:
+    if how == "ack":
+        delivery.ack()
+    else:
+        delivery.nack(requeue=how == "nack")

@@ -1,0 +1,271 @@
+"""The stateful contract: random interleavings of publish, receive, ack, nack, requeue,
+consumer crashes and lease expiry, checked against a plain-Python model.
+
+The model is deliberately loose where backends may differ and strict where they may
+not. A delivery is *surely live* while less than the visibility timeout (minus a
+margin on real time) has passed since the fetch that leased it; about such deliveries
+everything is checked. After that a backend may have taken the lease back (memory,
+which has no heartbeat) or kept renewing it (Redis, for a live consumer); both are
+accepted, but a message delivered again makes every older delivery of it stale.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery import Delivery
+from brokerkit._subscription import Subscription
+from brokerkit.contracts._harness import (
+    GRACE,
+    VISIBILITY_TIMEOUT,
+    ContractEnv,
+    ManualTimeline,
+    requires,
+)
+from brokerkit.contracts._profiles import contract_settings
+from brokerkit.exceptions import StaleDelivery
+
+__all__ = ["DeliveryMachine", "StatefulContract"]
+
+
+@dataclass(eq=False)
+class _Held:
+    """One delivery the model knows a consumer holds."""
+
+    delivery: Delivery
+    consumer: _Consumer
+    leased_at: float  # model time just before the fetch that leased it
+    lease_seq: int  # which fetch leased it: later fetches hold newer leases
+
+
+@dataclass(eq=False)
+class _Consumer:
+    broker: Broker
+    subscription: Subscription
+    prefetch: int
+    fetch_time: float = 0.0
+    fetch_seq: int = 0
+    held: list[_Held] = field(default_factory=list)
+
+
+@dataclass
+class _Message:
+    status: str = "ready"  # ready | held | acked | dead
+    holder: _Held | None = None  # the newest delivery of it
+    last_attempt: int = 0
+
+
+class DeliveryMachine(RuleBasedStateMachine):
+    """Drives one topic of a backend with PERSISTENT | ACK | COMPETING."""
+
+    def __init__(self, env: ContractEnv, suspend_renewals: Callable[[Broker], None]) -> None:
+        super().__init__()
+        self.env = env
+        self.scope = env.scope()
+        self.scope.__enter__()
+        self.exact = isinstance(env.timeline, ManualTimeline)
+        self.vt = VISIBILITY_TIMEOUT
+        self.margin = 0.0 if self.exact else 0.3 * self.vt
+        self.poll = 0.0 if self.exact else 0.05
+        self.dead_letter = env.has(Capability.DEAD_LETTER)
+        self.topic = env.topic("machine")
+        self.publisher = env.broker()
+        self.dead_letters: Subscription | None = None
+        if self.dead_letter:
+            self.dead_letters = self.publisher.subscribe(
+                self.publisher.dead_letter_topic(self.topic)
+            )
+        self.consumers: list[_Consumer] = []
+        self.messages: dict[str, _Message] = {}
+        self.seq = itertools.count(1)
+        del suspend_renewals  # crashes, not hangs, are what this machine models
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _consumer(self, prefetch: int) -> _Consumer:
+        broker = self.env.broker(visibility_timeout=self.vt)
+        return _Consumer(broker, broker.subscribe(self.topic, prefetch=prefetch), prefetch)
+
+    def _surely_live(self, held: _Held) -> bool:
+        return self.env.timeline.now() - held.leased_at < self.vt - self.margin
+
+    def _pick(self, index: int, which: int) -> tuple[_Consumer, _Held]:
+        consumer = self._holding()[index % len(self._holding())]
+        return consumer, consumer.held[which % len(consumer.held)]
+
+    def _holding(self) -> list[_Consumer]:
+        return [c for c in self.consumers if c.held]
+
+    # -- rules --------------------------------------------------------------------
+
+    @initialize(prefetches=st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    def start_consumers(self, prefetches: list[int]) -> None:
+        self.consumers = [self._consumer(p) for p in prefetches]
+
+    @rule(bodies=st.lists(st.integers(0, 999), min_size=1, max_size=3))
+    def publish(self, bodies: list[int]) -> None:
+        for message_id in self.publisher.publish_many(self.topic, bodies):
+            self.messages[message_id] = _Message()
+
+    @rule(index=st.integers(0, 2))
+    def receive(self, index: int) -> None:
+        consumer = self.consumers[index % len(self.consumers)]
+        if consumer.subscription.buffered == 0:
+            consumer.fetch_time = self.env.timeline.now()
+            consumer.fetch_seq = next(self.seq)
+        delivery = consumer.subscription.receive(timeout=self.poll)
+        if delivery is None:
+            return
+        message = self.messages.get(delivery.id)
+        assert message is not None, f"a message nobody published was delivered: {delivery!r}"
+        held = _Held(delivery, consumer, consumer.fetch_time, consumer.fetch_seq)
+        if self._surely_live(held):
+            assert message.status not in ("acked", "dead"), (
+                f"ack is final: a {message.status} message was delivered again ({delivery!r})"
+            )
+            previous = message.holder
+            assert (
+                previous is None
+                or previous.delivery.settled
+                or not self._surely_live(previous)
+                or previous.consumer not in self.consumers
+            ), f"no duplicates: {delivery!r} is also leased to another live consumer"
+            assert delivery.attempt > message.last_attempt, (
+                f"attempts count up: attempt {delivery.attempt} after {message.last_attempt}"
+            )
+        consumer.held.append(held)
+        if message.holder is None or held.lease_seq > message.holder.lease_seq:
+            message.holder = held
+            if message.status == "ready":
+                message.status = "held"
+        message.last_attempt = max(message.last_attempt, delivery.attempt)
+
+    @precondition(lambda self: bool(self._holding()))
+    @rule(
+        index=st.integers(0, 2),
+        which=st.integers(0, 5),
+        action=st.sampled_from(["ack", "requeue", "nack"]),
+    )
+    def settle(self, index: int, which: int, action: str) -> None:
+        if action == "nack" and not self.dead_letter:
+            action = "requeue"
+        consumer, held = self._pick(index, which)
+        consumer.held.remove(held)
+        message = self.messages[held.delivery.id]
+        newest = message.holder is held
+        live = newest and self._surely_live(held)
+        try:
+            if action == "ack":
+                held.delivery.ack()
+            else:
+                held.delivery.nack(requeue=action == "requeue")
+        except StaleDelivery:
+            assert not live, f"a {action} within the lease failed as stale: {held.delivery!r}"
+            if newest and message.status == "held":
+                message.status = "ready"  # the lease ran out: it comes back
+            return
+        assert newest, (
+            f"late ack: a {action} of a superseded delivery succeeded and may have settled "
+            f"the new holder's ({held.delivery!r})"
+        )
+        message.status = {"ack": "acked", "requeue": "ready", "nack": "dead"}[action]
+
+    @rule(index=st.integers(0, 2))
+    def crash(self, index: int) -> None:
+        """A consumer dies holding its deliveries; a fresh one takes its place."""
+        position = index % len(self.consumers)
+        consumer = self.consumers[position]
+        consumer.broker.close()
+        for held in consumer.held:
+            message = self.messages[held.delivery.id]
+            if message.holder is held and message.status == "held":
+                message.status = "ready"
+        self.consumers[position] = self._consumer(consumer.prefetch)
+
+    @rule()
+    def expire_leases(self) -> None:
+        """The visibility timeout passes (on a real clock it passes by itself)."""
+        if self.exact:
+            self.env.let_leases_expire(self.vt)
+
+    # -- invariants ---------------------------------------------------------------
+
+    @invariant()
+    def prefetch_bounds_the_buffer(self) -> None:
+        for consumer in self.consumers:
+            assert consumer.subscription.buffered < consumer.prefetch, (
+                f"prefetch: {consumer.subscription.buffered} deliveries buffered "
+                f"with prefetch={consumer.prefetch}"
+            )
+
+    @invariant()
+    def every_message_is_accounted_for(self) -> None:
+        statuses = {"ready", "held", "acked", "dead"}
+        assert all(m.status in statuses for m in self.messages.values())
+
+    # -- the end: nothing lost ----------------------------------------------------
+
+    def teardown(self) -> None:
+        # Hypothesis tears down in a ``finally``: when a step failed, that failure is
+        # the report, so only clean up.
+        failed = sys.exc_info()[1] is not None
+        try:
+            if not failed:
+                self._drain()
+        finally:
+            self.scope.__exit__(None, None, None)
+
+    def _drain(self) -> None:
+        for consumer in self.consumers:
+            consumer.broker.close()
+        pending = {i for i, m in self.messages.items() if m.status in ("ready", "held")}
+        drainer = self.env.broker(visibility_timeout=self.vt).subscribe(self.topic, prefetch=3)
+        wait = self.env.let_leases_expire(self.vt)
+        while pending:
+            delivery = drainer.receive(timeout=wait + GRACE)
+            assert delivery is not None, (
+                f"no loss: {len(pending)} unacked message(s) never came back: {sorted(pending)}"
+            )
+            status = self.messages[delivery.id].status
+            assert status not in ("acked", "dead"), f"ack is final: a {status} message came back"
+            assert delivery.id in pending, f"no duplicates: {delivery!r} came back twice"
+            pending.discard(delivery.id)
+            delivery.ack()
+        dead = {i for i, m in self.messages.items() if m.status == "dead"}
+        while dead and self.dead_letters is not None:
+            delivery = self.dead_letters.receive(timeout=GRACE)
+            assert delivery is not None, f"dead-letter: {len(dead)} rejected messages are missing"
+            assert delivery.id in dead, f"dead-letter: unexpected {delivery!r}"
+            dead.discard(delivery.id)
+            delivery.ack()
+
+
+class StatefulContract:
+    """Runs :class:`DeliveryMachine` against the backend."""
+
+    suspend_renewals: Callable[[Broker], None]
+
+    @requires(Capability.PERSISTENT | Capability.ACK | Capability.COMPETING)
+    def test_delivery_state_machine(self, contract: ContractEnv) -> None:
+        def machine() -> DeliveryMachine:
+            return DeliveryMachine(contract, self.suspend_renewals)
+
+        # hypothesis types the factory as the class; any callable returning one works.
+        factory: Any = machine
+        run_state_machine_as_test(factory, settings=contract_settings("stateful"))

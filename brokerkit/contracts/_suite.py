@@ -1,0 +1,96 @@
+"""The base class a backend's test file subclasses to run the whole contract suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
+from brokerkit.contracts._delivery import DeliveryContract
+from brokerkit.contracts._harness import (
+    BrokerFactory,
+    ContractEnv,
+    RealTimeline,
+    Timeline,
+    missing_capabilities,
+)
+from brokerkit.contracts._messages import MessageContract
+from brokerkit.contracts._stateful import StatefulContract
+
+__all__ = ["BrokerContract"]
+
+
+class BrokerContract(MessageContract, DeliveryContract, StatefulContract):
+    """The contract suite. Subclass it in a file named ``test_*.py`` as ``Test...``
+    and override the ``make_broker`` fixture::
+
+        class TestMyBackend(BrokerContract):
+            @pytest.fixture
+            def make_broker(self, prefix):
+                def make(**options):
+                    return brokerkit.connect(f"mybackend://host/?prefix={prefix}", **options)
+                return make
+
+    ``make(**options)`` must return a new, open broker each call. Brokers made by one
+    ``make`` share one namespace (they see each other's topics); give each test a
+    fresh one (a fresh prefix, database or name). The suite passes options such as
+    ``visibility_timeout=0.5`` and ``max_deliveries=3`` and closes every broker.
+
+    Optional hooks:
+
+    * the ``timeline`` fixture: how time passes for the backend. The default is real
+      time; a backend that reads a :class:`~brokerkit.ManualClock` returns
+      :class:`~brokerkit.contracts.ManualTimeline` so that leases run out at once.
+    * :meth:`suspend_renewals`: make a broker stop renewing its leases, as a hung
+      consumer would, for the late-ack test.
+
+    Each test declares the capabilities it needs; on a backend that lacks one it is
+    skipped with the missing capability in the reason.
+    """
+
+    @pytest.fixture
+    def make_broker(self) -> BrokerFactory:
+        """Override: return ``make(**options) -> Broker`` for the backend under test."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must override the make_broker fixture; "
+            "see brokerkit.contracts.BrokerContract"
+        )
+
+    @pytest.fixture
+    def timeline(self) -> Timeline:
+        """How the suite lets time pass for the backend (default: real time)."""
+        return RealTimeline()
+
+    @pytest.fixture
+    def contract(
+        self, request: pytest.FixtureRequest, make_broker: BrokerFactory, timeline: Timeline
+    ) -> Iterator[ContractEnv]:
+        """The test's brokers, topics and time; skips when a capability is missing."""
+        env = ContractEnv(make_broker, timeline)
+        needed = Capability.NONE
+        for mark in request.node.iter_markers("brokerkit_requires"):
+            needed |= mark.args[0]
+        missing = missing_capabilities(env.capabilities, needed)
+        if missing:
+            pytest.skip(
+                f"{env.backend_class.describe()} lacks the {' and '.join(missing)} "
+                f"capabilit{'ies' if len(missing) > 1 else 'y'}"
+            )
+        try:
+            yield env
+        finally:
+            env.close_all()
+
+    def suspend_renewals(self, broker: Broker) -> None:
+        """Make ``broker`` stop renewing the leases of its deliveries, as a hung process
+        would, while it stays open so that it can still try to ack.
+
+        The default calls ``broker._suspend_renewals()`` where the backend has it
+        (a backend that renews leases in the background must), and otherwise does
+        nothing: a backend without renewals lets leases run out by themselves.
+        """
+        suspend = getattr(broker, "_suspend_renewals", None)
+        if callable(suspend):
+            suspend()
