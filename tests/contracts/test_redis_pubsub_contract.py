@@ -1,0 +1,25 @@
+"""The contract suite over redis+pubsub, written as a plugin author would.
+
+Pub/Sub declares FANOUT, ORDERED and PATTERNS only, so the suite checks those and
+the message basics, and skips the PERSISTENT, ACK, COMPETING, REPLAY and
+DEAD_LETTER tests, naming the missing capability.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import brokerkit
+from brokerkit.contracts import BrokerContract
+from tests.conftest import RedisTarget
+
+
+class TestRedisPubSubContract(BrokerContract):
+    @pytest.fixture
+    def make_broker(self, redis_target: RedisTarget, prefix: str):  # type: ignore[no-untyped-def]
+        url = redis_target.url("redis+pubsub", prefix=prefix)
+
+        def make(**options: object) -> brokerkit.Broker:
+            return brokerkit.connect(url, **options)
+
+        return make
