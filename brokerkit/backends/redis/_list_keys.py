@@ -1,0 +1,98 @@
+"""Where a redis+list topic lives: its queue, and the keys that track deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from brokerkit.backends.redis._keys import DEAD_LETTER_SUFFIX, Keyspace
+from brokerkit.exceptions import InvalidOption
+
+__all__ = ["ListKeys", "check_queue_key", "list_keys"]
+
+
+@dataclass(frozen=True)
+class ListKeys:
+    """The keys of one topic; all of them hash to the queue's cluster slot.
+
+    :ivar queue: the list producers LPUSH to (``brokerkit:{orders}``).
+    :ivar deadlines: ZSET of receipt -> lease deadline, in server milliseconds.
+    :ivar consumers: ZSET of consumer -> heartbeat deadline, in server milliseconds.
+    :ivar dead_letters: the queue of the dead-letter topic (``brokerkit:{orders}.dlq``).
+    :ivar processing_prefix: a consumer's processing list is this + its name.
+    :ivar leases_prefix: a consumer's lease hash (receipt -> element) is this + its name.
+    """
+
+    queue: str
+    deadlines: str
+    consumers: str
+    dead_letters: str
+    processing_prefix: str
+    leases_prefix: str
+
+    def processing(self, consumer: str) -> str:
+        """The processing list of ``consumer``."""
+        return self.processing_prefix + consumer
+
+    def leases(self, consumer: str) -> str:
+        """The lease hash of ``consumer``."""
+        return self.leases_prefix + consumer
+
+    def script_keys(self) -> list[str]:
+        """The keys every script of :mod:`._list_scripts` declares."""
+        return [self.queue, self.deadlines, self.consumers, self.dead_letters]
+
+    def expected_types(self) -> dict[str, str]:
+        """The Redis type each fixed key must have, for a clear WRONGTYPE error."""
+        return {
+            self.queue: "list",
+            self.dead_letters: "list",
+            self.deadlines: "zset",
+            self.consumers: "zset",
+        }
+
+
+def check_queue_key(template: str) -> str:
+    """Check a ``queue_key`` template: it names the queue of a topic, with one ``*``
+    standing for the topic, as in ``queue:*``."""
+    if template.count("*") != 1 or any(c.isspace() for c in template):
+        raise InvalidOption(
+            f"queue_key must contain exactly one '*' standing for the topic and no spaces, "
+            f"as in 'queue:*' (topic 'orders' -> key 'queue:orders'); got {template!r}"
+        )
+    return template
+
+
+def list_keys(prefix: str, topic: str, queue_key: str | None = None) -> ListKeys:
+    """The keys of ``topic``: under ``prefix`` with the topic as hash tag, or, with a
+    ``queue_key`` template, the queue the template names (``*`` replaced by the
+    topic) and the other keys named after it (``{queue:orders}:deadlines``, in the
+    queue's slot)."""
+    if queue_key is None:
+        space = Keyspace(prefix)
+        dead = space.topic(topic + DEAD_LETTER_SUFFIX)
+        return _layout(space.topic(topic), lambda part: space.topic(topic, part), dead)
+    stem, dlq = topic, ""
+    if topic.endswith(DEAD_LETTER_SUFFIX) and len(topic) > len(DEAD_LETTER_SUFFIX):
+        stem, dlq = topic[: -len(DEAD_LETTER_SUFFIX)], DEAD_LETTER_SUFFIX
+    base = queue_key.replace("*", stem)
+    tagged = base if _has_hash_tag(base) else "{" + base + "}"
+    queue = base if not dlq else tagged + dlq
+    own = tagged + dlq
+    return _layout(queue, lambda part: f"{own}:{part}", tagged + dlq + DEAD_LETTER_SUFFIX)
+
+
+def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKeys:
+    return ListKeys(
+        queue=queue,
+        deadlines=name("deadlines"),
+        consumers=name("consumers"),
+        dead_letters=dead_letters,
+        processing_prefix=name("processing") + ":",
+        leases_prefix=name("leases") + ":",
+    )
+
+
+def _has_hash_tag(key: str) -> bool:
+    start = key.find("{")
+    return start != -1 and key.find("}", start + 2) != -1

@@ -1,0 +1,315 @@
+"""The Lua scripts of the redis+list backend: every step that touches more than one
+key runs as one atomic script, judged by the server's clock (``TIME``).
+
+Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
+
+    KEYS[1] queue       the list producers LPUSH to and consumers take from the right
+    KEYS[2] deadlines   ZSET receipt -> lease deadline (server ms)
+    KEYS[3] consumers   ZSET consumer -> heartbeat deadline (server ms)
+    KEYS[4] dead letters, the queue of the dead-letter topic
+    ARGV[1] prefix of processing lists    (+ consumer)
+    ARGV[2] prefix of lease hashes        (+ consumer): receipt -> "<delivered ms>:<element>"
+    ARGV[3] max_deliveries (0: no limit)
+    ARGV[4] topic name (for dead-letter headers)
+    ARGV[5] content type of dead-lettered raw elements ("" : guess JSON or bytes)
+    ARGV[6] heartbeat ttl in ms
+
+The per-consumer keys are built from the prefixes; they carry the topic's hash tag,
+so they live in the same cluster slot as the declared keys.
+
+A receipt is ``<nonce><seq>:<consumer>``: unique per delivery, and it names the
+consumer whose processing list and lease hash hold the delivery.
+
+An element handed back after a delivery is wrapped as ``BKR<n>\\n<element>``: the
+message was delivered ``n`` times before. A fresh element has no wrapper.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EXTEND", "FETCH", "INSPECT", "RESCUE", "SETTLE"]
+
+PREAMBLE = r"""
+local QUEUE, DEADLINES, CONSUMERS, DLQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local PROC_PREFIX, LEASE_PREFIX = ARGV[1], ARGV[2]
+local MAX = tonumber(ARGV[3])
+local TOPIC, RAW_CT = ARGV[4], ARGV[5]
+local HEARTBEAT = tonumber(ARGV[6])
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function consumer_of(receipt)
+  local colon = string.find(receipt, ':', 1, true)
+  return string.sub(receipt, colon + 1)
+end
+
+local function lease_parts(value)
+  local colon = string.find(value, ':', 1, true)
+  return tonumber(string.sub(value, 1, colon - 1)), string.sub(value, colon + 1)
+end
+
+-- (deliveries before, the element as published)
+local function unwrap(e)
+  if string.sub(e, 1, 3) == 'BKR' then
+    local nl = string.find(e, '\n', 4, true)
+    if nl then
+      local n = tonumber(string.sub(e, 4, nl - 1))
+      if n then return n, string.sub(e, nl + 1) end
+    end
+  end
+  return 0, e
+end
+
+local function dead_letter(inner, reason, deliveries)
+  local header, payload
+  if string.sub(inner, 1, 3) == 'BK1' then
+    local nl = string.find(inner, '\n', 4, true)
+    if nl then
+      local ok, decoded = pcall(cjson.decode, string.sub(inner, 4, nl - 1))
+      if ok and type(decoded) == 'table' and decoded['id'] then
+        header, payload = decoded, string.sub(inner, nl + 1)
+      end
+    end
+  end
+  if not header then
+    -- a raw element another program wrote: give it an envelope to carry the headers
+    local ct = RAW_CT
+    if ct == '' then
+      if pcall(cjson.decode, inner) then ct = 'application/json'
+      else ct = 'application/octet-stream' end
+    end
+    header = {id = 'raw-' .. string.sub(redis.sha1hex(inner), 1, 24), ct = ct, ts = 0}
+    payload = inner
+  end
+  if type(header['h']) ~= 'table' then header['h'] = {} end
+  header['h']['x-dead-letter-reason'] = reason
+  header['h']['x-original-topic'] = TOPIC
+  header['h']['x-deliveries'] = tostring(deliveries)
+  redis.call('LPUSH', DLQ, 'BK1' .. cjson.encode(header) .. '\n' .. payload)
+end
+
+-- A delivered element comes back: next out of the queue, or dead-lettered when
+-- rejected or when it has been delivered max_deliveries times.
+local function hand_back(e, requeue, reason)
+  local n, inner = unwrap(e)
+  local deliveries = n + 1
+  if requeue and (MAX == 0 or deliveries < MAX) then
+    redis.call('RPUSH', QUEUE, 'BKR' .. deliveries .. '\n' .. inner)
+  else
+    dead_letter(inner, reason, deliveries)
+  end
+end
+
+-- Take one lease away (its deadline passed, or it is settled): returns the
+-- element, removed from the processing list, or nil when it was not there.
+local function release(receipt)
+  local consumer = consumer_of(receipt)
+  local leases = LEASE_PREFIX .. consumer
+  redis.call('ZREM', DEADLINES, receipt)
+  local value = redis.call('HGET', leases, receipt)
+  if not value then return nil end
+  redis.call('HDEL', leases, receipt)
+  local _, e = lease_parts(value)
+  if redis.call('LREM', PROC_PREFIX .. consumer, 1, e) == 1 then return e end
+  return nil
+end
+
+-- Elements in a consumer's processing list that no lease covers: moved there by
+-- a BLMOVE whose lease was never recorded (the reply was lost, or the consumer died).
+local function orphans(consumer)
+  local held = {}
+  for _, value in ipairs(redis.call('HVALS', LEASE_PREFIX .. consumer)) do
+    local _, e = lease_parts(value)
+    held[e] = (held[e] or 0) + 1
+  end
+  local found = {}
+  for _, e in ipairs(redis.call('LRANGE', PROC_PREFIX .. consumer, 0, -1)) do
+    if (held[e] or 0) > 0 then held[e] = held[e] - 1 else found[#found + 1] = e end
+  end
+  return found
+end
+"""
+
+#: ARGV[7] consumer, [8] how many, [9] lease ms, [10] receipt nonce, [11] first
+#: sequence number, [12] (optional) the element a BLMOVE just moved.
+#: Returns receipt, element, receipt, element, ... in delivery order.
+FETCH = (
+    PREAMBLE
+    + r"""
+local C = ARGV[7]
+local proc, leases = PROC_PREFIX .. C, LEASE_PREFIX .. C
+local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
+local nonce, seq = ARGV[10], tonumber(ARGV[11])
+local t = now_ms()
+redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
+local out = {}
+local function record(e)
+  local r = nonce .. seq .. ':' .. C
+  seq = seq + 1
+  redis.call('HSET', leases, r, t .. ':' .. e)
+  redis.call('ZADD', DEADLINES, t + lease_ms, r)
+  out[#out + 1] = r
+  out[#out + 1] = e
+end
+-- The BLMOVEd element is recorded only if it is still there: a rescuer that took
+-- this consumer for dead has already handed it back.
+if ARGV[12] and redis.call('LPOS', proc, ARGV[12]) then record(ARGV[12]) end
+while #out < 2 * want do
+  local e = redis.call('LMOVE', QUEUE, proc, 'RIGHT', 'LEFT')
+  if not e then break end
+  record(e)
+end
+return out
+"""
+)
+
+#: ARGV[7] "ack", "requeue" or "reject"; ARGV[8...] receipts in delivery order.
+#: Returns the stale receipts (lease expired or taken away), which are left alone
+#: (an expired one still in place is handed back, as a rescuer would).
+SETTLE = (
+    PREAMBLE
+    + r"""
+local mode = ARGV[7]
+local t = now_ms()
+local stale = {}
+local first, last, step = 8, #ARGV, 1
+if mode ~= 'ack' then first, last, step = #ARGV, 8, -1 end  -- the first nacked is next out
+for i = first, last, step do
+  local r = ARGV[i]
+  local deadline = tonumber(redis.call('ZSCORE', DEADLINES, r))
+  local e = release(r)
+  if not e then
+    stale[#stale + 1] = r
+  elseif not deadline or deadline <= t then
+    hand_back(e, true, 'max_deliveries')
+    stale[#stale + 1] = r
+  elseif mode == 'requeue' then
+    hand_back(e, true, 'max_deliveries')
+  elseif mode == 'reject' then
+    hand_back(e, false, 'rejected')
+  end
+end
+return stale
+"""
+)
+
+#: ARGV[7] lease ms from now; ARGV[8...] receipts. Renews live leases and the
+#: heartbeat of their consumers; returns the stale receipts (expired ones are
+#: handed back).
+EXTEND = (
+    PREAMBLE
+    + r"""
+local t = now_ms()
+local lease_ms = tonumber(ARGV[7])
+local stale, seen = {}, {}
+for i = 8, #ARGV do
+  local r = ARGV[i]
+  local deadline = tonumber(redis.call('ZSCORE', DEADLINES, r))
+  local consumer = consumer_of(r)
+  if deadline and deadline > t and redis.call('HEXISTS', LEASE_PREFIX .. consumer, r) == 1 then
+    redis.call('ZADD', DEADLINES, t + lease_ms, r)
+    if not seen[consumer] then
+      seen[consumer] = true
+      redis.call('ZADD', CONSUMERS, 'XX', t + HEARTBEAT, consumer)
+    end
+  else
+    local e = release(r)
+    if e then hand_back(e, true, 'max_deliveries') end
+    stale[#stale + 1] = r
+  end
+end
+return stale
+"""
+)
+
+#: ARGV[7] at most this many leases and this many dead consumers per call;
+#: ARGV[8] a live consumer whose orphans to hand back too ("" : none).
+#: Returns {deliveries handed back, ms until the next lease deadline or -1, orphans}.
+RESCUE = (
+    PREAMBLE
+    + r"""
+local t = now_ms()
+local limit = tonumber(ARGV[7])
+local moved = 0
+local expired = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'LIMIT', 0, limit)
+for i = #expired, 1, -1 do  -- latest deadline first: the earliest ends up next out
+  local e = release(expired[i])
+  if e then
+    hand_back(e, true, 'max_deliveries')
+    moved = moved + 1
+  end
+end
+local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
+for _, C in ipairs(dead) do
+  redis.call('ZREM', CONSUMERS, C)
+  local proc, leases = PROC_PREFIX .. C, LEASE_PREFIX .. C
+  local held = {}
+  local records = redis.call('HGETALL', leases)
+  for j = 1, #records, 2 do
+    redis.call('ZREM', DEADLINES, records[j])
+    local _, e = lease_parts(records[j + 1])
+    held[e] = (held[e] or 0) + 1
+  end
+  redis.call('DEL', leases)
+  local elements = redis.call('LRANGE', proc, 0, -1)
+  redis.call('DEL', proc)
+  for _, e in ipairs(elements) do  -- newest first: the oldest ends up next out
+    if (held[e] or 0) > 0 then
+      held[e] = held[e] - 1
+      hand_back(e, true, 'max_deliveries')
+    else
+      redis.call('RPUSH', QUEUE, e)  -- never handed to the application: no attempt
+    end
+    moved = moved + 1
+  end
+end
+local reconciled = 0
+if ARGV[8] ~= '' then
+  for _, e in ipairs(orphans(ARGV[8])) do
+    redis.call('LREM', PROC_PREFIX .. ARGV[8], 1, e)
+    redis.call('RPUSH', QUEUE, e)
+    reconciled = reconciled + 1
+  end
+end
+local wait = -1
+local next_due = redis.call('ZRANGE', DEADLINES, 0, 0, 'WITHSCORES')
+if next_due[2] then wait = math.max(tonumber(next_due[2]) - t, 0) end
+return {moved, wait, reconciled}
+"""
+)
+
+#: Returns {queue length, dead letters, server ms, in flight, oldest delivery ms or
+#: -1, then per consumer: name, heartbeat deadline or -1, processing length, leases}.
+INSPECT = (
+    PREAMBLE
+    + r"""
+local t = now_ms()
+local names, order = {}, {}
+local registered = redis.call('ZRANGE', CONSUMERS, 0, -1, 'WITHSCORES')
+for i = 1, #registered, 2 do
+  names[registered[i]] = tonumber(registered[i + 1])
+  order[#order + 1] = registered[i]
+end
+for _, r in ipairs(redis.call('ZRANGE', DEADLINES, 0, -1)) do
+  local C = consumer_of(r)
+  if names[C] == nil then names[C] = -1; order[#order + 1] = C end
+end
+local oldest = -1
+local out = {redis.call('LLEN', QUEUE), redis.call('LLEN', DLQ), t,
+             redis.call('ZCARD', DEADLINES), 0, #order}
+for _, C in ipairs(order) do
+  for _, value in ipairs(redis.call('HVALS', LEASE_PREFIX .. C)) do
+    local delivered = lease_parts(value)
+    if oldest < 0 or delivered < oldest then oldest = delivered end
+  end
+  out[#out + 1] = C
+  out[#out + 1] = names[C]
+  out[#out + 1] = redis.call('LLEN', PROC_PREFIX .. C)
+  out[#out + 1] = redis.call('HLEN', LEASE_PREFIX .. C)
+end
+out[5] = oldest
+return out
+"""
+)

@@ -1,0 +1,485 @@
+"""``redis+list://``: the reliable queue on Redis lists, with leases instead of guesses.
+
+Producers LPUSH to the topic's list; a consumer BLMOVEs (or, when messages are
+waiting, a script LMOVEs up to ``prefetch``) into its own processing list and
+records a lease per delivery, judged by the server's clock. A live consumer
+renews its leases in the background; a rescue step, run by every live consumer
+and by ``brokerkit rescue``, hands back deliveries whose lease ran out and the
+processing lists of consumers whose heartbeat stopped. See
+``docs/backends/redis-list.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import redis
+
+from brokerkit._broker import DEFAULT_GROUP, Broker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery import Delivery
+from brokerkit._inspect import ConsumerInfo, GroupInfo, TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription import Subscription
+from brokerkit._topics import check_topic
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis import _list_scripts as scripts
+from brokerkit.backends.redis._client import Reconnector, make_client
+from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._list_keys import ListKeys, check_queue_key, list_keys
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
+from brokerkit.exceptions import IncompatibleTopic, InvalidMessage, InvalidOption, StaleDelivery
+
+__all__ = ["RedisListBroker", "RedisListOptions"]
+
+log = logging.getLogger("brokerkit.redis")
+
+_T = TypeVar("_T")
+_B = TypeVar("_B", bound="RedisListBroker")
+
+#: LPUSH at most this many values per command (one pipeline still, one round trip).
+_PUSH_CHUNK = 1000
+#: A rescue call hands back at most this many expired leases and dead consumers.
+_RESCUE_LIMIT = 1000
+#: A consumer that has not been heard from for this long is dead, at the least.
+_MIN_HEARTBEAT = 5.0
+#: Redis reads a BLMOVE timeout of 0 as "forever": never ask for less than this.
+_MIN_BLOCK = 0.01
+
+
+@dataclass(frozen=True)
+class RedisListOptions(RedisOptions):
+    """Options of ``redis+list://`` URLs (and every :class:`RedisOptions` one)."""
+
+    #: Publish plain payloads, without brokerkit's envelope, for other programs
+    #: that read the list; such messages carry no headers. Plain elements are
+    #: always consumed, whatever this says.
+    raw: bool = False
+    #: The content type of plain elements (default: JSON if it parses, else
+    #: text if UTF-8, else bytes).
+    raw_content_type: str | None = None
+    #: The queue's key, ``*`` standing for the topic (``queue:*``: topic ``orders``
+    #: is the list ``queue:orders``), to take over a queue another program fills.
+    #: Default: ``<prefix>:{<topic>}``.
+    queue_key: str | None = None
+    #: Keep at most this many waiting messages per topic, dropping the oldest.
+    maxlen: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.queue_key is not None:
+            check_queue_key(self.queue_key)
+        if self.maxlen is not None and self.maxlen < 1:
+            raise InvalidOption(f"maxlen must be 1 or more (or unset), got {self.maxlen!r}")
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds after which a consumer not heard from is taken for dead."""
+        return max(self.visibility_timeout, _MIN_HEARTBEAT)
+
+    @property
+    def renew_interval(self) -> float:
+        """Seconds between lease renewals: a third of the visibility timeout."""
+        return self.visibility_timeout / 3
+
+
+@dataclass(frozen=True)
+class _Receipt:
+    topic: str
+    token: str  # "<nonce><seq>:<consumer>", the lease's name in Redis
+
+
+class _Consumer:
+    """The state of one subscription."""
+
+    def __init__(self, keys: ListKeys, reconnector: Reconnector) -> None:
+        self.keys = keys
+        self.reconnector = reconnector
+        self.nonce = _nonce()
+        self.seq = 0
+        self.next_maintenance = 0.0
+        self.heartbeat_at = float("-inf")
+        self.idle = False
+        self.reconcile = True
+
+
+class RedisListBroker(Broker):
+    """A work queue on Redis lists: at-least-once, leased, crash-safe.
+
+    Every consumer of a topic competes for its messages (groups all share the one
+    queue). Besides the :class:`~brokerkit.Broker` API it offers :meth:`rescue`.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis+list", "rediss+list")
+    capabilities: ClassVar[Capability] = (
+        Capability.PERSISTENT
+        | Capability.ACK
+        | Capability.COMPETING
+        | Capability.DEAD_LETTER
+        | Capability.ORDERED
+        | Capability.BOUNDED
+    )
+    Options: ClassVar[type[BrokerOptions]] = RedisListOptions
+    options: RedisListOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self._client = make_client(url, retries=0)
+        self._scripts = {
+            name: self._client.register_script(getattr(scripts, name))
+            for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
+        }
+        self._keeper = LeaseKeeper(
+            self._renew, self.options.renew_interval, name=f"brokerkit-leases {url}"
+        )
+
+    @classmethod
+    def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
+        """A broker for ``url``; redis-py's own query arguments go to the driver."""
+        parsed = BrokerURL.parse(url)
+        built = cls.Options.build(
+            parsed.query, options, backend=cls.describe(), ignore=DRIVER_QUERY_KEYS
+        )
+        return cls(parsed, built)
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _keys(self, topic: str) -> ListKeys:
+        return list_keys(self.options.prefix, topic, self.options.queue_key)
+
+    def _call(
+        self, operation: Callable[[], _T], topic: str, reconnector: Reconnector | None = None
+    ) -> _T:
+        """``operation()`` through connection loss, with WRONGTYPE made clear."""
+
+        def checked() -> _T:
+            try:
+                return operation()
+            except redis.ResponseError as exc:
+                if "WRONGTYPE" in str(exc):
+                    raise self._wrong_type(topic) from exc
+                raise
+
+        runner = reconnector or Reconnector(self.url, self.options.reconnect_timeout)
+        return runner.call(checked, topic=topic)
+
+    def _wrong_type(self, topic: str) -> IncompatibleTopic:
+        keys = self._keys(topic)
+        for key, expected in keys.expected_types().items():
+            try:
+                found = _text(self._client.type(key))
+            except redis.RedisError:
+                break
+            if found not in ("none", expected):
+                return IncompatibleTopic(
+                    f"the topic {topic!r} cannot be used as a redis+list queue: the Redis key "
+                    f"{key!r} at {self.url} holds a {found}, not a {expected} (written by "
+                    "another program, or by another brokerkit backend such as redis+stream); "
+                    "use another topic or prefix, or delete that key"
+                )
+        return IncompatibleTopic(
+            f"a key of the topic {topic!r} at {self.url} holds another Redis type than "
+            "redis+list needs; use another topic or prefix"
+        )
+
+    def _script(self, name: str, keys: ListKeys, topic: str, *args: Any) -> Any:
+        """Run one of :mod:`._list_scripts` with the common arguments first."""
+        opts = self.options
+        return self._scripts[name](
+            keys=keys.script_keys(),
+            args=[
+                keys.processing_prefix,
+                keys.leases_prefix,
+                opts.max_deliveries or 0,
+                topic,
+                opts.raw_content_type or "",
+                int(opts.heartbeat * 1000),
+                *args,
+            ],
+        )
+
+    # -- publishing ---------------------------------------------------------------
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        if self.options.raw and any(m.headers for m in messages):
+            raise InvalidMessage(
+                "raw=true publishes plain payloads, which cannot carry headers; "
+                "publish without headers or turn raw off"
+            )
+        queue = self._keys(topic).queue
+        values = [m.payload if self.options.raw else _envelope.encode(m) for m in messages]
+        maxlen = self.options.maxlen
+
+        def push() -> None:
+            if len(values) <= _PUSH_CHUNK and maxlen is None:
+                self._client.lpush(queue, *values)
+                return
+            pipe = self._client.pipeline(transaction=True)
+            for start in range(0, len(values), _PUSH_CHUNK):
+                pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
+            if maxlen is not None:
+                pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
+            pipe.execute()
+
+        self._call(push, topic)
+
+    # -- consuming ----------------------------------------------------------------
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        keys = self._keys(subscription.topic)
+        reconnector = Reconnector(self.url, self.options.reconnect_timeout)
+        subscription.state = _Consumer(keys, reconnector)
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        state: _Consumer = subscription.state
+        now = time.monotonic()
+        if state.reconcile or now >= state.next_maintenance:
+            self._maintain(subscription)
+        heartbeat_due = now - state.heartbeat_at > self.options.heartbeat / 4
+        if timeout <= 0 or not state.idle or heartbeat_due:
+            fetched = self._claim(subscription, max_messages, None)
+            state.idle = len(fetched) < max_messages
+            if fetched or timeout <= 0:
+                return fetched
+        # The queue is empty: block on the server until a message comes.
+        keys = state.keys
+        processing = keys.processing(subscription.consumer)
+        moved = self._consumer_call(
+            subscription,
+            lambda: self._client.blmove(
+                keys.queue,
+                processing,
+                max(timeout, _MIN_BLOCK),  # type: ignore[arg-type]  # Redis takes seconds as a float
+                "RIGHT",
+                "LEFT",
+            ),
+        )
+        if not isinstance(moved, bytes):
+            state.idle = True
+            return []
+        # Between the BLMOVE and this script the element has no lease; only a
+        # consumer whose heartbeat ran out loses such an element to a rescuer.
+        fetched = self._claim(subscription, max_messages, moved)
+        state.idle = len(fetched) < max_messages
+        return fetched
+
+    def _claim(self, subscription: Subscription, count: int, moved: bytes | None) -> list[Delivery]:
+        state: _Consumer = subscription.state
+        topic = subscription.topic
+        lease_ms = int(self.options.visibility_timeout * 1000)
+        extra = [] if moved is None else [moved]
+        reply = self._consumer_call(
+            subscription,
+            lambda: self._script(
+                "FETCH",
+                state.keys,
+                topic,
+                subscription.consumer,
+                count,
+                lease_ms,
+                state.nonce,
+                state.seq,
+                *extra,
+            ),
+        )
+        state.heartbeat_at = time.monotonic()
+        state.seq += len(reply) // 2
+        deliveries = []
+        for index in range(0, len(reply), 2):
+            token, element = reply[index].decode(), reply[index + 1]
+            before, inner = _unwrap(element)
+            message = _envelope.decode(topic, inner, self.options.raw_content_type)
+            deliveries.append(
+                Delivery(
+                    message,
+                    subscription=subscription,
+                    attempt=before + 1,
+                    receipt=_Receipt(topic, token),
+                )
+            )
+        self._keeper.hold(deliveries)
+        return deliveries
+
+    def _consumer_call(self, subscription: Subscription, operation: Callable[[], _T]) -> _T:
+        state: _Consumer = subscription.state
+        try:
+            return self._call(operation, subscription.topic, state.reconnector)
+        finally:
+            if state.reconnector.reconnected:
+                # A reply may have been lost: a moved element without a lease, or
+                # receipts this client never learnt. Fresh receipts from now on, and
+                # hand back whatever sits in the processing list without a lease.
+                state.reconnector.reconnected = False
+                state.reconcile = True
+                state.nonce = _nonce()
+                state.seq = 0
+
+    def _maintain(self, subscription: Subscription) -> None:
+        """Rescue the topic's stuck deliveries and this consumer's orphans; schedule
+        the next run for when the next lease runs out (at most half a timeout away)."""
+        state: _Consumer = subscription.state
+        state.reconcile = False
+        moved, wait_ms, _ = self._consumer_call(
+            subscription,
+            lambda: self._script(
+                "RESCUE", state.keys, subscription.topic, _RESCUE_LIMIT, subscription.consumer
+            ),
+        )
+        if moved:
+            state.idle = False
+        wait = self.options.visibility_timeout / 2
+        if wait_ms >= 0:
+            wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
+        state.next_maintenance = time.monotonic() + wait
+
+    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
+        if unreturned:
+            self._nack(unreturned, True)
+        state: _Consumer = subscription.state
+        # Returned-but-unsettled deliveries keep their leases (renewed while this
+        # broker lives); the heartbeat entry goes, so nothing of it is left behind.
+        self._call(
+            lambda: self._client.zrem(state.keys.consumers, subscription.consumer),
+            subscription.topic,
+        )
+
+    # -- settling -----------------------------------------------------------------
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        self._settle_script(deliveries, "ack")
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        self._settle_script(deliveries, "requeue" if requeue else "reject")
+
+    def _settle_script(self, deliveries: Sequence[Delivery], mode: str) -> None:
+        self._keeper.drop(deliveries)
+        stale = self._per_topic(deliveries, "SETTLE", mode)
+        if stale:
+            raise StaleDelivery(stale)
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        stale = self._per_topic(deliveries, "EXTEND", int(seconds * 1000))
+        if stale:
+            self._keeper.drop(stale)
+            raise StaleDelivery(stale)
+
+    def _renew(self, deliveries: list[Delivery]) -> None:
+        """The lease keeper's beat: renew every held lease for a visibility timeout."""
+        stale = self._per_topic(deliveries, "EXTEND", int(self.options.visibility_timeout * 1000))
+        if stale:
+            self._keeper.drop(stale)
+            log.warning("%d lease(s) had run out before they could be renewed", len(stale))
+
+    def _per_topic(self, deliveries: Sequence[Delivery], script: str, first: Any) -> list[Delivery]:
+        """Run ``script`` once per topic over the deliveries' receipts; return the
+        deliveries whose receipts came back stale."""
+        by_topic: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in deliveries:
+            by_topic[delivery.receipt.topic].append(delivery)
+        stale: list[Delivery] = []
+        for topic, group in by_topic.items():
+            keys = self._keys(topic)
+            tokens = [d.receipt.token for d in group]
+            reply = self._call(
+                lambda k=keys, t=topic, r=tokens: self._script(script, k, t, first, *r),  # type: ignore[misc]
+                topic,
+            )
+            lost = {token.decode() for token in reply}
+            stale.extend(d for d in group if d.receipt.token in lost)
+        return stale
+
+    # -- management ---------------------------------------------------------------
+
+    def rescue(self, topic: str) -> int:
+        """Hand back ``topic``'s stuck deliveries now: those whose lease ran out, and
+        everything held by consumers whose heartbeat stopped. Attempts are counted;
+        past ``max_deliveries`` a message is dead-lettered. Any number of rescuers
+        may run at once: each stuck delivery is handed back exactly once.
+
+        :returns: how many deliveries were handed back.
+        """
+        self._check_open()
+        keys = self._keys(check_topic(topic))
+        total = 0
+        while True:
+            moved, _, _ = self._call(
+                lambda: self._script("RESCUE", keys, topic, _RESCUE_LIMIT, ""), topic
+            )
+            total += int(moved)
+            if moved < _RESCUE_LIMIT:
+                return total
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        keys = self._keys(topic)
+        reply = self._call(lambda: self._script("INSPECT", keys, topic), topic)
+        length, dead, now_ms, in_flight, oldest_ms, count = reply[:6]
+        consumers = []
+        for index in range(6, 6 + 4 * count, 4):
+            name, beat_ms, processing, leased = reply[index : index + 4]
+            idle = None
+            if beat_ms >= 0:
+                idle = max((now_ms - (beat_ms - self.options.heartbeat * 1000)) / 1000, 0.0)
+            consumers.append(
+                ConsumerInfo(
+                    name.decode(errors="replace"), pending=max(processing, leased), idle=idle
+                )
+            )
+        group = GroupInfo(DEFAULT_GROUP, pending=in_flight, lag=length, consumers=tuple(consumers))
+        return TopicInfo(
+            topic=topic,
+            length=length,
+            in_flight=in_flight,
+            dead_lettered=dead,
+            oldest_in_flight_age=None if oldest_ms < 0 else max(now_ms - oldest_ms, 0) / 1000,
+            groups=(group,),
+            details={
+                "queue_key": keys.queue,
+                "dead_letter_key": keys.dead_letters,
+                "deadlines_key": keys.deadlines,
+                "consumers_key": keys.consumers,
+                "processing_keys": [keys.processing(c.name) for c in consumers],
+                "heartbeat": self.options.heartbeat,
+            },
+        )
+
+    def _purge(self, topic: str) -> int:
+        queue = self._keys(topic).queue
+
+        def purge() -> int:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.llen(queue)
+            pipe.delete(queue)
+            return int(pipe.execute()[0])
+
+        return self._call(purge, topic)
+
+    def _close(self) -> None:
+        self._keeper.stop()
+        self._client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _nonce() -> str:
+    return os.urandom(6).hex() + "-"
+
+
+def _unwrap(element: bytes) -> tuple[int, bytes]:
+    """(deliveries before this one, the element as published): see :mod:`._list_scripts`."""
+    if element.startswith(b"BKR"):
+        end = element.find(b"\n", 3)
+        if end != -1 and element[3:end].isdigit():
+            return int(element[3:end]), element[end + 1 :]
+    return 0, element
