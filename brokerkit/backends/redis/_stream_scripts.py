@@ -108,6 +108,36 @@ return {reply[1], claimed, fresh}
 """
 )
 
+# KEYS: stream, lost-counter hash.
+# ARGV: group, consumer, min idle ms, max deliveries, how many pending entries to scan.
+# Returns {{id, fields, deliveries}...}: the entries idle past the visibility
+# timeout that were already delivered max-deliveries times, now claimed by this
+# consumer so that it dead-letters them (with the nack script). Should it crash
+# first, they are idle again one visibility timeout later, and reaped again.
+_REAP = r"""
+local key, lost = KEYS[1], KEYS[2]
+local group, consumer, min_idle = ARGV[1], ARGV[2], ARGV[3]
+local limit, count = tonumber(ARGV[4]), ARGV[5]
+local pending = redis.pcall('XPENDING', key, group, 'IDLE', min_idle, '-', '+', count)
+if pending.err then return {} end
+local out, gone = {}, 0
+for _, p in ipairs(pending) do
+  if p[4] >= limit then
+    local id = p[1]
+    redis.call('XCLAIM', key, group, consumer, 0, id, 'JUSTID')
+    local entry = redis.call('XRANGE', key, id, id)
+    if #entry == 0 then
+      redis.call('XACK', key, group, id)
+      gone = gone + 1
+    else
+      out[#out + 1] = {id, entry[1][2], p[4]}
+    end
+  end
+end
+if gone > 0 then redis.call('HINCRBY', lost, group, gone) end
+return out
+"""
+
 # KEYS: stream.  ARGV: group, consumer, delete-acked flag, ids...
 # Returns the ids that were not pending for this consumer (stale).
 _ACK = (
@@ -259,6 +289,7 @@ class StreamScripts:
 
     def __init__(self, client: redis.Redis) -> None:
         self.fetch: Script = client.register_script(_FETCH)
+        self.reap: Script = client.register_script(_REAP)
         self.ack: Script = client.register_script(_ACK)
         self.nack: Script = client.register_script(_NACK)
         self.renew: Script = client.register_script(_RENEW)

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -38,16 +38,17 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis import _stream_admin as admin
 from brokerkit.backends.redis._client import Reconnector, make_client, translate_errors
 from brokerkit.backends.redis._envelope import decode_fields, encode_fields
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
 from brokerkit.backends.redis._stream_inspect import StreamTopicInfo, inspect_stream
-from brokerkit.backends.redis._stream_log import LogEntry, check_position, group_start
+from brokerkit.backends.redis._stream_log import LogEntry, group_start
+from brokerkit.backends.redis._stream_manage import StreamManagement, create_group
+from brokerkit.backends.redis._stream_reaper import Reaper
 from brokerkit.backends.redis._stream_scripts import StreamScripts, pairs, text
-from brokerkit.exceptions import BrokerClosed, InvalidOption, StaleDelivery
+from brokerkit.exceptions import InvalidOption, StaleDelivery
 
 __all__ = ["LogEntry", "RedisStreamBroker", "RedisStreamOptions", "StreamReceipt"]
 
@@ -113,7 +114,7 @@ class _StreamState:
     cursor: str = "0-0"
 
 
-class RedisStreamBroker(Broker):
+class RedisStreamBroker(StreamManagement, Broker):
     """A broker on Redis streams: persistent, acked, competing consumers in groups,
     fan-out between groups, replay from any position, bounded by trimming."""
 
@@ -142,6 +143,9 @@ class RedisStreamBroker(Broker):
             self._renew_held,
             self.options.heartbeat_interval or vt / 3,
             name=f"brokerkit-stream-leases-{id(self):x}",
+        )
+        self._reaper = Reaper(
+            self._reap_all, min(vt / 2, 5.0), name=f"brokerkit-stream-reaper-{id(self):x}"
         )
         # Held while renewing, and while a nack takes its deliveries out of the
         # keeper, so that no renewal lands after a requeue and undoes it.
@@ -198,9 +202,11 @@ class RedisStreamBroker(Broker):
         key = self._keys.topic(subscription.topic)
         subscription.state = _StreamState(key, self._lost_key(subscription.topic), start)
         self._reconnector.call(
-            lambda: admin.create_group(self._client, key, subscription.group, start),
+            lambda: create_group(self._client, key, subscription.group, start),
             topic=subscription.topic,
         )
+        if self.options.max_deliveries is not None:
+            self._reaper.start()
 
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float
@@ -229,7 +235,7 @@ class RedisStreamBroker(Broker):
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                admin.create_group(self._client, state.key, group, state.start_id)
+                create_group(self._client, state.key, group, state.start_id)
                 return [], []
             entries = reply[0][1] if reply else []
             return [], [(text(i), dict(f)) for i, f in entries]
@@ -379,6 +385,28 @@ class RedisStreamBroker(Broker):
         fields["x-original-entry"] = entry_id
         return [item for pair in fields.items() for item in pair]
 
+    def _reap_all(self) -> None:
+        """Dead-letter the idle entries past ``max_deliveries`` of every open
+        subscription's group (see :mod:`._stream_reaper`)."""
+        limit = self.options.max_deliveries
+        if limit is None:
+            return
+        with self._lock:
+            subscriptions = [s for s in self._subscriptions if not s.closed]
+        min_idle = int(self.options.visibility_timeout * 1000)
+        for subscription in subscriptions:
+            state: _StreamState = subscription.state
+            with translate_errors(self.url, subscription.topic):
+                reaped = self._scripts.reap(
+                    keys=[state.key, state.lost_key],
+                    args=[subscription.group, subscription.consumer, min_idle, limit, 100],
+                )
+            for raw_id, raw_fields, count in reaped:
+                message = decode_fields(
+                    subscription.topic, pairs(raw_fields), self.options.raw_content_type
+                )
+                self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
+
     def _dead_letter_claimed(
         self, subscription: Subscription, entry_id: str, message: Message, deliveries: int
     ) -> None:
@@ -423,120 +451,13 @@ class RedisStreamBroker(Broker):
         with translate_errors(self.url, topic):
             return int(self._scripts.purge(keys=[self._keys.topic(topic)]))
 
-    def read(
-        self,
-        topic: str,
-        *,
-        after: str = "earliest",
-        count: int = 100,
-        timeout: float | None = None,
-    ) -> list[LogEntry]:
-        """Read ``topic`` as a log (``XREAD``), outside any group: nothing is leased
-        or acked, and no group's position moves.
-
-        :param after: ``"earliest"`` (from the first entry kept), ``"latest"``
-            (only entries added from now on, so give a ``timeout``), or the
-            :attr:`LogEntry.position` of the last entry read: entries after it.
-        :param count: at most this many entries.
-        :param timeout: wait up to this many seconds for the first entry
-            (``None``: return at once).
-        """
-        self._check_open()
-        key = self.stream_key(topic)
-        return admin.read_log(
-            self._client, self.url, key, topic, after, count, timeout, self.options.raw_content_type
-        )
-
-    def tail(
-        self, topic: str, *, after: str = "earliest", timeout: float | None = None, batch: int = 100
-    ) -> Iterator[LogEntry]:
-        """Entries of ``topic`` as a log, in order, waiting for new ones; stops when
-        none arrives for ``timeout`` seconds (``None``: never) or the broker closes.
-        ``after`` as in :meth:`read`; ``"latest"`` is fixed to the current end when
-        the iteration starts."""
-        self._check_open()
-        key = self.stream_key(topic)
-        position = after
-        if after == "latest":
-            with translate_errors(self.url, topic):
-                position = admin.last_id(self._client, key)
-        elif after != "earliest":
-            check_position(after, "after")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.closed:
-            wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-            try:
-                entries = self.read(topic, after=position, count=batch, timeout=wait or None)
-            except BrokerClosed:
-                return
-            for entry in entries:
-                yield entry
-                position = entry.position
-            if entries and deadline is not None:
-                deadline = time.monotonic() + (timeout or 0.0)
-            elif not entries and deadline is not None and time.monotonic() >= deadline:
-                return
-
-    def create_group(self, topic: str, group: str, *, start: str = "earliest") -> bool:
-        """Create ``group`` on ``topic`` (and the stream) unless it exists, starting
-        at ``earliest``, ``latest`` or after an entry id; return whether it was new."""
-        with translate_errors(self.url, topic):
-            return admin.create_group(
-                self._client, self.stream_key(topic), check_topic(group), group_start(start)
-            )
-
-    def set_group_position(self, topic: str, group: str, position: str) -> None:
-        """Move ``group`` so it next reads after ``position`` (``earliest``,
-        ``latest`` or an entry id): replay, or skip ahead. Pending entries stay."""
-        with translate_errors(self.url, topic):
-            self._client.xgroup_setid(self.stream_key(topic), group, group_start(position))
-
-    def delete_group(self, topic: str, group: str) -> bool:
-        """Delete ``group`` and its pending entries list; return whether it existed."""
-        with translate_errors(self.url, topic):
-            return bool(self._client.xgroup_destroy(self.stream_key(topic), group))
-
-    def delete_entries(self, topic: str, *positions: str) -> int:
-        """Delete entries by id (``XDEL``); return how many existed. A group that
-        holds one of them can still ack it, but can no longer redeliver it."""
-        ids = [check_position(p, "an entry id") for p in positions]
-        if not ids:
-            return 0
-        with translate_errors(self.url, topic):
-            return int(self._client.xdel(self.stream_key(topic), *ids))
-
-    def trim(
-        self,
-        topic: str,
-        *,
-        maxlen: int | None = None,
-        max_age: float | None = None,
-        exact: bool = False,
-    ) -> int:
-        """Trim ``topic`` now to about ``maxlen`` entries, or drop entries older
-        than ``max_age`` seconds; return how many were removed. Approximate (whole
-        radix-tree nodes, cheap) unless ``exact``."""
-        if (maxlen is None) == (max_age is None):
-            raise InvalidOption("trim needs exactly one of maxlen or max_age")
-        minid = None if max_age is None else str(int((time.time() - max_age) * 1000))
-        with translate_errors(self.url, topic):
-            return int(
-                self._client.xtrim(
-                    self.stream_key(topic), maxlen=maxlen, minid=minid, approximate=not exact
-                )
-            )
-
-    def remove_idle_consumers(self, topic: str, group: str, idle: float) -> list[str]:
-        """Remove the consumers of ``group`` idle for ``idle`` seconds or more that
-        hold no entries; return their names. Consumers holding entries stay until
-        those are acked or reclaimed, since removing them would lose the entries."""
-        with translate_errors(self.url, topic):
-            names = self._scripts.remove_idle(
-                keys=[self.stream_key(topic)], args=[group, int(idle * 1000), ""]
-            )
-        return [text(n) for n in names]
+    def _suspend_renewals(self) -> None:
+        """Stop renewing leases while staying open, as a hung process would (for the
+        contract suite's late-ack test)."""
+        self._keeper.stop()
 
     def _close(self) -> None:
+        self._reaper.stop()
         self._keeper.stop()
         self._client.close()
 

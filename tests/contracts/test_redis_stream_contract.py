@@ -1,0 +1,20 @@
+"""The contract suite over redis+stream, written as a plugin author would."""
+
+from __future__ import annotations
+
+import pytest
+
+import brokerkit
+from brokerkit.contracts import BrokerContract
+from tests.conftest import RedisTarget
+
+
+class TestRedisStreamContract(BrokerContract):
+    @pytest.fixture
+    def make_broker(self, redis_target: RedisTarget, prefix: str):  # type: ignore[no-untyped-def]
+        url = redis_target.url("redis+stream", prefix=prefix)
+
+        def make(**options: object) -> brokerkit.Broker:
+            return brokerkit.connect(url, **options)
+
+        return make
