@@ -1,0 +1,20 @@
+"""The contract suite over redis+list, written as a plugin author would."""
+
+from __future__ import annotations
+
+import pytest
+
+import brokerkit
+from brokerkit.contracts import BrokerContract
+from tests.conftest import RedisTarget
+
+
+class TestRedisListContract(BrokerContract):
+    @pytest.fixture
+    def make_broker(self, redis_target: RedisTarget, prefix: str):  # type: ignore[no-untyped-def]
+        url = redis_target.url("redis+list", prefix=prefix)
+
+        def make(**options: object) -> brokerkit.Broker:
+            return brokerkit.connect(url, **options)
+
+        return make
