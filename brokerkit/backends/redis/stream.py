@@ -191,7 +191,9 @@ class RedisStreamBroker(StreamManagement, Broker):
                 )
             if minid is not None and opts.maxlen is not None:
                 pipe.xtrim(key, minid=minid, approximate=approximate)
-            pipe.execute()
+            for result in pipe.execute(raise_on_error=False):
+                if isinstance(result, Exception):
+                    raise result
 
         self._reconnector.call(send, topic=topic)
 

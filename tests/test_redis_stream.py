@@ -1,0 +1,277 @@
+"""redis+stream against a real redis-server: publishing, groups, settling."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import brokerkit
+from brokerkit.backends.redis.stream import RedisStreamBroker, StreamReceipt
+from tests.conftest import RedisTarget
+from tests.redis_server import find_redis_server
+
+Make = Callable[..., RedisStreamBroker]
+
+
+@pytest.fixture
+def make(redis_target: RedisTarget, prefix: str) -> Iterator[Make]:
+    """``make(**options)``: a new redis+stream broker under this test's prefix."""
+    brokers: list[brokerkit.Broker] = []
+
+    def factory(**options: object) -> RedisStreamBroker:
+        broker = brokerkit.connect(redis_target.url("redis+stream", prefix=prefix), **options)
+        assert isinstance(broker, RedisStreamBroker)
+        brokers.append(broker)
+        return broker
+
+    yield factory
+    for broker in brokers:
+        broker.close()
+
+
+def redis_cli() -> str:
+    """The redis-cli beside the redis-server the tests run."""
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    return str(Path(find_redis_server()).with_name("redis-cli"))
+
+
+def test_publish_writes_one_entry_with_the_envelope_fields(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    message_id = broker.publish("orders", {"orderId": 1}, headers={"trace-id": "abc"})
+    entries = redis_client.xrange(broker.stream_key("orders"))
+    assert len(entries) == 1
+    fields = entries[0][1]
+    assert fields[b"id"] == message_id.encode()
+    assert fields[b"body"] == b'{"orderId":1}'
+    assert fields[b"ct"] == b"application/json"
+    assert b"trace-id" in fields[b"h"]
+
+
+def test_publish_many_keeps_order_and_round_trips_bodies(make: Make) -> None:
+    broker = make()
+    bodies = [b"\x00raw", "text", {"n": 1}, [1, 2], 3]
+    ids = broker.publish_many("orders", bodies)
+    got = list(broker.consume("orders", timeout=0.5, prefetch=10))
+    assert [d.id for d in got] == ids
+    assert [d.body for d in got] == bodies
+    assert all(d.attempt == 1 for d in got)
+    broker.ack(*got)
+    assert broker.inspect("orders").in_flight == 0
+
+
+def test_receipt_names_the_entry_group_and_consumer(make: Make) -> None:
+    broker = make()
+    broker.publish("orders", "x")
+    with broker.subscribe("orders", group="billing", consumer="c1") as subscription:
+        delivery = subscription.receive(timeout=1)
+        assert delivery is not None
+        receipt = delivery.receipt
+        assert isinstance(receipt, StreamReceipt)
+        assert (receipt.key, receipt.group, receipt.consumer) == (
+            broker.stream_key("orders"),
+            "billing",
+            "c1",
+        )
+        delivery.ack()
+
+
+def test_two_groups_each_receive_every_message(make: Make) -> None:
+    broker = make()
+    email = broker.subscribe("orders", group="email")
+    billing = broker.subscribe("orders", group="billing")
+    ids = broker.publish_many("orders", range(20))
+    for subscription in (email, billing):
+        got = []
+        while (delivery := subscription.receive(timeout=0.5)) is not None:
+            got.append(delivery.id)
+            delivery.ack()
+        assert got == ids
+
+
+def test_competing_consumers_of_one_group_split_the_messages(make: Make) -> None:
+    first, second = make(), make()
+    a = first.subscribe("jobs", group="workers", prefetch=3)
+    b = second.subscribe("jobs", group="workers", prefetch=3)
+    ids = first.publish_many("jobs", range(30))
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    idle = 0
+    while idle < 2:
+        idle += 1
+        for name, subscription in (("a", a), ("b", b)):
+            delivery = subscription.receive(timeout=0.2)
+            if delivery is not None:
+                idle = 0
+                seen[name].append(delivery.id)
+                delivery.ack()
+    assert seen["a"] and seen["b"]
+    assert not set(seen["a"]) & set(seen["b"])
+    assert sorted(seen["a"] + seen["b"]) == sorted(ids)
+
+
+def test_nack_requeue_redelivers_at_once_to_another_consumer(make: Make) -> None:
+    first, second = make(visibility_timeout=60), make(visibility_timeout=60)
+    first.publish("jobs", "retry me")
+    a = first.subscribe("jobs")
+    delivery = a.receive(timeout=1)
+    assert delivery is not None
+    delivery.nack()
+    again = second.subscribe("jobs").receive(timeout=5)  # far below the 60 s lease
+    assert again is not None
+    assert again.id == delivery.id
+    assert again.attempt == 2 and again.redelivered
+    again.ack()
+
+
+def test_nack_requeue_does_not_redeliver_to_other_groups(make: Make) -> None:
+    broker = make()
+    work = broker.subscribe("orders", group="work")
+    audit = broker.subscribe("orders", group="audit")
+    broker.publish("orders", "once")
+    delivery = work.receive(timeout=1)
+    assert delivery is not None
+    delivery.nack()
+    seen = audit.receive(timeout=1)
+    assert seen is not None
+    seen.ack()
+    assert audit.receive(timeout=0.3) is None
+    redelivered = work.receive(timeout=1)
+    assert redelivered is not None and redelivered.attempt == 2
+    redelivered.ack()
+
+
+def test_nack_without_requeue_dead_letters_with_the_original_id(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    message_id = broker.publish("orders", {"bad": True}, headers={"trace-id": "t"})
+    delivery = broker.subscribe("orders").receive(timeout=1)
+    assert delivery is not None
+    entry_id = delivery.receipt.entry_id
+    delivery.nack(requeue=False)
+    dead = broker.subscribe(broker.dead_letter_topic("orders")).receive(timeout=1)
+    assert dead is not None
+    assert dead.id == message_id
+    assert dead.body == {"bad": True}
+    assert dead.headers == {
+        "trace-id": "t",
+        "x-dead-letter-reason": "rejected",
+        "x-original-topic": "orders",
+        "x-deliveries": "1",
+    }
+    raw = redis_client.xrange(broker.stream_key("orders.dlq"))
+    assert raw[0][1][b"x-original-entry"] == entry_id.encode()
+    info = broker.inspect("orders")
+    assert info.dead_lettered == 1 and info.in_flight == 0
+
+
+def test_poison_message_ends_in_the_dead_letter_stream_after_max_deliveries(make: Make) -> None:
+    broker = make(max_deliveries=3)
+    message_id = broker.publish("orders", "poison")
+    subscription = broker.subscribe("orders")
+    attempts = []
+    while (delivery := subscription.receive(timeout=1)) is not None:
+        attempts.append(delivery.attempt)
+        delivery.nack()
+    assert attempts == [1, 2, 3]
+    dead = broker.subscribe("orders.dlq").receive(timeout=1)
+    assert dead is not None and dead.id == message_id
+    assert dead.headers["x-dead-letter-reason"] == "max_deliveries"
+    assert dead.headers["x-deliveries"] == "3"
+    dead.ack()
+
+
+def test_late_ack_after_another_consumer_claimed_is_stale(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    broker.publish("jobs", "x")
+    delivery = broker.subscribe("jobs", group="g").receive(timeout=1)
+    assert delivery is not None
+    key, entry = broker.stream_key("jobs"), delivery.receipt.entry_id
+    # Another consumer reclaims the entry, as XAUTOCLAIM does after a lapsed lease.
+    assert redis_client.xclaim(key, "g", "other", 0, [entry], justid=True) == [entry.encode()]
+    with pytest.raises(brokerkit.StaleDelivery):
+        delivery.ack()
+    pending = redis_client.xpending_range(key, "g", "-", "+", 10)
+    assert [(p["message_id"], p["consumer"]) for p in pending] == [(entry.encode(), b"other")]
+
+
+def test_stale_nack_and_extend_leave_the_other_consumers_entry_alone(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    broker.publish_many("jobs", ["a", "b"])
+    subscription = broker.subscribe("jobs", group="g", prefetch=2)
+    first, second = subscription.receive(timeout=1), subscription.receive(timeout=1)
+    assert first is not None and second is not None
+    key = broker.stream_key("jobs")
+    redis_client.xclaim(key, "g", "other", 0, [first.receipt.entry_id], justid=True)
+    with pytest.raises(brokerkit.StaleDelivery) as caught:
+        broker.extend(first, second)
+    assert caught.value.deliveries == (first,)
+    with pytest.raises(brokerkit.StaleDelivery):
+        first.nack(requeue=False)
+    assert redis_client.xlen(broker.stream_key("jobs.dlq")) == 0
+    second.ack()
+    pending = redis_client.xpending_range(key, "g", "-", "+", 10)
+    assert [p["consumer"] for p in pending] == [b"other"]
+
+
+def test_entries_written_by_redis_cli_with_plain_fields_are_consumed(
+    make: Make, redis_target: RedisTarget
+) -> None:
+    broker = make()
+    key = broker.stream_key("sensors")
+    subprocess.run(
+        [redis_cli(), "-h", redis_target.host, "-p", str(redis_target.port),
+         "-n", str(redis_target.db), "XADD", key, "*", "temp", "21.5", "room", "kitchen"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    delivery = broker.subscribe("sensors").receive(timeout=1)
+    assert delivery is not None
+    assert delivery.body == {"temp": "21.5", "room": "kitchen"}
+    assert delivery.id.startswith("raw-")
+    delivery.ack()
+
+
+def test_raw_content_type_option_applies_to_plain_entries(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make(raw_content_type="text/plain")
+    redis_client.xadd(broker.stream_key("logs"), {"body": "hello"})
+    delivery = broker.subscribe("logs").receive(timeout=1)
+    assert delivery is not None
+    assert (delivery.content_type, delivery.body) == ("text/plain", "hello")
+    delivery.ack()
+
+
+def test_driver_query_arguments_pass_through_and_unknown_options_fail(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    url = redis_target.url("redis+stream", prefix=prefix, socket_timeout="5", maxlen="10")
+    with brokerkit.connect(url) as broker:
+        assert isinstance(broker, RedisStreamBroker)
+        assert broker.options.maxlen == 10
+        broker.publish("t", "ok")
+    with pytest.raises(brokerkit.InvalidOption, match="maxlen"):
+        brokerkit.connect(redis_target.url("redis+stream", maxlen="0"))
+    with pytest.raises(brokerkit.InvalidOption, match="did you mean 'max_age'"):
+        brokerkit.connect(redis_target.url("redis+stream", max_ag="5"))
+
+
+def test_a_topic_stored_as_another_type_is_an_incompatible_topic(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    redis_client.set(broker.stream_key("taken"), "a string")
+    with pytest.raises(brokerkit.IncompatibleTopic):
+        broker.publish("taken", "x")
