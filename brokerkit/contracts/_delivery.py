@@ -272,8 +272,7 @@ class DeliveryContract:
                     seen.append(delivery.id)
                     delivery.ack()
             assert sorted(seen) == sorted(ids), f"{promise}: some messages never came"
-            for subscription in consumers:
-                contract.expect_nothing(subscription, f"{promise}: a message came twice")
+            contract.expect_nothing(consumers, f"{promise}: a message came twice")
 
     @requires(Capability.FANOUT)
     @contract_settings()
@@ -294,8 +293,7 @@ class DeliveryContract:
             for subscription in subscriptions:
                 got = contract.expect_all(subscription, count, promise)
                 assert sorted(d.id for d in got) == sorted(ids), promise
-            for subscription in subscriptions:
-                contract.expect_nothing(subscription, f"{promise} once")
+            contract.expect_nothing(subscriptions, f"{promise} once")
 
     @requires(Capability.REPLAY | Capability.COMPETING | Capability.PERSISTENT)
     def test_new_group_replays_history(self, contract: ContractEnv) -> None:

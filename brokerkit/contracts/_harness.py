@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import pytest
@@ -59,7 +59,7 @@ class Timeline:
     """
 
     #: Seconds to listen before concluding that nothing more will arrive.
-    quiet: float = 0.25
+    quiet: float = 0.1
 
     def now(self) -> float:
         """The time leases are judged by, in seconds."""
@@ -160,13 +160,21 @@ class ContractEnv:
         return delivery
 
     def expect_nothing(
-        self, subscription: Subscription, promise: str, *, wait: float = 0.0
+        self,
+        subscriptions: Subscription | Sequence[Subscription],
+        promise: str,
+        *,
+        wait: float = 0.0,
     ) -> None:
-        """Listen for ``wait`` + the quiet period; ``promise`` says nothing may arrive."""
-        delivery = subscription.receive(timeout=wait + self.timeline.quiet)
-        assert delivery is None, (
-            f"{promise}: unexpectedly delivered {delivery!r} with body {delivery.body!r}"
-        )
+        """Listen for ``wait`` + the quiet period (once, over all ``subscriptions``);
+        ``promise`` says nothing may arrive on any of them."""
+        if isinstance(subscriptions, Subscription):
+            subscriptions = [subscriptions]
+        for index, subscription in enumerate(subscriptions):
+            delivery = subscription.receive(timeout=wait + self.timeline.quiet if index == 0 else 0)
+            assert delivery is None, (
+                f"{promise}: unexpectedly delivered {delivery!r} with body {delivery.body!r}"
+            )
 
     def expect_all(
         self, subscription: Subscription, count: int, promise: str, *, wait: float = 0.0

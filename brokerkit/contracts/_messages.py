@@ -126,10 +126,9 @@ class MessageContract:
                     f"topic isolation: {topic} delivered messages of another topic"
                 )
                 assert all(d.topic == topic for d in got), "topic isolation: wrong topic"
-            for topic, subscription in zip(topics, subscriptions, strict=True):
-                contract.expect_nothing(
-                    subscription, f"topic isolation: {topic} received another topic's message"
-                )
+            contract.expect_nothing(
+                subscriptions, "topic isolation: a topic received another topic's message"
+            )
 
     def test_new_subscriber_sees_what_its_backend_promises(self, contract: ContractEnv) -> None:
         """Pub/sub semantics: a subscriber gets every message published after it
