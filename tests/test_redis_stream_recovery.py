@@ -54,7 +54,7 @@ def test_a_handler_three_times_the_visibility_timeout_is_not_redelivered(make: M
         try:
             delivery.ack()
             outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             outcome.append(exc)
 
     thread = threading.Thread(target=handler)

@@ -66,8 +66,10 @@ class StreamManagement:
     ) -> Iterator[LogEntry]:
         """Entries of ``topic`` as a log, in order, waiting for new ones; stops when
         none arrives for ``timeout`` seconds (``None``: never) or the broker closes.
-        ``after`` as in :meth:`read`; ``"latest"`` is fixed to the current end when
-        the iteration starts."""
+
+        ``after`` as in :meth:`read`; ``"latest"`` means the end of the stream at
+        the moment ``tail`` is called, so nothing published after the call is missed.
+        """
         self._check_open()
         key = self.stream_key(topic)
         position = after
@@ -76,6 +78,11 @@ class StreamManagement:
                 position = last_id(self._client, key)
         elif after != "earliest":
             check_position(after, "after")
+        return self._follow(topic, position, timeout, batch)
+
+    def _follow(
+        self, topic: str, position: str, timeout: float | None, batch: int
+    ) -> Iterator[LogEntry]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.closed:
             wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))

@@ -203,10 +203,13 @@ class RedisStreamBroker(StreamManagement, Broker):
         start = group_start(subscription.start)
         key = self._keys.topic(subscription.topic)
         subscription.state = _StreamState(key, self._lost_key(subscription.topic), start)
-        self._reconnector.call(
-            lambda: create_group(self._client, key, subscription.group, start),
-            topic=subscription.topic,
-        )
+
+        def join() -> None:
+            create_group(self._client, key, subscription.group, start)
+            # Listed in XINFO CONSUMERS from now on, not only after its first read.
+            self._client.xgroup_createconsumer(key, subscription.group, subscription.consumer)
+
+        self._reconnector.call(join, topic=subscription.topic)
         if self.options.max_deliveries is not None:
             self._reaper.start()
 
