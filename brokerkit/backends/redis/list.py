@@ -251,7 +251,9 @@ class RedisListBroker(Broker):
             state.idle = len(fetched) < max_messages
             if fetched or timeout <= 0:
                 return fetched
-        # The queue is empty: block on the server until a message comes.
+        # The queue is empty: block on the server until a message comes, or until
+        # the next lease runs out and wants rescuing.
+        block = max(min(timeout, state.next_maintenance - time.monotonic()), _MIN_BLOCK)
         keys = state.keys
         processing = keys.processing(subscription.consumer)
         moved = self._consumer_call(
@@ -259,7 +261,7 @@ class RedisListBroker(Broker):
             lambda: self._client.blmove(
                 keys.queue,
                 processing,
-                max(timeout, _MIN_BLOCK),  # type: ignore[arg-type]  # Redis takes seconds as a float
+                block,  # type: ignore[arg-type]  # Redis takes seconds as a float
                 "RIGHT",
                 "LEFT",
             ),

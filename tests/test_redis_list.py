@@ -1,0 +1,319 @@
+"""redis+list against a real redis-server: keys, receipts, rescue, raw elements, errors.
+
+The contract suite (tests/contracts/test_redis_list_contract.py) checks the shared
+promises; these tests check what is particular to the list backend.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+import brokerkit
+from brokerkit import Broker
+from brokerkit.backends.redis.list import RedisListBroker
+from brokerkit.exceptions import IncompatibleTopic, InvalidMessage, InvalidOption
+from tests.conftest import RedisTarget
+
+
+@pytest.fixture
+def connect(redis_target: RedisTarget, prefix: str) -> Iterator[object]:
+    """``connect(**options) -> RedisListBroker`` under this test's prefix; all closed after."""
+    made: list[Broker] = []
+
+    def make(**options: object) -> RedisListBroker:
+        broker = brokerkit.connect(redis_target.url("redis+list", prefix=prefix), **options)
+        assert isinstance(broker, RedisListBroker)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+def keys_under(client: redis.Redis, prefix: str) -> set[bytes]:
+    return set(client.scan_iter(match=f"{prefix}:*", count=1000))
+
+
+def wait_for_server_time_past_deadlines(client: redis.Redis, deadlines_key: str) -> None:
+    """Poll (with a deadline) until the server's clock is past every lease deadline."""
+    latest = client.zrange(deadlines_key, -1, -1, withscores=True)
+    assert latest, "no lease was recorded"
+    limit = time.monotonic() + 10
+    while True:
+        seconds, micros = client.time()
+        if seconds * 1000 + micros // 1000 > latest[0][1]:
+            return
+        assert time.monotonic() < limit, "the server's clock never passed the lease deadline"
+        time.sleep(0.02)
+
+
+# -- options and keys -----------------------------------------------------------
+
+
+def test_unknown_option_lists_the_valid_ones(redis_target: RedisTarget) -> None:
+    with pytest.raises(InvalidOption) as caught:
+        brokerkit.connect(redis_target.url("redis+list", visibility_timout="3"))
+    message = str(caught.value)
+    assert "did you mean 'visibility_timeout'" in message
+    for name in ("raw", "queue_key", "maxlen", "prefix", "max_deliveries"):
+        assert name in message
+
+
+def test_driver_arguments_pass_through_to_redis_py(redis_target: RedisTarget, prefix: str) -> None:
+    url = redis_target.url("redis+list", prefix=prefix, socket_timeout="7", client_name="bk-drv")
+    with brokerkit.connect(url) as broker:
+        broker.publish("orders", "x")
+        names = [c["name"] for c in redis_target.client().client_list()]
+        assert "bk-drv" in names
+        broker.purge("orders")
+
+
+def test_bad_queue_key_template_is_refused(redis_target: RedisTarget) -> None:
+    with pytest.raises(InvalidOption, match="exactly one"):
+        brokerkit.connect(redis_target.url("redis+list", queue_key="queue:orders"))
+
+
+def test_every_key_of_a_topic_shares_its_hash_tag(
+    connect, redis_client: redis.Redis, prefix: str
+) -> None:
+    broker = connect(max_deliveries=1)
+    broker.publish_many("orders", ["a", "b"])
+    subscription = broker.subscribe("orders", consumer="c1")
+    first = subscription.receive(timeout=5)
+    assert first is not None
+    first.nack(requeue=False)  # to the dead letters
+    assert subscription.receive(timeout=5) is not None  # leased, unsettled
+    keys = {k.decode() for k in keys_under(redis_client, prefix)}
+    assert keys == {
+        f"{prefix}:{{orders}}.dlq",
+        f"{prefix}:{{orders}}:processing:c1",
+        f"{prefix}:{{orders}}:leases:c1",
+        f"{prefix}:{{orders}}:deadlines",
+        f"{prefix}:{{orders}}:consumers",
+    }
+
+
+def test_one_round_trip_publishes_many(connect, redis_client: redis.Redis, prefix: str) -> None:
+    broker = connect()
+    before = redis_client.info("stats")["total_commands_processed"]
+    ids = broker.publish_many("orders", range(2500))
+    after = redis_client.info("stats")["total_commands_processed"]
+    # MULTI + 3 LPUSH chunks + EXEC, sent as one pipeline, plus the two INFO calls
+    assert after - before <= 7
+    assert redis_client.llen(f"{prefix}:{{orders}}") == 2500
+    got = [d for d in broker.consume("orders", prefetch=100, limit=2500, timeout=5)]
+    broker.ack(*got)
+    assert [d.id for d in got] == ids  # FIFO
+
+
+def test_maxlen_keeps_the_newest(connect) -> None:
+    broker = connect(maxlen=3)
+    broker.publish_many("orders", range(10))
+    assert broker.inspect("orders").length == 3
+    got = list(broker.consume("orders", timeout=0.2))
+    assert [d.body for d in got] == [7, 8, 9]
+    broker.ack(*got)
+
+
+# -- receipts -------------------------------------------------------------------
+
+
+def test_the_same_body_twice_gets_two_receipts(connect, redis_client: redis.Redis) -> None:
+    """Two identical raw elements in one processing list: each ack removes exactly one."""
+    broker = connect()
+    queue = broker.inspect("orders").details["queue_key"]
+    redis_client.lpush(queue, b"same", b"same")
+    subscription = broker.subscribe("orders", prefetch=2, consumer="twin")
+    one, two = subscription.receive(timeout=5), subscription.receive(timeout=5)
+    assert one is not None and two is not None
+    assert one.receipt != two.receipt and one.id == two.id
+    one.ack()
+    info = broker.inspect("orders")
+    assert info.in_flight == 1 and info.groups[0].consumers[0].pending == 1
+    two.ack()
+    assert broker.inspect("orders").in_flight == 0
+
+
+def test_a_late_ack_leaves_the_new_holder_alone(connect) -> None:
+    """A's lease runs out (extended to a moment by hand), B gets the message, A's ack
+    is StaleDelivery and B's copy stays in B's processing list."""
+    slow, fast = connect(visibility_timeout=30), connect(visibility_timeout=30)
+    slow.publish("orders", "work")
+    mine = slow.subscribe("orders").receive(timeout=5)
+    assert mine is not None
+    mine.extend(seconds=0.05)
+    theirs = fast.subscribe("orders").receive(timeout=5)
+    assert theirs is not None and (theirs.id, theirs.attempt) == (mine.id, 2)
+    with pytest.raises(brokerkit.StaleDelivery):
+        mine.ack()
+    info = fast.inspect("orders")
+    assert info.in_flight == 1 and info.length == 0
+    theirs.ack()
+    assert fast.inspect("orders").in_flight == 0
+
+
+# -- rescue ---------------------------------------------------------------------
+
+
+def test_four_rescuers_requeue_each_stuck_delivery_exactly_once(
+    connect, redis_client: redis.Redis
+) -> None:
+    for _round in range(3):
+        crashed = connect(visibility_timeout=0.3)
+        ids = set(crashed.publish_many("orders", range(40)))
+        subscription = crashed.subscribe("orders", prefetch=40)
+        held = [subscription.receive(timeout=5) for _ in range(40)]
+        assert all(held)
+        details = crashed.inspect("orders").details
+        crashed.close()  # a crash: nothing settled, nothing renewed
+        wait_for_server_time_past_deadlines(redis_client, details["deadlines_key"])
+        rescuers = [connect() for _ in range(4)]
+        barrier = threading.Barrier(4)
+        counts: list[int] = []
+
+        def rescue(broker: RedisListBroker, barrier: threading.Barrier, counts: list[int]) -> None:
+            barrier.wait()
+            counts.append(broker.rescue("orders"))
+
+        threads = [threading.Thread(target=rescue, args=(b, barrier, counts)) for b in rescuers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(counts)[-1] == 40 and sum(counts) == 40
+        queued = redis_client.lrange(details["queue_key"], 0, -1)
+        assert len(queued) == 40
+        again = list(rescuers[0].consume("orders", prefetch=40, limit=40, timeout=5))
+        assert {d.id for d in again} == ids and {d.attempt for d in again} == {2}
+        rescuers[0].ack(*again)
+        for broker in rescuers:
+            broker.close()
+
+
+def test_a_just_moved_delivery_of_a_live_consumer_is_not_stuck(
+    connect, redis_client: redis.Redis
+) -> None:
+    """An element BLMOVEd into a live consumer's list whose lease is not yet recorded
+    is left alone by rescuers; the consumer itself hands it back (never lost)."""
+    broker = connect(visibility_timeout=0.5)
+    subscription = broker.subscribe("orders", consumer="live")
+    assert subscription.receive(timeout=0) is None  # registers the heartbeat
+    details = broker.inspect("orders").details
+    broker.publish("orders", "in transit")
+    redis_client.lmove(details["queue_key"], f"{details['queue_key']}:processing:live")
+    assert connect().rescue("orders") == 0
+    assert redis_client.llen(f"{details['queue_key']}:processing:live") == 1
+    delivery = subscription.receive(timeout=5)  # its own periodic reconcile
+    assert delivery is not None and delivery.body == "in transit" and delivery.attempt == 1
+    delivery.ack()
+
+
+def test_a_dead_consumers_list_is_handed_back(connect, redis_client: redis.Redis) -> None:
+    broker = connect()
+    keys = broker.inspect("orders").details
+    broker.publish("orders", "orphaned")
+    redis_client.lmove(keys["queue_key"], f"{keys['queue_key']}:processing:ghost")
+    seconds, _ = redis_client.time()
+    redis_client.zadd(keys["consumers_key"], {"ghost": (seconds - 1) * 1000})
+    assert broker.rescue("orders") == 1
+    assert redis_client.exists(f"{keys['queue_key']}:processing:ghost") == 0
+    delivery = broker.subscribe("orders").receive(timeout=5)
+    assert delivery is not None and delivery.attempt == 1  # never handed out before
+    delivery.ack()
+
+
+def test_a_thousand_consumers_leave_no_key_behind(
+    connect, redis_client: redis.Redis, prefix: str
+) -> None:
+    brokers = [connect() for _ in range(10)]
+    before = keys_under(redis_client, prefix)
+    for index in range(1000):
+        broker = brokers[index % 10]
+        with broker.subscribe("orders", prefetch=2) as subscription:
+            broker.publish("orders", index)
+            delivery = subscription.receive(timeout=5)
+            assert delivery is not None
+            delivery.ack()
+    assert keys_under(redis_client, prefix) == before
+
+
+# -- raw elements and errors ----------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="no redis-cli on PATH")
+def test_an_element_lpushed_by_redis_cli_is_consumed(
+    connect, redis_target: RedisTarget, prefix: str
+) -> None:
+    broker = connect(queue_key=f"{prefix}:queue:*")
+    host, port, db = redis_target.host, str(redis_target.port), str(redis_target.db)
+    command = ["redis-cli", "-h", host, "-p", port, "-n", db, "LPUSH", f"{prefix}:queue:orders"]
+    subprocess.run(
+        [*command, '{"orderId": 123, "userId": 456}'],
+        check=True,
+        capture_output=True,
+    )
+    delivery = broker.subscribe("orders").receive(timeout=5)
+    assert delivery is not None
+    assert delivery.body == {"orderId": 123, "userId": 456}
+    assert delivery.content_type == "application/json" and delivery.attempt == 1
+    delivery.nack(requeue=False)
+    dead = broker.subscribe(broker.dead_letter_topic("orders")).receive(timeout=5)
+    assert dead is not None and dead.body == {"orderId": 123, "userId": 456}
+    assert dead.headers["x-dead-letter-reason"] == "rejected"
+    assert dead.headers["x-original-topic"] == "orders"
+    dead.ack()
+
+
+def test_raw_publishing_writes_plain_payloads(connect, redis_client: redis.Redis) -> None:
+    broker = connect(raw=True)
+    broker.publish("orders", {"orderId": 1})
+    queue = broker.inspect("orders").details["queue_key"]
+    assert redis_client.lrange(queue, 0, -1) == [b'{"orderId":1}']
+    with pytest.raises(InvalidMessage, match="headers"):
+        broker.publish("orders", "x", headers={"trace-id": "t"})
+    assert redis_client.llen(queue) == 1
+    delivery = broker.subscribe("orders").receive(timeout=5)
+    assert delivery is not None and delivery.body == {"orderId": 1}
+    delivery.ack()
+
+
+def test_a_topic_key_holding_a_hash_is_a_clear_error(
+    connect, redis_client: redis.Redis, prefix: str
+) -> None:
+    broker = connect()
+    redis_client.hset(f"{prefix}:{{orders}}", "field", "value")
+    with pytest.raises(IncompatibleTopic) as caught:
+        broker.publish("orders", "x")
+    message = str(caught.value)
+    assert f"{prefix}:{{orders}}" in message and "holds a hash, not a list" in message
+    with pytest.raises(IncompatibleTopic, match="holds a hash"):
+        broker.subscribe("orders").receive(timeout=0.1)
+    with pytest.raises(IncompatibleTopic, match="holds a hash"):
+        broker.inspect("orders")
+    assert redis_client.hgetall(f"{prefix}:{{orders}}") == {b"field": b"value"}  # untouched
+
+
+def test_inspect_reports_lengths_in_flight_and_age(connect) -> None:
+    broker = connect(max_deliveries=1)
+    broker.publish_many("orders", range(5))
+    subscription = broker.subscribe("orders", consumer="worker-1", prefetch=2)
+    first = subscription.receive(timeout=5)
+    assert first is not None
+    first.nack()  # max_deliveries=1: dead-lettered
+    info = broker.inspect("orders")
+    # one buffered by the prefetch (in flight), three waiting, one dead letter
+    assert (info.length, info.in_flight, info.dead_lettered) == (3, 1, 1)
+    assert info.oldest_in_flight_age is not None and info.oldest_in_flight_age >= 0
+    (group,) = info.groups
+    assert group.lag == 3 and group.pending == 1
+    assert [(c.name, c.pending) for c in group.consumers] == [("worker-1", 1)]
+    assert broker.purge("orders") == 3
+    assert broker.inspect("orders").length == 0
