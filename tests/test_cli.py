@@ -13,7 +13,7 @@ import pytest
 import brokerkit
 from brokerkit.cli import main
 from brokerkit.cli._app import run
-from brokerkit.cli._check import parse_junit
+from brokerkit.cli._check import parse_junit, promise_of
 from brokerkit.cli._output import redact
 
 pytest.importorskip("typer")
@@ -248,3 +248,8 @@ def test_plugin_commands_are_added(
     monkeypatch.setattr(app_module, "plugin_manager", manager)
     assert run(["hello"]) == 0
     assert capsys.readouterr().out == "hello from a plugin\n"
+
+
+def test_promise_of_a_test_name() -> None:
+    assert promise_of("test_no_loss[memory://]") == "no loss"
+    assert promise_of("test_fifo_for_one_consumer") == "fifo for one consumer"

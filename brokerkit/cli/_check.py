@@ -19,7 +19,7 @@ from brokerkit.cli._admin import UrlArg
 from brokerkit.cli._output import err, out
 from brokerkit.exceptions import BrokerError, ConfigurationError
 
-__all__ = ["Outcome", "parse_junit", "register", "run_contracts"]
+__all__ = ["Outcome", "parse_junit", "promise_of", "register", "run_contracts"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ def parse_junit(path: Path) -> list[Outcome]:
                 reason = child.get("message", "") or (child.text or "").strip()
         outcomes.append(Outcome(promise, case.get("name", "?"), status, _first_line(reason)))
     return outcomes
+
+
+def promise_of(test: str) -> str:
+    """A test's name as the promise it checks: ``test_no_loss[memory://]`` -> ``no loss``."""
+    return test.split("[", 1)[0].removeprefix("test_").replace("_", " ")
 
 
 def _first_line(text: str) -> str:
@@ -108,7 +113,7 @@ def run_contracts(url: str, extra: list[str] | None = None) -> tuple[int, list[O
 def check(
     url: UrlArg,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="One row per test, not per promise.")
+        bool, typer.Option("--verbose", "-v", help="Show each test's full name.")
     ] = False,
     keyword: Annotated[
         str | None, typer.Option("-k", help="Only tests matching this pytest expression.")
@@ -120,27 +125,12 @@ def check(
     status, outcomes = run_contracts(url, ["-k", keyword] if keyword else None)
     table = Table(title=f"contract suite on {parsed}")
     table.add_column("promise")
-    if verbose:
-        table.add_column("test")
     table.add_column("result")
     table.add_column("why", overflow="fold")
-    groups: dict[str, list[Outcome]] = {}
-    for outcome in outcomes:
-        groups.setdefault(outcome.promise, []).append(outcome)
     style = {"pass": "[green]pass[/]", "skip": "[yellow]skip[/]", "fail": "[bold red]FAIL[/]"}
-    for promise, items in groups.items():
-        if verbose:
-            for item in items:
-                table.add_row(promise, item.test, style[item.status], item.reason)
-            continue
-        worst = next(s for s in ("fail", "pass", "skip") if any(i.status == s for i in items))
-        counts = ", ".join(
-            f"{sum(1 for i in items if i.status == s)} {s}"
-            for s in ("pass", "skip", "fail")
-            if any(i.status == s for i in items)
-        )
-        reasons = sorted({i.reason for i in items if i.status == worst and i.reason})
-        table.add_row(promise, f"{style[worst]} ({counts})", "; ".join(reasons)[:200])
+    for outcome in outcomes:
+        name = f"{outcome.promise}::{outcome.test}" if verbose else promise_of(outcome.test)
+        table.add_row(name, style[outcome.status], outcome.reason)
     out.print(table)
     totals = {s: sum(1 for o in outcomes if o.status == s) for s in ("pass", "skip", "fail")}
     err.print(f"{totals['pass']} passed, {totals['skip']} skipped, {totals['fail']} failed")
