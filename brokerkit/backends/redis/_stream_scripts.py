@@ -298,6 +298,44 @@ class StreamScripts:
         self.remove_idle: Script = client.register_script(_REMOVE_IDLE)
 
 
+def run_scripts(
+    client: redis.Redis, calls: Sequence[tuple[Script, list[Any], list[Any]]]
+) -> list[Any]:
+    """Run ``(script, keys, args)`` calls in one round trip (a pipeline of EVALSHA)
+    and return their replies in order.
+
+    redis-py's own pipeline support asks SCRIPT EXISTS first, a second round trip
+    on every call; here a script the server lost (a restart, SCRIPT FLUSH) answers
+    NOSCRIPT, is loaded, and only the calls that failed so run again. An error
+    reply raises as the first :class:`redis.ResponseError`.
+    """
+    if len(calls) == 1:
+        script, keys, args = calls[0]
+        return [script(keys=keys, args=args, client=client)]
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for _ in range(2):
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            script, keys, args = calls[i]
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        missing = []
+        for i, result in zip(todo, results, strict=True):
+            if isinstance(result, redis.exceptions.NoScriptError):
+                missing.append(i)
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                replies[i] = result
+        if not missing:
+            return replies
+        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+            client.script_load(script.script)
+        todo = missing
+    raise redis.exceptions.NoScriptError("the server dropped the brokerkit scripts twice in a row")
+
+
 def pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
     """A flat ``[field, value, ...]`` reply as a dict."""
     return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}

@@ -47,7 +47,7 @@ from brokerkit.backends.redis._stream_inspect import StreamTopicInfo, inspect_st
 from brokerkit.backends.redis._stream_log import LogEntry, group_start
 from brokerkit.backends.redis._stream_manage import StreamManagement, create_group
 from brokerkit.backends.redis._stream_reaper import Reaper
-from brokerkit.backends.redis._stream_scripts import StreamScripts, pairs, text
+from brokerkit.backends.redis._stream_scripts import StreamScripts, pairs, run_scripts, text
 from brokerkit.exceptions import InvalidOption, StaleDelivery
 
 __all__ = ["LogEntry", "RedisStreamBroker", "RedisStreamOptions", "StreamReceipt"]
@@ -288,12 +288,12 @@ class RedisStreamBroker(StreamManagement, Broker):
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
         by_member = _by_member(deliveries)
         flag = "1" if self.options.delete_acked else "0"
+        calls = [
+            (self._scripts.ack, [key], [group, consumer, flag, *[d.receipt.entry_id for d in ds]])
+            for (key, group, consumer), ds in by_member.items()
+        ]
         with translate_errors(self.url):
-            pipe = self._client.pipeline(transaction=False)
-            for (key, group, consumer), members in by_member.items():
-                ids = [d.receipt.entry_id for d in members]
-                self._scripts.ack(keys=[key], args=[group, consumer, flag, *ids], client=pipe)
-            replies = pipe.execute()
+            replies = run_scripts(self._client, calls)
         self._keeper.drop(deliveries)
         stale_ids = {
             (key, text(i))
@@ -310,8 +310,8 @@ class RedisStreamBroker(StreamManagement, Broker):
         limit = self.options.max_deliveries
         flag = "1" if self.options.delete_acked else "0"
         try:
+            calls = []
             with translate_errors(self.url):
-                pipe = self._client.pipeline(transaction=False)
                 for delivery in deliveries:
                     receipt: StreamReceipt = delivery.receipt
                     topic = delivery.subscription.topic
@@ -325,8 +325,8 @@ class RedisStreamBroker(StreamManagement, Broker):
                         )
                         args += ["dead", flag, *fields]
                     dlq = self._keys.topic(self.dead_letter_topic(topic))
-                    self._scripts.nack(keys=[receipt.key, dlq], args=args, client=pipe)
-                replies = pipe.execute()
+                    calls.append((self._scripts.nack, [receipt.key, dlq], args))
+                replies = run_scripts(self._client, calls)
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
@@ -347,12 +347,16 @@ class RedisStreamBroker(StreamManagement, Broker):
         """Reset the idle time of the entries still pending for their consumer; return
         the others."""
         by_member = _by_member(deliveries)
+        calls = [
+            (
+                self._scripts.renew,
+                [key],
+                [group, consumer, idle_ms, *[d.receipt.entry_id for d in ds]],
+            )
+            for (key, group, consumer), ds in by_member.items()
+        ]
         with translate_errors(self.url):
-            pipe = self._client.pipeline(transaction=False)
-            for (key, group, consumer), members in by_member.items():
-                ids = [d.receipt.entry_id for d in members]
-                self._scripts.renew(keys=[key], args=[group, consumer, idle_ms, *ids], client=pipe)
-            replies = pipe.execute()
+            replies = run_scripts(self._client, calls)
         stale_ids = {
             (key, text(i))
             for (key, _, _), reply in zip(by_member, replies, strict=True)
