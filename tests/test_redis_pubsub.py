@@ -246,6 +246,22 @@ def test_resp3_connections_work(redis_target: RedisTarget, prefix: str) -> None:
             assert delivery.topic == "r3"
 
 
+@pytest.mark.parametrize("protocol", ["2", "3"])
+def test_idle_pings_keep_a_quiet_subscription_without_gaps(
+    redis_target: RedisTarget, prefix: str, protocol: str
+) -> None:
+    url = redis_target.url("redis+pubsub", protocol=protocol)
+    with brokerkit.connect(url, prefix=prefix, ping_interval=0.05) as broker:
+        assert isinstance(broker, RedisPubSubBroker)
+        with broker.subscribe("quiet") as subscription:
+            for _ in range(4):  # several ping intervals of silence, each answered
+                assert subscription.receive(timeout=0.15) is None
+            broker.publish("quiet", "still here")
+            delivery = subscription.receive(timeout=WAIT)
+            assert delivery is not None and delivery.body == "still here"
+            assert broker.gaps(subscription) == ()
+
+
 # -- what pub/sub does not do ----------------------------------------------------------
 
 
