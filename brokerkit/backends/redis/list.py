@@ -137,6 +137,7 @@ class RedisListBroker(Broker):
             name: self._client.register_script(getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
         }
+        self._key_cache: dict[str, ListKeys] = {}
         self._keeper = LeaseKeeper(
             self._renew, self.options.renew_interval, name=f"brokerkit-leases {url}"
         )
@@ -153,7 +154,12 @@ class RedisListBroker(Broker):
     # -- plumbing -----------------------------------------------------------------
 
     def _keys(self, topic: str) -> ListKeys:
-        return list_keys(self.options.prefix, topic, self.options.queue_key)
+        keys = self._key_cache.get(topic)
+        if keys is None:
+            keys = list_keys(self.options.prefix, topic, self.options.queue_key)
+            if len(self._key_cache) < 1024:
+                self._key_cache[topic] = keys
+        return keys
 
     def _call(
         self, operation: Callable[[], _T], topic: str, reconnector: Reconnector | None = None
