@@ -22,7 +22,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import brokerkit  # noqa: E402  (after the path insert)
+import brokerkit
 
 BODY = b'{"orderId": 123, "userId": 456, "items": [1, 2, 3]}'
 
