@@ -83,12 +83,18 @@ def measure_round_trips(url: str) -> dict[str, int]:
         results["ack (1 delivery)"] = round_trips(lambda: got.pop().ack())
         results["ack (99 deliveries at once)"] = round_trips(lambda: broker.ack(*got))
         broker.publish("rt", BODY)
-        one = subscription.receive(timeout=1)
-        assert one is not None
-        results["nack requeue (1 delivery)"] = round_trips(lambda: one.nack())
+        for attempt in (1, 2):  # the first nack and extend also load their scripts
+            one = subscription.receive(timeout=1)
+            assert one is not None
+            trips = round_trips(one.extend)
+            if attempt == 2:
+                results["extend (1 delivery)"] = trips
+            trips = round_trips(one.nack)
+            if attempt == 2:
+                results["nack requeue (1 delivery)"] = trips
         again = subscription.receive(timeout=1)
         assert again is not None
-        results["extend (1 delivery)"] = round_trips(lambda: again.extend())
+        assert again.attempt == 3
         again.ack()
         results["receive on an empty topic (0.1 s)"] = round_trips(
             lambda: subscription.receive(timeout=0.1)

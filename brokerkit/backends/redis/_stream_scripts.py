@@ -145,9 +145,23 @@ _ACK = (
     + r"""
 local key, group, consumer, delete = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local stale, groups = {}, nil
+-- One XPENDING over the batch's id range finds what this consumer holds; an id
+-- the range reply cannot vouch for (it was cut at the limit) is checked alone.
+local lo, hi = ARGV[4], ARGV[4]
+for i = 5, #ARGV do
+  if id_less(ARGV[i], lo) then lo = ARGV[i] end
+  if id_less(hi, ARGV[i]) then hi = ARGV[i] end
+end
+local limit = 4 * (#ARGV - 3) + 100
+local mine, complete = {}, false
+local range = redis.pcall('XPENDING', key, group, lo, hi, limit, consumer)
+if type(range) == 'table' and not range.err then
+  for _, p in ipairs(range) do mine[p[1]] = true end
+  complete = #range < limit
+end
 for i = 4, #ARGV do
   local id = ARGV[i]
-  if owned(key, group, consumer, id) then
+  if mine[id] or (not complete and owned(key, group, consumer, id)) then
     redis.call('XACK', key, group, id)
     if delete then
       groups = groups or redis.call('XINFO', 'GROUPS', key)
