@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Mapping
@@ -13,14 +14,33 @@ from brokerkit._serializers import decode_body
 __all__ = ["Message", "new_message_id"]
 
 
+class _IdSource:
+    """Per-process random bits and a counter, renewed in a forked child."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.process = os.urandom(6).hex()
+        # next() on itertools.count is atomic: no lock is needed between threads.
+        self.counter = itertools.count()
+
+
+_ids = _IdSource()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.reset)
+
+
 def new_message_id() -> str:
-    """A unique, roughly time-ordered message id (hex milliseconds + 64 random bits)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+    """A unique, roughly time-ordered message id: hex milliseconds, 48 random bits
+    drawn once per process, and a per-process counter (28 hex digits in all)."""
+    return f"{time.time_ns() // 1_000_000:012x}{_ids.process}{next(_ids.counter) & 0xFFFF:04x}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Message:
     """One message: what the publisher sent, exactly as every consumer sees it.
+    Treat it as read-only: backends share one instance between deliveries.
 
     :ivar id: unique id given at publish time; it stays the same on redelivery.
     :ivar topic: the topic it was published to.

@@ -21,14 +21,36 @@ from brokerkit._message import Message
 __all__ = ["MAGIC", "decode", "decode_fields", "encode", "encode_fields", "raw_message"]
 
 MAGIC = b"BK1"
+_HEADER_DECODER = json.JSONDecoder()
+
+
+_ESCAPED_CONTENT_TYPES: dict[str, str] = {}
+
+
+def _json_text(text: str) -> str:
+    escaped = _ESCAPED_CONTENT_TYPES.get(text)
+    if escaped is None:
+        escaped = json.dumps(text, ensure_ascii=False)
+        if len(_ESCAPED_CONTENT_TYPES) < 256:
+            _ESCAPED_CONTENT_TYPES[text] = escaped
+    return escaped
 
 
 def encode(message: Message) -> bytes:
     """One bytes value holding the whole message."""
-    header = {"id": message.id, "ct": message.content_type, "ts": message.published_at}
-    if message.headers:
-        header["h"] = dict(message.headers)
-    return MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + message.payload
+    # Built by hand: this runs once per published message, and json.dumps of a dict
+    # costs several times as much. Ids are hex, so only the content type and headers
+    # need escaping.
+    headers = (
+        ',"h":' + json.dumps(dict(message.headers), ensure_ascii=False, separators=(",", ":"))
+        if message.headers
+        else ""
+    )
+    header = (
+        f'{{"id":"{message.id}","ct":{_json_text(message.content_type)},'
+        f'"ts":{message.published_at!r}{headers}}}'
+    )
+    return MAGIC + header.encode() + b"\n" + message.payload
 
 
 def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Message:
@@ -37,7 +59,7 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
         end = data.find(b"\n", len(MAGIC))
         if end != -1:
             try:
-                header = json.loads(data[len(MAGIC) : end])
+                header, _ = _HEADER_DECODER.raw_decode(data[len(MAGIC) : end].decode())
             except ValueError:
                 header = None
             if isinstance(header, dict) and "id" in header:
