@@ -75,9 +75,10 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
 
 
 def raw_message(topic: str, data: bytes, content_type: str | None = None) -> Message:
-    """A message for a plain value another program wrote; its id is the value's digest."""
+    """A message for a plain value another program wrote; its id is the value's digest
+    (the first 24 hex digits of its SHA-1, which Redis's Lua can compute too)."""
     return Message(
-        id="raw-" + hashlib.blake2b(data, digest_size=12).hexdigest(),
+        id="raw-" + hashlib.sha1(data).hexdigest()[:24],
         topic=topic,
         payload=data,
         content_type=content_type or _guess(data),
