@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
-from brokerkit.contracts._harness import GRACE, VISIBILITY_TIMEOUT, ContractEnv, requires
+from brokerkit.contracts._harness import VISIBILITY_TIMEOUT, ContractEnv, requires
 from brokerkit.contracts._messages import canonical
 from brokerkit.contracts._profiles import contract_settings
 from brokerkit.contracts._strategies import bodies
@@ -221,13 +221,15 @@ class DeliveryContract:
         contract.expect(crashed.subscribe(topic), promise)
         crashed.close()
         subscription = survivor.subscribe(topic)
-        deadline = time.monotonic() + contract.let_leases_expire() + GRACE
-        dead = None
+        deadline = time.monotonic() + contract.let_leases_expire() + contract.timeline.grace
+        poll = min(0.05, contract.timeline.grace)
         # Backends may recover expired leases only when someone reads the topic.
-        while dead is None and time.monotonic() < deadline:
-            redelivered = subscription.receive(timeout=0.05)
+        while True:
+            redelivered = subscription.receive(timeout=poll)
             assert redelivered is None, f"{promise}: it was redelivered ({redelivered!r})"
-            dead = dead_letters.receive(timeout=0.05)
+            dead = dead_letters.receive(timeout=poll)
+            if dead is not None or time.monotonic() >= deadline:
+                break
         assert dead is not None, f"{promise}: nothing reached the dead-letter topic"
         _check_dead_letter(dead, message_id, "poison", topic, 1)
         contract.expect_nothing(subscription, f"{promise}: it was redelivered")
@@ -248,6 +250,8 @@ class DeliveryContract:
             topic = contract.topic("compete")
             consumers = [contract.broker().subscribe(topic, group=group) for _ in range(2)]
             ids = publisher.publish_many(topic, range(count))
+            grace = contract.timeline.grace
+            poll = min(0.05, grace)
             # While the first consumer holds a message, the second must get another one.
             held = contract.expect(consumers[0], promise)
             other = contract.expect(consumers[1], promise)
@@ -258,14 +262,14 @@ class DeliveryContract:
             for turn in turns * count:
                 if len(seen) == count:
                     break
-                delivery = consumers[turn].receive(timeout=0.05)
+                delivery = consumers[turn].receive(timeout=poll)
                 if delivery is not None:
                     assert delivery.id not in seen, f"{promise}: {delivery.body!r} came twice"
                     seen.append(delivery.id)
                     delivery.ack()
             for index, subscription in enumerate(consumers):
                 while len(seen) < count:
-                    delivery = subscription.receive(timeout=0.05 if index == 0 else 5.0)
+                    delivery = subscription.receive(timeout=poll if index == 0 else grace)
                     if delivery is None:
                         break
                     assert delivery.id not in seen, f"{promise}: {delivery.body!r} came twice"

@@ -30,7 +30,8 @@ __all__ = [
 
 #: The visibility timeout the suite asks for when a test waits for a lease to run out.
 VISIBILITY_TIMEOUT = 0.5
-#: The longest the suite waits, past any lease it let run out, for a delivery it expects.
+#: The longest the suite waits on real time, past any lease it let run out, for a
+#: delivery it expects (a :class:`ManualTimeline` waits for nothing).
 GRACE = 5.0
 
 #: ``make(**options) -> Broker``: the plugin author's factory (the ``make_broker`` fixture).
@@ -60,6 +61,8 @@ class Timeline:
 
     #: Seconds to listen before concluding that nothing more will arrive.
     quiet: float = 0.1
+    #: Seconds to wait, past any lease let run out, for a delivery that must come.
+    grace: float = GRACE
 
     def now(self) -> float:
         """The time leases are judged by, in seconds."""
@@ -80,6 +83,7 @@ class ManualTimeline(Timeline):
     it runs leases out at once, and nothing happens between calls."""
 
     quiet = 0.0
+    grace = 0.0
 
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
@@ -155,8 +159,9 @@ class ContractEnv:
 
     def expect(self, subscription: Subscription, promise: str, *, wait: float = 0.0) -> Delivery:
         """The next delivery, which ``promise`` says must come within ``wait`` + GRACE."""
-        delivery = subscription.receive(timeout=wait + GRACE)
-        assert delivery is not None, f"{promise}: nothing was delivered within {wait + GRACE}s"
+        timeout = wait + self.timeline.grace
+        delivery = subscription.receive(timeout=timeout)
+        assert delivery is not None, f"{promise}: nothing was delivered within {timeout}s"
         return delivery
 
     def expect_nothing(
@@ -182,7 +187,7 @@ class ContractEnv:
         """``count`` deliveries, each acked as it comes; ``promise`` says they must come."""
         got: list[Delivery] = []
         while len(got) < count:
-            delivery = subscription.receive(timeout=wait + GRACE)
+            delivery = subscription.receive(timeout=wait + self.timeline.grace)
             assert delivery is not None, (
                 f"{promise}: only {len(got)} of {count} messages were delivered"
             )

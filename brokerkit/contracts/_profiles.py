@@ -1,11 +1,16 @@
-"""Hypothesis settings profiles of the contract suite: a fast default and ``thorough``."""
+"""Hypothesis settings profiles of the contract suite.
+
+``default`` is fast enough for every local run and CI; ``thorough`` tries ten times
+harder; ``smoke`` is a few derandomized examples without shrinking, for checking
+quickly *that* a backend fails (the project's own broken-backend tests use it).
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any, Literal
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from brokerkit.contracts.pytest_plugin import PROFILE_ENV
 
@@ -26,6 +31,19 @@ PROFILES: dict[str, dict[Kind, dict[str, Any]]] = {
         "timed": {"max_examples": 25},
         "stateful": {"max_examples": 100, "stateful_step_count": 60},
     },
+    "smoke": {
+        "quick": {"max_examples": 10},
+        "timed": {"max_examples": 3},
+        "stateful": {"max_examples": 10, "stateful_step_count": 25},
+    },
+}
+
+_PROFILE_EXTRAS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "derandomize": True,
+        "database": None,
+        "phases": [Phase.explicit, Phase.generate],
+    },
 }
 
 _COMMON: dict[str, Any] = {
@@ -44,7 +62,7 @@ _COMMON: dict[str, Any] = {
 
 def profile_name() -> str:
     """The active profile: ``$BROKERKIT_CONTRACT_PROFILE`` (set by ``--brokerkit-profile``),
-    else ``default``.
+    else ``default``; read when the suite's modules are imported.
 
     :raises ValueError: the variable names no profile.
     """
@@ -58,4 +76,5 @@ def profile_name() -> str:
 
 def contract_settings(kind: Kind = "quick") -> settings:
     """The hypothesis settings for a contract test of this ``kind`` under the active profile."""
-    return settings(**_COMMON, **PROFILES[profile_name()][kind])
+    name = profile_name()
+    return settings(**_COMMON, **_PROFILE_EXTRAS.get(name, {}), **PROFILES[name][kind])

@@ -32,7 +32,6 @@ from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
 from brokerkit.contracts._harness import (
-    GRACE,
     VISIBILITY_TIMEOUT,
     ContractEnv,
     ManualTimeline,
@@ -238,7 +237,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         drainer = self.env.broker(visibility_timeout=self.vt).subscribe(self.topic, prefetch=3)
         wait = self.env.let_leases_expire(self.vt)
         while pending:
-            delivery = drainer.receive(timeout=wait + GRACE)
+            delivery = drainer.receive(timeout=wait + self.env.timeline.grace)
             assert delivery is not None, (
                 f"no loss: {len(pending)} unacked message(s) never came back: {sorted(pending)}"
             )
@@ -249,7 +248,7 @@ class DeliveryMachine(RuleBasedStateMachine):
             delivery.ack()
         dead = {i for i, m in self.messages.items() if m.status == "dead"}
         while dead and self.dead_letters is not None:
-            delivery = self.dead_letters.receive(timeout=GRACE)
+            delivery = self.dead_letters.receive(timeout=self.env.timeline.grace)
             assert delivery is not None, f"dead-letter: {len(dead)} rejected messages are missing"
             assert delivery.id in dead, f"dead-letter: unexpected {delivery!r}"
             dead.discard(delivery.id)

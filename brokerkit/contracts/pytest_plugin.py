@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-#: Selects the hypothesis settings profile of the suite: ``default`` or ``thorough``.
+#: Selects the suite's hypothesis settings profile: ``default``, ``thorough`` or ``smoke``.
 PROFILE_ENV = "BROKERKIT_CONTRACT_PROFILE"
 #: The module that runs the suite against the URLs given with ``--brokerkit-url``.
 URL_MODULE = Path(__file__).with_name("test_brokerkit_url.py")
@@ -31,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--brokerkit-profile",
-        choices=("default", "thorough"),
+        choices=("default", "thorough", "smoke"),
         default=None,
         help=f"how hard the contract suite tries (default: ${PROFILE_ENV}, else 'default')",
     )

@@ -1,0 +1,138 @@
+"""The contract suite has teeth: each deliberately broken backend fails the contract
+tests of the promise it breaks, with that promise named in the failure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from brokerkit.contracts.pytest_plugin import PROFILE_ENV
+from tests.broken_backends import BROKEN_BACKENDS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: broken backend -> {contract test that must fail: text its failure must contain}
+EXPECTED_FAILURES: dict[str, dict[str, str]] = {
+    "drops_on_nack": {
+        "test_nack_requeue_redelivers_with_the_next_attempt": "nack requeue",
+        "test_delivery_state_machine": "no loss",
+    },
+    "redelivers_acked": {
+        "test_acked_messages_never_come_back": "ack is final",
+        "test_delivery_state_machine": "ack is final",
+    },
+    "reorders": {
+        "test_fifo_for_one_consumer": "FIFO",
+    },
+    "leaks_across_topics": {
+        "test_topics_are_isolated": "topic isolation",
+    },
+    "ignores_visibility_timeout": {
+        "test_unsettled_delivery_comes_back_after_the_visibility_timeout": (
+            "an unsettled delivery comes back after the visibility timeout"
+        ),
+        "test_late_settle_does_not_touch_the_new_holders_delivery": "late ack",
+        "test_delivery_state_machine": "no loss",
+    },
+}
+
+_SUITE = """
+import uuid
+
+import pytest
+
+from brokerkit import ManualClock
+from brokerkit.contracts import BrokerContract, ManualTimeline
+from tests.broken_backends import BROKEN_BACKENDS
+
+
+class Broken(BrokerContract):
+    backend = None
+
+    @pytest.fixture
+    def clock(self):
+        return ManualClock()
+
+    @pytest.fixture
+    def timeline(self, clock):
+        return ManualTimeline(clock)
+
+    @pytest.fixture
+    def make_broker(self, clock):
+        url = f"memory://teeth-{uuid.uuid4().hex}"
+        return lambda **options: self.backend.from_url(url, clock=clock, **options)
+
+
+for _name, _cls in BROKEN_BACKENDS.items():
+    globals()[f"Test_{_name}"] = type(f"Test_{_name}", (Broken,), {"backend": _cls})
+"""
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[str, str]]:
+    """Run each contract test named in EXPECTED_FAILURES against its broken backend,
+    once, in a fresh interpreter under the derandomized, non-shrinking smoke profile."""
+    directory: Path = tmp_path_factory.mktemp("teeth")
+    suite = directory / "test_teeth_suite.py"
+    suite.write_text(textwrap.dedent(_SUITE))
+    (directory / "pytest.ini").write_text("[pytest]\n")
+    report = directory / "report.xml"
+    node_ids = [
+        f"test_teeth_suite.py::Test_{backend}::{test}"
+        for backend, expected in EXPECTED_FAILURES.items()
+        for test in expected
+    ]
+    env = {**os.environ, PROFILE_ENV: "smoke", "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *node_ids,
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            f"--junitxml={report}",
+        ],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        backend = case.get("classname", "").rpartition(".Test_")[2]
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        outcome = "passed" if problem is None else problem.tag
+        text = "" if problem is None else f"{problem.get('message', '')}\n{problem.text or ''}"
+        found[(backend, case.get("name", ""))] = (outcome, text)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("backend", "test", "reason"),
+    [
+        (backend, test, reason)
+        for backend, expected in EXPECTED_FAILURES.items()
+        for test, reason in expected.items()
+    ],
+)
+def test_broken_backend_fails_the_contract_for_the_right_reason(
+    outcomes: dict[tuple[str, str], tuple[str, str]], backend: str, test: str, reason: str
+) -> None:
+    outcome, text = outcomes.get((backend, test), ("not run", ""))
+    assert outcome == "failure", f"{backend} passed {test}: the suite has no teeth there"
+    assert reason in text, f"{backend} failed {test}, but not for {reason!r}:\n{text[-2000:]}"
+
+
+def test_every_broken_backend_is_caught() -> None:
+    assert set(EXPECTED_FAILURES) == set(BROKEN_BACKENDS)
