@@ -243,7 +243,9 @@ class DeliveryMachine(RuleBasedStateMachine):
             )
             status = self.messages[delivery.id].status
             assert status not in ("acked", "dead"), f"ack is final: a {status} message came back"
-            assert delivery.id in pending, f"no duplicates: {delivery!r} came back twice"
+            assert delivery.id in pending, (
+                f"ack is final: {delivery!r} came back after it was acked while draining"
+            )
             pending.discard(delivery.id)
             delivery.ack()
         dead = {i for i, m in self.messages.items() if m.status == "dead"}
