@@ -1,0 +1,52 @@
+"""The example plugin (examples/brokerkit-example-plugin) is found through its entry
+point, and keeps the contract. Install it first:
+``pip install -e examples/brokerkit-example-plugin``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import brokerkit
+from brokerkit.contracts import BrokerContract
+
+
+def test_list_backends_names_the_example_plugin() -> None:
+    found = {info.plugin: info for info in brokerkit.list_backends()}
+    assert "sqlite" in found, (
+        "the example plugin is not installed: pip install -e examples/brokerkit-example-plugin"
+    )
+    assert found["sqlite"].schemes == ("sqlite",)
+    assert found["sqlite"].capabilities == (
+        brokerkit.Capability.PERSISTENT
+        | brokerkit.Capability.ACK
+        | brokerkit.Capability.COMPETING
+        | brokerkit.Capability.ORDERED
+        | brokerkit.Capability.DEAD_LETTER
+    )
+
+
+def test_connect_finds_the_backend_through_the_entry_point(tmp_path: Path) -> None:
+    with brokerkit.connect(f"sqlite:///{tmp_path}/q.db") as broker:
+        assert type(broker).__module__ == "brokerkit_example.backend"
+        broker.publish("jobs", {"n": 1})
+    with brokerkit.connect(f"sqlite:///{tmp_path}/q.db") as broker:  # it persisted
+        delivery = broker.subscribe("jobs").receive(timeout=1)
+        assert delivery is not None and delivery.body == {"n": 1}
+        delivery.ack()
+
+
+def test_a_url_without_a_file_is_refused() -> None:
+    with pytest.raises(brokerkit.InvalidURL, match="names no file"):
+        brokerkit.connect("sqlite://")
+
+
+class TestExamplePluginContract(BrokerContract):
+    """The contract suite over the plugin, as the plugin's own test file runs it."""
+
+    @pytest.fixture
+    def make_broker(self, tmp_path: Path) -> Any:
+        url = f"sqlite:///{tmp_path}/queue.db"
+        return lambda **options: brokerkit.connect(url, **options)
