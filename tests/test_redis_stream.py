@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -42,18 +43,54 @@ def redis_cli() -> str:
     return str(Path(find_redis_server()).with_name("redis-cli"))
 
 
-def test_publish_writes_one_entry_with_the_envelope_fields(
+def test_publish_writes_one_entry_with_a_header_field_and_the_body(
     make: Make, redis_client: redis.Redis
 ) -> None:
     broker = make()
     message_id = broker.publish("orders", {"orderId": 1}, headers={"trace-id": "abc"})
+    broker.publish_many("orders", [{"orderId": 2}, {"orderId": 3}], headers={"trace-id": "d"})
     entries = redis_client.xrange(broker.stream_key("orders"))
-    assert len(entries) == 1
+    assert len(entries) == 3
     fields = entries[0][1]
-    assert fields[b"id"] == message_id.encode()
+    assert list(fields) == [b"bk1", b"body"]
     assert fields[b"body"] == b'{"orderId":1}'
-    assert fields[b"ct"] == b"application/json"
-    assert b"trace-id" in fields[b"h"]
+    header = json.loads(fields[b"bk1"])
+    assert header["id"] == message_id
+    assert header["ct"] == "application/json"
+    assert header["h"] == {"trace-id": "abc"}
+    assert [list(f) for _, f in entries[1:]] == [[b"bk1", b"body"]] * 2
+    assert [f[b"body"] for _, f in entries[1:]] == [b'{"orderId":2}', b'{"orderId":3}']
+
+
+def test_entries_in_the_one_field_per_fact_format_are_still_read(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    redis_client.xadd(
+        broker.stream_key("orders"),
+        {"id": "m-1", "ct": "application/json", "ts": "1700000000.5", "h": '{"k":"v"}',
+         "body": b'{"n":1}'},
+    )  # fmt: skip
+    delivery = broker.subscribe("orders").receive(timeout=1)
+    assert delivery is not None
+    assert (delivery.id, delivery.body, dict(delivery.headers)) == ("m-1", {"n": 1}, {"k": "v"})
+    assert delivery.message.published_at == 1700000000.5
+    delivery.ack()
+
+
+def test_a_header_field_that_is_not_a_brokerkit_header_makes_a_raw_entry(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    redis_client.xadd(broker.stream_key("orders"), {"bk1": "not json", "body": "b"})
+    redis_client.xadd(broker.stream_key("orders"), {"bk1": '{"id": 5}', "body": "b"})
+    got = list(broker.consume("orders", timeout=0.5, prefetch=10))
+    assert [d.body for d in got] == [
+        {"bk1": "not json", "body": "b"},
+        {"bk1": '{"id": 5}', "body": "b"},
+    ]
+    assert all(d.id.startswith("raw-") for d in got)
+    broker.ack(*got)
 
 
 def test_publish_many_keeps_order_and_round_trips_bodies(make: Make) -> None:

@@ -5,7 +5,7 @@ A framed envelope is ``BK1`` + a JSON header line + the payload bytes, so that
 
     BK1{"id":"...","ct":"application/json","ts":1700000000.0,"h":{...}}\n<payload>
 
-Streams store the same facts as fields (``id``, ``ct``, ``ts``, ``h``, ``body``).
+Streams store the same header in a field ``bk1`` and the payload in a field ``body``.
 A value that is not an envelope is a *raw* payload that another program wrote.
 """
 
@@ -18,7 +18,18 @@ from typing import Any
 
 from brokerkit._message import Message
 
-__all__ = ["MAGIC", "decode", "decode_fields", "encode", "encode_fields", "raw_message"]
+__all__ = [
+    "BODY_FIELD",
+    "HEADER_FIELD",
+    "MAGIC",
+    "decode",
+    "decode_fields",
+    "encode",
+    "encode_fields",
+    "message_from_header",
+    "raw_message",
+    "stream_header",
+]
 
 MAGIC = b"BK1"
 _HEADER_DECODER = json.JSONDecoder()
@@ -87,36 +98,81 @@ def raw_message(topic: str, data: bytes, content_type: str | None = None) -> Mes
     )
 
 
+#: The stream field holding the JSON header (the envelope's, without ``BK1``).
+HEADER_FIELD = b"bk1"
+#: The stream field holding the payload.
+BODY_FIELD = b"body"
+
+
+def stream_header(message: Message) -> str:
+    """The JSON header stored in a stream entry's :data:`HEADER_FIELD`: id, content
+    type, publish time and (when there are any) headers, as in :func:`encode`."""
+    # Built by hand as in encode(): ids are hex, only the content type and headers
+    # need escaping.
+    headers = (
+        ',"h":' + json.dumps(dict(message.headers), ensure_ascii=False, separators=(",", ":"))
+        if message.headers
+        else ""
+    )
+    return (
+        f'{{"id":"{message.id}","ct":{_json_text(message.content_type)},'
+        f'"ts":{message.published_at!r}{headers}}}'
+    )
+
+
 def encode_fields(message: Message) -> dict[str, Any]:
-    """The message as stream fields."""
-    fields: dict[str, Any] = {
-        "id": message.id,
-        "ct": message.content_type,
-        "ts": repr(message.published_at),
-        "body": message.payload,
-    }
-    if message.headers:
-        fields["h"] = json.dumps(dict(message.headers), separators=(",", ":"))
-    return fields
+    """The message as stream fields: ``bk1`` (the JSON header) and ``body`` (the
+    payload, as it is). Two fields, so an entry costs little more than a bare
+    ``XADD s * body <payload>``."""
+    return {"bk1": stream_header(message), "body": message.payload}
+
+
+def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | None:
+    """The message whose :data:`HEADER_FIELD` is ``header``, or ``None`` when
+    ``header`` is not a brokerkit header (another program wrote the entry)."""
+    try:
+        fields, _ = _HEADER_DECODER.raw_decode(header.decode())
+        message_id, content_type = fields["id"], fields.get("ct", "application/octet-stream")
+        published_at, headers = fields.get("ts", 0.0), fields.get("h") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if (
+        type(message_id) is not str
+        or type(content_type) is not str
+        or type(headers) is not dict
+        or type(published_at) not in (float, int)
+    ):
+        return None
+    return Message(message_id, topic, payload, content_type, headers, float(published_at))
 
 
 def decode_fields(
     topic: str, fields: Mapping[bytes, bytes], raw_content_type: str | None = None
 ) -> Message:
     """The message in stream fields; plain fields (``XADD s * k v``) become a raw
-    JSON object of those fields unless ``raw_content_type`` says otherwise."""
-    if b"id" in fields and b"body" in fields and b"ct" in fields:
+    JSON object of those fields unless ``raw_content_type`` says otherwise.
+
+    Reads the ``bk1`` + ``body`` entries :func:`encode_fields` writes, and the
+    one-field-per-fact entries (``id``, ``ct``, ``ts``, ``h``, ``body``) of
+    earlier brokerkit versions.
+    """
+    header, payload = fields.get(HEADER_FIELD), fields.get(BODY_FIELD)
+    if header is not None and payload is not None:
+        message = message_from_header(topic, header, payload)
+        if message is not None:
+            return message
+    if b"id" in fields and payload is not None and b"ct" in fields:
         headers = fields.get(b"h")
         return Message(
             id=fields[b"id"].decode(),
             topic=topic,
-            payload=fields[b"body"],
+            payload=payload,
             content_type=fields[b"ct"].decode(),
             headers=json.loads(headers) if headers else {},
             published_at=float(fields.get(b"ts", b"0")),
         )
-    if b"body" in fields and len(fields) == 1:
-        return raw_message(topic, fields[b"body"], raw_content_type)
+    if payload is not None and len(fields) == 1:
+        return raw_message(topic, payload, raw_content_type)
     plain = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
     return raw_message(topic, json.dumps(plain).encode(), raw_content_type or "application/json")
 

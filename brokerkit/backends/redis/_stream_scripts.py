@@ -108,6 +108,24 @@ return {reply[1], claimed, fresh}
 """
 )
 
+# KEYS: stream.  ARGV: maxlen or '', minid or '', '~' or '=', then header, body, ...
+# Returns how many entries were added.
+#
+# All of a batch or none of it: the script runs alone, and a wrong key type fails
+# the first XADD before anything is written. Trimming once after the batch leaves
+# the stream as trimming on every XADD would; nobody sees the stream in between.
+_PUBLISH = r"""
+local key, maxlen, minid, how = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local first = redis.pcall('XADD', key, '*', 'bk1', ARGV[4], 'body', ARGV[5])
+if type(first) == 'table' and first.err then return first end
+for i = 6, #ARGV, 2 do
+  redis.call('XADD', key, '*', 'bk1', ARGV[i], 'body', ARGV[i + 1])
+end
+if maxlen ~= '' then redis.call('XTRIM', key, 'MAXLEN', how, maxlen) end
+if minid ~= '' then redis.call('XTRIM', key, 'MINID', how, minid) end
+return (#ARGV - 3) / 2
+"""
+
 # KEYS: stream, lost-counter hash.
 # ARGV: group, consumer, min idle ms, max deliveries, how many pending entries to scan.
 # Returns {{id, fields, deliveries}...}: the entries idle past the visibility
@@ -138,37 +156,40 @@ if gone > 0 then redis.call('HINCRBY', lost, group, gone) end
 return out
 """
 
-# KEYS: stream.  ARGV: group, consumer, delete-acked flag, ids...
+# KEYS: stream.  ARGV: group, consumer, delete-acked flag, low id, high id, ids...
 # Returns the ids that were not pending for this consumer (stale).
+#
+# One XPENDING over [low, high], this consumer's entries only, finds what it holds;
+# the caller passes the first and last id of the batch, which bound it when the
+# deliveries are acked in the order they were read (the usual case). An id the
+# range does not list (outside it, cut at the limit, or not held) is checked alone.
+# The owned ids are then acked with one XACK.
 _ACK = (
     _HELPERS
     + r"""
 local key, group, consumer, delete = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
-local stale, groups = {}, nil
--- One XPENDING over the batch's id range finds what this consumer holds; an id
--- the range reply cannot vouch for (it was cut at the limit) is checked alone.
-local lo, hi = ARGV[4], ARGV[4]
-for i = 5, #ARGV do
-  if id_less(ARGV[i], lo) then lo = ARGV[i] end
-  if id_less(hi, ARGV[i]) then hi = ARGV[i] end
-end
-local limit = 4 * (#ARGV - 3) + 100
-local mine, complete = {}, false
-local range = redis.pcall('XPENDING', key, group, lo, hi, limit, consumer)
+local limit = 2 * (#ARGV - 5) + 100
+local mine = {}
+local range = redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], limit, consumer)
 if type(range) == 'table' and not range.err then
   for _, p in ipairs(range) do mine[p[1]] = true end
-  complete = #range < limit
 end
-for i = 4, #ARGV do
+local acked, stale = {}, {}
+for i = 6, #ARGV do
   local id = ARGV[i]
-  if mine[id] or (not complete and owned(key, group, consumer, id)) then
-    redis.call('XACK', key, group, id)
-    if delete then
-      groups = groups or redis.call('XINFO', 'GROUPS', key)
-      if settled_everywhere(key, groups, id) then redis.call('XDEL', key, id) end
-    end
+  if mine[id] or owned(key, group, consumer, id) then
+    acked[#acked + 1] = id
   else
     stale[#stale + 1] = id
+  end
+end
+for i = 1, #acked, 1000 do
+  redis.call('XACK', key, group, unpack(acked, i, math.min(i + 999, #acked)))
+end
+if delete and #acked > 0 then
+  local groups = redis.call('XINFO', 'GROUPS', key)
+  for _, id in ipairs(acked) do
+    if settled_everywhere(key, groups, id) then redis.call('XDEL', key, id) end
   end
 end
 return stale
@@ -302,6 +323,7 @@ class StreamScripts:
     again after a server restart flushed its script cache)."""
 
     def __init__(self, client: redis.Redis) -> None:
+        self.publish: Script = client.register_script(_PUBLISH)
         self.fetch: Script = client.register_script(_FETCH)
         self.reap: Script = client.register_script(_REAP)
         self.ack: Script = client.register_script(_ACK)

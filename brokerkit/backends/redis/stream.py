@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -39,7 +39,14 @@ from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client, translate_errors
-from brokerkit.backends.redis._envelope import decode_fields, encode_fields
+from brokerkit.backends.redis._envelope import (
+    BODY_FIELD,
+    HEADER_FIELD,
+    decode_fields,
+    encode_fields,
+    message_from_header,
+    stream_header,
+)
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
@@ -53,6 +60,9 @@ from brokerkit.exceptions import InvalidOption, StaleDelivery
 __all__ = ["LogEntry", "RedisStreamBroker", "RedisStreamOptions", "StreamReceipt"]
 
 log = logging.getLogger("brokerkit.redis")
+
+#: publish_many writes this many messages per script: all or none of each chunk.
+PUBLISH_CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,8 @@ class _StreamState:
     start_id: str
     #: Where the next XAUTOCLAIM scan of the pending entries list resumes.
     cursor: str = "0-0"
+    #: When (time.monotonic) the next fetch reclaims idle entries before reading.
+    claim_at: float = 0.0
 
 
 class RedisStreamBroker(StreamManagement, Broker):
@@ -135,6 +147,9 @@ class RedisStreamBroker(StreamManagement, Broker):
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
         self._client = make_client(url)
+        # Entries are decoded from XREADGROUP's flat reply, without redis-py building
+        # a dict per entry first (this client is the broker's own).
+        self._client.set_response_callback("XREADGROUP", _unparsed)
         self._scripts = StreamScripts(self._client)
         self._keys = Keyspace(self.options.prefix)
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -144,6 +159,10 @@ class RedisStreamBroker(StreamManagement, Broker):
             self.options.heartbeat_interval or vt / 3,
             name=f"brokerkit-stream-leases-{id(self):x}",
         )
+        # Reclaiming runs on a subscription's first fetch, after a read found nothing
+        # new, after a nack, and otherwise at most this often: an expired lease is
+        # reclaimed within visibility_timeout * 1.25 while new entries keep coming.
+        self._claim_interval = vt / 4
         self._reaper = Reaper(
             self._reap_all, min(vt / 2, 5.0), name=f"brokerkit-stream-reaper-{id(self):x}"
         )
@@ -174,26 +193,34 @@ class RedisStreamBroker(StreamManagement, Broker):
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         key = self._keys.topic(topic)
         opts = self.options
-        approximate = not opts.trim_exact
-        minid = None
+        how = "=" if opts.trim_exact else "~"
+        minid = ""
         if opts.max_age is not None:
             minid = str(int((time.time() - opts.max_age) * 1000))
+        maxlen = "" if opts.maxlen is None else str(opts.maxlen)
+        client: Any = self._client
+        send: Callable[[], object]
+        if len(messages) == 1 and not (maxlen and minid):
+            # One message, one command: XADD trims as it adds.
+            message = messages[0]
+            trim = ["MAXLEN", how, maxlen] if maxlen else ["MINID", how, minid] if minid else []
+            args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message), "body"]
+            args.append(message.payload)
 
-        def send() -> None:
-            pipe: Any = self._client.pipeline(transaction=len(messages) > 1)
-            for message in messages:
-                pipe.xadd(
-                    key,
-                    encode_fields(message),
-                    maxlen=opts.maxlen,
-                    minid=None if opts.maxlen is not None else minid,
-                    approximate=approximate,
-                )
-            if minid is not None and opts.maxlen is not None:
-                pipe.xtrim(key, minid=minid, approximate=approximate)
-            for result in pipe.execute(raise_on_error=False):
-                if isinstance(result, Exception):
-                    raise result
+            def send() -> object:
+                return client.execute_command(*args)
+
+        else:
+            calls = []
+            for start in range(0, len(messages), PUBLISH_CHUNK):
+                flat: list[Any] = [maxlen, minid, how]
+                for message in messages[start : start + PUBLISH_CHUNK]:
+                    flat.append(stream_header(message))
+                    flat.append(message.payload)
+                calls.append((self._scripts.publish, [key], flat))
+
+            def send() -> object:
+                return run_scripts(client, calls)
 
         self._reconnector.call(send, topic=topic)
 
@@ -217,51 +244,106 @@ class RedisStreamBroker(StreamManagement, Broker):
         self, subscription: Subscription, max_messages: int, timeout: float
     ) -> list[Delivery]:
         state: _StreamState = subscription.state
+        if time.monotonic() >= state.claim_at:
+            state.claim_at = time.monotonic() + self._claim_interval
+            deliveries = self._claim(subscription, max_messages)
+            if deliveries or timeout <= 0 or subscription.closed:
+                self._keeper.hold(deliveries)
+                return deliveries
+        deliveries = self._read(subscription, max_messages, timeout)
+        if not deliveries:
+            # Nothing new: look for entries to reclaim on the next fetch.
+            state.claim_at = 0.0
+        self._keeper.hold(deliveries)
+        return deliveries
+
+    def _claim(self, subscription: Subscription, max_messages: int) -> list[Delivery]:
+        """Reclaim entries idle past the visibility timeout (dead-lettering those past
+        ``max_deliveries``), and read new ones for the rest of ``max_messages``."""
+        state: _StreamState = subscription.state
         group, consumer = subscription.group, subscription.consumer
         min_idle = int(self.options.visibility_timeout * 1000)
 
-        def read() -> tuple[list[Any], list[Any]]:
+        def claim() -> tuple[list[Any], list[Any]]:
             cursor, claimed, fresh = self._scripts.fetch(
                 keys=[state.key, state.lost_key],
                 args=[group, consumer, min_idle, state.cursor, max_messages, state.start_id],
             )
             state.cursor = text(cursor)
-            if claimed or fresh or timeout <= 0 or subscription.closed:
-                return claimed, [(text(i), pairs(f)) for i, f in fresh]
-            client: Any = self._client
-            try:
-                reply = client.xreadgroup(
-                    group,
-                    consumer,
-                    {state.key: ">"},
-                    count=max_messages,
-                    block=max(1, int(timeout * 1000)),
-                )
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                create_group(self._client, state.key, group, state.start_id)
-                return [], []
-            entries = reply[0][1] if reply else []
-            return [], [(text(i), dict(f)) for i, f in entries]
+            return claimed, fresh
 
-        claimed, fresh = self._reconnector.call(read, topic=subscription.topic)
+        claimed, fresh = self._reconnector.call(claim, topic=subscription.topic)
         deliveries = []
+        limit = self.options.max_deliveries
         for raw_id, raw_fields, count in claimed:
             entry_id = text(raw_id)
-            message = decode_fields(
-                subscription.topic, pairs(raw_fields), self.options.raw_content_type
-            )
-            limit = self.options.max_deliveries
+            message = self._decode(subscription.topic, raw_fields)
             if limit is not None and count > limit:
                 self._dead_letter_claimed(subscription, entry_id, message, count - 1)
                 continue
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
-        for entry_id, fields in fresh:
-            message = decode_fields(subscription.topic, fields, self.options.raw_content_type)
-            deliveries.append(self._delivery(subscription, entry_id, message, 1))
-        self._keeper.hold(deliveries)
+        if fresh:
+            deliveries += self._deliveries(subscription, fresh)
         return deliveries
+
+    def _read(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        """New entries (``XREADGROUP ... >``), waiting up to ``timeout`` for the first."""
+        state: _StreamState = subscription.state
+        args: list[Any] = ["XREADGROUP", "GROUP", subscription.group, subscription.consumer]
+        args += ["COUNT", max_messages]
+        if timeout > 0:
+            args += ["BLOCK", max(1, int(timeout * 1000))]
+        args += ["STREAMS", state.key, ">"]
+        client: Any = self._client
+
+        def read() -> Any:
+            try:
+                return client.execute_command(*args)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                create_group(self._client, state.key, subscription.group, state.start_id)
+                return None
+
+        reply = self._reconnector.call(read, topic=subscription.topic)
+        if not reply:
+            return []
+        # RESP2: [[key, entries]]; RESP3: {key: entries}.
+        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        return self._deliveries(subscription, entries)
+
+    def _deliveries(self, subscription: Subscription, entries: list[Any]) -> list[Delivery]:
+        """Deliveries (first attempts) of ``[[id, [field, value, ...]], ...]``."""
+        state: _StreamState = subscription.state
+        topic, group, consumer, key = (
+            subscription.topic,
+            subscription.group,
+            subscription.consumer,
+            state.key,
+        )
+        decode = self._decode
+        out = []
+        for raw_id, flat in entries:
+            receipt = StreamReceipt(key, group, raw_id.decode(), consumer)
+            out.append(
+                Delivery(decode(topic, flat), subscription=subscription, attempt=1, receipt=receipt)
+            )
+        return out
+
+    def _decode(self, topic: str, flat: list[Any] | None) -> Message:
+        """The message in an entry's flat ``[field, value, ...]`` list."""
+        if (
+            flat is not None
+            and len(flat) == 4
+            and flat[0] == HEADER_FIELD
+            and flat[2] == BODY_FIELD
+        ):
+            message = message_from_header(topic, flat[1], flat[3])
+            if message is not None:
+                return message
+        return decode_fields(topic, pairs(flat or []), self.options.raw_content_type)
 
     def _delivery(
         self, subscription: Subscription, entry_id: str, message: Message, attempt: int
@@ -288,10 +370,12 @@ class RedisStreamBroker(StreamManagement, Broker):
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
         by_member = _by_member(deliveries)
         flag = "1" if self.options.delete_acked else "0"
-        calls = [
-            (self._scripts.ack, [key], [group, consumer, flag, *[d.receipt.entry_id for d in ds]])
-            for (key, group, consumer), ds in by_member.items()
-        ]
+        calls = []
+        for (key, group, consumer), ds in by_member.items():
+            ids = [d.receipt.entry_id for d in ds]
+            # The first and last id bound the batch when it is acked in the order
+            # it was read; the script checks any id outside them on its own.
+            calls.append((self._scripts.ack, [key], [group, consumer, flag, ids[0], ids[-1], *ids]))
         with translate_errors(self.url):
             replies = run_scripts(self._client, calls)
         self._keeper.drop(deliveries)
@@ -300,9 +384,10 @@ class RedisStreamBroker(StreamManagement, Broker):
             for (key, _, _), reply in zip(by_member, replies, strict=True)
             for i in reply
         }
+        if not stale_ids:
+            return
         stale = [d for d in deliveries if (d.receipt.key, d.receipt.entry_id) in stale_ids]
-        if stale:
-            raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+        raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         with self._lease_lock:
@@ -330,6 +415,10 @@ class RedisStreamBroker(StreamManagement, Broker):
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
+        if requeue:
+            for delivery in deliveries:
+                # A requeued entry waits to be reclaimed: the next fetch looks at once.
+                delivery.subscription.state.claim_at = 0.0
         stale = [d for d, done in zip(deliveries, replies, strict=True) if not done]
         if stale:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
@@ -411,9 +500,7 @@ class RedisStreamBroker(StreamManagement, Broker):
                     args=[subscription.group, subscription.consumer, min_idle, limit, 100],
                 )
             for raw_id, raw_fields, count in reaped:
-                message = decode_fields(
-                    subscription.topic, pairs(raw_fields), self.options.raw_content_type
-                )
+                message = self._decode(subscription.topic, raw_fields)
                 self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
 
     def _dead_letter_claimed(
@@ -469,6 +556,10 @@ class RedisStreamBroker(StreamManagement, Broker):
         self._reaper.stop()
         self._keeper.stop()
         self._client.close()
+
+
+def _unparsed(response: Any, **options: Any) -> Any:
+    return response
 
 
 def _by_member(deliveries: Sequence[Delivery]) -> dict[tuple[str, str, str], list[Delivery]]:
