@@ -357,6 +357,14 @@ class Broker(abc.ABC):
         """Renew the leases of ``deliveries`` for ``seconds`` from now."""
         raise NotImplementedError(f"{type(self).__name__} declares ACK but has no _extend")
 
+    def _suspend_renewals(self) -> None:
+        """Stop renewing leases in the background, as a hung consumer would, while the
+        broker stays open. Only the contract suite calls this, to stage a late ack.
+
+        A backend that renews the leases of live consumers must override it; the
+        default does nothing, which is right for backends whose leases simply run out.
+        """
+
     @abc.abstractmethod
     def _inspect(self, topic: str) -> TopicInfo:
         """A snapshot of ``topic``."""
