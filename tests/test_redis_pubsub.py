@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 import time
@@ -39,16 +38,8 @@ def make(redis_target: RedisTarget, prefix: str) -> Iterator[Make]:
         broker.close()
 
 
-def _cli_publish(target: RedisTarget, channel: str, payload: str) -> int:
-    """PUBLISH as a program outside brokerkit does: redis-cli, or a plain redis-py
-    client (the same command on the wire) where redis-cli is not installed."""
-    cli = shutil.which("redis-cli")
-    if cli is None:
-        client = target.client()
-        try:
-            return int(client.publish(channel, payload))
-        finally:
-            client.close()
+def _cli_publish(cli: str, target: RedisTarget, channel: str, payload: str) -> int:
+    """PUBLISH as a program outside brokerkit does, with the real redis-cli."""
     where = ["-h", target.host, "-p", str(target.port), "-n", str(target.db)]
     out = subprocess.run(
         [cli, *where, "PUBLISH", channel, payload],
@@ -185,12 +176,12 @@ def test_prefixes_separate_brokers(make: Make, prefix: str) -> None:
 
 
 def test_redis_cli_publish_of_a_plain_payload_reaches_a_subscriber(
-    make: Make, redis_target: RedisTarget, prefix: str
+    make: Make, redis_target: RedisTarget, prefix: str, redis_cli: str
 ) -> None:
     broker = make()
     assert broker.channel("sensors") == f"{prefix}:{{sensors}}"
     with broker.subscribe("sensors") as subscription:
-        assert _cli_publish(redis_target, broker.channel("sensors"), '{"a":1}') == 1
+        assert _cli_publish(redis_cli, redis_target, broker.channel("sensors"), '{"a":1}') == 1
         delivery = subscription.receive(timeout=WAIT)
     assert delivery is not None
     assert delivery.topic == "sensors" and delivery.body == {"a": 1}
@@ -199,7 +190,7 @@ def test_redis_cli_publish_of_a_plain_payload_reaches_a_subscriber(
 
 
 def test_plain_channels_and_raw_mode_match_a_plain_redis_program(
-    make: Make, redis_target: RedisTarget
+    make: Make, redis_target: RedisTarget, redis_cli: str
 ) -> None:
     broker = make(plain_channels=True, raw=True)
     assert broker.channel("chat:room:9") == "chat:room:9"
@@ -214,7 +205,7 @@ def test_plain_channels_and_raw_mode_match_a_plain_redis_program(
             assert message is not None and message["data"] == b'{"text":"hi"}'
             delivery = subscription.receive(timeout=WAIT)
             assert delivery is not None and delivery.body == {"text": "hi"}
-            assert _cli_publish(redis_target, "chat:room:9", "plain text") == 2
+            assert _cli_publish(redis_cli, redis_target, "chat:room:9", "plain text") == 2
             delivery = subscription.receive(timeout=WAIT)
             assert delivery is not None and delivery.body == "plain text"
     finally:

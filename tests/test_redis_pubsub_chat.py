@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import queue
-import shutil
 import subprocess
 import sys
 import uuid
@@ -101,18 +100,12 @@ def test_messages_reach_everyone_in_the_room_and_no_one_outside(users: Any) -> N
     _hears_nothing(carol)
 
 
-def test_redis_cli_speaks_in_a_room(users: Any, redis_target: RedisTarget) -> None:
+def test_redis_cli_speaks_in_a_room(users: Any, redis_target: RedisTarget, redis_cli: str) -> None:
     room = uuid.uuid4().hex[:8]
     alice = users("alice")
     alice.join(room)
-    cli = shutil.which("redis-cli")
     channel, where = f"chat:room:{room}", ["-h", redis_target.host, "-p", str(redis_target.port)]
-    if cli is not None:
-        subprocess.run([cli, *where, "PUBLISH", channel, "hello from the shell"], check=True)
-    else:
-        client = redis_target.client()
-        client.publish(channel, "hello from the shell")
-        client.close()
+    subprocess.run([redis_cli, *where, "PUBLISH", channel, "hello from the shell"], check=True)
     assert _heard(alice, 1) == [(room, "redis-cli", "hello from the shell")]
 
 
