@@ -54,12 +54,25 @@ def test_publish_writes_one_entry_with_a_header_field_and_the_body(
     fields = entries[0][1]
     assert list(fields) == [b"bk1", b"body"]
     assert fields[b"body"] == b'{"orderId":1}'
-    header = json.loads(fields[b"bk1"])
-    assert header["id"] == message_id
-    assert header["ct"] == "application/json"
-    assert header["h"] == {"trace-id": "abc"}
+    entry_id, content_type, published_at, headers = fields[b"bk1"].decode().split("\n")
+    assert (entry_id, content_type) == (message_id, "application/json")
+    assert float(published_at) > 0
+    assert json.loads(headers) == {"trace-id": "abc"}
     assert [list(f) for _, f in entries[1:]] == [[b"bk1", b"body"]] * 2
     assert [f[b"body"] for _, f in entries[1:]] == [b'{"orderId":2}', b'{"orderId":3}']
+
+
+def test_a_content_type_with_a_line_break_round_trips_through_a_json_header(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    broker.publish("odd", b"x", content_type="text/x-odd\nline")
+    header = redis_client.xrange(broker.stream_key("odd"))[0][1][b"bk1"]
+    assert json.loads(header)["ct"] == "text/x-odd\nline"
+    delivery = broker.subscribe("odd").receive(timeout=1)
+    assert delivery is not None
+    assert (delivery.content_type, delivery.payload) == ("text/x-odd\nline", b"x")
+    delivery.ack()
 
 
 def test_entries_in_the_one_field_per_fact_format_are_still_read(
@@ -84,10 +97,12 @@ def test_a_header_field_that_is_not_a_brokerkit_header_makes_a_raw_entry(
     broker = make()
     redis_client.xadd(broker.stream_key("orders"), {"bk1": "not json", "body": "b"})
     redis_client.xadd(broker.stream_key("orders"), {"bk1": '{"id": 5}', "body": "b"})
+    redis_client.xadd(broker.stream_key("orders"), {"bk1": "id\nct\nnot-a-time", "body": "b"})
     got = list(broker.consume("orders", timeout=0.5, prefetch=10))
     assert [d.body for d in got] == [
         {"bk1": "not json", "body": "b"},
         {"bk1": '{"id": 5}', "body": "b"},
+        {"bk1": "id\nct\nnot-a-time", "body": "b"},
     ]
     assert all(d.id.startswith("raw-") for d in got)
     broker.ack(*got)

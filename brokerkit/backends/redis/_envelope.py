@@ -5,7 +5,8 @@ A framed envelope is ``BK1`` + a JSON header line + the payload bytes, so that
 
     BK1{"id":"...","ct":"application/json","ts":1700000000.0,"h":{...}}\n<payload>
 
-Streams store the same header in a field ``bk1`` and the payload in a field ``body``.
+Streams store the same facts in a header field ``bk1`` (one line each) and the payload
+in a field ``body``.
 A value that is not an envelope is a *raw* payload that another program wrote.
 """
 
@@ -105,25 +106,39 @@ BODY_FIELD = b"body"
 
 
 def stream_header(message: Message) -> str:
-    """The JSON header stored in a stream entry's :data:`HEADER_FIELD`: id, content
-    type, publish time and (when there are any) headers, as in :func:`encode`."""
-    # Built by hand as in encode(): ids are hex, only the content type and headers
-    # need escaping.
-    headers = (
-        ',"h":' + json.dumps(dict(message.headers), ensure_ascii=False, separators=(",", ":"))
-        if message.headers
-        else ""
-    )
-    return (
-        f'{{"id":"{message.id}","ct":{_json_text(message.content_type)},'
-        f'"ts":{message.published_at!r}{headers}}}'
-    )
+    """The header stored in a stream entry's :data:`HEADER_FIELD`: one line each for
+    the id, the content type, the publish time and (when there are any) the headers
+    as a JSON object, such as ``018c...\napplication/json\n1700000000.5``.
+
+    Splitting lines costs a fraction of parsing JSON on every delivery. An id or
+    content type that holds a line break is written as the JSON header of
+    :func:`encode` instead; :func:`message_from_header` reads both.
+    """
+    message_id, content_type = message.id, message.content_type
+    if "\n" in message_id or "\n" in content_type:
+        return json.dumps(
+            {
+                "id": message_id,
+                "ct": content_type,
+                "ts": message.published_at,
+                "h": dict(message.headers),
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+    header = f"{message_id}\n{content_type}\n{message.published_at!r}"
+    if message.headers:
+        # JSON never writes a raw line break, so the headers stay on one line.
+        header += "\n" + json.dumps(
+            dict(message.headers), ensure_ascii=False, separators=(",", ":")
+        )
+    return header
 
 
 def encode_fields(message: Message) -> dict[str, Any]:
-    """The message as stream fields: ``bk1`` (the JSON header) and ``body`` (the
-    payload, as it is). Two fields, so an entry costs little more than a bare
-    ``XADD s * body <payload>``."""
+    """The message as stream fields: ``bk1`` (the header, see :func:`stream_header`)
+    and ``body`` (the payload, as it is). Two fields, so an entry costs little more
+    than a bare ``XADD s * body <payload>``."""
     return {"bk1": stream_header(message), "body": message.payload}
 
 
@@ -131,19 +146,32 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
     """The message whose :data:`HEADER_FIELD` is ``header``, or ``None`` when
     ``header`` is not a brokerkit header (another program wrote the entry)."""
     try:
-        fields, _ = _HEADER_DECODER.raw_decode(header.decode())
-        message_id, content_type = fields["id"], fields.get("ct", "application/octet-stream")
-        published_at, headers = fields.get("ts", 0.0), fields.get("h") or {}
+        text = header.decode()
+        if text[:1] == "{":
+            fields, _ = _HEADER_DECODER.raw_decode(text)
+            message_id, content_type = fields["id"], fields["ct"]
+            published_at, headers = float(fields["ts"]), fields.get("h") or {}
+        else:
+            parts = text.split("\n")
+            if len(parts) == 3:
+                message_id, content_type, ts = parts
+                headers = {}
+            elif len(parts) == 4:
+                message_id, content_type, ts, encoded = parts
+                headers = json.loads(encoded)
+            else:
+                return None
+            published_at = float(ts)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     if (
-        type(message_id) is not str
+        not message_id
+        or type(message_id) is not str
         or type(content_type) is not str
         or type(headers) is not dict
-        or type(published_at) not in (float, int)
     ):
         return None
-    return Message(message_id, topic, payload, content_type, headers, float(published_at))
+    return Message(message_id, topic, payload, content_type, headers, published_at)
 
 
 def decode_fields(

@@ -168,14 +168,14 @@ _ACK = (
     _HELPERS
     + r"""
 local key, group, consumer, delete = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
-local limit = 2 * (#ARGV - 5) + 100
+local n = #ARGV
 local mine = {}
-local range = redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], limit, consumer)
-if type(range) == 'table' and not range.err then
-  for _, p in ipairs(range) do mine[p[1]] = true end
+local range = redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], 2 * (n - 5) + 100, consumer)
+if range.err == nil then
+  for i = 1, #range do mine[range[i][1]] = true end
 end
-local acked, stale = {}, {}
-for i = 6, #ARGV do
+local stale, acked = {}, {}
+for i = 6, n do
   local id = ARGV[i]
   if mine[id] or owned(key, group, consumer, id) then
     acked[#acked + 1] = id

@@ -316,26 +316,31 @@ class RedisStreamBroker(StreamManagement, Broker):
 
     def _deliveries(self, subscription: Subscription, entries: list[Any]) -> list[Delivery]:
         """Deliveries (first attempts) of ``[[id, [field, value, ...]], ...]``."""
+        # The hot loop of every consumer: the common two-field entry is decoded inline.
         state: _StreamState = subscription.state
-        topic, group, consumer, key = (
-            subscription.topic,
-            subscription.group,
-            subscription.consumer,
-            state.key,
-        )
-        decode = self._decode
+        topic, group, consumer = subscription.topic, subscription.group, subscription.consumer
+        key = state.key
+        new_receipt = tuple.__new__
         out = []
         for raw_id, flat in entries:
-            receipt = StreamReceipt(key, group, raw_id.decode(), consumer)
-            out.append(
-                Delivery(decode(topic, flat), subscription=subscription, attempt=1, receipt=receipt)
-            )
+            message = None
+            if (
+                type(flat) is list
+                and len(flat) == 4
+                and flat[0] == HEADER_FIELD
+                and flat[2] == BODY_FIELD
+            ):
+                message = message_from_header(topic, flat[1], flat[3])
+            if message is None:
+                message = self._decode(topic, flat)
+            receipt = new_receipt(StreamReceipt, (key, group, raw_id.decode(), consumer))
+            out.append(Delivery(message, subscription=subscription, attempt=1, receipt=receipt))
         return out
 
-    def _decode(self, topic: str, flat: list[Any] | None) -> Message:
-        """The message in an entry's flat ``[field, value, ...]`` list."""
+    def _decode(self, topic: str, flat: list[Any] | dict[bytes, bytes] | None) -> Message:
+        """The message in an entry's flat ``[field, value, ...]`` list (or field dict)."""
         if (
-            flat is not None
+            type(flat) is list
             and len(flat) == 4
             and flat[0] == HEADER_FIELD
             and flat[2] == BODY_FIELD
@@ -343,7 +348,8 @@ class RedisStreamBroker(StreamManagement, Broker):
             message = message_from_header(topic, flat[1], flat[3])
             if message is not None:
                 return message
-        return decode_fields(topic, pairs(flat or []), self.options.raw_content_type)
+        fields = flat if isinstance(flat, dict) else pairs(flat or [])
+        return decode_fields(topic, fields, self.options.raw_content_type)
 
     def _delivery(
         self, subscription: Subscription, entry_id: str, message: Message, attempt: int
@@ -368,24 +374,24 @@ class RedisStreamBroker(StreamManagement, Broker):
     # -- settling -------------------------------------------------------------------
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        by_member = _by_member(deliveries)
+        by_member = _ids_by_member(deliveries)
         flag = "1" if self.options.delete_acked else "0"
         calls = []
-        for (key, group, consumer), ds in by_member.items():
-            ids = [d.receipt.entry_id for d in ds]
+        for (key, group, consumer), ids in by_member.items():
             # The first and last id bound the batch when it is acked in the order
             # it was read; the script checks any id outside them on its own.
-            calls.append((self._scripts.ack, [key], [group, consumer, flag, ids[0], ids[-1], *ids]))
+            args = [group, consumer, flag, ids[0], ids[-1], *ids]
+            calls.append((self._scripts.ack, [key], args))
         with translate_errors(self.url):
             replies = run_scripts(self._client, calls)
         self._keeper.drop(deliveries)
+        if not any(replies):
+            return
         stale_ids = {
             (key, text(i))
             for (key, _, _), reply in zip(by_member, replies, strict=True)
             for i in reply
         }
-        if not stale_ids:
-            return
         stale = [d for d in deliveries if (d.receipt.key, d.receipt.entry_id) in stale_ids]
         raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
@@ -560,6 +566,20 @@ class RedisStreamBroker(StreamManagement, Broker):
 
 def _unparsed(response: Any, **options: Any) -> Any:
     return response
+
+
+def _ids_by_member(deliveries: Sequence[Delivery]) -> dict[tuple[str, str, str], list[str]]:
+    """The entry ids of ``deliveries`` by (stream key, group, consumer), in order."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for delivery in deliveries:
+        key, group, entry_id, consumer = delivery.receipt
+        member = (key, group, consumer)
+        ids = grouped.get(member)
+        if ids is None:
+            grouped[member] = [entry_id]
+        else:
+            ids.append(entry_id)
+    return grouped
 
 
 def _by_member(deliveries: Sequence[Delivery]) -> dict[tuple[str, str, str], list[Delivery]]:
