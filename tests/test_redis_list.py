@@ -85,12 +85,14 @@ def test_every_key_of_a_topic_shares_its_hash_tag(
     connect, redis_client: redis.Redis, prefix: str
 ) -> None:
     broker = connect(max_deliveries=1)
-    broker.publish_many("orders", ["a", "b"])
+    broker.publish_many("orders", ["a", "b", "c"])
     subscription = broker.subscribe("orders", consumer="c1")
     first = subscription.receive(timeout=5)
     assert first is not None
     first.nack(requeue=False)  # to the dead letters
     assert subscription.receive(timeout=5) is not None  # leased, unsettled
+    # "c" as a BLMOVE leaves it in c1's processing list, before its lease is recorded
+    redis_client.lmove(f"{prefix}:{{orders}}", f"{prefix}:{{orders}}:processing:c1")
     keys = {k.decode() for k in keys_under(redis_client, prefix)}
     assert keys == {
         f"{prefix}:{{orders}}.dlq",

@@ -17,23 +17,38 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
 The per-consumer keys are built from the prefixes; they carry the topic's hash tag,
 so they live in the same cluster slot as the declared keys.
 
+A delivered element lives in exactly one place: its consumer's lease hash (with
+its deadline in ``deadlines``; the two are always written and removed together).
+A consumer's processing list only holds what a ``BLMOVE`` moved and no lease
+covers yet: the script that records the lease takes it out of the list.
+
 A receipt is ``<nonce><seq>:<consumer>``: unique per delivery, and it names the
-consumer whose processing list and lease hash hold the delivery.
+consumer whose lease hash holds the delivery.
 
 An element handed back after a delivery is wrapped as ``BKR<n>\\n<element>``: the
 message was delivered ``n`` times before. A fresh element has no wrapper.
+
+Multi-member commands (``ZADD``, ``HSET``, ``ZMSCORE``...) take at most
+:data:`CHUNK` members per call, well under Lua's ``unpack`` limit.
 """
 
 from __future__ import annotations
 
-__all__ = ["EXTEND", "FETCH", "INSPECT", "RESCUE", "SETTLE"]
+__all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "RESCUE", "SETTLE"]
 
-PREAMBLE = r"""
+#: Members per multi-member command inside a script.
+CHUNK = 500
+
+PREAMBLE = (
+    r"""
 local QUEUE, DEADLINES, CONSUMERS, DLQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local PROC_PREFIX, LEASE_PREFIX = ARGV[1], ARGV[2]
 local MAX = tonumber(ARGV[3])
 local TOPIC, RAW_CT = ARGV[4], ARGV[5]
 local HEARTBEAT = tonumber(ARGV[6])
+local CHUNK = """
+    + str(CHUNK)
+    + r"""
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -48,6 +63,13 @@ end
 local function lease_parts(value)
   local colon = string.find(value, ':', 1, true)
   return tonumber(string.sub(value, 1, colon - 1)), string.sub(value, colon + 1)
+end
+
+-- redis.call(command, key, items[first..last]) in chunks of CHUNK items
+local function call_chunked(command, key, items, step)
+  for i = 1, #items, CHUNK * step do
+    redis.call(command, key, unpack(items, i, math.min(i + CHUNK * step - 1, #items)))
+  end
 end
 
 -- (deliveries before, the element as published)
@@ -74,7 +96,8 @@ local function dead_letter(inner, reason, deliveries)
     end
   end
   if not header then
-    -- a raw element another program wrote: give it an envelope to carry the headers
+    -- a raw element another program wrote: give it an envelope to carry the headers,
+    -- and the id a consumer saw (brokerkit's _envelope.raw_message computes the same)
     local ct = RAW_CT
     if ct == '' then
       if pcall(cjson.decode, inner) then ct = 'application/json'
@@ -103,21 +126,34 @@ local function hand_back(e, requeue, reason)
 end
 
 -- Take one lease away (its deadline passed, or it is settled): returns the
--- element, removed from the processing list, or nil when it was not there.
+-- element, or nil when there was no such lease.
 local function release(receipt)
-  local consumer = consumer_of(receipt)
-  local leases = LEASE_PREFIX .. consumer
+  local leases = LEASE_PREFIX .. consumer_of(receipt)
   redis.call('ZREM', DEADLINES, receipt)
   local value = redis.call('HGET', leases, receipt)
   if not value then return nil end
   redis.call('HDEL', leases, receipt)
   local _, e = lease_parts(value)
-  if redis.call('LREM', PROC_PREFIX .. consumer, 1, e) == 1 then return e end
-  return nil
+  return e
+end
+
+-- The lease deadlines of receipts ARGV[first..last], CHUNK at a time: calls
+-- visit(receipt, deadline or nil) for each, in order.
+local function each_deadline(first, last, visit)
+  for i = first, last, CHUNK do
+    local j = math.min(i + CHUNK - 1, last)
+    local found = redis.call('ZMSCORE', DEADLINES, unpack(ARGV, i, j))
+    for k = i, j do
+      local d = found[k - i + 1]
+      visit(ARGV[k], d and tonumber(d) or nil)
+    end
+  end
 end
 
 -- Elements in a consumer's processing list that no lease covers: moved there by
--- a BLMOVE whose lease was never recorded (the reply was lost, or the consumer died).
+-- a BLMOVE whose lease was never recorded (the reply was lost, or the consumer
+-- died). Lists written by versions that kept leased elements there too are
+-- matched against the leases, so those are not handed back twice.
 local function orphans(consumer)
   local held = {}
   for _, value in ipairs(redis.call('HVALS', LEASE_PREFIX .. consumer)) do
@@ -131,35 +167,49 @@ local function orphans(consumer)
   return found
 end
 """
+)
 
 #: ARGV[7] consumer, [8] how many, [9] lease ms, [10] receipt nonce, [11] first
 #: sequence number, [12] (optional) the element a BLMOVE just moved.
-#: Returns receipt, element, receipt, element, ... in delivery order.
+#: Returns the elements, in delivery order; the i-th (from 0) has the receipt
+#: ``<nonce><first + i>:<consumer>``.
 FETCH = (
     PREAMBLE
     + r"""
 local C = ARGV[7]
-local proc, leases = PROC_PREFIX .. C, LEASE_PREFIX .. C
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local nonce, seq = ARGV[10], tonumber(ARGV[11])
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
 local out = {}
-local function record(e)
-  local r = nonce .. seq .. ':' .. C
-  seq = seq + 1
-  redis.call('HSET', leases, r, t .. ':' .. e)
-  redis.call('ZADD', DEADLINES, t + lease_ms, r)
-  out[#out + 1] = r
-  out[#out + 1] = e
-end
--- The BLMOVEd element is recorded only if it is still there: a rescuer that took
+-- The BLMOVEd element is leased only if it is still there: a rescuer that took
 -- this consumer for dead has already handed it back.
-if ARGV[12] and redis.call('LPOS', proc, ARGV[12]) then record(ARGV[12]) end
-while #out < 2 * want do
-  local e = redis.call('LMOVE', QUEUE, proc, 'RIGHT', 'LEFT')
-  if not e then break end
-  record(e)
+if ARGV[12] and redis.call('LREM', PROC_PREFIX .. C, -1, ARGV[12]) == 1 then
+  out[1] = ARGV[12]
+end
+if #out < want then
+  local taken = redis.call('RPOP', QUEUE, want - #out)
+  if taken then
+    for _, e in ipairs(taken) do out[#out + 1] = e end
+  end
+end
+if #out == 0 then return out end
+local deadline, stamp = t + lease_ms, t .. ':'
+local scores, records = {}, {}
+for i, e in ipairs(out) do
+  local r = nonce .. (seq + i - 1) .. ':' .. C
+  scores[2 * i - 1], scores[2 * i] = deadline, r
+  records[2 * i - 1], records[2 * i] = r, stamp .. e
+end
+-- The elements are out of the queue: if a lease cannot be written (a key of the
+-- wrong type), put them back as they were before failing, so nothing is lost.
+local ok, err = pcall(function()
+  call_chunked('ZADD', DEADLINES, scores, 2)
+  call_chunked('HSET', LEASE_PREFIX .. C, records, 2)
+end)
+if not ok then
+  for i = #out, 1, -1 do redis.call('RPUSH', QUEUE, out[i]) end
+  return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
 end
 return out
 """
@@ -174,9 +224,28 @@ SETTLE = (
 local mode = ARGV[7]
 local t = now_ms()
 local stale = {}
-local first, last, step = 8, #ARGV, 1
-if mode ~= 'ack' then first, last, step = #ARGV, 8, -1 end  -- the first nacked is next out
-for i = first, last, step do
+if mode == 'ack' then
+  local done, by_consumer = {}, {}
+  each_deadline(8, #ARGV, function(r, deadline)
+    if not deadline then
+      stale[#stale + 1] = r
+    elseif deadline <= t then
+      local e = release(r)
+      if e then hand_back(e, true, 'max_deliveries') end
+      stale[#stale + 1] = r
+    else
+      done[#done + 1] = r
+      local C = consumer_of(r)
+      local mine = by_consumer[C]
+      if not mine then mine = {}; by_consumer[C] = mine end
+      mine[#mine + 1] = r
+    end
+  end)
+  call_chunked('ZREM', DEADLINES, done, 1)
+  for C, mine in pairs(by_consumer) do call_chunked('HDEL', LEASE_PREFIX .. C, mine, 1) end
+  return stale
+end
+for i = #ARGV, 8, -1 do  -- the first nacked is next out
   local r = ARGV[i]
   local deadline = tonumber(redis.call('ZSCORE', DEADLINES, r))
   local e = release(r)
@@ -187,7 +256,7 @@ for i = first, last, step do
     stale[#stale + 1] = r
   elseif mode == 'requeue' then
     hand_back(e, true, 'max_deliveries')
-  elseif mode == 'reject' then
+  else
     hand_back(e, false, 'rejected')
   end
 end
@@ -203,23 +272,22 @@ EXTEND = (
     + r"""
 local t = now_ms()
 local lease_ms = tonumber(ARGV[7])
-local stale, seen = {}, {}
-for i = 8, #ARGV do
-  local r = ARGV[i]
-  local deadline = tonumber(redis.call('ZSCORE', DEADLINES, r))
-  local consumer = consumer_of(r)
-  if deadline and deadline > t and redis.call('HEXISTS', LEASE_PREFIX .. consumer, r) == 1 then
-    redis.call('ZADD', DEADLINES, t + lease_ms, r)
-    if not seen[consumer] then
-      seen[consumer] = true
-      redis.call('ZADD', CONSUMERS, 'XX', t + HEARTBEAT, consumer)
-    end
+local stale, renewed, seen = {}, {}, {}
+each_deadline(8, #ARGV, function(r, deadline)
+  if deadline and deadline > t then
+    renewed[#renewed + 1] = t + lease_ms
+    renewed[#renewed + 1] = r
+    seen[consumer_of(r)] = true
   else
     local e = release(r)
     if e then hand_back(e, true, 'max_deliveries') end
     stale[#stale + 1] = r
   end
+end)
+for i = 1, #renewed, 2 * CHUNK do
+  redis.call('ZADD', DEADLINES, 'XX', unpack(renewed, i, math.min(i + 2 * CHUNK - 1, #renewed)))
 end
+for C in pairs(seen) do redis.call('ZADD', CONSUMERS, 'XX', t + HEARTBEAT, C) end
 return stale
 """
 )
@@ -241,27 +309,33 @@ for i = #expired, 1, -1 do  -- latest deadline first: the earliest ends up next 
     moved = moved + 1
   end
 end
+-- a receipt orders deliveries by time, then by sequence number (a longer one is later)
+local function later(a, b)
+  if a[1] ~= b[1] then return a[1] > b[1] end
+  if #a[2] ~= #b[2] then return #a[2] > #b[2] end
+  return a[2] > b[2]
+end
 local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
 for _, C in ipairs(dead) do
   redis.call('ZREM', CONSUMERS, C)
   local proc, leases = PROC_PREFIX .. C, LEASE_PREFIX .. C
-  local held = {}
-  local records = redis.call('HGETALL', leases)
-  for j = 1, #records, 2 do
-    redis.call('ZREM', DEADLINES, records[j])
-    local _, e = lease_parts(records[j + 1])
-    held[e] = (held[e] or 0) + 1
+  -- moved but never leased: never handed to the application, no attempt
+  for _, e in ipairs(orphans(C)) do
+    redis.call('RPUSH', QUEUE, e)
+    moved = moved + 1
   end
-  redis.call('DEL', leases)
-  local elements = redis.call('LRANGE', proc, 0, -1)
   redis.call('DEL', proc)
-  for _, e in ipairs(elements) do  -- newest first: the oldest ends up next out
-    if (held[e] or 0) > 0 then
-      held[e] = held[e] - 1
-      hand_back(e, true, 'max_deliveries')
-    else
-      redis.call('RPUSH', QUEUE, e)  -- never handed to the application: no attempt
-    end
+  local records, held, receipts = redis.call('HGETALL', leases), {}, {}
+  for j = 1, #records, 2 do
+    local delivered, e = lease_parts(records[j + 1])
+    held[#held + 1] = {delivered, records[j], e}
+    receipts[#receipts + 1] = records[j]
+  end
+  call_chunked('ZREM', DEADLINES, receipts, 1)
+  redis.call('DEL', leases)
+  table.sort(held, later)
+  for _, lease in ipairs(held) do  -- newest first: the oldest ends up next out
+    hand_back(lease[3], true, 'max_deliveries')
     moved = moved + 1
   end
 end

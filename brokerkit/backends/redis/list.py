@@ -11,13 +11,13 @@ processing lists of consumers whose heartbeat stopped. See
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import redis
 
@@ -32,7 +32,12 @@ from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis import _list_scripts as scripts
-from brokerkit.backends.redis._client import Reconnector, make_client
+from brokerkit.backends.redis._client import (
+    TRANSIENT_ERRORS,
+    Reconnector,
+    make_client,
+    translate_errors,
+)
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._list_keys import ListKeys, check_queue_key, list_keys
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
@@ -91,17 +96,32 @@ class RedisListOptions(RedisOptions):
         return self.visibility_timeout / 3
 
 
-@dataclass(frozen=True)
-class _Receipt:
-    topic: str
-    token: str  # "<nonce><seq>:<consumer>", the lease's name in Redis
+class _Topic:
+    """A topic's keys, and the keys and first arguments of every script call on it
+    (see :mod:`._list_scripts`), computed once."""
+
+    __slots__ = ("common", "keys", "script_keys")
+
+    def __init__(self, keys: ListKeys, topic: str, options: RedisListOptions) -> None:
+        self.keys = keys
+        self.script_keys = keys.script_keys()
+        self.common: list[Any] = [
+            keys.processing_prefix,
+            keys.leases_prefix,
+            options.max_deliveries or 0,
+            topic,
+            options.raw_content_type or "",
+            int(options.heartbeat * 1000),
+        ]
 
 
 class _Consumer:
-    """The state of one subscription."""
+    """The state of one subscription. A delivery's receipt is the string
+    ``<nonce><seq>:<consumer>``, the name of its lease in Redis."""
 
-    def __init__(self, keys: ListKeys, reconnector: Reconnector) -> None:
-        self.keys = keys
+    def __init__(self, plan: _Topic, reconnector: Reconnector) -> None:
+        self.plan = plan
+        self.keys = plan.keys
         self.reconnector = reconnector
         self.nonce = _nonce()
         self.seq = 0
@@ -137,7 +157,8 @@ class RedisListBroker(Broker):
             name: self._client.register_script(getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
         }
-        self._key_cache: dict[str, ListKeys] = {}
+        self._topics: dict[str, _Topic] = {}
+        self._lease_ms = int(self.options.visibility_timeout * 1000)
         self._keeper = LeaseKeeper(
             self._renew, self.options.renew_interval, name=f"brokerkit-leases {url}"
         )
@@ -153,29 +174,48 @@ class RedisListBroker(Broker):
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _keys(self, topic: str) -> ListKeys:
-        keys = self._key_cache.get(topic)
-        if keys is None:
+    def _topic(self, topic: str) -> _Topic:
+        plan = self._topics.get(topic)
+        if plan is None:
             keys = list_keys(self.options.prefix, topic, self.options.queue_key)
-            if len(self._key_cache) < 1024:
-                self._key_cache[topic] = keys
-        return keys
+            plan = _Topic(keys, topic, self.options)
+            if len(self._topics) < 1024:
+                self._topics[topic] = plan
+        return plan
+
+    def _keys(self, topic: str) -> ListKeys:
+        return self._topic(topic).keys
 
     def _call(
         self, operation: Callable[[], _T], topic: str, reconnector: Reconnector | None = None
     ) -> _T:
         """``operation()`` through connection loss, with WRONGTYPE made clear."""
+        try:
+            return operation()
+        except redis.RedisError as exc:
+            first = exc
+        # The slow path, only after an error: the first attempt costs no more than
+        # the command itself.
+        if not isinstance(first, TRANSIENT_ERRORS):
+            self._raise(first, topic)
 
         def checked() -> _T:
             try:
                 return operation()
             except redis.ResponseError as exc:
-                if "WRONGTYPE" in str(exc):
-                    raise self._wrong_type(topic) from exc
-                raise
+                self._raise(exc, topic)
 
         runner = reconnector or Reconnector(self.url, self.options.reconnect_timeout)
+        # The reply of the first attempt may have been lost on the way.
+        runner.reconnected = True
         return runner.call(checked, topic=topic)
+
+    def _raise(self, exc: redis.RedisError, topic: str) -> NoReturn:
+        if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
+            raise self._wrong_type(topic) from exc
+        with translate_errors(self.url, topic):
+            raise exc
+        raise AssertionError("translate_errors re-raises")  # pragma: no cover
 
     def _wrong_type(self, topic: str) -> IncompatibleTopic:
         keys = self._keys(topic)
@@ -196,38 +236,32 @@ class RedisListBroker(Broker):
             "redis+list needs; use another topic or prefix"
         )
 
-    def _script(self, name: str, keys: ListKeys, topic: str, *args: Any) -> Any:
+    def _script(self, name: str, plan: _Topic, *args: Any) -> Any:
         """Run one of :mod:`._list_scripts` with the common arguments first."""
-        opts = self.options
-        return self._scripts[name](
-            keys=keys.script_keys(),
-            args=[
-                keys.processing_prefix,
-                keys.leases_prefix,
-                opts.max_deliveries or 0,
-                topic,
-                opts.raw_content_type or "",
-                int(opts.heartbeat * 1000),
-                *args,
-            ],
-        )
+        return self._scripts[name](keys=plan.script_keys, args=[*plan.common, *args])
 
     # -- publishing ---------------------------------------------------------------
 
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
-        if self.options.raw and any(m.headers for m in messages):
-            raise InvalidMessage(
-                "raw=true publishes plain payloads, which cannot carry headers; "
-                "publish without headers or turn raw off"
-            )
-        queue = self._keys(topic).queue
-        values = [m.payload if self.options.raw else _envelope.encode(m) for m in messages]
-        maxlen = self.options.maxlen
+        options = self.options
+        if options.raw:
+            if any(m.headers for m in messages):
+                raise InvalidMessage(
+                    "raw=true publishes plain payloads, which cannot carry headers; "
+                    "publish without headers or turn raw off"
+                )
+            values = [m.payload for m in messages]
+        else:
+            encode = _envelope.encode
+            values = [encode(m) for m in messages]
+        queue = self._topic(topic).keys.queue
+        maxlen = options.maxlen
+        if len(values) <= _PUSH_CHUNK and maxlen is None:
+            lpush = self._client.lpush
+            self._call(lambda: lpush(queue, *values), topic)
+            return
 
         def push() -> None:
-            if len(values) <= _PUSH_CHUNK and maxlen is None:
-                self._client.lpush(queue, *values)
-                return
             pipe = self._client.pipeline(transaction=True)
             for start in range(0, len(values), _PUSH_CHUNK):
                 pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
@@ -240,9 +274,9 @@ class RedisListBroker(Broker):
     # -- consuming ----------------------------------------------------------------
 
     def _subscribe(self, subscription: Subscription) -> None:
-        keys = self._keys(subscription.topic)
+        plan = self._topic(subscription.topic)
         reconnector = Reconnector(self.url, self.options.reconnect_timeout)
-        subscription.state = _Consumer(keys, reconnector)
+        subscription.state = _Consumer(plan, reconnector)
 
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float
@@ -282,37 +316,41 @@ class RedisListBroker(Broker):
         return fetched
 
     def _claim(self, subscription: Subscription, count: int, moved: bytes | None) -> list[Delivery]:
+        """Lease up to ``count`` deliveries (``moved`` first) in one script call."""
         state: _Consumer = subscription.state
-        topic = subscription.topic
-        lease_ms = int(self.options.visibility_timeout * 1000)
-        extra = [] if moved is None else [moved]
-        reply = self._consumer_call(
-            subscription,
-            lambda: self._script(
-                "FETCH",
-                state.keys,
-                topic,
-                subscription.consumer,
-                count,
-                lease_ms,
-                state.nonce,
-                state.seq,
-                *extra,
-            ),
-        )
+        consumer = subscription.consumer
+        run = self._scripts["FETCH"]
+        script_keys, common = state.plan.script_keys, state.plan.common
+        extra = () if moved is None else (moved,)
+
+        def fetch() -> tuple[str, int, list[bytes]]:
+            # Every attempt takes fresh sequence numbers: one whose reply was lost may
+            # have leased elements under the receipts it sent.
+            nonce, first = state.nonce, state.seq
+            state.seq = first + count
+            args = [*common, consumer, count, self._lease_ms, nonce, first, *extra]
+            return nonce, first, run(keys=script_keys, args=args)
+
+        nonce, first, elements = self._consumer_call(subscription, fetch)
         state.heartbeat_at = time.monotonic()
-        state.seq += len(reply) // 2
+        if not elements:
+            return []
+        topic = subscription.topic
+        raw_content_type = self.options.raw_content_type
+        decode = _envelope.decode
+        suffix = ":" + consumer
         deliveries = []
-        for index in range(0, len(reply), 2):
-            token, element = reply[index].decode(), reply[index + 1]
-            before, inner = _unwrap(element)
-            message = _envelope.decode(topic, inner, self.options.raw_content_type)
+        for seq, element in enumerate(elements, first):
+            attempt = 1
+            if element[:3] == b"BKR":
+                before, element = _unwrap(element)
+                attempt += before
             deliveries.append(
                 Delivery(
-                    message,
+                    decode(topic, element, raw_content_type),
                     subscription=subscription,
-                    attempt=before + 1,
-                    receipt=_Receipt(topic, token),
+                    attempt=attempt,
+                    receipt=f"{nonce}{seq}{suffix}",
                 )
             )
         self._keeper.hold(deliveries)
@@ -339,9 +377,7 @@ class RedisListBroker(Broker):
         state.reconcile = False
         moved, wait_ms, _ = self._consumer_call(
             subscription,
-            lambda: self._script(
-                "RESCUE", state.keys, subscription.topic, _RESCUE_LIMIT, subscription.consumer
-            ),
+            lambda: self._script("RESCUE", state.plan, _RESCUE_LIMIT, subscription.consumer),
         )
         if moved:
             state.idle = False
@@ -352,7 +388,9 @@ class RedisListBroker(Broker):
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         if unreturned:
-            self._nack(unreturned, True)
+            # Those whose lease already ran out are back in the queue: nothing to do.
+            with contextlib.suppress(StaleDelivery):
+                self._nack(unreturned, True)
         state: _Consumer = subscription.state
         # Returned-but-unsettled deliveries keep their leases (renewed while this
         # broker lives); the heartbeat entry goes, so nothing of it is left behind.
@@ -383,27 +421,31 @@ class RedisListBroker(Broker):
 
     def _renew(self, deliveries: list[Delivery]) -> None:
         """The lease keeper's beat: renew every held lease for a visibility timeout."""
-        stale = self._per_topic(deliveries, "EXTEND", int(self.options.visibility_timeout * 1000))
+        stale = self._per_topic(deliveries, "EXTEND", self._lease_ms)
         if stale:
             self._keeper.drop(stale)
             log.warning("%d lease(s) had run out before they could be renewed", len(stale))
 
     def _per_topic(self, deliveries: Sequence[Delivery], script: str, first: Any) -> list[Delivery]:
-        """Run ``script`` once per topic over the deliveries' receipts; return the
-        deliveries whose receipts came back stale."""
-        by_topic: dict[str, list[Delivery]] = defaultdict(list)
+        """Run ``script`` once per topic over the deliveries' receipts (one call for
+        the usual batch of one topic); return the deliveries whose receipts came
+        back stale."""
+        by_topic: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
-            by_topic[delivery.receipt.topic].append(delivery)
+            topic = delivery.subscription.topic
+            group = by_topic.get(topic)
+            if group is None:
+                by_topic[topic] = group = []
+            group.append(delivery)
+        run = self._scripts[script]
         stale: list[Delivery] = []
         for topic, group in by_topic.items():
-            keys = self._keys(topic)
-            tokens = [d.receipt.token for d in group]
-            reply = self._call(
-                lambda k=keys, t=topic, r=tokens: self._script(script, k, t, first, *r),  # type: ignore[misc]
-                topic,
-            )
-            lost = {token.decode() for token in reply}
-            stale.extend(d for d in group if d.receipt.token in lost)
+            plan = self._topic(topic)
+            args = [*plan.common, first, *[d.receipt for d in group]]
+            reply = self._call(lambda k=plan.script_keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
+            if reply:
+                lost = {token.decode() for token in reply}
+                stale.extend(d for d in group if d.receipt in lost)
         return stale
 
     # -- management ---------------------------------------------------------------
@@ -417,19 +459,18 @@ class RedisListBroker(Broker):
         :returns: how many deliveries were handed back.
         """
         self._check_open()
-        keys = self._keys(check_topic(topic))
+        plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _ = self._call(
-                lambda: self._script("RESCUE", keys, topic, _RESCUE_LIMIT, ""), topic
-            )
+            moved, _, _ = self._call(lambda: self._script("RESCUE", plan, _RESCUE_LIMIT, ""), topic)
             total += int(moved)
             if moved < _RESCUE_LIMIT:
                 return total
 
     def _inspect(self, topic: str) -> TopicInfo:
-        keys = self._keys(topic)
-        reply = self._call(lambda: self._script("INSPECT", keys, topic), topic)
+        plan = self._topic(topic)
+        keys = plan.keys
+        reply = self._call(lambda: self._script("INSPECT", plan), topic)
         length, dead, now_ms, in_flight, oldest_ms, count = reply[:6]
         consumers = []
         for index in range(6, 6 + 4 * count, 4):
@@ -438,9 +479,7 @@ class RedisListBroker(Broker):
             if beat_ms >= 0:
                 idle = max((now_ms - (beat_ms - self.options.heartbeat * 1000)) / 1000, 0.0)
             consumers.append(
-                ConsumerInfo(
-                    name.decode(errors="replace"), pending=max(processing, leased), idle=idle
-                )
+                ConsumerInfo(name.decode(errors="replace"), pending=processing + leased, idle=idle)
             )
         group = GroupInfo(DEFAULT_GROUP, pending=in_flight, lag=length, consumers=tuple(consumers))
         return TopicInfo(
