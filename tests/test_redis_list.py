@@ -42,14 +42,14 @@ def keys_under(client: redis.Redis, prefix: str) -> set[bytes]:
     return set(client.scan_iter(match=f"{prefix}:*", count=1000))
 
 
-def wait_for_server_time_past_deadlines(client: redis.Redis, deadlines_key: str) -> None:
+def wait_for_server_time_past_deadlines(client: redis.Redis, expiry_key: str) -> None:
     """Poll (with a deadline) until the server's clock is past every lease deadline."""
-    latest = client.zrange(deadlines_key, -1, -1, withscores=True)
-    assert latest, "no lease was recorded"
+    deadlines = [int(value) for value in client.hvals(expiry_key)]
+    assert deadlines, "no lease was recorded"
     limit = time.monotonic() + 10
     while True:
         seconds, micros = client.time()
-        if seconds * 1000 + micros // 1000 > latest[0][1]:
+        if seconds * 1000 + micros // 1000 > max(deadlines):
             return
         assert time.monotonic() < limit, "the server's clock never passed the lease deadline"
         time.sleep(0.02)
@@ -99,6 +99,7 @@ def test_every_key_of_a_topic_shares_its_hash_tag(
         f"{prefix}:{{orders}}:processing:c1",
         f"{prefix}:{{orders}}:leases:c1",
         f"{prefix}:{{orders}}:deadlines",
+        f"{prefix}:{{orders}}:expiry",
         f"{prefix}:{{orders}}:consumers",
     }
 
@@ -176,7 +177,7 @@ def test_four_rescuers_requeue_each_stuck_delivery_exactly_once(
         assert all(held)
         details = crashed.inspect("orders").details
         crashed.close()  # a crash: nothing settled, nothing renewed
-        wait_for_server_time_past_deadlines(redis_client, details["deadlines_key"])
+        wait_for_server_time_past_deadlines(redis_client, details["expiry_key"])
         rescuers = [connect() for _ in range(4)]
         barrier = threading.Barrier(4)
         counts: list[int] = []
@@ -319,3 +320,93 @@ def test_inspect_reports_lengths_in_flight_and_age(connect) -> None:
     assert [(c.name, c.pending) for c in group.consumers] == [("worker-1", 1)]
     assert broker.purge("orders") == 3
     assert broker.inspect("orders").length == 0
+
+
+# -- batches --------------------------------------------------------------------
+
+
+def test_a_batch_over_the_script_chunk_is_leased_and_acked_whole(
+    connect, redis_client: redis.Redis, prefix: str
+) -> None:
+    """A fetch and an ack of more deliveries than one script command takes (CHUNK)."""
+    broker = connect()
+    before = keys_under(redis_client, prefix)
+    ids = broker.publish_many("orders", range(1300))
+    subscription = broker.subscribe("orders", prefetch=1200)
+    got = [subscription.receive(timeout=5) for _ in range(1300)]
+    assert all(got)
+    assert [d.id for d in got if d is not None] == ids
+    assert broker.inspect("orders").in_flight == 1300
+    broker.ack(*[d for d in got if d is not None])
+    assert broker.inspect("orders").in_flight == 0
+    subscription.close()
+    assert keys_under(redis_client, prefix) == before
+
+
+def test_shortening_one_lease_of_a_batch_leaves_the_others_leased(
+    connect, redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    broker.publish_many("orders", ["a", "b", "c"])
+    subscription = broker.subscribe("orders", prefetch=3)
+    a, b, c = (subscription.receive(timeout=5) for _ in range(3))
+    assert a is not None and b is not None and c is not None
+    b.extend(seconds=0.05)
+    details = broker.inspect("orders").details
+    limit = time.monotonic() + 10
+    while broker.rescue("orders") == 0:  # b comes back once the server's clock passes
+        assert time.monotonic() < limit, "the shortened lease never ran out"
+        time.sleep(0.02)
+    assert redis_client.llen(details["queue_key"]) == 1  # b alone
+    with pytest.raises(brokerkit.StaleDelivery):
+        b.ack()
+    broker.ack(a, c)  # still theirs
+    again = subscription.receive(timeout=5)
+    assert again is not None and (again.body, again.attempt) == ("b", 2)
+    again.ack()
+    assert broker.inspect("orders").in_flight == 0
+
+
+def test_a_lease_key_of_the_wrong_type_fails_the_fetch_and_loses_nothing(
+    connect, redis_client: redis.Redis, prefix: str
+) -> None:
+    broker = connect()
+    broker.publish_many("orders", ["a", "b"])
+    queued = redis_client.lrange(f"{prefix}:{{orders}}", 0, -1)
+    redis_client.set(f"{prefix}:{{orders}}:expiry", "not a hash")
+    subscription = broker.subscribe("orders", prefetch=2)
+    with pytest.raises(IncompatibleTopic, match="holds a string, not a hash"):
+        subscription.receive(timeout=0.1)
+    # popped, then put back as they were: nothing leased, nothing lost, order kept
+    assert redis_client.lrange(f"{prefix}:{{orders}}", 0, -1) == queued
+    assert redis_client.exists(f"{prefix}:{{orders}}:deadlines") == 0
+    assert redis_client.exists(f"{prefix}:{{orders}}:leases:{subscription.consumer}") == 0
+    redis_client.delete(f"{prefix}:{{orders}}:expiry")
+    got = [subscription.receive(timeout=5) for _ in range(2)]
+    assert [d.body for d in got if d is not None] == ["a", "b"]
+    assert {d.attempt for d in got if d is not None} == {1}
+    broker.ack(*[d for d in got if d is not None])
+
+
+@pytest.mark.parametrize("how", ["rejected", "max_deliveries"])
+def test_a_dead_lettered_raw_element_keeps_the_id_the_consumer_saw(
+    connect, redis_client: redis.Redis, how: str
+) -> None:
+    """Lua gives a dead-lettered plain element the same digest id as the consumer's."""
+    broker = connect(max_deliveries=1)
+    queue = broker.inspect("orders").details["queue_key"]
+    redis_client.lpush(queue, b'{"orderId": 7}', b"\xff\x00 not text")
+    subscription = broker.subscribe("orders", prefetch=2)
+    seen = [subscription.receive(timeout=5) for _ in range(2)]
+    assert all(seen)
+    ids = [d.id for d in seen if d is not None]
+    assert all(i.startswith("raw-") and len(i) == 28 for i in ids) and ids[0] != ids[1]
+    for delivery in seen:
+        assert delivery is not None
+        delivery.nack(requeue=how == "max_deliveries")  # max_deliveries=1: dead either way
+    dead_topic = broker.dead_letter_topic("orders")
+    dead = [broker.subscribe(dead_topic).receive(timeout=5) for _ in range(2)]
+    assert [d.id for d in dead if d is not None] == ids
+    assert [d.payload for d in dead if d is not None] == [d.payload for d in seen if d]
+    assert {d.headers["x-dead-letter-reason"] for d in dead if d is not None} == {how}
+    broker.ack(*[d for d in dead if d is not None])

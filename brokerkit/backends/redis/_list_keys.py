@@ -16,11 +16,13 @@ class ListKeys:
     """The keys of one topic; all of them hash to the queue's cluster slot.
 
     :ivar queue: the list producers LPUSH to (``brokerkit:{orders}``).
-    :ivar deadlines: ZSET of receipt -> lease deadline, in server milliseconds.
+    :ivar deadlines: ZSET of lease group -> the earliest deadline it may hold, in server
+        milliseconds: the rescuers' index (see :mod:`._list_scripts`).
     :ivar consumers: ZSET of consumer -> heartbeat deadline, in server milliseconds.
     :ivar dead_letters: the queue of the dead-letter topic (``brokerkit:{orders}.dlq``).
     :ivar processing_prefix: a consumer's processing list is this + its name.
     :ivar leases_prefix: a consumer's lease hash (receipt -> element) is this + its name.
+    :ivar expiry: HASH of receipt -> lease deadline, in server milliseconds.
     """
 
     queue: str
@@ -29,6 +31,7 @@ class ListKeys:
     dead_letters: str
     processing_prefix: str
     leases_prefix: str
+    expiry: str
 
     def processing(self, consumer: str) -> str:
         """The processing list of ``consumer``."""
@@ -40,7 +43,7 @@ class ListKeys:
 
     def script_keys(self) -> list[str]:
         """The keys every script of :mod:`._list_scripts` declares."""
-        return [self.queue, self.deadlines, self.consumers, self.dead_letters]
+        return [self.queue, self.deadlines, self.consumers, self.dead_letters, self.expiry]
 
     def expected_types(self) -> dict[str, str]:
         """The Redis type each fixed key must have, for a clear WRONGTYPE error."""
@@ -49,6 +52,7 @@ class ListKeys:
             self.dead_letters: "list",
             self.deadlines: "zset",
             self.consumers: "zset",
+            self.expiry: "hash",
         }
 
 
@@ -90,6 +94,7 @@ def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKe
         dead_letters=dead_letters,
         processing_prefix=name("processing") + ":",
         leases_prefix=name("leases") + ":",
+        expiry=name("expiry"),
     )
 
 

@@ -4,9 +4,10 @@ key runs as one atomic script, judged by the server's clock (``TIME``).
 Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
 
     KEYS[1] queue       the list producers LPUSH to and consumers take from the right
-    KEYS[2] deadlines   ZSET receipt -> lease deadline (server ms)
+    KEYS[2] deadlines   ZSET lease group -> the earliest deadline it may hold (server ms)
     KEYS[3] consumers   ZSET consumer -> heartbeat deadline (server ms)
     KEYS[4] dead letters, the queue of the dead-letter topic
+    KEYS[5] expiry      HASH receipt -> lease deadline (server ms)
     ARGV[1] prefix of processing lists    (+ consumer)
     ARGV[2] prefix of lease hashes        (+ consumer): receipt -> "<delivered ms>:<element>"
     ARGV[3] max_deliveries (0: no limit)
@@ -17,18 +18,28 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
 The per-consumer keys are built from the prefixes; they carry the topic's hash tag,
 so they live in the same cluster slot as the declared keys.
 
-A delivered element lives in exactly one place: its consumer's lease hash (with
-its deadline in ``deadlines``; the two are always written and removed together).
-A consumer's processing list only holds what a ``BLMOVE`` moved and no lease
-covers yet: the script that records the lease takes it out of the list.
+A delivered element lives in exactly one place: its consumer's lease hash, with
+its deadline in ``expiry`` (the two are always written and removed together, and
+``expiry`` is the authority on whether a lease is live). A consumer's processing
+list only holds what a ``BLMOVE`` moved and no lease covers yet: the script that
+records the lease takes it out of the list.
 
 A receipt is ``<nonce><seq>:<consumer>``: unique per delivery, and it names the
 consumer whose lease hash holds the delivery.
 
+``deadlines`` indexes the leases for rescuers by *lease group*: a fetch of ``n``
+deliveries adds one member ``<nonce><first>+<n>:<consumer>`` (naming the receipts
+``<nonce><first>`` ... ``<nonce><first + n - 1>``), and shortening one lease by hand
+adds the receipt itself as a group of one. A group's score is never later than the
+deadline of any live lease in it; a rescuer visiting a group hands back what has
+expired and re-scores it to its earliest live deadline, or removes it. So a fetch or
+an ack costs one ``deadlines`` command however many deliveries it covers, and a
+renewal none.
+
 An element handed back after a delivery is wrapped as ``BKR<n>\\n<element>``: the
 message was delivered ``n`` times before. A fresh element has no wrapper.
 
-Multi-member commands (``ZADD``, ``HSET``, ``ZMSCORE``...) take at most
+Multi-member commands (``HSET``, ``HMGET``, ``HDEL``...) take at most
 :data:`CHUNK` members per call, well under Lua's ``unpack`` limit.
 """
 
@@ -41,7 +52,7 @@ CHUNK = 500
 
 PREAMBLE = (
     r"""
-local QUEUE, DEADLINES, CONSUMERS, DLQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local QUEUE, DEADLINES, CONSUMERS, DLQ, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local PROC_PREFIX, LEASE_PREFIX = ARGV[1], ARGV[2]
 local MAX = tonumber(ARGV[3])
 local TOPIC, RAW_CT = ARGV[4], ARGV[5]
@@ -70,6 +81,34 @@ local function call_chunked(command, key, items, step)
   for i = 1, #items, CHUNK * step do
     redis.call(command, key, unpack(items, i, math.min(i + CHUNK * step - 1, #items)))
   end
+end
+
+-- redis.call(command, key, items[first..last]) CHUNK items at a time, the replies joined
+local function gather(command, key, items, first, last)
+  local out = {}
+  for i = first, last, CHUNK do
+    local got = redis.call(command, key, unpack(items, i, math.min(i + CHUNK - 1, last)))
+    for k = 1, #got do out[#out + 1] = got[k] end
+  end
+  return out
+end
+
+-- The receipts of a lease group (see the module's documentation).
+local function group_receipts(g)
+  local colon = string.find(g, ':', 1, true)
+  local plus = string.find(g, '+', 1, true)
+  if not colon or not plus or plus > colon then return {g} end
+  local dash = string.find(g, '-', 1, true)
+  local nonce, first = string.sub(g, 1, dash), tonumber(string.sub(g, dash + 1, plus - 1))
+  local n, tail = tonumber(string.sub(g, plus + 1, colon - 1)), string.sub(g, colon)
+  local out = {}
+  for i = 0, n - 1 do out[i + 1] = nonce .. (first + i) .. tail end
+  return out
+end
+
+-- No lease left: every group is empty, drop the index.
+local function tidy()
+  if redis.call('HLEN', EXPIRY) == 0 then redis.call('DEL', DEADLINES) end
 end
 
 -- (deliveries before, the element as published)
@@ -129,7 +168,7 @@ end
 -- element, or nil when there was no such lease.
 local function release(receipt)
   local leases = LEASE_PREFIX .. consumer_of(receipt)
-  redis.call('ZREM', DEADLINES, receipt)
+  redis.call('HDEL', EXPIRY, receipt)
   local value = redis.call('HGET', leases, receipt)
   if not value then return nil end
   redis.call('HDEL', leases, receipt)
@@ -142,7 +181,7 @@ end
 local function each_deadline(first, last, visit)
   for i = first, last, CHUNK do
     local j = math.min(i + CHUNK - 1, last)
-    local found = redis.call('ZMSCORE', DEADLINES, unpack(ARGV, i, j))
+    local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
     for k = i, j do
       local d = found[k - i + 1]
       visit(ARGV[k], d and tonumber(d) or nil)
@@ -194,20 +233,25 @@ if #out < want then
   end
 end
 if #out == 0 then return out end
-local deadline, stamp = t + lease_ms, t .. ':'
-local scores, records = {}, {}
+local deadline, stamp, tail = t + lease_ms, t .. ':', ':' .. C
+local receipts, expiry, records = {}, {}, {}
 for i, e in ipairs(out) do
-  local r = nonce .. (seq + i - 1) .. ':' .. C
-  scores[2 * i - 1], scores[2 * i] = deadline, r
+  local r = nonce .. (seq + i - 1) .. tail
+  receipts[i] = r
+  expiry[2 * i - 1], expiry[2 * i] = r, deadline
   records[2 * i - 1], records[2 * i] = r, stamp .. e
 end
 -- The elements are out of the queue: if a lease cannot be written (a key of the
--- wrong type), put them back as they were before failing, so nothing is lost.
+-- wrong type), undo and put them back as they were before failing: nothing is lost.
 local ok, err = pcall(function()
-  call_chunked('ZADD', DEADLINES, scores, 2)
+  redis.call('ZADD', DEADLINES, deadline, nonce .. seq .. '+' .. #out .. tail)
+  call_chunked('HSET', EXPIRY, expiry, 2)
   call_chunked('HSET', LEASE_PREFIX .. C, records, 2)
 end)
 if not ok then
+  pcall(call_chunked, 'HDEL', EXPIRY, receipts, 1)
+  pcall(call_chunked, 'HDEL', LEASE_PREFIX .. C, receipts, 1)
+  pcall(redis.call, 'ZREM', DEADLINES, nonce .. seq .. '+' .. #out .. tail)
   for i = #out, 1, -1 do redis.call('RPUSH', QUEUE, out[i]) end
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
 end
@@ -241,13 +285,14 @@ if mode == 'ack' then
       mine[#mine + 1] = r
     end
   end)
-  call_chunked('ZREM', DEADLINES, done, 1)
+  call_chunked('HDEL', EXPIRY, done, 1)
   for C, mine in pairs(by_consumer) do call_chunked('HDEL', LEASE_PREFIX .. C, mine, 1) end
+  tidy()
   return stale
 end
 for i = #ARGV, 8, -1 do  -- the first nacked is next out
   local r = ARGV[i]
-  local deadline = tonumber(redis.call('ZSCORE', DEADLINES, r))
+  local deadline = tonumber(redis.call('HGET', EXPIRY, r))
   local e = release(r)
   if not e then
     stale[#stale + 1] = r
@@ -260,6 +305,7 @@ for i = #ARGV, 8, -1 do  -- the first nacked is next out
     hand_back(e, false, 'rejected')
   end
 end
+tidy()
 return stale
 """
 )
@@ -272,11 +318,14 @@ EXTEND = (
     + r"""
 local t = now_ms()
 local lease_ms = tonumber(ARGV[7])
+local new = t + lease_ms
 local stale, renewed, seen = {}, {}, {}
 each_deadline(8, #ARGV, function(r, deadline)
   if deadline and deadline > t then
-    renewed[#renewed + 1] = t + lease_ms
     renewed[#renewed + 1] = r
+    renewed[#renewed + 1] = new
+    -- a later deadline keeps its group's score a lower bound; an earlier one does not
+    if new < deadline then redis.call('ZADD', DEADLINES, new, r) end
     seen[consumer_of(r)] = true
   else
     local e = release(r)
@@ -284,29 +333,44 @@ each_deadline(8, #ARGV, function(r, deadline)
     stale[#stale + 1] = r
   end
 end)
-for i = 1, #renewed, 2 * CHUNK do
-  redis.call('ZADD', DEADLINES, 'XX', unpack(renewed, i, math.min(i + 2 * CHUNK - 1, #renewed)))
-end
+call_chunked('HSET', EXPIRY, renewed, 2)
 for C in pairs(seen) do redis.call('ZADD', CONSUMERS, 'XX', t + HEARTBEAT, C) end
+if #stale > 0 then tidy() end
 return stale
 """
 )
 
 #: ARGV[7] at most this many leases and this many dead consumers per call;
 #: ARGV[8] a live consumer whose orphans to hand back too ("" : none).
-#: Returns {deliveries handed back, ms until the next lease deadline or -1, orphans}.
+#: Returns {deliveries handed back, ms until the next group is due or -1, orphans,
+#: lease groups visited (``limit`` when more may be due)}.
 RESCUE = (
     PREAMBLE
     + r"""
 local t = now_ms()
 local limit = tonumber(ARGV[7])
 local moved = 0
-local expired = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'LIMIT', 0, limit)
-for i = #expired, 1, -1 do  -- latest deadline first: the earliest ends up next out
-  local e = release(expired[i])
-  if e then
-    hand_back(e, true, 'max_deliveries')
-    moved = moved + 1
+local due = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'LIMIT', 0, limit)
+for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
+  local receipts = group_receipts(due[i])
+  local found = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+  local earliest
+  for j = #receipts, 1, -1 do
+    local deadline = found[j] and tonumber(found[j])
+    if deadline and deadline <= t then
+      local e = release(receipts[j])
+      if e then
+        hand_back(e, true, 'max_deliveries')
+        moved = moved + 1
+      end
+    elseif deadline and (not earliest or deadline < earliest) then
+      earliest = deadline
+    end
+  end
+  if earliest then
+    redis.call('ZADD', DEADLINES, earliest, due[i])
+  else
+    redis.call('ZREM', DEADLINES, due[i])
   end
 end
 -- a receipt orders deliveries by time, then by sequence number (a longer one is later)
@@ -331,7 +395,7 @@ for _, C in ipairs(dead) do
     held[#held + 1] = {delivered, records[j], e}
     receipts[#receipts + 1] = records[j]
   end
-  call_chunked('ZREM', DEADLINES, receipts, 1)
+  call_chunked('HDEL', EXPIRY, receipts, 1)
   redis.call('DEL', leases)
   table.sort(held, later)
   for _, lease in ipairs(held) do  -- newest first: the oldest ends up next out
@@ -347,10 +411,11 @@ if ARGV[8] ~= '' then
     reconciled = reconciled + 1
   end
 end
+tidy()
 local wait = -1
 local next_due = redis.call('ZRANGE', DEADLINES, 0, 0, 'WITHSCORES')
 if next_due[2] then wait = math.max(tonumber(next_due[2]) - t, 0) end
-return {moved, wait, reconciled}
+return {moved, wait, reconciled, #due}
 """
 )
 
@@ -366,13 +431,13 @@ for i = 1, #registered, 2 do
   names[registered[i]] = tonumber(registered[i + 1])
   order[#order + 1] = registered[i]
 end
-for _, r in ipairs(redis.call('ZRANGE', DEADLINES, 0, -1)) do
+for _, r in ipairs(redis.call('HKEYS', EXPIRY)) do
   local C = consumer_of(r)
   if names[C] == nil then names[C] = -1; order[#order + 1] = C end
 end
 local oldest = -1
 local out = {redis.call('LLEN', QUEUE), redis.call('LLEN', DLQ), t,
-             redis.call('ZCARD', DEADLINES), 0, #order}
+             redis.call('HLEN', EXPIRY), 0, #order}
 for _, C in ipairs(order) do
   for _, value in ipairs(redis.call('HVALS', LEASE_PREFIX .. C)) do
     local delivered = lease_parts(value)

@@ -375,7 +375,7 @@ class RedisListBroker(Broker):
         the next run for when the next lease runs out (at most half a timeout away)."""
         state: _Consumer = subscription.state
         state.reconcile = False
-        moved, wait_ms, _ = self._consumer_call(
+        moved, wait_ms, _, _ = self._consumer_call(
             subscription,
             lambda: self._script("RESCUE", state.plan, _RESCUE_LIMIT, subscription.consumer),
         )
@@ -462,9 +462,11 @@ class RedisListBroker(Broker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _ = self._call(lambda: self._script("RESCUE", plan, _RESCUE_LIMIT, ""), topic)
+            moved, _, _, visited = self._call(
+                lambda: self._script("RESCUE", plan, _RESCUE_LIMIT, ""), topic
+            )
             total += int(moved)
-            if moved < _RESCUE_LIMIT:
+            if visited < _RESCUE_LIMIT:
                 return total
 
     def _inspect(self, topic: str) -> TopicInfo:
@@ -493,6 +495,7 @@ class RedisListBroker(Broker):
                 "queue_key": keys.queue,
                 "dead_letter_key": keys.dead_letters,
                 "deadlines_key": keys.deadlines,
+                "expiry_key": keys.expiry,
                 "consumers_key": keys.consumers,
                 "processing_keys": [keys.processing(c.name) for c in consumers],
                 "heartbeat": self.options.heartbeat,
