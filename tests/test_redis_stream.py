@@ -62,9 +62,7 @@ def test_publish_writes_one_entry_with_a_header_field_and_the_body(
     assert [f[b"body"] for _, f in entries[1:]] == [b'{"orderId":2}', b'{"orderId":3}']
 
 
-@pytest.mark.parametrize(
-    "content_type", ["text/x-odd\nline", "no-slash", "text/csv", "image/png"]
-)
+@pytest.mark.parametrize("content_type", ["text/x-odd\nline", "no-slash", "text/csv", "image/png"])
 def test_any_content_type_round_trips(
     make: Make, redis_client: redis.Redis, content_type: str
 ) -> None:

@@ -1,16 +1,20 @@
 """``redis+stream://``: Redis streams with consumer groups.
 
-A topic is one stream, ``<prefix>:{<topic>}``; each message is one entry whose
-fields are the envelope (``id``, ``ct``, ``ts``, ``h``, ``body``). A group is a
-Redis consumer group; a subscription is one consumer in it.
+A topic is one stream, ``<prefix>:{<topic>}``; each message is one entry with two
+fields, ``bk1`` (a header: id, content type, time, headers) and ``body``. A group
+is a Redis consumer group; a subscription is one consumer in it.
 
-* Publish: ``XADD`` (``MAXLEN ~ N`` / ``MINID ~ T`` when bounded), pipelined in
-  one transaction for :meth:`~brokerkit.Broker.publish_many`.
-* Receive: one script claims entries idle past the visibility timeout
-  (``XAUTOCLAIM``) and reads new ones (``XREADGROUP >``); when both are empty a
-  blocking ``XREADGROUP ... BLOCK`` waits. The group is created on first use.
-* Ack: ``XACK`` after checking, in the same script, that the entry is still
-  pending for this consumer; a late ack never settles another consumer's delivery.
+* Publish: one ``XADD`` (``MAXLEN ~ N`` / ``MINID ~ T`` when bounded); for
+  :meth:`~brokerkit.Broker.publish_many`, one script that adds the batch (all or
+  none) and trims once.
+* Receive: ``XREADGROUP ... COUNT prefetch [BLOCK]``. A script that claims
+  entries idle past the visibility timeout (``XAUTOCLAIM``) and reads the rest runs
+  instead on a subscription's first fetch, after a read found nothing, after a
+  nack, and otherwise every quarter visibility timeout. The group is created on
+  first use.
+* Ack: one script per batch checks which entries are still pending for this
+  consumer (one ``XPENDING`` over the batch's id range) and acks them with ``XACK``; a
+  late ack never settles another consumer's delivery.
 * Nack: one script per delivery, all pipelined; requeue makes the entry
   claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
 * Leases: a background heartbeat resets the idle time of every held entry
@@ -23,10 +27,9 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import redis
 
@@ -39,22 +42,23 @@ from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client, translate_errors
-from brokerkit.backends.redis._envelope import (
-    BODY_FIELD,
-    HEADER_FIELD,
-    decode_fields,
-    encode_fields,
-    message_from_header,
-    stream_header,
-)
+from brokerkit.backends.redis._envelope import encode_fields, stream_header
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
+from brokerkit.backends.redis._stream_entries import (
+    StreamReceipt,
+    decode_entry,
+    first_deliveries,
+    ids_by_member,
+    unparsed,
+)
+from brokerkit.backends.redis._stream_entries import by_member as by_member_of
 from brokerkit.backends.redis._stream_inspect import StreamTopicInfo, inspect_stream
 from brokerkit.backends.redis._stream_log import LogEntry, group_start
 from brokerkit.backends.redis._stream_manage import StreamManagement, create_group
 from brokerkit.backends.redis._stream_reaper import Reaper
-from brokerkit.backends.redis._stream_scripts import StreamScripts, pairs, run_scripts, text
+from brokerkit.backends.redis._stream_scripts import StreamScripts, run_scripts, text
 from brokerkit.exceptions import InvalidOption, StaleDelivery
 
 __all__ = ["LogEntry", "RedisStreamBroker", "RedisStreamOptions", "StreamReceipt"]
@@ -106,15 +110,6 @@ class RedisStreamOptions(RedisOptions):
             )
 
 
-class StreamReceipt(NamedTuple):
-    """Names one delivery: the entry, and the group member it was delivered to."""
-
-    key: str
-    group: str
-    entry_id: str
-    consumer: str
-
-
 @dataclass
 class _StreamState:
     key: str
@@ -149,7 +144,7 @@ class RedisStreamBroker(StreamManagement, Broker):
         self._client = make_client(url)
         # Entries are decoded from XREADGROUP's flat reply, without redis-py building
         # a dict per entry first (this client is the broker's own).
-        self._client.set_response_callback("XREADGROUP", _unparsed)
+        self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
         self._keys = Keyspace(self.options.prefix)
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -283,7 +278,9 @@ class RedisStreamBroker(StreamManagement, Broker):
                 continue
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
         if fresh:
-            deliveries += self._deliveries(subscription, fresh)
+            deliveries += first_deliveries(
+                subscription, state.key, fresh, self.options.raw_content_type
+            )
         return deliveries
 
     def _read(
@@ -312,44 +309,10 @@ class RedisStreamBroker(StreamManagement, Broker):
             return []
         # RESP2: [[key, entries]]; RESP3: {key: entries}.
         entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-        return self._deliveries(subscription, entries)
+        return first_deliveries(subscription, state.key, entries, self.options.raw_content_type)
 
-    def _deliveries(self, subscription: Subscription, entries: list[Any]) -> list[Delivery]:
-        """Deliveries (first attempts) of ``[[id, [field, value, ...]], ...]``."""
-        # The hot loop of every consumer: the common two-field entry is decoded inline.
-        state: _StreamState = subscription.state
-        topic, group, consumer = subscription.topic, subscription.group, subscription.consumer
-        key = state.key
-        new_receipt = tuple.__new__
-        out = []
-        for raw_id, flat in entries:
-            message = None
-            if (
-                type(flat) is list
-                and len(flat) == 4
-                and flat[0] == HEADER_FIELD
-                and flat[2] == BODY_FIELD
-            ):
-                message = message_from_header(topic, flat[1], flat[3])
-            if message is None:
-                message = self._decode(topic, flat)
-            receipt = new_receipt(StreamReceipt, (key, group, raw_id.decode(), consumer))
-            out.append(Delivery(message, subscription=subscription, attempt=1, receipt=receipt))
-        return out
-
-    def _decode(self, topic: str, flat: list[Any] | dict[bytes, bytes] | None) -> Message:
-        """The message in an entry's flat ``[field, value, ...]`` list (or field dict)."""
-        if (
-            type(flat) is list
-            and len(flat) == 4
-            and flat[0] == HEADER_FIELD
-            and flat[2] == BODY_FIELD
-        ):
-            message = message_from_header(topic, flat[1], flat[3])
-            if message is not None:
-                return message
-        fields = flat if isinstance(flat, dict) else pairs(flat or [])
-        return decode_fields(topic, fields, self.options.raw_content_type)
+    def _decode(self, topic: str, flat: Any) -> Message:
+        return decode_entry(topic, flat, self.options.raw_content_type)
 
     def _delivery(
         self, subscription: Subscription, entry_id: str, message: Message, attempt: int
@@ -374,7 +337,7 @@ class RedisStreamBroker(StreamManagement, Broker):
     # -- settling -------------------------------------------------------------------
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        by_member = _ids_by_member(deliveries)
+        by_member = ids_by_member(deliveries)
         flag = "1" if self.options.delete_acked else "0"
         calls = []
         for (key, group, consumer), ids in by_member.items():
@@ -441,7 +404,7 @@ class RedisStreamBroker(StreamManagement, Broker):
     def _renew(self, deliveries: Sequence[Delivery], idle_ms: int) -> list[Delivery]:
         """Reset the idle time of the entries still pending for their consumer; return
         the others."""
-        by_member = _by_member(deliveries)
+        by_member = by_member_of(deliveries)
         calls = [
             (
                 self._scripts.renew,
@@ -562,29 +525,3 @@ class RedisStreamBroker(StreamManagement, Broker):
         self._reaper.stop()
         self._keeper.stop()
         self._client.close()
-
-
-def _unparsed(response: Any, **options: Any) -> Any:
-    return response
-
-
-def _ids_by_member(deliveries: Sequence[Delivery]) -> dict[tuple[str, str, str], list[str]]:
-    """The entry ids of ``deliveries`` by (stream key, group, consumer), in order."""
-    grouped: dict[tuple[str, str, str], list[str]] = {}
-    for delivery in deliveries:
-        key, group, entry_id, consumer = delivery.receipt
-        member = (key, group, consumer)
-        ids = grouped.get(member)
-        if ids is None:
-            grouped[member] = [entry_id]
-        else:
-            ids.append(entry_id)
-    return grouped
-
-
-def _by_member(deliveries: Sequence[Delivery]) -> dict[tuple[str, str, str], list[Delivery]]:
-    grouped: dict[tuple[str, str, str], list[Delivery]] = defaultdict(list)
-    for delivery in deliveries:
-        receipt: StreamReceipt = delivery.receipt
-        grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
-    return grouped
