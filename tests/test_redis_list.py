@@ -410,3 +410,19 @@ def test_a_dead_lettered_raw_element_keeps_the_id_the_consumer_saw(
     assert [d.payload for d in dead if d is not None] == [d.payload for d in seen if d]
     assert {d.headers["x-dead-letter-reason"] for d in dead if d is not None} == {how}
     broker.ack(*[d for d in dead if d is not None])
+
+
+def test_one_ack_settles_deliveries_of_consumers_whose_names_end_alike(
+    connect, redis_client: redis.Redis, prefix: str
+) -> None:
+    broker = connect()
+    broker.publish_many("orders", range(4))
+    first = broker.subscribe("orders", consumer="b", prefetch=2)
+    second = broker.subscribe("orders", consumer="a:b", prefetch=2)
+    got = [first.receive(timeout=5), second.receive(timeout=5)]
+    got += [first.receive(timeout=5), second.receive(timeout=5)]
+    assert all(got)
+    broker.ack(*[d for d in got if d is not None])  # b, a:b, b, a:b
+    assert broker.inspect("orders").in_flight == 0
+    for name in ("b", "a:b"):
+        assert redis_client.exists(f"{prefix}:{{orders}}:leases:{name}") == 0

@@ -270,21 +270,33 @@ local t = now_ms()
 local stale = {}
 if mode == 'ack' then
   local done, by_consumer = {}, {}
-  each_deadline(8, #ARGV, function(r, deadline)
-    if not deadline then
-      stale[#stale + 1] = r
-    elseif deadline <= t then
-      local e = release(r)
-      if e then hand_back(e, true, 'max_deliveries') end
-      stale[#stale + 1] = r
-    else
-      done[#done + 1] = r
-      local C = consumer_of(r)
-      local mine = by_consumer[C]
-      if not mine then mine = {}; by_consumer[C] = mine end
-      mine[#mine + 1] = r
+  local tail, mine = '', nil  -- ':<consumer>' of the previous receipt, and its list
+  for i = 8, #ARGV, CHUNK do
+    local j = math.min(i + CHUNK - 1, #ARGV)
+    local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
+    for k = i, j do
+      local r, deadline = ARGV[k], found[k - i + 1]
+      deadline = deadline and tonumber(deadline)
+      if not deadline then
+        stale[#stale + 1] = r
+      elseif deadline <= t then
+        local e = release(r)
+        if e then hand_back(e, true, 'max_deliveries') end
+        stale[#stale + 1] = r
+      else
+        done[#done + 1] = r
+        -- the usual batch has one consumer: compare tails instead of cutting strings
+        local at = #r - #tail + 1
+        if not (mine and string.find(r, ':', 1, true) == at and
+                string.find(r, tail, at, true) == at) then
+          local C = consumer_of(r)
+          tail, mine = ':' .. C, by_consumer[C]
+          if not mine then mine = {}; by_consumer[C] = mine end
+        end
+        mine[#mine + 1] = r
+      end
     end
-  end)
+  end
   call_chunked('HDEL', EXPIRY, done, 1)
   for C, mine in pairs(by_consumer) do call_chunked('HDEL', LEASE_PREFIX .. C, mine, 1) end
   tidy()
