@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import secrets
-import statistics
 import threading
 import time
 from typing import Any
 
-from brokerkit.cli._bench import Measurement, percentile
+from brokerkit.cli._bench import Measurement
 
 __all__ = ["kombu_redis"]
 
@@ -124,10 +123,4 @@ def _latency(redis_url: str, body: bytes, count: int) -> Measurement:
         stop.set()
         thread.join(5)
         queue(connection.channel()).delete()
-    return Measurement(
-        "latency",
-        count,
-        sum(latencies),
-        p50_ms=1000 * statistics.median(latencies),
-        p99_ms=1000 * percentile(latencies, 0.99),
-    )
+    return Measurement.of_latencies(latencies)

@@ -4,14 +4,13 @@ a Python client on this machine."""
 from __future__ import annotations
 
 import secrets
-import statistics
 import threading
 import time
 from collections.abc import Callable
 
 import redis
 
-from brokerkit.cli._bench import Measurement, percentile
+from brokerkit.cli._bench import Measurement
 
 __all__ = ["raw_list", "raw_pubsub", "raw_stream"]
 
@@ -62,13 +61,7 @@ def _latency(
     stop.set()
     publish()  # wake the consumer so it sees stop
     thread.join(5)
-    return Measurement(
-        "latency",
-        count,
-        sum(latencies),
-        p50_ms=1000 * statistics.median(latencies),
-        p99_ms=1000 * percentile(latencies, 0.99),
-    )
+    return Measurement.of_latencies(latencies)
 
 
 def raw_list(

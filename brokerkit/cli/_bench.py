@@ -47,6 +47,17 @@ class Measurement:
         """Messages per second."""
         return self.messages / self.seconds if self.seconds > 0 else float("inf")
 
+    @classmethod
+    def of_latencies(cls, latencies: Sequence[float]) -> Measurement:
+        """The ``latency`` step from one publish-to-receive time per message."""
+        return cls(
+            "latency",
+            len(latencies),
+            sum(latencies),
+            p50_ms=1000 * statistics.median(latencies),
+            p99_ms=1000 * percentile(latencies, 0.99),
+        )
+
 
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The ``fraction`` (0..1) percentile of ``values``, nearest rank."""
@@ -247,10 +258,4 @@ def _latency(broker: Broker, topic: str, body: bytes, count: int, report: Progre
         stop.set()
         thread.join(10)
     report("latency", count, count)
-    return Measurement(
-        "latency",
-        count,
-        sum(latencies),
-        p50_ms=1000 * statistics.median(latencies),
-        p99_ms=1000 * percentile(latencies, 0.99),
-    )
+    return Measurement.of_latencies(latencies)
