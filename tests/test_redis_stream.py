@@ -332,3 +332,15 @@ def test_a_topic_stored_as_another_type_is_an_incompatible_topic(
     redis_client.set(broker.stream_key("taken"), "a string")
     with pytest.raises(brokerkit.IncompatibleTopic):
         broker.publish("taken", "x")
+
+
+def test_consume_and_ack_over_resp3(redis_target: RedisTarget, prefix: str) -> None:
+    url = redis_target.url("redis+stream", prefix=prefix, protocol="3")
+    with brokerkit.connect(url) as broker:
+        ids = broker.publish_many("orders", [{"n": i} for i in range(5)], headers={"a": "b"})
+        got = list(broker.consume("orders", timeout=0.3, prefetch=10))
+        assert [d.id for d in got] == ids
+        assert [d.body for d in got] == [{"n": i} for i in range(5)]
+        assert all(dict(d.headers) == {"a": "b"} for d in got)
+        broker.ack(*got)
+        assert broker.inspect("orders").in_flight == 0

@@ -109,6 +109,40 @@ def test_four_consumers_reclaiming_the_same_idle_entries_get_disjoint_sets(
     assert publisher.inspect("jobs").in_flight == 0
 
 
+def test_an_expired_lease_is_reclaimed_while_new_entries_keep_coming(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    vt = 0.4
+    broker = make(visibility_timeout=vt)
+    broker.create_group("jobs", "workers")
+    [lost] = broker.publish_many("jobs", ["lost"])
+    # A consumer takes the entry and dies: no heartbeat, no ack.
+    assert redis_client.xreadgroup("workers", "dead", {broker.stream_key("jobs"): ">"}, count=1)
+    stop = threading.Event()
+
+    def publish() -> None:  # keeps every read of the live consumer non-empty
+        while not stop.is_set():
+            broker.publish_many("jobs", ["new"] * 50)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    try:
+        subscription = broker.subscribe("jobs", group="workers", prefetch=10)
+        deadline = time.monotonic() + 1.25 * vt + GRACE
+        found = None
+        while found is None and time.monotonic() < deadline:
+            delivery = subscription.receive(timeout=1)
+            if delivery is not None:
+                delivery.ack()
+                if delivery.id == lost:
+                    found = delivery
+    finally:
+        stop.set()
+        publisher.join()
+    assert found is not None, "the dead consumer's entry was never reclaimed"
+    assert found.attempt == 2
+
+
 _CONSUMER = """
 import sys, threading, brokerkit
 broker = brokerkit.connect(sys.argv[1], visibility_timeout=float(sys.argv[2]))
