@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis
 
+import brokerkit
 from tests.redis_server import RedisServer, find_redis_cli
 
 #: Point the Redis tests at an existing server instead of starting one.
@@ -61,6 +63,23 @@ def redis_server() -> Iterator[RedisServer]:
 def prefix() -> str:
     """A key prefix no other test uses, so tests never see each other's keys."""
     return f"bkt-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_broker(redis_target: RedisTarget, prefix: str) -> Iterator[Callable[..., Any]]:
+    """``redis_broker(scheme, **options)``: a new broker of a Redis scheme under this
+    test's prefix (the ``prefix`` option may override it), closed when the test ends."""
+    made: list[brokerkit.Broker] = []
+
+    def factory(scheme: str, **options: Any) -> Any:
+        options.setdefault("prefix", prefix)
+        broker = brokerkit.connect(redis_target.url(scheme), **options)
+        made.append(broker)
+        return broker
+
+    yield factory
+    for broker in made:
+        broker.close()
 
 
 @pytest.fixture(scope="session")

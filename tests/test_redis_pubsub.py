@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,20 +23,9 @@ WAIT = 5.0
 
 
 @pytest.fixture
-def make(redis_target: RedisTarget, prefix: str) -> Iterator[Make]:
+def make(redis_broker: Callable[..., Any]) -> Make:
     """``make(**options)``: a redis+pubsub broker under this test's prefix, closed at the end."""
-    made: list[RedisPubSubBroker] = []
-
-    def factory(**options: Any) -> RedisPubSubBroker:
-        options.setdefault("prefix", prefix)
-        broker = brokerkit.connect(redis_target.url("redis+pubsub"), **options)
-        assert isinstance(broker, RedisPubSubBroker)
-        made.append(broker)
-        return broker
-
-    yield factory
-    for broker in made:
-        broker.close()
+    return functools.partial(redis_broker, "redis+pubsub")
 
 
 def _cli_publish(cli: str, target: RedisTarget, channel: str, payload: str) -> int:

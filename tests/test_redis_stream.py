@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import shutil
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -14,33 +14,14 @@ import redis
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker, StreamReceipt
 from tests.conftest import RedisTarget
-from tests.redis_server import find_redis_server
 
 Make = Callable[..., RedisStreamBroker]
 
 
 @pytest.fixture
-def make(redis_target: RedisTarget, prefix: str) -> Iterator[Make]:
+def make(redis_broker: Callable[..., Any]) -> Make:
     """``make(**options)``: a new redis+stream broker under this test's prefix."""
-    brokers: list[brokerkit.Broker] = []
-
-    def factory(**options: object) -> RedisStreamBroker:
-        broker = brokerkit.connect(redis_target.url("redis+stream", prefix=prefix), **options)
-        assert isinstance(broker, RedisStreamBroker)
-        brokers.append(broker)
-        return broker
-
-    yield factory
-    for broker in brokers:
-        broker.close()
-
-
-def redis_cli() -> str:
-    """The redis-cli beside the redis-server the tests run."""
-    found = shutil.which("redis-cli")
-    if found:
-        return found
-    return str(Path(find_redis_server()).with_name("redis-cli"))
+    return functools.partial(redis_broker, "redis+stream")
 
 
 def test_publish_writes_one_entry_with_a_header_field_and_the_body(
@@ -284,12 +265,12 @@ def test_stale_nack_and_extend_leave_the_other_consumers_entry_alone(
 
 
 def test_entries_written_by_redis_cli_with_plain_fields_are_consumed(
-    make: Make, redis_target: RedisTarget
+    make: Make, redis_target: RedisTarget, redis_cli: str
 ) -> None:
     broker = make()
     key = broker.stream_key("sensors")
     subprocess.run(
-        [redis_cli(), "-h", redis_target.host, "-p", str(redis_target.port),
+        [redis_cli, "-h", redis_target.host, "-p", str(redis_target.port),
          "-n", str(redis_target.db), "XADD", key, "*", "temp", "21.5", "room", "kitchen"],
         check=True, capture_output=True,
     )  # fmt: skip

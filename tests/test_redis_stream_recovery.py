@@ -3,6 +3,7 @@ crashed consumers, connection loss and server restarts."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -26,18 +28,9 @@ GRACE = 5.0
 
 
 @pytest.fixture
-def make(redis_target: RedisTarget, prefix: str) -> Iterator[Make]:
-    brokers: list[brokerkit.Broker] = []
-
-    def factory(**options: object) -> RedisStreamBroker:
-        broker = brokerkit.connect(redis_target.url("redis+stream", prefix=prefix), **options)
-        assert isinstance(broker, RedisStreamBroker)
-        brokers.append(broker)
-        return broker
-
-    yield factory
-    for broker in brokers:
-        broker.close()
+def make(redis_broker: Callable[..., Any]) -> Make:
+    """``make(**options)``: a new redis+stream broker under this test's prefix."""
+    return functools.partial(redis_broker, "redis+stream")
 
 
 def test_a_handler_three_times_the_visibility_timeout_is_not_redelivered(make: Make) -> None:

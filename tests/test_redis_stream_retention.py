@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -12,24 +14,15 @@ import redis
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from tests.conftest import RedisTarget
-from tests.test_redis_stream import redis_cli
+from tests.redis_server import find_redis_cli
 
 Make = Callable[..., RedisStreamBroker]
 
 
 @pytest.fixture
-def make(redis_target: RedisTarget, prefix: str) -> Iterator[Make]:
-    brokers: list[brokerkit.Broker] = []
-
-    def factory(**options: object) -> RedisStreamBroker:
-        broker = brokerkit.connect(redis_target.url("redis+stream", prefix=prefix), **options)
-        assert isinstance(broker, RedisStreamBroker)
-        brokers.append(broker)
-        return broker
-
-    yield factory
-    for broker in brokers:
-        broker.close()
+def make(redis_broker: Callable[..., Any]) -> Make:
+    """``make(**options)``: a new redis+stream broker under this test's prefix."""
+    return functools.partial(redis_broker, "redis+stream")
 
 
 # -- bounded memory --------------------------------------------------------------------
@@ -220,7 +213,7 @@ def test_closing_a_subscription_that_holds_nothing_leaves_the_group(make: Make) 
 
 def _cli(target: RedisTarget, *args: str) -> list[str]:
     result = subprocess.run(
-        [redis_cli(), "-h", target.host, "-p", str(target.port), "-n", str(target.db), *args],
+        [find_redis_cli(), "-h", target.host, "-p", str(target.port), "-n", str(target.db), *args],
         check=True,
         capture_output=True,
         text=True,
