@@ -364,6 +364,7 @@ class Broker(abc.ABC):
         A backend that renews the leases of live consumers must override it; the
         default does nothing, which is right for backends whose leases simply run out.
         """
+        return
 
     @abc.abstractmethod
     def _inspect(self, topic: str) -> TopicInfo:
