@@ -1,0 +1,47 @@
+"""The code in the README and the quickstart runs, as a reader would paste it."""
+
+from __future__ import annotations
+
+import doctest
+import re
+from pathlib import Path
+
+import pytest
+
+import brokerkit
+
+ROOT = Path(__file__).resolve().parent.parent
+_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+
+def _self_contained_blocks(*paths: str) -> list[tuple[str, str]]:
+    """Python blocks that import brokerkit themselves and need no server."""
+    found = []
+    for path in paths:
+        text = (ROOT / path).read_text()
+        for number, block in enumerate(_BLOCK.findall(text), 1):
+            if block.startswith("import brokerkit") and 'connect("redis' not in block:
+                found.append((f"{path}#{number}", block))
+    return found
+
+
+BLOCKS = _self_contained_blocks("README.md", "docs/quickstart.md")
+
+
+def test_the_readme_and_quickstart_have_runnable_blocks() -> None:
+    assert {name.split("#")[0] for name, _ in BLOCKS} == {"README.md", "docs/quickstart.md"}
+
+
+@pytest.mark.parametrize(("name", "code"), BLOCKS, ids=[name for name, _ in BLOCKS])
+def test_block_runs(name: str, code: str) -> None:
+    namespace: dict[str, object] = {"__name__": name}
+    exec(compile(code, name, "exec"), namespace)
+    for key, value in list(namespace.items()):
+        if key.startswith("test_") and callable(value):
+            value()  # a block that shows a test runs it
+
+
+def test_package_docstring_example() -> None:
+    failures, tried = doctest.testmod(brokerkit, verbose=False)
+    assert tried > 0
+    assert failures == 0
