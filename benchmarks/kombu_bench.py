@@ -1,4 +1,8 @@
-"""kombu's Redis transport doing the same work: the library most users would pick."""
+"""kombu's Redis transport doing the same work: the library most users would pick.
+
+:class:`KombuBench` measures one round of one step per :meth:`~KombuBench.run`
+call, with the same workload as brokerkit's and raw redis-py's rounds.
+"""
 
 from __future__ import annotations
 
@@ -7,56 +11,72 @@ import threading
 import time
 from typing import Any
 
-from brokerkit.cli._bench import Measurement
+from brokerkit.cli._bench import Measurement, Workload, check_steps
 
-__all__ = ["kombu_redis"]
+__all__ = ["KombuBench"]
+
+_BINARY = {"content_type": "application/octet-stream", "content_encoding": "binary"}
 
 
-def kombu_redis(
-    redis_url: str, *, count: int, size: int, batch: int, latency_count: int
-) -> list[Measurement]:
-    """publish, a publish loop (kombu has no batch publish), consume+ack with
-    prefetch 1 and 100, and ping-pong latency, on ``redis://`` with kombu."""
-    from kombu import Connection, Consumer, Exchange, Producer, Queue
+class KombuBench:
+    """One kombu connection on ``redis://``: publish, a publish loop (kombu has no
+    batch publish), consume+ack with ``prefetch_count`` 1 and 100 (kombu acks one
+    message at a time), and ping-pong latency. Each round uses a fresh queue,
+    deleted afterwards.
 
-    body = b"x" * size
-    results = []
+    :raises ImportError: kombu is not installed.
+    """
 
-    def queue_named(name: str) -> Any:
-        return Queue(name, Exchange(name, type="direct"), routing_key=name)
+    def __init__(self, redis_url: str, workload: Workload) -> None:
+        self.url = redis_url
+        self.workload = workload
+        self.connection = _kombu().Connection(redis_url)
+        self.channel = self.connection.channel()
 
-    with Connection(redis_url) as connection:
-        channel = connection.channel()
+    def close(self) -> None:
+        """Close the connection."""
+        self.channel.close()
+        self.connection.close()
 
-        def publish_all(queue: Any) -> None:
-            producer = Producer(channel, exchange=queue.exchange, routing_key=queue.routing_key)
-            producer.declare()
-            queue(channel).declare()
-            for _ in range(count):
-                producer.publish(
-                    body, content_type="application/octet-stream", content_encoding="binary"
-                )
-
-        for step in ("publish", "publish_many"):
-            queue = queue_named(f"kombubench-{secrets.token_hex(4)}")
+    def run(self, step: str) -> Measurement:
+        """Measure one round of ``step``."""
+        check_steps([step])
+        queue = _queue(f"kombubench-{secrets.token_hex(4)}")
+        try:
+            if step == "latency":
+                return _latency(self.url, queue, self.workload)
+            if step.startswith("consume_ack_p"):
+                return self._consume(queue, step, int(step.removeprefix("consume_ack_p")))
             started = time.perf_counter()
-            publish_all(queue)
-            results.append(Measurement(step, count, time.perf_counter() - started))
-            queue(channel).delete()
+            self._publish_all(queue)
+            return Measurement(step, self.workload.count, time.perf_counter() - started)
+        finally:
+            queue(self.channel).delete()
 
-        for prefetch in (1, 100):
-            queue = queue_named(f"kombubench-{secrets.token_hex(4)}")
-            publish_all(queue)
-            received = 0
+    def _publish_all(self, queue: Any) -> None:
+        producer = _kombu().Producer(
+            self.channel, exchange=queue.exchange, routing_key=queue.routing_key
+        )
+        producer.declare()
+        queue(self.channel).declare()
+        body = self.workload.body
+        for _ in range(self.workload.count):
+            producer.publish(body, **_BINARY)
 
-            def on_message(body: Any, message: Any) -> None:
-                nonlocal received
-                message.ack()
-                received += 1
+    def _consume(self, queue: Any, step: str, prefetch: int) -> Measurement:
+        count = self.workload.count
+        self._publish_all(queue)
+        received = 0
 
-            consumer_channel = connection.channel()
-            with Consumer(
-                consumer_channel,
+        def on_message(body: Any, message: Any) -> None:
+            nonlocal received
+            message.ack()
+            received += 1
+
+        channel = self.connection.channel()
+        try:
+            with _kombu().Consumer(
+                channel,
                 queues=[queue],
                 callbacks=[on_message],
                 prefetch_count=prefetch,
@@ -64,35 +84,42 @@ def kombu_redis(
             ):
                 started = time.perf_counter()
                 while received < count:
-                    connection.drain_events(timeout=5)
+                    self.connection.drain_events(timeout=5)
                 elapsed = time.perf_counter() - started
-            results.append(Measurement(f"consume_ack_p{prefetch}", count, elapsed))
-            queue(channel).delete()
-            consumer_channel.close()
-
-    results.append(_latency(redis_url, body, latency_count))
-    return results
+        finally:
+            channel.close()
+        return Measurement(step, count, elapsed)
 
 
-def _latency(redis_url: str, body: bytes, count: int) -> Measurement:
-    from kombu import Connection, Consumer, Exchange, Producer, Queue
+def _kombu() -> Any:
+    """The kombu module (untyped; imported on first use)."""
+    import kombu
 
-    name = f"kombubench-{secrets.token_hex(4)}"
-    queue = Queue(name, Exchange(name, type="direct"), routing_key=name)
+    return kombu
+
+
+def _queue(name: str) -> Any:
+    kombu = _kombu()
+    return kombu.Queue(name, kombu.Exchange(name, type="direct"), routing_key=name)
+
+
+def _latency(redis_url: str, queue: Any, work: Workload) -> Measurement:
+    """Ping-pong through ``queue``; the first ping is not counted."""
+    kombu = _kombu()
     arrived = threading.Event()
     ready = threading.Event()
     stop = threading.Event()
     stamps: list[float] = []
 
     def consume() -> None:
-        with Connection(redis_url) as connection:
+        with kombu.Connection(redis_url) as connection:
 
             def on_message(body: Any, message: Any) -> None:
                 stamps.append(time.perf_counter())
-                message.ack()
                 arrived.set()
+                message.ack()
 
-            with Consumer(
+            with kombu.Consumer(
                 connection.channel(),
                 queues=[queue],
                 callbacks=[on_message],
@@ -107,20 +134,24 @@ def _latency(redis_url: str, body: bytes, count: int) -> Measurement:
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
-    ready.wait(10)
+    if not ready.wait(10):
+        raise RuntimeError("kombu latency: the consumer did not start within 10 s")
     latencies = []
-    with Connection(redis_url) as connection:
-        producer = Producer(connection.channel(), exchange=queue.exchange, routing_key=name)
-        for _ in range(count):
-            arrived.clear()
-            sent = time.perf_counter()
-            producer.publish(
-                body, content_type="application/octet-stream", content_encoding="binary"
-            )
-            if not arrived.wait(5):
-                raise RuntimeError("kombu latency: a message did not arrive")
-            latencies.append(stamps[-1] - sent)
-        stop.set()
-        thread.join(5)
-        queue(connection.channel()).delete()
+    body = work.body
+    with kombu.Connection(redis_url) as connection:
+        producer = kombu.Producer(
+            connection.channel(), exchange=queue.exchange, routing_key=queue.routing_key
+        )
+        try:
+            for n in range(work.latency_count + 1):
+                arrived.clear()
+                sent = time.perf_counter()
+                producer.publish(body, **_BINARY)
+                if not arrived.wait(5):
+                    raise RuntimeError(f"kombu latency: message {n} did not arrive within 5 s")
+                if n:
+                    latencies.append(stamps[-1] - sent)
+        finally:
+            stop.set()
+            thread.join(5)
     return Measurement.of_latencies(latencies)

@@ -1,5 +1,10 @@
 """Raw redis-py doing the Redis commands each brokerkit backend does: the limit for
-a Python client on this machine."""
+a Python client on this machine.
+
+Each class measures one round of one step per :meth:`~RawBench.run` call, with
+the same :class:`~brokerkit.cli._bench.Workload` (message count, body size,
+batch size) as brokerkit's rounds, on a fresh key deleted afterwards.
+"""
 
 from __future__ import annotations
 
@@ -7,234 +12,311 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-import redis
+from brokerkit.cli._bench import Measurement, Workload, check_steps
 
-from brokerkit.cli._bench import Measurement
+__all__ = ["RawBench", "RawList", "RawPubsub", "RawStream"]
 
-__all__ = ["raw_list", "raw_pubsub", "raw_stream"]
-
-Client = Callable[[], "redis.Redis[bytes]"]
+#: Makes a new redis-py client (typed loosely: redis-py's command stubs disagree
+#: with its replies under RESP2).
+Client = Callable[[], Any]
 
 
 def _key(kind: str) -> str:
     return f"rawbench:{kind}:{secrets.token_hex(4)}"
 
 
-def _timed(step: str, count: int, work: Callable[[], None]) -> Measurement:
+def _timed(step: str, count: int, work: Callable[[], object]) -> Measurement:
     started = time.perf_counter()
     work()
     return Measurement(step, count, time.perf_counter() - started)
 
 
-def _batches(count: int, batch: int) -> list[int]:
-    return [min(batch, count - start) for start in range(0, count, batch)]
-
-
 def _latency(
-    count: int, publish: Callable[[], None], wait_one: Callable[[threading.Event], None]
+    count: int,
+    publish: Callable[[], object],
+    receive_one: Callable[[], Any],
+    settle: Callable[[Any], object],
 ) -> Measurement:
-    """Ping-pong, as brokerkit's latency step: publish one, a blocked consumer gets it."""
+    """Ping-pong, as brokerkit's latency step: publish one, a blocked consumer gets
+    it (``receive_one`` returns it, or ``None`` after at most a second), stamps
+    its arrival, then settles it. The first ping only makes sure the consumer is
+    waiting and is not counted."""
     stop = threading.Event()
     arrived = threading.Event()
     stamps: list[float] = []
 
     def consume() -> None:
         while not stop.is_set():
-            got = threading.Event()
-            wait_one(got)
-            if got.is_set():
-                stamps.append(time.perf_counter())
-                arrived.set()
+            got = receive_one()
+            if got is None:
+                continue
+            stamps.append(time.perf_counter())
+            arrived.set()
+            settle(got)
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
-    time.sleep(0.2)  # let the consumer block (or subscribe) before the first message
     latencies = []
-    for _ in range(count):
-        arrived.clear()
-        sent = time.perf_counter()
-        publish()
-        if not arrived.wait(5):
-            raise RuntimeError("raw latency: a message did not arrive")
-        latencies.append(stamps[-1] - sent)
-    stop.set()
-    publish()  # wake the consumer so it sees stop
-    thread.join(5)
+    try:
+        for n in range(count + 1):
+            arrived.clear()
+            sent = time.perf_counter()
+            publish()
+            if not arrived.wait(5):
+                raise RuntimeError(f"raw latency: message {n} did not arrive within 5 s")
+            if n:
+                latencies.append(stamps[-1] - sent)
+    finally:
+        stop.set()
+        publish()  # wake the consumer so that it sees stop
+        thread.join(5)
     return Measurement.of_latencies(latencies)
 
 
-def raw_list(
-    client: Client, *, count: int, size: int, batch: int, latency_count: int
-) -> list[Measurement]:
-    """LPUSH; pipelined LPUSH; BLMOVE + LREM one at a time; 100 LMOVE + LREM pipelined."""
-    r = client()
-    body = b"x" * size
-    results = []
-    key = _key("list")
-    results.append(_timed("publish", count, lambda: [r.lpush(key, body) for _ in range(count)]))
-    r.delete(key)
+class RawBench:
+    """One redis-py client, open for any number of rounds of any step."""
 
-    def publish_many() -> None:
-        for n in _batches(count, batch):
-            pipe = r.pipeline(transaction=False)
+    def __init__(self, client: Client, workload: Workload) -> None:
+        self.client = client
+        self.workload = workload
+        self.r: Any = client()
+        self.body = workload.body
+
+    def run(self, step: str) -> Measurement:
+        """Measure one round of ``step``."""
+        check_steps([step])
+        if step == "latency":
+            return self.latency()
+        if step.startswith("consume_ack_p"):
+            return self.consume(step, int(step.removeprefix("consume_ack_p")))
+        return getattr(self, step)()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the client."""
+        self.r.close()
+
+    def publish(self) -> Measurement:
+        raise NotImplementedError
+
+    def publish_many(self) -> Measurement:
+        raise NotImplementedError
+
+    def consume(self, step: str, prefetch: int) -> Measurement:
+        raise NotImplementedError
+
+    def latency(self) -> Measurement:
+        raise NotImplementedError
+
+    def _pipelined(self, command: str, key: str, value: object) -> None:
+        """``count`` commands ``command key value``, one pipeline per batch."""
+        for n in self.workload.batches():
+            pipe = self.r.pipeline(transaction=False)
+            add = getattr(pipe, command)
             for _ in range(n):
-                pipe.lpush(key, body)
+                add(key, value)
             pipe.execute()
 
-    results.append(_timed("publish_many", count, publish_many))
-    processing = key + ":processing"
 
-    def consume_one() -> None:
-        for _ in range(count):
-            value = r.blmove(key, processing, 1, "RIGHT", "LEFT")
-            r.lrem(processing, 1, value)
+class RawList(RawBench):
+    """LPUSH; one LPUSH of all a batch's values (what redis+list sends); BLMOVE +
+    LREM one at a time; 100 pipelined LMOVE + their LREM pipelined.
 
-    results.append(_timed("consume_ack_p1", count, consume_one))
-    publish_many()
+    :meth:`publish_many_pipelined` is the issue's "pipelined LPUSH": one LPUSH
+    per message, a pipeline per batch.
+    """
 
-    def consume_hundred() -> None:
-        done = 0
-        while done < count:
-            pipe = r.pipeline(transaction=False)
-            for _ in range(min(100, count - done)):
-                pipe.lmove(key, processing, "RIGHT", "LEFT")
-            values = [v for v in pipe.execute() if v is not None]
-            pipe = r.pipeline(transaction=False)
-            for value in values:
-                pipe.lrem(processing, 1, value)
-            pipe.execute()
-            done += len(values)
+    def publish(self) -> Measurement:
+        key, body, lpush = _key("list"), self.body, self.r.lpush
+        count = self.workload.count
+        result = _timed("publish", count, lambda: [lpush(key, body) for _ in range(count)])
+        self.r.delete(key)
+        return result
 
-    results.append(_timed("consume_ack_p100", count, consume_hundred))
-    r.delete(key, processing)
-    consumer = client()
+    def publish_many(self) -> Measurement:
+        key, lpush = _key("list"), self.r.lpush
+        batches = [[self.body] * n for n in self.workload.batches()]
+        result = _timed(
+            "publish_many", self.workload.count, lambda: [lpush(key, *b) for b in batches]
+        )
+        self.r.delete(key)
+        return result
 
-    def wait_one(got: threading.Event) -> None:
-        value = consumer.blmove(key, processing, 1, "RIGHT", "LEFT")
-        if value is not None:
-            got.set()
-            consumer.lrem(processing, 1, value)
+    def publish_many_pipelined(self) -> Measurement:
+        key = _key("list")
+        result = _timed(
+            "publish_many", self.workload.count, lambda: self._pipelined("lpush", key, self.body)
+        )
+        self.r.delete(key)
+        return result
 
-    results.append(_latency(latency_count, lambda: r.lpush(key, body), wait_one))
-    r.delete(key, processing)
-    return results
+    def consume(self, step: str, prefetch: int) -> Measurement:
+        key = _key("list")
+        processing = key + ":processing"
+        count, r = self.workload.count, self.r
+        self._pipelined("lpush", key, self.body)
 
+        def one_at_a_time() -> None:
+            for _ in range(count):
+                value = r.blmove(key, processing, 1, "RIGHT", "LEFT")
+                r.lrem(processing, 1, value)
 
-def raw_stream(
-    client: Client, *, count: int, size: int, batch: int, latency_count: int
-) -> list[Measurement]:
-    """XADD; pipelined XADD; XREADGROUP COUNT 1 + XACK; XREADGROUP COUNT 100 + one XACK."""
-    r = client()
-    body = b"x" * size
-    results = []
-    key = _key("stream")
-    results.append(
-        _timed("publish", count, lambda: [r.xadd(key, {"d": body}) for _ in range(count)])
-    )
-    r.delete(key)
-
-    def publish_many(target: str) -> None:
-        for n in _batches(count, batch):
-            pipe = r.pipeline(transaction=False)
-            for _ in range(n):
-                pipe.xadd(target, {"d": body})
-            pipe.execute()
-
-    results.append(_timed("publish_many", count, lambda: publish_many(key)))
-    for prefetch in (1, 100):
-        key = _key("stream")
-        r.xgroup_create(key, "g", id="0", mkstream=True)
-        publish_many(key)
-
-        def consume(stream: str = key, per_read: int = prefetch) -> None:
+        def batched() -> None:
             done = 0
             while done < count:
-                reply = r.xreadgroup("g", "c", {stream: ">"}, count=per_read, block=1000)
+                pipe = r.pipeline(transaction=False)
+                for _ in range(min(prefetch, count - done)):
+                    pipe.lmove(key, processing, "RIGHT", "LEFT")
+                values = [v for v in pipe.execute() if v is not None]
+                pipe = r.pipeline(transaction=False)
+                for value in values:
+                    pipe.lrem(processing, 1, value)
+                pipe.execute()
+                done += len(values)
+
+        result = _timed(step, count, one_at_a_time if prefetch == 1 else batched)
+        r.delete(key, processing)
+        return result
+
+    def latency(self) -> Measurement:
+        key = _key("list")
+        processing = key + ":processing"
+        consumer: Any = self.client()
+        body = self.body
+        try:
+            return _latency(
+                self.workload.latency_count,
+                lambda: self.r.lpush(key, body),
+                lambda: consumer.blmove(key, processing, 1, "RIGHT", "LEFT"),
+                lambda value: consumer.lrem(processing, 1, value),
+            )
+        finally:
+            consumer.close()
+            self.r.delete(key, processing)
+
+
+class RawStream(RawBench):
+    """XADD; pipelined XADD; XREADGROUP COUNT 1 + XACK; XREADGROUP COUNT 100 + one
+    XACK of the ids it read."""
+
+    def publish(self) -> Measurement:
+        key, fields, xadd = _key("stream"), {"d": self.body}, self.r.xadd
+        count = self.workload.count
+        result = _timed("publish", count, lambda: [xadd(key, fields) for _ in range(count)])
+        self.r.delete(key)
+        return result
+
+    def publish_many(self) -> Measurement:
+        key = _key("stream")
+        result = _timed(
+            "publish_many",
+            self.workload.count,
+            lambda: self._pipelined("xadd", key, {"d": self.body}),
+        )
+        self.r.delete(key)
+        return result
+
+    def consume(self, step: str, prefetch: int) -> Measurement:
+        key, count, r = _key("stream"), self.workload.count, self.r
+        r.xgroup_create(key, "g", id="0", mkstream=True)
+        self._pipelined("xadd", key, {"d": self.body})
+
+        def read_and_ack() -> None:
+            done = 0
+            while done < count:
+                reply = r.xreadgroup("g", "c", {key: ">"}, count=prefetch, block=1000)
                 ids = [entry_id for _, entries in reply for entry_id, _ in entries]
                 if ids:
-                    r.xack(stream, "g", *ids)
+                    r.xack(key, "g", *ids)
                 done += len(ids)
 
-        results.append(_timed(f"consume_ack_p{prefetch}", count, consume))
+        result = _timed(step, count, read_and_ack)
         r.delete(key)
-    key = _key("stream")
-    r.xgroup_create(key, "g", id="$", mkstream=True)
-    consumer = client()
+        return result
 
-    def wait_one(got: threading.Event) -> None:
-        reply = consumer.xreadgroup("g", "c", {key: ">"}, count=1, block=1000)
-        ids = [entry_id for _, entries in reply for entry_id, _ in entries]
-        if ids:
-            got.set()
-            consumer.xack(key, "g", *ids)
+    def latency(self) -> Measurement:
+        key, body = _key("stream"), self.body
+        self.r.xgroup_create(key, "g", id="$", mkstream=True)
+        consumer: Any = self.client()
 
-    results.append(_latency(latency_count, lambda: r.xadd(key, {"d": body}), wait_one))
-    r.delete(key)
-    return results
+        def receive_one() -> list[Any] | None:
+            reply = consumer.xreadgroup("g", "c", {key: ">"}, count=1, block=1000)
+            ids = [entry_id for _, entries in reply for entry_id, _ in entries]
+            return ids or None
 
-
-def raw_pubsub(
-    client: Client, *, count: int, size: int, batch: int, latency_count: int
-) -> list[Measurement]:
-    """PUBLISH; pipelined PUBLISH; a subscriber's receive rate; ping-pong latency."""
-    r = client()
-    body = b"x" * size
-    channel = _key("pubsub")
-    results = [_timed("publish", count, lambda: [r.publish(channel, body) for _ in range(count)])]
-
-    def publish_many() -> None:
-        for n in _batches(count, batch):
-            pipe = r.pipeline(transaction=False)
-            for _ in range(n):
-                pipe.publish(channel, body)
-            pipe.execute()
-
-    results.append(_timed("publish_many", count, publish_many))
-    receive = _receive_rate(client, channel, publish_many, count)
-    results += [
-        Measurement("consume_ack_p1", count, receive),
-        Measurement("consume_ack_p100", count, receive),
-    ]
-    subscriber = _subscribed(client, channel)
-
-    def wait_one(got: threading.Event) -> None:
-        if subscriber.get_message(timeout=1) is not None:
-            got.set()
-
-    results.append(_latency(latency_count, lambda: r.publish(channel, body), wait_one))
-    subscriber.close()
-    return results
+        try:
+            return _latency(
+                self.workload.latency_count,
+                lambda: self.r.xadd(key, {"d": body}),
+                receive_one,
+                lambda ids: consumer.xack(key, "g", *ids),
+            )
+        finally:
+            consumer.close()
+            self.r.delete(key)
 
 
-def _receive_rate(
-    client: Client, channel: str, publish_all: Callable[[], None], count: int
-) -> float:
-    subscriber = _subscribed(client, channel)
-    received = 0
-    finished = threading.Event()
+class RawPubsub(RawBench):
+    """PUBLISH; pipelined PUBLISH; a subscriber's receive rate while pipelined
+    PUBLISHes go out (both consume steps); ping-pong latency."""
 
-    def listen() -> None:
-        nonlocal received
-        while received < count:
-            if subscriber.get_message(timeout=1) is None:
-                break
-            received += 1
-        finished.set()
+    def publish(self) -> Measurement:
+        channel, body, publish = _key("pubsub"), self.body, self.r.publish
+        count = self.workload.count
+        return _timed("publish", count, lambda: [publish(channel, body) for _ in range(count)])
 
-    started = time.perf_counter()
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    publish_all()
-    finished.wait(30)
-    elapsed = time.perf_counter() - started
-    subscriber.close()
-    if received < count:
-        raise RuntimeError(f"raw pubsub: received {received} of {count}")
-    return elapsed
+    def publish_many(self) -> Measurement:
+        channel = _key("pubsub")
+        return _timed(
+            "publish_many",
+            self.workload.count,
+            lambda: self._pipelined("publish", channel, self.body),
+        )
+
+    def consume(self, step: str, prefetch: int) -> Measurement:
+        channel, count = _key("pubsub"), self.workload.count
+        subscriber = _subscribed(self.client, channel)
+        received = 0
+        finished = threading.Event()
+
+        def listen() -> None:
+            nonlocal received
+            try:
+                while received < count:
+                    if subscriber.get_message(timeout=1) is None:
+                        break
+                    received += 1
+            finally:
+                finished.set()
+
+        started = time.perf_counter()
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        self._pipelined("publish", channel, self.body)
+        finished.wait(30)
+        elapsed = time.perf_counter() - started
+        thread.join(5)
+        subscriber.close()
+        if received < count:
+            raise RuntimeError(f"raw pubsub: received {received} of {count}")
+        return Measurement(step, count, elapsed)
+
+    def latency(self) -> Measurement:
+        channel, body = _key("pubsub"), self.body
+        subscriber = _subscribed(self.client, channel)
+        try:
+            return _latency(
+                self.workload.latency_count,
+                lambda: self.r.publish(channel, body),
+                lambda: subscriber.get_message(timeout=1),
+                lambda _: None,
+            )
+        finally:
+            subscriber.close()
 
 
-def _subscribed(client: Client, channel: str) -> redis.client.PubSub:
+def _subscribed(client: Client, channel: str) -> Any:
     """A subscriber to ``channel`` that the server already counts."""
     subscriber = client().pubsub(ignore_subscribe_messages=True)
     subscriber.subscribe(channel)

@@ -1,228 +1,381 @@
-"""The benchmark results as JSON and as markdown tables with ratios and targets."""
+"""The benchmark results as JSON and as markdown tables: per-side medians with
+their spread, ratios, and the issue's targets.
+
+Every ratio is the median of per-round ratios: in round *i* the two sides were
+measured back to back (see :mod:`benchmarks.rounds`), so a load swing that slows
+both cancels in their ratio, and the median drops the rounds in which it hit
+only one of them. ``docs/benchmarks.md`` explains the choice.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from brokerkit.cli._bench import Measurement
 
-__all__ = ["Target", "as_json", "check_targets", "markdown"]
+__all__ = [
+    "PIPELINED_LPUSH",
+    "RAW_OF",
+    "Spread",
+    "Target",
+    "as_json",
+    "check_targets",
+    "figures",
+    "markdown",
+    "paired",
+    "ratio",
+]
 
-Results = Mapping[str, list[Measurement]]
+#: side -> step -> one measurement per measured round.
+Rounds = Mapping[str, Mapping[str, Sequence[Measurement]]]
 
 #: Which raw redis-py run each brokerkit backend is measured against.
 RAW_OF = {"redis+list": "raw list", "redis+stream": "raw stream", "redis+pubsub": "raw pubsub"}
+#: Raw publish_many on a list as the issue words it: one LPUSH per message,
+#: pipelined (``raw list`` sends one LPUSH per batch, as redis+list does).
+PIPELINED_LPUSH = "raw list pipelined"
 _STEP_NAMES = {
     "publish": "publish (one message per call)",
     "publish_many": "publish_many (batches)",
     "consume_ack_p1": "consume+ack, prefetch 1",
     "consume_ack_p100": "consume+ack, prefetch 100",
-    "latency": "publish-to-receive latency",
 }
+_LATENCY_NAMES = {"p50_ms": "latency p50, ms", "p99_ms": "latency p99, ms"}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of some per-round figures, with their lowest and highest."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread | None:
+        """The spread of ``values``; ``None`` when there are none."""
+        if not values:
+            return None
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    def as_dict(self, digits: int = 3) -> dict[str, float | int]:
+        return {
+            "median": round(self.median, digits),
+            "min": round(self.low, digits),
+            "max": round(self.high, digits),
+            "rounds": self.rounds,
+        }
+
+
+def _figure(m: Measurement, which: str) -> float | None:
+    value = m.rate if which == "rate" else getattr(m, which)
+    return value if isinstance(value, float) and value > 0 else None
+
+
+def figures(results: Rounds, side: str, step: str, which: str = "rate") -> Spread | None:
+    """``which`` (``rate``, ``p50_ms``, ``p99_ms``) of ``side`` on ``step``, over the rounds."""
+    values = [_figure(m, which) for m in results.get(side, {}).get(step, [])]
+    return Spread.of([v for v in values if v is not None])
+
+
+def paired(
+    results: Rounds,
+    side: str,
+    other: str,
+    step: str,
+    which: str = "rate",
+    *,
+    inverted: bool = False,
+) -> list[float]:
+    """Per round: ``side``'s figure / ``other``'s figure measured in the same round
+    (``other``'s / ``side``'s when ``inverted``)."""
+    mine = results.get(side, {}).get(step, [])
+    theirs = results.get(other, {}).get(step, [])
+    values = []
+    for a, b in zip(mine, theirs, strict=False):
+        x, y = _figure(a, which), _figure(b, which)
+        if x is not None and y is not None:
+            values.append(y / x if inverted else x / y)
+    return values
+
+
+def ratio(
+    results: Rounds,
+    side: str,
+    other: str,
+    step: str,
+    which: str = "rate",
+    *,
+    inverted: bool = False,
+) -> Spread | None:
+    """The median (and range) over rounds of :func:`paired` ratios."""
+    return Spread.of(paired(results, side, other, step, which, inverted=inverted))
 
 
 @dataclass(frozen=True)
 class Target:
-    """One of the issue's targets: ``measured`` must reach ``required`` (or, for a
-    latency ratio, stay under it)."""
+    """One of the issue's targets: the median ratio must reach ``required`` (or,
+    for a latency ratio, stay under it)."""
 
     name: str
-    measured: float | None
+    measured: Spread | None
     required: float
     at_most: bool = False
+    rounds_met: int = 0
 
     @property
     def met(self) -> bool | None:
         if self.measured is None:
             return None
-        return self.measured <= self.required if self.at_most else self.measured >= self.required
+        return self.reaches(self.measured.median)
+
+    def reaches(self, value: float) -> bool:
+        """Whether a ratio of ``value`` meets the target."""
+        return value <= self.required if self.at_most else value >= self.required
 
 
-def _by_step(results: Results, name: str) -> dict[str, Measurement]:
-    return {m.step: m for m in results.get(name, [])}
+def _target(
+    name: str,
+    results: Rounds,
+    side: str,
+    other: str,
+    step: str,
+    required: float,
+    *,
+    which: str = "rate",
+    at_most: bool = False,
+) -> Target:
+    per_round = paired(results, side, other, step, which)
+    target = Target(name, Spread.of(per_round), required, at_most)
+    met = sum(1 for value in per_round if target.reaches(value))
+    return Target(name, target.measured, required, at_most, met)
 
 
-def _ratio(a: Measurement | None, b: Measurement | None) -> float | None:
-    if a is None or b is None or b.rate == 0:
-        return None
-    return a.rate / b.rate
-
-
-def check_targets(results: Results) -> list[Target]:
-    """The issue's targets, as ratios measured in this run."""
-    lst, stream, pubsub = (_by_step(results, n) for n in RAW_OF)
-    raw_list, raw_stream, raw_pubsub = (_by_step(results, n) for n in RAW_OF.values())
-    kombu = _by_step(results, "kombu")
+def check_targets(results: Rounds) -> list[Target]:
+    """The issue's targets, as median per-round ratios."""
     targets = [
-        Target(
-            "redis+list publish_many / raw pipelined LPUSH",
-            _ratio(lst.get("publish_many"), raw_list.get("publish_many")),
-            0.8,
+        _target(
+            "redis+list publish_many / raw pipelined LPUSH (one per message)",
+            results, "redis+list", PIPELINED_LPUSH, "publish_many", 0.8,
         ),
-        Target(
+        _target(
+            "redis+list publish_many / raw LPUSH of each batch (as redis+list sends)",
+            results, "redis+list", "raw list", "publish_many", 0.8,
+        ),
+        _target(
             "redis+stream publish_many / raw pipelined XADD",
-            _ratio(stream.get("publish_many"), raw_stream.get("publish_many")),
-            0.8,
+            results, "redis+stream", "raw stream", "publish_many", 0.8,
         ),
-        Target(
+        _target(
             "redis+stream consume+ack p100 / raw XREADGROUP COUNT 100 + XACK",
-            _ratio(stream.get("consume_ack_p100"), raw_stream.get("consume_ack_p100")),
-            0.7,
+            results, "redis+stream", "raw stream", "consume_ack_p100", 0.7,
         ),
-        Target(
+        _target(
             "redis+list consume+ack p100 / raw stream XREADGROUP COUNT 100 + XACK",
-            _ratio(lst.get("consume_ack_p100"), raw_stream.get("consume_ack_p100")),
-            0.5,
+            results, "redis+list", "raw stream", "consume_ack_p100", 0.5,
         ),
-    ]
+    ]  # fmt: skip
     for name in RAW_OF:
-        mine = _by_step(results, name)
         targets.append(
-            Target(
+            _target(
                 f"{name} consume+ack p100 / kombu consume+ack p100",
-                _ratio(mine.get("consume_ack_p100"), kombu.get("consume_ack_p100")),
+                results,
+                name,
+                "kombu",
+                "consume_ack_p100",
                 20.0,
             )
         )
-    commands = ("LPUSH", "XADD", "PUBLISH")
-    for name, raw, command in zip(
-        RAW_OF, (raw_list, raw_stream, raw_pubsub), commands, strict=True
-    ):
+    for (name, raw), command in zip(RAW_OF.items(), ("LPUSH", "XADD", "PUBLISH"), strict=True):
         targets.append(
-            Target(
+            _target(
                 f"{name} publish / raw one-round-trip {command}",
-                _ratio(_by_step(results, name).get("publish"), raw.get("publish")),
+                results,
+                name,
+                raw,
+                "publish",
                 0.8,
             )
         )
-    targets.append(
-        Target(
-            "redis+pubsub receive rate / raw",
-            _ratio(pubsub.get("consume_ack_p100"), raw_pubsub.get("consume_ack_p100")),
-            0.8,
-        )
-    )
-    mine_lat, raw_lat = pubsub.get("latency"), raw_pubsub.get("latency")
-    targets.append(
-        Target(
+    targets += [
+        _target(
+            "redis+pubsub receive rate (prefetch 100) / raw",
+            results, "redis+pubsub", "raw pubsub", "consume_ack_p100", 0.8,
+        ),
+        _target(
             "redis+pubsub p99 latency / raw p99",
-            (mine_lat.p99_ms / raw_lat.p99_ms)
-            if mine_lat and raw_lat and mine_lat.p99_ms and raw_lat.p99_ms
-            else None,
-            1.5,
-            at_most=True,
-        )
-    )
+            results, "redis+pubsub", "raw pubsub", "latency", 1.5,
+            which="p99_ms", at_most=True,
+        ),
+    ]  # fmt: skip
     return targets
 
 
-def _rate(m: Measurement | None) -> str:
-    if m is None:
+def _cell(spread: Spread | None, fmt: str) -> str:
+    if spread is None:
         return "-"
-    if m.step == "latency":
-        return f"{m.p50_ms:.2f} / {m.p99_ms:.2f} ms"
-    return f"{m.rate:,.0f}"
+    return f"{spread.median:{fmt}} ({spread.low:{fmt}}-{spread.high:{fmt}})"
 
 
-def _fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _rows(results: Rounds, name: str, raw: str) -> list[str]:
+    rows = []
+    for step, label in _STEP_NAMES.items():
+        if name == "redis+pubsub" and step.startswith("consume"):
+            label = label.replace("consume+ack", "receive (while publishing)")
+        rows.append(
+            f"| {label} | {_cell(figures(results, name, step), ',.0f')} "
+            f"| {_cell(figures(results, raw, step), ',.0f')} "
+            f"| {_cell(figures(results, 'kombu', step), ',.0f')} "
+            f"| {_cell(ratio(results, name, raw, step), '.2f')} "
+            f"| {_cell(ratio(results, name, 'kombu', step), '.2f')} |"
+        )
+    if name == "redis+list":
+        rows.append(
+            f"| publish_many vs raw pipelined LPUSH (one per message) "
+            f"| {_cell(figures(results, name, 'publish_many'), ',.0f')} "
+            f"| {_cell(figures(results, PIPELINED_LPUSH, 'publish_many'), ',.0f')} | - "
+            f"| {_cell(ratio(results, name, PIPELINED_LPUSH, 'publish_many'), '.2f')} | - |"
+        )
+    for which, label in _LATENCY_NAMES.items():
+        rows.append(
+            f"| {label} | {_cell(figures(results, name, 'latency', which), '.2f')} "
+            f"| {_cell(figures(results, raw, 'latency', which), '.2f')} "
+            f"| {_cell(figures(results, 'kombu', 'latency', which), '.2f')} "
+            f"| {_cell(ratio(results, name, raw, 'latency', which, inverted=True), '.2f')} "
+            f"| {_cell(ratio(results, name, 'kombu', 'latency', which, inverted=True), '.2f')} |"
+        )
+    return rows
 
 
-def _latency_ratio(a: Measurement | None, b: Measurement | None) -> float | None:
-    # For latency a lower figure is better: report p50 as raw/brokerkit so that > 1 is faster.
-    if a is None or b is None or not a.p50_ms or not b.p50_ms:
-        return None
-    return b.p50_ms / a.p50_ms
-
-
-def markdown(results: Results, meta: Mapping[str, Any], skipped: Mapping[str, str]) -> str:
+def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str]) -> str:
     """The tables: per backend (msg/s and ratios), memory, and the targets."""
     lines = [
         "# brokerkit benchmark",
         "",
-        f"{meta['count']} messages of {meta['size']} bytes per step (batches of "
-        f"{meta['batch']}; latency: {meta['latency_count']} ping-pongs), one process, "
-        f"Redis {meta['redis_version']} on {meta['redis']}, Python {meta['python']}, "
-        f"{meta['date']}.",
+        f"Each step: {meta['warmup']} warm-up round (discarded) and {meta['rounds']} measured "
+        f"rounds per side, the sides alternating round by round; a round is {meta['count']} "
+        f"messages of {meta['size']} bytes (batches of {meta['batch']}) or "
+        f"{meta['latency_count']} latency ping-pongs. One process, Redis "
+        f"{meta['redis_version']} on {meta['redis']}, Python {meta['python']}, {meta['date']}; "
+        f"the run took {meta.get('seconds', 0):.0f} s.",
         "",
-        "Throughput in messages per second (higher is better); latency as p50 / p99. "
-        "Ratios are brokerkit / raw redis-py and brokerkit / kombu (for latency, "
-        "the p50 ratio is inverted so that above 1 is always better for brokerkit).",
+        "Each cell is the median over the rounds, with the lowest and highest round in "
+        "brackets. Throughput in messages per second (higher is better); latency in "
+        "milliseconds (lower is better). A ratio is the median of the per-round ratios "
+        "brokerkit / raw redis-py or brokerkit / kombu, each taken between two figures "
+        "measured back to back; for latency it is inverted (raw / brokerkit), so that "
+        "above 1 is always better for brokerkit.",
         "",
     ]
-    kombu = _by_step(results, "kombu")
     for name, raw_name in RAW_OF.items():
-        lines.append(f"## {name}")
-        lines.append("")
+        lines += [f"## {name}", ""]
+        for side in (name, raw_name, "kombu"):
+            if side in skipped:
+                lines += [f"{side} not measured: {skipped[side]}", ""]
         if name in skipped:
-            lines += [f"not measured: {skipped[name]}", ""]
             continue
-        mine, raw = _by_step(results, name), _by_step(results, raw_name)
         lines += [
             "| step | brokerkit | raw redis-py | kombu (Redis) | vs raw | vs kombu |",
             "|---|---:|---:|---:|---:|---:|",
+            *_rows(results, name, raw_name),
+            "",
         ]
-        for step, label in _STEP_NAMES.items():
-            a, b, k = mine.get(step), raw.get(step), kombu.get(step)
-            if step == "latency":
-                vs_raw, vs_kombu = _latency_ratio(a, b), _latency_ratio(a, k)
-            else:
-                vs_raw, vs_kombu = _ratio(a, b), _ratio(a, k)
-            if name == "redis+pubsub" and step.startswith("consume"):
-                label = label.replace("consume+ack", "receive (while publishing)")
-            lines.append(
-                f"| {label} | {_rate(a)} | {_rate(b)} | {_rate(k)} | "
-                f"{_fmt_ratio(vs_raw)} | {_fmt_ratio(vs_kombu)} |"
-            )
-        lines.append("")
-    memory = _by_step(results, "memory")
-    if memory:
+    if "memory" in results:
         lines += ["## memory:// (no server)", "", "| step | brokerkit |", "|---|---:|"]
-        lines += [f"| {_STEP_NAMES[s]} | {_rate(memory.get(s))} |" for s in _STEP_NAMES]
+        lines += [
+            f"| {_STEP_NAMES[s]} | {_cell(figures(results, 'memory', s), ',.0f')} |"
+            for s in _STEP_NAMES
+        ]
+        lines += [
+            f"| {label} | {_cell(figures(results, 'memory', 'latency', which), '.3f')} |"
+            for which, label in _LATENCY_NAMES.items()
+        ]
         lines.append("")
-    lines += ["## targets", "", "| target | measured | required | met |", "|---|---:|---:|:-:|"]
+    elif "memory" in skipped:
+        lines += ["## memory:// (no server)", "", f"not measured: {skipped['memory']}", ""]
+    lines += [
+        "## targets",
+        "",
+        "| target | measured (median, min-max) | required | met | rounds met |",
+        "|---|---:|---:|:-:|:-:|",
+    ]
     for target in check_targets(results):
         sign = "≤" if target.at_most else "≥"
         met = {True: "yes", False: "**no**", None: "-"}[target.met]
+        rounds = f"{target.rounds_met}/{target.measured.rounds}" if target.measured else "-"
         lines.append(
-            f"| {target.name} | {_fmt_ratio(target.measured)} | {sign} {target.required:g} "
-            f"| {met} |"
+            f"| {target.name} | {_cell(target.measured, '.2f')} | {sign} {target.required:g} "
+            f"| {met} | {rounds} |"
         )
     lines.append("")
     return "\n".join(lines)
 
 
-def as_json(
-    results: Results, meta: Mapping[str, Any], skipped: Mapping[str, str]
-) -> dict[str, Any]:
-    """Everything measured, with the targets, as plain data."""
-    return {
-        "meta": dict(meta),
-        "skipped": dict(skipped),
-        "results": {
-            name: [
+def as_json(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str]) -> dict[str, Any]:
+    """Everything measured (every round), the medians and spreads, the ratios and
+    the targets, as plain data."""
+
+    def summary(side: str, step: str, rounds: Sequence[Measurement]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rounds": [
                 {
-                    "step": m.step,
                     "messages": m.messages,
                     "seconds": round(m.seconds, 6),
                     "rate": round(m.rate, 1),
                     "p50_ms": m.p50_ms,
                     "p99_ms": m.p99_ms,
                 }
-                for m in measurements
+                for m in rounds
             ]
-            for name, measurements in results.items()
+        }
+        for which in ("rate", "p50_ms", "p99_ms") if step == "latency" else ("rate",):
+            spread = figures(results, side, step, which)
+            out[which] = spread.as_dict(1 if which == "rate" else 4) if spread else None
+        return out
+
+    ratios: dict[str, Any] = {}
+    for name, raw in RAW_OF.items():
+        per_step: dict[str, Any] = {}
+        for step in _STEP_NAMES:
+            per_step[step] = {
+                "vs_raw": _dict(ratio(results, name, raw, step)),
+                "vs_kombu": _dict(ratio(results, name, "kombu", step)),
+            }
+        for which in _LATENCY_NAMES:
+            per_step[f"latency_{which}"] = {
+                "vs_raw": _dict(ratio(results, name, raw, "latency", which, inverted=True)),
+                "vs_kombu": _dict(ratio(results, name, "kombu", "latency", which, inverted=True)),
+            }
+        if name == "redis+list":
+            per_step["publish_many"]["vs_raw_pipelined_lpush"] = _dict(
+                ratio(results, name, PIPELINED_LPUSH, "publish_many")
+            )
+        ratios[name] = per_step
+    return {
+        "meta": dict(meta),
+        "skipped": dict(skipped),
+        "results": {
+            side: {step: summary(side, step, rounds) for step, rounds in steps.items()}
+            for side, steps in results.items()
         },
+        "ratios": ratios,
         "targets": [
             {
                 "target": t.name,
-                "measured": t.measured,
+                "measured": _dict(t.measured),
                 "required": t.required,
                 "at_most": t.at_most,
                 "met": t.met,
+                "rounds_met": t.rounds_met,
             }
             for t in check_targets(results)
         ],
     }
+
+
+def _dict(spread: Spread | None) -> dict[str, float | int] | None:
+    return None if spread is None else spread.as_dict()

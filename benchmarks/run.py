@@ -2,8 +2,9 @@
 
 In one process, on one Redis (a private redis-server started here, or
 ``--redis-url``), with one message count and body size: each brokerkit Redis
-backend, raw redis-py doing the same commands, and kombu's Redis transport; then
-the memory backend alone. Writes ``benchmarks/results/latest.md`` and ``.json``.
+backend, raw redis-py doing the same commands, kombu's Redis transport and the
+memory backend, measured step by step in alternating rounds (see
+:mod:`benchmarks.rounds`). Writes ``benchmarks/results/latest.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -14,20 +15,24 @@ import datetime
 import json
 import platform
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
-from benchmarks.raw import raw_list, raw_pubsub, raw_stream
-from benchmarks.report import RAW_OF, as_json, markdown
-from brokerkit.cli._bench import Measurement, bench_url
+from benchmarks.raw import RawList, RawPubsub, RawStream
+from benchmarks.report import PIPELINED_LPUSH, RAW_OF, as_json, markdown
+from benchmarks.rounds import Side, interleave
+from brokerkit.cli._bench import STEPS, BrokerBench, Measurement, Workload
 from brokerkit.exceptions import BrokerError
 
 RESULTS = Path(__file__).resolve().parent / "results"
+_RAW = {"raw list": RawList, "raw stream": RawStream, "raw pubsub": RawPubsub}
 
 
 @contextlib.contextmanager
@@ -46,89 +51,148 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _profiled(name: str, enabled: bool, work: Callable[[], list[Measurement]]) -> list[Measurement]:
-    if not enabled:
-        return work()
+def _profiled(
+    name: str, run: Callable[[str], Measurement], out: Path
+) -> tuple[Callable[[str], Measurement], Callable[[], None]]:
+    """``run`` under a pyinstrument profiler that records its rounds only, and a
+    function that writes the profile (main thread only) next to the results."""
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.0005)
-    with profiler:
-        results = work()
-    path = RESULTS / f"profile-{name.replace('+', '-').replace(' ', '-')}.txt"
-    path.write_text(profiler.output_text(unicode=True, show_all=False), encoding="utf-8")
-    _say(f"  profile written to {path}")
-    return results
+    used = False
+
+    def profiled(step: str) -> Measurement:
+        nonlocal used
+        used = True
+        profiler.start()
+        try:
+            return run(step)
+        finally:
+            profiler.stop()
+
+    def write() -> None:
+        if not used:
+            return
+        path = out / f"profile-{name.replace('+', '-').replace(':', '').replace('/', '')}.txt"
+        path.write_text(profiler.output_text(unicode=True, show_all=False), encoding="utf-8")
+        _say(f"  profile of {name} written to {path}")
+
+    return profiled, write
+
+
+def _pipelined_lpush(raw: RawList) -> Side:
+    """The issue's raw publish_many on a list: one LPUSH per message, pipelined."""
+
+    def run(step: str) -> Measurement:
+        return raw.publish_many_pipelined()
+
+    return Side(PIPELINED_LPUSH, run, lambda: None, frozenset({"publish_many"}))
+
+
+def _sides(
+    url: str, workload: Workload, want: Callable[[str], bool], profile: Path | None
+) -> tuple[list[Side], dict[str, str], list[Callable[[], None]]]:
+    """Every side that was asked for and could be opened; why the others could not;
+    the profile writers."""
+    sides: list[Side] = []
+    skipped: dict[str, str] = {}
+    writers: list[Callable[[], None]] = []
+    base = url.split("://", 1)[1]
+
+    def brokerkit(name: str, broker_url: str) -> None:
+        try:
+            bench = BrokerBench(broker_url, workload)
+        except BrokerError as exc:
+            skipped[name] = str(exc)
+            _say(f"{name} skipped: {exc}")
+            return
+        run: Callable[[str], Measurement] = bench.run
+        if profile is not None:
+            run, write = _profiled(name, run, profile)
+            writers.append(write)
+        sides.append(Side(name, run, bench.close))
+
+    for scheme, raw_name in RAW_OF.items():
+        if want(scheme):
+            brokerkit(scheme, f"{scheme}://{base}")
+        if want(raw_name):
+            raw = _RAW[raw_name](lambda: redis.Redis.from_url(url), workload)
+            sides.append(Side(raw_name, raw.run, raw.close))
+            if isinstance(raw, RawList):
+                sides.append(_pipelined_lpush(raw))
+    if want("kombu"):
+        try:
+            from benchmarks.kombu_bench import KombuBench
+
+            kombu = KombuBench(url, workload)
+            sides.append(Side("kombu", kombu.run, kombu.close))
+        except ImportError:
+            skipped["kombu"] = 'kombu is not installed: pip install -e ".[bench]"'
+            _say(f"kombu skipped: {skipped['kombu']}")
+    if want("memory"):
+        brokerkit("memory", "memory://")
+    return sides, skipped, writers
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--redis-url", help="an existing Redis (default: start a private one)")
-    parser.add_argument("--count", type=int, default=5000, help="messages per step")
+    parser.add_argument("--count", type=int, default=2000, help="messages per round")
     parser.add_argument("--size", type=int, default=100, help="body size in bytes")
     parser.add_argument("--batch", type=int, default=500, help="publish_many batch size")
-    parser.add_argument("--latency-count", type=int, default=500, help="ping-pongs")
+    parser.add_argument("--latency-count", type=int, default=300, help="ping-pongs per round")
+    parser.add_argument("--rounds", type=int, default=7, help="measured rounds per step and side")
+    parser.add_argument("--warmup", type=int, default=1, help="discarded rounds before them")
     parser.add_argument(
-        "--only", action="append", help="only these runs (redis+list, raw stream, kombu, memory...)"
+        "--step", action="append", choices=STEPS, help="only these steps (default: all)"
     )
-    parser.add_argument("--profile", action="store_true", help="pyinstrument each brokerkit run")
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="only these sides (redis+list, raw stream, kombu, memory...)",
+    )
+    parser.add_argument("--profile", action="store_true", help="pyinstrument each brokerkit side")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.md/json go")
     args = parser.parse_args(argv)
-    sizes = dict(
+    if args.rounds < 1 or args.warmup < 0:
+        parser.error("--rounds must be 1 or more and --warmup 0 or more")
+    workload = Workload(
         count=args.count, size=args.size, batch=args.batch, latency_count=args.latency_count
     )
-
-    results: dict[str, list[Measurement]] = {}
-    skipped: dict[str, str] = {}
     wanted = set(args.only) if args.only else None
+    steps = [s for s in STEPS if not args.step or s in args.step]
 
     def want(name: str) -> bool:
         return wanted is None or name in wanted
 
+    began = time.perf_counter()
     with redis_at(args.redis_url) as url:
-        client_info = redis.Redis.from_url(url).info("server")
-        base = url.split("://", 1)[1]
-        for scheme, raw_name in RAW_OF.items():
-            if want(scheme):
-                _say(f"{scheme} ...")
-                try:
-                    results[scheme] = _profiled(
-                        scheme, args.profile, lambda s=scheme: bench_url(f"{s}://{base}", **sizes)
-                    )
-                except BrokerError as exc:
-                    skipped[scheme] = str(exc)
-                    _say(f"  skipped: {exc}")
-            if want(raw_name):
-                _say(f"{raw_name} (redis-py) ...")
-                run = {"raw list": raw_list, "raw stream": raw_stream, "raw pubsub": raw_pubsub}
-                results[raw_name] = run[raw_name](lambda: redis.Redis.from_url(url), **sizes)
-        if want("kombu"):
-            _say("kombu (Redis transport) ...")
-            try:
-                from benchmarks.kombu_bench import kombu_redis
-
-                results["kombu"] = kombu_redis(url, **sizes)
-            except ImportError:
-                skipped["kombu"] = 'kombu is not installed: pip install -e ".[bench]"'
-                _say(f"  skipped: {skipped['kombu']}")
-    if want("memory"):
-        _say("memory:// ...")
-        results["memory"] = _profiled(
-            "memory", args.profile, lambda: bench_url("memory://", **sizes)
-        )
-
+        server: dict[str, Any] = redis.Redis.from_url(url).info("server")
+        sides, skipped, writers = _sides(url, workload, want, args.out if args.profile else None)
+        run = interleave(sides, steps, rounds=args.rounds, warmup=args.warmup, say=_say)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for write in writers:
+        write()
+    skipped.update(run.skipped)
     meta = {
-        **sizes,
+        "count": workload.count,
+        "size": workload.size,
+        "batch": workload.batch,
+        "latency_count": workload.latency_count,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "ratio": "median of per-round ratios (sides measured back to back in each round)",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
-        "redis_version": client_info.get("redis_version", "?"),
+        "redis_version": server.get("redis_version", "?"),
         "redis": "a private redis-server" if args.redis_url is None else "--redis-url",
         "machine": f"{platform.system()} {platform.machine()}",
+        "seconds": round(time.perf_counter() - began, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = markdown(results, meta, skipped)
+    table = markdown(run.rounds, meta, skipped)
     (args.out / "latest.md").write_text(table, encoding="utf-8")
     (args.out / "latest.json").write_text(
-        json.dumps(as_json(results, meta, skipped), indent=2) + "\n", encoding="utf-8"
+        json.dumps(as_json(run.rounds, meta, skipped), indent=2) + "\n", encoding="utf-8"
     )
     print(table)
     _say(f"written to {args.out / 'latest.md'} and latest.json")

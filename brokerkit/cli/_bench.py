@@ -1,5 +1,10 @@
 """Throughput and latency of one brokerkit URL: the measurements behind
-``brokerkit bench`` and the brokerkit rows of ``benchmarks/``."""
+``brokerkit bench`` and the brokerkit rows of ``benchmarks/``.
+
+:class:`BrokerBench` keeps one broker open and measures one *round* of one step
+at a time, so that the benchmark suite can alternate brokerkit's rounds with raw
+redis-py's; :func:`bench_url` is the quick look: each step once.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
@@ -18,7 +24,7 @@ from brokerkit._plugins import connect
 from brokerkit._subscription import Subscription
 from brokerkit.exceptions import BrokerError
 
-__all__ = ["STEPS", "Measurement", "Progress", "bench_url", "percentile"]
+__all__ = ["STEPS", "BrokerBench", "Measurement", "Progress", "Workload", "bench_url", "percentile"]
 
 #: ``(step, done, total)``: called as a step advances, to draw a progress bar.
 Progress = Callable[[str, int, int], None]
@@ -29,7 +35,7 @@ STEPS = ("publish", "publish_many", "consume_ack_p1", "consume_ack_p100", "laten
 
 @dataclass(frozen=True)
 class Measurement:
-    """One measured step.
+    """One measured round of one step.
 
     :ivar step: one of :data:`STEPS` (for a backend without PERSISTENT the
         consume steps measure receiving while publishing).
@@ -59,6 +65,34 @@ class Measurement:
         )
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What one round of a step does: ``count`` messages of ``size`` bytes,
+    published in batches of ``batch`` (publish_many and the consume prefill),
+    or ``latency_count`` ping-pongs."""
+
+    count: int = 5000
+    size: int = 100
+    batch: int = 500
+    latency_count: int = 500
+
+    def __post_init__(self) -> None:
+        for name in ("count", "batch", "latency_count"):
+            if getattr(self, name) < 1:
+                raise BrokerError(f"bench {name} must be 1 or more, got {getattr(self, name)}")
+        if self.size < 0:
+            raise BrokerError(f"bench size must be 0 or more bytes, got {self.size}")
+
+    @property
+    def body(self) -> bytes:
+        """The body every message carries."""
+        return b"x" * self.size
+
+    def batches(self) -> list[int]:
+        """The sizes of the batches that make up ``count`` messages."""
+        return [min(self.batch, self.count - start) for start in range(0, self.count, self.batch)]
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The ``fraction`` (0..1) percentile of ``values``, nearest rank."""
     ordered = sorted(values)
@@ -68,6 +102,66 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def _nothing(step: str, done: int, total: int) -> None:
     pass
+
+
+def check_steps(steps: Sequence[str]) -> None:
+    """:raises BrokerError: a step is not one of :data:`STEPS`."""
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise BrokerError(f"unknown bench step {sorted(unknown)}; the steps are {', '.join(STEPS)}")
+
+
+class BrokerBench:
+    """One broker, open for any number of rounds of any step.
+
+    Every round works on a fresh topic, purged afterwards. The consume steps
+    prefill the topic before the clock starts; consumers with prefetch N ack in
+    batches of up to N (what a fetch returned), as raw redis-py's consumers do.
+    """
+
+    def __init__(self, url: str, workload: Workload) -> None:
+        self.workload = workload
+        self.broker = connect(url)
+        self._run = secrets.token_hex(4)
+        self._rounds = 0
+
+    def __enter__(self) -> BrokerBench:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the broker."""
+        self.broker.close()
+
+    def run(self, step: str, progress: Progress | None = None) -> Measurement:
+        """Measure one round of ``step``.
+
+        :raises BrokerError: the broker cannot be reached, or the round lost messages.
+        """
+        check_steps([step])
+        report = progress or _nothing
+        self._rounds += 1
+        topic = f"bench-{self._run}-{step}-{self._rounds}"
+        broker, work = self.broker, self.workload
+        if step == "publish":
+            result = _publish(broker, topic, work, report)
+        elif step == "publish_many":
+            result = _publish_many(broker, topic, work, report)
+        elif step.startswith("consume_ack_p"):
+            prefetch = int(step.removeprefix("consume_ack_p"))
+            result = _consume(broker, topic, step, work, prefetch, report)
+        else:
+            result = _latency(broker, topic, work, report)
+        if Capability.PERSISTENT in broker.capabilities:
+            broker.purge(topic)
+        return result
 
 
 def bench_url(
@@ -80,83 +174,58 @@ def bench_url(
     steps: Sequence[str] = STEPS,
     progress: Progress | None = None,
 ) -> list[Measurement]:
-    """Measure ``steps`` on ``url`` with ``count`` messages of ``size`` bytes.
+    """Measure each of ``steps`` once on ``url`` with ``count`` messages of ``size``
+    bytes (the quick look; ``benchmarks/`` alternates rounds with raw redis-py).
 
-    Each step uses a fresh topic; publish_many and the consume prefill go in
-    batches of ``batch``; consumers with prefetch N ack in batches of up to N.
-
-    :raises BrokerError: the URL cannot be reached, or a step lost messages.
+    :raises BrokerError: the URL cannot be reached, a step is unknown, or a step
+        lost messages.
     """
-    report = progress or _nothing
-    unknown = set(steps) - set(STEPS)
-    if unknown:
-        raise BrokerError(f"unknown bench step {sorted(unknown)}; the steps are {', '.join(STEPS)}")
-    body = b"x" * size
-    run = secrets.token_hex(4)
-    results = []
-    with connect(url) as broker:
-        for step in steps:
-            topic = f"bench-{run}-{step}"
-            if step == "publish":
-                results.append(_publish(broker, topic, body, count, report))
-            elif step == "publish_many":
-                results.append(_publish_many(broker, topic, body, count, batch, report))
-            elif step.startswith("consume_ack_p"):
-                prefetch = int(step.removeprefix("consume_ack_p"))
-                results.append(_consume(broker, topic, step, body, count, batch, prefetch, report))
-            else:
-                results.append(_latency(broker, topic, body, latency_count, report))
-            if Capability.PERSISTENT in broker.capabilities:
-                broker.purge(topic)
-    return results
+    check_steps(steps)
+    workload = Workload(count=count, size=size, batch=batch, latency_count=latency_count)
+    with BrokerBench(url, workload) as bench:
+        return [bench.run(step, progress) for step in steps]
 
 
-def _publish(broker: Broker, topic: str, body: bytes, count: int, report: Progress) -> Measurement:
+def _publish(broker: Broker, topic: str, work: Workload, report: Progress) -> Measurement:
+    count, body = work.count, work.body
+    publish = broker.publish
     tick = max(count // 50, 1)
-    started = time.perf_counter()
-    for n in range(count):
-        broker.publish(topic, body)
-        if n % tick == 0:
-            report("publish", n, count)
-    elapsed = time.perf_counter() - started
-    report("publish", count, count)
-    return Measurement("publish", count, elapsed)
-
-
-def _publish_many(
-    broker: Broker, topic: str, body: bytes, count: int, batch: int, report: Progress
-) -> Measurement:
     started = time.perf_counter()
     done = 0
     while done < count:
-        size = min(batch, count - done)
-        broker.publish_many(topic, [body] * size)
-        done += size
-        report("publish_many", done, count)
-    return Measurement("publish_many", count, time.perf_counter() - started)
+        n = min(tick, count - done)
+        for _ in range(n):
+            publish(topic, body)
+        done += n
+        report("publish", done, count)
+    return Measurement("publish", count, time.perf_counter() - started)
+
+
+def _publish_many(broker: Broker, topic: str, work: Workload, report: Progress) -> Measurement:
+    batches = [[work.body] * n for n in work.batches()]
+    started = time.perf_counter()
+    done = 0
+    for bodies in batches:
+        broker.publish_many(topic, bodies)
+        done += len(bodies)
+        report("publish_many", done, work.count)
+    return Measurement("publish_many", work.count, time.perf_counter() - started)
 
 
 def _consume(
-    broker: Broker,
-    topic: str,
-    step: str,
-    body: bytes,
-    count: int,
-    batch: int,
-    prefetch: int,
-    report: Progress,
+    broker: Broker, topic: str, step: str, work: Workload, prefetch: int, report: Progress
 ) -> Measurement:
     if Capability.PERSISTENT not in broker.capabilities:
-        return _receive_while_publishing(broker, topic, step, body, count, batch, prefetch, report)
+        return _receive_while_publishing(broker, topic, step, work, prefetch, report)
     with broker.subscribe(topic, prefetch=prefetch) as subscription:
-        for start in range(0, count, batch):
-            broker.publish_many(topic, [body] * min(batch, count - start))
+        for n in work.batches():
+            broker.publish_many(topic, [work.body] * n)
         started = time.perf_counter()
-        received = _drain(broker, subscription, step, count, prefetch, report)
+        received = _drain(broker, subscription, step, work.count, prefetch, report)
         elapsed = time.perf_counter() - started
-    if received < count:
-        raise BrokerError(f"{step}: received {received} of {count} messages")
-    return Measurement(step, count, elapsed)
+    if received < work.count:
+        raise BrokerError(f"{step}: received {received} of {work.count} messages")
+    return Measurement(step, work.count, elapsed)
 
 
 def _drain(
@@ -167,7 +236,8 @@ def _drain(
     prefetch: int,
     report: Progress,
 ) -> int:
-    """Receive and ack ``count`` deliveries: one by one, or in batches of ``prefetch``."""
+    """Receive and ack ``count`` deliveries: one by one, or each fetched batch
+    (up to ``prefetch``) in one ack."""
     tick = max(count // 50, 1)
     received = 0
     pending: list[Delivery] = []
@@ -189,44 +259,46 @@ def _drain(
 
 
 def _receive_while_publishing(
-    broker: Broker,
-    topic: str,
-    step: str,
-    body: bytes,
-    count: int,
-    batch: int,
-    prefetch: int,
-    report: Progress,
+    broker: Broker, topic: str, step: str, work: Workload, prefetch: int, report: Progress
 ) -> Measurement:
     """For a backend that keeps nothing: a subscriber listens while the messages go out."""
+    batches = [[work.body] * n for n in work.batches()]
     with broker.subscribe(topic, prefetch=prefetch) as subscription:
         result: list[int] = []
         finished = threading.Event()
 
         def listen() -> None:
-            result.append(_drain(broker, subscription, step, count, prefetch, report))
-            finished.set()
+            try:
+                result.append(_drain(broker, subscription, step, work.count, prefetch, report))
+            finally:
+                finished.set()
 
         started = time.perf_counter()
         thread = threading.Thread(target=listen, daemon=True)
         thread.start()
-        for start in range(0, count, batch):
-            broker.publish_many(topic, [body] * min(batch, count - start))
+        for bodies in batches:
+            broker.publish_many(topic, bodies)
         finished.wait(30)
         elapsed = time.perf_counter() - started
         thread.join(10)
     received = result[0] if result else 0
-    if received < count:
-        raise BrokerError(f"{step}: received {received} of {count} messages")
-    return Measurement(step, count, elapsed)
+    if received < work.count:
+        raise BrokerError(f"{step}: received {received} of {work.count} messages")
+    return Measurement(step, work.count, elapsed)
 
 
-def _latency(broker: Broker, topic: str, body: bytes, count: int, report: Progress) -> Measurement:
-    """Ping-pong: publish one message, wait until a blocked consumer has it, repeat."""
+def _latency(broker: Broker, topic: str, work: Workload, report: Progress) -> Measurement:
+    """Ping-pong: publish one message, wait until a blocked consumer has it, repeat.
+
+    The arrival is stamped when ``receive`` returns, before the ack (as raw
+    redis-py's consumer stamps before its XACK/LREM); the first ping only makes
+    sure the consumer is waiting and is not counted.
+    """
     arrived = threading.Event()
     stop = threading.Event()
-    times: list[float] = []
     ready = threading.Event()
+    stamps: list[float] = []
+    count, body = work.latency_count, work.body
 
     def consume() -> None:
         with broker.subscribe(topic) as subscription:
@@ -235,23 +307,25 @@ def _latency(broker: Broker, topic: str, body: bytes, count: int, report: Progre
                 delivery = subscription.receive(timeout=0.2)
                 if delivery is None:
                     continue
-                times.append(time.perf_counter())
+                stamps.append(time.perf_counter())
                 arrived.set()
                 delivery.ack()
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
-    ready.wait(10)
+    if not ready.wait(10):
+        raise BrokerError("latency: the consumer did not subscribe within 10 s")
     latencies = []
     tick = max(count // 50, 1)
     try:
-        for n in range(count):
+        for n in range(count + 1):
             arrived.clear()
             sent = time.perf_counter()
             broker.publish(topic, body)
             if not arrived.wait(5):
                 raise BrokerError(f"latency: message {n} did not arrive within 5 s")
-            latencies.append(times[-1] - sent)
+            if n:
+                latencies.append(stamps[-1] - sent)
             if n % tick == 0:
                 report("latency", n, count)
     finally:
