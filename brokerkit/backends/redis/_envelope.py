@@ -66,24 +66,40 @@ def encode(message: Message) -> bytes:
 
 
 def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Message:
-    """The message in ``data``; a value without the envelope is a raw payload."""
+    """The message in ``data``. Never raises: a value without the envelope, or with
+    one that does not parse, is a raw payload (another program wrote it)."""
     if data.startswith(MAGIC):
         end = data.find(b"\n", len(MAGIC))
         if end != -1:
-            try:
-                header, _ = _HEADER_DECODER.raw_decode(data[len(MAGIC) : end].decode())
-            except ValueError:
-                header = None
-            if isinstance(header, dict) and "id" in header:
-                return Message(
-                    id=str(header["id"]),
-                    topic=topic,
-                    payload=data[end + 1 :],
-                    content_type=str(header.get("ct", "application/octet-stream")),
-                    headers=dict(header.get("h") or {}),
-                    published_at=float(header.get("ts", 0.0)),
-                )
+            message = _from_json_header(topic, data[len(MAGIC) : end], data[end + 1 :])
+            if message is not None:
+                return message
     return raw_message(topic, data, raw_content_type)
+
+
+def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | None:
+    """The message of a JSON header, or None if the header is not one brokerkit wrote."""
+    try:
+        fields, _ = _HEADER_DECODER.raw_decode(header.decode())
+        message_id = fields["id"]
+        content_type = fields.get("ct", "application/octet-stream")
+        headers = fields.get("h") or {}
+        published_at = float(fields.get("ts", 0.0))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not _well_formed(message_id, content_type, headers):
+        return None
+    return Message(message_id, topic, payload, content_type, headers, published_at)
+
+
+def _well_formed(message_id: object, content_type: object, headers: object) -> bool:
+    return (
+        type(message_id) is str
+        and bool(message_id)
+        and type(content_type) is str
+        and type(headers) is dict
+        and all(type(k) is str and type(v) is str for k, v in headers.items())
+    )
 
 
 def raw_message(topic: str, data: bytes, content_type: str | None = None) -> Message:
@@ -181,12 +197,7 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
                 return None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    if (
-        not message_id
-        or type(message_id) is not str
-        or type(content_type) is not str
-        or type(headers) is not dict
-    ):
+    if not _well_formed(message_id, content_type, headers):
         return None
     return Message(message_id, topic, payload, content_type, headers, published_at)
 
@@ -207,19 +218,27 @@ def decode_fields(
         if message is not None:
             return message
     if b"id" in fields and payload is not None and b"ct" in fields:
-        headers = fields.get(b"h")
-        return Message(
-            id=fields[b"id"].decode(),
-            topic=topic,
-            payload=payload,
-            content_type=fields[b"ct"].decode(),
-            headers=json.loads(headers) if headers else {},
-            published_at=float(fields.get(b"ts", b"0")),
-        )
+        message = _from_old_fields(topic, fields, payload)
+        if message is not None:
+            return message
     if payload is not None and len(fields) == 1:
         return raw_message(topic, payload, raw_content_type)
     plain = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
     return raw_message(topic, json.dumps(plain).encode(), raw_content_type or "application/json")
+
+
+def _from_old_fields(topic: str, fields: Mapping[bytes, bytes], payload: bytes) -> Message | None:
+    """A message in the one-field-per-fact layout, or None if the fields do not parse."""
+    try:
+        message_id, content_type = fields[b"id"].decode(), fields[b"ct"].decode()
+        encoded = fields.get(b"h")
+        headers = json.loads(encoded) if encoded else {}
+        published_at = float(fields.get(b"ts", b"0"))
+    except (ValueError, TypeError):
+        return None
+    if not _well_formed(message_id, content_type, headers):
+        return None
+    return Message(message_id, topic, payload, content_type, headers, published_at)
 
 
 def _guess(data: bytes) -> str:

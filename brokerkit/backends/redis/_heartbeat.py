@@ -72,3 +72,5 @@ class LeaseKeeper:
                 self._renew(held)
             except BrokerError as exc:
                 log.warning("could not renew %d lease(s): %s", len(held), exc)
+            except Exception:  # a bug must not silently end renewals for good
+                log.exception("renewing %d lease(s) failed", len(held))
