@@ -5,9 +5,12 @@ jitter, and record every gap in listening."""
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import re
+import select
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +34,15 @@ _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 2.0
 _CLIENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@=+-]")
 _LOST: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OSError)
+#: What a non-blocking ``recv`` raises when nothing has arrived (TLS sockets may
+#: also need to write before they can read).
+_NOTHING_YET = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_READ_SIZE = 65536
+
+try:  # redis-py's hiredis parser, whose reader a _Wire reads directly
+    from redis._parsers import hiredis as _hiredis_parser
+except ImportError:  # pragma: no cover - another redis-py layout: read through redis-py
+    _hiredis_parser = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,7 @@ class ChannelListener:
             retry=Retry(NoBackoff(), 0),
         )
         self._conn: Any = None
+        self._wire: _Wire | None = None
         self._closed = False
         self._reading = threading.Lock()
         self._last_heard = 0.0
@@ -182,14 +195,10 @@ class ChannelListener:
             return [], self._recover(deadline)
         received: list[tuple[bytes, bytes]] = []
         try:
-            while len(received) < max_messages and not self._closed:
-                wait = 0.0 if received else max(deadline - time.monotonic(), 0.0)
-                response = self._next_response(wait)
-                if response is None:
-                    break
-                message = _message(response)
-                if message is not None:
-                    received.append(message)
+            if self._wire is not None:
+                self._read_wire(self._wire, received, max_messages, deadline)
+            else:
+                self._read_driver(received, max_messages, deadline)
         except _LOST as exc:
             self._lose(exc)
             if not received and not self._closed:
@@ -218,30 +227,77 @@ class ChannelListener:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._wire = self._conn, None, None
         if conn is not None:
             conn.disconnect()
         self._pool.disconnect()
 
     # -- reading --------------------------------------------------------------------
 
-    def _next_response(self, wait: float) -> Any:
+    def _read_wire(
+        self, wire: _Wire, received: list[tuple[bytes, bytes]], max_messages: int, deadline: float
+    ) -> None:
+        """Read through ``wire``: the replies already buffered first, then whatever
+        one ``recv`` brings, and wait (``poll``) only when nothing has arrived."""
+        while not self._closed:
+            wire.parse(received, max_messages)
+            if len(received) >= max_messages:
+                return
+            if wire.fill():
+                self._last_heard = time.monotonic()
+                self._ping_sent = None
+                continue
+            if received:
+                return
+            now = time.monotonic()
+            check_at = self._keep_alive(now)
+            if now >= deadline:
+                return
+            wire.wait(min(deadline, check_at) - now)
+
+    def _read_driver(
+        self, received: list[tuple[bytes, bytes]], max_messages: int, deadline: float
+    ) -> None:
+        """Read through redis-py's connection (a parser other than hiredis)."""
         conn = self._conn
-        now = time.monotonic()
-        if self.ping_interval > 0:
-            if self._ping_sent is not None and now - self._ping_sent > self.ping_interval:
+        while len(received) < max_messages and not self._closed:
+            # can_read(0) answers from the parser's buffer first, without a system call.
+            if not conn.can_read(timeout=0):
+                if received:
+                    return
+                now = time.monotonic()
+                check_at = self._keep_alive(now)
+                if now >= deadline:
+                    return
+                conn.can_read(timeout=min(deadline, check_at) - now)
+                continue
+            response = conn.read_response(push_request=True)
+            self._last_heard = time.monotonic()
+            self._ping_sent = None
+            message = _message(response)
+            if message is not None:
+                received.append(message)
+
+    def _keep_alive(self, now: float) -> float:
+        """PING a silent connection; declare it dead when a PING goes unanswered for
+        ``ping_interval``. Returns when to look again.
+
+        :raises redis.TimeoutError: the PING went unanswered.
+        """
+        interval = self.ping_interval
+        if interval <= 0:
+            return math.inf
+        if self._ping_sent is not None:
+            if now - self._ping_sent >= interval:
                 raise redis.TimeoutError(
-                    f"no answer to PING within {self.ping_interval:g} s; the connection is dead"
+                    f"no answer to PING within {interval:g} s; the connection is dead"
                 )
-            if self._ping_sent is None and now - self._last_heard > self.ping_interval:
-                conn.send_command("PING", check_health=False)
-                self._ping_sent = now
-        if not conn.can_read(timeout=wait):
-            return None
-        response = conn.read_response(push_request=True)
-        self._last_heard = time.monotonic()
-        self._ping_sent = None
-        return response
+            return self._ping_sent + interval
+        if now - self._last_heard >= interval:
+            self._conn.send_command("PING", check_health=False)
+            self._ping_sent = now
+            return now + interval
+        return self._last_heard + interval
 
     # -- losing and regaining the connection -----------------------------------------
 
@@ -256,15 +312,16 @@ class ChannelListener:
                     response = conn.read_response(push_request=True)
                     if _is_confirmation(response, self._confirmation, self.channel):
                         break
+            wire = _Wire.of(conn)
         except BaseException:
             conn.disconnect()
             raise
-        self._conn = conn
+        self._conn, self._wire = conn, wire
         self._last_heard = time.monotonic()
         self._ping_sent = None
 
     def _lose(self, exc: BaseException) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._wire = self._conn, None, None
         if conn is not None:
             conn.disconnect()
         self._lost_at = time.time()
@@ -312,6 +369,89 @@ class ChannelListener:
             self._lost_at = None
             return gap
         return None
+
+
+class _Wire:
+    """Direct reads of a subscribed connection: its socket, made non-blocking, and
+    redis-py's hiredis reader, which keeps every byte redis-py had already read.
+
+    A burst of messages then costs one ``recv`` per 64 KiB and no system call per
+    message; redis-py's own read path polls the socket before every reply.
+    """
+
+    def __init__(self, sock: socket.socket, reader: Any, not_enough_data: object) -> None:
+        self.sock = sock
+        self.reader = reader
+        self.not_enough_data = not_enough_data
+        self.buffer = bytearray(_READ_SIZE)
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+        sock.setblocking(False)
+
+    @classmethod
+    def of(cls, conn: Any) -> _Wire | None:
+        """The wire of ``conn``; None when its parser is not redis-py's hiredis parser
+        (or the platform has no ``poll``): then the listener reads through redis-py."""
+        parser_class = getattr(_hiredis_parser, "_HiredisParser", None)
+        not_enough_data = getattr(_hiredis_parser, "NOT_ENOUGH_DATA", None)
+        parser, sock = getattr(conn, "_parser", None), getattr(conn, "_sock", None)
+        reader = getattr(parser, "_reader", None)
+        if (
+            parser_class is None
+            or not_enough_data is None
+            or not isinstance(parser, parser_class)
+            or reader is None
+            or not isinstance(sock, socket.socket)
+            or not hasattr(select, "poll")
+        ):
+            return None
+        try:
+            return cls(sock, reader, not_enough_data)
+        except OSError:
+            return None
+
+    def parse(self, received: list[tuple[bytes, bytes]], max_messages: int) -> None:
+        """Move complete replies from the reader's buffer into ``received`` (as
+        ``(channel, data)``) until it holds ``max_messages``; no system call.
+
+        :raises redis.ConnectionError: the reader reported a broken connection.
+        """
+        gets, nothing = self.reader.gets, self.not_enough_data
+        while len(received) < max_messages:
+            reply = gets()
+            if reply is nothing:
+                return
+            if isinstance(reply, list):  # hiredis's PushNotification (RESP3) is a list
+                if len(reply) == 3 and reply[0] == b"message":
+                    received.append((reply[1], reply[2]))
+                    continue
+                message = _message(reply)
+                if message is not None:
+                    received.append(message)
+                elif reply and isinstance(reply[0], Exception):
+                    raise reply[0]
+            elif isinstance(reply, Exception):
+                raise reply
+
+    def fill(self) -> bool:
+        """Feed the reader what one non-blocking ``recv`` returns; False if nothing
+        has arrived.
+
+        :raises redis.ConnectionError: the server closed the connection.
+        :raises OSError: the connection broke.
+        """
+        try:
+            size = self.sock.recv_into(self.buffer)
+        except _NOTHING_YET:
+            return False
+        if size == 0:
+            raise redis.ConnectionError("the server closed the connection")
+        self.reader.feed(self.buffer, 0, size)
+        return True
+
+    def wait(self, seconds: float) -> None:
+        """Return when the socket is readable (or closed), or after ``seconds``."""
+        self.poller.poll(max(seconds, 0.0) * 1000)
 
 
 def _backoff(attempt: int) -> float:

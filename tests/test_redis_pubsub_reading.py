@@ -1,0 +1,187 @@
+"""How a redis+pubsub subscription reads its connection: bursts that span many socket
+reads, several messages per fetch, and the same promises through redis-py's
+pure-Python parser (machines without hiredis) as through the hiredis fast path.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from redis._parsers import _RESP2Parser
+
+import brokerkit
+from brokerkit.backends.redis._pubsub_listener import ChannelListener
+from brokerkit.backends.redis.pubsub import Gap, RedisPubSubBroker
+from brokerkit.exceptions import ConnectionFailed
+from tests.redis_server import RedisServer
+
+Make = Callable[..., RedisPubSubBroker]
+WAIT = 5.0
+
+
+@pytest.fixture
+def make(redis_broker: Callable[..., Any]) -> Make:
+    """``make(**options)``: a redis+pubsub broker under this test's prefix, closed at the end."""
+    return functools.partial(redis_broker, "redis+pubsub")
+
+
+def _use_the_python_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make new redis-py connection pools use the pure-Python parser, as on a machine
+    without hiredis."""
+    original = redis.ConnectionPool.from_url.__func__  # type: ignore[attr-defined]
+
+    def from_url(cls: type[redis.ConnectionPool], /, url: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", _RESP2Parser)
+        return original(cls, url, **kwargs)
+
+    monkeypatch.setattr(redis.ConnectionPool, "from_url", classmethod(from_url))
+
+
+@pytest.fixture(params=["hiredis", "python"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which redis-py parser the subscriber connections use: hiredis (the fast path,
+    which reads the socket itself) or the pure-Python one (reads go through redis-py)."""
+    if request.param == "python":
+        _use_the_python_parser(monkeypatch)
+    return str(request.param)
+
+
+def _check_path(subscription: brokerkit.Subscription, parser: str) -> None:
+    listener = subscription.state
+    assert isinstance(listener, ChannelListener)
+    assert (listener._wire is not None) == (parser == "hiredis")
+
+
+def _receive(subscription: brokerkit.Subscription, count: int) -> list[Any]:
+    bodies: list[Any] = []
+    for _ in range(count):
+        delivery = subscription.receive(timeout=WAIT)
+        assert delivery is not None, f"only {len(bodies)} of {count} arrived"
+        bodies.append(delivery.body)
+    return bodies
+
+
+@pytest.mark.parametrize("prefetch", [1, 100])
+def test_a_burst_spanning_many_reads_arrives_whole_and_in_order(
+    make: Make, parser: str, prefetch: int
+) -> None:
+    broker = make()
+    # Small messages, and every 100th one large enough to span several socket reads.
+    bodies = [
+        f"{i}:".encode() + b"x" * (150_000 + i if i % 100 == 0 else i % 300) for i in range(2000)
+    ]
+    with broker.subscribe("burst", prefetch=prefetch) as subscription:
+        _check_path(subscription, parser)
+        for start in range(0, len(bodies), 500):
+            counted = broker.publish_many_counted("burst", bodies[start : start + 500])
+            assert all(p.receivers == 1 for p in counted)
+        assert _receive(subscription, len(bodies)) == bodies
+        assert subscription.receive(timeout=0.05) is None
+
+
+def test_a_fetch_takes_every_message_that_has_arrived(make: Make, parser: str) -> None:
+    broker = make()
+    with broker.subscribe("batch", prefetch=100) as subscription:
+        _check_path(subscription, parser)
+        assert all(p.receivers == 1 for p in broker.publish_many_counted("batch", list(range(60))))
+        fetches, bodies = 0, list[Any]()
+        while len(bodies) < 60:
+            fetches += subscription.buffered == 0
+            delivery = subscription.receive(timeout=WAIT)
+            assert delivery is not None
+            bodies.append(delivery.body)
+        assert bodies == list(range(60))
+        # 60 messages of ~100 bytes arrive in one or a few segments: a fetch per
+        # message would mean the subscription reads one reply per call.
+        assert fetches <= 10
+
+
+def test_through_the_python_parser_a_killed_connection_resubscribes_with_a_gap(
+    make: Make, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gaps: list[Gap] = []
+    _use_the_python_parser(monkeypatch)
+    broker = make(on_gap=gaps.append)
+    with broker.subscribe("kill", prefetch=10) as subscription:
+        _check_path(subscription, "python")
+        name = f"brokerkit-pubsub-{subscription.consumer}"
+        (victim,) = [
+            str(c["id"]) for c in redis_client.client_list(_type="pubsub") if c["name"] == name
+        ]
+        assert redis_client.client_kill_filter(_id=victim) == 1
+        end = time.monotonic() + 20
+        while not gaps:
+            assert time.monotonic() < end, "no gap was reported: the subscriber hangs"
+            assert subscription.receive(timeout=0.5) is None
+        assert gaps[0].topic == "kill" and gaps[0].reason
+        assert broker.publish_counted("kill", "after").receivers == 1
+        assert _receive(subscription, 1) == ["after"]
+
+
+def test_through_the_python_parser_idle_pings_are_answered_and_a_frozen_server_is_noticed(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_the_python_parser(monkeypatch)
+    gaps: list[Gap] = []
+    broker = brokerkit.connect(
+        redis_server.url("redis+pubsub") + "?socket_timeout=0.5",
+        ping_interval=0.1,
+        reconnect_timeout=0.5,
+        on_gap=gaps.append,
+    )
+    subscription = broker.subscribe("frozen")
+    _check_path(subscription, "python")
+    for _ in range(3):  # several ping intervals of silence, each answered
+        assert subscription.receive(timeout=0.25) is None
+    assert not gaps
+    redis_server.freeze()
+    failure: ConnectionFailed | None = None
+    try:
+        end = time.monotonic() + 20
+        while failure is None:
+            assert time.monotonic() < end, "a frozen server went unnoticed: a silent hang"
+            try:
+                subscription.receive(timeout=0.5)
+            except ConnectionFailed as exc:
+                failure = exc
+    finally:
+        redis_server.thaw()
+    assert "PING" in str(failure)
+    end = time.monotonic() + 20
+    while not gaps:
+        assert time.monotonic() < end, "no recovery after the server thawed"
+        subscription.receive(timeout=0.5)
+    broker.publish("frozen", "thawed")
+    assert _receive(subscription, 1) == ["thawed"]
+    broker.close()
+
+
+def test_closing_from_another_thread_ends_a_blocked_reader(make: Make, parser: str) -> None:
+    broker = make()
+    subscription = broker.subscribe("blocked", prefetch=10)
+    _check_path(subscription, parser)
+    listening = threading.Event()
+    ended: list[BaseException | None] = []
+
+    def read() -> None:
+        listening.set()
+        try:
+            for _ in subscription:  # blocks in receive(timeout=None)
+                pass
+            ended.append(None)
+        except BaseException as exc:  # pragma: no cover - reported below
+            ended.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert listening.wait(WAIT)
+    subscription.close()
+    reader.join(timeout=WAIT)
+    assert not reader.is_alive(), "close() did not wake the blocked reader"
+    assert ended == [None]
