@@ -290,17 +290,20 @@ class Broker(abc.ABC):
     def close(self) -> None:
         """End every subscription (handing back what they prefetched) and disconnect.
 
+        The broker is closed when this returns, even if the server could not be
+        reached to hand deliveries back (their leases then run out on their own).
         Calling it again does nothing.
         """
         with self._lock:
             if self._closed:
                 return
-            subscriptions = list(self._subscriptions)
-        for subscription in subscriptions:
-            subscription.close()
-        with self._lock:
             self._closed = True
-        self._close()
+            subscriptions = list(self._subscriptions)
+        try:
+            for subscription in subscriptions:
+                subscription.close()
+        finally:
+            self._close()
 
     def __enter__(self: _B) -> _B:
         return self

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from brokerkit.exceptions import BrokerClosed
+from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
     from brokerkit._broker import Broker
     from brokerkit._delivery import Delivery
 
 __all__ = ["Subscription"]
+
+log = logging.getLogger("brokerkit")
 
 #: The longest a backend's fetch primitive is asked to block, so that a close
 #: from another thread is noticed within this many seconds.
@@ -57,6 +60,9 @@ class Subscription:
         self.state: Any = None
         self._buffer: collections.deque[Delivery] = collections.deque()
         self._closed = threading.Event()
+        # Held while a fetch is under way, so that close() hands back what that fetch
+        # brings in instead of stranding it.
+        self._fetching = threading.RLock()
 
     @property
     def closed(self) -> bool:
@@ -74,17 +80,18 @@ class Subscription:
         :returns: a delivery, or ``None`` if none came within the timeout.
         :raises BrokerClosed: the subscription or its broker is closed.
         """
-        if self._buffer:
-            return self._buffer.popleft()
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
-            if self._closed.is_set():
-                raise BrokerClosed(f"the subscription to {self.topic!r} is closed")
-            wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
-            fetched = self.broker._fetch(self, self.prefetch, max(min(wait, MAX_FETCH_WAIT), 0.0))
-            if fetched:
-                self._buffer.extend(fetched[1:])
-                return fetched[0]
+            with self._fetching:
+                if self._closed.is_set():
+                    raise BrokerClosed(f"the subscription to {self.topic!r} is closed")
+                if self._buffer:
+                    return self._buffer.popleft()
+                wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
+                wait = max(min(wait, MAX_FETCH_WAIT), 0.0)
+                self._buffer.extend(self.broker._fetch(self, self.prefetch, wait))
+                if self._buffer and not self._closed.is_set():
+                    return self._buffer.popleft()
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
@@ -99,14 +106,25 @@ class Subscription:
                 yield delivery
 
     def close(self) -> None:
-        """Stop reading; hand back the fetched deliveries not yet returned."""
+        """Stop reading; hand back the fetched deliveries not yet returned.
+
+        A receive under way in another thread ends with :class:`BrokerClosed`, and
+        what it fetched is handed back too. If the server cannot be reached, the
+        subscription is closed all the same and the leases run out on their own.
+        """
         if self._closed.is_set():
             return
         self._closed.set()
         self.broker._forget(self)
-        buffered = list(self._buffer)
-        self._buffer.clear()
-        self.broker._unsubscribe(self, buffered)
+        with self._fetching:
+            buffered = list(self._buffer)
+            self._buffer.clear()
+        try:
+            self.broker._unsubscribe(self, buffered)
+        except BrokerError as exc:
+            log.warning(
+                "could not hand back %d delivery(ies) of %r on close: %s", len(buffered), self, exc
+            )
 
     def __enter__(self) -> Subscription:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -210,6 +211,46 @@ class MessageContract:
         with contract.broker() as other:
             assert not other.closed
         assert other.closed, "leaving a with-block closes the broker"
+
+    @requires(Capability.PERSISTENT | Capability.COMPETING)
+    @pytest.mark.parametrize("closing", ["subscription", "broker"])
+    def test_closing_during_a_receive_strands_nothing(
+        self, contract: ContractEnv, closing: str
+    ) -> None:
+        """A receive under way in another thread when its subscription (or broker) is
+        closed ends with BrokerClosed, and nothing is left leased to the closed consumer:
+        the group's other members get every message at once, not after a timeout."""
+        topic = contract.topic("closing")
+        closing_broker = contract.broker(visibility_timeout=60)
+        waiting = closing_broker.subscribe(topic, prefetch=10)
+        outcome: list[object] = []
+        started = threading.Event()
+
+        def receive() -> None:
+            started.set()
+            try:
+                outcome.append(waiting.receive(timeout=10))
+            except BrokerClosed as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=receive)
+        thread.start()
+        started.wait(10)
+        if closing == "broker":
+            closing_broker.close()
+        else:
+            waiting.close()
+        publisher = contract.broker()
+        ids = publisher.publish_many(topic, range(10))
+        thread.join(15)
+        assert not thread.is_alive(), "closing: a receive under way must end on close"
+        assert len(outcome) == 1, f"closing: one outcome expected, got {outcome!r}"
+        assert isinstance(outcome[0], BrokerClosed), (
+            f"closing: the receive under way should end with BrokerClosed, got {outcome!r}"
+        )
+        other = publisher.subscribe(topic, prefetch=10)
+        got = contract.expect_all(other, len(ids), "closing strands nothing")
+        assert sorted(d.id for d in got) == sorted(ids), "closing strands nothing"
 
 
 def _settle(delivery: Any, how: str) -> None:
