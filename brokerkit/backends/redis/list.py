@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -162,6 +163,10 @@ class RedisListBroker(Broker):
         self._keeper = LeaseKeeper(
             self._renew, self.options.renew_interval, name=f"brokerkit-leases {url}"
         )
+        # Held by a renewal from its look at the held deliveries to its reply, and by
+        # a settlement while it takes its deliveries out of the keeper: a renewal
+        # never touches a receipt that a settlement has already released.
+        self._lease_lock = threading.Lock()
 
     @classmethod
     def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
@@ -408,7 +413,8 @@ class RedisListBroker(Broker):
         self._settle_script(deliveries, "requeue" if requeue else "reject")
 
     def _settle_script(self, deliveries: Sequence[Delivery], mode: str) -> None:
-        self._keeper.drop(deliveries)
+        with self._lease_lock:
+            self._keeper.drop(deliveries)
         stale = self._per_topic(deliveries, "SETTLE", mode)
         if stale:
             raise StaleDelivery(stale)
@@ -421,7 +427,13 @@ class RedisListBroker(Broker):
 
     def _renew(self, deliveries: list[Delivery]) -> None:
         """The lease keeper's beat: renew every held lease for a visibility timeout."""
-        stale = self._per_topic(deliveries, "EXTEND", self._lease_ms)
+        with self._lease_lock:
+            # Settled since the keeper looked: their receipts are gone, not lost.
+            held = {id(d) for d in self._keeper.held()}
+            alive = [d for d in deliveries if id(d) in held]
+            if not alive:
+                return
+            stale = self._per_topic(alive, "EXTEND", self._lease_ms)
         if stale:
             self._keeper.drop(stale)
             log.warning("%d lease(s) had run out before they could be renewed", len(stale))
