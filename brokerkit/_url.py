@@ -41,11 +41,16 @@ class BrokerURL:
                 f"{_masked(url)!r} is not a broker URL: it needs a scheme, "
                 "as in 'memory://' or 'redis+stream://localhost:6379/0'"
             )
+        _check_userinfo(url)
         try:
             parts = urlsplit(url)
             port = parts.port
-        except ValueError as exc:
-            raise InvalidURL(f"{_masked(url)!r} is not a valid URL: {exc}") from None
+        except ValueError:
+            # The driver's message may quote part of the password: say what to fix instead.
+            raise InvalidURL(
+                f"{_masked(url)!r} is not a valid URL: the port must be a number, and "
+                "/ # ? @ : in a user name or password must be percent-encoded (%2F %23 %3F %40 %3A)"
+            ) from None
         scheme = parts.scheme.lower()
         if not scheme:
             raise InvalidURL(f"{_masked(url)!r} has an empty scheme")
@@ -102,6 +107,23 @@ class BrokerURL:
 
     def __repr__(self) -> str:
         return f"BrokerURL({self.render()!r})"
+
+
+def _check_userinfo(url: str) -> None:
+    """Refuse a password whose unencoded / # ? would make the rest of it look like a
+    host, port, path or query, where it would be shown."""
+    rest = url.partition("://")[2]
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    tail = rest[authority_end:]
+    at = tail.find("@")
+    # An "@" after the host is part of a user name or password, unless it is inside an
+    # option's value (client_name=me@host).
+    if at != -1 and "=" not in tail[:at]:
+        scheme = url.partition("://")[0]
+        raise InvalidURL(
+            f"a {scheme}:// URL whose user name or password holds / # or ? must percent-encode "
+            "them (%2F %23 %3F); the URL is not shown, as it may contain the password"
+        )
 
 
 def _masked(url: str) -> str:

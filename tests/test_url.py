@@ -70,3 +70,26 @@ def test_password_not_shown_when_the_url_does_not_even_parse() -> None:
     with pytest.raises(InvalidURL) as excinfo:
         BrokerURL.parse("redis+list://user:hunter2@host:99999999/0")
     assert "hunter2" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+list://user:s3cr3t/xyz@db.example:6379/0",  # '/' in the password
+        "redis+list://user:4711/x@db.example:6379/0",  # ... that looks like a port
+        "redis+list://user:s3#cr3t@db.example:6379/0",  # '#'
+        "redis+list://user:47?11@db.example:6379/0",  # '?': the rest looks like an option
+        "redis+list://user:ab?cd@db.example:6379/0",
+    ],
+)
+def test_an_unencoded_password_is_refused_without_showing_it(url: str) -> None:
+    secret = url.split("user:", 1)[1].split("@", 1)[0]
+    with pytest.raises(InvalidURL, match="percent-encode") as excinfo:
+        brokerkit.connect(url)
+    for part in (secret, *secret.replace("/", " ").replace("#", " ").replace("?", " ").split()):
+        assert part not in str(excinfo.value)
+
+
+def test_an_at_sign_in_an_option_value_is_fine() -> None:
+    url = BrokerURL.parse("redis+list://host:6379/0?client_name=me@host")
+    assert url.query["client_name"] == "me@host"
