@@ -52,3 +52,5 @@ class Reaper:
                 self._reap()
             except BrokerError as exc:
                 log.warning("could not dead-letter expired poison entries: %s", exc)
+            except Exception:  # a bug must not end the thread: the next round tries again
+                log.exception("could not dead-letter expired poison entries")

@@ -272,10 +272,13 @@ class RedisStreamBroker(StreamManagement, Broker):
         limit = self.options.max_deliveries
         for raw_id, raw_fields, count in claimed:
             entry_id = text(raw_id)
-            message = self._decode(subscription.topic, raw_fields)
+            # The count is checked before the entry is decoded: whatever its fields
+            # hold, an entry delivered max_deliveries times is dead-lettered.
             if limit is not None and count > limit:
+                message = self._decode(subscription.topic, raw_fields)
                 self._dead_letter_claimed(subscription, entry_id, message, count - 1)
                 continue
+            message = self._decode(subscription.topic, raw_fields)
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
         if fresh:
             deliveries += first_deliveries(
@@ -463,14 +466,17 @@ class RedisStreamBroker(StreamManagement, Broker):
         min_idle = int(self.options.visibility_timeout * 1000)
         for subscription in subscriptions:
             state: _StreamState = subscription.state
-            with translate_errors(self.url, subscription.topic):
-                reaped = self._scripts.reap(
-                    keys=[state.key, state.lost_key],
-                    args=[subscription.group, subscription.consumer, min_idle, limit, 100],
-                )
-            for raw_id, raw_fields, count in reaped:
-                message = self._decode(subscription.topic, raw_fields)
-                self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
+            try:
+                with translate_errors(self.url, subscription.topic):
+                    reaped = self._scripts.reap(
+                        keys=[state.key, state.lost_key],
+                        args=[subscription.group, subscription.consumer, min_idle, limit, 100],
+                    )
+                for raw_id, raw_fields, count in reaped:
+                    message = self._decode(subscription.topic, raw_fields)
+                    self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
+            except Exception:  # one topic's failure must not stop the others' reaping
+                log.exception("could not dead-letter the expired poison entries of %s", state.key)
 
     def _dead_letter_claimed(
         self, subscription: Subscription, entry_id: str, message: Message, deliveries: int

@@ -1,0 +1,97 @@
+"""redis+stream against hostile input and unfriendly neighbours: entries other
+programs wrote that do not decode, group members with different visibility
+timeouts, connection loss while settling, lease extension and renewal."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from brokerkit.backends.redis.stream import RedisStreamBroker
+
+Make = Callable[..., RedisStreamBroker]
+
+#: Slack on top of a visibility timeout for a recovery to be seen (slow CI machines).
+GRACE = 5.0
+
+
+@pytest.fixture
+def make(redis_broker: Callable[..., Any]) -> Make:
+    """``make(**options)``: a new redis+stream broker under this test's prefix."""
+    return functools.partial(redis_broker, "redis+stream")
+
+
+#: Entries in the old one-field-per-fact layout whose facts do not parse.
+POISON = [
+    {"id": "x", "ct": "text/plain", "ts": "abc", "body": "z"},
+    {"id": "x", "ct": "text/plain", "ts": "1", "h": "{not json", "body": "z"},
+    {"id": b"\xff\xfe", "ct": "text/plain", "body": "z"},
+]
+
+
+@pytest.mark.parametrize("fields", POISON, ids=["bad-ts", "bad-headers", "bad-id"])
+def test_an_undecodable_entry_is_delivered_raw_and_never_jams_the_group(
+    make: Make, redis_client: redis.Redis, fields: dict[str, Any]
+) -> None:
+    broker = make(max_deliveries=2)
+    redis_client.xadd(broker.stream_key("s"), fields)
+    good = broker.publish("s", "good")
+    got = list(broker.consume("s", timeout=0.5, prefetch=10))
+    assert [d.id for d in got][1:] == [good]
+    poison = got[0]
+    assert poison.id.startswith("raw-")
+    assert poison.content_type == "application/json"
+    assert isinstance(poison.body, dict) and set(poison.body) == {k for k in fields}
+    broker.ack(*got)
+    assert broker.inspect("s").in_flight == 0
+
+
+def test_a_poison_entry_past_max_deliveries_is_dead_lettered_before_decoding(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    vt = 0.3
+    broker = make(max_deliveries=2, visibility_timeout=vt)
+    key = broker.stream_key("s")
+    broker.create_group("s", "default")
+    entry = redis_client.xadd(key, POISON[0])
+    # A consumer that takes the entry and dies, twice: two deliveries, no ack.
+    redis_client.xreadgroup("default", "dead", {key: ">"})
+    redis_client.xclaim(key, "default", "dead", 0, [entry], retrycount=2)
+    good = broker.publish("s", "good")
+    subscription = broker.subscribe("s")
+    deadline = time.monotonic() + vt + GRACE
+    got = []
+    while time.monotonic() < deadline and (d := subscription.receive(timeout=0.5)) is not None:
+        got.append(d)
+        d.ack()
+    assert [d.id for d in got] == [good]
+    dead = broker.subscribe(broker.dead_letter_topic("s")).receive(timeout=vt + GRACE)
+    assert dead is not None
+    assert dead.headers["x-dead-letter-reason"] == "max_deliveries"
+    dead.ack()
+    assert broker.inspect("s").in_flight == 0
+
+
+def test_the_reaper_outlives_a_failing_round(make: Make, caplog: pytest.LogCaptureFixture) -> None:
+    vt = 0.2
+    broker = make(max_deliveries=1, visibility_timeout=vt)
+    broker.subscribe("s")
+    rounds: list[int] = []
+    real = broker._reap_all
+
+    def flaky() -> None:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise ValueError("a bug in one round")
+        real()
+
+    broker._reaper._reap = flaky
+    deadline = time.monotonic() + GRACE
+    while len(rounds) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling with a deadline, not synchronisation
+    assert len(rounds) >= 2, "the reaper thread died on an unexpected error"
