@@ -26,6 +26,7 @@ from brokerkit.exceptions import (
     AlreadySettled,
     BrokerClosed,
     DeliveryError,
+    InvalidMessage,
     InvalidOption,
     StaleDelivery,
     Unsupported,
@@ -61,6 +62,9 @@ class Broker(abc.ABC):
     capabilities: ClassVar[Capability] = Capability.NONE
     #: The options this backend accepts.
     Options: ClassVar[type[BrokerOptions]] = BrokerOptions
+    #: Query-string keys that belong to the backend's driver (redis-py's
+    #: ``socket_timeout``...): left in the URL for the backend, not read as options.
+    driver_query_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         self.url = url
@@ -73,7 +77,10 @@ class Broker(abc.ABC):
     def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
         """A broker for ``url``, with options from its query string and ``options``."""
         parsed = BrokerURL.parse(url)
-        return cls(parsed, cls.Options.build(parsed.query, options, backend=cls.describe()))
+        built = cls.Options.build(
+            parsed.query, options, backend=cls.describe(), ignore=cls.driver_query_keys
+        )
+        return cls(parsed, built)
 
     @classmethod
     def describe(cls) -> str:
@@ -119,6 +126,11 @@ class Broker(abc.ABC):
         """
         self._check_open()
         check_topic(topic)
+        if isinstance(bodies, (str, bytes, bytearray, memoryview, Mapping)):
+            raise InvalidMessage(
+                f"publish_many takes an iterable of bodies, not one {type(bodies).__name__} "
+                "body; use publish() for one message, or wrap it in a list"
+            )
         checked_headers = check_headers(headers)
         serializer = self.options.serializer
         now = time.time()

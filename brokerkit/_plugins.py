@@ -72,8 +72,15 @@ def load_registry(manager: pluggy.PluginManager | None = None) -> BackendRegistr
     """
     manager = manager or plugin_manager()
     registry = BackendRegistry()
-    for impl in manager.hook.brokerkit_register_backends.get_hookimpls():
-        impl.function(registry=registry._as_plugin(impl.plugin_name))
+    hook_name = "brokerkit_register_backends"
+    plugins = [impl.plugin for impl in getattr(manager.hook, hook_name).get_hookimpls()]
+    for plugin in plugins:
+        # Through pluggy, so that an implementation gets only the arguments it
+        # declares (hooks can grow), one plugin at a time, so that each registration
+        # names its plugin.
+        others = [p for p in manager.get_plugins() if p is not plugin]
+        call_one = manager.subset_hook_caller(hook_name, remove_plugins=others)
+        call_one(registry=registry._as_plugin(manager.get_name(plugin) or repr(plugin)))
     registry._as_plugin("<direct>")
     return registry
 

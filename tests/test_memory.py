@@ -199,6 +199,13 @@ def test_invalid_topics_are_refused_and_nothing_is_published(broker: brokerkit.B
         broker.subscribe("chat:*")
 
 
+@pytest.mark.parametrize("one_body", ["abc", b"abc", {"a": 1}])
+def test_publish_many_refuses_a_single_body(broker: brokerkit.Broker, one_body: object) -> None:
+    with pytest.raises(brokerkit.InvalidMessage, match="iterable of bodies"):
+        broker.publish_many("t", one_body)  # type: ignore[arg-type]
+    assert broker.inspect("t").length == 0
+
+
 def test_purge_drops_waiting_messages_only(broker: brokerkit.Broker) -> None:
     broker.publish_many("t", [1, 2, 3])
     held = broker.subscribe("t").receive(timeout=0)
