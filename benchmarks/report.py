@@ -23,10 +23,12 @@ __all__ = [
     "Target",
     "as_json",
     "check_targets",
+    "extra_us",
     "figures",
     "markdown",
     "paired",
     "ratio",
+    "round_trip_us",
 ]
 
 #: side -> step -> one measurement per measured round.
@@ -82,6 +84,20 @@ def figures(results: Rounds, side: str, step: str, which: str = "rate") -> Sprea
     return Spread.of([v for v in values if v is not None])
 
 
+def _pairs(
+    results: Rounds, side: str, other: str, step: str, which: str
+) -> list[tuple[float, float]]:
+    """``(side's figure, other's figure)`` per round, both measured in that round."""
+    mine = results.get(side, {}).get(step, [])
+    theirs = results.get(other, {}).get(step, [])
+    pairs = []
+    for a, b in zip(mine, theirs, strict=False):
+        x, y = _figure(a, which), _figure(b, which)
+        if x is not None and y is not None:
+            pairs.append((x, y))
+    return pairs
+
+
 def paired(
     results: Rounds,
     side: str,
@@ -93,14 +109,7 @@ def paired(
 ) -> list[float]:
     """Per round: ``side``'s figure / ``other``'s figure measured in the same round
     (``other``'s / ``side``'s when ``inverted``)."""
-    mine = results.get(side, {}).get(step, [])
-    theirs = results.get(other, {}).get(step, [])
-    values = []
-    for a, b in zip(mine, theirs, strict=False):
-        x, y = _figure(a, which), _figure(b, which)
-        if x is not None and y is not None:
-            values.append(y / x if inverted else x / y)
-    return values
+    return [y / x if inverted else x / y for x, y in _pairs(results, side, other, step, which)]
 
 
 def ratio(
@@ -116,6 +125,31 @@ def ratio(
     return Spread.of(paired(results, side, other, step, which, inverted=inverted))
 
 
+def extra_us(
+    results: Rounds, side: str, other: str, step: str, which: str = "rate"
+) -> Spread | None:
+    """The median (and range) over rounds of what ``side`` costs more than
+    ``other`` in microseconds: per message for a rate (``1/rate`` apart), or the
+    latency difference.
+
+    Unlike a ratio this does not move with the machine's round-trip time: a
+    step that makes one round trip per message has the ratio
+    ``rtt / (rtt + extra)``, and the round trip here swings between about 30
+    and 100 us for minutes at a time.
+    """
+    if which == "rate":
+        values = [1e6 / x - 1e6 / y for x, y in _pairs(results, side, other, step, which)]
+    else:
+        values = [1000 * (x - y) for x, y in _pairs(results, side, other, step, which)]
+    return Spread.of(values)
+
+
+def round_trip_us(results: Rounds) -> Spread | None:
+    """Raw redis-py's one-round-trip LPUSH, in microseconds per message: the
+    machine's round-trip time during the run."""
+    return Spread.of([1e6 / m.rate for m in results.get("raw list", {}).get("publish", [])])
+
+
 @dataclass(frozen=True)
 class Target:
     """One of the issue's targets: the median ratio must reach ``required`` (or,
@@ -126,6 +160,9 @@ class Target:
     required: float
     at_most: bool = False
     rounds_met: int = 0
+    #: brokerkit's extra microseconds per message (or of latency) over a raw
+    #: redis-py counterpart (``None`` against kombu).
+    extra_us: Spread | None = None
 
     @property
     def met(self) -> bool | None:
@@ -152,7 +189,8 @@ def _target(
     per_round = paired(results, side, other, step, which)
     target = Target(name, Spread.of(per_round), required, at_most)
     met = sum(1 for value in per_round if target.reaches(value))
-    return Target(name, target.measured, required, at_most, met)
+    extra = None if other == "kombu" else extra_us(results, side, other, step, which)
+    return Target(name, target.measured, required, at_most, met, extra)
 
 
 def check_targets(results: Rounds) -> list[Target]:
@@ -218,7 +256,23 @@ def check_targets(results: Rounds) -> list[Target]:
 def _cell(spread: Spread | None, fmt: str) -> str:
     if spread is None:
         return "-"
-    return f"{spread.median:{fmt}} ({spread.low:{fmt}}-{spread.high:{fmt}})"
+    return f"{spread.median:{fmt}} ({spread.low:{fmt}}..{spread.high:{fmt}})"
+
+
+def _row(label: str, results: Rounds, name: str, raw: str, step: str, which: str) -> str:
+    """One table row: the three sides, the ratios and brokerkit's extra cost."""
+    fmt = ",.0f" if which == "rate" else ".2f"
+    latency = which != "rate"
+    kombu = "kombu" if raw in RAW_OF.values() else ""
+    cells = [
+        _cell(figures(results, name, step, which), fmt),
+        _cell(figures(results, raw, step, which), fmt),
+        _cell(figures(results, kombu, step, which), fmt),
+        _cell(ratio(results, name, raw, step, which, inverted=latency), ".2f"),
+        _cell(extra_us(results, name, raw, step, which), ",.1f"),
+        _cell(ratio(results, name, kombu, step, which, inverted=latency), ".2f"),
+    ]
+    return f"| {label} | {' | '.join(cells)} |"
 
 
 def _rows(results: Rounds, name: str, raw: str) -> list[str]:
@@ -226,28 +280,12 @@ def _rows(results: Rounds, name: str, raw: str) -> list[str]:
     for step, label in _STEP_NAMES.items():
         if name == "redis+pubsub" and step.startswith("consume"):
             label = label.replace("consume+ack", "receive (while publishing)")
-        rows.append(
-            f"| {label} | {_cell(figures(results, name, step), ',.0f')} "
-            f"| {_cell(figures(results, raw, step), ',.0f')} "
-            f"| {_cell(figures(results, 'kombu', step), ',.0f')} "
-            f"| {_cell(ratio(results, name, raw, step), '.2f')} "
-            f"| {_cell(ratio(results, name, 'kombu', step), '.2f')} |"
-        )
+        rows.append(_row(label, results, name, raw, step, "rate"))
     if name == "redis+list":
-        rows.append(
-            f"| publish_many vs raw pipelined LPUSH (one per message) "
-            f"| {_cell(figures(results, name, 'publish_many'), ',.0f')} "
-            f"| {_cell(figures(results, PIPELINED_LPUSH, 'publish_many'), ',.0f')} | - "
-            f"| {_cell(ratio(results, name, PIPELINED_LPUSH, 'publish_many'), '.2f')} | - |"
-        )
+        label = "publish_many vs raw pipelined LPUSH (one per message)"
+        rows.append(_row(label, results, name, PIPELINED_LPUSH, "publish_many", "rate"))
     for which, label in _LATENCY_NAMES.items():
-        rows.append(
-            f"| {label} | {_cell(figures(results, name, 'latency', which), '.2f')} "
-            f"| {_cell(figures(results, raw, 'latency', which), '.2f')} "
-            f"| {_cell(figures(results, 'kombu', 'latency', which), '.2f')} "
-            f"| {_cell(ratio(results, name, raw, 'latency', which, inverted=True), '.2f')} "
-            f"| {_cell(ratio(results, name, 'kombu', 'latency', which, inverted=True), '.2f')} |"
-        )
+        rows.append(_row(label, results, name, raw, "latency", which))
     return rows
 
 
@@ -268,9 +306,20 @@ def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str
         "milliseconds (lower is better). A ratio is the median of the per-round ratios "
         "brokerkit / raw redis-py or brokerkit / kombu, each taken between two figures "
         "measured back to back; for latency it is inverted (raw / brokerkit), so that "
-        "above 1 is always better for brokerkit.",
+        "above 1 is always better for brokerkit. *extra us vs raw* is the median of the "
+        "per-round differences: what brokerkit costs more than raw redis-py per message "
+        "(for latency: how much later a message arrives), in microseconds.",
         "",
     ]
+    rtt = round_trip_us(results)
+    if rtt is not None:
+        lines += [
+            f"Round trip during this run (raw one-round-trip LPUSH): {_cell(rtt, '.0f')} us. "
+            "A step that makes one round trip per message has the ratio "
+            "rtt / (rtt + extra): its ratio moves with the round trip (which swings between "
+            "about 30 and 100 us on this machine for minutes at a time), its extra us do not.",
+            "",
+        ]
     for name, raw_name in RAW_OF.items():
         lines += [f"## {name}", ""]
         for side in (name, raw_name, "kombu"):
@@ -279,8 +328,9 @@ def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str
         if name in skipped:
             continue
         lines += [
-            "| step | brokerkit | raw redis-py | kombu (Redis) | vs raw | vs kombu |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| step | brokerkit | raw redis-py | kombu (Redis) | vs raw | extra us vs raw "
+            "| vs kombu |",
+            "|---|---:|---:|---:|---:|---:|---:|",
             *_rows(results, name, raw_name),
             "",
         ]
@@ -300,8 +350,8 @@ def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str
     lines += [
         "## targets",
         "",
-        "| target | measured (median, min-max) | required | met | rounds met |",
-        "|---|---:|---:|:-:|:-:|",
+        "| target | measured (median, min-max) | required | met | rounds met | extra us vs raw |",
+        "|---|---:|---:|:-:|:-:|---:|",
     ]
     for target in check_targets(results):
         sign = "≤" if target.at_most else "≥"
@@ -309,7 +359,7 @@ def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str
         rounds = f"{target.rounds_met}/{target.measured.rounds}" if target.measured else "-"
         lines.append(
             f"| {target.name} | {_cell(target.measured, '.2f')} | {sign} {target.required:g} "
-            f"| {met} | {rounds} |"
+            f"| {met} | {rounds} | {_cell(target.extra_us, ',.1f')} |"
         )
     lines.append("")
     return "\n".join(lines)
@@ -343,11 +393,13 @@ def as_json(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str]
         for step in _STEP_NAMES:
             per_step[step] = {
                 "vs_raw": _dict(ratio(results, name, raw, step)),
+                "extra_us_vs_raw": _dict(extra_us(results, name, raw, step)),
                 "vs_kombu": _dict(ratio(results, name, "kombu", step)),
             }
         for which in _LATENCY_NAMES:
             per_step[f"latency_{which}"] = {
                 "vs_raw": _dict(ratio(results, name, raw, "latency", which, inverted=True)),
+                "extra_us_vs_raw": _dict(extra_us(results, name, raw, "latency", which)),
                 "vs_kombu": _dict(ratio(results, name, "kombu", "latency", which, inverted=True)),
             }
         if name == "redis+list":
@@ -355,8 +407,9 @@ def as_json(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str]
                 ratio(results, name, PIPELINED_LPUSH, "publish_many")
             )
         ratios[name] = per_step
+    rtt = round_trip_us(results)
     return {
-        "meta": dict(meta),
+        "meta": {**meta, "round_trip_us": _dict(rtt)},
         "skipped": dict(skipped),
         "results": {
             side: {step: summary(side, step, rounds) for step, rounds in steps.items()}
@@ -371,6 +424,7 @@ def as_json(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str]
                 "at_most": t.at_most,
                 "met": t.met,
                 "rounds_met": t.rounds_met,
+                "extra_us_vs_raw": _dict(t.extra_us),
             }
             for t in check_targets(results)
         ],

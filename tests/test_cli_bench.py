@@ -70,6 +70,8 @@ def test_ratios_pair_the_rounds() -> None:
     }
     assert report.ratio(results, "x", "y", "publish") == report.Spread(1.0, 0.5, 2.0, 3)
     assert report.figures(results, "x", "publish") == report.Spread(50.0, 25.0, 100.0, 3)
+    # microseconds per message: 1e6/100 - 1e6/50, 0, 1e6/25 - 1e6/50
+    assert report.extra_us(results, "x", "y", "publish") == report.Spread(0.0, -1e4, 2e4, 3)
 
 
 def test_every_side_runs_one_round_and_the_report_renders(
