@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from brokerkit.exceptions import InvalidURL
@@ -86,16 +86,6 @@ class BrokerURL:
         if self.query:
             text += "?" + urlencode(dict(self.query))
         return text
-
-    def with_query(self, **changes: str | None) -> BrokerURL:
-        """A copy with query options set (a value of ``None`` removes the option)."""
-        query = dict(self.query)
-        for key, value in changes.items():
-            if value is None:
-                query.pop(key, None)
-            else:
-                query[key] = value
-        return replace(self, query=query)
 
     @property
     def family(self) -> str:

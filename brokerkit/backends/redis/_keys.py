@@ -28,15 +28,3 @@ class Keyspace:
             tag, suffix = topic[: -len(DEAD_LETTER_SUFFIX)], DEAD_LETTER_SUFFIX
         key = f"{self.prefix}:{{{tag}}}{suffix}"
         return ":".join((key, *parts)) if parts else key
-
-    def topic_of(self, key: str) -> str:
-        """The topic a :meth:`topic` key (without parts) belongs to."""
-        head = f"{self.prefix}:{{"
-        if not key.startswith(head) or "}" not in key:
-            raise ValueError(f"{key!r} is not a brokerkit key under {self.prefix!r}")
-        tag, _, rest = key[len(head) :].partition("}")
-        return tag + rest.split(":", 1)[0]
-
-    def pattern(self, topic_pattern: str) -> str:
-        """A Redis glob matching the keys (or channels) of topics that match ``topic_pattern``."""
-        return f"{self.prefix}:{{{topic_pattern}}}"
