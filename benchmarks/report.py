@@ -350,7 +350,7 @@ def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str
     lines += [
         "## targets",
         "",
-        "| target | measured (median, min-max) | required | met | rounds met | extra us vs raw |",
+        "| target | measured (median, min..max) | required | met | rounds met | extra us vs raw |",
         "|---|---:|---:|:-:|:-:|---:|",
     ]
     for target in check_targets(results):
