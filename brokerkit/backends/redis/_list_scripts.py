@@ -322,22 +322,27 @@ return stale
 """
 )
 
-#: ARGV[7] lease ms from now; ARGV[8...] receipts. Renews live leases and the
-#: heartbeat of their consumers; returns the stale receipts (expired ones are
-#: handed back).
+#: ARGV[7] lease ms from now; ARGV[8] "set" (by hand: the deadline becomes now +
+#: lease ms, earlier or later) or "renew" (the background renewal: the deadline
+#: becomes now + lease ms only if that is later, so a longer extension by hand is
+#: never cut short); ARGV[9...] receipts. Renews live leases and the heartbeat of
+#: their consumers; returns the stale receipts (expired ones are handed back).
 EXTEND = (
     PREAMBLE
     + r"""
 local t = now_ms()
 local lease_ms = tonumber(ARGV[7])
+local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
 local stale, renewed, seen = {}, {}, {}
-each_deadline(8, #ARGV, function(r, deadline)
+each_deadline(9, #ARGV, function(r, deadline)
   if deadline and deadline > t then
-    renewed[#renewed + 1] = r
-    renewed[#renewed + 1] = new
-    -- a later deadline keeps its group's score a lower bound; an earlier one does not
-    if new < deadline then redis.call('ZADD', DEADLINES, new, r) end
+    if not (only_later and deadline >= new) then
+      renewed[#renewed + 1] = r
+      renewed[#renewed + 1] = new
+      -- a later deadline keeps its group's score a lower bound; an earlier one does not
+      if new < deadline then redis.call('ZADD', DEADLINES, new, r) end
+    end
     seen[consumer_of(r)] = true
   else
     local e = release(r)

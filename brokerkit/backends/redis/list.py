@@ -420,25 +420,30 @@ class RedisListBroker(Broker):
             raise StaleDelivery(stale)
 
     def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        stale = self._per_topic(deliveries, "EXTEND", int(seconds * 1000))
+        """Set the leases' deadlines to ``seconds`` from now; the background renewals
+        never move them earlier (see :meth:`_renew`)."""
+        stale = self._per_topic(deliveries, "EXTEND", int(seconds * 1000), "set")
         if stale:
             self._keeper.drop(stale)
             raise StaleDelivery(stale)
 
     def _renew(self, deliveries: list[Delivery]) -> None:
-        """The lease keeper's beat: renew every held lease for a visibility timeout."""
+        """The lease keeper's beat: renew every held lease for a visibility timeout
+        from now, or leave it alone if an extension by hand already runs longer."""
         with self._lease_lock:
             # Settled since the keeper looked: their receipts are gone, not lost.
             held = {id(d) for d in self._keeper.held()}
             alive = [d for d in deliveries if id(d) in held]
             if not alive:
                 return
-            stale = self._per_topic(alive, "EXTEND", self._lease_ms)
+            stale = self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
         if stale:
             self._keeper.drop(stale)
             log.warning("%d lease(s) had run out before they could be renewed", len(stale))
 
-    def _per_topic(self, deliveries: Sequence[Delivery], script: str, first: Any) -> list[Delivery]:
+    def _per_topic(
+        self, deliveries: Sequence[Delivery], script: str, *first: Any
+    ) -> list[Delivery]:
         """Run ``script`` once per topic over the deliveries' receipts (one call for
         the usual batch of one topic); return the deliveries whose receipts came
         back stale."""
@@ -453,7 +458,7 @@ class RedisListBroker(Broker):
         stale: list[Delivery] = []
         for topic, group in by_topic.items():
             plan = self._topic(topic)
-            args = [*plan.common, first, *[d.receipt for d in group]]
+            args = [*plan.common, *first, *[d.receipt for d in group]]
             reply = self._call(lambda k=plan.script_keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
             if reply:
                 lost = {token.decode() for token in reply}
