@@ -144,6 +144,19 @@ def test_pattern_subscription_gets_matching_topics_only(broker: brokerkit.Broker
     assert got == [("chat:room:1", "hi 1"), ("chat:room:2", "hi 2")]
 
 
+def test_deliveries_of_a_closed_pattern_subscription_can_still_be_settled(
+    broker: brokerkit.Broker,
+) -> None:
+    room = broker.subscribe("chat:room:*", pattern=True)
+    broker.publish_many("chat:room:1", ["a", "b"])
+    first, second = room.receive(timeout=0), room.receive(timeout=0)
+    assert first is not None and second is not None
+    room.close()
+    first.ack()  # not stale: closing the subscription did not take its leases
+    second.nack()
+    assert broker.inspect("chat:room:1").groups == (), "the closed pattern's group is gone"
+
+
 def test_maxlen_keeps_the_newest(clock: ManualClock) -> None:
     with brokerkit.connect("memory://?maxlen=3", clock=clock) as broker:
         broker.publish_many("t", range(10))

@@ -70,6 +70,9 @@ class _Group:
     ready: collections.deque[tuple[int, Message, int]] = field(default_factory=collections.deque)
     pending: dict[int, _Lease] = field(default_factory=dict)
     consumers: dict[str, float] = field(default_factory=dict)
+    #: A pattern subscription's own group whose subscription is closed: it keeps the
+    #: leases it handed out until they are settled or run out, then it goes.
+    retired: bool = False
 
 
 @dataclass
@@ -288,7 +291,17 @@ class MemoryBroker(Broker):
         if isinstance(state, _PatternState) and state.private:
             with self._store.condition:
                 for topic in self._store.topics.values():
-                    topic.groups.pop(state.group, None)
+                    group = topic.groups.get(state.group)
+                    if group is not None:
+                        group.retired = True
+                        group.ready.clear()
+                        self._drop_if_retired(topic, state.group)
+
+    @staticmethod
+    def _drop_if_retired(topic: _Topic, name: str) -> None:
+        group = topic.groups.get(name)
+        if group is not None and group.retired and not group.pending:
+            del topic.groups[name]
 
     # -- settling -----------------------------------------------------------------
 
@@ -305,12 +318,14 @@ class MemoryBroker(Broker):
             self._expire(store.clock.now())
             stale = []
             for delivery in deliveries:
+                topic_name, group_name, _ = delivery.receipt
+                group = store.topics[topic_name].groups.get(group_name)
                 lease = self._release_lease(delivery)
-                if lease is None:
+                if lease is None or group is None:
                     stale.append(delivery)
                     continue
-                topic_name, group_name, _ = delivery.receipt
-                group = store.topics[topic_name].groups[group_name]
+                if group.retired and requeue:
+                    continue  # nobody reads a retired group: the message is done for it
                 reason = "rejected" if not requeue else "max_deliveries"
                 self._requeue_or_dead_letter(topic_name, group, lease, requeue, reason)
             store.condition.notify_all()
@@ -344,6 +359,7 @@ class MemoryBroker(Broker):
             topic_name, group_name, receipt = delivery.receipt
             group = self._store.topics[topic_name].groups[group_name]
             del group.pending[receipt]
+            self._drop_if_retired(self._store.topics[topic_name], group_name)
         return lease
 
     def _requeue_or_dead_letter(
@@ -368,11 +384,13 @@ class MemoryBroker(Broker):
     def _expire(self, now: float) -> None:
         """Hand back every delivery whose lease ran out."""
         for name, topic in list(self._store.topics.items()):
-            for group in topic.groups.values():
+            for group_name, group in list(topic.groups.items()):
                 for receipt, lease in list(group.pending.items()):
                     if lease.deadline <= now:
                         del group.pending[receipt]
-                        self._requeue_or_dead_letter(name, group, lease, True, "max_deliveries")
+                        if not group.retired:  # nobody reads a retired group again
+                            self._requeue_or_dead_letter(name, group, lease, True, "max_deliveries")
+                self._drop_if_retired(topic, group_name)
 
     def _next_expiry(self) -> float | None:
         deadlines = [
