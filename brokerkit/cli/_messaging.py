@@ -115,7 +115,10 @@ def consume(
         bool,
         typer.Option(
             "--no-ack",
-            help="Peek: leave messages unsettled and hand them back (requeued) at the end.",
+            help=(
+                "Peek: leave messages unsettled and hand them back (requeued) at the end; "
+                "each hand-back counts as a delivery attempt (see max_deliveries)."
+            ),
         ),
     ] = False,
     as_json: Annotated[
