@@ -11,7 +11,6 @@ processing lists of consumers whose heartbeat stopped. See
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -49,7 +48,6 @@ __all__ = ["RedisListBroker", "RedisListOptions"]
 log = logging.getLogger("brokerkit.redis")
 
 _T = TypeVar("_T")
-_B = TypeVar("_B", bound="RedisListBroker")
 
 #: LPUSH at most this many values per command (one pipeline still, one round trip).
 _PUSH_CHUNK = 1000
@@ -149,6 +147,7 @@ class RedisListBroker(Broker):
         | Capability.BOUNDED
     )
     Options: ClassVar[type[BrokerOptions]] = RedisListOptions
+    driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
     options: RedisListOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
@@ -167,15 +166,6 @@ class RedisListBroker(Broker):
         # a settlement while it takes its deliveries out of the keeper: a renewal
         # never touches a receipt that a settlement has already released.
         self._lease_lock = threading.Lock()
-
-    @classmethod
-    def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
-        """A broker for ``url``; redis-py's own query arguments go to the driver."""
-        parsed = BrokerURL.parse(url)
-        built = cls.Options.build(
-            parsed.query, options, backend=cls.describe(), ignore=DRIVER_QUERY_KEYS
-        )
-        return cls(parsed, built)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -392,10 +382,7 @@ class RedisListBroker(Broker):
         state.next_maintenance = time.monotonic() + wait
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
-        if unreturned:
-            # Those whose lease already ran out are back in the queue: nothing to do.
-            with contextlib.suppress(StaleDelivery):
-                self._nack(unreturned, True)
+        super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
         state: _Consumer = subscription.state
         # Returned-but-unsettled deliveries keep their leases (renewed while this
         # broker lives); the heartbeat entry goes, so nothing of it is left behind.
