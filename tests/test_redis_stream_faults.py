@@ -5,6 +5,7 @@ timeouts, connection loss while settling, lease extension and renewal."""
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -95,3 +96,24 @@ def test_the_reaper_outlives_a_failing_round(make: Make, caplog: pytest.LogCaptu
     while len(rounds) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)  # polling with a deadline, not synchronisation
     assert len(rounds) >= 2, "the reaper thread died on an unexpected error"
+
+
+def test_a_renewal_racing_an_ack_reports_no_lost_lease(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make()
+    broker.publish("s", "x")
+    delivery = broker.subscribe("s").receive(timeout=1)
+    assert delivery is not None
+    ack = broker._scripts.ack
+
+    def ack_then_heartbeat(*args: Any, **kwargs: Any) -> Any:
+        reply = ack(*args, **kwargs)
+        # A heartbeat landing right after the XACK, before the ack call returns.
+        broker._renew_held(broker._keeper.held())
+        return reply
+
+    broker._scripts.ack = ack_then_heartbeat  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING, logger="brokerkit.redis"):
+        delivery.ack()
+    assert not [r for r in caplog.records if "lost" in r.getMessage()]

@@ -1,4 +1,5 @@
-"""Stream entries as deliveries, and deliveries grouped for settling.
+"""Stream entries as deliveries, and deliveries grouped for settling (one grouping,
+:func:`by_member_of`, for acks, nacks and renewals alike).
 
 Building deliveries is the hot loop of every redis+stream consumer: it runs once
 per message, so the common entry (``bk1`` header + ``body``) is decoded inline
@@ -26,10 +27,10 @@ from brokerkit.backends.redis._stream_scripts import pairs
 
 __all__ = [
     "StreamReceipt",
-    "by_member",
+    "by_member_of",
     "decode_entry",
     "first_deliveries",
-    "ids_by_member",
+    "stale_of",
     "unparsed",
 ]
 
@@ -97,24 +98,21 @@ def unparsed(response: Any, **options: Any) -> Any:
     return response
 
 
-def ids_by_member(deliveries: Sequence[Delivery]) -> dict[Member, list[str]]:
-    """The entry ids of ``deliveries`` by (stream key, group, consumer), in order."""
-    grouped: dict[Member, list[str]] = {}
-    for delivery in deliveries:
-        key, group, entry_id, consumer = delivery.receipt
-        member = (key, group, consumer)
-        ids = grouped.get(member)
-        if ids is None:
-            grouped[member] = [entry_id]
-        else:
-            ids.append(entry_id)
-    return grouped
-
-
-def by_member(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]:
+def by_member_of(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]:
     """``deliveries`` by (stream key, group, consumer), in order."""
     grouped: dict[Member, list[Delivery]] = defaultdict(list)
     for delivery in deliveries:
         receipt: StreamReceipt = delivery.receipt
         grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
     return grouped
+
+
+def stale_of(by_member: dict[Member, list[Delivery]], replies: Sequence[Any]) -> list[Delivery]:
+    """The deliveries whose entry ids the scripts run per member (in
+    ``by_member``'s order) replied with as not held by that member."""
+    stale = []
+    for ds, reply in zip(by_member.values(), replies, strict=True):
+        if reply:
+            ids = {i.decode() if isinstance(i, bytes) else i for i in reply}
+            stale += [d for d in ds if d.receipt.entry_id in ids]
+    return stale

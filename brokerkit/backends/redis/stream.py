@@ -48,12 +48,12 @@ from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
 from brokerkit.backends.redis._stream_entries import (
     StreamReceipt,
+    by_member_of,
     decode_entry,
     first_deliveries,
-    ids_by_member,
+    stale_of,
     unparsed,
 )
-from brokerkit.backends.redis._stream_entries import by_member as by_member_of
 from brokerkit.backends.redis._stream_inspect import StreamTopicInfo, inspect_stream
 from brokerkit.backends.redis._stream_log import LogEntry, group_start
 from brokerkit.backends.redis._stream_manage import StreamManagement, create_group
@@ -340,26 +340,28 @@ class RedisStreamBroker(StreamManagement, Broker):
     # -- settling -------------------------------------------------------------------
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        by_member = ids_by_member(deliveries)
+        by_member = by_member_of(deliveries)
         flag = "1" if self.options.delete_acked else "0"
         calls = []
-        for (key, group, consumer), ids in by_member.items():
+        for (key, group, consumer), ds in by_member.items():
+            ids = [d.receipt.entry_id for d in ds]
             # The first and last id bound the batch when it is acked in the order
             # it was read; the script checks any id outside them on its own.
             args = [group, consumer, flag, ids[0], ids[-1], *ids]
             calls.append((self._scripts.ack, [key], args))
-        with translate_errors(self.url):
-            replies = run_scripts(self._client, calls)
-        self._keeper.drop(deliveries)
-        if not any(replies):
-            return
-        stale_ids = {
-            (key, text(i))
-            for (key, _, _), reply in zip(by_member, replies, strict=True)
-            for i in reply
-        }
-        stale = [d for d in deliveries if (d.receipt.key, d.receipt.entry_id) in stale_ids]
-        raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+        # Out of the keeper before the ack runs, under the renewal's lock: a
+        # renewal after the XACK would find the entries gone and report them lost.
+        with self._lease_lock:
+            self._keeper.drop(deliveries)
+        try:
+            with translate_errors(self.url):
+                replies = run_scripts(self._client, calls)
+        except Exception:
+            self._keeper.hold(d for d in deliveries if not d.settled)
+            raise
+        stale = stale_of(by_member, replies)
+        if stale:
+            raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         with self._lease_lock:
@@ -418,12 +420,7 @@ class RedisStreamBroker(StreamManagement, Broker):
         ]
         with translate_errors(self.url):
             replies = run_scripts(self._client, calls)
-        stale_ids = {
-            (key, text(i))
-            for (key, _, _), reply in zip(by_member, replies, strict=True)
-            for i in reply
-        }
-        return [d for d in deliveries if (d.receipt.key, d.receipt.entry_id) in stale_ids]
+        return stale_of(by_member, replies)
 
     def _renew_held(self, held: list[Delivery]) -> None:
         with self._lease_lock:
