@@ -137,6 +137,8 @@ class RedisStreamBroker(StreamManagement, Broker):
         | Capability.BOUNDED
     )
     Options: ClassVar[type[BrokerOptions]] = RedisStreamOptions
+    #: redis-py's own query arguments pass to the driver.
+    driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
     options: RedisStreamOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
@@ -164,15 +166,6 @@ class RedisStreamBroker(StreamManagement, Broker):
         # Held while renewing, and while a nack takes its deliveries out of the
         # keeper, so that no renewal lands after a requeue and undoes it.
         self._lease_lock = threading.Lock()
-
-    @classmethod
-    def from_url(cls, url: BrokerURL | str, **options: Any) -> RedisStreamBroker:
-        """A broker for ``url``; redis-py's own query arguments pass to the driver."""
-        parsed = BrokerURL.parse(url)
-        built = cls.Options.build(
-            parsed.query, options, backend=cls.describe(), ignore=DRIVER_QUERY_KEYS
-        )
-        return cls(parsed, built)
 
     # -- keys -----------------------------------------------------------------------
 
