@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from brokerkit import Delivery, Message
-from brokerkit.backends.memory import MemoryBroker, _Topic
+from brokerkit.backends.memory import MemoryBroker, _Group, _Topic
 
 
 class DropsOnNack(MemoryBroker):
@@ -65,6 +65,18 @@ class IgnoresVisibilityTimeout(MemoryBroker):
         return None
 
 
+class DuplicatesToCompetitors(MemoryBroker):
+    """Every new message is handed out twice: to a consumer, and again to the next one."""
+
+    @staticmethod
+    def _next(topic: _Topic, group: _Group) -> tuple[int, Message, int] | None:
+        item = MemoryBroker._next(topic, group)
+        if item is not None and item[2] == 1:
+            offset, message, _ = item
+            group.ready.append((offset, message, 0))
+        return item
+
+
 #: Every broken backend, with the promise it breaks.
 BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "drops_on_nack": DropsOnNack,
@@ -72,4 +84,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "reorders": Reorders,
     "leaks_across_topics": LeaksAcrossTopics,
     "ignores_visibility_timeout": IgnoresVisibilityTimeout,
+    "duplicates_to_competitors": DuplicatesToCompetitors,
 }

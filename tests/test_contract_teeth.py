@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: broken backend -> {contract test that must fail: text its failure must contain}
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
+    "duplicates_to_competitors": {
+        "test_competing_consumers_split_without_overlap": "each message goes to one consumer",
+        "test_delivery_state_machine": "no duplicates",
+    },
     "drops_on_nack": {
         "test_nack_requeue_redelivers_with_the_next_attempt": "nack requeue",
         "test_delivery_state_machine": "no loss",

@@ -248,6 +248,11 @@ class DeliveryMachine(RuleBasedStateMachine):
             )
             pending.discard(delivery.id)
             delivery.ack()
+        self.env.expect_nothing(
+            drainer,
+            "ack is final: a message came back after the drain acked everything",
+            wait=self.env.let_leases_expire(self.vt),
+        )
         dead = {i for i, m in self.messages.items() if m.status == "dead"}
         while dead and self.dead_letters is not None:
             delivery = self.dead_letters.receive(timeout=self.env.timeline.grace)
