@@ -17,9 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn, TypeVar
-
-import redis
+from typing import Any, ClassVar, TypeVar
 
 from brokerkit._broker import DEFAULT_GROUP, Broker
 from brokerkit._capabilities import Capability
@@ -32,16 +30,12 @@ from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis import _list_scripts as scripts
-from brokerkit.backends.redis._client import (
-    TRANSIENT_ERRORS,
-    Reconnector,
-    make_client,
-    translate_errors,
-)
+from brokerkit.backends.redis._client import Reconnector, make_client
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._list_calls import ListCalls
 from brokerkit.backends.redis._list_keys import ListKeys, check_queue_key, list_keys
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
-from brokerkit.exceptions import IncompatibleTopic, InvalidMessage, InvalidOption, StaleDelivery
+from brokerkit.exceptions import InvalidMessage, InvalidOption, StaleDelivery
 
 __all__ = ["RedisListBroker", "RedisListOptions"]
 
@@ -158,6 +152,7 @@ class RedisListBroker(Broker):
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
         }
         self._topics: dict[str, _Topic] = {}
+        self._call = ListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
         self._lease_ms = int(self.options.visibility_timeout * 1000)
         self._keeper = LeaseKeeper(
             self._renew, self.options.renew_interval, name=f"brokerkit-leases {url}"
@@ -180,56 +175,6 @@ class RedisListBroker(Broker):
 
     def _keys(self, topic: str) -> ListKeys:
         return self._topic(topic).keys
-
-    def _call(
-        self, operation: Callable[[], _T], topic: str, reconnector: Reconnector | None = None
-    ) -> _T:
-        """``operation()`` through connection loss, with WRONGTYPE made clear."""
-        try:
-            return operation()
-        except redis.RedisError as exc:
-            first = exc
-        # The slow path, only after an error: the first attempt costs no more than
-        # the command itself.
-        if not isinstance(first, TRANSIENT_ERRORS):
-            self._raise(first, topic)
-
-        def checked() -> _T:
-            try:
-                return operation()
-            except redis.ResponseError as exc:
-                self._raise(exc, topic)
-
-        runner = reconnector or Reconnector(self.url, self.options.reconnect_timeout)
-        # The reply of the first attempt may have been lost on the way.
-        runner.reconnected = True
-        return runner.call(checked, topic=topic)
-
-    def _raise(self, exc: redis.RedisError, topic: str) -> NoReturn:
-        if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
-            raise self._wrong_type(topic) from exc
-        with translate_errors(self.url, topic):
-            raise exc
-        raise AssertionError("translate_errors re-raises")  # pragma: no cover
-
-    def _wrong_type(self, topic: str) -> IncompatibleTopic:
-        keys = self._keys(topic)
-        for key, expected in keys.expected_types().items():
-            try:
-                found = _text(self._client.type(key))
-            except redis.RedisError:
-                break
-            if found not in ("none", expected):
-                return IncompatibleTopic(
-                    f"the topic {topic!r} cannot be used as a redis+list queue: the Redis key "
-                    f"{key!r} at {self.url} holds a {found}, not a {expected} (written by "
-                    "another program, or by another brokerkit backend such as redis+stream); "
-                    "use another topic or prefix, or delete that key"
-                )
-        return IncompatibleTopic(
-            f"a key of the topic {topic!r} at {self.url} holds another Redis type than "
-            "redis+list needs; use another topic or prefix"
-        )
 
     def _script(self, name: str, plan: _Topic, *args: Any) -> Any:
         """Run one of :mod:`._list_scripts` with the common arguments first."""
@@ -525,10 +470,6 @@ class RedisListBroker(Broker):
     def _close(self) -> None:
         self._keeper.stop()
         self._client.close()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _nonce() -> str:
