@@ -117,3 +117,21 @@ def test_a_renewal_racing_an_ack_reports_no_lost_lease(
     with caplog.at_level(logging.WARNING, logger="brokerkit.redis"):
         delivery.ack()
     assert not [r for r in caplog.records if "lost" in r.getMessage()]
+
+
+def test_a_member_with_a_short_visibility_timeout_never_takes_a_longer_lease(
+    make: Make,
+) -> None:
+    vt = 0.3
+    fast = make(visibility_timeout=vt)  # joins first: the group's lease is raised after
+    slow = make(visibility_timeout=30)
+    quick = fast.subscribe("jobs", group="w")
+    holder = slow.subscribe("jobs", group="w")
+    slow.publish("jobs", "long job")
+    delivery = holder.receive(timeout=1)
+    assert delivery is not None
+    deadline = time.monotonic() + 4 * vt
+    while time.monotonic() < deadline:
+        stolen = quick.receive(timeout=vt)
+        assert stolen is None, "a live delivery of a longer lease was claimed"
+    delivery.ack()

@@ -60,8 +60,11 @@ local function settled_everywhere(key, groups, id)
 end
 """
 
-# KEYS: stream, lost-counter hash.
+# KEYS: stream, lost-counter hash, lease-length hash.
 # ARGV: group, consumer, min idle ms, claim cursor, count, group start id.
+# The min idle time is the larger of this consumer's visibility timeout and the
+# group's (the longest any member subscribed with), so that no member claims an
+# entry that a member with a longer lease still holds.
 # Returns {next cursor, {{id, fields, deliveries}...} claimed, {{id, fields}...} new}.
 #
 # XAUTOCLAIM is atomic: of any number of consumers running this at once, each idle
@@ -74,7 +77,8 @@ _FETCH = (
     _HELPERS
     + r"""
 local key, lost = KEYS[1], KEYS[2]
-local group, consumer, min_idle, cursor = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local group, consumer, cursor = ARGV[1], ARGV[2], ARGV[4]
+local min_idle = math.max(tonumber(ARGV[3]), tonumber(redis.call('HGET', KEYS[3], group) or 0))
 local count, start = tonumber(ARGV[5]), ARGV[6]
 local reply = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, cursor,
                           'COUNT', count, 'JUSTID')
@@ -126,15 +130,17 @@ if minid ~= '' then redis.call('XTRIM', key, 'MINID', how, minid) end
 return (#ARGV - 3) / 2
 """
 
-# KEYS: stream, lost-counter hash.
+# KEYS: stream, lost-counter hash, lease-length hash.
 # ARGV: group, consumer, min idle ms, max deliveries, how many pending entries to scan.
+# The min idle time is raised to the group's lease length, as in _FETCH.
 # Returns {{id, fields, deliveries}...}: the entries idle past the visibility
 # timeout that were already delivered max-deliveries times, now claimed by this
 # consumer so that it dead-letters them (with the nack script). Should it crash
 # first, they are idle again one visibility timeout later, and reaped again.
 _REAP = r"""
 local key, lost = KEYS[1], KEYS[2]
-local group, consumer, min_idle = ARGV[1], ARGV[2], ARGV[3]
+local group, consumer = ARGV[1], ARGV[2]
+local min_idle = math.max(tonumber(ARGV[3]), tonumber(redis.call('HGET', KEYS[3], group) or 0))
 local limit, count = tonumber(ARGV[4]), ARGV[5]
 local pending = redis.pcall('XPENDING', key, group, 'IDLE', min_idle, '-', '+', count)
 if pending.err then return {} end
@@ -245,6 +251,18 @@ return stale
 """
 )
 
+# KEYS: lease-length hash.  ARGV: group, this member's lease length in ms.
+# Raises the group's lease length to this member's; returns the group's.
+_JOIN = r"""
+local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or 0)
+local mine = tonumber(ARGV[2])
+if mine > held then
+  redis.call('HSET', KEYS[1], ARGV[1], mine)
+  return mine
+end
+return held
+"""
+
 # KEYS: stream.  Returns how many entries were removed.
 # Drops every entry that no group holds, and moves every group past the end, so
 # nothing waits any more while handed-out deliveries can still be settled.
@@ -332,6 +350,7 @@ class StreamScripts:
         self.purge: Script = client.register_script(_PURGE)
         self.count_after: Script = client.register_script(_COUNT_AFTER)
         self.remove_idle: Script = client.register_script(_REMOVE_IDLE)
+        self.join: Script = client.register_script(_JOIN)
 
 
 def run_scripts(

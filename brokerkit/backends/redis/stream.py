@@ -114,7 +114,12 @@ class RedisStreamOptions(RedisOptions):
 class _StreamState:
     key: str
     lost_key: str
+    #: The hash of each group's lease length: the longest visibility timeout (ms)
+    #: any member subscribed with. Claims wait that long.
+    lease_key: str
     start_id: str
+    #: The group's lease length (ms) when this subscription joined (it only grows).
+    lease_ms: int = 0
     #: Where the next XAUTOCLAIM scan of the pending entries list resumes.
     cursor: str = "0-0"
     #: When (time.monotonic) the next fetch reclaims idle entries before reading.
@@ -217,12 +222,18 @@ class RedisStreamBroker(StreamManagement, Broker):
     def _subscribe(self, subscription: Subscription) -> None:
         start = group_start(subscription.start)
         key = self._keys.topic(subscription.topic)
-        subscription.state = _StreamState(key, self._lost_key(subscription.topic), start)
+        lease_key = self._keys.topic(subscription.topic, "vt")
+        state = _StreamState(key, self._lost_key(subscription.topic), lease_key, start)
+        subscription.state = state
+        mine = int(self.options.visibility_timeout * 1000)
 
         def join() -> None:
             create_group(self._client, key, subscription.group, start)
             # Listed in XINFO CONSUMERS from now on, not only after its first read.
             self._client.xgroup_createconsumer(key, subscription.group, subscription.consumer)
+            state.lease_ms = int(
+                self._scripts.join(keys=[lease_key], args=[subscription.group, mine])
+            )
 
         self._reconnector.call(join, topic=subscription.topic)
         if self.options.max_deliveries is not None:
@@ -254,7 +265,7 @@ class RedisStreamBroker(StreamManagement, Broker):
 
         def claim() -> tuple[list[Any], list[Any]]:
             cursor, claimed, fresh = self._scripts.fetch(
-                keys=[state.key, state.lost_key],
+                keys=[state.key, state.lost_key, state.lease_key],
                 args=[group, consumer, min_idle, state.cursor, max_messages, state.start_id],
             )
             state.cursor = text(cursor)
@@ -459,7 +470,7 @@ class RedisStreamBroker(StreamManagement, Broker):
             try:
                 with translate_errors(self.url, subscription.topic):
                     reaped = self._scripts.reap(
-                        keys=[state.key, state.lost_key],
+                        keys=[state.key, state.lost_key, state.lease_key],
                         args=[subscription.group, subscription.consumer, min_idle, limit, 100],
                     )
                 for raw_id, raw_fields, count in reaped:
