@@ -298,7 +298,8 @@ def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str
         f"rounds per side, the sides alternating round by round; a round is {meta['count']} "
         f"messages of {meta['size']} bytes (batches of {meta['batch']}) or "
         f"{meta['latency_count']} latency ping-pongs. One process, Redis "
-        f"{meta['redis_version']} on {meta['redis']}, Python {meta['python']}, {meta['date']}; "
+        f"{meta['redis_version']} on {meta['redis']}, Python {meta['python']}, {meta['date']}, "
+        f"brokerkit at {meta.get('commit', 'unknown')}; "
         f"the run took {meta.get('seconds', 0):.0f} s.",
         "",
         "Each cell is the median over the rounds, with the lowest and highest round in "

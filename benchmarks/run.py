@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import json
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,27 @@ def redis_at(url: str | None) -> Iterator[str]:
 
     with RedisServer() as server:
         yield server.url("redis")
+
+
+def _commit() -> str:
+    """The commit of the code measured, and whether brokerkit/ had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "brokerkit"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} with uncommitted changes to brokerkit/" if dirty else head
 
 
 def _say(message: str) -> None:
@@ -137,11 +159,11 @@ def _sides(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--redis-url", help="an existing Redis (default: start a private one)")
-    parser.add_argument("--count", type=int, default=2000, help="messages per round")
+    parser.add_argument("--count", type=int, default=1000, help="messages per round")
     parser.add_argument("--size", type=int, default=100, help="body size in bytes")
     parser.add_argument("--batch", type=int, default=500, help="publish_many batch size")
-    parser.add_argument("--latency-count", type=int, default=300, help="ping-pongs per round")
-    parser.add_argument("--rounds", type=int, default=7, help="measured rounds per step and side")
+    parser.add_argument("--latency-count", type=int, default=200, help="ping-pongs per round")
+    parser.add_argument("--rounds", type=int, default=11, help="measured rounds per step and side")
     parser.add_argument("--warmup", type=int, default=1, help="discarded rounds before them")
     parser.add_argument(
         "--step", action="append", choices=STEPS, help="only these steps (default: all)"
@@ -187,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis_version": server.get("redis_version", "?"),
         "redis": "a private redis-server" if args.redis_url is None else "--redis-url",
         "machine": f"{platform.system()} {platform.machine()}",
+        "commit": _commit(),
         "seconds": round(time.perf_counter() - began, 1),
     }
     table = markdown(run.rounds, meta, skipped)
