@@ -280,14 +280,21 @@ class RedisListBroker(Broker):
         decode = _envelope.decode
         suffix = ":" + consumer
         deliveries = []
+        # The batch is leased already: every element must come out as a delivery
+        # (one another program wrote in a shape nobody reads is a raw message), or
+        # it would sit leased, unrenewed, unseen until its lease ran out.
         for seq, element in enumerate(elements, first):
             attempt = 1
             if element[:3] == b"BKR":
                 before, element = _unwrap(element)
                 attempt += before
+            try:
+                message = decode(topic, element, raw_content_type)
+            except Exception:  # decode is total; this guards a regression
+                message = _envelope.raw_message(topic, element, raw_content_type)
             deliveries.append(
                 Delivery(
-                    decode(topic, element, raw_content_type),
+                    message,
                     subscription=subscription,
                     attempt=attempt,
                     receipt=f"{nonce}{seq}{suffix}",
