@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 import redis
 
+import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker
+from tests.redis_server import RedisServer
 
 Make = Callable[..., RedisStreamBroker]
 
@@ -135,3 +138,21 @@ def test_a_member_with_a_short_visibility_timeout_never_takes_a_longer_lease(
         stolen = quick.receive(timeout=vt)
         assert stolen is None, "a live delivery of a longer lease was claimed"
     delivery.ack()
+
+
+def test_an_ack_during_a_short_outage_succeeds(prefix: str) -> None:
+    with RedisServer(appendonly=True) as server:
+        url = server.url("redis+stream") + f"?prefix={prefix}&reconnect_timeout=20"
+        with brokerkit.connect(url) as broker:
+            broker.publish("s", "x")
+            delivery = broker.subscribe("s").receive(timeout=1)
+            assert delivery is not None
+            server.kill()
+            # The server is back after longer than redis-py's own few quick retries.
+            restart = threading.Timer(1.5, server.restart)
+            restart.start()
+            try:
+                delivery.ack()
+            finally:
+                restart.join()
+            assert broker.inspect("s").in_flight == 0

@@ -162,8 +162,11 @@ if gone > 0 then redis.call('HINCRBY', lost, group, gone) end
 return out
 """
 
-# KEYS: stream.  ARGV: group, consumer, delete-acked flag, low id, high id, ids...
-# Returns the ids that were not pending for this consumer (stale).
+# KEYS: stream.  ARGV: group, consumer, flags, low id, high id, ids...
+# flags: delete-acked ('1'/'0'), then retry ('1'/'0').
+# Returns the ids that were not pending for this consumer (stale). On a retry (the
+# previous attempt's reply was lost with the connection), an id pending for nobody
+# was acked by that attempt and is not stale.
 #
 # One XPENDING over [low, high], this consumer's entries only, finds what it holds;
 # the caller passes the first and last id of the batch, which bound it when the
@@ -173,7 +176,8 @@ return out
 _ACK = (
     _HELPERS
     + r"""
-local key, group, consumer, delete = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
+local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local delete, retry = string.sub(ARGV[3], 1, 1) == '1', string.sub(ARGV[3], 2, 2) == '1'
 local n = #ARGV
 local mine = {}
 local range = redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], 2 * (n - 5) + 100, consumer)
@@ -185,7 +189,7 @@ for i = 6, n do
   local id = ARGV[i]
   if mine[id] or owned(key, group, consumer, id) then
     acked[#acked + 1] = id
-  else
+  elseif not (retry and #redis.call('XPENDING', key, group, id, id, 1) == 0) then
     stale[#stale + 1] = id
   end
 end
@@ -203,9 +207,11 @@ return stale
 )
 
 # KEYS: stream, dead-letter stream.
-# ARGV: group, consumer, id, action ('requeue' | 'dead'), delete-acked flag,
-#       then the dead letter's fields (field, value, ...).
-# Returns 1 when done, 0 when the entry was not pending for this consumer.
+# ARGV: group, consumer, id, action ('requeue' | 'dead'), flags (delete-acked,
+#       then retry: '1'/'0' each), then the dead letter's fields (field, value, ...).
+# Returns 1 when done, 0 when the entry was not pending for this consumer. On a
+# retry (the previous attempt's reply was lost), a requeued entry another member
+# has claimed since, or a dead-lettered one pending for nobody, was done by it.
 #
 # Requeue keeps the entry pending but backdates its delivery time to the epoch, so
 # the next XAUTOCLAIM of any consumer of the group takes it at once (and counts a
@@ -215,8 +221,14 @@ _NACK = (
     _HELPERS
     + r"""
 local key, dlq = KEYS[1], KEYS[2]
-local group, consumer, id, action, delete = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1'
-if not owned(key, group, consumer, id) then return 0 end
+local group, consumer, id, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local delete, retry = string.sub(ARGV[5], 1, 1) == '1', string.sub(ARGV[5], 2, 2) == '1'
+if not owned(key, group, consumer, id) then
+  if retry and (action == 'requeue' or #redis.call('XPENDING', key, group, id, id, 1) == 0) then
+    return 1
+  end
+  return 0
+end
 if action == 'requeue' then
   redis.call('XCLAIM', key, group, consumer, 0, id, 'TIME', 0, 'JUSTID')
   return 1

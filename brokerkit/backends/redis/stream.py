@@ -345,7 +345,7 @@ class RedisStreamBroker(StreamManagement, Broker):
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
         by_member = by_member_of(deliveries)
-        flag = "1" if self.options.delete_acked else "0"
+        flag = "10" if self.options.delete_acked else "00"
         calls = []
         for (key, group, consumer), ds in by_member.items():
             ids = [d.receipt.entry_id for d in ds]
@@ -358,8 +358,7 @@ class RedisStreamBroker(StreamManagement, Broker):
         with self._lease_lock:
             self._keeper.drop(deliveries)
         try:
-            with translate_errors(self.url):
-                replies = run_scripts(self._client, calls)
+            replies = self._run_settling(calls, flags_at=2)
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
@@ -371,25 +370,24 @@ class RedisStreamBroker(StreamManagement, Broker):
         with self._lease_lock:
             self._keeper.drop(deliveries)
         limit = self.options.max_deliveries
-        flag = "1" if self.options.delete_acked else "0"
+        flag = "10" if self.options.delete_acked else "00"
         try:
             calls = []
-            with translate_errors(self.url):
-                for delivery in deliveries:
-                    receipt: StreamReceipt = delivery.receipt
-                    topic = delivery.subscription.topic
-                    args: list[Any] = [receipt.group, receipt.consumer, receipt.entry_id]
-                    if requeue and (limit is None or delivery.attempt < limit):
-                        args += ["requeue", flag]
-                    else:
-                        reason = "rejected" if not requeue else "max_deliveries"
-                        fields = self._dead_fields(
-                            topic, receipt.entry_id, delivery.message, reason, delivery.attempt
-                        )
-                        args += ["dead", flag, *fields]
-                    dlq = self._keys.topic(self.dead_letter_topic(topic))
-                    calls.append((self._scripts.nack, [receipt.key, dlq], args))
-                replies = run_scripts(self._client, calls)
+            for delivery in deliveries:
+                receipt: StreamReceipt = delivery.receipt
+                topic = delivery.subscription.topic
+                args: list[Any] = [receipt.group, receipt.consumer, receipt.entry_id]
+                if requeue and (limit is None or delivery.attempt < limit):
+                    args += ["requeue", flag]
+                else:
+                    reason = "rejected" if not requeue else "max_deliveries"
+                    fields = self._dead_fields(
+                        topic, receipt.entry_id, delivery.message, reason, delivery.attempt
+                    )
+                    args += ["dead", flag, *fields]
+                dlq = self._keys.topic(self.dead_letter_topic(topic))
+                calls.append((self._scripts.nack, [receipt.key, dlq], args))
+            replies = self._run_settling(calls, flags_at=4)
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
@@ -422,9 +420,32 @@ class RedisStreamBroker(StreamManagement, Broker):
             )
             for (key, group, consumer), ds in by_member.items()
         ]
-        with translate_errors(self.url):
-            replies = run_scripts(self._client, calls)
-        return stale_of(by_member, replies)
+        return stale_of(by_member, self._run_settling(calls, flags_at=None))
+
+    def _run_settling(
+        self, calls: list[tuple[Any, list[Any], list[Any]]], flags_at: int | None
+    ) -> list[Any]:
+        """Run settling scripts (:func:`run_scripts`), retried through connection
+        loss for up to ``reconnect_timeout`` seconds as every other call is.
+
+        Each script is idempotent: it acts only on entries its member still holds.
+        A retry tells the scripts so (the second flag character at ``flags_at`` of
+        their arguments): an entry the lost attempt already settled is not stale.
+        """
+        attempts = 0
+
+        def run() -> list[Any]:
+            nonlocal attempts
+            attempts += 1
+            todo = calls
+            if attempts > 1 and flags_at is not None:
+                todo = [
+                    (script, keys, [*a[:flags_at], a[flags_at][0] + "1", *a[flags_at + 1 :]])
+                    for script, keys, a in calls
+                ]
+            return run_scripts(self._client, todo)
+
+        return self._reconnector.call(run)
 
     def _renew_held(self, held: list[Delivery]) -> None:
         with self._lease_lock:
