@@ -3,6 +3,9 @@ program wrote decodes as a raw message instead of raising."""
 
 from __future__ import annotations
 
+import hashlib
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -53,8 +56,10 @@ def test_any_stream_fields_decode_without_raising(fields: dict[bytes, bytes]) ->
     assert _envelope.decode_fields("orders", fields).id
 
 
-def test_a_malformed_header_is_a_raw_message_with_the_lua_id() -> None:
-    data = b'BK1{"id":"x","ts":"abc"}\nhello'
+@pytest.mark.parametrize(
+    "data", [b'BK1{"id":"x","ts":"abc"}\nhello', b'BK1{"id":"x"} junk\nhello', b"BK1{\nhello"]
+)
+def test_a_malformed_header_is_a_raw_message_with_the_lua_id(data: bytes) -> None:
     message = _envelope.decode("orders", data)
-    assert message.id.startswith("raw-")
+    assert message.id == "raw-" + hashlib.sha1(data).hexdigest()[:24]
     assert message.payload == data

@@ -80,7 +80,10 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
 def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | None:
     """The message of a JSON header, or None if the header is not one brokerkit wrote."""
     try:
-        fields, _ = _HEADER_DECODER.raw_decode(header.decode())
+        text = header.decode()
+        fields, end = _HEADER_DECODER.raw_decode(text)
+        if text[end:].strip():
+            return None  # JSON and then more: not a header (Lua's cjson rejects it too)
         message_id = fields["id"]
         content_type = fields.get("ct", "application/octet-stream")
         headers = fields.get("h") or {}
