@@ -131,6 +131,39 @@ def test_fan_out_to_three_subscribers_in_threads(make: Make) -> None:
     assert received == {i: list(range(count)) for i in range(readers)}
 
 
+def test_publishers_in_many_threads_share_the_broker(make: Make) -> None:
+    """One thread publishes on the broker's own connection, the others meanwhile on
+    pooled ones: every message arrives once, each thread's in its order."""
+    broker = make()
+    threads, per_thread = 4, 150
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads, timeout=WAIT)
+
+    def publish(index: int) -> None:
+        try:
+            start.wait()
+            for n in range(0, per_thread, 3):
+                assert broker.publish_counted("busy", f"{index}:{n}").receivers == 1
+                counted = broker.publish_many_counted(
+                    "busy", [f"{index}:{n + 1}", f"{index}:{n + 2}"]
+                )
+                assert [p.receivers for p in counted] == [1, 1]
+        except BaseException as exc:
+            errors.append(exc)
+
+    with broker.subscribe("busy", prefetch=50) as subscription:
+        workers = [threading.Thread(target=publish, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=30)
+        assert not errors, errors
+        bodies = _drain(subscription, threads * per_thread)
+    for index in range(threads):
+        mine = [d.body for d in bodies if d.body.startswith(f"{index}:")]
+        assert mine == [f"{index}:{n}" for n in range(per_thread)]
+
+
 def test_pattern_subscription_yields_concrete_topics(make: Make) -> None:
     broker = make()
     with (

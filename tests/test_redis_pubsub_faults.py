@@ -14,7 +14,7 @@ import redis
 
 import brokerkit
 from brokerkit.backends.redis.pubsub import Gap, RedisPubSubBroker
-from brokerkit.exceptions import ConnectionFailed
+from brokerkit.exceptions import BrokerError, ConnectionFailed
 from tests.redis_server import RedisServer
 
 WAIT = 5.0
@@ -221,3 +221,46 @@ def test_with_no_reconnect_time_a_drop_surfaces_at_once_when_the_server_is_gone(
     with pytest.raises(ConnectionFailed, match="could not resubscribe within 0 s"):
         subscription.receive(timeout=1)
     broker.close()
+
+
+def test_a_publish_whose_connection_was_killed_is_sent_on_a_new_one(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client()
+
+    def kill_the_publisher() -> None:
+        me = int(client.client_id())
+        (publisher,) = [c["id"] for c in client.client_list(_type="normal") if int(c["id"]) != me]
+        assert client.client_kill_filter(_id=publisher) == 1
+
+    with _connect(redis_server) as broker, broker.subscribe("again", prefetch=10) as sub:
+        assert broker.publish_counted("again", "first").receivers == 1
+        kill_the_publisher()
+        assert broker.publish_counted("again", "second").receivers == 1
+        kill_the_publisher()
+        assert [p.receivers for p in broker.publish_many_counted("again", ["3", "4"])] == [1, 1]
+        bodies = [d.body for d in (sub.receive(timeout=WAIT) for _ in range(4)) if d]
+        assert bodies == ["first", "second", "3", "4"]
+    client.close()
+
+
+def test_an_error_reply_to_a_publish_is_a_broker_error_and_the_connection_stays_usable(
+    redis_server: RedisServer,
+) -> None:
+    admin = redis_server.client()
+    admin.acl_setuser(
+        "mute",
+        enabled=True,
+        passwords=["+s3cret"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-publish"],
+    )
+    url = redis_server.url("redis+pubsub").replace("://", "://mute:s3cret@")
+    with brokerkit.connect(url) as broker:
+        for _ in range(2):  # the connection that got the error is not reused dirty
+            with pytest.raises(BrokerError, match=r"NOPERM|permission") as failed:
+                broker.publish_many("muted", ["a", "b", "c"])
+            assert "s3cret" not in str(failed.value)
+            assert broker.inspect("muted").details["subscribers"] == 0
+    admin.close()
