@@ -156,3 +156,16 @@ def test_an_ack_during_a_short_outage_succeeds(prefix: str) -> None:
             finally:
                 restart.join()
             assert broker.inspect("s").in_flight == 0
+
+
+def test_extend_counts_from_the_groups_lease_length(make: Make, redis_client: redis.Redis) -> None:
+    fast = make(visibility_timeout=1)
+    make(visibility_timeout=30).subscribe("jobs", group="w")  # the group's lease: 30 s
+    fast.publish("jobs", "x")
+    delivery = fast.subscribe("jobs", group="w").receive(timeout=1)
+    assert delivery is not None
+    delivery.extend(seconds=1)
+    # Claims wait for an idle time of 30 s: a lease of 1 s from now is 29 s idle.
+    [pending] = redis_client.xpending_range(fast.stream_key("jobs"), "w", "-", "+", 1)
+    assert pending["time_since_delivered"] >= 29_000
+    delivery.ack()

@@ -400,26 +400,29 @@ class RedisStreamBroker(StreamManagement, Broker):
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
     def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        # A lease is the entry's idle time; it cannot be pushed past one visibility
-        # timeout, but the heartbeat renews held entries for as long as we live.
-        idle = int(max(0.0, self.options.visibility_timeout - seconds) * 1000)
-        stale = self._renew(deliveries, idle)
+        # A lease is the entry's idle time: claims wait until it reaches the group's
+        # lease length, so "seconds from now" is an idle time of lease - seconds.
+        # Redis never sets a delivery time in the future (XCLAIM clamps IDLE/TIME to
+        # now), so a lease can be at most the group's lease length; while this
+        # consumer lives, the heartbeat renews it to that in full, never shorter.
+        stale = self._renew(deliveries, seconds)
         if stale:
             self._keeper.drop(stale)
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
-    def _renew(self, deliveries: Sequence[Delivery], idle_ms: int) -> list[Delivery]:
-        """Reset the idle time of the entries still pending for their consumer; return
-        the others."""
+    def _renew(self, deliveries: Sequence[Delivery], seconds: float | None) -> list[Delivery]:
+        """Renew the leases of the entries still pending for their consumer, for
+        ``seconds`` from now (``None``: the whole lease); return the others."""
         by_member = by_member_of(deliveries)
-        calls = [
-            (
-                self._scripts.renew,
-                [key],
-                [group, consumer, idle_ms, *[d.receipt.entry_id for d in ds]],
-            )
-            for (key, group, consumer), ds in by_member.items()
-        ]
+        calls = []
+        for (key, group, consumer), ds in by_member.items():
+            idle = 0
+            if seconds is not None:
+                state: _StreamState = ds[0].subscription.state
+                lease_ms = max(state.lease_ms, int(self.options.visibility_timeout * 1000))
+                idle = max(0, lease_ms - int(seconds * 1000))
+            ids = [d.receipt.entry_id for d in ds]
+            calls.append((self._scripts.renew, [key], [group, consumer, idle, *ids]))
         return stale_of(by_member, self._run_settling(calls, flags_at=None))
 
     def _run_settling(
@@ -453,7 +456,7 @@ class RedisStreamBroker(StreamManagement, Broker):
             alive = [d for d in held if id(d) in current]
             if not alive:
                 return
-            stale = self._renew(alive, 0)
+            stale = self._renew(alive, None)
         if stale:
             log.warning(
                 "%d lease(s) were lost before renewal; their acks will be stale", len(stale)
