@@ -1,6 +1,7 @@
 """How a redis+pubsub subscription reads its connection: bursts that span many socket
-reads, several messages per fetch, and the same promises through redis-py's
-pure-Python parser (machines without hiredis) as through the hiredis fast path.
+reads, several messages per fetch, the same promises through redis-py's
+pure-Python parser (machines without hiredis) as through the hiredis fast path, and
+the fast decoder of published values, which must agree with the envelope module.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis._parsers import _RESP2Parser
 
 import brokerkit
+from brokerkit._message import Message
+from brokerkit.backends.redis._envelope import decode, encode
 from brokerkit.backends.redis._pubsub_listener import ChannelListener
-from brokerkit.backends.redis.pubsub import Gap, RedisPubSubBroker
+from brokerkit.backends.redis.pubsub import Gap, RedisPubSubBroker, decode_published
 from brokerkit.exceptions import ConnectionFailed
 from tests.redis_server import RedisServer
 
@@ -185,3 +190,40 @@ def test_closing_from_another_thread_ends_a_blocked_reader(make: Make, parser: s
     reader.join(timeout=WAIT)
     assert not reader.is_alive(), "close() did not wake the blocked reader"
     assert ended == [None]
+
+
+# -- decoding what was published ---------------------------------------------------------
+
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    message_id=_texts,
+    content_type=_texts,
+    published_at=st.floats(allow_nan=False, allow_infinity=False),
+    headers=st.one_of(st.just({}), st.dictionaries(_texts, _texts, max_size=2)),
+    payload=st.binary(max_size=20),
+)
+def test_the_fast_decoder_reads_every_envelope_as_the_envelope_module_does(
+    message_id: str, content_type: str, published_at: float, headers: dict[str, str], payload: bytes
+) -> None:
+    data = encode(Message(message_id, "t", payload, content_type, headers, published_at))
+    assert decode_published("t", data) == decode("t", data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    head=st.sampled_from(
+        [b"", b'BK1{"id":"', b'BK1{"id":"a","ct":"', b'BK1{"id":"a","ct":"b","ts":']
+    ),
+    tail=st.binary(max_size=30)
+    | st.sampled_from(
+        [b"1}\n", b"1.5e3}\nx", b"01}\n", b"1.}\n", b"+1}\n", b"NaN}\n", b"1} \n", b'\xff"}\n']
+    ),
+)
+def test_the_fast_decoder_reads_any_other_value_as_the_envelope_module_does(
+    head: bytes, tail: bytes
+) -> None:
+    data = head + tail
+    assert decode_published("t", data) == decode("t", data)
