@@ -1,6 +1,7 @@
 """One subscriber connection of the pub/sub backend: SUBSCRIBE (or PSUBSCRIBE),
-read with a deadline, notice a dead connection, reconnect with backoff and
-jitter, and record every gap in listening."""
+read with a deadline (straight from the socket through hiredis when it is
+installed), notice a dead connection, reconnect with backoff and jitter, and
+record every gap in listening."""
 
 from __future__ import annotations
 
@@ -208,8 +209,8 @@ class ChannelListener:
     def close(self) -> None:
         """Stop listening; Redis drops the subscription with the connection.
 
-        Safe to call from another thread while a read is in progress: the
-        connection then closes when that read returns (within its timeout).
+        Safe to call from another thread while a read is in progress: that read
+        wakes at once, returns what it has, and the connection closes.
         """
         self._closed = True
         # A reader owns the socket while it reads; closing it under the reader
