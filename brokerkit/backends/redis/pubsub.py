@@ -16,7 +16,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple
 
 import redis
 
@@ -35,8 +35,6 @@ from brokerkit.backends.redis._pubsub_listener import ChannelListener, Gap
 from brokerkit.exceptions import DeliveryError, InvalidOption
 
 __all__ = ["Gap", "Published", "RedisPubSubBroker", "RedisPubSubOptions"]
-
-_B = TypeVar("_B", bound="RedisPubSubBroker")
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,7 @@ class RedisPubSubBroker(Broker):
         Capability.FANOUT | Capability.ORDERED | Capability.PATTERNS
     )
     Options: ClassVar[type[BrokerOptions]] = RedisPubSubOptions
+    driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
     options: RedisPubSubOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
@@ -126,16 +125,6 @@ class RedisPubSubBroker(Broker):
         self._own_lock = threading.Lock()
         self._own: Any = None
         self._own_pid = 0
-
-    @classmethod
-    def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
-        """A broker for ``url``; redis-py's connection arguments in the query string
-        (``socket_timeout``, ``ssl_cert_reqs``...) pass through to the driver."""
-        parsed = BrokerURL.parse(url)
-        built = cls.Options.build(
-            parsed.query, options, backend=cls.describe(), ignore=DRIVER_QUERY_KEYS
-        )
-        return cls(parsed, built)
 
     # -- channels -------------------------------------------------------------------
 
