@@ -94,7 +94,7 @@ def test_the_reaper_outlives_a_failing_round(make: Make, caplog: pytest.LogCaptu
             raise ValueError("a bug in one round")
         real()
 
-    broker._reaper._reap = flaky
+    broker._reaper._work = flaky
     deadline = time.monotonic() + GRACE
     while len(rounds) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)  # polling with a deadline, not synchronisation

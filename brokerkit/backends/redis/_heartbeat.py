@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable
 
 from brokerkit._delivery import Delivery
-from brokerkit.exceptions import BrokerError
+from brokerkit.backends.redis._periodic import Periodic
 
 __all__ = ["LeaseKeeper"]
-
-log = logging.getLogger("brokerkit.redis")
 
 
 class LeaseKeeper:
@@ -29,21 +26,16 @@ class LeaseKeeper:
 
     def __init__(self, renew: Callable[[list[Delivery]], None], interval: float, name: str) -> None:
         self._renew = renew
-        self._interval = interval
         self._held: dict[int, Delivery] = {}
         self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._name = name
+        self._beat = Periodic(self._renew_held, interval, name, what="renew leases")
 
     def hold(self, deliveries: Iterable[Delivery]) -> None:
         """Start renewing these deliveries' leases (starts the thread on first use)."""
         with self._lock:
             for delivery in deliveries:
                 self._held[id(delivery)] = delivery
-            if self._thread is None and not self._stopped.is_set():
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+        self._beat.start()
 
     def drop(self, deliveries: Iterable[Delivery]) -> None:
         """Stop renewing these (they were settled or handed back)."""
@@ -58,19 +50,9 @@ class LeaseKeeper:
 
     def stop(self) -> None:
         """Stop renewing; the held leases then run out on their own."""
-        self._stopped.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+        self._beat.stop()
 
-    def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
-            held = self.held()
-            if not held:
-                continue
-            try:
-                self._renew(held)
-            except BrokerError as exc:
-                log.warning("could not renew %d lease(s): %s", len(held), exc)
-            except Exception:  # a bug must not silently end renewals for good
-                log.exception("renewing %d lease(s) failed", len(held))
+    def _renew_held(self) -> None:
+        held = self.held()
+        if held:
+            self._renew(held)

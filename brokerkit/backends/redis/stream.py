@@ -45,6 +45,7 @@ from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
+from brokerkit.backends.redis._periodic import Periodic
 from brokerkit.backends.redis._stream_entries import (
     StreamReceipt,
     decode_entry,
@@ -54,7 +55,6 @@ from brokerkit.backends.redis._stream_entries import (
 from brokerkit.backends.redis._stream_inspect import StreamTopicInfo, inspect_stream
 from brokerkit.backends.redis._stream_log import LogEntry, group_start
 from brokerkit.backends.redis._stream_manage import StreamManagement, create_group
-from brokerkit.backends.redis._stream_reaper import Reaper
 from brokerkit.backends.redis._stream_scripts import StreamScripts, run_scripts, text
 from brokerkit.backends.redis._stream_settle import StreamSettling
 from brokerkit.exceptions import InvalidOption
@@ -163,8 +163,11 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         # new, after a nack, and otherwise at most this often: an expired lease is
         # reclaimed within visibility_timeout * 1.25 while new entries keep coming.
         self._claim_interval = vt / 4
-        self._reaper = Reaper(
-            self._reap_all, min(vt / 2, 5.0), name=f"brokerkit-stream-reaper-{id(self):x}"
+        self._reaper = Periodic(
+            self._reap_all,
+            min(vt / 2, 5.0),
+            name=f"brokerkit-stream-reaper-{id(self):x}",
+            what="dead-letter expired poison entries",
         )
         self._lease_lock = threading.Lock()
 
@@ -341,7 +344,13 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
 
     def _reap_all(self) -> None:
         """Dead-letter the idle entries past ``max_deliveries`` of every open
-        subscription's group (see :mod:`._stream_reaper`)."""
+        subscription's group.
+
+        Consumers reclaim idle entries as they fetch, and dead-letter those past
+        ``max_deliveries`` then. An entry whose last allowed lease ran out while no
+        consumer of its group fetches would wait for the next fetch; this reaper, a
+        background round of a broker with subscriptions, moves it to the dead-letter
+        topic within about one visibility timeout instead."""
         limit = self.options.max_deliveries
         if limit is None:
             return

@@ -1,11 +1,4 @@
-"""Dead-letters poison entries of a stream that nobody is reading.
-
-Consumers reclaim idle entries as they fetch, and dead-letter those past
-``max_deliveries`` then. An entry whose last allowed lease ran out while no
-consumer of its group fetches would wait for the next fetch; the reaper, a
-background thread of a broker with subscriptions, moves it to the dead-letter
-topic within about one visibility timeout instead.
-"""
+"""A background thread that does one thing every few seconds until stopped."""
 
 from __future__ import annotations
 
@@ -15,25 +8,32 @@ from collections.abc import Callable
 
 from brokerkit.exceptions import BrokerError
 
-__all__ = ["Reaper"]
+__all__ = ["Periodic"]
 
 log = logging.getLogger("brokerkit.redis")
 
 
-class Reaper:
-    """Calls ``reap()`` every ``interval`` seconds in a daemon thread until stopped;
-    errors are logged and the next round tries again."""
+class Periodic:
+    """Calls ``work()`` every ``interval`` seconds in a daemon thread, from
+    :meth:`start` until :meth:`stop`.
 
-    def __init__(self, reap: Callable[[], None], interval: float, name: str) -> None:
-        self._reap = reap
+    A round that fails is logged and the next round tries again: a server that is
+    briefly away, or a bug, never ends the thread for good.
+
+    :param what: what ``work`` does, for the log (``"renew 3 leases"`` reads well).
+    """
+
+    def __init__(self, work: Callable[[], None], interval: float, name: str, what: str) -> None:
+        self._work = work
         self._interval = interval
         self._name = name
+        self._what = what
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the thread (once)."""
+        """Start the thread; calling it again, or after :meth:`stop`, does nothing."""
         with self._lock:
             if self._thread is None and not self._stopped.is_set():
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
@@ -49,8 +49,8 @@ class Reaper:
     def _run(self) -> None:
         while not self._stopped.wait(self._interval):
             try:
-                self._reap()
+                self._work()
             except BrokerError as exc:
-                log.warning("could not dead-letter expired poison entries: %s", exc)
-            except Exception:  # a bug must not end the thread: the next round tries again
-                log.exception("could not dead-letter expired poison entries")
+                log.warning("could not %s: %s", self._what, exc)
+            except Exception:
+                log.exception("could not %s", self._what)
