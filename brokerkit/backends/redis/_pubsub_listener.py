@@ -30,6 +30,10 @@ __all__ = ["ChannelListener", "Gap"]
 #: Seconds a connect, a handshake or a subscribe confirmation may take, unless
 #: the URL sets ``socket_timeout`` / ``socket_connect_timeout``.
 DEFAULT_SOCKET_TIMEOUT = 5.0
+#: Seconds :meth:`ChannelListener.close` waits for Redis to confirm the
+#: unsubscribe (and for a reader in another thread to let go) before it just drops
+#: the connection, as it must when the server does not answer.
+CLOSE_WAIT = 1.0
 
 _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 2.0
@@ -121,6 +125,8 @@ class ChannelListener:
         self.gaps: list[Gap] = []
         self._command = "PSUBSCRIBE" if pattern else "SUBSCRIBE"
         self._confirmation = b"psubscribe" if pattern else b"subscribe"
+        self._unsubscribe = "PUNSUBSCRIBE" if pattern else "UNSUBSCRIBE"
+        self._unsubscribed = b"punsubscribe" if pattern else b"unsubscribe"
         # redis-py's own retry would reconnect behind our back and hide the gap;
         # this listener owns every reconnect, so the connection never retries.
         self._pool: redis.ConnectionPool = redis.ConnectionPool.from_url(
@@ -134,6 +140,9 @@ class ChannelListener:
         self._wire: _Wire | None = None
         self._closed = False
         self._reading = threading.Lock()
+        # Serializes writes to the socket: the reader's PINGs and close()'s unsubscribe.
+        self._sending = threading.Lock()
+        self._unsubscribe_sent = False
         self._last_heard = 0.0
         self._ping_sent: float | None = None
         # Set while the connection is lost: when, why, and the retry schedule.
@@ -187,7 +196,7 @@ class ChannelListener:
                 return self._read(max_messages, time.monotonic() + timeout)
             finally:
                 if self._closed:
-                    self._disconnect()
+                    self._finish_close(time.monotonic() + CLOSE_WAIT)
 
     def _read(
         self, max_messages: int, deadline: float
@@ -207,25 +216,94 @@ class ChannelListener:
         return received, None
 
     def close(self) -> None:
-        """Stop listening; Redis drops the subscription with the connection.
+        """Stop listening, and return once Redis has confirmed the unsubscribe: a
+        message published after this returns no longer counts this listener as a
+        receiver. When Redis does not confirm within about ``CLOSE_WAIT`` seconds (a
+        lost or frozen server), the connection is dropped without waiting.
 
-        Safe to call from another thread while a read is in progress: that read
-        wakes at once, returns what it has, and the connection closes.
+        Safe to call from another thread while a read is in progress: the
+        unsubscribe is sent under the reader, whose read wakes on the reply, returns
+        what it has, and closes the connection.
         """
         self._closed = True
-        # A reader owns the socket while it reads; closing it under the reader
-        # would make redis-py silently reconnect it.
+        deadline = time.monotonic() + CLOSE_WAIT
         if self._reading.acquire(blocking=False):
             try:
-                self._disconnect()
+                self._finish_close(deadline)
             finally:
                 self._reading.release()
             return
-        # Wake the reader at once: its read fails, it sees the flag and disconnects.
+        # A reader owns the socket while it reads: closing it under the reader would
+        # make redis-py silently reconnect it. The unsubscribe's reply wakes it instead;
+        # it sees the flag and finishes the close (see read()). Over TLS nothing is sent
+        # under the reader, which wakes at the end of its (short) read and unsubscribes.
         sock = getattr(self._conn, "_sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        if not self._send_unsubscribe(under_reader=True) and not isinstance(sock, ssl.SSLSocket):
+            _shut(sock)  # a broken socket: nothing to confirm, wake the reader now
+        if self._reading.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            try:
+                self._finish_close(deadline)
+            finally:
+                self._reading.release()
+            return
+        _shut(getattr(self._conn, "_sock", None))  # no answer: wake the reader anyway
+
+    def _send_unsubscribe(self, *, under_reader: bool = False) -> bool:
+        """Send UNSUBSCRIBE (PUNSUBSCRIBE) once; whether it has been sent.
+
+        With ``under_reader``, another thread may be reading the socket: then a TLS
+        socket is left alone (one TLS session must not be used from two threads).
+        """
+        with self._sending:
+            if self._unsubscribe_sent:
+                return True
+            conn = self._conn
+            sock = getattr(conn, "_sock", None)
+            if sock is None or (under_reader and isinstance(sock, ssl.SSLSocket)):
+                return False
+            try:
+                sock.sendall(b"".join(conn.pack_command(self._unsubscribe, self.channel)))
+            except OSError:
+                return False
+            self._unsubscribe_sent = True
+            return True
+
+    def _finish_close(self, deadline: float) -> None:
+        """Unsubscribe, read until Redis confirms it (or ``deadline``), and disconnect.
+        The caller holds ``_reading``."""
+        conn, wire = self._conn, self._wire
+        if conn is not None and self._send_unsubscribe():
+            with contextlib.suppress(Exception):  # the connection is dropped either way
+                if wire is not None:
+                    self._await_unsubscribed_wire(wire, deadline)
+                else:
+                    self._await_unsubscribed_driver(conn, deadline)
+        self._disconnect()
+
+    def _await_unsubscribed_wire(self, wire: _Wire, deadline: float) -> bool:
+        gets, nothing = wire.reader.gets, wire.not_enough_data
+        while True:
+            reply = gets()
+            if reply is nothing:
+                now = time.monotonic()
+                if now >= deadline:
+                    return False
+                if not wire.fill():
+                    wire.wait(deadline - now)
+                continue
+            if isinstance(reply, Exception):
+                return False
+            if _is_confirmation(reply, self._unsubscribed, self.channel):
+                return True
+
+    def _await_unsubscribed_driver(self, conn: Any, deadline: float) -> bool:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not conn.can_read(timeout=remaining):
+                return False
+            reply = conn.read_response(push_request=True)
+            if _is_confirmation(reply, self._unsubscribed, self.channel):
+                return True
 
     def _disconnect(self) -> None:
         conn, self._conn, self._wire = self._conn, None, None
@@ -295,7 +373,8 @@ class ChannelListener:
                 )
             return self._ping_sent + interval
         if now - self._last_heard >= interval:
-            self._conn.send_command("PING", check_health=False)
+            with self._sending:
+                self._conn.send_command("PING", check_health=False)
             self._ping_sent = now
             return now + interval
         return self._last_heard + interval
@@ -317,7 +396,9 @@ class ChannelListener:
         except BaseException:
             conn.disconnect()
             raise
-        self._conn, self._wire = conn, wire
+        with self._sending:
+            self._conn, self._wire = conn, wire
+            self._unsubscribe_sent = False
         self._last_heard = time.monotonic()
         self._ping_sent = None
 
@@ -458,6 +539,13 @@ class _Wire:
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter."""
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+
+
+def _shut(sock: socket.socket | None) -> None:
+    """End ``sock`` both ways, which wakes a thread polling or reading it."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _is_refusal(exc: ConnectionFailed) -> bool:
