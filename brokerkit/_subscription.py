@@ -109,7 +109,8 @@ class Subscription:
         """Stop reading; hand back the fetched deliveries not yet returned.
 
         A receive under way in another thread ends with :class:`BrokerClosed`, and
-        what it fetched is handed back too. If the server cannot be reached, the
+        what it fetched is handed back too; close waits for it, about a second at most
+        (the longest a backend is asked to block in one fetch). If the server cannot be reached, the
         subscription is closed all the same and the leases run out on their own.
         """
         if self._closed.is_set():
