@@ -92,11 +92,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoReport:
     with connect(url) as broker:
         missing = _missing(broker.capabilities, Capability.PERSISTENT | Capability.COMPETING)
         if missing:
-            report.skipped["peak shaving"] = f"{url.scheme} lacks {missing}"
-            console.print(
-                f"[yellow]skipped:[/] {url.scheme} lacks {missing}: "
-                "a message published while every consumer is busy would be lost"
-            )
+            why = "a message published while every consumer is busy would be lost"
+            _skip(console, report, "peak shaving", url, missing, why)
         else:
             report.peak = _run_peak(console, broker, config, topic)
             if config.plot is not None:
@@ -111,10 +108,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoReport:
     with connect(url) as probe:
         missing = _missing(probe.capabilities, Capability.ACK | Capability.DEAD_LETTER)
     if missing:
-        report.skipped["failing consumer"] = f"{url.scheme} lacks {missing}"
-        console.print(
-            f"[yellow]skipped:[/] {url.scheme} lacks {missing}: a failed message is not redelivered"
-        )
+        why = "a failed message is not redelivered"
+        _skip(console, report, "failing consumer", url, missing, why)
     else:
         with connect(url, max_deliveries=config.max_deliveries) as broker:
             orders = make_orders(config.failing_orders, first_id=2001)
@@ -126,6 +121,14 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoReport:
     verdict = "[bold green]all reconciled[/]" if report.ok else "[bold red]NOT reconciled[/]"
     console.rule(verdict)
     return report
+
+
+def _skip(
+    console: Console, report: DemoReport, scene: str, url: BrokerURL, missing: str, why: str
+) -> None:
+    """Record and say that ``scene`` cannot run on this backend, and why."""
+    report.skipped[scene] = f"{url.scheme} lacks {missing}"
+    console.print(f"[yellow]skipped:[/] {url.scheme} lacks {missing}: {why}")
 
 
 def _missing(have: Capability, need: Capability) -> str:
