@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -94,6 +95,29 @@ def redis_client(redis_target: RedisTarget) -> Iterator[redis.Redis]:
     client = redis_target.client()
     yield client
     client.close()
+
+
+def iterate_in_thread(
+    subscription: brokerkit.Subscription,
+) -> tuple[threading.Thread, list[BaseException | None], threading.Event]:
+    """Iterate ``subscription`` in a new thread until it ends; returns the thread, a list
+    that gets ``None`` (a clean end) or the exception it ended with, and an event set
+    just before the thread starts iterating."""
+    ended: list[BaseException | None] = []
+    started = threading.Event()
+
+    def read() -> None:
+        started.set()
+        try:
+            for _ in subscription:  # blocks in receive(timeout=None)
+                pass
+            ended.append(None)
+        except BaseException as exc:  # reported by the caller's assertions
+            ended.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    return thread, ended, started
 
 
 _BACKEND_MARKERS = {

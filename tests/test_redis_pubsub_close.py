@@ -17,12 +17,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 import brokerkit
 from brokerkit.backends.redis._pubsub_listener import ChannelListener
+from tests.conftest import iterate_in_thread
 from tests.redis_server import RedisServer
 from tests.test_redis_pubsub_reading import _use_the_python_parser
 
@@ -123,6 +125,14 @@ def test_after_close_with_no_reader_redis_counts_no_receiver(
         assert _receivers(admin, listener) == 0, f"still subscribed after close() (round {round_})"
 
 
+def _wait_until_reading(listener: Any) -> None:
+    """Poll (with a deadline) until a reader is inside the listener's read."""
+    end = time.monotonic() + WAIT
+    while not listener._reading.locked():
+        assert time.monotonic() < end, "the reader never started reading"
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("pattern", [False, True], ids=["channel", "pattern"])
 def test_after_a_listener_closes_under_a_blocked_reader_redis_counts_no_receiver(
     broker: brokerkit.Broker, admin: redis.Redis, pattern: bool
@@ -131,10 +141,7 @@ def test_after_a_listener_closes_under_a_blocked_reader_redis_counts_no_receiver
         subscription, listener = _subscribe(broker, pattern)
         reader = threading.Thread(target=listener.read, args=(10, 30.0))
         reader.start()
-        end = time.monotonic() + WAIT
-        while not listener._reading.locked():  # the reader is inside its read
-            assert time.monotonic() < end, "the reader never started reading"
-            time.sleep(0.001)
+        _wait_until_reading(listener)
         listener.close()
         assert _receivers(admin, listener) == 0, f"still subscribed after close() (round {round_})"
         reader.join(timeout=WAIT)
@@ -149,25 +156,8 @@ def test_after_close_while_another_thread_receives_redis_counts_no_receiver(
     # Subscription.close() waits for the fetch under way (up to a second), so fewer rounds.
     for round_ in range(2):
         subscription, listener = _subscribe(broker, pattern)
-        ended: list[BaseException | None] = []
-
-        def read(
-            subscription: brokerkit.Subscription = subscription,
-            ended: list[BaseException | None] = ended,
-        ) -> None:
-            try:
-                for _ in subscription:  # blocks in receive(timeout=None)
-                    pass
-                ended.append(None)
-            except BaseException as exc:  # pragma: no cover - reported below
-                ended.append(exc)
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        end = time.monotonic() + WAIT
-        while not listener._reading.locked():  # the reader is inside a read
-            assert time.monotonic() < end, "the reader never started reading"
-            time.sleep(0.001)
+        reader, ended, _ = iterate_in_thread(subscription)
+        _wait_until_reading(listener)
         subscription.close()
         assert _receivers(admin, listener) == 0, f"still subscribed after close() (round {round_})"
         reader.join(timeout=WAIT)

@@ -7,7 +7,6 @@ the fast decoder of published values, which must agree with the envelope module.
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ from brokerkit.backends.redis._envelope import decode, encode
 from brokerkit.backends.redis._pubsub_listener import ChannelListener
 from brokerkit.backends.redis.pubsub import Gap, RedisPubSubBroker, decode_published
 from brokerkit.exceptions import ConnectionFailed
+from tests.conftest import iterate_in_thread
 from tests.redis_server import RedisServer
 
 Make = Callable[..., RedisPubSubBroker]
@@ -171,20 +171,7 @@ def test_closing_from_another_thread_ends_a_blocked_reader(make: Make, parser: s
     broker = make()
     subscription = broker.subscribe("blocked", prefetch=10)
     _check_path(subscription, parser)
-    listening = threading.Event()
-    ended: list[BaseException | None] = []
-
-    def read() -> None:
-        listening.set()
-        try:
-            for _ in subscription:  # blocks in receive(timeout=None)
-                pass
-            ended.append(None)
-        except BaseException as exc:  # pragma: no cover - reported below
-            ended.append(exc)
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    reader, ended, listening = iterate_in_thread(subscription)
     assert listening.wait(WAIT)
     subscription.close()
     reader.join(timeout=WAIT)
