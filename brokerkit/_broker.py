@@ -122,7 +122,8 @@ class Broker(abc.ABC):
         the backend can; return their ids.
 
         Every body is encoded before anything is sent, so one bad body publishes
-        none of them.
+        none of them. ``bodies`` is an iterable of bodies: a single str, bytes or
+        dict is refused with :class:`InvalidMessage` rather than split up.
         """
         self._check_open()
         check_topic(topic)
