@@ -21,11 +21,13 @@ __all__ = ["Reconnector", "make_client", "redis_url", "translate_errors"]
 
 _T = TypeVar("_T")
 
-#: Errors after which a fresh connection may succeed.
+#: Errors after which trying again may succeed. A missing script means the server
+#: restarted between redis-py loading a script and running it; the next call loads it.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.NoScriptError,
 )
 
 
@@ -68,6 +70,10 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
         yield
     except redis.AuthenticationError as exc:
         raise ConnectionFailed(f"Redis at {url} refused the credentials: {exc}") from exc
+    except redis.exceptions.NoScriptError as exc:
+        raise ConnectionFailed(
+            f"Redis at {url} lost brokerkit's scripts (did it restart?): {exc}"
+        ) from exc
     except TRANSIENT_ERRORS as exc:
         raise ConnectionFailed(f"lost the connection to Redis at {url}: {exc}") from exc
     except redis.ResponseError as exc:

@@ -1,0 +1,47 @@
+"""The shared Redis plumbing against a real server: what is retried, what is not."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from brokerkit import BrokerError, BrokerURL, ConnectionFailed
+from brokerkit.backends.redis._client import Reconnector, translate_errors
+from tests.conftest import RedisTarget
+
+
+def test_a_script_lost_to_a_restart_is_retried(redis_target: RedisTarget) -> None:
+    """A server restarted between redis-py loading a script and running it answers
+    NOSCRIPT; that is transient, and the retry (which reloads the script) succeeds."""
+    client = redis_target.client()
+    calls: list[int] = []
+
+    def run() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            return int(client.evalsha("0" * 40, 0))  # a real NOSCRIPT from the server
+        return int(client.eval("return 7", 0))
+
+    url = BrokerURL.parse(redis_target.url("redis+stream"))
+    assert Reconnector(url, timeout=5).call(run) == 7
+    assert len(calls) == 2
+    with pytest.raises(ConnectionFailed, match="lost brokerkit's scripts"), translate_errors(url):
+        client.evalsha("0" * 40, 0)
+    client.close()
+
+
+def test_other_error_replies_are_not_retried(redis_target: RedisTarget) -> None:
+    client = redis_target.client()
+    calls: list[int] = []
+
+    def run() -> object:
+        calls.append(1)
+        return client.execute_command("NO-SUCH-COMMAND")
+
+    url = BrokerURL.parse(redis_target.url("redis+stream"))
+    with pytest.raises(BrokerError, match="answered with an error") as excinfo:
+        Reconnector(url, timeout=5).call(run)
+    assert not isinstance(excinfo.value, ConnectionFailed)
+    assert isinstance(excinfo.value.__cause__, redis.ResponseError)
+    assert calls == [1]
+    client.close()
