@@ -1,3 +1,5 @@
+# Generated from brokerkit/_broker_async.py by scripts/generate_sync.py: do not edit.
+# Edit the async source and run `python scripts/generate_sync.py`.
 """The abstract broker: the public API, built on a handful of backend primitives."""
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class Broker(abc.ABC):
         :raises SerializationError: the body cannot be encoded; nothing was sent.
         :raises ConnectionFailed: the server could not be reached.
         """
-        return self.publish_many(topic, (body,), headers=headers, content_type=content_type)[0]
+        ids = self.publish_many(topic, (body,), headers=headers, content_type=content_type)
+        return ids[0]
 
     def publish_many(
         self,
@@ -206,7 +209,7 @@ class Broker(abc.ABC):
         start: str | None = None,
         pattern: bool = False,
     ) -> Iterator[Delivery]:
-        """Deliveries from ``topic``, one at a time, as a blocking iterator.
+        """Deliveries from ``topic``, one at a time, as an iterator.
 
         Stops when no message arrives for ``timeout`` seconds (``None``: never),
         after ``limit`` deliveries, or when the broker is closed. Leaving the loop
@@ -354,11 +357,16 @@ class Broker(abc.ABC):
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         """Stop reading. ``unreturned`` were fetched but never given to the caller:
-        hand them back so another consumer gets them at once."""
-        if unreturned and Capability.ACK in self.capabilities:
+        hand them back (:meth:`_hand_back`) so another consumer gets them at once."""
+        self._hand_back(unreturned)
+
+    def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Requeue deliveries that were fetched but never given to the caller."""
+        if deliveries and Capability.ACK in self.capabilities:
             # Those whose lease already ran out are back in the queue: nothing to do.
             with contextlib.suppress(StaleDelivery):
-                self._nack(unreturned, True)
+                self._nack(deliveries, True)
+        self._mark(deliveries)
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
         """Settle ``deliveries`` as done. Raise :class:`StaleDelivery` for any whose

@@ -1,3 +1,5 @@
+# Generated from brokerkit/_delivery_async.py by scripts/generate_sync.py: do not edit.
+# Edit the async source and run `python scripts/generate_sync.py`.
 """A delivery: one message handed to one consumer, waiting to be settled."""
 
 from __future__ import annotations
@@ -118,4 +120,5 @@ class Delivery:
 
     def __repr__(self) -> str:
         state = "settled" if self._settled else "unsettled"
-        return f"<Delivery id={self.id} topic={self.topic!r} attempt={self.attempt} {state}>"
+        name = type(self).__name__
+        return f"<{name} id={self.id} topic={self.topic!r} attempt={self.attempt} {state}>"

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_PLUGINS",
     "DEFAULT_URL",
     "ENTRY_POINT_GROUP",
+    "backend_for",
     "connect",
     "list_backends",
     "load_registry",
@@ -110,6 +111,12 @@ def connect(url: str | BrokerURL | None = None, **options: Any) -> Broker:
     :raises InvalidOption: an option is unknown or invalid (the error lists the valid ones).
     :raises BackendUnavailable: the backend's driver is not installed.
     """
+    parsed, info = backend_for(url)
+    return info.load().from_url(parsed, **options)
+
+
+def backend_for(url: str | BrokerURL | None) -> tuple[BrokerURL, BackendInfo]:
+    """The parsed URL (``BROKERKIT_URL``, else ``memory://``, when None) and the
+    registered backend for its scheme."""
     parsed = BrokerURL.parse(url if url is not None else os.environ.get(URL_ENV, DEFAULT_URL))
-    backend = _registry().get(parsed.scheme).load()
-    return backend.from_url(parsed, **options)
+    return parsed, _registry().get(parsed.scheme)

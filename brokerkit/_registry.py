@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from brokerkit.exceptions import (
     BackendUnavailable,
@@ -16,6 +16,7 @@ from brokerkit.exceptions import (
 
 if TYPE_CHECKING:
     from brokerkit._broker import Broker
+    from brokerkit._broker_async import AsyncBroker
     from brokerkit._capabilities import Capability
 
 __all__ = ["BackendInfo", "BackendRegistry"]
@@ -31,12 +32,16 @@ class BackendInfo:
     :ivar schemes: the URL schemes it serves.
     :ivar plugin: the name of the plugin that registered it.
     :ivar install_hint: what to install when its driver is missing.
+    :ivar aio_target: the native asyncio class (or ``"module:Class"``) for the same
+        schemes, or None: :func:`brokerkit.aio.connect` then runs :attr:`target`
+        through a thread adapter.
     """
 
     target: type[Broker] | str
     schemes: tuple[str, ...]
     plugin: str
     install_hint: str | None = None
+    aio_target: type[AsyncBroker] | str | None = None
     _error: BackendUnavailable | None = field(default=None, repr=False)
 
     def load(self) -> type[Broker]:
@@ -44,17 +49,33 @@ class BackendInfo:
 
         :raises BackendUnavailable: its module (or its driver) cannot be imported.
         """
-        if not isinstance(self.target, str):
-            return self.target
+        if isinstance(self.target, str):
+            loaded: type[Broker] = self._import(self.target)
+            self.target = loaded
+            return loaded
+        return self.target
+
+    def load_async(self) -> type[AsyncBroker] | None:
+        """The native asyncio class, imported on first use; None if there is none.
+
+        :raises BackendUnavailable: its module (or its driver) cannot be imported.
+        """
+        if isinstance(self.aio_target, str):
+            loaded: type[AsyncBroker] = self._import(self.aio_target)
+            self.aio_target = loaded
+            return loaded
+        return self.aio_target
+
+    def _import(self, target: str) -> Any:
         if self._error is not None:
             raise self._error
-        module_name, _, attribute = self.target.partition(":")
+        module_name, _, attribute = target.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             if exc.name == module_name:
                 raise PluginError(
-                    f"plugin {self.plugin!r} registered {self.target!r}, "
+                    f"plugin {self.plugin!r} registered {target!r}, "
                     f"but there is no module {module_name!r}"
                 ) from exc
             hint = self.install_hint or "install the plugin's dependencies"
@@ -64,14 +85,12 @@ class BackendInfo:
             )
             raise self._error from exc
         try:
-            cls: type[Broker] = getattr(module, attribute)
+            return getattr(module, attribute)
         except AttributeError:
             raise PluginError(
-                f"plugin {self.plugin!r} registered {self.target!r}, but {module_name} "
+                f"plugin {self.plugin!r} registered {target!r}, but {module_name} "
                 f"has no {attribute!r}"
             ) from None
-        self.target = cls
-        return cls
 
     @property
     def available(self) -> bool:
@@ -103,6 +122,7 @@ class BackendRegistry:
         schemes: Sequence[str] | None = None,
         install_hint: str | None = None,
         replace: bool = False,
+        aio: type[AsyncBroker] | str | None = None,
     ) -> None:
         """Register ``backend`` for its schemes.
 
@@ -113,6 +133,10 @@ class BackendRegistry:
         :param install_hint: said when the lazy import fails, e.g.
             ``pip install "brokerkit[redis]"``.
         :param replace: take over schemes another plugin registered.
+        :param aio: the backend's native asyncio twin (an
+            :class:`~brokerkit.aio.AsyncBroker` subclass, or ``"module:Class"``) for
+            :func:`brokerkit.aio.connect`. Without it, the asyncio API runs ``backend``
+            in worker threads (correct, and slower).
         :raises SchemeConflict: a scheme is taken and ``replace`` is false.
         """
         if schemes is None:
@@ -122,8 +146,6 @@ class BackendRegistry:
                     "pass schemes=(...) with a 'module:Class' target"
                 )
             schemes = backend.schemes
-        if isinstance(backend, str) and ":" not in backend:
-            raise PluginError(f"a lazy backend is written 'module:Class', got {backend!r}")
         names = tuple(s.lower() for s in schemes)
         if not names:
             raise PluginError(f"plugin {self._plugin!r} registered {backend!r} with no scheme")
@@ -136,7 +158,10 @@ class BackendRegistry:
                         f"and plugin {self._plugin!r}; uninstall or block one "
                         "(BROKERKIT_BLOCK_PLUGINS), or register with replace=True"
                     )
-        info = BackendInfo(backend, names, self._plugin, install_hint)
+        for target in (backend, aio):
+            if isinstance(target, str) and ":" not in target:
+                raise PluginError(f"a lazy backend is written 'module:Class', got {target!r}")
+        info = BackendInfo(backend, names, self._plugin, install_hint, aio)
         for scheme in names:
             self._by_scheme[scheme] = info
 

@@ -1,27 +1,30 @@
+# Generated from brokerkit/_subscription_async.py by scripts/generate_sync.py: do not edit.
+# Edit the async source and run `python scripts/generate_sync.py`.
 """A subscription: one consumer's standing request for a topic's messages."""
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from brokerkit._compat import Event, Lock, fetch_shielded
 from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
     from brokerkit._broker import Broker
     from brokerkit._delivery import Delivery
 
-__all__ = ["Subscription"]
+__all__ = ["MAX_FETCH_WAIT", "Subscription"]
 
 log = logging.getLogger("brokerkit")
 
 #: The longest a backend's fetch primitive is asked to block, so that a close
-#: from another thread is noticed within this many seconds.
+#: from elsewhere is noticed within this many seconds.
 MAX_FETCH_WAIT = 1.0
 
 
@@ -29,7 +32,7 @@ class Subscription:
     """One consumer reading a topic (or a pattern), alone or as a group member.
 
     Made by :meth:`Broker.subscribe`. Pull with :meth:`receive`, or iterate.
-    Use one subscription from one thread at a time; open one per thread.
+    Use one subscription from one thread (or task) at a time; open one per consumer.
     Closing it hands back the deliveries it fetched but did not yet return.
 
     :ivar topic: the topic, or the glob pattern when :attr:`pattern` is true.
@@ -59,10 +62,10 @@ class Subscription:
         self.pattern = pattern
         self.state: Any = None
         self._buffer: collections.deque[Delivery] = collections.deque()
-        self._closed = threading.Event()
+        self._closed = Event()
         # Held while a fetch is under way, so that close() hands back what that fetch
         # brings in instead of stranding it.
-        self._fetching = threading.RLock()
+        self._fetching = Lock()
 
     @property
     def closed(self) -> bool:
@@ -77,6 +80,9 @@ class Subscription:
     def receive(self, timeout: float | None = None) -> Delivery | None:
         """The next delivery, waiting up to ``timeout`` seconds (``None``: forever).
 
+        Cancelling a receive strands nothing: a fetch it started runs to its end and
+        what it brought is handed back at once.
+
         :returns: a delivery, or ``None`` if none came within the timeout.
         :raises BrokerClosed: the subscription or its broker is closed.
         """
@@ -89,11 +95,17 @@ class Subscription:
                     return self._buffer.popleft()
                 wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
                 wait = max(min(wait, MAX_FETCH_WAIT), 0.0)
-                self._buffer.extend(self.broker._fetch(self, self.prefetch, wait))
+                fetch = functools.partial(self.broker._fetch, self, self.prefetch, wait)
+                fetched = fetch_shielded(fetch, self._hand_back)
+                self._buffer.extend(fetched)
                 if self._buffer and not self._closed.is_set():
                     return self._buffer.popleft()
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Return, at once, what a cancelled receive fetched."""
+        self.broker._hand_back(deliveries)
 
     def __iter__(self) -> Iterator[Delivery]:
         """Deliveries as they come, until the subscription is closed."""
@@ -108,10 +120,11 @@ class Subscription:
     def close(self) -> None:
         """Stop reading; hand back the fetched deliveries not yet returned.
 
-        A receive under way in another thread ends with :class:`BrokerClosed`, and
-        what it fetched is handed back too; close waits for it, about a second at most
-        (the longest a backend is asked to block in one fetch). If the server cannot be reached, the
-        subscription is closed all the same and the leases run out on their own.
+        A receive under way elsewhere ends with :class:`BrokerClosed`, and what it
+        fetched is handed back too; close waits for it, about a second at most (the
+        longest a backend is asked to block in one fetch). If the server cannot be
+        reached, the subscription is closed all the same and the leases run out on
+        their own.
         """
         if self._closed.is_set():
             return
@@ -141,5 +154,6 @@ class Subscription:
     def __repr__(self) -> str:
         kind = "pattern" if self.pattern else "topic"
         return (
-            f"<Subscription {kind}={self.topic!r} group={self.group!r} consumer={self.consumer!r}>"
+            f"<{type(self).__name__} {kind}={self.topic!r} group={self.group!r} "
+            f"consumer={self.consumer!r}>"
         )

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from brokerkit._capabilities import Capability
     from brokerkit._delivery import Delivery
+    from brokerkit._delivery_async import AsyncDelivery
 
 __all__ = [
     "AlreadySettled",
@@ -159,7 +160,7 @@ class StaleDelivery(DeliveryError):
     :ivar deliveries: the deliveries that were stale.
     """
 
-    def __init__(self, deliveries: Sequence[Delivery], detail: str = "") -> None:
+    def __init__(self, deliveries: Sequence[Delivery | AsyncDelivery], detail: str = "") -> None:
         self.deliveries = tuple(deliveries)
         ids = ", ".join(d.id for d in self.deliveries[:5])
         more = "" if len(self.deliveries) <= 5 else f" and {len(self.deliveries) - 5} more"

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from brokerkit import Delivery, Message
-from brokerkit.backends.memory import MemoryBroker, _Group, _Topic
+from brokerkit.backends.memory import MemoryBroker
+from brokerkit.backends.memory.store import Group, Topic
 
 
 class DropsOnNack(MemoryBroker):
@@ -18,7 +19,7 @@ class DropsOnNack(MemoryBroker):
         if not requeue:
             super()._nack(deliveries, requeue)
             return
-        with self._store.condition:
+        with self._store.lock:
             for delivery in deliveries:
                 self._release_lease(delivery)
 
@@ -33,7 +34,7 @@ class RedeliversAcked(MemoryBroker):
 class Reorders(MemoryBroker):
     """Each new message jumps ahead of the one before it while both wait."""
 
-    def _append(self, topic: _Topic, messages: Sequence[Message]) -> None:
+    def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
         for message in messages:
             super()._append(topic, [message])
             last, before = topic.next_offset - 1, topic.next_offset - 2
@@ -48,11 +49,11 @@ class LeaksAcrossTopics(MemoryBroker):
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         super()._publish(topic, messages)
         store = self._store
-        with store.condition:
+        with store.lock:
             for name, other in list(store.topics.items()):
                 if name != topic and name.startswith(topic):
                     self._append(other, messages)
-            store.condition.notify_all()
+        store.wake()
 
 
 class IgnoresVisibilityTimeout(MemoryBroker):
@@ -69,7 +70,7 @@ class DuplicatesToCompetitors(MemoryBroker):
     """Every new message is handed out twice: to a consumer, and again to the next one."""
 
     @staticmethod
-    def _next(topic: _Topic, group: _Group) -> tuple[int, Message, int] | None:
+    def _next(topic: Topic, group: Group) -> tuple[int, Message, int] | None:
         item = MemoryBroker._next(topic, group)
         if item is not None and item[2] == 1:
             offset, message, _ = item

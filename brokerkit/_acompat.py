@@ -1,0 +1,133 @@
+"""The primitives where brokerkit's sync and async code really differ: the asyncio side.
+
+The asyncio sources (``*_async.py``) import these names; the generated sync modules
+import the same names from :mod:`brokerkit._compat`. See ``scripts/generate_sync.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = [
+    "Background",
+    "Event",
+    "Lock",
+    "Waiter",
+    "fetch_shielded",
+    "sleep",
+    "spawn",
+]
+
+_T = TypeVar("_T")
+
+log = logging.getLogger("brokerkit")
+
+Lock = asyncio.Lock
+sleep = asyncio.sleep
+
+#: Tasks that must not be garbage-collected while they run.
+_running: set[asyncio.Task[Any]] = set()
+
+
+class Event(asyncio.Event):
+    """An :class:`asyncio.Event` whose ``wait`` takes a timeout, like a thread's."""
+
+    async def wait(self, timeout: float | None = None) -> bool:  # type: ignore[override]
+        """Wait until set or for ``timeout`` seconds; whether it is set."""
+        if timeout is None:
+            return await super().wait()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(super().wait(), timeout)
+        return self.is_set()
+
+
+class Waiter:
+    """A one-shot wake-up that any thread may trigger, awaited by one consumer."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._future: asyncio.Future[None] = self._loop.create_future()
+
+    def wake(self) -> None:
+        """Wake the waiter (from any thread; safe to call more than once)."""
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+            self._loop.call_soon_threadsafe(self._set)
+
+    def _set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until woken or for ``timeout`` seconds; whether it was woken."""
+        done, _ = await asyncio.wait((self._future,), timeout=timeout)
+        return bool(done)
+
+
+class Background:
+    """Work running beside the caller (an asyncio task), from :func:`spawn`."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self._task = task
+
+    @property
+    def current(self) -> bool:
+        """Whether the caller is this work itself."""
+        return self._task is asyncio.current_task()
+
+    async def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the work to end; cancel it after that."""
+        if self.current or self._task.done():
+            return
+        done, _ = await asyncio.wait((self._task,), timeout=timeout)
+        if not done:
+            self._task.cancel()
+
+
+def spawn(work: Callable[[], Coroutine[Any, Any, object]], name: str) -> Background:
+    """Run ``await work()`` as a task called ``name``, on the running loop."""
+    task = asyncio.get_running_loop().create_task(work(), name=name)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return Background(task)
+
+
+async def fetch_shielded(
+    fetch: Callable[[], Awaitable[_T]], hand_back: Callable[[_T], Awaitable[None] | None]
+) -> _T:
+    """``await fetch()``, carried to its end even when the caller is cancelled.
+
+    A fetch cut off half-way may already have leased messages on the server whose
+    reply would then be lost: those would sit, unseen, for a visibility timeout. So
+    the fetch runs on, shielded, and when the caller was cancelled its result goes to
+    ``hand_back`` (which returns the deliveries at once) before the cancellation
+    reaches the caller.
+    """
+    task = asyncio.ensure_future(fetch())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda done: _hand_back_when_done(done, hand_back))
+        raise
+
+
+def _hand_back_when_done(
+    task: asyncio.Future[Any], hand_back: Callable[[Any], Awaitable[None] | None]
+) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return
+    result = hand_back(task.result())
+    if result is not None:
+        spawn(lambda: _log_errors(result), "brokerkit-hand-back")
+
+
+async def _log_errors(awaitable: Awaitable[None]) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        log.warning("could not hand back deliveries of a cancelled receive: %s", exc)

@@ -1,0 +1,447 @@
+"""The abstract broker: the public API, built on a handful of backend primitives."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, TypeVar
+
+from brokerkit._capabilities import Capability
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._inspect import TopicInfo
+from brokerkit._message import Message, new_message_id
+from brokerkit._options import BrokerOptions
+from brokerkit._serializers import encode_body
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit._topics import check_headers, check_pattern, check_topic
+from brokerkit._url import BrokerURL
+from brokerkit.exceptions import (
+    AlreadySettled,
+    BrokerClosed,
+    DeliveryError,
+    InvalidMessage,
+    InvalidOption,
+    StaleDelivery,
+    Unsupported,
+)
+
+__all__ = ["DEFAULT_GROUP", "AsyncBroker"]
+
+#: The group a consumer joins when it names none: one shared work queue per topic.
+DEFAULT_GROUP = "default"
+
+_B = TypeVar("_B", bound="AsyncBroker")
+
+
+class AsyncBroker(abc.ABC):
+    """A connection to a message broker, through one backend.
+
+    Get one with :func:`brokerkit.connect`. Publish with :meth:`publish`, read with
+    :meth:`consume` or :meth:`subscribe`, and settle every delivery with
+    :meth:`ack` or :meth:`nack`. A broker may be shared between threads;
+    a :class:`AsyncSubscription` may not.
+
+    **Writing a backend.** Subclass, set :attr:`schemes`, :attr:`capabilities` and
+    (optionally) :attr:`Options`, and implement the primitives: :meth:`_publish`,
+    :meth:`_subscribe`, :meth:`_fetch`, :meth:`_unsubscribe`, :meth:`_ack`,
+    :meth:`_nack`, :meth:`_extend`, :meth:`_inspect`, :meth:`_purge` and
+    :meth:`_close`. Everything public is concrete code in this class: validation,
+    encoding, settlement bookkeeping and the consume loop.
+    """
+
+    #: The URL schemes this backend serves, such as ``("redis+list", "rediss+list")``.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: The promises this backend keeps; the contract suite checks each one.
+    capabilities: ClassVar[Capability] = Capability.NONE
+    #: The options this backend accepts.
+    Options: ClassVar[type[BrokerOptions]] = BrokerOptions
+    #: Query-string keys that belong to the backend's driver (redis-py's
+    #: ``socket_timeout``...): left in the URL for the backend, not read as options.
+    driver_query_keys: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        self.url = url
+        self.options = options
+        self._closed = False
+        self._lock = threading.Lock()
+        self._subscriptions: weakref.WeakSet[AsyncSubscription] = weakref.WeakSet()
+
+    @classmethod
+    def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
+        """A broker for ``url``, with options from its query string and ``options``."""
+        parsed = BrokerURL.parse(url)
+        built = cls.Options.build(
+            parsed.query, options, backend=cls.describe(), ignore=cls.driver_query_keys
+        )
+        return cls(parsed, built)
+
+    @classmethod
+    def describe(cls) -> str:
+        """A short name for messages: the first scheme, or the class name."""
+        return cls.schemes[0] if cls.schemes else cls.__name__
+
+    # -- publishing ---------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Publish one message and return its id.
+
+        ``bytes`` are sent as they are, ``str`` as UTF-8 text, anything else through
+        the broker's serializer (JSON unless the ``serializer`` option says
+        ``msgpack``). The message is stored (or, for pub/sub, sent) before this
+        returns.
+
+        :raises InvalidTopic: the topic name is not valid.
+        :raises SerializationError: the body cannot be encoded; nothing was sent.
+        :raises ConnectionFailed: the server could not be reached.
+        """
+        ids = await self.publish_many(topic, (body,), headers=headers, content_type=content_type)
+        return ids[0]
+
+    async def publish_many(
+        self,
+        topic: str,
+        bodies: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> list[str]:
+        """Publish several messages to one topic, in order, in as few round trips as
+        the backend can; return their ids.
+
+        Every body is encoded before anything is sent, so one bad body publishes
+        none of them. ``bodies`` is an iterable of bodies: a single str, bytes or
+        dict is refused with :class:`InvalidMessage` rather than split up.
+        """
+        self._check_open()
+        check_topic(topic)
+        if isinstance(bodies, (str, bytes, bytearray, memoryview, Mapping)):
+            raise InvalidMessage(
+                f"publish_many takes an iterable of bodies, not one {type(bodies).__name__} "
+                "body; use publish() for one message, or wrap it in a list"
+            )
+        checked_headers = check_headers(headers)
+        serializer = self.options.serializer
+        now = time.time()
+        messages = []
+        for body in bodies:
+            payload, ctype = encode_body(body, serializer, content_type)
+            messages.append(Message(new_message_id(), topic, payload, ctype, checked_headers, now))
+        if messages:
+            await self._publish(topic, messages)
+        return [m.id for m in messages]
+
+    # -- consuming ----------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topic: str,
+        *,
+        group: str | None = None,
+        consumer: str | None = None,
+        prefetch: int = 1,
+        start: str | None = None,
+        pattern: bool = False,
+    ) -> AsyncSubscription:
+        """Start reading ``topic``; pull deliveries from the returned subscription.
+
+        :param group: consumers of one group share its messages (default: one
+            shared group per topic, a work queue). Different groups each get every
+            message where the backend has :attr:`Capability.FANOUT`.
+        :param consumer: this consumer's name in its group (default: unique).
+        :param prefetch: up to this many messages are fetched, and leased, per round trip.
+        :param start: where a *new* group starts: ``"earliest"``, ``"latest"`` or a
+            backend position (needs :attr:`Capability.REPLAY`).
+        :param pattern: ``topic`` is a glob such as ``chat:room:*`` (needs
+            :attr:`Capability.PATTERNS`).
+        """
+        self._check_open()
+        if pattern:
+            self.require(Capability.PATTERNS, "subscribe to a pattern")
+            check_pattern(topic)
+        else:
+            check_topic(topic)
+        if group is not None:
+            self.require(Capability.COMPETING, "put consumers in groups")
+            check_topic(group)
+        if start is not None:
+            self.require(Capability.REPLAY, "start a group at a chosen position")
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
+            raise InvalidOption(f"prefetch must be a whole number of 1 or more, got {prefetch!r}")
+        subscription = AsyncSubscription(
+            self,
+            topic,
+            group=group or DEFAULT_GROUP,
+            consumer=consumer or _consumer_name(),
+            prefetch=prefetch,
+            start=start,
+            pattern=pattern,
+        )
+        await self._subscribe(subscription)
+        with self._lock:
+            self._subscriptions.add(subscription)
+        return subscription
+
+    async def consume(
+        self,
+        topic: str,
+        *,
+        group: str | None = None,
+        timeout: float | None = None,
+        prefetch: int = 1,
+        limit: int | None = None,
+        consumer: str | None = None,
+        start: str | None = None,
+        pattern: bool = False,
+    ) -> AsyncIterator[AsyncDelivery]:
+        """Deliveries from ``topic``, one at a time, as an async iterator.
+
+        Stops when no message arrives for ``timeout`` seconds (``None``: never),
+        after ``limit`` deliveries, or when the broker is closed. Leaving the loop
+        ends the subscription. Every delivery must still be acked or nacked.
+        Other parameters as in :meth:`subscribe`.
+        """
+        subscription = await self.subscribe(
+            topic, group=group, consumer=consumer, prefetch=prefetch, start=start, pattern=pattern
+        )
+        async with subscription:
+            count = 0
+            while limit is None or count < limit:
+                try:
+                    delivery = await subscription.receive(timeout)
+                except BrokerClosed:
+                    return
+                if delivery is None:
+                    return
+                count += 1
+                yield delivery
+
+    # -- settling -----------------------------------------------------------------
+
+    async def ack(self, *deliveries: AsyncDelivery) -> None:
+        """Mark deliveries done, in one round trip where the backend can.
+
+        :raises AlreadySettled: one was settled before; none was changed.
+        :raises StaleDelivery: a lease had expired; the rest were acked.
+        """
+        checked = self._settleable(deliveries)
+        if Capability.ACK in self.capabilities:
+            await self._settle(checked, self._ack, checked)
+        else:
+            self._mark(checked)
+
+    async def nack(self, *deliveries: AsyncDelivery, requeue: bool = True) -> None:
+        """Hand deliveries back: redelivered (``requeue=True``) or dead-lettered.
+
+        A message that has reached ``max_deliveries`` is dead-lettered even when
+        ``requeue`` is true. Without :attr:`Capability.ACK` this only marks the
+        deliveries settled.
+        """
+        checked = self._settleable(deliveries)
+        if Capability.ACK in self.capabilities:
+            await self._settle(checked, self._nack, checked, requeue)
+        else:
+            self._mark(checked)
+
+    async def extend(self, *deliveries: AsyncDelivery, seconds: float | None = None) -> None:
+        """Renew the lease of unsettled deliveries for ``seconds`` from now
+        (default: the visibility timeout).
+
+        :raises StaleDelivery: a lease had already expired.
+        """
+        self.require(Capability.ACK, "extend a lease")
+        checked = self._settleable(deliveries)
+        duration = self.options.visibility_timeout if seconds is None else seconds
+        if not duration > 0:
+            raise InvalidOption(
+                f"a lease is extended by a positive number of seconds, got {seconds!r}"
+            )
+        await self._extend(checked, duration)
+
+    # -- management ---------------------------------------------------------------
+
+    async def inspect(self, topic: str) -> TopicInfo:
+        """A snapshot of ``topic``: length, in-flight deliveries, groups, dead letters."""
+        self._check_open()
+        return await self._inspect(check_topic(topic))
+
+    async def purge(self, topic: str) -> int:
+        """Remove the messages waiting in ``topic``; return how many were removed.
+
+        Deliveries already handed out are not affected.
+        """
+        self._check_open()
+        return await self._purge(check_topic(topic))
+
+    def dead_letter_topic(self, topic: str) -> str:
+        """The topic where ``topic``'s dead letters go; consume it like any other."""
+        return f"{check_topic(topic)}.dlq"
+
+    @classmethod
+    def require(cls, capability: Capability, what: str) -> None:
+        """Raise :class:`Unsupported` unless this backend has ``capability``."""
+        if capability not in cls.capabilities:
+            raise Unsupported(cls.describe(), capability, what)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    async def close(self) -> None:
+        """End every subscription (handing back what they prefetched) and disconnect.
+
+        The broker is closed when this returns, even if the server could not be
+        reached to hand deliveries back (their leases then run out on their own).
+        Calling it again does nothing.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            subscriptions = list(self._subscriptions)
+        try:
+            for subscription in subscriptions:
+                await subscription.close()
+        finally:
+            await self._close()
+
+    async def __aenter__(self: _B) -> _B:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<{type(self).__name__} {self.url}{state}>"
+
+    # -- primitives a backend implements ------------------------------------------
+
+    @abc.abstractmethod
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        """Store (or send) ``messages`` to ``topic``, in order, all or none where possible."""
+
+    @abc.abstractmethod
+    async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        """Prepare to read: join the group, subscribe the channel. Keep per-subscription
+        state in ``subscription.state``. Backends without PERSISTENT must be listening
+        when this returns."""
+
+    @abc.abstractmethod
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
+        """Up to ``max_messages`` deliveries, waiting at most ``timeout`` seconds
+        (a finite number, possibly 0) for the first one; leased if the backend has ACK."""
+
+    async def _unsubscribe(
+        self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
+    ) -> None:
+        """Stop reading. ``unreturned`` were fetched but never given to the caller:
+        hand them back (:meth:`_hand_back`) so another consumer gets them at once."""
+        await self._hand_back(unreturned)
+
+    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
+        """Requeue deliveries that were fetched but never given to the caller."""
+        if deliveries and Capability.ACK in self.capabilities:
+            # Those whose lease already ran out are back in the queue: nothing to do.
+            with contextlib.suppress(StaleDelivery):
+                await self._nack(deliveries, True)
+        self._mark(deliveries)
+
+    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
+        """Settle ``deliveries`` as done. Raise :class:`StaleDelivery` for any whose
+        lease was lost (after acking the others)."""
+        raise NotImplementedError(f"{type(self).__name__} declares ACK but has no _ack")
+
+    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        """Requeue ``deliveries`` (counting an attempt) or dead-letter them."""
+        raise NotImplementedError(f"{type(self).__name__} declares ACK but has no _nack")
+
+    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
+        """Renew the leases of ``deliveries`` for ``seconds`` from now."""
+        raise NotImplementedError(f"{type(self).__name__} declares ACK but has no _extend")
+
+    async def _suspend_renewals(self) -> None:
+        """Stop renewing leases in the background, as a hung consumer would, while the
+        broker stays open. Only the contract suite calls this, to stage a late ack.
+
+        A backend that renews the leases of live consumers must override it; the
+        default does nothing, which is right for backends whose leases simply run out.
+        """
+        return
+
+    @abc.abstractmethod
+    async def _inspect(self, topic: str) -> TopicInfo:
+        """A snapshot of ``topic``."""
+
+    @abc.abstractmethod
+    async def _purge(self, topic: str) -> int:
+        """Drop the waiting messages of ``topic``; return how many."""
+
+    @abc.abstractmethod
+    async def _close(self) -> None:
+        """Release connections and threads. Called once."""
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerClosed(f"the broker {self.url} is closed")
+
+    def _forget(self, subscription: AsyncSubscription) -> None:
+        with self._lock:
+            self._subscriptions.discard(subscription)
+
+    def _settleable(self, deliveries: Sequence[AsyncDelivery]) -> list[AsyncDelivery]:
+        self._check_open()
+        checked = list(deliveries)
+        for delivery in checked:
+            if not isinstance(delivery, AsyncDelivery):
+                raise DeliveryError(f"expected a Delivery, got {type(delivery).__name__}")
+            if delivery.broker is not self:
+                raise DeliveryError(
+                    f"delivery {delivery.id} came from another broker ({delivery.broker.url}); "
+                    "settle it through the broker that delivered it"
+                )
+            if delivery.settled:
+                raise AlreadySettled(f"delivery {delivery.id} was already acked or nacked")
+        if len({id(d) for d in checked}) != len(checked):
+            raise AlreadySettled("the same delivery was passed twice")
+        return checked
+
+    async def _settle(self, deliveries: list[AsyncDelivery], primitive: Any, *args: Any) -> None:
+        try:
+            await primitive(*args)
+        except StaleDelivery:
+            self._mark(deliveries)
+            raise
+        self._mark(deliveries)
+
+    @staticmethod
+    def _mark(deliveries: Iterable[AsyncDelivery]) -> None:
+        for delivery in deliveries:
+            delivery._mark_settled()
+
+
+def _consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"

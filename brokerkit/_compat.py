@@ -1,0 +1,79 @@
+"""The primitives where brokerkit's sync and async code really differ: the sync side.
+
+Generated sync modules import these names from here wherever their asyncio source
+imports them from :mod:`brokerkit._acompat`; the two modules keep the same names and
+signatures (a thread here, a task there). See ``scripts/generate_sync.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+__all__ = [
+    "Background",
+    "Event",
+    "Lock",
+    "Waiter",
+    "fetch_shielded",
+    "sleep",
+    "spawn",
+]
+
+_T = TypeVar("_T")
+
+Lock = threading.Lock
+Event = threading.Event
+sleep = time.sleep
+
+
+class Waiter:
+    """A one-shot wake-up that any thread may trigger, waited for by one consumer."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def wake(self) -> None:
+        """Wake the waiter (from any thread; safe to call more than once)."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until woken or for ``timeout`` seconds; whether it was woken."""
+        return self._event.wait(timeout)
+
+
+class Background:
+    """Work running beside the caller (a daemon thread), from :func:`spawn`."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self._thread = thread
+
+    @property
+    def current(self) -> bool:
+        """Whether the caller is this work itself."""
+        return self._thread is threading.current_thread()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the work to end."""
+        if not self.current:
+            self._thread.join(timeout)
+
+
+def spawn(work: Callable[[], object], name: str) -> Background:
+    """Run ``work()`` in a daemon thread called ``name``."""
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    return Background(thread)
+
+
+def fetch_shielded(
+    fetch: Callable[[], _T], hand_back: Callable[[_T], Awaitable[None] | None]
+) -> _T:
+    """``fetch()``. The async twin keeps a fetch that its caller's cancellation
+    interrupts running to the end and hands its result to ``hand_back``; a thread is
+    never interrupted, so here there is nothing to keep."""
+    return fetch()

@@ -1,0 +1,122 @@
+"""A delivery: one message handed to one consumer, waiting to be settled."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from brokerkit._message import Message
+
+if TYPE_CHECKING:
+    from brokerkit._broker_async import AsyncBroker
+    from brokerkit._subscription_async import AsyncSubscription
+
+__all__ = ["AsyncDelivery"]
+
+_UNDECODED: Any = object()
+
+
+class AsyncDelivery:
+    """A message as one consumer received it.
+
+    Settle it exactly once: :meth:`ack` when done, :meth:`nack` to hand it back.
+    One left unsettled past the visibility timeout is delivered again, with
+    :attr:`attempt` one higher.
+
+    :ivar message: the :class:`Message` itself.
+    :ivar attempt: 1 on the first delivery, counting up on each redelivery.
+    :ivar receipt: the backend's token for this delivery; an ack names it, so a
+        late ack cannot settle another consumer's delivery of the same message.
+    """
+
+    __slots__ = ("_body", "_settled", "attempt", "message", "receipt", "subscription")
+
+    def __init__(
+        self,
+        message: Message,
+        *,
+        subscription: AsyncSubscription,
+        attempt: int = 1,
+        receipt: Any = None,
+    ) -> None:
+        self.message = message
+        self.subscription = subscription
+        self.attempt = attempt
+        self.receipt = receipt
+        self._settled = False
+        self._body = _UNDECODED
+
+    @property
+    def broker(self) -> AsyncBroker:
+        """The broker that delivered it, and the only one that can settle it."""
+        return self.subscription.broker
+
+    @property
+    def id(self) -> str:
+        """The message id, the same on every delivery of the message."""
+        return self.message.id
+
+    @property
+    def topic(self) -> str:
+        """The concrete topic the message was published to (even for a pattern)."""
+        return self.message.topic
+
+    @property
+    def body(self) -> Any:
+        """The body as published: bytes, str, or the serializer's decoding."""
+        if self._body is _UNDECODED:
+            self._body = self.message.body
+        return self._body
+
+    @property
+    def payload(self) -> bytes:
+        """The body as bytes on the wire."""
+        return self.message.payload
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The message's headers."""
+        return self.message.headers
+
+    @property
+    def content_type(self) -> str:
+        """The payload's content type."""
+        return self.message.content_type
+
+    @property
+    def redelivered(self) -> bool:
+        """Whether the message was delivered before (to this or another consumer)."""
+        return self.attempt > 1
+
+    @property
+    def settled(self) -> bool:
+        """Whether :meth:`ack` or :meth:`nack` has been called."""
+        return self._settled
+
+    async def ack(self) -> None:
+        """Mark the message done: it is never delivered again.
+
+        :raises AlreadySettled: it was acked or nacked before.
+        :raises StaleDelivery: its lease expired and the message went elsewhere.
+        """
+        await self.broker.ack(self)
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        """Hand the message back: to be delivered again, or dead-lettered.
+
+        :param requeue: ``True`` to deliver it again (dead-lettered anyway once it
+            reaches ``max_deliveries``); ``False`` to dead-letter it now.
+        """
+        await self.broker.nack(self, requeue=requeue)
+
+    async def extend(self, seconds: float | None = None) -> None:
+        """Renew the lease for ``seconds`` (default: the visibility timeout) from now."""
+        await self.broker.extend(self, seconds=seconds)
+
+    def _mark_settled(self) -> None:
+        self._settled = True
+
+    def __repr__(self) -> str:
+        state = "settled" if self._settled else "unsettled"
+        name = type(self).__name__
+        return f"<{name} id={self.id} topic={self.topic!r} attempt={self.attempt} {state}>"

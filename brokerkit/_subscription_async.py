@@ -1,0 +1,157 @@
+"""A subscription: one consumer's standing request for a topic's messages."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from brokerkit._acompat import Event, Lock, fetch_shielded
+from brokerkit.exceptions import BrokerClosed, BrokerError
+
+if TYPE_CHECKING:
+    from brokerkit._broker_async import AsyncBroker
+    from brokerkit._delivery_async import AsyncDelivery
+
+__all__ = ["MAX_FETCH_WAIT", "AsyncSubscription"]
+
+log = logging.getLogger("brokerkit")
+
+#: The longest a backend's fetch primitive is asked to block, so that a close
+#: from elsewhere is noticed within this many seconds.
+MAX_FETCH_WAIT = 1.0
+
+
+class AsyncSubscription:
+    """One consumer reading a topic (or a pattern), alone or as a group member.
+
+    Made by :meth:`AsyncBroker.subscribe`. Pull with :meth:`receive`, or iterate.
+    Use one subscription from one thread (or task) at a time; open one per consumer.
+    Closing it hands back the deliveries it fetched but did not yet return.
+
+    :ivar topic: the topic, or the glob pattern when :attr:`pattern` is true.
+    :ivar group: the consumer group; members of one group share its messages.
+    :ivar consumer: this consumer's name within the group.
+    :ivar prefetch: how many messages one round trip may fetch.
+    :ivar state: the backend's own per-subscription state.
+    """
+
+    def __init__(
+        self,
+        broker: AsyncBroker,
+        topic: str,
+        *,
+        group: str,
+        consumer: str,
+        prefetch: int,
+        start: str | None,
+        pattern: bool,
+    ) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.group = group
+        self.consumer = consumer
+        self.prefetch = prefetch
+        self.start = start
+        self.pattern = pattern
+        self.state: Any = None
+        self._buffer: collections.deque[AsyncDelivery] = collections.deque()
+        self._closed = Event()
+        # Held while a fetch is under way, so that close() hands back what that fetch
+        # brings in instead of stranding it.
+        self._fetching = Lock()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or the broker was closed)."""
+        return self._closed.is_set()
+
+    @property
+    def buffered(self) -> int:
+        """Deliveries fetched and leased but not yet returned by :meth:`receive`."""
+        return len(self._buffer)
+
+    async def receive(self, timeout: float | None = None) -> AsyncDelivery | None:
+        """The next delivery, waiting up to ``timeout`` seconds (``None``: forever).
+
+        Cancelling a receive strands nothing: a fetch it started runs to its end and
+        what it brought is handed back at once.
+
+        :returns: a delivery, or ``None`` if none came within the timeout.
+        :raises BrokerClosed: the subscription or its broker is closed.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while True:
+            async with self._fetching:
+                if self._closed.is_set():
+                    raise BrokerClosed(f"the subscription to {self.topic!r} is closed")
+                if self._buffer:
+                    return self._buffer.popleft()
+                wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
+                wait = max(min(wait, MAX_FETCH_WAIT), 0.0)
+                fetch = functools.partial(self.broker._fetch, self, self.prefetch, wait)
+                fetched = await fetch_shielded(fetch, self._hand_back)
+                self._buffer.extend(fetched)
+                if self._buffer and not self._closed.is_set():
+                    return self._buffer.popleft()
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
+        """Return, at once, what a cancelled receive fetched."""
+        await self.broker._hand_back(deliveries)
+
+    async def __aiter__(self) -> AsyncIterator[AsyncDelivery]:
+        """Deliveries as they come, until the subscription is closed."""
+        while not self._closed.is_set():
+            try:
+                delivery = await self.receive(timeout=None)
+            except BrokerClosed:
+                return
+            if delivery is not None:
+                yield delivery
+
+    async def close(self) -> None:
+        """Stop reading; hand back the fetched deliveries not yet returned.
+
+        A receive under way elsewhere ends with :class:`BrokerClosed`, and what it
+        fetched is handed back too; close waits for it, about a second at most (the
+        longest a backend is asked to block in one fetch). If the server cannot be
+        reached, the subscription is closed all the same and the leases run out on
+        their own.
+        """
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.broker._forget(self)
+        async with self._fetching:
+            buffered = list(self._buffer)
+            self._buffer.clear()
+        try:
+            await self.broker._unsubscribe(self, buffered)
+        except BrokerError as exc:
+            log.warning(
+                "could not hand back %d delivery(ies) of %r on close: %s", len(buffered), self, exc
+            )
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        kind = "pattern" if self.pattern else "topic"
+        return (
+            f"<{type(self).__name__} {kind}={self.topic!r} group={self.group!r} "
+            f"consumer={self.consumer!r}>"
+        )

@@ -1,0 +1,156 @@
+"""The thread adapter: a backend that has only sync primitives, under ``brokerkit.aio``.
+
+Each primitive runs in a worker thread of the broker's own pool, so the event loop is
+never blocked; it costs a thread hop per call, which native async backends avoid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from brokerkit._broker import Broker
+from brokerkit._broker_async import AsyncBroker
+from brokerkit._delivery import Delivery
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._inspect import TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription import Subscription
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit._url import BrokerURL
+from brokerkit.exceptions import StaleDelivery
+
+__all__ = ["ThreadedAsyncBroker", "threaded"]
+
+_T = TypeVar("_T")
+
+#: Worker threads per adapted broker: enough for many consumers blocked in a fetch
+#: (a second at most each) while publishes and acks still find a thread.
+MAX_THREADS = 64
+
+
+class ThreadedAsyncBroker(AsyncBroker):
+    """An :class:`~brokerkit.aio.AsyncBroker` over a sync backend's primitives.
+
+    Made by :func:`threaded`; :func:`brokerkit.aio.connect` uses it for every scheme
+    whose plugin registered no native asyncio class. Everything the sync backend
+    promises holds, since its own code runs; only the waiting happens in threads.
+
+    :ivar sync: the wrapped sync broker.
+    """
+
+    sync_class: ClassVar[type[Broker]]
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self.sync = self.sync_class(url, options)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            MAX_THREADS, thread_name_prefix=f"brokerkit-{self.describe()}"
+        )
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(function, *args))
+
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        await self._run(self.sync._publish, topic, messages)
+
+    async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        inner = Subscription(
+            self.sync,
+            subscription.topic,
+            group=subscription.group,
+            consumer=subscription.consumer,
+            prefetch=subscription.prefetch,
+            start=subscription.start,
+            pattern=subscription.pattern,
+        )
+        await self._run(self.sync._subscribe, inner)
+        subscription.state = inner
+
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
+        inner: Subscription = subscription.state
+        fetched = await self._run(self.sync._fetch, inner, max_messages, timeout)
+        return [
+            AsyncDelivery(d.message, subscription=subscription, attempt=d.attempt, receipt=d)
+            for d in fetched
+        ]
+
+    async def _unsubscribe(
+        self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
+    ) -> None:
+        inner: Subscription = subscription.state
+        inner._closed.set()
+        await self._run(self.sync._unsubscribe, inner, _inner(unreturned))
+        self._mark(unreturned)
+
+    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
+        await self._call_inner(self.sync._ack, deliveries, settles=True)
+
+    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        await self._call_inner(self.sync._nack, deliveries, requeue, settles=True)
+
+    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
+        await self._call_inner(self.sync._extend, deliveries, seconds, settles=False)
+
+    async def _call_inner(
+        self,
+        primitive: Callable[..., None],
+        deliveries: Sequence[AsyncDelivery],
+        *args: Any,
+        settles: bool,
+    ) -> None:
+        """Run a settling primitive over the wrapped deliveries; a StaleDelivery names
+        the caller's own deliveries."""
+        inner = _inner(deliveries)
+        try:
+            await self._run(primitive, inner, *args)
+        except StaleDelivery as exc:
+            stale = {id(d) for d in exc.deliveries}
+            raise StaleDelivery([d for d in deliveries if id(d.receipt) in stale]) from None
+        finally:
+            if settles:
+                Broker._mark(inner)
+
+    async def _suspend_renewals(self) -> None:
+        await self._run(self.sync._suspend_renewals)
+
+    async def _inspect(self, topic: str) -> TopicInfo:
+        return await self._run(self.sync._inspect, topic)
+
+    async def _purge(self, topic: str) -> int:
+        return await self._run(self.sync._purge, topic)
+
+    async def _close(self) -> None:
+        try:
+            await self._run(self.sync.close)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _inner(deliveries: Sequence[AsyncDelivery]) -> list[Delivery]:
+    return [d.receipt for d in deliveries]
+
+
+@functools.cache
+def threaded(sync_class: type[Broker]) -> type[ThreadedAsyncBroker]:
+    """The asyncio class that runs ``sync_class`` through worker threads."""
+    return type(
+        f"Threaded{sync_class.__name__}",
+        (ThreadedAsyncBroker,),
+        {
+            "__doc__": f"{sync_class.__name__} under brokerkit.aio, through worker threads.",
+            "__module__": __name__,
+            "sync_class": sync_class,
+            "schemes": sync_class.schemes,
+            "capabilities": sync_class.capabilities,
+            "Options": sync_class.Options,
+            "driver_query_keys": sync_class.driver_query_keys,
+        },
+    )

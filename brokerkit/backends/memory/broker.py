@@ -1,0 +1,258 @@
+# Generated from brokerkit/backends/memory/broker_async.py by scripts/generate_sync.py: do not edit.
+# Edit the async source and run `python scripts/generate_sync.py`.
+"""The in-memory backend: every capability, no server, safe to share between threads.
+
+``memory://`` gives a private broker; ``memory://name`` gives the broker of that
+name, shared by every connection in the process while one is open (sync and async
+connections alike). Pass ``clock=brokerkit.ManualClock()`` to move time by hand in tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
+
+from brokerkit._broker import DEFAULT_GROUP, Broker
+from brokerkit._capabilities import Capability
+from brokerkit._clock import SystemClock
+from brokerkit._compat import Waiter
+from brokerkit._delivery import Delivery
+from brokerkit._inspect import TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription import Subscription
+from brokerkit._topics import topic_matches
+from brokerkit._url import BrokerURL
+from brokerkit.backends.memory.store import (
+    Group,
+    Lease,
+    MemoryOptions,
+    PatternState,
+    Topic,
+    drop_if_retired,
+    next_for,
+    store_for,
+)
+from brokerkit.exceptions import StaleDelivery
+
+__all__ = ["MemoryBroker"]
+
+
+class MemoryBroker(Broker):
+    """A broker held in this process's memory, with every capability."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    capabilities: ClassVar[Capability] = (
+        Capability.PERSISTENT
+        | Capability.ACK
+        | Capability.COMPETING
+        | Capability.FANOUT
+        | Capability.REPLAY
+        | Capability.DEAD_LETTER
+        | Capability.ORDERED
+        | Capability.PATTERNS
+        | Capability.BOUNDED
+    )
+    Options: ClassVar[type[BrokerOptions]] = MemoryOptions
+    options: MemoryOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self._store = store_for(url.host + url.path.strip("/"), self.options.clock or SystemClock())
+
+    # -- publishing ---------------------------------------------------------------
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        store = self._store
+        with store.lock:
+            self._append(store.topic(topic), messages)
+        store.wake()
+
+    # -- consuming ----------------------------------------------------------------
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        store = self._store
+        with store.lock:
+            if subscription.pattern:
+                private = subscription.group == DEFAULT_GROUP
+                group = f"pattern:{subscription.consumer}" if private else subscription.group
+                starts = {name: t.next_offset for name, t in store.topics.items()}
+                subscription.state = PatternState(group, private, starts)
+            else:
+                store.group(store.topic(subscription.topic), subscription.group, subscription.start)
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        store = self._store
+        # The timeout is real time even under a ManualClock, which only moves when
+        # told to: leases are judged by the store's clock, waiting by the wall clock.
+        deadline = time.monotonic() + timeout
+        while True:
+            with store.lock:
+                now = store.clock.now()
+                self._expire(now)
+                fetched = self._take(subscription, max_messages, now)
+                if fetched or subscription.closed:
+                    return fetched
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    return []
+                next_expiry = self._next_expiry()
+                if next_expiry is not None:
+                    wait = min(wait, max(next_expiry - now, 0.001))
+                # Registered under the lock: a change made after the look above wakes it.
+                waiter = Waiter()
+                store.listen(waiter)
+            waiter.wait(wait)
+
+    def _take(self, subscription: Subscription, limit: int, now: float) -> list[Delivery]:
+        taken: list[Delivery] = []
+        for topic_name, topic, group in self._sources(subscription):
+            group.consumers[subscription.consumer] = now
+            while len(taken) < limit:
+                item = self._next(topic, group)
+                if item is None:
+                    break
+                offset, message, attempt = item
+                receipt = next(self._store.receipts)
+                group.pending[receipt] = Lease(
+                    offset,
+                    message,
+                    subscription.consumer,
+                    attempt,
+                    now + self.options.visibility_timeout,
+                    now,
+                )
+                taken.append(
+                    Delivery(
+                        message,
+                        subscription=subscription,
+                        attempt=attempt,
+                        receipt=(topic_name, self._group_name(subscription), receipt),
+                    )
+                )
+            if len(taken) >= limit:
+                break
+        return taken
+
+    @staticmethod
+    def _group_name(subscription: Subscription) -> str:
+        state = subscription.state
+        return state.group if isinstance(state, PatternState) else subscription.group
+
+    def _sources(self, subscription: Subscription) -> Iterator[tuple[str, Topic, Group]]:
+        store = self._store
+        state = subscription.state
+        if not isinstance(state, PatternState):
+            topic = store.topic(subscription.topic)
+            yield subscription.topic, topic, store.group(topic, subscription.group, None)
+            return
+        for name in sorted(store.topics):
+            if topic_matches(subscription.topic, name):
+                topic = store.topics[name]
+                group = topic.groups.get(state.group)
+                if group is None:
+                    start = max(state.starts.get(name, 0), topic.first_offset)
+                    group = topic.groups[state.group] = Group(cursor=start)
+                yield name, topic, group
+
+    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
+        super()._unsubscribe(subscription, unreturned)
+        state = subscription.state
+        if isinstance(state, PatternState) and state.private:
+            with self._store.lock:
+                for topic in self._store.topics.values():
+                    group = topic.groups.get(state.group)
+                    if group is not None:
+                        group.retired = True
+                        group.ready.clear()
+                        drop_if_retired(topic, state.group)
+
+    # -- settling -----------------------------------------------------------------
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        store = self._store
+        with store.lock:
+            self._expire(store.clock.now())
+            stale = [d for d in deliveries if self._release_lease(d) is None]
+        if stale:
+            raise StaleDelivery(stale)
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        store = self._store
+        with store.lock:
+            self._expire(store.clock.now())
+            stale = []
+            for delivery in deliveries:
+                topic_name, group_name, _ = delivery.receipt
+                group = store.topics[topic_name].groups.get(group_name)
+                lease = self._release_lease(delivery)
+                if lease is None or group is None:
+                    stale.append(delivery)
+                    continue
+                if group.retired and requeue:
+                    continue  # nobody reads a retired group: the message is done for it
+                reason = "rejected" if not requeue else "max_deliveries"
+                store.requeue_or_dead_letter(
+                    topic_name, group, lease, requeue, reason, self.options
+                )
+        store.wake()
+        if stale:
+            raise StaleDelivery(stale)
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        store = self._store
+        with store.lock:
+            now = store.clock.now()
+            self._expire(now)
+            stale = []
+            for delivery in deliveries:
+                lease = self._lease(delivery)
+                if lease is None:
+                    stale.append(delivery)
+                else:
+                    lease.deadline = now + seconds
+        if stale:
+            raise StaleDelivery(stale)
+
+    # -- management ---------------------------------------------------------------
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        store = self._store
+        with store.lock:
+            now = store.clock.now()
+            self._expire(now)
+            return store.inspect(topic, now)
+
+    def _purge(self, topic: str) -> int:
+        with self._store.lock:
+            return self._store.purge(topic)
+
+    def _close(self) -> None:
+        self._store.wake()
+
+    # -- the rules, each a method that a subclass may replace (the project's tests
+    # build deliberately broken backends this way); all run under the store's lock.
+
+    def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
+        self._store.append(topic, list(messages), self.options.maxlen)
+
+    def _expire(self, now: float) -> None:
+        """Hand back every delivery whose lease ran out."""
+        self._store.expire(now, self.options)
+
+    def _next_expiry(self) -> float | None:
+        return self._store.next_expiry()
+
+    @staticmethod
+    def _next(topic: Topic, group: Group) -> tuple[int, Message, int] | None:
+        """The next message for the group, with the attempt this delivery will be."""
+        return next_for(topic, group)
+
+    def _lease(self, delivery: Delivery) -> Lease | None:
+        return self._store.lease(delivery.receipt)
+
+    def _release_lease(self, delivery: Delivery) -> Lease | None:
+        return self._store.release(delivery.receipt)

@@ -1,0 +1,291 @@
+"""The data of a memory broker and the rules that change it: no waiting, no I/O.
+
+One :class:`Store` holds the topics of one named broker (``memory://name``) and is
+shared by every connection to that name, sync and async alike. Every method here runs
+under :attr:`Store.lock`, held by the caller; waiting for a change is a
+:class:`~brokerkit._compat.Waiter` (or its asyncio twin) registered with :meth:`Store.listen`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from brokerkit._clock import Clock
+from brokerkit._inspect import ConsumerInfo, GroupInfo, TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit.exceptions import InvalidOption
+
+__all__ = ["Group", "Lease", "MemoryOptions", "PatternState", "Store", "Topic", "store_for"]
+
+
+@dataclass(frozen=True)
+class MemoryOptions(BrokerOptions):
+    """Options of ``memory://``."""
+
+    #: Keep at most this many messages per topic, dropping the oldest (None: no cap).
+    maxlen: int | None = None
+    #: Where leases read the time (keyword only): a :class:`~brokerkit.ManualClock` in tests.
+    clock: Clock | None = None
+
+    keyword_only: ClassVar[frozenset[str]] = frozenset({"clock"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.maxlen is not None and self.maxlen < 1:
+            raise InvalidOption(f"maxlen must be 1 or more (or unset), got {self.maxlen!r}")
+        if self.clock is not None and not isinstance(self.clock, Clock):
+            raise InvalidOption(f"clock must be a brokerkit.Clock, got {type(self.clock).__name__}")
+
+
+@dataclass
+class Lease:
+    offset: int
+    message: Message
+    consumer: str
+    attempt: int
+    deadline: float
+    delivered_at: float
+
+
+@dataclass
+class Group:
+    cursor: int
+    #: Handed back, to go out again before anything new: (offset, message, attempts so far).
+    ready: collections.deque[tuple[int, Message, int]] = field(default_factory=collections.deque)
+    pending: dict[int, Lease] = field(default_factory=dict)
+    consumers: dict[str, float] = field(default_factory=dict)
+    #: A pattern subscription's own group whose subscription is closed: it keeps the
+    #: leases it handed out until they are settled or run out, then it goes.
+    retired: bool = False
+
+
+@dataclass
+class Topic:
+    log: collections.OrderedDict[int, Message] = field(default_factory=collections.OrderedDict)
+    next_offset: int = 0
+    groups: dict[str, Group] = field(default_factory=dict)
+
+    @property
+    def first_offset(self) -> int:
+        return next(iter(self.log), self.next_offset)
+
+
+@dataclass
+class PatternState:
+    group: str
+    private: bool
+    starts: dict[str, int]
+
+
+class Wakeable(Protocol):
+    def wake(self) -> None: ...
+
+
+def dead_letter_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+class Store:
+    """The topics of one memory broker, the lock that guards them, and the consumers
+    waiting for them to change."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.topics: dict[str, Topic] = {}
+        self.lock = threading.RLock()
+        self.receipts = itertools.count(1)
+        self._waiters: list[Wakeable] = []
+        clock.on_advance(self.wake)
+
+    # -- waiting ------------------------------------------------------------------
+
+    def listen(self, waiter: Wakeable) -> None:
+        """Wake ``waiter`` at the next change (call it under :attr:`lock`)."""
+        self._waiters.append(waiter)
+
+    def wake(self) -> None:
+        """Wake every waiting consumer: something changed, or the clock moved."""
+        with self.lock:
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.wake()
+
+    # -- topics -------------------------------------------------------------------
+
+    def topic(self, name: str) -> Topic:
+        found = self.topics.get(name)
+        if found is None:
+            found = self.topics[name] = Topic()
+        return found
+
+    def append(self, topic: Topic, messages: list[Message], maxlen: int | None) -> None:
+        for message in messages:
+            topic.log[topic.next_offset] = message
+            topic.next_offset += 1
+        while maxlen is not None and len(topic.log) > maxlen:
+            topic.log.popitem(last=False)
+
+    def group(self, topic: Topic, name: str, start: str | None) -> Group:
+        group = topic.groups.get(name)
+        if group is None:
+            group = topic.groups[name] = Group(cursor=start_offset(topic, start))
+        return group
+
+    # -- leases -------------------------------------------------------------------
+
+    def lease(self, receipt: tuple[str, str, int]) -> Lease | None:
+        topic_name, group_name, number = receipt
+        topic = self.topics.get(topic_name)
+        group = topic.groups.get(group_name) if topic else None
+        return group.pending.get(number) if group else None
+
+    def release(self, receipt: tuple[str, str, int]) -> Lease | None:
+        lease = self.lease(receipt)
+        if lease is not None:
+            topic_name, group_name, number = receipt
+            group = self.topics[topic_name].groups[group_name]
+            del group.pending[number]
+            drop_if_retired(self.topics[topic_name], group_name)
+        return lease
+
+    def requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        options: MemoryOptions,
+    ) -> None:
+        limit = options.max_deliveries
+        if requeue and (limit is None or lease.attempt < limit):
+            group.ready.append((lease.offset, lease.message, lease.attempt))
+            return
+        dead = dataclasses.replace(
+            lease.message,
+            topic=dead_letter_topic(topic_name),
+            headers={
+                **lease.message.headers,
+                "x-dead-letter-reason": reason,
+                "x-original-topic": topic_name,
+                "x-deliveries": str(lease.attempt),
+            },
+        )
+        self.append(self.topic(dead.topic), [dead], options.maxlen)
+
+    def expire(self, now: float, options: MemoryOptions) -> None:
+        """Hand back every delivery whose lease ran out."""
+        for name, topic in list(self.topics.items()):
+            for group_name, group in list(topic.groups.items()):
+                for receipt, lease in list(group.pending.items()):
+                    if lease.deadline <= now:
+                        del group.pending[receipt]
+                        if not group.retired:  # nobody reads a retired group again
+                            self.requeue_or_dead_letter(
+                                name, group, lease, True, "max_deliveries", options
+                            )
+                drop_if_retired(topic, group_name)
+
+    def next_expiry(self) -> float | None:
+        deadlines = [
+            lease.deadline
+            for topic in self.topics.values()
+            for group in topic.groups.values()
+            for lease in group.pending.values()
+        ]
+        return min(deadlines, default=None)
+
+    # -- management ---------------------------------------------------------------
+
+    def inspect(self, topic: str, now: float) -> TopicInfo:
+        state = self.topics.get(topic) or Topic()
+        groups = []
+        leases: list[Lease] = []
+        for name, group in state.groups.items():
+            per_consumer = collections.Counter(lease.consumer for lease in group.pending.values())
+            leases.extend(group.pending.values())
+            lag = len(group.ready) + sum(1 for o in state.log if o >= group.cursor)
+            consumers = tuple(
+                ConsumerInfo(c, per_consumer.get(c, 0), now - seen)
+                for c, seen in sorted(group.consumers.items())
+            )
+            groups.append(GroupInfo(name, len(group.pending), lag, consumers))
+        dead = self.topics.get(dead_letter_topic(topic))
+        oldest = min((lease.delivered_at for lease in leases), default=None)
+        return TopicInfo(
+            topic=topic,
+            length=len(state.log),
+            in_flight=len(leases),
+            dead_lettered=len(dead.log) if dead else 0,
+            oldest_in_flight_age=None if oldest is None else now - oldest,
+            groups=tuple(groups),
+        )
+
+    def purge(self, topic: str) -> int:
+        state = self.topics.get(topic)
+        if state is None:
+            return 0
+        removed = len(state.log)
+        for group in state.groups.values():
+            removed += sum(1 for offset, _, _ in group.ready if offset not in state.log)
+            group.ready.clear()
+            group.cursor = state.next_offset
+        state.log.clear()
+        return removed
+
+
+def start_offset(topic: Topic, start: str | None) -> int:
+    if start is None or start == "earliest":
+        return topic.first_offset
+    if start == "latest":
+        return topic.next_offset
+    try:
+        return max(int(start), topic.first_offset)
+    except ValueError:
+        raise InvalidOption(
+            f"start must be 'earliest', 'latest' or a whole-number offset, got {start!r}"
+        ) from None
+
+
+def drop_if_retired(topic: Topic, name: str) -> None:
+    group = topic.groups.get(name)
+    if group is not None and group.retired and not group.pending:
+        del topic.groups[name]
+
+
+def next_for(topic: Topic, group: Group) -> tuple[int, Message, int] | None:
+    """The next message for the group, with the attempt this delivery will be."""
+    if group.ready:
+        offset, message, attempts = group.ready.popleft()
+        return offset, message, attempts + 1
+    group.cursor = max(group.cursor, topic.first_offset)
+    while group.cursor < topic.next_offset:
+        offset = group.cursor
+        group.cursor += 1
+        stored = topic.log.get(offset)
+        if stored is not None:
+            return offset, stored, 1
+    return None
+
+
+_named_stores: weakref.WeakValueDictionary[str, Store] = weakref.WeakValueDictionary()
+_named_lock = threading.Lock()
+
+
+def store_for(name: str, clock: Clock) -> Store:
+    """The store of ``memory://name`` (a private one for an empty name), shared by
+    every open broker of that name in this process, sync and async alike."""
+    if not name:
+        return Store(clock)
+    with _named_lock:
+        store = _named_stores.get(name)
+        if store is None:
+            store = _named_stores[name] = Store(clock)
+        return store
