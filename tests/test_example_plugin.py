@@ -4,12 +4,14 @@ point, and keeps the contract. Install it first:
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import brokerkit
+import brokerkit.aio
 from brokerkit.contracts import BrokerContract
 
 
@@ -50,3 +52,29 @@ class TestExamplePluginContract(BrokerContract):
     def make_broker(self, tmp_path: Path) -> Any:
         url = f"sqlite:///{tmp_path}/queue.db"
         return lambda **options: brokerkit.connect(url, **options)
+
+
+class TestExamplePluginAsyncContract(BrokerContract):
+    """The same suite over ``brokerkit.aio``: the plugin has only sync primitives, so the
+    asyncio API runs them through the thread adapter."""
+
+    @pytest.fixture
+    def make_broker(self, tmp_path: Path) -> Any:
+        url = f"sqlite:///{tmp_path}/queue.db"
+        return lambda **options: brokerkit.aio.connect(url, **options)
+
+
+def test_a_sync_only_plugin_runs_under_asyncio_through_the_thread_adapter(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with brokerkit.aio.connect(f"sqlite:///{tmp_path}/q.db") as broker:
+            assert isinstance(broker, brokerkit.aio.ThreadedAsyncBroker)
+            assert type(broker.sync).__module__ == "brokerkit_example.backend"
+            await broker.publish("jobs", {"n": 1})
+            async for delivery in broker.consume("jobs", timeout=1):
+                assert delivery.body == {"n": 1}
+                await delivery.ack()
+            assert (await broker.inspect("jobs")).in_flight == 0
+
+    asyncio.run(main())

@@ -6,7 +6,8 @@ import pytest
 import redis
 
 from brokerkit import BrokerError, BrokerURL, ConnectionFailed
-from brokerkit.backends.redis._client import Reconnector, translate_errors
+from brokerkit.backends.redis._client import Reconnector
+from brokerkit.backends.redis._connection import translate_errors
 from tests.conftest import RedisTarget
 
 

@@ -15,6 +15,7 @@ from brokerkit._capabilities import Capability
 from brokerkit._clock import ManualClock
 from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
+from brokerkit.contracts._blocking import BlockingView, LoopThread, is_async_result, open_blocking
 
 __all__ = [
     "GRACE",
@@ -108,9 +109,12 @@ class ContractEnv:
         self._make = make
         self.timeline = timeline
         self._brokers: list[Broker] = []
-        probe = make()
+        #: Runs the asyncio API when the factory gives it (see ``_blocking.py``).
+        self._loop: LoopThread | None = None
+        probe = self._open()
         try:
-            self.backend_class: type[Broker] = type(probe)
+            target = probe.target if isinstance(probe, BlockingView) else probe
+            self.backend_class: type[Broker] = type(target)
         finally:
             probe.close()
 
@@ -125,11 +129,20 @@ class ContractEnv:
 
     def broker(self, **options: Any) -> Broker:
         """A new broker from the author's factory, closed at the end of the scope."""
-        broker = self._make(**options)
-        if not isinstance(broker, Broker):
-            raise TypeError(f"make_broker's factory returned {broker!r}, not a brokerkit.Broker")
+        broker = self._open(**options)
         self._brokers.append(broker)
         return broker
+
+    def _open(self, **options: Any) -> Broker:
+        made = self._make(**options)
+        if is_async_result(made):
+            if self._loop is None:
+                self._loop = LoopThread("brokerkit-contract-loop")
+            view: Any = open_blocking(made, self._loop)
+            return view  # a blocking view of an AsyncBroker, used as a Broker
+        if not isinstance(made, Broker):
+            raise TypeError(f"make_broker's factory returned {made!r}, not a brokerkit.Broker")
+        return made
 
     def topic(self, label: str = "t") -> str:
         """A topic name no other test or example uses."""
@@ -146,9 +159,14 @@ class ContractEnv:
             _close_all(made)
 
     def close_all(self) -> None:
-        """Close every broker made so far."""
+        """Close every broker made so far (and the event loop of the asyncio API)."""
         made, self._brokers = self._brokers, []
-        _close_all(made)
+        try:
+            _close_all(made)
+        finally:
+            if self._loop is not None:
+                self._loop.stop()
+                self._loop = None
 
     # -- waiting ------------------------------------------------------------------
 
@@ -173,7 +191,7 @@ class ContractEnv:
     ) -> None:
         """Listen for ``wait`` + the quiet period (once, over all ``subscriptions``);
         ``promise`` says nothing may arrive on any of them."""
-        if isinstance(subscriptions, Subscription):
+        if not isinstance(subscriptions, (list, tuple)):
             subscriptions = [subscriptions]
         for index, subscription in enumerate(subscriptions):
             delivery = subscription.receive(timeout=wait + self.timeline.quiet if index == 0 else 0)

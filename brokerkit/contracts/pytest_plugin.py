@@ -30,6 +30,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "with --pyargs brokerkit.contracts",
     )
     group.addoption(
+        "--brokerkit-async",
+        action="store_true",
+        default=False,
+        help="run the --brokerkit-url contract suite over the asyncio API (brokerkit.aio.connect)",
+    )
+    group.addoption(
         "--brokerkit-profile",
         choices=("default", "thorough", "smoke"),
         default=None,

@@ -3,6 +3,9 @@
     pytest --brokerkit-url "redis+stream://localhost:6379/0?prefix=ci-{uuid}" \\
         --pyargs brokerkit.contracts
 
+and, with ``--brokerkit-async``, the same suite over the asyncio API
+(``brokerkit.aio.connect``).
+
 Collected only when ``--brokerkit-url`` is given (see the pytest plugin). In each
 URL, ``{uuid}`` becomes a fresh value per test, so a test's brokers share one
 namespace that no other test sees; a bare ``memory://`` (private to each
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 
 import brokerkit
+import brokerkit.aio
 from brokerkit._url import BrokerURL
 from brokerkit.contracts import BrokerContract
 
@@ -43,10 +47,8 @@ class TestBrokerURL(BrokerContract):
     """Every contract test, against each ``--brokerkit-url``."""
 
     @pytest.fixture
-    def make_broker(self, brokerkit_url: str) -> Any:
+    def make_broker(self, brokerkit_url: str, request: pytest.FixtureRequest) -> Any:
         url = namespaced(brokerkit_url)
-
-        def make(**options: Any) -> brokerkit.Broker:
-            return brokerkit.connect(url, **options)
-
-        return make
+        if request.config.getoption("brokerkit_async"):
+            return lambda **options: brokerkit.aio.connect(url, **options)
+        return lambda **options: brokerkit.connect(url, **options)

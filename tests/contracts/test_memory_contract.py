@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 import brokerkit
+import brokerkit.aio
 from brokerkit import ManualClock
 from brokerkit.contracts import BrokerContract, ManualTimeline
 
@@ -28,3 +29,12 @@ class TestMemoryContract(BrokerContract):
     @pytest.fixture
     def timeline(self, clock: ManualClock) -> ManualTimeline:
         return ManualTimeline(clock)
+
+
+class TestMemoryAsyncContract(TestMemoryContract):
+    """The same suite over the asyncio API (``brokerkit.aio``), native on asyncio."""
+
+    @pytest.fixture
+    def make_broker(self, clock: ManualClock):  # type: ignore[no-untyped-def]
+        url = f"memory://contract-{uuid.uuid4().hex}"
+        return lambda **options: brokerkit.aio.connect(url, clock=clock, **options)

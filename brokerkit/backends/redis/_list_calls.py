@@ -11,7 +11,8 @@ from typing import NoReturn, TypeVar
 import redis
 
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import TRANSIENT_ERRORS, Reconnector, translate_errors
+from brokerkit.backends.redis._client import Reconnector
+from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_errors
 from brokerkit.backends.redis._list_keys import ListKeys
 from brokerkit.exceptions import IncompatibleTopic
 

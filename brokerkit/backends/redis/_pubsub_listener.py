@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import TRANSIENT_ERRORS, redis_url, translate_errors
+from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, redis_url, translate_errors
 from brokerkit.exceptions import ConnectionFailed
 
 __all__ = ["ChannelListener", "Gap"]

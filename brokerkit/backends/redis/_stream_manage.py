@@ -11,7 +11,7 @@ import redis
 
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import translate_errors
+from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import decode_fields
 from brokerkit.backends.redis._stream_log import LogEntry, check_position, group_start
 from brokerkit.backends.redis._stream_scripts import StreamScripts, text

@@ -28,7 +28,8 @@ from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import make_client, translate_errors
+from brokerkit.backends.redis._client import make_client
+from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import decode, encode
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
 from brokerkit.backends.redis._pubsub_listener import ChannelListener, Gap

@@ -40,7 +40,8 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import Reconnector, make_client, translate_errors
+from brokerkit.backends.redis._client import Reconnector, make_client
+from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._keys import Keyspace

@@ -1,0 +1,73 @@
+"""The Redis client of a brokerkit backend: built from the URL, retried through
+connection loss with backoff and jitter."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from brokerkit._acompat import sleep
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._connection import redis_url, translate_errors
+from brokerkit.exceptions import ConnectionFailed, InvalidURL
+
+__all__ = ["Reconnector", "make_client"]
+
+_T = TypeVar("_T")
+
+
+def make_client(url: BrokerURL, *, retries: int = 3) -> aioredis.Redis:
+    """A redis-py client for ``url`` whose commands retry transient connection
+    errors a few times with exponential backoff and jitter."""
+    try:
+        return aioredis.Redis.from_url(
+            redis_url(url),
+            retry=aioredis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
+
+
+class Reconnector:
+    """Retries an operation through connection loss and server restarts, with
+    exponential backoff and full jitter, for up to ``timeout`` seconds in all.
+
+    Used by consume loops, which must outlive a server restart; one-shot commands
+    rely on the client's own short retry.
+    """
+
+    def __init__(
+        self, url: BrokerURL, timeout: float, *, base: float = 0.05, cap: float = 2.0
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.base = base
+        self.cap = cap
+        #: Set when a call needed to reconnect; the caller may clear it.
+        self.reconnected = False
+
+    async def call(self, operation: Callable[[], Awaitable[_T]], *, topic: str | None = None) -> _T:
+        """``operation()``, retried while the error is transient and time remains."""
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while True:
+            try:
+                with translate_errors(self.url, topic):
+                    result = await operation()
+            except ConnectionFailed:
+                attempt += 1
+                delay = random.uniform(0, min(self.cap, self.base * 2**attempt))
+                if time.monotonic() + delay > deadline:
+                    raise
+                await sleep(delay)
+                self.reconnected = True
+                continue
+            return result

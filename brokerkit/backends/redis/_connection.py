@@ -1,0 +1,66 @@
+"""What every Redis backend needs of its connection and no I/O: the plain URL for
+redis-py, the errors worth retrying, and redis-py's errors mapped to brokerkit's."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import redis
+
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
+from brokerkit.exceptions import BrokerError, ConnectionFailed, IncompatibleTopic
+
+__all__ = ["TRANSIENT_ERRORS", "redis_url", "translate_errors"]
+
+#: Errors after which trying again may succeed. A missing script means the server
+#: restarted between redis-py loading a script and running it; the next call loads it.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.NoScriptError,
+)
+
+
+def redis_url(url: BrokerURL, *, hide_password: bool = False) -> str:
+    """The plain ``redis://`` (or ``rediss://``) URL redis-py understands: brokerkit's
+    own options removed, redis-py's connection arguments kept."""
+    tls = url.scheme.startswith("rediss")
+    driver_query = {k: v for k, v in url.query.items() if k in DRIVER_QUERY_KEYS}
+    plain = BrokerURL(
+        scheme="rediss" if tls else "redis",
+        host=url.host or "localhost",
+        port=url.port or 6379,
+        username=url.username,
+        password=url.password,
+        path=url.path or "/0",
+        query=driver_query,
+    )
+    return plain.render(hide_password=hide_password)
+
+
+@contextlib.contextmanager
+def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]:
+    """Turn redis-py errors into brokerkit's, never showing the password."""
+    try:
+        yield
+    except redis.AuthenticationError as exc:
+        raise ConnectionFailed(f"Redis at {url} refused the credentials: {exc}") from exc
+    except redis.exceptions.NoScriptError as exc:
+        raise ConnectionFailed(
+            f"Redis at {url} lost brokerkit's scripts (did it restart?): {exc}"
+        ) from exc
+    except TRANSIENT_ERRORS as exc:
+        raise ConnectionFailed(f"lost the connection to Redis at {url}: {exc}") from exc
+    except redis.ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            what = f"the topic {topic!r}" if topic else "a key"
+            raise IncompatibleTopic(
+                f"{what} at {url} is stored in a Redis key of another type (maybe written "
+                "by another program or another brokerkit backend); use another topic or prefix"
+            ) from exc
+        raise BrokerError(f"Redis at {url} answered with an error: {exc}") from exc
+    except redis.RedisError as exc:
+        raise BrokerError(f"Redis at {url} failed: {exc}") from exc

@@ -1,0 +1,57 @@
+"""Background work that does one thing every few seconds until stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+
+from brokerkit._acompat import Background, Event, spawn
+from brokerkit.exceptions import BrokerError
+
+__all__ = ["Periodic"]
+
+log = logging.getLogger("brokerkit.redis")
+
+
+class Periodic:
+    """Calls ``work()`` every ``interval`` seconds in the background, from
+    :meth:`start` until :meth:`stop` (see ``brokerkit._compat.spawn``).
+
+    A round that fails is logged and the next round tries again: a server that is
+    briefly away, or a bug, never ends the thread for good.
+
+    :param what: what ``work`` does, for the log (``"renew 3 leases"`` reads well).
+    """
+
+    def __init__(
+        self, work: Callable[[], Awaitable[None]], interval: float, name: str, what: str
+    ) -> None:
+        self._work = work
+        self._interval = interval
+        self._name = name
+        self._what = what
+        self._stopped = Event()
+        self._background: Background | None = None
+        self._starting = threading.Lock()
+
+    def start(self) -> None:
+        """Start the work; calling it again, or after :meth:`stop`, does nothing."""
+        with self._starting:
+            if self._background is None and not self._stopped.is_set():
+                self._background = spawn(self._run, self._name)
+
+    async def stop(self) -> None:
+        """Stop the work and wait (5 s at most) for the round in progress."""
+        self._stopped.set()
+        if self._background is not None:
+            await self._background.join(5)
+
+    async def _run(self) -> None:
+        while not await self._stopped.wait(self._interval):
+            try:
+                await self._work()
+            except BrokerError as exc:
+                log.warning("could not %s: %s", self._what, exc)
+            except Exception:
+                log.exception("could not %s", self._what)
