@@ -6,7 +6,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -138,8 +138,8 @@ class ContractEnv:
         if is_async_result(made):
             if self._loop is None:
                 self._loop = LoopThread("brokerkit-contract-loop")
-            view: Any = open_blocking(made, self._loop)
-            return view  # a blocking view of an AsyncBroker, used as a Broker
+            # A blocking view of an AsyncBroker, used as a Broker.
+            return cast(Broker, open_blocking(made, self._loop))
         if not isinstance(made, Broker):
             raise TypeError(f"make_broker's factory returned {made!r}, not a brokerkit.Broker")
         return made
@@ -192,7 +192,7 @@ class ContractEnv:
         """Listen for ``wait`` + the quiet period (once, over all ``subscriptions``);
         ``promise`` says nothing may arrive on any of them."""
         if not isinstance(subscriptions, (list, tuple)):
-            subscriptions = [subscriptions]
+            subscriptions = [cast(Subscription, subscriptions)]
         for index, subscription in enumerate(subscriptions):
             delivery = subscription.receive(timeout=wait + self.timeline.quiet if index == 0 else 0)
             assert delivery is None, (
