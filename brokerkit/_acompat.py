@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "Lock",
     "Waiter",
+    "checkpoint",
     "fetch_shielded",
     "sleep",
     "spawn",
@@ -131,3 +132,8 @@ async def _log_errors(awaitable: Awaitable[None]) -> None:
         await awaitable
     except Exception as exc:
         log.warning("could not hand back deliveries of a cancelled receive: %s", exc)
+
+
+async def checkpoint() -> None:
+    """Let the other tasks run (a consumer that always finds work must not starve them)."""
+    await asyncio.sleep(0)

@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "Lock",
     "Waiter",
+    "checkpoint",
     "fetch_shielded",
     "sleep",
     "spawn",
@@ -77,3 +78,7 @@ def fetch_shielded(
     interrupts running to the end and hands its result to ``hand_back``; a thread is
     never interrupted, so here there is nothing to keep."""
     return fetch()
+
+
+def checkpoint() -> None:
+    """Nothing to do: threads are preempted (the async twin yields to the event loop)."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
-from brokerkit._acompat import Waiter
+from brokerkit._acompat import Waiter, checkpoint
 from brokerkit._broker_async import DEFAULT_GROUP, AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._clock import SystemClock
@@ -38,7 +38,12 @@ __all__ = ["AsyncMemoryBroker"]
 
 
 class AsyncMemoryBroker(AsyncBroker):
-    """A broker held in this process's memory, with every capability."""
+    """A broker held in this process's memory, with every capability.
+
+    Under asyncio, publishing, fetching and settling each let the other tasks run
+    once, as a call to a server would, so that a consumer that always finds work
+    never starves the event loop.
+    """
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
     capabilities: ClassVar[Capability] = (
@@ -62,6 +67,7 @@ class AsyncMemoryBroker(AsyncBroker):
     # -- publishing ---------------------------------------------------------------
 
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        await checkpoint()
         store = self._store
         with store.lock:
             self._append(store.topic(topic), messages)
@@ -87,6 +93,7 @@ class AsyncMemoryBroker(AsyncBroker):
         # The timeout is real time even under a ManualClock, which only moves when
         # told to: leases are judged by the store's clock, waiting by the wall clock.
         deadline = time.monotonic() + timeout
+        await checkpoint()
         while True:
             with store.lock:
                 now = store.clock.now()
@@ -115,14 +122,11 @@ class AsyncMemoryBroker(AsyncBroker):
                     break
                 offset, message, attempt = item
                 receipt = next(self._store.receipts)
+                deadline = now + self.options.visibility_timeout
                 group.pending[receipt] = Lease(
-                    offset,
-                    message,
-                    subscription.consumer,
-                    attempt,
-                    now + self.options.visibility_timeout,
-                    now,
+                    offset, message, subscription.consumer, attempt, deadline, now
                 )
+                self._store.note_deadline(deadline)
                 taken.append(
                     AsyncDelivery(
                         message,
@@ -173,6 +177,7 @@ class AsyncMemoryBroker(AsyncBroker):
     # -- settling -----------------------------------------------------------------
 
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
+        await checkpoint()
         store = self._store
         with store.lock:
             self._expire(store.clock.now())
@@ -181,6 +186,7 @@ class AsyncMemoryBroker(AsyncBroker):
             raise StaleDelivery(stale)
 
     async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        await checkpoint()
         store = self._store
         with store.lock:
             self._expire(store.clock.now())
@@ -214,6 +220,7 @@ class AsyncMemoryBroker(AsyncBroker):
                     stale.append(delivery)
                 else:
                     lease.deadline = now + seconds
+                    store.note_deadline(lease.deadline)
         if stale:
             raise StaleDelivery(stale)
 

@@ -102,6 +102,9 @@ class Store:
         self.lock = threading.RLock()
         self.receipts = itertools.count(1)
         self._waiters: list[Wakeable] = []
+        #: No lease runs out before this (a lower bound: settled leases may have held
+        #: it up), so that settling is not a scan of every lease in flight.
+        self._earliest_deadline: float | None = None
         clock.on_advance(self.wake)
 
     # -- waiting ------------------------------------------------------------------
@@ -180,8 +183,16 @@ class Store:
         )
         self.append(self.topic(dead.topic), [dead], options.maxlen)
 
+    def note_deadline(self, deadline: float) -> None:
+        """A lease was made or moved to run out at ``deadline``."""
+        if self._earliest_deadline is None or deadline < self._earliest_deadline:
+            self._earliest_deadline = deadline
+
     def expire(self, now: float, options: MemoryOptions) -> None:
         """Hand back every delivery whose lease ran out."""
+        if self._earliest_deadline is None or now < self._earliest_deadline:
+            return
+        self._earliest_deadline = None
         for name, topic in list(self.topics.items()):
             for group_name, group in list(topic.groups.items()):
                 for receipt, lease in list(group.pending.items()):
@@ -191,16 +202,13 @@ class Store:
                             self.requeue_or_dead_letter(
                                 name, group, lease, True, "max_deliveries", options
                             )
+                    else:
+                        self.note_deadline(lease.deadline)
                 drop_if_retired(topic, group_name)
 
     def next_expiry(self) -> float | None:
-        deadlines = [
-            lease.deadline
-            for topic in self.topics.values()
-            for group in topic.groups.values()
-            for lease in group.pending.values()
-        ]
-        return min(deadlines, default=None)
+        """No lease runs out before this (None: none is held)."""
+        return self._earliest_deadline
 
     # -- management ---------------------------------------------------------------
 
