@@ -15,6 +15,7 @@ import brokerkit
 import brokerkit.aio
 from brokerkit._registry import BackendRegistry
 from brokerkit.backends.memory import AsyncMemoryBroker, MemoryBroker
+from brokerkit.contracts import BrokerContract, ManualTimeline
 from brokerkit.exceptions import BrokerClosed, PluginError
 
 _T = TypeVar("_T")
@@ -229,3 +230,22 @@ def test_a_plugin_without_an_asyncio_class_gets_the_thread_adapter() -> None:
     assert issubclass(adapted, brokerkit.aio.ThreadedAsyncBroker)
     assert adapted.capabilities == MemoryBroker.capabilities
     assert brokerkit.aio.threaded(MemoryBroker) is adapted
+
+
+class TestAsyncOnlyBackendThroughTheLoopBridge(BrokerContract):
+    """An asyncio-only backend under the sync API: the memory backend's asyncio class,
+    run by the loop bridge, keeps the whole contract."""
+
+    @pytest.fixture
+    def clock(self) -> brokerkit.ManualClock:
+        return brokerkit.ManualClock()
+
+    @pytest.fixture
+    def make_broker(self, clock: brokerkit.ManualClock) -> Any:
+        url = fresh_url()
+        bridge = brokerkit.aio.bridged(AsyncMemoryBroker)
+        return lambda **options: bridge.from_url(url, clock=clock, **options)
+
+    @pytest.fixture
+    def timeline(self, clock: brokerkit.ManualClock) -> ManualTimeline:
+        return ManualTimeline(clock)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._subscription_async import AsyncSubscription
+from brokerkit.aio._bridge import LoopBridgeBroker, bridged
 from brokerkit.aio._connect import Connecting, connect
 from brokerkit.aio._threaded import ThreadedAsyncBroker, threaded
 
@@ -25,7 +26,9 @@ __all__ = [
     "AsyncDelivery",
     "AsyncSubscription",
     "Connecting",
+    "LoopBridgeBroker",
     "ThreadedAsyncBroker",
+    "bridged",
     "connect",
     "threaded",
 ]

@@ -1,0 +1,154 @@
+"""The loop bridge: a backend that has only asyncio primitives, under the sync API.
+
+The mirror of the thread adapter (:mod:`brokerkit.aio._threaded`): a sync
+:class:`~brokerkit.Broker` whose primitives run the async backend's on a private event
+loop in a thread of the broker's own. A plugin whose driver is asyncio-only (nats-py)
+registers ``bridged(AsyncClass)`` as its sync class.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Coroutine, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from brokerkit._broker import Broker
+from brokerkit._broker_async import AsyncBroker
+from brokerkit._delivery import Delivery
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._inspect import TopicInfo
+from brokerkit._loop_thread import LoopThread
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription import Subscription
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit._url import BrokerURL
+from brokerkit.exceptions import StaleDelivery
+
+__all__ = ["LoopBridgeBroker", "bridged"]
+
+_T = TypeVar("_T")
+
+
+class LoopBridgeBroker(Broker):
+    """A sync :class:`~brokerkit.Broker` over an asyncio backend's primitives.
+
+    Made by :func:`bridged`. Everything the async backend promises holds, since its own
+    code runs; each call waits for it on the bridge's event loop.
+
+    :ivar inner: the wrapped asyncio broker.
+    """
+
+    async_class: ClassVar[type[AsyncBroker]]
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self._loop = LoopThread(f"brokerkit-{self.describe()}")
+
+        async def make() -> AsyncBroker:
+            return self.async_class(url, options)
+
+        self.inner = self._loop.run(make())
+
+    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return self._loop.run(coroutine)
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        self._run(self.inner._publish(topic, messages))
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        async def subscribe() -> AsyncSubscription:
+            inner = AsyncSubscription(
+                self.inner,
+                subscription.topic,
+                group=subscription.group,
+                consumer=subscription.consumer,
+                prefetch=subscription.prefetch,
+                start=subscription.start,
+                pattern=subscription.pattern,
+            )
+            await self.inner._subscribe(inner)
+            return inner
+
+        subscription.state = self._run(subscribe())
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        inner: AsyncSubscription = subscription.state
+        fetched = self._run(self.inner._fetch(inner, max_messages, timeout))
+        return [
+            Delivery(d.message, subscription=subscription, attempt=d.attempt, receipt=d)
+            for d in fetched
+        ]
+
+    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
+        inner: AsyncSubscription = subscription.state
+
+        async def unsubscribe() -> None:
+            inner._closed.set()
+            await self.inner._unsubscribe(inner, _inner(unreturned))
+
+        self._run(unsubscribe())
+        self._mark(unreturned)
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        self._call_inner(self.inner._ack, deliveries, settles=True)
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        self._call_inner(self.inner._nack, deliveries, requeue, settles=True)
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        self._call_inner(self.inner._extend, deliveries, seconds, settles=False)
+
+    def _call_inner(
+        self, primitive: Any, deliveries: Sequence[Delivery], *args: Any, settles: bool
+    ) -> None:
+        """Run a settling primitive over the wrapped deliveries; a StaleDelivery names
+        the caller's own deliveries."""
+        inner = _inner(deliveries)
+        try:
+            self._run(primitive(inner, *args))
+        except StaleDelivery as exc:
+            stale = {id(d) for d in exc.deliveries}
+            raise StaleDelivery([d for d in deliveries if id(d.receipt) in stale]) from None
+        finally:
+            if settles:
+                AsyncBroker._mark(inner)
+
+    def _suspend_renewals(self) -> None:
+        self._run(self.inner._suspend_renewals())
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        return self._run(self.inner._inspect(topic))
+
+    def _purge(self, topic: str) -> int:
+        return self._run(self.inner._purge(topic))
+
+    def _close(self) -> None:
+        try:
+            self._run(self.inner.close())
+        finally:
+            self._loop.stop()
+
+
+def _inner(deliveries: Sequence[Delivery]) -> list[AsyncDelivery]:
+    return [d.receipt for d in deliveries]
+
+
+@functools.cache
+def bridged(async_class: type[AsyncBroker]) -> type[LoopBridgeBroker]:
+    """The sync class that runs ``async_class`` on a private event loop."""
+    return type(
+        async_class.__name__.removeprefix("Async"),
+        (LoopBridgeBroker,),
+        {
+            "__doc__": f"{async_class.__name__} under the sync API, on a private event loop.",
+            "__module__": async_class.__module__,
+            "async_class": async_class,
+            "schemes": async_class.schemes,
+            "capabilities": async_class.capabilities,
+            "Options": async_class.Options,
+            "driver_query_keys": async_class.driver_query_keys,
+        },
+    )
