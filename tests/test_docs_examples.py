@@ -20,16 +20,18 @@ def _self_contained_blocks(*paths: str) -> list[tuple[str, str]]:
     for path in paths:
         text = (ROOT / path).read_text()
         for number, block in enumerate(_BLOCK.findall(text), 1):
-            if block.startswith("import brokerkit") and 'connect("redis' not in block:
+            runnable = block.startswith(("import brokerkit", "import asyncio"))
+            if runnable and 'connect("redis' not in block:
                 found.append((f"{path}#{number}", block))
     return found
 
 
-BLOCKS = _self_contained_blocks("README.md", "docs/quickstart.md")
+PAGES = ("README.md", "docs/quickstart.md", "docs/asyncio.md")
+BLOCKS = _self_contained_blocks(*PAGES)
 
 
 def test_the_readme_and_quickstart_have_runnable_blocks() -> None:
-    assert {name.split("#")[0] for name, _ in BLOCKS} == {"README.md", "docs/quickstart.md"}
+    assert {name.split("#")[0] for name, _ in BLOCKS} == set(PAGES)
 
 
 @pytest.mark.parametrize(("name", "code"), BLOCKS, ids=[name for name, _ in BLOCKS])
