@@ -1,0 +1,359 @@
+"""The asyncio API against raw ``redis.asyncio``, the sync API and FastStream, in one run.
+
+    python -m benchmarks.aio [--redis-url URL] [--messages 2000] [--rounds 7]
+
+On one Redis (a private redis-server started here, or ``--redis-url``), in alternating
+rounds (every side once per round, the order reversed each round), each ratio the
+median of the per-round ratios:
+
+- consume+ack with prefetch 100, for redis+stream and redis+list, async and sync, each
+  against raw redis-py of its own flavour doing XREADGROUP COUNT 100 + one XACK per
+  batch (the same baseline as the sync suite in ``benchmarks/run.py``);
+- single publish latency (median of 300 calls), async brokerkit against raw
+  ``redis.asyncio`` XADD / LPUSH;
+- 100 concurrent consumer tasks in one process on redis+stream against FastStream's
+  Redis stream subscriber with ``max_workers=100`` on the same Redis.
+
+Writes ``benchmarks/results/aio.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis
+import redis.asyncio as aioredis
+
+import brokerkit
+import brokerkit.aio
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BODY = b"x" * 100
+PREFETCH = 100
+
+
+@contextlib.contextmanager
+def redis_at(url: str | None) -> Iterator[str]:
+    """``url``, or the URL of a private redis-server started for the run."""
+    if url is not None:
+        yield url
+        return
+    from tests.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server.url("redis")
+
+
+def _fresh(label: str) -> str:
+    return f"bench-aio-{label}-{uuid.uuid4().hex[:8]}"
+
+
+# -- consume+ack, prefetch 100 ---------------------------------------------------------
+
+
+async def brokerkit_async_consume(url: str, scheme: str, count: int) -> float:
+    topic = _fresh("t")
+    async with brokerkit.aio.connect(url.replace("redis", scheme, 1), prefix=_fresh("p")) as broker:
+        await broker.publish_many(topic, [BODY] * count)
+        subscription = await broker.subscribe(topic, prefetch=PREFETCH)
+        start = time.perf_counter()
+        for _ in range(count):
+            delivery = await subscription.receive(timeout=5)
+            assert delivery is not None
+            await delivery.ack()
+        elapsed = time.perf_counter() - start
+        await subscription.close()
+        await broker.purge(topic)
+    return count / elapsed
+
+
+def brokerkit_sync_consume(url: str, scheme: str, count: int) -> float:
+    topic = _fresh("t")
+    with brokerkit.connect(url.replace("redis", scheme, 1), prefix=_fresh("p")) as broker:
+        broker.publish_many(topic, [BODY] * count)
+        subscription = broker.subscribe(topic, prefetch=PREFETCH)
+        start = time.perf_counter()
+        for _ in range(count):
+            delivery = subscription.receive(timeout=5)
+            assert delivery is not None
+            delivery.ack()
+        elapsed = time.perf_counter() - start
+        subscription.close()
+        broker.purge(topic)
+    return count / elapsed
+
+
+async def raw_async_consume(url: str, count: int) -> float:
+    client = aioredis.Redis.from_url(url)
+    key = _fresh("raw")
+    try:
+        await client.xgroup_create(key, "g", id="0", mkstream=True)
+        pipe = client.pipeline(transaction=False)
+        for _ in range(count):
+            pipe.xadd(key, {"body": BODY})
+        await pipe.execute()
+        start = time.perf_counter()
+        seen = 0
+        while seen < count:
+            reply = await client.xreadgroup("g", "c", {key: ">"}, count=PREFETCH, block=1000)
+            ids = [entry_id for _, entries in reply for entry_id, _ in entries]
+            await client.xack(key, "g", *ids)
+            seen += len(ids)
+        return count / (time.perf_counter() - start)
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+def raw_sync_consume(url: str, count: int) -> float:
+    client = redis.Redis.from_url(url)
+    key = _fresh("raw")
+    try:
+        client.xgroup_create(key, "g", id="0", mkstream=True)
+        pipe = client.pipeline(transaction=False)
+        for _ in range(count):
+            pipe.xadd(key, {"body": BODY})
+        pipe.execute()
+        start = time.perf_counter()
+        seen = 0
+        while seen < count:
+            reply: Any = client.xreadgroup("g", "c", {key: ">"}, count=PREFETCH, block=1000)
+            ids = [entry_id for _, entries in reply for entry_id, _ in entries]
+            client.xack(key, "g", *ids)
+            seen += len(ids)
+        return count / (time.perf_counter() - start)
+    finally:
+        client.delete(key)
+        client.close()
+
+
+# -- single publish latency ---------------------------------------------------------------
+
+LATENCY_CALLS = 300
+
+
+async def _median_latency(call: Callable[[], Awaitable[object]]) -> float:
+    times = []
+    for _ in range(LATENCY_CALLS):
+        start = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+async def brokerkit_publish_latency(url: str, scheme: str) -> float:
+    topic = _fresh("t")
+    async with brokerkit.aio.connect(url.replace("redis", scheme, 1), prefix=_fresh("p")) as broker:
+        await broker.publish(topic, BODY)  # connect
+        result = await _median_latency(lambda: broker.publish(topic, BODY))
+        await broker.purge(topic)
+    return result
+
+
+async def raw_publish_latency(url: str, scheme: str) -> float:
+    client = aioredis.Redis.from_url(url)
+    key = _fresh("raw")
+    try:
+        if scheme == "redis+stream":
+            await client.xadd(key, {"body": BODY})
+            return await _median_latency(lambda: client.xadd(key, {"body": BODY}))
+        await client.lpush(key, BODY)
+        return await _median_latency(lambda: client.lpush(key, BODY))
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+# -- 100 concurrent consumer tasks against FastStream -------------------------------------
+
+TASKS = 100
+
+
+async def brokerkit_tasks(url: str, count: int) -> float:
+    topic = _fresh("t")
+    async with brokerkit.aio.connect(
+        url.replace("redis", "redis+stream", 1), prefix=_fresh("p")
+    ) as broker:
+        await broker.publish_many(topic, [BODY] * count)
+        done = 0
+        finished = asyncio.Event()
+
+        async def consumer() -> None:
+            nonlocal done
+            async for delivery in broker.consume(topic, prefetch=10):
+                await delivery.ack()
+                done += 1
+                if done >= count:
+                    finished.set()
+                    return
+
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(consumer()) for _ in range(TASKS)]
+        await asyncio.wait_for(finished.wait(), 120)
+        elapsed = time.perf_counter() - start
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await broker.purge(topic)
+    return count / elapsed
+
+
+async def faststream_tasks(url: str, count: int) -> float:
+    from faststream.redis import RedisBroker, StreamSub
+
+    stream = _fresh("fs")
+    broker = RedisBroker(url, logger=None)
+    done = 0
+    finished = asyncio.Event()
+
+    # last_id="0": the group starts at the beginning, as brokerkit's default group does.
+    subscriber = StreamSub(stream, group="g", consumer="c", last_id="0")
+
+    @broker.subscriber(stream=subscriber, max_workers=TASKS)
+    async def handle(body: bytes) -> None:
+        nonlocal done
+        done += 1
+        if done >= count:
+            finished.set()
+
+    await broker.connect()
+    for _ in range(count):
+        await broker.publish(BODY, stream=stream)
+    start = time.perf_counter()
+    await broker.start()
+    await asyncio.wait_for(finished.wait(), 300)
+    elapsed = time.perf_counter() - start
+    await broker.stop()
+    client = aioredis.Redis.from_url(url)
+    await client.delete(stream)
+    await client.aclose()
+    return count / elapsed
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def alternate(rounds: int, sides: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Each side once per round (order reversed every other round), after one warm-up."""
+    names = list(sides)
+    for name in names:
+        sides[name]()  # warm-up, not counted
+    figures: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        for name in names if round_number % 2 == 0 else reversed(names):
+            figures[name].append(sides[name]())
+    return figures
+
+
+def ratio(figures: dict[str, list[float]], a: str, b: str) -> float:
+    return statistics.median(x / y for x, y in zip(figures[a], figures[b], strict=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--no-faststream", action="store_true")
+    args = parser.parse_args(argv)
+    n = args.messages
+    lines = [
+        "# brokerkit.aio benchmarks",
+        "",
+        f"`python -m benchmarks.aio --messages {n} --rounds {args.rounds}`; 100-byte bodies; "
+        "medians of per-round ratios.",
+        "",
+    ]
+    with redis_at(args.redis_url) as url:
+        run = asyncio.run
+        consume = alternate(
+            args.rounds,
+            {
+                "aio stream": lambda: run(brokerkit_async_consume(url, "redis+stream", n)),
+                "aio list": lambda: run(brokerkit_async_consume(url, "redis+list", n)),
+                "raw aio": lambda: run(raw_async_consume(url, n)),
+                "sync stream": lambda: brokerkit_sync_consume(url, "redis+stream", n),
+                "sync list": lambda: brokerkit_sync_consume(url, "redis+list", n),
+                "raw sync": lambda: raw_sync_consume(url, n),
+            },
+        )
+        lines += [
+            "## consume+ack, prefetch 100 (msg/s; ratio to raw XREADGROUP COUNT 100 + XACK)",
+            "",
+            "| side | msg/s (median) | ratio to its raw baseline |",
+            "|---|---|---|",
+        ]
+        for side, raw in (
+            ("aio stream", "raw aio"),
+            ("sync stream", "raw sync"),
+            ("aio list", "raw aio"),
+            ("sync list", "raw sync"),
+        ):
+            lines.append(
+                f"| {side} | {statistics.median(consume[side]):,.0f} | "
+                f"{ratio(consume, side, raw):.2f} |"
+            )
+        lines.append(f"| raw aio | {statistics.median(consume['raw aio']):,.0f} | 1 |")
+        lines.append(f"| raw sync | {statistics.median(consume['raw sync']):,.0f} | 1 |")
+
+        latency = alternate(
+            args.rounds,
+            {
+                "stream": lambda: run(brokerkit_publish_latency(url, "redis+stream")),
+                "raw xadd": lambda: run(raw_publish_latency(url, "redis+stream")),
+                "list": lambda: run(brokerkit_publish_latency(url, "redis+list")),
+                "raw lpush": lambda: run(raw_publish_latency(url, "redis+list")),
+            },
+        )
+        lines += [
+            "",
+            "## single publish latency, asyncio (µs, median of 300 calls; target ≤ 1.2x raw)",
+            "",
+            "| backend | brokerkit µs | raw redis.asyncio µs | ratio |",
+            "|---|---|---|---|",
+            f"| redis+stream | {statistics.median(latency['stream']):.0f} | "
+            f"{statistics.median(latency['raw xadd']):.0f} | "
+            f"{ratio(latency, 'stream', 'raw xadd'):.2f} |",
+            f"| redis+list | {statistics.median(latency['list']):.0f} | "
+            f"{statistics.median(latency['raw lpush']):.0f} | "
+            f"{ratio(latency, 'list', 'raw lpush'):.2f} |",
+        ]
+        if not args.no_faststream:
+            tasks = alternate(
+                max(args.rounds // 2, 3),
+                {
+                    "brokerkit": lambda: run(brokerkit_tasks(url, n)),
+                    "faststream": lambda: run(faststream_tasks(url, n)),
+                },
+            )
+            lines += [
+                "",
+                f"## {TASKS} concurrent consumers on redis+stream (msg/s; target ≥ 5x FastStream)",
+                "",
+                "| brokerkit.aio | FastStream (max_workers=100) | ratio |",
+                "|---|---|---|",
+                f"| {statistics.median(tasks['brokerkit']):,.0f} | "
+                f"{statistics.median(tasks['faststream']):,.0f} | "
+                f"{ratio(tasks, 'brokerkit', 'faststream'):.1f} |",
+            ]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "aio.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
