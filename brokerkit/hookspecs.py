@@ -42,6 +42,13 @@ def brokerkit_register_backends(registry: BackendRegistry) -> None:
     only when a URL asks for it. A scheme that another plugin already claims is an
     error, unless ``replace=True``.
 
+    For :func:`brokerkit.aio.connect`, pass the backend's native asyncio class as
+    ``aio=AsyncClass`` (or ``aio="package.module:AsyncClass"``); without one, the
+    asyncio API runs the sync class's primitives in worker threads. A backend whose
+    driver is asyncio-only registers ``brokerkit.aio.bridged(AsyncClass)`` as its sync
+    class. (``aio`` was added to ``registry.add`` in 0.2; hooks and their arguments only
+    ever grow.)
+
     :param registry: the :class:`~brokerkit.BackendRegistry` to add to.
     :return: nothing; results are ignored.
     """
