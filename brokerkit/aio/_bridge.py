@@ -23,6 +23,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
+from brokerkit.aio._threaded import twin
 from brokerkit.exceptions import StaleDelivery
 
 __all__ = ["LoopBridgeBroker", "bridged"]
@@ -58,15 +59,7 @@ class LoopBridgeBroker(Broker):
 
     def _subscribe(self, subscription: Subscription) -> None:
         async def subscribe() -> AsyncSubscription:
-            inner = AsyncSubscription(
-                self.inner,
-                subscription.topic,
-                group=subscription.group,
-                consumer=subscription.consumer,
-                prefetch=subscription.prefetch,
-                start=subscription.start,
-                pattern=subscription.pattern,
-            )
+            inner = twin(AsyncSubscription, self.inner, subscription)
             await self.inner._subscribe(inner)
             return inner
 

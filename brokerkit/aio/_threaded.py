@@ -24,7 +24,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import StaleDelivery
 
-__all__ = ["ThreadedAsyncBroker", "threaded"]
+__all__ = ["ThreadedAsyncBroker", "threaded", "twin"]
 
 _T = TypeVar("_T")
 
@@ -60,15 +60,7 @@ class ThreadedAsyncBroker(AsyncBroker):
         await self._run(self.sync._publish, topic, messages)
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
-        inner = Subscription(
-            self.sync,
-            subscription.topic,
-            group=subscription.group,
-            consumer=subscription.consumer,
-            prefetch=subscription.prefetch,
-            start=subscription.start,
-            pattern=subscription.pattern,
-        )
+        inner = twin(Subscription, self.sync, subscription)
         await self._run(self.sync._subscribe, inner)
         subscription.state = inner
 
@@ -132,6 +124,23 @@ class ThreadedAsyncBroker(AsyncBroker):
             await self._run(self.sync.close)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+_S = TypeVar("_S", Subscription, AsyncSubscription)
+
+
+def twin(kind: type[_S], broker: Any, subscription: Subscription | AsyncSubscription) -> _S:
+    """A subscription of ``kind`` on ``broker`` that reads what ``subscription`` reads:
+    the other API's twin, which an adapter hands to the wrapped backend."""
+    return kind(
+        broker,
+        subscription.topic,
+        group=subscription.group,
+        consumer=subscription.consumer,
+        prefetch=subscription.prefetch,
+        start=subscription.start,
+        pattern=subscription.pattern,
+    )
 
 
 def _inner(deliveries: Sequence[AsyncDelivery]) -> list[Delivery]:
