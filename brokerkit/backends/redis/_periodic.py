@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 
 from brokerkit._compat import Background, Event, spawn
+from brokerkit.backends.redis._connection import TRANSIENT_ERRORS
 from brokerkit.exceptions import BrokerError
 
 __all__ = ["Periodic"]
@@ -21,7 +22,9 @@ class Periodic:
     :meth:`start` until :meth:`stop` (see ``brokerkit._compat.spawn``).
 
     A round that fails is logged and the next round tries again: a server that is
-    briefly away, or a bug, never ends the thread for good.
+    briefly away, or a bug, never ends the work for good. A stretch of failures is
+    logged once when it starts (WARNING; ERROR with the traceback for an unexpected
+    exception) and once when it ends (INFO).
 
     :param what: what ``work`` does, for the log (``"renew 3 leases"`` reads well).
     """
@@ -48,10 +51,27 @@ class Periodic:
             self._background.join(5)
 
     def _run(self) -> None:
+        failing = False
         while not self._stopped.wait(self._interval):
             try:
                 self._work()
-            except BrokerError as exc:
-                log.warning("could not %s: %s", self._what, exc)
+            except (BrokerError, *TRANSIENT_ERRORS) as exc:
+                # One WARNING when it starts failing (a server away, a lost connection),
+                # one INFO when it works again: never a line per round.
+                level = logging.DEBUG if failing else logging.WARNING
+                log.log(
+                    level,
+                    "could not %s: %s; trying again every %gs",
+                    self._what,
+                    exc,
+                    self._interval,
+                )
+                failing = True
             except Exception:
-                log.exception("could not %s", self._what)
+                level = logging.DEBUG if failing else logging.ERROR
+                log.log(level, "could not %s", self._what, exc_info=True)
+                failing = True
+            else:
+                if failing:
+                    log.info("could %s again", self._what)
+                failing = False
