@@ -16,6 +16,9 @@ __all__ = ["Periodic"]
 
 log = logging.getLogger("brokerkit.redis")
 
+#: Failures of a round that say the server is away, not that the code is wrong.
+_EXPECTED: tuple[type[Exception], ...] = (BrokerError, *TRANSIENT_ERRORS)
+
 
 class Periodic:
     """Calls ``work()`` every ``interval`` seconds in the background, from
@@ -55,7 +58,7 @@ class Periodic:
         while not self._stopped.wait(self._interval):
             try:
                 self._work()
-            except (BrokerError, *TRANSIENT_ERRORS) as exc:
+            except _EXPECTED as exc:
                 # One WARNING when it starts failing (a server away, a lost connection),
                 # one INFO when it works again: never a line per round.
                 level = logging.DEBUG if failing else logging.WARNING
