@@ -65,6 +65,9 @@ class AsyncBroker(abc.ABC):
     #: Query-string keys that belong to the backend's driver (redis-py's
     #: ``socket_timeout``...): left in the URL for the backend, not read as options.
     driver_query_keys: ClassVar[frozenset[str]] = frozenset()
+    #: The largest payload, in bytes, the backend can store in one message (None: no
+    #: limit of its own). A larger body is refused before anything is sent.
+    max_payload_bytes: ClassVar[int | None] = None
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         self.url = url
@@ -136,9 +139,16 @@ class AsyncBroker(abc.ABC):
         checked_headers = check_headers(headers)
         serializer = self.options.serializer
         now = time.time()
+        limit = self.max_payload_bytes
         messages = []
         for body in bodies:
             payload, ctype = encode_body(body, serializer, content_type)
+            if limit is not None and len(payload) > limit:
+                raise InvalidMessage(
+                    f"a body of {len(payload):,} bytes is larger than {self.describe()} can "
+                    f"store in one message ({limit:,} bytes); nothing was published. Store "
+                    "large payloads elsewhere and publish a reference to them"
+                )
             messages.append(Message(new_message_id(), topic, payload, ctype, checked_headers, now))
         if messages:
             await self._publish(topic, messages)
