@@ -195,6 +195,14 @@ _THROUGH_BACKENDS = [
 ]
 
 
+#: The stream header (field bk1) of each hostile case, in a form that has every field
+#: a brokerkit header has, so that only the hostile part makes it raw.
+_STREAM_HEADERS = {
+    "deeply nested header": _HOSTILE_HEADERS["nested JSON header"],
+    "ts too large for a float": _HOSTILE_HEADERS["ts too large (JSON)"],
+    "lone surrogate in a header": _HOSTILE_HEADERS["surrogate in headers line"],
+}
+
 _LIST_LUA_BUG = pytest.mark.xfail(
     strict=True,
     raises=BrokerError,
@@ -227,9 +235,7 @@ def test_a_hostile_value_is_delivered_dead_lettered_and_jams_nothing(
         first = subscription.receive(timeout=5)
         assert first is not None
         first.ack()
-        redis_client.xadd(
-            broker.stream_key("orders"), {"bk1": data[3:].split(b"\n")[0], "body": b"body"}
-        )
+        redis_client.xadd(broker.stream_key("orders"), {"bk1": _STREAM_HEADERS[name], "body": b"b"})
     good = broker.publish("orders", "good")
     subscription = broker.subscribe("orders", prefetch=2)
     poison = subscription.receive(timeout=5)
@@ -263,3 +269,23 @@ def test_a_hostile_value_on_a_channel_is_delivered_and_jams_nothing(
         _HOSTILE_VALUES[n] for n in _THROUGH_BACKENDS
     ]
     assert received[-1] is not None and (received[-1].id, received[-1].body) == (good, "good")
+
+
+@pytest.mark.parametrize("name", _THROUGH_BACKENDS)
+def test_the_stream_reaper_dead_letters_a_hostile_entry_past_max_deliveries(
+    redis_broker: Callable[..., Any], redis_client: redis.Redis, name: str
+) -> None:
+    broker = redis_broker("redis+stream", max_deliveries=1, visibility_timeout=0.3)
+    subscription = broker.subscribe("orders")
+    redis_client.xadd(broker.stream_key("orders"), {"bk1": _STREAM_HEADERS[name], "body": b"b"})
+    poison = subscription.receive(timeout=5)
+    assert poison is not None and poison.id.startswith("raw-")
+    broker._suspend_renewals()  # a consumer that hangs on it: its only lease runs out
+    dead = broker.subscribe(broker.dead_letter_topic("orders")).receive(timeout=10)
+    assert dead is not None
+    assert (dead.id, dead.payload) == (poison.id, poison.payload)
+    assert dead.headers["x-dead-letter-reason"] == "max_deliveries"
+    dead.ack()
+    good = broker.publish("orders", "good")
+    behind = subscription.receive(timeout=5)
+    assert behind is not None and (behind.id, behind.body) == (good, "good")
