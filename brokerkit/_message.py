@@ -59,5 +59,10 @@ class Message:
 
     @property
     def body(self) -> Any:
-        """The body as published: bytes, str, or the serializer's decoding of the payload."""
+        """The body as published: bytes, str, or the serializer's decoding of the payload.
+
+        :raises SerializationError: the payload does not decode as :attr:`content_type`
+            says (another program wrote it, or it is corrupt); this is the only error
+            it raises, and :attr:`payload` still holds the bytes.
+        """
         return decode_body(self.payload, self.content_type)

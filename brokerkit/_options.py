@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -11,7 +12,17 @@ from typing import Any, ClassVar, TypeVar
 
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["BrokerOptions"]
+__all__ = ["MAX_COUNT", "MAX_SECONDS", "MIN_VISIBILITY_TIMEOUT", "BrokerOptions"]
+
+#: The largest duration option, in seconds (365 days). Longer ones are mistakes
+#: (``inf``, milliseconds given as seconds), and past it the lease threads' waits
+#: and Redis's millisecond expiries stop being exact.
+MAX_SECONDS = 365 * 24 * 3600.0
+#: The largest count option (``maxlen``, ``max_deliveries``): 2**32, far more than a
+#: topic holds, and a number Redis's Lua scripts still handle exactly.
+MAX_COUNT = 2**32
+#: Leases are kept in whole milliseconds: a shorter visibility timeout would be none.
+MIN_VISIBILITY_TIMEOUT = 0.001
 
 _Options = TypeVar("_Options", bound="BrokerOptions")
 
@@ -47,14 +58,16 @@ class BrokerOptions:
                 f"unknown serializer {self.serializer!r}; "
                 f"valid serializers: {', '.join(serializer_names())}"
             )
-        if not self.visibility_timeout > 0:
+        _check_numbers(self)
+        if not self.visibility_timeout >= MIN_VISIBILITY_TIMEOUT:
             raise InvalidOption(
-                f"visibility_timeout must be a positive number of seconds, "
-                f"got {self.visibility_timeout!r}"
+                f"visibility_timeout must be a positive number of seconds, from "
+                f"{MIN_VISIBILITY_TIMEOUT} to {MAX_SECONDS:.0f}, got {self.visibility_timeout!r}"
             )
         if self.max_deliveries is not None and self.max_deliveries < 1:
             raise InvalidOption(
-                f"max_deliveries must be 1 or more (or unset), got {self.max_deliveries!r}"
+                f"max_deliveries must be 1 or more, at most {MAX_COUNT} (or unset), "
+                f"got {self.max_deliveries!r}"
             )
 
     @classmethod
@@ -96,6 +109,35 @@ class BrokerOptions:
             _check_type(name, value, hints[name], backend)
             values[name] = value
         return cls(**values)
+
+
+def _check_numbers(options: BrokerOptions) -> None:
+    """Refuse NaN, infinities, negative numbers and absurd sizes in any number option."""
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        unset = " (or leave it unset, for no limit)" if _optional(options, field) else ""
+        if isinstance(value, float):
+            high, unit = MAX_SECONDS, " seconds"
+            if not math.isfinite(value):
+                raise InvalidOption(
+                    f"{field.name} must be a finite number of seconds, at most "
+                    f"{high:.0f}, got {value!r}{unset}"
+                )
+        else:
+            high, unit = MAX_COUNT, ""
+        if value > high:
+            raise InvalidOption(
+                f"{field.name} must be at most {high:.0f}{unit}, got {value!r}{unset}"
+            )
+        if value < 0:
+            raise InvalidOption(f"{field.name} cannot be negative, got {value!r}")
+
+
+def _optional(options: BrokerOptions, field: dataclasses.Field[Any]) -> bool:
+    hint = typing.get_type_hints(type(options)).get(field.name)
+    return type(None) in _kinds(hint)
 
 
 def _check_known(name: str, valid: list[str], backend: str) -> None:

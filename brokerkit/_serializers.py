@@ -1,18 +1,33 @@
 """Body encoding: bytes pass through, str is UTF-8, everything else is serialized.
 
 Pickle is never used: a message is data another program may read, not code.
+
+Decoding is total in the sense that matters to a consumer: a payload that does not
+decode (invalid UTF-8 under a ``text/*`` type, JSON nested deeper than Python can
+read, a number too large for a float, truncated msgpack...) raises
+:class:`~brokerkit.SerializationError` naming the content type and the reason, and
+nothing else; the raw bytes stay readable as :attr:`brokerkit.Message.payload`.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from brokerkit.exceptions import SerializationError
+from brokerkit.exceptions import InvalidMessage, SerializationError
 
-__all__ = ["BINARY", "TEXT", "Serializer", "decode_body", "encode_body", "serializer_names"]
+__all__ = [
+    "BINARY",
+    "TEXT",
+    "Serializer",
+    "check_content_type",
+    "decode_body",
+    "encode_body",
+    "serializer_names",
+]
 
 BINARY = "application/octet-stream"
 TEXT = "text/plain; charset=utf-8"
@@ -36,6 +51,16 @@ def _msgpack_dumps(value: Any) -> bytes:
     import msgpack
 
     data: bytes = msgpack.packb(value, use_bin_type=True)
+    # What publish accepts, consume must return: a map key msgpack writes but cannot
+    # read back (a tuple key is written as an array, which cannot key a dict) is
+    # refused here, before anything is sent, rather than on every consumer.
+    try:
+        _msgpack_loads(data)
+    except Exception as exc:
+        raise ValueError(
+            f"it would not decode back ({exc}); map keys must be str, bytes, int, "
+            "float, bool or None"
+        ) from None
     return data
 
 
@@ -62,25 +87,33 @@ def encode_body(body: Any, serializer: str, content_type: str | None = None) -> 
     """``(payload, content_type)`` for a body; raise SerializationError if it cannot be encoded.
 
     ``bytes`` are sent as they are and ``str`` as UTF-8 text, unless ``content_type``
-    names a serializer, in which case the value is serialized with it.
+    names a serializer, in which case the value is serialized with it. A ``str`` body
+    with a ``text/*`` content type (``text/plain; charset=utf-8``, ``text/csv``...) is
+    encoded in the type's ``charset`` (UTF-8 when it names none) and the content type
+    is kept as given, so that it decodes back to the same ``str``.
+
+    :raises InvalidMessage: ``content_type`` is not a non-empty str of Unicode text.
+    :raises SerializationError: the body cannot be encoded, or would not decode back.
     """
     if content_type is None:
         if isinstance(body, (bytes, bytearray, memoryview)):
             return bytes(body), BINARY
         if isinstance(body, str):
-            try:
-                return body.encode("utf-8"), TEXT
-            except UnicodeEncodeError as exc:
-                raise SerializationError(f"the text body is not valid Unicode: {exc}") from None
+            return _encode_text(body, TEXT, "utf-8"), TEXT
         codec = _SERIALIZERS[serializer]
     else:
-        found = _BY_CONTENT_TYPE.get(_base_type(content_type))
+        check_content_type(content_type)
+        base = _base_type(content_type)
+        found = _BY_CONTENT_TYPE.get(base)
         if found is None:
             if isinstance(body, (bytes, bytearray, memoryview)):
                 return bytes(body), content_type
+            if isinstance(body, str) and base.startswith("text/"):
+                return _encode_text(body, content_type, _charset(content_type)), content_type
             raise SerializationError(
                 f"no serializer for content type {content_type!r}; pass bytes for a custom "
-                f"content type, or one of: {', '.join(sorted(_BY_CONTENT_TYPE))}"
+                f"content type, str for a text/* type, or one of: "
+                f"{', '.join(sorted(_BY_CONTENT_TYPE))}"
             )
         codec = found
     try:
@@ -91,31 +124,93 @@ def encode_body(body: Any, serializer: str, content_type: str | None = None) -> 
             "publish bytes, str, or values the serializer understands "
             "(dict, list, str, int, float, bool, None)"
         ) from None
-    except Exception as exc:  # msgpack raises its own types
+    except Exception as exc:  # msgpack raises its own types; json a RecursionError
         raise SerializationError(
             f"cannot encode a {type(body).__name__} body with the {codec.name} serializer: {exc}"
         ) from None
 
 
+def check_content_type(content_type: object) -> str:
+    """Return ``content_type`` if it can be stored: a non-empty str of Unicode text
+    (no lone surrogates); raise :class:`~brokerkit.InvalidMessage` otherwise."""
+    if not isinstance(content_type, str):
+        raise InvalidMessage(
+            f"a content type must be a str such as 'application/json', "
+            f"not {type(content_type).__name__}"
+        )
+    if not content_type.strip():
+        raise InvalidMessage("a content type cannot be empty; leave it out to have one chosen")
+    try:
+        content_type.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessage(
+            f"the content type {content_type!r} is not valid Unicode (it holds a lone surrogate)"
+        ) from None
+    return content_type
+
+
+def _encode_text(body: str, content_type: str, charset: str) -> bytes:
+    try:
+        return body.encode(charset)
+    except ValueError as exc:  # UnicodeEncodeError, or a codec's own UnicodeError
+        raise SerializationError(
+            f"the text body cannot be encoded as {content_type!r} ({_short(exc)}); publish "
+            "valid Unicode text (no lone surrogates) in a charset that holds it, or bytes"
+        ) from None
+
+
 def decode_body(payload: bytes, content_type: str) -> Any:
-    """The value a payload stands for: bytes, str, or what its serializer decodes."""
+    """The value a payload stands for: bytes, str, or what its serializer decodes.
+
+    ``text/*`` payloads decode in their ``charset`` (UTF-8 when none is named);
+    serialized payloads with their serializer; any other type gives the bytes.
+
+    :raises SerializationError: the payload does not decode as its content type says
+        (the message names the type and why); this is the only error it raises.
+    """
     base = _base_type(content_type)
     if base.startswith("text/"):
         try:
-            return payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
+            return payload.decode(_charset(content_type))
+        except ValueError as exc:  # UnicodeDecodeError, or a codec's own UnicodeError
             raise SerializationError(
-                f"a {content_type} payload is not valid UTF-8: {exc}"
+                f"a {content_type} payload of {len(payload)} bytes does not decode as text "
+                f"({_short(exc)}); read Message.payload for the raw bytes"
             ) from None
     codec = _BY_CONTENT_TYPE.get(base)
     if codec is None:
         return payload
     try:
         return codec.loads(payload)
-    except Exception as exc:
+    except Exception as exc:  # ValueError, RecursionError, msgpack's own types...
         raise SerializationError(
-            f"cannot decode a {content_type} payload of {len(payload)} bytes: {exc}"
+            f"cannot decode a {content_type} payload of {len(payload)} bytes "
+            f"({type(exc).__name__}: {_short(exc)}); read Message.payload for the raw bytes"
         ) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _charset(content_type: str) -> str:
+    """The codec named by a text type's ``charset`` parameter (UTF-8 when none is);
+    raise SerializationError when Python has no such codec."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').strip()
+            try:
+                # a text codec, not one of Python's bytes-to-bytes ones (base64, rot13)
+                "".encode(charset)
+                return codecs.lookup(charset).name
+            except LookupError:
+                raise SerializationError(
+                    f"the content type {content_type!r} names the unknown charset "
+                    f"{charset!r}; use utf-8"
+                ) from None
+    return "utf-8"
 
 
 def _base_type(content_type: str) -> str:

@@ -6,9 +6,21 @@ import re
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
-from brokerkit.exceptions import InvalidMessage, InvalidTopic
+from brokerkit.exceptions import InvalidMessage, InvalidOption, InvalidTopic
 
-__all__ = ["MAX_TOPIC_LENGTH", "check_headers", "check_pattern", "check_topic", "topic_matches"]
+__all__ = [
+    "MAX_TOPIC_LENGTH",
+    "RESERVED_HEADER_PREFIX",
+    "check_consumer",
+    "check_headers",
+    "check_pattern",
+    "check_topic",
+    "topic_matches",
+]
+
+#: Headers under this prefix are written by the broker when it dead-letters a message
+#: (``x-dead-letter-reason``); a publisher may not set them.
+RESERVED_HEADER_PREFIX = "x-dead-letter-"
 
 MAX_TOPIC_LENGTH = 200
 _TOPIC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@=+-]*")
@@ -50,7 +62,15 @@ def topic_matches(pattern: str, topic: str) -> bool:
 
 
 def check_headers(headers: object) -> dict[str, str]:
-    """A copy of ``headers`` if it maps str to str; raise InvalidMessage otherwise."""
+    """A copy of ``headers`` if it maps str to str; raise InvalidMessage otherwise.
+
+    Names and values must be Unicode text that UTF-8 can hold (no lone surrogates,
+    which no broker can store), and names must be non-empty. Names starting with
+    ``x-dead-letter-`` (any case) are refused: only the broker writes them, when it
+    dead-letters a message, so that a consumer of a dead-letter topic can trust
+    them and a consumer of any other topic never sees them. To re-publish a dead
+    letter, drop those headers first.
+    """
     if headers is None:
         return {}
     if not isinstance(headers, Mapping):
@@ -66,5 +86,47 @@ def check_headers(headers: object) -> dict[str, str]:
                 f"header {key!r} must have a str value, got {type(value).__name__}; "
                 "convert it with str() or put structured data in the body"
             )
+        if key.lower().startswith(RESERVED_HEADER_PREFIX):
+            raise InvalidMessage(
+                f"the header {key!r} is reserved: headers starting with "
+                f"{RESERVED_HEADER_PREFIX!r} are set only by the broker when it dead-letters "
+                "a message; remove it (to re-publish a dead letter, drop those headers)"
+            )
+        _check_unicode("header name", key)
+        _check_unicode(f"the value of header {key!r}", value)
         checked[key] = value
     return checked
+
+
+def check_consumer(consumer: object) -> str | None:
+    """Return ``consumer`` if it is ``None`` or a valid consumer name (a non-empty str
+    of at most :data:`MAX_TOPIC_LENGTH` UTF-8-encodable characters, no control
+    characters); raise :class:`~brokerkit.InvalidOption` saying why not."""
+    if consumer is None:
+        return None
+    if not isinstance(consumer, str):
+        raise InvalidOption(f"a consumer name must be a str, not {type(consumer).__name__}")
+    if not consumer or len(consumer) > MAX_TOPIC_LENGTH:
+        raise InvalidOption(
+            f"a consumer name is 1 to {MAX_TOPIC_LENGTH} characters, got {len(consumer)}"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in consumer):
+        raise InvalidOption(f"a consumer name cannot hold control characters, got {consumer!r}")
+    try:
+        consumer.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidOption(
+            f"the consumer name {consumer!r} is not valid Unicode (it holds a lone surrogate)"
+        ) from None
+    return consumer
+
+
+def _check_unicode(what: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage(
+            f"{what} is not valid Unicode: it holds a lone surrogate "
+            f"({text[exc.start : exc.end]!r} at position {exc.start}); "
+            "headers are stored as UTF-8 text"
+        ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -17,8 +18,13 @@ _MASK = "***"
 class BrokerURL:
     """A parsed broker URL: ``scheme://[user:password@]host[:port]/[path][?k=v&...]``.
 
-    ``str()`` and ``repr()`` mask the password; :meth:`render` with
-    ``hide_password=False`` gives it back for the driver that needs it.
+    ``str()`` and ``repr()`` mask the password (and the value of any query option
+    whose name holds ``password``, ``secret`` or ``token``); :meth:`render` with
+    ``hide_password=False`` gives it back for the driver that needs it. An error
+    about a URL never quotes its password, whatever its form: a mistyped ``://``
+    and user-info that would not parse are masked too, and user-info holding an
+    unencoded ``/ ? # @ + =`` is refused with :class:`~brokerkit.InvalidURL`
+    rather than guessed at.
     """
 
     scheme: str
@@ -37,9 +43,13 @@ class BrokerURL:
         if not isinstance(url, str):
             raise InvalidURL(f"a broker URL must be a string, not {type(url).__name__}")
         if "://" not in url:
+            typo = _SCHEME_PREFIX.match(url)
+            hint = ""
+            if typo and "/" in typo.group():
+                hint = f"; write {typo.group().rstrip('/') + '//'!r} with two slashes"
             raise InvalidURL(
-                f"{_masked(url)!r} is not a broker URL: it needs a scheme, "
-                "as in 'memory://' or 'redis+stream://localhost:6379/0'"
+                f"{_masked(url)!r} is not a broker URL: it needs a scheme and '://', "
+                f"as in 'memory://' or 'redis+stream://localhost:6379/0'{hint}"
             )
         _check_userinfo(url)
         try:
@@ -49,7 +59,8 @@ class BrokerURL:
             # The driver's message may quote part of the password: say what to fix instead.
             raise InvalidURL(
                 f"{_masked(url)!r} is not a valid URL: the port must be a number, and "
-                "/ # ? @ : in a user name or password must be percent-encoded (%2F %23 %3F %40 %3A)"
+                "/ ? # @ + = : in a user name or password must be percent-encoded "
+                "(%2F %3F %23 %40 %2B %3D %3A)"
             ) from None
         scheme = parts.scheme.lower()
         if not scheme:
@@ -84,7 +95,10 @@ class BrokerURL:
             netloc += f":{self.port}"
         text = f"{self.scheme}://{netloc}{quote(self.path)}"
         if self.query:
-            text += "?" + urlencode(dict(self.query))
+            query = dict(self.query)
+            if hide_password:
+                query = {k: _MASK if _is_secret(k) else v for k, v in query.items()}
+            text += "?" + urlencode(query, safe="*")
         return text
 
     @property
@@ -100,29 +114,82 @@ class BrokerURL:
 
 
 def _check_userinfo(url: str) -> None:
-    """Refuse a password whose unencoded / # ? would make the rest of it look like a
-    host, port, path or query, where it would be shown."""
-    rest = url.partition("://")[2]
+    """Refuse user-info that parses in more than one way, or that a parser would split
+    into host, port, path or query (where the secret would then be shown).
+
+    A user name or password must percent-encode ``/ ? # @`` (they would end it or
+    start another part), and ``+ =`` (form decoders read ``+`` as a space, and
+    ``=`` is how an option value looks). The message never quotes the URL.
+    """
+    scheme, _, rest = url.partition("://")
     authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
-    tail = rest[authority_end:]
-    at = tail.find("@")
-    # An "@" after the host is part of a user name or password, unless it is inside an
-    # option's value (client_name=me@host).
-    if at != -1 and "=" not in tail[:at]:
-        scheme = url.partition("://")[0]
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    ambiguous = authority.count("@") > 1 or any(_at_outside_an_option(tail, i) for i in _ats(tail))
+    if not ambiguous and "@" in authority:
+        userinfo = authority.rpartition("@")[0]
+        ambiguous = any(c in userinfo for c in _ENCODE_IN_USERINFO)
+    if ambiguous:
         raise InvalidURL(
-            f"a {scheme}:// URL whose user name or password holds / # or ? must percent-encode "
-            "them (%2F %23 %3F); the URL is not shown, as it may contain the password"
+            f"a {scheme}:// URL whose user name or password holds / ? # @ + or = must "
+            "percent-encode them (%2F %3F %23 %40 %2B %3D) with "
+            "urllib.parse.quote(password, safe=''); the URL is not shown, as it may "
+            "contain the password"
         )
 
 
+#: Characters that must be percent-encoded in a user name or password.
+_ENCODE_IN_USERINFO = "/?#@+="
+
+
+def _ats(text: str) -> list[int]:
+    return [i for i, c in enumerate(text) if c == "@"]
+
+
+def _at_outside_an_option(tail: str, at: int) -> bool:
+    """Whether the "@" at ``at`` in the text after the host is anywhere but inside an
+    option's value (``?client_name=me@host``): in the path, the fragment, or a query
+    segment without ``=`` before it, it can only be part of a user name or password."""
+    query = tail.find("?")
+    fragment = tail.find("#")
+    if query == -1 or at < query or (fragment != -1 and fragment < at):
+        return True
+    segment_start = max(tail.rfind("&", 0, at), query)
+    return "=" not in tail[segment_start:at]
+
+
+#: A scheme followed by a colon and any number of slashes: ``redis+stream:/``,
+#: ``user:`` (where a scheme-less ``user:pw@host`` would put it).
+_SCHEME_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/*")
+
+
 def _masked(url: str) -> str:
-    """Mask the password of a URL that may not even parse."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:{_MASK}@{hostpart}"
+    """``url`` with whatever could be a password replaced by ``***``, even when the URL
+    does not parse: a missing or mistyped ``://`` (``redis+stream:/u:pw@host``,
+    ``u:pw@host``), an unencoded ``@`` or ``/`` in the password. Everything up to the
+    last ``@`` but the user name is masked; a query value that names a secret too."""
+    match = _SCHEME_PREFIX.match(url)
+    prefix = match.group() if match else ""
+    rest = url[len(prefix) :]
+    if prefix and "@" not in rest and "@" in url:  # "user:pw@host": "user:" is no scheme
+        prefix, rest = "", url
+    if "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        if ":" not in userinfo and prefix and not prefix.endswith("/"):
+            user, prefix = prefix[:-1], ""  # "user:pw@host": the "scheme" was the user name
+        if any(c in user for c in "/?#"):
+            user = ""
+        rest = f"{user}:{_MASK}@{hostpart}" if user else f"{_MASK}@{hostpart}"
+    return _SECRET_QUERY_VALUE.sub(rf"\1{_MASK}", prefix + rest)
+
+
+def _is_secret(key: str) -> bool:
+    """Whether a query key names a secret (``password``, ``ssl_password``, ``token``...)."""
+    lowered = key.lower()
+    return any(word in lowered for word in ("password", "passwd", "secret", "token"))
+
+
+#: ``password=...``, ``ssl_password=...``, ``token=...`` in a query string.
+_SECRET_QUERY_VALUE = re.compile(
+    r"((?:^|[?&])[^=&#]*(?:password|passwd|secret|token)[^=&#]*=)[^&#]*", re.I
+)

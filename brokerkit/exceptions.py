@@ -15,6 +15,7 @@ The tree::
     ├── PluginError
     │   └── SchemeConflict          two plugins claim one URL scheme
     ├── ConnectionFailed            the server could not be reached, or went away
+    ├── PermissionDenied            the server refused a command to this user (an ACL)
     ├── Unsupported                 the backend lacks a capability the call needs
     ├── InvalidMessage              a topic, header or body that cannot be published
     │   ├── InvalidTopic
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidOption",
     "InvalidTopic",
     "InvalidURL",
+    "PermissionDenied",
     "PluginError",
     "SchemeConflict",
     "SerializationError",
@@ -112,6 +114,21 @@ class SchemeConflict(PluginError):
 
 class ConnectionFailed(BrokerError):
     """The server could not be reached, or closed the connection and did not come back."""
+
+
+class PermissionDenied(BrokerError):
+    """The server refused a command to the connected user (a Redis ACL, say).
+
+    The message names the command, or the key or channel, that was refused, so that an
+    operator can grant it; ``docs/security.md`` lists what each backend needs. It is
+    never reported as a lost lease or a lost connection.
+
+    :ivar command: the refused command (``"XPENDING"``), when the server named it.
+    """
+
+    def __init__(self, message: str, command: str | None = None) -> None:
+        self.command = command
+        super().__init__(message)
 
 
 class Unsupported(BrokerError):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import brokerkit
@@ -45,9 +47,21 @@ def test_a_non_string_url_is_refused() -> None:
         BrokerURL.parse(6379)  # type: ignore[arg-type]
 
 
-passwords = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-    min_size=6,
+#: In the middle of every generated password, so that "the password is not in this
+#: message" cannot be true or false by chance: hypothesis also tries strings it finds
+#: in the code under test ("unknow" is in every unknown-option message).
+_MARK = "\u00a7Q7"
+
+
+def _marked(text: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.builds(lambda a, b: a + _MARK + b, text, text)
+
+
+passwords = _marked(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        min_size=3,
+    )
 ).filter(lambda p: p.strip() == p and "***" not in p)
 
 
@@ -93,3 +107,98 @@ def test_an_unencoded_password_is_refused_without_showing_it(url: str) -> None:
 def test_an_at_sign_in_an_option_value_is_fine() -> None:
     url = BrokerURL.parse("redis+list://host:6379/0?client_name=me@host")
     assert url.query["client_name"] == "me@host"
+
+
+# -- every form of a URL keeps its password hidden ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "redis+stream:/user:hunter2@host/0",  # one slash
+        "redis+stream:user:hunter2@host/0",  # none
+        "redis+stream:///user:hunter2@host/0",  # three
+        "user:hunter2@host",  # no scheme at all
+        "user:hunter2@host:6379/0",
+        ":hunter2@host",
+        "redis+stream//user:hunter2@host/0",  # the colon forgotten
+    ],
+)
+def test_a_mistyped_url_is_refused_without_showing_the_password(text: str) -> None:
+    with pytest.raises(InvalidURL) as excinfo:
+        brokerkit.connect(text)
+    assert "hunter2" not in str(excinfo.value)
+    assert "***" in str(excinfo.value) or "not shown" in str(excinfo.value)
+
+
+def test_a_scheme_with_one_slash_gets_a_hint() -> None:
+    with pytest.raises(InvalidURL, match="write 'redis\\+stream://' with two slashes"):
+        BrokerURL.parse("redis+stream:/user:pw@host/0")
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["ab+cd/ef=", "a+b", "k=v", "p@ss", "s3cr3t/xyz", "x?y", "x#y", "x?y=z", "a/b=c"],
+)
+def test_user_info_that_must_be_encoded_is_refused_and_works_encoded(secret: str) -> None:
+    from urllib.parse import quote
+
+    text = f"redis+list://user:{secret}@db.example:6379/0"
+    with pytest.raises(InvalidURL, match="percent-encode") as excinfo:
+        BrokerURL.parse(text)
+    assert secret not in str(excinfo.value)
+    encoded = BrokerURL.parse(f"redis+list://user:{quote(secret, safe='')}@db.example:6379/0")
+    assert (encoded.password, encoded.host, encoded.path) == (secret, "db.example", "/0")
+    assert secret not in repr(encoded)
+
+
+@pytest.mark.parametrize("key", ["password", "ssl_password", "token", "client_secret"])
+def test_a_secret_in_the_query_string_is_masked(key: str) -> None:
+    url = BrokerURL.parse(f"memory://x?{key}=hunter2&other=1")
+    assert url.query[key] == "hunter2"
+    assert "hunter2" not in str(url) and "hunter2" not in repr(url)
+    assert f"{key}=***" in str(url)
+    assert "hunter2" in url.render(hide_password=False)
+
+
+_raw_passwords = _marked(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs"), blacklist_characters="%\\"),
+        min_size=3,
+    )
+).filter(lambda p: "***" not in p)
+
+_FORMS = [
+    "redis+list://user:{pw}@db.example:6379/0",
+    "redis+list://:{pw}@db.example:6379/0?prefix=x",
+    "redis+list:/user:{pw}@db.example/0",
+    "redis+list:user:{pw}@db.example/0",
+    "user:{pw}@db.example",
+    "redis+list://user:{pw}@db.example:6379/0?client_name=me@x",
+    "redis+list://user:{pw}@db.example:notaport/0",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=_raw_passwords, form=st.sampled_from(_FORMS), encode=st.booleans())
+def test_no_form_of_url_shows_a_random_password(password: str, form: str, encode: bool) -> None:
+    from urllib.parse import quote
+
+    text = form.format(pw=quote(password, safe="") if encode else password)
+    try:
+        url = BrokerURL.parse(text)
+    except InvalidURL as exc:
+        refused = str(exc)
+    else:
+        refused = ""
+    assert password not in refused
+    if refused:
+        return
+    # what parses, parses right: the password is never cut into host, port or path
+    assert url.password == password
+    for shown in (str(url), repr(url), url.render()):
+        assert password not in shown
+    bogus = dataclasses.replace(url, query={**url.query, "bogus": "1"})
+    with pytest.raises(brokerkit.BrokerError) as excinfo:  # an unknown option, or the port
+        brokerkit.connect(bogus.render(hide_password=False))
+    assert password not in str(excinfo.value)

@@ -8,12 +8,23 @@ A framed envelope is ``BK1`` + a JSON header line + the payload bytes, so that
 Streams store the same facts in a header field ``bk1`` (one line each) and the payload
 in a field ``body``.
 A value that is not an envelope is a *raw* payload that another program wrote.
+
+Decoding is total: :func:`decode`, :func:`decode_fields` and :func:`raw_message`
+never raise, whatever bytes they are given, so that one hostile value cannot jam a
+topic. A header that does not parse as one brokerkit wrote (not UTF-8, not JSON,
+nested deeper than Python reads, a ``ts`` that is not a finite number, headers that
+are not str to str...) makes the value a raw message: its payload is the whole
+value and its content type is guessed (JSON only if Python's ``json`` reads it,
+else text if UTF-8, else ``application/octet-stream``). :attr:`Message.body` may
+still raise :class:`~brokerkit.SerializationError` for a payload that does not
+decode as its content type says; :attr:`Message.payload` always holds the bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,21 +99,50 @@ def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | No
         content_type = fields.get("ct", "application/octet-stream")
         headers = fields.get("h") or {}
         published_at = float(fields.get("ts", 0.0))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except _NOT_OURS:
         return None
-    if not _well_formed(message_id, content_type, headers):
+    if not _well_formed(message_id, content_type, headers, published_at):
+        return None
+    if not _utf8(text, message_id, content_type, headers):
         return None
     return Message(message_id, topic, payload, content_type, headers, published_at)
 
 
-def _well_formed(message_id: object, content_type: object, headers: object) -> bool:
+#: What parsing a header another program wrote may raise: a bad value or type, a
+#: missing key, JSON nested past the recursion limit, a number too large for a float,
+#: or, from a hostile value, anything else. Decoding promises never to raise.
+_NOT_OURS = (Exception,)
+
+
+def _well_formed(
+    message_id: object, content_type: object, headers: object, published_at: float
+) -> bool:
     return (
         type(message_id) is str
         and bool(message_id)
         and type(content_type) is str
         and type(headers) is dict
         and all(type(k) is str and type(v) is str for k, v in headers.items())
+        # brokerkit writes finite times; "ts":1e999 or NaN would not re-encode as JSON
+        and math.isfinite(published_at)
     )
+
+
+def _utf8(json_text: str, message_id: str, content_type: str, headers: dict[str, str]) -> bool:
+    """Whether every text re-encodes as UTF-8. Only a JSON escape (``\\ud800``) can
+    give a lone surrogate, which would make the message impossible to dead-letter
+    or re-publish; text without ``\\u`` is not checked further."""
+    if "\\u" not in json_text:
+        return True
+    try:
+        message_id.encode()
+        content_type.encode()
+        for key, value in headers.items():
+            key.encode()
+            value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def raw_message(topic: str, data: bytes, content_type: str | None = None) -> Message:
@@ -198,9 +238,11 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
             content_type = _CONTENT_TYPES.get(content_type, content_type)
             if "/" not in content_type:
                 return None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except _NOT_OURS:
         return None
-    if not _well_formed(message_id, content_type, headers):
+    if not _well_formed(message_id, content_type, headers, published_at):
+        return None
+    if not _utf8(text, message_id, content_type, headers):
         return None
     return Message(message_id, topic, payload, content_type, headers, published_at)
 
@@ -237,9 +279,11 @@ def _from_old_fields(topic: str, fields: Mapping[bytes, bytes], payload: bytes) 
         encoded = fields.get(b"h")
         headers = json.loads(encoded) if encoded else {}
         published_at = float(fields.get(b"ts", b"0"))
-    except (ValueError, TypeError):
+    except _NOT_OURS:
         return None
-    if not _well_formed(message_id, content_type, headers):
+    if not _well_formed(message_id, content_type, headers, published_at):
+        return None
+    if encoded and not _utf8(encoded.decode(errors="replace"), message_id, content_type, headers):
         return None
     return Message(message_id, topic, payload, content_type, headers, published_at)
 
@@ -252,6 +296,6 @@ def _guess(data: bytes) -> str:
         return "application/octet-stream"
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json reads
         return "text/plain; charset=utf-8"
     return "application/json"

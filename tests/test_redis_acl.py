@@ -1,0 +1,204 @@
+"""Least privilege: each Redis backend works under an ACL user limited to its key
+prefix and the commands ``docs/security.md`` lists, and the lines tested are the
+very lines in that page. Users are made with unique names and deleted after each test.
+
+Two known defects of the backends are pinned by strict xfails (they turn into
+failures once fixed, so that the marker goes): a command denied inside a
+redis+stream script is reported as a lost lease, and a denied ``CLIENT SETNAME``
+stops a pub/sub subscription.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import brokerkit
+from brokerkit.exceptions import PermissionDenied, StaleDelivery
+from tests.conftest import RedisTarget
+
+SECURITY_PAGE = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+
+
+def documented_acl(backend: str) -> list[str]:
+    """The arguments of the ``ACL SETUSER brokerkit-<backend> ...`` line in docs/security.md."""
+    for line in SECURITY_PAGE.read_text().splitlines():
+        if not line.startswith("ACL SETUSER "):
+            continue
+        words = shlex.split(line)
+        if words[:3] == ["ACL", "SETUSER", f"brokerkit-{backend}"]:
+            return words[3:]
+    raise AssertionError(f"docs/security.md has no ACL SETUSER line for brokerkit-{backend}")
+
+
+MakeUser = Callable[..., str]
+
+
+@pytest.fixture
+def acl_url(
+    redis_target: RedisTarget, redis_client: redis.Redis, prefix: str
+) -> Iterator[MakeUser]:
+    """``acl_url(backend, drop=(), add=())``: a URL for a new ACL user made from the
+    documented line for ``backend`` (under this test's prefix), less the rules in
+    ``drop`` and plus those in ``add``."""
+    made: list[str] = []
+
+    def make(backend: str, *, drop: tuple[str, ...] = (), add: tuple[str, ...] = ()) -> str:
+        user, password = f"bk-acl-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+        rules = [
+            f">{password}" if rule == ">CHANGE-ME" else rule.replace("brokerkit:", f"{prefix}:")
+            for rule in documented_acl(backend)
+            if rule not in drop
+        ]
+        redis_client.execute_command("ACL", "SETUSER", user, *rules, *add)
+        made.append(user)
+        host, port, db = redis_target.host, redis_target.port, redis_target.db
+        return f"redis+{backend}://{user}:{password}@{host}:{port}/{db}"
+
+    yield make
+    if made:
+        redis_client.execute_command("ACL", "DELUSER", *made)
+
+
+@pytest.fixture
+def connect(prefix: str) -> Iterator[Callable[..., brokerkit.Broker]]:
+    brokers: list[brokerkit.Broker] = []
+
+    def make(url: str, **options: object) -> brokerkit.Broker:
+        broker = brokerkit.connect(url, prefix=prefix, **options)
+        brokers.append(broker)
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.close()
+
+
+def _receive(subscription: brokerkit.Subscription) -> brokerkit.Delivery:
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None
+    return delivery
+
+
+def _drain(subscription: brokerkit.Subscription, ids: set[str]) -> None:
+    """Receive and ack until every message in ``ids`` came (polling, with a deadline)."""
+    deadline = time.monotonic() + 30
+    while ids:
+        assert time.monotonic() < deadline, f"never delivered: {ids}"
+        delivery = subscription.receive(timeout=1)
+        if delivery is not None:
+            ids.discard(delivery.id)
+            delivery.ack()
+
+
+@pytest.mark.parametrize("backend", ["list", "stream"])
+def test_a_queue_backend_works_under_its_documented_acl_user(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker], backend: str
+) -> None:
+    url = acl_url(backend)
+    broker = connect(url, visibility_timeout=0.5, max_deliveries=5, maxlen=100)
+    ids = [broker.publish("orders", "a"), *broker.publish_many("orders", ["b", "c"])]
+    subscription = broker.subscribe("orders", prefetch=2)
+    acked = _receive(subscription)
+    acked.ack()
+    _receive(subscription).nack(requeue=True)
+    rejected = _receive(subscription)
+    broker.extend(rejected)
+    rejected.nack(requeue=False)
+    _drain(subscription, set(ids) - {acked.id, rejected.id})
+    dead = _receive(broker.subscribe(broker.dead_letter_topic("orders")))
+    assert (dead.id, dead.headers["x-dead-letter-reason"]) == (rejected.id, "rejected")
+    dead.ack()
+
+    # a hung consumer's lease runs out, and recovery hands its message to another
+    hung = connect(url, visibility_timeout=0.5)
+    lost = broker.publish("orders", "d")
+    held = _receive(hung.subscribe("orders"))
+    assert held.id == lost
+    hung._suspend_renewals()
+    _drain(subscription, {lost})
+
+    info = broker.inspect("orders")
+    assert info.in_flight == 0
+    broker.purge("orders")
+
+
+def test_pubsub_works_under_its_documented_acl_user_with_a_pattern_rule(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
+) -> None:
+    broker = connect(acl_url("pubsub"))
+    plain = broker.subscribe("chat:room:1")
+    pattern = broker.subscribe("chat:room:*", pattern=True)  # the documented &...{chat:room:*}
+    deadline = time.monotonic() + 10
+    while broker.publish_counted("chat:room:1", "hello").receivers < 2:
+        assert time.monotonic() < deadline, "the subscriptions never started listening"
+        time.sleep(0.05)
+    assert _receive(plain).body == "hello"
+    assert _receive(pattern).body == "hello"
+
+
+def test_a_pattern_without_its_literal_channel_rule_is_refused(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
+) -> None:
+    broker = connect(acl_url("pubsub"))
+    with pytest.raises(brokerkit.BrokerError, match="no permissions"):
+        broker.subscribe("news:*", pattern=True).receive(timeout=5)
+
+
+def test_a_wrong_password_is_refused_without_showing_it(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
+) -> None:
+    url = acl_url("list")
+    password = re.search(r":([0-9a-f]{32})@", url)
+    assert password is not None
+    wrong = url.replace(password.group(1), "0" * 32)
+    broker = connect(wrong, reconnect_timeout=0)
+    with pytest.raises(brokerkit.ConnectionFailed) as excinfo:
+        broker.publish("orders", "x")
+    assert password.group(1) not in str(excinfo.value)
+    assert "0" * 32 not in str(excinfo.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=StaleDelivery,
+    reason="backend defect for the restructure: the redis+stream ack script (backends/redis/"
+    "_stream_scripts.py) calls XPENDING with redis.pcall and reads the error reply as 'not "
+    "pending', so a denied XPENDING makes every ack a StaleDelivery; a pcall error reply must "
+    "be raised (redis.error_reply) and mapped by _client.translate_errors to PermissionDenied",
+)
+def test_a_command_denied_inside_a_script_is_a_permission_error_not_a_lost_lease(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
+) -> None:
+    broker = connect(acl_url("stream", drop=("+xpending",)))
+    broker.publish("orders", "x")
+    delivery = _receive(broker.subscribe("orders"))
+    with pytest.raises(PermissionDenied, match=r"(?i)xpending"):
+        delivery.ack()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=brokerkit.BrokerError,
+    reason="backend defect for the restructure: the pub/sub listener (backends/redis/"
+    "_pubsub_listener.py) connects with client_name=..., and a denied CLIENT SETNAME fails "
+    "the connection, so the subscription ends with 'no permissions to run the client "
+    "command'; naming the connection is cosmetic and a denial must be ignored (logged once)",
+)
+def test_a_denied_client_setname_does_not_stop_a_subscription(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
+) -> None:
+    broker = connect(acl_url("pubsub", drop=("+client|setname",)))
+    subscription = broker.subscribe("chat:room:1")
+    deadline = time.monotonic() + 10
+    while broker.publish_counted("chat:room:1", "hello").receivers < 1:
+        assert time.monotonic() < deadline, "the subscription never started listening"
+        subscription.receive(timeout=0.05)  # raises if the listener died
+    assert _receive(subscription).body == "hello"
