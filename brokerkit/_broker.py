@@ -22,7 +22,7 @@ from brokerkit._message import Message, new_message_id
 from brokerkit._options import BrokerOptions
 from brokerkit._serializers import encode_body
 from brokerkit._subscription import Subscription
-from brokerkit._topics import check_headers, check_pattern, check_topic
+from brokerkit._topics import check_consumer, check_headers, check_pattern, check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import (
     AlreadySettled,
@@ -191,6 +191,7 @@ class Broker(abc.ABC):
             check_topic(group)
         if start is not None:
             self.require(Capability.REPLAY, "start a group at a chosen position")
+        check_consumer(consumer)
         if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
             raise InvalidOption(f"prefetch must be a whole number of 1 or more, got {prefetch!r}")
         subscription = Subscription(

@@ -228,12 +228,6 @@ def test_good_consumer_names_pass(consumer: str | None) -> None:
     assert check_consumer(consumer) == consumer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="for the restructure: Broker.subscribe (brokerkit/_broker.py) passes consumer= on "
-    "unchecked; it must call brokerkit._topics.check_consumer(consumer) before building the "
-    "Subscription (today 123, b'me', '' and lone surrogates are accepted)",
-)
 def test_subscribe_refuses_a_non_string_consumer_name() -> None:
     broker = brokerkit.connect("memory://")
     with pytest.raises(InvalidOption, match="consumer name must be a str"):

@@ -4,13 +4,20 @@ redis-py, the errors worth retrying, and redis-py's errors mapped to brokerkit's
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import redis
 
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
-from brokerkit.exceptions import BrokerError, ConnectionFailed, IncompatibleTopic
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, redis_database
+from brokerkit.exceptions import (
+    BrokerError,
+    ConfigurationError,
+    ConnectionFailed,
+    IncompatibleTopic,
+    PermissionDenied,
+)
 
 __all__ = ["TRANSIENT_ERRORS", "redis_url", "translate_errors"]
 
@@ -28,14 +35,15 @@ def redis_url(url: BrokerURL, *, hide_password: bool = False) -> str:
     """The plain ``redis://`` (or ``rediss://``) URL redis-py understands: brokerkit's
     own options removed, redis-py's connection arguments kept."""
     tls = url.scheme.startswith("rediss")
-    driver_query = {k: v for k, v in url.query.items() if k in DRIVER_QUERY_KEYS}
+    database = redis_database(url)  # one integer, or InvalidURL
+    driver_query = {k: v for k, v in url.query.items() if k in DRIVER_QUERY_KEYS and k != "db"}
     plain = BrokerURL(
         scheme="rediss" if tls else "redis",
         host=url.host or "localhost",
         port=url.port or 6379,
         username=url.username,
         password=url.password,
-        path=url.path or "/0",
+        path=f"/{database}",
         query=driver_query,
     )
     return plain.render(hide_password=hide_password)
@@ -48,6 +56,15 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
         yield
     except redis.AuthenticationError as exc:
         raise ConnectionFailed(f"Redis at {url} refused the credentials: {exc}") from exc
+    except redis.exceptions.NoPermissionError as exc:
+        raise _permission_denied(url, exc) from exc
+    except redis.ConnectionError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "doesn't match" in str(exc):
+            raise ConfigurationError(
+                f"the TLS certificate of Redis at {url} was not accepted: {exc}; trust its CA "
+                "with ssl_ca_certs=/path/to/ca.pem (or fix the host name in the URL)"
+            ) from exc
+        raise ConnectionFailed(f"lost the connection to Redis at {url}: {exc}") from exc
     except redis.exceptions.NoScriptError as exc:
         raise ConnectionFailed(
             f"Redis at {url} lost brokerkit's scripts (did it restart?): {exc}"
@@ -55,6 +72,8 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
     except TRANSIENT_ERRORS as exc:
         raise ConnectionFailed(f"lost the connection to Redis at {url}: {exc}") from exc
     except redis.ResponseError as exc:
+        if _NOPERM.search(str(exc)):
+            raise _permission_denied(url, exc) from exc
         if str(exc).startswith("WRONGTYPE"):
             what = f"the topic {topic!r}" if topic else "a key"
             raise IncompatibleTopic(
@@ -64,3 +83,19 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
         raise BrokerError(f"Redis at {url} answered with an error: {exc}") from exc
     except redis.RedisError as exc:
         raise BrokerError(f"Redis at {url} failed: {exc}") from exc
+
+
+#: How Redis says that an ACL refused a command, also from inside a script.
+_NOPERM = re.compile(r"NOPERM|no permissions to (?:run|access)")
+_COMMAND = re.compile(r"run the '([\w|]+)' command")
+
+
+def _permission_denied(url: BrokerURL, exc: Exception) -> PermissionDenied:
+    found = _COMMAND.search(str(exc))
+    command = found.group(1).upper() if found else None
+    what = f"the {command} command" if command else "a command, key or channel"
+    return PermissionDenied(
+        f"Redis at {url} refused {what} to this user: {exc}; grant it in the user's ACL "
+        "(docs/security.md lists what each backend needs)",
+        command=command,
+    )
