@@ -202,3 +202,13 @@ def test_a_denied_client_setname_does_not_stop_a_subscription(
         assert time.monotonic() < deadline, "the subscription never started listening"
         subscription.receive(timeout=0.05)  # raises if the listener died
     assert _receive(subscription).body == "hello"
+
+
+def test_a_refused_command_is_a_permission_error_naming_it(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
+) -> None:
+    broker = connect(acl_url("stream", add=("-xadd",)))
+    with pytest.raises(PermissionDenied, match="XADD") as refused:
+        broker.publish("orders", {"n": 1})
+    assert refused.value.command == "XADD"
+    assert "CHANGE-ME" not in str(refused.value)
