@@ -1,21 +1,17 @@
-"""Stream entries as deliveries, and deliveries grouped for settling (one grouping,
-:func:`by_member_of`, for acks, nacks and renewals alike).
+"""Stream entries as messages, and the receipt that names one delivery of an entry.
 
-Building deliveries is the hot loop of every redis+stream consumer: it runs once
-per message, so the common entry (``bk1`` header + ``body``) is decoded inline
-from XREADGROUP's flat reply, without redis-py building a dict per entry first.
+Decoding is the hot loop of every redis+stream consumer: it runs once per message,
+so the common entry (``bk1`` header + ``body``) is decoded inline from XREADGROUP's
+flat reply, without redis-py building a dict per entry first. No I/O here: the sync
+and the asyncio broker both use this module.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from brokerkit._delivery import Delivery
 from brokerkit._message import Message
-from brokerkit._subscription import Subscription
 from brokerkit.backends.redis._envelope import (
     BODY_FIELD,
     HEADER_FIELD,
@@ -23,18 +19,9 @@ from brokerkit.backends.redis._envelope import (
     message_from_header,
     raw_message,
 )
-from brokerkit.backends.redis._stream_scripts import pairs
+from brokerkit.backends.redis.stream.scripts import pairs
 
-__all__ = [
-    "StreamReceipt",
-    "by_member_of",
-    "decode_entry",
-    "first_deliveries",
-    "stale_of",
-    "unparsed",
-]
-
-Member = tuple[str, str, str]
+__all__ = ["StreamReceipt", "decode_entry", "unparsed"]
 
 
 class StreamReceipt(NamedTuple):
@@ -70,49 +57,6 @@ def decode_entry(
         return raw_message(topic, payload, raw_content_type or "application/json")
 
 
-def first_deliveries(
-    subscription: Subscription, key: str, entries: list[Any], raw_content_type: str | None
-) -> list[Delivery]:
-    """Deliveries (first attempts) of XREADGROUP's ``[[id, [field, value, ...]], ...]``."""
-    topic, group, consumer = subscription.topic, subscription.group, subscription.consumer
-    new_receipt = tuple.__new__
-    out = []
-    for raw_id, flat in entries:
-        message = None
-        if (
-            type(flat) is list
-            and len(flat) == 4
-            and flat[0] == HEADER_FIELD
-            and flat[2] == BODY_FIELD
-        ):
-            message = message_from_header(topic, flat[1], flat[3])
-        if message is None:
-            message = decode_entry(topic, flat, raw_content_type)
-        receipt = new_receipt(StreamReceipt, (key, group, raw_id.decode(), consumer))
-        out.append(Delivery(message, subscription=subscription, attempt=1, receipt=receipt))
-    return out
-
-
 def unparsed(response: Any, **options: Any) -> Any:
     """A redis-py response callback that keeps the reply as the server sent it."""
     return response
-
-
-def by_member_of(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]:
-    """``deliveries`` by (stream key, group, consumer), in order."""
-    grouped: dict[Member, list[Delivery]] = defaultdict(list)
-    for delivery in deliveries:
-        receipt: StreamReceipt = delivery.receipt
-        grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
-    return grouped
-
-
-def stale_of(by_member: dict[Member, list[Delivery]], replies: Sequence[Any]) -> list[Delivery]:
-    """The deliveries whose entry ids the scripts run per member (in
-    ``by_member``'s order) replied with as not held by that member."""
-    stale = []
-    for ds, reply in zip(by_member.values(), replies, strict=True):
-        if reply:
-            ids = {i.decode() if isinstance(i, bytes) else i for i in reply}
-            stale += [d for d in ds if d.receipt.entry_id in ids]
-    return stale

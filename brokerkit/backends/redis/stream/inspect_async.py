@@ -1,63 +1,24 @@
-"""What ``inspect`` reports about a Redis stream: XINFO STREAM, GROUPS and
-CONSUMERS as typed data."""
+"""Reading XINFO STREAM, GROUPS and CONSUMERS of a stream into the typed
+:class:`~.info.StreamTopicInfo` that ``inspect`` returns."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
-from brokerkit._inspect import ConsumerInfo, GroupInfo, TopicInfo
-from brokerkit.backends.redis._stream_scripts import StreamScripts, text
+from brokerkit._inspect import ConsumerInfo
+from brokerkit.backends.redis.stream.calls_async import StreamScripts
+from brokerkit.backends.redis.stream.info import StreamGroupInfo, StreamTopicInfo
+from brokerkit.backends.redis.stream.scripts import text
 
-__all__ = ["StreamGroupInfo", "StreamTopicInfo", "inspect_stream"]
-
-
-@dataclass(frozen=True)
-class StreamGroupInfo(GroupInfo):
-    """One consumer group of a stream (XINFO GROUPS), with what trimming cost it.
-
-    :ivar pending: entries delivered and not yet acked (the group's pending
-        entries list, as ``XINFO GROUPS`` counts it; nacked entries waiting to be
-        claimed again are among them).
-    :ivar lag: entries the group has not read yet.
-    :ivar last_delivered_id: the id of the last entry handed to the group.
-    :ivar entries_read: entries the group has read (Redis 7 and later, else None).
-    :ivar trimmed_pending: pending entries whose data was trimmed away (their ids
-        are below the stream's first id): they can still be acked, but if they are
-        never acked they cannot be redelivered.
-    :ivar lost_to_trimming: pending entries found gone when a consumer tried to
-        reclaim them; they were acked and counted here instead of being redelivered.
-    """
-
-    last_delivered_id: str = "0-0"
-    entries_read: int | None = None
-    trimmed_pending: int = 0
-    lost_to_trimming: int = 0
+__all__ = ["inspect_stream"]
 
 
-@dataclass(frozen=True)
-class StreamTopicInfo(TopicInfo):
-    """A snapshot of one stream (XINFO STREAM), its groups and their consumers.
-
-    :ivar first_id: the id of the oldest entry kept (None when the stream is empty).
-    :ivar last_id: the id of the newest entry kept (None when the stream is empty).
-    :ivar last_generated_id: the last id XADD handed out (survives trimming).
-    :ivar trimmed_pending: over all groups, see :class:`StreamGroupInfo`.
-    :ivar lost_to_trimming: over all groups, see :class:`StreamGroupInfo`.
-    """
-
-    first_id: str | None = None
-    last_id: str | None = None
-    last_generated_id: str = "0-0"
-    trimmed_pending: int = 0
-    lost_to_trimming: int = 0
-
-
-def inspect_stream(
-    client: redis.Redis,
+async def inspect_stream(
+    client: aioredis.Redis,
     scripts: StreamScripts,
     topic: str,
     *,
@@ -67,27 +28,27 @@ def inspect_stream(
 ) -> StreamTopicInfo:
     """Read XINFO STREAM, GROUPS and CONSUMERS of ``key`` (a handful of round trips)."""
     try:
-        stream = client.xinfo_stream(key)
-    except redis.ResponseError as exc:
+        stream = await client.xinfo_stream(key)
+    except ResponseError as exc:
         if "no such key" not in str(exc).lower():
             raise
         return StreamTopicInfo(
             topic=topic,
             length=0,
-            dead_lettered=client.xlen(dead_letter_key),
+            dead_lettered=await client.xlen(dead_letter_key),
             details={"key": key, "dead_letter_key": dead_letter_key, "exists": False},
         )
     length = int(stream["length"])
     first = _entry_id(stream.get("first-entry"))
     last = _entry_id(stream.get("last-entry"))
-    lost = {text(k): int(v) for k, v in client.hgetall(lost_key).items()}
+    lost = {text(k): int(v) for k, v in (await client.hgetall(lost_key)).items()}
     groups = []
     oldest: float | None = None
-    for raw in client.xinfo_groups(key):
-        group = _group(client, scripts, key, raw, length, first, last, lost)
+    for raw in await client.xinfo_groups(key):
+        group = await _group(client, scripts, key, raw, length, first, last, lost)
         groups.append(group)
         if group.pending:
-            head = client.xpending_range(key, group.name, "-", "+", 1)
+            head = await client.xpending_range(key, group.name, "-", "+", 1)
             if head:
                 age = int(str(head[0]["time_since_delivered"])) / 1000
                 oldest = age if oldest is None else max(oldest, age)
@@ -95,7 +56,7 @@ def inspect_stream(
         topic=topic,
         length=length,
         in_flight=sum(g.pending for g in groups),
-        dead_lettered=client.xlen(dead_letter_key),
+        dead_lettered=await client.xlen(dead_letter_key),
         oldest_in_flight_age=oldest,
         groups=tuple(groups),
         first_id=first,
@@ -107,8 +68,8 @@ def inspect_stream(
     )
 
 
-def _group(
-    client: redis.Redis,
+async def _group(
+    client: aioredis.Redis,
     scripts: StreamScripts,
     key: str,
     raw: Mapping[str, Any],
@@ -124,17 +85,18 @@ def _group(
     if lag is None:
         # Redis 6.2 has no lag field, and 7.x leaves it out when deletions make it
         # unknowable: count the entries after the group's position on the server.
-        lag = 0 if last is None else int(scripts.count_after(keys=[key], args=[delivered]))
+        lag = 0 if last is None else int(await scripts.count_after(keys=[key], args=[delivered]))
     trimmed = 0
     if pending:
         if first is None:
             trimmed = pending
         else:
-            below = client.xpending_range(key, name, "-", f"({first}", pending)
+            below = await client.xpending_range(key, name, "-", f"({first}", pending)
             trimmed = len(below)
+    members = await client.xinfo_consumers(key, name)
     consumers = tuple(
         ConsumerInfo(text(c["name"]), int(c["pending"]), int(str(c["idle"])) / 1000)
-        for c in client.xinfo_consumers(key, name)
+        for c in members
     )
     entries_read = raw.get("entries-read")
     return StreamGroupInfo(

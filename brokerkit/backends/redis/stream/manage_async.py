@@ -4,31 +4,33 @@ managing groups, deleting and trimming entries, removing idle consumers."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import decode_fields
-from brokerkit.backends.redis._stream_log import LogEntry, check_position, group_start
-from brokerkit.backends.redis._stream_scripts import StreamScripts, text
+from brokerkit.backends.redis.stream.calls_async import StreamScripts
+from brokerkit.backends.redis.stream.log import LogEntry, check_position, group_start
+from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import BrokerClosed, InvalidOption
 
 __all__ = ["StreamManagement", "create_group", "last_id", "read_log"]
 
 
 class StreamManagement:
-    """The public management methods of :class:`RedisStreamBroker`."""
+    """The public management methods of :class:`AsyncRedisStreamBroker`."""
 
     url: BrokerURL
     options: Any
-    _client: redis.Redis
+    _client: aioredis.Redis
     _scripts: StreamScripts
 
-    if TYPE_CHECKING:  # provided by RedisStreamBroker and Broker
+    if TYPE_CHECKING:  # provided by AsyncRedisStreamBroker and AsyncBroker
 
         def stream_key(self, topic: str) -> str: ...
 
@@ -37,7 +39,7 @@ class StreamManagement:
         @property
         def closed(self) -> bool: ...
 
-    def read(
+    async def read(
         self,
         topic: str,
         *,
@@ -57,37 +59,38 @@ class StreamManagement:
         """
         self._check_open()
         key = self.stream_key(topic)
-        return read_log(
+        return await read_log(
             self._client, self.url, key, topic, after, count, timeout, self.options.raw_content_type
         )
 
-    def tail(
+    async def tail(
         self, topic: str, *, after: str = "earliest", timeout: float | None = None, batch: int = 100
-    ) -> Iterator[LogEntry]:
+    ) -> AsyncIterator[LogEntry]:
         """Entries of ``topic`` as a log, in order, waiting for new ones; stops when
         none arrives for ``timeout`` seconds (``None``: never) or the broker closes.
 
         ``after`` as in :meth:`read`; ``"latest"`` means the end of the stream at
         the moment ``tail`` is called, so nothing published after the call is missed.
+        It returns an async iterator: ``async for entry in await broker.tail(topic)``.
         """
         self._check_open()
         key = self.stream_key(topic)
         position = after
         if after == "latest":
             with translate_errors(self.url, topic):
-                position = last_id(self._client, key)
+                position = await last_id(self._client, key)
         elif after != "earliest":
             check_position(after, "after")
         return self._follow(topic, position, timeout, batch)
 
-    def _follow(
+    async def _follow(
         self, topic: str, position: str, timeout: float | None, batch: int
-    ) -> Iterator[LogEntry]:
+    ) -> AsyncIterator[LogEntry]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.closed:
             wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
             try:
-                entries = self.read(topic, after=position, count=batch, timeout=wait or None)
+                entries = await self.read(topic, after=position, count=batch, timeout=wait or None)
             except BrokerClosed:
                 return
             for entry in entries:
@@ -98,35 +101,35 @@ class StreamManagement:
             elif not entries and deadline is not None and time.monotonic() >= deadline:
                 return
 
-    def create_group(self, topic: str, group: str, *, start: str = "earliest") -> bool:
+    async def create_group(self, topic: str, group: str, *, start: str = "earliest") -> bool:
         """Create ``group`` on ``topic`` (and the stream) unless it exists, starting
         at ``earliest``, ``latest`` or after an entry id; return whether it was new."""
         with translate_errors(self.url, topic):
-            return create_group(
+            return await create_group(
                 self._client, self.stream_key(topic), check_topic(group), group_start(start)
             )
 
-    def set_group_position(self, topic: str, group: str, position: str) -> None:
+    async def set_group_position(self, topic: str, group: str, position: str) -> None:
         """Move ``group`` so it next reads after ``position`` (``earliest``,
         ``latest`` or an entry id): replay, or skip ahead. Pending entries stay."""
         with translate_errors(self.url, topic):
-            self._client.xgroup_setid(self.stream_key(topic), group, group_start(position))
+            await self._client.xgroup_setid(self.stream_key(topic), group, group_start(position))
 
-    def delete_group(self, topic: str, group: str) -> bool:
+    async def delete_group(self, topic: str, group: str) -> bool:
         """Delete ``group`` and its pending entries list; return whether it existed."""
         with translate_errors(self.url, topic):
-            return bool(self._client.xgroup_destroy(self.stream_key(topic), group))
+            return bool(await self._client.xgroup_destroy(self.stream_key(topic), group))
 
-    def delete_entries(self, topic: str, *positions: str) -> int:
+    async def delete_entries(self, topic: str, *positions: str) -> int:
         """Delete entries by id (``XDEL``); return how many existed. A group that
         holds one of them can still ack it, but can no longer redeliver it."""
         ids = [check_position(p, "an entry id") for p in positions]
         if not ids:
             return 0
         with translate_errors(self.url, topic):
-            return int(self._client.xdel(self.stream_key(topic), *ids))
+            return int(await self._client.xdel(self.stream_key(topic), *ids))
 
-    def trim(
+    async def trim(
         self,
         topic: str,
         *,
@@ -142,41 +145,41 @@ class StreamManagement:
         minid = None if max_age is None else str(int((time.time() - max_age) * 1000))
         with translate_errors(self.url, topic):
             return int(
-                self._client.xtrim(
+                await self._client.xtrim(
                     self.stream_key(topic), maxlen=maxlen, minid=minid, approximate=not exact
                 )
             )
 
-    def remove_idle_consumers(self, topic: str, group: str, idle: float) -> list[str]:
+    async def remove_idle_consumers(self, topic: str, group: str, idle: float) -> list[str]:
         """Remove the consumers of ``group`` idle for ``idle`` seconds or more that
         hold no entries; return their names. Consumers holding entries stay until
         those are acked or reclaimed, since removing them would lose the entries."""
         with translate_errors(self.url, topic):
-            names = self._scripts.remove_idle(
+            names = await self._scripts.remove_idle(
                 keys=[self.stream_key(topic)], args=[group, int(idle * 1000), ""]
             )
         return [text(n) for n in names]
 
 
-def create_group(client: redis.Redis, key: str, group: str, start: str) -> bool:
+async def create_group(client: aioredis.Redis, key: str, group: str, start: str) -> bool:
     """Create ``group`` at ``start`` (and the stream, if missing); return False if
     it existed already, which is fine: its position is kept."""
     try:
-        client.xgroup_create(key, group, id=start, mkstream=True)
-    except redis.ResponseError as exc:
+        await client.xgroup_create(key, group, id=start, mkstream=True)
+    except ResponseError as exc:
         if str(exc).startswith("BUSYGROUP"):
             return False
         raise
     return True
 
 
-def last_id(client: Any, key: str) -> str:
+async def last_id(client: Any, key: str) -> str:
     """The id of the newest entry of ``key``, or ``0-0`` when there is none."""
-    newest = client.xrevrange(key, "+", "-", count=1)
+    newest = await client.xrevrange(key, "+", "-", count=1)
     return text(newest[0][0]) if newest else "0-0"
 
 
-def read_log(
+async def read_log(
     client: Any,
     url: BrokerURL,
     key: str,
@@ -186,7 +189,7 @@ def read_log(
     timeout: float | None,
     raw_content_type: str | None,
 ) -> list[LogEntry]:
-    """Up to ``count`` entries after ``after`` (see ``RedisStreamBroker.read``)."""
+    """Up to ``count`` entries after ``after`` (see ``AsyncRedisStreamBroker.read``)."""
     if after == "earliest":
         position = "0-0"
     elif after == "latest":
@@ -199,7 +202,7 @@ def read_log(
         raise InvalidOption(f"timeout must be 0 or more seconds (or None), got {timeout!r}")
     block = None if not timeout else max(1, int(timeout * 1000))
     with translate_errors(url, topic):
-        reply = client.xread({key: position}, count=count, block=block)
+        reply = await client.xread({key: position}, count=count, block=block)
     entries = reply[0][1] if reply else []
     return [
         LogEntry(text(entry_id), decode_fields(topic, dict(fields), raw_content_type))

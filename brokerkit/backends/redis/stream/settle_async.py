@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import redis
+import redis.asyncio as aioredis
 
-from brokerkit._delivery import Delivery
+from brokerkit._acompat import Lock
+from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._message import Message
-from brokerkit.backends.redis._client import Reconnector
+from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._envelope import encode_fields
-from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._keys import Keyspace
-from brokerkit.backends.redis._stream_entries import StreamReceipt, by_member_of, stale_of
-from brokerkit.backends.redis._stream_scripts import StreamScripts, run_scripts
+from brokerkit.backends.redis.stream.calls_async import StreamScripts, run_scripts
+from brokerkit.backends.redis.stream.deliveries_async import by_member_of, stale_of
+from brokerkit.backends.redis.stream.entries import StreamReceipt
+from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.exceptions import StaleDelivery
-
-if TYPE_CHECKING:
-    from brokerkit.backends.redis.stream import RedisStreamOptions, _StreamState
 
 __all__ = ["StreamSettling"]
 
@@ -29,24 +28,24 @@ log = logging.getLogger("brokerkit.redis")
 
 
 class StreamSettling:
-    """The settling primitives of :class:`RedisStreamBroker` and the renewal of
+    """The settling primitives of :class:`AsyncRedisStreamBroker` and the renewal of
     the leases its consumers hold."""
 
     options: RedisStreamOptions
-    _client: redis.Redis
+    _client: aioredis.Redis
     _scripts: StreamScripts
     _keys: Keyspace
     _reconnector: Reconnector
     _keeper: LeaseKeeper
     #: Held while renewing, and while a nack takes its deliveries out of the
     #: keeper, so that no renewal lands after a requeue and undoes it.
-    _lease_lock: threading.Lock
+    _lease_lock: Lock
 
-    if TYPE_CHECKING:  # provided by Broker
+    if TYPE_CHECKING:  # provided by AsyncBroker
 
         def dead_letter_topic(self, topic: str) -> str: ...
 
-    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
         by_member = by_member_of(deliveries)
         flag = "10" if self.options.delete_acked else "00"
         calls = []
@@ -58,10 +57,10 @@ class StreamSettling:
             calls.append((self._scripts.ack, [key], args))
         # Out of the keeper before the ack runs, under the renewal's lock: a
         # renewal after the XACK would find the entries gone and report them lost.
-        with self._lease_lock:
+        async with self._lease_lock:
             self._keeper.drop(deliveries)
         try:
-            replies = self._run_settling(calls, flags_at=2)
+            replies = await self._run_settling(calls, flags_at=2)
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
@@ -69,8 +68,8 @@ class StreamSettling:
         if stale:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
-    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        with self._lease_lock:
+    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        async with self._lease_lock:
             self._keeper.drop(deliveries)
         limit = self.options.max_deliveries
         flag = "10" if self.options.delete_acked else "00"
@@ -90,7 +89,7 @@ class StreamSettling:
                     args += ["dead", flag, *fields]
                 dlq = self._keys.topic(self.dead_letter_topic(topic))
                 calls.append((self._scripts.nack, [receipt.key, dlq], args))
-            replies = self._run_settling(calls, flags_at=4)
+            replies = await self._run_settling(calls, flags_at=4)
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
@@ -102,18 +101,20 @@ class StreamSettling:
         if stale:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
-    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         # A lease is the entry's idle time: claims wait until it reaches the group's
         # lease length, so "seconds from now" is an idle time of lease - seconds.
         # Redis never sets a delivery time in the future (XCLAIM clamps IDLE/TIME to
         # now), so a lease can be at most the group's lease length; while this
         # consumer lives, the heartbeat renews it to that in full, never shorter.
-        stale = self._renew(deliveries, seconds)
+        stale = await self._renew(deliveries, seconds)
         if stale:
             self._keeper.drop(stale)
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
-    def _renew(self, deliveries: Sequence[Delivery], seconds: float | None) -> list[Delivery]:
+    async def _renew(
+        self, deliveries: Sequence[AsyncDelivery], seconds: float | None
+    ) -> list[AsyncDelivery]:
         """Renew the leases of the entries still pending for their consumer, for
         ``seconds`` from now (``None``: the whole lease); return the others."""
         by_member = by_member_of(deliveries)
@@ -121,14 +122,14 @@ class StreamSettling:
         for (key, group, consumer), ds in by_member.items():
             idle = 0
             if seconds is not None:
-                state: _StreamState = ds[0].subscription.state
+                state: StreamState = ds[0].subscription.state
                 lease_ms = max(state.lease_ms, int(self.options.visibility_timeout * 1000))
                 idle = max(0, lease_ms - int(seconds * 1000))
             ids = [d.receipt.entry_id for d in ds]
             calls.append((self._scripts.renew, [key], [group, consumer, idle, *ids]))
-        return stale_of(by_member, self._run_settling(calls, flags_at=None))
+        return stale_of(by_member, await self._run_settling(calls, flags_at=None))
 
-    def _run_settling(
+    async def _run_settling(
         self, calls: list[tuple[Any, list[Any], list[Any]]], flags_at: int | None
     ) -> list[Any]:
         """Run settling scripts (:func:`run_scripts`), retried through connection
@@ -140,7 +141,7 @@ class StreamSettling:
         """
         attempts = 0
 
-        def run() -> list[Any]:
+        async def run() -> list[Any]:
             nonlocal attempts
             attempts += 1
             todo = calls
@@ -149,17 +150,17 @@ class StreamSettling:
                     (script, keys, [*a[:flags_at], a[flags_at][0] + "1", *a[flags_at + 1 :]])
                     for script, keys, a in calls
                 ]
-            return run_scripts(self._client, todo)
+            return await run_scripts(self._client, todo)
 
-        return self._reconnector.call(run)
+        return await self._reconnector.call(run)
 
-    def _renew_held(self, held: list[Delivery]) -> None:
-        with self._lease_lock:
+    async def _renew_held(self, held: list[AsyncDelivery]) -> None:
+        async with self._lease_lock:
             current = {id(d) for d in self._keeper.held()}
             alive = [d for d in held if id(d) in current]
             if not alive:
                 return
-            stale = self._renew(alive, None)
+            stale = await self._renew(alive, None)
         if stale:
             log.warning(
                 "%d lease(s) were lost before renewal; their acks will be stale", len(stale)
