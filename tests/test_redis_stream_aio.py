@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 
 import pytest
@@ -54,7 +55,11 @@ def test_aio_connect_gives_the_native_asyncio_broker(connect: Open) -> None:
     run(main())
 
 
-def test_publish_consume_ack_round_trip(connect: Open, redis_client: redis.Redis) -> None:
+def test_publish_consume_ack_round_trip_on_the_loop_thread_alone(
+    connect: Open, redis_client: redis.Redis
+) -> None:
+    threads = threading.active_count()
+
     async def main() -> None:
         async with connect() as broker:
             bodies = [b"\x00raw", "text", {"n": 1}, [1, 2], 3]
@@ -69,6 +74,8 @@ def test_publish_consume_ack_round_trip(connect: Open, redis_client: redis.Redis
             info = await broker.inspect("orders")
             assert (info.length, info.in_flight) == (6, 0)
             assert redis_client.xlen(broker.stream_key("orders")) == 6
+            # Native: no thread per call, nor a thread for the lease renewals.
+            assert threading.active_count() == threads
 
     run(main())
 
