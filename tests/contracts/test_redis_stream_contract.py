@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import brokerkit
+import brokerkit.aio
 from brokerkit.contracts import BrokerContract
 from tests.conftest import RedisTarget
 
@@ -18,3 +19,13 @@ class TestRedisStreamContract(BrokerContract):
             return brokerkit.connect(url, **options)
 
         return make
+
+
+class TestRedisStreamAsyncContract(TestRedisStreamContract):
+    """The same suite over the asyncio API: ``brokerkit.aio`` and the native
+    :class:`~brokerkit.backends.redis.stream.AsyncRedisStreamBroker`."""
+
+    @pytest.fixture
+    def make_broker(self, redis_target: RedisTarget, prefix: str):  # type: ignore[no-untyped-def]
+        url = redis_target.url("redis+stream", prefix=prefix)
+        return lambda **options: brokerkit.aio.connect(url, **options)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -24,6 +24,17 @@ __all__ = ["Reconnector", "make_client"]
 
 _T = TypeVar("_T")
 
+#: redis-py 8 looks its own version up in the installed package metadata (files on
+#: disk) for every new connection unless it is handed a DriverInfo; under asyncio that
+#: blocks the event loop for milliseconds per connection. Resolve it once, here.
+_DRIVER: dict[str, Any] = {}
+try:
+    from redis.driver_info import DriverInfo
+except ImportError:  # redis-py before 8 resolves the version once, at import
+    pass
+else:
+    _DRIVER["driver_info"] = DriverInfo()
+
 
 def make_client(url: BrokerURL, *, retries: int = 3) -> redis.Redis:
     """A redis-py client for ``url`` whose commands retry transient connection
@@ -33,6 +44,7 @@ def make_client(url: BrokerURL, *, retries: int = 3) -> redis.Redis:
             redis_url(url),
             retry=redis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            **_DRIVER,
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -22,6 +22,17 @@ __all__ = ["Reconnector", "make_client"]
 
 _T = TypeVar("_T")
 
+#: redis-py 8 looks its own version up in the installed package metadata (files on
+#: disk) for every new connection unless it is handed a DriverInfo; under asyncio that
+#: blocks the event loop for milliseconds per connection. Resolve it once, here.
+_DRIVER: dict[str, Any] = {}
+try:
+    from redis.driver_info import DriverInfo
+except ImportError:  # redis-py before 8 resolves the version once, at import
+    pass
+else:
+    _DRIVER["driver_info"] = DriverInfo()
+
 
 def make_client(url: BrokerURL, *, retries: int = 3) -> aioredis.Redis:
     """A redis-py client for ``url`` whose commands retry transient connection
@@ -31,6 +42,7 @@ def make_client(url: BrokerURL, *, retries: int = 3) -> aioredis.Redis:
             redis_url(url),
             retry=aioredis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            **_DRIVER,
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None

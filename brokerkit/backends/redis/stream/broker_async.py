@@ -24,108 +24,45 @@ is a Redis consumer group; a subscription is one consumer in it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
-import redis
+from redis.exceptions import ResponseError
 
-from brokerkit._broker import Broker
+from brokerkit._acompat import Lock
+from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
-from brokerkit._delivery import Delivery
+from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
-from brokerkit._subscription import Subscription
+from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import Reconnector, make_client
+from brokerkit.backends.redis._client_async import Reconnector, make_client
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import stream_header
-from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._keys import Keyspace
-from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
-from brokerkit.backends.redis._periodic import Periodic
-from brokerkit.backends.redis._stream_entries import (
-    StreamReceipt,
-    decode_entry,
-    first_deliveries,
-    unparsed,
-)
-from brokerkit.backends.redis._stream_inspect import StreamTopicInfo, inspect_stream
-from brokerkit.backends.redis._stream_log import LogEntry, group_start
-from brokerkit.backends.redis._stream_manage import StreamManagement, create_group
-from brokerkit.backends.redis._stream_scripts import StreamScripts, run_scripts, text
-from brokerkit.backends.redis._stream_settle import StreamSettling
-from brokerkit.exceptions import InvalidOption
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
+from brokerkit.backends.redis._periodic_async import Periodic
+from brokerkit.backends.redis.stream.calls_async import StreamScripts, run_scripts
+from brokerkit.backends.redis.stream.deliveries_async import first_deliveries
+from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed
+from brokerkit.backends.redis.stream.info import StreamTopicInfo
+from brokerkit.backends.redis.stream.inspect_async import inspect_stream
+from brokerkit.backends.redis.stream.log import group_start
+from brokerkit.backends.redis.stream.manage_async import StreamManagement, create_group
+from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.scripts import text
+from brokerkit.backends.redis.stream.settle_async import StreamSettling
 
-__all__ = ["LogEntry", "RedisStreamBroker", "RedisStreamOptions", "StreamReceipt"]
+__all__ = ["AsyncRedisStreamBroker"]
 
 log = logging.getLogger("brokerkit.redis")
 
-#: publish_many writes this many messages per script: all or none of each chunk.
-PUBLISH_CHUNK = 2000
 
-
-@dataclass(frozen=True)
-class RedisStreamOptions(RedisOptions):
-    """Options of ``redis+stream://`` and ``rediss+stream://`` URLs.
-
-    Retention: XACK does not delete an entry, so a stream grows until it is
-    trimmed. ``maxlen`` and ``max_age`` trim on every publish; ``delete_acked``
-    deletes each entry once every group has acked it. Trimming ignores the
-    pending entries lists: an entry trimmed while a consumer holds it can still
-    be acked, but not redelivered; :meth:`RedisStreamBroker.inspect` counts such
-    entries (``trimmed_pending``, ``lost_to_trimming``).
-    """
-
-    #: Keep about this many entries (``XADD ... MAXLEN ~ N``; exact with ``trim_exact``).
-    maxlen: int | None = None
-    #: Drop entries older than this many seconds (``XADD ... MINID ~ now - age``).
-    max_age: float | None = None
-    #: Trim exactly (``=``) instead of by whole radix-tree nodes (``~``, much cheaper).
-    trim_exact: bool = False
-    #: Delete an entry as soon as every group of the stream has acked it.
-    delete_acked: bool = False
-    #: The content type of entries written by other programs (default: guessed).
-    raw_content_type: str | None = None
-    #: Seconds between lease renewals (default: a third of the visibility timeout).
-    heartbeat_interval: float | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.maxlen is not None and self.maxlen < 1:
-            raise InvalidOption(f"maxlen must be 1 or more (or unset), got {self.maxlen!r}")
-        if self.max_age is not None and not self.max_age > 0:
-            raise InvalidOption(
-                f"max_age must be a positive number of seconds, got {self.max_age!r}"
-            )
-        interval = self.heartbeat_interval
-        if interval is not None and not 0 < interval < self.visibility_timeout:
-            raise InvalidOption(
-                "heartbeat_interval must be a positive number of seconds below the "
-                f"visibility_timeout ({self.visibility_timeout}), got {interval!r}"
-            )
-
-
-@dataclass
-class _StreamState:
-    key: str
-    lost_key: str
-    #: The hash of each group's lease length: the longest visibility timeout (ms)
-    #: any member subscribed with. Claims wait that long.
-    lease_key: str
-    start_id: str
-    #: The group's lease length (ms) when this subscription joined (it only grows).
-    lease_ms: int = 0
-    #: Where the next XAUTOCLAIM scan of the pending entries list resumes.
-    cursor: str = "0-0"
-    #: When (time.monotonic) the next fetch reclaims idle entries before reading.
-    claim_at: float = 0.0
-
-
-class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
+class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
     """A broker on Redis streams: persistent, acked, competing consumers in groups,
     fan-out between groups, replay from any position, bounded by trimming."""
 
@@ -170,7 +107,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             name=f"brokerkit-stream-reaper-{id(self):x}",
             what="dead-letter expired poison entries",
         )
-        self._lease_lock = threading.Lock()
+        self._lease_lock = Lock()
 
     # -- keys -----------------------------------------------------------------------
 
@@ -183,7 +120,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
 
     # -- publishing -----------------------------------------------------------------
 
-    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         key = self._keys.topic(topic)
         opts = self.options
         how = "=" if opts.trim_exact else "~"
@@ -192,7 +129,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             minid = str(int((time.time() - opts.max_age) * 1000))
         maxlen = "" if opts.maxlen is None else str(opts.maxlen)
         client: Any = self._client
-        send: Callable[[], object]
+        send: Callable[[], Awaitable[object]]
         if len(messages) == 1 and not (maxlen and minid):
             # One message, one command: XADD trims as it adds.
             message = messages[0]
@@ -200,8 +137,8 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message), "body"]
             args.append(message.payload)
 
-            def send() -> object:
-                return client.execute_command(*args)
+            async def send() -> object:
+                return await client.execute_command(*args)
 
         else:
             calls = []
@@ -212,66 +149,68 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
                     flat.append(message.payload)
                 calls.append((self._scripts.publish, [key], flat))
 
-            def send() -> object:
-                return run_scripts(client, calls)
+            async def send() -> object:
+                return await run_scripts(client, calls)
 
-        self._reconnector.call(send, topic=topic)
+        await self._reconnector.call(send, topic=topic)
 
     # -- consuming ------------------------------------------------------------------
 
-    def _subscribe(self, subscription: Subscription) -> None:
+    async def _subscribe(self, subscription: AsyncSubscription) -> None:
         start = group_start(subscription.start)
         key = self._keys.topic(subscription.topic)
         lease_key = self._keys.topic(subscription.topic, "vt")
-        state = _StreamState(key, self._lost_key(subscription.topic), lease_key, start)
+        state = StreamState(key, self._lost_key(subscription.topic), lease_key, start)
         subscription.state = state
         mine = int(self.options.visibility_timeout * 1000)
 
-        def join() -> None:
-            create_group(self._client, key, subscription.group, start)
+        async def join() -> None:
+            await create_group(self._client, key, subscription.group, start)
             # Listed in XINFO CONSUMERS from now on, not only after its first read.
-            self._client.xgroup_createconsumer(key, subscription.group, subscription.consumer)
+            await self._client.xgroup_createconsumer(key, subscription.group, subscription.consumer)
             state.lease_ms = int(
-                self._scripts.join(keys=[lease_key], args=[subscription.group, mine])
+                await self._scripts.join(keys=[lease_key], args=[subscription.group, mine])
             )
 
-        self._reconnector.call(join, topic=subscription.topic)
+        await self._reconnector.call(join, topic=subscription.topic)
         if self.options.max_deliveries is not None:
             self._reaper.start()
 
-    def _fetch(
-        self, subscription: Subscription, max_messages: int, timeout: float
-    ) -> list[Delivery]:
-        state: _StreamState = subscription.state
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
+        state: StreamState = subscription.state
         if time.monotonic() >= state.claim_at:
             state.claim_at = time.monotonic() + self._claim_interval
-            deliveries = self._claim(subscription, max_messages)
+            deliveries = await self._claim(subscription, max_messages)
             if deliveries or timeout <= 0 or subscription.closed:
                 self._keeper.hold(deliveries)
                 return deliveries
-        deliveries = self._read(subscription, max_messages, timeout)
+        deliveries = await self._read(subscription, max_messages, timeout)
         if not deliveries:
             # Nothing new: look for entries to reclaim on the next fetch.
             state.claim_at = 0.0
         self._keeper.hold(deliveries)
         return deliveries
 
-    def _claim(self, subscription: Subscription, max_messages: int) -> list[Delivery]:
+    async def _claim(
+        self, subscription: AsyncSubscription, max_messages: int
+    ) -> list[AsyncDelivery]:
         """Reclaim entries idle past the visibility timeout (dead-lettering those past
         ``max_deliveries``), and read new ones for the rest of ``max_messages``."""
-        state: _StreamState = subscription.state
+        state: StreamState = subscription.state
         group, consumer = subscription.group, subscription.consumer
         min_idle = int(self.options.visibility_timeout * 1000)
 
-        def claim() -> tuple[list[Any], list[Any]]:
-            cursor, claimed, fresh = self._scripts.fetch(
+        async def claim() -> tuple[list[Any], list[Any]]:
+            cursor, claimed, fresh = await self._scripts.fetch(
                 keys=[state.key, state.lost_key, state.lease_key],
                 args=[group, consumer, min_idle, state.cursor, max_messages, state.start_id],
             )
             state.cursor = text(cursor)
             return claimed, fresh
 
-        claimed, fresh = self._reconnector.call(claim, topic=subscription.topic)
+        claimed, fresh = await self._reconnector.call(claim, topic=subscription.topic)
         deliveries = []
         limit = self.options.max_deliveries
         for raw_id, raw_fields, count in claimed:
@@ -280,7 +219,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             # hold, an entry delivered max_deliveries times is dead-lettered.
             if limit is not None and count > limit:
                 message = self._decode(subscription.topic, raw_fields)
-                self._dead_letter_claimed(subscription, entry_id, message, count - 1)
+                await self._dead_letter_claimed(subscription, entry_id, message, count - 1)
                 continue
             message = self._decode(subscription.topic, raw_fields)
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
@@ -290,11 +229,11 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             )
         return deliveries
 
-    def _read(
-        self, subscription: Subscription, max_messages: int, timeout: float
-    ) -> list[Delivery]:
+    async def _read(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
         """New entries (``XREADGROUP ... >``), waiting up to ``timeout`` for the first."""
-        state: _StreamState = subscription.state
+        state: StreamState = subscription.state
         args: list[Any] = ["XREADGROUP", "GROUP", subscription.group, subscription.consumer]
         args += ["COUNT", max_messages]
         if timeout > 0:
@@ -302,16 +241,16 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         args += ["STREAMS", state.key, ">"]
         client: Any = self._client
 
-        def read() -> Any:
+        async def read() -> Any:
             try:
-                return client.execute_command(*args)
-            except redis.ResponseError as exc:
+                return await client.execute_command(*args)
+            except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
-                create_group(self._client, state.key, subscription.group, state.start_id)
+                await create_group(self._client, state.key, subscription.group, state.start_id)
                 return None
 
-        reply = self._reconnector.call(read, topic=subscription.topic)
+        reply = await self._reconnector.call(read, topic=subscription.topic)
         if not reply:
             return []
         # RESP2: [[key, entries]]; RESP3: {key: entries}.
@@ -322,20 +261,22 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         return decode_entry(topic, flat, self.options.raw_content_type)
 
     def _delivery(
-        self, subscription: Subscription, entry_id: str, message: Message, attempt: int
-    ) -> Delivery:
-        state: _StreamState = subscription.state
+        self, subscription: AsyncSubscription, entry_id: str, message: Message, attempt: int
+    ) -> AsyncDelivery:
+        state: StreamState = subscription.state
         receipt = StreamReceipt(state.key, subscription.group, entry_id, subscription.consumer)
-        return Delivery(message, subscription=subscription, attempt=attempt, receipt=receipt)
+        return AsyncDelivery(message, subscription=subscription, attempt=attempt, receipt=receipt)
 
-    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
-        super()._unsubscribe(subscription, unreturned)
-        state: _StreamState = subscription.state
+    async def _unsubscribe(
+        self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
+    ) -> None:
+        await super()._unsubscribe(subscription, unreturned)
+        state: StreamState = subscription.state
         try:
             with translate_errors(self.url, subscription.topic):
                 # A consumer that holds nothing leaves its group, so that short-lived
                 # subscriptions do not pile up in XINFO CONSUMERS.
-                self._scripts.remove_idle(
+                await self._scripts.remove_idle(
                     keys=[state.key], args=[subscription.group, 0, subscription.consumer]
                 )
         except Exception as exc:  # the subscription is closed either way
@@ -343,7 +284,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
 
     # -- dead-lettering reclaimed entries -------------------------------------------
 
-    def _reap_all(self) -> None:
+    async def _reap_all(self) -> None:
         """Dead-letter the idle entries past ``max_deliveries`` of every open
         subscription's group.
 
@@ -359,41 +300,41 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             subscriptions = [s for s in self._subscriptions if not s.closed]
         min_idle = int(self.options.visibility_timeout * 1000)
         for subscription in subscriptions:
-            state: _StreamState = subscription.state
+            state: StreamState = subscription.state
             try:
                 with translate_errors(self.url, subscription.topic):
-                    reaped = self._scripts.reap(
+                    reaped = await self._scripts.reap(
                         keys=[state.key, state.lost_key, state.lease_key],
                         args=[subscription.group, subscription.consumer, min_idle, limit, 100],
                     )
                 for raw_id, raw_fields, count in reaped:
                     message = self._decode(subscription.topic, raw_fields)
-                    self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
+                    await self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
             except Exception:  # one topic's failure must not stop the others' reaping
                 log.exception("could not dead-letter the expired poison entries of %s", state.key)
 
-    def _dead_letter_claimed(
-        self, subscription: Subscription, entry_id: str, message: Message, deliveries: int
+    async def _dead_letter_claimed(
+        self, subscription: AsyncSubscription, entry_id: str, message: Message, deliveries: int
     ) -> None:
         """Dead-letter an entry reclaimed past ``max_deliveries``. A crash before this
         leaves it pending: it is reclaimed again, and dead-lettered then."""
-        state: _StreamState = subscription.state
+        state: StreamState = subscription.state
         dlq = self._keys.topic(self.dead_letter_topic(subscription.topic))
         fields = self._dead_fields(
             subscription.topic, entry_id, message, "max_deliveries", deliveries
         )
         flag = "1" if self.options.delete_acked else "0"
         args = [subscription.group, subscription.consumer, entry_id, "dead", flag, *fields]
-        self._reconnector.call(
+        await self._reconnector.call(
             lambda: self._scripts.nack(keys=[state.key, dlq], args=args),
             topic=subscription.topic,
         )
 
     # -- management -----------------------------------------------------------------
 
-    def _inspect(self, topic: str) -> StreamTopicInfo:
+    async def _inspect(self, topic: str) -> StreamTopicInfo:
         with translate_errors(self.url, topic):
-            return inspect_stream(
+            return await inspect_stream(
                 self._client,
                 self._scripts,
                 topic,
@@ -402,26 +343,26 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
                 lost_key=self._lost_key(topic),
             )
 
-    def inspect(self, topic: str) -> StreamTopicInfo:
+    async def inspect(self, topic: str) -> StreamTopicInfo:
         """A snapshot of ``topic`` from XINFO STREAM, GROUPS and CONSUMERS.
 
         :returns: a :class:`StreamTopicInfo` whose groups are
             :class:`StreamGroupInfo`, with the entries lost to trimming counted.
         """
-        info = super().inspect(topic)
+        info = await super().inspect(topic)
         assert isinstance(info, StreamTopicInfo)
         return info
 
-    def _purge(self, topic: str) -> int:
+    async def _purge(self, topic: str) -> int:
         with translate_errors(self.url, topic):
-            return int(self._scripts.purge(keys=[self._keys.topic(topic)]))
+            return int(await self._scripts.purge(keys=[self._keys.topic(topic)]))
 
-    def _suspend_renewals(self) -> None:
+    async def _suspend_renewals(self) -> None:
         """Stop renewing leases while staying open, as a hung process would (for the
         contract suite's late-ack test)."""
-        self._keeper.stop()
+        await self._keeper.stop()
 
-    def _close(self) -> None:
-        self._reaper.stop()
-        self._keeper.stop()
-        self._client.close()
+    async def _close(self) -> None:
+        await self._reaper.stop()
+        await self._keeper.stop()
+        await self._client.aclose()

@@ -1,4 +1,5 @@
-"""The Lua scripts of the redis+stream backend.
+"""The Lua scripts of the redis+stream backend (their text: no I/O here; they are
+registered and run by :mod:`.calls_async`).
 
 Every step that must not be split by a crash or raced by another consumer is one
 script: a script runs alone on the server, so "is this entry still pending for
@@ -19,10 +20,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-from redis.commands.core import Script
-
-__all__ = ["StreamScripts"]
+__all__ = [
+    "ACK",
+    "COUNT_AFTER",
+    "FETCH",
+    "JOIN",
+    "NACK",
+    "PUBLISH",
+    "PURGE",
+    "REAP",
+    "REMOVE_IDLE",
+    "RENEW",
+    "pairs",
+    "text",
+]
 
 #: Stream-id comparison and the "does any group still need this entry?" test,
 #: shared by the scripts that may delete acked entries.
@@ -73,7 +84,7 @@ end
 # delivery counter alone, so the script counts the delivery itself (RETRYCOUNT).
 # A claimed id whose entry is gone (trimmed or XDELed while pending) can never be
 # delivered: it is acked and counted in the lost hash, never dropped silently.
-_FETCH = (
+FETCH = (
     _HELPERS
     + r"""
 local key, lost = KEYS[1], KEYS[2]
@@ -118,7 +129,7 @@ return {reply[1], claimed, fresh}
 # All of a batch or none of it: the script runs alone, and a wrong key type fails
 # the first XADD before anything is written. Trimming once after the batch leaves
 # the stream as trimming on every XADD would; nobody sees the stream in between.
-_PUBLISH = r"""
+PUBLISH = r"""
 local key, maxlen, minid, how = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local first = redis.pcall('XADD', key, '*', 'bk1', ARGV[4], 'body', ARGV[5])
 if type(first) == 'table' and first.err then return first end
@@ -137,7 +148,7 @@ return (#ARGV - 3) / 2
 # timeout that were already delivered max-deliveries times, now claimed by this
 # consumer so that it dead-letters them (with the nack script). Should it crash
 # first, they are idle again one visibility timeout later, and reaped again.
-_REAP = r"""
+REAP = r"""
 local key, lost = KEYS[1], KEYS[2]
 local group, consumer = ARGV[1], ARGV[2]
 local min_idle = math.max(tonumber(ARGV[3]), tonumber(redis.call('HGET', KEYS[3], group) or 0))
@@ -173,7 +184,7 @@ return out
 # deliveries are acked in the order they were read (the usual case). An id the
 # range does not list (outside it, cut at the limit, or not held) is checked alone.
 # The owned ids are then acked with one XACK.
-_ACK = (
+ACK = (
     _HELPERS
     + r"""
 local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
@@ -217,7 +228,7 @@ return stale
 # the next XAUTOCLAIM of any consumer of the group takes it at once (and counts a
 # delivery). The entry stays in place: re-adding it to the stream would hand it a
 # second time to every *other* group too.
-_NACK = (
+NACK = (
     _HELPERS
     + r"""
 local key, dlq = KEYS[1], KEYS[2]
@@ -246,7 +257,7 @@ return 1
 
 # KEYS: stream.  ARGV: group, consumer, idle ms to set, ids...
 # Returns the ids that were not pending for this consumer (stale).
-_RENEW = (
+RENEW = (
     _HELPERS
     + r"""
 local key, group, consumer, idle = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
@@ -265,7 +276,7 @@ return stale
 
 # KEYS: lease-length hash.  ARGV: group, this member's lease length in ms.
 # Raises the group's lease length to this member's; returns the group's.
-_JOIN = r"""
+JOIN = r"""
 local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or 0)
 local mine = tonumber(ARGV[2])
 if mine > held then
@@ -278,7 +289,7 @@ return held
 # KEYS: stream.  Returns how many entries were removed.
 # Drops every entry that no group holds, and moves every group past the end, so
 # nothing waits any more while handed-out deliveries can still be settled.
-_PURGE = r"""
+PURGE = r"""
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then return 0 end
 local held = {}
@@ -313,7 +324,7 @@ return removed
 """
 
 # KEYS: stream.  ARGV: after id.  Returns how many entries come after it.
-_COUNT_AFTER = r"""
+COUNT_AFTER = r"""
 local n, from = 0, '(' .. ARGV[1]
 while true do
   local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 1000)
@@ -327,7 +338,7 @@ end
 # Deletes the group's consumers idle that long or longer which hold nothing, and
 # returns their names. A consumer that still holds entries is kept: XGROUP
 # DELCONSUMER would drop its pending entries, and they would never be redelivered.
-_REMOVE_IDLE = r"""
+REMOVE_IDLE = r"""
 local key, group, idle, only = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local removed = {}
 local consumers = redis.pcall('XINFO', 'CONSUMERS', key, group)
@@ -346,61 +357,6 @@ for _, c in ipairs(consumers) do
 end
 return removed
 """
-
-
-class StreamScripts:
-    """The scripts, registered on one client (redis-py loads them on first use and
-    again after a server restart flushed its script cache)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.publish: Script = client.register_script(_PUBLISH)
-        self.fetch: Script = client.register_script(_FETCH)
-        self.reap: Script = client.register_script(_REAP)
-        self.ack: Script = client.register_script(_ACK)
-        self.nack: Script = client.register_script(_NACK)
-        self.renew: Script = client.register_script(_RENEW)
-        self.purge: Script = client.register_script(_PURGE)
-        self.count_after: Script = client.register_script(_COUNT_AFTER)
-        self.remove_idle: Script = client.register_script(_REMOVE_IDLE)
-        self.join: Script = client.register_script(_JOIN)
-
-
-def run_scripts(
-    client: redis.Redis, calls: Sequence[tuple[Script, list[Any], list[Any]]]
-) -> list[Any]:
-    """Run ``(script, keys, args)`` calls in one round trip (a pipeline of EVALSHA)
-    and return their replies in order.
-
-    redis-py's own pipeline support asks SCRIPT EXISTS first, a second round trip
-    on every call; here a script the server lost (a restart, SCRIPT FLUSH) answers
-    NOSCRIPT, is loaded, and only the calls that failed so run again. An error
-    reply raises as the first :class:`redis.ResponseError`.
-    """
-    if len(calls) == 1:
-        script, keys, args = calls[0]
-        return [script(keys=keys, args=args, client=client)]
-    replies: list[Any] = [None] * len(calls)
-    todo = list(range(len(calls)))
-    for _ in range(2):
-        pipe = client.pipeline(transaction=False)
-        for i in todo:
-            script, keys, args = calls[i]
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        results = pipe.execute(raise_on_error=False)
-        missing = []
-        for i, result in zip(todo, results, strict=True):
-            if isinstance(result, redis.exceptions.NoScriptError):
-                missing.append(i)
-            elif isinstance(result, Exception):
-                raise result
-            else:
-                replies[i] = result
-        if not missing:
-            return replies
-        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
-            client.script_load(script.script)
-        todo = missing
-    raise redis.exceptions.NoScriptError("the server dropped the brokerkit scripts twice in a row")
 
 
 def pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:

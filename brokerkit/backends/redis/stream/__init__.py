@@ -1,0 +1,37 @@
+"""``redis+stream://``: Redis streams with consumer groups, native on both sides.
+
+:class:`AsyncRedisStreamBroker` (for :func:`brokerkit.aio.connect`) is the one
+hand-written broker; :class:`RedisStreamBroker` (for :func:`brokerkit.connect`) is
+generated from it by ``scripts/generate_sync.py``. The parts, one job each:
+
+* ``broker_async.py``: the broker primitives (publish, subscribe, fetch, close...).
+* ``settle_async.py``: ack, nack, extend and the renewal of held leases.
+* ``manage_async.py``: reading a stream as a log, groups, trimming, deleting.
+* ``inspect_async.py``: XINFO as :class:`StreamTopicInfo` (``info.py``).
+* ``calls_async.py``: the Lua scripts registered on the client, run in one round trip.
+* ``deliveries_async.py``: entries as deliveries, deliveries grouped for settling.
+* no I/O: ``scripts.py`` (the Lua text), ``entries.py`` (decoding, receipts),
+  ``options.py``, ``log.py`` (log positions), ``info.py``.
+
+Each ``X_async.py`` has its generated twin ``X.py``: edit the source, then run
+``python scripts/generate_sync.py``.
+"""
+
+from __future__ import annotations
+
+from brokerkit.backends.redis.stream.broker import RedisStreamBroker
+from brokerkit.backends.redis.stream.broker_async import AsyncRedisStreamBroker
+from brokerkit.backends.redis.stream.entries import StreamReceipt
+from brokerkit.backends.redis.stream.info import StreamGroupInfo, StreamTopicInfo
+from brokerkit.backends.redis.stream.log import LogEntry
+from brokerkit.backends.redis.stream.options import RedisStreamOptions
+
+__all__ = [
+    "AsyncRedisStreamBroker",
+    "LogEntry",
+    "RedisStreamBroker",
+    "RedisStreamOptions",
+    "StreamGroupInfo",
+    "StreamReceipt",
+    "StreamTopicInfo",
+]

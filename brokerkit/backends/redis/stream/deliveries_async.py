@@ -1,0 +1,67 @@
+"""Stream entries as deliveries, and deliveries grouped for settling (one grouping,
+:func:`by_member_of`, for acks, nacks and renewals alike).
+
+No I/O here either; this module is an asyncio source only because a delivery is an
+:class:`~brokerkit.aio.AsyncDelivery` on one side and a :class:`~brokerkit.Delivery`
+on the other.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit.backends.redis._envelope import BODY_FIELD, HEADER_FIELD, message_from_header
+from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
+
+__all__ = ["by_member_of", "first_deliveries", "stale_of"]
+
+Member = tuple[str, str, str]
+
+
+def first_deliveries(
+    subscription: AsyncSubscription, key: str, entries: list[Any], raw_content_type: str | None
+) -> list[AsyncDelivery]:
+    """Deliveries (first attempts) of XREADGROUP's ``[[id, [field, value, ...]], ...]``."""
+    topic, group, consumer = subscription.topic, subscription.group, subscription.consumer
+    new_receipt = tuple.__new__
+    out = []
+    for raw_id, flat in entries:
+        message = None
+        if (
+            type(flat) is list
+            and len(flat) == 4
+            and flat[0] == HEADER_FIELD
+            and flat[2] == BODY_FIELD
+        ):
+            message = message_from_header(topic, flat[1], flat[3])
+        if message is None:
+            message = decode_entry(topic, flat, raw_content_type)
+        receipt = new_receipt(StreamReceipt, (key, group, raw_id.decode(), consumer))
+        out.append(AsyncDelivery(message, subscription=subscription, attempt=1, receipt=receipt))
+    return out
+
+
+def by_member_of(deliveries: Sequence[AsyncDelivery]) -> dict[Member, list[AsyncDelivery]]:
+    """``deliveries`` by (stream key, group, consumer), in order."""
+    grouped: dict[Member, list[AsyncDelivery]] = defaultdict(list)
+    for delivery in deliveries:
+        receipt: StreamReceipt = delivery.receipt
+        grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
+    return grouped
+
+
+def stale_of(
+    by_member: dict[Member, list[AsyncDelivery]], replies: Sequence[Any]
+) -> list[AsyncDelivery]:
+    """The deliveries whose entry ids the scripts run per member (in
+    ``by_member``'s order) replied with as not held by that member."""
+    stale = []
+    for ds, reply in zip(by_member.values(), replies, strict=True):
+        if reply:
+            ids = {i.decode() if isinstance(i, bytes) else i for i in reply}
+            stale += [d for d in ds if d.receipt.entry_id in ids]
+    return stale

@@ -1,0 +1,51 @@
+"""What ``inspect`` reports about a Redis stream: XINFO STREAM, GROUPS and
+CONSUMERS as typed data (read by :mod:`.inspect_async`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from brokerkit._inspect import GroupInfo, TopicInfo
+
+__all__ = ["StreamGroupInfo", "StreamTopicInfo"]
+
+
+@dataclass(frozen=True)
+class StreamGroupInfo(GroupInfo):
+    """One consumer group of a stream (XINFO GROUPS), with what trimming cost it.
+
+    :ivar pending: entries delivered and not yet acked (the group's pending
+        entries list, as ``XINFO GROUPS`` counts it; nacked entries waiting to be
+        claimed again are among them).
+    :ivar lag: entries the group has not read yet.
+    :ivar last_delivered_id: the id of the last entry handed to the group.
+    :ivar entries_read: entries the group has read (Redis 7 and later, else None).
+    :ivar trimmed_pending: pending entries whose data was trimmed away (their ids
+        are below the stream's first id): they can still be acked, but if they are
+        never acked they cannot be redelivered.
+    :ivar lost_to_trimming: pending entries found gone when a consumer tried to
+        reclaim them; they were acked and counted here instead of being redelivered.
+    """
+
+    last_delivered_id: str = "0-0"
+    entries_read: int | None = None
+    trimmed_pending: int = 0
+    lost_to_trimming: int = 0
+
+
+@dataclass(frozen=True)
+class StreamTopicInfo(TopicInfo):
+    """A snapshot of one stream (XINFO STREAM), its groups and their consumers.
+
+    :ivar first_id: the id of the oldest entry kept (None when the stream is empty).
+    :ivar last_id: the id of the newest entry kept (None when the stream is empty).
+    :ivar last_generated_id: the last id XADD handed out (survives trimming).
+    :ivar trimmed_pending: over all groups, see :class:`StreamGroupInfo`.
+    :ivar lost_to_trimming: over all groups, see :class:`StreamGroupInfo`.
+    """
+
+    first_id: str | None = None
+    last_id: str | None = None
+    last_generated_id: str = "0-0"
+    trimmed_pending: int = 0
+    lost_to_trimming: int = 0

@@ -1,0 +1,73 @@
+"""The options of ``redis+stream://`` URLs, and what a subscription remembers (no I/O:
+used by the sync and the asyncio broker alike)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from brokerkit.backends.redis._options import RedisOptions
+from brokerkit.exceptions import InvalidOption
+
+__all__ = ["PUBLISH_CHUNK", "RedisStreamOptions", "StreamState"]
+
+#: publish_many writes this many messages per script: all or none of each chunk.
+PUBLISH_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class RedisStreamOptions(RedisOptions):
+    """Options of ``redis+stream://`` and ``rediss+stream://`` URLs.
+
+    Retention: XACK does not delete an entry, so a stream grows until it is
+    trimmed. ``maxlen`` and ``max_age`` trim on every publish; ``delete_acked``
+    deletes each entry once every group has acked it. Trimming ignores the
+    pending entries lists: an entry trimmed while a consumer holds it can still
+    be acked, but not redelivered; the broker's ``inspect`` counts such entries
+    (``trimmed_pending``, ``lost_to_trimming``).
+    """
+
+    #: Keep about this many entries (``XADD ... MAXLEN ~ N``; exact with ``trim_exact``).
+    maxlen: int | None = None
+    #: Drop entries older than this many seconds (``XADD ... MINID ~ now - age``).
+    max_age: float | None = None
+    #: Trim exactly (``=``) instead of by whole radix-tree nodes (``~``, much cheaper).
+    trim_exact: bool = False
+    #: Delete an entry as soon as every group of the stream has acked it.
+    delete_acked: bool = False
+    #: The content type of entries written by other programs (default: guessed).
+    raw_content_type: str | None = None
+    #: Seconds between lease renewals (default: a third of the visibility timeout).
+    heartbeat_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.maxlen is not None and self.maxlen < 1:
+            raise InvalidOption(f"maxlen must be 1 or more (or unset), got {self.maxlen!r}")
+        if self.max_age is not None and not self.max_age > 0:
+            raise InvalidOption(
+                f"max_age must be a positive number of seconds, got {self.max_age!r}"
+            )
+        interval = self.heartbeat_interval
+        if interval is not None and not 0 < interval < self.visibility_timeout:
+            raise InvalidOption(
+                "heartbeat_interval must be a positive number of seconds below the "
+                f"visibility_timeout ({self.visibility_timeout}), got {interval!r}"
+            )
+
+
+@dataclass
+class StreamState:
+    """What one subscription of a stream remembers between fetches."""
+
+    key: str
+    lost_key: str
+    #: The hash of each group's lease length: the longest visibility timeout (ms)
+    #: any member subscribed with. Claims wait that long.
+    lease_key: str
+    start_id: str
+    #: The group's lease length (ms) when this subscription joined (it only grows).
+    lease_ms: int = 0
+    #: Where the next XAUTOCLAIM scan of the pending entries list resumes.
+    cursor: str = "0-0"
+    #: When (time.monotonic) the next fetch reclaims idle entries before reading.
+    claim_at: float = 0.0

@@ -1,0 +1,185 @@
+"""Settling stream deliveries (ack, nack, extend) and renewing their leases."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+
+from brokerkit._acompat import Lock
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._message import Message
+from brokerkit.backends.redis._client_async import Reconnector
+from brokerkit.backends.redis._envelope import encode_fields
+from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
+from brokerkit.backends.redis._keys import Keyspace
+from brokerkit.backends.redis.stream.calls_async import StreamScripts, run_scripts
+from brokerkit.backends.redis.stream.deliveries_async import by_member_of, stale_of
+from brokerkit.backends.redis.stream.entries import StreamReceipt
+from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
+from brokerkit.exceptions import StaleDelivery
+
+__all__ = ["StreamSettling"]
+
+log = logging.getLogger("brokerkit.redis")
+
+
+class StreamSettling:
+    """The settling primitives of :class:`AsyncRedisStreamBroker` and the renewal of
+    the leases its consumers hold."""
+
+    options: RedisStreamOptions
+    _client: aioredis.Redis
+    _scripts: StreamScripts
+    _keys: Keyspace
+    _reconnector: Reconnector
+    _keeper: LeaseKeeper
+    #: Held while renewing, and while a nack takes its deliveries out of the
+    #: keeper, so that no renewal lands after a requeue and undoes it.
+    _lease_lock: Lock
+
+    if TYPE_CHECKING:  # provided by AsyncBroker
+
+        def dead_letter_topic(self, topic: str) -> str: ...
+
+    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
+        by_member = by_member_of(deliveries)
+        flag = "10" if self.options.delete_acked else "00"
+        calls = []
+        for (key, group, consumer), ds in by_member.items():
+            ids = [d.receipt.entry_id for d in ds]
+            # The first and last id bound the batch when it is acked in the order
+            # it was read; the script checks any id outside them on its own.
+            args = [group, consumer, flag, ids[0], ids[-1], *ids]
+            calls.append((self._scripts.ack, [key], args))
+        # Out of the keeper before the ack runs, under the renewal's lock: a
+        # renewal after the XACK would find the entries gone and report them lost.
+        async with self._lease_lock:
+            self._keeper.drop(deliveries)
+        try:
+            replies = await self._run_settling(calls, flags_at=2)
+        except Exception:
+            self._keeper.hold(d for d in deliveries if not d.settled)
+            raise
+        stale = stale_of(by_member, replies)
+        if stale:
+            raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+
+    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        async with self._lease_lock:
+            self._keeper.drop(deliveries)
+        limit = self.options.max_deliveries
+        flag = "10" if self.options.delete_acked else "00"
+        try:
+            calls = []
+            for delivery in deliveries:
+                receipt: StreamReceipt = delivery.receipt
+                topic = delivery.subscription.topic
+                args: list[Any] = [receipt.group, receipt.consumer, receipt.entry_id]
+                if requeue and (limit is None or delivery.attempt < limit):
+                    args += ["requeue", flag]
+                else:
+                    reason = "rejected" if not requeue else "max_deliveries"
+                    fields = self._dead_fields(
+                        topic, receipt.entry_id, delivery.message, reason, delivery.attempt
+                    )
+                    args += ["dead", flag, *fields]
+                dlq = self._keys.topic(self.dead_letter_topic(topic))
+                calls.append((self._scripts.nack, [receipt.key, dlq], args))
+            replies = await self._run_settling(calls, flags_at=4)
+        except Exception:
+            self._keeper.hold(d for d in deliveries if not d.settled)
+            raise
+        if requeue:
+            for delivery in deliveries:
+                # A requeued entry waits to be reclaimed: the next fetch looks at once.
+                delivery.subscription.state.claim_at = 0.0
+        stale = [d for d, done in zip(deliveries, replies, strict=True) if not done]
+        if stale:
+            raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+
+    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
+        # A lease is the entry's idle time: claims wait until it reaches the group's
+        # lease length, so "seconds from now" is an idle time of lease - seconds.
+        # Redis never sets a delivery time in the future (XCLAIM clamps IDLE/TIME to
+        # now), so a lease can be at most the group's lease length; while this
+        # consumer lives, the heartbeat renews it to that in full, never shorter.
+        stale = await self._renew(deliveries, seconds)
+        if stale:
+            self._keeper.drop(stale)
+            raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+
+    async def _renew(
+        self, deliveries: Sequence[AsyncDelivery], seconds: float | None
+    ) -> list[AsyncDelivery]:
+        """Renew the leases of the entries still pending for their consumer, for
+        ``seconds`` from now (``None``: the whole lease); return the others."""
+        by_member = by_member_of(deliveries)
+        calls = []
+        for (key, group, consumer), ds in by_member.items():
+            idle = 0
+            if seconds is not None:
+                state: StreamState = ds[0].subscription.state
+                lease_ms = max(state.lease_ms, int(self.options.visibility_timeout * 1000))
+                idle = max(0, lease_ms - int(seconds * 1000))
+            ids = [d.receipt.entry_id for d in ds]
+            calls.append((self._scripts.renew, [key], [group, consumer, idle, *ids]))
+        return stale_of(by_member, await self._run_settling(calls, flags_at=None))
+
+    async def _run_settling(
+        self, calls: list[tuple[Any, list[Any], list[Any]]], flags_at: int | None
+    ) -> list[Any]:
+        """Run settling scripts (:func:`run_scripts`), retried through connection
+        loss for up to ``reconnect_timeout`` seconds as every other call is.
+
+        Each script is idempotent: it acts only on entries its member still holds.
+        A retry tells the scripts so (the second flag character at ``flags_at`` of
+        their arguments): an entry the lost attempt already settled is not stale.
+        """
+        attempts = 0
+
+        async def run() -> list[Any]:
+            nonlocal attempts
+            attempts += 1
+            todo = calls
+            if attempts > 1 and flags_at is not None:
+                todo = [
+                    (script, keys, [*a[:flags_at], a[flags_at][0] + "1", *a[flags_at + 1 :]])
+                    for script, keys, a in calls
+                ]
+            return await run_scripts(self._client, todo)
+
+        return await self._reconnector.call(run)
+
+    async def _renew_held(self, held: list[AsyncDelivery]) -> None:
+        async with self._lease_lock:
+            current = {id(d) for d in self._keeper.held()}
+            alive = [d for d in held if id(d) in current]
+            if not alive:
+                return
+            stale = await self._renew(alive, None)
+        if stale:
+            log.warning(
+                "%d lease(s) were lost before renewal; their acks will be stale", len(stale)
+            )
+            self._keeper.drop(stale)
+
+    def _dead_fields(
+        self, topic: str, entry_id: str, message: Message, reason: str, deliveries: int
+    ) -> list[Any]:
+        dead = dataclasses.replace(
+            message,
+            topic=self.dead_letter_topic(topic),
+            headers={
+                **message.headers,
+                "x-dead-letter-reason": reason,
+                "x-original-topic": topic,
+                "x-deliveries": str(deliveries),
+            },
+        )
+        fields = encode_fields(dead)
+        fields["x-original-entry"] = entry_id
+        return [item for pair in fields.items() for item in pair]
