@@ -6,9 +6,10 @@ On one Redis (a private redis-server started here, or ``--redis-url``), in alter
 rounds (every side once per round, the order reversed each round), each ratio the
 median of the per-round ratios:
 
-- consume+ack with prefetch 100, for redis+stream and redis+list, async and sync, each
-  against raw redis-py of its own flavour doing XREADGROUP COUNT 100 + one XACK per
-  batch (the same baseline as the sync suite in ``benchmarks/run.py``);
+- consume+ack with prefetch 100 (each fetched batch acked in one call), for
+  redis+stream and redis+list, async and sync, each against raw redis-py of its own
+  flavour doing XREADGROUP COUNT 100 + one XACK per batch (the same baseline as the
+  sync suite in ``benchmarks/run.py``);
 - single publish latency (median of 300 calls), async brokerkit against raw
   ``redis.asyncio`` XADD / LPUSH;
 - 100 concurrent consumer tasks in one process on redis+stream against FastStream's
@@ -69,10 +70,15 @@ async def brokerkit_async_consume(url: str, scheme: str, count: int) -> float:
         await broker.publish_many(topic, [BODY] * count)
         subscription = await broker.subscribe(topic, prefetch=PREFETCH)
         start = time.perf_counter()
-        for _ in range(count):
+        pending = []
+        for _ in range(count):  # each fetched batch acked in one call, as benchmarks/run.py
             delivery = await subscription.receive(timeout=5)
             assert delivery is not None
-            await delivery.ack()
+            pending.append(delivery)
+            if subscription.buffered == 0:
+                await broker.ack(*pending)
+                pending.clear()
+        await broker.ack(*pending)
         elapsed = time.perf_counter() - start
         await subscription.close()
         await broker.purge(topic)
@@ -85,10 +91,15 @@ def brokerkit_sync_consume(url: str, scheme: str, count: int) -> float:
         broker.publish_many(topic, [BODY] * count)
         subscription = broker.subscribe(topic, prefetch=PREFETCH)
         start = time.perf_counter()
+        pending = []
         for _ in range(count):
             delivery = subscription.receive(timeout=5)
             assert delivery is not None
-            delivery.ack()
+            pending.append(delivery)
+            if subscription.buffered == 0:
+                broker.ack(*pending)
+                pending.clear()
+        broker.ack(*pending)
         elapsed = time.perf_counter() - start
         subscription.close()
         broker.purge(topic)
