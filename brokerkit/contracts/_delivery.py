@@ -17,7 +17,6 @@ from brokerkit.contracts._harness import VISIBILITY_TIMEOUT, ContractEnv, requir
 from brokerkit.contracts._messages import canonical
 from brokerkit.contracts._profiles import contract_settings
 from brokerkit.contracts._strategies import bodies
-from brokerkit.exceptions import StaleDelivery
 
 __all__ = ["DeliveryContract"]
 
@@ -137,45 +136,6 @@ class DeliveryContract:
             assert again.attempt == held.attempt + 1, f"{promise}, with attempt + 1"
             assert again.redelivered, f"{promise}, marked redelivered"
 
-    @requires(Capability.ACK | Capability.COMPETING)
-    @contract_settings("timed")
-    @given(settle=st.sampled_from(["ack", "nack"]))
-    def test_late_settle_does_not_touch_the_new_holders_delivery(
-        self, contract: ContractEnv, settle: str
-    ) -> None:
-        """Consumer A hangs past its lease; B gets the message; A's late ack (or nack)
-        raises StaleDelivery and leaves B's delivery alone."""
-        with contract.scope():
-            hung = contract.broker(visibility_timeout=_VT)
-            other = contract.broker(visibility_timeout=_VT)
-            topic = contract.topic("lateack")
-            first = hung.subscribe(topic)
-            second = other.subscribe(topic)
-            hung.publish(topic, "work")
-            stale = contract.expect(first, "late ack")
-            self.suspend_renewals(hung)
-            wait = contract.let_leases_expire()
-            fresh = contract.expect(
-                second,
-                "late ack: the hung consumer's lease runs out and the message goes to another "
-                "consumer (a backend that renews leases in the background must implement "
-                "Broker._suspend_renewals or override BrokerContract.suspend_renewals)",
-                wait=wait,
-            )
-            assert (fresh.id, fresh.attempt) == (stale.id, stale.attempt + 1)
-            late_settle = stale.ack if settle == "ack" else stale.nack
-            with pytest.raises(StaleDelivery):
-                late_settle()
-            try:
-                fresh.ack()
-            except StaleDelivery:
-                pytest.fail("late ack: the stale settle took the new holder's delivery")
-            contract.expect_nothing(
-                second,
-                "late ack: the message came back after its new holder acked it",
-                wait=contract.let_leases_expire(),
-            )
-
     @requires(Capability.ACK | Capability.DEAD_LETTER)
     @contract_settings()
     @given(max_deliveries=st.integers(1, 4), body=bodies)
@@ -195,20 +155,28 @@ class DeliveryContract:
                 delivery.nack(requeue=True)
             contract.expect_nothing(subscription, f"{promise}: redelivered past max_deliveries")
             dead = contract.expect(dead_letters, f"{promise}: nothing in the dead-letter topic")
-            _check_dead_letter(dead, message_id, body, topic, max_deliveries)
+            _check_dead_letter(dead, delivery, body, topic, max_deliveries, "max_deliveries")
             dead.ack()
 
     @requires(Capability.ACK | Capability.DEAD_LETTER)
-    def test_nack_without_requeue_dead_letters_at_once(self, contract: ContractEnv) -> None:
-        broker = contract.broker()
+    @pytest.mark.parametrize("max_deliveries", [None, 3])
+    def test_nack_without_requeue_dead_letters_at_once(
+        self, contract: ContractEnv, max_deliveries: int | None
+    ) -> None:
+        """``nack(requeue=False)`` dead-letters on the first delivery, whether or not
+        ``max_deliveries`` is set, with the reason ``rejected``."""
+        broker = contract.broker(max_deliveries=max_deliveries)
         topic = contract.topic("reject")
         dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
         subscription = broker.subscribe(topic)
-        message_id = broker.publish(topic, [1, "two"], headers={"trace-id": "t1"})
-        contract.expect(subscription, "reject").nack(requeue=False)
+        broker.publish(topic, [1, "two"], headers={"trace-id": "t1"})
+        rejected = contract.expect(subscription, "reject")
+        rejected.nack(requeue=False)
         contract.expect_nothing(subscription, "nack(requeue=False): the message came back")
         dead = contract.expect(dead_letters, "nack(requeue=False) dead-letters")
-        _check_dead_letter(dead, message_id, [1, "two"], topic, 1)
+        _check_dead_letter(dead, rejected, [1, "two"], topic, 1, "rejected")
+        dead.ack()
+        contract.expect_nothing(dead_letters, "nack(requeue=False): dead-lettered twice")
 
     @requires(Capability.ACK | Capability.DEAD_LETTER | Capability.PERSISTENT)
     def test_expiry_past_max_deliveries_dead_letters(self, contract: ContractEnv) -> None:
@@ -217,8 +185,8 @@ class DeliveryContract:
         survivor = contract.broker(visibility_timeout=_VT, max_deliveries=1)
         topic = contract.topic("expire-dlq")
         dead_letters = survivor.subscribe(survivor.dead_letter_topic(topic))
-        message_id = crashed.publish(topic, "poison", headers={"trace-id": "t1"})
-        contract.expect(crashed.subscribe(topic), promise)
+        crashed.publish(topic, "poison", headers={"trace-id": "t1"})
+        held = contract.expect(crashed.subscribe(topic), promise)
         crashed.close()
         subscription = survivor.subscribe(topic)
         deadline = time.monotonic() + contract.let_leases_expire() + contract.timeline.grace
@@ -231,7 +199,7 @@ class DeliveryContract:
             if dead is not None or time.monotonic() >= deadline:
                 break
         assert dead is not None, f"{promise}: nothing reached the dead-letter topic"
-        _check_dead_letter(dead, message_id, "poison", topic, 1)
+        _check_dead_letter(dead, held, "poison", topic, 1, "max_deliveries")
         contract.expect_nothing(subscription, f"{promise}: it was redelivered")
 
     @requires(Capability.COMPETING)
@@ -311,11 +279,22 @@ class DeliveryContract:
         assert sorted(d.id for d in got) == sorted(ids), promise
 
 
-def _check_dead_letter(dead: Any, message_id: str, body: Any, topic: str, deliveries: int) -> None:
+def _check_dead_letter(
+    dead: Any, original: Any, body: Any, topic: str, deliveries: int, reason: str
+) -> None:
+    """``dead`` is ``original`` (a delivery of the message), dead-lettered for ``reason``."""
     promise = "a dead letter keeps the message and says where it came from"
-    assert dead.id == message_id, promise
-    assert canonical(dead.body) == canonical(body), promise
+    assert dead.id == original.id, f"{promise}: the id changed"
+    assert canonical(dead.body) == canonical(body), f"{promise}: the body changed"
+    assert dead.content_type == original.content_type, (
+        f"{promise}: the content type changed from {original.content_type!r} "
+        f"to {dead.content_type!r}"
+    )
+    assert dead.topic == dead.broker.dead_letter_topic(topic), f"{promise}: wrong topic"
     assert dead.headers.get("trace-id") == "t1", f"{promise}: the headers were lost"
-    assert dead.headers.get("x-original-topic") == topic, promise
-    assert dead.headers.get("x-dead-letter-reason"), promise
-    assert dead.headers.get("x-deliveries") == str(deliveries), promise
+    assert dead.headers.get("x-original-topic") == topic, f"{promise}: x-original-topic"
+    assert dead.headers.get("x-dead-letter-reason") == reason, (
+        f"{promise}: x-dead-letter-reason is {dead.headers.get('x-dead-letter-reason')!r}, "
+        f"not {reason!r}"
+    )
+    assert dead.headers.get("x-deliveries") == str(deliveries), f"{promise}: x-deliveries"

@@ -1,0 +1,221 @@
+"""Contract tests of leases and settlement: both bounds of the visibility timeout,
+``extend``, batches, and every shape of a late settlement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
+from brokerkit.contracts._harness import VISIBILITY_TIMEOUT, ContractEnv, requires
+from brokerkit.contracts._profiles import contract_settings
+from brokerkit.exceptions import AlreadySettled, InvalidOption, StaleDelivery
+
+__all__ = ["LeaseContract"]
+
+_VT = VISIBILITY_TIMEOUT
+
+
+class LeaseContract:
+    """Promises about how long a delivery is leased, and what settling it does."""
+
+    #: Called with a broker to model a hung consumer (set by :class:`BrokerContract`).
+    suspend_renewals: Callable[[Broker], None]
+
+    @requires(Capability.ACK | Capability.COMPETING)
+    @pytest.mark.parametrize("prefetch", [1, 3])
+    def test_lease_holds_for_the_whole_visibility_timeout(
+        self, contract: ContractEnv, prefetch: int
+    ) -> None:
+        """A lease holds for the whole visibility timeout, then the delivery comes back
+        within the stated tolerance (exactly, on a ManualClock)."""
+        promise = "lease bounds: an unsettled delivery comes back when its lease runs out"
+        hung = contract.broker(visibility_timeout=_VT)
+        other = contract.broker(visibility_timeout=_VT)
+        topic = contract.topic("bounds")
+        mine, theirs = hung.subscribe(topic, prefetch=prefetch), other.subscribe(topic)
+        ids = hung.publish_many(topic, range(prefetch))
+        before = contract.timeline.now()
+        held = contract.expect(mine, promise)
+        after = contract.timeline.now()
+        self.suspend_renewals(hung)
+        back = contract.expect_lease_return(
+            theirs, leased=(before, after), seconds=_VT, promise=promise
+        )
+        assert back.id in ids, f"{promise}: an unknown message came back"
+        assert back.redelivered, f"{promise}: a delivery that came back is marked redelivered"
+        assert not held.settled
+        back.ack()
+        rest = contract.expect_all(theirs, len(ids) - 1, f"{promise} (prefetched ones too)")
+        assert {d.id for d in rest} | {back.id} == set(ids), promise
+
+    @requires(Capability.ACK | Capability.COMPETING)
+    def test_extend_moves_the_deadline(self, contract: ContractEnv) -> None:
+        """``extend(seconds)`` renews a lease from the moment it is called: the delivery
+        stays with its holder past the old deadline and comes back at the new one."""
+        promise = "extend: the lease runs from the extend call"
+        hung = contract.broker(visibility_timeout=_VT)
+        other = contract.broker(visibility_timeout=_VT)
+        topic = contract.topic("extend")
+        mine, theirs = hung.subscribe(topic), other.subscribe(topic)
+        message_id = hung.publish(topic, "long job")
+        held = contract.expect(mine, promise)
+        self.suspend_renewals(hung)
+        # Half the lease passes with the message still held.
+        contract.expect_nothing(theirs, promise, wait=contract.let_leases_expire(_VT / 2))
+        before = contract.timeline.now()
+        held.extend(seconds=_VT)
+        after = contract.timeline.now()
+        back = contract.expect_lease_return(
+            theirs, leased=(before, after), seconds=_VT, promise=promise
+        )
+        assert back.id == message_id, promise
+        back.ack()
+
+    @requires(Capability.ACK | Capability.COMPETING)
+    def test_extend_after_the_lease_ran_out_raises(self, contract: ContractEnv) -> None:
+        """``extend`` of a delivery whose lease ran out raises StaleDelivery and leaves
+        the new holder's delivery alone; extending a settled delivery raises
+        AlreadySettled; a lease is extended by a positive number of seconds."""
+        promise = "extend after expiry raises StaleDelivery"
+        hung = contract.broker(visibility_timeout=_VT)
+        other = contract.broker(visibility_timeout=_VT)
+        topic = contract.topic("extend-late")
+        mine, theirs = hung.subscribe(topic), other.subscribe(topic)
+        hung.publish(topic, "work")
+        stale = contract.expect(mine, promise)
+        with pytest.raises(InvalidOption):
+            stale.extend(seconds=0)
+        self.suspend_renewals(hung)
+        fresh = contract.expect(theirs, promise, wait=contract.let_leases_expire())
+        try:
+            stale.extend()
+        except StaleDelivery:
+            pass
+        else:
+            pytest.fail(f"{promise}: extend() renewed a lease that had run out")
+        try:
+            fresh.ack()
+        except StaleDelivery:
+            pytest.fail(f"{promise}: the late extend took the new holder's lease")
+        with pytest.raises(AlreadySettled):
+            fresh.extend()
+        contract.expect_nothing(theirs, f"{promise}: the message came back after its ack")
+
+    @requires(Capability.ACK | Capability.PERSISTENT)
+    @contract_settings()
+    @given(actions=st.lists(st.sampled_from(["ack", "requeue", "reject"]), min_size=1, max_size=8))
+    def test_batch_settlement_settles_each_delivery_once(
+        self, contract: ContractEnv, actions: list[str]
+    ) -> None:
+        """``broker.ack(*deliveries)`` and ``broker.nack(*deliveries)`` settle every
+        delivery passed, each once: acked ones never come back, requeued ones come back
+        once with the next attempt, rejected ones reach the dead-letter topic once."""
+        promise = "batch settlement"
+        if not contract.has(Capability.DEAD_LETTER):
+            actions = ["requeue" if a == "reject" else a for a in actions]
+        with contract.scope():
+            broker = contract.broker()
+            topic = contract.topic("batch")
+            dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
+            subscription = broker.subscribe(topic, prefetch=len(actions))
+            ids = broker.publish_many(topic, range(len(actions)))
+            got = [contract.expect(subscription, promise) for _ in ids]
+            assert sorted(d.id for d in got) == sorted(ids), f"{promise}: wrong deliveries"
+            by_action: dict[str, list[Any]] = {"ack": [], "requeue": [], "reject": []}
+            for delivery, action in zip(got, actions, strict=True):
+                by_action[action].append(delivery)
+            with pytest.raises(AlreadySettled):
+                broker.ack(*got, got[0])  # the same delivery twice: nothing is settled
+            assert not any(d.settled for d in got), f"{promise}: a refused batch settled some"
+            broker.ack(*by_action["ack"])
+            broker.nack(*by_action["requeue"], requeue=True)
+            broker.nack(*by_action["reject"], requeue=False)
+            assert all(d.settled for d in got), f"{promise}: every delivery passed is settled"
+            requeued = {d.id for d in by_action["requeue"]}
+            again = contract.expect_all(subscription, len(requeued), f"{promise}: requeued ones")
+            assert {d.id for d in again} == requeued, (
+                f"{promise}: exactly the requeued messages come back (acked ones never)"
+            )
+            assert all(d.attempt == 2 for d in again), f"{promise}: requeued with attempt 2"
+            if contract.has(Capability.DEAD_LETTER):
+                rejected = {d.id for d in by_action["reject"]}
+                dead = contract.expect_all(dead_letters, len(rejected), f"{promise}: rejected")
+                assert {d.id for d in dead} == rejected, (
+                    f"{promise}: exactly the rejected messages are dead-lettered"
+                )
+            contract.expect_nothing(
+                [subscription, dead_letters],
+                f"{promise}: a settled message came back, or was dead-lettered twice",
+            )
+
+    @requires(Capability.ACK | Capability.COMPETING)
+    @contract_settings("timed")
+    @given(settle=st.sampled_from(["ack", "requeue", "reject", "ack-batch", "extend"]))
+    def test_late_settle_does_not_touch_the_new_holders_delivery(
+        self, contract: ContractEnv, settle: str
+    ) -> None:
+        """Consumer A hangs past its lease; B gets the message; A's late ack, nack (with
+        or without requeue) or batch ack raises StaleDelivery and leaves B's delivery
+        and the dead-letter topic alone (the live deliveries of a batch are settled)."""
+        with contract.scope():
+            hung = contract.broker(visibility_timeout=_VT)
+            other = contract.broker(visibility_timeout=_VT)
+            topic = contract.topic("lateack")
+            dead_letters = other.subscribe(other.dead_letter_topic(topic))
+            first = hung.subscribe(topic)
+            second = other.subscribe(topic)
+            hung.publish(topic, "work")
+            stale = contract.expect(first, "late ack")
+            self.suspend_renewals(hung)
+            wait = contract.let_leases_expire()
+            fresh = contract.expect(
+                second,
+                "late ack: the hung consumer's lease runs out and the message goes to another "
+                "consumer (a backend that renews leases in the background must implement "
+                "Broker._suspend_renewals or override BrokerContract.suspend_renewals)",
+                wait=wait,
+            )
+            assert (fresh.id, fresh.attempt) == (stale.id, stale.attempt + 1)
+            live = None
+            if settle == "ack-batch":
+                hung.publish(topic, "second job")
+                live = contract.expect(first, "late ack")
+            try:
+                _settle(hung, stale, settle, live)
+            except StaleDelivery:
+                pass
+            else:
+                pytest.fail(f"late ack: a late {settle} did not raise StaleDelivery")
+            try:
+                fresh.ack()
+            except StaleDelivery:
+                pytest.fail(f"late ack: the stale {settle} took the new holder's delivery")
+            if contract.has(Capability.DEAD_LETTER):
+                contract.expect_nothing(
+                    dead_letters, f"late ack: a late {settle} dead-lettered the message"
+                )
+            contract.expect_nothing(
+                [second, first],
+                f"late ack: the message came back after a late {settle} and its new holder's ack",
+                # The live delivery of a batch must stay acked past its lease too.
+                wait=contract.let_leases_expire() if live is not None else 0.0,
+            )
+
+
+def _settle(broker: Broker, stale: Any, how: str, live: Any) -> None:
+    if how == "ack":
+        stale.ack()
+    elif how == "requeue":
+        stale.nack(requeue=True)
+    elif how == "reject":
+        stale.nack(requeue=False)
+    elif how == "extend":
+        stale.extend()
+    else:
+        broker.ack(stale, live)
