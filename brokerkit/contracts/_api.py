@@ -27,7 +27,7 @@ class ApiContract:
         broker = contract.broker()
         topic = contract.topic("consume")
         ids = broker.publish_many(topic, range(5))
-        first = list(broker.consume(topic, limit=2, timeout=contract.timeline.grace))
+        first = list(broker.consume(topic, limit=2, timeout=contract.grace))
         assert len(first) == 2, f"{promise}: limit=2 gave {len(first)} deliveries"
         for delivery in first:
             delivery.ack()
@@ -49,7 +49,7 @@ class ApiContract:
         broker = contract.broker(visibility_timeout=60)
         topic = contract.topic("handback")
         ids = broker.publish_many(topic, range(4))
-        wait = contract.timeline.grace
+        wait = contract.grace
         for delivery in broker.consume(topic, prefetch=4, timeout=wait):
             delivery.ack()
             break

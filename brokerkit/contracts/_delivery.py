@@ -189,8 +189,8 @@ class DeliveryContract:
         held = contract.expect(crashed.subscribe(topic), promise)
         crashed.close()
         subscription = survivor.subscribe(topic)
-        deadline = time.monotonic() + contract.let_leases_expire() + contract.timeline.grace
-        poll = min(0.05, contract.timeline.grace)
+        deadline = time.monotonic() + contract.let_leases_expire() + contract.grace
+        poll = min(0.05, contract.grace)
         # Backends may recover expired leases only when someone reads the topic.
         while True:
             redelivered = subscription.receive(timeout=poll)
@@ -218,7 +218,7 @@ class DeliveryContract:
             topic = contract.topic("compete")
             consumers = [contract.broker().subscribe(topic, group=group) for _ in range(2)]
             ids = publisher.publish_many(topic, range(count))
-            grace = contract.timeline.grace
+            grace = contract.grace
             poll = min(0.05, grace)
             # While the first consumer holds a message, the second must get another one.
             held = contract.expect(consumers[0], promise)

@@ -149,6 +149,8 @@ class ContractEnv:
         self._make = make
         self.timeline = timeline
         self._brokers: list[Broker] = []
+        #: Whether a hypothesis example of this test has failed already.
+        self.failed = False
         probe = make()
         try:
             self.backend_class: type[Broker] = type(probe)
@@ -176,12 +178,29 @@ class ContractEnv:
         """A topic name no other test or example uses."""
         return f"bkc.{label}.{uuid.uuid4().hex[:12]}"
 
+    @property
+    def grace(self) -> float:
+        """Seconds to wait, past any lease let run out, for a delivery that must come.
+
+        Once an example of the test has failed, hypothesis shrinks it by running
+        smaller ones, most of which fail the same way: by waiting for a delivery that
+        never comes. From then on the wait is only the quiet period, so that a failure
+        is reported in seconds, not minutes.
+        """
+        if self.failed:
+            return min(self.timeline.grace, self.timeline.quiet)
+        return self.timeline.grace
+
     @contextlib.contextmanager
     def scope(self) -> Iterator[ContractEnv]:
-        """Close, on exit, every broker made inside (one hypothesis example)."""
+        """Close, on exit, every broker made inside (one hypothesis example); remember
+        when the example failed (see :attr:`grace`)."""
         mark = len(self._brokers)
         try:
             yield self
+        except BaseException:
+            self.failed = True
+            raise
         finally:
             made, self._brokers[mark:] = self._brokers[mark:], []
             _close_all(made)
@@ -200,7 +219,7 @@ class ContractEnv:
 
     def expect(self, subscription: Subscription, promise: str, *, wait: float = 0.0) -> Delivery:
         """The next delivery, which ``promise`` says must come within ``wait`` + GRACE."""
-        timeout = wait + self.timeline.grace
+        timeout = wait + self.grace
         delivery = subscription.receive(timeout=timeout)
         assert delivery is not None, f"{promise}: nothing was delivered within {timeout}s"
         return delivery
@@ -271,7 +290,7 @@ class ContractEnv:
         """``count`` deliveries, each acked as it comes; ``promise`` says they must come."""
         got: list[Delivery] = []
         while len(got) < count:
-            delivery = subscription.receive(timeout=wait + self.timeline.grace)
+            delivery = subscription.receive(timeout=wait + self.grace)
             assert delivery is not None, (
                 f"{promise}: only {len(got)} of {count} messages were delivered"
             )

@@ -228,7 +228,11 @@ class DeliveryMachine(RuleBasedStateMachine):
         try:
             if not failed:
                 self._drain()
+        except BaseException:
+            failed = True
+            raise
         finally:
+            self.env.failed = self.env.failed or failed
             self.scope.__exit__(None, None, None)
 
     def _drain(self) -> None:
@@ -248,7 +252,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         drainer = self.env.broker(visibility_timeout=self.vt).subscribe(self.topic, prefetch=3)
         wait = self.env.let_leases_expire(self.vt)
         while pending:
-            delivery = drainer.receive(timeout=wait + self.env.timeline.grace)
+            delivery = drainer.receive(timeout=wait + self.env.grace)
             assert delivery is not None, (
                 f"no loss: {len(pending)} unacked message(s) never came back: {sorted(pending)}"
             )
@@ -269,7 +273,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         )
         dead = {i for i, m in self.messages.items() if m.status == "dead"}
         while dead and self.dead_letters is not None:
-            delivery = self.dead_letters.receive(timeout=self.env.timeline.grace)
+            delivery = self.dead_letters.receive(timeout=self.env.grace)
             assert delivery is not None, f"dead-letter: {len(dead)} rejected messages are missing"
             assert delivery.id in dead, f"dead-letter: unexpected {delivery!r}"
             dead.discard(delivery.id)
