@@ -21,7 +21,9 @@ class ApiContract:
 
     @requires(Capability.PERSISTENT)
     def test_consume_stops_on_limit_and_on_timeout(self, contract: ContractEnv) -> None:
-        """``consume`` yields deliveries until ``limit`` of them came, or until none
+        """consume() stops after limit deliveries, or when none came for timeout.
+
+        ``consume`` yields deliveries until ``limit`` of them came, or until none
         came for ``timeout`` seconds."""
         promise = "consume stops on limit and timeout"
         broker = contract.broker()
@@ -42,7 +44,9 @@ class ApiContract:
 
     @requires(Capability.PERSISTENT | Capability.ACK | Capability.COMPETING)
     def test_leaving_consume_hands_back_prefetched_deliveries(self, contract: ContractEnv) -> None:
-        """Leaving a ``consume`` loop (or closing a subscription) hands back the
+        """Leaving a consume loop hands back its prefetched deliveries at once.
+
+        Leaving a ``consume`` loop (or closing a subscription) hands back the
         deliveries it prefetched but never returned: another consumer gets them at
         once, as first deliveries, not after the visibility timeout."""
         promise = "leaving consume hands back what it prefetched"
@@ -59,7 +63,9 @@ class ApiContract:
         contract.expect_nothing(other, f"{promise}: the acked one came back")
 
     def test_receive_returns_none_when_nothing_comes(self, contract: ContractEnv) -> None:
-        """``receive(timeout)`` returns None when nothing arrives in time (0 means: only
+        """receive(timeout) returns None when nothing arrives in time.
+
+        ``receive(timeout)`` returns None when nothing arrives in time (0 means: only
         what is already there)."""
         broker = contract.broker()
         subscription = broker.subscribe(contract.topic("empty"))
@@ -67,7 +73,9 @@ class ApiContract:
         assert subscription.receive(timeout=contract.timeline.quiet) is None, "receive(timeout)"
 
     def test_missing_capabilities_raise_unsupported(self, contract: ContractEnv) -> None:
-        """A call that needs a capability the backend does not declare raises
+        """A call needing an undeclared capability raises Unsupported naming it.
+
+        A call that needs a capability the backend does not declare raises
         Unsupported naming it; one the backend declares is accepted."""
         broker = contract.broker()
         topic = contract.topic("caps")
@@ -104,7 +112,9 @@ class ApiContract:
             assert delivery.settled
 
     def test_bad_options_are_refused_naming_the_valid_ones(self, contract: ContractEnv) -> None:
-        """An unknown option, or a bad value, raises InvalidOption listing what is valid."""
+        """A bad or unknown option raises InvalidOption listing the valid ones.
+
+        An unknown option, or a bad value, raises InvalidOption listing what is valid."""
         with pytest.raises(InvalidOption) as raised:
             contract.broker(visibilty_timeout=1)
         assert "visibility_timeout" in str(raised.value), (
@@ -116,7 +126,9 @@ class ApiContract:
             contract.broker(max_deliveries=0)
 
     def test_settling_through_another_broker_is_refused(self, contract: ContractEnv) -> None:
-        """A delivery is settled only through the broker that delivered it; another
+        """Only the broker that delivered a delivery can settle it.
+
+        A delivery is settled only through the broker that delivered it; another
         broker refuses it with DeliveryError and the delivery stays unsettled."""
         broker, stranger = contract.broker(), contract.broker()
         topic = contract.topic("foreign")

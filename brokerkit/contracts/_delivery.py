@@ -35,6 +35,7 @@ class DeliveryContract:
     @contract_settings()
     @given(payloads=st.lists(bodies, min_size=1, max_size=12), prefetch=_prefetches)
     def test_no_loss(self, contract: ContractEnv, payloads: list[Any], prefetch: int) -> None:
+        """No loss: every published message is delivered."""
         with contract.scope():
             publisher, consumer = contract.broker(), contract.broker()
             topic = contract.topic("noloss")
@@ -51,7 +52,9 @@ class DeliveryContract:
     def test_acked_messages_never_come_back(
         self, contract: ContractEnv, count: int, prefetch: int
     ) -> None:
-        """No duplicates when every delivery is acked in time, and ack is final: not
+        """No duplicates, and ack is final: an acked message never comes back.
+
+        No duplicates when every delivery is acked in time, and ack is final: not
         even the visibility timeout brings an acked message back."""
         with contract.scope():
             publisher = contract.broker()
@@ -73,6 +76,7 @@ class DeliveryContract:
     def test_fifo_for_one_consumer(
         self, contract: ContractEnv, count: int, prefetch: int, batch: bool
     ) -> None:
+        """One consumer with no redeliveries sees publish order (FIFO)."""
         with contract.scope():
             publisher, consumer = contract.broker(), contract.broker()
             topic = contract.topic("fifo")
@@ -93,6 +97,7 @@ class DeliveryContract:
     def test_nack_requeue_redelivers_with_the_next_attempt(
         self, contract: ContractEnv, nacks: int
     ) -> None:
+        """nack(requeue=True) redelivers the message with attempt + 1."""
         with contract.scope():
             broker = contract.broker()
             topic = contract.topic("nack")
@@ -118,7 +123,9 @@ class DeliveryContract:
     def test_unsettled_delivery_comes_back_after_the_visibility_timeout(
         self, contract: ContractEnv, prefetch: int, extra: int
     ) -> None:
-        """A consumer that crashed (closed its broker without settling) loses its
+        """A crashed consumer's deliveries come back after the visibility timeout.
+
+        A consumer that crashed (closed its broker without settling) loses its
         deliveries to the next consumer once the visibility timeout passes."""
         promise = "an unsettled delivery comes back after the visibility timeout"
         with contract.scope():
@@ -142,6 +149,7 @@ class DeliveryContract:
     def test_max_deliveries_then_dead_letter(
         self, contract: ContractEnv, max_deliveries: int, body: Any
     ) -> None:
+        """After max_deliveries nacks a message is dead-lettered, headers intact."""
         promise = "max_deliveries then dead-letter"
         with contract.scope():
             broker = contract.broker(max_deliveries=max_deliveries)
@@ -163,7 +171,9 @@ class DeliveryContract:
     def test_nack_without_requeue_dead_letters_at_once(
         self, contract: ContractEnv, max_deliveries: int | None
     ) -> None:
-        """``nack(requeue=False)`` dead-letters on the first delivery, whether or not
+        """nack(requeue=False) dead-letters at once, with or without max_deliveries.
+
+        ``nack(requeue=False)`` dead-letters on the first delivery, whether or not
         ``max_deliveries`` is set, with the reason ``rejected``."""
         broker = contract.broker(max_deliveries=max_deliveries)
         topic = contract.topic("reject")
@@ -180,6 +190,7 @@ class DeliveryContract:
 
     @requires(Capability.ACK | Capability.DEAD_LETTER | Capability.PERSISTENT)
     def test_expiry_past_max_deliveries_dead_letters(self, contract: ContractEnv) -> None:
+        """A lease that runs out on the last allowed delivery dead-letters."""
         promise = "a lease that runs out on the last allowed delivery dead-letters"
         crashed = contract.broker(visibility_timeout=_VT, max_deliveries=1)
         survivor = contract.broker(visibility_timeout=_VT, max_deliveries=1)
@@ -212,6 +223,7 @@ class DeliveryContract:
     def test_competing_consumers_split_without_overlap(
         self, contract: ContractEnv, count: int, turns: list[bool], group: str | None
     ) -> None:
+        """Competing consumers of a group each get different messages."""
         promise = "competing consumers: each message goes to one consumer of the group"
         with contract.scope():
             publisher = contract.broker()
@@ -252,6 +264,7 @@ class DeliveryContract:
     def test_fanout_every_group_gets_every_message(
         self, contract: ContractEnv, groups: int, count: int
     ) -> None:
+        """Fan-out: every group gets every message, once."""
         promise = "fan-out: every group gets every message"
         with contract.scope():
             publisher = contract.broker()
@@ -269,6 +282,7 @@ class DeliveryContract:
 
     @requires(Capability.REPLAY | Capability.COMPETING | Capability.PERSISTENT)
     def test_new_group_replays_history(self, contract: ContractEnv) -> None:
+        """Replay: a new group can read the topic's history from the start."""
         promise = "replay: a new group can read the topic's history from the start"
         publisher, consumer = contract.broker(), contract.broker()
         topic = contract.topic("replay")

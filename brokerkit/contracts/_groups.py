@@ -26,7 +26,9 @@ class GroupContract:
     def test_groups_do_not_affect_each_other(
         self, contract: ContractEnv, actions: list[str]
     ) -> None:
-        """What one group does (ack, nack, requeue, dead-letter, hold) never changes
+        """One group's acks, nacks and dead letters never change another's view.
+
+        What one group does (ack, nack, requeue, dead-letter, hold) never changes
         what another group of the same topic sees: every message once, first attempt."""
         promise = "group independence"
         if not contract.has(Capability.DEAD_LETTER):
@@ -60,7 +62,9 @@ class GroupContract:
     @requires(Capability.REPLAY | Capability.COMPETING | Capability.PERSISTENT)
     @pytest.mark.parametrize("start", ["earliest", "latest"])
     def test_new_group_start_position(self, contract: ContractEnv, start: str) -> None:
-        """A new group with ``start="earliest"`` reads the topic's history from its
+        """A new group's start (earliest, latest) means what it says.
+
+        A new group with ``start="earliest"`` reads the topic's history from its
         first kept message; with ``start="latest"`` only what is published after it
         subscribed."""
         promise = f"start={start}: a new group starts where it says"
@@ -76,7 +80,9 @@ class GroupContract:
 
     @requires(Capability.REPLAY | Capability.COMPETING | Capability.PERSISTENT)
     def test_start_applies_to_a_new_group_only(self, contract: ContractEnv) -> None:
-        """``start`` places a *new* group; joining an existing group with a start does
+        """start places a new group only; an existing group is never moved.
+
+        ``start`` places a *new* group; joining an existing group with a start does
         not move it (no rewind, no skip); an unknown start raises InvalidOption."""
         promise = "start only places a new group"
         publisher, consumer = contract.broker(), contract.broker()

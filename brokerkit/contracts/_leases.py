@@ -32,7 +32,9 @@ class LeaseContract:
     def test_lease_holds_for_the_whole_visibility_timeout(
         self, contract: ContractEnv, prefetch: int
     ) -> None:
-        """A lease holds for the whole visibility timeout, then the delivery comes back
+        """A lease holds for the whole visibility timeout, and no longer.
+
+        A lease holds for the whole visibility timeout, then the delivery comes back
         within the stated tolerance (exactly, on a ManualClock)."""
         promise = "lease bounds: an unsettled delivery comes back when its lease runs out"
         hung = contract.broker(visibility_timeout=_VT)
@@ -56,7 +58,9 @@ class LeaseContract:
 
     @requires(Capability.ACK | Capability.COMPETING)
     def test_extend_moves_the_deadline(self, contract: ContractEnv) -> None:
-        """``extend(seconds)`` renews a lease from the moment it is called: the delivery
+        """extend(seconds) moves the lease's deadline to seconds from the call.
+
+        ``extend(seconds)`` renews a lease from the moment it is called: the delivery
         stays with its holder past the old deadline and comes back at the new one."""
         promise = "extend: the lease runs from the extend call"
         hung = contract.broker(visibility_timeout=_VT)
@@ -79,7 +83,9 @@ class LeaseContract:
 
     @requires(Capability.ACK | Capability.COMPETING)
     def test_extend_after_the_lease_ran_out_raises(self, contract: ContractEnv) -> None:
-        """``extend`` of a delivery whose lease ran out raises StaleDelivery and leaves
+        """extend() of an expired or settled delivery raises, harming nothing.
+
+        ``extend`` of a delivery whose lease ran out raises StaleDelivery and leaves
         the new holder's delivery alone; extending a settled delivery raises
         AlreadySettled; a lease is extended by a positive number of seconds."""
         promise = "extend after expiry raises StaleDelivery"
@@ -114,7 +120,9 @@ class LeaseContract:
     def test_batch_settlement_settles_each_delivery_once(
         self, contract: ContractEnv, actions: list[str]
     ) -> None:
-        """``broker.ack(*deliveries)`` and ``broker.nack(*deliveries)`` settle every
+        """ack/nack of several deliveries at once settles each of them, once.
+
+        ``broker.ack(*deliveries)`` and ``broker.nack(*deliveries)`` settle every
         delivery passed, each once: acked ones never come back, requeued ones come back
         once with the next attempt, rejected ones reach the dead-letter topic once."""
         promise = "batch settlement"
@@ -162,7 +170,9 @@ class LeaseContract:
     def test_late_settle_does_not_touch_the_new_holders_delivery(
         self, contract: ContractEnv, settle: str
     ) -> None:
-        """Consumer A hangs past its lease; B gets the message; A's late ack, nack (with
+        """A late settlement raises StaleDelivery and leaves the new holder alone.
+
+        Consumer A hangs past its lease; B gets the message; A's late ack, nack (with
         or without requeue) or batch ack raises StaleDelivery and leaves B's delivery
         and the dead-letter topic alone (the live deliveries of a batch are settled)."""
         hung = contract.broker(visibility_timeout=_VT)

@@ -61,7 +61,9 @@ class PayloadContract:
     def test_every_body_kind_and_size_survives(
         self, contract: ContractEnv, body: Any, content_type: str | None, delivered_type: str
     ) -> None:
-        """Bodies of every kind (bytes, text, JSON, custom content types), empty,
+        """Every body kind and size arrives intact, with its metadata.
+
+        Bodies of every kind (bytes, text, JSON, custom content types), empty,
         non-BMP and up to megabytes arrive with the same value, bytes, content type,
         headers, id and publish time, as a first delivery."""
         promise = "payloads: a message arrives exactly as it was published"

@@ -42,7 +42,9 @@ class ScopeContract:
 
     @requires(Capability.PERSISTENT)
     def test_purge_removes_only_this_topics_waiting_messages(self, contract: ContractEnv) -> None:
-        """``purge(topic)`` removes the messages waiting in that topic, returns how many
+        """purge(topic) removes that topic's waiting messages only.
+
+        ``purge(topic)`` removes the messages waiting in that topic, returns how many
         (counting, on a backend that keeps history, the delivered ones it drops too),
         and touches neither deliveries already handed out nor any other topic (not even
         one whose name starts with it)."""
@@ -74,7 +76,9 @@ class ScopeContract:
 
     @requires(Capability.PERSISTENT | Capability.ACK | Capability.COMPETING)
     def test_inspect_counts_are_per_topic(self, contract: ContractEnv) -> None:
-        """``inspect(topic)`` reports that topic's length before anyone reads it, its
+        """inspect(topic) counts that topic's messages, in-flight and dead letters.
+
+        ``inspect(topic)`` reports that topic's length before anyone reads it, its
         in-flight deliveries overall and per group (by name where groups are separate,
         with FANOUT), and its dead letters; another
         topic's traffic (even one whose name starts with it) never shows up in it."""
@@ -122,7 +126,9 @@ class ScopeContract:
 
     @requires(Capability.BOUNDED | Capability.PERSISTENT)
     def test_maxlen_caps_the_topic_dropping_the_oldest(self, contract: ContractEnv) -> None:
-        """With ``maxlen=N`` a topic keeps about N messages (at most N + 100, for
+        """maxlen caps a topic, dropping the oldest messages first.
+
+        With ``maxlen=N`` a topic keeps about N messages (at most N + 100, for
         approximate trimming) and drops the oldest first: the newest N always survive."""
         promise = "maxlen caps the topic"
         maxlen, published = 5, 300
@@ -145,7 +151,9 @@ class ScopeContract:
     def test_pattern_glob_syntax(
         self, contract: ContractEnv, pattern: str, topic: str, matches: bool
     ) -> None:
-        """Pattern subscriptions follow the stated glob syntax: ``*``, ``?``, ``[abc]``,
+        """Pattern subscriptions follow the stated glob syntax in full.
+
+        Pattern subscriptions follow the stated glob syntax: ``*``, ``?``, ``[abc]``,
         ``[a-c]`` and ``[!a]``, matched against the whole topic name."""
         promise = f"glob syntax: {pattern!r} {'matches' if matches else 'does not match'} {topic!r}"
         publisher, consumer = contract.broker(), contract.broker()

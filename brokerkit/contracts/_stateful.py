@@ -287,6 +287,8 @@ class StatefulContract:
 
     @requires(Capability.PERSISTENT | Capability.ACK | Capability.COMPETING)
     def test_delivery_state_machine(self, contract: ContractEnv) -> None:
+        """Random interleavings of every operation keep at-least-once delivery."""
+
         def machine() -> DeliveryMachine:
             return DeliveryMachine(contract, self.suspend_renewals)
 
