@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis.errors import HypothesisException
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
@@ -184,11 +185,11 @@ class ContractEnv:
 
         Once an example of the test has failed, hypothesis shrinks it by running
         smaller ones, most of which fail the same way: by waiting for a delivery that
-        never comes. From then on the wait is only the quiet period, so that a failure
-        is reported in seconds, not minutes.
+        never comes. From then on the wait is only the lease tolerance and the quiet
+        period, so that a failure is reported in seconds, not minutes.
         """
         if self.failed:
-            return min(self.timeline.grace, self.timeline.quiet)
+            return min(self.timeline.grace, self.timeline.tolerance + self.timeline.quiet)
         return self.timeline.grace
 
     @contextlib.contextmanager
@@ -198,8 +199,8 @@ class ContractEnv:
         mark = len(self._brokers)
         try:
             yield self
-        except BaseException:
-            self.failed = True
+        except BaseException as exc:
+            self.failed = self.failed or is_failure(exc)
             raise
         finally:
             made, self._brokers[mark:] = self._brokers[mark:], []
@@ -297,6 +298,14 @@ class ContractEnv:
             got.append(delivery)
             delivery.ack()
         return got
+
+
+def is_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` ending an example is a failed promise, rather than hypothesis
+    discarding the example (``StopTest``, an unsatisfied assumption) or a skip."""
+    if exc is None or isinstance(exc, HypothesisException):
+        return False
+    return isinstance(exc, (Exception, pytest.fail.Exception))
 
 
 def _close_all(brokers: list[Broker]) -> None:

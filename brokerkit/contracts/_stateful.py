@@ -36,6 +36,7 @@ from brokerkit.contracts._harness import (
     VISIBILITY_TIMEOUT,
     ContractEnv,
     ManualTimeline,
+    is_failure,
     requires,
 )
 from brokerkit.contracts._profiles import contract_settings
@@ -224,15 +225,15 @@ class DeliveryMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         # Hypothesis tears down in a ``finally``: when a step failed, that failure is
         # the report, so only clean up.
-        failed = sys.exc_info()[1] is not None
+        ending = sys.exc_info()[1]
         try:
-            if not failed:
+            if ending is None:
                 self._drain()
-        except BaseException:
-            failed = True
+        except BaseException as exc:
+            ending = exc
             raise
         finally:
-            self.env.failed = self.env.failed or failed
+            self.env.failed = self.env.failed or is_failure(ending)
             self.scope.__exit__(None, None, None)
 
     def _drain(self) -> None:
