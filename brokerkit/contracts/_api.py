@@ -3,6 +3,7 @@ capability checks and settling through the right broker."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from brokerkit._capabilities import Capability
 from brokerkit._subscription import Subscription
 from brokerkit.contracts._harness import ContractEnv, requires
-from brokerkit.exceptions import DeliveryError, InvalidOption, Unsupported
+from brokerkit.exceptions import DeliveryError, InvalidMessage, InvalidOption, Unsupported
 
 __all__ = ["ApiContract"]
 
@@ -139,3 +140,51 @@ class ApiContract:
             stranger.ack(delivery)
         assert not delivery.settled, "a refused settlement left the delivery settled"
         delivery.ack()
+
+    def test_subscription_iterates_and_closes_with_its_block(self, contract: ContractEnv) -> None:
+        """A subscription iterates its deliveries, and leaving its with-block closes it.
+
+        Iterating yields deliveries as they come (in order, with ORDERED); the
+        subscription is closed when its ``with`` block ends.
+        """
+        promise = "a subscription iterates and closes"
+        broker = contract.broker()
+        topic = contract.topic("iterate")
+        with broker.subscribe(topic) as subscription:
+            ids = broker.publish_many(topic, range(3))
+            got = []
+            # Iteration never times out: a watchdog closes the subscription, which
+            # ends it, should a message never come.
+            watchdog = threading.Timer(contract.grace + 1.0, subscription.close)
+            watchdog.start()
+            try:
+                for delivery in subscription:
+                    got.append(delivery.id)
+                    delivery.ack()
+                    if len(got) == len(ids):
+                        break
+            finally:
+                watchdog.cancel()
+            assert len(got) == len(ids), f"{promise}: only {len(got)} of {len(ids)} came"
+        assert subscription.closed, f"{promise}: leaving the with-block closes it"
+        expected = ids if contract.has(Capability.ORDERED) else sorted(ids)
+        assert (got if contract.has(Capability.ORDERED) else sorted(got)) == expected, promise
+
+    def test_publish_many_takes_an_iterable_of_bodies(self, contract: ContractEnv) -> None:
+        """publish_many takes an iterable of bodies: one body is refused, none sends none.
+
+        A single str, bytes or dict raises InvalidMessage rather than being split up;
+        an empty iterable publishes nothing and returns no ids.
+        """
+        broker = contract.broker()
+        topic = contract.topic("many")
+        subscription = broker.subscribe(topic)
+        for single in ("abc", b"abc", {"a": 1}):
+            with pytest.raises(InvalidMessage):
+                broker.publish_many(topic, single)
+        assert broker.publish_many(topic, []) == [], "publish_many([]) returns no ids"
+        assert broker.publish_many(topic, iter(["x"])) != [], "a generator is an iterable"
+        delivery = contract.expect(subscription, "publish_many")
+        assert delivery.body == "x", "publish_many: a refused call sent a message"
+        delivery.ack()
+        contract.expect_nothing(subscription, "publish_many: a refused call sent a message")
