@@ -166,67 +166,93 @@ class LeaseContract:
             assert in_flight == 0, f"{promise}: {in_flight} settled deliveries are still in flight"
 
     @requires(Capability.ACK | Capability.COMPETING)
-    @pytest.mark.parametrize("settle", ["ack", "requeue", "reject", "ack-batch", "extend"])
+    @pytest.mark.parametrize("batch", [False, True], ids=["each", "batch"])
     def test_late_settle_does_not_touch_the_new_holders_delivery(
-        self, contract: ContractEnv, settle: str
+        self, contract: ContractEnv, batch: bool
     ) -> None:
         """A late settlement raises StaleDelivery and leaves the new holder alone.
 
-        Consumer A hangs past its lease; B gets the message; A's late ack, nack (with
-        or without requeue) or batch ack raises StaleDelivery and leaves B's delivery
-        and the dead-letter topic alone (the live deliveries of a batch are settled)."""
+        Consumer A hangs past its leases; B gets the messages; each of A's late ack,
+        nack with and without requeue, and extend (or, with ``batch``, a late ack and
+        nack of several deliveries, some still live) raises StaleDelivery, leaves B's
+        deliveries and the dead-letter topic alone, and settles the live ones.
+        """
         hung = contract.broker(visibility_timeout=_VT)
         other = contract.broker(visibility_timeout=_VT)
         topic = contract.topic("lateack")
         dead_letters = other.subscribe(other.dead_letter_topic(topic))
-        first = hung.subscribe(topic)
+        kinds = ["ack", "requeue", "reject", "extend"]
+        first = hung.subscribe(topic, prefetch=len(kinds))
         second = other.subscribe(topic)
-        hung.publish(topic, "work")
-        stale = contract.expect(first, "late ack")
+        hung.publish_many(topic, kinds)
+        stale = {d.id: d for d in (contract.expect(first, "late ack") for _ in kinds)}
         self.suspend_renewals(hung)
         wait = contract.let_leases_expire()
-        fresh = contract.expect(
-            second,
-            "late ack: the hung consumer's lease runs out and the message goes to another "
-            "consumer (a backend that renews leases in the background must implement "
-            "Broker._suspend_renewals or override BrokerContract.suspend_renewals)",
-            wait=wait,
-        )
-        assert (fresh.id, fresh.attempt) == (stale.id, stale.attempt + 1)
-        live = None
-        if settle == "ack-batch":
-            hung.publish(topic, "second job")
-            live = contract.expect(first, "late ack")
-        try:
-            _settle(hung, stale, settle, live)
-        except StaleDelivery:
-            pass
-        else:
-            pytest.fail(f"late ack: a late {settle} did not raise StaleDelivery")
-        try:
-            fresh.ack()
-        except StaleDelivery:
-            pytest.fail(f"late ack: the stale {settle} took the new holder's delivery")
-        if contract.has(Capability.DEAD_LETTER):
-            contract.expect_nothing(
-                dead_letters, f"late ack: a late {settle} dead-lettered the message"
+        fresh = []
+        for _ in kinds:
+            fresh.append(
+                contract.expect(
+                    second,
+                    "late ack: the hung consumer's leases run out and the messages go to "
+                    "another consumer (a backend that renews leases in the background must "
+                    "implement Broker._suspend_renewals or override "
+                    "BrokerContract.suspend_renewals)",
+                    wait=wait,
+                )
             )
+        assert {(d.id, d.attempt) for d in fresh} == {(i, s.attempt + 1) for i, s in stale.items()}
+        live: list[Any] = []
+        attempts: list[tuple[str, Callable[[], None]]]
+        if batch:
+            hung.publish_many(topic, ["live 1", "live 2"])
+            live = [contract.expect(first, "late ack") for _ in range(2)]
+            late = list(stale.values())
+            attempts = [
+                ("ack", lambda: hung.ack(late[0], late[1], live[0])),
+                ("reject", lambda: hung.nack(late[2], live[1], requeue=False)),
+                ("requeue", lambda: hung.nack(late[3], requeue=True)),
+            ]
+        else:
+            late_by_kind = {s.body: s for s in stale.values()}
+            attempts = [(kind, _late_call(late_by_kind[kind], kind)) for kind in kinds]
+        shape = "batch " if batch else ""
+        for kind, call in attempts:
+            try:
+                call()
+            except StaleDelivery:
+                pass
+            else:
+                pytest.fail(f"late ack: a late {shape}{kind} did not raise StaleDelivery")
+            if contract.has(Capability.DEAD_LETTER) and not batch:
+                contract.expect_nothing(
+                    dead_letters, f"late ack: a late {kind} dead-lettered the message"
+                )
+            contract.expect_nothing(
+                second, f"late ack: the message came back after a late {shape}{kind}"
+            )
+        for delivery in fresh:
+            try:
+                delivery.ack()
+            except StaleDelivery:
+                pytest.fail("late ack: a stale settlement took the new holder's delivery")
+        if batch and contract.has(Capability.DEAD_LETTER):
+            # The live delivery of the batch nack is dead-lettered, and only it.
+            got = contract.expect(dead_letters, "late ack: a batch nack settles its live ones")
+            assert got.id == live[1].id, "late ack: a late batch reject dead-lettered a message"
+            got.ack()
         contract.expect_nothing(
-            [second, first],
-            f"late ack: the message came back after a late {settle} and its new holder's ack",
-            # The live delivery of a batch must stay acked past its lease too.
-            wait=contract.let_leases_expire() if live is not None else 0.0,
+            [second, first, dead_letters],
+            "late ack: a message came back after its new holder's ack, or was dead-lettered",
+            # The live deliveries of a batch must stay settled past their leases too.
+            wait=contract.let_leases_expire() if batch else 0.0,
         )
 
 
-def _settle(broker: Broker, stale: Any, how: str, live: Any) -> None:
-    if how == "ack":
-        stale.ack()
-    elif how == "requeue":
-        stale.nack(requeue=True)
-    elif how == "reject":
-        stale.nack(requeue=False)
-    elif how == "extend":
-        stale.extend()
-    else:
-        broker.ack(stale, live)
+def _late_call(delivery: Any, kind: str) -> Callable[[], None]:
+    if kind == "ack":
+        return delivery.ack  # type: ignore[no-any-return]
+    if kind == "requeue":
+        return lambda: delivery.nack(requeue=True)
+    if kind == "reject":
+        return lambda: delivery.nack(requeue=False)
+    return delivery.extend  # type: ignore[no-any-return]
