@@ -163,7 +163,9 @@ class DeliveryContract:
                 delivery.nack(requeue=True)
             contract.expect_nothing(subscription, f"{promise}: redelivered past max_deliveries")
             dead = contract.expect(dead_letters, f"{promise}: nothing in the dead-letter topic")
-            _check_dead_letter(dead, delivery, body, topic, max_deliveries, "max_deliveries")
+            _check_dead_letter(
+                dead, delivery, body, broker, topic, max_deliveries, "max_deliveries"
+            )
             dead.ack()
 
     @requires(Capability.ACK | Capability.DEAD_LETTER)
@@ -184,7 +186,7 @@ class DeliveryContract:
         rejected.nack(requeue=False)
         contract.expect_nothing(subscription, "nack(requeue=False): the message came back")
         dead = contract.expect(dead_letters, "nack(requeue=False) dead-letters")
-        _check_dead_letter(dead, rejected, [1, "two"], topic, 1, "rejected")
+        _check_dead_letter(dead, rejected, [1, "two"], broker, topic, 1, "rejected")
         dead.ack()
         contract.expect_nothing(dead_letters, "nack(requeue=False): dead-lettered twice")
 
@@ -210,7 +212,7 @@ class DeliveryContract:
             if dead is not None or time.monotonic() >= deadline:
                 break
         assert dead is not None, f"{promise}: nothing reached the dead-letter topic"
-        _check_dead_letter(dead, held, "poison", topic, 1, "max_deliveries")
+        _check_dead_letter(dead, held, "poison", survivor, topic, 1, "max_deliveries")
         contract.expect_nothing(subscription, f"{promise}: it was redelivered")
 
     @requires(Capability.COMPETING)
@@ -294,7 +296,7 @@ class DeliveryContract:
 
 
 def _check_dead_letter(
-    dead: Any, original: Any, body: Any, topic: str, deliveries: int, reason: str
+    dead: Any, original: Any, body: Any, broker: Broker, topic: str, deliveries: int, reason: str
 ) -> None:
     """``dead`` is ``original`` (a delivery of the message), dead-lettered for ``reason``."""
     promise = "a dead letter keeps the message and says where it came from"
@@ -304,7 +306,7 @@ def _check_dead_letter(
         f"{promise}: the content type changed from {original.content_type!r} "
         f"to {dead.content_type!r}"
     )
-    assert dead.topic == dead.broker.dead_letter_topic(topic), f"{promise}: wrong topic"
+    assert dead.topic == broker.dead_letter_topic(topic), f"{promise}: wrong topic"
     assert dead.headers.get("trace-id") == "t1", f"{promise}: the headers were lost"
     assert dead.headers.get("x-original-topic") == topic, f"{promise}: x-original-topic"
     assert dead.headers.get("x-dead-letter-reason") == reason, (
