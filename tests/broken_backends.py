@@ -5,11 +5,15 @@ They are never registered; tests build them with ``Broken.from_url("memory://nam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
-from brokerkit import Delivery, Message
+from brokerkit import Capability, Delivery, Message, StaleDelivery, TopicInfo
+from brokerkit._subscription import Subscription
 from brokerkit.backends.memory import MemoryBroker
-from brokerkit.backends.memory.store import Group, Topic
+from brokerkit.backends.memory.store import Group, Lease, Topic
 
 
 class DropsOnNack(MemoryBroker):
@@ -78,6 +82,268 @@ class DuplicatesToCompetitors(MemoryBroker):
         return item
 
 
+class _LeaseShift(MemoryBroker):
+    """Moves the deadline of every lease it hands out by ``shift`` visibility timeouts."""
+
+    shift: ClassVar[float] = 0.0
+
+    def _take(self, subscription: Subscription, limit: int, now: float) -> list[Delivery]:
+        taken = super()._take(subscription, limit, now)
+        for delivery in taken:
+            lease = self._lease(delivery)
+            if lease is not None:
+                lease.deadline += self.shift * self.options.visibility_timeout
+                self._store.note_deadline(lease.deadline)
+        return taken
+
+
+class HandsOutLeasesEarly(_LeaseShift):
+    """A lease runs out after half the visibility timeout."""
+
+    shift = -0.5
+
+
+class HoldsLeasesTooLong(_LeaseShift):
+    """A lease runs out a whole visibility timeout late."""
+
+    shift = 1.0
+
+
+class ExtendKeepsTheOldDeadline(MemoryBroker):
+    """extend() checks the lease but does not move its deadline."""
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        with self._store.lock:
+            self._expire(self._store.clock.now())
+            stale = [d for d in deliveries if self._lease(d) is None]
+        if stale:
+            raise StaleDelivery(stale)
+
+
+class ExtendIgnoresExpiry(MemoryBroker):
+    """extend() of a lease that ran out says nothing."""
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        with contextlib.suppress(StaleDelivery):
+            super()._extend(deliveries, seconds)
+
+
+class BatchAckSettlesOnlyTheFirst(MemoryBroker):
+    """ack(a, b, c) acks a; b and c stay leased."""
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        super()._ack(deliveries[:1])
+
+
+class LateRejectDeadLetters(MemoryBroker):
+    """A late nack(requeue=False) still puts a copy in the dead-letter topic."""
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        try:
+            super()._nack(deliveries, requeue)
+        except StaleDelivery as exc:
+            if not requeue:
+                with self._store.lock:
+                    for delivery in deliveries:
+                        lease = Lease(0, delivery.message, "", delivery.attempt, 0.0, 0.0)
+                        topic_name = delivery.receipt[0]
+                        group = self._store.topics[topic_name].groups[delivery.receipt[1]]
+                        self._requeue_or_dead_letter(topic_name, group, lease, False, "rejected")
+            raise exc
+
+
+class LateRequeueDuplicates(MemoryBroker):
+    """A late nack(requeue=True) queues the message again, beside the new holder's copy."""
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        try:
+            super()._nack(deliveries, requeue)
+        except StaleDelivery:
+            if requeue:
+                with self._store.lock:
+                    for delivery in deliveries:
+                        topic_name, group_name, _ = delivery.receipt
+                        group = self._store.topics[topic_name].groups[group_name]
+                        group.ready.append((-1, delivery.message, delivery.attempt))
+            raise
+
+
+class RejectRequeuesUnderMaxDeliveries(MemoryBroker):
+    """With max_deliveries set, nack(requeue=False) requeues until the limit."""
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        super()._nack(deliveries, requeue or self.options.max_deliveries is not None)
+
+
+class DeadLettersLoseHeaders(MemoryBroker):
+    """A dead letter carries the dead-letter headers but not the message's own."""
+
+    def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
+        stripped = [
+            dataclasses.replace(
+                m, headers={k: v for k, v in m.headers.items() if k.startswith("x-")}
+            )
+            if "x-original-topic" in m.headers
+            else m
+            for m in messages
+        ]
+        super()._append(topic, stripped)
+
+
+class GroupsShareRequeues(MemoryBroker):
+    """A message one group requeues is queued again for every group of the topic."""
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        super()._nack(deliveries, requeue)
+        if requeue:
+            with self._store.lock:
+                for delivery in deliveries:
+                    topic_name, group_name, _ = delivery.receipt
+                    for name, group in self._store.topics[topic_name].groups.items():
+                        if name != group_name:
+                            group.ready.append((-1, delivery.message, delivery.attempt))
+
+
+class LatestMeansEarliest(MemoryBroker):
+    """A new group with start="latest" reads the whole history."""
+
+    @staticmethod
+    def _start_offset(topic: Topic, start: str | None) -> int:
+        return MemoryBroker._start_offset(topic, "earliest" if start == "latest" else start)
+
+
+class StartRewindsExistingGroups(MemoryBroker):
+    """Joining an existing group with start="earliest" rewinds it to the beginning."""
+
+    def _group(self, topic: Topic, name: str, start: str | None) -> Group:
+        group = super()._group(topic, name, start)
+        if start is not None:
+            group.cursor = self._start_offset(topic, start)
+        return group
+
+
+class LosesContentType(MemoryBroker):
+    """A content type other than the built-in ones is delivered as octet-stream."""
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        known = ("application/json", "application/octet-stream", "text/plain")
+        super()._publish(
+            topic,
+            [
+                m
+                if m.content_type.startswith(known)
+                else dataclasses.replace(m, content_type="application/octet-stream")
+                for m in messages
+            ],
+        )
+
+
+class TruncatesLargeBodies(MemoryBroker):
+    """Payloads are cut at two mebibytes."""
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        limit = 2 * 1024 * 1024
+        super()._publish(
+            topic, [dataclasses.replace(m, payload=m.payload[:limit]) for m in messages]
+        )
+
+
+class ForgetsPublishTime(MemoryBroker):
+    """published_at is delivered as 0."""
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        super()._publish(topic, [dataclasses.replace(m, published_at=0.0) for m in messages])
+
+
+class PurgesPrefixedTopics(MemoryBroker):
+    """purge(topic) also empties every topic whose name starts with it."""
+
+    def _purge(self, topic: str) -> int:
+        removed = super()._purge(topic)
+        for name in list(self._store.topics):
+            if name != topic and name.startswith(topic):
+                super()._purge(name)
+        return removed
+
+
+class PurgeDropsInFlight(MemoryBroker):
+    """purge(topic) also takes back the deliveries already handed out."""
+
+    def _purge(self, topic: str) -> int:
+        removed = super()._purge(topic)
+        with self._store.lock:
+            state = self._store.topics.get(topic)
+            for group in state.groups.values() if state else ():
+                group.pending.clear()
+        return removed
+
+
+class InspectCountsPrefixedTopics(MemoryBroker):
+    """inspect(topic) adds up every topic whose name starts with it."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        others = [
+            super(InspectCountsPrefixedTopics, self)._inspect(name)
+            for name in list(self._store.topics)
+            if name != topic and name.startswith(topic) and not name.endswith(".dlq")
+        ]
+        return dataclasses.replace(
+            info,
+            length=info.length + sum(o.length for o in others),
+            in_flight=info.in_flight + sum(o.in_flight for o in others),
+        )
+
+
+class InspectMiscountsInFlight(MemoryBroker):
+    """inspect() counts only one delivery in flight per group."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        return dataclasses.replace(info, in_flight=min(info.in_flight, len(info.groups)))
+
+
+class IgnoresMaxlen(MemoryBroker):
+    """maxlen is accepted and ignored: the topic grows without bound."""
+
+    def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
+        for message in messages:
+            topic.log[topic.next_offset] = message
+            topic.next_offset += 1
+
+
+class PatternsMatchPrefixes(MemoryBroker):
+    """A pattern matches any topic that starts with a match (an unanchored glob)."""
+
+    def _sources(self, subscription: Subscription) -> Iterator[tuple[str, Topic, Group]]:
+        if not subscription.pattern:
+            yield from super()._sources(subscription)
+            return
+        original = subscription.topic
+        subscription.topic = original + "*"
+        try:
+            yield from super()._sources(subscription)
+        finally:
+            subscription.topic = original
+
+
+class KeepsPrefetchedOnClose(MemoryBroker):
+    """Closing a subscription keeps what it prefetched leased until the timeout."""
+
+    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
+        super()._unsubscribe(subscription, [])
+
+
+class AcceptsUndeclaredCapabilities(MemoryBroker):
+    """Declares no PATTERNS, yet accepts pattern subscriptions without a word."""
+
+    capabilities = MemoryBroker.capabilities & ~Capability.PATTERNS
+
+    @classmethod
+    def require(cls, capability: Capability, what: str) -> None:
+        return None
+
+
 #: Every broken backend, with the promise it breaks.
 BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "drops_on_nack": DropsOnNack,
@@ -86,4 +352,27 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "leaks_across_topics": LeaksAcrossTopics,
     "ignores_visibility_timeout": IgnoresVisibilityTimeout,
     "duplicates_to_competitors": DuplicatesToCompetitors,
+    "hands_out_leases_early": HandsOutLeasesEarly,
+    "holds_leases_too_long": HoldsLeasesTooLong,
+    "extend_keeps_the_old_deadline": ExtendKeepsTheOldDeadline,
+    "extend_ignores_expiry": ExtendIgnoresExpiry,
+    "batch_ack_settles_only_the_first": BatchAckSettlesOnlyTheFirst,
+    "late_reject_dead_letters": LateRejectDeadLetters,
+    "late_requeue_duplicates": LateRequeueDuplicates,
+    "reject_requeues_under_max_deliveries": RejectRequeuesUnderMaxDeliveries,
+    "dead_letters_lose_headers": DeadLettersLoseHeaders,
+    "groups_share_requeues": GroupsShareRequeues,
+    "latest_means_earliest": LatestMeansEarliest,
+    "start_rewinds_existing_groups": StartRewindsExistingGroups,
+    "loses_content_type": LosesContentType,
+    "truncates_large_bodies": TruncatesLargeBodies,
+    "forgets_publish_time": ForgetsPublishTime,
+    "purges_prefixed_topics": PurgesPrefixedTopics,
+    "purge_drops_in_flight": PurgeDropsInFlight,
+    "inspect_counts_prefixed_topics": InspectCountsPrefixedTopics,
+    "inspect_miscounts_in_flight": InspectMiscountsInFlight,
+    "ignores_maxlen": IgnoresMaxlen,
+    "patterns_match_prefixes": PatternsMatchPrefixes,
+    "keeps_prefetched_on_close": KeepsPrefetchedOnClose,
+    "accepts_undeclared_capabilities": AcceptsUndeclaredCapabilities,
 }

@@ -41,8 +41,99 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
         "test_unsettled_delivery_comes_back_after_the_visibility_timeout": (
             "an unsettled delivery comes back after the visibility timeout"
         ),
-        "test_late_settle_does_not_touch_the_new_holders_delivery": "late ack",
+        "test_late_settle_does_not_touch_the_new_holders_delivery[each]": "late ack",
+        "test_lease_holds_for_the_whole_visibility_timeout[1]": "not handed out again",
         "test_delivery_state_machine": "no loss",
+    },
+    "hands_out_leases_early": {
+        "test_lease_holds_for_the_whole_visibility_timeout[1]": (
+            "handed out again before its lease ran out"
+        ),
+    },
+    "holds_leases_too_long": {
+        "test_lease_holds_for_the_whole_visibility_timeout[3]": (
+            "not handed out again the moment its"
+        ),
+    },
+    "extend_keeps_the_old_deadline": {
+        "test_extend_moves_the_deadline": (
+            "extend: the lease runs from the extend call: handed out again before"
+        ),
+    },
+    "extend_ignores_expiry": {
+        "test_extend_after_the_lease_ran_out_raises": "renewed a lease that had run out",
+        "test_late_settle_does_not_touch_the_new_holders_delivery[each]": (
+            "a late extend did not raise StaleDelivery"
+        ),
+    },
+    "batch_ack_settles_only_the_first": {
+        "test_batch_settlement_settles_each_delivery_once": "still in flight",
+    },
+    "late_reject_dead_letters": {
+        "test_late_settle_does_not_touch_the_new_holders_delivery[each]": (
+            "a late reject dead-lettered the message"
+        ),
+        "test_late_settle_does_not_touch_the_new_holders_delivery[batch]": (
+            "after its new holder's ack, or was dead-lettered"
+        ),
+    },
+    "late_requeue_duplicates": {
+        "test_late_settle_does_not_touch_the_new_holders_delivery[each]": (
+            "the message came back after a late requeue"
+        ),
+    },
+    "reject_requeues_under_max_deliveries": {
+        "test_nack_without_requeue_dead_letters_at_once[3]": (
+            "nack(requeue=False): the message came back"
+        ),
+    },
+    "dead_letters_lose_headers": {
+        "test_nack_without_requeue_dead_letters_at_once[None]": "the headers were lost",
+        "test_max_deliveries_then_dead_letter": "the headers were lost",
+    },
+    "groups_share_requeues": {
+        "test_groups_do_not_affect_each_other": "group independence",
+    },
+    "latest_means_earliest": {
+        "test_new_group_start_position[latest]": "start=latest: a new group starts where it says",
+    },
+    "start_rewinds_existing_groups": {
+        "test_start_applies_to_a_new_group_only": "start only places a new group",
+    },
+    "loses_content_type": {
+        "test_every_body_kind_and_size_survives[custom content type]": "content type",
+    },
+    "truncates_large_bodies": {
+        "test_every_body_kind_and_size_survives[3 MiB of bytes]": "the bytes changed",
+    },
+    "forgets_publish_time": {
+        "test_every_body_kind_and_size_survives[empty bytes]": "is not the publish time",
+    },
+    "purges_prefixed_topics": {
+        "test_purge_removes_only_this_topics_waiting_messages": "another topic lost messages",
+    },
+    "purge_drops_in_flight": {
+        "test_purge_removes_only_this_topics_waiting_messages": (
+            "purge took a delivery that was already handed out"
+        ),
+    },
+    "inspect_counts_prefixed_topics": {
+        "test_inspect_counts_are_per_topic": "inspect is scoped: length 10",
+    },
+    "inspect_miscounts_in_flight": {
+        "test_inspect_counts_are_per_topic": "inspect is scoped: in_flight 1",
+    },
+    "ignores_maxlen": {
+        "test_maxlen_caps_the_topic_dropping_the_oldest": "maxlen caps the topic: 300 messages",
+    },
+    "patterns_match_prefixes": {
+        "test_pattern_glob_syntax[room-room:a-False]": "glob syntax",
+    },
+    "keeps_prefetched_on_close": {
+        "test_leaving_consume_hands_back_prefetched_deliveries": "hands back what it prefetched",
+    },
+    "accepts_undeclared_capabilities": {
+        "test_missing_capabilities_raise_unsupported": "PATTERNS'] was accepted",
     },
 }
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from brokerkit.contracts._harness import (
         GRACE,
+        LEASE_TOLERANCE,
         VISIBILITY_TIMEOUT,
         ContractEnv,
         ManualTimeline,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRACE",
+    "LEASE_TOLERANCE",
     "VISIBILITY_TIMEOUT",
     "BrokerContract",
     "ContractEnv",
@@ -54,6 +56,7 @@ __all__ = [
 
 _LAZY = {
     "GRACE": "_harness",
+    "LEASE_TOLERANCE": "_harness",
     "VISIBILITY_TIMEOUT": "_harness",
     "ContractEnv": "_harness",
     "ManualTimeline": "_harness",

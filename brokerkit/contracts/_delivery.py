@@ -17,7 +17,6 @@ from brokerkit.contracts._harness import VISIBILITY_TIMEOUT, ContractEnv, requir
 from brokerkit.contracts._messages import canonical
 from brokerkit.contracts._profiles import contract_settings
 from brokerkit.contracts._strategies import bodies
-from brokerkit.exceptions import StaleDelivery
 
 __all__ = ["DeliveryContract"]
 
@@ -36,6 +35,7 @@ class DeliveryContract:
     @contract_settings()
     @given(payloads=st.lists(bodies, min_size=1, max_size=12), prefetch=_prefetches)
     def test_no_loss(self, contract: ContractEnv, payloads: list[Any], prefetch: int) -> None:
+        """No loss: every published message is delivered."""
         with contract.scope():
             publisher, consumer = contract.broker(), contract.broker()
             topic = contract.topic("noloss")
@@ -52,7 +52,9 @@ class DeliveryContract:
     def test_acked_messages_never_come_back(
         self, contract: ContractEnv, count: int, prefetch: int
     ) -> None:
-        """No duplicates when every delivery is acked in time, and ack is final: not
+        """No duplicates, and ack is final: an acked message never comes back.
+
+        No duplicates when every delivery is acked in time, and ack is final: not
         even the visibility timeout brings an acked message back."""
         with contract.scope():
             publisher = contract.broker()
@@ -74,6 +76,7 @@ class DeliveryContract:
     def test_fifo_for_one_consumer(
         self, contract: ContractEnv, count: int, prefetch: int, batch: bool
     ) -> None:
+        """One consumer with no redeliveries sees publish order (FIFO)."""
         with contract.scope():
             publisher, consumer = contract.broker(), contract.broker()
             topic = contract.topic("fifo")
@@ -94,6 +97,7 @@ class DeliveryContract:
     def test_nack_requeue_redelivers_with_the_next_attempt(
         self, contract: ContractEnv, nacks: int
     ) -> None:
+        """nack(requeue=True) redelivers the message with attempt + 1."""
         with contract.scope():
             broker = contract.broker()
             topic = contract.topic("nack")
@@ -119,7 +123,9 @@ class DeliveryContract:
     def test_unsettled_delivery_comes_back_after_the_visibility_timeout(
         self, contract: ContractEnv, prefetch: int, extra: int
     ) -> None:
-        """A consumer that crashed (closed its broker without settling) loses its
+        """A crashed consumer's deliveries come back after the visibility timeout.
+
+        A consumer that crashed (closed its broker without settling) loses its
         deliveries to the next consumer once the visibility timeout passes."""
         promise = "an unsettled delivery comes back after the visibility timeout"
         with contract.scope():
@@ -137,51 +143,13 @@ class DeliveryContract:
             assert again.attempt == held.attempt + 1, f"{promise}, with attempt + 1"
             assert again.redelivered, f"{promise}, marked redelivered"
 
-    @requires(Capability.ACK | Capability.COMPETING)
-    @contract_settings("timed")
-    @given(settle=st.sampled_from(["ack", "nack"]))
-    def test_late_settle_does_not_touch_the_new_holders_delivery(
-        self, contract: ContractEnv, settle: str
-    ) -> None:
-        """Consumer A hangs past its lease; B gets the message; A's late ack (or nack)
-        raises StaleDelivery and leaves B's delivery alone."""
-        with contract.scope():
-            hung = contract.broker(visibility_timeout=_VT)
-            other = contract.broker(visibility_timeout=_VT)
-            topic = contract.topic("lateack")
-            first = hung.subscribe(topic)
-            second = other.subscribe(topic)
-            hung.publish(topic, "work")
-            stale = contract.expect(first, "late ack")
-            self.suspend_renewals(hung)
-            wait = contract.let_leases_expire()
-            fresh = contract.expect(
-                second,
-                "late ack: the hung consumer's lease runs out and the message goes to another "
-                "consumer (a backend that renews leases in the background must implement "
-                "Broker._suspend_renewals or override BrokerContract.suspend_renewals)",
-                wait=wait,
-            )
-            assert (fresh.id, fresh.attempt) == (stale.id, stale.attempt + 1)
-            late_settle = stale.ack if settle == "ack" else stale.nack
-            with pytest.raises(StaleDelivery):
-                late_settle()
-            try:
-                fresh.ack()
-            except StaleDelivery:
-                pytest.fail("late ack: the stale settle took the new holder's delivery")
-            contract.expect_nothing(
-                second,
-                "late ack: the message came back after its new holder acked it",
-                wait=contract.let_leases_expire(),
-            )
-
     @requires(Capability.ACK | Capability.DEAD_LETTER)
     @contract_settings()
     @given(max_deliveries=st.integers(1, 4), body=bodies)
     def test_max_deliveries_then_dead_letter(
         self, contract: ContractEnv, max_deliveries: int, body: Any
     ) -> None:
+        """After max_deliveries nacks a message is dead-lettered, headers intact."""
         promise = "max_deliveries then dead-letter"
         with contract.scope():
             broker = contract.broker(max_deliveries=max_deliveries)
@@ -195,34 +163,47 @@ class DeliveryContract:
                 delivery.nack(requeue=True)
             contract.expect_nothing(subscription, f"{promise}: redelivered past max_deliveries")
             dead = contract.expect(dead_letters, f"{promise}: nothing in the dead-letter topic")
-            _check_dead_letter(dead, message_id, body, topic, max_deliveries)
+            _check_dead_letter(
+                dead, delivery, body, broker, topic, max_deliveries, "max_deliveries"
+            )
             dead.ack()
 
     @requires(Capability.ACK | Capability.DEAD_LETTER)
-    def test_nack_without_requeue_dead_letters_at_once(self, contract: ContractEnv) -> None:
-        broker = contract.broker()
+    @pytest.mark.parametrize("max_deliveries", [None, 3])
+    def test_nack_without_requeue_dead_letters_at_once(
+        self, contract: ContractEnv, max_deliveries: int | None
+    ) -> None:
+        """nack(requeue=False) dead-letters at once, with or without max_deliveries.
+
+        ``nack(requeue=False)`` dead-letters on the first delivery, whether or not
+        ``max_deliveries`` is set, with the reason ``rejected``."""
+        broker = contract.broker(max_deliveries=max_deliveries)
         topic = contract.topic("reject")
         dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
         subscription = broker.subscribe(topic)
-        message_id = broker.publish(topic, [1, "two"], headers={"trace-id": "t1"})
-        contract.expect(subscription, "reject").nack(requeue=False)
+        broker.publish(topic, [1, "two"], headers={"trace-id": "t1"})
+        rejected = contract.expect(subscription, "reject")
+        rejected.nack(requeue=False)
         contract.expect_nothing(subscription, "nack(requeue=False): the message came back")
         dead = contract.expect(dead_letters, "nack(requeue=False) dead-letters")
-        _check_dead_letter(dead, message_id, [1, "two"], topic, 1)
+        _check_dead_letter(dead, rejected, [1, "two"], broker, topic, 1, "rejected")
+        dead.ack()
+        contract.expect_nothing(dead_letters, "nack(requeue=False): dead-lettered twice")
 
     @requires(Capability.ACK | Capability.DEAD_LETTER | Capability.PERSISTENT)
     def test_expiry_past_max_deliveries_dead_letters(self, contract: ContractEnv) -> None:
+        """A lease that runs out on the last allowed delivery dead-letters."""
         promise = "a lease that runs out on the last allowed delivery dead-letters"
         crashed = contract.broker(visibility_timeout=_VT, max_deliveries=1)
         survivor = contract.broker(visibility_timeout=_VT, max_deliveries=1)
         topic = contract.topic("expire-dlq")
         dead_letters = survivor.subscribe(survivor.dead_letter_topic(topic))
-        message_id = crashed.publish(topic, "poison", headers={"trace-id": "t1"})
-        contract.expect(crashed.subscribe(topic), promise)
+        crashed.publish(topic, "poison", headers={"trace-id": "t1"})
+        held = contract.expect(crashed.subscribe(topic), promise)
         crashed.close()
         subscription = survivor.subscribe(topic)
-        deadline = time.monotonic() + contract.let_leases_expire() + contract.timeline.grace
-        poll = min(0.05, contract.timeline.grace)
+        deadline = time.monotonic() + contract.let_leases_expire() + contract.grace
+        poll = min(0.05, contract.grace)
         # Backends may recover expired leases only when someone reads the topic.
         while True:
             redelivered = subscription.receive(timeout=poll)
@@ -231,7 +212,7 @@ class DeliveryContract:
             if dead is not None or time.monotonic() >= deadline:
                 break
         assert dead is not None, f"{promise}: nothing reached the dead-letter topic"
-        _check_dead_letter(dead, message_id, "poison", topic, 1)
+        _check_dead_letter(dead, held, "poison", survivor, topic, 1, "max_deliveries")
         contract.expect_nothing(subscription, f"{promise}: it was redelivered")
 
     @requires(Capability.COMPETING)
@@ -244,13 +225,14 @@ class DeliveryContract:
     def test_competing_consumers_split_without_overlap(
         self, contract: ContractEnv, count: int, turns: list[bool], group: str | None
     ) -> None:
+        """Competing consumers of a group each get different messages."""
         promise = "competing consumers: each message goes to one consumer of the group"
         with contract.scope():
             publisher = contract.broker()
             topic = contract.topic("compete")
             consumers = [contract.broker().subscribe(topic, group=group) for _ in range(2)]
             ids = publisher.publish_many(topic, range(count))
-            grace = contract.timeline.grace
+            grace = contract.grace
             poll = min(0.05, grace)
             # While the first consumer holds a message, the second must get another one.
             held = contract.expect(consumers[0], promise)
@@ -284,6 +266,7 @@ class DeliveryContract:
     def test_fanout_every_group_gets_every_message(
         self, contract: ContractEnv, groups: int, count: int
     ) -> None:
+        """Fan-out: every group gets every message, once."""
         promise = "fan-out: every group gets every message"
         with contract.scope():
             publisher = contract.broker()
@@ -301,6 +284,7 @@ class DeliveryContract:
 
     @requires(Capability.REPLAY | Capability.COMPETING | Capability.PERSISTENT)
     def test_new_group_replays_history(self, contract: ContractEnv) -> None:
+        """Replay: a new group can read the topic's history from the start."""
         promise = "replay: a new group can read the topic's history from the start"
         publisher, consumer = contract.broker(), contract.broker()
         topic = contract.topic("replay")
@@ -311,11 +295,22 @@ class DeliveryContract:
         assert sorted(d.id for d in got) == sorted(ids), promise
 
 
-def _check_dead_letter(dead: Any, message_id: str, body: Any, topic: str, deliveries: int) -> None:
+def _check_dead_letter(
+    dead: Any, original: Any, body: Any, broker: Broker, topic: str, deliveries: int, reason: str
+) -> None:
+    """``dead`` is ``original`` (a delivery of the message), dead-lettered for ``reason``."""
     promise = "a dead letter keeps the message and says where it came from"
-    assert dead.id == message_id, promise
-    assert canonical(dead.body) == canonical(body), promise
+    assert dead.id == original.id, f"{promise}: the id changed"
+    assert canonical(dead.body) == canonical(body), f"{promise}: the body changed"
+    assert dead.content_type == original.content_type, (
+        f"{promise}: the content type changed from {original.content_type!r} "
+        f"to {dead.content_type!r}"
+    )
+    assert dead.topic == broker.dead_letter_topic(topic), f"{promise}: wrong topic"
     assert dead.headers.get("trace-id") == "t1", f"{promise}: the headers were lost"
-    assert dead.headers.get("x-original-topic") == topic, promise
-    assert dead.headers.get("x-dead-letter-reason"), promise
-    assert dead.headers.get("x-deliveries") == str(deliveries), promise
+    assert dead.headers.get("x-original-topic") == topic, f"{promise}: x-original-topic"
+    assert dead.headers.get("x-dead-letter-reason") == reason, (
+        f"{promise}: x-dead-letter-reason is {dead.headers.get('x-dead-letter-reason')!r}, "
+        f"not {reason!r}"
+    )
+    assert dead.headers.get("x-deliveries") == str(deliveries), f"{promise}: x-deliveries"

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import pytest
+from hypothesis.errors import HypothesisException
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
@@ -18,7 +19,9 @@ from brokerkit._subscription import Subscription
 from brokerkit.contracts._blocking import BlockingView, LoopThread, is_async_result, open_blocking
 
 __all__ = [
+    "CLOCK_SLACK",
     "GRACE",
+    "LEASE_TOLERANCE",
     "VISIBILITY_TIMEOUT",
     "BrokerFactory",
     "ContractEnv",
@@ -34,6 +37,19 @@ VISIBILITY_TIMEOUT = 0.5
 #: The longest the suite waits on real time, past any lease it let run out, for a
 #: delivery it expects (a :class:`ManualTimeline` waits for nothing).
 GRACE = 5.0
+#: On real time, the seconds the suite listens before concluding that nothing more
+#: will arrive (see :attr:`Timeline.quiet`).
+QUIET = 0.05
+#: On real time, an unsettled delivery must be handed out again no later than this
+#: many seconds after its lease ran out (a :class:`ManualTimeline` allows none).
+LEASE_TOLERANCE = 0.5
+#: On real time, how much earlier than its deadline a lease may be seen to run out:
+#: the clocks of client and server tick at the same rate, but Redis rounds to a
+#: millisecond (a :class:`ManualTimeline` allows none).
+CLOCK_SLACK = 0.005
+#: The step a :class:`ManualTimeline` stops short of a deadline by, to check that
+#: nothing happens before it.
+JUST_BEFORE = 0.001
 
 #: ``make(**options) -> Broker``: the plugin author's factory (the ``make_broker`` fixture).
 BrokerFactory = Callable[..., Broker]
@@ -60,10 +76,18 @@ class Timeline:
     waits for the redelivery with ``receive(timeout=<what advance returned> + GRACE)``.
     """
 
-    #: Seconds to listen before concluding that nothing more will arrive.
-    quiet: float = 0.1
+    #: Seconds to listen before concluding that nothing more will arrive. A stray
+    #: delivery the suite watches for (a duplicate, a leak, a message that came back)
+    #: is one the backend already made deliverable, so one round trip is enough.
+    quiet: float = QUIET
     #: Seconds to wait, past any lease let run out, for a delivery that must come.
     grace: float = GRACE
+    #: Seconds past a lease's deadline by which its delivery must be back.
+    tolerance: float = LEASE_TOLERANCE
+    #: Seconds before a lease's deadline at which it may be seen to have run out.
+    slack: float = CLOCK_SLACK
+    #: Whether time moves only when :meth:`advance` moves it (deadlines are exact).
+    manual: bool = False
 
     def now(self) -> float:
         """The time leases are judged by, in seconds."""
@@ -76,7 +100,22 @@ class Timeline:
 
 
 class RealTimeline(Timeline):
-    """Wall-clock time: leases run out on their own; :meth:`advance` moves nothing."""
+    """Wall-clock time: leases run out on their own; :meth:`advance` moves nothing.
+
+    A backend behind a slow network can widen the waits in its ``timeline`` fixture:
+    ``RealTimeline(quiet=0.5, tolerance=2.0)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        quiet: float = QUIET,
+        grace: float = GRACE,
+        tolerance: float = LEASE_TOLERANCE,
+    ) -> None:
+        self.quiet = quiet
+        self.grace = grace
+        self.tolerance = tolerance
 
 
 class ManualTimeline(Timeline):
@@ -85,6 +124,9 @@ class ManualTimeline(Timeline):
 
     quiet = 0.0
     grace = 0.0
+    tolerance = 0.0
+    slack = 0.0
+    manual = True
 
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
@@ -111,6 +153,8 @@ class ContractEnv:
         self._brokers: list[Broker] = []
         #: Runs the asyncio API when the factory gives it (see ``_blocking.py``).
         self._loop: LoopThread | None = None
+        #: Whether a hypothesis example of this test has failed already.
+        self.failed = False
         probe = self._open()
         try:
             target = probe.target if isinstance(probe, BlockingView) else probe
@@ -148,12 +192,29 @@ class ContractEnv:
         """A topic name no other test or example uses."""
         return f"bkc.{label}.{uuid.uuid4().hex[:12]}"
 
+    @property
+    def grace(self) -> float:
+        """Seconds to wait, past any lease let run out, for a delivery that must come.
+
+        Once an example of the test has failed, hypothesis shrinks it by running
+        smaller ones, most of which fail the same way: by waiting for a delivery that
+        never comes. From then on the wait is only the lease tolerance and the quiet
+        period, so that a failure is reported in seconds, not minutes.
+        """
+        if self.failed:
+            return min(self.timeline.grace, self.timeline.tolerance + self.timeline.quiet)
+        return self.timeline.grace
+
     @contextlib.contextmanager
     def scope(self) -> Iterator[ContractEnv]:
-        """Close, on exit, every broker made inside (one hypothesis example)."""
+        """Close, on exit, every broker made inside (one hypothesis example); remember
+        when the example failed (see :attr:`grace`)."""
         mark = len(self._brokers)
         try:
             yield self
+        except BaseException as exc:
+            self.failed = self.failed or is_failure(exc)
+            raise
         finally:
             made, self._brokers[mark:] = self._brokers[mark:], []
             _close_all(made)
@@ -177,7 +238,7 @@ class ContractEnv:
 
     def expect(self, subscription: Subscription, promise: str, *, wait: float = 0.0) -> Delivery:
         """The next delivery, which ``promise`` says must come within ``wait`` + GRACE."""
-        timeout = wait + self.timeline.grace
+        timeout = wait + self.grace
         delivery = subscription.receive(timeout=timeout)
         assert delivery is not None, f"{promise}: nothing was delivered within {timeout}s"
         return delivery
@@ -199,19 +260,70 @@ class ContractEnv:
                 f"{promise}: unexpectedly delivered {delivery!r} with body {delivery.body!r}"
             )
 
+    def expect_lease_return(
+        self,
+        subscription: Subscription,
+        *,
+        leased: tuple[float, float],
+        seconds: float,
+        promise: str,
+    ) -> Delivery:
+        """The delivery whose lease ran ``seconds`` from a moment between ``leased[0]``
+        and ``leased[1]`` (:meth:`Timeline.now` readings taken just before and just
+        after the call that started or renewed it), received on ``subscription``.
+
+        ``promise`` says it must not be handed out before the lease ran out, and must
+        be handed out no later than the timeline's tolerance after. On a
+        :class:`ManualTimeline` both bounds are exact: the clock is stopped just short
+        of the deadline (nothing may arrive), then moved onto it (it must arrive).
+        """
+        timeline = self.timeline
+        if timeline.manual:
+            before = leased[1] + seconds - timeline.now() - JUST_BEFORE
+            timeline.advance(max(before, 0.0))
+            self.expect_nothing(
+                subscription, f"{promise}: handed out again before its lease ran out"
+            )
+            timeline.advance(leased[1] + seconds - timeline.now())
+            delivery = subscription.receive(timeout=0)
+            assert delivery is not None, (
+                f"{promise}: not handed out again the moment its {seconds}s lease ran out"
+            )
+            return delivery
+        deadline = leased[1] + seconds + timeline.tolerance
+        delivery = subscription.receive(timeout=max(deadline - timeline.now(), 0.0))
+        arrived = timeline.now()
+        assert delivery is not None, (
+            f"{promise}: not handed out again within {seconds}s + {timeline.tolerance}s "
+            "after its lease began"
+        )
+        assert arrived - leased[0] >= seconds - timeline.slack, (
+            f"{promise}: handed out again before its lease ran out, "
+            f"{arrived - leased[0]:.3f}s into a {seconds}s lease"
+        )
+        return delivery
+
     def expect_all(
         self, subscription: Subscription, count: int, promise: str, *, wait: float = 0.0
     ) -> list[Delivery]:
         """``count`` deliveries, each acked as it comes; ``promise`` says they must come."""
         got: list[Delivery] = []
         while len(got) < count:
-            delivery = subscription.receive(timeout=wait + self.timeline.grace)
+            delivery = subscription.receive(timeout=wait + self.grace)
             assert delivery is not None, (
                 f"{promise}: only {len(got)} of {count} messages were delivered"
             )
             got.append(delivery)
             delivery.ack()
         return got
+
+
+def is_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` ending an example is a failed promise, rather than hypothesis
+    discarding the example (``StopTest``, an unsatisfied assumption) or a skip."""
+    if exc is None or isinstance(exc, HypothesisException):
+        return False
+    return isinstance(exc, (Exception, pytest.fail.Exception))
 
 
 def _close_all(brokers: list[Broker]) -> None:

@@ -50,6 +50,7 @@ class MessageContract:
     def test_round_trip_keeps_body_headers_and_id(
         self, contract: ContractEnv, body: Any, message_headers: dict[str, str]
     ) -> None:
+        """A message arrives with the body, headers and id it was published with."""
         with contract.scope():
             publisher, consumer = contract.broker(), contract.broker()
             topic = contract.topic("roundtrip")
@@ -71,6 +72,7 @@ class MessageContract:
     def test_unserializable_body_raises_and_publishes_nothing(
         self, contract: ContractEnv, bad: Any, good: Any
     ) -> None:
+        """An unserializable body raises SerializationError; nothing is sent."""
         with contract.scope():
             broker = contract.broker()
             topic = contract.topic("badbody")
@@ -87,6 +89,7 @@ class MessageContract:
     @contract_settings()
     @given(topic=invalid_topics)
     def test_invalid_topic_raises(self, contract: ContractEnv, topic: Any) -> None:
+        """An invalid topic name raises InvalidTopic."""
         with contract.scope():
             broker = contract.broker()
             with pytest.raises(InvalidTopic):
@@ -97,6 +100,7 @@ class MessageContract:
     @contract_settings()
     @given(bad=bad_headers)
     def test_bad_headers_raise_and_publish_nothing(self, contract: ContractEnv, bad: Any) -> None:
+        """Bad headers raise InvalidMessage; nothing is sent."""
         with contract.scope():
             broker = contract.broker()
             topic = contract.topic("badheaders")
@@ -111,6 +115,7 @@ class MessageContract:
     @contract_settings()
     @given(counts=st.lists(st.integers(0, 4), min_size=2, max_size=3))
     def test_topics_are_isolated(self, contract: ContractEnv, counts: list[int]) -> None:
+        """Topics are isolated, even when one name starts with another."""
         with contract.scope():
             publisher, consumer = contract.broker(), contract.broker()
             base = contract.topic("iso")
@@ -132,7 +137,9 @@ class MessageContract:
             )
 
     def test_new_subscriber_sees_what_its_backend_promises(self, contract: ContractEnv) -> None:
-        """Pub/sub semantics: a subscriber gets every message published after it
+        """A new subscriber sees what its capabilities promise, in order.
+
+        Pub/sub semantics: a subscriber gets every message published after it
         subscribed; with PERSISTENT it also gets the ones that waited for it."""
         publisher, consumer = contract.broker(), contract.broker()
         topic = contract.topic("late")
@@ -153,6 +160,7 @@ class MessageContract:
     def test_pattern_subscription_gets_matching_topics_only(
         self, contract: ContractEnv, rooms: list[str]
     ) -> None:
+        """A pattern subscription gets matching topics only, named concretely."""
         with contract.scope():
             publisher, consumer = contract.broker(), contract.broker()
             base = contract.topic("chat")
@@ -174,6 +182,7 @@ class MessageContract:
         second=st.sampled_from(["ack", "nack", "reject"]),
     )
     def test_settling_twice_raises(self, contract: ContractEnv, first: str, second: str) -> None:
+        """Settling a delivery twice raises AlreadySettled."""
         with contract.scope():
             broker = contract.broker()
             topic = contract.topic("twice")
@@ -191,6 +200,7 @@ class MessageContract:
                 again.ack()
 
     def test_close_refuses_further_use(self, contract: ContractEnv) -> None:
+        """A closed broker refuses further use; close is idempotent."""
         broker = contract.broker()
         topic = contract.topic("close")
         subscription = broker.subscribe(topic)
@@ -217,7 +227,9 @@ class MessageContract:
     def test_closing_during_a_receive_strands_nothing(
         self, contract: ContractEnv, closing: str
     ) -> None:
-        """A receive under way in another thread when its subscription (or broker) is
+        """Closing during a receive ends it and strands no message.
+
+        A receive under way in another thread when its subscription (or broker) is
         closed ends with BrokerClosed, and nothing is left leased to the closed consumer:
         the group's other members get every message at once, not after a timeout."""
         topic = contract.topic("closing")

@@ -23,8 +23,8 @@ Kind = Literal["quick", "timed", "stateful"]
 PROFILES: dict[str, dict[Kind, dict[str, Any]]] = {
     "default": {
         "quick": {"max_examples": 20},
-        "timed": {"max_examples": 4},
-        "stateful": {"max_examples": 12, "stateful_step_count": 25},
+        "timed": {"max_examples": 3},
+        "stateful": {"max_examples": 10, "stateful_step_count": 25},
     },
     "thorough": {
         "quick": {"max_examples": 200},

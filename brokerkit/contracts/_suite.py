@@ -8,7 +8,9 @@ import pytest
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
+from brokerkit.contracts._api import ApiContract
 from brokerkit.contracts._delivery import DeliveryContract
+from brokerkit.contracts._groups import GroupContract
 from brokerkit.contracts._harness import (
     BrokerFactory,
     ContractEnv,
@@ -16,13 +18,25 @@ from brokerkit.contracts._harness import (
     Timeline,
     missing_capabilities,
 )
+from brokerkit.contracts._leases import LeaseContract
 from brokerkit.contracts._messages import MessageContract
+from brokerkit.contracts._payloads import PayloadContract
+from brokerkit.contracts._scoped import ScopeContract
 from brokerkit.contracts._stateful import StatefulContract
 
 __all__ = ["BrokerContract"]
 
 
-class BrokerContract(MessageContract, DeliveryContract, StatefulContract):
+class BrokerContract(
+    MessageContract,
+    PayloadContract,
+    DeliveryContract,
+    LeaseContract,
+    GroupContract,
+    ScopeContract,
+    ApiContract,
+    StatefulContract,
+):
     """The contract suite. Subclass it in a file named ``test_*.py`` as ``Test...``
     and override the ``make_broker`` fixture::
 

@@ -28,8 +28,10 @@ from brokerkit.backends.memory.store import (
     MemoryOptions,
     PatternState,
     Topic,
+    dead_letter_of,
     drop_if_retired,
     next_for,
+    start_offset,
     store_for,
 )
 from brokerkit.exceptions import StaleDelivery
@@ -84,7 +86,7 @@ class AsyncMemoryBroker(AsyncBroker):
                 starts = {name: t.next_offset for name, t in store.topics.items()}
                 subscription.state = PatternState(group, private, starts)
             else:
-                store.group(store.topic(subscription.topic), subscription.group, subscription.start)
+                self._group(store.topic(subscription.topic), subscription.group, subscription.start)
 
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
@@ -149,7 +151,7 @@ class AsyncMemoryBroker(AsyncBroker):
         state = subscription.state
         if not isinstance(state, PatternState):
             topic = store.topic(subscription.topic)
-            yield subscription.topic, topic, store.group(topic, subscription.group, None)
+            yield subscription.topic, topic, self._group(topic, subscription.group, None)
             return
         for name in sorted(store.topics):
             if topic_matches(subscription.topic, name):
@@ -201,9 +203,7 @@ class AsyncMemoryBroker(AsyncBroker):
                 if group.retired and requeue:
                     continue  # nobody reads a retired group: the message is done for it
                 reason = "rejected" if not requeue else "max_deliveries"
-                store.requeue_or_dead_letter(
-                    topic_name, group, lease, requeue, reason, self.options
-                )
+                self._requeue_or_dead_letter(topic_name, group, lease, requeue, reason)
         store.wake()
         if stale:
             raise StaleDelivery(stale)
@@ -248,7 +248,19 @@ class AsyncMemoryBroker(AsyncBroker):
 
     def _expire(self, now: float) -> None:
         """Hand back every delivery whose lease ran out."""
-        self._store.expire(now, self.options)
+        for topic_name, group, lease in self._store.expired(now):
+            if not group.retired:  # nobody reads a retired group again
+                self._requeue_or_dead_letter(topic_name, group, lease, True, "max_deliveries")
+
+    def _group(self, topic: Topic, name: str, start: str | None) -> Group:
+        group = topic.groups.get(name)
+        if group is None:
+            group = topic.groups[name] = Group(cursor=self._start_offset(topic, start))
+        return group
+
+    @staticmethod
+    def _start_offset(topic: Topic, start: str | None) -> int:
+        return start_offset(topic, start)
 
     def _next_expiry(self) -> float | None:
         return self._store.next_expiry()
@@ -263,3 +275,13 @@ class AsyncMemoryBroker(AsyncBroker):
 
     def _release_lease(self, delivery: AsyncDelivery) -> Lease | None:
         return self._store.release(delivery.receipt)
+
+    def _requeue_or_dead_letter(
+        self, topic_name: str, group: Group, lease: Lease, requeue: bool, reason: str
+    ) -> None:
+        limit = self.options.max_deliveries
+        if requeue and (limit is None or lease.attempt < limit):
+            group.ready.append((lease.offset, lease.message, lease.attempt))
+            return
+        dead = dead_letter_of(lease.message, topic_name, reason, lease.attempt)
+        self._append(self._store.topic(dead.topic), [dead])

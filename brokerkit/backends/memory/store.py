@@ -22,7 +22,17 @@ from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["Group", "Lease", "MemoryOptions", "PatternState", "Store", "Topic", "store_for"]
+__all__ = [
+    "Group",
+    "Lease",
+    "MemoryOptions",
+    "PatternState",
+    "Store",
+    "Topic",
+    "dead_letter_of",
+    "start_offset",
+    "store_for",
+]
 
 
 @dataclass(frozen=True)
@@ -88,8 +98,18 @@ class Wakeable(Protocol):
     def wake(self) -> None: ...
 
 
-def dead_letter_topic(topic: str) -> str:
-    return f"{topic}.dlq"
+def dead_letter_of(message: Message, topic: str, reason: str, attempts: int) -> Message:
+    """``message`` as it goes to ``topic``'s dead-letter topic."""
+    return dataclasses.replace(
+        message,
+        topic=f"{topic}.dlq",
+        headers={
+            **message.headers,
+            "x-dead-letter-reason": reason,
+            "x-original-topic": topic,
+            "x-deliveries": str(attempts),
+        },
+    )
 
 
 class Store:
@@ -135,12 +155,6 @@ class Store:
         while maxlen is not None and len(topic.log) > maxlen:
             topic.log.popitem(last=False)
 
-    def group(self, topic: Topic, name: str, start: str | None) -> Group:
-        group = topic.groups.get(name)
-        if group is None:
-            group = topic.groups[name] = Group(cursor=start_offset(topic, start))
-        return group
-
     # -- leases -------------------------------------------------------------------
 
     def lease(self, receipt: tuple[str, str, int]) -> Lease | None:
@@ -158,53 +172,27 @@ class Store:
             drop_if_retired(self.topics[topic_name], group_name)
         return lease
 
-    def requeue_or_dead_letter(
-        self,
-        topic_name: str,
-        group: Group,
-        lease: Lease,
-        requeue: bool,
-        reason: str,
-        options: MemoryOptions,
-    ) -> None:
-        limit = options.max_deliveries
-        if requeue and (limit is None or lease.attempt < limit):
-            group.ready.append((lease.offset, lease.message, lease.attempt))
-            return
-        dead = dataclasses.replace(
-            lease.message,
-            topic=dead_letter_topic(topic_name),
-            headers={
-                **lease.message.headers,
-                "x-dead-letter-reason": reason,
-                "x-original-topic": topic_name,
-                "x-deliveries": str(lease.attempt),
-            },
-        )
-        self.append(self.topic(dead.topic), [dead], options.maxlen)
-
     def note_deadline(self, deadline: float) -> None:
         """A lease was made or moved to run out at ``deadline``."""
         if self._earliest_deadline is None or deadline < self._earliest_deadline:
             self._earliest_deadline = deadline
 
-    def expire(self, now: float, options: MemoryOptions) -> None:
-        """Hand back every delivery whose lease ran out."""
+    def expired(self, now: float) -> list[tuple[str, Group, Lease]]:
+        """Take out every lease that ran out by ``now``: (topic, group, lease) each."""
         if self._earliest_deadline is None or now < self._earliest_deadline:
-            return
+            return []
         self._earliest_deadline = None
+        found = []
         for name, topic in list(self.topics.items()):
             for group_name, group in list(topic.groups.items()):
                 for receipt, lease in list(group.pending.items()):
                     if lease.deadline <= now:
                         del group.pending[receipt]
-                        if not group.retired:  # nobody reads a retired group again
-                            self.requeue_or_dead_letter(
-                                name, group, lease, True, "max_deliveries", options
-                            )
+                        found.append((name, group, lease))
                     else:
                         self.note_deadline(lease.deadline)
                 drop_if_retired(topic, group_name)
+        return found
 
     def next_expiry(self) -> float | None:
         """No lease runs out before this (None: none is held)."""
@@ -225,7 +213,7 @@ class Store:
                 for c, seen in sorted(group.consumers.items())
             )
             groups.append(GroupInfo(name, len(group.pending), lag, consumers))
-        dead = self.topics.get(dead_letter_topic(topic))
+        dead = self.topics.get(f"{topic}.dlq")
         oldest = min((lease.delivered_at for lease in leases), default=None)
         return TopicInfo(
             topic=topic,

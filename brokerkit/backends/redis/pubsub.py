@@ -221,6 +221,10 @@ class RedisPubSubBroker(Broker):
 
     def _subscribe(self, subscription: Subscription) -> None:
         name = self.channel(subscription.topic)
+        if subscription.pattern:
+            # brokerkit's globs negate a set as fnmatch and the shell do, [!a];
+            # Redis spells it [^a] (and reads [!a] as "! or a").
+            name = name.replace("[!", "[^")
         listener = ChannelListener(
             self.url,
             name.encode(),

@@ -22,6 +22,7 @@ from brokerkit import (
     BrokerURL,
     Capability,
     Delivery,
+    GroupInfo,
     InvalidURL,
     Message,
     StaleDelivery,
@@ -259,7 +260,11 @@ class SQLiteBroker(Broker):
                 (self.dead_letter_topic(topic),),
             ).fetchone()
         age = None if oldest is None else max(now - (oldest - self.options.visibility_timeout), 0)
-        return TopicInfo(topic, waiting or 0, in_flight or 0, dead, age)
+        # One queue per topic: every group name reads it, as the one group "default".
+        groups: tuple[GroupInfo, ...] = ()
+        if waiting or in_flight:
+            groups = (GroupInfo("default", pending=in_flight or 0, lag=waiting or 0),)
+        return TopicInfo(topic, waiting or 0, in_flight or 0, dead, age, groups)
 
     def _purge(self, topic: str) -> int:
         return self._write(

@@ -1,0 +1,190 @@
+"""Contract tests of the rest of the public API: consume, receive, options,
+capability checks and settling through the right broker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from brokerkit._capabilities import Capability
+from brokerkit._subscription import Subscription
+from brokerkit.contracts._harness import ContractEnv, requires
+from brokerkit.exceptions import DeliveryError, InvalidMessage, InvalidOption, Unsupported
+
+__all__ = ["ApiContract"]
+
+
+class ApiContract:
+    """Promises of the public API that every backend keeps through the base class,
+    checked so that no backend's override breaks them."""
+
+    @requires(Capability.PERSISTENT)
+    def test_consume_stops_on_limit_and_on_timeout(self, contract: ContractEnv) -> None:
+        """consume() stops after limit deliveries, or when none came for timeout.
+
+        ``consume`` yields deliveries until ``limit`` of them came, or until none
+        came for ``timeout`` seconds."""
+        promise = "consume stops on limit and timeout"
+        broker = contract.broker()
+        topic = contract.topic("consume")
+        ids = broker.publish_many(topic, range(5))
+        first = list(broker.consume(topic, limit=2, timeout=contract.grace))
+        assert len(first) == 2, f"{promise}: limit=2 gave {len(first)} deliveries"
+        for delivery in first:
+            delivery.ack()
+        rest = []
+        # Every message is already there: a quiet period ends the loop.
+        for delivery in broker.consume(topic, timeout=contract.timeline.quiet, prefetch=2):
+            rest.append(delivery)
+            delivery.ack()
+        assert sorted(d.id for d in first + rest) == sorted(ids), (
+            f"{promise}: consume until idle gave every message once"
+        )
+
+    @requires(Capability.PERSISTENT | Capability.ACK | Capability.COMPETING)
+    def test_leaving_consume_hands_back_prefetched_deliveries(self, contract: ContractEnv) -> None:
+        """Leaving a consume loop hands back its prefetched deliveries at once.
+
+        Leaving a ``consume`` loop (or closing a subscription) hands back the
+        deliveries it prefetched but never returned: another consumer gets them at
+        once, as first deliveries, not after the visibility timeout."""
+        promise = "leaving consume hands back what it prefetched"
+        broker = contract.broker(visibility_timeout=60)
+        topic = contract.topic("handback")
+        ids = broker.publish_many(topic, range(4))
+        wait = contract.grace
+        for delivery in broker.consume(topic, prefetch=4, timeout=wait):
+            delivery.ack()
+            break
+        other = contract.broker().subscribe(topic, prefetch=4)
+        got = contract.expect_all(other, 3, promise)
+        assert {d.id for d in got} < set(ids), promise
+        contract.expect_nothing(other, f"{promise}: the acked one came back")
+
+    def test_receive_returns_none_when_nothing_comes(self, contract: ContractEnv) -> None:
+        """receive(timeout) returns None when nothing arrives in time.
+
+        ``receive(timeout)`` returns None when nothing arrives in time (0 means: only
+        what is already there)."""
+        broker = contract.broker()
+        subscription = broker.subscribe(contract.topic("empty"))
+        assert subscription.receive(timeout=0) is None, "receive(timeout=0) on an empty topic"
+        assert subscription.receive(timeout=contract.timeline.quiet) is None, "receive(timeout)"
+
+    def test_missing_capabilities_raise_unsupported(self, contract: ContractEnv) -> None:
+        """A call needing an undeclared capability raises Unsupported naming it.
+
+        A call that needs a capability the backend does not declare raises
+        Unsupported naming it; one the backend declares is accepted."""
+        broker = contract.broker()
+        topic = contract.topic("caps")
+        calls: dict[Capability, Callable[[], Subscription]] = {
+            Capability.COMPETING: lambda: broker.subscribe(topic, group="g"),
+            Capability.REPLAY: lambda: broker.subscribe(topic, group="r", start="earliest"),
+            Capability.PATTERNS: lambda: broker.subscribe(f"{topic}.*", pattern=True),
+        }
+        for capability, call in calls.items():
+            needed = capability | (
+                Capability.COMPETING if capability is Capability.REPLAY else Capability.NONE
+            )
+            if needed in broker.capabilities:
+                call().close()
+                continue
+            missing = [n for n in needed.names() if Capability[n] not in broker.capabilities]
+            refused: Unsupported | None = None
+            try:
+                call().close()
+            except Unsupported as exc:
+                refused = exc
+            if refused is None:
+                pytest.fail(f"capabilities: a call that needs {missing} was accepted")
+            assert any(name in str(refused) for name in missing), (
+                f"capabilities: Unsupported does not name {missing}: {refused}"
+            )
+        if Capability.ACK not in broker.capabilities:
+            subscription = broker.subscribe(topic)
+            broker.publish(topic, "x")
+            delivery = contract.expect(subscription, "capabilities")
+            with pytest.raises(Unsupported):
+                delivery.extend()
+            delivery.ack()  # without ACK, settling only marks the delivery settled
+            assert delivery.settled
+
+    def test_bad_options_are_refused_naming_the_valid_ones(self, contract: ContractEnv) -> None:
+        """A bad or unknown option raises InvalidOption listing the valid ones.
+
+        An unknown option, or a bad value, raises InvalidOption listing what is valid."""
+        with pytest.raises(InvalidOption) as raised:
+            contract.broker(visibilty_timeout=1)
+        assert "visibility_timeout" in str(raised.value), (
+            f"options: the error does not name the valid options: {raised.value}"
+        )
+        with pytest.raises(InvalidOption):
+            contract.broker(visibility_timeout=0)
+        with pytest.raises(InvalidOption):
+            contract.broker(max_deliveries=0)
+
+    def test_settling_through_another_broker_is_refused(self, contract: ContractEnv) -> None:
+        """Only the broker that delivered a delivery can settle it.
+
+        A delivery is settled only through the broker that delivered it; another
+        broker refuses it with DeliveryError and the delivery stays unsettled."""
+        broker, stranger = contract.broker(), contract.broker()
+        topic = contract.topic("foreign")
+        subscription = broker.subscribe(topic)
+        broker.publish(topic, "x")
+        delivery = contract.expect(subscription, "settle through its own broker")
+        with pytest.raises(DeliveryError):
+            stranger.ack(delivery)
+        assert not delivery.settled, "a refused settlement left the delivery settled"
+        delivery.ack()
+
+    def test_subscription_iterates_and_closes_with_its_block(self, contract: ContractEnv) -> None:
+        """A subscription iterates its deliveries, and leaving its with-block closes it.
+
+        Iterating yields deliveries as they come (in order, with ORDERED); the
+        subscription is closed when its ``with`` block ends.
+        """
+        promise = "a subscription iterates and closes"
+        broker = contract.broker()
+        topic = contract.topic("iterate")
+        with broker.subscribe(topic) as subscription:
+            ids = broker.publish_many(topic, range(3))
+            got = []
+            # Iteration never times out: a watchdog closes the subscription, which
+            # ends it, should a message never come.
+            watchdog = threading.Timer(contract.grace + 1.0, subscription.close)
+            watchdog.start()
+            try:
+                for delivery in subscription:
+                    got.append(delivery.id)
+                    delivery.ack()
+                    if len(got) == len(ids):
+                        break
+            finally:
+                watchdog.cancel()
+            assert len(got) == len(ids), f"{promise}: only {len(got)} of {len(ids)} came"
+        assert subscription.closed, f"{promise}: leaving the with-block closes it"
+        expected = ids if contract.has(Capability.ORDERED) else sorted(ids)
+        assert (got if contract.has(Capability.ORDERED) else sorted(got)) == expected, promise
+
+    def test_publish_many_takes_an_iterable_of_bodies(self, contract: ContractEnv) -> None:
+        """publish_many takes an iterable of bodies: one body is refused, none sends none.
+
+        A single str, bytes or dict raises InvalidMessage rather than being split up;
+        an empty iterable publishes nothing and returns no ids.
+        """
+        broker = contract.broker()
+        topic = contract.topic("many")
+        subscription = broker.subscribe(topic)
+        for single in ("abc", b"abc", {"a": 1}):
+            with pytest.raises(InvalidMessage):
+                broker.publish_many(topic, single)
+        assert broker.publish_many(topic, []) == [], "publish_many([]) returns no ids"
+        assert broker.publish_many(topic, iter(["x"])) != [], "a generator is an iterable"
+        delivery = contract.expect(subscription, "publish_many")
+        assert delivery.body == "x", "publish_many: a refused call sent a message"
+        delivery.ack()
+        contract.expect_nothing(subscription, "publish_many: a refused call sent a message")

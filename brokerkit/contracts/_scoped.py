@@ -1,0 +1,166 @@
+"""Contract tests of topic-scoped operations: purge, inspect, maxlen, and the glob
+syntax of pattern subscriptions."""
+
+from __future__ import annotations
+
+import pytest
+
+from brokerkit._capabilities import Capability
+from brokerkit.contracts._harness import ContractEnv, requires
+from brokerkit.exceptions import StaleDelivery
+
+__all__ = ["ScopeContract"]
+
+#: (pattern, topic, matches) after the test's own prefix: the glob syntax the docs
+#: state. ``*`` is any run of characters (``:`` and ``.`` included, or none), ``?``
+#: one character, ``[abc]`` one of a set, ``[a-c]`` one of a range, ``[!a]`` any
+#: character but these; the whole topic must match.
+GLOB_CASES: list[tuple[str, str, bool]] = [
+    ("room:*", "room:a", True),
+    ("room:*", "room:", True),
+    ("room:*", "room:a:b.c", True),
+    ("room:*", "rooms:a", False),
+    ("room:*", "lobby:room:a", False),
+    ("*:a", "room:a", True),
+    ("*:a", "room:ab", False),
+    ("room:?", "room:a", True),
+    ("room:?", "room:ab", False),
+    ("room:?", "room:", False),
+    ("room:[ab]", "room:b", True),
+    ("room:[ab]", "room:c", False),
+    ("room:[a-c]", "room:c", True),
+    ("room:[a-c]", "room:d", False),
+    ("room:[!a]", "room:b", True),
+    ("room:[!a]", "room:a", False),
+    ("room", "room", True),
+    ("room", "room:a", False),
+]
+
+
+class ScopeContract:
+    """Operations on one topic touch that topic only, and do what they say."""
+
+    @requires(Capability.PERSISTENT)
+    def test_purge_removes_only_this_topics_waiting_messages(self, contract: ContractEnv) -> None:
+        """purge(topic) removes that topic's waiting messages only.
+
+        ``purge(topic)`` removes the messages waiting in that topic, returns how many
+        (counting, on a backend that keeps history, the delivered ones it drops too),
+        and touches neither deliveries already handed out nor any other topic (not even
+        one whose name starts with it)."""
+        promise = "purge is scoped"
+        broker = contract.broker()
+        topic = contract.topic("purge")
+        sibling = f"{topic}.x"
+        subscription = broker.subscribe(topic)
+        other = broker.subscribe(sibling)
+        broker.publish_many(topic, range(5))
+        kept = broker.publish_many(sibling, range(3))
+        held = contract.expect(subscription, promise)
+        removed = broker.purge(topic)
+        # A backend that keeps a log for replay also counts the delivered ones it drops.
+        assert 4 <= removed <= 5, (
+            f"{promise}: purge returned {removed}; 4 messages were waiting, 5 stored"
+        )
+        contract.expect_nothing(subscription, f"{promise}: a purged message was delivered")
+        if contract.has(Capability.ACK):
+            try:
+                held.ack()  # a delivery already handed out is still the holder's to settle
+            except StaleDelivery:
+                pytest.fail(f"{promise}: purge took a delivery that was already handed out")
+        got = contract.expect_all(other, len(kept), f"{promise}: another topic lost messages")
+        assert sorted(d.id for d in got) == sorted(kept), promise
+        after = broker.publish(topic, "after")
+        assert contract.expect(subscription, f"{promise}: a purged topic works on").id == after
+        assert broker.purge(contract.topic("never-used")) == 0, f"{promise}: an unused topic"
+
+    @requires(Capability.PERSISTENT | Capability.ACK | Capability.COMPETING)
+    def test_inspect_counts_are_per_topic(self, contract: ContractEnv) -> None:
+        """inspect(topic) counts that topic's messages, in-flight and dead letters.
+
+        ``inspect(topic)`` reports that topic's length before anyone reads it, its
+        in-flight deliveries overall and per group (by name where groups are separate,
+        with FANOUT), and its dead letters; another
+        topic's traffic (even one whose name starts with it) never shows up in it."""
+        promise = "inspect is scoped"
+        broker = contract.broker()
+        topic = contract.topic("inspect")
+        sibling = f"{topic}.x"
+        fresh = broker.inspect(topic)
+        assert (fresh.length, fresh.in_flight, fresh.dead_lettered) == (0, 0, 0), (
+            f"{promise}: a new topic is empty, got {fresh!r}"
+        )
+        broker.publish_many(topic, range(6))
+        broker.publish_many(sibling, range(4))
+        info = broker.inspect(topic)
+        assert info.length == 6, f"{promise}: length {info.length}, not the 6 published"
+        subscription = broker.subscribe(topic, group="workers", prefetch=3)
+        held = [contract.expect(subscription, promise) for _ in range(3)]
+        rejected = 0
+        if contract.has(Capability.DEAD_LETTER):
+            held.pop().nack(requeue=False)
+            rejected = 1
+        info = broker.inspect(topic)
+        assert info.in_flight == len(held), (
+            f"{promise}: in_flight {info.in_flight}, but {len(held)} deliveries are out"
+        )
+        pending = sum(g.pending for g in info.groups)
+        assert pending == len(held), (
+            f"{promise}: the groups' pending deliveries add up to {pending}, not {len(held)}: "
+            f"{info.groups!r}"
+        )
+        if contract.has(Capability.FANOUT):  # groups are separate: each has its name
+            groups = {g.name: g for g in info.groups}
+            assert "workers" in groups, f"{promise}: the group is missing from {info.groups!r}"
+            assert groups["workers"].pending == len(held), f"{promise}: per-group pending"
+        assert info.dead_lettered == rejected, f"{promise}: dead_lettered {info.dead_lettered}"
+        waiting = 6 - len(held) - rejected
+        assert waiting <= info.length <= 6, f"{promise}: length {info.length} after reading"
+        other = broker.inspect(sibling)
+        assert (other.length, other.in_flight, other.dead_lettered) == (4, 0, 0), (
+            f"{promise}: another topic's counts changed: {other!r}"
+        )
+        broker.ack(*held)
+        settled = broker.inspect(topic)
+        assert settled.in_flight == 0, f"{promise}: acked deliveries still count as in flight"
+
+    @requires(Capability.BOUNDED | Capability.PERSISTENT)
+    def test_maxlen_caps_the_topic_dropping_the_oldest(self, contract: ContractEnv) -> None:
+        """maxlen caps a topic, dropping the oldest messages first.
+
+        With ``maxlen=N`` a topic keeps about N messages (at most N + 100, for
+        approximate trimming) and drops the oldest first: the newest N always survive."""
+        promise = "maxlen caps the topic"
+        maxlen, published = 5, 300
+        broker = contract.broker(maxlen=maxlen)
+        topic = contract.topic("bounded")
+        ids = broker.publish_many(topic, range(published))
+        length = broker.inspect(topic).length
+        assert maxlen <= length <= maxlen + 100, (
+            f"{promise}: {length} messages kept with maxlen={maxlen}"
+        )
+        subscription = broker.subscribe(topic, prefetch=10)
+        got = contract.expect_all(subscription, length, f"{promise}: kept messages are readable")
+        contract.expect_nothing(subscription, f"{promise}: more than the kept messages came")
+        assert sorted(d.id for d in got) == sorted(ids[-length:]), (
+            f"{promise}: the oldest messages are dropped first, the newest {maxlen} kept"
+        )
+
+    @requires(Capability.PATTERNS)
+    @pytest.mark.parametrize(("pattern", "topic", "matches"), GLOB_CASES)
+    def test_pattern_glob_syntax(
+        self, contract: ContractEnv, pattern: str, topic: str, matches: bool
+    ) -> None:
+        """Pattern subscriptions follow the stated glob syntax in full.
+
+        Pattern subscriptions follow the stated glob syntax: ``*``, ``?``, ``[abc]``,
+        ``[a-c]`` and ``[!a]``, matched against the whole topic name."""
+        promise = f"glob syntax: {pattern!r} {'matches' if matches else 'does not match'} {topic!r}"
+        publisher, consumer = contract.broker(), contract.broker()
+        base = contract.topic("glob")
+        subscription = consumer.subscribe(f"{base}.{pattern}", pattern=True)
+        sent = publisher.publish(f"{base}.{topic}", "x")
+        if matches:
+            assert contract.expect(subscription, promise).id == sent, promise
+        else:
+            contract.expect_nothing(subscription, promise)
