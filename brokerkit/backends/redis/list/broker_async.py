@@ -29,11 +29,11 @@ from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
-from brokerkit.backends.redis import _list_scripts as scripts
+from brokerkit.backends.redis.list import scripts
 from brokerkit.backends.redis._client import Reconnector, make_client
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
-from brokerkit.backends.redis._list_calls import ListCalls
-from brokerkit.backends.redis._list_keys import ListKeys, check_queue_key, list_keys
+from brokerkit.backends.redis.list.calls_async import ListCalls
+from brokerkit.backends.redis.list.keys import ListKeys, check_queue_key, list_keys
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
 from brokerkit.exceptions import InvalidMessage, InvalidOption, StaleDelivery
 
@@ -91,7 +91,7 @@ class RedisListOptions(RedisOptions):
 
 class _Topic:
     """A topic's keys, and the keys and first arguments of every script call on it
-    (see :mod:`._list_scripts`), computed once."""
+    (see :mod:`.scripts`), computed once."""
 
     __slots__ = ("common", "keys", "script_keys")
 
@@ -177,7 +177,7 @@ class RedisListBroker(Broker):
         return self._topic(topic).keys
 
     def _script(self, name: str, plan: _Topic, *args: Any) -> Any:
-        """Run one of :mod:`._list_scripts` with the common arguments first."""
+        """Run one of :mod:`.scripts` with the common arguments first."""
         return self._scripts[name](keys=plan.script_keys, args=[*plan.common, *args])
 
     # -- publishing ---------------------------------------------------------------
@@ -484,7 +484,7 @@ def _nonce() -> str:
 
 
 def _unwrap(element: bytes) -> tuple[int, bytes]:
-    """(deliveries before this one, the element as published): see :mod:`._list_scripts`."""
+    """(deliveries before this one, the element as published): see :mod:`.scripts`."""
     if element.startswith(b"BKR"):
         end = element.find(b"\n", 3)
         if end != -1 and element[3:end].isdigit():

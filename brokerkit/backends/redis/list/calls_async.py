@@ -13,7 +13,7 @@ import redis
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_errors
-from brokerkit.backends.redis._list_keys import ListKeys
+from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.exceptions import IncompatibleTopic
 
 __all__ = ["ListCalls"]
