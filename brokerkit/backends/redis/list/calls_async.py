@@ -5,23 +5,24 @@ connection loss (with backoff and jitter) and turns a WRONGTYPE reply into an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import redis
+import redis.asyncio as aioredis
 
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import Reconnector
+from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_errors
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.exceptions import IncompatibleTopic
 
-__all__ = ["ListCalls"]
+__all__ = ["AsyncListCalls"]
 
 _T = TypeVar("_T")
 
 
-class ListCalls:
+class AsyncListCalls:
     """Runs operations on one broker's connection, every error a brokerkit one.
 
     :param client: the broker's client (asked for key types after a WRONGTYPE).
@@ -32,7 +33,7 @@ class ListCalls:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: aioredis.Redis,
         url: BrokerURL,
         reconnect_timeout: float,
         keys_of: Callable[[str], ListKeys],
@@ -42,47 +43,50 @@ class ListCalls:
         self._reconnect_timeout = reconnect_timeout
         self._keys_of = keys_of
 
-    def __call__(
-        self, operation: Callable[[], _T], topic: str, reconnector: Reconnector | None = None
+    async def __call__(
+        self,
+        operation: Callable[[], Awaitable[_T]],
+        topic: str,
+        reconnector: Reconnector | None = None,
     ) -> _T:
-        """``operation()``, retried through connection loss by ``reconnector`` (a new
-        one if none), which is left with ``reconnected`` set when it retried.
+        """``await operation()``, retried through connection loss by ``reconnector`` (a
+        new one if none), which is left with ``reconnected`` set when it retried.
 
         :raises IncompatibleTopic: a key of ``topic`` holds another Redis type.
         :raises ConnectionFailed: the server stayed away for the reconnect timeout.
         """
         try:
-            return operation()
+            return await operation()
         except redis.RedisError as exc:
             first = exc
         if not isinstance(first, TRANSIENT_ERRORS):
-            self._raise(first, topic)
+            await self._raise(first, topic)
 
-        def checked() -> _T:
+        async def checked() -> _T:
             try:
-                return operation()
+                return await operation()
             except redis.ResponseError as exc:
-                self._raise(exc, topic)
+                await self._raise(exc, topic)
 
         runner = reconnector or Reconnector(self._url, self._reconnect_timeout)
         # The reply of the first attempt may have been lost on the way.
         runner.reconnected = True
-        return runner.call(checked, topic=topic)
+        return await runner.call(checked, topic=topic)
 
-    def _raise(self, exc: redis.RedisError, topic: str) -> NoReturn:
+    async def _raise(self, exc: redis.RedisError, topic: str) -> NoReturn:
         if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
-            raise self.wrong_type(topic) from exc
+            raise await self.wrong_type(topic) from exc
         with translate_errors(self._url, topic):
             raise exc
         raise AssertionError("translate_errors re-raises")  # pragma: no cover
 
-    def wrong_type(self, topic: str) -> IncompatibleTopic:
+    async def wrong_type(self, topic: str) -> IncompatibleTopic:
         """The error for a WRONGTYPE reply on ``topic``: names the first key found
         holding another type than redis+list needs, and both types."""
         keys = self._keys_of(topic)
         for key, expected in keys.expected_types().items():
             try:
-                found = _text(self._client.type(key))
+                found = _text(await self._client.type(key))
             except redis.RedisError:
                 break
             if found not in ("none", expected):
