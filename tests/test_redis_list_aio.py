@@ -282,6 +282,28 @@ async def test_a_renewal_racing_an_ack_reports_no_lost_lease(
         assert (await broker.inspect("orders")).in_flight == 0
 
 
+@run_async
+async def test_sync_and_async_brokers_share_one_queue(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    """The two sides are one backend: the same keys, scripts, receipts and attempts."""
+    async with brokers_and_client(redis_target, prefix) as (connect, _):
+        broker = await connect()
+        with brokerkit.connect(redis_target.url("redis+list"), prefix=prefix) as sync:
+            ids = sync.publish_many("orders", ["a", "b"])
+            first = await (await broker.subscribe("orders")).receive(timeout=5)
+            assert first is not None and (first.id, first.attempt) == (ids[0], 1)
+            await first.nack()
+            again = sync.subscribe("orders", prefetch=2)
+            got = [again.receive(timeout=5) for _ in range(2)]
+            assert [(d.id, d.attempt) for d in got if d] == [
+                (ids[0], 2),
+                (ids[1], 1),
+            ]  # back at the head
+            sync.ack(*[d for d in got if d])
+            assert (await broker.inspect("orders")).in_flight == 0
+
+
 # -- cancellation and close strand nothing ------------------------------------------
 
 #: Long enough that a delivery seen again within a few seconds was handed back, not

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,6 +20,8 @@ from brokerkit.exceptions import StaleDelivery
 from tests.conftest import RedisTarget
 from tests.redis_server import RedisServer
 from tests.test_redis_list_aio import Brokers, brokers_and_client, eventually, run_async
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: The extra time, past a visibility timeout, that a redelivery may take.
 SLACK = 3.0
@@ -154,6 +158,53 @@ async def test_a_server_restart_while_consuming_loses_nothing(prefix: str) -> No
                 await delivery.ack()
         finally:
             await admin.aclose()
+
+
+CHILD = r"""
+import asyncio, sys, brokerkit.aio
+
+async def main() -> None:
+    broker = await brokerkit.aio.connect(sys.argv[1], visibility_timeout=float(sys.argv[3]))
+    delivery = await (await broker.subscribe(sys.argv[2], prefetch=4)).receive(timeout=10)
+    print(delivery.id, flush=True)
+    await asyncio.Event().wait()  # "processing" until killed, renewing all along
+
+asyncio.run(main())
+"""
+
+
+@run_async
+async def test_a_sigkilled_async_consumers_messages_all_come_back(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    url = redis_target.url("redis+list", prefix=prefix)
+    visibility = 2.0
+    async with Brokers(url, prefix) as connect:
+        survivor = await connect(visibility_timeout=visibility)
+        ids = await survivor.publish_many("orders", range(10))
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, url, "orders", str(visibility),
+            stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), 30)
+            assert line.decode().strip() == ids[0]
+            assert (await survivor.inspect("orders")).in_flight == 4
+            child.kill()
+            await child.wait()
+            subscription = await survivor.subscribe("orders")
+            got = {}
+            while len(got) < len(ids):
+                delivery = await subscription.receive(timeout=visibility + SLACK)
+                assert delivery is not None, f"lost: {sorted(set(ids) - set(got))}"
+                got[delivery.id] = delivery
+                await delivery.ack()
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    assert [got[i].attempt for i in ids] == [2, 2, 2, 2, 1, 1, 1, 1, 1, 1]
 
 
 class LoopWatch:
