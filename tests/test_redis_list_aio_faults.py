@@ -207,6 +207,39 @@ async def test_a_sigkilled_async_consumers_messages_all_come_back(
     assert [got[i].attempt for i in ids] == [2, 2, 2, 2, 1, 1, 1, 1, 1, 1]
 
 
+@run_async
+async def test_a_hundred_and_fifty_consumer_tasks_wait_on_one_broker(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """Every consumer task blocked in BLMOVE holds a connection of the broker's pool:
+    as on the sync side (a thread each), their number is not capped by the pool, so
+    none of them fails with "Too many connections" however long the queue stays empty."""
+    count = 150
+    admin = _admin(redis_server)
+    try:
+        async with Brokers(redis_server.url("redis+list"), prefix) as connect:
+            broker = await connect("?client_name=waiter", reconnect_timeout=1)
+            subscriptions = [await broker.subscribe("orders") for _ in range(count)]
+            waiting = [asyncio.ensure_future(s.receive(timeout=30)) for s in subscriptions]
+
+            async def all_blocked() -> bool:
+                failed = [w.exception() for w in waiting if w.done()]
+                assert not failed, f"{len(failed)} consumer(s) failed: {failed[0]!r}"
+                clients = await admin.client_list()
+                blocked = [c for c in clients if c.get("name") == "waiter"]
+                return sum(c.get("cmd") == "blmove" for c in blocked) == count
+
+            await eventually(all_blocked, f"not all {count} consumers blocked in BLMOVE", 20)
+            await asyncio.sleep(1.5)  # past reconnect_timeout: nobody gave up
+            assert not any(w.done() for w in waiting)
+            await broker.publish_many("orders", range(count))
+            got = await asyncio.gather(*waiting)
+            assert sorted(d.body for d in got if d is not None) == list(range(count))
+            await broker.ack(*[d for d in got if d is not None])
+    finally:
+        await admin.aclose()
+
+
 class LoopWatch:
     """Watches every step the event loop runs (each callback, each task step, timed
     by wrapping ``asyncio.Handle._run``): the longest in CPU time and in wall time,
