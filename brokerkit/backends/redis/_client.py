@@ -24,9 +24,6 @@ __all__ = ["Reconnector", "make_client"]
 
 _T = TypeVar("_T")
 
-#: redis-py's sync default for a pool's size: no cap in practice.
-_UNCAPPED = 2**31
-
 
 def make_client(url: BrokerURL, *, retries: int = 3) -> redis.Redis:
     """A redis-py client for ``url`` whose commands retry transient connection
@@ -40,9 +37,9 @@ def make_client(url: BrokerURL, *, retries: int = 3) -> redis.Redis:
     try:
         return redis.Redis.from_url(
             redis_url(url),
+            max_connections=2**31,  # redis-py's sync default: no cap in practice
             retry=redis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            max_connections=_UNCAPPED,
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
