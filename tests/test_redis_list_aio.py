@@ -211,6 +211,41 @@ async def test_a_raw_element_is_consumed_and_dead_lettered(
         await dead.ack()
 
 
+@pytest.mark.parametrize(
+    "element",
+    [
+        b'BK1{"id":"x","ts":1' + b"0" * 400 + b"}\nbody",  # too large for a float
+        b'BK1{"id":"x","ts":1e999}\nbody',
+        b'BK1{"id":"x","ts":"-1e999"}\nbody',
+    ],
+    ids=["400 digits", "1e999", "as text"],
+)
+@run_async
+async def test_an_element_whose_time_is_no_finite_number_is_dead_lettered(
+    redis_target: RedisTarget, prefix: str, element: bytes
+) -> None:
+    """The scripts read such a header as no envelope (the element is raw), as Python's
+    decoding does: a dead letter must re-encode it, and JSON has no infinity."""
+    async with brokers_and_client(redis_target, prefix) as (connect, client):
+        broker = await connect()
+        await client.lpush((await broker.inspect("orders")).details["queue_key"], element)
+        good = await broker.publish("orders", "good")
+        subscription = await broker.subscribe("orders")
+        poison = await subscription.receive(timeout=5)
+        assert poison is not None and poison.payload in (element, b"body")
+        await poison.nack(requeue=False)  # dead-lettered, not an error
+        behind = await subscription.receive(timeout=5)
+        assert behind is not None and (behind.id, behind.body) == (good, "good")
+        await behind.ack()
+        dead_topic = broker.dead_letter_topic("orders")
+        dead = await (await broker.subscribe(dead_topic)).receive(timeout=5)
+        assert dead is not None and dead.payload == element
+        assert dead.headers["x-dead-letter-reason"] == "rejected"
+        await dead.ack()
+        info = await broker.inspect("orders")
+        assert (info.length, info.in_flight, info.dead_lettered) == (0, 0, 0)
+
+
 @run_async
 async def test_a_topic_key_holding_a_hash_is_a_clear_error(
     redis_target: RedisTarget, prefix: str
