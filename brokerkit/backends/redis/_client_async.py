@@ -36,10 +36,17 @@ else:
 
 def make_client(url: BrokerURL, *, retries: int = 3) -> aioredis.Redis:
     """A redis-py client for ``url`` whose commands retry transient connection
-    errors a few times with exponential backoff and jitter."""
+    errors a few times with exponential backoff and jitter.
+
+    Its pool opens as many connections as are used at once (``max_connections`` in
+    the URL caps them), on both sides: every consumer blocked in a server-side wait
+    holds one, and redis.asyncio's own default cap (100) would fail the 101st with
+    "Too many connections" where the sync pool has none.
+    """
     try:
         return aioredis.Redis.from_url(
             redis_url(url),
+            max_connections=2**31,  # redis-py's sync default: no cap in practice
             retry=aioredis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             **_DRIVER,

@@ -7,37 +7,42 @@ renews its leases in the background; a rescue step, run by every live consumer
 and by ``brokerkit rescue``, hands back deliveries whose lease ran out and the
 processing lists of consumers whose heartbeat stopped. See
 ``docs/backends/redis-list.md``.
+
+Written once, on ``redis.asyncio``, in ``broker_async.py``; the sync ``broker.py``
+is generated from it. The background lease renewal is an asyncio task on one side
+and a thread on the other; :meth:`close` stops it either way.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from brokerkit._broker import DEFAULT_GROUP, Broker
+from brokerkit._acompat import Lock
+from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
-from brokerkit._delivery import Delivery
-from brokerkit._inspect import ConsumerInfo, GroupInfo, TopicInfo
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
-from brokerkit._subscription import Subscription
+from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
-from brokerkit.backends.redis import _list_scripts as scripts
-from brokerkit.backends.redis._client import Reconnector, make_client
-from brokerkit.backends.redis._heartbeat import LeaseKeeper
-from brokerkit.backends.redis._list_calls import ListCalls
-from brokerkit.backends.redis._list_keys import ListKeys, check_queue_key, list_keys
-from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, RedisOptions
-from brokerkit.exceptions import InvalidMessage, InvalidOption, StaleDelivery
+from brokerkit.backends.redis._client_async import Reconnector, make_client
+from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
+from brokerkit.backends.redis.list import scripts
+from brokerkit.backends.redis.list.calls_async import AsyncListCalls
+from brokerkit.backends.redis.list.keys import ListKeys, list_keys
+from brokerkit.backends.redis.list.options import RedisListOptions
+from brokerkit.backends.redis.list.plan import TopicPlan, new_nonce
+from brokerkit.backends.redis.list.replies import stale_receipts, topic_info, unwrap
+from brokerkit.exceptions import InvalidMessage, StaleDelivery
 
-__all__ = ["RedisListBroker", "RedisListOptions"]
+__all__ = ["AsyncRedisListBroker"]
 
 log = logging.getLogger("brokerkit.redis")
 
@@ -47,76 +52,19 @@ _T = TypeVar("_T")
 _PUSH_CHUNK = 1000
 #: A rescue call hands back at most this many expired leases and dead consumers.
 _RESCUE_LIMIT = 1000
-#: A consumer that has not been heard from for this long is dead, at the least.
-_MIN_HEARTBEAT = 5.0
 #: Redis reads a BLMOVE timeout of 0 as "forever": never ask for less than this.
 _MIN_BLOCK = 0.01
-
-
-@dataclass(frozen=True)
-class RedisListOptions(RedisOptions):
-    """Options of ``redis+list://`` URLs (and every :class:`RedisOptions` one)."""
-
-    #: Publish plain payloads, without brokerkit's envelope, for other programs
-    #: that read the list; such messages carry no headers. Plain elements are
-    #: always consumed, whatever this says.
-    raw: bool = False
-    #: The content type of plain elements (default: JSON if it parses, else
-    #: text if UTF-8, else bytes).
-    raw_content_type: str | None = None
-    #: The queue's key, ``*`` standing for the topic (``queue:*``: topic ``orders``
-    #: is the list ``queue:orders``), to take over a queue another program fills.
-    #: Default: ``<prefix>:{<topic>}``.
-    queue_key: str | None = None
-    #: Keep at most this many waiting messages per topic, dropping the oldest.
-    maxlen: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.queue_key is not None:
-            check_queue_key(self.queue_key)
-        if self.maxlen is not None and self.maxlen < 1:
-            raise InvalidOption(f"maxlen must be 1 or more (or unset), got {self.maxlen!r}")
-
-    @property
-    def heartbeat(self) -> float:
-        """Seconds after which a consumer not heard from is taken for dead."""
-        return max(self.visibility_timeout, _MIN_HEARTBEAT)
-
-    @property
-    def renew_interval(self) -> float:
-        """Seconds between lease renewals: a third of the visibility timeout."""
-        return self.visibility_timeout / 3
-
-
-class _Topic:
-    """A topic's keys, and the keys and first arguments of every script call on it
-    (see :mod:`._list_scripts`), computed once."""
-
-    __slots__ = ("common", "keys", "script_keys")
-
-    def __init__(self, keys: ListKeys, topic: str, options: RedisListOptions) -> None:
-        self.keys = keys
-        self.script_keys = keys.script_keys()
-        self.common: list[Any] = [
-            keys.processing_prefix,
-            keys.leases_prefix,
-            options.max_deliveries or 0,
-            topic,
-            options.raw_content_type or "",
-            int(options.heartbeat * 1000),
-        ]
 
 
 class _Consumer:
     """The state of one subscription. A delivery's receipt is the string
     ``<nonce><seq>:<consumer>``, the name of its lease in Redis."""
 
-    def __init__(self, plan: _Topic, reconnector: Reconnector) -> None:
+    def __init__(self, plan: TopicPlan, reconnector: Reconnector) -> None:
         self.plan = plan
         self.keys = plan.keys
         self.reconnector = reconnector
-        self.nonce = _nonce()
+        self.nonce = new_nonce()
         self.seq = 0
         self.next_maintenance = 0.0
         self.heartbeat_at = float("-inf")
@@ -124,11 +72,11 @@ class _Consumer:
         self.reconcile = True
 
 
-class RedisListBroker(Broker):
+class AsyncRedisListBroker(AsyncBroker):
     """A work queue on Redis lists: at-least-once, leased, crash-safe.
 
     Every consumer of a topic competes for its messages (groups all share the one
-    queue). Besides the :class:`~brokerkit.Broker` API it offers :meth:`rescue`.
+    queue). Besides the :class:`AsyncBroker` API it offers :meth:`rescue`.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("redis+list", "rediss+list")
@@ -151,8 +99,8 @@ class RedisListBroker(Broker):
             name: self._client.register_script(getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
         }
-        self._topics: dict[str, _Topic] = {}
-        self._call = ListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
+        self._topics: dict[str, TopicPlan] = {}
+        self._call = AsyncListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
         self._lease_ms = int(self.options.visibility_timeout * 1000)
         self._keeper = LeaseKeeper(
             self._renew, self.options.renew_interval, name=f"brokerkit-leases {url}"
@@ -160,15 +108,15 @@ class RedisListBroker(Broker):
         # Held by a renewal from its look at the held deliveries to its reply, and by
         # a settlement while it takes its deliveries out of the keeper: a renewal
         # never touches a receipt that a settlement has already released.
-        self._lease_lock = threading.Lock()
+        self._lease_lock = Lock()
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _topic(self, topic: str) -> _Topic:
+    def _topic(self, topic: str) -> TopicPlan:
         plan = self._topics.get(topic)
         if plan is None:
             keys = list_keys(self.options.prefix, topic, self.options.queue_key)
-            plan = _Topic(keys, topic, self.options)
+            plan = TopicPlan(keys, topic, self.options)
             if len(self._topics) < 1024:
                 self._topics[topic] = plan
         return plan
@@ -176,13 +124,13 @@ class RedisListBroker(Broker):
     def _keys(self, topic: str) -> ListKeys:
         return self._topic(topic).keys
 
-    def _script(self, name: str, plan: _Topic, *args: Any) -> Any:
-        """Run one of :mod:`._list_scripts` with the common arguments first."""
+    def _script(self, name: str, plan: TopicPlan, *args: Any) -> Awaitable[Any]:
+        """Run one of :mod:`.scripts` with the common arguments first."""
         return self._scripts[name](keys=plan.script_keys, args=[*plan.common, *args])
 
     # -- publishing ---------------------------------------------------------------
 
-    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         options = self.options
         if options.raw:
             if any(m.headers for m in messages):
@@ -198,36 +146,36 @@ class RedisListBroker(Broker):
         maxlen = options.maxlen
         if len(values) <= _PUSH_CHUNK and maxlen is None:
             lpush = self._client.lpush
-            self._call(lambda: lpush(queue, *values), topic)
+            await self._call(lambda: lpush(queue, *values), topic)
             return
 
-        def push() -> None:
+        async def push() -> None:
             pipe = self._client.pipeline(transaction=True)
             for start in range(0, len(values), _PUSH_CHUNK):
                 pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
             if maxlen is not None:
                 pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
-            pipe.execute()
+            await pipe.execute()
 
-        self._call(push, topic)
+        await self._call(push, topic)
 
     # -- consuming ----------------------------------------------------------------
 
-    def _subscribe(self, subscription: Subscription) -> None:
+    async def _subscribe(self, subscription: AsyncSubscription) -> None:
         plan = self._topic(subscription.topic)
         reconnector = Reconnector(self.url, self.options.reconnect_timeout)
         subscription.state = _Consumer(plan, reconnector)
 
-    def _fetch(
-        self, subscription: Subscription, max_messages: int, timeout: float
-    ) -> list[Delivery]:
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
         state: _Consumer = subscription.state
         now = time.monotonic()
         if state.reconcile or now >= state.next_maintenance:
-            self._maintain(subscription)
+            await self._maintain(subscription)
         heartbeat_due = now - state.heartbeat_at > self.options.heartbeat / 4
         if timeout <= 0 or not state.idle or heartbeat_due:
-            fetched = self._claim(subscription, max_messages, None)
+            fetched = await self._claim(subscription, max_messages, None)
             state.idle = len(fetched) < max_messages
             if fetched or timeout <= 0:
                 return fetched
@@ -236,26 +184,23 @@ class RedisListBroker(Broker):
         block = max(min(timeout, state.next_maintenance - time.monotonic()), _MIN_BLOCK)
         keys = state.keys
         processing = keys.processing(subscription.consumer)
-        moved = self._consumer_call(
+        blmove = self._client.blmove
+        moved = await self._consumer_call(
             subscription,
-            lambda: self._client.blmove(
-                keys.queue,
-                processing,
-                block,  # type: ignore[arg-type]  # Redis takes seconds as a float
-                "RIGHT",
-                "LEFT",
-            ),
+            lambda: blmove(keys.queue, processing, block, "RIGHT", "LEFT"),  # type: ignore[arg-type]  # Redis takes seconds as a float
         )
         if not isinstance(moved, bytes):
             state.idle = True
             return []
         # Between the BLMOVE and this script the element has no lease; only a
         # consumer whose heartbeat ran out loses such an element to a rescuer.
-        fetched = self._claim(subscription, max_messages, moved)
+        fetched = await self._claim(subscription, max_messages, moved)
         state.idle = len(fetched) < max_messages
         return fetched
 
-    def _claim(self, subscription: Subscription, count: int, moved: bytes | None) -> list[Delivery]:
+    async def _claim(
+        self, subscription: AsyncSubscription, count: int, moved: bytes | None
+    ) -> list[AsyncDelivery]:
         """Lease up to ``count`` deliveries (``moved`` first) in one script call."""
         state: _Consumer = subscription.state
         consumer = subscription.consumer
@@ -263,15 +208,15 @@ class RedisListBroker(Broker):
         script_keys, common = state.plan.script_keys, state.plan.common
         extra = () if moved is None else (moved,)
 
-        def fetch() -> tuple[str, int, list[bytes]]:
+        async def fetch() -> tuple[str, int, list[bytes]]:
             # Every attempt takes fresh sequence numbers: one whose reply was lost may
             # have leased elements under the receipts it sent.
             nonce, first = state.nonce, state.seq
             state.seq = first + count
             args = [*common, consumer, count, self._lease_ms, nonce, first, *extra]
-            return nonce, first, run(keys=script_keys, args=args)
+            return nonce, first, await run(keys=script_keys, args=args)
 
-        nonce, first, elements = self._consumer_call(subscription, fetch)
+        nonce, first, elements = await self._consumer_call(subscription, fetch)
         state.heartbeat_at = time.monotonic()
         if not elements:
             return []
@@ -286,14 +231,14 @@ class RedisListBroker(Broker):
         for seq, element in enumerate(elements, first):
             attempt = 1
             if element[:3] == b"BKR":
-                before, element = _unwrap(element)
+                before, element = unwrap(element)
                 attempt += before
             try:
                 message = decode(topic, element, raw_content_type)
             except Exception:  # decode is total; this guards a regression
                 message = _envelope.raw_message(topic, element, raw_content_type)
             deliveries.append(
-                Delivery(
+                AsyncDelivery(
                     message,
                     subscription=subscription,
                     attempt=attempt,
@@ -303,10 +248,12 @@ class RedisListBroker(Broker):
         self._keeper.hold(deliveries)
         return deliveries
 
-    def _consumer_call(self, subscription: Subscription, operation: Callable[[], _T]) -> _T:
+    async def _consumer_call(
+        self, subscription: AsyncSubscription, operation: Callable[[], Awaitable[_T]]
+    ) -> _T:
         state: _Consumer = subscription.state
         try:
-            return self._call(operation, subscription.topic, state.reconnector)
+            return await self._call(operation, subscription.topic, state.reconnector)
         finally:
             if state.reconnector.reconnected:
                 # A reply may have been lost: a moved element without a lease, or
@@ -314,15 +261,15 @@ class RedisListBroker(Broker):
                 # hand back whatever sits in the processing list without a lease.
                 state.reconnector.reconnected = False
                 state.reconcile = True
-                state.nonce = _nonce()
+                state.nonce = new_nonce()
                 state.seq = 0
 
-    def _maintain(self, subscription: Subscription) -> None:
+    async def _maintain(self, subscription: AsyncSubscription) -> None:
         """Rescue the topic's stuck deliveries and this consumer's orphans; schedule
         the next run for when the next lease runs out (at most half a timeout away)."""
         state: _Consumer = subscription.state
         state.reconcile = False
-        moved, wait_ms, _, _ = self._consumer_call(
+        moved, wait_ms, _, _ = await self._consumer_call(
             subscription,
             lambda: self._script("RESCUE", state.plan, _RESCUE_LIMIT, subscription.consumer),
         )
@@ -333,60 +280,63 @@ class RedisListBroker(Broker):
             wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
         state.next_maintenance = time.monotonic() + wait
 
-    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
-        super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
+    async def _unsubscribe(
+        self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
+    ) -> None:
+        await super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
         state: _Consumer = subscription.state
         # Returned-but-unsettled deliveries keep their leases (renewed while this
         # broker lives); the heartbeat entry goes, so nothing of it is left behind.
-        self._call(
-            lambda: self._client.zrem(state.keys.consumers, subscription.consumer),
+        zrem = self._client.zrem
+        await self._call(
+            lambda: zrem(state.keys.consumers, subscription.consumer),
             subscription.topic,
         )
 
     # -- settling -----------------------------------------------------------------
 
-    def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        self._settle_script(deliveries, "ack")
+    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
+        await self._settle_script(deliveries, "ack")
 
-    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        self._settle_script(deliveries, "requeue" if requeue else "reject")
+    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        await self._settle_script(deliveries, "requeue" if requeue else "reject")
 
-    def _settle_script(self, deliveries: Sequence[Delivery], mode: str) -> None:
-        with self._lease_lock:
+    async def _settle_script(self, deliveries: Sequence[AsyncDelivery], mode: str) -> None:
+        async with self._lease_lock:
             self._keeper.drop(deliveries)
-        stale = self._per_topic(deliveries, "SETTLE", mode)
+        stale = await self._per_topic(deliveries, "SETTLE", mode)
         if stale:
             raise StaleDelivery(stale)
 
-    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         """Set the leases' deadlines to ``seconds`` from now; the background renewals
         never move them earlier (see :meth:`_renew`)."""
-        stale = self._per_topic(deliveries, "EXTEND", int(seconds * 1000), "set")
+        stale = await self._per_topic(deliveries, "EXTEND", int(seconds * 1000), "set")
         if stale:
             self._keeper.drop(stale)
             raise StaleDelivery(stale)
 
-    def _renew(self, deliveries: list[Delivery]) -> None:
+    async def _renew(self, deliveries: list[AsyncDelivery]) -> None:
         """The lease keeper's beat: renew every held lease for a visibility timeout
         from now, or leave it alone if an extension by hand already runs longer."""
-        with self._lease_lock:
+        async with self._lease_lock:
             # Settled since the keeper looked: their receipts are gone, not lost.
             held = {id(d) for d in self._keeper.held()}
             alive = [d for d in deliveries if id(d) in held]
             if not alive:
                 return
-            stale = self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
+            stale = await self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
         if stale:
             self._keeper.drop(stale)
             log.warning("%d lease(s) had run out before they could be renewed", len(stale))
 
-    def _per_topic(
-        self, deliveries: Sequence[Delivery], script: str, *first: Any
-    ) -> list[Delivery]:
+    async def _per_topic(
+        self, deliveries: Sequence[AsyncDelivery], script: str, *first: Any
+    ) -> list[AsyncDelivery]:
         """Run ``script`` once per topic over the deliveries' receipts (one call for
         the usual batch of one topic); return the deliveries whose receipts came
         back stale."""
-        by_topic: dict[str, list[Delivery]] = {}
+        by_topic: dict[str, list[AsyncDelivery]] = {}
         for delivery in deliveries:
             topic = delivery.subscription.topic
             group = by_topic.get(topic)
@@ -394,19 +344,19 @@ class RedisListBroker(Broker):
                 by_topic[topic] = group = []
             group.append(delivery)
         run = self._scripts[script]
-        stale: list[Delivery] = []
+        stale: list[AsyncDelivery] = []
         for topic, group in by_topic.items():
             plan = self._topic(topic)
             args = [*plan.common, *first, *[d.receipt for d in group]]
-            reply = self._call(lambda k=plan.script_keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
-            if reply:
-                lost = {token.decode() for token in reply}
+            reply = await self._call(lambda k=plan.script_keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
+            lost = stale_receipts(reply)
+            if lost:
                 stale.extend(d for d in group if d.receipt in lost)
         return stale
 
     # -- management ---------------------------------------------------------------
 
-    def rescue(self, topic: str) -> int:
+    async def rescue(self, topic: str) -> int:
         """Hand back ``topic``'s stuck deliveries now: those whose lease ran out, and
         everything held by consumers whose heartbeat stopped. Attempts are counted;
         past ``max_deliveries`` a message is dead-lettered. Any number of rescuers
@@ -418,75 +368,36 @@ class RedisListBroker(Broker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _, visited = self._call(
+            moved, _, _, visited = await self._call(
                 lambda: self._script("RESCUE", plan, _RESCUE_LIMIT, ""), topic
             )
             total += int(moved)
             if visited < _RESCUE_LIMIT:
                 return total
 
-    def _inspect(self, topic: str) -> TopicInfo:
+    async def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)
-        keys = plan.keys
-        reply = self._call(lambda: self._script("INSPECT", plan), topic)
-        length, dead, now_ms, in_flight, oldest_ms, count = reply[:6]
-        consumers = []
-        for index in range(6, 6 + 4 * count, 4):
-            name, beat_ms, processing, leased = reply[index : index + 4]
-            idle = None
-            if beat_ms >= 0:
-                idle = max((now_ms - (beat_ms - self.options.heartbeat * 1000)) / 1000, 0.0)
-            consumers.append(
-                ConsumerInfo(name.decode(errors="replace"), pending=processing + leased, idle=idle)
-            )
-        group = GroupInfo(DEFAULT_GROUP, pending=in_flight, lag=length, consumers=tuple(consumers))
-        return TopicInfo(
-            topic=topic,
-            length=length,
-            in_flight=in_flight,
-            dead_lettered=dead,
-            oldest_in_flight_age=None if oldest_ms < 0 else max(now_ms - oldest_ms, 0) / 1000,
-            groups=(group,),
-            details={
-                "queue_key": keys.queue,
-                "dead_letter_key": keys.dead_letters,
-                "deadlines_key": keys.deadlines,
-                "expiry_key": keys.expiry,
-                "consumers_key": keys.consumers,
-                "processing_keys": [keys.processing(c.name) for c in consumers],
-                "heartbeat": self.options.heartbeat,
-            },
-        )
+        reply = await self._call(lambda: self._script("INSPECT", plan), topic)
+        return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
-    def _purge(self, topic: str) -> int:
+    async def _purge(self, topic: str) -> int:
         queue = self._keys(topic).queue
 
-        def purge() -> int:
+        async def purge() -> int:
             pipe = self._client.pipeline(transaction=True)
             pipe.llen(queue)
             pipe.delete(queue)
-            return int(pipe.execute()[0])
+            return int((await pipe.execute())[0])
 
-        return self._call(purge, topic)
+        return await self._call(purge, topic)
 
-    def _suspend_renewals(self) -> None:
+    async def _suspend_renewals(self) -> None:
         """Stop renewing leases while staying open, as a hung process would (for the
         contract suite's late-ack test)."""
-        self._keeper.stop()
+        await self._keeper.stop()
 
-    def _close(self) -> None:
-        self._keeper.stop()
-        self._client.close()
-
-
-def _nonce() -> str:
-    return os.urandom(6).hex() + "-"
-
-
-def _unwrap(element: bytes) -> tuple[int, bytes]:
-    """(deliveries before this one, the element as published): see :mod:`._list_scripts`."""
-    if element.startswith(b"BKR"):
-        end = element.find(b"\n", 3)
-        if end != -1 and element[3:end].isdigit():
-            return int(element[3:end]), element[end + 1 :]
-    return 0, element
+    async def _close(self) -> None:
+        """Stop the lease renewals (the task, or thread, ends before this returns)
+        and disconnect."""
+        await self._keeper.stop()
+        await self._client.aclose()

@@ -17,7 +17,7 @@ class ListKeys:
 
     :ivar queue: the list producers LPUSH to (``brokerkit:{orders}``).
     :ivar deadlines: ZSET of lease group -> the earliest deadline it may hold, in server
-        milliseconds: the rescuers' index (see :mod:`._list_scripts`).
+        milliseconds: the rescuers' index (see :mod:`.scripts`).
     :ivar consumers: ZSET of consumer -> heartbeat deadline, in server milliseconds.
     :ivar dead_letters: the queue of the dead-letter topic (``brokerkit:{orders}.dlq``).
     :ivar processing_prefix: a consumer's processing list is this + its name.
@@ -42,7 +42,7 @@ class ListKeys:
         return self.leases_prefix + consumer
 
     def script_keys(self) -> list[str]:
-        """The keys every script of :mod:`._list_scripts` declares."""
+        """The keys every script of :mod:`.scripts` declares."""
         return [self.queue, self.deadlines, self.consumers, self.dead_letters, self.expiry]
 
     def expected_types(self) -> dict[str, str]:

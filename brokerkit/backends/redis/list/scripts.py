@@ -136,7 +136,12 @@ local function envelope(inner)
   if type(h['id']) ~= 'string' or h['id'] == '' then return nil end
   if h['ct'] ~= nil and type(h['ct']) ~= 'string' then return nil end
   local ts = h['ts']
-  if ts ~= nil and type(ts) ~= 'boolean' and not tonumber(ts) then return nil end
+  if ts ~= nil and type(ts) ~= 'boolean' then
+    -- a time that is no finite number (1e999, NaN): Python reads no envelope either,
+    -- and a dead letter could not re-encode it (JSON has no infinity)
+    local n = tonumber(ts)
+    if not n or n ~= n or n == math.huge or n == -math.huge then return nil end
+  end
   local hs = h['h']
   if type(hs) == 'table' then
     for k, v in pairs(hs) do

@@ -1,0 +1,106 @@
+"""How redis+list runs its Redis operations: the first attempt costs no more than the
+command itself; only after an error comes the slow path, which retries through
+connection loss (with backoff and jitter) and turns a WRONGTYPE reply into an
+:class:`~brokerkit.exceptions.IncompatibleTopic` naming the key and both types."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._client_async import Reconnector
+from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_errors
+from brokerkit.backends.redis.list.keys import ListKeys
+from brokerkit.exceptions import IncompatibleTopic
+
+__all__ = ["AsyncListCalls"]
+
+_T = TypeVar("_T")
+
+
+class AsyncListCalls:
+    """Runs operations on one broker's connection, every error a brokerkit one.
+
+    :param client: the broker's client (asked for key types after a WRONGTYPE).
+    :param url: the broker's URL, for messages (its password masked).
+    :param reconnect_timeout: how long a call without a reconnector of its own retries.
+    :param keys_of: the keys of a topic.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        url: BrokerURL,
+        reconnect_timeout: float,
+        keys_of: Callable[[str], ListKeys],
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._reconnect_timeout = reconnect_timeout
+        self._keys_of = keys_of
+
+    async def __call__(
+        self,
+        operation: Callable[[], Awaitable[_T]],
+        topic: str,
+        reconnector: Reconnector | None = None,
+    ) -> _T:
+        """``await operation()``, retried through connection loss by ``reconnector`` (a
+        new one if none), which is left with ``reconnected`` set when it retried.
+
+        :raises IncompatibleTopic: a key of ``topic`` holds another Redis type.
+        :raises ConnectionFailed: the server stayed away for the reconnect timeout.
+        """
+        try:
+            return await operation()
+        except redis.RedisError as exc:
+            first = exc
+        if not isinstance(first, TRANSIENT_ERRORS):
+            await self._raise(first, topic)
+
+        async def checked() -> _T:
+            try:
+                return await operation()
+            except redis.ResponseError as exc:
+                await self._raise(exc, topic)
+
+        runner = reconnector or Reconnector(self._url, self._reconnect_timeout)
+        # The reply of the first attempt may have been lost on the way.
+        runner.reconnected = True
+        return await runner.call(checked, topic=topic)
+
+    async def _raise(self, exc: redis.RedisError, topic: str) -> NoReturn:
+        if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
+            raise await self.wrong_type(topic) from exc
+        with translate_errors(self._url, topic):
+            raise exc
+        raise AssertionError("translate_errors re-raises")  # pragma: no cover
+
+    async def wrong_type(self, topic: str) -> IncompatibleTopic:
+        """The error for a WRONGTYPE reply on ``topic``: names the first key found
+        holding another type than redis+list needs, and both types."""
+        keys = self._keys_of(topic)
+        for key, expected in keys.expected_types().items():
+            try:
+                found = _text(await self._client.type(key))
+            except redis.RedisError:
+                break
+            if found not in ("none", expected):
+                return IncompatibleTopic(
+                    f"the topic {topic!r} cannot be used as a redis+list queue: the Redis key "
+                    f"{key!r} at {self._url} holds a {found}, not a {expected} (written by "
+                    "another program, or by another brokerkit backend such as redis+stream); "
+                    "use another topic or prefix, or delete that key"
+                )
+        return IncompatibleTopic(
+            f"a key of the topic {topic!r} at {self._url} holds another Redis type than "
+            "redis+list needs; use another topic or prefix"
+        )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

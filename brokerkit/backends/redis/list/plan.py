@@ -1,0 +1,42 @@
+"""What every script call on a redis+list topic sends (no I/O: shared by the sync and
+async broker)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from brokerkit.backends.redis.list.keys import ListKeys
+from brokerkit.backends.redis.list.options import RedisListOptions
+
+__all__ = ["TopicPlan", "new_nonce"]
+
+
+class TopicPlan:
+    """A topic's keys, and the keys and first arguments of every script call on it
+    (see :mod:`.scripts`), computed once per topic.
+
+    :ivar keys: the topic's keys.
+    :ivar script_keys: the ``KEYS`` of every script call.
+    :ivar common: the first ``ARGV`` of every script call (the script's preamble).
+    """
+
+    __slots__ = ("common", "keys", "script_keys")
+
+    def __init__(self, keys: ListKeys, topic: str, options: RedisListOptions) -> None:
+        self.keys = keys
+        self.script_keys = keys.script_keys()
+        self.common: list[Any] = [
+            keys.processing_prefix,
+            keys.leases_prefix,
+            options.max_deliveries or 0,
+            topic,
+            options.raw_content_type or "",
+            int(options.heartbeat * 1000),
+        ]
+
+
+def new_nonce() -> str:
+    """A fresh receipt prefix: receipts are ``<nonce><seq>:<consumer>``, so that a
+    consumer that may have lost a reply never reuses a receipt the server knows."""
+    return os.urandom(6).hex() + "-"

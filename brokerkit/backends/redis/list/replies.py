@@ -1,0 +1,64 @@
+"""How redis+list reads the replies of its scripts (no I/O: shared by the sync and
+async broker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from brokerkit._broker_async import DEFAULT_GROUP
+from brokerkit._inspect import ConsumerInfo, GroupInfo, TopicInfo
+from brokerkit.backends.redis.list.keys import ListKeys
+
+__all__ = ["stale_receipts", "topic_info", "unwrap"]
+
+
+def unwrap(element: bytes) -> tuple[int, bytes]:
+    """(deliveries before this one, the element as published) of an element a fetch
+    returned: one handed back after a delivery is wrapped as ``BKR<n>\\n<element>``
+    (see :mod:`.scripts`); any other element is returned as it is, with 0."""
+    if element.startswith(b"BKR"):
+        end = element.find(b"\n", 3)
+        if end != -1 and element[3:end].isdigit():
+            return int(element[3:end]), element[end + 1 :]
+    return 0, element
+
+
+def stale_receipts(reply: list[bytes] | None) -> set[str]:
+    """The receipts a SETTLE or EXTEND call reported stale (their lease had run out)."""
+    return {token.decode() for token in reply} if reply else set()
+
+
+def topic_info(topic: str, keys: ListKeys, heartbeat: float, reply: list[Any]) -> TopicInfo:
+    """The :class:`TopicInfo` of ``topic`` from the reply of the INSPECT script.
+
+    :param heartbeat: the broker's heartbeat, in seconds (a consumer's idle time is
+        the heartbeat minus what is left of its heartbeat deadline).
+    """
+    length, dead, now_ms, in_flight, oldest_ms, count = reply[:6]
+    consumers = []
+    for index in range(6, 6 + 4 * count, 4):
+        name, beat_ms, processing, leased = reply[index : index + 4]
+        idle = None
+        if beat_ms >= 0:
+            idle = max((now_ms - (beat_ms - heartbeat * 1000)) / 1000, 0.0)
+        consumers.append(
+            ConsumerInfo(name.decode(errors="replace"), pending=processing + leased, idle=idle)
+        )
+    group = GroupInfo(DEFAULT_GROUP, pending=in_flight, lag=length, consumers=tuple(consumers))
+    return TopicInfo(
+        topic=topic,
+        length=length,
+        in_flight=in_flight,
+        dead_lettered=dead,
+        oldest_in_flight_age=None if oldest_ms < 0 else max(now_ms - oldest_ms, 0) / 1000,
+        groups=(group,),
+        details={
+            "queue_key": keys.queue,
+            "dead_letter_key": keys.dead_letters,
+            "deadlines_key": keys.deadlines,
+            "expiry_key": keys.expiry,
+            "consumers_key": keys.consumers,
+            "processing_keys": [keys.processing(c.name) for c in consumers],
+            "heartbeat": heartbeat,
+        },
+    )
