@@ -20,8 +20,8 @@ from redis._parsers import _RESP2Parser
 import brokerkit
 from brokerkit._message import Message
 from brokerkit.backends.redis._envelope import decode, encode
-from brokerkit.backends.redis._pubsub_listener import ChannelListener
 from brokerkit.backends.redis.pubsub import Gap, RedisPubSubBroker, decode_published
+from brokerkit.backends.redis.pubsub.listener import ChannelListener
 from brokerkit.exceptions import ConnectionFailed
 from tests.conftest import iterate_in_thread
 from tests.redis_server import RedisServer
