@@ -202,6 +202,10 @@ class AsyncRedisPubSubBroker(AsyncBroker):
             self.options.on_gap(gap)
         topics = self._topics
         deliveries = []
+        # Each delivery's receipt is its place in the subscription's stream, so that
+        # what a cancelled receive hands back goes back in order (see _hand_back).
+        position = listener.read_count
+        listener.read_count += len(received)
         for channel, data in received:
             topic = topics.get(channel)
             if topic is None:
@@ -210,20 +214,38 @@ class AsyncRedisPubSubBroker(AsyncBroker):
                     topics.clear()  # many channels through patterns: start afresh
                 topics[channel] = topic
             deliveries.append(
-                AsyncDelivery(decode_published(topic, data), subscription=subscription)
+                AsyncDelivery(
+                    decode_published(topic, data), subscription=subscription, receipt=position
+                )
             )
+            position += 1
         return deliveries
 
     async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
         """Keep what a cancelled receive had read for its subscription's next
-        receive, ahead of anything read later; drop it if the subscription is closed
-        (at most once: nothing can be requeued on the server)."""
-        for delivery in reversed(deliveries):
-            subscription = delivery.subscription
-            if not subscription.closed:
-                subscription._buffer.appendleft(delivery)
-            else:
+        receives, in the order it was received, ahead of anything read after it;
+        drop it if the subscription is closed (at most once: nothing can be requeued
+        on the server).
+
+        The deliveries are back in the subscription before anything is awaited, so
+        nothing the subscription reads later can be handed out ahead of them.
+        """
+        kept: dict[int, list[AsyncDelivery]] = {}
+        for delivery in deliveries:
+            if delivery.subscription.closed:
                 delivery._mark_settled()
+            else:
+                kept.setdefault(id(delivery.subscription), []).append(delivery)
+        for returned in kept.values():
+            subscription = returned[0].subscription
+            buffer = subscription._buffer
+            merged = sorted([*buffer, *returned], key=_position)
+            buffer.clear()
+            buffer.extend(merged)
+        for returned in kept.values():
+            # A receive may be waiting in a read of its own meanwhile: end it now.
+            listener: AsyncChannelListener = returned[0].subscription.state
+            await listener.wake()
 
     async def _unsubscribe(
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
@@ -268,6 +290,11 @@ class AsyncRedisPubSubBroker(AsyncBroker):
                 await self._own.disconnect()
                 self._own = None
         await self._client.aclose()
+
+
+def _position(delivery: AsyncDelivery) -> int:
+    """Where ``delivery`` came in its subscription's stream (its receipt)."""
+    return int(delivery.receipt)
 
 
 #: Channels whose topic names a broker remembers (more only with patterns).

@@ -87,6 +87,8 @@ class AsyncChannelListener:
         self.ping_interval = ping_interval
         #: Every gap so far, oldest first.
         self.gaps: list[Gap] = []
+        #: Messages read so far: the broker numbers its deliveries with it.
+        self.read_count = 0
         self._command = "PSUBSCRIBE" if pattern else "SUBSCRIBE"
         self._confirmation = b"psubscribe" if pattern else b"subscribe"
         self._unsubscribe = "PUNSUBSCRIBE" if pattern else "UNSUBSCRIBE"
@@ -108,6 +110,8 @@ class AsyncChannelListener:
         # Serializes writes to the connection: the reader's PINGs and close()'s unsubscribe.
         self._sending = Lock()
         self._unsubscribe_sent = False
+        # Set by wake(): the read under way returns what it has.
+        self._woken = False
         self._last_heard = 0.0
         self._ping_sent: float | None = None
         # Set while the connection is lost: when, why, and the retry schedule.
@@ -196,7 +200,8 @@ class AsyncChannelListener:
         a silent connection meanwhile)."""
         while not self._closed:
             link.take(received, max_messages)
-            if len(received) >= max_messages:
+            if len(received) >= max_messages or self._woken:
+                self._woken = False
                 return
             if received:
                 wait = 0.0
@@ -211,6 +216,21 @@ class AsyncChannelListener:
                 self._ping_sent = None
             elif received:
                 return
+
+    async def wake(self) -> None:
+        """Make the read under way (or else the next one) return at once with what
+        it has: a PING is sent, whose answer ends the reader's wait.
+
+        A subscription whose receive was cancelled calls this once it has taken
+        back what that receive's read brought, so that its next receive gets those
+        messages now rather than after its own read's timeout.
+        """
+        self._woken = True
+        async with self._sending:
+            link = self._link
+            if link is not None and self._reading.locked() and link.may_send_under_reader:
+                with contextlib.suppress(*_LOST):  # a lost connection wakes the reader too
+                    await link.send(b"".join(self._conn.pack_command("PING")))
 
     async def close(self) -> None:
         """Stop listening, and return once Redis has confirmed the unsubscribe: a
