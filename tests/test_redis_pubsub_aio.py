@@ -28,6 +28,7 @@ from brokerkit.backends.redis.pubsub.wire import AsyncHiredisWire, AsyncWire
 from brokerkit.exceptions import BrokerClosed, BrokerError, ConnectionFailed, Unsupported
 from tests.conftest import RedisTarget
 from tests.redis_server import RedisServer
+from tests.test_redis_pubsub_reading import _use_the_python_parser
 
 WAIT = 5.0
 Connect = Callable[..., Awaitable[AsyncRedisPubSubBroker]]
@@ -73,23 +74,12 @@ def url(redis_target: RedisTarget, prefix: str) -> str:
     return redis_target.url("redis+pubsub", prefix=prefix)
 
 
-def _use_the_python_parser(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make new ``redis.asyncio`` pools use the pure-Python parser, as without hiredis."""
-    original = aioredis.ConnectionPool.from_url.__func__  # type: ignore[attr-defined]
-
-    def from_url(cls: type[aioredis.ConnectionPool], /, url: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("parser_class", _AsyncRESP2Parser)
-        return original(cls, url, **kwargs)
-
-    monkeypatch.setattr(aioredis.ConnectionPool, "from_url", classmethod(from_url))
-
-
 @pytest.fixture(params=["hiredis", "python"])
 def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which parser the subscriber connections use: hiredis (the stream-reader fast
     path) or redis-py's pure-Python one (reads through ``read_response``)."""
     if request.param == "python":
-        _use_the_python_parser(monkeypatch)
+        _use_the_python_parser(monkeypatch, aioredis.ConnectionPool, _AsyncRESP2Parser)
     return str(request.param)
 
 
@@ -695,13 +685,9 @@ def test_an_error_reply_to_a_publish_is_a_broker_error_and_the_connection_stays_
     redis_server: RedisServer,
 ) -> None:
     admin = redis_server.client()
-    admin.acl_setuser(
-        "mute",
-        enabled=True,
-        passwords=["+s3cret"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all", "-publish"],
+    # A user who may do anything but PUBLISH.
+    admin.execute_command(
+        "ACL", "SETUSER", "mute", "on", ">s3cret", "~*", "&*", "+@all", "-publish"
     )
 
     async def main() -> None:

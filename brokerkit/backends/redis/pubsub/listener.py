@@ -246,11 +246,7 @@ class ChannelListener:
         """
         self._closed = True
         deadline = time.monotonic() + CLOSE_WAIT
-        if acquire(self._reading, 0):
-            try:
-                self._finish_close(deadline)
-            finally:
-                self._reading.release()
+        if self._close_when_free(0, deadline):
             return
         # A reader owns the connection while it reads: closing it under the reader
         # would make redis-py silently reconnect it. The unsubscribe's reply wakes it
@@ -264,15 +260,22 @@ class ChannelListener:
             and link.may_send_under_reader
         ):
             link.interrupt()  # a broken connection: nothing to confirm, wake the reader now
-        if acquire(self._reading, deadline - time.monotonic()):
-            try:
-                self._finish_close(deadline)
-            finally:
-                self._reading.release()
+        if self._close_when_free(deadline - time.monotonic(), deadline):
             return
         link = self._link
         if link is not None:
             link.interrupt()  # no answer: wake the reader anyway
+
+    def _close_when_free(self, wait: float, deadline: float) -> bool:
+        """Finish the close once no read is under way, waiting ``wait`` seconds at
+        most for the reader to let go; whether it was done here."""
+        if not acquire(self._reading, wait):
+            return False
+        try:
+            self._finish_close(deadline)
+        finally:
+            self._reading.release()
+        return True
 
     def _send_unsubscribe(self, *, under_reader: bool = False) -> bool:
         """Send UNSUBSCRIBE (PUNSUBSCRIBE) once; whether it has been sent.

@@ -244,11 +244,7 @@ class AsyncChannelListener:
         """
         self._closed = True
         deadline = time.monotonic() + CLOSE_WAIT
-        if await acquire(self._reading, 0):
-            try:
-                await self._finish_close(deadline)
-            finally:
-                self._reading.release()
+        if await self._close_when_free(0, deadline):
             return
         # A reader owns the connection while it reads: closing it under the reader
         # would make redis-py silently reconnect it. The unsubscribe's reply wakes it
@@ -262,15 +258,22 @@ class AsyncChannelListener:
             and link.may_send_under_reader
         ):
             link.interrupt()  # a broken connection: nothing to confirm, wake the reader now
-        if await acquire(self._reading, deadline - time.monotonic()):
-            try:
-                await self._finish_close(deadline)
-            finally:
-                self._reading.release()
+        if await self._close_when_free(deadline - time.monotonic(), deadline):
             return
         link = self._link
         if link is not None:
             link.interrupt()  # no answer: wake the reader anyway
+
+    async def _close_when_free(self, wait: float, deadline: float) -> bool:
+        """Finish the close once no read is under way, waiting ``wait`` seconds at
+        most for the reader to let go; whether it was done here."""
+        if not await acquire(self._reading, wait):
+            return False
+        try:
+            await self._finish_close(deadline)
+        finally:
+            self._reading.release()
+        return True
 
     async def _send_unsubscribe(self, *, under_reader: bool = False) -> bool:
         """Send UNSUBSCRIBE (PUNSUBSCRIBE) once; whether it has been sent.
