@@ -1,14 +1,14 @@
 """``redis+pubsub://``: Redis Pub/Sub channels and patterns, at most once.
 
 A topic is a Redis channel, ``<prefix>:{<topic>}`` (or the topic itself with
-``plain_channels=true``). :meth:`~brokerkit.aio.AsyncBroker.publish` is one
-``PUBLISH``; every subscriber connected at that moment receives it, and nobody else
-ever will: Redis keeps nothing. Each :class:`~brokerkit.aio.AsyncSubscription` owns
-one connection (``SUBSCRIBE``, or ``PSUBSCRIBE`` for ``pattern=True``) that
-reconnects on its own and reports each gap in listening (:class:`Gap`).
+``plain_channels=true``). ``publish`` is one ``PUBLISH``; every subscriber connected
+at that moment receives it, and nobody else ever will: Redis keeps nothing. Each
+subscription owns one connection (``SUBSCRIBE``, or ``PSUBSCRIBE`` for
+``pattern=True``) that reconnects on its own and reports each gap in listening
+(:class:`Gap`).
 
-This module is the one hand-written copy, on ``redis.asyncio``; ``broker.py``
-(:class:`RedisPubSubBroker`, for :func:`brokerkit.connect`) is generated from it.
+Written once, as the asyncio source ``broker_async.py`` on ``redis.asyncio``;
+``broker.py``, the sync broker, is generated from it.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class AsyncRedisPubSubBroker(AsyncBroker):
         client's ``retry`` says (so, as with redis-py, a retried batch may be
         delivered twice).
         """
-        pool: Any = self._client.connection_pool  # redis-py's asyncio pool is partly untyped
+        pool: Any = self._client.connection_pool  # redis-py's pools are partly untyped
         if await acquire(self._own_lock, 0):
             try:
                 if self._own is None or self._own_pid != os.getpid():

@@ -2,10 +2,11 @@
 read with a deadline, notice a dead connection, reconnect with backoff and jitter,
 and record every gap in listening.
 
-The logic is written once, here, on ``redis.asyncio``; ``listener.py`` is generated
-from it. Reading and writing the connection's bytes go through a wire
-(:mod:`~brokerkit.backends.redis.pubsub.wire`): straight from the socket (or the
-stream reader) through hiredis when it is installed, else through redis-py.
+The logic is written once, as the asyncio source ``listener_async.py`` on
+``redis.asyncio``; ``listener.py`` is generated from it. Reading and writing the
+connection's bytes go through a wire (:mod:`~brokerkit.backends.redis.pubsub.wire`):
+straight from the socket (or the stream reader) through hiredis when it is
+installed, else through redis-py.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class AsyncChannelListener:
     PINGs), later reads retry with exponential backoff and full jitter, and the
     first successful resubscription yields a :class:`Gap`.
 
-    One reader at a time, as a :class:`~brokerkit.aio.AsyncSubscription`; :meth:`close`
+    One reader at a time, as a subscription has; :meth:`close`
     may be called while a read is under way (from another thread, or task).
 
     :param url: the broker URL (its password never appears in an error).
@@ -95,7 +96,7 @@ class AsyncChannelListener:
         self._unsubscribed = b"punsubscribe" if pattern else b"unsubscribe"
         # redis-py's own retry would reconnect behind our back and hide the gap;
         # this listener owns every reconnect, so the connection never retries. (Any:
-        # redis-py's asyncio pool leaves make_connection untyped.)
+        # redis-py's pools are partly untyped.)
         self._pool: Any = aioredis.ConnectionPool.from_url(
             redis_url(url),
             client_name=_CLIENT_NAME_UNSAFE.sub("_", f"brokerkit-pubsub-{consumer}"),
