@@ -305,7 +305,9 @@ def test_a_cancelled_receive_loses_nothing_the_next_receive_gets_it_in_order(
     run(main())
 
 
-def test_receives_cut_short_by_wait_for_lose_nothing_while_messages_flow(url: str) -> None:
+def test_receives_cut_short_by_wait_for_lose_nothing_while_messages_flow(
+    url: str, parser: str
+) -> None:
     """A consumer polling with ``asyncio.wait_for(receive(), tiny)`` is cancelled over
     and over, mid-fetch: every message still arrives once, in order."""
 
@@ -314,6 +316,7 @@ def test_receives_cut_short_by_wait_for_lose_nothing_while_messages_flow(url: st
             broker, publisher = await connect(), await connect()
             count = 600
             async with await broker.subscribe("flow", prefetch=10) as subscription:
+                _check_path(subscription, parser)
 
                 async def publish() -> None:
                     for start in range(0, count, 3):
