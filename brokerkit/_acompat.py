@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "Lock",
     "Waiter",
+    "acquire",
     "checkpoint",
     "fetch_shielded",
     "sleep",
@@ -44,6 +45,21 @@ class Event(asyncio.Event):
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(super().wait(), timeout)
         return self.is_set()
+
+
+async def acquire(lock: asyncio.Lock, timeout: float) -> bool:
+    """Take ``lock``, waiting at most ``timeout`` seconds (0: only if it is free);
+    whether it was taken. The caller releases it."""
+    if not lock.locked():
+        await lock.acquire()  # free: taken at once, without suspending
+        return True
+    if timeout <= 0:
+        return False
+    try:
+        await asyncio.wait_for(lock.acquire(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True
 
 
 class Waiter:

@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "Lock",
     "Waiter",
+    "acquire",
     "checkpoint",
     "fetch_shielded",
     "sleep",
@@ -28,6 +29,12 @@ _T = TypeVar("_T")
 Lock = threading.Lock
 Event = threading.Event
 sleep = time.sleep
+
+
+def acquire(lock: threading.Lock, timeout: float) -> bool:
+    """Take ``lock``, waiting at most ``timeout`` seconds (0: only if it is free);
+    whether it was taken. The caller releases it."""
+    return lock.acquire(timeout=max(timeout, 0.0))
 
 
 class Waiter:

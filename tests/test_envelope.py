@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope
-from brokerkit.exceptions import BrokerError
 
 text = st.text(st.characters(blacklist_categories=("Cs",)))
 messages = st.builds(
@@ -203,15 +202,6 @@ _STREAM_HEADERS = {
     "lone surrogate in a header": _HOSTILE_HEADERS["surrogate in headers line"],
 }
 
-_LIST_LUA_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=BrokerError,
-    reason="backend bug for the restructure: envelope() in backends/redis/_list_scripts.py "
-    "accepts a ts that tonumber() reads as inf, and dead_letter()'s cjson.encode then fails "
-    "('Cannot serialise number: must not be NaN or Inf'): the nack raises and the element "
-    "stays leased; envelope() must return nil for a non-finite ts, as _envelope.decode does",
-)
-
 
 @pytest.mark.parametrize(
     ("scheme", "name"),
@@ -219,7 +209,7 @@ _LIST_LUA_BUG = pytest.mark.xfail(
         *[("redis+stream", name) for name in _THROUGH_BACKENDS],
         ("redis+list", "deeply nested header"),
         ("redis+list", "lone surrogate in a header"),
-        pytest.param("redis+list", "ts too large for a float", marks=_LIST_LUA_BUG),
+        pytest.param("redis+list", "ts too large for a float"),
     ],
 )
 def test_a_hostile_value_is_delivered_dead_lettered_and_jams_nothing(

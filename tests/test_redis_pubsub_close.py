@@ -23,7 +23,7 @@ import pytest
 import redis
 
 import brokerkit
-from brokerkit.backends.redis._pubsub_listener import ChannelListener
+from brokerkit.backends.redis.pubsub.listener import ChannelListener
 from tests.conftest import iterate_in_thread
 from tests.redis_server import RedisServer
 from tests.test_redis_pubsub_reading import _use_the_python_parser

@@ -20,8 +20,8 @@ from redis._parsers import _RESP2Parser
 import brokerkit
 from brokerkit._message import Message
 from brokerkit.backends.redis._envelope import decode, encode
-from brokerkit.backends.redis._pubsub_listener import ChannelListener
 from brokerkit.backends.redis.pubsub import Gap, RedisPubSubBroker, decode_published
+from brokerkit.backends.redis.pubsub.listener import ChannelListener
 from brokerkit.exceptions import ConnectionFailed
 from tests.conftest import iterate_in_thread
 from tests.redis_server import RedisServer
@@ -36,16 +36,20 @@ def make(redis_broker: Callable[..., Any]) -> Make:
     return functools.partial(redis_broker, "redis+pubsub")
 
 
-def _use_the_python_parser(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make new redis-py connection pools use the pure-Python parser, as on a machine
-    without hiredis."""
-    original = redis.ConnectionPool.from_url.__func__  # type: ignore[attr-defined]
+def _use_the_python_parser(
+    monkeypatch: pytest.MonkeyPatch,
+    pool: type[Any] = redis.ConnectionPool,
+    parser: type[Any] = _RESP2Parser,
+) -> None:
+    """Make new redis-py connection pools (``pool``: sync, or ``redis.asyncio``'s)
+    use the pure-Python parser (``parser``), as on a machine without hiredis."""
+    original = pool.from_url.__func__
 
-    def from_url(cls: type[redis.ConnectionPool], /, url: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("parser_class", _RESP2Parser)
+    def from_url(cls: type[Any], /, url: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", parser)
         return original(cls, url, **kwargs)
 
-    monkeypatch.setattr(redis.ConnectionPool, "from_url", classmethod(from_url))
+    monkeypatch.setattr(pool, "from_url", classmethod(from_url))
 
 
 @pytest.fixture(params=["hiredis", "python"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 import brokerkit
+import brokerkit.aio
 from brokerkit.contracts import BrokerContract
 from tests.conftest import RedisTarget
 
@@ -23,3 +24,12 @@ class TestRedisPubSubContract(BrokerContract):
             return brokerkit.connect(url, **options)
 
         return make
+
+
+class TestRedisPubSubAsyncContract(TestRedisPubSubContract):
+    """The same suite over the asyncio API (``brokerkit.aio``), native on ``redis.asyncio``."""
+
+    @pytest.fixture
+    def make_broker(self, redis_target: RedisTarget, prefix: str):  # type: ignore[no-untyped-def]
+        url = redis_target.url("redis+pubsub", prefix=prefix)
+        return lambda **options: brokerkit.aio.connect(url, **options)

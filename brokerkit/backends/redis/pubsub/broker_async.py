@@ -1,0 +1,335 @@
+"""``redis+pubsub://``: Redis Pub/Sub channels and patterns, at most once.
+
+A topic is a Redis channel, ``<prefix>:{<topic>}`` (or the topic itself with
+``plain_channels=true``). ``publish`` is one ``PUBLISH``; every subscriber connected
+at that moment receives it, and nobody else ever will: Redis keeps nothing. Each
+subscription owns one connection (``SUBSCRIBE``, or ``PSUBSCRIBE`` for
+``pattern=True``) that reconnects on its own and reports each gap in listening
+(:class:`Gap`).
+
+Written once, as the asyncio source ``broker_async.py`` on ``redis.asyncio``;
+``broker.py``, the sync broker, is generated from it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from brokerkit._acompat import Lock, acquire
+from brokerkit._broker_async import AsyncBroker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._inspect import TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._client_async import make_client
+from brokerkit.backends.redis._connection import translate_errors
+from brokerkit.backends.redis._envelope import encode
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
+from brokerkit.backends.redis.pubsub.decoding import decode_published
+from brokerkit.backends.redis.pubsub.gap import Gap
+from brokerkit.backends.redis.pubsub.listener_async import AsyncChannelListener
+from brokerkit.backends.redis.pubsub.options import Published, RedisPubSubOptions
+from brokerkit.exceptions import DeliveryError
+
+__all__ = ["AsyncRedisPubSubBroker"]
+
+#: Where publish_many_counted collects the receiver counts of its own PUBLISHes
+#: (per thread, and per task under asyncio).
+_COUNTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "brokerkit_pubsub_counts", default=None
+)
+
+
+class AsyncRedisPubSubBroker(AsyncBroker):
+    """A broker on Redis Pub/Sub: fan-out to whoever listens, at most once.
+
+    Promises: every subscriber connected when a message is published receives
+    it once, in publish order (:attr:`~Capability.FANOUT`,
+    :attr:`~Capability.ORDERED`), and subscriptions may be glob patterns
+    (:attr:`~Capability.PATTERNS`). Nothing is stored: a message published while
+    nobody listens, or while a subscriber is reconnecting, is lost. ``ack`` and
+    ``nack`` only mark a delivery settled; groups, ``start`` and ``extend`` raise
+    :class:`~brokerkit.Unsupported`. What a cancelled receive had already read is
+    kept for the subscription's next receive, not lost.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("redis+pubsub", "rediss+pubsub")
+    capabilities: ClassVar[Capability] = (
+        Capability.FANOUT | Capability.ORDERED | Capability.PATTERNS
+    )
+    Options: ClassVar[type[BrokerOptions]] = RedisPubSubOptions
+    driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
+    options: RedisPubSubOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self._client = make_client(url)
+        self._head = f"{self.options.prefix}:{{"
+        # Channel -> topic, for the channels deliveries came from.
+        self._topics: dict[bytes, str] = {}
+        # The connection publishes go through when nobody else is using it.
+        self._own_lock = Lock()
+        self._own: Any = None
+        self._own_pid = 0
+
+    # -- channels -------------------------------------------------------------------
+
+    def channel(self, topic: str) -> str:
+        """The Redis channel ``topic`` is published on: ``<prefix>:{<topic>}``, or
+        ``topic`` itself with ``plain_channels``. ``redis-cli PUBLISH`` to it reaches
+        this backend's subscribers of ``topic``."""
+        return topic if self.options.plain_channels else f"{self._head}{topic}}}"
+
+    def _topic_of(self, channel: bytes) -> str:
+        name = channel.decode("utf-8", errors="replace")
+        if not self.options.plain_channels and name.startswith(self._head) and name[-1:] == "}":
+            return name[len(self._head) : -1]
+        return name
+
+    # -- publishing -----------------------------------------------------------------
+
+    async def publish_counted(
+        self,
+        topic: str,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> Published:
+        """Publish one message, as :meth:`publish` does, and say how many
+        subscribers received it.
+
+        :returns: the message id and the number of receivers.
+        """
+        published = await self.publish_many_counted(
+            topic, (body,), headers=headers, content_type=content_type
+        )
+        return published[0]
+
+    async def publish_many_counted(
+        self,
+        topic: str,
+        bodies: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> list[Published]:
+        """Publish several messages, as :meth:`publish_many` does (one round trip),
+        and say how many subscribers received each."""
+        sink: list[int] = []
+        token = _COUNTS.set(sink)
+        try:
+            ids = await self.publish_many(topic, bodies, headers=headers, content_type=content_type)
+        finally:
+            _COUNTS.reset(token)
+        return [Published(i, n) for i, n in zip(ids, sink, strict=True)]
+
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        channel = self.channel(topic)
+        if self.options.raw:
+            commands = [("PUBLISH", channel, message.payload) for message in messages]
+        else:
+            commands = [("PUBLISH", channel, encode(message)) for message in messages]
+        try:
+            counts = await self._send(commands)
+        except RedisError as exc:
+            with translate_errors(self.url, topic):
+                raise exc
+        sink = _COUNTS.get()
+        if sink is not None:
+            sink.extend(int(n) for n in counts)
+
+    async def _send(self, commands: list[tuple[str, str, bytes]]) -> list[Any]:
+        """The replies to ``commands``, sent in one write.
+
+        What ``Redis.publish`` and a pipeline do, without redis-py's per-command
+        bookkeeping: on the broker's own connection when nobody else is using it,
+        else on one from the client's pool. A dropped connection is retried as the
+        client's ``retry`` says (so, as with redis-py, a retried batch may be
+        delivered twice).
+        """
+        pool: Any = self._client.connection_pool  # redis-py's pools are partly untyped
+        if await acquire(self._own_lock, 0):
+            try:
+                if self._own is None or self._own_pid != os.getpid():
+                    self._own = pool.make_connection()
+                    self._own_pid = os.getpid()
+                return await _exchange(self._own, commands)
+            finally:
+                self._own_lock.release()
+        conn = await pool.get_connection(*_GET_CONNECTION_ARGS)
+        try:
+            return await _exchange(conn, commands)
+        finally:
+            await pool.release(conn)
+
+    # -- consuming ------------------------------------------------------------------
+
+    async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        name = self.channel(subscription.topic)
+        if subscription.pattern:
+            # brokerkit's globs negate a set as fnmatch and the shell do, [!a];
+            # Redis spells it [^a] (and reads [!a] as "! or a").
+            name = name.replace("[!", "[^")
+        listener = AsyncChannelListener(
+            self.url,
+            name.encode(),
+            pattern=subscription.pattern,
+            topic=subscription.topic,
+            consumer=subscription.consumer,
+            reconnect_timeout=self.options.reconnect_timeout,
+            ping_interval=self.options.ping_interval,
+        )
+        try:
+            await listener.open()
+        except BaseException:
+            await listener.close()
+            raise
+        subscription.state = listener
+
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
+        listener: AsyncChannelListener = subscription.state
+        received, gap = await listener.read(max_messages, timeout)
+        if gap is not None and self.options.on_gap is not None:
+            self.options.on_gap(gap)
+        topics = self._topics
+        deliveries = []
+        # Each delivery's receipt is its place in the subscription's stream, so that
+        # what a cancelled receive hands back goes back in order (see _hand_back).
+        position = listener.read_count
+        listener.read_count += len(received)
+        for channel, data in received:
+            topic = topics.get(channel)
+            if topic is None:
+                topic = self._topic_of(channel)
+                if len(topics) >= _TOPIC_CACHE_SIZE:
+                    topics.clear()  # many channels through patterns: start afresh
+                topics[channel] = topic
+            deliveries.append(
+                AsyncDelivery(
+                    decode_published(topic, data), subscription=subscription, receipt=position
+                )
+            )
+            position += 1
+        return deliveries
+
+    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
+        """Keep what a cancelled receive had read for its subscription's next
+        receives, in the order it was received, ahead of anything read after it;
+        drop it if the subscription is closed (at most once: nothing can be requeued
+        on the server).
+
+        The deliveries are back in the subscription before anything is awaited, so
+        nothing the subscription reads later can be handed out ahead of them.
+        """
+        kept: dict[int, list[AsyncDelivery]] = {}
+        for delivery in deliveries:
+            if delivery.subscription.closed:
+                delivery._mark_settled()
+            else:
+                kept.setdefault(id(delivery.subscription), []).append(delivery)
+        for returned in kept.values():
+            subscription = returned[0].subscription
+            buffer = subscription._buffer
+            merged = sorted([*buffer, *returned], key=_position)
+            buffer.clear()
+            buffer.extend(merged)
+        for returned in kept.values():
+            # A receive may be waiting in a read of its own meanwhile: end it now.
+            listener: AsyncChannelListener = returned[0].subscription.state
+            await listener.wake()
+
+    async def _unsubscribe(
+        self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
+    ) -> None:
+        # Fetched-but-unreturned deliveries are dropped: at most once, nothing to hand back.
+        listener: AsyncChannelListener = subscription.state
+        await listener.close()
+
+    def gaps(self, subscription: AsyncSubscription) -> tuple[Gap, ...]:
+        """The gaps ``subscription`` has had so far, oldest first: the pull-style
+        twin of the ``on_gap`` option."""
+        if subscription.broker is not self or not isinstance(
+            subscription.state, AsyncChannelListener
+        ):
+            raise DeliveryError(f"{subscription!r} is not a subscription of {self!r}")
+        return tuple(subscription.state.gaps)
+
+    # -- management -----------------------------------------------------------------
+
+    async def _inspect(self, topic: str) -> TopicInfo:
+        channel = self.channel(topic)
+        with translate_errors(self.url, topic):
+            numsub = await self._client.pubsub_numsub(channel)
+            numpat = await self._client.pubsub_numpat()
+        subscribers = int(numsub[0][1]) if numsub else 0
+        return TopicInfo(
+            topic=topic,
+            length=0,
+            details={
+                "channel": channel,
+                "subscribers": subscribers,
+                "server_pattern_subscriptions": int(numpat),
+            },
+        )
+
+    async def _purge(self, topic: str) -> int:
+        return 0  # Pub/Sub stores nothing.
+
+    async def _close(self) -> None:
+        async with self._own_lock:
+            if self._own is not None:
+                await self._own.disconnect()
+                self._own = None
+        await self._client.aclose()
+
+
+def _position(delivery: AsyncDelivery) -> int:
+    """Where ``delivery`` came in its subscription's stream (its receipt)."""
+    return int(delivery.receipt)
+
+
+#: Channels whose topic names a broker remembers (more only with patterns).
+_TOPIC_CACHE_SIZE = 4096
+
+#: redis-py before 5.3 wants a command name for ConnectionPool.get_connection.
+_GET_CONNECTION_ARGS: tuple[str, ...] = (
+    ()
+    if inspect.signature(aioredis.ConnectionPool.get_connection).parameters["command_name"].default
+    is not inspect.Parameter.empty
+    else ("PUBLISH",)
+)
+
+
+async def _exchange(conn: Any, commands: list[tuple[str, str, bytes]]) -> list[Any]:
+    """Send ``commands`` on ``conn`` and read their replies, retried on a dropped
+    connection as ``conn.retry`` says."""
+    packed = conn.pack_commands(commands)
+    return await conn.retry.call_with_retry(  # type: ignore[no-any-return]
+        lambda: _round_trip(conn, packed, len(commands)),
+        lambda _error: conn.disconnect(),
+    )
+
+
+async def _round_trip(conn: Any, packed: list[bytes], replies: int) -> list[Any]:
+    """Send ``packed`` and read ``replies`` replies. A connection that may hold
+    unread replies (an error reply, an interrupted read) is closed: the next use
+    reconnects, and never reads a stale reply."""
+    try:
+        await conn.send_packed_command(packed)
+        return [await conn.read_response() for _ in range(replies)]
+    except BaseException:
+        await conn.disconnect()
+        raise
