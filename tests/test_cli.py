@@ -222,7 +222,7 @@ def test_missing_cli_extra_gives_a_hint() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert completed.returncode == 2
-    assert 'pip install "brokerkit[cli]"' in completed.stderr
+    assert 'pip install "pybrokerkit[cli]"' in completed.stderr
     assert "Traceback" not in completed.stderr
 
 

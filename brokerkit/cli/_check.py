@@ -79,7 +79,7 @@ def run_contracts(url: str, extra: list[str] | None = None) -> tuple[int, list[O
         if importlib.util.find_spec(module) is None:
             raise ConfigurationError(
                 f"brokerkit check needs {module!r}, which is not installed: "
-                'pip install "brokerkit[contracts]"'
+                'pip install "pybrokerkit[contracts]"'
             )
     with tempfile.TemporaryDirectory(prefix="brokerkit-check-") as directory:
         report = Path(directory) / "junit.xml"
