@@ -13,7 +13,7 @@ import pytest
 import brokerkit
 from brokerkit.cli import main
 from brokerkit.cli._app import run
-from brokerkit.cli._check import parse_junit, promise_of
+from brokerkit.cli._check import promise_of
 from brokerkit.cli._output import redact
 
 pytest.importorskip("typer")
@@ -191,25 +191,6 @@ def test_bench_command_on_memory(capsys: pytest.CaptureFixture[str]) -> None:
         "latency",
     }
     assert steps["latency"]["p50_ms"] <= steps["latency"]["p99_ms"]
-
-
-def test_parse_junit_outcomes(tmp_path: pytest.TempPathFactory) -> None:
-    report = tmp_path / "junit.xml"  # type: ignore[operator]
-    report.write_text(
-        """<testsuites><testsuite>
-        <testcase classname="brokerkit.contracts.test_basic.TestPublish" name="test_a"/>
-        <testcase classname="brokerkit.contracts.test_basic.TestFanout" name="test_b">
-          <skipped message="needs FANOUT"/></testcase>
-        <testcase classname="brokerkit.contracts.test_basic.TestAck" name="test_c">
-          <failure message="lost a message">trace</failure></testcase>
-        </testsuite></testsuites>"""
-    )
-    outcomes = parse_junit(report)
-    assert [(o.promise, o.status, o.reason) for o in outcomes] == [
-        ("TestPublish", "pass", ""),
-        ("TestFanout", "skip", "needs FANOUT"),
-        ("TestAck", "fail", "lost a message"),
-    ]
 
 
 def test_missing_cli_extra_gives_a_hint() -> None:
