@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,16 +157,29 @@ def test_consume_prints_an_undecodable_body_raw_and_goes_on(
     assert second["body_base64"] == "/3s=" and second["undecodable"]
 
 
-def _wait_for_line(stream: IO[str], needle: str, deadline: float) -> list[str]:
-    seen = []
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return seen
-    raise AssertionError(f"no {needle!r} in {seen!r}")
+class _Lines:
+    """The lines a child writes on a stream, read by a thread, so that waiting for one
+    has a deadline even when the child writes nothing."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.queue.put(line)
+
+    def wait_for(self, needle: str, deadline: float) -> None:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.queue.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if needle in line:
+                return
+        raise AssertionError(f"no {needle!r} in {self.seen!r}")
 
 
 def _command(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -180,7 +195,7 @@ def _command(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[
 def test_ctrl_c_on_consume_exits_130() -> None:
     with _command("consume", "memory://", "t") as child:
         assert child.stderr is not None
-        _wait_for_line(child.stderr, "consuming", time.monotonic() + 60)
+        _Lines(child.stderr).wait_for("consuming", time.monotonic() + 60)
         child.send_signal(signal.SIGINT)
         assert child.wait(60) == 130
 
@@ -191,9 +206,10 @@ def test_rescue_every_prints_each_round_and_exits_130_on_ctrl_c(
     url = redis_target.url("redis+list", prefix=prefix)
     with _command("rescue", url, "jobs", "--every", "0.05") as child:
         assert child.stderr is not None
+        lines = _Lines(child.stderr)
         deadline = time.monotonic() + 60
-        _wait_for_line(child.stderr, "round 1: rescued 0", deadline)
-        _wait_for_line(child.stderr, "round 2: rescued 0", deadline)
+        lines.wait_for("round 1: rescued 0", deadline)
+        lines.wait_for("round 2: rescued 0", deadline)
         child.send_signal(signal.SIGINT)
         assert child.wait(60) == 130
 
