@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -182,14 +183,25 @@ class _Lines:
         raise AssertionError(f"no {needle!r} in {self.seen!r}")
 
 
-def _command(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+@contextmanager
+def _command(*argv: str) -> Iterator[subprocess.Popen[str]]:
+    """``brokerkit ARGV`` in a child process, killed on the way out if still running."""
+    child = subprocess.Popen(
         [sys.executable, "-m", "brokerkit.cli", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env={**os.environ, "COLUMNS": "200"},
     )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def test_ctrl_c_on_consume_exits_130() -> None:
