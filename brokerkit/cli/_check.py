@@ -23,10 +23,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from brokerkit._url import BrokerURL
-from brokerkit.cli._output import err, out
+from brokerkit.cli._output import err, out, progress_bar
 from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError, ConfigurationError
@@ -252,14 +251,7 @@ def check(
     """
     parsed = BrokerURL.parse(url)
     err.print(escape(f"running the brokerkit contract suite against {parsed} ..."))
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("collecting", total=None)
 
         def on_total(total: int) -> None:

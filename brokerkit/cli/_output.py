@@ -8,17 +8,30 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from brokerkit._delivery import Delivery
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import InvalidURL, SerializationError
 
-__all__ = ["delivery_record", "err", "out", "printable", "redact", "text_of"]
+__all__ = ["delivery_record", "err", "out", "printable", "progress_bar", "redact", "text_of"]
 
 #: Data: message bodies, ids, tables, JSON.
 out = Console(soft_wrap=True)
 #: Progress, notes and errors, so that stdout stays data.
 err = Console(stderr=True, soft_wrap=True)
+
+
+def progress_bar(description: str = "{task.description}") -> Progress:
+    """A progress bar on stderr (description, bar, done/total, time), gone when done."""
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 def redact(text: str, arguments: Iterable[str]) -> str:

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from brokerkit._url import BrokerURL
 from brokerkit.cli._bench import STEPS, bench_url
-from brokerkit.cli._output import err, out
+from brokerkit.cli._output import out, progress_bar
 from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import URL_ENV, UrlArg, command
 
@@ -71,14 +70,7 @@ def bench(
     steps = tuple(step) if step else STEPS
     with (
         scratch(url, "bench") as (target, _),
-        Progress(
-            TextColumn("{task.description:<18}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as bar,
+        progress_bar("{task.description:<18}") as bar,
     ):
         tasks: dict[str, int] = {}
 

@@ -80,6 +80,16 @@ NODE_MESSAGES = [
     _spec("node-3", b"\x00\xff\nBK1", "application/octet-stream", {"k": "ü"}),
 ]
 RAW = b'{"plain": true}'
+#: What brokerkit reads from NODE_MESSAGES: (id, headers, payload, content type).
+NODE_READ = [
+    ("node-1", {"trace-id": "t-1", "from": "node"}, b'{"orderId":1}', "application/json"),
+    ("node-2", {}, "straße ☃".encode(), "text/plain; charset=utf-8"),
+    ("node-3", {"k": "ü"}, b"\x00\xff\nBK1", "application/octet-stream"),
+]
+
+
+def _raw_read(payload: bytes) -> tuple[str, dict[str, str], bytes, str]:
+    return ("raw-" + hashlib.sha1(payload).hexdigest()[:24], {}, payload, "application/json")
 
 
 # -- redis+list -----------------------------------------------------------------------
@@ -98,10 +108,8 @@ def test_list_node_produces_python_consumes(
     for delivery in got:
         delivery.ack()
     assert [(d.id, d.headers, d.payload, d.content_type) for d in got] == [
-        ("node-1", {"trace-id": "t-1", "from": "node"}, b'{"orderId":1}', "application/json"),
-        ("node-2", {}, "straße ☃".encode(), "text/plain; charset=utf-8"),
-        ("node-3", {"k": "ü"}, b"\x00\xff\nBK1", "application/octet-stream"),
-        ("raw-" + hashlib.sha1(RAW).hexdigest()[:24], {}, RAW, "application/json"),
+        *NODE_READ,
+        _raw_read(RAW),
     ]
     assert got[0].body == {"orderId": 1}
     assert got[0].message.published_at == 1700000000.25
@@ -141,15 +149,8 @@ def test_stream_node_produces_python_consumes(
     for delivery in got:
         delivery.ack()
     assert [(d.id, d.headers, d.payload, d.content_type) for d in got] == [
-        ("node-1", {"trace-id": "t-1", "from": "node"}, b'{"orderId":1}', "application/json"),
-        ("node-2", {}, "straße ☃".encode(), "text/plain; charset=utf-8"),
-        ("node-3", {"k": "ü"}, b"\x00\xff\nBK1", "application/octet-stream"),
-        (
-            "raw-" + hashlib.sha1(b'{"orderId":1}').hexdigest()[:24],
-            {},
-            b'{"orderId":1}',
-            "application/json",
-        ),
+        *NODE_READ,
+        _raw_read(b'{"orderId":1}'),
     ]
 
 
