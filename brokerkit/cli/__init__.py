@@ -1,6 +1,6 @@
 """The ``brokerkit`` command: publish, consume, inspect, rescue, check, demo, bench.
 
-It needs the ``cli`` extra (typer and rich): ``pip install "brokerkit[cli]"``.
+It needs the ``cli`` extra (typer and rich): ``pip install "pybrokerkit[cli]"``.
 Data goes to stdout, progress and errors to stderr; an error is one line and a
 non-zero exit status, never a traceback (``BROKERKIT_DEBUG=1`` shows one).
 """
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         sys.stderr.write(
             f"brokerkit: error: the brokerkit command needs {missing!r}, which is not "
-            'installed; install the command-line extra: pip install "brokerkit[cli]"\n'
+            'installed; install the command-line extra: pip install "pybrokerkit[cli]"\n'
         )
         raise SystemExit(2) from None
     raise SystemExit(run(list(sys.argv[1:] if argv is None else argv)))

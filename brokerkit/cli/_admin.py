@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import signal
 import threading
 import time
@@ -12,28 +13,37 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from brokerkit._broker import Broker
 from brokerkit._inspect import TopicInfo
 from brokerkit._plugins import connect, list_backends
 from brokerkit.cli._output import err, out
+from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError
 
-__all__ = ["RESCUE_METHODS", "find_rescue", "register", "stop_on_interrupt"]
+__all__ = [
+    "RESCUE_METHODS",
+    "Interrupt",
+    "TopicArg",
+    "UrlArg",
+    "find_rescue",
+    "register",
+    "stop_on_interrupt",
+]
 
 #: Public methods a backend may offer to hand stuck deliveries back, in order of preference.
 RESCUE_METHODS = ("rescue", "reclaim")
 
-UrlArg = Annotated[str, typer.Argument(help="The broker URL, such as redis+stream://localhost/0.")]
 TopicArg = Annotated[str, typer.Argument(help="The topic.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def register(app: typer.Typer) -> None:
     app.command("backends")(backends)
-    app.command("inspect")(inspect)
-    app.command("rescue")(rescue)
+    command(app, "inspect", inspect)
+    command(app, "rescue", rescue)
 
 
 def backends(as_json: JsonOpt = False) -> None:
@@ -64,18 +74,27 @@ def backends(as_json: JsonOpt = False) -> None:
     for row in rows:
         caps: list[str] | None = row["capabilities"]
         table.add_row(
-            "\n".join(row["schemes"]),
+            escape("\n".join(row["schemes"])),
             " ".join(caps) if caps is not None else "-",
-            row["plugin"],
-            "[green]ok[/]" if row["status"] == "ok" else f"[yellow]{row['status']}[/]",
+            escape(row["plugin"]),
+            "[green]ok[/]" if row["status"] == "ok" else f"[yellow]{escape(row['status'])}[/]",
         )
     out.print(table)
 
 
 def inspect(url: UrlArg, topic: TopicArg, as_json: JsonOpt = False) -> None:
-    """Show a topic: length, in-flight deliveries, groups, consumers, dead letters."""
+    """Show a topic: length, in-flight deliveries, groups, consumers, dead letters.
+
+    A topic with nothing at all (no message, none in flight, no group, no dead
+    letter) is reported as not found, with exit status 1.
+    """
     with connect(url) as broker:
         info = broker.inspect(topic)
+    if _is_empty(info):
+        raise BrokerError(
+            f"topic {topic!r} not found on {broker.url}: no message, none in flight, no group "
+            "and no dead letter (it was never published to, or everything in it is settled)"
+        )
     if as_json:
         out.print_json(json.dumps(dataclasses.asdict(info), default=str))
         return
@@ -87,13 +106,17 @@ def inspect(url: UrlArg, topic: TopicArg, as_json: JsonOpt = False) -> None:
         details.add_column("key", style="dim")
         details.add_column("value", overflow="fold")
         for key, value in info.details.items():
-            details.add_row(str(key), _plain(value))
+            details.add_row(escape(str(key)), escape(_plain(value)))
         out.print(details)
+
+
+def _is_empty(info: TopicInfo) -> bool:
+    return not (info.length or info.in_flight or info.dead_lettered or info.groups)
 
 
 def topic_table(info: TopicInfo, where: str) -> Table:
     """The headline facts of ``info`` as a two-column table."""
-    table = Table(title=f"topic {info.topic!r} on {where}", show_header=False)
+    table = Table(title=escape(f"topic {info.topic!r} on {where}"), show_header=False)
     table.add_column("fact", style="bold")
     table.add_column("value", justify="right")
     table.add_row("length", str(info.length))
@@ -112,10 +135,10 @@ def groups_table(info: TopicInfo) -> Table:
         table.add_column(column, justify="left" if column in ("group", "consumer") else "right")
     for group in info.groups:
         lag = "-" if group.lag is None else str(group.lag)
-        table.add_row(group.name, "", str(group.pending), lag, "")
+        table.add_row(escape(group.name), "", str(group.pending), lag, "")
         for consumer in group.consumers:
             idle = "-" if consumer.idle is None else f"{consumer.idle:.1f} s"
-            table.add_row("", consumer.name, str(consumer.pending), "", idle)
+            table.add_row("", escape(consumer.name), str(consumer.pending), "", idle)
     return table
 
 
@@ -147,9 +170,11 @@ def rescue(
 ) -> None:
     """Hand stuck deliveries back to the topic, once or as a daemon with --every.
 
-    Stuck means held by a consumer that died, or past the visibility timeout.
+    Stuck means held by a consumer that died, or past the visibility timeout. With
+    --every, one line per round goes to stderr; Ctrl-C stops after the round under way
+    (exit status 130).
     """
-    if every is not None and not every > 0:
+    if every is not None and not (math.isfinite(every) and every > 0):
         raise typer.BadParameter("must be a positive number of seconds", param_hint="--every")
     with connect(url) as broker:
         step = find_rescue(broker)
@@ -157,15 +182,16 @@ def rescue(
             out.print(_count(step(topic)))
             return
         with stop_on_interrupt() as stop:
-            err.print(f"rescuing {topic!r} on {broker.url} every {every:g} s; Ctrl-C stops")
-            total = 0
+            err.print(escape(f"rescuing {topic!r} on {broker.url} every {every:g} s; Ctrl-C stops"))
+            total = rounds = 0
             while not stop.is_set():
                 count = _count(step(topic))
                 total += count
-                if count:
-                    err.print(f"{time.strftime('%H:%M:%S')} rescued {count}")
+                rounds += 1
+                err.print(f"{time.strftime('%H:%M:%S')} round {rounds}: rescued {count}")
                 stop.wait(every)
-            err.print(f"stopped; rescued {total} in all")
+            err.print(f"stopped after {rounds} round{'s' * (rounds != 1)}; rescued {total} in all")
+        stop.exit_if_interrupted()
 
 
 def _count(result: Any) -> int:
@@ -177,16 +203,33 @@ def _count(result: Any) -> int:
         return 0
 
 
+class Interrupt(threading.Event):
+    """Set by Ctrl-C (SIGINT) or SIGTERM; remembers which signal set it."""
+
+    signum: int | None = None
+
+    def exit_if_interrupted(self) -> None:
+        """Exit as a shell expects of a program a signal stopped: status 128 + the
+        signal's number (130 for Ctrl-C, 143 for SIGTERM).
+
+        :raises typer.Exit: a signal set this event.
+        """
+        if self.signum is not None:
+            raise typer.Exit(128 + self.signum)
+
+
 @contextmanager
-def stop_on_interrupt() -> Iterator[threading.Event]:
+def stop_on_interrupt() -> Iterator[Interrupt]:
     """An event that Ctrl-C (SIGINT) or SIGTERM sets, instead of raising in the middle
-    of whatever is running; the caller checks it at a safe point."""
-    stop = threading.Event()
+    of whatever is running; the caller checks it at a safe point, and calls
+    :meth:`Interrupt.exit_if_interrupted` once it has cleaned up."""
+    stop = Interrupt()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
 
     def handler(signum: int, frame: Any) -> None:
+        stop.signum = signum
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

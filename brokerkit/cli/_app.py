@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated, Any
 
 import typer
 
+import brokerkit
 from brokerkit._plugins import plugin_manager
 from brokerkit.cli import _admin, _check, _messaging, _tools
 from brokerkit.cli._output import redact
+from brokerkit.cli._url import URL_ENV
 from brokerkit.exceptions import BrokerError, PluginError
 
 __all__ = ["DEBUG_ENV", "build_app", "run"]
@@ -17,18 +20,49 @@ __all__ = ["DEBUG_ENV", "build_app", "run"]
 #: Set to 1 to see the traceback of an error instead of its one line.
 DEBUG_ENV = "BROKERKIT_DEBUG"
 
+# typer's usage errors are click's (vendored by newer typer): reach them through the
+# public BadParameter instead of importing click.
+_UsageError: type[Exception] = typer.BadParameter.__mro__[1]
+_ClickException: type[Exception] = typer.BadParameter.__mro__[2]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"brokerkit {brokerkit.__version__} (distribution pybrokerkit)\n")
+        raise typer.Exit(0)
+
+
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Publish, consume and inspect messages on any brokerkit URL; run the demo, the
+    contract suite and benchmarks.
+
+    Every command takes the broker URL as its first argument, or from the
+    BROKERKIT_URL environment variable when that argument is left out.
+    """
+
 
 def build_app() -> typer.Typer:
     """The ``brokerkit`` application: the built-in commands, then every plugin's."""
     app = typer.Typer(
         name="brokerkit",
-        help="Publish, consume and inspect messages on any brokerkit URL; "
-        "run the demo, the contract suite and benchmarks.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
         rich_markup_mode="rich",
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
+    app.callback()(_root)
     for module in (_admin, _messaging, _check, _tools):
         module.register(app)
     manager = plugin_manager()
@@ -43,31 +77,55 @@ def build_app() -> typer.Typer:
 
 
 def run(argv: list[str]) -> int:
-    """Run the command line ``argv``; return the exit status. Errors are one line
-    on stderr; a traceback only with ``BROKERKIT_DEBUG=1``.
+    """Run the command line ``argv``; return the exit status.
 
-    Usage errors, ``--help`` and Ctrl-C are typer's to report (status 2, 0, 130).
+    Every error, a usage error (status 2) or a broker's (status 1), is one line on
+    stderr, ``brokerkit: error: ...``, with any URL password masked; a traceback only
+    with ``BROKERKIT_DEBUG=1``. Ctrl-C exits 130 (128 + SIGINT), SIGTERM 143.
     """
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    shown = [*argv, os.environ.get(URL_ENV, "")]
     try:
         command = typer.main.get_command(build_app())
-        command.main(args=argv, prog_name="brokerkit", standalone_mode=True)
+        status = command.main(args=argv, prog_name="brokerkit", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except typer.Abort:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except _ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `brokerkit`: show the help
+            context: Any = getattr(exc, "ctx", None)
+            sys.stdout.write(context.get_help() + "\n" if context is not None else "")
+            return 2
+        _fail(_usage_message(exc), shown)
+        return int(getattr(exc, "exit_code", 2))
     except (BrokerError, OSError) as exc:
         if debug:
             raise
-        _fail(str(exc), argv)
+        _fail(str(exc), shown)
         return 1
     except Exception as exc:
         if debug:
             raise
-        _fail(f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for details)", argv)
+        _fail(f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for details)", shown)
         return 1
-    return 0
+    return status if isinstance(status, int) else 0
+
+
+def _usage_message(exc: Exception) -> str:
+    """A usage error as one line that says where to read more."""
+    message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+    if not isinstance(exc, _UsageError):
+        return message
+    context: Any = getattr(exc, "ctx", None)
+    path = context.command_path if context is not None else "brokerkit"
+    if "'URL'" in message and message.startswith("Missing argument"):
+        message += f" Give it, or set {URL_ENV}."
+    return f"{message} (see '{path} -h')"
 
 
 def _fail(message: str, argv: list[str]) -> None:

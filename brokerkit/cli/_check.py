@@ -1,25 +1,42 @@
-"""``brokerkit check URL``: the contract suite against a live broker, promise by promise."""
+"""``brokerkit check URL``: the contract suite against a live broker, promise by promise.
+
+The suite runs in a child pytest, on a test module written for the run; the URL
+(password included) reaches the child through its environment, never its argv, where
+``ps`` would show it. The child reports each test as it finishes, one JSON line in a
+file that this process follows, so that results stream with a progress bar.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import subprocess
 import sys
 import tempfile
-import xml.etree.ElementTree as ElementTree
+import textwrap
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from brokerkit._url import BrokerURL
-from brokerkit.cli._admin import UrlArg
-from brokerkit.cli._output import err, out
+from brokerkit.cli._output import err, out, progress_bar
+from brokerkit.cli._scratch import scratch
+from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError, ConfigurationError
 
-__all__ = ["Outcome", "parse_junit", "promise_of", "register", "run_contracts"]
+__all__ = ["CHILD_URL_ENV", "Outcome", "promise_of", "register", "run_contracts"]
+
+#: How the child pytest receives the URL to check.
+CHILD_URL_ENV = "BROKERKIT_CHECK_URL"
+_EVENTS_ENV = "BROKERKIT_CHECK_EVENTS"
+#: How often the parent looks for new results.
+_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -27,6 +44,7 @@ class Outcome:
     """One test of the contract suite.
 
     :ivar promise: the test class (the promise it checks), such as ``TestFanout``.
+    :ivar test: the test's name, such as ``test_no_loss``.
     :ivar status: ``"pass"``, ``"skip"`` or ``"fail"``.
     :ivar reason: why it skipped or failed (the first line).
     """
@@ -38,25 +56,7 @@ class Outcome:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("check")(check)
-
-
-def parse_junit(path: Path) -> list[Outcome]:
-    """The outcomes in a pytest ``--junitxml`` report."""
-    outcomes = []
-    root = ElementTree.parse(path).getroot()
-    for case in root.iter("testcase"):
-        promise = case.get("classname", "").rsplit(".", 1)[-1] or "?"
-        status, reason = "pass", ""
-        for child in case:
-            if child.tag == "skipped":
-                status = "skip"
-                reason = child.get("message", "")
-            elif child.tag in ("failure", "error"):
-                status = "fail"
-                reason = child.get("message", "") or (child.text or "").strip()
-        outcomes.append(Outcome(promise, case.get("name", "?"), status, _first_line(reason)))
-    return outcomes
+    command(app, "check", check)
 
 
 def promise_of(test: str) -> str:
@@ -64,50 +64,174 @@ def promise_of(test: str) -> str:
     return test.split("[", 1)[0].removeprefix("test_").replace("_", " ")
 
 
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line.removeprefix("Skipped: ")[:160]
+# The child's test module: the shipped suite, with brokers made from the URL in the
+# environment; a Redis URL gets a fresh prefix under the run's per test.
+_SUITE = textwrap.dedent(
+    """
+    import os
+    import uuid
+
+    import pytest
+
+    import brokerkit
+    from brokerkit.contracts import BrokerContract
+
+    _URL = os.environ[{url_env!r}]
 
 
-def run_contracts(url: str, extra: list[str] | None = None) -> tuple[int, list[Outcome]]:
-    """Run ``pytest --brokerkit-url URL --pyargs brokerkit.contracts`` in a child process;
-    return pytest's exit status and the outcomes.
+    class TestContract(BrokerContract):
+        @pytest.fixture
+        def make_broker(self):
+            fresh = uuid.uuid4().hex[:12]
+            options = {{}}
+            if _URL.rstrip("/") == "memory:":
+                target = "memory://check-" + fresh
+            else:
+                target = _URL
+                prefix = {prefix!r}
+                if prefix:
+                    options["prefix"] = prefix + "-" + fresh
+
+            def make(**more):
+                return brokerkit.connect(target, **{{**options, **more}})
+
+            return make
+    """
+)
+
+# The child's conftest: one JSON line per finished test, in the events file.
+_REPORTER = textwrap.dedent(
+    """
+    import json
+    import os
+
+    _EVENTS = open(os.environ[{events_env!r}], "a", buffering=1)
+    _PHASES = {{}}
+
+
+    def _emit(**event):
+        _EVENTS.write(json.dumps(event) + "\\n")
+
+
+    def pytest_collection_finish(session):
+        _emit(event="collected", total=len(session.items))
+
+
+    def _reason(report):
+        if report.skipped and isinstance(report.longrepr, tuple):
+            return str(report.longrepr[2]).removeprefix("Skipped: ")
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None:
+            return crash.message
+        return str(report.longrepr or "")
+
+
+    def pytest_runtest_logreport(report):
+        status = "fail" if report.failed else "skip" if report.skipped else "pass"
+        seen = _PHASES.setdefault(report.nodeid, ["pass", ""])
+        if seen[0] == "pass" and status != "pass":
+            seen[:] = [status, _reason(report)]
+
+
+    def pytest_runtest_logfinish(nodeid, location):
+        status, reason = _PHASES.pop(nodeid, ["pass", ""])
+        _emit(event="test", nodeid=nodeid, status=status, reason=reason)
+    """
+)
+
+
+def _outcome(event: dict[str, Any]) -> Outcome:
+    nodeid = str(event["nodeid"])
+    parts = nodeid.split("::")
+    promise = parts[-2] if len(parts) > 2 else "?"
+    reason = str(event.get("reason", "")).strip()
+    first = reason.splitlines()[0][:200] if reason else ""
+    return Outcome(promise, parts[-1], str(event["status"]), first)
+
+
+def run_contracts(
+    url: str,
+    extra: list[str] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> tuple[int, list[Outcome]]:
+    """Run the contract suite against ``url`` in a child pytest; return its exit status
+    and the outcomes, calling ``on_total`` once the tests are collected and
+    ``on_outcome`` as each one finishes. A Redis URL runs under a prefix of its own
+    (``brokerkit-check-...``), and every key under it is deleted at the end.
 
     :raises ConfigurationError: pytest or the contract suite is not installed.
+    :raises BrokerError: the suite could not run at all.
     """
     for module in ("pytest", "hypothesis", "brokerkit.contracts"):
         if importlib.util.find_spec(module) is None:
             raise ConfigurationError(
                 f"brokerkit check needs {module!r}, which is not installed: "
-                'pip install "brokerkit[contracts]"'
+                'pip install "pybrokerkit[contracts]"'
             )
-    with tempfile.TemporaryDirectory(prefix="brokerkit-check-") as directory:
-        report = Path(directory) / "junit.xml"
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--brokerkit-url",
-            BrokerURL.parse(url).render(hide_password=False),
-            "--pyargs",
-            "brokerkit.contracts",
-            f"--junitxml={report}",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            directory,
-            *(extra or []),
-        ]
-        completed = subprocess.run(command, capture_output=True, text=True, cwd=directory)
-        outcomes = parse_junit(report) if report.exists() else []
-    if completed.returncode not in (0, 1) and not outcomes:
-        tail = (completed.stdout + completed.stderr).strip().splitlines()[-3:]
-        raise BrokerError(
-            f"the contract suite did not run (pytest exit status {completed.returncode}): "
-            + " | ".join(tail)
+    outcomes: list[Outcome] = []
+    with (
+        scratch(url, "check") as (target, prefix),
+        tempfile.TemporaryDirectory(prefix="brokerkit-check-") as directory,
+    ):
+        folder = Path(directory)
+        events = folder / "events.jsonl"
+        events.touch()
+        (folder / "test_contract.py").write_text(
+            _SUITE.format(url_env=CHILD_URL_ENV, prefix=prefix)
         )
-    return completed.returncode, outcomes
+        (folder / "conftest.py").write_text(_REPORTER.format(events_env=_EVENTS_ENV))
+        (folder / "pytest.ini").write_text("[pytest]\n")
+        env = {
+            **os.environ,
+            CHILD_URL_ENV: target.render(hide_password=False),
+            _EVENTS_ENV: str(events),
+        }
+        env.pop("PYTEST_ADDOPTS", None)
+        command = [
+            sys.executable, "-m", "pytest", "test_contract.py",
+            "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist",
+            *(extra or []),
+        ]  # fmt: skip
+        with subprocess.Popen(
+            command, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        ) as child:
+            assert child.stdout is not None
+            with events.open() as reader:
+                for event in _follow(reader, child):
+                    if event.get("event") == "collected" and on_total is not None:
+                        on_total(int(event["total"]))
+                    elif event.get("event") == "test":
+                        outcome = _outcome(event)
+                        outcomes.append(outcome)
+                        if on_outcome is not None:
+                            on_outcome(outcome)
+            output = child.stdout.read().decode(errors="replace")
+            status = child.wait()
+    if status not in (0, 1) and not outcomes:
+        tail = output.strip().splitlines()[-3:]
+        raise BrokerError(
+            f"the contract suite did not run (pytest exit status {status}): " + " | ".join(tail)
+        )
+    return status, outcomes
+
+
+def _follow(reader: Any, child: subprocess.Popen[bytes]) -> Iterator[dict[str, Any]]:
+    """The events the child writes, as it writes them, until it exits."""
+    pending = ""
+    while True:
+        done = child.poll() is not None
+        pending += reader.read()
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+        if done:
+            return
+        time.sleep(_POLL)  # a file has no blocking read; the child's exit ends the loop
+
+
+_STYLE = {"pass": "[green]pass[/]", "skip": "[yellow]skip[/]", "fail": "[bold red]FAIL[/]"}
 
 
 def check(
@@ -119,20 +243,35 @@ def check(
         str | None, typer.Option("-k", help="Only tests matching this pytest expression.")
     ] = None,
 ) -> None:
-    """Run the contract suite against a live URL; print pass/skip/fail per promise."""
+    """Run the contract suite against a live URL; print pass/skip/fail per promise as
+    each finishes (exit status 1 if any failed).
+
+    On Redis it works under a prefix of its own, brokerkit-check-..., and deletes every
+    key under it at the end.
+    """
     parsed = BrokerURL.parse(url)
-    err.print(f"running the brokerkit contract suite against {parsed} ...")
-    status, outcomes = run_contracts(url, ["-k", keyword] if keyword else None)
-    table = Table(title=f"contract suite on {parsed}")
-    table.add_column("promise")
-    table.add_column("result")
-    table.add_column("why", overflow="fold")
-    style = {"pass": "[green]pass[/]", "skip": "[yellow]skip[/]", "fail": "[bold red]FAIL[/]"}
-    for outcome in outcomes:
-        name = f"{outcome.promise}::{outcome.test}" if verbose else promise_of(outcome.test)
-        table.add_row(name, style[outcome.status], outcome.reason)
-    out.print(table)
+    err.print(escape(f"running the brokerkit contract suite against {parsed} ..."))
+    with progress_bar() as bar:
+        task = bar.add_task("collecting", total=None)
+
+        def on_total(total: int) -> None:
+            bar.update(task, total=total, description="checking")
+
+        def on_outcome(outcome: Outcome) -> None:
+            name = f"{outcome.promise}::{outcome.test}" if verbose else promise_of(outcome.test)
+            why = f"  {escape(outcome.reason)}" if outcome.reason else ""
+            # Through the bar's console, so that the line lands above the bar.
+            bar.console.print(f"{_STYLE[outcome.status]}  {escape(name)}{why}", soft_wrap=True)
+            bar.advance(task)
+
+        status, outcomes = run_contracts(
+            parsed.render(hide_password=False),
+            ["-k", keyword] if keyword else None,
+            on_total,
+            on_outcome,
+        )
     totals = {s: sum(1 for o in outcomes if o.status == s) for s in ("pass", "skip", "fail")}
-    err.print(f"{totals['pass']} passed, {totals['skip']} skipped, {totals['fail']} failed")
+    summary = f"{totals['pass']} passed, {totals['skip']} skipped, {totals['fail']} failed"
+    out.print(summary)
     if status != 0 or totals["fail"]:
         raise typer.Exit(1)

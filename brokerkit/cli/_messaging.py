@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator
 from itertools import islice
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
-from brokerkit.cli._admin import TopicArg, UrlArg, stop_on_interrupt
-from brokerkit.cli._output import delivery_record, err, text_of
+from brokerkit.cli._admin import TopicArg, stop_on_interrupt
+from brokerkit.cli._output import err, printable
+from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerClosed
 
 __all__ = ["parse_headers", "register"]
@@ -25,8 +28,8 @@ _POLL = 0.25
 
 
 def register(app: typer.Typer) -> None:
-    app.command("publish")(publish)
-    app.command("consume")(consume)
+    command(app, "publish", publish)
+    command(app, "consume", consume)
 
 
 def parse_headers(pairs: list[str]) -> dict[str, str]:
@@ -81,7 +84,12 @@ def publish(
             sys.stdout.write("".join(f"{i}\n" for i in ids))
             published = len(ids)
         sys.stdout.flush()
-        err.print(f"published {published} message{'s' * (published != 1)} to {topic!r}")
+        err.print(escape(f"published {published} message{'s' * (published != 1)} to {topic!r}"))
+        if broker.url.scheme == "memory":
+            err.print(
+                "note: memory:// lives in this process only: the message is gone when this "
+                "command exits; publish to a Redis URL to reach another process"
+            )
 
 
 def _decode(text: str, as_json: bool) -> Any:
@@ -91,6 +99,12 @@ def _decode(text: str, as_json: bool) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"not JSON: {exc}: {text[:60]!r}", param_hint="--json") from None
+
+
+def _seconds(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"must be 0 or more seconds, got {value!r}")
+    return value
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -109,7 +123,12 @@ def consume(
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", "-t", help="Stop when no message came for this many seconds."),
+        typer.Option(
+            "--timeout",
+            "-t",
+            callback=_seconds,
+            help="Stop when no message came for this many seconds.",
+        ),
     ] = None,
     no_ack: Annotated[
         bool,
@@ -134,14 +153,19 @@ def consume(
     """Print messages from a topic on stdout, acking each once it is printed.
 
     Ctrl-C stops after the message in hand is printed and settled; prefetched
-    messages go back to the topic.
+    messages go back to the topic; the exit status is then 130. A body that does not
+    decode by its content type is printed raw (undecodable bytes replaced; with --json,
+    as ``body_raw`` or ``body_base64`` beside ``undecodable``), noted on stderr, and
+    settled like any other: one bad message never stops the command.
     """
     received = 0
     held: list[Delivery] = []
     with connect(url) as broker, stop_on_interrupt() as stop:
         subscription = broker.subscribe(topic, group=group, prefetch=prefetch, pattern=pattern)
         err.print(
-            f"consuming {topic!r} on {broker.url}" + (f" as group {group!r}" if group else "")
+            escape(
+                f"consuming {topic!r} on {broker.url}" + (f" as group {group!r}" if group else "")
+            )
         )
         try:
             with subscription:
@@ -160,9 +184,12 @@ def consume(
                     idle = 0.0
                     # Printing and settling form one step: Ctrl-C only sets `stop`,
                     # so a message is never printed and left unsettled, or acked unprinted.
-                    line = json.dumps(delivery_record(delivery), ensure_ascii=False, default=str)
-                    sys.stdout.write((line if as_json else text_of(delivery.body)) + "\n")
+                    text, problem = printable(delivery, as_json)
+                    sys.stdout.write(text + "\n")
                     sys.stdout.flush()
+                    if problem:
+                        note = f"message {delivery.id}: undecodable, printed raw: {problem}"
+                        err.print(escape(note))
                     if no_ack:
                         held.append(delivery)
                     else:
@@ -175,3 +202,4 @@ def consume(
         f"received {received} message{'s' * (received != 1)}"
         + (f"; handed {len(held)} back unacked" if held else "")
     )
+    stop.exit_if_interrupted()

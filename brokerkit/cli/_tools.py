@@ -7,25 +7,29 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from brokerkit._url import BrokerURL
-from brokerkit.cli._admin import UrlArg
 from brokerkit.cli._bench import STEPS, bench_url
-from brokerkit.cli._output import err, out
+from brokerkit.cli._output import out, progress_bar
+from brokerkit.cli._scratch import scratch
+from brokerkit.cli._url import URL_ENV, UrlArg, command
 
 __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
-    app.command("bench")(bench)
+    command(app, "demo", demo)
+    command(app, "bench", bench)
 
 
 def demo(
     url: Annotated[
-        str, typer.Option("--url", help="Run the demo on this broker URL.")
+        str,
+        typer.Argument(
+            metavar="URL",
+            help=f"Run the demo on this broker URL; default: ${URL_ENV}, else memory://.",
+        ),
     ] = "memory://",
     plot: Annotated[
         Path | None,
@@ -58,16 +62,16 @@ def bench(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """A quick look at a URL's throughput and latency (see benchmarks/ for the full suite)."""
+    """A quick look at a URL's throughput and latency (see benchmarks/ for the full suite).
+
+    On Redis it works under a prefix of its own, brokerkit-bench-..., and deletes every
+    key under it at the end.
+    """
     steps = tuple(step) if step else STEPS
-    with Progress(
-        TextColumn("{task.description:<18}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with (
+        scratch(url, "bench") as (target, _),
+        progress_bar("{task.description:<18}") as bar,
+    ):
         tasks: dict[str, int] = {}
 
         def progress(name: str, done: int, total: int) -> None:
@@ -75,7 +79,13 @@ def bench(
                 tasks[name] = int(bar.add_task(name, total=total))
             bar.update(tasks[name], completed=done)  # type: ignore[arg-type]
 
-        results = bench_url(url, count=count, size=size, steps=steps, progress=progress)
+        results = bench_url(
+            target.render(hide_password=False),
+            count=count,
+            size=size,
+            steps=steps,
+            progress=progress,
+        )
     shown = str(BrokerURL.parse(url))
     if as_json:
         rows = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 from brokerkit._registry import BackendRegistry
 from brokerkit.hookspecs import hookimpl
 
-_HINT = 'install the Redis driver: pip install "brokerkit[redis]"'
+_HINT = 'install the Redis driver: pip install "pybrokerkit[redis]"'
 
 
 @hookimpl
