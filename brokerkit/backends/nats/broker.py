@@ -1,0 +1,506 @@
+"""The NATS JetStream backend: ``nats://host:4222``.
+
+Written once, for asyncio (nats-py is asyncio-only): :class:`AsyncNatsBroker`. The
+sync :class:`NatsBroker` runs it on a private event loop
+(:func:`brokerkit.aio.bridged`). What maps to what is in ``docs/backends/nats.md``:
+
+* a stream per ``prefix``, a subject per topic, a durable pull consumer per group;
+* ``AckWait`` is the visibility timeout, ``+WPI`` (in progress) renews a lease, and a
+  live broker renews the leases of what it holds in the background;
+* ``-NAK`` requeues, ``max_deliveries`` and ``nack(requeue=False)`` republish to
+  ``<topic>.dlq`` and then ``+TERM`` the original.
+
+JetStream does not tell a late ack from a timely one (it accepts both, and the late
+one settles whoever holds the message now), so each broker keeps the lease of every
+delivery it handed out, counted from *before* the pull that fetched it: an ack,
+nack or extend after that lease ran out raises StaleDelivery without reaching the
+server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nats.aio.msg import Msg
+
+from brokerkit._broker_async import AsyncBroker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._inspect import GroupInfo, TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit._url import BrokerURL
+from brokerkit.aio._bridge import bridged
+from brokerkit.backends.nats._client import NatsClient, Request
+from brokerkit.backends.nats._options import NatsOptions
+from brokerkit.backends.nats._reader import Reader
+from brokerkit.backends.nats._wire import (
+    consumer_description,
+    consumer_name,
+    decode,
+    encode_headers,
+    parse_description,
+    subject_for,
+)
+from brokerkit.exceptions import BrokerError, ConfigurationError, InvalidOption, StaleDelivery
+
+__all__ = ["AsyncNatsBroker", "NatsBroker"]
+
+log = logging.getLogger("brokerkit.nats")
+
+# JetStream API error codes brokerkit reacts to.
+_STREAM_NOT_FOUND = 10059
+_CONSUMER_NOT_FOUND = 10014
+_SUBJECTS_OVERLAP = 10065
+
+
+@dataclass(eq=False)
+class _Lease:
+    """One delivery this broker handed out and has not settled.
+
+    :ivar deadline: monotonic time by which the server surely still holds it for us:
+        the ack wait counted from before the request that leased (or renewed) it.
+    """
+
+    reply: str
+    deadline: float
+    ack_wait: float
+    consumer: str
+    seq: int
+
+
+class AsyncNatsBroker(AsyncBroker):
+    """NATS JetStream through nats-py, native on asyncio.
+
+    Connects on first use. Every topic of one ``prefix`` lives in one stream; every
+    group is a durable pull consumer, kept on the server after the broker closes
+    (as a Redis stream keeps its groups).
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("nats",)
+    capabilities: ClassVar[Capability] = (
+        Capability.PERSISTENT
+        | Capability.ACK
+        | Capability.COMPETING
+        | Capability.FANOUT
+        | Capability.REPLAY
+        | Capability.DEAD_LETTER
+        | Capability.ORDERED
+    )
+    Options: ClassVar[type[BrokerOptions]] = NatsOptions
+    options: NatsOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self._client = NatsClient(
+            url,
+            connect_timeout=self.options.connect_timeout,
+            reconnect_timeout=self.options.reconnect_timeout,
+        )
+        self._stream = self.options.prefix
+        self._stream_ready = False
+        self._leases: dict[str, _Lease] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._renewals_suspended = False
+
+    # -- the stream ---------------------------------------------------------------
+
+    async def _ensure_stream(self) -> None:
+        if self._stream_ready:
+            return
+        info = await self._client.api(f"STREAM.INFO.{self._stream}", None, "find the stream")
+        error = info.get("error")
+        if error and error.get("err_code") == _STREAM_NOT_FOUND:
+            config = {
+                "name": self._stream,
+                "subjects": [f"{self._stream}.>"],
+                "retention": "limits",
+                "storage": "file",
+                "discard": "old",
+                "num_replicas": 1,
+            }
+            info = await self._client.api(
+                f"STREAM.CREATE.{self._stream}", config, "create the stream"
+            )
+            error = info.get("error")
+            if error and error.get("err_code") == _SUBJECTS_OVERLAP:
+                raise ConfigurationError(
+                    f"another JetStream stream on {self._client.server} already captures "
+                    f"subjects under {self._stream}.>: choose another prefix"
+                )
+        if error:
+            raise BrokerError(
+                f"JetStream refused the stream {self._stream!r}: {error.get('description')}"
+            )
+        self._stream_ready = True
+
+    # -- publishing ---------------------------------------------------------------
+
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        await self._ensure_stream()
+        subject = subject_for(self._stream, topic)
+        await self._store(
+            [(subject, m.payload, encode_headers(m)) for m in messages], f"publish to {topic!r}"
+        )
+
+    async def _store(self, requests: Sequence[Request], what: str) -> None:
+        """Publish to the stream and check every PubAck. Messages carry their id as
+        ``Nats-Msg-Id``, so a retried publish is stored once."""
+        for reply in await self._client.request_all(requests, what):
+            status = reply.headers.get("Status") if reply.headers else None
+            if status == "503":
+                self._stream_ready = False
+                raise BrokerError(
+                    f"could not {what}: no JetStream stream captures its subject "
+                    f"(was the stream {self._stream!r} deleted?)"
+                )
+            answer = json.loads(reply.data or b"{}")
+            if "error" in answer:
+                raise BrokerError(
+                    f"JetStream refused to {what}: {answer['error'].get('description')}"
+                )
+
+    # -- consuming ----------------------------------------------------------------
+
+    async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        await self._ensure_stream()
+        topic, group = subscription.topic, subscription.group
+        durable = consumer_name(topic, group)
+        info = await self._client.api(
+            f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
+        )
+        if info.get("error", {}).get("err_code") == _CONSUMER_NOT_FOUND:
+            config = {
+                "durable_name": durable,
+                "description": consumer_description(topic, group),
+                "ack_policy": "explicit",
+                "ack_wait": int(self.options.visibility_timeout * 1e9),
+                "max_deliver": -1,  # brokerkit dead-letters, see _fetch
+                "max_ack_pending": 10_000,
+                "filter_subject": subject_for(self._stream, topic),
+                "replay_policy": "instant",
+                **_deliver_policy(subscription.start),
+            }
+            info = await self._client.api(
+                f"CONSUMER.DURABLE.CREATE.{self._stream}.{durable}",
+                {"stream_name": self._stream, "config": config},
+                f"create the group {group!r}",
+            )
+            if "error" in info:  # made by another broker meanwhile?
+                info = await self._client.api(
+                    f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
+                )
+        if "error" in info:
+            raise BrokerError(
+                f"JetStream refused the group {group!r} of {topic!r}: "
+                f"{info['error'].get('description')}"
+            )
+        ack_wait = info["config"]["ack_wait"] / 1e9
+        reader = Reader(
+            await self._client.connection(), f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
+        )
+        await reader.open()
+        reader.ack_wait = ack_wait
+        subscription.state = reader
+
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
+        reader: Reader = subscription.state
+        # Left over from a pull that outlived its wait (the client was reconnecting):
+        # leased at a time nobody knows, so handed straight back.
+        await self._nak_quietly([m.reply for m in reader.stragglers() if m.reply])
+        pulled = await reader.pull(max_messages, timeout, lambda: subscription.closed)
+        deliveries: list[AsyncDelivery] = []
+        dead: list[tuple[AsyncDelivery, str, int]] = []
+        limit = self.options.max_deliveries
+        for sent, msg in pulled:
+            delivery = self._delivery(subscription, reader, sent, msg)
+            if limit is not None and delivery.attempt > limit:
+                # Its lease ran out on the last allowed delivery (see _nack for the rest).
+                dead.append((delivery, "max_deliveries", delivery.attempt - 1))
+            else:
+                deliveries.append(delivery)
+        if dead:
+            await self._dead_letter(dead)
+        if deliveries:
+            self._start_renewing()
+        return deliveries
+
+    def _delivery(
+        self, subscription: AsyncSubscription, reader: Reader, sent: float, msg: Msg
+    ) -> AsyncDelivery:
+        meta = msg.metadata
+        message = decode(
+            subscription.topic,
+            msg.data,
+            msg.headers,
+            meta.sequence.stream,
+            meta.timestamp.timestamp(),
+        )
+        lease = _Lease(
+            msg.reply or "",
+            sent + reader.ack_wait,
+            reader.ack_wait,
+            meta.consumer,
+            meta.sequence.stream,
+        )
+        self._leases[lease.reply] = lease
+        return AsyncDelivery(
+            message, subscription=subscription, attempt=meta.num_delivered, receipt=lease
+        )
+
+    async def _unsubscribe(
+        self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
+    ) -> None:
+        try:
+            await self._hand_back(unreturned)
+        finally:
+            reader: Reader = subscription.state
+            await reader.close()
+            await self._nak_quietly([m.reply for m in reader.stragglers() if m.reply])
+
+    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
+        """``-NAK`` what was fetched and never returned: another consumer gets it at once.
+        Never dead-letters (the caller never saw it), though JetStream counts the attempt."""
+        live, _ = self._split(deliveries)
+        self._mark(deliveries)
+        await self._nak_quietly([lease.reply for lease in live])
+
+    async def _nak_quietly(self, replies: list[str]) -> None:
+        for reply in replies:
+            self._leases.pop(reply, None)
+        if replies:
+            try:
+                await self._client.request_all([(r, b"-NAK", None) for r in replies], "requeue")
+            except BrokerError as exc:
+                log.warning("could not hand back %d delivery(ies): %s", len(replies), exc)
+
+    # -- settling -----------------------------------------------------------------
+
+    def _split(
+        self, deliveries: Sequence[AsyncDelivery]
+    ) -> tuple[list[_Lease], list[AsyncDelivery]]:
+        """The leases still surely held, and the deliveries whose lease ran out."""
+        now = time.monotonic()
+        live: list[_Lease] = []
+        stale: list[AsyncDelivery] = []
+        for delivery in deliveries:
+            lease: _Lease = delivery.receipt
+            margin = min(0.2 * lease.ack_wait, 1.0)
+            if self._leases.get(lease.reply) is lease and now < lease.deadline - margin:
+                live.append(lease)
+            else:
+                self._leases.pop(lease.reply, None)
+                stale.append(delivery)
+        return live, stale
+
+    async def _send(self, leases: Sequence[_Lease], verb: bytes, what: str) -> None:
+        await self._client.request_all([(lease.reply, verb, None) for lease in leases], what)
+        if verb != b"+WPI":
+            for lease in leases:
+                self._leases.pop(lease.reply, None)
+
+    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
+        live, stale = self._split(deliveries)
+        if live:
+            await self._send(live, b"+ACK", "ack")
+        if stale:
+            raise StaleDelivery(stale)
+
+    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        live, stale = self._split(deliveries)
+        held = {id(lease) for lease in live}
+        limit = self.options.max_deliveries
+        requeued: list[_Lease] = []
+        dead: list[tuple[AsyncDelivery, str, int]] = []
+        for delivery in deliveries:
+            if id(delivery.receipt) not in held:
+                continue
+            if not requeue:
+                dead.append((delivery, "rejected", delivery.attempt))
+            elif limit is not None and delivery.attempt >= limit:
+                dead.append((delivery, "max_deliveries", delivery.attempt))
+            else:
+                requeued.append(delivery.receipt)
+        if requeued:
+            await self._send(requeued, b"-NAK", "requeue")
+        if dead:
+            await self._dead_letter(dead)
+        if stale:
+            raise StaleDelivery(stale)
+
+    async def _dead_letter(self, dead: Sequence[tuple[AsyncDelivery, str, int]]) -> None:
+        """Republish to ``<topic>.dlq`` (confirmed), then ``+TERM`` the originals.
+
+        A crash in between leaves the original to be redelivered and dead-lettered
+        again; the dead letter's ``Nats-Msg-Id`` makes JetStream store it once."""
+        requests: list[Request] = []
+        for delivery, reason, count in dead:
+            message = delivery.message
+            lease: _Lease = delivery.receipt
+            letter = Message(
+                message.id,
+                self.dead_letter_topic(message.topic),
+                message.payload,
+                message.content_type,
+                {
+                    **message.headers,
+                    "x-dead-letter-reason": reason,
+                    "x-original-topic": message.topic,
+                    "x-deliveries": str(count),
+                },
+                message.published_at,
+            )
+            # The group's consumer and the stream sequence name this dead-lettering.
+            msg_id = f"dlq:{lease.consumer}:{lease.seq}"
+            requests.append(
+                (
+                    subject_for(self._stream, letter.topic),
+                    letter.payload,
+                    encode_headers(letter, msg_id=msg_id),
+                )
+            )
+        await self._store(requests, "dead-letter")
+        await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
+
+    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
+        # +WPI restarts AckWait: the lease runs for the group's ack wait from now,
+        # whatever ``seconds`` says; a live broker renews it again in the background.
+        live, stale = self._split(deliveries)
+        await self._renew(live)
+        if stale:
+            raise StaleDelivery(stale)
+
+    async def _renew(self, leases: Sequence[_Lease]) -> None:
+        if not leases:
+            return
+        sent = time.monotonic()
+        await self._send(leases, b"+WPI", "extend a lease")
+        for lease in leases:
+            lease.deadline = max(lease.deadline, sent + lease.ack_wait)
+
+    # -- renewing in the background -----------------------------------------------
+
+    def _start_renewing(self) -> None:
+        if self._renewer is None and not self._renewals_suspended and not self.closed:
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew_forever(), name=f"brokerkit-nats-renewals-{self._stream}"
+            )
+
+    async def _renew_forever(self) -> None:
+        """Every third of the shortest ack wait, renew every lease still held: a live
+        consumer keeps what it holds; a crashed or closed one loses it after AckWait."""
+        while not self.closed:
+            leases = list(self._leases.values())
+            period = min((lease.ack_wait for lease in leases), default=1.0) / 3
+            await asyncio.sleep(period)  # a timer, not a synchronization
+            leases = [lease for lease in self._leases.values() if lease.deadline > time.monotonic()]
+            try:
+                await self._renew(leases)
+            except BrokerError as exc:
+                log.warning("could not renew %d lease(s): %s", len(leases), exc)
+
+    async def _suspend_renewals(self) -> None:
+        self._renewals_suspended = True
+        await self._stop_renewing()
+
+    async def _stop_renewing(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    # -- management ---------------------------------------------------------------
+
+    async def _inspect(self, topic: str) -> TopicInfo:
+        await self._ensure_stream()
+        subject = subject_for(self._stream, topic)
+        dlq_subject = subject_for(self._stream, self.dead_letter_topic(topic))
+        length = await self._count(subject)
+        dead = await self._count(dlq_subject)
+        groups: list[GroupInfo] = []
+        consumers: dict[str, str] = {}
+        offset = 0
+        while True:
+            page = await self._client.api(
+                f"CONSUMER.LIST.{self._stream}", {"offset": offset}, f"inspect {topic!r}"
+            )
+            found = page.get("consumers") or []
+            for info in found:
+                named = parse_description(info.get("config", {}).get("description"))
+                if named is None or named[0] != topic:
+                    continue
+                consumers[named[1]] = info["name"]
+                groups.append(
+                    GroupInfo(
+                        name=named[1],
+                        pending=int(info.get("num_ack_pending", 0)),
+                        lag=int(info.get("num_pending", 0)),
+                    )
+                )
+            offset += len(found)
+            if not found or offset >= int(page.get("total", 0)):
+                break
+        groups.sort(key=lambda g: g.name)
+        return TopicInfo(
+            topic=topic,
+            length=length,
+            in_flight=sum(g.pending for g in groups),
+            dead_lettered=dead,
+            groups=tuple(groups),
+            details={"stream": self._stream, "subject": subject, "consumers": consumers},
+        )
+
+    async def _count(self, subject: str) -> int:
+        info = await self._client.api(
+            f"STREAM.INFO.{self._stream}", {"subjects_filter": subject}, "count messages"
+        )
+        subjects = info.get("state", {}).get("subjects") or {}
+        return int(subjects.get(subject, 0))
+
+    async def _purge(self, topic: str) -> int:
+        await self._ensure_stream()
+        answer = await self._client.api(
+            f"STREAM.PURGE.{self._stream}",
+            {"filter": subject_for(self._stream, topic)},
+            f"purge {topic!r}",
+        )
+        if "error" in answer:
+            raise BrokerError(f"JetStream refused to purge {topic!r}: {answer['error']}")
+        return int(answer.get("purged", 0))
+
+    async def _close(self) -> None:
+        try:
+            await self._stop_renewing()
+        finally:
+            self._leases.clear()
+            await self._client.close()
+
+
+def _deliver_policy(start: str | None) -> dict[str, Any]:
+    """Where a new group starts: the topic's history (default), only what comes next,
+    or a stream sequence number."""
+    if start is None or start == "earliest":
+        return {"deliver_policy": "all"}
+    if start == "latest":
+        return {"deliver_policy": "new"}
+    if start.isdigit() and int(start) > 0:
+        return {"deliver_policy": "by_start_sequence", "opt_start_seq": int(start)}
+    raise InvalidOption(
+        f"start={start!r} is not a position on NATS: use 'earliest', 'latest' or a "
+        "stream sequence number (1 or more)"
+    )
+
+
+#: :class:`AsyncNatsBroker` under the sync API, on a private event loop.
+NatsBroker = bridged(AsyncNatsBroker)
