@@ -61,9 +61,10 @@ class Reader:
 
     async def pull(
         self, batch: int, timeout: float, closed: Callable[[], bool]
-    ) -> list[tuple[float, Msg]]:
+    ) -> list[tuple[float, Msg, bool]]:
         """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first;
-        each with the monotonic time just before the request that leased it."""
+        each with the monotonic time just before the request that leased it, and
+        whether that request waited (the server then leased it some time later)."""
         got = await self._request(batch, None)
         if got or timeout <= 0 or closed():
             return got
@@ -72,7 +73,7 @@ class Reader:
             got += await self._request(batch - 1, None)
         return got
 
-    async def _request(self, batch: int, expires: float | None) -> list[tuple[float, Msg]]:
+    async def _request(self, batch: int, expires: float | None) -> list[tuple[float, Msg, bool]]:
         body: dict[str, object] = {"batch": batch}
         if expires is None:
             body["no_wait"] = True
@@ -84,7 +85,7 @@ class Reader:
         except Exception:  # reconnecting with a full buffer, or closed: nothing pulled
             return []
         deadline = sent + (expires or 0.0) + _SLACK
-        got: list[tuple[float, Msg]] = []
+        got: list[tuple[float, Msg, bool]] = []
         while len(got) < batch:
             try:
                 msg = await asyncio.wait_for(
@@ -94,7 +95,7 @@ class Reader:
                 break  # the end never came: what this pull brings later is a straggler
             status = _status(msg)
             if status is None:
-                got.append((sent, msg))
+                got.append((sent, msg, expires is not None))
             elif status in _ENDS:
                 break
             # other statuses (100: heartbeat) do not end the pull

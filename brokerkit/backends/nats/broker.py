@@ -221,9 +221,12 @@ class AsyncNatsBroker(AsyncBroker):
         pulled = await reader.pull(max_messages, timeout, lambda: subscription.closed)
         deliveries: list[AsyncDelivery] = []
         dead: list[tuple[AsyncDelivery, str, int]] = []
+        waited: list[_Lease] = []
         limit = self.options.max_deliveries
-        for sent, msg in pulled:
+        for sent, msg, waiting in pulled:
             delivery = self._delivery(subscription, reader, sent, msg)
+            if waiting:
+                waited.append(delivery.receipt)
             if limit is not None and delivery.attempt > limit:
                 # Its lease ran out on the last allowed delivery (see _nack for the rest).
                 dead.append((delivery, "max_deliveries", delivery.attempt - 1))
@@ -231,6 +234,13 @@ class AsyncNatsBroker(AsyncBroker):
                 deliveries.append(delivery)
         if dead:
             await self._dead_letter(dead)
+        if waited:
+            # A waiting pull does not say when the server leased what it brought:
+            # restart AckWait now, so that the lease is counted from a known time.
+            try:
+                await self._renew(waited)
+            except BrokerError as exc:
+                log.warning("could not renew %d fresh lease(s): %s", len(waited), exc)
         if deliveries:
             self._start_renewing()
         return deliveries
