@@ -33,13 +33,14 @@ from nats.aio.msg import Msg
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._inspect import GroupInfo, TopicInfo
+from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import bridged
 from brokerkit.backends.nats._client import NatsClient, Request
+from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
 from brokerkit.backends.nats._wire import (
@@ -47,19 +48,16 @@ from brokerkit.backends.nats._wire import (
     consumer_name,
     decode,
     encode_headers,
-    parse_description,
     subject_for,
 )
-from brokerkit.exceptions import BrokerError, ConfigurationError, InvalidOption, StaleDelivery
+from brokerkit.exceptions import BrokerError, InvalidOption, StaleDelivery
 
 __all__ = ["AsyncNatsBroker", "NatsBroker"]
 
 log = logging.getLogger("brokerkit.nats")
 
 # JetStream API error codes brokerkit reacts to.
-_STREAM_NOT_FOUND = 10059
 _CONSUMER_NOT_FOUND = 10014
-_SUBJECTS_OVERLAP = 10065
 
 
 @dataclass(eq=False)
@@ -114,33 +112,9 @@ class AsyncNatsBroker(AsyncBroker):
     # -- the stream ---------------------------------------------------------------
 
     async def _ensure_stream(self) -> None:
-        if self._stream_ready:
-            return
-        info = await self._client.api(f"STREAM.INFO.{self._stream}", None, "find the stream")
-        error = info.get("error")
-        if error and error.get("err_code") == _STREAM_NOT_FOUND:
-            config = {
-                "name": self._stream,
-                "subjects": [f"{self._stream}.>"],
-                "retention": "limits",
-                "storage": "file",
-                "discard": "old",
-                "num_replicas": 1,
-            }
-            info = await self._client.api(
-                f"STREAM.CREATE.{self._stream}", config, "create the stream"
-            )
-            error = info.get("error")
-            if error and error.get("err_code") == _SUBJECTS_OVERLAP:
-                raise ConfigurationError(
-                    f"another JetStream stream on {self._client.server} already captures "
-                    f"subjects under {self._stream}.>: choose another prefix"
-                )
-        if error:
-            raise BrokerError(
-                f"JetStream refused the stream {self._stream!r}: {error.get('description')}"
-            )
-        self._stream_ready = True
+        if not self._stream_ready:
+            await ensure_stream(self._client, self._stream)
+            self._stream_ready = True
 
     # -- publishing ---------------------------------------------------------------
 
@@ -305,8 +279,7 @@ class AsyncNatsBroker(AsyncBroker):
         stale: list[AsyncDelivery] = []
         for delivery in deliveries:
             lease: _Lease = delivery.receipt
-            margin = min(0.2 * lease.ack_wait, 1.0)
-            if self._leases.get(lease.reply) is lease and now < lease.deadline - margin:
+            if self._leases.get(lease.reply) is lease and now < lease.deadline - _margin(lease):
                 live.append(lease)
             else:
                 self._leases.pop(lease.reply, None)
@@ -413,7 +386,13 @@ class AsyncNatsBroker(AsyncBroker):
             leases = list(self._leases.values())
             period = min((lease.ack_wait for lease in leases), default=1.0) / 3
             await asyncio.sleep(period)  # a timer, not a synchronization
-            leases = [lease for lease in self._leases.values() if lease.deadline > time.monotonic()]
+            now = time.monotonic()
+            leases = []
+            for reply, lease in list(self._leases.items()):
+                if now < lease.deadline - _margin(lease):
+                    leases.append(lease)
+                elif now >= lease.deadline:
+                    del self._leases[reply]  # lost: a settle will say StaleDelivery
             try:
                 await self._renew(leases)
             except BrokerError as exc:
@@ -434,60 +413,11 @@ class AsyncNatsBroker(AsyncBroker):
 
     async def _inspect(self, topic: str) -> TopicInfo:
         await self._ensure_stream()
-        subject = subject_for(self._stream, topic)
-        dlq_subject = subject_for(self._stream, self.dead_letter_topic(topic))
-        length = await self._count(subject)
-        dead = await self._count(dlq_subject)
-        groups: list[GroupInfo] = []
-        consumers: dict[str, str] = {}
-        offset = 0
-        while True:
-            page = await self._client.api(
-                f"CONSUMER.LIST.{self._stream}", {"offset": offset}, f"inspect {topic!r}"
-            )
-            found = page.get("consumers") or []
-            for info in found:
-                named = parse_description(info.get("config", {}).get("description"))
-                if named is None or named[0] != topic:
-                    continue
-                consumers[named[1]] = info["name"]
-                groups.append(
-                    GroupInfo(
-                        name=named[1],
-                        pending=int(info.get("num_ack_pending", 0)),
-                        lag=int(info.get("num_pending", 0)),
-                    )
-                )
-            offset += len(found)
-            if not found or offset >= int(page.get("total", 0)):
-                break
-        groups.sort(key=lambda g: g.name)
-        return TopicInfo(
-            topic=topic,
-            length=length,
-            in_flight=sum(g.pending for g in groups),
-            dead_lettered=dead,
-            groups=tuple(groups),
-            details={"stream": self._stream, "subject": subject, "consumers": consumers},
-        )
-
-    async def _count(self, subject: str) -> int:
-        info = await self._client.api(
-            f"STREAM.INFO.{self._stream}", {"subjects_filter": subject}, "count messages"
-        )
-        subjects = info.get("state", {}).get("subjects") or {}
-        return int(subjects.get(subject, 0))
+        return await inspect_topic(self._client, self._stream, topic, self.dead_letter_topic(topic))
 
     async def _purge(self, topic: str) -> int:
         await self._ensure_stream()
-        answer = await self._client.api(
-            f"STREAM.PURGE.{self._stream}",
-            {"filter": subject_for(self._stream, topic)},
-            f"purge {topic!r}",
-        )
-        if "error" in answer:
-            raise BrokerError(f"JetStream refused to purge {topic!r}: {answer['error']}")
-        return int(answer.get("purged", 0))
+        return await purge_topic(self._client, self._stream, topic)
 
     async def _close(self) -> None:
         try:
@@ -495,6 +425,12 @@ class AsyncNatsBroker(AsyncBroker):
         finally:
             self._leases.clear()
             await self._client.close()
+
+
+def _margin(lease: _Lease) -> float:
+    """How long before its deadline a lease stops counting as held: the time an ack
+    may take to reach the server (a fifth of the ack wait, a second at most)."""
+    return min(0.2 * lease.ack_wait, 1.0)
 
 
 def _deliver_policy(start: str | None) -> dict[str, Any]:
