@@ -17,7 +17,7 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
-from brokerkit.exceptions import InvalidOption, StaleDelivery
+from brokerkit.exceptions import ConnectionFailed, InvalidOption, StaleDelivery
 from tests.nats_server import NATS_URL, nats_address, nats_prefix
 
 __all__ = ["nats_prefix"]
@@ -242,3 +242,21 @@ def test_a_cut_connection_does_not_stop_publishing_or_consuming(
         got.ack()
     finally:
         proxy.close()
+
+
+def test_an_unreachable_server_fails_clearly_without_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once closed
+    broker = brokerkit.connect(f"nats://ann:s3cret@127.0.0.1:{port}", connect_timeout=0.5)
+    try:
+        with pytest.raises(
+            ConnectionFailed, match=f"could not connect to NATS at 127.0.0.1:{port}"
+        ):
+            broker.publish("t", "x")
+        assert "s3cret" not in repr(broker)
+        assert "s3cret" not in caplog.text
+    finally:
+        broker.close()

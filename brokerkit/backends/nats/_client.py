@@ -32,6 +32,8 @@ log = logging.getLogger("brokerkit.nats")
 #: One request: subject, payload, headers.
 Request = tuple[str, bytes, "dict[str, str] | None"]
 
+#: Seconds between two tries to reach the server.
+_RETRY_WAIT = 0.25
 #: Seconds one try of a request waits for its reply before it is retried.
 _TRY_TIMEOUT = 2.0
 
@@ -91,9 +93,12 @@ class NatsClient:
                 password=self._url.password,
                 name="brokerkit",
                 connect_timeout=max(1, round(self._connect_timeout)),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
+                # The first connection is tried for about connect_timeout seconds
+                # (ConnectionFailed below); once connected, the client reconnects
+                # forever (set just after).
+                allow_reconnect=False,
+                max_reconnect_attempts=max(1, round(self._connect_timeout / _RETRY_WAIT)),
+                reconnect_time_wait=_RETRY_WAIT,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
@@ -102,6 +107,8 @@ class NatsClient:
             raise ConnectionFailed(
                 f"could not connect to NATS at {self.server}: {type(exc).__name__}"
             ) from None
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
         self._inbox = nc.new_inbox()
         self._replies = await nc.subscribe(self._inbox + ".*", cb=self._on_reply)
         return nc
