@@ -199,15 +199,22 @@ class AsyncNatsBroker(AsyncBroker):
         limit = self.options.max_deliveries
         for sent, msg, waiting in pulled:
             delivery = self._delivery(subscription, reader, sent, msg)
-            if waiting:
-                waited.append(delivery.receipt)
             if limit is not None and delivery.attempt > limit:
                 # Its lease ran out on the last allowed delivery (see _nack for the rest).
                 dead.append((delivery, "max_deliveries", delivery.attempt - 1))
-            else:
-                deliveries.append(delivery)
+                continue
+            deliveries.append(delivery)
+            if waiting:
+                waited.append(delivery.receipt)
         if dead:
-            await self._dead_letter(dead)
+            try:
+                await self._dead_letter(dead)
+            except BrokerError as exc:
+                # A consume loop never stops on this: AckWait brings them back, to be
+                # dead-lettered then.
+                for delivery, _, _ in dead:
+                    self._leases.pop(delivery.receipt.reply, None)
+                log.warning("could not dead-letter %d message(s): %s", len(dead), exc)
         if waited:
             # A waiting pull does not say when the server leased what it brought:
             # restart AckWait now, so that the lease is counted from a known time.
