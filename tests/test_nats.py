@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -260,3 +262,20 @@ def test_an_unreachable_server_fails_clearly_without_the_password(
         assert "s3cret" not in caplog.text
     finally:
         broker.close()
+
+
+def test_without_nats_py_the_error_says_what_to_install() -> None:
+    """``import brokerkit`` never imports nats-py; a nats:// URL then says what is missing."""
+    script = (
+        "import sys; sys.modules['nats'] = None\n"
+        "import brokerkit\n"
+        "assert 'nats' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
+        "try:\n"
+        "    brokerkit.connect('nats://127.0.0.1:4222')\n"
+        "except brokerkit.BackendUnavailable as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert 'pip install "brokerkit[nats]"' in out
