@@ -387,11 +387,11 @@ class AsyncNatsBroker(AsyncBroker):
             )
 
     async def _renew_forever(self) -> None:
-        """Every third of the shortest ack wait, renew every lease still held: a live
+        """Every quarter of the shortest ack wait, renew every lease still held: a live
         consumer keeps what it holds; a crashed or closed one loses it after AckWait."""
         while not self.closed:
             leases = list(self._leases.values())
-            period = min((lease.ack_wait for lease in leases), default=1.0) / 3
+            period = min((lease.ack_wait for lease in leases), default=1.0) / 4
             await asyncio.sleep(period)  # a timer, not a synchronization
             now = time.monotonic()
             leases = []
