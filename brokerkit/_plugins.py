@@ -31,6 +31,7 @@ __all__ = [
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "brokerkit.backends.memory",
     "brokerkit.backends.redis",
+    "brokerkit.backends.nats",
 )
 #: The entry-point group third-party plugins register under.
 ENTRY_POINT_GROUP = "brokerkit.plugins"

@@ -122,7 +122,9 @@ def test_bare_redis_names_the_three_redis_schemes(scheme: str) -> None:
 def test_a_plugin_can_be_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BROKERKIT_BLOCK_PLUGINS", "brokerkit.backends.redis")
     registry = load_registry(plugin_manager(entry_points=False))
-    assert registry.schemes() == ["memory"]
+    schemes = registry.schemes()
+    assert "memory" in schemes
+    assert not [s for s in schemes if s.startswith(("redis", "rediss"))], schemes
 
 
 def test_list_backends_reports_schemes_capabilities_and_plugin() -> None:

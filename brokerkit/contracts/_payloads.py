@@ -3,6 +3,7 @@ types, the publish time, and headers."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from brokerkit.contracts._harness import ContractEnv
 from brokerkit.contracts._messages import canonical
+from brokerkit.exceptions import InvalidMessage
 
 __all__ = ["PayloadContract"]
 
@@ -51,6 +53,19 @@ _BODIES: list[tuple[str, Any, str | None, str]] = [
 ]
 
 
+#: Bodies larger than this may be refused (with InvalidMessage) by a backend whose
+#: messages have a size limit; smaller ones every backend carries.
+_REFUSABLE = 512 * 1024
+
+
+def _payload_of(body: Any) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body).encode()
+
+
 class PayloadContract:
     """Everything a message carries survives the trip, whatever the backend."""
 
@@ -72,7 +87,19 @@ class PayloadContract:
         subscription = consumer.subscribe(topic)
         headers = {"trace-id": "t-𝄞", "empty": "", "x-original-topic": "not one"}
         before = time.time()
-        message_id = publisher.publish(topic, body, headers=headers, content_type=content_type)
+        refused: InvalidMessage | None = None
+        try:
+            message_id = publisher.publish(topic, body, headers=headers, content_type=content_type)
+        except InvalidMessage as exc:
+            refused = exc
+        if refused is not None:
+            # A backend may have a size limit below megabytes (a NATS server's
+            # max_payload): it must refuse such a body at publish, saying so, and send
+            # nothing; a smaller body it must carry.
+            assert len(_payload_of(body)) > _REFUSABLE, f"{promise}: refused: {refused}"
+            assert "bytes" in str(refused), f"{promise}: the refusal names no size: {refused}"
+            contract.expect_nothing(subscription, f"{promise}: a refused body was published")
+            return
         after = time.time()
         delivery = contract.expect(subscription, promise)
         assert delivery.id == message_id, f"{promise}: the id changed"

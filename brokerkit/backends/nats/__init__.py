@@ -1,0 +1,24 @@
+"""The NATS JetStream backend (``nats://host:4222``), through nats-py.
+
+Registered lazily, so that ``import brokerkit`` never imports nats-py. The backend
+is written once, as the asyncio class :class:`~.broker.AsyncNatsBroker`; the sync
+class :class:`~.broker.NatsBroker` runs it on a private event loop. See
+``docs/backends/nats.md`` for what maps to what.
+"""
+
+from __future__ import annotations
+
+from brokerkit._registry import BackendRegistry
+from brokerkit.hookspecs import hookimpl
+
+_HINT = 'install the NATS driver: pip install "brokerkit[nats]"'
+
+
+@hookimpl
+def brokerkit_register_backends(registry: BackendRegistry) -> None:
+    registry.add(
+        "brokerkit.backends.nats.broker:NatsBroker",
+        schemes=("nats",),
+        install_hint=_HINT,
+        aio="brokerkit.backends.nats.broker:AsyncNatsBroker",
+    )

@@ -1,0 +1,186 @@
+"""The NATS connection of one broker: connecting, requests in order, and retries.
+
+nats-py reconnects by itself (forever, here) and buffers what is published while it
+does; this module adds what brokerkit needs on top: many requests sent in order and
+answered together, and a deadline after which a request that keeps failing raises
+:class:`~brokerkit.ConnectionFailed` (never with the URL's password in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from brokerkit._url import BrokerURL
+from brokerkit.exceptions import ConnectionFailed
+
+__all__ = ["NatsClient", "Request"]
+
+log = logging.getLogger("brokerkit.nats")
+
+#: One request: subject, payload, headers.
+Request = tuple[str, bytes, "dict[str, str] | None"]
+
+#: Seconds between two tries to reach the server.
+_RETRY_WAIT = 0.25
+#: Seconds one try of a request waits for its reply before it is retried.
+_TRY_TIMEOUT = 2.0
+
+
+class NatsClient:
+    """One nats-py connection, opened on first use, with an in-order request mux."""
+
+    def __init__(self, url: BrokerURL, *, connect_timeout: float, reconnect_timeout: float):
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self.reconnect_timeout = reconnect_timeout
+        self._nc: Client | None = None
+        self._opening: asyncio.Lock | None = None
+        self._replies: Subscription | None = None
+        self._inbox = ""
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._tokens = itertools.count()
+        self._closing = False
+
+    @property
+    def server(self) -> str:
+        """``host:port`` of the server, for messages (never the credentials)."""
+        return f"{self._url.host or 'localhost'}:{self._url.port or 4222}"
+
+    async def connection(self) -> Client:
+        """The open connection; connects on first use.
+
+        :raises ConnectionFailed: the server could not be reached.
+        """
+        if self._nc is not None:
+            return self._nc
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._nc is None:
+                self._nc = await self._connect()
+        return self._nc
+
+    async def _connect(self) -> Client:
+        server = f"nats://{self.server}"
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("NATS connection to %s: %s", self.server, type(exc).__name__)
+
+        async def on_disconnect() -> None:
+            if self._closing:
+                return
+            log.warning("NATS connection to %s lost; reconnecting", self.server)
+
+        async def on_reconnect() -> None:
+            log.info("NATS connection to %s is back", self.server)
+
+        try:
+            nc = await nats.connect(
+                servers=[server],
+                user=self._url.username,
+                password=self._url.password,
+                name="brokerkit",
+                connect_timeout=max(1, round(self._connect_timeout)),
+                # The first connection is tried for about connect_timeout seconds
+                # (ConnectionFailed below); once connected, the client reconnects
+                # forever (set just after).
+                allow_reconnect=False,
+                max_reconnect_attempts=max(1, round(self._connect_timeout / _RETRY_WAIT)),
+                reconnect_time_wait=_RETRY_WAIT,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
+        except Exception as exc:  # nats-py raises several kinds; none may leak the URL
+            raise ConnectionFailed(
+                f"could not connect to NATS at {self.server}: {type(exc).__name__}"
+            ) from None
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = -1
+        self._inbox = nc.new_inbox()
+        self._replies = await nc.subscribe(self._inbox + ".*", cb=self._on_reply)
+        return nc
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject.rpartition(".")[2], None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    async def request_all(self, requests: Sequence[Request], what: str) -> list[Msg]:
+        """Send ``requests`` in order and return their replies, in order.
+
+        A request whose reply does not come is sent again (every request here is
+        safe to repeat) until ``reconnect_timeout`` has passed.
+
+        :raises ConnectionFailed: some replies never came.
+        """
+        nc = await self.connection()
+        deadline = time.monotonic() + self.reconnect_timeout
+        replies: list[Msg | None] = [None] * len(requests)
+        while True:
+            todo = [i for i, reply in enumerate(replies) if reply is None]
+            futures = []
+            try:
+                for index in todo:
+                    subject, payload, headers = requests[index]
+                    token = str(next(self._tokens))
+                    future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+                    self._waiting[token] = future
+                    futures.append((index, token, future))
+                    await nc.publish(
+                        subject, payload, reply=f"{self._inbox}.{token}", headers=headers
+                    )
+                wait = max(min(_TRY_TIMEOUT, deadline - time.monotonic()), 0.05)
+                await asyncio.wait([f for _, _, f in futures], timeout=wait)
+            except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
+                pass  # the client is reconnecting: try again below
+            except nats.errors.ConnectionClosedError:
+                raise ConnectionFailed(f"the NATS connection to {self.server} is closed") from None
+            finally:
+                for index, token, future in futures:
+                    self._waiting.pop(token, None)
+                    if future.done() and not future.cancelled():
+                        replies[index] = future.result()
+                    else:
+                        future.cancel()
+            if all(reply is not None for reply in replies):
+                return [reply for reply in replies if reply is not None]
+            if time.monotonic() >= deadline:
+                raise ConnectionFailed(
+                    f"NATS at {self.server} did not answer to {what} within "
+                    f"reconnect_timeout={self.reconnect_timeout}s"
+                )
+
+    async def api(self, subject: str, body: dict[str, Any] | None, what: str) -> dict[str, Any]:
+        """One JetStream API call; its JSON reply (which may hold an ``error``)."""
+        payload = json.dumps(body).encode() if body is not None else b""
+        (reply,) = await self.request_all([(f"$JS.API.{subject}", payload, None)], what)
+        if reply.headers and reply.headers.get("Status") == "503":
+            raise ConnectionFailed(f"NATS at {self.server} has no JetStream (needed to {what})")
+        result: dict[str, Any] = json.loads(reply.data or b"{}")
+        return result
+
+    async def close(self) -> None:
+        """Close the connection (buffered publishes are flushed first where possible)."""
+        self._closing = True
+        nc, self._nc = self._nc, None
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.drain(), timeout=2.0)
+            except Exception:  # the server is gone: closing is all that is left
+                await nc.close()

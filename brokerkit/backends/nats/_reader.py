@@ -1,0 +1,117 @@
+"""Pulling from a durable JetStream consumer, one request at a time.
+
+Every pull waits for its own end (all it asked for, or the server's 404/408 status),
+so that no pull request is left open on the server to lease messages into an inbox
+nobody reads. A pull asks first without waiting (``no_wait``: whatever is there, up
+to the batch); only when nothing is there does it wait, for one message, and then
+takes what else is ready without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+__all__ = ["Reader"]
+
+#: Seconds past a pull's own expiry to wait for the server's end-of-pull status.
+_SLACK = 1.0
+# Status codes that end a pull request: no messages, request expired, and 409
+# (consumer deleted, leadership change, too many waiting pulls...).
+_ENDS = {"404", "408", "409"}
+
+
+class Reader:
+    """One subscription's inbox and pull requests.
+
+    :ivar ack_wait: the consumer's AckWait in seconds (its visibility timeout).
+    """
+
+    def __init__(self, nc: Client, next_subject: str) -> None:
+        self._nc = nc
+        self._next_subject = next_subject
+        self._inbox = nc.new_inbox()
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._sub: Subscription | None = None
+        self.ack_wait = 30.0
+
+    async def open(self) -> None:
+        """Start listening on the inbox."""
+
+        async def arrived(msg: Msg) -> None:
+            self._queue.put_nowait(msg)
+
+        self._sub = await self._nc.subscribe(self._inbox, cb=arrived)
+
+    def stragglers(self) -> list[Msg]:
+        """Messages that arrived after the pull that asked for them had given up."""
+        found = []
+        while not self._queue.empty():
+            msg = self._queue.get_nowait()
+            if _status(msg) is None:
+                found.append(msg)
+        return found
+
+    async def pull(
+        self, batch: int, timeout: float, closed: Callable[[], bool]
+    ) -> list[tuple[float, Msg, bool]]:
+        """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first;
+        each with the monotonic time just before the request that leased it, and
+        whether that request waited (the server then leased it some time later)."""
+        got = await self._request(batch, None)
+        if got or timeout <= 0 or closed():
+            return got
+        got = await self._request(1, timeout)
+        if got and batch > 1:
+            got += await self._request(batch - 1, None)
+        return got
+
+    async def _request(self, batch: int, expires: float | None) -> list[tuple[float, Msg, bool]]:
+        body: dict[str, object] = {"batch": batch}
+        if expires is None:
+            body["no_wait"] = True
+        else:
+            body["expires"] = max(int(expires * 1e9), 1_000_000)
+        sent = time.monotonic()
+        try:
+            await self._nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
+        except Exception:  # reconnecting with a full buffer, or closed: nothing pulled
+            return []
+        deadline = sent + (expires or 0.0) + _SLACK
+        got: list[tuple[float, Msg, bool]] = []
+        while len(got) < batch:
+            try:
+                msg = await asyncio.wait_for(
+                    self._queue.get(), timeout=max(deadline - time.monotonic(), 0.0)
+                )
+            except asyncio.TimeoutError:
+                break  # the end never came: what this pull brings later is a straggler
+            status = _status(msg)
+            if status is None:
+                got.append((sent, msg, expires is not None))
+            elif status in _ENDS:
+                break
+            # other statuses (100: heartbeat) do not end the pull
+        return got
+
+    async def close(self) -> None:
+        """Stop listening."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            # If the connection is gone, so is the subscription.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+def _status(msg: Msg) -> str | None:
+    if msg.headers and not msg.data:
+        status = msg.headers.get("Status")
+        return str(status) if status is not None else None
+    return None

@@ -1,0 +1,470 @@
+"""The NATS JetStream backend: ``nats://host:4222``.
+
+Written once, for asyncio (nats-py is asyncio-only): :class:`AsyncNatsBroker`. The
+sync :class:`NatsBroker` runs it on a private event loop
+(:func:`brokerkit.aio.bridged`). What maps to what is in ``docs/backends/nats.md``:
+
+* a stream per ``prefix``, a subject per topic, a durable pull consumer per group;
+* ``AckWait`` is the visibility timeout, ``+WPI`` (in progress) renews a lease, and a
+  live broker renews the leases of what it holds in the background;
+* ``-NAK`` requeues, ``max_deliveries`` and ``nack(requeue=False)`` republish to
+  ``<topic>.dlq`` and then ``+TERM`` the original.
+
+JetStream does not tell a late ack from a timely one (it accepts both, and the late
+one settles whoever holds the message now), so each broker keeps the lease of every
+delivery it handed out, counted from *before* the pull that fetched it: an ack,
+nack or extend after that lease ran out raises StaleDelivery without reaching the
+server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nats.aio.msg import Msg
+
+from brokerkit._broker_async import AsyncBroker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._inspect import TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit._url import BrokerURL
+from brokerkit.aio._bridge import bridged
+from brokerkit.backends.nats._client import NatsClient, Request
+from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, purge_topic
+from brokerkit.backends.nats._options import NatsOptions
+from brokerkit.backends.nats._reader import Reader
+from brokerkit.backends.nats._wire import (
+    consumer_description,
+    consumer_name,
+    decode,
+    encode_headers,
+    subject_for,
+)
+from brokerkit.exceptions import BrokerError, InvalidMessage, InvalidOption, StaleDelivery
+
+__all__ = ["AsyncNatsBroker", "NatsBroker"]
+
+log = logging.getLogger("brokerkit.nats")
+
+# JetStream API error codes brokerkit reacts to.
+_CONSUMER_NOT_FOUND = 10014
+
+
+@dataclass(eq=False)
+class _Lease:
+    """One delivery this broker handed out and has not settled.
+
+    :ivar deadline: monotonic time by which the server surely still holds it for us:
+        the ack wait counted from before the request that leased (or renewed) it.
+    """
+
+    reply: str
+    deadline: float
+    ack_wait: float
+    consumer: str
+    seq: int
+
+
+class AsyncNatsBroker(AsyncBroker):
+    """NATS JetStream through nats-py, native on asyncio.
+
+    Connects on first use. Every topic of one ``prefix`` lives in one stream; every
+    group is a durable pull consumer, kept on the server after the broker closes
+    (as a Redis stream keeps its groups).
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("nats",)
+    capabilities: ClassVar[Capability] = (
+        Capability.PERSISTENT
+        | Capability.ACK
+        | Capability.COMPETING
+        | Capability.FANOUT
+        | Capability.REPLAY
+        | Capability.DEAD_LETTER
+        | Capability.ORDERED
+    )
+    Options: ClassVar[type[BrokerOptions]] = NatsOptions
+    options: NatsOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self._client = NatsClient(
+            url,
+            connect_timeout=self.options.connect_timeout,
+            reconnect_timeout=self.options.reconnect_timeout,
+        )
+        self._stream = self.options.prefix
+        self._stream_ready = False
+        self._leases: dict[str, _Lease] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._renewals_suspended = False
+
+    # -- the stream ---------------------------------------------------------------
+
+    async def _ensure_stream(self) -> None:
+        if not self._stream_ready:
+            await ensure_stream(self._client, self._stream)
+            self._stream_ready = True
+
+    # -- publishing ---------------------------------------------------------------
+
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        await self._ensure_stream()
+        subject = subject_for(self._stream, topic)
+        requests = [(subject, m.payload, encode_headers(m)) for m in messages]
+        # The server's max_payload counts the body and the headers; nats-py would
+        # close the connection on a larger one, so it is refused before anything is sent.
+        limit = (await self._client.connection()).max_payload
+        for (_, payload, headers), message in zip(requests, messages, strict=True):
+            size = len(payload) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12
+            if size > limit:
+                raise InvalidMessage(
+                    f"message {message.id} is {size:,} bytes with its headers, more than "
+                    f"this NATS server's max_payload ({limit:,} bytes); nothing was "
+                    "published. Raise max_payload in the server's configuration, or store "
+                    "large payloads elsewhere and publish a reference"
+                )
+        await self._store(requests, f"publish to {topic!r}")
+
+    async def _store(self, requests: Sequence[Request], what: str) -> None:
+        """Publish to the stream and check every PubAck. Messages carry their id as
+        ``Nats-Msg-Id``, so a retried publish is stored once."""
+        for reply in await self._client.request_all(requests, what):
+            status = reply.headers.get("Status") if reply.headers else None
+            if status == "503":
+                self._stream_ready = False
+                raise BrokerError(
+                    f"could not {what}: no JetStream stream captures its subject "
+                    f"(was the stream {self._stream!r} deleted?)"
+                )
+            answer = json.loads(reply.data or b"{}")
+            if "error" in answer:
+                raise BrokerError(
+                    f"JetStream refused to {what}: {answer['error'].get('description')}"
+                )
+
+    # -- consuming ----------------------------------------------------------------
+
+    async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        await self._ensure_stream()
+        topic, group = subscription.topic, subscription.group
+        durable = consumer_name(topic, group)
+        info = await self._client.api(
+            f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
+        )
+        if info.get("error", {}).get("err_code") == _CONSUMER_NOT_FOUND:
+            config = {
+                "durable_name": durable,
+                "description": consumer_description(topic, group),
+                "ack_policy": "explicit",
+                "ack_wait": int(self.options.visibility_timeout * 1e9),
+                "max_deliver": -1,  # brokerkit dead-letters, see _fetch
+                "max_ack_pending": 10_000,
+                "filter_subject": subject_for(self._stream, topic),
+                "replay_policy": "instant",
+                **_deliver_policy(subscription.start),
+            }
+            info = await self._client.api(
+                f"CONSUMER.DURABLE.CREATE.{self._stream}.{durable}",
+                {"stream_name": self._stream, "config": config},
+                f"create the group {group!r}",
+            )
+            if "error" in info:  # made by another broker meanwhile?
+                info = await self._client.api(
+                    f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
+                )
+        if "error" in info:
+            raise BrokerError(
+                f"JetStream refused the group {group!r} of {topic!r}: "
+                f"{info['error'].get('description')}"
+            )
+        ack_wait = info["config"]["ack_wait"] / 1e9
+        reader = Reader(
+            await self._client.connection(), f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
+        )
+        await reader.open()
+        reader.ack_wait = ack_wait
+        subscription.state = reader
+
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
+        reader: Reader = subscription.state
+        # Left over from a pull that outlived its wait (the client was reconnecting):
+        # leased at a time nobody knows, so handed straight back.
+        await self._nak_quietly([m.reply for m in reader.stragglers() if m.reply])
+        pulled = await reader.pull(max_messages, timeout, lambda: subscription.closed)
+        deliveries: list[AsyncDelivery] = []
+        dead: list[tuple[AsyncDelivery, str, int]] = []
+        waited: list[_Lease] = []
+        limit = self.options.max_deliveries
+        for sent, msg, waiting in pulled:
+            delivery = self._delivery(subscription, reader, sent, msg)
+            if limit is not None and delivery.attempt > limit:
+                # Its lease ran out on the last allowed delivery (see _nack for the rest).
+                dead.append((delivery, "max_deliveries", delivery.attempt - 1))
+                continue
+            deliveries.append(delivery)
+            if waiting:
+                waited.append(delivery.receipt)
+        if dead:
+            try:
+                await self._dead_letter(dead)
+            except BrokerError as exc:
+                # A consume loop never stops on this: AckWait brings them back, to be
+                # dead-lettered then.
+                for delivery, _, _ in dead:
+                    self._leases.pop(delivery.receipt.reply, None)
+                log.warning("could not dead-letter %d message(s): %s", len(dead), exc)
+        if waited:
+            # A waiting pull does not say when the server leased what it brought:
+            # restart AckWait now, so that the lease is counted from a known time.
+            try:
+                await self._renew(waited)
+            except BrokerError as exc:
+                log.warning("could not renew %d fresh lease(s): %s", len(waited), exc)
+        if deliveries:
+            self._start_renewing()
+        return deliveries
+
+    def _delivery(
+        self, subscription: AsyncSubscription, reader: Reader, sent: float, msg: Msg
+    ) -> AsyncDelivery:
+        meta = msg.metadata
+        message = decode(
+            subscription.topic,
+            msg.data,
+            msg.headers,
+            meta.sequence.stream,
+            meta.timestamp.timestamp(),
+        )
+        lease = _Lease(
+            msg.reply or "",
+            sent + reader.ack_wait,
+            reader.ack_wait,
+            meta.consumer,
+            meta.sequence.stream,
+        )
+        self._leases[lease.reply] = lease
+        return AsyncDelivery(
+            message, subscription=subscription, attempt=meta.num_delivered, receipt=lease
+        )
+
+    async def _unsubscribe(
+        self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
+    ) -> None:
+        try:
+            await self._hand_back(unreturned)
+        finally:
+            reader: Reader = subscription.state
+            await reader.close()
+            await self._nak_quietly([m.reply for m in reader.stragglers() if m.reply])
+
+    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
+        """``-NAK`` what was fetched and never returned: another consumer gets it at once.
+        Never dead-letters (the caller never saw it), though JetStream counts the attempt."""
+        live, _ = self._split(deliveries)
+        self._mark(deliveries)
+        await self._nak_quietly([lease.reply for lease in live])
+
+    async def _nak_quietly(self, replies: list[str]) -> None:
+        for reply in replies:
+            self._leases.pop(reply, None)
+        if replies:
+            try:
+                await self._client.request_all([(r, b"-NAK", None) for r in replies], "requeue")
+            except BrokerError as exc:
+                log.warning("could not hand back %d delivery(ies): %s", len(replies), exc)
+
+    # -- settling -----------------------------------------------------------------
+
+    def _split(
+        self, deliveries: Sequence[AsyncDelivery]
+    ) -> tuple[list[_Lease], list[AsyncDelivery]]:
+        """The leases still surely held, and the deliveries whose lease ran out."""
+        now = time.monotonic()
+        live: list[_Lease] = []
+        stale: list[AsyncDelivery] = []
+        for delivery in deliveries:
+            lease: _Lease = delivery.receipt
+            if self._leases.get(lease.reply) is lease and now < lease.deadline - _margin(lease):
+                live.append(lease)
+            else:
+                self._leases.pop(lease.reply, None)
+                stale.append(delivery)
+        return live, stale
+
+    async def _send(self, leases: Sequence[_Lease], verb: bytes, what: str) -> None:
+        await self._client.request_all([(lease.reply, verb, None) for lease in leases], what)
+        if verb != b"+WPI":
+            for lease in leases:
+                self._leases.pop(lease.reply, None)
+
+    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
+        live, stale = self._split(deliveries)
+        if live:
+            await self._send(live, b"+ACK", "ack")
+        if stale:
+            raise StaleDelivery(stale)
+
+    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        live, stale = self._split(deliveries)
+        held = {id(lease) for lease in live}
+        limit = self.options.max_deliveries
+        requeued: list[_Lease] = []
+        dead: list[tuple[AsyncDelivery, str, int]] = []
+        for delivery in deliveries:
+            if id(delivery.receipt) not in held:
+                continue
+            if not requeue:
+                dead.append((delivery, "rejected", delivery.attempt))
+            elif limit is not None and delivery.attempt >= limit:
+                dead.append((delivery, "max_deliveries", delivery.attempt))
+            else:
+                requeued.append(delivery.receipt)
+        if requeued:
+            await self._send(requeued, b"-NAK", "requeue")
+        if dead:
+            await self._dead_letter(dead)
+        if stale:
+            raise StaleDelivery(stale)
+
+    async def _dead_letter(self, dead: Sequence[tuple[AsyncDelivery, str, int]]) -> None:
+        """Republish to ``<topic>.dlq`` (confirmed), then ``+TERM`` the originals.
+
+        A crash in between leaves the original to be redelivered and dead-lettered
+        again; the dead letter's ``Nats-Msg-Id`` makes JetStream store it once."""
+        requests: list[Request] = []
+        for delivery, reason, count in dead:
+            message = delivery.message
+            lease: _Lease = delivery.receipt
+            letter = Message(
+                message.id,
+                self.dead_letter_topic(message.topic),
+                message.payload,
+                message.content_type,
+                {
+                    **message.headers,
+                    "x-dead-letter-reason": reason,
+                    "x-original-topic": message.topic,
+                    "x-deliveries": str(count),
+                },
+                message.published_at,
+            )
+            # The group's consumer and the stream sequence name this dead-lettering.
+            msg_id = f"dlq:{lease.consumer}:{lease.seq}"
+            requests.append(
+                (
+                    subject_for(self._stream, letter.topic),
+                    letter.payload,
+                    encode_headers(letter, msg_id=msg_id),
+                )
+            )
+        await self._store(requests, "dead-letter")
+        await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
+
+    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
+        # +WPI restarts AckWait: the lease runs for the group's ack wait from now,
+        # whatever ``seconds`` says; a live broker renews it again in the background.
+        live, stale = self._split(deliveries)
+        await self._renew(live)
+        if stale:
+            raise StaleDelivery(stale)
+
+    async def _renew(self, leases: Sequence[_Lease]) -> None:
+        if not leases:
+            return
+        sent = time.monotonic()
+        await self._send(leases, b"+WPI", "extend a lease")
+        for lease in leases:
+            lease.deadline = max(lease.deadline, sent + lease.ack_wait)
+
+    # -- renewing in the background -----------------------------------------------
+
+    def _start_renewing(self) -> None:
+        if self._renewer is None and not self._renewals_suspended and not self.closed:
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew_forever(), name=f"brokerkit-nats-renewals-{self._stream}"
+            )
+
+    async def _renew_forever(self) -> None:
+        """Every quarter of the shortest ack wait, renew every lease still held: a live
+        consumer keeps what it holds; a crashed or closed one loses it after AckWait."""
+        while not self.closed:
+            leases = list(self._leases.values())
+            period = min((lease.ack_wait for lease in leases), default=1.0) / 4
+            await asyncio.sleep(period)  # a timer, not a synchronization
+            now = time.monotonic()
+            leases = []
+            for reply, lease in list(self._leases.items()):
+                if now < lease.deadline - _margin(lease):
+                    leases.append(lease)
+                elif now >= lease.deadline:
+                    del self._leases[reply]  # lost: a settle will say StaleDelivery
+            try:
+                await self._renew(leases)
+            except BrokerError as exc:
+                log.warning("could not renew %d lease(s): %s", len(leases), exc)
+
+    async def _suspend_renewals(self) -> None:
+        self._renewals_suspended = True
+        await self._stop_renewing()
+
+    async def _stop_renewing(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    # -- management ---------------------------------------------------------------
+
+    async def _inspect(self, topic: str) -> TopicInfo:
+        await self._ensure_stream()
+        return await inspect_topic(self._client, self._stream, topic, self.dead_letter_topic(topic))
+
+    async def _purge(self, topic: str) -> int:
+        await self._ensure_stream()
+        return await purge_topic(self._client, self._stream, topic)
+
+    async def _close(self) -> None:
+        try:
+            await self._stop_renewing()
+        finally:
+            self._leases.clear()
+            await self._client.close()
+
+
+def _margin(lease: _Lease) -> float:
+    """How long before its deadline a lease stops counting as held: the time an ack
+    may take to reach the server (a fifth of the ack wait, a second at most)."""
+    return min(0.2 * lease.ack_wait, 1.0)
+
+
+def _deliver_policy(start: str | None) -> dict[str, Any]:
+    """Where a new group starts: the topic's history (default), only what comes next,
+    or a stream sequence number."""
+    if start is None or start == "earliest":
+        return {"deliver_policy": "all"}
+    if start == "latest":
+        return {"deliver_policy": "new"}
+    if start.isdigit() and int(start) > 0:
+        return {"deliver_policy": "by_start_sequence", "opt_start_seq": int(start)}
+    raise InvalidOption(
+        f"start={start!r} is not a position on NATS: use 'earliest', 'latest' or a "
+        "stream sequence number (1 or more)"
+    )
+
+
+#: :class:`AsyncNatsBroker` under the sync API, on a private event loop.
+NatsBroker = bridged(AsyncNatsBroker)

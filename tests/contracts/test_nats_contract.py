@@ -1,0 +1,30 @@
+"""The contract suite over NATS JetStream, written as a plugin author would: once
+through the sync class (the loop bridge) and once over the asyncio API."""
+
+from __future__ import annotations
+
+import pytest
+
+import brokerkit
+import brokerkit.aio
+from brokerkit.contracts import BrokerContract
+from tests.nats_server import NATS_URL, nats_prefix
+
+__all__ = ["nats_prefix"]
+
+
+class TestNatsContract(BrokerContract):
+    @pytest.fixture
+    def make_broker(self, nats_prefix: str):  # type: ignore[no-untyped-def]
+        def make(**options: object) -> brokerkit.Broker:
+            return brokerkit.connect(NATS_URL, prefix=nats_prefix, **options)
+
+        return make
+
+
+class TestNatsAsyncContract(BrokerContract):
+    """The same suite over ``brokerkit.aio``, where the backend is native."""
+
+    @pytest.fixture
+    def make_broker(self, nats_prefix: str):  # type: ignore[no-untyped-def]
+        return lambda **options: brokerkit.aio.connect(NATS_URL, prefix=nats_prefix, **options)

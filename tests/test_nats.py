@@ -1,0 +1,281 @@
+"""The NATS JetStream backend against the real server: what the contract suite does not
+reach (dead letters as JetStream stores them, in_progress, renewals, AckWait,
+cancellation, inspect and purge, a cut connection)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import brokerkit
+import brokerkit.aio
+from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
+from brokerkit.exceptions import ConnectionFailed, InvalidOption, StaleDelivery
+from tests.nats_server import NATS_URL, nats_address, nats_prefix
+
+__all__ = ["nats_prefix"]
+
+
+@pytest.fixture
+def nats(nats_prefix: str) -> Iterator[Callable[..., Any]]:
+    """``nats(**options)``: a sync broker on this test's stream, closed at the end."""
+    made: list[brokerkit.Broker] = []
+
+    def make(url: str = NATS_URL, **options: Any) -> Any:
+        broker = brokerkit.connect(url, prefix=nats_prefix, **options)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+def test_registered_for_the_nats_scheme_on_both_apis(nats: Callable[..., Any]) -> None:
+    assert isinstance(nats(), NatsBroker)
+
+    async def main() -> None:
+        broker = await brokerkit.aio.connect(NATS_URL, prefix="unused")
+        assert isinstance(broker, AsyncNatsBroker)
+        await broker.close()
+
+    asyncio.run(main())
+
+
+def test_bad_prefix_and_start_are_refused_clearly(nats: Callable[..., Any]) -> None:
+    with pytest.raises(InvalidOption, match="prefix must be"):
+        brokerkit.connect(NATS_URL, prefix="a.b")
+    with pytest.raises(InvalidOption, match="not a position on NATS"):
+        nats().subscribe("t", group="g", start="yesterday")
+
+
+def test_nack_without_requeue_lands_in_the_dead_letter_topic(nats: Callable[..., Any]) -> None:
+    broker = nats()
+    subscription = broker.subscribe("orders")
+    message_id = broker.publish("orders", {"n": 1}, headers={"trace-id": "t"})
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None
+    delivery.nack(requeue=False)
+    assert subscription.receive(timeout=0.2) is None, "a rejected message came back"
+    info = broker.inspect("orders")
+    assert (info.dead_lettered, info.in_flight) == (1, 0)
+    dead = broker.subscribe("orders.dlq").receive(timeout=5)
+    assert dead is not None and dead.id == message_id
+    assert dead.headers["x-dead-letter-reason"] == "rejected"
+    assert dead.headers["trace-id"] == "t"
+    dead.ack()
+
+
+def test_redelivered_after_ack_wait_when_the_holder_is_gone(nats: Callable[..., Any]) -> None:
+    crashed, survivor = nats(visibility_timeout=0.5), nats(visibility_timeout=0.5)
+    crashed.publish("jobs", "work")
+    held = crashed.subscribe("jobs").receive(timeout=5)
+    assert held is not None and held.attempt == 1
+    assert crashed.inspect("jobs").in_flight == 1
+    crashed.close()
+    again = survivor.subscribe("jobs").receive(timeout=5)
+    assert again is not None, "the message did not come back after AckWait"
+    assert (again.id, again.attempt, again.redelivered) == (held.id, 2, True)
+    again.ack()
+
+
+def _hold_past_the_lease(
+    broker: Any, rival: Any, *, extend: bool, rounds: int = 6
+) -> tuple[Any, list[Any]]:
+    """Hold a delivery of ``broker`` for ``rounds`` x 0.4 s (past a 1 s lease) while
+    ``rival`` polls the same group; return the delivery and what the rival got."""
+    broker.publish("slow", "work")
+    delivery = broker.subscribe("slow").receive(timeout=5)
+    assert delivery is not None
+    watcher = rival.subscribe("slow")
+    stolen = []
+    for _ in range(rounds):
+        if extend:
+            delivery.extend()
+        got = watcher.receive(timeout=0.4)  # the wait between renewals, and the check
+        if got is not None:
+            stolen.append(got)
+    return delivery, stolen
+
+
+def test_extend_sends_in_progress_and_keeps_the_lease(nats: Callable[..., Any]) -> None:
+    broker, rival = nats(visibility_timeout=1.0), nats(visibility_timeout=1.0)
+    broker._suspend_renewals()
+    delivery, stolen = _hold_past_the_lease(broker, rival, extend=True)
+    assert stolen == [], "the lease ran out although it was extended"
+    delivery.ack()
+
+
+def test_without_extend_or_renewals_the_lease_runs_out(nats: Callable[..., Any]) -> None:
+    """The control for the two tests around it: the same hold, no renewal, is lost."""
+    broker, rival = nats(visibility_timeout=1.0), nats(visibility_timeout=1.0)
+    broker._suspend_renewals()
+    delivery, stolen = _hold_past_the_lease(broker, rival, extend=False)
+    assert [d.id for d in stolen] == [delivery.id]
+    with pytest.raises(StaleDelivery):
+        delivery.ack()
+    stolen[0].ack()
+
+
+def test_a_live_broker_renews_what_it_holds(nats: Callable[..., Any]) -> None:
+    broker, rival = nats(visibility_timeout=1.0), nats(visibility_timeout=1.0)
+    delivery, stolen = _hold_past_the_lease(broker, rival, extend=False)
+    assert stolen == [], "a live consumer lost its lease: renewals did not run"
+    delivery.ack()
+
+
+def test_inspect_and_purge(nats: Callable[..., Any]) -> None:
+    broker = nats()
+    broker.publish_many("stock", ["a", "b", "c"])
+    delivery = broker.subscribe("stock", group="pickers").receive(timeout=5)
+    assert delivery is not None
+    info = broker.inspect("stock")
+    assert (info.length, info.in_flight) == (3, 1)
+    (group,) = info.groups
+    assert (group.name, group.pending, group.lag) == ("pickers", 1, 2)
+    assert broker.purge("stock") == 3
+    assert broker.inspect("stock").length == 0
+    assert broker.inspect("other").length == 0
+
+
+def test_a_consumer_task_cancelled_mid_batch_strands_nothing(nats_prefix: str) -> None:
+    """A task reading with prefetch=10 is cancelled after one delivery: the nine it
+    fetched and never returned go back at once (not after the 30 s AckWait)."""
+
+    async def main() -> None:
+        async with brokerkit.aio.connect(NATS_URL, prefix=nats_prefix) as broker:
+            ids = await broker.publish_many("batch", range(10))
+            first: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+            async def consume() -> None:
+                async for delivery in broker.consume("batch", prefetch=10):
+                    first.set_result(delivery.id)
+                    await asyncio.Event().wait()  # busy with it until cancelled
+
+            task = asyncio.create_task(consume())
+            taken = await asyncio.wait_for(first, 5)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            other = await broker.subscribe("batch", prefetch=10)
+            got = []
+            while len(got) < 9:
+                delivery = await other.receive(timeout=5)
+                assert delivery is not None, f"stranded: only {len(got)} of 9 came back"
+                got.append(delivery.id)
+                await delivery.ack()
+            assert sorted(got) == sorted(i for i in ids if i != taken)
+
+    asyncio.run(main())
+
+
+class _Proxy:
+    """A TCP proxy on a free local port in front of the NATS server; :meth:`cut`
+    drops every connection through it (new ones are accepted again)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(nats_address())
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+def test_a_cut_connection_does_not_stop_publishing_or_consuming(
+    nats: Callable[..., Any],
+) -> None:
+    proxy = _Proxy()
+    try:
+        broker = nats(f"nats://127.0.0.1:{proxy.port}", visibility_timeout=5)
+        subscription = broker.subscribe("flaky")
+        broker.publish("flaky", "before")
+        delivery = subscription.receive(timeout=5)
+        assert delivery is not None and delivery.body == "before"
+        delivery.ack()
+        proxy.cut()
+        assert subscription.receive(timeout=0.5) is None  # the loop goes on, empty
+        broker.publish("flaky", "after")  # retried until the client is back
+        deadline = time.monotonic() + 15
+        got = None
+        while got is None and time.monotonic() < deadline:
+            got = subscription.receive(timeout=1)  # never raises on a lost connection
+        assert got is not None and got.body == "after", "consuming stopped after the cut"
+        got.ack()
+    finally:
+        proxy.close()
+
+
+def test_an_unreachable_server_fails_clearly_without_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once closed
+    broker = brokerkit.connect(f"nats://ann:s3cret@127.0.0.1:{port}", connect_timeout=0.5)
+    try:
+        with pytest.raises(
+            ConnectionFailed, match=f"could not connect to NATS at 127.0.0.1:{port}"
+        ):
+            broker.publish("t", "x")
+        assert "s3cret" not in repr(broker)
+        assert "s3cret" not in caplog.text
+    finally:
+        broker.close()
+
+
+def test_without_nats_py_the_error_says_what_to_install() -> None:
+    """``import brokerkit`` never imports nats-py; a nats:// URL then says what is missing."""
+    script = (
+        "import sys; sys.modules['nats'] = None\n"
+        "import brokerkit\n"
+        "assert 'nats' not in [m.split('.')[0] for m in sys.modules if sys.modules[m]]\n"
+        "try:\n"
+        "    brokerkit.connect('nats://127.0.0.1:4222')\n"
+        "except brokerkit.BackendUnavailable as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert 'pip install "brokerkit[nats]"' in out
