@@ -30,6 +30,7 @@ __all__ = [
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "brokerkit.backends.memory",
     "brokerkit.backends.redis",
+    "brokerkit.backends.kombu",
 )
 #: The entry-point group third-party plugins register under.
 ENTRY_POINT_GROUP = "brokerkit.plugins"

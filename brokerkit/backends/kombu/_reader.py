@@ -1,0 +1,156 @@
+"""One subscription's side of AMQP: its channel, its leases, and how it pulls.
+
+A reader pulls with ``basic.get`` while its queue has messages, so that only a
+consumer that asks is handed one. When the queue is empty and the caller is willing
+to wait, it registers a consumer (``basic.qos`` = the prefetch, then
+``basic.consume``) for the length of that wait only, and cancels it before returning:
+an idle subscription never holds messages it did not ask for, which keeps competing
+consumers fair and a redelivered message free to go to whoever asks next.
+
+Every delivery is a *lease* from the moment it reaches the client: the broker's
+reaper hands it back (``basic.reject`` with requeue) once the visibility timeout
+passes unsettled, and a settle after that raises StaleDelivery without touching the
+server (whose delivery tag would no longer be valid). All methods are called with
+the link's lock held.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from brokerkit._delivery import Delivery
+from brokerkit._subscription import Subscription
+from brokerkit.backends.kombu._envelope import attempt_of, decode
+from brokerkit.backends.kombu._link import Link
+
+__all__ = ["Lease", "Reader"]
+
+
+@dataclass(eq=False)
+class Lease:
+    """One delivery a reader holds: the server's delivery tag on the reader's channel."""
+
+    reader: Reader
+    channel: Any
+    tag: int
+    delivery: Delivery
+    deadline: float
+    delivered_at: float
+
+
+class Reader:
+    """The AMQP state of one subscription (kept in ``subscription.state``)."""
+
+    def __init__(self, subscription: Subscription, queue: str, visibility_timeout: float) -> None:
+        self.subscription = subscription
+        self.queue = queue
+        self.visibility_timeout = visibility_timeout
+        self.channel: Any = None
+        self.generation = -1
+        #: Deliveries a consumer pushed that no fetch returned yet (leased already).
+        self.inbox: collections.deque[Delivery] = collections.deque()
+        #: Unsettled deliveries by delivery tag, on :attr:`channel`.
+        self.leases: dict[int, Lease] = {}
+        self.consumer_tag: str | None = None
+        self.qos = 0
+        #: The subscription is closed: close the channel once the last lease is settled.
+        self.retiring = False
+
+    # -- the channel --------------------------------------------------------------
+
+    def live_channel(self, link: Link) -> Any:
+        """The reader's channel, opened anew (and every lease dropped: the server has
+        handed those deliveries back) when the connection or the channel was lost."""
+        channel = self.channel
+        if channel is None or self.generation != link.generation or not channel.is_open:
+            self.channel = link.channel()
+            self.generation = link.generation
+            self.leases.clear()
+            self.inbox.clear()
+            self.consumer_tag = None
+            self.qos = 0
+        return self.channel
+
+    def holds(self, lease: Lease, link: Link) -> bool:
+        """Whether ``lease`` is still this reader's to settle."""
+        return (
+            lease.channel is self.channel
+            and self.generation == link.generation
+            and self.leases.get(lease.tag) is lease
+            and lease.channel.is_open
+        )
+
+    def release(self, lease: Lease) -> None:
+        """Forget ``lease`` (it was settled or handed back)."""
+        self.leases.pop(lease.tag, None)
+        if self.inbox and lease.delivery in self.inbox:
+            self.inbox.remove(lease.delivery)
+
+    def close_if_done(self) -> None:
+        """Close the channel of a retired reader that holds nothing any more."""
+        if self.retiring and not self.leases and self.channel is not None:
+            channel, self.channel = self.channel, None
+            if channel.is_open:
+                channel.close()
+
+    # -- pulling ------------------------------------------------------------------
+
+    def take(self, link: Link, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries without waiting: pushed ones first, then
+        ``basic.get`` until the queue is empty."""
+        taken: list[Delivery] = []
+        while self.inbox and len(taken) < limit:
+            taken.append(self.inbox.popleft())
+        channel = self.live_channel(link)
+        while len(taken) < limit:
+            raw = channel.basic_get(self.queue, no_ack=False)
+            if raw is None:
+                break
+            taken.append(self._lease(channel, raw).delivery)
+        return taken
+
+    def wait(self, link: Link, limit: int, seconds: float) -> None:
+        """Listen as a consumer for up to ``seconds``; what arrives goes to the inbox.
+        The consumer stays registered until :meth:`stop_waiting`."""
+        channel = self.live_channel(link)
+        if self.consumer_tag is None:
+            if self.qos != limit:
+                channel.basic_qos(0, limit, False)
+                self.qos = limit
+            arrived: Callable[[Any], None] = lambda raw: self._arrived(channel, raw)  # noqa: E731
+            self.consumer_tag = channel.basic_consume(self.queue, callback=arrived)
+        try:
+            link.drain(seconds)
+        except TimeoutError:
+            return
+
+    def stop_waiting(self, link: Link) -> None:
+        """Cancel the consumer :meth:`wait` registered; what it was sent until the
+        server confirmed lands in the inbox."""
+        tag, self.consumer_tag = self.consumer_tag, None
+        channel = self.channel
+        current = channel is not None and self.generation == link.generation
+        if tag is not None and current and channel.is_open:
+            channel.basic_cancel(tag)
+
+    def _arrived(self, channel: Any, raw: Any) -> None:
+        if channel is self.channel:
+            self.inbox.append(self._lease(channel, raw).delivery)
+        else:  # a channel the reader no longer uses: leave it to the server
+            channel.basic_reject(raw.delivery_tag, requeue=True)
+
+    def _lease(self, channel: Any, raw: Any) -> Lease:
+        info = raw.delivery_info
+        tag = int(info["delivery_tag"])
+        message = decode(self.subscription.topic, raw.body, raw.properties, raw.headers)
+        attempt = attempt_of(raw.headers, bool(info.get("redelivered")))
+        delivery = Delivery(message, subscription=self.subscription, attempt=attempt)
+        now = time.monotonic()
+        lease = Lease(self, channel, tag, delivery, now + self.visibility_timeout, now)
+        delivery.receipt = lease
+        self.leases[tag] = lease
+        return lease
