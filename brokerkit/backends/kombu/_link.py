@@ -25,18 +25,13 @@ from brokerkit.backends.kombu._names import Names
 from brokerkit.backends.kombu._options import KombuOptions
 from brokerkit.exceptions import BrokerError, ConnectionFailed, IncompatibleTopic
 
-__all__ = ["Link", "LinkLost", "kombu_connection"]
+__all__ = ["Confirms", "Link", "kombu_connection"]
 
 _T = TypeVar("_T")
 
 #: The queue type of every queue brokerkit declares: quorum queues count deliveries
 #: (``x-delivery-count``), which is how a delivery knows its attempt.
 QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}
-
-
-class LinkLost(BrokerError):
-    """The connection was lost during a call that must not simply run again (an ack:
-    the server has already handed the delivery back); the link has reconnected."""
 
 
 def kombu_connection(url: BrokerURL, options: KombuOptions, name: str) -> Any:
@@ -86,41 +81,61 @@ class Link:
 
     # -- calls --------------------------------------------------------------------
 
-    def call(self, action: Callable[[], _T], *, again: bool = True) -> _T:
+    def call(
+        self, action: Callable[[], _T], *, on_channel_error: Callable[[], None] | None = None
+    ) -> _T:
         """Run ``action`` under the lock, connected. When the connection is lost it
-        reconnects and, if ``again``, runs ``action`` once more; otherwise raises
-        :class:`LinkLost`.
+        reconnects and runs ``action`` once more (every channel, and every delivery
+        tag, of the old connection is dead by then: callers check :attr:`generation`).
+
+        When RabbitMQ closes a channel instead (a refused declaration, a deleted
+        queue), py-amqp reopens it in place, without its confirm mode or consumers:
+        the publisher channel is dropped, ``on_channel_error`` runs (a reader drops
+        its channel and leases), and the error is raised as brokerkit's.
 
         :raises ConnectionFailed: no connection within ``reconnect_timeout``.
+        :raises IncompatibleTopic: RabbitMQ refused a declaration.
         """
         with self.lock:
             self._ensure_connected()
             try:
-                return self._translate(action)
+                return self._translate(action, on_channel_error)
             except _Lost:
                 self._reconnect()
-                if not again:
-                    raise LinkLost("the connection was lost and made again") from None
-                return self._translate(action)
+                return self._translate(action, on_channel_error)
 
-    def _translate(self, action: Callable[[], _T]) -> _T:
+    def _translate(
+        self, action: Callable[[], _T], on_channel_error: Callable[[], None] | None
+    ) -> _T:
         try:
             return action()
         except TimeoutError:
             raise
-        except amqp.exceptions.PreconditionFailed as exc:
-            raise IncompatibleTopic(
-                f"RabbitMQ refused a declaration on {self._server()}: {exc.reply_text}; "
-                "an exchange or queue of that name exists with other settings (brokerkit "
-                "declares fanout exchanges and quorum queues); delete it or choose another "
-                "prefix"
-            ) from exc
-        except amqp.exceptions.AccessRefused as exc:
-            raise ConnectionFailed(
-                f"RabbitMQ refused access on {self._server()}: {exc.reply_text}"
-            ) from exc
+        except amqp.exceptions.ChannelError as exc:
+            self.drop_publisher()
+            self._declared.clear()
+            if on_channel_error is not None:
+                on_channel_error()
+            raise self._channel_error(exc) from exc
         except self._errors as exc:
             raise _Lost() from exc
+
+    def _channel_error(self, exc: Any) -> BrokerError:
+        text = getattr(exc, "reply_text", "") or str(exc)
+        if isinstance(exc, amqp.exceptions.PreconditionFailed):
+            return IncompatibleTopic(
+                f"RabbitMQ refused a declaration on {self._server()}: {text}; an exchange or "
+                "queue of that name exists with other settings (brokerkit declares durable "
+                "fanout exchanges and quorum queues): delete it or choose another prefix"
+            )
+        if isinstance(exc, amqp.exceptions.AccessRefused):
+            return ConnectionFailed(f"RabbitMQ refused access on {self._server()}: {text}")
+        if isinstance(exc, amqp.exceptions.NotFound):
+            return IncompatibleTopic(
+                f"RabbitMQ on {self._server()}: {text}; a queue or exchange was deleted while "
+                "in use: subscribe again to declare it anew"
+            )
+        return BrokerError(f"RabbitMQ closed a channel on {self._server()}: {text}")
 
     def _ensure_connected(self) -> None:
         if self._connection.connected:
@@ -139,17 +154,13 @@ class Link:
                 interval_max=2.0,
                 timeout=self.options.reconnect_timeout or None,
             )
-        except self._errors as exc:
-            raise ConnectionFailed(
-                f"cannot connect to {self._server()} "
-                f"within reconnect_timeout={self.options.reconnect_timeout}s: "
-                f"{type(exc).__name__}"
-            ) from None
         except Exception as exc:  # kombu re-raises driver errors as its own types
             if isinstance(exc, BrokerError):
                 raise
             raise ConnectionFailed(
-                f"cannot connect to {self._server()}: {type(exc).__name__}: {exc}"
+                f"cannot connect to {self._server()} within "
+                f"reconnect_timeout={self.options.reconnect_timeout}s: "
+                f"{type(exc).__name__}: {exc}"
             ) from None
         self.generation += 1
 

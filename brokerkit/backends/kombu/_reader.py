@@ -75,6 +75,16 @@ class Reader:
             self.qos = 0
         return self.channel
 
+    def reset(self) -> None:
+        """Drop the channel (RabbitMQ closed it: it handed back every delivery on it)."""
+        channel, self.channel = self.channel, None
+        self.leases.clear()
+        self.inbox.clear()
+        self.consumer_tag = None
+        self.qos = 0
+        if channel is not None and channel.is_open:
+            channel.close()
+
     def holds(self, lease: Lease, link: Link) -> bool:
         """Whether ``lease`` is still this reader's to settle."""
         return (

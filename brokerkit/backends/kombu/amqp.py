@@ -164,20 +164,28 @@ class KombuAMQPBroker(Broker):
         try:
             while True:
                 pull = reader.consumer_tag is None
-                taken = link.call(functools.partial(self._take, reader, max_messages, pull=pull))
+                taken = link.call(
+                    functools.partial(self._take, reader, max_messages, pull=pull),
+                    on_channel_error=reader.reset,
+                )
                 if taken or subscription.closed or self._closed:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 wait = min(remaining, _SLICE)
-                link.call(functools.partial(reader.wait, link, max_messages, wait))
+                link.call(
+                    functools.partial(reader.wait, link, max_messages, wait),
+                    on_channel_error=reader.reset,
+                )
         finally:
             if reader.consumer_tag is not None:
-                link.call(lambda: reader.stop_waiting(link))
+                link.call(lambda: reader.stop_waiting(link), on_channel_error=reader.reset)
         if len(taken) < max_messages and reader.inbox:
             more = max_messages - len(taken)
-            taken += link.call(lambda: self._take(reader, more, pull=False))
+            taken += link.call(
+                lambda: self._take(reader, more, pull=False), on_channel_error=reader.reset
+            )
         return taken
 
     def _take(self, reader: Reader, limit: int, *, pull: bool) -> list[Delivery]:
@@ -211,7 +219,7 @@ class KombuAMQPBroker(Broker):
             reader.close_if_done()
 
         if not self._closed:
-            link.call(hand_back)
+            link.call(hand_back, on_channel_error=reader.reset)
 
     # -- settling -----------------------------------------------------------------
 
