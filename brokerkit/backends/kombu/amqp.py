@@ -81,12 +81,27 @@ class KombuAMQPBroker(Broker):
         super().__init__(url, options)
         #: The AMQP ``connection_name`` this broker shows in RabbitMQ's tools.
         self.connection_name = f"brokerkit-{os.getpid()}-{os.urandom(4).hex()}"
+        #: Publishing, declarations, inspect and purge.
         self._link = Link(url, self.options, self.connection_name)
+        #: Subscriptions, settling and the reaper, on a connection of their own (opened
+        #: on the first subscribe) so that a receive waiting on an empty queue never
+        #: holds up a publish from another thread.
+        self._reading_link: Link | None = None
         self._readers: set[Reader] = set()
         self._groups: dict[str, set[str]] = {}
         self._state_lock = threading.Lock()
         interval = min(max(self.options.visibility_timeout / 5, 0.02), 1.0)
         self._reaper = Reaper(self._sweep, interval, f"brokerkit-reaper-{self.connection_name}")
+
+    def _reading(self) -> Link:
+        link = self._reading_link
+        if link is None:
+            with self._state_lock:
+                if self._reading_link is None:
+                    name = f"{self.connection_name}/reading"
+                    self._reading_link = Link(self.url, self.options, name)
+                link = self._reading_link
+        return link
 
     @property
     def declared(self) -> DeclaredNames:
@@ -158,7 +173,7 @@ class KombuAMQPBroker(Broker):
         self, subscription: Subscription, max_messages: int, timeout: float
     ) -> list[Delivery]:
         reader: Reader = subscription.state
-        link = self._link
+        link = self._reading()
         deadline = time.monotonic() + timeout
         taken: list[Delivery] = []
         try:
@@ -192,7 +207,7 @@ class KombuAMQPBroker(Broker):
         """Deliveries for the caller; any past ``max_deliveries`` (its last holder
         died with it) is dead-lettered instead."""
         if pull:
-            taken = reader.take(self._link, limit)
+            taken = reader.take(self._reading(), limit)
         else:
             taken = [reader.inbox.popleft() for _ in range(min(limit, len(reader.inbox)))]
         limit_ = self.options.max_deliveries
@@ -208,7 +223,7 @@ class KombuAMQPBroker(Broker):
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         reader: Reader = subscription.state
-        link = self._link
+        link = self._reading()
 
         def hand_back() -> None:
             reader.stop_waiting(link)
@@ -224,7 +239,7 @@ class KombuAMQPBroker(Broker):
     # -- settling -----------------------------------------------------------------
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        link = self._link
+        link = self._reading()
 
         def ack() -> list[Delivery]:
             stale = []
@@ -243,7 +258,7 @@ class KombuAMQPBroker(Broker):
             raise StaleDelivery(stale)
 
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        stale = self._link.call(lambda: self._hand_back(deliveries, requeue=requeue))
+        stale = self._reading().call(lambda: self._hand_back(deliveries, requeue=requeue))
         if stale:
             raise StaleDelivery(stale)
 
@@ -253,7 +268,7 @@ class KombuAMQPBroker(Broker):
         limit = self.options.max_deliveries
         for delivery in deliveries:
             lease: Lease = delivery.receipt
-            if not lease.reader.holds(lease, self._link):
+            if not lease.reader.holds(lease, self._reading()):
                 stale.append(delivery)
                 continue
             if not requeue:
@@ -281,13 +296,19 @@ class KombuAMQPBroker(Broker):
                 "x-deliveries": str(deliveries),
             },
         )
-        self._link.ensure_topic(topic)
-        self._send(self._link.names.exchange(dead_topic), [dead])
+        publishing = self._link
+
+        def send() -> None:
+            publishing.ensure_topic(topic)
+            self._send(publishing.names.exchange(dead_topic), [dead])
+
+        # Lock order: the reading link's lock (held by the caller), then this one's.
+        publishing.call(send)
         lease.channel.basic_ack(lease.tag)
         lease.reader.release(lease)
 
     def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        link = self._link
+        link = self._reading()
 
         def extend() -> list[Delivery]:
             stale = []
@@ -313,7 +334,7 @@ class KombuAMQPBroker(Broker):
         now = time.monotonic()
         if not any(lease.deadline <= now for r in readers for lease in list(r.leases.values())):
             return
-        link = self._link
+        link = self._reading()
 
         def reap() -> None:
             limit = self.options.max_deliveries
@@ -412,4 +433,6 @@ class KombuAMQPBroker(Broker):
         self._reaper.stop()
         with self._state_lock:
             self._readers.clear()
+        if self._reading_link is not None:
+            self._reading_link.close()
         self._link.close()
