@@ -162,3 +162,23 @@ def test_extend_keeps_a_lease_past_the_visibility_timeout(kombu_broker: Factory)
     delivery.extend(30)
     assert theirs.receive(timeout=1.0) is None, "an extended lease is not handed out"
     delivery.ack()
+
+
+def test_big_prefetch_fetches_in_bursts_in_order_and_competing(kombu_broker: Factory) -> None:
+    publisher, first, second = kombu_broker(), kombu_broker(), kombu_broker()
+    ids = publisher.publish_many("burst", range(60))
+    alone = first.subscribe("burst", prefetch=20)
+    got = [alone.receive(timeout=5) for _ in range(20)]
+    assert [d.id for d in got if d is not None] == ids[:20], "a burst keeps FIFO order"
+    assert alone.buffered == 0 and first.inspect("burst").in_flight == 20
+    first.ack(*[d for d in got if d is not None])
+    mine, theirs = first.subscribe("burst", prefetch=10), second.subscribe("burst", prefetch=10)
+    seen: list[str] = []
+    for subscription in (mine, theirs, mine, theirs):
+        for _ in range(10):
+            delivery = subscription.receive(timeout=5)
+            assert delivery is not None, f"only {len(seen)} of 40 came"
+            seen.append(delivery.id)
+            delivery.ack()
+    assert sorted(seen) == sorted(ids[20:]), "competing bursts split the messages, none twice"
+    assert mine.receive(timeout=0.1) is None and theirs.receive(timeout=0.1) is None

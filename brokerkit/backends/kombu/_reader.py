@@ -29,6 +29,12 @@ from brokerkit.backends.kombu._link import Link
 
 __all__ = ["Lease", "Reader"]
 
+#: A batch fetch switches from ``basic.get`` to a short-lived consumer when at least
+#: this many more messages are wanted and waiting (qos + consume + cancel cost three).
+_BURST_FROM = 4
+#: How long a burst waits for a message RabbitMQ has not pushed yet.
+_BURST_QUIET = 0.05
+
 
 @dataclass(eq=False)
 class Lease:
@@ -111,7 +117,8 @@ class Reader:
 
     def take(self, link: Link, limit: int) -> list[Delivery]:
         """Up to ``limit`` deliveries without waiting: pushed ones first, then
-        ``basic.get`` until the queue is empty."""
+        ``basic.get``; when that says more are waiting than one or two more gets would
+        fetch, a short-lived consumer brings the rest of the batch in one go."""
         taken: list[Delivery] = []
         while self.inbox and len(taken) < limit:
             taken.append(self.inbox.popleft())
@@ -121,7 +128,32 @@ class Reader:
             if raw is None:
                 break
             taken.append(self._lease(channel, raw).delivery)
+            waiting = int(raw.delivery_info.get("message_count") or 0)
+            wanted = min(limit - len(taken), waiting)
+            if wanted >= _BURST_FROM:
+                self._burst(link, channel, wanted)
+                while self.inbox and len(taken) < limit:
+                    taken.append(self.inbox.popleft())
+                break
         return taken
+
+    def _burst(self, link: Link, channel: Any, wanted: int) -> None:
+        """Bring ``wanted`` messages that are known to be waiting into the inbox: a
+        consumer with ``basic.qos(wanted)``, cancelled once they came (or once the
+        queue went quiet: another consumer may have taken some)."""
+        if self.qos != wanted:
+            channel.basic_qos(0, wanted, False)
+            self.qos = wanted
+        arrived: Callable[[Any], None] = lambda raw: self._arrived(channel, raw)  # noqa: E731
+        tag = channel.basic_consume(self.queue, callback=arrived)
+        try:
+            while len(self.inbox) < wanted:
+                try:
+                    link.drain(_BURST_QUIET)
+                except TimeoutError:
+                    break
+        finally:
+            channel.basic_cancel(tag)
 
     def wait(self, link: Link, limit: int, seconds: float) -> None:
         """Listen as a consumer for up to ``seconds``; what arrives goes to the inbox.
