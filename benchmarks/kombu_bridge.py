@@ -198,8 +198,8 @@ class RawAmqp:
             "latency",
             len(latencies),
             sum(latencies),
-            p50_ms=percentile(latencies, 50) * 1000,
-            p99_ms=percentile(latencies, 99) * 1000,
+            p50_ms=percentile(latencies, 0.5) * 1000,
+            p99_ms=percentile(latencies, 0.99) * 1000,
         )
 
 

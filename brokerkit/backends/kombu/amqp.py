@@ -163,6 +163,7 @@ class KombuAMQPBroker(Broker):
             return link.ensure_queue(topic, group)
 
         queue = link.call(declare)
+        self._reading()  # connect now, so that an unreachable server fails here
         reader = Reader(subscription, queue, self.options.visibility_timeout)
         subscription.state = reader
         with self._state_lock:
