@@ -182,3 +182,19 @@ def test_big_prefetch_fetches_in_bursts_in_order_and_competing(kombu_broker: Fac
             delivery.ack()
     assert sorted(seen) == sorted(ids[20:]), "competing bursts split the messages, none twice"
     assert mine.receive(timeout=0.1) is None and theirs.receive(timeout=0.1) is None
+
+
+def test_an_idle_subscription_gives_back_what_it_was_pushed(kombu_broker: Factory) -> None:
+    """A subscription that waited once keeps its consumer (the next message is pushed
+    to it); once it stops reading, the reaper cancels that consumer and hands back
+    what was pushed, so an idle subscription holds nothing past the visibility timeout."""
+    idle_broker, busy_broker = kombu_broker(visibility_timeout=0.5), kombu_broker()
+    idle = idle_broker.subscribe("pushed", prefetch=5)
+    assert idle.receive(timeout=0.2) is None  # waits as a consumer, then goes idle
+    ids = kombu_broker().publish_many("pushed", ["a", "b", "c"])
+    busy = busy_broker.subscribe("pushed")
+    got = [busy.receive(timeout=10) for _ in ids]
+    assert sorted(d.id for d in got if d is not None) == sorted(ids)
+    for delivery in got:
+        assert delivery is not None
+        delivery.ack()

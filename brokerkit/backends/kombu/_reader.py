@@ -1,17 +1,19 @@
 """One subscription's side of AMQP: its channel, its leases, and how it pulls.
 
-A reader pulls with ``basic.get`` while its queue has messages, so that only a
-consumer that asks is handed one. When the queue is empty and the caller is willing
-to wait, it registers a consumer (``basic.qos`` = the prefetch, then
-``basic.consume``) for the length of that wait only, and cancels it before returning:
-an idle subscription never holds messages it did not ask for, which keeps competing
-consumers fair and a redelivered message free to go to whoever asks next.
+A reader pulls with ``basic.get`` while its queue has messages, so that an idle
+subscription is never handed a message it did not ask for. When the queue is empty
+and the caller is willing to wait, it registers a consumer (``basic.qos`` = the
+prefetch, then ``basic.consume``) and keeps it while the subscription is being read:
+the next message is pushed to it without a ``basic.get``. The consumer is cancelled
+when the subscription closes, when the deliveries it holds fill its qos (only
+``basic.get`` can then bring another), and by the reaper once one of its leases runs
+out (a reader that stopped reading gives back what it was pushed).
 
-Every delivery is a *lease* from the moment it reaches the client: the broker's
-reaper hands it back (``basic.reject`` with requeue) once the visibility timeout
-passes unsettled, and a settle after that raises StaleDelivery without touching the
-server (whose delivery tag would no longer be valid). All methods are called with
-the link's lock held.
+Every delivery is a *lease*: from the moment it is handed to the caller (a pushed one
+waiting in the inbox, from its arrival). The broker's reaper hands it back
+(``basic.reject`` with requeue) once the visibility timeout passes unsettled, and a
+settle after that raises StaleDelivery without touching the server (whose delivery
+tag would no longer be valid). All methods are called with the link's lock held.
 """
 
 from __future__ import annotations
@@ -119,9 +121,7 @@ class Reader:
         """Up to ``limit`` deliveries without waiting: pushed ones first, then
         ``basic.get``; when that says more are waiting than one or two more gets would
         fetch, a short-lived consumer brings the rest of the batch in one go."""
-        taken: list[Delivery] = []
-        while self.inbox and len(taken) < limit:
-            taken.append(self.inbox.popleft())
+        taken = self.hand_out(limit)
         channel = self.live_channel(link)
         while len(taken) < limit:
             raw = channel.basic_get(self.queue, no_ack=False)
@@ -132,8 +132,7 @@ class Reader:
             wanted = min(limit - len(taken), waiting)
             if wanted >= _BURST_FROM:
                 self._burst(link, channel, wanted)
-                while self.inbox and len(taken) < limit:
-                    taken.append(self.inbox.popleft())
+                taken += self.hand_out(limit - len(taken))
                 break
         return taken
 
@@ -155,9 +154,31 @@ class Reader:
         finally:
             channel.basic_cancel(tag)
 
+    def saturated(self) -> bool:
+        """Whether the deliveries it handed out and holds unsettled fill its consumer's
+        ``basic.qos``, so that the server will push it nothing more."""
+        return len(self.leases) - len(self.inbox) >= self.qos
+
+    def hand_out(self, limit: int) -> list[Delivery]:
+        """Up to ``limit`` pushed deliveries from the inbox; their leases start now."""
+        taken: list[Delivery] = []
+        now = time.monotonic()
+        while self.inbox and len(taken) < limit:
+            delivery = self.inbox.popleft()
+            lease: Lease = delivery.receipt
+            lease.deadline, lease.delivered_at = now + self.visibility_timeout, now
+            taken.append(delivery)
+        return taken
+
     def wait(self, link: Link, limit: int, seconds: float) -> None:
         """Listen as a consumer for up to ``seconds``; what arrives goes to the inbox.
-        The consumer stays registered until :meth:`stop_waiting`."""
+
+        The consumer stays registered after the wait, so that a subscription being
+        read in a loop is pushed its next message (up to ``basic.qos`` = its prefetch)
+        without a ``basic.get``, ``basic.consume`` and ``basic.cancel`` each time:
+        on a quorum queue each of those is a Raft command. It is cancelled when the
+        subscription closes, and by the reaper when one of the reader's leases runs
+        out (a hung or idle reader gives back what it was pushed but never took)."""
         channel = self.live_channel(link)
         if self.consumer_tag is None:
             if self.qos != limit:

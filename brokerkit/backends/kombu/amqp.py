@@ -8,8 +8,9 @@ The mapping, in short (the docs page ``backends/kombu`` has the whole table):
   the topic's default-group queue, so that a message waits for its first consumer.
 * publish is ``basic.publish`` under **publisher confirms**: it returns once RabbitMQ
   has taken every message (a batch is sent at once and its confirms awaited together).
-* a fetch is ``basic.get`` while the queue has messages, and a ``basic.consume`` with
-  ``basic.qos(prefetch)`` only for as long as it waits on an empty queue.
+* a fetch is ``basic.get`` while the queue has messages; on an empty queue it
+  registers a consumer with ``basic.qos(prefetch)`` and keeps it while the
+  subscription is being read (see :mod:`~brokerkit.backends.kombu._reader`).
 * ack, nack(requeue) and the hand-back of unread deliveries are ``basic.ack`` and
   ``basic.reject``; a delivery's attempt is 1 + the quorum queue's ``x-delivery-count``.
 * the visibility timeout is kept by the broker's own reaper thread (AMQP has none); a
@@ -176,41 +177,32 @@ class KombuAMQPBroker(Broker):
         reader: Reader = subscription.state
         link = self._reading()
         deadline = time.monotonic() + timeout
-        taken: list[Delivery] = []
-        try:
-            while True:
-                pull = reader.consumer_tag is None
-                taken = link.call(
-                    functools.partial(self._take, reader, max_messages, pull=pull),
-                    on_channel_error=reader.reset,
-                )
-                if taken or subscription.closed or self._closed:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                wait = min(remaining, _SLICE)
-                link.call(
-                    functools.partial(reader.wait, link, max_messages, wait),
-                    on_channel_error=reader.reset,
-                )
-        finally:
-            if reader.consumer_tag is not None:
+        while True:
+            if reader.consumer_tag is not None and reader.saturated():
+                # It holds as many unsettled deliveries as its qos lets the server push:
+                # only basic.get can bring it another.
                 link.call(lambda: reader.stop_waiting(link), on_channel_error=reader.reset)
-        if len(taken) < max_messages and reader.inbox:
-            more = max_messages - len(taken)
-            taken += link.call(
-                lambda: self._take(reader, more, pull=False), on_channel_error=reader.reset
+            pull = reader.consumer_tag is None
+            taken = link.call(
+                functools.partial(self._take, reader, max_messages, pull=pull),
+                on_channel_error=reader.reset,
             )
-        return taken
+            if taken or subscription.closed or self._closed:
+                return taken
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return taken
+            # The consumer stays registered after this fetch (see Reader.wait).
+            wait = min(remaining, _SLICE)
+            link.call(
+                functools.partial(reader.wait, link, max_messages, wait),
+                on_channel_error=reader.reset,
+            )
 
     def _take(self, reader: Reader, limit: int, *, pull: bool) -> list[Delivery]:
         """Deliveries for the caller; any past ``max_deliveries`` (its last holder
         died with it) is dead-lettered instead."""
-        if pull:
-            taken = reader.take(self._reading(), limit)
-        else:
-            taken = [reader.inbox.popleft() for _ in range(min(limit, len(reader.inbox)))]
+        taken = reader.take(self._reading(), limit) if pull else reader.hand_out(limit)
         limit_ = self.options.max_deliveries
         if limit_ is None:
             return taken
@@ -332,6 +324,10 @@ class KombuAMQPBroker(Broker):
             return
         with self._state_lock:
             readers = list(self._readers)
+        if any(r.consumer_tag is not None for r in readers):
+            # Nobody may be reading the socket for a consumer whose subscription went
+            # idle: take in what was pushed to it, so that its leases can run out.
+            self._reading().call(self._pump)
         now = time.monotonic()
         if not any(lease.deadline <= now for r in readers for lease in list(r.leases.values())):
             return
@@ -341,21 +337,41 @@ class KombuAMQPBroker(Broker):
             limit = self.options.max_deliveries
             now = time.monotonic()
             for reader in readers:
-                for lease in list(reader.leases.values()):
-                    if lease.deadline > now or not reader.holds(lease, link):
-                        continue
+                expired = [
+                    lease
+                    for lease in list(reader.leases.values())
+                    if lease.deadline <= now and reader.holds(lease, link)
+                ]
+                if not expired:
+                    continue
+                # A reader that lets leases run out is hung (or gone idle): stop the
+                # server pushing to it, and hand back what it was pushed but never took.
+                reader.stop_waiting(link)
+                for lease in expired:
                     attempt = lease.delivery.attempt
                     if limit is not None and attempt >= limit:
                         self._dead_letter(lease, "max_deliveries", attempt)
                     else:
                         lease.channel.basic_reject(lease.tag, requeue=True)
                         reader.release(lease)
+                unread = list(reader.inbox)
+                reader.inbox.clear()
+                self._hand_back(unread, requeue=True)
                 reader.close_if_done()
             with self._state_lock:
                 self._readers -= {r for r in readers if r.retiring and r.channel is None}
 
         if not self._closed:
             link.call(reap)
+
+    def _pump(self) -> None:
+        """Dispatch the frames already received, without waiting for more."""
+        link = self._reading()
+        for _ in range(1000):
+            try:
+                link.drain(0)
+            except TimeoutError:
+                return
 
     # -- management ---------------------------------------------------------------
 
