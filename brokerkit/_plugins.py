@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "brokerkit.backends.memory",
     "brokerkit.backends.redis",
     "brokerkit.backends.nats",
+    "brokerkit.backends.kombu",
 )
 #: The entry-point group third-party plugins register under.
 ENTRY_POINT_GROUP = "brokerkit.plugins"

@@ -1,0 +1,219 @@
+"""One subscription's side of AMQP: its channel, its leases, and how it pulls.
+
+A reader pulls with ``basic.get`` while its queue has messages, so that an idle
+subscription is never handed a message it did not ask for. When the queue is empty
+and the caller is willing to wait, it registers a consumer (``basic.qos`` = the
+prefetch, then ``basic.consume``) and keeps it while the subscription is being read:
+the next message is pushed to it without a ``basic.get``. The consumer is cancelled
+when the subscription closes, when the deliveries it holds fill its qos (only
+``basic.get`` can then bring another), and by the reaper once one of its leases runs
+out (a reader that stopped reading gives back what it was pushed).
+
+Every delivery is a *lease*: from the moment it is handed to the caller (a pushed one
+waiting in the inbox, from its arrival). The broker's reaper hands it back
+(``basic.reject`` with requeue) once the visibility timeout passes unsettled, and a
+settle after that raises StaleDelivery without touching the server (whose delivery
+tag would no longer be valid). All methods are called with the link's lock held.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from brokerkit._delivery import Delivery
+from brokerkit._subscription import Subscription
+from brokerkit.backends.kombu._envelope import attempt_of, decode
+from brokerkit.backends.kombu._link import Link
+
+__all__ = ["Lease", "Reader"]
+
+#: A batch fetch switches from ``basic.get`` to a short-lived consumer when at least
+#: this many more messages are wanted and waiting (qos + consume + cancel cost three).
+_BURST_FROM = 4
+#: How long a burst waits for a message RabbitMQ has not pushed yet.
+_BURST_QUIET = 0.05
+
+
+@dataclass(eq=False)
+class Lease:
+    """One delivery a reader holds: the server's delivery tag on the reader's channel."""
+
+    reader: Reader
+    channel: Any
+    tag: int
+    delivery: Delivery
+    deadline: float
+    delivered_at: float
+
+
+class Reader:
+    """The AMQP state of one subscription (kept in ``subscription.state``)."""
+
+    def __init__(self, subscription: Subscription, queue: str, visibility_timeout: float) -> None:
+        self.subscription = subscription
+        self.queue = queue
+        self.visibility_timeout = visibility_timeout
+        self.channel: Any = None
+        self.generation = -1
+        #: Deliveries a consumer pushed that no fetch returned yet (leased already).
+        self.inbox: collections.deque[Delivery] = collections.deque()
+        #: Unsettled deliveries by delivery tag, on :attr:`channel`.
+        self.leases: dict[int, Lease] = {}
+        self.consumer_tag: str | None = None
+        self.qos = 0
+        #: The subscription is closed: close the channel once the last lease is settled.
+        self.retiring = False
+
+    # -- the channel --------------------------------------------------------------
+
+    def live_channel(self, link: Link) -> Any:
+        """The reader's channel, opened anew (and every lease dropped: the server has
+        handed those deliveries back) when the connection or the channel was lost."""
+        channel = self.channel
+        if channel is None or self.generation != link.generation or not channel.is_open:
+            self.channel = link.channel()
+            self.generation = link.generation
+            self.leases.clear()
+            self.inbox.clear()
+            self.consumer_tag = None
+            self.qos = 0
+        return self.channel
+
+    def reset(self) -> None:
+        """Drop the channel (RabbitMQ closed it: it handed back every delivery on it)."""
+        channel, self.channel = self.channel, None
+        self.leases.clear()
+        self.inbox.clear()
+        self.consumer_tag = None
+        self.qos = 0
+        if channel is not None and channel.is_open:
+            channel.close()
+
+    def holds(self, lease: Lease, link: Link) -> bool:
+        """Whether ``lease`` is still this reader's to settle."""
+        return (
+            lease.channel is self.channel
+            and self.generation == link.generation
+            and self.leases.get(lease.tag) is lease
+            and lease.channel.is_open
+        )
+
+    def release(self, lease: Lease) -> None:
+        """Forget ``lease`` (it was settled or handed back)."""
+        self.leases.pop(lease.tag, None)
+        if self.inbox and lease.delivery in self.inbox:
+            self.inbox.remove(lease.delivery)
+
+    def close_if_done(self) -> None:
+        """Close the channel of a retired reader that holds nothing any more."""
+        if self.retiring and not self.leases and self.channel is not None:
+            channel, self.channel = self.channel, None
+            if channel.is_open:
+                channel.close()
+
+    # -- pulling ------------------------------------------------------------------
+
+    def take(self, link: Link, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries without waiting: pushed ones first, then
+        ``basic.get``; when that says more are waiting than one or two more gets would
+        fetch, a short-lived consumer brings the rest of the batch in one go."""
+        taken = self.hand_out(limit)
+        channel = self.live_channel(link)
+        while len(taken) < limit:
+            raw = channel.basic_get(self.queue, no_ack=False)
+            if raw is None:
+                break
+            taken.append(self._lease(channel, raw).delivery)
+            waiting = int(raw.delivery_info.get("message_count") or 0)
+            wanted = min(limit - len(taken), waiting)
+            if wanted >= _BURST_FROM:
+                self._burst(link, channel, wanted)
+                taken += self.hand_out(limit - len(taken))
+                break
+        return taken
+
+    def _burst(self, link: Link, channel: Any, wanted: int) -> None:
+        """Bring ``wanted`` messages that are known to be waiting into the inbox: a
+        consumer with ``basic.qos(wanted)``, cancelled once they came (or once the
+        queue went quiet: another consumer may have taken some)."""
+        if self.qos != wanted:
+            channel.basic_qos(0, wanted, False)
+            self.qos = wanted
+        arrived: Callable[[Any], None] = lambda raw: self._arrived(channel, raw)  # noqa: E731
+        tag = channel.basic_consume(self.queue, callback=arrived)
+        try:
+            while len(self.inbox) < wanted:
+                try:
+                    link.drain(_BURST_QUIET)
+                except TimeoutError:
+                    break
+        finally:
+            channel.basic_cancel(tag)
+
+    def saturated(self) -> bool:
+        """Whether the deliveries it handed out and holds unsettled fill its consumer's
+        ``basic.qos``, so that the server will push it nothing more."""
+        return len(self.leases) - len(self.inbox) >= self.qos
+
+    def hand_out(self, limit: int) -> list[Delivery]:
+        """Up to ``limit`` pushed deliveries from the inbox; their leases start now."""
+        taken: list[Delivery] = []
+        now = time.monotonic()
+        while self.inbox and len(taken) < limit:
+            delivery = self.inbox.popleft()
+            lease: Lease = delivery.receipt
+            lease.deadline, lease.delivered_at = now + self.visibility_timeout, now
+            taken.append(delivery)
+        return taken
+
+    def wait(self, link: Link, limit: int, seconds: float) -> None:
+        """Listen as a consumer for up to ``seconds``; what arrives goes to the inbox.
+
+        The consumer stays registered after the wait, so that a subscription being
+        read in a loop is pushed its next message (up to ``basic.qos`` = its prefetch)
+        without a ``basic.get``, ``basic.consume`` and ``basic.cancel`` each time:
+        on a quorum queue each of those is a Raft command. It is cancelled when the
+        subscription closes, and by the reaper when one of the reader's leases runs
+        out (a hung or idle reader gives back what it was pushed but never took)."""
+        channel = self.live_channel(link)
+        if self.consumer_tag is None:
+            if self.qos != limit:
+                channel.basic_qos(0, limit, False)
+                self.qos = limit
+            arrived: Callable[[Any], None] = lambda raw: self._arrived(channel, raw)  # noqa: E731
+            self.consumer_tag = channel.basic_consume(self.queue, callback=arrived)
+        try:
+            link.drain(seconds)
+        except TimeoutError:
+            return
+
+    def stop_waiting(self, link: Link) -> None:
+        """Cancel the consumer :meth:`wait` registered; what it was sent until the
+        server confirmed lands in the inbox."""
+        tag, self.consumer_tag = self.consumer_tag, None
+        channel = self.channel
+        current = channel is not None and self.generation == link.generation
+        if tag is not None and current and channel.is_open:
+            channel.basic_cancel(tag)
+
+    def _arrived(self, channel: Any, raw: Any) -> None:
+        if channel is self.channel:
+            self.inbox.append(self._lease(channel, raw).delivery)
+        else:  # a channel the reader no longer uses: leave it to the server
+            channel.basic_reject(raw.delivery_tag, requeue=True)
+
+    def _lease(self, channel: Any, raw: Any) -> Lease:
+        info = raw.delivery_info
+        tag = int(info["delivery_tag"])
+        message = decode(self.subscription.topic, raw.body, raw.properties, raw.headers)
+        attempt = attempt_of(raw.headers, bool(info.get("redelivered")))
+        delivery = Delivery(message, subscription=self.subscription, attempt=attempt)
+        now = time.monotonic()
+        lease = Lease(self, channel, tag, delivery, now + self.visibility_timeout, now)
+        delivery.receipt = lease
+        self.leases[tag] = lease
+        return lease

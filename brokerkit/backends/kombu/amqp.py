@@ -1,0 +1,459 @@
+"""``kombu+amqp://``: RabbitMQ through kombu (py-amqp), with the contract's semantics.
+
+The mapping, in short (the docs page ``backends/kombu`` has the whole table):
+
+* a topic is a durable **fanout exchange** ``<prefix>|<topic>``; a group is a durable
+  **quorum queue** ``<prefix>|<topic>|<group>`` bound to it, so the members of a group
+  compete for its messages and every group gets every message. Publishing declares
+  the topic's default-group queue, so that a message waits for its first consumer.
+* publish is ``basic.publish`` under **publisher confirms**: it returns once RabbitMQ
+  has taken every message (a batch is sent at once and its confirms awaited together).
+* a fetch is ``basic.get`` while the queue has messages; on an empty queue it
+  registers a consumer with ``basic.qos(prefetch)`` and keeps it while the
+  subscription is being read (see :mod:`~brokerkit.backends.kombu._reader`).
+* ack, nack(requeue) and the hand-back of unread deliveries are ``basic.ack`` and
+  ``basic.reject``; a delivery's attempt is 1 + the quorum queue's ``x-delivery-count``.
+* the visibility timeout is kept by the broker's own reaper thread (AMQP has none); a
+  closed connection hands everything back at once.
+* ``max_deliveries`` and dead-lettering are brokerkit's: the message is republished,
+  with its dead-letter headers, to the ``<topic>.dlq`` exchange under confirms and then
+  acked. Queues also name that exchange as their ``x-dead-letter-exchange``, so what the
+  server itself dead-letters (an operator's TTL or delivery-limit policy) lands there too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import ClassVar, NamedTuple
+
+import amqp.exceptions  # type: ignore[import-untyped]
+from amqp import spec
+
+from brokerkit._broker import DEFAULT_GROUP, Broker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery import Delivery
+from brokerkit._inspect import GroupInfo, TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription import Subscription
+from brokerkit._url import BrokerURL
+from brokerkit.backends.kombu._envelope import encode
+from brokerkit.backends.kombu._link import Link
+from brokerkit.backends.kombu._options import KombuOptions
+from brokerkit.backends.kombu._reader import Lease, Reader
+from brokerkit.backends.kombu._reaper import Reaper
+from brokerkit.exceptions import ConnectionFailed, StaleDelivery
+
+__all__ = ["DeclaredNames", "KombuAMQPBroker"]
+
+#: The longest one wait on the socket holds the connection's lock, so that acks,
+#: publishes and the reaper from other threads get their turn.
+_SLICE = 0.05
+
+
+class DeclaredNames(NamedTuple):
+    """The exchanges and queues a broker declared (to delete what a test created)."""
+
+    exchanges: frozenset[str]
+    queues: frozenset[str]
+
+
+class KombuAMQPBroker(Broker):
+    """RabbitMQ (AMQP 0-9-1) through kombu's py-amqp transport."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("kombu+amqp", "kombu+amqps", "kombu+pyamqp")
+    capabilities: ClassVar[Capability] = (
+        Capability.PERSISTENT
+        | Capability.ACK
+        | Capability.COMPETING
+        | Capability.FANOUT
+        | Capability.DEAD_LETTER
+        | Capability.ORDERED
+    )
+    Options: ClassVar[type[BrokerOptions]] = KombuOptions
+    options: KombuOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        #: The AMQP ``connection_name`` this broker shows in RabbitMQ's tools.
+        self.connection_name = f"brokerkit-{os.getpid()}-{os.urandom(4).hex()}"
+        #: Publishing, declarations, inspect and purge.
+        self._link = Link(url, self.options, self.connection_name)
+        #: Subscriptions, settling and the reaper, on a connection of their own (opened
+        #: on the first subscribe) so that a receive waiting on an empty queue never
+        #: holds up a publish from another thread.
+        self._reading_link: Link | None = None
+        self._readers: set[Reader] = set()
+        self._groups: dict[str, set[str]] = {}
+        self._state_lock = threading.Lock()
+        interval = min(max(self.options.visibility_timeout / 5, 0.02), 1.0)
+        self._reaper = Reaper(self._sweep, interval, f"brokerkit-reaper-{self.connection_name}")
+
+    def _reading(self) -> Link:
+        link = self._reading_link
+        if link is None:
+            with self._state_lock:
+                if self._reading_link is None:
+                    name = f"{self.connection_name}/reading"
+                    self._reading_link = Link(self.url, self.options, name)
+                link = self._reading_link
+        return link
+
+    @property
+    def declared(self) -> DeclaredNames:
+        """Every exchange and queue this broker declared (they outlive it: RabbitMQ
+        keeps them until someone deletes them)."""
+        with self._link.lock:
+            return DeclaredNames(
+                frozenset(self._link.created_exchanges), frozenset(self._link.created_queues)
+            )
+
+    # -- publishing ---------------------------------------------------------------
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        link = self._link
+
+        def send() -> None:
+            link.ensure_topic(topic)
+            self._send(link.names.exchange(topic), messages)
+
+        link.call(send)
+
+    def _send(self, exchange: str, messages: Sequence[Message]) -> None:
+        """Publish ``messages`` and wait for RabbitMQ to confirm every one."""
+        link = self._link
+        channel = link.publisher()
+        # Counted before sending: py-amqp may read a confirm during the next publish.
+        tags = link.confirms.published(len(messages))
+        try:
+            for message in messages:
+                body, properties, headers = encode(message)
+                raw = channel.prepare_message(
+                    body,
+                    content_type=message.content_type,
+                    content_encoding="binary",
+                    headers=headers,
+                    properties=properties,
+                )
+                channel.basic_publish(raw, exchange=exchange, routing_key="")
+            while link.confirms.waiting(tags):
+                channel.wait([spec.Basic.Ack, spec.Basic.Nack])
+        except BaseException:
+            link.drop_publisher()  # its confirms no longer add up
+            raise
+        refused = link.confirms.refused(tags)
+        if refused:
+            raise ConnectionFailed(
+                f"RabbitMQ refused {len(refused)} of {len(messages)} message(s) published "
+                f"to {exchange!r} (basic.nack: an internal error in a queue); publish them again"
+            )
+
+    # -- consuming ----------------------------------------------------------------
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        link = self._link
+        topic, group = subscription.topic, subscription.group
+
+        def declare() -> str:
+            link.ensure_topic(topic)
+            return link.ensure_queue(topic, group)
+
+        queue = link.call(declare)
+        self._reading()  # connect now, so that an unreachable server fails here
+        reader = Reader(subscription, queue, self.options.visibility_timeout)
+        subscription.state = reader
+        with self._state_lock:
+            self._readers.add(reader)
+            self._groups.setdefault(topic, {DEFAULT_GROUP}).add(group)
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        reader: Reader = subscription.state
+        link = self._reading()
+        deadline = time.monotonic() + timeout
+        while True:
+            if reader.consumer_tag is not None and reader.saturated():
+                # It holds as many unsettled deliveries as its qos lets the server push:
+                # only basic.get can bring it another.
+                link.call(lambda: reader.stop_waiting(link), on_channel_error=reader.reset)
+            pull = reader.consumer_tag is None
+            taken = link.call(
+                functools.partial(self._take, reader, max_messages, pull=pull),
+                on_channel_error=reader.reset,
+            )
+            if taken or subscription.closed or self._closed:
+                return taken
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return taken
+            # The consumer stays registered after this fetch (see Reader.wait).
+            wait = min(remaining, _SLICE)
+            link.call(
+                functools.partial(reader.wait, link, max_messages, wait),
+                on_channel_error=reader.reset,
+            )
+
+    def _take(self, reader: Reader, limit: int, *, pull: bool) -> list[Delivery]:
+        """Deliveries for the caller; any past ``max_deliveries`` (its last holder
+        died with it) is dead-lettered instead."""
+        taken = reader.take(self._reading(), limit) if pull else reader.hand_out(limit)
+        limit_ = self.options.max_deliveries
+        if limit_ is None:
+            return taken
+        kept = []
+        for delivery in taken:
+            if delivery.attempt > limit_:
+                self._dead_letter(delivery.receipt, "max_deliveries", delivery.attempt - 1)
+            else:
+                kept.append(delivery)
+        return kept
+
+    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
+        reader: Reader = subscription.state
+        link = self._reading()
+
+        def hand_back() -> None:
+            reader.stop_waiting(link)
+            back = [*unreturned, *reader.inbox]
+            reader.inbox.clear()
+            self._requeue_or_dead_letter(back, requeue=True)
+            reader.retiring = True
+            reader.close_if_done()
+
+        if not self._closed:
+            link.call(hand_back, on_channel_error=reader.reset)
+
+    # -- settling -----------------------------------------------------------------
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        link = self._reading()
+
+        def ack() -> list[Delivery]:
+            stale = []
+            for delivery in deliveries:
+                lease: Lease = delivery.receipt
+                if not lease.reader.holds(lease, link):
+                    stale.append(delivery)
+                    continue
+                lease.channel.basic_ack(lease.tag)
+                lease.reader.release(lease)
+                lease.reader.close_if_done()
+            return stale
+
+        stale = link.call(ack)
+        if stale:
+            raise StaleDelivery(stale)
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        stale = self._reading().call(
+            lambda: self._requeue_or_dead_letter(deliveries, requeue=requeue)
+        )
+        if stale:
+            raise StaleDelivery(stale)
+
+    def _requeue_or_dead_letter(
+        self, deliveries: Sequence[Delivery], *, requeue: bool
+    ) -> list[Delivery]:
+        """Requeue (or dead-letter) ``deliveries``; return those no longer held."""
+        stale = []
+        limit = self.options.max_deliveries
+        for delivery in deliveries:
+            lease: Lease = delivery.receipt
+            if not lease.reader.holds(lease, self._reading()):
+                stale.append(delivery)
+                continue
+            if not requeue:
+                self._dead_letter(lease, "rejected", delivery.attempt)
+            elif limit is not None and delivery.attempt >= limit:
+                self._dead_letter(lease, "max_deliveries", delivery.attempt)
+            else:
+                lease.channel.basic_reject(lease.tag, requeue=True)
+            lease.reader.release(lease)
+            lease.reader.close_if_done()
+        return stale
+
+    def _dead_letter(self, lease: Lease, reason: str, deliveries: int) -> None:
+        """Republish the message to the dead-letter topic, confirmed, then ack it."""
+        message = lease.delivery.message
+        topic = lease.reader.subscription.topic
+        dead_topic = self.dead_letter_topic(topic)
+        dead = dataclasses.replace(
+            message,
+            topic=dead_topic,
+            headers={
+                **message.headers,
+                "x-dead-letter-reason": reason,
+                "x-original-topic": topic,
+                "x-deliveries": str(deliveries),
+            },
+        )
+        publishing = self._link
+
+        def send() -> None:
+            publishing.ensure_topic(topic)
+            self._send(publishing.names.exchange(dead_topic), [dead])
+
+        # Lock order: the reading link's lock (held by the caller), then this one's.
+        publishing.call(send)
+        lease.channel.basic_ack(lease.tag)
+        lease.reader.release(lease)
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        link = self._reading()
+
+        def extend() -> list[Delivery]:
+            stale = []
+            deadline = time.monotonic() + seconds
+            for delivery in deliveries:
+                lease: Lease = delivery.receipt
+                if lease.reader.holds(lease, link):
+                    lease.deadline = deadline
+                else:
+                    stale.append(delivery)
+            return stale
+
+        stale = link.call(extend)
+        if stale:
+            raise StaleDelivery(stale)
+
+    def _sweep(self) -> None:
+        """Hand back every delivery whose visibility timeout ran out (the reaper)."""
+        if self._closed:
+            return
+        with self._state_lock:
+            readers = list(self._readers)
+        if any(r.consumer_tag is not None for r in readers):
+            # Nobody may be reading the socket for a consumer whose subscription went
+            # idle: take in what was pushed to it, so that its leases can run out.
+            self._reading().call(self._pump)
+        now = time.monotonic()
+        if not any(lease.deadline <= now for r in readers for lease in list(r.leases.values())):
+            return
+        link = self._reading()
+
+        def reap() -> None:
+            limit = self.options.max_deliveries
+            now = time.monotonic()
+            for reader in readers:
+                expired = [
+                    lease
+                    for lease in list(reader.leases.values())
+                    if lease.deadline <= now and reader.holds(lease, link)
+                ]
+                if not expired:
+                    continue
+                # A reader that lets leases run out is hung (or gone idle): stop the
+                # server pushing to it, and hand back what it was pushed but never took.
+                reader.stop_waiting(link)
+                for lease in expired:
+                    attempt = lease.delivery.attempt
+                    if limit is not None and attempt >= limit:
+                        self._dead_letter(lease, "max_deliveries", attempt)
+                    else:
+                        lease.channel.basic_reject(lease.tag, requeue=True)
+                        reader.release(lease)
+                unread = list(reader.inbox)
+                reader.inbox.clear()
+                self._requeue_or_dead_letter(unread, requeue=True)
+                reader.close_if_done()
+            with self._state_lock:
+                self._readers -= {r for r in readers if r.retiring and r.channel is None}
+
+        if not self._closed:
+            link.call(reap)
+
+    def _pump(self) -> None:
+        """Dispatch the frames already received, without waiting for more."""
+        link = self._reading()
+        for _ in range(1000):
+            try:
+                link.drain(0)
+            except TimeoutError:
+                return
+
+    # -- management ---------------------------------------------------------------
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        link = self._link
+        with self._state_lock:
+            groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
+            readers = list(self._readers)
+        dead_queue = link.names.queue(self.dead_letter_topic(topic), DEFAULT_GROUP)
+
+        def look() -> dict[str, tuple[int, int] | None]:
+            queues = [link.names.queue(topic, g) for g in groups]
+            return {q: self._passive(q) for q in [*queues, dead_queue]}
+
+        counts = link.call(look)
+        now = time.monotonic()
+        leases = [
+            lease
+            for r in readers
+            if r.subscription.topic == topic
+            for lease in list(r.leases.values())
+        ]
+        infos = []
+        for group in groups:
+            found = counts.get(link.names.queue(topic, group))
+            held = sum(1 for lease in leases if lease.reader.subscription.group == group)
+            infos.append(GroupInfo(group, held, None if found is None else found[0]))
+        default = counts.get(link.names.queue(topic, DEFAULT_GROUP))
+        dead = counts.get(dead_queue)
+        oldest = min((lease.delivered_at for lease in leases), default=None)
+        return TopicInfo(
+            topic=topic,
+            length=default[0] if default else 0,
+            in_flight=len(leases),
+            dead_lettered=dead[0] if dead else 0,
+            oldest_in_flight_age=None if oldest is None else now - oldest,
+            groups=tuple(infos),
+            details={
+                "exchange": link.names.exchange(topic),
+                "queues": {q: {"ready": c[0], "consumers": c[1]} for q, c in counts.items() if c},
+                "in_flight_counts": "deliveries held through this broker's connection",
+            },
+        )
+
+    def _passive(self, queue: str) -> tuple[int, int] | None:
+        """``(ready messages, consumers)`` of ``queue``, or None if it does not exist."""
+        channel = self._link.channel()
+        try:
+            ok = channel.queue_declare(queue, passive=True)
+        except amqp.exceptions.NotFound:
+            return None
+        finally:
+            if channel.is_open:
+                channel.close()
+        return int(ok.message_count), int(ok.consumer_count)
+
+    def _purge(self, topic: str) -> int:
+        link = self._link
+        with self._state_lock:
+            groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
+
+        def purge() -> int:
+            link.ensure_topic(topic)
+            channel = link.publisher()
+            removed = 0
+            for group in groups:
+                queue = link.names.queue(topic, group)
+                if group != DEFAULT_GROUP:
+                    link.ensure_queue(topic, group)
+                removed += int(channel.queue_purge(queue) or 0)
+            return removed
+
+        return link.call(purge)
+
+    def _close(self) -> None:
+        self._reaper.stop()
+        with self._state_lock:
+            self._readers.clear()
+        if self._reading_link is not None:
+            self._reading_link.close()
+        self._link.close()
