@@ -2,10 +2,9 @@
 prefix and the commands ``docs/security.md`` lists, and the lines tested are the
 very lines in that page. Users are made with unique names and deleted after each test.
 
-Two known defects of the backends are pinned by strict xfails (they turn into
-failures once fixed, so that the marker goes): a command denied inside a
-redis+stream script is reported as a lost lease, and a denied ``CLIENT SETNAME``
-stops a pub/sub subscription.
+A command an ACL refuses is a PermissionDenied naming it, never a lost lease, and a
+refused ``CLIENT SETNAME`` (the name is only for ``CLIENT LIST``) never stops a
+subscription.
 """
 
 from __future__ import annotations
@@ -184,14 +183,6 @@ def test_a_command_denied_inside_a_script_is_a_permission_error_not_a_lost_lease
         delivery.ack()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=brokerkit.BrokerError,
-    reason="backend defect for the restructure: the pub/sub listener (backends/redis/"
-    "_pubsub_listener.py) connects with client_name=..., and a denied CLIENT SETNAME fails "
-    "the connection, so the subscription ends with 'no permissions to run the client "
-    "command'; naming the connection is cosmetic and a denial must be ignored (logged once)",
-)
 def test_a_denied_client_setname_does_not_stop_a_subscription(
     acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
 ) -> None:

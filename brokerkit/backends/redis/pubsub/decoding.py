@@ -3,6 +3,7 @@ common one) read with one regex match, anything else through the envelope module
 
 from __future__ import annotations
 
+import math
 import re
 
 from brokerkit._message import Message
@@ -34,8 +35,9 @@ def decode_published(topic: str, data: bytes) -> Message:
             ctype = content_type.decode()
             if len(_CONTENT_TYPES) < 256:
                 _CONTENT_TYPES[content_type] = ctype
-        return Message(
-            message_id.decode(), topic, data[match.end() :], ctype, {}, float(published_at)
-        )
-    except UnicodeDecodeError:
+        published = float(published_at)
+        if not math.isfinite(published):  # 1e999: the full decoder makes it raw
+            return decode(topic, data)
+        return Message(message_id.decode(), topic, data[match.end() :], ctype, {}, published)
+    except (UnicodeDecodeError, ValueError, OverflowError):
         return decode(topic, data)

@@ -14,6 +14,7 @@ installed, else through redis-py.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import re
@@ -22,7 +23,7 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._compat import Lock, acquire, sleep
@@ -46,6 +47,7 @@ CLOSE_WAIT = 1.0
 _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 2.0
 _CLIENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@=+-]")
+log = logging.getLogger("brokerkit.redis")
 _LOST: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OSError)
 
 
@@ -101,11 +103,14 @@ class ChannelListener:
         # redis-py's pools are partly untyped.)
         self._pool: Any = redis.ConnectionPool.from_url(
             redis_url(url),
-            client_name=_CLIENT_NAME_UNSAFE.sub("_", f"brokerkit-pubsub-{consumer}"),
             socket_timeout=DEFAULT_SOCKET_TIMEOUT,
             socket_connect_timeout=DEFAULT_SOCKET_TIMEOUT,
             retry=redis.retry.Retry(NoBackoff(), 0),
         )
+        #: Set with CLIENT SETNAME after connecting (not by the pool, whose connect
+        #: would fail where an ACL refuses it: the name is only for CLIENT LIST).
+        self._client_name = _CLIENT_NAME_UNSAFE.sub("_", f"brokerkit-pubsub-{consumer}")
+        self._name_refused = False
         self._conn: Any = None
         self._link: Wire | None = None
         self._closed = False
@@ -357,6 +362,7 @@ class ChannelListener:
         try:
             with translate_errors(self.url, self.topic):
                 conn.connect()
+                self._name(conn)
                 conn.send_command(self._command, self.channel, check_health=False)
                 while True:
                     response = conn.read_response(push_request=True)
@@ -371,6 +377,19 @@ class ChannelListener:
             self._unsubscribe_sent = False
         self._last_heard = time.monotonic()
         self._ping_sent = None
+
+    def _name(self, conn: Any) -> None:
+        """Name the connection, so that an operator can tell subscribers apart in
+        ``CLIENT LIST``; a refusal (an ACL without ``+client|setname``) costs only the
+        name, and is logged once."""
+        if self._name_refused:
+            return
+        conn.send_command("CLIENT", "SETNAME", self._client_name, check_health=False)
+        try:
+            conn.read_response()
+        except ResponseError as exc:
+            self._name_refused = True
+            log.info("subscribing to %r without a connection name: %s", self.topic, exc)
 
     def _lose(self, exc: BaseException) -> None:
         conn, self._conn, self._link = self._conn, None, None

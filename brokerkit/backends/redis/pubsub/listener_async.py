@@ -12,6 +12,7 @@ installed, else through redis-py.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import re
@@ -20,7 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._acompat import Lock, acquire, sleep
@@ -44,6 +45,7 @@ CLOSE_WAIT = 1.0
 _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 2.0
 _CLIENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@=+-]")
+log = logging.getLogger("brokerkit.redis")
 _LOST: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OSError)
 
 
@@ -99,11 +101,14 @@ class AsyncChannelListener:
         # redis-py's pools are partly untyped.)
         self._pool: Any = aioredis.ConnectionPool.from_url(
             redis_url(url),
-            client_name=_CLIENT_NAME_UNSAFE.sub("_", f"brokerkit-pubsub-{consumer}"),
             socket_timeout=DEFAULT_SOCKET_TIMEOUT,
             socket_connect_timeout=DEFAULT_SOCKET_TIMEOUT,
             retry=aioredis.retry.Retry(NoBackoff(), 0),
         )
+        #: Set with CLIENT SETNAME after connecting (not by the pool, whose connect
+        #: would fail where an ACL refuses it: the name is only for CLIENT LIST).
+        self._client_name = _CLIENT_NAME_UNSAFE.sub("_", f"brokerkit-pubsub-{consumer}")
+        self._name_refused = False
         self._conn: Any = None
         self._link: AsyncWire | None = None
         self._closed = False
@@ -355,6 +360,7 @@ class AsyncChannelListener:
         try:
             with translate_errors(self.url, self.topic):
                 await conn.connect()
+                await self._name(conn)
                 await conn.send_command(self._command, self.channel, check_health=False)
                 while True:
                     response = await conn.read_response(push_request=True)
@@ -369,6 +375,19 @@ class AsyncChannelListener:
             self._unsubscribe_sent = False
         self._last_heard = time.monotonic()
         self._ping_sent = None
+
+    async def _name(self, conn: Any) -> None:
+        """Name the connection, so that an operator can tell subscribers apart in
+        ``CLIENT LIST``; a refusal (an ACL without ``+client|setname``) costs only the
+        name, and is logged once."""
+        if self._name_refused:
+            return
+        await conn.send_command("CLIENT", "SETNAME", self._client_name, check_health=False)
+        try:
+            await conn.read_response()
+        except ResponseError as exc:
+            self._name_refused = True
+            log.info("subscribing to %r without a connection name: %s", self.topic, exc)
 
     async def _lose(self, exc: BaseException) -> None:
         conn, self._conn, self._link = self._conn, None, None
