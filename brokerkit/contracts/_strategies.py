@@ -35,7 +35,10 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 bodies: st.SearchStrategy[Any] = st.binary(max_size=256) | texts | json_values
 
 #: Headers: non-empty str names to str values.
-headers = st.dictionaries(texts.filter(bool), texts, max_size=5)
+#: Header names an application may set: not empty, and not the broker's own
+#: ``x-dead-letter-*`` (publish refuses those).
+header_names = texts.filter(lambda name: name and not name.lower().startswith("x-dead-letter-"))
+headers = st.dictionaries(header_names, texts, max_size=5)
 
 #: Bodies no serializer can encode: nothing of them may be published.
 unserializable_bodies: st.SearchStrategy[Any] = st.sampled_from(

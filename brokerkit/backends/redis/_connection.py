@@ -86,7 +86,7 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
 
 
 #: How Redis says that an ACL refused a command, also from inside a script.
-_NOPERM = re.compile(r"NOPERM|no permissions to (?:run|access)")
+_NOPERM = re.compile(r"NOPERM|no permissions to (?:run|access)|can't run this command")
 _COMMAND = re.compile(r"run the '([\w|]+)' command")
 
 
