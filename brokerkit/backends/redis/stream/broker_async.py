@@ -98,8 +98,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
             name=f"brokerkit-stream-leases-{id(self):x}",
         )
         # Reclaiming runs on a subscription's first fetch, after a read found nothing
-        # new, after a nack, and otherwise at most this often: an expired lease is
-        # reclaimed within visibility_timeout * 1.25 while new entries keep coming.
+        # new (a read blocks at most this long), after a nack, and otherwise at most
+        # this often: an expired lease is reclaimed within visibility_timeout * 1.25.
         self._claim_interval = vt / 4
         self._reaper = Periodic(
             self._reap_all,
@@ -236,6 +236,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         state: StreamState = subscription.state
         args: list[Any] = ["XREADGROUP", "GROUP", subscription.group, subscription.consumer]
         args += ["COUNT", max_messages]
+        # Block no longer than the claim interval: an idle consumer must look for
+        # expired leases too, or one would come back only when its read timed out.
+        timeout = min(timeout, self._claim_interval)
         if timeout > 0:
             args += ["BLOCK", max(1, int(timeout * 1000))]
         args += ["STREAMS", state.key, ">"]
