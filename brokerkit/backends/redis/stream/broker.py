@@ -184,7 +184,10 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         state: StreamState = subscription.state
         if time.monotonic() >= state.claim_at:
             state.claim_at = time.monotonic() + self._claim_interval
-            deliveries = self._claim(subscription, max_messages)
+            deliveries, reclaimed = self._claim(subscription, max_messages)
+            if reclaimed:
+                # One entry came back, alone; more may be waiting: look again at once.
+                state.claim_at = 0.0
             if deliveries or timeout <= 0 or subscription.closed:
                 self._keeper.hold(deliveries)
                 return deliveries
@@ -195,9 +198,14 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         self._keeper.hold(deliveries)
         return deliveries
 
-    def _claim(self, subscription: Subscription, max_messages: int) -> list[Delivery]:
-        """Reclaim entries idle past the visibility timeout (dead-lettering those past
-        ``max_deliveries``), and read new ones for the rest of ``max_messages``."""
+    def _claim(self, subscription: Subscription, max_messages: int) -> tuple[list[Delivery], bool]:
+        """Reclaim one entry idle past the visibility timeout (dead-lettering it past
+        ``max_deliveries``), or else read up to ``max_messages`` new ones; and say
+        whether an entry was reclaimed.
+
+        An entry that comes back is handed out alone, in a batch of its own: a
+        poison message that kills its consumer each time never takes prefetched
+        batch mates with it (see :data:`~.scripts.FETCH`)."""
         state: StreamState = subscription.state
         group, consumer = subscription.group, subscription.consumer
         min_idle = int(self.options.visibility_timeout * 1000)
@@ -227,7 +235,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             deliveries += first_deliveries(
                 subscription, state.key, fresh, self.options.raw_content_type
             )
-        return deliveries
+        return deliveries, bool(claimed)
 
     def _read(
         self, subscription: Subscription, max_messages: int, timeout: float

@@ -105,10 +105,11 @@ end
 _HELPERS = (
     _CHECKS
     + r"""
+-- The delivery count of an entry pending for `consumer` (and its idle ms), or nil.
 local function owned(key, group, consumer, id)
   local p = checked(redis.pcall('XPENDING', key, group, id, id, 1, consumer), 'xpending')
   if not p or #p == 0 then return nil end
-  return p[1][4]
+  return p[1][4], p[1][3]
 end
 
 local function split_id(s)
@@ -146,6 +147,14 @@ end
 # entry that a member with a longer lease still holds.
 # Returns {next cursor, {{id, fields, deliveries}...} claimed, {{id, fields}...} new}.
 #
+# An entry that comes back (its lease ran out, or it was nacked or returned) is
+# claimed alone, and then no new entries are read: it goes out in a batch of its
+# own. A poison entry that kills its consumer every time therefore takes no batch
+# mates with it: entries that were fetched with it but never handed to the
+# application are each handed out on their own next, counted once more at most.
+# XAUTOCLAIM ... COUNT 1 scans at most ten pending entries per call, so the script
+# calls it up to `count` (at least 10) times while it finds nothing idle.
+#
 # XAUTOCLAIM is atomic: of any number of consumers running this at once, each idle
 # entry is claimed by exactly one (its idle time resets to 0 as it is claimed).
 # JUSTID keeps the reply free of deleted entries' nils (Redis 6.2) and leaves the
@@ -159,35 +168,40 @@ local key, lost = KEYS[1], KEYS[2]
 local group, consumer, cursor = ARGV[1], ARGV[2], ARGV[4]
 local min_idle = lease_length(KEYS[3], group, tonumber(ARGV[3]))
 local count, start = tonumber(ARGV[5]), ARGV[6]
-local reply = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, cursor,
-                          'COUNT', count, 'JUSTID')
-if reply.err then
-  if string.sub(reply.err, 1, 7) ~= 'NOGROUP' then fail(reply.err, 'xautoclaim') end
-  -- First use, or the stream was lost (a restart without persistence): make the group.
-  redis.call('XGROUP', 'CREATE', key, group, start, 'MKSTREAM')
-  reply = {'0-0', {}}
-end
-local claimed, gone = {}, 0
-for _, id in ipairs(reply[2]) do
-  local entry = redis.call('XRANGE', key, id, id)
-  if #entry == 0 then
-    redis.call('XACK', key, group, id)
-    gone = gone + 1
-  else
-    local deliveries = (owned(key, group, consumer, id) or 0) + 1
-    redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', deliveries, 'JUSTID')
-    claimed[#claimed + 1] = {id, entry[1][2], deliveries}
+local claimed, gone, rounds = {}, 0, math.max(count, 10)
+repeat
+  local reply = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, cursor,
+                            'COUNT', 1, 'JUSTID')
+  if reply.err then
+    if string.sub(reply.err, 1, 7) ~= 'NOGROUP' then fail(reply.err, 'xautoclaim') end
+    -- First use, or the stream was lost (a restart without persistence): make the group.
+    redis.call('XGROUP', 'CREATE', key, group, start, 'MKSTREAM')
+    cursor = '0-0'
+    break
   end
-end
-if reply[3] then gone = gone + #reply[3] end
+  cursor = reply[1]
+  for _, id in ipairs(reply[2]) do
+    local entry = redis.call('XRANGE', key, id, id)
+    if #entry == 0 then
+      redis.call('XACK', key, group, id)
+      gone = gone + 1
+    else
+      local deliveries = (owned(key, group, consumer, id) or 0) + 1
+      redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', deliveries, 'JUSTID')
+      claimed[#claimed + 1] = {id, entry[1][2], deliveries}
+    end
+  end
+  if reply[3] then gone = gone + #reply[3] end
+  rounds = rounds - 1
+until #claimed > 0 or cursor == '0-0' or rounds == 0
 if gone > 0 then count_lost(lost, group, gone) end
 local fresh = {}
-if #claimed < count then
-  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #claimed,
+if #claimed == 0 then
+  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
                        'STREAMS', key, '>')
   if r then fresh = r[1][2] end
 end
-return {reply[1], claimed, fresh}
+return {cursor, claimed, fresh}
 """
 )
 
@@ -289,7 +303,7 @@ return stale
 )
 
 # KEYS: stream, dead-letter stream.
-# ARGV: group, consumer, id, action ('requeue' | 'dead'), flags (delete-acked,
+# ARGV: group, consumer, id, action ('requeue' | 'return' | 'dead'), flags (delete-acked,
 #       then retry: '1'/'0' each), then the dead letter's fields (field, value, ...).
 # Returns 1 when done, 0 when the entry was not pending for this consumer. On a
 # retry (the previous attempt's reply was lost), a requeued entry another member
@@ -298,21 +312,31 @@ return stale
 # Requeue keeps the entry pending but backdates its delivery time to the epoch, so
 # the next XAUTOCLAIM of any consumer of the group takes it at once (and counts a
 # delivery). The entry stays in place: re-adding it to the stream would hand it a
-# second time to every *other* group too.
+# second time to every *other* group too. Return is a requeue of an entry that was
+# fetched but never handed to the application: its delivery count goes back down
+# by one first, so that the next claim counts the same attempt again.
 NACK = (
     _HELPERS
     + r"""
 local key, dlq = KEYS[1], KEYS[2]
 local group, consumer, id, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local delete, retry = string.sub(ARGV[5], 1, 1) == '1', string.sub(ARGV[5], 2, 2) == '1'
-if not owned(key, group, consumer, id) then
-  if retry and (action == 'requeue' or #redis.call('XPENDING', key, group, id, id, 1) == 0) then
+local count, idle = owned(key, group, consumer, id)
+if not count then
+  if retry and (action ~= 'dead' or #redis.call('XPENDING', key, group, id, id, 1) == 0) then
     return 1
   end
   return 0
 end
 if action == 'requeue' then
   redis.call('XCLAIM', key, group, consumer, 0, id, 'TIME', 0, 'JUSTID')
+  return 1
+end
+if action == 'return' then
+  -- Backdated already: the lost attempt returned it (idle since the epoch).
+  if retry and idle > 1000000000000 then return 1 end
+  redis.call('XCLAIM', key, group, consumer, 0, id, 'TIME', 0,
+             'RETRYCOUNT', math.max(count - 1, 0), 'JUSTID')
   return 1
 end
 local fields = {}
