@@ -205,22 +205,22 @@ return {cursor, claimed, fresh}
 """
 )
 
-# KEYS: stream.  ARGV: maxlen or '', minid or '', '~' or '=', then header, body, ...
-# Returns how many entries were added.
+# KEYS: stream.  ARGV: maxlen or '', minid or '', '~' or '=', the body field's name,
+# then header, body, ...  Returns how many entries were added.
 #
 # All of a batch or none of it: the script runs alone, and a wrong key type fails
 # the first XADD before anything is written. Trimming once after the batch leaves
 # the stream as trimming on every XADD would; nobody sees the stream in between.
 PUBLISH = r"""
-local key, maxlen, minid, how = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local first = redis.pcall('XADD', key, '*', 'bk1', ARGV[4], 'body', ARGV[5])
+local key, maxlen, minid, how, field = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local first = redis.pcall('XADD', key, '*', 'bk1', ARGV[5], field, ARGV[6])
 if type(first) == 'table' and first.err then return first end
-for i = 6, #ARGV, 2 do
-  redis.call('XADD', key, '*', 'bk1', ARGV[i], 'body', ARGV[i + 1])
+for i = 7, #ARGV, 2 do
+  redis.call('XADD', key, '*', 'bk1', ARGV[i], field, ARGV[i + 1])
 end
 if maxlen ~= '' then redis.call('XTRIM', key, 'MAXLEN', how, maxlen) end
 if minid ~= '' then redis.call('XTRIM', key, 'MINID', how, minid) end
-return (#ARGV - 3) / 2
+return (#ARGV - 4) / 2
 """
 
 # KEYS: stream, lost-counter hash, lease-length hash.

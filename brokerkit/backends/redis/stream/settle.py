@@ -18,10 +18,10 @@ from brokerkit._message import Message
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._envelope import encode_fields
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
-from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis.stream.calls import StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries import by_member_of, stale_of
 from brokerkit.backends.redis.stream.entries import StreamReceipt
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.exceptions import StaleDelivery
 
@@ -37,7 +37,7 @@ class StreamSettling:
     options: RedisStreamOptions
     _client: redis.Redis
     _scripts: StreamScripts
-    _keys: Keyspace
+    _keys: StreamKeyspace
     _reconnector: Reconnector
     _keeper: LeaseKeeper
     #: Held while renewing, and while a nack takes its deliveries out of the
@@ -201,5 +201,7 @@ class StreamSettling:
             },
         )
         fields = encode_fields(dead)
+        if self.options.body_field != "body":
+            fields[self.options.body_field] = fields.pop("body")
         fields["x-original-entry"] = entry_id
         return [item for pair in fields.items() for item in pair]

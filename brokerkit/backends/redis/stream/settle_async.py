@@ -16,10 +16,10 @@ from brokerkit._message import Message
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._envelope import encode_fields
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
-from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis.stream.calls_async import StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries_async import by_member_of, stale_of
 from brokerkit.backends.redis.stream.entries import StreamReceipt
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.exceptions import StaleDelivery
 
@@ -35,7 +35,7 @@ class StreamSettling:
     options: RedisStreamOptions
     _client: aioredis.Redis
     _scripts: StreamScripts
-    _keys: Keyspace
+    _keys: StreamKeyspace
     _reconnector: Reconnector
     _keeper: LeaseKeeper
     #: Held while renewing, and while a nack takes its deliveries out of the
@@ -201,5 +201,7 @@ class StreamSettling:
             },
         )
         fields = encode_fields(dead)
+        if self.options.body_field != "body":
+            fields[self.options.body_field] = fields.pop("body")
         fields["x-original-entry"] = entry_id
         return [item for pair in fields.items() for item in pair]
