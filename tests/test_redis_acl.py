@@ -20,7 +20,7 @@ import pytest
 import redis
 
 import brokerkit
-from brokerkit.exceptions import PermissionDenied, StaleDelivery
+from brokerkit.exceptions import PermissionDenied
 from tests.conftest import RedisTarget
 
 SECURITY_PAGE = Path(__file__).resolve().parent.parent / "docs" / "security.md"
@@ -165,14 +165,6 @@ def test_a_wrong_password_is_refused_without_showing_it(
     assert "0" * 32 not in str(excinfo.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StaleDelivery,
-    reason="backend defect for the restructure: the redis+stream ack script (backends/redis/"
-    "_stream_scripts.py) calls XPENDING with redis.pcall and reads the error reply as 'not "
-    "pending', so a denied XPENDING makes every ack a StaleDelivery; a pcall error reply must "
-    "be raised (redis.error_reply) and mapped by _client.translate_errors to PermissionDenied",
-)
 def test_a_command_denied_inside_a_script_is_a_permission_error_not_a_lost_lease(
     acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
 ) -> None:

@@ -45,7 +45,6 @@ from brokerkit.backends.redis._client import Reconnector, make_client
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
-from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
 from brokerkit.backends.redis._periodic import Periodic
 from brokerkit.backends.redis.stream.calls import StreamScripts, run_scripts
@@ -53,6 +52,7 @@ from brokerkit.backends.redis.stream.deliveries import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed
 from brokerkit.backends.redis.stream.info import StreamTopicInfo
 from brokerkit.backends.redis.stream.inspect import inspect_stream
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
@@ -91,7 +91,8 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         # a dict per entry first (this client is the broker's own).
         self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
-        self._keys = Keyspace(self.options.prefix)
+        self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
+        self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
         vt = self.options.visibility_timeout
         self._keeper = LeaseKeeper(
@@ -136,7 +137,8 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             # One message, one command: XADD trims as it adds.
             message = messages[0]
             trim = ["MAXLEN", how, maxlen] if maxlen else ["MINID", how, minid] if minid else []
-            args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message), "body"]
+            args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message)]
+            args.append(self.options.body_field)
             args.append(message.payload)
 
             def send() -> object:
@@ -145,7 +147,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         else:
             calls = []
             for start in range(0, len(messages), PUBLISH_CHUNK):
-                flat: list[Any] = [maxlen, minid, how]
+                flat: list[Any] = [maxlen, minid, how, self.options.body_field]
                 for message in messages[start : start + PUBLISH_CHUNK]:
                     flat.append(stream_header(message))
                     flat.append(message.payload)
@@ -184,7 +186,10 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         state: StreamState = subscription.state
         if time.monotonic() >= state.claim_at:
             state.claim_at = time.monotonic() + self._claim_interval
-            deliveries = self._claim(subscription, max_messages)
+            deliveries, reclaimed = self._claim(subscription, max_messages)
+            if reclaimed:
+                # One entry came back, alone; more may be waiting: look again at once.
+                state.claim_at = 0.0
             if deliveries or timeout <= 0 or subscription.closed:
                 self._keeper.hold(deliveries)
                 return deliveries
@@ -195,9 +200,14 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         self._keeper.hold(deliveries)
         return deliveries
 
-    def _claim(self, subscription: Subscription, max_messages: int) -> list[Delivery]:
-        """Reclaim entries idle past the visibility timeout (dead-lettering those past
-        ``max_deliveries``), and read new ones for the rest of ``max_messages``."""
+    def _claim(self, subscription: Subscription, max_messages: int) -> tuple[list[Delivery], bool]:
+        """Reclaim one entry idle past the visibility timeout (dead-lettering it past
+        ``max_deliveries``), or else read up to ``max_messages`` new ones; and say
+        whether an entry was reclaimed.
+
+        An entry that comes back is handed out alone, in a batch of its own: a
+        poison message that kills its consumer each time never takes prefetched
+        batch mates with it (see :data:`~.scripts.FETCH`)."""
         state: StreamState = subscription.state
         group, consumer = subscription.group, subscription.consumer
         min_idle = int(self.options.visibility_timeout * 1000)
@@ -225,9 +235,9 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
         if fresh:
             deliveries += first_deliveries(
-                subscription, state.key, fresh, self.options.raw_content_type
+                subscription, state.key, fresh, self.options.raw_content_type, self._body_field
             )
-        return deliveries
+        return deliveries, bool(claimed)
 
     def _read(
         self, subscription: Subscription, max_messages: int, timeout: float
@@ -258,10 +268,12 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             return []
         # RESP2: [[key, entries]]; RESP3: {key: entries}.
         entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-        return first_deliveries(subscription, state.key, entries, self.options.raw_content_type)
+        return first_deliveries(
+            subscription, state.key, entries, self.options.raw_content_type, self._body_field
+        )
 
     def _decode(self, topic: str, flat: Any) -> Message:
-        return decode_entry(topic, flat, self.options.raw_content_type)
+        return decode_entry(topic, flat, self.options.raw_content_type, self._body_field)
 
     def _delivery(
         self, subscription: Subscription, entry_id: str, message: Message, attempt: int

@@ -43,7 +43,6 @@ from brokerkit.backends.redis._client_async import Reconnector, make_client
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
-from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
 from brokerkit.backends.redis._periodic_async import Periodic
 from brokerkit.backends.redis.stream.calls_async import StreamScripts, run_scripts
@@ -51,6 +50,7 @@ from brokerkit.backends.redis.stream.deliveries_async import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed
 from brokerkit.backends.redis.stream.info import StreamTopicInfo
 from brokerkit.backends.redis.stream.inspect_async import inspect_stream
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage_async import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
@@ -89,7 +89,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         # a dict per entry first (this client is the broker's own).
         self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
-        self._keys = Keyspace(self.options.prefix)
+        self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
+        self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
         vt = self.options.visibility_timeout
         self._keeper = LeaseKeeper(
@@ -134,7 +135,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
             # One message, one command: XADD trims as it adds.
             message = messages[0]
             trim = ["MAXLEN", how, maxlen] if maxlen else ["MINID", how, minid] if minid else []
-            args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message), "body"]
+            args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message)]
+            args.append(self.options.body_field)
             args.append(message.payload)
 
             async def send() -> object:
@@ -143,7 +145,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         else:
             calls = []
             for start in range(0, len(messages), PUBLISH_CHUNK):
-                flat: list[Any] = [maxlen, minid, how]
+                flat: list[Any] = [maxlen, minid, how, self.options.body_field]
                 for message in messages[start : start + PUBLISH_CHUNK]:
                     flat.append(stream_header(message))
                     flat.append(message.payload)
@@ -182,7 +184,10 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         state: StreamState = subscription.state
         if time.monotonic() >= state.claim_at:
             state.claim_at = time.monotonic() + self._claim_interval
-            deliveries = await self._claim(subscription, max_messages)
+            deliveries, reclaimed = await self._claim(subscription, max_messages)
+            if reclaimed:
+                # One entry came back, alone; more may be waiting: look again at once.
+                state.claim_at = 0.0
             if deliveries or timeout <= 0 or subscription.closed:
                 self._keeper.hold(deliveries)
                 return deliveries
@@ -195,9 +200,14 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
 
     async def _claim(
         self, subscription: AsyncSubscription, max_messages: int
-    ) -> list[AsyncDelivery]:
-        """Reclaim entries idle past the visibility timeout (dead-lettering those past
-        ``max_deliveries``), and read new ones for the rest of ``max_messages``."""
+    ) -> tuple[list[AsyncDelivery], bool]:
+        """Reclaim one entry idle past the visibility timeout (dead-lettering it past
+        ``max_deliveries``), or else read up to ``max_messages`` new ones; and say
+        whether an entry was reclaimed.
+
+        An entry that comes back is handed out alone, in a batch of its own: a
+        poison message that kills its consumer each time never takes prefetched
+        batch mates with it (see :data:`~.scripts.FETCH`)."""
         state: StreamState = subscription.state
         group, consumer = subscription.group, subscription.consumer
         min_idle = int(self.options.visibility_timeout * 1000)
@@ -225,9 +235,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
         if fresh:
             deliveries += first_deliveries(
-                subscription, state.key, fresh, self.options.raw_content_type
+                subscription, state.key, fresh, self.options.raw_content_type, self._body_field
             )
-        return deliveries
+        return deliveries, bool(claimed)
 
     async def _read(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
@@ -258,10 +268,12 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
             return []
         # RESP2: [[key, entries]]; RESP3: {key: entries}.
         entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-        return first_deliveries(subscription, state.key, entries, self.options.raw_content_type)
+        return first_deliveries(
+            subscription, state.key, entries, self.options.raw_content_type, self._body_field
+        )
 
     def _decode(self, topic: str, flat: Any) -> Message:
-        return decode_entry(topic, flat, self.options.raw_content_type)
+        return decode_entry(topic, flat, self.options.raw_content_type, self._body_field)
 
     def _delivery(
         self, subscription: AsyncSubscription, entry_id: str, message: Message, attempt: int

@@ -25,9 +25,14 @@ Member = tuple[str, str, str]
 
 
 def first_deliveries(
-    subscription: Subscription, key: str, entries: list[Any], raw_content_type: str | None
+    subscription: Subscription,
+    key: str,
+    entries: list[Any],
+    raw_content_type: str | None,
+    body_field: bytes = BODY_FIELD,
 ) -> list[Delivery]:
-    """Deliveries (first attempts) of XREADGROUP's ``[[id, [field, value, ...]], ...]``."""
+    """Deliveries (first attempts) of XREADGROUP's ``[[id, [field, value, ...]], ...]``;
+    ``body_field`` names the payload's field (see :func:`.entries.decode_entry`)."""
     topic, group, consumer = subscription.topic, subscription.group, subscription.consumer
     new_receipt = tuple.__new__
     out = []
@@ -37,11 +42,11 @@ def first_deliveries(
             type(flat) is list
             and len(flat) == 4
             and flat[0] == HEADER_FIELD
-            and flat[2] == BODY_FIELD
+            and flat[2] == body_field
         ):
             message = message_from_header(topic, flat[1], flat[3])
         if message is None:
-            message = decode_entry(topic, flat, raw_content_type)
+            message = decode_entry(topic, flat, raw_content_type, body_field)
         receipt = new_receipt(StreamReceipt, (key, group, raw_id.decode(), consumer))
         out.append(Delivery(message, subscription=subscription, attempt=1, receipt=receipt))
     return out

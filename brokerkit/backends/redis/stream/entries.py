@@ -34,9 +34,17 @@ class StreamReceipt(NamedTuple):
 
 
 def decode_entry(
-    topic: str, flat: list[Any] | dict[bytes, bytes] | None, raw_content_type: str | None
+    topic: str,
+    flat: list[Any] | dict[bytes, bytes] | None,
+    raw_content_type: str | None,
+    body_field: bytes = BODY_FIELD,
 ) -> Message:
     """The message in an entry's flat ``[field, value, ...]`` list (or field dict).
+
+    ``body_field`` names the field that holds the payload (the ``body_field``
+    option): brokerkit's own entries are ``bk1`` + that field, and an entry with
+    that field alone, as another program writes it, is that field's value as a
+    raw payload. Entries written with ``body`` (brokerkit's default) are read too.
 
     Never raises: an entry whose brokerkit metadata does not parse (another
     program wrote ``id``, ``ct`` and ``ts`` fields that are not ours, a header
@@ -44,12 +52,21 @@ def decode_entry(
     is a JSON object of its fields, so that one poison entry can never jam its
     group; its consumer sees it, and can dead-letter it.
     """
-    if type(flat) is list and len(flat) == 4 and flat[0] == HEADER_FIELD and flat[2] == BODY_FIELD:
+    if type(flat) is list and len(flat) == 4 and flat[0] == HEADER_FIELD and flat[2] == body_field:
         message = message_from_header(topic, flat[1], flat[3])
         if message is not None:
             return message
     fields = flat if isinstance(flat, dict) else pairs(flat or [])
     try:
+        payload = fields.get(body_field) if body_field != BODY_FIELD else None
+        if payload is not None:
+            header = fields.get(HEADER_FIELD)
+            if header is not None:
+                message = message_from_header(topic, header, payload)
+                if message is not None:
+                    return message
+            if len(fields) == 1:
+                return raw_message(topic, payload, raw_content_type)
         return decode_fields(topic, fields, raw_content_type)
     except Exception:  # malformed metadata: the entry is delivered as it is
         plain = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}

@@ -41,7 +41,11 @@ async def inspect_stream(
     length = int(stream["length"])
     first = _entry_id(stream.get("first-entry"))
     last = _entry_id(stream.get("last-entry"))
-    lost = {text(k): int(v) for k, v in (await client.hgetall(lost_key)).items()}
+    # A count that is not an integer (a careless hand wrote it) reads as 0; the
+    # next entry lost resets it.
+    lost = {
+        text(k): int(v) if v.isdigit() else 0 for k, v in (await client.hgetall(lost_key)).items()
+    }
     groups = []
     oldest: float | None = None
     for raw in await client.xinfo_groups(key):

@@ -15,8 +15,8 @@ from redis.exceptions import ResponseError
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import translate_errors
-from brokerkit.backends.redis._envelope import decode_fields
 from brokerkit.backends.redis.stream.calls import StreamScripts
+from brokerkit.backends.redis.stream.entries import decode_entry
 from brokerkit.backends.redis.stream.log import LogEntry, check_position, group_start
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import BrokerClosed, InvalidOption
@@ -62,7 +62,15 @@ class StreamManagement:
         self._check_open()
         key = self.stream_key(topic)
         return read_log(
-            self._client, self.url, key, topic, after, count, timeout, self.options.raw_content_type
+            self._client,
+            self.url,
+            key,
+            topic,
+            after,
+            count,
+            timeout,
+            self.options.raw_content_type,
+            self.options.body_field.encode(),
         )
 
     def tail(
@@ -190,6 +198,7 @@ def read_log(
     count: int,
     timeout: float | None,
     raw_content_type: str | None,
+    body_field: bytes,
 ) -> list[LogEntry]:
     """Up to ``count`` entries after ``after`` (see ``RedisStreamBroker.read``)."""
     if after == "earliest":
@@ -207,6 +216,6 @@ def read_log(
         reply = client.xread({key: position}, count=count, block=block)
     entries = reply[0][1] if reply else []
     return [
-        LogEntry(text(entry_id), decode_fields(topic, dict(fields), raw_content_type))
+        LogEntry(text(entry_id), decode_entry(topic, dict(fields), raw_content_type, body_field))
         for entry_id, fields in entries
     ]

@@ -3,15 +3,20 @@ used by the sync and the asyncio broker alike)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from brokerkit.backends.redis._envelope import HEADER_FIELD
 from brokerkit.backends.redis._options import RedisOptions
+from brokerkit.backends.redis.stream.keys import check_stream_key
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["PUBLISH_CHUNK", "RedisStreamOptions", "StreamState"]
 
 #: publish_many writes this many messages per script: all or none of each chunk.
 PUBLISH_CHUNK = 2000
+
+_FIELD = re.compile(r"[!-~]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,14 @@ class RedisStreamOptions(RedisOptions):
     raw_content_type: str | None = None
     #: Seconds between lease renewals (default: a third of the visibility timeout).
     heartbeat_interval: float | None = None
+    #: The stream of each topic, for a stream another program fills: one ``*``
+    #: stands for the topic (``events:*``: topic ``orders`` is ``events:orders``).
+    #: Default: ``<prefix>:{<topic>}``.
+    stream_key: str | None = None
+    #: The entry field that holds the payload: brokerkit writes it (beside its
+    #: ``bk1`` header), and an entry with this field alone is that payload, as
+    #: written by a program that uses ``data`` or ``payload``.
+    body_field: str = "body"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -46,6 +59,19 @@ class RedisStreamOptions(RedisOptions):
         if self.max_age is not None and not self.max_age > 0:
             raise InvalidOption(
                 f"max_age must be a positive number of seconds, got {self.max_age!r}"
+            )
+        if self.stream_key is not None:
+            check_stream_key(self.stream_key)
+        field = self.body_field
+        if (
+            not isinstance(field, str)
+            or _FIELD.fullmatch(field) is None
+            or field == HEADER_FIELD.decode()
+        ):
+            raise InvalidOption(
+                "body_field must be 1 to 64 printable characters without spaces, other than "
+                f"the header field {HEADER_FIELD.decode()!r} (such as 'data' or 'payload'); "
+                f"got {field!r}"
             )
         interval = self.heartbeat_interval
         if interval is not None and not 0 < interval < self.visibility_timeout:

@@ -35,13 +35,81 @@ __all__ = [
     "text",
 ]
 
+#: What every script that runs a command with ``redis.pcall`` needs: an error reply
+#: ends the script with that error unless it is the expected "no such group or
+#: stream" (a denied command is never read as "not pending": every ack would be
+#: stale and dead-lettering would stop in silence). A command the ACL refuses is
+#: a ``NOPERM`` error naming the command, however the server words it (Redis 7.0
+#: says only "can't run this command" inside a script). And the group's bookkeeping
+#: is read defensively: a lease length or lost count that is not a number (another
+#: program or a careless hand wrote it) is repaired, and a bookkeeping key of the
+#: wrong type fails with an error that names the key and how to fix it.
+_CHECKS = r"""
+-- (Raised as a string: Redis 6.2's error handler cannot take an error table.)
+local function fail(err, command)
+  if string.sub(err, 1, 6) == 'NOPERM' or string.find(err, "can't run this command", 1, true) then
+    error("NOPERM this user has no permissions to run the '" .. command ..
+          "' command inside a brokerkit script (" .. err .. ")")
+  end
+  error(err)
+end
+
+-- A pcall reply, or nil for "no such group / no such key"; any other error raises.
+local function checked(reply, command)
+  if type(reply) ~= 'table' or not reply.err then return reply end
+  local err = reply.err
+  if string.sub(err, 1, 7) == 'NOGROUP' or string.find(err, 'no such key', 1, true) then
+    return nil
+  end
+  fail(err, command)
+end
+
+-- A pcall reply on a bookkeeping hash; a key of another type is an error that
+-- names it and says how to fix it, any other error raises as `fail` does.
+local function bookkeeping(reply, key, what, command)
+  if type(reply) ~= 'table' or not reply.err then return reply end
+  if string.sub(reply.err, 1, 9) == 'WRONGTYPE' then
+    error('the brokerkit bookkeeping key ' .. key .. ' (' .. what .. ') is not a hash; ' ..
+          'delete it (DEL ' .. key .. ') and brokerkit makes it again')
+  end
+  fail(reply.err, command)
+end
+
+-- The group's lease length (ms) in the lease-length hash, at least `mine`. A value
+-- that is not a number is replaced by `mine`, so a corrupt record never blocks.
+local function lease_length(lease_key, group, mine)
+  local raw = bookkeeping(redis.pcall('HGET', lease_key, group), lease_key,
+                         'the lease length of each group', 'hget')
+  local held = raw and tonumber(raw)
+  if raw and (not held or held ~= held or held < 0 or held == math.huge) then
+    redis.call('HSET', lease_key, group, mine)
+    held = mine
+  end
+  return math.max(mine, held or 0)
+end
+
+-- Count `n` entries lost to trimming for `group`; a count that is not an integer
+-- starts again from `n`.
+local function count_lost(lost, group, n)
+  local r = redis.pcall('HINCRBY', lost, group, n)
+  if type(r) == 'table' and r.err and string.find(r.err, 'not an integer', 1, true) then
+    redis.call('HSET', lost, group, n)
+  else
+    bookkeeping(r, lost, 'the entries lost to trimming', 'hincrby')
+  end
+end
+"""
+
 #: Stream-id comparison and the "does any group still need this entry?" test,
 #: shared by the scripts that may delete acked entries.
-_HELPERS = r"""
+_HELPERS = (
+    _CHECKS
+    + r"""
+-- The delivery count of an entry pending for `consumer` (and its idle ms), or nil.
 local function owned(key, group, consumer, id)
-  local p = redis.pcall('XPENDING', key, group, id, id, 1, consumer)
-  if type(p) ~= 'table' or p.err or #p == 0 then return nil end
-  return p[1][4]
+  local p = checked(redis.pcall('XPENDING', key, group, id, id, 1, consumer), 'xpending')
+  if not p or #p == 0 then return nil end
+  return p[1][4], p[1][3]
 end
 
 local function split_id(s)
@@ -70,6 +138,7 @@ local function settled_everywhere(key, groups, id)
   return true
 end
 """
+)
 
 # KEYS: stream, lost-counter hash, lease-length hash.
 # ARGV: group, consumer, min idle ms, claim cursor, count, group start id.
@@ -77,6 +146,14 @@ end
 # group's (the longest any member subscribed with), so that no member claims an
 # entry that a member with a longer lease still holds.
 # Returns {next cursor, {{id, fields, deliveries}...} claimed, {{id, fields}...} new}.
+#
+# An entry that comes back (its lease ran out, or it was nacked or returned) is
+# claimed alone, and then no new entries are read: it goes out in a batch of its
+# own. A poison entry that kills its consumer every time therefore takes no batch
+# mates with it: entries that were fetched with it but never handed to the
+# application are each handed out on their own next, counted once more at most.
+# XAUTOCLAIM ... COUNT 1 scans at most ten pending entries per call, so the script
+# calls it up to `count` (at least 10) times while it finds nothing idle.
 #
 # XAUTOCLAIM is atomic: of any number of consumers running this at once, each idle
 # entry is claimed by exactly one (its idle time resets to 0 as it is claimed).
@@ -89,56 +166,61 @@ FETCH = (
     + r"""
 local key, lost = KEYS[1], KEYS[2]
 local group, consumer, cursor = ARGV[1], ARGV[2], ARGV[4]
-local min_idle = math.max(tonumber(ARGV[3]), tonumber(redis.call('HGET', KEYS[3], group) or 0))
+local min_idle = lease_length(KEYS[3], group, tonumber(ARGV[3]))
 local count, start = tonumber(ARGV[5]), ARGV[6]
-local reply = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, cursor,
-                          'COUNT', count, 'JUSTID')
-if reply.err then
-  if string.sub(reply.err, 1, 7) ~= 'NOGROUP' then return redis.error_reply(reply.err) end
-  -- First use, or the stream was lost (a restart without persistence): make the group.
-  redis.call('XGROUP', 'CREATE', key, group, start, 'MKSTREAM')
-  reply = {'0-0', {}}
-end
-local claimed, gone = {}, 0
-for _, id in ipairs(reply[2]) do
-  local entry = redis.call('XRANGE', key, id, id)
-  if #entry == 0 then
-    redis.call('XACK', key, group, id)
-    gone = gone + 1
-  else
-    local deliveries = (owned(key, group, consumer, id) or 0) + 1
-    redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', deliveries, 'JUSTID')
-    claimed[#claimed + 1] = {id, entry[1][2], deliveries}
+local claimed, gone, rounds = {}, 0, math.max(count, 10)
+repeat
+  local reply = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, cursor,
+                            'COUNT', 1, 'JUSTID')
+  if reply.err then
+    if string.sub(reply.err, 1, 7) ~= 'NOGROUP' then fail(reply.err, 'xautoclaim') end
+    -- First use, or the stream was lost (a restart without persistence): make the group.
+    redis.call('XGROUP', 'CREATE', key, group, start, 'MKSTREAM')
+    cursor = '0-0'
+    break
   end
-end
-if reply[3] then gone = gone + #reply[3] end
-if gone > 0 then redis.call('HINCRBY', lost, group, gone) end
+  cursor = reply[1]
+  for _, id in ipairs(reply[2]) do
+    local entry = redis.call('XRANGE', key, id, id)
+    if #entry == 0 then
+      redis.call('XACK', key, group, id)
+      gone = gone + 1
+    else
+      local deliveries = (owned(key, group, consumer, id) or 0) + 1
+      redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', deliveries, 'JUSTID')
+      claimed[#claimed + 1] = {id, entry[1][2], deliveries}
+    end
+  end
+  if reply[3] then gone = gone + #reply[3] end
+  rounds = rounds - 1
+until #claimed > 0 or cursor == '0-0' or rounds == 0
+if gone > 0 then count_lost(lost, group, gone) end
 local fresh = {}
-if #claimed < count then
-  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #claimed,
+if #claimed == 0 then
+  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
                        'STREAMS', key, '>')
   if r then fresh = r[1][2] end
 end
-return {reply[1], claimed, fresh}
+return {cursor, claimed, fresh}
 """
 )
 
-# KEYS: stream.  ARGV: maxlen or '', minid or '', '~' or '=', then header, body, ...
-# Returns how many entries were added.
+# KEYS: stream.  ARGV: maxlen or '', minid or '', '~' or '=', the body field's name,
+# then header, body, ...  Returns how many entries were added.
 #
 # All of a batch or none of it: the script runs alone, and a wrong key type fails
 # the first XADD before anything is written. Trimming once after the batch leaves
 # the stream as trimming on every XADD would; nobody sees the stream in between.
 PUBLISH = r"""
-local key, maxlen, minid, how = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local first = redis.pcall('XADD', key, '*', 'bk1', ARGV[4], 'body', ARGV[5])
+local key, maxlen, minid, how, field = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local first = redis.pcall('XADD', key, '*', 'bk1', ARGV[5], field, ARGV[6])
 if type(first) == 'table' and first.err then return first end
-for i = 6, #ARGV, 2 do
-  redis.call('XADD', key, '*', 'bk1', ARGV[i], 'body', ARGV[i + 1])
+for i = 7, #ARGV, 2 do
+  redis.call('XADD', key, '*', 'bk1', ARGV[i], field, ARGV[i + 1])
 end
 if maxlen ~= '' then redis.call('XTRIM', key, 'MAXLEN', how, maxlen) end
 if minid ~= '' then redis.call('XTRIM', key, 'MINID', how, minid) end
-return (#ARGV - 3) / 2
+return (#ARGV - 4) / 2
 """
 
 # KEYS: stream, lost-counter hash, lease-length hash.
@@ -148,13 +230,16 @@ return (#ARGV - 3) / 2
 # timeout that were already delivered max-deliveries times, now claimed by this
 # consumer so that it dead-letters them (with the nack script). Should it crash
 # first, they are idle again one visibility timeout later, and reaped again.
-REAP = r"""
+REAP = (
+    _CHECKS
+    + r"""
 local key, lost = KEYS[1], KEYS[2]
 local group, consumer = ARGV[1], ARGV[2]
-local min_idle = math.max(tonumber(ARGV[3]), tonumber(redis.call('HGET', KEYS[3], group) or 0))
+local min_idle = lease_length(KEYS[3], group, tonumber(ARGV[3]))
 local limit, count = tonumber(ARGV[4]), ARGV[5]
-local pending = redis.pcall('XPENDING', key, group, 'IDLE', min_idle, '-', '+', count)
-if pending.err then return {} end
+local pending = checked(redis.pcall('XPENDING', key, group, 'IDLE', min_idle, '-', '+', count),
+                        'xpending')
+if not pending then return {} end
 local out, gone = {}, 0
 for _, p in ipairs(pending) do
   if p[4] >= limit then
@@ -169,9 +254,10 @@ for _, p in ipairs(pending) do
     end
   end
 end
-if gone > 0 then redis.call('HINCRBY', lost, group, gone) end
+if gone > 0 then count_lost(lost, group, gone) end
 return out
 """
+)
 
 # KEYS: stream.  ARGV: group, consumer, flags, low id, high id, ids...
 # flags: delete-acked ('1'/'0'), then retry ('1'/'0').
@@ -191,10 +277,9 @@ local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local delete, retry = string.sub(ARGV[3], 1, 1) == '1', string.sub(ARGV[3], 2, 2) == '1'
 local n = #ARGV
 local mine = {}
-local range = redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], 2 * (n - 5) + 100, consumer)
-if range.err == nil then
-  for i = 1, #range do mine[range[i][1]] = true end
-end
+local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], 2 * (n - 5) + 100,
+                                  consumer), 'xpending')
+for i = 1, #(range or {}) do mine[range[i][1]] = true end
 local stale, acked = {}, {}
 for i = 6, n do
   local id = ARGV[i]
@@ -218,7 +303,7 @@ return stale
 )
 
 # KEYS: stream, dead-letter stream.
-# ARGV: group, consumer, id, action ('requeue' | 'dead'), flags (delete-acked,
+# ARGV: group, consumer, id, action ('requeue' | 'return' | 'dead'), flags (delete-acked,
 #       then retry: '1'/'0' each), then the dead letter's fields (field, value, ...).
 # Returns 1 when done, 0 when the entry was not pending for this consumer. On a
 # retry (the previous attempt's reply was lost), a requeued entry another member
@@ -227,21 +312,31 @@ return stale
 # Requeue keeps the entry pending but backdates its delivery time to the epoch, so
 # the next XAUTOCLAIM of any consumer of the group takes it at once (and counts a
 # delivery). The entry stays in place: re-adding it to the stream would hand it a
-# second time to every *other* group too.
+# second time to every *other* group too. Return is a requeue of an entry that was
+# fetched but never handed to the application: its delivery count goes back down
+# by one first, so that the next claim counts the same attempt again.
 NACK = (
     _HELPERS
     + r"""
 local key, dlq = KEYS[1], KEYS[2]
 local group, consumer, id, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local delete, retry = string.sub(ARGV[5], 1, 1) == '1', string.sub(ARGV[5], 2, 2) == '1'
-if not owned(key, group, consumer, id) then
-  if retry and (action == 'requeue' or #redis.call('XPENDING', key, group, id, id, 1) == 0) then
+local count, idle = owned(key, group, consumer, id)
+if not count then
+  if retry and (action ~= 'dead' or #redis.call('XPENDING', key, group, id, id, 1) == 0) then
     return 1
   end
   return 0
 end
 if action == 'requeue' then
   redis.call('XCLAIM', key, group, consumer, 0, id, 'TIME', 0, 'JUSTID')
+  return 1
+end
+if action == 'return' then
+  -- Backdated already: the lost attempt returned it (idle since the epoch).
+  if retry and idle > 1000000000000 then return 1 end
+  redis.call('XCLAIM', key, group, consumer, 0, id, 'TIME', 0,
+             'RETRYCOUNT', math.max(count - 1, 0), 'JUSTID')
   return 1
 end
 local fields = {}
@@ -276,15 +371,18 @@ return stale
 
 # KEYS: lease-length hash.  ARGV: group, this member's lease length in ms.
 # Raises the group's lease length to this member's; returns the group's.
-JOIN = r"""
-local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or 0)
+JOIN = (
+    _CHECKS
+    + r"""
 local mine = tonumber(ARGV[2])
+local held = lease_length(KEYS[1], ARGV[1], 0)
 if mine > held then
   redis.call('HSET', KEYS[1], ARGV[1], mine)
   return mine
 end
 return held
 """
+)
 
 # KEYS: stream.  Returns how many entries were removed.
 # Drops every entry that no group holds, and moves every group past the end, so
@@ -338,11 +436,13 @@ end
 # Deletes the group's consumers idle that long or longer which hold nothing, and
 # returns their names. A consumer that still holds entries is kept: XGROUP
 # DELCONSUMER would drop its pending entries, and they would never be redelivered.
-REMOVE_IDLE = r"""
+REMOVE_IDLE = (
+    _CHECKS
+    + r"""
 local key, group, idle, only = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local removed = {}
-local consumers = redis.pcall('XINFO', 'CONSUMERS', key, group)
-if consumers.err then return removed end
+local consumers = checked(redis.pcall('XINFO', 'CONSUMERS', key, group), 'xinfo')
+if not consumers then return removed end
 for _, c in ipairs(consumers) do
   local name, pending, cidle
   for i = 1, #c, 2 do
@@ -357,6 +457,7 @@ for _, c in ipairs(consumers) do
 end
 return removed
 """
+)
 
 
 def pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -17,10 +18,10 @@ from brokerkit._message import Message
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._envelope import encode_fields
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
-from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis.stream.calls import StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries import by_member_of, stale_of
 from brokerkit.backends.redis.stream.entries import StreamReceipt
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.exceptions import StaleDelivery
 
@@ -36,7 +37,7 @@ class StreamSettling:
     options: RedisStreamOptions
     _client: redis.Redis
     _scripts: StreamScripts
-    _keys: Keyspace
+    _keys: StreamKeyspace
     _reconnector: Reconnector
     _keeper: LeaseKeeper
     #: Held while renewing, and while a nack takes its deliveries out of the
@@ -46,6 +47,9 @@ class StreamSettling:
     if TYPE_CHECKING:  # provided by Broker
 
         def dead_letter_topic(self, topic: str) -> str: ...
+
+        @staticmethod
+        def _mark(deliveries: Iterable[Delivery]) -> None: ...
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
         by_member = by_member_of(deliveries)
@@ -71,6 +75,22 @@ class StreamSettling:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        self._send_back(deliveries, "requeue" if requeue else None)
+
+    def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Return deliveries that were fetched but never handed to the application
+        (a closed subscription's buffer, a cancelled receive): any member of the
+        group can claim them at once, and no attempt is counted for them, since no
+        handler saw them."""
+        if deliveries:
+            with contextlib.suppress(StaleDelivery):  # their leases ran out: back already
+                self._send_back(deliveries, "return")
+        self._mark(deliveries)
+
+    def _send_back(self, deliveries: Sequence[Delivery], how: str | None) -> None:
+        """Requeue (``"requeue"``), return uncounted (``"return"``) or dead-letter
+        (``None``) ``deliveries``, one script each, pipelined."""
+        requeue = how is not None
         with self._lease_lock:
             self._keeper.drop(deliveries)
         limit = self.options.max_deliveries
@@ -81,8 +101,8 @@ class StreamSettling:
                 receipt: StreamReceipt = delivery.receipt
                 topic = delivery.subscription.topic
                 args: list[Any] = [receipt.group, receipt.consumer, receipt.entry_id]
-                if requeue and (limit is None or delivery.attempt < limit):
-                    args += ["requeue", flag]
+                if how == "return" or (requeue and (limit is None or delivery.attempt < limit)):
+                    args += [how, flag]
                 else:
                     reason = "rejected" if not requeue else "max_deliveries"
                     fields = self._dead_fields(
@@ -181,5 +201,7 @@ class StreamSettling:
             },
         )
         fields = encode_fields(dead)
+        if self.options.body_field != "body":
+            fields[self.options.body_field] = fields.pop("body")
         fields["x-original-entry"] = entry_id
         return [item for pair in fields.items() for item in pair]
