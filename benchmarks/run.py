@@ -149,7 +149,7 @@ def _sides(
             kombu = KombuBench(url, workload)
             sides.append(Side("kombu", kombu.run, kombu.close))
         except ImportError:
-            skipped["kombu"] = 'kombu is not installed: pip install -e ".[bench]"'
+            skipped["kombu"] = "kombu is not installed: pip install -e . --group bench"
             _say(f"kombu skipped: {skipped['kombu']}")
     if want("memory"):
         brokerkit("memory", "memory://")

@@ -131,7 +131,7 @@ class BackendRegistry:
         :param schemes: required for a lazy ``"module:Class"``; defaults to the
             class's own :attr:`~brokerkit.Broker.schemes`.
         :param install_hint: said when the lazy import fails, e.g.
-            ``pip install "brokerkit[redis]"``.
+            ``pip install "pybrokerkit[redis]"``.
         :param replace: take over schemes another plugin registered.
         :param aio: the backend's native asyncio twin (an
             :class:`~brokerkit.aio.AsyncBroker` subclass, or ``"module:Class"``) for

@@ -1,7 +1,7 @@
 """A FastAPI service that publishes from a request handler and consumes in a
 background task, on one asyncio broker opened and closed by the app's lifespan.
 
-    pip install "brokerkit[redis]" fastapi uvicorn
+    pip install "pybrokerkit[redis]" fastapi uvicorn
     BROKERKIT_URL=redis+stream://localhost:6379/0 uvicorn examples.fastapi_app:app
 
 Without ``BROKERKIT_URL`` it runs on the in-process ``memory://orders`` broker.

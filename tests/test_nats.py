@@ -278,4 +278,4 @@ def test_without_nats_py_the_error_says_what_to_install() -> None:
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    assert 'pip install "brokerkit[nats]"' in out
+    assert 'pip install "pybrokerkit[nats]"' in out

@@ -9,7 +9,7 @@ from __future__ import annotations
 from brokerkit._registry import BackendRegistry
 from brokerkit.hookspecs import hookimpl
 
-_HINT = 'install kombu: pip install "brokerkit[kombu]"'
+_HINT = 'install kombu: pip install "pybrokerkit[kombu]"'
 
 
 @hookimpl

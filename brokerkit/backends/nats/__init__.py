@@ -11,7 +11,7 @@ from __future__ import annotations
 from brokerkit._registry import BackendRegistry
 from brokerkit.hookspecs import hookimpl
 
-_HINT = 'install the NATS driver: pip install "brokerkit[nats]"'
+_HINT = 'install the NATS driver: pip install "pybrokerkit[nats]"'
 
 
 @hookimpl
