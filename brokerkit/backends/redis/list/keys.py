@@ -23,6 +23,9 @@ class ListKeys:
     :ivar processing_prefix: a consumer's processing list is this + its name.
     :ivar leases_prefix: a consumer's lease hash (receipt -> element) is this + its name.
     :ivar expiry: HASH of receipt -> lease deadline, in server milliseconds.
+    :ivar attempts: HASH of the SHA-1 of a raw element (one another program wrote, or
+        one published with ``raw=true``) -> its deliveries so far: a raw element goes
+        back to the queue as it was, so its count is kept here.
     """
 
     queue: str
@@ -32,6 +35,7 @@ class ListKeys:
     processing_prefix: str
     leases_prefix: str
     expiry: str
+    attempts: str
 
     def processing(self, consumer: str) -> str:
         """The processing list of ``consumer``."""
@@ -43,7 +47,14 @@ class ListKeys:
 
     def script_keys(self) -> list[str]:
         """The keys every script of :mod:`.scripts` declares."""
-        return [self.queue, self.deadlines, self.consumers, self.dead_letters, self.expiry]
+        return [
+            self.queue,
+            self.deadlines,
+            self.consumers,
+            self.dead_letters,
+            self.expiry,
+            self.attempts,
+        ]
 
     def expected_types(self) -> dict[str, str]:
         """The Redis type each fixed key must have, for a clear WRONGTYPE error."""
@@ -53,6 +64,7 @@ class ListKeys:
             self.deadlines: "zset",
             self.consumers: "zset",
             self.expiry: "hash",
+            self.attempts: "hash",
         }
 
 
@@ -95,6 +107,7 @@ def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKe
         processing_prefix=name("processing") + ":",
         leases_prefix=name("leases") + ":",
         expiry=name("expiry"),
+        attempts=name("attempts"),
     )
 
 

@@ -37,7 +37,11 @@ an ack costs one ``deadlines`` command however many deliveries it covers, and a
 renewal none.
 
 An element handed back after a delivery is wrapped as ``BKR<n>\\n<element>``: the
-message was delivered ``n`` times before. A fresh element has no wrapper.
+message was delivered ``n`` times before. A fresh element has no wrapper. A raw element
+(no ``BK1`` envelope: another program wrote it, or ``raw=true`` did) goes back as it was,
+so that the program that reads the list can still read it; its count is kept in the
+``attempts`` hash under the element's SHA-1 (identical raw elements share one count), and
+a fetch reports it by wrapping the element in its reply only.
 
 Multi-member commands (``HSET``, ``HMGET``, ``HDEL``...) take at most
 :data:`CHUNK` members per call, well under Lua's ``unpack`` limit.
@@ -53,6 +57,7 @@ CHUNK = 500
 PREAMBLE = (
     r"""
 local QUEUE, DEADLINES, CONSUMERS, DLQ, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ATTEMPTS = KEYS[6]
 local PROC_PREFIX, LEASE_PREFIX = ARGV[1], ARGV[2]
 local MAX = tonumber(ARGV[3])
 local TOPIC, RAW_CT = ARGV[4], ARGV[5]
@@ -200,16 +205,39 @@ local function dead_letter(inner, reason, deliveries)
   redis.call('LPUSH', DLQ, 'BK1' .. cjson.encode(header) .. '\n' .. payload)
 end
 
+-- Whether an element is raw: no hand-back wrapper and no brokerkit envelope.
+local function is_raw(e)
+  local head = string.sub(e, 1, 3)
+  return head ~= 'BKR' and head ~= 'BK1'
+end
+
 -- A delivered element comes back: next out of the queue, or dead-lettered when
--- rejected or when it has been delivered max_deliveries times.
+-- rejected or when it has been delivered max_deliveries times. A raw element goes
+-- back as it was, its count in ATTEMPTS.
 local function hand_back(e, requeue, reason)
   local n, inner = unwrap(e)
+  local digest
+  if is_raw(e) then
+    digest = redis.sha1hex(e)
+    n = tonumber(redis.call('HGET', ATTEMPTS, digest) or '0') or 0
+  end
   local deliveries = n + 1
   if requeue and (MAX == 0 or deliveries < MAX) then
-    redis.call('RPUSH', QUEUE, 'BKR' .. deliveries .. '\n' .. inner)
+    if digest then
+      redis.call('HSET', ATTEMPTS, digest, deliveries)
+      redis.call('RPUSH', QUEUE, e)
+    else
+      redis.call('RPUSH', QUEUE, 'BKR' .. deliveries .. '\n' .. inner)
+    end
   else
+    if digest then redis.call('HDEL', ATTEMPTS, digest) end
     dead_letter(inner, reason, deliveries)
   end
+end
+
+-- A raw element is settled for good: forget its count.
+local function forget_raw(e)
+  if e and is_raw(e) then redis.call('HDEL', ATTEMPTS, redis.sha1hex(e)) end
 end
 
 -- Take one lease away (its deadline passed, or it is settled): returns the
@@ -303,6 +331,16 @@ if not ok then
   for i = #out, 1, -1 do redis.call('RPUSH', QUEUE, out[i]) end
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
 end
+-- A raw element that came back carries its count in the reply only (the queue and
+-- the lease keep it as it was).
+if redis.call('HLEN', ATTEMPTS) > 0 then
+  for i, e in ipairs(out) do
+    if is_raw(e) then
+      local n = redis.call('HGET', ATTEMPTS, redis.sha1hex(e))
+      if n then out[i] = 'BKR' .. n .. '\n' .. e end
+    end
+  end
+end
 return out
 """
 )
@@ -346,7 +384,18 @@ if mode == 'ack' then
     end
   end
   call_chunked('HDEL', EXPIRY, done, 1)
-  for C, mine in pairs(by_consumer) do call_chunked('HDEL', LEASE_PREFIX .. C, mine, 1) end
+  local counted = redis.call('HLEN', ATTEMPTS) > 0
+  for C, mine in pairs(by_consumer) do
+    if counted then  -- a raw element that came back: its count goes with it
+      for _, value in ipairs(gather('HMGET', LEASE_PREFIX .. C, mine, 1, #mine)) do
+        if value then
+          local _, e = lease_parts(value)
+          forget_raw(e)
+        end
+      end
+    end
+    call_chunked('HDEL', LEASE_PREFIX .. C, mine, 1)
+  end
   tidy()
   return stale
 end
