@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
+import brokerkit
 from brokerkit import BrokerError, BrokerURL, ConnectionFailed
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._connection import translate_errors
@@ -46,3 +49,17 @@ def test_other_error_replies_are_not_retried(redis_target: RedisTarget) -> None:
     assert isinstance(excinfo.value.__cause__, redis.ResponseError)
     assert calls == [1]
     client.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream", "redis+pubsub"])
+def test_a_body_redis_cannot_store_is_refused_before_it_is_sent(
+    scheme: str, redis_broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = redis_broker(scheme)
+    # Redis stores at most 512 MB in a value; the envelope needs room too.
+    assert type(broker).max_payload_bytes <= 512 * 1024 * 1024 - 1024
+    monkeypatch.setattr(type(broker), "max_payload_bytes", 1000)
+    with pytest.raises(brokerkit.InvalidMessage, match=r"1,001 bytes"):
+        broker.publish_many("big", [b"fits", b"x" * 1001])
+    if scheme != "redis+pubsub":
+        assert broker.inspect("big").length == 0  # not even the first one

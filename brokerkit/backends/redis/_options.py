@@ -22,6 +22,7 @@ from brokerkit.exceptions import InvalidOption, InvalidURL
 
 __all__ = [
     "DRIVER_QUERY_KEYS",
+    "MAX_PAYLOAD_BYTES",
     "TLS_QUERY_KEYS",
     "RedisOptions",
     "check_driver_query",
@@ -53,6 +54,10 @@ DRIVER_QUERY_KEYS = frozenset(
 
 #: Query keys that only mean something over TLS (``rediss+...://``).
 TLS_QUERY_KEYS = frozenset(k for k in DRIVER_QUERY_KEYS if k.startswith("ssl_"))
+
+#: The largest payload a Redis backend publishes: Redis stores at most 512 MB in one
+#: value (``proto-max-bulk-len``), and the envelope and headers need room too.
+MAX_PAYLOAD_BYTES = 512 * 1024 * 1024 - 1024 * 1024
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: What Redis accepts in CLIENT SETNAME: no spaces, newlines or other special characters.

@@ -35,7 +35,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client import Reconnector, make_client
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
-from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import scripts
 from brokerkit.backends.redis.list.calls import ListCalls
 from brokerkit.backends.redis.list.keys import ListKeys, list_keys
@@ -92,6 +92,7 @@ class RedisListBroker(Broker):
     )
     Options: ClassVar[type[BrokerOptions]] = RedisListOptions
     driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
+    max_payload_bytes: ClassVar[int | None] = MAX_PAYLOAD_BYTES
     options: RedisListOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:

@@ -34,7 +34,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import make_client
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import encode
-from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.pubsub.decoding import decode_published
 from brokerkit.backends.redis.pubsub.gap import Gap
 from brokerkit.backends.redis.pubsub.listener_async import AsyncChannelListener
@@ -69,6 +69,7 @@ class AsyncRedisPubSubBroker(AsyncBroker):
     )
     Options: ClassVar[type[BrokerOptions]] = RedisPubSubOptions
     driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
+    max_payload_bytes: ClassVar[int | None] = MAX_PAYLOAD_BYTES
     options: RedisPubSubOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:

@@ -45,7 +45,7 @@ from brokerkit.backends.redis._client import Reconnector, make_client
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
-from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic import Periodic
 from brokerkit.backends.redis.stream.calls import StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries import first_deliveries
@@ -82,6 +82,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
     Options: ClassVar[type[BrokerOptions]] = RedisStreamOptions
     #: redis-py's own query arguments pass to the driver.
     driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
+    max_payload_bytes: ClassVar[int | None] = MAX_PAYLOAD_BYTES
     options: RedisStreamOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:

@@ -43,7 +43,7 @@ from brokerkit.backends.redis._client_async import Reconnector, make_client
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
-from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS
+from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic_async import Periodic
 from brokerkit.backends.redis.stream.calls_async import StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries_async import first_deliveries
@@ -80,6 +80,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
     Options: ClassVar[type[BrokerOptions]] = RedisStreamOptions
     #: redis-py's own query arguments pass to the driver.
     driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
+    max_payload_bytes: ClassVar[int | None] = MAX_PAYLOAD_BYTES
     options: RedisStreamOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
