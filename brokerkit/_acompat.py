@@ -20,6 +20,7 @@ __all__ = [
     "acquire",
     "checkpoint",
     "fetch_shielded",
+    "settle_orphans",
     "sleep",
     "spawn",
 ]
@@ -115,37 +116,45 @@ def spawn(work: Callable[[], Coroutine[Any, Any, object]], name: str) -> Backgro
 
 
 async def fetch_shielded(
-    fetch: Callable[[], Awaitable[_T]], hand_back: Callable[[_T], Awaitable[None] | None]
+    fetch: Callable[[], Awaitable[_T]],
+    hand_back: Callable[[_T], Awaitable[None]],
+    orphans: set[Any],
 ) -> _T:
     """``await fetch()``, carried to its end even when the caller is cancelled.
 
     A fetch cut off half-way may already have leased messages on the server whose
     reply would then be lost: those would sit, unseen, for a visibility timeout. So
     the fetch runs on, shielded, and when the caller was cancelled its result goes to
-    ``hand_back`` (which returns the deliveries at once) before the cancellation
-    reaches the caller.
+    ``hand_back`` (which returns the deliveries at once); the task doing that is kept
+    in ``orphans`` until it ends, so that a close can wait for it
+    (:func:`settle_orphans`).
     """
     task = asyncio.ensure_future(fetch())
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        task.add_done_callback(lambda done: _hand_back_when_done(done, hand_back))
+        orphan = asyncio.ensure_future(_hand_back_when_done(task, hand_back))
+        orphans.add(orphan)
+        orphan.add_done_callback(orphans.discard)
         raise
 
 
-def _hand_back_when_done(
-    task: asyncio.Future[Any], hand_back: Callable[[Any], Awaitable[None] | None]
+async def settle_orphans(orphans: set[Any], timeout: float) -> None:
+    """Wait (``timeout`` seconds at most) for the fetches that cancelled receives left
+    running, and for their hand-backs."""
+    if orphans:
+        await asyncio.wait(list(orphans), timeout=timeout)
+
+
+async def _hand_back_when_done(
+    task: asyncio.Future[_T], hand_back: Callable[[_T], Awaitable[None]]
 ) -> None:
-    if task.cancelled() or task.exception() is not None:
-        return
-    result = hand_back(task.result())
-    if result is not None:
-        spawn(lambda: _log_errors(result), "brokerkit-hand-back")
-
-
-async def _log_errors(awaitable: Awaitable[None]) -> None:
     try:
-        await awaitable
+        fetched = await task
+    except BaseException:  # the fetch failed: it leased nothing it could report
+        return
+    try:
+        await hand_back(fetched)
     except Exception as exc:
         log.warning("could not hand back deliveries of a cancelled receive: %s", exc)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = [
     "Background",
@@ -20,6 +20,7 @@ __all__ = [
     "acquire",
     "checkpoint",
     "fetch_shielded",
+    "settle_orphans",
     "sleep",
     "spawn",
 ]
@@ -79,12 +80,16 @@ def spawn(work: Callable[[], object], name: str) -> Background:
 
 
 def fetch_shielded(
-    fetch: Callable[[], _T], hand_back: Callable[[_T], Awaitable[None] | None]
+    fetch: Callable[[], _T], hand_back: Callable[[_T], None], orphans: set[Any]
 ) -> _T:
     """``fetch()``. The async twin keeps a fetch that its caller's cancellation
     interrupts running to the end and hands its result to ``hand_back``; a thread is
     never interrupted, so here there is nothing to keep."""
     return fetch()
+
+
+def settle_orphans(orphans: set[Any], timeout: float) -> None:
+    """Nothing to wait for: a thread leaves no fetch running behind it."""
 
 
 def checkpoint() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from brokerkit._compat import Event, Lock, fetch_shielded
+from brokerkit._compat import Event, Lock, fetch_shielded, settle_orphans
 from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ class Subscription:
         # Held while a fetch is under way, so that close() hands back what that fetch
         # brings in instead of stranding it.
         self._fetching = Lock()
+        # Fetches that cancelled receives left running, with their hand-backs.
+        self._orphans: set[Any] = set()
 
     @property
     def closed(self) -> bool:
@@ -96,7 +98,7 @@ class Subscription:
                 wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
                 wait = max(min(wait, MAX_FETCH_WAIT), 0.0)
                 fetch = functools.partial(self.broker._fetch, self, self.prefetch, wait)
-                fetched = fetch_shielded(fetch, self._hand_back)
+                fetched = fetch_shielded(fetch, self._hand_back, self._orphans)
                 self._buffer.extend(fetched)
                 if self._buffer and not self._closed.is_set():
                     return self._buffer.popleft()
@@ -130,6 +132,7 @@ class Subscription:
             return
         self._closed.set()
         self.broker._forget(self)
+        settle_orphans(self._orphans, MAX_FETCH_WAIT)
         with self._fetching:
             buffered = list(self._buffer)
             self._buffer.clear()

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from brokerkit._acompat import Event, Lock, fetch_shielded
+from brokerkit._acompat import Event, Lock, fetch_shielded, settle_orphans
 from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ class AsyncSubscription:
         # Held while a fetch is under way, so that close() hands back what that fetch
         # brings in instead of stranding it.
         self._fetching = Lock()
+        # Fetches that cancelled receives left running, with their hand-backs.
+        self._orphans: set[Any] = set()
 
     @property
     def closed(self) -> bool:
@@ -94,7 +96,7 @@ class AsyncSubscription:
                 wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
                 wait = max(min(wait, MAX_FETCH_WAIT), 0.0)
                 fetch = functools.partial(self.broker._fetch, self, self.prefetch, wait)
-                fetched = await fetch_shielded(fetch, self._hand_back)
+                fetched = await fetch_shielded(fetch, self._hand_back, self._orphans)
                 self._buffer.extend(fetched)
                 if self._buffer and not self._closed.is_set():
                     return self._buffer.popleft()
@@ -128,6 +130,7 @@ class AsyncSubscription:
             return
         self._closed.set()
         self.broker._forget(self)
+        await settle_orphans(self._orphans, MAX_FETCH_WAIT)
         async with self._fetching:
             buffered = list(self._buffer)
             self._buffer.clear()

@@ -264,3 +264,81 @@ def test_a_body_larger_than_the_backend_stores_is_refused_before_anything_is_sen
         await broker.close()
 
     run(main)
+
+
+def test_a_fetch_orphaned_by_a_cancelled_receive_is_handed_back_before_close_returns() -> None:
+    url = fresh_url()
+
+    class SlowFetch(AsyncMemoryBroker):
+        async def _fetch(self, *args: Any) -> Any:
+            fetched = await super()._fetch(*args)
+            await asyncio.sleep(0.2)
+            return fetched
+
+    async def main() -> None:
+        slow = SlowFetch.from_url(url, visibility_timeout=3600)
+        async with brokerkit.aio.connect(url) as broker:
+            await broker.publish_many("jobs", range(3))
+            subscription = await slow.subscribe("jobs", prefetch=3)
+            receiving = asyncio.ensure_future(subscription.receive())
+            await asyncio.sleep(0.05)  # inside the fetch: the 3 are leased by now
+            receiving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await receiving
+            await subscription.close()  # waits for the orphaned fetch and its hand-back
+            assert (await broker.inspect("jobs")).in_flight == 0
+        await slow.close()
+
+    run(main)
+
+
+def test_waiting_consumers_leave_nothing_behind_in_the_store() -> None:
+    url = fresh_url()
+
+    async def main() -> None:
+        with brokerkit.connect(url) as sync_broker:
+            async with brokerkit.aio.connect(url) as broker:
+                subscription = await broker.subscribe("idle")
+                for _ in range(20):
+                    assert await subscription.receive(timeout=0.005) is None
+                sync_subscription = sync_broker.subscribe("idle")
+                for _ in range(20):
+                    assert sync_subscription.receive(timeout=0.005) is None
+                assert not broker._store._waiters  # each timed-out waiter left
+
+    run(main)
+
+
+def test_the_thread_adapter_hands_back_through_the_backends_own_rule() -> None:
+    """A cancelled receive under the thread adapter returns what its fetch took through
+    the wrapped backend's own hand-back, as under the sync API (the memory backend's
+    requeues; a backend with its own rule keeps it)."""
+    url = fresh_url()
+    handed_back: list[int] = []
+
+    class CountsHandBacks(MemoryBroker):
+        def _hand_back(self, deliveries: list[Any]) -> None:
+            handed_back.append(len(deliveries))
+            super()._hand_back(deliveries)
+
+    class SlowSync(CountsHandBacks):
+        def _fetch(self, *args: Any) -> Any:
+            fetched = super()._fetch(*args)
+            time.sleep(0.2)  # the fetch is still under way when the receive is cancelled
+            return fetched
+
+    async def main() -> None:
+        broker = await brokerkit.aio.threaded(SlowSync).open(brokerkit.BrokerURL.parse(url))
+        await broker.publish_many("jobs", range(3))
+        subscription = await broker.subscribe("jobs", prefetch=3)
+        receiving = asyncio.ensure_future(subscription.receive())
+        await asyncio.sleep(0.05)
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+        await subscription.close()
+        assert [n for n in handed_back if n] == [3]  # the orphaned fetch, once
+        assert (await broker.inspect("jobs")).in_flight == 0
+        await broker.close()
+
+    run(main)

@@ -198,3 +198,35 @@ def test_an_idle_subscription_gives_back_what_it_was_pushed(kombu_broker: Factor
     for delivery in got:
         assert delivery is not None
         delivery.ack()
+
+
+def test_connecting_under_asyncio_never_blocks_the_event_loop() -> None:
+    """kombu connects while the broker is built; under brokerkit.aio that happens in a
+    worker thread, so the loop keeps running while the server does not answer."""
+    import asyncio
+    import time
+
+    import brokerkit.aio
+
+    async def main() -> float:
+        worst = 0.0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal worst
+            while not done.is_set():
+                before = time.perf_counter()
+                await asyncio.sleep(0.01)
+                worst = max(worst, time.perf_counter() - before - 0.01)
+
+        tick = asyncio.ensure_future(ticker())
+        with pytest.raises(ConnectionFailed):
+            await brokerkit.aio.connect(
+                "kombu+amqp://guest:guest@127.0.0.1:1/", reconnect_timeout=1
+            )
+        done.set()
+        await tick
+        return worst
+
+    # Generous: blocking would stall the loop for the whole reconnect_timeout (1 s).
+    assert asyncio.run(main()) < 0.5

@@ -85,6 +85,10 @@ class LoopBridgeBroker(Broker):
         self._run(unsubscribe())
         self._mark(unreturned)
 
+    def _hand_back(self, deliveries: list[Delivery]) -> None:
+        self._run(self.inner._hand_back(_inner(deliveries)))
+        self._mark(deliveries)
+
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
         self._call_inner(self.inner._ack, deliveries, settles=True)
 

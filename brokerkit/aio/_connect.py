@@ -26,8 +26,9 @@ class Connecting:
     async def _open(self) -> AsyncBroker:
         parsed, info = backend_for(self._url)
         native = info.load_async()
-        backend = native if native is not None else threaded(info.load())
-        return backend.from_url(parsed, **self._options)
+        if native is not None:
+            return native.from_url(parsed, **self._options)
+        return await threaded(info.load()).open(parsed, **self._options)
 
     def __await__(self) -> Generator[Any, None, AsyncBroker]:
         return self._open().__await__()

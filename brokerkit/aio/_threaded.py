@@ -45,12 +45,22 @@ class ThreadedAsyncBroker(AsyncBroker):
 
     sync_class: ClassVar[type[Broker]]
 
-    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+    def __init__(self, url: BrokerURL, options: BrokerOptions, sync: Broker | None = None) -> None:
         super().__init__(url, options)
-        self.sync = self.sync_class(url, options)
+        self.sync = sync if sync is not None else self.sync_class(url, options)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             MAX_THREADS, thread_name_prefix=f"brokerkit-{self.describe()}"
         )
+
+    @classmethod
+    async def open(cls, url: BrokerURL, **options: Any) -> ThreadedAsyncBroker:
+        """A broker for ``url``, the sync backend built in a worker thread: building one
+        may connect (kombu does), which must not block the event loop."""
+        loop = asyncio.get_running_loop()
+        sync = await loop.run_in_executor(
+            None, functools.partial(cls.sync_class.from_url, url, **options)
+        )
+        return cls(sync.url, sync.options, sync)
 
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -81,6 +91,10 @@ class ThreadedAsyncBroker(AsyncBroker):
         inner._closed.set()
         await self._run(self.sync._unsubscribe, inner, _inner(unreturned))
         self._mark(unreturned)
+
+    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
+        await self._run(self.sync._hand_back, _inner(deliveries))
+        self._mark(deliveries)
 
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
         await self._call_inner(self.sync._ack, deliveries, settles=True)

@@ -114,7 +114,8 @@ class MemoryBroker(Broker):
                 # Registered under the lock: a change made after the look above wakes it.
                 waiter = Waiter()
                 store.listen(waiter)
-            waiter.wait(wait)
+            if not waiter.wait(wait):
+                store.unlisten(waiter)
 
     def _take(self, subscription: Subscription, limit: int, now: float) -> list[Delivery]:
         taken: list[Delivery] = []

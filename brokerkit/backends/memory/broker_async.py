@@ -112,7 +112,8 @@ class AsyncMemoryBroker(AsyncBroker):
                 # Registered under the lock: a change made after the look above wakes it.
                 waiter = Waiter()
                 store.listen(waiter)
-            await waiter.wait(wait)
+            if not await waiter.wait(wait):
+                store.unlisten(waiter)
 
     def _take(self, subscription: AsyncSubscription, limit: int, now: float) -> list[AsyncDelivery]:
         taken: list[AsyncDelivery] = []

@@ -121,7 +121,7 @@ class Store:
         self.topics: dict[str, Topic] = {}
         self.lock = threading.RLock()
         self.receipts = itertools.count(1)
-        self._waiters: list[Wakeable] = []
+        self._waiters: set[Wakeable] = set()
         #: No lease runs out before this (a lower bound: settled leases may have held
         #: it up), so that settling is not a scan of every lease in flight.
         self._earliest_deadline: float | None = None
@@ -131,12 +131,17 @@ class Store:
 
     def listen(self, waiter: Wakeable) -> None:
         """Wake ``waiter`` at the next change (call it under :attr:`lock`)."""
-        self._waiters.append(waiter)
+        self._waiters.add(waiter)
+
+    def unlisten(self, waiter: Wakeable) -> None:
+        """Forget ``waiter`` (it stopped waiting without being woken)."""
+        with self.lock:
+            self._waiters.discard(waiter)
 
     def wake(self) -> None:
         """Wake every waiting consumer: something changed, or the clock moved."""
         with self.lock:
-            waiters, self._waiters = self._waiters, []
+            waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
             waiter.wake()
 

@@ -415,6 +415,8 @@ class AsyncNatsBroker(AsyncBroker):
                 await self._renew(leases)
             except BrokerError as exc:
                 log.warning("could not renew %d lease(s): %s", len(leases), exc)
+            except Exception:  # a bug must not end the renewals for good
+                log.exception("could not renew %d lease(s)", len(leases))
 
     async def _suspend_renewals(self) -> None:
         self._renewals_suspended = True
