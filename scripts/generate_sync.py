@@ -60,13 +60,14 @@ HEADER = (
 )
 
 
-def sync_name(name: str) -> str:
-    """The sync twin of one identifier."""
+def sync_name(name: str, modules: frozenset[str] = frozenset()) -> str:
+    """The sync twin of one identifier; ``modules`` are the names of the asyncio
+    source modules (``_broker_async``...), the only names whose ``_async`` goes."""
     if name in NAMES:
         return NAMES[name]
     if name.startswith("Async") and name[5:6].isupper():
         return name[5:]
-    if name.endswith("_async") and len(name) > 6:
+    if name in modules:
         return name[: -len("_async")]
     return name
 
@@ -77,8 +78,13 @@ def _phrase(text: str) -> str:
     return text
 
 
-def unasync(source: str) -> str:
-    """The sync version of ``source`` (before formatting)."""
+def unasync(source: str, modules: frozenset[str] = frozenset()) -> str:
+    """The sync version of ``source`` (before formatting).
+
+    Names inside f-strings are left alone, and phrases are rewritten in comments and
+    triple-quoted strings (docstrings) only, never in a string the code uses: the same
+    on every Python (3.12 tokenizes f-strings into parts, 3.11 does not).
+    """
     lines = source.splitlines(keepends=True)
     for index, line in enumerate(lines):
         stripped = line.strip()
@@ -94,20 +100,35 @@ def unasync(source: str) -> str:
         return offsets[row - 1] + col
 
     edits: list[tuple[int, int, str]] = []
+    fstring_start = getattr(tokenize, "FSTRING_START", None)
+    fstring_end = getattr(tokenize, "FSTRING_END", None)
+    in_fstring = 0
     for token in tokenize.generate_tokens(io.StringIO(text).readline):
         start = position(*token.start)
         end = position(*token.end)
-        if token.type == tokenize.NAME:
+        if token.type == fstring_start:
+            in_fstring += 1
+        elif token.type == fstring_end:
+            in_fstring -= 1
+        elif in_fstring:
+            continue
+        elif token.type == tokenize.NAME:
             if token.string in ("async", "await"):
                 # Drop the keyword and the blanks after it: `await x` -> `x`.
                 while end < len(text) and text[end] == " ":
                     end += 1
                 edits.append((start, end, ""))
             else:
-                renamed = sync_name(token.string)
+                renamed = sync_name(token.string, modules)
                 if renamed != token.string:
                     edits.append((start, end, renamed))
-        elif token.type in (tokenize.STRING, tokenize.COMMENT):
+        elif token.type == tokenize.STRING and _quoted_name(token.string):
+            # a name in quotes (``__all__``, a forward reference): renamed as a name
+            quote, name = token.string[0], token.string[1:-1]
+            renamed = sync_name(name, modules)
+            if renamed != name:
+                edits.append((start, end, quote + renamed + quote))
+        elif token.type == tokenize.COMMENT or _is_docstring_like(token):
             changed = _phrase(token.string)
             if changed != token.string:
                 edits.append((start, end, changed))
@@ -116,9 +137,21 @@ def unasync(source: str) -> str:
     return _unwrap_awaitables(text)
 
 
+def _quoted_name(string: str) -> bool:
+    return string[:1] in ("'", '"') and string[1:-1].isidentifier() and string[-1:] == string[0]
+
+
+def _is_docstring_like(token: tokenize.TokenInfo) -> bool:
+    return token.type == tokenize.STRING and token.string.lstrip("rbuRBU")[:3] in ('"""', "'''")
+
+
+_AWAITABLE = re.compile(r"(?<![\w.])Awaitable\[")
+
+
 def _unwrap_awaitables(text: str) -> str:
     """``Awaitable[X]`` -> ``X``: what a sync call returns where an async one is awaited."""
-    while (start := text.find("Awaitable[")) != -1:
+    while (found := _AWAITABLE.search(text)) is not None:
+        start = found.start()
         depth, end = 0, start + len("Awaitable")
         for end in range(start + len("Awaitable"), len(text)):
             depth += {"[": 1, "]": -1}.get(text[end], 0)
@@ -141,11 +174,11 @@ def _ruff(args: list[str], text: str, filename: Path) -> str:
     return result.stdout
 
 
-def generate(source: Path) -> tuple[Path, str]:
+def generate(source: Path, modules: frozenset[str] = frozenset()) -> tuple[Path, str]:
     """The target path of ``source`` and the text it should hold."""
     target = source.with_name(source.name[: -len(SUFFIX)] + ".py")
     relative = source.relative_to(ROOT).as_posix()
-    text = HEADER.format(source=relative) + unasync(source.read_text())
+    text = HEADER.format(source=relative) + unasync(source.read_text(), modules)
     text = _ruff(["check", "--fix", "--select", "I,F401", "--quiet", "--exit-zero"], text, target)
     text = _ruff(["format", "--quiet"], text, target)
     return target, text
@@ -160,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if a generated file is stale")
     args = parser.parse_args(argv)
     stale = 0
-    for source in sources():
-        target, text = generate(source)
+    found = sources()
+    modules = frozenset(p.stem for p in found)
+    for source in found:
+        target, text = generate(source, modules)
         current = target.read_text() if target.exists() else ""
         if current == text:
             continue
