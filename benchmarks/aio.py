@@ -12,8 +12,9 @@ median of the per-round ratios:
   sync suite in ``benchmarks/run.py``);
 - single publish latency (median of 300 calls), async brokerkit against raw
   ``redis.asyncio`` XADD / LPUSH;
-- 100 concurrent consumer tasks in one process on redis+stream against FastStream's
-  Redis stream subscriber with ``max_workers=100`` on the same Redis.
+- 100 concurrent consumer tasks in one process on redis+stream, each message acked on
+  its own, against raw redis.asyncio doing the same (the limit) and FastStream's Redis
+  stream subscriber with ``max_workers=100`` on the same Redis.
 
 Writes ``benchmarks/results/aio.md``.
 """
@@ -221,6 +222,42 @@ async def brokerkit_tasks(url: str, count: int) -> float:
     return count / elapsed
 
 
+async def raw_tasks(url: str, count: int) -> float:
+    """The limit: raw redis.asyncio, 100 tasks each reading 10 at a time and acking
+    every message with its own XACK, as a per-message handler does."""
+    client = aioredis.Redis.from_url(url, max_connections=2**31)
+    key = _fresh("rawtasks")
+    await client.xgroup_create(key, "g", id="0", mkstream=True)
+    pipe = client.pipeline(transaction=False)
+    for _ in range(count):
+        pipe.xadd(key, {"body": BODY})
+    await pipe.execute()
+    done = 0
+    finished = asyncio.Event()
+
+    async def consumer(number: int) -> None:
+        nonlocal done
+        while not finished.is_set():
+            reply = await client.xreadgroup("g", f"c{number}", {key: ">"}, count=10, block=1000)
+            for _, entries in reply:
+                for entry_id, _ in entries:
+                    await client.xack(key, "g", entry_id)
+                    done += 1
+                    if done >= count:
+                        finished.set()
+
+    start = time.perf_counter()
+    tasks = [asyncio.create_task(consumer(n)) for n in range(TASKS)]
+    await asyncio.wait_for(finished.wait(), 120)
+    elapsed = time.perf_counter() - start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await client.delete(key)
+    await client.aclose()
+    return count / elapsed
+
+
 async def faststream_tasks(url: str, count: int) -> float:
     from faststream.redis import RedisBroker, StreamSub
 
@@ -346,17 +383,21 @@ def main(argv: list[str] | None = None) -> int:
                 max(args.rounds // 2, 3),
                 {
                     "brokerkit": lambda: run(brokerkit_tasks(url, n)),
+                    "raw": lambda: run(raw_tasks(url, n)),
                     "faststream": lambda: run(faststream_tasks(url, n)),
                 },
             )
             lines += [
                 "",
-                f"## {TASKS} concurrent consumers on redis+stream (msg/s; target ≥ 5x FastStream)",
+                f"## {TASKS} concurrent consumers on redis+stream, one ack per message (msg/s)",
                 "",
-                "| brokerkit.aio | FastStream (max_workers=100) | ratio |",
-                "|---|---|---|",
+                "| brokerkit.aio | raw redis.asyncio | FastStream (max_workers=100) "
+                "| brokerkit / raw | brokerkit / FastStream |",
+                "|---|---|---|---|---|",
                 f"| {statistics.median(tasks['brokerkit']):,.0f} | "
+                f"{statistics.median(tasks['raw']):,.0f} | "
                 f"{statistics.median(tasks['faststream']):,.0f} | "
+                f"{ratio(tasks, 'brokerkit', 'raw'):.2f} | "
                 f"{ratio(tasks, 'brokerkit', 'faststream'):.1f} |",
             ]
     text = "\n".join(lines) + "\n"

@@ -63,3 +63,30 @@ def test_a_body_redis_cannot_store_is_refused_before_it_is_sent(
         broker.publish_many("big", [b"fits", b"x" * 1001])
     if scheme != "redis+pubsub":
         assert broker.inspect("big").length == 0  # not even the first one
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream", "redis+pubsub"])
+def test_a_server_never_reached_is_could_not_connect_at_once_not_a_lost_connection(
+    scheme: str,
+) -> None:
+    # Nothing listens on port 1. reconnect_timeout is for a connection that worked:
+    # this one never did, so the caller hears so at once instead of after 30 s.
+    with (
+        brokerkit.connect(f"{scheme}://127.0.0.1:1/0") as broker,
+        pytest.raises(ConnectionFailed, match="could not connect") as failed,
+    ):
+        broker.publish("orders", b"x")
+    assert "lost the connection" not in str(failed.value)
+
+
+def test_the_asyncio_api_fails_as_fast_on_a_server_never_reached() -> None:
+    import asyncio
+
+    import brokerkit.aio
+
+    async def main() -> None:
+        async with brokerkit.aio.connect("redis+stream://127.0.0.1:1/0") as broker:
+            with pytest.raises(ConnectionFailed, match="could not connect"):
+                await broker.publish("orders", b"x")
+
+    asyncio.run(main())

@@ -15,7 +15,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._acompat import sleep
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._connection import redis_url, translate_errors
+from brokerkit.backends.redis._connection import (
+    CONNECT_TIMEOUT,
+    ever_reached,
+    note_reached,
+    redis_url,
+    translate_errors,
+)
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
 __all__ = ["Reconnector", "make_client"]
@@ -43,16 +49,28 @@ def make_client(url: BrokerURL, *, retries: int = 3) -> aioredis.Redis:
     holds one, and redis.asyncio's own default cap (100) would fail the 101st with
     "Too many connections" where the sync pool has none.
     """
+    timeouts: dict[str, Any] = {}
+    if "socket_connect_timeout" not in url.query:
+        timeouts["socket_connect_timeout"] = CONNECT_TIMEOUT
     try:
         return aioredis.Redis.from_url(
             redis_url(url),
             max_connections=2**31,  # redis-py's sync default: no cap in practice
             retry=aioredis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            redis_connect_func=_connected,
+            **timeouts,
             **_DRIVER,
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
+
+
+async def _connected(connection: Any) -> None:
+    """A new connection is up: note that the server answered, then shake hands as
+    redis-py does."""
+    note_reached(getattr(connection, "host", "localhost"), getattr(connection, "port", 6379))
+    await connection.on_connect()
 
 
 class Reconnector:
@@ -60,7 +78,9 @@ class Reconnector:
     exponential backoff and full jitter, for up to ``timeout`` seconds in all.
 
     Used by consume loops, which must outlive a server restart; one-shot commands
-    rely on the client's own short retry.
+    rely on the client's own short retry. A server this process has never reached is
+    not waited for: the first failure is "could not connect" (after the client's own
+    short retry, each attempt bounded by :data:`CONNECT_TIMEOUT`).
     """
 
     def __init__(
@@ -81,7 +101,10 @@ class Reconnector:
             try:
                 with translate_errors(self.url, topic):
                     result = await operation()
-            except ConnectionFailed:
+            except ConnectionFailed as exc:
+                unreachable = isinstance(exc.__cause__, (RedisConnectionError, RedisTimeoutError))
+                if unreachable and not ever_reached(self.url):
+                    raise  # "could not connect": nothing to ride out
                 attempt += 1
                 delay = random.uniform(0, min(self.cap, self.base * 2**attempt))
                 if time.monotonic() + delay > deadline:

@@ -19,7 +19,14 @@ from brokerkit.exceptions import (
     PermissionDenied,
 )
 
-__all__ = ["TRANSIENT_ERRORS", "redis_url", "translate_errors"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "TRANSIENT_ERRORS",
+    "ever_reached",
+    "note_reached",
+    "redis_url",
+    "translate_errors",
+]
 
 #: Errors after which trying again may succeed. A missing script means the server
 #: restarted between redis-py loading a script and running it; the next call loads it.
@@ -29,6 +36,26 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.NoScriptError,
 )
+
+
+#: Seconds a connection attempt may take unless the URL sets socket_connect_timeout:
+#: a host that does not answer is given up on this soon.
+CONNECT_TIMEOUT = 5.0
+
+#: The (host, port) of every Redis this process has connected to. A server that has
+#: answered before is ridden out through a restart (``reconnect_timeout``); one that
+#: never has is reported at once as "could not connect".
+_reached: set[tuple[str, int]] = set()
+
+
+def note_reached(host: str, port: int) -> None:
+    """A connection to ``host:port`` was made (called by every new connection)."""
+    _reached.add((host, int(port)))
+
+
+def ever_reached(url: BrokerURL) -> bool:
+    """Whether this process has ever connected to the Redis that ``url`` names."""
+    return (url.host or "localhost", url.port or 6379) in _reached
 
 
 def redis_url(url: BrokerURL, *, hide_password: bool = False) -> str:
@@ -64,13 +91,13 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
                 f"the TLS certificate of Redis at {url} was not accepted: {exc}; trust its CA "
                 "with ssl_ca_certs=/path/to/ca.pem (or fix the host name in the URL)"
             ) from exc
-        raise ConnectionFailed(f"lost the connection to Redis at {url}: {exc}") from exc
+        raise _lost(url, exc) from exc
     except redis.exceptions.NoScriptError as exc:
         raise ConnectionFailed(
             f"Redis at {url} lost brokerkit's scripts (did it restart?): {exc}"
         ) from exc
     except TRANSIENT_ERRORS as exc:
-        raise ConnectionFailed(f"lost the connection to Redis at {url}: {exc}") from exc
+        raise _lost(url, exc) from exc
     except redis.ResponseError as exc:
         if _NOPERM.search(str(exc)):
             raise _permission_denied(url, exc) from exc
@@ -98,4 +125,13 @@ def _permission_denied(url: BrokerURL, exc: Exception) -> PermissionDenied:
         f"Redis at {url} refused {what} to this user: {exc}; grant it in the user's ACL "
         "(docs/security.md lists what each backend needs)",
         command=command,
+    )
+
+
+def _lost(url: BrokerURL, exc: Exception) -> ConnectionFailed:
+    if ever_reached(url):
+        return ConnectionFailed(f"lost the connection to Redis at {url}: {exc}")
+    return ConnectionFailed(
+        f"could not connect to Redis at {url}: nothing answered ({exc}); check the host, "
+        "the port and that the server runs"
     )

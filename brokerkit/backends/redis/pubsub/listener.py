@@ -28,7 +28,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._compat import Lock, acquire, sleep
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, redis_url, translate_errors
+from brokerkit.backends.redis._connection import (
+    TRANSIENT_ERRORS,
+    note_reached,
+    redis_url,
+    translate_errors,
+)
 from brokerkit.backends.redis.pubsub.gap import Gap
 from brokerkit.backends.redis.pubsub.replies import is_confirmation
 from brokerkit.backends.redis.pubsub.wire import NOTHING, HiredisWire, Wire
@@ -362,6 +367,7 @@ class ChannelListener:
         try:
             with translate_errors(self.url, self.topic):
                 conn.connect()
+                note_reached(getattr(conn, "host", "localhost"), getattr(conn, "port", 6379))
                 self._name(conn)
                 conn.send_command(self._command, self.channel, check_health=False)
                 while True:
