@@ -37,7 +37,9 @@ an ack costs one ``deadlines`` command however many deliveries it covers, and a
 renewal none.
 
 An element handed back after a delivery is wrapped as ``BKR<n>\\n<element>``: the
-message was delivered ``n`` times before. A fresh element has no wrapper. A raw element
+message was delivered ``n`` times before. A fresh element has no wrapper. A fetch hands
+such an element out alone (a batch stops before it), so that a message that crashes its
+consumer cannot take the messages fetched with it to the dead-letter topic. A raw element
 (no ``BK1`` envelope: another program wrote it, or ``raw=true`` did) goes back as it was,
 so that the program that reads the list can still read it; its count is kept in the
 ``attempts`` hash under the element's SHA-1 (identical raw elements share one count), and
@@ -309,6 +311,25 @@ if #out < want then
   end
 end
 if #out == 0 then return out end
+-- A message that comes back (nacked, or its lease ran out: maybe it crashed its
+-- consumer) goes out alone, so that a poison message cannot take the messages
+-- fetched with it down with it, time after time, until they are dead-lettered unseen.
+local counted = redis.call('HLEN', ATTEMPTS) > 0
+local function came_back(e)
+  if string.sub(e, 1, 3) == 'BKR' then return true end
+  return counted and is_raw(e) and redis.call('HEXISTS', ATTEMPTS, redis.sha1hex(e)) == 1
+end
+local keep = #out
+for i, e in ipairs(out) do
+  if came_back(e) then
+    keep = (i == 1) and 1 or (i - 1)
+    break
+  end
+end
+for i = #out, keep + 1, -1 do  -- back where they were, at the head of the queue
+  redis.call('RPUSH', QUEUE, out[i])
+  out[i] = nil
+end
 local deadline, stamp, tail = t + lease_ms, t .. ':', ':' .. C
 local receipts, expiry, records = {}, {}, {}
 for i, e in ipairs(out) do
