@@ -80,7 +80,11 @@ end
 
 local function lease_parts(value)
   local colon = string.find(value, ':', 1, true)
-  return tonumber(string.sub(value, 1, colon - 1)), string.sub(value, colon + 1)
+  local delivered = colon and tonumber(string.sub(value, 1, colon - 1))
+  -- not a lease record as brokerkit writes it: whatever it holds goes back to the
+  -- queue as a raw element (delivered, never lost, never jamming a script)
+  if not delivered then return 0, value end
+  return delivered, string.sub(value, colon + 1)
 end
 
 -- redis.call(command, key, items[first..last]) in chunks of CHUNK items
@@ -106,8 +110,10 @@ local function group_receipts(g)
   local plus = string.find(g, '+', 1, true)
   if not colon or not plus or plus > colon then return {g} end
   local dash = string.find(g, '-', 1, true)
+  if not dash or dash > plus then return {g} end  -- not a group brokerkit wrote
   local nonce, first = string.sub(g, 1, dash), tonumber(string.sub(g, dash + 1, plus - 1))
   local n, tail = tonumber(string.sub(g, plus + 1, colon - 1)), string.sub(g, colon)
+  if not first or not n then return {g} end
   local out = {}
   for i = 0, n - 1 do out[i + 1] = nonce .. (first + i) .. tail end
   return out
@@ -383,7 +389,7 @@ if mode == 'ack' then
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
     for k = i, j do
       local r, deadline = ARGV[k], found[k - i + 1]
-      deadline = deadline and tonumber(deadline)
+      deadline = deadline and (tonumber(deadline) or 0)  -- garbage: taken as expired
       if not deadline then
         stale[#stale + 1] = r
       elseif deadline <= t then
@@ -422,7 +428,8 @@ if mode == 'ack' then
 end
 for i = #ARGV, 8, -1 do  -- the first nacked is next out
   local r = ARGV[i]
-  local deadline = tonumber(redis.call('HGET', EXPIRY, r))
+  local deadline = redis.call('HGET', EXPIRY, r)
+  deadline = deadline and (tonumber(deadline) or 0)
   local e = release(r)
   if not e then
     stale[#stale + 1] = r
@@ -491,7 +498,7 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   local found = gather('HMGET', EXPIRY, receipts, 1, #receipts)
   local earliest
   for j = #receipts, 1, -1 do
-    local deadline = found[j] and tonumber(found[j])
+    local deadline = found[j] and (tonumber(found[j]) or 0)
     if deadline and deadline <= t then
       local e = release(receipts[j])
       if e then
