@@ -167,6 +167,7 @@ class Broker(abc.ABC):
         prefetch: int = 1,
         start: str | None = None,
         pattern: bool = False,
+        prefetch_bytes: int | None = None,
     ) -> Subscription:
         """Start reading ``topic``; pull deliveries from the returned subscription.
 
@@ -175,6 +176,10 @@ class Broker(abc.ABC):
             message where the backend has :attr:`Capability.FANOUT`.
         :param consumer: this consumer's name in its group (default: unique).
         :param prefetch: up to this many messages are fetched, and leased, per round trip.
+        :param prefetch_bytes: also bound a fetch by payload size: it asks for no more
+            messages than fit in this many bytes at the size of the largest message
+            this subscription has seen (the first fetch takes one; a message larger
+            than the bound comes alone).
         :param start: where a *new* group starts: ``"earliest"``, ``"latest"`` or a
             backend position (needs :attr:`Capability.REPLAY`).
         :param pattern: ``topic`` is a glob such as ``chat:room:*`` (needs
@@ -194,6 +199,15 @@ class Broker(abc.ABC):
         check_consumer(consumer)
         if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
             raise InvalidOption(f"prefetch must be a whole number of 1 or more, got {prefetch!r}")
+        if prefetch_bytes is not None and (
+            not isinstance(prefetch_bytes, int)
+            or isinstance(prefetch_bytes, bool)
+            or prefetch_bytes < 1
+        ):
+            raise InvalidOption(
+                f"prefetch_bytes must be a whole number of bytes, 1 or more (or None), "
+                f"got {prefetch_bytes!r}"
+            )
         subscription = Subscription(
             self,
             topic,
@@ -202,6 +216,7 @@ class Broker(abc.ABC):
             prefetch=prefetch,
             start=start,
             pattern=pattern,
+            prefetch_bytes=prefetch_bytes,
         )
         self._subscribe(subscription)
         with self._lock:
@@ -219,6 +234,7 @@ class Broker(abc.ABC):
         consumer: str | None = None,
         start: str | None = None,
         pattern: bool = False,
+        prefetch_bytes: int | None = None,
     ) -> Iterator[Delivery]:
         """Deliveries from ``topic``, one at a time, as an iterator.
 
@@ -228,7 +244,13 @@ class Broker(abc.ABC):
         Other parameters as in :meth:`subscribe`.
         """
         subscription = self.subscribe(
-            topic, group=group, consumer=consumer, prefetch=prefetch, start=start, pattern=pattern
+            topic,
+            group=group,
+            consumer=consumer,
+            prefetch=prefetch,
+            start=start,
+            pattern=pattern,
+            prefetch_bytes=prefetch_bytes,
         )
         with subscription:
             count = 0

@@ -165,6 +165,7 @@ class AsyncBroker(abc.ABC):
         prefetch: int = 1,
         start: str | None = None,
         pattern: bool = False,
+        prefetch_bytes: int | None = None,
     ) -> AsyncSubscription:
         """Start reading ``topic``; pull deliveries from the returned subscription.
 
@@ -173,6 +174,10 @@ class AsyncBroker(abc.ABC):
             message where the backend has :attr:`Capability.FANOUT`.
         :param consumer: this consumer's name in its group (default: unique).
         :param prefetch: up to this many messages are fetched, and leased, per round trip.
+        :param prefetch_bytes: also bound a fetch by payload size: it asks for no more
+            messages than fit in this many bytes at the size of the largest message
+            this subscription has seen (the first fetch takes one; a message larger
+            than the bound comes alone).
         :param start: where a *new* group starts: ``"earliest"``, ``"latest"`` or a
             backend position (needs :attr:`Capability.REPLAY`).
         :param pattern: ``topic`` is a glob such as ``chat:room:*`` (needs
@@ -192,6 +197,15 @@ class AsyncBroker(abc.ABC):
         check_consumer(consumer)
         if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
             raise InvalidOption(f"prefetch must be a whole number of 1 or more, got {prefetch!r}")
+        if prefetch_bytes is not None and (
+            not isinstance(prefetch_bytes, int)
+            or isinstance(prefetch_bytes, bool)
+            or prefetch_bytes < 1
+        ):
+            raise InvalidOption(
+                f"prefetch_bytes must be a whole number of bytes, 1 or more (or None), "
+                f"got {prefetch_bytes!r}"
+            )
         subscription = AsyncSubscription(
             self,
             topic,
@@ -200,6 +214,7 @@ class AsyncBroker(abc.ABC):
             prefetch=prefetch,
             start=start,
             pattern=pattern,
+            prefetch_bytes=prefetch_bytes,
         )
         await self._subscribe(subscription)
         with self._lock:
@@ -217,6 +232,7 @@ class AsyncBroker(abc.ABC):
         consumer: str | None = None,
         start: str | None = None,
         pattern: bool = False,
+        prefetch_bytes: int | None = None,
     ) -> AsyncIterator[AsyncDelivery]:
         """Deliveries from ``topic``, one at a time, as an async iterator.
 
@@ -226,7 +242,13 @@ class AsyncBroker(abc.ABC):
         Other parameters as in :meth:`subscribe`.
         """
         subscription = await self.subscribe(
-            topic, group=group, consumer=consumer, prefetch=prefetch, start=start, pattern=pattern
+            topic,
+            group=group,
+            consumer=consumer,
+            prefetch=prefetch,
+            start=start,
+            pattern=pattern,
+            prefetch_bytes=prefetch_bytes,
         )
         async with subscription:
             count = 0

@@ -39,6 +39,8 @@ class Subscription:
     :ivar group: the consumer group; members of one group share its messages.
     :ivar consumer: this consumer's name within the group.
     :ivar prefetch: how many messages one round trip may fetch.
+    :ivar prefetch_bytes: the payload bytes one fetch may bring, as far as the largest
+        message seen so far tells (None: no bound).
     :ivar state: the backend's own per-subscription state.
     """
 
@@ -52,12 +54,15 @@ class Subscription:
         prefetch: int,
         start: str | None,
         pattern: bool,
+        prefetch_bytes: int | None = None,
     ) -> None:
         self.broker = broker
         self.topic = topic
         self.group = group
         self.consumer = consumer
         self.prefetch = prefetch
+        self.prefetch_bytes = prefetch_bytes
+        self._largest = 0
         self.start = start
         self.pattern = pattern
         self.state: Any = None
@@ -97,13 +102,25 @@ class Subscription:
                     return self._buffer.popleft()
                 wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
                 wait = max(min(wait, MAX_FETCH_WAIT), 0.0)
-                fetch = functools.partial(self.broker._fetch, self, self.prefetch, wait)
+                fetch = functools.partial(self.broker._fetch, self, self._batch_size(), wait)
                 fetched = fetch_shielded(fetch, self._hand_back, self._orphans)
+                if self.prefetch_bytes is not None:
+                    for delivery in fetched:
+                        self._largest = max(self._largest, len(delivery.payload))
                 self._buffer.extend(fetched)
                 if self._buffer and not self._closed.is_set():
                     return self._buffer.popleft()
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _batch_size(self) -> int:
+        """How many messages the next fetch may bring: ``prefetch``, and no more than
+        fit in ``prefetch_bytes`` at the largest size seen (one, before any is seen)."""
+        if self.prefetch_bytes is None:
+            return self.prefetch
+        if not self._largest:
+            return 1
+        return max(1, min(self.prefetch, self.prefetch_bytes // self._largest))
 
     def _hand_back(self, deliveries: list[Delivery]) -> None:
         """Return, at once, what a cancelled receive fetched."""

@@ -342,3 +342,21 @@ def test_the_thread_adapter_hands_back_through_the_backends_own_rule() -> None:
         await broker.close()
 
     run(main)
+
+
+def test_prefetch_can_be_bounded_in_bytes() -> None:
+    url = fresh_url()
+    with brokerkit.connect(url) as broker:
+        broker.publish_many("big", [b"x" * 1000] * 10)
+        subscription = broker.subscribe("big", prefetch=10, prefetch_bytes=2500)
+        held = []
+        for _ in range(10):
+            delivery = subscription.receive(timeout=1)
+            assert delivery is not None
+            # fetched and not yet settled: this delivery and what is still buffered
+            held.append((1 + subscription.buffered) * 1000)
+            delivery.ack()
+        assert max(held) <= 2500
+        assert subscription.receive(timeout=0) is None
+        with pytest.raises(brokerkit.InvalidOption, match="prefetch_bytes"):
+            broker.subscribe("big", prefetch_bytes=0)
