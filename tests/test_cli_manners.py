@@ -264,3 +264,13 @@ def test_check_on_memory_streams_lines(tmp_path: Path) -> None:
         out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
     assert "pass" in err and "passed" in out
+
+
+def test_a_deeply_nested_json_body_is_a_clear_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    assert run(["publish", "memory://", "t", deep, "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "nested too deeply" in err
+    assert "RecursionError" not in err

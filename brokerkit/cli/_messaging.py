@@ -99,6 +99,11 @@ def _decode(text: str, as_json: bool) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"not JSON: {exc}: {text[:60]!r}", param_hint="--json") from None
+    except RecursionError:
+        raise typer.BadParameter(
+            "JSON nested too deeply to decode (publish it as text, without --json)",
+            param_hint="--json",
+        ) from None
 
 
 def _seconds(value: float | None) -> float | None:
