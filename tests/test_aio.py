@@ -125,7 +125,7 @@ def test_a_fetch_cut_off_by_cancellation_hands_its_deliveries_back_at_once() -> 
             # Handed back when the fetch ends, not after the hour-long lease.
             got = [await other.receive(timeout=2) for _ in range(3)]
             assert sorted(d.body for d in got if d is not None) == [0, 1, 2]
-            assert all(d is not None and d.attempt == 2 for d in got)
+            assert all(d is not None and d.attempt == 1 for d in got)  # nobody saw them
         await slow.close()
 
     run(main)
@@ -360,3 +360,15 @@ def test_prefetch_can_be_bounded_in_bytes() -> None:
         assert subscription.receive(timeout=0) is None
         with pytest.raises(brokerkit.InvalidOption, match="prefetch_bytes"):
             broker.subscribe("big", prefetch_bytes=0)
+
+
+def test_memory_hands_back_what_nobody_saw_first_in_line_with_no_attempt_counted() -> None:
+    url = fresh_url()
+    with brokerkit.connect(url, max_deliveries=1) as broker:
+        broker.publish_many("jobs", range(5))
+        for delivery in broker.consume("jobs", prefetch=5, limit=1):
+            delivery.ack()  # the other four were prefetched, never seen
+        rest = list(broker.consume("jobs", prefetch=5, timeout=0))
+        assert [(d.body, d.attempt) for d in rest] == [(1, 1), (2, 1), (3, 1), (4, 1)]
+        broker.ack(*rest)
+        assert broker.inspect("jobs").dead_lettered == 0

@@ -177,6 +177,29 @@ class MemoryBroker(Broker):
                         group.ready.clear()
                         drop_if_retired(topic, state.group)
 
+    def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Deliveries fetched but never given to the application go back first in line,
+        as they were: no attempt is counted for a delivery nobody saw."""
+        store = self._store
+        with store.lock:
+            self._expire(store.clock.now())
+            returned: dict[int, list[tuple[int, Message, int]]] = {}
+            groups: dict[int, Group] = {}
+            for delivery in deliveries:
+                topic_name, group_name, _ = delivery.receipt
+                group = store.topics[topic_name].groups.get(group_name)
+                lease = self._release_lease(delivery)
+                if lease is None or group is None or group.retired:
+                    continue  # its lease ran out already: it is back in line
+                groups[id(group)] = group
+                returned.setdefault(id(group), []).append(
+                    (lease.offset, lease.message, lease.attempt - 1)
+                )
+            for key, items in returned.items():
+                groups[key].ready.extendleft(reversed(items))
+        store.wake()
+        self._mark(deliveries)
+
     # -- settling -----------------------------------------------------------------
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
