@@ -28,3 +28,20 @@ class TestNatsAsyncContract(BrokerContract):
     @pytest.fixture
     def make_broker(self, nats_prefix: str):  # type: ignore[no-untyped-def]
         return lambda **options: brokerkit.aio.connect(NATS_URL, prefix=nats_prefix, **options)
+
+
+CORE_URL = NATS_URL.replace("nats://", "nats+core://", 1)
+
+
+class TestNatsCoreContract(BrokerContract):
+    """Plain core NATS subjects: what pub/sub promises (fan-out, order, patterns)."""
+
+    @pytest.fixture
+    def make_broker(self, nats_prefix: str):  # type: ignore[no-untyped-def]
+        return lambda **options: brokerkit.connect(CORE_URL, prefix=nats_prefix, **options)
+
+
+class TestNatsCoreAsyncContract(BrokerContract):
+    @pytest.fixture
+    def make_broker(self, nats_prefix: str):  # type: ignore[no-untyped-def]
+        return lambda **options: brokerkit.aio.connect(CORE_URL, prefix=nats_prefix, **options)

@@ -1,4 +1,5 @@
-"""The NATS JetStream backend (``nats://host:4222``), through nats-py.
+"""The NATS backends, through nats-py: JetStream (``nats://host:4222``) and plain core
+NATS subjects, at most once (``nats+core://host:4222``).
 
 Registered lazily, so that ``import brokerkit`` never imports nats-py. The backend
 is written once, as the asyncio class :class:`~.broker.AsyncNatsBroker`; the sync
@@ -21,4 +22,10 @@ def brokerkit_register_backends(registry: BackendRegistry) -> None:
         schemes=("nats",),
         install_hint=_HINT,
         aio="brokerkit.backends.nats.broker:AsyncNatsBroker",
+    )
+    registry.add(
+        "brokerkit.backends.nats.core:NatsCoreBroker",
+        schemes=("nats+core",),
+        install_hint=_HINT,
+        aio="brokerkit.backends.nats.core:AsyncNatsCoreBroker",
     )

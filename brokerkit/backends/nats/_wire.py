@@ -28,6 +28,7 @@ __all__ = [
     "encode_headers",
     "parse_description",
     "subject_for",
+    "wire_size",
 ]
 
 META_HEADER = "Bk-Meta"
@@ -105,3 +106,9 @@ def decode(
         if isinstance(k, str) and not k.startswith("Nats-")
     }
     return Message(f"nats-{stream_seq}", topic, payload, "application/octet-stream", plain, ts)
+
+
+def wire_size(payload: bytes, headers: dict[str, str]) -> int:
+    """About what the server counts against its ``max_payload``: the payload and the
+    headers block (``NATS/1.0`` line, ``name: value`` lines, blank line)."""
+    return len(payload) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12

@@ -49,6 +49,7 @@ from brokerkit.backends.nats._wire import (
     decode,
     encode_headers,
     subject_for,
+    wire_size,
 )
 from brokerkit.exceptions import BrokerError, InvalidMessage, InvalidOption, StaleDelivery
 
@@ -126,7 +127,7 @@ class AsyncNatsBroker(AsyncBroker):
         # close the connection on a larger one, so it is refused before anything is sent.
         limit = (await self._client.connection()).max_payload
         for (_, payload, headers), message in zip(requests, messages, strict=True):
-            size = len(payload) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12
+            size = wire_size(payload, headers)
             if size > limit:
                 raise InvalidMessage(
                     f"message {message.id} is {size:,} bytes with its headers, more than "

@@ -1,0 +1,163 @@
+"""``nats+core://``: plain NATS subjects, the at-most-once pub/sub flavour.
+
+Core NATS keeps nothing: a message reaches the subscribers listening when it is
+published, each of them, in order, and nobody else. So the capabilities are those of
+Redis pub/sub: FANOUT, ORDERED and PATTERNS (a glob over topics, matched here on the
+topics under this broker's prefix), no persistence, no acks. Written once for asyncio;
+the sync class runs it through the loop bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from nats.aio.msg import Msg
+
+from brokerkit._broker_async import AsyncBroker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._inspect import TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit._topics import topic_matches
+from brokerkit._url import BrokerURL
+from brokerkit.aio import bridged
+from brokerkit.backends.nats._client import NatsClient
+from brokerkit.backends.nats._options import NatsOptions
+from brokerkit.backends.nats._wire import decode, encode_headers, subject_for, wire_size
+from brokerkit.exceptions import ConnectionFailed, InvalidMessage
+
+__all__ = ["AsyncNatsCoreBroker", "NatsCoreBroker"]
+
+#: Messages a subscription keeps for its reader before it drops the oldest: a reader
+#: that falls this far behind loses messages, as a slow core-NATS subscriber does.
+BUFFER = 10_000
+
+
+@dataclass
+class _Listening:
+    """One subscription's NATS subscription and the messages it has been handed."""
+
+    queue: asyncio.Queue[Msg] = field(default_factory=lambda: asyncio.Queue(BUFFER))
+    nats: Any = None
+    received: int = 0
+
+
+class AsyncNatsCoreBroker(AsyncBroker):
+    """Core NATS subjects: fan-out to whoever listens, at most once."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("nats+core",)
+    capabilities: ClassVar[Capability] = (
+        Capability.FANOUT | Capability.ORDERED | Capability.PATTERNS
+    )
+    Options: ClassVar[type[BrokerOptions]] = NatsOptions
+    options: NatsOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self._client = NatsClient(
+            url,
+            connect_timeout=self.options.connect_timeout,
+            reconnect_timeout=self.options.reconnect_timeout,
+        )
+
+    def _topic_of(self, subject: str) -> str:
+        tokens = subject.split(".")[1:]
+        return ".".join("" if token == "%" else token for token in tokens)
+
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        nc = await self._client.connection()
+        subject = subject_for(self.options.prefix, topic)
+        sends = [(message, encode_headers(message)) for message in messages]
+        for message, headers in sends:
+            size = wire_size(message.payload, headers)
+            if size > nc.max_payload:
+                raise InvalidMessage(
+                    f"message {message.id} is {size:,} bytes with its headers, more than this "
+                    f"NATS server's max_payload ({nc.max_payload:,} bytes); nothing was sent"
+                )
+        try:
+            for message, headers in sends:
+                await nc.publish(subject, message.payload, headers=headers)
+            await nc.flush(timeout=max(1, round(self.options.reconnect_timeout)))
+        except Exception as exc:
+            raise ConnectionFailed(
+                f"could not publish to NATS at {self._client.server}: {type(exc).__name__}"
+            ) from None
+
+    async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        nc = await self._client.connection()
+        listening = _Listening()
+
+        async def handed(msg: Msg) -> None:
+            if listening.queue.full():  # a reader this far behind loses the oldest
+                listening.queue.get_nowait()
+            listening.queue.put_nowait(msg)
+
+        # A pattern is matched here, over every topic under the prefix: brokerkit's globs
+        # are not NATS's token wildcards.
+        subject = (
+            f"{self.options.prefix}.>"
+            if subscription.pattern
+            else subject_for(self.options.prefix, subscription.topic)
+        )
+        listening.nats = await nc.subscribe(subject, cb=handed)
+        await nc.flush()  # the server has the interest before subscribe() returns
+        subscription.state = listening
+
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
+        listening: _Listening = subscription.state
+        deliveries: list[AsyncDelivery] = []
+        deadline = time.monotonic() + timeout
+        while len(deliveries) < max_messages:
+            if listening.queue.empty() and deliveries:
+                break
+            wait = deadline - time.monotonic()
+            try:
+                msg = (
+                    listening.queue.get_nowait()
+                    if not listening.queue.empty() or wait <= 0
+                    else await asyncio.wait_for(listening.queue.get(), wait)
+                )
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                break
+            topic = self._topic_of(msg.subject)
+            if subscription.pattern and not topic_matches(subscription.topic, topic):
+                continue
+            listening.received += 1
+            message = decode(topic, msg.data, msg.headers, listening.received, time.time())
+            deliveries.append(
+                AsyncDelivery(message, subscription=subscription, receipt=listening.received)
+            )
+        return deliveries
+
+    async def _unsubscribe(
+        self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
+    ) -> None:
+        listening: _Listening | None = subscription.state
+        self._mark(unreturned)
+        if listening is not None and listening.nats is not None:
+            with contextlib.suppress(Exception):  # the connection is gone: so is the interest
+                await listening.nats.unsubscribe()
+
+    async def _inspect(self, topic: str) -> TopicInfo:
+        # Core NATS keeps nothing: there is never a length, a delivery in flight or a
+        # dead letter to report.
+        return TopicInfo(topic=topic, length=0, in_flight=0, dead_lettered=0)
+
+    async def _purge(self, topic: str) -> int:
+        return 0
+
+    async def _close(self) -> None:
+        await self._client.close()
+
+
+NatsCoreBroker = bridged(AsyncNatsCoreBroker)
