@@ -42,7 +42,7 @@ GRACE = 5.0
 QUIET = 0.05
 #: On real time, an unsettled delivery must be handed out again no later than this
 #: many seconds after its lease ran out (a :class:`ManualTimeline` allows none).
-LEASE_TOLERANCE = 0.5
+LEASE_TOLERANCE = 1.0
 #: On real time, how much earlier than its deadline a lease may be seen to run out:
 #: the clocks of client and server tick at the same rate, but Redis rounds to a
 #: millisecond (a :class:`ManualTimeline` allows none).
