@@ -19,6 +19,8 @@ from brokerkit.exceptions import AlreadySettled, InvalidOption, StaleDelivery
 __all__ = ["LeaseContract"]
 
 _VT = VISIBILITY_TIMEOUT
+#: The lease of the late-settlement test: long enough for its checks to run in.
+_LATE_VT = 4 * VISIBILITY_TIMEOUT
 
 
 class LeaseContract:
@@ -177,8 +179,12 @@ class LeaseContract:
         nack of several deliveries, some still live) raises StaleDelivery, leaves B's
         deliveries and the dead-letter topic alone, and settles the live ones.
         """
-        hung = contract.broker(visibility_timeout=_VT)
-        other = contract.broker(visibility_timeout=_VT)
+        # Longer leases than elsewhere: B must still hold its copies while A's four
+        # late settlements run and the suite listens after each (a backend that does
+        # not renew leases in the background would hand B's copies out again).
+        lease = _LATE_VT
+        hung = contract.broker(visibility_timeout=lease)
+        other = contract.broker(visibility_timeout=lease)
         topic = contract.topic("lateack")
         dead_letters = other.subscribe(other.dead_letter_topic(topic))
         kinds = ["ack", "requeue", "reject", "extend"]
@@ -187,7 +193,7 @@ class LeaseContract:
         hung.publish_many(topic, kinds)
         stale = {d.id: d for d in (contract.expect(first, "late ack") for _ in kinds)}
         self.suspend_renewals(hung)
-        wait = contract.let_leases_expire()
+        wait = contract.let_leases_expire(lease)
         fresh = []
         for _ in kinds:
             fresh.append(
