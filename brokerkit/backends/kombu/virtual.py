@@ -72,6 +72,8 @@ class KombuVirtualBroker(Broker):
         self._io = threading.RLock()
         self._channel: Any = None
         self._declared: set[str] = set()
+        #: Queues declared and bound over the current channel.
+        self._bound: set[str] = set()
         self._exchanges: set[str] = set()
         self._groups: dict[str, set[str]] = {}
         self._stop = threading.Event()
@@ -79,26 +81,37 @@ class KombuVirtualBroker(Broker):
 
     # -- the connection -----------------------------------------------------------
 
-    def _call(self, work: Callable[[], _T]) -> _T:
+    def _call(self, work: Callable[[], _T], *, retry: bool = False) -> _T:
         """Run ``work`` under the I/O lock; a transport error is ConnectionFailed
-        (naming the URL without its password)."""
+        (naming the URL without its password). With ``retry`` (reads and
+        declarations: safe to repeat), reconnect with backoff for up to
+        ``reconnect_timeout`` seconds first."""
         connection = self._connection
         errors = (*connection.connection_errors, *connection.channel_errors, OSError)
-        with self._io:
-            try:
-                if self._channel is None:
-                    self._channel = connection.channel()
-                    if self.transport == "redis":
-                        self._channel.client.ping()
-                return work()
-            except errors as error:
-                self._drop_channel()
-                raise ConnectionFailed(
-                    f"{self.url} failed: {type(error).__name__}: {error}"
-                ) from None
+        gave_up = time.monotonic() + self.options.reconnect_timeout
+        backoff = 0.05
+        while True:
+            with self._io:
+                try:
+                    if self._channel is None:
+                        self._channel = connection.channel()
+                        if self.transport == "redis":
+                            self._channel.client.ping()
+                    return work()
+                except errors as error:
+                    self._drop_channel()
+                    failure = ConnectionFailed(
+                        f"{self.url} failed: {type(error).__name__}: {error}"
+                    )
+            left = gave_up - time.monotonic()
+            if not retry or left <= 0 or self._closed:
+                raise failure from None
+            self._stop.wait(min(backoff, left))
+            backoff = min(backoff * 2, 1.0)
 
     def _drop_channel(self) -> None:
         channel, self._channel = self._channel, None
+        self._bound.clear()
         if channel is not None:
             with contextlib.suppress(Exception):  # it is being thrown away
                 channel.close()
@@ -107,13 +120,14 @@ class KombuVirtualBroker(Broker):
         """Declare the topic's exchange and the group's queue, bound to it (once)."""
         exchange = self.names.exchange(topic)
         queue = self.names.queue(topic, group)
-        if queue not in self._declared:
+        if queue not in self._bound:
             channel = self._channel
             channel.exchange_declare(exchange, type="direct", durable=True, auto_delete=False)
             channel.queue_declare(queue, durable=True, auto_delete=False)
             channel.queue_bind(queue, exchange, routing_key="")
             self._exchanges.add(exchange)
             self._declared.add(queue)
+            self._bound.add(queue)
         return queue
 
     @property
@@ -133,10 +147,15 @@ class KombuVirtualBroker(Broker):
 
         def delete() -> None:
             for queue in sorted(queues):
-                topic = queue[len(head) :].rsplit("|", 1)[0]
-                self._channel.queue_unbind(queue, self.names.exchange(topic), "")
+                topic, group = queue[len(head) :].rsplit("|", 1)
+                # Bound over this channel first: kombu deletes a queue's list and
+                # binding-table entries through the bindings its channel knows.
+                self._ensure_queue(topic, group)
                 self._channel.queue_delete(queue)
+                # ... and leaves the exchange's routing table to queue_unbind.
+                self._channel.queue_unbind(queue, self.names.exchange(topic), "")
                 self._declared.discard(queue)
+                self._bound.discard(queue)
             for exchange in sorted(exchanges):
                 with contextlib.suppress(KeyError):  # kombu's memory store: already gone
                     self._channel.exchange_delete(exchange)
@@ -170,7 +189,7 @@ class KombuVirtualBroker(Broker):
 
     def _subscribe(self, subscription: Subscription) -> None:
         topic, group = subscription.topic, subscription.group
-        subscription.state = self._call(lambda: self._ensure_queue(topic, group))
+        subscription.state = self._call(lambda: self._ensure_queue(topic, group), retry=True)
         with self._io:
             self._groups.setdefault(topic, {DEFAULT_GROUP}).add(group)
 
@@ -192,7 +211,7 @@ class KombuVirtualBroker(Broker):
             return taken
 
         while True:
-            taken = self._call(take)
+            taken = self._call(take, retry=True)
             remaining = deadline - time.monotonic()
             if taken or remaining <= 0 or subscription.closed or self._closed:
                 return taken
@@ -225,7 +244,7 @@ class KombuVirtualBroker(Broker):
             self._ensure_queue(topic, DEFAULT_GROUP)
             return {g: int(self._channel._size(self.names.queue(topic, g))) for g in groups}
 
-        sizes = self._call(look)
+        sizes = self._call(look, retry=True)
         return TopicInfo(
             topic=topic,
             length=sizes[DEFAULT_GROUP],
@@ -248,7 +267,7 @@ class KombuVirtualBroker(Broker):
                 removed += int(self._channel.queue_purge(queue) or 0)
             return removed
 
-        return self._call(purge)
+        return self._call(purge, retry=True)
 
     def _close(self) -> None:
         self._stop.set()
