@@ -1,0 +1,300 @@
+"""``kombu+memory://`` and ``kombu+redis://``: kombu's *virtual* transports.
+
+kombu emulates AMQP over stores that have no broker of their own
+(:mod:`kombu.transport.virtual`): a queue is a list, an exchange is a table of
+bindings. This backend keeps only the promises such a transport can keep:
+
+* a topic is a **direct exchange** ``<prefix>|<topic>``; a group is a queue
+  ``<prefix>|<topic>|<group>`` bound to it with the empty routing key, so every group
+  gets its own copy of every message (FANOUT) and the members of a group take turns
+  at one list (COMPETING). A *fanout* exchange is not used: on Redis kombu carries
+  fanout over pub/sub, which keeps nothing for a consumer that is not listening.
+  Publishing declares the topic's default-group queue, so that a message waits for
+  its first consumer (PERSISTENT: in Redis; for ``memory``, in this process only).
+* a fetch is ``basic_get`` with ``no_ack``: the message leaves the queue when it is
+  fetched (**at most once**). Virtual transports count no deliveries and confirm no
+  publish, so this backend declares no ACK, DEAD_LETTER, REPLAY, PATTERNS or BOUNDED;
+  :meth:`~brokerkit.Broker.ack` and :meth:`~brokerkit.Broker.nack` only mark a
+  delivery settled. Messages fetched but never handed to the caller (a closed
+  subscription's buffer, a cancelled receive) are put back on their queue, at its
+  end.
+* an empty queue is polled (every ``_POLL`` seconds) until the receive's deadline:
+  ``basic_get`` is the one read every virtual transport has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from kombu.connection import Connection as KombuConnection
+
+from brokerkit._broker import DEFAULT_GROUP, Broker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery import Delivery
+from brokerkit._inspect import GroupInfo, TopicInfo
+from brokerkit._message import Message
+from brokerkit._options import BrokerOptions
+from brokerkit._subscription import Subscription
+from brokerkit._url import BrokerURL
+from brokerkit.backends.kombu._envelope import decode, encode
+from brokerkit.backends.kombu._names import Names
+from brokerkit.backends.kombu._options import KombuOptions
+from brokerkit.exceptions import ConnectionFailed, InvalidOption, InvalidURL
+
+__all__ = ["KombuVirtualBroker"]
+
+#: How often an empty queue is asked again during a receive.
+_POLL = 0.01
+
+_T = TypeVar("_T")
+
+
+class KombuVirtualBroker(Broker):
+    """One of kombu's virtual transports (``memory``, ``redis``), at most once."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("kombu+memory", "kombu+redis")
+    capabilities: ClassVar[Capability] = (
+        Capability.PERSISTENT | Capability.COMPETING | Capability.FANOUT | Capability.ORDERED
+    )
+    Options: ClassVar[type[BrokerOptions]] = KombuOptions
+    options: KombuOptions
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        self.transport = url.scheme.split("+", 1)[1]
+        self.names = Names(self.options.prefix)
+        self._connection = _connection(url, self.transport, self.options.connect_timeout)
+        #: kombu connections and channels are not thread-safe: every use holds this.
+        self._io = threading.RLock()
+        self._channel: Any = None
+        self._declared: set[str] = set()
+        #: Queues declared and bound over the current channel.
+        self._bound: set[str] = set()
+        self._exchanges: set[str] = set()
+        self._groups: dict[str, set[str]] = {}
+        self._stop = threading.Event()
+        self._call(lambda: None)  # connect now: an unreachable server fails here
+
+    # -- the connection -----------------------------------------------------------
+
+    def _call(self, work: Callable[[], _T], *, retry: bool = False) -> _T:
+        """Run ``work`` under the I/O lock; a transport error is ConnectionFailed
+        (naming the URL without its password). With ``retry`` (reads and
+        declarations: safe to repeat), reconnect with backoff for up to
+        ``reconnect_timeout`` seconds first."""
+        connection = self._connection
+        errors = (*connection.connection_errors, *connection.channel_errors, OSError)
+        gave_up = time.monotonic() + self.options.reconnect_timeout
+        backoff = 0.05
+        while True:
+            with self._io:
+                try:
+                    if self._channel is None:
+                        self._channel = connection.channel()
+                        if self.transport == "redis":
+                            self._channel.client.ping()
+                    return work()
+                except errors as error:
+                    self._drop_channel()
+                    failure = ConnectionFailed(
+                        f"{self.url} failed: {type(error).__name__}: {error}"
+                    )
+            left = gave_up - time.monotonic()
+            if not retry or left <= 0 or self._closed:
+                raise failure from None
+            self._stop.wait(min(backoff, left))
+            backoff = min(backoff * 2, 1.0)
+
+    def _drop_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        self._bound.clear()
+        if channel is not None:
+            with contextlib.suppress(Exception):  # it is being thrown away
+                channel.close()
+
+    def _ensure_queue(self, topic: str, group: str) -> str:
+        """Declare the topic's exchange and the group's queue, bound to it (once)."""
+        exchange = self.names.exchange(topic)
+        queue = self.names.queue(topic, group)
+        if queue not in self._bound:
+            channel = self._channel
+            channel.exchange_declare(exchange, type="direct", durable=True, auto_delete=False)
+            channel.queue_declare(queue, durable=True, auto_delete=False)
+            channel.queue_bind(queue, exchange, routing_key="")
+            self._exchanges.add(exchange)
+            self._declared.add(queue)
+            self._bound.add(queue)
+        return queue
+
+    @property
+    def declared(self) -> tuple[frozenset[str], frozenset[str]]:
+        """``(exchanges, queues)`` this broker declared: they outlive it (in Redis,
+        until someone deletes them; ``memory``: until the process ends)."""
+        with self._io:
+            return frozenset(self._exchanges), frozenset(self._declared)
+
+    def delete(self, exchanges: frozenset[str], queues: frozenset[str]) -> None:
+        """Delete these queues (their bindings and messages) and exchanges, named as
+        :attr:`declared` names them; only names under this broker's prefix."""
+        head = f"{self.names.prefix}|"
+        foreign = sorted(n for n in exchanges | queues if not n.startswith(head))
+        if foreign:
+            raise InvalidOption(f"not a name under the prefix {self.names.prefix!r}: {foreign}")
+
+        def delete() -> None:
+            for queue in sorted(queues):
+                topic, group = queue[len(head) :].rsplit("|", 1)
+                # Bound over this channel first: kombu deletes a queue's list and
+                # binding-table entries through the bindings its channel knows.
+                self._ensure_queue(topic, group)
+                self._channel.queue_delete(queue)
+                # ... and leaves the exchange's routing table to queue_unbind.
+                self._channel.queue_unbind(queue, self.names.exchange(topic), "")
+                self._declared.discard(queue)
+                self._bound.discard(queue)
+            for exchange in sorted(exchanges):
+                with contextlib.suppress(KeyError):  # kombu's memory store: already gone
+                    self._channel.exchange_delete(exchange)
+                self._exchanges.discard(exchange)
+
+        self._call(delete)
+
+    # -- publishing ---------------------------------------------------------------
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        def send() -> None:
+            self._ensure_queue(topic, DEFAULT_GROUP)
+            exchange = self.names.exchange(topic)
+            for message in messages:
+                self._put(exchange, "", message)
+
+        self._call(send)
+
+    def _put(self, exchange: str, routing_key: str, message: Message) -> None:
+        body, properties, headers = encode(message)
+        raw = self._channel.prepare_message(
+            body,
+            content_type=message.content_type,
+            content_encoding="binary",
+            headers=headers,
+            properties=properties,
+        )
+        self._channel.basic_publish(raw, exchange=exchange, routing_key=routing_key)
+
+    # -- consuming ----------------------------------------------------------------
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        topic, group = subscription.topic, subscription.group
+        subscription.state = self._call(lambda: self._ensure_queue(topic, group), retry=True)
+        with self._io:
+            self._groups.setdefault(topic, {DEFAULT_GROUP}).add(group)
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        queue: str = subscription.state
+        deadline = time.monotonic() + timeout
+
+        def take() -> list[Delivery]:
+            taken: list[Delivery] = []
+            while len(taken) < max_messages:
+                raw = self._channel.basic_get(queue, no_ack=True)
+                if raw is None:
+                    break
+                properties = {**raw.properties, "content_type": raw.content_type}
+                message = decode(subscription.topic, raw.body, properties, raw.headers)
+                taken.append(Delivery(message, subscription=subscription))
+            return taken
+
+        while True:
+            taken = self._call(take, retry=True)
+            remaining = deadline - time.monotonic()
+            if taken or remaining <= 0 or subscription.closed or self._closed:
+                return taken
+            self._stop.wait(min(remaining, _POLL))
+
+    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
+        self._hand_back(unreturned)
+
+    def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Put deliveries the caller never got back on their group's queue (at its
+        end: a virtual transport has no way to put a message back in front)."""
+        live = [d for d in deliveries if not d.settled]
+        if live and not self._closed:
+
+            def put_back() -> None:
+                for delivery in live:
+                    queue: str = delivery.subscription.state
+                    self._put("", queue, delivery.message)
+
+            self._call(put_back)
+        self._mark(deliveries)
+
+    # -- management ---------------------------------------------------------------
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        with self._io:
+            groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
+
+        def look() -> dict[str, int]:
+            self._ensure_queue(topic, DEFAULT_GROUP)
+            return {g: int(self._channel._size(self.names.queue(topic, g))) for g in groups}
+
+        sizes = self._call(look, retry=True)
+        return TopicInfo(
+            topic=topic,
+            length=sizes[DEFAULT_GROUP],
+            groups=tuple(GroupInfo(g, 0, sizes[g]) for g in groups),
+            details={
+                "transport": self.transport,
+                "exchange": self.names.exchange(topic),
+                "queues": {self.names.queue(topic, g): sizes[g] for g in groups},
+            },
+        )
+
+    def _purge(self, topic: str) -> int:
+        with self._io:
+            groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
+
+        def purge() -> int:
+            removed = 0
+            for group in groups:
+                queue = self._ensure_queue(topic, group)
+                removed += int(self._channel.queue_purge(queue) or 0)
+            return removed
+
+        return self._call(purge, retry=True)
+
+    def _close(self) -> None:
+        self._stop.set()
+        with self._io:
+            self._drop_channel()
+            self._connection.release()
+
+
+def _connection(url: BrokerURL, transport: str, connect_timeout: float) -> Any:
+    """The kombu connection ``url`` names (nothing is sent yet)."""
+    if transport == "memory":
+        if url.host or url.port or url.username or url.password or url.path.strip("/"):
+            raise InvalidURL(
+                "kombu+memory:// takes no host, user or path (kombu keeps one in-memory "
+                f"store per process), got {url}"
+            )
+        return KombuConnection(transport="memory")  # type: ignore[no-untyped-call]
+    db = url.path.strip("/") or "0"
+    if not db.isdigit():
+        raise InvalidURL(f"the path of {url.scheme}:// is a Redis database number, got {db!r}")
+    return KombuConnection(  # type: ignore[no-untyped-call]
+        hostname=url.host or "localhost",
+        port=url.port or 6379,
+        userid=url.username,
+        password=url.password,
+        virtual_host=db,
+        transport="redis",
+        connect_timeout=connect_timeout,
+        transport_options={"socket_timeout": connect_timeout},
+    )
