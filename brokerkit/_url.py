@@ -42,7 +42,12 @@ class BrokerURL:
             return url
         if not isinstance(url, str):
             raise InvalidURL(f"a broker URL must be a string, not {type(url).__name__}")
-        if "://" not in url:
+        scheme_part, separator, _ = url.partition("://")
+        if not scheme_part and separator:
+            raise InvalidURL(f"{_masked(url)!r} has an empty scheme")
+        if not separator or _SCHEME.fullmatch(scheme_part) is None:
+            # No scheme, or a "://" only later on (inside a password, say): the URL
+            # does not start as a URL, and must not be read as a path with the secret.
             typo = _SCHEME_PREFIX.match(url)
             hint = ""
             if typo and "/" in typo.group():
@@ -160,6 +165,7 @@ def _at_outside_an_option(tail: str, at: int) -> bool:
 #: A scheme followed by a colon and any number of slashes: ``redis+stream:/``,
 #: ``user:`` (where a scheme-less ``user:pw@host`` would put it).
 _SCHEME_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/*")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
 def _masked(url: str) -> str:

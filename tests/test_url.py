@@ -202,3 +202,10 @@ def test_no_form_of_url_shows_a_random_password(password: str, form: str, encode
     with pytest.raises(brokerkit.BrokerError) as excinfo:  # an unknown option, or the port
         brokerkit.connect(bogus.render(hide_password=False))
     assert password not in str(excinfo.value)
+
+
+def test_a_scheme_typo_with_a_password_holding_a_scheme_separator_is_refused() -> None:
+    # found by the property above: "://" inside the password made the URL look whole
+    with pytest.raises(InvalidURL, match="two slashes") as refused:
+        BrokerURL.parse("redis+list:/user:000§Q7://@db.example/0")
+    assert "000§Q7" not in str(refused.value)
