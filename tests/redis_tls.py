@@ -58,7 +58,8 @@ def _openssl(*args: str, cwd: Path) -> None:
 def _make_ca(directory: Path, name: str) -> tuple[Path, Path]:
     key, cert = directory / f"{name}.key", directory / f"{name}.pem"
     _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-sha256", "-days", "2",
         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN=brokerkit {name}",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
@@ -75,14 +76,15 @@ def make_certificates(directory: Path) -> TLSFiles:
     server_key, server_csr = directory / "server.key", directory / "server.csr"
     server_cert, extensions = directory / "server.pem", directory / "server.ext"
     _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-keyout", str(server_key),
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-sha256", "-keyout", str(server_key),
         "-out", str(server_csr), "-subj", "/CN=127.0.0.1",
         cwd=directory,
     )  # fmt: skip
     extensions.write_text(
         "subjectAltName=IP:127.0.0.1\n"
         "basicConstraints=CA:FALSE\n"
-        "keyUsage=digitalSignature,keyEncipherment\n"
+        "keyUsage=digitalSignature\n"
         "extendedKeyUsage=serverAuth\n"
     )
     _openssl(
