@@ -98,29 +98,37 @@ def test_cancelling_a_blocked_receive_strands_nothing() -> None:
     run(main)
 
 
+class SlowFetch(AsyncMemoryBroker):
+    """Takes its deliveries, then is slow to return them: a caller's cancellation lands
+    while the leased deliveries are on their way back."""
+
+    async def _fetch(self, *args: Any) -> Any:
+        fetched = await super()._fetch(*args)
+        await asyncio.sleep(0.2)
+        return fetched
+
+
+async def cancel_a_receive_mid_fetch(url: str) -> tuple[AsyncMemoryBroker, Any]:
+    """A slow broker on ``url`` whose receive of 3 messages was cancelled while its
+    fetch had them leased; returns the broker and the subscription."""
+    slow = SlowFetch.from_url(url, visibility_timeout=3600)
+    subscription = await slow.subscribe("jobs", prefetch=3)
+    receiving = asyncio.ensure_future(subscription.receive())
+    await asyncio.sleep(0.05)  # inside the fetch: the 3 are leased by now
+    assert (await slow.inspect("jobs")).in_flight == 3
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
+    return slow, subscription
+
+
 def test_a_fetch_cut_off_by_cancellation_hands_its_deliveries_back_at_once() -> None:
     url = fresh_url()
 
-    class SlowFetch(AsyncMemoryBroker):
-        """Takes its deliveries, then is slow to return them: the caller's cancellation
-        lands while the leased deliveries are on their way back."""
-
-        async def _fetch(self, *args: Any) -> Any:
-            fetched = await super()._fetch(*args)
-            await asyncio.sleep(0.2)
-            return fetched
-
     async def main() -> None:
-        slow = SlowFetch.from_url(url, visibility_timeout=3600)
         async with brokerkit.aio.connect(url) as broker:
             await broker.publish_many("jobs", range(3))
-            subscription = await slow.subscribe("jobs", prefetch=3)
-            receiving = asyncio.ensure_future(subscription.receive())
-            await asyncio.sleep(0.05)  # inside the fetch: the 3 are leased by now
-            assert (await broker.inspect("jobs")).in_flight == 3
-            receiving.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await receiving
+            slow, _ = await cancel_a_receive_mid_fetch(url)
             other = await broker.subscribe("jobs", prefetch=3)
             # Handed back when the fetch ends, not after the hour-long lease.
             got = [await other.receive(timeout=2) for _ in range(3)]
@@ -273,22 +281,10 @@ def test_a_body_larger_than_the_backend_stores_is_refused_before_anything_is_sen
 def test_a_fetch_orphaned_by_a_cancelled_receive_is_handed_back_before_close_returns() -> None:
     url = fresh_url()
 
-    class SlowFetch(AsyncMemoryBroker):
-        async def _fetch(self, *args: Any) -> Any:
-            fetched = await super()._fetch(*args)
-            await asyncio.sleep(0.2)
-            return fetched
-
     async def main() -> None:
-        slow = SlowFetch.from_url(url, visibility_timeout=3600)
         async with brokerkit.aio.connect(url) as broker:
             await broker.publish_many("jobs", range(3))
-            subscription = await slow.subscribe("jobs", prefetch=3)
-            receiving = asyncio.ensure_future(subscription.receive())
-            await asyncio.sleep(0.05)  # inside the fetch: the 3 are leased by now
-            receiving.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await receiving
+            slow, subscription = await cancel_a_receive_mid_fetch(url)
             await subscription.close()  # waits for the orphaned fetch and its hand-back
             assert (await broker.inspect("jobs")).in_flight == 0
         await slow.close()
