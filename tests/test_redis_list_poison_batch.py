@@ -5,35 +5,15 @@ with it reach a handler."""
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.conftest import RedisTarget
+from tests.poison_worker import supervise
 
 pytestmark = pytest.mark.redis_list
-
-#: A worker process: handles each message (prints its id and attempt, acks it) and
-#: SIGKILLs itself when handed the poison message, as a segfaulting handler would.
-_WORKER = """
-import os, signal, sys, brokerkit
-url, vt, idle = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-with brokerkit.connect(url, visibility_timeout=vt, max_deliveries=3) as broker:
-    subscription = broker.subscribe("jobs", prefetch=10)
-    while True:
-        delivery = subscription.receive(timeout=idle)
-        if delivery is None:
-            break
-        if delivery.body == "poison":
-            os.kill(os.getpid(), signal.SIGKILL)
-        print(delivery.id, delivery.attempt, flush=True)
-        delivery.ack()
-"""
 
 
 @pytest.fixture
@@ -49,27 +29,7 @@ def test_a_poison_message_that_kills_its_consumer_takes_only_itself_to_the_dead_
     poison = broker.publish("jobs", "poison")
     good = broker.publish_many("jobs", [f"job-{i}" for i in range(9)])
     url = redis_target.url("redis+list", prefix=prefix)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    handled: dict[str, int] = {}
-    kills = 0
-    deadline = time.monotonic() + 90
-    # Restart the worker, as a supervisor would, until a run ends on its own.
-    while True:
-        assert time.monotonic() < deadline, f"never settled: handled {handled}, {kills} kills"
-        worker = subprocess.run(
-            [sys.executable, "-c", _WORKER, url, str(vt), str(6 * vt)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-        for line in worker.stdout.splitlines():
-            message_id, attempt = line.split()
-            handled[message_id] = int(attempt)
-        if worker.returncode == 0:
-            break
-        assert worker.returncode == -9, worker.stderr
-        kills += 1
+    handled, kills = supervise(url, vt, idle=6 * vt)
     assert kills == 3, "the poison message was handed out max_deliveries times"
     assert sorted(handled) == sorted(good), "every batch mate of the poison reached a handler"
     dead = broker.subscribe(broker.dead_letter_topic("jobs"))

@@ -6,10 +6,6 @@ a hand-back."""
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +14,7 @@ import pytest
 import brokerkit.aio
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from tests.conftest import RedisTarget
+from tests.poison_worker import supervise
 from tests.redis_stream_aio_support import PROMPT, receive_all, run
 
 Make = Callable[..., RedisStreamBroker]
@@ -29,25 +26,6 @@ def make(redis_broker: Callable[..., Any]) -> Make:
     return functools.partial(redis_broker, "redis+stream")
 
 
-#: A worker process: handles each message (prints its id, acks it) and SIGKILLs
-#: itself when handed the poison message, as a segfaulting handler would. It exits
-#: when nothing arrives for a while.
-_WORKER = """
-import os, signal, sys, brokerkit
-url, vt, idle = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-with brokerkit.connect(url, visibility_timeout=vt, max_deliveries=3) as broker:
-    subscription = broker.subscribe("jobs", group="workers", prefetch=10)
-    while True:
-        delivery = subscription.receive(timeout=idle)
-        if delivery is None:
-            break
-        if delivery.body == "poison":
-            os.kill(os.getpid(), signal.SIGKILL)
-        print(delivery.id, delivery.attempt, flush=True)
-        delivery.ack()
-"""
-
-
 def test_a_poison_message_that_kills_its_consumer_takes_only_itself_to_the_dead_letters(
     make: Make, redis_target: RedisTarget, prefix: str
 ) -> None:
@@ -57,28 +35,9 @@ def test_a_poison_message_that_kills_its_consumer_takes_only_itself_to_the_dead_
     poison = broker.publish("jobs", "poison")
     good = broker.publish_many("jobs", [f"job-{i}" for i in range(9)])
     url = redis_target.url("redis+stream", prefix=prefix)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    handled: dict[str, int] = {}
-    kills = 0
-    deadline = time.monotonic() + 60
-    # Restart the worker, as a supervisor would, until a run ends on its own (idle for
-    # 3 visibility timeouts: the poison message is gone and nothing is left).
-    while True:
-        assert time.monotonic() < deadline, f"never settled: handled {handled}, {kills} kills"
-        worker = subprocess.run(
-            [sys.executable, "-c", _WORKER, url, str(vt), str(3 * vt)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-        for line in worker.stdout.splitlines():
-            message_id, attempt = line.split()
-            handled[message_id] = int(attempt)
-        if worker.returncode == 0:
-            break
-        assert worker.returncode == -9, worker.stderr
-        kills += 1
+    # Until a run ends on its own (idle for 3 visibility timeouts): the poison message
+    # is gone and nothing is left.
+    handled, kills = supervise(url, vt, idle=3 * vt, group="workers")
     assert kills == 3, "the poison message was handed out max_deliveries times"
     assert sorted(handled) == sorted(good), "every batch mate of the poison reached a handler"
     dead = broker.subscribe(broker.dead_letter_topic("jobs"))
