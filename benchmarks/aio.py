@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +39,11 @@ import redis.asyncio as aioredis
 
 import brokerkit
 import brokerkit.aio
+from benchmarks.run import redis_at
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BODY = b"x" * 100
 PREFETCH = 100
-
-
-@contextlib.contextmanager
-def redis_at(url: str | None) -> Iterator[str]:
-    """``url``, or the URL of a private redis-server started for the run."""
-    if url is not None:
-        yield url
-        return
-    from tests.redis_server import RedisServer
-
-    with RedisServer() as server:
-        yield server.url("redis")
 
 
 def _fresh(label: str) -> str:

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -82,11 +83,15 @@ class RedisServer:
         """A plain redis-py client to this server, for assertions."""
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
 
+    def _listen(self) -> list[str]:
+        """The arguments that say where the server listens."""
+        return ["--port", str(self.port)]
+
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING."""
         args = [
             self.binary,
-            "--port", str(self.port),
+            *self._listen(),
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
             "--save", "",
@@ -104,7 +109,7 @@ class RedisServer:
 
     def _wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        client = self.client()
         try:
             while True:
                 if self.process is not None and self.process.poll() is not None:
@@ -113,7 +118,7 @@ class RedisServer:
                 try:
                     if client.ping():
                         return
-                except (redis.ConnectionError, redis.BusyLoadingError):
+                except (redis.ConnectionError, redis.BusyLoadingError, ssl.SSLError):
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not answer on port {self.port}")

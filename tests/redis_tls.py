@@ -17,17 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import ssl
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from tests.redis_server import find_redis_server
+from tests.redis_server import RedisServer, find_redis_server
 
 __all__ = ["TLSFiles", "TLSRedisServer", "find_tls_redis_server", "make_certificates"]
 
@@ -132,30 +128,21 @@ def find_tls_redis_server() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class TLSRedisServer:
+class TLSRedisServer(RedisServer):
     """One TLS-only redis-server on 127.0.0.1, with certificates of its own.
 
     :param binary: a redis-server built with TLS (see :func:`find_tls_redis_server`).
     """
 
     def __init__(self, binary: str) -> None:
+        super().__init__()
         self.binary = binary
-        self.port = _free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="brokerkit-redis-tls-")
-        self.directory = Path(self._dir.name)
         self.files = make_certificates(self.directory)
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def url(self, scheme: str, *, host: str = "127.0.0.1", ca: Path | None = None) -> str:
+    def url(self, scheme: str = "rediss", db: int = 0, *, host: str = "127.0.0.1",
+            ca: Path | None = None) -> str:  # fmt: skip
         """A ``rediss+...://`` URL of this server that trusts the test CA (or ``ca``)."""
-        return f"{scheme}://{host}:{self.port}/0?ssl_ca_certs={ca or self.files.ca}"
+        return f"{scheme}://{host}:{self.port}/{db}?ssl_ca_certs={ca or self.files.ca}"
 
     def client(self) -> redis.Redis:
         """A plain redis-py client to this server over TLS, for assertions."""
@@ -167,56 +154,12 @@ class TLSRedisServer:
             socket_timeout=10,
         )
 
-    def start(self, timeout: float = 10.0) -> TLSRedisServer:
-        """Start the server and wait until it answers PING over TLS."""
-        args = [
-            self.binary,
+    def _listen(self) -> list[str]:
+        return [
             "--port", "0",
             "--tls-port", str(self.port),
-            "--bind", "127.0.0.1",
             "--tls-cert-file", str(self.files.server_cert),
             "--tls-key-file", str(self.files.server_key),
             "--tls-ca-cert-file", str(self.files.ca),
             "--tls-auth-clients", "no",
-            "--dir", str(self.directory),
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "no",
-            "--daemonize", "no",
-            "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        client = self.client()
-        try:
-            while True:
-                if self.process.poll() is not None:
-                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server (TLS) exited at start:\n{log}")
-                try:
-                    if client.ping():
-                        return self
-                except (redis.ConnectionError, redis.BusyLoadingError, ssl.SSLError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not answer TLS on port {self.port}")
-                time.sleep(0.02)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        """Stop the server and remove its directory, certificates included."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._dir.cleanup()
-
-    def __enter__(self) -> TLSRedisServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

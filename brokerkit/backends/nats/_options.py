@@ -39,10 +39,6 @@ class NatsOptions(BrokerOptions):
                 f"prefix must be 1 to 64 of letters, digits, _ and - (it names a JetStream "
                 f"stream and a subject token), got {self.prefix!r}"
             )
-        if self.reconnect_timeout < 0:
-            raise InvalidOption(
-                f"reconnect_timeout must be 0 or more seconds, got {self.reconnect_timeout!r}"
-            )
         if not self.connect_timeout > 0:
             raise InvalidOption(
                 f"connect_timeout must be a positive number of seconds, "

@@ -85,10 +85,6 @@ class RedisOptions(BrokerOptions):
             raise InvalidOption(
                 f"prefix must be 1 to 64 of letters, digits and _ . : -, got {self.prefix!r}"
             )
-        if self.reconnect_timeout < 0:
-            raise InvalidOption(
-                f"reconnect_timeout must be 0 or more seconds, got {self.reconnect_timeout!r}"
-            )
 
     @classmethod
     def build(
