@@ -28,6 +28,32 @@ def run(main: Callable[[], Awaitable[_T]]) -> _T:
     return asyncio.run(wrapped())
 
 
+async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Poll ``condition`` (a deadline, not a sleep, decides when to give up)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.001)
+
+
+async def leased(broker: brokerkit.aio.AsyncBroker, count: int) -> None:
+    """Wait until ``count`` deliveries of "jobs" are leased (a fetch is under way)."""
+
+    async def check() -> bool:
+        return (await broker.inspect("jobs")).in_flight == count
+
+    await until(check)
+
+
+async def waiting(broker: AsyncMemoryBroker) -> None:
+    """Wait until a receive on ``broker`` blocks on its empty topic."""
+
+    async def check() -> bool:
+        return bool(broker._store._waiters)
+
+    await until(check)
+
+
 def fresh_url() -> str:
     return f"memory://aio-{uuid.uuid4().hex[:12]}"
 
@@ -86,7 +112,7 @@ def test_cancelling_a_blocked_receive_strands_nothing() -> None:
         async with brokerkit.aio.connect(url) as broker:
             subscription = await broker.subscribe("jobs", prefetch=10)
             receiving = asyncio.ensure_future(subscription.receive())
-            await asyncio.sleep(0.05)
+            await waiting(broker)
             receiving.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await receiving
@@ -114,8 +140,7 @@ async def cancel_a_receive_mid_fetch(url: str) -> tuple[AsyncMemoryBroker, Any]:
     slow = SlowFetch.from_url(url, visibility_timeout=3600)
     subscription = await slow.subscribe("jobs", prefetch=3)
     receiving = asyncio.ensure_future(subscription.receive())
-    await asyncio.sleep(0.05)  # inside the fetch: the 3 are leased by now
-    assert (await slow.inspect("jobs")).in_flight == 3
+    await leased(slow, 3)  # inside the fetch, which has leased the 3
     receiving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await receiving
@@ -167,7 +192,7 @@ def test_close_during_a_receive_ends_it_cleanly() -> None:
         async with brokerkit.aio.connect(fresh_url()) as broker:
             subscription = await broker.subscribe("jobs")
             receiving = asyncio.ensure_future(subscription.receive())
-            await asyncio.sleep(0.05)
+            await waiting(broker)
             await broker.close()
             with pytest.raises(BrokerClosed):
                 await receiving
@@ -332,7 +357,7 @@ def test_the_thread_adapter_hands_back_through_the_backends_own_rule() -> None:
         await broker.publish_many("jobs", range(3))
         subscription = await broker.subscribe("jobs", prefetch=3)
         receiving = asyncio.ensure_future(subscription.receive())
-        await asyncio.sleep(0.05)
+        await leased(broker, 3)  # inside the fetch, which has leased the 3
         receiving.cancel()
         with pytest.raises(asyncio.CancelledError):
             await receiving
