@@ -44,6 +44,7 @@ from brokerkit.exceptions import (
     Unsupported,
 )
 from brokerkit.hookspecs import hookimpl
+from brokerkit.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -83,6 +84,7 @@ __all__ = [
     "TopicInfo",
     "UnknownScheme",
     "Unsupported",
+    "Worker",
     "__version__",
     "connect",
     "hookimpl",

@@ -1,0 +1,223 @@
+"""One handler at work: a subscription, ``concurrency`` slots that take deliveries
+from it and run the handler, and the renewal of the leases of deliveries that wait.
+
+Each slot receives from the handler's one subscription, which fetches (and leases)
+``prefetch + 1`` messages at a time, and only when it holds none: the slot keeps one,
+so at most ``prefetch`` wait for a slot, and they wait in the subscription, which
+hands them back when it is closed. A slot asks for a message only when it is free,
+so at most ``concurrency`` handlers run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from brokerkit._acompat import Background, Event, HandlerCalls, sleep, spawn
+from brokerkit._broker_async import AsyncBroker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError
+from brokerkit.worker._handler import HandlerSpec
+from brokerkit.worker._stats import HandlerStats
+from brokerkit.worker._typed import InvalidBody
+
+__all__ = ["POLL", "AsyncRunner"]
+
+log = logging.getLogger("brokerkit.worker")
+
+#: How long a free slot waits for a message before it looks at the stop flag again.
+POLL = 0.25
+
+
+class AsyncRunner:
+    """Runs one :class:`HandlerSpec` on one broker until :meth:`stop_fetching`."""
+
+    def __init__(
+        self, broker: AsyncBroker, spec: HandlerSpec, calls: HandlerCalls, stats: HandlerStats
+    ) -> None:
+        self.broker = broker
+        self.spec = spec
+        self.stats = stats
+        self._calls = calls
+        self._draining = Event()
+        self._subscription: AsyncSubscription | None = None
+        self._slots: list[Background] = []
+        self._renewer: Background | None = None
+        self._limit = spec.retry.limit(broker.options.max_deliveries)
+
+    async def start(self) -> None:
+        """Subscribe and start the slots (and the lease renewal)."""
+        spec = self.spec
+        self._subscription = await self.broker.subscribe(
+            spec.topic, group=spec.group, prefetch=spec.prefetch + 1
+        )
+        for number in range(spec.concurrency):
+            name = f"brokerkit-worker {spec.name} #{number + 1}"
+            self._slots.append(spawn(self._slot, name))
+        if Capability.ACK in self.broker.capabilities and spec.prefetch:
+            self._renewer = spawn(self._renew, f"brokerkit-worker {spec.name} leases")
+
+    @property
+    def busy(self) -> bool:
+        """Whether a slot is still running (a handler, or a receive about to end)."""
+        return any(not slot.done for slot in self._slots)
+
+    async def stop_fetching(self) -> None:
+        """Fetch no more; hand back the deliveries waiting for a slot. Handlers in
+        progress go on."""
+        self._draining.set()
+        if self._subscription is not None:
+            await self._subscription.close()
+
+    async def abandon(self) -> None:
+        """Stop at once: a handler still running is cancelled and its delivery handed
+        back where the slot is a task; a slot thread cannot be stopped, and its
+        delivery comes back after the visibility timeout unless the handler ends."""
+        for slot in self._slots:
+            await slot.join(0)
+        deadline = time.monotonic() + 1.0
+        for slot in self._slots:  # let cancelled tasks hand their deliveries back
+            if not slot.done:
+                await slot.join(max(deadline - time.monotonic(), 0.0))
+        if self._renewer is not None:
+            await self._renewer.join(1.0)
+
+    # -- the slots ----------------------------------------------------------------
+
+    async def _slot(self) -> None:
+        subscription = self._subscription
+        assert subscription is not None
+        while not self._draining.is_set():
+            try:
+                delivery = await subscription.receive(timeout=POLL)
+            except BrokerClosed:
+                return
+            except BrokerError as exc:  # the backend already retried within its timeout
+                log.warning(
+                    "handler %s: receiving from %r failed: %s", self.spec.name, self.spec.topic, exc
+                )
+                await sleep(POLL)
+                continue
+            if delivery is None:
+                continue
+            if self._draining.is_set():
+                await self._hand_back(delivery)
+                return
+            await self._handle(delivery, subscription.buffered)
+
+    async def _handle(self, delivery: AsyncDelivery, waiting: int) -> None:
+        self.stats.started(waiting)
+        try:
+            await self._run(delivery)
+        except BaseException:
+            # The slot was cancelled (the asyncio worker's hard stop): hand it back.
+            if not delivery.settled:
+                await self._hand_back(delivery)
+            raise
+        finally:
+            self.stats.finished()
+
+    async def _run(self, delivery: AsyncDelivery) -> None:
+        spec = self.spec
+        try:
+            args = spec.binding.arguments(delivery)
+        except InvalidBody as exc:
+            log.warning(
+                "handler %s: message %s has an invalid body: %s", spec.name, delivery.id, exc
+            )
+            await self._nack(
+                delivery, "dead_lettered", requeue=False, reason=f"invalid body: {exc}"
+            )
+            return
+        try:
+            await self._calls.call(spec.function, *args)
+        except Exception as exc:
+            self.stats.count("failed")
+            reason = f"{type(exc).__name__}: {exc}"
+            if delivery.settled:
+                log.warning(
+                    "handler %s raised after settling %s: %s", spec.name, delivery.id, reason
+                )
+                return
+            if self._limit is not None and delivery.attempt >= self._limit:
+                log.warning(
+                    "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
+                    spec.name,
+                    delivery.id,
+                    delivery.attempt,
+                    self._limit,
+                    reason,
+                )
+                await self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
+            else:
+                delay = spec.retry.delay(delivery.attempt)
+                log.info(
+                    "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
+                    spec.name,
+                    delivery.id,
+                    delivery.attempt,
+                    delay,
+                    reason,
+                )
+                await self._nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
+            return
+        if not delivery.settled:
+            try:
+                await delivery.ack()
+            except BrokerError as exc:
+                log.warning("handler %s: could not ack %s: %s", spec.name, delivery.id, exc)
+                return
+        self.stats.count("processed")
+
+    async def _nack(
+        self,
+        delivery: AsyncDelivery,
+        outcome: str,
+        *,
+        requeue: bool,
+        reason: str,
+        delay: float = 0.0,
+    ) -> None:
+        try:
+            await delivery.nack(requeue=requeue, delay=delay or None, reason=reason)
+        except BrokerError as exc:
+            log.warning("handler %s: could not nack %s: %s", self.spec.name, delivery.id, exc)
+            return
+        self.stats.count(outcome)
+
+    async def _hand_back(self, delivery: AsyncDelivery) -> None:
+        with contextlib.suppress(BrokerError):
+            await self.broker._hand_back([delivery])
+
+    # -- the deliveries that wait ---------------------------------------------------
+
+    async def _renew(self) -> None:
+        """Renew the leases of the deliveries waiting for a slot, three times per
+        visibility timeout, so that none is redelivered elsewhere while it waits."""
+        interval = max(self.broker.options.visibility_timeout / 3, 0.01)
+        subscription = self._subscription
+        assert subscription is not None
+        while not await self._draining.wait(interval):
+            waiting = subscription.buffered_deliveries()
+            if waiting:
+                await self._extend(waiting)
+
+    async def _extend(self, deliveries: list[AsyncDelivery]) -> None:
+        try:
+            await self.broker.extend(*deliveries)
+        except AlreadySettled:  # one was taken by a slot meanwhile: one at a time
+            for delivery in deliveries:
+                await self._extend_one(delivery)
+        except BrokerError as exc:
+            log.warning("handler %s: could not renew waiting leases: %s", self.spec.name, exc)
+
+    async def _extend_one(self, delivery: Any) -> None:
+        with contextlib.suppress(AlreadySettled, BrokerClosed):
+            try:
+                await self.broker.extend(delivery)
+            except BrokerError as exc:
+                log.warning("handler %s: could not renew %s: %s", self.spec.name, delivery.id, exc)
