@@ -19,6 +19,7 @@ from brokerkit._acompat import Background, Event, HandlerCalls, sleep, spawn
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._schedule import MAX_REASON_LENGTH
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError
 from brokerkit.worker._handler import HandlerSpec
@@ -44,9 +45,11 @@ class AsyncRunner:
         self.stats = stats
         self._calls = calls
         self._draining = Event()
+        self._finished = Event()
         self._subscription: AsyncSubscription | None = None
         self._slots: list[Background] = []
         self._renewer: Background | None = None
+        self._active: set[AsyncDelivery] = set()
         self._limit = spec.retry.limit(broker.options.max_deliveries)
 
     async def start(self) -> None:
@@ -58,7 +61,7 @@ class AsyncRunner:
         for number in range(spec.concurrency):
             name = f"brokerkit-worker {spec.name} #{number + 1}"
             self._slots.append(spawn(self._slot, name))
-        if Capability.ACK in self.broker.capabilities and spec.prefetch:
+        if Capability.ACK in self.broker.capabilities:
             self._renewer = spawn(self._renew, f"brokerkit-worker {spec.name} leases")
 
     @property
@@ -83,6 +86,10 @@ class AsyncRunner:
         for slot in self._slots:  # let cancelled tasks hand their deliveries back
             if not slot.done:
                 await slot.join(max(deadline - time.monotonic(), 0.0))
+
+    async def finish(self) -> None:
+        """Stop renewing leases (after the drain, or after :meth:`abandon`)."""
+        self._finished.set()
         if self._renewer is not None:
             await self._renewer.join(1.0)
 
@@ -111,6 +118,7 @@ class AsyncRunner:
 
     async def _handle(self, delivery: AsyncDelivery, waiting: int) -> None:
         self.stats.started(waiting)
+        self._active.add(delivery)
         try:
             await self._run(delivery)
         except BaseException:
@@ -119,6 +127,7 @@ class AsyncRunner:
                 await self._hand_back(delivery)
             raise
         finally:
+            self._active.discard(delivery)
             self.stats.finished()
 
     async def _run(self, delivery: AsyncDelivery) -> None:
@@ -144,7 +153,7 @@ class AsyncRunner:
                 )
                 return
             if self._limit is not None and delivery.attempt >= self._limit:
-                log.warning(
+                log.info(
                     "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
                     spec.name,
                     delivery.id,
@@ -183,7 +192,7 @@ class AsyncRunner:
         delay: float = 0.0,
     ) -> None:
         try:
-            await delivery.nack(requeue=requeue, delay=delay or None, reason=reason)
+            await delivery.nack(requeue=requeue, delay=delay or None, reason=_reason(reason))
         except BrokerError as exc:
             log.warning("handler %s: could not nack %s: %s", self.spec.name, delivery.id, exc)
             return
@@ -196,22 +205,27 @@ class AsyncRunner:
     # -- the deliveries that wait ---------------------------------------------------
 
     async def _renew(self) -> None:
-        """Renew the leases of the deliveries waiting for a slot, three times per
-        visibility timeout, so that none is redelivered elsewhere while it waits."""
+        """Renew the leases of the deliveries waiting for a slot and of those being
+        handled, three times per visibility timeout, so that none is redelivered
+        elsewhere while this worker holds it (the Redis backends renew held leases on
+        their own as well)."""
         interval = max(self.broker.options.visibility_timeout / 3, 0.01)
         subscription = self._subscription
         assert subscription is not None
-        while not await self._draining.wait(interval):
-            waiting = subscription.buffered_deliveries()
-            if waiting:
-                await self._extend(waiting)
+        while not await self._finished.wait(interval):
+            waiting = [] if self._draining.is_set() else subscription.buffered_deliveries()
+            held = waiting + [d for d in list(self._active) if not d.settled]
+            if held:
+                await self._extend(held)
 
     async def _extend(self, deliveries: list[AsyncDelivery]) -> None:
         try:
             await self.broker.extend(*deliveries)
-        except AlreadySettled:  # one was taken by a slot meanwhile: one at a time
+        except AlreadySettled:  # one was settled meanwhile: one at a time
             for delivery in deliveries:
                 await self._extend_one(delivery)
+        except BrokerClosed:
+            return
         except BrokerError as exc:
             log.warning("handler %s: could not renew waiting leases: %s", self.spec.name, exc)
 
@@ -221,3 +235,11 @@ class AsyncRunner:
                 await self.broker.extend(delivery)
             except BrokerError as exc:
                 log.warning("handler %s: could not renew %s: %s", self.spec.name, delivery.id, exc)
+
+
+def _reason(text: str) -> str:
+    """An error's text as a dead-letter reason: one line, UTF-8-safe, short enough."""
+    line = " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")
+    if len(line) > MAX_REASON_LENGTH:
+        line = line[: MAX_REASON_LENGTH - 3] + "..."
+    return line or "failed"

@@ -64,7 +64,8 @@ class Binding:
 
 def bind(function: Callable[..., Any]) -> Binding:
     """Read ``function``'s signature: at most one body parameter and one delivery
-    parameter (annotated ``Delivery``/``AsyncDelivery``, or named ``delivery``).
+    parameter (annotated ``Delivery``/``AsyncDelivery``, or named ``delivery`` and
+    annotated with nothing or ``Any``).
 
     :raises InvalidOption: the signature cannot be served (more parameters, keyword-only
         parameters without defaults, two body parameters).
@@ -94,7 +95,8 @@ def bind(function: Callable[..., Any]) -> Binding:
                 )
             continue
         hint = hints.get(parameter.name, parameter.annotation)
-        if _is_delivery(hint) or (hint is parameter.empty and parameter.name == "delivery"):
+        untyped = hint is parameter.empty or hint is Any
+        if _is_delivery(hint) or (untyped and parameter.name == "delivery"):
             if delivery_index is not None:
                 raise InvalidOption(f"handler {name} takes the delivery twice")
             delivery_index = positional

@@ -268,4 +268,6 @@ class Worker:
             log.warning("worker stopped with handlers still running; their deliveries come back")
             for runner in runners:
                 runner.abandon()
+        for runner in runners:
+            runner.finish()
         log.info("worker stopped (%s)", "drained" if self.drained else "handlers cut short")

@@ -266,4 +266,6 @@ class AsyncWorker:
             log.warning("worker stopped with handlers still running; their deliveries come back")
             for runner in runners:
                 await runner.abandon()
+        for runner in runners:
+            await runner.finish()
         log.info("worker stopped (%s)", "drained" if self.drained else "handlers cut short")
