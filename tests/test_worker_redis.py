@@ -1,0 +1,160 @@
+"""The worker on real Redis backends, and `brokerkit worker` as a process: a signal
+during a burst loses and duplicates nothing and the process exits within the grace
+period with the documented status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import brokerkit
+from brokerkit.cli._app import run
+from brokerkit.worker import Fixed
+from tests.conftest import RedisTarget
+
+ROOT = Path(__file__).resolve().parent.parent
+
+APP = textwrap.dedent(
+    """
+    import asyncio, os, time
+
+    import redis
+    import redis.asyncio
+
+    import brokerkit
+    import brokerkit.aio
+
+    TOPIC, SEEN = os.environ["APP_TOPIC"], os.environ["APP_SEEN_KEY"]
+    REDIS = os.environ["APP_REDIS"]
+
+    if os.environ["APP_FLAVOUR"] == "sync":
+        client = redis.Redis.from_url(REDIS)
+        worker = brokerkit.Worker(grace=5)
+
+        @worker.handler(TOPIC, concurrency=4, prefetch=4)
+        def handle(body):
+            time.sleep(0.02)  # the work
+            client.rpush(SEEN, body["n"])
+    else:
+        worker = brokerkit.aio.Worker(grace=5)
+
+        @worker.handler(TOPIC, concurrency=4, prefetch=4)
+        async def handle(body):
+            await asyncio.sleep(0.02)  # the work
+            client = redis.asyncio.Redis.from_url(REDIS)
+            await client.rpush(SEEN, body["n"])
+            await client.aclose()
+    """
+)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        pause.wait(0.02)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "flavour", "signum"),
+    [
+        ("redis+list", "sync", signal.SIGTERM),
+        ("redis+stream", "async", signal.SIGINT),
+    ],
+)
+def test_a_signal_during_a_burst_loses_and_duplicates_nothing(
+    scheme: str,
+    flavour: str,
+    signum: int,
+    redis_target: RedisTarget,
+    redis_client: redis.Redis,
+    prefix: str,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "burst_app.py").write_text(APP)
+    topic, seen_key, total = "orders", f"{prefix}:seen", 300
+    url = redis_target.url(scheme, prefix=prefix)
+    with brokerkit.connect(url) as broker:
+        if scheme == "redis+stream":  # the group must exist before the burst to see it
+            broker.subscribe(topic, start="earliest").close()
+        broker.publish_many(topic, [{"n": n} for n in range(total)])
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "APP_TOPIC": topic,
+            "APP_SEEN_KEY": seen_key,
+            "APP_REDIS": redis_target.url("redis"),
+            "APP_FLAVOUR": flavour,
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "brokerkit.cli", "worker", "burst_app:worker", url],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(lambda: redis_client.llen(seen_key) >= 40)
+            process.send_signal(signum)
+            signalled = time.monotonic()
+            _, stderr = process.communicate(timeout=20)
+            elapsed = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 128 + signum, stderr
+        assert elapsed < 5.0  # the grace period; the handlers in progress took 20 ms
+        if scheme == "redis+list":  # the waiting ones went back to the queue
+            assert broker.inspect(topic).in_flight == 0
+        # (a stream keeps a handed-back entry pending, claimable at once: the
+        # consume below gets it, and would wait out its lease otherwise)
+        handled = [int(n) for n in redis_client.lrange(seen_key, 0, -1)]
+        assert 40 <= len(handled) < total
+        rest = []
+        started = time.monotonic()
+        for delivery in broker.consume(topic, timeout=0.5):
+            rest.append(delivery.body["n"])
+            delivery.ack()
+        assert sorted(handled + rest) == list(range(total))  # none lost, none twice
+        assert time.monotonic() - started < 5.0  # none waited out a lease (30 s)
+        assert "processed=" in stderr
+
+
+def test_a_retry_delay_on_a_backend_without_delay_is_refused_at_registration(
+    redis_broker: Callable[..., Any],
+) -> None:
+    broker = redis_broker("redis+pubsub")
+    worker = brokerkit.Worker(broker)
+    with pytest.raises(brokerkit.Unsupported, match="DELAY") as caught:
+        worker.handler("t", retry=Fixed(1.0))(lambda body: None)
+    assert caught.value.capability == brokerkit.Capability.DELAY
+    assert worker.handlers == []
+
+
+def test_the_command_names_a_worker_it_cannot_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken_app.py").write_text("import not_a_module_anywhere\n")
+    (tmp_path / "plain_app.py").write_text("worker = 42\n")
+    assert run(["worker", "broken_app:worker", "memory://"]) == 2
+    assert "cannot import 'broken_app'" in capsys.readouterr().err
+    assert run(["worker", "plain_app:worker", "memory://"]) == 2
+    assert "not a brokerkit.Worker" in capsys.readouterr().err
+    assert run(["worker", "plain_app", "memory://"]) == 2
+    assert "expected MODULE:WORKER" in capsys.readouterr().err
+    sys.modules.pop("plain_app", None)
