@@ -8,6 +8,8 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
     KEYS[3] consumers   ZSET consumer -> heartbeat deadline (server ms)
     KEYS[4] dead letters, the queue of the dead-letter topic
     KEYS[5] expiry      HASH receipt -> lease deadline (server ms)
+    KEYS[6] attempts    HASH SHA-1 of a raw element -> its deliveries so far
+    KEYS[7] scheduled   ZSET held message -> due time (server ms)
     ARGV[1] prefix of processing lists    (+ consumer)
     ARGV[2] prefix of lease hashes        (+ consumer): receipt -> "<delivered ms>:<element>"
     ARGV[3] max_deliveries (0: no limit)
@@ -45,27 +47,42 @@ so that the program that reads the list can still read it; its count is kept in 
 ``attempts`` hash under the element's SHA-1 (identical raw elements share one count), and
 a fetch reports it by wrapping the element in its reply only.
 
+A message held for a due time (``publish(delay=)``, ``nack(delay=)``) waits in
+``scheduled``, scored by its due time in server milliseconds, as
+``P<message id>\n<element>`` (a delayed publish) or ``R<receipt>\n<element>`` (a
+delayed retry, the element as a hand-back would requeue it: wrapped, or raw with its
+count in ``attempts``); the tag keeps members unique. Once due, every script that
+fetches or rescues moves it to the queue (:func:`release_due` in the preamble): a
+publish to the tail, as LPUSH would, a retry to the head, as an immediate requeue
+would, in due order.
+
 Multi-member commands (``HSET``, ``HMGET``, ``HDEL``...) take at most
 :data:`CHUNK` members per call, well under Lua's ``unpack`` limit.
 """
 
 from __future__ import annotations
 
-__all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "RESCUE", "SETTLE"]
+__all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "RESCUE", "SETTLE"]
 
 #: Members per multi-member command inside a script.
 CHUNK = 500
+#: A fetch moves at least this many due held messages to the queue (more if it asks
+#: for more), so that a backlog of due messages drains in few calls.
+RELEASE_BATCH = 100
 
 PREAMBLE = (
     r"""
 local QUEUE, DEADLINES, CONSUMERS, DLQ, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ATTEMPTS = KEYS[6]
+local ATTEMPTS, SCHEDULED = KEYS[6], KEYS[7]
 local PROC_PREFIX, LEASE_PREFIX = ARGV[1], ARGV[2]
 local MAX = tonumber(ARGV[3])
 local TOPIC, RAW_CT = ARGV[4], ARGV[5]
 local HEARTBEAT = tonumber(ARGV[6])
 local CHUNK = """
     + str(CHUNK)
+    + r"""
+local RELEASE_BATCH = """
+    + str(RELEASE_BATCH)
     + r"""
 
 local function now_ms()
@@ -219,10 +236,11 @@ local function is_raw(e)
   return head ~= 'BKR' and head ~= 'BK1'
 end
 
--- A delivered element comes back: next out of the queue, or dead-lettered when
+-- A delivered element comes back: next out of the queue (or, with a due time in
+-- server ms, into SCHEDULED under the tag until then), or dead-lettered when
 -- rejected or when it has been delivered max_deliveries times. A raw element goes
 -- back as it was, its count in ATTEMPTS.
-local function hand_back(e, requeue, reason)
+local function hand_back(e, requeue, reason, due, tag)
   local n, inner = unwrap(e)
   local digest
   if is_raw(e) then
@@ -231,16 +249,49 @@ local function hand_back(e, requeue, reason)
   end
   local deliveries = n + 1
   if requeue and (MAX == 0 or deliveries < MAX) then
+    local back = e
     if digest then
       redis.call('HSET', ATTEMPTS, digest, deliveries)
-      redis.call('RPUSH', QUEUE, e)
     else
-      redis.call('RPUSH', QUEUE, 'BKR' .. deliveries .. '\n' .. inner)
+      back = 'BKR' .. deliveries .. '\n' .. inner
+    end
+    if due then
+      redis.call('ZADD', SCHEDULED, due, 'R' .. tag .. '\n' .. back)
+    else
+      redis.call('RPUSH', QUEUE, back)
     end
   else
     if digest then redis.call('HDEL', ATTEMPTS, digest) end
     dead_letter(inner, reason, deliveries)
   end
+end
+
+-- Move up to limit held messages due by t to the queue, in due order: delayed
+-- publishes to the tail (as LPUSH would), delayed retries to the head (as an
+-- immediate requeue would). Returns how many moved.
+local function release_due(t, limit)
+  local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', t, 'LIMIT', 0, limit)
+  if #due == 0 then return 0 end
+  local retries = {}
+  for _, m in ipairs(due) do
+    local nl = string.find(m, '\n', 1, true)
+    local e = nl and string.sub(m, nl + 1) or m
+    if string.sub(m, 1, 1) == 'R' then
+      retries[#retries + 1] = e
+    else
+      redis.call('LPUSH', QUEUE, e)
+    end
+  end
+  for i = #retries, 1, -1 do redis.call('RPUSH', QUEUE, retries[i]) end
+  call_chunked('ZREM', SCHEDULED, due, 1)
+  return #due
+end
+
+-- Milliseconds from t until the next held message is due (-1: none is held).
+local function next_due_wait(t)
+  local first = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
+  if not first[2] then return -1 end
+  return math.max(tonumber(first[2]) - t, 0)
 end
 
 -- A raw element is settled for good: forget its count.
@@ -304,6 +355,7 @@ local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local nonce, seq = ARGV[10], tonumber(ARGV[11])
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
+release_due(t, math.max(want, RELEASE_BATCH))
 local out = {}
 -- The BLMOVEd element is leased only if it is still there: a rescuer that took
 -- this consumer for dead has already handed it back.
@@ -372,7 +424,9 @@ return out
 """
 )
 
-#: ARGV[7] "ack", "requeue" or "reject"; ARGV[8...] receipts in delivery order.
+#: ARGV[7] "ack", "requeue" or "reject"; ARGV[8...] receipts in delivery order. Or
+#: ARGV[7] "requeue+" / "reject+", ARGV[8] delay ms (0: none), ARGV[9] the dead
+#: letter's reason ("": the usual one), ARGV[10...] receipts.
 #: Returns the stale receipts (lease expired or taken away), which are left alone
 #: (an expired one still in place is handed back, as a rescuer would).
 SETTLE = (
@@ -426,7 +480,14 @@ if mode == 'ack' then
   tidy()
   return stale
 end
-for i = #ARGV, 8, -1 do  -- the first nacked is next out
+local first, delay_ms, why = 8, 0, nil
+if mode == 'requeue+' or mode == 'reject+' then
+  first, delay_ms, why = 10, tonumber(ARGV[8]) or 0, ARGV[9]
+  if why == '' then why = nil end
+  mode = string.sub(mode, 1, -2)
+end
+local due = delay_ms > 0 and t + delay_ms or nil
+for i = #ARGV, first, -1 do  -- the first nacked is next out
   local r = ARGV[i]
   local deadline = redis.call('HGET', EXPIRY, r)
   deadline = deadline and (tonumber(deadline) or 0)
@@ -437,9 +498,9 @@ for i = #ARGV, 8, -1 do  -- the first nacked is next out
     hand_back(e, true, 'max_deliveries')
     stale[#stale + 1] = r
   elseif mode == 'requeue' then
-    hand_back(e, true, 'max_deliveries')
+    hand_back(e, true, why or 'max_deliveries', due, r)
   else
-    hand_back(e, false, 'rejected')
+    hand_back(e, false, why or 'rejected')
   end
 end
 tidy()
@@ -484,8 +545,10 @@ return stale
 
 #: ARGV[7] at most this many leases and this many dead consumers per call;
 #: ARGV[8] a live consumer whose orphans to hand back too ("" : none).
-#: Returns {deliveries handed back, ms until the next group is due or -1, orphans,
-#: lease groups visited (``limit`` when more may be due)}.
+#: Also moves held messages that are due to the queue.
+#: Returns {deliveries handed back and held messages released, ms until the next
+#: lease group or held message is due or -1, orphans, lease groups visited
+#: (``limit`` when more may be due)}.
 RESCUE = (
     PREAMBLE
     + r"""
@@ -554,15 +617,20 @@ if ARGV[8] ~= '' then
   end
 end
 tidy()
-local wait = -1
-local next_due = redis.call('ZRANGE', DEADLINES, 0, 0, 'WITHSCORES')
-if next_due[2] then wait = math.max(tonumber(next_due[2]) - t, 0) end
+moved = moved + release_due(t, limit)
+local wait = next_due_wait(t)
+local next_lease = redis.call('ZRANGE', DEADLINES, 0, 0, 'WITHSCORES')
+if next_lease[2] then
+  local lease_wait = math.max(tonumber(next_lease[2]) - t, 0)
+  if wait < 0 or lease_wait < wait then wait = lease_wait end
+end
 return {moved, wait, reconciled, #due}
 """
 )
 
 #: Returns {queue length, dead letters, server ms, in flight, oldest delivery ms or
-#: -1, then per consumer: name, heartbeat deadline or -1, processing length, leases}.
+#: -1, consumers, then per consumer: name, heartbeat deadline or -1, processing
+#: length, leases; then the number of held messages}.
 INSPECT = (
     PREAMBLE
     + r"""
@@ -591,6 +659,7 @@ for _, C in ipairs(order) do
   out[#out + 1] = redis.call('HLEN', LEASE_PREFIX .. C)
 end
 out[5] = oldest
+out[#out + 1] = redis.call('ZCARD', SCHEDULED)
 return out
 """
 )
