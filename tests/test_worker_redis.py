@@ -194,3 +194,69 @@ def test_retries_wait_the_policy_delays_on_redis(
     gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(marks)]
     for attempt, gap in zip((1, 2), gaps, strict=True):
         assert policy.delay(attempt) <= gap <= policy.delay(attempt) * 1.1, (attempt, gap)
+
+
+def test_the_command_overrides_concurrency_and_exits_0_after_the_worker_stops_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each handler call waits (up to 10 s) until three run at once, which only
+    `--concurrency 3` allows, then stops the worker: a clean drain, status 0."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "concurrent_app.py").write_text(
+        textwrap.dedent(
+            """
+            import threading
+
+            import brokerkit
+
+            broker = brokerkit.connect("memory://concurrent-app")
+            broker.publish_many("t", list(range(3)))
+            worker = brokerkit.Worker(broker)
+            lock, three = threading.Lock(), threading.Event()
+            running = []
+
+            @worker.handler("t")  # one slot, unless the command says otherwise
+            def handle(body):
+                with lock:
+                    running.append(body)
+                    if len(running) == 3:
+                        three.set()
+                three.wait(10)
+                worker.stop()  # by each of the three: a clean drain all the same
+            """
+        )
+    )
+    try:
+        status = run(["worker", "concurrent_app:worker", "--concurrency", "3", "--interval", "60"])
+        assert status == 0
+        app = sys.modules["concurrent_app"]
+        assert app.three.is_set()
+        assert worker_line(capsys.readouterr().err)["processed"] == "3"
+    finally:
+        sys.modules.pop("concurrent_app", None)
+
+
+def worker_line(stderr: str) -> dict[str, str]:
+    """The last status line of `brokerkit worker` as a mapping."""
+    line = [row for row in stderr.splitlines() if row.startswith("handler=")][-1]
+    return dict(field.split("=", 1) for field in line.split())
+
+
+def test_a_failure_on_an_at_most_once_backend_is_not_counted_as_a_retry(
+    redis_broker: Callable[..., Any],
+) -> None:
+    broker = redis_broker("redis+pubsub")
+    worker = brokerkit.Worker(broker)
+    calls: list[Any] = []
+
+    @worker.handler("news")
+    def read(body: Any) -> None:
+        calls.append(body)
+        raise RuntimeError("boom")
+
+    with worker.running():
+        broker.publish("news", "hello")
+        wait_for(lambda: worker.stats()[0].failed == 1)
+    stats = worker.stats()[0]
+    assert calls == ["hello"]
+    assert (stats.retried, stats.dead_lettered, stats.processed) == (0, 0, 0)

@@ -145,34 +145,7 @@ class Runner:
         try:
             self._calls.call(spec.function, *args)
         except Exception as exc:
-            self.stats.count("failed")
-            reason = f"{type(exc).__name__}: {exc}"
-            if delivery.settled:
-                log.warning(
-                    "handler %s raised after settling %s: %s", spec.name, delivery.id, reason
-                )
-                return
-            if self._limit is not None and delivery.attempt >= self._limit:
-                log.info(
-                    "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
-                    spec.name,
-                    delivery.id,
-                    delivery.attempt,
-                    self._limit,
-                    reason,
-                )
-                self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
-            else:
-                delay = spec.retry.delay(delivery.attempt)
-                log.info(
-                    "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
-                    spec.name,
-                    delivery.id,
-                    delivery.attempt,
-                    delay,
-                    reason,
-                )
-                self._nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
+            self._failed(delivery, exc)
             return
         if not delivery.settled:
             try:
@@ -181,6 +154,30 @@ class Runner:
                 log.warning("handler %s: could not ack %s: %s", spec.name, delivery.id, exc)
                 return
         self.stats.count("processed")
+
+    def _failed(self, delivery: Delivery, exc: Exception) -> None:
+        """The handler raised: retry the delivery under the policy, or dead-letter it."""
+        self.stats.count("failed")
+        name, reason = self.spec.name, f"{type(exc).__name__}: {exc}"
+        if delivery.settled:
+            log.warning("handler %s raised after settling %s: %s", name, delivery.id, reason)
+        elif Capability.ACK not in self.broker.capabilities:
+            # at-most-once: the message is gone whatever the worker does
+            log.warning("handler %s failed on %s, not redelivered: %s", name, delivery.id, reason)
+            self._nack(delivery, "", requeue=False, reason=reason)
+        elif self._limit is not None and delivery.attempt >= self._limit:
+            log.info(
+                "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
+                *(name, delivery.id, delivery.attempt, self._limit, reason),
+            )
+            self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
+        else:
+            delay = self.spec.retry.delay(delivery.attempt)
+            log.info(
+                "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
+                *(name, delivery.id, delivery.attempt, delay, reason),
+            )
+            self._nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
 
     def _nack(
         self,
@@ -196,7 +193,8 @@ class Runner:
         except BrokerError as exc:
             log.warning("handler %s: could not nack %s: %s", self.spec.name, delivery.id, exc)
             return
-        self.stats.count(outcome)
+        if outcome:
+            self.stats.count(outcome)
 
     def _hand_back(self, delivery: Delivery) -> None:
         with contextlib.suppress(BrokerError):

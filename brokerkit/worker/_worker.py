@@ -65,7 +65,7 @@ class Worker:
         self._stats: dict[str, HandlerStats] = {}
         self._ready = Event()
         self._stop = Event()
-        self._stops = 0
+        self._stopped = self._abort = False
         self._signals: list[int] = []
 
     # -- registering ----------------------------------------------------------------
@@ -168,7 +168,7 @@ class Worker:
         self.stopped_by = None
         self.drained = False
         self._signals.clear()
-        self._stops = 0
+        self._stopped = self._abort = False
         self._stop.clear()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
         calls = HandlerCalls(threads)
@@ -230,9 +230,12 @@ class Worker:
             raise errors[0]
 
     def stop(self, *, now: bool = False) -> None:
-        """Ask :meth:`run` to drain and return (from any thread or task). A second call,
-        or ``now=True``, ends the drain at once, as a second signal does."""
-        self._stops += 2 if now else 1
+        """Ask :meth:`run` to drain and return (from any thread or task, a handler
+        included; calling it again changes nothing). ``now=True`` ends the drain at
+        once, as a second signal does."""
+        self._stopped = True
+        if now:
+            self._abort = True
         self._stop.set()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
@@ -249,10 +252,10 @@ class Worker:
         if self._signals and self.stopped_by is None:
             self.stopped_by = self._signals[0]
             log.info("worker got signal %d: draining", self.stopped_by)
-        return bool(self._signals) or self._stops > 0
+        return bool(self._signals) or self._stopped
 
     def _aborting(self) -> bool:
-        return len(self._signals) + self._stops >= 2
+        return self._abort or len(self._signals) >= 2
 
     def _drain(self, runners: list[Runner]) -> None:
         for runner in runners:

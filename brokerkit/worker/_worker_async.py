@@ -63,7 +63,7 @@ class AsyncWorker:
         self._stats: dict[str, HandlerStats] = {}
         self._ready = Event()
         self._stop = Event()
-        self._stops = 0
+        self._stopped = self._abort = False
         self._signals: list[int] = []
 
     # -- registering ----------------------------------------------------------------
@@ -166,7 +166,7 @@ class AsyncWorker:
         self.stopped_by = None
         self.drained = False
         self._signals.clear()
-        self._stops = 0
+        self._stopped = self._abort = False
         self._stop.clear()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
         calls = HandlerCalls(threads)
@@ -228,9 +228,12 @@ class AsyncWorker:
             raise errors[0]
 
     def stop(self, *, now: bool = False) -> None:
-        """Ask :meth:`run` to drain and return (from any thread or task). A second call,
-        or ``now=True``, ends the drain at once, as a second signal does."""
-        self._stops += 2 if now else 1
+        """Ask :meth:`run` to drain and return (from any thread or task, a handler
+        included; calling it again changes nothing). ``now=True`` ends the drain at
+        once, as a second signal does."""
+        self._stopped = True
+        if now:
+            self._abort = True
         self._stop.set()
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
@@ -247,10 +250,10 @@ class AsyncWorker:
         if self._signals and self.stopped_by is None:
             self.stopped_by = self._signals[0]
             log.info("worker got signal %d: draining", self.stopped_by)
-        return bool(self._signals) or self._stops > 0
+        return bool(self._signals) or self._stopped
 
     def _aborting(self) -> bool:
-        return len(self._signals) + self._stops >= 2
+        return self._abort or len(self._signals) >= 2
 
     async def _drain(self, runners: list[AsyncRunner]) -> None:
         for runner in runners:
