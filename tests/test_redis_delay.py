@@ -172,7 +172,7 @@ def test_a_stream_delayed_retry_is_not_seen_by_other_groups(
     assert seen is not None and seen.attempt == 1
     seen.ack()
     info = broker.inspect("jobs")
-    assert (info.scheduled, info.in_flight) == (1, 0)
+    assert (info.scheduled, info.in_flight, info.oldest_in_flight_age) == (1, 0, None)
     assert all(c.name != "brokerkit:delayed" for g in info.groups for c in g.consumers)
     assert retrying.receive(timeout=0.6) is None  # idle past the lease, but not due
     again = retrying.receive(timeout=3)
