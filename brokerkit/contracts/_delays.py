@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from brokerkit._capabilities import Capability
+from brokerkit._delivery import Delivery
 from brokerkit.contracts._harness import ContractEnv, requires
 from brokerkit.contracts._profiles import contract_settings
 from brokerkit.exceptions import Unsupported
@@ -151,7 +152,7 @@ class DelayContract:
                 contract.expect_nothing(subscription, f"{promise}: one came before it was due")
             latest = max(high for _, high in due.values())
             wait = contract.timeline.advance(latest - contract.timeline.now())
-            got = []
+            got: list[Delivery] = []
             while len(got) < len(steps):
                 delivery = subscription.receive(timeout=wait + contract.grace)
                 assert delivery is not None, f"{promise}: only {len(got)} of {len(steps)} came"

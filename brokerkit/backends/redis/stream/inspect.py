@@ -56,14 +56,19 @@ def inspect_stream(
     groups = []
     oldest: float | None = None
     for raw in client.xinfo_groups(key):
-        group = _group(client, scripts, key, raw, length, first, last, lost)
+        group, parked = _group(client, scripts, key, raw, length, first, last, lost)
         groups.append(group)
         held += int(client.zcard(delayed_key_of(group.name)))
         if group.pending:
-            head = client.xpending_range(key, group.name, "-", "+", 1)
-            if head:
-                age = int(str(head[0]["time_since_delivered"])) / 1000
-                oldest = age if oldest is None else max(oldest, age)
+            # The oldest pending entry that is in flight, not parked for a delayed retry.
+            head = client.xpending_range(key, group.name, "-", "+", parked + 1)
+            ages = [
+                int(str(p["time_since_delivered"])) / 1000
+                for p in head
+                if p["consumer"] not in (PARKING, PARKING.encode())
+            ]
+            if ages:
+                oldest = ages[0] if oldest is None else max(oldest, ages[0])
     return StreamTopicInfo(
         topic=topic,
         length=length,
@@ -90,7 +95,8 @@ def _group(
     first: str | None,
     last: str | None,
     lost: Mapping[str, int],
-) -> StreamGroupInfo:
+) -> tuple[StreamGroupInfo, int]:
+    """The group's info, and how many of its pending entries are parked delayed retries."""
     name = text(raw["name"])
     pending = int(raw["pending"])
     delivered = text(raw["last-delivered-id"])
@@ -116,7 +122,7 @@ def _group(
     parked = sum(int(c["pending"]) for c in members if text(c["name"]) == PARKING)
     pending -= parked
     entries_read = raw.get("entries-read")
-    return StreamGroupInfo(
+    info = StreamGroupInfo(
         name=name,
         pending=pending,
         lag=int(lag),
@@ -126,6 +132,7 @@ def _group(
         trimmed_pending=trimmed,
         lost_to_trimming=lost.get(name, 0),
     )
+    return info, parked
 
 
 def _entry_id(entry: Any) -> str | None:
