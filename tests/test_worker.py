@@ -307,9 +307,11 @@ def test_prefetch_bounds_the_deliveries_that_wait(concurrency: int, prefetch: in
 
 
 def test_leases_of_waiting_and_running_deliveries_are_renewed() -> None:
-    """A 0.1 s visibility timeout, one slot, two deliveries waiting while the first
-    handler runs for ten timeouts: none is redelivered."""
-    with brokerkit.connect("memory://", visibility_timeout=0.1) as broker:
+    """A 0.5 s visibility timeout, one slot, two deliveries waiting while the first
+    handler runs for three timeouts: none is redelivered. (The renewals come every
+    timeout / 3; one would have to be late by a third of a second, on a loaded machine,
+    for a lease to run out.)"""
+    with brokerkit.connect("memory://", visibility_timeout=0.5) as broker:
         worker = brokerkit.Worker(broker)
         seen: list[tuple[Any, int]] = []
         first = threading.Event()
@@ -319,7 +321,7 @@ def test_leases_of_waiting_and_running_deliveries_are_renewed() -> None:
             seen.append((body, delivery.attempt))
             if body == 0:
                 first.set()
-                threading.Event().wait(1.0)  # the work itself: ten visibility timeouts
+                threading.Event().wait(1.5)  # the work itself: three visibility timeouts
 
         broker.publish_many("t", [0, 1, 2])
         with worker.running():
