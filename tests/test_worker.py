@@ -420,3 +420,17 @@ def test_exponential_backoff_is_capped_and_jittered_within_its_bounds() -> None:
     assert Fixed(0).delays is False
     assert Immediate().limit(4) == 4
     assert Fixed(1, max_attempts=2).limit(4) == 2
+
+
+def test_an_annotation_that_does_not_resolve_is_refused_rather_than_ignored() -> None:
+    @dataclasses.dataclass
+    class Local:
+        n: int
+
+    def handle(body: Local) -> None: ...  # a string under `from __future__ import annotations`
+
+    worker = brokerkit.Worker(brokerkit.connect("memory://"))
+    with pytest.raises(brokerkit.InvalidOption, match="'Local' of parameter 'body'"):
+        worker.handler("t")(handle)
+    with pytest.raises(brokerkit.InvalidOption, match="takes a broker"):
+        brokerkit.Worker("memory://")  # type: ignore[arg-type]

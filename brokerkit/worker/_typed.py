@@ -79,7 +79,7 @@ def bind(function: Callable[..., Any]) -> Binding:
         raise InvalidOption(f"cannot read the signature of handler {name}: {exc}") from None
     try:
         hints = typing.get_type_hints(function)
-    except Exception:  # a forward reference that does not resolve: use what is written
+    except Exception:  # one annotation does not resolve: resolve each alone, below
         hints = {}
     body_index = delivery_index = None
     body_type: Any = None
@@ -95,6 +95,8 @@ def bind(function: Callable[..., Any]) -> Binding:
                 )
             continue
         hint = hints.get(parameter.name, parameter.annotation)
+        if isinstance(hint, str):
+            hint = _resolve(function, name, parameter.name, hint)
         untyped = hint is parameter.empty or hint is Any
         if _is_delivery(hint) or (untyped and parameter.name == "delivery"):
             if delivery_index is not None:
@@ -111,6 +113,23 @@ def bind(function: Callable[..., Any]) -> Binding:
             body_type = None if hint is parameter.empty else hint
         positional += 1
     return Binding(body_index, delivery_index, positional, converter(body_type), body_type)
+
+
+def _resolve(function: Callable[..., Any], name: str, parameter: str, annotation: str) -> Any:
+    """The type a string annotation names, in the handler's module.
+
+    :raises InvalidOption: it names nothing there (a type defined inside a function,
+        under ``from __future__ import annotations``): the body would go unvalidated.
+    """
+    namespace = dict(getattr(function, "__globals__", {}))
+    try:
+        return eval(annotation, namespace)  # what typing.get_type_hints does, one name
+    except Exception as exc:
+        raise InvalidOption(
+            f"the annotation {annotation!r} of parameter {parameter!r} of handler {name} "
+            f"does not resolve in its module ({type(exc).__name__}: {exc}); define the type "
+            "at module level, or annotate with the class itself"
+        ) from None
 
 
 def _is_delivery(hint: Any) -> bool:

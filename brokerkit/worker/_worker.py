@@ -55,6 +55,10 @@ class Worker:
     """
 
     def __init__(self, broker: Broker | None = None, *, grace: float = DEFAULT_GRACE) -> None:
+        if broker is not None and not isinstance(broker, Broker):
+            raise InvalidOption(
+                f"a worker takes a broker (from connect(url)), got {type(broker).__name__}"
+            )
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
             raise InvalidOption(f"grace must be a non-negative number of seconds, got {grace!r}")
         self.broker = broker
