@@ -260,3 +260,74 @@ def test_a_failure_on_an_at_most_once_backend_is_not_counted_as_a_retry(
     stats = worker.stats()[0]
     assert calls == ["hello"]
     assert (stats.retried, stats.dead_lettered, stats.processed) == (0, 0, 0)
+
+
+RETRY_APP = textwrap.dedent(
+    """
+    import os, time
+
+    import redis
+
+    import brokerkit
+    from brokerkit.worker import Fixed
+
+    client = redis.Redis.from_url(os.environ["APP_REDIS"])
+    worker = brokerkit.Worker()
+
+    @worker.handler(os.environ["APP_TOPIC"], concurrency=4, retry=Fixed(2.0))
+    def handle(body, delivery):
+        client.rpush(os.environ["APP_SEEN_KEY"], f"{body['n']} {delivery.attempt} {time.time()}")
+        if delivery.attempt == 1:
+            raise ConnectionError("try later")
+    """
+)
+
+
+def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
+    redis_target: RedisTarget, redis_client: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    """The worker process fails every message once (retry in 2 s) and is SIGKILLed;
+    another worker gets every retry no earlier than due and within 10 % after."""
+    (tmp_path / "retry_app.py").write_text(RETRY_APP)
+    topic, seen_key, total = "sms", f"{prefix}:seen", 20
+    url = redis_target.url("redis+list", prefix=prefix)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "APP_TOPIC": topic,
+        "APP_SEEN_KEY": seen_key,
+        "APP_REDIS": redis_target.url("redis"),
+    }
+    with brokerkit.connect(url) as broker:
+        broker.publish_many(topic, [{"n": n} for n in range(total)])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "brokerkit.cli", "worker", "retry_app:worker", url],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: broker.inspect(topic).scheduled == total)
+        finally:
+            process.kill()
+            process.wait()
+        failed_at = {}
+        for row in redis_client.lrange(seen_key, 0, -1):
+            n, attempt, at = row.decode().split()
+            assert attempt == "1"
+            failed_at[int(n)] = float(at)
+        assert len(failed_at) == total
+
+        retried_at: dict[int, tuple[int, float]] = {}
+        other = brokerkit.Worker(broker)
+
+        @other.handler(topic, concurrency=4)
+        def handle(body: dict[str, int], delivery: brokerkit.Delivery) -> None:
+            retried_at[body["n"]] = (delivery.attempt, time.time())
+
+        with other.running():
+            wait_for(lambda: len(retried_at) == total)
+    for n, (attempt, at) in retried_at.items():
+        assert attempt == 2
+        assert 2.0 <= at - failed_at[n] <= 2.2, (n, at - failed_at[n])
