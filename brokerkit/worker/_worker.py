@@ -69,6 +69,7 @@ class Worker:
         self._stats: dict[str, HandlerStats] = {}
         self._ready = Event()
         self._stop = Event()
+        self._cut_short = Event()
         self._stopped = self._abort = False
         self._signals: list[int] = []
 
@@ -174,6 +175,7 @@ class Worker:
         self._signals.clear()
         self._stopped = self._abort = False
         self._stop.clear()
+        self._cut_short.clear()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
         calls = HandlerCalls(threads)
         restore = on_signals((signal.SIGINT, signal.SIGTERM), self._signals.append)
@@ -240,6 +242,7 @@ class Worker:
         self._stopped = True
         if now:
             self._abort = True
+            self._cut_short.set()
         self._stop.set()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
@@ -269,7 +272,7 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self._stop.wait(min(left, _TICK))
+            self._cut_short.wait(min(left, _TICK))
         self.drained = not any(r.busy for r in runners)
         if not self.drained:
             log.warning("worker stopped with handlers still running; their deliveries come back")

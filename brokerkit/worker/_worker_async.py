@@ -67,6 +67,7 @@ class AsyncWorker:
         self._stats: dict[str, HandlerStats] = {}
         self._ready = Event()
         self._stop = Event()
+        self._cut_short = Event()
         self._stopped = self._abort = False
         self._signals: list[int] = []
 
@@ -172,6 +173,7 @@ class AsyncWorker:
         self._signals.clear()
         self._stopped = self._abort = False
         self._stop.clear()
+        self._cut_short.clear()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
         calls = HandlerCalls(threads)
         restore = on_signals((signal.SIGINT, signal.SIGTERM), self._signals.append)
@@ -238,6 +240,7 @@ class AsyncWorker:
         self._stopped = True
         if now:
             self._abort = True
+            self._cut_short.set()
         self._stop.set()
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
@@ -267,7 +270,7 @@ class AsyncWorker:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            await self._stop.wait(min(left, _TICK))
+            await self._cut_short.wait(min(left, _TICK))
         self.drained = not any(r.busy for r in runners)
         if not self.drained:
             log.warning("worker stopped with handlers still running; their deliveries come back")
