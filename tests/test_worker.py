@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -434,3 +436,15 @@ def test_an_annotation_that_does_not_resolve_is_refused_rather_than_ignored() ->
         worker.handler("t")(handle)
     with pytest.raises(brokerkit.InvalidOption, match="takes a broker"):
         brokerkit.Worker("memory://")  # type: ignore[arg-type]
+
+
+def test_the_core_never_imports_pydantic_or_msgspec() -> None:
+    code = (
+        "import sys, brokerkit, brokerkit.aio, brokerkit.worker\n"
+        "w = brokerkit.Worker(brokerkit.connect('memory://'))\n"
+        "w.handler('t')(lambda body: None)\n"
+        "brokerkit.connect('memory://').publish('t', {'a': 1})\n"
+        "print(sorted({'pydantic', 'msgspec'} & set(sys.modules)))\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
