@@ -359,6 +359,26 @@ def test_stop_drains_hands_back_what_waits_and_lets_running_handlers_finish() ->
         assert sorted(left) == list(range(2, 10))
 
 
+def test_past_the_grace_period_run_returns_and_a_handler_thread_keeps_its_delivery() -> None:
+    gate = threading.Event()
+    with brokerkit.connect("memory://") as broker:
+        worker = brokerkit.Worker(broker, grace=0.2)
+        worker.handler("t", concurrency=1, prefetch=2)(lambda body: gate.wait(DEADLINE))
+        broker.publish_many("t", [1, 2, 3])
+        runner = threading.Thread(target=worker.run)
+        runner.start()
+        wait_for(lambda: worker.stats()[0].in_flight == 1)
+        worker.stop()
+        runner.join(DEADLINE)
+        assert not runner.is_alive()
+        assert not worker.drained
+        # the two waiting went back; the one a thread still handles stays leased
+        assert broker.inspect("t").in_flight == 1
+        gate.set()
+        wait_for(lambda: worker.stats()[0].in_flight == 0)
+        wait_for(lambda: broker.inspect("t").in_flight == 0)  # its handler acked it
+
+
 def test_a_second_stop_cancels_async_handlers_and_hands_their_deliveries_back() -> None:
     async def main() -> None:
         async with brokerkit.aio.connect("memory://") as broker:
