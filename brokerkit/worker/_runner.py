@@ -169,6 +169,7 @@ class Runner:
             log.info(
                 "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
                 *(name, delivery.id, delivery.attempt, self._limit, reason),
+                exc_info=exc,
             )
             self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
         else:
@@ -176,6 +177,7 @@ class Runner:
             log.info(
                 "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
                 *(name, delivery.id, delivery.attempt, delay, reason),
+                exc_info=exc,
             )
             self._nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
 
