@@ -24,6 +24,7 @@ __all__ = [
     "acquire",
     "checkpoint",
     "fetch_shielded",
+    "is_async_callable",
     "on_signals",
     "settle_orphans",
     "sleep",
@@ -190,16 +191,25 @@ class HandlerCalls:
 
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run ``function(*args)`` to its end and return its result."""
-        if inspect.iscoroutinefunction(function) or self._pool is None:
+        if self._pool is None or is_async_callable(function):
             result = function(*args)
-            return await result if inspect.isawaitable(result) else result
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(function, *args))
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._pool, functools.partial(function, *args))
+        return await result if inspect.isawaitable(result) else result
 
     def close(self) -> None:
         """Let the pool's threads end once their handlers return (not waiting for them)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def is_async_callable(function: Any) -> bool:
+    """Whether calling ``function`` gives a coroutine: a coroutine function, a partial
+    of one, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        type(function).__call__
+    )
 
 
 def on_signals(signals: tuple[int, ...], callback: Callable[[int], None]) -> Callable[[], None]:

@@ -411,6 +411,32 @@ def test_a_second_stop_cancels_async_handlers_and_hands_their_deliveries_back() 
 # -- registration -----------------------------------------------------------------------
 
 
+def test_a_callable_object_with_an_async_call_is_awaited_by_the_async_worker() -> None:
+    class Handler:
+        def __init__(self) -> None:
+            self.got: list[int] = []
+
+        async def __call__(self, body: int) -> None:
+            await asyncio.sleep(0)
+            self.got.append(body)
+
+    handler = Handler()
+
+    async def main() -> None:
+        async with brokerkit.aio.connect("memory://") as broker:
+            worker = brokerkit.aio.Worker(broker)
+            worker.handler("t", name="object")(handler)
+            await broker.publish_many("t", [1, 2])
+            async with worker.running():
+                while len(handler.got) < 2:
+                    await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert sorted(handler.got) == [1, 2]
+    with pytest.raises(brokerkit.InvalidOption, match="coroutine function"):
+        brokerkit.Worker(brokerkit.connect("memory://")).handler("t", name="object")(handler)
+
+
 def test_bad_registrations_are_refused_with_a_clear_error() -> None:
     worker = brokerkit.Worker(brokerkit.connect("memory://"))
     with pytest.raises(brokerkit.InvalidOption, match="concurrency must be"):

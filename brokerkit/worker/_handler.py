@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from brokerkit._acompat import is_async_callable
 from brokerkit._capabilities import Capability
 from brokerkit._topics import check_topic
 from brokerkit.exceptions import InvalidOption, Unsupported
@@ -37,7 +37,8 @@ class HandlerSpec:
 
     @property
     def is_coroutine(self) -> bool:
-        return inspect.iscoroutinefunction(self.function)
+        """Whether the handler is a coroutine function (or a callable that acts as one)."""
+        return is_async_callable(self.function)
 
     def with_concurrency(self, concurrency: int) -> HandlerSpec:
         """The same handler with ``concurrency`` slots (the CLI's ``--concurrency``)."""
@@ -98,7 +99,7 @@ def make_spec(
         )
     label = name or getattr(function, "__qualname__", None) or repr(function)
     binding = bind(function)
-    if inspect.iscoroutinefunction(function) and not takes_coroutines:
+    if is_async_callable(function) and not takes_coroutines:
         raise InvalidOption(
             f"handler {label} is a coroutine function; run it with brokerkit.aio.Worker, "
             "or make it a plain function"
