@@ -16,6 +16,7 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit import Capability, InvalidOption, ManualClock, Unsupported
+from brokerkit.backends.memory import AsyncMemoryBroker, MemoryBroker
 
 UTC = datetime.timezone.utc
 
@@ -239,7 +240,7 @@ def test_a_backend_without_delay_refuses_one_and_sends_nothing(tmp_path: Path) -
         assert Capability.DELAY not in broker.capabilities
         for kwargs in ({"delay": 1}, {"at": 1e10}, {"at": 1.0}):
             with pytest.raises(Unsupported, match="DELAY"):
-                broker.publish("t", "x", **kwargs)  # type: ignore[arg-type]
+                broker.publish("t", "x", **kwargs)
         broker.publish("t", "now", delay=0)
         delivery = broker.subscribe("t").receive(timeout=1)
         assert delivery is not None and delivery.body == "now"
@@ -270,3 +271,49 @@ def test_a_backend_without_delay_refuses_one_under_asyncio_too(tmp_path: Path) -
             await delivery.nack(requeue=False, reason="through the thread adapter")
 
     asyncio.run(main())
+
+
+# -- the adapters pass delays and reasons through -----------------------------------
+
+
+def test_the_thread_adapter_passes_delays_and_reasons_through(clock: ManualClock) -> None:
+    async def main() -> tuple[int, str]:
+        url = brokerkit.BrokerURL.parse("memory://")
+        broker = await brokerkit.aio.threaded(MemoryBroker).open(url, clock=clock)
+        async with broker:
+            await broker.publish("t", "x", delay=5)
+            subscription = await broker.subscribe("t")
+            assert await subscription.receive(timeout=0) is None
+            clock.advance(5)
+            delivery = await subscription.receive(timeout=0)
+            assert delivery is not None
+            await delivery.nack(delay=1)
+            clock.advance(1)
+            again = await subscription.receive(timeout=0)
+            assert again is not None
+            await again.nack(requeue=False, reason="through threads")
+            dead = await (await broker.subscribe("t.dlq")).receive(timeout=0)
+            assert dead is not None
+            await dead.ack()
+            return again.attempt, dead.headers["x-dead-letter-reason"]
+
+    assert asyncio.run(main()) == (2, "through threads")
+
+
+def test_the_loop_bridge_passes_delays_and_reasons_through(clock: ManualClock) -> None:
+    bridge = brokerkit.aio.bridged(AsyncMemoryBroker)
+    with bridge.from_url("memory://", clock=clock) as broker:
+        broker.publish("t", "x", delay=5)
+        subscription = broker.subscribe("t")
+        assert subscription.receive(timeout=0) is None
+        clock.advance(5)
+        delivery = subscription.receive(timeout=0)
+        assert delivery is not None
+        delivery.nack(delay=1)
+        clock.advance(1)
+        again = subscription.receive(timeout=0)
+        assert again is not None and again.attempt == 2
+        again.nack(requeue=False, reason="through the bridge")
+        dead = broker.subscribe("t.dlq").receive(timeout=0)
+        assert dead is not None and dead.headers["x-dead-letter-reason"] == "through the bridge"
+        dead.ack()

@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -35,29 +36,34 @@ def redis_tls() -> Iterator[TLSRedisServer]:
         yield server
 
 
-def _factory(url: str, prefix: str):  # type: ignore[no-untyped-def]
-    def make(**options: object) -> brokerkit.Broker:
-        return brokerkit.connect(url, prefix=prefix, **options)
+class _OverTLS(BrokerContract):
+    """The suite on ``scheme``'s URL of the TLS server. The plain-TCP classes check
+    each backend in full; these check it over the TLS transport, with a quarter of the
+    examples."""
 
-    return make
+    example_share = 0.25
+    scheme: ClassVar[str]
 
-
-class TestRedisListOverTLSContract(BrokerContract):
     @pytest.fixture
     def make_broker(self, redis_tls: TLSRedisServer, prefix: str):  # type: ignore[no-untyped-def]
-        return _factory(redis_tls.url("rediss+list"), prefix)
+        url = redis_tls.url(self.scheme)
+
+        def make(**options: object) -> brokerkit.Broker:
+            return brokerkit.connect(url, prefix=prefix, **options)
+
+        return make
 
 
-class TestRedisStreamOverTLSContract(BrokerContract):
-    @pytest.fixture
-    def make_broker(self, redis_tls: TLSRedisServer, prefix: str):  # type: ignore[no-untyped-def]
-        return _factory(redis_tls.url("rediss+stream"), prefix)
+class TestRedisListOverTLSContract(_OverTLS):
+    scheme = "rediss+list"
 
 
-class TestRedisPubSubOverTLSContract(BrokerContract):
-    @pytest.fixture
-    def make_broker(self, redis_tls: TLSRedisServer, prefix: str):  # type: ignore[no-untyped-def]
-        return _factory(redis_tls.url("rediss+pubsub"), prefix)
+class TestRedisStreamOverTLSContract(_OverTLS):
+    scheme = "rediss+stream"
+
+
+class TestRedisPubSubOverTLSContract(_OverTLS):
+    scheme = "rediss+pubsub"
 
 
 # -- TLS verifies the server by default ---------------------------------------------------

@@ -296,11 +296,11 @@ class RedisListBroker(Broker):
         the next run for when the next lease runs out (at most half a timeout away)."""
         state: _Consumer = subscription.state
         state.reconcile = False
-        moved, wait_ms, _, _ = self._consumer_call(
+        moved, wait_ms, _, _, released = self._consumer_call(
             subscription,
             lambda: self._script("RESCUE", state.plan, _RESCUE_LIMIT, subscription.consumer),
         )
-        if moved:
+        if moved or released:
             state.idle = False
         wait = self.options.visibility_timeout / 2
         if wait_ms >= 0:
@@ -430,7 +430,7 @@ class RedisListBroker(Broker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _, visited = self._call(
+            moved, _, _, visited, _ = self._call(
                 lambda: self._script("RESCUE", plan, _RESCUE_LIMIT, ""), topic
             )
             total += int(moved)

@@ -298,11 +298,11 @@ class AsyncRedisListBroker(AsyncBroker):
         the next run for when the next lease runs out (at most half a timeout away)."""
         state: _Consumer = subscription.state
         state.reconcile = False
-        moved, wait_ms, _, _ = await self._consumer_call(
+        moved, wait_ms, _, _, released = await self._consumer_call(
             subscription,
             lambda: self._script("RESCUE", state.plan, _RESCUE_LIMIT, subscription.consumer),
         )
-        if moved:
+        if moved or released:
             state.idle = False
         wait = self.options.visibility_timeout / 2
         if wait_ms >= 0:
@@ -436,7 +436,7 @@ class AsyncRedisListBroker(AsyncBroker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _, visited = await self._call(
+            moved, _, _, visited, _ = await self._call(
                 lambda: self._script("RESCUE", plan, _RESCUE_LIMIT, ""), topic
             )
             total += int(moved)

@@ -546,9 +546,9 @@ return stale
 #: ARGV[7] at most this many leases and this many dead consumers per call;
 #: ARGV[8] a live consumer whose orphans to hand back too ("" : none).
 #: Also moves held messages that are due to the queue.
-#: Returns {deliveries handed back and held messages released, ms until the next
-#: lease group or held message is due or -1, orphans, lease groups visited
-#: (``limit`` when more may be due)}.
+#: Returns {deliveries handed back, ms until the next lease group or held message is
+#: due or -1, orphans, lease groups visited (``limit`` when more may be due), held
+#: messages moved to the queue}.
 RESCUE = (
     PREAMBLE
     + r"""
@@ -617,14 +617,14 @@ if ARGV[8] ~= '' then
   end
 end
 tidy()
-moved = moved + release_due(t, limit)
+local released = release_due(t, limit)
 local wait = next_due_wait(t)
 local next_lease = redis.call('ZRANGE', DEADLINES, 0, 0, 'WITHSCORES')
 if next_lease[2] then
   local lease_wait = math.max(tonumber(next_lease[2]) - t, 0)
   if wait < 0 or lease_wait < wait then wait = lease_wait end
 end
-return {moved, wait, reconciled, #due}
+return {moved, wait, reconciled, #due, released}
 """
 )
 
