@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from typing import Any
 
@@ -51,7 +52,10 @@ class Runner:
         self._subscription: Subscription | None = None
         self._slots: list[Background] = []
         self._renewer: Background | None = None
+        # The deliveries being handled; a plain lock (never held across I/O), since the
+        # slots are threads in the sync worker and the renewal reads the set.
         self._active: set[Delivery] = set()
+        self._active_lock = threading.Lock()
         self._limit = spec.retry.limit(broker.options.max_deliveries)
 
     def start(self) -> None:
@@ -120,7 +124,8 @@ class Runner:
 
     def _handle(self, delivery: Delivery, waiting: int) -> None:
         self.stats.started(waiting)
-        self._active.add(delivery)
+        with self._active_lock:
+            self._active.add(delivery)
         try:
             self._run(delivery)
         except BaseException:
@@ -129,7 +134,8 @@ class Runner:
                 self._hand_back(delivery)
             raise
         finally:
-            self._active.discard(delivery)
+            with self._active_lock:
+                self._active.discard(delivery)
             self.stats.finished()
 
     def _run(self, delivery: Delivery) -> None:
@@ -214,7 +220,9 @@ class Runner:
         assert subscription is not None
         while not self._finished.wait(interval):
             waiting = [] if self._draining.is_set() else subscription.buffered_deliveries()
-            held = waiting + [d for d in list(self._active) if not d.settled]
+            with self._active_lock:
+                active = [d for d in self._active if not d.settled]
+            held = waiting + active
             if held:
                 self._extend(held)
 

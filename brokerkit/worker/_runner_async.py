@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from typing import Any
 
@@ -49,7 +50,10 @@ class AsyncRunner:
         self._subscription: AsyncSubscription | None = None
         self._slots: list[Background] = []
         self._renewer: Background | None = None
+        # The deliveries being handled; a plain lock (never held across I/O), since the
+        # slots are threads in the sync worker and the renewal reads the set.
         self._active: set[AsyncDelivery] = set()
+        self._active_lock = threading.Lock()
         self._limit = spec.retry.limit(broker.options.max_deliveries)
 
     async def start(self) -> None:
@@ -118,7 +122,8 @@ class AsyncRunner:
 
     async def _handle(self, delivery: AsyncDelivery, waiting: int) -> None:
         self.stats.started(waiting)
-        self._active.add(delivery)
+        with self._active_lock:
+            self._active.add(delivery)
         try:
             await self._run(delivery)
         except BaseException:
@@ -127,7 +132,8 @@ class AsyncRunner:
                 await self._hand_back(delivery)
             raise
         finally:
-            self._active.discard(delivery)
+            with self._active_lock:
+                self._active.discard(delivery)
             self.stats.finished()
 
     async def _run(self, delivery: AsyncDelivery) -> None:
@@ -214,7 +220,9 @@ class AsyncRunner:
         assert subscription is not None
         while not await self._finished.wait(interval):
             waiting = [] if self._draining.is_set() else subscription.buffered_deliveries()
-            held = waiting + [d for d in list(self._active) if not d.settled]
+            with self._active_lock:
+                active = [d for d in self._active if not d.settled]
+            held = waiting + active
             if held:
                 await self._extend(held)
 
