@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from brokerkit._compat import is_async_callable
+
 __all__ = [
     "Background",
     "Event",
@@ -24,7 +26,6 @@ __all__ = [
     "acquire",
     "checkpoint",
     "fetch_shielded",
-    "is_async_callable",
     "on_signals",
     "settle_orphans",
     "sleep",
@@ -202,14 +203,6 @@ class HandlerCalls:
         """Let the pool's threads end once their handlers return (not waiting for them)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def is_async_callable(function: Any) -> bool:
-    """Whether calling ``function`` gives a coroutine: a coroutine function, a partial
-    of one, or an object whose ``__call__`` is one."""
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        type(function).__call__
-    )
 
 
 def on_signals(signals: tuple[int, ...], callback: Callable[[int], None]) -> Callable[[], None]:

@@ -23,6 +23,7 @@ __all__ = [
     "acquire",
     "checkpoint",
     "fetch_shielded",
+    "is_async_callable",
     "on_signals",
     "settle_orphans",
     "sleep",
@@ -128,6 +129,14 @@ class HandlerCalls:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def is_async_callable(function: Any) -> bool:
+    """Whether calling ``function`` gives a coroutine: a coroutine function, a partial
+    of one, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        type(function).__call__
+    )
 
 
 def on_signals(signals: tuple[int, ...], callback: Callable[[int], None]) -> Callable[[], None]:

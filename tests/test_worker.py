@@ -484,9 +484,11 @@ def test_an_annotation_that_does_not_resolve_is_refused_rather_than_ignored() ->
         brokerkit.Worker("memory://")  # type: ignore[arg-type]
 
 
-def test_the_core_never_imports_pydantic_or_msgspec() -> None:
+def test_the_core_never_imports_pydantic_or_msgspec_nor_asyncio_for_the_sync_worker() -> None:
     code = (
-        "import sys, brokerkit, brokerkit.aio, brokerkit.worker\n"
+        "import sys, brokerkit, brokerkit.worker\n"
+        "assert 'asyncio' not in sys.modules, 'import brokerkit imported asyncio'\n"
+        "import brokerkit.aio\n"
         "w = brokerkit.Worker(brokerkit.connect('memory://'))\n"
         "w.handler('t')(lambda body: None)\n"
         "brokerkit.connect('memory://').publish('t', {'a': 1})\n"

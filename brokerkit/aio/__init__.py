@@ -20,7 +20,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.aio._bridge import LoopBridgeBroker, bridged
 from brokerkit.aio._connect import Connecting, connect
 from brokerkit.aio._threaded import ThreadedAsyncBroker, threaded
-from brokerkit.worker import AsyncWorker as Worker
+from brokerkit.worker._worker_async import AsyncWorker as Worker
 
 __all__ = [
     "AsyncBroker",

@@ -23,7 +23,8 @@ from brokerkit._plugins import connect
 from brokerkit.aio._connect import connect as aconnect
 from brokerkit.cli._output import err
 from brokerkit.cli._url import URL_ENV
-from brokerkit.worker import AsyncWorker, StatsSnapshot, Worker
+from brokerkit.worker import StatsSnapshot, Worker
+from brokerkit.worker._worker_async import AsyncWorker
 
 __all__ = ["register"]
 

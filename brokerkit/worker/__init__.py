@@ -9,7 +9,8 @@ policies, typed bodies and a draining shutdown.
 ...     print("receipt for", order["orderId"])
 
 ``worker.run()`` then runs it until SIGTERM or SIGINT; :class:`brokerkit.aio.Worker`
-is the asyncio twin. See ``docs/workers.md``.
+is the asyncio twin (imported from :mod:`brokerkit.aio`, so that ``import brokerkit``
+stays free of asyncio). See ``docs/workers.md``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from brokerkit.worker._retry import Exponential, Fixed, Immediate, RetryPolicy
 from brokerkit.worker._stats import StatsSnapshot
 from brokerkit.worker._typed import InvalidBody
 from brokerkit.worker._worker import DEFAULT_GRACE, Worker
-from brokerkit.worker._worker_async import AsyncWorker
 
 __all__ = [
     "DEFAULT_GRACE",
-    "AsyncWorker",
     "Exponential",
     "Fixed",
     "HandlerSpec",

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from brokerkit._acompat import is_async_callable
 from brokerkit._capabilities import Capability
+from brokerkit._compat import is_async_callable
 from brokerkit._topics import check_topic
 from brokerkit.exceptions import InvalidOption, Unsupported
 from brokerkit.worker._retry import Immediate, RetryPolicy
