@@ -5,6 +5,7 @@ period with the documented status."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import brokerkit
 from brokerkit.cli._app import run
 from brokerkit.worker import Exponential, Fixed
 from tests.conftest import RedisTarget
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -331,3 +333,31 @@ def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
     for n, (attempt, at) in retried_at.items():
         assert attempt == 2
         assert 2.0 <= at - failed_at[n] <= 2.2, (n, at - failed_at[n])
+
+
+def test_a_worker_outlives_a_redis_outage(
+    redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server dies: each slot logs the failed receive and pauses (longer each time);
+    the server comes back: the worker reads again, without a restart."""
+    url = redis_server.url("redis+list")
+    with brokerkit.connect(url, prefix=prefix, reconnect_timeout=0.3) as broker:
+        worker = brokerkit.Worker(broker)
+        got: list[int] = []
+        worker.handler("jobs")(got.append)
+        with caplog.at_level(logging.WARNING, logger="brokerkit.worker"), worker.running():
+            broker.publish("jobs", 1)
+            wait_for(lambda: got == [1])
+            redis_server.kill()
+            wait_for(lambda: "receiving from 'jobs' failed" in caplog.text)
+            redis_server.start()
+            wait_for(lambda: _published(broker, "jobs", 2))
+            wait_for(lambda: got == [1, 2])
+
+
+def _published(broker: brokerkit.Broker, topic: str, body: int) -> bool:
+    try:
+        broker.publish(topic, body)
+    except brokerkit.ConnectionFailed:
+        return False
+    return True

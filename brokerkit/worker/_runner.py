@@ -20,7 +20,7 @@ from typing import Any
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
-from brokerkit._compat import Background, Event, HandlerCalls, sleep, spawn
+from brokerkit._compat import Background, Event, HandlerCalls, spawn
 from brokerkit._delivery import Delivery
 from brokerkit._schedule import MAX_REASON_LENGTH
 from brokerkit._subscription import Subscription
@@ -35,6 +35,8 @@ log = logging.getLogger("brokerkit.worker")
 
 #: How long a free slot waits for a message before it looks at the stop flag again.
 POLL = 0.25
+#: The longest a slot pauses after receiving failed, before it tries again.
+MAX_PAUSE = 5.0
 
 
 class Runner:
@@ -104,17 +106,22 @@ class Runner:
     def _slot(self) -> None:
         subscription = self._subscription
         assert subscription is not None
+        failures = 0
         while not self._draining.is_set():
             try:
                 delivery = subscription.receive(timeout=POLL)
             except BrokerClosed:
                 return
             except BrokerError as exc:  # the backend already retried within its timeout
+                failures += 1
+                pause = min(POLL * 2**failures, MAX_PAUSE)
                 log.warning(
-                    "handler %s: receiving from %r failed: %s", self.spec.name, self.spec.topic, exc
+                    "handler %s: receiving from %r failed (again in %.3g s): %s",
+                    *(self.spec.name, self.spec.topic, pause, exc),
                 )
-                sleep(POLL)
+                self._draining.wait(pause)
                 continue
+            failures = 0
             if delivery is None:
                 continue
             if self._draining.is_set():

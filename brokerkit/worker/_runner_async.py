@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from brokerkit._acompat import Background, Event, HandlerCalls, sleep, spawn
+from brokerkit._acompat import Background, Event, HandlerCalls, spawn
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
@@ -33,6 +33,8 @@ log = logging.getLogger("brokerkit.worker")
 
 #: How long a free slot waits for a message before it looks at the stop flag again.
 POLL = 0.25
+#: The longest a slot pauses after receiving failed, before it tries again.
+MAX_PAUSE = 5.0
 
 
 class AsyncRunner:
@@ -102,17 +104,22 @@ class AsyncRunner:
     async def _slot(self) -> None:
         subscription = self._subscription
         assert subscription is not None
+        failures = 0
         while not self._draining.is_set():
             try:
                 delivery = await subscription.receive(timeout=POLL)
             except BrokerClosed:
                 return
             except BrokerError as exc:  # the backend already retried within its timeout
+                failures += 1
+                pause = min(POLL * 2**failures, MAX_PAUSE)
                 log.warning(
-                    "handler %s: receiving from %r failed: %s", self.spec.name, self.spec.topic, exc
+                    "handler %s: receiving from %r failed (again in %.3g s): %s",
+                    *(self.spec.name, self.spec.topic, pause, exc),
                 )
-                await sleep(POLL)
+                await self._draining.wait(pause)
                 continue
+            failures = 0
             if delivery is None:
                 continue
             if self._draining.is_set():
