@@ -496,3 +496,11 @@ def test_the_core_never_imports_pydantic_or_msgspec_nor_asyncio_for_the_sync_wor
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+def test_a_worker_runs_once_at_a_time() -> None:
+    with brokerkit.connect("memory://") as broker:
+        worker = brokerkit.Worker(broker)
+        worker.handler("t")(lambda body: None)
+        with worker.running(), pytest.raises(brokerkit.ConfigurationError, match="already"):
+            worker.run()

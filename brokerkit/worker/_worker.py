@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,6 +73,8 @@ class Worker:
         self._cut_short = Event()
         self._stopped = self._abort = False
         self._signals: list[int] = []
+        self._running = False
+        self._guard = threading.Lock()
 
     # -- registering ----------------------------------------------------------------
 
@@ -170,6 +173,16 @@ class Worker:
             )
         for spec in self._specs:
             spec.check(type(broker))
+        with self._guard:
+            if self._running:
+                raise ConfigurationError("the worker is already running; run it once at a time")
+            self._running = True
+        try:
+            self._run(broker)
+        finally:
+            self._running = False
+
+    def _run(self, broker: Broker) -> None:
         self.stopped_by = None
         self.drained = False
         self._signals.clear()

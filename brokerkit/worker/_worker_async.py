@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -70,6 +71,8 @@ class AsyncWorker:
         self._cut_short = Event()
         self._stopped = self._abort = False
         self._signals: list[int] = []
+        self._running = False
+        self._guard = threading.Lock()
 
     # -- registering ----------------------------------------------------------------
 
@@ -168,6 +171,16 @@ class AsyncWorker:
             )
         for spec in self._specs:
             spec.check(type(broker))
+        with self._guard:
+            if self._running:
+                raise ConfigurationError("the worker is already running; run it once at a time")
+            self._running = True
+        try:
+            await self._run(broker)
+        finally:
+            self._running = False
+
+    async def _run(self, broker: AsyncBroker) -> None:
         self.stopped_by = None
         self.drained = False
         self._signals.clear()
