@@ -45,6 +45,9 @@ def _check_attempts(value: object) -> int | None:
 class RetryPolicy:
     """The base of every policy: redeliver up to ``max_attempts`` deliveries in all.
 
+    A policy of your own subclasses this (a frozen dataclass) and overrides
+    :meth:`delay`; :attr:`delays` says whether it needs DELAY (true unless overridden).
+
     :ivar max_attempts: how many deliveries a message gets before it is dead-lettered
         (None: as many as the broker's ``max_deliveries`` allows, forever when that is
         unset). The smaller of this and the broker's ``max_deliveries`` wins.
