@@ -446,12 +446,12 @@ class RedisListBroker(Broker):
         keys = self._keys(topic)
 
         def purge() -> int:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.llen(keys.queue)
-            pipe.zcard(keys.scheduled)
-            pipe.delete(keys.queue, keys.scheduled)
-            waiting, held, _ = pipe.execute()
-            return int(waiting) + int(held)
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.llen(keys.queue)
+                pipe.zcard(keys.scheduled)
+                pipe.delete(keys.queue, keys.scheduled)
+                waiting, held, _ = pipe.execute()
+                return int(waiting) + int(held)
 
         return self._call(purge, topic)
 

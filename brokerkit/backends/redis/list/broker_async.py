@@ -452,12 +452,12 @@ class AsyncRedisListBroker(AsyncBroker):
         keys = self._keys(topic)
 
         async def purge() -> int:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.llen(keys.queue)
-            pipe.zcard(keys.scheduled)
-            pipe.delete(keys.queue, keys.scheduled)
-            waiting, held, _ = await pipe.execute()
-            return int(waiting) + int(held)
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.llen(keys.queue)
+                pipe.zcard(keys.scheduled)
+                pipe.delete(keys.queue, keys.scheduled)
+                waiting, held, _ = await pipe.execute()
+                return int(waiting) + int(held)
 
         return await self._call(purge, topic)
 
