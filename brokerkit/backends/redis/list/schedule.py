@@ -3,7 +3,7 @@ for the keys, the arguments every script shares and the ``scheduled`` members)."
 
 from __future__ import annotations
 
-from brokerkit.backends.redis.list.scripts import PREAMBLE
+from brokerkit.backends.redis.list.preamble import PREAMBLE
 
 __all__ = ["HOLD", "RELEASE", "hold_member"]
 
