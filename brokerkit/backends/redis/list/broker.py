@@ -217,7 +217,7 @@ class RedisListBroker(Broker):
         # A wake-up is kept to the millisecond: the server's block ends a tick before
         # it, and the rest is waited out here.
         left = min(state.next_maintenance, state.next_release) - time.monotonic()
-        if left <= timeout and left <= _SERVER_TICK:
+        if left <= timeout and left < _SERVER_TICK + _MIN_BLOCK:
             sleep(max(left, 0.0))
             return []
         block = max(min(timeout, left - _SERVER_TICK), _MIN_BLOCK)

@@ -32,6 +32,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The server ms `ms` from now, rounded up: a message held until then is released by
+-- a now_ms() no earlier than the exact moment.
+local function due_after(ms)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000) + ms
+end
+
 local function consumer_of(receipt)
   local colon = string.find(receipt, ':', 1, true)
   return string.sub(receipt, colon + 1)

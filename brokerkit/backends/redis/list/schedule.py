@@ -13,7 +13,7 @@ HOLD = (
     PREAMBLE
     + r"""
 local t = now_ms()
-local due = t + tonumber(ARGV[7])
+local due = due_after(tonumber(ARGV[7]))
 local scored = {}
 for i = 8, #ARGV do
   scored[#scored + 1] = due

@@ -210,7 +210,7 @@ if mode == 'requeue+' or mode == 'reject+' then
   if why == '' then why = nil end
   mode = string.sub(mode, 1, -2)
 end
-local due = delay_ms > 0 and t + delay_ms or nil
+local due = delay_ms > 0 and due_after(delay_ms) or nil
 for i = #ARGV, first, -1 do  -- the first nacked is next out
   local r = ARGV[i]
   local deadline = redis.call('HGET', EXPIRY, r)

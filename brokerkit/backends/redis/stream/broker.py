@@ -296,7 +296,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         # Held messages are looked for to the millisecond: the server's block ends a
         # tick before that, and the rest is waited out here.
         left = state.release_at - time.monotonic()
-        if timeout > 0 and left <= timeout and left <= _SERVER_TICK:
+        if timeout > 0 and left <= timeout and left < _SERVER_TICK + 0.001:
             sleep(max(left, 0.0))
             return []
         timeout = min(timeout, self._claim_interval, left - _SERVER_TICK)
