@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import math
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -317,3 +318,18 @@ def test_the_loop_bridge_passes_delays_and_reasons_through(clock: ManualClock) -
         dead = broker.subscribe("t.dlq").receive(timeout=0)
         assert dead is not None and dead.headers["x-dead-letter-reason"] == "through the bridge"
         dead.ack()
+
+
+def test_on_the_system_clock_a_waiting_receive_wakes_when_due_not_before() -> None:
+    with brokerkit.connect("memory://") as broker:
+        subscription = broker.subscribe("t")
+        before = time.monotonic()
+        broker.publish("t", "x", delay=0.2)
+        delivery = subscription.receive(timeout=5)
+        assert delivery is not None and time.monotonic() - before >= 0.2
+        before = time.monotonic()
+        delivery.nack(delay=0.2)
+        again = subscription.receive(timeout=5)
+        assert again is not None and time.monotonic() - before >= 0.2
+        assert again.attempt == 2
+        again.ack()

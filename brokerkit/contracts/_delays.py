@@ -17,9 +17,10 @@ from brokerkit.exceptions import Unsupported
 
 __all__ = ["DelayContract"]
 
-#: Delays short enough to keep the suite quick on real time, long enough to tell
-#: "held" from "redelivered at once" over a network round trip.
-_DELAYS = (0.2, 0.5)
+#: Delays short enough to keep the suite quick on real time (it runs over every
+#: backend and API), long enough to tell "held" from "redelivered at once" over a
+#: network round trip.
+_DELAYS = (0.3,)
 
 
 class DelayContract:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
-from brokerkit._compat import Lock
+from brokerkit._compat import Lock, sleep
 from brokerkit._delivery import Delivery
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message
@@ -57,6 +57,9 @@ _PUSH_CHUNK = 1000
 _RESCUE_LIMIT = 1000
 #: Redis reads a BLMOVE timeout of 0 as "forever": never ask for less than this.
 _MIN_BLOCK = 0.01
+#: Redis ends a blocking command whose timeout passed on its next clock tick (ten a
+#: second by default), up to this much late.
+_SERVER_TICK = 0.1
 
 
 class _Consumer:
@@ -211,8 +214,13 @@ class RedisListBroker(Broker):
                 return fetched
         # The queue is empty: block on the server until a message comes, until the
         # next lease runs out and wants rescuing, or until a held message may be due.
-        wake = min(state.next_maintenance, state.next_release)
-        block = max(min(timeout, wake - time.monotonic()), _MIN_BLOCK)
+        # A wake-up is kept to the millisecond: the server's block ends a tick before
+        # it, and the rest is waited out here.
+        left = min(state.next_maintenance, state.next_release) - time.monotonic()
+        if left <= timeout and left < _SERVER_TICK + _MIN_BLOCK:
+            sleep(max(left, 0.0))
+            return []
+        block = max(min(timeout, left - _SERVER_TICK), _MIN_BLOCK)
         keys = state.keys
         processing = keys.processing(subscription.consumer)
         blmove = self._client.blmove
@@ -446,12 +454,12 @@ class RedisListBroker(Broker):
         keys = self._keys(topic)
 
         def purge() -> int:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.llen(keys.queue)
-            pipe.zcard(keys.scheduled)
-            pipe.delete(keys.queue, keys.scheduled)
-            waiting, held, _ = pipe.execute()
-            return int(waiting) + int(held)
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.llen(keys.queue)
+                pipe.zcard(keys.scheduled)
+                pipe.delete(keys.queue, keys.scheduled)
+                waiting, held, _ = pipe.execute()
+                return int(waiting) + int(held)
 
         return self._call(purge, topic)
 

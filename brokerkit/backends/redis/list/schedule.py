@@ -3,7 +3,7 @@ for the keys, the arguments every script shares and the ``scheduled`` members)."
 
 from __future__ import annotations
 
-from brokerkit.backends.redis.list.scripts import PREAMBLE
+from brokerkit.backends.redis.list.preamble import PREAMBLE
 
 __all__ = ["HOLD", "RELEASE", "hold_member"]
 
@@ -13,7 +13,7 @@ HOLD = (
     PREAMBLE
     + r"""
 local t = now_ms()
-local due = t + tonumber(ARGV[7])
+local due = due_after(tonumber(ARGV[7]))
 local scored = {}
 for i = 8, #ARGV do
   scored[#scored + 1] = due

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from redis.exceptions import ResponseError
 
-from brokerkit._acompat import Lock
+from brokerkit._acompat import Lock, sleep
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
@@ -63,6 +63,10 @@ from brokerkit.exceptions import InvalidOption
 __all__ = ["AsyncRedisStreamBroker"]
 
 log = logging.getLogger("brokerkit.redis")
+
+#: Redis ends a blocking read whose timeout passed on its next clock tick (ten a
+#: second by default), up to this much late.
+_SERVER_TICK = 0.1
 
 
 class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
@@ -289,7 +293,13 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         args += ["COUNT", max_messages]
         # Block no longer than the claim interval: an idle consumer must look for
         # expired leases too, or one would come back only when its read timed out.
-        timeout = min(timeout, self._claim_interval, state.release_at - time.monotonic())
+        # Held messages are looked for to the millisecond: the server's block ends a
+        # tick before that, and the rest is waited out here.
+        left = state.release_at - time.monotonic()
+        if timeout > 0 and left <= timeout and left < _SERVER_TICK + 0.001:
+            await sleep(max(left, 0.0))
+            return []
+        timeout = min(timeout, self._claim_interval, left - _SERVER_TICK)
         if timeout > 0:
             args += ["BLOCK", max(1, int(timeout * 1000))]
         args += ["STREAMS", state.key, ">"]

@@ -74,7 +74,8 @@ end
 #: Returns how many were held.
 HOLD = r"""
 local t = redis.call('TIME')
-local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+-- rounded up: released by a fetch whose (rounded down) now is no earlier than exact
+local due = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
 for i = 2, #ARGV, 250 do
   local scored = {}
   for j = i, math.min(i + 249, #ARGV) do

@@ -373,7 +373,8 @@ if action == 'requeue' then
 end
 if action == 'delay' then
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  -- rounded up: claimed by a fetch whose (rounded down) now is no earlier than exact
+  local now = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
   redis.call('XCLAIM', key, group, ARGV[7], 0, id, 'JUSTID')
   redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), id)
   return 1
