@@ -66,15 +66,17 @@ def test_a_handler_that_returns_acks_and_one_that_raises_is_retried() -> None:
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_failing_twice_then_succeeding_waits_the_policy_delays(flavour: str) -> None:
-    """Three deliveries, the second 0.5 s and the third 1.0 s after the failure before.
+    """Three deliveries, the second 1 s and the third 2 s after the failure before.
 
     Measured from the moment the handler raises (before the worker nacks) to the
     moment the next delivery's handler starts: never shorter than the delay (the
     broker holds the message until it is due) and within 10 % above it. The memory
-    broker wakes a waiting fetch at the due time, so 10 % (50 and 100 ms) is generous
-    for the nack, the fetch and a thread switch on a loaded machine.
+    broker wakes a waiting fetch at the due time (measured: under 5 ms late on an idle
+    machine); 10 % of whole seconds (100 and 200 ms) leaves room for the nack, the
+    fetch and thread switches on a loaded 2-core machine, where half-second delays
+    were once 50 ms late.
     """
-    policy = Exponential(0.5, factor=2, jitter=0, cap=10)
+    policy = Exponential(1.0, factor=2, jitter=0, cap=10)
     marks: list[tuple[int, float, float]] = []  # attempt, started, raised
 
     def body_of_handler(delivery: Any) -> None:
