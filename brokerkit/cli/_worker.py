@@ -46,7 +46,7 @@ def worker(
     url: Annotated[
         str | None,
         typer.Argument(
-            metavar="[URL]",
+            metavar="URL",
             help=f"The broker URL to run on; default: ${URL_ENV}, else the worker's own broker.",
             show_default=False,
         ),
