@@ -95,7 +95,7 @@ class AsyncRedisListBroker(AsyncBroker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
-        self._client = make_client(url, retries=0)
+        self._client = make_client(url, self.options, retries=0)
         self._scripts = {
             name: self._client.register_script(getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")

@@ -74,7 +74,7 @@ class AsyncRedisPubSubBroker(AsyncBroker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
-        self._client = make_client(url)
+        self._client = make_client(url, self.options)
         self._head = f"{self.options.prefix}:{{"
         # Channel -> topic, for the channels deliveries came from.
         self._topics: dict[bytes, str] = {}

@@ -87,7 +87,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
-        self._client = make_client(url)
+        self._client = make_client(url, self.options)
         # Entries are decoded from XREADGROUP's flat reply, without redis-py building
         # a dict per entry first (this client is the broker's own).
         self._client.set_response_callback("XREADGROUP", unparsed)
