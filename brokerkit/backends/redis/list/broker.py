@@ -35,6 +35,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client import Reconnector, make_client
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import scripts
 from brokerkit.backends.redis.list.calls import ListCalls
@@ -99,7 +100,7 @@ class RedisListBroker(Broker):
         super().__init__(url, options)
         self._client = make_client(url, self.options, retries=0)
         self._scripts = {
-            name: self._client.register_script(getattr(scripts, name))
+            name: Lua(self._client, getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
         }
         self._topics: dict[str, TopicPlan] = {}
@@ -153,12 +154,13 @@ class RedisListBroker(Broker):
             return
 
         def push() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            for start in range(0, len(values), _PUSH_CHUNK):
-                pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
-            if maxlen is not None:
-                pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
-            pipe.execute()
+            # as a context manager: a cluster's transaction hands its connection back
+            with self._client.pipeline(transaction=True) as pipe:
+                for start in range(0, len(values), _PUSH_CHUNK):
+                    pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
+                if maxlen is not None:
+                    pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
+                pipe.execute()
 
         self._call(push, topic)
 
@@ -381,10 +383,10 @@ class RedisListBroker(Broker):
         queue = self._keys(topic).queue
 
         def purge() -> int:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.llen(queue)
-            pipe.delete(queue)
-            return int((pipe.execute())[0])
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.llen(queue)
+                pipe.delete(queue)
+                return int((pipe.execute())[0])
 
         return self._call(purge, topic)
 

@@ -33,6 +33,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client_async import Reconnector, make_client
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
+from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import scripts
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls
@@ -97,7 +98,7 @@ class AsyncRedisListBroker(AsyncBroker):
         super().__init__(url, options)
         self._client = make_client(url, self.options, retries=0)
         self._scripts = {
-            name: self._client.register_script(getattr(scripts, name))
+            name: AsyncLua(self._client, getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
         }
         self._topics: dict[str, TopicPlan] = {}
@@ -151,12 +152,13 @@ class AsyncRedisListBroker(AsyncBroker):
             return
 
         async def push() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            for start in range(0, len(values), _PUSH_CHUNK):
-                pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
-            if maxlen is not None:
-                pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
-            await pipe.execute()
+            # as a context manager: a cluster's transaction hands its connection back
+            async with self._client.pipeline(transaction=True) as pipe:
+                for start in range(0, len(values), _PUSH_CHUNK):
+                    pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
+                if maxlen is not None:
+                    pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
+                await pipe.execute()
 
         await self._call(push, topic)
 
@@ -385,10 +387,10 @@ class AsyncRedisListBroker(AsyncBroker):
         queue = self._keys(topic).queue
 
         async def purge() -> int:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.llen(queue)
-            pipe.delete(queue)
-            return int((await pipe.execute())[0])
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.llen(queue)
+                pipe.delete(queue)
+                return int((await pipe.execute())[0])
 
         return await self._call(purge, topic)
 
