@@ -15,6 +15,7 @@ and a thread on the other; :meth:`close` stops it either way.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +33,7 @@ from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client_async import Reconnector, make_client
+from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
@@ -102,6 +104,7 @@ class AsyncRedisListBroker(AsyncBroker):
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
         }
         self._topics: dict[str, TopicPlan] = {}
+        self._durable = replica_wait(self._client, url, self.options)
         self._call = AsyncListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
         self._lease_ms = int(self.options.visibility_timeout * 1000)
         self._keeper = LeaseKeeper(
@@ -146,21 +149,25 @@ class AsyncRedisListBroker(AsyncBroker):
             values = [encode(m) for m in messages]
         queue = self._topic(topic).keys.queue
         maxlen = options.maxlen
-        if len(values) <= _PUSH_CHUNK and maxlen is None:
+        durable = self._durable
+        if len(values) <= _PUSH_CHUNK and maxlen is None and durable is None:
             lpush = self._client.lpush
             await self._call(lambda: lpush(queue, *values), topic)
             return
 
-        async def push() -> None:
+        async def push_on(client: Any) -> None:
             # as a context manager: a cluster's transaction hands its connection back
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=True) as pipe:
                 for start in range(0, len(values), _PUSH_CHUNK):
                     pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
                 if maxlen is not None:
                     pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
                 await pipe.execute()
 
-        await self._call(push, topic)
+        if durable is None:
+            await self._call(lambda: push_on(self._client), topic)
+        else:
+            await self._call(lambda: durable.run(queue, push_on), topic)
 
     # -- consuming ----------------------------------------------------------------
 
@@ -347,11 +354,18 @@ class AsyncRedisListBroker(AsyncBroker):
                 by_topic[topic] = group = []
             group.append(delivery)
         run = self._scripts[script]
+        # a settlement waits for replicas (the replicas option); a renewal does not
+        durable = self._durable if script == "SETTLE" else None
         stale: list[AsyncDelivery] = []
         for topic, group in by_topic.items():
             plan = self._topic(topic)
             args = [*plan.common, *first, *[d.receipt for d in group]]
-            reply = await self._call(lambda k=plan.script_keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
+            keys = plan.script_keys
+            if durable is None:
+                reply = await self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
+            else:
+                on = functools.partial(_run_on, run, keys, args)
+                reply = await self._call(lambda k=keys[0], o=on: durable.run(k, o), topic)  # type: ignore[misc]
             lost = stale_receipts(reply)
             if lost:
                 stale.extend(d for d in group if d.receipt in lost)
@@ -403,4 +417,11 @@ class AsyncRedisListBroker(AsyncBroker):
         """Stop the lease renewals (the task, or thread, ends before this returns)
         and disconnect."""
         await self._keeper.stop()
+        if self._durable is not None:
+            await self._durable.aclose()
         await self._client.aclose()
+
+
+async def _run_on(script: AsyncLua, keys: list[str], args: list[Any], client: Any) -> Any:
+    """``script`` on ``client`` (a connection pinned for a replica wait)."""
+    return await script(keys=keys, args=args, client=client)

@@ -1,0 +1,95 @@
+"""URL forms of the Redis deployments (one server, Cluster, Sentinel), their refusals,
+and the replica wait (``replicas=``) on each."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import brokerkit
+import brokerkit.aio
+from brokerkit.exceptions import InvalidOption, InvalidURL, ReplicationTimeout
+from tests.conftest import RedisTarget
+from tests.redis_cluster import RedisClusterSet, SentinelSet
+
+SCHEMES = ["redis+list", "redis+stream", "redis+pubsub"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize(
+    ("tail", "error", "words"),
+    [
+        ("h1:1,h2:2/0", InvalidURL, "cluster=true"),
+        ("h1:1,h2:2/3?cluster=true", InvalidURL, "database 0 only"),
+        ("h1:1?db=2&cluster=true", InvalidURL, "database 0 only"),
+        ("h1:1/0?cluster=true&sentinel=m", InvalidOption, "cannot be combined"),
+        ("h1:1/0?sentinel_password=x", InvalidOption, "sentinel_password only"),
+        ("h1:1/0?replicas=-1", InvalidOption, "replicas"),
+        ("h1:1/0?replica_timeout=0", InvalidOption, "replica_timeout"),
+        ("h1:1,h2:x/0?cluster=true", InvalidURL, "numeric port"),
+    ],
+)
+def test_bad_deployment_urls_are_refused_at_connect(
+    scheme: str, tail: str, error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
+        brokerkit.connect(f"{scheme}://{tail}")
+
+
+def test_no_host_with_cluster_is_refused() -> None:
+    with pytest.raises(InvalidURL, match="names no host"):
+        brokerkit.connect("redis+list:///0?cluster=true")
+
+
+def test_sentinel_password_never_shows() -> None:
+    url = "redis+stream://s1:26379,s2:26379/0?sentinel=m&sentinel_password=hunter2"
+    with brokerkit.connect(url) as broker:  # nothing connects before the first command
+        assert "hunter2" not in repr(broker.url) and "hunter2" not in str(broker.url)
+        assert "hunter2" not in repr(broker.options)
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_replica_wait_without_replicas_fails_but_keeps_the_write(
+    redis_target: RedisTarget, prefix: str, scheme: str
+) -> None:
+    """One server has no replica: ``replicas=1`` reports ReplicationTimeout, naming how
+    many confirmed; the message is stored all the same (WAIT undoes nothing)."""
+    url = redis_target.url(scheme, prefix=prefix, replicas="1", replica_timeout="0.05")
+    with brokerkit.connect(url) as broker:
+        with pytest.raises(ReplicationTimeout, match="0 of the 1 replicas") as caught:
+            broker.publish("t", "kept")
+        assert (caught.value.acknowledged, caught.value.wanted) == (0, 1)
+        assert broker.inspect("t").length == 1
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_replica_wait_on_a_cluster(redis_cluster: RedisClusterSet, prefix: str, scheme: str) -> None:
+    """On a cluster every master has a replica: publish, publish_many, ack and nack
+    return once it has the write, for topics on every master."""
+    url = redis_cluster.url(scheme, prefix=prefix, replicas="1", replica_timeout="5")
+    topics = [f"w{i}" for i in range(6)]
+    with brokerkit.connect(url) as broker:
+        for topic in topics:
+            broker.publish(topic, 1)
+            broker.publish_many(topic, [2, 3])
+            got = list(broker.consume(topic, timeout=2, limit=3, prefetch=3))
+            assert [d.body for d in got] == [1, 2, 3]
+            got[0].nack(requeue=False)
+            broker.ack(*got[1:])
+            info = broker.inspect(topic)
+            assert (info.in_flight, info.dead_lettered) == (0, 1)
+
+
+def test_replica_wait_under_sentinel_async(redis_sentinel: SentinelSet, prefix: str) -> None:
+    url = redis_sentinel.url("redis+list", prefix=prefix, replicas="1")
+
+    async def main() -> None:
+        async with brokerkit.aio.connect(url) as broker:
+            await broker.publish("t", "x")
+            async for delivery in broker.consume("t", timeout=2):
+                await delivery.ack()
+                break
+            assert (await broker.inspect("t")).in_flight == 0
+
+    asyncio.run(main())
