@@ -68,6 +68,12 @@ class _ClusterNode(RedisServer):
         self.port = cluster_free_port()
 
 
+def _replica_online(replication: dict[str, object]) -> bool:
+    """Whether a master's INFO replication shows a replica in sync (``state=online``)."""
+    replica = replication.get("slave0")
+    return isinstance(replica, dict) and replica.get("state") == "online"
+
+
 class RedisClusterSet:
     """3 masters and 3 replicas on 127.0.0.1, each on a free port."""
 
@@ -124,7 +130,8 @@ class RedisClusterSet:
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Wait until every live node says the cluster is ok, every slot served by a
-        live master, and every live node agrees on who serves what."""
+        live master, every live node agrees on who serves what, and every master has a
+        replica in sync."""
         deadline = time.monotonic() + timeout
         while True:
             if self._healthy():
@@ -146,6 +153,9 @@ class RedisClusterSet:
                     return False
                 slots = client.execute_command("CLUSTER", "SLOTS")
                 views.add(tuple(sorted((int(s[0]), int(s[2][1])) for s in slots)))
+                replication = client.info("replication")
+                if replication.get("role") == "master" and not _replica_online(replication):
+                    return False
             except redis.RedisError:
                 return False
             finally:
@@ -264,7 +274,7 @@ class SentinelSet:
         client = master.client()
         try:
             info = client.info("replication")
-            if info.get("role") != "master" or int(info.get("connected_slaves", 0)) < 1:
+            if info.get("role") != "master" or not _replica_online(info):
                 return False
         except redis.RedisError:
             return False

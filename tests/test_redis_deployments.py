@@ -64,7 +64,9 @@ def test_replica_wait_without_replicas_fails_but_keeps_the_write(
 
 
 @pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
-def test_replica_wait_on_a_cluster(redis_cluster: RedisClusterSet, prefix: str, scheme: str) -> None:
+def test_replica_wait_on_a_cluster(
+    redis_cluster: RedisClusterSet, prefix: str, scheme: str
+) -> None:
     """On a cluster every master has a replica: publish, publish_many, ack and nack
     return once it has the write, for topics on every master."""
     url = redis_cluster.url(scheme, prefix=prefix, replicas="1", replica_timeout="5")

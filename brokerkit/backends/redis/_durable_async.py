@@ -12,11 +12,14 @@ is retried by the caller, as any topology change).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import TOPOLOGY_ERRORS, connection_kwargs
@@ -25,6 +28,13 @@ from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.exceptions import ReplicationTimeout
 
 __all__ = ["AsyncReplicaWait", "replica_wait"]
+
+#: Errors after which a cluster's map of slots to nodes may be out of date.
+_REFRESH_ON: tuple[type[Exception], ...] = (
+    *TOPOLOGY_ERRORS,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
 
 _T = TypeVar("_T")
 
@@ -61,18 +71,21 @@ class AsyncReplicaWait:
         :raises ReplicationTimeout: fewer replicas confirmed the write in time (it is
             made on the master, not undone).
         """
-        master: Any = await self._master_of(key)
-        pinned: Any = master.client()  # one connection, held to the end
         try:
+            master: Any = await self._master_of(key)
+            pinned: Any = master.client()  # one connection, held to the end
             try:
                 result = await write(pinned)
-            except TOPOLOGY_ERRORS:
-                if self._cluster:  # the slot moved: learn where before the retry
+                confirmed = int(
+                    await pinned.execute_command("WAIT", self.replicas, self._timeout_ms)
+                )
+            finally:
+                await pinned.aclose()
+        except _REFRESH_ON:
+            if self._cluster:  # a node went away or a slot moved: learn the new map
+                with contextlib.suppress(*_REFRESH_ON, RedisClusterException):
                     await self._client.nodes_manager.initialize()  # type: ignore[attr-defined]
-                raise
-            confirmed = int(await pinned.execute_command("WAIT", self.replicas, self._timeout_ms))
-        finally:
-            await pinned.aclose()
+            raise
         if confirmed < self.replicas:
             raise ReplicationTimeout(
                 f"Redis at {self._url} stored the write, but only {confirmed} of the "
