@@ -95,3 +95,55 @@ def test_replica_wait_under_sentinel_async(redis_sentinel: SentinelSet, prefix: 
             assert (await broker.inspect("t")).in_flight == 0
 
     asyncio.run(main())
+
+
+def test_pubsub_on_a_cluster_is_sharded_and_refuses_patterns(
+    redis_cluster: RedisClusterSet, prefix: str
+) -> None:
+    from brokerkit import Capability
+    from brokerkit.backends.redis.pubsub import ShardedRedisPubSubBroker
+    from brokerkit.exceptions import Unsupported
+
+    with brokerkit.connect(redis_cluster.url("redis+pubsub"), prefix=prefix) as broker:
+        assert isinstance(broker, ShardedRedisPubSubBroker)
+        assert Capability.PATTERNS not in broker.capabilities
+        assert Capability.FANOUT in broker.capabilities
+        with pytest.raises(Unsupported, match="PATTERNS"):
+            broker.subscribe("room.*", pattern=True)
+        topics = [f"room{i}" for i in range(6)]  # on every master
+        subscriptions = [broker.subscribe(t) for t in topics]
+        for topic in topics:
+            assert broker.publish_counted(topic, topic).receivers == 1
+        for topic, subscription in zip(topics, subscriptions, strict=True):
+            delivery = subscription.receive(timeout=5)
+            assert delivery is not None and delivery.body == topic
+            assert broker.inspect(topic).details["subscribers"] == 1
+
+
+@pytest.mark.parametrize("scheme", ["redis+stream", "redis+pubsub"])
+def test_sentinel_reconnects_to_the_master_not_a_default_address(
+    redis_sentinel: SentinelSet, prefix: str, scheme: str
+) -> None:
+    """Commands retried after their connection was dropped reach the master the
+    sentinels name (redis-py alone would dial localhost:6379 on that path)."""
+    master = redis_sentinel.current_master()
+    with brokerkit.connect(redis_sentinel.url(scheme, prefix=prefix)) as broker:
+        subscription = broker.subscribe("t") if scheme == "redis+pubsub" else None
+        broker.publish("t", 1)
+        admin = master.client()
+        try:
+            admin.client_kill_filter(_type="normal", skipme=True)
+        finally:
+            admin.close()
+        broker.publish("t", 2)
+        if subscription is None:
+            assert broker.inspect("t").length == 2
+        else:
+            got = [subscription.receive(timeout=5) for _ in range(2)]
+            assert 2 in [d.body for d in got if d is not None]
+    check = master.client()
+    try:
+        if scheme == "redis+stream":
+            assert check.xlen(f"{prefix}:{{t}}") == 2
+    finally:
+        check.close()

@@ -92,3 +92,23 @@ def test_cluster_clients_reach_every_master(redis_cluster: RedisClusterSet, pref
         raise
     finally:
         client.close()
+
+
+class TestRedisPubSubOnClusterContract(BrokerContract):
+    """Sharded pub/sub: everything but PATTERNS, which this class does not declare."""
+
+    @pytest.fixture
+    def make_broker(self, redis_cluster: RedisClusterSet, prefix: str):  # type: ignore[no-untyped-def]
+        return _sync(redis_cluster.url("redis+pubsub"), prefix)
+
+
+class TestRedisPubSubOnClusterAsyncContract(BrokerContract):
+    @pytest.fixture
+    def make_broker(self, redis_cluster: RedisClusterSet, prefix: str):  # type: ignore[no-untyped-def]
+        return _async(redis_cluster.url("redis+pubsub"), prefix)
+
+
+class TestRedisPubSubOnSentinelContract(BrokerContract):
+    @pytest.fixture
+    def make_broker(self, redis_sentinel: SentinelSet, prefix: str):  # type: ignore[no-untyped-def]
+        return _sync(redis_sentinel.url("redis+pubsub"), prefix)

@@ -92,9 +92,12 @@ def make_client(
             )
         if deployment.kind == "sentinel":
             kwargs = connection_kwargs(url)
+            of_sentinels = deployment.sentinel_kwargs(kwargs)
+            tls = kwargs.pop("ssl", False)
+            kwargs["connection_class"] = _MasterSSLConnection if tls else _MasterConnection
             sentinels = aioredis.Sentinel(  # type: ignore[no-untyped-call]
                 list(deployment.hosts),
-                sentinel_kwargs=deployment.sentinel_kwargs(kwargs),
+                sentinel_kwargs=of_sentinels,
                 **timeouts,
             )
             return cast(  # a Redis whose pool asks the sentinels for the master
@@ -120,6 +123,27 @@ def make_client(
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
+
+
+class _MasterConnection(aioredis.sentinel.SentinelManagedConnection):
+    """A connection to the master the sentinels name, however it (re)connects.
+
+    redis-py's Sentinel-managed connection asks the sentinels only in ``connect()``; a
+    command retried after a dropped connection reconnects through
+    ``connect_check_health()``, which would dial the connection's default address
+    (localhost:6379) instead of the master. Asking here covers both ways.
+    """
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self.is_connected and self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(check_health, retry_socket_connect)
+
+
+class _MasterSSLConnection(_MasterConnection, aioredis.SSLConnection):
+    """:class:`_MasterConnection` over TLS."""
 
 
 async def _connected(connection: Any, via: BrokerURL | None = None) -> None:
