@@ -30,6 +30,7 @@ from brokerkit.backends.redis._connection import (
 )
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._options import RedisOptions
+from brokerkit.backends.redis._tls import share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
 __all__ = ["Reconnector", "make_client"]
@@ -114,7 +115,7 @@ def make_client(
                     **_DRIVER,
                 ),
             )
-        return redis.Redis.from_url(
+        client = redis.Redis.from_url(
             redis_url(url),
             max_connections=2**31,  # redis-py's sync default: no cap in practice
             retry=retry,
@@ -125,6 +126,8 @@ def make_client(
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
+    share_tls_context(client.connection_pool)
+    return client
 
 
 class _MasterConnection(redis.sentinel.SentinelManagedConnection):

@@ -44,6 +44,7 @@ def topic_info(topic: str, keys: ListKeys, heartbeat: float, reply: list[Any]) -
         consumers.append(
             ConsumerInfo(name.decode(errors="replace"), pending=processing + leased, idle=idle)
         )
+    scheduled = reply[6 + 4 * count] if len(reply) > 6 + 4 * count else 0
     group = GroupInfo(DEFAULT_GROUP, pending=in_flight, lag=length, consumers=tuple(consumers))
     return TopicInfo(
         topic=topic,
@@ -52,12 +53,14 @@ def topic_info(topic: str, keys: ListKeys, heartbeat: float, reply: list[Any]) -
         dead_lettered=dead,
         oldest_in_flight_age=None if oldest_ms < 0 else max(now_ms - oldest_ms, 0) / 1000,
         groups=(group,),
+        scheduled=scheduled,
         details={
             "queue_key": keys.queue,
             "dead_letter_key": keys.dead_letters,
             "deadlines_key": keys.deadlines,
             "expiry_key": keys.expiry,
             "consumers_key": keys.consumers,
+            "scheduled_key": keys.scheduled,
             "processing_keys": [keys.processing(c.name) for c in consumers],
             "heartbeat": heartbeat,
         },

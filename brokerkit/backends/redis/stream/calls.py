@@ -12,7 +12,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua import Lua
-from brokerkit.backends.redis.stream import scripts
+from brokerkit.backends.redis.stream import scheduling, scripts
 
 __all__ = ["StreamScripts", "run_scripts"]
 
@@ -32,6 +32,7 @@ class StreamScripts:
         self.count_after: Lua = Lua(client, scripts.COUNT_AFTER)
         self.remove_idle: Lua = Lua(client, scripts.REMOVE_IDLE)
         self.join: Lua = Lua(client, scripts.JOIN)
+        self.hold: Lua = Lua(client, scheduling.HOLD)
 
 
 def run_scripts(

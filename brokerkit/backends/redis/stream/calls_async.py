@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua_async import AsyncLua
-from brokerkit.backends.redis.stream import scripts
+from brokerkit.backends.redis.stream import scheduling, scripts
 
 __all__ = ["StreamScripts", "run_scripts"]
 
@@ -30,6 +30,7 @@ class StreamScripts:
         self.count_after: AsyncLua = AsyncLua(client, scripts.COUNT_AFTER)
         self.remove_idle: AsyncLua = AsyncLua(client, scripts.REMOVE_IDLE)
         self.join: AsyncLua = AsyncLua(client, scripts.JOIN)
+        self.hold: AsyncLua = AsyncLua(client, scheduling.HOLD)
 
 
 async def run_scripts(
