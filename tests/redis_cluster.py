@@ -80,7 +80,20 @@ class RedisClusterSet:
     def __init__(self) -> None:
         self.nodes = [_ClusterNode() for _ in range(6)]
 
-    def start(self, timeout: float = 30.0) -> RedisClusterSet:
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> RedisClusterSet:
+        """Start the six nodes and join them; on a port taken meanwhile by another
+        process (free-port picking races with other test workers), start afresh on
+        new ports, up to ``attempts`` times."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except (RuntimeError, subprocess.CalledProcessError):
+                if attempt == attempts - 1:
+                    raise
+                self.nodes = [_ClusterNode() for _ in range(6)]
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> RedisClusterSet:
         try:
             for node in self.nodes:
                 node.start()

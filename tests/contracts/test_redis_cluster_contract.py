@@ -1,7 +1,9 @@
 """The contract suite over a Redis Cluster (3 masters, 3 replicas) and over a
 Sentinel-managed master, written as a plugin author would: the same classes as on one
-server, with cluster and Sentinel URLs. The suite's topics are random names, so their
-slots, hence their masters, are spread over the whole cluster (checked below)."""
+server, with cluster and Sentinel URLs. Each class runs a share of the profile's
+hypothesis examples (the one-server classes run them all): what differs here is the
+routing and the topology, not the promises. The suite's topics are random names, so
+their slots, hence their masters, are spread over the whole cluster (checked below)."""
 
 from __future__ import annotations
 
@@ -24,36 +26,48 @@ def _async(url: str, prefix: str):  # type: ignore[no-untyped-def]
 
 
 class TestRedisListOnClusterContract(BrokerContract):
+    example_share = 0.25
+
     @pytest.fixture
     def make_broker(self, redis_cluster: RedisClusterSet, prefix: str):  # type: ignore[no-untyped-def]
         return _sync(redis_cluster.url("redis+list"), prefix)
 
 
 class TestRedisListOnClusterAsyncContract(BrokerContract):
+    example_share = 0.1
+
     @pytest.fixture
     def make_broker(self, redis_cluster: RedisClusterSet, prefix: str):  # type: ignore[no-untyped-def]
         return _async(redis_cluster.url("redis+list"), prefix)
 
 
 class TestRedisStreamOnClusterContract(BrokerContract):
+    example_share = 0.25
+
     @pytest.fixture
     def make_broker(self, redis_cluster: RedisClusterSet, prefix: str):  # type: ignore[no-untyped-def]
         return _sync(redis_cluster.url("redis+stream"), prefix)
 
 
 class TestRedisStreamOnClusterAsyncContract(BrokerContract):
+    example_share = 0.1
+
     @pytest.fixture
     def make_broker(self, redis_cluster: RedisClusterSet, prefix: str):  # type: ignore[no-untyped-def]
         return _async(redis_cluster.url("redis+stream"), prefix)
 
 
 class TestRedisListOnSentinelContract(BrokerContract):
+    example_share = 0.1
+
     @pytest.fixture
     def make_broker(self, redis_sentinel: SentinelSet, prefix: str):  # type: ignore[no-untyped-def]
         return _sync(redis_sentinel.url("redis+list"), prefix)
 
 
 class TestRedisStreamOnSentinelAsyncContract(BrokerContract):
+    example_share = 0.1
+
     @pytest.fixture
     def make_broker(self, redis_sentinel: SentinelSet, prefix: str):  # type: ignore[no-untyped-def]
         return _async(redis_sentinel.url("redis+stream"), prefix)
@@ -97,18 +111,24 @@ def test_cluster_clients_reach_every_master(redis_cluster: RedisClusterSet, pref
 class TestRedisPubSubOnClusterContract(BrokerContract):
     """Sharded pub/sub: everything but PATTERNS, which this class does not declare."""
 
+    example_share = 0.25
+
     @pytest.fixture
     def make_broker(self, redis_cluster: RedisClusterSet, prefix: str):  # type: ignore[no-untyped-def]
         return _sync(redis_cluster.url("redis+pubsub"), prefix)
 
 
 class TestRedisPubSubOnClusterAsyncContract(BrokerContract):
+    example_share = 0.1
+
     @pytest.fixture
     def make_broker(self, redis_cluster: RedisClusterSet, prefix: str):  # type: ignore[no-untyped-def]
         return _async(redis_cluster.url("redis+pubsub"), prefix)
 
 
 class TestRedisPubSubOnSentinelContract(BrokerContract):
+    example_share = 0.1
+
     @pytest.fixture
     def make_broker(self, redis_sentinel: SentinelSet, prefix: str):  # type: ignore[no-untyped-def]
         return _sync(redis_sentinel.url("redis+pubsub"), prefix)
