@@ -44,7 +44,7 @@ from brokerkit.backends.redis.list import schedule, scripts
 from brokerkit.backends.redis.list.calls import ListCalls
 from brokerkit.backends.redis.list.keys import ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
-from brokerkit.backends.redis.list.plan import TopicPlan, new_nonce
+from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of, new_nonce
 from brokerkit.backends.redis.list.replies import stale_receipts, topic_info, unwrap
 from brokerkit.exceptions import InvalidMessage, StaleDelivery
 
@@ -257,7 +257,7 @@ class RedisListBroker(Broker):
         state: _Consumer = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
-        script_keys, common = state.plan.script_keys, state.plan.common
+        script_keys, common = state.plan.keys_for((consumer,)), state.plan.common
         extra = () if moved is None else (moved,)
 
         def fetch() -> tuple[str, int, list[bytes]]:
@@ -321,7 +321,7 @@ class RedisListBroker(Broker):
         state.reconcile = False
         moved, wait_ms, _, _, released = self._consumer_call(
             subscription,
-            lambda: self._script("RESCUE", state.plan, _RESCUE_LIMIT, subscription.consumer),
+            lambda: self._rescue(state.plan, subscription.consumer),
         )
         if moved or released:
             state.idle = False
@@ -435,7 +435,7 @@ class RedisListBroker(Broker):
         for topic, group in by_topic.items():
             plan = self._topic(topic)
             args = [*plan.common, *first, *[d.receipt for d in group]]
-            keys = plan.script_keys
+            keys = plan.keys_for(consumer_of(d.receipt) for d in group)
             if durable is None:
                 reply = self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
             else:
@@ -460,16 +460,40 @@ class RedisListBroker(Broker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _, visited, _ = self._call(
-                lambda: self._script("RESCUE", plan, _RESCUE_LIMIT, ""), topic
-            )
+            moved, _, _, visited, _ = self._call(lambda: self._rescue(plan, ""), topic)
             total += int(moved)
             if visited < _RESCUE_LIMIT:
                 return total
 
+    def _rescue(self, plan: TopicPlan, own: str) -> Any:
+        """One RESCUE call: first which consumers it may visit (the lease groups due
+        first, the heartbeats ending first, and ``own``), so that their keys are
+        declared."""
+        pipe: Any
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.zrange(plan.keys.deadlines, 0, _RESCUE_LIMIT - 1)
+            pipe.zrange(plan.keys.consumers, 0, _RESCUE_LIMIT - 1)
+            groups, consumers = pipe.execute()
+        names = [consumer_of(_text(g)) for g in groups] + [_text(c) for c in consumers]
+        if own:
+            names.append(own)
+        keys = plan.keys_for(names)
+        return self._scripts["RESCUE"](keys=keys, args=[*plan.common, _RESCUE_LIMIT, own])
+
     def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)
-        reply = self._call(lambda: self._script("INSPECT", plan), topic)
+
+        def inspect() -> Any:
+            pipe: Any
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.zrange(plan.keys.consumers, 0, -1)
+                pipe.hkeys(plan.keys.expiry)
+                consumers, receipts = pipe.execute()
+            names = [_text(c) for c in consumers] + [consumer_of(_text(r)) for r in receipts]
+            keys = plan.keys_for(names)
+            return self._scripts["INSPECT"](keys=keys, args=plan.common)
+
+        reply = self._call(inspect, topic)
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
     def _purge(self, topic: str) -> int:
@@ -502,3 +526,7 @@ class RedisListBroker(Broker):
 def _run_on(script: Lua, keys: list[str], args: list[Any], client: Any) -> Any:
     """``script`` on ``client`` (a connection pinned for a replica wait)."""
     return script(keys=keys, args=args, client=client)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
