@@ -18,6 +18,7 @@ from brokerkit.cli._output import err
 
 __all__ = ["remove_keys", "scratch", "scratch_prefix"]
 
+
 def scratch_prefix(command: str) -> str:
     """A fresh prefix naming ``command``: ``brokerkit-check-1a2b3c4d``."""
     return f"brokerkit-{command}-{secrets.token_hex(4)}"
