@@ -236,3 +236,29 @@ def test_resharding_a_busy_slot_while_consuming(
         timeout=30,
     )
     assert "[OK] All 16384 slots covered." in check.stdout
+
+
+def test_sharded_subscription_follows_a_failover(
+    redis_cluster: RedisClusterSet, prefix: str
+) -> None:
+    """The master serving a shard channel is killed: the subscription resubscribes on
+    the promoted replica, reports the gap, and receives what is published after."""
+    url = redis_cluster.url("redis+pubsub", prefix=prefix)
+    with brokerkit.connect(url) as broker:
+        channel = broker.channel("news")  # type: ignore[attr-defined]
+        kill = _kill_cluster_master(redis_cluster, channel)
+        subscription = broker.subscribe("news")
+        broker.publish("news", "before")
+        first = subscription.receive(timeout=5)
+        assert first is not None and first.body == "before"
+        try:
+            kill()
+            deadline = time.monotonic() + 30
+            got = None
+            while got is None and time.monotonic() < deadline:
+                broker.publish("news", "after")
+                got = subscription.receive(timeout=0.5)
+            assert got is not None and got.body == "after"
+            assert broker.gaps(subscription)  # type: ignore[attr-defined]
+        finally:
+            redis_cluster.restart_dead()
