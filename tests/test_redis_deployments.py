@@ -147,3 +147,40 @@ def test_sentinel_reconnects_to_the_master_not_a_default_address(
             assert check.xlen(f"{prefix}:{{t}}") == 2
     finally:
         check.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_scripts_flushed_on_every_node_are_loaded_again(
+    redis_cluster: RedisClusterSet, prefix: str, scheme: str
+) -> None:
+    """A master without brokerkit's scripts (restarted, promoted, SCRIPT FLUSH) gets
+    them where the keys are, for topics on every master."""
+    with brokerkit.connect(redis_cluster.url(scheme, prefix=prefix)) as broker:
+        topics = [f"f{i}" for i in range(6)]
+        for topic in topics:
+            broker.publish(topic, 1)
+        for node in redis_cluster.nodes:
+            admin = node.client()
+            try:
+                admin.script_flush()
+            finally:
+                admin.close()
+        for topic in topics:
+            delivery = next(iter(broker.consume(topic, timeout=5)))
+            delivery.ack()
+            assert broker.inspect(topic).in_flight == 0
+
+
+def test_scripts_flushed_on_one_server_are_loaded_again(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    with brokerkit.connect(redis_target.url("redis+list", prefix=prefix)) as broker:
+        broker.publish("t", 1)
+        client = redis_target.client()
+        try:
+            client.script_flush()
+            delivery = next(iter(broker.consume("t", timeout=5)))
+            delivery.ack()
+            assert not client.script_exists("x" * 40)[0]
+        finally:
+            client.close()

@@ -1,12 +1,12 @@
-"""A Lua script as the Redis backends run it: ``EVALSHA``, and ``EVAL`` when the
-server does not have it.
+"""A Lua script as the Redis backends run it: ``EVALSHA``; after ``NOSCRIPT``, ``SCRIPT
+LOAD`` and ``EVALSHA`` again on one server, ``EVAL`` on a cluster.
 
 redis-py's own script object answers ``NOSCRIPT`` with ``SCRIPT LOAD`` on whatever node
-its client picks: on a cluster that need not be the node that serves the keys, and
-the retried ``EVALSHA`` fails again. ``EVAL`` goes where the keys are, runs the script,
-and leaves it cached there for the next ``EVALSHA``, on one server, on a cluster and
-on a newly promoted master alike. A ``NOSCRIPT`` reply means the script did not run,
-so nothing is applied twice.
+its client picks: on a cluster that need not be the node that serves the keys (a newly
+promoted master, say), and the retried ``EVALSHA`` fails again. ``EVAL`` goes where the
+keys are, runs the script and leaves it cached there for the next ``EVALSHA``; so on a
+cluster the ACL user needs ``+eval`` besides ``+evalsha`` (docs/deployments.md). A
+``NOSCRIPT`` reply means the script did not run, so nothing is applied twice.
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ class AsyncLua:
         client: aioredis.Redis | None = None,
     ) -> Any:
         """The script's reply for ``keys`` and ``args`` (on ``client``, if given)."""
-        target = client if client is not None else self.client
+        target: Any = client if client is not None else self.client  # a cluster client too
         try:
-            return await target.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc,unused-ignore]
+            return await target.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await target.eval(self.script, len(keys), *keys, *args)  # type: ignore[misc,unused-ignore]
+            if isinstance(target, aioredis.RedisCluster):
+                return await target.eval(self.script, len(keys), *keys, *args)
+            await target.script_load(self.script)
+            return await target.evalsha(self.sha, len(keys), *keys, *args)

@@ -57,7 +57,7 @@ def run_scripts(
         results = pipe.execute(raise_on_error=False)
     for i, result in enumerate(results):
         if isinstance(result, NoScriptError):
-            # did not run: EVAL runs it where its keys are, and caches it there
+            # did not run: loaded and run again (see Lua)
             script, keys, args = calls[i]
             replies[i] = script(keys=keys, args=args, client=client)
         elif isinstance(result, Exception):

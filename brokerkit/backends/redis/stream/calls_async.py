@@ -55,7 +55,7 @@ async def run_scripts(
         results = await pipe.execute(raise_on_error=False)
     for i, result in enumerate(results):
         if isinstance(result, NoScriptError):
-            # did not run: EVAL runs it where its keys are, and caches it there
+            # did not run: loaded and run again (see AsyncLua)
             script, keys, args = calls[i]
             replies[i] = await script(keys=keys, args=args, client=client)
         elif isinstance(result, Exception):
