@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
+from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message, new_message_id
 from brokerkit._options import BrokerOptions
@@ -139,6 +140,43 @@ class Broker(abc.ABC):
                 "body; use publish() for one message, or wrap it in a list"
             )
         checked_headers = check_headers(headers)
+        if RELAY.publish:
+            return self._publish_observed(topic, list(bodies), checked_headers, content_type)
+        messages = self._build(topic, bodies, checked_headers, content_type)
+        if messages:
+            self._publish(topic, messages)
+        return [m.id for m in messages]
+
+    def _publish_observed(
+        self,
+        topic: str,
+        bodies: list[Any],
+        headers: dict[str, str],
+        content_type: str | None,
+    ) -> list[str]:
+        """:meth:`publish_many` between the publish hooks, which may add headers."""
+        headers = dict(headers)
+        scope = RELAY.publish_start(self, topic, headers, len(bodies))
+        messages: list[Message] = []
+        try:
+            messages = self._build(topic, bodies, check_headers(headers), content_type)
+            if messages:
+                self._publish(topic, messages)
+        except BaseException as exc:
+            if scope is not None:
+                RELAY.publish_end(self, topic, messages, exc, scope)
+            raise
+        if scope is not None:
+            RELAY.publish_end(self, topic, messages, None, scope)
+        return [m.id for m in messages]
+
+    def _build(
+        self,
+        topic: str,
+        bodies: Iterable[Any],
+        checked_headers: dict[str, str],
+        content_type: str | None,
+    ) -> list[Message]:
         serializer = self.options.serializer
         now = time.time()
         limit = self.max_payload_bytes
@@ -152,9 +190,7 @@ class Broker(abc.ABC):
                     "large payloads elsewhere and publish a reference to them"
                 )
             messages.append(Message(new_message_id(), topic, payload, ctype, checked_headers, now))
-        if messages:
-            self._publish(topic, messages)
-        return [m.id for m in messages]
+        return messages
 
     # -- consuming ----------------------------------------------------------------
 
@@ -262,7 +298,11 @@ class Broker(abc.ABC):
                 if delivery is None:
                     return
                 count += 1
-                yield delivery
+                try:
+                    yield delivery
+                finally:
+                    if delivery._scope is not None:
+                        RELAY.deliver_end(delivery, "unsettled")
 
     # -- settling -----------------------------------------------------------------
 
@@ -274,9 +314,11 @@ class Broker(abc.ABC):
         """
         checked = self._settleable(deliveries)
         if Capability.ACK in self.capabilities:
-            self._settle(checked, self._ack, checked)
+            self._settle(checked, None, self._ack, checked)
         else:
             self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, None)
 
     def nack(self, *deliveries: Delivery, requeue: bool = True) -> None:
         """Hand deliveries back: redelivered (``requeue=True``) or dead-lettered.
@@ -287,9 +329,11 @@ class Broker(abc.ABC):
         """
         checked = self._settleable(deliveries)
         if Capability.ACK in self.capabilities:
-            self._settle(checked, self._nack, checked, requeue)
+            self._settle(checked, requeue, self._nack, checked, requeue)
         else:
             self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, requeue)
 
     def extend(self, *deliveries: Delivery, seconds: float | None = None) -> None:
         """Renew the lease of unsettled deliveries for ``seconds`` from now
@@ -304,7 +348,12 @@ class Broker(abc.ABC):
             raise InvalidOption(
                 f"a lease is extended by a positive number of seconds, got {seconds!r}"
             )
-        self._extend(checked, duration)
+        try:
+            self._extend(checked, duration)
+        except StaleDelivery as exc:
+            if RELAY.settle:
+                RELAY.lease_lost(exc.deliveries)
+            raise
 
     # -- management ---------------------------------------------------------------
 
@@ -462,13 +511,21 @@ class Broker(abc.ABC):
             raise AlreadySettled("the same delivery was passed twice")
         return checked
 
-    def _settle(self, deliveries: list[Delivery], primitive: Any, *args: Any) -> None:
+    def _settle(
+        self, deliveries: list[Delivery], requeue: bool | None, primitive: Any, *args: Any
+    ) -> None:
+        """Run the ack (``requeue`` None) or nack primitive, mark the deliveries settled
+        and tell the settlement hooks."""
         try:
             primitive(*args)
-        except StaleDelivery:
+        except StaleDelivery as exc:
             self._mark(deliveries)
+            if RELAY.settle:
+                RELAY.settled(self, deliveries, requeue, exc.deliveries)
             raise
         self._mark(deliveries)
+        if RELAY.settle:
+            RELAY.settled(self, deliveries, requeue)
 
     @staticmethod
     def _mark(deliveries: Iterable[Delivery]) -> None:

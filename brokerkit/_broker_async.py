@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message, new_message_id
 from brokerkit._options import BrokerOptions
@@ -137,6 +138,43 @@ class AsyncBroker(abc.ABC):
                 "body; use publish() for one message, or wrap it in a list"
             )
         checked_headers = check_headers(headers)
+        if RELAY.publish:
+            return await self._publish_observed(topic, list(bodies), checked_headers, content_type)
+        messages = self._build(topic, bodies, checked_headers, content_type)
+        if messages:
+            await self._publish(topic, messages)
+        return [m.id for m in messages]
+
+    async def _publish_observed(
+        self,
+        topic: str,
+        bodies: list[Any],
+        headers: dict[str, str],
+        content_type: str | None,
+    ) -> list[str]:
+        """:meth:`publish_many` between the publish hooks, which may add headers."""
+        headers = dict(headers)
+        scope = RELAY.publish_start(self, topic, headers, len(bodies))
+        messages: list[Message] = []
+        try:
+            messages = self._build(topic, bodies, check_headers(headers), content_type)
+            if messages:
+                await self._publish(topic, messages)
+        except BaseException as exc:
+            if scope is not None:
+                RELAY.publish_end(self, topic, messages, exc, scope)
+            raise
+        if scope is not None:
+            RELAY.publish_end(self, topic, messages, None, scope)
+        return [m.id for m in messages]
+
+    def _build(
+        self,
+        topic: str,
+        bodies: Iterable[Any],
+        checked_headers: dict[str, str],
+        content_type: str | None,
+    ) -> list[Message]:
         serializer = self.options.serializer
         now = time.time()
         limit = self.max_payload_bytes
@@ -150,9 +188,7 @@ class AsyncBroker(abc.ABC):
                     "large payloads elsewhere and publish a reference to them"
                 )
             messages.append(Message(new_message_id(), topic, payload, ctype, checked_headers, now))
-        if messages:
-            await self._publish(topic, messages)
-        return [m.id for m in messages]
+        return messages
 
     # -- consuming ----------------------------------------------------------------
 
@@ -260,7 +296,11 @@ class AsyncBroker(abc.ABC):
                 if delivery is None:
                     return
                 count += 1
-                yield delivery
+                try:
+                    yield delivery
+                finally:
+                    if delivery._scope is not None:
+                        RELAY.deliver_end(delivery, "unsettled")
 
     # -- settling -----------------------------------------------------------------
 
@@ -272,9 +312,11 @@ class AsyncBroker(abc.ABC):
         """
         checked = self._settleable(deliveries)
         if Capability.ACK in self.capabilities:
-            await self._settle(checked, self._ack, checked)
+            await self._settle(checked, None, self._ack, checked)
         else:
             self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, None)
 
     async def nack(self, *deliveries: AsyncDelivery, requeue: bool = True) -> None:
         """Hand deliveries back: redelivered (``requeue=True``) or dead-lettered.
@@ -285,9 +327,11 @@ class AsyncBroker(abc.ABC):
         """
         checked = self._settleable(deliveries)
         if Capability.ACK in self.capabilities:
-            await self._settle(checked, self._nack, checked, requeue)
+            await self._settle(checked, requeue, self._nack, checked, requeue)
         else:
             self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, requeue)
 
     async def extend(self, *deliveries: AsyncDelivery, seconds: float | None = None) -> None:
         """Renew the lease of unsettled deliveries for ``seconds`` from now
@@ -302,7 +346,12 @@ class AsyncBroker(abc.ABC):
             raise InvalidOption(
                 f"a lease is extended by a positive number of seconds, got {seconds!r}"
             )
-        await self._extend(checked, duration)
+        try:
+            await self._extend(checked, duration)
+        except StaleDelivery as exc:
+            if RELAY.settle:
+                RELAY.lease_lost(exc.deliveries)
+            raise
 
     # -- management ---------------------------------------------------------------
 
@@ -462,13 +511,21 @@ class AsyncBroker(abc.ABC):
             raise AlreadySettled("the same delivery was passed twice")
         return checked
 
-    async def _settle(self, deliveries: list[AsyncDelivery], primitive: Any, *args: Any) -> None:
+    async def _settle(
+        self, deliveries: list[AsyncDelivery], requeue: bool | None, primitive: Any, *args: Any
+    ) -> None:
+        """Run the ack (``requeue`` None) or nack primitive, mark the deliveries settled
+        and tell the settlement hooks."""
         try:
             await primitive(*args)
-        except StaleDelivery:
+        except StaleDelivery as exc:
             self._mark(deliveries)
+            if RELAY.settle:
+                RELAY.settled(self, deliveries, requeue, exc.deliveries)
             raise
         self._mark(deliveries)
+        if RELAY.settle:
+            RELAY.settled(self, deliveries, requeue)
 
     @staticmethod
     def _mark(deliveries: Iterable[AsyncDelivery]) -> None:

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from brokerkit._acompat import Event, Lock, fetch_shielded, settle_orphans
+from brokerkit._hooks import RELAY
 from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
@@ -91,6 +92,12 @@ class AsyncSubscription:
         :returns: a delivery, or ``None`` if none came within the timeout.
         :raises BrokerClosed: the subscription or its broker is closed.
         """
+        delivery = await self._next(timeout)
+        if delivery is not None and RELAY.deliver:
+            RELAY.deliver_start(delivery)
+        return delivery
+
+    async def _next(self, timeout: float | None) -> AsyncDelivery | None:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
             async with self._fetching:
