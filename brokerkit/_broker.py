@@ -362,6 +362,15 @@ class Broker(abc.ABC):
         self._check_open()
         return self._inspect(check_topic(topic))
 
+    def topics(self) -> list[str]:
+        """The names of the topics that hold anything (a message, a group, a delivery
+        out, a dead letter), dead-letter topics included, sorted.
+
+        :raises Unsupported: the backend cannot list its topics (the error says so).
+        """
+        self._check_open()
+        return sorted(set(self._list_topics()))
+
     def purge(self, topic: str) -> int:
         """Remove the messages waiting in ``topic``; return how many were removed.
 
@@ -475,6 +484,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def _inspect(self, topic: str) -> TopicInfo:
         """A snapshot of ``topic``."""
+
+    def _list_topics(self) -> list[str]:
+        """Every topic that holds anything. Optional: the default says it cannot."""
+        raise Unsupported(self.describe(), Capability.NONE, "list its topics")
 
     @abc.abstractmethod
     def _purge(self, topic: str) -> int:

@@ -360,6 +360,15 @@ class AsyncBroker(abc.ABC):
         self._check_open()
         return await self._inspect(check_topic(topic))
 
+    async def topics(self) -> list[str]:
+        """The names of the topics that hold anything (a message, a group, a delivery
+        out, a dead letter), dead-letter topics included, sorted.
+
+        :raises Unsupported: the backend cannot list its topics (the error says so).
+        """
+        self._check_open()
+        return sorted(set(await self._list_topics()))
+
     async def purge(self, topic: str) -> int:
         """Remove the messages waiting in ``topic``; return how many were removed.
 
@@ -475,6 +484,10 @@ class AsyncBroker(abc.ABC):
     @abc.abstractmethod
     async def _inspect(self, topic: str) -> TopicInfo:
         """A snapshot of ``topic``."""
+
+    async def _list_topics(self) -> list[str]:
+        """Every topic that holds anything. Optional: the default says it cannot."""
+        raise Unsupported(self.describe(), Capability.NONE, "list its topics")
 
     @abc.abstractmethod
     async def _purge(self, topic: str) -> int:

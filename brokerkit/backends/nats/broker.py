@@ -40,7 +40,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import bridged
 from brokerkit.backends.nats._client import NatsClient, Request
-from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, purge_topic
+from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
 from brokerkit.backends.nats._wire import (
@@ -435,6 +435,10 @@ class AsyncNatsBroker(AsyncBroker):
     async def _inspect(self, topic: str) -> TopicInfo:
         await self._ensure_stream()
         return await inspect_topic(self._client, self._stream, topic, self.dead_letter_topic(topic))
+
+    async def _list_topics(self) -> list[str]:
+        await self._ensure_stream()
+        return await list_topics(self._client, self._stream)
 
     async def _purge(self, topic: str) -> int:
         await self._ensure_stream()

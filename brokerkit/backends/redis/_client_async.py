@@ -22,9 +22,10 @@ from brokerkit.backends.redis._connection import (
     redis_url,
     translate_errors,
 )
+from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
-__all__ = ["Reconnector", "make_client"]
+__all__ = ["Reconnector", "make_client", "scan_topics"]
 
 _T = TypeVar("_T")
 
@@ -64,6 +65,20 @@ def make_client(url: BrokerURL, *, retries: int = 3) -> aioredis.Redis:
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
+
+
+async def scan_topics(client: aioredis.Redis, url: BrokerURL, prefix: str) -> list[str]:
+    """The topics that have a key under ``prefix`` (SCAN, so the server is not blocked;
+    a topic created or removed during the scan may or may not be listed)."""
+    keyspace = Keyspace(prefix)
+    found: set[str] = set()
+    with translate_errors(url):
+        async for key in client.scan_iter(match=keyspace.scan_pattern(), count=1000):
+            text = key.decode(errors="replace") if isinstance(key, bytes) else key
+            name = keyspace.topic_of(text)
+            if name is not None:
+                found.add(name)
+    return sorted(found)
 
 
 async def _connected(connection: Any) -> None:

@@ -33,7 +33,7 @@ from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
-from brokerkit.backends.redis._client import Reconnector, make_client
+from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import scripts
@@ -376,6 +376,9 @@ class RedisListBroker(Broker):
         plan = self._topic(topic)
         reply = self._call(lambda: self._script("INSPECT", plan), topic)
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
+
+    def _list_topics(self) -> list[str]:
+        return scan_topics(self._client, self.url, self.options.prefix)
 
     def _purge(self, topic: str) -> int:
         queue = self._keys(topic).queue

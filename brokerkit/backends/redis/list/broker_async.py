@@ -31,7 +31,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
-from brokerkit.backends.redis._client_async import Reconnector, make_client
+from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import scripts
@@ -380,6 +380,9 @@ class AsyncRedisListBroker(AsyncBroker):
         plan = self._topic(topic)
         reply = await self._call(lambda: self._script("INSPECT", plan), topic)
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
+
+    async def _list_topics(self) -> list[str]:
+        return await scan_topics(self._client, self.url, self.options.prefix)
 
     async def _purge(self, topic: str) -> int:
         queue = self._keys(topic).queue

@@ -562,7 +562,8 @@ return {moved, wait, reconciled, #due}
 )
 
 #: Returns {queue length, dead letters, server ms, in flight, oldest delivery ms or
-#: -1, then per consumer: name, heartbeat deadline or -1, processing length, leases}.
+#: -1, then per consumer: name, heartbeat deadline or -1, processing length, leases;
+#: last, the next element to be delivered (the queue's tail), or false}.
 INSPECT = (
     PREAMBLE
     + r"""
@@ -591,6 +592,7 @@ for _, C in ipairs(order) do
   out[#out + 1] = redis.call('HLEN', LEASE_PREFIX .. C)
 end
 out[5] = oldest
+out[#out + 1] = redis.call('LINDEX', QUEUE, -1)
 return out
 """
 )

@@ -41,7 +41,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import Reconnector, make_client
+from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
@@ -366,6 +366,9 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         info = super().inspect(topic)
         assert isinstance(info, StreamTopicInfo)
         return info
+
+    def _list_topics(self) -> list[str]:
+        return scan_topics(self._client, self.url, self.options.prefix)
 
     def _purge(self, topic: str) -> int:
         with translate_errors(self.url, topic):

@@ -39,7 +39,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import Reconnector, make_client
+from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
@@ -368,6 +368,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         info = await super().inspect(topic)
         assert isinstance(info, StreamTopicInfo)
         return info
+
+    async def _list_topics(self) -> list[str]:
+        return await scan_topics(self._client, self.url, self.options.prefix)
 
     async def _purge(self, topic: str) -> int:
         with translate_errors(self.url, topic):
