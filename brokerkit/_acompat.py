@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from brokerkit._logging import delivery_fields
+
 __all__ = [
     "Background",
     "Event",
@@ -156,7 +158,11 @@ async def _hand_back_when_done(
     try:
         await hand_back(fetched)
     except Exception as exc:
-        log.warning("could not hand back deliveries of a cancelled receive: %s", exc)
+        log.warning(
+            "could not hand back deliveries of a cancelled receive: %s",
+            exc,
+            extra=delivery_fields(fetched if isinstance(fetched, list) else ()),
+        )
 
 
 async def checkpoint() -> None:

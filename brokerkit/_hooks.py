@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from brokerkit._logging import delivery_fields, log_fields
+
 if TYPE_CHECKING:
     from brokerkit._message import Message
 
@@ -100,7 +102,7 @@ class HookRelay:
         try:
             getattr(self.manager().hook, name)(**kwargs)
         except Exception:
-            log.exception("a %s hook failed; the message flow goes on", name)
+            log.exception("a %s hook failed; the message flow goes on", name, extra=_fields(kwargs))
 
     # -- publish ----------------------------------------------------------------------
 
@@ -205,6 +207,17 @@ class HookRelay:
         self._call("brokerkit_on_lease_lost", deliveries=list(deliveries))
         for delivery in deliveries:
             self.deliver_end(delivery, "lease-lost")
+
+
+def _fields(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The log fields of a hook call's arguments."""
+    if "delivery" in kwargs:
+        return delivery_fields([kwargs["delivery"]])
+    if "deliveries" in kwargs:
+        return delivery_fields(kwargs["deliveries"])
+    messages = kwargs.get("messages") or ()
+    ids = ",".join(m.id for m in messages) or None
+    return log_fields(kwargs.get("topic"), message_id=ids)
 
 
 def _dead_lettered(broker: Any, deliveries: Sequence[Any], requeue: bool | None) -> list[Any]:

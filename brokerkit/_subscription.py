@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from brokerkit._compat import Event, Lock, fetch_shielded, settle_orphans
 from brokerkit._hooks import RELAY
+from brokerkit._logging import subscription_fields
 from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
@@ -164,7 +165,11 @@ class Subscription:
             self.broker._unsubscribe(self, buffered)
         except BrokerError as exc:
             log.warning(
-                "could not hand back %d delivery(ies) of %r on close: %s", len(buffered), self, exc
+                "could not hand back %d delivery(ies) of %r on close: %s",
+                len(buffered),
+                self,
+                exc,
+                extra=subscription_fields(self, buffered),
             )
 
     def __enter__(self) -> Subscription:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from brokerkit._acompat import Event, Lock, fetch_shielded, settle_orphans
 from brokerkit._hooks import RELAY
+from brokerkit._logging import subscription_fields
 from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
@@ -162,7 +163,11 @@ class AsyncSubscription:
             await self.broker._unsubscribe(self, buffered)
         except BrokerError as exc:
             log.warning(
-                "could not hand back %d delivery(ies) of %r on close: %s", len(buffered), self, exc
+                "could not hand back %d delivery(ies) of %r on close: %s",
+                len(buffered),
+                self,
+                exc,
+                extra=subscription_fields(self, buffered),
             )
 
     async def __aenter__(self) -> AsyncSubscription:

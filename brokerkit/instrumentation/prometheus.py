@@ -45,12 +45,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from brokerkit._hooks import get_plugin_manager
+from brokerkit._logging import log_fields
 from brokerkit.exceptions import BrokerError
 from brokerkit.hookspecs import hookimpl
 
 __all__ = ["BrokerkitMetrics", "TopicCollector"]
 
-log = logging.getLogger("brokerkit.prometheus")
+log = logging.getLogger("brokerkit.instrumentation")
 
 _STARTED = "prometheus.started"
 
@@ -205,13 +206,15 @@ class TopicCollector(Collector):
         try:
             names = self._names()
         except BrokerError as exc:
-            log.warning("could not list the topics of %s: %s", self.broker.url, exc)
+            log.warning(
+                "could not list the topics of %s: %s", self.broker.url, exc, extra=log_fields()
+            )
             names = []
         for topic in names:
             try:
                 info = self.broker.inspect(topic)
             except BrokerError as exc:
-                log.warning("could not inspect %r: %s", topic, exc, extra={"topic": topic})
+                log.warning("could not inspect %r: %s", topic, exc, extra=log_fields(topic))
                 up.add_metric([topic], 0)
                 continue
             up.add_metric([topic], 1)

@@ -34,6 +34,7 @@ from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
+from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
@@ -226,14 +227,24 @@ class AsyncNatsBroker(AsyncBroker):
                 # dead-lettered then.
                 for delivery, _, _ in dead:
                     self._leases.pop(delivery.receipt.reply, None)
-                log.warning("could not dead-letter %d message(s): %s", len(dead), exc)
+                log.warning(
+                    "could not dead-letter %d message(s): %s",
+                    len(dead),
+                    exc,
+                    extra=delivery_fields(d for d, _, _ in dead),
+                )
         if waited:
             # A waiting pull does not say when the server leased what it brought:
             # restart AckWait now, so that the lease is counted from a known time.
             try:
                 await self._renew(waited)
             except BrokerError as exc:
-                log.warning("could not renew %d fresh lease(s): %s", len(waited), exc)
+                log.warning(
+                    "could not renew %d fresh lease(s): %s",
+                    len(waited),
+                    exc,
+                    extra=delivery_fields(deliveries),
+                )
         if deliveries:
             self._start_renewing()
         return deliveries
@@ -285,7 +296,12 @@ class AsyncNatsBroker(AsyncBroker):
             try:
                 await self._client.request_all([(r, b"-NAK", None) for r in replies], "requeue")
             except BrokerError as exc:
-                log.warning("could not hand back %d delivery(ies): %s", len(replies), exc)
+                log.warning(
+                    "could not hand back %d delivery(ies): %s",
+                    len(replies),
+                    exc,
+                    extra=log_fields(),
+                )
 
     # -- settling -----------------------------------------------------------------
 
@@ -415,9 +431,9 @@ class AsyncNatsBroker(AsyncBroker):
             try:
                 await self._renew(leases)
             except BrokerError as exc:
-                log.warning("could not renew %d lease(s): %s", len(leases), exc)
+                log.warning("could not renew %d lease(s): %s", len(leases), exc, extra=log_fields())
             except Exception:  # a bug must not end the renewals for good
-                log.exception("could not renew %d lease(s)", len(leases))
+                log.exception("could not renew %d lease(s)", len(leases), extra=log_fields())
 
     async def _suspend_renewals(self) -> None:
         self._renewals_suspended = True

@@ -26,7 +26,9 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._compat import Lock
 from brokerkit._delivery import Delivery
+from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
+from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
@@ -325,7 +327,13 @@ class RedisListBroker(Broker):
             stale = self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
         if stale:
             self._keeper.drop(stale)
-            log.warning("%d lease(s) had run out before they could be renewed", len(stale))
+            log.warning(
+                "%d lease(s) had run out before they could be renewed",
+                len(stale),
+                extra=delivery_fields(stale),
+            )
+            if RELAY.settle:
+                RELAY.lease_lost(stale)
 
     def _per_topic(
         self, deliveries: Sequence[Delivery], script: str, *first: Any

@@ -24,7 +24,9 @@ from brokerkit._acompat import Lock
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
+from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
@@ -329,7 +331,13 @@ class AsyncRedisListBroker(AsyncBroker):
             stale = await self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
         if stale:
             self._keeper.drop(stale)
-            log.warning("%d lease(s) had run out before they could be renewed", len(stale))
+            log.warning(
+                "%d lease(s) had run out before they could be renewed",
+                len(stale),
+                extra=delivery_fields(stale),
+            )
+            if RELAY.settle:
+                RELAY.lease_lost(stale)
 
     async def _per_topic(
         self, deliveries: Sequence[AsyncDelivery], script: str, *first: Any

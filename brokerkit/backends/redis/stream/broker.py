@@ -36,6 +36,7 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._compat import Lock
 from brokerkit._delivery import Delivery
+from brokerkit._logging import subscription_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
@@ -294,7 +295,12 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
                     keys=[state.key], args=[subscription.group, 0, subscription.consumer]
                 )
         except Exception as exc:  # the subscription is closed either way
-            log.debug("could not remove consumer %s: %s", subscription.consumer, exc)
+            log.debug(
+                "could not remove consumer %s: %s",
+                subscription.consumer,
+                exc,
+                extra=subscription_fields(subscription),
+            )
 
     # -- dead-lettering reclaimed entries -------------------------------------------
 
@@ -325,7 +331,11 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
                     message = self._decode(subscription.topic, raw_fields)
                     self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
             except Exception:  # one topic's failure must not stop the others' reaping
-                log.exception("could not dead-letter the expired poison entries of %s", state.key)
+                log.exception(
+                    "could not dead-letter the expired poison entries of %s",
+                    state.key,
+                    extra=subscription_fields(subscription),
+                )
 
     def _dead_letter_claimed(
         self, subscription: Subscription, entry_id: str, message: Message, deliveries: int

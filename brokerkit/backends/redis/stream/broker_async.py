@@ -34,6 +34,7 @@ from brokerkit._acompat import Lock
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._logging import subscription_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
@@ -296,7 +297,12 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                     keys=[state.key], args=[subscription.group, 0, subscription.consumer]
                 )
         except Exception as exc:  # the subscription is closed either way
-            log.debug("could not remove consumer %s: %s", subscription.consumer, exc)
+            log.debug(
+                "could not remove consumer %s: %s",
+                subscription.consumer,
+                exc,
+                extra=subscription_fields(subscription),
+            )
 
     # -- dead-lettering reclaimed entries -------------------------------------------
 
@@ -327,7 +333,11 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                     message = self._decode(subscription.topic, raw_fields)
                     await self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
             except Exception:  # one topic's failure must not stop the others' reaping
-                log.exception("could not dead-letter the expired poison entries of %s", state.key)
+                log.exception(
+                    "could not dead-letter the expired poison entries of %s",
+                    state.key,
+                    extra=subscription_fields(subscription),
+                )
 
     async def _dead_letter_claimed(
         self, subscription: AsyncSubscription, entry_id: str, message: Message, deliveries: int
