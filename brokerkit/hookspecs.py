@@ -9,6 +9,16 @@ A plugin is a module or object with functions decorated by
 
 Hooks grow by gaining arguments; an implementation may accept fewer arguments
 than the spec, so plugins written today keep working.
+
+Two kinds of hooks: *registration* hooks (backends, commands), called once, and
+*message* hooks (``brokerkit_publish_start`` to ``brokerkit_on_lease_lost``), called for
+every message by the sync and asyncio APIs alike. Message hooks are plain functions:
+keep them quick, never block. One that raises is logged on ``brokerkit.hooks`` and
+swallowed. With no implementation they cost one flag read per message; a plugin
+registered later through :func:`brokerkit.get_plugin_manager` is seen from the next
+message on. A start hook and its end hook get the same ``scope`` dict, theirs to fill
+(a span, a start time); they are pairs rather than a pluggy wrapper because the work
+they surround may be an ``await``, which a wrapper, a plain generator, cannot span.
 """
 
 from __future__ import annotations
@@ -71,21 +81,6 @@ def brokerkit_register_commands(cli: typer.Typer) -> None:
     :param cli: the ``typer.Typer`` application of the ``brokerkit`` command.
     :return: nothing; results are ignored.
     """
-
-
-# -- message hooks ------------------------------------------------------------------
-#
-# Called for every message, by the sync and the asyncio API alike: they are plain
-# functions, so keep them quick and never block (no I/O of your own). An exception
-# an implementation raises is logged on the ``brokerkit.hooks`` logger and swallowed:
-# a metrics plugin never breaks message flow. A hook with no implementation costs one
-# attribute check per call; an implementation registered later (through
-# :func:`brokerkit.plugin_manager`) is seen from the next message on.
-#
-# A "start" hook and its "end" hook get the same ``scope`` dict, which is theirs to
-# fill (an OpenTelemetry span, a start time): brokerkit creates it, passes it to both
-# and reads nothing from it. They are pairs, not a pluggy wrapper, because the work
-# they surround may be an ``await`` that a wrapper, a plain generator, cannot span.
 
 
 @hookspec

@@ -26,7 +26,7 @@ def _self_contained_blocks(*paths: str) -> list[tuple[str, str]]:
     return found
 
 
-PAGES = ("README.md", "docs/quickstart.md", "docs/asyncio.md")
+PAGES = ("README.md", "docs/quickstart.md", "docs/asyncio.md", "docs/observability.md")
 BLOCKS = _self_contained_blocks(*PAGES)
 
 

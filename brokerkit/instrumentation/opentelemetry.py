@@ -64,6 +64,8 @@ def _system(broker: Any) -> str:
 def _server(broker: Any) -> dict[str, Any]:
     url = broker.url
     found: dict[str, Any] = {}
+    if "memory" in url.scheme:  # memory://name: a name in this process, not a server
+        return found
     if url.host:
         found["server.address"] = url.host.split(",")[0]
     if url.port is not None:
