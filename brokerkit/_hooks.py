@@ -180,6 +180,7 @@ class HookRelay:
         stale_ids = {id(d) for d in stale}
         done = [d for d in deliveries if id(d) not in stale_ids]
         lost = [d for d in deliveries if id(d) in stale_ids]
+        dead = _dead_lettered(broker, done, requeue)
         if requeue is None:
             outcome = "ack"
             if done:
@@ -188,16 +189,14 @@ class HookRelay:
             outcome = "nack"
             if done:
                 self._call("brokerkit_on_nack", deliveries=done, requeue=requeue)
-            dead = _dead_lettered(broker, done, requeue)
             if dead:
                 reason = "rejected" if not requeue else "max_deliveries"
                 self._call("brokerkit_on_dead_letter", deliveries=dead, reason=reason)
         if lost:
             self.lease_lost(lost)
-        dead_ids = {id(d) for d in _dead_lettered(broker, done, requeue)} if requeue else set()
+        dead_ids = {id(d) for d in dead}
         for delivery in done:
-            ending = "dead-letter" if requeue is False or id(delivery) in dead_ids else outcome
-            self.deliver_end(delivery, ending)
+            self.deliver_end(delivery, "dead-letter" if id(delivery) in dead_ids else outcome)
 
     def lease_lost(self, deliveries: Sequence[Any]) -> None:
         """Call ``brokerkit_on_lease_lost``, and end the deliveries' delivery hooks."""

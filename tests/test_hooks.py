@@ -217,3 +217,16 @@ def test_no_plugin_means_no_hook_call() -> None:
         undo()
     assert not (RELAY.publish or RELAY.deliver or RELAY.settle)
     assert [name for name in calls if "register" not in name] == []
+
+
+def test_a_nack_without_dead_letters_is_no_dead_letter(
+    recorder: Recorder, redis_target: Any, prefix: str
+) -> None:
+    url = redis_target.url("redis+pubsub", prefix=prefix)
+    with brokerkit.connect(url) as broker, broker.subscribe("t") as sub:
+        broker.publish("t", "x")
+        delivery = sub.receive(5)
+        assert delivery is not None
+        delivery.nack(requeue=False)  # pub/sub has no dead-letter topic
+    assert ("deliver_end", "nack") in recorder.calls
+    assert "dead_letter" not in recorder.names()
