@@ -100,7 +100,7 @@ class HookRelay:
 
     def _call(self, name: str, **kwargs: Any) -> None:
         try:
-            getattr(self.manager().hook, name)(**kwargs)
+            getattr((self._manager or self.manager()).hook, name)(**kwargs)
         except Exception:
             log.exception("a %s hook failed; the message flow goes on", name, extra=_fields(kwargs))
 
