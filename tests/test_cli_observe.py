@@ -62,7 +62,12 @@ def test_topics_on_a_backend_that_cannot_list(
 ) -> None:
     broker = kombu_broker()
     assert run(["topics", str(broker.url.render(hide_password=False))]) == 1
-    assert "cannot list its topics" in capsys.readouterr().err
+    assert "cannot list its topics: name them with --topic" in capsys.readouterr().err
+    broker.publish("orders", 1)
+    url = f"{broker.url.render(hide_password=False)}?prefix={broker.options.prefix}"
+    assert run(["topics", url, "--topic", "orders", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["topic"] == "orders" and row["length"] == 1
 
 
 def test_top_prints_refreshes_with_rates(

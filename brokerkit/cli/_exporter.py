@@ -50,6 +50,8 @@ def exporter(
         ) from exc
     with connect(url) as broker, stop_on_interrupt() as stop:
         registry = CollectorRegistry()
+        if not only:
+            topic_names(broker)  # a backend that cannot list its topics fails here, at once
         topics = tuple(only) if only else (lambda: topic_names(broker))
         registry.register(TopicCollector(broker, topics))
         server, thread = start_http_server(port, addr=address, registry=registry)

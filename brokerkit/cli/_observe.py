@@ -17,11 +17,13 @@ from rich.table import Table
 from rich.text import Text
 
 from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
 from brokerkit._plugins import connect
 from brokerkit.cli._admin import stop_on_interrupt
 from brokerkit.cli._output import err, out
 from brokerkit.cli._url import UrlArg, command
+from brokerkit.exceptions import Unsupported
 
 __all__ = ["Snapshot", "register", "snapshot", "topic_names"]
 
@@ -35,9 +37,19 @@ def register(app: typer.Typer) -> None:
 
 def topic_names(broker: Broker) -> list[str]:
     """The broker's topics, a dead-letter topic standing for its topic (whose dead
-    letters ``inspect`` counts), so that each appears once."""
+    letters ``inspect`` counts), so that each appears once.
+
+    :raises Unsupported: the backend cannot list its topics (the message says to
+        name them with --topic).
+    """
+    try:
+        listed = broker.topics()
+    except Unsupported as exc:
+        raise Unsupported(
+            type(broker).describe(), Capability.NONE, "list its topics: name them with --topic"
+        ) from exc
     names = set()
-    for name in broker.topics():
+    for name in listed:
         names.add(name[: -len(DLQ)] if name.endswith(DLQ) and len(name) > len(DLQ) else name)
     return sorted(names)
 
