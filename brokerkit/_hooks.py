@@ -68,6 +68,8 @@ class HookRelay:
         self.deliver = True
         #: Some plugin implements a settlement hook (or brokerkit_deliver_end).
         self.settle = True
+        # The message hooks some plugin implements: the others are never called.
+        self._implemented: frozenset[str] = frozenset()
 
     def manager(self) -> pluggy.PluginManager:
         """The process's plugin manager, built on first use."""
@@ -87,18 +89,24 @@ class HookRelay:
             self._refresh(manager)
 
     def _refresh(self, manager: pluggy.PluginManager) -> None:
-        def implemented(names: Iterable[str]) -> bool:
-            return any(
-                getattr(manager.hook, name, None) is not None
-                and getattr(manager.hook, name).get_hookimpls()
-                for name in names
-            )
+        found = frozenset(
+            name
+            for name in {*_PUBLISH, *_DELIVER, *_SETTLE}
+            if getattr(manager.hook, name, None) is not None
+            and getattr(manager.hook, name).get_hookimpls()
+        )
 
+        def implemented(names: Iterable[str]) -> bool:
+            return any(name in found for name in names)
+
+        self._implemented = found
         self.publish = implemented(_PUBLISH)
         self.deliver = implemented(_DELIVER)
         self.settle = implemented(_SETTLE)
 
     def _call(self, name: str, **kwargs: Any) -> None:
+        if name not in self._implemented:
+            return
         try:
             getattr((self._manager or self.manager()).hook, name)(**kwargs)
         except Exception:
