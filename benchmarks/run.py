@@ -148,8 +148,8 @@ def _sides(
 
             kombu = KombuBench(url, workload)
             sides.append(Side("kombu", kombu.run, kombu.close))
-        except ImportError:
-            skipped["kombu"] = "kombu is not installed: pip install -e . --group bench"
+        except ImportError as exc:
+            skipped["kombu"] = f"{exc} (the bench group has it: pip install -e . --group bench)"
             _say(f"kombu skipped: {skipped['kombu']}")
     if want("memory"):
         brokerkit("memory", "memory://")

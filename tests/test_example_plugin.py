@@ -58,6 +58,9 @@ class TestExamplePluginAsyncContract(BrokerContract):
     """The same suite over ``brokerkit.aio``: the plugin has only sync primitives, so the
     asyncio API runs them through the thread adapter."""
 
+    #: The sync class checks the plugin in full; this one the thread adapter over it.
+    example_share = 0.5
+
     @pytest.fixture
     def make_broker(self, tmp_path: Path) -> Any:
         url = f"sqlite:///{tmp_path}/queue.db"

@@ -119,12 +119,12 @@ async def test_publish_many_and_consume_in_order_without_a_thread(
 ) -> None:
     threads = _threads()
     async with brokers_and_client(redis_target, prefix) as (connect, client):
-        broker = await connect(visibility_timeout=0.6)
+        broker = await connect(visibility_timeout=1.5)
         ids = await broker.publish_many("orders", range(2500))
         assert await client.llen(f"{prefix}:{{orders}}") == 2500
         got = [d async for d in broker.consume("orders", prefetch=100, limit=2500, timeout=5)]
         assert [d.id for d in got] == ids and [d.body for d in got] == list(range(2500))
-        # Held past a renewal (every 0.2 s): renewed by a task, not a thread.
+        # Held past a renewal (every 0.5 s): renewed by a task, not a thread.
         await asyncio.sleep(0.7)
         assert await lease_tasks()
         await broker.ack(*got)

@@ -4,7 +4,6 @@ the native asyncio broker, cancellation and close, and a loop that never stalls.
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
 
@@ -21,6 +20,7 @@ from brokerkit.backends.redis.stream import (
     StreamReceipt,
 )
 from tests.conftest import RedisTarget
+from tests.loop_lag import Ticker, frozen_heap
 from tests.redis_stream_aio_support import (
     PROMPT,
     Open,
@@ -320,37 +320,14 @@ def test_close_during_a_receive_ends_it_cleanly(connect: Open, redis_client: red
 # -- the event loop is never blocked ------------------------------------------------
 
 
-def _runqueue_wait() -> float:
-    """Seconds this thread has spent ready to run but waiting for a CPU (Linux's
-    schedstat; 0 elsewhere). A stall the scheduler caused, on a machine busier than
-    its cores, is not the event loop being blocked."""
-    try:
-        with open("/proc/thread-self/schedstat") as stat:
-            return int(stat.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def test_the_loop_never_stalls_while_50_consumer_tasks_drain_10000_messages(
     connect: Open, capsys: pytest.CaptureFixture[str]
 ) -> None:
     total, consumers = 10_000, 50
 
-    async def main() -> tuple[float, float, float]:
+    async def main() -> tuple[Ticker, float]:
         async with connect() as broker:
             await broker.publish_many("load", range(total))
-            done = asyncio.Event()
-            # (wall-clock lag, lag less the time the scheduler kept the thread waiting)
-            lags: list[tuple[float, float]] = []
-
-            async def ticker() -> None:
-                interval = 0.001
-                while not done.is_set():
-                    before, queued = time.perf_counter(), _runqueue_wait()
-                    await asyncio.sleep(interval)
-                    lag = time.perf_counter() - before - interval
-                    lags.append((lag, lag - (_runqueue_wait() - queued)))
-
             counted = 0
 
             async def consumer() -> None:
@@ -359,33 +336,19 @@ def test_the_loop_never_stalls_while_50_consumer_tasks_drain_10000_messages(
                     await delivery.ack()
                     counted += 1
 
-            tick = asyncio.create_task(ticker())
             started = time.perf_counter()
-            await asyncio.gather(*(consumer() for _ in range(consumers)))
+            async with Ticker() as ticker:
+                await asyncio.gather(*(consumer() for _ in range(consumers)))
             took = time.perf_counter() - started
-            done.set()
-            await tick
             assert counted == total
             assert (await broker.inspect("load")).in_flight == 0
-            return max(w for w, _ in lags), max(n for _, n in lags), took
+            return ticker, took
 
-    # What earlier tests of this session left on the heap is frozen, so that a full
-    # garbage collection of it is not charged to this loop (a long-running service
-    # does the same after start-up); what the drain itself allocates is still collected.
-    gc.collect()
-    gc.freeze()
-    try:
-        wall, net, took = run(main(), limit=180)
-    finally:
-        gc.unfreeze()
+    with frozen_heap():
+        ticker, took = run(main(), limit=180)
     with capsys.disabled():
-        print(
-            f"\n{consumers} tasks drained {total} messages in {took:.1f} s; max event-loop "
-            f"lag {wall * 1000:.1f} ms ({net * 1000:.1f} ms less CPU-queue waits)"
-        )
-    # A blocking call (a sync socket read, a sleep, XREADGROUP BLOCK on the loop's
-    # thread) shows up as a stall of its whole length, whatever the machine's load.
-    assert net < 0.1
+        print("\n" + ticker.report(f"{consumers} tasks drained {total} messages in {took:.1f} s"))
+    assert ticker.net < 0.1
 
 
 # -- background work ends with the broker -------------------------------------------

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from brokerkit.contracts.pytest_plugin import PROFILE_ENV
 
-__all__ = ["PROFILES", "Kind", "contract_settings", "profile_name"]
+__all__ = ["PROFILES", "Kind", "contract_settings", "profile_name", "share_of"]
 
 #: What a test costs per example: ``quick`` (a few round trips), ``timed`` (waits for a
 #: visibility timeout on real-time backends) or ``stateful`` (a whole state machine run).
@@ -78,3 +78,10 @@ def contract_settings(kind: Kind = "quick") -> settings:
     """The hypothesis settings for a contract test of this ``kind`` under the active profile."""
     name = profile_name()
     return settings(**_COMMON, **_PROFILE_EXTRAS.get(name, {}), **PROFILES[name][kind])
+
+
+def share_of(base: settings, share: float) -> settings:
+    """``base`` with ``share`` of its examples (at least one)."""
+    if share == 1.0:
+        return base
+    return settings(base, max_examples=max(1, round(base.max_examples * share)))

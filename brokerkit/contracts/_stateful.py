@@ -16,7 +16,7 @@ import itertools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -39,7 +39,7 @@ from brokerkit.contracts._harness import (
     is_failure,
     requires,
 )
-from brokerkit.contracts._profiles import contract_settings
+from brokerkit.contracts._profiles import contract_settings, share_of
 from brokerkit.exceptions import StaleDelivery
 
 __all__ = ["DeliveryMachine", "StatefulContract"]
@@ -285,6 +285,7 @@ class StatefulContract:
     """Runs :class:`DeliveryMachine` against the backend."""
 
     suspend_renewals: Callable[[Broker], None]
+    example_share: ClassVar[float]
 
     @requires(Capability.PERSISTENT | Capability.ACK | Capability.COMPETING)
     def test_delivery_state_machine(self, contract: ContractEnv) -> None:
@@ -295,4 +296,6 @@ class StatefulContract:
 
         # hypothesis types the factory as the class; any callable returning one works.
         factory: Any = machine
-        run_state_machine_as_test(factory, settings=contract_settings("stateful"))
+        run_state_machine_as_test(
+            factory, settings=share_of(contract_settings("stateful"), self.example_share)
+        )

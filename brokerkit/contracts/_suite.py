@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 
@@ -21,6 +23,7 @@ from brokerkit.contracts._harness import (
 from brokerkit.contracts._leases import LeaseContract
 from brokerkit.contracts._messages import MessageContract
 from brokerkit.contracts._payloads import PayloadContract
+from brokerkit.contracts._profiles import share_of
 from brokerkit.contracts._scoped import ScopeContract
 from brokerkit.contracts._stateful import StatefulContract
 
@@ -59,10 +62,41 @@ class BrokerContract(
       :class:`~brokerkit.contracts.ManualTimeline` so that leases run out at once.
     * :meth:`suspend_renewals`: make a broker stop renewing its leases, as a hung
       consumer would, for the late-ack test.
+    * :attr:`example_share`: run a share of the profile's hypothesis examples.
 
     Each test declares the capabilities it needs; on a backend that lacks one it is
     skipped with the missing capability in the reason.
     """
+
+    #: The share of the active profile's hypothesis examples this class runs (1.0: all
+    #: of them; every test still runs at least one). A class that runs a backend the
+    #: project already checks in full, over a second transport or API (TLS, the asyncio
+    #: twin), can run fewer and still catch what that layer breaks.
+    example_share: ClassVar[float] = 1.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        share = cls.example_share
+        if not (isinstance(share, (int, float)) and 0 < share < math.inf):
+            raise TypeError(
+                f"{cls.__name__}.example_share must be a positive number "
+                f"(1.0 runs every example), got {share!r}"
+            )
+
+    @pytest.fixture(autouse=True)
+    def _share_of_examples(self, request: pytest.FixtureRequest) -> Iterator[None]:
+        """Give a hypothesis test this class's share of examples, for its run only
+        (the test function is shared by every class of the suite)."""
+        test = getattr(request.function, "__func__", request.function)  # not the bound method
+        base = getattr(test, "_hypothesis_internal_use_settings", None)
+        if base is None or self.example_share == 1.0:
+            yield
+            return
+        test._hypothesis_internal_use_settings = share_of(base, self.example_share)
+        try:
+            yield
+        finally:
+            test._hypothesis_internal_use_settings = base
 
     @pytest.fixture
     def make_broker(self) -> BrokerFactory:

@@ -25,6 +25,10 @@ class TestRedisStreamAsyncContract(TestRedisStreamContract):
     """The same suite over the asyncio API: ``brokerkit.aio`` and the native
     :class:`~brokerkit.backends.redis.stream.AsyncRedisStreamBroker`."""
 
+    #: The sync class checks this backend's rules in full; this one checks the
+    #: asyncio API over them.
+    example_share = 0.5
+
     @pytest.fixture
     def make_broker(self, redis_target: RedisTarget, prefix: str):  # type: ignore[no-untyped-def]
         url = redis_target.url("redis+stream", prefix=prefix)

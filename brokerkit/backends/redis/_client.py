@@ -25,6 +25,7 @@ from brokerkit.backends.redis._connection import (
     translate_errors,
 )
 from brokerkit.backends.redis._keys import Keyspace
+from brokerkit.backends.redis._tls import share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
 __all__ = ["Reconnector", "make_client", "scan_topics"]
@@ -56,7 +57,7 @@ def make_client(url: BrokerURL, *, retries: int = 3) -> redis.Redis:
     if "socket_connect_timeout" not in url.query:
         timeouts["socket_connect_timeout"] = CONNECT_TIMEOUT
     try:
-        return redis.Redis.from_url(
+        client = redis.Redis.from_url(
             redis_url(url),
             max_connections=2**31,  # redis-py's sync default: no cap in practice
             retry=redis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
@@ -67,6 +68,8 @@ def make_client(url: BrokerURL, *, retries: int = 3) -> redis.Redis:
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
+    share_tls_context(client.connection_pool)
+    return client
 
 
 def scan_topics(client: redis.Redis, url: BrokerURL, prefix: str) -> list[str]:

@@ -23,6 +23,7 @@ from brokerkit.backends.redis._connection import (
     translate_errors,
 )
 from brokerkit.backends.redis._keys import Keyspace
+from brokerkit.backends.redis._tls import share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
 __all__ = ["Reconnector", "make_client", "scan_topics"]
@@ -54,7 +55,7 @@ def make_client(url: BrokerURL, *, retries: int = 3) -> aioredis.Redis:
     if "socket_connect_timeout" not in url.query:
         timeouts["socket_connect_timeout"] = CONNECT_TIMEOUT
     try:
-        return aioredis.Redis.from_url(
+        client = aioredis.Redis.from_url(
             redis_url(url),
             max_connections=2**31,  # redis-py's sync default: no cap in practice
             retry=aioredis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
@@ -65,6 +66,8 @@ def make_client(url: BrokerURL, *, retries: int = 3) -> aioredis.Redis:
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
+    share_tls_context(client.connection_pool)
+    return client
 
 
 async def scan_topics(client: aioredis.Redis, url: BrokerURL, prefix: str) -> list[str]:

@@ -62,15 +62,21 @@ def _json_text(text: str) -> str:
 def encode(message: Message) -> bytes:
     """One bytes value holding the whole message."""
     # Built by hand: this runs once per published message, and json.dumps of a dict
-    # costs several times as much. Ids are hex, so only the content type and headers
-    # need escaping.
+    # costs several times as much. brokerkit's ids are hex and need no escaping; an id
+    # read from another program's header may.
+    message_id = message.id
+    plain = message_id.isascii() and message_id.isprintable()
+    if plain and '"' not in message_id and "\\" not in message_id:
+        id_json = f'"{message_id}"'
+    else:
+        id_json = json.dumps(message_id, ensure_ascii=False)
     headers = (
         ',"h":' + json.dumps(dict(message.headers), ensure_ascii=False, separators=(",", ":"))
         if message.headers
         else ""
     )
     header = (
-        f'{{"id":"{message.id}","ct":{_json_text(message.content_type)},'
+        f'{{"id":{id_json},"ct":{_json_text(message.content_type)},'
         f'"ts":{message.published_at!r}{headers}}}'
     )
     return MAGIC + header.encode() + b"\n" + message.payload
