@@ -525,20 +525,25 @@ class AsyncBroker(abc.ABC):
         return checked
 
     async def _settle(
-        self, deliveries: list[AsyncDelivery], requeue: bool | None, primitive: Any, *args: Any
+        self,
+        deliveries: list[AsyncDelivery],
+        requeue: bool | None,
+        primitive: Any,
+        *args: Any,
+        reason: str | None = None,
     ) -> None:
         """Run the ack (``requeue`` None) or nack primitive, mark the deliveries settled
-        and tell the settlement hooks."""
+        and tell the settlement hooks (``reason``: the caller's, for a dead letter)."""
         try:
             await primitive(*args)
         except StaleDelivery as exc:
             self._mark(deliveries)
             if RELAY.settle:
-                RELAY.settled(self, deliveries, requeue, exc.deliveries)
+                RELAY.settled(self, deliveries, requeue, exc.deliveries, reason=reason)
             raise
         self._mark(deliveries)
         if RELAY.settle:
-            RELAY.settled(self, deliveries, requeue)
+            RELAY.settled(self, deliveries, requeue, reason=reason)
 
     @staticmethod
     def _mark(deliveries: Iterable[AsyncDelivery]) -> None:

@@ -179,9 +179,11 @@ class HookRelay:
         deliveries: Sequence[Any],
         requeue: bool | None,
         stale: Sequence[Any] = (),
+        *,
+        reason: str | None = None,
     ) -> None:
         """Deliveries were acked (``requeue`` None) or nacked; ``stale`` of them were not,
-        their leases having run out."""
+        their leases having run out. ``reason``: the caller's, for those dead-lettered."""
         self.manager()
         if not self.settle:
             return
@@ -198,7 +200,7 @@ class HookRelay:
             if done:
                 self._call("brokerkit_on_nack", deliveries=done, requeue=requeue)
             if dead:
-                reason = "rejected" if not requeue else "max_deliveries"
+                reason = reason or ("rejected" if not requeue else "max_deliveries")
                 self._call("brokerkit_on_dead_letter", deliveries=dead, reason=reason)
         if lost:
             self.lease_lost(lost)
