@@ -8,8 +8,9 @@ when it is not known. A line about several deliveries names their ids joined wit
 The loggers, one per part of the library and one per backend family:
 ``brokerkit`` (the core: subscriptions, cancelled receives), ``brokerkit.hooks``
 (a failing plugin hook), ``brokerkit.redis``, ``brokerkit.nats``, ``brokerkit.kombu``
-(and ``brokerkit.memory``, which has nothing to say today), and
-``brokerkit.instrumentation`` (the Prometheus collector).
+(and ``brokerkit.memory``, which has nothing to say today), ``brokerkit.worker`` (the
+worker, where it is installed), and ``brokerkit.instrumentation`` (the Prometheus
+collector).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ LOGGERS = (
     "brokerkit.redis",
     "brokerkit.nats",
     "brokerkit.kombu",
+    "brokerkit.worker",
     "brokerkit.instrumentation",
 )
 
