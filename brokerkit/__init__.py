@@ -21,6 +21,7 @@ from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._plugins import connect, list_backends
 from brokerkit._registry import BackendInfo, BackendRegistry
+from brokerkit._schedule import MAX_REASON_LENGTH
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import (
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_GROUP",
+    "MAX_REASON_LENGTH",
     "AlreadySettled",
     "BackendInfo",
     "BackendRegistry",

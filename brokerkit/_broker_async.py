@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import datetime
 import os
 import socket
 import threading
@@ -19,6 +20,7 @@ from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message, new_message_id
 from brokerkit._options import BrokerOptions
+from brokerkit._schedule import check_nack_delay, check_reason, publish_delay
 from brokerkit._serializers import encode_body
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_consumer, check_headers, check_pattern, check_topic
@@ -55,6 +57,13 @@ class AsyncBroker(abc.ABC):
     :meth:`_nack`, :meth:`_extend`, :meth:`_inspect`, :meth:`_purge` and
     :meth:`_close`. Everything public is concrete code in this class: validation,
     encoding, settlement bookkeeping and the consume loop.
+
+    A backend that declares :attr:`Capability.DELAY` also implements
+    :meth:`_publish_delayed` and :meth:`_nack_with` (delayed retries, and the reason a
+    nack records on a dead letter). A backend that does not keeps its
+    :meth:`_publish` and :meth:`_nack` as they are: the base class never passes
+    it a delay, and refuses one with :class:`Unsupported`. Any backend that writes
+    dead letters may implement :meth:`_nack_with` to record the caller's reason.
     """
 
     #: The URL schemes this backend serves, such as ``("redis+list", "rediss+list")``.
@@ -100,6 +109,8 @@ class AsyncBroker(abc.ABC):
         *,
         headers: Mapping[str, str] | None = None,
         content_type: str | None = None,
+        delay: float | None = None,
+        at: datetime.datetime | float | None = None,
     ) -> str:
         """Publish one message and return its id.
 
@@ -108,11 +119,21 @@ class AsyncBroker(abc.ABC):
         ``msgpack``). The message is stored (or, for pub/sub, sent) before this
         returns.
 
+        :param delay: hold the message in the broker for this many seconds: no
+            consumer gets it before then (needs :attr:`Capability.DELAY`). ``None``
+            or 0 publishes now.
+        :param at: hold it until this time instead: a timezone-aware datetime or
+            epoch seconds; a time in the past publishes now.
         :raises InvalidTopic: the topic name is not valid.
+        :raises InvalidOption: both ``delay`` and ``at``, a negative, NaN or infinite
+            delay, or a naive datetime; nothing was sent.
+        :raises Unsupported: a delay or ``at`` on a backend without DELAY; nothing was sent.
         :raises SerializationError: the body cannot be encoded; nothing was sent.
         :raises ConnectionFailed: the server could not be reached.
         """
-        ids = await self.publish_many(topic, (body,), headers=headers, content_type=content_type)
+        ids = await self.publish_many(
+            topic, (body,), headers=headers, content_type=content_type, delay=delay, at=at
+        )
         return ids[0]
 
     async def publish_many(
@@ -122,6 +143,8 @@ class AsyncBroker(abc.ABC):
         *,
         headers: Mapping[str, str] | None = None,
         content_type: str | None = None,
+        delay: float | None = None,
+        at: datetime.datetime | float | None = None,
     ) -> list[str]:
         """Publish several messages to one topic, in order, in as few round trips as
         the backend can; return their ids.
@@ -129,9 +152,14 @@ class AsyncBroker(abc.ABC):
         Every body is encoded before anything is sent, so one bad body publishes
         none of them. ``bodies`` is an iterable of bodies: a single str, bytes or
         dict is refused with :class:`InvalidMessage` rather than split up.
+        ``delay`` and ``at`` apply to all of them, as in :meth:`publish`; messages
+        due at the same time come out in the order given.
         """
         self._check_open()
         check_topic(topic)
+        held = publish_delay(delay, at, time.time())
+        if at is not None or held > 0:
+            self.require(Capability.DELAY, "hold a message until a due time (delay=, at=)")
         if isinstance(bodies, (str, bytes, bytearray, memoryview, Mapping)):
             raise InvalidMessage(
                 f"publish_many takes an iterable of bodies, not one {type(bodies).__name__} "
@@ -139,10 +167,11 @@ class AsyncBroker(abc.ABC):
             )
         checked_headers = check_headers(headers)
         if RELAY.publish:
-            return await self._publish_observed(topic, list(bodies), checked_headers, content_type)
+            return await self._publish_observed(
+                topic, list(bodies), checked_headers, content_type, held
+            )
         messages = self._build(topic, bodies, checked_headers, content_type)
-        if messages:
-            await self._publish(topic, messages)
+        await self._store_or_hold(topic, messages, held)
         return [m.id for m in messages]
 
     async def _publish_observed(
@@ -151,6 +180,7 @@ class AsyncBroker(abc.ABC):
         bodies: list[Any],
         headers: dict[str, str],
         content_type: str | None,
+        held: float,
     ) -> list[str]:
         """:meth:`publish_many` between the publish hooks, which may add headers."""
         headers = dict(headers)
@@ -158,8 +188,7 @@ class AsyncBroker(abc.ABC):
         messages: list[Message] = []
         try:
             messages = self._build(topic, bodies, check_headers(headers), content_type)
-            if messages:
-                await self._publish(topic, messages)
+            await self._store_or_hold(topic, messages, held)
         except BaseException as exc:
             if scope is not None:
                 RELAY.publish_end(self, topic, messages, exc, scope)
@@ -189,6 +218,13 @@ class AsyncBroker(abc.ABC):
                 )
             messages.append(Message(new_message_id(), topic, payload, ctype, checked_headers, now))
         return messages
+
+    async def _store_or_hold(self, topic: str, messages: list[Message], held: float) -> None:
+        """Store ``messages`` now, or held for ``held`` seconds."""
+        if messages and held > 0:
+            await self._publish_delayed(topic, messages, held)
+        elif messages:
+            await self._publish(topic, messages)
 
     # -- consuming ----------------------------------------------------------------
 
@@ -318,20 +354,49 @@ class AsyncBroker(abc.ABC):
             if RELAY.settle:
                 RELAY.settled(self, checked, None)
 
-    async def nack(self, *deliveries: AsyncDelivery, requeue: bool = True) -> None:
+    async def nack(
+        self,
+        *deliveries: AsyncDelivery,
+        requeue: bool = True,
+        delay: float | None = None,
+        reason: str | None = None,
+    ) -> None:
         """Hand deliveries back: redelivered (``requeue=True``) or dead-lettered.
 
         A message that has reached ``max_deliveries`` is dead-lettered even when
         ``requeue`` is true. Without :attr:`Capability.ACK` this only marks the
         deliveries settled.
+
+        :param delay: with ``requeue``, redeliver no earlier than this many seconds
+            from now (needs :attr:`Capability.DELAY`); the broker holds the message,
+            so the delay survives this consumer's crash. The redelivery counts an
+            attempt like any other. ``None`` or 0: at once.
+        :param reason: a short text (1 to 1000 characters) recorded as the
+            dead letter's ``x-dead-letter-reason`` when this nack dead-letters the
+            message (``requeue=False``, or ``max_deliveries`` reached), in place of
+            ``"rejected"`` / ``"max_deliveries"``. Every built-in backend with
+            dead letters records it; a third-party backend records it if it
+            implements :meth:`_nack_with`.
+        :raises InvalidOption: a negative, NaN or infinite delay, a delay with
+            ``requeue=False``, or a reason that is not a str of 1 to 1000 characters;
+            nothing was settled.
+        :raises Unsupported: a delay on a backend without DELAY; nothing was settled.
         """
+        seconds = check_nack_delay(delay, requeue)
+        text = check_reason(reason)
+        if seconds is not None:
+            self.require(Capability.DELAY, "delay a redelivery (nack(delay=...))")
         checked = self._settleable(deliveries)
-        if Capability.ACK in self.capabilities:
-            await self._settle(checked, requeue, self._nack, checked, requeue)
-        else:
+        if Capability.ACK not in self.capabilities:
             self._mark(checked)
             if RELAY.settle:
-                RELAY.settled(self, checked, requeue)
+                RELAY.settled(self, checked, requeue, reason=text)
+        elif seconds is None and text is None:
+            await self._settle(checked, requeue, self._nack, checked, requeue)
+        else:
+            await self._settle(
+                checked, requeue, self._nack_with, checked, requeue, seconds, text, reason=text
+            )
 
     async def extend(self, *deliveries: AsyncDelivery, seconds: float | None = None) -> None:
         """Renew the lease of unsettled deliveries for ``seconds`` from now
@@ -459,6 +524,15 @@ class AsyncBroker(abc.ABC):
                 await self._nack(deliveries, True)
         self._mark(deliveries)
 
+    async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
+        """Store ``messages`` to ``topic``, held until ``delay`` seconds (> 0) from now:
+        no consumer may get them before then, and they must survive the publisher's
+        and every consumer's exit. Messages due at once come out in their order.
+        Called only on backends that declare :attr:`Capability.DELAY`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} declares DELAY but has no _publish_delayed"
+        )
+
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
         """Settle ``deliveries`` as done. Raise :class:`StaleDelivery` for any whose
         lease was lost (after acking the others)."""
@@ -467,6 +541,25 @@ class AsyncBroker(abc.ABC):
     async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
         """Requeue ``deliveries`` (counting an attempt) or dead-letter them."""
         raise NotImplementedError(f"{type(self).__name__} declares ACK but has no _nack")
+
+    async def _nack_with(
+        self,
+        deliveries: Sequence[AsyncDelivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        """:meth:`_nack` with a delay and a reason; called instead of it only when
+        either is given. ``delay`` (seconds, > 0; only with ``requeue``, only on
+        backends that declare :attr:`Capability.DELAY`): redeliver no earlier than
+        then, counting the attempt, or dead-letter at ``max_deliveries``. ``reason``:
+        the dead letter's ``x-dead-letter-reason`` if this nack dead-letters.
+
+        The default serves backends without DELAY: it calls :meth:`_nack` and does not
+        record ``reason``."""
+        if delay is not None:
+            raise NotImplementedError(f"{type(self).__name__} declares DELAY but has no _nack_with")
+        await self._nack(deliveries, requeue)
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         """Renew the leases of ``deliveries`` for ``seconds`` from now."""

@@ -34,6 +34,11 @@ class Capability(enum.Flag):
     PATTERNS = enum.auto()
     #: A topic's length can be capped (``maxlen``).
     BOUNDED = enum.auto()
+    #: The broker holds a message until a due time: ``publish(..., delay=)`` /
+    #: ``at=`` and ``nack(delay=)``. The message waits in the broker, not in the
+    #: consumer's memory (it survives the consumer's crash), and no consumer sees it
+    #: before it is due.
+    DELAY = enum.auto()
 
     def names(self) -> list[str]:
         """The names of the flags set, in declaration order."""

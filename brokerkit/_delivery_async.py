@@ -103,13 +103,20 @@ class AsyncDelivery:
         """
         await self.broker.ack(self)
 
-    async def nack(self, *, requeue: bool = True) -> None:
+    async def nack(
+        self, *, requeue: bool = True, delay: float | None = None, reason: str | None = None
+    ) -> None:
         """Hand the message back: to be delivered again, or dead-lettered.
 
         :param requeue: ``True`` to deliver it again (dead-lettered anyway once it
             reaches ``max_deliveries``); ``False`` to dead-letter it now.
+        :param delay: redeliver no earlier than this many seconds from now, held by
+            the broker (needs :attr:`Capability.DELAY <brokerkit.Capability.DELAY>`).
+        :param reason: recorded on the dead letter if this nack dead-letters it.
+
+        See :meth:`Broker.nack <brokerkit.Broker.nack>` for what is raised.
         """
-        await self.broker.nack(self, requeue=requeue)
+        await self.broker.nack(self, requeue=requeue, delay=delay, reason=reason)
 
     async def extend(self, seconds: float | None = None) -> None:
         """Renew the lease for ``seconds`` (default: the visibility timeout) from now."""

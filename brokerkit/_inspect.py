@@ -43,6 +43,8 @@ class TopicInfo:
     :ivar length: messages stored for the topic (waiting, or kept for replay).
     :ivar in_flight: deliveries handed out and not yet settled, over all groups.
     :ivar dead_lettered: messages in the topic's dead-letter topic.
+    :ivar scheduled: messages the broker holds for a due time: delayed publishes and
+        delayed retries (``nack(delay=...)``), over all groups; not in ``length``.
     :ivar oldest_in_flight_age: seconds the oldest unsettled delivery has been out.
     :ivar details: backend-specific facts (Redis XINFO fields, key names, ...).
     :ivar oldest_waiting_age: seconds since the oldest message not yet handed to some
@@ -58,3 +60,4 @@ class TopicInfo:
     groups: tuple[GroupInfo, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
     oldest_waiting_age: float | None = None
+    scheduled: int = 0

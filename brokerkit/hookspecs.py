@@ -164,7 +164,8 @@ def brokerkit_on_nack(deliveries: Sequence[Any], requeue: bool) -> None:
 def brokerkit_on_dead_letter(deliveries: Sequence[Any], reason: str) -> None:
     """Deliveries went to their topic's dead-letter topic, as far as brokerkit knows
     it: a ``nack(requeue=False)`` (``reason="rejected"``), or a nack at
-    ``max_deliveries`` attempts (``reason="max-deliveries"``). A backend that
+    ``max_deliveries`` attempts (``reason="max_deliveries"``); ``reason`` is the
+    caller's own when it gave one (``nack(..., reason="...")``). A backend that
     dead-letters on its own (an unsettled delivery past ``max_deliveries``, found by a
     rescue) does not call it: count dead letters from ``inspect`` for those.
     """

@@ -334,6 +334,63 @@ class KeepsPrefetchedOnClose(MemoryBroker):
         super()._unsubscribe(subscription, [])
 
 
+class DeliversDelayedEarly(MemoryBroker):
+    """Holds delayed publishes and retries for half their delay only."""
+
+    def _hold(self, topic: Topic, messages: Sequence[Message], due: float) -> None:
+        now = self._store.clock.now()
+        super()._hold(topic, messages, now + (due - now) / 2)
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        half = None if delay is None else delay / 2
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, half)
+
+
+class LosesDelayedPublishes(MemoryBroker):
+    """A delayed publish is held, counted as scheduled, and dropped when it is due."""
+
+    def _release_due(self, now: float) -> None:
+        self._store.take_due(now)
+
+
+class ForgetsDelayedAttempts(MemoryBroker):
+    """A delayed retry comes back with the attempt it had, not one more."""
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        if delay and requeue:
+            lease = dataclasses.replace(lease, attempt=lease.attempt - 1)
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
+
+
+class IgnoresNackReason(MemoryBroker):
+    """Dead letters always carry the generic reason, never the nack's own."""
+
+    def _nack_with(
+        self,
+        deliveries: Sequence[Delivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        super()._nack_with(deliveries, requeue, delay, None)
+
+
 class AcceptsUndeclaredCapabilities(MemoryBroker):
     """Declares no PATTERNS, yet accepts pattern subscriptions without a word."""
 
@@ -392,4 +449,8 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "patterns_match_prefixes": PatternsMatchPrefixes,
     "keeps_prefetched_on_close": KeepsPrefetchedOnClose,
     "accepts_undeclared_capabilities": AcceptsUndeclaredCapabilities,
+    "delivers_delayed_early": DeliversDelayedEarly,
+    "loses_delayed_publishes": LosesDelayedPublishes,
+    "forgets_delayed_attempts": ForgetsDelayedAttempts,
+    "ignores_nack_reason": IgnoresNackReason,
 }

@@ -103,7 +103,7 @@ class RedisServer:
         if self.appendonly:
             args += ["--appendfsync", "always"]
         args += list(self.config)
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_ready(timeout)
         return self
 
@@ -158,8 +158,6 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
         self._dir.cleanup()
 
     def __enter__(self) -> RedisServer:

@@ -96,16 +96,19 @@ def test_inspect_json_and_table(
 ) -> None:
     url, broker = shared
     broker.publish_many("orders", [1, 2, 3])
+    broker.publish("orders", "later", delay=3600)
     subscription = broker.subscribe("orders", group="email")
     assert subscription.receive(timeout=1) is not None
     assert run(["inspect", url, "orders", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["length"] == 3
     assert info["in_flight"] == 1
+    assert info["scheduled"] == 1
     assert info["groups"][0]["name"] == "email"
     assert run(["inspect", url, "orders"]) == 0
     table = capsys.readouterr().out
     assert "in flight" in table
+    assert "scheduled" in table
     assert "email" in table
 
 

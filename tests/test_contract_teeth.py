@@ -141,6 +141,32 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "accepts_undeclared_capabilities": {
         "test_missing_capabilities_raise_unsupported": "PATTERNS'] was accepted",
     },
+    "delivers_delayed_early": {
+        "test_a_delayed_nack_comes_back_when_due_not_before[0.3]": (
+            "a nack with delay=0.3 comes back when due: handed out again before"
+        ),
+        "test_a_delayed_publish_is_delivered_when_due_not_before[0.3]": (
+            "a publish with delay=0.3 is delivered when due: handed out again before"
+        ),
+        "test_random_delays_come_out_in_due_order": "none before it is due",
+    },
+    "loses_delayed_publishes": {
+        "test_a_delayed_publish_is_delivered_when_due_not_before[0.3]": (
+            "a publish with delay=0.3 is delivered when due: not handed out again the moment"
+        ),
+        "test_random_delays_come_out_in_due_order": "only 0 of",
+    },
+    "forgets_delayed_attempts": {
+        "test_a_delayed_nack_comes_back_when_due_not_before[0.3]": "attempts are counted",
+    },
+    "ignores_nack_reason": {
+        "test_a_nack_reason_is_recorded_on_the_dead_letter[reject]": (
+            "x-dead-letter-reason is 'rejected'"
+        ),
+        "test_a_nack_reason_is_recorded_on_the_dead_letter[max_deliveries]": (
+            "x-dead-letter-reason is 'max_deliveries'"
+        ),
+    },
 }
 
 _SUITE = """

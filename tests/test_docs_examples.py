@@ -1,4 +1,5 @@
-"""The code in the README and the quickstart runs, as a reader would paste it."""
+"""The code in the README, the quickstart and the delays page runs, as a reader would
+paste it."""
 
 from __future__ import annotations
 
@@ -26,7 +27,13 @@ def _self_contained_blocks(*paths: str) -> list[tuple[str, str]]:
     return found
 
 
-PAGES = ("README.md", "docs/quickstart.md", "docs/asyncio.md", "docs/observability.md")
+PAGES = (
+    "README.md",
+    "docs/quickstart.md",
+    "docs/asyncio.md",
+    "docs/delays.md",
+    "docs/observability.md",
+)
 BLOCKS = _self_contained_blocks(*PAGES)
 
 

@@ -230,3 +230,11 @@ def test_a_nack_without_dead_letters_is_no_dead_letter(
         delivery.nack(requeue=False)  # pub/sub has no dead-letter topic
     assert ("deliver_end", "nack") in recorder.calls
     assert "dead_letter" not in recorder.names()
+
+
+def test_the_callers_dead_letter_reason_reaches_the_hook(recorder: Recorder) -> None:
+    with brokerkit.connect(_url()) as broker:
+        broker.publish("t", "x")
+        for delivery in broker.consume("t", timeout=0):
+            delivery.nack(requeue=False, reason="no such customer")
+    assert ("dead_letter", "no such customer") in recorder.calls

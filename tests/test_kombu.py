@@ -230,3 +230,17 @@ def test_connecting_under_asyncio_never_blocks_the_event_loop() -> None:
 
     # Generous: blocking would stall the loop for the whole reconnect_timeout (1 s).
     assert asyncio.run(main()) < 0.5
+
+
+@pytest.mark.parametrize("requeue", [False, True])
+def test_a_nack_reason_is_recorded_on_the_dead_letter(kombu_broker: Factory, requeue: bool) -> None:
+    broker = kombu_broker(max_deliveries=1)
+    dead_letters = broker.subscribe(broker.dead_letter_topic("jobs"))
+    subscription = broker.subscribe("jobs")
+    broker.publish("jobs", "x")
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None
+    delivery.nack(requeue=requeue, reason="ValueError: bad order")
+    dead = dead_letters.receive(timeout=5)
+    assert dead is not None and dead.headers["x-dead-letter-reason"] == "ValueError: bad order"
+    dead.ack()

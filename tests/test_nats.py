@@ -279,3 +279,25 @@ def test_without_nats_py_the_error_says_what_to_install() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert 'pip install "pybrokerkit[nats]"' in out
+
+
+@pytest.mark.parametrize("requeue", [False, True])
+def test_a_nack_reason_is_recorded_on_the_dead_letter(
+    nats: Callable[..., Any], requeue: bool
+) -> None:
+    broker = nats(max_deliveries=1)
+    subscription = broker.subscribe("orders")
+    broker.publish("orders", "x")
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None
+    delivery.nack(requeue=requeue, reason="ValueError: bad order")
+    dead = broker.subscribe("orders.dlq").receive(timeout=5)
+    assert dead is not None and dead.headers["x-dead-letter-reason"] == "ValueError: bad order"
+    dead.ack()
+
+
+def test_no_delay_is_declared_and_one_is_refused(nats: Callable[..., Any]) -> None:
+    broker = nats()
+    assert brokerkit.Capability.DELAY not in broker.capabilities
+    with pytest.raises(brokerkit.Unsupported, match="DELAY"):
+        broker.publish("orders", "x", delay=1)

@@ -124,9 +124,20 @@ def test_a_queue_backend_works_under_its_documented_acl_user(
     hung._suspend_renewals()
     _drain(subscription, {lost})
 
+    # delays: a delayed publish and a delayed retry, released by the scripts
+    later = broker.publish("orders", "e", delay=0.2)
+    assert broker.inspect("orders").scheduled == 1
+    retried = _receive(subscription)
+    assert retried.id == later
+    retried.nack(delay=0.2, reason="retry later")
+    again = _receive(subscription)
+    assert (again.id, again.attempt) == (later, 2)
+    again.ack()
+
     info = broker.inspect("orders")
-    assert info.in_flight == 0
-    broker.purge("orders")
+    assert (info.in_flight, info.scheduled) == (0, 0)
+    broker.publish("orders", "f", delay=60)
+    assert broker.purge("orders") >= 1
 
 
 def test_pubsub_works_under_its_documented_acl_user_with_a_pattern_rule(

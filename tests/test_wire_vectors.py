@@ -12,6 +12,8 @@ import pytest
 
 from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis.list.schedule import hold_member
+from brokerkit.backends.redis.stream.scheduling import held_member
 
 VECTORS = json.loads(
     (Path(__file__).parent / "vectors" / "redis-wire.json").read_text(encoding="utf-8")
@@ -74,3 +76,16 @@ def test_the_vectors_cover_every_short_content_type_and_the_json_header_form() -
     second_lines = {h.split(b"\n")[1] for h in headers if not h.startswith(b"{")}
     assert {b"json", b"text", b"bin", b"msgpack"} <= second_lines
     assert any(h.startswith(b"{") for h in headers)
+
+
+@pytest.mark.parametrize("case", VECTORS["messages"], ids=_ids(VECTORS["messages"]))
+def test_a_held_message_is_the_vector_member(case: dict[str, Any]) -> None:
+    message = _message(case["message"])
+    held = {name: _bytes(value) for name, value in case["held_b64"].items()}
+    assert hold_member(message.id, _envelope.encode(message)) == held["list"]
+    header = _envelope.stream_header(message)
+    assert held_member(message.id, header, message.payload) == held["stream"]
+    # The stream member splits back into the header and the body, as the script does.
+    tag, length, rest = held["stream"].split(b"\n", 2)
+    assert tag == message.id.encode()
+    assert (rest[: int(length)], rest[int(length) :]) == (header.encode(), message.payload)

@@ -57,6 +57,9 @@ class LoopBridgeBroker(Broker):
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         self._run(self.inner._publish(topic, messages))
 
+    def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
+        self._run(self.inner._publish_delayed(topic, messages, delay))
+
     def _subscribe(self, subscription: Subscription) -> None:
         async def subscribe() -> AsyncSubscription:
             inner = twin(AsyncSubscription, self.inner, subscription)
@@ -94,6 +97,15 @@ class LoopBridgeBroker(Broker):
 
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         self._call_inner(self.inner._nack, deliveries, requeue, settles=True)
+
+    def _nack_with(
+        self,
+        deliveries: Sequence[Delivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        self._call_inner(self.inner._nack_with, deliveries, requeue, delay, reason, settles=True)
 
     def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         self._call_inner(self.inner._extend, deliveries, seconds, settles=False)

@@ -69,6 +69,9 @@ class ThreadedAsyncBroker(AsyncBroker):
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         await self._run(self.sync._publish, topic, messages)
 
+    async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
+        await self._run(self.sync._publish_delayed, topic, messages, delay)
+
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         inner = twin(Subscription, self.sync, subscription)
         await self._run(self.sync._subscribe, inner)
@@ -101,6 +104,17 @@ class ThreadedAsyncBroker(AsyncBroker):
 
     async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
         await self._call_inner(self.sync._nack, deliveries, requeue, settles=True)
+
+    async def _nack_with(
+        self,
+        deliveries: Sequence[AsyncDelivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        await self._call_inner(
+            self.sync._nack_with, deliveries, requeue, delay, reason, settles=True
+        )
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         await self._call_inner(self.sync._extend, deliveries, seconds, settles=False)

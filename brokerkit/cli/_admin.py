@@ -111,7 +111,9 @@ def inspect(url: UrlArg, topic: TopicArg, as_json: JsonOpt = False) -> None:
 
 
 def _is_empty(info: TopicInfo) -> bool:
-    return not (info.length or info.in_flight or info.dead_lettered or info.groups)
+    return not (
+        info.length or info.in_flight or info.dead_lettered or info.groups or info.scheduled
+    )
 
 
 def topic_table(info: TopicInfo, where: str) -> Table:
@@ -121,6 +123,7 @@ def topic_table(info: TopicInfo, where: str) -> Table:
     table.add_column("value", justify="right")
     table.add_row("length", str(info.length))
     table.add_row("in flight", str(info.in_flight))
+    table.add_row("scheduled", str(info.scheduled))
     table.add_row("dead-lettered", str(info.dead_lettered))
     age = info.oldest_in_flight_age
     table.add_row("oldest in flight", "-" if age is None else f"{age:.1f} s")

@@ -11,6 +11,7 @@ import pytest
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit.contracts._api import ApiContract
+from brokerkit.contracts._delays import DelayContract
 from brokerkit.contracts._delivery import DeliveryContract
 from brokerkit.contracts._groups import GroupContract
 from brokerkit.contracts._harness import (
@@ -34,6 +35,7 @@ class BrokerContract(
     MessageContract,
     PayloadContract,
     DeliveryContract,
+    DelayContract,
     LeaseContract,
     GroupContract,
     ScopeContract,

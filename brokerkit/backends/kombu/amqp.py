@@ -251,16 +251,28 @@ class KombuAMQPBroker(Broker):
             raise StaleDelivery(stale)
 
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        self._nack_with(deliveries, requeue, None, None)
+
+    def _nack_with(
+        self,
+        deliveries: Sequence[Delivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        """A nack that records ``reason`` on a dead letter (no DELAY: ``delay`` is
+        never given)."""
         stale = self._reading().call(
-            lambda: self._requeue_or_dead_letter(deliveries, requeue=requeue)
+            lambda: self._requeue_or_dead_letter(deliveries, requeue=requeue, reason=reason)
         )
         if stale:
             raise StaleDelivery(stale)
 
     def _requeue_or_dead_letter(
-        self, deliveries: Sequence[Delivery], *, requeue: bool
+        self, deliveries: Sequence[Delivery], *, requeue: bool, reason: str | None = None
     ) -> list[Delivery]:
-        """Requeue (or dead-letter) ``deliveries``; return those no longer held."""
+        """Requeue (or dead-letter, for ``reason`` or the usual one) ``deliveries``;
+        return those no longer held."""
         stale = []
         limit = self.options.max_deliveries
         for delivery in deliveries:
@@ -269,9 +281,9 @@ class KombuAMQPBroker(Broker):
                 stale.append(delivery)
                 continue
             if not requeue:
-                self._dead_letter(lease, "rejected", delivery.attempt)
+                self._dead_letter(lease, reason or "rejected", delivery.attempt)
             elif limit is not None and delivery.attempt >= limit:
-                self._dead_letter(lease, "max_deliveries", delivery.attempt)
+                self._dead_letter(lease, reason or "max_deliveries", delivery.attempt)
             else:
                 lease.channel.basic_reject(lease.tag, requeue=True)
             lease.reader.release(lease)

@@ -60,6 +60,7 @@ class MemoryBroker(Broker):
         | Capability.ORDERED
         | Capability.PATTERNS
         | Capability.BOUNDED
+        | Capability.DELAY
     )
     Options: ClassVar[type[BrokerOptions]] = MemoryOptions
     options: MemoryOptions
@@ -75,6 +76,13 @@ class MemoryBroker(Broker):
         store = self._store
         with store.lock:
             self._append(store.topic(topic), messages)
+        store.wake()
+
+    def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
+        checkpoint()
+        store = self._store
+        with store.lock:
+            self._hold(store.topic(topic), messages, store.clock.now() + delay)
         store.wake()
 
     # -- consuming ----------------------------------------------------------------
@@ -102,15 +110,16 @@ class MemoryBroker(Broker):
             with store.lock:
                 now = store.clock.now()
                 self._expire(now)
+                self._release_due(now)
                 fetched = self._take(subscription, max_messages, now)
                 if fetched or subscription.closed:
                     return fetched
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     return []
-                next_expiry = self._next_expiry()
-                if next_expiry is not None:
-                    wait = min(wait, max(next_expiry - now, 0.001))
+                for moment in (self._next_expiry(), self._next_due()):
+                    if moment is not None:
+                        wait = min(wait, max(moment - now, 0.001))
                 # Registered under the lock: a change made after the look above wakes it.
                 waiter = Waiter()
                 store.listen(waiter)
@@ -175,6 +184,7 @@ class MemoryBroker(Broker):
                     if group is not None:
                         group.retired = True
                         group.ready.clear()
+                        group.delayed.clear()
                         drop_if_retired(topic, state.group)
 
     def _hand_back(self, deliveries: list[Delivery]) -> None:
@@ -212,6 +222,15 @@ class MemoryBroker(Broker):
             raise StaleDelivery(stale)
 
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        self._nack_with(deliveries, requeue, None, None)
+
+    def _nack_with(
+        self,
+        deliveries: Sequence[Delivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
         checkpoint()
         store = self._store
         with store.lock:
@@ -226,8 +245,8 @@ class MemoryBroker(Broker):
                     continue
                 if group.retired and requeue:
                     continue  # nobody reads a retired group: the message is done for it
-                reason = "rejected" if not requeue else "max_deliveries"
-                self._requeue_or_dead_letter(topic_name, group, lease, requeue, reason)
+                why = reason or ("rejected" if not requeue else "max_deliveries")
+                self._requeue_or_dead_letter(topic_name, group, lease, requeue, why, delay)
         store.wake()
         if stale:
             raise StaleDelivery(stale)
@@ -255,6 +274,7 @@ class MemoryBroker(Broker):
         with store.lock:
             now = store.clock.now()
             self._expire(now)
+            self._release_due(now)
             return store.inspect(topic, now)
 
     def _list_topics(self) -> list[str]:
@@ -273,6 +293,19 @@ class MemoryBroker(Broker):
 
     def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
         self._store.append(topic, list(messages), self.options.maxlen)
+
+    def _hold(self, topic: Topic, messages: Sequence[Message], due: float) -> None:
+        """Keep delayed publishes out of the topic until ``due``."""
+        self._store.hold(topic, list(messages), due)
+
+    def _release_due(self, now: float) -> None:
+        """Put what is due by ``now`` where consumers find it: delayed publishes at
+        the end of their topic, delayed retries in their group's line, in due order."""
+        for topic, messages in self._store.take_due(now):
+            self._append(topic, messages)
+
+    def _next_due(self) -> float | None:
+        return self._store.next_due()
 
     def _expire(self, now: float) -> None:
         """Hand back every delivery whose lease ran out."""
@@ -305,11 +338,21 @@ class MemoryBroker(Broker):
         return self._store.release(delivery.receipt)
 
     def _requeue_or_dead_letter(
-        self, topic_name: str, group: Group, lease: Lease, requeue: bool, reason: str
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
     ) -> None:
         limit = self.options.max_deliveries
         if requeue and (limit is None or lease.attempt < limit):
-            group.ready.append((lease.offset, lease.message, lease.attempt))
+            if delay:
+                due = self._store.clock.now() + delay
+                self._store.hold_retry(group, lease.offset, lease.message, lease.attempt, due)
+            else:
+                group.ready.append((lease.offset, lease.message, lease.attempt))
             return
         dead = dead_letter_of(lease.message, topic_name, reason, lease.attempt)
         self._append(self._store.topic(dead.topic), [dead])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import heapq
 import itertools
 import threading
 import time
@@ -72,6 +73,8 @@ class Group:
     ready: collections.deque[tuple[int, Message, int]] = field(default_factory=collections.deque)
     pending: dict[int, Lease] = field(default_factory=dict)
     consumers: dict[str, float] = field(default_factory=dict)
+    #: Delayed retries, a heap: (due, sequence, offset, message, attempts so far).
+    delayed: list[tuple[float, int, int, Message, int]] = field(default_factory=list)
     #: A pattern subscription's own group whose subscription is closed: it keeps the
     #: leases it handed out until they are settled or run out, then it goes.
     retired: bool = False
@@ -82,6 +85,8 @@ class Topic:
     log: collections.OrderedDict[int, Message] = field(default_factory=collections.OrderedDict)
     next_offset: int = 0
     groups: dict[str, Group] = field(default_factory=dict)
+    #: Delayed publishes, held outside the log until due, a heap: (due, sequence, message).
+    scheduled: list[tuple[float, int, Message]] = field(default_factory=list)
 
     @property
     def first_offset(self) -> int:
@@ -126,6 +131,9 @@ class Store:
         #: No lease runs out before this (a lower bound: settled leases may have held
         #: it up), so that settling is not a scan of every lease in flight.
         self._earliest_deadline: float | None = None
+        #: Nothing held for a due time is due before this (a lower bound, as above).
+        self._earliest_due: float | None = None
+        self._sequence = itertools.count()
         clock.on_advance(self.wake)
 
     # -- waiting ------------------------------------------------------------------
@@ -160,6 +168,53 @@ class Store:
             topic.next_offset += 1
         while maxlen is not None and len(topic.log) > maxlen:
             topic.log.popitem(last=False)
+
+    # -- delays -------------------------------------------------------------------
+
+    def hold(self, topic: Topic, messages: list[Message], due: float) -> None:
+        """Keep ``messages`` out of ``topic``'s log until ``due``."""
+        for message in messages:
+            heapq.heappush(topic.scheduled, (due, next(self._sequence), message))
+        self._note_due(due)
+
+    def hold_retry(
+        self, group: Group, offset: int, message: Message, attempts: int, due: float
+    ) -> None:
+        """Keep a nacked message from ``group`` until ``due``."""
+        heapq.heappush(group.delayed, (due, next(self._sequence), offset, message, attempts))
+        self._note_due(due)
+
+    def _note_due(self, due: float) -> None:
+        if self._earliest_due is None or due < self._earliest_due:
+            self._earliest_due = due
+
+    def take_due(self, now: float) -> list[tuple[Topic, list[Message]]]:
+        """Move the retries due by ``now`` to their groups' ready queues, in due order,
+        and take out the publishes due by ``now``: (topic, messages in due order) each,
+        for the caller to append to the log."""
+        if self._earliest_due is None or now < self._earliest_due:
+            return []
+        self._earliest_due = None
+        published = []
+        for topic in self.topics.values():
+            due_now = []
+            while topic.scheduled and topic.scheduled[0][0] <= now:
+                due_now.append(heapq.heappop(topic.scheduled)[2])
+            if topic.scheduled:
+                self._note_due(topic.scheduled[0][0])
+            if due_now:
+                published.append((topic, due_now))
+            for group in topic.groups.values():
+                while group.delayed and group.delayed[0][0] <= now:
+                    _, _, offset, message, attempts = heapq.heappop(group.delayed)
+                    group.ready.append((offset, message, attempts))
+                if group.delayed:
+                    self._note_due(group.delayed[0][0])
+        return published
+
+    def next_due(self) -> float | None:
+        """Nothing held is due before this (None: nothing is held)."""
+        return self._earliest_due
 
     # -- leases -------------------------------------------------------------------
 
@@ -222,6 +277,7 @@ class Store:
         dead = self.topics.get(f"{topic}.dlq")
         oldest = min((lease.delivered_at for lease in leases), default=None)
         published = _oldest_waiting(state)
+        scheduled = len(state.scheduled) + sum(len(g.delayed) for g in state.groups.values())
         return TopicInfo(
             topic=topic,
             length=len(state.log),
@@ -231,6 +287,7 @@ class Store:
             groups=tuple(groups),
             # published_at is the publisher's wall clock, whatever clock the store runs on
             oldest_waiting_age=None if published is None else max(time.time() - published, 0.0),
+            scheduled=scheduled,
         )
 
     def topic_names(self) -> list[str]:
@@ -241,10 +298,13 @@ class Store:
         state = self.topics.get(topic)
         if state is None:
             return 0
-        removed = len(state.log)
+        removed = len(state.log) + len(state.scheduled)
+        state.scheduled.clear()
         for group in state.groups.values():
             removed += sum(1 for offset, _, _ in group.ready if offset not in state.log)
+            removed += sum(1 for _, _, offset, _, _ in group.delayed if offset not in state.log)
             group.ready.clear()
+            group.delayed.clear()
             group.cursor = state.next_offset
         state.log.clear()
         return removed

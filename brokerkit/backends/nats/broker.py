@@ -335,6 +335,17 @@ class AsyncNatsBroker(AsyncBroker):
             raise StaleDelivery(stale)
 
     async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        await self._nack_with(deliveries, requeue, None, None)
+
+    async def _nack_with(
+        self,
+        deliveries: Sequence[AsyncDelivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        """A nack that records ``reason`` on a dead letter. No DELAY is declared (the
+        server cannot hold a delayed publish before 2.12), so ``delay`` is never given."""
         live, stale = self._split(deliveries)
         held = {id(lease) for lease in live}
         limit = self.options.max_deliveries
@@ -344,9 +355,9 @@ class AsyncNatsBroker(AsyncBroker):
             if id(delivery.receipt) not in held:
                 continue
             if not requeue:
-                dead.append((delivery, "rejected", delivery.attempt))
+                dead.append((delivery, reason or "rejected", delivery.attempt))
             elif limit is not None and delivery.attempt >= limit:
-                dead.append((delivery, "max_deliveries", delivery.attempt))
+                dead.append((delivery, reason or "max_deliveries", delivery.attempt))
             else:
                 requeued.append(delivery.receipt)
         if requeued:

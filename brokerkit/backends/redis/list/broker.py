@@ -18,13 +18,14 @@ and a thread on the other; :meth:`close` stops it either way.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
-from brokerkit._compat import Lock
+from brokerkit._compat import Lock, sleep
 from brokerkit._delivery import Delivery
 from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
@@ -38,7 +39,7 @@ from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
-from brokerkit.backends.redis.list import scripts
+from brokerkit.backends.redis.list import schedule, scripts
 from brokerkit.backends.redis.list.calls import ListCalls
 from brokerkit.backends.redis.list.keys import ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
@@ -58,6 +59,9 @@ _PUSH_CHUNK = 1000
 _RESCUE_LIMIT = 1000
 #: Redis reads a BLMOVE timeout of 0 as "forever": never ask for less than this.
 _MIN_BLOCK = 0.01
+#: Redis ends a blocking command whose timeout passed on its next clock tick (ten a
+#: second by default), up to this much late.
+_SERVER_TICK = 0.1
 
 
 class _Consumer:
@@ -71,6 +75,8 @@ class _Consumer:
         self.nonce = new_nonce()
         self.seq = 0
         self.next_maintenance = 0.0
+        #: When to look for held messages that became due (see ``delay_poll_interval``).
+        self.next_release = 0.0
         self.heartbeat_at = float("-inf")
         self.idle = False
         self.reconcile = True
@@ -91,6 +97,7 @@ class RedisListBroker(Broker):
         | Capability.DEAD_LETTER
         | Capability.ORDERED
         | Capability.BOUNDED
+        | Capability.DELAY
     )
     Options: ClassVar[type[BrokerOptions]] = RedisListOptions
     driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
@@ -104,6 +111,8 @@ class RedisListBroker(Broker):
             name: self._client.register_script(getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
         }
+        for name in ("HOLD", "RELEASE"):
+            self._scripts[name] = self._client.register_script(getattr(schedule, name))
         self._topics: dict[str, TopicPlan] = {}
         self._call = ListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
         self._lease_ms = int(self.options.visibility_timeout * 1000)
@@ -164,6 +173,25 @@ class RedisListBroker(Broker):
 
         self._call(push, topic)
 
+    def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
+        """Hold the messages in the topic's ``scheduled`` set, due ``delay`` seconds
+        from the server's now (rounded up to the millisecond: never early)."""
+        if self.options.raw:
+            if any(m.headers for m in messages):
+                raise InvalidMessage(
+                    "raw=true publishes plain payloads, which cannot carry headers; "
+                    "publish without headers or turn raw off"
+                )
+            elements = [m.payload for m in messages]
+        else:
+            elements = [_envelope.encode(m) for m in messages]
+        members = [schedule.hold_member(m.id, e) for m, e in zip(messages, elements, strict=True)]
+        plan = self._topic(topic)
+        delay_ms = max(math.ceil(delay * 1000), 1)
+        for start in range(0, len(members), _PUSH_CHUNK):
+            chunk = members[start : start + _PUSH_CHUNK]
+            self._call(lambda c=chunk: self._script("HOLD", plan, delay_ms, *c), topic)  # type: ignore[misc]
+
     # -- consuming ----------------------------------------------------------------
 
     def _subscribe(self, subscription: Subscription) -> None:
@@ -178,15 +206,23 @@ class RedisListBroker(Broker):
         now = time.monotonic()
         if state.reconcile or now >= state.next_maintenance:
             self._maintain(subscription)
+        elif now >= state.next_release:
+            self._release(subscription)
         heartbeat_due = now - state.heartbeat_at > self.options.heartbeat / 4
         if timeout <= 0 or not state.idle or heartbeat_due:
             fetched = self._claim(subscription, max_messages, None)
             state.idle = len(fetched) < max_messages
             if fetched or timeout <= 0:
                 return fetched
-        # The queue is empty: block on the server until a message comes, or until
-        # the next lease runs out and wants rescuing.
-        block = max(min(timeout, state.next_maintenance - time.monotonic()), _MIN_BLOCK)
+        # The queue is empty: block on the server until a message comes, until the
+        # next lease runs out and wants rescuing, or until a held message may be due.
+        # A wake-up is kept to the millisecond: the server's block ends a tick before
+        # it, and the rest is waited out here.
+        left = min(state.next_maintenance, state.next_release) - time.monotonic()
+        if left <= timeout and left < _SERVER_TICK + _MIN_BLOCK:
+            sleep(max(left, 0.0))
+            return []
+        block = max(min(timeout, left - _SERVER_TICK), _MIN_BLOCK)
         keys = state.keys
         processing = keys.processing(subscription.consumer)
         blmove = self._client.blmove
@@ -270,16 +306,32 @@ class RedisListBroker(Broker):
         the next run for when the next lease runs out (at most half a timeout away)."""
         state: _Consumer = subscription.state
         state.reconcile = False
-        moved, wait_ms, _, _ = self._consumer_call(
+        moved, wait_ms, _, _, released = self._consumer_call(
             subscription,
             lambda: self._script("RESCUE", state.plan, _RESCUE_LIMIT, subscription.consumer),
         )
-        if moved:
+        if moved or released:
             state.idle = False
         wait = self.options.visibility_timeout / 2
         if wait_ms >= 0:
             wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
-        state.next_maintenance = time.monotonic() + wait
+        now = time.monotonic()
+        state.next_maintenance = now + wait
+        state.next_release = now + min(wait, self.options.delay_poll_interval)
+
+    def _release(self, subscription: Subscription) -> None:
+        """Move the held messages that are due to the queue; look again when the next
+        one is due, or after ``delay_poll_interval`` for ones held meanwhile."""
+        state: _Consumer = subscription.state
+        moved, wait_ms = self._consumer_call(
+            subscription, lambda: self._script("RELEASE", state.plan, _RESCUE_LIMIT)
+        )
+        if moved:
+            state.idle = False
+        wait = self.options.delay_poll_interval
+        if wait_ms >= 0:
+            wait = min(wait, wait_ms / 1000 + 0.001)
+        state.next_release = time.monotonic() + wait
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
@@ -300,10 +352,31 @@ class RedisListBroker(Broker):
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         self._settle_script(deliveries, "requeue" if requeue else "reject")
 
-    def _settle_script(self, deliveries: Sequence[Delivery], mode: str) -> None:
+    def _nack_with(
+        self,
+        deliveries: Sequence[Delivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        delay_ms = math.ceil(delay * 1000) if delay else 0
+        mode = "requeue+" if requeue else "reject+"
+        self._settle_script(deliveries, mode, delay_ms, reason or "")
+        if delay_ms:
+            # This process's consumers of those topics look again when the retry is due.
+            due = time.monotonic() + delay_ms / 1000
+            topics = {d.subscription.topic for d in deliveries}
+            with self._lock:
+                subscriptions = list(self._subscriptions)
+            for subscription in subscriptions:
+                state = subscription.state
+                if subscription.topic in topics and isinstance(state, _Consumer):
+                    state.next_release = min(state.next_release, due)
+
+    def _settle_script(self, deliveries: Sequence[Delivery], mode: str, *extra: Any) -> None:
         with self._lease_lock:
             self._keeper.drop(deliveries)
-        stale = self._per_topic(deliveries, "SETTLE", mode)
+        stale = self._per_topic(deliveries, "SETTLE", mode, *extra)
         if stale:
             raise StaleDelivery(stale)
 
@@ -373,7 +446,7 @@ class RedisListBroker(Broker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _, visited = self._call(
+            moved, _, _, visited, _ = self._call(
                 lambda: self._script("RESCUE", plan, _RESCUE_LIMIT, ""), topic
             )
             total += int(moved)
@@ -389,13 +462,15 @@ class RedisListBroker(Broker):
         return scan_topics(self._client, self.url, self.options.prefix)
 
     def _purge(self, topic: str) -> int:
-        queue = self._keys(topic).queue
+        keys = self._keys(topic)
 
         def purge() -> int:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.llen(queue)
-            pipe.delete(queue)
-            return int((pipe.execute())[0])
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.llen(keys.queue)
+                pipe.zcard(keys.scheduled)
+                pipe.delete(keys.queue, keys.scheduled)
+                waiting, held, _ = pipe.execute()
+                return int(waiting) + int(held)
 
         return self._call(purge, topic)
 

@@ -26,6 +26,9 @@ class ListKeys:
     :ivar attempts: HASH of the SHA-1 of a raw element (one another program wrote, or
         one published with ``raw=true``) -> its deliveries so far: a raw element goes
         back to the queue as it was, so its count is kept here.
+    :ivar scheduled: ZSET of messages held for a due time (delayed publishes and
+        delayed retries) -> the due time, in server milliseconds; a member is
+        ``P<message id>\n<element>`` or ``R<receipt>\n<element>`` (see :mod:`.scripts`).
     """
 
     queue: str
@@ -36,6 +39,7 @@ class ListKeys:
     leases_prefix: str
     expiry: str
     attempts: str
+    scheduled: str
 
     def processing(self, consumer: str) -> str:
         """The processing list of ``consumer``."""
@@ -54,6 +58,7 @@ class ListKeys:
             self.dead_letters,
             self.expiry,
             self.attempts,
+            self.scheduled,
         ]
 
     def expected_types(self) -> dict[str, str]:
@@ -65,6 +70,7 @@ class ListKeys:
             self.consumers: "zset",
             self.expiry: "hash",
             self.attempts: "hash",
+            self.scheduled: "zset",
         }
 
 
@@ -108,6 +114,7 @@ def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKe
         leases_prefix=name("leases") + ":",
         expiry=name("expiry"),
         attempts=name("attempts"),
+        scheduled=name("scheduled"),
     )
 
 

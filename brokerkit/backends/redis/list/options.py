@@ -31,9 +31,19 @@ class RedisListOptions(RedisOptions):
     queue_key: str | None = None
     #: Keep at most this many waiting messages per topic, dropping the oldest.
     maxlen: int | None = None
+    #: How often, in seconds, a waiting consumer looks for delayed messages that
+    #: became due. A consumer wakes exactly when the next message it knows of is
+    #: due; this bounds how late one published (or nacked with a delay) elsewhere,
+    #: while it waited, comes out.
+    delay_poll_interval: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0 < self.delay_poll_interval <= 60:
+            raise InvalidOption(
+                "delay_poll_interval must be a number of seconds above 0 and at most 60, "
+                f"got {self.delay_poll_interval!r}"
+            )
         if self.queue_key is not None:
             check_queue_key(self.queue_key)
         if self.maxlen is not None and self.maxlen < 1:

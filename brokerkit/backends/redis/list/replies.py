@@ -45,9 +45,10 @@ def topic_info(topic: str, keys: ListKeys, heartbeat: float, reply: list[Any]) -
         consumers.append(
             ConsumerInfo(name.decode(errors="replace"), pending=processing + leased, idle=idle)
         )
+    scheduled = reply[6 + 4 * count] if len(reply) > 6 + 4 * count else 0
     group = GroupInfo(DEFAULT_GROUP, pending=in_flight, lag=length, consumers=tuple(consumers))
     waiting_age = None
-    next_up = reply[6 + 4 * count] if len(reply) > 6 + 4 * count else None
+    next_up = reply[7 + 4 * count] if len(reply) > 7 + 4 * count else None
     if next_up:
         published = envelope.decode(topic, next_up).published_at
         if published > 0:  # 0: a raw element, written without brokerkit's envelope
@@ -60,12 +61,14 @@ def topic_info(topic: str, keys: ListKeys, heartbeat: float, reply: list[Any]) -
         oldest_in_flight_age=None if oldest_ms < 0 else max(now_ms - oldest_ms, 0) / 1000,
         groups=(group,),
         oldest_waiting_age=waiting_age,
+        scheduled=scheduled,
         details={
             "queue_key": keys.queue,
             "dead_letter_key": keys.dead_letters,
             "deadlines_key": keys.deadlines,
             "expiry_key": keys.expiry,
             "consumers_key": keys.consumers,
+            "scheduled_key": keys.scheduled,
             "processing_keys": [keys.processing(c.name) for c in consumers],
             "heartbeat": heartbeat,
         },

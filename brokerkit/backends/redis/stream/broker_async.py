@@ -24,13 +24,14 @@ is a Redis consumer group; a subscription is one consumer in it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from redis.exceptions import ResponseError
 
-from brokerkit._acompat import Lock
+from brokerkit._acompat import Lock, sleep
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
@@ -55,12 +56,18 @@ from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage_async import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.scheduling import PARKING, held_member
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.backends.redis.stream.settle_async import StreamSettling
+from brokerkit.exceptions import InvalidOption
 
 __all__ = ["AsyncRedisStreamBroker"]
 
 log = logging.getLogger("brokerkit.redis")
+
+#: Redis ends a blocking read whose timeout passed on its next clock tick (ten a
+#: second by default), up to this much late.
+_SERVER_TICK = 0.1
 
 
 class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
@@ -77,6 +84,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         | Capability.DEAD_LETTER
         | Capability.ORDERED
         | Capability.BOUNDED
+        | Capability.DELAY
     )
     Options: ClassVar[type[BrokerOptions]] = RedisStreamOptions
     #: redis-py's own query arguments pass to the driver.
@@ -123,14 +131,19 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
 
     # -- publishing -----------------------------------------------------------------
 
-    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
-        key = self._keys.topic(topic)
+    def _trimming(self) -> tuple[str, str, str]:
+        """(maxlen or "", minid or "", "~" or "="): how an XADD trims the stream."""
         opts = self.options
         how = "=" if opts.trim_exact else "~"
         minid = ""
         if opts.max_age is not None:
             minid = str(int((time.time() - opts.max_age) * 1000))
         maxlen = "" if opts.maxlen is None else str(opts.maxlen)
+        return maxlen, minid, how
+
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        key = self._keys.topic(topic)
+        maxlen, minid, how = self._trimming()
         client: Any = self._client
         send: Callable[[], Awaitable[object]]
         if len(messages) == 1 and not (maxlen and minid):
@@ -158,13 +171,34 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
 
         await self._reconnector.call(send, topic=topic)
 
+    async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
+        """Hold the messages outside the stream, in the topic's ``scheduled`` set, due
+        ``delay`` seconds from the server's now (rounded up to the millisecond)."""
+        key = self._keys.topic(topic, "scheduled")
+        members = [held_member(m.id, stream_header(m), m.payload) for m in messages]
+        delay_ms = max(math.ceil(delay * 1000), 1)
+        calls = [
+            (self._scripts.hold, [key], [delay_ms, *members[start : start + PUBLISH_CHUNK]])
+            for start in range(0, len(members), PUBLISH_CHUNK)
+        ]
+        client: Any = self._client
+        await self._reconnector.call(lambda: run_scripts(client, calls), topic=topic)
+
     # -- consuming ------------------------------------------------------------------
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        if subscription.consumer == PARKING:
+            raise InvalidOption(
+                f"the consumer name {PARKING!r} is reserved by redis+stream for the delayed "
+                "retries of each group; choose another name"
+            )
         start = group_start(subscription.start)
-        key = self._keys.topic(subscription.topic)
-        lease_key = self._keys.topic(subscription.topic, "vt")
-        state = StreamState(key, self._lost_key(subscription.topic), lease_key, start)
+        topic = subscription.topic
+        key = self._keys.topic(topic)
+        lease_key = self._keys.topic(topic, "vt")
+        state = StreamState(key, self._lost_key(topic), lease_key, start)
+        state.scheduled_key = self._keys.topic(topic, "scheduled")
+        state.delayed_key = self._keys.topic(topic, "delayed", subscription.group)
         subscription.state = state
         mine = int(self.options.visibility_timeout * 1000)
 
@@ -184,8 +218,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
     ) -> list[AsyncDelivery]:
         state: StreamState = subscription.state
-        if time.monotonic() >= state.claim_at:
-            state.claim_at = time.monotonic() + self._claim_interval
+        now = time.monotonic()
+        if now >= state.claim_at or now >= state.release_at:
+            state.claim_at = now + self._claim_interval
             deliveries, reclaimed = await self._claim(subscription, max_messages)
             if reclaimed:
                 # One entry came back, alone; more may be waiting: look again at once.
@@ -214,15 +249,24 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         group, consumer = subscription.group, subscription.consumer
         min_idle = int(self.options.visibility_timeout * 1000)
 
-        async def claim() -> tuple[list[Any], list[Any]]:
-            cursor, claimed, fresh = await self._scripts.fetch(
-                keys=[state.key, state.lost_key, state.lease_key],
-                args=[group, consumer, min_idle, state.cursor, max_messages, state.start_id],
+        async def claim() -> tuple[list[Any], list[Any], int]:
+            keys = [state.key, state.lost_key, state.lease_key, state.scheduled_key]
+            args: list[Any] = [group, consumer, min_idle, state.cursor, max_messages]
+            args.append(state.start_id)
+            args += [self.options.body_field, *self._trimming(), PARKING]
+            cursor, claimed, fresh, wait_ms = await self._scripts.fetch(
+                keys=[*keys, state.delayed_key], args=args
             )
             state.cursor = text(cursor)
-            return claimed, fresh
+            return claimed, fresh, int(wait_ms)
 
-        claimed, fresh = await self._reconnector.call(claim, topic=subscription.topic)
+        claimed, fresh, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
+        # Look for held messages again when the next one is due, or after the poll
+        # interval for ones held meanwhile by other processes.
+        wait = self.options.delay_poll_interval
+        if wait_ms >= 0:
+            wait = min(wait, wait_ms / 1000 + 0.001)
+        state.release_at = time.monotonic() + wait
         deliveries = []
         limit = self.options.max_deliveries
         for raw_id, raw_fields, count in claimed:
@@ -250,7 +294,13 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         args += ["COUNT", max_messages]
         # Block no longer than the claim interval: an idle consumer must look for
         # expired leases too, or one would come back only when its read timed out.
-        timeout = min(timeout, self._claim_interval)
+        # Held messages are looked for to the millisecond: the server's block ends a
+        # tick before that, and the rest is waited out here.
+        left = state.release_at - time.monotonic()
+        if timeout > 0 and left <= timeout and left < _SERVER_TICK + 0.001:
+            await sleep(max(left, 0.0))
+            return []
+        timeout = min(timeout, self._claim_interval, left - _SERVER_TICK)
         if timeout > 0:
             args += ["BLOCK", max(1, int(timeout * 1000))]
         args += ["STREAMS", state.key, ">"]
@@ -352,7 +402,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         flag = "1" if self.options.delete_acked else "0"
         args = [subscription.group, subscription.consumer, entry_id, "dead", flag, *fields]
         await self._reconnector.call(
-            lambda: self._scripts.nack(keys=[state.key, dlq], args=args),
+            lambda: self._scripts.nack(keys=[state.key, dlq, state.delayed_key], args=args),
             topic=subscription.topic,
         )
 
@@ -367,6 +417,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                 key=self._keys.topic(topic),
                 dead_letter_key=self._keys.topic(self.dead_letter_topic(topic)),
                 lost_key=self._lost_key(topic),
+                scheduled_key=self._keys.topic(topic, "scheduled"),
+                delayed_key_of=lambda group: self._keys.topic(topic, "delayed", group),
             )
 
     async def inspect(self, topic: str) -> StreamTopicInfo:
@@ -384,7 +436,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
 
     async def _purge(self, topic: str) -> int:
         with translate_errors(self.url, topic):
-            return int(await self._scripts.purge(keys=[self._keys.topic(topic)]))
+            keys = [self._keys.topic(topic), self._keys.topic(topic, "scheduled")]
+            return int(await self._scripts.purge(keys=keys))
 
     async def _suspend_renewals(self) -> None:
         """Stop renewing leases while staying open, as a hung process would (for the

@@ -12,7 +12,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from brokerkit.backends.redis.stream import scripts
+from brokerkit.backends.redis.stream import scheduling, scripts
 
 __all__ = ["StreamScripts", "run_scripts"]
 
@@ -32,6 +32,7 @@ class StreamScripts:
         self.count_after: Script = client.register_script(scripts.COUNT_AFTER)
         self.remove_idle: Script = client.register_script(scripts.REMOVE_IDLE)
         self.join: Script = client.register_script(scripts.JOIN)
+        self.hold: Script = client.register_script(scheduling.HOLD)
 
 
 def run_scripts(

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from brokerkit.backends.redis.stream import scripts
+from brokerkit.backends.redis.stream import scheduling, scripts
 
 __all__ = ["StreamScripts", "run_scripts"]
 
@@ -30,6 +30,7 @@ class StreamScripts:
         self.count_after: AsyncScript = client.register_script(scripts.COUNT_AFTER)
         self.remove_idle: AsyncScript = client.register_script(scripts.REMOVE_IDLE)
         self.join: AsyncScript = client.register_script(scripts.JOIN)
+        self.hold: AsyncScript = client.register_script(scheduling.HOLD)
 
 
 async def run_scripts(

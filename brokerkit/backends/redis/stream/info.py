@@ -16,7 +16,8 @@ class StreamGroupInfo(GroupInfo):
 
     :ivar pending: entries delivered and not yet acked (the group's pending
         entries list, as ``XINFO GROUPS`` counts it; nacked entries waiting to be
-        claimed again are among them).
+        claimed again are among them, delayed retries are not: they count in
+        ``TopicInfo.scheduled``).
     :ivar lag: entries the group has not read yet.
     :ivar last_delivered_id: the id of the last entry handed to the group.
     :ivar entries_read: entries the group has read (Redis 7 and later, else None).

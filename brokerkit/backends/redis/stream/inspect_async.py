@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,6 +12,7 @@ from redis.exceptions import ResponseError
 from brokerkit._inspect import ConsumerInfo
 from brokerkit.backends.redis.stream.calls_async import StreamScripts
 from brokerkit.backends.redis.stream.info import StreamGroupInfo, StreamTopicInfo
+from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import text
 
 __all__ = ["inspect_stream"]
@@ -25,8 +26,13 @@ async def inspect_stream(
     key: str,
     dead_letter_key: str,
     lost_key: str,
+    scheduled_key: str,
+    delayed_key_of: Callable[[str], str],
 ) -> StreamTopicInfo:
-    """Read XINFO STREAM, GROUPS and CONSUMERS of ``key`` (a handful of round trips)."""
+    """Read XINFO STREAM, GROUPS and CONSUMERS of ``key`` (a handful of round trips),
+    and count the held messages: delayed publishes (``scheduled_key``) and each
+    group's delayed retries (``delayed_key_of(group)``), which are not in flight."""
+    held = int(await client.zcard(scheduled_key))
     try:
         stream = await client.xinfo_stream(key)
     except ResponseError as exc:
@@ -37,6 +43,7 @@ async def inspect_stream(
             length=0,
             dead_lettered=await client.xlen(dead_letter_key),
             details={"key": key, "dead_letter_key": dead_letter_key, "exists": False},
+            scheduled=held,
         )
     length = int(stream["length"])
     first = _entry_id(stream.get("first-entry"))
@@ -49,13 +56,19 @@ async def inspect_stream(
     groups = []
     oldest: float | None = None
     for raw in await client.xinfo_groups(key):
-        group = await _group(client, scripts, key, raw, length, first, last, lost)
+        group, parked = await _group(client, scripts, key, raw, length, first, last, lost)
         groups.append(group)
+        held += int(await client.zcard(delayed_key_of(group.name)))
         if group.pending:
-            head = await client.xpending_range(key, group.name, "-", "+", 1)
-            if head:
-                age = int(str(head[0]["time_since_delivered"])) / 1000
-                oldest = age if oldest is None else max(oldest, age)
+            # The oldest pending entry that is in flight, not parked for a delayed retry.
+            head = await client.xpending_range(key, group.name, "-", "+", parked + 1)
+            ages = [
+                int(str(p["time_since_delivered"])) / 1000
+                for p in head
+                if p["consumer"] not in (PARKING, PARKING.encode())
+            ]
+            if ages:
+                oldest = ages[0] if oldest is None else max(oldest, ages[0])
     return StreamTopicInfo(
         topic=topic,
         length=length,
@@ -70,6 +83,7 @@ async def inspect_stream(
         trimmed_pending=sum(g.trimmed_pending for g in groups),
         lost_to_trimming=sum(g.lost_to_trimming for g in groups),
         details=_stream_details(stream, key, dead_letter_key),
+        scheduled=held,
     )
 
 
@@ -82,7 +96,8 @@ async def _group(
     first: str | None,
     last: str | None,
     lost: Mapping[str, int],
-) -> StreamGroupInfo:
+) -> tuple[StreamGroupInfo, int]:
+    """The group's info, and how many of its pending entries are parked delayed retries."""
     name = text(raw["name"])
     pending = int(raw["pending"])
     delivered = text(raw["last-delivered-id"])
@@ -102,9 +117,13 @@ async def _group(
     consumers = tuple(
         ConsumerInfo(text(c["name"]), int(c["pending"]), int(str(c["idle"])) / 1000)
         for c in members
+        if text(c["name"]) != PARKING
     )
+    # Delayed retries wait pending under the parking consumer: held, not in flight.
+    parked = sum(int(c["pending"]) for c in members if text(c["name"]) == PARKING)
+    pending -= parked
     entries_read = raw.get("entries-read")
-    return StreamGroupInfo(
+    info = StreamGroupInfo(
         name=name,
         pending=pending,
         lag=int(lag),
@@ -114,6 +133,7 @@ async def _group(
         trimmed_pending=trimmed,
         lost_to_trimming=lost.get(name, 0),
     )
+    return info, parked
 
 
 async def _oldest_waiting(

@@ -51,6 +51,11 @@ class RedisStreamOptions(RedisOptions):
     #: ``bk1`` header), and an entry with this field alone is that payload, as
     #: written by a program that uses ``data`` or ``payload``.
     body_field: str = "body"
+    #: How often, in seconds, a waiting consumer looks for delayed messages that
+    #: became due. A consumer wakes exactly when the next message it knows of is
+    #: due; this bounds how late one published (or nacked with a delay) elsewhere,
+    #: while it waited, comes out.
+    delay_poll_interval: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -72,6 +77,11 @@ class RedisStreamOptions(RedisOptions):
                 "body_field must be 1 to 64 printable characters without spaces, other than "
                 f"the header field {HEADER_FIELD.decode()!r} (such as 'data' or 'payload'); "
                 f"got {field!r}"
+            )
+        if not 0 < self.delay_poll_interval <= 60:
+            raise InvalidOption(
+                "delay_poll_interval must be a number of seconds above 0 and at most 60, "
+                f"got {self.delay_poll_interval!r}"
             )
         interval = self.heartbeat_interval
         if interval is not None and not 0 < interval < self.visibility_timeout:
@@ -97,3 +107,8 @@ class StreamState:
     cursor: str = "0-0"
     #: When (time.monotonic) the next fetch reclaims idle entries before reading.
     claim_at: float = 0.0
+    #: The topic's delayed publishes and the group's delayed retries (.scheduling).
+    scheduled_key: str = ""
+    delayed_key: str = ""
+    #: When (time.monotonic) the next fetch looks for held messages that are due.
+    release_at: float = 0.0

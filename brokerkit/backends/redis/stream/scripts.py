@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from brokerkit.backends.redis.stream.scheduling import DUE_HELPERS
+
 __all__ = [
     "ACK",
     "COUNT_AFTER",
@@ -140,12 +142,19 @@ end
 """
 )
 
-# KEYS: stream, lost-counter hash, lease-length hash.
-# ARGV: group, consumer, min idle ms, claim cursor, count, group start id.
+# KEYS: stream, lost-counter hash, lease-length hash, the topic's scheduled ZSET, the
+# group's delayed ZSET (see .scheduling).
+# ARGV: group, consumer, min idle ms, claim cursor, count, group start id, the body
+# field, maxlen or '', minid or '', '~' or '=', the parking consumer.
 # The min idle time is the larger of this consumer's visibility timeout and the
 # group's (the longest any member subscribed with), so that no member claims an
 # entry that a member with a longer lease still holds.
-# Returns {next cursor, {{id, fields, deliveries}...} claimed, {{id, fields}...} new}.
+# Returns {next cursor, {{id, fields, deliveries}...} claimed, {{id, fields}...} new,
+# ms until a held message is due or -1}.
+#
+# First the topic's delayed publishes that are due join the stream; then a delayed
+# retry of the group that is due is claimed (alone, as any entry that comes back);
+# an entry XAUTOCLAIM finds parked and not yet due is parked again, never delivered.
 #
 # An entry that comes back (its lease ran out, or it was nacked or returned) is
 # claimed alone, and then no new entries are read: it goes out in a batch of its
@@ -163,13 +172,35 @@ end
 # delivered: it is acked and counted in the lost hash, never dropped silently.
 FETCH = (
     _HELPERS
+    + DUE_HELPERS
     + r"""
-local key, lost = KEYS[1], KEYS[2]
+local key, lost, scheduled, delayed = KEYS[1], KEYS[2], KEYS[4], KEYS[5]
 local group, consumer, cursor = ARGV[1], ARGV[2], ARGV[4]
 local min_idle = lease_length(KEYS[3], group, tonumber(ARGV[3]))
-local count, start = tonumber(ARGV[5]), ARGV[6]
+local count, start, parking = tonumber(ARGV[5]), ARGV[6], ARGV[11]
 local claimed, gone, rounds = {}, 0, math.max(count, 10)
-repeat
+local now = now_ms()
+release_publishes(key, scheduled, now, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+-- A delayed retry that is due, if it is still parked: claimed, counting a delivery.
+for _ = 1, 100 do
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1)
+  if #due == 0 then break end
+  local id = due[1]
+  redis.call('ZREM', delayed, id)
+  local parked = owned(key, group, parking, id)
+  if parked then
+    local entry = redis.call('XRANGE', key, id, id)
+    if #entry == 0 then
+      redis.call('XACK', key, group, id)
+      gone = gone + 1
+    else
+      redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', parked + 1, 'JUSTID')
+      claimed[1] = {id, entry[1][2], parked + 1}
+      break
+    end
+  end
+end
+if #claimed == 0 then repeat
   local reply = redis.pcall('XAUTOCLAIM', key, group, consumer, min_idle, cursor,
                             'COUNT', 1, 'JUSTID')
   if reply.err then
@@ -182,18 +213,23 @@ repeat
   cursor = reply[1]
   for _, id in ipairs(reply[2]) do
     local entry = redis.call('XRANGE', key, id, id)
-    if #entry == 0 then
+    local held = redis.call('ZSCORE', delayed, id)
+    if held and tonumber(held) > now and #entry > 0 then
+      -- a delayed retry, idle but not due: parked again, its idle time reset
+      redis.call('XCLAIM', key, group, parking, 0, id, 'JUSTID')
+    elseif #entry == 0 then
       redis.call('XACK', key, group, id)
       gone = gone + 1
     else
       local deliveries = (owned(key, group, consumer, id) or 0) + 1
       redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', deliveries, 'JUSTID')
       claimed[#claimed + 1] = {id, entry[1][2], deliveries}
+      if held then redis.call('ZREM', delayed, id) end
     end
   end
   if reply[3] then gone = gone + #reply[3] end
   rounds = rounds - 1
-until #claimed > 0 or cursor == '0-0' or rounds == 0
+until #claimed > 0 or cursor == '0-0' or rounds == 0 end
 if gone > 0 then count_lost(lost, group, gone) end
 local fresh = {}
 if #claimed == 0 then
@@ -201,7 +237,7 @@ if #claimed == 0 then
                        'STREAMS', key, '>')
   if r then fresh = r[1][2] end
 end
-return {cursor, claimed, fresh}
+return {cursor, claimed, fresh, next_due(scheduled, delayed, now)}
 """
 )
 
@@ -302,9 +338,10 @@ return stale
 """
 )
 
-# KEYS: stream, dead-letter stream.
-# ARGV: group, consumer, id, action ('requeue' | 'return' | 'dead'), flags (delete-acked,
-#       then retry: '1'/'0' each), then the dead letter's fields (field, value, ...).
+# KEYS: stream, dead-letter stream, the group's delayed ZSET (see .scheduling).
+# ARGV: group, consumer, id, action ('requeue' | 'return' | 'dead' | 'delay'), flags
+#       (delete-acked, then retry: '1'/'0' each), then the dead letter's fields
+#       (field, value, ...), or for 'delay' the delay in ms and the parking consumer.
 # Returns 1 when done, 0 when the entry was not pending for this consumer. On a
 # retry (the previous attempt's reply was lost), a requeued entry another member
 # has claimed since, or a dead-lettered one pending for nobody, was done by it.
@@ -314,7 +351,9 @@ return stale
 # delivery). The entry stays in place: re-adding it to the stream would hand it a
 # second time to every *other* group too. Return is a requeue of an entry that was
 # fetched but never handed to the application: its delivery count goes back down
-# by one first, so that the next claim counts the same attempt again.
+# by one first, so that the next claim counts the same attempt again. Delay parks
+# the entry (pending still, owned by the parking consumer, its idle time reset) with
+# its due time in the group's delayed ZSET: only this group's fetches claim it, once due.
 NACK = (
     _HELPERS
     + r"""
@@ -330,6 +369,14 @@ if not count then
 end
 if action == 'requeue' then
   redis.call('XCLAIM', key, group, consumer, 0, id, 'TIME', 0, 'JUSTID')
+  return 1
+end
+if action == 'delay' then
+  local t = redis.call('TIME')
+  -- rounded up: claimed by a fetch whose (rounded down) now is no earlier than exact
+  local now = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
+  redis.call('XCLAIM', key, group, ARGV[7], 0, id, 'JUSTID')
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), id)
   return 1
 end
 if action == 'return' then
@@ -384,12 +431,15 @@ return held
 """
 )
 
-# KEYS: stream.  Returns how many entries were removed.
-# Drops every entry that no group holds, and moves every group past the end, so
-# nothing waits any more while handed-out deliveries can still be settled.
+# KEYS: stream, the topic's scheduled ZSET.  Returns how many entries were removed.
+# Drops every entry that no group holds, and the delayed publishes, and moves every
+# group past the end, so nothing waits any more while handed-out deliveries (and
+# delayed retries, pending in their group) can still be settled.
 PURGE = r"""
 local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return 0 end
+local scheduled = redis.call('ZCARD', KEYS[2])
+redis.call('DEL', KEYS[2])
+if redis.call('EXISTS', key) == 0 then return scheduled end
 local held = {}
 local any = false
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
@@ -406,8 +456,8 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
   end
   redis.call('XGROUP', 'SETID', key, name, '$')
 end
-if not any then return redis.call('XTRIM', key, 'MAXLEN', 0) end
-local removed, from = 0, '-'
+if not any then return scheduled + redis.call('XTRIM', key, 'MAXLEN', 0) end
+local removed, from = scheduled, '-'
 while true do
   local batch = redis.call('XRANGE', key, from, '+', 'COUNT', 500)
   if #batch == 0 then break end

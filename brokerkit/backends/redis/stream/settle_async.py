@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from brokerkit.backends.redis.stream.deliveries_async import by_member_of, stale
 from brokerkit.backends.redis.stream.entries import StreamReceipt
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.exceptions import StaleDelivery
 
 __all__ = ["StreamSettling"]
@@ -77,6 +80,17 @@ class StreamSettling:
     async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
         await self._send_back(deliveries, "requeue" if requeue else None)
 
+    async def _nack_with(
+        self,
+        deliveries: Sequence[AsyncDelivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        how = None if not requeue else "delay" if delay else "requeue"
+        delay_ms = math.ceil(delay * 1000) if delay else 0
+        await self._send_back(deliveries, how, delay_ms=delay_ms, reason=reason)
+
     async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
         """Return deliveries that were fetched but never handed to the application
         (a closed subscription's buffer, a cancelled receive): any member of the
@@ -87,9 +101,17 @@ class StreamSettling:
                 await self._send_back(deliveries, "return")
         self._mark(deliveries)
 
-    async def _send_back(self, deliveries: Sequence[AsyncDelivery], how: str | None) -> None:
-        """Requeue (``"requeue"``), return uncounted (``"return"``) or dead-letter
-        (``None``) ``deliveries``, one script each, pipelined."""
+    async def _send_back(
+        self,
+        deliveries: Sequence[AsyncDelivery],
+        how: str | None,
+        *,
+        delay_ms: int = 0,
+        reason: str | None = None,
+    ) -> None:
+        """Requeue (``"requeue"``), requeue after ``delay_ms`` (``"delay"``), return
+        uncounted (``"return"``) or dead-letter (``None``, with ``reason`` or the usual
+        one) ``deliveries``, one script each, pipelined."""
         requeue = how is not None
         async with self._lease_lock:
             self._keeper.drop(deliveries)
@@ -103,19 +125,28 @@ class StreamSettling:
                 args: list[Any] = [receipt.group, receipt.consumer, receipt.entry_id]
                 if how == "return" or (requeue and (limit is None or delivery.attempt < limit)):
                     args += [how, flag]
+                    if how == "delay":
+                        args += [delay_ms, PARKING]
                 else:
-                    reason = "rejected" if not requeue else "max_deliveries"
+                    why = reason or ("rejected" if not requeue else "max_deliveries")
                     fields = self._dead_fields(
-                        topic, receipt.entry_id, delivery.message, reason, delivery.attempt
+                        topic, receipt.entry_id, delivery.message, why, delivery.attempt
                     )
                     args += ["dead", flag, *fields]
                 dlq = self._keys.topic(self.dead_letter_topic(topic))
-                calls.append((self._scripts.nack, [receipt.key, dlq], args))
+                delayed = self._keys.topic(topic, "delayed", receipt.group)
+                calls.append((self._scripts.nack, [receipt.key, dlq, delayed], args))
             replies = await self._run_settling(calls, flags_at=4)
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
-        if requeue:
+        if how == "delay":
+            # This consumer looks for it when it is due (others within their poll).
+            due = time.monotonic() + delay_ms / 1000
+            for delivery in deliveries:
+                state: StreamState = delivery.subscription.state
+                state.release_at = min(state.release_at, due)
+        elif requeue:
             for delivery in deliveries:
                 # A requeued entry waits to be reclaimed: the next fetch looks at once.
                 delivery.subscription.state.claim_at = 0.0

@@ -1,0 +1,103 @@
+"""Checking the delay arguments of ``publish`` and ``nack``: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import datetime
+import math
+
+from brokerkit.exceptions import InvalidOption
+
+__all__ = ["MAX_REASON_LENGTH", "check_nack_delay", "check_reason", "publish_delay"]
+
+#: The longest ``reason`` a nack may record on a dead letter, in characters.
+MAX_REASON_LENGTH = 1000
+
+
+def _seconds(name: str, value: object) -> float:
+    """``value`` as a finite number of seconds, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOption(
+            f"{name} must be a number of seconds (int or float, 0 or more), "
+            f"got {type(value).__name__}"
+        )
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidOption(f"{name} must be a finite number of seconds, 0 or more, got {value!r}")
+    return seconds
+
+
+def publish_delay(delay: object, at: object, now: float) -> float:
+    """Seconds from ``now`` (epoch seconds) until a message published with ``delay``
+    or ``at`` is due: 0 for "now" (no delay, a zero delay, or an ``at`` in the past).
+
+    :raises InvalidOption: both are given, a delay is negative, NaN or infinite, or
+        ``at`` is a naive datetime or not a time at all.
+    """
+    if delay is not None and at is not None:
+        raise InvalidOption(
+            "give either delay (seconds from now) or at (an aware datetime or epoch "
+            "seconds), not both"
+        )
+    if delay is not None:
+        return _seconds("delay", delay)
+    if at is None:
+        return 0.0
+    if isinstance(at, datetime.datetime):
+        if at.tzinfo is None or at.tzinfo.utcoffset(at) is None:
+            raise InvalidOption(
+                f"at must be a timezone-aware datetime (naive datetimes are ambiguous), "
+                f"got {at!r}; use datetime.now(timezone.utc) + timedelta(...)"
+            )
+        due = at.timestamp()
+    elif isinstance(at, bool) or not isinstance(at, (int, float)):
+        raise InvalidOption(
+            f"at must be a timezone-aware datetime or epoch seconds (a number), "
+            f"got {type(at).__name__}"
+        )
+    else:
+        due = _seconds("at (epoch seconds)", at)
+    return max(due - now, 0.0)
+
+
+def check_nack_delay(delay: object, requeue: bool) -> float | None:
+    """The delay of a nack in seconds, or None for "redeliver at once".
+
+    :raises InvalidOption: not a finite number of seconds, 0 or more; or a delay
+        with ``requeue=False`` (a dead letter is not delayed).
+    """
+    if delay is None:
+        return None
+    seconds = _seconds("delay", delay)
+    if not requeue:
+        raise InvalidOption(
+            "delay applies to a requeue: nack(requeue=True, delay=seconds); "
+            "requeue=False dead-letters at once"
+        )
+    return seconds or None
+
+
+def check_reason(reason: object) -> str | None:
+    """``reason`` if it is a str of 1 to :data:`MAX_REASON_LENGTH` characters (or None).
+
+    :raises InvalidOption: otherwise.
+    """
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise InvalidOption(
+            f"reason must be a str of 1 to {MAX_REASON_LENGTH} characters, "
+            f"got {type(reason).__name__}"
+        )
+    if not reason or len(reason) > MAX_REASON_LENGTH:
+        raise InvalidOption(
+            f"reason must be a str of 1 to {MAX_REASON_LENGTH} characters, got one of "
+            f"{len(reason)}; shorten it (the dead letter's header holds a summary, "
+            "not a traceback)"
+        )
+    try:
+        reason.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidOption(
+            "reason must be text that UTF-8 can hold (it has a lone surrogate)"
+        ) from None
+    return reason

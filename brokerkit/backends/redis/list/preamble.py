@@ -1,0 +1,293 @@
+"""The Lua every redis+list script starts with: the shared ``KEYS`` and ``ARGV``, and
+the functions the scripts of :mod:`.scripts` and :mod:`.schedule` are built from (see
+:mod:`.scripts` for the data model they keep)."""
+
+from __future__ import annotations
+
+__all__ = ["CHUNK", "PREAMBLE", "RELEASE_BATCH"]
+
+#: Members per multi-member command inside a script.
+CHUNK = 500
+#: A fetch moves at least this many due held messages to the queue (more if it asks
+#: for more), so that a backlog of due messages drains in few calls.
+RELEASE_BATCH = 100
+
+PREAMBLE = (
+    r"""
+local QUEUE, DEADLINES, CONSUMERS, DLQ, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ATTEMPTS, SCHEDULED = KEYS[6], KEYS[7]
+local PROC_PREFIX, LEASE_PREFIX = ARGV[1], ARGV[2]
+local MAX = tonumber(ARGV[3])
+local TOPIC, RAW_CT = ARGV[4], ARGV[5]
+local HEARTBEAT = tonumber(ARGV[6])
+local CHUNK = """
+    + str(CHUNK)
+    + r"""
+local RELEASE_BATCH = """
+    + str(RELEASE_BATCH)
+    + r"""
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The server ms `ms` from now, rounded up: a message held until then is released by
+-- a now_ms() no earlier than the exact moment.
+local function due_after(ms)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000) + ms
+end
+
+local function consumer_of(receipt)
+  local colon = string.find(receipt, ':', 1, true)
+  return string.sub(receipt, colon + 1)
+end
+
+local function lease_parts(value)
+  local colon = string.find(value, ':', 1, true)
+  local delivered = colon and tonumber(string.sub(value, 1, colon - 1))
+  -- not a lease record as brokerkit writes it: whatever it holds goes back to the
+  -- queue as a raw element (delivered, never lost, never jamming a script)
+  if not delivered then return 0, value end
+  return delivered, string.sub(value, colon + 1)
+end
+
+-- redis.call(command, key, items[first..last]) in chunks of CHUNK items
+local function call_chunked(command, key, items, step)
+  for i = 1, #items, CHUNK * step do
+    redis.call(command, key, unpack(items, i, math.min(i + CHUNK * step - 1, #items)))
+  end
+end
+
+-- redis.call(command, key, items[first..last]) CHUNK items at a time, the replies joined
+local function gather(command, key, items, first, last)
+  local out = {}
+  for i = first, last, CHUNK do
+    local got = redis.call(command, key, unpack(items, i, math.min(i + CHUNK - 1, last)))
+    for k = 1, #got do out[#out + 1] = got[k] end
+  end
+  return out
+end
+
+-- The receipts of a lease group (see the module's documentation).
+local function group_receipts(g)
+  local colon = string.find(g, ':', 1, true)
+  local plus = string.find(g, '+', 1, true)
+  if not colon or not plus or plus > colon then return {g} end
+  local dash = string.find(g, '-', 1, true)
+  if not dash or dash > plus then return {g} end  -- not a group brokerkit wrote
+  local nonce, first = string.sub(g, 1, dash), tonumber(string.sub(g, dash + 1, plus - 1))
+  local n, tail = tonumber(string.sub(g, plus + 1, colon - 1)), string.sub(g, colon)
+  if not first or not n then return {g} end
+  local out = {}
+  for i = 0, n - 1 do out[i + 1] = nonce .. (first + i) .. tail end
+  return out
+end
+
+-- No lease left: every group is empty, drop the index.
+local function tidy()
+  if redis.call('HLEN', EXPIRY) == 0 then redis.call('DEL', DEADLINES) end
+end
+
+-- (deliveries before, the element as published)
+local function unwrap(e)
+  if string.sub(e, 1, 3) == 'BKR' then
+    local nl = string.find(e, '\n', 4, true)
+    if nl then
+      local n = tonumber(string.sub(e, 4, nl - 1))
+      if n then return n, string.sub(e, nl + 1) end
+    end
+  end
+  return 0, e
+end
+
+-- The header and payload of an element brokerkit's decoder (_envelope.decode) reads
+-- as an envelope: a JSON header with a non-empty string id, a string content type,
+-- string headers and a numeric time. Anything else (nil) is a raw element, whose id
+-- is its digest: the dead letter must carry the id the consumer saw.
+local function envelope(inner)
+  if string.sub(inner, 1, 3) ~= 'BK1' then return nil end
+  local nl = string.find(inner, '\n', 4, true)
+  if not nl then return nil end
+  local ok, h = pcall(cjson.decode, string.sub(inner, 4, nl - 1))
+  if not ok or type(h) ~= 'table' then return nil end
+  if type(h['id']) ~= 'string' or h['id'] == '' then return nil end
+  if h['ct'] ~= nil and type(h['ct']) ~= 'string' then return nil end
+  local ts = h['ts']
+  if ts ~= nil and type(ts) ~= 'boolean' then
+    -- a time that is no finite number (1e999, NaN): Python reads no envelope either,
+    -- and a dead letter could not re-encode it (JSON has no infinity)
+    local n = tonumber(ts)
+    if not n or n ~= n or n == math.huge or n == -math.huge then return nil end
+  end
+  local hs = h['h']
+  if type(hs) == 'table' then
+    for k, v in pairs(hs) do
+      if type(k) ~= 'string' or type(v) ~= 'string' then return nil end
+    end
+  elseif not (hs == nil or hs == cjson.null or hs == false or hs == 0 or hs == '') then
+    return nil
+  end
+  return h, string.sub(inner, nl + 1)
+end
+
+-- Whether s is UTF-8 as Python's strict decoder has it (no overlongs, no surrogates).
+local function is_utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    else return false end
+    for j = i + 1, i + len - 1 do
+      local b = string.byte(s, j)
+      if not b or b < lo or b > hi then return false end
+      lo, hi = 0x80, 0xBF
+    end
+    i = i + len
+  end
+  return true
+end
+
+local function dead_letter(inner, reason, deliveries)
+  local header, payload = envelope(inner)
+  if not header then
+    -- a raw element another program wrote: give it an envelope to carry the headers,
+    -- and the id and content type a consumer saw (as _envelope.raw_message has them)
+    local ct = RAW_CT
+    if ct == '' then
+      if not is_utf8(inner) then ct = 'application/octet-stream'
+      elseif pcall(cjson.decode, inner) then ct = 'application/json'
+      else ct = 'text/plain; charset=utf-8' end
+    end
+    header = {id = 'raw-' .. string.sub(redis.sha1hex(inner), 1, 24), ct = ct, ts = 0}
+    payload = inner
+  end
+  if type(header['h']) ~= 'table' then header['h'] = {} end
+  header['h']['x-dead-letter-reason'] = reason
+  header['h']['x-original-topic'] = TOPIC
+  header['h']['x-deliveries'] = tostring(deliveries)
+  redis.call('LPUSH', DLQ, 'BK1' .. cjson.encode(header) .. '\n' .. payload)
+end
+
+-- Whether an element is raw: no hand-back wrapper and no brokerkit envelope.
+local function is_raw(e)
+  local head = string.sub(e, 1, 3)
+  return head ~= 'BKR' and head ~= 'BK1'
+end
+
+-- A delivered element comes back: next out of the queue (or, with a due time in
+-- server ms, into SCHEDULED under the tag until then), or dead-lettered when
+-- rejected or when it has been delivered max_deliveries times. A raw element goes
+-- back as it was, its count in ATTEMPTS.
+local function hand_back(e, requeue, reason, due, tag)
+  local n, inner = unwrap(e)
+  local digest
+  if is_raw(e) then
+    digest = redis.sha1hex(e)
+    n = tonumber(redis.call('HGET', ATTEMPTS, digest) or '0') or 0
+  end
+  local deliveries = n + 1
+  if requeue and (MAX == 0 or deliveries < MAX) then
+    local back = e
+    if digest then
+      redis.call('HSET', ATTEMPTS, digest, deliveries)
+    else
+      back = 'BKR' .. deliveries .. '\n' .. inner
+    end
+    if due then
+      redis.call('ZADD', SCHEDULED, due, 'R' .. tag .. '\n' .. back)
+    else
+      redis.call('RPUSH', QUEUE, back)
+    end
+  else
+    if digest then redis.call('HDEL', ATTEMPTS, digest) end
+    dead_letter(inner, reason, deliveries)
+  end
+end
+
+-- Move up to limit held messages due by t to the queue, in due order: delayed
+-- publishes to the tail (as LPUSH would), delayed retries to the head (as an
+-- immediate requeue would). Returns how many moved.
+local function release_due(t, limit)
+  local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', t, 'LIMIT', 0, limit)
+  if #due == 0 then return 0 end
+  local retries = {}
+  for _, m in ipairs(due) do
+    local nl = string.find(m, '\n', 1, true)
+    local e = nl and string.sub(m, nl + 1) or m
+    if string.sub(m, 1, 1) == 'R' then
+      retries[#retries + 1] = e
+    else
+      redis.call('LPUSH', QUEUE, e)
+    end
+  end
+  for i = #retries, 1, -1 do redis.call('RPUSH', QUEUE, retries[i]) end
+  call_chunked('ZREM', SCHEDULED, due, 1)
+  return #due
+end
+
+-- Milliseconds from t until the next held message is due (-1: none is held).
+local function next_due_wait(t)
+  local first = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
+  if not first[2] then return -1 end
+  return math.max(tonumber(first[2]) - t, 0)
+end
+
+-- A raw element is settled for good: forget its count.
+local function forget_raw(e)
+  if e and is_raw(e) then redis.call('HDEL', ATTEMPTS, redis.sha1hex(e)) end
+end
+
+-- Take one lease away (its deadline passed, or it is settled): returns the
+-- element, or nil when there was no such lease.
+local function release(receipt)
+  local leases = LEASE_PREFIX .. consumer_of(receipt)
+  redis.call('HDEL', EXPIRY, receipt)
+  local value = redis.call('HGET', leases, receipt)
+  if not value then return nil end
+  redis.call('HDEL', leases, receipt)
+  local _, e = lease_parts(value)
+  return e
+end
+
+-- The lease deadlines of receipts ARGV[first..last], CHUNK at a time: calls
+-- visit(receipt, deadline or nil) for each, in order.
+local function each_deadline(first, last, visit)
+  for i = first, last, CHUNK do
+    local j = math.min(i + CHUNK - 1, last)
+    local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
+    for k = i, j do
+      local d = found[k - i + 1]
+      visit(ARGV[k], d and tonumber(d) or nil)
+    end
+  end
+end
+
+-- Elements in a consumer's processing list that no lease covers: moved there by
+-- a BLMOVE whose lease was never recorded (the reply was lost, or the consumer
+-- died). Lists written by versions that kept leased elements there too are
+-- matched against the leases, so those are not handed back twice.
+local function orphans(consumer)
+  local held = {}
+  for _, value in ipairs(redis.call('HVALS', LEASE_PREFIX .. consumer)) do
+    local _, e = lease_parts(value)
+    held[e] = (held[e] or 0) + 1
+  end
+  local found = {}
+  for _, e in ipairs(redis.call('LRANGE', PROC_PREFIX .. consumer, 0, -1)) do
+    if (held[e] or 0) > 0 then held[e] = held[e] - 1 else found[#found + 1] = e end
+  end
+  return found
+end
+"""
+)

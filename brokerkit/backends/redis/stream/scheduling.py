@@ -1,0 +1,97 @@
+"""Messages a redis+stream topic holds for a due time (no I/O: Lua text and member
+encoding; the scripts of :mod:`.scripts` that fetch and nack use :data:`DUE_HELPERS`).
+
+* A delayed publish waits outside the stream, in the topic's ``scheduled`` ZSET
+  (``<prefix>:{<topic>}:scheduled``), scored by its due time in server milliseconds,
+  as :func:`held_member`. Once due, the next fetch of any consumer of the topic XADDs
+  it (trimmed as a publish is), so every group gets it once, in due order.
+* A delayed retry (``nack(delay=...)``) stays in its group's pending entries list,
+  owned by the group's parking consumer :data:`PARKING`, its due time in the group's
+  ``delayed`` ZSET (``<prefix>:{<topic>}:delayed:<group>``): other groups are not
+  touched. A fetch of the group claims it once due, counting a delivery. Should a
+  member's XAUTOCLAIM find a parked entry idle before it is due, it parks it again
+  (idle time reset), so it never comes out early.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DUE_HELPERS", "HOLD", "PARKING", "RELEASE_BATCH", "held_member"]
+
+#: The consumer that holds a group's delayed retries while they wait; no
+#: subscription may take this name.
+PARKING = "brokerkit:delayed"
+
+#: A fetch XADDs at most this many due publishes.
+RELEASE_BATCH = 100
+
+#: Lua: ``now_ms()``; ``release_publishes(key, scheduled, now, field, maxlen, minid,
+#: how)`` XADDs the held publishes due by ``now`` in due order and trims as a publish
+#: does; ``next_due(scheduled, delayed, now)``: ms until the first of either is due,
+#: or -1.
+DUE_HELPERS = (
+    r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function release_publishes(key, scheduled, now, field, maxlen, minid, how)
+  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, """
+    + str(RELEASE_BATCH)
+    + r""")
+  if #due == 0 then return 0 end
+  for _, m in ipairs(due) do
+    -- <id>\n<header length>\n<header><body>
+    local a = string.find(m, '\n', 1, true)
+    local b = a and string.find(m, '\n', a + 1, true)
+    local n = b and tonumber(string.sub(m, a + 1, b - 1))
+    if n then
+      local header = string.sub(m, b + 1, b + n)
+      redis.call('XADD', key, '*', 'bk1', header, field, string.sub(m, b + n + 1))
+    end
+    redis.call('ZREM', scheduled, m)
+  end
+  if maxlen ~= '' then redis.call('XTRIM', key, 'MAXLEN', how, maxlen) end
+  if minid ~= '' then redis.call('XTRIM', key, 'MINID', how, minid) end
+  return #due
+end
+
+local function next_due(scheduled, delayed, now)
+  local wait = -1
+  for _, k in ipairs({scheduled, delayed}) do
+    local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local w = math.max(tonumber(first[2]) - now, 0)
+      if wait < 0 or w < wait then wait = w end
+    end
+  end
+  return wait
+end
+"""
+)
+
+#: KEYS: the topic's scheduled ZSET. ARGV: delay ms, members (:func:`held_member`).
+#: Returns how many were held.
+HOLD = r"""
+local t = redis.call('TIME')
+-- rounded up: released by a fetch whose (rounded down) now is no earlier than exact
+local due = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV, 250 do
+  local scored = {}
+  for j = i, math.min(i + 249, #ARGV) do
+    scored[#scored + 1] = due
+    scored[#scored + 1] = ARGV[j]
+  end
+  redis.call('ZADD', KEYS[1], unpack(scored))
+end
+return #ARGV - 1
+"""
+
+
+def held_member(message_id: str, header: str, payload: bytes) -> bytes:
+    """The ``scheduled`` member of a delayed publish: ``<id>\\n<header length>\\n<header>
+    <body>``. The id keeps members unique and, ids being time-ordered, orders messages
+    due in the same millisecond by publish order."""
+    head = header.encode()
+    tag = message_id.replace("\n", " ").encode()
+    return b"%s\n%d\n%s%s" % (tag, len(head), head, payload)
