@@ -44,16 +44,18 @@ def test_topics_lists_every_topic_with_its_dead_letters(
 ) -> None:
     url, broker = held
     broker.publish("audit", "x")
+    broker.publish("audit", "later", delay=60)
     dead_letter(broker, "orders", [1, 2])
     assert run(["topics", url, "--json"]) == 0
     rows = {row["topic"]: row for row in json.loads(capsys.readouterr().out)}
     assert set(rows) == {"audit", "orders"}  # orders.dlq is counted under orders
     assert rows["orders"]["dead_lettered"] == 2
     assert rows["audit"]["length"] == 1
+    assert rows["audit"]["scheduled"] == 1
     assert rows["audit"]["oldest_waiting_age"] >= 0
     assert run(["topics", url]) == 0
     table = capsys.readouterr().out
-    assert "audit" in table and "orders" in table and "dead letters" in table
+    assert "audit" in table and "orders" in table and "held" in table
 
 
 def test_topics_on_a_backend_that_cannot_list(

@@ -117,6 +117,7 @@ def test_topic_collector_reads_inspect_on_scrape() -> None:
             assert 'brokerkit_topic_dead_letters{topic="orders"} 1.0' in scrape
             assert 'brokerkit_topic_consumer_lag{group="billing",topic="orders"} 2.0' in scrape
             assert 'brokerkit_topic_up{topic="orders"} 1.0' in scrape
+            assert 'brokerkit_topic_scheduled{topic="orders"} 0.0' in scrape
             assert 'brokerkit_topic_oldest_waiting_age_seconds{topic="orders"}' in scrape
             # the dead-letter topic is a topic too
             assert 'brokerkit_topic_length{topic="orders.dlq"} 1.0' in scrape

@@ -95,7 +95,8 @@ def topics_table(current: Snapshot, where: str, previous: Snapshot | None = None
     second since then."""
     rates = previous is not None
     table = Table(title=escape(f"topics on {where}"))
-    columns = ["topic", "length", *(["length/s"] * rates), "in flight", "groups", "max lag"]
+    columns = ["topic", "length", *(["length/s"] * rates), "held", "in flight", "groups"]
+    columns += ["max lag"]
     columns += ["dead letters", *(["dead/s"] * rates), "oldest waiting"]
     for column in columns:
         table.add_column(column, justify="left" if column == "topic" else "right")
@@ -107,6 +108,7 @@ def topics_table(current: Snapshot, where: str, previous: Snapshot | None = None
             "topic": escape(info.topic),
             "length": str(info.length),
             "length/s": _rate(info.length, old.length if old else None, seconds),
+            "held": str(info.scheduled),
             "in flight": str(info.in_flight),
             "groups": str(len(info.groups)),
             "max lag": _lag(info),
@@ -131,7 +133,8 @@ def topics(
     only: OnlyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List every topic: length, in flight, groups, lag, dead letters, oldest waiting.
+    """List every topic: length, held (delayed), in flight, groups, lag, dead letters,
+    oldest waiting.
 
     Dead-letter topics are counted under their topic. A backend that cannot list its
     topics (kombu+amqp) says so: name them with --topic.

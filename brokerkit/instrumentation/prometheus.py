@@ -27,7 +27,8 @@ consumers):
 **For a broker** (an exporter process, ``brokerkit exporter URL --port 9108``):
 :class:`TopicCollector` reads ``inspect`` of each topic on every scrape and reports
 ``brokerkit_topic_length``, ``brokerkit_topic_in_flight``,
-``brokerkit_topic_dead_letters``, ``brokerkit_topic_oldest_waiting_age_seconds``,
+``brokerkit_topic_dead_letters``, ``brokerkit_topic_scheduled`` (held for a due time),
+``brokerkit_topic_oldest_waiting_age_seconds``,
 ``brokerkit_topic_oldest_in_flight_age_seconds`` (by ``topic``) and
 ``brokerkit_topic_consumer_lag`` and ``brokerkit_topic_pending`` (by ``topic`` and
 ``group``), plus ``brokerkit_topic_up`` (1 if the topic was inspected, 0 if that failed).
@@ -193,6 +194,7 @@ class TopicCollector(Collector):
         length = gauge("length", "Messages stored for the topic (waiting, or kept for replay).")
         in_flight = gauge("in_flight", "Deliveries handed out and not yet settled.")
         dead = gauge("dead_letters", "Messages in the topic's dead-letter topic.")
+        held = gauge("scheduled", "Messages held for a due time (delayed publishes, retries).")
         waiting_age = gauge(
             "oldest_waiting_age_seconds", "Age of the oldest message not yet delivered."
         )
@@ -221,6 +223,7 @@ class TopicCollector(Collector):
             length.add_metric([topic], info.length)
             in_flight.add_metric([topic], info.in_flight)
             dead.add_metric([topic], info.dead_lettered)
+            held.add_metric([topic], info.scheduled)
             waiting = getattr(info, "oldest_waiting_age", None)
             if waiting is not None:
                 waiting_age.add_metric([topic], waiting)
@@ -230,7 +233,7 @@ class TopicCollector(Collector):
                 pending.add_metric([topic, group.name], group.pending)
                 if group.lag is not None:
                     lag.add_metric([topic, group.name], group.lag)
-        yield from (up, length, in_flight, dead, waiting_age, flight_age, lag, pending)
+        yield from (up, length, in_flight, dead, held, waiting_age, flight_age, lag, pending)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         # Without this, registering would run collect() (an inspect of every topic).
