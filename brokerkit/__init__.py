@@ -46,6 +46,7 @@ from brokerkit.exceptions import (
     Unsupported,
 )
 from brokerkit.hookspecs import hookimpl
+from brokerkit.worker import Worker
 
 __version__ = "0.1.0"
 
@@ -86,6 +87,7 @@ __all__ = [
     "TopicInfo",
     "UnknownScheme",
     "Unsupported",
+    "Worker",
     "__version__",
     "connect",
     "get_plugin_manager",

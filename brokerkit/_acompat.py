@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from brokerkit._compat import is_async_callable
 from brokerkit._logging import delivery_fields
 
 __all__ = [
     "Background",
     "Event",
+    "HandlerCalls",
     "Lock",
     "Waiter",
     "acquire",
     "checkpoint",
     "fetch_shielded",
+    "on_signals",
     "settle_orphans",
     "sleep",
     "spawn",
@@ -100,6 +106,11 @@ class Background:
         """Whether the caller is this work itself."""
         return self._task is asyncio.current_task()
 
+    @property
+    def done(self) -> bool:
+        """Whether the work has ended."""
+        return self._task.done()
+
     async def join(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the work to end; cancel it after that."""
         if self.current or self._task.done():
@@ -168,3 +179,52 @@ async def _hand_back_when_done(
 async def checkpoint() -> None:
     """Let the other tasks run (a consumer that always finds work must not starve them)."""
     await asyncio.sleep(0)
+
+
+class HandlerCalls:
+    """How a worker calls its handlers: coroutine functions are awaited on the loop,
+    plain functions run in a pool of ``threads`` threads of their own (so that a
+    blocking handler does not stop the loop, and ``threads`` sync handlers really run
+    at once; asyncio's default pool is smaller)."""
+
+    #: Whether handlers may be coroutine functions.
+    takes_coroutines = True
+
+    def __init__(self, threads: int) -> None:
+        self._pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix="brokerkit-handler") if threads else None
+        )
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` to its end and return its result."""
+        if self._pool is None or is_async_callable(function):
+            result = function(*args)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._pool, functools.partial(function, *args))
+        return await result if inspect.isawaitable(result) else result
+
+    def close(self) -> None:
+        """Let the pool's threads end once their handlers return (not waiting for them)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def on_signals(signals: tuple[int, ...], callback: Callable[[int], None]) -> Callable[[], None]:
+    """Call ``callback(signal number)`` on each of ``signals``, on the loop; return the
+    function that restores the previous handling. Outside the main thread (where a
+    program cannot take signals) this does nothing."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for number in signals:
+        try:
+            loop.add_signal_handler(number, callback, number)
+        except (RuntimeError, ValueError, NotImplementedError):
+            continue
+        installed.append(number)
+
+    def restore() -> None:
+        for number in installed:
+            loop.remove_signal_handler(number)  # back to Python's default handling
+
+    return restore

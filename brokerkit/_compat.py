@@ -7,6 +7,8 @@ signatures (a thread here, a task there). See ``scripts/generate_sync.py``.
 
 from __future__ import annotations
 
+import inspect
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -15,11 +17,14 @@ from typing import Any, TypeVar
 __all__ = [
     "Background",
     "Event",
+    "HandlerCalls",
     "Lock",
     "Waiter",
     "acquire",
     "checkpoint",
     "fetch_shielded",
+    "is_async_callable",
+    "on_signals",
     "settle_orphans",
     "sleep",
     "spawn",
@@ -66,6 +71,11 @@ class Background:
         """Whether the caller is this work itself."""
         return self._thread is threading.current_thread()
 
+    @property
+    def done(self) -> bool:
+        """Whether the work has ended."""
+        return not self._thread.is_alive()
+
     def join(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the work to end."""
         if not self.current:
@@ -94,3 +104,51 @@ def settle_orphans(orphans: set[Any], timeout: float) -> None:
 
 def checkpoint() -> None:
     """Nothing to do: threads are preempted (the async twin yields to the event loop)."""
+
+
+class HandlerCalls:
+    """How a worker calls its handlers: in the worker's own slot thread (each slot is
+    a thread, so the pool is the slots). Coroutine functions are refused at
+    registration: run them under :class:`brokerkit.aio.Worker`."""
+
+    #: Whether handlers may be coroutine functions.
+    takes_coroutines = False
+
+    def __init__(self, threads: int) -> None:
+        pass
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` and return its result."""
+        result = function(*args)
+        if inspect.isawaitable(result):  # a callable object whose __call__ is async
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            raise TypeError("the handler returned an awaitable; use brokerkit.aio.Worker")
+        return result
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def is_async_callable(function: Any) -> bool:
+    """Whether calling ``function`` gives a coroutine: a coroutine function, a partial
+    of one, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        type(function).__call__
+    )
+
+
+def on_signals(signals: tuple[int, ...], callback: Callable[[int], None]) -> Callable[[], None]:
+    """Call ``callback(signal number)`` on each of ``signals``; return the function that
+    restores the previous handlers. Outside the main thread (where a program cannot
+    take signals) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {n: signal.signal(n, lambda number, frame: callback(number)) for n in signals}
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    return restore

@@ -2,6 +2,10 @@
 
 Pickle is never used: a message is data another program may read, not code.
 
+Typed objects are published as the plain data they hold: a dataclass instance, a
+pydantic model or a msgspec ``Struct`` is turned into dicts and lists (pydantic and
+msgspec are looked up only if the program has imported them) and then serialized.
+
 Decoding is total in the sense that matters to a consumer: a payload that does not
 decode (invalid UTF-8 under a ``text/*`` type, JSON nested deeper than Python can
 read, a number too large for a float, truncated msgpack...) raises
@@ -12,7 +16,9 @@ nothing else; the raw bytes stay readable as :attr:`brokerkit.Message.payload`.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +32,7 @@ __all__ = [
     "check_content_type",
     "decode_body",
     "encode_body",
+    "plain_data",
     "serializer_names",
 ]
 
@@ -117,7 +124,7 @@ def encode_body(body: Any, serializer: str, content_type: str | None = None) -> 
             )
         codec = found
     try:
-        return codec.dumps(body), codec.content_type
+        return codec.dumps(plain_data(body)), codec.content_type
     except (TypeError, ValueError, OverflowError) as exc:
         raise SerializationError(
             f"cannot encode a {type(body).__name__} body with the {codec.name} serializer: {exc}; "
@@ -128,6 +135,21 @@ def encode_body(body: Any, serializer: str, content_type: str | None = None) -> 
         raise SerializationError(
             f"cannot encode a {type(body).__name__} body with the {codec.name} serializer: {exc}"
         ) from None
+
+
+def plain_data(body: Any) -> Any:
+    """``body`` as plain data when it is a typed object: a dataclass instance as its
+    fields (``dataclasses.asdict``), a pydantic model as ``model_dump(mode="json")``, a
+    msgspec Struct as ``msgspec.to_builtins``; any other value as it is."""
+    if dataclasses.is_dataclass(body) and not isinstance(body, type):
+        return dataclasses.asdict(body)
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(body, pydantic.BaseModel):
+        return body.model_dump(mode="json")
+    msgspec = sys.modules.get("msgspec")
+    if msgspec is not None and isinstance(body, msgspec.Struct):
+        return msgspec.to_builtins(body)
+    return body
 
 
 def check_content_type(content_type: object) -> str:

@@ -86,6 +86,11 @@ class Subscription:
         """Deliveries fetched and leased but not yet returned by :meth:`receive`."""
         return len(self._buffer)
 
+    def buffered_deliveries(self) -> list[Delivery]:
+        """The deliveries fetched and leased but not yet returned by :meth:`receive`
+        (a copy, safe to read from another thread or task)."""
+        return list(self._buffer)
+
     def receive(self, timeout: float | None = None) -> Delivery | None:
         """The next delivery, waiting up to ``timeout`` seconds (``None``: forever).
 

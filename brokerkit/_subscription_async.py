@@ -84,6 +84,11 @@ class AsyncSubscription:
         """Deliveries fetched and leased but not yet returned by :meth:`receive`."""
         return len(self._buffer)
 
+    def buffered_deliveries(self) -> list[AsyncDelivery]:
+        """The deliveries fetched and leased but not yet returned by :meth:`receive`
+        (a copy, safe to read from another thread or task)."""
+        return list(self._buffer)
+
     async def receive(self, timeout: float | None = None) -> AsyncDelivery | None:
         """The next delivery, waiting up to ``timeout`` seconds (``None``: forever).
 

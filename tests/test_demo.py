@@ -57,7 +57,7 @@ def test_failing_consumer_dead_letters_the_poison_orders() -> None:
     assert result.reconciled
     assert [d.order_id for d in result.dead] == [10, 20, 30]
     assert {(d.reason, d.deliveries, d.original_topic) for d in result.dead} == {
-        ("max_deliveries", "3", "order.created")
+        ("ServiceFailure: invalid phone number", "3", "order.created")
     }
     assert result.recovered == (5, 15, 25)
     assert result.sent == 27

@@ -20,6 +20,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.aio._bridge import LoopBridgeBroker, bridged
 from brokerkit.aio._connect import Connecting, connect
 from brokerkit.aio._threaded import ThreadedAsyncBroker, threaded
+from brokerkit.worker._worker_async import AsyncWorker as Worker
 
 __all__ = [
     "AsyncBroker",
@@ -28,6 +29,7 @@ __all__ = [
     "Connecting",
     "LoopBridgeBroker",
     "ThreadedAsyncBroker",
+    "Worker",
     "bridged",
     "connect",
     "threaded",

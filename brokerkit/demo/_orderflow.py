@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
-from brokerkit._delivery import Delivery
 from brokerkit.demo._services import BACKGROUND, CRITICAL_PATH, Order, Service
-from brokerkit.demo._workers import Tally, Worker, start_all, stop_all
+from brokerkit.demo._tally import Tally
+from brokerkit.worker import Worker
 
 __all__ = ["FlowResult", "run_order_flow"]
 
@@ -80,17 +80,13 @@ def run_order_flow(
 
     fanout = _fanout_mode(broker)
     tally = Tally()
-    stop = threading.Event()
-    workers = []
+    worker = Worker(broker, grace=timeout)
     for service in background:
         name = slug(service)
         service_topic = f"{topic}.{name}" if fanout == "topics" else topic
         group = name if fanout == "groups" else None
-        workers.append(
-            Worker(broker, service_topic, _handler(service, tally), stop, group=group, name=name)
-        )
-    start_all(workers)
-    try:
+        worker.handler(service_topic, group=group, name=name)(_handler(service, tally))
+    with worker.running():
         async_ms = []
         started = time.perf_counter()
         for order in orders:
@@ -106,8 +102,6 @@ def run_order_flow(
         expected = {o.order_id for o in orders}
         tally.wait_until(lambda: all(expected <= tally.seen(slug(s)) for s in background), timeout)
         background_s = time.perf_counter() - started
-    finally:
-        stop_all(workers, stop)
     return FlowResult(
         orders=len(orders),
         sync_ms=sync_ms,
@@ -128,13 +122,12 @@ def _fanout_mode(broker: Broker) -> str:
     return "topics"
 
 
-def _handler(service: Service, tally: Tally) -> Callable[[Delivery], None]:
+def _handler(service: Service, tally: Tally) -> Callable[[Any], None]:
     name = slug(service)
 
-    def handle(delivery: Delivery) -> None:
-        order = Order.from_body(delivery.body)
+    def handle(body: Any) -> None:
+        order = Order.from_body(body)
         service.call(order)
-        delivery.ack()
         tally.record(name, order.order_id)
 
     return handle

@@ -3,15 +3,14 @@ queue absorbs the burst and drains it at the consumers' own pace."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from brokerkit._broker import Broker
-from brokerkit._delivery import Delivery
 from brokerkit.demo._services import Order
-from brokerkit.demo._workers import Tally, Worker, start_all, stop_all
+from brokerkit.demo._tally import Tally
+from brokerkit.worker import Worker
 
 __all__ = ["PeakResult", "Sample", "run_peak_shaving"]
 
@@ -89,16 +88,14 @@ def run_peak_shaving(
     :param timeout: the longest to wait for the backlog to drain.
     """
     tally = Tally()
-    stop = threading.Event()
+    worker = Worker(broker, grace=timeout)
 
-    def handle(delivery: Delivery) -> None:
+    @worker.handler(topic, concurrency=workers, prefetch=0, name="fulfilment")
+    def handle(body: dict[str, int]) -> None:
         time.sleep(work_ms / 1000)
-        order = Order.from_body(delivery.body)
-        delivery.ack()
+        order = Order.from_body(body)
         tally.record(_WHO, order.order_id)
 
-    pool = [Worker(broker, topic, handle, stop, name=f"fulfilment-{n + 1}") for n in range(workers)]
-    start_all(pool)
     samples: list[Sample] = []
     published = 0
     started = time.perf_counter()
@@ -113,7 +110,7 @@ def run_peak_shaving(
                 on_sample(point)
             next_sample = now + sample_every
 
-    try:
+    with worker.running():
         bodies = [o.as_body() for o in orders]
         while published < len(bodies):
             now = time.perf_counter() - started
@@ -130,8 +127,6 @@ def run_peak_shaving(
         total_s = time.perf_counter() - started
         next_sample = 0.0
         sample(total_s)
-    finally:
-        stop_all(pool, stop)
     seen = tally.seen(_WHO)
     expected = {o.order_id for o in orders}
     return PeakResult(

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from brokerkit._broker import Broker
 from brokerkit._delivery import Delivery
 from brokerkit.demo._services import Order, ServiceFailure
-from brokerkit.demo._workers import Tally, Worker, start_all, stop_all
+from brokerkit.demo._tally import Tally
+from brokerkit.worker import Worker
 
 __all__ = ["DeadLetter", "Event", "RetryResult", "flaky_sms", "run_failing_consumer"]
 
@@ -101,35 +102,39 @@ def run_failing_consumer(
     work_ms: float = 2.0,
     timeout: float = 30.0,
 ) -> RetryResult:
-    """Publish ``orders`` and consume them with :func:`flaky_sms`, nacking each failure.
+    """Publish ``orders`` and consume them with :func:`flaky_sms`: a failure raises,
+    and the worker hands the delivery back, or dead-letters it (with the error as its
+    reason) once it reached the broker's ``max_deliveries``.
 
     ``broker`` should have ``max_deliveries`` set (the runner uses 3); a second
-    consumer reads the dead-letter topic and acks what it finds there.
+    handler reads the dead-letter topic and records what it finds there.
     """
     tally = Tally()
     events: list[Event] = []
     dead: list[DeadLetter] = []
     lock = threading.Lock()
-    stop = threading.Event()
+    worker = Worker(broker, grace=timeout)
 
-    def sms(delivery: Delivery) -> None:
-        order = Order.from_body(delivery.body)
+    @worker.handler(topic, name="sms")
+    def sms(body: dict[str, int], delivery: Delivery) -> None:
+        order = Order.from_body(body)
         time.sleep(work_ms / 1000)
         try:
             flaky_sms(order, delivery.attempt)
         except ServiceFailure as exc:
             with lock:
                 events.append(Event(order.order_id, delivery.attempt, str(exc)))
-            delivery.nack()
             tally.record("failures", order.order_id)
-            return
-        delivery.ack()
+            raise
         with lock:
             events.append(Event(order.order_id, delivery.attempt, "sent"))
         tally.record("sms", order.order_id)
 
-    def dead_letters(delivery: Delivery) -> None:
-        order = Order.from_body(delivery.body)
+    dlq = broker.dead_letter_topic(topic)
+
+    @worker.handler(dlq, name="dead-letters")
+    def dead_letters(body: dict[str, int], delivery: Delivery) -> None:
+        order = Order.from_body(body)
         headers = delivery.headers
         with lock:
             dead.append(
@@ -140,21 +145,12 @@ def run_failing_consumer(
                     headers.get("x-original-topic", "?"),
                 )
             )
-        delivery.ack()
         tally.record("dead", order.order_id)
 
-    dlq = broker.dead_letter_topic(topic)
-    pool = [
-        Worker(broker, topic, sms, stop, name="sms"),
-        Worker(broker, dlq, dead_letters, stop, name="dead-letters"),
-    ]
-    start_all(pool)
     expected = {o.order_id for o in orders}
-    try:
+    with worker.running():
         broker.publish_many(topic, [o.as_body() for o in orders])
         tally.wait_until(lambda: tally.seen("sms") | tally.seen("dead") >= expected, timeout)
-    finally:
-        stop_all(pool, stop)
     with lock:
         return RetryResult(
             orders=len(orders),

@@ -1,0 +1,229 @@
+"""``brokerkit worker module:worker [URL]``: run a program's handlers from the shell.
+
+Exit status: 0 after a stop from the program's code and a clean drain; 128 + the
+signal after SIGINT (130) or SIGTERM (143); 1 when handlers were still running at the
+end of the grace period (or after a second signal) and 2 when the worker cannot be
+imported or found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import threading
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from brokerkit._plugins import connect
+from brokerkit.aio._connect import connect as aconnect
+from brokerkit.cli._output import err
+from brokerkit.cli._url import URL_ENV
+from brokerkit.worker import StatsSnapshot, Worker
+from brokerkit.worker._worker_async import AsyncWorker
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)
+
+
+def worker(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:WORKER",
+            help="Where the worker is: a module (importable from here) and the name of "
+            "its brokerkit.Worker or brokerkit.aio.Worker, such as 'orders.app:worker'.",
+            show_default=False,
+        ),
+    ],
+    url: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="URL",
+            help=f"The broker URL to run on; default: ${URL_ENV}, else the worker's own broker.",
+            show_default=False,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-c", min=1, help="Slots for every handler (overrides)."),
+    ] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Seconds handlers get to finish after a stop."),
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="Seconds between status updates (default: 0.5 on a terminal, else 10)."
+        ),
+    ] = None,
+) -> int:
+    """Run the handlers of a worker until SIGTERM or Ctrl-C, then drain and exit.
+
+    Prints a live line per handler (processed, failed, retried, dead-lettered, in
+    flight, rate) on stderr: a table on a terminal, log lines otherwise. Exit status:
+    0 after a clean drain, 130 after SIGINT, 143 after SIGTERM, 1 when handlers were cut
+    short, 2 when the worker cannot be imported.
+    """
+    found = load_worker(target)
+    url = url or os.environ.get(URL_ENV) or None
+    if grace is not None:
+        found.grace = grace
+    if concurrency is not None:
+        found.set_concurrency(concurrency)
+    live = err.is_terminal
+    display = _Display(found, live, interval or (0.5 if live else 10.0))
+    if isinstance(found, AsyncWorker):
+        asyncio.run(_run_async(found, url, display))
+    else:
+        _run_sync(found, url, display)
+    status = 128 + found.stopped_by if found.stopped_by is not None else 0
+    if not found.drained:
+        status = status or 1
+        # Handler threads that did not end would keep the process alive: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def load_worker(target: str) -> Worker | AsyncWorker:
+    """The worker named by ``module:attribute`` (the current directory is importable).
+
+    :raises typer.BadParameter: the module does not import, or has no such worker.
+    """
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise typer.BadParameter(
+            f"expected MODULE:WORKER such as 'orders.app:worker', got {target!r}",
+            param_hint="MODULE:WORKER",
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise typer.BadParameter(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}",
+            param_hint="MODULE:WORKER",
+        ) from exc
+    found: Any = module
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise typer.BadParameter(
+                f"module {module_name!r} has no {attribute!r}", param_hint="MODULE:WORKER"
+            ) from None
+    if not isinstance(found, (Worker, AsyncWorker)):
+        raise typer.BadParameter(
+            f"{target} is a {type(found).__name__}, not a brokerkit.Worker or brokerkit.aio.Worker",
+            param_hint="MODULE:WORKER",
+        )
+    return found
+
+
+def _run_sync(found: Worker, url: str | None, display: _Display) -> None:
+    broker = connect(url) if url else None
+    if broker is not None:
+        found.broker = broker
+    try:
+        with display:
+            found.run()
+    finally:
+        if broker is not None:
+            broker.close()
+
+
+async def _run_async(found: AsyncWorker, url: str | None, display: _Display) -> None:
+    broker = await aconnect(url) if url else None
+    if broker is not None:
+        found.broker = broker
+    try:
+        with display:
+            await found.run()
+    finally:
+        if broker is not None:
+            await broker.close()
+
+
+class _Display:
+    """The status of every handler on stderr, every ``interval`` seconds, from a
+    thread of its own: a live table on a terminal, plain lines otherwise."""
+
+    def __init__(self, found: Worker | AsyncWorker, live: bool, interval: float) -> None:
+        self._worker = found
+        self._live = live
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="brokerkit-status", daemon=True)
+        self._last: dict[str, StatsSnapshot] = {}
+
+    def __enter__(self) -> _Display:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        for line in self._lines():
+            err.print(line, markup=False, highlight=False)
+
+    def _loop(self) -> None:
+        if not self._live:
+            while not self._stop.wait(self._interval):
+                for line in self._lines():
+                    err.print(line, markup=False, highlight=False)
+            return
+        with Live(self._table(), console=err, transient=True, auto_refresh=False) as live:
+            while not self._stop.wait(self._interval):
+                live.update(self._table(), refresh=True)
+
+    def _rows(self) -> list[tuple[StatsSnapshot, float]]:
+        rows = []
+        for snap in self._worker.stats():
+            rows.append((snap, snap.rate(self._last.get(snap.name))))
+            self._last[snap.name] = snap
+        return rows
+
+    def _lines(self) -> list[str]:
+        return [
+            f"handler={s.name} topic={s.topic} processed={s.processed} failed={s.failed} "
+            f"retried={s.retried} dead_lettered={s.dead_lettered} in_flight={s.in_flight} "
+            f"rate={rate:.1f}/s"
+            for s, rate in self._rows()
+        ]
+
+    def _table(self) -> Table:
+        table = Table(title="brokerkit worker (Ctrl-C drains, twice stops)")
+        for column in (
+            "handler",
+            "topic",
+            "processed",
+            "failed",
+            "retried",
+            "dead",
+            "in flight",
+            "rate/s",
+        ):
+            table.add_column(column, justify="left" if column in ("handler", "topic") else "right")
+        for s, rate in self._rows():
+            table.add_row(
+                s.name,
+                s.topic,
+                str(s.processed),
+                str(s.failed),
+                str(s.retried),
+                str(s.dead_lettered),
+                str(s.in_flight),
+                f"{rate:.1f}",
+            )
+        return table

@@ -1,0 +1,107 @@
+"""A registered handler: the function and how the worker runs it (no I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from brokerkit._capabilities import Capability
+from brokerkit._compat import is_async_callable
+from brokerkit._topics import check_topic
+from brokerkit.exceptions import InvalidOption, Unsupported
+from brokerkit.worker._retry import Immediate, RetryPolicy
+from brokerkit.worker._typed import Binding, bind
+
+__all__ = ["HandlerSpec", "make_spec"]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """One handler as registered.
+
+    :ivar name: the function's qualified name (or the name given), as shown in stats.
+    :ivar group: the consumer group (None: the broker's default group).
+    :ivar concurrency: handler slots: at most this many run at once.
+    :ivar prefetch: at most this many deliveries wait, leased, for a free slot.
+    """
+
+    function: Callable[..., Any]
+    topic: str
+    group: str | None
+    concurrency: int
+    prefetch: int
+    retry: RetryPolicy
+    name: str
+    binding: Binding
+
+    @property
+    def is_coroutine(self) -> bool:
+        """Whether the handler is a coroutine function (or a callable that acts as one)."""
+        return is_async_callable(self.function)
+
+    def with_concurrency(self, concurrency: int) -> HandlerSpec:
+        """The same handler with ``concurrency`` slots (the CLI's ``--concurrency``)."""
+        return replace(self, concurrency=_count("concurrency", concurrency, 1))
+
+    def check(self, backend: type[Any]) -> None:
+        """Refuse what the backend cannot do for this handler.
+
+        :raises Unsupported: the retry policy waits between attempts, and the backend
+            has no :attr:`~brokerkit.Capability.DELAY` (a delay held in the worker's
+            memory would be lost with the worker, so brokerkit does not fake one).
+        """
+        if self.retry.delays and Capability.DELAY not in backend.capabilities:
+            raise Unsupported(
+                backend.describe(),
+                Capability.DELAY,
+                f"retry handler {self.name} after a delay (its policy is {self.retry!r}; "
+                "use brokerkit.worker.Immediate() there)",
+            )
+        if self.group is not None and Capability.COMPETING not in backend.capabilities:
+            raise Unsupported(backend.describe(), Capability.COMPETING, "put consumers in groups")
+
+
+def _count(name: str, value: object, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InvalidOption(f"{name} must be a whole number of {least} or more, got {value!r}")
+    return value
+
+
+def make_spec(
+    function: Callable[..., Any],
+    topic: str,
+    *,
+    group: str | None,
+    concurrency: int,
+    prefetch: int | None,
+    retry: RetryPolicy | None,
+    name: str | None,
+    takes_coroutines: bool,
+) -> HandlerSpec:
+    """Check a registration and describe it.
+
+    :raises InvalidOption: a bad parameter or signature, or a coroutine function for
+        the sync worker.
+    :raises InvalidTopic: a bad topic or group name.
+    """
+    check_topic(topic)
+    if group is not None:
+        check_topic(group)
+    concurrency = _count("concurrency", concurrency, 1)
+    prefetch = concurrency if prefetch is None else _count("prefetch", prefetch, 0)
+    if retry is None:
+        retry = Immediate()
+    elif not isinstance(retry, RetryPolicy):
+        raise InvalidOption(
+            f"retry must be a retry policy (brokerkit.worker.Fixed, Exponential or "
+            f"Immediate), got {type(retry).__name__}"
+        )
+    label = name or getattr(function, "__qualname__", None) or repr(function)
+    binding = bind(function)
+    if is_async_callable(function) and not takes_coroutines:
+        raise InvalidOption(
+            f"handler {label} is a coroutine function; run it with brokerkit.aio.Worker, "
+            "or make it a plain function"
+        )
+    return HandlerSpec(function, topic, group, concurrency, prefetch, retry, label, binding)

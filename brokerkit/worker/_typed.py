@@ -1,0 +1,208 @@
+"""What a handler takes: the body (decoded, and validated into its annotated type) and
+the delivery, read from the handler's signature once, at registration.
+
+A body parameter annotated with a pydantic model, a msgspec ``Struct`` or a dataclass
+gets an instance of it; pydantic and msgspec are never imported here unless the
+handler's own annotation comes from them (they are optional extras).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from brokerkit._delivery import Delivery
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit.exceptions import InvalidOption, SerializationError
+
+__all__ = ["Binding", "InvalidBody", "bind"]
+
+
+class InvalidBody(Exception):
+    """A body that does not decode, or does not validate into the handler's type: the
+    worker dead-letters it at once, with this error's text as the reason."""
+
+
+Converter = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How to call one handler: which parameter gets the body (converted by
+    ``convert``), and which gets the delivery.
+
+    :ivar body_type: the annotated body type, or None when the body is passed as decoded.
+    """
+
+    body_index: int | None
+    delivery_index: int | None
+    arity: int
+    convert: Converter | None
+    body_type: Any
+
+    def arguments(self, delivery: Any) -> tuple[Any, ...]:
+        """The positional arguments for one delivery.
+
+        :raises InvalidBody: the body does not decode, or does not validate.
+        """
+        args: list[Any] = [None] * self.arity
+        if self.body_index is not None:
+            try:
+                body = delivery.body
+            except SerializationError as exc:
+                raise InvalidBody(str(exc)) from exc
+            args[self.body_index] = body if self.convert is None else self.convert(body)
+        if self.delivery_index is not None:
+            args[self.delivery_index] = delivery
+        return tuple(args)
+
+
+def bind(function: Callable[..., Any]) -> Binding:
+    """Read ``function``'s signature: at most one body parameter and one delivery
+    parameter (annotated ``Delivery``/``AsyncDelivery``, or named ``delivery`` and
+    annotated with nothing or ``Any``).
+
+    :raises InvalidOption: the signature cannot be served (more parameters, keyword-only
+        parameters without defaults, two body parameters).
+    """
+    if not callable(function):
+        raise InvalidOption(f"a handler must be callable, got {type(function).__name__}")
+    name = getattr(function, "__qualname__", repr(function))
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError) as exc:
+        raise InvalidOption(f"cannot read the signature of handler {name}: {exc}") from None
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # one annotation does not resolve: resolve each alone, below
+        hints = {}
+    body_index = delivery_index = None
+    body_type: Any = None
+    positional = 0
+    for parameter in signature.parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.kind is parameter.KEYWORD_ONLY:
+            if parameter.default is parameter.empty:
+                raise InvalidOption(
+                    f"handler {name} has the keyword-only parameter {parameter.name!r} "
+                    "without a default; a handler takes the body and/or the delivery"
+                )
+            continue
+        hint = hints.get(parameter.name, parameter.annotation)
+        if isinstance(hint, str):
+            hint = _resolve(function, name, parameter.name, hint)
+        untyped = hint is parameter.empty or hint is Any
+        if _is_delivery(hint) or (untyped and parameter.name == "delivery"):
+            if delivery_index is not None:
+                raise InvalidOption(f"handler {name} takes the delivery twice")
+            delivery_index = positional
+        else:
+            if body_index is not None:
+                raise InvalidOption(
+                    f"handler {name} has two body parameters ({parameter.name!r} is the "
+                    "second); a handler takes the body and/or the delivery (annotated "
+                    "Delivery, or named 'delivery')"
+                )
+            body_index = positional
+            body_type = None if hint is parameter.empty else hint
+        positional += 1
+    return Binding(body_index, delivery_index, positional, converter(body_type), body_type)
+
+
+def _resolve(function: Callable[..., Any], name: str, parameter: str, annotation: str) -> Any:
+    """The type a string annotation names, in the handler's module.
+
+    :raises InvalidOption: it names nothing there (a type defined inside a function,
+        under ``from __future__ import annotations``): the body would go unvalidated.
+    """
+    namespace = dict(getattr(function, "__globals__", {}))
+    try:
+        return eval(annotation, namespace)  # what typing.get_type_hints does, one name
+    except Exception as exc:
+        raise InvalidOption(
+            f"the annotation {annotation!r} of parameter {parameter!r} of handler {name} "
+            f"does not resolve in its module ({type(exc).__name__}: {exc}); define the type "
+            "at module level, or annotate with the class itself"
+        ) from None
+
+
+def _is_delivery(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, (Delivery, AsyncDelivery))
+
+
+def converter(body_type: Any) -> Converter | None:
+    """The function that turns a decoded body into ``body_type`` (None: pass it as it is)."""
+    if not isinstance(body_type, type):
+        return None
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and issubclass(body_type, pydantic.BaseModel):
+        return _pydantic(body_type, pydantic.ValidationError)
+    msgspec = sys.modules.get("msgspec")
+    if msgspec is not None and issubclass(body_type, msgspec.Struct):
+        return _msgspec(body_type, msgspec)
+    if dataclasses.is_dataclass(body_type):
+        return _dataclass(body_type)
+    return None
+
+
+def _pydantic(model: Any, error: type[Exception]) -> Converter:
+    def convert(body: Any) -> Any:
+        try:
+            if isinstance(body, (bytes, str)):
+                return model.model_validate_json(body)
+            return model.model_validate(body)
+        except error as exc:
+            raise InvalidBody(f"{model.__name__}: {_one_line(exc)}") from exc
+
+    return convert
+
+
+def _msgspec(struct: Any, msgspec: Any) -> Converter:
+    def convert(body: Any) -> Any:
+        try:
+            if isinstance(body, (bytes, str)):
+                return msgspec.json.decode(body, type=struct)
+            return msgspec.convert(body, struct)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidBody(f"{struct.__name__}: {_one_line(exc)}") from exc
+
+    return convert
+
+
+def _dataclass(cls: Any) -> Converter:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    required = {
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+
+    def convert(body: Any) -> Any:
+        if not isinstance(body, Mapping):
+            raise InvalidBody(f"{cls.__name__}: expected an object, got {type(body).__name__}")
+        unknown = sorted(str(k) for k in body if k not in fields)
+        missing = sorted(required - set(body))
+        if unknown or missing:
+            parts = []
+            if missing:
+                parts.append(f"missing field(s) {', '.join(missing)}")
+            if unknown:
+                parts.append(f"unknown field(s) {', '.join(unknown)}")
+            raise InvalidBody(f"{cls.__name__}: {'; '.join(parts)}")
+        try:
+            return cls(**body)
+        except (TypeError, ValueError) as exc:  # raised by a __post_init__ check
+            raise InvalidBody(f"{cls.__name__}: {_one_line(exc)}") from exc
+
+    return convert
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 500 else text[:500] + "..."

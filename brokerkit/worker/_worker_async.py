@@ -1,0 +1,307 @@
+"""The worker: decorated handlers, run until a signal, stopped by draining."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from brokerkit._acompat import Event, HandlerCalls, on_signals, spawn
+from brokerkit._broker_async import AsyncBroker
+from brokerkit._capabilities import Capability
+from brokerkit._logging import log_fields
+from brokerkit.exceptions import ConfigurationError, InvalidOption
+from brokerkit.worker._handler import HandlerSpec, make_spec
+from brokerkit.worker._retry import RetryPolicy
+from brokerkit.worker._runner_async import AsyncRunner
+from brokerkit.worker._stats import HandlerStats, StatsSnapshot
+
+__all__ = ["DEFAULT_GRACE", "AsyncWorker"]
+
+log = logging.getLogger("brokerkit.worker")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: Seconds that handlers in progress get to finish after a stop.
+DEFAULT_GRACE = 30.0
+#: How often the worker looks at stop requests and signals.
+_TICK = 0.05
+
+
+class AsyncWorker:
+    """Runs decorated handlers: each returns to ack, raises to nack under its retry
+    policy, or settles its delivery itself.
+
+    >>> worker = AsyncWorker(broker)                               # doctest: +SKIP
+    >>> @worker.handler("order.created", group="email", concurrency=8)
+    ... async def send_receipt(order: dict) -> None: ...
+
+    :meth:`run` runs every handler until SIGTERM or SIGINT (or :meth:`stop`), then
+    drains: it fetches no more, hands back the deliveries waiting for a slot, lets the
+    handlers in progress finish for up to ``grace`` seconds, and returns. A second
+    signal (or ``stop(now=True)``) ends the wait at once: where a handler is an asyncio
+    task it is cancelled and its delivery handed back; a handler thread cannot be
+    stopped, and its delivery comes back after the visibility timeout.
+
+    :param broker: the broker to read from; it may be left out and given later
+        (:attr:`broker`, or the ``brokerkit worker`` command's URL).
+    :param grace: seconds handlers in progress get to finish after a stop.
+    :ivar stopped_by: the signal number that stopped the last run (None: :meth:`stop`).
+    :ivar drained: whether the last run ended with every handler finished in time.
+    """
+
+    def __init__(self, broker: AsyncBroker | None = None, *, grace: float = DEFAULT_GRACE) -> None:
+        if broker is not None and not isinstance(broker, AsyncBroker):
+            raise InvalidOption(
+                f"a worker takes a broker (from connect(url)), got {type(broker).__name__}"
+            )
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
+            raise InvalidOption(f"grace must be a non-negative number of seconds, got {grace!r}")
+        self.broker = broker
+        self.grace = float(grace)
+        self.stopped_by: int | None = None
+        self.drained = False
+        self._specs: list[HandlerSpec] = []
+        self._stats: dict[str, HandlerStats] = {}
+        self._ready = Event()
+        self._stop = Event()
+        self._cut_short = Event()
+        self._stopped = self._abort = False
+        self._signals: list[int] = []
+        self._running = False
+        self._guard = threading.Lock()
+
+    # -- registering ----------------------------------------------------------------
+
+    def handler(
+        self,
+        topic: str,
+        *,
+        group: str | None = None,
+        concurrency: int = 1,
+        prefetch: int | None = None,
+        retry: RetryPolicy | None = None,
+        name: str | None = None,
+    ) -> Callable[[_F], _F]:
+        """Register the decorated function as the handler of ``topic``.
+
+        The function takes the body (decoded; validated into its annotated type when
+        that is a pydantic model, a msgspec Struct or a dataclass) and/or the delivery
+        (a parameter annotated ``Delivery`` or named ``delivery``). It returns to ack,
+        raises to fail (see ``retry``), or acks or nacks the delivery itself. A body
+        that does not decode or validate is dead-lettered at once, never retried.
+
+        :param group: the consumer group; give each handler of one topic its own to
+            have each see every message (default: the broker's shared group).
+        :param concurrency: at most this many calls run at once.
+        :param prefetch: at most this many deliveries wait, leased (their leases
+            renewed), for a free slot (default: ``concurrency``; 0: fetch one only
+            when a slot is free).
+        :param retry: what happens to a delivery whose handler raised (default:
+            :class:`~brokerkit.worker.Immediate`, handed back at once); after its
+            ``max_attempts`` (or the broker's ``max_deliveries``, the smaller) it is
+            dead-lettered with the error as the reason.
+        :param name: the name shown in stats and logs (default: the function's).
+        :raises InvalidOption: a bad parameter or signature, or a second handler for
+            the same topic and group.
+        :raises Unsupported: the broker (if already given) cannot do what the handler
+            needs, such as a retry delay without DELAY.
+        """
+
+        def register(function: _F) -> _F:
+            spec = make_spec(
+                function,
+                topic,
+                group=group,
+                concurrency=concurrency,
+                prefetch=prefetch,
+                retry=retry,
+                name=name,
+                takes_coroutines=HandlerCalls.takes_coroutines,
+            )
+            competing = self.broker is None or Capability.COMPETING in self.broker.capabilities
+            for other in self._specs:
+                if competing and (other.topic, other.group) == (spec.topic, spec.group):
+                    raise InvalidOption(
+                        f"handlers {other.name} and {spec.name} both read {spec.topic!r} in "
+                        f"group {spec.group or 'default'!r}; give one its own group"
+                    )
+                if other.name == spec.name:
+                    raise InvalidOption(f"two handlers are named {spec.name!r}; pass name=")
+            if self.broker is not None:
+                spec.check(type(self.broker))
+            self._specs.append(spec)
+            self._stats[spec.name] = HandlerStats(spec.topic, spec.name)
+            return function
+
+        return register
+
+    @property
+    def handlers(self) -> list[HandlerSpec]:
+        """The registered handlers, in order."""
+        return list(self._specs)
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """Give every handler ``concurrency`` slots (what ``--concurrency`` does)."""
+        self._specs = [spec.with_concurrency(concurrency) for spec in self._specs]
+
+    # -- running --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run every handler until SIGTERM/SIGINT or :meth:`stop`, then drain and return.
+
+        Signals are taken only when this runs in the main thread; elsewhere, stop it
+        with :meth:`stop`.
+
+        :raises ConfigurationError: no broker, or no handler.
+        :raises Unsupported: the broker cannot do what a handler needs.
+        """
+        broker = self.broker
+        if broker is None:
+            raise ConfigurationError(
+                "the worker has no broker: pass one to Worker(broker), or a URL to "
+                "`brokerkit worker`"
+            )
+        if not self._specs:
+            raise ConfigurationError(
+                "the worker has no handlers: register one with @worker.handler"
+            )
+        for spec in self._specs:
+            spec.check(type(broker))
+        with self._guard:
+            if self._running:
+                raise ConfigurationError("the worker is already running; run it once at a time")
+            self._running = True
+        try:
+            await self._run(broker)
+        finally:
+            self._running = False
+
+    async def _run(self, broker: AsyncBroker) -> None:
+        self.stopped_by = None
+        self.drained = False
+        self._signals.clear()
+        self._stopped = self._abort = False
+        self._stop.clear()
+        self._cut_short.clear()
+        threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
+        calls = HandlerCalls(threads)
+        restore = on_signals((signal.SIGINT, signal.SIGTERM), self._signals.append)
+        runners: list[AsyncRunner] = []
+        try:
+            try:
+                for spec in self._specs:
+                    runner = AsyncRunner(broker, spec, calls, self._stats[spec.name])
+                    runners.append(runner)
+                    await runner.start()
+                self._ready.set()
+                log.info(
+                    "worker running %d handler(s) on %s",
+                    len(runners),
+                    broker.url,
+                    extra=log_fields(),
+                )
+                while not self._stopping():
+                    await self._stop.wait(_TICK)
+            finally:
+                await self._drain(runners)
+        finally:
+            self._ready.clear()
+            restore()
+            calls.close()
+
+    @asynccontextmanager
+    async def running(self, timeout: float = 30.0) -> AsyncIterator[AsyncWorker]:
+        """Run the worker in the background (an asyncio task; a thread for the sync
+        worker) while the ``async with`` block runs; on leaving it, stop, drain and wait.
+
+        Handlers are subscribed when the block starts, so nothing published inside it
+        is missed on a backend without PERSISTENT.
+
+        :param timeout: the longest to wait for the worker to start, and, beyond its
+            ``grace``, to end.
+        :raises BrokerError: the worker could not start (what :meth:`run` raised).
+        """
+        errors: list[BaseException] = []
+        ended = Event()
+
+        async def work() -> None:
+            try:
+                await self.run()
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                ended.set()
+
+        background = spawn(work, "brokerkit-worker")
+        deadline = time.monotonic() + timeout
+        while not self._ready.is_set() and not ended.is_set() and time.monotonic() < deadline:
+            await ended.wait(_TICK)
+        if errors:
+            raise errors[0]
+        try:
+            yield self
+        finally:
+            self.stop()
+            await ended.wait(self.grace + timeout)
+            await background.join(1.0)
+        if errors:
+            raise errors[0]
+
+    def stop(self, *, now: bool = False) -> None:
+        """Ask :meth:`run` to drain and return (from any thread or task, a handler
+        included; calling it again changes nothing). ``now=True`` ends the drain at
+        once, as a second signal does."""
+        self._stopped = True
+        if now:
+            self._abort = True
+            self._cut_short.set()
+        self._stop.set()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`run` has subscribed every handler; whether it has."""
+        return await self._ready.wait(timeout)
+
+    def stats(self) -> list[StatsSnapshot]:
+        """The counters of every handler, now."""
+        return [stats.snapshot() for stats in self._stats.values()]
+
+    # -- stopping -------------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        if self._signals and self.stopped_by is None:
+            self.stopped_by = self._signals[0]
+            log.info("worker got signal %d: draining", self.stopped_by, extra=log_fields())
+        return bool(self._signals) or self._stopped
+
+    def _aborting(self) -> bool:
+        return self._abort or len(self._signals) >= 2
+
+    async def _drain(self, runners: list[AsyncRunner]) -> None:
+        for runner in runners:
+            await runner.stop_fetching()
+        deadline = time.monotonic() + self.grace
+        while any(r.busy for r in runners) and not self._aborting():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await self._cut_short.wait(min(left, _TICK))
+        self.drained = not any(r.busy for r in runners)
+        if not self.drained:
+            log.warning(
+                "worker stopped with handlers still running; their deliveries come back",
+                extra=log_fields(),
+            )
+            for runner in runners:
+                await runner.abandon()
+        for runner in runners:
+            await runner.finish()
+        log.info(
+            "worker stopped (%s)",
+            "drained" if self.drained else "handlers cut short",
+            extra=log_fields(),
+        )
