@@ -18,6 +18,11 @@ _MASK = "***"
 class BrokerURL:
     """A parsed broker URL: ``scheme://[user:password@]host[:port]/[path][?k=v&...]``.
 
+    The host part may list several hosts, comma-separated
+    (``redis+stream://h1:7000,h2:7001/0``): :attr:`host` and :attr:`port` are the
+    first, :attr:`more_hosts` the others, and :attr:`hosts` all of them in order. A
+    backend that reads one host refuses the others (see :meth:`single_host`).
+
     ``str()`` and ``repr()`` mask the password (and the value of any query option
     whose name holds ``password``, ``secret`` or ``token``); :meth:`render` with
     ``hide_password=False`` gives it back for the driver that needs it. An error
@@ -34,6 +39,13 @@ class BrokerURL:
     password: str | None = field(default=None, repr=False)
     path: str = ""
     query: Mapping[str, str] = field(default_factory=dict)
+    #: The hosts after the first of a comma-separated list, as (host, port) pairs.
+    more_hosts: tuple[tuple[str, int | None], ...] = ()
+
+    @property
+    def hosts(self) -> tuple[tuple[str, int | None], ...]:
+        """Every host the URL names, the first one first, as (host, port) pairs."""
+        return ((self.host, self.port), *self.more_hosts)
 
     @classmethod
     def parse(cls, url: str | BrokerURL) -> BrokerURL:
@@ -57,6 +69,7 @@ class BrokerURL:
                 f"as in 'memory://' or 'redis+stream://localhost:6379/0'{hint}"
             )
         _check_userinfo(url)
+        url, more_hosts = _split_hosts(url)
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -83,6 +96,7 @@ class BrokerURL:
             password=unquote(parts.password) if parts.password is not None else None,
             path=unquote(parts.path),
             query=query,
+            more_hosts=more_hosts,
         )
 
     def render(self, *, hide_password: bool = True) -> str:
@@ -98,6 +112,9 @@ class BrokerURL:
             netloc += f"[{self.host}]" if ":" in self.host else self.host
         if self.port is not None:
             netloc += f":{self.port}"
+        for host, port in self.more_hosts:
+            netloc += "," + (f"[{host}]" if ":" in host else host)
+            netloc += f":{port}" if port is not None else ""
         text = f"{self.scheme}://{netloc}{quote(self.path)}"
         if self.query:
             query = dict(self.query)
@@ -140,6 +157,34 @@ def _check_userinfo(url: str) -> None:
             "urllib.parse.quote(password, safe=''); the URL is not shown, as it may "
             "contain the password"
         )
+
+
+def _split_hosts(url: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
+    """``url`` with only the first of a comma-separated host list, and the others
+    parsed as (host, port) pairs."""
+    scheme, _, rest = url.partition("://")
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    authority, tail = rest[:authority_end], rest[authority_end:]
+    userinfo, at, hostlist = authority.rpartition("@")
+    if "," not in hostlist:
+        return url, ()
+    first, *others = hostlist.split(",")
+    more: list[tuple[str, int | None]] = []
+    for other in others:
+        try:
+            parsed = urlsplit(f"{scheme}://{other}")
+            port = parsed.port
+        except ValueError:
+            port, parsed = -1, None
+        if parsed is None or port == -1 or not parsed.hostname or parsed.netloc != other:
+            raise InvalidURL(
+                f"{_masked(url)!r} lists the host {other!r}, which is not host or host:port "
+                "with a numeric port; list hosts as h1:7000,h2:7001"
+            )
+        more.append((unquote(parsed.hostname), port))
+    if not first:
+        raise InvalidURL(f"{_masked(url)!r} has an empty first host in its host list")
+    return f"{scheme}://{userinfo}{at}{first}{tail}", tuple(more)
 
 
 #: Characters that must be percent-encoded in a user name or password.

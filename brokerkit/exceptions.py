@@ -15,6 +15,7 @@ The tree::
     ├── PluginError
     │   └── SchemeConflict          two plugins claim one URL scheme
     ├── ConnectionFailed            the server could not be reached, or went away
+    ├── ReplicationTimeout          a write reached the master, not enough replicas
     ├── PermissionDenied            the server refused a command to this user (an ACL)
     ├── Unsupported                 the backend lacks a capability the call needs
     ├── InvalidMessage              a topic, header or body that cannot be published
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidURL",
     "PermissionDenied",
     "PluginError",
+    "ReplicationTimeout",
     "SchemeConflict",
     "SerializationError",
     "StaleDelivery",
@@ -114,6 +116,24 @@ class SchemeConflict(PluginError):
 
 class ConnectionFailed(BrokerError):
     """The server could not be reached, or closed the connection and did not come back."""
+
+
+class ReplicationTimeout(BrokerError):
+    """A publish or an ack was made on the master, but fewer replicas than the
+    ``replicas`` option asks for confirmed it within ``replica_timeout``.
+
+    The write is not undone: the message is stored (or the ack applied) on the master,
+    and a failover in the next moments may lose it. A publish that fails this way may
+    be retried; the consumers then see the message twice if both copies survive.
+
+    :ivar acknowledged: how many replicas confirmed the write.
+    :ivar wanted: how many were asked for.
+    """
+
+    def __init__(self, message: str, acknowledged: int = 0, wanted: int = 0) -> None:
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+        super().__init__(message)
 
 
 class PermissionDenied(BrokerError):

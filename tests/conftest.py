@@ -13,6 +13,7 @@ import pytest
 import redis
 
 import brokerkit
+from tests.redis_cluster import RedisClusterSet, SentinelSet
 from tests.redis_server import RedisServer, find_redis_cli
 
 #: Point the Redis tests at an existing server instead of starting one.
@@ -51,6 +52,22 @@ def redis_target() -> Iterator[RedisTarget]:
         return
     with RedisServer() as server:
         yield RedisTarget("127.0.0.1", server.port, 0, server)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterSet]:
+    """A 3-master + 3-replica Redis Cluster for the session (per xdist worker), started
+    on first use; every process it started is killed, and its files removed, at the end."""
+    with RedisClusterSet() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSet]:
+    """A master, a replica and three sentinels for the session (per xdist worker),
+    started on first use and torn down at the end."""
+    with SentinelSet() as sentinels:
+        yield sentinels
 
 
 @pytest.fixture

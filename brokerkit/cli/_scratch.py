@@ -18,9 +18,6 @@ from brokerkit.cli._output import err
 
 __all__ = ["remove_keys", "scratch", "scratch_prefix"]
 
-#: Options that make a Redis URL name several servers: cleaned up by hand.
-_TOPOLOGY_OPTIONS = ("cluster", "sentinel")
-
 
 def scratch_prefix(command: str) -> str:
     """A fresh prefix naming ``command``: ``brokerkit-check-1a2b3c4d``."""
@@ -50,30 +47,21 @@ def scratch(url: str, command: str) -> Iterator[tuple[BrokerURL, str | None]]:
 
 
 def remove_keys(url: BrokerURL, prefix: str) -> int:
-    """Delete every key whose name starts with ``prefix`` on the Redis server of ``url``;
-    return how many.
+    """Delete every key whose name starts with ``prefix`` on the Redis deployment of
+    ``url`` (one server; every master of a cluster; the master under Sentinel); return
+    how many.
 
     Never raises: a key that could not be removed is reported on stderr with the
     command that removes it.
     """
     hint = f"remove them with: redis-cli --scan --pattern '{prefix}*' | xargs redis-cli unlink"
-    if any(option in url.query for option in _TOPOLOGY_OPTIONS):
-        err.print(f"keys under {prefix!r} are left on a cluster or sentinel setup; {hint}")
-        return 0
     try:
-        import redis
+        from brokerkit.backends.redis._client import make_client
 
-        client = redis.Redis(
-            host=url.host or "localhost",
-            port=url.port or 6379,
-            db=int(url.path.strip("/") or 0),
-            username=url.username,
-            password=url.password,
-            ssl=url.scheme.startswith("rediss"),
-            socket_timeout=10,
-        )
+        client = make_client(url)
         removed = 0
         try:
+            # a cluster client scans every master and unlinks slot by slot
             batch: list[bytes] = []
             for key in client.scan_iter(match=f"{prefix}*", count=1000):
                 batch.append(key)

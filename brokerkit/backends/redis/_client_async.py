@@ -3,26 +3,32 @@ connection loss with backoff and jitter."""
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._acompat import sleep
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
+    connection_kwargs,
     ever_reached,
     note_reached,
+    note_url_reached,
     redis_url,
     translate_errors,
 )
+from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._keys import Keyspace
+from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._tls import share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
@@ -42,23 +48,76 @@ else:
     _DRIVER["driver_info"] = DriverInfo()
 
 
-def make_client(url: BrokerURL, *, retries: int = 3) -> aioredis.Redis:
+def make_client(
+    url: BrokerURL, options: RedisOptions | None = None, *, retries: int = 3
+) -> aioredis.Redis:
     """A redis-py client for ``url`` whose commands retry transient connection
     errors a few times with exponential backoff and jitter.
+
+    One server gives a plain client; ``cluster=true`` a cluster client that routes each
+    command to the node that serves its key's slot and follows ``MOVED``/``ASK``
+    (redis-py's ``RedisCluster``); ``sentinel=<name>`` a client whose connections ask
+    the sentinels where the master is (redis-py's ``Sentinel.master_for``). All three
+    offer the same commands, so the backends use them alike.
 
     Its pool opens as many connections as are used at once (``max_connections`` in
     the URL caps them), on both sides: every consumer blocked in a server-side wait
     holds one, and redis.asyncio's own default cap (100) would fail the 101st with
     "Too many connections" where the sync pool has none.
+
+    :raises InvalidURL: the URL and the deployment options do not fit together.
     """
+    deployment = Deployment.of(url, options)
     timeouts: dict[str, Any] = {}
     if "socket_connect_timeout" not in url.query:
         timeouts["socket_connect_timeout"] = CONNECT_TIMEOUT
+    retry = aioredis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
     try:
+        if deployment.kind == "cluster":
+            # A cluster never reached fails with "cannot be connected", not with a lost
+            # connection: after that, a lost connection is a node going away.
+            note_url_reached(url)
+            return cast(  # RedisCluster offers the commands the backends use
+                aioredis.Redis,
+                aioredis.RedisCluster.from_url(
+                    redis_url(url),
+                    startup_nodes=[
+                        aioredis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call,unused-ignore]
+                        for h, p in deployment.hosts
+                    ],
+                    max_connections=2**31,
+                    retry=retry,
+                    retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                    **timeouts,
+                    **_DRIVER,
+                ),
+            )
+        if deployment.kind == "sentinel":
+            kwargs = connection_kwargs(url)
+            of_sentinels = deployment.sentinel_kwargs(kwargs)
+            tls = kwargs.pop("ssl", False)
+            kwargs["connection_class"] = _MasterSSLConnection if tls else _MasterConnection
+            sentinels = aioredis.Sentinel(  # type: ignore[no-untyped-call]
+                list(deployment.hosts),
+                sentinel_kwargs=of_sentinels,
+                **timeouts,
+            )
+            return cast(  # a Redis whose pool asks the sentinels for the master
+                aioredis.Redis,
+                sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
+                    deployment.master,
+                    max_connections=2**31,
+                    retry=retry,
+                    retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                    redis_connect_func=functools.partial(_connected, via=url),
+                    **{**kwargs, **timeouts},
+                    **_DRIVER,
+                ),
+            )
         client = aioredis.Redis.from_url(
             redis_url(url),
             max_connections=2**31,  # redis-py's sync default: no cap in practice
-            retry=aioredis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
+            retry=retry,
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             redis_connect_func=_connected,
             **timeouts,
@@ -84,10 +143,33 @@ async def scan_topics(client: aioredis.Redis, url: BrokerURL, prefix: str) -> li
     return sorted(found)
 
 
-async def _connected(connection: Any) -> None:
-    """A new connection is up: note that the server answered, then shake hands as
-    redis-py does."""
+class _MasterConnection(aioredis.sentinel.SentinelManagedConnection):
+    """A connection to the master the sentinels name, however it (re)connects.
+
+    redis-py's Sentinel-managed connection asks the sentinels only in ``connect()``; a
+    command retried after a dropped connection reconnects through
+    ``connect_check_health()``, which would dial the connection's default address
+    (localhost:6379) instead of the master. Asking here covers both ways.
+    """
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self.is_connected and self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(check_health, retry_socket_connect)
+
+
+class _MasterSSLConnection(_MasterConnection, aioredis.SSLConnection):
+    """:class:`_MasterConnection` over TLS."""
+
+
+async def _connected(connection: Any, via: BrokerURL | None = None) -> None:
+    """A new connection is up: note that the server answered (and the Sentinel set
+    that named it, ``via``), then shake hands as redis-py does."""
     note_reached(getattr(connection, "host", "localhost"), getattr(connection, "port", 6379))
+    if via is not None:
+        note_url_reached(via)
     await connection.on_connect()
 
 
@@ -120,7 +202,12 @@ class Reconnector:
                 with translate_errors(self.url, topic):
                     result = await operation()
             except ConnectionFailed as exc:
-                unreachable = isinstance(exc.__cause__, (RedisConnectionError, RedisTimeoutError))
+                cause = exc.__cause__
+                unreachable = isinstance(cause, (RedisConnectionError, RedisTimeoutError)) or (
+                    # "cannot be connected": no seed of a cluster answered
+                    isinstance(cause, RedisClusterException)
+                    and not isinstance(cause, SlotNotCoveredError)
+                )
                 if unreachable and not ever_reached(self.url):
                     raise  # "could not connect": nothing to ride out
                 attempt += 1

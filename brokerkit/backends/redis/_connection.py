@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 
@@ -21,12 +22,28 @@ from brokerkit.exceptions import (
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "TOPOLOGY_ERRORS",
     "TRANSIENT_ERRORS",
+    "connection_kwargs",
     "ever_reached",
     "note_reached",
+    "note_url_reached",
     "redis_url",
     "translate_errors",
 ]
+
+#: Replies that mean the deployment's topology is changing under the command: a slot
+#: moved or is moving (``MOVED``, ``ASK``), a slot is being migrated (``TRYAGAIN``),
+#: the cluster lost a master and has not promoted its replica yet (``CLUSTERDOWN``),
+#: or the server was a master and is a replica now (``READONLY``, after a failover).
+#: None of them means the command ran: it is retried once the topology settles.
+TOPOLOGY_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.AskError,  # MovedError is one
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,  # MasterDownError is one
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.SlotNotCoveredError,
+)
 
 #: Errors after which trying again may succeed. A missing script means the server
 #: restarted between redis-py loading a script and running it; the next call loads it.
@@ -35,6 +52,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.NoScriptError,
+    *TOPOLOGY_ERRORS,
 )
 
 
@@ -53,8 +71,20 @@ def note_reached(host: str, port: int) -> None:
     _reached.add((host, int(port)))
 
 
+#: The host lists of the cluster and Sentinel URLs whose deployment has answered.
+_reached_deployments: set[tuple[tuple[str, int | None], ...]] = set()
+
+
+def note_url_reached(url: BrokerURL) -> None:
+    """A command through ``url``'s client succeeded (for a cluster or a Sentinel set,
+    whose nodes are found at run time, not named in the URL)."""
+    _reached_deployments.add(url.hosts)
+
+
 def ever_reached(url: BrokerURL) -> bool:
     """Whether this process has ever connected to the Redis that ``url`` names."""
+    if url.hosts in _reached_deployments:
+        return True
     return (url.host or "localhost", url.port or 6379) in _reached
 
 
@@ -74,6 +104,17 @@ def redis_url(url: BrokerURL, *, hide_password: bool = False) -> str:
         query=driver_query,
     )
     return plain.render(hide_password=hide_password)
+
+
+def connection_kwargs(url: BrokerURL) -> dict[str, Any]:
+    """redis-py's connection arguments for the servers ``url`` reaches, without the
+    host: credentials, database, socket and TLS settings (``ssl=True`` for rediss)."""
+    kwargs: dict[str, Any] = dict(redis.connection.parse_url(redis_url(url)))  # type: ignore[no-untyped-call]
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    if kwargs.pop("connection_class", None) is redis.SSLConnection:
+        kwargs["ssl"] = True
+    return kwargs
 
 
 @contextlib.contextmanager
@@ -96,6 +137,11 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
         raise ConnectionFailed(
             f"Redis at {url} lost brokerkit's scripts (did it restart?): {exc}"
         ) from exc
+    except TOPOLOGY_ERRORS as exc:
+        raise ConnectionFailed(
+            f"the Redis deployment at {url} was changing its topology (a failover or a "
+            f"slot migration) and did not settle in time: {exc}"
+        ) from exc
     except TRANSIENT_ERRORS as exc:
         raise _lost(url, exc) from exc
     except redis.ResponseError as exc:
@@ -110,6 +156,8 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
         raise BrokerError(f"Redis at {url} answered with an error: {exc}") from exc
     except redis.RedisError as exc:
         raise BrokerError(f"Redis at {url} failed: {exc}") from exc
+    except redis.exceptions.RedisClusterException as exc:
+        raise ConnectionFailed(f"the Redis Cluster at {url} could not be used: {exc}") from exc
 
 
 #: How Redis says that an ACL refused a command, also from inside a script.

@@ -13,7 +13,7 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from brokerkit._options import MAX_SECONDS, BrokerOptions
@@ -78,12 +78,44 @@ class RedisOptions(BrokerOptions):
     #: How long, in seconds, to keep retrying (with backoff and jitter) after the
     #: server goes away before giving up with ConnectionFailed.
     reconnect_timeout: float = 30.0
+    #: Read the URL's hosts as seeds of a Redis Cluster (any node will do).
+    cluster: bool = False
+    #: Read the URL's hosts as sentinels and follow the master they know by this name.
+    sentinel: str | None = None
+    #: The password of the sentinels themselves (the URL's password is the master's).
+    sentinel_password: str | None = field(default=None, repr=False)
+    #: Publish and ack wait until this many replicas have the write (Redis ``WAIT``);
+    #: 0 (the default) returns as soon as the master has it.
+    replicas: int = 0
+    #: Seconds publish and ack wait for ``replicas`` before failing with
+    #: :class:`~brokerkit.exceptions.ReplicationTimeout`.
+    replica_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if _PREFIX.fullmatch(self.prefix) is None:
             raise InvalidOption(
                 f"prefix must be 1 to 64 of letters, digits and _ . : -, got {self.prefix!r}"
+            )
+        if self.cluster and self.sentinel is not None:
+            raise InvalidOption(
+                "cluster=true and sentinel= cannot be combined: a URL names either the "
+                "seeds of a Redis Cluster or the sentinels of one master; give one"
+            )
+        if self.sentinel is not None and not self.sentinel.strip():
+            raise InvalidOption("sentinel= must name the master the sentinels watch, got ''")
+        if self.sentinel_password is not None and self.sentinel is None:
+            raise InvalidOption(
+                "sentinel_password only applies with sentinel=<master name>; add sentinel= "
+                "or remove sentinel_password"
+            )
+        if not 0 <= self.replicas <= 64:
+            raise InvalidOption(
+                f"replicas must be a whole number from 0 to 64, got {self.replicas}"
+            )
+        if not self.replica_timeout > 0:
+            raise InvalidOption(
+                f"replica_timeout must be a positive number of seconds, got {self.replica_timeout}"
             )
 
     @classmethod

@@ -17,6 +17,7 @@ and a thread on the other; :meth:`close` stops it either way.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -37,13 +38,15 @@ from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts
 from brokerkit.backends.redis.list.calls import ListCalls
 from brokerkit.backends.redis.list.keys import ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
-from brokerkit.backends.redis.list.plan import TopicPlan, new_nonce
+from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of, new_nonce
 from brokerkit.backends.redis.list.replies import stale_receipts, topic_info, unwrap
 from brokerkit.exceptions import InvalidMessage, StaleDelivery
 
@@ -106,14 +109,15 @@ class RedisListBroker(Broker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
-        self._client = make_client(url, retries=0)
+        self._client = make_client(url, self.options, retries=0)
         self._scripts = {
-            name: self._client.register_script(getattr(scripts, name))
+            name: Lua(self._client, getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
         }
         for name in ("HOLD", "RELEASE"):
-            self._scripts[name] = self._client.register_script(getattr(schedule, name))
+            self._scripts[name] = Lua(self._client, getattr(schedule, name))
         self._topics: dict[str, TopicPlan] = {}
+        self._durable = replica_wait(self._client, url, self.options)
         self._call = ListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
         self._lease_ms = int(self.options.visibility_timeout * 1000)
         self._keeper = LeaseKeeper(
@@ -158,20 +162,25 @@ class RedisListBroker(Broker):
             values = [encode(m) for m in messages]
         queue = self._topic(topic).keys.queue
         maxlen = options.maxlen
-        if len(values) <= _PUSH_CHUNK and maxlen is None:
+        durable = self._durable
+        if len(values) <= _PUSH_CHUNK and maxlen is None and durable is None:
             lpush = self._client.lpush
             self._call(lambda: lpush(queue, *values), topic)
             return
 
-        def push() -> None:
-            pipe = self._client.pipeline(transaction=True)
-            for start in range(0, len(values), _PUSH_CHUNK):
-                pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
-            if maxlen is not None:
-                pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
-            pipe.execute()
+        def push_on(client: Any) -> None:
+            # as a context manager: a cluster's transaction hands its connection back
+            with client.pipeline(transaction=True) as pipe:
+                for start in range(0, len(values), _PUSH_CHUNK):
+                    pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
+                if maxlen is not None:
+                    pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
+                pipe.execute()
 
-        self._call(push, topic)
+        if durable is None:
+            self._call(lambda: push_on(self._client), topic)
+        else:
+            self._call(lambda: durable.run(queue, push_on), topic)
 
     def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
         """Hold the messages in the topic's ``scheduled`` set, due ``delay`` seconds
@@ -190,7 +199,13 @@ class RedisListBroker(Broker):
         delay_ms = max(math.ceil(delay * 1000), 1)
         for start in range(0, len(members), _PUSH_CHUNK):
             chunk = members[start : start + _PUSH_CHUNK]
-            self._call(lambda c=chunk: self._script("HOLD", plan, delay_ms, *c), topic)  # type: ignore[misc]
+            if self._durable is None:
+                self._call(lambda c=chunk: self._script("HOLD", plan, delay_ms, *c), topic)  # type: ignore[misc]
+            else:  # held messages wait for replicas as published ones do
+                args = [*plan.common, delay_ms, *chunk]
+                on = functools.partial(_run_on, self._scripts["HOLD"], plan.script_keys, args)
+                run = functools.partial(self._durable.run, plan.keys.queue, on)
+                self._call(run, topic)
 
     # -- consuming ----------------------------------------------------------------
 
@@ -244,7 +259,7 @@ class RedisListBroker(Broker):
         state: _Consumer = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
-        script_keys, common = state.plan.script_keys, state.plan.common
+        script_keys, common = state.plan.keys_for((consumer,)), state.plan.common
         extra = () if moved is None else (moved,)
 
         def fetch() -> tuple[str, int, list[bytes]]:
@@ -308,7 +323,7 @@ class RedisListBroker(Broker):
         state.reconcile = False
         moved, wait_ms, _, _, released = self._consumer_call(
             subscription,
-            lambda: self._script("RESCUE", state.plan, _RESCUE_LIMIT, subscription.consumer),
+            lambda: self._rescue(state.plan, subscription.consumer),
         )
         if moved or released:
             state.idle = False
@@ -422,11 +437,18 @@ class RedisListBroker(Broker):
                 by_topic[topic] = group = []
             group.append(delivery)
         run = self._scripts[script]
+        # a settlement waits for replicas (the replicas option); a renewal does not
+        durable = self._durable if script == "SETTLE" else None
         stale: list[Delivery] = []
         for topic, group in by_topic.items():
             plan = self._topic(topic)
             args = [*plan.common, *first, *[d.receipt for d in group]]
-            reply = self._call(lambda k=plan.script_keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
+            keys = plan.keys_for(consumer_of(d.receipt) for d in group)
+            if durable is None:
+                reply = self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
+            else:
+                on = functools.partial(_run_on, run, keys, args)
+                reply = self._call(lambda k=keys[0], o=on: durable.run(k, o), topic)  # type: ignore[misc]
             lost = stale_receipts(reply)
             if lost:
                 stale.extend(d for d in group if d.receipt in lost)
@@ -446,16 +468,40 @@ class RedisListBroker(Broker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _, visited, _ = self._call(
-                lambda: self._script("RESCUE", plan, _RESCUE_LIMIT, ""), topic
-            )
+            moved, _, _, visited, _ = self._call(lambda: self._rescue(plan, ""), topic)
             total += int(moved)
             if visited < _RESCUE_LIMIT:
                 return total
 
+    def _rescue(self, plan: TopicPlan, own: str) -> Any:
+        """One RESCUE call: first which consumers it may visit (the lease groups due
+        first, the heartbeats ending first, and ``own``), so that their keys are
+        declared."""
+        pipe: Any
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.zrange(plan.keys.deadlines, 0, _RESCUE_LIMIT - 1)
+            pipe.zrange(plan.keys.consumers, 0, _RESCUE_LIMIT - 1)
+            groups, consumers = pipe.execute()
+        names = [consumer_of(_text(g)) for g in groups] + [_text(c) for c in consumers]
+        if own:
+            names.append(own)
+        keys = plan.keys_for(names)
+        return self._scripts["RESCUE"](keys=keys, args=[*plan.common, _RESCUE_LIMIT, own])
+
     def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)
-        reply = self._call(lambda: self._script("INSPECT", plan), topic)
+
+        def inspect() -> Any:
+            pipe: Any
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.zrange(plan.keys.consumers, 0, -1)
+                pipe.hkeys(plan.keys.expiry)
+                consumers, receipts = pipe.execute()
+            names = [_text(c) for c in consumers] + [consumer_of(_text(r)) for r in receipts]
+            keys = plan.keys_for(names)
+            return self._scripts["INSPECT"](keys=keys, args=plan.common)
+
+        reply = self._call(inspect, topic)
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
     def _list_topics(self) -> list[str]:
@@ -483,4 +529,15 @@ class RedisListBroker(Broker):
         """Stop the lease renewals (the task, or thread, ends before this returns)
         and disconnect."""
         self._keeper.stop()
+        if self._durable is not None:
+            self._durable.close()
         self._client.close()
+
+
+def _run_on(script: Lua, keys: list[str], args: list[Any], client: Any) -> Any:
+    """``script`` on ``client`` (a connection pinned for a replica wait)."""
+    return script(keys=keys, args=args, client=client)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from brokerkit.backends.redis._keys import DEAD_LETTER_SUFFIX, Keyspace
+from brokerkit.backends.redis._keys import DEAD_LETTER_SUFFIX, Keyspace, split_dead_letter
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["ListKeys", "check_queue_key", "list_keys"]
@@ -94,9 +94,7 @@ def list_keys(prefix: str, topic: str, queue_key: str | None = None) -> ListKeys
         space = Keyspace(prefix)
         dead = space.topic(topic + DEAD_LETTER_SUFFIX)
         return _layout(space.topic(topic), lambda part: space.topic(topic, part), dead)
-    stem, dlq = topic, ""
-    if topic.endswith(DEAD_LETTER_SUFFIX) and len(topic) > len(DEAD_LETTER_SUFFIX):
-        stem, dlq = topic[: -len(DEAD_LETTER_SUFFIX)], DEAD_LETTER_SUFFIX
+    stem, dlq = split_dead_letter(topic)
     base = queue_key.replace("*", stem)
     tagged = base if _has_hash_tag(base) else "{" + base + "}"
     queue = base if not dlq else tagged + dlq

@@ -4,12 +4,13 @@ async broker)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.options import RedisListOptions
 
-__all__ = ["TopicPlan", "new_nonce"]
+__all__ = ["TopicPlan", "consumer_of", "new_nonce"]
 
 
 class TopicPlan:
@@ -34,6 +35,20 @@ class TopicPlan:
             options.raw_content_type or "",
             int(options.heartbeat * 1000),
         ]
+
+    def keys_for(self, consumers: Iterable[str]) -> list[str]:
+        """The ``KEYS`` of a script call that may touch these consumers' processing
+        lists and lease hashes: the fixed keys, then two per consumer."""
+        extra: list[str] = []
+        for consumer in dict.fromkeys(consumers):
+            extra.append(self.keys.processing(consumer))
+            extra.append(self.keys.leases(consumer))
+        return [*self.script_keys, *extra]
+
+
+def consumer_of(name: str) -> str:
+    """The consumer a receipt (``<nonce><seq>:<consumer>``) or a lease group names."""
+    return name.partition(":")[2]
 
 
 def new_nonce() -> str:

@@ -17,6 +17,19 @@ PREAMBLE = (
 local QUEUE, DEADLINES, CONSUMERS, DLQ, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ATTEMPTS, SCHEDULED = KEYS[6], KEYS[7]
 local PROC_PREFIX, LEASE_PREFIX = ARGV[1], ARGV[2]
+-- A consumer's processing list and lease hash are declared after the fixed keys,
+-- KEYS[8...]: a script touches no key it was not given (see FIXED_KEYS).
+local DECLARED = {}
+for i = 8, #KEYS do DECLARED[KEYS[i]] = true end
+local function declared(C)
+  return DECLARED[PROC_PREFIX .. C] and DECLARED[LEASE_PREFIX .. C]
+end
+local function need(key)
+  if not DECLARED[key] then error('brokerkit: the key ' .. key .. ' is not among KEYS') end
+  return key
+end
+local function proc_of(C) return need(PROC_PREFIX .. C) end
+local function leases_of(C) return need(LEASE_PREFIX .. C) end
 local MAX = tonumber(ARGV[3])
 local TOPIC, RAW_CT = ARGV[4], ARGV[5]
 local HEARTBEAT = tonumber(ARGV[6])
@@ -251,7 +264,7 @@ end
 -- Take one lease away (its deadline passed, or it is settled): returns the
 -- element, or nil when there was no such lease.
 local function release(receipt)
-  local leases = LEASE_PREFIX .. consumer_of(receipt)
+  local leases = leases_of(consumer_of(receipt))
   redis.call('HDEL', EXPIRY, receipt)
   local value = redis.call('HGET', leases, receipt)
   if not value then return nil end
@@ -279,12 +292,12 @@ end
 -- matched against the leases, so those are not handed back twice.
 local function orphans(consumer)
   local held = {}
-  for _, value in ipairs(redis.call('HVALS', LEASE_PREFIX .. consumer)) do
+  for _, value in ipairs(redis.call('HVALS', leases_of(consumer))) do
     local _, e = lease_parts(value)
     held[e] = (held[e] or 0) + 1
   end
   local found = {}
-  for _, e in ipairs(redis.call('LRANGE', PROC_PREFIX .. consumer, 0, -1)) do
+  for _, e in ipairs(redis.call('LRANGE', proc_of(consumer), 0, -1)) do
     if (held[e] or 0) > 0 then held[e] = held[e] - 1 else found[#found + 1] = e end
   end
   return found

@@ -10,6 +10,9 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
     KEYS[5] expiry      HASH receipt -> lease deadline (server ms)
     KEYS[6] attempts    HASH SHA-1 of a raw element -> its deliveries so far
     KEYS[7] scheduled   ZSET held message -> due time (server ms)
+    KEYS[8...] the processing list and the lease hash of each consumer the call may
+                touch (see :meth:`.TopicPlan.keys_for`): no script builds a key name
+                it was not given, so every key is declared, as Redis Cluster wants
     ARGV[1] prefix of processing lists    (+ consumer)
     ARGV[2] prefix of lease hashes        (+ consumer): receipt -> "<delivered ms>:<element>"
     ARGV[3] max_deliveries (0: no limit)
@@ -17,8 +20,11 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
     ARGV[5] content type of dead-lettered raw elements ("" : guess JSON or bytes)
     ARGV[6] heartbeat ttl in ms
 
-The per-consumer keys are built from the prefixes; they carry the topic's hash tag,
-so they live in the same cluster slot as the declared keys.
+The per-consumer keys are named from the prefixes and carry the topic's hash tag, so
+they live in the cluster slot of the fixed keys; a script uses one only when the
+caller declared it in ``KEYS`` (a fetch, settle or extend declares the consumers its
+receipts name; a rescue or inspect first reads which consumers there are, and leaves
+one that appeared meanwhile for its next run).
 
 A delivered element lives in exactly one place: its consumer's lease hash, with
 its deadline in ``expiry`` (the two are always written and removed together, and
@@ -83,7 +89,7 @@ release_due(t, math.max(want, RELEASE_BATCH))
 local out = {}
 -- The BLMOVEd element is leased only if it is still there: a rescuer that took
 -- this consumer for dead has already handed it back.
-if ARGV[12] and redis.call('LREM', PROC_PREFIX .. C, -1, ARGV[12]) == 1 then
+if ARGV[12] and redis.call('LREM', proc_of(C), -1, ARGV[12]) == 1 then
   out[1] = ARGV[12]
 end
 if #out < want then
@@ -125,11 +131,11 @@ end
 local ok, err = pcall(function()
   redis.call('ZADD', DEADLINES, deadline, nonce .. seq .. '+' .. #out .. tail)
   call_chunked('HSET', EXPIRY, expiry, 2)
-  call_chunked('HSET', LEASE_PREFIX .. C, records, 2)
+  call_chunked('HSET', leases_of(C), records, 2)
 end)
 if not ok then
   pcall(call_chunked, 'HDEL', EXPIRY, receipts, 1)
-  pcall(call_chunked, 'HDEL', LEASE_PREFIX .. C, receipts, 1)
+  pcall(call_chunked, 'HDEL', leases_of(C), receipts, 1)
   pcall(redis.call, 'ZREM', DEADLINES, nonce .. seq .. '+' .. #out .. tail)
   for i = #out, 1, -1 do redis.call('RPUSH', QUEUE, out[i]) end
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
@@ -192,14 +198,14 @@ if mode == 'ack' then
   local counted = redis.call('HLEN', ATTEMPTS) > 0
   for C, mine in pairs(by_consumer) do
     if counted then  -- a raw element that came back: its count goes with it
-      for _, value in ipairs(gather('HMGET', LEASE_PREFIX .. C, mine, 1, #mine)) do
+      for _, value in ipairs(gather('HMGET', leases_of(C), mine, 1, #mine)) do
         if value then
           local _, e = lease_parts(value)
           forget_raw(e)
         end
       end
     end
-    call_chunked('HDEL', LEASE_PREFIX .. C, mine, 1)
+    call_chunked('HDEL', leases_of(C), mine, 1)
   end
   tidy()
   return stale
@@ -281,6 +287,9 @@ local limit = tonumber(ARGV[7])
 local moved = 0
 local due = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'LIMIT', 0, limit)
 for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
+  -- a group that fell due after the caller looked is left for the next rescue
+  local colon = string.find(due[i], ':', 1, true)
+  if not colon or declared(string.sub(due[i], colon + 1)) then
   local receipts = group_receipts(due[i])
   local found = gather('HMGET', EXPIRY, receipts, 1, #receipts)
   local earliest
@@ -301,6 +310,7 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   else
     redis.call('ZREM', DEADLINES, due[i])
   end
+  end
 end
 -- a receipt orders deliveries by time, then by sequence number (a longer one is later)
 local function later(a, b)
@@ -310,8 +320,10 @@ local function later(a, b)
 end
 local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
 for _, C in ipairs(dead) do
+  -- a consumer that died after the caller looked is left for the next rescue
+  if declared(C) then
   redis.call('ZREM', CONSUMERS, C)
-  local proc, leases = PROC_PREFIX .. C, LEASE_PREFIX .. C
+  local proc, leases = proc_of(C), leases_of(C)
   -- moved but never leased: never handed to the application, no attempt
   for _, e in ipairs(orphans(C)) do
     redis.call('RPUSH', QUEUE, e)
@@ -331,11 +343,12 @@ for _, C in ipairs(dead) do
     hand_back(lease[3], true, 'max_deliveries')
     moved = moved + 1
   end
+  end
 end
 local reconciled = 0
 if ARGV[8] ~= '' then
   for _, e in ipairs(orphans(ARGV[8])) do
-    redis.call('LREM', PROC_PREFIX .. ARGV[8], 1, e)
+    redis.call('LREM', proc_of(ARGV[8]), 1, e)
     redis.call('RPUSH', QUEUE, e)
     reconciled = reconciled + 1
   end
@@ -374,14 +387,19 @@ local oldest = -1
 local out = {redis.call('LLEN', QUEUE), redis.call('LLEN', DLQ), t,
              redis.call('HLEN', EXPIRY), 0, #order}
 for _, C in ipairs(order) do
-  for _, value in ipairs(redis.call('HVALS', LEASE_PREFIX .. C)) do
-    local delivered = lease_parts(value)
-    if oldest < 0 or delivered < oldest then oldest = delivered end
+  -- a consumer that appeared after the caller looked is counted by the next inspect
+  local proc, leases = 0, 0
+  if declared(C) then
+    for _, value in ipairs(redis.call('HVALS', leases_of(C))) do
+      local delivered = lease_parts(value)
+      if oldest < 0 or delivered < oldest then oldest = delivered end
+    end
+    proc, leases = redis.call('LLEN', proc_of(C)), redis.call('HLEN', leases_of(C))
   end
   out[#out + 1] = C
   out[#out + 1] = names[C]
-  out[#out + 1] = redis.call('LLEN', PROC_PREFIX .. C)
-  out[#out + 1] = redis.call('HLEN', LEASE_PREFIX .. C)
+  out[#out + 1] = proc
+  out[#out + 1] = leases
 end
 out[5] = oldest
 out[#out + 1] = redis.call('ZCARD', SCHEDULED)

@@ -11,17 +11,22 @@ One folder, native on both sides: :class:`AsyncRedisPubSubBroker`
 
 from __future__ import annotations
 
-from brokerkit.backends.redis.pubsub.broker import RedisPubSubBroker
-from brokerkit.backends.redis.pubsub.broker_async import AsyncRedisPubSubBroker
+from brokerkit.backends.redis.pubsub.broker import RedisPubSubBroker, ShardedRedisPubSubBroker
+from brokerkit.backends.redis.pubsub.broker_async import (
+    AsyncRedisPubSubBroker,
+    AsyncShardedRedisPubSubBroker,
+)
 from brokerkit.backends.redis.pubsub.decoding import decode_published
 from brokerkit.backends.redis.pubsub.gap import Gap
 from brokerkit.backends.redis.pubsub.options import Published, RedisPubSubOptions
 
 __all__ = [
     "AsyncRedisPubSubBroker",
+    "AsyncShardedRedisPubSubBroker",
     "Gap",
     "Published",
     "RedisPubSubBroker",
     "RedisPubSubOptions",
+    "ShardedRedisPubSubBroker",
     "decode_published",
 ]

@@ -16,9 +16,10 @@ Written once, as the asyncio source ``broker_async.py`` on ``redis.asyncio``;
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import redis
@@ -35,6 +36,7 @@ from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import make_client
 from brokerkit.backends.redis._connection import translate_errors
+from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._envelope import encode
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.pubsub.decoding import decode_published
@@ -74,9 +76,27 @@ class RedisPubSubBroker(Broker):
     max_payload_bytes: ClassVar[int | None] = MAX_PAYLOAD_BYTES
     options: RedisPubSubOptions
 
+    #: Whether topics are shard channels (``SPUBLISH``/``SSUBSCRIBE``): on a cluster.
+    sharded: ClassVar[bool] = False
+
+    @classmethod
+    def from_url(cls, url: BrokerURL | str, **options: Any) -> RedisPubSubBroker:
+        """A broker for ``url``: on a Redis Cluster (``cluster=true``), an
+        :class:`ShardedRedisPubSubBroker`, whose capabilities lack PATTERNS."""
+        parsed = BrokerURL.parse(url)
+        built = cls.Options.build(
+            parsed.query, options, backend=cls.describe(), ignore=cls.driver_query_keys
+        )
+        target = cls
+        assert isinstance(built, RedisPubSubOptions)
+        if Deployment.of(parsed, built).kind == "cluster" and not cls.sharded:
+            target = ShardedRedisPubSubBroker
+        return target(parsed, built)
+
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
-        self._client = make_client(url)
+        self._client = make_client(url, self.options)
+        self._deployment = Deployment.of(url, self.options)
         self._head = f"{self.options.prefix}:{{"
         # Channel -> topic, for the channels deliveries came from.
         self._topics: dict[bytes, str] = {}
@@ -143,8 +163,9 @@ class RedisPubSubBroker(Broker):
             commands = [("PUBLISH", channel, message.payload) for message in messages]
         else:
             commands = [("PUBLISH", channel, encode(message)) for message in messages]
+        send = self._send_sharded if self.sharded else self._send
         try:
-            counts = self._send(commands)
+            counts = send(commands)
         except RedisError as exc:
             with translate_errors(self.url, topic):
                 raise exc
@@ -176,6 +197,29 @@ class RedisPubSubBroker(Broker):
         finally:
             pool.release(conn)
 
+    def _send_sharded(self, commands: list[tuple[str, str, bytes]]) -> list[Any]:
+        """SPUBLISH each message to the node that serves its channel's slot, in one
+        pipeline (redis-py's cluster client routes it and follows MOVED)."""
+        pipe: Any
+        with self._client.pipeline(transaction=False) as pipe:
+            for _, channel, data in commands:
+                pipe.execute_command("SPUBLISH", channel, data)
+            return list(pipe.execute())
+
+    def _locate(self, channel: str) -> tuple[str, int]:
+        """Where a subscription to ``channel`` connects now: the node serving its slot
+        (the cluster's map reloaded: it may be after a failover or a slot move)."""
+        cluster: Any = self._client
+        cluster.nodes_manager.initialize()
+        node = cluster.get_node_from_key(channel)
+        return str(node.host), int(node.port)
+
+    def _locate_master(self) -> tuple[str, int]:
+        """The master the sentinels name now."""
+        pool: Any = self._client.connection_pool
+        host, port = pool.get_master_address()
+        return str(host), int(port)
+
     # -- consuming ------------------------------------------------------------------
 
     def _subscribe(self, subscription: Subscription) -> None:
@@ -184,6 +228,11 @@ class RedisPubSubBroker(Broker):
             # brokerkit's globs negate a set as fnmatch and the shell do, [!a];
             # Redis spells it [^a] (and reads [!a] as "! or a").
             name = name.replace("[!", "[^")
+        locate: Callable[[], tuple[str, int]] | None = None
+        if self.sharded:
+            locate = functools.partial(self._locate, name)
+        elif self._deployment.kind == "sentinel":
+            locate = self._locate_master
         listener = ChannelListener(
             self.url,
             name.encode(),
@@ -192,6 +241,8 @@ class RedisPubSubBroker(Broker):
             consumer=subscription.consumer,
             reconnect_timeout=self.options.reconnect_timeout,
             ping_interval=self.options.ping_interval,
+            sharded=self.sharded,
+            locate=locate,
         )
         try:
             listener.open()
@@ -269,8 +320,16 @@ class RedisPubSubBroker(Broker):
     def _inspect(self, topic: str) -> TopicInfo:
         channel = self.channel(topic)
         with translate_errors(self.url, topic):
-            numsub = self._client.pubsub_numsub(channel)
-            numpat = self._client.pubsub_numpat()
+            if self.sharded:  # asked of the node that serves the channel's slot
+                host, port = self._locate(channel)
+                cluster: Any = self._client
+                numsub = cluster.execute_command(
+                    "PUBSUB SHARDNUMSUB", channel, target_nodes=cluster.get_node(host, port)
+                )
+                numpat = 0
+            else:
+                numsub = self._client.pubsub_numsub(channel)
+                numpat = self._client.pubsub_numpat()
         subscribers = int(numsub[0][1]) if numsub else 0
         return TopicInfo(
             topic=topic,
@@ -291,6 +350,23 @@ class RedisPubSubBroker(Broker):
                 self._own.disconnect()
                 self._own = None
         self._client.close()
+
+
+class ShardedRedisPubSubBroker(RedisPubSubBroker):
+    """``redis+pubsub://`` on a Redis Cluster: each topic is a shard channel
+    (``SPUBLISH``/``SSUBSCRIBE``, Redis 7), served by the node that holds its slot.
+
+    A subscription follows its slot: when the slot moves or its master fails over,
+    Redis drops the subscription and it resubscribes where the slot lives now,
+    reporting the gap as after any lost connection. ``publish_counted`` counts the
+    subscribers of the channel's shard, which are all its subscribers. Patterns are
+    not shardable (a pattern spans every slot): PATTERNS is not among this class's
+    capabilities, and a pattern subscription is refused with
+    :class:`~brokerkit.exceptions.Unsupported`.
+    """
+
+    capabilities: ClassVar[Capability] = Capability.FANOUT | Capability.ORDERED
+    sharded: ClassVar[bool] = True
 
 
 def _position(delivery: Delivery) -> int:
@@ -325,6 +401,10 @@ def _round_trip(conn: Any, packed: list[bytes], replies: int) -> list[Any]:
     unread replies (an error reply, an interrupted read) is closed: the next use
     reconnects, and never reads a stale reply."""
     try:
+        if not conn.is_connected:
+            # connect() first: send_packed_command's own connect would skip a
+            # Sentinel-managed connection's lookup of the master (redis-py 8)
+            conn.connect()
         conn.send_packed_command(packed)
         return [conn.read_response() for _ in range(replies)]
     except BaseException:

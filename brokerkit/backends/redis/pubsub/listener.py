@@ -19,6 +19,7 @@ import math
 import random
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -88,6 +89,8 @@ class ChannelListener:
         consumer: str,
         reconnect_timeout: float,
         ping_interval: float,
+        sharded: bool = False,
+        locate: Callable[[], tuple[str, int]] | None = None,
     ) -> None:
         self.url = url
         self.channel = channel
@@ -100,10 +103,14 @@ class ChannelListener:
         self.gaps: list[Gap] = []
         #: Messages read so far: the broker numbers its deliveries with it.
         self.read_count = 0
-        self._command = "PSUBSCRIBE" if pattern else "SUBSCRIBE"
-        self._confirmation = b"psubscribe" if pattern else b"subscribe"
-        self._unsubscribe = "PUNSUBSCRIBE" if pattern else "UNSUBSCRIBE"
-        self._unsubscribed = b"punsubscribe" if pattern else b"unsubscribe"
+        kind = "P" if pattern else "S" if sharded else ""
+        self._command = f"{kind}SUBSCRIBE"
+        self._confirmation = f"{kind}subscribe".lower().encode()
+        self._unsubscribe = f"{kind}UNSUBSCRIBE"
+        self._unsubscribed = f"{kind}unsubscribe".lower().encode()
+        #: Where to connect, asked before every (re)connection: the node that serves
+        #: a shard channel's slot, or the master the sentinels name (None: the URL's host).
+        self._locate = locate
         # redis-py's own retry would reconnect behind our back and hide the gap;
         # this listener owns every reconnect, so the connection never retries. (Any:
         # redis-py's pools are partly untyped.)
@@ -367,6 +374,8 @@ class ChannelListener:
         conn: Any = self._pool.make_connection()
         try:
             with translate_errors(self.url, self.topic):
+                if self._locate is not None:
+                    conn.host, conn.port = self._locate()
                 conn.connect()
                 note_reached(getattr(conn, "host", "localhost"), getattr(conn, "port", 6379))
                 self._name(conn)

@@ -62,8 +62,9 @@ class Published(NamedTuple):
 
     :ivar id: the message id, as :meth:`~brokerkit.Broker.publish` returns it.
     :ivar receivers: how many subscriber connections Redis handed the message to
-        (channel and pattern subscribers, on this server; on a cluster, on the
-        node that served the PUBLISH). 0 means nobody heard it: it is gone.
+        (channel and pattern subscribers, on this server; on a Redis Cluster, the
+        subscribers of the topic's shard channel, which are all of them). 0 means
+        nobody heard it: it is gone.
     """
 
     id: str

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 __all__ = ["is_confirmation", "message_of", "take_messages"]
 
 
@@ -27,7 +29,7 @@ def message_of(reply: Any) -> tuple[bytes, bytes] | None:
     if not isinstance(reply, list) or not reply or not isinstance(reply[0], bytes):
         return None
     kind = reply[0].lower()
-    if kind == b"message" and len(reply) == 3:
+    if kind in (b"message", b"smessage") and len(reply) == 3:
         return reply[1], reply[2]
     if kind == b"pmessage" and len(reply) == 4:
         return reply[2], reply[3]
@@ -63,6 +65,10 @@ def take_messages(
                 received.append(message)
             elif reply and isinstance(reply[0], Exception):
                 raise reply[0]
+            elif reply and reply[0] == b"sunsubscribe":
+                # A cluster unsubscribes a shard channel whose slot moved (or whose
+                # node stopped serving it): resubscribe where it lives now.
+                raise RedisConnectionError("the shard channel's slot moved to another node")
         elif isinstance(reply, Exception):
             raise reply
     return heard

@@ -25,6 +25,7 @@ is a Redis consumer group; a subscription is one consumer in it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -45,6 +46,7 @@ from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
+from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
@@ -96,11 +98,12 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
-        self._client = make_client(url)
+        self._client = make_client(url, self.options)
         # Entries are decoded from XREADGROUP's flat reply, without redis-py building
         # a dict per entry first (this client is the broker's own).
         self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
+        self._durable = replica_wait(self._client, url, self.options)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -148,6 +151,7 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         maxlen, minid, how = self._trimming()
         client: Any = self._client
         send: Callable[[], object]
+        send_on: Callable[[Any], object]
         if len(messages) == 1 and not (maxlen and minid):
             # One message, one command: XADD trims as it adds.
             message = messages[0]
@@ -156,8 +160,8 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             args.append(self.options.body_field)
             args.append(message.payload)
 
-            def send() -> object:
-                return client.execute_command(*args)
+            def send_on(connection: Any) -> object:
+                return connection.execute_command(*args)
 
         else:
             calls = []
@@ -168,9 +172,14 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
                     flat.append(message.payload)
                 calls.append((self._scripts.publish, [key], flat))
 
-            def send() -> object:
-                return run_scripts(client, calls)
+            def send_on(connection: Any) -> object:
+                return run_scripts(connection, calls)
 
+        durable = self._durable
+        if durable is None:
+            send = functools.partial(send_on, client)
+        else:
+            send = functools.partial(durable.run, key, send_on)
         self._reconnector.call(send, topic=topic)
 
     def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
@@ -184,7 +193,12 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
             for start in range(0, len(members), PUBLISH_CHUNK)
         ]
         client: Any = self._client
-        self._reconnector.call(lambda: run_scripts(client, calls), topic=topic)
+        durable = self._durable
+        if durable is None:
+            self._reconnector.call(lambda: run_scripts(client, calls), topic=topic)
+        else:  # held messages wait for replicas as published ones do
+            hold = functools.partial(run_scripts, calls=calls)
+            self._reconnector.call(lambda: durable.run(key, hold), topic=topic)
 
     # -- consuming ------------------------------------------------------------------
 
@@ -445,4 +459,6 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
     def _close(self) -> None:
         self._reaper.stop()
         self._keeper.stop()
+        if self._durable is not None:
+            self._durable.close()
         self._client.close()

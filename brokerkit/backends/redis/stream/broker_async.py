@@ -23,6 +23,7 @@ is a Redis consumer group; a subscription is one consumer in it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -43,6 +44,7 @@ from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
+from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
@@ -94,11 +96,12 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
-        self._client = make_client(url)
+        self._client = make_client(url, self.options)
         # Entries are decoded from XREADGROUP's flat reply, without redis-py building
         # a dict per entry first (this client is the broker's own).
         self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
+        self._durable = replica_wait(self._client, url, self.options)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -146,6 +149,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         maxlen, minid, how = self._trimming()
         client: Any = self._client
         send: Callable[[], Awaitable[object]]
+        send_on: Callable[[Any], Awaitable[object]]
         if len(messages) == 1 and not (maxlen and minid):
             # One message, one command: XADD trims as it adds.
             message = messages[0]
@@ -154,8 +158,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
             args.append(self.options.body_field)
             args.append(message.payload)
 
-            async def send() -> object:
-                return await client.execute_command(*args)
+            async def send_on(connection: Any) -> object:
+                return await connection.execute_command(*args)
 
         else:
             calls = []
@@ -166,9 +170,14 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                     flat.append(message.payload)
                 calls.append((self._scripts.publish, [key], flat))
 
-            async def send() -> object:
-                return await run_scripts(client, calls)
+            async def send_on(connection: Any) -> object:
+                return await run_scripts(connection, calls)
 
+        durable = self._durable
+        if durable is None:
+            send = functools.partial(send_on, client)
+        else:
+            send = functools.partial(durable.run, key, send_on)
         await self._reconnector.call(send, topic=topic)
 
     async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
@@ -182,7 +191,12 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
             for start in range(0, len(members), PUBLISH_CHUNK)
         ]
         client: Any = self._client
-        await self._reconnector.call(lambda: run_scripts(client, calls), topic=topic)
+        durable = self._durable
+        if durable is None:
+            await self._reconnector.call(lambda: run_scripts(client, calls), topic=topic)
+        else:  # held messages wait for replicas as published ones do
+            hold = functools.partial(run_scripts, calls=calls)
+            await self._reconnector.call(lambda: durable.run(key, hold), topic=topic)
 
     # -- consuming ------------------------------------------------------------------
 
@@ -447,4 +461,6 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
     async def _close(self) -> None:
         await self._reaper.stop()
         await self._keeper.stop()
+        if self._durable is not None:
+            await self._durable.aclose()
         await self._client.aclose()

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis.stream import scheduling, scripts
 
 __all__ = ["StreamScripts", "run_scripts"]
@@ -22,52 +22,46 @@ class StreamScripts:
     again after a server restart flushed its script cache)."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.publish: Script = client.register_script(scripts.PUBLISH)
-        self.fetch: Script = client.register_script(scripts.FETCH)
-        self.reap: Script = client.register_script(scripts.REAP)
-        self.ack: Script = client.register_script(scripts.ACK)
-        self.nack: Script = client.register_script(scripts.NACK)
-        self.renew: Script = client.register_script(scripts.RENEW)
-        self.purge: Script = client.register_script(scripts.PURGE)
-        self.count_after: Script = client.register_script(scripts.COUNT_AFTER)
-        self.remove_idle: Script = client.register_script(scripts.REMOVE_IDLE)
-        self.join: Script = client.register_script(scripts.JOIN)
-        self.hold: Script = client.register_script(scheduling.HOLD)
+        self.publish: Lua = Lua(client, scripts.PUBLISH)
+        self.fetch: Lua = Lua(client, scripts.FETCH)
+        self.reap: Lua = Lua(client, scripts.REAP)
+        self.ack: Lua = Lua(client, scripts.ACK)
+        self.nack: Lua = Lua(client, scripts.NACK)
+        self.renew: Lua = Lua(client, scripts.RENEW)
+        self.purge: Lua = Lua(client, scripts.PURGE)
+        self.count_after: Lua = Lua(client, scripts.COUNT_AFTER)
+        self.remove_idle: Lua = Lua(client, scripts.REMOVE_IDLE)
+        self.join: Lua = Lua(client, scripts.JOIN)
+        self.hold: Lua = Lua(client, scheduling.HOLD)
 
 
 def run_scripts(
-    client: redis.Redis, calls: Sequence[tuple[Script, list[Any], list[Any]]]
+    client: redis.Redis, calls: Sequence[tuple[Lua, list[Any], list[Any]]]
 ) -> list[Any]:
     """Run ``(script, keys, args)`` calls in one round trip (a pipeline of EVALSHA)
     and return their replies in order.
 
     redis-py's own pipeline support asks SCRIPT EXISTS first, a second round trip
     on every call; here a script the server lost (a restart, SCRIPT FLUSH) answers
-    NOSCRIPT, is loaded, and only the calls that failed so run again. An error
+    NOSCRIPT, and only the calls that failed so run again, with EVAL. An error
     reply raises as the first :class:`redis.ResponseError`.
     """
     if len(calls) == 1:
         script, keys, args = calls[0]
         return [script(keys=keys, args=args, client=client)]
     replies: list[Any] = [None] * len(calls)
-    todo = list(range(len(calls)))
-    for _ in range(2):
-        pipe: Any = client.pipeline(transaction=False)
-        for i in todo:
-            script, keys, args = calls[i]
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+    pipe: Any
+    with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         results = pipe.execute(raise_on_error=False)
-        missing = []
-        for i, result in zip(todo, results, strict=True):
-            if isinstance(result, NoScriptError):
-                missing.append(i)
-            elif isinstance(result, Exception):
-                raise result
-            else:
-                replies[i] = result
-        if not missing:
-            return replies
-        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
-            client.script_load(script.script)
-        todo = missing
-    raise NoScriptError("the server dropped the brokerkit scripts twice in a row")
+    for i, result in enumerate(results):
+        if isinstance(result, NoScriptError):
+            # did not run: loaded and run again (see Lua)
+            script, keys, args = calls[i]
+            replies[i] = script(keys=keys, args=args, client=client)
+        elif isinstance(result, Exception):
+            raise result
+        else:
+            replies[i] = result
+    return replies

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
+from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.stream import scheduling, scripts
 
 __all__ = ["StreamScripts", "run_scripts"]
@@ -20,52 +20,46 @@ class StreamScripts:
     again after a server restart flushed its script cache)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
-        self.publish: AsyncScript = client.register_script(scripts.PUBLISH)
-        self.fetch: AsyncScript = client.register_script(scripts.FETCH)
-        self.reap: AsyncScript = client.register_script(scripts.REAP)
-        self.ack: AsyncScript = client.register_script(scripts.ACK)
-        self.nack: AsyncScript = client.register_script(scripts.NACK)
-        self.renew: AsyncScript = client.register_script(scripts.RENEW)
-        self.purge: AsyncScript = client.register_script(scripts.PURGE)
-        self.count_after: AsyncScript = client.register_script(scripts.COUNT_AFTER)
-        self.remove_idle: AsyncScript = client.register_script(scripts.REMOVE_IDLE)
-        self.join: AsyncScript = client.register_script(scripts.JOIN)
-        self.hold: AsyncScript = client.register_script(scheduling.HOLD)
+        self.publish: AsyncLua = AsyncLua(client, scripts.PUBLISH)
+        self.fetch: AsyncLua = AsyncLua(client, scripts.FETCH)
+        self.reap: AsyncLua = AsyncLua(client, scripts.REAP)
+        self.ack: AsyncLua = AsyncLua(client, scripts.ACK)
+        self.nack: AsyncLua = AsyncLua(client, scripts.NACK)
+        self.renew: AsyncLua = AsyncLua(client, scripts.RENEW)
+        self.purge: AsyncLua = AsyncLua(client, scripts.PURGE)
+        self.count_after: AsyncLua = AsyncLua(client, scripts.COUNT_AFTER)
+        self.remove_idle: AsyncLua = AsyncLua(client, scripts.REMOVE_IDLE)
+        self.join: AsyncLua = AsyncLua(client, scripts.JOIN)
+        self.hold: AsyncLua = AsyncLua(client, scheduling.HOLD)
 
 
 async def run_scripts(
-    client: aioredis.Redis, calls: Sequence[tuple[AsyncScript, list[Any], list[Any]]]
+    client: aioredis.Redis, calls: Sequence[tuple[AsyncLua, list[Any], list[Any]]]
 ) -> list[Any]:
     """Run ``(script, keys, args)`` calls in one round trip (a pipeline of EVALSHA)
     and return their replies in order.
 
     redis-py's own pipeline support asks SCRIPT EXISTS first, a second round trip
     on every call; here a script the server lost (a restart, SCRIPT FLUSH) answers
-    NOSCRIPT, is loaded, and only the calls that failed so run again. An error
+    NOSCRIPT, and only the calls that failed so run again, with EVAL. An error
     reply raises as the first :class:`redis.ResponseError`.
     """
     if len(calls) == 1:
         script, keys, args = calls[0]
         return [await script(keys=keys, args=args, client=client)]
     replies: list[Any] = [None] * len(calls)
-    todo = list(range(len(calls)))
-    for _ in range(2):
-        pipe: Any = client.pipeline(transaction=False)
-        for i in todo:
-            script, keys, args = calls[i]
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+    pipe: Any
+    async with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         results = await pipe.execute(raise_on_error=False)
-        missing = []
-        for i, result in zip(todo, results, strict=True):
-            if isinstance(result, NoScriptError):
-                missing.append(i)
-            elif isinstance(result, Exception):
-                raise result
-            else:
-                replies[i] = result
-        if not missing:
-            return replies
-        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
-            await client.script_load(script.script)
-        todo = missing
-    raise NoScriptError("the server dropped the brokerkit scripts twice in a row")
+    for i, result in enumerate(results):
+        if isinstance(result, NoScriptError):
+            # did not run: loaded and run again (see AsyncLua)
+            script, keys, args = calls[i]
+            replies[i] = await script(keys=keys, args=args, client=client)
+        elif isinstance(result, Exception):
+            raise result
+        else:
+            replies[i] = result
+    return replies

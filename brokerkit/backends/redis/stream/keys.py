@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brokerkit.backends.redis._keys import DEAD_LETTER_SUFFIX, Keyspace
+from brokerkit.backends.redis._keys import Keyspace, split_dead_letter
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["StreamKeyspace", "check_stream_key"]
@@ -50,9 +50,7 @@ class StreamKeyspace:
         """The key of ``topic``, or of one of its parts (``vt``, ``lost``)."""
         if self.template is None:
             return Keyspace(self.prefix).topic(topic, *parts)
-        stem, dead = topic, ""
-        if topic.endswith(DEAD_LETTER_SUFFIX) and len(topic) > len(DEAD_LETTER_SUFFIX):
-            stem, dead = topic[: -len(DEAD_LETTER_SUFFIX)], DEAD_LETTER_SUFFIX
+        stem, dead = split_dead_letter(topic)
         base = self.template.replace("*", stem)
         tagged = base if _has_hash_tag(base) else "{" + base + "}"
         key = tagged + dead if dead or parts else base

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -18,6 +19,7 @@ from brokerkit._hooks import RELAY
 from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit.backends.redis._client_async import Reconnector
+from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.backends.redis._envelope import encode_fields
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis.stream.calls_async import StreamScripts, run_scripts
@@ -43,6 +45,8 @@ class StreamSettling:
     _keys: StreamKeyspace
     _reconnector: Reconnector
     _keeper: LeaseKeeper
+    #: Set when settlements wait for replicas (the ``replicas`` option).
+    _durable: AsyncReplicaWait | None
     #: Held while renewing, and while a nack takes its deliveries out of the
     #: keeper, so that no renewal lands after a requeue and undoes it.
     _lease_lock: Lock
@@ -203,7 +207,20 @@ class StreamSettling:
                     (script, keys, [*a[:flags_at], a[flags_at][0] + "1", *a[flags_at + 1 :]])
                     for script, keys, a in calls
                 ]
-            return await run_scripts(self._client, todo)
+            durable = self._durable
+            if durable is None or flags_at is None:  # a renewal needs no replica
+                return await run_scripts(self._client, todo)
+            # ack and nack wait for replicas: one connection per stream key
+            by_key: dict[str, list[int]] = {}
+            for i, (_, keys, _) in enumerate(todo):
+                by_key.setdefault(keys[0], []).append(i)
+            replies: list[Any] = [None] * len(todo)
+            for key, indexes in by_key.items():
+                part = [todo[i] for i in indexes]
+                got = await durable.run(key, functools.partial(run_scripts, calls=part))
+                for i, reply in zip(indexes, got, strict=True):
+                    replies[i] = reply
+            return replies
 
         return await self._reconnector.call(run)
 

@@ -1,0 +1,81 @@
+"""Which Redis deployment a URL names (one server, a Redis Cluster, or a master that
+sentinels follow), checked before anything connects. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._options import RedisOptions, redis_database
+from brokerkit.exceptions import InvalidURL
+
+__all__ = ["Deployment"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The kind of deployment and how to reach it.
+
+    :ivar kind: ``"server"``, ``"cluster"`` or ``"sentinel"``.
+    :ivar hosts: the hosts of the URL: the server, the cluster's seeds, or the sentinels.
+    :ivar master: the name of the master the sentinels follow (Sentinel only).
+    :ivar sentinel_password: the sentinels' own password (Sentinel only).
+    """
+
+    kind: Literal["server", "cluster", "sentinel"]
+    hosts: tuple[tuple[str, int], ...]
+    master: str = ""
+    sentinel_password: str | None = None
+
+    @classmethod
+    def of(cls, url: BrokerURL, options: RedisOptions | None = None) -> Deployment:
+        """The deployment ``url`` (and the options, which win over its query) names.
+
+        :raises InvalidURL: several hosts without ``cluster=true`` or ``sentinel=``; a
+            database other than 0 on a cluster; ``cluster`` and ``sentinel`` together
+            (options refuse that first); no host with either.
+        """
+        cluster = options.cluster if options else url.query.get("cluster", "") in _TRUE
+        sentinel = options.sentinel if options else url.query.get("sentinel")
+        sentinel_password = (
+            options.sentinel_password if options else url.query.get("sentinel_password")
+        )
+        default_port = 26379 if sentinel is not None else 6379
+        hosts = tuple((host or "localhost", port or default_port) for host, port in url.hosts)
+        database = redis_database(url)
+        if cluster and sentinel is not None:
+            raise InvalidURL(f"{url} names both cluster=true and sentinel=; give one")
+        if (cluster or sentinel is not None) and not url.host:
+            what = "cluster seeds" if cluster else "sentinels"
+            raise InvalidURL(f"{url} names no host: list the {what} as h1:port1,h2:port2")
+        if cluster:
+            if database != 0:
+                raise InvalidURL(
+                    f"a Redis Cluster has database 0 only; {url} names database {database}: "
+                    "use /0 (or separate topics with prefix=)"
+                )
+            return cls("cluster", hosts)
+        if sentinel is not None:
+            return cls("sentinel", hosts, sentinel, sentinel_password)
+        if len(hosts) > 1:
+            raise InvalidURL(
+                f"{url} names {len(hosts)} hosts: several hosts are the seeds of a Redis "
+                "Cluster (add cluster=true) or the sentinels of one master (add "
+                "sentinel=<master name>); one server is one host"
+            )
+        return cls("server", hosts)
+
+    def sentinel_kwargs(self, connection: dict[str, Any]) -> dict[str, Any]:
+        """The connection arguments of the sentinels themselves: the master's TLS and
+        socket settings, the sentinels' own password (none unless given)."""
+        kwargs = {
+            key: value
+            for key, value in connection.items()
+            if key.startswith(("socket_", "ssl")) or key in ("retry", "client_name")
+        }
+        if self.sentinel_password is not None:
+            kwargs["password"] = self.sentinel_password
+        return kwargs

@@ -1,0 +1,131 @@
+"""Writes that wait for replicas (the ``replicas`` option): Redis ``WAIT`` on the
+connection that made the write.
+
+Redis replication is asynchronous: a master acknowledges a write before any replica
+has it, and a failover in that moment loses it. ``WAIT n ms`` blocks until ``n``
+replicas have every write made *on that connection*, so the write and its ``WAIT`` go
+on one connection to the master that serves the key: the client's own (one connection
+taken from its pool) on one server or under Sentinel, and on a cluster a connection to
+the node that serves the key's slot (a ``MOVED`` reply refreshes the cluster's map and
+is retried by the caller, as any topology change).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._connection import TOPOLOGY_ERRORS, connection_kwargs
+from brokerkit.backends.redis._deployment import Deployment
+from brokerkit.backends.redis._options import RedisOptions
+from brokerkit.exceptions import ReplicationTimeout
+
+__all__ = ["AsyncReplicaWait", "replica_wait"]
+
+#: Errors after which a cluster's map of slots to nodes may be out of date.
+_REFRESH_ON: tuple[type[Exception], ...] = (
+    *TOPOLOGY_ERRORS,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+
+_T = TypeVar("_T")
+
+
+class AsyncReplicaWait:
+    """Runs writes on one connection to a key's master, then ``WAIT``\\ s for replicas.
+
+    :param client: the broker's client (a cluster client on a cluster).
+    :param url: the broker's URL (for node connections and messages).
+    :param replicas: how many replicas must confirm each write.
+    :param timeout: seconds to wait for them.
+    :param cluster: whether ``client`` is a cluster client.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        url: BrokerURL,
+        replicas: int,
+        timeout: float,
+        *,
+        cluster: bool,
+    ) -> None:
+        self._client = client
+        self._url = url
+        self.replicas = replicas
+        self._timeout_ms = max(1, int(timeout * 1000))
+        self._cluster = cluster
+        self._nodes: dict[tuple[str, int], aioredis.Redis] = {}
+
+    async def run(self, key: str, write: Callable[[aioredis.Redis], Awaitable[_T]]) -> _T:
+        """``write(connection)``, then ``WAIT`` on that connection.
+
+        :raises ReplicationTimeout: fewer replicas confirmed the write in time (it is
+            made on the master, not undone).
+        """
+        try:
+            master: Any = await self._master_of(key)
+            pinned: Any = master.client()  # one connection, held to the end
+            try:
+                result = await write(pinned)
+                confirmed = int(
+                    await pinned.execute_command("WAIT", self.replicas, self._timeout_ms)
+                )
+            finally:
+                await pinned.aclose()
+        except _REFRESH_ON:
+            if self._cluster:  # a node went away or a slot moved: learn the new map
+                with contextlib.suppress(*_REFRESH_ON, RedisClusterException):
+                    await self._client.nodes_manager.initialize()  # type: ignore[attr-defined]
+            raise
+        if confirmed < self.replicas:
+            raise ReplicationTimeout(
+                f"Redis at {self._url} stored the write, but only {confirmed} of the "
+                f"{self.replicas} replicas asked for (replicas=) confirmed it within "
+                f"{self._timeout_ms / 1000:g} s (replica_timeout=); a failover now may lose it",
+                acknowledged=confirmed,
+                wanted=self.replicas,
+            )
+        return result
+
+    async def _master_of(self, key: str) -> aioredis.Redis:
+        if not self._cluster:
+            return self._client
+        cluster: Any = self._client
+        try:
+            node = cluster.get_node_from_key(key)
+        except (RedisClusterException, IndexError, KeyError):
+            node = None
+        if node is None:  # the map is not loaded yet: any command loads it
+            await cluster.ping()
+            node = cluster.get_node_from_key(key)
+        address = (str(node.host), int(node.port))
+        found = self._nodes.get(address)
+        if found is None:
+            found = aioredis.Redis(host=address[0], port=address[1], **connection_kwargs(self._url))
+            self._nodes[address] = found
+        return found
+
+    async def aclose(self) -> None:
+        """Close the connections to the cluster's nodes."""
+        nodes, self._nodes = list(self._nodes.values()), {}
+        for node in nodes:
+            await node.aclose()
+
+
+def replica_wait(
+    client: aioredis.Redis, url: BrokerURL, options: RedisOptions
+) -> AsyncReplicaWait | None:
+    """The broker's :class:`AsyncReplicaWait`, or None when ``replicas`` is 0."""
+    if not options.replicas:
+        return None
+    cluster = Deployment.of(url, options).kind == "cluster"
+    return AsyncReplicaWait(client, url, options.replicas, options.replica_timeout, cluster=cluster)

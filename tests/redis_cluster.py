@@ -1,0 +1,328 @@
+"""A private Redis Cluster and a private Sentinel set for the tests, started from the
+``redis-server`` binary on free ports and torn down at the end.
+
+:class:`RedisClusterSet` is 3 masters and 3 replicas (``redis-cli --cluster create ...
+--cluster-replicas 1``); :class:`SentinelSet` is a master, one replica and three
+sentinels watching it. Both are meant to be started once per test session (per
+xdist worker) by the session fixtures in ``tests/conftest.py``; ``stop()`` kills every
+process they started and removes every directory they made.
+
+Failover is quick on purpose: a node or master that does not answer for 1 s is
+taken for dead, so that a kill -9 test waits seconds, not the defaults' minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from tests.redis_server import RedisServer, find_redis_cli, find_redis_server
+
+__all__ = ["RedisClusterSet", "SentinelSet", "cluster_free_port"]
+
+#: The cluster bus of a node listens on its port + 10000.
+_BUS_OFFSET = 10000
+#: Milliseconds without an answer after which a node (or a master, for the
+#: sentinels) is taken for dead and its replica promoted.
+NODE_TIMEOUT_MS = 1000
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_free_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free too."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port + _BUS_OFFSET < 65536 and _port_free(port + _BUS_OFFSET):
+            return port
+    raise RuntimeError("found no free port pair for a cluster node")
+
+
+class _ClusterNode(RedisServer):
+    """One cluster-enabled redis-server."""
+
+    def __init__(self) -> None:
+        # a replica promotes itself however long it was cut off from its master
+        config = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--cluster-replica-validity-factor", "0",
+        ]  # fmt: skip
+        super().__init__(config=config)
+        self.port = cluster_free_port()
+
+
+def _replica_online(replication: dict[str, object]) -> bool:
+    """Whether a master's INFO replication shows a replica in sync (``state=online``)."""
+    replica = replication.get("slave0")
+    return isinstance(replica, dict) and replica.get("state") == "online"
+
+
+class RedisClusterSet:
+    """3 masters and 3 replicas on 127.0.0.1, each on a free port."""
+
+    def __init__(self) -> None:
+        self.nodes = [_ClusterNode() for _ in range(6)]
+
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> RedisClusterSet:
+        """Start the six nodes and join them; on a port taken meanwhile by another
+        process (free-port picking races with other test workers), start afresh on
+        new ports, up to ``attempts`` times."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except (RuntimeError, subprocess.CalledProcessError):
+                if attempt == attempts - 1:
+                    raise
+                self.nodes = [_ClusterNode() for _ in range(6)]
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> RedisClusterSet:
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                [find_redis_cli(), "--cluster", "create", *addresses,
+                 "--cluster-replicas", "1", "--cluster-yes"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+            )  # fmt: skip
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def url(self, scheme: str, **options: str) -> str:
+        """A URL naming the first three nodes as seeds, with ``cluster=true``."""
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:3])
+        query = "&".join(f"{k}={v}" for k, v in {"cluster": "true", **options}.items())
+        return f"{scheme}://{seeds}/0?{query}"
+
+    def client(self) -> redis.RedisCluster:
+        """A plain redis-py cluster client, for assertions."""
+        alive = next(n for n in self.nodes if n.process is not None and n.process.poll() is None)
+        return redis.RedisCluster(host="127.0.0.1", port=alive.port, socket_timeout=10)
+
+    def node(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node that serves ``key``'s slot now."""
+        client = self.client()
+        try:
+            found = client.get_node_from_key(key)
+            assert found is not None
+            return self.node(int(found.port))
+        finally:
+            client.close()
+
+    def masters(self) -> list[RedisServer]:
+        """The nodes that are masters now (asked of a live node)."""
+        client = self.client()
+        try:
+            return [self.node(int(n.port)) for n in client.get_primaries()]
+        finally:
+            client.close()
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until every live node says the cluster is ok, every slot served by a
+        live master, every live node agrees on who serves what, and every master has a
+        replica in sync."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._healthy():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test Redis Cluster did not become healthy")
+            time.sleep(0.1)
+
+    def _healthy(self) -> bool:
+        views = set()
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            client = node.client()
+            try:
+                info = client.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if "cluster_state:ok" not in text:
+                    return False
+                slots = client.execute_command("CLUSTER", "SLOTS")
+                views.add(tuple(sorted((int(s[0]), int(s[2][1])) for s in slots)))
+                replication = client.info("replication")
+                if replication.get("role") == "master" and not _replica_online(replication):
+                    return False
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+        return len(views) == 1
+
+    def restart_dead(self) -> None:
+        """Start every killed node again (it rejoins as a replica) and wait for health."""
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is not None:
+                node.start()
+        self.wait_healthy()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisClusterSet:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class _Sentinel:
+    """One ``redis-server --sentinel`` process watching ``master_port`` as ``name``."""
+
+    def __init__(self, name: str, master_port: int) -> None:
+        self.port = cluster_free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="brokerkit-sentinel-")
+        self.config = Path(self._dir.name) / "sentinel.conf"
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\n"
+            f"dir {self._dir.name}\nlogfile {self._dir.name}/sentinel.log\n"
+            f"sentinel monitor {name} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {name} {NODE_TIMEOUT_MS}\n"
+            f"sentinel failover-timeout {name} 10000\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [find_redis_server(), str(self.config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._dir.cleanup()
+
+
+class SentinelSet:
+    """A master, one replica and three sentinels that follow them as ``name``."""
+
+    def __init__(self, name: str = "bkmaster") -> None:
+        self.name = name
+        self.master = RedisServer()
+        self.replica = RedisServer(config=("--replicaof", "127.0.0.1", str(self.master.port)))
+        self.sentinels = [_Sentinel(name, self.master.port) for _ in range(3)]
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.master, self.replica]
+
+    def start(self, timeout: float = 30.0) -> SentinelSet:
+        try:
+            self.master.start()
+            self.replica.start()
+            for sentinel in self.sentinels:
+                sentinel.start()
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def url(self, scheme: str, **options: str) -> str:
+        """A URL naming the three sentinels, with ``sentinel=<name>``."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        query = "&".join(f"{k}={v}" for k, v in {"sentinel": self.name, **options}.items())
+        return f"{scheme}://{hosts}/0?{query}"
+
+    def current_master(self) -> RedisServer:
+        """The server the sentinels name as master now."""
+        for sentinel in self.sentinels:
+            if sentinel.process is None or sentinel.process.poll() is not None:
+                continue
+            client = redis.Redis(host="127.0.0.1", port=sentinel.port, socket_timeout=5)
+            try:
+                _, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+                return next(s for s in self.servers if s.port == int(port))
+            except (redis.RedisError, TypeError, ValueError):
+                continue
+            finally:
+                client.close()
+        raise RuntimeError("no sentinel answered")
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until every sentinel knows the master, its replica and the other two
+        sentinels, and the master has a connected replica."""
+        deadline = time.monotonic() + timeout
+        while not self._healthy():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test Sentinel set did not become healthy")
+            time.sleep(0.1)
+
+    def _healthy(self) -> bool:
+        try:
+            master = self.current_master()
+        except RuntimeError:
+            return False
+        client = master.client()
+        try:
+            info = client.info("replication")
+            if info.get("role") != "master" or not _replica_online(info):
+                return False
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        for sentinel in self.sentinels:
+            client = redis.Redis(host="127.0.0.1", port=sentinel.port, socket_timeout=5)
+            try:
+                get = client.sentinel_master(self.name)  # parsed into a dict by redis-py
+                if int(get.get("num-other-sentinels", 0)) < 2:
+                    return False
+                if int(get.get("num-slaves", 0)) < 1 or int(get.get("port", 0)) != master.port:
+                    return False
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+        return True
+
+    def restart_dead(self) -> None:
+        """Start a killed server again (the sentinels make it a replica)."""
+        for server in self.servers:
+            if server.process is not None and server.process.poll() is not None:
+                server.start()
+        self.wait_healthy()
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            with contextlib.suppress(Exception):
+                sentinel.stop()
+        self.replica.stop()
+        self.master.stop()
+
+    def __enter__(self) -> SentinelSet:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
