@@ -15,6 +15,7 @@ from brokerkit._broker import DEFAULT_GROUP, Broker
 from brokerkit._capabilities import Capability
 from brokerkit._clock import Clock, ManualClock, SystemClock
 from brokerkit._delivery import Delivery
+from brokerkit._hooks import get_plugin_manager
 from brokerkit._inspect import ConsumerInfo, GroupInfo, TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
@@ -91,6 +92,7 @@ __all__ = [
     "Worker",
     "__version__",
     "connect",
+    "get_plugin_manager",
     "hookimpl",
     "list_backends",
 ]

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from brokerkit._compat import is_async_callable
+from brokerkit._logging import delivery_fields
 
 __all__ = [
     "Background",
@@ -168,7 +169,11 @@ async def _hand_back_when_done(
     try:
         await hand_back(fetched)
     except Exception as exc:
-        log.warning("could not hand back deliveries of a cancelled receive: %s", exc)
+        log.warning(
+            "could not hand back deliveries of a cancelled receive: %s",
+            exc,
+            extra=delivery_fields(fetched if isinstance(fetched, list) else ()),
+        )
 
 
 async def checkpoint() -> None:

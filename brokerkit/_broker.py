@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
+from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message, new_message_id
 from brokerkit._options import BrokerOptions
@@ -167,6 +168,42 @@ class Broker(abc.ABC):
                 "body; use publish() for one message, or wrap it in a list"
             )
         checked_headers = check_headers(headers)
+        if RELAY.publish:
+            return self._publish_observed(topic, list(bodies), checked_headers, content_type, held)
+        messages = self._build(topic, bodies, checked_headers, content_type)
+        self._store_or_hold(topic, messages, held)
+        return [m.id for m in messages]
+
+    def _publish_observed(
+        self,
+        topic: str,
+        bodies: list[Any],
+        headers: dict[str, str],
+        content_type: str | None,
+        held: float,
+    ) -> list[str]:
+        """:meth:`publish_many` between the publish hooks, which may add headers."""
+        headers = dict(headers)
+        scope = RELAY.publish_start(self, topic, headers, len(bodies))
+        messages: list[Message] = []
+        try:
+            messages = self._build(topic, bodies, check_headers(headers), content_type)
+            self._store_or_hold(topic, messages, held)
+        except BaseException as exc:
+            if scope is not None:
+                RELAY.publish_end(self, topic, messages, exc, scope)
+            raise
+        if scope is not None:
+            RELAY.publish_end(self, topic, messages, None, scope)
+        return [m.id for m in messages]
+
+    def _build(
+        self,
+        topic: str,
+        bodies: Iterable[Any],
+        checked_headers: dict[str, str],
+        content_type: str | None,
+    ) -> list[Message]:
         serializer = self.options.serializer
         now = time.time()
         limit = self.max_payload_bytes
@@ -180,11 +217,14 @@ class Broker(abc.ABC):
                     "large payloads elsewhere and publish a reference to them"
                 )
             messages.append(Message(new_message_id(), topic, payload, ctype, checked_headers, now))
+        return messages
+
+    def _store_or_hold(self, topic: str, messages: list[Message], held: float) -> None:
+        """Store ``messages`` now, or held for ``held`` seconds."""
         if messages and held > 0:
             self._publish_delayed(topic, messages, held)
         elif messages:
             self._publish(topic, messages)
-        return [m.id for m in messages]
 
     # -- consuming ----------------------------------------------------------------
 
@@ -292,7 +332,11 @@ class Broker(abc.ABC):
                 if delivery is None:
                     return
                 count += 1
-                yield delivery
+                try:
+                    yield delivery
+                finally:
+                    if delivery._scope is not None:
+                        RELAY.deliver_end(delivery, "unsettled")
 
     # -- settling -----------------------------------------------------------------
 
@@ -304,9 +348,11 @@ class Broker(abc.ABC):
         """
         checked = self._settleable(deliveries)
         if Capability.ACK in self.capabilities:
-            self._settle(checked, self._ack, checked)
+            self._settle(checked, None, self._ack, checked)
         else:
             self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, None)
 
     def nack(
         self,
@@ -343,10 +389,14 @@ class Broker(abc.ABC):
         checked = self._settleable(deliveries)
         if Capability.ACK not in self.capabilities:
             self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, requeue, reason=text)
         elif seconds is None and text is None:
-            self._settle(checked, self._nack, checked, requeue)
+            self._settle(checked, requeue, self._nack, checked, requeue)
         else:
-            self._settle(checked, self._nack_with, checked, requeue, seconds, text)
+            self._settle(
+                checked, requeue, self._nack_with, checked, requeue, seconds, text, reason=text
+            )
 
     def extend(self, *deliveries: Delivery, seconds: float | None = None) -> None:
         """Renew the lease of unsettled deliveries for ``seconds`` from now
@@ -361,7 +411,12 @@ class Broker(abc.ABC):
             raise InvalidOption(
                 f"a lease is extended by a positive number of seconds, got {seconds!r}"
             )
-        self._extend(checked, duration)
+        try:
+            self._extend(checked, duration)
+        except StaleDelivery as exc:
+            if RELAY.settle:
+                RELAY.lease_lost(exc.deliveries)
+            raise
 
     # -- management ---------------------------------------------------------------
 
@@ -369,6 +424,15 @@ class Broker(abc.ABC):
         """A snapshot of ``topic``: length, in-flight deliveries, groups, dead letters."""
         self._check_open()
         return self._inspect(check_topic(topic))
+
+    def topics(self) -> list[str]:
+        """The names of the topics that hold anything (a message, a group, a delivery
+        out, a dead letter), dead-letter topics included, sorted.
+
+        :raises Unsupported: the backend cannot list its topics (the error says so).
+        """
+        self._check_open()
+        return sorted(set(self._list_topics()))
 
     def purge(self, topic: str) -> int:
         """Remove the messages waiting in ``topic``; return how many were removed.
@@ -512,6 +576,10 @@ class Broker(abc.ABC):
     def _inspect(self, topic: str) -> TopicInfo:
         """A snapshot of ``topic``."""
 
+    def _list_topics(self) -> list[str]:
+        """Every topic that holds anything. Optional: the default says it cannot."""
+        raise Unsupported(self.describe(), Capability.NONE, "list its topics")
+
     @abc.abstractmethod
     def _purge(self, topic: str) -> int:
         """Drop the waiting messages of ``topic``; return how many."""
@@ -547,13 +615,26 @@ class Broker(abc.ABC):
             raise AlreadySettled("the same delivery was passed twice")
         return checked
 
-    def _settle(self, deliveries: list[Delivery], primitive: Any, *args: Any) -> None:
+    def _settle(
+        self,
+        deliveries: list[Delivery],
+        requeue: bool | None,
+        primitive: Any,
+        *args: Any,
+        reason: str | None = None,
+    ) -> None:
+        """Run the ack (``requeue`` None) or nack primitive, mark the deliveries settled
+        and tell the settlement hooks (``reason``: the caller's, for a dead letter)."""
         try:
             primitive(*args)
-        except StaleDelivery:
+        except StaleDelivery as exc:
             self._mark(deliveries)
+            if RELAY.settle:
+                RELAY.settled(self, deliveries, requeue, exc.deliveries, reason=reason)
             raise
         self._mark(deliveries)
+        if RELAY.settle:
+            RELAY.settled(self, deliveries, requeue, reason=reason)
 
     @staticmethod
     def _mark(deliveries: Iterable[Delivery]) -> None:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message, new_message_id
 from brokerkit._options import BrokerOptions
@@ -165,6 +166,44 @@ class AsyncBroker(abc.ABC):
                 "body; use publish() for one message, or wrap it in a list"
             )
         checked_headers = check_headers(headers)
+        if RELAY.publish:
+            return await self._publish_observed(
+                topic, list(bodies), checked_headers, content_type, held
+            )
+        messages = self._build(topic, bodies, checked_headers, content_type)
+        await self._store_or_hold(topic, messages, held)
+        return [m.id for m in messages]
+
+    async def _publish_observed(
+        self,
+        topic: str,
+        bodies: list[Any],
+        headers: dict[str, str],
+        content_type: str | None,
+        held: float,
+    ) -> list[str]:
+        """:meth:`publish_many` between the publish hooks, which may add headers."""
+        headers = dict(headers)
+        scope = RELAY.publish_start(self, topic, headers, len(bodies))
+        messages: list[Message] = []
+        try:
+            messages = self._build(topic, bodies, check_headers(headers), content_type)
+            await self._store_or_hold(topic, messages, held)
+        except BaseException as exc:
+            if scope is not None:
+                RELAY.publish_end(self, topic, messages, exc, scope)
+            raise
+        if scope is not None:
+            RELAY.publish_end(self, topic, messages, None, scope)
+        return [m.id for m in messages]
+
+    def _build(
+        self,
+        topic: str,
+        bodies: Iterable[Any],
+        checked_headers: dict[str, str],
+        content_type: str | None,
+    ) -> list[Message]:
         serializer = self.options.serializer
         now = time.time()
         limit = self.max_payload_bytes
@@ -178,11 +217,14 @@ class AsyncBroker(abc.ABC):
                     "large payloads elsewhere and publish a reference to them"
                 )
             messages.append(Message(new_message_id(), topic, payload, ctype, checked_headers, now))
+        return messages
+
+    async def _store_or_hold(self, topic: str, messages: list[Message], held: float) -> None:
+        """Store ``messages`` now, or held for ``held`` seconds."""
         if messages and held > 0:
             await self._publish_delayed(topic, messages, held)
         elif messages:
             await self._publish(topic, messages)
-        return [m.id for m in messages]
 
     # -- consuming ----------------------------------------------------------------
 
@@ -290,7 +332,11 @@ class AsyncBroker(abc.ABC):
                 if delivery is None:
                     return
                 count += 1
-                yield delivery
+                try:
+                    yield delivery
+                finally:
+                    if delivery._scope is not None:
+                        RELAY.deliver_end(delivery, "unsettled")
 
     # -- settling -----------------------------------------------------------------
 
@@ -302,9 +348,11 @@ class AsyncBroker(abc.ABC):
         """
         checked = self._settleable(deliveries)
         if Capability.ACK in self.capabilities:
-            await self._settle(checked, self._ack, checked)
+            await self._settle(checked, None, self._ack, checked)
         else:
             self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, None)
 
     async def nack(
         self,
@@ -341,10 +389,14 @@ class AsyncBroker(abc.ABC):
         checked = self._settleable(deliveries)
         if Capability.ACK not in self.capabilities:
             self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, requeue, reason=text)
         elif seconds is None and text is None:
-            await self._settle(checked, self._nack, checked, requeue)
+            await self._settle(checked, requeue, self._nack, checked, requeue)
         else:
-            await self._settle(checked, self._nack_with, checked, requeue, seconds, text)
+            await self._settle(
+                checked, requeue, self._nack_with, checked, requeue, seconds, text, reason=text
+            )
 
     async def extend(self, *deliveries: AsyncDelivery, seconds: float | None = None) -> None:
         """Renew the lease of unsettled deliveries for ``seconds`` from now
@@ -359,7 +411,12 @@ class AsyncBroker(abc.ABC):
             raise InvalidOption(
                 f"a lease is extended by a positive number of seconds, got {seconds!r}"
             )
-        await self._extend(checked, duration)
+        try:
+            await self._extend(checked, duration)
+        except StaleDelivery as exc:
+            if RELAY.settle:
+                RELAY.lease_lost(exc.deliveries)
+            raise
 
     # -- management ---------------------------------------------------------------
 
@@ -367,6 +424,15 @@ class AsyncBroker(abc.ABC):
         """A snapshot of ``topic``: length, in-flight deliveries, groups, dead letters."""
         self._check_open()
         return await self._inspect(check_topic(topic))
+
+    async def topics(self) -> list[str]:
+        """The names of the topics that hold anything (a message, a group, a delivery
+        out, a dead letter), dead-letter topics included, sorted.
+
+        :raises Unsupported: the backend cannot list its topics (the error says so).
+        """
+        self._check_open()
+        return sorted(set(await self._list_topics()))
 
     async def purge(self, topic: str) -> int:
         """Remove the messages waiting in ``topic``; return how many were removed.
@@ -512,6 +578,10 @@ class AsyncBroker(abc.ABC):
     async def _inspect(self, topic: str) -> TopicInfo:
         """A snapshot of ``topic``."""
 
+    async def _list_topics(self) -> list[str]:
+        """Every topic that holds anything. Optional: the default says it cannot."""
+        raise Unsupported(self.describe(), Capability.NONE, "list its topics")
+
     @abc.abstractmethod
     async def _purge(self, topic: str) -> int:
         """Drop the waiting messages of ``topic``; return how many."""
@@ -547,13 +617,26 @@ class AsyncBroker(abc.ABC):
             raise AlreadySettled("the same delivery was passed twice")
         return checked
 
-    async def _settle(self, deliveries: list[AsyncDelivery], primitive: Any, *args: Any) -> None:
+    async def _settle(
+        self,
+        deliveries: list[AsyncDelivery],
+        requeue: bool | None,
+        primitive: Any,
+        *args: Any,
+        reason: str | None = None,
+    ) -> None:
+        """Run the ack (``requeue`` None) or nack primitive, mark the deliveries settled
+        and tell the settlement hooks (``reason``: the caller's, for a dead letter)."""
         try:
             await primitive(*args)
-        except StaleDelivery:
+        except StaleDelivery as exc:
             self._mark(deliveries)
+            if RELAY.settle:
+                RELAY.settled(self, deliveries, requeue, exc.deliveries, reason=reason)
             raise
         self._mark(deliveries)
+        if RELAY.settle:
+            RELAY.settled(self, deliveries, requeue, reason=reason)
 
     @staticmethod
     def _mark(deliveries: Iterable[AsyncDelivery]) -> None:

@@ -31,7 +31,7 @@ class Delivery:
         late ack cannot settle another consumer's delivery of the same message.
     """
 
-    __slots__ = ("_body", "_settled", "attempt", "message", "receipt", "subscription")
+    __slots__ = ("_body", "_scope", "_settled", "attempt", "message", "receipt", "subscription")
 
     def __init__(
         self,
@@ -47,6 +47,8 @@ class Delivery:
         self.receipt = receipt
         self._settled = False
         self._body = _UNDECODED
+        # The delivery hooks' scope while the application holds it (see brokerkit._hooks).
+        self._scope: dict[str, Any] | None = None
 
     @property
     def broker(self) -> Broker:

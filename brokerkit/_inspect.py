@@ -47,6 +47,9 @@ class TopicInfo:
         delayed retries (``nack(delay=...)``), over all groups; not in ``length``.
     :ivar oldest_in_flight_age: seconds the oldest unsettled delivery has been out.
     :ivar details: backend-specific facts (Redis XINFO fields, key names, ...).
+    :ivar oldest_waiting_age: seconds since the oldest message not yet handed to some
+        group was published (the lag in seconds of the furthest-behind group); None
+        when nothing waits, or when the backend cannot tell without consuming.
     """
 
     topic: str
@@ -56,4 +59,5 @@ class TopicInfo:
     oldest_in_flight_age: float | None = None
     groups: tuple[GroupInfo, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
+    oldest_waiting_age: float | None = None
     scheduled: int = 0

@@ -11,6 +11,7 @@ import pluggy
 
 from brokerkit import hookspecs
 from brokerkit._broker import Broker
+from brokerkit._hooks import RELAY, ObservedPluginManager
 from brokerkit._registry import BackendInfo, BackendRegistry
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import PluginError
@@ -49,7 +50,7 @@ _cached: BackendRegistry | None = None
 def plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
     """A plugin manager with the built-in plugins and, unless told otherwise, every
     plugin installed under the ``brokerkit.plugins`` entry-point group."""
-    manager = pluggy.PluginManager("brokerkit")
+    manager = ObservedPluginManager("brokerkit")
     manager.add_hookspecs(hookspecs)
     blocked = {name.strip() for name in os.environ.get(BLOCK_ENV, "").split(",") if name.strip()}
     for name in blocked:
@@ -92,7 +93,7 @@ def _registry() -> BackendRegistry:
     global _cached
     with _lock:
         if _cached is None:
-            _cached = load_registry()
+            _cached = load_registry(RELAY.manager())
         return _cached
 
 

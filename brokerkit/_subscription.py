@@ -13,6 +13,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from brokerkit._compat import Event, Lock, fetch_shielded, settle_orphans
+from brokerkit._hooks import RELAY
+from brokerkit._logging import subscription_fields
 from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
@@ -98,6 +100,12 @@ class Subscription:
         :returns: a delivery, or ``None`` if none came within the timeout.
         :raises BrokerClosed: the subscription or its broker is closed.
         """
+        delivery = self._next(timeout)
+        if delivery is not None and RELAY.deliver:
+            RELAY.deliver_start(delivery)
+        return delivery
+
+    def _next(self, timeout: float | None) -> Delivery | None:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
             with self._fetching:
@@ -162,7 +170,11 @@ class Subscription:
             self.broker._unsubscribe(self, buffered)
         except BrokerError as exc:
             log.warning(
-                "could not hand back %d delivery(ies) of %r on close: %s", len(buffered), self, exc
+                "could not hand back %d delivery(ies) of %r on close: %s",
+                len(buffered),
+                self,
+                exc,
+                extra=subscription_fields(self, buffered),
             )
 
     def __enter__(self) -> Subscription:

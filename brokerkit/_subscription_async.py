@@ -11,6 +11,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from brokerkit._acompat import Event, Lock, fetch_shielded, settle_orphans
+from brokerkit._hooks import RELAY
+from brokerkit._logging import subscription_fields
 from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
@@ -96,6 +98,12 @@ class AsyncSubscription:
         :returns: a delivery, or ``None`` if none came within the timeout.
         :raises BrokerClosed: the subscription or its broker is closed.
         """
+        delivery = await self._next(timeout)
+        if delivery is not None and RELAY.deliver:
+            RELAY.deliver_start(delivery)
+        return delivery
+
+    async def _next(self, timeout: float | None) -> AsyncDelivery | None:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
             async with self._fetching:
@@ -160,7 +168,11 @@ class AsyncSubscription:
             await self.broker._unsubscribe(self, buffered)
         except BrokerError as exc:
             log.warning(
-                "could not hand back %d delivery(ies) of %r on close: %s", len(buffered), self, exc
+                "could not hand back %d delivery(ies) of %r on close: %s",
+                len(buffered),
+                self,
+                exc,
+                extra=subscription_fields(self, buffered),
             )
 
     async def __aenter__(self) -> AsyncSubscription:

@@ -159,6 +159,9 @@ class Unsupported(BrokerError):
 
     def __init__(self, backend: str, capability: Capability, what: str) -> None:
         self.capability = capability
+        if not capability:  # no capability flag names it: the backend just has no way
+            super().__init__(f"{backend} cannot {what}")
+            return
         super().__init__(
             f"{backend} cannot {what}: it does not have the {capability.name} capability"
         )

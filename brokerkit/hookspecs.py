@@ -9,17 +9,29 @@ A plugin is a module or object with functions decorated by
 
 Hooks grow by gaining arguments; an implementation may accept fewer arguments
 than the spec, so plugins written today keep working.
+
+Two kinds of hooks: *registration* hooks (backends, commands), called once, and
+*message* hooks (``brokerkit_publish_start`` to ``brokerkit_on_lease_lost``), called for
+every message by the sync and asyncio APIs alike. Message hooks are plain functions:
+keep them quick, never block. One that raises is logged on ``brokerkit.hooks`` and
+swallowed. With no implementation they cost one flag read per message; a plugin
+registered later through :func:`brokerkit.get_plugin_manager` is seen from the next
+message on. A start hook and its end hook get the same ``scope`` dict, theirs to fill
+(a span, a start time); they are pairs rather than a pluggy wrapper because the work
+they surround may be an ``await``, which a wrapper, a plain generator, cannot span.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
     import typer
 
+    from brokerkit._message import Message
     from brokerkit._registry import BackendRegistry
 
 __all__ = ["hookimpl", "hookspec"]
@@ -69,3 +81,98 @@ def brokerkit_register_commands(cli: typer.Typer) -> None:
     :param cli: the ``typer.Typer`` application of the ``brokerkit`` command.
     :return: nothing; results are ignored.
     """
+
+
+@hookspec
+def brokerkit_publish_start(
+    broker: Any, topic: str, headers: dict[str, str], count: int, scope: dict[str, Any]
+) -> None:
+    """A publish (or ``publish_many``) of ``count`` messages to ``topic`` begins.
+
+    Called after the topic and bodies are checked, before anything is sent. Add to
+    ``headers`` (a fresh dict: the caller's, checked) to give every message of the
+    call more headers; a trace context goes here. Keys and values must be str.
+
+    :param broker: the :class:`~brokerkit.Broker` or :class:`~brokerkit.aio.AsyncBroker`.
+    :param topic: the topic published to.
+    :param headers: the headers every message of this call will carry; mutable.
+    :param count: how many messages the call publishes (1 for ``publish``).
+    :param scope: this call's scratch dict, passed again to :func:`brokerkit_publish_end`.
+    """
+
+
+@hookspec
+def brokerkit_publish_end(
+    broker: Any,
+    topic: str,
+    messages: Sequence[Message],
+    error: BaseException | None,
+    scope: dict[str, Any],
+) -> None:
+    """The publish begun by :func:`brokerkit_publish_start` ended.
+
+    :param messages: the messages as sent (ids, headers as stored); empty when the
+        error came before they were built.
+    :param error: None if they were stored, else the exception the caller gets.
+    :param scope: the dict :func:`brokerkit_publish_start` saw.
+    """
+
+
+@hookspec
+def brokerkit_deliver_start(delivery: Any, scope: dict[str, Any]) -> None:
+    """A delivery is handed to the application: returned by ``receive``, yielded by
+    ``consume``, or passed to a worker's handler.
+
+    :param delivery: the :class:`~brokerkit.Delivery` (or asyncio twin); read
+        ``delivery.headers``, ``.attempt``, ``.subscription.group``.
+    :param scope: the delivery's scratch dict, passed again to
+        :func:`brokerkit_deliver_end`.
+    """
+
+
+@hookspec
+def brokerkit_deliver_end(
+    delivery: Any, outcome: str, error: BaseException | None, scope: dict[str, Any]
+) -> None:
+    """The application is done with a delivery: called once, at the first of its
+    settlement (``"ack"``, ``"nack"``, ``"dead-letter"``), the ``consume`` loop moving
+    on to the next delivery or ending (``"unsettled"``), or a worker's handler
+    returning or raising.
+
+    :param outcome: ``"ack"``, ``"nack"``, ``"dead-letter"``, ``"unsettled"`` or
+        ``"lease-lost"`` (a settlement refused with :class:`~brokerkit.StaleDelivery`).
+    :param error: what the handler raised (a worker's), or the settlement's error.
+    :param scope: the dict :func:`brokerkit_deliver_start` saw.
+    """
+
+
+@hookspec
+def brokerkit_on_ack(deliveries: Sequence[Any]) -> None:
+    """Deliveries were acked (after the backend confirmed; stale ones excluded)."""
+
+
+@hookspec
+def brokerkit_on_nack(deliveries: Sequence[Any], requeue: bool) -> None:
+    """Deliveries were nacked (after the backend confirmed; stale ones excluded).
+
+    :param requeue: what the caller asked; see :func:`brokerkit_on_dead_letter` for
+        those that went to the dead-letter topic.
+    """
+
+
+@hookspec
+def brokerkit_on_dead_letter(deliveries: Sequence[Any], reason: str) -> None:
+    """Deliveries went to their topic's dead-letter topic, as far as brokerkit knows
+    it: a ``nack(requeue=False)`` (``reason="rejected"``), or a nack at
+    ``max_deliveries`` attempts (``reason="max_deliveries"``); ``reason`` is the
+    caller's own when it gave one (``nack(..., reason="...")``). A backend that
+    dead-letters on its own (an unsettled delivery past ``max_deliveries``, found by a
+    rescue) does not call it: count dead letters from ``inspect`` for those.
+    """
+
+
+@hookspec
+def brokerkit_on_lease_lost(deliveries: Sequence[Any]) -> None:
+    """Settling or extending these deliveries failed with
+    :class:`~brokerkit.StaleDelivery`: their lease had run out and the message may be
+    with another consumer."""

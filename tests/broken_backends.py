@@ -402,8 +402,25 @@ class AcceptsUndeclaredCapabilities(MemoryBroker):
 
 
 #: Every broken backend, with the promise it breaks.
+class ListsNoTopics(MemoryBroker):
+    """topics() lists nothing."""
+
+    def _list_topics(self) -> list[str]:
+        return []
+
+
+class StaleWaitingAge(MemoryBroker):
+    """inspect reports a waiting age even when nothing waits."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        return dataclasses.replace(info, oldest_waiting_age=info.oldest_waiting_age or 1.0)
+
+
 BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "drops_on_nack": DropsOnNack,
+    "lists_no_topics": ListsNoTopics,
+    "stale_waiting_age": StaleWaitingAge,
     "redelivers_acked": RedeliversAcked,
     "reorders": Reorders,
     "leaks_across_topics": LeaksAcrossTopics,

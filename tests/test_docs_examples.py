@@ -34,6 +34,7 @@ PAGES = (
     "docs/quickstart.md",
     "docs/asyncio.md",
     "docs/delays.md",
+    "docs/observability.md",
     "docs/workers.md",
 )
 BLOCKS = _self_contained_blocks(*PAGES)

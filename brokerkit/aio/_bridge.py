@@ -134,6 +134,9 @@ class LoopBridgeBroker(Broker):
     def _purge(self, topic: str) -> int:
         return self._run(self.inner._purge(topic))
 
+    def _list_topics(self) -> list[str]:
+        return self._run(self.inner._list_topics())
+
     def _close(self) -> None:
         try:
             self._run(self.inner.close())

@@ -147,6 +147,9 @@ class ThreadedAsyncBroker(AsyncBroker):
     async def _purge(self, topic: str) -> int:
         return await self._run(self.sync._purge, topic)
 
+    async def _list_topics(self) -> list[str]:
+        return await self._run(self.sync._list_topics)
+
     async def _close(self) -> None:
         try:
             await self._run(self.sync.close)

@@ -10,7 +10,7 @@ import typer
 
 import brokerkit
 from brokerkit._plugins import plugin_manager
-from brokerkit.cli import _admin, _check, _messaging, _tools, _worker
+from brokerkit.cli import _admin, _check, _dlq, _exporter, _messaging, _observe, _tools, _worker
 from brokerkit.cli._output import redact
 from brokerkit.cli._url import URL_ENV
 from brokerkit.exceptions import BrokerError, PluginError
@@ -63,7 +63,7 @@ def build_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)
-    for module in (_admin, _messaging, _check, _tools, _worker):
+    for module in (_admin, _observe, _dlq, _exporter, _messaging, _check, _tools, _worker):
         module.register(app)
     manager = plugin_manager()
     for impl in manager.hook.brokerkit_register_commands.get_hookimpls():

@@ -3,11 +3,17 @@ syntax of pattern subscriptions."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from brokerkit._capabilities import Capability
 from brokerkit.contracts._harness import ContractEnv, requires
-from brokerkit.exceptions import StaleDelivery
+from brokerkit.exceptions import StaleDelivery, Unsupported
+
+#: Seconds a reported age may exceed the time since publishing: the server's clock
+#: (Redis, NATS) against this process's, on another host.
+CLOCK_SKEW = 5.0
 
 __all__ = ["ScopeContract"]
 
@@ -125,6 +131,41 @@ class ScopeContract:
         broker.ack(*held)
         settled = broker.inspect(topic)
         assert settled.in_flight == 0, f"{promise}: acked deliveries still count as in flight"
+
+    @requires(Capability.PERSISTENT | Capability.ACK | Capability.COMPETING)
+    def test_topics_and_the_oldest_waiting_age(self, contract: ContractEnv) -> None:
+        """topics() lists what holds messages; the oldest waiting age is honest.
+
+        ``topics()`` lists every topic that holds a waiting message, and never a topic
+        nobody used (a backend that cannot list its topics raises
+        :class:`~brokerkit.Unsupported`). ``inspect(topic).oldest_waiting_age`` is None
+        once the group has been handed everything; while messages wait it is None
+        (the backend cannot tell) or a number of seconds, no more than the time since
+        they were published (give or take the server's clock)."""
+        promise = "topics and the oldest waiting age"
+        broker = contract.broker()
+        topic = contract.topic("listed")
+        # The group exists before the messages: a new AMQP queue starts at the end.
+        subscription = broker.subscribe(topic, group="workers")
+        before = time.time()
+        broker.publish_many(topic, ["a", "b"])
+        try:
+            listed: list[str] | None = broker.topics()
+        except Unsupported:
+            listed = None
+        if listed is not None:
+            assert topic in listed, f"{promise}: {topic!r} holds messages but was not listed"
+            unused = contract.topic("never-used")
+            assert unused not in listed, f"{promise}: an unused topic was listed"
+        age = broker.inspect(topic).oldest_waiting_age
+        if age is not None:
+            assert 0 <= age <= time.time() - before + CLOCK_SKEW, (
+                f"{promise}: the oldest message waits {age} s, published "
+                f"{time.time() - before:.3f} s ago"
+            )
+        contract.expect_all(subscription, 2, promise)  # each acked as it comes
+        drained = broker.inspect(topic).oldest_waiting_age
+        assert drained is None, f"{promise}: nothing waits, but the oldest waits {drained} s"
 
     @requires(Capability.BOUNDED | Capability.PERSISTENT)
     def test_maxlen_caps_the_topic_dropping_the_oldest(self, contract: ContractEnv) -> None:

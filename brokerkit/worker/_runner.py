@@ -22,6 +22,8 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._compat import Background, Event, HandlerCalls, spawn
 from brokerkit._delivery import Delivery
+from brokerkit._hooks import RELAY
+from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._schedule import MAX_REASON_LENGTH
 from brokerkit._subscription import Subscription
 from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError
@@ -118,6 +120,7 @@ class Runner:
                 log.warning(
                     "handler %s: receiving from %r failed (again in %.3g s): %s",
                     *(self.spec.name, self.spec.topic, pause, exc),
+                    extra=log_fields(self.spec.topic, self.spec.group),
                 )
                 self._draining.wait(pause)
                 continue
@@ -150,21 +153,38 @@ class Runner:
         try:
             args = spec.binding.arguments(delivery)
         except InvalidBody as exc:
+            if RELAY.deliver:
+                RELAY.deliver_end(delivery, "dead-letter", exc)
             log.warning(
-                "handler %s: message %s has an invalid body: %s", spec.name, delivery.id, exc
+                "handler %s: message %s has an invalid body: %s",
+                spec.name,
+                delivery.id,
+                exc,
+                extra=delivery_fields([delivery]),
             )
             self._nack(delivery, "dead_lettered", requeue=False, reason=f"invalid body: {exc}")
             return
         try:
             self._calls.call(spec.function, *args)
         except Exception as exc:
+            if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
+                retried = Capability.ACK in self.broker.capabilities and not (
+                    self._limit is not None and delivery.attempt >= self._limit
+                )
+                RELAY.deliver_end(delivery, "nack" if retried else "dead-letter", exc)
             self._failed(delivery, exc)
             return
         if not delivery.settled:
             try:
                 delivery.ack()
             except BrokerError as exc:
-                log.warning("handler %s: could not ack %s: %s", spec.name, delivery.id, exc)
+                log.warning(
+                    "handler %s: could not ack %s: %s",
+                    spec.name,
+                    delivery.id,
+                    exc,
+                    extra=delivery_fields([delivery]),
+                )
                 return
         self.stats.count("processed")
 
@@ -173,16 +193,29 @@ class Runner:
         self.stats.count("failed")
         name, reason = self.spec.name, f"{type(exc).__name__}: {exc}"
         if delivery.settled:
-            log.warning("handler %s raised after settling %s: %s", name, delivery.id, reason)
+            log.warning(
+                "handler %s raised after settling %s: %s",
+                name,
+                delivery.id,
+                reason,
+                extra=delivery_fields([delivery]),
+            )
         elif Capability.ACK not in self.broker.capabilities:
             # at-most-once: the message is gone whatever the worker does
-            log.warning("handler %s failed on %s, not redelivered: %s", name, delivery.id, reason)
+            log.warning(
+                "handler %s failed on %s, not redelivered: %s",
+                name,
+                delivery.id,
+                reason,
+                extra=delivery_fields([delivery]),
+            )
             self._nack(delivery, "", requeue=False, reason=reason)
         elif self._limit is not None and delivery.attempt >= self._limit:
             log.info(
                 "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
                 *(name, delivery.id, delivery.attempt, self._limit, reason),
                 exc_info=exc,
+                extra=delivery_fields([delivery]),
             )
             self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
         else:
@@ -191,6 +224,7 @@ class Runner:
                 "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
                 *(name, delivery.id, delivery.attempt, delay, reason),
                 exc_info=exc,
+                extra=delivery_fields([delivery]),
             )
             self._nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
 
@@ -206,7 +240,13 @@ class Runner:
         try:
             delivery.nack(requeue=requeue, delay=delay or None, reason=_reason(reason))
         except BrokerError as exc:
-            log.warning("handler %s: could not nack %s: %s", self.spec.name, delivery.id, exc)
+            log.warning(
+                "handler %s: could not nack %s: %s",
+                self.spec.name,
+                delivery.id,
+                exc,
+                extra=delivery_fields([delivery]),
+            )
             return
         if outcome:
             self.stats.count(outcome)
@@ -242,14 +282,25 @@ class Runner:
         except BrokerClosed:
             return
         except BrokerError as exc:
-            log.warning("handler %s: could not renew waiting leases: %s", self.spec.name, exc)
+            log.warning(
+                "handler %s: could not renew waiting leases: %s",
+                self.spec.name,
+                exc,
+                extra=log_fields(self.spec.topic, self.spec.group),
+            )
 
     def _extend_one(self, delivery: Any) -> None:
         with contextlib.suppress(AlreadySettled, BrokerClosed):
             try:
                 self.broker.extend(delivery)
             except BrokerError as exc:
-                log.warning("handler %s: could not renew %s: %s", self.spec.name, delivery.id, exc)
+                log.warning(
+                    "handler %s: could not renew %s: %s",
+                    self.spec.name,
+                    delivery.id,
+                    exc,
+                    extra=delivery_fields([delivery]),
+                )
 
 
 def _reason(text: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._compat import Event, HandlerCalls, on_signals, spawn
+from brokerkit._logging import log_fields
 from brokerkit.exceptions import ConfigurationError, InvalidOption
 from brokerkit.worker._handler import HandlerSpec, make_spec
 from brokerkit.worker._retry import RetryPolicy
@@ -200,7 +201,12 @@ class Worker:
                     runners.append(runner)
                     runner.start()
                 self._ready.set()
-                log.info("worker running %d handler(s) on %s", len(runners), broker.url)
+                log.info(
+                    "worker running %d handler(s) on %s",
+                    len(runners),
+                    broker.url,
+                    extra=log_fields(),
+                )
                 while not self._stopping():
                     self._stop.wait(_TICK)
             finally:
@@ -271,7 +277,7 @@ class Worker:
     def _stopping(self) -> bool:
         if self._signals and self.stopped_by is None:
             self.stopped_by = self._signals[0]
-            log.info("worker got signal %d: draining", self.stopped_by)
+            log.info("worker got signal %d: draining", self.stopped_by, extra=log_fields())
         return bool(self._signals) or self._stopped
 
     def _aborting(self) -> bool:
@@ -288,9 +294,16 @@ class Worker:
             self._cut_short.wait(min(left, _TICK))
         self.drained = not any(r.busy for r in runners)
         if not self.drained:
-            log.warning("worker stopped with handlers still running; their deliveries come back")
+            log.warning(
+                "worker stopped with handlers still running; their deliveries come back",
+                extra=log_fields(),
+            )
             for runner in runners:
                 runner.abandon()
         for runner in runners:
             runner.finish()
-        log.info("worker stopped (%s)", "drained" if self.drained else "handlers cut short")
+        log.info(
+            "worker stopped (%s)",
+            "drained" if self.drained else "handlers cut short",
+            extra=log_fields(),
+        )

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from brokerkit._acompat import Event, HandlerCalls, on_signals, spawn
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
+from brokerkit._logging import log_fields
 from brokerkit.exceptions import ConfigurationError, InvalidOption
 from brokerkit.worker._handler import HandlerSpec, make_spec
 from brokerkit.worker._retry import RetryPolicy
@@ -198,7 +199,12 @@ class AsyncWorker:
                     runners.append(runner)
                     await runner.start()
                 self._ready.set()
-                log.info("worker running %d handler(s) on %s", len(runners), broker.url)
+                log.info(
+                    "worker running %d handler(s) on %s",
+                    len(runners),
+                    broker.url,
+                    extra=log_fields(),
+                )
                 while not self._stopping():
                     await self._stop.wait(_TICK)
             finally:
@@ -269,7 +275,7 @@ class AsyncWorker:
     def _stopping(self) -> bool:
         if self._signals and self.stopped_by is None:
             self.stopped_by = self._signals[0]
-            log.info("worker got signal %d: draining", self.stopped_by)
+            log.info("worker got signal %d: draining", self.stopped_by, extra=log_fields())
         return bool(self._signals) or self._stopped
 
     def _aborting(self) -> bool:
@@ -286,9 +292,16 @@ class AsyncWorker:
             await self._cut_short.wait(min(left, _TICK))
         self.drained = not any(r.busy for r in runners)
         if not self.drained:
-            log.warning("worker stopped with handlers still running; their deliveries come back")
+            log.warning(
+                "worker stopped with handlers still running; their deliveries come back",
+                extra=log_fields(),
+            )
             for runner in runners:
                 await runner.abandon()
         for runner in runners:
             await runner.finish()
-        log.info("worker stopped (%s)", "drained" if self.drained else "handlers cut short")
+        log.info(
+            "worker stopped (%s)",
+            "drained" if self.drained else "handlers cut short",
+            extra=log_fields(),
+        )

@@ -14,9 +14,11 @@ import logging
 import threading
 from collections.abc import Callable
 
+from brokerkit._logging import log_fields
+
 __all__ = ["Reaper"]
 
-log = logging.getLogger("brokerkit")
+log = logging.getLogger("brokerkit.kombu")
 
 
 class Reaper:
@@ -34,7 +36,7 @@ class Reaper:
             try:
                 self._sweep()
             except Exception as exc:  # keep sweeping: the next round may reconnect
-                log.warning("brokerkit: the lease reaper could not sweep: %s", exc)
+                log.warning("the lease reaper could not sweep: %s", exc, extra=log_fields())
 
     def stop(self) -> None:
         """Stop the thread and wait for a sweep under way to finish."""

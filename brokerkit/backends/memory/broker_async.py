@@ -277,6 +277,10 @@ class AsyncMemoryBroker(AsyncBroker):
             self._release_due(now)
             return store.inspect(topic, now)
 
+    async def _list_topics(self) -> list[str]:
+        with self._store.lock:
+            return self._store.topic_names()
+
     async def _purge(self, topic: str) -> int:
         with self._store.lock:
             return self._store.purge(topic)

@@ -13,6 +13,7 @@ import dataclasses
 import heapq
 import itertools
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
@@ -275,6 +276,7 @@ class Store:
             groups.append(GroupInfo(name, len(group.pending), lag, consumers))
         dead = self.topics.get(f"{topic}.dlq")
         oldest = min((lease.delivered_at for lease in leases), default=None)
+        published = _oldest_waiting(state)
         scheduled = len(state.scheduled) + sum(len(g.delayed) for g in state.groups.values())
         return TopicInfo(
             topic=topic,
@@ -283,8 +285,14 @@ class Store:
             dead_lettered=len(dead.log) if dead else 0,
             oldest_in_flight_age=None if oldest is None else now - oldest,
             groups=tuple(groups),
+            # published_at is the publisher's wall clock, whatever clock the store runs on
+            oldest_waiting_age=None if published is None else max(time.time() - published, 0.0),
             scheduled=scheduled,
         )
+
+    def topic_names(self) -> list[str]:
+        """The topics that hold anything: a message, a group, a delivery out."""
+        return sorted(name for name, state in self.topics.items() if state.log or state.groups)
 
     def purge(self, topic: str) -> int:
         state = self.topics.get(topic)
@@ -300,6 +308,23 @@ class Store:
             group.cursor = state.next_offset
         state.log.clear()
         return removed
+
+
+def _oldest_waiting(state: Topic) -> float | None:
+    """When the oldest message not yet handed to some group was published."""
+    if not state.groups:
+        first = next(iter(state.log.values()), None)
+        return None if first is None else first.published_at
+    stamps: list[float] = []
+    for group in state.groups.values():
+        if group.retired:
+            continue
+        stamps.extend(message.published_at for _, message, _ in group.ready)
+        # The log is in offset order: the first offset at or past the cursor waits.
+        waiting = next((m for offset, m in state.log.items() if offset >= group.cursor), None)
+        if waiting is not None:
+            stamps.append(waiting.published_at)
+    return min(stamps, default=None)
 
 
 def start_offset(topic: Topic, start: str | None) -> int:

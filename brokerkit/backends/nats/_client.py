@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import ConnectionFailed
 
@@ -76,15 +77,17 @@ class NatsClient:
         server = f"nats://{self.server}"
 
         async def on_error(exc: Exception) -> None:
-            log.warning("NATS connection to %s: %s", self.server, type(exc).__name__)
+            log.warning(
+                "NATS connection to %s: %s", self.server, type(exc).__name__, extra=log_fields()
+            )
 
         async def on_disconnect() -> None:
             if self._closing:
                 return
-            log.warning("NATS connection to %s lost; reconnecting", self.server)
+            log.warning("NATS connection to %s lost; reconnecting", self.server, extra=log_fields())
 
         async def on_reconnect() -> None:
-            log.info("NATS connection to %s is back", self.server)
+            log.info("NATS connection to %s is back", self.server, extra=log_fields())
 
         try:
             nc = await nats.connect(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import time
+from typing import Any
+
 from brokerkit._inspect import GroupInfo, TopicInfo
 from brokerkit.backends.nats._client import NatsClient
 from brokerkit.backends.nats._wire import parse_description, subject_for
 from brokerkit.exceptions import BrokerError, ConfigurationError
 
-__all__ = ["ensure_stream", "inspect_topic", "purge_topic"]
+__all__ = ["ensure_stream", "inspect_topic", "list_topics", "purge_topic"]
 
 _STREAM_NOT_FOUND = 10059
 _SUBJECTS_OVERLAP = 10065
@@ -47,27 +51,26 @@ async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: 
     dead = await _count(client, stream, subject_for(stream, dlq_topic))
     groups: list[GroupInfo] = []
     consumers: dict[str, str] = {}
-    offset = 0
-    while True:
-        page = await client.api(f"CONSUMER.LIST.{stream}", {"offset": offset}, f"inspect {topic!r}")
-        found = page.get("consumers") or []
-        for info in found:
-            named = parse_description(info.get("config", {}).get("description"))
-            if named is None or named[0] != topic:
-                continue
-            consumers[named[1]] = info["name"]
-            groups.append(
-                GroupInfo(
-                    name=named[1],
-                    pending=int(info.get("num_ack_pending", 0)),
-                    lag=int(info.get("num_pending", 0)),
-                )
-            )
-        offset += len(found)
-        if not found or offset >= int(page.get("total", 0)):
-            break
+    # The stream sequence after which each group (or, with none, the topic) waits.
+    waiting_after: list[int] = []
+    for info in await _consumers(client, stream, f"inspect {topic!r}"):
+        named = parse_description(info.get("config", {}).get("description"))
+        if named is None or named[0] != topic:
+            continue
+        consumers[named[1]] = info["name"]
+        lag = int(info.get("num_pending", 0))
+        groups.append(
+            GroupInfo(name=named[1], pending=int(info.get("num_ack_pending", 0)), lag=lag)
+        )
+        if lag:
+            waiting_after.append(int(info.get("delivered", {}).get("stream_seq", 0)))
+    if not groups and length:
+        waiting_after.append(0)
+    published = [await _next_time(client, stream, subject, seq) for seq in waiting_after]
+    oldest = min((p for p in published if p is not None), default=None)
     groups.sort(key=lambda g: g.name)
     return TopicInfo(
+        oldest_waiting_age=None if oldest is None else max(time.time() - oldest, 0.0),
         topic=topic,
         length=length,
         in_flight=sum(g.pending for g in groups),
@@ -75,6 +78,52 @@ async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: 
         groups=tuple(groups),
         details={"stream": stream, "subject": subject, "consumers": consumers},
     )
+
+
+async def list_topics(client: NatsClient, stream: str) -> list[str]:
+    """The topics with a message in the stream, or a group."""
+    info = await client.api(
+        f"STREAM.INFO.{stream}", {"subjects_filter": f"{stream}.>"}, "list the topics"
+    )
+    found = {topic_of(stream, s) for s in info.get("state", {}).get("subjects") or {}}
+    for consumer in await _consumers(client, stream, "list the topics"):
+        named = parse_description(consumer.get("config", {}).get("description"))
+        if named is not None:
+            found.add(named[0])
+    return sorted(found)
+
+
+def topic_of(stream: str, subject: str) -> str:
+    """The topic a subject of the stream carries (the inverse of ``subject_for``)."""
+    return ".".join("" if t == "%" else t for t in subject[len(stream) + 1 :].split("."))
+
+
+async def _consumers(client: NatsClient, stream: str, what: str) -> list[dict[str, Any]]:
+    """Every consumer of the stream, page by page."""
+    consumers: list[dict[str, Any]] = []
+    while True:
+        page = await client.api(f"CONSUMER.LIST.{stream}", {"offset": len(consumers)}, what)
+        found = page.get("consumers") or []
+        consumers.extend(found)
+        if not found or len(consumers) >= int(page.get("total", 0)):
+            return consumers
+
+
+async def _next_time(client: NatsClient, stream: str, subject: str, after: int) -> float | None:
+    """When the first message of ``subject`` past stream sequence ``after`` was stored."""
+    answer = await client.api(
+        f"STREAM.MSG.GET.{stream}", {"seq": after + 1, "next_by_subj": subject}, "read a time"
+    )
+    stamp = (answer.get("message") or {}).get("time")
+    return None if not stamp else _rfc3339(stamp)
+
+
+def _rfc3339(stamp: str) -> float:
+    """``2026-12-02T02:40:00.123456789Z`` as seconds since the epoch (to the microsecond)."""
+    head, _, fraction = stamp.rstrip("Z").partition(".")
+    moment = datetime.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S")
+    seconds = moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return seconds + (float(f"0.{fraction[:6]}") if fraction else 0.0)
 
 
 async def _count(client: NatsClient, stream: str, subject: str) -> int:

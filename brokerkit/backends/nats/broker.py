@@ -34,13 +34,14 @@ from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
+from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import bridged
 from brokerkit.backends.nats._client import NatsClient, Request
-from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, purge_topic
+from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
 from brokerkit.backends.nats._wire import (
@@ -226,14 +227,24 @@ class AsyncNatsBroker(AsyncBroker):
                 # dead-lettered then.
                 for delivery, _, _ in dead:
                     self._leases.pop(delivery.receipt.reply, None)
-                log.warning("could not dead-letter %d message(s): %s", len(dead), exc)
+                log.warning(
+                    "could not dead-letter %d message(s): %s",
+                    len(dead),
+                    exc,
+                    extra=delivery_fields(d for d, _, _ in dead),
+                )
         if waited:
             # A waiting pull does not say when the server leased what it brought:
             # restart AckWait now, so that the lease is counted from a known time.
             try:
                 await self._renew(waited)
             except BrokerError as exc:
-                log.warning("could not renew %d fresh lease(s): %s", len(waited), exc)
+                log.warning(
+                    "could not renew %d fresh lease(s): %s",
+                    len(waited),
+                    exc,
+                    extra=delivery_fields(deliveries),
+                )
         if deliveries:
             self._start_renewing()
         return deliveries
@@ -285,7 +296,12 @@ class AsyncNatsBroker(AsyncBroker):
             try:
                 await self._client.request_all([(r, b"-NAK", None) for r in replies], "requeue")
             except BrokerError as exc:
-                log.warning("could not hand back %d delivery(ies): %s", len(replies), exc)
+                log.warning(
+                    "could not hand back %d delivery(ies): %s",
+                    len(replies),
+                    exc,
+                    extra=log_fields(),
+                )
 
     # -- settling -----------------------------------------------------------------
 
@@ -426,9 +442,9 @@ class AsyncNatsBroker(AsyncBroker):
             try:
                 await self._renew(leases)
             except BrokerError as exc:
-                log.warning("could not renew %d lease(s): %s", len(leases), exc)
+                log.warning("could not renew %d lease(s): %s", len(leases), exc, extra=log_fields())
             except Exception:  # a bug must not end the renewals for good
-                log.exception("could not renew %d lease(s)", len(leases))
+                log.exception("could not renew %d lease(s)", len(leases), extra=log_fields())
 
     async def _suspend_renewals(self) -> None:
         self._renewals_suspended = True
@@ -446,6 +462,10 @@ class AsyncNatsBroker(AsyncBroker):
     async def _inspect(self, topic: str) -> TopicInfo:
         await self._ensure_stream()
         return await inspect_topic(self._client, self._stream, topic, self.dead_letter_topic(topic))
+
+    async def _list_topics(self) -> list[str]:
+        await self._ensure_stream()
+        return await list_topics(self._client, self._stream)
 
     async def _purge(self, topic: str) -> int:
         await self._ensure_stream()

@@ -29,11 +29,12 @@ from brokerkit.backends.redis._connection import (
     translate_errors,
 )
 from brokerkit.backends.redis._deployment import Deployment
+from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._tls import share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
-__all__ = ["Reconnector", "make_client"]
+__all__ = ["Reconnector", "make_client", "scan_topics"]
 
 _T = TypeVar("_T")
 
@@ -128,6 +129,20 @@ def make_client(
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
     share_tls_context(client.connection_pool)
     return client
+
+
+def scan_topics(client: redis.Redis, url: BrokerURL, prefix: str) -> list[str]:
+    """The topics that have a key under ``prefix`` (SCAN, so the server is not blocked;
+    a topic created or removed during the scan may or may not be listed)."""
+    keyspace = Keyspace(prefix)
+    found: set[str] = set()
+    with translate_errors(url):
+        for key in client.scan_iter(match=keyspace.scan_pattern(), count=1000):
+            text = key.decode(errors="replace") if isinstance(key, bytes) else key
+            name = keyspace.topic_of(text)
+            if name is not None:
+                found.add(name)
+    return sorted(found)
 
 
 class _MasterConnection(redis.sentinel.SentinelManagedConnection):

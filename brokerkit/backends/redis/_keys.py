@@ -40,3 +40,20 @@ class Keyspace:
         tag, suffix = split_dead_letter(topic)
         key = f"{self.prefix}:{{{tag}}}{suffix}"
         return ":".join((key, *parts)) if parts else key
+
+    def scan_pattern(self) -> str:
+        """A SCAN MATCH pattern for every key of every topic under the prefix."""
+        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix)
+        return f"{escaped}:{{*"
+
+    def topic_of(self, key: str) -> str | None:
+        """The topic a key belongs to (``orders.dlq`` for ``<prefix>:{orders}.dlq``),
+        or None for a key that is not a topic's."""
+        head = f"{self.prefix}:{{"
+        close = key.find("}", len(head))
+        if not key.startswith(head) or close < 0:
+            return None
+        tag = key[len(head) : close]
+        if key.startswith(DEAD_LETTER_SUFFIX, close + 1):
+            return tag + DEAD_LETTER_SUFFIX
+        return tag

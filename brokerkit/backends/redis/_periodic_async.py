@@ -7,6 +7,7 @@ import threading
 from collections.abc import Awaitable, Callable
 
 from brokerkit._acompat import Background, Event, spawn
+from brokerkit._logging import log_fields
 from brokerkit.backends.redis._connection import TRANSIENT_ERRORS
 from brokerkit.exceptions import BrokerError
 
@@ -68,13 +69,14 @@ class Periodic:
                     self._what,
                     exc,
                     self._interval,
+                    extra=log_fields(),
                 )
                 failing = True
             except Exception:
                 level = logging.DEBUG if failing else logging.ERROR
-                log.log(level, "could not %s", self._what, exc_info=True)
+                log.log(level, "could not %s", self._what, exc_info=True, extra=log_fields())
                 failing = True
             else:
                 if failing:
-                    log.info("could %s again", self._what)
+                    log.info("could %s again", self._what, extra=log_fields())
                 failing = False

@@ -28,14 +28,16 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._compat import Lock, sleep
 from brokerkit._delivery import Delivery
+from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
+from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
-from brokerkit.backends.redis._client import Reconnector, make_client
+from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._lua import Lua
@@ -413,7 +415,13 @@ class RedisListBroker(Broker):
             stale = self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
         if stale:
             self._keeper.drop(stale)
-            log.warning("%d lease(s) had run out before they could be renewed", len(stale))
+            log.warning(
+                "%d lease(s) had run out before they could be renewed",
+                len(stale),
+                extra=delivery_fields(stale),
+            )
+            if RELAY.settle:
+                RELAY.lease_lost(stale)
 
     def _per_topic(
         self, deliveries: Sequence[Delivery], script: str, *first: Any
@@ -495,6 +503,9 @@ class RedisListBroker(Broker):
 
         reply = self._call(inspect, topic)
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
+
+    def _list_topics(self) -> list[str]:
+        return scan_topics(self._client, self.url, self.options.prefix)
 
     def _purge(self, topic: str) -> int:
         keys = self._keys(topic)

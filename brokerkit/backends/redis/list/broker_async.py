@@ -26,14 +26,16 @@ from brokerkit._acompat import Lock, sleep
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
+from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis import _envelope
-from brokerkit.backends.redis._client_async import Reconnector, make_client
+from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._lua_async import AsyncLua
@@ -419,7 +421,13 @@ class AsyncRedisListBroker(AsyncBroker):
             stale = await self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
         if stale:
             self._keeper.drop(stale)
-            log.warning("%d lease(s) had run out before they could be renewed", len(stale))
+            log.warning(
+                "%d lease(s) had run out before they could be renewed",
+                len(stale),
+                extra=delivery_fields(stale),
+            )
+            if RELAY.settle:
+                RELAY.lease_lost(stale)
 
     async def _per_topic(
         self, deliveries: Sequence[AsyncDelivery], script: str, *first: Any
@@ -501,6 +509,9 @@ class AsyncRedisListBroker(AsyncBroker):
 
         reply = await self._call(inspect, topic)
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
+
+    async def _list_topics(self) -> list[str]:
+        return await scan_topics(self._client, self.url, self.options.prefix)
 
     async def _purge(self, topic: str) -> int:
         keys = self._keys(topic)

@@ -7,6 +7,7 @@ from typing import Any
 
 from brokerkit._broker_async import DEFAULT_GROUP
 from brokerkit._inspect import ConsumerInfo, GroupInfo, TopicInfo
+from brokerkit.backends.redis import _envelope as envelope
 from brokerkit.backends.redis.list.keys import ListKeys
 
 __all__ = ["stale_receipts", "topic_info", "unwrap"]
@@ -46,6 +47,12 @@ def topic_info(topic: str, keys: ListKeys, heartbeat: float, reply: list[Any]) -
         )
     scheduled = reply[6 + 4 * count] if len(reply) > 6 + 4 * count else 0
     group = GroupInfo(DEFAULT_GROUP, pending=in_flight, lag=length, consumers=tuple(consumers))
+    waiting_age = None
+    next_up = reply[7 + 4 * count] if len(reply) > 7 + 4 * count else None
+    if next_up:
+        published = envelope.decode(topic, next_up).published_at
+        if published > 0:  # 0: a raw element, written without brokerkit's envelope
+            waiting_age = max(now_ms / 1000 - published, 0.0)
     return TopicInfo(
         topic=topic,
         length=length,
@@ -53,6 +60,7 @@ def topic_info(topic: str, keys: ListKeys, heartbeat: float, reply: list[Any]) -
         dead_lettered=dead,
         oldest_in_flight_age=None if oldest_ms < 0 else max(now_ms - oldest_ms, 0) / 1000,
         groups=(group,),
+        oldest_waiting_age=waiting_age,
         scheduled=scheduled,
         details={
             "queue_key": keys.queue,

@@ -367,7 +367,8 @@ return {moved, wait, reconciled, #due, released}
 
 #: Returns {queue length, dead letters, server ms, in flight, oldest delivery ms or
 #: -1, consumers, then per consumer: name, heartbeat deadline or -1, processing
-#: length, leases; then the number of held messages}.
+#: length, leases; then the number of held messages; last, the next element to be
+#: delivered (the queue's tail), or false}.
 INSPECT = (
     PREAMBLE
     + r"""
@@ -402,6 +403,7 @@ for _, C in ipairs(order) do
 end
 out[5] = oldest
 out[#out + 1] = redis.call('ZCARD', SCHEDULED)
+out[#out + 1] = redis.call('LINDEX', QUEUE, -1)
 return out
 """
 )

@@ -28,6 +28,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._compat import Lock, acquire, sleep
+from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
     TRANSIENT_ERRORS,
@@ -404,7 +405,12 @@ class ChannelListener:
             conn.read_response()
         except ResponseError as exc:
             self._name_refused = True
-            log.info("subscribing to %r without a connection name: %s", self.topic, exc)
+            log.info(
+                "subscribing to %r without a connection name: %s",
+                self.topic,
+                exc,
+                extra=log_fields(self.topic),
+            )
 
     def _lose(self, exc: BaseException) -> None:
         conn, self._conn, self._link = self._conn, None, None

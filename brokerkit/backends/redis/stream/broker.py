@@ -38,12 +38,13 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._compat import Lock, sleep
 from brokerkit._delivery import Delivery
+from brokerkit._logging import subscription_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import Reconnector, make_client
+from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._envelope import stream_header
@@ -358,7 +359,12 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
                     keys=[state.key], args=[subscription.group, 0, subscription.consumer]
                 )
         except Exception as exc:  # the subscription is closed either way
-            log.debug("could not remove consumer %s: %s", subscription.consumer, exc)
+            log.debug(
+                "could not remove consumer %s: %s",
+                subscription.consumer,
+                exc,
+                extra=subscription_fields(subscription),
+            )
 
     # -- dead-lettering reclaimed entries -------------------------------------------
 
@@ -389,7 +395,11 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
                     message = self._decode(subscription.topic, raw_fields)
                     self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
             except Exception:  # one topic's failure must not stop the others' reaping
-                log.exception("could not dead-letter the expired poison entries of %s", state.key)
+                log.exception(
+                    "could not dead-letter the expired poison entries of %s",
+                    state.key,
+                    extra=subscription_fields(subscription),
+                )
 
     def _dead_letter_claimed(
         self, subscription: Subscription, entry_id: str, message: Message, deliveries: int
@@ -432,6 +442,9 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         info = super().inspect(topic)
         assert isinstance(info, StreamTopicInfo)
         return info
+
+    def _list_topics(self) -> list[str]:
+        return scan_topics(self._client, self.url, self.options.prefix)
 
     def _purge(self, topic: str) -> int:
         with translate_errors(self.url, topic):

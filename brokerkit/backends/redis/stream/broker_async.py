@@ -36,12 +36,13 @@ from brokerkit._acompat import Lock, sleep
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._logging import subscription_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import Reconnector, make_client
+from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._envelope import stream_header
@@ -360,7 +361,12 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                     keys=[state.key], args=[subscription.group, 0, subscription.consumer]
                 )
         except Exception as exc:  # the subscription is closed either way
-            log.debug("could not remove consumer %s: %s", subscription.consumer, exc)
+            log.debug(
+                "could not remove consumer %s: %s",
+                subscription.consumer,
+                exc,
+                extra=subscription_fields(subscription),
+            )
 
     # -- dead-lettering reclaimed entries -------------------------------------------
 
@@ -391,7 +397,11 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                     message = self._decode(subscription.topic, raw_fields)
                     await self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
             except Exception:  # one topic's failure must not stop the others' reaping
-                log.exception("could not dead-letter the expired poison entries of %s", state.key)
+                log.exception(
+                    "could not dead-letter the expired poison entries of %s",
+                    state.key,
+                    extra=subscription_fields(subscription),
+                )
 
     async def _dead_letter_claimed(
         self, subscription: AsyncSubscription, entry_id: str, message: Message, deliveries: int
@@ -434,6 +444,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         info = await super().inspect(topic)
         assert isinstance(info, StreamTopicInfo)
         return info
+
+    async def _list_topics(self) -> list[str]:
+        return await scan_topics(self._client, self.url, self.options.prefix)
 
     async def _purge(self, topic: str) -> int:
         with translate_errors(self.url, topic):

@@ -72,6 +72,7 @@ def inspect_stream(
     return StreamTopicInfo(
         topic=topic,
         length=length,
+        oldest_waiting_age=_oldest_waiting(client, key, groups, first),
         in_flight=sum(g.pending for g in groups),
         dead_lettered=client.xlen(dead_letter_key),
         oldest_in_flight_age=oldest,
@@ -133,6 +134,26 @@ def _group(
         lost_to_trimming=lost.get(name, 0),
     )
     return info, parked
+
+
+def _oldest_waiting(
+    client: redis.Redis, key: str, groups: list[StreamGroupInfo], first: str | None
+) -> float | None:
+    """Seconds since the oldest entry some group has not been handed was added (the
+    entry ids are the server's milliseconds), on the server's clock."""
+    waiting: list[str] = []
+    if not groups and first is not None:
+        waiting.append(first)
+    for group in groups:
+        if group.lag:
+            after = client.xrange(key, f"({group.last_delivered_id}", "+", count=1)
+            if after and after[0][0] is not None:
+                waiting.append(text(after[0][0]))
+    if not waiting:
+        return None
+    seconds, micros = client.time()
+    oldest_ms = min(int(entry.split("-")[0]) for entry in waiting)
+    return max(seconds * 1000 + micros // 1000 - oldest_ms, 0) / 1000
 
 
 def _entry_id(entry: Any) -> str | None:

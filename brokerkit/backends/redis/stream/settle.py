@@ -17,6 +17,8 @@ import redis
 
 from brokerkit._compat import Lock
 from brokerkit._delivery import Delivery
+from brokerkit._hooks import RELAY
+from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._durable import ReplicaWait
@@ -231,8 +233,12 @@ class StreamSettling:
             stale = self._renew(alive, None)
         if stale:
             log.warning(
-                "%d lease(s) were lost before renewal; their acks will be stale", len(stale)
+                "%d lease(s) were lost before renewal; their acks will be stale",
+                len(stale),
+                extra=delivery_fields(stale),
             )
+            if RELAY.settle:
+                RELAY.lease_lost(stale)
             self._keeper.drop(stale)
 
     def _dead_fields(

@@ -15,6 +15,8 @@ import redis.asyncio as aioredis
 
 from brokerkit._acompat import Lock
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._hooks import RELAY
+from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
@@ -231,8 +233,12 @@ class StreamSettling:
             stale = await self._renew(alive, None)
         if stale:
             log.warning(
-                "%d lease(s) were lost before renewal; their acks will be stale", len(stale)
+                "%d lease(s) were lost before renewal; their acks will be stale",
+                len(stale),
+                extra=delivery_fields(stale),
             )
+            if RELAY.settle:
+                RELAY.lease_lost(stale)
             self._keeper.drop(stale)
 
     def _dead_fields(

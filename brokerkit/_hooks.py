@@ -1,0 +1,256 @@
+"""Calling the message hooks (``brokerkit/hookspecs.py``) cheaply.
+
+The broker, the subscription and the worker call :data:`RELAY`'s methods at a few
+points. Each call site first reads one boolean (``RELAY.publish``, ``RELAY.deliver``,
+``RELAY.settle``) that says whether any plugin implements a hook of that group, so a
+process without message plugins pays one attribute read per message, never a pluggy
+call. The flags start true: the first check loads the plugin manager (built-ins and
+entry points) and sets them from what is registered; registering or unregistering a
+plugin sets them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from brokerkit._logging import delivery_fields, log_fields
+
+if TYPE_CHECKING:
+    from brokerkit._message import Message
+
+__all__ = ["RELAY", "HookRelay", "ObservedPluginManager", "get_plugin_manager"]
+
+log = logging.getLogger("brokerkit.hooks")
+
+_PUBLISH = ("brokerkit_publish_start", "brokerkit_publish_end")
+_DELIVER = ("brokerkit_deliver_start", "brokerkit_deliver_end")
+_SETTLE = (
+    "brokerkit_deliver_end",
+    "brokerkit_on_ack",
+    "brokerkit_on_nack",
+    "brokerkit_on_dead_letter",
+    "brokerkit_on_lease_lost",
+)
+
+
+class ObservedPluginManager(pluggy.PluginManager):
+    """A pluggy manager that tells :data:`RELAY` when its plugins change."""
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        RELAY._changed(self)
+        return registered
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        removed = super().unregister(plugin, name)
+        RELAY._changed(self)
+        return removed
+
+
+class HookRelay:
+    """The message hooks, called only where some plugin implements them.
+
+    Every method is safe to call from any thread; an exception a hook raises is
+    logged on ``brokerkit.hooks`` and swallowed.
+    """
+
+    def __init__(self) -> None:
+        self._manager: pluggy.PluginManager | None = None
+        self._lock = threading.Lock()
+        #: Some plugin implements brokerkit_publish_start or _end.
+        self.publish = True
+        #: Some plugin implements brokerkit_deliver_start or _end.
+        self.deliver = True
+        #: Some plugin implements a settlement hook (or brokerkit_deliver_end).
+        self.settle = True
+        # The message hooks some plugin implements: the others are never called.
+        self._implemented: frozenset[str] = frozenset()
+
+    def manager(self) -> pluggy.PluginManager:
+        """The process's plugin manager, built on first use."""
+        manager = self._manager
+        if manager is None:
+            from brokerkit._plugins import plugin_manager
+
+            with self._lock:
+                if self._manager is None:
+                    self._manager = plugin_manager()
+                    self._refresh(self._manager)
+                manager = self._manager
+        return manager
+
+    def _changed(self, manager: pluggy.PluginManager) -> None:
+        if manager is self._manager:
+            self._refresh(manager)
+
+    def _refresh(self, manager: pluggy.PluginManager) -> None:
+        found = frozenset(
+            name
+            for name in {*_PUBLISH, *_DELIVER, *_SETTLE}
+            if getattr(manager.hook, name, None) is not None
+            and getattr(manager.hook, name).get_hookimpls()
+        )
+
+        def implemented(names: Iterable[str]) -> bool:
+            return any(name in found for name in names)
+
+        self._implemented = found
+        self.publish = implemented(_PUBLISH)
+        self.deliver = implemented(_DELIVER)
+        self.settle = implemented(_SETTLE)
+
+    def _call(self, name: str, **kwargs: Any) -> None:
+        if name not in self._implemented:
+            return
+        try:
+            getattr((self._manager or self.manager()).hook, name)(**kwargs)
+        except Exception:
+            log.exception("a %s hook failed; the message flow goes on", name, extra=_fields(kwargs))
+
+    # -- publish ----------------------------------------------------------------------
+
+    def publish_start(
+        self, broker: Any, topic: str, headers: dict[str, str], count: int
+    ) -> dict[str, Any] | None:
+        """Call ``brokerkit_publish_start``; return the call's scope (None: no hook)."""
+        self.manager()
+        if not self.publish:
+            return None
+        scope: dict[str, Any] = {}
+        self._call(
+            "brokerkit_publish_start",
+            broker=broker,
+            topic=topic,
+            headers=headers,
+            count=count,
+            scope=scope,
+        )
+        return scope
+
+    def publish_end(
+        self,
+        broker: Any,
+        topic: str,
+        messages: Sequence[Message],
+        error: BaseException | None,
+        scope: dict[str, Any],
+    ) -> None:
+        """Call ``brokerkit_publish_end``."""
+        self._call(
+            "brokerkit_publish_end",
+            broker=broker,
+            topic=topic,
+            messages=messages,
+            error=error,
+            scope=scope,
+        )
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def deliver_start(self, delivery: Any) -> None:
+        """Call ``brokerkit_deliver_start`` for a delivery the application now holds."""
+        self.manager()
+        if not (self.deliver or self.settle):
+            return
+        scope: dict[str, Any] = {}
+        delivery._scope = scope
+        self._call("brokerkit_deliver_start", delivery=delivery, scope=scope)
+
+    def deliver_end(self, delivery: Any, outcome: str, error: BaseException | None = None) -> None:
+        """Call ``brokerkit_deliver_end`` once per delivery (later calls do nothing)."""
+        scope = delivery._scope
+        if scope is None:
+            return
+        delivery._scope = None
+        self._call(
+            "brokerkit_deliver_end", delivery=delivery, outcome=outcome, error=error, scope=scope
+        )
+
+    # -- settlement ---------------------------------------------------------------------
+
+    def settled(
+        self,
+        broker: Any,
+        deliveries: Sequence[Any],
+        requeue: bool | None,
+        stale: Sequence[Any] = (),
+        *,
+        reason: str | None = None,
+    ) -> None:
+        """Deliveries were acked (``requeue`` None) or nacked; ``stale`` of them were not,
+        their leases having run out. ``reason``: the caller's, for those dead-lettered."""
+        self.manager()
+        if not self.settle:
+            return
+        stale_ids = {id(d) for d in stale}
+        done = [d for d in deliveries if id(d) not in stale_ids]
+        lost = [d for d in deliveries if id(d) in stale_ids]
+        dead = _dead_lettered(broker, done, requeue)
+        if requeue is None:
+            outcome = "ack"
+            if done:
+                self._call("brokerkit_on_ack", deliveries=done)
+        else:
+            outcome = "nack"
+            if done:
+                self._call("brokerkit_on_nack", deliveries=done, requeue=requeue)
+            if dead:
+                reason = reason or ("rejected" if not requeue else "max_deliveries")
+                self._call("brokerkit_on_dead_letter", deliveries=dead, reason=reason)
+        if lost:
+            self.lease_lost(lost)
+        dead_ids = {id(d) for d in dead}
+        for delivery in done:
+            self.deliver_end(delivery, "dead-letter" if id(delivery) in dead_ids else outcome)
+
+    def lease_lost(self, deliveries: Sequence[Any]) -> None:
+        """Call ``brokerkit_on_lease_lost``, and end the deliveries' delivery hooks."""
+        self.manager()
+        if not self.settle or not deliveries:
+            return
+        self._call("brokerkit_on_lease_lost", deliveries=list(deliveries))
+        for delivery in deliveries:
+            self.deliver_end(delivery, "lease-lost")
+
+
+def _fields(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The log fields of a hook call's arguments."""
+    if "delivery" in kwargs:
+        return delivery_fields([kwargs["delivery"]])
+    if "deliveries" in kwargs:
+        return delivery_fields(kwargs["deliveries"])
+    messages = kwargs.get("messages") or ()
+    ids = ",".join(m.id for m in messages) or None
+    return log_fields(kwargs.get("topic"), message_id=ids)
+
+
+def _dead_lettered(broker: Any, deliveries: Sequence[Any], requeue: bool | None) -> list[Any]:
+    """Those of nacked ``deliveries`` that went to the dead-letter topic, as the base
+    rules say: all of them without requeue, else those at ``max_deliveries``."""
+    from brokerkit._capabilities import Capability
+
+    if requeue is None or Capability.DEAD_LETTER not in broker.capabilities:
+        return []
+    if not requeue:
+        return list(deliveries)
+    limit = broker.options.max_deliveries
+    if limit is None:
+        return []
+    return [d for d in deliveries if d.attempt >= limit]
+
+
+#: The one relay of this process.
+RELAY = HookRelay()
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process's brokerkit plugin manager: the built-in plugins and every installed
+    ``brokerkit.plugins`` entry point. ``get_plugin_manager().register(obj)`` adds a
+    plugin object (an instrumentation, say) from code; its message hooks are called
+    from the next message on, and ``unregister(obj)`` removes it."""
+    return RELAY.manager()

@@ -1,0 +1,214 @@
+"""``brokerkit dlq``: list a topic's dead letters, and move some or all of them back."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from brokerkit._broker import Broker
+from brokerkit._delivery import Delivery
+from brokerkit._plugins import connect
+from brokerkit._topics import RESERVED_HEADER_PREFIX
+from brokerkit.cli._admin import TopicArg
+from brokerkit.cli._output import err, out, text_of
+from brokerkit.cli._url import UrlArg, command
+from brokerkit.exceptions import BrokerError, SerializationError
+
+__all__ = ["MOVES_HEADER", "DeadLetter", "move_dead_letters", "register"]
+
+#: Counts how many times a message was moved back from a dead-letter topic.
+MOVES_HEADER = "x-dlq-moves"
+REASON_HEADERS = ("x-dead-letter-reason", "x-death-reason")
+ORIGIN_HEADER = "x-original-topic"
+#: How long to wait for the dead-letter topic's next message before taking it as read.
+READ_WAIT = 1.0
+#: The one group that reads dead-letter topics, so that it never disturbs another.
+DLQ_GROUP = "brokerkit-dlq"
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "dlq", dlq)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead letter as listed, and what became of it."""
+
+    id: str
+    reason: str
+    original_topic: str
+    deliveries: str
+    age: float | None
+    body: str
+    moved_to: str | None = None
+
+
+def _describe(delivery: Delivery, topic: str, moved_to: str | None) -> DeadLetter:
+    headers = delivery.headers
+    reason = next((headers[h] for h in REASON_HEADERS if h in headers), "-")
+    published = delivery.message.published_at
+    try:
+        body = text_of(delivery.body)
+    except SerializationError:
+        body = repr(delivery.payload[:60])
+    return DeadLetter(
+        id=delivery.id,
+        reason=reason,
+        original_topic=headers.get(ORIGIN_HEADER, topic),
+        deliveries=headers.get("x-deliveries", "-"),
+        age=max(time.time() - published, 0.0) if published > 0 else None,
+        body=body if len(body) <= 60 else body[:57] + "...",
+        moved_to=moved_to,
+    )
+
+
+def move_dead_letters(
+    broker: Broker,
+    topic: str,
+    *,
+    ids: Sequence[str] = (),
+    every: bool = False,
+    dry_run: bool = False,
+    wait: float = READ_WAIT,
+) -> list[DeadLetter]:
+    """Read every dead letter of ``topic``; republish to its original topic those
+    whose id is in ``ids`` (or all, with ``every``), and ack them in the dead-letter
+    topic; hand the others back. With ``dry_run`` nothing is published and every one
+    is handed back. A moved message keeps its headers but the ``x-dead-letter-*``
+    ones (which only the broker may write; the next dead-lettering writes them
+    afresh), and ``x-dlq-moves`` counts the moves.
+
+    :param wait: how long to wait for the next dead letter before taking all as read.
+    :returns: every dead letter read, with ``moved_to`` set for those moved (or, in a
+        dry run, those that would be).
+    """
+    wanted = set(ids)
+    listed: list[DeadLetter] = []
+    keep: list[Delivery] = []
+    source = broker.dead_letter_topic(topic)
+    with broker.subscribe(source, group=_group(broker), prefetch=100) as subscription:
+        try:
+            while True:
+                delivery = subscription.receive(wait)
+                if delivery is None:
+                    break
+                if not (every or delivery.id in wanted):
+                    keep.append(delivery)
+                    listed.append(_describe(delivery, topic, None))
+                    continue
+                target = delivery.headers.get(ORIGIN_HEADER, topic)
+                if dry_run:
+                    keep.append(delivery)
+                else:
+                    try:
+                        _republish(broker, delivery, target)
+                    except BaseException:
+                        keep.append(delivery)  # handed back below, moved nowhere
+                        raise
+                    delivery.ack()
+                listed.append(_describe(delivery, topic, target))
+        finally:
+            if keep:
+                broker.nack(*keep, requeue=True)
+    return listed
+
+
+def _republish(broker: Broker, delivery: Delivery, target: str) -> None:
+    headers = {
+        key: value
+        for key, value in delivery.headers.items()
+        if not key.lower().startswith(RESERVED_HEADER_PREFIX)
+    }
+    moves = headers.get(MOVES_HEADER, "0")
+    headers[MOVES_HEADER] = str((int(moves) if moves.isdigit() else 0) + 1)
+    broker.publish(target, delivery.body, headers=headers, content_type=delivery.content_type)
+
+
+def _group(broker: Broker) -> str | None:
+    from brokerkit._capabilities import Capability
+
+    return DLQ_GROUP if Capability.COMPETING in broker.capabilities else None
+
+
+def dlq(
+    url: UrlArg,
+    topic: TopicArg,
+    every: Annotated[bool, typer.Option("--all", help="Move every dead letter back.")] = False,
+    ids: Annotated[
+        list[str] | None,
+        typer.Option("--id", help="Move this dead letter back (repeat for more)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would move; change nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            metavar="SECONDS",
+            help="How long to wait for the next dead letter before taking all as read.",
+        ),
+    ] = READ_WAIT,
+) -> None:
+    """List TOPIC's dead letters (id, reason, deliveries, age, body); with --all or
+    --id, move them back to their original topic.
+
+    A moved message keeps its headers, gains x-dlq-moves (how many times it was
+    moved back) and gets a new id. The dead letters are read with the group
+    "brokerkit-dlq" and those not moved are handed back; on a backend that counts
+    deliveries, listing counts one on each (max_deliveries is not applied here).
+    """
+    if not (math.isfinite(wait) and wait >= 0):
+        raise typer.BadParameter("must be 0 or more seconds", param_hint="--wait")
+    if every and ids:
+        raise typer.BadParameter("give --all or --id, not both", param_hint="--all")
+    # max_deliveries=None: reading a dead letter must never dead-letter it again.
+    with connect(url, max_deliveries=None) as broker:
+        listed = move_dead_letters(
+            broker, topic, ids=ids or (), every=every, dry_run=dry_run, wait=wait
+        )
+    missing = sorted(set(ids or ()) - {d.id for d in listed})
+    if as_json:
+        out.print_json(json.dumps([d.__dict__ for d in listed]))
+    else:
+        out.print(_table(listed, broker.dead_letter_topic(topic), moving=every or bool(ids)))
+    moved = sum(1 for d in listed if d.moved_to is not None)
+    if every or ids:
+        verb = "would move" if dry_run else "moved"
+        err.print(f"{verb} {moved} of {len(listed)} dead letter{'s' * (len(listed) != 1)}")
+    if missing:
+        raise BrokerError(
+            f"no dead letter of {topic!r} has the id {', '.join(missing)}; "
+            "list them with 'brokerkit dlq URL TOPIC'"
+        )
+
+
+def _table(listed: list[DeadLetter], source: str, *, moving: bool) -> Table:
+    table = Table(title=escape(f"{len(listed)} dead letters in {source!r}"))
+    columns = ["id", "reason", "deliveries", "age", "original topic", "body"]
+    if moving:
+        columns.append("moved to")
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=column == "id")
+    for letter in listed:
+        row: list[Any] = [
+            letter.id,
+            letter.reason,
+            letter.deliveries,
+            "-" if letter.age is None else f"{letter.age:.0f} s",
+            letter.original_topic,
+            letter.body,
+        ]
+        if moving:
+            row.append(letter.moved_to or "")
+        table.add_row(*(escape(str(c)) for c in row))
+    return table

@@ -1,0 +1,191 @@
+"""OpenTelemetry tracing for brokerkit, after the messaging semantic conventions.
+
+Install the extra, ``pip install "pybrokerkit[opentelemetry]"``, and instrument once,
+as every OpenTelemetry instrumentation package does::
+
+    from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
+
+    BrokerkitInstrumentor().instrument()              # or instrument(tracer_provider=...)
+
+(``opentelemetry-instrument`` finds it through the ``opentelemetry_instrumentor``
+entry point.) From then on, in this process, for the sync and asyncio APIs alike:
+
+- every ``publish`` / ``publish_many`` is a ``send <topic>`` span of kind PRODUCER,
+  and the W3C trace context (``traceparent``, ``tracestate``, and baggage, as the
+  global propagator writes them) goes into the headers of the messages it sends;
+- every delivery handed to the application is a ``process <topic>`` span of kind
+  CONSUMER, a child of the producer's span read from the message's headers (and
+  linked to it), ended when the delivery is settled (or the ``consume`` loop moves
+  on, or the worker's handler returns). A nack or a lost lease is an event on it; a
+  dead letter, a lost lease, a failed publish or a handler's exception sets its
+  status to ERROR (exceptions are recorded).
+
+Attributes: ``messaging.system`` (``redis``, ``rabbitmq``, ``nats``, ``memory``,
+``kombu``), ``messaging.destination.name``, ``messaging.operation.name`` and
+``messaging.operation.type`` (``send`` / ``process``), ``messaging.message.id``,
+``messaging.batch.message_count`` (``publish_many`` of more than one),
+``messaging.consumer.group.name``, ``messaging.client.id`` (the consumer's name),
+``brokerkit.delivery.attempt`` (1 on first delivery; the conventions name no
+system-neutral attribute for it), ``brokerkit.settlement`` (how it ended),
+``server.address`` and ``server.port``.
+
+The consumer span is not made the current span of the consume loop (a generator
+cannot safely hold a context across the caller's code); to nest the application's
+spans under it, use ``with trace.use_span(current_span(delivery)):``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+
+import brokerkit
+from brokerkit._hooks import get_plugin_manager
+from brokerkit.hookspecs import hookimpl
+
+__all__ = ["BrokerkitInstrumentor", "current_span"]
+
+_instruments = ("pybrokerkit >= 0.1",)
+_SYSTEMS = {"rediss": "redis", "kombu+amqp": "rabbitmq", "kombu+amqps": "rabbitmq"}
+_SPAN = "otel.span"
+
+
+def _system(broker: Any) -> str:
+    url = broker.url
+    return _SYSTEMS.get(url.scheme) or _SYSTEMS.get(url.family) or url.family
+
+
+def _server(broker: Any) -> dict[str, Any]:
+    url = broker.url
+    found: dict[str, Any] = {}
+    if "memory" in url.scheme:  # memory://name: a name in this process, not a server
+        return found
+    if url.host:
+        found["server.address"] = url.host.split(",")[0]
+    if url.port is not None:
+        found["server.port"] = url.port
+    return found
+
+
+def current_span(delivery: Any) -> Span:
+    """The ``process`` span of a delivery the application holds (a non-recording span
+    when none is open: not instrumented, or already settled)."""
+    scope = delivery._scope
+    span = scope.get(_SPAN) if scope is not None else None
+    return span if span is not None else trace.INVALID_SPAN
+
+
+class _TracingPlugin:
+    """The hook implementations; one per :meth:`BrokerkitInstrumentor.instrument`."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+
+    @hookimpl
+    def brokerkit_publish_start(
+        self, broker: Any, topic: str, headers: dict[str, str], count: int, scope: dict[str, Any]
+    ) -> None:
+        attributes: dict[str, Any] = {
+            "messaging.system": _system(broker),
+            "messaging.destination.name": topic,
+            "messaging.operation.name": "send",
+            "messaging.operation.type": "send",
+            **_server(broker),
+        }
+        if count > 1:
+            attributes["messaging.batch.message_count"] = count
+        span = self.tracer.start_span(
+            f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        scope[_SPAN] = span
+        propagate.inject(headers, context=trace.set_span_in_context(span))
+
+    @hookimpl
+    def brokerkit_publish_end(
+        self, messages: Sequence[Any], error: BaseException | None, scope: dict[str, Any]
+    ) -> None:
+        span: Span = scope[_SPAN]
+        if len(messages) == 1:
+            span.set_attribute("messaging.message.id", messages[0].id)
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end()
+
+    @hookimpl
+    def brokerkit_deliver_start(self, delivery: Any, scope: dict[str, Any]) -> None:
+        subscription = delivery.subscription
+        parent = propagate.extract(dict(delivery.headers))
+        producer = trace.get_current_span(parent).get_span_context()
+        links = [Link(producer)] if producer.is_valid else []
+        span = self.tracer.start_span(
+            f"process {delivery.topic}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": _system(subscription.broker),
+                "messaging.destination.name": delivery.topic,
+                "messaging.operation.name": "process",
+                "messaging.operation.type": "process",
+                "messaging.message.id": delivery.id,
+                "messaging.consumer.group.name": subscription.group,
+                "messaging.client.id": subscription.consumer,
+                "brokerkit.delivery.attempt": delivery.attempt,
+                **_server(subscription.broker),
+            },
+        )
+        scope[_SPAN] = span
+
+    @hookimpl
+    def brokerkit_deliver_end(
+        self, outcome: str, error: BaseException | None, scope: dict[str, Any]
+    ) -> None:
+        span: Span | None = scope.get(_SPAN)
+        if span is None:
+            return
+        span.set_attribute("brokerkit.settlement", outcome)
+        if outcome != "ack":
+            span.add_event(outcome)
+        if error is not None:
+            span.record_exception(error)
+        if error is not None or outcome in ("dead-letter", "lease-lost"):
+            described = f"{type(error).__name__}: {error}" if error is not None else outcome
+            span.set_status(Status(StatusCode.ERROR, described))
+        span.end()
+
+
+class BrokerkitInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Traces brokerkit's publishes and deliveries (see the module's docstring).
+
+    ``instrument(tracer_provider=None)`` starts, ``uninstrument()`` stops; both are
+    idempotent, as for every OpenTelemetry instrumentor.
+    """
+
+    _plugin: _TracingPlugin | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        tracer = trace.get_tracer(
+            __name__,
+            brokerkit.__version__,
+            tracer_provider=kwargs.get("tracer_provider"),
+            schema_url="https://opentelemetry.io/schemas/1.27.0",
+        )
+        plugin = _TracingPlugin(tracer)
+        get_plugin_manager().register(plugin, name="brokerkit.instrumentation.opentelemetry")
+        type(self)._plugin = plugin
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        plugin = type(self)._plugin
+        if plugin is not None:
+            get_plugin_manager().unregister(plugin)
+            type(self)._plugin = None

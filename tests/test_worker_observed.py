@@ -1,0 +1,111 @@
+"""The worker's handlers under the hooks: spans and metrics of each handled delivery,
+the handler's error recorded, sync and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
+pytest.importorskip("prometheus_client", reason="needs the prometheus extra")
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from prometheus_client import CollectorRegistry
+
+import brokerkit
+import brokerkit.aio
+from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
+from brokerkit.instrumentation.prometheus import BrokerkitMetrics
+
+
+@pytest.fixture
+def observed() -> Iterator[tuple[InMemorySpanExporter, CollectorRegistry]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    BrokerkitInstrumentor().instrument(tracer_provider=provider)
+    registry = CollectorRegistry()
+    metrics = BrokerkitMetrics(registry).install()
+    try:
+        yield exporter, registry
+    finally:
+        metrics.uninstall()
+        BrokerkitInstrumentor().uninstrument()
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        pause.wait(0.01)  # polling with a deadline
+
+
+def check(exporter: InMemorySpanExporter, registry: CollectorRegistry) -> None:
+    spans = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time)
+    assert [s.name for s in spans] == ["send jobs", "process jobs", "process jobs"]
+    send, failed, done = spans
+    assert failed.parent is not None and failed.parent.span_id == send.context.span_id
+    assert failed.status.status_code is StatusCode.ERROR
+    assert "RuntimeError: flaky" in (failed.status.description or "")
+    assert "exception" in [e.name for e in failed.events]  # the handler's, recorded
+    assert (failed.attributes or {})["brokerkit.settlement"] == "nack"
+    assert (done.attributes or {})["brokerkit.settlement"] == "ack"
+    assert (done.attributes or {})["brokerkit.delivery.attempt"] == 2
+    labels = {"topic": "jobs", "group": "default"}
+    for outcome in ("nack", "ack"):
+        count = registry.get_sample_value(
+            "brokerkit_handler_duration_seconds_count", {**labels, "outcome": outcome}
+        )
+        assert count == 1
+    assert registry.get_sample_value("brokerkit_messages_retried_total", labels) == 1
+
+
+def test_sync_worker(observed: tuple[InMemorySpanExporter, CollectorRegistry]) -> None:
+    exporter, registry = observed
+    with brokerkit.connect(f"memory://worker-{uuid.uuid4().hex}") as broker:
+        worker = brokerkit.Worker(broker)
+        attempts: list[int] = []
+
+        @worker.handler("jobs")
+        def job(body: Any, delivery: brokerkit.Delivery) -> None:
+            attempts.append(delivery.attempt)
+            if delivery.attempt == 1:
+                raise RuntimeError("flaky")
+
+        broker.publish("jobs", {"n": 1})
+        with worker.running():
+            wait_for(lambda: len(exporter.get_finished_spans()) == 3)
+    check(exporter, registry)
+
+
+def test_async_worker(observed: tuple[InMemorySpanExporter, CollectorRegistry]) -> None:
+    exporter, registry = observed
+
+    async def main() -> None:
+        async with brokerkit.aio.connect(f"memory://worker-{uuid.uuid4().hex}") as broker:
+            worker = brokerkit.aio.Worker(broker)
+
+            @worker.handler("jobs")
+            async def job(body: Any, delivery: Any) -> None:
+                if delivery.attempt == 1:
+                    raise RuntimeError("flaky")
+
+            await broker.publish("jobs", {"n": 1})
+            async with worker.running():
+                deadline = time.monotonic() + 10
+                while len(exporter.get_finished_spans()) < 3:
+                    assert time.monotonic() < deadline, "timed out waiting"
+                    await asyncio.sleep(0.01)  # polling with a deadline
+
+    asyncio.run(main())
+    check(exporter, registry)
