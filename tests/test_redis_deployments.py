@@ -9,9 +9,12 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
-from brokerkit.exceptions import InvalidOption, InvalidURL, ReplicationTimeout
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._deployment import Deployment
+from brokerkit.exceptions import ConnectionFailed, InvalidOption, InvalidURL, ReplicationTimeout
 from tests.conftest import RedisTarget
 from tests.redis_cluster import RedisClusterSet, SentinelSet
+from tests.redis_server import _free_port as free_port
 
 SCHEMES = ["redis+list", "redis+stream", "redis+pubsub"]
 
@@ -47,6 +50,16 @@ def test_sentinel_password_never_shows() -> None:
     with brokerkit.connect(url) as broker:  # nothing connects before the first command
         assert "hunter2" not in repr(broker.url) and "hunter2" not in str(broker.url)
         assert "hunter2" not in repr(broker.options)
+    deployment = Deployment.of(BrokerURL.parse(url))
+    assert deployment.sentinel_password == "hunter2" and "hunter2" not in repr(deployment)
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream", "redis+pubsub"])
+def test_a_cluster_with_no_reachable_seed_is_a_connection_failure(scheme: str) -> None:
+    port = free_port()  # nothing listens there
+    url = f"{scheme}://127.0.0.1:{port}/0?cluster=true"
+    with pytest.raises(ConnectionFailed, match="could not be reached"), brokerkit.connect(url) as b:
+        b.publish("orders", "x")
 
 
 @pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])

@@ -127,6 +127,8 @@ def make_client(
         )
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
+    except RedisClusterException as exc:  # the sync client asks a seed for the slots at once
+        raise ConnectionFailed(f"the Redis Cluster at {url} could not be reached: {exc}") from exc
     share_tls_context(client.connection_pool)
     return client
 

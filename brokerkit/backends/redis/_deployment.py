@@ -3,6 +3,7 @@ sentinels follow), checked before anything connects. No I/O."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ class Deployment:
     kind: Literal["server", "cluster", "sentinel"]
     hosts: tuple[tuple[str, int], ...]
     master: str = ""
-    sentinel_password: str | None = None
+    sentinel_password: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def of(cls, url: BrokerURL, options: RedisOptions | None = None) -> Deployment:

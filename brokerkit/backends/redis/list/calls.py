@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector
@@ -58,7 +59,7 @@ class ListCalls:
         """
         try:
             return operation()
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             first = exc
         if not isinstance(first, TRANSIENT_ERRORS):
             self._raise(first, topic)
@@ -74,7 +75,7 @@ class ListCalls:
         runner.reconnected = True
         return runner.call(checked, topic=topic)
 
-    def _raise(self, exc: redis.RedisError, topic: str) -> NoReturn:
+    def _raise(self, exc: redis.RedisError | RedisClusterException, topic: str) -> NoReturn:
         if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
             raise self.wrong_type(topic) from exc
         with translate_errors(self._url, topic):

@@ -10,6 +10,7 @@ from typing import NoReturn, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import RedisClusterException
 
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector
@@ -57,7 +58,7 @@ class AsyncListCalls:
         """
         try:
             return await operation()
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             first = exc
         if not isinstance(first, TRANSIENT_ERRORS):
             await self._raise(first, topic)
@@ -73,7 +74,7 @@ class AsyncListCalls:
         runner.reconnected = True
         return await runner.call(checked, topic=topic)
 
-    async def _raise(self, exc: redis.RedisError, topic: str) -> NoReturn:
+    async def _raise(self, exc: redis.RedisError | RedisClusterException, topic: str) -> NoReturn:
         if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
             raise await self.wrong_type(topic) from exc
         with translate_errors(self._url, topic):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
@@ -166,7 +166,7 @@ class RedisPubSubBroker(Broker):
         send = self._send_sharded if self.sharded else self._send
         try:
             counts = send(commands)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             with translate_errors(self.url, topic):
                 raise exc
         sink = _COUNTS.get()

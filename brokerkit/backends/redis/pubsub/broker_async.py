@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from brokerkit._acompat import Lock, acquire
 from brokerkit._broker_async import AsyncBroker
@@ -164,7 +164,7 @@ class AsyncRedisPubSubBroker(AsyncBroker):
         send = self._send_sharded if self.sharded else self._send
         try:
             counts = await send(commands)
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             with translate_errors(self.url, topic):
                 raise exc
         sink = _COUNTS.get()
