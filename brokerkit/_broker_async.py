@@ -31,6 +31,7 @@ from brokerkit.exceptions import (
     DeliveryError,
     InvalidMessage,
     InvalidOption,
+    ReplicationTimeout,
     StaleDelivery,
     Unsupported,
 )
@@ -633,6 +634,11 @@ class AsyncBroker(abc.ABC):
             self._mark(deliveries)
             if RELAY.settle:
                 RELAY.settled(self, deliveries, requeue, exc.deliveries, reason=reason)
+            raise
+        except ReplicationTimeout:
+            self._mark(deliveries)  # applied on the master: settled, if not yet replicated
+            if RELAY.settle:
+                RELAY.settled(self, deliveries, requeue, reason=reason)
             raise
         self._mark(deliveries)
         if RELAY.settle:

@@ -74,6 +74,12 @@ def test_replica_wait_without_replicas_fails_but_keeps_the_write(
             broker.publish("t", "kept")
         assert (caught.value.acknowledged, caught.value.wanted) == (0, 1)
         assert broker.inspect("t").length == 1
+        delivery = broker.subscribe("t").receive(timeout=5)
+        assert delivery is not None
+        with pytest.raises(ReplicationTimeout):
+            delivery.ack()
+        assert delivery.settled  # the ack was applied on the master: nothing to renew
+        assert broker.inspect("t").in_flight == 0
 
 
 @pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])

@@ -28,7 +28,7 @@ from brokerkit.backends.redis.stream.entries import StreamReceipt
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.scheduling import PARKING
-from brokerkit.exceptions import StaleDelivery
+from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
 
 __all__ = ["StreamSettling"]
 
@@ -74,6 +74,8 @@ class StreamSettling:
             self._keeper.drop(deliveries)
         try:
             replies = await self._run_settling(calls, flags_at=2)
+        except ReplicationTimeout:
+            raise  # applied on the master: nothing left to renew
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
@@ -141,6 +143,8 @@ class StreamSettling:
                 delayed = self._keys.topic(topic, "delayed", receipt.group)
                 calls.append((self._scripts.nack, [receipt.key, dlq, delayed], args))
             replies = await self._run_settling(calls, flags_at=4)
+        except ReplicationTimeout:
+            raise  # applied on the master: nothing left to renew
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
