@@ -20,7 +20,10 @@ def _seconds(name: str, value: object) -> float:
             f"{name} must be a number of seconds (int or float, 0 or more), "
             f"got {type(value).__name__}"
         )
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float (too long to show, too)
+        raise InvalidOption(f"{name} must be a finite number of seconds, got a huge int") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidOption(f"{name} must be a finite number of seconds, 0 or more, got {value!r}")
     return seconds

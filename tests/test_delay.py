@@ -50,6 +50,8 @@ def _bodies(subscription: brokerkit.Subscription) -> list[object]:
         ({"delay": -1}, "0 or more"),
         ({"delay": math.nan}, "finite"),
         ({"delay": math.inf}, "finite"),
+        ({"delay": 10**400}, "finite"),
+        ({"at": 10**400}, "finite"),
         ({"delay": True}, "number of seconds"),
         ({"delay": "5"}, "number of seconds"),
         ({"at": datetime.datetime(2030, 1, 1)}, "timezone-aware"),
