@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 from hypothesis import given
@@ -101,17 +102,21 @@ class DelayContract:
 
     @requires(Capability.PERSISTENT | Capability.DELAY)
     @pytest.mark.parametrize("delay", _DELAYS)
+    @pytest.mark.parametrize("given_as", ["delay", "at"])
     def test_a_delayed_publish_is_delivered_when_due_not_before(
-        self, contract: ContractEnv, delay: float
+        self, contract: ContractEnv, delay: float, given_as: str
     ) -> None:
-        """publish(delay=s) is delivered no earlier than s seconds later and soon after;
-        until then inspect counts it as scheduled, not waiting."""
-        promise = f"a publish with delay={delay} is delivered when due"
+        """publish(delay=s), or at= a time s seconds ahead, is delivered no earlier than
+        then and soon after; until then inspect counts it as scheduled, not waiting."""
+        promise = f"a publish with {given_as} {delay}s ahead is delivered when due"
         publisher, consumer = contract.broker(), contract.broker()
         topic = contract.topic("delay-pub")
         subscription = consumer.subscribe(topic)
         before = contract.timeline.now()
-        message_id = publisher.publish(topic, "later", delay=delay)
+        if given_as == "at":  # epoch seconds, read as seconds from now when published
+            message_id = publisher.publish(topic, "later", at=time.time() + delay)
+        else:
+            message_id = publisher.publish(topic, "later", delay=delay)
         after = contract.timeline.now()
         info = publisher.inspect(topic)
         assert (info.scheduled, info.length) == (1, 0), (
