@@ -37,6 +37,12 @@ _SETTLE = (
     "brokerkit_on_lease_lost",
 )
 
+# A delivery's ``_scope`` once its lost lease was reported: ``brokerkit_on_lease_lost``
+# is called once per delivery (an extend, the settlement after it and a lease keeper
+# may each find the same lease gone). Kept on the delivery, so it goes with it; an
+# empty dict no hook is ever handed.
+_LEASE_LOST: dict[str, Any] = {}
+
 
 class ObservedPluginManager(pluggy.PluginManager):
     """A pluggy manager that tells :data:`RELAY` when its plugins change."""
@@ -62,6 +68,8 @@ class HookRelay:
     def __init__(self) -> None:
         self._manager: pluggy.PluginManager | None = None
         self._lock = threading.Lock()
+        # Makes ending a delivery's hooks, or reporting its lost lease, once-only.
+        self._end_lock = threading.Lock()
         #: Some plugin implements brokerkit_publish_start or _end.
         self.publish = True
         #: Some plugin implements brokerkit_deliver_start or _end.
@@ -162,11 +170,15 @@ class HookRelay:
         self._call("brokerkit_deliver_start", delivery=delivery, scope=scope)
 
     def deliver_end(self, delivery: Any, outcome: str, error: BaseException | None = None) -> None:
-        """Call ``brokerkit_deliver_end`` once per delivery (later calls do nothing)."""
-        scope = delivery._scope
-        if scope is None:
+        """Call ``brokerkit_deliver_end`` once per delivery (later calls do nothing, even
+        from another thread at the same time)."""
+        if delivery._scope is None or delivery._scope is _LEASE_LOST:
             return
-        delivery._scope = None
+        with self._end_lock:
+            scope = delivery._scope
+            if scope is None or scope is _LEASE_LOST:
+                return
+            delivery._scope = None
         self._call(
             "brokerkit_deliver_end", delivery=delivery, outcome=outcome, error=error, scope=scope
         )
@@ -209,13 +221,30 @@ class HookRelay:
             self.deliver_end(delivery, "dead-letter" if id(delivery) in dead_ids else outcome)
 
     def lease_lost(self, deliveries: Sequence[Any]) -> None:
-        """Call ``brokerkit_on_lease_lost``, and end the deliveries' delivery hooks."""
+        """Call ``brokerkit_on_lease_lost`` for those of ``deliveries`` whose lost lease
+        was not reported yet (once per delivery), and end their delivery hooks."""
         self.manager()
         if not self.settle or not deliveries:
             return
-        self._call("brokerkit_on_lease_lost", deliveries=list(deliveries))
-        for delivery in deliveries:
-            self.deliver_end(delivery, "lease-lost")
+        fresh: list[tuple[Any, dict[str, Any] | None]] = []
+        with self._end_lock:
+            for delivery in deliveries:
+                scope = delivery._scope
+                if scope is not _LEASE_LOST:
+                    delivery._scope = _LEASE_LOST
+                    fresh.append((delivery, scope))
+        if not fresh:
+            return
+        self._call("brokerkit_on_lease_lost", deliveries=[d for d, _ in fresh])
+        for delivery, scope in fresh:
+            if scope is not None:
+                self._call(
+                    "brokerkit_deliver_end",
+                    delivery=delivery,
+                    outcome="lease-lost",
+                    error=None,
+                    scope=scope,
+                )
 
 
 def _fields(kwargs: dict[str, Any]) -> dict[str, Any]:

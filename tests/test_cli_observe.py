@@ -132,6 +132,49 @@ def test_dlq_refuses_unknown_ids_and_both_selectors(
     assert len(json.loads(capsys.readouterr().out)) == 1  # nothing was lost
 
 
+class _RefusePoison:
+    """A publish plugin that makes the republishing of a "poison" message fail (its
+    hook adds a header name the broker refuses), as any failed publish would."""
+
+    @brokerkit.hookimpl
+    def brokerkit_publish_start(self, headers: dict[str, str]) -> None:
+        if headers.get("poison") == "1" and "x-dlq-moves" in headers:
+            headers[""] = "refused"
+
+
+def test_dlq_moves_a_payload_that_does_not_decode_and_goes_on_past_a_failure(
+    held: tuple[str, brokerkit.Broker], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, broker = held
+    # A worker dead-letters a text/plain payload that is not UTF-8 as "invalid body".
+    bad = broker.publish("orders", b"\xff\xfe", content_type="text/plain")
+    stuck = broker.publish("orders", "s", headers={"poison": "1"})
+    good = broker.publish("orders", "ok")
+    for delivery in broker.consume("orders", group="billing", timeout=0, limit=3):
+        delivery.nack(requeue=False)
+
+    plugin = _RefusePoison()
+    brokerkit.get_plugin_manager().register(plugin)
+    try:
+        assert run(["dlq", url, "orders", "--wait", "0", "--all", "--json"]) == 1
+    finally:
+        brokerkit.get_plugin_manager().unregister(plugin)
+    captured = capsys.readouterr()
+    listed = {d["id"]: d for d in json.loads(captured.out)}
+    assert listed[bad]["moved_to"] == listed[good]["moved_to"] == "orders"
+    assert listed[stuck]["moved_to"] is None and "header names" in listed[stuck]["error"]
+    assert f"could not move {stuck}" in captured.err
+    assert "1 dead letter of 'orders' could not be moved back" in captured.err
+
+    back = list(broker.consume("orders", group="billing", timeout=0))
+    assert sorted(d.payload for d in back) == [b"ok", b"\xff\xfe"]
+    (raw,) = (d for d in back if d.payload == b"\xff\xfe")
+    assert raw.content_type == "text/plain" and raw.headers["x-dlq-moves"] == "1"
+    broker.ack(*back)
+    assert run(["dlq", url, "orders", "--wait", "0", "--json"]) == 0
+    assert [d["id"] for d in json.loads(capsys.readouterr().out)] == [stuck]  # still there
+
+
 def test_dlq_on_redis_list(
     redis_target: RedisTarget, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -175,6 +176,50 @@ def test_lease_loss_is_reported() -> None:
         brokerkit.get_plugin_manager().unregister(plugin)
     assert ("lease_lost", 1) in plugin.calls
     assert ("deliver_end", "lease-lost") in plugin.calls
+
+
+def test_one_lost_lease_is_reported_once(recorder: Recorder) -> None:
+    clock = brokerkit.ManualClock()
+    with brokerkit.connect(_url(), clock=clock, visibility_timeout=5) as broker:
+        broker.publish("t", "x")
+        with broker.subscribe("t") as sub:
+            held = sub.receive(0)
+            assert held is not None
+            clock.advance(6)
+            again = sub.receive(0)  # the lease ran out: delivered again
+            assert again is not None
+            with pytest.raises(brokerkit.StaleDelivery):
+                held.extend(5)
+            with pytest.raises(brokerkit.StaleDelivery):
+                held.ack()  # the same lost lease, found again
+            RELAY.lease_lost([held, held])  # as a lease keeper's renewal would
+            again.ack()
+    assert recorder.calls.count(("lease_lost", 1)) == 1
+    assert "lease_lost" not in recorder.names()[recorder.names().index("lease_lost") + 1 :]
+    assert recorder.calls.count(("deliver_end", "lease-lost")) == 1
+    assert recorder.calls.count(("deliver_end", "ack")) == 1
+
+
+def test_a_delivery_ends_once_when_threads_race_to_end_it(recorder: Recorder) -> None:
+    with brokerkit.connect(_url()) as broker:
+        broker.publish("t", "x")
+        with broker.subscribe("t") as sub:
+            delivery = sub.receive(0)
+            assert delivery is not None
+            start = threading.Barrier(8)
+
+            def end() -> None:
+                start.wait(5)
+                RELAY.deliver_end(delivery, "nack")
+
+            threads = [threading.Thread(target=end) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(5)
+            delivery.ack()
+    assert recorder.calls.count(("deliver_end", "nack")) == 1
+    assert ("deliver_end", "ack") not in recorder.calls  # already ended
 
 
 def test_a_failed_publish_reaches_the_end_hook(recorder: Recorder) -> None:

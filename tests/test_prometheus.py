@@ -82,13 +82,39 @@ def test_async_api_and_lease_loss(metrics: tuple[BrokerkitMetrics, CollectorRegi
                 again = await sub.receive(0)
                 assert again is not None
                 with pytest.raises(brokerkit.StaleDelivery):
-                    await held.ack()
+                    await held.extend(5)
+                with pytest.raises(brokerkit.StaleDelivery):
+                    await held.ack()  # the same lost lease: not counted again
                 await again.ack()
 
     asyncio.run(main())
     group = {"topic": "t", "group": "default"}
     assert value(registry, "brokerkit_lease_losses_total", **group) == 1
     assert value(registry, "brokerkit_messages_acked_total", **group) == 1
+
+
+def test_dead_letter_reasons_are_a_fixed_set_not_the_callers_text(
+    metrics: tuple[BrokerkitMetrics, CollectorRegistry],
+) -> None:
+    _, registry = metrics
+    with brokerkit.connect(_url()) as broker:
+        broker.publish_many("t", range(6))
+        for n, delivery in enumerate(broker.consume("t", timeout=0, limit=6)):
+            if n < 5:
+                delivery.nack(requeue=False, reason=f"ValueError: order {n} is secret")
+            else:
+                delivery.nack(requeue=False)
+    exposed = generate_latest(registry).decode()
+    series = [
+        line
+        for line in exposed.splitlines()
+        if line.startswith("brokerkit_messages_dead_lettered_total{")
+    ]
+    assert len(series) == 2, series  # custom and rejected: not one per distinct text
+    assert "secret" not in exposed
+    dead = "brokerkit_messages_dead_lettered_total"
+    assert value(registry, dead, topic="t", group="default", reason="custom") == 5
+    assert value(registry, dead, topic="t", group="default", reason="rejected") == 1
 
 
 def test_uninstalled_metrics_stop_counting(

@@ -16,6 +16,7 @@ from rich.table import Table
 from brokerkit._broker import Broker
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
+from brokerkit._serializers import _BY_CONTENT_TYPE, _base_type
 from brokerkit._topics import RESERVED_HEADER_PREFIX
 from brokerkit.cli._admin import TopicArg
 from brokerkit.cli._output import err, out, text_of
@@ -49,9 +50,13 @@ class DeadLetter:
     age: float | None
     body: str
     moved_to: str | None = None
+    #: Why it could not be moved back (it stays a dead letter); None otherwise.
+    error: str | None = None
 
 
-def _describe(delivery: Delivery, topic: str, moved_to: str | None) -> DeadLetter:
+def _describe(
+    delivery: Delivery, topic: str, moved_to: str | None, error: str | None = None
+) -> DeadLetter:
     headers = delivery.headers
     reason = next((headers[h] for h in REASON_HEADERS if h in headers), "-")
     published = delivery.message.published_at
@@ -67,6 +72,7 @@ def _describe(delivery: Delivery, topic: str, moved_to: str | None) -> DeadLette
         age=max(time.time() - published, 0.0) if published > 0 else None,
         body=body if len(body) <= 60 else body[:57] + "...",
         moved_to=moved_to,
+        error=error,
     )
 
 
@@ -84,11 +90,15 @@ def move_dead_letters(
     topic; hand the others back. With ``dry_run`` nothing is published and every one
     is handed back. A moved message keeps its headers but the ``x-dead-letter-*``
     ones (which only the broker may write; the next dead-lettering writes them
-    afresh), and ``x-dlq-moves`` counts the moves.
+    afresh), and ``x-dlq-moves`` counts the moves. A message is republished as the
+    bytes it was stored as, with its content type, so a payload that does not decode
+    (a worker's "invalid body" dead letter) moves as well as any other. A message
+    that cannot be republished is handed back, listed with its ``error``, and the
+    others are still moved.
 
     :param wait: how long to wait for the next dead letter before taking all as read.
     :returns: every dead letter read, with ``moved_to`` set for those moved (or, in a
-        dry run, those that would be).
+        dry run, those that would be), ``error`` for those that could not be.
     """
     wanted = set(ids)
     listed: list[DeadLetter] = []
@@ -110,8 +120,12 @@ def move_dead_letters(
                 else:
                     try:
                         _republish(broker, delivery, target)
-                    except BaseException:
+                    except BrokerError as exc:
                         keep.append(delivery)  # handed back below, moved nowhere
+                        listed.append(_describe(delivery, topic, None, f"{exc}"))
+                        continue
+                    except BaseException:
+                        keep.append(delivery)
                         raise
                     delivery.ack()
                 listed.append(_describe(delivery, topic, target))
@@ -129,7 +143,23 @@ def _republish(broker: Broker, delivery: Delivery, target: str) -> None:
     }
     moves = headers.get(MOVES_HEADER, "0")
     headers[MOVES_HEADER] = str((int(moves) if moves.isdigit() else 0) + 1)
-    broker.publish(target, delivery.body, headers=headers, content_type=delivery.content_type)
+    content_type = delivery.content_type
+    if _base_type(content_type) in _BY_CONTENT_TYPE:
+        # publish() would serialize bytes under a serializer's content type: send the
+        # decoded value (re-encoded to the same data), or refuse a payload that does
+        # not decode; the caller hands that one back and goes on.
+        try:
+            body = delivery.body
+        except SerializationError as exc:
+            raise SerializationError(
+                f"cannot move {delivery.id} back: its payload does not decode as "
+                f"{content_type!r} ({exc}), and brokerkit cannot republish raw bytes "
+                "under a serializer's content type; it stays a dead letter"
+            ) from None
+        broker.publish(target, body, headers=headers, content_type=content_type)
+    else:
+        # Bytes under any other content type are sent as they are.
+        broker.publish(target, delivery.payload, headers=headers, content_type=content_type)
 
 
 def _group(broker: Broker) -> str | None:
@@ -182,13 +212,21 @@ def dlq(
     else:
         out.print(_table(listed, broker.dead_letter_topic(topic), moving=every or bool(ids)))
     moved = sum(1 for d in listed if d.moved_to is not None)
+    failed = [d for d in listed if d.error is not None]
     if every or ids:
         verb = "would move" if dry_run else "moved"
         err.print(f"{verb} {moved} of {len(listed)} dead letter{'s' * (len(listed) != 1)}")
+    for letter in failed:
+        err.print(escape(f"could not move {letter.id}: {letter.error}"), style="red")
     if missing:
         raise BrokerError(
             f"no dead letter of {topic!r} has the id {', '.join(missing)}; "
             "list them with 'brokerkit dlq URL TOPIC'"
+        )
+    if failed:
+        raise BrokerError(
+            f"{len(failed)} dead letter{'s' * (len(failed) != 1)} of {topic!r} could not be "
+            "moved back and stay in the dead-letter topic (see above)"
         )
 
 
@@ -209,6 +247,6 @@ def _table(listed: list[DeadLetter], source: str, *, moving: bool) -> Table:
             letter.body,
         ]
         if moving:
-            row.append(letter.moved_to or "")
+            row.append(letter.moved_to or ("not moved: see below" if letter.error else ""))
         table.add_row(*(escape(str(c)) for c in row))
     return table

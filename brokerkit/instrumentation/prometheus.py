@@ -18,7 +18,11 @@ consumers):
 - ``brokerkit_messages_nacked_total{topic,group}``
 - ``brokerkit_messages_retried_total{topic,group}``: nacked to be delivered again
 - ``brokerkit_messages_dead_lettered_total{topic,group,reason}``: as far as this
-  process knows it (a nack without requeue, or at ``max_deliveries``)
+  process knows it; ``reason`` is one of :data:`DEAD_LETTER_REASONS` only:
+  ``rejected`` (a nack without requeue), ``max_deliveries`` (a nack at
+  ``max_deliveries``), or ``custom`` (the nacking code gave its own reason, as the
+  worker does with the handler's error: that text is in the dead letter's
+  ``x-dead-letter-reason`` header, never in a label, so it cannot grow the series)
 - ``brokerkit_lease_losses_total{topic,group}``: a settlement refused as stale
 - ``brokerkit_handler_duration_seconds{topic,group,outcome}``: a histogram of the time
   from handing a delivery to the application to its end (a worker's handler, or the
@@ -50,11 +54,14 @@ from brokerkit._logging import log_fields
 from brokerkit.exceptions import BrokerError
 from brokerkit.hookspecs import hookimpl
 
-__all__ = ["BrokerkitMetrics", "TopicCollector"]
+__all__ = ["DEAD_LETTER_REASONS", "BrokerkitMetrics", "TopicCollector"]
 
 log = logging.getLogger("brokerkit.instrumentation")
 
 _STARTED = "prometheus.started"
+
+#: The values of the dead-letter counter's ``reason`` label.
+DEAD_LETTER_REASONS = ("rejected", "max_deliveries", "custom")
 
 
 def _labels(delivery: Any) -> tuple[str, str]:
@@ -161,8 +168,11 @@ class BrokerkitMetrics:
 
     @hookimpl
     def brokerkit_on_dead_letter(self, deliveries: Sequence[Any], reason: str) -> None:
+        # A caller's own reason is free text: a label of it would make one series per
+        # distinct text, so it counts as "custom".
+        label = reason if reason in DEAD_LETTER_REASONS else "custom"
         for delivery in deliveries:
-            self.dead_lettered.labels(*_labels(delivery), reason).inc()
+            self.dead_lettered.labels(*_labels(delivery), label).inc()
 
     @hookimpl
     def brokerkit_on_lease_lost(self, deliveries: Sequence[Any]) -> None:
