@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -89,7 +90,7 @@ class BrokerOptions:
         ``ignore`` names query keys the backend reads itself (a driver's own
         connection arguments, say), which are neither checked nor kept.
         """
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         valid = cls.names()
         values: dict[str, Any] = {}
         for name, text in query.items():
@@ -136,8 +137,15 @@ def _check_numbers(options: BrokerOptions) -> None:
 
 
 def _optional(options: BrokerOptions, field: dataclasses.Field[Any]) -> bool:
-    hint = typing.get_type_hints(type(options)).get(field.name)
+    hint = _hints(type(options)).get(field.name)
     return type(None) in _kinds(hint)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of an options class: read once, not per broker
+    (resolving them compiles every annotation string again)."""
+    return typing.get_type_hints(cls)
 
 
 def _check_known(name: str, valid: list[str], backend: str) -> None:
