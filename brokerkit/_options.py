@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import types
 import typing
@@ -141,11 +140,16 @@ def _optional(options: BrokerOptions, field: dataclasses.Field[Any]) -> bool:
     return type(None) in _kinds(hint)
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
     """The resolved annotations of an options class: read once, not per broker
     (resolving them compiles every annotation string again)."""
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _check_known(name: str, valid: list[str], backend: str) -> None:

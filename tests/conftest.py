@@ -11,10 +11,16 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import settings
 
 import brokerkit
 from tests.redis_cluster import RedisClusterSet, SentinelSet
 from tests.redis_server import RedisServer, find_redis_cli
+
+# The suite runs in parallel on small shared machines, where one example of a pure
+# function can take longer than hypothesis's 200 ms deadline for reasons of load alone.
+settings.register_profile("brokerkit-tests", deadline=None)
+settings.load_profile("brokerkit-tests")
 
 #: Point the Redis tests at an existing server instead of starting one.
 EXTERNAL_URL_ENV = "BROKERKIT_TEST_REDIS_URL"
