@@ -523,6 +523,33 @@ def test_a_slot_outlives_an_unexpected_error_from_receiving(
     assert "a bug in receiving" in caplog.text
 
 
+def test_a_slot_that_fails_outside_receiving_starts_over(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error no step of the slot expects (here the broker's ack raising a
+    RuntimeError once, a bug rather than a BrokerError) is logged with its traceback
+    and the slot starts over: the worker's only slot still handles what comes next."""
+    with brokerkit.connect("memory://") as broker:
+        ack, failures = broker._ack, itertools.count()
+
+        def ack_or_fail(deliveries: Any) -> None:
+            if next(failures) == 0:
+                raise RuntimeError("a bug in acking")
+            ack(deliveries)
+
+        monkeypatch.setattr(broker, "_ack", ack_or_fail)
+        worker = brokerkit.Worker(broker)
+        got: list[int] = []
+        worker.handler("t", concurrency=1)(got.append)
+        broker.publish("t", 1)
+        with worker.running():
+            wait_for(lambda: "a slot failed and starts over" in caplog.text)
+            broker.publish("t", 2)
+            wait_for(lambda: 2 in got)
+        assert worker.drained
+        assert "a bug in acking" in caplog.text
+
+
 @dataclasses.dataclass(frozen=True)
 class _Backwards(RetryPolicy):
     def delay(self, attempt: int) -> float:
