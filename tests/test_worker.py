@@ -20,7 +20,7 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
-from brokerkit.worker import Exponential, Fixed, Immediate
+from brokerkit.worker import Exponential, Fixed, Immediate, RetryPolicy
 
 #: Every wait in these tests polls with this deadline; none is a sleep.
 DEADLINE = 10.0
@@ -381,7 +381,7 @@ def test_past_the_grace_period_run_returns_and_a_handler_thread_keeps_its_delive
         wait_for(lambda: broker.inspect("t").in_flight == 0)  # its handler acked it
 
 
-def test_a_second_stop_cancels_async_handlers_and_hands_their_deliveries_back() -> None:
+def test_a_second_stop_cancels_async_handlers_and_nacks_their_deliveries() -> None:
     async def main() -> None:
         async with brokerkit.aio.connect("memory://") as broker:
             worker = brokerkit.aio.Worker(broker, grace=DEADLINE)
@@ -404,10 +404,200 @@ def test_a_second_stop_cancels_async_handlers_and_hands_their_deliveries_back() 
             await asyncio.wait_for(task, DEADLINE)
             assert not worker.drained
             assert (await broker.inspect("t")).in_flight == 0
-            left = [d.body async for d in broker.consume("t", timeout=0)]
-            assert sorted(left) == [1, 2, 3]
+            left = [(d.body, d.attempt) async for d in broker.consume("t", timeout=0)]
+            # the two cut short were nacked (an attempt counted); the waiting one was
+            # handed back (none counted)
+            assert sorted(attempt for _, attempt in left) == [1, 2, 2]
+            assert sorted(body for body, _ in left) == [1, 2, 3]
 
     asyncio.run(main())
+
+
+def test_a_hard_stop_leaves_a_handler_thread_still_running_its_delivery() -> None:
+    """Under the asyncio worker a plain function runs in a thread, which a hard stop
+    cannot stop: its delivery is not handed back (no other consumer gets it while the
+    handler runs); it stays leased until its lease runs out."""
+    entered, gate = threading.Event(), threading.Event()
+
+    async def main() -> None:
+        async with brokerkit.aio.connect("memory://") as broker:
+            worker = brokerkit.aio.Worker(broker, grace=DEADLINE)
+
+            @worker.handler("t", prefetch=0)
+            def slow(body: int) -> None:
+                entered.set()
+                gate.wait(DEADLINE)
+
+            await broker.publish("t", 1)
+            task = asyncio.create_task(worker.run())
+            while not entered.is_set():
+                await asyncio.sleep(0.01)
+            worker.stop(now=True)
+            await asyncio.wait_for(task, DEADLINE)
+            assert not worker.drained
+            assert (await broker.inspect("t")).in_flight == 1
+            assert [d async for d in broker.consume("t", timeout=0)] == []
+            gate.set()
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
+
+
+def test_a_handler_cut_short_by_a_hard_stop_counts_an_attempt() -> None:
+    """A coroutine handler that always hangs, stopped hard on every delivery, still
+    reaches max_deliveries and is dead-lettered (a hand-back would count no attempt)."""
+
+    async def main() -> None:
+        async with brokerkit.aio.connect("memory://", max_deliveries=2) as broker:
+            worker = brokerkit.aio.Worker(broker, grace=DEADLINE)
+            attempts: list[int] = []
+            never = asyncio.Event()
+
+            @worker.handler("t", prefetch=0)
+            async def hangs(delivery: brokerkit.aio.AsyncDelivery) -> None:
+                attempts.append(delivery.attempt)
+                await never.wait()
+
+            await broker.publish("t", "x")
+            for run in (1, 2):
+                task = asyncio.create_task(worker.run())
+                while len(attempts) < run:
+                    await asyncio.sleep(0.01)
+                worker.stop(now=True)
+                await asyncio.wait_for(task, DEADLINE)
+            assert attempts == [1, 2]
+            info = await broker.inspect("t")
+            assert (info.in_flight, info.dead_lettered) == (0, 1)
+            (stats,) = worker.stats()
+            assert (stats.retried, stats.dead_lettered) == (1, 1)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_slot_outlives_an_unexpected_error_from_receiving(
+    flavour: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Receiving raises a RuntimeError once (a bug, not a BrokerError): the slot logs
+    it and carries on, and what is published afterwards is still handled."""
+    failed = threading.Event()
+
+    def failing_once(fetch: Any) -> Any:
+        def fetch_or_fail(*args: Any) -> Any:
+            if not failed.is_set():
+                failed.set()
+                raise RuntimeError("a bug in receiving")
+            return fetch(*args)
+
+        return fetch_or_fail
+
+    got: list[int] = []
+    if flavour == "sync":
+        with brokerkit.connect("memory://") as broker:
+            monkeypatch.setattr(broker, "_fetch", failing_once(broker._fetch))
+            worker = brokerkit.Worker(broker)
+            worker.handler("t")(got.append)
+            with worker.running():
+                wait_for(failed.is_set)
+                broker.publish("t", 1)
+                wait_for(lambda: got == [1])
+            assert worker.drained
+    else:
+
+        async def main() -> None:
+            async with brokerkit.aio.connect("memory://") as broker:
+                monkeypatch.setattr(broker, "_fetch", failing_once(broker._fetch))
+                worker = brokerkit.aio.Worker(broker)
+                worker.handler("t")(got.append)
+                async with worker.running():
+                    while not failed.is_set():
+                        await asyncio.sleep(0.01)
+                    await broker.publish("t", 1)
+                    while got != [1]:
+                        await asyncio.sleep(0.01)
+                assert worker.drained
+
+        asyncio.run(main())
+    assert "a bug in receiving" in caplog.text
+
+
+def test_a_slot_that_fails_outside_receiving_starts_over(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error no step of the slot expects (here the broker's ack raising a
+    RuntimeError once, a bug rather than a BrokerError) is logged with its traceback
+    and the slot starts over: the worker's only slot still handles what comes next."""
+    with brokerkit.connect("memory://") as broker:
+        ack, failures = broker._ack, itertools.count()
+
+        def ack_or_fail(deliveries: Any) -> None:
+            if next(failures) == 0:
+                raise RuntimeError("a bug in acking")
+            ack(deliveries)
+
+        monkeypatch.setattr(broker, "_ack", ack_or_fail)
+        worker = brokerkit.Worker(broker)
+        got: list[int] = []
+        worker.handler("t", concurrency=1)(got.append)
+        broker.publish("t", 1)
+        with worker.running():
+            wait_for(lambda: "a slot failed and starts over" in caplog.text)
+            broker.publish("t", 2)
+            wait_for(lambda: 2 in got)
+        assert worker.drained
+        assert "a bug in acking" in caplog.text
+
+
+@dataclasses.dataclass(frozen=True)
+class _Backwards(RetryPolicy):
+    def delay(self, attempt: int) -> float:
+        return -1.0
+
+
+def test_a_retry_policy_with_an_invalid_delay_is_logged_and_retried_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with brokerkit.connect("memory://") as broker:
+        worker = brokerkit.Worker(broker)
+        attempts: list[int] = []
+
+        @worker.handler("t", retry=_Backwards())
+        def flaky(delivery: brokerkit.Delivery) -> None:
+            attempts.append(delivery.attempt)
+            if delivery.attempt == 1:
+                raise RuntimeError("once")
+
+        broker.publish("t", 1)
+        with worker.running():
+            wait_for(lambda: attempts == [1, 2])
+            wait_for(lambda: broker.inspect("t").in_flight == 0)
+        assert "gave the delay -1.0 for attempt 1" in caplog.text
+        (stats,) = worker.stats()
+        assert (stats.processed, stats.failed, stats.retried) == (1, 1, 1)
+
+
+def test_a_failed_ack_hands_the_delivery_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ack fails (a wrapper on the real memory broker's ack raises, twice): the
+    worker hands the delivery back with a counted nack rather than holding it."""
+    with brokerkit.connect("memory://") as broker:
+        ack, failures = broker._ack, itertools.count()
+
+        def ack_or_fail(deliveries: Any) -> None:
+            if next(failures) < 2:
+                raise brokerkit.ConnectionFailed("the ack was lost")
+            ack(deliveries)
+
+        monkeypatch.setattr(broker, "_ack", ack_or_fail)
+        worker = brokerkit.Worker(broker)
+        attempts: list[int] = []
+        worker.handler("t")(lambda delivery: attempts.append(delivery.attempt))
+        broker.publish("t", 1)
+        with worker.running():
+            wait_for(lambda: attempts == [1, 2, 3])
+            wait_for(lambda: broker.inspect("t").in_flight == 0)
+        assert broker.inspect("t").dead_lettered == 0
 
 
 # -- registration -----------------------------------------------------------------------

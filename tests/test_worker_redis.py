@@ -4,6 +4,7 @@ period with the documented status."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -21,6 +22,7 @@ import pytest
 import redis
 
 import brokerkit
+import brokerkit.aio
 from brokerkit.cli._app import run
 from brokerkit.worker import Exponential, Fixed
 from tests.conftest import RedisTarget
@@ -361,3 +363,75 @@ def _published(broker: brokerkit.Broker, topic: str, body: int) -> bool:
     except brokerkit.ConnectionFailed:
         return False
     return True
+
+
+def test_a_delivery_the_worker_cannot_settle_is_let_go_and_comes_again(
+    redis_broker: Callable[..., brokerkit.Broker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its ack fails, and so does the nack that hands it back (wrappers on the real
+    broker's settlements raise once each): the worker lets it go, so the broker's lease
+    keeper stops renewing it, and it comes again after the visibility timeout instead
+    of staying in flight for as long as the process runs."""
+    broker = redis_broker("redis+list", visibility_timeout=0.5)
+    failures: set[str] = set()
+
+    def failing_once(name: str) -> Any:
+        settle = getattr(broker, name)
+
+        def settle_or_fail(*args: Any) -> None:
+            if name not in failures:
+                failures.add(name)
+                raise brokerkit.ConnectionFailed(f"{name} was lost")
+            settle(*args)
+
+        return settle_or_fail
+
+    monkeypatch.setattr(broker, "_ack", failing_once("_ack"))
+    monkeypatch.setattr(broker, "_nack", failing_once("_nack"))
+    worker = brokerkit.Worker(broker)
+    attempts: list[int] = []
+    worker.handler("jobs")(lambda delivery: attempts.append(delivery.attempt))
+    broker.publish("jobs", 1)
+    with worker.running():
+        wait_for(lambda: attempts == [1, 2])
+        wait_for(lambda: broker.inspect("jobs").in_flight == 0)
+    assert failures == {"_ack", "_nack"}
+
+
+def test_a_handler_thread_a_hard_stop_left_running_lets_its_delivery_go_when_it_ends(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    """Under the asyncio worker a hard stop leaves a plain function's thread running
+    with its delivery leased (no other consumer gets it meanwhile); when the thread
+    ends, nobody renews that lease any more (the broker stays open), so the message
+    comes again after the visibility timeout."""
+    entered, gate = threading.Event(), threading.Event()
+
+    async def main() -> list[int]:
+        url = redis_target.url("redis+list")
+        async with brokerkit.aio.connect(url, prefix=prefix, visibility_timeout=0.5) as broker:
+            worker = brokerkit.aio.Worker(broker, grace=20)
+
+            @worker.handler("jobs", prefetch=0)
+            def slow(body: int) -> None:
+                entered.set()
+                gate.wait(20)
+
+            await broker.publish("jobs", 1)
+            task = asyncio.create_task(worker.run())
+            while not entered.is_set():
+                await asyncio.sleep(0.01)
+            worker.stop(now=True)
+            await asyncio.wait_for(task, 20)
+            assert (await broker.inspect("jobs")).in_flight == 1
+            gate.set()
+            async with await broker.subscribe("jobs") as subscription:
+                again = await subscription.receive(timeout=20)
+                assert again is not None
+                await again.ack()
+                return [again.body, again.attempt]
+
+    try:
+        assert asyncio.run(main()) == [1, 2]
+    finally:
+        gate.set()

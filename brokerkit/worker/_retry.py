@@ -47,6 +47,9 @@ class RetryPolicy:
 
     A policy of your own subclasses this (a frozen dataclass) and overrides
     :meth:`delay`; :attr:`delays` says whether it needs DELAY (true unless overridden).
+    A delay that is not a finite number of seconds, 0 or more (or a :meth:`delay`
+    that raises) is a bug in the policy: the worker logs it as an error and retries
+    the delivery at once.
 
     :ivar max_attempts: how many deliveries a message gets before it is dead-lettered
         (None: as many as the broker's ``max_deliveries`` allows, forever when that is

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from brokerkit._acompat import Background, Event, HandlerCalls, spawn
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
+from brokerkit._compat import is_async_callable
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import RELAY
 from brokerkit._logging import delivery_fields, log_fields
@@ -85,8 +88,10 @@ class AsyncRunner:
             await self._subscription.close()
 
     async def abandon(self) -> None:
-        """Stop at once: a handler still running is cancelled and its delivery handed
-        back where the slot is a task; a slot thread cannot be stopped, and its
+        """Stop at once. Where the slot is a task it is cancelled: a coroutine handler
+        still running is nacked (an attempt counted), a delivery not yet given to its
+        handler is handed back, and one whose handler thread still runs keeps its
+        lease (see :meth:`_cut_short`). A slot thread cannot be stopped, and its
         delivery comes back after the visibility timeout unless the handler ends."""
         for slot in self._slots:
             await slot.join(0)
@@ -104,6 +109,24 @@ class AsyncRunner:
     # -- the slots ----------------------------------------------------------------
 
     async def _slot(self) -> None:
+        """A slot that never ends before the drain: an error that escapes its loop
+        (a bug, not a broker error) is logged with its traceback and the slot starts
+        over, so the worker never runs on with fewer slots than it reports."""
+        while True:
+            try:
+                await self._take()
+                return
+            except Exception as exc:
+                log.error(
+                    "handler %s: a slot failed and starts over: %s",
+                    *(self.spec.name, exc),
+                    exc_info=exc,
+                    extra=log_fields(self.spec.topic, self.spec.group),
+                )
+                if await self._draining.wait(POLL):
+                    return
+
+    async def _take(self) -> None:
         subscription = self._subscription
         assert subscription is not None
         failures = 0
@@ -112,12 +135,13 @@ class AsyncRunner:
                 delivery = await subscription.receive(timeout=POLL)
             except BrokerClosed:
                 return
-            except BrokerError as exc:  # the backend already retried within its timeout
+            except Exception as exc:  # a BrokerError (already retried) or a bug: back off
                 failures += 1
                 pause = min(POLL * 2**failures, MAX_PAUSE)
                 log.warning(
                     "handler %s: receiving from %r failed (again in %.3g s): %s",
                     *(self.spec.name, self.spec.topic, pause, exc),
+                    exc_info=None if isinstance(exc, BrokerError) else exc,
                     extra=log_fields(self.spec.topic, self.spec.group),
                 )
                 await self._draining.wait(pause)
@@ -134,19 +158,42 @@ class AsyncRunner:
         self.stats.started(waiting)
         with self._active_lock:
             self._active.add(delivery)
+        call = _Call(delivery)
         try:
-            await self._run(delivery)
+            await self._run(delivery, call)
         except BaseException:
-            # The slot was cancelled (the asyncio worker's hard stop): hand it back.
+            # The slot was cancelled (the asyncio worker's hard stop).
             if not delivery.settled:
-                await self._hand_back(delivery)
+                await self._cut_short(delivery, call)
             raise
         finally:
             with self._active_lock:
                 self._active.discard(delivery)
             self.stats.finished()
 
-    async def _run(self, delivery: AsyncDelivery) -> None:
+    async def _cut_short(self, delivery: AsyncDelivery, call: _Call) -> None:
+        """The slot was cancelled with ``delivery`` unsettled. Never given to the
+        handler: handed back (no attempt counted). Its handler thread still runs: left
+        alone, leased until it settles or its lease runs out, so no other consumer gets
+        it meanwhile. Its handler started and was cancelled: a counted nack, so that a
+        handler that always hangs still reaches the delivery limit."""
+        state = call.abandon()
+        if state == _Call.PENDING:
+            await self._hand_back(delivery)
+        elif state == _Call.RUNNING_IN_THREAD:
+            log.warning(
+                "handler %s: its thread still runs %s; it keeps its lease",
+                *(self.spec.name, delivery.id),
+                extra=delivery_fields([delivery]),
+            )
+        else:
+            reason = "cancelled by a hard stop of the worker"
+            if self._limit is not None and delivery.attempt >= self._limit:
+                await self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
+            else:
+                await self._nack(delivery, "retried", requeue=True, reason=reason)
+
+    async def _run(self, delivery: AsyncDelivery, call: _Call) -> None:
         spec = self.spec
         try:
             args = spec.binding.arguments(delivery)
@@ -165,7 +212,7 @@ class AsyncRunner:
             )
             return
         try:
-            await self._calls.call(spec.function, *args)
+            await self._calls.call(call.wrap(spec.function), *args)
         except Exception as exc:
             if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
                 retried = Capability.ACK in self.broker.capabilities and not (
@@ -185,6 +232,7 @@ class AsyncRunner:
                     exc,
                     extra=delivery_fields([delivery]),
                 )
+                await self._release(delivery)
                 return
         self.stats.count("processed")
 
@@ -219,7 +267,7 @@ class AsyncRunner:
             )
             await self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
         else:
-            delay = self.spec.retry.delay(delivery.attempt)
+            delay = self._delay(delivery)
             log.info(
                 "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
                 *(name, delivery.id, delivery.attempt, delay, reason),
@@ -247,9 +295,54 @@ class AsyncRunner:
                 exc,
                 extra=delivery_fields([delivery]),
             )
+            await self._release(delivery)
             return
         if outcome:
             self.stats.count(outcome)
+
+    def _delay(self, delivery: AsyncDelivery) -> float:
+        """The retry policy's delay for this attempt; a policy that fails or gives
+        anything but a finite number of seconds, 0 or more, is a bug in the policy:
+        logged, and the delivery is retried without a delay."""
+        policy = self.spec.retry
+        try:
+            delay = policy.delay(delivery.attempt)
+        except Exception as exc:
+            log.error(
+                "handler %s: retry policy %r failed on attempt %d; retrying %s at once: %s",
+                *(self.spec.name, policy, delivery.attempt, delivery.id, exc),
+                exc_info=exc,
+                extra=delivery_fields([delivery]),
+            )
+            return 0.0
+        valid = isinstance(delay, (int, float)) and not isinstance(delay, bool)
+        if not (valid and math.isfinite(delay) and delay >= 0):
+            log.error(
+                "handler %s: retry policy %r gave the delay %r for attempt %d (valid: a "
+                "finite number of seconds, 0 or more); retrying %s at once",
+                *(self.spec.name, policy, delay, delivery.attempt, delivery.id),
+                extra=delivery_fields([delivery]),
+            )
+            return 0.0
+        return float(delay)
+
+    async def _release(self, delivery: AsyncDelivery) -> None:
+        """Settling ``delivery`` failed: let it go, so that it is not held (its lease
+        renewed by the worker or the backend) for as long as the process runs. A plain
+        nack first; failing that, it is marked settled, which stops every renewal, and
+        the lease runs out within a visibility timeout."""
+        if delivery.settled or Capability.ACK not in self.broker.capabilities:
+            return
+        try:
+            await delivery.nack(requeue=True)
+        except BrokerError as exc:
+            log.warning(
+                "handler %s: could not hand %s back either; its lease is left to run out: %s",
+                *(self.spec.name, delivery.id, exc),
+                extra=delivery_fields([delivery]),
+            )
+        if not delivery.settled:
+            delivery._mark_settled()
 
     async def _hand_back(self, delivery: AsyncDelivery) -> None:
         with contextlib.suppress(BrokerError):
@@ -301,6 +394,57 @@ class AsyncRunner:
                     exc,
                     extra=delivery_fields([delivery]),
                 )
+
+
+class _Call:
+    """Where one call of a handler is, so that a hard stop knows what to do with its
+    delivery: the handler not started yet, running in a thread, or started on the
+    loop (or ended). A handler thread that ends after a hard stop abandoned it lets
+    its delivery go (marks it settled: nobody renews its lease any more), so that it
+    comes back after the visibility timeout even while the broker stays open."""
+
+    PENDING = "pending"
+    RUNNING_IN_THREAD = "running in a thread"
+    STARTED = "started"
+
+    def __init__(self, delivery: AsyncDelivery) -> None:
+        self._delivery = delivery
+        self._lock = threading.Lock()
+        self._state = self.PENDING
+        self._abandoned = False
+
+    def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function``, noting when it starts and ends. A plain function is wrapped
+        (it may run in a pool thread, and does not start at all once abandoned); a
+        coroutine function counts as started when it is called."""
+        if is_async_callable(function):
+            with self._lock:
+                self._state = self.STARTED
+            return function
+
+        def called(*args: Any) -> Any:
+            with self._lock:
+                if self._abandoned:
+                    return None
+                self._state = self.RUNNING_IN_THREAD
+            try:
+                return function(*args)
+            finally:
+                self._ended()
+
+        return called
+
+    def _ended(self) -> None:
+        with self._lock:
+            self._state = self.STARTED
+            if self._abandoned and not self._delivery.settled:
+                self._delivery._mark_settled()
+
+    def abandon(self) -> str:
+        """Where the call is now; a plain function not yet started never will be."""
+        with self._lock:
+            self._abandoned = True
+            return self._state
 
 
 def _reason(text: str) -> str:

@@ -46,8 +46,9 @@ class Worker:
     drains: it fetches no more, hands back the deliveries waiting for a slot, lets the
     handlers in progress finish for up to ``grace`` seconds, and returns. A second
     signal (or ``stop(now=True)``) ends the wait at once: where a handler is an asyncio
-    task it is cancelled and its delivery handed back; a handler thread cannot be
-    stopped, and its delivery comes back after the visibility timeout.
+    task it is cancelled and its delivery nacked, an attempt counted (so a handler
+    that always hangs still reaches ``max_deliveries``); a handler thread cannot be
+    stopped, and its delivery stays leased, coming back after the visibility timeout.
 
     :param broker: the broker to read from; it may be left out and given later
         (:attr:`broker`, or the ``brokerkit worker`` command's URL).
