@@ -183,8 +183,10 @@ class RedisClusterSet:
         self.wait_healthy()
 
     def stop(self) -> None:
+        """Stop every node, even when stopping one of them fails."""
         for node in self.nodes:
-            node.stop()
+            with contextlib.suppress(Exception):
+                node.stop()
 
     def __enter__(self) -> RedisClusterSet:
         return self.start()
@@ -318,8 +320,9 @@ class SentinelSet:
         for sentinel in self.sentinels:
             with contextlib.suppress(Exception):
                 sentinel.stop()
-        self.replica.stop()
-        self.master.stop()
+        for server in (self.replica, self.master):
+            with contextlib.suppress(Exception):
+                server.stop()
 
     def __enter__(self) -> SentinelSet:
         return self.start()
