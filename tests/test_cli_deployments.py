@@ -1,5 +1,6 @@
 """The CLI on a Redis Cluster and under Sentinel: inspect, rescue and purge go to the
-node that serves the topic's slot; scratch keys are removed from every master."""
+node that serves the topic's slot; topics are listed and scratch keys removed from every
+master."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ def test_inspect_and_rescue_on_a_cluster(
         if scheme == "redis+list":  # redis+stream has no rescue step
             assert run(["rescue", url, topic]) == 0
             capsys.readouterr()
+    assert run(["topics", url, "--json"]) == 0  # listing scans every master
+    listed = capsys.readouterr().out
+    assert all(f'"{topic}"' in listed for topic in topics), listed
     with brokerkit.connect(url) as broker:
+        assert set(topics) <= set(broker.topics())
         assert [broker.purge(topic) for topic in topics] == [2] * 6
 
 
