@@ -4,11 +4,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 
 from brokerkit._delivery import Delivery
+from brokerkit._hooks import RELAY
+from brokerkit._logging import delivery_fields
 from brokerkit.backends.redis._periodic import Periodic
+
+log = logging.getLogger("brokerkit.redis")
 
 __all__ = ["LeaseKeeper"]
 
@@ -22,13 +27,15 @@ class LeaseKeeper:
     the renewals stop, and the lease runs out within one visibility timeout.
 
     :param renew: called with the held deliveries; renews their leases in as few
-        round trips as it can. Errors are logged and retried on the next beat.
+        round trips as it can and returns those whose leases had already run out,
+        which the keeper stops renewing, logs and reports to the lease-loss hook.
+        Errors are logged and retried on the next beat.
     :param interval: seconds between renewals; keep it well under the visibility timeout.
     """
 
     def __init__(
         self,
-        renew: Callable[[list[Delivery]], None],
+        renew: Callable[[list[Delivery]], list[Delivery]],
         interval: float,
         name: str,
     ) -> None:
@@ -61,5 +68,16 @@ class LeaseKeeper:
 
     def _renew_held(self) -> None:
         held = self.held()
-        if held:
-            self._renew(held)
+        if not held:
+            return
+        lost = self._renew(held)
+        if lost:
+            self.drop(lost)
+            log.warning(
+                "%d lease(s) had run out before they could be renewed; settling them "
+                "will raise StaleDelivery",
+                len(lost),
+                extra=delivery_fields(lost),
+            )
+            if RELAY.settle:
+                RELAY.lease_lost(lost)

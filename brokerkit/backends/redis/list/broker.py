@@ -28,9 +28,7 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._compat import Lock, sleep
 from brokerkit._delivery import Delivery
-from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
-from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
@@ -403,25 +401,17 @@ class RedisListBroker(Broker):
             self._keeper.drop(stale)
             raise StaleDelivery(stale)
 
-    def _renew(self, deliveries: list[Delivery]) -> None:
+    def _renew(self, deliveries: list[Delivery]) -> list[Delivery]:
         """The lease keeper's beat: renew every held lease for a visibility timeout
-        from now, or leave it alone if an extension by hand already runs longer."""
+        from now, or leave it alone if an extension by hand already runs longer;
+        return those whose leases had run out."""
         with self._lease_lock:
             # Settled since the keeper looked: their receipts are gone, not lost.
             held = {id(d) for d in self._keeper.held()}
             alive = [d for d in deliveries if id(d) in held]
             if not alive:
-                return
-            stale = self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
-        if stale:
-            self._keeper.drop(stale)
-            log.warning(
-                "%d lease(s) had run out before they could be renewed",
-                len(stale),
-                extra=delivery_fields(stale),
-            )
-            if RELAY.settle:
-                RELAY.lease_lost(stale)
+                return []
+            return self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
 
     def _per_topic(
         self, deliveries: Sequence[Delivery], script: str, *first: Any

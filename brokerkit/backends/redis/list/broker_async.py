@@ -26,9 +26,7 @@ from brokerkit._acompat import Lock, sleep
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
-from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
@@ -409,25 +407,17 @@ class AsyncRedisListBroker(AsyncBroker):
             self._keeper.drop(stale)
             raise StaleDelivery(stale)
 
-    async def _renew(self, deliveries: list[AsyncDelivery]) -> None:
+    async def _renew(self, deliveries: list[AsyncDelivery]) -> list[AsyncDelivery]:
         """The lease keeper's beat: renew every held lease for a visibility timeout
-        from now, or leave it alone if an extension by hand already runs longer."""
+        from now, or leave it alone if an extension by hand already runs longer;
+        return those whose leases had run out."""
         async with self._lease_lock:
             # Settled since the keeper looked: their receipts are gone, not lost.
             held = {id(d) for d in self._keeper.held()}
             alive = [d for d in deliveries if id(d) in held]
             if not alive:
-                return
-            stale = await self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
-        if stale:
-            self._keeper.drop(stale)
-            log.warning(
-                "%d lease(s) had run out before they could be renewed",
-                len(stale),
-                extra=delivery_fields(stale),
-            )
-            if RELAY.settle:
-                RELAY.lease_lost(stale)
+                return []
+            return await self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
 
     async def _per_topic(
         self, deliveries: Sequence[AsyncDelivery], script: str, *first: Any

@@ -17,8 +17,6 @@ import redis
 
 from brokerkit._compat import Lock
 from brokerkit._delivery import Delivery
-from brokerkit._hooks import RELAY
-from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._durable import ReplicaWait
@@ -228,22 +226,14 @@ class StreamSettling:
 
         return self._reconnector.call(run)
 
-    def _renew_held(self, held: list[Delivery]) -> None:
+    def _renew_held(self, held: list[Delivery]) -> list[Delivery]:
+        """The lease keeper's beat: renew the leases still held; return those lost."""
         with self._lease_lock:
             current = {id(d) for d in self._keeper.held()}
             alive = [d for d in held if id(d) in current]
             if not alive:
-                return
-            stale = self._renew(alive, None)
-        if stale:
-            log.warning(
-                "%d lease(s) were lost before renewal; their acks will be stale",
-                len(stale),
-                extra=delivery_fields(stale),
-            )
-            if RELAY.settle:
-                RELAY.lease_lost(stale)
-            self._keeper.drop(stale)
+                return []
+            return self._renew(alive, None)
 
     def _dead_fields(
         self, topic: str, entry_id: str, message: Message, reason: str, deliveries: int

@@ -15,8 +15,6 @@ import redis.asyncio as aioredis
 
 from brokerkit._acompat import Lock
 from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._hooks import RELAY
-from brokerkit._logging import delivery_fields
 from brokerkit._message import Message
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
@@ -228,22 +226,14 @@ class StreamSettling:
 
         return await self._reconnector.call(run)
 
-    async def _renew_held(self, held: list[AsyncDelivery]) -> None:
+    async def _renew_held(self, held: list[AsyncDelivery]) -> list[AsyncDelivery]:
+        """The lease keeper's beat: renew the leases still held; return those lost."""
         async with self._lease_lock:
             current = {id(d) for d in self._keeper.held()}
             alive = [d for d in held if id(d) in current]
             if not alive:
-                return
-            stale = await self._renew(alive, None)
-        if stale:
-            log.warning(
-                "%d lease(s) were lost before renewal; their acks will be stale",
-                len(stale),
-                extra=delivery_fields(stale),
-            )
-            if RELAY.settle:
-                RELAY.lease_lost(stale)
-            self._keeper.drop(stale)
+                return []
+            return await self._renew(alive, None)
 
     def _dead_fields(
         self, topic: str, entry_id: str, message: Message, reason: str, deliveries: int
