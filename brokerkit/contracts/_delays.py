@@ -113,8 +113,12 @@ class DelayContract:
         topic = contract.topic("delay-pub")
         subscription = consumer.subscribe(topic)
         before = contract.timeline.now()
-        if given_as == "at":  # epoch seconds, read as seconds from now when published
-            message_id = publisher.publish(topic, "later", at=time.time() + delay)
+        if given_as == "at":
+            # Epoch seconds, read as seconds from now when published: the wall-clock
+            # time the call takes comes off the hold (on a ManualTimeline too).
+            asked = time.time()
+            message_id = publisher.publish(topic, "later", at=asked + delay)
+            before -= time.time() - asked
         else:
             message_id = publisher.publish(topic, "later", delay=delay)
         after = contract.timeline.now()
