@@ -21,6 +21,7 @@ import pytest
 import redis
 
 import brokerkit
+from brokerkit.cli._admin import Interrupt
 from brokerkit.cli._app import run
 from brokerkit.cli._check import Outcome, run_contracts
 from brokerkit.cli._url import URL_ENV
@@ -217,6 +218,29 @@ def test_rescue_every_prints_each_round_and_exits_130_on_ctrl_c(
         lines.wait_for("round 2: rescued 0", deadline)
         child.send_signal(signal.SIGINT)
         assert child.wait(60) == 130
+
+
+def test_a_signal_never_deadlocks_the_wait_it_interrupts() -> None:
+    """The stop event is set from a signal handler, which runs between two bytecodes of
+    the main thread, maybe while that thread is inside ``wait``. A ``threading.Event``
+    deadlocks there now and then (its lock is held by the very thread the handler runs
+    on: a ``rescue --every`` once hung after Ctrl-C); thousands of signals must each
+    end the wait they interrupt."""
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        current.set()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        for _ in range(10_000):
+            current = Interrupt()
+            signal.setitimer(signal.ITIMER_REAL, 0.0001)
+            while not current.wait(0.001):
+                pass
+            current.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _keys(client: redis.Redis) -> set[bytes]:

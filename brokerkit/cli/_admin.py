@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Annotated, Any
 
 import typer
@@ -206,10 +208,41 @@ def _count(result: Any) -> int:
         return 0
 
 
-class Interrupt(threading.Event):
-    """Set by Ctrl-C (SIGINT) or SIGTERM; remembers which signal set it."""
+class Interrupt:
+    """Set by Ctrl-C (SIGINT) or SIGTERM; remembers which signal set it.
 
-    signum: int | None = None
+    Setting it takes no lock: a signal handler runs between two bytecodes of the main
+    thread, which may be holding a lock at that moment, and a ``threading.Event`` set
+    from a handler while the main thread is inside ``Event.wait`` deadlocks on the
+    event's own lock. Instead a byte written to a socket pair wakes :meth:`wait`.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._flag = False
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_writer.setblocking(False)
+
+    def set(self) -> None:
+        """Mark the event set and wake a :meth:`wait` under way (safe in a signal handler)."""
+        self._flag = True
+        with suppress(OSError):  # full (already woken) or closed: nothing to wake
+            self._wake_writer.send(b"\0")
+
+    def is_set(self) -> bool:
+        """Whether a signal (or :meth:`set`) has set the event."""
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the event is set or ``timeout`` seconds pass; return whether it is set."""
+        if not self._flag:
+            select.select([self._wake_reader], [], [], timeout)
+        return self._flag
+
+    def close(self) -> None:
+        """Release the socket pair."""
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     def exit_if_interrupted(self) -> None:
         """Exit as a shell expects of a program a signal stopped: status 128 + the
@@ -227,20 +260,23 @@ def stop_on_interrupt() -> Iterator[Interrupt]:
     of whatever is running; the caller checks it at a safe point, and calls
     :meth:`Interrupt.exit_if_interrupted` once it has cleaned up."""
     stop = Interrupt()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        stop.signum = signum
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield stop
+        if threading.current_thread() is not threading.main_thread():
+            yield stop
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            stop.signum = signum
+            stop.set()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield stop
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        stop.close()
 
 
 def _dotted(cls: type) -> str:
