@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import settings
 import brokerkit
 from tests.redis_cluster import RedisClusterSet, SentinelSet
 from tests.redis_server import RedisServer, find_redis_cli
+from tests.scheduling import ScopeSecondsRecorder, WeightedScopeScheduling, warm_bytecode
 
 # The suite runs in parallel on small shared machines, where one example of a pure
 # function can take longer than hypothesis's 200 ms deadline for reasons of load alone.
@@ -173,7 +175,28 @@ _BACKEND_MARKERS = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-scope-seconds",
+        metavar="PATH",
+        type=Path,
+        help="Write how long each work unit took (JSON), for tests/scheduling.py.",
+    )
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> WeightedScopeScheduling:
+    """Shared-server groups, longest work units first (see :mod:`tests.scheduling`)."""
+    return WeightedScopeScheduling(config, log)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    controller = not hasattr(config, "workerinput")
+    if controller and config.getoption("dist", "no") != "no":
+        here = config.invocation_params.dir
+        warm_bytecode(Path(__file__).parent, [here / arg.split("::")[0] for arg in config.args])
+    record = config.getoption("--record-scope-seconds")
+    if record is not None and controller:
+        config.pluginmanager.register(ScopeSecondsRecorder(record), "scope-seconds")
     for marker, what in _BACKEND_MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: tests of {what} (tox factor)")
 
