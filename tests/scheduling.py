@@ -17,7 +17,7 @@ first. Three things make that slow here:
   the seconds each took in a recorded run (``tests/scope_seconds.json``), so that no
   long one starts last and keeps the run waiting on it. Refresh that file with
   ``pytest --record-scope-seconds tests/scope_seconds.json`` after adding slow tests;
-  a scope it does not know counts as a median one;
+  a scope it does not list (it took under a second) goes last;
 - every worker imports every test module and all of brokerkit (assertion-rewritten,
   as pytest does for a plugin's package): seconds of CPU each, on two cores, when
   ``PYTHONDONTWRITEBYTECODE`` keeps Python from caching the result. :func:`warm_bytecode`
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -89,7 +88,6 @@ class WeightedScopeScheduling(LoadScopeScheduling):  # type: ignore[misc]
     def __init__(self, config: pytest.Config, log: Any = None) -> None:
         super().__init__(config, log)
         self._seconds: dict[str, float] = _load(SCOPE_SECONDS)
-        self._default = statistics.median(self._seconds.values()) if self._seconds else 1.0
         self._ranked = False
 
     def _split_scope(self, nodeid: str) -> str:
@@ -99,7 +97,7 @@ class WeightedScopeScheduling(LoadScopeScheduling):  # type: ignore[misc]
         if not self._ranked:  # the first assignment: the queue is complete
             ranked = sorted(
                 self.workqueue.items(),
-                key=lambda unit: -self._seconds.get(unit[0], self._default),
+                key=lambda unit: -self._seconds.get(unit[0], 0.0),
             )
             self.workqueue.clear()
             self.workqueue.update(ranked)
@@ -115,7 +113,8 @@ def _load(path: Path) -> dict[str, float]:
 
 
 class ScopeSecondsRecorder:
-    """``--record-scope-seconds PATH``: sum each scope's test durations, write them."""
+    """``--record-scope-seconds PATH``: sum each scope's test durations, write those
+    of a second or more."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -125,7 +124,9 @@ class ScopeSecondsRecorder:
         self.seconds[scope_of(report.nodeid)] += report.duration
 
     def pytest_sessionfinish(self) -> None:
-        ranked = {s: round(t, 1) for s, t in sorted(self.seconds.items(), key=lambda st: -st[1])}
+        ranked = {
+            s: round(t, 1) for s, t in sorted(self.seconds.items(), key=lambda st: -st[1]) if t >= 1
+        }
         self.path.write_text(json.dumps(ranked, indent=0) + "\n")
 
 
