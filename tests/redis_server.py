@@ -119,6 +119,8 @@ class RedisServer:
             # at the default hz 10 the suite's 50 ms listens for "nothing more" took
             # 100 ms, and every receive(timeout) was rounded up to a tenth of a second.
             "--hz", "100",
+            # a master waits this long for more replicas before a full sync (default 5 s)
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         if self.appendonly:
             args += ["--appendfsync", "always"]
