@@ -9,8 +9,9 @@ own too (their time is part of their script's), and a round's *total* counts eac
 microsecond once: every command's time times the share of its calls made at top
 level. Those shares come from an *attribution* round (the first round of each
 step and side, normally the discarded warm-up) run with the SLOWLOG logging every
-command: the SLOWLOG lists only top-level commands, with their arguments, so it
-also tells which script an ``EVALSHA`` ran.
+command: the SLOWLOG tells top-level commands (with their arguments, so also which
+script an ``EVALSHA`` ran) from those a script ran (Redis 7 logs those too, from
+the client ``?:0``).
 
 A side marks the moment its clock starts with :func:`mark` (after a consume
 round's prefill): the round's server time is counted from there.
@@ -246,7 +247,7 @@ class ServerMeter:
         calls: dict[str, int] = {}
         scripts: dict[str, tuple[int, int]] = {}
         for entry in slowlog(self.r):
-            if entry.client == METER_CLIENT:
+            if entry.client == METER_CLIENT or entry.nested:
                 continue
             calls[entry.command] = calls.get(entry.command, 0) + 1
             script = self.script_of(entry.argv)
@@ -275,6 +276,8 @@ class SlowEntry:
     usec: int
     argv: list[bytes]
     client: str
+    #: Run by a script (Redis 7 logs a script's commands too, from client ``?:0``).
+    nested: bool = False
 
     @property
     def command(self) -> str:
@@ -287,9 +290,11 @@ def slowlog(r: Any, count: int = 200_000) -> list[SlowEntry]:
     entries = []
     for item in reversed(raw):
         argv = [a if isinstance(a, bytes) else str(a).encode() for a in item[3]]
+        address = item[4] if len(item) > 4 else b""
         client = item[5] if len(item) > 5 else b""
         name = client.decode(errors="replace") if isinstance(client, bytes) else str(client)
-        entries.append(SlowEntry(int(item[2]), argv, name))
+        nested = address in (b"?:0", "?:0")
+        entries.append(SlowEntry(int(item[2]), argv, name, nested))
     return entries
 
 
