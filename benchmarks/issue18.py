@@ -12,7 +12,10 @@ repeatable; default all):
 - ``bookkeeping``: with ``--held`` deliveries held by one consumer, the server time
   of a renewal round, an extend, an ack and a rescue of them all, target <= 5 ms
   each (:mod:`benchmarks.bookkeeping`);
-- ``memory``: bytes per message waiting and in flight, target within 64 B.
+- ``memory``: bytes per message waiting and in flight, target within 64 B;
+- ``scaling`` (only when asked for: about two minutes): consume+ack with 1, 2 and 4
+  consumer processes, redis+list and redis+stream against raw redis-py's stream
+  (:mod:`benchmarks.scaling`).
 
 Writes ``issue18.md`` and ``issue18.json`` to ``--out`` (default
 ``benchmarks/results/``).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -34,27 +38,22 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import redis
 
-from benchmarks import bodies, bookkeeping
+from benchmarks import bodies, bookkeeping, scaling
 from benchmarks.report_server import server_cell, server_json
 from benchmarks.rounds import interleave
 from benchmarks.run import RESULTS, _commit, _say, _sides, redis_at
 from benchmarks.servertime import ServerMeter
 from brokerkit.cli._bench import Workload
 
-PARTS = ("fetch", "throughput", "bookkeeping", "memory")
+PARTS = ("fetch", "throughput", "bookkeeping", "memory", "scaling")
+DEFAULT_PARTS = PARTS[:-1]
 _THROUGHPUT_SIDES = ("redis+list", "redis+stream", "raw list", "raw stream")
 
 
 def _spread(values: list[float], fmt: str) -> str:
     if not values:
         return "-"
-    ordered = sorted(values)
-    median = (
-        ordered[len(ordered) // 2]
-        if len(ordered) % 2
-        else sum(ordered[len(ordered) // 2 - 1 : len(ordered) // 2 + 1]) / 2
-    )
-    return f"{median:{fmt}} ({ordered[0]:{fmt}}..{ordered[-1]:{fmt}})"
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}..{max(values):{fmt}})"
 
 
 def fetch_part(url: str, sizes: list[int], rounds: int, out: dict[str, Any]) -> list[str]:
@@ -192,10 +191,33 @@ def memory_part(url: str, held: int, out: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def scaling_part(url: str, rounds: int, out: dict[str, Any]) -> list[str]:
+    rates = scaling.scaling(url, rounds=rounds, say=_say)
+    out["scaling"] = {side: {str(n): r for n, r in by.items()} for side, by in rates.items()}
+    lines = [
+        "## consume+ack with consumer processes (prefetch 100, 20,000 messages of 100 B)",
+        "",
+        "Messages per second over all processes (median over rounds, min..max), and "
+        "the ratio of the medians to raw redis-py's stream with as many processes.",
+        "",
+        "| processes | side | msg/s | vs raw stream |",
+        "|---:|---|---:|---:|",
+    ]
+    for n in sorted({n for by in rates.values() for n in by}):
+        raw = scaling.median(rates["raw stream"].get(n, []))
+        for side in scaling.SIDES:
+            values = rates[side].get(n, [])
+            vs = f"{scaling.median(values) / raw:.2f}" if raw and side != "raw stream" else "-"
+            lines.append(f"| {n} | {side} | {_spread(values, ',.0f')} | {vs} |")
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.issue18", description=__doc__)
     parser.add_argument("--redis-url", help="an existing Redis (default: start a private one)")
-    parser.add_argument("--part", action="append", choices=PARTS, help="only these parts")
+    parser.add_argument(
+        "--part", action="append", choices=PARTS, help="only these parts (default: all but scaling)"
+    )
     parser.add_argument(
         "--sizes", default="100,10000,1000000", help="body sizes in bytes, comma-separated"
     )
@@ -205,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where issue18.md/json go")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    parts = args.part or list(PARTS)
+    parts = args.part or list(DEFAULT_PARTS)
     began = time.perf_counter()
     out: dict[str, Any] = {}
     lines: list[str] = []
@@ -216,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "throughput": lambda: throughput_part(url, sizes, args.rounds, args.count, out),
             "bookkeeping": lambda: bookkeeping_part(url, args.held, out),
             "memory": lambda: memory_part(url, args.held, out),
+            "scaling": lambda: scaling_part(url, min(args.rounds, 3), out),
         }
         for part in PARTS:
             if part in parts:

@@ -181,6 +181,10 @@ class ServerMeter:
         return _Snapshot(commands, 1e6 * (float(user) + float(system)))
 
     def mark(self) -> None:
+        """Count the round's server time from now (in an attribution round, the
+        SLOWLOG too)."""
+        if self._saved is not None:
+            self.r.execute_command("SLOWLOG", "RESET")
         self._start = self.snapshot()
 
     def begin(self, side: str, step: str) -> None:

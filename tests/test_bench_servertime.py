@@ -60,10 +60,14 @@ def test_commands_before_the_mark_are_not_counted(
     client = redis.Redis.from_url(redis_server.url("redis"))
     meter.begin("s", "step")
     client.lpush("prefill", *range(10))
+    client.eval(_SCRIPT, 1, "k")
     servertime.mark()
     client.rpop("prefill")
     time = meter.end(1)
     assert "lpush" not in time.commands
+    assert "eval" not in time.commands
+    assert time.scripts == {}  # the attribution round's SLOWLOG starts at the mark too
+    assert time.nested == {"rpop": 0.0}
     assert time.commands["rpop"][0] == 1
     servertime.mark()  # no meter running: nothing happens
     client.close()
