@@ -198,16 +198,17 @@ def scaling_part(url: str, rounds: int, out: dict[str, Any]) -> list[str]:
         "## consume+ack with consumer processes (prefetch 100, 20,000 messages of 100 B)",
         "",
         "Messages per second over all processes (median over rounds, min..max), and "
-        "the ratio of the medians to raw redis-py's stream with as many processes.",
+        "the median of per-round ratios to raw redis-py's stream with as many processes.",
         "",
         "| processes | side | msg/s | vs raw stream |",
         "|---:|---|---:|---:|",
     ]
     for n in sorted({n for by in rates.values() for n in by}):
-        raw = scaling.median(rates["raw stream"].get(n, []))
+        raw = rates["raw stream"].get(n, [])
         for side in scaling.SIDES:
             values = rates[side].get(n, [])
-            vs = f"{scaling.median(values) / raw:.2f}" if raw and side != "raw stream" else "-"
+            pairs = [a / b for a, b in zip(values, raw, strict=False) if b]
+            vs = _spread(pairs, ".2f") if side != "raw stream" else "-"
             lines.append(f"| {n} | {side} | {_spread(values, ',.0f')} | {vs} |")
     return [*lines, ""]
 

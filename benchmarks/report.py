@@ -394,8 +394,9 @@ def _server_note(server: ServerRounds | None) -> list[str]:
         return []
     return [
         "*server us/msg* is the Redis server time per message of each side, from INFO "
-        "commandstats deltas over the measured part of each round (a consume round's "
-        "prefill left out), each microsecond counted once: a script's EVALSHA counts the "
+        "commandstats deltas over each round (a consume round's prefill left out; the "
+        "closing and purge after the clock stopped, a few commands, counted), each "
+        "microsecond counted once: a script's EVALSHA counts the "
         "commands it runs, which the per-command tables list too, marked *in scripts*. "
         "*server vs raw* is the median of per-round ratios brokerkit / raw (below 1: "
         "brokerkit costs Redis less). The per-backend tables break it down by command "

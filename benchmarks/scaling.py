@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import secrets
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -137,7 +136,3 @@ def scaling(
             for side in order:
                 rates[side].setdefault(n, []).append(_round(url, side, n, count))
     return rates
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else 0.0
