@@ -229,11 +229,14 @@ def in_flight_memory(url: str, count: int = 10_000, size: int = 100) -> list[dic
                 waiting = _memory(r, prefix)
                 with broker.subscribe("mem", prefetch=1000) as subscription:
                     deliveries = _receive(subscription, count)
-                    flying = _memory(r, prefix)
+                    keys: dict[str, int] = {}
+                    flying = _memory(r, prefix, keys)
                     broker.ack(*deliveries)
                 broker.purge("mem")
             _delete_prefix(r, prefix)
-            rows.append(_memory_row(scheme, count, base, waiting, flying))
+            row = _memory_row(scheme, count, base, waiting, flying)
+            row["in_flight_by_key"] = {k: round(v / count, 1) for k, v in sorted(keys.items())}
+            rows.append(row)
         key = f"bench18m-raw-{secrets.token_hex(3)}"
         base = _memory(r, key)
         body = b"x" * size
@@ -254,11 +257,21 @@ def in_flight_memory(url: str, count: int = 10_000, size: int = 100) -> list[dic
     return rows
 
 
-def _memory(r: Any, prefix: str) -> tuple[int, int]:
-    """(MEMORY USAGE of every key under ``prefix``, the server's used_memory)."""
+def _memory(r: Any, prefix: str, by_key: dict[str, int] | None = None) -> tuple[int, int]:
+    """(MEMORY USAGE of every key under ``prefix``, the server's used_memory); each
+    key's bytes go to ``by_key`` too, under its name without the prefix and topic."""
     total = 0
     for key in r.scan_iter(match=f"{prefix}*", count=1000):
-        total += int(r.memory_usage(key, samples=0) or 0)
+        size = int(r.memory_usage(key, samples=0) or 0)
+        total += size
+        if by_key is not None:
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            kind = name.split("}", 1)[-1] if "}" in name else name.removeprefix(prefix)
+            kind = kind.split(":processing:")[0] + (
+                ":processing:<consumer>" if ":processing:" in kind else ""
+            )
+            kind = kind.split(":leases:")[0] + (":leases:<consumer>" if ":leases:" in kind else "")
+            by_key[kind or "(the queue or stream)"] = size
     return total, int(r.info("memory")["used_memory"])
 
 

@@ -188,6 +188,10 @@ def memory_part(url: str, held: int, out: dict[str, Any]) -> list[str]:
             f"({row['used_memory_in_flight']:.0f}) | {row['extra_bytes_per_message']:+.0f} "
             f"| {met} |"
         )
+    for row in rows:
+        if row.get("in_flight_by_key"):
+            parts = ", ".join(f"`{k}` {v:.0f}" for k, v in row["in_flight_by_key"].items())
+            lines += ["", f"{row['side']} in flight, bytes per message by key: {parts}."]
     return [*lines, ""]
 
 
