@@ -13,6 +13,8 @@ repeatable; default all):
   of a renewal round, an extend, an ack and a rescue of them all, target <= 5 ms
   each (:mod:`benchmarks.bookkeeping`);
 - ``memory``: bytes per message waiting and in flight, target within 64 B;
+- ``handback``: how long a handed-back or nacked message takes to reach a consumer
+  already waiting, target 50 ms (:mod:`benchmarks.handback`);
 - ``scaling`` (only when asked for: about two minutes): consume+ack with 1, 2 and 4
   consumer processes, redis+list and redis+stream against raw redis-py's stream
   (:mod:`benchmarks.scaling`).
@@ -38,14 +40,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import redis
 
-from benchmarks import bodies, bookkeeping, scaling
+from benchmarks import bodies, bookkeeping, handback, scaling
 from benchmarks.report_server import server_cell, server_json
 from benchmarks.rounds import interleave
 from benchmarks.run import RESULTS, _commit, _say, _sides, redis_at
 from benchmarks.servertime import ServerMeter
 from brokerkit.cli._bench import Workload
 
-PARTS = ("fetch", "throughput", "bookkeeping", "memory", "scaling")
+PARTS = ("fetch", "throughput", "bookkeeping", "memory", "handback", "scaling")
 DEFAULT_PARTS = PARTS[:-1]
 _THROUGHPUT_SIDES = ("redis+list", "redis+stream", "raw list", "raw stream")
 
@@ -195,6 +197,32 @@ def memory_part(url: str, held: int, out: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def handback_part(url: str, out: dict[str, Any]) -> list[str]:
+    results = handback.handbacks(url, say=_say)
+    out["handback"] = [r.as_dict() for r in results]
+    lines = [
+        "## A handed-back or nacked message reaching a consumer already waiting",
+        "",
+        "Milliseconds from the hand-back (a subscription holding 9 prefetched messages "
+        "closes) or the nack (requeue) to the waiting consumer's first and last arrival "
+        "of them (target: all within 50 ms; given up after 15 s).",
+        "",
+        "| backend | how | waiter's prefetch | waiter's receive timeout | arrived | first ms "
+        "| last ms | <= 50 ms |",
+        "|---|---|---:|---:|---:|---:|---:|:-:|",
+    ]
+    for r in results:
+        first = "-" if r.first_ms is None else f"{r.first_ms:,.1f}"
+        last = "-" if r.last_ms is None else f"{r.last_ms:,.1f}"
+        met = "yes" if r.met else "**no**"
+        lines.append(
+            f"| {r.backend} | {r.how} | {r.prefetch} | {r.timeout or 'none'} "
+            f"| {r.arrived} of {r.messages} "
+            f"| {first} | {last} | {met} |"
+        )
+    return [*lines, ""]
+
+
 def scaling_part(url: str, rounds: int, out: dict[str, Any]) -> list[str]:
     rates = scaling.scaling(url, rounds=rounds, say=_say)
     out["scaling"] = {side: {str(n): r for n, r in by.items()} for side, by in rates.items()}
@@ -243,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             "throughput": lambda: throughput_part(url, sizes, args.rounds, args.count, out),
             "bookkeeping": lambda: bookkeeping_part(url, args.held, out),
             "memory": lambda: memory_part(url, args.held, out),
+            "handback": lambda: handback_part(url, out),
             "scaling": lambda: scaling_part(url, min(args.rounds, 3), out),
         }
         for part in PARTS:
