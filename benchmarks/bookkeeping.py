@@ -168,8 +168,8 @@ def _one_backend(
         window = 3.0
         time.sleep(window)  # three renewal intervals of the background renewals
         renewal = log.call(scheme, f"renewal: {window:.0f} s of rounds, one a second", held)
-        per_round = renewal.total_us / window / 1000
-        note = f"{per_round:.1f} ms per round; {renewal.note}".rstrip("; ")
+        per_second = renewal.total_us / window / 1000
+        note = f"{per_second:.1f} ms of server time a second; {renewal.note}".rstrip("; ")
         yield Call(
             scheme,
             renewal.operation,
