@@ -256,10 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _commit(),
         "seconds": round(time.perf_counter() - began, 1),
     }
-    table = markdown(run.rounds, meta, skipped, run.server)
+    server = run.server if args.server_time else None
+    table = markdown(run.rounds, meta, skipped, server)
     (args.out / "latest.md").write_text(table, encoding="utf-8")
     (args.out / "latest.json").write_text(
-        json.dumps(as_json(run.rounds, meta, skipped, run.server), indent=2) + "\n",
+        json.dumps(as_json(run.rounds, meta, skipped, server), indent=2) + "\n",
         encoding="utf-8",
     )
     print(table)
