@@ -256,11 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _commit(),
         "seconds": round(time.perf_counter() - began, 1),
     }
-    server = run.server if args.server_time else None
-    table = markdown(run.rounds, meta, skipped, server)
+    server_times = run.server if args.server_time else None
+    table = markdown(run.rounds, meta, skipped, server_times)
     (args.out / "latest.md").write_text(table, encoding="utf-8")
     (args.out / "latest.json").write_text(
-        json.dumps(as_json(run.rounds, meta, skipped, server), indent=2) + "\n",
+        json.dumps(as_json(run.rounds, meta, skipped, server_times), indent=2) + "\n",
         encoding="utf-8",
     )
     print(table)
