@@ -87,3 +87,28 @@ def test_slowlog_tells_script_commands_and_names_brokerkit_scripts(
     assert meter.script_of([b"EVALSHA", sha, b"0"]) == "list.scripts.FETCH"
     assert meter.script_of([b"GET", b"k"]) is None
     client.close()
+
+
+def _time(total_eval: int, messages: int = 10) -> ServerTime:
+    commands = {"evalsha": (1, total_eval), "xack": (1, 5), "xreadgroup": (1, 20), "exec": (1, 7)}
+    nested = {"evalsha": 0.0, "xack": 1.0, "xreadgroup": 0.0, "exec": 1.0}
+    return ServerTime(messages, commands, nested, {"stream.scripts.ACK": (1, total_eval)})
+
+
+def test_the_report_gives_per_round_ratios_and_marks_nested_commands() -> None:
+    from benchmarks.report_server import breakdown, server_cell, server_ratio
+
+    server = {
+        "redis+stream": {"consume_ack_p100": [_time(80), _time(180), _time(380)]},
+        "raw stream": {"consume_ack_p100": [ServerTime(10, {"xreadgroup": (1, 50)})] * 3},
+    }
+    # totals per message: (eval + xreadgroup) / 10 = 10, 20, 40; raw 5
+    assert server_cell(server, ("redis+stream", "raw stream", "kombu"), "consume_ack_p100") == (
+        "20.00 / 5.00 / -"
+    )
+    assert server_ratio(server, "redis+stream", "raw stream", "consume_ack_p100") == "4.00"
+    table = "\n".join(breakdown(server, ["redis+stream"], ["consume_ack_p100"], "x"))
+    assert "XACK 0.50 (0.10x) in scripts" in table
+    assert "EXEC 0.70 (0.10x) (its commands counted on their own)" in table
+    assert "XREADGROUP 2.00 (0.10x) |" in table or "XREADGROUP 2.00 (0.10x)," in table
+    assert "stream.scripts.ACK" in table
