@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else argv,
     }
     head = [
-        "# Issue 18: server time, body sizes, bookkeeping under load, memory",
+        "# Issue 18: server time, body sizes, bookkeeping under load, memory, hand-backs",
         "",
         f"Redis {meta['redis_version']} on {meta['redis']}, brokerkit at {meta['commit']}, "
         f"{meta['date']}; the run took {meta['seconds']:.0f} s.",
