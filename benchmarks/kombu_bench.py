@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+from benchmarks import servertime
 from brokerkit.cli._bench import Measurement, Workload, check_steps
 
 __all__ = ["KombuBench"]
@@ -82,6 +83,7 @@ class KombuBench:
                 prefetch_count=prefetch,
                 accept=["application/octet-stream"],
             ):
+                servertime.mark()  # the prefill is not part of the round's server time
                 started = time.perf_counter()
                 while received < count:
                     self.connection.drain_events(timeout=5)

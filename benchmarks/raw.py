@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks import servertime
 from brokerkit.cli._bench import Measurement, Workload, check_steps
 
 __all__ = ["RawBench", "RawList", "RawPubsub", "RawStream"]
@@ -175,6 +176,7 @@ class RawList(RawBench):
                 pipe.execute()
                 done += len(values)
 
+        servertime.mark()  # the prefill is not part of the round's server time
         result = _timed(step, count, one_at_a_time if prefetch == 1 else batched)
         r.delete(key, processing)
         return result
@@ -231,6 +233,7 @@ class RawStream(RawBench):
                     r.xack(key, "g", *ids)
                 done += len(ids)
 
+        servertime.mark()  # the prefill is not part of the round's server time
         result = _timed(step, count, read_and_ack)
         r.delete(key)
         return result

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.report_server import ServerRounds, breakdown, server_cell, server_json, server_ratio
 from brokerkit.cli._bench import Measurement
 
 __all__ = [
@@ -259,8 +260,17 @@ def _cell(spread: Spread | None, fmt: str) -> str:
     return f"{spread.median:{fmt}} ({spread.low:{fmt}}..{spread.high:{fmt}})"
 
 
-def _row(label: str, results: Rounds, name: str, raw: str, step: str, which: str) -> str:
-    """One table row: the three sides, the ratios and brokerkit's extra cost."""
+def _row(
+    label: str,
+    results: Rounds,
+    name: str,
+    raw: str,
+    step: str,
+    which: str,
+    server: ServerRounds | None = None,
+) -> str:
+    """One table row: the three sides, the ratios, brokerkit's extra cost and the
+    server time per message of each side."""
     fmt = ",.0f" if which == "rate" else ".2f"
     latency = which != "rate"
     kombu = "kombu" if raw in RAW_OF.values() else ""
@@ -272,25 +282,34 @@ def _row(label: str, results: Rounds, name: str, raw: str, step: str, which: str
         _cell(extra_us(results, name, raw, step, which), ",.1f"),
         _cell(ratio(results, name, kombu, step, which, inverted=latency), ".2f"),
     ]
+    if server is not None:
+        cells.append(server_cell(server, (name, raw, kombu), step))
+        cells.append(server_ratio(server, name, raw, step))
     return f"| {label} | {' | '.join(cells)} |"
 
 
-def _rows(results: Rounds, name: str, raw: str) -> list[str]:
+def _rows(results: Rounds, name: str, raw: str, server: ServerRounds | None) -> list[str]:
     rows = []
     for step, label in _STEP_NAMES.items():
         if name == "redis+pubsub" and step.startswith("consume"):
             label = label.replace("consume+ack", "receive (while publishing)")
-        rows.append(_row(label, results, name, raw, step, "rate"))
+        rows.append(_row(label, results, name, raw, step, "rate", server))
     if name == "redis+list":
         label = "publish_many vs raw pipelined LPUSH (one per message)"
-        rows.append(_row(label, results, name, PIPELINED_LPUSH, "publish_many", "rate"))
+        rows.append(_row(label, results, name, PIPELINED_LPUSH, "publish_many", "rate", server))
     for which, label in _LATENCY_NAMES.items():
-        rows.append(_row(label, results, name, raw, "latency", which))
+        rows.append(_row(label, results, name, raw, "latency", which, server))
     return rows
 
 
-def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str]) -> str:
-    """The tables: per backend (msg/s and ratios), memory, and the targets."""
+def markdown(
+    results: Rounds,
+    meta: Mapping[str, Any],
+    skipped: Mapping[str, str],
+    server: ServerRounds | None = None,
+) -> str:
+    """The tables: per backend (msg/s and ratios, and server time per message when
+    measured), memory, and the targets."""
     lines = [
         "# brokerkit benchmark",
         "",
@@ -302,6 +321,7 @@ def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str
         f"brokerkit at {meta.get('commit', 'unknown')}; "
         f"the run took {meta.get('seconds', 0):.0f} s.",
         "",
+        *_server_note(server),
         "Each cell is the median over the rounds, with the lowest and highest round in "
         "brackets. Throughput in messages per second (higher is better); latency in "
         "milliseconds (lower is better). A ratio is the median of the per-round ratios "
@@ -328,13 +348,16 @@ def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str
                 lines += [f"{side} not measured: {skipped[side]}", ""]
         if name in skipped:
             continue
-        lines += [
-            "| step | brokerkit | raw redis-py | kombu (Redis) | vs raw | extra us vs raw "
-            "| vs kombu |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-            *_rows(results, name, raw_name),
-            "",
-        ]
+        header = "| step | brokerkit | raw redis-py | kombu (Redis) | vs raw | extra us vs raw "
+        header += "| vs kombu |"
+        rule = "|---|---:|---:|---:|---:|---:|---:|"
+        if server is not None:
+            header += " server us/msg: brokerkit / raw / kombu | server vs raw |"
+            rule += "---:|---:|"
+        lines += [header, rule, *_rows(results, name, raw_name, server), ""]
+        sides = (name, raw_name, PIPELINED_LPUSH if name == "redis+list" else "", "kombu")
+        steps = (*_STEP_NAMES, "latency")
+        lines += breakdown(server, [s for s in sides if s], steps, name)
     if "memory" in results:
         lines += ["## memory:// (no server)", "", "| step | brokerkit |", "|---|---:|"]
         lines += [
@@ -366,7 +389,29 @@ def markdown(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str
     return "\n".join(lines)
 
 
-def as_json(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str]) -> dict[str, Any]:
+def _server_note(server: ServerRounds | None) -> list[str]:
+    if server is None:
+        return []
+    return [
+        "*server us/msg* is the Redis server time per message of each side, from INFO "
+        "commandstats deltas over each round (a consume round's prefill left out; the "
+        "closing and purge after the clock stopped, a few commands, counted), each "
+        "microsecond counted once: a script's EVALSHA counts the "
+        "commands it runs, which the per-command tables list too, marked *in scripts*. "
+        "*server vs raw* is the median of per-round ratios brokerkit / raw (below 1: "
+        "brokerkit costs Redis less). The per-backend tables break it down by command "
+        "(us and calls per message) and give the server's main-thread CPU per message "
+        "(network I/O included).",
+        "",
+    ]
+
+
+def as_json(
+    results: Rounds,
+    meta: Mapping[str, Any],
+    skipped: Mapping[str, str],
+    server: ServerRounds | None = None,
+) -> dict[str, Any]:
     """Everything measured (every round), the medians and spreads, the ratios and
     the targets, as plain data."""
 
@@ -417,6 +462,7 @@ def as_json(results: Rounds, meta: Mapping[str, Any], skipped: Mapping[str, str]
             for side, steps in results.items()
         },
         "ratios": ratios,
+        "server_time": server_json(server),
         "targets": [
             {
                 "target": t.name,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from benchmarks.servertime import ServerMeter, ServerTime
 from brokerkit.cli._bench import Measurement
 
 __all__ = ["Run", "Side", "interleave"]
@@ -42,9 +43,12 @@ class Run:
         order (the warm-up round left out); the same round index is the same
         round for every side.
     :ivar skipped: side -> why it was not measured (it failed, and was dropped).
+    :ivar server: side -> step -> the Redis server time of each measured round
+        (when a meter was given), aligned with :attr:`rounds`.
     """
 
     rounds: dict[str, dict[str, list[Measurement]]] = field(default_factory=dict)
+    server: dict[str, dict[str, list[ServerTime]]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -59,12 +63,17 @@ def interleave(
     rounds: int,
     warmup: int = 1,
     say: Callable[[str], None] = _say,
+    meter: ServerMeter | None = None,
 ) -> Run:
     """Measure every side on every step in alternating rounds.
 
     A side that raises is reported, dropped from the rest of the run and listed
     in :attr:`Run.skipped` (its measurements are discarded so that every kept
     side has a measurement in every round). Every side is closed at the end.
+
+    With a ``meter``, the Redis server time of every round is measured too
+    (:mod:`benchmarks.servertime`); the first round of each step and side, the
+    warm-up unless there is none, is its attribution round.
     """
     result = Run()
     live = list(sides)
@@ -82,16 +91,26 @@ def interleave(
                     if side.name in result.skipped:
                         continue
                     try:
+                        if meter is not None:
+                            meter.begin(side.name, step)
                         measured = side.run(step)
+                        server = None if meter is None else meter.end(measured.messages)
                     except Exception as exc:  # one broken side must not sink the run
+                        if meter is not None:
+                            meter.abort()
                         result.skipped[side.name] = f"{step} failed: {type(exc).__name__}: {exc}"
                         result.rounds.pop(side.name, None)
+                        result.server.pop(side.name, None)
                         say(f"  {side.name} dropped: {result.skipped[side.name]}")
                         continue
                     if index >= warmup:
                         result.rounds.setdefault(side.name, {}).setdefault(step, []).append(
                             measured
                         )
+                        if server is not None:
+                            result.server.setdefault(side.name, {}).setdefault(step, []).append(
+                                server
+                            )
             say(f"  {step} took {time.perf_counter() - began:.1f} s")
             live = [s for s in live if s.name not in result.skipped]
     finally:

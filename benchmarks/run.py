@@ -26,9 +26,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import redis
 
+from benchmarks import servertime
 from benchmarks.raw import RawList, RawPubsub, RawStream
 from benchmarks.report import PIPELINED_LPUSH, RAW_OF, as_json, markdown
 from benchmarks.rounds import Side, interleave
+from brokerkit._capabilities import Capability
 from brokerkit.cli._bench import STEPS, BrokerBench, Measurement, Workload
 from brokerkit.exceptions import BrokerError
 
@@ -102,6 +104,34 @@ def _profiled(
     return profiled, write
 
 
+def _mark_after_prefill(bench: BrokerBench) -> None:
+    """Have a consume round's server time counted from the end of its prefill.
+
+    brokerkit's consume round (``brokerkit.cli._bench``) prefills the topic with
+    ``publish_many`` and then starts its clock; the last prefill call marks the
+    start (:func:`benchmarks.servertime.mark`), as raw redis-py's and kombu's
+    rounds do by hand."""
+    broker = bench.broker
+    if Capability.PERSISTENT not in broker.capabilities:
+        return  # no prefill: a subscriber receives while the messages go out
+    publish_many = broker.publish_many
+    count = bench.workload.count
+    sent = 0
+
+    def marking(topic: str, payloads: Any, **options: Any) -> list[str]:
+        nonlocal sent
+        ids = publish_many(topic, payloads, **options)
+        step = servertime.active_step()
+        if step is not None and step.startswith("consume"):
+            sent += len(payloads)
+            if sent >= count:
+                sent = 0
+                servertime.mark()
+        return ids
+
+    broker.publish_many = marking  # type: ignore[method-assign,assignment]
+
+
 def _pipelined_lpush(raw: RawList) -> Side:
     """The issue's raw publish_many on a list: one LPUSH per message, pipelined."""
 
@@ -128,6 +158,7 @@ def _sides(
             skipped[name] = str(exc)
             _say(f"{name} skipped: {exc}")
             return
+        _mark_after_prefill(bench)
         run: Callable[[str], Measurement] = bench.run
         if profile is not None:
             run, write = _profiled(name, run, profile)
@@ -174,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only these sides (redis+list, raw stream, kombu, memory...)",
     )
     parser.add_argument("--profile", action="store_true", help="pyinstrument each brokerkit side")
+    parser.add_argument(
+        "--no-server-time",
+        dest="server_time",
+        action="store_false",
+        help="do not measure Redis server time (INFO commandstats) around each round",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.md/json go")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.warmup < 0:
@@ -191,7 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     with redis_at(args.redis_url) as url:
         server: dict[str, Any] = redis.Redis.from_url(url).info("server")
         sides, skipped, writers = _sides(url, workload, want, args.out if args.profile else None)
-        run = interleave(sides, steps, rounds=args.rounds, warmup=args.warmup, say=_say)
+        meter = servertime.ServerMeter(url) if args.server_time else None
+        try:
+            run = interleave(
+                sides, steps, rounds=args.rounds, warmup=args.warmup, say=_say, meter=meter
+            )
+        finally:
+            if meter is not None:
+                meter.close()
     args.out.mkdir(parents=True, exist_ok=True)
     for write in writers:
         write()
@@ -212,10 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _commit(),
         "seconds": round(time.perf_counter() - began, 1),
     }
-    table = markdown(run.rounds, meta, skipped)
+    server_times = run.server if args.server_time else None
+    table = markdown(run.rounds, meta, skipped, server_times)
     (args.out / "latest.md").write_text(table, encoding="utf-8")
     (args.out / "latest.json").write_text(
-        json.dumps(as_json(run.rounds, meta, skipped), indent=2) + "\n", encoding="utf-8"
+        json.dumps(as_json(run.rounds, meta, skipped, server_times), indent=2) + "\n",
+        encoding="utf-8",
     )
     print(table)
     _say(f"written to {args.out / 'latest.md'} and latest.json")

@@ -1,0 +1,192 @@
+"""Body sizes (issue 18): the server time of fetching 100 bodies, brokerkit against
+the raw commands that read the same elements, and consume+ack throughput by size.
+
+*Fetch*: per body size, in alternating rounds, each side fetches ``fetches``
+batches of 100 prefilled messages; the server time of each fetch is the sum of its
+top-level commands' durations in the SLOWLOG (every command logged, a script
+whole), the ack that follows left out:
+
+- ``redis+list``: a subscription with prefetch 100 (its fetch script, after a
+  ``BLMOVE`` when it was idle); raw: 100 pipelined ``LMOVE`` to a processing list,
+  and one ``LRANGE`` of the 100 elements;
+- ``redis+stream``: a subscription with prefetch 100 (``XREADGROUP COUNT 100``, or
+  its fetch script when it looks for entries to reclaim); raw: ``XREADGROUP COUNT 100``.
+
+The target: brokerkit's fetch at most 1.5x the raw one's server time.
+"""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+import brokerkit
+from benchmarks.servertime import METER_CLIENT, ServerMeter, slowlog
+
+__all__ = ["FETCH_SIDES", "FetchResult", "fetch_rounds"]
+
+#: The sides of the fetch comparison, and the raw side each brokerkit one is held to.
+FETCH_SIDES = ("redis+list", "raw LMOVE x100", "raw LRANGE 100", "redis+stream", "raw XREADGROUP")
+RAW_FOR = {"redis+list": ("raw LMOVE x100", "raw LRANGE 100"), "redis+stream": ("raw XREADGROUP",)}
+BATCH = 100
+
+
+@dataclass
+class FetchResult:
+    """Per side: the mean server us of a fetch of 100 in each round, and the
+    commands (or scripts) that made up the fetches, with their us per fetch."""
+
+    size: int
+    fetches: int
+    rounds: dict[str, list[float]] = field(default_factory=dict)
+    commands: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def ratio(self, side: str, raw: str) -> tuple[float, float, float] | None:
+        """Median (min, max) of per-round ratios side / raw."""
+        pairs = [
+            a / b
+            for a, b in zip(self.rounds.get(side, []), self.rounds.get(raw, []), strict=False)
+            if b
+        ]
+        if not pairs:
+            return None
+        return statistics.median(pairs), min(pairs), max(pairs)
+
+
+class _Window:
+    """The server time of the commands sent between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, meter: ServerMeter) -> None:
+        self.meter = meter
+        self.by: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.meter.r.execute_command("SLOWLOG", "RESET")
+
+    def stop(self) -> float:
+        total = 0.0
+        for entry in slowlog(self.meter.r):
+            if entry.client == METER_CLIENT or entry.nested:
+                continue
+            name = self.meter.script_of(entry.argv) or entry.command.upper()
+            self.by[name] = self.by.get(name, 0.0) + entry.usec
+            total += entry.usec
+        return total
+
+
+#: One round of a side (its mean server us per fetch), and how to close the side.
+_Side = tuple[Callable[[], float], Callable[[], None]]
+
+
+def _broker_side(url: str, scheme: str, size: int, fetches: int, window: _Window) -> _Side:
+    base = url.split("://", 1)[1]
+    broker = brokerkit.connect(f"{scheme}://{base}?prefix=bench18f-{secrets.token_hex(3)}")
+    body = b"x" * size
+
+    def round_() -> float:
+        topic = f"f{secrets.token_hex(4)}"
+        total = 0.0
+        with broker.subscribe(topic, group="g", prefetch=BATCH) as subscription:
+            subscription.receive(timeout=0)  # the first fetch's upkeep, on an empty topic
+            for _ in range(fetches):
+                broker.publish_many(topic, [body] * BATCH)
+            for _ in range(fetches):
+                window.start()
+                first = subscription.receive(timeout=5)
+                total += window.stop()
+                if first is None:
+                    raise RuntimeError(f"{scheme}: nothing fetched")
+                got = [first] + [
+                    subscription.receive(timeout=0) for _ in range(subscription.buffered)
+                ]
+                broker.ack(*[d for d in got if d is not None])
+        broker.purge(topic)
+        return total / fetches
+
+    return round_, broker.close
+
+
+def _raw_side(url: str, side: str, size: int, fetches: int, window: _Window) -> _Side:
+    r: Any = redis.Redis.from_url(url)
+    body = b"x" * size
+
+    def round_() -> float:
+        key = f"bench18f-raw:{secrets.token_hex(4)}"
+        processing = key + ":processing"
+        total = 0.0
+        if side == "raw XREADGROUP":
+            r.xgroup_create(key, "g", id="0", mkstream=True)
+            pipe = r.pipeline(transaction=False)
+            for _ in range(fetches * BATCH):
+                pipe.xadd(key, {"d": body})
+            pipe.execute()
+        else:
+            for _ in range(fetches):
+                r.lpush(key, *[body] * BATCH)
+        for _ in range(fetches):
+            window.start()
+            if side == "raw XREADGROUP":
+                reply = r.xreadgroup("g", "c", {key: ">"}, count=BATCH)
+                total += window.stop()
+                r.xack(key, "g", *[entry_id for _, entries in reply for entry_id, _ in entries])
+            elif side == "raw LMOVE x100":
+                pipe = r.pipeline(transaction=False)
+                for _ in range(BATCH):
+                    pipe.lmove(key, processing, "RIGHT", "LEFT")
+                values = pipe.execute()
+                total += window.stop()
+                pipe = r.pipeline(transaction=False)
+                for value in values:
+                    pipe.lrem(processing, 1, value)
+                pipe.execute()
+            else:
+                r.lrange(key, -BATCH, -1)
+                total += window.stop()
+                r.ltrim(key, 0, -BATCH - 1)
+        r.delete(key, processing)
+        return total / fetches
+
+    return round_, r.close
+
+
+def fetch_rounds(
+    url: str, size: int, rounds: int = 5, say: Callable[[str], None] = print
+) -> FetchResult:
+    """Alternating rounds of every fetch side at ``size``-byte bodies."""
+    fetches = max(1, min(5, (20 << 20) // max(size * BATCH, 1)))
+    meter = ServerMeter(url)
+    saved = meter.r.config_get("slowlog-*")
+    meter.r.config_set("slowlog-log-slower-than", 0)
+    meter.r.config_set("slowlog-max-len", 10_000)
+    windows = {side: _Window(meter) for side in FETCH_SIDES}
+    sides: dict[str, _Side] = {}
+    result = FetchResult(size, fetches)
+    try:
+        for side in FETCH_SIDES:
+            make = _broker_side if side.startswith("redis+") else _raw_side
+            sides[side] = make(url, side, size, fetches, windows[side])
+        say(f"fetch of {BATCH} bodies of {size} bytes: 1 warm-up + {rounds} rounds")
+        for index in range(rounds + 1):
+            order = FETCH_SIDES if index % 2 == 0 else FETCH_SIDES[::-1]
+            for side in order:
+                if index == 0:
+                    sides[side][0]()  # warm-up: connect, load scripts
+                    windows[side].by.clear()
+                    continue
+                result.rounds.setdefault(side, []).append(sides[side][0]())
+        for side, window in windows.items():
+            result.commands[side] = {
+                name: us / (rounds * fetches) for name, us in sorted(window.by.items())
+            }
+    finally:
+        for _, close in sides.values():
+            close()
+        meter.r.config_set("slowlog-log-slower-than", saved["slowlog-log-slower-than"])
+        meter.r.config_set("slowlog-max-len", saved["slowlog-max-len"])
+        meter.close()
+    return result

@@ -1,0 +1,114 @@
+"""The benchmark suite's server-time meter (benchmarks/servertime.py)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from benchmarks import servertime
+from benchmarks.servertime import ServerMeter, ServerTime
+from brokerkit.backends.redis.list import scripts as list_scripts
+from tests.redis_server import RedisServer
+
+_SCRIPT = "for i = 1, 20 do redis.call('SET', KEYS[1], i) end return 1"
+
+
+@pytest.fixture
+def meter(redis_server: RedisServer) -> Iterator[ServerMeter]:
+    meter = ServerMeter(redis_server.url("redis"))
+    yield meter
+    meter.close()
+
+
+def _round(meter: ServerMeter, client: redis.Redis, side: str = "s") -> ServerTime:
+    meter.begin(side, "step")
+    for _ in range(5):
+        client.eval(_SCRIPT, 1, "k")
+        client.get("k")
+    return meter.end(5)
+
+
+def test_a_script_counts_once_and_its_commands_are_listed(
+    meter: ServerMeter, redis_server: RedisServer
+) -> None:
+    client = redis.Redis.from_url(redis_server.url("redis"))
+    for attributing in (True, False):
+        time = _round(meter, client)
+        assert time.commands["eval"][0] == 5
+        assert time.commands["set"][0] == 100  # run by the script, counted by Redis too
+        assert time.commands["get"][0] == 5
+        assert time.nested["set"] == 1.0
+        assert time.nested["get"] == 0.0
+        # everything but the script's SETs (the client's connection set-up included)
+        expected = sum(us for c, (_, us) in time.commands.items() if c != "set") / 5
+        assert time.total_us == pytest.approx(expected)
+        assert time.us_per_message("set") > 0
+        if attributing:
+            assert set(time.scripts) == {"EVAL"}
+    # the meter's own commands are never counted, and the SLOWLOG is back as it was
+    assert "info" not in time.commands
+    assert meter.r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"] != "0"
+    client.close()
+
+
+def test_commands_before_the_mark_are_not_counted(
+    meter: ServerMeter, redis_server: RedisServer
+) -> None:
+    client = redis.Redis.from_url(redis_server.url("redis"))
+    meter.begin("s", "step")
+    client.lpush("prefill", *range(10))
+    client.eval(_SCRIPT, 1, "k")
+    servertime.mark()
+    client.rpop("prefill")
+    time = meter.end(1)
+    assert "lpush" not in time.commands
+    assert "eval" not in time.commands
+    assert time.scripts == {}  # the attribution round's SLOWLOG starts at the mark too
+    assert time.nested == {"rpop": 0.0}
+    assert time.commands["rpop"][0] == 1
+    servertime.mark()  # no meter running: nothing happens
+    client.close()
+
+
+def test_slowlog_tells_script_commands_and_names_brokerkit_scripts(
+    meter: ServerMeter, redis_server: RedisServer
+) -> None:
+    client = redis.Redis.from_url(redis_server.url("redis"))
+    meter.r.config_set("slowlog-log-slower-than", 0)
+    meter.r.execute_command("SLOWLOG", "RESET")
+    client.eval(_SCRIPT, 1, "k")
+    entries = [e for e in servertime.slowlog(meter.r) if e.client != servertime.METER_CLIENT]
+    assert [e.command for e in entries if e.nested] == ["set"] * 20
+    assert [e.command for e in entries if not e.nested][-1] == "eval"
+    sha = hashlib.sha1(list_scripts.FETCH.encode()).hexdigest().encode()
+    assert meter.script_of([b"EVALSHA", sha, b"0"]) == "list.scripts.FETCH"
+    assert meter.script_of([b"GET", b"k"]) is None
+    client.close()
+
+
+def _time(total_eval: int, messages: int = 10) -> ServerTime:
+    commands = {"evalsha": (1, total_eval), "xack": (1, 5), "xreadgroup": (1, 20), "exec": (1, 7)}
+    nested = {"evalsha": 0.0, "xack": 1.0, "xreadgroup": 0.0, "exec": 1.0}
+    return ServerTime(messages, commands, nested, {"stream.scripts.ACK": (1, total_eval)})
+
+
+def test_the_report_gives_per_round_ratios_and_marks_nested_commands() -> None:
+    from benchmarks.report_server import breakdown, server_cell, server_ratio
+
+    server = {
+        "redis+stream": {"consume_ack_p100": [_time(80), _time(180), _time(380)]},
+        "raw stream": {"consume_ack_p100": [ServerTime(10, {"xreadgroup": (1, 50)})] * 3},
+    }
+    # totals per message: (eval + xreadgroup) / 10 = 10, 20, 40; raw 5
+    assert server_cell(server, ("redis+stream", "raw stream", "kombu"), "consume_ack_p100") == (
+        "20.00 / 5.00 / -"
+    )
+    assert server_ratio(server, "redis+stream", "raw stream", "consume_ack_p100") == "4.00"
+    table = "\n".join(breakdown(server, ["redis+stream"], ["consume_ack_p100"], "x"))
+    assert "XACK 0.50 (0.10x) in scripts" in table
+    assert "EXEC 0.70 (0.10x) (its commands counted on their own)" in table
+    assert "XREADGROUP 2.00 (0.10x) |" in table or "XREADGROUP 2.00 (0.10x)," in table
+    assert "stream.scripts.ACK" in table
