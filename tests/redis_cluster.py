@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -258,19 +259,30 @@ class SentinelSet:
         return f"{scheme}://{hosts}/0?{query}"
 
     def current_master(self) -> RedisServer:
-        """The server the sentinels name as master now."""
+        """The server the sentinels name as master now (the first that answers)."""
+        for master in self._masters_named():
+            return master
+        raise RuntimeError("no sentinel answered")
+
+    def all_name(self, server: RedisServer) -> bool:
+        """Whether every live sentinel names ``server`` as master."""
+        named = list(self._masters_named())
+        live = [s for s in self.sentinels if s.process is not None and s.process.poll() is None]
+        return len(named) == len(live) and all(m is server for m in named)
+
+    def _masters_named(self) -> Iterator[RedisServer]:
         for sentinel in self.sentinels:
             if sentinel.process is None or sentinel.process.poll() is not None:
                 continue
             client = redis.Redis(host="127.0.0.1", port=sentinel.port, socket_timeout=5)
             try:
                 _, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
-                return next(s for s in self.servers if s.port == int(port))
-            except (redis.RedisError, TypeError, ValueError):
+                found = next(s for s in self.servers if s.port == int(port))
+            except (redis.RedisError, TypeError, ValueError, StopIteration):
                 continue
             finally:
                 client.close()
-        raise RuntimeError("no sentinel answered")
+            yield found
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Wait until every sentinel knows the master, its replica and the other two

@@ -134,7 +134,11 @@ def _kill_sentinel_master(sentinels: SentinelSet) -> Callable[[], None]:
     def kill() -> None:
         victim.kill()
         deadline = time.monotonic() + 30
-        while sentinels.current_master() is victim:
+        promoted = next(s for s in sentinels.servers if s is not victim)
+        # Only once every sentinel knows of the failover: a master without persistence
+        # that comes back empty while one still names it would be given the promoted
+        # replica to sync from it, which would wipe that replica (as Redis's docs warn).
+        while not sentinels.all_name(promoted):
             assert time.monotonic() < deadline, "the sentinels never promoted the replica"
             time.sleep(0.1)
         victim.start()  # the sentinels make it the new master's replica
