@@ -125,30 +125,38 @@ class AsyncMemoryBroker(AsyncBroker):
                 store.unlisten(waiter)
 
     def _take(self, subscription: AsyncSubscription, limit: int, now: float) -> list[AsyncDelivery]:
+        store = self._store
+        receipts = store.receipts
+        consumer = subscription.consumer
+        group_name = self._group_name(subscription)
+        # One fetch leases all it takes until the same moment.
+        deadline = now + self.options.visibility_timeout
+        next_item = self._next
         taken: list[AsyncDelivery] = []
+        wanted = limit
         for topic_name, topic, group in self._sources(subscription):
-            group.consumers[subscription.consumer] = now
-            while len(taken) < limit:
-                item = self._next(topic, group)
+            group.consumers[consumer] = now
+            pending = group.pending
+            while wanted > 0:
+                item = next_item(topic, group)
                 if item is None:
                     break
                 offset, message, attempt = item
-                receipt = next(self._store.receipts)
-                deadline = now + self.options.visibility_timeout
-                group.pending[receipt] = Lease(
-                    offset, message, subscription.consumer, attempt, deadline, now
-                )
-                self._store.note_deadline(deadline)
+                receipt = next(receipts)
+                pending[receipt] = Lease(offset, message, consumer, attempt, deadline, now)
                 taken.append(
                     AsyncDelivery(
                         message,
                         subscription=subscription,
                         attempt=attempt,
-                        receipt=(topic_name, self._group_name(subscription), receipt),
+                        receipt=(topic_name, group_name, receipt),
                     )
                 )
-            if len(taken) >= limit:
+                wanted -= 1
+            if wanted <= 0:
                 break
+        if taken:
+            store.note_deadline(deadline)
         return taken
 
     @staticmethod
