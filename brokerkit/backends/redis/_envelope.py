@@ -226,24 +226,31 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
     ``header`` is not a brokerkit header (another program wrote the entry)."""
     try:
         text = header.decode()
+        parts = text.split("\n")
+        if len(parts) == 3 and text[:1] != "{":
+            # What brokerkit writes for a message without headers, checked as below but
+            # without the calls: split lines of strictly decoded UTF-8 are str and hold
+            # no lone surrogate (only a JSON escape gives one), so of _well_formed and
+            # _utf8 only the id, the content type and the time are left to check.
+            message_id, content_type, ts = parts
+            published_at = float(ts)
+            content_type = _CONTENT_TYPES.get(content_type, content_type)
+            if message_id and "/" in content_type and math.isfinite(published_at):
+                return Message(message_id, topic, payload, content_type, {}, published_at)
+            return None
         if text[:1] == "{":
             fields, _ = _HEADER_DECODER.raw_decode(text)
             message_id, content_type = fields["id"], fields["ct"]
             published_at, headers = float(fields["ts"]), fields.get("h") or {}
-        else:
-            parts = text.split("\n")
-            if len(parts) == 3:
-                message_id, content_type, ts = parts
-                headers = {}
-            elif len(parts) == 4:
-                message_id, content_type, ts, encoded = parts
-                headers = json.loads(encoded)
-            else:
-                return None
+        elif len(parts) == 4:
+            message_id, content_type, ts, encoded = parts
+            headers = json.loads(encoded)
             published_at = float(ts)
             content_type = _CONTENT_TYPES.get(content_type, content_type)
             if "/" not in content_type:
                 return None
+        else:
+            return None
     except _NOT_OURS:
         return None
     if not _well_formed(message_id, content_type, headers, published_at):
