@@ -208,8 +208,9 @@ class AsyncBroker(abc.ABC):
         serializer = self.options.serializer
         now = time.time()
         limit = self.max_payload_bytes
-        encoded = []
-        for body in bodies:
+        items = bodies if isinstance(bodies, (list, tuple)) else list(bodies)
+        messages = []
+        for message_id, body in zip(new_message_ids(len(items)), items, strict=True):
             if type(body) is bytes and content_type is None:
                 payload, ctype = body, BINARY  # what encode_body gives, without the call
             else:
@@ -220,12 +221,8 @@ class AsyncBroker(abc.ABC):
                     f"store in one message ({limit:,} bytes); nothing was published. Store "
                     "large payloads elsewhere and publish a reference to them"
                 )
-            encoded.append((payload, ctype))
-        ids = new_message_ids(len(encoded))
-        return [
-            Message(message_id, topic, payload, ctype, checked_headers, now)
-            for message_id, (payload, ctype) in zip(ids, encoded, strict=True)
-        ]
+            messages.append(Message(message_id, topic, payload, ctype, checked_headers, now))
+        return messages
 
     async def _store_or_hold(self, topic: str, messages: list[Message], held: float) -> None:
         """Store ``messages`` now, or held for ``held`` seconds."""

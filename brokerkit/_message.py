@@ -47,7 +47,8 @@ def new_message_ids(count: int) -> list[str]:
         millisecond = clock() // 1_000_000
         if millisecond != seen:
             seen, prefix = millisecond, f"{millisecond:012x}{process}"
-        ids.append(f"{prefix}{next(counter) & 0xFFFF:04x}")
+        # hex() of 0x1XXXX is "0x1" and the 4 digits :04x would give, at half the cost.
+        ids.append(prefix + hex(next(counter) & 0xFFFF | 0x10000)[3:])
     return ids
 
 

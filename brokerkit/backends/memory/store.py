@@ -163,9 +163,11 @@ class Store:
         return found
 
     def append(self, topic: Topic, messages: list[Message], maxlen: int | None) -> None:
+        log, offset = topic.log, topic.next_offset
         for message in messages:
-            topic.log[topic.next_offset] = message
-            topic.next_offset += 1
+            log[offset] = message
+            offset += 1
+        topic.next_offset = offset
         while maxlen is not None and len(topic.log) > maxlen:
             topic.log.popitem(last=False)
 
