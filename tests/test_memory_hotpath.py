@@ -7,9 +7,13 @@ import re
 import threading
 from collections import Counter
 
+import pytest
+
 import brokerkit
-from brokerkit import BrokerClosed, ManualClock
+from brokerkit import BrokerClosed, ManualClock, Message
 from brokerkit._message import new_message_id, new_message_ids
+from brokerkit.backends.memory import MemoryBroker
+from brokerkit.backends.memory.store import Group, Topic
 
 _ID = re.compile(r"[0-9a-f]{28}")
 
@@ -114,3 +118,30 @@ def test_a_close_racing_receives_hands_back_only_what_no_receive_returned() -> N
         bodies = [d.body for d in received] + [d.body for d in rest]
         assert sorted(bodies) == list(range(count))  # each exactly once
         other.ack(*rest)
+
+
+class _FailsOnTheThird(MemoryBroker):
+    """A rule that fails half-way through a fetch (as a subclass's rule might)."""
+
+    calls = 0
+
+    @staticmethod
+    def _next(topic: Topic, group: Group) -> tuple[int, Message, int] | None:
+        _FailsOnTheThird.calls += 1
+        if _FailsOnTheThird.calls == 3:
+            raise RuntimeError("the third message breaks the rule")
+        return MemoryBroker._next(topic, group)
+
+
+def test_leases_a_failed_fetch_made_still_run_out() -> None:
+    clock = ManualClock()
+    broken = _FailsOnTheThird.from_url("memory://half-way", clock=clock, visibility_timeout=5)
+    with broken, brokerkit.connect("memory://half-way", clock=clock) as other:
+        broken.publish_many("t", [1, 2, 3])
+        with pytest.raises(RuntimeError):
+            broken.subscribe("t", prefetch=3).receive(timeout=0)
+        assert broken.inspect("t").in_flight == 2  # 1 and 2 were leased, never handed out
+        clock.advance(5)
+        got = list(other.consume("t", timeout=0, prefetch=3))
+        assert sorted(d.body for d in got) == [1, 2, 3]
+        other.ack(*got)

@@ -136,29 +136,30 @@ class MemoryBroker(Broker):
         next_item = self._next
         taken: list[Delivery] = []
         wanted = limit
-        for topic_name, topic, group in self._sources(subscription):
-            group.consumers[consumer] = now
-            pending = group.pending
-            while wanted > 0:
-                item = next_item(topic, group)
-                if item is None:
-                    break
-                offset, message, attempt = item
-                receipt = next(receipts)
-                pending[receipt] = Lease(offset, message, consumer, attempt, deadline, now)
-                taken.append(
-                    Delivery(
+        try:
+            for topic_name, topic, group in self._sources(subscription):
+                group.consumers[consumer] = now
+                pending = group.pending
+                while wanted > 0:
+                    item = next_item(topic, group)
+                    if item is None:
+                        break
+                    offset, message, attempt = item
+                    receipt = next(receipts)
+                    delivery = Delivery(
                         message,
                         subscription=subscription,
                         attempt=attempt,
                         receipt=(topic_name, group_name, receipt),
                     )
-                )
-                wanted -= 1
-            if wanted <= 0:
-                break
-        if taken:
-            store.note_deadline(deadline)
+                    pending[receipt] = Lease(offset, message, consumer, attempt, deadline, now)
+                    taken.append(delivery)
+                    wanted -= 1
+                if wanted <= 0:
+                    break
+        finally:
+            if taken:  # even when a rule failed half-way: the leases made must run out
+                store.note_deadline(deadline)
         return taken
 
     @staticmethod
