@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,9 +83,24 @@ def encode(message: Message) -> bytes:
     return MAGIC + header.encode() + b"\n" + message.payload
 
 
+#: The header :func:`encode` writes for a message without headers, with a hex id and
+#: a content type that needs no JSON escape: read without the JSON decoder. The
+#: number is JSON's grammar; no raw control character, quote or backslash may stand
+#: in the content type (JSON would refuse the first and escape the others).
+_PLAIN_HEADER = re.compile(
+    rb'BK1\{"id":"([0-9a-f]+)","ct":"([^"\\\x00-\x1f]*)",'
+    rb'"ts":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\}\n'
+)
+
+
 def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Message:
     """The message in ``data``. Never raises: a value without the envelope, or with
     one that does not parse, is a raw payload (another program wrote it)."""
+    plain = _PLAIN_HEADER.match(data) if type(data) is bytes else None
+    if plain is not None:
+        message = _from_plain_header(topic, data, plain)
+        if message is not None:
+            return message
     if data.startswith(MAGIC):
         end = data.find(b"\n", len(MAGIC))
         if end != -1:
@@ -92,6 +108,22 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
             if message is not None:
                 return message
     return raw_message(topic, data, raw_content_type)
+
+
+def _from_plain_header(topic: str, data: bytes, plain: re.Match[bytes]) -> Message | None:
+    """The message of a header :data:`_PLAIN_HEADER` matched, as the JSON decoder would
+    read it; None where it would not make a message (the general path then decides)."""
+    message_id, content_type, ts = plain.groups()
+    try:
+        content_type_text = content_type.decode()
+    except UnicodeDecodeError:
+        return None
+    published_at = float(ts)
+    if not math.isfinite(published_at):
+        return None
+    return Message(
+        message_id.decode(), topic, data[plain.end() :], content_type_text, {}, published_at
+    )
 
 
 def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | None:
