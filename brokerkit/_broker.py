@@ -20,10 +20,10 @@ from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
-from brokerkit._message import Message, new_message_id
+from brokerkit._message import Message, new_message_ids
 from brokerkit._options import BrokerOptions
 from brokerkit._schedule import check_nack_delay, check_reason, publish_delay
-from brokerkit._serializers import encode_body
+from brokerkit._serializers import BINARY, encode_body
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_consumer, check_headers, check_pattern, check_topic
 from brokerkit._url import BrokerURL
@@ -208,16 +208,20 @@ class Broker(abc.ABC):
         serializer = self.options.serializer
         now = time.time()
         limit = self.max_payload_bytes
+        items = bodies if isinstance(bodies, (list, tuple)) else list(bodies)
         messages = []
-        for body in bodies:
-            payload, ctype = encode_body(body, serializer, content_type)
+        for message_id, body in zip(new_message_ids(len(items)), items, strict=True):
+            if type(body) is bytes and content_type is None:
+                payload, ctype = body, BINARY  # what encode_body gives, without the call
+            else:
+                payload, ctype = encode_body(body, serializer, content_type)
             if limit is not None and len(payload) > limit:
                 raise InvalidMessage(
                     f"a body of {len(payload):,} bytes is larger than {self.describe()} can "
                     f"store in one message ({limit:,} bytes); nothing was published. Store "
                     "large payloads elsewhere and publish a reference to them"
                 )
-            messages.append(Message(new_message_id(), topic, payload, ctype, checked_headers, now))
+            messages.append(Message(message_id, topic, payload, ctype, checked_headers, now))
         return messages
 
     def _store_or_hold(self, topic: str, messages: list[Message], held: float) -> None:
@@ -603,16 +607,17 @@ class Broker(abc.ABC):
         self._check_open()
         checked = list(deliveries)
         for delivery in checked:
+            # The slots behind .broker and .settled, read directly: this runs per delivery.
             if not isinstance(delivery, Delivery):
                 raise DeliveryError(f"expected a Delivery, got {type(delivery).__name__}")
-            if delivery.broker is not self:
+            if delivery.subscription.broker is not self:
                 raise DeliveryError(
                     f"delivery {delivery.id} came from another broker ({delivery.broker.url}); "
                     "settle it through the broker that delivered it"
                 )
-            if delivery.settled:
+            if delivery._settled:
                 raise AlreadySettled(f"delivery {delivery.id} was already acked or nacked")
-        if len({id(d) for d in checked}) != len(checked):
+        if len(checked) > 1 and len(set(map(id, checked))) != len(checked):
             raise AlreadySettled("the same delivery was passed twice")
         return checked
 
@@ -645,7 +650,7 @@ class Broker(abc.ABC):
     @staticmethod
     def _mark(deliveries: Iterable[Delivery]) -> None:
         for delivery in deliveries:
-            delivery._mark_settled()
+            delivery._settled = True  # what _mark_settled does, without a call each
 
 
 def _consumer_name() -> str:

@@ -98,7 +98,17 @@ class AsyncSubscription:
         :returns: a delivery, or ``None`` if none came within the timeout.
         :raises BrokerClosed: the subscription or its broker is closed.
         """
-        delivery = await self._next(timeout)
+        # What an earlier fetch brought is taken without the lock or the clock (see _pop,
+        # inlined here: this runs once per message).
+        delivery = None
+        buffer = self._buffer
+        if buffer and not self._closed.is_set():
+            try:
+                delivery = buffer.popleft()
+            except IndexError:  # another thread took the last one since
+                delivery = None
+        if delivery is None:
+            delivery = await self._next(timeout)
         if delivery is not None and RELAY.deliver:
             RELAY.deliver_start(delivery)
         return delivery
@@ -109,8 +119,9 @@ class AsyncSubscription:
             async with self._fetching:
                 if self._closed.is_set():
                     raise BrokerClosed(f"the subscription to {self.topic!r} is closed")
-                if self._buffer:
-                    return self._buffer.popleft()
+                delivery = self._pop()
+                if delivery is not None:
+                    return delivery
                 wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
                 wait = max(min(wait, MAX_FETCH_WAIT), 0.0)
                 fetch = functools.partial(self.broker._fetch, self, self._batch_size(), wait)
@@ -119,10 +130,25 @@ class AsyncSubscription:
                     for delivery in fetched:
                         self._largest = max(self._largest, len(delivery.payload))
                 self._buffer.extend(fetched)
-                if self._buffer and not self._closed.is_set():
-                    return self._buffer.popleft()
+                if not self._closed.is_set():
+                    delivery = self._pop()
+                    if delivery is not None:
+                        return delivery
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _pop(self) -> AsyncDelivery | None:
+        """The first buffered delivery, or None. A worker's slots may receive from one
+        subscription in several threads, and close() may run in another: popleft is
+        atomic, and close() takes what it hands back one popleft at a time, so each
+        delivery goes to exactly one receive or back to the broker."""
+        buffer = self._buffer
+        if buffer:
+            try:
+                return buffer.popleft()
+            except IndexError:  # another thread took the last one since
+                pass
+        return None
 
     def _batch_size(self) -> int:
         """How many messages the next fetch may bring: ``prefetch``, and no more than
@@ -162,8 +188,7 @@ class AsyncSubscription:
         self.broker._forget(self)
         await settle_orphans(self._orphans, MAX_FETCH_WAIT)
         async with self._fetching:
-            buffered = list(self._buffer)
-            self._buffer.clear()
+            buffered = self._take_buffered()
         try:
             await self.broker._unsubscribe(self, buffered)
         except BrokerError as exc:
@@ -174,6 +199,18 @@ class AsyncSubscription:
                 exc,
                 extra=subscription_fields(self, buffered),
             )
+
+    def _take_buffered(self) -> list[AsyncDelivery]:
+        """Empty the buffer one delivery at a time (a receive's lock-free popleft in
+        another thread takes each one it gets out of the hand-back)."""
+        taken = []
+        buffer = self._buffer
+        while buffer:
+            try:
+                taken.append(buffer.popleft())
+            except IndexError:
+                break
+        return taken
 
     async def __aenter__(self) -> AsyncSubscription:
         return self

@@ -291,3 +291,132 @@ def test_the_stream_reaper_dead_letters_a_hostile_entry_past_max_deliveries(
     good = broker.publish("orders", "good")
     behind = subscription.receive(timeout=5)
     assert behind is not None and (behind.id, behind.body) == (good, "good")
+
+
+# -- the three-line stream header (no headers): its shortcut checks what the rest checks --
+
+
+def _three_lines_as_the_general_checks_read_them(header: bytes) -> Message | None:
+    """What message_from_header gave for a three-line header before it had a shortcut:
+    the general checks (_well_formed, _utf8) applied to the split lines."""
+    try:
+        text = header.decode()
+        message_id, short, ts = text.split("\n")
+        published_at = float(ts)
+    except Exception:
+        return None
+    content_type = _envelope._CONTENT_TYPES.get(short, short)
+    if "/" not in content_type:
+        return None
+    if not _envelope._well_formed(message_id, content_type, {}, published_at):
+        return None
+    if not _envelope._utf8(text, message_id, content_type, {}):
+        return None
+    return Message(message_id, "orders", b"p", content_type, {}, published_at)
+
+
+_line = st.text(st.characters(blacklist_characters="\n"), max_size=12)
+_three_lines = st.tuples(
+    _line | st.just(""),
+    st.sampled_from(["bin", "json", "text", "msgpack", "a/b", "nobody", "", "x/y; q=1"]) | _line,
+    st.sampled_from(["1.5", "0", "-3", "nan", "inf", "1e999", " 7 ", "1_0", "x", ""])
+    | st.floats().map(repr),
+).map(lambda lines: "\n".join(lines).encode("utf-8", "surrogatepass"))
+
+
+@given(_three_lines | st.binary(max_size=40))
+def test_a_three_line_header_decodes_as_the_general_checks_say(header: bytes) -> None:
+    if header.count(b"\n") != 2 or header.startswith(b"{"):
+        return
+    assert _envelope.message_from_header(
+        "orders", header, b"p"
+    ) == _three_lines_as_the_general_checks_read_them(header)
+
+
+@pytest.mark.parametrize(
+    ("header", "content_type"),
+    [
+        (b"0a1\nbin\n1.5", "application/octet-stream"),
+        (b"0a1\njson\n1.5", "application/json"),
+        (b"0a1\ntext\n1.5", "text/plain; charset=utf-8"),
+        (b"0a1\nmsgpack\n1.5", "application/msgpack"),
+        (b"0a1\ntext/csv\n1.5", "text/csv"),
+    ],
+)
+def test_a_three_line_header_names_its_content_type(header: bytes, content_type: str) -> None:
+    message = _envelope.message_from_header("orders", header, b"p")
+    assert message == Message("0a1", "orders", b"p", content_type, {}, 1.5)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"\nbin\n1.5", b"0a1\nnoslash\n1.5", b"0a1\nbin\ninf", b"0a1\nbin\nnan", b"0a1\nbin\nx"],
+    ids=["empty id", "content type without a slash", "infinite ts", "NaN ts", "ts not a number"],
+)
+def test_a_three_line_header_that_is_not_ours_is_none(header: bytes) -> None:
+    assert _envelope.message_from_header("orders", header, b"p") is None
+
+
+def test_a_json_header_on_three_lines_is_read_as_json() -> None:
+    header = b'{"id":"0a1",\n"ct":"a/b",\n"ts":2.5}'
+    message = _envelope.message_from_header("orders", header, b"p")
+    assert message == Message("0a1", "orders", b"p", "a/b", {}, 2.5)
+
+
+# -- the plain envelope header (hex id, no headers): read without the JSON decoder, as it --
+
+
+def _decoded_generally(data: bytes) -> Message:
+    """What decode gave before it had a shortcut for plain headers."""
+    end = data.find(b"\n", len(_envelope.MAGIC))
+    if data.startswith(_envelope.MAGIC) and end != -1:
+        header, payload = data[len(_envelope.MAGIC) : end], data[end + 1 :]
+        message = _envelope._from_json_header("orders", header, payload)
+        if message is not None:
+            return message
+    return _envelope.raw_message("orders", data)
+
+
+_plain_headers = st.builds(
+    lambda message_id, content_type, ts, payload: (
+        b'BK1{"id":"' + message_id + b'","ct":"' + content_type + b'","ts":' + ts + b"}\n" + payload
+    ),
+    st.sampled_from([b"0a1", b"01a2354caf590bc449c11ad403e8", b"", b"0A1", b"g"]),
+    st.binary(max_size=8)
+    | st.sampled_from([b"application/json", b"text/plain; charset=utf-8", b"\xc3\xa9/x"]),
+    st.sampled_from([b"1.5", b"0", b"-0", b"-3", b"1e999", b"01", b"1.", b".5", b"1E+2", b"NaN"])
+    | st.floats().map(lambda f: repr(f).encode()),
+    st.binary(max_size=8),
+)
+
+
+def _plain(message_id: bytes = b"0a1", content_type: bytes = b"a/b", ts: bytes = b"1.5") -> bytes:
+    return b'BK1{"id":"' + message_id + b'","ct":"' + content_type + b'","ts":' + ts + b"}\nbody"
+
+
+_PLAIN_EDGES = {
+    **{f"ts {ts.decode()}": _plain(ts=ts) for ts in [b"1e999", b"-1e999", b"01", b"1.", b".5"]},
+    **{f"ts {ts.decode()}": _plain(ts=ts) for ts in [b"-0", b"1E+2", b"NaN", b"Infinity"]},
+    **{f"ct {ct!r}": _plain(content_type=ct) for ct in [b"a\x01b", b"a\\nb", b"\xff/x"]},
+    **{f"ct {ct!r}": _plain(content_type=ct) for ct in [b"\xc3\xa9/x", b"", b"a\x7fb"]},
+    **{f"id {i!r}": _plain(message_id=i) for i in [b"", b"0A1", b"0a1\\u0041"]},
+}
+
+
+@pytest.mark.parametrize("data", _PLAIN_EDGES.values(), ids=_PLAIN_EDGES.keys())
+def test_a_plain_envelope_header_at_the_edges_decodes_as_the_json_decoder_reads_it(
+    data: bytes,
+) -> None:
+    assert _envelope.decode("orders", data) == _decoded_generally(data)
+
+
+@given(_plain_headers)
+def test_a_plain_envelope_header_decodes_as_the_json_decoder_reads_it(data: bytes) -> None:
+    assert _envelope.decode("orders", data) == _decoded_generally(data)
+
+
+def test_a_plain_envelope_header_is_read_without_the_json_decoder() -> None:
+    data = b'BK1{"id":"0a1","ct":"a/b","ts":2.5}\nbody\nwith lines'
+    assert _envelope._PLAIN_HEADER.match(data)
+    expected = Message("0a1", "orders", b"body\nwith lines", "a/b", {}, 2.5)
+    assert _envelope.decode("orders", data) == expected

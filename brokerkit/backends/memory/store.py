@@ -56,7 +56,7 @@ class MemoryOptions(BrokerOptions):
             raise InvalidOption(f"clock must be a brokerkit.Clock, got {type(self.clock).__name__}")
 
 
-@dataclass
+@dataclass(slots=True)
 class Lease:
     offset: int
     message: Message
@@ -163,9 +163,11 @@ class Store:
         return found
 
     def append(self, topic: Topic, messages: list[Message], maxlen: int | None) -> None:
+        log, offset = topic.log, topic.next_offset
         for message in messages:
-            topic.log[topic.next_offset] = message
-            topic.next_offset += 1
+            log[offset] = message
+            offset += 1
+        topic.next_offset = offset
         while maxlen is not None and len(topic.log) > maxlen:
             topic.log.popitem(last=False)
 
@@ -225,12 +227,17 @@ class Store:
         return group.pending.get(number) if group else None
 
     def release(self, receipt: tuple[str, str, int]) -> Lease | None:
-        lease = self.lease(receipt)
-        if lease is not None:
-            topic_name, group_name, number = receipt
-            group = self.topics[topic_name].groups[group_name]
-            del group.pending[number]
-            drop_if_retired(self.topics[topic_name], group_name)
+        """Take out the lease of ``receipt`` (None: it is not held)."""
+        topic_name, group_name, number = receipt
+        topic = self.topics.get(topic_name)
+        if topic is None:
+            return None
+        group = topic.groups.get(group_name)
+        if group is None:
+            return None
+        lease = group.pending.pop(number, None)
+        if lease is not None and group.retired and not group.pending:
+            del topic.groups[group_name]
         return lease
 
     def note_deadline(self, deadline: float) -> None:
@@ -351,7 +358,12 @@ def next_for(topic: Topic, group: Group) -> tuple[int, Message, int] | None:
     if group.ready:
         offset, message, attempts = group.ready.popleft()
         return offset, message, attempts + 1
-    group.cursor = max(group.cursor, topic.first_offset)
+    cursor = group.cursor
+    stored = topic.log.get(cursor)
+    if stored is not None:  # the usual case: the cursor is on a message of the log
+        group.cursor = cursor + 1
+        return cursor, stored, 1
+    group.cursor = max(cursor, topic.first_offset)
     while group.cursor < topic.next_offset:
         offset = group.cursor
         group.cursor += 1

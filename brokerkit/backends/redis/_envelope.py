@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,9 +83,24 @@ def encode(message: Message) -> bytes:
     return MAGIC + header.encode() + b"\n" + message.payload
 
 
+#: The header :func:`encode` writes for a message without headers, with a hex id and
+#: a content type that needs no JSON escape: read without the JSON decoder. The
+#: number is JSON's grammar; no raw control character, quote or backslash may stand
+#: in the content type (JSON would refuse the first and escape the others).
+_PLAIN_HEADER = re.compile(
+    rb'BK1\{"id":"([0-9a-f]+)","ct":"([^"\\\x00-\x1f]*)",'
+    rb'"ts":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\}\n'
+)
+
+
 def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Message:
     """The message in ``data``. Never raises: a value without the envelope, or with
     one that does not parse, is a raw payload (another program wrote it)."""
+    plain = _PLAIN_HEADER.match(data) if type(data) is bytes else None
+    if plain is not None:
+        message = _from_plain_header(topic, data, plain)
+        if message is not None:
+            return message
     if data.startswith(MAGIC):
         end = data.find(b"\n", len(MAGIC))
         if end != -1:
@@ -92,6 +108,22 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
             if message is not None:
                 return message
     return raw_message(topic, data, raw_content_type)
+
+
+def _from_plain_header(topic: str, data: bytes, plain: re.Match[bytes]) -> Message | None:
+    """The message of a header :data:`_PLAIN_HEADER` matched, as the JSON decoder would
+    read it; None where it would not make a message (the general path then decides)."""
+    message_id, content_type, ts = plain.groups()
+    try:
+        content_type_text = content_type.decode()
+    except UnicodeDecodeError:
+        return None
+    published_at = float(ts)
+    if not math.isfinite(published_at):
+        return None
+    return Message(
+        message_id.decode(), topic, data[plain.end() :], content_type_text, {}, published_at
+    )
 
 
 def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | None:
@@ -123,15 +155,19 @@ _NOT_OURS = (Exception,)
 def _well_formed(
     message_id: object, content_type: object, headers: object, published_at: float
 ) -> bool:
-    return (
+    if not (
         type(message_id) is str
-        and bool(message_id)
+        and message_id
         and type(content_type) is str
         and type(headers) is dict
-        and all(type(k) is str and type(v) is str for k, v in headers.items())
         # brokerkit writes finite times; "ts":1e999 or NaN would not re-encode as JSON
         and math.isfinite(published_at)
-    )
+    ):
+        return False
+    for key, value in headers.items():  # a loop: all() of a generator costs twice as much
+        if type(key) is not str or type(value) is not str:
+            return False
+    return True
 
 
 def _utf8(json_text: str, message_id: str, content_type: str, headers: dict[str, str]) -> bool:
@@ -226,24 +262,31 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
     ``header`` is not a brokerkit header (another program wrote the entry)."""
     try:
         text = header.decode()
+        parts = text.split("\n")
+        if len(parts) == 3 and text[:1] != "{":
+            # What brokerkit writes for a message without headers, checked as below but
+            # without the calls: split lines of strictly decoded UTF-8 are str and hold
+            # no lone surrogate (only a JSON escape gives one), so of _well_formed and
+            # _utf8 only the id, the content type and the time are left to check.
+            message_id, content_type, ts = parts
+            published_at = float(ts)
+            content_type = _CONTENT_TYPES.get(content_type, content_type)
+            if message_id and "/" in content_type and math.isfinite(published_at):
+                return Message(message_id, topic, payload, content_type, {}, published_at)
+            return None
         if text[:1] == "{":
             fields, _ = _HEADER_DECODER.raw_decode(text)
             message_id, content_type = fields["id"], fields["ct"]
             published_at, headers = float(fields["ts"]), fields.get("h") or {}
-        else:
-            parts = text.split("\n")
-            if len(parts) == 3:
-                message_id, content_type, ts = parts
-                headers = {}
-            elif len(parts) == 4:
-                message_id, content_type, ts, encoded = parts
-                headers = json.loads(encoded)
-            else:
-                return None
+        elif len(parts) == 4:
+            message_id, content_type, ts, encoded = parts
+            headers = json.loads(encoded)
             published_at = float(ts)
             content_type = _CONTENT_TYPES.get(content_type, content_type)
             if "/" not in content_type:
                 return None
+        else:
+            return None
     except _NOT_OURS:
         return None
     if not _well_formed(message_id, content_type, headers, published_at):
