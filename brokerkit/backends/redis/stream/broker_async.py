@@ -11,7 +11,10 @@ is a Redis consumer group; a subscription is one consumer in it.
   entries idle past the visibility timeout (``XAUTOCLAIM``) and reads the rest runs
   instead on a subscription's first fetch, after a read found nothing, after a
   nack, and otherwise every quarter visibility timeout. The group is created on
-  first use.
+  first use. A blocking read waits on the group's wake stream
+  (``<prefix>:{<topic>}:wake:<group>``) too, in the same ``XREADGROUP``: a requeue
+  or a hand-back adds an entry to it, and the member it wakes claims at once what
+  came back, as it would have read a new entry.
 * Ack: one script per batch checks which entries are still pending for this
   consumer (one ``XPENDING`` over the batch's id range) and acks them with ``XACK``; a
   late ack never settles another consumer's delivery.
@@ -213,11 +216,13 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         state = StreamState(key, self._lost_key(topic), lease_key, start)
         state.scheduled_key = self._keys.topic(topic, "scheduled")
         state.delayed_key = self._keys.topic(topic, "delayed", subscription.group)
+        state.wake_key = self._keys.topic(topic, "wake", subscription.group)
         subscription.state = state
         mine = int(self.options.visibility_timeout * 1000)
 
         async def join() -> None:
             await create_group(self._client, key, subscription.group, start)
+            await create_group(self._client, state.wake_key, subscription.group, "$")
             # Listed in XINFO CONSUMERS from now on, not only after its first read.
             await self._client.xgroup_createconsumer(key, subscription.group, subscription.consumer)
             state.lease_ms = int(
@@ -234,17 +239,31 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         state: StreamState = subscription.state
         now = time.monotonic()
         if now >= state.claim_at or now >= state.release_at:
-            state.claim_at = now + self._claim_interval
-            deliveries, reclaimed = await self._claim(subscription, max_messages)
-            if reclaimed:
-                # One entry came back, alone; more may be waiting: look again at once.
-                state.claim_at = 0.0
+            deliveries = await self._claim_now(subscription, max_messages, now)
             if deliveries or timeout <= 0 or subscription.closed:
-                self._keeper.hold(deliveries)
                 return deliveries
         deliveries = await self._read(subscription, max_messages, timeout)
-        if not deliveries:
+        if state.woken:
+            # An entry was handed back or requeued while this read waited: reclaim
+            # it now, as a new entry would have been read.
+            if not deliveries and not subscription.closed:
+                return await self._claim_now(subscription, max_messages, time.monotonic())
+            state.claim_at = 0.0
+        elif not deliveries:
             # Nothing new: look for entries to reclaim on the next fetch.
+            state.claim_at = 0.0
+        self._keeper.hold(deliveries)
+        return deliveries
+
+    async def _claim_now(
+        self, subscription: AsyncSubscription, max_messages: int, now: float
+    ) -> list[AsyncDelivery]:
+        """:meth:`_claim`, and when to claim next; the deliveries are leased."""
+        state: StreamState = subscription.state
+        state.claim_at = now + self._claim_interval
+        deliveries, reclaimed = await self._claim(subscription, max_messages)
+        if reclaimed:
+            # One entry came back, alone; more may be waiting: look again at once.
             state.claim_at = 0.0
         self._keeper.hold(deliveries)
         return deliveries
@@ -263,14 +282,16 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         group, consumer = subscription.group, subscription.consumer
         min_idle = int(self.options.visibility_timeout * 1000)
 
+        woken = state.woken
+        state.woken = []
+
         async def claim() -> tuple[list[Any], list[Any], int]:
             keys = [state.key, state.lost_key, state.lease_key, state.scheduled_key]
+            keys += [state.delayed_key, state.wake_key]
             args: list[Any] = [group, consumer, min_idle, state.cursor, max_messages]
             args.append(state.start_id)
-            args += [self.options.body_field, *self._trimming(), PARKING]
-            cursor, claimed, fresh, wait_ms = await self._scripts.fetch(
-                keys=[*keys, state.delayed_key], args=args
-            )
+            args += [self.options.body_field, *self._trimming(), PARKING, *woken]
+            cursor, claimed, fresh, wait_ms = await self._scripts.fetch(keys=keys, args=args)
             state.cursor = text(cursor)
             return claimed, fresh, int(wait_ms)
 
@@ -278,8 +299,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         # Look for held messages again when the next one is due, or after the poll
         # interval for ones held meanwhile by other processes.
         wait = self.options.delay_poll_interval
-        if wait_ms >= 0:
-            wait = min(wait, wait_ms / 1000 + 0.001)
+        state.release_due = wait_ms >= 0 and wait_ms / 1000 + 0.001 < wait
+        if state.release_due:
+            wait = wait_ms / 1000 + 0.001
         state.release_at = time.monotonic() + wait
         deliveries = []
         limit = self.options.max_deliveries
@@ -308,16 +330,18 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         args += ["COUNT", max_messages]
         # Block no longer than the claim interval: an idle consumer must look for
         # expired leases too, or one would come back only when its read timed out.
-        # Held messages are looked for to the millisecond: the server's block ends a
-        # tick before that, and the rest is waited out here.
+        # A held message known to be due is looked for to the millisecond: the
+        # server's block ends up to a tick late, so it ends a tick before, and once a
+        # read finds nothing the rest is waited out here. The next poll for messages
+        # held by other processes may come a tick late.
         left = state.release_at - time.monotonic()
-        if timeout > 0 and left <= timeout and left < _SERVER_TICK + 0.001:
-            await sleep(max(left, 0.0))
-            return []
-        timeout = min(timeout, self._claim_interval, left - _SERVER_TICK)
-        if timeout > 0:
-            args += ["BLOCK", max(1, int(timeout * 1000))]
-        args += ["STREAMS", state.key, ">"]
+        early = _SERVER_TICK if state.release_due else 0.0
+        block = min(timeout, self._claim_interval, left - early)
+        if block > 0:
+            args += ["BLOCK", max(1, int(block * 1000))]
+        # The group's wake stream too: a hand-back or requeue adds to it (see
+        # scripts.NACK), so that it ends this wait as a new entry would.
+        args += ["STREAMS", state.key, state.wake_key, ">", ">"]
         client: Any = self._client
 
         async def read() -> Any:
@@ -327,13 +351,23 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                 if "NOGROUP" not in str(exc):
                     raise
                 await create_group(self._client, state.key, subscription.group, state.start_id)
+                await create_group(self._client, state.wake_key, subscription.group, "$")
                 return None
 
         reply = await self._reconnector.call(read, topic=subscription.topic)
         if not reply:
+            if block <= 0 < timeout and left <= timeout:
+                await sleep(max(state.release_at - time.monotonic(), 0.0))
             return []
-        # RESP2: [[key, entries]]; RESP3: {key: entries}.
-        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+        # RESP2: [[key, entries], ...]; RESP3: {key: entries, ...}.
+        entries = None
+        for stream, got in reply.items() if isinstance(reply, dict) else reply:
+            if text(stream) == state.wake_key:
+                state.woken += [text(entry_id) for entry_id, _ in got]
+            else:
+                entries = got
+        if not entries:
+            return []
         return first_deliveries(
             subscription, state.key, entries, self.options.raw_content_type, self._body_field
         )
@@ -358,7 +392,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                 # A consumer that holds nothing leaves its group, so that short-lived
                 # subscriptions do not pile up in XINFO CONSUMERS.
                 await self._scripts.remove_idle(
-                    keys=[state.key], args=[subscription.group, 0, subscription.consumer]
+                    keys=[state.key, state.wake_key],
+                    args=[subscription.group, 0, subscription.consumer],
                 )
         except Exception as exc:  # the subscription is closed either way
             log.debug(
@@ -416,7 +451,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
         flag = "1" if self.options.delete_acked else "0"
         args = [subscription.group, subscription.consumer, entry_id, "dead", flag, *fields]
         await self._reconnector.call(
-            lambda: self._scripts.nack(keys=[state.key, dlq, state.delayed_key], args=args),
+            lambda: self._scripts.nack(
+                keys=[state.key, dlq, state.delayed_key, state.wake_key], args=args
+            ),
             topic=subscription.topic,
         )
 

@@ -141,7 +141,8 @@ class StreamSettling:
                     args += ["dead", flag, *fields]
                 dlq = self._keys.topic(self.dead_letter_topic(topic))
                 delayed = self._keys.topic(topic, "delayed", receipt.group)
-                calls.append((self._scripts.nack, [receipt.key, dlq, delayed], args))
+                wake = self._keys.topic(topic, "wake", receipt.group)
+                calls.append((self._scripts.nack, [receipt.key, dlq, delayed, wake], args))
             replies = self._run_settling(calls, flags_at=4)
         except ReplicationTimeout:
             raise  # applied on the master: nothing left to renew
@@ -153,7 +154,8 @@ class StreamSettling:
             due = time.monotonic() + delay_ms / 1000
             for delivery in deliveries:
                 state: StreamState = delivery.subscription.state
-                state.release_at = min(state.release_at, due)
+                if due < state.release_at:
+                    state.release_at, state.release_due = due, True
         elif requeue:
             for delivery in deliveries:
                 # A requeued entry waits to be reclaimed: the next fetch looks at once.
