@@ -15,9 +15,11 @@ is a Redis consumer group; a subscription is one consumer in it.
   (``<prefix>:{<topic>}:wake:<group>``) too, in the same ``XREADGROUP``: a requeue
   or a hand-back adds an entry to it, and the member it wakes claims at once what
   came back, as it would have read a new entry.
-* Ack: one script per batch checks which entries are still pending for this
-  consumer (one ``XPENDING`` over the batch's id range) and acks them with ``XACK``; a
-  late ack never settles another consumer's delivery.
+* Ack: a plain ``XACK`` per batch for the deliveries whose leases are known to run
+  for a while yet (see :mod:`.settle_async`: no member can have claimed them); for
+  the others, one script per batch checks which entries are still pending for this
+  consumer (one ``XPENDING`` over the batch's id range) and acks them with ``XACK``.
+  A late ack never settles another consumer's delivery.
 * Nack: one script per delivery, all pipelined; requeue makes the entry
   claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
 * Leases: a background heartbeat resets the idle time of every held entry
@@ -63,7 +65,7 @@ from brokerkit.backends.redis.stream.manage_async import StreamManagement, creat
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_member
 from brokerkit.backends.redis.stream.scripts import text
-from brokerkit.backends.redis.stream.settle_async import StreamSettling
+from brokerkit.backends.redis.stream.settle_async import PLAIN_ACK_SHARE, StreamSettling
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["AsyncRedisStreamBroker"]
@@ -295,6 +297,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
             state.cursor = text(cursor)
             return claimed, fresh, int(wait_ms)
 
+        leased = time.monotonic()  # before the claim: each lease runs from later
         claimed, fresh, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
         # Look for held messages again when the next one is due, or after the poll
         # interval for ones held meanwhile by other processes.
@@ -319,6 +322,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
             deliveries += first_deliveries(
                 subscription, state.key, fresh, self.options.raw_content_type, self._body_field
             )
+        self._leased(state, deliveries, leased)
         return deliveries, bool(claimed)
 
     async def _read(
@@ -354,6 +358,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                 await create_group(self._client, state.wake_key, subscription.group, "$")
                 return None
 
+        leased = time.monotonic()  # before the read: each lease runs from later
         reply = await self._reconnector.call(read, topic=subscription.topic)
         if not reply:
             if block <= 0 < timeout and left <= timeout:
@@ -368,9 +373,20 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                 entries = got
         if not entries:
             return []
-        return first_deliveries(
+        deliveries = first_deliveries(
             subscription, state.key, entries, self.options.raw_content_type, self._body_field
         )
+        self._leased(state, deliveries, leased)
+        return deliveries
+
+    def _leased(self, state: StreamState, deliveries: list[AsyncDelivery], since: float) -> None:
+        """Note until when a plain XACK may settle each of ``deliveries``, leased by a
+        request sent at ``since`` (see :meth:`StreamSettling._ack`)."""
+        if deliveries:
+            until = since + self.options.visibility_timeout * PLAIN_ACK_SHARE
+            plain = state.plain_ack_until
+            for delivery in deliveries:
+                plain[delivery.receipt.entry_id] = until
 
     def _decode(self, topic: str, flat: Any) -> Message:
         return decode_entry(topic, flat, self.options.raw_content_type, self._body_field)
