@@ -318,11 +318,16 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                 continue
             message = self._decode(subscription.topic, raw_fields)
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
+            state.plain_ack_until[entry_id] = self._plain_ack_until(leased)
         if fresh:
             deliveries += first_deliveries(
-                subscription, state.key, fresh, self.options.raw_content_type, self._body_field
+                subscription,
+                state.key,
+                fresh,
+                self.options.raw_content_type,
+                self._body_field,
+                (state.plain_ack_until, self._plain_ack_until(leased)),
             )
-        self._leased(state, deliveries, leased)
         return deliveries, bool(claimed)
 
     async def _read(
@@ -373,20 +378,19 @@ class AsyncRedisStreamBroker(StreamSettling, StreamManagement, AsyncBroker):
                 entries = got
         if not entries:
             return []
-        deliveries = first_deliveries(
-            subscription, state.key, entries, self.options.raw_content_type, self._body_field
+        return first_deliveries(
+            subscription,
+            state.key,
+            entries,
+            self.options.raw_content_type,
+            self._body_field,
+            (state.plain_ack_until, self._plain_ack_until(leased)),
         )
-        self._leased(state, deliveries, leased)
-        return deliveries
 
-    def _leased(self, state: StreamState, deliveries: list[AsyncDelivery], since: float) -> None:
-        """Note until when a plain XACK may settle each of ``deliveries``, leased by a
-        request sent at ``since`` (see :meth:`StreamSettling._ack`)."""
-        if deliveries:
-            until = since + self.options.visibility_timeout * PLAIN_ACK_SHARE
-            plain = state.plain_ack_until
-            for delivery in deliveries:
-                plain[delivery.receipt.entry_id] = until
+    def _plain_ack_until(self, leased: float) -> float:
+        """Until when a plain XACK may settle a delivery leased by a request sent at
+        ``leased`` (see :mod:`.settle_async`)."""
+        return leased + self.options.visibility_timeout * PLAIN_ACK_SHARE
 
     def _decode(self, topic: str, flat: Any) -> Message:
         return decode_entry(topic, flat, self.options.raw_content_type, self._body_field)
