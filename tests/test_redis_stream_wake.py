@@ -15,6 +15,7 @@ import redis
 
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker
+from tests.conftest import RedisTarget
 
 Make = Callable[..., RedisStreamBroker]
 
@@ -170,3 +171,40 @@ def test_a_fetch_just_before_held_messages_are_looked_for_reads_what_is_there(
     got = broker._fetch(subscription, 1, 1.0)
     assert [d.id for d in got] == [message_id]
     broker.ack(*got)
+
+
+def test_a_requeued_entry_wakes_a_waiting_consumer_over_resp3(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    url = redis_target.url("redis+stream", prefix=prefix, protocol="3")
+    with brokerkit.connect(url) as worker, brokerkit.connect(url, **WAITER) as waiting:
+        message_id = worker.publish("jobs", "retry me")
+        delivery = worker.subscribe("jobs", group="g").receive(timeout=5)
+        assert delivery is not None
+        waiter = Waiter(waiting.subscribe("jobs", group="g"), count=1)
+        delivery.nack(requeue=True)
+        arrived = waiter.done.wait(BEFORE_THE_OLD_READ_ENDED)
+        waiter.join()
+        assert arrived, "the requeued entry did not reach the waiting consumer"
+        assert [(d.id, d.attempt) for d in waiter.got] == [(message_id, 2)]
+
+
+def test_a_subscription_closing_while_it_still_holds_an_entry_acks_the_wake_entries_it_read(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    worker, other = make(), make(**WAITER)
+    worker.publish_many("jobs", ["held", "requeued"])
+    holder = other.subscribe("jobs", group="g", consumer="holder")
+    held = holder.receive(timeout=5)  # still held when the subscription closes
+    assert held is not None
+    requeued = worker.subscribe("jobs", group="g").receive(timeout=5)
+    assert requeued is not None
+    requeued.nack(requeue=True)
+    wake = worker.stream_key("jobs") + ":wake:g"
+    # As its next blocking read would have, before any claim acked them.
+    read = redis_client.xreadgroup("g", "holder", {wake: ">"})
+    holder.state.woken = [entry_id.decode() for _, entries in read for entry_id, _ in entries]
+    assert holder.state.woken
+    holder.close()
+    assert redis_client.xpending(wake, "g")["pending"] == 0
+    held.ack()

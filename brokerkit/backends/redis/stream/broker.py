@@ -407,6 +407,9 @@ class RedisStreamBroker(StreamSettling, StreamManagement, Broker):
         state: StreamState = subscription.state
         try:
             with translate_errors(self.url, subscription.topic):
+                if state.woken:  # wake entries read that no claim acked yet
+                    woken, state.woken = state.woken, []
+                    self._client.xack(state.wake_key, subscription.group, *woken)
                 # A consumer that holds nothing leaves its group, so that short-lived
                 # subscriptions do not pile up in XINFO CONSUMERS.
                 self._scripts.remove_idle(
