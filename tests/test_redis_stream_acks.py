@@ -118,3 +118,42 @@ def test_an_ack_retried_after_a_lost_connection_checks_ownership(
     delivery.ack()
     assert attempts[0] == [None], "the first attempt is a plain XACK"
     assert attempts[1] == [broker._scripts.ack], "a retry, maybe late, checks ownership"
+
+
+def test_settling_many_entries_runs_in_chunks_and_finds_the_stale_ones(
+    make: Make, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settle, "PLAIN_ACK_CHUNK", 4)
+    monkeypatch.setattr(settle, "ACK_CHUNK", 3)
+    monkeypatch.setattr(settle, "RENEW_CHUNK", 2)
+    calls: list[list[Any]] = []
+    real = settle.run_scripts
+
+    def counted(client: Any, batch: Any) -> list[Any]:
+        calls.append([args[0] if script is None else script for script, _, args in batch])
+        return real(client, batch)
+
+    monkeypatch.setattr(settle, "run_scripts", counted)
+    broker = make()
+    broker.publish_many("jobs", [f"job {i}" for i in range(10)])
+    subscription = broker.subscribe("jobs", group="g", prefetch=10)
+    got = [d for d in (subscription.receive(timeout=5) for _ in range(10)) if d is not None]
+    assert len(got) == 10
+    key = broker.stream_key("jobs")
+    taken = [got[2], got[7]]
+    for delivery in taken:  # another member holds these now
+        redis_client.xclaim(key, "g", "other", 0, [delivery.receipt.entry_id], justid=True)
+    with pytest.raises(brokerkit.StaleDelivery) as caught:
+        broker.extend(*got, seconds=20)
+    assert set(caught.value.deliveries) == set(taken)
+    assert calls[-1] == [broker._scripts.renew] * 5
+    for delivery in got[5:]:  # as if held past half their lease: acks check them
+        subscription.state.plain_ack_until.pop(delivery.receipt.entry_id, None)
+    with pytest.raises(brokerkit.StaleDelivery) as caught:
+        broker.ack(*got[:2], *got[3:])
+    assert caught.value.deliveries == (got[7],)
+    assert calls[-1] == ["XACK", broker._scripts.ack, broker._scripts.ack]
+    pending = redis_client.xpending_range(key, "g", "-", "+", 20)
+    assert sorted((p["message_id"].decode(), p["consumer"]) for p in pending) == sorted(
+        (d.receipt.entry_id, b"other") for d in taken
+    )

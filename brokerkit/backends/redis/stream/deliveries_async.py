@@ -17,7 +17,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.backends.redis._envelope import BODY_FIELD, HEADER_FIELD
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, header_message
 
-__all__ = ["by_member_of", "first_deliveries", "stale_of"]
+__all__ = ["by_member_of", "first_deliveries"]
 
 Member = tuple[str, str, str]
 
@@ -63,16 +63,3 @@ def by_member_of(deliveries: Sequence[AsyncDelivery]) -> dict[Member, list[Async
         receipt: StreamReceipt = delivery.receipt
         grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
     return grouped
-
-
-def stale_of(
-    by_member: dict[Member, list[AsyncDelivery]], replies: Sequence[Any]
-) -> list[AsyncDelivery]:
-    """The deliveries whose entry ids the scripts run per member (in
-    ``by_member``'s order) replied with as not held by that member."""
-    stale = []
-    for ds, reply in zip(by_member.values(), replies, strict=True):
-        if reply:
-            ids = {i.decode() if isinstance(i, bytes) else i for i in reply}
-            stale += [d for d in ds if d.receipt.entry_id in ids]
-    return stale
