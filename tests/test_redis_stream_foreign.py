@@ -110,6 +110,9 @@ def test_a_taken_over_stream_dead_letters_beside_it_in_one_cluster_slot(
         "{" + key + "}:vt",
         "{" + key + "}.dlq",
         "{" + key + "}.dlq:vt",
+        # each group's wake stream (scripts.NACK): the topic's and the dead letters'
+        "{" + key + "}:wake:default",
+        "{" + key + "}.dlq:wake:default",
     }
     assert {key_slot(k.encode()) for k in made} == {key_slot(key.encode())}
     assert broker.stream_key(dead_topic) == "{" + key + "}.dlq"

@@ -6,6 +6,7 @@ generated from it by ``scripts/generate_sync.py``. The parts, one job each:
 
 * ``broker_async.py``: the broker primitives (publish, subscribe, fetch, close...).
 * ``settle_async.py``: ack, nack, extend and the renewal of held leases.
+* ``reaping_async.py``: dead-lettering entries reclaimed past ``max_deliveries``.
 * ``manage_async.py``: reading a stream as a log, groups, trimming, deleting.
 * ``inspect_async.py``: XINFO as :class:`StreamTopicInfo` (``info.py``).
 * ``calls_async.py``: the Lua scripts registered on the client, run in one round trip.

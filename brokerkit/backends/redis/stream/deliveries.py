@@ -16,10 +16,10 @@ from typing import Any
 
 from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
-from brokerkit.backends.redis._envelope import BODY_FIELD, HEADER_FIELD, message_from_header
-from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
+from brokerkit.backends.redis._envelope import BODY_FIELD, HEADER_FIELD
+from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, header_message
 
-__all__ = ["by_member_of", "first_deliveries", "stale_of"]
+__all__ = ["by_member_of", "first_deliveries"]
 
 Member = tuple[str, str, str]
 
@@ -30,12 +30,16 @@ def first_deliveries(
     entries: list[Any],
     raw_content_type: str | None,
     body_field: bytes = BODY_FIELD,
+    plain_ack: tuple[dict[str, float], float] | None = None,
 ) -> list[Delivery]:
     """Deliveries (first attempts) of XREADGROUP's ``[[id, [field, value, ...]], ...]``;
-    ``body_field`` names the payload's field (see :func:`.entries.decode_entry`)."""
+    ``body_field`` names the payload's field (see :func:`.entries.decode_entry`).
+    With ``plain_ack`` = ``(until_of, until)``, ``until_of[entry id] = until`` for each."""
     topic, group, consumer = subscription.topic, subscription.group, subscription.consumer
     new_receipt = tuple.__new__
-    out = []
+    until_of, until = plain_ack if plain_ack is not None else ({}, 0.0)
+    out: list[Delivery] = []
+    append = out.append
     for raw_id, flat in entries:
         message = None
         if (
@@ -44,11 +48,13 @@ def first_deliveries(
             and flat[0] == HEADER_FIELD
             and flat[2] == body_field
         ):
-            message = message_from_header(topic, flat[1], flat[3])
+            message = header_message(topic, flat[1], flat[3])
         if message is None:
             message = decode_entry(topic, flat, raw_content_type, body_field)
-        receipt = new_receipt(StreamReceipt, (key, group, raw_id.decode(), consumer))
-        out.append(Delivery(message, subscription=subscription, attempt=1, receipt=receipt))
+        entry_id = raw_id.decode()
+        until_of[entry_id] = until
+        receipt = new_receipt(StreamReceipt, (key, group, entry_id, consumer))
+        append(Delivery(message, subscription=subscription, attempt=1, receipt=receipt))
     return out
 
 
@@ -59,14 +65,3 @@ def by_member_of(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]
         receipt: StreamReceipt = delivery.receipt
         grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
     return grouped
-
-
-def stale_of(by_member: dict[Member, list[Delivery]], replies: Sequence[Any]) -> list[Delivery]:
-    """The deliveries whose entry ids the scripts run per member (in
-    ``by_member``'s order) replied with as not held by that member."""
-    stale = []
-    for ds, reply in zip(by_member.values(), replies, strict=True):
-        if reply:
-            ids = {i.decode() if isinstance(i, bytes) else i for i in reply}
-            stale += [d for d in ds if d.receipt.entry_id in ids]
-    return stale

@@ -17,6 +17,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis.stream.calls import StreamScripts
 from brokerkit.backends.redis.stream.entries import decode_entry
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import LogEntry, check_position, group_start
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import BrokerClosed, InvalidOption
@@ -31,6 +32,7 @@ class StreamManagement:
     options: Any
     _client: redis.Redis
     _scripts: StreamScripts
+    _keys: StreamKeyspace
 
     if TYPE_CHECKING:  # provided by RedisStreamBroker and Broker
 
@@ -128,7 +130,9 @@ class StreamManagement:
     def delete_group(self, topic: str, group: str) -> bool:
         """Delete ``group`` and its pending entries list; return whether it existed."""
         with translate_errors(self.url, topic):
-            return bool(self._client.xgroup_destroy(self.stream_key(topic), group))
+            existed = bool(self._client.xgroup_destroy(self.stream_key(topic), group))
+            self._client.delete(self._keys.topic(check_topic(topic), "wake", group))
+            return existed
 
     def delete_entries(self, topic: str, *positions: str) -> int:
         """Delete entries by id (``XDEL``); return how many existed. A group that
@@ -165,8 +169,9 @@ class StreamManagement:
         hold no entries; return their names. Consumers holding entries stay until
         those are acked or reclaimed, since removing them would lose the entries."""
         with translate_errors(self.url, topic):
+            wake = self._keys.topic(check_topic(topic), "wake", group)
             names = self._scripts.remove_idle(
-                keys=[self.stream_key(topic)], args=[group, int(idle * 1000), ""]
+                keys=[self.stream_key(topic), wake], args=[group, int(idle * 1000), ""]
             )
         return [text(n) for n in names]
 

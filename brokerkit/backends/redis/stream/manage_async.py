@@ -15,6 +15,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis.stream.calls_async import StreamScripts
 from brokerkit.backends.redis.stream.entries import decode_entry
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import LogEntry, check_position, group_start
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import BrokerClosed, InvalidOption
@@ -29,6 +30,7 @@ class StreamManagement:
     options: Any
     _client: aioredis.Redis
     _scripts: StreamScripts
+    _keys: StreamKeyspace
 
     if TYPE_CHECKING:  # provided by AsyncRedisStreamBroker and AsyncBroker
 
@@ -126,7 +128,9 @@ class StreamManagement:
     async def delete_group(self, topic: str, group: str) -> bool:
         """Delete ``group`` and its pending entries list; return whether it existed."""
         with translate_errors(self.url, topic):
-            return bool(await self._client.xgroup_destroy(self.stream_key(topic), group))
+            existed = bool(await self._client.xgroup_destroy(self.stream_key(topic), group))
+            await self._client.delete(self._keys.topic(check_topic(topic), "wake", group))
+            return existed
 
     async def delete_entries(self, topic: str, *positions: str) -> int:
         """Delete entries by id (``XDEL``); return how many existed. A group that
@@ -163,8 +167,9 @@ class StreamManagement:
         hold no entries; return their names. Consumers holding entries stay until
         those are acked or reclaimed, since removing them would lose the entries."""
         with translate_errors(self.url, topic):
+            wake = self._keys.topic(check_topic(topic), "wake", group)
             names = await self._scripts.remove_idle(
-                keys=[self.stream_key(topic)], args=[group, int(idle * 1000), ""]
+                keys=[self.stream_key(topic), wake], args=[group, int(idle * 1000), ""]
             )
         return [text(n) for n in names]
 

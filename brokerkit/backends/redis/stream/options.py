@@ -3,6 +3,7 @@ used by the sync and the asyncio broker alike)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -112,3 +113,13 @@ class StreamState:
     delayed_key: str = ""
     #: When (time.monotonic) the next fetch looks for held messages that are due.
     release_at: float = 0.0
+    #: Whether a held message is known to be due then (else it is the next poll).
+    release_due: bool = False
+    #: The group's wake stream (see :data:`.scripts.NACK`): a blocking read waits
+    #: on it too, so that an entry handed back or requeued wakes a waiting member.
+    wake_key: str = ""
+    #: Ids of wake entries read and not yet acked (the next claim acks them).
+    woken: list[str] = dataclasses.field(default_factory=list)
+    #: Entry id -> until when (time.monotonic) a plain XACK may settle its delivery
+    #: (see :mod:`.settle_async`); absent: the ack checks ownership in a script.
+    plain_ack_until: dict[str, float] = dataclasses.field(default_factory=dict)

@@ -22,6 +22,10 @@ from typing import Any
 
 from brokerkit.backends.redis.stream.scheduling import DUE_HELPERS
 
+#: A group's wake stream keeps this many entries at most (see :data:`NACK`): a
+#: member needs one new entry to wake, never the old ones.
+WAKE_LENGTH = 16
+
 __all__ = [
     "ACK",
     "COUNT_AFTER",
@@ -33,6 +37,7 @@ __all__ = [
     "REAP",
     "REMOVE_IDLE",
     "RENEW",
+    "WAKE_LENGTH",
     "pairs",
     "text",
 ]
@@ -143,9 +148,10 @@ end
 )
 
 # KEYS: stream, lost-counter hash, lease-length hash, the topic's scheduled ZSET, the
-# group's delayed ZSET (see .scheduling).
+# group's delayed ZSET (see .scheduling), the group's wake stream (see NACK).
 # ARGV: group, consumer, min idle ms, claim cursor, count, group start id, the body
-# field, maxlen or '', minid or '', '~' or '=', the parking consumer.
+# field, maxlen or '', minid or '', '~' or '=', the parking consumer, then the ids
+# of wake entries this consumer read, which are acked.
 # The min idle time is the larger of this consumer's visibility timeout and the
 # group's (the longest any member subscribed with), so that no member claims an
 # entry that a member with a longer lease still holds.
@@ -180,6 +186,9 @@ local min_idle = lease_length(KEYS[3], group, tonumber(ARGV[3]))
 local count, start, parking = tonumber(ARGV[5]), ARGV[6], ARGV[11]
 local claimed, gone, rounds = {}, 0, math.max(count, 10)
 local now = now_ms()
+for i = 12, #ARGV, 1000 do  -- a wake stream's group may be gone: nothing to ack then
+  redis.pcall('XACK', KEYS[6], group, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
 release_publishes(key, scheduled, now, ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 -- A delayed retry that is due, if it is still parked: claimed, counting a delivery.
 for _ = 1, 100 do
@@ -338,7 +347,8 @@ return stale
 """
 )
 
-# KEYS: stream, dead-letter stream, the group's delayed ZSET (see .scheduling).
+# KEYS: stream, dead-letter stream, the group's delayed ZSET (see .scheduling), the
+# group's wake stream.
 # ARGV: group, consumer, id, action ('requeue' | 'return' | 'dead' | 'delay'), flags
 #       (delete-acked, then retry: '1'/'0' each), then the dead letter's fields
 #       (field, value, ...), or for 'delay' the delay in ms and the parking consumer.
@@ -354,6 +364,14 @@ return stale
 # by one first, so that the next claim counts the same attempt again. Delay parks
 # the entry (pending still, owned by the parking consumer, its idle time reset) with
 # its due time in the group's delayed ZSET: only this group's fetches claim it, once due.
+#
+# A requeued or returned entry is claimable at once, but a member blocked in
+# XREADGROUP on the stream is not woken by it: no entry was added. So both add an
+# empty entry to the group's wake stream (WAKE_LENGTH entries at most; never created
+# here: NOMKSTREAM), which every blocking read of the group waits on beside the
+# stream, in the same XREADGROUP (the same hash slot). The member it wakes reclaims
+# at once; the entry itself stays where it is, pending, so its attempt is counted
+# once and a late settlement of it is refused as before.
 NACK = (
     _HELPERS
     + r"""
@@ -367,8 +385,14 @@ if not count then
   end
   return 0
 end
+local function wake()
+  redis.pcall('XADD', KEYS[4], 'NOMKSTREAM', 'MAXLEN', '=', """
+    + str(WAKE_LENGTH)
+    + r""", '*', 'w', '')
+end
 if action == 'requeue' then
   redis.call('XCLAIM', key, group, consumer, 0, id, 'TIME', 0, 'JUSTID')
+  wake()
   return 1
 end
 if action == 'delay' then
@@ -384,6 +408,7 @@ if action == 'return' then
   if retry and idle > 1000000000000 then return 1 end
   redis.call('XCLAIM', key, group, consumer, 0, id, 'TIME', 0,
              'RETRYCOUNT', math.max(count - 1, 0), 'JUSTID')
+  wake()
   return 1
 end
 local fields = {}
@@ -482,10 +507,13 @@ while true do
 end
 """
 
-# KEYS: stream.  ARGV: group, idle ms, one consumer's name (or '' for any).
+# KEYS: stream, the group's wake stream.  ARGV: group, idle ms, one consumer's name
+# (or '' for any).
 # Deletes the group's consumers idle that long or longer which hold nothing, and
 # returns their names. A consumer that still holds entries is kept: XGROUP
 # DELCONSUMER would drop its pending entries, and they would never be redelivered.
+# A removed consumer leaves the wake stream's group too (what it holds there wakes
+# nobody any more).
 REMOVE_IDLE = (
     _CHECKS
     + r"""
@@ -502,6 +530,7 @@ for _, c in ipairs(consumers) do
   end
   if pending == 0 and cidle >= idle and (only == '' or only == name) then
     redis.call('XGROUP', 'DELCONSUMER', key, group, name)
+    redis.pcall('XGROUP', 'DELCONSUMER', KEYS[2], group, name)
     removed[#removed + 1] = name
   end
 end

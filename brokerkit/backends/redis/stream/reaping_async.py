@@ -1,0 +1,98 @@
+"""Dead-lettering the entries reclaimed past ``max_deliveries``: as a consumer
+fetches them, and in a background round for those whose group nobody fetches."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from brokerkit._logging import subscription_fields
+from brokerkit._message import Message
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._client_async import Reconnector
+from brokerkit.backends.redis._connection import translate_errors
+from brokerkit.backends.redis.stream.calls_async import StreamScripts
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
+from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.scripts import text
+
+__all__ = ["StreamReaping"]
+
+log = logging.getLogger("brokerkit.redis")
+
+
+class StreamReaping:
+    """The dead-lettering of :class:`AsyncRedisStreamBroker`'s reclaimed poison entries."""
+
+    url: BrokerURL
+    options: RedisStreamOptions
+    _scripts: StreamScripts
+    _keys: StreamKeyspace
+    _reconnector: Reconnector
+    _lock: threading.Lock
+    _subscriptions: weakref.WeakSet[AsyncSubscription]
+
+    if TYPE_CHECKING:  # provided by AsyncRedisStreamBroker, StreamSettling and AsyncBroker
+
+        def dead_letter_topic(self, topic: str) -> str: ...
+
+        def _decode(self, topic: str, flat: Any) -> Message: ...
+
+        def _dead_fields(
+            self, topic: str, entry_id: str, message: Message, reason: str, deliveries: int
+        ) -> list[Any]: ...
+
+    async def _reap_all(self) -> None:
+        """Dead-letter the idle entries past ``max_deliveries`` of every open
+        subscription's group.
+
+        Consumers reclaim idle entries as they fetch, and dead-letter those past
+        ``max_deliveries`` then. An entry whose last allowed lease ran out while no
+        consumer of its group fetches would wait for the next fetch; this reaper, a
+        background round of a broker with subscriptions, moves it to the dead-letter
+        topic within about one visibility timeout instead."""
+        limit = self.options.max_deliveries
+        if limit is None:
+            return
+        with self._lock:
+            subscriptions = [s for s in self._subscriptions if not s.closed]
+        min_idle = int(self.options.visibility_timeout * 1000)
+        for subscription in subscriptions:
+            state: StreamState = subscription.state
+            try:
+                with translate_errors(self.url, subscription.topic):
+                    reaped = await self._scripts.reap(
+                        keys=[state.key, state.lost_key, state.lease_key],
+                        args=[subscription.group, subscription.consumer, min_idle, limit, 100],
+                    )
+                for raw_id, raw_fields, count in reaped:
+                    message = self._decode(subscription.topic, raw_fields)
+                    await self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
+            except Exception:  # one topic's failure must not stop the others' reaping
+                log.exception(
+                    "could not dead-letter the expired poison entries of %s",
+                    state.key,
+                    extra=subscription_fields(subscription),
+                )
+
+    async def _dead_letter_claimed(
+        self, subscription: AsyncSubscription, entry_id: str, message: Message, deliveries: int
+    ) -> None:
+        """Dead-letter an entry reclaimed past ``max_deliveries``. A crash before this
+        leaves it pending: it is reclaimed again, and dead-lettered then."""
+        state: StreamState = subscription.state
+        dlq = self._keys.topic(self.dead_letter_topic(subscription.topic))
+        fields = self._dead_fields(
+            subscription.topic, entry_id, message, "max_deliveries", deliveries
+        )
+        flag = "1" if self.options.delete_acked else "0"
+        args = [subscription.group, subscription.consumer, entry_id, "dead", flag, *fields]
+        await self._reconnector.call(
+            lambda: self._scripts.nack(
+                keys=[state.key, dlq, state.delayed_key, state.wake_key], args=args
+            ),
+            topic=subscription.topic,
+        )
