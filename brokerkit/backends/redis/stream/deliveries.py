@@ -16,8 +16,8 @@ from typing import Any
 
 from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
-from brokerkit.backends.redis._envelope import BODY_FIELD, HEADER_FIELD
-from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, header_message
+from brokerkit.backends.redis._envelope import BODY_FIELD, HEADER_FIELD, message_from_header
+from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
 
 __all__ = ["by_member_of", "first_deliveries"]
 
@@ -48,7 +48,7 @@ def first_deliveries(
             and flat[0] == HEADER_FIELD
             and flat[2] == body_field
         ):
-            message = header_message(topic, flat[1], flat[3])
+            message = message_from_header(topic, flat[1], flat[3])
         if message is None:
             message = decode_entry(topic, flat, raw_content_type, body_field)
         entry_id = raw_id.decode()
