@@ -275,11 +275,13 @@ class ContractEnv:
         ``promise`` says it must not be handed out before the lease ran out, and must
         be handed out no later than the timeline's tolerance after. On a
         :class:`ManualTimeline` both bounds are exact: the clock is stopped just short
-        of the deadline (nothing may arrive), then moved onto it (it must arrive).
+        of the earliest deadline (nothing may arrive), then moved onto the latest (it
+        must arrive); the two differ only where the lease began by the wall clock, as a
+        publish ``at=`` an epoch time does.
         """
         timeline = self.timeline
         if timeline.manual:
-            before = leased[1] + seconds - timeline.now() - JUST_BEFORE
+            before = leased[0] + seconds - timeline.now() - JUST_BEFORE
             timeline.advance(max(before, 0.0))
             self.expect_nothing(
                 subscription, f"{promise}: handed out again before its lease ran out"
