@@ -22,6 +22,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
 from brokerkit._acompat import Lock, sleep
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
@@ -111,6 +114,7 @@ class AsyncRedisListBroker(AsyncBroker):
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
         self._client = make_client(url, self.options, retries=0)
+        self._cluster = isinstance(self._client, aioredis.RedisCluster)
         self._scripts = {
             name: AsyncLua(self._client, getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
@@ -239,39 +243,54 @@ class AsyncRedisListBroker(AsyncBroker):
             await sleep(max(left, 0.0))
             return []
         block = max(min(timeout, left - _SERVER_TICK), _MIN_BLOCK)
-        keys = state.keys
-        processing = keys.processing(subscription.consumer)
-        blmove = self._client.blmove
-        moved = await self._consumer_call(
-            subscription,
-            lambda: blmove(keys.queue, processing, block, "RIGHT", "LEFT"),  # type: ignore[arg-type]  # Redis takes seconds as a float
-        )
-        if not isinstance(moved, bytes):
-            state.idle = True
-            return []
-        # Between the BLMOVE and this script the element has no lease; only a
-        # consumer whose heartbeat ran out loses such an element to a rescuer.
-        fetched = await self._claim(subscription, max_messages, moved)
+        # The BLMOVE and the lease script in one round trip (see _claim).
+        fetched = await self._claim(subscription, max_messages, block)
         state.idle = len(fetched) < max_messages
         return fetched
 
     async def _claim(
-        self, subscription: AsyncSubscription, count: int, moved: bytes | None
+        self, subscription: AsyncSubscription, count: int, block: float | None
     ) -> list[AsyncDelivery]:
-        """Lease up to ``count`` deliveries (``moved`` first) in one script call."""
+        """Lease up to ``count`` deliveries in one script call; with ``block``, first
+        wait up to that many seconds in a ``BLMOVE`` for one, in the same round trip."""
         state: _Consumer = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
         script_keys, common = state.plan.keys_for((consumer,)), state.plan.common
-        extra = () if moved is None else (moved,)
+        queue, processing = state.keys.queue, state.keys.processing(consumer)
 
         async def fetch() -> tuple[str, int, list[bytes]]:
             # Every attempt takes fresh sequence numbers: one whose reply was lost may
             # have leased elements under the receipts it sent.
             nonce, first = state.nonce, state.seq
             state.seq = first + count
-            args = [*common, consumer, count, self._lease_ms, nonce, first, *extra]
-            return nonce, first, await run(keys=script_keys, args=args)
+            args = [*common, consumer, count, self._lease_ms, nonce, first]
+            if block is None:
+                return nonce, first, await run(keys=script_keys, args=args)
+            # BLMOVE and the script in one send (one round trip; two on a cluster): the
+            # server runs the script as soon as the BLMOVE returns, and it leases the
+            # element at the head of the processing list (see FETCH). Between the two
+            # the element has no lease; only a consumer whose heartbeat ran out loses
+            # it to a rescuer then.
+            args.append("1")
+            if self._cluster:  # redis-py runs no script in a cluster's pipeline
+                moved = await self._client.blmove(queue, processing, block, "RIGHT", "LEFT")  # type: ignore[arg-type]  # Redis takes seconds as a float
+                if moved is None:
+                    return nonce, first, []
+                return nonce, first, await run(keys=script_keys, args=args)
+            pipe: Any
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.blmove(queue, processing, block, "RIGHT", "LEFT")
+                pipe.evalsha(run.sha, len(script_keys), *script_keys, *args)
+                moved, elements = await pipe.execute(raise_on_error=False)
+            if isinstance(elements, NoScriptError):
+                # Not loaded on this server yet (it did not run): loaded and run now,
+                # it finds what the BLMOVE moved still at the head of the list.
+                elements = await run(keys=script_keys, args=args)
+            for reply in (moved, elements):
+                if isinstance(reply, Exception):
+                    raise reply
+            return nonce, first, elements
 
         nonce, first, elements = await self._consumer_call(subscription, fetch)
         state.heartbeat_at = time.monotonic()

@@ -74,7 +74,9 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "
 
 
 #: ARGV[7] consumer, [8] how many, [9] lease ms, [10] receipt nonce, [11] first
-#: sequence number, [12] (optional) the element a BLMOVE just moved.
+#: sequence number, [12] (optional) "1": first lease the head of the consumer's
+#: processing list, where a BLMOVE sent just before this call, in the same pipeline,
+#: moved what it waited for (or an element a lost reply left there: never delivered).
 #: Returns the elements, in delivery order; the i-th (from 0) has the receipt
 #: ``<nonce><first + i>:<consumer>``.
 FETCH = (
@@ -89,8 +91,9 @@ release_due(t, math.max(want, RELEASE_BATCH))
 local out = {}
 -- The BLMOVEd element is leased only if it is still there: a rescuer that took
 -- this consumer for dead has already handed it back.
-if ARGV[12] and redis.call('LREM', proc_of(C), -1, ARGV[12]) == 1 then
-  out[1] = ARGV[12]
+if ARGV[12] == '1' then
+  local moved = redis.call('LPOP', proc_of(C))
+  if moved then out[1] = moved end
 end
 if #out < want then
   local taken = redis.call('RPOP', QUEUE, want - #out)
