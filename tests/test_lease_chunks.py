@@ -13,7 +13,7 @@ import redis
 
 import brokerkit
 from brokerkit.backends.redis._heartbeat import RENEW_CHUNK
-from brokerkit.backends.redis.list.broker import _RECEIPTS_PER_CALL
+from brokerkit.backends.redis.list.broker import _RECEIPTS_PER_CALL, _RESCUE_LEASES
 from tests.redis_server import RedisServer
 
 HELD = 10_000
@@ -106,3 +106,52 @@ def test_redis_list_requeues_a_big_batch_in_bounded_calls_first_nacked_next_out(
         broker.ack(*again)  # type: ignore[arg-type]
     finally:
         broker.close()
+
+
+def server_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+@pytest.mark.parametrize("how", ["expired", "dead consumer"])
+def test_redis_list_rescues_10000_leases_in_bounded_calls(
+    server: redis.Redis, redis_server: RedisServer, how: str
+) -> None:
+    url = redis_server.url("redis+list")
+    crashed = brokerkit.connect(url, visibility_timeout=600)
+    rescuer = brokerkit.connect(url)
+    try:
+        crashed.publish_many("many", range(HELD))
+        subscription = crashed.subscribe("many", prefetch=1000, consumer="crashed")
+        got = [subscription.receive(timeout=10) for _ in range(HELD)]
+        assert [d.body for d in got if d is not None] == list(range(HELD))
+        crashed._suspend_renewals()  # type: ignore[attr-defined]  # a hung process
+        details = rescuer.inspect("many").details
+        past = server_ms(server) - 1
+        if how == "expired":  # as if the server's clock had passed every deadline
+            expiry, deadlines = details["expiry_key"], details["deadlines_key"]
+            server.hset(expiry, mapping=dict.fromkeys(server.hkeys(expiry), past))
+            server.zadd(deadlines, dict.fromkeys(server.zrange(deadlines, 0, -1), past))
+        else:  # its heartbeat ran out; its leases (600 s) did not
+            server.zadd(details["consumers_key"], {"crashed": past})
+        handed: list[int] = []
+        calls = script_calls(server, lambda: handed.append(rescuer.rescue("many")))
+        assert handed == [HELD]
+        assert len(calls) >= HELD // _RESCUE_LEASES  # rescue() runs no other script
+        assert rescuer.inspect("many").in_flight == 0
+        assert server.llen(details["queue_key"]) == HELD
+        again = rescuer.subscribe("many", prefetch=1000)
+        server.config_resetstat()
+        back = [again.receive(timeout=10) for _ in range(HELD)]
+        # Each came back, so each goes out alone; a fetch looks before it takes, and
+        # never pops a batch only to push all but one back (2,000 commands a fetch).
+        assert "cmdstat_rpush" not in server.info("commandstats")
+        assert all(d is not None and d.attempt == 2 for d in back)
+        bodies = [d.body for d in back if d is not None]
+        assert sorted(bodies) == list(range(HELD))
+        if how == "expired":  # handed back oldest first, across calls too
+            assert bodies == list(range(HELD))
+        rescuer.ack(*back)  # type: ignore[arg-type]
+    finally:
+        crashed.close()
+        rescuer.close()

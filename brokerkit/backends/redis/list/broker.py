@@ -59,8 +59,14 @@ _T = TypeVar("_T")
 
 #: LPUSH at most this many values per command (one pipeline still, one round trip).
 _PUSH_CHUNK = 1000
-#: A rescue call hands back at most this many expired leases and dead consumers.
+#: A rescue call visits at most this many lease groups and dead consumers.
 _RESCUE_LIMIT = 1000
+#: A rescue call looks at most at this many leases; the rest wait for the next call,
+#: which a consumer's maintenance makes at its next fetch. Measured on a private Redis
+#: 7.0, handing back 10,000 (expired, or a dead consumer's): about 10 us of server
+#: time a lease, 1 ms a call at the median, 5 ms at most on a loaded machine (one
+#: call for all 10,000 took 220 to 310 ms).
+_RESCUE_LEASES = 100
 #: A settle or extend script call carries at most this many receipts; a bigger batch
 #: is several calls, one after another, so that no call holds the server for long.
 #: Measured on a private Redis 7.0 with 10,000 deliveries held: per receipt about 8 us
@@ -343,14 +349,16 @@ class RedisListBroker(Broker):
         the next run for when the next lease runs out (at most half a timeout away)."""
         state: _Consumer = subscription.state
         state.reconcile = False
-        moved, wait_ms, _, _, released = self._consumer_call(
+        moved, wait_ms, _, visited, released = self._consumer_call(
             subscription,
             lambda: self._rescue(state.plan, subscription.consumer),
         )
         if moved or released:
             state.idle = False
         wait = self.options.visibility_timeout / 2
-        if wait_ms >= 0:
+        if visited >= _RESCUE_LIMIT:
+            wait = 0.0  # it left work for the next call: at the next fetch
+        elif wait_ms >= 0:
             wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
         now = time.monotonic()
         state.next_maintenance = now + wait
@@ -506,7 +514,8 @@ class RedisListBroker(Broker):
         if own:
             names.append(own)
         keys = plan.keys_for(names)
-        return self._scripts["RESCUE"](keys=keys, args=[*plan.common, _RESCUE_LIMIT, own])
+        args = [*plan.common, _RESCUE_LIMIT, own, _RESCUE_LEASES]
+        return self._scripts["RESCUE"](keys=keys, args=args)
 
     def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)
