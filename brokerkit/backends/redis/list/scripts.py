@@ -74,7 +74,7 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "
 
 
 #: ARGV[7] consumer, [8] how many, [9] lease ms, [10] receipt nonce, [11] first
-#: sequence number, [12] (optional) "1": first lease the head of the consumer's
+#: sequence number, [12] (optional) "1": first lease the tail of the consumer's
 #: processing list, where a BLMOVE sent just before this call, in the same pipeline,
 #: moved what it waited for (or an element a lost reply left there: never delivered).
 #: Returns the elements, in delivery order; the i-th (from 0) has the receipt
@@ -92,7 +92,7 @@ local out = {}
 -- The BLMOVEd element is leased only if it is still there: a rescuer that took
 -- this consumer for dead has already handed it back.
 if ARGV[12] == '1' then
-  local moved = redis.call('LPOP', proc_of(C))
+  local moved = redis.call('RPOP', proc_of(C))
   if moved then out[1] = moved end
 end
 -- A message that comes back (nacked, or its lease ran out: maybe it crashed its
@@ -298,7 +298,11 @@ RESCUE = (
 local t = now_ms()
 local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
 local moved, more = 0, false
-local due = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'LIMIT', 0, limit)
+local scored = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'WITHSCORES', 'LIMIT', 0, limit)
+local due, scores = {}, {}
+for i = 1, #scored, 2 do
+  due[#due + 1], scores[#scores + 1] = scored[i], scored[i + 1]
+end
 for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   if budget <= 0 then more = true; break end
   -- a group that fell due after the caller looked is left for the next rescue
@@ -313,7 +317,7 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
     from = #receipts - budget + 1
     local head, rest = split_group(group, from - 1)
     if head then
-      redis.call('ZADD', DEADLINES, redis.call('ZSCORE', DEADLINES, group), head)
+      redis.call('ZADD', DEADLINES, scores[i], head)
       redis.call('ZREM', DEADLINES, group)
       group = rest
       more = true
@@ -361,19 +365,24 @@ for _, C in ipairs(dead) do
     moved = moved + 1
   end
   redis.call('DEL', proc)
-  local records
+  local held, receipts = {}, {}
   if redis.call('HLEN', leases) <= budget then
-    records = redis.call('HGETALL', leases)
+    local records = redis.call('HGETALL', leases)
+    for j = 1, #records, 2 do
+      local delivered, e = lease_parts(records[j + 1])
+      held[#held + 1] = {delivered, records[j], e}
+      receipts[#receipts + 1] = records[j]
+    end
     redis.call('ZREM', CONSUMERS, C)
   else  -- some now, the rest by the next calls: it stays registered as dead
-    records = redis.call('HRANDFIELD', leases, budget, 'WITHVALUES')
+    local names = redis.call('HKEYS', leases)  -- cheap beside handing them back
+    receipts = {unpack(names, 1, budget)}
+    local values = redis.call('HMGET', leases, unpack(receipts))
+    for j, r in ipairs(receipts) do
+      local delivered, e = lease_parts(values[j])
+      held[#held + 1] = {delivered, r, e}
+    end
     more = true
-  end
-  local held, receipts = {}, {}
-  for j = 1, #records, 2 do
-    local delivered, e = lease_parts(records[j + 1])
-    held[#held + 1] = {delivered, records[j], e}
-    receipts[#receipts + 1] = records[j]
   end
   budget = budget - #receipts
   call_chunked('HDEL', EXPIRY, receipts, 1)
