@@ -24,9 +24,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-import redis
-from redis.exceptions import NoScriptError
-
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._compat import Lock, sleep
@@ -44,7 +41,7 @@ from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts
-from brokerkit.backends.redis.list.calls import ListCalls
+from brokerkit.backends.redis.list.calls import ListCalls, wait_then_lease
 from brokerkit.backends.redis.list.keys import ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of, new_nonce
@@ -124,7 +121,6 @@ class RedisListBroker(Broker):
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
         self._client = make_client(url, self.options, retries=0)
-        self._cluster = isinstance(self._client, redis.RedisCluster)
         self._scripts = {
             name: Lua(self._client, getattr(scripts, name))
             for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
@@ -275,30 +271,9 @@ class RedisListBroker(Broker):
             args = [*common, consumer, count, self._lease_ms, nonce, first]
             if block is None:
                 return nonce, first, run(keys=script_keys, args=args)
-            # BLMOVE and the script in one send (one round trip; two on a cluster): the
-            # server runs the script as soon as the BLMOVE returns, and it leases the
-            # element at the tail of the processing list (see FETCH). Between the two
-            # the element has no lease; only a consumer whose heartbeat ran out loses
-            # it to a rescuer then.
-            args.append("1")
-            if self._cluster:  # redis-py runs no script in a cluster's pipeline
-                moved = self._client.blmove(queue, processing, block, "RIGHT", "RIGHT")  # type: ignore[arg-type]  # Redis takes seconds as a float
-                if moved is None:
-                    return nonce, first, []
-                return nonce, first, run(keys=script_keys, args=args)
-            pipe: Any
-            with self._client.pipeline(transaction=False) as pipe:
-                pipe.blmove(queue, processing, block, "RIGHT", "RIGHT")
-                pipe.evalsha(run.sha, len(script_keys), *script_keys, *args)
-                moved, elements = pipe.execute(raise_on_error=False)
-            if isinstance(elements, NoScriptError):
-                # Not loaded on this server yet (it did not run): loaded and run now,
-                # it finds what the BLMOVE moved still at the tail of the list.
-                elements = run(keys=script_keys, args=args)
-            for reply in (moved, elements):
-                if isinstance(reply, Exception):
-                    raise reply
-            return nonce, first, elements
+            args.append("1")  # the script leases what the BLMOVE moved first
+            moved = wait_then_lease(self._client, run, queue, processing, block, script_keys, args)
+            return nonce, first, moved
 
         nonce, first, elements = self._consumer_call(subscription, fetch)
         state.heartbeat_at = time.monotonic()
