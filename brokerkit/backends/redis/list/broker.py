@@ -41,7 +41,7 @@ from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts
-from brokerkit.backends.redis.list.calls import ListCalls
+from brokerkit.backends.redis.list.calls import ListCalls, wait_then_lease
 from brokerkit.backends.redis.list.keys import ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of, new_nonce
@@ -56,8 +56,21 @@ _T = TypeVar("_T")
 
 #: LPUSH at most this many values per command (one pipeline still, one round trip).
 _PUSH_CHUNK = 1000
-#: A rescue call hands back at most this many expired leases and dead consumers.
+#: A rescue call visits at most this many lease groups and dead consumers.
 _RESCUE_LIMIT = 1000
+#: A rescue call looks at most at this many leases; the rest wait for the next call,
+#: which a consumer's maintenance makes at its next fetch. Measured on a private Redis
+#: 7.0 handing back 10,000 (one call for all of them took 220 to 310 ms of server
+#: time): expired leases 1 to 1.3 ms a call at the median, 2.7 ms at most; a dead
+#: consumer's 1.6 to 1.9 ms, 4.5 to 6.6 ms at most (each call lists the names of
+#: what is left in its lease hash: HKEYS, as no command the documented ACL grants
+#: reads part of a hash).
+_RESCUE_LEASES = 100
+#: A settle or extend script call carries at most this many receipts; a bigger batch
+#: is several calls, one after another, so that no call holds the server for long.
+#: Measured on a private Redis 7.0 with 10,000 deliveries held: per receipt about 8 us
+#: of server time to requeue, 2 us to renew, 1.3 us to ack; 250 keeps a call near 2 ms.
+_RECEIPTS_PER_CALL = 250
 #: Redis reads a BLMOVE timeout of 0 as "forever": never ask for less than this.
 _MIN_BLOCK = 0.01
 #: Redis ends a blocking command whose timeout passed on its next clock tick (ten a
@@ -236,37 +249,31 @@ class RedisListBroker(Broker):
             sleep(max(left, 0.0))
             return []
         block = max(min(timeout, left - _SERVER_TICK), _MIN_BLOCK)
-        keys = state.keys
-        processing = keys.processing(subscription.consumer)
-        blmove = self._client.blmove
-        moved = self._consumer_call(
-            subscription,
-            lambda: blmove(keys.queue, processing, block, "RIGHT", "LEFT"),  # type: ignore[arg-type]  # Redis takes seconds as a float
-        )
-        if not isinstance(moved, bytes):
-            state.idle = True
-            return []
-        # Between the BLMOVE and this script the element has no lease; only a
-        # consumer whose heartbeat ran out loses such an element to a rescuer.
-        fetched = self._claim(subscription, max_messages, moved)
+        # The BLMOVE and the lease script in one round trip (see _claim).
+        fetched = self._claim(subscription, max_messages, block)
         state.idle = len(fetched) < max_messages
         return fetched
 
-    def _claim(self, subscription: Subscription, count: int, moved: bytes | None) -> list[Delivery]:
-        """Lease up to ``count`` deliveries (``moved`` first) in one script call."""
+    def _claim(self, subscription: Subscription, count: int, block: float | None) -> list[Delivery]:
+        """Lease up to ``count`` deliveries in one script call; with ``block``, first
+        wait up to that many seconds in a ``BLMOVE`` for one, in the same round trip."""
         state: _Consumer = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
         script_keys, common = state.plan.keys_for((consumer,)), state.plan.common
-        extra = () if moved is None else (moved,)
+        queue, processing = state.keys.queue, state.keys.processing(consumer)
 
         def fetch() -> tuple[str, int, list[bytes]]:
             # Every attempt takes fresh sequence numbers: one whose reply was lost may
             # have leased elements under the receipts it sent.
             nonce, first = state.nonce, state.seq
             state.seq = first + count
-            args = [*common, consumer, count, self._lease_ms, nonce, first, *extra]
-            return nonce, first, run(keys=script_keys, args=args)
+            args = [*common, consumer, count, self._lease_ms, nonce, first]
+            if block is None:
+                return nonce, first, run(keys=script_keys, args=args)
+            args.append("1")  # the script leases what the BLMOVE moved first
+            moved = wait_then_lease(self._client, run, queue, processing, block, script_keys, args)
+            return nonce, first, moved
 
         nonce, first, elements = self._consumer_call(subscription, fetch)
         state.heartbeat_at = time.monotonic()
@@ -319,14 +326,16 @@ class RedisListBroker(Broker):
         the next run for when the next lease runs out (at most half a timeout away)."""
         state: _Consumer = subscription.state
         state.reconcile = False
-        moved, wait_ms, _, _, released = self._consumer_call(
+        moved, wait_ms, _, visited, released = self._consumer_call(
             subscription,
             lambda: self._rescue(state.plan, subscription.consumer),
         )
         if moved or released:
             state.idle = False
         wait = self.options.visibility_timeout / 2
-        if wait_ms >= 0:
+        if visited >= _RESCUE_LIMIT:
+            wait = 0.0  # it left work for the next call: at the next fetch
+        elif wait_ms >= 0:
             wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
         now = time.monotonic()
         state.next_maintenance = now + wait
@@ -417,8 +426,8 @@ class RedisListBroker(Broker):
         self, deliveries: Sequence[Delivery], script: str, *first: Any
     ) -> list[Delivery]:
         """Run ``script`` once per topic over the deliveries' receipts (one call for
-        the usual batch of one topic); return the deliveries whose receipts came
-        back stale."""
+        the usual batch of one topic, one per :data:`_RECEIPTS_PER_CALL` receipts of a
+        bigger one); return the deliveries whose receipts came back stale."""
         by_topic: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
             topic = delivery.subscription.topic
@@ -429,19 +438,25 @@ class RedisListBroker(Broker):
         run = self._scripts[script]
         # a settlement waits for replicas (the replicas option); a renewal does not
         durable = self._durable if script == "SETTLE" else None
+        # A requeue hands each element back to the head of the queue, the last first:
+        # the chunks go in reverse too, so that the first nacked is still next out.
+        backwards = script == "SETTLE" and str(first[0]).startswith("requeue")
         stale: list[Delivery] = []
         for topic, group in by_topic.items():
             plan = self._topic(topic)
-            args = [*plan.common, *first, *[d.receipt for d in group]]
-            keys = plan.keys_for(consumer_of(d.receipt) for d in group)
-            if durable is None:
-                reply = self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
-            else:
-                on = functools.partial(_run_on, run, keys, args)
-                reply = self._call(lambda k=keys[0], o=on: durable.run(k, o), topic)  # type: ignore[misc]
-            lost = stale_receipts(reply)
-            if lost:
-                stale.extend(d for d in group if d.receipt in lost)
+            starts = range(0, len(group), _RECEIPTS_PER_CALL)
+            for start in reversed(starts) if backwards else starts:
+                chunk = group[start : start + _RECEIPTS_PER_CALL]
+                args = [*plan.common, *first, *[d.receipt for d in chunk]]
+                keys = plan.keys_for(consumer_of(d.receipt) for d in chunk)
+                if durable is None:
+                    reply = self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
+                else:
+                    on = functools.partial(_run_on, run, keys, args)
+                    reply = self._call(lambda k=keys[0], o=on: durable.run(k, o), topic)  # type: ignore[misc]
+                lost = stale_receipts(reply)
+                if lost:
+                    stale.extend(d for d in chunk if d.receipt in lost)
         return stale
 
     # -- management ---------------------------------------------------------------
@@ -476,7 +491,8 @@ class RedisListBroker(Broker):
         if own:
             names.append(own)
         keys = plan.keys_for(names)
-        return self._scripts["RESCUE"](keys=keys, args=[*plan.common, _RESCUE_LIMIT, own])
+        args = [*plan.common, _RESCUE_LIMIT, own, _RESCUE_LEASES]
+        return self._scripts["RESCUE"](keys=keys, args=args)
 
     def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)

@@ -8,18 +8,19 @@ connection loss (with backoff and jitter) and turns a WRONGTYPE reply into an
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import redis
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_errors
+from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.exceptions import IncompatibleTopic
 
-__all__ = ["ListCalls"]
+__all__ = ["ListCalls", "wait_then_lease"]
 
 _T = TypeVar("_T")
 
@@ -102,6 +103,44 @@ class ListCalls:
             f"a key of the topic {topic!r} at {self._url} holds another Redis type than "
             "redis+list needs; use another topic or prefix"
         )
+
+
+def wait_then_lease(
+    client: redis.Redis,
+    fetch: Lua,
+    queue: str,
+    processing: str,
+    block: float,
+    keys: list[str],
+    args: list[Any],
+) -> list[bytes]:
+    """``BLMOVE`` from ``queue`` to the tail of ``processing`` (waiting up to ``block``
+    seconds), then the ``fetch`` script, told to lease that tail first: its reply.
+
+    Both go in one send, one round trip: the server runs the script as soon as the
+    BLMOVE returns. Between the two the element has no lease; only a consumer whose
+    heartbeat ran out loses it to a rescuer then, and the script finds nothing there.
+    On a cluster (redis-py runs no script in a cluster's pipeline) they are two round
+    trips, and the script runs only when the BLMOVE moved something.
+    """
+    target: Any = client
+    if isinstance(target, redis.RedisCluster):
+        moved = target.blmove(queue, processing, block, "RIGHT", "RIGHT")  # type: ignore[arg-type]  # Redis takes seconds as a float
+        if moved is None:
+            return []
+        return fetch(keys=keys, args=args)  # type: ignore[no-any-return]
+    with target.pipeline(transaction=False) as pipe:
+        pipe.blmove(queue, processing, block, "RIGHT", "RIGHT")
+        pipe.evalsha(fetch.sha, len(keys), *keys, *args)
+        moved, elements = pipe.execute(raise_on_error=False)
+    if isinstance(elements, NoScriptError):
+        # Not loaded on this server yet (it did not run): loaded and run now, it finds
+        # what the BLMOVE moved still at the tail of the list.
+        elements = fetch(keys=keys, args=args)
+    for reply in (moved, elements):
+        if isinstance(reply, Exception):
+            raise reply
+    return elements  # type: ignore[no-any-return]
 
 
 def _text(value: bytes | str) -> str:

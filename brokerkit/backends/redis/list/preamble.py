@@ -98,6 +98,19 @@ local function group_receipts(g)
   return out
 end
 
+-- A group split after its first k receipts: (the group of those k, the group of the
+-- rest), or nil when g is not a group brokerkit wrote.
+local function split_group(g, k)
+  local colon = string.find(g, ':', 1, true)
+  local plus = string.find(g, '+', 1, true)
+  local dash = string.find(g, '-', 1, true)
+  if not colon or not plus or not dash or plus > colon or dash > plus then return nil end
+  local nonce, first = string.sub(g, 1, dash), tonumber(string.sub(g, dash + 1, plus - 1))
+  local n, tail = tonumber(string.sub(g, plus + 1, colon - 1)), string.sub(g, colon)
+  if not first or not n or k < 1 or k >= n then return nil end
+  return nonce .. first .. '+' .. k .. tail, nonce .. (first + k) .. '+' .. (n - k) .. tail
+end
+
 -- No lease left: every group is empty, drop the index.
 local function tidy()
   if redis.call('HLEN', EXPIRY) == 0 then redis.call('DEL', DEADLINES) end
@@ -291,6 +304,8 @@ end
 -- died). Lists written by versions that kept leased elements there too are
 -- matched against the leases, so those are not handed back twice.
 local function orphans(consumer)
+  -- the usual case, an empty list: the lease hash, however big, is not read
+  if redis.call('LLEN', proc_of(consumer)) == 0 then return {} end
   local held = {}
   for _, value in ipairs(redis.call('HVALS', leases_of(consumer))) do
     local _, e = lease_parts(value)

@@ -74,7 +74,9 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "
 
 
 #: ARGV[7] consumer, [8] how many, [9] lease ms, [10] receipt nonce, [11] first
-#: sequence number, [12] (optional) the element a BLMOVE just moved.
+#: sequence number, [12] (optional) "1": first lease the tail of the consumer's
+#: processing list, where a BLMOVE sent just before this call, in the same pipeline,
+#: moved what it waited for (or an element a lost reply left there: never delivered).
 #: Returns the elements, in delivery order; the i-th (from 0) has the receipt
 #: ``<nonce><first + i>:<consumer>``.
 FETCH = (
@@ -89,16 +91,10 @@ release_due(t, math.max(want, RELEASE_BATCH))
 local out = {}
 -- The BLMOVEd element is leased only if it is still there: a rescuer that took
 -- this consumer for dead has already handed it back.
-if ARGV[12] and redis.call('LREM', proc_of(C), -1, ARGV[12]) == 1 then
-  out[1] = ARGV[12]
+if ARGV[12] == '1' then
+  local moved = redis.call('RPOP', proc_of(C))
+  if moved then out[1] = moved end
 end
-if #out < want then
-  local taken = redis.call('RPOP', QUEUE, want - #out)
-  if taken then
-    for _, e in ipairs(taken) do out[#out + 1] = e end
-  end
-end
-if #out == 0 then return out end
 -- A message that comes back (nacked, or its lease ran out: maybe it crashed its
 -- consumer) goes out alone, so that a poison message cannot take the messages
 -- fetched with it down with it, time after time, until they are dead-lettered unseen.
@@ -107,6 +103,20 @@ local function came_back(e)
   if string.sub(e, 1, 3) == 'BKR' then return true end
   return counted and is_raw(e) and redis.call('HEXISTS', ATTEMPTS, redis.sha1hex(e)) == 1
 end
+if #out < want and not (out[1] and came_back(out[1])) then
+  -- a look at the next one first: a queue of messages that came back (a rescue
+  -- handed back many) is not popped a batch at a time only to push all but one back
+  local next_out = redis.call('LINDEX', QUEUE, -1)
+  if next_out and came_back(next_out) then
+    if #out == 0 then out[1] = redis.call('RPOP', QUEUE) end  -- else the batch stops
+  elseif next_out then
+    local taken = redis.call('RPOP', QUEUE, want - #out)
+    if taken then
+      for _, e in ipairs(taken) do out[#out + 1] = e end
+    end
+  end
+end
+if #out == 0 then return out end
 local keep = #out
 for i, e in ipairs(out) do
   if came_back(e) then
@@ -273,28 +283,53 @@ return stale
 """
 )
 
-#: ARGV[7] at most this many leases and this many dead consumers per call;
-#: ARGV[8] a live consumer whose orphans to hand back too ("" : none).
+#: ARGV[7] at most this many lease groups and this many dead consumers per call;
+#: ARGV[8] a live consumer whose orphans to hand back too ("" : none); ARGV[9] at
+#: most this many leases looked at per call (a group or a dead consumer's leases
+#: past it are left for the next call: a due group is split, a dead consumer stays
+#: registered as dead until its lease hash is empty).
 #: Also moves held messages that are due to the queue.
 #: Returns {deliveries handed back, ms until the next lease group or held message is
-#: due or -1, orphans, lease groups visited (``limit`` when more may be due), held
-#: messages moved to the queue}.
+#: due or -1 (0 when work was left for the next call), orphans, lease groups visited
+#: (``limit`` when more may be due), held messages moved to the queue}.
 RESCUE = (
     PREAMBLE
     + r"""
 local t = now_ms()
-local limit = tonumber(ARGV[7])
-local moved = 0
-local due = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'LIMIT', 0, limit)
+local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
+local moved, more = 0, false
+local scored = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'WITHSCORES', 'LIMIT', 0, limit)
+local due, scores = {}, {}
+for i = 1, #scored, 2 do
+  due[#due + 1], scores[#scores + 1] = scored[i], scored[i + 1]
+end
 for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
+  if budget <= 0 then more = true; break end
   -- a group that fell due after the caller looked is left for the next rescue
   local colon = string.find(due[i], ':', 1, true)
   if not colon or declared(string.sub(due[i], colon + 1)) then
-  local receipts = group_receipts(due[i])
-  local found = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+  local group = due[i]
+  local receipts = group_receipts(group)
+  local from = 1
+  if #receipts > budget then
+    -- Look at the group's latest `budget` receipts now; the earlier ones stay a
+    -- group of their own, with the score the whole group had (still a lower bound).
+    from = #receipts - budget + 1
+    local head, rest = split_group(group, from - 1)
+    if head then
+      redis.call('ZADD', DEADLINES, scores[i], head)
+      redis.call('ZREM', DEADLINES, group)
+      group = rest
+      more = true
+    else
+      from = 1
+    end
+  end
+  budget = budget - (#receipts - from + 1)
+  local found = gather('HMGET', EXPIRY, receipts, from, #receipts)
   local earliest
-  for j = #receipts, 1, -1 do
-    local deadline = found[j] and (tonumber(found[j]) or 0)
+  for j = #receipts, from, -1 do
+    local deadline = found[j - from + 1] and (tonumber(found[j - from + 1]) or 0)
     if deadline and deadline <= t then
       local e = release(receipts[j])
       if e then
@@ -306,9 +341,9 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
     end
   end
   if earliest then
-    redis.call('ZADD', DEADLINES, earliest, due[i])
+    redis.call('ZADD', DEADLINES, earliest, group)
   else
-    redis.call('ZREM', DEADLINES, due[i])
+    redis.call('ZREM', DEADLINES, group)
   end
   end
 end
@@ -320,9 +355,9 @@ local function later(a, b)
 end
 local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
 for _, C in ipairs(dead) do
+  if budget <= 0 then more = true; break end
   -- a consumer that died after the caller looked is left for the next rescue
   if declared(C) then
-  redis.call('ZREM', CONSUMERS, C)
   local proc, leases = proc_of(C), leases_of(C)
   -- moved but never leased: never handed to the application, no attempt
   for _, e in ipairs(orphans(C)) do
@@ -330,14 +365,28 @@ for _, C in ipairs(dead) do
     moved = moved + 1
   end
   redis.call('DEL', proc)
-  local records, held, receipts = redis.call('HGETALL', leases), {}, {}
-  for j = 1, #records, 2 do
-    local delivered, e = lease_parts(records[j + 1])
-    held[#held + 1] = {delivered, records[j], e}
-    receipts[#receipts + 1] = records[j]
+  local held, receipts = {}, {}
+  if redis.call('HLEN', leases) <= budget then
+    local records = redis.call('HGETALL', leases)
+    for j = 1, #records, 2 do
+      local delivered, e = lease_parts(records[j + 1])
+      held[#held + 1] = {delivered, records[j], e}
+      receipts[#receipts + 1] = records[j]
+    end
+    redis.call('ZREM', CONSUMERS, C)
+  else  -- some now, the rest by the next calls: it stays registered as dead
+    local names = redis.call('HKEYS', leases)  -- cheap beside handing them back
+    receipts = {unpack(names, 1, budget)}
+    local values = redis.call('HMGET', leases, unpack(receipts))
+    for j, r in ipairs(receipts) do
+      local delivered, e = lease_parts(values[j])
+      held[#held + 1] = {delivered, r, e}
+    end
+    more = true
   end
+  budget = budget - #receipts
   call_chunked('HDEL', EXPIRY, receipts, 1)
-  redis.call('DEL', leases)
+  call_chunked('HDEL', leases, receipts, 1)
   table.sort(held, later)
   for _, lease in ipairs(held) do  -- newest first: the oldest ends up next out
     hand_back(lease[3], true, 'max_deliveries')
@@ -361,7 +410,8 @@ if next_lease[2] then
   local lease_wait = math.max(tonumber(next_lease[2]) - t, 0)
   if wait < 0 or lease_wait < wait then wait = lease_wait end
 end
-return {moved, wait, reconciled, #due, released}
+if more then wait = 0 end
+return {moved, wait, reconciled, more and limit or #due, released}
 """
 )
 

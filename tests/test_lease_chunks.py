@@ -1,0 +1,157 @@
+"""A consumer holding many deliveries never makes one big bookkeeping call: the lease
+keeper renews (and redis+list settles and extends) in bounded chunks, one call after
+another. Observed on a private redis-server's SLOWLOG, which logs every command with
+its arguments (not a mock of Redis)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+import brokerkit
+from brokerkit.backends.redis._heartbeat import RENEW_CHUNK
+from brokerkit.backends.redis.list.broker import _RECEIPTS_PER_CALL, _RESCUE_LEASES
+from tests.redis_server import RedisServer
+
+HELD = 10_000
+#: The arguments of a script call besides its receipts or entry ids: the script's
+#: keys (a handful, two more per consumer) and its fixed arguments.
+OVERHEAD = 40
+
+
+@pytest.fixture
+def server(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=redis_server.port)
+    client.config_set("slowlog-max-len", 100_000)
+    yield client
+    client.close()
+
+
+def script_calls(client: redis.Redis, action: object) -> list[int]:
+    """The argument counts of the scripts ``action()`` ran (every command logged)."""
+    client.config_set("slowlog-log-slower-than", 0)
+    client.slowlog_reset()
+    try:
+        action()  # type: ignore[operator]
+    finally:
+        client.config_set("slowlog-log-slower-than", 10_000)
+    counts = []
+    for entry in client.slowlog_get(100_000):
+        command = entry["command"].decode(errors="replace")
+        if not command.startswith("EVALSHA"):
+            continue
+        shown = command.split(" ")
+        more = re.search(r"\.\.\. \((\d+) more arguments\)$", command)
+        counts.append(len(shown) - 4 + int(more.group(1)) if more else len(shown))
+    return counts
+
+
+def hold(url: str, topic: str) -> tuple[brokerkit.Broker, list[brokerkit.Delivery]]:
+    broker = brokerkit.connect(url, visibility_timeout=600)
+    broker.publish_many(topic, [b"x"] * HELD)
+    subscription = broker.subscribe(topic, prefetch=1000)
+    got = [subscription.receive(timeout=10) for _ in range(HELD)]
+    assert all(d is not None for d in got)
+    return broker, got  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_a_renewal_round_of_10000_leases_is_calls_of_at_most_a_chunk(
+    server: redis.Redis, redis_server: RedisServer, scheme: str
+) -> None:
+    broker, got = hold(redis_server.url(scheme), "many")
+    try:
+        assert len(broker._keeper.held()) == HELD  # type: ignore[attr-defined]
+        calls = script_calls(server, broker._keeper._renew_held)  # type: ignore[attr-defined]
+        assert len(calls) >= HELD // RENEW_CHUNK
+        assert max(calls) <= RENEW_CHUNK + OVERHEAD
+        broker.ack(*got)
+    finally:
+        broker.close()
+
+
+def test_redis_list_acks_and_extends_a_big_batch_in_bounded_calls(
+    server: redis.Redis, redis_server: RedisServer
+) -> None:
+    broker, got = hold(redis_server.url("redis+list"), "many")
+    try:
+        for action in (lambda: broker.extend(*got, seconds=600), lambda: broker.ack(*got)):
+            calls = script_calls(server, action)
+            assert len(calls) >= HELD // _RECEIPTS_PER_CALL
+            assert max(calls) <= _RECEIPTS_PER_CALL + OVERHEAD
+        assert broker.inspect("many").in_flight == 0
+    finally:
+        broker.close()
+
+
+def test_redis_list_requeues_a_big_batch_in_bounded_calls_first_nacked_next_out(
+    server: redis.Redis, redis_server: RedisServer
+) -> None:
+    count = 3 * _RECEIPTS_PER_CALL + 7
+    broker = brokerkit.connect(redis_server.url("redis+list"), visibility_timeout=600)
+    try:
+        broker.publish_many("order", range(count))
+        subscription = broker.subscribe("order", prefetch=count)
+        got = [subscription.receive(timeout=10) for _ in range(count)]
+        assert [d.body for d in got if d is not None] == list(range(count))
+        calls = script_calls(server, lambda: broker.nack(*got, requeue=True))  # type: ignore[arg-type]
+        assert len(calls) >= 4  # (and a first one the server did not know yet)
+        assert max(calls) <= _RECEIPTS_PER_CALL + OVERHEAD
+        again = [subscription.receive(timeout=10) for _ in range(count)]
+        assert [d.body for d in again if d is not None] == list(range(count))
+        assert all(d is not None and d.attempt == 2 for d in again)
+        broker.ack(*again)  # type: ignore[arg-type]
+    finally:
+        broker.close()
+
+
+def server_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+@pytest.mark.parametrize("how", ["expired", "dead consumer"])
+def test_redis_list_rescues_10000_leases_in_bounded_calls(
+    server: redis.Redis, redis_server: RedisServer, how: str
+) -> None:
+    url = redis_server.url("redis+list")
+    crashed = brokerkit.connect(url, visibility_timeout=600)
+    rescuer = brokerkit.connect(url)
+    try:
+        crashed.publish_many("many", range(HELD))
+        subscription = crashed.subscribe("many", prefetch=1000, consumer="crashed")
+        got = [subscription.receive(timeout=10) for _ in range(HELD)]
+        assert [d.body for d in got if d is not None] == list(range(HELD))
+        crashed._suspend_renewals()  # type: ignore[attr-defined]  # a hung process
+        details = rescuer.inspect("many").details
+        past = server_ms(server) - 1
+        if how == "expired":  # as if the server's clock had passed every deadline
+            expiry, deadlines = details["expiry_key"], details["deadlines_key"]
+            server.hset(expiry, mapping=dict.fromkeys(server.hkeys(expiry), past))
+            server.zadd(deadlines, dict.fromkeys(server.zrange(deadlines, 0, -1), past))
+        else:  # its heartbeat ran out; its leases (600 s) did not
+            server.zadd(details["consumers_key"], {"crashed": past})
+        handed: list[int] = []
+        calls = script_calls(server, lambda: handed.append(rescuer.rescue("many")))
+        assert handed == [HELD]
+        assert len(calls) >= HELD // _RESCUE_LEASES  # rescue() runs no other script
+        assert rescuer.inspect("many").in_flight == 0
+        assert server.llen(details["queue_key"]) == HELD
+        again = rescuer.subscribe("many", prefetch=1000)
+        server.config_resetstat()
+        back = [again.receive(timeout=10) for _ in range(HELD)]
+        # Each came back, so each goes out alone; a fetch looks before it takes, and
+        # never pops a batch only to push all but one back (2,000 commands a fetch).
+        assert "cmdstat_rpush" not in server.info("commandstats")
+        assert all(d is not None and d.attempt == 2 for d in back)
+        bodies = [d.body for d in back if d is not None]
+        assert sorted(bodies) == list(range(HELD))
+        if how == "expired":  # handed back oldest first, across calls too
+            assert bodies == list(range(HELD))
+        rescuer.ack(*back)  # type: ignore[arg-type]
+    finally:
+        crashed.close()
+        rescuer.close()

@@ -1,0 +1,162 @@
+"""redis+list wakes a waiting consumer in one round trip: its BLMOVE and the script that
+leases what it moved go in one send. And a message nacked or handed back reaches a
+consumer already waiting at once, not at its next poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+import brokerkit
+from brokerkit.backends.redis.list import RedisListBroker
+from brokerkit.backends.redis.list.options import RedisListOptions
+from tests.conftest import RedisTarget
+from tests.redis_server import RedisServer
+
+#: Shorter than every interval at which a redis+list consumer looks again on its own
+#: (delay_poll_interval 0.5 s, a fetch's longest block 1 s, rescues every half a
+#: visibility timeout): a message that comes within it came through the wake-up.
+PROMPT = 0.4
+
+
+@pytest.fixture
+def connect(
+    redis_broker: Callable[..., Any], redis_target: RedisTarget, prefix: str
+) -> Iterator[Callable[..., RedisListBroker]]:
+    """``connect(name=None) -> RedisListBroker`` under this test's prefix, its connections
+    named ``name``; all closed after."""
+    made: list[RedisListBroker] = []
+
+    def factory(name: str | None = None) -> RedisListBroker:
+        if name is None:
+            return redis_broker("redis+list")  # type: ignore[no-any-return]
+        url = redis_target.url("redis+list", client_name=name)
+        broker = brokerkit.connect(url, prefix=prefix)
+        made.append(broker)  # type: ignore[arg-type]
+        return broker  # type: ignore[return-value]
+
+    yield factory
+    for broker in made:
+        broker.close()
+
+
+def blocked(admin: redis.Redis, name: str) -> dict[str, Any]:
+    """The connection named ``name`` once it waits in BLMOVE (polled, 10 s at most)."""
+    deadline = time.monotonic() + 10
+    while True:
+        for client in admin.client_list():
+            if client.get("name") == name and client.get("cmd") == "blmove":
+                return client
+        assert time.monotonic() < deadline, f"{name} never waited in BLMOVE"
+        time.sleep(0.005)
+
+
+class Waiting:
+    """``subscription.receive(timeout)`` in a thread, started now."""
+
+    def __init__(self, subscription: Any, timeout: float) -> None:
+        self.got: list[Any] = []
+        self._thread = threading.Thread(
+            target=lambda: self.got.append(subscription.receive(timeout=timeout))
+        )
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join(10)
+        assert self.got, "receive never returned"
+        return self.got[0]
+
+
+def test_the_lease_script_waits_behind_the_blmove_in_the_same_send(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url("redis+list")
+    admin = redis_server.client()
+    with (
+        brokerkit.connect(url) as producer,
+        brokerkit.connect(url + "?client_name=waiter") as consumer,
+    ):
+        subscription = consumer.subscribe("orders")
+        subscription.receive(timeout=0)  # the first fetch's housekeeping is done
+        waiting = Waiting(subscription, 5)
+        client = blocked(admin, "waiter")
+        # The script is already in the server's buffer for this connection: no second
+        # round trip after the BLMOVE returns.
+        assert int(client["qbuf"]) > 0
+        producer.publish("orders", "hello")
+        delivery = waiting.result()
+        assert delivery is not None and delivery.body == "hello" and delivery.attempt == 1
+        info = consumer.inspect("orders")
+        assert info.in_flight == 1
+        assert admin.llen(info.details["processing_keys"][0]) == 0  # leased, not left there
+        delivery.ack()
+        assert consumer.inspect("orders").in_flight == 0
+
+
+def test_a_lease_script_the_server_forgot_is_loaded_and_leases_what_the_blmove_moved(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url("redis+list")
+    admin = redis_server.client()
+    with (
+        brokerkit.connect(url) as producer,
+        brokerkit.connect(url + "?client_name=waiter") as consumer,
+    ):
+        subscription = consumer.subscribe("orders")
+        subscription.receive(timeout=0)
+        waiting = Waiting(subscription, 5)
+        blocked(admin, "waiter")
+        admin.script_flush()  # the pipelined EVALSHA will find no script
+        producer.publish("orders", "hello")
+        delivery = waiting.result()
+        assert delivery is not None and delivery.body == "hello" and delivery.attempt == 1
+        delivery.ack()
+        info = consumer.inspect("orders")
+        assert (info.length, info.in_flight) == (0, 0)
+        assert all(admin.llen(key) == 0 for key in info.details["processing_keys"])
+
+
+@pytest.mark.parametrize("prefetch", [1, 10])
+def test_a_nacked_message_reaches_a_consumer_already_waiting_at_once(
+    connect: Callable[..., RedisListBroker], redis_client: redis.Redis, prefix: str, prefetch: int
+) -> None:
+    assert RedisListOptions().delay_poll_interval > PROMPT
+    holder, waiter = connect(), connect(f"{prefix}-waiter")
+    holder.publish("orders", "job")
+    held = holder.subscribe("orders").receive(timeout=5)
+    assert held is not None
+    subscription = waiter.subscribe("orders", prefetch=prefetch)
+    subscription.receive(timeout=0)
+    waiting = Waiting(subscription, PROMPT)
+    blocked(redis_client, f"{prefix}-waiter")
+    held.nack(requeue=True)
+    delivery = waiting.result()
+    assert delivery is not None and delivery.body == "job" and delivery.attempt == 2
+    delivery.ack()
+
+
+@pytest.mark.parametrize("prefetch", [1, 10])
+def test_deliveries_handed_back_on_close_reach_a_consumer_already_waiting_at_once(
+    connect: Callable[..., RedisListBroker], redis_client: redis.Redis, prefix: str, prefetch: int
+) -> None:
+    holder, waiter = connect(), connect(f"{prefix}-waiter")
+    holder.publish_many("orders", range(10))
+    closing = holder.subscribe("orders", prefetch=10)
+    first = closing.receive(timeout=5)
+    assert first is not None and first.body == 0 and closing.buffered == 9
+    subscription = waiter.subscribe("orders", prefetch=prefetch)
+    subscription.receive(timeout=0)
+    waiting = Waiting(subscription, PROMPT)
+    blocked(redis_client, f"{prefix}-waiter")
+    closing.close()  # hands back the 9 it fetched and never returned
+    got = [waiting.result()]
+    while len(got) < 9:
+        got.append(subscription.receive(timeout=PROMPT))
+    assert [d.body for d in got if d is not None] == list(range(1, 10))
+    waiter.ack(*got)
+    first.ack()
