@@ -15,9 +15,7 @@ is a Redis consumer group; a subscription is one consumer in it.
   (``<prefix>:{<topic>}:wake:<group>``) too, in the same ``XREADGROUP``: a requeue
   or a hand-back adds an entry to it, and the member it wakes claims at once what
   came back, as it would have read a new entry.
-* Ack: a plain ``XACK`` per batch for the deliveries whose leases are known to run
-  for a while yet (see :mod:`.settle_async`: no member can have claimed them); for
-  the others, one script per batch checks which entries are still pending for this
+* Ack: one script per batch checks which entries are still pending for this
   consumer (one ``XPENDING`` over the batch's id range) and acks them with ``XACK``.
   A late ack never settles another consumer's delivery.
 * Nack: one script per delivery, all pipelined; requeue makes the entry
@@ -66,7 +64,7 @@ from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOp
 from brokerkit.backends.redis.stream.reaping_async import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_member
 from brokerkit.backends.redis.stream.scripts import text
-from brokerkit.backends.redis.stream.settle_async import PLAIN_ACK_SHARE, StreamSettling
+from brokerkit.backends.redis.stream.settle_async import StreamSettling
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["AsyncRedisStreamBroker"]
@@ -298,7 +296,6 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             state.cursor = text(cursor)
             return claimed, fresh, int(wait_ms)
 
-        leased = time.monotonic()  # before the claim: each lease runs from later
         claimed, fresh, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
         # Look for held messages again when the next one is due, or after the poll
         # interval for ones held meanwhile by other processes.
@@ -319,7 +316,6 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 continue
             message = self._decode(subscription.topic, raw_fields)
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
-            state.plain_ack_until[entry_id] = self._plain_ack_until(leased)
         if fresh:
             deliveries += first_deliveries(
                 subscription,
@@ -327,7 +323,6 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 fresh,
                 self.options.raw_content_type,
                 self._body_field,
-                (state.plain_ack_until, self._plain_ack_until(leased)),
             )
         return deliveries, bool(claimed)
 
@@ -364,7 +359,6 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 await create_group(self._client, state.wake_key, subscription.group, "$")
                 return None
 
-        leased = time.monotonic()  # before the read: each lease runs from later
         reply = await self._reconnector.call(read, topic=subscription.topic)
         if not reply:
             if block <= 0 < timeout and left <= timeout:
@@ -385,13 +379,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             entries,
             self.options.raw_content_type,
             self._body_field,
-            (state.plain_ack_until, self._plain_ack_until(leased)),
         )
-
-    def _plain_ack_until(self, leased: float) -> float:
-        """Until when a plain XACK may settle a delivery leased by a request sent at
-        ``leased`` (see :mod:`.settle_async`)."""
-        return leased + self.options.visibility_timeout * PLAIN_ACK_SHARE
 
     def _decode(self, topic: str, flat: Any) -> Message:
         return decode_entry(topic, flat, self.options.raw_content_type, self._body_field)

@@ -30,14 +30,11 @@ def first_deliveries(
     entries: list[Any],
     raw_content_type: str | None,
     body_field: bytes = BODY_FIELD,
-    plain_ack: tuple[dict[str, float], float] | None = None,
 ) -> list[Delivery]:
     """Deliveries (first attempts) of XREADGROUP's ``[[id, [field, value, ...]], ...]``;
-    ``body_field`` names the payload's field (see :func:`.entries.decode_entry`).
-    With ``plain_ack`` = ``(until_of, until)``, ``until_of[entry id] = until`` for each."""
+    ``body_field`` names the payload's field (see :func:`.entries.decode_entry`)."""
     topic, group, consumer = subscription.topic, subscription.group, subscription.consumer
     new_receipt = tuple.__new__
-    until_of, until = plain_ack if plain_ack is not None else ({}, 0.0)
     out: list[Delivery] = []
     append = out.append
     for raw_id, flat in entries:
@@ -51,9 +48,7 @@ def first_deliveries(
             message = message_from_header(topic, flat[1], flat[3])
         if message is None:
             message = decode_entry(topic, flat, raw_content_type, body_field)
-        entry_id = raw_id.decode()
-        until_of[entry_id] = until
-        receipt = new_receipt(StreamReceipt, (key, group, entry_id, consumer))
+        receipt = new_receipt(StreamReceipt, (key, group, raw_id.decode(), consumer))
         append(Delivery(message, subscription=subscription, attempt=1, receipt=receipt))
     return out
 

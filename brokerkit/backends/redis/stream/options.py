@@ -120,6 +120,3 @@ class StreamState:
     wake_key: str = ""
     #: Ids of wake entries read and not yet acked (the next claim acks them).
     woken: list[str] = dataclasses.field(default_factory=list)
-    #: Entry id -> until when (time.monotonic) a plain XACK may settle its delivery
-    #: (see :mod:`.settle_async`); absent: the ack checks ownership in a script.
-    plain_ack_until: dict[str, float] = dataclasses.field(default_factory=dict)

@@ -2,26 +2,12 @@
 
 An ack must never remove another consumer's delivery of the entry: once a lease
 ran out and another member claimed the entry, the late ack is stale. The ack
-script checks that (``XPENDING`` per batch, then ``XACK``), at about six times
-the server time of a plain ``XACK``. But a delivery whose lease is known to run
-for a long while yet cannot have been claimed, so a plain ``XACK`` settles it:
-
-* every claim waits until the entry has been idle for the group's lease length,
-  which is at least this consumer's visibility timeout (``XAUTOCLAIM`` and the
-  reaper's ``XPENDING IDLE`` with that minimum; a delayed retry is claimed only
-  while its parking consumer holds it, and only a settlement parks an entry);
-* the entry's idle time restarts at the fetch that delivered it, which ran on the
-  server after the client sent it, and only ``extend`` can shorten the lease
-  (the heartbeat renews it in full);
-* so the lease lasts at least one visibility timeout from the moment the fetch was
-  sent, or ``seconds`` from the moment the last ``extend(seconds)`` was sent.
-
-A plain ``XACK`` is used while at least :data:`PLAIN_ACK_SHARE` of the visibility
-timeout is left of that lower bound (so the ack has half a lease to reach the
-server), and neither on a retry after a lost connection nor with ``delete_acked``;
-every other ack runs the script. Should a plain ``XACK`` find fewer entries pending
-than it names (the group, the stream or the server's data was lost meanwhile),
-its deliveries are reported stale, as the script would have found them.
+script checks that on the server, where no delay can make the answer out of date
+(``XPENDING`` of this consumer per batch, then ``XACK`` of what it still holds).
+A plain ``XACK`` decided on by the client while its lease looks long enough was
+tried and dropped: a settlement held up behind a reconnect, a retry inside
+redis-py, or a failover to a replica that had not seen the delivery can all bring
+it to the server after another member claimed the entry.
 """
 
 from __future__ import annotations
@@ -53,16 +39,11 @@ from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
 
-__all__ = ["PLAIN_ACK_SHARE", "StreamSettling"]
+__all__ = ["StreamSettling"]
 
-#: A plain ``XACK`` settles a delivery within this share of the visibility timeout
-#: from the moment the fetch that leased it was sent (see above).
-PLAIN_ACK_SHARE = 0.5
-
-#: Entries per command or script, so that no settlement holds the server for long
-#: whatever the batch (about 0.3, 3 and 10 us of server time per entry): a plain
-#: XACK, the checking ack script, the renewal script.
-PLAIN_ACK_CHUNK = 2000
+#: Entries per script, so that no settlement holds the server for long whatever the
+#: batch (about 3 and 10 us of server time per entry): the ack script, the renewal
+#: script.
 ACK_CHUNK = 500
 RENEW_CHUNK = 200
 
@@ -113,48 +94,27 @@ class StreamSettling:
 
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
         flag = "10" if self.options.delete_acked else "00"
-        plain_ok = not self.options.delete_acked
-        now = time.monotonic()
         calls: list[Call] = []
-        fallbacks: list[Call | None] = []
         parts: list[list[AsyncDelivery]] = []
         for (key, group, consumer), ds in by_member_of(deliveries).items():
-            plain: list[AsyncDelivery] = []
-            checked: list[AsyncDelivery] = []
-            for d in ds:
-                until = d.subscription.state.plain_ack_until.pop(d.receipt.entry_id, 0.0)
-                (plain if plain_ok and until > now else checked).append(d)
-            for ids, part in _chunks(plain, PLAIN_ACK_CHUNK) if plain else ():
-                calls.append((None, [key], ["XACK", key, group, *ids]))
-                # A retry checks: it may come late.
-                args = [group, consumer, flag, ids[0], ids[-1], *ids]
-                fallbacks.append((self._scripts.ack, [key], args))
-                parts.append(part)
-            for ids, part in _chunks(checked, ACK_CHUNK) if checked else ():
+            for ids, part in _chunks(ds, ACK_CHUNK):
                 # The first and last id bound the batch when it is acked in the order
                 # it was read; the script checks any id outside them on its own.
                 args = [group, consumer, flag, ids[0], ids[-1], *ids]
                 calls.append((self._scripts.ack, [key], args))
-                fallbacks.append(None)
                 parts.append(part)
         # Out of the keeper before the ack runs, under the renewal's lock: a
         # renewal after the XACK would find the entries gone and report them lost.
         async with self._lease_lock:
             self._keeper.drop(deliveries)
         try:
-            replies = await self._run_settling(calls, flags_at=2, fallbacks=fallbacks)
+            replies = await self._run_settling(calls, flags_at=2)
         except ReplicationTimeout:
             raise  # applied on the master: nothing left to renew
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
-        stale = []
-        for part, call, reply in zip(parts, calls, replies, strict=True):
-            if isinstance(reply, int):  # a plain XACK's count
-                if reply < len(set(call[2][3:])):
-                    stale += part
-            else:
-                stale += _stale([part], [reply])
+        stale = _stale(parts, replies)
         if stale:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
@@ -196,8 +156,6 @@ class StreamSettling:
         requeue = how is not None
         async with self._lease_lock:
             self._keeper.drop(deliveries)
-        for delivery in deliveries:
-            delivery.subscription.state.plain_ack_until.pop(delivery.receipt.entry_id, None)
         limit = self.options.max_deliveries
         flag = "10" if self.options.delete_acked else "00"
         try:
@@ -247,20 +205,9 @@ class StreamSettling:
         # Redis never sets a delivery time in the future (XCLAIM clamps IDLE/TIME to
         # now), so a lease can be at most the group's lease length; while this
         # consumer lives, the heartbeat renews it to that in full, never shorter.
-        # A plain XACK may follow only while the new lease has long enough to run
-        # (noted before the renewal is sent: an ack racing it sees the shorter one).
-        sent = time.monotonic()
-        vt = self.options.visibility_timeout
-        until = sent + min(seconds, vt) - vt * (1 - PLAIN_ACK_SHARE)
-        for delivery in deliveries:
-            plain = delivery.subscription.state.plain_ack_until
-            entry_id = delivery.receipt.entry_id
-            if entry_id in plain:
-                plain[entry_id] = min(plain[entry_id], until)
         stale = await self._renew(deliveries, seconds)
         if stale:
             self._keeper.drop(stale)
-            self._forget_plain(stale)
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
     async def _renew(
@@ -288,7 +235,6 @@ class StreamSettling:
         self,
         calls: Sequence[Call],
         flags_at: int | None,
-        fallbacks: Sequence[Call | None] = (),
     ) -> list[Any]:
         """Run settling scripts (:func:`run_scripts`), retried through connection
         loss for up to ``reconnect_timeout`` seconds as every other call is.
@@ -296,7 +242,6 @@ class StreamSettling:
         Each script is idempotent: it acts only on entries its member still holds.
         A retry tells the scripts so (the second flag character at ``flags_at`` of
         their arguments): an entry the lost attempt already settled is not stale.
-        A retry runs each call's fallback, if it has one, instead of the call.
         """
         attempts = 0
 
@@ -304,8 +249,6 @@ class StreamSettling:
             nonlocal attempts
             attempts += 1
             todo: Sequence[Call] = calls
-            if attempts > 1 and fallbacks:
-                todo = [f or c for c, f in zip(calls, fallbacks, strict=True)]
             if attempts > 1 and flags_at is not None:
                 todo = [
                     (script, keys, [*a[:flags_at], a[flags_at][0] + "1", *a[flags_at + 1 :]])
@@ -335,15 +278,7 @@ class StreamSettling:
             alive = [d for d in held if id(d) in current]
             if not alive:
                 return []
-            lost = await self._renew(alive, None)
-            self._forget_plain(lost)
-            return lost
-
-    @staticmethod
-    def _forget_plain(deliveries: Iterable[AsyncDelivery]) -> None:
-        """No plain XACK for these any more: their acks check ownership."""
-        for delivery in deliveries:
-            delivery.subscription.state.plain_ack_until.pop(delivery.receipt.entry_id, None)
+            return await self._renew(alive, None)
 
     def _dead_fields(
         self, topic: str, entry_id: str, message: Message, reason: str, deliveries: int
