@@ -185,8 +185,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> WeightedScopeScheduling:
-    """Shared-server groups, longest work units first (see :mod:`tests.scheduling`)."""
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadscope`` (the default here): shared-server groups, longest work
+    units first (see :mod:`tests.scheduling`); any other ``--dist`` as xdist has it."""
+    if config.getoption("dist") != "loadscope":
+        return None
     return WeightedScopeScheduling(config, log)
 
 

@@ -220,6 +220,8 @@ def test_rescue_every_prints_each_round_and_exits_130_on_ctrl_c(
         assert child.wait(60) == 130
 
 
+# pytest-timeout's default method uses SIGALRM, which this test takes over
+@pytest.mark.timeout(60, method="thread")
 def test_a_signal_never_deadlocks_the_wait_it_interrupts() -> None:
     """The stop event is set from a signal handler, which runs between two bytecodes of
     the main thread, maybe while that thread is inside ``wait``. A ``threading.Event``

@@ -208,3 +208,34 @@ def test_a_subscription_closing_while_it_still_holds_an_entry_acks_the_wake_entr
     holder.close()
     assert redis_client.xpending(wake, "g")["pending"] == 0
     held.ack()
+
+
+def _wait_until_blocked(client: redis.Redis, command: str) -> None:
+    """Poll (with a deadline) until a client of the server is blocked in ``command``."""
+    deadline = time.monotonic() + 5
+    while not any(
+        c.get("cmd") == command and "b" in c.get("flags", "") for c in client.client_list()
+    ):
+        assert time.monotonic() < deadline, f"no client blocked in {command}"
+        time.sleep(0.01)  # polling with a deadline, not synchronisation
+
+
+def test_a_wake_stream_deleted_under_a_waiting_read_is_made_again(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    """Redis ends a read blocked on a key that is deleted with UNBLOCKED (as
+    delete_group deletes the wake stream while members wait): the receive carries
+    on, with its groups made again, instead of raising."""
+    broker = make(**WAITER)
+    subscription = broker.subscribe("jobs", group="g")
+    assert subscription.receive(timeout=0) is None
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.append(subscription.receive(timeout=1.5)))
+    reader.start()
+    _wait_until_blocked(redis_client, "xreadgroup")
+    assert redis_client.delete(subscription.state.wake_key) == 1
+    reader.join(10)
+    assert got == [None]
+    broker.publish("jobs", "after")
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None and delivery.body == "after"

@@ -283,8 +283,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         group, consumer = subscription.group, subscription.consumer
         min_idle = int(self.options.visibility_timeout * 1000)
 
-        woken = state.woken
-        state.woken = []
+        woken = list(state.woken)
 
         def claim() -> tuple[list[Any], list[Any], int]:
             keys = [state.key, state.lost_key, state.lease_key, state.scheduled_key]
@@ -297,6 +296,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
             return claimed, fresh, int(wait_ms)
 
         claimed, fresh, wait_ms = self._reconnector.call(claim, topic=subscription.topic)
+        del state.woken[: len(woken)]  # acked by the claim (kept until it succeeded)
         # Look for held messages again when the next one is due, or after the poll
         # interval for ones held meanwhile by other processes.
         wait = self.options.delay_poll_interval
@@ -353,7 +353,9 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
             try:
                 return client.execute_command(*args)
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP: the group (or the wake stream's) was deleted; UNBLOCKED: a
+                # key this read waited on was (delete_group runs while members wait)
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                     raise
                 create_group(self._client, state.key, subscription.group, state.start_id)
                 create_group(self._client, state.wake_key, subscription.group, "$")
