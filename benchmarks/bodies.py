@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 import brokerkit
+from benchmarks.bookkeeping import _delete_prefix
 from benchmarks.servertime import METER_CLIENT, ServerMeter, slowlog
 
 __all__ = ["FETCH_SIDES", "FetchResult", "fetch_rounds"]
@@ -85,7 +86,8 @@ _Side = tuple[Callable[[], float], Callable[[], None]]
 
 def _broker_side(url: str, scheme: str, size: int, fetches: int, window: _Window) -> _Side:
     base = url.split("://", 1)[1]
-    broker = brokerkit.connect(f"{scheme}://{base}?prefix=bench18f-{secrets.token_hex(3)}")
+    prefix = f"bench18f-{secrets.token_hex(3)}"
+    broker = brokerkit.connect(f"{scheme}://{base}?prefix={prefix}")
     body = b"x" * size
 
     def round_() -> float:
@@ -108,7 +110,11 @@ def _broker_side(url: str, scheme: str, size: int, fetches: int, window: _Window
         broker.purge(topic)
         return total / fetches
 
-    return round_, broker.close
+    def close() -> None:
+        broker.close()
+        _delete_prefix(redis.Redis.from_url(url), prefix)
+
+    return round_, close
 
 
 def _raw_side(url: str, side: str, size: int, fetches: int, window: _Window) -> _Side:
