@@ -186,6 +186,23 @@ def test_a_command_denied_inside_a_script_is_a_permission_error_not_a_lost_lease
         delivery.ack()
 
 
+def test_a_denied_blmove_never_strands_what_the_lease_script_took(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
+) -> None:
+    """A waiting redis+list consumer sends BLMOVE and its lease script together; the
+    script runs even when the ACL refuses the BLMOVE, and what it leased is handed out,
+    not left unseen until its lease runs out (with an attempt counted)."""
+    broker = connect(acl_url("list", drop=("+blmove",)))
+    subscription = broker.subscribe("orders")
+    assert subscription.receive(timeout=0) is None  # found nothing: it waits next time
+    broker.publish("orders", "x")
+    delivery = subscription.receive(timeout=1)
+    assert delivery is not None and (delivery.body, delivery.attempt) == ("x", 1)
+    delivery.ack()
+    with pytest.raises(PermissionDenied, match="(?i)blmove"):
+        subscription.receive(timeout=1)  # nothing leased: the refusal is reported
+
+
 def test_a_denied_client_setname_does_not_stop_a_subscription(
     acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
 ) -> None:

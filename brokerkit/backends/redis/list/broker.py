@@ -263,7 +263,7 @@ class RedisListBroker(Broker):
         script_keys, common = state.plan.keys_for((consumer,)), state.plan.common
         queue, processing = state.keys.queue, state.keys.processing(consumer)
 
-        def fetch() -> tuple[str, int, list[bytes]]:
+        def fetch() -> tuple[str, int, list[bytes] | None]:
             # Every attempt takes fresh sequence numbers: one whose reply was lost may
             # have leased elements under the receipts it sent.
             nonce, first = state.nonce, state.seq
@@ -275,7 +275,14 @@ class RedisListBroker(Broker):
             moved = wait_then_lease(self._client, run, queue, processing, block, script_keys, args)
             return nonce, first, moved
 
-        nonce, first, elements = self._consumer_call(subscription, fetch)
+        try:
+            nonce, first, elements = self._consumer_call(subscription, fetch)
+        except BaseException:
+            if block is not None:  # a BLMOVE may have moved an element nobody leased
+                state.reconcile = True
+            raise
+        if elements is None:  # the script did not run: the heartbeat was not renewed
+            return []
         state.heartbeat_at = time.monotonic()
         if not elements:
             return []

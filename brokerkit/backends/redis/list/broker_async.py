@@ -263,7 +263,7 @@ class AsyncRedisListBroker(AsyncBroker):
         script_keys, common = state.plan.keys_for((consumer,)), state.plan.common
         queue, processing = state.keys.queue, state.keys.processing(consumer)
 
-        async def fetch() -> tuple[str, int, list[bytes]]:
+        async def fetch() -> tuple[str, int, list[bytes] | None]:
             # Every attempt takes fresh sequence numbers: one whose reply was lost may
             # have leased elements under the receipts it sent.
             nonce, first = state.nonce, state.seq
@@ -277,7 +277,14 @@ class AsyncRedisListBroker(AsyncBroker):
             )
             return nonce, first, moved
 
-        nonce, first, elements = await self._consumer_call(subscription, fetch)
+        try:
+            nonce, first, elements = await self._consumer_call(subscription, fetch)
+        except BaseException:
+            if block is not None:  # a BLMOVE may have moved an element nobody leased
+                state.reconcile = True
+            raise
+        if elements is None:  # the script did not run: the heartbeat was not renewed
+            return []
         state.heartbeat_at = time.monotonic()
         if not elements:
             return []

@@ -112,33 +112,41 @@ async def wait_then_lease(
     block: float,
     keys: list[str],
     args: list[Any],
-) -> list[bytes]:
+) -> list[bytes] | None:
     """``BLMOVE`` from ``queue`` to the tail of ``processing`` (waiting up to ``block``
-    seconds), then the ``fetch`` script, told to lease that tail first: its reply.
+    seconds), then the ``fetch`` script, told to lease that tail first: its reply, or
+    ``None`` where the script did not run.
 
     Both go in one send, one round trip: the server runs the script as soon as the
     BLMOVE returns. Between the two the element has no lease; only a consumer whose
     heartbeat ran out loses it to a rescuer then, and the script finds nothing there.
     On a cluster (redis-py runs no script in a cluster's pipeline) they are two round
     trips, and the script runs only when the BLMOVE moved something.
+
+    The script runs even when the BLMOVE fails (a user the ACL denies it): what it
+    leased is handed out all the same, never left to wait out its lease unseen; the
+    BLMOVE's error is raised only when the script leased nothing.
     """
     target: Any = client
     if isinstance(target, aioredis.RedisCluster):
         moved = await target.blmove(queue, processing, block, "RIGHT", "RIGHT")  # type: ignore[arg-type]  # Redis takes seconds as a float
         if moved is None:
-            return []
+            return None
         return await fetch(keys=keys, args=args)  # type: ignore[no-any-return]
     async with target.pipeline(transaction=False) as pipe:
         pipe.blmove(queue, processing, block, "RIGHT", "RIGHT")
         pipe.evalsha(fetch.sha, len(keys), *keys, *args)
         moved, elements = await pipe.execute(raise_on_error=False)
     if isinstance(elements, NoScriptError):
+        if isinstance(moved, Exception):
+            raise moved  # nothing moved and nothing leased: no script to load for it
         # Not loaded on this server yet (it did not run): loaded and run now, it finds
         # what the BLMOVE moved still at the tail of the list.
         elements = await fetch(keys=keys, args=args)
-    for reply in (moved, elements):
-        if isinstance(reply, Exception):
-            raise reply
+    if isinstance(elements, Exception):
+        raise elements
+    if isinstance(moved, Exception) and not elements:
+        raise moved
     return elements  # type: ignore[no-any-return]
 
 
