@@ -155,3 +155,36 @@ def test_redis_list_rescues_10000_leases_in_bounded_calls(
     finally:
         crashed.close()
         rescuer.close()
+
+
+def test_a_failing_chunk_keeps_the_later_chunks_renewing() -> None:
+    """One chunk's renewal failing (a topic whose key another program broke) leaves
+    the other chunks of the round renewed, their lost leases reported, and the error
+    raised at the end (logged by the beat)."""
+    from brokerkit._delivery import Delivery
+    from brokerkit._message import Message
+    from brokerkit.backends.redis._heartbeat import LeaseKeeper
+
+    renewed: list[list[str]] = []
+
+    def renew(chunk: list[Delivery]) -> list[Delivery]:
+        bodies = [d.message.payload.decode() for d in chunk]
+        renewed.append(bodies)
+        if "m0" in bodies:
+            raise redis.ResponseError("WRONGTYPE in the first chunk")
+        return [d for d in chunk if d.message.payload == b"m5"]
+
+    keeper = LeaseKeeper(renew, interval=3600, name="test", chunk=2)
+    held = [
+        Delivery(
+            Message(f"id{n}", "t", f"m{n}".encode(), "text/plain", {}, 0.0),
+            subscription=None,  # type: ignore[arg-type]  # the keeper never looks at it
+        )
+        for n in range(6)
+    ]
+    with keeper._lock:
+        keeper._held.update((id(d), d) for d in held)
+    with pytest.raises(redis.ResponseError):
+        keeper._renew_held()
+    assert renewed == [["m0", "m1"], ["m2", "m3"], ["m4", "m5"]]
+    assert held[5] not in keeper.held()  # the lost lease was reported and dropped

@@ -199,7 +199,7 @@ def test_a_denied_blmove_never_strands_what_the_lease_script_took(
     delivery = subscription.receive(timeout=1)
     assert delivery is not None and (delivery.body, delivery.attempt) == ("x", 1)
     delivery.ack()
-    with pytest.raises(PermissionDenied, match="(?i)blmove"):
+    with pytest.raises(PermissionDenied, match=r"(?i)blmove"):
         subscription.receive(timeout=1)  # nothing leased: the refusal is reported
 
 

@@ -79,13 +79,18 @@ class LeaseKeeper:
     async def _renew_held(self) -> None:
         held = self.held()
         lost: list[AsyncDelivery] = []
-        try:
-            for start in range(0, len(held), self._chunk):
-                # one call after another: other clients are served between them
+        failure: Exception | None = None
+        for start in range(0, len(held), self._chunk):
+            # one call after another: other clients are served between them; a chunk
+            # that fails (one topic's key of the wrong type) keeps no other from renewing
+            try:
                 lost.extend(await self._renew(held[start : start + self._chunk]))
-        finally:  # what the chunks renewed before a failure found lost is reported
-            if lost:
-                self._report_lost(lost)
+            except Exception as exc:
+                failure = failure or exc
+        if lost:  # what the chunks renewed found lost is reported, failure or not
+            self._report_lost(lost)
+        if failure is not None:
+            raise failure
 
     def _report_lost(self, lost: list[AsyncDelivery]) -> None:
         self.drop(lost)
