@@ -86,6 +86,7 @@ class RedisServer:
         self.config = tuple(config)
         self._dir = tempfile.TemporaryDirectory(prefix="brokerkit-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def directory(self) -> Path:
@@ -119,9 +120,13 @@ class RedisServer:
             # at the default hz 10 the suite's 50 ms listens for "nothing more" took
             # 100 ms, and every receive(timeout) was rounded up to a tenth of a second.
             "--hz", "100",
-            # a master waits this long for more replicas before a full sync (default 5 s)
-            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
+        if not self._started:
+            # At first start a master syncs its replicas at once (by default it waits
+            # 5 s for more). Restarted (empty, after a kill) it keeps the wait: a
+            # replica must not sync from it before a failover has made it a replica.
+            args += ["--repl-diskless-sync-delay", "0"]
+        self._started = True
         if self.appendonly:
             args += ["--appendfsync", "always"]
         args += list(self.config)
