@@ -188,3 +188,33 @@ def test_a_failing_chunk_keeps_the_later_chunks_renewing() -> None:
         keeper._renew_held()
     assert renewed == [["m0", "m1"], ["m2", "m3"], ["m4", "m5"]]
     assert held[5] not in keeper.held()  # the lost lease was reported and dropped
+
+
+def test_a_consumers_own_rescue_hands_back_every_part_before_it_fetches(
+    server: redis.Redis, redis_server: RedisServer
+) -> None:
+    """Expired leases found by a consumer's own maintenance (no rescue() call) come
+    back in the order rescue() gives them: every bounded call before the next fetch,
+    not one fetch between the parts (which took the head of each part out of order)."""
+    url = redis_server.url("redis+list")
+    count = 3 * _RESCUE_LEASES
+    crashed = brokerkit.connect(url, visibility_timeout=600)
+    other = brokerkit.connect(url)
+    try:
+        crashed.publish_many("parts", range(count))
+        subscription = crashed.subscribe("parts", prefetch=count, consumer="crashed")
+        got = [subscription.receive(timeout=10) for _ in range(count)]
+        assert [d.body for d in got if d is not None] == list(range(count))
+        crashed._suspend_renewals()  # type: ignore[attr-defined]  # a hung process
+        details = other.inspect("parts").details
+        past = server_ms(server) - 1
+        expiry, deadlines = details["expiry_key"], details["deadlines_key"]
+        server.hset(expiry, mapping=dict.fromkeys(server.hkeys(expiry), past))
+        server.zadd(deadlines, dict.fromkeys(server.zrange(deadlines, 0, -1), past))
+        again = other.subscribe("parts", prefetch=1)
+        back = [again.receive(timeout=10) for _ in range(count)]
+        assert [d.body for d in back if d is not None] == list(range(count))
+        other.ack(*back)  # type: ignore[arg-type]
+    finally:
+        crashed.close()
+        other.close()

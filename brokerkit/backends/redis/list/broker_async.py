@@ -57,7 +57,7 @@ _PUSH_CHUNK = 1000
 #: A rescue call visits at most this many lease groups and dead consumers.
 _RESCUE_LIMIT = 1000
 #: A rescue call looks at most at this many leases; the rest wait for the next call,
-#: which a consumer's maintenance makes at its next fetch. Measured on a private Redis
+#: which a consumer's maintenance makes right after it. Measured on a private Redis
 #: 7.0 handing back 10,000 (one call for all of them took 220 to 310 ms of server
 #: time): expired leases 1 to 1.3 ms a call at the median, 2.7 ms at most; a dead
 #: consumer's 1.6 to 1.9 ms, 4.5 to 6.6 ms at most (each call lists the names of
@@ -337,16 +337,17 @@ class AsyncRedisListBroker(AsyncBroker):
         the next run for when the next lease runs out (at most half a timeout away)."""
         state: _Consumer = subscription.state
         state.reconcile = False
-        moved, wait_ms, _, visited, released = await self._consumer_call(
-            subscription,
-            lambda: self._rescue(state.plan, subscription.consumer),
-        )
-        if moved or released:
-            state.idle = False
+        while True:  # calls of a bounded size, all before the next fetch: in order
+            moved, wait_ms, _, visited, released = await self._consumer_call(
+                subscription,
+                lambda: self._rescue(state.plan, subscription.consumer),
+            )
+            if moved or released:
+                state.idle = False
+            if visited < _RESCUE_LIMIT:
+                break
         wait = self.options.visibility_timeout / 2
-        if visited >= _RESCUE_LIMIT:
-            wait = 0.0  # it left work for the next call: at the next fetch
-        elif wait_ms >= 0:
+        if wait_ms >= 0:
             wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
         now = time.monotonic()
         state.next_maintenance = now + wait
