@@ -83,17 +83,21 @@ def test_entries_a_closing_consumer_hands_back_reach_a_waiting_consumer_at_once(
     kept.ack()
 
 
-def test_a_requeued_entry_reaches_a_waiting_consumer_at_once(make: Make) -> None:
-    worker, waiting = make(), make(**WAITER)
-    message_id = worker.publish("jobs", "retry me")
-    delivery = worker.subscribe("jobs", group="g").receive(timeout=5)
-    assert delivery is not None
-    waiter = Waiter(waiting.subscribe("jobs", group="g"), count=1)
-    delivery.nack(requeue=True)
-    arrived = waiter.done.wait(BEFORE_THE_OLD_READ_ENDED)
-    waiter.join()
-    assert arrived, "the requeued entry did not reach the waiting consumer"
-    assert [(d.id, d.attempt) for d in waiter.got] == [(message_id, 2)]
+@pytest.mark.parametrize("resp", [{}, {"protocol": "3"}], ids=["resp2", "resp3"])
+def test_a_requeued_entry_reaches_a_waiting_consumer_at_once(
+    redis_target: RedisTarget, prefix: str, resp: dict[str, str]
+) -> None:
+    url = redis_target.url("redis+stream", prefix=prefix, **resp)
+    with brokerkit.connect(url) as worker, brokerkit.connect(url, **WAITER) as waiting:
+        message_id = worker.publish("jobs", "retry me")
+        delivery = worker.subscribe("jobs", group="g").receive(timeout=5)
+        assert delivery is not None
+        waiter = Waiter(waiting.subscribe("jobs", group="g"), count=1)
+        delivery.nack(requeue=True)
+        arrived = waiter.done.wait(BEFORE_THE_OLD_READ_ENDED)
+        waiter.join()
+        assert arrived, "the requeued entry did not reach the waiting consumer"
+        assert [(d.id, d.attempt) for d in waiter.got] == [(message_id, 2)]
 
 
 def test_a_wake_up_reaches_only_the_group_of_the_entry(
@@ -171,22 +175,6 @@ def test_a_fetch_just_before_held_messages_are_looked_for_reads_what_is_there(
     got = broker._fetch(subscription, 1, 1.0)
     assert [d.id for d in got] == [message_id]
     broker.ack(*got)
-
-
-def test_a_requeued_entry_wakes_a_waiting_consumer_over_resp3(
-    redis_target: RedisTarget, prefix: str
-) -> None:
-    url = redis_target.url("redis+stream", prefix=prefix, protocol="3")
-    with brokerkit.connect(url) as worker, brokerkit.connect(url, **WAITER) as waiting:
-        message_id = worker.publish("jobs", "retry me")
-        delivery = worker.subscribe("jobs", group="g").receive(timeout=5)
-        assert delivery is not None
-        waiter = Waiter(waiting.subscribe("jobs", group="g"), count=1)
-        delivery.nack(requeue=True)
-        arrived = waiter.done.wait(BEFORE_THE_OLD_READ_ENDED)
-        waiter.join()
-        assert arrived, "the requeued entry did not reach the waiting consumer"
-        assert [(d.id, d.attempt) for d in waiter.got] == [(message_id, 2)]
 
 
 def test_a_subscription_closing_while_it_still_holds_an_entry_acks_the_wake_entries_it_read(
