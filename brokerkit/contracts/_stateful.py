@@ -263,7 +263,15 @@ class DeliveryMachine(RuleBasedStateMachine):
                 f"ack is final: {delivery!r} came back after it was acked while draining"
             )
             pending.discard(delivery.id)
-            delivery.ack()
+            try:
+                delivery.ack()
+            except StaleDelivery:
+                if self.exact:  # a manual clock lets no lease run out unasked
+                    raise
+                # On real time a stalled machine can let the drainer's own lease run
+                # out between receive and ack: the message must come back, and is
+                # waited for again.
+                pending.add(delivery.id)
         self.env.expect_nothing(
             drainer,
             "ack is final: a message came back after the drain acked everything",
