@@ -16,8 +16,8 @@ from brokerkit.backends.redis.stream import scheduling, scripts
 
 __all__ = ["Call", "StreamScripts", "run_scripts"]
 
-#: ``(script, keys, args)``; with no script, ``args`` is a plain command to run.
-Call = tuple[Lua | None, list[Any], list[Any]]
+#: ``(script, keys, args)``.
+Call = tuple[Lua, list[Any], list[Any]]
 
 
 class StreamScripts:
@@ -39,8 +39,8 @@ class StreamScripts:
 
 
 def run_scripts(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
-    """Run ``(script, keys, args)`` calls in one round trip (a pipeline of EVALSHA,
-    and of the plain commands among them) and return their replies in order.
+    """Run ``(script, keys, args)`` calls in one round trip (a pipeline of EVALSHA)
+    and return their replies in order.
 
     redis-py's own pipeline support asks SCRIPT EXISTS first, a second round trip
     on every call; here a script the server lost (a restart, SCRIPT FLUSH) answers
@@ -49,24 +49,17 @@ def run_scripts(client: redis.Redis, calls: Sequence[Call]) -> list[Any]:
     """
     if len(calls) == 1:
         script, keys, args = calls[0]
-        if script is None:
-            plain: Any = client
-            return [plain.execute_command(*args)]
         return [script(keys=keys, args=args, client=client)]
     replies: list[Any] = [None] * len(calls)
     pipe: Any
     with client.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
-            if script is None:
-                pipe.execute_command(*args)
-            else:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         results = pipe.execute(raise_on_error=False)
     for i, result in enumerate(results):
         if isinstance(result, NoScriptError):
             # did not run: loaded and run again (see Lua)
             script, keys, args = calls[i]
-            assert script is not None
             replies[i] = script(keys=keys, args=args, client=client)
         elif isinstance(result, Exception):
             raise result
