@@ -2,12 +2,11 @@
 
 xdist's ``loadscope`` hands each worker whole classes (or modules, for module-level
 tests) so that class fixtures run once, and starts the scopes with the most tests
-first. Three things make that slow here:
+first. Four things make that slow here:
 
 - a contract class runs the whole suite on one backend: a minute or two on one worker
   for a real-time backend; no test class has class fixtures, so each test method (with
   all its parameters) is a work unit of its own;
-
 - a Redis Cluster (6 processes) or a Sentinel set (5) is a session fixture, so every
   worker that runs one cluster test starts a cluster of its own, seconds of waiting
   each; :data:`SHARED_SERVERS` puts the tests that need one into a few groups, each
