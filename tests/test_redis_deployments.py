@@ -203,3 +203,26 @@ def test_scripts_flushed_on_one_server_are_loaded_again(
             assert not client.script_exists("x" * 40)[0]
         finally:
             client.close()
+
+
+def test_an_idle_list_consumer_on_a_cluster_keeps_its_heartbeat(
+    redis_cluster: RedisClusterSet, prefix: str
+) -> None:
+    """On a cluster a waiting consumer's BLMOVE and lease script are two round trips,
+    and a BLMOVE that times out runs no script: it must not count as a heartbeat, or an
+    idle consumer would never renew its registration (rescue would take it for dead)."""
+    url = redis_cluster.url("redis+list", prefix=prefix)
+    with brokerkit.connect(url, visibility_timeout=1) as broker:
+        subscription = broker.subscribe("idle")
+        assert subscription.receive(timeout=0) is None  # registers the consumer
+        consumers = broker.inspect("idle").details["consumers_key"]
+        client = redis_cluster.client()
+        try:
+            first = client.zscore(consumers, subscription.consumer)
+            assert first is not None
+            # idle well past a quarter heartbeat (heartbeats last max(vt, 5 s))
+            assert subscription.receive(timeout=2.5) is None
+            later = client.zscore(consumers, subscription.consumer)
+        finally:
+            client.close()
+        assert later is not None and later > first, "the idle consumer's heartbeat was not renewed"
