@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 import brokerkit
-from benchmarks.bookkeeping import _delete_prefix
+from benchmarks.bookkeeping import delete_prefix
 from benchmarks.servertime import METER_CLIENT, ServerMeter, slowlog
 
 __all__ = ["FETCH_SIDES", "FetchResult", "fetch_rounds"]
@@ -112,7 +112,7 @@ def _broker_side(url: str, scheme: str, size: int, fetches: int, window: _Window
 
     def close() -> None:
         broker.close()
-        _delete_prefix(redis.Redis.from_url(url), prefix)
+        delete_prefix(url, prefix)
 
     return round_, close
 

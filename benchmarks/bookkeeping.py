@@ -33,6 +33,8 @@ import redis
 import brokerkit
 from benchmarks.servertime import METER_CLIENT, ServerMeter, slowlog
 from brokerkit import Broker, Delivery
+from brokerkit._url import BrokerURL
+from brokerkit.cli._scratch import remove_keys
 
 __all__ = ["Call", "bookkeeping", "in_flight_memory"]
 
@@ -205,13 +207,14 @@ def _one_backend(
                 f"reclaimed {got} of {held} in 3 s",
             )
         rescuer.purge(topic)
-    _delete_prefix(log.r, prefix)
+    delete_prefix(url, prefix)
 
 
-def _delete_prefix(r: Any, prefix: str) -> None:
-    """Delete every key this run made under its own ``prefix``."""
-    for key in list(r.scan_iter(match=f"{prefix}:*", count=1000)):
-        r.delete(key)
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key a run made under its own ``prefix`` on the Redis at ``url``
+    (``redis://`` or ``rediss://``), as ``brokerkit bench`` does with its own."""
+    scheme, rest = url.split("://", 1)
+    remove_keys(BrokerURL.parse(f"{scheme}+list://{rest}"), prefix + ":")
 
 
 def in_flight_memory(url: str, count: int = 10_000, size: int = 100) -> list[dict[str, Any]]:
@@ -233,7 +236,7 @@ def in_flight_memory(url: str, count: int = 10_000, size: int = 100) -> list[dic
                     flying = _memory(r, prefix, keys)
                     broker.ack(*deliveries)
                 broker.purge("mem")
-            _delete_prefix(r, prefix)
+            delete_prefix(url, prefix)
             row = _memory_row(scheme, count, base, waiting, flying)
             row["in_flight_by_key"] = {k: round(v / count, 1) for k, v in sorted(keys.items())}
             rows.append(row)

@@ -24,10 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 import brokerkit
-from benchmarks.bookkeeping import _delete_prefix
+from benchmarks.bookkeeping import delete_prefix
 
 __all__ = ["Handback", "handbacks"]
 
@@ -140,7 +138,7 @@ def _case(url: str, scheme: str, how: str, prefetch: int, timeout: float | None)
             else:
                 holder.close()
         holder_broker.purge(topic)
-    _delete_prefix(redis.Redis.from_url(url), prefix)
+    delete_prefix(url, prefix)
     return Handback(
         scheme,
         how,

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 import brokerkit
-from benchmarks.bookkeeping import _delete_prefix
+from benchmarks.bookkeeping import delete_prefix
 
 __all__ = ["SIDES", "scaling"]
 
@@ -95,7 +95,7 @@ def _clean(url: str, side: str, key: str) -> None:
         return
     with brokerkit.connect(_broker_url(url, side)) as broker:
         broker.purge(key)
-    _delete_prefix(redis.Redis.from_url(url), "bench18s")
+    delete_prefix(url, "bench18s")
 
 
 def _round(url: str, side: str, processes: int, count: int) -> float:

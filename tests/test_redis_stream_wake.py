@@ -16,6 +16,7 @@ import redis
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from tests.conftest import RedisTarget
+from tests.redis_stream_aio_support import blocked_reads
 
 Make = Callable[..., RedisStreamBroker]
 
@@ -198,16 +199,6 @@ def test_a_subscription_closing_while_it_still_holds_an_entry_acks_the_wake_entr
     held.ack()
 
 
-def _wait_until_blocked(client: redis.Redis, command: str) -> None:
-    """Poll (with a deadline) until a client of the server is blocked in ``command``."""
-    deadline = time.monotonic() + 5
-    while not any(
-        c.get("cmd") == command and "b" in c.get("flags", "") for c in client.client_list()
-    ):
-        assert time.monotonic() < deadline, f"no client blocked in {command}"
-        time.sleep(0.01)  # polling with a deadline, not synchronisation
-
-
 def test_a_wake_stream_deleted_under_a_waiting_read_is_made_again(
     make: Make, redis_client: redis.Redis
 ) -> None:
@@ -220,7 +211,10 @@ def test_a_wake_stream_deleted_under_a_waiting_read_is_made_again(
     got: list[Any] = []
     reader = threading.Thread(target=lambda: got.append(subscription.receive(timeout=1.5)))
     reader.start()
-    _wait_until_blocked(redis_client, "xreadgroup")
+    deadline = time.monotonic() + 5
+    while not blocked_reads(redis_client):
+        assert time.monotonic() < deadline, "the receive never blocked in XREADGROUP"
+        time.sleep(0.01)  # polling with a deadline, not synchronisation
     assert redis_client.delete(subscription.state.wake_key) == 1
     reader.join(10)
     assert got == [None]
