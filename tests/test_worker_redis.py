@@ -9,6 +9,7 @@ import itertools
 import logging
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -291,7 +292,10 @@ def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
     redis_target: RedisTarget, redis_client: redis.Redis, prefix: str, tmp_path: Path
 ) -> None:
     """The worker process fails every message once (retry in 2 s) and is SIGKILLed;
-    another worker gets every retry no earlier than due and within 10 % after."""
+    another worker gets every retry no earlier than due, and on time: half of them
+    within 0.1 s, all within 0.5 s. (The retries fall due over a spread of time: a
+    worker that found them only by its 0.5 s poll would be late by 0.25 s at the
+    median; the bound on all of them leaves room for a loaded machine.)"""
     (tmp_path / "retry_app.py").write_text(RETRY_APP)
     topic, seen_key, total = "sms", f"{prefix}:seen", 20
     url = redis_target.url("redis+list", prefix=prefix)
@@ -332,9 +336,12 @@ def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
 
         with other.running():
             wait_for(lambda: len(retried_at) == total)
+    lateness = []
     for n, (attempt, at) in retried_at.items():
         assert attempt == 2
-        assert 2.0 <= at - failed_at[n] <= 2.2, (n, at - failed_at[n])
+        assert 2.0 <= at - failed_at[n] <= 2.5, (n, at - failed_at[n])
+        lateness.append(at - failed_at[n] - 2.0)
+    assert statistics.median(lateness) <= 0.1, sorted(lateness)
 
 
 def test_a_worker_outlives_a_redis_outage(
