@@ -121,3 +121,28 @@ def test_settling_many_entries_runs_in_chunks_and_finds_the_stale_ones(
     assert sorted((p["message_id"].decode(), p["consumer"]) for p in pending) == sorted(
         (d.receipt.entry_id, b"other") for d in taken
     )
+
+
+def test_one_ack_settles_the_deliveries_of_several_topics_groups_and_members(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    broker.publish_many("a", [b"1", b"2"])
+    broker.publish("b", b"3")
+    subscriptions = [
+        broker.subscribe("a", group="g1", prefetch=2),
+        broker.subscribe("a", group="g2"),
+        broker.subscribe("a", group="g2"),
+        broker.subscribe("b", group="g1"),
+    ]
+    got = [subscriptions[0].receive(timeout=5), subscriptions[0].receive(timeout=5)]
+    got += [subscriptions[1].receive(timeout=5), subscriptions[2].receive(timeout=5)]
+    got.append(subscriptions[3].receive(timeout=5))
+    deliveries = [d for d in got if d is not None]
+    assert len(deliveries) == 5
+    assert len({d.receipt.consumer for d in deliveries[2:4]}) == 2  # g2's two members
+    # Interleaved, so that no member's deliveries come together.
+    broker.ack(*deliveries[::2], *deliveries[1::2])
+    for topic, group in [("a", "g1"), ("a", "g2"), ("b", "g1")]:
+        assert redis_client.xpending(broker.stream_key(topic), group)["pending"] == 0
+    assert all(d.settled for d in deliveries)

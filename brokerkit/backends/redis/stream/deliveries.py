@@ -55,8 +55,24 @@ def first_deliveries(
 
 def by_member_of(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]:
     """``deliveries`` by (stream key, group, consumer), in order."""
+    if deliveries:
+        # The usual batch: one subscription's deliveries, whose receipts share the
+        # very same strings. Equal strings that are not the same object take the
+        # loop below, which groups them the same.
+        first: StreamReceipt = deliveries[0].receipt
+        key, group, consumer = first.key, first.group, first.consumer
+        for delivery in deliveries:
+            receipt: StreamReceipt = delivery.receipt
+            if (
+                receipt.consumer is not consumer
+                or receipt.key is not key
+                or receipt.group is not group
+            ):
+                break
+        else:
+            return {(key, group, consumer): list(deliveries)}
     grouped: dict[Member, list[Delivery]] = defaultdict(list)
     for delivery in deliveries:
-        receipt: StreamReceipt = delivery.receipt
+        receipt = delivery.receipt
         grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
     return grouped
