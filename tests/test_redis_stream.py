@@ -331,3 +331,31 @@ def test_consume_and_ack_over_resp3(redis_target: RedisTarget, prefix: str) -> N
         assert all(dict(d.headers) == {"a": "b"} for d in got)
         broker.ack(*got)
         assert broker.inspect("orders").in_flight == 0
+
+
+def test_the_claim_script_never_carries_new_entries_which_xreadgroup_reads(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read in the script, every field of a new entry would be copied into Lua and
+    # out again; its reply holds what it claimed only.
+    broker = make()
+    replies: list[Any] = []
+    fetch = broker._scripts.fetch
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        reply = fetch(*args, **kwargs)
+        replies.append(reply)
+        return reply
+
+    monkeypatch.setattr(broker._scripts, "fetch", spied)
+    bodies = [bytes([i]) * 10_000 for i in range(3)]
+    broker.publish_many("jobs", bodies)
+    subscription = broker.subscribe("jobs", group="g", prefetch=3)
+    first = subscription.receive(timeout=0)  # not waiting: read at once all the same
+    got = [first, subscription.receive(timeout=0), subscription.receive(timeout=0)]
+    assert [d.payload if d is not None else None for d in got] == bodies
+    assert all(d is not None and d.attempt == 1 for d in got)
+    assert replies, "the first fetch looks for entries to reclaim"
+    assert all(len(reply) == 3 and reply[1] == [] for reply in replies)
+    broker.ack(*[d for d in got if d is not None])
+    assert broker.inspect("jobs").in_flight == 0

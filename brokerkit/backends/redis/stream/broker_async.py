@@ -241,7 +241,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         now = time.monotonic()
         if now >= state.claim_at or now >= state.release_at:
             deliveries = await self._claim_now(subscription, max_messages, now)
-            if deliveries or timeout <= 0 or subscription.closed:
+            if deliveries or subscription.closed:
                 return deliveries
         deliveries = await self._read(subscription, max_messages, timeout)
         if state.woken:
@@ -273,8 +273,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         self, subscription: AsyncSubscription, max_messages: int
     ) -> tuple[list[AsyncDelivery], bool]:
         """Reclaim one entry idle past the visibility timeout (dead-lettering it past
-        ``max_deliveries``), or else read up to ``max_messages`` new ones; and say
-        whether an entry was reclaimed.
+        ``max_deliveries``), or a delayed retry that is due; and say whether an entry
+        was reclaimed. New entries are left to :meth:`_read` (see
+        :data:`~.scripts.FETCH`).
 
         An entry that comes back is handed out alone, in a batch of its own: a
         poison message that kills its consumer each time never takes prefetched
@@ -285,17 +286,17 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
 
         woken = list(state.woken)
 
-        async def claim() -> tuple[list[Any], list[Any], int]:
+        async def claim() -> tuple[list[Any], int]:
             keys = [state.key, state.lost_key, state.lease_key, state.scheduled_key]
             keys += [state.delayed_key, state.wake_key]
             args: list[Any] = [group, consumer, min_idle, state.cursor, max_messages]
             args.append(state.start_id)
             args += [self.options.body_field, *self._trimming(), PARKING, *woken]
-            cursor, claimed, fresh, wait_ms = await self._scripts.fetch(keys=keys, args=args)
+            cursor, claimed, wait_ms = await self._scripts.fetch(keys=keys, args=args)
             state.cursor = text(cursor)
-            return claimed, fresh, int(wait_ms)
+            return claimed, int(wait_ms)
 
-        claimed, fresh, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
+        claimed, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
         del state.woken[: len(woken)]  # acked by the claim (kept until it succeeded)
         # Look for held messages again when the next one is due, or after the poll
         # interval for ones held meanwhile by other processes.
@@ -316,14 +317,6 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 continue
             message = self._decode(subscription.topic, raw_fields)
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
-        if fresh:
-            deliveries += first_deliveries(
-                subscription,
-                state.key,
-                fresh,
-                self.options.raw_content_type,
-                self._body_field,
-            )
         return deliveries, bool(claimed)
 
     async def _read(

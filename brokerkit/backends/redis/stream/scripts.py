@@ -155,12 +155,18 @@ end
 # The min idle time is the larger of this consumer's visibility timeout and the
 # group's (the longest any member subscribed with), so that no member claims an
 # entry that a member with a longer lease still holds.
-# Returns {next cursor, {{id, fields, deliveries}...} claimed, {{id, fields}...} new,
-# ms until a held message is due or -1}.
+# Returns {next cursor, {{id, fields, deliveries}...} claimed, ms until a held
+# message is due or -1}.
 #
 # First the topic's delayed publishes that are due join the stream; then a delayed
 # retry of the group that is due is claimed (alone, as any entry that comes back);
 # an entry XAUTOCLAIM finds parked and not yet due is parked again, never delivered.
+#
+# New entries are not read here: when nothing was claimed, the caller reads them
+# with its usual XREADGROUP, whose reply goes out straight from the stream. Read
+# here, every field would be copied into Lua and out again, a server time that
+# grows with the bodies (a first fetch of 100 entries of 10 KB took 1.6 ms so,
+# and takes 0.2 ms as this script and XREADGROUP; of 100 bytes, 0.3 and 0.1 ms).
 #
 # An entry that comes back (its lease ran out, or it was nacked or returned) is
 # claimed alone, and then no new entries are read: it goes out in a batch of its
@@ -240,13 +246,7 @@ if #claimed == 0 then repeat
   rounds = rounds - 1
 until #claimed > 0 or cursor == '0-0' or rounds == 0 end
 if gone > 0 then count_lost(lost, group, gone) end
-local fresh = {}
-if #claimed == 0 then
-  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
-                       'STREAMS', key, '>')
-  if r then fresh = r[1][2] end
-end
-return {cursor, claimed, fresh, next_due(scheduled, delayed, now)}
+return {cursor, claimed, next_due(scheduled, delayed, now)}
 """
 )
 
