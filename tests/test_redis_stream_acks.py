@@ -146,3 +146,33 @@ def test_one_ack_settles_the_deliveries_of_several_topics_groups_and_members(
     for topic, group in [("a", "g1"), ("a", "g2"), ("b", "g1")]:
         assert redis_client.xpending(broker.stream_key(topic), group)["pending"] == 0
     assert all(d.settled for d in deliveries)
+
+
+@pytest.mark.parametrize("delete_acked", [False, True])
+def test_an_ack_settles_exactly_its_entries_in_any_order_and_any_part_of_a_batch(
+    make: Make, redis_client: redis.Redis, delete_acked: bool
+) -> None:
+    broker = make(delete_acked=delete_acked)
+    broker.publish_many("jobs", [f"job {i}" for i in range(6)])
+    subscription = broker.subscribe("jobs", group="g", prefetch=6)
+    got = [d for d in (subscription.receive(timeout=5) for _ in range(6)) if d is not None]
+    assert len(got) == 6
+    key = broker.stream_key("jobs")
+
+    def pending() -> list[str]:
+        return [
+            p["message_id"].decode() for p in redis_client.xpending_range(key, "g", "-", "+", 10)
+        ]
+
+    def stored() -> list[str]:
+        return [entry_id.decode() for entry_id, _ in redis_client.xrange(key)]
+
+    ids = [d.receipt.entry_id for d in got]
+    broker.ack(got[4], got[1])  # out of order, with held entries between them
+    assert pending() == [ids[i] for i in (0, 2, 3, 5)]
+    assert stored() == ([ids[i] for i in (0, 2, 3, 5)] if delete_acked else ids)
+    broker.ack(got[2], got[3])  # in order, exactly what the range holds
+    assert pending() == [ids[0], ids[5]]
+    broker.ack(got[0], got[5])
+    assert pending() == []
+    assert stored() == ([] if delete_acked else ids)

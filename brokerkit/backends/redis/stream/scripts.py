@@ -312,35 +312,44 @@ return out
 #
 # One XPENDING over [low, high], this consumer's entries only, finds what it holds;
 # the caller passes the first and last id of the batch, which bound it when the
-# deliveries are acked in the order they were read (the usual case). An id the
-# range does not list (outside it, cut at the limit, or not held) is checked alone.
-# The owned ids are then acked with one XACK.
+# deliveries are acked in the order they were read (the usual case). When the range
+# lists exactly the ids, in their order, every one is held and they are acked as
+# passed; otherwise an id the range does not list (outside it, cut at the limit, or
+# not held) is checked alone. The owned ids are then acked with one XACK.
 ACK = (
     _HELPERS
     + r"""
 local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local delete, retry = string.sub(ARGV[3], 1, 1) == '1', string.sub(ARGV[3], 2, 2) == '1'
 local n = #ARGV
-local mine = {}
 local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], 2 * (n - 5) + 100,
-                                  consumer), 'xpending')
-for i = 1, #(range or {}) do mine[range[i][1]] = true end
-local stale, acked = {}, {}
-for i = 6, n do
-  local id = ARGV[i]
-  if mine[id] or owned(key, group, consumer, id) then
-    acked[#acked + 1] = id
-  elseif not (retry and #redis.call('XPENDING', key, group, id, id, 1) == 0) then
-    stale[#stale + 1] = id
+                                  consumer), 'xpending') or {}
+local stale, acked, first, last = {}, ARGV, 6, n
+local exact = #range == n - 5
+for i = 1, exact and #range or 0 do
+  if range[i][1] ~= ARGV[i + 5] then exact = false break end
+end
+if not exact then
+  local mine = {}
+  for i = 1, #range do mine[range[i][1]] = true end
+  acked, first = {}, 1
+  for i = 6, n do
+    local id = ARGV[i]
+    if mine[id] or owned(key, group, consumer, id) then
+      acked[#acked + 1] = id
+    elseif not (retry and #redis.call('XPENDING', key, group, id, id, 1) == 0) then
+      stale[#stale + 1] = id
+    end
   end
+  last = #acked
 end
-for i = 1, #acked, 1000 do
-  redis.call('XACK', key, group, unpack(acked, i, math.min(i + 999, #acked)))
+for i = first, last, 1000 do
+  redis.call('XACK', key, group, unpack(acked, i, math.min(i + 999, last)))
 end
-if delete and #acked > 0 then
+if delete and last >= first then
   local groups = redis.call('XINFO', 'GROUPS', key)
-  for _, id in ipairs(acked) do
-    if settled_everywhere(key, groups, id) then redis.call('XDEL', key, id) end
+  for i = first, last do
+    if settled_everywhere(key, groups, acked[i]) then redis.call('XDEL', key, acked[i]) end
   end
 end
 return stale
