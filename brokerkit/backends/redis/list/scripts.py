@@ -68,7 +68,7 @@ Multi-member commands (``HSET``, ``HMGET``, ``HDEL``...) take at most
 
 from __future__ import annotations
 
-from brokerkit.backends.redis.list.preamble import CHUNK, PREAMBLE, RELEASE_BATCH
+from brokerkit.backends.redis.list.preamble import CHUNK, PREAMBLE, RELEASE_BATCH, with_preamble
 
 __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "RESCUE", "SETTLE"]
 
@@ -76,22 +76,26 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "
 #: ARGV[7] consumer, [8] how many, [9] lease ms, [10] receipt nonce, [11] first
 #: sequence number, [12] (optional) "1": first lease the tail of the consumer's
 #: processing list, where a BLMOVE sent just before this call, in the same pipeline,
-#: moved what it waited for (or an element a lost reply left there: never delivered).
+#: moved what it waited for (or an element a lost reply left there: never delivered);
+#: such a wake-up call leaves held messages that fell due to the consumer's next
+#: release (it blocked only after one, and only until the next due time it knew of).
 #: Returns the elements, in delivery order; the i-th (from 0) has the receipt
 #: ``<nonce><first + i>:<consumer>``.
-FETCH = (
-    PREAMBLE
-    + r"""
+FETCH = with_preamble(
+    r"""
 local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local nonce, seq = ARGV[10], tonumber(ARGV[11])
+local woken = ARGV[12] == '1'
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
-release_due(t, math.max(want, RELEASE_BATCH))
+-- A consumer blocks only after it moved what was due, and only until the next due
+-- time it knows of (see _fetch): its wake-up call need not look again.
+if not woken then release_due(t, math.max(want, RELEASE_BATCH)) end
 local out = {}
 -- The BLMOVEd element is leased only if it is still there: a rescuer that took
 -- this consumer for dead has already handed it back.
-if ARGV[12] == '1' then
+if woken then
   local moved = redis.call('RPOP', proc_of(C))
   if moved then out[1] = moved end
 end
@@ -103,7 +107,11 @@ local function came_back(e)
   if string.sub(e, 1, 3) == 'BKR' then return true end
   return counted and is_raw(e) and redis.call('HEXISTS', ATTEMPTS, redis.sha1hex(e)) == 1
 end
-if #out < want and not (out[1] and came_back(out[1])) then
+if #out == 0 and want == 1 then
+  -- one wanted: the next one goes out, whatever it is
+  local e = redis.call('RPOP', QUEUE)
+  if e then out[1] = e end
+elseif #out < want and not (out[1] and came_back(out[1])) then
   -- a look at the next one first: a queue of messages that came back (a rescue
   -- handed back many) is not popped a batch at a time only to push all but one back
   local next_out = redis.call('LINDEX', QUEUE, -1)
@@ -152,7 +160,7 @@ if not ok then
 end
 -- A raw element that came back carries its count in the reply only (the queue and
 -- the lease keep it as it was).
-if redis.call('HLEN', ATTEMPTS) > 0 then
+if counted then  -- FETCH writes no count: the look above still holds
   for i, e in ipairs(out) do
     if is_raw(e) then
       local n = redis.call('HGET', ATTEMPTS, redis.sha1hex(e))
@@ -169,9 +177,8 @@ return out
 #: letter's reason ("": the usual one), ARGV[10...] receipts.
 #: Returns the stale receipts (lease expired or taken away), which are left alone
 #: (an expired one still in place is handed back, as a rescuer would).
-SETTLE = (
-    PREAMBLE
-    + r"""
+SETTLE = with_preamble(
+    r"""
 local mode = ARGV[7]
 local t = now_ms()
 local stale = {}
@@ -253,9 +260,8 @@ return stale
 #: becomes now + lease ms only if that is later, so a longer extension by hand is
 #: never cut short); ARGV[9...] receipts. Renews live leases and the heartbeat of
 #: their consumers; returns the stale receipts (expired ones are handed back).
-EXTEND = (
-    PREAMBLE
-    + r"""
+EXTEND = with_preamble(
+    r"""
 local t = now_ms()
 local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
@@ -292,9 +298,8 @@ return stale
 #: Returns {deliveries handed back, ms until the next lease group or held message is
 #: due or -1 (0 when work was left for the next call), orphans, lease groups visited
 #: (``limit`` when more may be due), held messages moved to the queue}.
-RESCUE = (
-    PREAMBLE
-    + r"""
+RESCUE = with_preamble(
+    r"""
 local t = now_ms()
 local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
 local moved, more = 0, false
@@ -419,9 +424,8 @@ return {moved, wait, reconciled, more and limit or #due, released}
 #: -1, consumers, then per consumer: name, heartbeat deadline or -1, processing
 #: length, leases; then the number of held messages; last, the next element to be
 #: delivered (the queue's tail), or false}.
-INSPECT = (
-    PREAMBLE
-    + r"""
+INSPECT = with_preamble(
+    r"""
 local t = now_ms()
 local names, order = {}, {}
 local registered = redis.call('ZRANGE', CONSUMERS, 0, -1, 'WITHSCORES')
