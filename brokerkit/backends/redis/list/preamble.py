@@ -66,6 +66,8 @@ local function consumer_of(receipt)
   return string.sub(receipt, colon + 1)
 end
 
+-- (delivered ms, element) of a lease record "<delivered ms>:<element>", as earlier
+-- versions wrote every one (see lease_of)
 local function lease_parts(value)
   local colon = string.find(value, ':', 1, true)
   local delivered = colon and tonumber(string.sub(value, 1, colon - 1))
@@ -73,6 +75,38 @@ local function lease_parts(value)
   -- queue as a raw element (delivered, never lost, never jamming a script)
   if not delivered then return 0, value end
   return delivered, string.sub(value, colon + 1)
+end
+
+-- (deadline, delivered ms or nil) of an expiry value, or nil for none: a lease written
+-- as "<deadline>.<deadline - delivered ms>" keeps the bare element in its lease record;
+-- one written as "<deadline>" (by earlier versions) keeps "<delivered ms>:<element>"
+-- there. (An earlier version reads the first as a number: the deadline, and a fraction.
+-- The span after the dot, not the time, keeps the value as short as a deadline alone
+-- in Redis's allocations.) Anything else reads as expired.
+local function expiry_parts(v)
+  if not v then return nil end
+  local dot = string.find(v, '.', 1, true)
+  if dot then
+    local deadline = tonumber(string.sub(v, 1, dot - 1))
+    local span = tonumber(string.sub(v, dot + 1))
+    if deadline and span then return deadline, deadline - span end
+    return 0, nil
+  end
+  return tonumber(v) or 0, nil
+end
+
+-- The expiry value of a lease due at deadline, delivered at delivered (nil: a lease an
+-- earlier version recorded, whose record holds the time)
+local function expiry_value(deadline, delivered)
+  if not delivered then return deadline end
+  return deadline .. '.' .. (deadline - delivered)
+end
+
+-- (delivered ms, element) of a lease record, by the format its expiry value names
+local function lease_of(value, expiry)
+  local _, delivered = expiry_parts(expiry)
+  if delivered then return delivered, value end
+  return lease_parts(value)
 end
 
 -- redis.call(command, key, items[first..last]) in chunks of CHUNK items
@@ -284,26 +318,29 @@ local function forget_raw(e)
 end
 
 -- Take one lease away (its deadline passed, or it is settled): returns the
--- element, or nil when there was no such lease.
-local function release(receipt)
+-- element, or nil when there was no such lease. expiry: its expiry value when the
+-- caller read it already (false: none), nil to read it here.
+local function release(receipt, expiry)
   local leases = leases_of(consumer_of(receipt))
+  if expiry == nil then expiry = redis.call('HGET', EXPIRY, receipt) end
   redis.call('HDEL', EXPIRY, receipt)
   local value = redis.call('HGET', leases, receipt)
   if not value then return nil end
   redis.call('HDEL', leases, receipt)
-  local _, e = lease_parts(value)
+  local _, e = lease_of(value, expiry)
   return e
 end
 
 -- The lease deadlines of receipts ARGV[first..last], CHUNK at a time: calls
--- visit(receipt, deadline or nil) for each, in order.
+-- visit(receipt, deadline or nil, delivered ms or nil, expiry value) for each, in order.
 local function each_deadline(first, last, visit)
   for i = first, last, CHUNK do
     local j = math.min(i + CHUNK - 1, last)
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
     for k = i, j do
-      local d = found[k - i + 1]
-      visit(ARGV[k], d and tonumber(d) or nil)
+      local v = found[k - i + 1]
+      local deadline, delivered = expiry_parts(v)
+      visit(ARGV[k], deadline, delivered, v)
     end
   end
 end
@@ -316,8 +353,12 @@ local function orphans(consumer)
   -- the usual case, an empty list: the lease hash, however big, is not read
   if redis.call('LLEN', proc_of(consumer)) == 0 then return {} end
   local held = {}
-  for _, value in ipairs(redis.call('HVALS', leases_of(consumer))) do
-    local _, e = lease_parts(value)
+  local records = redis.call('HGETALL', leases_of(consumer))
+  local receipts = {}
+  for j = 1, #records, 2 do receipts[#receipts + 1] = records[j] end
+  local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+  for j = 1, #records, 2 do
+    local _, e = lease_of(records[j + 1], expiry[(j + 1) / 2])
     held[e] = (held[e] or 0) + 1
   end
   local found = {}

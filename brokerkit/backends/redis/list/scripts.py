@@ -7,14 +7,14 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
     KEYS[2] deadlines   ZSET lease group -> the earliest deadline it may hold (server ms)
     KEYS[3] consumers   ZSET consumer -> heartbeat deadline (server ms)
     KEYS[4] dead letters, the queue of the dead-letter topic
-    KEYS[5] expiry      HASH receipt -> lease deadline (server ms)
+    KEYS[5] expiry      HASH receipt -> "<lease deadline>.<deadline - delivered>" (ms)
     KEYS[6] attempts    HASH SHA-1 of a raw element -> its deliveries so far
     KEYS[7] scheduled   ZSET held message -> due time (server ms)
     KEYS[8...] the processing list and the lease hash of each consumer the call may
                 touch (see :meth:`.TopicPlan.keys_for`): no script builds a key name
                 it was not given, so every key is declared, as Redis Cluster wants
     ARGV[1] prefix of processing lists    (+ consumer)
-    ARGV[2] prefix of lease hashes        (+ consumer): receipt -> "<delivered ms>:<element>"
+    ARGV[2] prefix of lease hashes        (+ consumer): receipt -> the element
     ARGV[3] max_deliveries (0: no limit)
     ARGV[4] topic name (for dead-letter headers)
     ARGV[5] content type of dead-lettered raw elements ("" : guess JSON or bytes)
@@ -27,8 +27,12 @@ receipts name; a rescue or inspect first reads which consumers there are, and le
 one that appeared meanwhile for its next run).
 
 A delivered element lives in exactly one place: its consumer's lease hash, with
-its deadline in ``expiry`` (the two are always written and removed together, and
-``expiry`` is the authority on whether a lease is live). A consumer's processing
+its deadline and delivery time in ``expiry`` (the two are always written and removed
+together, and ``expiry`` is the authority on whether a lease is live). The element is
+stored as it came out of the queue, never concatenated with anything in a script (a
+concatenation copies the body once more). A lease recorded by an earlier version has
+an expiry value of only ``<deadline>`` and a record ``<delivered ms>:<element>``; the
+scripts read both (``lease_of`` in the preamble). A consumer's processing
 list only holds what a ``BLMOVE`` moved and no lease covers yet: the script that
 records the lease takes it out of the list.
 
@@ -136,13 +140,16 @@ for i = #out, keep + 1, -1 do  -- back where they were, at the head of the queue
   redis.call('RPUSH', QUEUE, out[i])
   out[i] = nil
 end
-local deadline, stamp, tail = t + lease_ms, t .. ':', ':' .. C
+local deadline, tail = t + lease_ms, ':' .. C
+-- The deadline and the delivery time in expiry; the element, as it is, in the lease
+-- record (no copy of the body made here: see expiry_parts).
+local stamped = expiry_value(deadline, t)
 local receipts, expiry, records = {}, {}, {}
 for i, e in ipairs(out) do
   local r = nonce .. (seq + i - 1) .. tail
   receipts[i] = r
-  expiry[2 * i - 1], expiry[2 * i] = r, deadline
-  records[2 * i - 1], records[2 * i] = r, stamp .. e
+  expiry[2 * i - 1], expiry[2 * i] = r, stamped
+  records[2 * i - 1], records[2 * i] = r, e
 end
 -- The elements are out of the queue: if a lease cannot be written (a key of the
 -- wrong type), undo and put them back as they were before failing: nothing is lost.
@@ -185,20 +192,23 @@ local stale = {}
 if mode == 'ack' then
   local done, by_consumer = {}, {}
   local tail, mine = '', nil  -- ':<consumer>' of the previous receipt, and its list
+  local counted = redis.call('HLEN', ATTEMPTS) > 0
+  local expiry_of = {}  -- only when counted: how to read the lease record
   for i = 8, #ARGV, CHUNK do
     local j = math.min(i + CHUNK - 1, #ARGV)
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
     for k = i, j do
-      local r, deadline = ARGV[k], found[k - i + 1]
-      deadline = deadline and (tonumber(deadline) or 0)  -- garbage: taken as expired
+      local r, v = ARGV[k], found[k - i + 1]
+      local deadline = expiry_parts(v)  -- garbage: taken as expired
       if not deadline then
         stale[#stale + 1] = r
       elseif deadline <= t then
-        local e = release(r)
+        local e = release(r, v)
         if e then hand_back(e, true, 'max_deliveries') end
         stale[#stale + 1] = r
       else
         done[#done + 1] = r
+        if counted then expiry_of[r] = v end
         -- the usual batch has one consumer: compare tails instead of cutting strings
         local at = #r - #tail + 1
         if not (mine and string.find(r, ':', 1, true) == at and
@@ -212,12 +222,11 @@ if mode == 'ack' then
     end
   end
   call_chunked('HDEL', EXPIRY, done, 1)
-  local counted = redis.call('HLEN', ATTEMPTS) > 0
   for C, mine in pairs(by_consumer) do
     if counted then  -- a raw element that came back: its count goes with it
-      for _, value in ipairs(gather('HMGET', leases_of(C), mine, 1, #mine)) do
+      for n, value in ipairs(gather('HMGET', leases_of(C), mine, 1, #mine)) do
         if value then
-          local _, e = lease_parts(value)
+          local _, e = lease_of(value, expiry_of[mine[n]])
           forget_raw(e)
         end
       end
@@ -236,9 +245,9 @@ end
 local due = delay_ms > 0 and due_after(delay_ms) or nil
 for i = #ARGV, first, -1 do  -- the first nacked is next out
   local r = ARGV[i]
-  local deadline = redis.call('HGET', EXPIRY, r)
-  deadline = deadline and (tonumber(deadline) or 0)
-  local e = release(r)
+  local v = redis.call('HGET', EXPIRY, r)
+  local deadline = expiry_parts(v)
+  local e = release(r, v)
   if not e then
     stale[#stale + 1] = r
   elseif not deadline or deadline <= t then
@@ -267,17 +276,18 @@ local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
 local stale, renewed, seen = {}, {}, {}
-each_deadline(9, #ARGV, function(r, deadline)
+each_deadline(9, #ARGV, function(r, deadline, delivered, v)
   if deadline and deadline > t then
     if not (only_later and deadline >= new) then
       renewed[#renewed + 1] = r
-      renewed[#renewed + 1] = new
+      -- the value keeps its form (see expiry_parts): it says how the record reads
+      renewed[#renewed + 1] = expiry_value(new, delivered)
       -- a later deadline keeps its group's score a lower bound; an earlier one does not
       if new < deadline then redis.call('ZADD', DEADLINES, new, r) end
     end
     seen[consumer_of(r)] = true
   else
-    local e = release(r)
+    local e = release(r, v)
     if e then hand_back(e, true, 'max_deliveries') end
     stale[#stale + 1] = r
   end
@@ -334,9 +344,9 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   local found = gather('HMGET', EXPIRY, receipts, from, #receipts)
   local earliest
   for j = #receipts, from, -1 do
-    local deadline = found[j - from + 1] and (tonumber(found[j - from + 1]) or 0)
+    local deadline = expiry_parts(found[j - from + 1])
     if deadline and deadline <= t then
-      local e = release(receipts[j])
+      local e = release(receipts[j], found[j - from + 1])
       if e then
         hand_back(e, true, 'max_deliveries')
         moved = moved + 1
@@ -370,24 +380,24 @@ for _, C in ipairs(dead) do
     moved = moved + 1
   end
   redis.call('DEL', proc)
-  local held, receipts = {}, {}
+  local held, receipts, values = {}, {}, {}
   if redis.call('HLEN', leases) <= budget then
     local records = redis.call('HGETALL', leases)
     for j = 1, #records, 2 do
-      local delivered, e = lease_parts(records[j + 1])
-      held[#held + 1] = {delivered, records[j], e}
       receipts[#receipts + 1] = records[j]
+      values[#values + 1] = records[j + 1]
     end
     redis.call('ZREM', CONSUMERS, C)
   else  -- some now, the rest by the next calls: it stays registered as dead
     local names = redis.call('HKEYS', leases)  -- cheap beside handing them back
     receipts = {unpack(names, 1, budget)}
-    local values = redis.call('HMGET', leases, unpack(receipts))
-    for j, r in ipairs(receipts) do
-      local delivered, e = lease_parts(values[j])
-      held[#held + 1] = {delivered, r, e}
-    end
+    values = redis.call('HMGET', leases, unpack(receipts))
     more = true
+  end
+  local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+  for j, r in ipairs(receipts) do
+    local delivered, e = lease_of(values[j], expiry[j])
+    held[#held + 1] = {delivered, r, e}
   end
   budget = budget - #receipts
   call_chunked('HDEL', EXPIRY, receipts, 1)
@@ -444,11 +454,16 @@ for _, C in ipairs(order) do
   -- a consumer that appeared after the caller looked is counted by the next inspect
   local proc, leases = 0, 0
   if declared(C) then
-    for _, value in ipairs(redis.call('HVALS', leases_of(C))) do
-      local delivered = lease_parts(value)
+    local receipts = redis.call('HKEYS', leases_of(C))
+    local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+    for j, r in ipairs(receipts) do
+      local _, delivered = expiry_parts(expiry[j])
+      if not delivered then  -- the time is in the record (see lease_of): read it
+        delivered = lease_parts(redis.call('HGET', leases_of(C), r))
+      end
       if oldest < 0 or delivered < oldest then oldest = delivered end
     end
-    proc, leases = redis.call('LLEN', proc_of(C)), redis.call('HLEN', leases_of(C))
+    proc, leases = redis.call('LLEN', proc_of(C)), #receipts
   end
   out[#out + 1] = C
   out[#out + 1] = names[C]
