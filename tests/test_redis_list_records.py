@@ -1,8 +1,9 @@
-"""How redis+list records a lease: the element as it is in the consumer's lease hash
-(no body copied in a script to prefix it), its deadline and delivery time in
-``expiry`` as ``<deadline>.<deadline - delivered>``; and leases recorded by earlier versions
-(``<delivered>:<element>`` records, ``<deadline>`` expiry values) still settle, renew,
-inspect and come back intact."""
+"""How redis+list records a lease: the element as it is in the consumer's lease hash,
+under the receipt without its consumer (no body copied in a script to prefix it), its
+deadline and delivery time in ``expiry`` as ``<deadline>.<deadline - delivered>``; and
+leases recorded by earlier versions (``<delivered>:<element>`` records under the whole
+receipt, ``<deadline>`` expiry values) still settle, renew, inspect and come back
+intact."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 import redis
+
+from brokerkit.exceptions import StaleDelivery
 
 pytestmark = pytest.mark.redis_list
 
@@ -47,8 +50,10 @@ def test_a_lease_records_the_bare_element_and_the_time_in_expiry(
     delivery = subscription.receive(timeout=5)
     assert delivery is not None and delivery.payload == LOOKALIKE
     keys = broker._topic("orders").keys
-    record = redis_client.hget(keys.leases(subscription.consumer), delivery.receipt)
-    assert record == LOOKALIKE
+    field, _, consumer = delivery.receipt.partition(":")
+    assert consumer == subscription.consumer
+    # under the receipt without its consumer: the hash is that consumer's
+    assert redis_client.hgetall(keys.leases(consumer)) == {field.encode(): LOOKALIKE}
     value = redis_client.hget(keys.expiry, delivery.receipt)
     match = re.fullmatch(rb"(\d+)\.(\d+)", value)
     assert match is not None, value
@@ -124,3 +129,23 @@ def test_an_earlier_versions_expired_lease_comes_back_intact(
     assert again is not None and again.payload == LOOKALIKE and again.attempt == 2
     again.ack()
     assert redis_client.exists(broker._topic("orders").keys.attempts) == 0
+
+
+def test_a_record_whose_expiry_value_vanished_goes_back_on_the_late_ack(
+    connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
+) -> None:
+    # An earlier version's rescue deletes the expiry value of a due lease but does not
+    # find its record (it looks under the whole receipt): the late ack hands it back.
+    queue = f"{prefix}-queue:orders"
+    redis_client.lpush(queue, LOOKALIKE)
+    broker = connect(visibility_timeout=30)
+    delivery = broker.subscribe("orders").receive(timeout=5)
+    assert delivery is not None
+    keys = broker._topic("orders").keys
+    redis_client.hdel(keys.expiry, delivery.receipt)
+    with pytest.raises(StaleDelivery):
+        delivery.ack()
+    assert redis_client.lrange(queue, 0, -1) == [LOOKALIKE]
+    assert broker.inspect("orders").in_flight == 0
+    consumer = delivery.receipt.partition(":")[2]
+    assert redis_client.exists(keys.leases(consumer)) == 0

@@ -77,12 +77,11 @@ local function lease_parts(value)
   return delivered, string.sub(value, colon + 1)
 end
 
--- (deadline, delivered ms or nil) of an expiry value, or nil for none: a lease written
--- as "<deadline>.<deadline - delivered ms>" keeps the bare element in its lease record;
--- one written as "<deadline>" (by earlier versions) keeps "<delivered ms>:<element>"
--- there. (An earlier version reads the first as a number: the deadline, and a fraction.
--- The span after the dot, not the time, keeps the value as short as a deadline alone
--- in Redis's allocations.) Anything else reads as expired.
+-- (deadline, delivered ms or nil) of an expiry value, or nil for none: a lease is
+-- written as "<deadline>.<deadline - delivered ms>" (an earlier version reads it as a
+-- number: the deadline, and a fraction; the span after the dot, not the time, keeps the
+-- value short), an earlier version wrote "<deadline>" (the time is in its record: see
+-- record_of). Anything else reads as expired.
 local function expiry_parts(v)
   if not v then return nil end
   local dot = string.find(v, '.', 1, true)
@@ -102,11 +101,26 @@ local function expiry_value(deadline, delivered)
   return deadline .. '.' .. (deadline - delivered)
 end
 
--- (delivered ms, element) of a lease record, by the format its expiry value names
-local function lease_of(value, expiry)
+-- The field of a lease in its consumer's lease hash: the receipt without its
+-- ':<consumer>' (the hash is that consumer's). An earlier version recorded a lease under
+-- the whole receipt, as "<delivered ms>:<element>": a field's form says how its record
+-- reads (record_of).
+local function field_of(receipt)
+  return string.sub(receipt, 1, string.find(receipt, ':', 1, true) - 1)
+end
+
+-- The receipt of a field of consumer C's lease hash (see field_of)
+local function receipt_of(field, C)
+  if string.find(field, ':', 1, true) then return field end
+  return field .. ':' .. C
+end
+
+-- (delivered ms, element) of a lease record under field (see field_of), its expiry
+-- value (if any) giving the delivery time of one in the new form
+local function record_of(field, value, expiry)
+  if string.find(field, ':', 1, true) then return lease_parts(value) end
   local _, delivered = expiry_parts(expiry)
-  if delivered then return delivered, value end
-  return lease_parts(value)
+  return delivered or 0, value
 end
 
 -- redis.call(command, key, items[first..last]) in chunks of CHUNK items
@@ -324,10 +338,15 @@ local function release(receipt, expiry)
   local leases = leases_of(consumer_of(receipt))
   if expiry == nil then expiry = redis.call('HGET', EXPIRY, receipt) end
   redis.call('HDEL', EXPIRY, receipt)
-  local value = redis.call('HGET', leases, receipt)
-  if not value then return nil end
-  redis.call('HDEL', leases, receipt)
-  local _, e = lease_of(value, expiry)
+  local field = field_of(receipt)
+  local value = redis.call('HGET', leases, field)
+  if not value then  -- recorded by an earlier version?
+    field = receipt
+    value = redis.call('HGET', leases, field)
+    if not value then return nil end
+  end
+  redis.call('HDEL', leases, field)
+  local _, e = record_of(field, value, expiry)
   return e
 end
 
@@ -355,10 +374,10 @@ local function orphans(consumer)
   local held = {}
   local records = redis.call('HGETALL', leases_of(consumer))
   local receipts = {}
-  for j = 1, #records, 2 do receipts[#receipts + 1] = records[j] end
+  for j = 1, #records, 2 do receipts[#receipts + 1] = receipt_of(records[j], consumer) end
   local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
   for j = 1, #records, 2 do
-    local _, e = lease_of(records[j + 1], expiry[(j + 1) / 2])
+    local _, e = record_of(records[j], records[j + 1], expiry[(j + 1) / 2])
     held[e] = (held[e] or 0) + 1
   end
   local found = {}

@@ -14,7 +14,7 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
                 touch (see :meth:`.TopicPlan.keys_for`): no script builds a key name
                 it was not given, so every key is declared, as Redis Cluster wants
     ARGV[1] prefix of processing lists    (+ consumer)
-    ARGV[2] prefix of lease hashes        (+ consumer): receipt -> the element
+    ARGV[2] prefix of lease hashes        (+ consumer): <nonce><seq> -> the element
     ARGV[3] max_deliveries (0: no limit)
     ARGV[4] topic name (for dead-letter headers)
     ARGV[5] content type of dead-lettered raw elements ("" : guess JSON or bytes)
@@ -30,9 +30,12 @@ A delivered element lives in exactly one place: its consumer's lease hash, with
 its deadline and delivery time in ``expiry`` (the two are always written and removed
 together, and ``expiry`` is the authority on whether a lease is live). The element is
 stored as it came out of the queue, never concatenated with anything in a script (a
-concatenation copies the body once more). A lease recorded by an earlier version has
-an expiry value of only ``<deadline>`` and a record ``<delivered ms>:<element>``; the
-scripts read both (``lease_of`` in the preamble). A consumer's processing
+concatenation copies the body once more), under the receipt without its
+``:<consumer>`` (the hash is that consumer's: the consumer's name is not stored once
+per delivery there). A lease recorded by an earlier version has an expiry value of
+only ``<deadline>`` and a record ``<delivered ms>:<element>`` under the whole receipt;
+the scripts read both (``field_of`` and ``record_of`` in the preamble). A
+consumer's processing
 list only holds what a ``BLMOVE`` moved and no lease covers yet: the script that
 records the lease takes it out of the list.
 
@@ -144,12 +147,13 @@ local deadline, tail = t + lease_ms, ':' .. C
 -- The deadline and the delivery time in expiry; the element, as it is, in the lease
 -- record (no copy of the body made here: see expiry_parts).
 local stamped = expiry_value(deadline, t)
-local receipts, expiry, records = {}, {}, {}
+local receipts, fields, expiry, records = {}, {}, {}, {}
 for i, e in ipairs(out) do
-  local r = nonce .. (seq + i - 1) .. tail
-  receipts[i] = r
+  local f = nonce .. (seq + i - 1)  -- its field in the consumer's lease hash: field_of
+  local r = f .. tail
+  receipts[i], fields[i] = r, f
   expiry[2 * i - 1], expiry[2 * i] = r, stamped
-  records[2 * i - 1], records[2 * i] = r, e
+  records[2 * i - 1], records[2 * i] = f, e
 end
 -- The elements are out of the queue: if a lease cannot be written (a key of the
 -- wrong type), undo and put them back as they were before failing: nothing is lost.
@@ -160,7 +164,7 @@ local ok, err = pcall(function()
 end)
 if not ok then
   pcall(call_chunked, 'HDEL', EXPIRY, receipts, 1)
-  pcall(call_chunked, 'HDEL', leases_of(C), receipts, 1)
+  pcall(call_chunked, 'HDEL', leases_of(C), fields, 1)
   pcall(redis.call, 'ZREM', DEADLINES, nonce .. seq .. '+' .. #out .. tail)
   for i = #out, 1, -1 do redis.call('RPUSH', QUEUE, out[i]) end
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
@@ -191,9 +195,9 @@ local t = now_ms()
 local stale = {}
 if mode == 'ack' then
   local done, by_consumer = {}, {}
-  local tail, mine = '', nil  -- ':<consumer>' of the previous receipt, and its list
+  local tail, mine = '', nil  -- ':<consumer>' of the previous receipt, and its fields
   local counted = redis.call('HLEN', ATTEMPTS) > 0
-  local expiry_of = {}  -- only when counted: how to read the lease record
+  local values_of, values = {}, nil  -- only when counted: how to read the records
   for i = 8, #ARGV, CHUNK do
     local j = math.min(i + CHUNK - 1, #ARGV)
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
@@ -201,6 +205,9 @@ if mode == 'ack' then
       local r, v = ARGV[k], found[k - i + 1]
       local deadline = expiry_parts(v)  -- garbage: taken as expired
       if not deadline then
+        -- taken away; a record left without its expiry value goes back (see release)
+        local e = release(r, false)
+        if e then hand_back(e, true, 'max_deliveries') end
         stale[#stale + 1] = r
       elseif deadline <= t then
         local e = release(r, v)
@@ -208,25 +215,33 @@ if mode == 'ack' then
         stale[#stale + 1] = r
       else
         done[#done + 1] = r
-        if counted then expiry_of[r] = v end
         -- the usual batch has one consumer: compare tails instead of cutting strings
         local at = #r - #tail + 1
         if not (mine and string.find(r, ':', 1, true) == at and
                 string.find(r, tail, at, true) == at) then
           local C = consumer_of(r)
           tail, mine = ':' .. C, by_consumer[C]
-          if not mine then mine = {}; by_consumer[C] = mine end
+          if not mine then mine = {}; by_consumer[C] = mine; values_of[C] = {} end
+          values = values_of[C]
         end
-        mine[#mine + 1] = r
+        mine[#mine + 1] = field_of(r)
+        if counted then values[#mine] = v end
+        -- a lease an earlier version recorded (an expiry value without '.'): its record
+        -- is under the whole receipt (it is looked for under both)
+        if not string.find(v, '.', 1, true) then
+          mine[#mine + 1] = r
+          if counted then values[#mine] = v end
+        end
       end
     end
   end
   call_chunked('HDEL', EXPIRY, done, 1)
   for C, mine in pairs(by_consumer) do
     if counted then  -- a raw element that came back: its count goes with it
+      local kept = values_of[C]
       for n, value in ipairs(gather('HMGET', leases_of(C), mine, 1, #mine)) do
         if value then
-          local _, e = lease_of(value, expiry_of[mine[n]])
+          local _, e = record_of(mine[n], value, kept[n])
           forget_raw(e)
         end
       end
@@ -380,28 +395,29 @@ for _, C in ipairs(dead) do
     moved = moved + 1
   end
   redis.call('DEL', proc)
-  local held, receipts, values = {}, {}, {}
+  local held, fields, values, receipts = {}, {}, {}, {}
   if redis.call('HLEN', leases) <= budget then
     local records = redis.call('HGETALL', leases)
     for j = 1, #records, 2 do
-      receipts[#receipts + 1] = records[j]
+      fields[#fields + 1] = records[j]
       values[#values + 1] = records[j + 1]
     end
     redis.call('ZREM', CONSUMERS, C)
   else  -- some now, the rest by the next calls: it stays registered as dead
     local names = redis.call('HKEYS', leases)  -- cheap beside handing them back
-    receipts = {unpack(names, 1, budget)}
-    values = redis.call('HMGET', leases, unpack(receipts))
+    fields = {unpack(names, 1, budget)}
+    values = redis.call('HMGET', leases, unpack(fields))
     more = true
   end
+  for j, f in ipairs(fields) do receipts[j] = receipt_of(f, C) end
   local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
   for j, r in ipairs(receipts) do
-    local delivered, e = lease_of(values[j], expiry[j])
+    local delivered, e = record_of(fields[j], values[j], expiry[j])
     held[#held + 1] = {delivered, r, e}
   end
   budget = budget - #receipts
   call_chunked('HDEL', EXPIRY, receipts, 1)
-  call_chunked('HDEL', leases, receipts, 1)
+  call_chunked('HDEL', leases, fields, 1)
   table.sort(held, later)
   for _, lease in ipairs(held) do  -- newest first: the oldest ends up next out
     hand_back(lease[3], true, 'max_deliveries')
@@ -454,16 +470,17 @@ for _, C in ipairs(order) do
   -- a consumer that appeared after the caller looked is counted by the next inspect
   local proc, leases = 0, 0
   if declared(C) then
-    local receipts = redis.call('HKEYS', leases_of(C))
+    local fields, receipts = redis.call('HKEYS', leases_of(C)), {}
+    for j, f in ipairs(fields) do receipts[j] = receipt_of(f, C) end
     local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
-    for j, r in ipairs(receipts) do
+    for j, f in ipairs(fields) do
       local _, delivered = expiry_parts(expiry[j])
-      if not delivered then  -- the time is in the record (see lease_of): read it
-        delivered = lease_parts(redis.call('HGET', leases_of(C), r))
+      if not delivered then  -- maybe in the record (see record_of): read it
+        delivered = record_of(f, redis.call('HGET', leases_of(C), f), expiry[j])
       end
       if oldest < 0 or delivered < oldest then oldest = delivered end
     end
-    proc, leases = redis.call('LLEN', proc_of(C)), #receipts
+    proc, leases = redis.call('LLEN', proc_of(C)), #fields
   end
   out[#out + 1] = C
   out[#out + 1] = names[C]
