@@ -10,6 +10,7 @@ import pytest
 
 import brokerkit
 from brokerkit.backends.redis.list import schedule, scripts
+from brokerkit.backends.redis.list.plan import new_nonce
 from brokerkit.backends.redis.list.preamble import PREAMBLE, with_preamble
 from tests.redis_server import RedisServer
 
@@ -77,3 +78,11 @@ def test_a_wake_up_fetch_leaves_due_held_messages_to_the_next_release(
         looked = fetch(keys=keys, args=[*plan.common, "c1", 1, 30000, "n-", 1])
         assert looked == [b"held"]
         assert admin.zcard(plan.keys.scheduled) == 0
+
+
+def test_a_receipt_nonce_is_8_characters_the_scripts_never_split_on() -> None:
+    nonces = {new_nonce() for _ in range(1000)}
+    assert len(nonces) == 1000
+    for nonce in nonces:
+        assert len(nonce) == 9 and nonce.endswith("-")
+        assert re.fullmatch(r"[A-Za-z0-9_~]{8}-", nonce), nonce

@@ -77,28 +77,26 @@ local function lease_parts(value)
   return delivered, string.sub(value, colon + 1)
 end
 
--- (deadline, delivered ms or nil) of an expiry value, or nil for none: a lease is
--- written as "<deadline>.<deadline - delivered ms>" (an earlier version reads it as a
--- number: the deadline, and a fraction; the span after the dot, not the time, keeps the
--- value short), an earlier version wrote "<deadline>" (the time is in its record: see
--- record_of). Anything else reads as expired.
-local function expiry_parts(v)
+-- The deadline in an expiry value, or nil for none. A lease's value is
+-- "<deadline>.<delivered ms>" (server ms), read as one number: the deadline and a
+-- fraction below 1 (a lease is live for one ms more), as an earlier version reads it
+-- too; earlier versions wrote "<deadline>" alone. Anything else reads as expired.
+local function deadline_of(v)
   if not v then return nil end
-  local dot = string.find(v, '.', 1, true)
-  if dot then
-    local deadline = tonumber(string.sub(v, 1, dot - 1))
-    local span = tonumber(string.sub(v, dot + 1))
-    if deadline and span then return deadline, deadline - span end
-    return 0, nil
-  end
-  return tonumber(v) or 0, nil
+  return tonumber(v) or 0
 end
 
--- The expiry value of a lease due at deadline, delivered at delivered (nil: a lease an
--- earlier version recorded, whose record holds the time)
-local function expiry_value(deadline, delivered)
-  if not delivered then return deadline end
-  return deadline .. '.' .. (deadline - delivered)
+-- The delivery time in an expiry value (see deadline_of), or nil
+local function delivered_of(v)
+  local dot = v and string.find(v, '.', 1, true)
+  return dot and tonumber(string.sub(v, dot + 1)) or nil
+end
+
+-- The expiry value v with its deadline moved to new (the delivery time kept)
+local function renewed_value(new, v)
+  local dot = v and string.find(v, '.', 1, true)
+  if dot then return new .. string.sub(v, dot) end
+  return new
 end
 
 -- The field of a lease in its consumer's lease hash: the receipt without its
@@ -119,8 +117,7 @@ end
 -- value (if any) giving the delivery time of one in the new form
 local function record_of(field, value, expiry)
   if string.find(field, ':', 1, true) then return lease_parts(value) end
-  local _, delivered = expiry_parts(expiry)
-  return delivered or 0, value
+  return delivered_of(expiry) or 0, value
 end
 
 -- redis.call(command, key, items[first..last]) in chunks of CHUNK items
@@ -351,15 +348,14 @@ local function release(receipt, expiry)
 end
 
 -- The lease deadlines of receipts ARGV[first..last], CHUNK at a time: calls
--- visit(receipt, deadline or nil, delivered ms or nil, expiry value) for each, in order.
+-- visit(receipt, deadline or nil, expiry value) for each, in order.
 local function each_deadline(first, last, visit)
   for i = first, last, CHUNK do
     local j = math.min(i + CHUNK - 1, last)
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
     for k = i, j do
       local v = found[k - i + 1]
-      local deadline, delivered = expiry_parts(v)
-      visit(ARGV[k], deadline, delivered, v)
+      visit(ARGV[k], deadline_of(v), v)
     end
   end
 end

@@ -7,7 +7,7 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
     KEYS[2] deadlines   ZSET lease group -> the earliest deadline it may hold (server ms)
     KEYS[3] consumers   ZSET consumer -> heartbeat deadline (server ms)
     KEYS[4] dead letters, the queue of the dead-letter topic
-    KEYS[5] expiry      HASH receipt -> "<lease deadline>.<deadline - delivered>" (ms)
+    KEYS[5] expiry      HASH receipt -> "<lease deadline>.<delivered>" (server ms)
     KEYS[6] attempts    HASH SHA-1 of a raw element -> its deliveries so far
     KEYS[7] scheduled   ZSET held message -> due time (server ms)
     KEYS[8...] the processing list and the lease hash of each consumer the call may
@@ -145,8 +145,8 @@ for i = #out, keep + 1, -1 do  -- back where they were, at the head of the queue
 end
 local deadline, tail = t + lease_ms, ':' .. C
 -- The deadline and the delivery time in expiry; the element, as it is, in the lease
--- record (no copy of the body made here: see expiry_parts).
-local stamped = expiry_value(deadline, t)
+-- record (no copy of the body made here: see deadline_of).
+local stamped = deadline .. '.' .. t
 local receipts, fields, expiry, records = {}, {}, {}, {}
 for i, e in ipairs(out) do
   local f = nonce .. (seq + i - 1)  -- its field in the consumer's lease hash: field_of
@@ -203,7 +203,7 @@ if mode == 'ack' then
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
     for k = i, j do
       local r, v = ARGV[k], found[k - i + 1]
-      local deadline = expiry_parts(v)  -- garbage: taken as expired
+      local deadline = deadline_of(v)  -- garbage: taken as expired
       if not deadline then
         -- taken away; a record left without its expiry value goes back (see release)
         local e = release(r, false)
@@ -261,7 +261,7 @@ local due = delay_ms > 0 and due_after(delay_ms) or nil
 for i = #ARGV, first, -1 do  -- the first nacked is next out
   local r = ARGV[i]
   local v = redis.call('HGET', EXPIRY, r)
-  local deadline = expiry_parts(v)
+  local deadline = deadline_of(v)
   local e = release(r, v)
   if not e then
     stale[#stale + 1] = r
@@ -291,12 +291,11 @@ local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
 local stale, renewed, seen = {}, {}, {}
-each_deadline(9, #ARGV, function(r, deadline, delivered, v)
+each_deadline(9, #ARGV, function(r, deadline, v)
   if deadline and deadline > t then
     if not (only_later and deadline >= new) then
       renewed[#renewed + 1] = r
-      -- the value keeps its form (see expiry_parts): it says how the record reads
-      renewed[#renewed + 1] = expiry_value(new, delivered)
+      renewed[#renewed + 1] = renewed_value(new, v)  -- the delivery time kept
       -- a later deadline keeps its group's score a lower bound; an earlier one does not
       if new < deadline then redis.call('ZADD', DEADLINES, new, r) end
     end
@@ -359,7 +358,7 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   local found = gather('HMGET', EXPIRY, receipts, from, #receipts)
   local earliest
   for j = #receipts, from, -1 do
-    local deadline = expiry_parts(found[j - from + 1])
+    local deadline = deadline_of(found[j - from + 1])
     if deadline and deadline <= t then
       local e = release(receipts[j], found[j - from + 1])
       if e then
@@ -474,7 +473,7 @@ for _, C in ipairs(order) do
     for j, f in ipairs(fields) do receipts[j] = receipt_of(f, C) end
     local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
     for j, f in ipairs(fields) do
-      local _, delivered = expiry_parts(expiry[j])
+      local delivered = delivered_of(expiry[j])
       if not delivered then  -- maybe in the record (see record_of): read it
         delivered = record_of(f, redis.call('HGET', leases_of(C), f), expiry[j])
       end
