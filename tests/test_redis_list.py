@@ -35,7 +35,7 @@ def keys_under(client: redis.Redis, prefix: str) -> set[bytes]:
 
 def wait_for_server_time_past_deadlines(client: redis.Redis, expiry_key: str) -> None:
     """Poll (with a deadline) until the server's clock is past every lease deadline."""
-    deadlines = [int(value) for value in client.hvals(expiry_key)]
+    deadlines = [int(value.split(b".")[0]) for value in client.hvals(expiry_key)]
     assert deadlines, "no lease was recorded"
     limit = time.monotonic() + 10
     while True:

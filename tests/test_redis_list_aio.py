@@ -166,7 +166,7 @@ async def test_four_concurrent_rescuers_requeue_each_stuck_delivery_once(
         assert all(held)
         details = (await crashed.inspect("orders")).details
         await crashed._keeper.stop()  # a hung process: nothing settled, nothing renewed
-        deadlines = [int(v) for v in await client.hvals(details["expiry_key"])]
+        deadlines = [int(v.split(b".")[0]) for v in await client.hvals(details["expiry_key"])]
 
         async def past_deadlines() -> bool:
             return await server_ms(client) > max(deadlines)

@@ -66,7 +66,7 @@ def test_the_renewals_never_cut_a_longer_extension_short(
     while redis_client.zscore(details["consumers_key"], subscription.consumer) == beat:
         assert time.monotonic() < limit, "no renewal ran"
         time.sleep(0.02)
-    deadline = int(redis_client.hget(details["expiry_key"], delivery.receipt))
+    deadline = int(redis_client.hget(details["expiry_key"], delivery.receipt).split(b".")[0])
     assert deadline >= asked_at + 3000 * vt  # still the lease extend() promised
     while server_ms(redis_client) <= asked_at + 2000 * vt:
         assert time.monotonic() < limit, "the server's clock never passed two timeouts"

@@ -80,9 +80,12 @@ class _Consumer:
     """The state of one subscription. A delivery's receipt is the string
     ``<nonce><seq>:<consumer>``, the name of its lease in Redis."""
 
-    def __init__(self, plan: TopicPlan, reconnector: Reconnector) -> None:
+    def __init__(self, plan: TopicPlan, reconnector: Reconnector, consumer: str) -> None:
         self.plan = plan
         self.keys = plan.keys
+        #: The ``KEYS`` of this consumer's fetches, and where its BLMOVE moves to.
+        self.fetch_keys = plan.keys_for((consumer,))
+        self.processing = plan.keys.processing(consumer)
         self.reconnector = reconnector
         self.nonce = new_nonce()
         self.seq = 0
@@ -221,7 +224,7 @@ class AsyncRedisListBroker(AsyncBroker):
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         plan = self._topic(subscription.topic)
         reconnector = Reconnector(self.url, self.options.reconnect_timeout)
-        subscription.state = _Consumer(plan, reconnector)
+        subscription.state = _Consumer(plan, reconnector, subscription.consumer)
 
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
@@ -260,8 +263,8 @@ class AsyncRedisListBroker(AsyncBroker):
         state: _Consumer = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
-        script_keys, common = state.plan.keys_for((consumer,)), state.plan.common
-        queue, processing = state.keys.queue, state.keys.processing(consumer)
+        script_keys, common = state.fetch_keys, state.plan.common
+        queue, processing = state.keys.queue, state.processing
 
         async def fetch() -> tuple[str, int, list[bytes] | None]:
             # Every attempt takes fresh sequence numbers: one whose reply was lost may

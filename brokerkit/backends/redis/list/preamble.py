@@ -1,10 +1,19 @@
 """The Lua every redis+list script starts with: the shared ``KEYS`` and ``ARGV``, and
 the functions the scripts of :mod:`.scripts` and :mod:`.schedule` are built from (see
-:mod:`.scripts` for the data model they keep)."""
+:mod:`.scripts` for the data model they keep).
+
+Redis runs a script's whole text on every call, so each script takes only the
+functions it uses (:func:`with_preamble`): every ``local function`` costs the
+creation of a closure per call, about 1.2 us per call for the ones a fetch or an
+ack does not use (measured on a private Redis 7.0: the whole preamble 2.2 us over
+an empty script, the shared locals alone 0.8 us).
+"""
 
 from __future__ import annotations
 
-__all__ = ["CHUNK", "PREAMBLE", "RELEASE_BATCH"]
+import re
+
+__all__ = ["CHUNK", "PREAMBLE", "RELEASE_BATCH", "with_preamble"]
 
 #: Members per multi-member command inside a script.
 CHUNK = 500
@@ -57,6 +66,8 @@ local function consumer_of(receipt)
   return string.sub(receipt, colon + 1)
 end
 
+-- (delivered ms, element) of a lease record "<delivered ms>:<element>", as earlier
+-- versions wrote every one (see lease_of)
 local function lease_parts(value)
   local colon = string.find(value, ':', 1, true)
   local delivered = colon and tonumber(string.sub(value, 1, colon - 1))
@@ -64,6 +75,49 @@ local function lease_parts(value)
   -- queue as a raw element (delivered, never lost, never jamming a script)
   if not delivered then return 0, value end
   return delivered, string.sub(value, colon + 1)
+end
+
+-- The deadline in an expiry value, or nil for none. A lease's value is
+-- "<deadline>.<delivered ms>" (server ms), read as one number: the deadline and a
+-- fraction below 1 (a lease is live for one ms more), as an earlier version reads it
+-- too; earlier versions wrote "<deadline>" alone. Anything else reads as expired.
+local function deadline_of(v)
+  if not v then return nil end
+  return tonumber(v) or 0
+end
+
+-- The delivery time in an expiry value (see deadline_of), or nil
+local function delivered_of(v)
+  local dot = v and string.find(v, '.', 1, true)
+  return dot and tonumber(string.sub(v, dot + 1)) or nil
+end
+
+-- The expiry value v with its deadline moved to new (the delivery time kept)
+local function renewed_value(new, v)
+  local dot = v and string.find(v, '.', 1, true)
+  if dot then return new .. string.sub(v, dot) end
+  return new
+end
+
+-- The field of a lease in its consumer's lease hash: the receipt without its
+-- ':<consumer>' (the hash is that consumer's). An earlier version recorded a lease under
+-- the whole receipt, as "<delivered ms>:<element>": a field's form says how its record
+-- reads (record_of).
+local function field_of(receipt)
+  return string.sub(receipt, 1, string.find(receipt, ':', 1, true) - 1)
+end
+
+-- The receipt of a field of consumer C's lease hash (see field_of)
+local function receipt_of(field, C)
+  if string.find(field, ':', 1, true) then return field end
+  return field .. ':' .. C
+end
+
+-- (delivered ms, element) of a lease record under field (see field_of), its expiry
+-- value (if any) giving the delivery time of one in the new form
+local function record_of(field, value, expiry)
+  if string.find(field, ':', 1, true) then return lease_parts(value) end
+  return delivered_of(expiry) or 0, value
 end
 
 -- redis.call(command, key, items[first..last]) in chunks of CHUNK items
@@ -275,26 +329,33 @@ local function forget_raw(e)
 end
 
 -- Take one lease away (its deadline passed, or it is settled): returns the
--- element, or nil when there was no such lease.
-local function release(receipt)
+-- element, or nil when there was no such lease. expiry: its expiry value when the
+-- caller read it already (false: none), nil to read it here.
+local function release(receipt, expiry)
   local leases = leases_of(consumer_of(receipt))
+  if expiry == nil then expiry = redis.call('HGET', EXPIRY, receipt) end
   redis.call('HDEL', EXPIRY, receipt)
-  local value = redis.call('HGET', leases, receipt)
-  if not value then return nil end
-  redis.call('HDEL', leases, receipt)
-  local _, e = lease_parts(value)
+  local field = field_of(receipt)
+  local value = redis.call('HGET', leases, field)
+  if not value then  -- recorded by an earlier version?
+    field = receipt
+    value = redis.call('HGET', leases, field)
+    if not value then return nil end
+  end
+  redis.call('HDEL', leases, field)
+  local _, e = record_of(field, value, expiry)
   return e
 end
 
 -- The lease deadlines of receipts ARGV[first..last], CHUNK at a time: calls
--- visit(receipt, deadline or nil) for each, in order.
+-- visit(receipt, deadline or nil, expiry value) for each, in order.
 local function each_deadline(first, last, visit)
   for i = first, last, CHUNK do
     local j = math.min(i + CHUNK - 1, last)
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
     for k = i, j do
-      local d = found[k - i + 1]
-      visit(ARGV[k], d and tonumber(d) or nil)
+      local v = found[k - i + 1]
+      visit(ARGV[k], deadline_of(v), v)
     end
   end
 end
@@ -307,8 +368,12 @@ local function orphans(consumer)
   -- the usual case, an empty list: the lease hash, however big, is not read
   if redis.call('LLEN', proc_of(consumer)) == 0 then return {} end
   local held = {}
-  for _, value in ipairs(redis.call('HVALS', leases_of(consumer))) do
-    local _, e = lease_parts(value)
+  local records = redis.call('HGETALL', leases_of(consumer))
+  local receipts = {}
+  for j = 1, #records, 2 do receipts[#receipts + 1] = receipt_of(records[j], consumer) end
+  local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+  for j = 1, #records, 2 do
+    local _, e = record_of(records[j], records[j + 1], expiry[(j + 1) / 2])
     held[e] = (held[e] or 0) + 1
   end
   local found = {}
@@ -319,3 +384,35 @@ local function orphans(consumer)
 end
 """
 )
+
+
+def _split(preamble: str) -> tuple[str, list[tuple[str, str]]]:
+    """The shared locals, then each ``local function`` (with the comment above it)
+    as (name, text), in order."""
+    starts = list(re.finditer(r"^(?:--[^\n]*\n)*local function (\w+)", preamble, re.MULTILINE))
+    first = next(m for m in starts if m.group(1) == "now_ms")  # the shared locals end
+    starts = starts[starts.index(first) :]
+    ends = [m.start() for m in starts[1:]] + [len(preamble)]
+    named = [(m.group(1), preamble[m.start() : end]) for m, end in zip(starts, ends, strict=True)]
+    return preamble[: first.start()], named
+
+
+_HEAD, _FUNCTIONS = _split(PREAMBLE)
+
+
+def with_preamble(body: str) -> str:
+    """``body`` after the shared locals and the preamble's functions it calls, and
+    those they call, in the preamble's order (a Lua local is seen only below it)."""
+    used: set[str] = set()
+    text = body
+    while True:
+        code = re.sub(r"--[^\n]*", "", text)  # a name in a comment is no call
+        found = {
+            name for name, _ in _FUNCTIONS if name not in used and re.search(rf"\b{name}\b", code)
+        }
+        if not found:
+            break
+        used |= found
+        text = "".join(part for name, part in _FUNCTIONS if name in found)
+    kept = "".join(part for name, part in _FUNCTIONS if name in used)
+    return _HEAD + kept + body

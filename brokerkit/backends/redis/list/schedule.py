@@ -3,15 +3,14 @@ for the keys, the arguments every script shares and the ``scheduled`` members)."
 
 from __future__ import annotations
 
-from brokerkit.backends.redis.list.preamble import PREAMBLE
+from brokerkit.backends.redis.list.preamble import with_preamble
 
 __all__ = ["HOLD", "RELEASE", "hold_member"]
 
 #: ARGV[7] delay ms; ARGV[8...] members (``P<message id>\n<element>``), all due at
 #: the server's now + delay. Returns ms until the next held message is due.
-HOLD = (
-    PREAMBLE
-    + r"""
+HOLD = with_preamble(
+    r"""
 local t = now_ms()
 local due = due_after(tonumber(ARGV[7]))
 local scored = {}
@@ -26,9 +25,8 @@ return next_due_wait(t)
 
 #: ARGV[7] at most this many. Moves the held messages that are due to the queue;
 #: returns {how many moved, ms until the next held message is due or -1}.
-RELEASE = (
-    PREAMBLE
-    + r"""
+RELEASE = with_preamble(
+    r"""
 local t = now_ms()
 local moved = release_due(t, tonumber(ARGV[7]))
 return {moved, next_due_wait(t)}

@@ -7,14 +7,14 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
     KEYS[2] deadlines   ZSET lease group -> the earliest deadline it may hold (server ms)
     KEYS[3] consumers   ZSET consumer -> heartbeat deadline (server ms)
     KEYS[4] dead letters, the queue of the dead-letter topic
-    KEYS[5] expiry      HASH receipt -> lease deadline (server ms)
+    KEYS[5] expiry      HASH receipt -> "<lease deadline>.<delivered>" (server ms)
     KEYS[6] attempts    HASH SHA-1 of a raw element -> its deliveries so far
     KEYS[7] scheduled   ZSET held message -> due time (server ms)
     KEYS[8...] the processing list and the lease hash of each consumer the call may
                 touch (see :meth:`.TopicPlan.keys_for`): no script builds a key name
                 it was not given, so every key is declared, as Redis Cluster wants
     ARGV[1] prefix of processing lists    (+ consumer)
-    ARGV[2] prefix of lease hashes        (+ consumer): receipt -> "<delivered ms>:<element>"
+    ARGV[2] prefix of lease hashes        (+ consumer): <nonce><seq> -> the element
     ARGV[3] max_deliveries (0: no limit)
     ARGV[4] topic name (for dead-letter headers)
     ARGV[5] content type of dead-lettered raw elements ("" : guess JSON or bytes)
@@ -27,8 +27,15 @@ receipts name; a rescue or inspect first reads which consumers there are, and le
 one that appeared meanwhile for its next run).
 
 A delivered element lives in exactly one place: its consumer's lease hash, with
-its deadline in ``expiry`` (the two are always written and removed together, and
-``expiry`` is the authority on whether a lease is live). A consumer's processing
+its deadline and delivery time in ``expiry`` (the two are always written and removed
+together, and ``expiry`` is the authority on whether a lease is live). The element is
+stored as it came out of the queue, never concatenated with anything in a script (a
+concatenation copies the body once more), under the receipt without its
+``:<consumer>`` (the hash is that consumer's: the consumer's name is not stored once
+per delivery there). A lease recorded by an earlier version has an expiry value of
+only ``<deadline>`` and a record ``<delivered ms>:<element>`` under the whole receipt;
+the scripts read both (``field_of`` and ``record_of`` in the preamble). A
+consumer's processing
 list only holds what a ``BLMOVE`` moved and no lease covers yet: the script that
 records the lease takes it out of the list.
 
@@ -68,7 +75,7 @@ Multi-member commands (``HSET``, ``HMGET``, ``HDEL``...) take at most
 
 from __future__ import annotations
 
-from brokerkit.backends.redis.list.preamble import CHUNK, PREAMBLE, RELEASE_BATCH
+from brokerkit.backends.redis.list.preamble import CHUNK, PREAMBLE, RELEASE_BATCH, with_preamble
 
 __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "RESCUE", "SETTLE"]
 
@@ -76,22 +83,26 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "
 #: ARGV[7] consumer, [8] how many, [9] lease ms, [10] receipt nonce, [11] first
 #: sequence number, [12] (optional) "1": first lease the tail of the consumer's
 #: processing list, where a BLMOVE sent just before this call, in the same pipeline,
-#: moved what it waited for (or an element a lost reply left there: never delivered).
+#: moved what it waited for (or an element a lost reply left there: never delivered);
+#: such a wake-up call leaves held messages that fell due to the consumer's next
+#: release (it blocked only after one, and only until the next due time it knew of).
 #: Returns the elements, in delivery order; the i-th (from 0) has the receipt
 #: ``<nonce><first + i>:<consumer>``.
-FETCH = (
-    PREAMBLE
-    + r"""
+FETCH = with_preamble(
+    r"""
 local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local nonce, seq = ARGV[10], tonumber(ARGV[11])
+local woken = ARGV[12] == '1'
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
-release_due(t, math.max(want, RELEASE_BATCH))
+-- A consumer blocks only after it moved what was due, and only until the next due
+-- time it knows of (see _fetch): its wake-up call need not look again.
+if not woken then release_due(t, math.max(want, RELEASE_BATCH)) end
 local out = {}
 -- The BLMOVEd element is leased only if it is still there: a rescuer that took
 -- this consumer for dead has already handed it back.
-if ARGV[12] == '1' then
+if woken then
   local moved = redis.call('RPOP', proc_of(C))
   if moved then out[1] = moved end
 end
@@ -103,7 +114,11 @@ local function came_back(e)
   if string.sub(e, 1, 3) == 'BKR' then return true end
   return counted and is_raw(e) and redis.call('HEXISTS', ATTEMPTS, redis.sha1hex(e)) == 1
 end
-if #out < want and not (out[1] and came_back(out[1])) then
+if #out == 0 and want == 1 then
+  -- one wanted: the next one goes out, whatever it is
+  local e = redis.call('RPOP', QUEUE)
+  if e then out[1] = e end
+elseif #out < want and not (out[1] and came_back(out[1])) then
   -- a look at the next one first: a queue of messages that came back (a rescue
   -- handed back many) is not popped a batch at a time only to push all but one back
   local next_out = redis.call('LINDEX', QUEUE, -1)
@@ -128,13 +143,17 @@ for i = #out, keep + 1, -1 do  -- back where they were, at the head of the queue
   redis.call('RPUSH', QUEUE, out[i])
   out[i] = nil
 end
-local deadline, stamp, tail = t + lease_ms, t .. ':', ':' .. C
-local receipts, expiry, records = {}, {}, {}
+local deadline, tail = t + lease_ms, ':' .. C
+-- The deadline and the delivery time in expiry; the element, as it is, in the lease
+-- record (no copy of the body made here: see deadline_of).
+local stamped = deadline .. '.' .. t
+local receipts, fields, expiry, records = {}, {}, {}, {}
 for i, e in ipairs(out) do
-  local r = nonce .. (seq + i - 1) .. tail
-  receipts[i] = r
-  expiry[2 * i - 1], expiry[2 * i] = r, deadline
-  records[2 * i - 1], records[2 * i] = r, stamp .. e
+  local f = nonce .. (seq + i - 1)  -- its field in the consumer's lease hash: field_of
+  local r = f .. tail
+  receipts[i], fields[i] = r, f
+  expiry[2 * i - 1], expiry[2 * i] = r, stamped
+  records[2 * i - 1], records[2 * i] = f, e
 end
 -- The elements are out of the queue: if a lease cannot be written (a key of the
 -- wrong type), undo and put them back as they were before failing: nothing is lost.
@@ -145,14 +164,14 @@ local ok, err = pcall(function()
 end)
 if not ok then
   pcall(call_chunked, 'HDEL', EXPIRY, receipts, 1)
-  pcall(call_chunked, 'HDEL', leases_of(C), receipts, 1)
+  pcall(call_chunked, 'HDEL', leases_of(C), fields, 1)
   pcall(redis.call, 'ZREM', DEADLINES, nonce .. seq .. '+' .. #out .. tail)
   for i = #out, 1, -1 do redis.call('RPUSH', QUEUE, out[i]) end
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
 end
 -- A raw element that came back carries its count in the reply only (the queue and
 -- the lease keep it as it was).
-if redis.call('HLEN', ATTEMPTS) > 0 then
+if counted then  -- FETCH writes no count: the look above still holds
   for i, e in ipairs(out) do
     if is_raw(e) then
       local n = redis.call('HGET', ATTEMPTS, redis.sha1hex(e))
@@ -169,25 +188,29 @@ return out
 #: letter's reason ("": the usual one), ARGV[10...] receipts.
 #: Returns the stale receipts (lease expired or taken away), which are left alone
 #: (an expired one still in place is handed back, as a rescuer would).
-SETTLE = (
-    PREAMBLE
-    + r"""
+SETTLE = with_preamble(
+    r"""
 local mode = ARGV[7]
 local t = now_ms()
 local stale = {}
 if mode == 'ack' then
   local done, by_consumer = {}, {}
-  local tail, mine = '', nil  -- ':<consumer>' of the previous receipt, and its list
+  local tail, mine = '', nil  -- ':<consumer>' of the previous receipt, and its fields
+  local counted = redis.call('HLEN', ATTEMPTS) > 0
+  local values_of, values = {}, nil  -- only when counted: how to read the records
   for i = 8, #ARGV, CHUNK do
     local j = math.min(i + CHUNK - 1, #ARGV)
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
     for k = i, j do
-      local r, deadline = ARGV[k], found[k - i + 1]
-      deadline = deadline and (tonumber(deadline) or 0)  -- garbage: taken as expired
+      local r, v = ARGV[k], found[k - i + 1]
+      local deadline = deadline_of(v)  -- garbage: taken as expired
       if not deadline then
+        -- taken away; a record left without its expiry value goes back (see release)
+        local e = release(r, false)
+        if e then hand_back(e, true, 'max_deliveries') end
         stale[#stale + 1] = r
       elseif deadline <= t then
-        local e = release(r)
+        local e = release(r, v)
         if e then hand_back(e, true, 'max_deliveries') end
         stale[#stale + 1] = r
       else
@@ -198,19 +221,27 @@ if mode == 'ack' then
                 string.find(r, tail, at, true) == at) then
           local C = consumer_of(r)
           tail, mine = ':' .. C, by_consumer[C]
-          if not mine then mine = {}; by_consumer[C] = mine end
+          if not mine then mine = {}; by_consumer[C] = mine; values_of[C] = {} end
+          values = values_of[C]
         end
-        mine[#mine + 1] = r
+        mine[#mine + 1] = field_of(r)
+        if counted then values[#mine] = v end
+        -- a lease an earlier version recorded (an expiry value without '.'): its record
+        -- is under the whole receipt (it is looked for under both)
+        if not string.find(v, '.', 1, true) then
+          mine[#mine + 1] = r
+          if counted then values[#mine] = v end
+        end
       end
     end
   end
   call_chunked('HDEL', EXPIRY, done, 1)
-  local counted = redis.call('HLEN', ATTEMPTS) > 0
   for C, mine in pairs(by_consumer) do
     if counted then  -- a raw element that came back: its count goes with it
-      for _, value in ipairs(gather('HMGET', leases_of(C), mine, 1, #mine)) do
+      local kept = values_of[C]
+      for n, value in ipairs(gather('HMGET', leases_of(C), mine, 1, #mine)) do
         if value then
-          local _, e = lease_parts(value)
+          local _, e = record_of(mine[n], value, kept[n])
           forget_raw(e)
         end
       end
@@ -229,9 +260,9 @@ end
 local due = delay_ms > 0 and due_after(delay_ms) or nil
 for i = #ARGV, first, -1 do  -- the first nacked is next out
   local r = ARGV[i]
-  local deadline = redis.call('HGET', EXPIRY, r)
-  deadline = deadline and (tonumber(deadline) or 0)
-  local e = release(r)
+  local v = redis.call('HGET', EXPIRY, r)
+  local deadline = deadline_of(v)
+  local e = release(r, v)
   if not e then
     stale[#stale + 1] = r
   elseif not deadline or deadline <= t then
@@ -253,25 +284,24 @@ return stale
 #: becomes now + lease ms only if that is later, so a longer extension by hand is
 #: never cut short); ARGV[9...] receipts. Renews live leases and the heartbeat of
 #: their consumers; returns the stale receipts (expired ones are handed back).
-EXTEND = (
-    PREAMBLE
-    + r"""
+EXTEND = with_preamble(
+    r"""
 local t = now_ms()
 local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
 local stale, renewed, seen = {}, {}, {}
-each_deadline(9, #ARGV, function(r, deadline)
+each_deadline(9, #ARGV, function(r, deadline, v)
   if deadline and deadline > t then
     if not (only_later and deadline >= new) then
       renewed[#renewed + 1] = r
-      renewed[#renewed + 1] = new
+      renewed[#renewed + 1] = renewed_value(new, v)  -- the delivery time kept
       -- a later deadline keeps its group's score a lower bound; an earlier one does not
       if new < deadline then redis.call('ZADD', DEADLINES, new, r) end
     end
     seen[consumer_of(r)] = true
   else
-    local e = release(r)
+    local e = release(r, v)
     if e then hand_back(e, true, 'max_deliveries') end
     stale[#stale + 1] = r
   end
@@ -292,9 +322,8 @@ return stale
 #: Returns {deliveries handed back, ms until the next lease group or held message is
 #: due or -1 (0 when work was left for the next call), orphans, lease groups visited
 #: (``limit`` when more may be due), held messages moved to the queue}.
-RESCUE = (
-    PREAMBLE
-    + r"""
+RESCUE = with_preamble(
+    r"""
 local t = now_ms()
 local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
 local moved, more = 0, false
@@ -329,9 +358,9 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   local found = gather('HMGET', EXPIRY, receipts, from, #receipts)
   local earliest
   for j = #receipts, from, -1 do
-    local deadline = found[j - from + 1] and (tonumber(found[j - from + 1]) or 0)
+    local deadline = deadline_of(found[j - from + 1])
     if deadline and deadline <= t then
-      local e = release(receipts[j])
+      local e = release(receipts[j], found[j - from + 1])
       if e then
         hand_back(e, true, 'max_deliveries')
         moved = moved + 1
@@ -365,28 +394,29 @@ for _, C in ipairs(dead) do
     moved = moved + 1
   end
   redis.call('DEL', proc)
-  local held, receipts = {}, {}
+  local held, fields, values, receipts = {}, {}, {}, {}
   if redis.call('HLEN', leases) <= budget then
     local records = redis.call('HGETALL', leases)
     for j = 1, #records, 2 do
-      local delivered, e = lease_parts(records[j + 1])
-      held[#held + 1] = {delivered, records[j], e}
-      receipts[#receipts + 1] = records[j]
+      fields[#fields + 1] = records[j]
+      values[#values + 1] = records[j + 1]
     end
     redis.call('ZREM', CONSUMERS, C)
   else  -- some now, the rest by the next calls: it stays registered as dead
     local names = redis.call('HKEYS', leases)  -- cheap beside handing them back
-    receipts = {unpack(names, 1, budget)}
-    local values = redis.call('HMGET', leases, unpack(receipts))
-    for j, r in ipairs(receipts) do
-      local delivered, e = lease_parts(values[j])
-      held[#held + 1] = {delivered, r, e}
-    end
+    fields = {unpack(names, 1, budget)}
+    values = redis.call('HMGET', leases, unpack(fields))
     more = true
+  end
+  for j, f in ipairs(fields) do receipts[j] = receipt_of(f, C) end
+  local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+  for j, r in ipairs(receipts) do
+    local delivered, e = record_of(fields[j], values[j], expiry[j])
+    held[#held + 1] = {delivered, r, e}
   end
   budget = budget - #receipts
   call_chunked('HDEL', EXPIRY, receipts, 1)
-  call_chunked('HDEL', leases, receipts, 1)
+  call_chunked('HDEL', leases, fields, 1)
   table.sort(held, later)
   for _, lease in ipairs(held) do  -- newest first: the oldest ends up next out
     hand_back(lease[3], true, 'max_deliveries')
@@ -419,9 +449,8 @@ return {moved, wait, reconciled, more and limit or #due, released}
 #: -1, consumers, then per consumer: name, heartbeat deadline or -1, processing
 #: length, leases; then the number of held messages; last, the next element to be
 #: delivered (the queue's tail), or false}.
-INSPECT = (
-    PREAMBLE
-    + r"""
+INSPECT = with_preamble(
+    r"""
 local t = now_ms()
 local names, order = {}, {}
 local registered = redis.call('ZRANGE', CONSUMERS, 0, -1, 'WITHSCORES')
@@ -440,11 +469,17 @@ for _, C in ipairs(order) do
   -- a consumer that appeared after the caller looked is counted by the next inspect
   local proc, leases = 0, 0
   if declared(C) then
-    for _, value in ipairs(redis.call('HVALS', leases_of(C))) do
-      local delivered = lease_parts(value)
+    local fields, receipts = redis.call('HKEYS', leases_of(C)), {}
+    for j, f in ipairs(fields) do receipts[j] = receipt_of(f, C) end
+    local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+    for j, f in ipairs(fields) do
+      local delivered = delivered_of(expiry[j])
+      if not delivered then  -- maybe in the record (see record_of): read it
+        delivered = record_of(f, redis.call('HGET', leases_of(C), f), expiry[j])
+      end
       if oldest < 0 or delivered < oldest then oldest = delivered end
     end
-    proc, leases = redis.call('LLEN', proc_of(C)), redis.call('HLEN', leases_of(C))
+    proc, leases = redis.call('LLEN', proc_of(C)), #fields
   end
   out[#out + 1] = C
   out[#out + 1] = names[C]

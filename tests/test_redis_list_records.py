@@ -1,0 +1,150 @@
+"""How redis+list records a lease: the element as it is in the consumer's lease hash,
+under the receipt without its consumer (no body copied in a script to prefix it), its
+deadline and delivery time in ``expiry`` as ``<deadline>.<delivered>``; and
+leases recorded by earlier versions (``<delivered>:<element>`` records under the whole
+receipt, ``<deadline>`` expiry values) still settle, renew, inspect and come back
+intact."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from brokerkit.exceptions import StaleDelivery
+
+pytestmark = pytest.mark.redis_list
+
+#: A raw element that reads like an earlier version's lease record: taken for one, it
+#: would come back as b"abc".
+LOOKALIKE = b"123:abc"
+
+
+@pytest.fixture
+def connect(redis_broker: Callable[..., Any], prefix: str) -> Callable[..., Any]:
+    return functools.partial(redis_broker, "redis+list", queue_key=f"{prefix}-queue:*")
+
+
+def _old_lease(
+    client: redis.Redis, broker: Any, consumer: str, receipt: str, element: bytes, deadline: int
+) -> None:
+    """A lease as versions before this one recorded it."""
+    keys = broker._topic("orders").keys
+    client.hset(keys.leases(consumer), receipt, b"5:" + element)
+    client.hset(keys.expiry, receipt, deadline)
+    group = receipt.replace(":", "+1:", 1)
+    client.zadd(keys.deadlines, {group: deadline})
+
+
+def test_a_lease_records_the_bare_element_and_the_time_in_expiry(
+    connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
+) -> None:
+    queue = f"{prefix}-queue:orders"
+    redis_client.lpush(queue, LOOKALIKE)
+    broker = connect(visibility_timeout=30)
+    subscription = broker.subscribe("orders")
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None and delivery.payload == LOOKALIKE
+    keys = broker._topic("orders").keys
+    field, _, consumer = delivery.receipt.partition(":")
+    assert consumer == subscription.consumer
+    # under the receipt without its consumer: the hash is that consumer's
+    assert redis_client.hgetall(keys.leases(consumer)) == {field.encode(): LOOKALIKE}
+    value = redis_client.hget(keys.expiry, delivery.receipt)
+    match = re.fullmatch(rb"(\d+)\.(\d+)", value)
+    assert match is not None, value
+    deadline, delivered = int(match[1]), int(match[2])
+    assert deadline - delivered == 30_000
+    delivery.extend(seconds=60)  # the renewed value keeps the delivery time
+    renewed = redis_client.hget(keys.expiry, delivery.receipt)
+    assert renewed.endswith(b"." + match[2]) and int(renewed.split(b".")[0]) > deadline
+    # expired: the rescue hands back the element as it was, not cut at its colon
+    redis_client.hset(keys.expiry, delivery.receipt, b"1.0")
+    redis_client.zadd(keys.deadlines, {delivery.receipt: 1})
+    assert broker.rescue("orders") == 1
+    assert redis_client.lrange(queue, 0, -1) == [LOOKALIKE]
+
+
+def test_a_dead_consumer_hands_back_both_kinds_of_lease_intact_oldest_next(
+    connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
+) -> None:
+    queue = f"{prefix}-queue:orders"
+    redis_client.lpush(queue, LOOKALIKE)
+    broker = connect(visibility_timeout=30)
+    subscription = broker.subscribe("orders")
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None
+    keys = broker._topic("orders").keys
+    _old_lease(
+        redis_client,
+        broker,
+        subscription.consumer,
+        "ab-0:" + subscription.consumer,
+        b"7:old",
+        10**13,
+    )
+    assert broker.inspect("orders").in_flight == 2
+    redis_client.zadd(keys.consumers, {subscription.consumer: 0})  # its heartbeat stopped
+    assert broker.rescue("orders") == 2
+    # delivered at 5 ms, the old one is the oldest: next out
+    assert redis_client.lrange(queue, 0, -1) == [LOOKALIKE, b"7:old"]
+    assert broker.inspect("orders").in_flight == 0
+
+
+def test_an_earlier_versions_lease_is_extended_acked_and_inspected_as_it_was(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect(visibility_timeout=30)
+    plan = broker._topic("orders")
+    receipt = "ab-0:old"
+    _old_lease(redis_client, broker, "old", receipt, LOOKALIKE, 10**13)
+    keys = plan.keys_for(["old"])
+    info = broker.inspect("orders")
+    assert info.in_flight == 1 and info.oldest_in_flight_age is not None
+    assert info.oldest_in_flight_age > 10**9  # delivered at 5 ms of the server's clock
+    extend = broker._scripts["EXTEND"]
+    assert extend(keys=keys, args=[*plan.common, 60_000, "set", receipt]) == []
+    value = redis_client.hget(plan.keys.expiry, receipt)
+    assert re.fullmatch(rb"\d+", value), value  # still the form its record needs
+    assert redis_client.hget(plan.keys.leases("old"), receipt) == b"5:" + LOOKALIKE
+    settle = broker._scripts["SETTLE"]
+    assert settle(keys=keys, args=[*plan.common, "ack", receipt]) == []
+    assert redis_client.exists(plan.keys.leases("old"), plan.keys.expiry) == 0
+
+
+def test_an_earlier_versions_expired_lease_comes_back_intact(
+    connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
+) -> None:
+    queue = f"{prefix}-queue:orders"
+    broker = connect(visibility_timeout=30)
+    _old_lease(redis_client, broker, "old", "ab-0:old", LOOKALIKE, 1)
+    assert broker.rescue("orders") == 1
+    assert redis_client.lrange(queue, 0, -1) == [LOOKALIKE]
+    again = broker.subscribe("orders").receive(timeout=5)
+    assert again is not None and again.payload == LOOKALIKE and again.attempt == 2
+    again.ack()
+    assert redis_client.exists(broker._topic("orders").keys.attempts) == 0
+
+
+def test_a_record_whose_expiry_value_vanished_goes_back_on_the_late_ack(
+    connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
+) -> None:
+    # An earlier version's rescue deletes the expiry value of a due lease but does not
+    # find its record (it looks under the whole receipt): the late ack hands it back.
+    queue = f"{prefix}-queue:orders"
+    redis_client.lpush(queue, LOOKALIKE)
+    broker = connect(visibility_timeout=30)
+    delivery = broker.subscribe("orders").receive(timeout=5)
+    assert delivery is not None
+    keys = broker._topic("orders").keys
+    redis_client.hdel(keys.expiry, delivery.receipt)
+    with pytest.raises(StaleDelivery):
+        delivery.ack()
+    assert redis_client.lrange(queue, 0, -1) == [LOOKALIKE]
+    assert broker.inspect("orders").in_flight == 0
+    consumer = delivery.receipt.partition(":")[2]
+    assert redis_client.exists(keys.leases(consumer)) == 0
