@@ -322,10 +322,10 @@ class SentinelSet:
         return True
 
     def restart_dead(self) -> None:
-        """Start a killed server again (the sentinels make it a replica)."""
+        """Start a killed server again, as the current master's replica."""
         for server in self.servers:
             if server.process is not None and server.process.poll() is not None:
-                server.start()
+                server.start(replica_of=self.current_master())
         self.wait_healthy()
 
     def stop(self) -> None:

@@ -104,8 +104,9 @@ class RedisServer:
         """The arguments that say where the server listens."""
         return ["--port", str(self.port)]
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        """Start the server and wait until it answers PING."""
+    def start(self, timeout: float = 10.0, *, replica_of: RedisServer | None = None) -> RedisServer:
+        """Start the server and wait until it answers PING; with ``replica_of``, as
+        that server's replica (whatever ``config`` says)."""
         args = [
             self.binary,
             *self._listen(),
@@ -121,15 +122,18 @@ class RedisServer:
             # 100 ms, and every receive(timeout) was rounded up to a tenth of a second.
             "--hz", "100",
         ]  # fmt: skip
-        if not self._started:
-            # At first start a master syncs its replicas at once (by default it waits
-            # 5 s for more). Restarted (empty, after a kill) it keeps the wait: a
-            # replica must not sync from it before a failover has made it a replica.
+        if not self._started or replica_of is not None:
+            # At first start, or back as a replica, a master syncs its replicas at once
+            # (by default it waits 5 s for more). Restarted as it was (empty, after a
+            # kill) it keeps the wait: a replica must not sync from it before a
+            # failover has made it a replica.
             args += ["--repl-diskless-sync-delay", "0"]
         self._started = True
         if self.appendonly:
             args += ["--appendfsync", "always"]
         args += list(self.config)
+        if replica_of is not None:  # the last replicaof given wins
+            args += ["--replicaof", "127.0.0.1", str(replica_of.port)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_ready(timeout)
         return self
