@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,3 +81,33 @@ class Message:
             it raises, and :attr:`payload` still holds the bytes.
         """
         return decode_body(self.payload, self.content_type)
+
+    @classmethod
+    def _without_headers(
+        cls,
+        topic: str,
+        ids: Sequence[str],
+        payloads: Sequence[bytes],
+        content_types: Sequence[str],
+        published: Sequence[float],
+    ) -> list[Message]:
+        """One message per id, each with a headers dict of its own, exactly as
+        ``Message(id, topic, payload, content_type, {}, published_at)`` makes it: a
+        consumer's fetch makes a batch at once, and setting the slots here costs a
+        third of a call to ``__init__`` each (tests/test_redis_stream_batch.py compares every
+        slot with what ``__init__`` gives)."""
+        new = object.__new__
+        messages: list[Message] = []
+        append = messages.append
+        for message_id, payload, content_type, published_at in zip(
+            ids, payloads, content_types, published, strict=True
+        ):
+            message = new(cls)
+            message.id = message_id
+            message.topic = topic
+            message.payload = payload
+            message.content_type = content_type
+            message.headers = {}
+            message.published_at = published_at
+            append(message)
+        return messages

@@ -26,7 +26,8 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 from brokerkit._message import Message
@@ -40,6 +41,7 @@ __all__ = [
     "encode",
     "encode_fields",
     "message_from_header",
+    "messages_from_headers",
     "raw_message",
     "stream_header",
 ]
@@ -294,6 +296,57 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
     if not _utf8(text, message_id, content_type, headers):
         return None
     return Message(message_id, topic, payload, content_type, headers, published_at)
+
+
+def messages_from_headers(
+    topic: str, headers: Sequence[bytes], payloads: Sequence[bytes]
+) -> list[Message] | None:
+    """The messages of a batch of :data:`HEADER_FIELD` values and their payloads, each
+    exactly as :func:`message_from_header` reads it, when every header is the three
+    lines brokerkit writes for a message without headers and each of them makes a
+    message; otherwise ``None`` (the caller then reads them one by one, and each
+    header gets its own answer).
+
+    A consumer's fetch brings a batch: one join, decode and split for all of it costs
+    less than one per header, and the publish times are converted once per distinct
+    text (a ``publish_many`` gives its whole batch one time). Never raises.
+    """
+    count = len(headers)
+    if not count:
+        return []
+    try:
+        # Exactly two line breaks in each (bytes.count refuses anything but bytes),
+        # so that the split lines fall in threes; strict UTF-8 of the headers joined
+        # by an ASCII line break is the strict UTF-8 of each header.
+        if list(map(bytes.count, headers, repeat(b"\n"))).count(2) != count:
+            return None
+        text = b"\n".join(headers).decode()
+        # As message_from_header: an empty id is not ours, and a header opening with
+        # "{" is read as JSON. An empty line or one opening with "{" anywhere sends
+        # the batch one by one (a content type or time such as that is rare).
+        if text[0] in "{\n" or "\n\n" in text or "\n{" in text:
+            return None
+        lines = text.split("\n")
+        ids, short_types, times = lines[0::3], lines[1::3], lines[2::3]
+        # A batch usually holds one or two content types and publish times: each is
+        # looked up, checked and converted once.
+        types: dict[str, str] = dict.fromkeys(short_types, "")
+        for short in types:
+            content_type = _CONTENT_TYPES.get(short, short)
+            if "/" not in content_type:
+                return None
+            types[short] = content_type
+        stamps: dict[str, float] = dict.fromkeys(times, 0.0)
+        for ts in stamps:
+            published_at = float(ts)
+            if not math.isfinite(published_at):
+                return None
+            stamps[ts] = published_at
+        content_types = list(map(types.__getitem__, short_types))
+        published = list(map(stamps.__getitem__, times))
+        return Message._without_headers(topic, ids, payloads, content_types, published)
+    except _NOT_OURS:
+        return None
 
 
 def decode_fields(
