@@ -15,6 +15,7 @@ from brokerkit import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis.stream.deliveries import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
 
@@ -137,3 +138,23 @@ def test_a_message_is_a_dataclass_of_these_fields() -> None:
         "headers",
         "published_at",
     ]
+
+
+def test_the_lease_keeper_holds_deliveries_by_identity() -> None:
+    # Keyed by the deliveries themselves: two deliveries of one message, with equal
+    # receipts, are two leases; dropping one keeps the other.
+    message = Message("a", "orders", b"1", "x/y")
+    with brokerkit.connect("memory://") as broker, broker.subscribe("orders") as subscription:
+        first, second, third = (
+            Delivery(message, subscription=subscription, receipt="r") for _ in range(3)
+        )
+        keeper = LeaseKeeper(lambda held: [], interval=3600, name="test-keeper")
+        try:
+            keeper.hold([first, second])
+            keeper.hold(d for d in [third])
+            keeper.drop([first, first])
+            assert keeper.held() == [second, third]
+            third._mark_settled()
+            assert keeper.held() == [second]
+        finally:
+            keeper.stop()
