@@ -40,6 +40,9 @@ _headers = (
     | _three_lines
     | st.binary(max_size=30)
     | st.sampled_from([b'{"id":"0a1","ct":"a/b","ts":1}\nx/y\n2', b"0a1\n\xff/x\n1", b"\n\n"])
+    # a line "\0", as the batch's separator is: a header of two lines and one of four
+    # with such a line must not pass for two of three
+    | st.sampled_from([b"0a1\nbin\n1.5\n\0", b"bin\n1.5", b"0a1\n\0\n1", b"\0", b"0\0\nbin\n1"])
 )
 
 
@@ -85,6 +88,14 @@ def test_a_batch_publish_many_wrote_is_read_at_once() -> None:
 def test_one_odd_header_leaves_the_batch_to_the_caller(odd: Any) -> None:
     headers = [b"0a1\nbin\n1.5", odd, b"0a2\nbin\n1.5"]
     assert _envelope.messages_from_headers("orders", headers, [b"p"] * 3) is None
+
+
+def test_a_four_line_and_a_two_line_header_are_not_read_as_two_of_three() -> None:
+    # Joined by the batch's separator line, these have a line "\0" where a separator
+    # would be, and the separator where an id would be.
+    headers = [b"0a1\nbin\n1.5\n\0", b"bin\n1.5"]
+    assert _envelope.messages_from_headers("orders", headers, [b"p"] * 2) is None
+    assert _one_by_one(headers, [b"p"] * 2) == [None, None]
 
 
 def _slots(obj: object) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from itertools import repeat
 from typing import Any
 
 from brokerkit._message import Message
@@ -315,21 +314,28 @@ def messages_from_headers(
     if not count:
         return []
     try:
-        # Exactly two line breaks in each (bytes.count refuses anything but bytes),
-        # so that the split lines fall in threes; strict UTF-8 of the headers joined
-        # by an ASCII line break is the strict UTF-8 of each header.
-        if list(map(bytes.count, headers, repeat(b"\n"))).count(2) != count:
+        # Joined by a line "\0" of their own: when the only such lines are the
+        # count - 1 separators and they fall at every fourth line, each header has
+        # exactly three lines (id, content type, time). bytes.join refuses anything
+        # but bytes-like values, and strict UTF-8 of the headers joined by ASCII is
+        # the strict UTF-8 of each.
+        text = b"\n\0\n".join(headers).decode()
+        lines = text.split("\n")
+        if (
+            len(lines) != 4 * count - 1
+            or lines.count("\0") != count - 1
+            or lines[3::4].count("\0") != count - 1
+        ):
             return None
-        text = b"\n".join(headers).decode()
         # As message_from_header: an empty id is not ours, and a header opening with
         # "{" is read as JSON. An empty line or one opening with "{" anywhere sends
         # the batch one by one (a content type or time such as that is rare).
         if text[0] in "{\n" or "\n\n" in text or "\n{" in text:
             return None
-        lines = text.split("\n")
-        ids, short_types, times = lines[0::3], lines[1::3], lines[2::3]
-        # A batch usually holds one or two content types and publish times: each is
-        # looked up, checked and converted once.
+        ids, short_types, times = lines[0::4], lines[1::4], lines[2::4]
+        # A batch usually holds one content type and one publish time (publish_many
+        # gives its batch one): each distinct one is looked up, checked and converted
+        # once.
         types: dict[str, str] = dict.fromkeys(short_types, "")
         for short in types:
             content_type = _CONTENT_TYPES.get(short, short)
@@ -342,8 +348,14 @@ def messages_from_headers(
             if not math.isfinite(published_at):
                 return None
             stamps[ts] = published_at
-        content_types = list(map(types.__getitem__, short_types))
-        published = list(map(stamps.__getitem__, times))
+        if len(types) == 1:
+            content_types = [content_type] * count
+        else:
+            content_types = list(map(types.__getitem__, short_types))
+        if len(stamps) == 1:
+            published = [published_at] * count
+        else:
+            published = list(map(stamps.__getitem__, times))
         return Message._without_headers(topic, ids, payloads, content_types, published)
     except _NOT_OURS:
         return None
