@@ -46,6 +46,25 @@ _headers = (
 )
 
 
+_with_headers = st.builds(
+    Message,
+    id=st.text("0123456789abcdef", min_size=1, max_size=28),
+    topic=st.just("orders"),
+    payload=st.just(b""),
+    content_type=st.sampled_from(["application/json", "a/b"]),
+    headers=st.dictionaries(st.text(max_size=3), st.text(max_size=3), min_size=1, max_size=2),
+    published_at=st.sampled_from([1700000000.25, 0.0]),
+).map(lambda m: _envelope.stream_header(m).encode())
+_headers_lines = st.tuples(
+    st.sampled_from(["0a1", "{", ""]),
+    st.sampled_from(["json", "a/b", "nobody"]),
+    st.sampled_from(["1.5", "inf"]),
+    st.sampled_from(['{"a":"b"}', "{}", '{"a":1}', '{"a":"b"} ', ' {"a":"b"}', "[]"])
+    | st.sampled_from(['{"a":"\\ud800"}', '{"a":"\\u00e9"}', '{"a":"b"},{"c":"d"}'])
+    | st.sampled_from(['{"a":"b"', '"x"', "{", "{}\n{}"]),
+).map(lambda lines: "\n".join(lines).encode())
+
+
 def _one_by_one(headers: list[bytes], payloads: list[bytes]) -> list[Message | None]:
     return [
         _envelope.message_from_header("orders", h, p)
@@ -69,6 +88,38 @@ def test_a_batch_of_headers_reads_as_each_header_alone(headers: list[bytes]) -> 
         assert len({id(m.headers) for m in batch}) == len(batch)  # a dict each
     if all(map(_plain, headers)) and None not in alone:
         assert batch == alone  # the batch was read at once, not left to the caller
+
+
+@given(st.lists(_with_headers | _headers_lines, max_size=5))
+def test_a_batch_of_headers_with_headers_reads_as_each_header_alone(headers: list[bytes]) -> None:
+    payloads = [b"p%d" % n for n in range(len(headers))]
+    batch = _envelope.messages_from_headers("orders", headers, payloads)
+    alone = _one_by_one(headers, payloads)
+    if batch is not None:
+        assert batch == alone
+        assert len({id(m.headers) for m in batch}) == len(batch)
+
+
+def test_a_batch_with_headers_publish_many_wrote_is_read_at_once() -> None:
+    written = [
+        Message(f"0a{n}", "orders", b"p", "application/json", {"trace-id": f"t{n}"}, 1.5)
+        for n in range(3)
+    ]
+    headers = [_envelope.stream_header(m).encode() for m in written]
+    assert _envelope.messages_from_headers("orders", headers, [b"p"] * 3) == written
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"a":"\\ud800"}', b'{"a":1}', b"[]", b'{"a":"b"},{"c":"d"}', b' {"a":"b"}', b'{"a":"b"'],
+    ids=["lone surrogate", "not str", "not an object", "two objects", "space", "unclosed"],
+)
+def test_an_odd_headers_line_in_a_batch_is_read_alone(line: bytes) -> None:
+    headers = [b'0a1\njson\n1.5\n{"a":"b"}', b"0a2\njson\n1.5\n" + line]
+    batch = _envelope.messages_from_headers("orders", headers, [b"p"] * 2)
+    alone = _one_by_one(headers, [b"p"] * 2)
+    assert batch is None or batch == alone
+    assert alone[1] is None or line == b' {"a":"b"}'  # json.loads skips the space
 
 
 def test_a_batch_publish_many_wrote_is_read_at_once() -> None:
@@ -105,11 +156,22 @@ def _slots(obj: object) -> dict[str, Any]:
 
 
 def test_messages_without_headers_are_what_init_makes() -> None:
-    made = Message._without_headers("orders", ["a", "b"], [b"1", b"2"], ["x/y", "a/b"], [1.0, 2.5])
+    made = Message._many("orders", ["a", "b"], [b"1", b"2"], ["x/y", "a/b"], [1.0, 2.5])
     expected = [Message("a", "orders", b"1", "x/y", {}, 1.0), Message("b", "orders", b"2", "a/b")]
     expected[1].published_at = 2.5
     assert [_slots(m) for m in made] == [_slots(m) for m in expected]
     assert made[0].headers is not made[1].headers
+
+
+def test_messages_with_headers_are_what_init_makes() -> None:
+    headers = [{"a": "1"}, {}]
+    made = Message._many("orders", ["a", "b"], [b"1", b"2"], ["x/y", "a/b"], [1.0, 2.5], headers)
+    expected = [
+        Message("a", "orders", b"1", "x/y", headers[0], 1.0),
+        Message("b", "orders", b"2", "a/b", headers[1], 2.5),
+    ]
+    assert [_slots(m) for m in made] == [_slots(m) for m in expected]
+    assert made[0].headers is headers[0]
 
 
 @pytest.mark.parametrize("cls", [Delivery, AsyncDelivery])

@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from brokerkit._message import Message
@@ -302,37 +302,43 @@ def messages_from_headers(
 ) -> list[Message] | None:
     """The messages of a batch of :data:`HEADER_FIELD` values and their payloads, each
     exactly as :func:`message_from_header` reads it, when every header is the three
-    lines brokerkit writes for a message without headers and each of them makes a
-    message; otherwise ``None`` (the caller then reads them one by one, and each
-    header gets its own answer).
+    lines brokerkit writes for a message without headers, or every header the four
+    lines of one with headers, and each of them makes a message; otherwise ``None``
+    (the caller then reads them one by one, and each header gets its own answer).
 
     A consumer's fetch brings a batch: one join, decode and split for all of it costs
-    less than one per header, and the publish times are converted once per distinct
-    text (a ``publish_many`` gives its whole batch one time). Never raises.
+    less than one per header, the publish times are converted once per distinct text
+    (a ``publish_many`` gives its whole batch one time), and each headers line is read
+    by the JSON scanner alone, without json.loads around it. Never raises.
     """
     count = len(headers)
     if not count:
         return []
     try:
         # Joined by a line "\0" of their own: when the only such lines are the
-        # count - 1 separators and they fall at every fourth line, each header has
-        # exactly three lines (id, content type, time). bytes.join refuses anything
-        # but bytes-like values, and strict UTF-8 of the headers joined by ASCII is
-        # the strict UTF-8 of each.
+        # count - 1 separators and they fall at every fourth (fifth) line, each header
+        # has exactly three (four) lines. bytes.join refuses anything but bytes-like
+        # values, and strict UTF-8 of the headers joined by ASCII is the strict UTF-8
+        # of each.
         text = b"\n\0\n".join(headers).decode()
         lines = text.split("\n")
+        step = (len(lines) + 1) // count
         if (
-            len(lines) != 4 * count - 1
+            step not in (4, 5)
+            or len(lines) != step * count - 1
             or lines.count("\0") != count - 1
-            or lines[3::4].count("\0") != count - 1
+            or lines[step - 1 :: step].count("\0") != count - 1
         ):
             return None
         # As message_from_header: an empty id is not ours, and a header opening with
-        # "{" is read as JSON. An empty line or one opening with "{" anywhere sends
-        # the batch one by one (a content type or time such as that is rare).
-        if text[0] in "{\n" or "\n\n" in text or "\n{" in text:
+        # "{" is read as JSON. An empty line, or a line opening with "{" other than
+        # the headers lines (which must, to be JSON objects), sends the batch one by
+        # one (a content type or time such as that is rare).
+        if text[0] in "{\n" or "\n\n" in text:
             return None
-        ids, short_types, times = lines[0::4], lines[1::4], lines[2::4]
+        if text.count("\n{") != (count if step == 5 else 0):
+            return None
+        ids, short_types, times = lines[0::step], lines[1::step], lines[2::step]
         # A batch usually holds one content type and one publish time (publish_many
         # gives its batch one): each distinct one is looked up, checked and converted
         # once.
@@ -356,9 +362,37 @@ def messages_from_headers(
             published = [published_at] * count
         else:
             published = list(map(stamps.__getitem__, times))
-        return Message._without_headers(topic, ids, payloads, content_types, published)
+        extra = None if step == 4 else _headers_lines(text, lines[3::step])
+        if step == 5 and extra is None:
+            return None
+        return Message._many(topic, ids, payloads, content_types, published, extra)
     except _NOT_OURS:
         return None
+
+
+#: The decoder's scanner (what its raw_decode runs): one JSON value read from a
+#: position, as (value, end); StopIteration where none starts there.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _HEADER_DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _headers_lines(text: str, lines: list[str]) -> list[dict[str, str]] | None:
+    """The headers of each line, as message_from_header reads each, or None when one
+    is not a JSON object of str to str alone on its line, or when the batch's
+    ``text`` holds a ``\\u`` escape (which could give a lone surrogate: one by one,
+    those are checked). The scanner raises StopIteration where no JSON value starts
+    (whitespace before it too), which the caller's ``except`` takes."""
+    if "\\u" in text:
+        return None
+    extra = []
+    for line in lines:
+        value, end = _SCAN(line, 0)
+        if end != len(line) or type(value) is not dict:
+            return None
+        for key, item in value.items():
+            if type(key) is not str or type(item) is not str:
+                return None
+        extra.append(value)
+    return extra
 
 
 def decode_fields(
