@@ -7,7 +7,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
 from brokerkit._serializers import decode_body
@@ -107,7 +106,7 @@ class Message:
             payloads,
             content_types,
             published,
-            repeat(None, len(ids)) if headers is None else headers,
+            itertools.repeat(None, len(ids)) if headers is None else headers,
             strict=True,
         ):
             message = new(cls)
