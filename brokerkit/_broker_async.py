@@ -608,15 +608,20 @@ class AsyncBroker(abc.ABC):
     def _settleable(self, deliveries: Sequence[AsyncDelivery]) -> list[AsyncDelivery]:
         self._check_open()
         checked = list(deliveries)
+        # A batch is usually one subscription's: its broker is looked at once.
+        subscription: Any = _NOT_A_SUBSCRIPTION
         for delivery in checked:
             # The slots behind .broker and .settled, read directly: this runs per delivery.
             if not isinstance(delivery, AsyncDelivery):
                 raise DeliveryError(f"expected a Delivery, got {type(delivery).__name__}")
-            if delivery.subscription.broker is not self:
-                raise DeliveryError(
-                    f"delivery {delivery.id} came from another broker ({delivery.broker.url}); "
-                    "settle it through the broker that delivered it"
-                )
+            if delivery.subscription is not subscription:
+                if delivery.subscription.broker is not self:
+                    raise DeliveryError(
+                        f"delivery {delivery.id} came from another broker "
+                        f"({delivery.broker.url}); settle it through the broker that "
+                        "delivered it"
+                    )
+                subscription = delivery.subscription
             if delivery._settled:
                 raise AlreadySettled(f"delivery {delivery.id} was already acked or nacked")
         if len(checked) > 1 and len(set(map(id, checked))) != len(checked):
@@ -653,6 +658,9 @@ class AsyncBroker(abc.ABC):
     def _mark(deliveries: Iterable[AsyncDelivery]) -> None:
         for delivery in deliveries:
             delivery._settled = True  # what _mark_settled does, without a call each
+
+
+_NOT_A_SUBSCRIPTION = object()
 
 
 def _consumer_name() -> str:

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
+import brokerkit
 from benchmarks import raw, report, rounds, run
-from brokerkit.cli._bench import STEPS, BrokerBench, Measurement, Workload, bench_url, percentile
+from brokerkit.cli._bench import (
+    STEPS,
+    BrokerBench,
+    Measurement,
+    Workload,
+    _drain,
+    bench_url,
+    percentile,
+)
 from brokerkit.exceptions import BrokerError
 from tests.conftest import RedisTarget
 
@@ -31,6 +40,18 @@ def test_bench_url_measures_every_step_on_memory() -> None:
     assert seen == {m.step for m in results} == set(STEPS)
     assert all(m.messages > 0 and m.seconds > 0 for m in results)
     assert [m.messages for m in results] == [50, 50, 50, 50, 10]
+
+
+def test_drain_reads_the_payload_of_every_delivery() -> None:
+    # The consume rounds read what they receive, as a raw client holds every body:
+    # a backend cannot look faster by leaving work until a delivery is read.
+    bodies = [b"x" * n for n in range(1, 8)]
+    with brokerkit.connect("memory://") as broker:
+        with broker.subscribe("t", prefetch=3) as subscription:
+            broker.publish_many("t", bodies)
+            drained = _drain(broker, subscription, "s", len(bodies), 3, lambda s, d, t: None)
+        assert drained == (len(bodies), sum(map(len, bodies)))
+        assert broker.inspect("t").in_flight == 0
 
 
 def test_bench_url_names_the_valid_steps() -> None:

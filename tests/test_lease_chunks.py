@@ -183,7 +183,7 @@ def test_a_failing_chunk_keeps_the_later_chunks_renewing() -> None:
         for n in range(6)
     ]
     with keeper._lock:
-        keeper._held.update((id(d), d) for d in held)
+        keeper._held.update(dict.fromkeys(held))
     with pytest.raises(redis.ResponseError):
         keeper._renew_held()
     assert renewed == [["m0", "m1"], ["m2", "m3"], ["m4", "m5"]]

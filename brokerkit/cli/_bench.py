@@ -221,10 +221,14 @@ def _consume(
         for n in work.batches():
             broker.publish_many(topic, [work.body] * n)
         started = time.perf_counter()
-        received = _drain(broker, subscription, step, work.count, prefetch, report)
+        received, size = _drain(broker, subscription, step, work.count, prefetch, report)
         elapsed = time.perf_counter() - started
     if received < work.count:
         raise BrokerError(f"{step}: received {received} of {work.count} messages")
+    if size != received * len(work.body):
+        raise BrokerError(
+            f"{step}: received {size} payload bytes, expected {received * len(work.body)}"
+        )
     return Measurement(step, work.count, elapsed)
 
 
@@ -235,17 +239,21 @@ def _drain(
     count: int,
     prefetch: int,
     report: Progress,
-) -> int:
+) -> tuple[int, int]:
     """Receive and ack ``count`` deliveries: one by one, or each fetched batch
-    (up to ``prefetch``) in one ack."""
+    (up to ``prefetch``) in one ack. Returns how many were received and the bytes of
+    their payloads: every delivery's payload is read, as a consumer reads what it
+    receives (a raw client holds every body in its reply), so that work a backend
+    leaves until a delivery is read is measured too."""
     tick = max(count // 50, 1)
-    received = 0
+    received = size = 0
     pending: list[Delivery] = []
     while received < count:
         delivery = subscription.receive(timeout=5.0)
         if delivery is None:
             break
         received += 1
+        size += len(delivery.payload)
         pending.append(delivery)
         if len(pending) >= prefetch or subscription.buffered == 0:
             broker.ack(*pending)
@@ -255,7 +263,7 @@ def _drain(
     if pending:
         broker.ack(*pending)
     report(step, received, count)
-    return received
+    return received, size
 
 
 def _receive_while_publishing(
@@ -264,7 +272,7 @@ def _receive_while_publishing(
     """For a backend that keeps nothing: a subscriber listens while the messages go out."""
     batches = [[work.body] * n for n in work.batches()]
     with broker.subscribe(topic, prefetch=prefetch) as subscription:
-        result: list[int] = []
+        result: list[tuple[int, int]] = []
         finished = threading.Event()
 
         def listen() -> None:
@@ -281,9 +289,13 @@ def _receive_while_publishing(
         finished.wait(30)
         elapsed = time.perf_counter() - started
         thread.join(10)
-    received = result[0] if result else 0
+    received, size = result[0] if result else (0, 0)
     if received < work.count:
         raise BrokerError(f"{step}: received {received} of {work.count} messages")
+    if size != received * len(work.body):
+        raise BrokerError(
+            f"{step}: received {size} payload bytes, expected {received * len(work.body)}"
+        )
     return Measurement(step, work.count, elapsed)
 
 

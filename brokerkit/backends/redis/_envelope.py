@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from brokerkit._message import Message
@@ -40,6 +40,7 @@ __all__ = [
     "encode",
     "encode_fields",
     "message_from_header",
+    "messages_from_headers",
     "raw_message",
     "stream_header",
 ]
@@ -294,6 +295,104 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
     if not _utf8(text, message_id, content_type, headers):
         return None
     return Message(message_id, topic, payload, content_type, headers, published_at)
+
+
+def messages_from_headers(
+    topic: str, headers: Sequence[bytes], payloads: Sequence[bytes]
+) -> list[Message] | None:
+    """The messages of a batch of :data:`HEADER_FIELD` values and their payloads, each
+    exactly as :func:`message_from_header` reads it, when every header is the three
+    lines brokerkit writes for a message without headers, or every header the four
+    lines of one with headers, and each of them makes a message; otherwise ``None``
+    (the caller then reads them one by one, and each header gets its own answer).
+
+    A consumer's fetch brings a batch: one join, decode and split for all of it costs
+    less than one per header, the publish times are converted once per distinct text
+    (a ``publish_many`` gives its whole batch one time), and each headers line is read
+    by the JSON scanner alone, without json.loads around it. Never raises.
+    """
+    count = len(headers)
+    if not count:
+        return []
+    try:
+        # Joined by a line "\0" of their own: when the only such lines are the
+        # count - 1 separators and they fall at every fourth (fifth) line, each header
+        # has exactly three (four) lines. bytes.join refuses anything but bytes-like
+        # values, and strict UTF-8 of the headers joined by ASCII is the strict UTF-8
+        # of each.
+        text = b"\n\0\n".join(headers).decode()
+        lines = text.split("\n")
+        step = (len(lines) + 1) // count
+        if (
+            step not in (4, 5)
+            or len(lines) != step * count - 1
+            or lines.count("\0") != count - 1
+            or lines[step - 1 :: step].count("\0") != count - 1
+        ):
+            return None
+        # As message_from_header: an empty id is not ours, and a header opening with
+        # "{" is read as JSON. An empty line, or a line opening with "{" other than
+        # the headers lines (which must, to be JSON objects), sends the batch one by
+        # one (a content type or time such as that is rare).
+        if text[0] in "{\n" or "\n\n" in text:
+            return None
+        if text.count("\n{") != (count if step == 5 else 0):
+            return None
+        ids, short_types, times = lines[0::step], lines[1::step], lines[2::step]
+        # A batch usually holds one content type and one publish time (publish_many
+        # gives its batch one): each distinct one is looked up, checked and converted
+        # once.
+        types: dict[str, str] = dict.fromkeys(short_types, "")
+        for short in types:
+            content_type = _CONTENT_TYPES.get(short, short)
+            if "/" not in content_type:
+                return None
+            types[short] = content_type
+        stamps: dict[str, float] = dict.fromkeys(times, 0.0)
+        for ts in stamps:
+            published_at = float(ts)
+            if not math.isfinite(published_at):
+                return None
+            stamps[ts] = published_at
+        if len(types) == 1:
+            content_types = [content_type] * count
+        else:
+            content_types = list(map(types.__getitem__, short_types))
+        if len(stamps) == 1:
+            published = [published_at] * count
+        else:
+            published = list(map(stamps.__getitem__, times))
+        extra = None if step == 4 else _headers_lines(text, lines[3::step])
+        if step == 5 and extra is None:
+            return None
+        return Message._many(topic, ids, payloads, content_types, published, extra)
+    except _NOT_OURS:
+        return None
+
+
+#: The decoder's scanner (what its raw_decode runs): one JSON value read from a
+#: position, as (value, end); StopIteration where none starts there.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _HEADER_DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _headers_lines(text: str, lines: list[str]) -> list[dict[str, str]] | None:
+    """The headers of each line, as message_from_header reads each, or None when one
+    is not a JSON object of str to str alone on its line, or when the batch's
+    ``text`` holds a ``\\u`` escape (which could give a lone surrogate: one by one,
+    those are checked). The scanner raises StopIteration where no JSON value starts
+    (whitespace before it too), which the caller's ``except`` takes."""
+    if "\\u" in text:
+        return None
+    extra = []
+    for line in lines:
+        value, end = _SCAN(line, 0)
+        if end != len(line) or type(value) is not dict:
+            return None
+        for key, item in value.items():
+            if type(key) is not str or type(item) is not str:
+                return None
+        extra.append(value)
+    return extra
 
 
 def decode_fields(

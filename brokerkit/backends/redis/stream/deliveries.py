@@ -12,11 +12,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
-from brokerkit.backends.redis._envelope import BODY_FIELD, HEADER_FIELD, message_from_header
+from brokerkit.backends.redis._envelope import (
+    BODY_FIELD,
+    HEADER_FIELD,
+    messages_from_headers,
+)
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
 
 __all__ = ["by_member_of", "first_deliveries"]
@@ -34,23 +39,30 @@ def first_deliveries(
     """Deliveries (first attempts) of XREADGROUP's ``[[id, [field, value, ...]], ...]``;
     ``body_field`` names the payload's field (see :func:`.entries.decode_entry`)."""
     topic, group, consumer = subscription.topic, subscription.group, subscription.consumer
-    new_receipt = tuple.__new__
-    out: list[Delivery] = []
-    append = out.append
-    for raw_id, flat in entries:
-        message = None
-        if (
-            type(flat) is list
-            and len(flat) == 4
-            and flat[0] == HEADER_FIELD
-            and flat[2] == body_field
-        ):
-            message = message_from_header(topic, flat[1], flat[3])
-        if message is None:
-            message = decode_entry(topic, flat, raw_content_type, body_field)
-        receipt = new_receipt(StreamReceipt, (key, group, raw_id.decode(), consumer))
-        append(Delivery(message, subscription=subscription, attempt=1, receipt=receipt))
-    return out
+    fields = [flat for _, flat in entries]
+    # The usual batch: every entry is brokerkit's header + payload, every header the
+    # three lines of a message without headers, read at once (see
+    # messages_from_headers); any other batch is read entry by entry.
+    headers = [
+        flat[1]
+        for flat in fields
+        if type(flat) is list
+        and len(flat) == 4
+        and flat[0] == HEADER_FIELD
+        and flat[2] == body_field
+    ]
+    messages = None
+    if len(headers) == len(fields):
+        messages = messages_from_headers(topic, headers, [flat[3] for flat in fields])
+    if messages is None:
+        messages = [decode_entry(topic, flat, raw_content_type, body_field) for flat in fields]
+    entry_ids = map(bytes.decode, [raw_id for raw_id, _ in entries])
+    receipts = map(
+        tuple.__new__,
+        repeat(StreamReceipt),
+        zip(repeat(key), repeat(group), entry_ids, repeat(consumer)),
+    )
+    return Delivery._first_attempts(messages, subscription, list(receipts))
 
 
 def by_member_of(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]:
