@@ -293,9 +293,10 @@ def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
 ) -> None:
     """The worker process fails every message once (retry in 2 s) and is SIGKILLed;
     another worker gets every retry no earlier than due, and on time: half of them
-    within 0.1 s, all within 0.5 s. (The retries fall due over a spread of time: a
-    worker that found them only by its 0.5 s poll would be late by 0.25 s at the
-    median; the bound on all of them leaves room for a loaded machine.)"""
+    within 0.1 s, all within 0.5 s (room for a loaded machine). The retries fall due
+    within tens of ms of each other, so a worker that found them only by its 0.5 s poll
+    would be late by one offset, anywhere in 0-0.5 s: the median check catches it about
+    four runs in five."""
     (tmp_path / "retry_app.py").write_text(RETRY_APP)
     topic, seen_key, total = "sms", f"{prefix}:seen", 20
     url = redis_target.url("redis+list", prefix=prefix)

@@ -169,7 +169,8 @@ end
 # and takes 0.2 ms as this script and XREADGROUP; of 100 bytes, 0.3 and 0.1 ms).
 #
 # An entry that comes back (its lease ran out, or it was nacked or returned) is
-# claimed alone, and then no new entries are read: it goes out in a batch of its
+# claimed alone (this script never reads new entries: the caller reads them with
+# XREADGROUP when nothing came back): it goes out in a batch of its
 # own. A poison entry that kills its consumer every time therefore takes no batch
 # mates with it: entries that were fetched with it but never handed to the
 # application are each handed out on their own next, counted once more at most.
