@@ -21,7 +21,8 @@ class ListKeys:
     :ivar consumers: ZSET of consumer -> heartbeat deadline, in server milliseconds.
     :ivar dead_letters: the queue of the dead-letter topic (``brokerkit:{orders}.dlq``).
     :ivar processing_prefix: a consumer's processing list is this + its name.
-    :ivar leases_prefix: a consumer's lease hash (``<nonce><seq>`` -> the element) is this + its name.
+    :ivar leases_prefix: a consumer's lease hash (``<nonce><seq>`` -> the element) is
+        this + its name.
     :ivar expiry: HASH of receipt -> ``<lease deadline>.<delivered>``, in server milliseconds.
     :ivar attempts: HASH of the SHA-1 of a raw element (one another program wrote, or
         one published with ``raw=true``) -> its deliveries so far: a raw element goes
