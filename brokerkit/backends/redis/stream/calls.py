@@ -12,7 +12,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua import Lua
-from brokerkit.backends.redis.stream import scheduling, scripts
+from brokerkit.backends.redis.stream import group_scripts, scheduling, scripts
 
 __all__ = ["Call", "StreamScripts", "run_scripts"]
 
@@ -31,10 +31,10 @@ class StreamScripts:
         self.ack: Lua = Lua(client, scripts.ACK)
         self.nack: Lua = Lua(client, scripts.NACK)
         self.renew: Lua = Lua(client, scripts.RENEW)
-        self.purge: Lua = Lua(client, scripts.PURGE)
-        self.count_after: Lua = Lua(client, scripts.COUNT_AFTER)
-        self.remove_idle: Lua = Lua(client, scripts.REMOVE_IDLE)
-        self.join: Lua = Lua(client, scripts.JOIN)
+        self.purge: Lua = Lua(client, group_scripts.PURGE)
+        self.count_after: Lua = Lua(client, group_scripts.COUNT_AFTER)
+        self.remove_idle: Lua = Lua(client, group_scripts.REMOVE_IDLE)
+        self.join: Lua = Lua(client, group_scripts.JOIN)
         self.hold: Lua = Lua(client, scheduling.HOLD)
 
 

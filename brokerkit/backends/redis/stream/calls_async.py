@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua_async import AsyncLua
-from brokerkit.backends.redis.stream import scheduling, scripts
+from brokerkit.backends.redis.stream import group_scripts, scheduling, scripts
 
 __all__ = ["Call", "StreamScripts", "run_scripts"]
 
@@ -29,10 +29,10 @@ class StreamScripts:
         self.ack: AsyncLua = AsyncLua(client, scripts.ACK)
         self.nack: AsyncLua = AsyncLua(client, scripts.NACK)
         self.renew: AsyncLua = AsyncLua(client, scripts.RENEW)
-        self.purge: AsyncLua = AsyncLua(client, scripts.PURGE)
-        self.count_after: AsyncLua = AsyncLua(client, scripts.COUNT_AFTER)
-        self.remove_idle: AsyncLua = AsyncLua(client, scripts.REMOVE_IDLE)
-        self.join: AsyncLua = AsyncLua(client, scripts.JOIN)
+        self.purge: AsyncLua = AsyncLua(client, group_scripts.PURGE)
+        self.count_after: AsyncLua = AsyncLua(client, group_scripts.COUNT_AFTER)
+        self.remove_idle: AsyncLua = AsyncLua(client, group_scripts.REMOVE_IDLE)
+        self.join: AsyncLua = AsyncLua(client, group_scripts.JOIN)
         self.hold: AsyncLua = AsyncLua(client, scheduling.HOLD)
 
 

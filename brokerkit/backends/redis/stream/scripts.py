@@ -28,14 +28,10 @@ WAKE_LENGTH = 16
 
 __all__ = [
     "ACK",
-    "COUNT_AFTER",
     "FETCH",
-    "JOIN",
     "NACK",
     "PUBLISH",
-    "PURGE",
     "REAP",
-    "REMOVE_IDLE",
     "RENEW",
     "WAKE_LENGTH",
     "pairs",
@@ -448,103 +444,6 @@ for i = 4, #ARGV do
   end
 end
 return stale
-"""
-)
-
-# KEYS: lease-length hash.  ARGV: group, this member's lease length in ms.
-# Raises the group's lease length to this member's; returns the group's.
-JOIN = (
-    _CHECKS
-    + r"""
-local mine = tonumber(ARGV[2])
-local held = lease_length(KEYS[1], ARGV[1], 0)
-if mine > held then
-  redis.call('HSET', KEYS[1], ARGV[1], mine)
-  return mine
-end
-return held
-"""
-)
-
-# KEYS: stream, the topic's scheduled ZSET.  Returns how many entries were removed.
-# Drops every entry that no group holds, and the delayed publishes, and moves every
-# group past the end, so nothing waits any more while handed-out deliveries (and
-# delayed retries, pending in their group) can still be settled.
-PURGE = r"""
-local key = KEYS[1]
-local scheduled = redis.call('ZCARD', KEYS[2])
-redis.call('DEL', KEYS[2])
-if redis.call('EXISTS', key) == 0 then return scheduled end
-local held = {}
-local any = false
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
-  local name, pending
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1] end
-    if g[i] == 'pending' then pending = g[i + 1] end
-  end
-  if pending > 0 then
-    for _, p in ipairs(redis.call('XPENDING', key, name, '-', '+', pending)) do
-      held[p[1]] = true
-      any = true
-    end
-  end
-  redis.call('XGROUP', 'SETID', key, name, '$')
-end
-if not any then return scheduled + redis.call('XTRIM', key, 'MAXLEN', 0) end
-local removed, from = scheduled, '-'
-while true do
-  local batch = redis.call('XRANGE', key, from, '+', 'COUNT', 500)
-  if #batch == 0 then break end
-  for _, e in ipairs(batch) do
-    if not held[e[1]] then
-      removed = removed + redis.call('XDEL', key, e[1])
-    end
-  end
-  from = '(' .. batch[#batch][1]
-end
-return removed
-"""
-
-# KEYS: stream.  ARGV: after id.  Returns how many entries come after it.
-COUNT_AFTER = r"""
-local n, from = 0, '(' .. ARGV[1]
-while true do
-  local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 1000)
-  n = n + #batch
-  if #batch < 1000 then return n end
-  from = '(' .. batch[#batch][1]
-end
-"""
-
-# KEYS: stream, the group's wake stream.  ARGV: group, idle ms, one consumer's name
-# (or '' for any).
-# Deletes the group's consumers idle that long or longer which hold nothing, and
-# returns their names. A consumer that still holds entries is kept: XGROUP
-# DELCONSUMER would drop its pending entries, and they would never be redelivered.
-# A removed consumer leaves the wake stream's group too (what it holds there wakes
-# nobody any more).
-REMOVE_IDLE = (
-    _CHECKS
-    + r"""
-local key, group, idle, only = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local removed = {}
-local consumers = checked(redis.pcall('XINFO', 'CONSUMERS', key, group), 'xinfo')
-if not consumers then return removed end
-for _, c in ipairs(consumers) do
-  local name, pending, cidle
-  for i = 1, #c, 2 do
-    if c[i] == 'name' then name = c[i + 1] end
-    if c[i] == 'pending' then pending = c[i + 1] end
-    if c[i] == 'idle' then cidle = c[i + 1] end
-  end
-  if pending == 0 and cidle >= idle and (only == '' or only == name) then
-    redis.call('XGROUP', 'DELCONSUMER', key, group, name)
-    redis.pcall('XGROUP', 'DELCONSUMER', KEYS[2], group, name)
-    removed[#removed + 1] = name
-  end
-end
-return removed
 """
 )
 
