@@ -100,15 +100,8 @@ class Subscription:
         :returns: a delivery, or ``None`` if none came within the timeout.
         :raises BrokerClosed: the subscription or its broker is closed.
         """
-        # What an earlier fetch brought is taken without the lock or the clock (what
-        # _pop does, without the call).
-        delivery = None
-        buffer = self._buffer
-        if buffer and not self._closed.is_set():
-            try:
-                delivery = buffer.popleft()
-            except IndexError:  # another thread took the last one since
-                delivery = None
+        # What an earlier fetch brought is taken without the lock or the clock.
+        delivery = self._pop() if not self._closed.is_set() else None
         if delivery is None:
             delivery = self._next(timeout)
         if delivery is not None and RELAY.deliver:

@@ -1,5 +1,6 @@
-"""Helpers of the redis+stream asyncio tests: a loop per test, polling with a
-deadline, and what the server and the loop show of a consumer."""
+"""Helpers of the redis+stream tests (most of them asyncio): a loop per test, polling
+with a deadline, what the server and the loop show of a consumer, and another member's
+claim of an entry whose lease ran out."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ import redis
 import brokerkit.aio
 from brokerkit.aio import AsyncDelivery, AsyncSubscription
 
-__all__ = ["PROMPT", "Open", "blocked_reads", "poll", "receive_all", "run", "stream_tasks"]
+__all__ = [
+    "PROMPT",
+    "Open",
+    "blocked_reads",
+    "claim_once_idle",
+    "poll",
+    "receive_all",
+    "run",
+    "stream_tasks",
+]
 
 _T = TypeVar("_T")
 
@@ -38,6 +48,17 @@ async def poll(check: Callable[[], bool], within: float = PROMPT) -> None:
     while not await asyncio.to_thread(check):
         assert time.monotonic() < deadline, "the condition did not hold in time"
         await asyncio.sleep(0.01)
+
+
+def claim_once_idle(
+    client: redis.Redis, key: str, entry: str, idle_ms: int, within: float = PROMPT
+) -> None:
+    """Claim ``entry`` of group ``g`` for consumer ``other`` once it has been idle
+    ``idle_ms``, as XAUTOCLAIM does after a lease ran out."""
+    deadline = time.monotonic() + within
+    while not client.xclaim(key, "g", "other", idle_ms, [entry], justid=True):
+        assert time.monotonic() < deadline, "the lease never ran out"
+        time.sleep(0.02)  # polling with a deadline, not synchronisation
 
 
 def blocked_reads(client: redis.Redis) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ import redis
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker, StreamReceipt
 from tests.conftest import RedisTarget
+from tests.redis_stream_aio_support import claim_once_idle
 
 Make = Callable[..., RedisStreamBroker]
 
@@ -238,11 +238,7 @@ def test_late_ack_after_another_consumer_claimed_is_stale(
     assert delivery is not None
     broker._suspend_renewals()  # the consumer hangs: its lease runs out
     key, entry = broker.stream_key("jobs"), delivery.receipt.entry_id
-    # Another consumer reclaims the entry once its lease ran out, as XAUTOCLAIM does.
-    deadline = time.monotonic() + 5
-    while not redis_client.xclaim(key, "g", "other", int(vt * 1000), [entry], justid=True):
-        assert time.monotonic() < deadline, "the lease never ran out"
-        time.sleep(0.02)  # polling with a deadline, not synchronisation
+    claim_once_idle(redis_client, key, entry, int(vt * 1000))  # as XAUTOCLAIM does
     with pytest.raises(brokerkit.StaleDelivery):
         delivery.ack()
     pending = redis_client.xpending_range(key, "g", "-", "+", 10)

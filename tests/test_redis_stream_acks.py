@@ -5,7 +5,6 @@ the entry is still this consumer's, however soon after the fetch it comes (see
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,26 +13,15 @@ import redis
 
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker, settle
+from tests.redis_stream_aio_support import claim_once_idle
 
 Make = Callable[..., RedisStreamBroker]
-
-#: Slack for a lease to run out on a slow machine.
-GRACE = 5.0
 
 
 @pytest.fixture
 def make(redis_broker: Callable[..., Any]) -> Make:
     """``make(**options)``: a new redis+stream broker under this test's prefix."""
     return functools.partial(redis_broker, "redis+stream")
-
-
-def _claim_once_idle(client: redis.Redis, key: str, entry: str, idle_ms: int) -> None:
-    """Claim ``entry`` for consumer ``other`` once it has been idle ``idle_ms``, as
-    XAUTOCLAIM does after a lease ran out."""
-    deadline = time.monotonic() + GRACE
-    while not client.xclaim(key, "g", "other", idle_ms, [entry], justid=True):
-        assert time.monotonic() < deadline, "the lease never ran out"
-        time.sleep(0.02)  # polling with a deadline, not synchronisation
 
 
 def test_an_ack_after_extend_shortened_the_lease_checks_ownership(
@@ -47,7 +35,7 @@ def test_an_ack_after_extend_shortened_the_lease_checks_ownership(
     broker._suspend_renewals()  # the consumer hangs after the extend
     delivery.extend(seconds=0.3)  # far less than the visibility timeout
     key, entry = broker.stream_key("jobs"), delivery.receipt.entry_id
-    _claim_once_idle(redis_client, key, entry, int(vt * 1000))
+    claim_once_idle(redis_client, key, entry, int(vt * 1000))
     with pytest.raises(brokerkit.StaleDelivery):
         delivery.ack()
     pending = redis_client.xpending_range(key, "g", "-", "+", 10)
