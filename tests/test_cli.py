@@ -12,7 +12,7 @@ import pytest
 import brokerkit
 from brokerkit.cli import main
 from brokerkit.cli._app import run
-from brokerkit.cli._check import promise_of
+from brokerkit.cli._check import Outcome, promise_of
 from brokerkit.cli._output import redact
 
 pytest.importorskip("typer")
@@ -229,3 +229,12 @@ def test_plugin_commands_are_added(
 def test_promise_of_a_test_name() -> None:
     assert promise_of("test_no_loss[memory://]") == "no loss"
     assert promise_of("test_fifo_for_one_consumer") == "fifo for one consumer"
+
+
+def test_an_outcome_is_described_by_its_docstring_and_its_parameters() -> None:
+    plain = Outcome("TestContract", "test_no_loss", "pass", statement="Nothing is lost.")
+    case = Outcome("TestContract", "test_glob[room:*-True]", "pass", statement="Globs match.")
+    unwritten = Outcome("TestContract", "test_fifo[x]", "pass")
+    assert plain.described() == "Nothing is lost."
+    assert case.described() == "Globs match. [room:*-True]"
+    assert unwritten.described() == "fifo [x]"

@@ -99,6 +99,18 @@ def test_inspect_of_a_missing_topic_says_so(capsys: pytest.CaptureFixture[str]) 
     assert "topic 'nothing-here' not found on memory://" in captured.err
 
 
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream", "redis+pubsub"])
+def test_inspect_of_a_missing_redis_topic_says_so(
+    scheme: str, redis_target: RedisTarget, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """redis+list has one implicit group: an empty one is not something found."""
+    url = redis_target.url(scheme)
+    assert run(["inspect", url, "nothing-here"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "topic 'nothing-here' not found" in captured.err
+
+
 def test_publish_to_memory_says_the_message_lives_in_this_process(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -290,6 +302,22 @@ def test_check_on_memory_streams_lines(tmp_path: Path) -> None:
         out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
     assert "pass" in err and "passed" in out
+
+
+def test_check_names_each_promise_in_its_own_words_once() -> None:
+    """A row per test, in the words of the test's docstring (apostrophes kept), and
+    a parametrized test's cases told apart by their parameters."""
+    rows: list[str] = []
+    status, _ = run_contracts(
+        "memory://",
+        ["-k", "purge_removes_only or pattern_glob_syntax"],
+        on_outcome=lambda outcome: rows.append(outcome.described()),
+    )
+    assert status == 0
+    assert "purge(topic) removes that topic's waiting messages only." in rows
+    globs = [row for row in rows if row.startswith("Pattern subscriptions follow")]
+    assert len(globs) > 1 and all(row.endswith("]") for row in globs)
+    assert len(rows) == len(set(rows))
 
 
 def test_a_deeply_nested_json_body_is_a_clear_usage_error(

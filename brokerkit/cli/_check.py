@@ -47,12 +47,23 @@ class Outcome:
     :ivar test: the test's name, such as ``test_no_loss``.
     :ivar status: ``"pass"``, ``"skip"`` or ``"fail"``.
     :ivar reason: why it skipped or failed (the first line).
+    :ivar statement: the promise in words: the first line of the test's docstring
+        ("" if it has none).
     """
 
     promise: str
     test: str
     status: str
     reason: str = ""
+    statement: str = ""
+
+    def described(self) -> str:
+        """The promise as a reader wants it: the docstring's first line (else the test's
+        name in words), and the parameters that tell one case from another, as in
+        ``Every body kind and size arrives intact, with its metadata. [json-dict]``."""
+        name, bracket, params = self.test.partition("[")
+        words = self.statement or promise_of(name)
+        return f"{words} [{params}" if bracket else words
 
 
 def register(app: typer.Typer) -> None:
@@ -107,6 +118,7 @@ _REPORTER = textwrap.dedent(
 
     _EVENTS = open(os.environ[{events_env!r}], "a", buffering=1)
     _PHASES = {{}}
+    _PROMISES = {{}}
 
 
     def _emit(**event):
@@ -114,6 +126,9 @@ _REPORTER = textwrap.dedent(
 
 
     def pytest_collection_finish(session):
+        for item in session.items:
+            doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip()
+            _PROMISES[item.nodeid] = doc.splitlines()[0].strip() if doc else ""
         _emit(event="collected", total=len(session.items))
 
 
@@ -135,7 +150,8 @@ _REPORTER = textwrap.dedent(
 
     def pytest_runtest_logfinish(nodeid, location):
         status, reason = _PHASES.pop(nodeid, ["pass", ""])
-        _emit(event="test", nodeid=nodeid, status=status, reason=reason)
+        promise = _PROMISES.get(nodeid, "")
+        _emit(event="test", nodeid=nodeid, status=status, reason=reason, promise=promise)
     """
 )
 
@@ -146,7 +162,8 @@ def _outcome(event: dict[str, Any]) -> Outcome:
     promise = parts[-2] if len(parts) > 2 else "?"
     reason = str(event.get("reason", "")).strip()
     first = reason.splitlines()[0][:200] if reason else ""
-    return Outcome(promise, parts[-1], str(event["status"]), first)
+    statement = str(event.get("promise", ""))
+    return Outcome(promise, parts[-1], str(event["status"]), first, statement)
 
 
 def run_contracts(
@@ -258,7 +275,7 @@ def check(
             bar.update(task, total=total, description="checking")
 
         def on_outcome(outcome: Outcome) -> None:
-            name = f"{outcome.promise}::{outcome.test}" if verbose else promise_of(outcome.test)
+            name = f"{outcome.promise}::{outcome.test}" if verbose else outcome.described()
             why = f"  {escape(outcome.reason)}" if outcome.reason else ""
             # Through the bar's console, so that the line lands above the bar.
             bar.console.print(f"{_STYLE[outcome.status]}  {escape(name)}{why}", soft_wrap=True)

@@ -59,7 +59,8 @@ def topic_info(topic: str, keys: ListKeys, heartbeat: float, reply: list[Any]) -
         in_flight=in_flight,
         dead_lettered=dead,
         oldest_in_flight_age=None if oldest_ms < 0 else max(now_ms - oldest_ms, 0) / 1000,
-        groups=(group,),
+        # the one implicit group, once there is something to say of it
+        groups=(group,) if consumers or in_flight or length else (),
         oldest_waiting_age=waiting_age,
         scheduled=scheduled,
         details={
