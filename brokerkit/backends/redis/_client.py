@@ -18,6 +18,7 @@ from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._compat import sleep
+from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
@@ -29,10 +30,10 @@ from brokerkit.backends.redis._connection import (
     translate_errors,
 )
 from brokerkit.backends.redis._deployment import Deployment
-from brokerkit.backends.redis._keys import Keyspace
+from brokerkit.backends.redis._keys import Keyspace, KeyTemplate
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._tls import share_tls_context
-from brokerkit.exceptions import ConnectionFailed, InvalidURL
+from brokerkit.exceptions import ConnectionFailed, InvalidTopic, InvalidURL
 
 __all__ = ["Reconnector", "make_client", "scan_topics"]
 
@@ -133,18 +134,66 @@ def make_client(
     return client
 
 
-def scan_topics(client: redis.Redis, url: BrokerURL, prefix: str) -> list[str]:
-    """The topics that have a key under ``prefix`` (SCAN, so the server is not blocked;
-    a topic created or removed during the scan may or may not be listed)."""
-    keyspace = Keyspace(prefix)
-    found: set[str] = set()
+def scan_topics(
+    client: redis.Redis,
+    url: BrokerURL,
+    prefix: str,
+    template: str | None = None,
+    key_type: str | None = None,
+    parts: tuple[str, ...] = (),
+) -> list[str]:
+    """The topics that have a key under ``prefix`` or, with a key ``template``
+    (``queue_key``, ``stream_key``), whose key the template names and holds a
+    ``key_type``, or that have the key of one of ``parts`` (brokerkit's own keys that
+    exist while a topic holds something its key does not: ``expiry`` while deliveries
+    are out of an emptied list). SCAN, so the server is not blocked; a topic created or
+    removed during the scan may or may not be listed.
+
+    A name that is not a valid topic (a key another program wrote) is left out. Under
+    a template that holds a hash tag, a topic's own keys (``{app}:q:orders:deadlines``)
+    look like topics' keys: a key that extends another topic's key with ``:`` is taken
+    for that topic's.
+    """
+    found: dict[str, str] = {}
     with translate_errors(url):
-        for key in client.scan_iter(match=keyspace.scan_pattern(), count=1000):
-            text = key.decode(errors="replace") if isinstance(key, bytes) else key
-            name = keyspace.topic_of(text)
-            if name is not None:
-                found.add(name)
-    return sorted(found)
+        if template is None:
+            space = Keyspace(prefix)
+            for key in client.scan_iter(match=space.scan_pattern(), count=1000):
+                _add(found, space.topic_of(_str(key)), _str(key))
+            return sorted(found)
+        named = KeyTemplate(template)
+        for pattern in named.scan_patterns():
+            for key in client.scan_iter(match=pattern, count=1000, _type=key_type):
+                _add(found, named.topic_of(_str(key)), _str(key))
+        keys = set(found.values())
+        topics = {
+            name
+            for name, key in found.items()
+            if not any(key.startswith(other + ":") for other in keys if other != key)
+        }
+        for part in parts:
+            for key in client.scan_iter(match=named.part_pattern(part), count=1000):
+                name = named.topic_of(_str(key), part)
+                if name is not None and _is_topic(name):
+                    topics.add(name)
+    return sorted(topics)
+
+
+def _str(key: bytes | str) -> str:
+    return key.decode(errors="replace") if isinstance(key, bytes) else key
+
+
+def _add(found: dict[str, str], name: str | None, key: str) -> None:
+    if name is not None and _is_topic(name):
+        found[name] = key
+
+
+def _is_topic(name: str) -> bool:
+    try:
+        check_topic(name)
+    except InvalidTopic:
+        return False
+    return True
 
 
 class _MasterConnection(redis.sentinel.SentinelManagedConnection):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEAD_LETTER_SUFFIX", "Keyspace", "split_dead_letter"]
+__all__ = ["DEAD_LETTER_SUFFIX", "KeyTemplate", "Keyspace", "split_dead_letter"]
 
 DEAD_LETTER_SUFFIX = ".dlq"
 
@@ -43,8 +43,7 @@ class Keyspace:
 
     def scan_pattern(self) -> str:
         """A SCAN MATCH pattern for every key of every topic under the prefix."""
-        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix)
-        return f"{escaped}:{{*"
+        return f"{_glob_escape(self.prefix)}:{{*"
 
     def topic_of(self, key: str) -> str | None:
         """The topic a key belongs to (``orders.dlq`` for ``<prefix>:{orders}.dlq``),
@@ -57,3 +56,62 @@ class Keyspace:
         if key.startswith(DEAD_LETTER_SUFFIX, close + 1):
             return tag + DEAD_LETTER_SUFFIX
         return tag
+
+
+@dataclass(frozen=True)
+class KeyTemplate:
+    """A template naming each topic's key after another program's keys: ``queue:*``
+    (one ``*`` standing for the topic). The topic ``orders`` is ``queue:orders``; its
+    dead-letter topic ``orders.dlq`` is ``{queue:orders}.dlq`` (or, when the template
+    holds a hash tag already, ``{app}:queue:orders.dlq``).
+    """
+
+    template: str
+
+    def scan_patterns(self) -> list[str]:
+        """SCAN MATCH patterns for the keys of every topic and dead-letter topic."""
+        head, _, tail = self.template.partition("*")
+        keys = f"{_glob_escape(head)}*{_glob_escape(tail)}"
+        if _has_hash_tag(self.template):
+            return [keys]  # a dead-letter topic's key is the topic's key + .dlq
+        return [keys, "\\{" + keys + "\\}" + DEAD_LETTER_SUFFIX + "*"]
+
+    def part_pattern(self, part: str) -> str:
+        """A SCAN MATCH pattern for the key of ``part`` (brokerkit's own key, such as
+        ``expiry``) of every topic and dead-letter topic: ``{queue:orders}:expiry``."""
+        head, _, tail = self.template.partition("*")
+        keys = f"{_glob_escape(head)}*{_glob_escape(tail)}"
+        if _has_hash_tag(self.template):
+            return f"{keys}:{_glob_escape(part)}"
+        return "\\{" + keys + "\\}*:" + _glob_escape(part)
+
+    def topic_of(self, key: str, part: str = "") -> str | None:
+        """The topic whose key (or whose ``part``'s key) ``key`` is, or None when the
+        template does not name it."""
+        if part:
+            if not key.endswith(":" + part):
+                return None
+            key = key[: -len(part) - 1]
+        suffix = ""
+        if key.startswith("{") and not _has_hash_tag(self.template):
+            close = key.find("}")
+            suffix = key[close + 1 :]
+            if close < 0 or suffix.replace(DEAD_LETTER_SUFFIX, "") or not (suffix or part):
+                return None
+            key = key[1:close]
+        head, _, tail = self.template.partition("*")
+        if len(key) <= len(head) + len(tail) or not key.startswith(head):
+            return None
+        if not key.endswith(tail):
+            return None
+        return key[len(head) : len(key) - len(tail)] + suffix
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+def _has_hash_tag(key: str) -> bool:
+    """Whether Redis Cluster hashes ``key`` by a ``{...}`` part rather than whole."""
+    start = key.find("{")
+    return start != -1 and key.find("}", start + 1) > start + 1

@@ -522,7 +522,14 @@ class RedisListBroker(Broker):
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
     def _list_topics(self) -> list[str]:
-        return scan_topics(self._client, self.url, self.options.prefix)
+        return scan_topics(
+            self._client,
+            self.url,
+            self.options.prefix,
+            self.options.queue_key,
+            "list",
+            ("expiry", "scheduled"),  # deliveries out of an emptied queue, held messages
+        )
 
     def _purge(self, topic: str) -> int:
         keys = self._keys(topic)

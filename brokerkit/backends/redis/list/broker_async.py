@@ -530,7 +530,14 @@ class AsyncRedisListBroker(AsyncBroker):
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
     async def _list_topics(self) -> list[str]:
-        return await scan_topics(self._client, self.url, self.options.prefix)
+        return await scan_topics(
+            self._client,
+            self.url,
+            self.options.prefix,
+            self.options.queue_key,
+            "list",
+            ("expiry", "scheduled"),  # deliveries out of an emptied queue, held messages
+        )
 
     async def _purge(self, topic: str) -> int:
         keys = self._keys(topic)

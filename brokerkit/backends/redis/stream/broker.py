@@ -434,7 +434,9 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         return info
 
     def _list_topics(self) -> list[str]:
-        return scan_topics(self._client, self.url, self.options.prefix)
+        return scan_topics(
+            self._client, self.url, self.options.prefix, self.options.stream_key, "stream"
+        )
 
     def _purge(self, topic: str) -> int:
         with translate_errors(self.url, topic):

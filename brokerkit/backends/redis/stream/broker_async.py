@@ -436,7 +436,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         return info
 
     async def _list_topics(self) -> list[str]:
-        return await scan_topics(self._client, self.url, self.options.prefix)
+        return await scan_topics(
+            self._client, self.url, self.options.prefix, self.options.stream_key, "stream"
+        )
 
     async def _purge(self, topic: str) -> int:
         with translate_errors(self.url, topic):
