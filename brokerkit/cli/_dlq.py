@@ -198,7 +198,9 @@ def dlq(
     deliveries, listing counts one on each (max_deliveries is not applied here).
     """
     if not (math.isfinite(wait) and wait >= 0):
-        raise typer.BadParameter("must be 0 or more seconds", param_hint="--wait")
+        raise typer.BadParameter(
+            f"must be a finite number of seconds, 0 or more, got {wait!r}", param_hint="--wait"
+        )
     if every and ids:
         raise typer.BadParameter("give --all or --id, not both", param_hint="--all")
     # max_deliveries=None: reading a dead letter must never dead-letter it again.

@@ -108,7 +108,10 @@ def _decode(text: str, as_json: bool) -> Any:
 
 def _seconds(value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and value >= 0):
-        raise typer.BadParameter(f"must be 0 or more seconds, got {value!r}")
+        raise typer.BadParameter(
+            f"must be a finite number of seconds, 0 or more (leave it out to wait without "
+            f"end), got {value!r}"
+        )
     return value
 
 
