@@ -53,8 +53,12 @@ def test_shell_completion_is_offered(capsys: pytest.CaptureFixture[str]) -> None
     ("argv", "expected"),
     [
         (["publish"], "Missing argument 'URL'. Give it, or set BROKERKIT_URL."),
-        (["consume", "memory://", "t", "-t", "nan"], "must be 0 or more seconds, got nan"),
-        (["consume", "memory://", "t", "-t", "-1"], "must be 0 or more seconds"),
+        (
+            ["consume", "memory://", "t", "-t", "nan"],
+            "must be a finite number of seconds, 0 or more",
+        ),
+        (["consume", "memory://", "t", "-t", "-1"], "got -1.0"),
+        (["consume", "memory://", "t", "-t", "inf"], "leave it out to wait without end"),
         (["rescue", "memory://", "t", "--every", "nan"], "positive number of seconds"),
         (["nosuchcommand"], "No such command"),
     ],
