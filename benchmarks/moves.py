@@ -1,0 +1,152 @@
+"""The server time of the ways a reliable list queue can take 100 elements, by body
+size: ``python -m benchmarks.moves``.
+
+A design probe for issue 18 (no brokerkit code runs): each way moves 100 elements from
+a queue into a consumer's keeping and gets their bodies to the client, on a private
+redis-server (or ``--redis-url``, under keys of its own), alternating ways round by
+round; the server time is the ``INFO commandstats`` total of the round's commands (a
+script's nested commands are part of its own time).
+
+- ``raw LMOVE x100``: 100 pipelined ``LMOVE queue processing RIGHT RIGHT`` (the limit;
+  issue 18's baseline);
+- ``Lua RPOP n + RPUSH``: one script pops 100 into Lua and pushes them to the
+  processing list, returning them (every body enters Lua: what redis+list does);
+- ``Lua LMOVE x100 + LRANGE``: a script runs the 100 ``LMOVE`` (each reply, the body,
+  comes into Lua and is dropped), then an ``LRANGE`` of the processing list's tail
+  carries the bodies, in one transaction;
+- ``Lua SORT..STORE + LRANGE``: a script copies the 100 with ``SORT queue BY nosort
+  LIMIT 0 100 DESC STORE batch`` and ``LTRIM``s them off the queue (no body enters Lua;
+  Redis copies them), then an ``LRANGE`` of the batch list, in one transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import uuid
+from collections.abc import Callable
+
+import redis
+
+from benchmarks.run import redis_at
+
+__all__ = ["WAYS", "main", "measure"]
+
+BATCH = 100
+
+_POP_PUSH = """
+local got = redis.call('RPOP', KEYS[1], ARGV[1])
+if not got then return {} end
+redis.call('RPUSH', KEYS[2], unpack(got))
+return got
+"""
+_LMOVES = """
+for _ = 1, tonumber(ARGV[1]) do
+  if not redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'RIGHT') then break end
+end
+return 1
+"""
+_SORT_STORE = """
+local n = math.min(tonumber(ARGV[1]), redis.call('LLEN', KEYS[1]))
+if n == 0 then return 0 end
+redis.call('SORT', KEYS[1], 'BY', 'nosort', 'LIMIT', 0, n, 'DESC', 'STORE', KEYS[2])
+redis.call('LTRIM', KEYS[1], 0, -(n + 1))
+return n
+"""
+
+#: name -> (the Lua it registers, or None; how it takes the batch).
+Way = Callable[[redis.Redis, str, str, str, object], list[bytes]]
+
+
+def _raw(r: redis.Redis, queue: str, processing: str, batch: str, script: object) -> list[bytes]:
+    with r.pipeline(transaction=False) as pipe:
+        for _ in range(BATCH):
+            pipe.lmove(queue, processing, "RIGHT", "RIGHT")
+        return list(pipe.execute())
+
+
+def _pop_push(
+    r: redis.Redis, queue: str, processing: str, batch: str, script: object
+) -> list[bytes]:
+    run: redis.commands.core.Script = script  # type: ignore[assignment]
+    return list(run(keys=[queue, processing], args=[BATCH]))
+
+
+def _then_lrange(target: str) -> Way:
+    def way(r: redis.Redis, queue: str, processing: str, batch: str, script: object) -> list[bytes]:
+        run: redis.commands.core.Script = script  # type: ignore[assignment]
+        keys = [queue, processing] if target == "processing" else [queue, batch]
+        with r.pipeline(transaction=True) as pipe:
+            pipe.evalsha(run.sha, 2, *keys, BATCH)
+            pipe.lrange(keys[1], -BATCH, -1)
+            replies = pipe.execute()
+        return list(replies[1])
+
+    return way
+
+
+WAYS: dict[str, tuple[str | None, Way]] = {
+    "raw LMOVE x100": (None, _raw),
+    "Lua RPOP n + RPUSH": (_POP_PUSH, _pop_push),
+    "Lua LMOVE x100 + LRANGE": (_LMOVES, _then_lrange("processing")),
+    "Lua SORT..STORE + LRANGE": (_SORT_STORE, _then_lrange("batch")),
+}
+
+
+def _usec(r: redis.Redis) -> float:
+    stats = r.info("commandstats")
+    return float(sum(v["usec"] for name, v in stats.items() if name != "cmdstat_info"))
+
+
+def measure(url: str, size: int, rounds: int) -> dict[str, float]:
+    """The median server us of taking 100 elements of ``size`` bytes, per way."""
+    r = redis.Redis.from_url(url)
+    tag = "{bk-moves-" + uuid.uuid4().hex[:8] + "}"
+    queue, processing, batch = tag + ":queue", tag + ":processing", tag + ":batch"
+    body = os.urandom(size)
+    scripts = {name: r.register_script(lua) if lua else None for name, (lua, _) in WAYS.items()}
+    times: dict[str, list[float]] = {name: [] for name in WAYS}
+    try:
+        for round_ in range(rounds + 1):  # the first round warms up
+            for name, (_, way) in WAYS.items():
+                r.delete(queue, processing, batch)
+                r.lpush(queue, *([body] * BATCH))
+                script = scripts[name]
+                if script is not None:
+                    r.script_load(script.script)
+                before = _usec(r)
+                got = way(r, queue, processing, batch, script)
+                spent = _usec(r) - before
+                assert len(got) == BATCH, name
+                assert all(g == body for g in got), name
+                if round_:
+                    times[name].append(spent)
+    finally:
+        r.delete(queue, processing, batch)
+        r.close()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.moves", description=__doc__)
+    parser.add_argument("--redis-url", help="an existing Redis (default: start a private one)")
+    parser.add_argument("--sizes", default="100,10000,1000000", help="body sizes in bytes")
+    parser.add_argument("--rounds", type=int, default=15, help="measured rounds per size")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    names = list(WAYS)
+    print("| body bytes | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    with redis_at(args.redis_url) as url:
+        for size in sizes:
+            rounds = max(3, args.rounds // 3) if size >= 1_000_000 else args.rounds
+            medians = measure(url, size, rounds)
+            raw = medians[names[0]]
+            cells = [f"{medians[n]:,.0f} us ({medians[n] / raw:.2f}x)" for n in names]
+            print(f"| {size:,} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
