@@ -11,6 +11,7 @@ import pytest
 import redis
 
 import brokerkit
+from brokerkit.backends.redis._keys import KeyTemplate, hash_tagged
 from tests.conftest import RedisTarget
 
 
@@ -74,3 +75,31 @@ def test_a_key_under_the_prefix_that_is_no_topic_is_left_out(
     with brokerkit.connect(redis_target.url(scheme, prefix=unique)) as broker:
         broker.publish("orders", "x")
         assert broker.topics() == ["orders"]
+
+
+def test_a_key_is_its_own_hash_tag_unless_it_holds_a_non_empty_one() -> None:
+    assert hash_tagged("queue:orders") == "{queue:orders}"
+    assert hash_tagged("{app}:queue:orders") == "{app}:queue:orders"
+    # Redis hashes "{}x}" whole: its first "{...}" is empty
+    assert hash_tagged("{}x}") == "{{}x}}"
+
+
+@pytest.mark.parametrize(
+    ("template", "key", "part", "topic"),
+    [
+        ("q:*", "q:orders", "", "orders"),
+        ("q:*", "{q:orders}.dlq", "", "orders.dlq"),
+        ("q:*", "{q:orders}:expiry", "expiry", "orders"),
+        ("q:*", "{q:orders}.dlq:expiry", "expiry", "orders.dlq"),
+        ("q:*", "{q:orders}:deadlines", "", None),
+        ("q:*", "{q:orders}x", "", None),
+        ("q:*:v1", "q:orders:v1", "", "orders"),
+        ("q:*:v1", "q:orders:v2", "", None),
+        ("{app}:q:*", "{app}:q:orders.dlq", "", "orders.dlq"),
+        ("{app}:q:*", "{app}:q:orders:expiry", "expiry", "orders"),
+    ],
+)
+def test_a_key_template_reads_a_key_back_as_its_topic(
+    template: str, key: str, part: str, topic: str | None
+) -> None:
+    assert KeyTemplate(template).topic_of(key, part) == topic

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEAD_LETTER_SUFFIX", "KeyTemplate", "Keyspace", "split_dead_letter"]
+__all__ = ["DEAD_LETTER_SUFFIX", "KeyTemplate", "Keyspace", "hash_tagged", "split_dead_letter"]
 
 DEAD_LETTER_SUFFIX = ".dlq"
 
@@ -111,7 +111,14 @@ def _glob_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
+def hash_tagged(key: str) -> str:
+    """``key`` as the hash tag of the keys named after it: itself when Redis Cluster
+    hashes it by a ``{...}`` part already, else ``{key}``."""
+    return key if _has_hash_tag(key) else "{" + key + "}"
+
+
 def _has_hash_tag(key: str) -> bool:
-    """Whether Redis Cluster hashes ``key`` by a ``{...}`` part rather than whole."""
+    """Whether Redis Cluster hashes ``key`` by a ``{...}`` part rather than whole (the
+    first ``{`` and the first ``}`` after it, with something between)."""
     start = key.find("{")
     return start != -1 and key.find("}", start + 1) > start + 1

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from brokerkit.backends.redis._keys import DEAD_LETTER_SUFFIX, Keyspace, split_dead_letter
+from brokerkit.backends.redis._keys import (
+    DEAD_LETTER_SUFFIX,
+    Keyspace,
+    hash_tagged,
+    split_dead_letter,
+)
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["ListKeys", "check_queue_key", "list_keys"]
@@ -97,7 +102,7 @@ def list_keys(prefix: str, topic: str, queue_key: str | None = None) -> ListKeys
         return _layout(space.topic(topic), lambda part: space.topic(topic, part), dead)
     stem, dlq = split_dead_letter(topic)
     base = queue_key.replace("*", stem)
-    tagged = base if _has_hash_tag(base) else "{" + base + "}"
+    tagged = hash_tagged(base)
     queue = base if not dlq else tagged + dlq
     own = tagged + dlq
     return _layout(queue, lambda part: f"{own}:{part}", tagged + dlq + DEAD_LETTER_SUFFIX)
@@ -115,8 +120,3 @@ def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKe
         attempts=name("attempts"),
         scheduled=name("scheduled"),
     )
-
-
-def _has_hash_tag(key: str) -> bool:
-    start = key.find("{")
-    return start != -1 and key.find("}", start + 2) != -1

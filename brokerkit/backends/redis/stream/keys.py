@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brokerkit.backends.redis._keys import Keyspace, split_dead_letter
+from brokerkit.backends.redis._keys import Keyspace, hash_tagged, split_dead_letter
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["StreamKeyspace", "check_stream_key"]
@@ -52,12 +52,6 @@ class StreamKeyspace:
             return Keyspace(self.prefix).topic(topic, *parts)
         stem, dead = split_dead_letter(topic)
         base = self.template.replace("*", stem)
-        tagged = base if _has_hash_tag(base) else "{" + base + "}"
+        tagged = hash_tagged(base)
         key = tagged + dead if dead or parts else base
         return ":".join((key, *parts)) if parts else key
-
-
-def _has_hash_tag(key: str) -> bool:
-    """Whether Redis Cluster hashes ``key`` by a ``{...}`` part rather than whole."""
-    start = key.find("{")
-    return start != -1 and key.find("}", start + 1) > start + 1
