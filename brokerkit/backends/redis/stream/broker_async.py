@@ -17,7 +17,9 @@ is a Redis consumer group; a subscription is one consumer in it.
   came back, as it would have read a new entry.
 * Ack: one script per batch checks which entries are still pending for this
   consumer (one ``XPENDING`` over the batch's id range) and acks them with ``XACK``.
-  A late ack never settles another consumer's delivery.
+  A whole batch as one read brought it, read while this consumer held nothing,
+  is proved held by its count and bounds instead of listing its range (see
+  :data:`~.scripts.ACK`). A late ack never settles another consumer's delivery.
 * Nack: one script per delivery, all pipelined; requeue makes the entry
   claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
 * Leases: a background heartbeat resets the idle time of every held entry
@@ -296,7 +298,13 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             state.cursor = text(cursor)
             return claimed, int(wait_ms)
 
-        claimed, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
+        state.fetch_started(read=False)
+        changed = True  # a claim that failed may have claimed
+        try:
+            claimed, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
+            changed = bool(claimed)
+        finally:
+            state.fetch_ended(changed)
         del state.woken[: len(woken)]  # acked by the claim (kept until it succeeded)
         # Look for held messages again when the next one is due, or after the poll
         # interval for ones held meanwhile by other processes.
@@ -354,7 +362,11 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 await create_group(self._client, state.wake_key, subscription.group, "$")
                 return None
 
-        reply = await self._reconnector.call(read, topic=subscription.topic)
+        whole = state.fetch_started(read=True)
+        try:
+            reply = await self._reconnector.call(read, topic=subscription.topic)
+        finally:
+            state.fetch_ended(False)
         if not reply:
             if block <= 0 < timeout and left <= timeout:
                 await sleep(max(state.release_at - time.monotonic(), 0.0))
@@ -368,13 +380,18 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 entries = got
         if not entries:
             return []
-        return first_deliveries(
+        deliveries = first_deliveries(
             subscription,
             state.key,
             entries,
             self.options.raw_content_type,
             self._body_field,
         )
+        if whole is not None:
+            # read with this consumer's pending list empty: acked as read, the batch
+            # is acked whole (see scripts.ACK)
+            state.read_whole(whole, deliveries)
+        return deliveries
 
     def _decode(self, topic: str, flat: Any) -> Message:
         return decode_entry(topic, flat, self.options.raw_content_type, self._body_field)

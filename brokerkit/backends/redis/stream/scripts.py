@@ -302,10 +302,11 @@ return out
 )
 
 # KEYS: stream.  ARGV: group, consumer, flags, low id, high id, ids...
-# flags: delete-acked ('1'/'0'), then retry ('1'/'0').
-# Returns the ids that were not pending for this consumer (stale). On a retry (the
-# previous attempt's reply was lost with the connection), an id pending for nobody
-# was acked by that attempt and is not stale.
+# flags: delete-acked, retry, whole batch, report ('1'/'0' each; the last two may be
+# left out). Returns {how many entries this consumer holds after the ack, or -1 when
+# not asked to report, then the ids that were not pending for this consumer (stale)}.
+# On a retry (the previous attempt's reply was lost with the connection), an id
+# pending for nobody was acked by that attempt and is not stale.
 #
 # One XPENDING over [low, high], this consumer's entries only, finds what it holds;
 # the caller passes the first and last id of the batch, which bound it when the
@@ -313,32 +314,69 @@ return out
 # lists exactly the ids, in their order, every one is held and they are acked as
 # passed; otherwise an id the range does not list (outside it, cut at the limit, or
 # not held) is checked alone. The owned ids are then acked with one XACK.
+#
+# A whole batch skips listing the range (which costs about half the script: every
+# entry of it comes into Lua as a table of four): the caller says "whole" when the
+# ids are every entry one XREADGROUP ... > of this consumer read, in order, and this
+# consumer's pending entries list was known to be empty before that read, with
+# nothing of the caller's running since that could add to it (see
+# StreamState.fetch_started). Then every entry of the stream between low and high is
+# one of the ids (a read with ">" hands out each entry after the group's position,
+# in order, and later entries have higher ids), and none was this consumer's before
+# the read; so when this consumer holds as many entries as there are ids, and none
+# below low or above high, it holds exactly the ids, whoever claimed what meanwhile,
+# and they are acked as passed. Anything else (a claim took one, a later read or a
+# claim added one) takes the usual path. The count comes from XPENDING's summary
+# (one line per consumer), the bounds from two XPENDING ... COUNT 1.
 ACK = (
     _HELPERS
     + r"""
 local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local delete, retry = string.sub(ARGV[3], 1, 1) == '1', string.sub(ARGV[3], 2, 2) == '1'
+local whole, report = string.sub(ARGV[3], 3, 3) == '1', string.sub(ARGV[3], 4, 4) == '1'
 local n = #ARGV
-local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], 2 * (n - 5) + 100,
-                                  consumer), 'xpending') or {}
-local stale, acked, first, last = {}, ARGV, 6, n
-local exact = #range == n - 5
-for i = 1, exact and #range or 0 do
-  if range[i][1] ~= ARGV[i + 5] then exact = false break end
-end
-if not exact then
-  local mine = {}
-  for i = 1, #range do mine[range[i][1]] = true end
-  acked, first = {}, 1
-  for i = 6, n do
-    local id = ARGV[i]
-    if mine[id] or owned(key, group, consumer, id) then
-      acked[#acked + 1] = id
-    elseif not (retry and #redis.call('XPENDING', key, group, id, id, 1) == 0) then
-      stale[#stale + 1] = id
-    end
+
+-- How many entries `consumer` holds (0 without the group).
+local function holding()
+  local summary = checked(redis.pcall('XPENDING', key, group), 'xpending')
+  if not summary or not summary[4] then return 0 end
+  for _, c in ipairs(summary[4]) do
+    if c[1] == consumer then return tonumber(c[2]) end
   end
-  last = #acked
+  return 0
+end
+
+-- Whether `consumer` holds nothing from `from` to `to` (an error, such as an id at
+-- the very end of the id space, counts as something).
+local function none(from, to)
+  local r = redis.pcall('XPENDING', key, group, from, to, 1, consumer)
+  return type(r) == 'table' and not r.err and #r == 0
+end
+
+local stale, acked, first, last = {}, ARGV, 6, n
+local fast = whole and not retry and holding() == n - 5
+  and none('-', '(' .. ARGV[4]) and none('(' .. ARGV[5], '+')
+if not fast then
+  local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5],
+                                    2 * (n - 5) + 100, consumer), 'xpending') or {}
+  local exact = #range == n - 5
+  for i = 1, exact and #range or 0 do
+    if range[i][1] ~= ARGV[i + 5] then exact = false break end
+  end
+  if not exact then
+    local mine = {}
+    for i = 1, #range do mine[range[i][1]] = true end
+    acked, first = {}, 1
+    for i = 6, n do
+      local id = ARGV[i]
+      if mine[id] or owned(key, group, consumer, id) then
+        acked[#acked + 1] = id
+      elseif not (retry and #redis.call('XPENDING', key, group, id, id, 1) == 0) then
+        stale[#stale + 1] = id
+      end
+    end
+    last = #acked
+  end
 end
 for i = first, last, 1000 do
   redis.call('XACK', key, group, unpack(acked, i, math.min(i + 999, last)))
@@ -349,6 +387,9 @@ if delete and last >= first then
     if settled_everywhere(key, groups, acked[i]) then redis.call('XDEL', key, acked[i]) end
   end
 end
+local after = -1
+if fast then after = 0 elseif report then after = holding() end
+table.insert(stale, 1, after)
 return stale
 """
 )

@@ -3,7 +3,8 @@
 An ack must never remove another consumer's delivery of the entry: once a lease
 ran out and another member claimed the entry, the late ack is stale. The ack
 script checks that on the server, where no delay can make the answer out of date
-(``XPENDING`` of this consumer per batch, then ``XACK`` of what it still holds).
+(``XPENDING`` of this consumer per batch, then ``XACK`` of what it still holds; for
+one whole read batch, the count and bounds of what it holds, see ``scripts.ACK``).
 A plain ``XACK`` decided on by the client while its lease looks long enough was
 tried and dropped: a settlement held up behind a reconnect, a retry inside
 redis-py, or a failover to a replica that had not seen the delivery can all bring
@@ -93,16 +94,26 @@ class StreamSettling:
         def _mark(deliveries: Iterable[AsyncDelivery]) -> None: ...
 
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
-        flag = "10" if self.options.delete_acked else "00"
+        delete = "1" if self.options.delete_acked else "0"
         calls: list[Call] = []
         parts: list[list[AsyncDelivery]] = []
+        # Per call, the subscription whose pending list the reply reports on, and the
+        # version to report it at (see StreamState.settling).
+        reports: list[tuple[StreamState, int] | None] = []
         for (key, group, consumer), ds in by_member_of(deliveries).items():
+            state: StreamState = ds[0].subscription.state
+            # One whole read batch, acked as read, needs no list of its range (see
+            # scripts.ACK); the reply says how many entries are left pending.
+            whole = "1" if len(ds) <= ACK_CHUNK and state.take_whole(ds) else "0"
+            version = state.settling()
+            flag = delete + "0" + whole + ("0" if version is None else "1")
             for ids, part in _chunks(ds, ACK_CHUNK):
                 # The first and last id bound the batch when it is acked in the order
                 # it was read; the script checks any id outside them on its own.
                 args = [group, consumer, flag, ids[0], ids[-1], *ids]
                 calls.append((self._scripts.ack, [key], args))
                 parts.append(part)
+                reports.append(None if version is None else (state, version))
         # Out of the keeper before the ack runs, under the renewal's lock: a
         # renewal after the XACK would find the entries gone and report them lost.
         async with self._lease_lock:
@@ -114,7 +125,10 @@ class StreamSettling:
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
-        stale = _stale(parts, replies)
+        for report, reply in zip(reports, replies, strict=True):
+            if report is not None and reply[0] == 0:
+                report[0].found_empty(report[1])
+        stale = _stale(parts, [reply[1:] for reply in replies])
         if stale:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
@@ -154,6 +168,10 @@ class StreamSettling:
         uncounted (``"return"``) or dead-letter (``None``, with ``reason`` or the usual
         one) ``deliveries``, one script each, pipelined."""
         requeue = how is not None
+        for subscription in {d.subscription for d in deliveries}:
+            # what stays pending for this consumer (a requeue, a return) keeps its
+            # next batches from being acked whole (see StreamState.forget_empty)
+            subscription.state.forget_empty()
         async with self._lease_lock:
             self._keeper.drop(deliveries)
         limit = self.options.max_deliveries
@@ -251,7 +269,11 @@ class StreamSettling:
             todo: Sequence[Call] = calls
             if attempts > 1 and flags_at is not None:
                 todo = [
-                    (script, keys, [*a[:flags_at], a[flags_at][0] + "1", *a[flags_at + 1 :]])
+                    (
+                        script,
+                        keys,
+                        [*a[:flags_at], a[flags_at][0] + "1" + a[flags_at][2:], *a[flags_at + 1 :]],
+                    )
                     for script, keys, a in todo
                 ]
             durable = self._durable
