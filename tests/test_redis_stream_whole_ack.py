@@ -73,7 +73,7 @@ def test_a_whole_batch_acked_as_read_is_acked_whole(
     broker.ack(*_batch(subscription, 3))
     broker.publish_many("jobs", ["d", "e", "f"])
     broker.ack(*_batch(subscription, 3))
-    assert [f[2] for f in flags] == ["0", "1", "1"]  # the first read was not known empty
+    assert [f[2] for f in flags] == ["1", "1", "1"]  # a new consumer holds nothing
     assert _pending(redis_client, broker.stream_key("jobs")) == []
 
 
@@ -222,7 +222,7 @@ def test_asyncio_a_whole_batch_late_ack_is_stale_for_the_claimed_entry(
                     await broker.ack(*deliveries)
                 assert caught.value.deliveries == (deliveries[1],)
                 assert _pending(redis_client, key) == [(taken, b"other")]
-            assert [f[2] for f in flags] == ["0", "1"]
+            assert [f[2] for f in flags] == ["1", "1"]
 
     run(main())
 
@@ -251,3 +251,21 @@ def test_a_batch_read_past_a_held_deleted_entry_after_a_rewind_is_not_acked_whol
     assert caught.value.deliveries == (again[3],)
     assert flags[-1][2] == "0"
     assert (taken, b"other") in _pending(redis_client, key)
+
+
+def test_the_first_batch_of_a_consumer_name_that_holds_entries_is_not_acked_whole(
+    make: Make, redis_client: redis.Redis, flags: list[str]
+) -> None:
+    """A consumer that comes back under a name that still holds entries (a process
+    restarted with a fixed name) does not start from an empty pending list."""
+    broker = make()
+    key = broker.stream_key("jobs")
+    broker.publish_many("jobs", ["before"])
+    redis_client.xgroup_create(key, "g", id="0")
+    redis_client.xreadgroup("g", "fixed", {key: ">"}, count=1)  # held by "fixed"
+    subscription = broker.subscribe("jobs", group="g", consumer="fixed", prefetch=2)
+    broker.publish_many("jobs", ["a", "b"])
+    got = _batch(subscription, 2)
+    assert [d.body for d in got] == ["a", "b"]
+    broker.ack(*got)
+    assert flags == ["0001"]

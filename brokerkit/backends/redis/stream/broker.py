@@ -229,7 +229,12 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
             create_group(self._client, key, subscription.group, start)
             create_group(self._client, state.wake_key, subscription.group, "$")
             # Listed in XINFO CONSUMERS from now on, not only after its first read.
-            self._client.xgroup_createconsumer(key, subscription.group, subscription.consumer)
+            created = self._client.xgroup_createconsumer(
+                key, subscription.group, subscription.consumer
+            )
+            if created == 1:
+                # a new consumer holds nothing: its first batch may be acked whole
+                state.found_empty(state.version)
             state.lease_ms = int(
                 self._scripts.join(keys=[lease_key], args=[subscription.group, mine])
             )

@@ -227,7 +227,12 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             await create_group(self._client, key, subscription.group, start)
             await create_group(self._client, state.wake_key, subscription.group, "$")
             # Listed in XINFO CONSUMERS from now on, not only after its first read.
-            await self._client.xgroup_createconsumer(key, subscription.group, subscription.consumer)
+            created = await self._client.xgroup_createconsumer(
+                key, subscription.group, subscription.consumer
+            )
+            if created == 1:
+                # a new consumer holds nothing: its first batch may be acked whole
+                state.found_empty(state.version)
             state.lease_ms = int(
                 await self._scripts.join(keys=[lease_key], args=[subscription.group, mine])
             )
