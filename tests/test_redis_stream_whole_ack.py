@@ -30,8 +30,11 @@ def make(redis_broker: Callable[..., Any]) -> Make:
 
 @pytest.fixture
 def flags(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The flags of every ack script call (delete, retry, whole, report), in order."""
+    """The flags of every ack script call (delete, retry, whole, report), in order;
+    batches of any size may be acked whole (the tests' batches are small)."""
     seen: list[str] = []
+    for module in (settle, settle_async):
+        monkeypatch.setattr(module, "WHOLE_BATCH", 1)
     for module in (settle, settle_async):
         real = module.run_scripts
 
@@ -269,3 +272,16 @@ def test_the_first_batch_of_a_consumer_name_that_holds_entries_is_not_acked_whol
     assert [d.body for d in got] == ["a", "b"]
     broker.ack(*got)
     assert flags == ["0001"]
+
+
+def test_small_acks_ask_for_no_count_and_are_never_acked_whole(
+    make: Make, redis_client: redis.Redis, flags: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settle, "WHOLE_BATCH", 3)
+    broker = make()
+    subscription = broker.subscribe("jobs", group="g", prefetch=2)
+    broker.publish_many("jobs", ["a", "b", "c"])
+    broker.ack(*_batch(subscription, 2))
+    broker.ack(*_batch(subscription, 1))
+    assert flags == ["0000", "0000"]
+    assert _pending(redis_client, broker.stream_key("jobs")) == []

@@ -48,6 +48,12 @@ __all__ = ["StreamSettling"]
 ACK_CHUNK = 500
 RENEW_CHUNK = 200
 
+#: The fewest deliveries acked as one whole read batch (see :data:`.scripts.ACK`):
+#: its proof of ownership costs the server about what listing a range of this many
+#: entries does, so smaller acks list their range, and ask for no count either (a
+#: consumer that acks one by one pays nothing for batches it never acks whole).
+WHOLE_BATCH = 16
+
 
 def _chunks(
     deliveries: list[AsyncDelivery], size: int
@@ -104,8 +110,9 @@ class StreamSettling:
             state: StreamState = ds[0].subscription.state
             # One whole read batch, acked as read, needs no list of its range (see
             # scripts.ACK); the reply says how many entries are left pending.
-            whole = "1" if len(ds) <= ACK_CHUNK and state.take_whole(ds) else "0"
-            version = state.settling()
+            big = WHOLE_BATCH <= len(ds) <= ACK_CHUNK
+            whole = "1" if big and state.take_whole(ds) else "0"
+            version = state.settling() if big else None
             flag = delete + "0" + whole + ("0" if version is None else "1")
             for ids, part in _chunks(ds, ACK_CHUNK):
                 # The first and last id bound the batch when it is acked in the order
