@@ -51,9 +51,10 @@ ACK_CHUNK = 500
 RENEW_CHUNK = 200
 
 #: The fewest deliveries acked as one whole read batch (see :data:`.scripts.ACK`):
-#: its proof of ownership costs the server about what listing a range of this many
-#: entries does, so smaller acks list their range, and ask for no count either (a
-#: consumer that acks one by one pays nothing for batches it never acks whole).
+#: its proof of ownership (three short XPENDINGs) costs the server about what
+#: listing ten entries of a range does (measured on Redis 7.0: ~0.4 us an entry), so
+#: smaller acks list their range, and ask for no count either (a consumer that acks
+#: one by one pays nothing for batches it never acks whole).
 WHOLE_BATCH = 16
 
 
