@@ -107,18 +107,28 @@ class StreamSettling:
         # Per call, the subscription whose pending list the reply reports on, and the
         # version to report it at (see StreamState.settling).
         reports: list[tuple[StreamState, int] | None] = []
+        # Per call sent with a count instead of the ids, the ids' call, made should
+        # the script not prove the batch held.
+        with_ids: dict[int, Call] = {}
         for (key, group, consumer), ds in by_member_of(deliveries).items():
             state: StreamState = ds[0].subscription.state
             # One whole read batch, acked as read, needs no list of its range (see
             # scripts.ACK); the reply says how many entries are left pending.
             big = WHOLE_BATCH <= len(ds) <= ACK_CHUNK
-            whole = "1" if big and state.take_whole(ds) else "0"
+            whole = big and state.take_whole(ds)
             version = state.settling() if big else None
-            flag = delete + "0" + whole + ("0" if version is None else "1")
+            asks = "0" if version is None else "1"
+            by_count = whole and delete == "0"
+            flag = delete + "0" + ("1" if whole and not by_count else "0") + asks
             for ids, part in _chunks(ds, ACK_CHUNK):
                 # The first and last id bound the batch when it is acked in the order
                 # it was read; the script checks any id outside them on its own.
                 args = [group, consumer, flag, ids[0], ids[-1], *ids]
+                if by_count:
+                    # held as a whole, the batch is acked without its ids (scripts.ACK)
+                    with_ids[len(calls)] = (self._scripts.ack, [key], args)
+                    count = str(len(ids))
+                    args = [group, consumer, "001" + asks + "1", ids[0], ids[-1], count]
                 calls.append((self._scripts.ack, [key], args))
                 parts.append(part)
                 reports.append(None if version is None else (state, version))
@@ -127,7 +137,22 @@ class StreamSettling:
         with self._lease_lock:
             self._keeper.drop(deliveries)
         try:
-            replies = self._run_settling(calls, flags_at=2)
+            retried: list[bool] = []
+            replies = self._run_settling(calls, flags_at=2, retried=retried)
+            again = [i for i in with_ids if replies[i][0] == -2]
+            if again:
+                # Not proved held (another member claimed one, something was added):
+                # the ids' call checks each id. After a retry the count's call may
+                # have acked the batch before its reply was lost: the ids' call is
+                # then a retry too (an entry pending for nobody is not stale).
+                todo = []
+                for i in again:
+                    script, keys, args = with_ids[i]
+                    if retried[0]:
+                        args = [*args[:2], args[2][0] + "1" + args[2][2:], *args[3:]]
+                    todo.append((script, keys, args))
+                for i, reply in zip(again, self._run_settling(todo, flags_at=2), strict=True):
+                    replies[i] = reply
         except ReplicationTimeout:
             raise  # applied on the master: nothing left to renew
         except Exception:
@@ -259,6 +284,7 @@ class StreamSettling:
         self,
         calls: Sequence[Call],
         flags_at: int | None,
+        retried: list[bool] | None = None,
     ) -> list[Any]:
         """Run settling scripts (:func:`run_scripts`), retried through connection
         loss for up to ``reconnect_timeout`` seconds as every other call is.
@@ -266,6 +292,7 @@ class StreamSettling:
         Each script is idempotent: it acts only on entries its member still holds.
         A retry tells the scripts so (the second flag character at ``flags_at`` of
         their arguments): an entry the lost attempt already settled is not stale.
+        ``retried`` gets whether the calls were sent more than once.
         """
         attempts = 0
 
@@ -297,7 +324,10 @@ class StreamSettling:
                     replies[i] = reply
             return replies
 
-        return self._reconnector.call(run)
+        replies = self._reconnector.call(run)
+        if retried is not None:
+            retried.append(attempts > 1)
+        return replies
 
     def _renew_held(self, held: list[Delivery]) -> list[Delivery]:
         """The lease keeper's beat: renew the leases still held; return those lost."""
