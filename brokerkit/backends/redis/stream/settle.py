@@ -107,9 +107,9 @@ class StreamSettling:
         # Per call, the subscription whose pending list the reply reports on, and the
         # version to report it at (see StreamState.settling).
         reports: list[tuple[StreamState, int] | None] = []
-        # Per call sent with a count instead of the ids, the ids' call, made should
-        # the script not prove the batch held.
-        with_ids: dict[int, Call] = {}
+        # Per call sent with a count instead of the ids, what the ids' call is made
+        # of, should the script not prove the batch held.
+        with_ids: dict[int, tuple[str, str, str, str, list[Delivery]]] = {}
         for (key, group, consumer), ds in by_member_of(deliveries).items():
             state: StreamState = ds[0].subscription.state
             # One whole read batch, acked as read, needs no list of its range (see
@@ -120,15 +120,19 @@ class StreamSettling:
             asks = "0" if version is None else "1"
             by_count = whole and delete == "0"
             flag = delete + "0" + ("1" if whole and not by_count else "0") + asks
+            if by_count:
+                # held as a whole, the batch is acked without its ids (scripts.ACK)
+                with_ids[len(calls)] = (key, group, consumer, flag, ds)
+                low, high = ds[0].receipt.entry_id, ds[-1].receipt.entry_id
+                args = [group, consumer, "001" + asks + "1", low, high, str(len(ds))]
+                calls.append((self._scripts.ack, [key], args))
+                parts.append(ds)
+                reports.append(None if version is None else (state, version))
+                continue
             for ids, part in _chunks(ds, ACK_CHUNK):
                 # The first and last id bound the batch when it is acked in the order
                 # it was read; the script checks any id outside them on its own.
                 args = [group, consumer, flag, ids[0], ids[-1], *ids]
-                if by_count:
-                    # held as a whole, the batch is acked without its ids (scripts.ACK)
-                    with_ids[len(calls)] = (self._scripts.ack, [key], args)
-                    count = str(len(ids))
-                    args = [group, consumer, "001" + asks + "1", ids[0], ids[-1], count]
                 calls.append((self._scripts.ack, [key], args))
                 parts.append(part)
                 reports.append(None if version is None else (state, version))
@@ -145,12 +149,14 @@ class StreamSettling:
                 # the ids' call checks each id. After a retry the count's call may
                 # have acked the batch before its reply was lost: the ids' call is
                 # then a retry too (an entry pending for nobody is not stale).
-                todo = []
+                todo: list[Call] = []
                 for i in again:
-                    script, keys, args = with_ids[i]
+                    key, group, consumer, flag, ds = with_ids[i]
                     if retried[0]:
-                        args = [*args[:2], args[2][0] + "1" + args[2][2:], *args[3:]]
-                    todo.append((script, keys, args))
+                        flag = flag[0] + "1" + flag[2:]
+                    ids = [d.receipt.entry_id for d in ds]
+                    args = [group, consumer, flag, ids[0], ids[-1], *ids]
+                    todo.append((self._scripts.ack, [key], args))
                 for i, reply in zip(again, self._run_settling(todo, flags_at=2), strict=True):
                     replies[i] = reply
         except ReplicationTimeout:
