@@ -17,8 +17,7 @@ is a Redis consumer group; a subscription is one consumer in it.
   came back, as it would have read a new entry.
 * Ack: one script per batch checks which entries are still pending for this
   consumer (one ``XPENDING`` over the batch's id range) and acks them with ``XACK``.
-  A whole batch as one read brought it, read while this consumer held nothing,
-  is proved held by its count and bounds instead of listing its range (see
+  One whole read batch, acked as read, is acked by its count instead (see
   :data:`~.scripts.ACK`). A late ack never settles another consumer's delivery.
 * Nack: one script per delivery, all pipelined; requeue makes the entry
   claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
@@ -227,12 +226,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             await create_group(self._client, key, subscription.group, start)
             await create_group(self._client, state.wake_key, subscription.group, "$")
             # Listed in XINFO CONSUMERS from now on, not only after its first read.
-            created = await self._client.xgroup_createconsumer(
-                key, subscription.group, subscription.consumer
-            )
-            if created == 1:
-                # a new consumer holds nothing: its first batch may be acked whole
-                state.found_empty(state.version)
+            await self._client.xgroup_createconsumer(key, subscription.group, subscription.consumer)
             state.lease_ms = int(
                 await self._scripts.join(keys=[lease_key], args=[subscription.group, mine])
             )
@@ -303,13 +297,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             state.cursor = text(cursor)
             return claimed, int(wait_ms)
 
-        state.fetch_started(read=False)
-        changed = True  # a claim that failed may have claimed
-        try:
-            claimed, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
-            changed = bool(claimed)
-        finally:
-            state.fetch_ended(changed)
+        claimed, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
         del state.woken[: len(woken)]  # acked by the claim (kept until it succeeded)
         # Look for held messages again when the next one is due, or after the poll
         # interval for ones held meanwhile by other processes.
@@ -367,11 +355,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 await create_group(self._client, state.wake_key, subscription.group, "$")
                 return None
 
-        whole = state.fetch_started(read=True)
-        try:
-            reply = await self._reconnector.call(read, topic=subscription.topic)
-        finally:
-            state.fetch_ended(False)
+        reply = await self._reconnector.call(read, topic=subscription.topic)
         if not reply:
             if block <= 0 < timeout and left <= timeout:
                 await sleep(max(state.release_at - time.monotonic(), 0.0))
@@ -392,10 +376,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             self.options.raw_content_type,
             self._body_field,
         )
-        if whole is not None:
-            # read with this consumer's pending list empty: acked as read, the batch
-            # is acked whole (see scripts.ACK)
-            state.read_whole(whole, deliveries)
+        # every entry after the group's position, in order: acked exactly as read,
+        # this batch may be acked by its count (see scripts.ACK)
+        state.last_read = deliveries
         return deliveries
 
     def _decode(self, topic: str, flat: Any) -> Message:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,76 +121,8 @@ class StreamState:
     wake_key: str = ""
     #: Ids of wake entries read and not yet acked (the next claim acks them).
     woken: list[str] = dataclasses.field(default_factory=list)
-    # What lets an ack of one whole read batch skip listing its entries (see
-    # :data:`.scripts.ACK`): the batch must be read when this consumer's pending
-    # entries list was known to be empty and nothing of this subscription could
-    # have added to it since. All four change under ``guard`` (a fetch and an ack may
-    # run in two threads).
-    guard: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
-    #: Reads and claims of this subscription under way.
-    in_flight: int = 0
-    #: Counts what may have added entries to this consumer's pending list: each read,
-    #: and each claim that claimed an entry (or failed).
-    version: int = 0
-    #: The ``version`` at which an ack found this consumer's pending list empty with
-    #: no read or claim under way (-1: not known to be empty).
-    empty_at: int = -1
-    #: The deliveries of the last read, when it was read with the list known to be
-    #: empty: acked exactly, in this order, they are one whole batch.
-    whole: list[Any] | None = dataclasses.field(default=None, repr=False)
-
-    def fetch_started(self, read: bool) -> int | None:
-        """A read (``read``) or claim starts. For a read whose batch may be acked
-        as a whole (the pending list was empty, and nothing ran since), the token
-        to pass to :meth:`read_whole` with its deliveries; otherwise None."""
-        with self.guard:
-            eligible = read and self.in_flight == 0 and self.empty_at == self.version
-            self.in_flight += 1
-            if read:
-                self.version += 1
-                self.whole = None
-            return self.version if eligible else None
-
-    def read_whole(self, token: int, deliveries: list[Any]) -> None:
-        """The deliveries of the read that :meth:`fetch_started` gave ``token``: one
-        whole batch, unless another read or claim ran since."""
-        with self.guard:
-            if self.version == token and deliveries:
-                self.whole = deliveries
-
-    def take_whole(self, deliveries: list[Any]) -> bool:
-        """Whether ``deliveries`` are the last read's whole batch, in its order (it
-        can be acked whole once)."""
-        with self.guard:
-            whole = self.whole is not None and deliveries == self.whole
-            if whole:
-                self.whole = None
-            return whole
-
-    def fetch_ended(self, changed: bool) -> None:
-        """A read or claim ended; ``changed``: a claim that claimed (or failed)."""
-        with self.guard:
-            self.in_flight -= 1
-            if changed:
-                self.version += 1
-                self.whole = None
-
-    def settling(self) -> int | None:
-        """An ack starts: the ``version`` to report an empty pending list at, or None
-        when a read or claim is under way (an empty list proves nothing then)."""
-        with self.guard:
-            return self.version if self.in_flight == 0 else None
-
-    def found_empty(self, version: int) -> None:
-        """An ack that started at ``version`` (see :meth:`settling`) found the list
-        empty: reads from now on may be acked whole, unless one ran meanwhile."""
-        with self.guard:
-            if self.in_flight == 0 and self.version == version:
-                self.empty_at = version
-
-    def forget_empty(self) -> None:
-        """Something may have stayed in or come back to the list (a nack, a
-        hand-back): no batch is acked whole until an ack finds it empty again."""
-        with self.guard:
-            self.empty_at = -1
-            self.whole = None
+    #: The deliveries of the last ``XREADGROUP ... >`` read, in its order: an ack of
+    #: exactly this list may be sent by its count (see :data:`.scripts.ACK`). Each
+    #: read replaces it; the ack that takes it clears it. Read and written without a
+    #: lock: a race only makes an ack's comparison fail, which takes the ids' path.
+    last_read: list[Any] | None = dataclasses.field(default=None, repr=False)

@@ -63,19 +63,11 @@ class StreamReaping:
         for subscription in subscriptions:
             state: StreamState = subscription.state
             try:
-                # a claim into this consumer's pending list, as a fetch's is (see
-                # StreamState.fetch_started)
-                state.fetch_started(read=False)
-                changed = True
-                try:
-                    with translate_errors(self.url, subscription.topic):
-                        reaped = await self._scripts.reap(
-                            keys=[state.key, state.lost_key, state.lease_key],
-                            args=[subscription.group, subscription.consumer, min_idle, limit, 100],
-                        )
-                    changed = bool(reaped)
-                finally:
-                    state.fetch_ended(changed)
+                with translate_errors(self.url, subscription.topic):
+                    reaped = await self._scripts.reap(
+                        keys=[state.key, state.lost_key, state.lease_key],
+                        args=[subscription.group, subscription.consumer, min_idle, limit, 100],
+                    )
                 for raw_id, raw_fields, count in reaped:
                     message = self._decode(subscription.topic, raw_fields)
                     await self._dead_letter_claimed(subscription, text(raw_id), message, int(count))

@@ -301,15 +301,13 @@ return out
 """
 )
 
-# KEYS: stream.  ARGV: group, consumer, flags, low id, high id, ids... (or, for a
-# count, how many ids there are instead of the ids).
-# flags: delete-acked, retry, whole batch, report, count ('1'/'0' each; the last
-# three may be left out). Returns {how many entries this consumer holds after the ack,
-# or -1 when not asked to report, then the ids that were not pending for this
-# consumer (stale)}; for a count, {0} when done, or {-2} when the batch could not be
-# proved held (nothing was done: the caller sends the ids).
-# On a retry (the previous attempt's reply was lost with the connection), an id
-# pending for nobody was acked by that attempt and is not stale.
+# KEYS: stream.  ARGV: group, consumer, flags, low id, high id, then the ids, or
+# (acked by count, below) how many there are.
+# flags: delete-acked, retry, count ('1'/'0' each; count may be left out).
+# Returns the ids that were not pending for this consumer (stale); by count, 1 when
+# acked, 0 when the batch was not proved held (nothing was done: the caller sends
+# the ids). On a retry (the previous attempt's reply was lost with the connection),
+# an id pending for nobody was acked by that attempt and is not stale.
 #
 # One XPENDING over [low, high], this consumer's entries only, finds what it holds;
 # the caller passes the first and last id of the batch, which bound it when the
@@ -318,86 +316,74 @@ return out
 # passed; otherwise an id the range does not list (outside it, cut at the limit, or
 # not held) is checked alone. The owned ids are then acked with one XACK.
 #
-# A whole batch skips listing the range (which costs about half the script: every
-# entry of it comes into Lua as a table of four): the caller says "whole" when the
-# ids are every entry one XREADGROUP ... > of this consumer read, in order, and this
-# consumer's pending entries list was known to be empty before that read, with
-# nothing of the caller's running since that could add to it (see
-# StreamState.fetch_started). Then every entry of the stream between low and high is
-# one of the ids (a read with ">" hands out each entry after the group's position,
-# in order, and later entries have higher ids), and none was this consumer's before
-# the read; so when this consumer holds as many entries as there are ids, and none
-# below low or above high, it holds exactly the ids, whoever claimed what meanwhile,
-# and they are acked as passed. Anything else (a claim took one, a later read or a
-# claim added one) takes the usual path. The count comes from XPENDING's summary
-# (one line per consumer), the bounds from two XPENDING ... COUNT 1.
-#
-# Proved held, the whole batch is then everything this consumer holds: rather than
-# XACK of each id, the consumer is deleted with its pending entries (which acks
-# exactly them: XGROUP DELCONSUMER) and made again at once (XGROUP CREATECONSUMER),
-# so the caller may send the count instead of the ids (a hundred ids cost the server
-# and the client more than the rest of the ack; measured on Redis 7.0, 44 us of
-# server time for a whole batch of 100 with the ids, 22 without). Its idle time
-# starts again, as after a read. With delete-acked, the ids are needed for XDEL.
+# By count: the caller sends the first and last id and the size of one whole batch
+# of one XREADGROUP ... >, acked exactly as it was read (the deliveries that read
+# returned, in their order). Such a read hands out every entry after the group's
+# position, in order, and later entries get higher ids, so every live entry of the
+# stream from low to high is in the batch. When this consumer holds as many entries
+# as the batch has (XPENDING's summary, one line per consumer) and none below low or
+# above high (two XPENDING ... COUNT 1), what it holds is the batch: the consumer is
+# deleted with its pending entries (XGROUP DELCONSUMER, which acks exactly them) and
+# made again at once (XGROUP CREATECONSUMER; its idle time starts again, as after a
+# read). Otherwise (a member claimed an entry of the batch, this consumer holds
+# another one) nothing is done and the caller sends the ids. No ids cross the wire or
+# come into Lua (a hundred cost the server and the client more than the rest of the
+# ack: measured on Redis 7.0, 44 us of server time for a batch of 100 with the ids,
+# 22 by count).
+# Whatever the proof concludes, DELCONSUMER acks only this consumer's own pending
+# entries: an entry another member claimed keeps its delivery. The proof only keeps
+# it from acking one this consumer holds outside the batch. One corner gets past it:
+# an entry deleted while this consumer held it (XDEL leaves it pending) lies inside
+# [low, high] once the group was moved back (XGROUP SETID) and read past it; if another
+# member also claimed an entry of the batch, the count matches. The deleted entry is
+# then acked with the batch (it is gone: nothing is lost, though its own delivery's
+# ack finds it stale), and the claimed entry is not reported stale (its new owner's
+# delivery is untouched).
 ACK = (
     _HELPERS
     + r"""
 local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local delete, retry = string.sub(ARGV[3], 1, 1) == '1', string.sub(ARGV[3], 2, 2) == '1'
-local whole, report = string.sub(ARGV[3], 3, 3) == '1', string.sub(ARGV[3], 4, 4) == '1'
-local count = string.sub(ARGV[3], 5, 5) == '1'
-local n = count and tonumber(ARGV[6]) + 5 or #ARGV
 
--- How many entries `consumer` holds (0 without the group).
-local function holding()
+if string.sub(ARGV[3], 3, 3) == '1' then
+  -- by count: `consumer` holds ARGV[6] entries, none outside [low, high]
   local summary = checked(redis.pcall('XPENDING', key, group), 'xpending')
-  if not summary or not summary[4] then return 0 end
-  for _, c in ipairs(summary[4]) do
-    if c[1] == consumer then return tonumber(c[2]) end
+  local held = 0
+  for _, c in ipairs(summary and summary[4] or {}) do
+    if c[1] == consumer then held = tonumber(c[2]) end
   end
-  return 0
-end
-
--- Whether `consumer` holds nothing from `from` to `to` (an error, such as an id at
--- the very end of the id space, counts as something).
-local function none(from, to)
-  local r = redis.pcall('XPENDING', key, group, from, to, 1, consumer)
-  return type(r) == 'table' and not r.err and #r == 0
-end
-
-if count then
-  if holding() == n - 5 and none('-', '(' .. ARGV[4]) and none('(' .. ARGV[5], '+') then
-    redis.call('XGROUP', 'DELCONSUMER', key, group, consumer)
-    redis.call('XGROUP', 'CREATECONSUMER', key, group, consumer)
-    return {0}
+  if held ~= tonumber(ARGV[6]) then return 0 end
+  -- an error (such as an id at the very end of the id space) counts as held
+  for _, bounds in ipairs({{'-', '(' .. ARGV[4]}, {'(' .. ARGV[5], '+'}}) do
+    local r = redis.pcall('XPENDING', key, group, bounds[1], bounds[2], 1, consumer)
+    if type(r) ~= 'table' or r.err or #r > 0 then return 0 end
   end
-  return {-2}
+  redis.call('XGROUP', 'DELCONSUMER', key, group, consumer)
+  redis.call('XGROUP', 'CREATECONSUMER', key, group, consumer)
+  return 1
 end
 
+local n = #ARGV
+local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], 2 * (n - 5) + 100,
+                                  consumer), 'xpending') or {}
 local stale, acked, first, last = {}, ARGV, 6, n
-local fast = whole and not retry and holding() == n - 5
-  and none('-', '(' .. ARGV[4]) and none('(' .. ARGV[5], '+')
-if not fast then
-  local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5],
-                                    2 * (n - 5) + 100, consumer), 'xpending') or {}
-  local exact = #range == n - 5
-  for i = 1, exact and #range or 0 do
-    if range[i][1] ~= ARGV[i + 5] then exact = false break end
-  end
-  if not exact then
-    local mine = {}
-    for i = 1, #range do mine[range[i][1]] = true end
-    acked, first = {}, 1
-    for i = 6, n do
-      local id = ARGV[i]
-      if mine[id] or owned(key, group, consumer, id) then
-        acked[#acked + 1] = id
-      elseif not (retry and #redis.call('XPENDING', key, group, id, id, 1) == 0) then
-        stale[#stale + 1] = id
-      end
+local exact = #range == n - 5
+for i = 1, exact and #range or 0 do
+  if range[i][1] ~= ARGV[i + 5] then exact = false break end
+end
+if not exact then
+  local mine = {}
+  for i = 1, #range do mine[range[i][1]] = true end
+  acked, first = {}, 1
+  for i = 6, n do
+    local id = ARGV[i]
+    if mine[id] or owned(key, group, consumer, id) then
+      acked[#acked + 1] = id
+    elseif not (retry and #redis.call('XPENDING', key, group, id, id, 1) == 0) then
+      stale[#stale + 1] = id
     end
-    last = #acked
   end
+  last = #acked
 end
 for i = first, last, 1000 do
   redis.call('XACK', key, group, unpack(acked, i, math.min(i + 999, last)))
@@ -408,9 +394,6 @@ if delete and last >= first then
     if settled_everywhere(key, groups, acked[i]) then redis.call('XDEL', key, acked[i]) end
   end
 end
-local after = -1
-if fast then after = 0 elseif report then after = holding() end
-table.insert(stale, 1, after)
 return stale
 """
 )

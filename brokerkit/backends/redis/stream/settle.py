@@ -5,8 +5,8 @@
 An ack must never remove another consumer's delivery of the entry: once a lease
 ran out and another member claimed the entry, the late ack is stale. The ack
 script checks that on the server, where no delay can make the answer out of date
-(``XPENDING`` of this consumer per batch, then ``XACK`` of what it still holds; for
-one whole read batch, the count and bounds of what it holds, see ``scripts.ACK``).
+(``XPENDING`` of this consumer per batch, then ``XACK`` of what it still holds; one
+whole read batch is acked by its count, see ``scripts.ACK``).
 A plain ``XACK`` decided on by the client while its lease looks long enough was
 tried and dropped: a settlement held up behind a reconnect, a retry inside
 redis-py, or a failover to a replica that had not seen the delivery can all bring
@@ -50,11 +50,11 @@ __all__ = ["StreamSettling"]
 ACK_CHUNK = 500
 RENEW_CHUNK = 200
 
-#: The fewest deliveries acked as one whole read batch (see :data:`.scripts.ACK`):
-#: its proof of ownership (three short XPENDINGs) costs the server about what
-#: listing ten entries of a range does (measured on Redis 7.0: ~0.4 us an entry), so
-#: smaller acks list their range, and ask for no count either (a consumer that acks
-#: one by one pays nothing for batches it never acks whole).
+#: The fewest deliveries acked by their count as one whole read batch (see
+#: :data:`.scripts.ACK`): its proof of ownership (three short XPENDINGs) costs the
+#: server about what listing ten entries of a range does (measured on Redis 7.0:
+#: ~0.4 us an entry), and a proof that fails costs a second call, so smaller acks
+#: send their ids.
 WHOLE_BATCH = 16
 
 
@@ -101,33 +101,27 @@ class StreamSettling:
         def _mark(deliveries: Iterable[Delivery]) -> None: ...
 
     def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        delete = "1" if self.options.delete_acked else "0"
+        flag = "10" if self.options.delete_acked else "00"
         calls: list[Call] = []
         parts: list[list[Delivery]] = []
-        # Per call, the subscription whose pending list the reply reports on, and the
-        # version to report it at (see StreamState.settling).
-        reports: list[tuple[StreamState, int] | None] = []
-        # Per call sent with a count instead of the ids, what the ids' call is made
-        # of, should the script not prove the batch held.
-        with_ids: dict[int, tuple[str, str, str, str, list[Delivery]]] = {}
+        # Per call sent with a count instead of the ids, its member and deliveries,
+        # for the ids' call should the script not prove the batch held.
+        by_count: dict[int, tuple[str, str, str, list[Delivery]]] = {}
         for (key, group, consumer), ds in by_member_of(deliveries).items():
             state: StreamState = ds[0].subscription.state
-            # One whole read batch, acked as read, needs no list of its range (see
-            # scripts.ACK); the reply says how many entries are left pending.
-            big = WHOLE_BATCH <= len(ds) <= ACK_CHUNK
-            whole = big and state.take_whole(ds)
-            version = state.settling() if big else None
-            asks = "0" if version is None else "1"
-            by_count = whole and delete == "0"
-            flag = delete + "0" + ("1" if whole and not by_count else "0") + asks
-            if by_count:
-                # held as a whole, the batch is acked without its ids (scripts.ACK)
-                with_ids[len(calls)] = (key, group, consumer, flag, ds)
+            if (
+                WHOLE_BATCH <= len(ds) <= ACK_CHUNK
+                and flag == "00"  # XDEL needs the ids
+                and ds == state.last_read  # the same deliveries, in the same order
+            ):
+                # One XREADGROUP > read's whole batch, acked as read: sent by its
+                # count and bounds, without its ids (see scripts.ACK).
+                state.last_read = None
+                by_count[len(calls)] = (key, group, consumer, ds)
                 low, high = ds[0].receipt.entry_id, ds[-1].receipt.entry_id
-                args = [group, consumer, "001" + asks + "1", low, high, str(len(ds))]
+                args = [group, consumer, "001", low, high, len(ds)]
                 calls.append((self._scripts.ack, [key], args))
                 parts.append(ds)
-                reports.append(None if version is None else (state, version))
                 continue
             for ids, part in _chunks(ds, ACK_CHUNK):
                 # The first and last id bound the batch when it is acked in the order
@@ -135,7 +129,6 @@ class StreamSettling:
                 args = [group, consumer, flag, ids[0], ids[-1], *ids]
                 calls.append((self._scripts.ack, [key], args))
                 parts.append(part)
-                reports.append(None if version is None else (state, version))
         # Out of the keeper before the ack runs, under the renewal's lock: a
         # renewal after the XACK would find the entries gone and report them lost.
         with self._lease_lock:
@@ -143,17 +136,18 @@ class StreamSettling:
         try:
             retried: list[bool] = []
             replies = self._run_settling(calls, flags_at=2, retried=retried)
-            again = [i for i in with_ids if replies[i][0] == -2]
+            again = [i for i in by_count if replies[i] != 1]
+            for i in by_count:
+                replies[i] = []  # acked by its count: nothing stale
             if again:
-                # Not proved held (another member claimed one, something was added):
-                # the ids' call checks each id. After a retry the count's call may
-                # have acked the batch before its reply was lost: the ids' call is
+                # Not proved held (another member claimed one, something else is
+                # held): the ids' call checks each id. After a retry the count's call
+                # may have acked the batch before its reply was lost: the ids' call is
                 # then a retry too (an entry pending for nobody is not stale).
+                flag = "01" if retried[0] else "00"
                 todo: list[Call] = []
                 for i in again:
-                    key, group, consumer, flag, ds = with_ids[i]
-                    if retried[0]:
-                        flag = flag[0] + "1" + flag[2:]
+                    key, group, consumer, ds = by_count[i]
                     ids = [d.receipt.entry_id for d in ds]
                     args = [group, consumer, flag, ids[0], ids[-1], *ids]
                     todo.append((self._scripts.ack, [key], args))
@@ -164,10 +158,7 @@ class StreamSettling:
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
-        for report, reply in zip(reports, replies, strict=True):
-            if report is not None and reply[0] == 0:
-                report[0].found_empty(report[1])
-        stale = _stale(parts, [reply[1:] for reply in replies])
+        stale = _stale(parts, replies)
         if stale:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
@@ -207,10 +198,6 @@ class StreamSettling:
         uncounted (``"return"``) or dead-letter (``None``, with ``reason`` or the usual
         one) ``deliveries``, one script each, pipelined."""
         requeue = how is not None
-        for subscription in {d.subscription for d in deliveries}:
-            # what stays pending for this consumer (a requeue, a return) keeps its
-            # next batches from being acked whole (see StreamState.forget_empty)
-            subscription.state.forget_empty()
         with self._lease_lock:
             self._keeper.drop(deliveries)
         limit = self.options.max_deliveries
