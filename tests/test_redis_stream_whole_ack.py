@@ -360,3 +360,23 @@ def test_a_count_ack_whose_reply_was_lost_is_retried_without_stale_deliveries(
     assert lost and flags == [COUNT, "011", "01"]
     assert all(d.settled for d in got)
     assert _pending(redis_client, broker.stream_key("jobs")) == []
+
+
+def test_a_count_ack_not_proved_under_a_replica_timeout_is_acked_by_its_ids(
+    redis_target: RedisTarget, prefix: str, redis_client: redis.Redis, flags: list[str]
+) -> None:
+    """With ``replicas``, a ReplicationTimeout says the ack was applied on the master:
+    a batch its count did not prove held (its reply lost with the timeout) is acked by
+    its ids all the same, as a retry."""
+    url = redis_target.url("redis+stream", prefix=prefix, replicas="1", replica_timeout="0.01")
+    with brokerkit.connect(url) as broker:  # no replica: every write times out
+        subscription = broker.subscribe("jobs", group="g", prefetch=3)
+        with pytest.raises(brokerkit.ReplicationTimeout):
+            broker.publish_many("jobs", ["a", "b", "c"])
+        got = _batch(subscription, 3)
+        key = broker.stream_key("jobs")
+        _take(redis_client, key, got[1:2])
+        with pytest.raises(brokerkit.ReplicationTimeout):
+            broker.ack(*got)
+        assert flags == [COUNT, "01"]
+        assert _pending(redis_client, key) == _held(got[1:2], "other")

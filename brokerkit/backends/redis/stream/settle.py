@@ -135,7 +135,16 @@ class StreamSettling:
             self._keeper.drop(deliveries)
         try:
             retried: list[bool] = []
-            replies = self._run_settling(calls, flags_at=2, retried=retried)
+            try:
+                replies = self._run_settling(calls, flags_at=2, retried=retried)
+            except ReplicationTimeout:
+                if by_count:
+                    # The count calls' replies are lost with it, and the error says
+                    # the ack was applied on the master: their ids' calls follow, as
+                    # a retry (what a count call acked is pending for nobody).
+                    todo = [self._ack_by_ids(*by_count[i], "01") for i in by_count]
+                    self._run_settling(todo, flags_at=2)
+                raise
             again = [i for i in by_count if replies[i] != 1]
             for i in by_count:
                 replies[i] = []  # acked by its count: nothing stale
@@ -145,12 +154,7 @@ class StreamSettling:
                 # may have acked the batch before its reply was lost: the ids' call is
                 # then a retry too (an entry pending for nobody is not stale).
                 flag = "01" if retried[0] else "00"
-                todo: list[Call] = []
-                for i in again:
-                    key, group, consumer, ds = by_count[i]
-                    ids = [d.receipt.entry_id for d in ds]
-                    args = [group, consumer, flag, ids[0], ids[-1], *ids]
-                    todo.append((self._scripts.ack, [key], args))
+                todo = [self._ack_by_ids(*by_count[i], flag) for i in again]
                 for i, reply in zip(again, self._run_settling(todo, flags_at=2), strict=True):
                     replies[i] = reply
         except ReplicationTimeout:
@@ -161,6 +165,13 @@ class StreamSettling:
         stale = _stale(parts, replies)
         if stale:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+
+    def _ack_by_ids(
+        self, key: str, group: str, consumer: str, deliveries: list[Delivery], flag: str
+    ) -> Call:
+        """The ack script's call for ``deliveries`` by their ids, with ``flag``."""
+        ids = [d.receipt.entry_id for d in deliveries]
+        return (self._scripts.ack, [key], [group, consumer, flag, ids[0], ids[-1], *ids])
 
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         self._send_back(deliveries, "requeue" if requeue else None)
