@@ -17,7 +17,8 @@ is a Redis consumer group; a subscription is one consumer in it.
   came back, as it would have read a new entry.
 * Ack: one script per batch checks which entries are still pending for this
   consumer (one ``XPENDING`` over the batch's id range) and acks them with ``XACK``.
-  A late ack never settles another consumer's delivery.
+  One whole read batch, acked as read, is acked by its count instead (see
+  :data:`~.scripts.ACK`). A late ack never settles another consumer's delivery.
 * Nack: one script per delivery, all pipelined; requeue makes the entry
   claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
 * Leases: a background heartbeat resets the idle time of every held entry
@@ -368,13 +369,17 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 entries = got
         if not entries:
             return []
-        return first_deliveries(
+        deliveries = first_deliveries(
             subscription,
             state.key,
             entries,
             self.options.raw_content_type,
             self._body_field,
         )
+        # every entry after the group's position, in order: acked exactly as read,
+        # this batch may be acked by its count (see scripts.ACK)
+        state.last_read = deliveries
+        return deliveries
 
     def _decode(self, topic: str, flat: Any) -> Message:
         return decode_entry(topic, flat, self.options.raw_content_type, self._body_field)

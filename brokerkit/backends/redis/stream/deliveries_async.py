@@ -18,7 +18,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.backends.redis._envelope import (
     BODY_FIELD,
     HEADER_FIELD,
-    messages_from_headers,
+    header_lines,
 )
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
 
@@ -38,9 +38,15 @@ def first_deliveries(
     ``body_field`` names the payload's field (see :func:`.entries.decode_entry`)."""
     topic, group, consumer = subscription.topic, subscription.group, subscription.consumer
     fields = [flat for _, flat in entries]
+    entry_ids = map(bytes.decode, [raw_id for raw_id, _ in entries])
+    receipts = map(
+        tuple.__new__,
+        repeat(StreamReceipt),
+        zip(repeat(key), repeat(group), entry_ids, repeat(consumer)),
+    )
     # The usual batch: every entry is brokerkit's header + payload, every header the
-    # three lines of a message without headers, read at once (see
-    # messages_from_headers); any other batch is read entry by entry.
+    # three lines of a message without headers, read at once (see header_lines), and
+    # each message made with its delivery; any other batch is read entry by entry.
     headers = [
         flat[1]
         for flat in fields
@@ -49,17 +55,21 @@ def first_deliveries(
         and flat[0] == HEADER_FIELD
         and flat[2] == body_field
     ]
-    messages = None
     if len(headers) == len(fields):
-        messages = messages_from_headers(topic, headers, [flat[3] for flat in fields])
-    if messages is None:
-        messages = [decode_entry(topic, flat, raw_content_type, body_field) for flat in fields]
-    entry_ids = map(bytes.decode, [raw_id for raw_id, _ in entries])
-    receipts = map(
-        tuple.__new__,
-        repeat(StreamReceipt),
-        zip(repeat(key), repeat(group), entry_ids, repeat(consumer)),
-    )
+        lines = header_lines(headers)
+        if lines is not None:
+            ids, content_types, published, extra = lines
+            return AsyncDelivery._first_attempts_of(
+                topic,
+                ids,
+                [flat[3] for flat in fields],
+                content_types,
+                published,
+                extra,
+                subscription,
+                receipts,
+            )
+    messages = [decode_entry(topic, flat, raw_content_type, body_field) for flat in fields]
     return AsyncDelivery._first_attempts(messages, subscription, list(receipts))
 
 

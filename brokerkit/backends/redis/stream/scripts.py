@@ -301,11 +301,13 @@ return out
 """
 )
 
-# KEYS: stream.  ARGV: group, consumer, flags, low id, high id, ids...
-# flags: delete-acked ('1'/'0'), then retry ('1'/'0').
-# Returns the ids that were not pending for this consumer (stale). On a retry (the
-# previous attempt's reply was lost with the connection), an id pending for nobody
-# was acked by that attempt and is not stale.
+# KEYS: stream.  ARGV: group, consumer, flags, low id, high id, then the ids, or
+# (acked by count, below) how many there are.
+# flags: delete-acked, retry, count ('1'/'0' each; count may be left out).
+# Returns the ids that were not pending for this consumer (stale); by count, 1 when
+# acked, 0 when the batch was not proved held (nothing was done: the caller sends
+# the ids). On a retry (the previous attempt's reply was lost with the connection),
+# an id pending for nobody was acked by that attempt and is not stale.
 #
 # One XPENDING over [low, high], this consumer's entries only, finds what it holds;
 # the caller passes the first and last id of the batch, which bound it when the
@@ -313,11 +315,53 @@ return out
 # lists exactly the ids, in their order, every one is held and they are acked as
 # passed; otherwise an id the range does not list (outside it, cut at the limit, or
 # not held) is checked alone. The owned ids are then acked with one XACK.
+#
+# By count: the caller sends the first and last id and the size of one whole batch
+# of one XREADGROUP ... >, acked exactly as it was read (the deliveries that read
+# returned, in their order). Such a read hands out every entry after the group's
+# position, in order, and later entries get higher ids, so every live entry of the
+# stream from low to high is in the batch. When this consumer holds as many entries
+# as the batch has (XPENDING's summary, one line per consumer) and none below low or
+# above high (two XPENDING ... COUNT 1), what it holds is the batch: the consumer is
+# deleted with its pending entries (XGROUP DELCONSUMER, which acks exactly them) and
+# made again at once (XGROUP CREATECONSUMER; its idle time starts again, as after a
+# read). Otherwise (a member claimed an entry of the batch, this consumer holds
+# another one) nothing is done and the caller sends the ids. No ids cross the wire or
+# come into Lua, and no range is listed (measured on Redis 7.0, a batch of 100:
+# ~30 us of server time by count, ~90 us with the ids).
+# Whatever the proof concludes, DELCONSUMER acks only this consumer's own pending
+# entries: an entry another member claimed keeps its delivery. The proof only keeps
+# it from acking one this consumer holds outside the batch. One corner gets past it:
+# an entry deleted while this consumer held it (XDEL leaves it pending) lies inside
+# [low, high] once the group was moved back (XGROUP SETID) and read past it; if another
+# member also claimed an entry of the batch, the count matches. The deleted entry is
+# then acked with the batch (it is gone: nothing is lost, though its own delivery's
+# ack finds it stale), and the claimed entry is not reported stale (its new owner's
+# delivery is untouched).
 ACK = (
     _HELPERS
     + r"""
 local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local delete, retry = string.sub(ARGV[3], 1, 1) == '1', string.sub(ARGV[3], 2, 2) == '1'
+
+if string.sub(ARGV[3], 3, 3) == '1' then
+  -- by count: `consumer` holds ARGV[6] entries, none outside [low, high]
+  local summary = checked(redis.pcall('XPENDING', key, group), 'xpending')
+  local held = 0
+  for _, c in ipairs(summary and summary[4] or {}) do
+    if c[1] == consumer then held = tonumber(c[2]) end
+  end
+  if held ~= tonumber(ARGV[6]) then return 0 end
+  -- an error (such as an id at the very end of the id space) counts as held
+  for _, bounds in ipairs({{'-', '(' .. ARGV[4]}, {'(' .. ARGV[5], '+'}}) do
+    local r = redis.pcall('XPENDING', key, group, bounds[1], bounds[2], 1, consumer)
+    if type(r) ~= 'table' or r.err or #r > 0 then return 0 end
+  end
+  redis.call('XGROUP', 'DELCONSUMER', key, group, consumer)
+  redis.call('XGROUP', 'CREATECONSUMER', key, group, consumer)
+  return 1
+end
+
 local n = #ARGV
 local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], 2 * (n - 5) + 100,
                                   consumer), 'xpending') or {}
