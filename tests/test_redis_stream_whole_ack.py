@@ -18,7 +18,7 @@ import redis
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.redis.stream import RedisStreamBroker, settle, settle_async
-from brokerkit.backends.redis.stream.scripts import ACK
+from brokerkit.backends.redis.stream.scripts import ACK, COUNT_ACK_MEMBERS
 from tests.conftest import RedisTarget
 from tests.redis_stream_aio_support import run
 
@@ -90,6 +90,24 @@ def test_a_whole_batch_acked_as_read_is_acked_by_count(
     # the consumer is made again at once: still listed, holding nothing
     consumers = redis_client.xinfo_consumers(key, "g")
     assert [(c["name"], c["pending"]) for c in consumers] == [(subscription.consumer.encode(), 0)]
+
+
+def test_a_big_group_is_acked_by_ids_from_its_first_count_on(
+    make: Make, redis_client: redis.Redis, flags: list[str]
+) -> None:
+    """The count's proof walks the members holding something: past COUNT_ACK_MEMBERS
+    members the script declines (-1), the ids ack the batch, and the subscription
+    sends ids from then on."""
+    broker = make()
+    subscription = broker.subscribe("jobs", group="g", prefetch=3)
+    key = broker.stream_key("jobs")
+    for n in range(COUNT_ACK_MEMBERS):
+        redis_client.xgroup_createconsumer(key, "g", f"idle-{n}")
+    for round_ in range(2):
+        broker.publish_many("jobs", [f"{round_}a", f"{round_}b", f"{round_}c"])
+        broker.ack(*_batch(subscription, 3))
+    assert flags == [COUNT, IDS, IDS]
+    assert _pending(redis_client, key) == []
 
 
 def test_a_whole_batch_with_an_entry_claimed_by_another_member_is_stale_for_it(

@@ -33,16 +33,16 @@ def cleanup(redis_client: redis.Redis, unique: str) -> Iterator[None]:
 @pytest.mark.parametrize(
     ("scheme", "option"), [("redis+list", "queue_key"), ("redis+stream", "stream_key")]
 )
-@pytest.mark.parametrize("tagged", [False, True], ids=["plain", "hash-tagged"])
+@pytest.mark.parametrize("shape", ["{u}:q:*", "u:q:*", "u:q:{*}"])
 def test_a_key_template_lists_its_topics_and_only_those(
     scheme: str,
     option: str,
-    tagged: bool,
+    shape: str,
     unique: str,
     redis_target: RedisTarget,
     redis_client: redis.Redis,
 ) -> None:
-    template = ("{" + unique + "}:q:*") if tagged else (unique + ":q:*")
+    template = shape.replace("u", unique)
     url = redis_target.url(scheme, **{option: template, "max_deliveries": "1"})
     other = template.replace("*", "config")
     redis_client.hset(other, "a", "b")  # another program's key of another type
@@ -54,7 +54,7 @@ def test_a_key_template_lists_its_topics_and_only_those(
     with brokerkit.connect(url) as broker:
         broker.publish("orders", {"n": 1})
         broker.publish("orders", {"n": 2})
-        broker.publish("eu:orders", {"n": 3})
+        broker.publish("orders:eu", {"n": 3})
         broker.publish("audit", {"n": 4})
         with broker.subscribe("orders") as orders:
             first = orders.receive(timeout=5)
@@ -62,7 +62,7 @@ def test_a_key_template_lists_its_topics_and_only_those(
             first.nack(requeue=False)  # to orders.dlq
             held = orders.receive(timeout=5)  # held: the consumer's own keys exist
             assert held is not None
-            assert broker.topics() == ["audit", "eu:orders", "orders", "orders.dlq"]
+            assert broker.topics() == ["audit", "orders", "orders.dlq", "orders:eu"]
             held.ack()
 
 
@@ -97,6 +97,10 @@ def test_a_key_is_its_own_hash_tag_unless_it_holds_a_non_empty_one() -> None:
         ("q:*:v1", "q:orders:v2", "", None),
         ("{app}:q:*", "{app}:q:orders.dlq", "", "orders.dlq"),
         ("{app}:q:*", "{app}:q:orders:expiry", "expiry", "orders"),
+        ("q:{*}", "q:{orders}", "", "orders"),
+        ("q:{*}", "q:{orders}.dlq", "", "orders.dlq"),
+        ("q:{*}", "q:{orders}.dlq:expiry", "expiry", "orders.dlq"),
+        ("q:{*}", "q:{orders}x", "", None),
     ],
 )
 def test_a_key_template_reads_a_key_back_as_its_topic(

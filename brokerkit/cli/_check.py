@@ -47,8 +47,8 @@ class Outcome:
     :ivar test: the test's name, such as ``test_no_loss``.
     :ivar status: ``"pass"``, ``"skip"`` or ``"fail"``.
     :ivar reason: why it skipped or failed (the first line).
-    :ivar statement: the promise in words: the first line of the test's docstring
-        ("" if it has none).
+    :ivar statement: the promise in words: the first paragraph of the test's
+        docstring ("" if it has none).
     """
 
     promise: str
@@ -58,8 +58,8 @@ class Outcome:
     statement: str = ""
 
     def described(self) -> str:
-        """The promise as a reader wants it: the docstring's first line (else the test's
-        name in words), and the parameters that tell one case from another, as in
+        """The promise as a reader wants it: the docstring's first paragraph (else the
+        test's name in words), and the parameters that tell one case from another, as in
         ``Every body kind and size arrives intact, with its metadata. [json-dict]``."""
         name, bracket, params = self.test.partition("[")
         words = self.statement or promise_of(name)
@@ -128,7 +128,7 @@ _REPORTER = textwrap.dedent(
     def pytest_collection_finish(session):
         for item in session.items:
             doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip()
-            _PROMISES[item.nodeid] = doc.splitlines()[0].strip() if doc else ""
+            _PROMISES[item.nodeid] = " ".join(doc.split("\\n\\n")[0].split())
         _emit(event="collected", total=len(session.items))
 
 

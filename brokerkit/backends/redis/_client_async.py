@@ -138,52 +138,54 @@ async def scan_topics(
     prefix: str,
     template: str | None = None,
     key_type: str | None = None,
-    parts: tuple[str, ...] = (),
+    signs: tuple[str, ...] = (),
+    own_parts: tuple[str, ...] = (),
 ) -> list[str]:
     """The topics that have a key under ``prefix`` or, with a key ``template``
     (``queue_key``, ``stream_key``), whose key the template names and holds a
-    ``key_type``, or that have the key of one of ``parts`` (brokerkit's own keys that
+    ``key_type``, or that have the key of one of ``signs`` (brokerkit's own keys that
     exist while a topic holds something its key does not: ``expiry`` while deliveries
     are out of an emptied list). SCAN, so the server is not blocked; a topic created or
     removed during the scan may or may not be listed.
 
     A name that is not a valid topic (a key another program wrote) is left out. Under
-    a template that holds a hash tag, a topic's own keys (``{app}:q:orders:deadlines``)
-    look like topics' keys: a key that extends another topic's key with ``:`` is taken
-    for that topic's.
+    a template that holds a hash tag, brokerkit's own keys of a topic look like topics'
+    keys (``{app}:q:orders:processing:c1``): a name with a segment that is one of
+    ``own_parts`` after a ``:`` is taken for one of them (so a topic named like that,
+    ``orders:processing:x``, is not listed there).
     """
-    found: dict[str, str] = {}
+    found: set[str] = set()
     with translate_errors(url):
         if template is None:
             space = Keyspace(prefix)
             async for key in client.scan_iter(match=space.scan_pattern(), count=1000):
-                _add(found, space.topic_of(_str(key)), _str(key))
+                _add(found, space.topic_of(_str(key)))
             return sorted(found)
         named = KeyTemplate(template)
         for pattern in named.scan_patterns():
             async for key in client.scan_iter(match=pattern, count=1000, _type=key_type):
-                _add(found, named.topic_of(_str(key)), _str(key))
-        keys = set(found.values())
-        topics = {
-            name
-            for name, key in found.items()
-            if not any(key.startswith(other + ":") for other in keys if other != key)
-        }
-        for part in parts:
+                name = named.topic_of(_str(key))
+                if not (named.tagged and name and _names_a_part(name, own_parts)):
+                    _add(found, name)
+        for part in signs:
             async for key in client.scan_iter(match=named.part_pattern(part), count=1000):
-                name = named.topic_of(_str(key), part)
-                if name is not None and _is_topic(name):
-                    topics.add(name)
-    return sorted(topics)
+                _add(found, named.topic_of(_str(key), part))
+    return sorted(found)
+
+
+def _names_a_part(name: str, parts: tuple[str, ...]) -> bool:
+    """Whether ``name`` has a ``:<part>`` segment (``orders:processing:c1``)."""
+    segments = name.split(":")
+    return any(segment in parts for segment in segments[1:])
 
 
 def _str(key: bytes | str) -> str:
     return key.decode(errors="replace") if isinstance(key, bytes) else key
 
 
-def _add(found: dict[str, str], name: str | None, key: str) -> None:
+def _add(found: set[str], name: str | None) -> None:
     if name is not None and _is_topic(name):
-        found[name] = key
+        found.add(name)
 
 
 def _is_topic(name: str) -> bool:

@@ -68,21 +68,26 @@ class KeyTemplate:
 
     template: str
 
+    @property
+    def tagged(self) -> bool:
+        """Whether the template holds a hash tag (its keys are their own tags if not)."""
+        return _has_hash_tag(self.template)
+
     def scan_patterns(self) -> list[str]:
         """SCAN MATCH patterns for the keys of every topic and dead-letter topic."""
-        head, _, tail = self.template.partition("*")
-        keys = f"{_glob_escape(head)}*{_glob_escape(tail)}"
-        if _has_hash_tag(self.template):
-            return [keys]  # a dead-letter topic's key is the topic's key + .dlq
-        return [keys, "\\{" + keys + "\\}" + DEAD_LETTER_SUFFIX + "*"]
+        keys = self._glob()
+        if not self.tagged:
+            return [keys, "\\{" + keys + "\\}" + DEAD_LETTER_SUFFIX + "*"]
+        if self.template.endswith("*"):
+            return [keys]  # a dead-letter topic's key (the topic's + .dlq) matches too
+        return [keys, keys + DEAD_LETTER_SUFFIX + "*"]
 
     def part_pattern(self, part: str) -> str:
         """A SCAN MATCH pattern for the key of ``part`` (brokerkit's own key, such as
         ``expiry``) of every topic and dead-letter topic: ``{queue:orders}:expiry``."""
-        head, _, tail = self.template.partition("*")
-        keys = f"{_glob_escape(head)}*{_glob_escape(tail)}"
-        if _has_hash_tag(self.template):
-            return f"{keys}:{_glob_escape(part)}"
+        keys = self._glob()
+        if self.tagged:
+            return f"{keys}*:{_glob_escape(part)}"
         return "\\{" + keys + "\\}*:" + _glob_escape(part)
 
     def topic_of(self, key: str, part: str = "") -> str | None:
@@ -92,19 +97,25 @@ class KeyTemplate:
             if not key.endswith(":" + part):
                 return None
             key = key[: -len(part) - 1]
-        suffix = ""
-        if key.startswith("{") and not _has_hash_tag(self.template):
+        if self.tagged:
+            base, suffix = split_dead_letter(key)
+        elif key.startswith("{"):
             close = key.find("}")
-            suffix = key[close + 1 :]
+            base, suffix = key[1:close], key[close + 1 :]
             if close < 0 or suffix.replace(DEAD_LETTER_SUFFIX, "") or not (suffix or part):
                 return None
-            key = key[1:close]
+        else:
+            base, suffix = key, ""
         head, _, tail = self.template.partition("*")
-        if len(key) <= len(head) + len(tail) or not key.startswith(head):
+        if len(base) <= len(head) + len(tail) or not base.startswith(head):
             return None
-        if not key.endswith(tail):
+        if not base.endswith(tail):
             return None
-        return key[len(head) : len(key) - len(tail)] + suffix
+        return base[len(head) : len(base) - len(tail)] + suffix
+
+    def _glob(self) -> str:
+        head, _, tail = self.template.partition("*")
+        return f"{_glob_escape(head)}*{_glob_escape(tail)}"
 
 
 def _glob_escape(text: str) -> str:

@@ -42,7 +42,7 @@ from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts
 from brokerkit.backends.redis.list.calls import ListCalls, wait_then_lease
-from brokerkit.backends.redis.list.keys import ListKeys, list_keys
+from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of, new_nonce
 from brokerkit.backends.redis.list.replies import stale_receipts, topic_info, unwrap
@@ -528,7 +528,8 @@ class RedisListBroker(Broker):
             self.options.prefix,
             self.options.queue_key,
             "list",
-            ("expiry", "scheduled"),  # deliveries out of an emptied queue, held messages
+            signs=("expiry", "scheduled"),  # deliveries out of an emptied queue; held ones
+            own_parts=OWN_PARTS,
         )
 
     def _purge(self, topic: str) -> int:

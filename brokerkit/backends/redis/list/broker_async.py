@@ -40,7 +40,7 @@ from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls, wait_then_lease
-from brokerkit.backends.redis.list.keys import ListKeys, list_keys
+from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of, new_nonce
 from brokerkit.backends.redis.list.replies import stale_receipts, topic_info, unwrap
@@ -536,7 +536,8 @@ class AsyncRedisListBroker(AsyncBroker):
             self.options.prefix,
             self.options.queue_key,
             "list",
-            ("expiry", "scheduled"),  # deliveries out of an emptied queue, held messages
+            signs=("expiry", "scheduled"),  # deliveries out of an emptied queue; held ones
+            own_parts=OWN_PARTS,
         )
 
     async def _purge(self, topic: str) -> int:

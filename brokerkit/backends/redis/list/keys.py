@@ -13,7 +13,7 @@ from brokerkit.backends.redis._keys import (
 )
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["ListKeys", "check_queue_key", "list_keys"]
+__all__ = ["OWN_PARTS", "ListKeys", "check_queue_key", "list_keys"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,10 @@ def list_keys(prefix: str, topic: str, queue_key: str | None = None) -> ListKeys
     queue = base if not dlq else tagged + dlq
     own = tagged + dlq
     return _layout(queue, lambda part: f"{own}:{part}", tagged + dlq + DEAD_LETTER_SUFFIX)
+
+
+#: The parts of a topic's keys besides its queue (``{queue:orders}:<part>``).
+OWN_PARTS = ("deadlines", "consumers", "processing", "leases", "expiry", "attempts", "scheduled")
 
 
 def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKeys:

@@ -376,9 +376,10 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
             self.options.raw_content_type,
             self._body_field,
         )
-        # every entry after the group's position, in order: acked exactly as read,
-        # this batch may be acked by its count (see scripts.ACK)
-        state.last_read = deliveries
+        if state.count_acks:
+            # every entry after the group's position, in order: acked exactly as
+            # read, this batch may be acked by its count (see scripts.ACK)
+            state.last_read = tuple(d.receipt.entry_id for d in deliveries)
         return deliveries
 
     def _decode(self, topic: str, flat: Any) -> Message:
@@ -440,7 +441,13 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
 
     def _list_topics(self) -> list[str]:
         return scan_topics(
-            self._client, self.url, self.options.prefix, self.options.stream_key, "stream"
+            self._client,
+            self.url,
+            self.options.prefix,
+            self.options.stream_key,
+            "stream",
+            signs=("scheduled",),  # delayed messages of a stream not made yet
+            own_parts=("vt", "lost", "scheduled", "wake"),
         )
 
     def _purge(self, topic: str) -> int:

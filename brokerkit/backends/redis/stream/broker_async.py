@@ -376,9 +376,10 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             self.options.raw_content_type,
             self._body_field,
         )
-        # every entry after the group's position, in order: acked exactly as read,
-        # this batch may be acked by its count (see scripts.ACK)
-        state.last_read = deliveries
+        if state.count_acks:
+            # every entry after the group's position, in order: acked exactly as
+            # read, this batch may be acked by its count (see scripts.ACK)
+            state.last_read = tuple(d.receipt.entry_id for d in deliveries)
         return deliveries
 
     def _decode(self, topic: str, flat: Any) -> Message:
@@ -442,7 +443,13 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
 
     async def _list_topics(self) -> list[str]:
         return await scan_topics(
-            self._client, self.url, self.options.prefix, self.options.stream_key, "stream"
+            self._client,
+            self.url,
+            self.options.prefix,
+            self.options.stream_key,
+            "stream",
+            signs=("scheduled",),  # delayed messages of a stream not made yet
+            own_parts=("vt", "lost", "scheduled", "wake"),
         )
 
     async def _purge(self, topic: str) -> int:

@@ -112,7 +112,9 @@ class StreamSettling:
             if (
                 WHOLE_BATCH <= len(ds) <= ACK_CHUNK
                 and flag == "00"  # XDEL needs the ids
-                and ds == state.last_read  # the same deliveries, in the same order
+                and state.last_read is not None
+                # the same entries, in the same order
+                and state.last_read == tuple(d.receipt.entry_id for d in ds)
             ):
                 # One XREADGROUP > read's whole batch, acked as read: sent by its
                 # count and bounds, without its ids (see scripts.ACK).
@@ -146,6 +148,9 @@ class StreamSettling:
                     await self._run_settling(todo, flags_at=2)
                 raise
             again = [i for i in by_count if replies[i] != 1]
+            for i in again:
+                if replies[i] == -1:  # a big group: the count's proof costs more
+                    parts[i][0].subscription.state.count_acks = False
             for i in by_count:
                 replies[i] = []  # acked by its count: nothing stale
             if again:
