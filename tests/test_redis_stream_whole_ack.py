@@ -2,7 +2,7 @@
 redis-server: the deliveries of one ``XREADGROUP ... >``, acked exactly as read, are
 acked with ``XGROUP DELCONSUMER`` + ``CREATECONSUMER`` instead of an ``XACK`` of their
 ids, only while the server proves this consumer holds exactly the batch (see
-``scripts.ACK``). A late ack never takes another member's claim, and never acks an
+``ack_script.ACK``). A late ack never takes another member's claim, and never acks an
 entry this consumer holds outside the batch, whatever claimed, read or was handed
 back between the read and the ack."""
 
@@ -18,13 +18,13 @@ import redis
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.redis.stream import RedisStreamBroker, settle, settle_async
-from brokerkit.backends.redis.stream.scripts import ACK, COUNT_ACK_MEMBERS
+from brokerkit.backends.redis.stream.ack_script import ACK, COUNT_ACK_MEMBERS
 from tests.conftest import RedisTarget
 from tests.redis_stream_aio_support import run
 
 Make = Callable[..., RedisStreamBroker]
 
-#: The ack script's flags: by ids, by count (see scripts.ACK).
+#: The ack script's flags: by ids, by count (see ack_script.ACK).
 IDS, COUNT = "00", "001"
 
 
@@ -313,7 +313,7 @@ def test_asyncio_a_whole_batch_late_ack_is_stale_for_the_claimed_entry(
 def test_a_held_deleted_entry_inside_a_rewound_batch_is_acked_with_it(
     make: Make, redis_client: redis.Redis, flags: list[str]
 ) -> None:
-    """The one case the proof lets through (see scripts.ACK): this consumer holds an
+    """The one case the proof lets through (see ack_script.ACK): this consumer holds an
     entry that was deleted, and its group is moved back; the next read hands out the
     entries around the deleted one, and another member claims one of them. The count
     and the bounds match, so the batch is acked by count: the other member's entry

@@ -18,7 +18,7 @@ is a Redis consumer group; a subscription is one consumer in it.
 * Ack: one script per batch checks which entries are still pending for this
   consumer (one ``XPENDING`` over the batch's id range) and acks them with ``XACK``.
   One whole read batch, acked as read, is acked by its count instead (see
-  :data:`~.scripts.ACK`). A late ack never settles another consumer's delivery.
+  :data:`~.ack_script.ACK`). A late ack never settles another consumer's delivery.
 * Nack: one script per delivery, all pipelined; requeue makes the entry
   claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
 * Leases: a background heartbeat resets the idle time of every held entry
@@ -378,7 +378,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         )
         if state.count_acks:
             # every entry after the group's position, in order: acked exactly as
-            # read, this batch may be acked by its count (see scripts.ACK)
+            # read, this batch may be acked by its count (see ack_script.ACK)
             state.last_read = tuple(d.receipt.entry_id for d in deliveries)
         return deliveries
 

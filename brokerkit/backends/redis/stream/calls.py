@@ -12,7 +12,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua import Lua
-from brokerkit.backends.redis.stream import group_scripts, scheduling, scripts
+from brokerkit.backends.redis.stream import ack_script, group_scripts, scheduling, scripts
 
 __all__ = ["Call", "StreamScripts", "run_scripts"]
 
@@ -28,7 +28,7 @@ class StreamScripts:
         self.publish: Lua = Lua(client, scripts.PUBLISH)
         self.fetch: Lua = Lua(client, scripts.FETCH)
         self.reap: Lua = Lua(client, scripts.REAP)
-        self.ack: Lua = Lua(client, scripts.ACK)
+        self.ack: Lua = Lua(client, ack_script.ACK)
         self.nack: Lua = Lua(client, scripts.NACK)
         self.renew: Lua = Lua(client, scripts.RENEW)
         self.purge: Lua = Lua(client, group_scripts.PURGE)

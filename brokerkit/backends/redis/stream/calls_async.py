@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua_async import AsyncLua
-from brokerkit.backends.redis.stream import group_scripts, scheduling, scripts
+from brokerkit.backends.redis.stream import ack_script, group_scripts, scheduling, scripts
 
 __all__ = ["Call", "StreamScripts", "run_scripts"]
 
@@ -26,7 +26,7 @@ class StreamScripts:
         self.publish: AsyncLua = AsyncLua(client, scripts.PUBLISH)
         self.fetch: AsyncLua = AsyncLua(client, scripts.FETCH)
         self.reap: AsyncLua = AsyncLua(client, scripts.REAP)
-        self.ack: AsyncLua = AsyncLua(client, scripts.ACK)
+        self.ack: AsyncLua = AsyncLua(client, ack_script.ACK)
         self.nack: AsyncLua = AsyncLua(client, scripts.NACK)
         self.renew: AsyncLua = AsyncLua(client, scripts.RENEW)
         self.purge: AsyncLua = AsyncLua(client, group_scripts.PURGE)

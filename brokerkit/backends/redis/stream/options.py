@@ -121,7 +121,7 @@ class StreamState:
     #: Ids of wake entries read and not yet acked (the next claim acks them).
     woken: list[str] = dataclasses.field(default_factory=list)
     #: The entry ids of the last ``XREADGROUP ... >`` read's batch, in its order: an
-    #: ack of exactly these may be sent by its count (see :data:`.scripts.ACK`). Each
+    #: ack of exactly these may be sent by its count (see :data:`.ack_script.ACK`). Each
     #: read replaces it; the ack that takes it clears it. Read
     #: and written without a lock: a race only makes an ack's comparison fail, which
     #: takes the ids' path.

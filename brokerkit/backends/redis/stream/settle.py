@@ -6,7 +6,7 @@ An ack must never remove another consumer's delivery of the entry: once a lease
 ran out and another member claimed the entry, the late ack is stale. The ack
 script checks that on the server, where no delay can make the answer out of date
 (``XPENDING`` of this consumer per batch, then ``XACK`` of what it still holds; one
-whole read batch is acked by its count, see ``scripts.ACK``).
+whole read batch is acked by its count, see ``ack_script.ACK``).
 A plain ``XACK`` decided on by the client while its lease looks long enough was
 tried and dropped: a settlement held up behind a reconnect, a retry inside
 redis-py, or a failover to a replica that had not seen the delivery can all bring
@@ -51,7 +51,7 @@ ACK_CHUNK = 500
 RENEW_CHUNK = 200
 
 #: The fewest deliveries acked by their count as one whole read batch (see
-#: :data:`.scripts.ACK`): its proof of ownership (three short XPENDINGs) costs the
+#: :data:`.ack_script.ACK`): its proof of ownership (three short XPENDINGs) costs the
 #: server about what listing ten entries of a range does (measured on Redis 7.0:
 #: ~0.4 us an entry), and a proof that fails costs a second call, so smaller acks
 #: send their ids.
@@ -117,7 +117,7 @@ class StreamSettling:
                 and state.last_read == tuple(d.receipt.entry_id for d in ds)
             ):
                 # One XREADGROUP > read's whole batch, acked as read: sent by its
-                # count and bounds, without its ids (see scripts.ACK).
+                # count and bounds, without its ids (see ack_script.ACK).
                 state.last_read = None
                 by_count[len(calls)] = (key, group, consumer, ds)
                 low, high = ds[0].receipt.entry_id, ds[-1].receipt.entry_id
