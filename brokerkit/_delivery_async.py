@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from brokerkit._message import Message
@@ -65,54 +64,6 @@ class AsyncDelivery:
         deliveries: list[AsyncDelivery] = []
         append = deliveries.append
         for message, receipt in zip(messages, receipts, strict=True):
-            delivery = new(cls)
-            delivery.message = message
-            delivery.subscription = subscription
-            delivery.attempt = 1
-            delivery.receipt = receipt
-            delivery._settled = False
-            delivery._body = _UNDECODED
-            delivery._scope = None
-            append(delivery)
-        return deliveries
-
-    @classmethod
-    def _first_attempts_of(
-        cls,
-        topic: str,
-        ids: Sequence[str],
-        payloads: Sequence[bytes],
-        content_types: Sequence[str],
-        published: Sequence[float],
-        headers: Sequence[dict[str, str]] | None,
-        subscription: AsyncSubscription,
-        receipts: Iterable[Any],
-    ) -> list[AsyncDelivery]:
-        """First deliveries of new messages, made in one pass: each exactly as
-        ``cls(Message(id, topic, payload, content_type, headers, published_at),
-        subscription=subscription, attempt=1, receipt=receipt)`` makes it (``headers``
-        None: a dict of its own each, empty). A fetch brings a batch, and making both
-        objects of each message in one loop costs less than a loop each (see
-        :meth:`Message._many` and :meth:`_first_attempts`; tests compare every slot)."""
-        new = object.__new__
-        deliveries: list[AsyncDelivery] = []
-        append = deliveries.append
-        for message_id, payload, content_type, published_at, extra, receipt in zip(
-            ids,
-            payloads,
-            content_types,
-            published,
-            repeat(None, len(ids)) if headers is None else headers,
-            receipts,
-            strict=True,
-        ):
-            message = new(Message)
-            message.id = message_id
-            message.topic = topic
-            message.payload = payload
-            message.content_type = content_type
-            message.headers = {} if extra is None else extra
-            message.published_at = published_at
             delivery = new(cls)
             delivery.message = message
             delivery.subscription = subscription

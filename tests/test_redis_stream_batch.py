@@ -184,39 +184,6 @@ def test_first_attempts_are_what_init_makes(cls: Any) -> None:
         assert made[0].body == b"1" and not made[0].settled  # the lazy body still works
 
 
-@pytest.mark.parametrize("cls", [Delivery, AsyncDelivery])
-@pytest.mark.parametrize("headers", [None, [{"a": "1"}, {}]])
-def test_first_attempts_of_new_messages_are_what_init_makes(
-    cls: Any, headers: list[dict[str, str]] | None
-) -> None:
-    with brokerkit.connect("memory://") as broker, broker.subscribe("orders") as subscription:
-        made = cls._first_attempts_of(
-            "orders",
-            ["a", "b"],
-            [b"1", b"2"],
-            ["x/y", "a/b"],
-            [1.0, 2.5],
-            headers,
-            subscription,
-            iter(["r1", "r2"]),
-        )
-        expected = [
-            cls(
-                Message(i, "orders", p, ct, {} if headers is None else headers[n], ts),
-                subscription=subscription,
-                attempt=1,
-                receipt=r,
-            )
-            for n, (i, p, ct, ts, r) in enumerate(
-                [("a", b"1", "x/y", 1.0, "r1"), ("b", b"2", "a/b", 2.5, "r2")]
-            )
-        ]
-        assert [_slots(d) for d in made] == [_slots(d) for d in expected]
-        assert [_slots(d.message) for d in made] == [_slots(d.message) for d in expected]
-        assert made[0].message.headers is not made[1].message.headers
-        assert made[0].body == b"1" and not made[0].settled
-
-
 @given(st.lists(st.tuples(_headers, st.booleans()), max_size=5))
 def test_first_deliveries_read_as_each_entry_alone(entries: list[tuple[bytes, bool]]) -> None:
     reply: list[Any] = [

@@ -20,7 +20,7 @@ from brokerkit._subscription import Subscription
 from brokerkit.backends.redis._envelope import (
     BODY_FIELD,
     HEADER_FIELD,
-    header_lines,
+    messages_from_headers,
 )
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
 
@@ -47,8 +47,8 @@ def first_deliveries(
         zip(repeat(key), repeat(group), entry_ids, repeat(consumer)),
     )
     # The usual batch: every entry is brokerkit's header + payload, every header the
-    # three lines of a message without headers, read at once (see header_lines), and
-    # each message made with its delivery; any other batch is read entry by entry.
+    # three lines of a message without headers, read at once (see header_lines);
+    # any other batch is read entry by entry.
     headers = [
         flat[1]
         for flat in fields
@@ -58,19 +58,9 @@ def first_deliveries(
         and flat[2] == body_field
     ]
     if len(headers) == len(fields):
-        lines = header_lines(headers)
-        if lines is not None:
-            ids, content_types, published, extra = lines
-            return Delivery._first_attempts_of(
-                topic,
-                ids,
-                [flat[3] for flat in fields],
-                content_types,
-                published,
-                extra,
-                subscription,
-                receipts,
-            )
+        batch = messages_from_headers(topic, headers, [flat[3] for flat in fields])
+        if batch is not None:
+            return Delivery._first_attempts(batch, subscription, list(receipts))
     messages = [decode_entry(topic, flat, raw_content_type, body_field) for flat in fields]
     return Delivery._first_attempts(messages, subscription, list(receipts))
 
