@@ -40,15 +40,24 @@ def _old_lease(
     client.zadd(keys.deadlines, {group: deadline})
 
 
-def test_a_lease_records_the_bare_element_and_the_time_in_expiry(
-    connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
-) -> None:
+def _holding_a_lookalike(
+    connect: Callable[..., Any], client: redis.Redis, prefix: str
+) -> tuple[str, Any, Any, Any]:
+    """A broker (lease 30 s) holding the one :data:`LOOKALIKE` pushed on its queue:
+    (the queue, the broker, the subscription, the delivery)."""
     queue = f"{prefix}-queue:orders"
-    redis_client.lpush(queue, LOOKALIKE)
+    client.lpush(queue, LOOKALIKE)
     broker = connect(visibility_timeout=30)
     subscription = broker.subscribe("orders")
     delivery = subscription.receive(timeout=5)
     assert delivery is not None and delivery.payload == LOOKALIKE
+    return queue, broker, subscription, delivery
+
+
+def test_a_lease_records_the_bare_element_and_the_time_in_expiry(
+    connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
+) -> None:
+    queue, broker, subscription, delivery = _holding_a_lookalike(connect, redis_client, prefix)
     keys = broker._topic("orders").keys
     field, _, consumer = delivery.receipt.partition(":")
     assert consumer == subscription.consumer
@@ -72,12 +81,7 @@ def test_a_lease_records_the_bare_element_and_the_time_in_expiry(
 def test_a_dead_consumer_hands_back_both_kinds_of_lease_intact_oldest_next(
     connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
 ) -> None:
-    queue = f"{prefix}-queue:orders"
-    redis_client.lpush(queue, LOOKALIKE)
-    broker = connect(visibility_timeout=30)
-    subscription = broker.subscribe("orders")
-    delivery = subscription.receive(timeout=5)
-    assert delivery is not None
+    queue, broker, subscription, _ = _holding_a_lookalike(connect, redis_client, prefix)
     keys = broker._topic("orders").keys
     _old_lease(
         redis_client,
@@ -135,11 +139,7 @@ def test_a_record_whose_expiry_value_vanished_goes_back_on_the_late_ack(
 ) -> None:
     # An earlier version's rescue deletes the expiry value of a due lease but does not
     # find its record (it looks under the whole receipt): the late ack hands it back.
-    queue = f"{prefix}-queue:orders"
-    redis_client.lpush(queue, LOOKALIKE)
-    broker = connect(visibility_timeout=30)
-    delivery = broker.subscribe("orders").receive(timeout=5)
-    assert delivery is not None
+    queue, broker, _, delivery = _holding_a_lookalike(connect, redis_client, prefix)
     keys = broker._topic("orders").keys
     redis_client.hdel(keys.expiry, delivery.receipt)
     with pytest.raises(StaleDelivery):
