@@ -2,38 +2,33 @@
 
 from __future__ import annotations
 
-import abc
-import contextlib
 import datetime
 import os
 import socket
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
+from brokerkit._backend_async import AsyncBackend
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
-from brokerkit._message import Message, new_message_ids
+from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
+from brokerkit._publishing import build_messages, check_bodies
 from brokerkit._schedule import check_nack_delay, check_reason, publish_delay
-from brokerkit._serializers import BINARY, encode_body
+from brokerkit._settling_async import settle, settleable
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_consumer, check_headers, check_pattern, check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import (
-    AlreadySettled,
     BrokerClosed,
-    DeliveryError,
-    InvalidMessage,
     InvalidOption,
-    ReplicationTimeout,
     StaleDelivery,
-    Unsupported,
 )
 
 __all__ = ["DEFAULT_GROUP", "AsyncBroker"]
@@ -44,7 +39,7 @@ DEFAULT_GROUP = "default"
 _B = TypeVar("_B", bound="AsyncBroker")
 
 
-class AsyncBroker(abc.ABC):
+class AsyncBroker(AsyncBackend):
     """A connection to a message broker, through one backend.
 
     Get one with :func:`brokerkit.connect`. Publish with :meth:`publish`, read with
@@ -56,8 +51,9 @@ class AsyncBroker(abc.ABC):
     (optionally) :attr:`Options`, and implement the primitives: :meth:`_publish`,
     :meth:`_subscribe`, :meth:`_fetch`, :meth:`_unsubscribe`, :meth:`_ack`,
     :meth:`_nack`, :meth:`_extend`, :meth:`_inspect`, :meth:`_purge` and
-    :meth:`_close`. Everything public is concrete code in this class: validation,
-    encoding, settlement bookkeeping and the consume loop.
+    :meth:`_close` (declared, with the defaults of the optional ones, in
+    :class:`AsyncBackend`, this class's base). Everything public is concrete code built
+    here on them: validation, encoding, settlement bookkeeping and the consume loop.
 
     A backend that declares :attr:`Capability.DELAY` also implements
     :meth:`_publish_delayed` and :meth:`_nack_with` (delayed retries, and the reason a
@@ -66,19 +62,6 @@ class AsyncBroker(abc.ABC):
     it a delay, and refuses one with :class:`Unsupported`. Any backend that writes
     dead letters may implement :meth:`_nack_with` to record the caller's reason.
     """
-
-    #: The URL schemes this backend serves, such as ``("redis+list", "rediss+list")``.
-    schemes: ClassVar[tuple[str, ...]] = ()
-    #: The promises this backend keeps; the contract suite checks each one.
-    capabilities: ClassVar[Capability] = Capability.NONE
-    #: The options this backend accepts.
-    Options: ClassVar[type[BrokerOptions]] = BrokerOptions
-    #: Query-string keys that belong to the backend's driver (redis-py's
-    #: ``socket_timeout``...): left in the URL for the backend, not read as options.
-    driver_query_keys: ClassVar[frozenset[str]] = frozenset()
-    #: The largest payload, in bytes, the backend can store in one message (None: no
-    #: limit of its own). A larger body is refused before anything is sent.
-    max_payload_bytes: ClassVar[int | None] = None
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         self.url = url
@@ -95,11 +78,6 @@ class AsyncBroker(abc.ABC):
             parsed.query, options, backend=cls.describe(), ignore=cls.driver_query_keys
         )
         return cls(parsed, built)
-
-    @classmethod
-    def describe(cls) -> str:
-        """A short name for messages: the first scheme, or the class name."""
-        return cls.schemes[0] if cls.schemes else cls.__name__
 
     # -- publishing ---------------------------------------------------------------
 
@@ -161,17 +139,13 @@ class AsyncBroker(abc.ABC):
         held = publish_delay(delay, at, time.time())
         if at is not None or held > 0:
             self.require(Capability.DELAY, "hold a message until a due time (delay=, at=)")
-        if isinstance(bodies, (str, bytes, bytearray, memoryview, Mapping)):
-            raise InvalidMessage(
-                f"publish_many takes an iterable of bodies, not one {type(bodies).__name__} "
-                "body; use publish() for one message, or wrap it in a list"
-            )
+        check_bodies(bodies)
         checked_headers = check_headers(headers)
         if RELAY.publish:
             return await self._publish_observed(
                 topic, list(bodies), checked_headers, content_type, held
             )
-        messages = self._build(topic, bodies, checked_headers, content_type)
+        messages = build_messages(self, topic, bodies, checked_headers, content_type)
         await self._store_or_hold(topic, messages, held)
         return [m.id for m in messages]
 
@@ -188,7 +162,7 @@ class AsyncBroker(abc.ABC):
         scope = RELAY.publish_start(self, topic, headers, len(bodies))
         messages: list[Message] = []
         try:
-            messages = self._build(topic, bodies, check_headers(headers), content_type)
+            messages = build_messages(self, topic, bodies, check_headers(headers), content_type)
             await self._store_or_hold(topic, messages, held)
         except BaseException as exc:
             if scope is not None:
@@ -197,32 +171,6 @@ class AsyncBroker(abc.ABC):
         if scope is not None:
             RELAY.publish_end(self, topic, messages, None, scope)
         return [m.id for m in messages]
-
-    def _build(
-        self,
-        topic: str,
-        bodies: Iterable[Any],
-        checked_headers: dict[str, str],
-        content_type: str | None,
-    ) -> list[Message]:
-        serializer = self.options.serializer
-        now = time.time()
-        limit = self.max_payload_bytes
-        items = bodies if isinstance(bodies, (list, tuple)) else list(bodies)
-        messages = []
-        for message_id, body in zip(new_message_ids(len(items)), items, strict=True):
-            if type(body) is bytes and content_type is None:
-                payload, ctype = body, BINARY  # what encode_body gives, without the call
-            else:
-                payload, ctype = encode_body(body, serializer, content_type)
-            if limit is not None and len(payload) > limit:
-                raise InvalidMessage(
-                    f"a body of {len(payload):,} bytes is larger than {self.describe()} can "
-                    f"store in one message ({limit:,} bytes); nothing was published. Store "
-                    "large payloads elsewhere and publish a reference to them"
-                )
-            messages.append(Message(message_id, topic, payload, ctype, checked_headers, now))
-        return messages
 
     async def _store_or_hold(self, topic: str, messages: list[Message], held: float) -> None:
         """Store ``messages`` now, or held for ``held`` seconds."""
@@ -351,9 +299,9 @@ class AsyncBroker(abc.ABC):
         :raises AlreadySettled: one was settled before; none was changed.
         :raises StaleDelivery: a lease had expired; the rest were acked.
         """
-        checked = self._settleable(deliveries)
+        checked = settleable(self, deliveries)
         if Capability.ACK in self.capabilities:
-            await self._settle(checked, None, self._ack, checked)
+            await settle(self, checked, None, self._ack, checked)
         else:
             self._mark(checked)
             if RELAY.settle:
@@ -387,20 +335,20 @@ class AsyncBroker(abc.ABC):
             nothing was settled.
         :raises Unsupported: a delay on a backend without DELAY; nothing was settled.
         """
-        seconds = check_nack_delay(delay, requeue)
+        held = check_nack_delay(delay, requeue)
         text = check_reason(reason)
-        if seconds is not None:
+        if held is not None:
             self.require(Capability.DELAY, "delay a redelivery (nack(delay=...))")
-        checked = self._settleable(deliveries)
+        checked = settleable(self, deliveries)
         if Capability.ACK not in self.capabilities:
             self._mark(checked)
             if RELAY.settle:
                 RELAY.settled(self, checked, requeue, reason=text)
-        elif seconds is None and text is None:
-            await self._settle(checked, requeue, self._nack, checked, requeue)
+        elif held is None and text is None:
+            await settle(self, checked, requeue, self._nack, checked, requeue)
         else:
-            await self._settle(
-                checked, requeue, self._nack_with, checked, requeue, seconds, text, reason=text
+            await settle(
+                self, checked, requeue, self._nack_with, checked, requeue, held, text, reason=text
             )
 
     async def extend(self, *deliveries: AsyncDelivery, seconds: float | None = None) -> None:
@@ -410,7 +358,7 @@ class AsyncBroker(abc.ABC):
         :raises StaleDelivery: a lease had already expired.
         """
         self.require(Capability.ACK, "extend a lease")
-        checked = self._settleable(deliveries)
+        checked = settleable(self, deliveries)
         duration = self.options.visibility_timeout if seconds is None else seconds
         if not duration > 0:
             raise InvalidOption(
@@ -451,12 +399,6 @@ class AsyncBroker(abc.ABC):
         """The topic where ``topic``'s dead letters go; consume it like any other."""
         return f"{check_topic(topic)}.dlq"
 
-    @classmethod
-    def require(cls, capability: Capability, what: str) -> None:
-        """Raise :class:`Unsupported` unless this backend has ``capability``."""
-        if capability not in cls.capabilities:
-            raise Unsupported(cls.describe(), capability, what)
-
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
@@ -495,106 +437,6 @@ class AsyncBroker(abc.ABC):
         state = " closed" if self._closed else ""
         return f"<{type(self).__name__} {self.url}{state}>"
 
-    # -- primitives a backend implements ------------------------------------------
-
-    @abc.abstractmethod
-    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
-        """Store (or send) ``messages`` to ``topic``, in order, all or none where possible."""
-
-    @abc.abstractmethod
-    async def _subscribe(self, subscription: AsyncSubscription) -> None:
-        """Prepare to read: join the group, subscribe the channel. Keep per-subscription
-        state in ``subscription.state``. Backends without PERSISTENT must be listening
-        when this returns."""
-
-    @abc.abstractmethod
-    async def _fetch(
-        self, subscription: AsyncSubscription, max_messages: int, timeout: float
-    ) -> list[AsyncDelivery]:
-        """Up to ``max_messages`` deliveries, waiting at most ``timeout`` seconds
-        (a finite number, possibly 0) for the first one; leased if the backend has ACK."""
-
-    async def _unsubscribe(
-        self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
-    ) -> None:
-        """Stop reading. ``unreturned`` were fetched but never given to the caller:
-        hand them back (:meth:`_hand_back`) so another consumer gets them at once."""
-        await self._hand_back(unreturned)
-
-    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
-        """Requeue deliveries that were fetched but never given to the caller."""
-        if deliveries and Capability.ACK in self.capabilities:
-            # Those whose lease already ran out are back in the queue: nothing to do.
-            with contextlib.suppress(StaleDelivery):
-                await self._nack(deliveries, True)
-        self._mark(deliveries)
-
-    async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
-        """Store ``messages`` to ``topic``, held until ``delay`` seconds (> 0) from now:
-        no consumer may get them before then, and they must survive the publisher's
-        and every consumer's exit. Messages due at once come out in their order.
-        Called only on backends that declare :attr:`Capability.DELAY`."""
-        raise NotImplementedError(
-            f"{type(self).__name__} declares DELAY but has no _publish_delayed"
-        )
-
-    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
-        """Settle ``deliveries`` as done. Raise :class:`StaleDelivery` for any whose
-        lease was lost (after acking the others)."""
-        raise NotImplementedError(f"{type(self).__name__} declares ACK but has no _ack")
-
-    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
-        """Requeue ``deliveries`` (counting an attempt) or dead-letter them."""
-        raise NotImplementedError(f"{type(self).__name__} declares ACK but has no _nack")
-
-    async def _nack_with(
-        self,
-        deliveries: Sequence[AsyncDelivery],
-        requeue: bool,
-        delay: float | None,
-        reason: str | None,
-    ) -> None:
-        """:meth:`_nack` with a delay and a reason; called instead of it only when
-        either is given. ``delay`` (seconds, > 0; only with ``requeue``, only on
-        backends that declare :attr:`Capability.DELAY`): redeliver no earlier than
-        then, counting the attempt, or dead-letter at ``max_deliveries``. ``reason``:
-        the dead letter's ``x-dead-letter-reason`` if this nack dead-letters.
-
-        The default serves backends without DELAY: it calls :meth:`_nack` and does not
-        record ``reason``."""
-        if delay is not None:
-            raise NotImplementedError(f"{type(self).__name__} declares DELAY but has no _nack_with")
-        await self._nack(deliveries, requeue)
-
-    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
-        """Renew the leases of ``deliveries`` for ``seconds`` from now."""
-        raise NotImplementedError(f"{type(self).__name__} declares ACK but has no _extend")
-
-    async def _suspend_renewals(self) -> None:
-        """Stop renewing leases in the background, as a hung consumer would, while the
-        broker stays open. Only the contract suite calls this, to stage a late ack.
-
-        A backend that renews the leases of live consumers must override it; the
-        default does nothing, which is right for backends whose leases simply run out.
-        """
-        return
-
-    @abc.abstractmethod
-    async def _inspect(self, topic: str) -> TopicInfo:
-        """A snapshot of ``topic``."""
-
-    async def _list_topics(self) -> list[str]:
-        """Every topic that holds anything. Optional: the default says it cannot."""
-        raise Unsupported(self.describe(), Capability.NONE, "list its topics")
-
-    @abc.abstractmethod
-    async def _purge(self, topic: str) -> int:
-        """Drop the waiting messages of ``topic``; return how many."""
-
-    @abc.abstractmethod
-    async def _close(self) -> None:
-        """Release connections and threads. Called once."""
-
     # -- bookkeeping --------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -604,63 +446,6 @@ class AsyncBroker(abc.ABC):
     def _forget(self, subscription: AsyncSubscription) -> None:
         with self._lock:
             self._subscriptions.discard(subscription)
-
-    def _settleable(self, deliveries: Sequence[AsyncDelivery]) -> list[AsyncDelivery]:
-        self._check_open()
-        checked = list(deliveries)
-        # A batch is usually one subscription's: its broker is looked at once.
-        subscription: Any = _NOT_A_SUBSCRIPTION
-        for delivery in checked:
-            # The slots behind .broker and .settled, read directly: this runs per delivery.
-            if not isinstance(delivery, AsyncDelivery):
-                raise DeliveryError(f"expected a Delivery, got {type(delivery).__name__}")
-            if delivery.subscription is not subscription:
-                if delivery.subscription.broker is not self:
-                    raise DeliveryError(
-                        f"delivery {delivery.id} came from another broker "
-                        f"({delivery.broker.url}); settle it through the broker that "
-                        "delivered it"
-                    )
-                subscription = delivery.subscription
-            if delivery._settled:
-                raise AlreadySettled(f"delivery {delivery.id} was already acked or nacked")
-        if len(checked) > 1 and len(set(map(id, checked))) != len(checked):
-            raise AlreadySettled("the same delivery was passed twice")
-        return checked
-
-    async def _settle(
-        self,
-        deliveries: list[AsyncDelivery],
-        requeue: bool | None,
-        primitive: Any,
-        *args: Any,
-        reason: str | None = None,
-    ) -> None:
-        """Run the ack (``requeue`` None) or nack primitive, mark the deliveries settled
-        and tell the settlement hooks (``reason``: the caller's, for a dead letter)."""
-        try:
-            await primitive(*args)
-        except StaleDelivery as exc:
-            self._mark(deliveries)
-            if RELAY.settle:
-                RELAY.settled(self, deliveries, requeue, exc.deliveries, reason=reason)
-            raise
-        except ReplicationTimeout:
-            self._mark(deliveries)  # applied on the master: settled, if not yet replicated
-            if RELAY.settle:
-                RELAY.settled(self, deliveries, requeue, reason=reason)
-            raise
-        self._mark(deliveries)
-        if RELAY.settle:
-            RELAY.settled(self, deliveries, requeue, reason=reason)
-
-    @staticmethod
-    def _mark(deliveries: Iterable[AsyncDelivery]) -> None:
-        for delivery in deliveries:
-            delivery._settled = True  # what _mark_settled does, without a call each
-
-
-_NOT_A_SUBSCRIPTION = object()
 
 
 def _consumer_name() -> str:

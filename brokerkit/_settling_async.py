@@ -1,0 +1,76 @@
+"""Settling deliveries: checking what ``ack``, ``nack`` and ``extend`` were given, and
+running a settling primitive between the settlement hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._hooks import RELAY
+from brokerkit.exceptions import AlreadySettled, DeliveryError, ReplicationTimeout, StaleDelivery
+
+if TYPE_CHECKING:
+    from brokerkit._broker_async import AsyncBroker
+
+__all__ = ["settle", "settleable"]
+
+_NOT_A_SUBSCRIPTION = object()
+
+
+def settleable(broker: AsyncBroker, deliveries: Sequence[AsyncDelivery]) -> list[AsyncDelivery]:
+    """``deliveries`` as a list, once each is known to be an unsettled delivery of
+    ``broker``'s, named once.
+
+    :raises BrokerClosed: the broker is closed.
+    :raises DeliveryError: one is not a delivery, or came from another broker.
+    :raises AlreadySettled: one was settled before, or is named twice.
+    """
+    broker._check_open()
+    checked = list(deliveries)
+    # A batch is usually one subscription's: its broker is looked at once.
+    subscription: Any = _NOT_A_SUBSCRIPTION
+    for delivery in checked:
+        # The slots behind .broker and .settled, read directly: this runs per delivery.
+        if not isinstance(delivery, AsyncDelivery):
+            raise DeliveryError(f"expected a Delivery, got {type(delivery).__name__}")
+        if delivery.subscription is not subscription:
+            if delivery.subscription.broker is not broker:
+                raise DeliveryError(
+                    f"delivery {delivery.id} came from another broker "
+                    f"({delivery.broker.url}); settle it through the broker that "
+                    "delivered it"
+                )
+            subscription = delivery.subscription
+        if delivery._settled:
+            raise AlreadySettled(f"delivery {delivery.id} was already acked or nacked")
+    if len(checked) > 1 and len(set(map(id, checked))) != len(checked):
+        raise AlreadySettled("the same delivery was passed twice")
+    return checked
+
+
+async def settle(
+    broker: AsyncBroker,
+    deliveries: list[AsyncDelivery],
+    requeue: bool | None,
+    primitive: Any,
+    *args: Any,
+    reason: str | None = None,
+) -> None:
+    """Run the ack (``requeue`` None) or nack primitive, mark the deliveries settled
+    and tell the settlement hooks (``reason``: the caller's, for a dead letter)."""
+    try:
+        await primitive(*args)
+    except StaleDelivery as exc:
+        broker._mark(deliveries)
+        if RELAY.settle:
+            RELAY.settled(broker, deliveries, requeue, exc.deliveries, reason=reason)
+        raise
+    except ReplicationTimeout:
+        broker._mark(deliveries)  # applied on the master: settled, if not yet replicated
+        if RELAY.settle:
+            RELAY.settled(broker, deliveries, requeue, reason=reason)
+        raise
+    broker._mark(deliveries)
+    if RELAY.settle:
+        RELAY.settled(broker, deliveries, requeue, reason=reason)
