@@ -19,7 +19,7 @@ from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
-from brokerkit._publishing import build_messages, check_bodies
+from brokerkit._publishing import build_messages
 from brokerkit._schedule import check_nack_delay, check_reason, publish_delay
 from brokerkit._settling_async import settle, settleable
 from brokerkit._subscription_async import AsyncSubscription
@@ -27,6 +27,7 @@ from brokerkit._topics import check_consumer, check_headers, check_pattern, chec
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import (
     BrokerClosed,
+    InvalidMessage,
     InvalidOption,
     StaleDelivery,
 )
@@ -139,7 +140,11 @@ class AsyncBroker(AsyncBackend):
         held = publish_delay(delay, at, time.time())
         if at is not None or held > 0:
             self.require(Capability.DELAY, "hold a message until a due time (delay=, at=)")
-        check_bodies(bodies)
+        if isinstance(bodies, (str, bytes, bytearray, memoryview, Mapping)):
+            raise InvalidMessage(
+                f"publish_many takes an iterable of bodies, not one {type(bodies).__name__} "
+                "body; use publish() for one message, or wrap it in a list"
+            )
         checked_headers = check_headers(headers)
         if RELAY.publish:
             return await self._publish_observed(

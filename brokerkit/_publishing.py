@@ -1,13 +1,13 @@
-"""Turning the bodies given to ``publish_many`` into messages: pure functions, no I/O.
+"""Turning the bodies given to ``publish_many`` into messages: no I/O.
 
-Every body is checked and encoded here before the broker sends anything, so that one
-bad body publishes none of them.
+Every body is encoded here before the broker sends anything, so that one bad body
+publishes none of them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from brokerkit._message import Message, new_message_ids
@@ -15,7 +15,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._serializers import BINARY, encode_body
 from brokerkit.exceptions import InvalidMessage
 
-__all__ = ["Publisher", "build_messages", "check_bodies"]
+__all__ = ["Publisher", "build_messages"]
 
 
 class Publisher(Protocol):
@@ -28,19 +28,6 @@ class Publisher(Protocol):
     def max_payload_bytes(self) -> int | None: ...
 
     def describe(self) -> str: ...
-
-
-def check_bodies(bodies: Iterable[Any]) -> None:
-    """Refuse a single body where an iterable of bodies was meant.
-
-    :raises InvalidMessage: ``bodies`` is one str, bytes or mapping, which iterating
-        would split up.
-    """
-    if isinstance(bodies, (str, bytes, bytearray, memoryview, Mapping)):
-        raise InvalidMessage(
-            f"publish_many takes an iterable of bodies, not one {type(bodies).__name__} "
-            "body; use publish() for one message, or wrap it in a list"
-        )
 
 
 def build_messages(
