@@ -33,6 +33,7 @@ from brokerkit.backends.redis.stream.ack_script import ACK
 from brokerkit.backends.redis.stream.scripts import NACK
 from tests.conftest import RedisTarget
 from tests.redis_cluster import RedisClusterSet
+from tests.redis_server import RedisServer
 
 
 def _sha(script: str) -> bytes:
@@ -347,6 +348,39 @@ def test_an_async_multi_topic_ack_under_a_replica_timeout_acks_every_topic(
             assert [_pending(redis_client, broker.stream_key(t)) for t in TOPICS] == [0, 0, 0]
 
     asyncio.run(main())
+
+
+def test_an_ack_resent_after_a_lost_reply_still_waits_for_its_replica(prefix: str) -> None:
+    """``WAIT`` waits for the writes its own connection made, and the resent ack, on
+    a new connection, finds nothing left to write: its wait must still cover what the
+    lost attempt wrote (it does: Redis notes the replication offset at every command of
+    a connection, a read too). Here the replica is frozen and never gets the ack:
+    ReplicationTimeout, not a success."""
+    with RedisServer() as master:
+        replica = RedisServer().start(replica_of=master)
+        try:
+            with LossyProxy("127.0.0.1", master.port) as proxy:
+                url = f"redis+stream://127.0.0.1:{proxy.port}/0?prefix={prefix}&replicas=1"
+                with (
+                    brokerkit.connect(url, replica_timeout=30) as publisher,
+                    brokerkit.connect(url, replica_timeout=0.2) as broker,
+                ):
+                    subscription = broker.subscribe("jobs", group="g")
+                    publisher.publish("jobs", "a")  # once the replica has it
+                    delivery = subscription.receive(timeout=5)
+                    assert delivery is not None
+                    with contextlib.closing(master.client()) as admin:
+                        admin.script_load(ACK)
+                    replica.freeze()
+                    try:
+                        proxy.arm(_sha(ACK))
+                        with pytest.raises(brokerkit.ReplicationTimeout, match="0 of the 1"):
+                            delivery.ack()
+                    finally:
+                        replica.thaw()
+                    assert proxy.dropped == 1
+        finally:
+            replica.stop()
 
 
 # -- on a cluster ----------------------------------------------------------------------

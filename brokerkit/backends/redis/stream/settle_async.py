@@ -368,7 +368,10 @@ class StreamSettling:
         stream key go on one connection and wait for replicas there; every key's are
         sent whatever the others' wait found, and ``unconfirmed`` gets each key whose
         replicas fell short, with how many confirmed (the fewest, over calls): the
-        caller raises :class:`ReplicationTimeout` once its settlement is done.
+        caller raises :class:`ReplicationTimeout` once its settlement is done. A retry's
+        ``WAIT``, on a new connection, covers what the lost attempt wrote: Redis notes
+        a connection's replication offset at each of its commands, reads too (the
+        resent script is one), not only at its writes.
         """
         attempts = 0
         short: dict[str, int] = {}
