@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -49,6 +50,9 @@ class ReplicaWait:
     :param replicas: how many replicas must confirm each write.
     :param timeout: seconds to wait for them.
     :param cluster: whether ``client`` is a cluster client.
+    :param retries: how often the connections to a cluster's nodes resend a command
+        after a lost connection (``None``: redis-py's default); 0 for scripts that must
+        not run twice unknowingly (the caller retries, telling them so).
     """
 
     def __init__(
@@ -59,13 +63,20 @@ class ReplicaWait:
         timeout: float,
         *,
         cluster: bool,
+        retries: int | None = None,
     ) -> None:
         self._client = client
         self._url = url
         self.replicas = replicas
         self._timeout_ms = max(1, int(timeout * 1000))
         self._cluster = cluster
+        self._retries = retries
         self._nodes: dict[tuple[str, int], redis.Redis] = {}
+
+    @property
+    def timeout(self) -> float:
+        """Seconds each ``WAIT`` waits for the replicas."""
+        return self._timeout_ms / 1000
 
     def run(self, key: str, write: Callable[[redis.Redis], _T]) -> _T:
         """``write(connection)``, then ``WAIT`` on that connection.
@@ -73,6 +84,21 @@ class ReplicaWait:
         :raises ReplicationTimeout: fewer replicas confirmed the write in time (it is
             made on the master, not undone).
         """
+        result, confirmed = self.run_counted(key, write)
+        if confirmed < self.replicas:
+            raise ReplicationTimeout(
+                f"Redis at {self._url} stored the write, but only {confirmed} of the "
+                f"{self.replicas} replicas asked for (replicas=) confirmed it within "
+                f"{self.timeout:g} s (replica_timeout=); a failover now may lose it",
+                acknowledged=confirmed,
+                wanted=self.replicas,
+            )
+        return result
+
+    def run_counted(self, key: str, write: Callable[[redis.Redis], _T]) -> tuple[_T, int]:
+        """``write(connection)``, then ``WAIT`` on that connection: its result and how
+        many replicas confirmed it in time (fewer than :attr:`replicas` raises nothing
+        here: a caller with more writes to make makes them first)."""
         try:
             master: Any = self._master_of(key)
             pinned: Any = master.client()  # one connection, held to the end
@@ -86,15 +112,7 @@ class ReplicaWait:
                 with contextlib.suppress(*_REFRESH_ON, RedisClusterException):
                     self._client.nodes_manager.initialize()  # type: ignore[attr-defined]
             raise
-        if confirmed < self.replicas:
-            raise ReplicationTimeout(
-                f"Redis at {self._url} stored the write, but only {confirmed} of the "
-                f"{self.replicas} replicas asked for (replicas=) confirmed it within "
-                f"{self._timeout_ms / 1000:g} s (replica_timeout=); a failover now may lose it",
-                acknowledged=confirmed,
-                wanted=self.replicas,
-            )
-        return result
+        return result, confirmed
 
     def _master_of(self, key: str) -> redis.Redis:
         if not self._cluster:
@@ -110,7 +128,10 @@ class ReplicaWait:
         address = (str(node.host), int(node.port))
         found = self._nodes.get(address)
         if found is None:
-            found = redis.Redis(host=address[0], port=address[1], **connection_kwargs(self._url))
+            kwargs = connection_kwargs(self._url)
+            if self._retries is not None:
+                kwargs["retry"] = redis.retry.Retry(NoBackoff(), self._retries)
+            found = redis.Redis(host=address[0], port=address[1], **kwargs)
             self._nodes[address] = found
         return found
 
@@ -121,9 +142,14 @@ class ReplicaWait:
             node.close()
 
 
-def replica_wait(client: redis.Redis, url: BrokerURL, options: RedisOptions) -> ReplicaWait | None:
-    """The broker's :class:`ReplicaWait`, or None when ``replicas`` is 0."""
+def replica_wait(
+    client: redis.Redis, url: BrokerURL, options: RedisOptions, *, retries: int | None = None
+) -> ReplicaWait | None:
+    """The broker's :class:`ReplicaWait` on ``client`` (``retries``: see there),
+    or None when ``replicas`` is 0."""
     if not options.replicas:
         return None
     cluster = Deployment.of(url, options).kind == "cluster"
-    return ReplicaWait(client, url, options.replicas, options.replica_timeout, cluster=cluster)
+    return ReplicaWait(
+        client, url, options.replicas, options.replica_timeout, cluster=cluster, retries=retries
+    )

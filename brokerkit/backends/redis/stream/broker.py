@@ -25,6 +25,9 @@ is a Redis consumer group; a subscription is one consumer in it.
   claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
 * Leases: a background heartbeat resets the idle time of every held entry
   (``XCLAIM ... JUSTID``) so that a live consumer's entries are never reclaimed.
+* Settlements (ack, nack, lease renewals) run on a second client whose commands
+  redis-py never resends: a script whose reply was lost is sent again by brokerkit,
+  flagged as a retry (see :mod:`.settle_async`).
 """
 
 from __future__ import annotations
@@ -109,6 +112,11 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
         self._durable = replica_wait(self._client, url, self.options)
+        # Settlements go on a client of their own that never resends a script whose
+        # reply was lost: their own retry tells the scripts it is one (see
+        # StreamSettling._run_settling).
+        self._settle_client = make_client(url, self.options, retries=0)
+        self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -463,6 +471,8 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
     def _close(self) -> None:
         self._reaper.stop()
         self._keeper.stop()
-        if self._durable is not None:
-            self._durable.close()
+        for durable in (self._durable, self._settle_durable):
+            if durable is not None:
+                durable.close()
+        self._settle_client.close()
         self._client.close()

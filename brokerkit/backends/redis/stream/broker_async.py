@@ -23,6 +23,9 @@ is a Redis consumer group; a subscription is one consumer in it.
   claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
 * Leases: a background heartbeat resets the idle time of every held entry
   (``XCLAIM ... JUSTID``) so that a live consumer's entries are never reclaimed.
+* Settlements (ack, nack, lease renewals) run on a second client whose commands
+  redis-py never resends: a script whose reply was lost is sent again by brokerkit,
+  flagged as a retry (see :mod:`.settle_async`).
 """
 
 from __future__ import annotations
@@ -107,6 +110,11 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
         self._durable = replica_wait(self._client, url, self.options)
+        # Settlements go on a client of their own that never resends a script whose
+        # reply was lost: their own retry tells the scripts it is one (see
+        # StreamSettling._run_settling).
+        self._settle_client = make_client(url, self.options, retries=0)
+        self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -465,6 +473,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
     async def _close(self) -> None:
         await self._reaper.stop()
         await self._keeper.stop()
-        if self._durable is not None:
-            await self._durable.aclose()
+        for durable in (self._durable, self._settle_durable):
+            if durable is not None:
+                await durable.aclose()
+        await self._settle_client.aclose()
         await self._client.aclose()

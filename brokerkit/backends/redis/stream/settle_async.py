@@ -9,6 +9,24 @@ A plain ``XACK`` decided on by the client while its lease looks long enough was
 tried and dropped: a settlement held up behind a reconnect, a retry inside
 redis-py, or a failover to a replica that had not seen the delivery can all bring
 it to the server after another member claimed the entry.
+
+Settling scripts run on a client of their own (``retries=0``): redis-py never resends
+one. When a connection is lost during a settlement, brokerkit sends it again (through
+connection loss, for up to ``reconnect_timeout``), telling the scripts that it is a
+retry, since the lost attempt may have been applied before its reply was lost. The
+promise after such a retry: an entry this consumer settled is never reported stale
+(an ack applied by the lost attempt succeeds); an entry another member holds now is
+reported stale, as always; an entry pending for nobody is taken as settled by the lost
+attempt (it may instead have been claimed and settled by another member after this
+lease ran out: either way it is settled, and no member gets it again). redis-py's
+own resend (``retries=3``, as the other clients of the broker have) would send the
+script unflagged and report an ack it had applied as stale.
+
+With the ``replicas`` option, each stream's scripts wait for replicas on the
+connection that ran them, one stream after another (up to ``replica_timeout`` each).
+Every stream's scripts are sent whatever the wait found for another's; then one
+:class:`~brokerkit.ReplicationTimeout` names the topics whose settlement the replicas
+did not confirm in time (applied on the master all the same).
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ import redis.asyncio as aioredis
 from brokerkit._acompat import Lock
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._message import Message
+from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.backends.redis._envelope import encode_fields
@@ -82,13 +101,16 @@ class StreamSettling:
     the leases its consumers hold."""
 
     options: RedisStreamOptions
-    _client: aioredis.Redis
+    url: BrokerURL
+    #: The client settlements run on: redis-py resends none of its commands.
+    _settle_client: aioredis.Redis
     _scripts: StreamScripts
     _keys: StreamKeyspace
     _reconnector: Reconnector
     _keeper: LeaseKeeper
-    #: Set when settlements wait for replicas (the ``replicas`` option).
-    _durable: AsyncReplicaWait | None
+    #: Set when settlements wait for replicas (the ``replicas`` option); on
+    #: :attr:`_settle_client`.
+    _settle_durable: AsyncReplicaWait | None
     #: Held while renewing, and while a nack takes its deliveries out of the
     #: keeper, so that no renewal lands after a requeue and undoes it.
     _lease_lock: Lock
@@ -135,18 +157,13 @@ class StreamSettling:
         # renewal after the XACK would find the entries gone and report them lost.
         async with self._lease_lock:
             self._keeper.drop(deliveries)
+        # Stream keys whose replicas did not confirm the ack in time -> how many did.
+        unconfirmed: dict[str, int] = {}
         try:
             retried: list[bool] = []
-            try:
-                replies = await self._run_settling(calls, flags_at=2, retried=retried)
-            except ReplicationTimeout:
-                if by_count:
-                    # The count calls' replies are lost with it, and the error says
-                    # the ack was applied on the master: their ids' calls follow, as
-                    # a retry (what a count call acked is pending for nobody).
-                    todo = [self._ack_by_ids(*by_count[i], "01") for i in by_count]
-                    await self._run_settling(todo, flags_at=2)
-                raise
+            replies = await self._run_settling(
+                calls, flags_at=2, retried=retried, unconfirmed=unconfirmed
+            )
             again = [i for i in by_count if replies[i] != 1]
             for i in again:
                 if replies[i] == -1:  # a big group: the count's proof costs more
@@ -160,14 +177,15 @@ class StreamSettling:
                 # then a retry too (an entry pending for nobody is not stale).
                 flag = "01" if retried[0] else "00"
                 todo = [self._ack_by_ids(*by_count[i], flag) for i in again]
-                for i, reply in zip(again, await self._run_settling(todo, flags_at=2), strict=True):
+                done = await self._run_settling(todo, flags_at=2, unconfirmed=unconfirmed)
+                for i, reply in zip(again, done, strict=True):
                     replies[i] = reply
-        except ReplicationTimeout:
-            raise  # applied on the master: nothing left to renew
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
         stale = _stale(parts, replies)
+        if unconfirmed:  # applied on the master: nothing left to renew
+            raise self._unconfirmed("ack", deliveries, unconfirmed, stale)
         if stale:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
@@ -218,6 +236,7 @@ class StreamSettling:
             self._keeper.drop(deliveries)
         limit = self.options.max_deliveries
         flag = "10" if self.options.delete_acked else "00"
+        unconfirmed: dict[str, int] = {}
         try:
             calls = []
             for delivery in deliveries:
@@ -238,9 +257,7 @@ class StreamSettling:
                 delayed = self._keys.topic(topic, "delayed", receipt.group)
                 wake = self._keys.topic(topic, "wake", receipt.group)
                 calls.append((self._scripts.nack, [receipt.key, dlq, delayed, wake], args))
-            replies = await self._run_settling(calls, flags_at=4)
-        except ReplicationTimeout:
-            raise  # applied on the master: nothing left to renew
+            replies = await self._run_settling(calls, flags_at=4, unconfirmed=unconfirmed)
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
@@ -256,8 +273,45 @@ class StreamSettling:
                 # A requeued entry waits to be reclaimed: the next fetch looks at once.
                 delivery.subscription.state.claim_at = 0.0
         stale = [d for d, done in zip(deliveries, replies, strict=True) if not done]
+        if unconfirmed:  # applied on the master: nothing left to renew
+            raise self._unconfirmed("nack", deliveries, unconfirmed, stale)
         if stale:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+
+    def _unconfirmed(
+        self,
+        what: str,
+        deliveries: Sequence[AsyncDelivery],
+        unconfirmed: dict[str, int],
+        stale: Sequence[AsyncDelivery],
+    ) -> ReplicationTimeout:
+        """The error for a settlement of ``deliveries`` made on the master, whose
+        replicas fell short for the stream keys of ``unconfirmed`` (key -> how many
+        confirmed); ``stale``: those it left to another member."""
+        durable = self._settle_durable
+        assert durable is not None
+        topic_of = {d.receipt.key: d.subscription.topic for d in deliveries}
+        short = sorted({topic_of[key] for key in unconfirmed})
+        confirmed = sorted(set(topic_of.values()) - set(short))
+        least = min(unconfirmed.values())
+        count = f"{len(deliveries)} deliver{'y' if len(deliveries) == 1 else 'ies'}"
+        message = (
+            f"Redis at {self.url} applied the {what} of {count} on the master, but only "
+            f"{least} of the {durable.replicas} replicas asked for (replicas=) confirmed "
+            f"it within {durable.timeout:g} s (replica_timeout=) for the topic"
+            f"{'s' if len(short) > 1 else ''} {', '.join(map(repr, short))}"
+        )
+        if confirmed:
+            message += f" (confirmed for {', '.join(map(repr, confirmed))})"
+        message += "; a failover now may lose it"
+        if stale:
+            ids = ", ".join(d.id for d in stale[:5])
+            more = "" if len(stale) <= 5 else f" and {len(stale) - 5} more"
+            message += (
+                f". Not settled by it: message {ids}{more}, whose lease had expired "
+                "(another consumer claimed it)"
+            )
+        return ReplicationTimeout(message, acknowledged=least, wanted=durable.replicas)
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         # A lease is the entry's idle time: claims wait until it reaches the group's
@@ -296,20 +350,36 @@ class StreamSettling:
         calls: Sequence[Call],
         flags_at: int | None,
         retried: list[bool] | None = None,
+        unconfirmed: dict[str, int] | None = None,
     ) -> list[Any]:
-        """Run settling scripts (:func:`run_scripts`), retried through connection
-        loss for up to ``reconnect_timeout`` seconds as every other call is.
+        """Run settling scripts (:func:`run_scripts`) on the settling client, retried
+        through connection loss for up to ``reconnect_timeout`` seconds as every other
+        call is.
 
-        Each script is idempotent: it acts only on entries its member still holds.
-        A retry tells the scripts so (the second flag character at ``flags_at`` of
-        their arguments): an entry the lost attempt already settled is not stale.
+        Sending a script again is safe because the retry says it is one (the second
+        flag character at ``flags_at`` of their arguments): each script acts only on
+        entries its member still holds, and an entry the lost attempt already settled
+        (pending for nobody, or requeued, returned or parked as asked) is not stale.
+        redis-py resends nothing on this client, since it would send the first
+        attempt's flags. A renewal (``flags_at`` None) can be sent again as it is.
         ``retried`` gets whether the calls were sent more than once.
+
+        With the ``replicas`` option (``unconfirmed`` given), the scripts of each
+        stream key go on one connection and wait for replicas there; every key's are
+        sent whatever the others' wait found, and ``unconfirmed`` gets each key whose
+        replicas fell short, with how many confirmed (the fewest, over calls): the
+        caller raises :class:`ReplicationTimeout` once its settlement is done. A retry's
+        ``WAIT``, on a new connection, covers what the lost attempt wrote: Redis notes
+        a connection's replication offset at each of its commands, reads too (the
+        resent script is one), not only at its writes.
         """
         attempts = 0
+        short: dict[str, int] = {}
 
         async def run() -> list[Any]:
             nonlocal attempts
             attempts += 1
+            short.clear()
             todo: Sequence[Call] = calls
             if attempts > 1 and flags_at is not None:
                 todo = [
@@ -320,9 +390,9 @@ class StreamSettling:
                     )
                     for script, keys, a in todo
                 ]
-            durable = self._durable
-            if durable is None or flags_at is None:  # a renewal needs no replica
-                return await run_scripts(self._client, todo)
+            durable = self._settle_durable
+            if durable is None or unconfirmed is None:  # a renewal needs no replica
+                return await run_scripts(self._settle_client, todo)
             # ack and nack wait for replicas: one connection per stream key
             by_key: dict[str, list[int]] = {}
             for i, (_, keys, _) in enumerate(todo):
@@ -330,7 +400,11 @@ class StreamSettling:
             replies: list[Any] = [None] * len(todo)
             for key, indexes in by_key.items():
                 part = [todo[i] for i in indexes]
-                got = await durable.run(key, functools.partial(run_scripts, calls=part))
+                got, confirmed = await durable.run_counted(
+                    key, functools.partial(run_scripts, calls=part)
+                )
+                if confirmed < durable.replicas:
+                    short[key] = confirmed
                 for i, reply in zip(indexes, got, strict=True):
                     replies[i] = reply
             return replies
@@ -338,6 +412,9 @@ class StreamSettling:
         replies = await self._reconnector.call(run)
         if retried is not None:
             retried.append(attempts > 1)
+        if unconfirmed is not None:
+            for key, confirmed in short.items():
+                unconfirmed[key] = min(confirmed, unconfirmed.get(key, confirmed))
         return replies
 
     async def _renew_held(self, held: list[AsyncDelivery]) -> list[AsyncDelivery]:
