@@ -2,7 +2,8 @@
 table (in a listpack, every HSET, HMGET and HDEL of a batch scans the whole hash) and
 writes exactly the receipts the client computes, whatever hundreds their sequence
 numbers cross; an ack of a batch whose expiry values differ from one receipt to the
-next reports exactly the stale ones."""
+next reports exactly the stale ones; and the client reads a fetched batch into the
+very messages and attempts that reading each element on its own gives."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 
+from brokerkit._message import Message
+from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis.list.replies import fetched_messages, unwrap
 from brokerkit.exceptions import IncompatibleTopic, StaleDelivery
 
 pytestmark = pytest.mark.redis_list
@@ -120,3 +126,72 @@ def test_an_ack_of_leases_in_every_state_reports_exactly_the_stale_ones(
     ]
     broker.ack(*[d for d in again if d is not None])
     assert redis_client.exists(keys.expiry, keys.leases(subscription.consumer)) == 0
+
+
+_PLAIN = _envelope.encode(Message("0193ab", "orders", b"body", "application/json", {}, 1.5))
+_WITH_HEADERS = _envelope.encode(
+    Message("0193cd", "orders", b"\xff\x00", "application/octet-stream", {"k": "v"}, 2.0)
+)
+ELEMENTS = [
+    _PLAIN,
+    _WITH_HEADERS,
+    b"BKR3\n" + _PLAIN,
+    b"BKR1\n" + _WITH_HEADERS,
+    b"BKR0\n" + _PLAIN,
+    b"BKRx\n" + _PLAIN,  # not a count: a raw element as it is
+    b"BKR",
+    b"BKR12",
+    b'{"orderId": 7}',
+    b"plain text",
+    b"\xff\x00 not text",
+    b"",
+    b'BK1{"id":"ab","ct":"\xff","ts":1}\npayload',  # a content type that is no UTF-8
+    b'BK1{"id":"ab","ct":"x/y","ts":1e999}\npayload',  # no finite time
+    b'BK1{"id":"ab","ct":"x/y","ts":-1.25e-3}\n',
+    b'BK1{"id":"AB","ct":"x/y","ts":1}\npayload',  # not the plain header: JSON's path
+    b'BK1{"id":"ab","ct":"x/y","ts":1,"h":{"a":"b"}}\npayload',
+    b'BK1{"id":"ab","ct":"x/y","ts":1}',  # no line break
+    b"BK1{not json}\npayload",
+]
+
+
+def _one_by_one(
+    elements: list[bytes], raw_content_type: str | None
+) -> tuple[list[Message], list[int]]:
+    """What reading each element on its own gives (as a fetch did before batches)."""
+    messages, attempts = [], []
+    for element in elements:
+        before, inner = unwrap(element)
+        messages.append(_envelope.decode("orders", inner, raw_content_type))
+        attempts.append(1 + before)
+    return messages, attempts
+
+
+def _attempts(count: int, again: dict[int, int] | None) -> list[int]:
+    return [(again or {}).get(i, 1) for i in range(count)]
+
+
+@pytest.mark.parametrize("raw_content_type", [None, "text/plain"])
+def test_a_fetched_batch_reads_as_each_element_on_its_own(raw_content_type: str | None) -> None:
+    messages, again = fetched_messages("orders", ELEMENTS, raw_content_type)
+    expected, attempts = _one_by_one(ELEMENTS, raw_content_type)
+    assert messages == expected
+    assert _attempts(len(ELEMENTS), again) == attempts
+    # each message has headers of its own
+    assert len({id(m.headers) for m in messages}) == len(messages)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"", b"BKR2\n", b"BKR", b"BK1", b"BK1{", _PLAIN[:40], _PLAIN]),
+            st.binary(max_size=40),
+        ).map(lambda parts: parts[0] + parts[1]),
+        max_size=20,
+    )
+)
+def test_any_fetched_batch_reads_as_each_element_on_its_own(elements: list[bytes]) -> None:
+    messages, again = fetched_messages("orders", elements, None)
+    expected, attempts = _one_by_one(elements, None)
+    assert messages == expected
+    assert _attempts(len(elements), again) == attempts
