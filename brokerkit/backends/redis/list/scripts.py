@@ -135,10 +135,9 @@ elseif #out < want and not (out[1] and came_back(out[1])) then
   end
 end
 if #out == 0 then return out end
-local keep, sub = #out, string.sub
-for i = 1, #out do  -- came_back, inline: a call per element costs more than the test
-  local e = out[i]
-  if sub(e, 1, 3) == 'BKR' or counted and came_back(e) then
+local keep = #out
+for i, e in ipairs(out) do
+  if came_back(e) then
     keep = (i == 1) and 1 or (i - 1)
     break
   end
