@@ -50,6 +50,24 @@ def test_a_batch_fetch_keeps_expiry_a_hash_table_holding_only_its_receipts(
     assert redis_client.exists(keys.deadlines) == 0
 
 
+def test_a_batch_of_short_raw_elements_keeps_the_lease_hash_a_hash_table(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    keys = broker._topic("orders").keys
+    elements = [f'{{"orderId": {i}}}'.encode() for i in range(100)]  # shorter than 64 bytes
+    redis_client.lpush(keys.queue, *elements)
+    subscription = broker.subscribe("orders", prefetch=100)
+    got = [subscription.receive(timeout=5) for _ in range(100)]
+    deliveries = [d for d in got if d is not None]
+    assert [d.payload for d in deliveries] == elements
+    leases = keys.leases(subscription.consumer)
+    assert redis_client.object("encoding", leases) == b"hashtable"
+    assert sorted(redis_client.hvals(leases)) == sorted(elements)
+    broker.ack(*deliveries)
+    assert redis_client.exists(keys.expiry, leases) == 0
+
+
 @pytest.mark.parametrize(
     ("first", "count"),
     [(0, 7), (0, 8), (95, 10), (99, 2), (100, 16), (190, 120), (1999, 30), (0, 600)],
@@ -77,20 +95,34 @@ def test_a_batchs_receipts_are_the_ones_the_client_computes(
     assert redis_client.exists(plan.keys.expiry, plan.keys.leases("c1")) == 0
 
 
-def test_a_batch_whose_lease_hash_cannot_be_written_loses_nothing(
-    connect: Callable[..., Any], redis_client: redis.Redis
+@pytest.mark.parametrize("key", ["expiry", "leases"])
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_batch_whose_lease_cannot_be_written_loses_nothing(
+    connect: Callable[..., Any], redis_client: redis.Redis, key: str, raw: bool
 ) -> None:
     broker = connect()
     keys = broker._topic("orders").keys
-    broker.publish_many("orders", [f"m{i}" for i in range(20)])
+    if raw:  # short elements: the lease hash gets the long field too
+        redis_client.lpush(keys.queue, *[f"m{i}".encode() for i in range(20)])
+    else:
+        broker.publish_many("orders", [f"m{i}" for i in range(20)])
     queued = redis_client.lrange(keys.queue, 0, -1)
     subscription = broker.subscribe("orders", prefetch=20)
-    redis_client.set(keys.leases(subscription.consumer), "not a hash")
+    leases = keys.leases(subscription.consumer)
+    redis_client.set(keys.expiry if key == "expiry" else leases, "not a hash")
     with pytest.raises(IncompatibleTopic):
         subscription.receive(timeout=0.1)
     # popped, then put back as they were: nothing leased, nothing lost, order kept
     assert redis_client.lrange(keys.queue, 0, -1) == queued
-    assert redis_client.exists(keys.expiry, keys.deadlines) == 0
+    assert redis_client.exists(keys.deadlines) == 0
+    assert redis_client.type(keys.expiry if key == "leases" else leases) == b"none"
+    redis_client.delete(keys.expiry, leases)
+    got = [subscription.receive(timeout=5) for _ in range(20)]
+    deliveries = [d for d in got if d is not None]
+    assert [d.payload for d in deliveries] == [
+        e if raw else _envelope.decode("orders", e).payload for e in reversed(queued)
+    ]
+    broker.ack(*deliveries)
 
 
 def test_an_ack_of_leases_in_every_state_reports_exactly_the_stale_ones(

@@ -152,9 +152,10 @@ local deadline, tail = t + lease_ms, ':' .. C
 local stamped = deadline .. '.' .. t
 -- Redis keeps a hash of up to 128 short entries as a listpack, where every field is
 -- found by a scan: a batch's HSET here, and its ack's HMGET and HDEL, would take time
--- growing with the square of the batch. A field longer than 64 bytes makes expiry a
+-- growing with the square of the batch. A field longer than 64 bytes makes a hash a
 -- hash table for good; it goes again in this call (a batch of 16 or more: a smaller
--- one gains less than the HDEL costs).
+-- one gains less than the HDEL costs). So for expiry, and for the lease hash when no
+-- element is longer (an envelope always is; a short raw element is not).
 local wide = #out >= 16
 local expiry, records = {}, {}
 if wide then expiry[1], expiry[2] = WIDE, '' end
@@ -165,6 +166,7 @@ local DIGITS = #out >= 8 and {"""
     + ", ".join(f"'{i:02d}'" for i in range(100))
     + r"""} or nil
 local head  -- the nonce and the sequence number's hundreds
+local short = wide  -- no element longer than 64 bytes (so far)
 for i, e in ipairs(out) do
   local n, f = seq + i - 1, nil  -- its field in the consumer's lease hash: field_of
   if not DIGITS or n < 100 then
@@ -176,7 +178,9 @@ for i, e in ipairs(out) do
   end
   expiry[at + 2 * i - 1], expiry[at + 2 * i] = f .. tail, stamped
   records[2 * i - 1], records[2 * i] = f, e
+  if short and #e > 64 then short = false end
 end
+if short then records[2 * #out + 1], records[2 * #out + 2] = WIDE, '' end
 -- The elements are out of the queue: if a lease cannot be written (a key of the
 -- wrong type), undo and put them back as they were before failing: nothing is lost.
 local ok, err = pcall(function()
@@ -184,6 +188,7 @@ local ok, err = pcall(function()
   call_chunked('HSET', EXPIRY, expiry, 2)
   if wide then redis.call('HDEL', EXPIRY, WIDE) end
   call_chunked('HSET', leases_of(C), records, 2)
+  if short then redis.call('HDEL', leases_of(C), WIDE) end
 end)
 if not ok then
   local receipts, fields = {}, {}
