@@ -43,7 +43,7 @@ from brokerkit.backends.redis.list.calls_async import AsyncListCalls, wait_then_
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of, new_nonce
-from brokerkit.backends.redis.list.replies import stale_receipts, topic_info, unwrap
+from brokerkit.backends.redis.list.replies import fetched_messages, stale_receipts, topic_info
 from brokerkit.exceptions import InvalidMessage, StaleDelivery
 
 __all__ = ["AsyncRedisListBroker"]
@@ -291,31 +291,18 @@ class AsyncRedisListBroker(AsyncBroker):
         state.heartbeat_at = time.monotonic()
         if not elements:
             return []
-        topic = subscription.topic
-        raw_content_type = self.options.raw_content_type
-        decode = _envelope.decode
-        suffix = ":" + consumer
-        deliveries = []
         # The batch is leased already: every element must come out as a delivery
         # (one another program wrote in a shape nobody reads is a raw message), or
         # it would sit leased, unrenewed, unseen until its lease ran out.
-        for seq, element in enumerate(elements, first):
-            attempt = 1
-            if element[:3] == b"BKR":
-                before, element = unwrap(element)
-                attempt += before
-            try:
-                message = decode(topic, element, raw_content_type)
-            except Exception:  # decode is total; this guards a regression
-                message = _envelope.raw_message(topic, element, raw_content_type)
-            deliveries.append(
-                AsyncDelivery(
-                    message,
-                    subscription=subscription,
-                    attempt=attempt,
-                    receipt=f"{nonce}{seq}{suffix}",
-                )
-            )
+        messages, again = fetched_messages(
+            subscription.topic, elements, self.options.raw_content_type
+        )
+        suffix = ":" + consumer
+        receipts = [f"{nonce}{seq}{suffix}" for seq in range(first, first + len(messages))]
+        deliveries = AsyncDelivery._first_attempts(messages, subscription, receipts)
+        if again:  # the messages that came back
+            for index, attempt in again.items():
+                deliveries[index].attempt = attempt
         self._keeper.hold(deliveries)
         return deliveries
 
@@ -466,8 +453,12 @@ class AsyncRedisListBroker(AsyncBroker):
             starts = range(0, len(group), _RECEIPTS_PER_CALL)
             for start in reversed(starts) if backwards else starts:
                 chunk = group[start : start + _RECEIPTS_PER_CALL]
-                args = [*plan.common, *first, *[d.receipt for d in chunk]]
-                keys = plan.keys_for(consumer_of(d.receipt) for d in chunk)
+                args = [*plan.common, *first]
+                args += [d.receipt for d in chunk]
+                # a receipt names its subscription's consumer (see _claim): each
+                # subscription is looked at once
+                subscriptions = dict.fromkeys([d.subscription for d in chunk])
+                keys = plan.keys_for([s.consumer for s in subscriptions])
                 if durable is None:
                     reply = await self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
                 else:

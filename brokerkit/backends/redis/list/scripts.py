@@ -90,6 +90,9 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "
 #: ``<nonce><first + i>:<consumer>``.
 FETCH = with_preamble(
     r"""
+local WIDE = '"""
+    + "~" * 65
+    + r"""'  -- never a receipt (one has a ':'); see `wide`
 local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local nonce, seq = ARGV[10], tonumber(ARGV[11])
@@ -147,22 +150,50 @@ local deadline, tail = t + lease_ms, ':' .. C
 -- The deadline and the delivery time in expiry; the element, as it is, in the lease
 -- record (no copy of the body made here: see deadline_of).
 local stamped = deadline .. '.' .. t
-local receipts, fields, expiry, records = {}, {}, {}, {}
+-- Redis keeps a hash of up to 128 short entries as a listpack, where every field is
+-- found by a scan: a batch's HSET here, and its ack's HMGET and HDEL, would take time
+-- growing with the square of the batch. A field longer than 64 bytes makes a hash a
+-- hash table for good; it goes again in this call (a batch of 16 or more: a smaller
+-- one gains less than the HDEL costs). So for expiry, and for the lease hash when no
+-- element is longer (an envelope always is; a short raw element is not).
+local wide = #out >= 16
+local expiry, records = {}, {}
+if wide then expiry[1], expiry[2] = WIDE, '' end
+local at = wide and 2 or 0
+-- Formatting a number is slow in this Lua (sprintf): a batch takes the last two digits
+-- of each sequence number from a table of constants.
+local DIGITS = #out >= 8 and {"""
+    + ", ".join(f"'{i:02d}'" for i in range(100))
+    + r"""} or nil
+local head  -- the nonce and the sequence number's hundreds
+local short = wide  -- no element longer than 64 bytes (so far)
 for i, e in ipairs(out) do
-  local f = nonce .. (seq + i - 1)  -- its field in the consumer's lease hash: field_of
-  local r = f .. tail
-  receipts[i], fields[i] = r, f
-  expiry[2 * i - 1], expiry[2 * i] = r, stamped
+  local n, f = seq + i - 1, nil  -- its field in the consumer's lease hash: field_of
+  if not DIGITS or n < 100 then
+    f = nonce .. n
+  else
+    local low = n % 100
+    if not head or low == 0 then head = nonce .. (n - low) / 100 end
+    f = head .. DIGITS[low + 1]
+  end
+  expiry[at + 2 * i - 1], expiry[at + 2 * i] = f .. tail, stamped
   records[2 * i - 1], records[2 * i] = f, e
+  if short and #e > 64 then short = false end
 end
+if short then records[2 * #out + 1], records[2 * #out + 2] = WIDE, '' end
 -- The elements are out of the queue: if a lease cannot be written (a key of the
 -- wrong type), undo and put them back as they were before failing: nothing is lost.
 local ok, err = pcall(function()
   redis.call('ZADD', DEADLINES, deadline, nonce .. seq .. '+' .. #out .. tail)
   call_chunked('HSET', EXPIRY, expiry, 2)
+  if wide then redis.call('HDEL', EXPIRY, WIDE) end
   call_chunked('HSET', leases_of(C), records, 2)
+  if short then redis.call('HDEL', leases_of(C), WIDE) end
 end)
 if not ok then
+  local receipts, fields = {}, {}
+  for i = 1, #expiry, 2 do receipts[#receipts + 1] = expiry[i] end
+  for i = 1, #records, 2 do fields[#fields + 1] = records[i] end
   pcall(call_chunked, 'HDEL', EXPIRY, receipts, 1)
   pcall(call_chunked, 'HDEL', leases_of(C), fields, 1)
   pcall(redis.call, 'ZREM', DEADLINES, nonce .. seq .. '+' .. #out .. tail)
@@ -194,41 +225,48 @@ local mode = ARGV[7]
 local t = now_ms()
 local stale = {}
 if mode == 'ack' then
-  local done, by_consumer = {}, {}
+  local done, nd, by_consumer = {}, 0, {}
+  local find, sub = string.find, string.sub
   local tail, mine = '', nil  -- ':<consumer>' of the previous receipt, and its fields
   local counted = redis.call('HLEN', ATTEMPTS) > 0
   local values_of, values = {}, nil  -- only when counted: how to read the records
+  -- The leases of one fetch share one expiry value (a renewal rewrites them alike), and
+  -- Lua keeps one copy of equal strings: each distinct value is read once.
+  local last, live, older = nil, false, false
   for i = 8, #ARGV, CHUNK do
     local j = math.min(i + CHUNK - 1, #ARGV)
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
     for k = i, j do
       local r, v = ARGV[k], found[k - i + 1]
-      local deadline = deadline_of(v)  -- garbage: taken as expired
-      if not deadline then
-        -- taken away; a record left without its expiry value goes back (see release)
-        local e = release(r, false)
-        if e then hand_back(e, true, 'max_deliveries') end
-        stale[#stale + 1] = r
-      elseif deadline <= t then
+      if v ~= last then
+        last = v
+        local deadline = deadline_of(v)  -- garbage: taken as expired
+        live = deadline ~= nil and deadline > t
+        -- a lease an earlier version recorded (an expiry value without '.'): its record
+        -- is under the whole receipt (it is looked for under both)
+        older = live and not find(v, '.', 1, true)
+      end
+      if not live then
+        -- expired or taken away (v false: a record left without its expiry value goes
+        -- back too, see release)
         local e = release(r, v)
         if e then hand_back(e, true, 'max_deliveries') end
         stale[#stale + 1] = r
       else
-        done[#done + 1] = r
+        nd = nd + 1
+        done[nd] = r
         -- the usual batch has one consumer: compare tails instead of cutting strings
         local at = #r - #tail + 1
-        if not (mine and string.find(r, ':', 1, true) == at and
-                string.find(r, tail, at, true) == at) then
+        if not (mine and find(r, ':', 1, true) == at and find(r, tail, at, true) == at) then
           local C = consumer_of(r)
           tail, mine = ':' .. C, by_consumer[C]
           if not mine then mine = {}; by_consumer[C] = mine; values_of[C] = {} end
           values = values_of[C]
+          at = #r - #tail + 1
         end
-        mine[#mine + 1] = field_of(r)
+        mine[#mine + 1] = sub(r, 1, at - 1)  -- field_of(r): the first ':' is at `at`
         if counted then values[#mine] = v end
-        -- a lease an earlier version recorded (an expiry value without '.'): its record
-        -- is under the whole receipt (it is looked for under both)
-        if not string.find(v, '.', 1, true) then
+        if older then
           mine[#mine + 1] = r
           if counted then values[#mine] = v end
         end

@@ -1,0 +1,229 @@
+"""What a redis+list batch leaves in Redis: a fetch of many keeps ``expiry`` a hash
+table (in a listpack, every HSET, HMGET and HDEL of a batch scans the whole hash) and
+writes exactly the receipts the client computes, whatever hundreds their sequence
+numbers cross; an ack of a batch whose expiry values differ from one receipt to the
+next reports exactly the stale ones; and the client reads a fetched batch into the
+very messages and attempts that reading each element on its own gives."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from brokerkit._message import Message
+from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis.list.replies import fetched_messages, unwrap
+from brokerkit.exceptions import IncompatibleTopic, StaleDelivery
+
+pytestmark = pytest.mark.redis_list
+
+
+@pytest.fixture
+def connect(redis_broker: Callable[..., Any]) -> Callable[..., Any]:
+    return functools.partial(redis_broker, "redis+list")
+
+
+def test_a_batch_fetch_keeps_expiry_a_hash_table_holding_only_its_receipts(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    keys = broker._topic("orders").keys
+    broker.publish_many("orders", [f"m{i}" for i in range(100)])
+    subscription = broker.subscribe("orders", prefetch=100)
+    got = [subscription.receive(timeout=5) for _ in range(100)]
+    deliveries = [d for d in got if d is not None]
+    assert [d.body for d in deliveries] == [f"m{i}" for i in range(100)]
+    # 100 short entries would be a listpack by Redis's defaults
+    assert redis_client.object("encoding", keys.expiry) == b"hashtable"
+    receipts = {d.receipt.encode() for d in deliveries}
+    assert set(redis_client.hkeys(keys.expiry)) == receipts
+    fields = {r.partition(b":")[0] for r in receipts}
+    assert set(redis_client.hkeys(keys.leases(subscription.consumer))) == fields
+    broker.ack(*deliveries)
+    assert redis_client.exists(keys.expiry, keys.leases(subscription.consumer)) == 0
+    assert redis_client.exists(keys.deadlines) == 0
+
+
+def test_a_batch_of_short_raw_elements_keeps_the_lease_hash_a_hash_table(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    keys = broker._topic("orders").keys
+    elements = [f'{{"orderId": {i}}}'.encode() for i in range(100)]  # shorter than 64 bytes
+    redis_client.lpush(keys.queue, *elements)
+    subscription = broker.subscribe("orders", prefetch=100)
+    got = [subscription.receive(timeout=5) for _ in range(100)]
+    deliveries = [d for d in got if d is not None]
+    assert [d.payload for d in deliveries] == elements
+    leases = keys.leases(subscription.consumer)
+    assert redis_client.object("encoding", leases) == b"hashtable"
+    assert sorted(redis_client.hvals(leases)) == sorted(elements)
+    broker.ack(*deliveries)
+    assert redis_client.exists(keys.expiry, leases) == 0
+
+
+@pytest.mark.parametrize(
+    ("first", "count"),
+    [(0, 7), (0, 8), (95, 10), (99, 2), (100, 16), (190, 120), (1999, 30), (0, 600)],
+)
+def test_a_batchs_receipts_are_the_ones_the_client_computes(
+    connect: Callable[..., Any], redis_client: redis.Redis, first: int, count: int
+) -> None:
+    broker = connect()
+    plan = broker._topic("orders")
+    keys = plan.keys_for(["c1"])
+    redis_client.lpush(plan.keys.queue, *[f"e{i}" for i in range(count)])
+    fetch = broker._scripts["FETCH"]
+    out = fetch(keys=keys, args=[*plan.common, "c1", count, 30_000, "n0-", first])
+    assert out == [f"e{i}".encode() for i in range(count)]
+    names = [f"n0-{n}" for n in range(first, first + count)]
+    records = redis_client.hgetall(plan.keys.leases("c1"))
+    assert records == {n.encode(): f"e{i}".encode() for i, n in enumerate(names)}
+    assert set(redis_client.hkeys(plan.keys.expiry)) == {f"{n}:c1".encode() for n in names}
+    group = f"n0-{first}+{count}:c1".encode()
+    assert redis_client.zrange(plan.keys.deadlines, 0, -1) == [group]
+    settle = broker._scripts["SETTLE"]
+    for start in range(0, count, 250):
+        chunk = names[start : start + 250]
+        assert settle(keys=keys, args=[*plan.common, "ack", *[f"{n}:c1" for n in chunk]]) == []
+    assert redis_client.exists(plan.keys.expiry, plan.keys.leases("c1")) == 0
+
+
+@pytest.mark.parametrize("key", ["expiry", "leases"])
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_batch_whose_lease_cannot_be_written_loses_nothing(
+    connect: Callable[..., Any], redis_client: redis.Redis, key: str, raw: bool
+) -> None:
+    broker = connect()
+    keys = broker._topic("orders").keys
+    if raw:  # short elements: the lease hash gets the long field too
+        redis_client.lpush(keys.queue, *[f"m{i}".encode() for i in range(20)])
+    else:
+        broker.publish_many("orders", [f"m{i}" for i in range(20)])
+    queued = redis_client.lrange(keys.queue, 0, -1)
+    subscription = broker.subscribe("orders", prefetch=20)
+    leases = keys.leases(subscription.consumer)
+    redis_client.set(keys.expiry if key == "expiry" else leases, "not a hash")
+    with pytest.raises(IncompatibleTopic):
+        subscription.receive(timeout=0.1)
+    # popped, then put back as they were: nothing leased, nothing lost, order kept
+    assert redis_client.lrange(keys.queue, 0, -1) == queued
+    assert redis_client.exists(keys.deadlines) == 0
+    assert redis_client.type(keys.expiry if key == "leases" else leases) == b"none"
+    redis_client.delete(keys.expiry, leases)
+    got = [subscription.receive(timeout=5) for _ in range(20)]
+    deliveries = [d for d in got if d is not None]
+    assert [d.payload for d in deliveries] == [
+        e if raw else _envelope.decode("orders", e).payload for e in reversed(queued)
+    ]
+    broker.ack(*deliveries)
+
+
+def test_an_ack_of_leases_in_every_state_reports_exactly_the_stale_ones(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect(visibility_timeout=30)
+    keys = broker._topic("orders").keys
+    broker.publish_many("orders", [f"m{i}" for i in range(10)])
+    subscription = broker.subscribe("orders", prefetch=10)
+    got = [subscription.receive(timeout=5) for _ in range(10)]
+    deliveries = [d for d in got if d is not None]
+    assert len(deliveries) == 10
+    live = redis_client.hget(keys.expiry, deliveries[0].receipt)
+    # live ones (the same value) between ones expired, unreadable, gone, and one live in
+    # the form an earlier version wrote: each is judged on its own value
+    redis_client.hset(keys.expiry, deliveries[1].receipt, b"1.5")
+    redis_client.hset(keys.expiry, deliveries[3].receipt, b"garbage")
+    redis_client.hdel(keys.expiry, deliveries[5].receipt)
+    redis_client.hset(keys.expiry, deliveries[7].receipt, live.partition(b".")[0])
+    redis_client.hset(keys.expiry, deliveries[8].receipt, b"1.5")
+    with pytest.raises(StaleDelivery) as caught:
+        broker.ack(*deliveries)
+    stale = {d.receipt for d in caught.value.deliveries}
+    assert stale == {deliveries[i].receipt for i in (1, 3, 5, 8)}
+    # each handed back, its attempt counted
+    assert redis_client.llen(keys.queue) == 4
+    again = [subscription.receive(timeout=5) for _ in range(4)]
+    assert sorted((d.body, d.attempt) for d in again if d is not None) == [
+        ("m1", 2),
+        ("m3", 2),
+        ("m5", 2),
+        ("m8", 2),
+    ]
+    broker.ack(*[d for d in again if d is not None])
+    assert redis_client.exists(keys.expiry, keys.leases(subscription.consumer)) == 0
+
+
+_PLAIN = _envelope.encode(Message("0193ab", "orders", b"body", "application/json", {}, 1.5))
+_WITH_HEADERS = _envelope.encode(
+    Message("0193cd", "orders", b"\xff\x00", "application/octet-stream", {"k": "v"}, 2.0)
+)
+ELEMENTS = [
+    _PLAIN,
+    _WITH_HEADERS,
+    b"BKR3\n" + _PLAIN,
+    b"BKR1\n" + _WITH_HEADERS,
+    b"BKR0\n" + _PLAIN,
+    b"BKRx\n" + _PLAIN,  # not a count: a raw element as it is
+    b"BKR",
+    b"BKR12",
+    b'{"orderId": 7}',
+    b"plain text",
+    b"\xff\x00 not text",
+    b"",
+    b'BK1{"id":"ab","ct":"\xff","ts":1}\npayload',  # a content type that is no UTF-8
+    b'BK1{"id":"ab","ct":"x/y","ts":1e999}\npayload',  # no finite time
+    b'BK1{"id":"ab","ct":"x/y","ts":-1.25e-3}\n',
+    b'BK1{"id":"AB","ct":"x/y","ts":1}\npayload',  # not the plain header: JSON's path
+    b'BK1{"id":"ab","ct":"x/y","ts":1,"h":{"a":"b"}}\npayload',
+    b'BK1{"id":"ab","ct":"x/y","ts":1}',  # no line break
+    b"BK1{not json}\npayload",
+]
+
+
+def _one_by_one(
+    elements: list[bytes], raw_content_type: str | None
+) -> tuple[list[Message], list[int]]:
+    """What reading each element on its own gives (as a fetch did before batches)."""
+    messages, attempts = [], []
+    for element in elements:
+        before, inner = unwrap(element)
+        messages.append(_envelope.decode("orders", inner, raw_content_type))
+        attempts.append(1 + before)
+    return messages, attempts
+
+
+def _attempts(count: int, again: dict[int, int] | None) -> list[int]:
+    return [(again or {}).get(i, 1) for i in range(count)]
+
+
+@pytest.mark.parametrize("raw_content_type", [None, "text/plain"])
+def test_a_fetched_batch_reads_as_each_element_on_its_own(raw_content_type: str | None) -> None:
+    messages, again = fetched_messages("orders", ELEMENTS, raw_content_type)
+    expected, attempts = _one_by_one(ELEMENTS, raw_content_type)
+    assert messages == expected
+    assert _attempts(len(ELEMENTS), again) == attempts
+    # each message has headers of its own
+    assert len({id(m.headers) for m in messages}) == len(messages)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"", b"BKR2\n", b"BKR", b"BK1", b"BK1{", _PLAIN[:40], _PLAIN]),
+            st.binary(max_size=40),
+        ).map(lambda parts: parts[0] + parts[1]),
+        max_size=20,
+    )
+)
+def test_any_fetched_batch_reads_as_each_element_on_its_own(elements: list[bytes]) -> None:
+    messages, again = fetched_messages("orders", elements, None)
+    expected, attempts = _one_by_one(elements, None)
+    assert messages == expected
+    assert _attempts(len(elements), again) == attempts
