@@ -15,6 +15,9 @@ repeatable; default all):
 - ``memory``: bytes per message waiting and in flight, target within 64 B;
 - ``handback``: how long a handed-back or nacked message takes to reach a consumer
   already waiting, target 50 ms (:mod:`benchmarks.handback`);
+- ``latency``: publish-to-receive at 500 messages a second to a consumer waiting in
+  another process, redis+list against raw ``BLMOVE`` (target: median within 100 us)
+  and redis+stream against raw ``XREADGROUP BLOCK`` (:mod:`benchmarks.paced`);
 - ``scaling`` (only when asked for: about two minutes): consume+ack with 1, 2 and 4
   consumer processes, redis+list and redis+stream against raw redis-py's stream
   (:mod:`benchmarks.scaling`).
@@ -40,14 +43,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import redis
 
-from benchmarks import bodies, bookkeeping, handback, scaling
+from benchmarks import bodies, bookkeeping, handback, paced, scaling
 from benchmarks.report_server import server_cell, server_json
 from benchmarks.rounds import interleave
 from benchmarks.run import RESULTS, _commit, _say, _sides, redis_at
 from benchmarks.servertime import ServerMeter
 from brokerkit.cli._bench import Workload
 
-PARTS = ("fetch", "throughput", "bookkeeping", "memory", "handback", "scaling")
+PARTS = ("fetch", "throughput", "bookkeeping", "memory", "handback", "latency", "scaling")
 DEFAULT_PARTS = PARTS[:-1]
 _THROUGHPUT_SIDES = ("redis+list", "redis+stream", "raw list", "raw stream")
 
@@ -223,6 +226,17 @@ def handback_part(url: str, out: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def latency_part(url: str, rounds: int, out: dict[str, Any]) -> list[str]:
+    result = paced.paced(url, rounds=rounds, say=_say)
+    out["latency"] = {
+        "rate": result.rate,
+        "per_round": result.per_round,
+        "p50_us": {side: result.medians(side) for side in result.rounds},
+        "p99_us": {side: result.p99s(side) for side in result.rounds},
+    }
+    return paced.report(result)
+
+
 def scaling_part(url: str, rounds: int, out: dict[str, Any]) -> list[str]:
     rates = scaling.scaling(url, rounds=rounds, say=_say)
     out["scaling"] = {side: {str(n): r for n, r in by.items()} for side, by in rates.items()}
@@ -272,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             "bookkeeping": lambda: bookkeeping_part(url, args.held, out),
             "memory": lambda: memory_part(url, args.held, out),
             "handback": lambda: handback_part(url, out),
+            "latency": lambda: latency_part(url, args.rounds, out),
             "scaling": lambda: scaling_part(url, min(args.rounds, 3), out),
         }
         for part in PARTS:

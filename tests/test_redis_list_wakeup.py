@@ -160,3 +160,48 @@ def test_deliveries_handed_back_on_close_reach_a_consumer_already_waiting_at_onc
     assert [d.body for d in got if d is not None] == list(range(1, 10))
     waiter.ack(*got)
     first.ack()
+
+
+def test_a_waiting_consumer_that_only_polls_waits_on_the_server_never_in_a_client_sleep(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing held and no lease out, every wake-up of a waiting consumer is only a
+    look again (``delay_poll_interval``): it blocks in BLMOVE to its end, so that a
+    message that comes meanwhile reaches it at once. (Waiting out the last server tick
+    in a client sleep, as it does for a due time it knows of, held every message that
+    came in that tenth of a second back until the sleep ended: a p99 of 105 ms at 500
+    messages a second.)"""
+    from brokerkit.backends.redis.list import broker as list_broker
+
+    slept: list[float] = []
+    real_sleep = list_broker.sleep
+    monkeypatch.setattr(list_broker, "sleep", lambda s: (slept.append(s), real_sleep(s))[1])
+    url = redis_server.url("redis+list")
+    with brokerkit.connect(url, delay_poll_interval=0.05) as consumer:
+        subscription = consumer.subscribe("orders")
+        # A dozen poll intervals, each ending less than a server tick after it began.
+        assert subscription.receive(timeout=0.6) is None
+        assert slept == []
+
+
+def test_a_waiting_consumer_still_wakes_to_the_millisecond_for_a_due_time_it_knows(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side of the test above: the due time of a retry this consumer delayed
+    itself is waited for in a client sleep over the last server tick (punctual)."""
+    from brokerkit.backends.redis.list import broker as list_broker
+
+    slept: list[float] = []
+    real_sleep = list_broker.sleep
+    monkeypatch.setattr(list_broker, "sleep", lambda s: (slept.append(s), real_sleep(s))[1])
+    url = redis_server.url("redis+list")
+    with brokerkit.connect(url) as broker:
+        broker.publish("orders", "retry me")
+        subscription = broker.subscribe("orders")
+        first = subscription.receive(timeout=5)
+        assert first is not None
+        first.nack(delay=0.3)  # this consumer knows when it is due
+        again = subscription.receive(timeout=5)
+        assert again is not None and again.body == "retry me" and again.attempt == 2
+        again.ack()
+        assert slept, "the due time it knew of was not waited for to the millisecond"

@@ -94,6 +94,9 @@ class _Consumer:
         self.next_maintenance = 0.0
         #: When to look for held messages that became due (see ``delay_poll_interval``).
         self.next_release = 0.0
+        #: When the next due time this consumer knows of comes (a held message or a
+        #: lease running out; monotonic): a wake-up for it is kept to the millisecond.
+        self.due_at = math.inf
         self.heartbeat_at = float("-inf")
         self.idle = False
         self.reconcile = True
@@ -245,13 +248,18 @@ class RedisListBroker(Broker):
                 return fetched
         # The queue is empty: block on the server until a message comes, until the
         # next lease runs out and wants rescuing, or until a held message may be due.
-        # A wake-up is kept to the millisecond: the server's block ends a tick before
-        # it, and the rest is waited out here.
-        left = min(state.next_maintenance, state.next_release) - time.monotonic()
-        if left <= timeout and left < _SERVER_TICK + _MIN_BLOCK:
+        # A wake-up for a due time this consumer knows of is kept to the millisecond:
+        # the server's block ends a tick before it, and the rest is waited out here
+        # (a message that comes meanwhile waits for it). A wake-up only to look again
+        # (delay_poll_interval, or half a visibility timeout) blocks on the server to
+        # the end, so that nothing that comes meanwhile waits for the consumer.
+        wake = min(state.next_maintenance, state.next_release)
+        left = wake - time.monotonic()
+        tick = _SERVER_TICK if state.due_at <= wake + _MIN_BLOCK else 0.0
+        if tick and left <= timeout and left < tick + _MIN_BLOCK:
             sleep(max(left, 0.0))
             return []
-        block = max(min(timeout, left - _SERVER_TICK), _MIN_BLOCK)
+        block = max(min(timeout, left - tick), _MIN_BLOCK)
         # The BLMOVE and the lease script in one round trip (see _claim).
         fetched = self._claim(subscription, max_messages, block)
         state.idle = len(fetched) < max_messages
@@ -333,11 +341,12 @@ class RedisListBroker(Broker):
             if visited < _RESCUE_LIMIT:
                 break
         wait = self.options.visibility_timeout / 2
-        if wait_ms >= 0:
-            wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
+        due = max(wait_ms / 1000 + 0.01, 0.05) if wait_ms >= 0 else math.inf
+        wait = min(wait, due)
         now = time.monotonic()
         state.next_maintenance = now + wait
         state.next_release = now + min(wait, self.options.delay_poll_interval)
+        state.due_at = now + due
 
     def _release(self, subscription: Subscription) -> None:
         """Move the held messages that are due to the queue; look again when the next
@@ -348,10 +357,10 @@ class RedisListBroker(Broker):
         )
         if moved:
             state.idle = False
-        wait = self.options.delay_poll_interval
-        if wait_ms >= 0:
-            wait = min(wait, wait_ms / 1000 + 0.001)
-        state.next_release = time.monotonic() + wait
+        due = wait_ms / 1000 + 0.001 if wait_ms >= 0 else math.inf
+        now = time.monotonic()
+        state.next_release = now + min(self.options.delay_poll_interval, due)
+        state.due_at = min(state.due_at, now + due) if state.due_at > now else now + due
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
@@ -392,6 +401,7 @@ class RedisListBroker(Broker):
                 state = subscription.state
                 if subscription.topic in topics and isinstance(state, _Consumer):
                     state.next_release = min(state.next_release, due)
+                    state.due_at = min(state.due_at, due)
 
     def _settle_script(self, deliveries: Sequence[Delivery], mode: str, *extra: Any) -> None:
         with self._lease_lock:
