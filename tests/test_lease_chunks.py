@@ -13,7 +13,8 @@ import redis
 
 import brokerkit
 from brokerkit.backends.redis._heartbeat import RENEW_CHUNK
-from brokerkit.backends.redis.list.broker import _RECEIPTS_PER_CALL, _RESCUE_LEASES
+from brokerkit.backends.redis.list.broker import _RESCUE_LEASES
+from brokerkit.backends.redis.list.settle import _RECEIPTS_PER_CALL
 from tests.redis_server import RedisServer
 
 HELD = 10_000

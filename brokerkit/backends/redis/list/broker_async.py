@@ -40,11 +40,13 @@ from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls, wait_then_lease
+from brokerkit.backends.redis.list.consumer_async import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of, new_nonce
-from brokerkit.backends.redis.list.replies import fetched_messages, stale_receipts, topic_info
-from brokerkit.exceptions import InvalidMessage, StaleDelivery
+from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
+from brokerkit.backends.redis.list.settle_async import ListSettling, run_on
+from brokerkit.exceptions import InvalidMessage
 
 __all__ = ["AsyncRedisListBroker"]
 
@@ -64,11 +66,6 @@ _RESCUE_LIMIT = 1000
 #: what is left in its lease hash: HKEYS, as no command the documented ACL grants
 #: reads part of a hash).
 _RESCUE_LEASES = 100
-#: A settle or extend script call carries at most this many receipts; a bigger batch
-#: is several calls, one after another, so that no call holds the server for long.
-#: Measured on a private Redis 7.0 with 10,000 deliveries held: per receipt about 8 us
-#: of server time to requeue, 2 us to renew, 1.3 us to ack; 250 keeps a call near 2 ms.
-_RECEIPTS_PER_CALL = 250
 #: Redis reads a BLMOVE timeout of 0 as "forever": never ask for less than this.
 _MIN_BLOCK = 0.01
 #: Redis ends a blocking command whose timeout passed on its next clock tick (ten a
@@ -76,31 +73,7 @@ _MIN_BLOCK = 0.01
 _SERVER_TICK = 0.1
 
 
-class _Consumer:
-    """The state of one subscription. A delivery's receipt is the string
-    ``<nonce><seq>:<consumer>``, the name of its lease in Redis."""
-
-    def __init__(self, plan: TopicPlan, reconnector: Reconnector, consumer: str) -> None:
-        self.plan = plan
-        self.keys = plan.keys
-        #: The ``KEYS`` of this consumer's fetches, and where its BLMOVE moves to.
-        self.fetch_keys = plan.keys_for((consumer,))
-        self.processing = plan.keys.processing(consumer)
-        self.reconnector = reconnector
-        self.nonce = new_nonce()
-        self.seq = 0
-        self.next_maintenance = 0.0
-        #: When to look for held messages that became due (see ``delay_poll_interval``).
-        self.next_release = 0.0
-        #: When the next due time this consumer knows of comes (a held message or a
-        #: lease running out; monotonic): a wake-up for it is kept to the millisecond.
-        self.due_at = math.inf
-        self.heartbeat_at = float("-inf")
-        self.idle = False
-        self.reconcile = True
-
-
-class AsyncRedisListBroker(AsyncBroker):
+class AsyncRedisListBroker(ListSettling, AsyncBroker):
     """A work queue on Redis lists: at-least-once, leased, crash-safe.
 
     Every consumer of a topic competes for its messages (groups all share the one
@@ -218,7 +191,7 @@ class AsyncRedisListBroker(AsyncBroker):
                 await self._call(lambda c=chunk: self._script("HOLD", plan, delay_ms, *c), topic)  # type: ignore[misc]
             else:  # held messages wait for replicas as published ones do
                 args = [*plan.common, delay_ms, *chunk]
-                on = functools.partial(_run_on, self._scripts["HOLD"], plan.script_keys, args)
+                on = functools.partial(run_on, self._scripts["HOLD"], plan.script_keys, args)
                 run = functools.partial(self._durable.run, plan.keys.queue, on)
                 await self._call(run, topic)
 
@@ -227,12 +200,12 @@ class AsyncRedisListBroker(AsyncBroker):
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         plan = self._topic(subscription.topic)
         reconnector = Reconnector(self.url, self.options.reconnect_timeout)
-        subscription.state = _Consumer(plan, reconnector, subscription.consumer)
+        subscription.state = ConsumerState(plan, reconnector, subscription.consumer)
 
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
     ) -> list[AsyncDelivery]:
-        state: _Consumer = subscription.state
+        state: ConsumerState = subscription.state
         now = time.monotonic()
         if state.reconcile or now >= state.next_maintenance:
             await self._maintain(subscription)
@@ -268,7 +241,7 @@ class AsyncRedisListBroker(AsyncBroker):
     ) -> list[AsyncDelivery]:
         """Lease up to ``count`` deliveries in one script call; with ``block``, first
         wait up to that many seconds in a ``BLMOVE`` for one, in the same round trip."""
-        state: _Consumer = subscription.state
+        state: ConsumerState = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
         script_keys, common = state.fetch_keys, state.plan.common
@@ -317,7 +290,7 @@ class AsyncRedisListBroker(AsyncBroker):
     async def _consumer_call(
         self, subscription: AsyncSubscription, operation: Callable[[], Awaitable[_T]]
     ) -> _T:
-        state: _Consumer = subscription.state
+        state: ConsumerState = subscription.state
         try:
             return await self._call(operation, subscription.topic, state.reconnector)
         finally:
@@ -333,7 +306,7 @@ class AsyncRedisListBroker(AsyncBroker):
     async def _maintain(self, subscription: AsyncSubscription) -> None:
         """Rescue the topic's stuck deliveries and this consumer's orphans; schedule
         the next run for when the next lease runs out (at most half a timeout away)."""
-        state: _Consumer = subscription.state
+        state: ConsumerState = subscription.state
         state.reconcile = False
         while True:  # calls of a bounded size, all before the next fetch: in order
             moved, wait_ms, _, visited, released = await self._consumer_call(
@@ -355,7 +328,7 @@ class AsyncRedisListBroker(AsyncBroker):
     async def _release(self, subscription: AsyncSubscription) -> None:
         """Move the held messages that are due to the queue; look again when the next
         one is due, or after ``delay_poll_interval`` for ones held meanwhile."""
-        state: _Consumer = subscription.state
+        state: ConsumerState = subscription.state
         moved, wait_ms = await self._consumer_call(
             subscription, lambda: self._script("RELEASE", state.plan, _RESCUE_LIMIT)
         )
@@ -370,7 +343,7 @@ class AsyncRedisListBroker(AsyncBroker):
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
     ) -> None:
         await super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
-        state: _Consumer = subscription.state
+        state: ConsumerState = subscription.state
         # Returned-but-unsettled deliveries keep their leases (renewed while this
         # broker lives); the heartbeat entry goes, so nothing of it is left behind.
         zrem = self._client.zrem
@@ -378,106 +351,6 @@ class AsyncRedisListBroker(AsyncBroker):
             lambda: zrem(state.keys.consumers, subscription.consumer),
             subscription.topic,
         )
-
-    # -- settling -----------------------------------------------------------------
-
-    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
-        await self._settle_script(deliveries, "ack")
-
-    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
-        await self._settle_script(deliveries, "requeue" if requeue else "reject")
-
-    async def _nack_with(
-        self,
-        deliveries: Sequence[AsyncDelivery],
-        requeue: bool,
-        delay: float | None,
-        reason: str | None,
-    ) -> None:
-        delay_ms = math.ceil(delay * 1000) if delay else 0
-        mode = "requeue+" if requeue else "reject+"
-        await self._settle_script(deliveries, mode, delay_ms, reason or "")
-        if delay_ms:
-            # This process's consumers of those topics look again when the retry is due.
-            due = time.monotonic() + delay_ms / 1000
-            topics = {d.subscription.topic for d in deliveries}
-            with self._lock:
-                subscriptions = list(self._subscriptions)
-            for subscription in subscriptions:
-                state = subscription.state
-                if subscription.topic in topics and isinstance(state, _Consumer):
-                    state.next_release = min(state.next_release, due)
-                    state.due_at = min(state.due_at, due)
-
-    async def _settle_script(
-        self, deliveries: Sequence[AsyncDelivery], mode: str, *extra: Any
-    ) -> None:
-        async with self._lease_lock:
-            self._keeper.drop(deliveries)
-        stale = await self._per_topic(deliveries, "SETTLE", mode, *extra)
-        if stale:
-            raise StaleDelivery(stale)
-
-    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
-        """Set the leases' deadlines to ``seconds`` from now; the background renewals
-        never move them earlier (see :meth:`_renew`)."""
-        stale = await self._per_topic(deliveries, "EXTEND", int(seconds * 1000), "set")
-        if stale:
-            self._keeper.drop(stale)
-            raise StaleDelivery(stale)
-
-    async def _renew(self, deliveries: list[AsyncDelivery]) -> list[AsyncDelivery]:
-        """The lease keeper's beat: renew every held lease for a visibility timeout
-        from now, or leave it alone if an extension by hand already runs longer;
-        return those whose leases had run out."""
-        async with self._lease_lock:
-            # Settled since the keeper looked: their receipts are gone, not lost.
-            held = {id(d) for d in self._keeper.held()}
-            alive = [d for d in deliveries if id(d) in held]
-            if not alive:
-                return []
-            return await self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
-
-    async def _per_topic(
-        self, deliveries: Sequence[AsyncDelivery], script: str, *first: Any
-    ) -> list[AsyncDelivery]:
-        """Run ``script`` once per topic over the deliveries' receipts (one call for
-        the usual batch of one topic, one per :data:`_RECEIPTS_PER_CALL` receipts of a
-        bigger one); return the deliveries whose receipts came back stale."""
-        by_topic: dict[str, list[AsyncDelivery]] = {}
-        for delivery in deliveries:
-            topic = delivery.subscription.topic
-            group = by_topic.get(topic)
-            if group is None:
-                by_topic[topic] = group = []
-            group.append(delivery)
-        run = self._scripts[script]
-        # a settlement waits for replicas (the replicas option); a renewal does not
-        durable = self._durable if script == "SETTLE" else None
-        # A requeue hands each element back to the head of the queue, the last first:
-        # the chunks go in reverse too, so that the first nacked is still next out.
-        backwards = script == "SETTLE" and str(first[0]).startswith("requeue")
-        stale: list[AsyncDelivery] = []
-        for topic, group in by_topic.items():
-            plan = self._topic(topic)
-            starts = range(0, len(group), _RECEIPTS_PER_CALL)
-            for start in reversed(starts) if backwards else starts:
-                chunk = group[start : start + _RECEIPTS_PER_CALL]
-                args = [*plan.common, *first]
-                args += [d.receipt for d in chunk]
-                # a receipt names its subscription's consumer (see _claim): each
-                # subscription is looked at once
-                subscriptions = dict.fromkeys([d.subscription for d in chunk])
-                keys = plan.keys_for([s.consumer for s in subscriptions])
-                if durable is None:
-                    reply = await self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
-                else:
-                    on = functools.partial(_run_on, run, keys, args)
-                    reply = await self._call(lambda k=keys[0], o=on: durable.run(k, o), topic)  # type: ignore[misc]
-                lost = stale_receipts(reply)
-                if lost:
-                    stale.extend(d for d in chunk if d.receipt in lost)
-        return stale
 
     # -- management ---------------------------------------------------------------
 
@@ -566,11 +439,6 @@ class AsyncRedisListBroker(AsyncBroker):
         if self._durable is not None:
             await self._durable.aclose()
         await self._client.aclose()
-
-
-async def _run_on(script: AsyncLua, keys: list[str], args: list[Any], client: Any) -> Any:
-    """``script`` on ``client`` (a connection pinned for a replica wait)."""
-    return await script(keys=keys, args=args, client=client)
 
 
 def _text(value: bytes | str) -> str:

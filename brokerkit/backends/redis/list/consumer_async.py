@@ -1,0 +1,35 @@
+"""What a redis+list consumer keeps between its calls: its receipts' nonce and next
+sequence number, and when it next looks after leases and held messages."""
+
+from __future__ import annotations
+
+import math
+
+from brokerkit.backends.redis._client_async import Reconnector
+from brokerkit.backends.redis.list.plan import TopicPlan, new_nonce
+
+__all__ = ["ConsumerState"]
+
+
+class ConsumerState:
+    """The state of one subscription. A delivery's receipt is the string
+    ``<nonce><seq>:<consumer>``, the name of its lease in Redis."""
+
+    def __init__(self, plan: TopicPlan, reconnector: Reconnector, consumer: str) -> None:
+        self.plan = plan
+        self.keys = plan.keys
+        #: The ``KEYS`` of this consumer's fetches, and where its BLMOVE moves to.
+        self.fetch_keys = plan.keys_for((consumer,))
+        self.processing = plan.keys.processing(consumer)
+        self.reconnector = reconnector
+        self.nonce = new_nonce()
+        self.seq = 0
+        self.next_maintenance = 0.0
+        #: When to look for held messages that became due (see ``delay_poll_interval``).
+        self.next_release = 0.0
+        #: When the next due time this consumer knows of comes (a held message or a
+        #: lease running out; monotonic): a wake-up for it is kept to the millisecond.
+        self.due_at = math.inf
+        self.heartbeat_at = float("-inf")
+        self.idle = False
+        self.reconcile = True

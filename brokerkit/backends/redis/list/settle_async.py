@@ -1,0 +1,158 @@
+"""Settling redis+list deliveries: ack, nack (with a delay and a reason), extend, and the
+background renewal of the leases a broker's consumers hold; each a script call per
+topic, a batch of receipts at a time. A mixin of :class:`AsyncRedisListBroker`."""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from brokerkit._acompat import Lock
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit.backends.redis._durable_async import AsyncReplicaWait
+from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
+from brokerkit.backends.redis._lua_async import AsyncLua
+from brokerkit.backends.redis.list.calls_async import AsyncListCalls
+from brokerkit.backends.redis.list.consumer_async import ConsumerState
+from brokerkit.backends.redis.list.plan import TopicPlan
+from brokerkit.backends.redis.list.replies import stale_receipts
+from brokerkit.exceptions import StaleDelivery
+
+if TYPE_CHECKING:
+    from brokerkit._subscription_async import AsyncSubscription
+
+__all__ = ["ListSettling", "run_on"]
+
+#: A settle or extend script call carries at most this many receipts; a bigger batch
+#: is several calls, one after another, so that no call holds the server for long.
+#: Measured on a private Redis 7.0 with 10,000 deliveries held: per receipt about 8 us
+#: of server time to requeue, 2 us to renew, 1.3 us to ack; 250 keeps a call near 2 ms.
+_RECEIPTS_PER_CALL = 250
+
+
+class ListSettling:
+    """The settling primitives of :class:`AsyncRedisListBroker` and the renewal of the
+    leases its consumers hold."""
+
+    _scripts: dict[str, AsyncLua]
+    _call: AsyncListCalls
+    _keeper: LeaseKeeper
+    #: Set when settlements wait for replicas (the ``replicas`` option).
+    _durable: AsyncReplicaWait | None
+    #: Held by a renewal from its look at the held deliveries to its reply, and by a
+    #: settlement while it takes its deliveries out of the keeper.
+    _lease_lock: Lock
+    _lease_ms: int
+    _topic: Callable[[str], TopicPlan]
+
+    if TYPE_CHECKING:  # provided by AsyncBroker
+        _lock: threading.Lock
+        _subscriptions: weakref.WeakSet[AsyncSubscription]
+
+    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
+        await self._settle_script(deliveries, "ack")
+
+    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        await self._settle_script(deliveries, "requeue" if requeue else "reject")
+
+    async def _nack_with(
+        self,
+        deliveries: Sequence[AsyncDelivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        delay_ms = math.ceil(delay * 1000) if delay else 0
+        mode = "requeue+" if requeue else "reject+"
+        await self._settle_script(deliveries, mode, delay_ms, reason or "")
+        if delay_ms:
+            # This process's consumers of those topics look again when the retry is due.
+            due = time.monotonic() + delay_ms / 1000
+            topics = {d.subscription.topic for d in deliveries}
+            with self._lock:
+                subscriptions = list(self._subscriptions)
+            for subscription in subscriptions:
+                state = subscription.state
+                if subscription.topic in topics and isinstance(state, ConsumerState):
+                    state.next_release = min(state.next_release, due)
+                    state.due_at = min(state.due_at, due)
+
+    async def _settle_script(
+        self, deliveries: Sequence[AsyncDelivery], mode: str, *extra: Any
+    ) -> None:
+        async with self._lease_lock:
+            self._keeper.drop(deliveries)
+        stale = await self._per_topic(deliveries, "SETTLE", mode, *extra)
+        if stale:
+            raise StaleDelivery(stale)
+
+    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
+        """Set the leases' deadlines to ``seconds`` from now; the background renewals
+        never move them earlier (see :meth:`_renew`)."""
+        stale = await self._per_topic(deliveries, "EXTEND", int(seconds * 1000), "set")
+        if stale:
+            self._keeper.drop(stale)
+            raise StaleDelivery(stale)
+
+    async def _renew(self, deliveries: list[AsyncDelivery]) -> list[AsyncDelivery]:
+        """The lease keeper's beat: renew every held lease for a visibility timeout
+        from now, or leave it alone if an extension by hand already runs longer;
+        return those whose leases had run out."""
+        async with self._lease_lock:
+            # Settled since the keeper looked: their receipts are gone, not lost.
+            held = {id(d) for d in self._keeper.held()}
+            alive = [d for d in deliveries if id(d) in held]
+            if not alive:
+                return []
+            return await self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
+
+    async def _per_topic(
+        self, deliveries: Sequence[AsyncDelivery], script: str, *first: Any
+    ) -> list[AsyncDelivery]:
+        """Run ``script`` once per topic over the deliveries' receipts (one call for
+        the usual batch of one topic, one per :data:`_RECEIPTS_PER_CALL` receipts of a
+        bigger one); return the deliveries whose receipts came back stale."""
+        by_topic: dict[str, list[AsyncDelivery]] = {}
+        for delivery in deliveries:
+            topic = delivery.subscription.topic
+            group = by_topic.get(topic)
+            if group is None:
+                by_topic[topic] = group = []
+            group.append(delivery)
+        run = self._scripts[script]
+        # a settlement waits for replicas (the replicas option); a renewal does not
+        durable = self._durable if script == "SETTLE" else None
+        # A requeue hands each element back to the head of the queue, the last first:
+        # the chunks go in reverse too, so that the first nacked is still next out.
+        backwards = script == "SETTLE" and str(first[0]).startswith("requeue")
+        stale: list[AsyncDelivery] = []
+        for topic, group in by_topic.items():
+            plan = self._topic(topic)
+            starts = range(0, len(group), _RECEIPTS_PER_CALL)
+            for start in reversed(starts) if backwards else starts:
+                chunk = group[start : start + _RECEIPTS_PER_CALL]
+                args = [*plan.common, *first]
+                args += [d.receipt for d in chunk]
+                # a receipt names its subscription's consumer (see _claim): each
+                # subscription is looked at once
+                subscriptions = dict.fromkeys([d.subscription for d in chunk])
+                keys = plan.keys_for([s.consumer for s in subscriptions])
+                if durable is None:
+                    reply = await self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
+                else:
+                    on = functools.partial(run_on, run, keys, args)
+                    reply = await self._call(lambda k=keys[0], o=on: durable.run(k, o), topic)  # type: ignore[misc]
+                lost = stale_receipts(reply)
+                if lost:
+                    stale.extend(d for d in chunk if d.receipt in lost)
+        return stale
+
+
+async def run_on(script: AsyncLua, keys: list[str], args: list[Any], client: Any) -> Any:
+    """``script`` on ``client`` (a connection pinned for a replica wait)."""
+    return await script(keys=keys, args=args, client=client)
