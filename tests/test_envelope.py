@@ -3,8 +3,10 @@ program wrote decodes as a raw message instead of raising."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -420,3 +422,81 @@ def test_a_plain_envelope_header_is_read_without_the_json_decoder() -> None:
     assert _envelope._PLAIN_HEADER.match(data)
     expected = Message("0a1", "orders", b"body\nwith lines", "a/b", {}, 2.5)
     assert _envelope.decode("orders", data) == expected
+
+
+# -- the decoders' shortcuts: each message as Message(...) makes it, each with its time --
+
+
+def _slots(message: Message) -> dict[str, Any]:
+    return {name: getattr(message, name) for name in Message.__slots__}
+
+
+_READS: dict[str, Callable[[], Message | None]] = {
+    "decode": lambda: _envelope.decode("orders", b'BK1{"id":"0a1","ct":"a/b","ts":2.5}\nbody'),
+    "message_from_header": lambda: _envelope.message_from_header(
+        "orders", b"0a1\na/b\n2.5", b"body"
+    ),
+}
+
+
+@pytest.mark.parametrize("read", _READS.values(), ids=_READS.keys())
+def test_a_shortcut_message_is_what_init_makes(read: Callable[[], Message | None]) -> None:
+    made, again = read(), read()
+    assert type(made) is Message and type(again) is Message
+    assert _slots(made) == _slots(Message("0a1", "orders", b"body", "a/b", {}, 2.5))
+    assert made.headers is not again.headers  # an empty dict each
+
+
+_TIMES = ["1.5", "1.5", "-0", "0", "0", "2.5e3", "1.5", "-0.0", "1e999", "1.5", "1e999"]
+
+
+def test_each_envelope_decodes_to_its_own_time() -> None:
+    # decode keeps the time text it converted last: a repeat, a change, back again,
+    # the signed zeros (equal floats) and a time too large are each read anew.
+    for ts in _TIMES:
+        message = _envelope.decode("orders", _plain(ts=ts.encode()))
+        expected = _decoded_generally(_plain(ts=ts.encode()))
+        assert _slots(message) == _slots(expected)
+        assert math.copysign(1, message.published_at) == math.copysign(1, float(ts))
+
+
+def test_each_stream_header_decodes_to_its_own_time() -> None:
+    for ts in _TIMES:
+        header = f"0a1\nbin\n{ts}".encode()
+        message = _envelope.message_from_header("orders", header, b"p")
+        assert message == _three_lines_as_the_general_checks_read_them(header)
+        if message is not None:
+            assert math.copysign(1, message.published_at) == math.copysign(1, float(ts))
+
+
+def test_threads_decoding_different_times_each_get_their_own() -> None:
+    # The time kept by decode is one (text, value) pair replaced whole: a thread never
+    # reads another thread's value for its own text.
+    def decode_own(ts: str) -> set[float]:
+        envelope, header = _plain(ts=ts.encode()), f"0a1\nbin\n{ts}".encode()
+        seen = set()
+        for _ in range(3000):
+            seen.add(_envelope.decode("orders", envelope).published_at)
+            message = _envelope.message_from_header("orders", header, b"p")
+            assert message is not None
+            seen.add(message.published_at)
+        return seen
+
+    times = [f"{n}.5" for n in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(len(times)) as pool:
+        results = list(pool.map(decode_own, times))
+    assert results == [{float(ts)} for ts in times]
+
+
+@given(_three_lines | st.binary(max_size=40) | st.sampled_from([b'{"id":"0a1","ct":"a/b"}']))
+def test_a_batch_of_one_header_reads_as_that_header_alone(header: bytes) -> None:
+    alone = _envelope.message_from_header("orders", header, b"p")
+    batch = _envelope.messages_from_headers("orders", [header], [b"p"])
+    assert batch == (None if alone is None else [alone])
+
+
+def test_a_batch_of_one_json_header_is_read_at_once() -> None:
+    header = b'{"id":"0a1","ct":"a/b","ts":2.5,"h":{"k":"v"}}'
+    assert _envelope.messages_from_headers("orders", [header], [b"p"]) == [
+        Message("0a1", "orders", b"p", "a/b", {"k": "v"}, 2.5)
+    ]

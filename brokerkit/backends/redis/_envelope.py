@@ -95,37 +95,52 @@ _PLAIN_HEADER = re.compile(
 )
 
 
+#: The time text :func:`decode` converted last, and its value.
+_last_time: tuple[bytes, float] = (b"", 0.0)
+_new = object.__new__
+
+
 def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Message:
     """The message in ``data``. Never raises: a value without the envelope, or with
     one that does not parse, is a raw payload (another program wrote it)."""
+    global _last_time
     plain = _PLAIN_HEADER.match(data) if type(data) is bytes else None
     if plain is not None:
-        message = _from_plain_header(topic, data, plain)
-        if message is not None:
+        # The plain header read here, as the JSON decoder would read it (without a
+        # call: a consumer decodes every element it fetches). Only a content type
+        # that is not UTF-8 or an infinite time would not make a message: the
+        # general path below then decides.
+        message_id, content_type, ts = plain.groups()
+        # publish_many gives a batch one time: the text last converted is kept
+        # (one tuple, replaced whole, so that threads decoding at once read a pair).
+        last = _last_time
+        if last[0] == ts:
+            published_at = last[1]
+        else:
+            published_at = float(ts)
+            _last_time = (ts, published_at)
+        try:
+            content_type_text = content_type.decode()
+        except UnicodeDecodeError:
+            content_type_text = None
+        if content_type_text is not None and math.isfinite(published_at):
+            # The slots set as Message(...) sets them, without the call to __init__
+            # (tests/test_envelope.py compares every slot with what __init__ gives).
+            message = _new(Message)
+            message.id = message_id.decode()
+            message.topic = topic
+            message.payload = data[plain.end() :]
+            message.content_type = content_type_text
+            message.headers = {}
+            message.published_at = published_at
             return message
     if data.startswith(MAGIC):
         end = data.find(b"\n", len(MAGIC))
         if end != -1:
-            message = _from_json_header(topic, data[len(MAGIC) : end], data[end + 1 :])
-            if message is not None:
-                return message
+            read = _from_json_header(topic, data[len(MAGIC) : end], data[end + 1 :])
+            if read is not None:
+                return read
     return raw_message(topic, data, raw_content_type)
-
-
-def _from_plain_header(topic: str, data: bytes, plain: re.Match[bytes]) -> Message | None:
-    """The message of a header :data:`_PLAIN_HEADER` matched, as the JSON decoder would
-    read it; None where it would not make a message (the general path then decides)."""
-    message_id, content_type, ts = plain.groups()
-    try:
-        content_type_text = content_type.decode()
-    except UnicodeDecodeError:
-        return None
-    published_at = float(ts)
-    if not math.isfinite(published_at):
-        return None
-    return Message(
-        message_id.decode(), topic, data[plain.end() :], content_type_text, {}, published_at
-    )
 
 
 def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | None:
@@ -259,9 +274,14 @@ def encode_fields(message: Message) -> dict[str, Any]:
     return {"bk1": stream_header(message), "body": message.payload}
 
 
+#: The time line :func:`message_from_header` converted last, and its value.
+_last_line_time: tuple[str, float] = ("", 0.0)
+
+
 def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | None:
     """The message whose :data:`HEADER_FIELD` is ``header``, or ``None`` when
     ``header`` is not a brokerkit header (another program wrote the entry)."""
+    global _last_line_time
     try:
         text = header.decode()
         parts = text.split("\n")
@@ -271,10 +291,22 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
             # no lone surrogate (only a JSON escape gives one), so of _well_formed and
             # _utf8 only the id, the content type and the time are left to check.
             message_id, content_type, ts = parts
-            published_at = float(ts)
+            last = _last_line_time  # as in decode: one publish_many, one time
+            if last[0] == ts:
+                published_at = last[1]
+            else:
+                published_at = float(ts)
+                _last_line_time = (ts, published_at)
             content_type = _CONTENT_TYPES.get(content_type, content_type)
             if message_id and "/" in content_type and math.isfinite(published_at):
-                return Message(message_id, topic, payload, content_type, {}, published_at)
+                message = _new(Message)  # as decode makes it
+                message.id = message_id
+                message.topic = topic
+                message.payload = payload
+                message.content_type = content_type
+                message.headers = {}
+                message.published_at = published_at
+                return message
             return None
         if text[:1] == "{":
             fields, _ = _HEADER_DECODER.raw_decode(text)
@@ -311,8 +343,13 @@ def messages_from_headers(
     lines brokerkit writes for a message without headers, or every header the four
     lines of one with headers, and each of them makes a message; otherwise ``None``
     (the caller then reads them one by one, and each header gets its own answer).
-    See :func:`header_lines`.
+    See :func:`header_lines`. A batch of one (what a fetch with prefetch 1 brings) is
+    read by :func:`message_from_header` itself: its message, or ``None``.
     """
+    if len(headers) == 1 and len(payloads) == 1:
+        # Reading a batch at once costs a few calls more than reading one header.
+        message = message_from_header(topic, headers[0], payloads[0])
+        return None if message is None else [message]
     lines = header_lines(headers)
     if lines is None:
         return None
