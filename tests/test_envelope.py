@@ -500,3 +500,21 @@ def test_a_batch_of_one_json_header_is_read_at_once() -> None:
     assert _envelope.messages_from_headers("orders", [header], [b"p"]) == [
         Message("0a1", "orders", b"p", "a/b", {"k": "v"}, 2.5)
     ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [b"0a1\nbin", b"\0\n0a2\nbin\n1.5"],  # a separator where a time would be
+        [b"0a1\nbin\n1.5\n\0\n0a2", b"1.5"],  # ... where a content type would be
+        [b"0a1\nbin\n1.5\n\0", b"bin\n1.5"],  # ... where an id would be
+        [b"0a1\njson\n1.5", b"\0\n0a2\njson\n1.5\n{}"],  # ... where a headers line would be
+    ],
+)
+def test_a_batch_with_a_line_like_its_separator_reads_as_each_header_alone(
+    headers: list[bytes],
+) -> None:
+    payloads = [b"p"] * len(headers)
+    batch = _envelope.messages_from_headers("orders", headers, payloads)
+    alone = [_envelope.message_from_header("orders", h, b"p") for h in headers]
+    assert batch is None or batch == alone

@@ -380,48 +380,58 @@ def header_lines(headers: Sequence[bytes]) -> HeaderLines | None:
         text = b"\n\0\n".join(headers).decode()
         lines = text.split("\n")
         step = (len(lines) + 1) // count
-        # (The NUL characters are counted in the text first, a memchr: when there are
-        # only the separators' count - 1, no other line is "\0".)
         if (
             step not in (4, 5)
             or len(lines) != step * count - 1
             or lines[step - 1 :: step].count("\0") != count - 1
-            or (text.count("\0") != count - 1 and lines.count("\0") != count - 1)
         ):
             return None
         ids, short_types, times = lines[0::step], lines[1::step], lines[2::step]
+        # No other line may be a "\0": one where an id would be sends the batch one
+        # by one; one where a content type, time or headers line would be fails its
+        # check below. Then the separators are the lines "\0" found where they would
+        # be, and each header is the lines between two of them.
         # As message_from_header: an empty id is not ours (an empty content type, time
         # or headers line fails its own check below), and a header opening with "{" is
         # read as JSON. A line opening with "{" other than the headers lines (which
         # must, to be JSON objects) sends the batch one by one (a content type or time
         # such as that is rare). Looking for "{" alone is a memchr; a two-character
         # search stops at every line break, ten times the cost.
-        if "" in ids:
+        if "" in ids or "\0" in ids:
             return None
         if "{" in text and (text[0] == "{" or text.count("\n{") != (count if step == 5 else 0)):
             return None
         # A batch usually holds one content type and one publish time (publish_many
         # gives its batch one): each distinct one is looked up, checked and converted
-        # once.
-        types: dict[str, str] = dict.fromkeys(short_types, "")
-        for short in types:
+        # once. That there is one is seen by comparing (a list's count), without
+        # hashing each line.
+        short = short_types[0]
+        if short_types.count(short) == count:
             content_type = _CONTENT_TYPES.get(short, short)
             if "/" not in content_type:
                 return None
-            types[short] = content_type
-        stamps: dict[str, float] = dict.fromkeys(times, 0.0)
-        for ts in stamps:
+            content_types = [content_type] * count
+        else:
+            types: dict[str, str] = dict.fromkeys(short_types, "")
+            for short in types:
+                content_type = _CONTENT_TYPES.get(short, short)
+                if "/" not in content_type:
+                    return None
+                types[short] = content_type
+            content_types = list(map(types.__getitem__, short_types))
+        ts = times[0]
+        if times.count(ts) == count:
             published_at = float(ts)
             if not math.isfinite(published_at):
                 return None
-            stamps[ts] = published_at
-        if len(types) == 1:
-            content_types = [content_type] * count
-        else:
-            content_types = list(map(types.__getitem__, short_types))
-        if len(stamps) == 1:
             published = [published_at] * count
         else:
+            stamps: dict[str, float] = dict.fromkeys(times, 0.0)
+            for ts in stamps:
+                published_at = float(ts)
+                if not math.isfinite(published_at):
+                    return None
+                stamps[ts] = published_at
             published = list(map(stamps.__getitem__, times))
         extra = None if step == 4 else _headers_lines(text, lines[3::step])
         if step == 5 and extra is None:
