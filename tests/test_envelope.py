@@ -518,3 +518,78 @@ def test_a_batch_with_a_line_like_its_separator_reads_as_each_header_alone(
     batch = _envelope.messages_from_headers("orders", headers, payloads)
     alone = [_envelope.message_from_header("orders", h, b"p") for h in headers]
     assert batch is None or batch == alone
+
+
+# -- an envelope header with headers: the object read by the JSON scanner alone, as the --
+# -- decoder reads the whole header --
+
+_any_text = st.text(st.characters(codec="utf-8"), max_size=4) | st.text(max_size=4)
+_headers_objects = st.one_of(
+    st.dictionaries(_any_text, _any_text, max_size=3).flatmap(
+        lambda h: st.sampled_from(
+            [
+                json.dumps(h, ensure_ascii=False, separators=(",", ":")),
+                json.dumps(h),  # \u escapes and spaces
+                json.dumps(h, ensure_ascii=False, separators=(",", ":")) + " ",
+            ]
+        )
+    ),
+    st.sampled_from(
+        [
+            "{}",
+            "null",
+            "[]",
+            '"x"',
+            '{"a":1}',
+            '{"a":"b"',
+            '{"a":"b"}}',
+            '{"a":"b"},"id":"c"',
+            '{"a":"b","a":"c"}',
+            '{"a":{"b":"c"}}',
+            '{"a":"\\ud800"}',
+            '{"a":"\\\\u"}',
+            '{"a":"b\tc"}',
+            '{"a":\n"b"}',
+            "[" * 5000,
+        ]
+    ),
+    st.text(max_size=12),
+)
+_envelopes_with_headers = st.builds(
+    lambda message_id, content_type, ts, headers, payload: (
+        b'BK1{"id":"'
+        + message_id
+        + b'","ct":"'
+        + content_type
+        + b'","ts":'
+        + ts
+        + b',"h":'
+        + headers.encode("utf-8", "surrogatepass")
+        + b"}\n"
+        + payload
+    ),
+    st.sampled_from([b"0a1", b"01a2354caf590bc449c11ad403e8"]),
+    st.sampled_from([b"application/json", b"a/b", b"\xff/x"]),
+    st.sampled_from([b"1.5", b"0", b"1e999"]),
+    _headers_objects,
+    st.binary(max_size=8) | st.just(b"x\ny"),
+)
+
+
+@given(_envelopes_with_headers)
+def test_an_envelope_header_with_headers_decodes_as_the_json_decoder_reads_it(data: bytes) -> None:
+    decoded = _envelope.decode("orders", data)
+    assert _slots(decoded) == _slots(_decoded_generally(data))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"trace-id": "abc"}, {"é": "ü", "k": ""}, {}, {"a": "b", "c": 'say "hi"\\'}],
+)
+def test_an_envelope_with_headers_is_read_without_the_json_decoder(
+    headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message = Message("01a2354caf590bc449c11ad403e8", "orders", b"p\nq", "a/b", headers, 2.5)
+    data = _envelope.encode(message)
+    monkeypatch.setattr(_envelope, "_from_json_header", None)  # not called
+    assert _slots(_envelope.decode("orders", data)) == _slots(message)

@@ -85,13 +85,14 @@ def encode(message: Message) -> bytes:
     return MAGIC + header.encode() + b"\n" + message.payload
 
 
-#: The header :func:`encode` writes for a message without headers, with a hex id and
-#: a content type that needs no JSON escape: read without the JSON decoder. The
-#: number is JSON's grammar; no raw control character, quote or backslash may stand
-#: in the content type (JSON would refuse the first and escape the others).
+#: The header :func:`encode` writes, with a hex id and a content type that needs no
+#: JSON escape: read without the JSON decoder (the headers, when the last group says
+#: they follow, by its scanner alone). The number is JSON's grammar; no raw control
+#: character, quote or backslash may stand in the content type (JSON would refuse
+#: the first and escape the others).
 _PLAIN_HEADER = re.compile(
     rb'BK1\{"id":"([0-9a-f]+)","ct":"([^"\\\x00-\x1f]*)",'
-    rb'"ts":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\}\n'
+    rb'"ts":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?:\}\n|(,"h":))'
 )
 
 
@@ -106,11 +107,11 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
     global _last_time
     plain = _PLAIN_HEADER.match(data) if type(data) is bytes else None
     if plain is not None:
-        # The plain header read here, as the JSON decoder would read it (without a
-        # call: a consumer decodes every element it fetches). Only a content type
-        # that is not UTF-8 or an infinite time would not make a message: the
-        # general path below then decides.
-        message_id, content_type, ts = plain.groups()
+        # The header encode writes, read here as the JSON decoder would read it
+        # (without calls: a consumer decodes every element it fetches). A content
+        # type that is not UTF-8, an infinite time or headers that the scanner alone
+        # cannot judge (see _headers_at) are left to the general path below.
+        message_id, content_type, ts, more = plain.groups()
         # publish_many gives a batch one time: the text last converted is kept
         # (one tuple, replaced whole, so that threads decoding at once read a pair).
         last = _last_time
@@ -123,15 +124,19 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
             content_type_text = content_type.decode()
         except UnicodeDecodeError:
             content_type_text = None
-        if content_type_text is not None and math.isfinite(published_at):
+        headers: dict[str, str] | None = {}
+        start = plain.end()
+        if more is not None:
+            headers, start = _headers_at(data, start)
+        if content_type_text is not None and headers is not None and math.isfinite(published_at):
             # The slots set as Message(...) sets them, without the call to __init__
             # (tests/test_envelope.py compares every slot with what __init__ gives).
             message = _new(Message)
             message.id = message_id.decode()
             message.topic = topic
-            message.payload = data[plain.end() :]
+            message.payload = data[start:]
             message.content_type = content_type_text
-            message.headers = {}
+            message.headers = headers
             message.published_at = published_at
             return message
     if data.startswith(MAGIC):
@@ -141,6 +146,30 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
             if read is not None:
                 return read
     return raw_message(topic, data, raw_content_type)
+
+
+def _headers_at(data: bytes, start: int) -> tuple[dict[str, str] | None, int]:
+    """The headers object at ``start`` of an envelope, read by the JSON scanner alone
+    as the decoder would read it, and where the payload begins; None for the
+    headers where the header does not end right after the object (``}`` and the line
+    break) or the decoder's checks would have more to judge: a ``\\u`` escape (a lone
+    surrogate?), a value that is not a str, anything that does not scan."""
+    end = data.find(b"\n", start)
+    if end == -1:
+        return None, start
+    try:
+        text = data[start:end].decode()
+        if "\\u" in text:
+            return None, start
+        value, stop = _SCAN(text, 0)
+    except _NOT_OURS:  # not UTF-8, no JSON value there, nested past the recursion limit
+        return None, start
+    if stop != len(text) - 1 or text[stop] != "}" or type(value) is not dict:
+        return None, start
+    for key, item in value.items():
+        if type(key) is not str or type(item) is not str:
+            return None, start
+    return value, end + 1
 
 
 def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | None:
