@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from brokerkit._message import Message
@@ -60,11 +61,13 @@ class AsyncDelivery:
         it: a fetch makes a batch at once, and setting the slots here costs a third of
         a call to ``__init__`` each (tests/test_redis_stream_batch.py compares every
         slot with what ``__init__`` gives)."""
-        new = object.__new__
-        deliveries: list[AsyncDelivery] = []
-        append = deliveries.append
-        for message, receipt in zip(messages, receipts, strict=True):
-            delivery = new(cls)
+        count = len(messages)
+        if count == 1 and len(receipts) == 1:
+            # A fetch with prefetch 1: one call to __init__ costs less than the loop.
+            return [cls(messages[0], subscription=subscription, receipt=receipts[0])]
+        # The instances are made first, in one call (map runs object.__new__ in C).
+        deliveries: list[AsyncDelivery] = list(map(object.__new__, repeat(cls, count)))
+        for delivery, message, receipt in zip(deliveries, messages, receipts, strict=True):
             delivery.message = message
             delivery.subscription = subscription
             delivery.attempt = 1
@@ -72,7 +75,6 @@ class AsyncDelivery:
             delivery._settled = False
             delivery._body = _UNDECODED
             delivery._scope = None
-            append(delivery)
         return deliveries
 
     @property

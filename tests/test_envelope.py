@@ -3,8 +3,10 @@ program wrote decodes as a raw message instead of raising."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -420,3 +422,174 @@ def test_a_plain_envelope_header_is_read_without_the_json_decoder() -> None:
     assert _envelope._PLAIN_HEADER.match(data)
     expected = Message("0a1", "orders", b"body\nwith lines", "a/b", {}, 2.5)
     assert _envelope.decode("orders", data) == expected
+
+
+# -- the decoders' shortcuts: each message as Message(...) makes it, each with its time --
+
+
+def _slots(message: Message) -> dict[str, Any]:
+    return {name: getattr(message, name) for name in Message.__slots__}
+
+
+_READS: dict[str, Callable[[], Message | None]] = {
+    "decode": lambda: _envelope.decode("orders", b'BK1{"id":"0a1","ct":"a/b","ts":2.5}\nbody'),
+    "message_from_header": lambda: _envelope.message_from_header(
+        "orders", b"0a1\na/b\n2.5", b"body"
+    ),
+}
+
+
+@pytest.mark.parametrize("read", _READS.values(), ids=_READS.keys())
+def test_a_shortcut_message_is_what_init_makes(read: Callable[[], Message | None]) -> None:
+    made, again = read(), read()
+    assert type(made) is Message and type(again) is Message
+    assert _slots(made) == _slots(Message("0a1", "orders", b"body", "a/b", {}, 2.5))
+    assert made.headers is not again.headers  # an empty dict each
+
+
+_TIMES = ["1.5", "1.5", "-0", "0", "0", "2.5e3", "1.5", "-0.0", "1e999", "1.5", "1e999"]
+
+
+def test_each_envelope_decodes_to_its_own_time() -> None:
+    # decode keeps the time text it converted last: a repeat, a change, back again,
+    # the signed zeros (equal floats) and a time too large are each read anew.
+    for ts in _TIMES:
+        message = _envelope.decode("orders", _plain(ts=ts.encode()))
+        expected = _decoded_generally(_plain(ts=ts.encode()))
+        assert _slots(message) == _slots(expected)
+        assert math.copysign(1, message.published_at) == math.copysign(1, float(ts))
+
+
+def test_each_stream_header_decodes_to_its_own_time() -> None:
+    for ts in _TIMES:
+        header = f"0a1\nbin\n{ts}".encode()
+        message = _envelope.message_from_header("orders", header, b"p")
+        assert message == _three_lines_as_the_general_checks_read_them(header)
+        if message is not None:
+            assert math.copysign(1, message.published_at) == math.copysign(1, float(ts))
+
+
+def test_threads_decoding_different_times_each_get_their_own() -> None:
+    # The time kept by decode is one (text, value) pair replaced whole: a thread never
+    # reads another thread's value for its own text.
+    def decode_own(ts: str) -> set[float]:
+        envelope, header = _plain(ts=ts.encode()), f"0a1\nbin\n{ts}".encode()
+        seen = set()
+        for _ in range(3000):
+            seen.add(_envelope.decode("orders", envelope).published_at)
+            message = _envelope.message_from_header("orders", header, b"p")
+            assert message is not None
+            seen.add(message.published_at)
+        return seen
+
+    times = [f"{n}.5" for n in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(len(times)) as pool:
+        results = list(pool.map(decode_own, times))
+    assert results == [{float(ts)} for ts in times]
+
+
+@given(_three_lines | st.binary(max_size=40) | st.sampled_from([b'{"id":"0a1","ct":"a/b"}']))
+def test_a_batch_of_one_header_reads_as_that_header_alone(header: bytes) -> None:
+    alone = _envelope.message_from_header("orders", header, b"p")
+    batch = _envelope.messages_from_headers("orders", [header], [b"p"])
+    assert batch == (None if alone is None else [alone])
+
+
+def test_a_batch_of_one_json_header_is_read_at_once() -> None:
+    header = b'{"id":"0a1","ct":"a/b","ts":2.5,"h":{"k":"v"}}'
+    assert _envelope.messages_from_headers("orders", [header], [b"p"]) == [
+        Message("0a1", "orders", b"p", "a/b", {"k": "v"}, 2.5)
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [b"0a1\nbin", b"\0\n0a2\nbin\n1.5"],  # a separator where a time would be
+        [b"0a1\nbin\n1.5\n\0\n0a2", b"1.5"],  # ... where a content type would be
+        [b"0a1\nbin\n1.5\n\0", b"bin\n1.5"],  # ... where an id would be
+        [b"0a1\njson\n1.5", b"\0\n0a2\njson\n1.5\n{}"],  # ... where a headers line would be
+    ],
+)
+def test_a_batch_with_a_line_like_its_separator_reads_as_each_header_alone(
+    headers: list[bytes],
+) -> None:
+    payloads = [b"p"] * len(headers)
+    batch = _envelope.messages_from_headers("orders", headers, payloads)
+    alone = [_envelope.message_from_header("orders", h, b"p") for h in headers]
+    assert batch is None or batch == alone
+
+
+# -- an envelope header with headers: the object read by the JSON scanner alone, as the --
+# -- decoder reads the whole header --
+
+_any_text = st.text(st.characters(codec="utf-8"), max_size=4) | st.text(max_size=4)
+_headers_objects = st.one_of(
+    st.dictionaries(_any_text, _any_text, max_size=3).flatmap(
+        lambda h: st.sampled_from(
+            [
+                json.dumps(h, ensure_ascii=False, separators=(",", ":")),
+                json.dumps(h),  # \u escapes and spaces
+                json.dumps(h, ensure_ascii=False, separators=(",", ":")) + " ",
+            ]
+        )
+    ),
+    st.sampled_from(
+        [
+            "{}",
+            "null",
+            "[]",
+            '"x"',
+            '{"a":1}',
+            '{"a":"b"',
+            '{"a":"b"}}',
+            '{"a":"b"},"id":"c"',
+            '{"a":"b","a":"c"}',
+            '{"a":{"b":"c"}}',
+            '{"a":"\\ud800"}',
+            '{"a":"\\\\u"}',
+            '{"a":"b\tc"}',
+            '{"a":\n"b"}',
+            "[" * 5000,
+        ]
+    ),
+    st.text(max_size=12),
+)
+_envelopes_with_headers = st.builds(
+    lambda message_id, content_type, ts, headers, payload: (
+        b'BK1{"id":"'
+        + message_id
+        + b'","ct":"'
+        + content_type
+        + b'","ts":'
+        + ts
+        + b',"h":'
+        + headers.encode("utf-8", "surrogatepass")
+        + b"}\n"
+        + payload
+    ),
+    st.sampled_from([b"0a1", b"01a2354caf590bc449c11ad403e8"]),
+    st.sampled_from([b"application/json", b"a/b", b"\xff/x"]),
+    st.sampled_from([b"1.5", b"0", b"1e999"]),
+    _headers_objects,
+    st.binary(max_size=8) | st.just(b"x\ny"),
+)
+
+
+@given(_envelopes_with_headers)
+def test_an_envelope_header_with_headers_decodes_as_the_json_decoder_reads_it(data: bytes) -> None:
+    decoded = _envelope.decode("orders", data)
+    assert _slots(decoded) == _slots(_decoded_generally(data))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"trace-id": "abc"}, {"é": "ü", "k": ""}, {}, {"a": "b", "c": 'say "hi"\\'}],
+)
+def test_an_envelope_with_headers_is_read_without_the_json_decoder(
+    headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message = Message("01a2354caf590bc449c11ad403e8", "orders", b"p\nq", "a/b", headers, 2.5)
+    data = _envelope.encode(message)
+    monkeypatch.setattr(_envelope, "_from_json_header", None)  # not called
+    assert _slots(_envelope.decode("orders", data)) == _slots(message)

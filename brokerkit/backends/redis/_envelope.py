@@ -85,47 +85,91 @@ def encode(message: Message) -> bytes:
     return MAGIC + header.encode() + b"\n" + message.payload
 
 
-#: The header :func:`encode` writes for a message without headers, with a hex id and
-#: a content type that needs no JSON escape: read without the JSON decoder. The
-#: number is JSON's grammar; no raw control character, quote or backslash may stand
-#: in the content type (JSON would refuse the first and escape the others).
+#: The header :func:`encode` writes, with a hex id and a content type that needs no
+#: JSON escape: read without the JSON decoder (the headers, when the last group says
+#: they follow, by its scanner alone). The number is JSON's grammar; no raw control
+#: character, quote or backslash may stand in the content type (JSON would refuse
+#: the first and escape the others).
 _PLAIN_HEADER = re.compile(
     rb'BK1\{"id":"([0-9a-f]+)","ct":"([^"\\\x00-\x1f]*)",'
-    rb'"ts":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)\}\n'
+    rb'"ts":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?:\}\n|(,"h":))'
 )
+
+
+#: The time text :func:`decode` converted last, and its value.
+_last_time: tuple[bytes, float] = (b"", 0.0)
+_new = object.__new__
 
 
 def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Message:
     """The message in ``data``. Never raises: a value without the envelope, or with
     one that does not parse, is a raw payload (another program wrote it)."""
+    global _last_time
     plain = _PLAIN_HEADER.match(data) if type(data) is bytes else None
     if plain is not None:
-        message = _from_plain_header(topic, data, plain)
-        if message is not None:
+        # The header encode writes, read here as the JSON decoder would read it
+        # (without calls: a consumer decodes every element it fetches). A content
+        # type that is not UTF-8, an infinite time or headers that the scanner alone
+        # cannot judge (see _headers_at) are left to the general path below.
+        message_id, content_type, ts, more = plain.groups()
+        # publish_many gives a batch one time: the text last converted is kept
+        # (one tuple, replaced whole, so that threads decoding at once read a pair).
+        last = _last_time
+        if last[0] == ts:
+            published_at = last[1]
+        else:
+            published_at = float(ts)
+            _last_time = (ts, published_at)
+        try:
+            content_type_text = content_type.decode()
+        except UnicodeDecodeError:
+            content_type_text = None
+        headers: dict[str, str] | None = {}
+        start = plain.end()
+        if more is not None:
+            headers, start = _headers_at(data, start)
+        if content_type_text is not None and headers is not None and math.isfinite(published_at):
+            # The slots set as Message(...) sets them, without the call to __init__
+            # (tests/test_envelope.py compares every slot with what __init__ gives).
+            message = _new(Message)
+            message.id = message_id.decode()
+            message.topic = topic
+            message.payload = data[start:]
+            message.content_type = content_type_text
+            message.headers = headers
+            message.published_at = published_at
             return message
     if data.startswith(MAGIC):
         end = data.find(b"\n", len(MAGIC))
         if end != -1:
-            message = _from_json_header(topic, data[len(MAGIC) : end], data[end + 1 :])
-            if message is not None:
-                return message
+            read = _from_json_header(topic, data[len(MAGIC) : end], data[end + 1 :])
+            if read is not None:
+                return read
     return raw_message(topic, data, raw_content_type)
 
 
-def _from_plain_header(topic: str, data: bytes, plain: re.Match[bytes]) -> Message | None:
-    """The message of a header :data:`_PLAIN_HEADER` matched, as the JSON decoder would
-    read it; None where it would not make a message (the general path then decides)."""
-    message_id, content_type, ts = plain.groups()
+def _headers_at(data: bytes, start: int) -> tuple[dict[str, str] | None, int]:
+    """The headers object at ``start`` of an envelope, read by the JSON scanner alone
+    as the decoder would read it, and where the payload begins; None for the
+    headers where the header does not end right after the object (``}`` and the line
+    break) or the decoder's checks would have more to judge: a ``\\u`` escape (a lone
+    surrogate?), a value that is not a str, anything that does not scan."""
+    end = data.find(b"\n", start)
+    if end == -1:
+        return None, start
     try:
-        content_type_text = content_type.decode()
-    except UnicodeDecodeError:
-        return None
-    published_at = float(ts)
-    if not math.isfinite(published_at):
-        return None
-    return Message(
-        message_id.decode(), topic, data[plain.end() :], content_type_text, {}, published_at
-    )
+        text = data[start:end].decode()
+        if "\\u" in text:
+            return None, start
+        value, stop = _SCAN(text, 0)
+    except _NOT_OURS:  # not UTF-8, no JSON value there, nested past the recursion limit
+        return None, start
+    if stop != len(text) - 1 or text[stop] != "}" or type(value) is not dict:
+        return None, start
+    for key, item in value.items():
+        if type(key) is not str or type(item) is not str:
+            return None, start
+    return value, end + 1
 
 
 def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | None:
@@ -259,9 +303,14 @@ def encode_fields(message: Message) -> dict[str, Any]:
     return {"bk1": stream_header(message), "body": message.payload}
 
 
+#: The time line :func:`message_from_header` converted last, and its value.
+_last_line_time: tuple[str, float] = ("", 0.0)
+
+
 def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | None:
     """The message whose :data:`HEADER_FIELD` is ``header``, or ``None`` when
     ``header`` is not a brokerkit header (another program wrote the entry)."""
+    global _last_line_time
     try:
         text = header.decode()
         parts = text.split("\n")
@@ -271,10 +320,22 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
             # no lone surrogate (only a JSON escape gives one), so of _well_formed and
             # _utf8 only the id, the content type and the time are left to check.
             message_id, content_type, ts = parts
-            published_at = float(ts)
+            last = _last_line_time  # as in decode: one publish_many, one time
+            if last[0] == ts:
+                published_at = last[1]
+            else:
+                published_at = float(ts)
+                _last_line_time = (ts, published_at)
             content_type = _CONTENT_TYPES.get(content_type, content_type)
             if message_id and "/" in content_type and math.isfinite(published_at):
-                return Message(message_id, topic, payload, content_type, {}, published_at)
+                message = _new(Message)  # as decode makes it
+                message.id = message_id
+                message.topic = topic
+                message.payload = payload
+                message.content_type = content_type
+                message.headers = {}
+                message.published_at = published_at
+                return message
             return None
         if text[:1] == "{":
             fields, _ = _HEADER_DECODER.raw_decode(text)
@@ -311,8 +372,13 @@ def messages_from_headers(
     lines brokerkit writes for a message without headers, or every header the four
     lines of one with headers, and each of them makes a message; otherwise ``None``
     (the caller then reads them one by one, and each header gets its own answer).
-    See :func:`header_lines`.
+    See :func:`header_lines`. A batch of one (what a fetch with prefetch 1 brings) is
+    read by :func:`message_from_header` itself: its message, or ``None``.
     """
+    if len(headers) == 1 and len(payloads) == 1:
+        # Reading a batch at once costs a few calls more than reading one header.
+        message = message_from_header(topic, headers[0], payloads[0])
+        return None if message is None else [message]
     lines = header_lines(headers)
     if lines is None:
         return None
@@ -343,48 +409,58 @@ def header_lines(headers: Sequence[bytes]) -> HeaderLines | None:
         text = b"\n\0\n".join(headers).decode()
         lines = text.split("\n")
         step = (len(lines) + 1) // count
-        # (The NUL characters are counted in the text first, a memchr: when there are
-        # only the separators' count - 1, no other line is "\0".)
         if (
             step not in (4, 5)
             or len(lines) != step * count - 1
             or lines[step - 1 :: step].count("\0") != count - 1
-            or (text.count("\0") != count - 1 and lines.count("\0") != count - 1)
         ):
             return None
         ids, short_types, times = lines[0::step], lines[1::step], lines[2::step]
+        # No other line may be a "\0": one where an id would be sends the batch one
+        # by one; one where a content type, time or headers line would be fails its
+        # check below. Then the separators are the lines "\0" found where they would
+        # be, and each header is the lines between two of them.
         # As message_from_header: an empty id is not ours (an empty content type, time
         # or headers line fails its own check below), and a header opening with "{" is
         # read as JSON. A line opening with "{" other than the headers lines (which
         # must, to be JSON objects) sends the batch one by one (a content type or time
         # such as that is rare). Looking for "{" alone is a memchr; a two-character
         # search stops at every line break, ten times the cost.
-        if "" in ids:
+        if "" in ids or "\0" in ids:
             return None
         if "{" in text and (text[0] == "{" or text.count("\n{") != (count if step == 5 else 0)):
             return None
         # A batch usually holds one content type and one publish time (publish_many
         # gives its batch one): each distinct one is looked up, checked and converted
-        # once.
-        types: dict[str, str] = dict.fromkeys(short_types, "")
-        for short in types:
+        # once. That there is one is seen by comparing (a list's count), without
+        # hashing each line.
+        short = short_types[0]
+        if short_types.count(short) == count:
             content_type = _CONTENT_TYPES.get(short, short)
             if "/" not in content_type:
                 return None
-            types[short] = content_type
-        stamps: dict[str, float] = dict.fromkeys(times, 0.0)
-        for ts in stamps:
+            content_types = [content_type] * count
+        else:
+            types: dict[str, str] = dict.fromkeys(short_types, "")
+            for short in types:
+                content_type = _CONTENT_TYPES.get(short, short)
+                if "/" not in content_type:
+                    return None
+                types[short] = content_type
+            content_types = list(map(types.__getitem__, short_types))
+        ts = times[0]
+        if times.count(ts) == count:
             published_at = float(ts)
             if not math.isfinite(published_at):
                 return None
-            stamps[ts] = published_at
-        if len(types) == 1:
-            content_types = [content_type] * count
-        else:
-            content_types = list(map(types.__getitem__, short_types))
-        if len(stamps) == 1:
             published = [published_at] * count
         else:
+            stamps: dict[str, float] = dict.fromkeys(times, 0.0)
+            for ts in stamps:
+                published_at = float(ts)
+                if not math.isfinite(published_at):
+                    return None
+                stamps[ts] = published_at
             published = list(map(stamps.__getitem__, times))
         extra = None if step == 4 else _headers_lines(text, lines[3::step])
         if step == 5 and extra is None:
