@@ -3,7 +3,6 @@ async broker)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,10 +13,6 @@ from brokerkit.backends.redis import _envelope as envelope
 from brokerkit.backends.redis.list.keys import ListKeys
 
 __all__ = ["fetched_messages", "stale_receipts", "topic_info", "unwrap"]
-
-#: The header brokerkit writes for a message without headers (see ``_envelope.decode``).
-_PLAIN_HEADER = envelope._PLAIN_HEADER.match
-
 
 def unwrap(element: bytes) -> tuple[int, bytes]:
     """(deliveries before this one, the element as published) of an element a fetch
@@ -33,27 +28,17 @@ def unwrap(element: bytes) -> tuple[int, bytes]:
 def fetched_messages(
     topic: str, elements: Sequence[bytes], raw_content_type: str | None
 ) -> tuple[list[Message], dict[int, int] | None]:
-    """The messages of the elements a fetch returned, each exactly as
+    """The messages of the elements a fetch returned, each as
     ``_envelope.decode(topic, inner, raw_content_type)`` reads the element as
     published (:func:`unwrap`), and the attempt of each element that came back,
     by its index (None: every one is a first attempt).
 
-    A fetch brings a batch: the messages are made at once (``Message._many``), and the
-    envelope brokerkit writes for a message without headers is read here, as
-    ``decode`` reads it, without a call per element; anything else goes through
-    ``decode``. Never raises, as ``decode`` never does: every leased element must
-    come out as a delivery, or it would sit leased, unrenewed, unseen until its
-    lease ran out.
+    Never raises, as ``decode`` never does: every leased element must come out as a
+    delivery, or it would sit leased, unrenewed, unseen until its lease ran out.
     """
     decode = envelope.decode
-    match = _PLAIN_HEADER
-    isfinite = math.isfinite
     again: dict[int, int] | None = None
-    ids: list[str] = []
-    payloads: list[bytes] = []
-    types: list[str] = []
-    times: list[float] = []
-    headers: list[Any] = []  # None: a dict of its own, empty
+    messages: list[Message] = []
     for index, element in enumerate(elements):
         if element[:3] == b"BKR":
             before, element = unwrap(element)
@@ -61,32 +46,11 @@ def fetched_messages(
                 if again is None:
                     again = {}
                 again[index] = before + 1
-        plain = match(element) if type(element) is bytes else None
-        if plain is not None:
-            message_id, content_type, ts = plain.groups()
-            published_at = float(ts)
-            if isfinite(published_at):
-                try:
-                    content_type_text = content_type.decode()
-                except UnicodeDecodeError:
-                    pass
-                else:
-                    ids.append(message_id.decode())
-                    payloads.append(element[plain.end() :])
-                    types.append(content_type_text)
-                    times.append(published_at)
-                    headers.append(None)
-                    continue
         try:
-            message = decode(topic, element, raw_content_type)
+            messages.append(decode(topic, element, raw_content_type))
         except Exception:  # decode is total; this guards a regression
-            message = envelope.raw_message(topic, element, raw_content_type)
-        ids.append(message.id)
-        payloads.append(message.payload)
-        types.append(message.content_type)
-        times.append(message.published_at)
-        headers.append(message.headers)
-    return Message._many(topic, ids, payloads, types, times, headers), again
+            messages.append(envelope.raw_message(topic, element, raw_content_type))
+    return messages, again
 
 
 def stale_receipts(reply: list[bytes] | None) -> set[str]:
