@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -64,6 +64,10 @@ class LossyProxy:
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self.dropped = 0
+        #: Called when a reply is lost, once the server ran its request and before the
+        #: client hears of the loss.
+        self.on_drop: Callable[[], None] | None = None
+        self._watch: tuple[bytes, Callable[[], None]] | None = None
         self._start(self._accept)
 
     def _start(self, target: object, *args: object) -> None:
@@ -75,6 +79,20 @@ class LossyProxy:
         """Lose the reply to the next request that holds ``marker``."""
         with self._lock:
             self._marker = marker
+
+    def on_reply(self, marker: bytes, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the reply to the next request that holds ``marker``
+        comes from the server, before it is passed on (so before the client can send
+        anything more on that connection)."""
+        with self._lock:
+            self._watch = (marker, callback)
+
+    def _watched(self, data: bytes) -> Callable[[], None] | None:
+        with self._lock:
+            if self._watch is not None and self._watch[0] in data:
+                callback, self._watch = self._watch[1], None
+                return callback
+        return None
 
     def _take(self, data: bytes) -> bool:
         with self._lock:
@@ -93,28 +111,47 @@ class LossyProxy:
             with self._lock:
                 self._sockets += [client, server]
             lose = threading.Event()
-            self._start(self._up, client, server, lose)
-            self._start(self._down, server, client, lose)
+            then: list[Callable[[], None]] = []  # called at the next reply
+            self._start(self._up, client, server, lose, then)
+            self._start(self._down, server, client, lose, then)
 
-    def _up(self, client: socket.socket, server: socket.socket, lose: threading.Event) -> None:
+    def _up(
+        self,
+        client: socket.socket,
+        server: socket.socket,
+        lose: threading.Event,
+        then: list[Callable[[], None]],
+    ) -> None:
         try:
             while data := client.recv(65536):
                 if self._take(data):
                     lose.set()  # before the server can answer
+                elif callback := self._watched(data):
+                    then.append(callback)
                 server.sendall(data)
         except OSError:
             pass
         finally:
             _shut(server)
 
-    def _down(self, server: socket.socket, client: socket.socket, lose: threading.Event) -> None:
+    def _down(
+        self,
+        server: socket.socket,
+        client: socket.socket,
+        lose: threading.Event,
+        then: list[Callable[[], None]],
+    ) -> None:
         try:
             while data := server.recv(65536):
+                while then:
+                    then.pop()()
                 if lose.is_set():
                     # One request at a time on a connection: this is its reply, sent
                     # once the server ran it. It goes nowhere.
                     with self._lock:
                         self.dropped += 1
+                    if self.on_drop is not None:
+                        self.on_drop()
                     break
                 client.sendall(data)
         except OSError:
@@ -379,6 +416,68 @@ def test_an_ack_resent_after_a_lost_reply_still_waits_for_its_replica(prefix: st
                     finally:
                         replica.thaw()
                     assert proxy.dropped == 1
+        finally:
+            replica.stop()
+
+
+def _offset(client: redis.Redis) -> int:
+    return int(client.info("replication")["master_repl_offset"])
+
+
+@pytest.mark.parametrize("how", ["ack", "dead-letter", "delay"])
+def test_a_settlement_resent_after_a_lost_reply_writes_before_its_replica_wait(
+    prefix: str, how: str
+) -> None:
+    """The lost attempt applied the settlement, so the resent script finds nothing left
+    to do; it must still write, after the lost attempt's writes, on its new connection:
+    from Redis 7.2 on, ``WAIT`` waits only for the offset of its connection's last
+    write (a connection that wrote nothing: none, the wait returns at once, a frozen
+    replica or not). Here the master's replication offset grows across the retry."""
+    # No replication pings: only the broker's writes move the offset.
+    with RedisServer(config=("--repl-ping-replica-period", "3600")) as master:
+        replica = RedisServer().start(replica_of=master)
+        try:
+            with LossyProxy("127.0.0.1", master.port) as proxy:
+                url = (
+                    f"redis+stream://127.0.0.1:{proxy.port}/0?prefix={prefix}"
+                    "&replicas=1&replica_timeout=30&visibility_timeout=600"
+                )
+                with (
+                    brokerkit.connect(url) as broker,
+                    contextlib.closing(master.client()) as admin,
+                ):
+                    subscription = broker.subscribe("jobs", group="g")
+                    broker.publish("jobs", "a")  # once the replica has it
+                    delivery = subscription.receive(timeout=5)
+                    assert delivery is not None
+                    admin.script_load(ACK)
+                    admin.script_load(NACK)
+                    # The offset when the lost attempt ran, and when the resent one
+                    # did (before its WAIT, which moves the offset: REPLCONF GETACK).
+                    offsets: list[int] = []
+                    sha = _sha(ACK if how == "ack" else NACK)
+
+                    def lost() -> None:
+                        offsets.append(_offset(admin))
+                        proxy.on_reply(sha, lambda: offsets.append(_offset(admin)))
+
+                    proxy.on_drop = lost
+                    proxy.arm(sha)
+                    if how == "ack":
+                        delivery.ack()
+                    elif how == "dead-letter":
+                        delivery.nack(requeue=False)
+                    else:
+                        delivery.nack(delay=600)
+                    assert proxy.dropped == 1
+                    assert len(offsets) == 2
+                    assert offsets[1] > offsets[0]  # the resent script wrote
+                    key = broker.stream_key("jobs")
+                    assert _pending(admin, key) == (1 if how == "delay" else 0)
+                    # what it wrote is gone again
+                    assert admin.zrange(f"{key}:delayed:g", 0, -1) == (
+                        [delivery.receipt.entry_id.encode()] if how == "delay" else []
+                    )
         finally:
             replica.stop()
 
