@@ -482,6 +482,53 @@ def test_a_settlement_resent_after_a_lost_reply_writes_before_its_replica_wait(
             replica.stop()
 
 
+# -- what a retry reports -----------------------------------------------------------
+
+
+class _SettleHooks:
+    """A plugin that writes down what the settlement hooks are told."""
+
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+        self.lost: list[str] = []
+
+    @brokerkit.hookimpl
+    def brokerkit_on_ack(self, deliveries: Any) -> None:
+        self.acked += [d.id for d in deliveries]
+
+    @brokerkit.hookimpl
+    def brokerkit_on_lease_lost(self, deliveries: Any) -> None:
+        self.lost += [d.id for d in deliveries]
+
+
+def test_a_replica_timeout_carries_the_stale_deliveries_to_the_hooks(
+    redis_target: RedisTarget, redis_client: redis.Redis, prefix: str
+) -> None:
+    """A stream ack under a replica timeout that left one delivery to another member:
+    the error holds it in ``stale``, and the hooks hear it was not acked."""
+    hooks = _SettleHooks()
+    manager = brokerkit.get_plugin_manager()
+    manager.register(hooks)
+    try:
+        with brokerkit.connect(_unreplicated(redis_target, prefix)) as broker:
+            got = _one_each(broker)
+            taken = got[1]
+            redis_client.xclaim(
+                broker.stream_key("beta"), "g", "other", 0, [taken.receipt.entry_id], justid=True
+            )
+            with pytest.raises(brokerkit.ReplicationTimeout) as caught:
+                broker.ack(*got)
+    finally:
+        manager.unregister(hooks)
+    assert caught.value.stale == (taken,)
+    assert sorted(hooks.acked) == sorted(d.id for d in got if d is not taken)
+    assert hooks.lost == [taken.id]
+
+
+def test_a_replica_timeout_without_stale_deliveries_has_none() -> None:
+    assert brokerkit.ReplicationTimeout("short").stale == ()
+
+
 # -- on a cluster ----------------------------------------------------------------------
 
 

@@ -320,7 +320,7 @@ class StreamSettling:
                 f". Not settled by it: message {ids}{more}, whose lease had expired "
                 "(another consumer claimed it)"
             )
-        return ReplicationTimeout(message, acknowledged=least, wanted=durable.replicas)
+        return ReplicationTimeout(message, acknowledged=least, wanted=durable.replicas, stale=stale)
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         # A lease is the entry's idle time: claims wait until it reaches the group's
