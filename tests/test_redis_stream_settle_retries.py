@@ -485,6 +485,27 @@ def test_a_settlement_resent_after_a_lost_reply_writes_before_its_replica_wait(
 # -- what a retry reports -----------------------------------------------------------
 
 
+def test_a_requeue_resent_after_a_lost_reply_leaves_another_members_claim_unreported(
+    proxy: LossyProxy, admin: redis.Redis, redis_target: RedisTarget, prefix: str
+) -> None:
+    """After a lost reply, a requeue of an entry another member holds is not reported
+    stale (the lost attempt's requeue may have handed it to that member: the server
+    cannot tell), and that member's delivery is left as it is (see scripts.NACK)."""
+    with brokerkit.connect(_url(proxy, redis_target, prefix)) as broker:
+        subscription = broker.subscribe("jobs", group="g")
+        broker.publish("jobs", "a")
+        delivery = subscription.receive(timeout=5)
+        assert delivery is not None
+        key = broker.stream_key("jobs")
+        admin.xclaim(key, "g", "other", 0, [delivery.receipt.entry_id], justid=True)
+        proxy.arm(_sha(NACK))
+        delivery.nack()  # the first attempt found it stale; its reply was lost
+        assert proxy.dropped == 1
+        held = admin.xpending_range(key, "g", "-", "+", 10)
+        assert [(p["consumer"], p["times_delivered"]) for p in held] == [(b"other", 1)]
+        assert held[0]["time_since_delivered"] < 10**9  # not backdated: not requeued
+
+
 class _SettleHooks:
     """A plugin that writes down what the settlement hooks are told."""
 

@@ -18,9 +18,13 @@ connection loss, for up to ``reconnect_timeout``), telling the scripts that it i
 retry, since the lost attempt may have been applied before its reply was lost. The
 promise after such a retry: an entry this consumer settled is never reported stale
 (an ack applied by the lost attempt succeeds); an entry another member holds now is
-reported stale, as always; an entry pending for nobody is taken as settled by the lost
-attempt (it may instead have been claimed and settled by another member after this
-lease ran out: either way it is settled, and no member gets it again). redis-py's
+reported stale by an ack or a dead-letter, as always; an entry pending for nobody is
+taken as settled by the lost attempt (it may instead have been claimed and settled by
+another member after this lease ran out: either way it is settled, and no member gets
+it again). A requeue, return or delay of an entry another member holds now is not
+reported stale after a retry: the lost attempt's requeue hands the entry to the next
+member that fetches, which the server cannot tell from a claim made after this lease
+ran out (so a delay may then not hold: the entry is with that member already). redis-py's
 own resend (``retries=3``, as the other clients of the broker have) would send the
 script unflagged and report an ack it had applied as stale.
 
@@ -365,8 +369,9 @@ class StreamSettling:
 
         Sending a script again is safe because the retry says it is one (the second
         flag character at ``flags_at`` of their arguments): each script acts only on
-        entries its member still holds, and an entry the lost attempt already settled
-        (pending for nobody, or requeued, returned or parked as asked) is not stale.
+        entries its member still holds, and an entry the lost attempt may have settled
+        (pending for nobody; for a requeue, return or delay, held by anyone else) is
+        not stale.
         redis-py resends nothing on this client, since it would send the first
         attempt's flags. A renewal (``flags_at`` None) can be sent again as it is.
         ``retried`` gets whether the calls were sent more than once.
