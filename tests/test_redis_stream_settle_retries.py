@@ -550,6 +550,62 @@ def test_a_replica_timeout_without_stale_deliveries_has_none() -> None:
     assert brokerkit.ReplicationTimeout("short").stale == ()
 
 
+# -- the clients ---------------------------------------------------------------------
+
+
+def test_the_reapers_dead_letters_are_never_resent_by_redis_py(
+    redis_target: RedisTarget, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaper dead-letters on the settling client, as every settlement: the
+    connection that sends its script retries nothing itself."""
+    sent_with: list[int] = []
+    send = Connection.send_command
+
+    def send_command(self: Connection, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1 and args[0] == "EVALSHA" and _bytes(args[1]) == _sha(NACK):
+            sent_with.append(self.retry._retries)
+        send(self, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "send_command", send_command)
+    url = redis_target.url("redis+stream", prefix=prefix, max_deliveries="1")
+    with brokerkit.connect(url) as broker:
+        subscription = broker.subscribe("jobs", group="g")
+        broker.publish("jobs", "a")
+        delivery = subscription.receive(timeout=5)
+        assert delivery is not None
+        # as the reaper does with an entry it claimed past max_deliveries
+        broker._dead_letter_claimed(  # type: ignore[attr-defined]
+            subscription, delivery.receipt.entry_id, delivery.message, 1
+        )
+        dead = broker.inspect(broker.dead_letter_topic("jobs"))
+        assert dead.length == 1
+    assert sent_with == [0]
+
+
+def test_a_broker_whose_settling_client_cannot_be_made_closes_its_other_client(
+    redis_target: RedisTarget, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brokerkit.backends.redis.stream import broker as stream_broker
+
+    made: list[Any] = []
+    closed: list[Any] = []
+    real = stream_broker.make_client
+
+    def make_client(*args: Any, retries: int = 3, **kwargs: Any) -> Any:
+        if retries == 0:
+            raise brokerkit.ConnectionFailed("the settling client could not be made")
+        client = real(*args, retries=retries, **kwargs)
+        close = client.close
+        monkeypatch.setattr(client, "close", lambda: (closed.append(client), close())[1])
+        made.append(client)
+        return client
+
+    monkeypatch.setattr(stream_broker, "make_client", make_client)
+    with pytest.raises(brokerkit.ConnectionFailed, match="settling client"):
+        brokerkit.connect(redis_target.url("redis+stream", prefix=prefix))
+    assert closed == made != []
+
+
 # -- on a cluster ----------------------------------------------------------------------
 
 
