@@ -68,10 +68,10 @@ def settle(
         if RELAY.settle:
             RELAY.settled(broker, deliveries, requeue, exc.deliveries, reason=reason)
         raise
-    except ReplicationTimeout:
+    except ReplicationTimeout as exc:
         broker._mark(deliveries)  # applied on the master: settled, if not yet replicated
-        if RELAY.settle:
-            RELAY.settled(broker, deliveries, requeue, reason=reason)
+        if RELAY.settle:  # but not the stale ones, left to another consumer
+            RELAY.settled(broker, deliveries, requeue, exc.stale, reason=reason)
         raise
     broker._mark(deliveries)
     if RELAY.settle:

@@ -126,13 +126,26 @@ class ReplicationTimeout(BrokerError):
     and a failover in the next moments may lose it. A publish that fails this way may
     be retried; the consumers then see the message twice if both copies survive.
 
+    An ack or nack that fails this way may also have left some deliveries to another
+    consumer that had claimed them (what :class:`StaleDelivery` would have said): they
+    are in :attr:`stale`, and the settlement hooks are told they were not settled.
+
     :ivar acknowledged: how many replicas confirmed the write.
     :ivar wanted: how many were asked for.
+    :ivar stale: the deliveries of an ack or nack that it did not settle, their leases
+        having expired (another consumer claimed them); empty otherwise.
     """
 
-    def __init__(self, message: str, acknowledged: int = 0, wanted: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        acknowledged: int = 0,
+        wanted: int = 0,
+        stale: Sequence[Delivery | AsyncDelivery] = (),
+    ) -> None:
         self.acknowledged = acknowledged
         self.wanted = wanted
+        self.stale = tuple(stale)
         super().__init__(message)
 
 

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -64,6 +64,10 @@ class LossyProxy:
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self.dropped = 0
+        #: Called when a reply is lost, once the server ran its request and before the
+        #: client hears of the loss.
+        self.on_drop: Callable[[], None] | None = None
+        self._watch: tuple[bytes, Callable[[], None]] | None = None
         self._start(self._accept)
 
     def _start(self, target: object, *args: object) -> None:
@@ -75,6 +79,20 @@ class LossyProxy:
         """Lose the reply to the next request that holds ``marker``."""
         with self._lock:
             self._marker = marker
+
+    def on_reply(self, marker: bytes, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the reply to the next request that holds ``marker``
+        comes from the server, before it is passed on (so before the client can send
+        anything more on that connection)."""
+        with self._lock:
+            self._watch = (marker, callback)
+
+    def _watched(self, data: bytes) -> Callable[[], None] | None:
+        with self._lock:
+            if self._watch is not None and self._watch[0] in data:
+                callback, self._watch = self._watch[1], None
+                return callback
+        return None
 
     def _take(self, data: bytes) -> bool:
         with self._lock:
@@ -93,28 +111,47 @@ class LossyProxy:
             with self._lock:
                 self._sockets += [client, server]
             lose = threading.Event()
-            self._start(self._up, client, server, lose)
-            self._start(self._down, server, client, lose)
+            then: list[Callable[[], None]] = []  # called at the next reply
+            self._start(self._up, client, server, lose, then)
+            self._start(self._down, server, client, lose, then)
 
-    def _up(self, client: socket.socket, server: socket.socket, lose: threading.Event) -> None:
+    def _up(
+        self,
+        client: socket.socket,
+        server: socket.socket,
+        lose: threading.Event,
+        then: list[Callable[[], None]],
+    ) -> None:
         try:
             while data := client.recv(65536):
                 if self._take(data):
                     lose.set()  # before the server can answer
+                elif callback := self._watched(data):
+                    then.append(callback)
                 server.sendall(data)
         except OSError:
             pass
         finally:
             _shut(server)
 
-    def _down(self, server: socket.socket, client: socket.socket, lose: threading.Event) -> None:
+    def _down(
+        self,
+        server: socket.socket,
+        client: socket.socket,
+        lose: threading.Event,
+        then: list[Callable[[], None]],
+    ) -> None:
         try:
             while data := server.recv(65536):
+                while then:
+                    then.pop()()
                 if lose.is_set():
                     # One request at a time on a connection: this is its reply, sent
                     # once the server ran it. It goes nowhere.
                     with self._lock:
                         self.dropped += 1
+                    if self.on_drop is not None:
+                        self.on_drop()
                     break
                 client.sendall(data)
         except OSError:
@@ -381,6 +418,192 @@ def test_an_ack_resent_after_a_lost_reply_still_waits_for_its_replica(prefix: st
                     assert proxy.dropped == 1
         finally:
             replica.stop()
+
+
+def _offset(client: redis.Redis) -> int:
+    return int(client.info("replication")["master_repl_offset"])
+
+
+@pytest.mark.parametrize("how", ["ack", "dead-letter", "delay"])
+def test_a_settlement_resent_after_a_lost_reply_writes_before_its_replica_wait(
+    prefix: str, how: str
+) -> None:
+    """The lost attempt applied the settlement, so the resent script finds nothing left
+    to do; it must still write, after the lost attempt's writes, on its new connection:
+    from Redis 7.2 on, ``WAIT`` waits only for the offset of its connection's last
+    write (a connection that wrote nothing: none, the wait returns at once, a frozen
+    replica or not). Here the master's replication offset grows across the retry."""
+    # No replication pings: only the broker's writes move the offset.
+    with RedisServer(config=("--repl-ping-replica-period", "3600")) as master:
+        replica = RedisServer().start(replica_of=master)
+        try:
+            with LossyProxy("127.0.0.1", master.port) as proxy:
+                url = (
+                    f"redis+stream://127.0.0.1:{proxy.port}/0?prefix={prefix}"
+                    "&replicas=1&replica_timeout=30&visibility_timeout=600"
+                )
+                with (
+                    brokerkit.connect(url) as broker,
+                    contextlib.closing(master.client()) as admin,
+                ):
+                    subscription = broker.subscribe("jobs", group="g")
+                    broker.publish("jobs", "a")  # once the replica has it
+                    delivery = subscription.receive(timeout=5)
+                    assert delivery is not None
+                    admin.script_load(ACK)
+                    admin.script_load(NACK)
+                    # The offset when the lost attempt ran, and when the resent one
+                    # did (before its WAIT, which moves the offset: REPLCONF GETACK).
+                    offsets: list[int] = []
+                    sha = _sha(ACK if how == "ack" else NACK)
+
+                    def lost() -> None:
+                        offsets.append(_offset(admin))
+                        proxy.on_reply(sha, lambda: offsets.append(_offset(admin)))
+
+                    proxy.on_drop = lost
+                    proxy.arm(sha)
+                    if how == "ack":
+                        delivery.ack()
+                    elif how == "dead-letter":
+                        delivery.nack(requeue=False)
+                    else:
+                        delivery.nack(delay=600)
+                    assert proxy.dropped == 1
+                    assert len(offsets) == 2
+                    assert offsets[1] > offsets[0]  # the resent script wrote
+                    key = broker.stream_key("jobs")
+                    assert _pending(admin, key) == (1 if how == "delay" else 0)
+                    # what it wrote is gone again
+                    assert admin.zrange(f"{key}:delayed:g", 0, -1) == (
+                        [delivery.receipt.entry_id.encode()] if how == "delay" else []
+                    )
+        finally:
+            replica.stop()
+
+
+# -- what a retry reports -----------------------------------------------------------
+
+
+def test_a_requeue_resent_after_a_lost_reply_leaves_another_members_claim_unreported(
+    proxy: LossyProxy, admin: redis.Redis, redis_target: RedisTarget, prefix: str
+) -> None:
+    """After a lost reply, a requeue of an entry another member holds is not reported
+    stale (the lost attempt's requeue may have handed it to that member: the server
+    cannot tell), and that member's delivery is left as it is (see scripts.NACK)."""
+    with brokerkit.connect(_url(proxy, redis_target, prefix)) as broker:
+        subscription = broker.subscribe("jobs", group="g")
+        broker.publish("jobs", "a")
+        delivery = subscription.receive(timeout=5)
+        assert delivery is not None
+        key = broker.stream_key("jobs")
+        admin.xclaim(key, "g", "other", 0, [delivery.receipt.entry_id], justid=True)
+        proxy.arm(_sha(NACK))
+        delivery.nack()  # the first attempt found it stale; its reply was lost
+        assert proxy.dropped == 1
+        held = admin.xpending_range(key, "g", "-", "+", 10)
+        assert [(p["consumer"], p["times_delivered"]) for p in held] == [(b"other", 1)]
+        assert held[0]["time_since_delivered"] < 10**9  # not backdated: not requeued
+
+
+class _SettleHooks:
+    """A plugin that writes down what the settlement hooks are told."""
+
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+        self.lost: list[str] = []
+
+    @brokerkit.hookimpl
+    def brokerkit_on_ack(self, deliveries: Any) -> None:
+        self.acked += [d.id for d in deliveries]
+
+    @brokerkit.hookimpl
+    def brokerkit_on_lease_lost(self, deliveries: Any) -> None:
+        self.lost += [d.id for d in deliveries]
+
+
+def test_a_replica_timeout_carries_the_stale_deliveries_to_the_hooks(
+    redis_target: RedisTarget, redis_client: redis.Redis, prefix: str
+) -> None:
+    """A stream ack under a replica timeout that left one delivery to another member:
+    the error holds it in ``stale``, and the hooks hear it was not acked."""
+    hooks = _SettleHooks()
+    manager = brokerkit.get_plugin_manager()
+    manager.register(hooks)
+    try:
+        with brokerkit.connect(_unreplicated(redis_target, prefix)) as broker:
+            got = _one_each(broker)
+            taken = got[1]
+            redis_client.xclaim(
+                broker.stream_key("beta"), "g", "other", 0, [taken.receipt.entry_id], justid=True
+            )
+            with pytest.raises(brokerkit.ReplicationTimeout) as caught:
+                broker.ack(*got)
+    finally:
+        manager.unregister(hooks)
+    assert caught.value.stale == (taken,)
+    assert sorted(hooks.acked) == sorted(d.id for d in got if d is not taken)
+    assert hooks.lost == [taken.id]
+
+
+def test_a_replica_timeout_without_stale_deliveries_has_none() -> None:
+    assert brokerkit.ReplicationTimeout("short").stale == ()
+
+
+# -- the clients ---------------------------------------------------------------------
+
+
+def test_the_reapers_dead_letters_are_never_resent_by_redis_py(
+    redis_target: RedisTarget, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaper dead-letters on the settling client, as every settlement: the
+    connection that sends its script retries nothing itself."""
+    sent_with: list[int] = []
+    send = Connection.send_command
+
+    def send_command(self: Connection, *args: Any, **kwargs: Any) -> None:
+        if len(args) > 1 and args[0] == "EVALSHA" and _bytes(args[1]) == _sha(NACK):
+            sent_with.append(self.retry._retries)
+        send(self, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "send_command", send_command)
+    url = redis_target.url("redis+stream", prefix=prefix, max_deliveries="1")
+    with brokerkit.connect(url) as broker:
+        subscription = broker.subscribe("jobs", group="g")
+        broker.publish("jobs", "a")
+        delivery = subscription.receive(timeout=5)
+        assert delivery is not None
+        # as the reaper does with an entry it claimed past max_deliveries
+        broker._dead_letter_claimed(  # type: ignore[attr-defined]
+            subscription, delivery.receipt.entry_id, delivery.message, 1
+        )
+        dead = broker.inspect(broker.dead_letter_topic("jobs"))
+        assert dead.length == 1
+    assert sent_with == [0]
+
+
+def test_a_broker_whose_settling_client_cannot_be_made_closes_its_other_client(
+    redis_target: RedisTarget, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brokerkit.backends.redis.stream import broker as stream_broker
+
+    made: list[Any] = []
+    closed: list[Any] = []
+    real = stream_broker.make_client
+
+    def make_client(*args: Any, retries: int = 3, **kwargs: Any) -> Any:
+        if retries == 0:
+            raise brokerkit.ConnectionFailed("the settling client could not be made")
+        client = real(*args, retries=retries, **kwargs)
+        close = client.close
+        monkeypatch.setattr(client, "close", lambda: (closed.append(client), close())[1])
+        made.append(client)
+        return client
+
+    monkeypatch.setattr(stream_broker, "make_client", make_client)
+    with pytest.raises(brokerkit.ConnectionFailed, match="settling client"):
+        brokerkit.connect(redis_target.url("redis+stream", prefix=prefix))
+    assert closed == made != []
 
 
 # -- on a cluster ----------------------------------------------------------------------

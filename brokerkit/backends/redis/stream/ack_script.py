@@ -9,7 +9,8 @@ from brokerkit.backends.redis.stream.scripts import _HELPERS
 
 __all__ = ["ACK", "COUNT_ACK_MEMBERS"]
 
-# KEYS: stream.  ARGV: group, consumer, flags, low id, high id, then the ids, or
+# KEYS: stream, the group's delayed ZSET (written only on a retry, see mark_retry in
+# .scripts).  ARGV: group, consumer, flags, low id, high id, then the ids, or
 # (acked by count, below) how many there are.
 # flags: delete-acked, retry, count ('1'/'0' each; count may be left out).
 # Returns the ids that were not pending for this consumer (stale); by count, 1 when
@@ -17,7 +18,8 @@ __all__ = ["ACK", "COUNT_ACK_MEMBERS"]
 # COUNT_ACK_MEMBERS members (nothing was done either way: the caller sends the ids,
 # and after -1 sends ids only). On a retry (the previous attempt's reply was lost
 # with the connection), an id pending for nobody was acked by that attempt and is
-# not stale.
+# not stale, and the script writes (mark_retry) whatever is left to do, so that the
+# replica wait after it covers what the lost attempt wrote.
 #
 # One XPENDING over [low, high], this consumer's entries only, finds what it holds;
 # the caller passes the first and last id of the batch, which bound it when the
@@ -60,6 +62,7 @@ ACK = (
     + r"""
 local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local delete, retry = string.sub(ARGV[3], 1, 1) == '1', string.sub(ARGV[3], 2, 2) == '1'
+if retry then mark_retry(KEYS[2]) end
 
 if string.sub(ARGV[3], 3, 3) == '1' then
   -- by count: `consumer` holds ARGV[6] entries, none outside [low, high]. The

@@ -23,14 +23,16 @@ is a Redis consumer group; a subscription is one consumer in it.
   claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
 * Leases: a background heartbeat resets the idle time of every held entry
   (``XCLAIM ... JUSTID``) so that a live consumer's entries are never reclaimed.
-* Settlements (ack, nack, lease renewals) run on a second client whose commands
-  redis-py never resends: a script whose reply was lost is sent again by brokerkit,
-  flagged as a retry (see :mod:`.settle_async`).
+* Settlements (ack, nack, lease renewals, the reaper's dead-letters) run on a second
+  client, with a connection pool of its own, whose commands redis-py never resends: a
+  script whose reply was lost is sent again by brokerkit, flagged as a retry (see
+  :mod:`.settle_async`).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import time
@@ -80,6 +82,16 @@ log = logging.getLogger("brokerkit.redis")
 _SERVER_TICK = 0.1
 
 
+def _let_go(client: Any) -> None:
+    """Let go of a client the constructor made and will not keep. A sync client may
+    hold connections already (a cluster client asks a node for the slots as it is
+    made): it is closed. An asyncio client opens none before its first command: there
+    is nothing to close."""
+    close = getattr(client, "close", None)
+    if close is not None and not inspect.iscoroutinefunction(close):
+        close()
+
+
 class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, AsyncBroker):
     """A broker on Redis streams: persistent, acked, competing consumers in groups,
     fan-out between groups, replay from any position, bounded by trimming."""
@@ -113,7 +125,11 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         # Settlements go on a client of their own that never resends a script whose
         # reply was lost: their own retry tells the scripts it is one (see
         # StreamSettling._run_settling).
-        self._settle_client = make_client(url, self.options, retries=0)
+        try:
+            self._settle_client = make_client(url, self.options, retries=0)
+        except BaseException:
+            _let_go(self._client)
+            raise
         self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()

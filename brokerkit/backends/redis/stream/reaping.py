@@ -10,6 +10,8 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from brokerkit._logging import subscription_fields
 from brokerkit._message import Message
 from brokerkit._subscription import Subscription
@@ -32,6 +34,8 @@ class StreamReaping:
     url: BrokerURL
     options: RedisStreamOptions
     _scripts: StreamScripts
+    #: The client settlements run on (see :class:`.StreamSettling`).
+    _settle_client: redis.Redis
     _keys: StreamKeyspace
     _reconnector: Reconnector
     _lock: threading.Lock
@@ -92,9 +96,14 @@ class StreamReaping:
         )
         flag = "1" if self.options.delete_acked else "0"
         args = [subscription.group, subscription.consumer, entry_id, "dead", flag, *fields]
+        # On the settling client, as every settlement: redis-py never resends it. Sent
+        # again by the reconnector after a lost reply, unflagged, it finds the entry
+        # no longer pending for this consumer and does nothing (one dead letter).
         self._reconnector.call(
             lambda: self._scripts.nack(
-                keys=[state.key, dlq, state.delayed_key, state.wake_key], args=args
+                keys=[state.key, dlq, state.delayed_key, state.wake_key],
+                args=args,
+                client=self._settle_client,
             ),
             topic=subscription.topic,
         )

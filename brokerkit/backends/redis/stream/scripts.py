@@ -126,6 +126,18 @@ local function id_less(a, b)
   return am < bm or (am == bm and as < bs)
 end
 
+-- A retried settlement's own write, made whatever the lost attempt left to do: a
+-- member added to and removed from the group's delayed ZSET (`delayed`, declared by
+-- the script), two writes that propagate after anything the lost attempt wrote. Its
+-- WAIT, on a new connection, waits for them, so for the lost attempt's writes too
+-- (Redis 7.2+ notes a connection's replication offset only at a command that wrote;
+-- a connection that wrote nothing has an offset of 0 and its WAIT returns at once).
+local RETRY_MARK = 'brokerkit:retried'
+local function mark_retry(delayed)
+  redis.call('ZADD', delayed, 0, RETRY_MARK)
+  redis.call('ZREM', delayed, RETRY_MARK)
+end
+
 -- True when every group of the stream has read the entry and none holds it.
 local function settled_everywhere(key, groups, id)
   for _, g in ipairs(groups) do
@@ -306,8 +318,14 @@ return out
 #       (delete-acked, then retry: '1'/'0' each), then the dead letter's fields
 #       (field, value, ...), or for 'delay' the delay in ms and the parking consumer.
 # Returns 1 when done, 0 when the entry was not pending for this consumer. On a
-# retry (the previous attempt's reply was lost), a requeued entry another member
-# has claimed since, or a dead-lettered one pending for nobody, was done by it.
+# retry (the previous attempt's reply was lost), an entry no longer pending for this
+# consumer may have been settled by that attempt: a dead-letter of one pending for
+# nobody is done (any other holder's is stale); a requeue, return or delay is done
+# whoever holds the entry now, since the lost attempt's requeue hands it to the next
+# member that fetches, and on the server that cannot be told apart from a claim made
+# after the lease ran out (either way another member has the entry, or will). A
+# retry also writes (mark_retry), so that the replica wait after it covers what the
+# lost attempt wrote.
 #
 # Requeue keeps the entry pending but backdates its delivery time to the epoch, so
 # the next XAUTOCLAIM of any consumer of the group takes it at once (and counts a
@@ -331,6 +349,7 @@ NACK = (
 local key, dlq = KEYS[1], KEYS[2]
 local group, consumer, id, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local delete, retry = string.sub(ARGV[5], 1, 1) == '1', string.sub(ARGV[5], 2, 2) == '1'
+if retry then mark_retry(KEYS[3]) end
 local count, idle = owned(key, group, consumer, id)
 if not count then
   if retry and (action ~= 'dead' or #redis.call('XPENDING', key, group, id, id, 1) == 0) then

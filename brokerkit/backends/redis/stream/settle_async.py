@@ -16,14 +16,20 @@ connection loss, for up to ``reconnect_timeout``), telling the scripts that it i
 retry, since the lost attempt may have been applied before its reply was lost. The
 promise after such a retry: an entry this consumer settled is never reported stale
 (an ack applied by the lost attempt succeeds); an entry another member holds now is
-reported stale, as always; an entry pending for nobody is taken as settled by the lost
-attempt (it may instead have been claimed and settled by another member after this
-lease ran out: either way it is settled, and no member gets it again). redis-py's
+reported stale by an ack or a dead-letter, as always; an entry pending for nobody is
+taken as settled by the lost attempt (it may instead have been claimed and settled by
+another member after this lease ran out: either way it is settled, and no member gets
+it again). A requeue, return or delay of an entry another member holds now is not
+reported stale after a retry: the lost attempt's requeue hands the entry to the next
+member that fetches, which the server cannot tell from a claim made after this lease
+ran out (so a delay may then not hold: the entry is with that member already). redis-py's
 own resend (``retries=3``, as the other clients of the broker have) would send the
 script unflagged and report an ack it had applied as stale.
 
 With the ``replicas`` option, each stream's scripts wait for replicas on the
 connection that ran them, one stream after another (up to ``replica_timeout`` each).
+A retried script always writes (see :meth:`StreamSettling._run_settling`), so that the
+wait on its new connection covers what the lost attempt wrote.
 Every stream's scripts are sent whatever the wait found for another's; then one
 :class:`~brokerkit.ReplicationTimeout` names the topics whose settlement the replicas
 did not confirm in time (applied on the master all the same).
@@ -126,11 +132,13 @@ class StreamSettling:
         flag = "10" if self.options.delete_acked else "00"
         calls: list[Call] = []
         parts: list[list[AsyncDelivery]] = []
-        # Per call sent with a count instead of the ids, its member and deliveries,
-        # for the ids' call should the script not prove the batch held.
-        by_count: dict[int, tuple[str, str, str, list[AsyncDelivery]]] = {}
+        # Per call sent with a count instead of the ids, its keys, member and
+        # deliveries, for the ids' call should the script not prove the batch held.
+        by_count: dict[int, tuple[list[str], str, str, list[AsyncDelivery]]] = {}
         for (key, group, consumer), ds in by_member_of(deliveries).items():
             state: StreamState = ds[0].subscription.state
+            # the group's delayed ZSET: written by a retry only (see ack_script.ACK)
+            keys = [key, state.delayed_key]
             if (
                 WHOLE_BATCH <= len(ds) <= ACK_CHUNK
                 and flag == "00"  # XDEL needs the ids
@@ -141,17 +149,17 @@ class StreamSettling:
                 # One XREADGROUP > read's whole batch, acked as read: sent by its
                 # count and bounds, without its ids (see ack_script.ACK).
                 state.last_read = None
-                by_count[len(calls)] = (key, group, consumer, ds)
+                by_count[len(calls)] = (keys, group, consumer, ds)
                 low, high = ds[0].receipt.entry_id, ds[-1].receipt.entry_id
                 args = [group, consumer, "001", low, high, len(ds)]
-                calls.append((self._scripts.ack, [key], args))
+                calls.append((self._scripts.ack, keys, args))
                 parts.append(ds)
                 continue
             for ids, part in _chunks(ds, ACK_CHUNK):
                 # The first and last id bound the batch when it is acked in the order
                 # it was read; the script checks any id outside them on its own.
                 args = [group, consumer, flag, ids[0], ids[-1], *ids]
-                calls.append((self._scripts.ack, [key], args))
+                calls.append((self._scripts.ack, keys, args))
                 parts.append(part)
         # Out of the keeper before the ack runs, under the renewal's lock: a
         # renewal after the XACK would find the entries gone and report them lost.
@@ -190,11 +198,16 @@ class StreamSettling:
             raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
 
     def _ack_by_ids(
-        self, key: str, group: str, consumer: str, deliveries: list[AsyncDelivery], flag: str
+        self,
+        keys: list[str],
+        group: str,
+        consumer: str,
+        deliveries: list[AsyncDelivery],
+        flag: str,
     ) -> Call:
         """The ack script's call for ``deliveries`` by their ids, with ``flag``."""
         ids = [d.receipt.entry_id for d in deliveries]
-        return (self._scripts.ack, [key], [group, consumer, flag, ids[0], ids[-1], *ids])
+        return (self._scripts.ack, keys, [group, consumer, flag, ids[0], ids[-1], *ids])
 
     async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
         await self._send_back(deliveries, "requeue" if requeue else None)
@@ -311,7 +324,7 @@ class StreamSettling:
                 f". Not settled by it: message {ids}{more}, whose lease had expired "
                 "(another consumer claimed it)"
             )
-        return ReplicationTimeout(message, acknowledged=least, wanted=durable.replicas)
+        return ReplicationTimeout(message, acknowledged=least, wanted=durable.replicas, stale=stale)
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         # A lease is the entry's idle time: claims wait until it reaches the group's
@@ -358,8 +371,9 @@ class StreamSettling:
 
         Sending a script again is safe because the retry says it is one (the second
         flag character at ``flags_at`` of their arguments): each script acts only on
-        entries its member still holds, and an entry the lost attempt already settled
-        (pending for nobody, or requeued, returned or parked as asked) is not stale.
+        entries its member still holds, and an entry the lost attempt may have settled
+        (pending for nobody; for a requeue, return or delay, held by anyone else) is
+        not stale.
         redis-py resends nothing on this client, since it would send the first
         attempt's flags. A renewal (``flags_at`` None) can be sent again as it is.
         ``retried`` gets whether the calls were sent more than once.
@@ -369,9 +383,13 @@ class StreamSettling:
         sent whatever the others' wait found, and ``unconfirmed`` gets each key whose
         replicas fell short, with how many confirmed (the fewest, over calls): the
         caller raises :class:`ReplicationTimeout` once its settlement is done. A retry's
-        ``WAIT``, on a new connection, covers what the lost attempt wrote: Redis notes
-        a connection's replication offset at each of its commands, reads too (the
-        resent script is one), not only at its writes.
+        ``WAIT``, on a new connection, covers what the lost attempt wrote: ``WAIT``
+        waits for the replication offset of its connection's last write, and every
+        script flagged as a retry writes (adds and removes a member of its group's
+        delayed ZSET, both propagated) after whatever the lost attempt wrote, even when
+        that attempt left it nothing else to do. (Redis 7.0 notes the offset at every
+        command of a connection; 7.2 and later only at a command that wrote, so a
+        resent script that wrote nothing would have a ``WAIT`` that returns at once.)
         """
         attempts = 0
         short: dict[str, int] = {}
