@@ -14,6 +14,7 @@ from brokerkit.backends.redis.list.keys import ListKeys
 
 __all__ = ["fetched_messages", "stale_receipts", "topic_info", "unwrap"]
 
+
 def unwrap(element: bytes) -> tuple[int, bytes]:
     """(deliveries before this one, the element as published) of an element a fetch
     returned: one handed back after a delivery is wrapped as ``BKR<n>\\n<element>``
