@@ -227,3 +227,19 @@ def test_any_fetched_batch_reads_as_each_element_on_its_own(elements: list[bytes
     expected, attempts = _one_by_one(elements, None)
     assert messages == expected
     assert _attempts(len(elements), again) == attempts
+
+
+def test_an_element_with_a_huge_count_is_delivered_as_it_is(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    """``BKR`` and 5,000 digits is no count brokerkit wrote (Python refuses ``int`` of
+    more than 4,300 digits): the element is a raw message, delivered, never an error
+    that leaves it leased and unseen until it is dead-lettered."""
+    element = b"BKR" + b"9" * 5000 + b"\nhello"
+    assert unwrap(element) == (0, element)
+    broker = connect()
+    redis_client.lpush(broker._topic("orders").keys.queue, element)
+    delivery = broker.subscribe("orders").receive(timeout=5)
+    assert delivery is not None and delivery.message.payload == element
+    assert delivery.attempt == 1
+    delivery.ack()

@@ -15,12 +15,17 @@ from brokerkit.backends.redis.list.keys import ListKeys
 __all__ = ["fetched_messages", "stale_receipts", "topic_info", "unwrap"]
 
 
+#: The most digits of a count brokerkit writes in a ``BKR<n>`` wrapper: an element with
+#: more is another program's, read as it is (and Python refuses ``int`` of over 4,300).
+_MAX_COUNT_DIGITS = 18
+
+
 def unwrap(element: bytes) -> tuple[int, bytes]:
     """(deliveries before this one, the element as published) of an element a fetch
     returned: one handed back after a delivery is wrapped as ``BKR<n>\\n<element>``
     (see :mod:`.scripts`); any other element is returned as it is, with 0."""
     if element.startswith(b"BKR"):
-        end = element.find(b"\n", 3)
+        end = element.find(b"\n", 3, 3 + _MAX_COUNT_DIGITS + 1)
         if end != -1 and element[3:end].isdigit():
             return int(element[3:end]), element[end + 1 :]
     return 0, element
