@@ -205,3 +205,36 @@ def test_a_waiting_consumer_still_wakes_to_the_millisecond_for_a_due_time_it_kno
         assert again is not None and again.body == "retry me" and again.attempt == 2
         again.ack()
         assert slept, "the due time it knew of was not waited for to the millisecond"
+
+
+def test_a_lease_running_out_is_no_due_time_worth_a_client_sleep(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting consumer whose next wake-up is for its lease groups (to rescue what ran
+    out) blocks on the server to the end: a rescue a server tick late is harmless. (It
+    slept out the last tick in the client, as for a held message, and with groups
+    falling due one after another, as they do while anything stays in flight, it
+    looked at the queue only when its heartbeat was due: for seconds.)"""
+    from brokerkit.backends.redis.list import broker as list_broker
+
+    slept: list[float] = []
+    real_sleep = list_broker.sleep
+    monkeypatch.setattr(list_broker, "sleep", lambda s: (slept.append(s), real_sleep(s))[1])
+    url = redis_server.url("redis+list")
+    with (
+        brokerkit.connect(url) as holder,
+        brokerkit.connect(url, visibility_timeout=0.4) as waiter,
+    ):
+        holder.publish("orders", "held")
+        held = holder.subscribe("orders").receive(timeout=5)
+        assert held is not None  # a lease stays out: the index of lease groups stays
+        subscription = waiter.subscribe("orders")
+        for n in range(3):
+            waiter.publish("orders", n)
+            delivery = subscription.receive(timeout=5)
+            assert delivery is not None
+            delivery.ack()  # its lease group stays in the index until it falls due
+        # The groups fall due within this wait, which ends on the server.
+        assert subscription.receive(timeout=0.8) is None
+        assert slept == []
+        held.ack()

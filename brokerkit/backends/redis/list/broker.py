@@ -231,6 +231,9 @@ class RedisListBroker(ListSettling, Broker):
         tick = _SERVER_TICK if state.due_at <= wake + _MIN_BLOCK else 0.0
         if tick and left <= timeout and left < tick + _MIN_BLOCK:
             sleep(max(left, 0.0))
+            # The next call releases what fell due and then looks at the queue before
+            # it blocks again: messages may have come while this one slept.
+            state.idle = False
             return []
         block = max(min(timeout, left - tick), _MIN_BLOCK)
         # The BLMOVE and the lease script in one round trip (see _claim).
@@ -305,7 +308,7 @@ class RedisListBroker(ListSettling, Broker):
         state: ConsumerState = subscription.state
         state.reconcile = False
         while True:  # calls of a bounded size, all before the next fetch: in order
-            moved, wait_ms, _, visited, released = self._consumer_call(
+            moved, wait_ms, _, visited, released, held_ms = self._consumer_call(
                 subscription,
                 lambda: self._rescue(state.plan, subscription.consumer),
             )
@@ -314,12 +317,14 @@ class RedisListBroker(ListSettling, Broker):
             if visited < _RESCUE_LIMIT:
                 break
         wait = self.options.visibility_timeout / 2
-        due = max(wait_ms / 1000 + 0.01, 0.05) if wait_ms >= 0 else math.inf
-        wait = min(wait, due)
+        if wait_ms >= 0:
+            wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
         now = time.monotonic()
         state.next_maintenance = now + wait
         state.next_release = now + min(wait, self.options.delay_poll_interval)
-        state.due_at = now + due
+        # Only a held message's due time is worth a wake-up to the millisecond (see
+        # _fetch); a lease group is rescued well enough a server tick late.
+        state.due_at = now + held_ms / 1000 + 0.001 if held_ms >= 0 else math.inf
 
     def _release(self, subscription: Subscription) -> None:
         """Move the held messages that are due to the queue; look again when the next
@@ -360,7 +365,7 @@ class RedisListBroker(ListSettling, Broker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _, visited, _ = self._call(lambda: self._rescue(plan, ""), topic)
+            moved, _, _, visited, *_ = self._call(lambda: self._rescue(plan, ""), topic)
             total += int(moved)
             if visited < _RESCUE_LIMIT:
                 return total

@@ -29,8 +29,8 @@ class ConsumerState:
         self.next_maintenance = 0.0
         #: When to look for held messages that became due (see ``delay_poll_interval``).
         self.next_release = 0.0
-        #: When the next due time this consumer knows of comes (a held message or a
-        #: lease running out; monotonic): a wake-up for it is kept to the millisecond.
+        #: When the next held message this consumer knows of is due (monotonic): a
+        #: wake-up for it is kept to the millisecond.
         self.due_at = math.inf
         self.heartbeat_at = float("-inf")
         self.idle = False

@@ -359,7 +359,8 @@ return stale
 #: Also moves held messages that are due to the queue.
 #: Returns {deliveries handed back, ms until the next lease group or held message is
 #: due or -1 (0 when work was left for the next call), orphans, lease groups visited
-#: (``limit`` when more may be due), held messages moved to the queue}.
+#: (``limit`` when more may be due), held messages moved to the queue, ms until the next
+#: held message is due or -1}.
 RESCUE = with_preamble(
     r"""
 local t = now_ms()
@@ -472,14 +473,15 @@ if ARGV[8] ~= '' then
 end
 tidy()
 local released = release_due(t, limit)
-local wait = next_due_wait(t)
+local held_wait = next_due_wait(t)
+local wait = held_wait
 local next_lease = redis.call('ZRANGE', DEADLINES, 0, 0, 'WITHSCORES')
 if next_lease[2] then
   local lease_wait = math.max(tonumber(next_lease[2]) - t, 0)
   if wait < 0 or lease_wait < wait then wait = lease_wait end
 end
 if more then wait = 0 end
-return {moved, wait, reconciled, more and limit or #due, released}
+return {moved, wait, reconciled, more and limit or #due, released, held_wait}
 """
 )
 
