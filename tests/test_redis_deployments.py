@@ -226,3 +226,37 @@ def test_an_idle_list_consumer_on_a_cluster_keeps_its_heartbeat(
         finally:
             client.close()
         assert later is not None and later > first, "the idle consumer's heartbeat was not renewed"
+
+
+def test_a_list_multi_topic_settle_under_a_replica_timeout_settles_every_topic(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    """redis+list, ``replicas=1`` on a server without a replica: an ack (and a nack) of
+    deliveries of three topics is applied on every topic, then one ReplicationTimeout
+    says so (the first topic's wait used to raise before the others were sent)."""
+    url = redis_target.url("redis+list", prefix=prefix, replicas="1", replica_timeout="0.01")
+    topics = ("alpha", "beta", "gamma")
+    with brokerkit.connect(url) as broker:
+        subscriptions = [broker.subscribe(topic) for topic in topics]
+        for topic in topics:
+            with pytest.raises(ReplicationTimeout):
+                broker.publish(topic, topic)  # stored all the same
+        got = [s.receive(timeout=5) for s in subscriptions]
+        deliveries = [d for d in got if d is not None]
+        assert len(deliveries) == 3
+        with pytest.raises(ReplicationTimeout) as caught:
+            broker.ack(*deliveries)
+        assert all(d.settled for d in deliveries)
+        assert [broker.inspect(t).in_flight for t in topics] == [0, 0, 0]
+        assert "applied the ack of 3 deliveries on the master" in str(caught.value)
+        assert "'alpha', 'beta', 'gamma'" in str(caught.value)
+        assert caught.value.stale == ()
+        for topic in topics:
+            with pytest.raises(ReplicationTimeout):
+                broker.publish(topic, topic)
+        again = [s.receive(timeout=5) for s in subscriptions]
+        with pytest.raises(ReplicationTimeout, match="applied the nack"):
+            broker.nack(*[d for d in again if d is not None], requeue=False)
+        assert [broker.inspect(t).in_flight for t in topics] == [0, 0, 0]
+        dead = [broker.inspect(broker.dead_letter_topic(t)).length for t in topics]
+        assert dead == [1, 1, 1]

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from brokerkit._acompat import Lock
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._lua_async import AsyncLua
+from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls
 from brokerkit.backends.redis.list.consumer_async import ConsumerState
 from brokerkit.backends.redis.list.plan import TopicPlan
@@ -39,6 +41,7 @@ class ListSettling:
     """The settling primitives of :class:`AsyncRedisListBroker` and the renewal of the
     leases its consumers hold."""
 
+    url: BrokerURL
     _scripts: dict[str, AsyncLua]
     _call: AsyncListCalls
     _keeper: LeaseKeeper
@@ -69,25 +72,41 @@ class ListSettling:
     ) -> None:
         delay_ms = math.ceil(delay * 1000) if delay else 0
         mode = "requeue+" if requeue else "reject+"
-        await self._settle_script(deliveries, mode, delay_ms, reason or "")
-        if delay_ms:
-            # This process's consumers of those topics look again when the retry is due.
-            due = time.monotonic() + delay_ms / 1000
-            topics = {d.subscription.topic for d in deliveries}
-            with self._lock:
-                subscriptions = list(self._subscriptions)
-            for subscription in subscriptions:
-                state = subscription.state
-                if subscription.topic in topics and isinstance(state, ConsumerState):
-                    state.next_release = min(state.next_release, due)
-                    state.due_at = min(state.due_at, due)
+        try:
+            await self._settle_script(deliveries, mode, delay_ms, reason or "")
+        finally:  # applied too when the replicas did not confirm it (ReplicationTimeout)
+            if delay_ms:
+                # This process's consumers of those topics look again when the retry is
+                # due.
+                due = time.monotonic() + delay_ms / 1000
+                topics = {d.subscription.topic for d in deliveries}
+                with self._lock:
+                    subscriptions = list(self._subscriptions)
+                for subscription in subscriptions:
+                    state = subscription.state
+                    if subscription.topic in topics and isinstance(state, ConsumerState):
+                        state.next_release = min(state.next_release, due)
+                        state.due_at = min(state.due_at, due)
 
     async def _settle_script(
         self, deliveries: Sequence[AsyncDelivery], mode: str, *extra: Any
     ) -> None:
         async with self._lease_lock:
             self._keeper.drop(deliveries)
-        stale = await self._per_topic(deliveries, "SETTLE", mode, *extra)
+        short: dict[str, int] = {}
+        stale = await self._per_topic(deliveries, "SETTLE", mode, *extra, short=short)
+        if short:  # applied on the master: nothing left to renew
+            durable = self._durable
+            assert durable is not None
+            raise unconfirmed_settlement(
+                self.url,
+                "ack" if mode == "ack" else "nack",
+                deliveries,
+                short,
+                stale,
+                replicas=durable.replicas,
+                timeout=durable.timeout,
+            )
         if stale:
             raise StaleDelivery(stale)
 
@@ -112,11 +131,20 @@ class ListSettling:
             return await self._per_topic(alive, "EXTEND", self._lease_ms, "renew")
 
     async def _per_topic(
-        self, deliveries: Sequence[AsyncDelivery], script: str, *first: Any
+        self,
+        deliveries: Sequence[AsyncDelivery],
+        script: str,
+        *first: Any,
+        short: dict[str, int] | None = None,
     ) -> list[AsyncDelivery]:
         """Run ``script`` once per topic over the deliveries' receipts (one call for
         the usual batch of one topic, one per :data:`_RECEIPTS_PER_CALL` receipts of a
-        bigger one); return the deliveries whose receipts came back stale."""
+        bigger one); return the deliveries whose receipts came back stale.
+
+        A settlement (``short`` given) waits for replicas with the ``replicas`` option;
+        every topic's calls are made whatever the others' waits found, and ``short``
+        gets each topic whose replicas fell short, with how many confirmed (the
+        fewest): the caller raises once its settlement is done."""
         by_topic: dict[str, list[AsyncDelivery]] = {}
         for delivery in deliveries:
             topic = delivery.subscription.topic
@@ -126,7 +154,7 @@ class ListSettling:
             group.append(delivery)
         run = self._scripts[script]
         # a settlement waits for replicas (the replicas option); a renewal does not
-        durable = self._durable if script == "SETTLE" else None
+        durable = self._durable if short is not None else None
         # A requeue hands each element back to the head of the queue, the last first:
         # the chunks go in reverse too, so that the first nacked is still next out.
         backwards = script == "SETTLE" and str(first[0]).startswith("requeue")
@@ -146,7 +174,12 @@ class ListSettling:
                     reply = await self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
                 else:
                     on = functools.partial(run_on, run, keys, args)
-                    reply = await self._call(lambda k=keys[0], o=on: durable.run(k, o), topic)  # type: ignore[misc]
+                    reply, confirmed = await self._call(
+                        lambda k=keys[0], o=on: durable.run_counted(k, o),  # type: ignore[misc]
+                        topic,
+                    )
+                    if confirmed < durable.replicas and short is not None:
+                        short[topic] = min(confirmed, short.get(topic, confirmed))
                 lost = stale_receipts(reply)
                 if lost:
                     stale.extend(d for d in chunk if d.receipt in lost)

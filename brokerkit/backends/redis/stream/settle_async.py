@@ -56,6 +56,7 @@ from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.backends.redis._envelope import encode_fields
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
+from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls_async import Call, StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries_async import by_member_of
 from brokerkit.backends.redis.stream.entries import StreamReceipt
@@ -304,27 +305,19 @@ class StreamSettling:
         durable = self._settle_durable
         assert durable is not None
         topic_of = {d.receipt.key: d.subscription.topic for d in deliveries}
-        short = sorted({topic_of[key] for key in unconfirmed})
-        confirmed = sorted(set(topic_of.values()) - set(short))
-        least = min(unconfirmed.values())
-        count = f"{len(deliveries)} deliver{'y' if len(deliveries) == 1 else 'ies'}"
-        message = (
-            f"Redis at {self.url} applied the {what} of {count} on the master, but only "
-            f"{least} of the {durable.replicas} replicas asked for (replicas=) confirmed "
-            f"it within {durable.timeout:g} s (replica_timeout=) for the topic"
-            f"{'s' if len(short) > 1 else ''} {', '.join(map(repr, short))}"
+        short: dict[str, int] = {}
+        for key, confirmed in unconfirmed.items():
+            topic = topic_of[key]
+            short[topic] = min(confirmed, short.get(topic, confirmed))
+        return unconfirmed_settlement(
+            self.url,
+            what,
+            deliveries,
+            short,
+            stale,
+            replicas=durable.replicas,
+            timeout=durable.timeout,
         )
-        if confirmed:
-            message += f" (confirmed for {', '.join(map(repr, confirmed))})"
-        message += "; a failover now may lose it"
-        if stale:
-            ids = ", ".join(d.id for d in stale[:5])
-            more = "" if len(stale) <= 5 else f" and {len(stale) - 5} more"
-            message += (
-                f". Not settled by it: message {ids}{more}, whose lease had expired "
-                "(another consumer claimed it)"
-            )
-        return ReplicationTimeout(message, acknowledged=least, wanted=durable.replicas, stale=stale)
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         # A lease is the entry's idle time: claims wait until it reaches the group's
