@@ -67,8 +67,11 @@ def _body(size: int) -> bytes:
 
 
 def _broker_url(side: str, url: str, prefix: str) -> str:
-    """The brokerkit URL of ``side`` on the Redis at ``url``, its keys under ``prefix``."""
-    return f"{side}://{url.partition('://')[2]}?prefix={prefix}"
+    """The brokerkit URL of ``side`` on the Redis at ``url`` (``redis://`` or
+    ``rediss://``, its query kept), its keys under ``prefix``."""
+    scheme, _, rest = url.partition("://")
+    family = side.partition("+")[2]
+    return f"{scheme}+{family}://{rest}{'&' if '?' in rest else '?'}prefix={prefix}"
 
 
 def _consume(side: str, url: str, name: str, count: int, ready: Any, out: Any) -> None:
@@ -194,7 +197,8 @@ def report(result: Paced) -> list[str]:
     for side, raw in SIDES.items():
         for name in (side, raw):
             extra = result.extra(name) if name == side else []
-            met = "-" if name != side else ("yes" if statistics.median(extra) <= 100 else "**no**")
+            target = name == "redis+list"  # the issue's target is redis+list's
+            met = "-" if not target else ("yes" if statistics.median(extra) <= 100 else "**no**")
             lines.append(
                 f"| {name} | {spread(result.medians(name))} | {spread(result.p99s(name))} "
                 f"| {spread(extra, ',.1f') if extra else '-'} | {met} |"
