@@ -198,14 +198,20 @@ def _pending(client: redis.Redis, key: str) -> int:
     return int(client.xpending(key, "g")["pending"])
 
 
+def _one_delivery(broker: brokerkit.Broker) -> brokerkit.Delivery:
+    """A delivery of a message published now to ``jobs``, group ``g``."""
+    subscription = broker.subscribe("jobs", group="g")
+    broker.publish("jobs", "a")
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None
+    return delivery
+
+
 def test_an_ack_whose_reply_was_lost_is_not_reported_stale(
     proxy: LossyProxy, admin: redis.Redis, redis_target: RedisTarget, prefix: str
 ) -> None:
     with brokerkit.connect(_url(proxy, redis_target, prefix)) as broker:
-        subscription = broker.subscribe("jobs", group="g")
-        broker.publish("jobs", "a")
-        delivery = subscription.receive(timeout=5)
-        assert delivery is not None
+        delivery = _one_delivery(broker)
         proxy.arm(_sha(ACK))
         delivery.ack()  # applied, its reply lost, sent again: not stale
         assert proxy.dropped == 1
@@ -258,10 +264,7 @@ def test_a_dead_letter_whose_reply_was_lost_is_made_once_and_not_stale(
     proxy: LossyProxy, admin: redis.Redis, redis_target: RedisTarget, prefix: str
 ) -> None:
     with brokerkit.connect(_url(proxy, redis_target, prefix)) as broker:
-        subscription = broker.subscribe("jobs", group="g")
-        broker.publish("jobs", "a")
-        delivery = subscription.receive(timeout=5)
-        assert delivery is not None
+        delivery = _one_delivery(broker)
         proxy.arm(_sha(NACK))
         delivery.nack(requeue=False)
         assert proxy.dropped == 1
@@ -274,10 +277,7 @@ def test_a_delayed_requeue_whose_reply_was_lost_is_not_reported_stale(
     proxy: LossyProxy, admin: redis.Redis, redis_target: RedisTarget, prefix: str
 ) -> None:
     with brokerkit.connect(_url(proxy, redis_target, prefix)) as broker:
-        subscription = broker.subscribe("jobs", group="g")
-        broker.publish("jobs", "a")
-        delivery = subscription.receive(timeout=5)
-        assert delivery is not None
+        delivery = _one_delivery(broker)
         proxy.arm(_sha(NACK))
         delivery.nack(delay=600)  # parked: pending for the group's parking member
         assert proxy.dropped == 1
@@ -492,10 +492,7 @@ def test_a_requeue_resent_after_a_lost_reply_leaves_another_members_claim_unrepo
     stale (the lost attempt's requeue may have handed it to that member: the server
     cannot tell), and that member's delivery is left as it is (see scripts.NACK)."""
     with brokerkit.connect(_url(proxy, redis_target, prefix)) as broker:
-        subscription = broker.subscribe("jobs", group="g")
-        broker.publish("jobs", "a")
-        delivery = subscription.receive(timeout=5)
-        assert delivery is not None
+        delivery = _one_delivery(broker)
         key = broker.stream_key("jobs")
         admin.xclaim(key, "g", "other", 0, [delivery.receipt.entry_id], justid=True)
         proxy.arm(_sha(NACK))
@@ -650,10 +647,7 @@ def test_an_ack_on_a_cluster_whose_reply_was_lost_is_not_reported_stale(
     connection to the key's master: neither resends it unflagged."""
     url = redis_cluster.url("redis+stream", prefix=prefix, replicas=replicas, replica_timeout="5")
     with brokerkit.connect(url) as broker:
-        subscription = broker.subscribe("jobs", group="g")
-        broker.publish("jobs", "a")
-        delivery = subscription.receive(timeout=5)
-        assert delivery is not None
+        delivery = _one_delivery(broker)
         lose_a_reply.append(_sha(ACK))
         delivery.ack()
         assert lose_a_reply == []  # armed, then used
