@@ -229,6 +229,59 @@ def test_any_fetched_batch_reads_as_each_element_on_its_own(elements: list[bytes
     assert _attempts(len(elements), again) == attempts
 
 
+@pytest.mark.parametrize(
+    "element",
+    [
+        b"BKR" + b"9" * 5000 + b"\nhello",
+        b"BKR" + b"1" * 16 + b"\nhello",
+        b"BKR0x1F\nhello",
+        b"BKR-3\nhello",
+        b"BKR 12\nhello",
+        b"BKR1e3\nhello",
+        b"BKR\nhello",
+        b"BKR12",
+    ],
+)
+def test_an_element_that_is_no_wrapper_stays_raw_through_its_deliveries(
+    connect: Callable[..., Any], redis_client: redis.Redis, element: bytes
+) -> None:
+    """``BKR`` and anything but 1 to 15 digits and a newline is another program's
+    element: the scripts and the client both read it as raw, so it comes back through a
+    nack exactly as it was, its count kept apart (it was read as a count by the scripts
+    alone: a hex, signed or 5,000-digit "count" changed the payload between deliveries,
+    or dead-lettered it at once)."""
+    broker = connect(max_deliveries=5)
+    redis_client.lpush(broker._topic("orders").keys.queue, element)
+    subscription = broker.subscribe("orders")
+    for attempt in (1, 2, 3):
+        delivery = subscription.receive(timeout=5)
+        assert delivery is not None
+        assert (delivery.message.payload, delivery.attempt) == (element, attempt)
+        if attempt < 3:
+            delivery.nack()
+        else:
+            delivery.ack()
+    assert broker.inspect("orders").length == 0
+
+
+@pytest.mark.parametrize("count", [1, 123, 10**14, 10**15 - 2])
+def test_a_wrapped_count_of_up_to_15_digits_is_read_alike_by_scripts_and_client(
+    connect: Callable[..., Any], redis_client: redis.Redis, count: int
+) -> None:
+    inner = _envelope.encode(Message("ab", "orders", b"hello", "text/plain", {}, 1.0))
+    broker = connect()
+    redis_client.lpush(broker._topic("orders").keys.queue, b"BKR%d\n" % count + inner)
+    subscription = broker.subscribe("orders")
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None and delivery.message.payload == b"hello"
+    assert delivery.attempt == count + 1
+    delivery.nack()
+    again = subscription.receive(timeout=5)
+    assert again is not None and again.message.payload == b"hello"
+    assert again.attempt == count + 2
+    again.ack()
+
+
 def test_an_element_with_a_huge_count_is_delivered_as_it_is(
     connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:

@@ -170,15 +170,23 @@ local function tidy()
   if redis.call('HLEN', EXPIRY) == 0 then redis.call('DEL', DEADLINES) end
 end
 
+-- The count of a hand-back wrapper "BKR<n>\n": 1 to 15 ASCII digits (exact in a Lua
+-- number), as brokerkit writes it (count_text); nil for anything else.
+local function wrapped_count(e)
+  local d = string.match(e, '^BKR(%d+)\n')
+  if d and #d <= 15 then return d end
+  return nil
+end
+
+-- A count as a wrapper or the attempts hash holds it: digits, at most 15 of them.
+local function count_text(n)
+  return string.format('%d', math.min(math.max(n, 0), 999999999999999))
+end
+
 -- (deliveries before, the element as published)
 local function unwrap(e)
-  if string.sub(e, 1, 3) == 'BKR' then
-    local nl = string.find(e, '\n', 4, true)
-    if nl then
-      local n = tonumber(string.sub(e, 4, nl - 1))
-      if n then return n, string.sub(e, nl + 1) end
-    end
-  end
+  local d = wrapped_count(e)
+  if d then return tonumber(d), string.sub(e, #d + 5) end
   return 0, e
 end
 
@@ -262,7 +270,8 @@ end
 -- Whether an element is raw: no hand-back wrapper and no brokerkit envelope.
 local function is_raw(e)
   local head = string.sub(e, 1, 3)
-  return head ~= 'BKR' and head ~= 'BK1'
+  if head == 'BK1' then return false end
+  return head ~= 'BKR' or wrapped_count(e) == nil
 end
 
 -- A delivered element comes back: next out of the queue (or, with a due time in
@@ -280,9 +289,9 @@ local function hand_back(e, requeue, reason, due, tag)
   if requeue and (MAX == 0 or deliveries < MAX) then
     local back = e
     if digest then
-      redis.call('HSET', ATTEMPTS, digest, deliveries)
+      redis.call('HSET', ATTEMPTS, digest, count_text(deliveries))
     else
-      back = 'BKR' .. deliveries .. '\n' .. inner
+      back = 'BKR' .. count_text(deliveries) .. '\n' .. inner
     end
     if due then
       redis.call('ZADD', SCHEDULED, due, 'R' .. tag .. '\n' .. back)

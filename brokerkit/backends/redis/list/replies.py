@@ -15,9 +15,10 @@ from brokerkit.backends.redis.list.keys import ListKeys
 __all__ = ["fetched_messages", "stale_receipts", "topic_info", "unwrap"]
 
 
-#: The most digits of a count brokerkit writes in a ``BKR<n>`` wrapper: an element with
-#: more is another program's, read as it is (and Python refuses ``int`` of over 4,300).
-_MAX_COUNT_DIGITS = 18
+#: The most digits of the count in a ``BKR<n>\n`` wrapper (exact in a Lua number): the
+#: scripts read and write no longer count, and an element ``BKR`` + anything else is
+#: another program's, raw, as it is (see ``wrapped_count`` in :mod:`.preamble`).
+_MAX_COUNT_DIGITS = 15
 
 
 def unwrap(element: bytes) -> tuple[int, bytes]:

@@ -114,7 +114,7 @@ end
 -- fetched with it down with it, time after time, until they are dead-lettered unseen.
 local counted = redis.call('HLEN', ATTEMPTS) > 0
 local function came_back(e)
-  if string.sub(e, 1, 3) == 'BKR' then return true end
+  if string.sub(e, 1, 3) == 'BKR' and wrapped_count(e) then return true end
   return counted and is_raw(e) and redis.call('HEXISTS', ATTEMPTS, redis.sha1hex(e)) == 1
 end
 if #out == 0 and want == 1 then
@@ -206,7 +206,7 @@ if counted then  -- FETCH writes no count: the look above still holds
   for i, e in ipairs(out) do
     if is_raw(e) then
       local n = redis.call('HGET', ATTEMPTS, redis.sha1hex(e))
-      if n then out[i] = 'BKR' .. n .. '\n' .. e end
+      if n then out[i] = 'BKR' .. count_text(tonumber(n) or 0) .. '\n' .. e end
     end
   end
 end
