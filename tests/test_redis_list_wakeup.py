@@ -238,3 +238,20 @@ def test_a_lease_running_out_is_no_due_time_worth_a_client_sleep(
         assert subscription.receive(timeout=0.8) is None
         assert slept == []
         held.ack()
+
+
+def test_a_held_message_the_rescue_reports_is_released_when_due_not_at_the_next_rescue(
+    redis_server: RedisServer,
+) -> None:
+    """A consumer that learns of a held message from its maintenance looks for it when it
+    is due, not at the maintenance's own next run (at least 50 ms away)."""
+    url = redis_server.url("redis+list")
+    with brokerkit.connect(url) as broker:
+        subscription = broker.subscribe("orders")
+        broker.publish("orders", "soon", delay=0.03)
+        assert subscription.receive(timeout=0) is None  # its first maintenance ran
+        state = subscription.state
+        assert state.next_release < state.next_maintenance
+        delivery = subscription.receive(timeout=5)
+        assert delivery is not None and delivery.body == "soon"
+        delivery.ack()

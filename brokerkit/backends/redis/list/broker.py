@@ -320,11 +320,11 @@ class RedisListBroker(ListSettling, Broker):
         if wait_ms >= 0:
             wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
         now = time.monotonic()
-        state.next_maintenance = now + wait
-        state.next_release = now + min(wait, self.options.delay_poll_interval)
         # Only a held message's due time is worth a wake-up to the millisecond (see
         # _fetch); a lease group is rescued well enough a server tick late.
         state.due_at = now + held_ms / 1000 + 0.001 if held_ms >= 0 else math.inf
+        state.next_maintenance = now + wait
+        state.next_release = min(now + min(wait, self.options.delay_poll_interval), state.due_at)
 
     def _release(self, subscription: Subscription) -> None:
         """Move the held messages that are due to the queue; look again when the next
