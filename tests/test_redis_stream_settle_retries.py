@@ -353,6 +353,7 @@ def test_a_multi_topic_ack_under_a_replica_timeout_names_what_it_left_to_another
         with pytest.raises(brokerkit.ReplicationTimeout) as caught:
             broker.ack(*got)
         assert [_pending(redis_client, broker.stream_key(t)) for t in TOPICS] == [0, 1, 0]
+        assert "applied the ack of 2 deliveries on the master" in str(caught.value)
         assert f"Not settled by it: message {taken.id}," in str(caught.value)
 
 

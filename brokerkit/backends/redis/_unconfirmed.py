@@ -29,7 +29,8 @@ def unconfirmed_settlement(
     topics = sorted(short)
     confirmed = sorted({d.subscription.topic for d in deliveries} - set(topics))
     least = min(short.values())
-    count = f"{len(deliveries)} deliver{'y' if len(deliveries) == 1 else 'ies'}"
+    applied = len(deliveries) - len(stale)
+    count = f"{applied} deliver{'y' if applied == 1 else 'ies'}"
     message = (
         f"Redis at {url} applied the {what} of {count} on the master, but only "
         f"{least} of the {replicas} replicas asked for (replicas=) confirmed "

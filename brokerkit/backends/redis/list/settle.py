@@ -74,13 +74,15 @@ class ListSettling:
     ) -> None:
         delay_ms = math.ceil(delay * 1000) if delay else 0
         mode = "requeue+" if requeue else "reject+"
+        # Taken before the call: a wait for replicas must not make the look late (an
+        # early one finds the retry not yet due, and is told when it is).
+        due = time.monotonic() + delay_ms / 1000
         try:
             self._settle_script(deliveries, mode, delay_ms, reason or "")
         finally:  # applied too when the replicas did not confirm it (ReplicationTimeout)
             if delay_ms:
                 # This process's consumers of those topics look again when the retry is
                 # due.
-                due = time.monotonic() + delay_ms / 1000
                 topics = {d.subscription.topic for d in deliveries}
                 with self._lock:
                     subscriptions = list(self._subscriptions)
