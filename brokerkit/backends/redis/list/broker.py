@@ -221,11 +221,12 @@ class RedisListBroker(ListSettling, Broker):
                 return fetched
         # The queue is empty: block on the server until a message comes, until the
         # next lease runs out and wants rescuing, or until a held message may be due.
-        # A wake-up for a due time this consumer knows of is kept to the millisecond:
-        # the server's block ends a tick before it, and the rest is waited out here
-        # (a message that comes meanwhile waits for it). A wake-up only to look again
-        # (delay_poll_interval, or half a visibility timeout) blocks on the server to
-        # the end, so that nothing that comes meanwhile waits for the consumer.
+        # A wake-up for a held message's due time this consumer knows of is kept to
+        # the millisecond: the server's block ends a tick before it, and the rest is
+        # waited out here (a message that comes meanwhile waits for it). Any other
+        # wake-up (delay_poll_interval, a lease group falling due, half a visibility
+        # timeout) blocks on the server to the end, so that nothing that comes
+        # meanwhile waits for the consumer.
         wake = min(state.next_maintenance, state.next_release)
         left = wake - time.monotonic()
         tick = _SERVER_TICK if state.due_at <= wake + _MIN_BLOCK else 0.0
