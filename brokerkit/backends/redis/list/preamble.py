@@ -180,6 +180,7 @@ end
 
 -- A count as a wrapper or the attempts hash holds it: digits, at most 15 of them.
 local function count_text(n)
+  if n ~= n then n = 0 end  -- NaN (a count another program wrote): no count
   return string.format('%d', math.min(math.max(n, 0), 999999999999999))
 end
 
