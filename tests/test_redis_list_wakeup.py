@@ -162,8 +162,20 @@ def test_deliveries_handed_back_on_close_reach_a_consumer_already_waiting_at_onc
     first.ack()
 
 
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The seconds of every client-side sleep the sync redis+list broker takes while
+    waiting for messages, in order (it sleeps all the same)."""
+    from brokerkit.backends.redis.list import broker as list_broker
+
+    taken: list[float] = []
+    real_sleep = list_broker.sleep
+    monkeypatch.setattr(list_broker, "sleep", lambda s: (taken.append(s), real_sleep(s))[1])
+    return taken
+
+
 def test_a_waiting_consumer_that_only_polls_waits_on_the_server_never_in_a_client_sleep(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, slept: list[float]
 ) -> None:
     """With nothing held and no lease out, every wake-up of a waiting consumer is only a
     look again (``delay_poll_interval``): it blocks in BLMOVE to its end, so that a
@@ -171,11 +183,6 @@ def test_a_waiting_consumer_that_only_polls_waits_on_the_server_never_in_a_clien
     in a client sleep, as it does for a due time it knows of, held every message that
     came in that tenth of a second back until the sleep ended: a p99 of 105 ms at 500
     messages a second.)"""
-    from brokerkit.backends.redis.list import broker as list_broker
-
-    slept: list[float] = []
-    real_sleep = list_broker.sleep
-    monkeypatch.setattr(list_broker, "sleep", lambda s: (slept.append(s), real_sleep(s))[1])
     url = redis_server.url("redis+list")
     with brokerkit.connect(url, delay_poll_interval=0.05) as consumer:
         subscription = consumer.subscribe("orders")
@@ -185,15 +192,10 @@ def test_a_waiting_consumer_that_only_polls_waits_on_the_server_never_in_a_clien
 
 
 def test_a_waiting_consumer_still_wakes_to_the_millisecond_for_a_due_time_it_knows(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, slept: list[float]
 ) -> None:
     """The other side of the test above: the due time of a retry this consumer delayed
     itself is waited for in a client sleep over the last server tick (punctual)."""
-    from brokerkit.backends.redis.list import broker as list_broker
-
-    slept: list[float] = []
-    real_sleep = list_broker.sleep
-    monkeypatch.setattr(list_broker, "sleep", lambda s: (slept.append(s), real_sleep(s))[1])
     url = redis_server.url("redis+list")
     with brokerkit.connect(url) as broker:
         broker.publish("orders", "retry me")
@@ -208,18 +210,13 @@ def test_a_waiting_consumer_still_wakes_to_the_millisecond_for_a_due_time_it_kno
 
 
 def test_a_lease_running_out_is_no_due_time_worth_a_client_sleep(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, slept: list[float]
 ) -> None:
     """A waiting consumer whose next wake-up is for its lease groups (to rescue what ran
     out) blocks on the server to the end: a rescue a server tick late is harmless. (It
     slept out the last tick in the client, as for a held message, and with groups
     falling due one after another, as they do while anything stays in flight, it
     looked at the queue only when its heartbeat was due: for seconds.)"""
-    from brokerkit.backends.redis.list import broker as list_broker
-
-    slept: list[float] = []
-    real_sleep = list_broker.sleep
-    monkeypatch.setattr(list_broker, "sleep", lambda s: (slept.append(s), real_sleep(s))[1])
     url = redis_server.url("redis+list")
     with (
         brokerkit.connect(url) as holder,

@@ -322,6 +322,20 @@ def _one_each(broker: brokerkit.Broker) -> list[brokerkit.Delivery]:
     return [d for d in got if d is not None]
 
 
+def _ack_with_one_claimed(
+    broker: brokerkit.Broker, admin: redis.Redis
+) -> tuple[list[brokerkit.Delivery], brokerkit.Delivery, Any]:
+    """One delivery of each of :data:`TOPICS`, the ``beta`` one claimed by another
+    member, then acked all together: (the deliveries, the claimed one, the raised
+    ReplicationTimeout's ``pytest.raises`` info)."""
+    got = _one_each(broker)
+    taken = got[1]
+    admin.xclaim(broker.stream_key("beta"), "g", "other", 0, [taken.receipt.entry_id], justid=True)
+    with pytest.raises(brokerkit.ReplicationTimeout) as caught:
+        broker.ack(*got)
+    return got, taken, caught
+
+
 def test_a_multi_topic_ack_under_a_replica_timeout_acks_every_topic(
     redis_target: RedisTarget, redis_client: redis.Redis, prefix: str
 ) -> None:
@@ -345,13 +359,7 @@ def test_a_multi_topic_ack_under_a_replica_timeout_names_what_it_left_to_another
     """One topic's entry was claimed by another member: the others are acked, and the
     one error says which message was not settled by this ack."""
     with brokerkit.connect(_unreplicated(redis_target, prefix)) as broker:
-        got = _one_each(broker)
-        taken = got[1]
-        redis_client.xclaim(
-            broker.stream_key("beta"), "g", "other", 0, [taken.receipt.entry_id], justid=True
-        )
-        with pytest.raises(brokerkit.ReplicationTimeout) as caught:
-            broker.ack(*got)
+        _, taken, caught = _ack_with_one_claimed(broker, redis_client)
         assert [_pending(redis_client, broker.stream_key(t)) for t in TOPICS] == [0, 1, 0]
         assert "applied the ack of 2 deliveries on the master" in str(caught.value)
         assert f"Not settled by it: message {taken.id}," in str(caught.value)
@@ -530,13 +538,7 @@ def test_a_replica_timeout_carries_the_stale_deliveries_to_the_hooks(
     manager.register(hooks)
     try:
         with brokerkit.connect(_unreplicated(redis_target, prefix)) as broker:
-            got = _one_each(broker)
-            taken = got[1]
-            redis_client.xclaim(
-                broker.stream_key("beta"), "g", "other", 0, [taken.receipt.entry_id], justid=True
-            )
-            with pytest.raises(brokerkit.ReplicationTimeout) as caught:
-                broker.ack(*got)
+            got, taken, caught = _ack_with_one_claimed(broker, redis_client)
     finally:
         manager.unregister(hooks)
     assert caught.value.stale == (taken,)
