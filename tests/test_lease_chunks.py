@@ -132,7 +132,12 @@ def test_redis_list_rescues_10000_leases_in_bounded_calls(
         if how == "expired":  # as if the server's clock had passed every deadline
             expiry, deadlines = details["expiry_key"], details["deadlines_key"]
             server.hset(expiry, mapping=dict.fromkeys(server.hkeys(expiry), past))
-            server.zadd(deadlines, dict.fromkeys(server.zrange(deadlines, 0, -1), past))
+            # each fetch's lease group ran out in the order of the fetches, as leases do
+            groups = server.zrange(deadlines, 0, -1)
+            nonces = list(dict.fromkeys(d.receipt.partition("-")[0] for d in got if d))
+            order = {n.encode(): i for i, n in enumerate(nonces)}
+            ranked = sorted(groups, key=lambda g: order[g.partition(b"-")[0]])
+            server.zadd(deadlines, {g: past - len(ranked) + i for i, g in enumerate(ranked)})
         else:  # its heartbeat ran out; its leases (600 s) did not
             server.zadd(details["consumers_key"], {"crashed": past})
         handed: list[int] = []

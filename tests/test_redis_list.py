@@ -85,10 +85,13 @@ def test_every_key_of_a_topic_shares_its_hash_tag(
     # "c" as a BLMOVE leaves it in c1's processing list, before its lease is recorded
     redis_client.lmove(f"{prefix}:{{orders}}", f"{prefix}:{{orders}}:processing:c1")
     keys = {k.decode() for k in keys_under(redis_client, prefix)}
+    (batch,) = [k for k in keys if k.startswith(f"{prefix}:{{orders}}:batch:")]
+    assert batch.endswith(":c1")  # the list of the second fetch's one element
     assert keys == {
         f"{prefix}:{{orders}}.dlq",
         f"{prefix}:{{orders}}:processing:c1",
-        f"{prefix}:{{orders}}:leases:c1",
+        f"{prefix}:{{orders}}:fetches:c1",
+        batch,
         f"{prefix}:{{orders}}:deadlines",
         f"{prefix}:{{orders}}:expiry",
         f"{prefix}:{{orders}}:consumers",

@@ -1,9 +1,10 @@
-"""What a redis+list batch leaves in Redis: a fetch of many keeps ``expiry`` a hash
-table (in a listpack, every HSET, HMGET and HDEL of a batch scans the whole hash) and
-writes exactly the receipts the client computes, whatever hundreds their sequence
-numbers cross; an ack of a batch whose expiry values differ from one receipt to the
-next reports exactly the stale ones; and the client reads a fetched batch into the
-very messages and attempts that reading each element on its own gives."""
+"""What a redis+list batch leaves in Redis: a fetch of many moves its elements to a
+list of their own and keeps ``expiry`` a hash table (in a listpack, every HSET, HMGET
+and HDEL of a batch scans the whole hash), writes exactly the receipts the client
+computes, and the batch goes with its last settled delivery; an ack of a batch whose
+expiry values differ from one receipt to the next reports exactly the stale ones; and the
+client reads a fetched batch into the very messages and attempts that reading each
+element on its own gives."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def test_a_batch_fetch_keeps_expiry_a_hash_table_holding_only_its_receipts(
     broker = connect()
     keys = broker._topic("orders").keys
     broker.publish_many("orders", [f"m{i}" for i in range(100)])
+    queued = redis_client.lrange(keys.queue, 0, -1)
     subscription = broker.subscribe("orders", prefetch=100)
     got = [subscription.receive(timeout=5) for _ in range(100)]
     deliveries = [d for d in got if d is not None]
@@ -43,80 +45,94 @@ def test_a_batch_fetch_keeps_expiry_a_hash_table_holding_only_its_receipts(
     assert redis_client.object("encoding", keys.expiry) == b"hashtable"
     receipts = {d.receipt.encode() for d in deliveries}
     assert set(redis_client.hkeys(keys.expiry)) == receipts
-    fields = {r.partition(b":")[0] for r in receipts}
-    assert set(redis_client.hkeys(keys.leases(subscription.consumer))) == fields
+    # one batch: the elements as they were in the queue, next-out first
+    nonce = deliveries[0].receipt.partition("-")[0] + "-"
+    fetches = keys.fetches(subscription.consumer)
+    assert redis_client.hgetall(fetches) == {nonce.encode(): b"100"}
+    batch = keys.batch(nonce, subscription.consumer)
+    assert redis_client.lrange(batch, 0, -1) == queued[::-1]
+    assert redis_client.exists(keys.leases(subscription.consumer)) == 0
     broker.ack(*deliveries)
-    assert redis_client.exists(keys.expiry, keys.leases(subscription.consumer)) == 0
-    assert redis_client.exists(keys.deadlines) == 0
+    assert redis_client.exists(keys.expiry, fetches, batch, keys.deadlines) == 0
 
 
-def test_a_batch_of_short_raw_elements_keeps_the_lease_hash_a_hash_table(
+def test_a_batch_blanks_each_settled_element_and_goes_with_its_last(
     connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:
     broker = connect()
     keys = broker._topic("orders").keys
-    elements = [f'{{"orderId": {i}}}'.encode() for i in range(100)]  # shorter than 64 bytes
+    elements = [f'{{"orderId": {i}}}'.encode() for i in range(5)] + [b""]  # raw, one empty
     redis_client.lpush(keys.queue, *elements)
-    subscription = broker.subscribe("orders", prefetch=100)
-    got = [subscription.receive(timeout=5) for _ in range(100)]
+    subscription = broker.subscribe("orders", prefetch=6)
+    got = [subscription.receive(timeout=5) for _ in range(6)]
     deliveries = [d for d in got if d is not None]
     assert [d.payload for d in deliveries] == elements
-    leases = keys.leases(subscription.consumer)
-    assert redis_client.object("encoding", leases) == b"hashtable"
-    assert sorted(redis_client.hvals(leases)) == sorted(elements)
-    broker.ack(*deliveries)
-    assert redis_client.exists(keys.expiry, leases) == 0
+    nonce = deliveries[0].receipt.partition("-")[0] + "-"
+    batch, fetches = keys.batch(nonce, subscription.consumer), keys.fetches(subscription.consumer)
+    broker.ack(deliveries[1], deliveries[3])
+    deliveries[4].nack()  # handed back: settled here too
+    assert redis_client.lrange(batch, 0, -1) == [elements[0], b"", elements[2], b"", b"", b""]
+    assert redis_client.hget(fetches, nonce) == b"3"
+    # the empty element is a live delivery: its expiry value says so
+    assert broker.inspect("orders").in_flight == 3
+    deliveries[5].nack()
+    assert redis_client.lrange(keys.queue, 0, -1) == [elements[4], b""]  # the last next out
+    broker.ack(deliveries[0], deliveries[2])
+    assert redis_client.exists(batch, fetches, keys.expiry) == 0
 
 
-@pytest.mark.parametrize(
-    ("first", "count"),
-    [(0, 7), (0, 8), (95, 10), (99, 2), (100, 16), (190, 120), (1999, 30), (0, 600)],
-)
+@pytest.mark.parametrize("count", [1, 7, 8, 10, 16, 99, 100, 101, 120, 600])
 def test_a_batchs_receipts_are_the_ones_the_client_computes(
-    connect: Callable[..., Any], redis_client: redis.Redis, first: int, count: int
+    connect: Callable[..., Any], redis_client: redis.Redis, count: int
 ) -> None:
     broker = connect()
     plan = broker._topic("orders")
-    keys = plan.keys_for(["c1"])
+    batch = plan.keys.batch("n0-", "c1")
+    keys = [*plan.keys_for(["c1"]), batch]
     redis_client.lpush(plan.keys.queue, *[f"e{i}" for i in range(count)])
     fetch = broker._scripts["FETCH"]
-    out = fetch(keys=keys, args=[*plan.common, "c1", count, 30_000, "n0-", first])
-    assert out == [f"e{i}".encode() for i in range(count)]
-    names = [f"n0-{n}" for n in range(first, first + count)]
-    records = redis_client.hgetall(plan.keys.leases("c1"))
-    assert records == {n.encode(): f"e{i}".encode() for i, n in enumerate(names)}
+    assert fetch(keys=keys, args=[*plan.common, "c1", count, 30_000, "n0-"]) == [count]
+    assert redis_client.lrange(batch, 0, -1) == [f"e{i}".encode() for i in range(count)]
+    assert redis_client.exists(plan.keys.queue) == 0
+    names = [f"n0-{n}" for n in range(count)]
     assert set(redis_client.hkeys(plan.keys.expiry)) == {f"{n}:c1".encode() for n in names}
-    group = f"n0-{first}+{count}:c1".encode()
+    group = f"n0-0+{count}:c1".encode()
     assert redis_client.zrange(plan.keys.deadlines, 0, -1) == [group]
+    # the nonce of a batch that exists is refused
+    redis_client.lpush(plan.keys.queue, b"next")
+    with pytest.raises(redis.ResponseError, match="in use"):
+        fetch(keys=keys, args=[*plan.common, "c1", 1, 30_000, "n0-"])
     settle = broker._scripts["SETTLE"]
     for start in range(0, count, 250):
         chunk = names[start : start + 250]
         assert settle(keys=keys, args=[*plan.common, "ack", *[f"{n}:c1" for n in chunk]]) == []
-    assert redis_client.exists(plan.keys.expiry, plan.keys.leases("c1")) == 0
+    assert redis_client.exists(plan.keys.expiry, plan.keys.fetches("c1"), batch) == 0
+    assert redis_client.lrange(plan.keys.queue, 0, -1) == [b"next"]
 
 
-@pytest.mark.parametrize("key", ["expiry", "leases"])
+@pytest.mark.parametrize("key", ["expiry", "fetches"])
 @pytest.mark.parametrize("raw", [False, True])
 def test_a_batch_whose_lease_cannot_be_written_loses_nothing(
     connect: Callable[..., Any], redis_client: redis.Redis, key: str, raw: bool
 ) -> None:
     broker = connect()
     keys = broker._topic("orders").keys
-    if raw:  # short elements: the lease hash gets the long field too
+    if raw:
         redis_client.lpush(keys.queue, *[f"m{i}".encode() for i in range(20)])
     else:
         broker.publish_many("orders", [f"m{i}" for i in range(20)])
     queued = redis_client.lrange(keys.queue, 0, -1)
     subscription = broker.subscribe("orders", prefetch=20)
-    leases = keys.leases(subscription.consumer)
-    redis_client.set(keys.expiry if key == "expiry" else leases, "not a hash")
+    fetches = keys.fetches(subscription.consumer)
+    redis_client.set(keys.expiry if key == "expiry" else fetches, "not a hash")
     with pytest.raises(IncompatibleTopic):
         subscription.receive(timeout=0.1)
-    # popped, then put back as they were: nothing leased, nothing lost, order kept
+    # moved, then put back as they were: nothing leased, nothing lost, order kept
     assert redis_client.lrange(keys.queue, 0, -1) == queued
     assert redis_client.exists(keys.deadlines) == 0
-    assert redis_client.type(keys.expiry if key == "leases" else leases) == b"none"
-    redis_client.delete(keys.expiry, leases)
+    assert redis_client.type(keys.expiry if key == "fetches" else fetches) == b"none"
+    assert not redis_client.keys(keys.batches_prefix + "*")
+    redis_client.delete(keys.expiry, fetches)
     got = [subscription.receive(timeout=5) for _ in range(20)]
     deliveries = [d for d in got if d is not None]
     assert [d.payload for d in deliveries] == [
@@ -157,7 +173,7 @@ def test_an_ack_of_leases_in_every_state_reports_exactly_the_stale_ones(
         ("m8", 2),
     ]
     broker.ack(*[d for d in again if d is not None])
-    assert redis_client.exists(keys.expiry, keys.leases(subscription.consumer)) == 0
+    assert redis_client.exists(keys.expiry, keys.fetches(subscription.consumer)) == 0
 
 
 _PLAIN = _envelope.encode(Message("0193ab", "orders", b"body", "application/json", {}, 1.5))

@@ -1,9 +1,10 @@
-"""How redis+list records a lease: the element as it is in the consumer's lease hash,
-under the receipt without its consumer (no body copied in a script to prefix it), its
-deadline and delivery time in ``expiry`` as ``<deadline>.<delivered>``; and
-leases recorded by earlier versions (``<delivered>:<element>`` records under the whole
-receipt, ``<deadline>`` expiry values) still settle, renew, inspect and come back
-intact."""
+"""How redis+list records a lease: the element as it came out of the queue in its
+fetch's batch list, its deadline and delivery time in ``expiry`` as
+``<deadline>.<delivered>``; and leases recorded by earlier versions (the element in the
+consumer's lease hash under the receipt without its consumer, or ``<delivered>:<element>``
+records under the whole receipt with ``<deadline>`` expiry values; and an element an
+earlier version's rescuer left in a batch without its expiry value) still settle, renew,
+inspect and come back intact."""
 
 from __future__ import annotations
 
@@ -54,15 +55,17 @@ def _holding_a_lookalike(
     return queue, broker, subscription, delivery
 
 
-def test_a_lease_records_the_bare_element_and_the_time_in_expiry(
+def test_a_lease_records_the_element_in_its_batch_and_the_time_in_expiry(
     connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
 ) -> None:
     queue, broker, subscription, delivery = _holding_a_lookalike(connect, redis_client, prefix)
     keys = broker._topic("orders").keys
-    field, _, consumer = delivery.receipt.partition(":")
+    nonce, _, consumer = delivery.receipt.partition(":")
+    nonce = nonce.rstrip("0123456789")
     assert consumer == subscription.consumer
-    # under the receipt without its consumer: the hash is that consumer's
-    assert redis_client.hgetall(keys.leases(consumer)) == {field.encode(): LOOKALIKE}
+    # the element as it came out of the queue, in its fetch's batch list
+    assert redis_client.lrange(keys.batch(nonce, consumer), 0, -1) == [LOOKALIKE]
+    assert redis_client.hgetall(keys.fetches(consumer)) == {nonce.encode(): b"1"}
     value = redis_client.hget(keys.expiry, delivery.receipt)
     match = re.fullmatch(rb"(\d+)\.(\d+)", value)
     assert match is not None, value
@@ -76,6 +79,7 @@ def test_a_lease_records_the_bare_element_and_the_time_in_expiry(
     redis_client.zadd(keys.deadlines, {delivery.receipt: 1})
     assert broker.rescue("orders") == 1
     assert redis_client.lrange(queue, 0, -1) == [LOOKALIKE]
+    assert redis_client.exists(keys.batch(nonce, consumer), keys.fetches(consumer)) == 0
 
 
 def test_a_dead_consumer_hands_back_both_kinds_of_lease_intact_oldest_next(
@@ -134,11 +138,11 @@ def test_an_earlier_versions_expired_lease_comes_back_intact(
     assert redis_client.exists(broker._topic("orders").keys.attempts) == 0
 
 
-def test_a_record_whose_expiry_value_vanished_goes_back_on_the_late_ack(
+def test_an_element_whose_expiry_value_vanished_goes_back_on_the_late_ack(
     connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
 ) -> None:
     # An earlier version's rescue deletes the expiry value of a due lease but does not
-    # find its record (it looks under the whole receipt): the late ack hands it back.
+    # find its element (it looks in the lease hash): the late ack hands it back.
     queue, broker, _, delivery = _holding_a_lookalike(connect, redis_client, prefix)
     keys = broker._topic("orders").keys
     redis_client.hdel(keys.expiry, delivery.receipt)
@@ -147,4 +151,24 @@ def test_a_record_whose_expiry_value_vanished_goes_back_on_the_late_ack(
     assert redis_client.lrange(queue, 0, -1) == [LOOKALIKE]
     assert broker.inspect("orders").in_flight == 0
     consumer = delivery.receipt.partition(":")[2]
-    assert redis_client.exists(keys.leases(consumer)) == 0
+    assert redis_client.exists(keys.fetches(consumer)) == 0
+    assert not redis_client.keys(keys.batches_prefix + "*")
+
+
+def test_a_dead_consumers_batch_comes_back_but_for_what_was_settled(
+    connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
+) -> None:
+    queue = f"{prefix}-queue:orders"
+    redis_client.lpush(queue, b"a", b"b", b"c", b"d")
+    broker = connect(visibility_timeout=30)
+    subscription = broker.subscribe("orders", prefetch=4)
+    got = [subscription.receive(timeout=5) for _ in range(4)]
+    _, b, c, _ = [x for x in got if x is not None]
+    keys = broker._topic("orders").keys
+    c.ack()  # settled: blank in the batch
+    redis_client.hdel(keys.expiry, b.receipt)  # an earlier version's rescuer took it
+    redis_client.zadd(keys.consumers, {subscription.consumer: 0})  # its heartbeat stopped
+    assert broker.rescue("orders") == 3
+    assert sorted(redis_client.lrange(queue, 0, -1)) == [b"a", b"b", b"d"]
+    assert redis_client.exists(keys.expiry, keys.fetches(subscription.consumer)) == 0
+    assert not redis_client.keys(keys.batches_prefix + "*")

@@ -41,7 +41,7 @@ from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts
-from brokerkit.backends.redis.list.calls import ListCalls, wait_then_lease
+from brokerkit.backends.redis.list.calls import ListCalls, lease_batch
 from brokerkit.backends.redis.list.consumer import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
@@ -248,30 +248,31 @@ class RedisListBroker(ListSettling, Broker):
         state: ConsumerState = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
-        script_keys, common = state.fetch_keys, state.plan.common
-        queue, processing = state.keys.queue, state.processing
+        fetch_keys, common = state.fetch_keys, state.plan.common
+        wait = None if block is None else (state.keys.queue, state.processing, block)
+        batches = state.keys.batches_prefix
 
-        def fetch() -> tuple[str, int, list[bytes] | None]:
-            # Every attempt takes fresh sequence numbers: one whose reply was lost may
-            # have leased elements under the receipts it sent.
-            nonce, first = state.nonce, state.seq
-            state.seq = first + count
-            args = [*common, consumer, count, self._lease_ms, nonce, first]
-            if block is None:
-                return nonce, first, run(keys=script_keys, args=args)
-            args.append("1")  # the script leases what the BLMOVE moved first
-            moved = wait_then_lease(self._client, run, queue, processing, block, script_keys, args)
-            return nonce, first, moved
+        def fetch() -> tuple[str, tuple[list[Any], list[bytes]] | None]:
+            # Every attempt takes a fresh nonce: one whose reply was lost may have
+            # leased elements under the receipts it named.
+            nonce = new_nonce()
+            batch = f"{batches}{nonce}:{consumer}"
+            args = [*common, consumer, count, self._lease_ms, nonce]
+            if wait is not None:
+                args.append("1")  # the script leases what the BLMOVE moved first
+            leased = lease_batch(self._client, run, batch, [*fetch_keys, batch], args, wait)
+            return nonce, leased
 
         try:
-            nonce, first, elements = self._consumer_call(subscription, fetch)
+            nonce, leased = self._consumer_call(subscription, fetch)
         except BaseException:
             if block is not None:  # a BLMOVE may have moved an element nobody leased
                 state.reconcile = True
             raise
-        if elements is None:  # the script did not run: the heartbeat was not renewed
+        if leased is None:  # the script did not run: the heartbeat was not renewed
             return []
         state.heartbeat_at = time.monotonic()
+        reply, elements = leased
         if not elements:
             return []
         # The batch is leased already: every element must come out as a delivery
@@ -281,8 +282,10 @@ class RedisListBroker(ListSettling, Broker):
             subscription.topic, elements, self.options.raw_content_type
         )
         suffix = ":" + consumer
-        receipts = [f"{nonce}{seq}{suffix}" for seq in range(first, first + len(messages))]
+        receipts = [f"{nonce}{index}{suffix}" for index in range(len(messages))]
         deliveries = Delivery._first_attempts(messages, subscription, receipts)
+        if len(reply) > 1 and reply[1] is not None:  # a raw element that came back
+            again = {0: int(reply[1]) + 1}
         if again:  # the messages that came back
             for index, attempt in again.items():
                 deliveries[index].attempt = attempt
@@ -300,8 +303,6 @@ class RedisListBroker(ListSettling, Broker):
                 # hand back whatever sits in the processing list without a lease.
                 state.reconnector.reconnected = False
                 state.reconcile = True
-                state.nonce = new_nonce()
-                state.seq = 0
 
     def _maintain(self, subscription: Subscription) -> None:
         """Rescue the topic's stuck deliveries and this consumer's orphans; schedule
@@ -371,21 +372,37 @@ class RedisListBroker(ListSettling, Broker):
             if visited < _RESCUE_LIMIT:
                 return total
 
-    def _rescue(self, plan: TopicPlan, own: str) -> Any:
-        """One RESCUE call: first which consumers it may visit (the lease groups due
-        first, the heartbeats ending first, and ``own``), so that their keys are
-        declared."""
+    def _rescue(self, plan: TopicPlan, own: str) -> list[Any]:
+        """One RESCUE call: first which consumers and batches it may visit (the lease
+        groups due first, the heartbeats ending first, and ``own``), so that their keys
+        are declared; a dead consumer's batches are read and declared in a second call
+        when the first names it. The reply's first six values (see RESCUE)."""
+        keys = plan.keys
         pipe: Any
         with self._client.pipeline(transaction=False) as pipe:
-            pipe.zrange(plan.keys.deadlines, 0, _RESCUE_LIMIT - 1)
-            pipe.zrange(plan.keys.consumers, 0, _RESCUE_LIMIT - 1)
+            pipe.zrange(keys.deadlines, 0, _RESCUE_LIMIT - 1)
+            pipe.zrange(keys.consumers, 0, _RESCUE_LIMIT - 1)
             groups, consumers = pipe.execute()
-        names = [consumer_of(_text(g)) for g in groups] + [_text(c) for c in consumers]
+        batches = [_text(g) for g in groups]
+        names = [consumer_of(g) for g in batches] + [_text(c) for c in consumers]
         if own:
             names.append(own)
-        keys = plan.keys_for(names)
+        run = self._scripts["RESCUE"]
         args = [*plan.common, _RESCUE_LIMIT, own, _RESCUE_LEASES]
-        return self._scripts["RESCUE"](keys=keys, args=args)
+        reply: list[Any] = run(keys=plan.keys_for(names, batches), args=args)
+        if reply[6]:
+            dead = [_text(c) for c in reply[6]]
+            with self._client.pipeline(transaction=False) as pipe:
+                for consumer in dead:
+                    pipe.hkeys(keys.fetches(consumer))
+                fetched = pipe.execute()
+            for consumer, nonces in zip(dead, fetched, strict=True):
+                batches.extend(f"{_text(n)}0:{consumer}" for n in nonces)
+            again: list[Any] = run(keys=plan.keys_for(names, batches), args=args)
+            for index in (0, 2, 4):  # handed back, orphans, held messages released
+                again[index] += reply[index]
+            reply = again
+        return reply[:6]
 
     def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)

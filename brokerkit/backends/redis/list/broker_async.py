@@ -39,7 +39,7 @@ from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts
-from brokerkit.backends.redis.list.calls_async import AsyncListCalls, wait_then_lease
+from brokerkit.backends.redis.list.calls_async import AsyncListCalls, lease_batch
 from brokerkit.backends.redis.list.consumer_async import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
@@ -248,32 +248,31 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         state: ConsumerState = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
-        script_keys, common = state.fetch_keys, state.plan.common
-        queue, processing = state.keys.queue, state.processing
+        fetch_keys, common = state.fetch_keys, state.plan.common
+        wait = None if block is None else (state.keys.queue, state.processing, block)
+        batches = state.keys.batches_prefix
 
-        async def fetch() -> tuple[str, int, list[bytes] | None]:
-            # Every attempt takes fresh sequence numbers: one whose reply was lost may
-            # have leased elements under the receipts it sent.
-            nonce, first = state.nonce, state.seq
-            state.seq = first + count
-            args = [*common, consumer, count, self._lease_ms, nonce, first]
-            if block is None:
-                return nonce, first, await run(keys=script_keys, args=args)
-            args.append("1")  # the script leases what the BLMOVE moved first
-            moved = await wait_then_lease(
-                self._client, run, queue, processing, block, script_keys, args
-            )
-            return nonce, first, moved
+        async def fetch() -> tuple[str, tuple[list[Any], list[bytes]] | None]:
+            # Every attempt takes a fresh nonce: one whose reply was lost may have
+            # leased elements under the receipts it named.
+            nonce = new_nonce()
+            batch = f"{batches}{nonce}:{consumer}"
+            args = [*common, consumer, count, self._lease_ms, nonce]
+            if wait is not None:
+                args.append("1")  # the script leases what the BLMOVE moved first
+            leased = await lease_batch(self._client, run, batch, [*fetch_keys, batch], args, wait)
+            return nonce, leased
 
         try:
-            nonce, first, elements = await self._consumer_call(subscription, fetch)
+            nonce, leased = await self._consumer_call(subscription, fetch)
         except BaseException:
             if block is not None:  # a BLMOVE may have moved an element nobody leased
                 state.reconcile = True
             raise
-        if elements is None:  # the script did not run: the heartbeat was not renewed
+        if leased is None:  # the script did not run: the heartbeat was not renewed
             return []
         state.heartbeat_at = time.monotonic()
+        reply, elements = leased
         if not elements:
             return []
         # The batch is leased already: every element must come out as a delivery
@@ -283,8 +282,10 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
             subscription.topic, elements, self.options.raw_content_type
         )
         suffix = ":" + consumer
-        receipts = [f"{nonce}{seq}{suffix}" for seq in range(first, first + len(messages))]
+        receipts = [f"{nonce}{index}{suffix}" for index in range(len(messages))]
         deliveries = AsyncDelivery._first_attempts(messages, subscription, receipts)
+        if len(reply) > 1 and reply[1] is not None:  # a raw element that came back
+            again = {0: int(reply[1]) + 1}
         if again:  # the messages that came back
             for index, attempt in again.items():
                 deliveries[index].attempt = attempt
@@ -304,8 +305,6 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
                 # hand back whatever sits in the processing list without a lease.
                 state.reconnector.reconnected = False
                 state.reconcile = True
-                state.nonce = new_nonce()
-                state.seq = 0
 
     async def _maintain(self, subscription: AsyncSubscription) -> None:
         """Rescue the topic's stuck deliveries and this consumer's orphans; schedule
@@ -377,21 +376,37 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
             if visited < _RESCUE_LIMIT:
                 return total
 
-    async def _rescue(self, plan: TopicPlan, own: str) -> Any:
-        """One RESCUE call: first which consumers it may visit (the lease groups due
-        first, the heartbeats ending first, and ``own``), so that their keys are
-        declared."""
+    async def _rescue(self, plan: TopicPlan, own: str) -> list[Any]:
+        """One RESCUE call: first which consumers and batches it may visit (the lease
+        groups due first, the heartbeats ending first, and ``own``), so that their keys
+        are declared; a dead consumer's batches are read and declared in a second call
+        when the first names it. The reply's first six values (see RESCUE)."""
+        keys = plan.keys
         pipe: Any
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.zrange(plan.keys.deadlines, 0, _RESCUE_LIMIT - 1)
-            pipe.zrange(plan.keys.consumers, 0, _RESCUE_LIMIT - 1)
+            pipe.zrange(keys.deadlines, 0, _RESCUE_LIMIT - 1)
+            pipe.zrange(keys.consumers, 0, _RESCUE_LIMIT - 1)
             groups, consumers = await pipe.execute()
-        names = [consumer_of(_text(g)) for g in groups] + [_text(c) for c in consumers]
+        batches = [_text(g) for g in groups]
+        names = [consumer_of(g) for g in batches] + [_text(c) for c in consumers]
         if own:
             names.append(own)
-        keys = plan.keys_for(names)
+        run = self._scripts["RESCUE"]
         args = [*plan.common, _RESCUE_LIMIT, own, _RESCUE_LEASES]
-        return await self._scripts["RESCUE"](keys=keys, args=args)
+        reply: list[Any] = await run(keys=plan.keys_for(names, batches), args=args)
+        if reply[6]:
+            dead = [_text(c) for c in reply[6]]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for consumer in dead:
+                    pipe.hkeys(keys.fetches(consumer))
+                fetched = await pipe.execute()
+            for consumer, nonces in zip(dead, fetched, strict=True):
+                batches.extend(f"{_text(n)}0:{consumer}" for n in nonces)
+            again: list[Any] = await run(keys=plan.keys_for(names, batches), args=args)
+            for index in (0, 2, 4):  # handed back, orphans, held messages released
+                again[index] += reply[index]
+            reply = again
+        return reply[:6]
 
     async def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)

@@ -20,7 +20,7 @@ from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.exceptions import IncompatibleTopic
 
-__all__ = ["ListCalls", "wait_then_lease"]
+__all__ = ["ListCalls", "lease_batch"]
 
 _T = TypeVar("_T")
 
@@ -105,24 +105,25 @@ class ListCalls:
         )
 
 
-def wait_then_lease(
+def lease_batch(
     client: redis.Redis,
     fetch: Lua,
-    queue: str,
-    processing: str,
-    block: float,
+    batch: str,
     keys: list[str],
     args: list[Any],
-) -> list[bytes] | None:
-    """``BLMOVE`` from ``queue`` to the tail of ``processing`` (waiting up to ``block``
-    seconds), then the ``fetch`` script, told to lease that tail first: its reply, or
-    ``None`` where the script did not run.
+    wait: tuple[str, str, float] | None = None,
+) -> tuple[list[Any], list[bytes]] | None:
+    """The ``fetch`` script's reply and the elements it leased (its ``batch`` list,
+    read in the same round trip), or ``None`` where the script did not run.
 
-    Both go in one send, one round trip: the server runs the script as soon as the
-    BLMOVE returns. Between the two the element has no lease; only a consumer whose
-    heartbeat ran out loses it to a rescuer then, and the script finds nothing there.
-    On a cluster (redis-py runs no script in a cluster's pipeline) they are two round
-    trips, and the script runs only when the BLMOVE moved something.
+    With ``wait`` (queue, processing list, seconds), first a ``BLMOVE`` from the queue
+    to the tail of the processing list, waiting up to that long, and the script is
+    told (by its caller, in ``args``) to lease that tail first. All go in one send,
+    one round trip: the server runs the script as soon as the BLMOVE returns. Between
+    the two the element has no lease; only a consumer whose heartbeat ran out loses
+    it to a rescuer then, and the script finds nothing there. On a cluster (redis-py
+    runs no script in a cluster's pipeline) each is a round trip of its own, and the
+    script runs only when the BLMOVE moved something.
 
     The script runs even when the BLMOVE fails (a user the ACL denies it): what it
     leased is handed out all the same, never left to wait out its lease unseen; the
@@ -130,25 +131,37 @@ def wait_then_lease(
     """
     target: Any = client
     if isinstance(target, redis.RedisCluster):
-        moved = target.blmove(queue, processing, block, "RIGHT", "RIGHT")  # type: ignore[arg-type]  # Redis takes seconds as a float
-        if moved is None:
-            return None
-        return fetch(keys=keys, args=args)  # type: ignore[no-any-return]
+        if wait is not None:
+            queue, processing, block = wait
+            moved = target.blmove(queue, processing, block, "RIGHT", "RIGHT")  # type: ignore[arg-type]  # Redis takes seconds as a float
+            if moved is None:
+                return None
+        reply = fetch(keys=keys, args=args)
+        leased: Any = target.lrange(batch, 0, -1) if reply[0] else []
+        return reply, leased
     with target.pipeline(transaction=False) as pipe:
-        pipe.blmove(queue, processing, block, "RIGHT", "RIGHT")
+        if wait is not None:
+            queue, processing, block = wait
+            pipe.blmove(queue, processing, block, "RIGHT", "RIGHT")
         pipe.evalsha(fetch.sha, len(keys), *keys, *args)
-        moved, elements = pipe.execute(raise_on_error=False)
-    if isinstance(elements, NoScriptError):
+        pipe.lrange(batch, 0, -1)
+        replies = pipe.execute(raise_on_error=False)
+    moved = replies[0] if wait is not None else None
+    reply, elements = replies[-2:]
+    if isinstance(reply, NoScriptError):
         if isinstance(moved, Exception):
             raise moved  # nothing moved and nothing leased: no script to load for it
         # Not loaded on this server yet (it did not run): loaded and run now, it finds
         # what the BLMOVE moved still at the tail of the list.
-        elements = fetch(keys=keys, args=args)
+        reply = fetch(keys=keys, args=args)
+        elements = target.lrange(batch, 0, -1) if reply[0] else []
+    if isinstance(reply, Exception):
+        raise reply
     if isinstance(elements, Exception):
         raise elements
-    if isinstance(moved, Exception) and not elements:
+    if isinstance(moved, Exception) and not reply[0]:
         raise moved
-    return elements  # type: ignore[no-any-return]
+    return reply, elements
 
 
 def _text(value: bytes | str) -> str:

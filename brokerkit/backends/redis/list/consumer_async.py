@@ -1,29 +1,29 @@
-"""What a redis+list consumer keeps between its calls: its receipts' nonce and next
-sequence number, and when it next looks after leases and held messages."""
+"""What a redis+list consumer keeps between its calls: when it next looks after leases
+and held messages."""
 
 from __future__ import annotations
 
 import math
 
 from brokerkit.backends.redis._client_async import Reconnector
-from brokerkit.backends.redis.list.plan import TopicPlan, new_nonce
+from brokerkit.backends.redis.list.plan import TopicPlan
 
 __all__ = ["ConsumerState"]
 
 
 class ConsumerState:
     """The state of one subscription. A delivery's receipt is the string
-    ``<nonce><seq>:<consumer>``, the name of its lease in Redis."""
+    ``<nonce><i>:<consumer>``, the name of its lease in Redis (the nonce is its
+    fetch's, see :func:`.plan.new_nonce`)."""
 
     def __init__(self, plan: TopicPlan, reconnector: Reconnector, consumer: str) -> None:
         self.plan = plan
         self.keys = plan.keys
-        #: The ``KEYS`` of this consumer's fetches, and where its BLMOVE moves to.
+        #: The ``KEYS`` of this consumer's fetches (but the batch), and where its
+        #: BLMOVE moves to.
         self.fetch_keys = plan.keys_for((consumer,))
         self.processing = plan.keys.processing(consumer)
         self.reconnector = reconnector
-        self.nonce = new_nonce()
-        self.seq = 0
         self.next_maintenance = 0.0
         #: When to look for held messages that became due (see ``delay_poll_interval``).
         self.next_release = 0.0

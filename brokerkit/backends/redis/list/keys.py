@@ -26,8 +26,12 @@ class ListKeys:
     :ivar consumers: ZSET of consumer -> heartbeat deadline, in server milliseconds.
     :ivar dead_letters: the queue of the dead-letter topic (``brokerkit:{orders}.dlq``).
     :ivar processing_prefix: a consumer's processing list is this + its name.
-    :ivar leases_prefix: a consumer's lease hash (``<nonce><seq>`` -> the element) is
-        this + its name.
+    :ivar leases_prefix: a consumer's lease hash is this + its name: where versions
+        before batches recorded each delivered element (``<nonce><seq>`` -> element).
+    :ivar fetches_prefix: a consumer's fetches hash (the nonce of each of its fetches
+        -> how many of that fetch's deliveries are unsettled) is this + its name.
+    :ivar batches_prefix: the list of the elements one fetch leased (a *batch*, as
+        they came out of the queue, next-out first) is this + ``<nonce>:<consumer>``.
     :ivar expiry: HASH of receipt -> ``<lease deadline>.<delivered>``, in server milliseconds.
     :ivar attempts: HASH of the SHA-1 of a raw element (one another program wrote, or
         one published with ``raw=true``) -> its deliveries so far: a raw element goes
@@ -43,6 +47,8 @@ class ListKeys:
     dead_letters: str
     processing_prefix: str
     leases_prefix: str
+    fetches_prefix: str
+    batches_prefix: str
     expiry: str
     attempts: str
     scheduled: str
@@ -54,6 +60,14 @@ class ListKeys:
     def leases(self, consumer: str) -> str:
         """The lease hash of ``consumer``."""
         return self.leases_prefix + consumer
+
+    def fetches(self, consumer: str) -> str:
+        """The fetches hash of ``consumer``."""
+        return self.fetches_prefix + consumer
+
+    def batch(self, nonce: str, consumer: str) -> str:
+        """The batch list of the fetch of ``consumer`` that took receipts ``nonce``."""
+        return f"{self.batches_prefix}{nonce}:{consumer}"
 
     def script_keys(self) -> list[str]:
         """The keys every script of :mod:`.scripts` declares."""
@@ -109,7 +123,17 @@ def list_keys(prefix: str, topic: str, queue_key: str | None = None) -> ListKeys
 
 
 #: The parts of a topic's keys besides its queue (``{queue:orders}:<part>``).
-OWN_PARTS = ("deadlines", "consumers", "processing", "leases", "expiry", "attempts", "scheduled")
+OWN_PARTS = (
+    "deadlines",
+    "consumers",
+    "processing",
+    "leases",
+    "fetches",
+    "batch",
+    "expiry",
+    "attempts",
+    "scheduled",
+)
 
 
 def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKeys:
@@ -120,6 +144,8 @@ def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKe
         dead_letters=dead_letters,
         processing_prefix=name("processing") + ":",
         leases_prefix=name("leases") + ":",
+        fetches_prefix=name("fetches") + ":",
+        batches_prefix=name("batch") + ":",
         expiry=name("expiry"),
         attempts=name("attempts"),
         scheduled=name("scheduled"),

@@ -11,7 +11,7 @@ from typing import Any
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.options import RedisListOptions
 
-__all__ = ["TopicPlan", "consumer_of", "new_nonce"]
+__all__ = ["TopicPlan", "batch_of", "consumer_of", "new_nonce"]
 
 
 class TopicPlan:
@@ -27,6 +27,10 @@ class TopicPlan:
 
     def __init__(self, keys: ListKeys, topic: str, options: RedisListOptions) -> None:
         self.keys = keys
+        # the scripts name the fetches hashes and batches after the lease hashes
+        stem = keys.leases_prefix.removesuffix("leases:")
+        assert keys.fetches_prefix == stem + "fetches:"
+        assert keys.batches_prefix == stem + "batch:"
         self.script_keys = keys.script_keys()
         self.common: list[Any] = [
             keys.processing_prefix,
@@ -37,14 +41,33 @@ class TopicPlan:
             int(options.heartbeat * 1000),
         ]
 
-    def keys_for(self, consumers: Iterable[str]) -> list[str]:
+    def keys_for(self, consumers: Iterable[str], names: Iterable[str] = ()) -> list[str]:
         """The ``KEYS`` of a script call that may touch these consumers' processing
-        lists and lease hashes: the fixed keys, then two per consumer."""
+        lists, lease hashes and fetches hashes, and the batches of these receipts or
+        lease groups (``<nonce><seq>:<consumer>``, ``<nonce><first>+<n>:<consumer>``):
+        the fixed keys, then three per consumer, then one per batch."""
+        keys = self.keys
         extra: list[str] = []
         for consumer in dict.fromkeys(consumers):
-            extra.append(self.keys.processing(consumer))
-            extra.append(self.keys.leases(consumer))
-        return [*self.script_keys, *extra]
+            extra.append(keys.processing_prefix + consumer)
+            extra.append(keys.leases_prefix + consumer)
+            extra.append(keys.fetches_prefix + consumer)
+        prefix = keys.batches_prefix
+        for name in names:
+            batch = batch_of(name)
+            if batch:
+                extra.append(prefix + batch)
+        return [*self.script_keys, *dict.fromkeys(extra)]
+
+
+def batch_of(name: str) -> str | None:
+    """``<nonce>:<consumer>``, the batch a receipt or lease group names (see
+    :mod:`.scripts`), or None for a name without a nonce."""
+    dash = name.find("-")
+    colon = name.find(":")
+    if dash < 0 or colon < dash:
+        return None
+    return name[: dash + 1] + name[colon:]
 
 
 def consumer_of(name: str) -> str:
@@ -53,11 +76,12 @@ def consumer_of(name: str) -> str:
 
 
 def new_nonce() -> str:
-    """A fresh receipt prefix: receipts are ``<nonce><seq>:<consumer>``, so that a
-    consumer that may have lost a reply never reuses a receipt the server knows.
+    """A fresh receipt prefix, one per fetch: a fetch's receipts are
+    ``<nonce><i>:<consumer>`` (``i`` from 0) and its batch is named after the nonce, so
+    that a consumer that may have lost a reply never reuses a receipt the server knows.
 
     48 random bits in 8 characters (letters, digits, ``_`` and ``~``: never ``-``,
-    ``+`` or ``:``, by which the scripts read receipts and lease groups), then ``-``.
-    A receipt is stored twice per delivery (``expiry`` and the lease hash): 4
-    characters fewer than 12 hex digits often save an allocation class in each."""
+    ``+`` or ``:``, by which the scripts read receipts and lease groups), then ``-``:
+    4 characters fewer than 12 hex digits often save an allocation class in each
+    ``expiry`` field. A fetch refuses a nonce whose batch exists (see FETCH)."""
     return base64.b64encode(os.urandom(6), altchars=b"_~").decode() + "-"

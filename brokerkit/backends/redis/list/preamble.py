@@ -26,12 +26,18 @@ PREAMBLE = (
 local QUEUE, DEADLINES, CONSUMERS, DLQ, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ATTEMPTS, SCHEDULED = KEYS[6], KEYS[7]
 local PROC_PREFIX, LEASE_PREFIX = ARGV[1], ARGV[2]
--- A consumer's processing list and lease hash are declared after the fixed keys,
--- KEYS[8...]: a script touches no key it was not given (see FIXED_KEYS).
+-- The other per-consumer keys are named like the lease hash ('...:leases:' + consumer):
+-- '...:fetches:' + consumer and '...:batch:' + nonce + ':' + consumer (see ListKeys).
+local STEM = string.sub(LEASE_PREFIX, 1, -8)
+local FETCHES_PREFIX, BATCH_PREFIX = STEM .. 'fetches:', STEM .. 'batch:'
+-- A consumer's processing list, lease hash and fetches hash, and the batches a call
+-- may touch, are declared after the fixed keys, KEYS[8...]: a script touches no key
+-- it was not given (see TopicPlan.keys_for).
 local DECLARED = {}
 for i = 8, #KEYS do DECLARED[KEYS[i]] = true end
 local function declared(C)
   return DECLARED[PROC_PREFIX .. C] and DECLARED[LEASE_PREFIX .. C]
+    and DECLARED[FETCHES_PREFIX .. C]
 end
 local function need(key)
   if not DECLARED[key] then error('brokerkit: the key ' .. key .. ' is not among KEYS') end
@@ -39,6 +45,7 @@ local function need(key)
 end
 local function proc_of(C) return need(PROC_PREFIX .. C) end
 local function leases_of(C) return need(LEASE_PREFIX .. C) end
+local function fetches_of(C) return need(FETCHES_PREFIX .. C) end
 local MAX = tonumber(ARGV[3])
 local TOPIC, RAW_CT = ARGV[4], ARGV[5]
 local HEARTBEAT = tonumber(ARGV[6])
@@ -338,16 +345,57 @@ local function forget_raw(e)
   if e and is_raw(e) then redis.call('HDEL', ATTEMPTS, redis.sha1hex(e)) end
 end
 
+-- The batch of a receipt "<nonce><i>:<consumer>": (the batch list's key, the nonce,
+-- the consumer, the index in the list), or nil for a receipt that names no batch (one
+-- an earlier version wrote names no list that exists: see release).
+local function batch_of(receipt)
+  local dash = string.find(receipt, '-', 1, true)
+  local colon = string.find(receipt, ':', 1, true)
+  if not dash or not colon or dash > colon then return nil end
+  local i = tonumber(string.sub(receipt, dash + 1, colon - 1))
+  if not i then return nil end
+  local nonce, C = string.sub(receipt, 1, dash), string.sub(receipt, colon + 1)
+  return BATCH_PREFIX .. nonce .. ':' .. C, nonce, C, i
+end
+
+-- The deliveries `receipts` of consumer C's batch `nonce` are settled (their expiry
+-- values gone): the batch goes with its last delivery; until then a settled one's
+-- element is blanked (its memory freed: a blank element without an expiry value is a
+-- settled delivery, see release).
+local function settle_batch(C, nonce, receipts)
+  local fetches, batch = fetches_of(C), need(BATCH_PREFIX .. nonce .. ':' .. C)
+  local left = redis.pcall('HINCRBY', fetches, nonce, -#receipts)
+  if type(left) ~= 'number' or left <= 0 then
+    redis.call('HDEL', fetches, nonce)
+    redis.call('DEL', batch)
+  else
+    for _, r in ipairs(receipts) do
+      local _, _, _, i = batch_of(r)
+      redis.pcall('LSET', batch, i, '')
+    end
+  end
+end
+
 -- Take one lease away (its deadline passed, or it is settled): returns the
 -- element, or nil when there was no such lease. expiry: its expiry value when the
 -- caller read it already (false: none), nil to read it here.
 local function release(receipt, expiry)
-  local leases = leases_of(consumer_of(receipt))
   if expiry == nil then expiry = redis.call('HGET', EXPIRY, receipt) end
   redis.call('HDEL', EXPIRY, receipt)
+  local batch, nonce, C, i = batch_of(receipt)
+  if batch and redis.call('HEXISTS', fetches_of(C), nonce) == 1 then
+    local e = redis.call('LINDEX', need(batch), i)
+    -- No expiry value: settled (and blanked), or an earlier version's rescuer took
+    -- the value and left the element, which goes back now.
+    if not e or (not expiry and e == '') then return nil end
+    settle_batch(C, nonce, {receipt})
+    return e
+  end
+  -- a lease an earlier version recorded, in the consumer's lease hash
+  local leases = leases_of(consumer_of(receipt))
   local field = field_of(receipt)
   local value = redis.call('HGET', leases, field)
-  if not value then  -- recorded by an earlier version?
+  if not value then
     field = receipt
     value = redis.call('HGET', leases, field)
     if not value then return nil end

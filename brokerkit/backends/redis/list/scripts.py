@@ -80,14 +80,16 @@ from brokerkit.backends.redis.list.preamble import CHUNK, PREAMBLE, RELEASE_BATC
 __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "RESCUE", "SETTLE"]
 
 
-#: ARGV[7] consumer, [8] how many, [9] lease ms, [10] receipt nonce, [11] first
-#: sequence number, [12] (optional) "1": first lease the tail of the consumer's
-#: processing list, where a BLMOVE sent just before this call, in the same pipeline,
-#: moved what it waited for (or an element a lost reply left there: never delivered);
-#: such a wake-up call leaves held messages that fell due to the consumer's next
-#: release (it blocked only after one, and only until the next due time it knew of).
-#: Returns the elements, in delivery order; the i-th (from 0) has the receipt
-#: ``<nonce><first + i>:<consumer>``.
+#: ARGV[7] consumer, [8] how many, [9] lease ms, [10] the fetch's nonce (its receipts
+#: are ``<nonce><i>:<consumer>``, ``i`` from 0, and its batch list is named after it),
+#: [11] (optional) "1": first lease the tail of the consumer's processing list, where
+#: a BLMOVE sent just before this call, in the same pipeline, moved what it waited for
+#: (or an element a lost reply left there: never delivered); such a wake-up call leaves
+#: held messages that fell due to the consumer's next release (it blocked only after
+#: one, and only until the next due time it knew of).
+#: Returns {how many were leased, and for a raw element that came back (then leased
+#: alone) its deliveries so far}; the elements are in the batch list, in delivery order
+#: (the caller reads it with LRANGE after the call, in the same pipeline).
 FETCH = with_preamble(
     r"""
 local WIDE = '"""
@@ -95,122 +97,96 @@ local WIDE = '"""
     + r"""'  -- never a receipt (one has a ':'); see `wide`
 local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
-local nonce, seq = ARGV[10], tonumber(ARGV[11])
-local woken = ARGV[12] == '1'
+local nonce = ARGV[10]
+local woken = ARGV[11] == '1'
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
 -- A consumer blocks only after it moved what was due, and only until the next due
 -- time it knows of (see _fetch): its wake-up call need not look again.
 if not woken then release_due(t, math.max(want, RELEASE_BATCH)) end
-local out = {}
--- The BLMOVEd element is leased only if it is still there: a rescuer that took
--- this consumer for dead has already handed it back.
-if woken then
-  local moved = redis.call('RPOP', proc_of(C))
-  if moved then out[1] = moved end
+local batch, fetches, proc = need(BATCH_PREFIX .. nonce .. ':' .. C), fetches_of(C), proc_of(C)
+if redis.call('EXISTS', batch) == 1 then
+  return redis.error_reply('brokerkit: the receipt nonce ' .. nonce .. ' is in use')
 end
 -- A message that comes back (nacked, or its lease ran out: maybe it crashed its
 -- consumer) goes out alone, so that a poison message cannot take the messages
 -- fetched with it down with it, time after time, until they are dead-lettered unseen.
+-- Such messages are pushed to the head of the queue (the right), new ones to the tail:
+-- the next one out tells whether any of the batch came back.
 local counted = redis.call('HLEN', ATTEMPTS) > 0
-local function came_back(e)
+local function came_back(e)  -- (whether e came back, a raw one's count)
   if string.sub(e, 1, 3) == 'BKR' and wrapped_count(e) then return true end
-  return counted and is_raw(e) and redis.call('HEXISTS', ATTEMPTS, redis.sha1hex(e)) == 1
+  if counted and is_raw(e) then
+    local n = redis.call('HGET', ATTEMPTS, redis.sha1hex(e))
+    if n then return true, count_text(tonumber(n) or 0) end
+  end
+  return false
 end
-if #out == 0 and want == 1 then
-  -- one wanted: the next one goes out, whatever it is
-  local e = redis.call('RPOP', QUEUE)
-  if e then out[1] = e end
-elseif #out < want and not (out[1] and came_back(out[1])) then
-  -- a look at the next one first: a queue of messages that came back (a rescue
-  -- handed back many) is not popped a batch at a time only to push all but one back
-  local next_out = redis.call('LINDEX', QUEUE, -1)
-  if next_out and came_back(next_out) then
-    if #out == 0 then out[1] = redis.call('RPOP', QUEUE) end  -- else the batch stops
-  elseif next_out then
-    local taken = redis.call('RPOP', QUEUE, want - #out)
-    if taken then
-      for _, e in ipairs(taken) do out[#out + 1] = e end
-    end
+local woke, alone, count = 0, false, nil
+-- The BLMOVEd element is leased only if it is still there: a rescuer that took
+-- this consumer for dead has already handed it back.
+if woken then
+  local e = redis.call('LINDEX', proc, -1)
+  if e then woke = 1; alone, count = came_back(e) end
+end
+local take = 0
+if not alone and woke < want then
+  local e = redis.call('LINDEX', QUEUE, -1)
+  if e then
+    local back, n = came_back(e)
+    if not back then take = want - woke
+    elseif woke == 0 then take, count = 1, n end  -- else the batch stops before it
   end
 end
-if #out == 0 then return out end
-local keep = #out
-for i, e in ipairs(out) do
-  if came_back(e) then
-    keep = (i == 1) and 1 or (i - 1)
-    break
-  end
+-- The elements move from the queue to the batch list inside Redis, never through
+-- this script (a body read here is copied into Lua): SORT ... BY nosort keeps the
+-- list's order, DESC from its head (the right), and stores without replying.
+if take > 0 then
+  take = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', 0, take, 'DESC', 'STORE', batch)
+  redis.call('LTRIM', QUEUE, 0, -take - 1)
 end
-for i = #out, keep + 1, -1 do  -- back where they were, at the head of the queue
-  redis.call('RPUSH', QUEUE, out[i])
-  out[i] = nil
-end
+if woke == 1 then redis.call('LMOVE', proc, batch, 'RIGHT', 'LEFT') end
+local size = woke + take
+if size == 0 then return {0} end
 local deadline, tail = t + lease_ms, ':' .. C
--- The deadline and the delivery time in expiry; the element, as it is, in the lease
--- record (no copy of the body made here: see deadline_of).
+-- The deadline and the delivery time of every delivery in expiry.
 local stamped = deadline .. '.' .. t
 -- Redis keeps a hash of up to 128 short entries as a listpack, where every field is
 -- found by a scan: a batch's HSET here, and its ack's HMGET and HDEL, would take time
 -- growing with the square of the batch. A field longer than 64 bytes makes a hash a
 -- hash table for good; it goes again in this call (a batch of 16 or more: a smaller
--- one gains less than the HDEL costs). So for expiry, and for the lease hash when no
--- element is longer (an envelope always is; a short raw element is not).
-local wide = #out >= 16
-local expiry, records = {}, {}
+-- one gains less than the HDEL costs).
+local wide = size >= 16
+local expiry = {}
 if wide then expiry[1], expiry[2] = WIDE, '' end
 local at = wide and 2 or 0
--- Formatting a number is slow in this Lua (sprintf): a batch takes the last two digits
--- of each sequence number from a table of constants.
-local DIGITS = #out >= 8 and {"""
-    + ", ".join(f"'{i:02d}'" for i in range(100))
-    + r"""} or nil
-local head  -- the nonce and the sequence number's hundreds
-local short = wide  -- no element longer than 64 bytes (so far)
-for i, e in ipairs(out) do
-  local n, f = seq + i - 1, nil  -- its field in the consumer's lease hash: field_of
-  if not DIGITS or n < 100 then
-    f = nonce .. n
-  else
-    local low = n % 100
-    if not head or low == 0 then head = nonce .. (n - low) / 100 end
-    f = head .. DIGITS[low + 1]
-  end
-  expiry[at + 2 * i - 1], expiry[at + 2 * i] = f .. tail, stamped
-  records[2 * i - 1], records[2 * i] = f, e
-  if short and #e > 64 then short = false end
+-- Formatting a number is slow in this Lua (sprintf): a batch takes the index of each
+-- receipt from a table of constants.
+local NAMES = size >= 8 and {"""
+    + ", ".join(f"'{i}'" for i in range(100))
+    + r"""} or {}
+for i = 0, size - 1 do
+  expiry[at + 2 * i + 1], expiry[at + 2 * i + 2] = nonce .. (NAMES[i + 1] or i) .. tail, stamped
 end
-if short then records[2 * #out + 1], records[2 * #out + 2] = WIDE, '' end
 -- The elements are out of the queue: if a lease cannot be written (a key of the
 -- wrong type), undo and put them back as they were before failing: nothing is lost.
+local group = nonce .. '0+' .. size .. tail
 local ok, err = pcall(function()
-  redis.call('ZADD', DEADLINES, deadline, nonce .. seq .. '+' .. #out .. tail)
+  redis.call('ZADD', DEADLINES, deadline, group)
   call_chunked('HSET', EXPIRY, expiry, 2)
   if wide then redis.call('HDEL', EXPIRY, WIDE) end
-  call_chunked('HSET', leases_of(C), records, 2)
-  if short then redis.call('HDEL', leases_of(C), WIDE) end
+  redis.call('HSET', fetches, nonce, size)
 end)
 if not ok then
-  local receipts, fields = {}, {}
-  for i = 1, #expiry, 2 do receipts[#receipts + 1] = expiry[i] end
-  for i = 1, #records, 2 do fields[#fields + 1] = records[i] end
+  local receipts = {WIDE}
+  for i = at + 1, #expiry, 2 do receipts[#receipts + 1] = expiry[i] end
   pcall(call_chunked, 'HDEL', EXPIRY, receipts, 1)
-  pcall(call_chunked, 'HDEL', leases_of(C), fields, 1)
-  pcall(redis.call, 'ZREM', DEADLINES, nonce .. seq .. '+' .. #out .. tail)
-  for i = #out, 1, -1 do redis.call('RPUSH', QUEUE, out[i]) end
+  pcall(redis.call, 'HDEL', fetches, nonce)
+  pcall(redis.call, 'ZREM', DEADLINES, group)
+  while redis.call('LMOVE', batch, QUEUE, 'RIGHT', 'RIGHT') do end  -- the first one last
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
 end
--- A raw element that came back carries its count in the reply only (the queue and
--- the lease keep it as it was).
-if counted then  -- FETCH writes no count: the look above still holds
-  for i, e in ipairs(out) do
-    if is_raw(e) then
-      local n = redis.call('HGET', ATTEMPTS, redis.sha1hex(e))
-      if n then out[i] = 'BKR' .. count_text(tonumber(n) or 0) .. '\n' .. e end
-    end
-  end
-end
-return out
+return {size, count}
 """
 )
 
@@ -225,14 +201,15 @@ local mode = ARGV[7]
 local t = now_ms()
 local stale = {}
 if mode == 'ack' then
-  local done, nd, by_consumer = {}, 0, {}
-  local find, sub = string.find, string.sub
-  local tail, mine = '', nil  -- ':<consumer>' of the previous receipt, and its fields
+  local done, nd = {}, 0
+  local find = string.find
+  local batches = {}  -- of the live receipts: {consumer, nonce, receipts, values}
+  local by_name = {}
+  local b, nonce, tail = nil, nil, nil  -- the previous receipt's batch
   local counted = redis.call('HLEN', ATTEMPTS) > 0
-  local values_of, values = {}, nil  -- only when counted: how to read the records
   -- The leases of one fetch share one expiry value (a renewal rewrites them alike), and
   -- Lua keeps one copy of equal strings: each distinct value is read once.
-  local last, live, older = nil, false, false
+  local last, live = nil, false
   for i = 8, #ARGV, CHUNK do
     local j = math.min(i + CHUNK - 1, #ARGV)
     local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
@@ -242,49 +219,56 @@ if mode == 'ack' then
         last = v
         local deadline = deadline_of(v)  -- garbage: taken as expired
         live = deadline ~= nil and deadline > t
-        -- a lease an earlier version recorded (an expiry value without '.'): its record
-        -- is under the whole receipt (it is looked for under both)
-        older = live and not find(v, '.', 1, true)
       end
       if not live then
-        -- expired or taken away (v false: a record left without its expiry value goes
-        -- back too, see release)
+        -- expired or taken away (v false: an element left without its expiry value
+        -- goes back too, see release)
         local e = release(r, v)
         if e then hand_back(e, true, 'max_deliveries') end
         stale[#stale + 1] = r
       else
         nd = nd + 1
         done[nd] = r
-        -- the usual batch has one consumer: compare tails instead of cutting strings
-        local at = #r - #tail + 1
-        if not (mine and find(r, ':', 1, true) == at and find(r, tail, at, true) == at) then
-          local C = consumer_of(r)
-          tail, mine = ':' .. C, by_consumer[C]
-          if not mine then mine = {}; by_consumer[C] = mine; values_of[C] = {} end
-          values = values_of[C]
-          at = #r - #tail + 1
+        -- the usual batch is one fetch's: compare with the previous receipt's nonce
+        -- and consumer instead of cutting strings
+        local at = b and #r - #tail + 1
+        if not (b and find(r, nonce, 1, true) == 1 and find(r, ':', 1, true) == at
+                and find(r, tail, at, true) == at) then
+          local dash, colon = find(r, '-', 1, true), find(r, ':', 1, true)
+          local C = string.sub(r, colon + 1)
+          nonce = (dash and dash < colon) and string.sub(r, 1, dash) or ':'
+          tail = ':' .. C
+          local name = nonce .. tail
+          b = by_name[name]
+          if not b then
+            b = {C, nonce, {}, {}}
+            by_name[name] = b
+            batches[#batches + 1] = b
+          end
         end
-        mine[#mine + 1] = sub(r, 1, at - 1)  -- field_of(r): the first ':' is at `at`
-        if counted then values[#mine] = v end
-        if older then
-          mine[#mine + 1] = r
-          if counted then values[#mine] = v end
-        end
+        local n = #b[3] + 1
+        b[3][n], b[4][n] = r, v
       end
     end
   end
   call_chunked('HDEL', EXPIRY, done, 1)
-  for C, mine in pairs(by_consumer) do
-    if counted then  -- a raw element that came back: its count goes with it
-      local kept = values_of[C]
-      for n, value in ipairs(gather('HMGET', leases_of(C), mine, 1, #mine)) do
-        if value then
-          local _, e = record_of(mine[n], value, kept[n])
-          forget_raw(e)
+  for _, batch in ipairs(batches) do
+    local C, nonce, receipts, values = batch[1], batch[2], batch[3], batch[4]
+    if redis.call('HEXISTS', fetches_of(C), nonce) == 1 then
+      if counted then  -- a raw element that came back: its count goes with it
+        local list = need(BATCH_PREFIX .. nonce .. ':' .. C)
+        for _, r in ipairs(receipts) do
+          local _, _, _, index = batch_of(r)
+          forget_raw(redis.call('LINDEX', list, index))
         end
       end
+      settle_batch(C, nonce, receipts)
+    else  -- leases an earlier version recorded, in the consumer's lease hash
+      for n, r in ipairs(receipts) do
+        local e = release(r, values[n])
+        if counted then forget_raw(e) end
+      end
     end
-    call_chunked('HDEL', leases_of(C), mine, 1)
   end
   tidy()
   return stale
@@ -360,7 +344,8 @@ return stale
 #: Returns {deliveries handed back, ms until the next lease group or held message is
 #: due or -1 (0 when work was left for the next call), orphans, lease groups visited
 #: (``limit`` when more may be due), held messages moved to the queue, ms until the next
-#: held message is due or -1}.
+#: held message is due or -1, the dead consumers left alone because a batch of theirs
+#: was not declared}.
 RESCUE = with_preamble(
     r"""
 local t = now_ms()
@@ -375,7 +360,9 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   if budget <= 0 then more = true; break end
   -- a group that fell due after the caller looked is left for the next rescue
   local colon = string.find(due[i], ':', 1, true)
-  if not colon or declared(string.sub(due[i], colon + 1)) then
+  local dash = string.find(due[i], '-', 1, true)
+  if not colon or (declared(string.sub(due[i], colon + 1)) and (not dash or dash > colon
+      or DECLARED[BATCH_PREFIX .. string.sub(due[i], 1, dash) .. string.sub(due[i], colon)])) then
   local group = due[i]
   local receipts = group_receipts(group)
   local from = 1
@@ -422,31 +409,63 @@ local function later(a, b)
   return a[2] > b[2]
 end
 local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
+local unknown = {}
 for _, C in ipairs(dead) do
   if budget <= 0 then more = true; break end
-  -- a consumer that died after the caller looked is left for the next rescue
-  if declared(C) then
-  local proc, leases = proc_of(C), leases_of(C)
+  -- a consumer that died after the caller looked is left for the next rescue; one
+  -- whose batches the caller did not know of (it did not know it dead) is named in
+  -- the reply, for the caller to declare them in a call of its own
+  local nonces = declared(C) and redis.call('HKEYS', fetches_of(C)) or {}
+  local known = declared(C)
+  for _, nonce in ipairs(nonces) do
+    if known and not DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then
+      known = false
+      unknown[#unknown + 1] = C
+    end
+  end
+  if known then
+  local proc, leases, fetches = proc_of(C), leases_of(C), fetches_of(C)
   -- moved but never leased: never handed to the application, no attempt
   for _, e in ipairs(orphans(C)) do
     redis.call('RPUSH', QUEUE, e)
     moved = moved + 1
   end
   redis.call('DEL', proc)
-  local held, fields, values, receipts = {}, {}, {}, {}
-  if redis.call('HLEN', leases) <= budget then
-    local records = redis.call('HGETALL', leases)
-    for j = 1, #records, 2 do
-      fields[#fields + 1] = records[j]
-      values[#values + 1] = records[j + 1]
+  local held, tail, left = {}, ':' .. C, false
+  -- its batches, a budget's worth at a time from the end of each, cut off the batch
+  -- as they go: every delivery with an expiry value, and any element left without one
+  -- by an earlier version's rescuer (a settled one is blank)
+  for _, nonce in ipairs(nonces) do
+    if budget <= 0 then left = true; break end
+    local batch = BATCH_PREFIX .. nonce .. tail
+    local size = redis.call('LLEN', batch)
+    local from = math.max(size - budget, 0)
+    local elements = size > 0 and redis.call('LRANGE', batch, from, -1) or {}
+    local receipts, n = {}, 0
+    for i = 1, #elements do receipts[i] = nonce .. (from + i - 1) .. tail end
+    local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+    for i, e in ipairs(elements) do
+      if expiry[i] or e ~= '' then
+        held[#held + 1] = {delivered_of(expiry[i]) or 0, receipts[i], e}
+        n = n + 1
+      end
     end
-    redis.call('ZREM', CONSUMERS, C)
-  else  -- some now, the rest by the next calls: it stays registered as dead
-    local names = redis.call('HKEYS', leases)  -- cheap beside handing them back
-    fields = {unpack(names, 1, budget)}
-    values = redis.call('HMGET', leases, unpack(fields))
-    more = true
+    call_chunked('HDEL', EXPIRY, receipts, 1)
+    budget = budget - #elements
+    if from > 0 then
+      redis.call('LTRIM', batch, 0, from - 1)
+      redis.call('HINCRBY', fetches, nonce, -n)
+      left = true
+    else
+      redis.call('DEL', batch)
+      redis.call('HDEL', fetches, nonce)
+    end
   end
+  -- and the leases earlier versions recorded in its lease hash
+  local names = redis.call('HKEYS', leases)  -- cheap beside handing them back
+  local fields, values, receipts = {unpack(names, 1, math.max(math.min(budget, #names), 0))}, {}, {}
+  if #fields > 0 then values = redis.call('HMGET', leases, unpack(fields)) end
+  if #names > #fields then left = true end
   for j, f in ipairs(fields) do receipts[j] = receipt_of(f, C) end
   local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
   for j, r in ipairs(receipts) do
@@ -456,6 +475,7 @@ for _, C in ipairs(dead) do
   budget = budget - #receipts
   call_chunked('HDEL', EXPIRY, receipts, 1)
   call_chunked('HDEL', leases, fields, 1)
+  if left then more = true else redis.call('ZREM', CONSUMERS, C) end
   table.sort(held, later)
   for _, lease in ipairs(held) do  -- newest first: the oldest ends up next out
     hand_back(lease[3], true, 'max_deliveries')
@@ -481,7 +501,7 @@ if next_lease[2] then
   if wait < 0 or lease_wait < wait then wait = lease_wait end
 end
 if more then wait = 0 end
-return {moved, wait, reconciled, more and limit or #due, released, held_wait}
+return {moved, wait, reconciled, more and limit or #due, released, held_wait, unknown}
 """
 )
 
@@ -498,33 +518,29 @@ for i = 1, #registered, 2 do
   names[registered[i]] = tonumber(registered[i + 1])
   order[#order + 1] = registered[i]
 end
-for _, r in ipairs(redis.call('HKEYS', EXPIRY)) do
+local oldest, leases = -1, {}
+local records = redis.call('HGETALL', EXPIRY)
+for j = 1, #records, 2 do
+  local r, v = records[j], records[j + 1]
   local C = consumer_of(r)
   if names[C] == nil then names[C] = -1; order[#order + 1] = C end
+  leases[C] = (leases[C] or 0) + 1
+  local delivered = delivered_of(v)
+  if not delivered and declared(C) then
+    -- an earlier version's lease: the time is in its record (see record_of)
+    local value = redis.call('HGET', leases_of(C), r)
+    delivered = value and record_of(r, value, v)
+  end
+  if delivered and (oldest < 0 or delivered < oldest) then oldest = delivered end
 end
-local oldest = -1
-local out = {redis.call('LLEN', QUEUE), redis.call('LLEN', DLQ), t,
-             redis.call('HLEN', EXPIRY), 0, #order}
+local out = {redis.call('LLEN', QUEUE), redis.call('LLEN', DLQ), t, #records / 2, 0, #order}
 for _, C in ipairs(order) do
   -- a consumer that appeared after the caller looked is counted by the next inspect
-  local proc, leases = 0, 0
-  if declared(C) then
-    local fields, receipts = redis.call('HKEYS', leases_of(C)), {}
-    for j, f in ipairs(fields) do receipts[j] = receipt_of(f, C) end
-    local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
-    for j, f in ipairs(fields) do
-      local delivered = delivered_of(expiry[j])
-      if not delivered then  -- maybe in the record (see record_of): read it
-        delivered = record_of(f, redis.call('HGET', leases_of(C), f), expiry[j])
-      end
-      if oldest < 0 or delivered < oldest then oldest = delivered end
-    end
-    proc, leases = redis.call('LLEN', proc_of(C)), #fields
-  end
+  local proc = declared(C) and redis.call('LLEN', proc_of(C)) or 0
   out[#out + 1] = C
   out[#out + 1] = names[C]
   out[#out + 1] = proc
-  out[#out + 1] = leases
+  out[#out + 1] = leases[C] or 0
 end
 out[5] = oldest
 out[#out + 1] = redis.call('ZCARD', SCHEDULED)

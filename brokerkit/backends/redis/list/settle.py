@@ -166,12 +166,13 @@ class ListSettling:
             starts = range(0, len(group), _RECEIPTS_PER_CALL)
             for start in reversed(starts) if backwards else starts:
                 chunk = group[start : start + _RECEIPTS_PER_CALL]
-                args = [*plan.common, *first]
-                args += [d.receipt for d in chunk]
-                # a receipt names its subscription's consumer (see _claim): each
-                # subscription is looked at once
+                receipts = [d.receipt for d in chunk]
+                args = [*plan.common, *first, *receipts]
+                # a receipt names its subscription's consumer and its fetch's batch (see
+                # _claim): each subscription and each batch is looked at once
                 subscriptions = dict.fromkeys([d.subscription for d in chunk])
-                keys = plan.keys_for([s.consumer for s in subscriptions])
+                batches = {r[: r.find("-") + 1]: r for r in receipts}.values()
+                keys = plan.keys_for([s.consumer for s in subscriptions], batches)
                 if durable is None:
                     reply = self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
                 else:
