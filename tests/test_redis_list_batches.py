@@ -30,10 +30,10 @@ def connect(redis_broker: Callable[..., Any]) -> Callable[..., Any]:
     return functools.partial(redis_broker, "redis+list")
 
 
-def test_a_batch_fetch_keeps_expiry_a_hash_table_holding_only_its_receipts(
+def test_a_batch_is_one_list_one_expiry_value_and_a_flag_a_delivery(
     connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:
-    broker = connect()
+    broker = connect(visibility_timeout=30)
     keys = broker._topic("orders").keys
     broker.publish_many("orders", [f"m{i}" for i in range(100)])
     queued = redis_client.lrange(keys.queue, 0, -1)
@@ -41,17 +41,21 @@ def test_a_batch_fetch_keeps_expiry_a_hash_table_holding_only_its_receipts(
     got = [subscription.receive(timeout=5) for _ in range(100)]
     deliveries = [d for d in got if d is not None]
     assert [d.body for d in deliveries] == [f"m{i}" for i in range(100)]
-    # 100 short entries would be a listpack by Redis's defaults
-    assert redis_client.object("encoding", keys.expiry) == b"hashtable"
-    receipts = {d.receipt.encode() for d in deliveries}
-    assert set(redis_client.hkeys(keys.expiry)) == receipts
-    # one batch: the elements as they were in the queue, next-out first
     nonce = deliveries[0].receipt.partition("-")[0] + "-"
-    fetches = keys.fetches(subscription.consumer)
-    assert redis_client.hgetall(fetches) == {nonce.encode(): b"100"}
-    batch = keys.batch(nonce, subscription.consumer)
+    consumer = subscription.consumer
+    assert [d.receipt for d in deliveries] == [f"{nonce}{i}:{consumer}" for i in range(100)]
+    # the elements as they were in the queue, next-out first
+    batch = keys.batch(nonce, consumer)
     assert redis_client.lrange(batch, 0, -1) == queued[::-1]
-    assert redis_client.exists(keys.leases(subscription.consumer)) == 0
+    # one expiry value for the batch, one flag a delivery ("0": leased by it)
+    (field,) = redis_client.hkeys(keys.expiry)
+    assert field == f"{nonce}:{consumer}".encode()
+    deadline, _, delivered = redis_client.hget(keys.expiry, field).partition(b".")
+    assert int(deadline) - int(delivered) == 30_000
+    fetches = keys.fetches(consumer)
+    assert redis_client.hgetall(fetches) == {nonce.encode(): b"0" * 100}
+    assert redis_client.zrange(keys.deadlines, 0, -1) == [f"{nonce}0+100:{consumer}".encode()]
+    assert redis_client.exists(keys.leases(consumer)) == 0
     broker.ack(*deliveries)
     assert redis_client.exists(keys.expiry, fetches, batch, keys.deadlines) == 0
 
@@ -72,8 +76,8 @@ def test_a_batch_blanks_each_settled_element_and_goes_with_its_last(
     broker.ack(deliveries[1], deliveries[3])
     deliveries[4].nack()  # handed back: settled here too
     assert redis_client.lrange(batch, 0, -1) == [elements[0], b"", elements[2], b"", b"", b""]
-    assert redis_client.hget(fetches, nonce) == b"3"
-    # the empty element is a live delivery: its expiry value says so
+    assert redis_client.hget(fetches, nonce) == b"010110"  # "1": settled
+    # the empty element is a live delivery: its flag says so
     assert broker.inspect("orders").in_flight == 3
     deliveries[5].nack()
     assert redis_client.lrange(keys.queue, 0, -1) == [elements[4], b""]  # the last next out
@@ -95,7 +99,8 @@ def test_a_batchs_receipts_are_the_ones_the_client_computes(
     assert redis_client.lrange(batch, 0, -1) == [f"e{i}".encode() for i in range(count)]
     assert redis_client.exists(plan.keys.queue) == 0
     names = [f"n0-{n}" for n in range(count)]
-    assert set(redis_client.hkeys(plan.keys.expiry)) == {f"{n}:c1".encode() for n in names}
+    assert redis_client.hkeys(plan.keys.expiry) == [b"n0-:c1"]
+    assert redis_client.hget(plan.keys.fetches("c1"), "n0-") == b"0" * count
     group = f"n0-0+{count}:c1".encode()
     assert redis_client.zrange(plan.keys.deadlines, 0, -1) == [group]
     # the nonce of a batch that exists is refused
@@ -151,29 +156,32 @@ def test_an_ack_of_leases_in_every_state_reports_exactly_the_stale_ones(
     got = [subscription.receive(timeout=5) for _ in range(10)]
     deliveries = [d for d in got if d is not None]
     assert len(deliveries) == 10
-    live = redis_client.hget(keys.expiry, deliveries[0].receipt)
-    # live ones (the same value) between ones expired, unreadable, gone, and one live in
-    # the form an earlier version wrote: each is judged on its own value
+    nonce = deliveries[0].receipt.partition("-")[0] + "-"
+    fetches = keys.fetches(subscription.consumer)
+    value = redis_client.hget(keys.expiry, f"{nonce}:{subscription.consumer}")
+    # live ones under the batch's value between ones with values of their own: expired,
+    # unreadable, gone, live in the form an earlier version wrote, and one settled
+    redis_client.hset(fetches, nonce, b"0202222210")
     redis_client.hset(keys.expiry, deliveries[1].receipt, b"1.5")
     redis_client.hset(keys.expiry, deliveries[3].receipt, b"garbage")
-    redis_client.hdel(keys.expiry, deliveries[5].receipt)
-    redis_client.hset(keys.expiry, deliveries[7].receipt, live.partition(b".")[0])
-    redis_client.hset(keys.expiry, deliveries[8].receipt, b"1.5")
+    redis_client.hset(keys.expiry, deliveries[5].receipt, value.partition(b".")[0])
+    redis_client.hset(keys.expiry, deliveries[6].receipt, value)
+    redis_client.hset(keys.expiry, deliveries[7].receipt, b"1.5")
     with pytest.raises(StaleDelivery) as caught:
         broker.ack(*deliveries)
     stale = {d.receipt for d in caught.value.deliveries}
-    assert stale == {deliveries[i].receipt for i in (1, 3, 5, 8)}
-    # each handed back, its attempt counted
+    assert stale == {deliveries[i].receipt for i in (1, 3, 4, 7, 8)}
+    # each one that was leased handed back, its attempt counted; the settled one not
     assert redis_client.llen(keys.queue) == 4
     again = [subscription.receive(timeout=5) for _ in range(4)]
     assert sorted((d.body, d.attempt) for d in again if d is not None) == [
         ("m1", 2),
         ("m3", 2),
-        ("m5", 2),
-        ("m8", 2),
+        ("m4", 2),
+        ("m7", 2),
     ]
     broker.ack(*[d for d in again if d is not None])
-    assert redis_client.exists(keys.expiry, keys.fetches(subscription.consumer)) == 0
+    assert redis_client.exists(keys.expiry, fetches) == 0
 
 
 _PLAIN = _envelope.encode(Message("0193ab", "orders", b"body", "application/json", {}, 1.5))

@@ -1,10 +1,10 @@
 """How redis+list records a lease: the element as it came out of the queue in its
-fetch's batch list, its deadline and delivery time in ``expiry`` as
-``<deadline>.<delivered>``; and leases recorded by earlier versions (the element in the
-consumer's lease hash under the receipt without its consumer, or ``<delivered>:<element>``
-records under the whole receipt with ``<deadline>`` expiry values; and an element an
-earlier version's rescuer left in a batch without its expiry value) still settle, renew,
-inspect and come back intact."""
+fetch's batch list, the batch's deadline and delivery time in ``expiry`` as
+``<deadline>.<delivered>`` (a delivery extended by hand: a value of its own), a flag a
+delivery in the consumer's fetches hash; and leases recorded by earlier versions (the
+element in the consumer's lease hash under the receipt without its consumer, or
+``<delivered>:<element>`` records under the whole receipt with ``<deadline>`` expiry
+values) still settle, renew, inspect and come back intact."""
 
 from __future__ import annotations
 
@@ -64,14 +64,18 @@ def test_a_lease_records_the_element_in_its_batch_and_the_time_in_expiry(
     nonce = nonce.rstrip("0123456789")
     assert consumer == subscription.consumer
     # the element as it came out of the queue, in its fetch's batch list
-    assert redis_client.lrange(keys.batch(nonce, consumer), 0, -1) == [LOOKALIKE]
-    assert redis_client.hgetall(keys.fetches(consumer)) == {nonce.encode(): b"1"}
-    value = redis_client.hget(keys.expiry, delivery.receipt)
+    batch = keys.batch(nonce, consumer)
+    assert redis_client.lrange(batch, 0, -1) == [LOOKALIKE]
+    assert redis_client.hgetall(keys.fetches(consumer)) == {nonce.encode(): b"0"}
+    name = f"{nonce}:{consumer}"
+    value = redis_client.hget(keys.expiry, name)
     match = re.fullmatch(rb"(\d+)\.(\d+)", value)
     assert match is not None, value
     deadline, delivered = int(match[1]), int(match[2])
     assert deadline - delivered == 30_000
-    delivery.extend(seconds=60)  # the renewed value keeps the delivery time
+    # extended by hand: a value of its own, flagged "2", that keeps the delivery time
+    delivery.extend(seconds=60)
+    assert redis_client.hget(keys.fetches(consumer), nonce) == b"2"
     renewed = redis_client.hget(keys.expiry, delivery.receipt)
     assert renewed.endswith(b"." + match[2]) and int(renewed.split(b".")[0]) > deadline
     # expired: the rescue hands back the element as it was, not cut at its colon
@@ -79,7 +83,7 @@ def test_a_lease_records_the_element_in_its_batch_and_the_time_in_expiry(
     redis_client.zadd(keys.deadlines, {delivery.receipt: 1})
     assert broker.rescue("orders") == 1
     assert redis_client.lrange(queue, 0, -1) == [LOOKALIKE]
-    assert redis_client.exists(keys.batch(nonce, consumer), keys.fetches(consumer)) == 0
+    assert redis_client.exists(batch, keys.fetches(consumer), keys.expiry) == 0
 
 
 def test_a_dead_consumer_hands_back_both_kinds_of_lease_intact_oldest_next(
@@ -138,20 +142,19 @@ def test_an_earlier_versions_expired_lease_comes_back_intact(
     assert redis_client.exists(broker._topic("orders").keys.attempts) == 0
 
 
-def test_an_element_whose_expiry_value_vanished_goes_back_on_the_late_ack(
+def test_a_batch_whose_expiry_value_vanished_goes_back_on_the_late_ack(
     connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
 ) -> None:
-    # An earlier version's rescue deletes the expiry value of a due lease but does not
-    # find its element (it looks in the lease hash): the late ack hands it back.
-    queue, broker, _, delivery = _holding_a_lookalike(connect, redis_client, prefix)
+    # A value gone (or garbage) is a lease run out: the late ack hands the element back.
+    queue, broker, subscription, delivery = _holding_a_lookalike(connect, redis_client, prefix)
     keys = broker._topic("orders").keys
-    redis_client.hdel(keys.expiry, delivery.receipt)
+    nonce = delivery.receipt.partition("-")[0] + "-"
+    redis_client.hdel(keys.expiry, f"{nonce}:{subscription.consumer}")
     with pytest.raises(StaleDelivery):
         delivery.ack()
     assert redis_client.lrange(queue, 0, -1) == [LOOKALIKE]
     assert broker.inspect("orders").in_flight == 0
-    consumer = delivery.receipt.partition(":")[2]
-    assert redis_client.exists(keys.fetches(consumer)) == 0
+    assert redis_client.exists(keys.fetches(subscription.consumer)) == 0
     assert not redis_client.keys(keys.batches_prefix + "*")
 
 
@@ -166,7 +169,7 @@ def test_a_dead_consumers_batch_comes_back_but_for_what_was_settled(
     _, b, c, _ = [x for x in got if x is not None]
     keys = broker._topic("orders").keys
     c.ack()  # settled: blank in the batch
-    redis_client.hdel(keys.expiry, b.receipt)  # an earlier version's rescuer took it
+    b.extend(seconds=60)  # a value of its own
     redis_client.zadd(keys.consumers, {subscription.consumer: 0})  # its heartbeat stopped
     assert broker.rescue("orders") == 3
     assert sorted(redis_client.lrange(queue, 0, -1)) == [b"a", b"b", b"d"]

@@ -46,6 +46,9 @@ end
 local function proc_of(C) return need(PROC_PREFIX .. C) end
 local function leases_of(C) return need(LEASE_PREFIX .. C) end
 local function fetches_of(C) return need(FETCHES_PREFIX .. C) end
+-- This call's view of the batches it looked at, by '<nonce>:<consumer>': their flags
+-- (false: no such batch) and their expiry values, as written back.
+local FLAGS, VALUES = {}, {}
 local MAX = tonumber(ARGV[3])
 local TOPIC, RAW_CT = ARGV[4], ARGV[5]
 local HEARTBEAT = tonumber(ARGV[6])
@@ -346,8 +349,7 @@ local function forget_raw(e)
 end
 
 -- The batch of a receipt "<nonce><i>:<consumer>": (the batch list's key, the nonce,
--- the consumer, the index in the list), or nil for a receipt that names no batch (one
--- an earlier version wrote names no list that exists: see release).
+-- the consumer, the index in the list), or nil for a receipt that names no batch.
 local function batch_of(receipt)
   local dash = string.find(receipt, '-', 1, true)
   local colon = string.find(receipt, ':', 1, true)
@@ -358,64 +360,100 @@ local function batch_of(receipt)
   return BATCH_PREFIX .. nonce .. ':' .. C, nonce, C, i
 end
 
--- The deliveries `receipts` of consumer C's batch `nonce` are settled (their expiry
--- values gone): the batch goes with its last delivery; until then a settled one's
--- element is blanked (its memory freed: a blank element without an expiry value is a
--- settled delivery, see release).
-local function settle_batch(C, nonce, receipts)
-  local fetches, batch = fetches_of(C), need(BATCH_PREFIX .. nonce .. ':' .. C)
-  local left = redis.pcall('HINCRBY', fetches, nonce, -#receipts)
-  if type(left) ~= 'number' or left <= 0 then
-    redis.call('HDEL', fetches, nonce)
-    redis.call('DEL', batch)
-  else
-    for _, r in ipairs(receipts) do
-      local _, _, _, i = batch_of(r)
-      redis.pcall('LSET', batch, i, '')
+-- The flags of consumer C's batch `nonce`, one character per delivery: '0' leased
+-- under the batch's expiry value, '2' under an expiry value of its own (extended by
+-- hand), '1' settled; or false when there is no such batch.
+local function flags_of(C, nonce)
+  local name = nonce .. ':' .. C
+  local f = FLAGS[name]
+  if f == nil then
+    f = redis.call('HGET', fetches_of(C), nonce) or false
+    FLAGS[name] = f
+  end
+  return f
+end
+
+-- The expiry value of the batch `name` ('<nonce>:<consumer>'), or false
+local function batch_value(name)
+  local v = VALUES[name]
+  if v == nil then
+    v = redis.call('HGET', EXPIRY, name) or false
+    VALUES[name] = v
+  end
+  return v
+end
+
+-- Consumer C's batch `nonce` with the flags of deliveries `marks` (index -> flag)
+-- changed. The batch goes with its last leased delivery; until then a settled
+-- delivery's element is blanked, its memory freed.
+local function set_flags(C, nonce, marks)
+  local name, flags = nonce .. ':' .. C, flags_of(C, nonce)
+  local at, parts, order = 1, {}, {}
+  for i in pairs(marks) do order[#order + 1] = i end
+  table.sort(order)
+  for _, i in ipairs(order) do
+    parts[#parts + 1] = string.sub(flags, at, i)
+    parts[#parts + 1] = marks[i]
+    at = i + 2
+  end
+  parts[#parts + 1] = string.sub(flags, at)
+  flags = table.concat(parts)
+  local batch = need(BATCH_PREFIX .. name)
+  if string.find(flags, '[02]') then
+    redis.call('HSET', fetches_of(C), nonce, flags)
+    for i, m in pairs(marks) do
+      if m == '1' then redis.pcall('LSET', batch, i, '') end
     end
+    FLAGS[name] = flags
+  else
+    redis.call('HDEL', fetches_of(C), nonce)
+    redis.call('HDEL', EXPIRY, name)
+    redis.call('DEL', batch)
+    FLAGS[name] = false
   end
 end
 
--- Take one lease away (its deadline passed, or it is settled): returns the
--- element, or nil when there was no such lease. expiry: its expiry value when the
--- caller read it already (false: none), nil to read it here.
-local function release(receipt, expiry)
-  if expiry == nil then expiry = redis.call('HGET', EXPIRY, receipt) end
-  redis.call('HDEL', EXPIRY, receipt)
-  local batch, nonce, C, i = batch_of(receipt)
-  if batch and redis.call('HEXISTS', fetches_of(C), nonce) == 1 then
+-- The expiry value of a delivery's lease (nil when it has none) and how the lease is
+-- kept: 'batch' (the batch's value), 'own' (a value of its own, in a batch), 'settled'
+-- (a batch's delivery that is no longer leased), or 'record' (an earlier version's
+-- lease, its element in the consumer's lease hash, or none at all).
+local function lease_of(receipt)
+  local _, nonce, C, i = batch_of(receipt)
+  local flags = nonce and flags_of(C, nonce)
+  if flags then
+    local flag = string.sub(flags, i + 1, i + 1)
+    if flag == '0' then return batch_value(nonce .. ':' .. C) or nil, 'batch' end
+    if flag == '2' then return redis.call('HGET', EXPIRY, receipt) or nil, 'own' end
+    return nil, 'settled'
+  end
+  return redis.call('HGET', EXPIRY, receipt) or nil, 'record'
+end
+
+-- Take one lease away (its deadline passed, or it is settled): returns the element
+-- (nil when there was no such lease) and the lease's expiry value.
+local function release(receipt)
+  local value, kind = lease_of(receipt)
+  if kind == 'settled' then return nil, nil end
+  if kind ~= 'record' then
+    local batch, nonce, C, i = batch_of(receipt)
+    if kind == 'own' then redis.call('HDEL', EXPIRY, receipt) end
     local e = redis.call('LINDEX', need(batch), i)
-    -- No expiry value: settled (and blanked), or an earlier version's rescuer took
-    -- the value and left the element, which goes back now.
-    if not e or (not expiry and e == '') then return nil end
-    settle_batch(C, nonce, {receipt})
-    return e
+    set_flags(C, nonce, {[i] = '1'})
+    return e or nil, value
   end
   -- a lease an earlier version recorded, in the consumer's lease hash
+  redis.call('HDEL', EXPIRY, receipt)
   local leases = leases_of(consumer_of(receipt))
   local field = field_of(receipt)
-  local value = redis.call('HGET', leases, field)
-  if not value then
+  local record = redis.call('HGET', leases, field)
+  if not record then
     field = receipt
-    value = redis.call('HGET', leases, field)
-    if not value then return nil end
+    record = redis.call('HGET', leases, field)
+    if not record then return nil, value end
   end
   redis.call('HDEL', leases, field)
-  local _, e = record_of(field, value, expiry)
-  return e
-end
-
--- The lease deadlines of receipts ARGV[first..last], CHUNK at a time: calls
--- visit(receipt, deadline or nil, expiry value) for each, in order.
-local function each_deadline(first, last, visit)
-  for i = first, last, CHUNK do
-    local j = math.min(i + CHUNK - 1, last)
-    local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
-    for k = i, j do
-      local v = found[k - i + 1]
-      visit(ARGV[k], deadline_of(v), v)
-    end
-  end
+  local _, e = record_of(field, record, value)
+  return e, value
 end
 
 -- Elements in a consumer's processing list that no lease covers: moved there by

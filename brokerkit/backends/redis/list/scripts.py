@@ -92,9 +92,6 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "
 #: (the caller reads it with LRANGE after the call, in the same pipeline).
 FETCH = with_preamble(
     r"""
-local WIDE = '"""
-    + "~" * 65
-    + r"""'  -- never a receipt (one has a ':'); see `wide`
 local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local nonce = ARGV[10]
@@ -149,38 +146,19 @@ if woke == 1 then redis.call('LMOVE', proc, batch, 'RIGHT', 'LEFT') end
 local size = woke + take
 if size == 0 then return {0} end
 local deadline, tail = t + lease_ms, ':' .. C
--- The deadline and the delivery time of every delivery in expiry.
-local stamped = deadline .. '.' .. t
--- Redis keeps a hash of up to 128 short entries as a listpack, where every field is
--- found by a scan: a batch's HSET here, and its ack's HMGET and HDEL, would take time
--- growing with the square of the batch. A field longer than 64 bytes makes a hash a
--- hash table for good; it goes again in this call (a batch of 16 or more: a smaller
--- one gains less than the HDEL costs).
-local wide = size >= 16
-local expiry = {}
-if wide then expiry[1], expiry[2] = WIDE, '' end
-local at = wide and 2 or 0
--- Formatting a number is slow in this Lua (sprintf): a batch takes the index of each
--- receipt from a table of constants.
-local NAMES = size >= 8 and {"""
-    + ", ".join(f"'{i}'" for i in range(100))
-    + r"""} or {}
-for i = 0, size - 1 do
-  expiry[at + 2 * i + 1], expiry[at + 2 * i + 2] = nonce .. (NAMES[i + 1] or i) .. tail, stamped
-end
+-- One lease for the batch: its deadline and delivery time in expiry, and a flag a
+-- delivery in the consumer's fetches hash.
+local name = nonce .. tail
+local group = nonce .. '0+' .. size .. tail
 -- The elements are out of the queue: if a lease cannot be written (a key of the
 -- wrong type), undo and put them back as they were before failing: nothing is lost.
-local group = nonce .. '0+' .. size .. tail
 local ok, err = pcall(function()
   redis.call('ZADD', DEADLINES, deadline, group)
-  call_chunked('HSET', EXPIRY, expiry, 2)
-  if wide then redis.call('HDEL', EXPIRY, WIDE) end
-  redis.call('HSET', fetches, nonce, size)
+  redis.call('HSET', EXPIRY, name, deadline .. '.' .. t)
+  redis.call('HSET', fetches, nonce, string.rep('0', size))
 end)
 if not ok then
-  local receipts = {WIDE}
-  for i = at + 1, #expiry, 2 do receipts[#receipts + 1] = expiry[i] end
-  pcall(call_chunked, 'HDEL', EXPIRY, receipts, 1)
+  pcall(redis.call, 'HDEL', EXPIRY, name)
   pcall(redis.call, 'HDEL', fetches, nonce)
   pcall(redis.call, 'ZREM', DEADLINES, group)
   while redis.call('LMOVE', batch, QUEUE, 'RIGHT', 'RIGHT') do end  -- the first one last
@@ -201,72 +179,76 @@ local mode = ARGV[7]
 local t = now_ms()
 local stale = {}
 if mode == 'ack' then
-  local done, nd = {}, 0
-  local find = string.find
-  local batches = {}  -- of the live receipts: {consumer, nonce, receipts, values}
-  local by_name = {}
+  local find, sub = string.find, string.sub
+  local batches, by_name = {}, {}
   local b, nonce, tail = nil, nil, nil  -- the previous receipt's batch
-  local counted = redis.call('HLEN', ATTEMPTS) > 0
-  -- The leases of one fetch share one expiry value (a renewal rewrites them alike), and
-  -- Lua keeps one copy of equal strings: each distinct value is read once.
-  local last, live = nil, false
-  for i = 8, #ARGV, CHUNK do
-    local j = math.min(i + CHUNK - 1, #ARGV)
-    local found = redis.call('HMGET', EXPIRY, unpack(ARGV, i, j))
-    for k = i, j do
-      local r, v = ARGV[k], found[k - i + 1]
-      if v ~= last then
-        last = v
-        local deadline = deadline_of(v)  -- garbage: taken as expired
-        live = deadline ~= nil and deadline > t
-      end
-      if not live then
-        -- expired or taken away (v false: an element left without its expiry value
-        -- goes back too, see release)
-        local e = release(r, v)
-        if e then hand_back(e, true, 'max_deliveries') end
-        stale[#stale + 1] = r
-      else
-        nd = nd + 1
-        done[nd] = r
-        -- the usual batch is one fetch's: compare with the previous receipt's nonce
-        -- and consumer instead of cutting strings
-        local at = b and #r - #tail + 1
-        if not (b and find(r, nonce, 1, true) == 1 and find(r, ':', 1, true) == at
-                and find(r, tail, at, true) == at) then
-          local dash, colon = find(r, '-', 1, true), find(r, ':', 1, true)
-          local C = string.sub(r, colon + 1)
-          nonce = (dash and dash < colon) and string.sub(r, 1, dash) or ':'
-          tail = ':' .. C
-          local name = nonce .. tail
-          b = by_name[name]
-          if not b then
-            b = {C, nonce, {}, {}}
-            by_name[name] = b
-            batches[#batches + 1] = b
-          end
-        end
-        local n = #b[3] + 1
-        b[3][n], b[4][n] = r, v
+  for k = 8, #ARGV do
+    local r = ARGV[k]
+    -- the usual batch is one fetch's: compare with the previous receipt's nonce and
+    -- consumer instead of cutting strings
+    local at = b and #r - #tail + 1
+    if not (b and find(r, nonce, 1, true) == 1 and find(r, ':', 1, true) == at
+            and find(r, tail, at, true) == at) then
+      local dash, colon = find(r, '-', 1, true), find(r, ':', 1, true)
+      local C = sub(r, colon + 1)
+      nonce = (dash and dash < colon) and sub(r, 1, dash) or ':'
+      tail = ':' .. C
+      b = by_name[nonce .. tail]
+      if not b then
+        b = {C, nonce, {}}
+        by_name[nonce .. tail] = b
+        batches[#batches + 1] = b
       end
     end
+    b[3][#b[3] + 1] = r
   end
-  call_chunked('HDEL', EXPIRY, done, 1)
+  local counted = redis.call('HLEN', ATTEMPTS) > 0
   for _, batch in ipairs(batches) do
-    local C, nonce, receipts, values = batch[1], batch[2], batch[3], batch[4]
-    if redis.call('HEXISTS', fetches_of(C), nonce) == 1 then
-      if counted then  -- a raw element that came back: its count goes with it
-        local list = need(BATCH_PREFIX .. nonce .. ':' .. C)
-        for _, r in ipairs(receipts) do
-          local _, _, _, index = batch_of(r)
-          forget_raw(redis.call('LINDEX', list, index))
+    local C, nonce, receipts = batch[1], batch[2], batch[3]
+    local flags = nonce ~= ':' and flags_of(C, nonce)
+    if flags then
+      local name = nonce .. ':' .. C
+      local list = need(BATCH_PREFIX .. name)
+      local deadline = deadline_of(batch_value(name))  -- garbage: taken as expired
+      local live_batch = deadline ~= nil and deadline > t
+      local marks, back, skip = {}, {}, #nonce + 1
+      for _, r in ipairs(receipts) do
+        local i = tonumber(sub(r, skip, #r - #C - 1))
+        local flag = i and not marks[i] and sub(flags, i + 1, i + 1)
+        local live = nil  -- nil: not leased (settled, or no such delivery)
+        if flag == '0' then
+          live = live_batch
+        elseif flag == '2' then
+          local own = deadline_of(redis.call('HGET', EXPIRY, r))
+          redis.call('HDEL', EXPIRY, r)
+          live = own ~= nil and own > t
+        end
+        if live == nil then
+          stale[#stale + 1] = r
+        else
+          marks[i] = '1'
+          if not live then  -- expired: handed back, as a rescuer would
+            back[#back + 1] = i
+            stale[#stale + 1] = r
+          elseif counted then  -- a raw element that came back: its count goes with it
+            forget_raw(redis.call('LINDEX', list, i))
+          end
         end
       end
-      settle_batch(C, nonce, receipts)
+      for _, i in ipairs(back) do
+        hand_back(redis.call('LINDEX', list, i), true, 'max_deliveries')
+      end
+      if next(marks) then set_flags(C, nonce, marks) end
     else  -- leases an earlier version recorded, in the consumer's lease hash
-      for n, r in ipairs(receipts) do
-        local e = release(r, values[n])
-        if counted then forget_raw(e) end
+      for _, r in ipairs(receipts) do
+        local e, v = release(r)
+        local deadline = deadline_of(v)
+        if deadline and deadline > t then
+          if counted then forget_raw(e) end
+        else  -- expired, or a record left without its expiry value: back it goes
+          if e then hand_back(e, true, 'max_deliveries') end
+          stale[#stale + 1] = r
+        end
       end
     end
   end
@@ -282,9 +264,8 @@ end
 local due = delay_ms > 0 and due_after(delay_ms) or nil
 for i = #ARGV, first, -1 do  -- the first nacked is next out
   local r = ARGV[i]
-  local v = redis.call('HGET', EXPIRY, r)
+  local e, v = release(r)
   local deadline = deadline_of(v)
-  local e = release(r, v)
   if not e then
     stale[#stale + 1] = r
   elseif not deadline or deadline <= t then
@@ -312,23 +293,38 @@ local t = now_ms()
 local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
-local stale, renewed, seen = {}, {}, {}
-each_deadline(9, #ARGV, function(r, deadline, v)
+local stale, seen = {}, {}
+for k = 9, #ARGV do
+  local r = ARGV[k]
+  local v, kind = lease_of(r)
+  local deadline = deadline_of(v)
   if deadline and deadline > t then
-    if not (only_later and deadline >= new) then
-      renewed[#renewed + 1] = r
-      renewed[#renewed + 1] = renewed_value(new, v)  -- the delivery time kept
+    seen[consumer_of(r)] = true
+    if kind == 'batch' and only_later then
+      -- the renewal: the batch's value renews every delivery it leases at once (the
+      -- renewing broker holds them all)
+      if deadline < new then
+        local _, nonce, C = batch_of(r)
+        local value = renewed_value(new, v)  -- the delivery time kept
+        redis.call('HSET', EXPIRY, nonce .. ':' .. C, value)
+        VALUES[nonce .. ':' .. C] = value
+      end
+    elseif not (only_later and deadline >= new) then
+      -- by hand (or one extended by hand before): an expiry value of its own
+      redis.call('HSET', EXPIRY, r, renewed_value(new, v))
+      if kind == 'batch' then
+        local _, nonce, C, i = batch_of(r)
+        set_flags(C, nonce, {[i] = '2'})
+      end
       -- a later deadline keeps its group's score a lower bound; an earlier one does not
       if new < deadline then redis.call('ZADD', DEADLINES, new, r) end
     end
-    seen[consumer_of(r)] = true
   else
-    local e = release(r, v)
+    local e = release(r)
     if e then hand_back(e, true, 'max_deliveries') end
     stale[#stale + 1] = r
   end
-end)
-call_chunked('HSET', EXPIRY, renewed, 2)
+end
 for C in pairs(seen) do redis.call('ZADD', CONSUMERS, 'XX', t + HEARTBEAT, C) end
 if #stale > 0 then tidy() end
 return stale
@@ -381,18 +377,20 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
     end
   end
   budget = budget - (#receipts - from + 1)
-  local found = gather('HMGET', EXPIRY, receipts, from, #receipts)
   local earliest
   for j = #receipts, from, -1 do
-    local deadline = deadline_of(found[j - from + 1])
-    if deadline and deadline <= t then
-      local e = release(receipts[j], found[j - from + 1])
+    local v, kind = lease_of(receipts[j])
+    local deadline = deadline_of(v)
+    if kind == 'settled' or (kind == 'record' and not deadline) then
+      -- not leased (an earlier version's record without a value is left to its owner)
+    elseif deadline and deadline > t then
+      if not earliest or deadline < earliest then earliest = deadline end
+    else  -- expired, or a batch whose value is garbage or gone
+      local e = release(receipts[j])
       if e then
         hand_back(e, true, 'max_deliveries')
         moved = moved + 1
       end
-    elseif deadline and (not earliest or deadline < earliest) then
-      earliest = deadline
     end
   end
   if earliest then
@@ -437,28 +435,33 @@ for _, C in ipairs(dead) do
   -- by an earlier version's rescuer (a settled one is blank)
   for _, nonce in ipairs(nonces) do
     if budget <= 0 then left = true; break end
-    local batch = BATCH_PREFIX .. nonce .. tail
+    local name = nonce .. tail
+    local batch, flags = BATCH_PREFIX .. name, flags_of(C, nonce)
     local size = redis.call('LLEN', batch)
     local from = math.max(size - budget, 0)
     local elements = size > 0 and redis.call('LRANGE', batch, from, -1) or {}
-    local receipts, n = {}, 0
-    for i = 1, #elements do receipts[i] = nonce .. (from + i - 1) .. tail end
-    local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+    local delivered = delivered_of(batch_value(name)) or 0
     for i, e in ipairs(elements) do
-      if expiry[i] or e ~= '' then
-        held[#held + 1] = {delivered_of(expiry[i]) or 0, receipts[i], e}
-        n = n + 1
+      local index = from + i - 1
+      local flag = string.sub(flags, index + 1, index + 1)
+      if flag == '0' or flag == '2' then
+        local r = nonce .. index .. tail
+        if flag == '2' then redis.call('HDEL', EXPIRY, r) end
+        held[#held + 1] = {delivered, r, e}
       end
     end
-    call_chunked('HDEL', EXPIRY, receipts, 1)
     budget = budget - #elements
-    if from > 0 then
+    local kept = string.sub(flags, 1, from)
+    if string.find(kept, '[02]') then
       redis.call('LTRIM', batch, 0, from - 1)
-      redis.call('HINCRBY', fetches, nonce, -n)
+      redis.call('HSET', fetches, nonce, kept)
+      FLAGS[name] = kept
       left = true
     else
       redis.call('DEL', batch)
       redis.call('HDEL', fetches, nonce)
+      redis.call('HDEL', EXPIRY, name)
+      FLAGS[name] = false
     end
   end
   -- and the leases earlier versions recorded in its lease hash
@@ -518,22 +521,36 @@ for i = 1, #registered, 2 do
   names[registered[i]] = tonumber(registered[i + 1])
   order[#order + 1] = registered[i]
 end
-local oldest, leases = -1, {}
+local oldest, leases, in_flight = -1, {}, 0
+local function seen(C, delivered, n)
+  if names[C] == nil then names[C] = -1; order[#order + 1] = C end
+  leases[C] = (leases[C] or 0) + n
+  in_flight = in_flight + n
+  if delivered and n > 0 and (oldest < 0 or delivered < oldest) then oldest = delivered end
+end
 local records = redis.call('HGETALL', EXPIRY)
 for j = 1, #records, 2 do
   local r, v = records[j], records[j + 1]
   local C = consumer_of(r)
-  if names[C] == nil then names[C] = -1; order[#order + 1] = C end
-  leases[C] = (leases[C] or 0) + 1
-  local delivered = delivered_of(v)
-  if not delivered and declared(C) then
-    -- an earlier version's lease: the time is in its record (see record_of)
-    local value = redis.call('HGET', leases_of(C), r)
-    delivered = value and record_of(r, value, v)
+  local _, nonce = batch_of(r)
+  local colon = string.find(r, ':', 1, true)
+  if string.sub(r, colon - 1, colon - 1) == '-' then
+    -- a batch: its leased deliveries are the flags '0' and '2'
+    local flags = declared(C) and redis.call('HGET', fetches_of(C), string.sub(r, 1, colon - 1))
+    local _, n = string.gsub(flags or '', '[02]', '')
+    seen(C, delivered_of(v), n)
+  elseif not (nonce and declared(C) and redis.call('HEXISTS', fetches_of(C), nonce) == 1) then
+    -- (not a batch's delivery with a value of its own: counted with its batch)
+    local delivered = delivered_of(v)
+    if not delivered and declared(C) then
+      -- an earlier version's lease: the time is in its record (see record_of)
+      local value = redis.call('HGET', leases_of(C), r)
+      delivered = value and record_of(r, value, v)
+    end
+    seen(C, delivered, 1)
   end
-  if delivered and (oldest < 0 or delivered < oldest) then oldest = delivered end
 end
-local out = {redis.call('LLEN', QUEUE), redis.call('LLEN', DLQ), t, #records / 2, 0, #order}
+local out = {redis.call('LLEN', QUEUE), redis.call('LLEN', DLQ), t, in_flight, 0, #order}
 for _, C in ipairs(order) do
   -- a consumer that appeared after the caller looked is counted by the next inspect
   local proc = declared(C) and redis.call('LLEN', proc_of(C)) or 0
