@@ -7,58 +7,66 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
     KEYS[2] deadlines   ZSET lease group -> the earliest deadline it may hold (server ms)
     KEYS[3] consumers   ZSET consumer -> heartbeat deadline (server ms)
     KEYS[4] dead letters, the queue of the dead-letter topic
-    KEYS[5] expiry      HASH receipt -> "<lease deadline>.<delivered>" (server ms)
+    KEYS[5] expiry      HASH batch or receipt -> "<lease deadline>.<delivered>" (server ms)
     KEYS[6] attempts    HASH SHA-1 of a raw element -> its deliveries so far
     KEYS[7] scheduled   ZSET held message -> due time (server ms)
-    KEYS[8...] the processing list and the lease hash of each consumer the call may
-                touch (see :meth:`.TopicPlan.keys_for`): no script builds a key name
-                it was not given, so every key is declared, as Redis Cluster wants
+    KEYS[8...] the processing list, lease hash and fetches hash of each consumer the
+                call may touch, and the batch lists of the receipts it names (see
+                :meth:`.TopicPlan.keys_for`): no script touches a key it was not
+                given, so every key is declared, as Redis Cluster wants
     ARGV[1] prefix of processing lists    (+ consumer)
-    ARGV[2] prefix of lease hashes        (+ consumer): <nonce><seq> -> the element
+    ARGV[2] prefix of lease hashes        (+ consumer); the fetches hashes and the
+            batch lists are named like them, "fetches:" and "batch:" for "leases:"
     ARGV[3] max_deliveries (0: no limit)
     ARGV[4] topic name (for dead-letter headers)
     ARGV[5] content type of dead-lettered raw elements ("" : guess JSON or bytes)
     ARGV[6] heartbeat ttl in ms
 
-The per-consumer keys are named from the prefixes and carry the topic's hash tag, so
-they live in the cluster slot of the fixed keys; a script uses one only when the
-caller declared it in ``KEYS`` (a fetch, settle or extend declares the consumers its
-receipts name; a rescue or inspect first reads which consumers there are, and leaves
-one that appeared meanwhile for its next run).
+The per-consumer keys carry the topic's hash tag, so they live in the cluster slot of
+the fixed keys; a script uses one only when the caller declared it in ``KEYS`` (a
+fetch, settle or extend declares the consumers and batches its receipts name; a rescue
+or inspect first reads which consumers and lease groups there are, and leaves one that
+appeared meanwhile for its next run).
 
-A delivered element lives in exactly one place: its consumer's lease hash, with
-its deadline and delivery time in ``expiry`` (the two are always written and removed
-together, and ``expiry`` is the authority on whether a lease is live). The element is
-stored as it came out of the queue, never concatenated with anything in a script (a
-concatenation copies the body once more), under the receipt without its
-``:<consumer>`` (the hash is that consumer's: the consumer's name is not stored once
-per delivery there). A lease recorded by an earlier version has an expiry value of
-only ``<deadline>`` and a record ``<delivered ms>:<element>`` under the whole receipt;
-the scripts read both (``field_of`` and ``record_of`` in the preamble). A
-consumer's processing
-list only holds what a ``BLMOVE`` moved and no lease covers yet: the script that
-records the lease takes it out of the list.
+**Batches.** A fetch leases what it takes as one *batch*: its elements move from the
+queue to a list of their own, ``batch:<nonce>:<consumer>``, next-out first, inside
+Redis (``SORT ... BY nosort ... STORE`` and ``LTRIM``): no body enters Lua, where
+every element a script reads is copied. The client reads the list in the same round
+trip (``LRANGE``). A receipt is ``<nonce><i>:<consumer>``: the batch's nonce (fresh
+for every fetch, see :func:`.plan.new_nonce`) and the delivery's index in it, so a
+receipt names its batch. The batch has one lease: ``expiry`` holds
+``<nonce>:<consumer>`` -> ``<deadline>.<delivered>``, and the consumer's fetches hash
+holds ``<nonce>`` -> one flag a delivery: ``0`` leased under the batch's value, ``2``
+under a value of its own in ``expiry`` under its receipt (extended by hand), ``1``
+settled (its element blanked in the list, its memory freed). The batch's keys go with
+its last leased delivery. So a message in flight costs what it cost waiting, plus a
+byte; a renewal rewrites one value a batch. A consumer's processing list only holds
+what a ``BLMOVE`` moved and no lease covers yet: the fetch moves it into its batch.
 
-A receipt is ``<nonce><seq>:<consumer>``: unique per delivery, and it names the
-consumer whose lease hash holds the delivery.
+A lease recorded by an earlier version (before batches) is kept per delivery: its
+element in the consumer's lease hash under the receipt without its ``:<consumer>``
+(or as ``<delivered ms>:<element>`` under the whole receipt, with an expiry value of
+only ``<deadline>``), its value in ``expiry`` under its receipt; the scripts settle,
+renew and hand back those too (``lease_of`` and ``release`` in the preamble).
 
 ``deadlines`` indexes the leases for rescuers by *lease group*: a fetch of ``n``
-deliveries adds one member ``<nonce><first>+<n>:<consumer>`` (naming the receipts
-``<nonce><first>`` ... ``<nonce><first + n - 1>``), and shortening one lease by hand
-adds the receipt itself as a group of one. A group's score is never later than the
-deadline of any live lease in it; a rescuer visiting a group hands back what has
-expired and re-scores it to its earliest live deadline, or removes it. So a fetch or
-an ack costs one ``deadlines`` command however many deliveries it covers, and a
-renewal none.
+deliveries adds one member ``<nonce>0+<n>:<consumer>`` (naming the receipts
+``<nonce>0`` ... ``<nonce><n - 1>``), and shortening one lease by hand adds the receipt
+itself as a group of one. A group's score is never later than the deadline of any live
+lease in it; a rescuer visiting a group hands back what has expired and re-scores it to
+its earliest live deadline, or removes it. So a fetch or an ack costs one ``deadlines``
+command however many deliveries it covers, and a renewal none.
 
 An element handed back after a delivery is wrapped as ``BKR<n>\\n<element>``: the
 message was delivered ``n`` times before. A fresh element has no wrapper. A fetch hands
 such an element out alone (a batch stops before it), so that a message that crashes its
-consumer cannot take the messages fetched with it to the dead-letter topic. A raw element
-(no ``BK1`` envelope: another program wrote it, or ``raw=true`` did) goes back as it was,
-so that the program that reads the list can still read it; its count is kept in the
-``attempts`` hash under the element's SHA-1 (identical raw elements share one count), and
-a fetch reports it by wrapping the element in its reply only.
+consumer cannot take the messages fetched with it to the dead-letter topic. Handed-back
+elements go to the head of the queue (the right) and new ones to its tail, so the next
+one out tells whether a batch would take one. A raw element (no ``BK1`` envelope:
+another program wrote it, or ``raw=true`` did) goes back as it was, so that the program
+that reads the list can still read it; its count is kept in the ``attempts`` hash under
+the element's SHA-1 (identical raw elements share one count), and a fetch reports it in
+its reply.
 
 A message held for a due time (``publish(delay=)``, ``nack(delay=)``) waits in
 ``scheduled``, scored by its due time in server milliseconds, as
