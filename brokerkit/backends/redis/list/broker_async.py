@@ -244,7 +244,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         self, subscription: AsyncSubscription, count: int, block: float | None
     ) -> list[AsyncDelivery]:
         """Lease up to ``count`` deliveries in one script call; with ``block``, first
-        wait up to that many seconds in a ``BLMOVE`` for one, in the same round trip."""
+        wait up to that many seconds in a ``BLMOVE`` for one, in the same round trip
+        (see :data:`.scripts.FETCH`)."""
         state: ConsumerState = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
@@ -260,7 +261,7 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
             args = [*common, consumer, count, self._lease_ms, nonce]
             if wait is not None:
                 args.append("1")  # the script leases what the BLMOVE moved first
-            leased = await lease_batch(self._client, run, batch, [*fetch_keys, batch], args, wait)
+            leased = await lease_batch(self._client, batch, [*fetch_keys, batch], args, wait, run)
             return nonce, leased
 
         try:

@@ -106,28 +106,16 @@ class AsyncListCalls:
 
 async def lease_batch(
     client: aioredis.Redis,
-    fetch: AsyncLua,
     batch: str,
     keys: list[str],
     args: list[Any],
-    wait: tuple[str, str, float] | None = None,
+    wait: tuple[str, str, float] | None,
+    fetch: AsyncLua,
 ) -> tuple[list[Any], list[bytes]] | None:
-    """The ``fetch`` script's reply and the elements it leased (its ``batch`` list,
-    read in the same round trip), or ``None`` where the script did not run.
-
-    With ``wait`` (queue, processing list, seconds), first a ``BLMOVE`` from the queue
-    to the tail of the processing list, waiting up to that long, and the script is
-    told (by its caller, in ``args``) to lease that tail first. All go in one send,
-    one round trip: the server runs the script as soon as the BLMOVE returns. Between
-    the two the element has no lease; only a consumer whose heartbeat ran out loses
-    it to a rescuer then, and the script finds nothing there. On a cluster (redis-py
-    runs no script in a cluster's pipeline) each is a round trip of its own, and the
-    script runs only when the BLMOVE moved something.
-
-    The script runs even when the BLMOVE fails (a user the ACL denies it): what it
-    leased is handed out all the same, never left to wait out its lease unseen; the
-    BLMOVE's error is raised only when the script leased nothing.
-    """
+    """The ``fetch`` script's reply and the elements it leased (its ``batch``, read in
+    the same send), or ``None`` where it did not run; with ``wait`` (queue, processing
+    list, seconds), a ``BLMOVE`` first (see :data:`.scripts.FETCH`). A failed BLMOVE
+    is raised only when the script leased nothing."""
     target: Any = client
     if isinstance(target, aioredis.RedisCluster):
         if wait is not None:

@@ -98,6 +98,14 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "
 #: Returns {how many were leased, and for a raw element that came back (then leased
 #: alone) its deliveries so far}; the elements are in the batch list, in delivery order
 #: (the caller reads it with LRANGE after the call, in the same pipeline).
+#:
+#: A consumer's BLMOVE, this script and the read of the batch go in one send: the
+#: server runs the script as soon as the BLMOVE returns. Between the two the element
+#: has no lease; only a consumer whose heartbeat ran out loses it to a rescuer then,
+#: and the script finds nothing there. On a cluster (redis-py runs no script in a
+#: cluster's pipeline) each is a round trip, and the script runs only when the BLMOVE
+#: moved something. The script runs even when the BLMOVE fails (a user the ACL denies
+#: it): what it leased is handed out all the same, never left to wait out its lease.
 FETCH = with_preamble(
     r"""
 local C = ARGV[7]
