@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis.list.plan import ack_arguments
 from brokerkit.backends.redis.list.replies import fetched_messages, unwrap
 from brokerkit.exceptions import IncompatibleTopic, StaleDelivery
 
@@ -110,7 +111,8 @@ def test_a_batchs_receipts_are_the_ones_the_client_computes(
     settle = broker._scripts["SETTLE"]
     for start in range(0, count, 250):
         chunk = names[start : start + 250]
-        assert settle(keys=keys, args=[*plan.common, "ack", *[f"{n}:c1" for n in chunk]]) == []
+        receipts = [f"{n}:c1" for n in chunk]
+        assert settle(keys=keys, args=[*plan.common, "ack", *ack_arguments(receipts)]) == []
     assert redis_client.exists(plan.keys.expiry, plan.keys.fetches("c1"), batch) == 0
     assert redis_client.lrange(plan.keys.queue, 0, -1) == [b"next"]
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from brokerkit.backends.redis.list.plan import ack_arguments
 from brokerkit.exceptions import StaleDelivery
 
 pytestmark = pytest.mark.redis_list
@@ -124,7 +125,7 @@ def test_an_earlier_versions_lease_is_extended_acked_and_inspected_as_it_was(
     assert re.fullmatch(rb"\d+", value), value  # still the form its record needs
     assert redis_client.hget(plan.keys.leases("old"), receipt) == b"5:" + LOOKALIKE
     settle = broker._scripts["SETTLE"]
-    assert settle(keys=keys, args=[*plan.common, "ack", receipt]) == []
+    assert settle(keys=keys, args=[*plan.common, "ack", *ack_arguments([receipt])]) == []
     assert redis_client.exists(plan.keys.leases("old"), plan.keys.expiry) == 0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.options import RedisListOptions
 
-__all__ = ["TopicPlan", "batch_of", "consumer_of", "new_nonce"]
+__all__ = ["TopicPlan", "ack_arguments", "batch_of", "consumer_of", "new_nonce"]
 
 
 class TopicPlan:
@@ -68,6 +68,26 @@ def batch_of(name: str) -> str | None:
     if dash < 0 or colon < dash:
         return None
     return name[: dash + 1] + name[colon:]
+
+
+def ack_arguments(receipts: Iterable[str]) -> list[str | int]:
+    """The SETTLE script's arguments after ``"ack"`` for these receipts: per run of
+    receipts of one batch, its name ``<nonce>:<consumer>``, how many, and the index of
+    each (the digits between the nonce and the ``:``), so that the script reads no
+    receipt apart."""
+    out: list[str | int] = []
+    prefix = suffix = ""
+    count_at = -1
+    for receipt in receipts:
+        if count_at < 0 or not (receipt.startswith(prefix) and receipt.endswith(suffix)):
+            colon = receipt.find(":")
+            dash = receipt.find("-", 0, colon)  # no nonce: an index of batch ":<consumer>"
+            prefix, suffix = receipt[: dash + 1], receipt[colon:]
+            out += [prefix + suffix, 0]
+            count_at = len(out) - 1
+        out.append(receipt[len(prefix) : len(receipt) - len(suffix)])
+        out[count_at] += 1  # type: ignore[operator]
+    return out
 
 
 def consumer_of(name: str) -> str:

@@ -384,22 +384,35 @@ local function batch_value(name)
 end
 
 -- Consumer C's batch `nonce` with the flags of deliveries `marks` (index -> flag)
--- changed. The batch goes with its last leased delivery; until then a settled
--- delivery's element is blanked, its memory freed.
-local function set_flags(C, nonce, marks)
+-- changed; `settling`: how many leased deliveries the marks settle, when the caller
+-- knows (every mark '1', on a leased delivery). The batch goes with its last leased
+-- delivery; until then a settled delivery's element is blanked, its memory freed.
+local function set_flags(C, nonce, marks, settling)
   local name, flags = nonce .. ':' .. C, flags_of(C, nonce)
-  local at, parts, order = 1, {}, {}
-  for i in pairs(marks) do order[#order + 1] = i end
-  table.sort(order)
-  for _, i in ipairs(order) do
-    parts[#parts + 1] = string.sub(flags, at, i)
-    parts[#parts + 1] = marks[i]
-    at = i + 2
-  end
-  parts[#parts + 1] = string.sub(flags, at)
-  flags = table.concat(parts)
   local batch = need(BATCH_PREFIX .. name)
-  if string.find(flags, '[02]') then
+  -- the usual ack settles every delivery still leased: no new flags to write
+  local _, leased = string.gsub(flags, '[02]', '')
+  local settled = settling or 0
+  if not settling then
+    for i, m in pairs(marks) do
+      local was = string.sub(flags, i + 1, i + 1)
+      if m ~= '1' then settled = -1; break end
+      if was == '0' or was == '2' then settled = settled + 1 end
+    end
+  end
+  if settled < leased then
+    local at, parts, order = 1, {}, {}
+    for i in pairs(marks) do order[#order + 1] = i end
+    table.sort(order)
+    for _, i in ipairs(order) do
+      parts[#parts + 1] = string.sub(flags, at, i)
+      parts[#parts + 1] = marks[i]
+      at = i + 2
+    end
+    parts[#parts + 1] = string.sub(flags, at)
+    flags = table.concat(parts)
+  end
+  if settled < leased and string.find(flags, '[02]') then
     redis.call('HSET', fetches_of(C), nonce, flags)
     for i, m in pairs(marks) do
       if m == '1' then redis.pcall('LSET', batch, i, '') end

@@ -184,7 +184,11 @@ return {size, count}
 """
 )
 
-#: ARGV[7] "ack", "requeue" or "reject"; ARGV[8...] receipts in delivery order. Or
+#: ARGV[7] "ack", then per run of receipts of one batch: the batch ("<nonce>:<consumer>"),
+#: how many, and each receipt's index in it (see :func:`.plan.ack_arguments`; an
+#: earlier version's receipt "<nonce><seq>:<consumer>" is read as index <seq> of batch
+#: "<nonce>:<consumer>", which does not exist). Or ARGV[7] "requeue" or "reject",
+#: ARGV[8...] receipts in delivery order. Or
 #: ARGV[7] "requeue+" / "reject+", ARGV[8] delay ms (0: none), ARGV[9] the dead
 #: letter's reason ("": the usual one), ARGV[10...] receipts.
 #: Returns the stale receipts (lease expired or taken away), which are left alone
@@ -196,56 +200,41 @@ local t = now_ms()
 local stale = {}
 if mode == 'ack' then
   local find, sub = string.find, string.sub
-  local batches, by_name = {}, {}
-  local b, nonce, tail = nil, nil, nil  -- the previous receipt's batch
-  for k = 8, #ARGV do
-    local r = ARGV[k]
-    -- the usual batch is one fetch's: compare with the previous receipt's nonce and
-    -- consumer instead of cutting strings
-    local at = b and #r - #tail + 1
-    if not (b and find(r, nonce, 1, true) == 1 and find(r, ':', 1, true) == at
-            and find(r, tail, at, true) == at) then
-      local dash, colon = find(r, '-', 1, true), find(r, ':', 1, true)
-      local C = sub(r, colon + 1)
-      nonce = (dash and dash < colon) and sub(r, 1, dash) or ':'
-      tail = ':' .. C
-      b = by_name[nonce .. tail]
-      if not b then
-        b = {C, nonce, {}}
-        by_name[nonce .. tail] = b
-        batches[#batches + 1] = b
-      end
-    end
-    b[3][#b[3] + 1] = r
-  end
   local counted = redis.call('HLEN', ATTEMPTS) > 0
-  for _, batch in ipairs(batches) do
-    local C, nonce, receipts = batch[1], batch[2], batch[3]
-    local flags = nonce ~= ':' and flags_of(C, nonce)
+  local k = 8
+  while k <= #ARGV do
+    local name, n = ARGV[k], tonumber(ARGV[k + 1]) or 0
+    local first, last = k + 2, k + 1 + n
+    k = last + 1
+    local colon = find(name, ':', 1, true)
+    local nonce, C = sub(name, 1, colon - 1), sub(name, colon + 1)
+    local tail = ':' .. C
+    local flags = nonce ~= '' and flags_of(C, nonce)
     if flags then
-      local name = nonce .. ':' .. C
       local list = need(BATCH_PREFIX .. name)
       local deadline = deadline_of(batch_value(name))  -- garbage: taken as expired
       local live_batch = deadline ~= nil and deadline > t
-      local marks, back, skip = {}, {}, #nonce + 1
-      for _, r in ipairs(receipts) do
-        local i = tonumber(sub(r, skip, #r - #C - 1))
+      local marks, back, settling = {}, {}, 0
+      for j = first, last do
+        local i = tonumber(ARGV[j])
         local flag = i and not marks[i] and sub(flags, i + 1, i + 1)
         local live = nil  -- nil: not leased (settled, or no such delivery)
         if flag == '0' then
           live = live_batch
         elseif flag == '2' then
+          local r = nonce .. ARGV[j] .. tail
           local own = deadline_of(redis.call('HGET', EXPIRY, r))
           redis.call('HDEL', EXPIRY, r)
           live = own ~= nil and own > t
         end
         if live == nil then
-          stale[#stale + 1] = r
+          stale[#stale + 1] = nonce .. ARGV[j] .. tail
         else
           marks[i] = '1'
+          settling = settling + 1
           if not live then  -- expired: handed back, as a rescuer would
             back[#back + 1] = i
-            stale[#stale + 1] = r
+            stale[#stale + 1] = nonce .. ARGV[j] .. tail
           elseif counted then  -- a raw element that came back: its count goes with it
             forget_raw(redis.call('LINDEX', list, i))
           end
@@ -254,9 +243,10 @@ if mode == 'ack' then
       for _, i in ipairs(back) do
         hand_back(redis.call('LINDEX', list, i), true, 'max_deliveries')
       end
-      if next(marks) then set_flags(C, nonce, marks) end
+      if settling > 0 then set_flags(C, nonce, marks, settling) end
     else  -- leases an earlier version recorded, in the consumer's lease hash
-      for _, r in ipairs(receipts) do
+      for j = first, last do
+        local r = nonce .. ARGV[j] .. tail
         local e, v = release(r)
         local deadline = deadline_of(v)
         if deadline and deadline > t then

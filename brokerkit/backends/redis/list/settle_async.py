@@ -21,7 +21,7 @@ from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls
 from brokerkit.backends.redis.list.consumer_async import ConsumerState
-from brokerkit.backends.redis.list.plan import TopicPlan
+from brokerkit.backends.redis.list.plan import TopicPlan, ack_arguments
 from brokerkit.backends.redis.list.replies import stale_receipts
 from brokerkit.exceptions import StaleDelivery
 
@@ -160,6 +160,7 @@ class ListSettling:
         # A requeue hands each element back to the head of the queue, the last first:
         # the chunks go in reverse too, so that the first nacked is still next out.
         backwards = script == "SETTLE" and str(first[0]).startswith("requeue")
+        acking = script == "SETTLE" and first[0] == "ack"
         stale: list[AsyncDelivery] = []
         for topic, group in by_topic.items():
             plan = self._topic(topic)
@@ -167,7 +168,10 @@ class ListSettling:
             for start in reversed(starts) if backwards else starts:
                 chunk = group[start : start + _RECEIPTS_PER_CALL]
                 receipts = [d.receipt for d in chunk]
-                args = [*plan.common, *first, *receipts]
+                if acking:
+                    args = [*plan.common, "ack", *ack_arguments(receipts)]
+                else:
+                    args = [*plan.common, *first, *receipts]
                 # a receipt names its subscription's consumer and its fetch's batch (see
                 # _claim): each subscription and each batch is looked at once
                 subscriptions = dict.fromkeys([d.subscription for d in chunk])
