@@ -17,6 +17,7 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+import brokerkit
 from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis.list.plan import ack_arguments
@@ -96,7 +97,7 @@ def test_a_batchs_receipts_are_the_ones_the_client_computes(
     keys = [*plan.keys_for(["c1"]), batch]
     redis_client.lpush(plan.keys.queue, *[f"e{i}" for i in range(count)])
     fetch = broker._scripts["FETCH"]
-    assert fetch(keys=keys, args=[*plan.common, "c1", count, 30_000, "n0-"]) == [count]
+    assert fetch(keys=keys, args=[*plan.common, "c1", count, 30_000, "n0-"]) == [count, None, 0]
     assert redis_client.lrange(batch, 0, -1) == [f"e{i}".encode() for i in range(count)]
     assert redis_client.exists(plan.keys.queue) == 0
     names = [f"n0-{n}" for n in range(count)]
@@ -322,3 +323,25 @@ def test_an_element_with_a_huge_count_is_delivered_as_it_is(
     assert delivery is not None and delivery.message.payload == element
     assert delivery.attempt == 1
     delivery.ack()
+
+
+def test_a_fetch_of_big_elements_takes_about_4_mb_and_looks_again_without_waiting(
+    redis_server: Any,
+) -> None:
+    # A private server: commandstats count this test's commands only.
+    admin = redis_server.client()
+    with brokerkit.connect(redis_server.url("redis+list")) as broker:
+        plan = broker._topic("big")  # type: ignore[attr-defined]
+        body = b"x" * 1_000_000
+        admin.lpush(plan.keys.queue, *[body] * 10)
+        fetch = broker._scripts["FETCH"]  # type: ignore[attr-defined]
+        keys = [*plan.keys_for(["c1"]), plan.keys.batch("n-", "c1")]
+        # sized by the next one out: 4 of 1 MB, and told that more were waiting
+        assert fetch(keys=keys, args=[*plan.common, "c1", 10, 30_000, "n-"]) == [4, None, 1]
+        assert admin.llen(plan.keys.queue) == 6
+        admin.config_resetstat()
+        subscription = broker.subscribe("big", prefetch=10)
+        got = [subscription.receive(timeout=5) for _ in range(6)]
+        assert all(d is not None and d.payload == body for d in got)
+        broker.ack(*got)  # type: ignore[arg-type]
+        assert "cmdstat_blmove" not in admin.info("commandstats")  # never waited

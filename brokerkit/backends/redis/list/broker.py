@@ -216,7 +216,6 @@ class RedisListBroker(ListSettling, Broker):
         heartbeat_due = now - state.heartbeat_at > self.options.heartbeat / 4
         if timeout <= 0 or not state.idle or heartbeat_due:
             fetched = self._claim(subscription, max_messages, None)
-            state.idle = len(fetched) < max_messages
             if fetched or timeout <= 0:
                 return fetched
         # The queue is empty: block on the server until a message comes, until the
@@ -239,7 +238,6 @@ class RedisListBroker(ListSettling, Broker):
         block = max(min(timeout, left - tick), _MIN_BLOCK)
         # The BLMOVE and the lease script in one round trip (see _claim).
         fetched = self._claim(subscription, max_messages, block)
-        state.idle = len(fetched) < max_messages
         return fetched
 
     def _claim(self, subscription: Subscription, count: int, block: float | None) -> list[Delivery]:
@@ -271,9 +269,12 @@ class RedisListBroker(ListSettling, Broker):
                 state.reconcile = True
             raise
         if leased is None:  # the script did not run: the heartbeat was not renewed
+            state.idle = True
             return []
         state.heartbeat_at = time.monotonic()
         reply, elements = leased
+        # the queue had no more (a fetch of big elements takes fewer: see FETCH)
+        state.idle = len(elements) < count and not (len(reply) > 2 and reply[2])
         if not elements:
             return []
         # The batch is leased already: every element must come out as a delivery

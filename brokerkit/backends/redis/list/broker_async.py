@@ -214,7 +214,6 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         heartbeat_due = now - state.heartbeat_at > self.options.heartbeat / 4
         if timeout <= 0 or not state.idle or heartbeat_due:
             fetched = await self._claim(subscription, max_messages, None)
-            state.idle = len(fetched) < max_messages
             if fetched or timeout <= 0:
                 return fetched
         # The queue is empty: block on the server until a message comes, until the
@@ -237,7 +236,6 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         block = max(min(timeout, left - tick), _MIN_BLOCK)
         # The BLMOVE and the lease script in one round trip (see _claim).
         fetched = await self._claim(subscription, max_messages, block)
-        state.idle = len(fetched) < max_messages
         return fetched
 
     async def _claim(
@@ -271,9 +269,12 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
                 state.reconcile = True
             raise
         if leased is None:  # the script did not run: the heartbeat was not renewed
+            state.idle = True
             return []
         state.heartbeat_at = time.monotonic()
         reply, elements = leased
+        # the queue had no more (a fetch of big elements takes fewer: see FETCH)
+        state.idle = len(elements) < count and not (len(reply) > 2 and reply[2])
         if not elements:
             return []
         # The batch is leased already: every element must come out as a delivery
