@@ -97,7 +97,7 @@ def test_a_batchs_receipts_are_the_ones_the_client_computes(
     keys = [*plan.keys_for(["c1"]), batch]
     redis_client.lpush(plan.keys.queue, *[f"e{i}" for i in range(count)])
     fetch = broker._scripts["FETCH"]
-    assert fetch(keys=keys, args=[*plan.common, "c1", count, 30_000, "n0-"]) == [count, None, 0]
+    assert fetch(keys=keys, args=[*plan.common, "c1", count, 30_000, "n0-", 0]) == [count, None, 0]
     assert redis_client.lrange(batch, 0, -1) == [f"e{i}".encode() for i in range(count)]
     assert redis_client.exists(plan.keys.queue) == 0
     names = [f"n0-{n}" for n in range(count)]
@@ -108,7 +108,7 @@ def test_a_batchs_receipts_are_the_ones_the_client_computes(
     # the nonce of a batch that exists is refused
     redis_client.lpush(plan.keys.queue, b"next")
     with pytest.raises(redis.ResponseError, match="in use"):
-        fetch(keys=keys, args=[*plan.common, "c1", 1, 30_000, "n0-"])
+        fetch(keys=keys, args=[*plan.common, "c1", 1, 30_000, "n0-", 0])
     settle = broker._scripts["SETTLE"]
     for start in range(0, count, 250):
         chunk = names[start : start + 250]
@@ -337,7 +337,7 @@ def test_a_fetch_of_big_elements_takes_about_4_mb_and_looks_again_without_waitin
         fetch = broker._scripts["FETCH"]  # type: ignore[attr-defined]
         keys = [*plan.keys_for(["c1"]), plan.keys.batch("n-", "c1")]
         # sized by the next one out: 4 of 1 MB, and told that more were waiting
-        assert fetch(keys=keys, args=[*plan.common, "c1", 10, 30_000, "n-"]) == [4, None, 1]
+        assert fetch(keys=keys, args=[*plan.common, "c1", 10, 30_000, "n-", 0]) == [4, None, 1]
         assert admin.llen(plan.keys.queue) == 6
         admin.config_resetstat()
         subscription = broker.subscribe("big", prefetch=10)
@@ -345,3 +345,41 @@ def test_a_fetch_of_big_elements_takes_about_4_mb_and_looks_again_without_waitin
         assert all(d is not None and d.payload == body for d in got)
         broker.ack(*got)  # type: ignore[arg-type]
         assert "cmdstat_blmove" not in admin.info("commandstats")  # never waited
+
+
+def test_a_fetch_reads_no_element_once_it_knows_their_size(redis_server: Any) -> None:
+    admin = redis_server.client()
+    with brokerkit.connect(redis_server.url("redis+list")) as broker:
+        broker.publish_many("sized", [f"m{i}" for i in range(30)])
+        subscription = broker.subscribe("sized", prefetch=10)
+        first = [subscription.receive(timeout=5) for _ in range(10)]
+        broker.ack(*first)  # type: ignore[arg-type]
+        admin.config_resetstat()
+        rest = [subscription.receive(timeout=5) for _ in range(20)]
+        assert [d.body for d in rest if d] == [f"m{i}" for i in range(10, 30)]
+        broker.ack(*rest)  # type: ignore[arg-type]
+        # the first fetch read the next one out for its size; the others, nothing
+        assert "cmdstat_lindex" not in admin.info("commandstats")
+
+
+def test_the_count_of_returned_elements_heals_when_another_program_takes_one(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    keys = broker._topic("orders").keys
+    broker.publish("orders", "poison")
+    subscription = broker.subscribe("orders", prefetch=10)
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None
+    delivery.nack()
+    assert redis_client.get(keys.returned) == b"1"
+    assert redis_client.rpop(keys.queue) is not None  # another program took it
+    broker.publish_many("orders", [f"m{i}" for i in range(10)])
+    # the count still says one came back: the next one out goes alone, once
+    got = [subscription.receive(timeout=5)]
+    assert redis_client.hvals(keys.fetches(subscription.consumer)) == [b"0"]
+    got += [subscription.receive(timeout=5) for _ in range(9)]
+    assert sorted(redis_client.hvals(keys.fetches(subscription.consumer))) == [b"0", b"0" * 9]
+    assert [d.body for d in got if d] == [f"m{i}" for i in range(10)]
+    broker.ack(*got)
+    assert redis_client.exists(keys.returned) == 0

@@ -70,12 +70,12 @@ def test_a_wake_up_fetch_leaves_due_held_messages_to_the_next_release(
         admin.zadd(plan.keys.scheduled, {b"Pm1\nheld": 0})  # due long ago
         admin.lpush(plan.keys.queue, b"waiting")
         admin.lmove(plan.keys.queue, plan.keys.processing("c1"), "RIGHT", "RIGHT")
-        assert fetch(keys=keys, args=[*plan.common, "c1", 1, 30000, "n-", "1"]) == [1, None, 0]
+        assert fetch(keys=keys, args=[*plan.common, "c1", 1, 30000, "n-", 0, "1"]) == [1, None, 0]
         assert admin.lrange(plan.keys.batch("n-", "c1"), 0, -1) == [b"waiting"]
         assert admin.zcard(plan.keys.scheduled) == 1
         assert admin.llen(plan.keys.queue) == 0
         # a fetch that did not wait moves it, as the consumer's next release would
-        assert fetch(keys=keys, args=[*plan.common, "c1", 1, 30000, "m-"]) == [1, None, 0]
+        assert fetch(keys=keys, args=[*plan.common, "c1", 1, 30000, "m-", 0]) == [1, None, 0]
         assert admin.lrange(plan.keys.batch("m-", "c1"), 0, -1) == [b"held"]
         assert admin.zcard(plan.keys.scheduled) == 0
 

@@ -2,13 +2,12 @@
 # brokerkit/backends/redis/list/broker_async.py, and run `python scripts/generate_sync.py`.
 """``redis+list://``: the reliable queue on Redis lists, with leases instead of guesses.
 
-Producers LPUSH to the topic's list; a consumer BLMOVEs (or, when messages are
-waiting, a script LMOVEs up to ``prefetch``) into its own processing list and
-records a lease per delivery, judged by the server's clock. A live consumer
-renews its leases in the background; a rescue step, run by every live consumer
-and by ``brokerkit rescue``, hands back deliveries whose lease ran out and the
-processing lists of consumers whose heartbeat stopped. See
-``docs/backends/redis-list.md``.
+Producers LPUSH to the topic's list; a consumer's fetch script moves up to
+``prefetch`` of them to a batch list of their own and records one lease for the batch,
+judged by the server's clock (after a BLMOVE into its processing list when it had to
+wait). A live consumer renews its leases in the background; a rescue step, run by every
+live consumer and by ``brokerkit rescue``, hands back deliveries whose lease ran out and
+what consumers whose heartbeat stopped held. See ``docs/backends/redis-list.md``.
 
 Written once, on ``redis.asyncio``, in ``broker_async.py``; the sync ``broker.py``
 is generated from it. The background lease renewal is an asyncio task on one side
@@ -251,12 +250,12 @@ class RedisListBroker(ListSettling, Broker):
         wait = None if block is None else (state.keys.queue, state.processing, block)
         batches = state.keys.batches_prefix
 
-        def fetch() -> tuple[str, tuple[list[Any], list[bytes]] | None]:
+        def fetch() -> tuple[str, tuple[list[Any], list[bytes] | None] | None]:
             # Every attempt takes a fresh nonce: one whose reply was lost may have
             # leased elements under the receipts it named.
             nonce = new_nonce()
             batch = f"{batches}{nonce}:{consumer}"
-            args = [*common, consumer, count, self._lease_ms, nonce]
+            args = [*common, consumer, count, self._lease_ms, nonce, state.element_size]
             if wait is not None:
                 args.append("1")  # the script leases what the BLMOVE moved first
             leased = lease_batch(self._client, batch, [*fetch_keys, batch], args, wait, run)
@@ -272,11 +271,17 @@ class RedisListBroker(ListSettling, Broker):
             state.idle = True
             return []
         state.heartbeat_at = time.monotonic()
-        reply, elements = leased
+        reply, read = leased
+        if read is None:  # leased, but the read of the batch failed: read it again
+            client: Any = self._client
+            batch = f"{batches}{nonce}:{consumer}"
+            read = self._consumer_call(subscription, lambda: client.lrange(batch, 0, -1))
+        elements: list[bytes] = read or []
         # the queue had no more (a fetch of big elements takes fewer: see FETCH)
         state.idle = len(elements) < count and not (len(reply) > 2 and reply[2])
         if not elements:
             return []
+        state.element_size = sum(map(len, elements)) // len(elements)
         # The batch is leased already: every element must come out as a delivery
         # (one another program wrote in a shape nobody reads is a raw message), or
         # it would sit leased, unrenewed, unseen until its lease ran out.
@@ -440,7 +445,7 @@ class RedisListBroker(ListSettling, Broker):
             with self._client.pipeline(transaction=True) as pipe:
                 pipe.llen(keys.queue)
                 pipe.zcard(keys.scheduled)
-                pipe.delete(keys.queue, keys.scheduled)
+                pipe.delete(keys.queue, keys.scheduled, keys.returned)
                 waiting, held, _ = pipe.execute()
                 return int(waiting) + int(held)
 

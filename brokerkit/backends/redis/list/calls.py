@@ -112,11 +112,11 @@ def lease_batch(
     args: list[Any],
     wait: tuple[str, str, float] | None,
     fetch: Lua,
-) -> tuple[list[Any], list[bytes]] | None:
+) -> tuple[list[Any], list[bytes] | None] | None:
     """The ``fetch`` script's reply and the elements it leased (its ``batch``, read in
-    the same send), or ``None`` where it did not run; with ``wait`` (queue, processing
-    list, seconds), a ``BLMOVE`` first (see :data:`.scripts.FETCH`). A failed BLMOVE
-    is raised only when the script leased nothing."""
+    the same send; ``None``: a read of its own failed), or ``None`` where it did not
+    run; with ``wait`` (queue, processing list, seconds), a ``BLMOVE`` first (see
+    :data:`.scripts.FETCH`). A failed BLMOVE is raised only when nothing was leased."""
     target: Any = client
     if isinstance(target, redis.RedisCluster):
         if wait is not None:
@@ -125,8 +125,7 @@ def lease_batch(
             if moved is None:
                 return None
         reply = fetch(keys=keys, args=args)
-        leased: Any = target.lrange(batch, 0, -1) if reply[0] else []
-        return reply, leased
+        return reply, _leased(target, batch, reply)
     with target.pipeline(transaction=False) as pipe:
         if wait is not None:
             queue, processing, block = wait
@@ -142,7 +141,7 @@ def lease_batch(
         # Not loaded on this server yet (it did not run): loaded and run now, it finds
         # what the BLMOVE moved still at the tail of the list.
         reply = fetch(keys=keys, args=args)
-        elements = target.lrange(batch, 0, -1) if reply[0] else []
+        elements = _leased(target, batch, reply)
     if isinstance(reply, Exception):
         raise reply
     if isinstance(elements, Exception):
@@ -150,6 +149,17 @@ def lease_batch(
     if isinstance(moved, Exception) and not reply[0]:
         raise moved
     return reply, elements
+
+
+def _leased(target: Any, batch: str, reply: list[Any]) -> Any:
+    """The elements of the ``batch`` the fetch script leased (``reply``), or ``None`` when
+    the connection failed on the way: the caller reads them again, not the script."""
+    if not reply[0]:
+        return []
+    try:
+        return target.lrange(batch, 0, -1)
+    except TRANSIENT_ERRORS:
+        return None
 
 
 def _text(value: bytes | str) -> str:

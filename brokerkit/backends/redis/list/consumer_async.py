@@ -32,4 +32,7 @@ class ConsumerState:
         self.due_at = math.inf
         self.heartbeat_at = float("-inf")
         self.idle = False
+        #: The mean size of the elements of the last fetch (0: none yet): a fetch of big
+        #: ones takes fewer (see FETCH).
+        self.element_size = 0
         self.reconcile = True

@@ -29,13 +29,16 @@ class ListKeys:
     :ivar leases_prefix: a consumer's lease hash is this + its name: where versions
         before batches recorded each delivered element (``<nonce><seq>`` -> element).
     :ivar fetches_prefix: a consumer's fetches hash (the nonce of each of its fetches
-        -> how many of that fetch's deliveries are unsettled) is this + its name.
+        -> a flag a delivery of that batch: leased, leased under a value of its own,
+        settled) is this + its name.
     :ivar batches_prefix: the list of the elements one fetch leased (a *batch*, as
         they came out of the queue, next-out first) is this + ``<nonce>:<consumer>``.
     :ivar expiry: HASH of receipt -> ``<lease deadline>.<delivered>``, in server milliseconds.
     :ivar attempts: HASH of the SHA-1 of a raw element (one another program wrote, or
         one published with ``raw=true``) -> its deliveries so far: a raw element goes
         back to the queue as it was, so its count is kept here.
+    :ivar returned: STRING, how many elements at the head of the queue came back (a
+        hand-back, a due retry, an orphan): each goes out alone (see :mod:`.scripts`).
     :ivar scheduled: ZSET of messages held for a due time (delayed publishes and
         delayed retries) -> the due time, in server milliseconds; a member is
         ``P<message id>\n<element>`` or ``R<receipt>\n<element>`` (see :mod:`.scripts`).
@@ -52,6 +55,7 @@ class ListKeys:
     expiry: str
     attempts: str
     scheduled: str
+    returned: str
 
     def processing(self, consumer: str) -> str:
         """The processing list of ``consumer``."""
@@ -79,6 +83,7 @@ class ListKeys:
             self.expiry,
             self.attempts,
             self.scheduled,
+            self.returned,
         ]
 
     def expected_types(self) -> dict[str, str]:
@@ -91,6 +96,7 @@ class ListKeys:
             self.expiry: "hash",
             self.attempts: "hash",
             self.scheduled: "zset",
+            self.returned: "string",
         }
 
 
@@ -133,6 +139,7 @@ OWN_PARTS = (
     "expiry",
     "attempts",
     "scheduled",
+    "returned",
 )
 
 
@@ -149,4 +156,5 @@ def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKe
         expiry=name("expiry"),
         attempts=name("attempts"),
         scheduled=name("scheduled"),
+        returned=name("returned"),
     )

@@ -24,17 +24,17 @@ RELEASE_BATCH = 100
 PREAMBLE = (
     r"""
 local QUEUE, DEADLINES, CONSUMERS, DLQ, EXPIRY = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local ATTEMPTS, SCHEDULED = KEYS[6], KEYS[7]
+local ATTEMPTS, SCHEDULED, RETURNED = KEYS[6], KEYS[7], KEYS[8]
 local PROC_PREFIX, LEASE_PREFIX = ARGV[1], ARGV[2]
 -- The other per-consumer keys are named like the lease hash ('...:leases:' + consumer):
 -- '...:fetches:' + consumer and '...:batch:' + nonce + ':' + consumer (see ListKeys).
 local STEM = string.sub(LEASE_PREFIX, 1, -8)
 local FETCHES_PREFIX, BATCH_PREFIX = STEM .. 'fetches:', STEM .. 'batch:'
 -- A consumer's processing list, lease hash and fetches hash, and the batches a call
--- may touch, are declared after the fixed keys, KEYS[8...]: a script touches no key
+-- may touch, are declared after the fixed keys, KEYS[9...]: a script touches no key
 -- it was not given (see TopicPlan.keys_for).
 local DECLARED = {}
-for i = 8, #KEYS do DECLARED[KEYS[i]] = true end
+for i = 9, #KEYS do DECLARED[KEYS[i]] = true end
 local function declared(C)
   return DECLARED[PROC_PREFIX .. C] and DECLARED[LEASE_PREFIX .. C]
     and DECLARED[FETCHES_PREFIX .. C]
@@ -308,6 +308,7 @@ local function hand_back(e, requeue, reason, due, tag)
       redis.call('ZADD', SCHEDULED, due, 'R' .. tag .. '\n' .. back)
     else
       redis.call('RPUSH', QUEUE, back)
+      redis.call('INCR', RETURNED)
     end
   else
     if digest then redis.call('HDEL', ATTEMPTS, digest) end
@@ -332,6 +333,7 @@ local function release_due(t, limit)
     end
   end
   for i = #retries, 1, -1 do redis.call('RPUSH', QUEUE, retries[i]) end
+  if #retries > 0 then redis.call('INCRBY', RETURNED, #retries) end
   call_chunked('ZREM', SCHEDULED, due, 1)
   return #due
 end

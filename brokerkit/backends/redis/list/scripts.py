@@ -10,7 +10,8 @@ Every script takes the same first keys and arguments (see :data:`PREAMBLE`)::
     KEYS[5] expiry      HASH batch or receipt -> "<lease deadline>.<delivered>" (server ms)
     KEYS[6] attempts    HASH SHA-1 of a raw element -> its deliveries so far
     KEYS[7] scheduled   ZSET held message -> due time (server ms)
-    KEYS[8...] the processing list, lease hash and fetches hash of each consumer the
+    KEYS[8] returned    STRING how many elements at the queue's head came back
+    KEYS[9...] the processing list, lease hash and fetches hash of each consumer the
                 call may touch, and the batch lists of the receipts it names (see
                 :meth:`.TopicPlan.keys_for`): no script touches a key it was not
                 given, so every key is declared, as Redis Cluster wants
@@ -61,8 +62,11 @@ An element handed back after a delivery is wrapped as ``BKR<n>\\n<element>``: th
 message was delivered ``n`` times before. A fresh element has no wrapper. A fetch hands
 such an element out alone (a batch stops before it), so that a message that crashes its
 consumer cannot take the messages fetched with it to the dead-letter topic. Handed-back
-elements go to the head of the queue (the right) and new ones to its tail, so the next
-one out tells whether a batch would take one. A raw element (no ``BK1`` envelope:
+elements (and due retries, and orphans a rescue puts back) go to the head of the queue
+(the right), new ones to its tail, and ``returned`` counts the ones at the head: a fetch
+reads no element to tell. The count heals itself when another program takes from the
+head (a fetch that takes one it counted decrements it; an empty queue clears it); an
+element an earlier version handed back is not counted. A raw element (no ``BK1`` envelope:
 another program wrote it, or ``raw=true`` did) goes back as it was, so that the program
 that reads the list can still read it; its count is kept in the ``attempts`` hash under
 the element's SHA-1 (identical raw elements share one count), and a fetch reports it in
@@ -90,7 +94,8 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "INSPECT", "PREAMBLE", "RELEASE_BATCH", "
 
 #: ARGV[7] consumer, [8] how many, [9] lease ms, [10] the fetch's nonce (its receipts
 #: are ``<nonce><i>:<consumer>``, ``i`` from 0, and its batch list is named after it),
-#: [11] (optional) "1": first lease the tail of the consumer's processing list, where
+#: [11] the mean size of the elements of the consumer's last fetch (0: none yet),
+#: [12] (optional) "1": first lease the tail of the consumer's processing list, where
 #: a BLMOVE sent just before this call, in the same pipeline, moved what it waited for
 #: (or an element a lost reply left there: never delivered); such a wake-up call leaves
 #: held messages that fell due to the consumer's next release (it blocked only after
@@ -113,8 +118,8 @@ FETCH = with_preamble(
 local FETCH_BYTES = 4000000
 local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
-local nonce = ARGV[10]
-local woken = ARGV[11] == '1'
+local nonce, hint = ARGV[10], tonumber(ARGV[11]) or 0
+local woken = ARGV[12] == '1'
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
 -- A consumer blocks only after it moved what was due, and only until the next due
@@ -127,37 +132,43 @@ end
 -- A message that comes back (nacked, or its lease ran out: maybe it crashed its
 -- consumer) goes out alone, so that a poison message cannot take the messages
 -- fetched with it down with it, time after time, until they are dead-lettered unseen.
--- Such messages are pushed to the head of the queue (the right), new ones to the tail:
--- the next one out tells whether any of the batch came back.
-local counted = redis.call('HLEN', ATTEMPTS) > 0
-local function came_back(e)  -- (whether e came back, a raw one's count)
-  if string.sub(e, 1, 3) == 'BKR' and wrapped_count(e) then return true end
-  if counted and is_raw(e) then
-    local n = redis.call('HGET', ATTEMPTS, redis.sha1hex(e))
-    if n then return true, count_text(tonumber(n) or 0) end
+-- Such messages are pushed to the head of the queue (the right), new ones to its
+-- tail, and RETURNED counts them: no element is read to tell.
+local returned = tonumber(redis.call('GET', RETURNED)) or 0
+local taken_back = false
+local function take_returned(source)  -- one that came back is taken: (its raw count)
+  taken_back = true
+  returned = returned - 1
+  if returned > 0 then redis.call('SET', RETURNED, returned) else redis.call('DEL', RETURNED) end
+  -- a raw element carries its count in the reply (the queue keeps it as it was)
+  if redis.call('HLEN', ATTEMPTS) > 0 then
+    local e = redis.call('LINDEX', source, -1)
+    if e and is_raw(e) then return redis.call('HGET', ATTEMPTS, redis.sha1hex(e)) or nil end
   end
-  return false
+  return nil
 end
 local woke, alone, count = 0, false, nil
 -- The BLMOVEd element is leased only if it is still there: a rescuer that took
 -- this consumer for dead has already handed it back.
-if woken then
-  local e = redis.call('LINDEX', proc, -1)
-  if e then woke = 1; alone, count = came_back(e) end
+if woken and redis.call('LLEN', proc) > 0 then
+  woke = 1
+  if returned > 0 then alone = true; count = take_returned(proc) end
 end
 local take, capped = 0, false
-if not alone and woke < want then
-  local e = redis.call('LINDEX', QUEUE, -1)
-  if e then
-    local back, n = came_back(e)
-    if not back then
-      -- About FETCH_BYTES at most, by the size of the next one out: moving a batch
-      -- takes fresh memory for all of it at once, and at 1 MB a batch of 100 held the
-      -- server 60 ms where 4 at a time cost no more per element than LMOVE.
-      take = math.min(want - woke, math.max(math.floor(FETCH_BYTES / math.max(#e, 1)), 1))
-      capped = take < want - woke
-    elseif woke == 0 then take, count = 1, n end  -- else the batch stops before it
+if not alone and woke < want and redis.call('LLEN', QUEUE) > 0 then
+  if returned > 0 then
+    if woke == 0 then take = 1; count = take_returned(QUEUE) end  -- else the batch stops
+  else
+    -- About FETCH_BYTES at most, by the mean size of the consumer's last fetch (or of
+    -- the next one out, for its first): a batch's move takes fresh memory for all of it
+    -- at once; at 1 MB a batch of 100 held the server 60 ms where 4 at a time cost no
+    -- more per element than LMOVE.
+    if hint <= 0 then hint = #redis.call('LINDEX', QUEUE, -1) end
+    take = math.min(want - woke, math.max(math.floor(FETCH_BYTES / math.max(hint, 1)), 1))
+    capped = take < want - woke
   end
+elseif returned > 0 and not alone and redis.call('LLEN', QUEUE) == 0 then
+  redis.call('DEL', RETURNED)  -- the queue is empty: whatever took them, none is left
 end
 -- The elements move from the queue to the batch list inside Redis, never through
 -- this script (a body read here is copied into Lua): SORT ... BY nosort keeps the
@@ -186,6 +197,7 @@ if not ok then
   pcall(redis.call, 'HDEL', fetches, nonce)
   pcall(redis.call, 'ZREM', DEADLINES, group)
   while redis.call('LMOVE', batch, QUEUE, 'RIGHT', 'RIGHT') do end  -- the first one last
+  if taken_back then redis.call('INCR', RETURNED) end
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
 end
 return {size, count or false, capped and 1 or 0}
@@ -440,6 +452,7 @@ for _, C in ipairs(dead) do
   -- moved but never leased: never handed to the application, no attempt
   for _, e in ipairs(orphans(C)) do
     redis.call('RPUSH', QUEUE, e)
+    redis.call('INCR', RETURNED)  -- goes out alone, as one that came back does
     moved = moved + 1
   end
   redis.call('DEL', proc)
@@ -505,6 +518,7 @@ if ARGV[8] ~= '' then
   for _, e in ipairs(orphans(ARGV[8])) do
     redis.call('LREM', proc_of(ARGV[8]), 1, e)
     redis.call('RPUSH', QUEUE, e)
+    redis.call('INCR', RETURNED)
     reconciled = reconciled + 1
   end
 end
