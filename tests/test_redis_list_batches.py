@@ -383,3 +383,21 @@ def test_the_count_of_returned_elements_heals_when_another_program_takes_one(
     assert [d.body for d in got if d] == [f"m{i}" for i in range(10)]
     broker.ack(*got)
     assert redis_client.exists(keys.returned) == 0
+
+
+def test_a_garbled_count_of_returned_elements_never_jams_a_nack(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    keys = broker._topic("orders").keys
+    broker.publish("orders", "m")
+    redis_client.set(keys.returned, "not a number")  # another program's doing
+    subscription = broker.subscribe("orders")
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None
+    delivery.nack()
+    assert redis_client.get(keys.returned) == b"1"
+    again = subscription.receive(timeout=5)
+    assert again is not None and again.attempt == 2
+    again.ack()
+    assert redis_client.exists(keys.returned) == 0

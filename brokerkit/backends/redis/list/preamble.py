@@ -285,6 +285,12 @@ local function is_raw(e)
   return head ~= 'BKR' or wrapped_count(e) == nil
 end
 
+-- n more elements at the head of the queue came back (RETURNED counts them; one
+-- another program wrote a non-number into is started again)
+local function count_returned(n)
+  if type(redis.pcall('INCRBY', RETURNED, n)) ~= 'number' then redis.call('SET', RETURNED, n) end
+end
+
 -- A delivered element comes back: next out of the queue (or, with a due time in
 -- server ms, into SCHEDULED under the tag until then), or dead-lettered when
 -- rejected or when it has been delivered max_deliveries times. A raw element goes
@@ -308,7 +314,7 @@ local function hand_back(e, requeue, reason, due, tag)
       redis.call('ZADD', SCHEDULED, due, 'R' .. tag .. '\n' .. back)
     else
       redis.call('RPUSH', QUEUE, back)
-      redis.call('INCR', RETURNED)
+      count_returned(1)
     end
   else
     if digest then redis.call('HDEL', ATTEMPTS, digest) end
@@ -333,7 +339,7 @@ local function release_due(t, limit)
     end
   end
   for i = #retries, 1, -1 do redis.call('RPUSH', QUEUE, retries[i]) end
-  if #retries > 0 then redis.call('INCRBY', RETURNED, #retries) end
+  if #retries > 0 then count_returned(#retries) end
   call_chunked('ZREM', SCHEDULED, due, 1)
   return #due
 end

@@ -176,6 +176,7 @@ end
 if take > 0 then
   take = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', 0, take, 'DESC', 'STORE', batch)
   redis.call('LTRIM', QUEUE, 0, -take - 1)
+  capped = capped and redis.call('LLEN', QUEUE) > 0
 end
 if woke == 1 then redis.call('LMOVE', proc, batch, 'RIGHT', 'LEFT') end
 local size = woke + take
@@ -197,7 +198,7 @@ if not ok then
   pcall(redis.call, 'HDEL', fetches, nonce)
   pcall(redis.call, 'ZREM', DEADLINES, group)
   while redis.call('LMOVE', batch, QUEUE, 'RIGHT', 'RIGHT') do end  -- the first one last
-  if taken_back then redis.call('INCR', RETURNED) end
+  if taken_back then count_returned(1) end
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
 end
 return {size, count or false, capped and 1 or 0}
@@ -452,7 +453,7 @@ for _, C in ipairs(dead) do
   -- moved but never leased: never handed to the application, no attempt
   for _, e in ipairs(orphans(C)) do
     redis.call('RPUSH', QUEUE, e)
-    redis.call('INCR', RETURNED)  -- goes out alone, as one that came back does
+    count_returned(1)  -- goes out alone, as one that came back does
     moved = moved + 1
   end
   redis.call('DEL', proc)
@@ -518,7 +519,7 @@ if ARGV[8] ~= '' then
   for _, e in ipairs(orphans(ARGV[8])) do
     redis.call('LREM', proc_of(ARGV[8]), 1, e)
     redis.call('RPUSH', QUEUE, e)
-    redis.call('INCR', RETURNED)
+    count_returned(1)
     reconciled = reconciled + 1
   end
 end
