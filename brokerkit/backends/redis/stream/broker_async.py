@@ -403,7 +403,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         if state.count_acks:
             # every entry after the group's position, in order: acked exactly as
             # read, this batch may be acked by its count (see ack_script.ACK)
-            state.last_read = tuple(d.receipt.entry_id for d in deliveries)
+            state.last_read = deliveries.copy()
         return deliveries
 
     def _decode(self, topic: str, flat: Any) -> Message:

@@ -60,7 +60,7 @@ from brokerkit.backends.redis._envelope import encode_fields
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls import Call, StreamScripts, run_scripts
-from brokerkit.backends.redis.stream.deliveries import by_member_of
+from brokerkit.backends.redis.stream.deliveries import Member, by_member_of
 from brokerkit.backends.redis.stream.entries import StreamReceipt
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
@@ -100,6 +100,19 @@ def _chunks(deliveries: list[Delivery], size: int) -> Iterator[tuple[list[str], 
         yield chunk, [d for entry_id in chunk for d in of[entry_id]]
 
 
+def _members(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]:
+    """:func:`by_member_of`, at once for the usual ack: the whole batch of one
+    subscription's last read, as it was read (one list comparison, in C, where
+    grouping looks at each receipt)."""
+    batch = list(deliveries)
+    if batch:
+        first = batch[0]
+        if first.subscription.state.last_read == batch:
+            receipt: StreamReceipt = first.receipt
+            return {(receipt.key, receipt.group, receipt.consumer): batch}
+    return by_member_of(batch)
+
+
 log = logging.getLogger("brokerkit.redis")
 
 
@@ -136,16 +149,16 @@ class StreamSettling:
         # Per call sent with a count instead of the ids, its keys, member and
         # deliveries, for the ids' call should the script not prove the batch held.
         by_count: dict[int, tuple[list[str], str, str, list[Delivery]]] = {}
-        for (key, group, consumer), ds in by_member_of(deliveries).items():
+        for (key, group, consumer), ds in _members(deliveries).items():
             state: StreamState = ds[0].subscription.state
             # the group's delayed ZSET: written by a retry only (see ack_script.ACK)
             keys = [key, state.delayed_key]
             if (
                 WHOLE_BATCH <= len(ds) <= ACK_CHUNK
                 and flag == "00"  # XDEL needs the ids
-                and state.last_read is not None
-                # the same entries, in the same order
-                and state.last_read == tuple(d.receipt.entry_id for d in ds)
+                # the deliveries the last read made, in its order: the same objects
+                # (a delivery equals only itself), so the same entries
+                and state.last_read == ds
             ):
                 # One XREADGROUP > read's whole batch, acked as read: sent by its
                 # count and bounds, without its ids (see ack_script.ACK).
