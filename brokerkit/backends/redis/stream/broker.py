@@ -9,7 +9,8 @@ is a Redis consumer group; a subscription is one consumer in it.
 * Publish: one ``XADD`` (``MAXLEN ~ N`` / ``MINID ~ T`` when bounded); for
   :meth:`~brokerkit.Broker.publish_many`, one script that adds the batch (all or
   none) and trims once.
-* Receive: ``XREADGROUP ... COUNT prefetch [BLOCK]``. A script that claims
+* Receive: ``XREADGROUP ... COUNT prefetch [BLOCK]``, on a connection the
+  subscription keeps for its reads (see :mod:`.reader_async`). A script that claims
   entries idle past the visibility timeout (``XAUTOCLAIM``) and reads the rest runs
   instead on a subscription's first fetch, after a read found nothing, after a
   nack, and otherwise every quarter visibility timeout. The group is created on
@@ -69,6 +70,7 @@ from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.reader import Reader
 from brokerkit.backends.redis.stream.reaping import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_member
 from brokerkit.backends.redis.stream.scripts import text
@@ -245,6 +247,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         state.scheduled_key = self._keys.topic(topic, "scheduled")
         state.delayed_key = self._keys.topic(topic, "delayed", subscription.group)
         state.wake_key = self._keys.topic(topic, "wake", subscription.group)
+        state.reader = Reader(self._client)
         subscription.state = state
         mine = int(self.options.visibility_timeout * 1000)
 
@@ -365,11 +368,11 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         # The group's wake stream too: a hand-back or requeue adds to it (see
         # scripts.NACK), so that it ends this wait as a new entry would.
         args += ["STREAMS", state.key, state.wake_key, ">", ">"]
-        client: Any = self._client
+        reader: Reader = state.reader
 
         def read() -> Any:
             try:
-                return client.execute_command(*args)
+                return reader.execute(*args)
             except ResponseError as exc:
                 # NOGROUP: the group (or the wake stream's) was deleted; UNBLOCKED: a
                 # key this read waited on was (delete_group runs while members wait)
@@ -417,8 +420,9 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         return Delivery(message, subscription=subscription, attempt=attempt, receipt=receipt)
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
-        super()._unsubscribe(subscription, unreturned)
         state: StreamState = subscription.state
+        state.reader.close()
+        super()._unsubscribe(subscription, unreturned)
         try:
             with translate_errors(self.url, subscription.topic):
                 if state.woken:  # wake entries read that no claim acked yet

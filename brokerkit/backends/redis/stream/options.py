@@ -130,3 +130,5 @@ class StreamState:
     last_read: list[Any] | None = dataclasses.field(default=None, repr=False)
     #: Whether acks may go by count: not once the script said the group is too big.
     count_acks: bool = True
+    #: The subscription's reads, on a connection it holds (see :mod:`.reader_async`).
+    reader: Any = dataclasses.field(default=None, repr=False)
