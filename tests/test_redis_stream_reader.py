@@ -204,3 +204,24 @@ def test_a_read_connection_killed_by_the_server_is_replaced(
     now = subscription.state.reader._connection
     assert now._sock.getsockname()[:2] != (host, port)
     subscription.close()
+
+
+def test_settlements_take_the_settling_connection_and_reload_flushed_scripts(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    """An ack runs on the settling connection the broker keeps; after SCRIPT FLUSH its
+    EVALSHA answers NOSCRIPT there, and the script is loaded and run again."""
+    broker = make()
+    subscription = broker.subscribe("jobs", group="g", prefetch=2)
+    held = broker._settle_held.reader
+    for round_ in range(2):
+        broker.publish_many("jobs", [f"{round_}a", f"{round_}b"])
+        got = [subscription.receive(timeout=5) for _ in range(2)]
+        assert None not in got
+        if round_ == 1:
+            redis_client.script_flush()
+        broker.ack(*[d for d in got if d is not None])
+        assert held._connection is not None
+    assert redis_client.xpending(broker.stream_key("jobs"), "g")["pending"] == 0
+    broker.close()
+    assert held._connection is None

@@ -68,7 +68,7 @@ from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage_async import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
-from brokerkit.backends.redis.stream.reader_async import AsyncReader
+from brokerkit.backends.redis.stream.reader_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis.stream.reaping_async import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_member
 from brokerkit.backends.redis.stream.scripts import text
@@ -119,8 +119,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
         self._client = make_client(url, self.options)
-        # Entries are decoded from XREADGROUP's flat reply, without redis-py building
-        # a dict per entry first (this client is the broker's own).
+        # XREADGROUP's flat reply as it came (this client is the broker's own).
         self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
         self._durable = replica_wait(self._client, url, self.options)
@@ -133,6 +132,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             _let_go(self._client)
             raise
         self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
+        self._settle_held = AsyncHeldClient(AsyncReader(self._settle_client))
+        self._settle_lock = Lock()
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -496,5 +497,6 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         for durable in (self._durable, self._settle_durable):
             if durable is not None:
                 await durable.aclose()
+        await self._settle_held.reader.close()
         await self._settle_client.aclose()
         await self._client.aclose()

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from brokerkit._compat import Lock
+from brokerkit._compat import Lock, acquire
 from brokerkit._delivery import Delivery
 from brokerkit._message import Message
 from brokerkit._url import BrokerURL
@@ -64,6 +64,7 @@ from brokerkit.backends.redis.stream.deliveries import Member, by_member_of
 from brokerkit.backends.redis.stream.entries import StreamReceipt
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.reader import HeldClient
 from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
@@ -134,6 +135,10 @@ class StreamSettling:
     #: Held while renewing, and while a nack takes its deliveries out of the
     #: keeper, so that no renewal lands after a requeue and undoes it.
     _lease_lock: Lock
+    #: A connection of the settling client's pool that settlements take in turn,
+    #: and the lock that says whose turn it is (see :meth:`_settle_scripts`).
+    _settle_held: HeldClient
+    _settle_lock: Lock
 
     if TYPE_CHECKING:  # provided by Broker
 
@@ -414,7 +419,7 @@ class StreamSettling:
                 ]
             durable = self._settle_durable
             if durable is None or unconfirmed is None:  # a renewal needs no replica
-                return run_scripts(self._settle_client, todo)
+                return self._settle_scripts(todo)
             # ack and nack wait for replicas: one connection per stream key
             by_key: dict[str, list[int]] = {}
             for i, (_, keys, _) in enumerate(todo):
@@ -438,6 +443,19 @@ class StreamSettling:
             for key, confirmed in short.items():
                 unconfirmed[key] = min(confirmed, unconfirmed.get(key, confirmed))
         return replies
+
+    def _settle_scripts(self, calls: Sequence[Call]) -> list[Any]:
+        """:func:`run_scripts` on the settling client; one call on the settling
+        connection the broker keeps (see :mod:`.reader_async`), unless another
+        settlement is using it (that one's pool connection is then taken: redis-py
+        takes and gives back one around every command, at ~100k client instructions)."""
+        held: Any = self._settle_held
+        if len(calls) == 1 and held.reader.pooled and acquire(self._settle_lock, 0):
+            try:
+                return run_scripts(held, calls)
+            finally:
+                self._settle_lock.release()
+        return run_scripts(self._settle_client, calls)
 
     def _renew_held(self, held: list[Delivery]) -> list[Delivery]:
         """The lease keeper's beat: renew the leases still held; return those lost."""

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
-from brokerkit._acompat import Lock
+from brokerkit._acompat import Lock, acquire
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._message import Message
 from brokerkit._url import BrokerURL
@@ -62,6 +62,7 @@ from brokerkit.backends.redis.stream.deliveries_async import Member, by_member_o
 from brokerkit.backends.redis.stream.entries import StreamReceipt
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.reader_async import AsyncHeldClient
 from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
@@ -134,6 +135,10 @@ class StreamSettling:
     #: Held while renewing, and while a nack takes its deliveries out of the
     #: keeper, so that no renewal lands after a requeue and undoes it.
     _lease_lock: Lock
+    #: A connection of the settling client's pool that settlements take in turn,
+    #: and the lock that says whose turn it is (see :meth:`_settle_scripts`).
+    _settle_held: AsyncHeldClient
+    _settle_lock: Lock
 
     if TYPE_CHECKING:  # provided by AsyncBroker
 
@@ -416,7 +421,7 @@ class StreamSettling:
                 ]
             durable = self._settle_durable
             if durable is None or unconfirmed is None:  # a renewal needs no replica
-                return await run_scripts(self._settle_client, todo)
+                return await self._settle_scripts(todo)
             # ack and nack wait for replicas: one connection per stream key
             by_key: dict[str, list[int]] = {}
             for i, (_, keys, _) in enumerate(todo):
@@ -440,6 +445,19 @@ class StreamSettling:
             for key, confirmed in short.items():
                 unconfirmed[key] = min(confirmed, unconfirmed.get(key, confirmed))
         return replies
+
+    async def _settle_scripts(self, calls: Sequence[Call]) -> list[Any]:
+        """:func:`run_scripts` on the settling client; one call on the settling
+        connection the broker keeps (see :mod:`.reader_async`), unless another
+        settlement is using it (that one's pool connection is then taken: redis-py
+        takes and gives back one around every command, at ~100k client instructions)."""
+        held: Any = self._settle_held
+        if len(calls) == 1 and held.reader.pooled and await acquire(self._settle_lock, 0):
+            try:
+                return await run_scripts(held, calls)
+            finally:
+                self._settle_lock.release()
+        return await run_scripts(self._settle_client, calls)
 
     async def _renew_held(self, held: list[AsyncDelivery]) -> list[AsyncDelivery]:
         """The lease keeper's beat: renew the leases still held; return those lost."""
