@@ -55,10 +55,10 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable_async import replica_wait
-from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic_async import Periodic
+from brokerkit.backends.redis._stream_fields import stream_header
 from brokerkit.backends.redis.stream.calls_async import StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries_async import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from brokerkit.backends.redis._envelope import HEADER_FIELD
 from brokerkit.backends.redis._options import RedisOptions
+from brokerkit.backends.redis._stream_fields import HEADER_FIELD
 from brokerkit.backends.redis.stream.keys import check_stream_key
 from brokerkit.exceptions import InvalidOption
 

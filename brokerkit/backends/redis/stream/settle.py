@@ -56,8 +56,8 @@ from brokerkit._message import Message
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._durable import ReplicaWait
-from brokerkit.backends.redis._envelope import encode_fields
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._stream_fields import encode_fields
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls import Call, StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries import Member, by_member_of

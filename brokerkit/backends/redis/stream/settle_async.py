@@ -54,8 +54,8 @@ from brokerkit._message import Message
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
-from brokerkit.backends.redis._envelope import encode_fields
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
+from brokerkit.backends.redis._stream_fields import encode_fields
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls_async import Call, StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries_async import Member, by_member_of
