@@ -100,6 +100,46 @@ def test_a_batch_of_headers_with_headers_reads_as_each_header_alone(headers: lis
         assert len({id(m.headers) for m in batch}) == len(batch)
 
 
+_tail_line = st.sampled_from(["bin", "a/b", "", "{", "\0", "1.5", "inf", "nan", " 2 "]) | _line
+_shared_tail = st.tuples(_tail_line, _tail_line).map(
+    lambda t: f"\n{t[0]}\n{t[1]}".encode("utf-8", "surrogatepass")
+)
+_id_line = st.sampled_from(["0a1", "", "{", "\0", "é", "a\nb", "x\0y"]) | _line
+
+
+@given(
+    st.lists(_id_line, min_size=2, max_size=6),
+    _shared_tail,
+    st.lists(st.tuples(st.integers(0, 5), _headers), max_size=2),
+)
+def test_a_batch_of_one_tail_reads_as_line_by_line(
+    ids: list[str], tail: bytes, odd: list[tuple[int, bytes]]
+) -> None:
+    """Headers of one content type and time (what publish_many writes) have only their
+    ids split out; whatever the lines, the answer is the line by line reading's, and
+    that of each header alone."""
+    headers = [i.encode("utf-8", "surrogatepass") + tail for i in ids]
+    for at, header in odd:
+        headers.insert(min(at, len(headers)), header)
+    count = len(headers)
+    assert _stream_fields.header_lines(headers) == _stream_fields._line_by_line(headers, count)
+    payloads = [b"p"] * count
+    batch = _stream_fields.messages_from_headers("orders", headers, payloads)
+    assert batch is None or batch == _one_by_one(headers, payloads)
+
+
+def test_a_batch_publish_many_wrote_has_only_its_ids_split_out() -> None:
+    written = [Message(f"0a{n}", "orders", b"p", "application/json", {}, 1.5) for n in range(3)]
+    headers = [_stream_fields.stream_header(m).encode() for m in written]
+    assert _stream_fields._one_tail(headers, 3) == (
+        ["0a0", "0a1", "0a2"],
+        ["application/json"] * 3,
+        [1.5] * 3,
+        None,
+    )
+    assert _stream_fields.messages_from_headers("orders", headers, [b"p"] * 3) == written
+
+
 def test_a_batch_with_headers_publish_many_wrote_is_read_at_once() -> None:
     written = [
         Message(f"0a{n}", "orders", b"p", "application/json", {"trace-id": f"t{n}"}, 1.5)

@@ -189,11 +189,64 @@ def header_lines(headers: Sequence[bytes]) -> HeaderLines | None:
     A consumer's fetch brings a batch: one join, decode and split for all of it costs
     less than one per header, the publish times are converted once per distinct text
     (a ``publish_many`` gives its whole batch one time), and each headers line is read
-    by the JSON scanner alone, without json.loads around it. Never raises.
+    by the JSON scanner alone, without json.loads around it. A batch whose headers
+    share their content type and time lines (one ``publish_many``'s) has only its
+    ids split out of the text. Never raises.
     """
     count = len(headers)
     if not count:
         return [], [], [], None
+    if count > 1:
+        lines = _one_tail(headers, count)
+        if lines is not None:
+            return lines
+    return _line_by_line(headers, count)
+
+
+def _one_tail(headers: Sequence[bytes], count: int) -> HeaderLines | None:
+    """:func:`header_lines` of a batch whose headers are each an id line and the same
+    two lines after it (a ``publish_many``'s batch: one content type, one publish
+    time), with only the ids split out of the text; None when the batch is not such,
+    or is not read so alone (it is then read line by line)."""
+    last = headers[-1]
+    if type(last) is not bytes or type(headers[0]) is not bytes:
+        return None
+    cut = last.find(b"\n")
+    tail = last[cut:]
+    if cut < 1 or tail.count(b"\n") != 2 or not headers[0].endswith(tail):
+        return None
+    try:
+        text = b"\0".join(headers).decode()
+        ids = (text + "\0").split(tail.decode() + "\0")
+    except _NOT_OURS:
+        return None
+    # The text is each header and a "\0" after it but the last: when it holds no "\0"
+    # but those and no line break but the tail's two per header, and splits at the
+    # tail and the "\0" after it into one piece per header (and an empty one after),
+    # each header is its piece (one line, no "\0") and the tail.
+    if (
+        len(ids) != count + 1
+        or ids.pop()
+        or text.count("\n") != 2 * count
+        or text.count("\0") != count - 1
+    ):
+        return None
+    # An empty id, or a line opening with "{", is left to the line by line reading.
+    if "" in ids or "{" in text:
+        return None
+    _, short, ts = tail.decode().split("\n")
+    content_type = _CONTENT_TYPES.get(short, short)
+    try:
+        published_at = float(ts)
+    except _NOT_OURS:
+        return None
+    if "/" not in content_type or not math.isfinite(published_at):
+        return None
+    return ids, [content_type] * count, [published_at] * count, None
+
+
+def _line_by_line(headers: Sequence[bytes], count: int) -> HeaderLines | None:
+    """:func:`header_lines` of any batch of ``count`` (1 or more) headers."""
     try:
         # Joined by a line "\0" of their own: when the only such lines are the
         # count - 1 separators and they fall at every fourth (fifth) line, each header
