@@ -422,8 +422,10 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         state: StreamState = subscription.state
-        state.reader.close()
-        super()._unsubscribe(subscription, unreturned)
+        try:
+            super()._unsubscribe(subscription, unreturned)
+        finally:
+            state.reader.close()  # its connection back to the pool
         try:
             with translate_errors(self.url, subscription.topic):
                 if state.woken:  # wake entries read that no claim acked yet

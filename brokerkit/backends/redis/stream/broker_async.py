@@ -424,8 +424,10 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
     ) -> None:
         state: StreamState = subscription.state
-        await state.reader.close()
-        await super()._unsubscribe(subscription, unreturned)
+        try:
+            await super()._unsubscribe(subscription, unreturned)
+        finally:
+            await state.reader.close()  # its connection back to the pool
         try:
             with translate_errors(self.url, subscription.topic):
                 if state.woken:  # wake entries read that no claim acked yet
