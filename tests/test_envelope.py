@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from brokerkit._message import Message
-from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis import _envelope, _stream_fields
 
 text = st.text(st.characters(blacklist_categories=("Cs",)))
 messages = st.builds(
@@ -42,9 +42,9 @@ def test_an_envelope_round_trips(message: Message) -> None:
 def test_stream_fields_round_trip(message: Message) -> None:
     fields = {
         k.encode(): v.encode() if isinstance(v, str) else v
-        for k, v in _envelope.encode_fields(message).items()
+        for k, v in _stream_fields.encode_fields(message).items()
     }
-    assert _envelope.decode_fields("orders", fields) == message
+    assert _stream_fields.decode_fields("orders", fields) == message
 
 
 @given(st.binary())
@@ -60,7 +60,7 @@ def test_any_value_decodes_without_raising(data: bytes) -> None:
     )
 )
 def test_any_stream_fields_decode_without_raising(fields: dict[bytes, bytes]) -> None:
-    assert _envelope.decode_fields("orders", fields).id
+    assert _stream_fields.decode_fields("orders", fields).id
 
 
 @pytest.mark.parametrize(
@@ -128,8 +128,8 @@ _HOSTILE_HEADERS = {
 
 @pytest.mark.parametrize("header", _HOSTILE_HEADERS.values(), ids=_HOSTILE_HEADERS.keys())
 def test_a_hostile_stream_header_is_a_raw_entry(header: bytes) -> None:
-    assert _envelope.message_from_header("orders", header, b"body") is None
-    message = _envelope.decode_fields("orders", {b"bk1": header, b"body": b"body"})
+    assert _stream_fields.message_from_header("orders", header, b"body") is None
+    message = _stream_fields.decode_fields("orders", {b"bk1": header, b"body": b"body"})
     assert message.id.startswith("raw-")
     assert _envelope.decode("orders", _envelope.encode(message)) == message
 
@@ -145,7 +145,7 @@ def test_a_hostile_stream_header_is_a_raw_entry(header: bytes) -> None:
     ids=["ts infinite", "nested headers", "surrogate", "id not UTF-8"],
 )
 def test_hostile_old_style_fields_are_a_raw_entry(fields: dict[bytes, bytes]) -> None:
-    message = _envelope.decode_fields("orders", fields)
+    message = _stream_fields.decode_fields("orders", fields)
     assert message.id.startswith("raw-")
     assert _envelope.decode("orders", _envelope.encode(message)) == message
 
@@ -188,14 +188,14 @@ def test_any_json_header_decodes_to_a_message_that_re_encodes(
     message = _envelope.decode("orders", data)
     assert _envelope.decode("orders", _envelope.encode(message)) == message
     fields = {b"bk1": text.encode(), b"body": payload}
-    message = _envelope.decode_fields("orders", fields)
-    again = _envelope.encode_fields(message)
+    message = _stream_fields.decode_fields("orders", fields)
+    again = _stream_fields.encode_fields(message)
     assert again["body"] == message.payload
 
 
 @given(st.binary(), st.binary())
 def test_any_stream_header_bytes_decode(header: bytes, payload: bytes) -> None:
-    message = _envelope.decode_fields("orders", {b"bk1": header, b"body": payload})
+    message = _stream_fields.decode_fields("orders", {b"bk1": header, b"body": payload})
     assert _envelope.decode("orders", _envelope.encode(message)) == message
 
 
@@ -307,7 +307,7 @@ def _three_lines_as_the_general_checks_read_them(header: bytes) -> Message | Non
         published_at = float(ts)
     except Exception:
         return None
-    content_type = _envelope._CONTENT_TYPES.get(short, short)
+    content_type = _stream_fields._CONTENT_TYPES.get(short, short)
     if "/" not in content_type:
         return None
     if not _envelope._well_formed(message_id, content_type, {}, published_at):
@@ -330,7 +330,7 @@ _three_lines = st.tuples(
 def test_a_three_line_header_decodes_as_the_general_checks_say(header: bytes) -> None:
     if header.count(b"\n") != 2 or header.startswith(b"{"):
         return
-    assert _envelope.message_from_header(
+    assert _stream_fields.message_from_header(
         "orders", header, b"p"
     ) == _three_lines_as_the_general_checks_read_them(header)
 
@@ -346,7 +346,7 @@ def test_a_three_line_header_decodes_as_the_general_checks_say(header: bytes) ->
     ],
 )
 def test_a_three_line_header_names_its_content_type(header: bytes, content_type: str) -> None:
-    message = _envelope.message_from_header("orders", header, b"p")
+    message = _stream_fields.message_from_header("orders", header, b"p")
     assert message == Message("0a1", "orders", b"p", content_type, {}, 1.5)
 
 
@@ -356,12 +356,12 @@ def test_a_three_line_header_names_its_content_type(header: bytes, content_type:
     ids=["empty id", "content type without a slash", "infinite ts", "NaN ts", "ts not a number"],
 )
 def test_a_three_line_header_that_is_not_ours_is_none(header: bytes) -> None:
-    assert _envelope.message_from_header("orders", header, b"p") is None
+    assert _stream_fields.message_from_header("orders", header, b"p") is None
 
 
 def test_a_json_header_on_three_lines_is_read_as_json() -> None:
     header = b'{"id":"0a1",\n"ct":"a/b",\n"ts":2.5}'
-    message = _envelope.message_from_header("orders", header, b"p")
+    message = _stream_fields.message_from_header("orders", header, b"p")
     assert message == Message("0a1", "orders", b"p", "a/b", {}, 2.5)
 
 
@@ -433,7 +433,7 @@ def _slots(message: Message) -> dict[str, Any]:
 
 _READS: dict[str, Callable[[], Message | None]] = {
     "decode": lambda: _envelope.decode("orders", b'BK1{"id":"0a1","ct":"a/b","ts":2.5}\nbody'),
-    "message_from_header": lambda: _envelope.message_from_header(
+    "message_from_header": lambda: _stream_fields.message_from_header(
         "orders", b"0a1\na/b\n2.5", b"body"
     ),
 }
@@ -463,7 +463,7 @@ def test_each_envelope_decodes_to_its_own_time() -> None:
 def test_each_stream_header_decodes_to_its_own_time() -> None:
     for ts in _TIMES:
         header = f"0a1\nbin\n{ts}".encode()
-        message = _envelope.message_from_header("orders", header, b"p")
+        message = _stream_fields.message_from_header("orders", header, b"p")
         assert message == _three_lines_as_the_general_checks_read_them(header)
         if message is not None:
             assert math.copysign(1, message.published_at) == math.copysign(1, float(ts))
@@ -477,7 +477,7 @@ def test_threads_decoding_different_times_each_get_their_own() -> None:
         seen = set()
         for _ in range(3000):
             seen.add(_envelope.decode("orders", envelope).published_at)
-            message = _envelope.message_from_header("orders", header, b"p")
+            message = _stream_fields.message_from_header("orders", header, b"p")
             assert message is not None
             seen.add(message.published_at)
         return seen
@@ -490,14 +490,14 @@ def test_threads_decoding_different_times_each_get_their_own() -> None:
 
 @given(_three_lines | st.binary(max_size=40) | st.sampled_from([b'{"id":"0a1","ct":"a/b"}']))
 def test_a_batch_of_one_header_reads_as_that_header_alone(header: bytes) -> None:
-    alone = _envelope.message_from_header("orders", header, b"p")
-    batch = _envelope.messages_from_headers("orders", [header], [b"p"])
+    alone = _stream_fields.message_from_header("orders", header, b"p")
+    batch = _stream_fields.messages_from_headers("orders", [header], [b"p"])
     assert batch == (None if alone is None else [alone])
 
 
 def test_a_batch_of_one_json_header_is_read_at_once() -> None:
     header = b'{"id":"0a1","ct":"a/b","ts":2.5,"h":{"k":"v"}}'
-    assert _envelope.messages_from_headers("orders", [header], [b"p"]) == [
+    assert _stream_fields.messages_from_headers("orders", [header], [b"p"]) == [
         Message("0a1", "orders", b"p", "a/b", {"k": "v"}, 2.5)
     ]
 
@@ -515,8 +515,8 @@ def test_a_batch_with_a_line_like_its_separator_reads_as_each_header_alone(
     headers: list[bytes],
 ) -> None:
     payloads = [b"p"] * len(headers)
-    batch = _envelope.messages_from_headers("orders", headers, payloads)
-    alone = [_envelope.message_from_header("orders", h, b"p") for h in headers]
+    batch = _stream_fields.messages_from_headers("orders", headers, payloads)
+    alone = [_stream_fields.message_from_header("orders", h, b"p") for h in headers]
     assert batch is None or batch == alone
 
 

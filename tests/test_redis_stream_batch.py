@@ -14,7 +14,7 @@ import brokerkit
 from brokerkit import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._message import Message
-from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis import _stream_fields
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis.stream.deliveries import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
@@ -34,7 +34,7 @@ _written = st.builds(
     content_type=st.sampled_from(["application/json", "application/octet-stream", "a/b"]),
     headers=st.just({}) | st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=1),
     published_at=st.sampled_from([1700000000.25, 0.0]) | st.floats(0, 4e9),
-).map(lambda m: _envelope.stream_header(m).encode())
+).map(lambda m: _stream_fields.stream_header(m).encode())
 _headers = (
     _written
     | _three_lines
@@ -54,7 +54,7 @@ _with_headers = st.builds(
     content_type=st.sampled_from(["application/json", "a/b"]),
     headers=st.dictionaries(st.text(max_size=3), st.text(max_size=3), min_size=1, max_size=2),
     published_at=st.sampled_from([1700000000.25, 0.0]),
-).map(lambda m: _envelope.stream_header(m).encode())
+).map(lambda m: _stream_fields.stream_header(m).encode())
 _headers_lines = st.tuples(
     st.sampled_from(["0a1", "{", ""]),
     st.sampled_from(["json", "a/b", "nobody"]),
@@ -67,7 +67,7 @@ _headers_lines = st.tuples(
 
 def _one_by_one(headers: list[bytes], payloads: list[bytes]) -> list[Message | None]:
     return [
-        _envelope.message_from_header("orders", h, p)
+        _stream_fields.message_from_header("orders", h, p)
         for h, p in zip(headers, payloads, strict=True)
     ]
 
@@ -81,7 +81,7 @@ def _plain(header: bytes) -> bool:
 @given(st.lists(_headers, max_size=6))
 def test_a_batch_of_headers_reads_as_each_header_alone(headers: list[bytes]) -> None:
     payloads = [b"p%d" % n for n in range(len(headers))]
-    batch = _envelope.messages_from_headers("orders", headers, payloads)
+    batch = _stream_fields.messages_from_headers("orders", headers, payloads)
     alone = _one_by_one(headers, payloads)
     if batch is not None:
         assert batch == alone
@@ -93,11 +93,51 @@ def test_a_batch_of_headers_reads_as_each_header_alone(headers: list[bytes]) -> 
 @given(st.lists(_with_headers | _headers_lines, max_size=5))
 def test_a_batch_of_headers_with_headers_reads_as_each_header_alone(headers: list[bytes]) -> None:
     payloads = [b"p%d" % n for n in range(len(headers))]
-    batch = _envelope.messages_from_headers("orders", headers, payloads)
+    batch = _stream_fields.messages_from_headers("orders", headers, payloads)
     alone = _one_by_one(headers, payloads)
     if batch is not None:
         assert batch == alone
         assert len({id(m.headers) for m in batch}) == len(batch)
+
+
+_tail_line = st.sampled_from(["bin", "a/b", "", "{", "\0", "1.5", "inf", "nan", " 2 "]) | _line
+_shared_tail = st.tuples(_tail_line, _tail_line).map(
+    lambda t: f"\n{t[0]}\n{t[1]}".encode("utf-8", "surrogatepass")
+)
+_id_line = st.sampled_from(["0a1", "", "{", "\0", "é", "a\nb", "x\0y"]) | _line
+
+
+@given(
+    st.lists(_id_line, min_size=2, max_size=6),
+    _shared_tail,
+    st.lists(st.tuples(st.integers(0, 5), _headers), max_size=2),
+)
+def test_a_batch_of_one_tail_reads_as_line_by_line(
+    ids: list[str], tail: bytes, odd: list[tuple[int, bytes]]
+) -> None:
+    """Headers of one content type and time (what publish_many writes) have only their
+    ids split out; whatever the lines, the answer is the line by line reading's, and
+    that of each header alone."""
+    headers = [i.encode("utf-8", "surrogatepass") + tail for i in ids]
+    for at, header in odd:
+        headers.insert(min(at, len(headers)), header)
+    count = len(headers)
+    assert _stream_fields.header_lines(headers) == _stream_fields._line_by_line(headers, count)
+    payloads = [b"p"] * count
+    batch = _stream_fields.messages_from_headers("orders", headers, payloads)
+    assert batch is None or batch == _one_by_one(headers, payloads)
+
+
+def test_a_batch_publish_many_wrote_has_only_its_ids_split_out() -> None:
+    written = [Message(f"0a{n}", "orders", b"p", "application/json", {}, 1.5) for n in range(3)]
+    headers = [_stream_fields.stream_header(m).encode() for m in written]
+    assert _stream_fields._one_tail(headers, 3) == (
+        ["0a0", "0a1", "0a2"],
+        ["application/json"] * 3,
+        [1.5] * 3,
+        None,
+    )
+    assert _stream_fields.messages_from_headers("orders", headers, [b"p"] * 3) == written
 
 
 def test_a_batch_with_headers_publish_many_wrote_is_read_at_once() -> None:
@@ -105,8 +145,8 @@ def test_a_batch_with_headers_publish_many_wrote_is_read_at_once() -> None:
         Message(f"0a{n}", "orders", b"p", "application/json", {"trace-id": f"t{n}"}, 1.5)
         for n in range(3)
     ]
-    headers = [_envelope.stream_header(m).encode() for m in written]
-    assert _envelope.messages_from_headers("orders", headers, [b"p"] * 3) == written
+    headers = [_stream_fields.stream_header(m).encode() for m in written]
+    assert _stream_fields.messages_from_headers("orders", headers, [b"p"] * 3) == written
 
 
 @pytest.mark.parametrize(
@@ -116,7 +156,7 @@ def test_a_batch_with_headers_publish_many_wrote_is_read_at_once() -> None:
 )
 def test_an_odd_headers_line_in_a_batch_is_read_alone(line: bytes) -> None:
     headers = [b'0a1\njson\n1.5\n{"a":"b"}', b"0a2\njson\n1.5\n" + line]
-    batch = _envelope.messages_from_headers("orders", headers, [b"p"] * 2)
+    batch = _stream_fields.messages_from_headers("orders", headers, [b"p"] * 2)
     alone = _one_by_one(headers, [b"p"] * 2)
     assert batch is None or batch == alone
     assert alone[1] is None or line == b' {"a":"b"}'  # json.loads skips the space
@@ -127,8 +167,8 @@ def test_a_batch_publish_many_wrote_is_read_at_once() -> None:
         Message(f"0a{n}", "orders", b"p", ct, {}, 1700000000.5)
         for n, ct in enumerate(["application/octet-stream", "text/csv", "application/json"])
     ]
-    headers = [_envelope.stream_header(m).encode() for m in written]
-    assert _envelope.messages_from_headers("orders", headers, [b"p"] * 3) == written
+    headers = [_stream_fields.stream_header(m).encode() for m in written]
+    assert _stream_fields.messages_from_headers("orders", headers, [b"p"] * 3) == written
 
 
 @pytest.mark.parametrize(
@@ -138,14 +178,14 @@ def test_a_batch_publish_many_wrote_is_read_at_once() -> None:
 )
 def test_one_odd_header_leaves_the_batch_to_the_caller(odd: Any) -> None:
     headers = [b"0a1\nbin\n1.5", odd, b"0a2\nbin\n1.5"]
-    assert _envelope.messages_from_headers("orders", headers, [b"p"] * 3) is None
+    assert _stream_fields.messages_from_headers("orders", headers, [b"p"] * 3) is None
 
 
 def test_a_four_line_and_a_two_line_header_are_not_read_as_two_of_three() -> None:
     # Joined by the batch's separator line, these have a line "\0" where a separator
     # would be, and the separator where an id would be.
     headers = [b"0a1\nbin\n1.5\n\0", b"bin\n1.5"]
-    assert _envelope.messages_from_headers("orders", headers, [b"p"] * 2) is None
+    assert _stream_fields.messages_from_headers("orders", headers, [b"p"] * 2) is None
     assert _one_by_one(headers, [b"p"] * 2) == [None, None]
 
 

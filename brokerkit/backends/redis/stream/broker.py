@@ -9,7 +9,8 @@ is a Redis consumer group; a subscription is one consumer in it.
 * Publish: one ``XADD`` (``MAXLEN ~ N`` / ``MINID ~ T`` when bounded); for
   :meth:`~brokerkit.Broker.publish_many`, one script that adds the batch (all or
   none) and trims once.
-* Receive: ``XREADGROUP ... COUNT prefetch [BLOCK]``. A script that claims
+* Receive: ``XREADGROUP ... COUNT prefetch [BLOCK]``, on a connection the
+  subscription keeps for its reads (see :mod:`.reader_async`). A script that claims
   entries idle past the visibility timeout (``XAUTOCLAIM``) and reads the rest runs
   instead on a subscription's first fetch, after a read found nothing, after a
   nack, and otherwise every quarter visibility timeout. The group is created on
@@ -56,10 +57,10 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable import replica_wait
-from brokerkit.backends.redis._envelope import stream_header
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic import Periodic
+from brokerkit.backends.redis._stream_fields import stream_header
 from brokerkit.backends.redis.stream.calls import StreamScripts, run_scripts
 from brokerkit.backends.redis.stream.deliveries import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed
@@ -69,6 +70,7 @@ from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.reader import HeldClient, Reader
 from brokerkit.backends.redis.stream.reaping import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_member
 from brokerkit.backends.redis.stream.scripts import text
@@ -119,8 +121,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
         self._client = make_client(url, self.options)
-        # Entries are decoded from XREADGROUP's flat reply, without redis-py building
-        # a dict per entry first (this client is the broker's own).
+        # XREADGROUP's flat reply as it came (this client is the broker's own).
         self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
         self._durable = replica_wait(self._client, url, self.options)
@@ -133,6 +134,8 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
             _let_go(self._client)
             raise
         self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
+        self._settle_held = HeldClient(Reader(self._settle_client))
+        self._settle_lock = Lock()
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -245,6 +248,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         state.scheduled_key = self._keys.topic(topic, "scheduled")
         state.delayed_key = self._keys.topic(topic, "delayed", subscription.group)
         state.wake_key = self._keys.topic(topic, "wake", subscription.group)
+        state.reader = Reader(self._client)
         subscription.state = state
         mine = int(self.options.visibility_timeout * 1000)
 
@@ -365,11 +369,11 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         # The group's wake stream too: a hand-back or requeue adds to it (see
         # scripts.NACK), so that it ends this wait as a new entry would.
         args += ["STREAMS", state.key, state.wake_key, ">", ">"]
-        client: Any = self._client
+        reader: Reader = state.reader
 
         def read() -> Any:
             try:
-                return client.execute_command(*args)
+                return reader.execute(*args)
             except ResponseError as exc:
                 # NOGROUP: the group (or the wake stream's) was deleted; UNBLOCKED: a
                 # key this read waited on was (delete_group runs while members wait)
@@ -403,7 +407,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         if state.count_acks:
             # every entry after the group's position, in order: acked exactly as
             # read, this batch may be acked by its count (see ack_script.ACK)
-            state.last_read = tuple(d.receipt.entry_id for d in deliveries)
+            state.last_read = deliveries.copy()
         return deliveries
 
     def _decode(self, topic: str, flat: Any) -> Message:
@@ -417,8 +421,11 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         return Delivery(message, subscription=subscription, attempt=attempt, receipt=receipt)
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
-        super()._unsubscribe(subscription, unreturned)
         state: StreamState = subscription.state
+        try:
+            super()._unsubscribe(subscription, unreturned)
+        finally:
+            state.reader.close()  # its connection back to the pool
         try:
             with translate_errors(self.url, subscription.topic):
                 if state.woken:  # wake entries read that no claim acked yet
@@ -490,5 +497,6 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         for durable in (self._durable, self._settle_durable):
             if durable is not None:
                 durable.close()
+        self._settle_held.reader.close()
         self._settle_client.close()
         self._client.close()

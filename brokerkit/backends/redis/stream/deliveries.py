@@ -17,7 +17,7 @@ from typing import Any
 
 from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
-from brokerkit.backends.redis._envelope import (
+from brokerkit.backends.redis._stream_fields import (
     BODY_FIELD,
     HEADER_FIELD,
     messages_from_headers,

@@ -15,7 +15,7 @@ from typing import Any
 
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._subscription_async import AsyncSubscription
-from brokerkit.backends.redis._envelope import (
+from brokerkit.backends.redis._stream_fields import (
     BODY_FIELD,
     HEADER_FIELD,
     messages_from_headers,

@@ -12,12 +12,12 @@ import json
 from typing import Any, NamedTuple
 
 from brokerkit._message import Message
-from brokerkit.backends.redis._envelope import (
+from brokerkit.backends.redis._envelope import raw_message
+from brokerkit.backends.redis._stream_fields import (
     BODY_FIELD,
     HEADER_FIELD,
     decode_fields,
     message_from_header,
-    raw_message,
 )
 from brokerkit.backends.redis.stream.scripts import pairs
 

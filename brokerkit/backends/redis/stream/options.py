@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from brokerkit.backends.redis._envelope import HEADER_FIELD
 from brokerkit.backends.redis._options import RedisOptions
+from brokerkit.backends.redis._stream_fields import HEADER_FIELD
 from brokerkit.backends.redis.stream.keys import check_stream_key
 from brokerkit.exceptions import InvalidOption
 
@@ -120,11 +121,14 @@ class StreamState:
     wake_key: str = ""
     #: Ids of wake entries read and not yet acked (the next claim acks them).
     woken: list[str] = dataclasses.field(default_factory=list)
-    #: The entry ids of the last ``XREADGROUP ... >`` read's batch, in its order: an
-    #: ack of exactly these may be sent by its count (see :data:`.ack_script.ACK`). Each
-    #: read replaces it; the ack that takes it clears it. Read
-    #: and written without a lock: a race only makes an ack's comparison fail, which
-    #: takes the ids' path.
-    last_read: tuple[str, ...] | None = dataclasses.field(default=None, repr=False)
+    #: The deliveries of the last ``XREADGROUP ... >`` read's batch, in its order: an
+    #: ack of exactly these (the same objects: a list comparison, in C, where the ids
+    #: would be gathered one by one) may be sent by its count (see
+    #: :data:`.ack_script.ACK`). Each read replaces it; the ack that takes it clears it.
+    #: Read and written without a lock: a race only makes an ack's comparison fail,
+    #: which takes the ids' path.
+    last_read: list[Any] | None = dataclasses.field(default=None, repr=False)
     #: Whether acks may go by count: not once the script said the group is too big.
     count_acks: bool = True
+    #: The subscription's reads, on a connection it holds (see :mod:`.reader_async`).
+    reader: Any = dataclasses.field(default=None, repr=False)

@@ -50,20 +50,21 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from brokerkit._compat import Lock
+from brokerkit._compat import Lock, acquire
 from brokerkit._delivery import Delivery
 from brokerkit._message import Message
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._durable import ReplicaWait
-from brokerkit.backends.redis._envelope import encode_fields
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._stream_fields import encode_fields
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls import Call, StreamScripts, run_scripts
-from brokerkit.backends.redis.stream.deliveries import by_member_of
+from brokerkit.backends.redis.stream.deliveries import Member, by_member_of
 from brokerkit.backends.redis.stream.entries import StreamReceipt
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.reader import HeldClient
 from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
@@ -100,6 +101,19 @@ def _chunks(deliveries: list[Delivery], size: int) -> Iterator[tuple[list[str], 
         yield chunk, [d for entry_id in chunk for d in of[entry_id]]
 
 
+def _members(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]:
+    """:func:`by_member_of`, at once for the usual ack: the whole batch of one
+    subscription's last read, as it was read (one list comparison, in C, where
+    grouping looks at each receipt)."""
+    batch = list(deliveries)
+    if batch:
+        first = batch[0]
+        if first.subscription.state.last_read == batch:
+            receipt: StreamReceipt = first.receipt
+            return {(receipt.key, receipt.group, receipt.consumer): batch}
+    return by_member_of(batch)
+
+
 log = logging.getLogger("brokerkit.redis")
 
 
@@ -121,6 +135,10 @@ class StreamSettling:
     #: Held while renewing, and while a nack takes its deliveries out of the
     #: keeper, so that no renewal lands after a requeue and undoes it.
     _lease_lock: Lock
+    #: A connection of the settling client's pool that settlements take in turn,
+    #: and the lock that says whose turn it is (see :meth:`_settle_scripts`).
+    _settle_held: HeldClient
+    _settle_lock: Lock
 
     if TYPE_CHECKING:  # provided by Broker
 
@@ -136,16 +154,16 @@ class StreamSettling:
         # Per call sent with a count instead of the ids, its keys, member and
         # deliveries, for the ids' call should the script not prove the batch held.
         by_count: dict[int, tuple[list[str], str, str, list[Delivery]]] = {}
-        for (key, group, consumer), ds in by_member_of(deliveries).items():
+        for (key, group, consumer), ds in _members(deliveries).items():
             state: StreamState = ds[0].subscription.state
             # the group's delayed ZSET: written by a retry only (see ack_script.ACK)
             keys = [key, state.delayed_key]
             if (
                 WHOLE_BATCH <= len(ds) <= ACK_CHUNK
                 and flag == "00"  # XDEL needs the ids
-                and state.last_read is not None
-                # the same entries, in the same order
-                and state.last_read == tuple(d.receipt.entry_id for d in ds)
+                # the deliveries the last read made, in its order: the same objects
+                # (a delivery equals only itself), so the same entries
+                and state.last_read == ds
             ):
                 # One XREADGROUP > read's whole batch, acked as read: sent by its
                 # count and bounds, without its ids (see ack_script.ACK).
@@ -401,7 +419,7 @@ class StreamSettling:
                 ]
             durable = self._settle_durable
             if durable is None or unconfirmed is None:  # a renewal needs no replica
-                return run_scripts(self._settle_client, todo)
+                return self._settle_scripts(todo)
             # ack and nack wait for replicas: one connection per stream key
             by_key: dict[str, list[int]] = {}
             for i, (_, keys, _) in enumerate(todo):
@@ -425,6 +443,19 @@ class StreamSettling:
             for key, confirmed in short.items():
                 unconfirmed[key] = min(confirmed, unconfirmed.get(key, confirmed))
         return replies
+
+    def _settle_scripts(self, calls: Sequence[Call]) -> list[Any]:
+        """:func:`run_scripts` on the settling client; one call on the settling
+        connection the broker keeps (see :mod:`.reader_async`), unless another
+        settlement is using it (that one's pool connection is then taken: redis-py
+        takes and gives back one around every command, at ~100k client instructions)."""
+        held: Any = self._settle_held
+        if len(calls) == 1 and held.reader.pooled and acquire(self._settle_lock, 0):
+            try:
+                return run_scripts(held, calls)
+            finally:
+                self._settle_lock.release()
+        return run_scripts(self._settle_client, calls)
 
     def _renew_held(self, held: list[Delivery]) -> list[Delivery]:
         """The lease keeper's beat: renew the leases still held; return those lost."""

@@ -1,0 +1,104 @@
+"""Commands on a connection kept between them: a subscription's reads
+(``XREADGROUP``), and the broker's settlements, one at a time.
+
+redis-py's ``execute_command`` takes a connection from the pool and gives it back
+around every command: its locks, its poll of the socket and its bookkeeping cost about
+100k client instructions a command (measured with redis-py 8.1 and hiredis), as much
+as a consumer spends on a third of a fetched batch of 100 messages. A subscription
+fetches once at a time (its fetch lock), so it keeps one connection of the broker's
+pool for its reads, taken on its first read and given back when it is closed; the
+settlements take the broker's settling connection in turn (see
+``StreamSettling._settle_scripts``), and the pool's when another one has it.
+
+The promise: the connection is never used by two commands at once (its user has it
+to itself), and never given back to the pool with a reply still to come. A command
+that fails for any reason but an error reply (a lost connection, a timeout, a
+cancellation) disconnects it and gives it back: the caller's retry takes a new one. A
+close while a command is under way (a cancelled receive's fetch runs on) leaves the
+connection to that command, which gives it back when it ends. A process made by
+``fork`` never uses its parent's connection. A cluster client has no one pool: its
+commands go through ``execute_command`` as before.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+__all__ = ["AsyncHeldClient", "AsyncReader"]
+
+
+class AsyncReader:
+    """Commands of one user at a time, on a connection held between them."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        #: None for a cluster client: every read goes through execute_command.
+        self._pool: Any = getattr(client, "connection_pool", None)
+        self._connection: Any = None
+        #: The process that took the connection (a forked child takes its own).
+        self._pid = 0
+        self._reading = False
+        self._closed = False
+
+    @property
+    def pooled(self) -> bool:
+        """Whether commands run on a connection kept (not a cluster client's)."""
+        return self._pool is not None
+
+    async def execute(self, *args: Any) -> Any:
+        """The server's reply to the command ``args``, as it came (no response
+        callback); an error reply raises as :class:`redis.ResponseError`."""
+        pool = self._pool
+        if pool is None:
+            return await self._client.execute_command(*args)
+        connection = self._connection
+        if connection is None or self._pid != os.getpid():
+            # (a forked child leaves its parent's connection alone: never given back
+            # to the pool, which redis-py made anew in the child)
+            connection = self._connection = await pool.get_connection()
+            self._pid = os.getpid()
+        self._reading = True
+        try:
+            await connection.send_command(*args)
+            return await connection.read_response()
+        except ResponseError:
+            raise  # an error reply, read whole: the connection is as good as before
+        except BaseException:
+            # a reply may still be on its way: this connection is done
+            if self._connection is connection:
+                self._connection = None
+            await connection.disconnect()
+            await pool.release(connection)
+            raise
+        finally:
+            self._reading = False
+            if self._closed and self._connection is connection:
+                self._connection = None  # closed while this command was under way
+                await pool.release(connection)
+
+    async def close(self) -> None:
+        """Give the connection back to the pool (at the end of a command under way)."""
+        self._closed = True
+        connection = self._connection
+        if connection is not None and not self._reading:
+            self._connection = None
+            if self._pid == os.getpid():
+                await self._pool.release(connection)
+
+
+class AsyncHeldClient:
+    """The commands a script object sends (``EVALSHA``, ``SCRIPT LOAD``), on a
+    reader's connection: given as the client of a script's call
+    (:class:`~brokerkit.backends.redis._lua_async.AsyncLua`), it runs there."""
+
+    def __init__(self, reader: AsyncReader) -> None:
+        self.reader = reader
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return await self.reader.execute("EVALSHA", sha, numkeys, *keys_and_args)
+
+    async def script_load(self, script: str) -> Any:
+        return await self.reader.execute("SCRIPT", "LOAD", script)

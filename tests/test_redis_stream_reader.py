@@ -1,0 +1,227 @@
+"""redis+stream: a subscription's reads run on a connection it keeps, which is never
+shared while held and never given back to the pool with a reply still to come
+(``stream/reader_async.py``). The reader against a fake pool, then a subscription
+against a real redis-server."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from brokerkit.backends.redis.stream import RedisStreamBroker
+from brokerkit.backends.redis.stream import reader as reader_module
+from brokerkit.backends.redis.stream.reader import Reader
+
+Make = Callable[..., RedisStreamBroker]
+
+
+class _Connection:
+    """Replies from a script: each reply, or an exception to raise, in turn."""
+
+    def __init__(self, number: int, replies: list[Any]) -> None:
+        self.number = number
+        self.replies = replies
+        self.sent: list[tuple[Any, ...]] = []
+        self.connected = True
+        self.during_read: Callable[[], None] | None = None
+
+    def send_command(self, *args: Any) -> None:
+        self.sent.append(args)
+
+    def read_response(self) -> Any:
+        if self.during_read is not None:
+            self.during_read()
+        reply = self.replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def disconnect(self) -> None:
+        self.connected = False
+
+
+class _Pool:
+    def __init__(self, replies: list[Any]) -> None:
+        self.replies = replies
+        self.made: list[_Connection] = []
+        self.released: list[_Connection] = []
+
+    def get_connection(self) -> _Connection:
+        connection = _Connection(len(self.made), self.replies)
+        self.made.append(connection)
+        return connection
+
+    def release(self, connection: _Connection) -> None:
+        self.released.append(connection)
+
+
+class _Client:
+    def __init__(self, pool: _Pool) -> None:
+        self.connection_pool = pool
+
+
+def _reader(replies: list[Any]) -> tuple[Reader, _Pool]:
+    pool = _Pool(replies)
+    return Reader(_Client(pool)), pool
+
+
+def test_reads_share_one_connection_until_close_gives_it_back() -> None:
+    reader, pool = _reader(["a", "b"])
+    assert reader.execute("XREADGROUP", 1) == "a"
+    assert reader.execute("XREADGROUP", 2) == "b"
+    assert len(pool.made) == 1
+    assert pool.made[0].sent == [("XREADGROUP", 1), ("XREADGROUP", 2)]
+    assert pool.released == []
+    reader.close()
+    assert pool.released == pool.made
+    assert pool.made[0].connected
+
+
+def test_an_error_reply_keeps_the_connection() -> None:
+    reader, pool = _reader([ResponseError("NOGROUP no such group"), "after"])
+    with pytest.raises(ResponseError):
+        reader.execute("XREADGROUP")
+    assert reader.execute("XREADGROUP") == "after"
+    assert len(pool.made) == 1
+    assert pool.released == []
+
+
+@pytest.mark.parametrize("failure", [RedisConnectionError("lost"), KeyboardInterrupt()])
+def test_a_failed_read_drops_its_connection_and_the_next_takes_a_new_one(
+    failure: BaseException,
+) -> None:
+    """A reply may still be on its way: the connection is disconnected before it
+    goes back to the pool, and never used again."""
+    reader, pool = _reader([failure, "after"])
+    with pytest.raises(type(failure)):
+        reader.execute("XREADGROUP")
+    first = pool.made[0]
+    assert not first.connected
+    assert pool.released == [first]
+    assert reader.execute("XREADGROUP") == "after"
+    assert len(pool.made) == 2
+    reader.close()
+    assert pool.released == pool.made
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_close_during_a_read_leaves_the_connection_to_that_read(fails: bool) -> None:
+    """A cancelled receive's fetch runs on while the subscription closes: the read
+    gives the connection back when it ends, once."""
+    reader, pool = _reader([RedisConnectionError("lost") if fails else "late"])
+    connection = pool.get_connection()
+    pool.made.clear()
+
+    def close_now() -> None:
+        reader.close()
+        assert pool.released == []  # not while the reply is on its way
+
+    connection.during_read = close_now
+    reader._connection, reader._pid = connection, reader_module.os.getpid()
+    if fails:
+        with pytest.raises(RedisConnectionError):
+            reader.execute("XREADGROUP")
+    else:
+        assert reader.execute("XREADGROUP") == "late"
+    assert pool.released == [connection]
+    assert connection.connected is not fails
+    # a read after the close (the fetch's retry) gives its connection back too
+    pool.replies.append("retried")
+    assert reader.execute("XREADGROUP") == "retried"
+    assert pool.released == [connection, *pool.made]
+
+
+def test_a_forked_child_never_uses_its_parents_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reader, pool = _reader(["parent", "child"])
+    assert reader.execute("XREADGROUP") == "parent"
+    parents = pool.made[0]
+    monkeypatch.setattr(reader_module.os, "getpid", lambda: -1)
+    assert reader.execute("XREADGROUP") == "child"
+    assert len(pool.made) == 2 and parents.sent == [("XREADGROUP",)]
+    reader.close()
+    assert pool.released == [pool.made[1]]  # the parent's is not the child's pool's
+
+
+def test_a_client_without_one_pool_reads_through_execute_command() -> None:
+    """A cluster client routes each command to a node: no connection is kept."""
+
+    class Cluster:
+        def execute_command(self, *args: Any) -> Any:
+            return ("routed", args)
+
+    reader = Reader(Cluster())
+    assert reader.execute("XREADGROUP", "x") == ("routed", ("XREADGROUP", "x"))
+    reader.close()
+
+
+@pytest.fixture
+def make(redis_broker: Callable[..., Any]) -> Make:
+    return functools.partial(redis_broker, "redis+stream")
+
+
+def test_a_subscription_reads_on_one_connection_and_gives_it_back_on_close(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    subscription = broker.subscribe("jobs", group="g", prefetch=2)
+    pool: Any = broker._client.connection_pool
+    for round_ in range(3):
+        broker.publish_many("jobs", [f"{round_}a", f"{round_}b"])
+        got = [subscription.receive(timeout=5) for _ in range(2)]
+        assert None not in got
+        broker.ack(*[d for d in got if d is not None])
+    held = subscription.state.reader._connection
+    assert held is not None and held in pool._in_use_connections
+    subscription.close()
+    assert held not in pool._in_use_connections
+    assert held in pool._available_connections
+
+
+def test_a_read_connection_killed_by_the_server_is_replaced(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make(reconnect_timeout=5)
+    subscription = broker.subscribe("jobs", group="g")
+    broker.publish("jobs", "first")
+    first = subscription.receive(timeout=5)
+    assert first is not None and first.body == "first"
+    first.ack()
+    host, port = subscription.state.reader._connection._sock.getsockname()[:2]
+    assert redis_client.client_kill_filter(addr=f"{host}:{port}") == 1
+    broker.publish("jobs", "second")
+    second = subscription.receive(timeout=5)
+    assert second is not None and second.body == "second"
+    second.ack()
+    # (redis-py may hand back the same Connection object: connected anew)
+    now = subscription.state.reader._connection
+    assert now._sock.getsockname()[:2] != (host, port)
+    subscription.close()
+
+
+def test_settlements_take_the_settling_connection_and_reload_flushed_scripts(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    """An ack runs on the settling connection the broker keeps; after SCRIPT FLUSH its
+    EVALSHA answers NOSCRIPT there, and the script is loaded and run again."""
+    broker = make()
+    subscription = broker.subscribe("jobs", group="g", prefetch=2)
+    held = broker._settle_held.reader
+    for round_ in range(2):
+        broker.publish_many("jobs", [f"{round_}a", f"{round_}b"])
+        got = [subscription.receive(timeout=5) for _ in range(2)]
+        assert None not in got
+        if round_ == 1:
+            redis_client.script_flush()
+        broker.ack(*[d for d in got if d is not None])
+        assert held._connection is not None
+    assert redis_client.xpending(broker.stream_key("jobs"), "g")["pending"] == 0
+    broker.close()
+    assert held._connection is None
