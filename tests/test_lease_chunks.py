@@ -14,7 +14,7 @@ import redis
 import brokerkit
 from brokerkit.backends.redis._heartbeat import RENEW_CHUNK
 from brokerkit.backends.redis.list.broker import _RESCUE_LEASES
-from brokerkit.backends.redis.list.settle import _RECEIPTS_PER_CALL
+from brokerkit.backends.redis.list.settle import _EXTENDS_PER_CALL, _RECEIPTS_PER_CALL
 from tests.redis_server import RedisServer
 
 HELD = 10_000
@@ -79,10 +79,13 @@ def test_redis_list_acks_and_extends_a_big_batch_in_bounded_calls(
 ) -> None:
     broker, got = hold(redis_server.url("redis+list"), "many")
     try:
-        for action in (lambda: broker.extend(*got, seconds=600), lambda: broker.ack(*got)):
+        for action, per_call in (
+            (lambda: broker.extend(*got, seconds=600), _EXTENDS_PER_CALL),
+            (lambda: broker.ack(*got), _RECEIPTS_PER_CALL),
+        ):
             calls = script_calls(server, action)
-            assert len(calls) >= HELD // _RECEIPTS_PER_CALL
-            assert max(calls) <= _RECEIPTS_PER_CALL + OVERHEAD
+            assert len(calls) >= HELD // per_call
+            assert max(calls) <= per_call + OVERHEAD
         assert broker.inspect("many").in_flight == 0
     finally:
         broker.close()

@@ -401,3 +401,27 @@ def test_a_garbled_count_of_returned_elements_never_jams_a_nack(
     assert again is not None and again.attempt == 2
     again.ack()
     assert redis_client.exists(keys.returned) == 0
+
+
+def test_an_extension_by_hand_moves_the_batch_or_gives_deliveries_their_own_deadline(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect(visibility_timeout=30)
+    keys = broker._topic("orders").keys
+    broker.publish_many("orders", ["a", "b", "c"])
+    subscription = broker.subscribe("orders", prefetch=3)
+    got = [subscription.receive(timeout=5) for _ in range(3)]
+    a, b, c = [d for d in got if d is not None]
+    nonce = a.receipt.partition("-")[0] + "-"
+    name, fetches = f"{nonce}:{subscription.consumer}", keys.fetches(subscription.consumer)
+    before = redis_client.hget(keys.expiry, name)
+    broker.extend(a, c, seconds=60)  # some of the batch: values of their own
+    assert redis_client.hget(fetches, nonce) == b"202"
+    assert redis_client.hget(keys.expiry, name) == before
+    assert redis_client.hget(keys.expiry, a.receipt) == redis_client.hget(keys.expiry, c.receipt)
+    broker.extend(b, seconds=90)  # every delivery under the batch's value: it moves
+    assert redis_client.hget(fetches, nonce) == b"202"
+    moved = redis_client.hget(keys.expiry, name)
+    assert int(moved.split(b".")[0]) > int(before.split(b".")[0])
+    broker.ack(a, b, c)
+    assert redis_client.exists(keys.expiry, fetches) == 0

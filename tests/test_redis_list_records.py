@@ -74,11 +74,14 @@ def test_a_lease_records_the_element_in_its_batch_and_the_time_in_expiry(
     assert match is not None, value
     deadline, delivered = int(match[1]), int(match[2])
     assert deadline - delivered == 30_000
-    # extended by hand: a value of its own, flagged "2", that keeps the delivery time
+    # extended by hand, all the batch leased: the batch's value moves, keeping the
+    # delivery time
     delivery.extend(seconds=60)
-    assert redis_client.hget(keys.fetches(consumer), nonce) == b"2"
-    renewed = redis_client.hget(keys.expiry, delivery.receipt)
+    assert redis_client.hget(keys.fetches(consumer), nonce) == b"0"
+    renewed = redis_client.hget(keys.expiry, name)
     assert renewed.endswith(b"." + match[2]) and int(renewed.split(b".")[0]) > deadline
+    redis_client.hset(keys.expiry, delivery.receipt, renewed)  # as one of a bigger batch
+    redis_client.hset(keys.fetches(consumer), nonce, b"2")
     # expired: the rescue hands back the element as it was, not cut at its colon
     redis_client.hset(keys.expiry, delivery.receipt, b"1.0")
     redis_client.zadd(keys.deadlines, {delivery.receipt: 1})

@@ -320,29 +320,36 @@ local t = now_ms()
 local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
-local stale, seen = {}, {}
+local stale, seen, batches, by_name = {}, {}, {}, {}
 for k = 9, #ARGV do
   local r = ARGV[k]
   local v, kind = lease_of(r)
   local deadline = deadline_of(v)
   if deadline and deadline > t then
     seen[consumer_of(r)] = true
-    if kind == 'batch' and only_later then
-      -- the renewal: the batch's value renews every delivery it leases at once (the
-      -- renewing broker holds them all)
-      if deadline < new then
-        local _, nonce, C = batch_of(r)
-        local value = renewed_value(new, v)  -- the delivery time kept
-        redis.call('HSET', EXPIRY, nonce .. ':' .. C, value)
-        VALUES[nonce .. ':' .. C] = value
+    if kind == 'batch' then
+      local _, nonce, C, i = batch_of(r)
+      local name = nonce .. ':' .. C
+      if only_later then
+        -- the renewal: the batch's value renews every delivery it leases at once (the
+        -- renewing broker holds them all)
+        if deadline < new then
+          local value = renewed_value(new, v)  -- the delivery time kept
+          redis.call('HSET', EXPIRY, name, value)
+          VALUES[name] = value
+        end
+      else  -- by hand: gathered by batch (below)
+        local b = by_name[name]
+        if not b then
+          b = {C, nonce, {}, {}, deadline, v}
+          by_name[name] = b
+          batches[#batches + 1] = b
+        end
+        b[3][#b[3] + 1], b[4][#b[4] + 1] = r, i
       end
     elseif not (only_later and deadline >= new) then
-      -- by hand (or one extended by hand before): an expiry value of its own
+      -- a value of its own (extended by hand before, or an earlier version's lease)
       redis.call('HSET', EXPIRY, r, renewed_value(new, v))
-      if kind == 'batch' then
-        local _, nonce, C, i = batch_of(r)
-        set_flags(C, nonce, {[i] = '2'})
-      end
       -- a later deadline keeps its group's score a lower bound; an earlier one does not
       if new < deadline then redis.call('ZADD', DEADLINES, new, r) end
     end
@@ -350,6 +357,33 @@ for k = 9, #ARGV do
     local e = release(r)
     if e then hand_back(e, true, 'max_deliveries') end
     stale[#stale + 1] = r
+  end
+end
+-- By hand, a batch's deliveries get the new deadline: the batch's value when every
+-- delivery it leases is named, else a value of their own (flag '2').
+for _, b in ipairs(batches) do
+  local C, nonce, receipts, indexes, deadline, v = b[1], b[2], b[3], b[4], b[5], b[6]
+  local name, flags = nonce .. ':' .. C, flags_of(C, nonce)
+  local _, under_batch = string.gsub(flags, '0', '')
+  local named, distinct = {}, 0
+  for _, i in ipairs(indexes) do
+    if not named[i] then named[i] = '2'; distinct = distinct + 1 end
+  end
+  local value = renewed_value(new, v)
+  if distinct == under_batch then
+    redis.call('HSET', EXPIRY, name, value)
+    VALUES[name] = value
+    if new < deadline then
+      redis.call('ZADD', DEADLINES, new, nonce .. '0+' .. #flags .. ':' .. C)
+    end
+  else
+    local own = {}
+    for n, r in ipairs(receipts) do own[2 * n - 1], own[2 * n] = r, value end
+    call_chunked('HSET', EXPIRY, own, 2)
+    set_flags(C, nonce, named)
+    if new < deadline then
+      for _, r in ipairs(receipts) do redis.call('ZADD', DEADLINES, new, r) end
+    end
   end
 end
 for C in pairs(seen) do redis.call('ZADD', CONSUMERS, 'XX', t + HEARTBEAT, C) end
@@ -405,18 +439,48 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   end
   budget = budget - (#receipts - from + 1)
   local earliest
-  for j = #receipts, from, -1 do
-    local v, kind = lease_of(receipts[j])
-    local deadline = deadline_of(v)
-    if kind == 'settled' or (kind == 'record' and not deadline) then
-      -- not leased (an earlier version's record without a value is left to its owner)
-    elseif deadline and deadline > t then
-      if not earliest or deadline < earliest then earliest = deadline end
-    else  -- expired, or a batch whose value is garbage or gone
-      local e = release(receipts[j])
-      if e then
-        hand_back(e, true, 'max_deliveries')
-        moved = moved + 1
+  -- a group is one batch's (or an earlier version's): its flags are read once, and
+  -- what expired is handed back with one write of them
+  local _, nonce, C = batch_of(receipts[from])
+  local flags = nonce and flags_of(C, nonce)
+  if flags then
+    local name = nonce .. ':' .. C
+    local list, shared = need(BATCH_PREFIX .. name), deadline_of(batch_value(name))
+    local marks, back = {}, {}
+    for j = #receipts, from, -1 do  -- latest first: the earliest ends up next out
+      local _, _, _, i = batch_of(receipts[j])
+      local flag = i and string.sub(flags, i + 1, i + 1)
+      local deadline = shared
+      if flag == '2' then deadline = deadline_of(redis.call('HGET', EXPIRY, receipts[j])) end
+      if flag ~= '0' and flag ~= '2' then
+        -- settled
+      elseif deadline and deadline > t then
+        if not earliest or deadline < earliest then earliest = deadline end
+      elseif not marks[i] then  -- expired, or a value that is garbage or gone
+        if flag == '2' then redis.call('HDEL', EXPIRY, receipts[j]) end
+        marks[i] = '1'
+        back[#back + 1] = i
+      end
+    end
+    for _, i in ipairs(back) do
+      hand_back(redis.call('LINDEX', list, i), true, 'max_deliveries')
+      moved = moved + 1
+    end
+    if #back > 0 then set_flags(C, nonce, marks, #back) end
+  else
+    for j = #receipts, from, -1 do
+      local v, kind = lease_of(receipts[j])
+      local deadline = deadline_of(v)
+      if kind == 'settled' or (kind == 'record' and not deadline) then
+        -- not leased (an earlier version's record without a value is left to its owner)
+      elseif deadline and deadline > t then
+        if not earliest or deadline < earliest then earliest = deadline end
+      else
+        local e = release(receipts[j])
+        if e then
+          hand_back(e, true, 'max_deliveries')
+          moved = moved + 1
+        end
       end
     end
   end
