@@ -286,9 +286,10 @@ local function is_raw(e)
 end
 
 -- n more elements at the head of the queue came back (RETURNED counts them; one
--- another program wrote a non-number into is started again)
+-- another program wrote a non-number or a negative one into is started again)
 local function count_returned(n)
-  if type(redis.pcall('INCRBY', RETURNED, n)) ~= 'number' then redis.call('SET', RETURNED, n) end
+  local now = redis.pcall('INCRBY', RETURNED, n)
+  if type(now) ~= 'number' or now < n then redis.call('SET', RETURNED, n) end
 end
 
 -- A delivered element comes back: next out of the queue (or, with a due time in
@@ -430,6 +431,8 @@ local function set_flags(C, nonce, marks, settling)
     redis.call('HDEL', fetches_of(C), nonce)
     redis.call('HDEL', EXPIRY, name)
     redis.call('DEL', batch)
+    -- and its lease group, unless a rescue split it (the parts go when they fall due)
+    redis.call('ZREM', DEADLINES, nonce .. '0+' .. #flags .. ':' .. C)
     FLAGS[name] = false
   end
 end

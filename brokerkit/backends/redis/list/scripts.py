@@ -135,29 +135,45 @@ end
 -- Such messages are pushed to the head of the queue (the right), new ones to its
 -- tail, and RETURNED counts them: no element is read to tell.
 local returned = tonumber(redis.call('GET', RETURNED)) or 0
+if returned < 0 then  -- another program's doing: counted again from none
+  redis.call('DEL', RETURNED)
+  returned = 0
+end
 local taken_back = false
-local function take_returned(source)  -- one that came back is taken: (its raw count)
-  taken_back = true
-  returned = returned - 1
-  if returned > 0 then redis.call('SET', RETURNED, returned) else redis.call('DEL', RETURNED) end
-  -- a raw element carries its count in the reply (the queue keeps it as it was)
-  if redis.call('HLEN', ATTEMPTS) > 0 then
-    local e = redis.call('LINDEX', source, -1)
-    if e and is_raw(e) then return redis.call('HGET', ATTEMPTS, redis.sha1hex(e)) or nil end
+-- A raw element carries its count in the reply (the queue keeps it as it was).
+local function raw_count(e)
+  if e and is_raw(e) and redis.call('HLEN', ATTEMPTS) > 0 then
+    local n = redis.call('HGET', ATTEMPTS, redis.sha1hex(e))
+    if n then return count_text(tonumber(n) or 0) end
   end
   return nil
 end
+local function take_returned()  -- one that came back is taken
+  taken_back = true
+  returned = returned - 1
+  if returned > 0 then redis.call('SET', RETURNED, returned) else redis.call('DEL', RETURNED) end
+end
 local woke, alone, count = 0, false, nil
 -- The BLMOVEd element is leased only if it is still there: a rescuer that took
--- this consumer for dead has already handed it back.
-if woken and redis.call('LLEN', proc) > 0 then
-  woke = 1
-  if returned > 0 then alone = true; count = take_returned(proc) end
+-- this consumer for dead has already handed it back. The count may have changed since
+-- the BLMOVE took it (a hand-back meanwhile), so this one element is read to tell.
+if woken then
+  local e = redis.call('LINDEX', proc, -1)
+  if e then
+    woke = 1
+    count = raw_count(e)
+    alone = count ~= nil or (string.sub(e, 1, 3) == 'BKR' and wrapped_count(e) ~= nil)
+    if alone and returned > 0 then take_returned() end
+  end
 end
 local take, capped = 0, false
 if not alone and woke < want and redis.call('LLEN', QUEUE) > 0 then
   if returned > 0 then
-    if woke == 0 then take = 1; count = take_returned(QUEUE) end  -- else the batch stops
+    if woke == 0 then  -- else the batch stops
+      take = 1
+      take_returned()
+      count = raw_count(redis.call('LINDEX', QUEUE, -1))
+    end
   else
     -- About FETCH_BYTES at most, by the mean size of the consumer's last fetch (or of
     -- the next one out, for its first): a batch's move takes fresh memory for all of it
@@ -165,7 +181,6 @@ if not alone and woke < want and redis.call('LLEN', QUEUE) > 0 then
     -- more per element than LMOVE.
     if hint <= 0 then hint = #redis.call('LINDEX', QUEUE, -1) end
     take = math.min(want - woke, math.max(math.floor(FETCH_BYTES / math.max(hint, 1)), 1))
-    capped = take < want - woke
   end
 elseif returned > 0 and not alone and redis.call('LLEN', QUEUE) == 0 then
   redis.call('DEL', RETURNED)  -- the queue is empty: whatever took them, none is left
@@ -176,11 +191,13 @@ end
 if take > 0 then
   take = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', 0, take, 'DESC', 'STORE', batch)
   redis.call('LTRIM', QUEUE, 0, -take - 1)
-  capped = capped and redis.call('LLEN', QUEUE) > 0
 end
 if woke == 1 then redis.call('LMOVE', proc, batch, 'RIGHT', 'LEFT') end
 local size = woke + take
 if size == 0 then return {0} end
+-- stopped short (a batch's size cap, one that came back) with more waiting: the
+-- consumer looks again at once
+capped = size < want and redis.call('LLEN', QUEUE) > 0
 local deadline, tail = t + lease_ms, ':' .. C
 -- One lease for the batch: its deadline and delivery time in expiry, and a flag a
 -- delivery in the consumer's fetches hash.
@@ -262,7 +279,8 @@ if mode == 'ack' then
         end
       end
       for _, i in ipairs(back) do
-        hand_back(redis.call('LINDEX', list, i), true, 'max_deliveries')
+        local e = redis.call('LINDEX', list, i)
+        if e then hand_back(e, true, 'max_deliveries') end
       end
       if settling > 0 then set_flags(C, nonce, marks, settling) end
     else  -- leases an earlier version recorded, in the consumer's lease hash
@@ -463,8 +481,11 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
       end
     end
     for _, i in ipairs(back) do
-      hand_back(redis.call('LINDEX', list, i), true, 'max_deliveries')
-      moved = moved + 1
+      local e = redis.call('LINDEX', list, i)
+      if e then
+        hand_back(e, true, 'max_deliveries')
+        moved = moved + 1
+      end
     end
     if #back > 0 then set_flags(C, nonce, marks, #back) end
   else
