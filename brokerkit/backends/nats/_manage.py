@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 from typing import Any
@@ -15,6 +16,8 @@ __all__ = ["ensure_stream", "inspect_topic", "list_topics", "purge_topic"]
 
 _STREAM_NOT_FOUND = 10059
 _SUBJECTS_OVERLAP = 10065
+#: Tries of a stream creation that failed making its store (see ensure_stream).
+_STORE_RETRIES = 5
 
 
 async def ensure_stream(client: NatsClient, stream: str) -> None:
@@ -33,8 +36,14 @@ async def ensure_stream(client: NatsClient, stream: str) -> None:
             "discard": "old",
             "num_replicas": 1,
         }
-        info = await client.api(f"STREAM.CREATE.{stream}", config, "create the stream")
-        error = info.get("error")
+        for attempt in range(_STORE_RETRIES):
+            info = await client.api(f"STREAM.CREATE.{stream}", config, "create the stream")
+            error = info.get("error")
+            # nats-server removes an account's streams directory with its last stream;
+            # a creation racing that removal fails once and succeeds when tried again
+            if not (error and "creating store" in str(error.get("description"))):
+                break
+            await asyncio.sleep(0.05 * (attempt + 1))
         if error and error.get("err_code") == _SUBJECTS_OVERLAP:
             raise ConfigurationError(
                 f"another JetStream stream on {client.server} already captures subjects "
