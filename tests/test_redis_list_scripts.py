@@ -9,7 +9,7 @@ import re
 import pytest
 
 import brokerkit
-from brokerkit.backends.redis.list import schedule, scripts
+from brokerkit.backends.redis.list import schedule, scripts, upkeep
 from brokerkit.backends.redis.list.plan import new_nonce
 from brokerkit.backends.redis.list.preamble import PREAMBLE, with_preamble
 from tests.redis_server import RedisServer
@@ -18,8 +18,8 @@ SCRIPTS = {
     "FETCH": scripts.FETCH,
     "SETTLE": scripts.SETTLE,
     "EXTEND": scripts.EXTEND,
-    "RESCUE": scripts.RESCUE,
-    "INSPECT": scripts.INSPECT,
+    "RESCUE": upkeep.RESCUE,
+    "INSPECT": upkeep.INSPECT,
     "HOLD": schedule.HOLD,
     "RELEASE": schedule.RELEASE,
 }

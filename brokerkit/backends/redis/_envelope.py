@@ -177,6 +177,20 @@ def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | No
         published_at = float(fields.get("ts", 0.0))
     except _NOT_OURS:
         return None
+    return _checked(text, message_id, topic, payload, content_type, headers, published_at)
+
+
+def _checked(
+    text: str,
+    message_id: Any,
+    topic: str,
+    payload: bytes,
+    content_type: Any,
+    headers: Any,
+    published_at: float,
+) -> Message | None:
+    """The message of a header read from ``text``, or None when its fields are not what
+    brokerkit writes (see ``_well_formed`` and ``_utf8``)."""
     if not _well_formed(message_id, content_type, headers, published_at):
         return None
     if not _utf8(text, message_id, content_type, headers):

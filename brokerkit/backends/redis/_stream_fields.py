@@ -22,6 +22,7 @@ from brokerkit.backends.redis._envelope import (
     _HEADER_DECODER,
     _NOT_OURS,
     _SCAN,
+    _checked,
     _new,
     _utf8,
     _well_formed,
@@ -146,11 +147,7 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
             return None
     except _NOT_OURS:
         return None
-    if not _well_formed(message_id, content_type, headers, published_at):
-        return None
-    if not _utf8(text, message_id, content_type, headers):
-        return None
-    return Message(message_id, topic, payload, content_type, headers, published_at)
+    return _checked(text, message_id, topic, payload, content_type, headers, published_at)
 
 
 #: What :func:`header_lines` reads from a batch of headers: the ids, content types,

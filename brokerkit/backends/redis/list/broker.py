@@ -39,7 +39,7 @@ from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
-from brokerkit.backends.redis.list import schedule, scripts
+from brokerkit.backends.redis.list import schedule, scripts, upkeep
 from brokerkit.backends.redis.list.calls import ListCalls, lease_batch
 from brokerkit.backends.redis.list.consumer import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
@@ -100,11 +100,14 @@ class RedisListBroker(ListSettling, Broker):
         super().__init__(url, options)
         self._client = make_client(url, self.options, retries=0)
         self._scripts = {
-            name: Lua(self._client, getattr(scripts, name))
-            for name in ("FETCH", "SETTLE", "EXTEND", "RESCUE", "INSPECT")
+            name: Lua(self._client, getattr(module, name))
+            for module, names in (
+                (scripts, ("FETCH", "SETTLE", "EXTEND")),
+                (upkeep, ("RESCUE", "INSPECT")),
+                (schedule, ("HOLD", "RELEASE")),
+            )
+            for name in names
         }
-        for name in ("HOLD", "RELEASE"):
-            self._scripts[name] = Lua(self._client, getattr(schedule, name))
         self._topics: dict[str, TopicPlan] = {}
         self._durable = replica_wait(self._client, url, self.options)
         self._call = ListCalls(self._client, url, self.options.reconnect_timeout, self._keys)

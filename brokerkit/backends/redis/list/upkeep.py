@@ -1,0 +1,281 @@
+"""The Lua scripts that look after a redis+list topic as a whole: the rescue of
+deliveries whose lease ran out or whose consumer died, and the look that ``inspect``
+takes (see :mod:`.scripts` for the keys, the arguments every script shares and the data
+model)."""
+
+from __future__ import annotations
+
+from brokerkit.backends.redis.list.preamble import with_preamble
+
+__all__ = ["INSPECT", "RESCUE"]
+
+
+#: ARGV[7] at most this many lease groups and this many dead consumers per call;
+#: ARGV[8] a live consumer whose orphans to hand back too ("" : none); ARGV[9] at
+#: most this many leases looked at per call (a group or a dead consumer's leases
+#: past it are left for the next call: a due group is split, a dead consumer stays
+#: registered as dead until its lease hash is empty).
+#: Also moves held messages that are due to the queue.
+#: Returns {deliveries handed back, ms until the next lease group or held message is
+#: due or -1 (0 when work was left for the next call), orphans, lease groups visited
+#: (``limit`` when more may be due), held messages moved to the queue, ms until the next
+#: held message is due or -1, the dead consumers left alone because a batch of theirs
+#: was not declared}.
+RESCUE = with_preamble(
+    r"""
+local t = now_ms()
+local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
+local moved, more = 0, false
+local scored = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'WITHSCORES', 'LIMIT', 0, limit)
+local due, scores = {}, {}
+for i = 1, #scored, 2 do
+  due[#due + 1], scores[#scores + 1] = scored[i], scored[i + 1]
+end
+for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
+  if budget <= 0 then more = true; break end
+  -- a group that fell due after the caller looked is left for the next rescue
+  local colon = string.find(due[i], ':', 1, true)
+  local dash = string.find(due[i], '-', 1, true)
+  if not colon or (declared(string.sub(due[i], colon + 1)) and (not dash or dash > colon
+      or DECLARED[BATCH_PREFIX .. string.sub(due[i], 1, dash) .. string.sub(due[i], colon)])) then
+  local group = due[i]
+  local receipts = group_receipts(group)
+  local from = 1
+  if #receipts > budget then
+    -- Look at the group's latest `budget` receipts now; the earlier ones stay a
+    -- group of their own, with the score the whole group had (still a lower bound).
+    from = #receipts - budget + 1
+    local head, rest = split_group(group, from - 1)
+    if head then
+      redis.call('ZADD', DEADLINES, scores[i], head)
+      redis.call('ZREM', DEADLINES, group)
+      group = rest
+      more = true
+    else
+      from = 1
+    end
+  end
+  budget = budget - (#receipts - from + 1)
+  local earliest
+  -- a group is one batch's (or an earlier version's): its flags are read once, and
+  -- what expired is handed back with one write of them
+  local _, nonce, C = batch_of(receipts[from])
+  local flags = nonce and flags_of(C, nonce)
+  if flags then
+    local name = nonce .. ':' .. C
+    local list, shared = need(BATCH_PREFIX .. name), deadline_of(batch_value(name))
+    local marks, back = {}, {}
+    for j = #receipts, from, -1 do  -- latest first: the earliest ends up next out
+      local _, _, _, i = batch_of(receipts[j])
+      local flag = i and string.sub(flags, i + 1, i + 1)
+      local deadline = shared
+      if flag == '2' then deadline = deadline_of(redis.call('HGET', EXPIRY, receipts[j])) end
+      if flag ~= '0' and flag ~= '2' then
+        -- settled
+      elseif deadline and deadline > t then
+        if not earliest or deadline < earliest then earliest = deadline end
+      elseif not marks[i] then  -- expired, or a value that is garbage or gone
+        if flag == '2' then redis.call('HDEL', EXPIRY, receipts[j]) end
+        marks[i] = '1'
+        back[#back + 1] = i
+      end
+    end
+    for _, i in ipairs(back) do
+      local e = redis.call('LINDEX', list, i)
+      if e then
+        hand_back(e, true, 'max_deliveries')
+        moved = moved + 1
+      end
+    end
+    if #back > 0 then set_flags(C, nonce, marks, #back) end
+  else
+    for j = #receipts, from, -1 do
+      local v, kind = lease_of(receipts[j])
+      local deadline = deadline_of(v)
+      if kind == 'settled' or (kind == 'record' and not deadline) then
+        -- not leased (an earlier version's record without a value is left to its owner)
+      elseif deadline and deadline > t then
+        if not earliest or deadline < earliest then earliest = deadline end
+      else
+        local e = release(receipts[j])
+        if e then
+          hand_back(e, true, 'max_deliveries')
+          moved = moved + 1
+        end
+      end
+    end
+  end
+  if earliest then
+    redis.call('ZADD', DEADLINES, earliest, group)
+  else
+    redis.call('ZREM', DEADLINES, group)
+  end
+  end
+end
+-- a receipt orders deliveries by time, then by sequence number (a longer one is later)
+local function later(a, b)
+  if a[1] ~= b[1] then return a[1] > b[1] end
+  if #a[2] ~= #b[2] then return #a[2] > #b[2] end
+  return a[2] > b[2]
+end
+local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
+local unknown = {}
+for _, C in ipairs(dead) do
+  if budget <= 0 then more = true; break end
+  -- a consumer that died after the caller looked is left for the next rescue; one
+  -- whose batches the caller did not know of (it did not know it dead) is named in
+  -- the reply, for the caller to declare them in a call of its own
+  local nonces = declared(C) and redis.call('HKEYS', fetches_of(C)) or {}
+  local known = declared(C)
+  for _, nonce in ipairs(nonces) do
+    if known and not DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then
+      known = false
+      unknown[#unknown + 1] = C
+    end
+  end
+  if known then
+  local proc, leases, fetches = proc_of(C), leases_of(C), fetches_of(C)
+  -- moved but never leased: never handed to the application, no attempt
+  for _, e in ipairs(orphans(C)) do
+    redis.call('RPUSH', QUEUE, e)
+    count_returned(1)  -- goes out alone, as one that came back does
+    moved = moved + 1
+  end
+  redis.call('DEL', proc)
+  local held, tail, left = {}, ':' .. C, false
+  -- its batches, a budget's worth at a time from the end of each, cut off the batch
+  -- as they go: every delivery with an expiry value, and any element left without one
+  -- by an earlier version's rescuer (a settled one is blank)
+  for _, nonce in ipairs(nonces) do
+    if budget <= 0 then left = true; break end
+    local name = nonce .. tail
+    local batch, flags = BATCH_PREFIX .. name, flags_of(C, nonce)
+    local size = redis.call('LLEN', batch)
+    local from = math.max(size - budget, 0)
+    local elements = size > 0 and redis.call('LRANGE', batch, from, -1) or {}
+    local delivered = delivered_of(batch_value(name)) or 0
+    for i, e in ipairs(elements) do
+      local index = from + i - 1
+      local flag = string.sub(flags, index + 1, index + 1)
+      if flag == '0' or flag == '2' then
+        local r = nonce .. index .. tail
+        if flag == '2' then redis.call('HDEL', EXPIRY, r) end
+        held[#held + 1] = {delivered, r, e}
+      end
+    end
+    budget = budget - #elements
+    local kept = string.sub(flags, 1, from)
+    if string.find(kept, '[02]') then
+      redis.call('LTRIM', batch, 0, from - 1)
+      redis.call('HSET', fetches, nonce, kept)
+      FLAGS[name] = kept
+      left = true
+    else
+      redis.call('DEL', batch)
+      redis.call('HDEL', fetches, nonce)
+      redis.call('HDEL', EXPIRY, name)
+      FLAGS[name] = false
+    end
+  end
+  -- and the leases earlier versions recorded in its lease hash
+  local names = redis.call('HKEYS', leases)  -- cheap beside handing them back
+  local fields, values, receipts = {unpack(names, 1, math.max(math.min(budget, #names), 0))}, {}, {}
+  if #fields > 0 then values = redis.call('HMGET', leases, unpack(fields)) end
+  if #names > #fields then left = true end
+  for j, f in ipairs(fields) do receipts[j] = receipt_of(f, C) end
+  local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+  for j, r in ipairs(receipts) do
+    local delivered, e = record_of(fields[j], values[j], expiry[j])
+    held[#held + 1] = {delivered, r, e}
+  end
+  budget = budget - #receipts
+  call_chunked('HDEL', EXPIRY, receipts, 1)
+  call_chunked('HDEL', leases, fields, 1)
+  if left then more = true else redis.call('ZREM', CONSUMERS, C) end
+  table.sort(held, later)
+  for _, lease in ipairs(held) do  -- newest first: the oldest ends up next out
+    hand_back(lease[3], true, 'max_deliveries')
+    moved = moved + 1
+  end
+  end
+end
+local reconciled = 0
+if ARGV[8] ~= '' then
+  for _, e in ipairs(orphans(ARGV[8])) do
+    redis.call('LREM', proc_of(ARGV[8]), 1, e)
+    redis.call('RPUSH', QUEUE, e)
+    count_returned(1)
+    reconciled = reconciled + 1
+  end
+end
+tidy()
+local released = release_due(t, limit)
+local held_wait = next_due_wait(t)
+local wait = held_wait
+local next_lease = redis.call('ZRANGE', DEADLINES, 0, 0, 'WITHSCORES')
+if next_lease[2] then
+  local lease_wait = math.max(tonumber(next_lease[2]) - t, 0)
+  if wait < 0 or lease_wait < wait then wait = lease_wait end
+end
+if more then wait = 0 end
+return {moved, wait, reconciled, more and limit or #due, released, held_wait, unknown}
+"""
+)
+
+#: Returns {queue length, dead letters, server ms, in flight, oldest delivery ms or
+#: -1, consumers, then per consumer: name, heartbeat deadline or -1, processing
+#: length, leases; then the number of held messages; last, the next element to be
+#: delivered (the queue's tail), or false}.
+INSPECT = with_preamble(
+    r"""
+local t = now_ms()
+local names, order = {}, {}
+local registered = redis.call('ZRANGE', CONSUMERS, 0, -1, 'WITHSCORES')
+for i = 1, #registered, 2 do
+  names[registered[i]] = tonumber(registered[i + 1])
+  order[#order + 1] = registered[i]
+end
+local oldest, leases, in_flight = -1, {}, 0
+local function seen(C, delivered, n)
+  if names[C] == nil then names[C] = -1; order[#order + 1] = C end
+  leases[C] = (leases[C] or 0) + n
+  in_flight = in_flight + n
+  if delivered and n > 0 and (oldest < 0 or delivered < oldest) then oldest = delivered end
+end
+local records = redis.call('HGETALL', EXPIRY)
+for j = 1, #records, 2 do
+  local r, v = records[j], records[j + 1]
+  local C = consumer_of(r)
+  local _, nonce = batch_of(r)
+  local colon = string.find(r, ':', 1, true)
+  if string.sub(r, colon - 1, colon - 1) == '-' then
+    -- a batch: its leased deliveries are the flags '0' and '2'
+    local flags = declared(C) and redis.call('HGET', fetches_of(C), string.sub(r, 1, colon - 1))
+    local _, n = string.gsub(flags or '', '[02]', '')
+    seen(C, delivered_of(v), n)
+  elseif not (nonce and declared(C) and redis.call('HEXISTS', fetches_of(C), nonce) == 1) then
+    -- (not a batch's delivery with a value of its own: counted with its batch)
+    local delivered = delivered_of(v)
+    if not delivered and declared(C) then
+      -- an earlier version's lease: the time is in its record (see record_of)
+      local value = redis.call('HGET', leases_of(C), r)
+      delivered = value and record_of(r, value, v)
+    end
+    seen(C, delivered, 1)
+  end
+end
+local out = {redis.call('LLEN', QUEUE), redis.call('LLEN', DLQ), t, in_flight, 0, #order}
+for _, C in ipairs(order) do
+  -- a consumer that appeared after the caller looked is counted by the next inspect
+  local proc = declared(C) and redis.call('LLEN', proc_of(C)) or 0
+  out[#out + 1] = C
+  out[#out + 1] = names[C]
+  out[#out + 1] = proc
+  out[#out + 1] = leases[C] or 0
+end
+out[5] = oldest
+out[#out + 1] = redis.call('ZCARD', SCHEDULED)
+out[#out + 1] = redis.call('LINDEX', QUEUE, -1)
+return out
+"""
+)
