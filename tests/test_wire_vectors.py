@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from brokerkit._message import Message
-from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis import _envelope, _stream_fields
 from brokerkit.backends.redis.list.schedule import hold_member
 from brokerkit.backends.redis.stream.scheduling import held_member
 
@@ -44,7 +44,7 @@ def _ids(cases: list[dict[str, Any]]) -> list[str]:
 def test_encoding_a_message_gives_the_vector_bytes(case: dict[str, Any]) -> None:
     message = _message(case["message"])
     assert _envelope.encode(message) == _bytes(case["envelope_b64"])
-    fields = _envelope.encode_fields(message)
+    fields = _stream_fields.encode_fields(message)
     assert {"bk1": fields["bk1"].encode(), "body": fields["body"]} == {
         name: _bytes(value) for name, value in case["stream_fields_b64"].items()
     }
@@ -55,7 +55,7 @@ def test_decoding_the_vector_bytes_gives_the_message(case: dict[str, Any]) -> No
     message = _message(case["message"])
     assert _envelope.decode(TOPIC, _bytes(case["envelope_b64"])) == message
     fields = {k.encode(): _bytes(v) for k, v in case["stream_fields_b64"].items()}
-    assert _envelope.decode_fields(TOPIC, fields) == message
+    assert _stream_fields.decode_fields(TOPIC, fields) == message
 
 
 @pytest.mark.parametrize("case", VECTORS["raw_elements"], ids=_ids(VECTORS["raw_elements"]))
@@ -68,7 +68,7 @@ def test_plain_values_decode_as_the_vectors_say(case: dict[str, Any]) -> None:
 )
 def test_plain_stream_entries_decode_as_the_vectors_say(case: dict[str, Any]) -> None:
     fields = {k.encode(): _bytes(v) for k, v in case["stream_fields_b64"].items()}
-    assert _envelope.decode_fields(TOPIC, fields) == _message(case["message"])
+    assert _stream_fields.decode_fields(TOPIC, fields) == _message(case["message"])
 
 
 def test_the_vectors_cover_every_short_content_type_and_the_json_header_form() -> None:
@@ -83,7 +83,7 @@ def test_a_held_message_is_the_vector_member(case: dict[str, Any]) -> None:
     message = _message(case["message"])
     held = {name: _bytes(value) for name, value in case["held_b64"].items()}
     assert hold_member(message.id, _envelope.encode(message)) == held["list"]
-    header = _envelope.stream_header(message)
+    header = _stream_fields.stream_header(message)
     assert held_member(message.id, header, message.payload) == held["stream"]
     # The stream member splits back into the header and the body, as the script does.
     tag, length, rest = held["stream"].split(b"\n", 2)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from brokerkit._message import Message
-from brokerkit.backends.redis import _envelope
+from brokerkit.backends.redis import _envelope, _stream_fields
 from tests.conftest import RedisTarget
 
 HERE = Path(__file__).resolve().parent
@@ -250,7 +250,7 @@ def test_node_reads_and_writes_the_test_vectors(peer: Peer) -> None:
         envelope = base64.b64decode(got[case["name"]]["reencoded_envelope_b64"])
         assert _envelope.decode("orders", envelope) == message
         header = base64.b64decode(got[case["name"]]["reencoded_bk1_b64"])
-        assert _envelope.message_from_header("orders", header, message.payload) == message
+        assert _stream_fields.message_from_header("orders", header, message.payload) == message
     for case in vectors["raw_elements"]:
         decoded = got[case["name"]]["envelope"]
         assert {k: decoded[k] for k in case["message"]} == case["message"], case["name"]

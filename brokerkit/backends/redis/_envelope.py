@@ -268,28 +268,3 @@ def _guess(data: bytes) -> str:
     except (ValueError, RecursionError):  # RecursionError: nested deeper than json reads
         return "text/plain; charset=utf-8"
     return "application/json"
-
-
-#: The stream names that moved to :mod:`._stream_fields`, still read here by older
-#: callers (tests, tools): loaded on first use, since that module imports this one.
-_MOVED = frozenset(
-    {
-        "BODY_FIELD",
-        "HEADER_FIELD",
-        "_CONTENT_TYPES",
-        "decode_fields",
-        "encode_fields",
-        "header_lines",
-        "message_from_header",
-        "messages_from_headers",
-        "stream_header",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from brokerkit.backends.redis import _stream_fields
-
-        return getattr(_stream_fields, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

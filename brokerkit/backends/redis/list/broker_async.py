@@ -251,13 +251,12 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         run = self._scripts["FETCH"]
         fetch_keys, common = state.fetch_keys, state.plan.common
         wait = None if block is None else (state.keys.queue, state.processing, block)
-        batches = state.keys.batches_prefix
 
         async def fetch() -> tuple[str, tuple[list[Any], list[bytes] | None] | None]:
             # Every attempt takes a fresh nonce: one whose reply was lost may have
             # leased elements under the receipts it named.
             nonce = new_nonce()
-            batch = f"{batches}{nonce}:{consumer}"
+            batch = state.keys.batch(nonce, consumer)
             args = [*common, consumer, count, self._lease_ms, nonce, state.element_size]
             if wait is not None:
                 args.append("1")  # the script leases what the BLMOVE moved first
@@ -277,7 +276,7 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         reply, read = leased
         if read is None:  # leased, but the read of the batch failed: read it again
             client: Any = self._client
-            batch = f"{batches}{nonce}:{consumer}"
+            batch = state.keys.batch(nonce, consumer)
             read = await self._consumer_call(subscription, lambda: client.lrange(batch, 0, -1))
         elements: list[bytes] = read or []
         # the queue had no more (a fetch of big elements takes fewer: see FETCH)
