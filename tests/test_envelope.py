@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from brokerkit._message import Message
@@ -593,3 +593,85 @@ def test_an_envelope_with_headers_is_read_without_the_json_decoder(
     data = _envelope.encode(message)
     monkeypatch.setattr(_envelope, "_from_json_header", None)  # not called
     assert _slots(_envelope.decode("orders", data)) == _slots(message)
+
+
+# -- decode_many: the values of one publish_many, read as decode reads each --
+
+_ids = st.text("0123456789abcdef", min_size=6, max_size=6) | st.sampled_from(
+    ["0A1b2c", "0a\\", '0a"', "0a\u00e9", "0a1b", "g01abc"]
+)
+#: What encode writes for one publish_many: one content type, time and headers.
+_one_batch = st.builds(
+    lambda ids, payloads, content_type, ts, headers: [
+        _envelope.encode(Message(i, "orders", p, content_type, headers, ts))
+        for i, p in zip(ids, payloads, strict=False)
+    ],
+    st.lists(_ids, min_size=1, max_size=6),
+    st.lists(st.binary(max_size=6), min_size=6, max_size=6),
+    st.sampled_from(["application/json", "a/b", "\u00e9/x", 'x/"y"']),
+    st.sampled_from([1.5, -0.0, 0.0, 2.5e3]),
+    st.sampled_from([{}, {"k": "v"}, {"k": "a\x01b"}, {"k": "a\nb"}]),
+)
+#: Headers of one shape with ids of one length, any of them hostile: each must be read
+#: as decode reads it, whatever the value before it was.
+_one_shape = st.builds(
+    lambda starts_ids, content_type, ts, more, payload: [
+        start + i + b'","ct":"' + content_type + b'","ts":' + ts + more + payload
+        for start, i in starts_ids
+    ],
+    st.lists(
+        st.tuples(
+            st.sampled_from([b'BK1{"id":"', b'BK1{"id":"', b'BK2{"id":"', b'BK1{"ID":"']),
+            st.text("0123456789abcdef", min_size=6, max_size=6).map(str.encode)
+            | st.sampled_from([b"\\u0041", b'0a"b"c', b"0A1B2C", b"0a\nbc"])
+            | st.binary(min_size=6, max_size=6),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from([b"a/b", b"a/b", b"", b"\xff/x", b"a\x01b"]),
+    st.sampled_from([b"1.5", b"1.5", b"-0", b"1e999", b"NaN"]),
+    st.sampled_from([b"}\n", b',"h":{"k":"v"}}\n', b',"h":{"k":"\\u0041"}}\n', b',"h":{"k":1}}\n']),
+    st.binary(max_size=3),
+)
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        _one_batch
+        | _one_shape
+        | st.lists(_plain_headers | st.binary(max_size=40), max_size=3)
+        | st.lists(st.sampled_from(list(_PLAIN_EDGES.values())), max_size=3),
+        max_size=4,
+    ).map(lambda parts: [value for part in parts for value in part])
+)
+def test_decode_many_reads_each_value_as_decode_does(values: list[bytes]) -> None:
+    many = _envelope.decode_many("orders", values, "x/raw")
+    one = [_envelope.decode("orders", value, "x/raw") for value in values]
+    assert [_slots(m) for m in many] == [_slots(m) for m in one]
+    for message in many:
+        assert type(message) is Message
+        assert math.isfinite(message.published_at)
+    assert len({id(m.headers) for m in many}) == len(many)  # a dict each
+
+
+class _CountingPattern:
+    def __init__(self, pattern: Any) -> None:
+        self.pattern, self.read = pattern, 0
+
+    def match(self, data: bytes) -> Any:
+        self.read += 1
+        return self.pattern.match(data)
+
+
+def test_decode_many_reads_one_header_of_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [
+        _envelope.encode(Message(f"{i:03x}", "orders", b"p%d" % i, "a/b", {}, 1.5))
+        for i in range(50)
+    ]
+    counting = _CountingPattern(_envelope._PLAIN_HEADER)
+    monkeypatch.setattr(_envelope, "_PLAIN_HEADER", counting)
+    messages = _envelope.decode_many("orders", values)
+    assert [m.payload for m in messages] == [b"p%d" % i for i in range(50)]
+    assert counting.read == 2  # the first value's header (by decode, then for the batch)

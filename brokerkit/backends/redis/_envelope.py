@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from brokerkit._message import Message
@@ -34,6 +34,7 @@ from brokerkit._message import Message
 __all__ = [
     "MAGIC",
     "decode",
+    "decode_many",
     "encode",
     "raw_message",
 ]
@@ -138,6 +139,67 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
             if read is not None:
                 return read
     return raw_message(topic, data, raw_content_type)
+
+
+_ID_START = MAGIC + b'{"id":"'
+_ID_AT = len(_ID_START)
+_HEX_DIGITS = b"0123456789abcdef"
+
+
+def decode_many(
+    topic: str, values: Sequence[bytes], raw_content_type: str | None = None
+) -> list[Message]:
+    """``[decode(topic, value, raw_content_type) for value in values]``, cheaper for the
+    values of one ``publish_many``, whose headers differ only in their ids: a value
+    whose header after the id is the previous one's, byte for byte, and whose id has
+    its length and is hex, is read as that one was (tests/test_envelope.py compares
+    the two on any values). Never raises, as :func:`decode` never does."""
+    messages: list[Message] = []
+    append = messages.append
+    # (the previous header's bytes after its id, where its id ended, its content type
+    # and time, whether headers follow) once one was read by decode's plain path
+    tail = b""
+    id_end = tail_end = 0
+    content_type = ""
+    published_at = 0.0
+    with_headers = False
+    for data in values:
+        if (
+            tail
+            and type(data) is bytes
+            and data[id_end:tail_end] == tail
+            and data[:_ID_AT] == _ID_START
+            and not data[_ID_AT:id_end].translate(None, _HEX_DIGITS)
+        ):
+            headers: dict[str, str] | None = {}
+            start = tail_end
+            if with_headers:
+                headers, start = _headers_at(data, start)
+            if headers is not None:
+                message = _new(Message)
+                message.id = data[_ID_AT:id_end].decode()
+                message.topic = topic
+                message.payload = data[start:]
+                message.content_type = content_type
+                message.headers = headers
+                message.published_at = published_at
+                append(message)
+                continue
+        message = decode(topic, data, raw_content_type)
+        append(message)
+        plain = _PLAIN_HEADER.match(data) if type(data) is bytes else None
+        if plain is None or message.payload is data:
+            # not an envelope read as the plain path reads it (a raw message's payload
+            # is the value itself): the next value is not compared with it
+            tail = b""
+            continue
+        id_end = plain.end(1)
+        tail_end = plain.end()
+        tail = data[id_end:tail_end]
+        content_type = message.content_type
+        published_at = message.published_at
+        with_headers = plain.group(4) is not None
+    return messages
 
 
 def _headers_at(data: bytes, start: int) -> tuple[dict[str, str] | None, int]:

@@ -4,6 +4,7 @@ async broker)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 from brokerkit._broker_async import DEFAULT_GROUP
@@ -43,21 +44,20 @@ def fetched_messages(
     Never raises, as ``decode`` never does: every leased element must come out as a
     delivery, or it would sit leased, unrenewed, unseen until its lease ran out.
     """
-    decode = envelope.decode
     again: dict[int, int] | None = None
-    messages: list[Message] = []
-    for index, element in enumerate(elements):
-        if element[:3] == b"BKR":
-            before, element = unwrap(element)
+    inner = elements
+    if any(map(bytes.startswith, elements, repeat(b"BKR"))):
+        inner = list(elements)
+        for index, element in enumerate(elements):
+            before, inner[index] = unwrap(element)
             if before:
                 if again is None:
                     again = {}
                 again[index] = before + 1
-        try:
-            messages.append(decode(topic, element, raw_content_type))
-        except Exception:  # decode is total; this guards a regression
-            messages.append(envelope.raw_message(topic, element, raw_content_type))
-    return messages, again
+    try:
+        return envelope.decode_many(topic, inner, raw_content_type), again
+    except Exception:  # decode_many is total; this guards a regression
+        return [envelope.raw_message(topic, e, raw_content_type) for e in inner], again
 
 
 def stale_receipts(reply: list[bytes] | None) -> set[str]:

@@ -1,9 +1,9 @@
-"""Client instructions per message of redis+stream's consume+ack (prefetch 100, one
-ack per fetched batch, every payload read), next to raw redis-py's XREADGROUP COUNT 100
-+ one XACK: counted by valgrind's callgrind, which does not depend on the machine's
-load. Run from the repository root (starts a private redis-server)::
+"""Client instructions per message of redis+stream's or redis+list's consume+ack
+(prefetch 100, one ack per fetched batch, every payload read), next to raw redis-py's
+XREADGROUP COUNT 100 + one XACK: counted by valgrind's callgrind, which does not depend
+on the machine's load. Run from the repository root (starts a private redis-server)::
 
-    .venv/bin/python scripts/measure_stream_cpu.py [--small 1000] [--large 11000]
+    .venv/bin/python scripts/measure_consume_cpu.py [--backend stream|list] [--small 1000] [--large 11000]
 
 Each side consumes ``--small`` and then ``--large`` prefilled messages in a process of
 its own under callgrind; the difference of the two counts over the difference of the
@@ -25,13 +25,13 @@ BODY = b"x" * 100
 PREFETCH = 100
 
 
-def fill(port: int, side: str, topic: str, count: int) -> None:
+def fill(port: int, side: str, topic: str, count: int, backend: str) -> None:
     import redis
 
     import brokerkit
 
     if side == "brokerkit":
-        url = f"redis+stream://127.0.0.1:{port}/0?prefix=cpu"
+        url = f"redis+{backend}://127.0.0.1:{port}/0?prefix=cpu"
         with brokerkit.connect(url) as broker:
             broker.subscribe(topic, prefetch=PREFETCH).close()  # the group starts here
             for _ in range(count // PREFETCH):
@@ -47,13 +47,13 @@ def fill(port: int, side: str, topic: str, count: int) -> None:
         pipe.execute()
 
 
-def consume(port: int, side: str, topic: str, count: int) -> None:
+def consume(port: int, side: str, topic: str, count: int, backend: str) -> None:
     import redis
 
     import brokerkit
 
     if side == "brokerkit":
-        url = f"redis+stream://127.0.0.1:{port}/0?prefix=cpu"
+        url = f"redis+{backend}://127.0.0.1:{port}/0?prefix=cpu"
         with brokerkit.connect(url) as broker:
             subscription = broker.subscribe(topic, prefetch=PREFETCH)
             pending: list[brokerkit.Delivery] = []
@@ -83,9 +83,10 @@ def consume(port: int, side: str, topic: str, count: int) -> None:
         done += len(ids)
 
 
-def instructions(port: int, side: str, count: int) -> int:
+def instructions(port: int, side: str, count: int, backend: str) -> int:
     topic = uuid.uuid4().hex[:8]
     me = [sys.executable, os.path.abspath(__file__), "--port", str(port), "--side", side]
+    me += ["--backend", backend]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     subprocess.run([*me, "--fill", str(count), "--topic", topic], check=True, env=env)
     with tempfile.TemporaryDirectory() as scratch:
@@ -112,6 +113,7 @@ def instructions(port: int, side: str, count: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("stream", "list"), default="stream")
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=11000)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -122,17 +124,17 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())
     if args.fill is not None:
-        fill(args.port, args.side, args.topic, args.fill)
+        fill(args.port, args.side, args.topic, args.fill, args.backend)
         return
     if args.consume is not None:
-        consume(args.port, args.side, args.topic, args.consume)
+        consume(args.port, args.side, args.topic, args.consume, args.backend)
         return
     from tests.redis_server import RedisServer
 
     with RedisServer() as server:
         for side in ("brokerkit", "raw"):
-            small = instructions(server.port, side, args.small)
-            large = instructions(server.port, side, args.large)
+            small = instructions(server.port, side, args.small, args.backend)
+            large = instructions(server.port, side, args.large, args.backend)
             per = (large - small) / (args.large - args.small)
             print(f"{side:<10} {per:>9,.0f} instructions per message")
 
