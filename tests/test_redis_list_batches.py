@@ -9,12 +9,13 @@ element on its own gives."""
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import brokerkit
@@ -185,6 +186,66 @@ def test_an_ack_of_leases_in_every_state_reports_exactly_the_stale_ones(
     ]
     broker.ack(*[d for d in again if d is not None])
     assert redis_client.exists(keys.expiry, fetches) == 0
+
+
+_LEASE_STATES = st.sampled_from(["live", "settled", "own live", "own expired"])
+
+
+@settings(
+    max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(
+    states=st.lists(_LEASE_STATES, min_size=1, max_size=6),
+    batch_value=st.sampled_from(["live", "expired", "garbage", "gone"]),
+)
+def test_an_ack_of_a_whole_fetch_settles_as_naming_each_delivery_does(
+    connect: Callable[..., Any],
+    redis_client: redis.Redis,
+    states: list[str],
+    batch_value: str,
+) -> None:
+    """The client names a fetch's batch alone when it acks the whole of it, in order
+    (SETTLE's short form); any state its leases are in settles as naming each does."""
+    broker = connect(visibility_timeout=30)
+    outcomes = []
+    for whole in (True, False):
+        topic = f"whole-{uuid.uuid4().hex[:8]}"
+        keys = broker._topic(topic).keys
+        broker.publish_many(topic, [f"m{i}" for i in range(len(states))])
+        subscription = broker.subscribe(topic, prefetch=len(states))
+        got = [subscription.receive(timeout=5) for _ in states]
+        deliveries = [d for d in got if d is not None]
+        assert len(deliveries) == len(states)
+        consumer = subscription.consumer
+        nonce = deliveries[0].receipt.partition("-")[0] + "-"
+        name = f"{nonce}:{consumer}"
+        value = redis_client.hget(keys.expiry, name)
+        assert value is not None
+        flags = {"live": "0", "settled": "1", "own live": "2", "own expired": "2"}
+        redis_client.hset(keys.fetches(consumer), nonce, "".join(flags[s] for s in states))
+        for delivery, state in zip(deliveries, states, strict=True):
+            if state.startswith("own"):
+                own = value if state == "own live" else b"1.5"
+                redis_client.hset(keys.expiry, delivery.receipt, own)
+        if batch_value == "gone":
+            redis_client.hdel(keys.expiry, name)
+        elif batch_value != "live":
+            redis_client.hset(keys.expiry, name, b"1.5" if batch_value == "expired" else b"x")
+        if not whole:
+            subscription.state.fetched = []  # so the ack names each delivery
+        try:
+            broker.ack(*deliveries)
+            stale: list[int] = []
+        except StaleDelivery as exc:
+            stale = sorted(deliveries.index(d) for d in exc.deliveries)
+        back = sorted(
+            (unwrap(e)[0], _envelope.decode(topic, unwrap(e)[1]).payload)
+            for e in redis_client.lrange(keys.queue, 0, -1)
+        )
+        left = redis_client.exists(keys.batch(nonce, consumer), keys.fetches(consumer))
+        outcomes.append((stale, back, left, redis_client.hexists(keys.expiry, name)))
+        subscription.close()
+    assert outcomes[0] == outcomes[1]
 
 
 _PLAIN = _envelope.encode(Message("0193ab", "orders", b"body", "application/json", {}, 1.5))

@@ -291,7 +291,7 @@ class RedisListBroker(ListSettling, Broker):
             subscription.topic, elements, self.options.raw_content_type
         )
         suffix = ":" + consumer
-        receipts = [f"{nonce}{index}{suffix}" for index in range(len(messages))]
+        receipts = state.fetched = [f"{nonce}{index}{suffix}" for index in range(len(messages))]
         deliveries = Delivery._first_attempts(messages, subscription, receipts)
         if len(reply) > 1 and reply[1] is not None:  # a raw element that came back
             again = {0: int(reply[1]) + 1}

@@ -35,4 +35,7 @@ class ConsumerState:
         #: The mean size of the elements of the last fetch (0: none yet): a fetch of big
         #: ones takes fewer (see FETCH).
         self.element_size = 0
+        #: The receipts of the last fetch, in order: an ack of just these names the
+        #: batch alone (see SETTLE).
+        self.fetched: list[str] = []
         self.reconcile = True

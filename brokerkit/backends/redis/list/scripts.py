@@ -225,7 +225,9 @@ return {size, count or false, capped and 1 or 0}
 #: ARGV[7] "ack", then per run of receipts of one batch: the batch ("<nonce>:<consumer>"),
 #: how many, and each receipt's index in it (see :func:`.plan.ack_arguments`; an
 #: earlier version's receipt "<nonce><seq>:<consumer>" is read as index <seq> of batch
-#: "<nonce>:<consumer>", which does not exist). Or ARGV[7] "requeue" or "reject",
+#: "<nonce>:<consumer>", which does not exist); or the batch and minus how many, for the
+#: indexes 0 to how many - 1, in order (the whole of a fetch: one settled with no loop
+#: when every delivery in it is still leased under the batch's lease). Or ARGV[7] "requeue" or "reject",
 #: ARGV[8...] receipts in delivery order. Or
 #: ARGV[7] "requeue+" / "reject+", ARGV[8] delay ms (0: none), ARGV[9] the dead
 #: letter's reason ("": the usual one), ARGV[10...] receipts.
@@ -242,8 +244,15 @@ if mode == 'ack' then
   local k = 8
   while k <= #ARGV do
     local name, n = ARGV[k], tonumber(ARGV[k + 1]) or 0
-    local first, last = k + 2, k + 1 + n
-    k = last + 1
+    local whole = n < 0  -- the indexes 0 .. -n - 1, not named one by one
+    if whole then n = -n end
+    local first = k + 2
+    k = whole and first or first + n
+    -- the index of the run's s-th receipt (from 0), as its receipt names it
+    local function index(s)
+      if whole then return s end
+      return ARGV[first + s]
+    end
     local colon = find(name, ':', 1, true)
     local nonce, C = sub(name, 1, colon - 1), sub(name, colon + 1)
     local tail = ':' .. C
@@ -252,40 +261,44 @@ if mode == 'ack' then
       local list = need(BATCH_PREFIX .. name)
       local deadline = deadline_of(batch_value(name))  -- garbage: taken as expired
       local live_batch = deadline ~= nil and deadline > t
-      local marks, back, settling = {}, {}, 0
-      for j = first, last do
-        local i = tonumber(ARGV[j])
-        local flag = i and not marks[i] and sub(flags, i + 1, i + 1)
-        local live = nil  -- nil: not leased (settled, or no such delivery)
-        if flag == '0' then
-          live = live_batch
-        elseif flag == '2' then
-          local r = nonce .. ARGV[j] .. tail
-          local own = deadline_of(redis.call('HGET', EXPIRY, r))
-          redis.call('HDEL', EXPIRY, r)
-          live = own ~= nil and own > t
-        end
-        if live == nil then
-          stale[#stale + 1] = nonce .. ARGV[j] .. tail
-        else
-          marks[i] = '1'
-          settling = settling + 1
-          if not live then  -- expired: handed back, as a rescuer would
-            back[#back + 1] = i
-            stale[#stale + 1] = nonce .. ARGV[j] .. tail
-          elseif counted then  -- a raw element that came back: its count goes with it
-            forget_raw(redis.call('LINDEX', list, i))
+      if whole and live_batch and not counted and #flags == n and not find(flags, '[^0]') then
+        set_flags(C, nonce, {}, n)  -- the usual ack: the whole fetch, all still leased
+      else
+        local marks, back, settling = {}, {}, 0
+        for s = 0, n - 1 do
+          local i = tonumber(index(s))
+          local flag = i and not marks[i] and sub(flags, i + 1, i + 1)
+          local live = nil  -- nil: not leased (settled, or no such delivery)
+          if flag == '0' then
+            live = live_batch
+          elseif flag == '2' then
+            local r = nonce .. index(s) .. tail
+            local own = deadline_of(redis.call('HGET', EXPIRY, r))
+            redis.call('HDEL', EXPIRY, r)
+            live = own ~= nil and own > t
+          end
+          if live == nil then
+            stale[#stale + 1] = nonce .. index(s) .. tail
+          else
+            marks[i] = '1'
+            settling = settling + 1
+            if not live then  -- expired: handed back, as a rescuer would
+              back[#back + 1] = i
+              stale[#stale + 1] = nonce .. index(s) .. tail
+            elseif counted then  -- a raw element that came back: its count goes with it
+              forget_raw(redis.call('LINDEX', list, i))
+            end
           end
         end
+        for _, i in ipairs(back) do
+          local e = redis.call('LINDEX', list, i)
+          if e then hand_back(e, true, 'max_deliveries') end
+        end
+        if settling > 0 then set_flags(C, nonce, marks, settling) end
       end
-      for _, i in ipairs(back) do
-        local e = redis.call('LINDEX', list, i)
-        if e then hand_back(e, true, 'max_deliveries') end
-      end
-      if settling > 0 then set_flags(C, nonce, marks, settling) end
     else  -- leases an earlier version recorded, in the consumer's lease hash
-      for j = first, last do
-        local r = nonce .. ARGV[j] .. tail
+      for s = 0, n - 1 do
+        local r = nonce .. index(s) .. tail
         local e, v = release(r)
         local deadline = deadline_of(v)
         if deadline and deadline > t then

@@ -11,7 +11,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from brokerkit._compat import Lock
@@ -23,7 +23,7 @@ from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.list.calls import ListCalls
 from brokerkit.backends.redis.list.consumer import ConsumerState
-from brokerkit.backends.redis.list.plan import TopicPlan, ack_arguments
+from brokerkit.backends.redis.list.plan import TopicPlan, ack_arguments, batch_of
 from brokerkit.backends.redis.list.replies import stale_receipts
 from brokerkit.exceptions import StaleDelivery
 
@@ -176,14 +176,20 @@ class ListSettling:
             for start in reversed(starts) if backwards else starts:
                 chunk = group[start : start + step]
                 receipts = [d.receipt for d in chunk]
-                if acking:
-                    args = [*plan.common, "ack", *ack_arguments(receipts)]
-                else:
-                    args = [*plan.common, *first, *receipts]
                 # a receipt names its subscription's consumer and its fetch's batch (see
                 # _claim): each subscription and each batch is looked at once
                 subscriptions = dict.fromkeys([d.subscription for d in chunk])
-                batches = {r[: r.find("-") + 1]: r for r in receipts}.values()
+                batches: Iterable[str]
+                if acking and _whole_fetch(receipts, subscriptions):
+                    # the usual ack: named as the whole of a fetch, in order
+                    batches = receipts[:1]
+                    args = [*plan.common, "ack", batch_of(receipts[0]), -len(receipts)]
+                else:
+                    batches = {r[: r.find("-") + 1]: r for r in receipts}.values()
+                    if acking:
+                        args = [*plan.common, "ack", *ack_arguments(receipts)]
+                    else:
+                        args = [*plan.common, *first, *receipts]
                 keys = plan.keys_for([s.consumer for s in subscriptions], batches)
                 if durable is None:
                     reply = self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
@@ -199,6 +205,15 @@ class ListSettling:
                 if lost:
                     stale.extend(d for d in chunk if d.receipt in lost)
         return stale
+
+
+def _whole_fetch(receipts: list[str], subscriptions: dict[Subscription, None]) -> bool:
+    """Whether ``receipts`` are those of their subscription's last fetch, all and in
+    order (compared as the same strings, at no cost per receipt worth counting)."""
+    if len(subscriptions) != 1:
+        return False
+    state = next(iter(subscriptions)).state
+    return isinstance(state, ConsumerState) and receipts == state.fetched
 
 
 def run_on(script: Lua, keys: list[str], args: list[Any], client: Any) -> Any:
