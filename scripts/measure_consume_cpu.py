@@ -3,7 +3,7 @@
 XREADGROUP COUNT 100 + one XACK: counted by valgrind's callgrind, which does not depend
 on the machine's load. Run from the repository root (starts a private redis-server)::
 
-    .venv/bin/python scripts/measure_consume_cpu.py [--backend stream|list] [--small 1000] [--large 11000]
+    .venv/bin/python scripts/measure_consume_cpu.py [--backend list] [--small 1000]
 
 Each side consumes ``--small`` and then ``--large`` prefilled messages in a process of
 its own under callgrind; the difference of the two counts over the difference of the

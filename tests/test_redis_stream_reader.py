@@ -1,6 +1,6 @@
 """redis+stream: a subscription's reads run on a connection it keeps, which is never
 shared while held and never given back to the pool with a reply still to come
-(``stream/reader_async.py``). The reader against a fake pool, then a subscription
+(``redis/_held_async.py``). The reader against a fake pool, then a subscription
 against a real redis-server."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from brokerkit.backends.redis import _held as reader_module
+from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis.stream import RedisStreamBroker
-from brokerkit.backends.redis.stream import reader as reader_module
-from brokerkit.backends.redis.stream.reader import Reader
 
 Make = Callable[..., RedisStreamBroker]
 
@@ -31,8 +31,11 @@ class _Connection:
         self.connected = True
         self.during_read: Callable[[], None] | None = None
 
-    def send_command(self, *args: Any) -> None:
-        self.sent.append(args)
+    def pack_commands(self, commands: tuple[tuple[Any, ...], ...]) -> list[tuple[Any, ...]]:
+        return list(commands)
+
+    def send_packed_command(self, packed: list[tuple[Any, ...]]) -> None:
+        self.sent += packed
 
     def read_response(self) -> Any:
         if self.during_read is not None:
@@ -225,3 +228,22 @@ def test_settlements_take_the_settling_connection_and_reload_flushed_scripts(
     assert redis_client.xpending(broker.stream_key("jobs"), "g")["pending"] == 0
     broker.close()
     assert held._connection is None
+
+
+def test_many_commands_go_at_once_and_an_error_reply_comes_back_in_its_place() -> None:
+    reader, pool = _reader(["a", redis.ResponseError("NOSCRIPT no script"), "c", "d"])
+    replies = reader.execute_many(("A", 1), ("B",), ("C",))
+    assert replies[0] == "a" and replies[2] == "c"
+    assert isinstance(replies[1], redis.ResponseError)
+    assert reader.execute("D") == "d"  # the same connection, still in step
+    assert pool.made[0].sent == [("A", 1), ("B",), ("C",), ("D",)]
+    assert pool.made[0].connected and pool.released == []
+
+
+def test_a_connection_lost_amid_many_replies_is_given_back_disconnected() -> None:
+    reader, pool = _reader(["a", redis.ConnectionError("gone"), "b"])
+    with pytest.raises(redis.ConnectionError):
+        reader.execute_many(("A",), ("B",))
+    assert pool.released == [pool.made[0]] and not pool.made[0].connected
+    assert reader.execute("C") == "b"  # on a new connection
+    assert len(pool.made) == 2

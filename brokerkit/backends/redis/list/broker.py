@@ -37,6 +37,7 @@ from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._held import HeldClient, Reader
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts, upkeep
@@ -119,6 +120,8 @@ class RedisListBroker(ListSettling, Broker):
         # a settlement while it takes its deliveries out of the keeper: a renewal
         # never touches a receipt that a settlement has already released.
         self._lease_lock = Lock()
+        self._settle_held = HeldClient(Reader(self._client))
+        self._settle_lock = Lock()
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -204,7 +207,8 @@ class RedisListBroker(ListSettling, Broker):
     def _subscribe(self, subscription: Subscription) -> None:
         plan = self._topic(subscription.topic)
         reconnector = Reconnector(self.url, self.options.reconnect_timeout)
-        subscription.state = ConsumerState(plan, reconnector, subscription.consumer)
+        reader = Reader(self._client)
+        subscription.state = ConsumerState(plan, reconnector, subscription.consumer, reader)
 
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float
@@ -260,7 +264,9 @@ class RedisListBroker(ListSettling, Broker):
             args = [*common, consumer, count, self._lease_ms, nonce, state.element_size]
             if wait is not None:
                 args.append("1")  # the script leases what the BLMOVE moved first
-            leased = lease_batch(self._client, batch, [*fetch_keys, batch], args, wait, run)
+            leased = lease_batch(
+                self._client, state.reader, batch, [*fetch_keys, batch], args, wait, run
+            )
             return nonce, leased
 
         try:
@@ -352,8 +358,11 @@ class RedisListBroker(ListSettling, Broker):
         state.due_at = min(state.due_at, now + due) if state.due_at > now else now + due
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
-        super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
         state: ConsumerState = subscription.state
+        try:
+            super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
+        finally:
+            state.reader.close()  # its connection back to the pool
         # Returned-but-unsettled deliveries keep their leases (renewed while this
         # broker lives); the heartbeat entry goes, so nothing of it is left behind.
         zrem = self._client.zrem
@@ -464,6 +473,7 @@ class RedisListBroker(ListSettling, Broker):
         self._keeper.stop()
         if self._durable is not None:
             self._durable.close()
+        self._settle_held.reader.close()
         self._client.close()
 
 

@@ -35,6 +35,7 @@ from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
+from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts, upkeep
@@ -117,6 +118,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         # a settlement while it takes its deliveries out of the keeper: a renewal
         # never touches a receipt that a settlement has already released.
         self._lease_lock = Lock()
+        self._settle_held = AsyncHeldClient(AsyncReader(self._client))
+        self._settle_lock = Lock()
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -202,7 +205,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         plan = self._topic(subscription.topic)
         reconnector = Reconnector(self.url, self.options.reconnect_timeout)
-        subscription.state = ConsumerState(plan, reconnector, subscription.consumer)
+        reader = AsyncReader(self._client)
+        subscription.state = ConsumerState(plan, reconnector, subscription.consumer, reader)
 
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
@@ -260,7 +264,9 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
             args = [*common, consumer, count, self._lease_ms, nonce, state.element_size]
             if wait is not None:
                 args.append("1")  # the script leases what the BLMOVE moved first
-            leased = await lease_batch(self._client, batch, [*fetch_keys, batch], args, wait, run)
+            leased = await lease_batch(
+                self._client, state.reader, batch, [*fetch_keys, batch], args, wait, run
+            )
             return nonce, leased
 
         try:
@@ -356,8 +362,11 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
     async def _unsubscribe(
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
     ) -> None:
-        await super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
         state: ConsumerState = subscription.state
+        try:
+            await super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
+        finally:
+            await state.reader.close()  # its connection back to the pool
         # Returned-but-unsettled deliveries keep their leases (renewed while this
         # broker lives); the heartbeat entry goes, so nothing of it is left behind.
         zrem = self._client.zrem
@@ -468,6 +477,7 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         await self._keeper.stop()
         if self._durable is not None:
             await self._durable.aclose()
+        await self._settle_held.reader.close()
         await self._client.aclose()
 
 

@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_errors
+from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.exceptions import IncompatibleTopic
@@ -106,6 +107,7 @@ class AsyncListCalls:
 
 async def lease_batch(
     client: aioredis.Redis,
+    reader: AsyncReader,
     batch: str,
     keys: list[str],
     args: list[Any],
@@ -115,7 +117,8 @@ async def lease_batch(
     """The ``fetch`` script's reply and the elements it leased (its ``batch``, read in
     the same send; ``None``: a read of its own failed), or ``None`` where it did not
     run; with ``wait`` (queue, processing list, seconds), a ``BLMOVE`` first (see
-    :data:`.scripts.FETCH`). A failed BLMOVE is raised only when nothing was leased."""
+    :data:`.scripts.FETCH`). A failed BLMOVE is raised only when nothing was leased.
+    The commands go on the consumer's kept connection (``reader``), but a cluster's."""
     target: Any = client
     if isinstance(target, aioredis.RedisCluster):
         if wait is not None:
@@ -125,13 +128,13 @@ async def lease_batch(
                 return None
         reply = await fetch(keys=keys, args=args)
         return reply, await _leased(target, batch, reply)
-    async with target.pipeline(transaction=False) as pipe:
-        if wait is not None:
-            queue, processing, block = wait
-            pipe.blmove(queue, processing, block, "RIGHT", "RIGHT")
-        pipe.evalsha(fetch.sha, len(keys), *keys, *args)
-        pipe.lrange(batch, 0, -1)
-        replies = await pipe.execute(raise_on_error=False)
+    commands: list[tuple[Any, ...]] = []
+    if wait is not None:
+        queue, processing, block = wait
+        commands.append(("BLMOVE", queue, processing, "RIGHT", "RIGHT", block))
+    commands.append(("EVALSHA", fetch.sha, len(keys), *keys, *args))
+    commands.append(("LRANGE", batch, 0, -1))
+    replies = await reader.execute_many(*commands)
     moved = replies[0] if wait is not None else None
     reply, elements = replies[-2:]
     if isinstance(reply, NoScriptError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from brokerkit.backends.redis._client import Reconnector
+from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis.list.plan import TopicPlan
 
 __all__ = ["ConsumerState"]
@@ -18,8 +19,12 @@ class ConsumerState:
     ``<nonce><i>:<consumer>``, the name of its lease in Redis (the nonce is its
     fetch's, see :func:`.plan.new_nonce`)."""
 
-    def __init__(self, plan: TopicPlan, reconnector: Reconnector, consumer: str) -> None:
+    def __init__(
+        self, plan: TopicPlan, reconnector: Reconnector, consumer: str, reader: Reader
+    ) -> None:
         self.plan = plan
+        #: The connection its fetches go on (see :mod:`.._held_async`).
+        self.reader = reader
         self.keys = plan.keys
         #: The ``KEYS`` of this consumer's fetches (but the batch), and where its
         #: BLMOVE moves to.

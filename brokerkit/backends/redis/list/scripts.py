@@ -227,8 +227,8 @@ return {size, count or false, capped and 1 or 0}
 #: earlier version's receipt "<nonce><seq>:<consumer>" is read as index <seq> of batch
 #: "<nonce>:<consumer>", which does not exist); or the batch and minus how many, for the
 #: indexes 0 to how many - 1, in order (the whole of a fetch: one settled with no loop
-#: when every delivery in it is still leased under the batch's lease). Or ARGV[7] "requeue" or "reject",
-#: ARGV[8...] receipts in delivery order. Or
+#: when every delivery in it is still leased under the batch's lease). Or ARGV[7]
+#: "requeue" or "reject", ARGV[8...] receipts in delivery order. Or
 #: ARGV[7] "requeue+" / "reject+", ARGV[8] delay ms (0: none), ARGV[9] the dead
 #: letter's reason ("": the usual one), ARGV[10...] receipts.
 #: Returns the stale receipts (lease expired or taken away), which are left alone

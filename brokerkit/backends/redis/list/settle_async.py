@@ -12,11 +12,12 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from brokerkit._acompat import Lock
+from brokerkit._acompat import Lock, acquire
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
+from brokerkit.backends.redis._held_async import AsyncHeldClient
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls
@@ -56,6 +57,10 @@ class ListSettling:
     #: Held by a renewal from its look at the held deliveries to its reply, and by a
     #: settlement while it takes its deliveries out of the keeper.
     _lease_lock: Lock
+    #: A connection of the client's pool that settlements take in turn, and the lock
+    #: that says whose turn it is (see :meth:`_run_held`).
+    _settle_held: AsyncHeldClient
+    _settle_lock: Lock
     _lease_ms: int
     _topic: Callable[[str], TopicPlan]
 
@@ -192,7 +197,10 @@ class ListSettling:
                         args = [*plan.common, *first, *receipts]
                 keys = plan.keys_for([s.consumer for s in subscriptions], batches)
                 if durable is None:
-                    reply = await self._call(lambda k=keys, a=args: run(keys=k, args=a), topic)  # type: ignore[misc]
+                    reply = await self._call(
+                        lambda k=keys, a=args: self._run_held(run, k, a),  # type: ignore[misc]
+                        topic,
+                    )
                 else:
                     on = functools.partial(run_on, run, keys, args)
                     reply, confirmed = await self._call(
@@ -205,6 +213,19 @@ class ListSettling:
                 if lost:
                     stale.extend(d for d in chunk if d.receipt in lost)
         return stale
+
+    async def _run_held(self, script: AsyncLua, keys: list[str], args: list[Any]) -> Any:
+        """``script`` on the settling connection the broker keeps (see
+        :mod:`.._held_async`), or on the pool's when another call has it (redis-py takes
+        and gives back a pool connection around every command, at ~100k client
+        instructions) or the client is a cluster's."""
+        held: Any = self._settle_held
+        if held.reader.pooled and await acquire(self._settle_lock, 0):
+            try:
+                return await script(keys=keys, args=args, client=held)
+            finally:
+                self._settle_lock.release()
+        return await script(keys=keys, args=args)
 
 
 def _whole_fetch(receipts: list[str], subscriptions: dict[AsyncSubscription, None]) -> bool:

@@ -10,7 +10,7 @@ is a Redis consumer group; a subscription is one consumer in it.
   :meth:`~brokerkit.Broker.publish_many`, one script that adds the batch (all or
   none) and trims once.
 * Receive: ``XREADGROUP ... COUNT prefetch [BLOCK]``, on a connection the
-  subscription keeps for its reads (see :mod:`.reader_async`). A script that claims
+  subscription keeps for its reads (see :mod:`.._held_async`). A script that claims
   entries idle past the visibility timeout (``XAUTOCLAIM``) and reads the rest runs
   instead on a subscription's first fetch, after a read found nothing, after a
   nack, and otherwise every quarter visibility timeout. The group is created on
@@ -58,6 +58,7 @@ from brokerkit.backends.redis._client import Reconnector, make_client, scan_topi
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._held import HeldClient, Reader
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic import Periodic
 from brokerkit.backends.redis._stream_fields import stream_header
@@ -70,7 +71,6 @@ from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
-from brokerkit.backends.redis.stream.reader import HeldClient, Reader
 from brokerkit.backends.redis.stream.reaping import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_member
 from brokerkit.backends.redis.stream.scripts import text

@@ -57,6 +57,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._durable import ReplicaWait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
+from brokerkit.backends.redis._held import HeldClient
 from brokerkit.backends.redis._stream_fields import encode_fields
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls import Call, StreamScripts, run_scripts
@@ -64,7 +65,6 @@ from brokerkit.backends.redis.stream.deliveries import Member, by_member_of
 from brokerkit.backends.redis.stream.entries import StreamReceipt
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
-from brokerkit.backends.redis.stream.reader import HeldClient
 from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
@@ -446,7 +446,7 @@ class StreamSettling:
 
     def _settle_scripts(self, calls: Sequence[Call]) -> list[Any]:
         """:func:`run_scripts` on the settling client; one call on the settling
-        connection the broker keeps (see :mod:`.reader_async`), unless another
+        connection the broker keeps (see :mod:`.._held_async`), unless another
         settlement is using it (that one's pool connection is then taken: redis-py
         takes and gives back one around every command, at ~100k client instructions)."""
         held: Any = self._settle_held

@@ -55,6 +55,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
+from brokerkit.backends.redis._held_async import AsyncHeldClient
 from brokerkit.backends.redis._stream_fields import encode_fields
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls_async import Call, StreamScripts, run_scripts
@@ -62,7 +63,6 @@ from brokerkit.backends.redis.stream.deliveries_async import Member, by_member_o
 from brokerkit.backends.redis.stream.entries import StreamReceipt
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
-from brokerkit.backends.redis.stream.reader_async import AsyncHeldClient
 from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
@@ -448,7 +448,7 @@ class StreamSettling:
 
     async def _settle_scripts(self, calls: Sequence[Call]) -> list[Any]:
         """:func:`run_scripts` on the settling client; one call on the settling
-        connection the broker keeps (see :mod:`.reader_async`), unless another
+        connection the broker keeps (see :mod:`.._held_async`), unless another
         settlement is using it (that one's pool connection is then taken: redis-py
         takes and gives back one around every command, at ~100k client instructions)."""
         held: Any = self._settle_held

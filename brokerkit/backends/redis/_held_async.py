@@ -1,5 +1,5 @@
-"""Commands on a connection kept between them: a subscription's reads
-(``XREADGROUP``), and the broker's settlements, one at a time.
+"""Commands on a connection kept between them: a subscription's reads (redis+stream's
+``XREADGROUP``, redis+list's fetch), and the broker's settlements, one at a time.
 
 redis-py's ``execute_command`` takes a connection from the pool and gives it back
 around every command: its locks, its poll of the socket and its bookkeeping cost about
@@ -51,9 +51,24 @@ class AsyncReader:
     async def execute(self, *args: Any) -> Any:
         """The server's reply to the command ``args``, as it came (no response
         callback); an error reply raises as :class:`redis.ResponseError`."""
-        pool = self._pool
-        if pool is None:
+        if self._pool is None:
             return await self._client.execute_command(*args)
+        (reply,) = await self._exchange((args,))
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def execute_many(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """The server's replies to ``commands``, sent at once, as they came (no
+        response callback): an error reply is returned as its
+        :class:`redis.ResponseError`, not raised, as a pipeline's
+        ``execute(raise_on_error=False)`` returns it. Not for a cluster client."""
+        if self._pool is None:
+            raise TypeError("a cluster client's commands go through execute_command")
+        return await self._exchange(commands)
+
+    async def _exchange(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        pool = self._pool
         connection = self._connection
         if connection is None or self._pid != os.getpid():
             # (a forked child leaves its parent's connection alone: never given back
@@ -61,11 +76,15 @@ class AsyncReader:
             connection = self._connection = await pool.get_connection()
             self._pid = os.getpid()
         self._reading = True
+        replies: list[Any] = []
         try:
-            await connection.send_command(*args)
-            return await connection.read_response()
-        except ResponseError:
-            raise  # an error reply, read whole: the connection is as good as before
+            await connection.send_packed_command(connection.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)  # an error reply, read whole: the next follows
+            return replies
         except BaseException:
             # a reply may still be on its way: this connection is done
             if self._connection is connection:
@@ -76,7 +95,7 @@ class AsyncReader:
         finally:
             self._reading = False
             if self._closed and self._connection is connection:
-                self._connection = None  # closed while this command was under way
+                self._connection = None  # closed while a command was under way
                 await pool.release(connection)
 
     async def close(self) -> None:
