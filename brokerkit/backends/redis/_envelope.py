@@ -97,40 +97,10 @@ _new = object.__new__
 def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Message:
     """The message in ``data``. Never raises: a value without the envelope, or with
     one that does not parse, is a raw payload (another program wrote it)."""
-    global _last_time
     plain = _PLAIN_HEADER.match(data) if type(data) is bytes else None
     if plain is not None:
-        # The header encode writes, read here as the JSON decoder would read it
-        # (without calls: a consumer decodes every element it fetches). A content
-        # type that is not UTF-8, an infinite time or headers that the scanner alone
-        # cannot judge (see _headers_at) are left to the general path below.
-        message_id, content_type, ts, more = plain.groups()
-        # publish_many gives a batch one time: the text last converted is kept
-        # (one tuple, replaced whole, so that threads decoding at once read a pair).
-        last = _last_time
-        if last[0] == ts:
-            published_at = last[1]
-        else:
-            published_at = float(ts)
-            _last_time = (ts, published_at)
-        try:
-            content_type_text = content_type.decode()
-        except UnicodeDecodeError:
-            content_type_text = None
-        headers: dict[str, str] | None = {}
-        start = plain.end()
-        if more is not None:
-            headers, start = _headers_at(data, start)
-        if content_type_text is not None and headers is not None and math.isfinite(published_at):
-            # The slots set as Message(...) sets them, without the call to __init__
-            # (tests/test_envelope.py compares every slot with what __init__ gives).
-            message = _new(Message)
-            message.id = message_id.decode()
-            message.topic = topic
-            message.payload = data[start:]
-            message.content_type = content_type_text
-            message.headers = headers
-            message.published_at = published_at
+        message = _plain_message(topic, data, plain)
+        if message is not None:
             return message
     if data.startswith(MAGIC):
         end = data.find(b"\n", len(MAGIC))
@@ -139,6 +109,43 @@ def decode(topic: str, data: bytes, raw_content_type: str | None = None) -> Mess
             if read is not None:
                 return read
     return raw_message(topic, data, raw_content_type)
+
+
+def _plain_message(topic: str, data: bytes, plain: re.Match[bytes]) -> Message | None:
+    """The message of a header :data:`_PLAIN_HEADER` matched, read as the JSON decoder
+    would read it (without calls: a consumer decodes every element it fetches); None
+    for a content type that is not UTF-8, an infinite time or headers that the scanner
+    alone cannot judge (see :func:`_headers_at`): the general path reads those."""
+    global _last_time
+    message_id, content_type, ts, more = plain.groups()
+    # publish_many gives a batch one time: the text last converted is kept (one
+    # tuple, replaced whole, so that threads decoding at once read a pair).
+    last = _last_time
+    if last[0] == ts:
+        published_at = last[1]
+    else:
+        published_at = float(ts)
+        _last_time = (ts, published_at)
+    try:
+        content_type_text = content_type.decode()
+    except UnicodeDecodeError:
+        return None
+    headers: dict[str, str] | None = {}
+    start = plain.end()
+    if more is not None:
+        headers, start = _headers_at(data, start)
+    if headers is None or not math.isfinite(published_at):
+        return None
+    # The slots set as Message(...) sets them, without the call to __init__
+    # (tests/test_envelope.py compares every slot with what __init__ gives).
+    message = _new(Message)
+    message.id = message_id.decode()
+    message.topic = topic
+    message.payload = data[start:]
+    message.content_type = content_type_text
+    message.headers = headers
+    message.published_at = published_at
+    return message
 
 
 _ID_START = MAGIC + b'{"id":"'
@@ -185,19 +192,20 @@ def decode_many(
                 message.published_at = published_at
                 append(message)
                 continue
-        message = decode(topic, data, raw_content_type)
-        append(message)
         plain = _PLAIN_HEADER.match(data) if type(data) is bytes else None
-        if plain is None or message.payload is data:
-            # not an envelope read as the plain path reads it (a raw message's payload
-            # is the value itself): the next value is not compared with it
+        read = None if plain is None else _plain_message(topic, data, plain)
+        if plain is None or read is None:
+            # not read by the plain path: decode's general path reads it, and the next
+            # value is not compared with it
+            append(decode(topic, data, raw_content_type))
             tail = b""
             continue
+        append(read)
         id_end = plain.end(1)
         tail_end = plain.end()
         tail = data[id_end:tail_end]
-        content_type = message.content_type
-        published_at = message.published_at
+        content_type = read.content_type
+        published_at = read.published_at
         with_headers = plain.group(4) is not None
     return messages
 
