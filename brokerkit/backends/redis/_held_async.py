@@ -8,16 +8,18 @@ as a consumer spends on a third of a fetched batch of 100 messages. A subscripti
 fetches once at a time (its fetch lock), so it keeps one connection of the broker's
 pool for its reads, taken on its first read and given back when it is closed; the
 settlements take the broker's settling connection in turn (see
-``StreamSettling._settle_scripts``), and the pool's when another one has it.
+``StreamSettling._settle_scripts`` and ``ListSettling._run_held``), and the pool's when
+another one has it.
 
-The promise: the connection is never used by two commands at once (its user has it
-to itself), and never given back to the pool with a reply still to come. A command
-that fails for any reason but an error reply (a lost connection, a timeout, a
-cancellation) disconnects it and gives it back: the caller's retry takes a new one. A
-close while a command is under way (a cancelled receive's fetch runs on) leaves the
-connection to that command, which gives it back when it ends. A process made by
-``fork`` never uses its parent's connection. A cluster client has no one pool: its
-commands go through ``execute_command`` as before.
+The promise: the connection is never used by two commands at once (a command that
+finds one under way, as after a cancelled receive whose fetch runs on, takes a
+connection of the pool's for itself), and never given back to the pool with a reply
+still to come. A command that fails for any reason but an error reply (a lost
+connection, a timeout, a cancellation) disconnects it and gives it back: the caller's
+retry takes a new one. A close while a command is under way leaves the connection to
+that command, which gives it back when it ends. A process made by ``fork`` never uses
+its parent's connection. A cluster client has no one pool: its commands go through
+``execute_command`` as before.
 """
 
 from __future__ import annotations
@@ -69,6 +71,18 @@ class AsyncReader:
 
     async def _exchange(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
         pool = self._pool
+        if self._reading:
+            # The kept connection has a command under way (a cancelled receive's fetch
+            # runs on, waiting in BLMOVE): this one goes on a connection of its own.
+            spare = await pool.get_connection()
+            try:
+                replies = await _send_and_read(spare, commands)
+            except BaseException:
+                await spare.disconnect()
+                await pool.release(spare)
+                raise
+            await pool.release(spare)
+            return replies
         connection = self._connection
         if connection is None or self._pid != os.getpid():
             # (a forked child leaves its parent's connection alone: never given back
@@ -76,15 +90,8 @@ class AsyncReader:
             connection = self._connection = await pool.get_connection()
             self._pid = os.getpid()
         self._reading = True
-        replies: list[Any] = []
         try:
-            await connection.send_packed_command(connection.pack_commands(commands))
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)  # an error reply, read whole: the next follows
-            return replies
+            return await _send_and_read(connection, commands)
         except BaseException:
             # a reply may still be on its way: this connection is done
             if self._connection is connection:
@@ -106,6 +113,19 @@ class AsyncReader:
             self._connection = None
             if self._pid == os.getpid():
                 await self._pool.release(connection)
+
+
+async def _send_and_read(connection: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+    """The replies to ``commands``, sent at once on ``connection``; an error reply in
+    its place (read whole: the next follows)."""
+    await connection.send_packed_command(connection.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
 
 
 class AsyncHeldClient:

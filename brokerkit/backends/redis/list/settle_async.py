@@ -41,9 +41,9 @@ _RECEIPTS_PER_CALL = 250
 #: the batch still leases under it (else each named one gets a deadline of its own).
 #: Measured with 10,000 held by prefetch-1000 fetches: an extension of all 10,000
 #: by hand took 2.2-3.0 ms a call of 1,000, and 5.4-6.1 ms on a day when the same
-#: machine ran every Redis command half as fast (private Redis 7.0, SLOWLOG): 500
-#: keeps a call within 5 ms on such a day too.
-_EXTENDS_PER_CALL = 500
+#: machine ran every Redis command half as fast (private Redis 7.0, SLOWLOG). Fewer a
+#: call would split such a batch: its deliveries would each get a deadline of their own.
+_EXTENDS_PER_CALL = 1000
 
 
 class ListSettling:
