@@ -70,8 +70,10 @@ class LeaseContract:
             other = contract.broker(visibility_timeout=_VT)
             topic = contract.topic("extend")
             mine, theirs = hung.subscribe(topic), other.subscribe(topic)
+            # Taken before the publish: a backend whose server delivers to a consumer's
+            # waiting pull (NATS) starts the lease before publish() returns.
+            leased_from = contract.timeline.now()
             message_id = hung.publish(topic, "long job")
-            leased_from = contract.timeline.now()  # no later than the fetch that leases it
             held = contract.expect(mine, promise)
             self.suspend_renewals(hung)
             # Half the lease passes with the message still held.
