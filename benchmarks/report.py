@@ -215,7 +215,7 @@ def check_targets(results: Rounds) -> list[Target]:
         ),
         _target(
             "redis+list consume+ack p100 / raw stream XREADGROUP COUNT 100 + XACK",
-            results, "redis+list", "raw stream", "consume_ack_p100", 0.5,
+            results, "redis+list", "raw stream", "consume_ack_p100", 0.6,
         ),
     ]  # fmt: skip
     for name in RAW_OF:
