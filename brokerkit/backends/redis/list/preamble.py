@@ -367,17 +367,20 @@ end
 -- The expiry value of a delivery's lease (nil when it has none) and how the lease is
 -- kept: 'batch' (the batch's value), 'own' (a value of its own, in a batch), 'settled'
 -- (a batch's delivery that is no longer leased), or 'record' (an earlier version's
--- lease, its element in the consumer's lease hash, or none at all).
+-- lease, its element in the consumer's lease hash, or none at all); then, for a
+-- receipt that names a batch, its nonce, consumer and index (see batch_of).
 local function lease_of(receipt)
   local _, nonce, C, i = batch_of(receipt)
   local flags = nonce and flags_of(C, nonce)
   if flags then
     local flag = string.sub(flags, i + 1, i + 1)
-    if flag == '0' then return batch_value(nonce .. ':' .. C) or nil, 'batch' end
-    if flag == '2' then return redis.call('HGET', EXPIRY, receipt) or nil, 'own' end
-    return nil, 'settled'
+    if flag == '0' then return batch_value(nonce .. ':' .. C) or nil, 'batch', nonce, C, i end
+    if flag == '2' then
+      return redis.call('HGET', EXPIRY, receipt) or nil, 'own', nonce, C, i
+    end
+    return nil, 'settled', nonce, C, i
   end
-  return redis.call('HGET', EXPIRY, receipt) or nil, 'record'
+  return redis.call('HGET', EXPIRY, receipt) or nil, 'record', nonce, C, i
 end
 
 -- Take one lease away (its deadline passed, or it is settled): returns the element

@@ -354,12 +354,11 @@ local new = t + lease_ms
 local stale, seen, batches, by_name = {}, {}, {}, {}
 for k = 9, #ARGV do
   local r = ARGV[k]
-  local v, kind = lease_of(r)
+  local v, kind, nonce, C, i = lease_of(r)
   local deadline = deadline_of(v)
   if deadline and deadline > t then
-    seen[consumer_of(r)] = true
+    seen[C or consumer_of(r)] = true
     if kind == 'batch' then
-      local _, nonce, C, i = batch_of(r)
       local name = nonce .. ':' .. C
       if only_later then
         -- the renewal: the batch's value renews every delivery it leases at once (the
