@@ -284,16 +284,16 @@ local function forget_raw(e)
   if e and is_raw(e) then redis.call('HDEL', ATTEMPTS, redis.sha1hex(e)) end
 end
 
--- The batch of a receipt "<nonce><i>:<consumer>": (the batch list's key, the nonce,
--- the consumer, the index in the list), or nil for a receipt that names no batch.
+-- The batch of a receipt "<nonce><i>:<consumer>": (the nonce, the consumer, the index
+-- in the batch list '<BATCH_PREFIX><nonce>:<consumer>'), or nil for a receipt that
+-- names no batch.
 local function batch_of(receipt)
   local dash = string.find(receipt, '-', 1, true)
   local colon = string.find(receipt, ':', 1, true)
   if not dash or not colon or dash > colon then return nil end
   local i = tonumber(string.sub(receipt, dash + 1, colon - 1))
   if not i then return nil end
-  local nonce, C = string.sub(receipt, 1, dash), string.sub(receipt, colon + 1)
-  return BATCH_PREFIX .. nonce .. ':' .. C, nonce, C, i
+  return string.sub(receipt, 1, dash), string.sub(receipt, colon + 1), i
 end
 
 -- The flags of consumer C's batch `nonce`, one character per delivery: '0' leased
@@ -370,7 +370,7 @@ end
 -- lease, its element in the consumer's lease hash, or none at all); then, for a
 -- receipt that names a batch, its nonce, consumer and index (see batch_of).
 local function lease_of(receipt)
-  local _, nonce, C, i = batch_of(receipt)
+  local nonce, C, i = batch_of(receipt)
   local flags = nonce and flags_of(C, nonce)
   if flags then
     local flag = string.sub(flags, i + 1, i + 1)
@@ -386,12 +386,11 @@ end
 -- Take one lease away (its deadline passed, or it is settled): returns the element
 -- (nil when there was no such lease) and the lease's expiry value.
 local function release(receipt)
-  local value, kind = lease_of(receipt)
+  local value, kind, nonce, C, i = lease_of(receipt)
   if kind == 'settled' then return nil, nil end
   if kind ~= 'record' then
-    local batch, nonce, C, i = batch_of(receipt)
     if kind == 'own' then redis.call('HDEL', EXPIRY, receipt) end
-    local e = redis.call('LINDEX', need(batch), i)
+    local e = redis.call('LINDEX', need(BATCH_PREFIX .. nonce .. ':' .. C), i)
     set_flags(C, nonce, {[i] = '1'})
     return e or nil, value
   end

@@ -59,14 +59,14 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   local earliest
   -- a group is one batch's (or an earlier version's): its flags are read once, and
   -- what expired is handed back with one write of them
-  local _, nonce, C = batch_of(receipts[from])
+  local nonce, C = batch_of(receipts[from])
   local flags = nonce and flags_of(C, nonce)
   if flags then
     local name = nonce .. ':' .. C
     local list, shared = need(BATCH_PREFIX .. name), deadline_of(batch_value(name))
     local marks, back = {}, {}
     for j = #receipts, from, -1 do  -- latest first: the earliest ends up next out
-      local _, _, _, i = batch_of(receipts[j])
+      local _, _, i = batch_of(receipts[j])
       local flag = i and string.sub(flags, i + 1, i + 1)
       local deadline = shared
       if flag == '2' then deadline = deadline_of(redis.call('HGET', EXPIRY, receipts[j])) end
@@ -246,7 +246,7 @@ local records = redis.call('HGETALL', EXPIRY)
 for j = 1, #records, 2 do
   local r, v = records[j], records[j + 1]
   local C = consumer_of(r)
-  local _, nonce = batch_of(r)
+  local nonce = batch_of(r)
   local colon = string.find(r, ':', 1, true)
   if string.sub(r, colon - 1, colon - 1) == '-' then
     -- a batch: its leased deliveries are the flags '0' and '2'
