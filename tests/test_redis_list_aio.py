@@ -416,24 +416,6 @@ async def test_a_receive_cancelled_during_its_fetch_strands_nothing(
 
 
 @run_async
-async def test_receives_cancelled_while_waiting_leave_the_next_one_working(
-    redis_target: RedisTarget, prefix: str
-) -> None:
-    # Each cancelled receive's fetch runs on, waiting in BLMOVE on the subscription's
-    # kept connection: the next fetch must not read from that connection too.
-    async with brokers_and_client(redis_target, prefix) as (connect, _):
-        broker = await connect(visibility_timeout=LONG_VT)
-        subscription = await broker.subscribe("orders")
-        for _ in range(3):
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(subscription.receive(), 0.05)
-        await broker.publish("orders", "hello")
-        delivery = await subscription.receive(timeout=5)
-        assert delivery is not None and delivery.body == "hello"
-        await delivery.ack()
-
-
-@run_async
 async def test_leaving_async_for_early_strands_nothing(
     redis_target: RedisTarget, prefix: str
 ) -> None:

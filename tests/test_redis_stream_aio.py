@@ -249,23 +249,6 @@ def test_a_consumer_task_cancelled_mid_batch_hands_its_prefetched_deliveries_bac
     run(main())
 
 
-def test_receives_cancelled_while_waiting_leave_the_next_one_working(connect: Open) -> None:
-    # Each cancelled receive's read runs on, blocked in XREADGROUP on the subscription's
-    # kept connection: the next read must not read from that connection too.
-    async def main() -> None:
-        async with connect(visibility_timeout=60) as broker:
-            subscription = await broker.subscribe("jobs")
-            for _ in range(3):
-                with pytest.raises(asyncio.TimeoutError):
-                    await asyncio.wait_for(subscription.receive(), 0.05)
-            await broker.publish("jobs", "hello")
-            delivery = await subscription.receive(timeout=5)
-            assert delivery is not None and delivery.body == "hello"
-            await delivery.ack()
-
-    asyncio.run(main())
-
-
 def test_a_task_cancelled_while_its_fetch_is_on_the_wire_strands_nothing(
     connect: Open, url: str, redis_client: redis.Redis
 ) -> None:

@@ -1,10 +1,11 @@
-"""redis+stream: a subscription's reads run on a connection it keeps, which is never
-shared while held and never given back to the pool with a reply still to come
-(``redis/_held_async.py``). The reader against a fake pool, then a subscription
+"""A subscription's reads (redis+stream, redis+list) run on a connection it keeps,
+which is never shared while held and never given back to the pool with a reply still
+to come (``redis/_held_async.py``). The reader against a fake pool, then subscriptions
 against a real redis-server."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +15,11 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+import brokerkit.aio
 from brokerkit.backends.redis import _held as reader_module
 from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis.stream import RedisStreamBroker
+from tests.conftest import RedisTarget
 
 Make = Callable[..., RedisStreamBroker]
 
@@ -247,3 +250,24 @@ def test_a_connection_lost_amid_many_replies_is_given_back_disconnected() -> Non
     assert pool.released == [pool.made[0]] and not pool.made[0].connected
     assert reader.execute("C") == "b"  # on a new connection
     assert len(pool.made) == 2
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_receives_cancelled_while_waiting_leave_the_next_one_working(
+    scheme: str, redis_target: RedisTarget, prefix: str
+) -> None:
+    # Each cancelled receive's fetch runs on, waiting in BLMOVE or XREADGROUP on the
+    # subscription's kept connection: the next fetch must not read from it too.
+    async def main() -> None:
+        url = redis_target.url(scheme)
+        async with brokerkit.aio.connect(url, prefix=prefix) as broker:
+            subscription = await broker.subscribe("jobs")
+            for _ in range(3):
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(subscription.receive(), 0.05)
+            await broker.publish("jobs", "hello")
+            delivery = await subscription.receive(timeout=5)
+            assert delivery is not None and delivery.body == "hello"
+            await delivery.ack()
+
+    asyncio.run(main())
