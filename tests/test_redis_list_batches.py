@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import brokerkit
 from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope
-from brokerkit.backends.redis.list.plan import ack_arguments
+from brokerkit.backends.redis.list.plan import batch_runs
 from brokerkit.backends.redis.list.replies import fetched_messages, unwrap
 from brokerkit.exceptions import IncompatibleTopic, StaleDelivery
 
@@ -114,7 +114,7 @@ def test_a_batchs_receipts_are_the_ones_the_client_computes(
     for start in range(0, count, 250):
         chunk = names[start : start + 250]
         receipts = [f"{n}:c1" for n in chunk]
-        assert settle(keys=keys, args=[*plan.common, "ack", *ack_arguments(receipts)]) == []
+        assert settle(keys=keys, args=[*plan.common, "ack", *batch_runs(receipts)]) == []
     assert redis_client.exists(plan.keys.expiry, plan.keys.fetches("c1"), batch) == 0
     assert redis_client.lrange(plan.keys.queue, 0, -1) == [b"next"]
 
@@ -244,6 +244,83 @@ def test_an_ack_of_a_whole_fetch_settles_as_naming_each_delivery_does(
         )
         left = redis_client.exists(keys.batch(nonce, consumer), keys.fetches(consumer))
         outcomes.append((stale, back, left, redis_client.hexists(keys.expiry, name)))
+        subscription.close()
+    assert outcomes[0] == outcomes[1]
+
+
+_EXTEND_STATES = st.sampled_from(["live", "settled", "own live", "own long", "own expired"])
+
+
+@settings(
+    max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(
+    states=st.lists(_EXTEND_STATES, min_size=1, max_size=6),
+    batch_value=st.sampled_from(["live", "long", "expired", "garbage", "gone"]),
+    how=st.sampled_from(["renew", "set 1 s", "set 600 s"]),
+)
+def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
+    connect: Callable[..., Any],
+    redis_client: redis.Redis,
+    states: list[str],
+    batch_value: str,
+    how: str,
+) -> None:
+    """The client names a fetch's batch alone when it extends or renews the whole of it,
+    in order (EXTEND's short form); any state its leases are in (a deadline sooner than
+    the new one, or later: "long") comes out as naming each delivery does."""
+    broker = connect(visibility_timeout=30)
+    seconds, _ = redis_client.time()
+    soon, later = f"{(seconds + 10) * 1000}.5", f"{(seconds + 10**5) * 1000}.5"
+    values = {"live": soon, "long": later, "expired": "1.5", "garbage": "x"}
+    outcomes = []
+    for whole in (True, False):
+        topic = f"extend-{uuid.uuid4().hex[:8]}"
+        keys = broker._topic(topic).keys
+        broker.publish_many(topic, [f"m{i}" for i in range(len(states))])
+        subscription = broker.subscribe(topic, prefetch=len(states))
+        got = [subscription.receive(timeout=5) for _ in states]
+        deliveries = [d for d in got if d is not None]
+        assert len(deliveries) == len(states)
+        consumer = subscription.consumer
+        nonce = deliveries[0].receipt.partition("-")[0] + "-"
+        name = f"{nonce}:{consumer}"
+        flags = {"live": "0", "settled": "1"}
+        redis_client.hset(keys.fetches(consumer), nonce, "".join(flags.get(s, "2") for s in states))
+        own = {"own live": soon, "own long": later, "own expired": "1.5"}
+        for delivery, state in zip(deliveries, states, strict=True):
+            if state in own:
+                redis_client.hset(keys.expiry, delivery.receipt, own[state])
+        if batch_value == "gone":
+            redis_client.hdel(keys.expiry, name)
+        else:
+            redis_client.hset(keys.expiry, name, values[batch_value])
+        fields = [name, *(d.receipt for d in deliveries)]
+        before = redis_client.hmget(keys.expiry, fields)
+        if not whole:
+            subscription.state.fetched = []  # so the call names each delivery
+        if how == "renew":
+            stale = sorted(deliveries.index(d) for d in broker._renew(deliveries))
+        else:
+            try:
+                broker.extend(*deliveries, seconds=int(how.split()[1]))
+                stale = []
+            except StaleDelivery as exc:
+                stale = sorted(deliveries.index(d) for d in exc.deliveries)
+        after = redis_client.hmget(keys.expiry, fields)
+        moved = [
+            "gone" if b is None else "same" if a == b else "moved"
+            for a, b in zip(before, after, strict=True)
+        ]
+        back = sorted(
+            (unwrap(e)[0], _envelope.decode(topic, unwrap(e)[1]).payload)
+            for e in redis_client.lrange(keys.queue, 0, -1)
+        )
+        groups = sorted(
+            g.decode().replace(nonce, "N").replace(consumer, "C")
+            for g in redis_client.zrange(keys.deadlines, 0, -1)
+        )
+        outcomes.append((stale, moved, back, groups, redis_client.hget(keys.fetches(consumer), nonce)))
         subscription.close()
     assert outcomes[0] == outcomes[1]
 

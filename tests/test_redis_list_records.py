@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from brokerkit.backends.redis.list.plan import ack_arguments
+from brokerkit.backends.redis.list.plan import batch_runs
 from brokerkit.exceptions import StaleDelivery
 
 pytestmark = pytest.mark.redis_list
@@ -123,12 +123,12 @@ def test_an_earlier_versions_lease_is_extended_acked_and_inspected_as_it_was(
     assert info.in_flight == 1 and info.oldest_in_flight_age is not None
     assert info.oldest_in_flight_age > 10**9  # delivered at 5 ms of the server's clock
     extend = broker._scripts["EXTEND"]
-    assert extend(keys=keys, args=[*plan.common, 60_000, "set", receipt]) == []
+    assert extend(keys=keys, args=[*plan.common, 60_000, "set", *batch_runs([receipt])]) == []
     value = redis_client.hget(plan.keys.expiry, receipt)
     assert re.fullmatch(rb"\d+", value), value  # still the form its record needs
     assert redis_client.hget(plan.keys.leases("old"), receipt) == b"5:" + LOOKALIKE
     settle = broker._scripts["SETTLE"]
-    assert settle(keys=keys, args=[*plan.common, "ack", *ack_arguments([receipt])]) == []
+    assert settle(keys=keys, args=[*plan.common, "ack", *batch_runs([receipt])]) == []
     assert redis_client.exists(plan.keys.leases("old"), plan.keys.expiry) == 0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.options import RedisListOptions
 
-__all__ = ["TopicPlan", "ack_arguments", "batch_of", "consumer_of", "new_nonce"]
+__all__ = ["TopicPlan", "batch_of", "batch_runs", "consumer_of", "new_nonce"]
 
 
 class TopicPlan:
@@ -70,11 +70,11 @@ def batch_of(name: str) -> str | None:
     return name[: dash + 1] + name[colon:]
 
 
-def ack_arguments(receipts: Iterable[str]) -> list[str | int]:
-    """The SETTLE script's arguments after ``"ack"`` for these receipts: per run of
-    receipts of one batch, its name ``<nonce>:<consumer>``, how many, and the index of
-    each (the digits between the nonce and the ``:``), so that the script reads no
-    receipt apart."""
+def batch_runs(receipts: Iterable[str]) -> list[str | int]:
+    """These receipts as the SETTLE script's ack and the EXTEND script read them: per
+    run of receipts of one batch, its name ``<nonce>:<consumer>``, how many, and the
+    index of each (the digits between the nonce and the ``:``), so that the scripts
+    read no receipt apart."""
     out: list[str | int] = []
     prefix = suffix = ""
     count_at = -1

@@ -223,7 +223,7 @@ return {size, count or false, capped and 1 or 0}
 )
 
 #: ARGV[7] "ack", then per run of receipts of one batch: the batch ("<nonce>:<consumer>"),
-#: how many, and each receipt's index in it (see :func:`.plan.ack_arguments`; an
+#: how many, and each receipt's index in it (see :func:`.plan.batch_runs`; an
 #: earlier version's receipt "<nonce><seq>:<consumer>" is read as index <seq> of batch
 #: "<nonce>:<consumer>", which does not exist); or the batch and minus how many, for the
 #: indexes 0 to how many - 1, in order (the whole of a fetch: one settled with no loop
@@ -343,56 +343,103 @@ return stale
 #: ARGV[7] lease ms from now; ARGV[8] "set" (by hand: the deadline becomes now +
 #: lease ms, earlier or later) or "renew" (the background renewal: the deadline
 #: becomes now + lease ms only if that is later, so a longer extension by hand is
-#: never cut short); ARGV[9...] receipts. Renews live leases and the heartbeat of
-#: their consumers; returns the stale receipts (expired ones are handed back).
+#: never cut short); ARGV[9...] the receipts as SETTLE's ack names them: per run of
+#: one batch, its name, how many and each index (or minus how many: the indexes from
+#: 0). Renews live leases and the heartbeat of their consumers; returns the stale
+#: receipts (expired ones are handed back).
+#:
+#: A receipt under its batch's value costs a look at its flag: the batch's value is
+#: renewed once for all of them. Only a receipt with a value of its own (or an earlier
+#: version's lease) is read and written apart.
 EXTEND = with_preamble(
     r"""
 local t = now_ms()
 local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
+local find, sub = string.find, string.sub
 local stale, seen, batches, by_name = {}, {}, {}, {}
-for k = 9, #ARGV do
-  local r = ARGV[k]
-  local v, kind, nonce, C, i = lease_of(r)
+-- A lease that ran out (or none at all): handed back if it was one, reported stale
+local function lapsed(r)
+  local e = release(r)
+  if e then hand_back(e, true, 'max_deliveries') end
+  stale[#stale + 1] = r
+end
+-- A lease under a value v of its own (extended by hand before, or an earlier
+-- version's) of consumer C
+local function extend_own(r, v, C)
   local deadline = deadline_of(v)
-  if deadline and deadline > t then
-    seen[C or consumer_of(r)] = true
-    if kind == 'batch' then
-      local name = nonce .. ':' .. C
-      if only_later then
-        -- the renewal: the batch's value renews every delivery it leases at once (the
-        -- renewing broker holds them all)
-        if deadline < new then
-          local value = renewed_value(new, v)  -- the delivery time kept
-          redis.call('HSET', EXPIRY, name, value)
-          VALUES[name] = value
-        end
-      else  -- by hand: gathered by batch (below)
-        local b = by_name[name]
-        if not b then
-          b = {C, nonce, {}, {}, deadline, v}
-          by_name[name] = b
-          batches[#batches + 1] = b
-        end
-        b[3][#b[3] + 1], b[4][#b[4] + 1] = r, i
-      end
-    elseif not (only_later and deadline >= new) then
-      -- a value of its own (extended by hand before, or an earlier version's lease)
+  if not (deadline and deadline > t) then
+    lapsed(r)
+  else
+    seen[C] = true
+    if not (only_later and deadline >= new) then
       redis.call('HSET', EXPIRY, r, renewed_value(new, v))
       -- a later deadline keeps its group's score a lower bound; an earlier one does not
       if new < deadline then redis.call('ZADD', DEADLINES, new, r) end
     end
-  else
-    local e = release(r)
-    if e then hand_back(e, true, 'max_deliveries') end
-    stale[#stale + 1] = r
+  end
+end
+local k = 9
+while k <= #ARGV do
+  local name, n = ARGV[k], tonumber(ARGV[k + 1]) or 0
+  local whole = n < 0  -- the indexes 0 .. -n - 1, not named one by one
+  if whole then n = -n end
+  local first = k + 2
+  k = whole and first or first + n
+  local colon = find(name, ':', 1, true)
+  local nonce, C = sub(name, 1, colon - 1), sub(name, colon + 1)
+  local tail = ':' .. C
+  -- the index of the run's s-th receipt (from 0), as its receipt names it
+  local function index(s)
+    if whole then return s end
+    return ARGV[first + s]
+  end
+  if nonce ~= '' and flags_of(C, nonce) then
+    local v = batch_value(name)
+    local deadline = deadline_of(v)
+    local live = deadline ~= nil and deadline > t
+    for s = 0, n - 1 do
+      local i = tonumber(index(s))
+      -- read again each time: a hand-back changes the flags (and may drop the batch)
+      local flag = i and sub(FLAGS[name] or '', i + 1, i + 1)
+      if flag == '0' and live then
+        seen[C] = true
+        if only_later then
+          -- the renewal: the batch's value renews every delivery it leases at once
+          -- (the renewing broker holds them all)
+          if deadline < new then
+            v = renewed_value(new, v)  -- the delivery time kept
+            redis.call('HSET', EXPIRY, name, v)
+            VALUES[name], deadline = v, new
+          end
+        else  -- by hand: gathered by batch (below)
+          local b = by_name[name]
+          if not b then
+            b = {C, nonce, {}, {}, deadline, v}
+            by_name[name] = b
+            batches[#batches + 1] = b
+          end
+          b[3][#b[3] + 1], b[4][#b[4] + 1] = index(s), i
+        end
+      elseif flag == '2' then
+        local r = nonce .. index(s) .. tail
+        extend_own(r, redis.call('HGET', EXPIRY, r), C)
+      else  -- expired under the batch's value, settled, or no such delivery
+        lapsed(nonce .. index(s) .. tail)
+      end
+    end
+  else  -- leases an earlier version recorded, each under a value of its own
+    for s = 0, n - 1 do
+      local r = nonce .. index(s) .. tail
+      extend_own(r, redis.call('HGET', EXPIRY, r), C)
+    end
   end
 end
 -- By hand, a batch's deliveries get the new deadline: the batch's value when every
 -- delivery it leases is named, else a value of their own (flag '2').
 for _, b in ipairs(batches) do
-  local C, nonce, receipts, indexes, deadline, v = b[1], b[2], b[3], b[4], b[5], b[6]
+  local C, nonce, named_at, indexes, deadline, v = b[1], b[2], b[3], b[4], b[5], b[6]
   local name, flags = nonce .. ':' .. C, flags_of(C, nonce)
   local _, under_batch = string.gsub(flags, '0', '')
   local named, distinct = {}, 0
@@ -407,12 +454,12 @@ for _, b in ipairs(batches) do
       redis.call('ZADD', DEADLINES, new, nonce .. '0+' .. #flags .. ':' .. C)
     end
   else
-    local own = {}
-    for n, r in ipairs(receipts) do own[2 * n - 1], own[2 * n] = r, value end
+    local tail, own = ':' .. C, {}
+    for n, at in ipairs(named_at) do own[2 * n - 1], own[2 * n] = nonce .. at .. tail, value end
     call_chunked('HSET', EXPIRY, own, 2)
     set_flags(C, nonce, named)
     if new < deadline then
-      for _, r in ipairs(receipts) do redis.call('ZADD', DEADLINES, new, r) end
+      for n = 1, #own, 2 do redis.call('ZADD', DEADLINES, new, own[n]) end
     end
   end
 end

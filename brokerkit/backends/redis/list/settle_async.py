@@ -22,7 +22,7 @@ from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls
 from brokerkit.backends.redis.list.consumer_async import ConsumerState
-from brokerkit.backends.redis.list.plan import TopicPlan, ack_arguments, batch_of
+from brokerkit.backends.redis.list.plan import TopicPlan, batch_of, batch_runs
 from brokerkit.backends.redis.list.replies import stale_receipts
 from brokerkit.exceptions import StaleDelivery
 
@@ -31,18 +31,18 @@ if TYPE_CHECKING:
 
 __all__ = ["ListSettling", "run_on"]
 
-#: A settle or extend script call carries at most this many receipts; a bigger batch
-#: is several calls, one after another, so that no call holds the server for long.
-#: Measured on a private Redis 7.0 with 10,000 deliveries held: per receipt about 8 us
-#: of server time to requeue, 2 us to renew, 1.3 us to ack; 250 keeps a call near 2 ms.
+#: A settle script call carries at most this many receipts; a bigger batch is several
+#: calls, one after another, so that no call holds the server for long. Measured on a
+#: private Redis 7.0 with 10,000 deliveries held: per receipt about 8 us of server time
+#: to requeue, 1.3 us to ack; 250 keeps a call near 2 ms.
 _RECEIPTS_PER_CALL = 250
 #: An extend or renewal call carries at most this many: a batch's deliveries share one
 #: deadline, which an extension by hand moves only when the call names every delivery
 #: the batch still leases under it (else each named one gets a deadline of its own).
-#: Measured with 10,000 held by prefetch-1000 fetches: an extension of all 10,000
-#: by hand took 2.2-3.0 ms a call of 1,000, and 5.4-6.1 ms on a day when the same
-#: machine ran every Redis command half as fast (private Redis 7.0, SLOWLOG). Fewer a
-#: call would split such a batch: its deliveries would each get a deadline of their own.
+#: Measured with 10,000 held by prefetch-1000 fetches (private Redis 7.0, SLOWLOG): an
+#: extension of all 10,000 by hand takes 0.56-0.58 ms a call of 1,000, a renewal 0.44
+#: (named by batch and index, see batch_runs: 1.3-1.8 ms and 0.6-1.0 when each receipt
+#: was read apart). Fewer a call would split such a batch.
 _EXTENDS_PER_CALL = 1000
 
 
@@ -174,7 +174,8 @@ class ListSettling:
         # A requeue hands each element back to the head of the queue, the last first:
         # the chunks go in reverse too, so that the first nacked is still next out.
         backwards = script == "SETTLE" and str(first[0]).startswith("requeue")
-        acking = script == "SETTLE" and first[0] == "ack"
+        # an ack and an extension name their receipts by batch (see batch_runs)
+        by_batch = script == "EXTEND" or first[0] == "ack"
         stale: list[AsyncDelivery] = []
         for topic, group in by_topic.items():
             plan = self._topic(topic)
@@ -187,16 +188,14 @@ class ListSettling:
                 # _claim): each subscription and each batch is looked at once
                 subscriptions = dict.fromkeys([d.subscription for d in chunk])
                 batches: Iterable[str]
-                if acking and _whole_fetch(receipts, subscriptions):
-                    # the usual ack: named as the whole of a fetch, in order
+                if by_batch and _whole_fetch(receipts, subscriptions):
+                    # the usual ack or renewal: the whole of a fetch, in order
                     batches = receipts[:1]
-                    args = [*plan.common, "ack", batch_of(receipts[0]), -len(receipts)]
+                    args = [*plan.common, *first, batch_of(receipts[0]), -len(receipts)]
                 else:
                     batches = {r[: r.find("-") + 1]: r for r in receipts}.values()
-                    if acking:
-                        args = [*plan.common, "ack", *ack_arguments(receipts)]
-                    else:
-                        args = [*plan.common, *first, *receipts]
+                    named = batch_runs(receipts) if by_batch else receipts
+                    args = [*plan.common, *first, *named]
                 keys = plan.keys_for([s.consumer for s in subscriptions], batches)
                 if durable is None:
                     reply = await self._call(
