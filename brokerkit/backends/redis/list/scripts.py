@@ -167,7 +167,10 @@ if woken then
   end
 end
 local take, capped = 0, false
-if not alone and woke < want and redis.call('LLEN', QUEUE) > 0 then
+-- the queue's length, read once: nothing but the SORT below changes it meanwhile
+local waiting = nil
+if not alone and woke < want then waiting = redis.call('LLEN', QUEUE) end
+if waiting and waiting > 0 then
   if returned > 0 then
     if woke == 0 then  -- else the batch stops
       take = 1
@@ -182,7 +185,7 @@ if not alone and woke < want and redis.call('LLEN', QUEUE) > 0 then
     if hint <= 0 then hint = #redis.call('LINDEX', QUEUE, -1) end
     take = math.min(want - woke, math.max(math.floor(FETCH_BYTES / math.max(hint, 1)), 1))
   end
-elseif returned > 0 and not alone and redis.call('LLEN', QUEUE) == 0 then
+elseif returned > 0 and not alone and (waiting or redis.call('LLEN', QUEUE)) == 0 then
   redis.call('DEL', RETURNED)  -- the queue is empty: whatever took them, none is left
 end
 -- The elements move from the queue to the batch list inside Redis, never through
@@ -191,13 +194,14 @@ end
 if take > 0 then
   take = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', 0, take, 'DESC', 'STORE', batch)
   redis.call('LTRIM', QUEUE, 0, -take - 1)
+  waiting = waiting - take
 end
 if woke == 1 then redis.call('LMOVE', proc, batch, 'RIGHT', 'LEFT') end
 local size = woke + take
 if size == 0 then return {0} end
 -- stopped short (a batch's size cap, one that came back) with more waiting: the
 -- consumer looks again at once
-capped = size < want and redis.call('LLEN', QUEUE) > 0
+capped = size < want and (waiting or redis.call('LLEN', QUEUE)) > 0
 local deadline, tail = t + lease_ms, ':' .. C
 -- One lease for the batch: its deadline and delivery time in expiry, and a flag a
 -- delivery in the consumer's fetches hash.
