@@ -248,15 +248,26 @@ def test_an_ack_of_a_whole_fetch_settles_as_naming_each_delivery_does(
     assert outcomes[0] == outcomes[1]
 
 
-_EXTEND_STATES = st.sampled_from(["live", "settled", "own live", "own long", "own expired"])
+_EXTEND_STATES = st.sampled_from(
+    ["live", "settled", "own live", "own long", "own expired", "own garbage"]
+)
+
+
+def _changes(before: dict[Any, float], after: dict[Any, float]) -> list[tuple[Any, str]]:
+    """What became of each member of a sorted set (or field of a hash): kept, moved,
+    gone, or new."""
+    return sorted(
+        (member, "new" if member not in before else "same" if before[member] == score else "moved")
+        for member, score in after.items()
+    ) + sorted((member, "gone") for member in before if member not in after)
 
 
 @settings(
-    max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+    max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
 )
 @given(
-    states=st.lists(_EXTEND_STATES, min_size=1, max_size=6),
-    batch_value=st.sampled_from(["live", "long", "expired", "garbage", "gone"]),
+    states=st.lists(_EXTEND_STATES, min_size=1, max_size=12),
+    batch_value=st.sampled_from(["live", "long", "expired", "garbage", "gone", "no flags"]),
     how=st.sampled_from(["renew", "set 1 s", "set 600 s"]),
 )
 def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
@@ -268,11 +279,22 @@ def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
 ) -> None:
     """The client names a fetch's batch alone when it extends or renews the whole of it,
     in order (EXTEND's short form); any state its leases are in (a deadline sooner than
-    the new one, or later: "long") comes out as naming each delivery does."""
+    the new one, or later: "long"; the batch's flags gone) comes out as naming each
+    delivery does: the same stale ones, hand-backs, deadlines, lease groups and
+    heartbeat."""
     broker = connect(visibility_timeout=30)
     seconds, _ = redis_client.time()
     soon, later = f"{(seconds + 10) * 1000}.5", f"{(seconds + 10**5) * 1000}.5"
-    values = {"live": soon, "long": later, "expired": "1.5", "garbage": "x"}
+    values = {"live": soon, "long": later, "expired": "1.5", "garbage": "x", "no flags": soon}
+    own = {"own live": soon, "own long": later, "own expired": "1.5", "own garbage": "x"}
+    extend = broker._scripts["EXTEND"]
+    sent: list[list[Any]] = []
+
+    def spy(**call: Any) -> Any:
+        sent.append(call["args"])
+        return extend(**call)
+
+    broker._scripts["EXTEND"] = spy
     outcomes = []
     for whole in (True, False):
         topic = f"extend-{uuid.uuid4().hex[:8]}"
@@ -286,8 +308,8 @@ def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
         nonce = deliveries[0].receipt.partition("-")[0] + "-"
         name = f"{nonce}:{consumer}"
         flags = {"live": "0", "settled": "1"}
-        redis_client.hset(keys.fetches(consumer), nonce, "".join(flags.get(s, "2") for s in states))
-        own = {"own live": soon, "own long": later, "own expired": "1.5"}
+        fetches = keys.fetches(consumer)
+        redis_client.hset(fetches, nonce, "".join(flags.get(s, "2") for s in states))
         for delivery, state in zip(deliveries, states, strict=True):
             if state in own:
                 redis_client.hset(keys.expiry, delivery.receipt, own[state])
@@ -295,10 +317,16 @@ def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
             redis_client.hdel(keys.expiry, name)
         else:
             redis_client.hset(keys.expiry, name, values[batch_value])
+        if batch_value == "no flags":
+            redis_client.hdel(fetches, nonce)
+        redis_client.zadd(keys.consumers, {consumer: (seconds + 5) * 1000})
         fields = [name, *(d.receipt for d in deliveries)]
         before = redis_client.hmget(keys.expiry, fields)
+        groups = dict(redis_client.zrange(keys.deadlines, 0, -1, withscores=True))
+        beats = dict(redis_client.zrange(keys.consumers, 0, -1, withscores=True))
         if not whole:
             subscription.state.fetched = []  # so the call names each delivery
+        sent.clear()
         if how == "renew":
             stale = sorted(deliveries.index(d) for d in broker._renew(deliveries))
         else:
@@ -307,6 +335,7 @@ def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
                 stale = []
             except StaleDelivery as exc:
                 stale = sorted(deliveries.index(d) for d in exc.deliveries)
+        assert (sent[0][-1] == -len(states)) is whole  # the short form, or each index
         after = redis_client.hmget(keys.expiry, fields)
         moved = [
             "gone" if b is None else "same" if a == b else "moved"
@@ -316,13 +345,46 @@ def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
             (unwrap(e)[0], _envelope.decode(topic, unwrap(e)[1]).payload)
             for e in redis_client.lrange(keys.queue, 0, -1)
         )
-        groups = sorted(
-            g.decode().replace(nonce, "N").replace(consumer, "C")
-            for g in redis_client.zrange(keys.deadlines, 0, -1)
+        rename = {nonce.encode(): b"N", consumer.encode(): b"C"}
+
+        def named(members: dict[bytes, float], rename: dict[bytes, bytes] = rename) -> dict:
+            out = {}
+            for member, score in members.items():
+                for old, new in rename.items():
+                    member = member.replace(old, new)
+                out[member] = score
+            return out
+
+        outcomes.append(
+            (
+                stale,
+                moved,
+                back,
+                _changes(
+                    named(groups),
+                    named(dict(redis_client.zrange(keys.deadlines, 0, -1, withscores=True))),
+                ),
+                _changes(
+                    named(beats),
+                    named(dict(redis_client.zrange(keys.consumers, 0, -1, withscores=True))),
+                ),
+                redis_client.hget(fetches, nonce),
+            )
         )
-        outcomes.append((stale, moved, back, groups, redis_client.hget(keys.fetches(consumer), nonce)))
         subscription.close()
+    broker._scripts["EXTEND"] = extend
     assert outcomes[0] == outcomes[1]
+
+
+def test_a_run_of_receipts_names_one_batch() -> None:
+    """batch_runs starts a run at each batch: a receipt without a nonce (an earlier
+    version's) is a run of its own, never one that takes in a batch's receipts, which
+    the scripts would then read as an earlier version's leases."""
+    receipts = ["5:C", "N-0:C", "N-1:C", "7:C", "M-3:C", "N-2:C", "N-3:D"]
+    runs = batch_runs(receipts)
+    expected = [":C", 1, "5", "N-:C", 2, "0", "1", ":C", 1, "7", "M-:C", 1, "3"]
+    expected += ["N-:C", 1, "2", "N-:D", 1, "3"]
+    assert runs == expected
 
 
 _PLAIN = _envelope.encode(Message("0193ab", "orders", b"body", "application/json", {}, 1.5))

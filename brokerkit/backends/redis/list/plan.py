@@ -79,7 +79,9 @@ def batch_runs(receipts: Iterable[str]) -> list[str | int]:
     prefix = suffix = ""
     count_at = -1
     for receipt in receipts:
-        if count_at < 0 or not (receipt.startswith(prefix) and receipt.endswith(suffix)):
+        # (a receipt without a nonce, an earlier version's, is a run of its own: an
+        # empty prefix would take in the receipts of the consumer's batches too)
+        if count_at < 0 or not (prefix and receipt.startswith(prefix) and receipt.endswith(suffix)):
             colon = receipt.find(":")
             dash = receipt.find("-", 0, colon)  # no nonce: an index of batch ":<consumer>"
             prefix, suffix = receipt[: dash + 1], receipt[colon:]

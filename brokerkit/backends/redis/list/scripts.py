@@ -353,8 +353,8 @@ return stale
 #: receipts (expired ones are handed back).
 #:
 #: A receipt under its batch's value costs a look at its flag: the batch's value is
-#: renewed once for all of them. Only a receipt with a value of its own (or an earlier
-#: version's lease) is read and written apart.
+#: renewed once for all of them. A receipt with a value of its own (or an earlier
+#: version's lease) is read and written apart, and a stale one released apart.
 EXTEND = with_preamble(
     r"""
 local t = now_ms()

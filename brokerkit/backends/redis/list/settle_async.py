@@ -189,7 +189,7 @@ class ListSettling:
                 subscriptions = dict.fromkeys([d.subscription for d in chunk])
                 batches: Iterable[str]
                 if by_batch and _whole_fetch(receipts, subscriptions):
-                    # the usual ack or renewal: the whole of a fetch, in order
+                    # the usual ack, extension or renewal: the whole of a fetch, in order
                     batches = receipts[:1]
                     args = [*plan.common, *first, batch_of(receipts[0]), -len(receipts)]
                 else:
