@@ -19,6 +19,7 @@ __all__ = [
     "Event",
     "HandlerCalls",
     "Lock",
+    "StateLock",
     "Waiter",
     "acquire",
     "checkpoint",
@@ -33,6 +34,9 @@ __all__ = [
 _T = TypeVar("_T")
 
 Lock = threading.Lock
+#: Guards a few fields that another thread may change between two reads (a close
+#: racing a command); held for no I/O.
+StateLock = threading.Lock
 Event = threading.Event
 sleep = time.sleep
 

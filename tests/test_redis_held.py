@@ -143,6 +143,33 @@ def test_a_close_during_a_read_leaves_the_connection_to_that_read(fails: bool) -
     assert pool.released == [connection, *pool.made]
 
 
+def test_a_close_from_another_thread_never_gives_back_a_connection_in_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sync twin's race: a close in another thread lands just as a command takes
+    the kept connection (here: when the command asks for the process id, as it does
+    before it takes one). Either the close gives it back first and the command takes
+    another, or the command gives it back when it ends: never one still in use."""
+    reader, pool = _reader(["first", "second"])
+    assert reader.execute("XREADGROUP", 1) == "first"
+    kept = pool.made[0]
+    real_getpid = reader_module.os.getpid
+    released_by_close: list[_Connection] = []
+
+    def close_meanwhile() -> int:
+        monkeypatch.setattr(reader_module.os, "getpid", real_getpid)
+        reader.close()
+        released_by_close.extend(pool.released)
+        return real_getpid()
+
+    monkeypatch.setattr(reader_module.os, "getpid", close_meanwhile)
+    assert reader.execute("XREADGROUP", 2) == "second"
+    assert released_by_close == [kept]
+    assert kept.sent == [("XREADGROUP", 1)]  # not used once given back
+    # the command's own connection went back at its end, each one once
+    assert pool.released == pool.made and len(pool.made) == 2
+
+
 def test_a_forked_child_never_uses_its_parents_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

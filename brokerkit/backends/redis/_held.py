@@ -31,6 +31,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from brokerkit._compat import StateLock
+
 __all__ = ["HeldClient", "Reader"]
 
 
@@ -46,6 +48,7 @@ class Reader:
         self._pid = 0
         self._reading = False
         self._closed = False
+        self._state = StateLock()
 
     @property
     def pooled(self) -> bool:
@@ -73,7 +76,15 @@ class Reader:
 
     def _exchange(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
         pool = self._pool
-        if self._reading:
+        pid = os.getpid()
+        with self._state:  # a close in another thread reads the same fields
+            busy = self._reading
+            if not busy:
+                self._reading = True
+                # (a forked child leaves its parent's connection alone: never given
+                # back to the pool, which redis-py made anew in the child)
+                connection = self._connection if self._pid == pid else None
+        if busy:
             # The kept connection has a command under way (a cancelled receive's fetch
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
             spare = pool.get_connection()
@@ -85,36 +96,43 @@ class Reader:
                 raise
             pool.release(spare)
             return replies
-        connection = self._connection
-        if connection is None or self._pid != os.getpid():
-            # (a forked child leaves its parent's connection alone: never given back
-            # to the pool, which redis-py made anew in the child)
-            connection = self._connection = pool.get_connection()
-            self._pid = os.getpid()
-        self._reading = True
         try:
+            if connection is None:
+                connection = pool.get_connection()
+                with self._state:
+                    self._connection, self._pid = connection, pid
             return _send_and_read(connection, commands)
         except BaseException:
-            # a reply may still be on its way: this connection is done
-            if self._connection is connection:
-                self._connection = None
-            connection.disconnect()
-            pool.release(connection)
+            if connection is not None:
+                # a reply may still be on its way: this connection is done
+                with self._state:
+                    if self._connection is connection:
+                        self._connection = None
+                connection.disconnect()
+                pool.release(connection)
             raise
         finally:
-            self._reading = False
-            if self._closed and self._connection is connection:
-                self._connection = None  # closed while a command was under way
+            with self._state:
+                self._reading = False
+                # closed while the command was under way: given back now
+                give_back = (
+                    self._closed and connection is not None and self._connection is connection
+                )
+                if give_back:
+                    self._connection = None
+            if give_back:
                 pool.release(connection)
 
     def close(self) -> None:
         """Give the connection back to the pool (at the end of a command under way)."""
-        self._closed = True
-        connection = self._connection
-        if connection is not None and not self._reading:
+        with self._state:
+            self._closed = True
+            connection = self._connection
+            if connection is None or self._reading:
+                return  # none, or the command under way gives it back at its end
             self._connection = None
-            if self._pid == os.getpid():
-                self._pool.release(connection)
+        if self._pid == os.getpid():
+            self._pool.release(connection)
 
 
 def _send_and_read(connection: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
