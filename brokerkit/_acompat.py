@@ -23,7 +23,6 @@ __all__ = [
     "Event",
     "HandlerCalls",
     "Lock",
-    "StateLock",
     "Waiter",
     "acquire",
     "checkpoint",
@@ -39,9 +38,6 @@ _T = TypeVar("_T")
 log = logging.getLogger("brokerkit")
 
 Lock = asyncio.Lock
-#: The sync side's guard of fields another thread may change (see brokerkit._compat):
-#: one event loop runs no two statements at once, so it guards nothing here.
-StateLock = contextlib.nullcontext
 sleep = asyncio.sleep
 
 #: Tasks that must not be garbage-collected while they run.

@@ -19,7 +19,6 @@ __all__ = [
     "Event",
     "HandlerCalls",
     "Lock",
-    "StateLock",
     "Waiter",
     "acquire",
     "checkpoint",
@@ -34,9 +33,6 @@ __all__ = [
 _T = TypeVar("_T")
 
 Lock = threading.Lock
-#: Guards a few fields that another thread may change between two reads (a close
-#: racing a command); held for no I/O.
-StateLock = threading.Lock
 Event = threading.Event
 sleep = time.sleep
 

@@ -129,7 +129,7 @@ def test_a_close_during_a_read_leaves_the_connection_to_that_read(fails: bool) -
         assert pool.released == []  # not while the reply is on its way
 
     connection.during_read = close_now
-    reader._connection, reader._pid = connection, reader_module.os.getpid()
+    reader._state.keep(connection, reader_module.os.getpid())
     if fails:
         with pytest.raises(RedisConnectionError):
             reader.execute("XREADGROUP")
@@ -211,7 +211,7 @@ def test_a_subscription_reads_on_one_connection_and_gives_it_back_on_close(
         got = [subscription.receive(timeout=5) for _ in range(2)]
         assert None not in got
         broker.ack(*[d for d in got if d is not None])
-    held = subscription.state.reader._connection
+    held = subscription.state.reader._state.connection
     assert held is not None and held in pool._in_use_connections
     subscription.close()
     assert held not in pool._in_use_connections
@@ -227,14 +227,14 @@ def test_a_read_connection_killed_by_the_server_is_replaced(
     first = subscription.receive(timeout=5)
     assert first is not None and first.body == "first"
     first.ack()
-    host, port = subscription.state.reader._connection._sock.getsockname()[:2]
+    host, port = subscription.state.reader._state.connection._sock.getsockname()[:2]
     assert redis_client.client_kill_filter(addr=f"{host}:{port}") == 1
     broker.publish("jobs", "second")
     second = subscription.receive(timeout=5)
     assert second is not None and second.body == "second"
     second.ack()
     # (redis-py may hand back the same Connection object: connected anew)
-    now = subscription.state.reader._connection
+    now = subscription.state.reader._state.connection
     assert now._sock.getsockname()[:2] != (host, port)
     subscription.close()
 
@@ -254,10 +254,10 @@ def test_settlements_take_the_settling_connection_and_reload_flushed_scripts(
         if round_ == 1:
             redis_client.script_flush()
         broker.ack(*[d for d in got if d is not None])
-        assert held._connection is not None
+        assert held._state.connection is not None
     assert redis_client.xpending(broker.stream_key("jobs"), "g")["pending"] == 0
     broker.close()
-    assert held._connection is None
+    assert held._state.connection is None
 
 
 def test_many_commands_go_at_once_and_an_error_reply_comes_back_in_its_place() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from brokerkit._acompat import StateLock
+from brokerkit.backends.redis._held_state import HeldState
 
 __all__ = ["AsyncHeldClient", "AsyncReader"]
 
@@ -41,12 +41,7 @@ class AsyncReader:
         self._client = client
         #: None for a cluster client: every read goes through execute_command.
         self._pool: Any = getattr(client, "connection_pool", None)
-        self._connection: Any = None
-        #: The process that took the connection (a forked child takes its own).
-        self._pid = 0
-        self._reading = False
-        self._closed = False
-        self._state = StateLock()
+        self._state = HeldState()
 
     @property
     def pooled(self) -> bool:
@@ -73,15 +68,8 @@ class AsyncReader:
         return await self._exchange(commands)
 
     async def _exchange(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
-        pool = self._pool
-        pid = os.getpid()
-        with self._state:  # a close in another thread reads the same fields
-            busy = self._reading
-            if not busy:
-                self._reading = True
-                # (a forked child leaves its parent's connection alone: never given
-                # back to the pool, which redis-py made anew in the child)
-                connection = self._connection if self._pid == pid else None
+        pool, state, pid = self._pool, self._state, os.getpid()
+        busy, connection = state.begin(pid)
         if busy:
             # The kept connection has a command under way (a cancelled receive's fetch
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
@@ -97,39 +85,23 @@ class AsyncReader:
         try:
             if connection is None:
                 connection = await pool.get_connection()
-                with self._state:
-                    self._connection, self._pid = connection, pid
+                state.keep(connection, pid)
             return await _send_and_read(connection, commands)
         except BaseException:
             if connection is not None:
                 # a reply may still be on its way: this connection is done
-                with self._state:
-                    if self._connection is connection:
-                        self._connection = None
+                state.drop(connection)
                 await connection.disconnect()
                 await pool.release(connection)
             raise
         finally:
-            with self._state:
-                self._reading = False
-                # closed while the command was under way: given back now
-                give_back = (
-                    self._closed and connection is not None and self._connection is connection
-                )
-                if give_back:
-                    self._connection = None
-            if give_back:
+            if state.end(connection):  # closed while the command was under way
                 await pool.release(connection)
 
     async def close(self) -> None:
         """Give the connection back to the pool (at the end of a command under way)."""
-        with self._state:
-            self._closed = True
-            connection = self._connection
-            if connection is None or self._reading:
-                return  # none, or the command under way gives it back at its end
-            self._connection = None
-        if self._pid == os.getpid():
+        connection = self._state.close()
+        if connection is not None and self._state.pid == os.getpid():
             await self._pool.release(connection)
 
 

@@ -1,0 +1,68 @@
+"""What a reader of a kept connection (:mod:`._held_async`, and the sync ``_held.py``
+generated from it) shares between its commands and its close, which in the sync twin
+may run in another thread: read and changed under one lock, held for no I/O, so that
+a close never gives back a connection that a command has taken."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = ["HeldState"]
+
+
+class HeldState:
+    """The kept connection (None: none yet, or given back), the process that took it,
+    whether a command is under way on it, and whether the reader is closed."""
+
+    __slots__ = ("_lock", "closed", "connection", "pid", "reading")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.connection: Any = None
+        self.pid = 0
+        self.reading = False
+        self.closed = False
+
+    def begin(self, pid: int) -> tuple[bool, Any]:
+        """A command starts in process ``pid``: (whether another command has the kept
+        connection, which then stays that one's; else the connection this one takes,
+        None for a new one from the pool). A forked child never takes its parent's
+        connection (never given back: redis-py made the child a pool of its own)."""
+        with self._lock:
+            if self.reading:
+                return True, None
+            self.reading = True
+            return False, self.connection if self.pid == pid else None
+
+    def keep(self, connection: Any, pid: int) -> None:
+        """The command took ``connection`` from the pool in process ``pid``: kept."""
+        with self._lock:
+            self.connection, self.pid = connection, pid
+
+    def drop(self, connection: Any) -> None:
+        """``connection`` failed: no longer kept (its command gives it back)."""
+        with self._lock:
+            if self.connection is connection:
+                self.connection = None
+
+    def end(self, connection: Any) -> bool:
+        """The command on ``connection`` ended: whether the command gives it back now
+        (the reader was closed meanwhile)."""
+        with self._lock:
+            self.reading = False
+            give_back = self.closed and connection is not None and self.connection is connection
+            if give_back:
+                self.connection = None
+            return give_back
+
+    def close(self) -> Any:
+        """The reader closes: the connection to give back now, or None (none is kept,
+        or the command under way gives it back when it ends)."""
+        with self._lock:
+            self.closed = True
+            connection = self.connection
+            if connection is None or self.reading:
+                return None
+            self.connection = None
+            return connection
