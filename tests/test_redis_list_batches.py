@@ -188,6 +188,20 @@ def test_an_ack_of_leases_in_every_state_reports_exactly_the_stale_ones(
     assert redis_client.exists(keys.expiry, fetches) == 0
 
 
+def _fetched(broker: Any, count: int) -> tuple[str, Any, Any, list[Any], str, str]:
+    """One fetch of ``count`` deliveries of a fresh topic: the topic, its keys, the
+    subscription, the deliveries, the fetch's nonce and its batch's name."""
+    topic = f"batch-{uuid.uuid4().hex[:8]}"
+    broker.publish_many(topic, [f"m{i}" for i in range(count)])
+    subscription = broker.subscribe(topic, prefetch=count)
+    got = [subscription.receive(timeout=5) for _ in range(count)]
+    deliveries = [d for d in got if d is not None]
+    assert len(deliveries) == count
+    nonce = deliveries[0].receipt.partition("-")[0] + "-"
+    name = f"{nonce}:{subscription.consumer}"
+    return topic, broker._topic(topic).keys, subscription, deliveries, nonce, name
+
+
 _LEASE_STATES = st.sampled_from(["live", "settled", "own live", "own expired"])
 
 
@@ -209,16 +223,8 @@ def test_an_ack_of_a_whole_fetch_settles_as_naming_each_delivery_does(
     broker = connect(visibility_timeout=30)
     outcomes = []
     for whole in (True, False):
-        topic = f"whole-{uuid.uuid4().hex[:8]}"
-        keys = broker._topic(topic).keys
-        broker.publish_many(topic, [f"m{i}" for i in range(len(states))])
-        subscription = broker.subscribe(topic, prefetch=len(states))
-        got = [subscription.receive(timeout=5) for _ in states]
-        deliveries = [d for d in got if d is not None]
-        assert len(deliveries) == len(states)
+        topic, keys, subscription, deliveries, nonce, name = _fetched(broker, len(states))
         consumer = subscription.consumer
-        nonce = deliveries[0].receipt.partition("-")[0] + "-"
-        name = f"{nonce}:{consumer}"
         value = redis_client.hget(keys.expiry, name)
         assert value is not None
         flags = {"live": "0", "settled": "1", "own live": "2", "own expired": "2"}
@@ -297,16 +303,8 @@ def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
     broker._scripts["EXTEND"] = spy
     outcomes = []
     for whole in (True, False):
-        topic = f"extend-{uuid.uuid4().hex[:8]}"
-        keys = broker._topic(topic).keys
-        broker.publish_many(topic, [f"m{i}" for i in range(len(states))])
-        subscription = broker.subscribe(topic, prefetch=len(states))
-        got = [subscription.receive(timeout=5) for _ in states]
-        deliveries = [d for d in got if d is not None]
-        assert len(deliveries) == len(states)
+        topic, keys, subscription, deliveries, nonce, name = _fetched(broker, len(states))
         consumer = subscription.consumer
-        nonce = deliveries[0].receipt.partition("-")[0] + "-"
-        name = f"{nonce}:{consumer}"
         flags = {"live": "0", "settled": "1"}
         fetches = keys.fetches(consumer)
         redis_client.hset(fetches, nonce, "".join(flags.get(s, "2") for s in states))

@@ -296,6 +296,25 @@ local function batch_of(receipt)
   return string.sub(receipt, 1, dash), string.sub(receipt, colon + 1), i
 end
 
+-- The run of receipts of one batch at ARGV[k] (see plan.batch_runs): the batch's name
+-- '<nonce>:<consumer>', its nonce and consumer, how many receipts, whether they are the
+-- indexes 0 .. n - 1 (named by minus the count: the whole of a fetch), a function giving
+-- the index of the run's s-th receipt (from 0) as the receipt names it, and where the
+-- next run starts.
+local function run_at(k)
+  local name, n = ARGV[k], tonumber(ARGV[k + 1]) or 0
+  local whole = n < 0
+  if whole then n = -n end
+  local first = k + 2
+  local function index(s)
+    if whole then return s end
+    return ARGV[first + s]
+  end
+  local colon = string.find(name, ':', 1, true)
+  local nonce, C = string.sub(name, 1, colon - 1), string.sub(name, colon + 1)
+  return name, nonce, C, n, whole, index, whole and first or first + n
+end
+
 -- The flags of consumer C's batch `nonce`, one character per delivery: '0' leased
 -- under the batch's expiry value, '2' under an expiry value of its own (extended by
 -- hand), '1' settled; or false when there is no such batch.

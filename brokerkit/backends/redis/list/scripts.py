@@ -247,18 +247,8 @@ if mode == 'ack' then
   local counted = redis.call('HLEN', ATTEMPTS) > 0
   local k = 8
   while k <= #ARGV do
-    local name, n = ARGV[k], tonumber(ARGV[k + 1]) or 0
-    local whole = n < 0  -- the indexes 0 .. -n - 1, not named one by one
-    if whole then n = -n end
-    local first = k + 2
-    k = whole and first or first + n
-    -- the index of the run's s-th receipt (from 0), as its receipt names it
-    local function index(s)
-      if whole then return s end
-      return ARGV[first + s]
-    end
-    local colon = find(name, ':', 1, true)
-    local nonce, C = sub(name, 1, colon - 1), sub(name, colon + 1)
+    local name, nonce, C, n, whole, index
+    name, nonce, C, n, whole, index, k = run_at(k)
     local tail = ':' .. C
     local flags = nonce ~= '' and flags_of(C, nonce)
     if flags then
@@ -361,7 +351,7 @@ local t = now_ms()
 local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
-local find, sub = string.find, string.sub
+local sub = string.sub
 local stale, seen, batches, by_name = {}, {}, {}, {}
 -- A lease that ran out (or none at all): handed back if it was one, reported stale
 local function lapsed(r)
@@ -386,19 +376,9 @@ local function extend_own(r, v, C)
 end
 local k = 9
 while k <= #ARGV do
-  local name, n = ARGV[k], tonumber(ARGV[k + 1]) or 0
-  local whole = n < 0  -- the indexes 0 .. -n - 1, not named one by one
-  if whole then n = -n end
-  local first = k + 2
-  k = whole and first or first + n
-  local colon = find(name, ':', 1, true)
-  local nonce, C = sub(name, 1, colon - 1), sub(name, colon + 1)
+  local name, nonce, C, n, _, index
+  name, nonce, C, n, _, index, k = run_at(k)
   local tail = ':' .. C
-  -- the index of the run's s-th receipt (from 0), as its receipt names it
-  local function index(s)
-    if whole then return s end
-    return ARGV[first + s]
-  end
   if nonce ~= '' and flags_of(C, nonce) then
     local v = batch_value(name)
     local deadline = deadline_of(v)
