@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -168,6 +169,40 @@ def test_a_close_from_another_thread_never_gives_back_a_connection_in_use(
     assert kept.sent == [("XREADGROUP", 1)]  # not used once given back
     # the command's own connection went back at its end, each one once
     assert pool.released == pool.made and len(pool.made) == 2
+
+
+def test_a_close_while_a_command_takes_a_new_connection_leaves_it_to_that_command() -> None:
+    """The close lands after the command marked the kept connection busy but before it
+    kept the one it is taking from the pool: the command gives that one back at its
+    end, once."""
+    reader, pool = _reader(["first"])
+    take = pool.get_connection
+
+    def take_while_closing() -> _Connection:
+        reader.close()
+        assert pool.released == []
+        return take()
+
+    pool.get_connection = take_while_closing  # type: ignore[method-assign]
+    assert reader.execute("XREADGROUP") == "first"
+    assert pool.released == pool.made and len(pool.made) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_takes_its_readers_lock_anew() -> None:
+    """A lock another thread of the parent held at the fork would never be released in
+    the child: each reader's lock is made anew there."""
+    reader, _ = _reader([])
+    lock = reader._state._lock
+    lock.acquire()  # held, as by another thread, when the process forks
+    try:
+        child = os.fork()
+        if child == 0:  # the child: its lock is free
+            os._exit(0 if reader._state._lock.acquire(blocking=False) else 1)
+        _, status = os.waitpid(child, 0)
+    finally:
+        lock.release()
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_forked_child_never_uses_its_parents_connection(

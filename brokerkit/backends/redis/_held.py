@@ -102,8 +102,8 @@ class Reader:
 
     def close(self) -> None:
         """Give the connection back to the pool (at the end of a command under way)."""
-        connection = self._state.close()
-        if connection is not None and self._state.pid == os.getpid():
+        connection = self._state.close(os.getpid())
+        if connection is not None:
             self._pool.release(connection)
 
 

@@ -100,8 +100,8 @@ class AsyncReader:
 
     async def close(self) -> None:
         """Give the connection back to the pool (at the end of a command under way)."""
-        connection = self._state.close()
-        if connection is not None and self._state.pid == os.getpid():
+        connection = self._state.close(os.getpid())
+        if connection is not None:
             await self._pool.release(connection)
 
 

@@ -1,24 +1,40 @@
 """What a reader of a kept connection (:mod:`._held_async`, and the sync ``_held.py``
 generated from it) shares between its commands and its close, which in the sync twin
 may run in another thread: read and changed under one lock, held for no I/O, so that
-a close never gives back a connection that a command has taken."""
+a close never gives back a connection that a command has taken. A process made by
+``fork`` gets each lock anew (one held by another thread of the parent at the fork
+would never be released in the child)."""
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from typing import Any
 
 __all__ = ["HeldState"]
+
+_EVERY: weakref.WeakSet[HeldState] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    for state in list(_EVERY):
+        state._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 class HeldState:
     """The kept connection (None: none yet, or given back), the process that took it,
     whether a command is under way on it, and whether the reader is closed."""
 
-    __slots__ = ("_lock", "closed", "connection", "pid", "reading")
+    __slots__ = ("__weakref__", "_lock", "closed", "connection", "pid", "reading")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        _EVERY.add(self)
         self.connection: Any = None
         self.pid = 0
         self.reading = False
@@ -56,13 +72,14 @@ class HeldState:
                 self.connection = None
             return give_back
 
-    def close(self) -> Any:
-        """The reader closes: the connection to give back now, or None (none is kept,
-        or the command under way gives it back when it ends)."""
+    def close(self, pid: int) -> Any:
+        """The reader closes in process ``pid``: the connection to give back now, or
+        None (none is kept, the command under way gives it back when it ends, or it is
+        a parent process's, never given back in a child)."""
         with self._lock:
             self.closed = True
             connection = self.connection
             if connection is None or self.reading:
                 return None
             self.connection = None
-            return connection
+            return connection if self.pid == pid else None
