@@ -42,9 +42,10 @@ _RECEIPTS_PER_CALL = 250
 #: deadline, which an extension by hand moves only when the call names every delivery
 #: the batch still leases under it (else each named one gets a deadline of its own).
 #: Measured with 10,000 held by prefetch-1000 fetches (private Redis 7.0, SLOWLOG): an
-#: extension of all 10,000 by hand takes 0.56-0.58 ms a call of 1,000, a renewal 0.44
-#: (named by batch and index, see batch_runs: 1.3-1.8 ms and 0.6-1.0 when each receipt
-#: was read apart). Fewer a call would split such a batch.
+#: extension of all 10,000 by hand takes 0.56-0.77 ms a call of 1,000, named by batch
+#: and index (see batch_runs; 1.3-1.8 ms when each receipt was read apart), and the
+#: lease keeper's renewals, 250 receipts a call (RENEW_CHUNK), 0.44-0.46 ms (0.6-1.0).
+#: Fewer a call would split such a batch.
 _EXTENDS_PER_CALL = 1000
 
 
