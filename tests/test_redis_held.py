@@ -9,6 +9,7 @@ import asyncio
 import functools
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -333,3 +334,34 @@ def test_receives_cancelled_while_waiting_leave_the_next_one_working(
             await delivery.ack()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_publishes_from_many_threads_and_tasks_share_the_kept_connection_or_the_pools(
+    scheme: str, redis_target: RedisTarget, prefix: str
+) -> None:
+    """A single publish goes on the connection the broker keeps for publishes when it
+    is free, else on one of the pool's: from many threads (sync) and many tasks
+    (asyncio) at once, every message arrives once, and the kept one is used."""
+    url = redis_target.url(scheme)
+    with brokerkit.connect(url, prefix=prefix) as broker:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: broker.publish("jobs", n), range(400)))
+        assert broker._sender._state.connection is not None  # type: ignore[attr-defined]
+        got = list(broker.consume("jobs", prefetch=100, limit=400, timeout=5))
+        broker.ack(*got)
+        assert sorted(d.body for d in got) == list(range(400))
+
+    async def main() -> list[Any]:
+        async with brokerkit.aio.connect(url, prefix=prefix) as broker:
+            await asyncio.gather(*(broker.publish("tasks", n) for n in range(400)))
+            subscription = await broker.subscribe("tasks", prefetch=100)
+            bodies = []
+            for _ in range(400):
+                delivery = await subscription.receive(timeout=5)
+                assert delivery is not None
+                bodies.append(delivery.body)
+                await delivery.ack()
+            return bodies
+
+    assert sorted(asyncio.run(main())) == list(range(400))

@@ -1,5 +1,7 @@
 """Commands on a connection kept between them: a subscription's reads (redis+stream's
-``XREADGROUP``, redis+list's fetch), and the broker's settlements, one at a time.
+``XREADGROUP``, redis+list's fetch), the broker's settlements, one at a time, and its
+single publishes, which many threads or tasks may send at once: the one that finds
+the connection free sends on it, any other on a connection of the pool's.
 
 redis-py's ``execute_command`` takes a connection from the pool and gives it back
 around every command: its locks, its poll of the socket and its bookkeeping cost about
@@ -35,7 +37,8 @@ __all__ = ["AsyncHeldClient", "AsyncReader"]
 
 
 class AsyncReader:
-    """Commands of one user at a time, on a connection held between them."""
+    """Commands on a connection held between them; a command that finds it busy goes
+    on a connection of the pool's."""
 
     def __init__(self, client: Any) -> None:
         self._client = client

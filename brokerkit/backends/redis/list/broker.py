@@ -122,6 +122,8 @@ class RedisListBroker(ListSettling, Broker):
         self._lease_lock = Lock()
         self._settle_held = HeldClient(Reader(self._client))
         self._settle_lock = Lock()
+        # single publishes: on a connection kept for them when it is free
+        self._sender = Reader(self._client)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -159,8 +161,8 @@ class RedisListBroker(ListSettling, Broker):
         maxlen = options.maxlen
         durable = self._durable
         if len(values) <= _PUSH_CHUNK and maxlen is None and durable is None:
-            lpush = self._client.lpush
-            self._call(lambda: lpush(queue, *values), topic)
+            send = self._sender.execute
+            self._call(lambda: send("LPUSH", queue, *values), topic)
             return
 
         def push_on(client: Any) -> None:
@@ -474,6 +476,7 @@ class RedisListBroker(ListSettling, Broker):
         if self._durable is not None:
             self._durable.close()
         self._settle_held.reader.close()
+        self._sender.close()
         self._client.close()
 
 

@@ -120,6 +120,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         self._lease_lock = Lock()
         self._settle_held = AsyncHeldClient(AsyncReader(self._client))
         self._settle_lock = Lock()
+        # single publishes: on a connection kept for them when it is free
+        self._sender = AsyncReader(self._client)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -157,8 +159,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         maxlen = options.maxlen
         durable = self._durable
         if len(values) <= _PUSH_CHUNK and maxlen is None and durable is None:
-            lpush = self._client.lpush
-            await self._call(lambda: lpush(queue, *values), topic)
+            send = self._sender.execute
+            await self._call(lambda: send("LPUSH", queue, *values), topic)
             return
 
         async def push_on(client: Any) -> None:
@@ -478,6 +480,7 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         if self._durable is not None:
             await self._durable.aclose()
         await self._settle_held.reader.close()
+        await self._sender.close()
         await self._client.aclose()
 
 

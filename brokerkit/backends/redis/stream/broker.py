@@ -136,6 +136,8 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
         self._settle_held = HeldClient(Reader(self._settle_client))
         self._settle_lock = Lock()
+        # single publishes: on a connection kept for them when it is free
+        self._sender = Reader(self._client)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -208,10 +210,12 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
                 return run_scripts(connection, calls)
 
         durable = self._durable
-        if durable is None:
-            send = functools.partial(send_on, client)
-        else:
+        if durable is not None:
             send = functools.partial(durable.run, key, send_on)
+        elif len(messages) == 1 and not (maxlen and minid):
+            send = functools.partial(self._sender.execute, *args)
+        else:
+            send = functools.partial(send_on, client)
         self._reconnector.call(send, topic=topic)
 
     def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
@@ -498,5 +502,6 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
             if durable is not None:
                 durable.close()
         self._settle_held.reader.close()
+        self._sender.close()
         self._settle_client.close()
         self._client.close()

@@ -134,6 +134,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
         self._settle_held = AsyncHeldClient(AsyncReader(self._settle_client))
         self._settle_lock = Lock()
+        # single publishes: on a connection kept for them when it is free
+        self._sender = AsyncReader(self._client)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         self._reconnector = Reconnector(url, self.options.reconnect_timeout)
@@ -206,10 +208,12 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 return await run_scripts(connection, calls)
 
         durable = self._durable
-        if durable is None:
-            send = functools.partial(send_on, client)
-        else:
+        if durable is not None:
             send = functools.partial(durable.run, key, send_on)
+        elif len(messages) == 1 and not (maxlen and minid):
+            send = functools.partial(self._sender.execute, *args)
+        else:
+            send = functools.partial(send_on, client)
         await self._reconnector.call(send, topic=topic)
 
     async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
@@ -500,5 +504,6 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             if durable is not None:
                 await durable.aclose()
         await self._settle_held.reader.close()
+        await self._sender.close()
         await self._settle_client.aclose()
         await self._client.aclose()
