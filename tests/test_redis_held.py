@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 
 import brokerkit.aio
 from brokerkit.backends.redis import _held as reader_module
+from brokerkit.backends.redis import _held_state as state_module
 from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from tests.conftest import RedisTarget
@@ -35,6 +36,7 @@ class _Connection:
         self.sent: list[tuple[Any, ...]] = []
         self.connected = True
         self.during_read: Callable[[], None] | None = None
+        self.closed_by_server = False
 
     def pack_commands(self, commands: tuple[tuple[Any, ...], ...]) -> list[tuple[Any, ...]]:
         return list(commands)
@@ -52,6 +54,10 @@ class _Connection:
 
     def disconnect(self) -> None:
         self.connected = False
+        self.closed_by_server = False
+
+    def can_read(self) -> bool:
+        return self.closed_by_server
 
 
 class _Pool:
@@ -204,6 +210,23 @@ def test_a_forked_child_takes_its_readers_lock_anew() -> None:
     finally:
         lock.release()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("idle", [False, True])
+def test_a_connection_idle_a_while_is_looked_at_before_its_next_command(
+    idle: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As redis-py's pool looks at each connection it hands out: a kept connection the
+    server closed while it sat idle is opened again before the command (the send
+    connects it), not left to fail it; one in steady use is not looked at."""
+    reader, pool = _reader(["first", "second"])
+    assert reader.execute("XREADGROUP") == "first"
+    kept = pool.made[0]
+    kept.closed_by_server = True
+    monkeypatch.setattr(state_module, "IDLE_CHECK", 0.0 if idle else 3600.0)
+    assert reader.execute("XREADGROUP") == "second"
+    assert kept.connected is not idle  # disconnected: the send connects it again
+    assert len(pool.made) == 1 and pool.released == []
 
 
 def test_a_forked_child_never_uses_its_parents_connection(
@@ -365,3 +388,21 @@ def test_publishes_from_many_threads_and_tasks_share_the_kept_connection_or_the_
             return bodies
 
     assert sorted(asyncio.run(main())) == list(range(400))
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_a_publish_after_the_server_closed_the_idle_kept_connection_goes_through(
+    scheme: str, redis_server: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no time to reconnect (reconnect_timeout=0), a publish on the kept
+    connection that the server closed meanwhile still goes through: the connection is
+    looked at first (here after any idle time), as the pool would."""
+    monkeypatch.setattr(state_module, "IDLE_CHECK", 0.0)
+    admin = redis_server.client()
+    with brokerkit.connect(redis_server.url(scheme), prefix=prefix, reconnect_timeout=0) as broker:
+        broker.publish("jobs", "before")
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        broker.publish("jobs", "after")
+        got = list(broker.consume("jobs", limit=2, timeout=5))
+        broker.ack(*got)
+        assert [d.body for d in got] == ["before", "after"]

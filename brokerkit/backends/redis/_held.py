@@ -21,8 +21,10 @@ connection of the pool's for itself), and never given back to the pool with a re
 still to come. A command that fails for any reason but an error reply (a lost
 connection, a timeout, a cancellation) disconnects it and gives it back: the caller's
 retry takes a new one. A close while a command is under way leaves the connection to
-that command, which gives it back when it ends. A process made by ``fork`` never uses
-its parent's connection. A cluster client has no one pool: its commands go through
+that command, which gives it back when it ends. A connection idle a second or more is
+looked at first, as the pool looks at each one it hands out: one the server closed
+meanwhile is opened again. A process made by ``fork`` never uses its parent's
+connection. A cluster client has no one pool: its commands go through
 ``execute_command`` as before.
 """
 
@@ -31,7 +33,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit.backends.redis._held_state import HeldState
 
@@ -74,7 +78,7 @@ class Reader:
 
     def _exchange(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
         pool, state, pid = self._pool, self._state, os.getpid()
-        busy, connection = state.begin(pid)
+        busy, connection, idle = state.begin(pid)
         if busy:
             # The kept connection has a command under way (a cancelled receive's fetch
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
@@ -91,6 +95,8 @@ class Reader:
             if connection is None:
                 connection = pool.get_connection()
                 state.keep(connection, pid)
+            elif idle and _closed_meanwhile(connection):
+                connection.disconnect()  # the send connects it again
             return _send_and_read(connection, commands)
         except BaseException:
             if connection is not None:
@@ -108,6 +114,16 @@ class Reader:
         connection = self._state.close(os.getpid())
         if connection is not None:
             self._pool.release(connection)
+
+
+def _closed_meanwhile(connection: Any) -> bool:
+    """Whether an idle kept connection was closed by the server (an end of file, or
+    anything else, waiting on its socket), as redis-py's pool asks of each connection
+    it hands out."""
+    try:
+        return bool(connection.can_read())
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        return True
 
 
 def _send_and_read(connection: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
-__all__ = ["HeldState"]
+__all__ = ["IDLE_CHECK", "HeldState"]
+
+#: A kept connection idle this many seconds is looked at before its next command, as
+#: redis-py's pool looks at every connection it hands out: one the server closed
+#: meanwhile (its ``timeout``, a restart) is opened again rather than failing that
+#: command. A connection in steady use is not (a poll of its socket a command).
+IDLE_CHECK = 1.0
 
 _EVERY: weakref.WeakSet[HeldState] = weakref.WeakSet()
 
@@ -30,7 +37,7 @@ class HeldState:
     """The kept connection (None: none yet, or given back), the process that took it,
     whether a command is under way on it, and whether the reader is closed."""
 
-    __slots__ = ("__weakref__", "_lock", "closed", "connection", "pid", "reading")
+    __slots__ = ("__weakref__", "_lock", "closed", "connection", "pid", "reading", "used_at")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -39,17 +46,20 @@ class HeldState:
         self.pid = 0
         self.reading = False
         self.closed = False
+        self.used_at = 0.0
 
-    def begin(self, pid: int) -> tuple[bool, Any]:
+    def begin(self, pid: int) -> tuple[bool, Any, bool]:
         """A command starts in process ``pid``: (whether another command has the kept
         connection, which then stays that one's; else the connection this one takes,
-        None for a new one from the pool). A forked child never takes its parent's
-        connection (never given back: redis-py made the child a pool of its own)."""
+        None for a new one from the pool; and whether it was idle :data:`IDLE_CHECK`
+        seconds or more). A forked child never takes its parent's connection (never
+        given back: redis-py made the child a pool of its own)."""
         with self._lock:
             if self.reading:
-                return True, None
+                return True, None, False
             self.reading = True
-            return False, self.connection if self.pid == pid else None
+            connection = self.connection if self.pid == pid else None
+            return False, connection, time.monotonic() - self.used_at >= IDLE_CHECK
 
     def keep(self, connection: Any, pid: int) -> None:
         """The command took ``connection`` from the pool in process ``pid``: kept."""
@@ -67,6 +77,7 @@ class HeldState:
         (the reader was closed meanwhile)."""
         with self._lock:
             self.reading = False
+            self.used_at = time.monotonic()
             give_back = self.closed and connection is not None and self.connection is connection
             if give_back:
                 self.connection = None
