@@ -406,3 +406,26 @@ def test_a_publish_after_the_server_closed_the_idle_kept_connection_goes_through
         got = list(broker.consume("jobs", limit=2, timeout=5))
         broker.ack(*got)
         assert [d.body for d in got] == ["before", "after"]
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_under_asyncio_a_publish_after_the_server_closed_the_kept_connection_goes_through(
+    scheme: str, redis_server: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "IDLE_CHECK", 0.0)
+    admin = redis_server.client()
+
+    async def main() -> list[Any]:
+        url = redis_server.url(scheme)
+        async with brokerkit.aio.connect(url, prefix=prefix, reconnect_timeout=0) as broker:
+            await broker.publish("jobs", "before")
+            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+            await broker.publish("jobs", "after")
+            subscription = await broker.subscribe("jobs", prefetch=2)
+            got = [await subscription.receive(timeout=5) for _ in range(2)]
+            for delivery in got:
+                assert delivery is not None
+                await delivery.ack()
+            return [d.body for d in got if d is not None]
+
+    assert asyncio.run(main()) == ["before", "after"]

@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from brokerkit._compat import checkpoint
 from brokerkit.backends.redis._held_state import HeldState
 
 __all__ = ["HeldClient", "Reader"]
@@ -120,6 +121,11 @@ def _closed_meanwhile(connection: Any) -> bool:
     """Whether an idle kept connection was closed by the server (an end of file, or
     anything else, waiting on its socket), as redis-py's pool asks of each connection
     it hands out."""
+    # Under asyncio the loop learns of an end of file only when it polls the socket: two
+    # turns of the loop (the first may run this task before the socket's callback). A
+    # thread polls the socket itself.
+    checkpoint()
+    checkpoint()
     try:
         return bool(connection.can_read())
     except (RedisConnectionError, RedisTimeoutError, OSError):
