@@ -259,13 +259,23 @@ _EXTEND_STATES = st.sampled_from(
 )
 
 
-def _changes(before: dict[Any, float], after: dict[Any, float]) -> list[tuple[Any, str]]:
-    """What became of each member of a sorted set (or field of a hash): kept, moved,
-    gone, or new."""
+def _scores(client: redis.Redis, key: str) -> dict[bytes, float]:
+    return dict(client.zrange(key, 0, -1, withscores=True))
+
+
+def _changes(
+    before: dict[bytes, float], after: dict[bytes, float], nonce: str, consumer: str
+) -> list[tuple[bytes, str]]:
+    """What became of each member of a sorted set: kept, moved, gone, or new; named
+    with the fetch's nonce and consumer as N and C, so that two fetches compare."""
+
+    def anonymous(member: bytes) -> bytes:
+        return member.replace(nonce.encode(), b"N").replace(consumer.encode(), b"C")
+
     return sorted(
-        (member, "new" if member not in before else "same" if before[member] == score else "moved")
-        for member, score in after.items()
-    ) + sorted((member, "gone") for member in before if member not in after)
+        (anonymous(m), "new" if m not in before else "same" if before[m] == s else "moved")
+        for m, s in after.items()
+    ) + sorted((anonymous(m), "gone") for m in before if m not in after)
 
 
 @settings(
@@ -320,8 +330,8 @@ def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
         redis_client.zadd(keys.consumers, {consumer: (seconds + 5) * 1000})
         fields = [name, *(d.receipt for d in deliveries)]
         before = redis_client.hmget(keys.expiry, fields)
-        groups = dict(redis_client.zrange(keys.deadlines, 0, -1, withscores=True))
-        beats = dict(redis_client.zrange(keys.consumers, 0, -1, withscores=True))
+        groups = _scores(redis_client, keys.deadlines)
+        beats = _scores(redis_client, keys.consumers)
         if not whole:
             subscription.state.fetched = []  # so the call names each delivery
         sent.clear()
@@ -343,29 +353,13 @@ def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
             (unwrap(e)[0], _envelope.decode(topic, unwrap(e)[1]).payload)
             for e in redis_client.lrange(keys.queue, 0, -1)
         )
-        rename = {nonce.encode(): b"N", consumer.encode(): b"C"}
-
-        def named(members: dict[bytes, float], rename: dict[bytes, bytes] = rename) -> dict:
-            out = {}
-            for member, score in members.items():
-                for old, new in rename.items():
-                    member = member.replace(old, new)
-                out[member] = score
-            return out
-
         outcomes.append(
             (
                 stale,
                 moved,
                 back,
-                _changes(
-                    named(groups),
-                    named(dict(redis_client.zrange(keys.deadlines, 0, -1, withscores=True))),
-                ),
-                _changes(
-                    named(beats),
-                    named(dict(redis_client.zrange(keys.consumers, 0, -1, withscores=True))),
-                ),
+                _changes(groups, _scores(redis_client, keys.deadlines), nonce, consumer),
+                _changes(beats, _scores(redis_client, keys.consumers), nonce, consumer),
                 redis_client.hget(fetches, nonce),
             )
         )

@@ -186,7 +186,8 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         client: Any = self._client
         send: Callable[[], object]
         send_on: Callable[[Any], object]
-        if len(messages) == 1 and not (maxlen and minid):
+        single = len(messages) == 1 and not (maxlen and minid)
+        if single:
             # One message, one command: XADD trims as it adds.
             message = messages[0]
             trim = ["MAXLEN", how, maxlen] if maxlen else ["MINID", how, minid] if minid else []
@@ -212,7 +213,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         durable = self._durable
         if durable is not None:
             send = functools.partial(durable.run, key, send_on)
-        elif len(messages) == 1 and not (maxlen and minid):
+        elif single:
             send = functools.partial(self._sender.execute, *args)
         else:
             send = functools.partial(send_on, client)

@@ -184,7 +184,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         client: Any = self._client
         send: Callable[[], Awaitable[object]]
         send_on: Callable[[Any], Awaitable[object]]
-        if len(messages) == 1 and not (maxlen and minid):
+        single = len(messages) == 1 and not (maxlen and minid)
+        if single:
             # One message, one command: XADD trims as it adds.
             message = messages[0]
             trim = ["MAXLEN", how, maxlen] if maxlen else ["MINID", how, minid] if minid else []
@@ -210,7 +211,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         durable = self._durable
         if durable is not None:
             send = functools.partial(durable.run, key, send_on)
-        elif len(messages) == 1 and not (maxlen and minid):
+        elif single:
             send = functools.partial(self._sender.execute, *args)
         else:
             send = functools.partial(send_on, client)
