@@ -621,6 +621,32 @@ def test_an_extension_by_hand_moves_the_batch_or_gives_deliveries_their_own_dead
     assert redis_client.exists(keys.expiry, fetches) == 0
 
 
+def test_an_extension_by_hand_of_a_delivery_with_its_own_deadline_moves_that_one(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    """A delivery extended by hand before has a deadline of its own: a later extension
+    by hand moves that deadline (earlier too) and leaves the batch's alone."""
+    broker = connect(visibility_timeout=30)
+    keys = broker._topic("orders").keys
+    broker.publish_many("orders", ["a", "b"])
+    subscription = broker.subscribe("orders", prefetch=2)
+    got = [subscription.receive(timeout=5) for _ in range(2)]
+    a, b = [d for d in got if d is not None]
+    nonce = a.receipt.partition("-")[0] + "-"
+    name, fetches = f"{nonce}:{subscription.consumer}", keys.fetches(subscription.consumer)
+    broker.extend(a, seconds=600)  # a value of its own
+    batch_value, own = (
+        redis_client.hget(keys.expiry, name),
+        redis_client.hget(keys.expiry, a.receipt),
+    )
+    broker.extend(a, seconds=5)
+    moved = redis_client.hget(keys.expiry, a.receipt)
+    assert float(moved) < float(own) - 500_000  # about 595 s earlier, in ms
+    assert redis_client.hget(keys.expiry, name) == batch_value
+    assert redis_client.hget(fetches, nonce) == b"20"
+    broker.ack(a, b)
+
+
 def test_a_wake_up_reads_what_it_woke_for_so_a_returned_one_never_joins_a_batch(
     connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:
