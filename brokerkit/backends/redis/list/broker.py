@@ -41,11 +41,11 @@ from brokerkit.backends.redis._held import HeldClient, Reader
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts, upkeep
-from brokerkit.backends.redis.list.calls import ListCalls, lease_batch
+from brokerkit.backends.redis.list.calls import ListCalls, lease_batch, read_batches
 from brokerkit.backends.redis.list.consumer import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
-from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of, new_nonce
+from brokerkit.backends.redis.list.plan import TopicPlan, batches_for, consumer_of, new_nonce
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle import ListSettling, run_on
 from brokerkit.exceptions import InvalidMessage
@@ -258,21 +258,21 @@ class RedisListBroker(ListSettling, Broker):
         fetch_keys, common = state.fetch_keys, state.plan.common
         wait = None if block is None else (state.keys.queue, state.processing, block)
 
-        def fetch() -> tuple[str, tuple[list[Any], list[bytes] | None] | None]:
-            # Every attempt takes a fresh nonce: one whose reply was lost may have
+        def fetch() -> tuple[list[str], tuple[list[Any], list[list[bytes]] | None] | None]:
+            # Every attempt takes fresh nonces: one whose reply was lost may have
             # leased elements under the receipts it named.
-            nonce = new_nonce()
-            batch = state.keys.batch(nonce, consumer)
-            args = [*common, consumer, count, self._lease_ms, nonce, state.element_size]
+            nonces = [new_nonce() for _ in range(batches_for(count, state.element_size))]
+            batches = [state.keys.batch(nonce, consumer) for nonce in nonces]
+            args = [*common, consumer, count, self._lease_ms, "".join(nonces), state.element_size]
             if wait is not None:
                 args.append("1")  # the script leases what the BLMOVE moved first
             leased = lease_batch(
-                self._client, state.reader, batch, [*fetch_keys, batch], args, wait, run
+                self._client, state.reader, batches, [*fetch_keys, *batches], args, wait, run
             )
-            return nonce, leased
+            return nonces, leased
 
         try:
-            nonce, leased = self._consumer_call(subscription, fetch)
+            nonces, leased = self._consumer_call(subscription, fetch)
         except BaseException:
             if block is not None:  # a BLMOVE may have moved an element nobody leased
                 state.reconcile = True
@@ -282,24 +282,34 @@ class RedisListBroker(ListSettling, Broker):
             return []
         state.heartbeat_at = time.monotonic()
         reply, read = leased
-        if read is None:  # leased, but the read of the batch failed: read it again
+        if read is None:  # leased, but the read of the batches failed: read them again
             client: Any = self._client
-            batch = state.keys.batch(nonce, consumer)
-            read = self._consumer_call(subscription, lambda: client.lrange(batch, 0, -1))
-        elements: list[bytes] = read or []
+            batches = [state.keys.batch(nonce, consumer) for nonce in nonces]
+            read = self._consumer_call(subscription, lambda: read_batches(client, batches))
+        elements = read[0] if len(read) == 1 else [e for batch in read for e in batch]
         # the queue had no more (a fetch of big elements takes fewer: see FETCH)
         state.idle = len(elements) < count and not (len(reply) > 2 and reply[2])
         if not elements:
             return []
         state.element_size = sum(map(len, elements)) // len(elements)
-        # The batch is leased already: every element must come out as a delivery
+        # The batches are leased already: every element must come out as a delivery
         # (one another program wrote in a shape nobody reads is a raw message), or
         # it would sit leased, unrenewed, unseen until its lease ran out.
         messages, again = fetched_messages(
             subscription.topic, elements, self.options.raw_content_type
         )
         suffix = ":" + consumer
-        receipts = state.fetched = [f"{nonce}{index}{suffix}" for index in range(len(messages))]
+        receipts = state.fetched = [
+            f"{nonce}{index}{suffix}"
+            for nonce, batch in zip(nonces, read, strict=True)
+            for index in range(len(batch))
+        ]
+        state.fetched_runs = [
+            item
+            for nonce, batch in zip(nonces, read, strict=True)
+            if batch
+            for item in (nonce + suffix, -len(batch))
+        ]
         deliveries = Delivery._first_attempts(messages, subscription, receipts)
         if len(reply) > 1 and reply[1] is not None:  # a raw element that came back
             again = {0: int(reply[1]) + 1}

@@ -20,7 +20,7 @@ from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.exceptions import IncompatibleTopic
 
-__all__ = ["AsyncListCalls", "lease_batch"]
+__all__ = ["AsyncListCalls", "lease_batch", "read_batches"]
 
 _T = TypeVar("_T")
 
@@ -108,17 +108,18 @@ class AsyncListCalls:
 async def lease_batch(
     client: aioredis.Redis,
     reader: AsyncReader,
-    batch: str,
+    batches: list[str],
     keys: list[str],
     args: list[Any],
     wait: tuple[str, str, float] | None,
     fetch: AsyncLua,
-) -> tuple[list[Any], list[bytes] | None] | None:
-    """The ``fetch`` script's reply and the elements it leased (its ``batch``, read in
-    the same send; ``None``: a read of its own failed), or ``None`` where it did not
-    run; with ``wait`` (queue, processing list, seconds), a ``BLMOVE`` first (see
-    :data:`.scripts.FETCH`). A failed BLMOVE is raised only when nothing was leased.
-    The commands go on the consumer's kept connection (``reader``), but a cluster's."""
+) -> tuple[list[Any], list[list[bytes]] | None] | None:
+    """The ``fetch`` script's reply and the elements it leased, by batch (its
+    ``batches``, each read in the same send; ``None``: a read of its own failed), or
+    ``None`` where it did not run; with ``wait`` (queue, processing list, seconds), a
+    ``BLMOVE`` first (see :data:`.scripts.FETCH`). A failed BLMOVE is raised only when
+    nothing was leased. The commands go on the consumer's kept connection
+    (``reader``), but a cluster's."""
     target: Any = client
     if isinstance(target, aioredis.RedisCluster):
         if wait is not None:
@@ -127,41 +128,50 @@ async def lease_batch(
             if moved is None:
                 return None
         reply = await fetch(keys=keys, args=args)
-        return reply, await _leased(target, batch, reply)
+        return reply, await _leased(target, batches, reply)
     commands: list[tuple[Any, ...]] = []
     if wait is not None:
         queue, processing, block = wait
         commands.append(("BLMOVE", queue, processing, "RIGHT", "RIGHT", block))
     commands.append(("EVALSHA", fetch.sha, len(keys), *keys, *args))
-    commands.append(("LRANGE", batch, 0, -1))
+    commands.extend(("LRANGE", batch, 0, -1) for batch in batches)
     replies = await reader.execute_many(*commands)
+    at = 0 if wait is None else 1
     moved = replies[0] if wait is not None else None
-    reply, elements = replies[-2:]
+    reply, read = replies[at], replies[at + 1 :]
     if isinstance(reply, NoScriptError):
         if isinstance(moved, Exception):
             raise moved  # nothing moved and nothing leased: no script to load for it
         # Not loaded on this server yet (it did not run): loaded and run now, it finds
         # what the BLMOVE moved still at the tail of the list.
         reply = await fetch(keys=keys, args=args)
-        elements = await _leased(target, batch, reply)
+        read = await _leased(target, batches, reply)
     if isinstance(reply, Exception):
         raise reply
-    if isinstance(elements, Exception):
-        raise elements
+    if read is not None:
+        for elements in read:
+            if isinstance(elements, Exception):
+                raise elements
     if isinstance(moved, Exception) and not reply[0]:
         raise moved
-    return reply, elements
+    return reply, read
 
 
-async def _leased(target: Any, batch: str, reply: list[Any]) -> Any:
-    """The elements of the ``batch`` the fetch script leased (``reply``), or ``None`` when
-    the connection failed on the way: the caller reads them again, not the script."""
+async def _leased(target: Any, batches: list[str], reply: list[Any]) -> Any:
+    """The elements of the ``batches`` the fetch script leased (``reply``), or ``None``
+    when the connection failed on the way: the caller reads them again, not the
+    script."""
     if not reply[0]:
         return []
     try:
-        return await target.lrange(batch, 0, -1)
+        return await read_batches(target, batches)
     except TRANSIENT_ERRORS:
         return None
+
+
+async def read_batches(client: Any, batches: list[str]) -> list[list[bytes]]:
+    """The elements of each of these batch lists."""
+    return [await client.lrange(batch, 0, -1) for batch in batches]
 
 
 def _text(value: bytes | str) -> str:

@@ -40,7 +40,9 @@ class ConsumerState:
         #: The mean size of the elements of the last fetch (0: none yet): a fetch of big
         #: ones takes fewer (see FETCH).
         self.element_size = 0
-        #: The receipts of the last fetch, in order: an ack of just these names the
-        #: batch alone (see SETTLE).
+        #: The receipts of the last fetch, in order: an ack of just these names each
+        #: of its batches alone, as ``fetched_runs`` (see SETTLE).
         self.fetched: list[str] = []
+        #: Per batch of the last fetch, in order: its name and minus its size.
+        self.fetched_runs: list[str | int] = []
         self.reconcile = True

@@ -11,7 +11,23 @@ from typing import Any
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.options import RedisListOptions
 
-__all__ = ["TopicPlan", "batch_of", "batch_runs", "consumer_of", "new_nonce"]
+__all__ = [
+    "CHUNK_BYTES",
+    "FETCH_BYTES",
+    "TopicPlan",
+    "batch_of",
+    "batch_runs",
+    "batches_for",
+    "consumer_of",
+    "new_nonce",
+]
+
+#: About how many bytes of elements a fetch takes at most (see FETCH), by the mean
+#: size of the consumer's last fetch: Redis runs one fetch at a time.
+FETCH_BYTES = 4 << 20
+#: About how many bytes of elements a fetch moves at a time, each move a batch of its
+#: own (see FETCH).
+CHUNK_BYTES = 256 << 10
 
 
 class TopicPlan:
@@ -95,6 +111,16 @@ def batch_runs(receipts: Iterable[str]) -> list[str | int]:
 def consumer_of(name: str) -> str:
     """The consumer a receipt (``<nonce><seq>:<consumer>``) or a lease group names."""
     return name.partition(":")[2]
+
+
+def batches_for(count: int, element_size: int) -> int:
+    """How many batches (each with a nonce of its own) a fetch of up to ``count``
+    elements of about ``element_size`` bytes (0: not known yet) may lease: one an
+    about ``CHUNK_BYTES``, of at most about ``FETCH_BYTES`` in all (see FETCH)."""
+    if element_size <= 0:
+        return 1
+    take = min(count, max(FETCH_BYTES // element_size, 1))
+    return -(-take // max(CHUNK_BYTES // element_size, 1))
 
 
 def new_nonce() -> str:

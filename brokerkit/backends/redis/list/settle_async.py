@@ -22,7 +22,7 @@ from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls
 from brokerkit.backends.redis.list.consumer_async import ConsumerState
-from brokerkit.backends.redis.list.plan import TopicPlan, batch_of, batch_runs
+from brokerkit.backends.redis.list.plan import TopicPlan, batch_runs
 from brokerkit.backends.redis.list.replies import stale_receipts
 from brokerkit.exceptions import StaleDelivery
 
@@ -189,10 +189,11 @@ class ListSettling:
                 # _claim): each subscription and each batch is looked at once
                 subscriptions = dict.fromkeys([d.subscription for d in chunk])
                 batches: Iterable[str]
-                if by_batch and _whole_fetch(receipts, subscriptions):
+                runs = by_batch and _whole_fetch(receipts, subscriptions)
+                if runs:
                     # the usual ack, extension or renewal: the whole of a fetch, in order
-                    batches = receipts[:1]
-                    args = [*plan.common, *first, batch_of(receipts[0]), -len(receipts)]
+                    batches = [str(name) for name in runs[::2]]
+                    args = [*plan.common, *first, *runs]
                 else:
                     batches = {r[: r.find("-") + 1]: r for r in receipts}.values()
                     named = batch_runs(receipts) if by_batch else receipts
@@ -230,13 +231,18 @@ class ListSettling:
         return await script(keys=keys, args=args)
 
 
-def _whole_fetch(receipts: list[str], subscriptions: dict[AsyncSubscription, None]) -> bool:
-    """Whether ``receipts`` are those of their subscription's last fetch, all and in
-    order (compared as the same strings, at no cost per receipt worth counting)."""
+def _whole_fetch(
+    receipts: list[str], subscriptions: dict[AsyncSubscription, None]
+) -> list[str | int] | None:
+    """When ``receipts`` are those of their subscription's last fetch, all and in
+    order (compared as the same strings, at no cost per receipt worth counting), its
+    batches as the scripts read a whole fetch: each one's name and minus its size."""
     if len(subscriptions) != 1:
-        return False
+        return None
     state = next(iter(subscriptions)).state
-    return isinstance(state, ConsumerState) and receipts == state.fetched
+    if isinstance(state, ConsumerState) and receipts == state.fetched:
+        return state.fetched_runs
+    return None
 
 
 async def run_on(script: AsyncLua, keys: list[str], args: list[Any], client: Any) -> Any:
