@@ -71,9 +71,9 @@ def test_a_fetch_moves_big_elements_in_batches_of_about_chunk_bytes(
     expected = [f"e{i}".encode() for i in range(count)]
     if woken:  # as a BLMOVE would have moved it
         redis_client.lmove(keys.queue, keys.processing("c1"), "RIGHT", "RIGHT")
-    args = [*plan.common, "c1", count, 30_000, "".join(names), hint]
+    args = [*plan.common, "c1", count, 30_000, names[0], hint, "1" if woken else "0", *names[1:]]
     fetch = broker._scripts["FETCH"]
-    reply = fetch(keys=[*plan.keys_for(["c1"]), *batches], args=[*args, "1"] if woken else args)
+    reply = fetch(keys=[*plan.keys_for(["c1"]), *batches], args=args)
     assert reply == [count, None, 0]
     assert [redis_client.lrange(b, 0, -1) for b in batches[: len(sizes)]] == [
         expected[sum(sizes[:j]) : sum(sizes[: j + 1])] for j in range(len(sizes))
@@ -103,7 +103,8 @@ def test_a_fetch_moves_big_elements_in_batches_of_about_chunk_bytes(
 
 
 def test_the_client_offers_a_batch_a_chunk_of_up_to_about_fetch_bytes() -> None:
-    assert batches_for(100, 0) == 1  # the size not known yet
+    assert batches_for(100, 0) == 4  # the size not known yet: the script sizes them
+    assert batches_for(2, 0) == 2
     assert batches_for(100, 100) == 1
     assert batches_for(100, 10_000) == 4  # 26 a batch
     assert batches_for(100, 1_000_000) == 4  # 4 in all, one a batch
@@ -148,8 +149,9 @@ def test_a_consumer_fetches_big_elements_in_batches_and_settles_them_in_one_call
             deliveries = [d for d in got if d is not None]
             assert [d.payload for d in deliveries] == [body + str(i).encode() for i in range(40)]
             nonces = list(dict.fromkeys(_nonce(d.receipt) for d in deliveries))
-            # the first fetch knew no size: one batch; the next, 8 of 30 KB a batch
-            assert len(nonces) == (1 if round_ == 0 else 5)
+            # the first fetch knew no size: 4 batches, sized by the script; the next,
+            # 8 of 30 KB a batch
+            assert len(nonces) == (4 if round_ == 0 else 5)
             for nonce in nonces:
                 mine = [d.receipt for d in deliveries if d.receipt.startswith(nonce)]
                 assert mine == [f"{nonce}{i}:{subscription.consumer}" for i in range(len(mine))]

@@ -263,9 +263,10 @@ class RedisListBroker(ListSettling, Broker):
             # leased elements under the receipts it named.
             nonces = [new_nonce() for _ in range(batches_for(count, state.element_size))]
             batches = [state.keys.batch(nonce, consumer) for nonce in nonces]
-            args = [*common, consumer, count, self._lease_ms, "".join(nonces), state.element_size]
-            if wait is not None:
-                args.append("1")  # the script leases what the BLMOVE moved first
+            args = [*common, consumer, count, self._lease_ms, nonces[0], state.element_size]
+            if wait is not None or len(nonces) > 1:
+                # "1": the script leases what the BLMOVE moved first
+                args += ["0" if wait is None else "1", *nonces[1:]]
             leased = lease_batch(
                 self._client, state.reader, batches, [*fetch_keys, *batches], args, wait, run
             )

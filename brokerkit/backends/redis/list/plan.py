@@ -113,12 +113,18 @@ def consumer_of(name: str) -> str:
     return name.partition(":")[2]
 
 
+#: How many batches a consumer's first fetch may lease (the script sizes it by the
+#: next element out: see FETCH).
+FIRST_BATCHES = 4
+
+
 def batches_for(count: int, element_size: int) -> int:
     """How many batches (each with a nonce of its own) a fetch of up to ``count``
-    elements of about ``element_size`` bytes (0: not known yet) may lease: one an
-    about ``CHUNK_BYTES``, of at most about ``FETCH_BYTES`` in all (see FETCH)."""
+    elements of about ``element_size`` bytes (0: not known yet, then up to
+    ``FIRST_BATCHES``) may lease: one an about ``CHUNK_BYTES``, of at most about
+    ``FETCH_BYTES`` in all (see FETCH)."""
     if element_size <= 0:
-        return 1
+        return min(count, FIRST_BATCHES)
     take = min(count, max(FETCH_BYTES // element_size, 1))
     return -(-take // max(CHUNK_BYTES // element_size, 1))
 

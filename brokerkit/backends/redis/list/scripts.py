@@ -98,15 +98,15 @@ from brokerkit.backends.redis.list.preamble import CHUNK, PREAMBLE, RELEASE_BATC
 __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 
 
-#: ARGV[7] consumer, [8] how many, [9] lease ms, [10] the fetch's nonces, one a batch
-#: it may lease, each ending with its ``-`` (a batch's receipts are
-#: ``<nonce><i>:<consumer>``, ``i`` from 0, and its list is named after its nonce),
-#: [11] the mean size of the elements of the consumer's last fetch (0: none yet),
+#: ARGV[7] consumer, [8] how many, [9] lease ms, [10] the fetch's nonce (the receipts of
+#: its batch are ``<nonce><i>:<consumer>``, ``i`` from 0, and its list is named after
+#: it), [11] the mean size of the elements of the consumer's last fetch (0: none yet),
 #: [12] (optional) "1": first lease the tail of the consumer's processing list, where
 #: a BLMOVE sent just before this call, in the same pipeline, moved what it waited for
 #: (or an element a lost reply left there: never delivered); such a wake-up call leaves
 #: held messages that fell due to the consumer's next release (it blocked only after
-#: one, and only until the next due time it knew of).
+#: one, and only until the next due time it knew of), [13...] (optional, [12] then
+#: given, "1" or "0") the nonces of more batches it may lease (see CHUNK_BYTES).
 #: Returns {how many were leased, for a raw element that came back (then leased alone)
 #: its deliveries so far or false, 1 when it took fewer than asked for although more
 #: were waiting (big elements: about FETCH_BYTES a fetch) else 0}; the elements are in
@@ -134,14 +134,14 @@ redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
 -- A consumer blocks only after it moved what was due, and only until the next due
 -- time it knows of (see _fetch): its wake-up call need not look again.
 if not woken then release_due(t, math.max(want, RELEASE_BATCH)) end
-local nonces, batches = {}, {}
-for nonce in string.gmatch(ARGV[10], '[^-]+-') do
-  nonces[#nonces + 1] = nonce
-  batches[#batches + 1] = need(BATCH_PREFIX .. nonce .. ':' .. C)
-end
-if #nonces == 0 then return redis.error_reply('brokerkit: a fetch names no receipt nonce') end
-if redis.call('EXISTS', unpack(batches)) > 0 then
-  return redis.error_reply('brokerkit: a receipt nonce of ' .. ARGV[10] .. ' is in use')
+-- the nonce of the fetch's j-th batch, and its list
+local offered = math.max(#ARGV - 11, 1)
+local function nonce_at(j) return ARGV[j == 1 and 10 or j + 11] end
+local function batch_at(j) return need(BATCH_PREFIX .. nonce_at(j) .. ':' .. C) end
+for j = 1, offered do
+  if redis.call('EXISTS', batch_at(j)) == 1 then
+    return redis.error_reply('brokerkit: the receipt nonce ' .. nonce_at(j) .. ' is in use')
+  end
 end
 local fetches, proc = fetches_of(C), proc_of(C)
 -- A message that comes back (nacked, or its lease ran out: maybe it crashed its
@@ -213,22 +213,22 @@ if size == 0 then return {0} end
 -- each, of the nonces the consumer sent for it) keeps the copies in the CPU's cache,
 -- where a megabyte at once cost Redis half as much again as 100 LMOVEs.
 local per = size
-if #nonces > 1 then
-  per = math.max(math.floor(CHUNK_BYTES / math.max(hint, 1)), math.ceil(size / #nonces), 1)
+if offered > 1 then
+  per = math.max(math.floor(CHUNK_BYTES / math.max(hint, 1)), math.ceil(size / offered), 1)
 end
-local sizes, left = {}, take
+local sizes, used, left = {}, 0, take
 repeat
-  local j = #sizes + 1
-  local n = math.min(per - (j == 1 and woke or 0), left)
+  used = used + 1
+  local n = math.min(per - (used == 1 and woke or 0), left)
   if n > 0 then
-    n = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', 0, n, 'DESC', 'STORE', batches[j])
+    n = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', 0, n, 'DESC', 'STORE', batch_at(used))
     redis.call('LTRIM', QUEUE, 0, -n - 1)
     left = left - n
   end
-  sizes[j] = n
+  sizes[used] = n
 until left == 0
 if woke == 1 then
-  redis.call('LMOVE', proc, batches[1], 'RIGHT', 'LEFT')
+  redis.call('LMOVE', proc, batch_at(1), 'RIGHT', 'LEFT')
   sizes[1] = sizes[1] + 1
 end
 waiting = waiting and waiting - take
@@ -237,27 +237,24 @@ waiting = waiting and waiting - take
 capped = size < want and (waiting or redis.call('LLEN', QUEUE)) > 0
 local deadline, tail = t + lease_ms, ':' .. C
 -- One lease a batch: its deadline and delivery time in expiry, and a flag a delivery
--- in the consumer's fetches hash.
-local groups, values, flags = {}, {}, {}
-for j, n in ipairs(sizes) do
-  local nonce = nonces[j]
-  groups[#groups + 1], groups[#groups + 2] = deadline, nonce .. '0+' .. n .. tail
-  values[#values + 1], values[#values + 2] = nonce .. tail, deadline .. '.' .. t
-  flags[#flags + 1], flags[#flags + 2] = nonce, string.rep('0', n)
-end
--- The elements are out of the queue: if a lease cannot be written (a key of the
--- wrong type), undo and put them back as they were before failing: nothing is lost.
+-- in the consumer's fetches hash. The elements are out of the queue: if a lease cannot
+-- be written (a key of the wrong type), undo and put them back as they were before
+-- failing: nothing is lost.
 local ok, err = pcall(function()
-  redis.call('ZADD', DEADLINES, unpack(groups))
-  redis.call('HSET', EXPIRY, unpack(values))
-  redis.call('HSET', fetches, unpack(flags))
+  for j = 1, used do
+    local nonce, n = nonce_at(j), sizes[j]
+    redis.call('ZADD', DEADLINES, deadline, nonce .. '0+' .. n .. tail)
+    redis.call('HSET', EXPIRY, nonce .. tail, deadline .. '.' .. t)
+    redis.call('HSET', fetches, nonce, string.rep('0', n))
+  end
 end)
 if not ok then
-  for j = #sizes, 1, -1 do  -- the last batch first, each one's first element last
-    pcall(redis.call, 'HDEL', EXPIRY, values[2 * j - 1])
-    pcall(redis.call, 'HDEL', fetches, nonces[j])
-    pcall(redis.call, 'ZREM', DEADLINES, groups[2 * j])
-    while redis.call('LMOVE', batches[j], QUEUE, 'RIGHT', 'RIGHT') do end
+  for j = used, 1, -1 do  -- the last batch first, each one's first element last
+    local nonce = nonce_at(j)
+    pcall(redis.call, 'HDEL', EXPIRY, nonce .. tail)
+    pcall(redis.call, 'HDEL', fetches, nonce)
+    pcall(redis.call, 'ZREM', DEADLINES, nonce .. '0+' .. sizes[j] .. tail)
+    while redis.call('LMOVE', batch_at(j), QUEUE, 'RIGHT', 'RIGHT') do end
   end
   if taken_back then count_returned(1) end
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
