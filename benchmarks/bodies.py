@@ -98,8 +98,8 @@ def _broker_side(url: str, scheme: str, size: int, fetches: int, window: _Window
             for _ in range(fetches):
                 broker.publish_many(topic, [body] * BATCH)
             for _ in range(fetches):
-                # the server time of receiving 100 (redis+list takes at most _FETCH_BYTES
-                # a fetch: with 1 MB bodies, 4 a fetch)
+                # the server time of receiving 100 (redis+list takes about FETCH_BYTES
+                # at most a fetch, CHUNK_BYTES a move: with 1 MB bodies, 4 a fetch)
                 window.start()
                 got = [subscription.receive(timeout=5) for _ in range(BATCH)]
                 total += window.stop()

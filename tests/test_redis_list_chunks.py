@@ -114,6 +114,19 @@ def test_the_client_offers_a_batch_a_chunk_of_up_to_about_fetch_bytes() -> None:
     assert max(batches_for(10**6, size) for size in range(1, 10**6, 997)) <= 32
 
 
+def _spy(broker: Any, script: str) -> list[list[Any]]:
+    """The ``ARGV`` of every call of ``script`` the broker makes from now on."""
+    run = broker._scripts[script]
+    sent: list[list[Any]] = []
+
+    def spy(**call: Any) -> Any:
+        sent.append(call["args"])
+        return run(**call)
+
+    broker._scripts[script] = spy
+    return sent
+
+
 def _fetch(broker: Any, count: int, element_size: int) -> tuple[str, Any, Any, list[Any]]:
     """One fetch of ``count`` deliveries of a fresh topic, sized for elements of
     ``element_size`` bytes: the topic, its keys, the subscription, the deliveries."""
@@ -134,14 +147,7 @@ def test_a_consumer_fetches_big_elements_in_batches_and_settles_them_in_one_call
     topic = f"chunk-{uuid.uuid4().hex[:8]}"
     keys = broker._topic(topic).keys
     body = b"x" * 30_000
-    settle = broker._scripts["SETTLE"]
-    sent: list[list[Any]] = []
-
-    def spy(**call: Any) -> Any:
-        sent.append(call["args"])
-        return settle(**call)
-
-    broker._scripts["SETTLE"] = spy
+    sent = _spy(broker, "SETTLE")
     with broker.subscribe(topic, prefetch=40) as subscription:
         for round_ in range(2):
             broker.publish_many(topic, [body + str(i).encode() for i in range(40)])
@@ -256,6 +262,19 @@ def test_a_rescue_hands_back_every_batch_of_a_fetch_once(
     subscription.close()
 
 
+def _stale_after(broker: Any, deliveries: list[Any], how: str) -> list[int]:
+    """The indexes of the deliveries an ack, a renewal or an extension by 600 s (``how``)
+    of all of them reported stale."""
+    if how == "renew":
+        return sorted(deliveries.index(d) for d in broker._renew(deliveries))
+    settle = broker.ack if how == "ack" else functools.partial(broker.extend, seconds=600)
+    try:
+        settle(*deliveries)
+    except StaleDelivery as exc:
+        return sorted(deliveries.index(d) for d in exc.deliveries)
+    return []
+
+
 _STATES = st.sampled_from(["live", "settled", "own live", "own expired"])
 
 
@@ -281,15 +300,7 @@ def test_settling_a_whole_fetch_of_many_batches_is_naming_each_delivery(
     broker = connect(visibility_timeout=60)
     seconds, _ = redis_client.time()
     live = f"{(seconds + 10) * 1000}.5"
-    script = "SETTLE" if how == "ack" else "EXTEND"
-    run = broker._scripts[script]
-    sent: list[list[Any]] = []
-
-    def spy(**call: Any) -> Any:
-        sent.append(call["args"])
-        return run(**call)
-
-    broker._scripts[script] = spy
+    sent = _spy(broker, "SETTLE" if how == "ack" else "EXTEND")
     outcomes = []
     for whole in (True, False):
         topic, keys, subscription, deliveries = _fetch(broker, len(states), 100_000)
@@ -315,17 +326,7 @@ def test_settling_a_whole_fetch_of_many_batches_is_naming_each_delivery(
         if not whole:
             subscription.state.fetched = []  # so the call names each delivery
         sent.clear()
-        if how == "renew":
-            stale = sorted(deliveries.index(d) for d in broker._renew(deliveries))
-        else:
-            try:
-                if how == "ack":
-                    broker.ack(*deliveries)
-                else:
-                    broker.extend(*deliveries, seconds=600)
-                stale = []
-            except StaleDelivery as exc:
-                stale = sorted(deliveries.index(d) for d in exc.deliveries)
+        stale = _stale_after(broker, deliveries, how)
         # the short form: each batch's name and minus its size
         runs = [
             x
@@ -354,5 +355,4 @@ def test_settling_a_whole_fetch_of_many_batches_is_naming_each_delivery(
             )
         )
         subscription.close()
-    broker._scripts[script] = run
     assert outcomes[0] == outcomes[1]

@@ -43,7 +43,13 @@ from brokerkit.backends.redis.list.calls_async import AsyncListCalls, lease_batc
 from brokerkit.backends.redis.list.consumer_async import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
-from brokerkit.backends.redis.list.plan import TopicPlan, batches_for, consumer_of, new_nonce
+from brokerkit.backends.redis.list.plan import (
+    TopicPlan,
+    batches_for,
+    consumer_of,
+    fetch_receipts,
+    new_nonce,
+)
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle_async import ListSettling, run_on
 from brokerkit.exceptions import InvalidMessage
@@ -299,18 +305,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         messages, again = fetched_messages(
             subscription.topic, elements, self.options.raw_content_type
         )
-        suffix = ":" + consumer
-        receipts = state.fetched = [
-            f"{nonce}{index}{suffix}"
-            for nonce, batch in zip(nonces, read, strict=True)
-            for index in range(len(batch))
-        ]
-        state.fetched_runs = [
-            item
-            for nonce, batch in zip(nonces, read, strict=True)
-            if batch
-            for item in (nonce + suffix, -len(batch))
-        ]
+        receipts, state.fetched_runs = fetch_receipts(nonces, read, consumer)
+        state.fetched = receipts
         deliveries = AsyncDelivery._first_attempts(messages, subscription, receipts)
         if len(reply) > 1 and reply[1] is not None:  # a raw element that came back
             again = {0: int(reply[1]) + 1}

@@ -114,12 +114,10 @@ async def lease_batch(
     wait: tuple[str, str, float] | None,
     fetch: AsyncLua,
 ) -> tuple[list[Any], list[list[bytes]] | None] | None:
-    """The ``fetch`` script's reply and the elements it leased, by batch (its
-    ``batches``, each read in the same send; ``None``: a read of its own failed), or
-    ``None`` where it did not run; with ``wait`` (queue, processing list, seconds), a
-    ``BLMOVE`` first (see :data:`.scripts.FETCH`). A failed BLMOVE is raised only when
-    nothing was leased. The commands go on the consumer's kept connection
-    (``reader``), but a cluster's."""
+    """The ``fetch`` script's reply and the elements of each of its ``batches`` (None:
+    a read failed), or None where it did not run; with ``wait`` (queue, processing list,
+    seconds), a ``BLMOVE`` first, raised only when nothing was leased (see
+    :data:`.scripts.FETCH`). One send, on the consumer's ``reader`` but on a cluster."""
     target: Any = client
     if isinstance(target, aioredis.RedisCluster):
         if wait is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from brokerkit.backends.redis.list.keys import ListKeys
@@ -19,6 +19,7 @@ __all__ = [
     "batch_runs",
     "batches_for",
     "consumer_of",
+    "fetch_receipts",
     "new_nonce",
 ]
 
@@ -127,6 +128,26 @@ def batches_for(count: int, element_size: int) -> int:
         return min(count, FIRST_BATCHES)
     take = min(count, max(FETCH_BYTES // element_size, 1))
     return -(-take // max(CHUNK_BYTES // element_size, 1))
+
+
+def fetch_receipts(
+    nonces: Sequence[str], batches: Sequence[Sequence[bytes]], consumer: str
+) -> tuple[list[str], list[str | int]]:
+    """The receipts of a fetch's deliveries, in order, from the nonces it offered and
+    the elements each of their batches holds (none: a batch it did not need); and its
+    batches as an ack or extension of the whole fetch names them: each one's name and
+    minus its size (see SETTLE)."""
+    suffix = ":" + consumer
+    receipts = [
+        f"{nonce}{index}{suffix}"
+        for nonce, batch in zip(nonces, batches, strict=True)
+        for index in range(len(batch))
+    ]
+    runs: list[str | int] = []
+    for nonce, batch in zip(nonces, batches, strict=True):
+        if batch:
+            runs += [nonce + suffix, -len(batch)]
+    return receipts, runs
 
 
 def new_nonce() -> str:
