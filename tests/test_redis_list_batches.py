@@ -238,7 +238,7 @@ def test_an_ack_of_a_whole_fetch_settles_as_naming_each_delivery_does(
         elif batch_value != "live":
             redis_client.hset(keys.expiry, name, b"1.5" if batch_value == "expired" else b"x")
         if not whole:
-            subscription.state.fetched = []  # so the ack names each delivery
+            subscription.state.fetched = ([], [])  # so the ack names each delivery
         try:
             broker.ack(*deliveries)
             stale: list[int] = []
@@ -333,7 +333,7 @@ def test_an_extension_of_a_whole_fetch_renews_as_naming_each_delivery_does(
         groups = _scores(redis_client, keys.deadlines)
         beats = _scores(redis_client, keys.consumers)
         if not whole:
-            subscription.state.fetched = []  # so the call names each delivery
+            subscription.state.fetched = ([], [])  # so the call names each delivery
         sent.clear()
         if how == "renew":
             stale = sorted(deliveries.index(d) for d in broker._renew(deliveries))

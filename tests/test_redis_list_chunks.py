@@ -31,6 +31,10 @@ from tests.redis_cluster import RedisClusterSet
 pytestmark = pytest.mark.redis_list
 
 
+#: The size of elements a fetch takes two of a batch.
+TWO_A_BATCH = CHUNK_BYTES // 2
+
+
 @pytest.fixture
 def connect(redis_broker: Callable[..., Any]) -> Callable[..., Any]:
     return functools.partial(redis_broker, "redis+list")
@@ -43,14 +47,14 @@ def _nonce(receipt: str) -> str:
 @pytest.mark.parametrize(
     ("count", "hint", "nonces", "woken", "sizes"),
     [
-        (10, 100_000, 3, False, [4, 4, 2]),  # 2 a chunk would take 5: spread over the 3
+        (10, TWO_A_BATCH, 3, False, [4, 4, 2]),  # 2 a chunk would take 5: spread over 3
         (10, 50_000, 3, False, [5, 5]),  # 5 a chunk: 2 of the 3 batches
         (10, 100, 3, False, [10]),  # small: one batch, whatever the client offered
-        (1, 100_000, 3, False, [1]),
+        (1, TWO_A_BATCH, 3, False, [1]),
         (9, CHUNK_BYTES, 4, False, [3, 3, 3]),
-        (10, 100_000, 3, True, [4, 4, 2]),  # the element a BLMOVE moved goes first
-        (2, 100_000, 2, True, [2]),  # 2 a chunk: one batch
-        (5, 100_000, 1, False, [5]),
+        (10, TWO_A_BATCH, 3, True, [4, 4, 2]),  # the element a BLMOVE moved goes first
+        (2, TWO_A_BATCH, 2, True, [2]),  # 2 a chunk: one batch
+        (5, TWO_A_BATCH, 1, False, [5]),
     ],
 )
 def test_a_fetch_moves_big_elements_in_batches_of_about_chunk_bytes(
@@ -102,6 +106,22 @@ def test_a_fetch_moves_big_elements_in_batches_of_about_chunk_bytes(
     assert redis_client.exists(keys.expiry, keys.fetches("c1"), keys.deadlines, *batches) == 0
 
 
+def test_a_fetch_refuses_any_nonce_whose_batch_exists_and_moves_nothing(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    plan = broker._topic("orders")
+    names = ["n0-", "n1-", "n2-"]
+    batches = [plan.keys.batch(n, "c1") for n in names]
+    redis_client.lpush(plan.keys.queue, *[f"e{i}" for i in range(10)])
+    redis_client.rpush(batches[2], "old")
+    args = [*plan.common, "c1", 10, 30_000, names[0], TWO_A_BATCH, "0", *names[1:]]
+    with pytest.raises(redis.ResponseError, match="nonce n2- is in use"):
+        broker._scripts["FETCH"](keys=[*plan.keys_for(["c1"]), *batches], args=args)
+    assert redis_client.llen(plan.keys.queue) == 10
+    assert redis_client.exists(*batches[:2], plan.keys.expiry, plan.keys.deadlines) == 0
+
+
 def test_the_client_offers_a_batch_a_chunk_of_up_to_about_fetch_bytes() -> None:
     assert batches_for(100, 0) == 4  # the size not known yet: the script sizes them
     assert batches_for(2, 0) == 2
@@ -110,8 +130,9 @@ def test_the_client_offers_a_batch_a_chunk_of_up_to_about_fetch_bytes() -> None:
     assert batches_for(100, 1_000_000) == 4  # 4 in all, one a batch
     assert batches_for(1, 10_000_000) == 1
     assert batches_for(10**6, 1) == 4  # a million bytes in all
-    # at most FETCH_BYTES in all, of elements of at least half a chunk when one a batch
-    assert max(batches_for(10**6, size) for size in range(1, 10**6, 997)) <= 32
+    assert batches_for(100, 130_000) == 16  # 2 a batch (260 KB), not 1
+    # at most FETCH_BYTES in all, of elements of at least 2/3 of a chunk when one a batch
+    assert max(batches_for(10**6, size) for size in range(1, 10**6, 97)) == 23
 
 
 def _spy(broker: Any, script: str) -> list[list[Any]]:
@@ -189,7 +210,7 @@ def test_an_asyncio_consumer_fetches_in_batches_on_a_server_and_on_a_cluster(
         async with brokerkit.aio.connect(url) as broker:
             await broker.publish_many("orders", [f"m{i}" for i in range(9)])
             subscription = await broker.subscribe("orders", prefetch=9)
-            subscription.state.element_size = 100_000  # 2 a batch
+            subscription.state.element_size = TWO_A_BATCH
             got = [await subscription.receive(timeout=5) for _ in range(9)]
             deliveries = [d for d in got if d is not None]
             assert [d.body for d in deliveries] == [f"m{i}" for i in range(9)]
@@ -206,7 +227,7 @@ def test_a_requeue_of_a_fetch_of_many_batches_keeps_their_order(
     connect: Callable[..., Any],
 ) -> None:
     broker = connect()
-    _, _, subscription, deliveries = _fetch(broker, 9, 100_000)
+    _, _, subscription, deliveries = _fetch(broker, 9, TWO_A_BATCH)
     assert len({_nonce(d.receipt) for d in deliveries}) == 5
     broker.nack(*deliveries)
     again = [subscription.receive(timeout=5) for _ in range(9)]
@@ -225,7 +246,7 @@ def test_a_fetch_of_many_batches_whose_leases_cannot_be_written_loses_nothing(
     broker.publish_many(topic, [f"m{i}" for i in range(9)])
     queued = redis_client.lrange(keys.queue, 0, -1)
     subscription = broker.subscribe(topic, prefetch=9)
-    subscription.state.element_size = 100_000  # 2 a batch
+    subscription.state.element_size = TWO_A_BATCH
     fetches = keys.fetches(subscription.consumer)
     redis_client.set(keys.expiry if key == "expiry" else fetches, "not a hash")
     with pytest.raises(IncompatibleTopic):
@@ -240,22 +261,30 @@ def test_a_fetch_of_many_batches_whose_leases_cannot_be_written_loses_nothing(
     subscription.close()
 
 
-def test_a_rescue_hands_back_every_batch_of_a_fetch_once(
-    connect: Callable[..., Any], redis_client: redis.Redis
+@pytest.mark.parametrize("how", ["leases ran out", "consumer died"])
+def test_a_rescue_hands_back_every_batch_of_a_fetch_once_in_order(
+    connect: Callable[..., Any], redis_client: redis.Redis, how: str
 ) -> None:
     broker = connect(visibility_timeout=60)
-    topic, keys, subscription, deliveries = _fetch(broker, 9, 100_000)
+    # 13 a batch: the indexes of two digits of one batch come before the next batch's
+    topic, keys, subscription, deliveries = _fetch(broker, 40, 20_000)
     nonces = list(dict.fromkeys(_nonce(d.receipt) for d in deliveries))
+    assert len(nonces) == 4
     consumer = subscription.consumer
-    for nonce in nonces:  # every batch's lease ran out
-        redis_client.hset(keys.expiry, f"{nonce}:{consumer}", "1.5")
-    redis_client.zadd(keys.deadlines, dict.fromkeys(redis_client.zrange(keys.deadlines, 0, -1), 0))
-    assert broker.rescue(topic) == 9
+    if how == "leases ran out":
+        for nonce in nonces:
+            redis_client.hset(keys.expiry, f"{nonce}:{consumer}", "1.5")
+        groups = redis_client.zrange(keys.deadlines, 0, -1)
+        redis_client.zadd(keys.deadlines, dict.fromkeys(groups, 0))
+    else:
+        redis_client.zadd(keys.consumers, {consumer: 0})
+    assert broker.rescue(topic) == 40
     assert broker.rescue(topic) == 0
-    back = [unwrap(e) for e in redis_client.lrange(keys.queue, 0, -1)]
-    assert sorted((n, _envelope.decode(topic, e).body) for n, e in back) == sorted(
-        (1, f"m{i}") for i in range(9)
-    )
+    # the oldest next out, as they were fetched
+    back = [unwrap(e) for e in reversed(redis_client.lrange(keys.queue, 0, -1))]
+    assert [(n, _envelope.decode(topic, e).body) for n, e in back] == [
+        (1, f"m{i}") for i in range(40)
+    ]
     assert not redis_client.keys(keys.batches_prefix + "*")
     with pytest.raises(StaleDelivery):
         broker.ack(*deliveries)
@@ -303,7 +332,7 @@ def test_settling_a_whole_fetch_of_many_batches_is_naming_each_delivery(
     sent = _spy(broker, "SETTLE" if how == "ack" else "EXTEND")
     outcomes = []
     for whole in (True, False):
-        topic, keys, subscription, deliveries = _fetch(broker, len(states), 100_000)
+        topic, keys, subscription, deliveries = _fetch(broker, len(states), TWO_A_BATCH)
         consumer = subscription.consumer
         fetches = keys.fetches(consumer)
         nonces = list(dict.fromkeys(_nonce(d.receipt) for d in deliveries))
@@ -324,7 +353,7 @@ def test_settling_a_whole_fetch_of_many_batches_is_naming_each_delivery(
                     keys.expiry, delivery.receipt, live if state == "own live" else "1.5"
                 )
         if not whole:
-            subscription.state.fetched = []  # so the call names each delivery
+            subscription.state.fetched = ([], [])  # so the call names each delivery
         sent.clear()
         stale = _stale_after(broker, deliveries, how)
         # the short form: each batch's name and minus its size

@@ -48,7 +48,7 @@ from brokerkit.backends.redis.list.plan import (
     batches_for,
     consumer_of,
     fetch_receipts,
-    new_nonce,
+    new_nonces,
 )
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle_async import ListSettling, run_on
@@ -267,7 +267,7 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         async def fetch() -> tuple[list[str], tuple[list[Any], list[list[bytes]] | None] | None]:
             # Every attempt takes fresh nonces: one whose reply was lost may have
             # leased elements under the receipts it named.
-            nonces = [new_nonce() for _ in range(batches_for(count, state.element_size))]
+            nonces = new_nonces(batches_for(count, state.element_size))
             batches = [state.keys.batch(nonce, consumer) for nonce in nonces]
             args = [*common, consumer, count, self._lease_ms, nonces[0], state.element_size]
             if wait is not None or len(nonces) > 1:
@@ -305,8 +305,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         messages, again = fetched_messages(
             subscription.topic, elements, self.options.raw_content_type
         )
-        receipts, state.fetched_runs = fetch_receipts(nonces, read, consumer)
-        state.fetched = receipts
+        state.fetched = fetched = fetch_receipts(nonces, read, consumer)
+        receipts = fetched[0]
         deliveries = AsyncDelivery._first_attempts(messages, subscription, receipts)
         if len(reply) > 1 and reply[1] is not None:  # a raw element that came back
             again = {0: int(reply[1]) + 1}

@@ -169,8 +169,12 @@ def _leased(target: Any, batches: list[str], reply: list[Any]) -> Any:
 
 
 def read_batches(client: Any, batches: list[str]) -> list[list[bytes]]:
-    """The elements of each of these batch lists."""
-    return [client.lrange(batch, 0, -1) for batch in batches]
+    """The elements of each of these batch lists (of one consumer: one cluster slot), in
+    one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for batch in batches:
+        pipe.lrange(batch, 0, -1)
+    return list(pipe.execute())
 
 
 def _text(value: bytes | str) -> str:

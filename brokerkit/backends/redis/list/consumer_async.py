@@ -15,7 +15,7 @@ __all__ = ["ConsumerState"]
 class ConsumerState:
     """The state of one subscription. A delivery's receipt is the string
     ``<nonce><i>:<consumer>``, the name of its lease in Redis (the nonce is its
-    fetch's, see :func:`.plan.new_nonce`)."""
+    fetch's, see :func:`.plan.new_nonces`)."""
 
     def __init__(
         self, plan: TopicPlan, reconnector: Reconnector, consumer: str, reader: AsyncReader
@@ -40,9 +40,8 @@ class ConsumerState:
         #: The mean size of the elements of the last fetch (0: none yet): a fetch of big
         #: ones takes fewer (see FETCH).
         self.element_size = 0
-        #: The receipts of the last fetch, in order: an ack of just these names each
-        #: of its batches alone, as ``fetched_runs`` (see SETTLE).
-        self.fetched: list[str] = []
-        #: Per batch of the last fetch, in order: its name and minus its size.
-        self.fetched_runs: list[str | int] = []
+        #: The receipts of the last fetch, in order, and per batch its name and minus
+        #: its size: an ack of just these receipts names each batch alone (see
+        #: SETTLE). One tuple, replaced whole: another thread may be settling.
+        self.fetched: tuple[list[str], list[str | int]] = ([], [])
         self.reconcile = True

@@ -20,7 +20,7 @@ __all__ = [
     "batches_for",
     "consumer_of",
     "fetch_receipts",
-    "new_nonce",
+    "new_nonces",
 ]
 
 #: About how many bytes of elements a fetch takes at most (see FETCH), by the mean
@@ -127,7 +127,8 @@ def batches_for(count: int, element_size: int) -> int:
     if element_size <= 0:
         return min(count, FIRST_BATCHES)
     take = min(count, max(FETCH_BYTES // element_size, 1))
-    return -(-take // max(CHUNK_BYTES // element_size, 1))
+    per = max((CHUNK_BYTES + element_size // 2) // element_size, 1)  # rounded, as FETCH
+    return -(-take // per)
 
 
 def fetch_receipts(
@@ -150,13 +151,24 @@ def fetch_receipts(
     return receipts, runs
 
 
-def new_nonce() -> str:
-    """A fresh receipt prefix, one per fetch: a fetch's receipts are
-    ``<nonce><i>:<consumer>`` (``i`` from 0) and its batch is named after the nonce, so
-    that a consumer that may have lost a reply never reuses a receipt the server knows.
+#: The last character of each nonce of one fetch, in ASCII order, so that its batches
+#: sort in the order they were fetched (see :func:`new_nonces`).
+_IN_ORDER = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 
-    48 random bits in 8 characters (letters, digits, ``_`` and ``~``: never ``-``,
-    ``+`` or ``:``, by which the scripts read receipts and lease groups), then ``-``:
-    4 characters fewer than 12 hex digits often save an allocation class in each
-    ``expiry`` field. A fetch refuses a nonce whose batch exists (see FETCH)."""
-    return base64.b64encode(os.urandom(6), altchars=b"_~").decode() + "-"
+
+def new_nonces(count: int) -> list[str]:
+    """Fresh receipt prefixes for one fetch, one a batch it may lease: a batch's
+    receipts are ``<nonce><i>:<consumer>`` (``i`` from 0) and its list is named after its
+    nonce, so that a consumer that may have lost a reply never reuses a receipt the
+    server knows.
+
+    Each is 42 random bits in 7 characters (letters, digits, ``_`` and ``~``: never
+    ``-``, ``+`` or ``:``, by which the scripts read receipts and lease groups), one of
+    those characters that orders the fetch's batches as a string does (a rescue hands
+    back one fetch's deliveries in order by them), then ``-``: shorter than 12 hex
+    digits, which often saves an allocation class in each ``expiry`` field. A fetch
+    refuses a nonce whose batch exists (see FETCH)."""
+    if not 1 <= count <= len(_IN_ORDER):
+        raise ValueError(f"a fetch offers 1 to {len(_IN_ORDER)} batches, not {count}")
+    stem = base64.b64encode(os.urandom(6), altchars=b"_~").decode()[:7]
+    return [f"{stem}{_IN_ORDER[j]}-" for j in range(count)]

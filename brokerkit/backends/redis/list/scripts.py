@@ -34,7 +34,7 @@ queue to a list of their own, ``batch:<nonce>:<consumer>``, next-out first, insi
 Redis (``SORT ... BY nosort ... STORE`` and ``LTRIM``): no body enters Lua, where
 every element a script reads is copied. The client reads the list in the same round
 trip (``LRANGE``). A receipt is ``<nonce><i>:<consumer>``: the batch's nonce (fresh
-for every fetch, see :func:`.plan.new_nonce`) and the delivery's index in it, so a
+for every fetch, see :func:`.plan.new_nonces`) and the delivery's index in it, so a
 receipt names its batch. The batch has one lease: ``expiry`` holds
 ``<nonce>:<consumer>`` -> ``<deadline>.<delivered>``, and the consumer's fetches hash
 holds ``<nonce>`` -> one flag a delivery: ``0`` leased under the batch's value, ``2``
@@ -214,7 +214,7 @@ if size == 0 then return {0} end
 -- where a megabyte at once cost Redis half as much again as 100 LMOVEs.
 local per = size
 if offered > 1 then
-  per = math.max(math.floor(CHUNK_BYTES / math.max(hint, 1)), math.ceil(size / offered), 1)
+  per = math.max(math.floor(CHUNK_BYTES / math.max(hint, 1) + 0.5), math.ceil(size / offered), 1)
 end
 local sizes, used, left = {}, 0, take
 repeat

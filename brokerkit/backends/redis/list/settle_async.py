@@ -240,9 +240,10 @@ def _whole_fetch(
     if len(subscriptions) != 1:
         return None
     state = next(iter(subscriptions)).state
-    if isinstance(state, ConsumerState) and receipts == state.fetched:
-        return state.fetched_runs
-    return None
+    if not isinstance(state, ConsumerState):
+        return None
+    fetched, runs = state.fetched
+    return runs if receipts == fetched else None
 
 
 async def run_on(script: AsyncLua, keys: list[str], args: list[Any], client: Any) -> Any:

@@ -112,11 +112,16 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   end
   end
 end
--- a receipt orders deliveries by time, then by sequence number (a longer one is later)
+-- a receipt orders deliveries by time, then by batch (one fetch's nonces sort in the
+-- order of its batches: see new_nonces), then by index (a longer one is later)
 local function later(a, b)
   if a[1] ~= b[1] then return a[1] > b[1] end
-  if #a[2] ~= #b[2] then return #a[2] > #b[2] end
-  return a[2] > b[2]
+  local x, y = a[2], b[2]
+  local nx = string.sub(x, 1, string.find(x, '-', 1, true) or 0)
+  local ny = string.sub(y, 1, string.find(y, '-', 1, true) or 0)
+  if nx ~= ny then return nx > ny end
+  if #x ~= #y then return #x > #y end
+  return x > y
 end
 local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
 local unknown = {}
