@@ -151,9 +151,11 @@ def fetch_receipts(
     return receipts, runs
 
 
-#: The last character of each nonce of one fetch, in ASCII order, so that its batches
-#: sort in the order they were fetched (see :func:`new_nonces`).
-_IN_ORDER = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
+#: The last character of each nonce of one fetch, in order, so that its batches sort in
+#: the order they were fetched, bytewise (a sorted set) and in any usual collation (a
+#: Lua comparison: Redis sets ``LC_COLLATE`` from its environment); see
+#: :func:`new_nonces`. A fetch leases at most 23 batches (see :func:`batches_for`).
+_IN_ORDER = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def new_nonces(count: int) -> list[str]:
