@@ -125,6 +125,7 @@ def test_a_fetch_refuses_any_nonce_whose_batch_exists_and_moves_nothing(
 def test_the_client_offers_a_batch_a_chunk_of_up_to_about_fetch_bytes() -> None:
     assert batches_for(100, 0) == 4  # the size not known yet: the script sizes them
     assert batches_for(2, 0) == 2
+    assert batches_for(0, 0) == batches_for(0, 10_000) == 1
     assert batches_for(100, 100) == 1
     assert batches_for(100, 10_000) == 4  # 26 a batch
     assert batches_for(100, 1_000_000) == 4  # 4 in all, one a batch

@@ -125,10 +125,10 @@ def batches_for(count: int, element_size: int) -> int:
     ``FIRST_BATCHES``) may lease: one an about ``CHUNK_BYTES``, of at most about
     ``FETCH_BYTES`` in all (see FETCH)."""
     if element_size <= 0:
-        return min(count, FIRST_BATCHES)
+        return max(min(count, FIRST_BATCHES), 1)
     take = min(count, max(FETCH_BYTES // element_size, 1))
     per = max((CHUNK_BYTES + element_size // 2) // element_size, 1)  # rounded, as FETCH
-    return -(-take // per)
+    return max(-(-take // per), 1)
 
 
 def fetch_receipts(
