@@ -46,8 +46,8 @@ what a ``BLMOVE`` moved and no lease covers yet: the fetch moves it into its bat
 A fetch of big elements leases a batch an about ``CHUNK_BYTES`` (256 KiB, of the
 nonces the client sent for it: see :func:`.plan.batches_for`): ``SORT`` copies all it
 moves before it stores any, and a megabyte at once fell out of the CPU's cache (at
-10 KB a message, 100 in one move cost Redis about 1.5x what 100 ``LMOVE``s cost, 25
-at a time about as much).
+10 KB a message, 100 in one move cost Redis 1.3-1.4x what 100 ``LMOVE``s cost, 25 at
+a time about as much).
 
 A lease recorded by an earlier version (before batches) is kept per delivery: its
 element in the consumer's lease hash under the receipt without its ``:<consumer>``
@@ -211,7 +211,7 @@ if size == 0 then return {0} end
 -- list's order, DESC from its head (the right), and stores without replying. It
 -- copies all it moves before it stores any: about CHUNK_BYTES at a time (a batch
 -- each, of the nonces the consumer sent for it) keeps the copies in the CPU's cache,
--- where a megabyte at once cost Redis half as much again as 100 LMOVEs.
+-- where a megabyte at once cost Redis a third more than 100 LMOVEs.
 local per = size
 if offered > 1 then
   per = math.max(math.floor(CHUNK_BYTES / math.max(hint, 1) + 0.5), math.ceil(size / offered), 1)
