@@ -219,7 +219,13 @@ class LeaseContract:
                     wait=wait,
                 )
             )
-        assert {(d.id, d.attempt) for d in fresh} == {(i, s.attempt + 1) for i, s in stale.items()}
+        assert {(d.id, d.attempt) for d in fresh} == {
+            (i, s.attempt + 1) for i, s in stale.items()
+        }, (
+            "the new holder's deliveries (id, attempt, receipt): "
+            f"{[(d.id, d.attempt, d.receipt) for d in fresh]}; the hung consumer's: "
+            f"{[(d.id, d.attempt, d.receipt) for d in stale.values()]}"
+        )
         live: list[Any] = []
         attempts: list[tuple[str, Callable[[], None]]]
         if batch:
