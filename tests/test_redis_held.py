@@ -21,6 +21,7 @@ import brokerkit.aio
 from brokerkit.backends.redis import _held as reader_module
 from brokerkit.backends.redis import _held_state as state_module
 from brokerkit.backends.redis._held import Reader
+from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from tests.conftest import RedisTarget
 
@@ -429,3 +430,53 @@ def test_under_asyncio_a_publish_after_the_server_closed_the_kept_connection_goe
             return [d.body for d in got if d is not None]
 
     assert asyncio.run(main()) == ["before", "after"]
+
+
+@pytest.mark.parametrize("spare", [False, True], ids=["kept", "spare"])
+def test_under_asyncio_a_cancelled_command_gives_its_connection_back_to_the_pool(
+    spare: bool, redis_target: RedisTarget, prefix: str
+) -> None:
+    """A command cut off by a cancellation while it waits for its reply, on the kept
+    connection (``kept``) or on one of the pool's taken because the kept one was busy
+    (``spare``), leaves its connection disconnected and back in the pool: never in use
+    for good (a bounded pool would run dry), never kept with a reply to come."""
+    admin = redis_target.client()
+
+    def blocked() -> int:
+        return int(admin.info("clients")["blocked_clients"])
+
+    async def wait_for_blocked(count: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while blocked() < count:
+            assert loop.time() < deadline, "the command never blocked"
+            await asyncio.sleep(0.005)
+
+    async def cancelled(task: asyncio.Task[Any]) -> None:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async def main() -> None:
+        client = redis.asyncio.Redis(
+            host=redis_target.host, port=redis_target.port, db=redis_target.db
+        )
+        pool = client.connection_pool
+        reader = AsyncReader(client)
+        before = blocked()
+        kept = None
+        if spare:  # the kept connection busy, waiting in a BLPOP of its own
+            kept = asyncio.create_task(reader.execute("BLPOP", f"{prefix}:other", 5))
+            await wait_for_blocked(before + 1)
+        task = asyncio.create_task(reader.execute("BLPOP", f"{prefix}:empty", 5))
+        await wait_for_blocked(before + 1 + spare)
+        await cancelled(task)
+        assert len(pool._in_use_connections) == spare
+        if kept is not None:
+            await cancelled(kept)
+        assert not pool._in_use_connections, "a connection was never given back"
+        assert not any(c.is_connected for c in pool._available_connections)
+        await reader.close()
+        await client.aclose()
+
+    asyncio.run(main())
