@@ -112,3 +112,33 @@ def test_the_report_gives_per_round_ratios_and_marks_nested_commands() -> None:
     assert "EXEC 0.70 (0.10x) (its commands counted on their own)" in table
     assert "XREADGROUP 2.00 (0.10x) |" in table or "XREADGROUP 2.00 (0.10x)," in table
     assert "stream.scripts.ACK" in table
+
+
+def test_the_callgrind_meter_counts_each_rounds_instructions_from_its_mark(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    """benchmarks/instructions.py: a redis-server under callgrind, counted from each
+    round's mark (the prefill before it not counted) to its end."""
+    from pathlib import Path
+
+    from benchmarks.instructions import CallgrindMeter, callgrind_server, totals
+
+    assert totals("events: Ir\nsummary: 1234\n") == 1234
+    assert totals("nothing here") == 0
+    directory = Path(str(tmp_path))
+    with callgrind_server(directory) as (url, pid):
+        client = redis.Redis.from_url(url)
+        meter = CallgrindMeter(url, pid, directory)
+        try:
+            for side, script in (("sets", "redis.call('SET', KEYS[1], 1)"), ("loop", _SCRIPT)):
+                meter.begin(side, "step")
+                for _ in range(50):  # a prefill, before the mark
+                    client.eval(_SCRIPT, 1, "k")
+                meter.mark()
+                for _ in range(5):
+                    client.eval(script, 1, "k")
+                meter.end(5)
+        finally:
+            meter.close()
+        (sets,), (loop,) = meter.counts[("sets", "step")], meter.counts[("loop", "step")]
+        assert 0 < sets < loop / 5  # 20 SETs a call against 1, the prefill not counted
