@@ -11,7 +11,8 @@ side's round is counted from the end of its prefill (the counters are zeroed whe
 :func:`benchmarks.servertime.mark` is called) to the end of the round. The steps are
 consume+ack with prefetch 100 (``consume_ack_p100``) per body size, and a single
 ``publish``; the sides are brokerkit's Redis backends and raw redis-py's list and
-stream. Needs valgrind (Debian's package); a round takes about 10x its usual time.
+stream. Needs valgrind (Debian's package); a round takes 10x its usual time or more
+(bodies of 100 KB and up are too slow for raw redis-py's socket timeout).
 
 Instructions are not time: valgrind counts a ``rep movsb`` copy once per byte,
 where the CPU moves 32 or more bytes a cycle, so a side that copies a body more
@@ -157,15 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = ["consume_ack_p100", "publish"]
-    results: dict[int, dict[str, dict[str, float]]] = {}
+    print(f"Redis instructions per message (callgrind), brokerkit at {_commit()}:")
     with tempfile.TemporaryDirectory(prefix="bk-callgrind-") as name:
         directory = Path(name)
         with callgrind_server(directory) as (url, pid):
-            for size in sizes:
+            for size in sizes:  # each size's table as soon as it is measured
                 _say(f"body {size} B")
-                results[size] = measure(url, pid, directory, steps, size, args.count)
-    print(f"\nRedis instructions per message (callgrind), brokerkit at {_commit()}:\n")
-    print("\n".join(table(results, steps)))
+                measured = {size: measure(url, pid, directory, steps, size, args.count)}
+                print("\n" + "\n".join(table(measured, steps)), flush=True)
     return 0
 
 
