@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -114,21 +116,22 @@ def test_the_report_gives_per_round_ratios_and_marks_nested_commands() -> None:
     assert "stream.scripts.ACK" in table
 
 
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None or shutil.which("callgrind_control") is None,
+    reason="valgrind is not installed (the instruction counts need it; Debian: valgrind)",
+)
 def test_the_callgrind_meter_counts_each_rounds_instructions_from_its_mark(
-    tmp_path: pytest.TempPathFactory,
+    tmp_path: Path,
 ) -> None:
     """benchmarks/instructions.py: a redis-server under callgrind, counted from each
     round's mark (the prefill before it not counted) to its end."""
-    from pathlib import Path
-
     from benchmarks.instructions import CallgrindMeter, callgrind_server, totals
 
     assert totals("events: Ir\nsummary: 1234\n") == 1234
     assert totals("nothing here") == 0
-    directory = Path(str(tmp_path))
-    with callgrind_server(directory) as (url, pid):
+    with callgrind_server(tmp_path) as (url, pid):
         client = redis.Redis.from_url(url)
-        meter = CallgrindMeter(url, pid, directory)
+        meter = CallgrindMeter(url, pid, tmp_path)
         try:
             for side, script in (("sets", "redis.call('SET', KEYS[1], 1)"), ("loop", _SCRIPT)):
                 meter.begin(side, "step")
@@ -141,4 +144,5 @@ def test_the_callgrind_meter_counts_each_rounds_instructions_from_its_mark(
         finally:
             meter.close()
         (sets,), (loop,) = meter.counts[("sets", "step")], meter.counts[("loop", "step")]
-        assert 0 < sets < loop / 5  # 20 SETs a call against 1, the prefill not counted
+        # 20 SETs a call against 1; counted with the prefill, sets would be ~10x loop
+        assert 0 < sets < loop / 2
