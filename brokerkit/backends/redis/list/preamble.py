@@ -6,7 +6,11 @@ Redis runs a script's whole text on every call, so each script takes only the
 functions it uses (:func:`with_preamble`): every ``local function`` costs the
 creation of a closure per call, about 1.2 us per call for the ones a fetch or an
 ack does not use (measured on a private Redis 7.0: the whole preamble 2.2 us over
-an empty script, the shared locals alone 0.8 us).
+an empty script, the shared locals alone 0.8 us). In instructions (callgrind, 300
+``EVALSHA`` calls with 12 keys and 12 arguments): ``return 1`` 22.9k, the shared
+locals 42.7k, what FETCH runs before its body (12 functions) 48.6k, SETTLE (32)
+71.6k, the whole preamble 79.8k: about 1k a closure, its upvalues and its share of
+the garbage collection.
 """
 
 from __future__ import annotations
