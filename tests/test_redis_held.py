@@ -459,16 +459,22 @@ def test_under_asyncio_a_cancelled_command_gives_its_connection_back_to_the_pool
             await task
 
     async def main() -> None:
+        # No socket timeout (redis-py's default is 5 s): only the cancellation ends the
+        # BLPOPs, however slowly the machine gets them blocking.
         client = redis.asyncio.Redis(
-            host=redis_target.host, port=redis_target.port, db=redis_target.db, client_name=name
+            host=redis_target.host,
+            port=redis_target.port,
+            db=redis_target.db,
+            client_name=name,
+            socket_timeout=None,
         )
         pool = client.connection_pool
         reader = AsyncReader(client)
         kept = None
         if spare:  # the kept connection busy, waiting in a BLPOP of its own
-            kept = asyncio.create_task(reader.execute("BLPOP", f"{prefix}:other", 5))
+            kept = asyncio.create_task(reader.execute("BLPOP", f"{prefix}:other", 60))
             await wait_for_blocked(1)
-        task = asyncio.create_task(reader.execute("BLPOP", f"{prefix}:empty", 5))
+        task = asyncio.create_task(reader.execute("BLPOP", f"{prefix}:empty", 60))
         await wait_for_blocked(1 + spare)
         await cancelled(task)
         assert len(pool._in_use_connections) == spare
