@@ -65,7 +65,11 @@ class CallgrindMeter(ServerMeter):
         self.counts: dict[tuple[str, str], list[float]] = {}
 
     def _control(self, *args: str) -> None:
-        subprocess.run(["callgrind_control", *args, str(self.pid)], check=True, capture_output=True)
+        done = subprocess.run(
+            ["callgrind_control", *args, str(self.pid)], capture_output=True, text=True
+        )
+        if "OK." not in done.stdout:  # it exits 0 even when it reached nothing
+            raise RuntimeError(f"callgrind_control {' '.join(args)}: {done.stdout}{done.stderr}")
 
     def mark(self) -> None:
         super().mark()
@@ -75,7 +79,7 @@ class CallgrindMeter(ServerMeter):
         before = set(self.directory.iterdir())
         self._control("--dump")
         dumps = set(self.directory.iterdir()) - before
-        if len(dumps) != 1:  # callgrind_control exits 0 even when it reached nothing
+        if len(dumps) != 1:
             raise RuntimeError(f"callgrind_control --dump {self.pid} wrote {len(dumps)} files")
         (dump,) = dumps
         counted = totals(dump.read_text())
