@@ -24,6 +24,7 @@ from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from tests.conftest import RedisTarget
+from tests.redis_stream_aio_support import poll
 
 Make = Callable[..., RedisStreamBroker]
 
@@ -446,13 +447,6 @@ def test_under_asyncio_a_cancelled_command_gives_its_connection_back_to_the_pool
     def blocked() -> int:  # this test's own connections waiting in a blocking command
         return sum(1 for c in admin.client_list() if c["name"] == name and "b" in c["flags"])
 
-    async def wait_for_blocked(count: int) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while blocked() < count:
-            assert loop.time() < deadline, "the command never blocked"
-            await asyncio.sleep(0.005)
-
     async def cancelled(task: asyncio.Task[Any]) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -473,9 +467,9 @@ def test_under_asyncio_a_cancelled_command_gives_its_connection_back_to_the_pool
         kept = None
         if spare:  # the kept connection busy, waiting in a BLPOP of its own
             kept = asyncio.create_task(reader.execute("BLPOP", f"{prefix}:other", 60))
-            await wait_for_blocked(1)
+            await poll(lambda: blocked() >= 1, within=10)
         task = asyncio.create_task(reader.execute("BLPOP", f"{prefix}:empty", 60))
-        await wait_for_blocked(1 + spare)
+        await poll(lambda: blocked() >= 1 + spare, within=10)
         await cancelled(task)
         assert len(pool._in_use_connections) == spare
         if kept is not None:
