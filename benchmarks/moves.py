@@ -16,7 +16,19 @@ script's nested commands are part of its own time).
   carries the bodies, in one transaction;
 - ``Lua SORT..STORE + LRANGE``: a script copies the 100 with ``SORT queue BY nosort
   LIMIT 0 100 DESC STORE batch`` and ``LTRIM``s them off the queue (no body enters Lua;
-  Redis copies them), then an ``LRANGE`` of the batch list, in one transaction.
+  Redis copies them), then an ``LRANGE`` of the batch list, in one transaction;
+- ``Lua SORT..STORE by chunks + LRANGE``: the same, a batch list an about
+  ``CHUNK_BYTES`` (what redis+list does: see :mod:`brokerkit.backends.redis.list.plan`);
+- ``raw XREADGROUP``: ``XREADGROUP ... COUNT 100`` of a stream's 100 new entries, each
+  body in one field (a stream leases an entry by reference: its body is copied once,
+  into the reply);
+- ``by reference: SORT..STORE + SORT GET``: the bodies wait in string keys of their
+  own and the queue holds their names; the script moves 100 names as above, then
+  ``SORT batch BY nosort GET <prefix>*`` reads the bodies by name, in one
+  transaction: a list queue that leases by reference (not what redis+list does: a
+  probe of what that design would cost Redis).
+
+The queue is filled anew before each round, so each way reads bodies just written.
 """
 
 from __future__ import annotations
@@ -26,10 +38,12 @@ import os
 import statistics
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from benchmarks.run import redis_at
+from brokerkit.backends.redis.list.plan import CHUNK_BYTES
 
 __all__ = ["WAYS", "main", "measure"]
 
@@ -47,6 +61,18 @@ for _ = 1, tonumber(ARGV[1]) do
 end
 return 1
 """
+_SORT_CHUNKS = """
+local left = math.min(tonumber(ARGV[1]), redis.call('LLEN', KEYS[1]))
+local per, j = tonumber(ARGV[2]), 1
+while left > 0 do
+  j = j + 1
+  local n = math.min(per, left)
+  redis.call('SORT', KEYS[1], 'BY', 'nosort', 'LIMIT', 0, n, 'DESC', 'STORE', KEYS[j])
+  redis.call('LTRIM', KEYS[1], 0, -(n + 1))
+  left = left - n
+end
+return j - 1
+"""
 _SORT_STORE = """
 local n = math.min(tonumber(ARGV[1]), redis.call('LLEN', KEYS[1]))
 if n == 0 then return 0 end
@@ -55,11 +81,40 @@ redis.call('LTRIM', KEYS[1], 0, -(n + 1))
 return n
 """
 
-#: name -> (the Lua it registers, or None; how it takes the batch).
-Way = Callable[[redis.Redis, str, str, str, object], list[bytes]]
+#: How a way takes the batch: (client, queue, processing, batch, its script or None,
+#: the body size).
+Way = Callable[[redis.Redis, str, str, str, object, int], list[bytes]]
+#: How its queue is filled: (client, queue, body).
+Fill = Callable[[redis.Redis, str, bytes], None]
 
 
-def _raw(r: redis.Redis, queue: str, processing: str, batch: str, script: object) -> list[bytes]:
+def _fill_list(r: redis.Redis, queue: str, body: bytes) -> None:
+    r.lpush(queue, *([body] * BATCH))
+
+
+def _fill_stream(r: redis.Redis, queue: str, body: bytes) -> None:
+    with r.pipeline(transaction=False) as pipe:
+        for _ in range(BATCH):
+            pipe.xadd(queue, {"body": body})
+        pipe.xgroup_create(queue, "g", id="0")
+        pipe.execute()
+
+
+def _body_key(queue: str) -> str:
+    return queue + ":body:"
+
+
+def _fill_names(r: redis.Redis, queue: str, body: bytes) -> None:
+    names = [str(i) for i in range(BATCH)]
+    with r.pipeline(transaction=False) as pipe:
+        pipe.mset({_body_key(queue) + name: body for name in names})
+        pipe.lpush(queue, *names)
+        pipe.execute()
+
+
+def _raw(
+    r: redis.Redis, queue: str, processing: str, batch: str, script: object, size: int
+) -> list[bytes]:
     with r.pipeline(transaction=False) as pipe:
         for _ in range(BATCH):
             pipe.lmove(queue, processing, "RIGHT", "RIGHT")
@@ -67,14 +122,16 @@ def _raw(r: redis.Redis, queue: str, processing: str, batch: str, script: object
 
 
 def _pop_push(
-    r: redis.Redis, queue: str, processing: str, batch: str, script: object
+    r: redis.Redis, queue: str, processing: str, batch: str, script: object, size: int
 ) -> list[bytes]:
     run: redis.commands.core.Script = script  # type: ignore[assignment]
     return list(run(keys=[queue, processing], args=[BATCH]))
 
 
 def _then_lrange(target: str) -> Way:
-    def way(r: redis.Redis, queue: str, processing: str, batch: str, script: object) -> list[bytes]:
+    def way(
+        r: redis.Redis, queue: str, processing: str, batch: str, script: object, size: int
+    ) -> list[bytes]:
         run: redis.commands.core.Script = script  # type: ignore[assignment]
         keys = [queue, processing] if target == "processing" else [queue, batch]
         with r.pipeline(transaction=True) as pipe:
@@ -86,11 +143,52 @@ def _then_lrange(target: str) -> Way:
     return way
 
 
-WAYS: dict[str, tuple[str | None, Way]] = {
-    "raw LMOVE x100": (None, _raw),
-    "Lua RPOP n + RPUSH": (_POP_PUSH, _pop_push),
-    "Lua LMOVE x100 + LRANGE": (_LMOVES, _then_lrange("processing")),
-    "Lua SORT..STORE + LRANGE": (_SORT_STORE, _then_lrange("batch")),
+def _per_chunk(size: int) -> int:
+    """How many elements of ``size`` bytes redis+list moves into one batch list."""
+    return max((CHUNK_BYTES + size // 2) // max(size, 1), 1)  # rounded, as FETCH
+
+
+def _sort_chunks(
+    r: redis.Redis, queue: str, processing: str, batch: str, script: object, size: int
+) -> list[bytes]:
+    run: redis.commands.core.Script = script  # type: ignore[assignment]
+    per = _per_chunk(size)
+    batches = [f"{batch}:{j}" for j in range(-(-BATCH // per))]
+    with r.pipeline(transaction=True) as pipe:
+        pipe.evalsha(run.sha, 1 + len(batches), queue, *batches, BATCH, per)
+        for name in batches:
+            pipe.lrange(name, 0, -1)
+        replies = pipe.execute()
+    return [body for reply in replies[1:] for body in reply]
+
+
+def _xreadgroup(
+    r: redis.Redis, queue: str, processing: str, batch: str, script: object, size: int
+) -> list[bytes]:
+    reply: Any = r.xreadgroup("g", "c", {queue: ">"}, count=BATCH)
+    return [fields[b"body"] for _, entries in reply for _, fields in entries]
+
+
+def _by_reference(
+    r: redis.Redis, queue: str, processing: str, batch: str, script: object, size: int
+) -> list[bytes]:
+    run: redis.commands.core.Script = script  # type: ignore[assignment]
+    with r.pipeline(transaction=True) as pipe:
+        pipe.evalsha(run.sha, 2, queue, batch, BATCH)
+        pipe.sort(batch, by="nosort", get=[_body_key(queue) + "*"])
+        replies = pipe.execute()
+    return list(replies[1])
+
+
+#: name -> (the Lua it registers, or None; how it takes the batch; how its queue fills).
+WAYS: dict[str, tuple[str | None, Way, Fill]] = {
+    "raw LMOVE x100": (None, _raw, _fill_list),
+    "Lua RPOP n + RPUSH": (_POP_PUSH, _pop_push, _fill_list),
+    "Lua LMOVE x100 + LRANGE": (_LMOVES, _then_lrange("processing"), _fill_list),
+    "Lua SORT..STORE + LRANGE": (_SORT_STORE, _then_lrange("batch"), _fill_list),
+    "Lua SORT..STORE by chunks + LRANGE": (_SORT_CHUNKS, _sort_chunks, _fill_list),
+    "raw XREADGROUP": (None, _xreadgroup, _fill_stream),
+    "by reference: SORT..STORE + SORT GET": (_SORT_STORE, _by_reference, _fill_names),
 }
 
 
@@ -105,25 +203,27 @@ def measure(url: str, size: int, rounds: int) -> dict[str, float]:
     tag = "{bk-moves-" + uuid.uuid4().hex[:8] + "}"
     queue, processing, batch = tag + ":queue", tag + ":processing", tag + ":batch"
     body = os.urandom(size)
-    scripts = {name: r.register_script(lua) if lua else None for name, (lua, _) in WAYS.items()}
+    bodies = [_body_key(queue) + str(i) for i in range(BATCH)]
+    bodies += [f"{batch}:{j}" for j in range(BATCH)]  # and the batches by chunks
+    scripts = {name: r.register_script(lua) if lua else None for name, (lua, *_) in WAYS.items()}
     times: dict[str, list[float]] = {name: [] for name in WAYS}
     try:
         for round_ in range(rounds + 1):  # the first round warms up
-            for name, (_, way) in WAYS.items():
-                r.delete(queue, processing, batch)
-                r.lpush(queue, *([body] * BATCH))
+            for name, (_, way, fill) in WAYS.items():
+                r.delete(queue, processing, batch, *bodies)
+                fill(r, queue, body)
                 script = scripts[name]
                 if script is not None:
                     r.script_load(script.script)
                 before = _usec(r)
-                got = way(r, queue, processing, batch, script)
+                got = way(r, queue, processing, batch, script, size)
                 spent = _usec(r) - before
                 assert len(got) == BATCH, name
                 assert all(g == body for g in got), name
                 if round_:
                     times[name].append(spent)
     finally:
-        r.delete(queue, processing, batch)
+        r.delete(queue, processing, batch, *bodies)
         r.close()
     return {name: statistics.median(values) for name, values in times.items()}
 
