@@ -55,12 +55,15 @@ def totals(dump: str) -> int:
 
 class CallgrindMeter(ServerMeter):
     """A :class:`ServerMeter` that also counts the instructions of each round on a
-    redis-server running under callgrind (process ``pid``, dumps in ``directory``)."""
+    redis-server running under callgrind (process ``pid``, dumps in ``directory``).
+    With ``keep``, each round's dump is kept there as ``<side>.<step>.<round>.out``
+    (rounds from 1, the warm-up's included), for ``callgrind_annotate``."""
 
-    def __init__(self, url: str, pid: int, directory: Path) -> None:
+    def __init__(self, url: str, pid: int, directory: Path, keep: Path | None = None) -> None:
         super().__init__(url)
         self.pid = pid
         self.directory = directory
+        self.keep = keep
         #: (side, step) -> instructions per message, a round each
         self.counts: dict[tuple[str, str], list[float]] = {}
 
@@ -83,8 +86,15 @@ class CallgrindMeter(ServerMeter):
             raise RuntimeError(f"callgrind_control --dump {self.pid} wrote {len(dumps)} files")
         (dump,) = dumps
         counted = totals(dump.read_text())
-        dump.unlink()
-        self.counts.setdefault(self._side, []).append(counted / max(messages, 1))
+        counts = self.counts.setdefault(self._side, [])
+        counts.append(counted / max(messages, 1))
+        if self.keep is None:
+            dump.unlink()
+        else:
+            side, step = self._side
+            self.keep.mkdir(parents=True, exist_ok=True)
+            name = f"{side.replace(' ', '-')}.{step}.{len(counts)}.out"
+            shutil.move(dump, self.keep / name)
         return super().end(messages)
 
 
@@ -126,14 +136,21 @@ def callgrind_server(directory: Path) -> Iterator[tuple[str, int]]:
 
 
 def measure(
-    url: str, pid: int, directory: Path, steps: Sequence[str], size: int, count: int
+    url: str,
+    pid: int,
+    directory: Path,
+    steps: Sequence[str],
+    size: int,
+    count: int,
+    keep: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """side -> step -> instructions per message (the median of 3 rounds after a
-    warm-up)."""
+    warm-up); with ``keep``, every round's dump is kept there (see
+    :class:`CallgrindMeter`)."""
     count = max(100, min(count, (50 << 20) // max(size, 1)))  # 50 MB a round at most
     workload = Workload(count=count, size=size, batch=min(500, count), latency_count=10)
     sides, _, _ = _sides(url, workload, lambda s: s in SIDES, None)
-    meter = CallgrindMeter(url, pid, directory)
+    meter = CallgrindMeter(url, pid, directory, keep)
     try:
         run = interleave(sides, steps, rounds=3, warmup=1, say=_say, meter=meter)
     finally:
@@ -169,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,10000", help="body sizes, comma-separated")
     parser.add_argument("--count", type=int, default=2000, help="messages per round")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each round's callgrind dump in this directory, a folder a body size "
+        "(for callgrind_annotate --inclusive=yes)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = ["consume_ack_p100", "publish"]
@@ -178,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         with callgrind_server(directory) as (url, pid):
             for size in sizes:  # each size's table as soon as it is measured
                 _say(f"body {size} B")
-                measured = {size: measure(url, pid, directory, steps, size, args.count)}
+                keep = None if args.keep is None else args.keep / str(size)
+                counted = measure(url, pid, directory, steps, size, args.count, keep)
+                measured = {size: counted}
                 print("\n" + "\n".join(table(measured, steps)), flush=True)
     return 0
 

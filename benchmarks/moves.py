@@ -4,8 +4,11 @@ size: ``python -m benchmarks.moves``.
 A design probe for issue 18 (no brokerkit code runs): each way moves 100 elements from
 a queue into a consumer's keeping and gets their bodies to the client, on a private
 redis-server (or ``--redis-url``, under keys of its own), alternating ways round by
-round; the server time is the ``INFO commandstats`` total of the round's commands (a
-script's nested commands are part of its own time).
+round; the server time is the sum of the round's top-level commands in the SLOWLOG
+(every command logged while it runs): a script's time includes the commands it runs,
+and the commands of a transaction count once each (``INFO commandstats`` counts
+nested commands again, and ``EXEC`` with the commands inside it: an earlier version
+of this probe summed it, which counted a script's moves two or three times).
 
 - ``raw LMOVE x100``: 100 pipelined ``LMOVE queue processing RIGHT RIGHT`` (the limit;
   issue 18's baseline);
@@ -43,6 +46,7 @@ from typing import Any
 import redis
 
 from benchmarks.run import redis_at
+from benchmarks.servertime import slowlog
 from brokerkit.backends.redis.list.plan import CHUNK_BYTES
 
 __all__ = ["WAYS", "main", "measure"]
@@ -192,9 +196,10 @@ WAYS: dict[str, tuple[str | None, Way, Fill]] = {
 }
 
 
-def _usec(r: redis.Redis) -> float:
-    stats = r.info("commandstats")
-    return float(sum(v["usec"] for name, v in stats.items() if name != "cmdstat_info"))
+def _top_level_usec(r: redis.Redis) -> float:
+    """The microseconds of the top-level commands the SLOWLOG holds (not its own)."""
+    entries = slowlog(r)
+    return float(sum(e.usec for e in entries if not e.nested and e.command != "SLOWLOG"))
 
 
 def measure(url: str, size: int, rounds: int) -> dict[str, float]:
@@ -207,6 +212,9 @@ def measure(url: str, size: int, rounds: int) -> dict[str, float]:
     bodies += [f"{batch}:{j}" for j in range(BATCH)]  # and the batches by chunks
     scripts = {name: r.register_script(lua) if lua else None for name, (lua, *_) in WAYS.items()}
     times: dict[str, list[float]] = {name: [] for name in WAYS}
+    saved: dict[str, str] = r.config_get("slowlog-*")  # type: ignore[assignment]
+    r.config_set("slowlog-log-slower-than", 0)
+    r.config_set("slowlog-max-len", 4 * BATCH)
     try:
         for round_ in range(rounds + 1):  # the first round warms up
             for name, (_, way, fill) in WAYS.items():
@@ -215,15 +223,17 @@ def measure(url: str, size: int, rounds: int) -> dict[str, float]:
                 script = scripts[name]
                 if script is not None:
                     r.script_load(script.script)
-                before = _usec(r)
+                r.slowlog_reset()
                 got = way(r, queue, processing, batch, script, size)
-                spent = _usec(r) - before
+                spent = _top_level_usec(r)
                 assert len(got) == BATCH, name
                 assert all(g == body for g in got), name
                 if round_:
                     times[name].append(spent)
     finally:
         r.delete(queue, processing, batch, *bodies)
+        r.config_set("slowlog-log-slower-than", saved["slowlog-log-slower-than"])
+        r.config_set("slowlog-max-len", saved["slowlog-max-len"])
         r.close()
     return {name: statistics.median(values) for name, values in times.items()}
 

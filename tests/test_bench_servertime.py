@@ -146,3 +146,15 @@ def test_the_callgrind_meter_counts_each_rounds_instructions_from_its_mark(
         (sets,), (loop,) = meter.counts[("sets", "step")], meter.counts[("loop", "step")]
         # 20 SETs a call against 1; counted with the prefill, sets would be ~10x loop
         assert 0 < sets < loop / 2
+        kept = tmp_path / "kept"
+        meter = CallgrindMeter(url, pid, tmp_path, keep=kept)
+        try:
+            meter.begin("raw stream", "step")
+            meter.mark()
+            client.eval(_SCRIPT, 1, "k")
+            meter.end(1)
+        finally:
+            meter.close()
+        (dump,) = kept.iterdir()
+        assert dump.name == "raw-stream.step.1.out"
+        assert totals(dump.read_text()) == meter.counts[("raw stream", "step")][0] > 0
