@@ -8,7 +8,8 @@ repeatable; default all):
   (:mod:`benchmarks.bodies`);
 - ``throughput``: consume+ack with prefetch 100 per body size, redis+list and
   redis+stream against raw redis-py's list and stream, in alternating rounds, with
-  the server time per message;
+  the server time per message; and raw redis-py consuming a list that leases by
+  reference (:mod:`benchmarks.byref`: a design probe, no brokerkit code);
 - ``bookkeeping``: with ``--held`` deliveries held by one consumer, the server time
   of a renewal round, an extend, an ack and a rescue of them all, target <= 5 ms
   each (:mod:`benchmarks.bookkeeping`);
@@ -44,15 +45,22 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import redis
 
 from benchmarks import bodies, bookkeeping, handback, paced, scaling
+from benchmarks.byref import RawListByReference
 from benchmarks.report_server import server_cell, server_json
-from benchmarks.rounds import interleave
+from benchmarks.rounds import Side, interleave
 from benchmarks.run import RESULTS, _commit, _say, _sides, redis_at
 from benchmarks.servertime import ServerMeter
 from brokerkit.cli._bench import Workload
 
 PARTS = ("fetch", "throughput", "bookkeeping", "memory", "handback", "latency", "scaling")
 DEFAULT_PARTS = PARTS[:-1]
-_THROUGHPUT_SIDES = ("redis+list", "redis+stream", "raw list", "raw stream")
+_THROUGHPUT_SIDES = (
+    "redis+list",
+    "redis+stream",
+    "raw list",
+    "raw stream",
+    "raw list by reference",
+)
 
 
 def _spread(values: list[float], fmt: str) -> str:
@@ -118,6 +126,15 @@ def throughput_part(
         n = max(100, min(count, (50 << 20) // max(size, 1)))
         workload = Workload(count=n, size=size, batch=min(500, n), latency_count=10)
         sides, skipped, _ = _sides(url, workload, lambda s: s in _THROUGHPUT_SIDES, None)
+        by_reference = RawListByReference(lambda: redis.Redis.from_url(url), workload)
+        sides.append(
+            Side(
+                "raw list by reference",
+                by_reference.run,
+                by_reference.close,
+                frozenset({"consume_ack_p100"}),
+            )
+        )
         meter = ServerMeter(url)
         try:
             run = interleave(
