@@ -16,20 +16,11 @@ of such a design for a Python client, measured beside raw stream in the same rou
 from __future__ import annotations
 
 from benchmarks import servertime
+from benchmarks.moves import SORT_STORE
 from benchmarks.raw import RawBench, _key, _timed
 from brokerkit.cli._bench import Measurement
 
 __all__ = ["RawListByReference"]
-
-#: Moves up to ARGV[1] names from the queue's head (the right) into the batch list,
-#: next out first; returns how many.
-_TAKE = """
-local n = math.min(tonumber(ARGV[1]), redis.call('LLEN', KEYS[1]))
-if n == 0 then return 0 end
-redis.call('SORT', KEYS[1], 'BY', 'nosort', 'LIMIT', 0, n, 'DESC', 'STORE', KEYS[2])
-redis.call('LTRIM', KEYS[1], 0, -(n + 1))
-return n
-"""
 
 
 class RawListByReference(RawBench):
@@ -38,7 +29,7 @@ class RawListByReference(RawBench):
     def consume(self, step: str, prefetch: int) -> Measurement:
         key, count, r = "{" + _key("byref") + "}", self.workload.count, self.r
         bodies = key + ":body:"
-        take = r.register_script(_TAKE)
+        take = r.register_script(SORT_STORE)
         sent = 0
         for n in self.workload.batches():
             names = [str(i) for i in range(sent, sent + n)]
@@ -47,7 +38,7 @@ class RawListByReference(RawBench):
             pipe.lpush(key, *names)
             pipe.execute()
             sent += n
-        r.script_load(_TAKE)
+        r.script_load(SORT_STORE)
 
         def read_and_ack() -> None:
             done = fetches = 0

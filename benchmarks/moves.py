@@ -49,7 +49,7 @@ from benchmarks.run import redis_at
 from benchmarks.servertime import slowlog
 from brokerkit.backends.redis.list.plan import CHUNK_BYTES
 
-__all__ = ["WAYS", "main", "measure"]
+__all__ = ["SORT_STORE", "WAYS", "main", "measure"]
 
 BATCH = 100
 
@@ -77,7 +77,9 @@ while left > 0 do
 end
 return j - 1
 """
-_SORT_STORE = """
+#: Moves up to ARGV[1] elements from the head (the right) of list KEYS[1] into list
+#: KEYS[2], next out first, inside Redis; returns how many.
+SORT_STORE = """
 local n = math.min(tonumber(ARGV[1]), redis.call('LLEN', KEYS[1]))
 if n == 0 then return 0 end
 redis.call('SORT', KEYS[1], 'BY', 'nosort', 'LIMIT', 0, n, 'DESC', 'STORE', KEYS[2])
@@ -189,10 +191,10 @@ WAYS: dict[str, tuple[str | None, Way, Fill]] = {
     "raw LMOVE x100": (None, _raw, _fill_list),
     "Lua RPOP n + RPUSH": (_POP_PUSH, _pop_push, _fill_list),
     "Lua LMOVE x100 + LRANGE": (_LMOVES, _then_lrange("processing"), _fill_list),
-    "Lua SORT..STORE + LRANGE": (_SORT_STORE, _then_lrange("batch"), _fill_list),
+    "Lua SORT..STORE + LRANGE": (SORT_STORE, _then_lrange("batch"), _fill_list),
     "Lua SORT..STORE by chunks + LRANGE": (_SORT_CHUNKS, _sort_chunks, _fill_list),
     "raw XREADGROUP": (None, _xreadgroup, _fill_stream),
-    "by reference: SORT..STORE + SORT GET": (_SORT_STORE, _by_reference, _fill_names),
+    "by reference: SORT..STORE + SORT GET": (SORT_STORE, _by_reference, _fill_names),
 }
 
 
