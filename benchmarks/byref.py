@@ -30,34 +30,37 @@ class RawListByReference(RawBench):
         key, count, r = "{" + _key("byref") + "}", self.workload.count, self.r
         bodies = key + ":body:"
         take = r.register_script(SORT_STORE)
-        sent = 0
-        for n in self.workload.batches():
-            names = [str(i) for i in range(sent, sent + n)]
-            pipe = r.pipeline(transaction=True)
-            pipe.mset({bodies + name: self.body for name in names})
-            pipe.lpush(key, *names)
-            pipe.execute()
-            sent += n
-        r.script_load(SORT_STORE)
+        names = [str(i) for i in range(count)]
+        try:
+            sent = 0
+            for n in self.workload.batches():
+                pipe = r.pipeline(transaction=True)
+                pipe.mset({bodies + name: self.body for name in names[sent : sent + n]})
+                pipe.lpush(key, *names[sent : sent + n])
+                pipe.execute()
+                sent += n
+            r.script_load(SORT_STORE)
 
-        def read_and_ack() -> None:
-            done = fetches = 0
-            while done < count:
-                batch = f"{key}:batch:{fetches}"
-                fetches += 1
-                pipe = r.pipeline(transaction=False)
-                pipe.evalsha(take.sha, 2, key, batch, prefetch)
-                pipe.sort(batch, by="nosort", get=["#", bodies + "*"])
-                _, got = pipe.execute()
-                names, payloads = got[::2], got[1::2]
-                if not names:
-                    raise RuntimeError("raw list by reference: the queue ran dry")
-                if None in payloads:
-                    raise RuntimeError("raw list by reference: a body was missing")
-                r.delete(batch, *[bodies + name.decode() for name in names])
-                done += len(names)
+            def read_and_ack() -> None:
+                done = fetches = 0
+                while done < count:
+                    batch = f"{key}:batch:{fetches}"
+                    fetches += 1
+                    pipe = r.pipeline(transaction=False)
+                    pipe.evalsha(take.sha, 2, key, batch, prefetch)
+                    pipe.sort(batch, by="nosort", get=["#", bodies + "*"])
+                    _, got = pipe.execute()
+                    taken, payloads = got[::2], got[1::2]
+                    if not taken:
+                        raise RuntimeError("raw list by reference: the queue ran dry")
+                    if None in payloads:
+                        raise RuntimeError("raw list by reference: a body was missing")
+                    r.delete(batch, *[bodies + name.decode() for name in taken])
+                    done += len(taken)
 
-        servertime.mark()  # the prefill is not part of the round's server time
-        result = _timed(step, count, read_and_ack)
-        r.delete(key)
-        return result
+            servertime.mark()  # the prefill is not part of the round's server time
+            return _timed(step, count, read_and_ack)
+        finally:  # what a failed round left: the queue, its batches, the bodies
+            r.delete(key, *r.scan_iter(match=key + ":batch:*"))
+            for start in range(0, count, 1000):
+                r.delete(*[bodies + name for name in names[start : start + 1000]])

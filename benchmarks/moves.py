@@ -1,14 +1,15 @@
-"""The server time of the ways a reliable list queue can take 100 elements, by body
-size: ``python -m benchmarks.moves``.
+"""The server time of the ways a reliable list queue can take 100 elements, by body size:
+``python -m benchmarks.moves``.
 
-A design probe for issue 18 (no brokerkit code runs): each way moves 100 elements from
-a queue into a consumer's keeping and gets their bodies to the client, on a private
-redis-server (or ``--redis-url``, under keys of its own), alternating ways round by
-round; the server time is the sum of the round's top-level commands in the SLOWLOG
-(every command logged while it runs): a script's time includes the commands it runs,
-and the commands of a transaction count once each (``INFO commandstats`` counts
-nested commands again, and ``EXEC`` with the commands inside it: an earlier version
-of this probe summed it, which counted a script's moves two or three times).
+A design probe for issue 18 (no brokerkit code runs): each way moves 100 elements from a
+queue into a consumer's keeping and gets their bodies to the client, on a private
+redis-server (or ``--redis-url``, under keys of its own: its SLOWLOG is reset and read,
+so other clients' commands would count), alternating ways round by round; the server
+time is the sum of the round's top-level commands in the SLOWLOG (every command logged
+while it runs): a script's time includes the commands it runs, and the commands of a
+transaction count once each (``INFO commandstats`` counts nested commands again, and
+``EXEC`` with the commands inside it: an earlier version of this probe summed it, which
+counted a script's moves two or three times).
 
 - ``raw LMOVE x100``: 100 pipelined ``LMOVE queue processing RIGHT RIGHT`` (the limit;
   issue 18's baseline);
@@ -198,10 +199,20 @@ WAYS: dict[str, tuple[str | None, Way, Fill]] = {
 }
 
 
-def _top_level_usec(r: redis.Redis) -> float:
-    """The microseconds of the top-level commands the SLOWLOG holds (not its own)."""
-    entries = slowlog(r)
-    return float(sum(e.usec for e in entries if not e.nested and e.command != "SLOWLOG"))
+#: Room in the SLOWLOG for a round's commands (100 ``LMOVE``s, or a script and 100
+#: ``LRANGE``s of one element a batch at 1 MB), which must not push the first out.
+_SLOWLOG_ROOM = 8 * BATCH
+
+
+def _top_level_usec(r: Any) -> float:
+    """The microseconds of the top-level commands the SLOWLOG holds, but the SLOWLOG's
+    own (its ``RESET`` is logged, with the time it took to free what it cleared)."""
+    entries = slowlog(r, _SLOWLOG_ROOM)
+    if len(entries) >= _SLOWLOG_ROOM:
+        raise RuntimeError("benchmarks.moves: the SLOWLOG filled up; a round's start was lost")
+    return float(
+        sum(e.usec for e in entries if not e.nested and not e.command.startswith("slowlog"))
+    )
 
 
 def measure(url: str, size: int, rounds: int) -> dict[str, float]:
@@ -215,9 +226,9 @@ def measure(url: str, size: int, rounds: int) -> dict[str, float]:
     scripts = {name: r.register_script(lua) if lua else None for name, (lua, *_) in WAYS.items()}
     times: dict[str, list[float]] = {name: [] for name in WAYS}
     saved: dict[str, str] = r.config_get("slowlog-*")  # type: ignore[assignment]
-    r.config_set("slowlog-log-slower-than", 0)
-    r.config_set("slowlog-max-len", 4 * BATCH)
     try:
+        r.config_set("slowlog-log-slower-than", 0)
+        r.config_set("slowlog-max-len", _SLOWLOG_ROOM)
         for round_ in range(rounds + 1):  # the first round warms up
             for name, (_, way, fill) in WAYS.items():
                 r.delete(queue, processing, batch, *bodies)
@@ -233,9 +244,9 @@ def measure(url: str, size: int, rounds: int) -> dict[str, float]:
                 if round_:
                     times[name].append(spent)
     finally:
-        r.delete(queue, processing, batch, *bodies)
         r.config_set("slowlog-log-slower-than", saved["slowlog-log-slower-than"])
         r.config_set("slowlog-max-len", saved["slowlog-max-len"])
+        r.delete(queue, processing, batch, *bodies)
         r.close()
     return {name: statistics.median(values) for name, values in times.items()}
 

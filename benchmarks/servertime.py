@@ -82,8 +82,8 @@ class ServerTime:
 
     :ivar commands: command -> (calls, microseconds) during the round (a script's
         ``EVALSHA`` includes the commands it ran).
-    :ivar nested: command -> the share (0..1) of its calls that ran inside scripts,
-        from the attribution round.
+    :ivar nested: command -> the share (0..1) of its time spent inside scripts, from
+        the attribution round.
     :ivar scripts: script name -> (calls, microseconds) at top level in the
         attribution round (the same in every round of the side and step).
     :ivar cpu_us: the server's main thread CPU time (user + system, network I/O
@@ -211,12 +211,10 @@ class ServerMeter:
                 delta[command] = (calls - before[0], us - before[1])
         scripts: dict[str, tuple[int, int]] = {}
         if self._saved is not None:
-            top, scripts = self._top_level()
+            usec, scripts = self._split_usec()
             self._slowlog_off(self._saved)
             self._saved = None
-            self._shares[self._side] = {
-                c: min(max(1 - top.get(c, 0) / n, 0.0), 1.0) for c, (n, _) in delta.items()
-            }
+            self._shares[self._side] = {c: _nested_share(usec.get(c)) for c in delta}
             self._scripts[self._side] = scripts
         nested = self._shares.get(self._side, {})
         scripts = self._scripts.get(self._side, {})
@@ -246,19 +244,26 @@ class ServerMeter:
         self.r.config_set("slowlog-max-len", saved[1])
         self.r.execute_command("SLOWLOG", "RESET")
 
-    def _top_level(self) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
-        """Top-level calls per command, and (calls, usec) per script, from the SLOWLOG."""
-        calls: dict[str, int] = {}
+    def _split_usec(self) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+        """Per command, its microseconds at top level and inside scripts; and (calls,
+        usec) per script at top level; from the SLOWLOG. A command can cost very
+        differently in each place (a script's ``SORT ... STORE`` of names, the client's
+        ``SORT ... GET`` of the bodies): its share inside scripts is taken by time."""
+        usec: dict[str, tuple[int, int]] = {}
         scripts: dict[str, tuple[int, int]] = {}
         for entry in slowlog(self.r):
-            if entry.client == METER_CLIENT or entry.nested:
+            if entry.client == METER_CLIENT:
                 continue
-            calls[entry.command] = calls.get(entry.command, 0) + 1
+            top, inside = usec.get(entry.command, (0, 0))
+            if entry.nested:
+                usec[entry.command] = (top, inside + entry.usec)
+                continue
+            usec[entry.command] = (top + entry.usec, inside)
             script = self.script_of(entry.argv)
             if script:
                 n, us = scripts.get(script, (0, 0))
                 scripts[script] = (n + 1, us + entry.usec)
-        return calls, scripts
+        return usec, scripts
 
     def script_of(self, argv: Sequence[bytes]) -> str | None:
         """The script an ``EVALSHA``/``FCALL`` line runs (``None`` for another command)."""
@@ -271,6 +276,14 @@ class ServerMeter:
         if name in ("eval", "eval_ro") and len(argv) > 1:
             return self._names.get(hashlib.sha1(argv[1]).hexdigest(), "EVAL")
         return None
+
+
+def _nested_share(usec: tuple[int, int] | None) -> float:
+    """The share (0..1) of a command's time spent inside scripts, from its (top-level,
+    inside) microseconds; 0 for a command the SLOWLOG did not see."""
+    if usec is None or sum(usec) == 0:
+        return 0.0
+    return usec[1] / (usec[0] + usec[1])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,13 +96,16 @@ def measure(url: str, count: int, interval: float) -> dict[str, dict[str, float]
             subscription.receive(timeout=0.1)  # subscribed, and waiting
             publish = (f"{broker_url}?prefix={prefix}", str(count), str(interval))
             publisher = subprocess.Popen([sys.executable, "-c", _PUBLISHER, *publish])
-            got: dict[str, list[float]] = {}
-            thread = threading.Thread(
-                target=lambda: got.update(_receive_all(subscription, count, replies, fixed))
-            )
-            thread.start()
-            thread.join()
-            publisher.wait(30)
+            try:
+                got = _receive_all(subscription, count, replies, fixed)
+            finally:
+                try:
+                    publisher.wait(30)
+                except subprocess.TimeoutExpired:
+                    publisher.kill()
+                    publisher.wait()
+            if publisher.returncode:
+                raise RuntimeError(f"benchmarks.woken: the publisher exited {publisher.returncode}")
             result["woken"] = {k: statistics.median(v) for k, v in got.items()}
             broker.publish_many("woken", [b"x" * 100] * count)
             waiting = _receive_all(subscription, count, replies, fixed)

@@ -56,6 +56,27 @@ def test_a_script_counts_once_and_its_commands_are_listed(
     client.close()
 
 
+def test_a_command_run_both_ways_is_split_by_time_not_by_calls(
+    meter: ServerMeter, redis_server: RedisServer
+) -> None:
+    """A script's cheap LRANGE of one element and the client's dear LRANGE of 20,000:
+    as many calls each, nearly all the time at top level, where it counts."""
+    client = redis.Redis.from_url(redis_server.url("redis"))
+    client.rpush("small", 1)
+    for start in range(0, 20_000, 1000):
+        client.rpush("big", *range(start, start + 1000))
+    meter.begin("s", "step")
+    for _ in range(5):
+        client.eval("return #redis.call('LRANGE', KEYS[1], 0, -1)", 1, "small")
+        client.lrange("big", 0, -1)
+    time = meter.end(5)
+    assert time.commands["lrange"][0] == 10
+    assert time.nested["lrange"] < 0.2  # by calls it would be 0.5
+    top = time.us_per_message("lrange") * (1 - time.nested["lrange"])
+    assert top > time.us_per_message("lrange") * 0.8
+    client.close()
+
+
 def test_commands_before_the_mark_are_not_counted(
     meter: ServerMeter, redis_server: RedisServer
 ) -> None:

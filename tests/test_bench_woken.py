@@ -14,8 +14,11 @@ def test_the_woken_consumers_client_time_is_measured_in_both_modes(
     redis_target: RedisTarget,
 ) -> None:
     from benchmarks import woken
+    from brokerkit.backends.redis import _held
 
+    original = _held.Reader.execute_many
     result = woken.measure(redis_target.url("redis"), count=20, interval=0.003)
     assert set(result) == {"woken", "waiting"}
     for medians in result.values():
         assert medians["after reply"] > 0 and medians["fixed work"] > 0
+    assert _held.Reader.execute_many is original  # the stamping hook is gone again
