@@ -10,7 +10,8 @@ milliseconds, and for each wake-up the time from the pipeline's reply (the read 
 returning the delivery is taken; then the same with the messages already waiting
 (the consumer never blocks). As each reply comes in, a fixed piece of Python
 (``sum(range(100))``) is timed too: how much slower the thread runs just after it
-woke than when it kept running. Private redis-server; no other clients.
+woke than when it kept running. On a private redis-server (or ``--redis-url``: its keys
+under a prefix of its own, deleted at the end).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import brokerkit
+from benchmarks.bookkeeping import delete_prefix
 from benchmarks.run import redis_at
 from brokerkit.backends.redis import _held
 
@@ -110,9 +112,9 @@ def measure(url: str, count: int, interval: float) -> dict[str, dict[str, float]
             broker.publish_many("woken", [b"x" * 100] * count)
             waiting = _receive_all(subscription, count, replies, fixed)
             result["waiting"] = {k: statistics.median(v) for k, v in waiting.items()}
-            broker.purge("woken")
     finally:
         _held.Reader.execute_many = original  # type: ignore[method-assign]
+        delete_prefix(url, prefix)
     return result
 
 
