@@ -202,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             for size in sizes:  # each size's table as soon as it is measured
                 _say(f"body {size} B")
                 keep = None if args.keep is None else args.keep / str(size)
-                counted = measure(url, pid, directory, steps, size, args.count, keep)
-                measured = {size: counted}
+                measured = {size: measure(url, pid, directory, steps, size, args.count, keep)}
                 print("\n" + "\n".join(table(measured, steps)), flush=True)
     return 0
 

@@ -48,7 +48,7 @@ import redis
 
 from benchmarks.run import redis_at
 from benchmarks.servertime import slowlog
-from brokerkit.backends.redis.list.plan import CHUNK_BYTES
+from brokerkit.backends.redis.list.plan import per_batch
 
 __all__ = ["SORT_STORE", "WAYS", "main", "measure"]
 
@@ -150,16 +150,11 @@ def _then_lrange(target: str) -> Way:
     return way
 
 
-def _per_chunk(size: int) -> int:
-    """How many elements of ``size`` bytes redis+list moves into one batch list."""
-    return max((CHUNK_BYTES + size // 2) // max(size, 1), 1)  # rounded, as FETCH
-
-
 def _sort_chunks(
     r: redis.Redis, queue: str, processing: str, batch: str, script: object, size: int
 ) -> list[bytes]:
     run: redis.commands.core.Script = script  # type: ignore[assignment]
-    per = _per_chunk(size)
+    per = per_batch(max(size, 1))
     batches = [f"{batch}:{j}" for j in range(-(-BATCH // per))]
     with r.pipeline(transaction=True) as pipe:
         pipe.evalsha(run.sha, 1 + len(batches), queue, *batches, BATCH, per)

@@ -21,6 +21,7 @@ __all__ = [
     "consumer_of",
     "fetch_receipts",
     "new_nonces",
+    "per_batch",
 ]
 
 #: About how many bytes of elements a fetch takes at most (see FETCH), by the mean
@@ -119,6 +120,12 @@ def consumer_of(name: str) -> str:
 FIRST_BATCHES = 4
 
 
+def per_batch(element_size: int) -> int:
+    """How many elements of about ``element_size`` bytes (more than 0) a batch holds:
+    about ``CHUNK_BYTES`` of them, rounded as FETCH rounds it."""
+    return max((CHUNK_BYTES + element_size // 2) // element_size, 1)
+
+
 def batches_for(count: int, element_size: int) -> int:
     """How many batches (each with a nonce of its own) a fetch of up to ``count``
     elements of about ``element_size`` bytes (0: not known yet, then up to
@@ -127,8 +134,7 @@ def batches_for(count: int, element_size: int) -> int:
     if element_size <= 0:
         return max(min(count, FIRST_BATCHES), 1)
     take = min(count, max(FETCH_BYTES // element_size, 1))
-    per = max((CHUNK_BYTES + element_size // 2) // element_size, 1)  # rounded, as FETCH
-    return max(-(-take // per), 1)
+    return max(-(-take // per_batch(element_size)), 1)
 
 
 def fetch_receipts(
