@@ -98,7 +98,7 @@ def make_client(
             of_sentinels = deployment.sentinel_kwargs(kwargs)
             tls = kwargs.pop("ssl", False)
             kwargs["connection_class"] = _MasterSSLConnection if tls else _MasterConnection
-            sentinels = aioredis.Sentinel(  # type: ignore[no-untyped-call]
+            sentinels = aioredis.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
                 list(deployment.hosts),
                 sentinel_kwargs=of_sentinels,
                 **timeouts,
