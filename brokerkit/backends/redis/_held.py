@@ -21,7 +21,9 @@ connection of the pool's for itself), and never given back to the pool with a re
 still to come. A command that fails for any reason but an error reply (a lost
 connection, a timeout, a cancellation) disconnects it and gives it back: the caller's
 retry takes a new one. A close while a command is under way leaves the connection to
-that command, which gives it back when it ends. A connection idle a second or more is
+that command, which gives it back when it ends. A command sent now whose replies are
+read later (:meth:`Reader.send`: redis+list's lease of an element it hands out
+before the lease is written) is under way until they are read. A connection idle a second or more is
 looked at first, as the pool looks at each one it hands out: one the server closed
 meanwhile is opened again. A process made by ``fork`` never uses its parent's
 connection. A cluster client has no one pool: its commands go through
@@ -40,7 +42,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from brokerkit._compat import checkpoint
 from brokerkit.backends.redis._held_state import HeldState
 
-__all__ = ["HeldClient", "Reader"]
+__all__ = ["HeldClient", "Reader", "Sent"]
 
 
 class Reader:
@@ -78,6 +80,24 @@ class Reader:
         return self._exchange(commands)
 
     def _exchange(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        sent = self.send(*commands)
+        return sent.replies()
+
+    def pack(self, *commands: tuple[Any, ...]) -> list[bytes] | None:
+        """``commands`` in the bytes :meth:`send` sends for them, packed now by the kept
+        connection's packer (every connection of a pool packs alike), or None when no
+        connection is kept yet."""
+        connection = self._state.connection
+        return None if connection is None else connection.pack_commands(commands)
+
+    def send(self, *commands: tuple[Any, ...], packed: list[bytes] | None = None) -> Sent:
+        """Send ``commands`` at once (``packed``: as :meth:`pack` packed them) and return
+        without reading their replies: the connection is theirs until
+        :meth:`Sent.replies` reads them (any other command meanwhile goes on a
+        connection of the pool's, as when one is under way). Not for a cluster
+        client."""
+        if self._pool is None:
+            raise TypeError("a cluster client's commands go through execute_command")
         pool, state, pid = self._pool, self._state, os.getpid()
         busy, connection, idle = state.begin(pid)
         if busy:
@@ -85,27 +105,33 @@ class Reader:
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
             spare = pool.get_connection()
             try:
-                replies = _send_and_read(spare, commands)
+                spare.send_packed_command(packed or spare.pack_commands(commands))
             except BaseException:
                 spare.disconnect()
                 pool.release(spare)
                 raise
-            pool.release(spare)
-            return replies
+            return Sent(self, spare, len(commands), kept=False)
         try:
             if connection is None:
                 connection = pool.get_connection()
                 state.keep(connection, pid)
             elif idle and _closed_meanwhile(connection):
                 connection.disconnect()  # the send connects it again
-            return _send_and_read(connection, commands)
+            connection.send_packed_command(packed or connection.pack_commands(commands))
         except BaseException:
-            if connection is not None:
-                # a reply may still be on its way: this connection is done
+            self._ended(connection, failed=True)
+            raise
+        return Sent(self, connection, len(commands), kept=True)
+
+    def _ended(self, connection: Any, *, failed: bool) -> None:
+        """The command on the kept ``connection`` (None: none was taken) ended; a
+        failed one may still have a reply on its way: that connection is done."""
+        pool, state = self._pool, self._state
+        try:
+            if failed and connection is not None:
                 state.drop(connection)
                 connection.disconnect()
                 pool.release(connection)
-            raise
         finally:
             if state.end(connection):  # closed while the command was under way
                 pool.release(connection)
@@ -132,17 +158,45 @@ def _closed_meanwhile(connection: Any) -> bool:
         return True
 
 
-def _send_and_read(connection: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
-    """The replies to ``commands``, sent at once on ``connection``; an error reply in
-    its place (read whole: the next follows)."""
-    connection.send_packed_command(connection.pack_commands(commands))
-    replies: list[Any] = []
-    for _ in commands:
+class Sent:
+    """Commands a reader sent whose replies are still to be read (see
+    :meth:`Reader.send`)."""
+
+    __slots__ = ("_connection", "_count", "_kept", "_reader")
+
+    def __init__(self, reader: Reader, connection: Any, count: int, *, kept: bool) -> None:
+        self._reader = reader
+        self._connection = connection
+        self._count = count
+        self._kept = kept
+
+    def replies(self) -> list[Any]:
+        """The replies, as they came (no response callback), read once: an error reply
+        is returned as its :class:`redis.ResponseError`, not raised. Then the
+        connection is free again (or back in the pool)."""
+        count, self._count = self._count, -1
+        if count < 0:
+            raise RuntimeError("these replies were read already")
+        connection, reader = self._connection, self._reader
+        replies: list[Any] = []
         try:
-            replies.append(connection.read_response())
-        except ResponseError as exc:
-            replies.append(exc)
-    return replies
+            for _ in range(count):
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as exc:  # read whole: the next follows
+                    replies.append(exc)
+        except BaseException:
+            if self._kept:
+                reader._ended(connection, failed=True)
+            else:
+                connection.disconnect()
+                reader._pool.release(connection)
+            raise
+        if self._kept:
+            reader._ended(connection, failed=False)
+        else:
+            reader._pool.release(connection)
+        return replies
 
 
 class HeldClient:

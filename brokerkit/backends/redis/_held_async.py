@@ -19,7 +19,9 @@ connection of the pool's for itself), and never given back to the pool with a re
 still to come. A command that fails for any reason but an error reply (a lost
 connection, a timeout, a cancellation) disconnects it and gives it back: the caller's
 retry takes a new one. A close while a command is under way leaves the connection to
-that command, which gives it back when it ends. A connection idle a second or more is
+that command, which gives it back when it ends. A command sent now whose replies are
+read later (:meth:`AsyncReader.send`: redis+list's lease of an element it hands out
+before the lease is written) is under way until they are read. A connection idle a second or more is
 looked at first, as the pool looks at each one it hands out: one the server closed
 meanwhile is opened again. A process made by ``fork`` never uses its parent's
 connection. A cluster client has no one pool: its commands go through
@@ -38,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from brokerkit._acompat import checkpoint
 from brokerkit.backends.redis._held_state import HeldState
 
-__all__ = ["AsyncHeldClient", "AsyncReader"]
+__all__ = ["AsyncHeldClient", "AsyncReader", "AsyncSent"]
 
 
 class AsyncReader:
@@ -76,6 +78,26 @@ class AsyncReader:
         return await self._exchange(commands)
 
     async def _exchange(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+        sent = await self.send(*commands)
+        return await sent.replies()
+
+    def pack(self, *commands: tuple[Any, ...]) -> list[bytes] | None:
+        """``commands`` in the bytes :meth:`send` sends for them, packed now by the kept
+        connection's packer (every connection of a pool packs alike), or None when no
+        connection is kept yet."""
+        connection = self._state.connection
+        return None if connection is None else connection.pack_commands(commands)
+
+    async def send(
+        self, *commands: tuple[Any, ...], packed: list[bytes] | None = None
+    ) -> AsyncSent:
+        """Send ``commands`` at once (``packed``: as :meth:`pack` packed them) and return
+        without reading their replies: the connection is theirs until
+        :meth:`AsyncSent.replies` reads them (any other command meanwhile goes on a
+        connection of the pool's, as when one is under way). Not for a cluster
+        client."""
+        if self._pool is None:
+            raise TypeError("a cluster client's commands go through execute_command")
         pool, state, pid = self._pool, self._state, os.getpid()
         busy, connection, idle = state.begin(pid)
         if busy:
@@ -83,27 +105,33 @@ class AsyncReader:
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
             spare = await pool.get_connection()
             try:
-                replies = await _send_and_read(spare, commands)
+                await spare.send_packed_command(packed or spare.pack_commands(commands))
             except BaseException:
                 await spare.disconnect()
                 await pool.release(spare)
                 raise
-            await pool.release(spare)
-            return replies
+            return AsyncSent(self, spare, len(commands), kept=False)
         try:
             if connection is None:
                 connection = await pool.get_connection()
                 state.keep(connection, pid)
             elif idle and await _closed_meanwhile(connection):
                 await connection.disconnect()  # the send connects it again
-            return await _send_and_read(connection, commands)
+            await connection.send_packed_command(packed or connection.pack_commands(commands))
         except BaseException:
-            if connection is not None:
-                # a reply may still be on its way: this connection is done
+            await self._ended(connection, failed=True)
+            raise
+        return AsyncSent(self, connection, len(commands), kept=True)
+
+    async def _ended(self, connection: Any, *, failed: bool) -> None:
+        """The command on the kept ``connection`` (None: none was taken) ended; a
+        failed one may still have a reply on its way: that connection is done."""
+        pool, state = self._pool, self._state
+        try:
+            if failed and connection is not None:
                 state.drop(connection)
                 await connection.disconnect()
                 await pool.release(connection)
-            raise
         finally:
             if state.end(connection):  # closed while the command was under way
                 await pool.release(connection)
@@ -130,17 +158,45 @@ async def _closed_meanwhile(connection: Any) -> bool:
         return True
 
 
-async def _send_and_read(connection: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
-    """The replies to ``commands``, sent at once on ``connection``; an error reply in
-    its place (read whole: the next follows)."""
-    await connection.send_packed_command(connection.pack_commands(commands))
-    replies: list[Any] = []
-    for _ in commands:
+class AsyncSent:
+    """Commands a reader sent whose replies are still to be read (see
+    :meth:`AsyncReader.send`)."""
+
+    __slots__ = ("_connection", "_count", "_kept", "_reader")
+
+    def __init__(self, reader: AsyncReader, connection: Any, count: int, *, kept: bool) -> None:
+        self._reader = reader
+        self._connection = connection
+        self._count = count
+        self._kept = kept
+
+    async def replies(self) -> list[Any]:
+        """The replies, as they came (no response callback), read once: an error reply
+        is returned as its :class:`redis.ResponseError`, not raised. Then the
+        connection is free again (or back in the pool)."""
+        count, self._count = self._count, -1
+        if count < 0:
+            raise RuntimeError("these replies were read already")
+        connection, reader = self._connection, self._reader
+        replies: list[Any] = []
         try:
-            replies.append(await connection.read_response())
-        except ResponseError as exc:
-            replies.append(exc)
-    return replies
+            for _ in range(count):
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # read whole: the next follows
+                    replies.append(exc)
+        except BaseException:
+            if self._kept:
+                await reader._ended(connection, failed=True)
+            else:
+                await connection.disconnect()
+                await reader._pool.release(connection)
+            raise
+        if self._kept:
+            await reader._ended(connection, failed=False)
+        else:
+            await reader._pool.release(connection)
+        return replies
 
 
 class AsyncHeldClient:
