@@ -155,6 +155,36 @@ async def test_a_late_ack_is_stale_and_leaves_the_new_holder_alone(
 
 
 @run_async
+async def test_a_woken_delivery_goes_out_before_its_lease_reply_and_settles(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    """The asyncio side of tests/test_redis_list_wakeup.py: the delivery a BLMOVE woke
+    for is handed out before the lease call's reply is read; that call failed
+    (NOSCRIPT), and the ack runs it again first."""
+    async with brokers_and_client(redis_target, prefix) as (connect, client):
+        producer, consumer = await connect(), await connect("?client_name=woken-aio")
+        subscription = await consumer.subscribe("orders")
+        assert await subscription.receive(timeout=0) is None
+        waiting = asyncio.ensure_future(subscription.receive(timeout=5))
+
+        async def blocked() -> bool:
+            clients = await client.client_list()
+            return any(c.get("name") == "woken-aio" and c.get("cmd") == "blmove" for c in clients)
+
+        await eventually(blocked, "the consumer never blocked in BLMOVE")
+        await client.script_flush()
+        await producer.publish("orders", "hello")
+        delivery = await waiting
+        assert delivery is not None and delivery.body == "hello" and delivery.attempt == 1
+        assert subscription.state.pending is not None
+        await delivery.ack()
+        assert subscription.state.pending is None
+        info = await consumer.inspect("orders")
+        assert (info.length, info.in_flight) == (0, 0)
+        assert all([await client.llen(key) == 0 for key in info.details["processing_keys"]])
+
+
+@run_async
 async def test_four_concurrent_rescuers_requeue_each_stuck_delivery_once(
     redis_target: RedisTarget, prefix: str
 ) -> None:

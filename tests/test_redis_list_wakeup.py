@@ -1,6 +1,6 @@
-"""redis+list wakes a waiting consumer in one round trip: its BLMOVE and the script that
-leases what it moved go in one send. And a message nacked or handed back reaches a
-consumer already waiting at once, not at its next poll."""
+"""redis+list hands a woken consumer what it waited for as soon as its BLMOVE returns,
+and writes its lease before anything touches it. And a message nacked or handed back
+reaches a consumer already waiting at once, not at its next poll."""
 
 from __future__ import annotations
 
@@ -72,9 +72,12 @@ class Waiting:
         return self.got[0]
 
 
-def test_the_lease_script_waits_behind_the_blmove_in_the_same_send(
+def test_a_woken_consumer_hands_out_what_it_waited_for_before_the_lease_reply(
     redis_server: RedisServer,
 ) -> None:
+    """The wake-up reads the BLMOVE's reply alone, sends the call that leases the
+    element and hands it out at once; the call's reply is read before the delivery is
+    settled (see brokerkit/backends/redis/list/woken_async.py)."""
     url = redis_server.url("redis+list")
     admin = redis_server.client()
     with (
@@ -85,17 +88,111 @@ def test_the_lease_script_waits_behind_the_blmove_in_the_same_send(
         subscription.receive(timeout=0)  # the first fetch's housekeeping is done
         waiting = Waiting(subscription, 5)
         client = blocked(admin, "waiter")
-        # The script is already in the server's buffer for this connection: no second
-        # round trip after the BLMOVE returns.
-        assert int(client["qbuf"]) > 0
+        assert int(client["qbuf"]) == 0  # nothing waits behind the BLMOVE
         producer.publish("orders", "hello")
         delivery = waiting.result()
         assert delivery is not None and delivery.body == "hello" and delivery.attempt == 1
-        info = consumer.inspect("orders")
-        assert info.in_flight == 1
-        assert admin.llen(info.details["processing_keys"][0]) == 0  # leased, not left there
+        assert subscription.state.pending is not None  # its lease's reply is not read yet
         delivery.ack()
-        assert consumer.inspect("orders").in_flight == 0
+        assert subscription.state.pending is None
+        info = consumer.inspect("orders")
+        assert (info.length, info.in_flight) == (0, 0)
+        assert all(admin.llen(key) == 0 for key in info.details["processing_keys"])
+
+
+FIRST_STEPS = ["ack", "nack", "extend", "next wake-up", "close", "renewal"]
+
+
+@pytest.mark.parametrize("first", FIRST_STEPS)
+def test_the_lease_of_a_woken_delivery_is_written_before_anything_touches_it(
+    redis_server: RedisServer, first: str
+) -> None:
+    """The call that leases a woken delivery fails (the server forgot the script, as
+    after a restart: NOSCRIPT). Whatever comes first (settling or extending the
+    delivery, the lease keeper's renewal, the consumer's next wake-up, its close) reads
+    that reply and runs the call again before it goes on: the lease is written, the
+    delivery never reported stale, no element left in the processing list."""
+    url = redis_server.url("redis+list")
+    admin = redis_server.client()
+    timeout = 1.0 if first == "renewal" else 30.0  # a renewal every third of it
+    with (
+        brokerkit.connect(url) as producer,
+        brokerkit.connect(url + "?client_name=waiter", visibility_timeout=timeout) as consumer,
+    ):
+        subscription = consumer.subscribe("orders")
+        subscription.receive(timeout=0)
+        waiting = Waiting(subscription, 5)
+        blocked(admin, "waiter")
+        admin.script_flush()
+        producer.publish("orders", "hello")
+        delivery = waiting.result()
+        assert delivery is not None and delivery.body == "hello"
+        assert subscription.state.pending is not None
+        processing = consumer.inspect("orders").details["processing_keys"]
+        if first == "ack":
+            delivery.ack()
+        elif first == "nack":
+            delivery.nack()
+            again = subscription.receive(timeout=5)
+            assert again is not None and again.body == "hello" and again.attempt == 2
+            again.ack()
+        elif first == "extend":
+            delivery.extend(60)
+            assert consumer.inspect("orders").in_flight == 1
+            delivery.ack()
+        elif first == "next wake-up":
+            # the next fetch moves another element to the tail of the processing list,
+            # where the call run again looks
+            assert subscription.receive(timeout=0) is None
+            waiting = Waiting(subscription, 5)
+            blocked(admin, "waiter")
+            producer.publish("orders", "second")
+            second = waiting.result()
+            assert second is not None and second.body == "second"
+            consumer.ack(delivery, second)
+        elif first == "close":
+            subscription.close()  # a delivery returned keeps its lease
+            info = consumer.inspect("orders")
+            assert (info.length, info.in_flight) == (0, 1)
+            assert all(admin.llen(key) == 0 for key in processing)
+            delivery.ack()
+        else:  # the lease keeper's beat
+            deadline = time.monotonic() + 10
+            while subscription.state.pending is not None:
+                assert time.monotonic() < deadline, "no renewal read the lease's reply"
+                time.sleep(0.01)
+            assert consumer.inspect("orders").in_flight == 1
+            delivery.ack()
+        info = consumer.inspect("orders")
+        assert (info.length, info.in_flight) == (0, 0)
+        assert all(admin.llen(key) == 0 for key in processing)
+
+
+def test_a_raw_element_a_woken_consumer_gets_carries_its_count(
+    redis_server: RedisServer,
+) -> None:
+    """A raw element (no brokerkit envelope) keeps its count of deliveries in the
+    server, which the lease call's reply gives: a woken consumer waits for that reply
+    before it hands one out."""
+    url = redis_server.url("redis+list")
+    admin = redis_server.client()
+    with (
+        brokerkit.connect(url) as holder,
+        brokerkit.connect(url + "?client_name=waiter") as consumer,
+    ):
+        admin.lpush(holder.inspect("orders").details["queue_key"], b"plain bytes")
+        held = holder.subscribe("orders").receive(timeout=5)
+        assert held is not None and held.payload == b"plain bytes" and held.attempt == 1
+        subscription = consumer.subscribe("orders")
+        subscription.receive(timeout=0)
+        waiting = Waiting(subscription, 5)
+        blocked(admin, "waiter")
+        held.nack()  # back to the queue, its count kept in the server
+        delivery = waiting.result()
+        assert delivery is not None and delivery.payload == b"plain bytes"
+        assert delivery.attempt == 2
+        assert subscription.state.pending is None
+        delivery.ack()
 
 
 def test_a_lease_script_the_server_forgot_is_loaded_and_leases_what_the_blmove_moved(

@@ -54,6 +54,12 @@ from brokerkit.backends.redis.list.plan import (
 )
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle import ListSettling, run_on
+from brokerkit.backends.redis.list.woken import (
+    PendingLease,
+    confirm_lease,
+    hand_out_woken,
+    wait_for_element,
+)
 from brokerkit.exceptions import InvalidMessage
 
 __all__ = ["RedisListBroker"]
@@ -222,6 +228,8 @@ class RedisListBroker(ListSettling, Broker):
         self, subscription: Subscription, max_messages: int, timeout: float
     ) -> list[Delivery]:
         state: ConsumerState = subscription.state
+        if state.pending is not None:  # the lease of the element the last wake-up handed out
+            confirm_lease(subscription, self._scripts["FETCH"])
         now = time.monotonic()
         if state.reconcile or now >= state.next_maintenance:
             self._maintain(subscription)
@@ -261,6 +269,21 @@ class RedisListBroker(ListSettling, Broker):
         state: ConsumerState = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
+        if block is not None and state.reader.pooled and not self.options.raw:
+            # Woken, the element goes out before its lease is written (see .woken_async).
+            lease = PendingLease(state, consumer, count, self._lease_ms, run)
+            try:
+                moved = self._consumer_call(subscription, lambda: wait_for_element(state, block))
+                if isinstance(moved, bytes):
+                    raw_type = self.options.raw_content_type
+                    woken = hand_out_woken(subscription, moved, lease, run, raw_type)
+                    self._keeper.hold(woken)
+                    return woken
+            except BaseException:
+                state.reconcile = True  # a BLMOVE may have moved an element nobody leased
+                raise
+            if moved is None:
+                return []  # nothing came (the fetch before found the queue empty)
         fetch_keys, common = state.fetch_keys, state.plan.common
         wait = None if block is None else (state.keys.queue, state.processing, block)
 
@@ -369,6 +392,7 @@ class RedisListBroker(ListSettling, Broker):
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         state: ConsumerState = subscription.state
         try:
+            confirm_lease(subscription, self._scripts["FETCH"])
             super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
         finally:
             state.reader.close()  # its connection back to the pool

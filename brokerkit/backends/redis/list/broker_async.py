@@ -52,6 +52,12 @@ from brokerkit.backends.redis.list.plan import (
 )
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle_async import ListSettling, run_on
+from brokerkit.backends.redis.list.woken_async import (
+    PendingLease,
+    confirm_lease,
+    hand_out_woken,
+    wait_for_element,
+)
 from brokerkit.exceptions import InvalidMessage
 
 __all__ = ["AsyncRedisListBroker"]
@@ -220,6 +226,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
     ) -> list[AsyncDelivery]:
         state: ConsumerState = subscription.state
+        if state.pending is not None:  # the lease of the element the last wake-up handed out
+            await confirm_lease(subscription, self._scripts["FETCH"])
         now = time.monotonic()
         if state.reconcile or now >= state.next_maintenance:
             await self._maintain(subscription)
@@ -261,6 +269,23 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         state: ConsumerState = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
+        if block is not None and state.reader.pooled and not self.options.raw:
+            # Woken, the element goes out before its lease is written (see .woken_async).
+            lease = PendingLease(state, consumer, count, self._lease_ms, run)
+            try:
+                moved = await self._consumer_call(
+                    subscription, lambda: wait_for_element(state, block)
+                )
+                if isinstance(moved, bytes):
+                    raw_type = self.options.raw_content_type
+                    woken = await hand_out_woken(subscription, moved, lease, run, raw_type)
+                    self._keeper.hold(woken)
+                    return woken
+            except BaseException:
+                state.reconcile = True  # a BLMOVE may have moved an element nobody leased
+                raise
+            if moved is None:
+                return []  # nothing came (the fetch before found the queue empty)
         fetch_keys, common = state.fetch_keys, state.plan.common
         wait = None if block is None else (state.keys.queue, state.processing, block)
 
@@ -373,6 +398,7 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
     ) -> None:
         state: ConsumerState = subscription.state
         try:
+            await confirm_lease(subscription, self._scripts["FETCH"])
             await super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
         finally:
             await state.reader.close()  # its connection back to the pool

@@ -6,10 +6,15 @@ and held messages."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
+from brokerkit._compat import Lock
 from brokerkit.backends.redis._client import Reconnector
 from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis.list.plan import TopicPlan
+
+if TYPE_CHECKING:
+    from brokerkit.backends.redis.list.woken import PendingLease
 
 __all__ = ["ConsumerState"]
 
@@ -47,3 +52,7 @@ class ConsumerState:
         #: SETTLE). One tuple, replaced whole: another thread may be settling.
         self.fetched: tuple[list[str], list[str | int]] = ([], [])
         self.reconcile = True
+        #: The FETCH call leasing an element handed out before its reply was read, and
+        #: the lock of whoever reads it (see :mod:`.woken_async`).
+        self.pending: PendingLease | None = None
+        self.confirm_lock = Lock()

@@ -4,10 +4,15 @@ and held messages."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
+from brokerkit._acompat import Lock
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis.list.plan import TopicPlan
+
+if TYPE_CHECKING:
+    from brokerkit.backends.redis.list.woken_async import PendingLease
 
 __all__ = ["ConsumerState"]
 
@@ -45,3 +50,7 @@ class ConsumerState:
         #: SETTLE). One tuple, replaced whole: another thread may be settling.
         self.fetched: tuple[list[str], list[str | int]] = ([], [])
         self.reconcile = True
+        #: The FETCH call leasing an element handed out before its reply was read, and
+        #: the lock of whoever reads it (see :mod:`.woken_async`).
+        self.pending: PendingLease | None = None
+        self.confirm_lock = Lock()

@@ -13,7 +13,7 @@ from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope as envelope
 from brokerkit.backends.redis.list.keys import ListKeys
 
-__all__ = ["fetched_messages", "stale_receipts", "topic_info", "unwrap"]
+__all__ = ["fetched_messages", "raw_element", "stale_receipts", "topic_info", "unwrap"]
 
 
 #: The most digits of the count in a ``BKR<n>\n`` wrapper (exact in a Lua number): the
@@ -31,6 +31,16 @@ def unwrap(element: bytes) -> tuple[int, bytes]:
         if end != -1 and element[3:end].isdigit():
             return int(element[3:end]), element[end + 1 :]
     return 0, element
+
+
+def raw_element(element: bytes) -> bool:
+    """Whether the scripts count ``element``'s deliveries in the ``attempts`` hash, as
+    ``is_raw`` in :mod:`.preamble` tells: neither a brokerkit envelope nor one wrapped
+    as :func:`unwrap` reads it."""
+    if element.startswith(b"BKR"):
+        end = element.find(b"\n", 3, 3 + _MAX_COUNT_DIGITS + 1)
+        return not (end != -1 and element[3:end].isdigit())
+    return not element.startswith(envelope.MAGIC)
 
 
 def fetched_messages(

@@ -105,8 +105,10 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: a BLMOVE sent just before this call, in the same pipeline, moved what it waited for
 #: (or an element a lost reply left there: never delivered); such a wake-up call leaves
 #: held messages that fell due to the consumer's next release (it blocked only after
-#: one, and only until the next due time it knew of), [13...] (optional, [12] then
-#: given, "1" or "0") the nonces of more batches it may lease (see CHUNK_BYTES).
+#: one, and only until the next due time it knew of); "2": the same, but lease only
+#: that element (the consumer handed it out already: see :mod:`.woken_async`), [13...]
+#: (optional, [12] then given) the nonces of more batches it may lease (see
+#: CHUNK_BYTES).
 #: Returns {how many were leased, for a raw element that came back (then leased alone)
 #: its deliveries so far or false, 1 when it took fewer than asked for although more
 #: were waiting (big elements: about FETCH_BYTES a fetch) else 0}; the elements are in
@@ -128,7 +130,8 @@ local FETCH_BYTES, CHUNK_BYTES = @FETCH_BYTES@, @CHUNK_BYTES@
 local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local hint = tonumber(ARGV[11]) or 0
-local woken = ARGV[12] == '1'
+local woken = ARGV[12] == '1' or ARGV[12] == '2'
+local only_woken = ARGV[12] == '2'
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
 -- A consumer blocks only after it moved what was due, and only until the next due
@@ -184,7 +187,7 @@ end
 local take, capped = 0, false
 -- the queue's length, read once: nothing but the SORT below changes it meanwhile
 local waiting = nil
-if not alone and woke < want then waiting = redis.call('LLEN', QUEUE) end
+if not alone and woke < want and not only_woken then waiting = redis.call('LLEN', QUEUE) end
 if waiting and waiting > 0 then
   if returned > 0 then
     if woke == 0 then  -- else the batch stops

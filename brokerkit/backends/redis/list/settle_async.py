@@ -24,6 +24,7 @@ from brokerkit.backends.redis.list.calls_async import AsyncListCalls
 from brokerkit.backends.redis.list.consumer_async import ConsumerState
 from brokerkit.backends.redis.list.plan import TopicPlan, batch_runs
 from brokerkit.backends.redis.list.replies import stale_receipts
+from brokerkit.backends.redis.list.woken_async import confirm_lease
 from brokerkit.exceptions import StaleDelivery
 
 if TYPE_CHECKING:
@@ -188,6 +189,9 @@ class ListSettling:
                 # a receipt names its subscription's consumer and its fetch's batch (see
                 # _claim): each subscription and each batch is looked at once
                 subscriptions = dict.fromkeys([d.subscription for d in chunk])
+                for subscription in subscriptions:
+                    if subscription.state.pending is not None:  # a lease being written
+                        await confirm_lease(subscription, self._scripts["FETCH"])
                 batches: Iterable[str]
                 runs = by_batch and _whole_fetch(receipts, subscriptions)
                 if runs:

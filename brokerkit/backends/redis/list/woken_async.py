@@ -1,0 +1,164 @@
+"""A woken redis+list consumer hands out the element it waited for before its lease is
+written.
+
+A consumer with nothing to fetch waits in ``BLMOVE`` (the queue to its processing
+list). Sent in one go with the FETCH script that leases what it moved, as it was, the
+consumer's wake-up waited for the script too: the server runs it right after the
+``BLMOVE`` returns, from cold caches, and the replies come together. So the woken path
+reads the ``BLMOVE``'s reply alone, sends the FETCH call (``"2"``: lease that element
+only) without waiting for its reply, and hands the element out at once, under the
+receipt the call names (``<nonce>0:<consumer>``: the client's own nonce, known before
+the script runs). Between the two the element sits in the consumer's processing list,
+kept by its heartbeat, as it did between the ``BLMOVE`` and the script before.
+
+The promise: nothing touches that lease before it is written. The call's reply is
+read (:func:`confirm_lease`) before anything else that names the receipt (an ack, a
+nack, an extension, the lease keeper's renewal: ``ListSettling._per_topic``), before
+the consumer's next fetch (which may move another element to the tail of its
+processing list, where a FETCH call that must run again after ``NOSCRIPT`` looks), and
+before it closes. A raw element (no brokerkit envelope) waits for the reply before it
+goes out: its count of deliveries is in it. If the lease could not be written (an
+error reply, a lost connection), the element goes back to the queue at the consumer's
+next maintenance (its reconcile) and an ack of the delivery reports it stale, as one
+whose lease ran out.
+
+A cluster client (no pipeline runs a script) and ``raw=true`` (every element raw) use
+the one-send fetch of :func:`.calls_async.lease_batch`; so does a consumer whose
+``BLMOVE`` gets an error reply (an ACL that denies it), whose script may still lease
+what waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._logging import subscription_fields
+from brokerkit.backends.redis._held_async import AsyncSent
+from brokerkit.backends.redis._lua_async import AsyncLua
+from brokerkit.backends.redis.list.consumer_async import ConsumerState
+from brokerkit.backends.redis.list.plan import new_nonces
+from brokerkit.backends.redis.list.replies import fetched_messages, raw_element
+
+if TYPE_CHECKING:
+    from brokerkit._subscription_async import AsyncSubscription
+
+__all__ = ["PendingLease", "confirm_lease", "hand_out_woken", "wait_for_element"]
+
+log = logging.getLogger("brokerkit.redis")
+
+
+class PendingLease:
+    """The FETCH call that leases the element a ``BLMOVE`` is about to move, made and
+    packed before the ``BLMOVE`` is sent (a wake-up then only sends it); once sent,
+    its reply is read by :func:`confirm_lease` (and the call runs again if the server
+    did not know the script: ``NOSCRIPT``)."""
+
+    __slots__ = ("args", "count", "keys", "nonce", "packed", "sent")
+
+    def __init__(
+        self, state: ConsumerState, consumer: str, count: int, lease_ms: int, fetch: AsyncLua
+    ) -> None:
+        (self.nonce,) = new_nonces(1)
+        self.keys = [*state.fetch_keys, state.keys.batch(self.nonce, consumer)]
+        self.args = [
+            *state.plan.common,
+            consumer,
+            count,
+            lease_ms,
+            self.nonce,
+            state.element_size,
+            "2",
+        ]
+        #: the fetch's size (prefetch): a reply with no more waiting leaves the
+        #: consumer idle only when it had room for more
+        self.count = count
+        self.packed = state.reader.pack(
+            ("EVALSHA", fetch.sha, len(self.keys), *self.keys, *self.args)
+        )
+        self.sent: AsyncSent | None = None
+
+
+async def wait_for_element(state: ConsumerState, block: float) -> bytes | ResponseError | None:
+    """What a ``BLMOVE`` of up to ``block`` seconds moved from the queue to the
+    consumer's processing list: the element, None when none came, or the error reply
+    (then the one-send fetch runs as before)."""
+    try:
+        moved: bytes | None = await state.reader.execute(
+            "BLMOVE", state.keys.queue, state.processing, "RIGHT", "RIGHT", block
+        )
+    except ResponseError as exc:
+        return exc
+    return moved
+
+
+async def hand_out_woken(
+    subscription: AsyncSubscription,
+    element: bytes,
+    lease: PendingLease,
+    fetch: AsyncLua,
+    raw_content_type: str | None,
+) -> list[AsyncDelivery]:
+    """The delivery of the ``element`` a ``BLMOVE`` moved, once the ``lease`` call is
+    sent (its reply is left to :func:`confirm_lease`, but for a raw element's)."""
+    state: ConsumerState = subscription.state
+    consumer = subscription.consumer
+    command = ("EVALSHA", fetch.sha, len(lease.keys), *lease.keys, *lease.args)
+    lease.sent = await state.reader.send(command, packed=lease.packed)
+    state.pending = lease
+    nonce = lease.nonce
+    receipt = f"{nonce}0:{consumer}"
+    state.fetched = ([receipt], [f"{nonce}:{consumer}", -1])
+    state.element_size = len(element)
+    # the script tells whether more wait: until its reply is read, the next fetch looks
+    state.idle = False
+    messages, again = fetched_messages(subscription.topic, [element], raw_content_type)
+    deliveries = AsyncDelivery._first_attempts(messages, subscription, [receipt])
+    if again:  # it came back (wrapped with its count)
+        deliveries[0].attempt = again[0]
+    elif raw_element(element):
+        reply = await confirm_lease(subscription, fetch)
+        if reply is not None and len(reply) > 1 and reply[1] is not None:
+            deliveries[0].attempt = int(reply[1]) + 1
+    return deliveries
+
+
+async def confirm_lease(subscription: AsyncSubscription, fetch: AsyncLua) -> list[Any] | None:
+    """Read the reply of the subscription's pending FETCH call, if any (waiting for
+    another caller reading it); run the script again where the server did not know it.
+    Returns the reply, or None (none pending, or the lease could not be written: the
+    element then goes back at the consumer's next maintenance)."""
+    state: ConsumerState = subscription.state
+    async with state.confirm_lock:
+        pending = state.pending
+        if pending is None:  # none, or another caller read it meanwhile
+            return None
+        try:
+            assert pending.sent is not None  # pending once sent
+            (reply,) = await pending.sent.replies()
+            if isinstance(reply, NoScriptError):
+                # Nothing moved to the processing list since: the consumer's next
+                # fetch reads this reply first. Run again, the script finds the
+                # element still at its tail.
+                reply = await fetch(keys=pending.keys, args=pending.args)
+            if isinstance(reply, Exception):
+                raise reply
+        except (RedisError, OSError) as exc:
+            state.reconcile = True
+            log.warning(
+                "could not lease the delivery a woken consumer handed out (%s); it "
+                "goes back to its queue at the consumer's next maintenance",
+                exc,
+                extra=subscription_fields(subscription),
+            )
+            return None
+        finally:
+            state.pending = None
+        state.heartbeat_at = time.monotonic()
+        capped = len(reply) > 2 and reply[2]
+        state.idle = reply[0] < pending.count and not capped
+        return list(reply)
