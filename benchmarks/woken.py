@@ -3,15 +3,15 @@ in: ``python -m benchmarks.woken``.
 
 Issue 18's latency target (publish-to-receive within 100 us of raw ``BLMOVE``) is
 met by little on this machine and missed in its slow hours. This splits off the
-client's part: a consumer with prefetch 1 waits in ``BLMOVE`` (the fetch pipeline of
-:func:`.list.calls.lease_batch`), another process publishes a message every few
-milliseconds, and for each wake-up the time from the pipeline's reply (the read of
-``BLMOVE``, the FETCH script and ``LRANGE``, parsed by redis-py) to ``receive``
-returning the delivery is taken; then the same with the messages already waiting
-(the consumer never blocks). As each reply comes in, a fixed piece of Python
-(``sum(range(100))``) is timed too: how much slower the thread runs just after it
-woke than when it kept running. On a private redis-server (or ``--redis-url``: its keys
-under a prefix of its own, deleted at the end).
+client's part: a consumer with prefetch 1 waits in ``BLMOVE``, another process
+publishes a message every few milliseconds, and for each wake-up the time from the
+``BLMOVE``'s reply (read alone: see :mod:`.list.woken_async`) to ``receive`` returning
+the delivery is taken; then the same with the messages already waiting (the consumer
+never blocks: from its fetch pipeline's reply, the FETCH script's and ``LRANGE``'s).
+As each reply comes in, a fixed piece of Python (``sum(range(100))``) is timed too:
+how much slower the thread runs just after it woke than when it kept running. On a
+private redis-server (or ``--redis-url``: its keys under a prefix of its own, deleted
+at the end).
 """
 
 from __future__ import annotations
@@ -46,20 +46,22 @@ broker.close()
 """
 
 
-def _stamping(replies: list[float], fixed: list[float]) -> Callable[..., Any]:
-    """``Reader.execute_many`` that notes when a pipeline's reply is in, and how long
-    ``sum(range(100))`` takes right then."""
-    original = _held.Reader.execute_many
+def _stamping(
+    replies: list[float], fixed: list[float], method: Callable[..., Any]
+) -> Callable[..., Any]:
+    """A ``Reader`` method (``execute``: the woken ``BLMOVE``; ``execute_many``: a fetch
+    pipeline) that notes when its reply is in, and how long ``sum(range(100))`` takes
+    right then."""
 
-    def execute_many(self: Any, *commands: Any) -> Any:
-        out = original(self, *commands)
+    def stamped(self: Any, *commands: Any) -> Any:
+        out = method(self, *commands)
         started = time.perf_counter()
         sum(range(100))
         fixed.append((time.perf_counter() - started) * 1e6)
         replies.append(time.perf_counter())
         return out
 
-    return execute_many
+    return stamped
 
 
 def _receive_all(
@@ -89,8 +91,9 @@ def measure(url: str, count: int, interval: float) -> dict[str, dict[str, float]
     broker_url = "redis+list://" + url.split("://", 1)[1]
     replies: list[float] = []
     fixed: list[float] = []
-    original = _held.Reader.execute_many
-    _held.Reader.execute_many = _stamping(replies, fixed)  # type: ignore[method-assign]
+    originals = {name: getattr(_held.Reader, name) for name in ("execute", "execute_many")}
+    for name, method in originals.items():
+        setattr(_held.Reader, name, _stamping(replies, fixed, method))
     result: dict[str, dict[str, float]] = {}
     try:
         with brokerkit.connect(broker_url, prefix=prefix) as broker:
@@ -113,7 +116,8 @@ def measure(url: str, count: int, interval: float) -> dict[str, dict[str, float]
             waiting = _receive_all(subscription, count, replies, fixed)
             result["waiting"] = {k: statistics.median(v) for k, v in waiting.items()}
     finally:
-        _held.Reader.execute_many = original  # type: ignore[method-assign]
+        for name, method in originals.items():
+            setattr(_held.Reader, name, method)
         delete_prefix(url, prefix)
     return result
 
