@@ -164,3 +164,38 @@ def test_an_ack_settles_exactly_its_entries_in_any_order_and_any_part_of_a_batch
     broker.ack(got[0], got[5])
     assert pending() == []
     assert stored() == ([] if delete_acked else ids)
+
+
+def test_an_extension_of_a_few_among_many_held_checks_each_one(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    """The renewal script lists what the consumer holds between the lowest and highest
+    id it names (one XPENDING, cut at a limit of about twice the ids) and renews them
+    with one XCLAIM: ids named out of order, a range cut short by the 300 entries held
+    between them, and one entry another member claimed, which alone is stale."""
+    broker = make()
+    broker.publish_many("jobs", range(300))
+    subscription = broker.subscribe("jobs", group="g", prefetch=300)
+    held = [subscription.receive(timeout=5) for _ in range(300)]
+    assert all(held) and subscription.buffered == 0
+    broker._suspend_renewals()
+    key = broker.stream_key("jobs")
+    first, middle, last = held[0], held[150], held[-1]
+    ids = [d.receipt.entry_id for d in (first, middle, last)]  # type: ignore[union-attr]
+    redis_client.xclaim(key, "g", "other", 0, [ids[1]], justid=True)
+    aged = 100_000
+    redis_client.xclaim(
+        key, "g", subscription.consumer, 0, [ids[0], ids[2]], idle=aged, justid=True
+    )
+    with pytest.raises(brokerkit.StaleDelivery) as caught:
+        broker.extend(last, middle, first)  # type: ignore[arg-type]
+    assert caught.value.deliveries == (middle,)
+    pending = {
+        p["message_id"].decode(): (p["consumer"], p["time_since_delivered"])
+        for p in redis_client.xpending_range(key, "g", "-", "+", 1000)
+    }
+    assert pending[ids[1]][0] == b"other"
+    for entry in (ids[0], ids[2]):
+        owner, idle = pending[entry]
+        assert owner == subscription.consumer.encode() and idle < aged
+    broker.ack(*[d for d in held if d is not middle])  # type: ignore[misc]

@@ -21,7 +21,7 @@ from brokerkit.backends.redis._stream_fields import (
 )
 from brokerkit.backends.redis.stream.scripts import pairs
 
-__all__ = ["StreamReceipt", "decode_entry", "unparsed"]
+__all__ = ["StreamReceipt", "decode_entry", "id_order", "unparsed"]
 
 
 class StreamReceipt(NamedTuple):
@@ -72,6 +72,12 @@ def decode_entry(
         plain = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
         payload = json.dumps(plain).encode()
         return raw_message(topic, payload, raw_content_type or "application/json")
+
+
+def id_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as the pair Redis orders ids by."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def unparsed(response: Any, **options: Any) -> Any:

@@ -394,20 +394,40 @@ return 1
 """
 )
 
-# KEYS: stream.  ARGV: group, consumer, idle ms to set, ids...
-# Returns the ids that were not pending for this consumer (stale).
+# KEYS: stream.  ARGV: group, consumer, idle ms to set, the lowest id, the highest id,
+# then the ids.  Returns the ids that were not pending for this consumer (stale).
+#
+# One XPENDING over [lowest, highest], this consumer's entries only, finds what it
+# holds, and one XCLAIM (of up to 1,000 ids) renews them all: two commands a call,
+# where one XPENDING and one XCLAIM an id cost about 10 us of server time each
+# (Redis 7.0). An id the range does not list is stale, unless the range was cut at
+# its limit (the consumer holds many more entries between the bounds than the call
+# names): then it is looked up alone.
 RENEW = (
     _HELPERS
     + r"""
 local key, group, consumer, idle = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local stale = {}
-for i = 4, #ARGV do
+local n = #ARGV
+local limit = 2 * (n - 5) + 100
+local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], limit, consumer),
+                      'xpending') or {}
+local cut = #range >= limit
+local mine = {}
+for i = 1, #range do mine[range[i][1]] = true end
+local stale, held = {}, {}
+for i = 6, n do
   local id = ARGV[i]
-  if owned(key, group, consumer, id) then
-    redis.call('XCLAIM', key, group, consumer, 0, id, 'IDLE', idle, 'JUSTID')
+  if mine[id] or (cut and owned(key, group, consumer, id)) then
+    held[#held + 1] = id
   else
     stale[#stale + 1] = id
   end
+end
+for i = 1, #held, 1000 do
+  local claim = {'XCLAIM', key, group, consumer, 0}
+  for j = i, math.min(i + 999, #held) do claim[#claim + 1] = held[j] end
+  claim[#claim + 1], claim[#claim + 2], claim[#claim + 3] = 'IDLE', idle, 'JUSTID'
+  redis.call(unpack(claim))
 end
 return stale
 """
