@@ -185,6 +185,53 @@ async def test_a_woken_delivery_goes_out_before_its_lease_reply_and_settles(
 
 
 @run_async
+async def test_a_receive_after_a_cancelled_woken_one_hands_out_what_it_leased(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    """A receive cancelled while it waits in BLMOVE leaves its fetch running; the next
+    receive waits beside it. Two messages wake both: each delivery is leased under its
+    own receipt (one woken lease at a time: the second fetch takes the one-send way),
+    the live one acks cleanly, the orphan's comes back, and nothing is left held."""
+    async with brokers_and_client(redis_target, prefix) as (connect, client):
+        producer, consumer = await connect(), await connect("?client_name=orphaned")
+        subscription = await consumer.subscribe("orders")
+        assert await subscription.receive(timeout=0) is None
+
+        def waiting_in_blmove(count: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                clients = await client.client_list()
+                blocked = [c for c in clients if c.get("cmd") == "blmove"]
+                return len([c for c in blocked if c.get("name") == "orphaned"]) >= count
+
+            return check
+
+        first = asyncio.ensure_future(subscription.receive(timeout=None))
+        await eventually(waiting_in_blmove(1), "the first receive never blocked")
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = asyncio.ensure_future(subscription.receive(timeout=5))
+        await eventually(waiting_in_blmove(2), "the second receive never blocked beside it")
+        await producer.publish_many("orders", ["X", "Y"])
+        live = await second
+        assert live is not None
+        await live.ack()  # its own lease: never stale
+        rest = await _receive_all(subscription, 1, timeout=5)  # the orphan's, handed back
+        assert sorted([live.body, *(d.body for d in rest)]) == ["X", "Y"]
+        await consumer.ack(*rest)
+        info = await consumer.inspect("orders")
+        assert (info.length, info.in_flight) == (0, 0)
+        assert all([await client.llen(key) == 0 for key in info.details["processing_keys"]])
+        await subscription.close()
+        assert subscription.state.pending is None
+        held = subscription.state.reader._state
+        assert held.connection is None and not held.reading  # given back to the pool
+        # every reply read: of the pool's connections, only the broker's settling one
+        # is still taken
+        assert len(consumer._client.connection_pool._in_use_connections) == 1
+
+
+@run_async
 async def test_four_concurrent_rescuers_requeue_each_stuck_delivery_once(
     redis_target: RedisTarget, prefix: str
 ) -> None:

@@ -53,10 +53,9 @@ from brokerkit.backends.redis.list.plan import (
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle_async import ListSettling, run_on
 from brokerkit.backends.redis.list.woken_async import (
-    PendingLease,
     confirm_lease,
     hand_out_woken,
-    wait_for_element,
+    wait_and_lease,
 )
 from brokerkit.exceptions import InvalidMessage
 
@@ -269,12 +268,23 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         state: ConsumerState = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
-        if block is not None and state.reader.pooled and not self.options.raw:
-            # Woken, the element goes out before its lease is written (see .woken_async).
-            lease = PendingLease(state, consumer, count, self._lease_ms, run)
+        # Woken, the element goes out before its lease is written (see .woken_async):
+        # one such lease at a time, its FETCH call leasing the tail of the processing
+        # list (a fetch that a cancelled receive left running, or one under way in
+        # another task, makes this one take the one-send way, which leases what it
+        # reads).
+        if (
+            block is not None
+            and state.reader.pooled
+            and not self.options.raw
+            and state.pending is None
+            and not state.waking
+        ):
+            state.waking = True
             try:
-                moved = await self._consumer_call(
-                    subscription, lambda: wait_for_element(state, block)
+                moved, lease = await self._consumer_call(
+                    subscription,
+                    lambda: wait_and_lease(state, consumer, count, self._lease_ms, run, block),
                 )
                 if isinstance(moved, bytes):
                     raw_type = self.options.raw_content_type
@@ -284,6 +294,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
             except BaseException:
                 state.reconcile = True  # a BLMOVE may have moved an element nobody leased
                 raise
+            finally:
+                state.waking = False
             if moved is None:
                 return []  # nothing came (the fetch before found the queue empty)
         fetch_keys, common = state.fetch_keys, state.plan.common

@@ -116,13 +116,16 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: with LRANGE after the call, in the same pipeline; one the fetch did not need is
 #: empty).
 #:
-#: A consumer's BLMOVE, this script and the read of the batch go in one send: the
-#: server runs the script as soon as the BLMOVE returns. Between the two the element
-#: has no lease; only a consumer whose heartbeat ran out loses it to a rescuer then,
-#: and the script finds nothing there. On a cluster (redis-py runs no script in a
-#: cluster's pipeline) each is a round trip, and the script runs only when the BLMOVE
-#: moved something. The script runs even when the BLMOVE fails (a user the ACL denies
-#: it): what it leased is handed out all the same, never left to wait out its lease.
+#: A woken consumer reads its BLMOVE's reply, sends this script ("2") and hands the
+#: element out before the reply comes (see :mod:`.woken_async`). With ``raw=true`` or a
+#: BLMOVE that failed, the BLMOVE, this script ("1") and the read of the batch go in
+#: one send: the server runs the script as soon as the BLMOVE returns. Between the
+#: BLMOVE and the script the element has no lease; only a consumer whose heartbeat ran
+#: out loses it to a rescuer then, and the script finds nothing there. On a cluster
+#: (redis-py runs no script in a cluster's pipeline) each is a round trip, and the
+#: script runs only when the BLMOVE moved something. The script runs even when the
+#: BLMOVE fails (a user the ACL denies it): what it leased is handed out all the same,
+#: never left to wait out its lease.
 FETCH = (
     with_preamble(
         r"""

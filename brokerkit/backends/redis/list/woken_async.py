@@ -16,16 +16,24 @@ read (:func:`confirm_lease`) before anything else that names the receipt (an ack
 nack, an extension, the lease keeper's renewal: ``ListSettling._per_topic``), before
 the consumer's next fetch (which may move another element to the tail of its
 processing list, where a FETCH call that must run again after ``NOSCRIPT`` looks), and
-before it closes. A raw element (no brokerkit envelope) waits for the reply before it
-goes out: its count of deliveries is in it. If the lease could not be written (an
-error reply, a lost connection), the element goes back to the queue at the consumer's
-next maintenance (its reconcile) and an ack of the delivery reports it stale, as one
-whose lease ran out.
+before it closes. The call leases the tail of the processing list, so a consumer has
+one such call outstanding at a time, from its ``BLMOVE`` to its reply: a fetch that
+starts meanwhile (asyncio: one a cancelled receive left running, or another task's)
+takes the one-send way, whose script leases what its own ``BLMOVE`` moved, right after
+it, and whose read returns what it leased. A raw element (no brokerkit envelope) waits
+for the reply before it goes out: its count of deliveries is in it. If the lease
+could not be written (an error reply, a lost connection, a cancelled read), the
+delivery is out all the same: its ack reports it stale, as one whose lease ran out,
+and the element goes back to the queue (the script puts back what it could not lease;
+what stays in the processing list goes back at the consumer's next fetch, its
+reconcile); an error that stays, such as a key of the wrong type, fails the next
+fetch.
 
-A cluster client (no pipeline runs a script) and ``raw=true`` (every element raw) use
-the one-send fetch of :func:`.calls_async.lease_batch`; so does a consumer whose
-``BLMOVE`` gets an error reply (an ACL that denies it), whose script may still lease
-what waits.
+With ``raw=true`` (every element raw) and for a consumer whose ``BLMOVE`` gets an error
+reply (an ACL that denies it; its script may still lease what waits), the
+``BLMOVE``, the FETCH script and the read of the batch go in one send (``lease_batch``
+of :mod:`.calls_async`); on a cluster (no pipeline runs a script) they are a round
+trip each.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from brokerkit.backends.redis.list.replies import fetched_messages, raw_element
 if TYPE_CHECKING:
     from brokerkit._subscription_async import AsyncSubscription
 
-__all__ = ["PendingLease", "confirm_lease", "hand_out_woken", "wait_for_element"]
+__all__ = ["PendingLease", "confirm_lease", "hand_out_woken", "wait_and_lease"]
 
 log = logging.getLogger("brokerkit.redis")
 
@@ -58,7 +66,7 @@ class PendingLease:
     its reply is read by :func:`confirm_lease` (and the call runs again if the server
     did not know the script: ``NOSCRIPT``)."""
 
-    __slots__ = ("args", "count", "keys", "nonce", "packed", "sent")
+    __slots__ = ("args", "count", "keys", "nonce", "packed", "reply", "sent")
 
     def __init__(
         self, state: ConsumerState, consumer: str, count: int, lease_ms: int, fetch: AsyncLua
@@ -81,19 +89,30 @@ class PendingLease:
             ("EVALSHA", fetch.sha, len(self.keys), *self.keys, *self.args)
         )
         self.sent: AsyncSent | None = None
+        #: the call's reply once read (None: not read yet, or the lease failed)
+        self.reply: list[Any] | None = None
 
 
-async def wait_for_element(state: ConsumerState, block: float) -> bytes | ResponseError | None:
-    """What a ``BLMOVE`` of up to ``block`` seconds moved from the queue to the
-    consumer's processing list: the element, None when none came, or the error reply
-    (then the one-send fetch runs as before)."""
+async def wait_and_lease(
+    state: ConsumerState, consumer: str, count: int, lease_ms: int, fetch: AsyncLua, block: float
+) -> tuple[bytes | ResponseError | None, PendingLease]:
+    """A ``BLMOVE`` of up to ``block`` seconds from the queue to the consumer's
+    processing list, and when it moved an element, the FETCH call that leases it, sent
+    (the consumer's pending lease from then on): what it moved (None: nothing came; an
+    error reply: the caller runs the one-send fetch instead), and that call. Each
+    attempt names a fresh nonce (one whose send failed may have run)."""
+    lease = PendingLease(state, consumer, count, lease_ms, fetch)
     try:
         moved: bytes | None = await state.reader.execute(
             "BLMOVE", state.keys.queue, state.processing, "RIGHT", "RIGHT", block
         )
     except ResponseError as exc:
-        return exc
-    return moved
+        return exc, lease
+    if moved is not None:
+        command = ("EVALSHA", fetch.sha, len(lease.keys), *lease.keys, *lease.args)
+        lease.sent = await state.reader.send(command, packed=lease.packed)
+        state.pending = lease
+    return moved, lease
 
 
 async def hand_out_woken(
@@ -103,13 +122,11 @@ async def hand_out_woken(
     fetch: AsyncLua,
     raw_content_type: str | None,
 ) -> list[AsyncDelivery]:
-    """The delivery of the ``element`` a ``BLMOVE`` moved, once the ``lease`` call is
-    sent (its reply is left to :func:`confirm_lease`, but for a raw element's)."""
+    """The delivery of the ``element`` a ``BLMOVE`` moved, whose ``lease`` call
+    :func:`wait_and_lease` sent (its reply is left to :func:`confirm_lease`, but for a
+    raw element's)."""
     state: ConsumerState = subscription.state
     consumer = subscription.consumer
-    command = ("EVALSHA", fetch.sha, len(lease.keys), *lease.keys, *lease.args)
-    lease.sent = await state.reader.send(command, packed=lease.packed)
-    state.pending = lease
     nonce = lease.nonce
     receipt = f"{nonce}0:{consumer}"
     state.fetched = ([receipt], [f"{nonce}:{consumer}", -1])
@@ -121,7 +138,8 @@ async def hand_out_woken(
     if again:  # it came back (wrapped with its count)
         deliveries[0].attempt = again[0]
     elif raw_element(element):
-        reply = await confirm_lease(subscription, fetch)
+        await confirm_lease(subscription, fetch)  # or another caller read it meanwhile
+        reply = lease.reply
         if reply is not None and len(reply) > 1 and reply[1] is not None:
             deliveries[0].attempt = int(reply[1]) + 1
     return deliveries
@@ -148,7 +166,7 @@ async def confirm_lease(subscription: AsyncSubscription, fetch: AsyncLua) -> lis
             if isinstance(reply, Exception):
                 raise reply
         except (RedisError, OSError) as exc:
-            state.reconcile = True
+            state.reconcile = True  # the element goes back from the processing list
             log.warning(
                 "could not lease the delivery a woken consumer handed out (%s); it "
                 "goes back to its queue at the consumer's next maintenance",
@@ -156,9 +174,13 @@ async def confirm_lease(subscription: AsyncSubscription, fetch: AsyncLua) -> lis
                 extra=subscription_fields(subscription),
             )
             return None
+        except BaseException:  # cancelled: whether the lease was written is not known
+            state.reconcile = True
+            raise
         finally:
             state.pending = None
         state.heartbeat_at = time.monotonic()
         capped = len(reply) > 2 and reply[2]
         state.idle = reply[0] < pending.count and not capped
-        return list(reply)
+        pending.reply = list(reply)
+        return pending.reply
