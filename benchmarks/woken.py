@@ -47,18 +47,19 @@ broker.close()
 
 
 def _stamping(
-    replies: list[float], fixed: list[float], method: Callable[..., Any]
+    replies: list[float], fixed: list[float], method: Callable[..., Any], only: str | None
 ) -> Callable[..., Any]:
-    """A ``Reader`` method (``execute``: the woken ``BLMOVE``; ``execute_many``: a fetch
-    pipeline) that notes when its reply is in, and how long ``sum(range(100))`` takes
-    right then."""
+    """A ``Reader`` method that notes when its reply is in, and how long
+    ``sum(range(100))`` takes right then: every call, or (``only``) a call of that
+    command alone (``execute`` runs the settlements' scripts too)."""
 
     def stamped(self: Any, *commands: Any) -> Any:
         out = method(self, *commands)
-        started = time.perf_counter()
-        sum(range(100))
-        fixed.append((time.perf_counter() - started) * 1e6)
-        replies.append(time.perf_counter())
+        if only is None or commands[0] == only:
+            started = time.perf_counter()
+            sum(range(100))
+            fixed.append((time.perf_counter() - started) * 1e6)
+            replies.append(time.perf_counter())
         return out
 
     return stamped
@@ -91,9 +92,11 @@ def measure(url: str, count: int, interval: float) -> dict[str, dict[str, float]
     broker_url = "redis+list://" + url.split("://", 1)[1]
     replies: list[float] = []
     fixed: list[float] = []
-    originals = {name: getattr(_held.Reader, name) for name in ("execute", "execute_many")}
+    # the woken BLMOVE's reply (execute), a fetch pipeline's (execute_many)
+    stamped = {"execute": "BLMOVE", "execute_many": None}
+    originals = {name: getattr(_held.Reader, name) for name in stamped}
     for name, method in originals.items():
-        setattr(_held.Reader, name, _stamping(replies, fixed, method))
+        setattr(_held.Reader, name, _stamping(replies, fixed, method, stamped[name]))
     result: dict[str, dict[str, float]] = {}
     try:
         with brokerkit.connect(broker_url, prefix=prefix) as broker:
