@@ -33,8 +33,8 @@ fetch.
 
 With ``raw=true`` (every element raw) and for a consumer whose ``BLMOVE`` gets an error
 reply (an ACL that denies it; its script may still lease what waits), the
-``BLMOVE``, the FETCH script and the read of the batch go in one send (``lease_batch``
-of :mod:`.calls_async`); on a cluster (no pipeline runs a script) they are a round
+``BLMOVE``, the FETCH script and the read of the batch go in one send (the calls
+module's ``lease_batch``); on a cluster (no pipeline runs a script) they are a round
 trip each.
 """
 
