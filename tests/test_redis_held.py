@@ -197,6 +197,40 @@ def test_a_close_while_a_command_takes_a_new_connection_leaves_it_to_that_comman
     assert pool.released == pool.made and len(pool.made) == 1
 
 
+def test_a_command_sent_now_keeps_its_connection_until_its_replies_are_read() -> None:
+    """``send`` (redis+list's lease of a woken delivery): the kept connection is that
+    command's until ``replies`` reads them, once; a command meanwhile takes one of its
+    own, and a close meanwhile leaves the connection to the sent command."""
+    reader, pool = _reader(["first", "meanwhile", "leased"])
+    assert reader.execute("BLMOVE") == "first"
+    kept = pool.made[0]
+    packed = reader.pack(("EVALSHA", "sha", 1, "k"))
+    assert packed == [("EVALSHA", "sha", 1, "k")]  # the kept connection's packer
+    sent = reader.send(("EVALSHA", "sha", 1, "k"), packed=packed)
+    assert kept.sent == [("BLMOVE",), ("EVALSHA", "sha", 1, "k")]
+    assert reader.execute("LRANGE") == "meanwhile"
+    spare = pool.made[1]
+    assert spare.sent == [("LRANGE",)] and pool.released == [spare]
+    reader.close()
+    assert pool.released == [spare]  # not while a reply is to come
+    assert sent.replies() == ["leased"]
+    assert pool.released == [spare, kept]
+    with pytest.raises(RuntimeError):
+        sent.replies()
+
+
+def test_a_failed_read_of_sent_replies_drops_the_connection() -> None:
+    reader, pool = _reader([RedisConnectionError("lost"), "after"])
+    sent = reader.send(("EVALSHA", "sha", 0))
+    with pytest.raises(RedisConnectionError):
+        sent.replies()
+    first = pool.made[0]
+    assert not first.connected and pool.released == [first]
+    assert reader.pack(("PING",)) is None  # none kept now: send packs it
+    assert reader.execute("PING") == "after"
+    assert len(pool.made) == 2
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_a_forked_child_takes_its_readers_lock_anew() -> None:
     """A lock another thread of the parent held at the fork would never be released in
