@@ -185,38 +185,43 @@ async def test_a_woken_delivery_goes_out_before_its_lease_reply_and_settles(
 
 
 @run_async
-async def test_a_receive_after_a_cancelled_woken_one_hands_out_what_it_leased(
+async def test_a_receive_after_a_cancelled_one_waits_for_its_fetch(
     redis_target: RedisTarget, prefix: str
 ) -> None:
-    """A receive cancelled while it waits in BLMOVE leaves its fetch running; the next
-    receive waits beside it. Two messages wake both: each delivery is leased under its
-    own receipt (one woken lease at a time: the second fetch takes the one-send way),
-    the live one acks cleanly, the orphan's comes back, and nothing is left held."""
+    """A receive cancelled while it waits in BLMOVE leaves its fetch running. The next
+    receive's fetch waits for it (a consumer fetches one at a time: a woken fetch's
+    lease call leases the tail of the processing list, where a second BLMOVE could move
+    another element): never two of its BLMOVEs at once. Two messages come: each is
+    delivered once, the live ack is never stale, and nothing is left held."""
     async with brokers_and_client(redis_target, prefix) as (connect, client):
         producer, consumer = await connect(), await connect("?client_name=orphaned")
         subscription = await consumer.subscribe("orders")
         assert await subscription.receive(timeout=0) is None
 
-        def waiting_in_blmove(count: int) -> Callable[[], Awaitable[bool]]:
-            async def check() -> bool:
-                clients = await client.client_list()
-                blocked = [c for c in clients if c.get("cmd") == "blmove"]
-                return len([c for c in blocked if c.get("name") == "orphaned"]) >= count
+        async def blocked() -> int:
+            clients = await client.client_list()
+            return sum(
+                1 for c in clients if c.get("name") == "orphaned" and c.get("cmd") == "blmove"
+            )
 
-            return check
+        async def one_blocked() -> bool:
+            return await blocked() == 1
 
         first = asyncio.ensure_future(subscription.receive(timeout=None))
-        await eventually(waiting_in_blmove(1), "the first receive never blocked")
+        await eventually(one_blocked, "the first receive never blocked")
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
         second = asyncio.ensure_future(subscription.receive(timeout=5))
-        await eventually(waiting_in_blmove(2), "the second receive never blocked beside it")
+        quiet_until = time.monotonic() + 0.3  # the second fetch would block by then
+        while time.monotonic() < quiet_until:
+            assert await blocked() <= 1, "two fetches of one consumer waited at once"
+            await asyncio.sleep(0.02)
         await producer.publish_many("orders", ["X", "Y"])
         live = await second
         assert live is not None
         await live.ack()  # its own lease: never stale
-        rest = await _receive_all(subscription, 1, timeout=5)  # the orphan's, handed back
+        rest = await _receive_all(subscription, 1, timeout=5)
         assert sorted([live.body, *(d.body for d in rest)]) == ["X", "Y"]
         await consumer.ack(*rest)
         info = await consumer.inspect("orders")

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
-from brokerkit._compat import Lock, sleep
+from brokerkit._compat import Lock, acquire, sleep
 from brokerkit._delivery import Delivery
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message
@@ -227,6 +227,22 @@ class RedisListBroker(ListSettling, Broker):
         self, subscription: Subscription, max_messages: int, timeout: float
     ) -> list[Delivery]:
         state: ConsumerState = subscription.state
+        # One fetch of a consumer at a time: a woken fetch's lease call leases the tail
+        # of the processing list, where another fetch's BLMOVE may move an element, and
+        # a maintenance hands back what no lease covers. (Under asyncio, a receive
+        # cancelled while it waited leaves its fetch running: the next one waits for it,
+        # as long as its own timeout lets it.)
+        if not acquire(state.fetch_lock, timeout):
+            return []
+        try:
+            return self._fetch_alone(subscription, max_messages, timeout)
+        finally:
+            state.fetch_lock.release()
+
+    def _fetch_alone(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        state: ConsumerState = subscription.state
         if state.pending is not None:  # the lease of the element the last wake-up handed out
             confirm_lease(subscription, self._scripts["FETCH"])
         now = time.monotonic()
@@ -268,19 +284,8 @@ class RedisListBroker(ListSettling, Broker):
         state: ConsumerState = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
-        # Woken, the element goes out before its lease is written (see .woken_async):
-        # one such lease at a time, its FETCH call leasing the tail of the processing
-        # list (a fetch that a cancelled receive left running, or one under way in
-        # another task, makes this one take the one-send way, which leases what it
-        # reads).
-        if (
-            block is not None
-            and state.reader.pooled
-            and not self.options.raw
-            and state.pending is None
-            and not state.waking
-        ):
-            state.waking = True
+        # Woken, the element goes out before its lease is written (see .woken_async).
+        if block is not None and state.reader.pooled and not self.options.raw:
             try:
                 moved, lease = self._consumer_call(
                     subscription,
@@ -294,8 +299,6 @@ class RedisListBroker(ListSettling, Broker):
             except BaseException:
                 state.reconcile = True  # a BLMOVE may have moved an element nobody leased
                 raise
-            finally:
-                state.waking = False
             if moved is None:
                 return []  # nothing came (the fetch before found the queue empty)
         fetch_keys, common = state.fetch_keys, state.plan.common

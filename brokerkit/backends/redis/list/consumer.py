@@ -56,5 +56,5 @@ class ConsumerState:
         #: the lock of whoever reads it (see :mod:`.woken_async`).
         self.pending: PendingLease | None = None
         self.confirm_lock = Lock()
-        #: A woken fetch is under way, from its BLMOVE to its FETCH call's send.
-        self.waking = False
+        #: Held by the consumer's fetch (one at a time: see ``_fetch``).
+        self.fetch_lock = Lock()

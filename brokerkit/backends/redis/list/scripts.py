@@ -119,8 +119,10 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: A woken consumer reads its BLMOVE's reply, sends this script ("2") and hands the
 #: element out before the reply comes (see :mod:`.woken_async`). With ``raw=true`` or a
 #: BLMOVE that failed, the BLMOVE, this script ("1") and the read of the batch go in
-#: one send: the server runs the script as soon as the BLMOVE returns. Between the
-#: BLMOVE and the script the element has no lease; only a consumer whose heartbeat ran
+#: one send: the server runs the script when it goes on with that pipeline, after the
+#: BLMOVE returned (other clients' commands may run between the two: a consumer
+#: fetches one at a time, so no other BLMOVE of its own). Between the BLMOVE and the
+#: script the element has no lease; only a consumer whose heartbeat ran
 #: out loses it to a rescuer then, and the script finds nothing there. On a cluster
 #: (redis-py runs no script in a cluster's pipeline) each is a round trip, and the
 #: script runs only when the BLMOVE moved something. The script runs even when the

@@ -18,11 +18,11 @@ read (:func:`confirm_lease`) before anything else that names the receipt (an ack
 nack, an extension, the lease keeper's renewal: ``ListSettling._per_topic``), before
 the consumer's next fetch (which may move another element to the tail of its
 processing list, where a FETCH call that must run again after ``NOSCRIPT`` looks), and
-before it closes. The call leases the tail of the processing list, so a consumer has
-one such call outstanding at a time, from its ``BLMOVE`` to its reply: a fetch that
-starts meanwhile (asyncio: one a cancelled receive left running, or another task's)
-takes the one-send way, whose script leases what its own ``BLMOVE`` moved, right after
-it, and whose read returns what it leased. A raw element (no brokerkit envelope) waits
+before it closes. The call leases the tail of the processing list, so nothing else may
+move an element there before it has run: a consumer fetches one at a time (its fetch
+lock: under asyncio a receive cancelled while it waited leaves its fetch running, and
+the next fetch waits for it), and each fetch first reads the reply the last one left.
+A raw element (no brokerkit envelope) waits
 for the reply before it goes out: its count of deliveries is in it. If the lease
 could not be written (an error reply, a lost connection, a cancelled read), the
 delivery is out all the same: its ack reports it stale, as one whose lease ran out,
@@ -161,9 +161,9 @@ def confirm_lease(subscription: Subscription, fetch: Lua) -> list[Any] | None:
             assert pending.sent is not None  # pending once sent
             (reply,) = pending.sent.replies()
             if isinstance(reply, NoScriptError):
-                # Nothing moved to the processing list since: the consumer's next
-                # fetch reads this reply first. Run again, the script finds the
-                # element still at its tail.
+                # Nothing moved to the processing list since: fetches run one at a
+                # time, and the next reads this reply first. Run again, the script
+                # finds the element still at its tail.
                 reply = fetch(keys=pending.keys, args=pending.args)
             if isinstance(reply, Exception):
                 raise reply
