@@ -219,6 +219,19 @@ def test_a_command_sent_now_keeps_its_connection_until_its_replies_are_read() ->
         sent.replies()
 
 
+def test_a_command_sent_while_one_is_under_way_goes_on_a_connection_of_its_own() -> None:
+    reader, pool = _reader(["first", "leased"])
+    assert reader.execute("BLMOVE") == "first"
+    kept = pool.made[0]
+    reader._state.begin(reader_module.os.getpid())  # a command under way on it
+    sent = reader.send(("EVALSHA", "sha", 0))
+    spare = pool.made[1]
+    assert spare.sent == [("EVALSHA", "sha", 0)] and pool.released == []
+    assert sent.replies() == ["leased"]
+    assert pool.released == [spare] and spare.connected  # back to the pool, whole
+    assert kept.sent == [("BLMOVE",)]
+
+
 def test_a_failed_read_of_sent_replies_drops_the_connection() -> None:
     reader, pool = _reader([RedisConnectionError("lost"), "after"])
     sent = reader.send(("EVALSHA", "sha", 0))

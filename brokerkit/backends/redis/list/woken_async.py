@@ -100,7 +100,8 @@ async def wait_and_lease(
     processing list, and when it moved an element, the FETCH call that leases it, sent
     (the consumer's pending lease from then on): what it moved (None: nothing came; an
     error reply: the caller runs the one-send fetch instead), and that call. Each
-    attempt names a fresh nonce (one whose send failed may have run)."""
+    attempt names a fresh nonce: one whose send failed may have run, and its element
+    then waits out a lease nobody holds, as after a lost reply."""
     lease = PendingLease(state, consumer, count, lease_ms, fetch)
     try:
         moved: bytes | None = await state.reader.execute(
