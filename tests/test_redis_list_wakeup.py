@@ -100,6 +100,107 @@ def test_a_woken_consumer_hands_out_what_it_waited_for_before_the_lease_reply(
         assert all(admin.llen(key) == 0 for key in info.details["processing_keys"])
 
 
+def _nonce(receipt: str) -> str:
+    """The fetch a receipt (``<nonce><i>:<consumer>``) was leased by."""
+    return receipt[: receipt.index("-") + 1]
+
+
+@pytest.mark.parametrize("forgotten", [False, True], ids=["loaded", "noscript"])
+def test_a_burst_that_wakes_a_consumer_is_leased_by_its_one_call(
+    redis_server: RedisServer, forgotten: bool
+) -> None:
+    """Five messages wake a consumer with prefetch 10: the first goes out at once, and
+    the same call leases the four behind it, which the next receives take without
+    another fetch (their receipts name that call's batch). With the script forgotten
+    (NOSCRIPT), the call runs again and reads them apart."""
+    url = redis_server.url("redis+list")
+    admin = redis_server.client()
+    with (
+        brokerkit.connect(url) as producer,
+        brokerkit.connect(url + "?client_name=waiter") as consumer,
+    ):
+        subscription = consumer.subscribe("orders", prefetch=10)
+        subscription.receive(timeout=0)
+        waiting = Waiting(subscription, 5)
+        blocked(admin, "waiter")
+        if forgotten:
+            admin.script_flush()
+        producer.publish_many("orders", range(5))
+        first = waiting.result()
+        assert first is not None and first.body == 0
+        rest = [subscription.receive(timeout=0) for _ in range(4)]
+        assert [d.body for d in rest if d is not None] == [1, 2, 3, 4]
+        assert {_nonce(d.receipt) for d in (first, *rest) if d is not None} == {
+            _nonce(first.receipt)
+        }
+        consumer.ack(first, *rest)  # type: ignore[arg-type]
+        info = consumer.inspect("orders")
+        assert (info.length, info.in_flight) == (0, 0)
+
+
+def test_what_a_woken_call_leased_behind_goes_back_when_the_consumer_closes(
+    redis_server: RedisServer,
+) -> None:
+    """The deliveries a woken consumer's call leased behind the one it handed out, never
+    returned by a receive, go back at close like buffered ones."""
+    url = redis_server.url("redis+list")
+    admin = redis_server.client()
+    with (
+        brokerkit.connect(url) as producer,
+        brokerkit.connect(url + "?client_name=waiter") as consumer,
+    ):
+        subscription = consumer.subscribe("orders", prefetch=10)
+        subscription.receive(timeout=0)
+        waiting = Waiting(subscription, 5)
+        blocked(admin, "waiter")
+        producer.publish_many("orders", range(5))
+        first = waiting.result()
+        assert first is not None and first.body == 0
+        first.ack()  # reads the call's replies: four leased behind it
+        assert consumer.inspect("orders").in_flight == 4
+        subscription.close()
+        info = consumer.inspect("orders")
+        assert (info.length, info.in_flight) == (4, 0)
+        back = producer.subscribe("orders", prefetch=10)
+        got = [back.receive(timeout=5) for _ in range(4)]
+        assert [d.body for d in got if d is not None] == [1, 2, 3, 4]
+        producer.ack(*got)  # type: ignore[arg-type]
+
+
+def test_a_woken_delivery_whose_element_was_taken_back_leases_nothing_in_its_place(
+    redis_server: RedisServer,
+) -> None:
+    """The element a woken consumer handed out is gone from its processing list when the
+    lease call runs (a rescuer took the consumer for dead; here its call hit NOSCRIPT
+    and runs again later, after the element went back): the call leases nothing,
+    not another message under the receipt handed out, and the ack is stale."""
+    url = redis_server.url("redis+list")
+    admin = redis_server.client()
+    with (
+        brokerkit.connect(url) as producer,
+        brokerkit.connect(url + "?client_name=waiter") as consumer,
+    ):
+        subscription = consumer.subscribe("orders", prefetch=10)
+        subscription.receive(timeout=0)
+        waiting = Waiting(subscription, 5)
+        blocked(admin, "waiter")
+        admin.script_flush()
+        producer.publish("orders", "hello")
+        delivery = waiting.result()
+        assert delivery is not None and delivery.body == "hello"
+        details = consumer.inspect("orders").details
+        (processing,) = details["processing_keys"]
+        assert admin.lmove(processing, details["queue_key"], "RIGHT", "RIGHT") is not None
+        producer.publish("orders", "other")
+        with pytest.raises(brokerkit.StaleDelivery):
+            delivery.ack()
+        info = consumer.inspect("orders")
+        assert (info.length, info.in_flight) == (2, 0)
+        got = [subscription.receive(timeout=5) for _ in range(2)]
+        assert sorted(d.body for d in got if d is not None) == ["hello", "other"]
+        consumer.ack(*got)  # type: ignore[arg-type]
+
+
 FIRST_STEPS = ["ack", "nack", "extend", "next wake-up", "close", "renewal"]
 
 

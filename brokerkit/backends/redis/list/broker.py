@@ -244,7 +244,10 @@ class RedisListBroker(ListSettling, Broker):
     ) -> list[Delivery]:
         state: ConsumerState = subscription.state
         if state.pending is not None:  # the lease of the element the last wake-up handed out
-            confirm_lease(subscription, self._scripts["FETCH"])
+            confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
+        if state.early:  # what that wake-up's call leased behind it
+            early, state.early = state.early, []
+            return early
         now = time.monotonic()
         if state.reconcile or now >= state.next_maintenance:
             self._maintain(subscription)
@@ -287,13 +290,15 @@ class RedisListBroker(ListSettling, Broker):
         # Woken, the element goes out before its lease is written (see .woken_async).
         if block is not None and state.reader.pooled and not self.options.raw:
             try:
+                raw_type = self.options.raw_content_type
                 moved, lease = self._consumer_call(
                     subscription,
-                    lambda: wait_and_lease(state, consumer, count, self._lease_ms, run, block),
+                    lambda: wait_and_lease(
+                        state, consumer, count, self._lease_ms, run, raw_type, block
+                    ),
                 )
                 if isinstance(moved, bytes):
-                    raw_type = self.options.raw_content_type
-                    woken = hand_out_woken(subscription, moved, lease, run, raw_type)
+                    woken = hand_out_woken(subscription, moved, lease, run, self._keeper)
                     self._keeper.hold(woken)
                     return woken
             except BaseException:
@@ -409,7 +414,9 @@ class RedisListBroker(ListSettling, Broker):
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         state: ConsumerState = subscription.state
         try:
-            confirm_lease(subscription, self._scripts["FETCH"])
+            confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
+            if state.early:  # leased by the last wake-up's call, never returned
+                unreturned, state.early = [*unreturned, *state.early], []
             super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
         finally:
             state.reader.close()  # its connection back to the pool

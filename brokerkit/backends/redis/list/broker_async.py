@@ -242,7 +242,10 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
     ) -> list[AsyncDelivery]:
         state: ConsumerState = subscription.state
         if state.pending is not None:  # the lease of the element the last wake-up handed out
-            await confirm_lease(subscription, self._scripts["FETCH"])
+            await confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
+        if state.early:  # what that wake-up's call leased behind it
+            early, state.early = state.early, []
+            return early
         now = time.monotonic()
         if state.reconcile or now >= state.next_maintenance:
             await self._maintain(subscription)
@@ -287,13 +290,15 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         # Woken, the element goes out before its lease is written (see .woken_async).
         if block is not None and state.reader.pooled and not self.options.raw:
             try:
+                raw_type = self.options.raw_content_type
                 moved, lease = await self._consumer_call(
                     subscription,
-                    lambda: wait_and_lease(state, consumer, count, self._lease_ms, run, block),
+                    lambda: wait_and_lease(
+                        state, consumer, count, self._lease_ms, run, raw_type, block
+                    ),
                 )
                 if isinstance(moved, bytes):
-                    raw_type = self.options.raw_content_type
-                    woken = await hand_out_woken(subscription, moved, lease, run, raw_type)
+                    woken = await hand_out_woken(subscription, moved, lease, run, self._keeper)
                     self._keeper.hold(woken)
                     return woken
             except BaseException:
@@ -413,7 +418,9 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
     ) -> None:
         state: ConsumerState = subscription.state
         try:
-            await confirm_lease(subscription, self._scripts["FETCH"])
+            await confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
+            if state.early:  # leased by the last wake-up's call, never returned
+                unreturned, state.early = [*unreturned, *state.early], []
             await super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
         finally:
             await state.reader.close()  # its connection back to the pool

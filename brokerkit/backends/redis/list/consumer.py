@@ -6,7 +6,7 @@ and held messages."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from brokerkit._compat import Lock
 from brokerkit.backends.redis._client import Reconnector
@@ -58,3 +58,5 @@ class ConsumerState:
         self.confirm_lock = Lock()
         #: Held by the consumer's fetch (one at a time: see ``_fetch``).
         self.fetch_lock = Lock()
+        #: Deliveries that call leased behind the one it handed out, for the next fetch.
+        self.early: list[Any] = []

@@ -4,7 +4,7 @@ and held messages."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from brokerkit._acompat import Lock
 from brokerkit.backends.redis._client_async import Reconnector
@@ -56,3 +56,5 @@ class ConsumerState:
         self.confirm_lock = Lock()
         #: Held by the consumer's fetch (one at a time: see ``_fetch``).
         self.fetch_lock = Lock()
+        #: Deliveries that call leased behind the one it handed out, for the next fetch.
+        self.early: list[Any] = []

@@ -105,8 +105,9 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: a BLMOVE sent just before this call, in the same pipeline, moved what it waited for
 #: (or an element a lost reply left there: never delivered); such a wake-up call leaves
 #: held messages that fell due to the consumer's next release (it blocked only after
-#: one, and only until the next due time it knew of); "2": the same, but lease only
-#: that element (the consumer handed it out already: see :mod:`.woken_async`), [13...]
+#: one, and only until the next due time it knew of); "2": the same, the consumer
+#: having handed that element out already as the first of the batch (see
+#: :mod:`.woken_async`): when it is no longer there, nothing is leased, [13...]
 #: (optional, [12] then given) the nonces of more batches it may lease (see
 #: CHUNK_BYTES).
 #: Returns {how many were leased, for a raw element that came back (then leased alone)
@@ -136,7 +137,7 @@ local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local hint = tonumber(ARGV[11]) or 0
 local woken = ARGV[12] == '1' or ARGV[12] == '2'
-local only_woken = ARGV[12] == '2'
+local handed_out = ARGV[12] == '2'
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
 -- A consumer blocks only after it moved what was due, and only until the next due
@@ -188,11 +189,13 @@ if woken then
     alone = count ~= nil or (string.sub(e, 1, 3) == 'BKR' and wrapped_count(e) ~= nil)
     if alone and returned > 0 then take_returned() end
   end
+  -- handed out already under the batch's first receipt: nothing else may take it
+  if handed_out and woke == 0 then return {0} end
 end
 local take, capped = 0, false
 -- the queue's length, read once: nothing but the SORT below changes it meanwhile
 local waiting = nil
-if not alone and woke < want and not only_woken then waiting = redis.call('LLEN', QUEUE) end
+if not alone and woke < want then waiting = redis.call('LLEN', QUEUE) end
 if waiting and waiting > 0 then
   if returned > 0 then
     if woke == 0 then  -- else the batch stops

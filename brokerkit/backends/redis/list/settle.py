@@ -191,7 +191,7 @@ class ListSettling:
                 subscriptions = dict.fromkeys([d.subscription for d in chunk])
                 for subscription in subscriptions:
                     if subscription.state.pending is not None:  # a lease being written
-                        confirm_lease(subscription, self._scripts["FETCH"])
+                        confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
                 batches: Iterable[str]
                 runs = by_batch and _whole_fetch(receipts, subscriptions)
                 if runs:

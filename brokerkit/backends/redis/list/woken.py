@@ -8,10 +8,15 @@ list). Sent in one go with the FETCH script that leases what it moved, as it was
 consumer's wake-up waited for the script too: the server runs it right after the
 ``BLMOVE`` returns, from cold caches, and the replies come together. So the woken path
 reads the ``BLMOVE``'s reply alone, sends the FETCH call (``"2"``: lease that element
-only) without waiting for its reply, and hands the element out at once, under the
-receipt the call names (``<nonce>0:<consumer>``: the client's own nonce, known before
-the script runs). Between the two the element sits in the consumer's processing list,
-kept by its heartbeat, as it did between the ``BLMOVE`` and the script before.
+as the first of its batch, and up to ``prefetch - 1`` more waiting behind it) with the
+reads of what else it leases, without waiting for their replies, and hands the element
+out at once, under the receipt the call names (``<nonce>0:<consumer>``: the client's
+own nonce, known before the script runs). Between the two the element sits in the
+consumer's processing list, kept by its heartbeat, as it did between the ``BLMOVE``
+and the script before. What the call leased behind it becomes deliveries when its
+replies are read, held for renewal at once and handed out by the consumer's next
+fetch (or back at its close); if the element handed out is no longer there when the
+call runs, it leases nothing.
 
 The promise: nothing touches that lease before it is written. The call's reply is
 read (:func:`confirm_lease`) before anything else that names the receipt (an ack, a
@@ -48,10 +53,12 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from brokerkit._delivery import Delivery
 from brokerkit._logging import subscription_fields
+from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import Sent
 from brokerkit.backends.redis._lua import Lua
+from brokerkit.backends.redis.list.calls import read_batches
 from brokerkit.backends.redis.list.consumer import ConsumerState
-from brokerkit.backends.redis.list.plan import new_nonces
+from brokerkit.backends.redis.list.plan import batches_for, fetch_receipts, new_nonces
 from brokerkit.backends.redis.list.replies import fetched_messages, raw_element
 
 if TYPE_CHECKING:
@@ -63,48 +70,76 @@ log = logging.getLogger("brokerkit.redis")
 
 
 class PendingLease:
-    """The FETCH call that leases the element a ``BLMOVE`` is about to move, made and
-    packed before the ``BLMOVE`` is sent (a wake-up then only sends it); once sent,
-    its reply is read by :func:`confirm_lease` (and the call runs again if the server
-    did not know the script: ``NOSCRIPT``)."""
+    """The FETCH call that leases the element a ``BLMOVE`` is about to move (and up to
+    ``count - 1`` more that wait behind it), with the reads of what else it leases:
+    made and packed before the ``BLMOVE`` is sent (a wake-up then only sends them);
+    once sent, their replies are read by :func:`confirm_lease` (and the call runs again
+    if the server did not know the script: ``NOSCRIPT``)."""
 
-    __slots__ = ("args", "count", "keys", "nonce", "packed", "reply", "sent")
+    __slots__ = (
+        "args",
+        "batches",
+        "commands",
+        "count",
+        "keys",
+        "nonces",
+        "packed",
+        "raw_content_type",
+        "reply",
+        "sent",
+    )
 
     def __init__(
-        self, state: ConsumerState, consumer: str, count: int, lease_ms: int, fetch: Lua
+        self,
+        state: ConsumerState,
+        consumer: str,
+        count: int,
+        lease_ms: int,
+        fetch: Lua,
+        raw_content_type: str | None,
     ) -> None:
-        (self.nonce,) = new_nonces(1)
-        self.keys = [*state.fetch_keys, state.keys.batch(self.nonce, consumer)]
+        self.nonces = new_nonces(batches_for(count, state.element_size))
+        self.batches = [state.keys.batch(nonce, consumer) for nonce in self.nonces]
+        self.keys = [*state.fetch_keys, *self.batches]
         self.args = [
             *state.plan.common,
             consumer,
             count,
             lease_ms,
-            self.nonce,
+            self.nonces[0],
             state.element_size,
             "2",
+            *self.nonces[1:],
         ]
         #: the fetch's size (prefetch): a reply with no more waiting leaves the
         #: consumer idle only when it had room for more
         self.count = count
-        self.packed = state.reader.pack(
-            ("EVALSHA", fetch.sha, len(self.keys), *self.keys, *self.args)
-        )
+        self.raw_content_type = raw_content_type
+        # the first batch from its second element: the first is the one handed out
+        reads = [("LRANGE", batch, 1 if j == 0 else 0, -1) for j, batch in enumerate(self.batches)]
+        self.commands = [("EVALSHA", fetch.sha, len(self.keys), *self.keys, *self.args), *reads]
+        self.packed = state.reader.pack(*self.commands)
         self.sent: Sent | None = None
         #: the call's reply once read (None: not read yet, or the lease failed)
         self.reply: list[Any] | None = None
 
 
 def wait_and_lease(
-    state: ConsumerState, consumer: str, count: int, lease_ms: int, fetch: Lua, block: float
+    state: ConsumerState,
+    consumer: str,
+    count: int,
+    lease_ms: int,
+    fetch: Lua,
+    raw_content_type: str | None,
+    block: float,
 ) -> tuple[bytes | ResponseError | None, PendingLease]:
     """A ``BLMOVE`` of up to ``block`` seconds from the queue to the consumer's
     processing list, and when it moved an element, the FETCH call that leases it, sent
     (the consumer's pending lease from then on): what it moved (None: nothing came; an
     error reply: the caller runs the one-send fetch instead), and that call. Each
-    attempt names a fresh nonce: one whose send failed may have run, and its element
-    then waits out a lease nobody holds, as after a lost reply."""
-    lease = PendingLease(state, consumer, count, lease_ms, fetch)
+    attempt names fresh nonces: a call whose send failed may have run, and what it
+    leased then waits out a lease nobody holds, as after a lost reply."""
+    lease = PendingLease(state, consumer, count, lease_ms, fetch, raw_content_type)
     try:
         moved: bytes | None = state.reader.execute(
             "BLMOVE", state.keys.queue, state.processing, "RIGHT", "RIGHT", block
@@ -112,8 +147,7 @@ def wait_and_lease(
     except ResponseError as exc:
         return exc, lease
     if moved is not None:
-        command = ("EVALSHA", fetch.sha, len(lease.keys), *lease.keys, *lease.args)
-        lease.sent = state.reader.send(command, packed=lease.packed)
+        lease.sent = state.reader.send(*lease.commands, packed=lease.packed)
         state.pending = lease
     return moved, lease
 
@@ -123,36 +157,38 @@ def hand_out_woken(
     element: bytes,
     lease: PendingLease,
     fetch: Lua,
-    raw_content_type: str | None,
+    keeper: LeaseKeeper,
 ) -> list[Delivery]:
-    """The delivery of the ``element`` a ``BLMOVE`` moved, whose ``lease`` call
-    :func:`wait_and_lease` sent (its reply is left to :func:`confirm_lease`, but for a
-    raw element's)."""
+    """The delivery of the ``element`` a ``BLMOVE`` moved, the first of the batch its
+    ``lease`` call (sent by :func:`wait_and_lease`) leases; the call's reply is left to
+    :func:`confirm_lease`, but for a raw element's."""
     state: ConsumerState = subscription.state
     consumer = subscription.consumer
-    nonce = lease.nonce
+    nonce = lease.nonces[0]
     receipt = f"{nonce}0:{consumer}"
     state.fetched = ([receipt], [f"{nonce}:{consumer}", -1])
     state.element_size = len(element)
     # the script tells whether more wait: until its reply is read, the next fetch looks
     state.idle = False
-    messages, again = fetched_messages(subscription.topic, [element], raw_content_type)
+    messages, again = fetched_messages(subscription.topic, [element], lease.raw_content_type)
     deliveries = Delivery._first_attempts(messages, subscription, [receipt])
     if again:  # it came back (wrapped with its count)
         deliveries[0].attempt = again[0]
     elif raw_element(element):
-        confirm_lease(subscription, fetch)  # or another caller read it meanwhile
+        confirm_lease(subscription, fetch, keeper)  # or another caller read it
         reply = lease.reply
         if reply is not None and len(reply) > 1 and reply[1] is not None:
             deliveries[0].attempt = int(reply[1]) + 1
     return deliveries
 
 
-def confirm_lease(subscription: Subscription, fetch: Lua) -> list[Any] | None:
-    """Read the reply of the subscription's pending FETCH call, if any (waiting for
-    another caller reading it); run the script again where the server did not know it.
-    Returns the reply, or None (none pending, or the lease could not be written: the
-    element then goes back at the consumer's next maintenance)."""
+def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -> list[Any] | None:
+    """Read the replies of the subscription's pending FETCH call, if any (waiting for
+    another caller reading them); run the script again where the server did not know
+    it. What it leased behind the element handed out becomes deliveries, held by the
+    ``keeper`` and kept for the consumer's next fetch (``state.early``). Returns the
+    script's reply, or None (none pending, or the lease could not be written: the
+    element then goes back at the consumer's next fetch)."""
     state: ConsumerState = subscription.state
     with state.confirm_lock:
         pending = state.pending
@@ -160,19 +196,21 @@ def confirm_lease(subscription: Subscription, fetch: Lua) -> list[Any] | None:
             return None
         try:
             assert pending.sent is not None  # pending once sent
-            (reply,) = pending.sent.replies()
+            reply, *reads = pending.sent.replies()
             if isinstance(reply, NoScriptError):
                 # Nothing moved to the processing list since: fetches run one at a
                 # time, and the next reads this reply first. Run again, the script
                 # finds the element still at its tail.
                 reply = fetch(keys=pending.keys, args=pending.args)
+                reads = read_batches(fetch.client, pending.batches)
+                reads[0] = reads[0][1:]
             if isinstance(reply, Exception):
                 raise reply
         except (RedisError, OSError) as exc:
             state.reconcile = True  # the element goes back from the processing list
             log.warning(
                 "could not lease the delivery a woken consumer handed out (%s); it "
-                "goes back to its queue at the consumer's next maintenance",
+                "goes back to its queue at the consumer's next fetch",
                 exc,
                 extra=subscription_fields(subscription),
             )
@@ -182,8 +220,44 @@ def confirm_lease(subscription: Subscription, fetch: Lua) -> list[Any] | None:
             raise
         finally:
             state.pending = None
-        state.heartbeat_at = time.monotonic()
-        capped = len(reply) > 2 and reply[2]
-        state.idle = reply[0] < pending.count and not capped
+        _keep_the_rest(subscription, pending, reply, reads, keeper)
         pending.reply = list(reply)
         return pending.reply
+
+
+def _keep_the_rest(
+    subscription: Subscription,
+    pending: PendingLease,
+    reply: list[Any],
+    reads: list[Any],
+    keeper: LeaseKeeper,
+) -> None:
+    """What the call leased behind the element handed out, as deliveries for the
+    consumer's next fetch; and what the reply tells of the queue."""
+    state: ConsumerState = subscription.state
+    state.heartbeat_at = time.monotonic()
+    capped = len(reply) > 2 and reply[2]
+    state.idle = reply[0] < pending.count and not capped
+    if reply[0] <= 1:
+        return
+    if any(isinstance(read, Exception) for read in reads):
+        # Leased, but not read: they wait out their lease (as after a lost reply).
+        log.warning(
+            "could not read %d deliveries a woken consumer leased; they are handed out "
+            "again when their lease runs out",
+            reply[0] - 1,
+            extra=subscription_fields(subscription),
+        )
+        return
+    elements = [e for batch in reads for e in batch]
+    consumer = subscription.consumer
+    # the receipts of the whole fetch: the one handed out first, at index 0
+    receipts, runs = fetch_receipts(pending.nonces, [[b"", *reads[0]], *reads[1:]], consumer)
+    messages, again = fetched_messages(subscription.topic, elements, pending.raw_content_type)
+    rest = Delivery._first_attempts(messages, subscription, receipts[1:])
+    for index, attempt in (again or {}).items():
+        rest[index].attempt = attempt
+    state.fetched = (receipts, runs)
+    state.element_size = (state.element_size + sum(map(len, elements))) // (len(elements) + 1)
+    keeper.hold(rest)
+    state.early.extend(rest)
