@@ -101,7 +101,8 @@ def test_a_woken_consumer_hands_out_what_it_waited_for_before_the_lease_reply(
 
 
 def _nonce(receipt: str) -> str:
-    """The fetch a receipt (``<nonce><i>:<consumer>``) was leased by."""
+    """The batch a receipt (``<nonce><i>:<consumer>``) names (small bodies: one batch a
+    fetch)."""
     return receipt[: receipt.index("-") + 1]
 
 
@@ -136,6 +137,37 @@ def test_a_burst_that_wakes_a_consumer_is_leased_by_its_one_call(
         consumer.ack(first, *rest)  # type: ignore[arg-type]
         info = consumer.inspect("orders")
         assert (info.length, info.in_flight) == (0, 0)
+
+
+def test_the_lease_keeper_reading_a_woken_calls_replies_keeps_the_rest_for_the_next_fetch(
+    redis_server: RedisServer,
+) -> None:
+    """The lease keeper's renewal (a thread of its own) reads the woken call's replies
+    first: the four leased behind the delivery handed out are renewed from then on and
+    come with the next receives, in order, without another fetch."""
+    url = redis_server.url("redis+list")
+    admin = redis_server.client()
+    with (
+        brokerkit.connect(url) as producer,
+        brokerkit.connect(url + "?client_name=waiter", visibility_timeout=1) as consumer,
+    ):
+        subscription = consumer.subscribe("orders", prefetch=10)
+        subscription.receive(timeout=0)
+        waiting = Waiting(subscription, 5)
+        blocked(admin, "waiter")
+        producer.publish_many("orders", range(5))
+        first = waiting.result()
+        assert first is not None and first.body == 0
+        deadline = time.monotonic() + 10
+        while subscription.state.pending is not None:  # a renewal every third of a second
+            assert time.monotonic() < deadline, "no renewal read the call's replies"
+            time.sleep(0.01)
+        assert len(subscription.state.early) == 4
+        rest = [subscription.receive(timeout=0) for _ in range(4)]
+        assert [d.body for d in rest if d is not None] == [1, 2, 3, 4]
+        assert {_nonce(d.receipt) for d in rest if d is not None} == {_nonce(first.receipt)}
+        consumer.ack(first, *rest)  # type: ignore[arg-type]
+        assert consumer.inspect("orders").in_flight == 0
 
 
 def test_what_a_woken_call_leased_behind_goes_back_when_the_consumer_closes(

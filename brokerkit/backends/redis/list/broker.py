@@ -414,7 +414,12 @@ class RedisListBroker(ListSettling, Broker):
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         state: ConsumerState = subscription.state
         try:
-            confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
+            try:
+                confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
+            except BaseException:  # cancelled: what the last wake-up leased runs out
+                self._keeper.drop(state.early)
+                state.early = []
+                raise
             if state.early:  # leased by the last wake-up's call, never returned
                 unreturned, state.early = [*unreturned, *state.early], []
             super()._unsubscribe(subscription, unreturned)  # hands back the unreturned

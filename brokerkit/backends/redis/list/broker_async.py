@@ -418,7 +418,12 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
     ) -> None:
         state: ConsumerState = subscription.state
         try:
-            await confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
+            try:
+                await confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
+            except BaseException:  # cancelled: what the last wake-up leased runs out
+                self._keeper.drop(state.early)
+                state.early = []
+                raise
             if state.early:  # leased by the last wake-up's call, never returned
                 unreturned, state.early = [*unreturned, *state.early], []
             await super()._unsubscribe(subscription, unreturned)  # hands back the unreturned

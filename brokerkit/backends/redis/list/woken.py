@@ -202,11 +202,11 @@ def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -
                 # time, and the next reads this reply first. Run again, the script
                 # finds the element still at its tail.
                 reply = fetch(keys=pending.keys, args=pending.args)
-                reads = read_batches(fetch.client, pending.batches)
-                reads[0] = reads[0][1:]
+                reads = [NoScriptError("read after the script ran again")]
             if isinstance(reply, Exception):
                 raise reply
         except (RedisError, OSError) as exc:
+            state.pending = None
             state.reconcile = True  # the element goes back from the processing list
             log.warning(
                 "could not lease the delivery a woken consumer handed out (%s); it "
@@ -216,13 +216,29 @@ def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -
             )
             return None
         except BaseException:  # cancelled: whether the lease was written is not known
+            state.pending = None
             state.reconcile = True
             raise
+        try:
+            if reply[0] > 1 and any(isinstance(read, Exception) for read in reads):
+                reads = _read_again(pending, fetch)
+            _keep_the_rest(subscription, pending, reply, reads, keeper)
+            pending.reply = list(reply)
         finally:
+            # only now: a fetch that finds none pending finds what it leased in `early`
             state.pending = None
-        _keep_the_rest(subscription, pending, reply, reads, keeper)
-        pending.reply = list(reply)
         return pending.reply
+
+
+def _read_again(pending: PendingLease, fetch: Lua) -> list[Any]:
+    """The elements the call leased behind the one handed out, read apart (after
+    ``NOSCRIPT``, or a read that failed); an error in their place if this fails too."""
+    try:
+        reads: list[Any] = read_batches(fetch.client, pending.batches)
+    except (RedisError, OSError) as exc:
+        return [exc]
+    reads[0] = reads[0][1:]
+    return reads
 
 
 def _keep_the_rest(
@@ -241,7 +257,8 @@ def _keep_the_rest(
     if reply[0] <= 1:
         return
     if any(isinstance(read, Exception) for read in reads):
-        # Leased, but not read: they wait out their lease (as after a lost reply).
+        # Leased, but not read, twice: they wait out their lease (as after a lost
+        # reply), an attempt counted.
         log.warning(
             "could not read %d deliveries a woken consumer leased; they are handed out "
             "again when their lease runs out",
