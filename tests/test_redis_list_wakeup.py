@@ -4,6 +4,7 @@ reaches a consumer already waiting at once, not at its next poll."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -72,20 +73,38 @@ class Waiting:
         return self.got[0]
 
 
+@contextlib.contextmanager
+def producer_and_waiter(
+    redis_server: RedisServer, prefetch: int = 1, **options: Any
+) -> Iterator[tuple[brokerkit.Broker, brokerkit.Broker, Any]]:
+    """A producer and a consumer on ``redis_server`` (the consumer's connections named
+    "waiter", its ``options`` given), and the consumer's subscription to "orders",
+    past its first fetch's housekeeping."""
+    url = redis_server.url("redis+list")
+    with (
+        brokerkit.connect(url) as producer,
+        brokerkit.connect(url + "?client_name=waiter", **options) as consumer,
+    ):
+        subscription = consumer.subscribe("orders", prefetch=prefetch)
+        subscription.receive(timeout=0)
+        yield producer, consumer, subscription
+
+
+def waiting_in_blmove(subscription: Any, admin: redis.Redis) -> Waiting:
+    """A receive of up to 5 s in a thread, once the "waiter" waits in BLMOVE."""
+    waiting = Waiting(subscription, 5)
+    blocked(admin, "waiter")
+    return waiting
+
+
 def test_a_woken_consumer_hands_out_what_it_waited_for_before_the_lease_reply(
     redis_server: RedisServer,
 ) -> None:
     """The wake-up reads the BLMOVE's reply alone, sends the call that leases the
     element and hands it out at once; the call's reply is read before the delivery is
     settled (see brokerkit/backends/redis/list/woken_async.py)."""
-    url = redis_server.url("redis+list")
     admin = redis_server.client()
-    with (
-        brokerkit.connect(url) as producer,
-        brokerkit.connect(url + "?client_name=waiter") as consumer,
-    ):
-        subscription = consumer.subscribe("orders")
-        subscription.receive(timeout=0)  # the first fetch's housekeeping is done
+    with producer_and_waiter(redis_server) as (producer, consumer, subscription):
         waiting = Waiting(subscription, 5)
         client = blocked(admin, "waiter")
         assert int(client["qbuf"]) == 0  # nothing waits behind the BLMOVE
@@ -114,16 +133,9 @@ def test_a_burst_that_wakes_a_consumer_is_leased_by_its_one_call(
     the same call leases the four behind it, which the next receives take without
     another fetch (their receipts name that call's batch). With the script forgotten
     (NOSCRIPT), the call runs again and reads them apart."""
-    url = redis_server.url("redis+list")
     admin = redis_server.client()
-    with (
-        brokerkit.connect(url) as producer,
-        brokerkit.connect(url + "?client_name=waiter") as consumer,
-    ):
-        subscription = consumer.subscribe("orders", prefetch=10)
-        subscription.receive(timeout=0)
-        waiting = Waiting(subscription, 5)
-        blocked(admin, "waiter")
+    with producer_and_waiter(redis_server, prefetch=10) as (producer, consumer, subscription):
+        waiting = waiting_in_blmove(subscription, admin)
         if forgotten:
             admin.script_flush()
         producer.publish_many("orders", range(5))
@@ -145,16 +157,13 @@ def test_the_lease_keeper_reading_a_woken_calls_replies_keeps_the_rest_for_the_n
     """The lease keeper's renewal (a thread of its own) reads the woken call's replies
     first: the four leased behind the delivery handed out are renewed from then on and
     come with the next receives, in order, without another fetch."""
-    url = redis_server.url("redis+list")
     admin = redis_server.client()
-    with (
-        brokerkit.connect(url) as producer,
-        brokerkit.connect(url + "?client_name=waiter", visibility_timeout=1) as consumer,
+    with producer_and_waiter(redis_server, prefetch=10, visibility_timeout=1) as (
+        producer,
+        consumer,
+        subscription,
     ):
-        subscription = consumer.subscribe("orders", prefetch=10)
-        subscription.receive(timeout=0)
-        waiting = Waiting(subscription, 5)
-        blocked(admin, "waiter")
+        waiting = waiting_in_blmove(subscription, admin)
         producer.publish_many("orders", range(5))
         first = waiting.result()
         assert first is not None and first.body == 0
@@ -175,16 +184,9 @@ def test_what_a_woken_call_leased_behind_goes_back_when_the_consumer_closes(
 ) -> None:
     """The deliveries a woken consumer's call leased behind the one it handed out, never
     returned by a receive, go back at close like buffered ones."""
-    url = redis_server.url("redis+list")
     admin = redis_server.client()
-    with (
-        brokerkit.connect(url) as producer,
-        brokerkit.connect(url + "?client_name=waiter") as consumer,
-    ):
-        subscription = consumer.subscribe("orders", prefetch=10)
-        subscription.receive(timeout=0)
-        waiting = Waiting(subscription, 5)
-        blocked(admin, "waiter")
+    with producer_and_waiter(redis_server, prefetch=10) as (producer, consumer, subscription):
+        waiting = waiting_in_blmove(subscription, admin)
         producer.publish_many("orders", range(5))
         first = waiting.result()
         assert first is not None and first.body == 0
@@ -206,16 +208,9 @@ def test_a_woken_delivery_whose_element_was_taken_back_leases_nothing_in_its_pla
     lease call runs (a rescuer took the consumer for dead; here its call hit NOSCRIPT
     and runs again later, after the element went back): the call leases nothing,
     not another message under the receipt handed out, and the ack is stale."""
-    url = redis_server.url("redis+list")
     admin = redis_server.client()
-    with (
-        brokerkit.connect(url) as producer,
-        brokerkit.connect(url + "?client_name=waiter") as consumer,
-    ):
-        subscription = consumer.subscribe("orders", prefetch=10)
-        subscription.receive(timeout=0)
-        waiting = Waiting(subscription, 5)
-        blocked(admin, "waiter")
+    with producer_and_waiter(redis_server, prefetch=10) as (producer, consumer, subscription):
+        waiting = waiting_in_blmove(subscription, admin)
         admin.script_flush()
         producer.publish("orders", "hello")
         delivery = waiting.result()
@@ -245,17 +240,14 @@ def test_the_lease_of_a_woken_delivery_is_written_before_anything_touches_it(
     delivery, the lease keeper's renewal, the consumer's next wake-up, its close) reads
     that reply and runs the call again before it goes on: the lease is written, the
     delivery never reported stale, no element left in the processing list."""
-    url = redis_server.url("redis+list")
     admin = redis_server.client()
     timeout = 1.0 if first == "renewal" else 30.0  # a renewal every third of it
-    with (
-        brokerkit.connect(url) as producer,
-        brokerkit.connect(url + "?client_name=waiter", visibility_timeout=timeout) as consumer,
+    with producer_and_waiter(redis_server, visibility_timeout=timeout) as (
+        producer,
+        consumer,
+        subscription,
     ):
-        subscription = consumer.subscribe("orders")
-        subscription.receive(timeout=0)
-        waiting = Waiting(subscription, 5)
-        blocked(admin, "waiter")
+        waiting = waiting_in_blmove(subscription, admin)
         admin.script_flush()
         producer.publish("orders", "hello")
         delivery = waiting.result()
@@ -307,19 +299,12 @@ def test_a_raw_element_a_woken_consumer_gets_carries_its_count(
     """A raw element (no brokerkit envelope) keeps its count of deliveries in the
     server, which the lease call's reply gives: a woken consumer waits for that reply
     before it hands one out."""
-    url = redis_server.url("redis+list")
     admin = redis_server.client()
-    with (
-        brokerkit.connect(url) as holder,
-        brokerkit.connect(url + "?client_name=waiter") as consumer,
-    ):
+    with producer_and_waiter(redis_server) as (holder, _consumer, subscription):
         admin.lpush(holder.inspect("orders").details["queue_key"], b"plain bytes")
         held = holder.subscribe("orders").receive(timeout=5)
         assert held is not None and held.payload == b"plain bytes" and held.attempt == 1
-        subscription = consumer.subscribe("orders")
-        subscription.receive(timeout=0)
-        waiting = Waiting(subscription, 5)
-        blocked(admin, "waiter")
+        waiting = waiting_in_blmove(subscription, admin)
         held.nack()  # back to the queue, its count kept in the server
         delivery = waiting.result()
         assert delivery is not None and delivery.payload == b"plain bytes"
@@ -331,16 +316,9 @@ def test_a_raw_element_a_woken_consumer_gets_carries_its_count(
 def test_a_lease_script_the_server_forgot_is_loaded_and_leases_what_the_blmove_moved(
     redis_server: RedisServer,
 ) -> None:
-    url = redis_server.url("redis+list")
     admin = redis_server.client()
-    with (
-        brokerkit.connect(url) as producer,
-        brokerkit.connect(url + "?client_name=waiter") as consumer,
-    ):
-        subscription = consumer.subscribe("orders")
-        subscription.receive(timeout=0)
-        waiting = Waiting(subscription, 5)
-        blocked(admin, "waiter")
+    with producer_and_waiter(redis_server) as (producer, consumer, subscription):
+        waiting = waiting_in_blmove(subscription, admin)
         admin.script_flush()  # the pipelined EVALSHA will find no script
         producer.publish("orders", "hello")
         delivery = waiting.result()

@@ -52,11 +52,7 @@ from brokerkit.backends.redis.list.plan import (
 )
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle_async import ListSettling, run_on
-from brokerkit.backends.redis.list.woken_async import (
-    confirm_lease,
-    hand_out_woken,
-    wait_and_lease,
-)
+from brokerkit.backends.redis.list.woken_async import claim_woken, confirm_lease
 from brokerkit.exceptions import InvalidMessage
 
 __all__ = ["AsyncRedisListBroker"]
@@ -282,30 +278,26 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         self, subscription: AsyncSubscription, count: int, block: float | None
     ) -> list[AsyncDelivery]:
         """Lease up to ``count`` deliveries in one script call; with ``block``, first
-        wait up to that many seconds in a ``BLMOVE`` for one, in the same round trip
-        (see :data:`.scripts.FETCH`)."""
+        wait up to that many seconds in a ``BLMOVE`` for one: what it moves goes out
+        before its lease is written (see .woken_async), or with ``raw=true``, on a
+        cluster or after a BLMOVE's error reply, the BLMOVE and the script go in one
+        round trip (see :data:`.scripts.FETCH`)."""
         state: ConsumerState = subscription.state
         consumer = subscription.consumer
         run = self._scripts["FETCH"]
-        # Woken, the element goes out before its lease is written (see .woken_async).
         if block is not None and state.reader.pooled and not self.options.raw:
-            try:
-                raw_type = self.options.raw_content_type
-                moved, lease = await self._consumer_call(
-                    subscription,
-                    lambda: wait_and_lease(
-                        state, consumer, count, self._lease_ms, run, raw_type, block
-                    ),
-                )
-                if isinstance(moved, bytes):
-                    woken = await hand_out_woken(subscription, moved, lease, run, self._keeper)
-                    self._keeper.hold(woken)
-                    return woken
-            except BaseException:
-                state.reconcile = True  # a BLMOVE may have moved an element nobody leased
-                raise
-            if moved is None:
-                return []  # nothing came (the fetch before found the queue empty)
+            woken = await claim_woken(
+                subscription,
+                count,
+                block,
+                fetch=run,
+                keeper=self._keeper,
+                lease_ms=self._lease_ms,
+                raw_content_type=self.options.raw_content_type,
+                call=functools.partial(self._consumer_call, subscription),
+            )
+            if woken is not None:
+                return woken
         fetch_keys, common = state.fetch_keys, state.plan.common
         wait = None if block is None else (state.keys.queue, state.processing, block)
 

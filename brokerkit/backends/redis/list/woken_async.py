@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -62,7 +63,7 @@ from brokerkit.backends.redis.list.replies import fetched_messages, raw_element
 if TYPE_CHECKING:
     from brokerkit._subscription_async import AsyncSubscription
 
-__all__ = ["PendingLease", "confirm_lease", "hand_out_woken", "wait_and_lease"]
+__all__ = ["PendingLease", "claim_woken", "confirm_lease", "hand_out_woken", "wait_and_lease"]
 
 log = logging.getLogger("brokerkit.redis")
 
@@ -122,32 +123,60 @@ class PendingLease:
         self.reply: list[Any] | None = None
 
 
-async def wait_and_lease(
-    state: ConsumerState,
-    consumer: str,
+async def claim_woken(
+    subscription: AsyncSubscription,
     count: int,
-    lease_ms: int,
-    fetch: AsyncLua,
-    raw_content_type: str | None,
     block: float,
-) -> tuple[bytes | ResponseError | None, PendingLease]:
+    *,
+    fetch: AsyncLua,
+    keeper: LeaseKeeper,
+    lease_ms: int,
+    raw_content_type: str | None,
+    call: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]],
+) -> list[AsyncDelivery] | None:
+    """Wait up to ``block`` seconds in a ``BLMOVE`` and hand out what it moves, its
+    lease call sent (a fetch of up to ``count``): the delivery, ``[]`` when nothing
+    came, or None when the ``BLMOVE`` got an error reply (the caller runs the one-send
+    fetch). ``call`` runs an operation with the consumer's retries (a new lease call
+    an attempt)."""
+    state: ConsumerState = subscription.state
+
+    async def attempt() -> tuple[bytes | ResponseError | None, PendingLease]:
+        consumer = subscription.consumer
+        lease = PendingLease(state, consumer, count, lease_ms, fetch, raw_content_type)
+        return await wait_and_lease(state, lease, block), lease
+
+    try:
+        moved, lease = await call(attempt)
+        if isinstance(moved, bytes):
+            delivered = await hand_out_woken(subscription, moved, lease, fetch, keeper)
+            keeper.hold(delivered)
+            return delivered
+    except BaseException:
+        state.reconcile = True  # a BLMOVE may have moved an element nobody leased
+        raise
+    return [] if moved is None else None
+
+
+async def wait_and_lease(
+    state: ConsumerState, lease: PendingLease, block: float
+) -> bytes | ResponseError | None:
     """A ``BLMOVE`` of up to ``block`` seconds from the queue to the consumer's
-    processing list, and when it moved an element, the FETCH call that leases it, sent
-    (the consumer's pending lease from then on): what it moved (None: nothing came; an
-    error reply: the caller runs the one-send fetch instead), and that call. Each
-    attempt names fresh nonces: a call whose send failed may have run, and what it
-    leased then waits out a lease nobody holds, as after a lost reply."""
-    lease = PendingLease(state, consumer, count, lease_ms, fetch, raw_content_type)
+    processing list, and when it moved an element, the ``lease`` call, sent (the
+    consumer's pending lease from then on): what it moved (None: nothing came; an error
+    reply: the caller runs the one-send fetch instead). Each attempt takes a new
+    ``lease`` (fresh nonces): a call whose send failed may have run, and what it leased
+    then waits out a lease nobody holds, as after a lost reply."""
     try:
         moved: bytes | None = await state.reader.execute(
             "BLMOVE", state.keys.queue, state.processing, "RIGHT", "RIGHT", block
         )
     except ResponseError as exc:
-        return exc, lease
+        return exc
     if moved is not None:
         lease.sent = await state.reader.send(*lease.commands, packed=lease.packed)
         state.pending = lease
-    return moved, lease
+    return moved
 
 
 async def hand_out_woken(
