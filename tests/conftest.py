@@ -159,14 +159,16 @@ WORKERS_ENV = "BROKERKIT_TEST_WORKERS"
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: four workers per core (at least 2). The suite mostly waits on Redis,
-    leases and timeouts rather than computing, so workers overlap their waits; each one
-    starts its own redis-server once (``redis_target`` is per worker session). On two
-    cores, 8 workers ran the suite in 176 s where 6 took 191 s."""
+    """``-n auto``: three workers per core (at least 2). The suite mostly waits on
+    Redis, leases and timeouts rather than computing, so workers overlap their waits;
+    each one starts its own redis-server once (``redis_target`` is per worker session).
+    On two cores, 8 workers ran the suite in 145-169 s and 6 in 172 s (2026-12-04), but
+    with 8 a real-time lease test failed in about one full run of four (a worker's
+    process stalled past a 0.5 s lease under the load): 6 leave the timed tests room."""
     configured = os.environ.get(WORKERS_ENV, "")
     if configured.isdigit():
         return int(configured)
-    return max(2, 4 * (os.cpu_count() or 1))
+    return max(2, 3 * (os.cpu_count() or 1))
 
 
 _BACKEND_MARKERS = {
