@@ -18,23 +18,21 @@ replies are read, held for renewal at once and handed out by the consumer's next
 fetch (or back at its close); if the element handed out is no longer there when the
 call runs, it leases nothing.
 
-The promise: nothing touches that lease before it is written. The call's reply is
-read (:func:`confirm_lease`) before anything else that names the receipt (an ack, a
-nack, an extension, the lease keeper's renewal: ``ListSettling._per_topic``), before
-the consumer's next fetch (which may move another element to the tail of its
-processing list, where a FETCH call that must run again after ``NOSCRIPT`` looks), and
-before it closes. The call leases the tail of the processing list, so nothing else may
-move an element there before it has run: a consumer fetches one at a time (its fetch
-lock: under asyncio a receive cancelled while it waited leaves its fetch running, and
-the next fetch waits for it), and each fetch first reads the reply the last one left.
-A raw element (no brokerkit envelope) waits
-for the reply before it goes out: its count of deliveries is in it. If the lease
-could not be written (an error reply, a lost connection, a cancelled read), the
-delivery is out all the same: its ack reports it stale, as one whose lease ran out,
-and the element goes back to the queue (the script puts back what it could not lease;
-what stays in the processing list goes back at the consumer's next fetch, its
-reconcile); an error that stays, such as a key of the wrong type, fails the next
-fetch.
+The promise: nothing touches that lease before it is written. The call's reply is read
+(:func:`confirm_lease`) before anything else that names the receipt (an ack, a nack, an
+extension, the lease keeper's renewal: ``ListSettling._per_topic``), before the
+consumer's next fetch (which may move another element to the tail of its processing
+list, where a FETCH call that must run again after ``NOSCRIPT`` looks), and before it
+closes. The call leases the tail of the processing list, so nothing else may move an
+element there before it has run: a consumer fetches one at a time (its fetch lock: under
+asyncio a receive cancelled while it waited leaves its fetch running, and the next fetch
+waits for it), and each fetch first reads the reply the last one left. A raw element (no
+brokerkit envelope) waits for the reply before it goes out: its count of deliveries is
+in it. If the lease could not be written (an error reply, a lost connection, a cancelled
+read), the delivery is out all the same: its ack reports it stale, as one whose lease
+ran out, and the element goes back to the queue (the script puts back what it could not
+lease; what stays in the processing list goes back at the consumer's next fetch, its
+reconcile); an error that stays, such as a key of the wrong type, fails the next fetch.
 
 With ``raw=true`` (every element raw) and for a consumer whose ``BLMOVE`` gets an error
 reply (an ACL that denies it; its script may still lease what waits), the
