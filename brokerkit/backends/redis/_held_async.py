@@ -21,10 +21,10 @@ connection, a timeout, a cancellation) disconnects it and gives it back: the cal
 retry takes a new one. A close while a command is under way leaves the connection to
 that command, which gives it back when it ends. A command sent now whose replies are
 read later (:meth:`AsyncReader.send`: redis+list's lease of an element it hands out
-before the lease is written) is under way until they are read. A connection idle a second or more is
-looked at first, as the pool looks at each one it hands out: one the server closed
-meanwhile is opened again. A process made by ``fork`` never uses its parent's
-connection. A cluster client has no one pool: its commands go through
+before the lease is written) is under way until they are read. A connection idle a
+second or more is looked at first, as the pool looks at each one it hands out: one the
+server closed meanwhile is opened again. A process made by ``fork`` never uses its
+parent's connection. A cluster client has no one pool: its commands go through
 ``execute_command`` as before.
 """
 

@@ -36,11 +36,8 @@ def unwrap(element: bytes) -> tuple[int, bytes]:
 def raw_element(element: bytes) -> bool:
     """Whether the scripts count ``element``'s deliveries in the ``attempts`` hash, as
     ``is_raw`` in :mod:`.preamble` tells: neither a brokerkit envelope nor one wrapped
-    as :func:`unwrap` reads it."""
-    if element.startswith(b"BKR"):
-        end = element.find(b"\n", 3, 3 + _MAX_COUNT_DIGITS + 1)
-        return not (end != -1 and element[3:end].isdigit())
-    return not element.startswith(envelope.MAGIC)
+    as :func:`unwrap` reads it (which returns any other element as it is)."""
+    return not element.startswith(envelope.MAGIC) and unwrap(element)[1] is element
 
 
 def fetched_messages(

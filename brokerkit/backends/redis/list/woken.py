@@ -63,7 +63,7 @@ from brokerkit.backends.redis.list.replies import fetched_messages, raw_element
 if TYPE_CHECKING:
     from brokerkit._subscription import Subscription
 
-__all__ = ["PendingLease", "claim_woken", "confirm_lease", "hand_out_woken", "wait_and_lease"]
+__all__ = ["PendingLease", "claim_woken", "confirm_lease"]
 
 log = logging.getLogger("brokerkit.redis")
 
@@ -144,12 +144,12 @@ def claim_woken(
     def attempt() -> tuple[bytes | ResponseError | None, PendingLease]:
         consumer = subscription.consumer
         lease = PendingLease(state, consumer, count, lease_ms, fetch, raw_content_type)
-        return wait_and_lease(state, lease, block), lease
+        return _wait_and_lease(state, lease, block), lease
 
     try:
         moved, lease = call(attempt)
         if isinstance(moved, bytes):
-            delivered = hand_out_woken(subscription, moved, lease, fetch, keeper)
+            delivered = _hand_out_woken(subscription, moved, lease, fetch, keeper)
             keeper.hold(delivered)
             return delivered
     except BaseException:
@@ -158,7 +158,7 @@ def claim_woken(
     return [] if moved is None else None
 
 
-def wait_and_lease(
+def _wait_and_lease(
     state: ConsumerState, lease: PendingLease, block: float
 ) -> bytes | ResponseError | None:
     """A ``BLMOVE`` of up to ``block`` seconds from the queue to the consumer's
@@ -179,7 +179,7 @@ def wait_and_lease(
     return moved
 
 
-def hand_out_woken(
+def _hand_out_woken(
     subscription: Subscription,
     element: bytes,
     lease: PendingLease,
@@ -187,7 +187,7 @@ def hand_out_woken(
     keeper: LeaseKeeper,
 ) -> list[Delivery]:
     """The delivery of the ``element`` a ``BLMOVE`` moved, the first of the batch its
-    ``lease`` call (sent by :func:`wait_and_lease`) leases; the call's reply is left to
+    ``lease`` call (sent by :func:`_wait_and_lease`) leases; the call's reply is left to
     :func:`confirm_lease`, but for a raw element's."""
     state: ConsumerState = subscription.state
     consumer = subscription.consumer
@@ -209,18 +209,18 @@ def hand_out_woken(
     return deliveries
 
 
-def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -> list[Any] | None:
+def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -> None:
     """Read the replies of the subscription's pending FETCH call, if any (waiting for
     another caller reading them); run the script again where the server did not know
-    it. What it leased behind the element handed out becomes deliveries, held by the
-    ``keeper`` and kept for the consumer's next fetch (``state.early``). Returns the
-    script's reply, or None (none pending, or the lease could not be written: the
-    element then goes back at the consumer's next fetch)."""
+    it. The script's reply is kept on the call (``reply``; None: the lease could not be
+    written, and the element goes back at the consumer's next fetch). What it leased
+    behind the element handed out becomes deliveries, held by the ``keeper`` and kept
+    for the consumer's next fetch (``state.early``)."""
     state: ConsumerState = subscription.state
     with state.confirm_lock:
         pending = state.pending
         if pending is None:  # none, or another caller read it meanwhile
-            return None
+            return
         try:
             assert pending.sent is not None  # pending once sent
             reply, *reads = pending.sent.replies()
@@ -229,7 +229,7 @@ def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -
                 # time, and the next reads this reply first. Run again, the script
                 # finds the element still at its tail.
                 reply = fetch(keys=pending.keys, args=pending.args)
-                reads = [NoScriptError("read after the script ran again")]
+                reads = []  # read apart below
             if isinstance(reply, Exception):
                 raise reply
         except (RedisError, OSError) as exc:
@@ -241,20 +241,19 @@ def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -
                 exc,
                 extra=subscription_fields(subscription),
             )
-            return None
+            return
         except BaseException:  # cancelled: whether the lease was written is not known
             state.pending = None
             state.reconcile = True
             raise
         try:
-            if reply[0] > 1 and any(isinstance(read, Exception) for read in reads):
+            if reply[0] > 1 and (not reads or any(isinstance(r, Exception) for r in reads)):
                 reads = _read_again(pending, fetch)
             _keep_the_rest(subscription, pending, reply, reads, keeper)
             pending.reply = list(reply)
         finally:
             # only now: a fetch that finds none pending finds what it leased in `early`
             state.pending = None
-        return pending.reply
 
 
 def _read_again(pending: PendingLease, fetch: Lua) -> list[Any]:
