@@ -147,9 +147,13 @@ if not woken then release_due(t, math.max(want, RELEASE_BATCH)) end
 local offered = math.max(#ARGV - 11, 1)
 local function nonce_at(j) return ARGV[j == 1 and 10 or j + 11] end
 local function batch_at(j) return need(BATCH_PREFIX .. nonce_at(j) .. ':' .. C) end
-for j = 1, offered do
-  if redis.call('EXISTS', batch_at(j)) == 1 then
-    return redis.error_reply('brokerkit: the receipt nonce ' .. nonce_at(j) .. ' is in use')
+local batches = {}
+for j = 1, offered do batches[j] = batch_at(j) end
+if redis.call('EXISTS', unpack(batches)) > 0 then
+  for j = 1, offered do
+    if redis.call('EXISTS', batches[j]) == 1 then
+      return redis.error_reply('brokerkit: the receipt nonce ' .. nonce_at(j) .. ' is in use')
+    end
   end
 end
 local fetches, proc = fetches_of(C), proc_of(C)
@@ -232,14 +236,14 @@ repeat
   used = used + 1
   local n = math.min(per - (used == 1 and woke or 0), left)
   if n > 0 then
-    n = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', 0, n, 'DESC', 'STORE', batch_at(used))
-    redis.call('LTRIM', QUEUE, 0, -n - 1)
+    n = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', take - left, n, 'DESC', 'STORE', batches[used])
     left = left - n
   end
   sizes[used] = n
 until left == 0
+if take > 0 then redis.call('LTRIM', QUEUE, 0, -take - 1) end
 if woke == 1 then
-  redis.call('LMOVE', proc, batch_at(1), 'RIGHT', 'LEFT')
+  redis.call('LMOVE', proc, batches[1], 'RIGHT', 'LEFT')
   sizes[1] = sizes[1] + 1
 end
 waiting = waiting and waiting - take
@@ -252,12 +256,16 @@ local deadline, tail = t + lease_ms, ':' .. C
 -- be written (a key of the wrong type), undo and put them back as they were before
 -- failing: nothing is lost.
 local ok, err = pcall(function()
+  local leases, values, flags = {}, {}, {}
   for j = 1, used do
     local nonce, n = nonce_at(j), sizes[j]
-    redis.call('ZADD', DEADLINES, deadline, nonce .. '0+' .. n .. tail)
-    redis.call('HSET', EXPIRY, nonce .. tail, deadline .. '.' .. t)
-    redis.call('HSET', fetches, nonce, string.rep('0', n))
+    leases[2 * j - 1], leases[2 * j] = deadline, nonce .. '0+' .. n .. tail
+    values[2 * j - 1], values[2 * j] = nonce .. tail, deadline .. '.' .. t
+    flags[2 * j - 1], flags[2 * j] = nonce, string.rep('0', n)
   end
+  redis.call('ZADD', DEADLINES, unpack(leases))
+  redis.call('HSET', EXPIRY, unpack(values))
+  redis.call('HSET', fetches, unpack(flags))
 end)
 if not ok then
   for j = used, 1, -1 do  -- the last batch first, each one's first element last
@@ -265,7 +273,7 @@ if not ok then
     pcall(redis.call, 'HDEL', EXPIRY, nonce .. tail)
     pcall(redis.call, 'HDEL', fetches, nonce)
     pcall(redis.call, 'ZREM', DEADLINES, nonce .. '0+' .. sizes[j] .. tail)
-    while redis.call('LMOVE', batch_at(j), QUEUE, 'RIGHT', 'RIGHT') do end
+    while redis.call('LMOVE', batches[j], QUEUE, 'RIGHT', 'RIGHT') do end
   end
   if taken_back then count_returned(1) end
   return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
