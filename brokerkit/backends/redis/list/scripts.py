@@ -226,7 +226,8 @@ if size == 0 then return {0} end
 -- list's order, DESC from its head (the right), and stores without replying. It
 -- copies all it moves before it stores any: about CHUNK_BYTES at a time (a batch
 -- each, of the nonces the consumer sent for it) keeps the copies in the CPU's cache,
--- where a megabyte at once cost Redis a third more than 100 LMOVEs.
+-- where a megabyte at once cost Redis a third more than 100 LMOVEs. Each batch's
+-- SORT reads on from where the one before stopped, and one LTRIM takes them all off.
 local per = size
 if offered > 1 then
   per = math.max(math.floor(CHUNK_BYTES / math.max(hint, 1) + 0.5), math.ceil(size / offered), 1)
@@ -236,7 +237,8 @@ repeat
   used = used + 1
   local n = math.min(per - (used == 1 and woke or 0), left)
   if n > 0 then
-    n = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', take - left, n, 'DESC', 'STORE', batches[used])
+    local from = take - left  -- what the batches before took
+    n = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', from, n, 'DESC', 'STORE', batches[used])
     left = left - n
   end
   sizes[used] = n
