@@ -34,7 +34,9 @@ __all__ = [
     "ServerTime",
     "SlowEntry",
     "active_step",
+    "command_delta",
     "mark",
+    "nested_share",
     "script_names",
     "slowlog",
     "summarise",
@@ -204,17 +206,13 @@ class ServerMeter:
             self._deactivate()
         start = self._start
         assert start is not None
-        delta: dict[str, tuple[int, int]] = {}
-        for command, (calls, us) in end.commands.items():
-            before = start.commands.get(command, (0, 0))
-            if command not in _OWN and calls > before[0]:
-                delta[command] = (calls - before[0], us - before[1])
+        delta = command_delta(start, end)
         scripts: dict[str, tuple[int, int]] = {}
         if self._saved is not None:
-            usec, scripts = self._split_usec()
+            usec, scripts = self.split_usec()
             self._slowlog_off(self._saved)
             self._saved = None
-            self._shares[self._side] = {c: _nested_share(usec.get(c)) for c in delta}
+            self._shares[self._side] = {c: nested_share(usec.get(c)) for c in delta}
             self._scripts[self._side] = scripts
         nested = self._shares.get(self._side, {})
         scripts = self._scripts.get(self._side, {})
@@ -244,7 +242,7 @@ class ServerMeter:
         self.r.config_set("slowlog-max-len", saved[1])
         self.r.execute_command("SLOWLOG", "RESET")
 
-    def _split_usec(self) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+    def split_usec(self) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
         """Per command, its microseconds at top level and inside scripts; and (calls,
         usec) per script at top level; from the SLOWLOG. A command can cost very
         differently in each place (a script's ``SORT ... STORE`` of names, the client's
@@ -278,7 +276,18 @@ class ServerMeter:
         return None
 
 
-def _nested_share(usec: tuple[int, int] | None) -> float:
+def command_delta(start: _Snapshot, end: _Snapshot) -> dict[str, tuple[int, int]]:
+    """Per command the measured clients ran between two snapshots, (calls,
+    microseconds); the meter's own commands left out."""
+    delta: dict[str, tuple[int, int]] = {}
+    for command, (calls, us) in end.commands.items():
+        before = start.commands.get(command, (0, 0))
+        if command not in _OWN and calls > before[0]:
+            delta[command] = (calls - before[0], us - before[1])
+    return delta
+
+
+def nested_share(usec: tuple[int, int] | None) -> float:
     """The share (0..1) of a command's time spent inside scripts, from its (top-level,
     inside) microseconds; 0 for a command the SLOWLOG did not see."""
     if usec is None or sum(usec) == 0:

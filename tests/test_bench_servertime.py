@@ -179,3 +179,21 @@ def test_the_callgrind_meter_counts_each_rounds_instructions_from_its_mark(
         (dump,) = kept.iterdir()
         assert dump.name == "raw-stream.step.1.out"
         assert totals(dump.read_text()) == meter.counts[("raw stream", "step")][0] > 0
+
+
+def test_the_fetch_figure_counts_a_script_once_and_logs_nothing_while_measuring(
+    redis_server: RedisServer,
+) -> None:
+    from benchmarks import bodies
+
+    url = redis_server.url("redis")
+    before = redis.Redis.from_url(url).config_get("slowlog-*")
+    result = bodies.fetch_rounds(url, 100, rounds=2, say=lambda _: None)
+    ran = result.commands["redis+list"]
+    # the script whole, under its name; none of the commands it ran counted again
+    assert ran["list.scripts.FETCH"] > 0
+    assert not {"SORT", "LTRIM", "LMOVE", "ZADD", "HSET", "EVALSHA"} & set(ran)
+    assert set(result.commands["raw LMOVE x100"]) == {"LMOVE"}
+    for side in bodies.FETCH_SIDES:
+        assert len(result.rounds[side]) == 2 and all(us > 0 for us in result.rounds[side])
+    assert redis.Redis.from_url(url).config_get("slowlog-*") == before
