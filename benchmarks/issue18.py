@@ -287,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", default="100,10000,1000000", help="body sizes in bytes, comma-separated"
     )
-    parser.add_argument("--rounds", type=int, default=5, help="measured rounds (fetch, throughput)")
+    parser.add_argument(
+        "--rounds", type=int, default=11, help="measured rounds (fetch, throughput, latency)"
+    )
     parser.add_argument("--count", type=int, default=1000, help="messages per throughput round")
     parser.add_argument("--held", type=int, default=10_000, help="deliveries held (bookkeeping)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where issue18.md/json go")
