@@ -5,15 +5,21 @@ the raw commands that read the same elements, and consume+ack throughput by size
 batches of 100 prefilled messages; the server time of each fetch is the sum of its
 top-level commands' durations (``INFO commandstats``; a script whole, the commands it
 ran not again, told apart by the SLOWLOG of a warm-up round), the ack that follows
-left out:
+left out. Beside it, the server's CPU in the same window (``INFO cpu``, the main
+thread: the commands and what Redis spends around them, reading each request and
+writing each reply, less what an empty window costs):
 
 - ``redis+list``: a subscription with prefetch 100 (its fetch script, after a
-  ``BLMOVE`` when it was idle); raw: 100 pipelined ``LMOVE`` to a processing list,
-  and one ``LRANGE`` of the 100 elements;
+  ``BLMOVE`` when it was idle); raw: 100 pipelined ``LMOVE`` to a processing list
+  (``raw LMOVE x100``), or one ``LRANGE`` of the 100 elements (``raw LRANGE 100``,
+  which leases nothing);
 - ``redis+stream``: a subscription with prefetch 100 (``XREADGROUP COUNT 100``, or
   its fetch script when it looks for entries to reclaim); raw: ``XREADGROUP COUNT 100``.
 
-The target: brokerkit's fetch at most 1.5x the raw one's server time.
+The target: brokerkit's fetch at most 1.5x the raw one's server time (the commands'
+time; a script's time counts every command it runs with the call's overhead, where
+a top-level command's dispatch counts nowhere, so the CPU is the fuller measure of
+what each costs Redis).
 """
 
 from __future__ import annotations
@@ -40,21 +46,23 @@ BATCH = 100
 
 @dataclass
 class FetchResult:
-    """Per side: the mean server us of a fetch of 100 in each round, and the
-    commands (or scripts) that made up the fetches, with their us per fetch."""
+    """Per side: the mean server us of a fetch of 100 in each round (its commands'
+    time, and the server's CPU), and the commands (or scripts) that made up the
+    fetches, with their us per fetch."""
 
     size: int
     fetches: int
     rounds: dict[str, list[float]] = field(default_factory=dict)
     commands: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: per side, the main thread's CPU us per fetch in each round: the commands and
+    #: what Redis spends around them (reading requests, writing replies)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
 
-    def ratio(self, side: str, raw: str) -> tuple[float, float, float] | None:
-        """Median (min, max) of per-round ratios side / raw."""
-        pairs = [
-            a / b
-            for a, b in zip(self.rounds.get(side, []), self.rounds.get(raw, []), strict=False)
-            if b
-        ]
+    def ratio(self, side: str, raw: str, *, cpu: bool = False) -> tuple[float, float, float] | None:
+        """Median (min, max) of per-round ratios side / raw, of the commands' time
+        (or with ``cpu`` of the server's CPU)."""
+        by = self.cpu if cpu else self.rounds
+        pairs = [a / b for a, b in zip(by.get(side, []), by.get(raw, []), strict=False) if b > 0]
         if not pairs:
             return None
         return statistics.median(pairs), min(pairs), max(pairs)
@@ -70,11 +78,14 @@ class _Window:
     it, 50-54 without), where a top-level command's entry is written after its time
     is taken."""
 
-    def __init__(self, meter: ServerMeter) -> None:
+    def __init__(self, meter: ServerMeter, baseline: float = 0.0) -> None:
         self.meter = meter
         #: while True (the warm-up round), the SLOWLOG tells where each command ran
         self.attributing = True
+        #: the CPU us of a window with nothing in it (the snapshots' own share)
+        self.baseline = baseline
         self.by: dict[str, float] = {}
+        self._cpu: list[float] = []
         self._split: dict[str, tuple[int, int]] = {}
         self._scripts: dict[str, tuple[int, int]] = {}
         self._start: Any = None
@@ -85,7 +96,9 @@ class _Window:
         self._start = self.meter.snapshot()
 
     def stop(self) -> float:
-        delta = command_delta(self._start, self.meter.snapshot())
+        end = self.meter.snapshot(cpu_first=True)
+        self._cpu.append(end.cpu_us - self._start.cpu_us - self.baseline)
+        delta = command_delta(self._start, end)
         if self.attributing:
             usec, scripts = self.meter.split_usec()
             for name, (top, inside) in usec.items():
@@ -102,6 +115,11 @@ class _Window:
                 self.by[name] = self.by.get(name, 0.0) + top
                 total += top
         return total
+
+    def round_cpu(self) -> float:
+        """The mean CPU us of the windows since the last call."""
+        cpu, self._cpu = self._cpu, []
+        return statistics.mean(cpu) if cpu else 0.0
 
     def _name(self, command: str) -> str:
         """A command's name in the breakdown: an ``EVALSHA`` by the scripts it ran in
@@ -190,16 +208,29 @@ def _raw_side(url: str, side: str, size: int, fetches: int, window: _Window) -> 
     return round_, r.close
 
 
+def _empty_window_cpu(meter: ServerMeter) -> float:
+    """The server CPU us of a window with nothing in it: the snapshots' own share."""
+    empty = _Window(meter)
+    empty.attributing = False
+    samples = []
+    for _ in range(15):
+        empty.start()
+        empty.stop()
+        samples.append(empty.round_cpu())
+    return statistics.median(samples)
+
+
 def fetch_rounds(
     url: str, size: int, rounds: int = 5, say: Callable[[str], None] = print
 ) -> FetchResult:
     """Alternating rounds of every fetch side at ``size``-byte bodies."""
     fetches = max(1, min(5, (20 << 20) // max(size * BATCH, 1)))
     meter = ServerMeter(url)
+    baseline = _empty_window_cpu(meter)
     saved = meter.r.config_get("slowlog-*")
     meter.r.config_set("slowlog-log-slower-than", 0)  # the warm-up round's attribution
     meter.r.config_set("slowlog-max-len", 10_000)
-    windows = {side: _Window(meter) for side in FETCH_SIDES}
+    windows = {side: _Window(meter, baseline) for side in FETCH_SIDES}
     sides: dict[str, _Side] = {}
     result = FetchResult(size, fetches)
     try:
@@ -213,11 +244,13 @@ def fetch_rounds(
                 if index == 0:
                     sides[side][0]()  # warm-up: connect, load scripts, attribute
                     windows[side].by.clear()
+                    windows[side].round_cpu()
                     windows[side].attributing = False
                     continue
                 if index == 1 and side == order[0]:
                     meter.r.config_set("slowlog-log-slower-than", -1)
                 result.rounds.setdefault(side, []).append(sides[side][0]())
+                result.cpu.setdefault(side, []).append(windows[side].round_cpu())
         for side, window in windows.items():
             result.commands[side] = {
                 name: us / (rounds * fetches) for name, us in sorted(window.by.items())

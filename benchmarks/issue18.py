@@ -77,10 +77,14 @@ def fetch_part(url: str, sizes: list[int], rounds: int, out: dict[str, Any]) -> 
         "commandstats (top-level commands, scripts whole: a warm-up round's SLOWLOG "
         "tells which commands ran inside scripts; the measured rounds run with the "
         "SLOWLOG off, whose entries for a script's commands would count in its time); "
-        "the ratio is the median of per-round ratios brokerkit / raw (target <= 1.5).",
+        "the ratio is the median of per-round ratios brokerkit / raw (target <= 1.5). "
+        "The server's CPU in the same windows (INFO cpu, main thread, less an empty "
+        "window's) also counts reading each request and writing each reply, which no "
+        "command's time does: its ratio is the CPU one.",
         "",
-        "| body bytes | side | server us per fetch | vs raw | what ran (us per fetch) |",
-        "|---:|---|---:|---|---|",
+        "| body bytes | side | server us per fetch | server CPU us per fetch | vs raw "
+        "| what ran (us per fetch) |",
+        "|---:|---|---:|---:|---|---|",
     ]
     data = []
     for size in sizes:
@@ -89,12 +93,15 @@ def fetch_part(url: str, sizes: list[int], rounds: int, out: dict[str, Any]) -> 
             ratios = []
             for raw in bodies.RAW_FOR.get(side, ()):
                 r = result.ratio(side, raw)
+                cpu = result.ratio(side, raw, cpu=True)
                 if r is not None:
                     met = "met" if r[0] <= 1.5 else "**not met**"
-                    ratios.append(f"{r[0]:.2f} ({r[1]:.2f}..{r[2]:.2f}) of {raw}: {met}")
+                    on_cpu = f", CPU {cpu[0]:.2f}" if cpu is not None else ""
+                    ratios.append(f"{r[0]:.2f} ({r[1]:.2f}..{r[2]:.2f}) of {raw}: {met}{on_cpu}")
             ran = ", ".join(f"{n} {us:.0f}" for n, us in result.commands.get(side, {}).items())
             lines.append(
                 f"| {size:,} | {side} | {_spread(result.rounds.get(side, []), ',.0f')} "
+                f"| {_spread(result.cpu.get(side, []), ',.0f')} "
                 f"| {'; '.join(ratios) or '-'} | {ran} |"
             )
         data.append(
@@ -102,6 +109,7 @@ def fetch_part(url: str, sizes: list[int], rounds: int, out: dict[str, Any]) -> 
                 "size": size,
                 "fetches_per_round": result.fetches,
                 "rounds": result.rounds,
+                "cpu_us_per_fetch": result.cpu,
                 "commands_us_per_fetch": result.commands,
             }
         )

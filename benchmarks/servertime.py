@@ -168,11 +168,19 @@ class ServerMeter:
     def close(self) -> None:
         self.r.close()
 
-    def snapshot(self) -> _Snapshot:
+    def snapshot(self, *, cpu_first: bool = False) -> _Snapshot:
+        """The command stats and the main thread's CPU now. The CPU is read after the
+        command stats (a window's start: the stats' own cost falls before it), or
+        with ``cpu_first`` before them (its end: the same, after it)."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.info("commandstats")
-        pipe.info("cpu")
-        stats, cpu = pipe.execute()
+        if cpu_first:
+            pipe.info("cpu")
+            pipe.info("commandstats")
+            cpu, stats = pipe.execute()
+        else:
+            pipe.info("commandstats")
+            pipe.info("cpu")
+            stats, cpu = pipe.execute()
         commands = {
             key.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
             for key, v in stats.items()
@@ -201,7 +209,7 @@ class ServerMeter:
     def end(self, messages: int) -> ServerTime:
         """The round ended, having handled ``messages``: what the server spent on it."""
         try:
-            end = self.snapshot()
+            end = self.snapshot(cpu_first=True)
         finally:
             self._deactivate()
         start = self._start

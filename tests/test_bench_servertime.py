@@ -196,4 +196,7 @@ def test_the_fetch_figure_counts_a_script_once_and_logs_nothing_while_measuring(
     assert set(result.commands["raw LMOVE x100"]) == {"LMOVE"}
     for side in bodies.FETCH_SIDES:
         assert len(result.rounds[side]) == 2 and all(us > 0 for us in result.rounds[side])
+        assert len(result.cpu[side]) == 2  # a window's CPU, less an empty one's
+    # 100 LMOVEs read and reply 100 times, one LRANGE once: the CPU tells them apart
+    assert sum(result.cpu["raw LMOVE x100"]) > sum(result.cpu["raw LRANGE 100"])
     assert redis.Redis.from_url(url).config_get("slowlog-*") == before
