@@ -14,16 +14,25 @@ return {0} end`` inserted there), the variants alternating block by block with t
 whole script: what each step adds, cold, as Redis runs a fetch between other work.
 The suite's fetch part (``python -m benchmarks.issue18 --part fetch``) measures whole
 fetches, which swing too much from round to round to show a change of a few
-microseconds; to compare two commits, run this module from each in turn (a worktree
-of the other one, with ``PYTHONPATH``).
+microseconds. ``--against REV`` runs the FETCH script of another commit (as that
+commit's code writes it) in the same blocks, alternating with this one's, on the same
+server: the way to compare two versions of the script whose calls take the same
+arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import secrets
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -61,9 +70,30 @@ def with_cut(script: str, step: str) -> str:
     return script[:at] + "do return {0} end\n" + script[at:]
 
 
-def _variants(steps: bool) -> dict[str, str]:
+def script_at(rev: str) -> str:
+    """The FETCH script as the brokerkit of commit ``rev`` writes it (its package
+    unpacked apart and imported in a process of its own)."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", rev, "brokerkit"], capture_output=True, check=True
+    ).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        code = "import sys; from brokerkit.backends.redis.list import scripts; "
+        code += "sys.stdout.write(scripts.FETCH)"
+        env = {**os.environ, "PYTHONPATH": tmp}
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp, env=env, capture_output=True, check=True
+        )
+        return done.stdout.decode()
+
+
+def _variants(steps: bool, against: str | None = None) -> dict[str, str]:
     fetch = scripts.FETCH
     variants = {"whole script": fetch}
+    if against is not None:
+        variants[f"whole script at {against}"] = script_at(against)
     if steps:
         body = fetch.index("\nlocal FETCH_BYTES") + 1
         variants["the call and its preamble"] = fetch[:body] + "do return {0} end\n" + fetch[body:]
@@ -101,13 +131,15 @@ def _caller(url: str, prefix: str, size: int) -> tuple[Callable[[str], None], Ca
     return call, close
 
 
-def measure(url: str, size: int, blocks: int, steps: bool = False) -> dict[str, list[float]]:
+def measure(
+    url: str, size: int, blocks: int, steps: bool = False, against: str | None = None
+) -> dict[str, list[float]]:
     """Per variant, the mean server us of a call in each of its ``blocks`` blocks."""
     meter: Any = redis.Redis.from_url(url)
     saved = meter.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
     prefix = f"bench-fetchcall-{secrets.token_hex(3)}"
     call, close = _caller(url, prefix, size)
-    variants = _variants(steps)
+    variants = _variants(steps, against)
     shas = {name: meter.script_load(text) for name, text in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
     try:
@@ -134,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100,10000", help="body sizes in bytes")
     parser.add_argument("--blocks", type=int, default=20, help=f"measured blocks of {BLOCK}")
     parser.add_argument("--steps", action="store_true", help="also cut short at each step")
+    parser.add_argument("--against", metavar="REV", help="also the script of this commit")
     args = parser.parse_args(argv)
     with redis_at(args.redis_url) as url:
         for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
-            times = measure(url, size, args.blocks, args.steps)
+            times = measure(url, size, args.blocks, args.steps, args.against)
             print(f"\n{size:,}-byte bodies: server us per call, median of {args.blocks} blocks")
             print("| variant | us (min..max) |\n|---|---:|")
             for name, values in times.items():

@@ -27,3 +27,11 @@ def test_a_measured_call_leases_and_leaves_nothing_behind(redis_server: RedisSer
     r = redis.Redis.from_url(url)
     assert not list(r.scan_iter(match="bench-fetchcall-*"))
     assert r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"] != "-1"
+
+
+def test_the_script_of_another_commit_is_written_by_that_commits_code() -> None:
+    from benchmarks.fetchcall import script_at
+
+    text = script_at("HEAD")  # the checkout's own commit: the script it ships
+    assert "local FETCH_BYTES, CHUNK_BYTES" in text and "redis.call('SORT'" in text
+    assert text.startswith(FETCH[: FETCH.index("local FETCH_BYTES")])
