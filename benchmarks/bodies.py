@@ -109,7 +109,12 @@ class _Window:
                 self._scripts[name] = (old[0] + calls, old[1] + us)
         total = 0.0
         for command, (_, us) in delta.items():
-            top = us * (1 - nested_share(self._split.get(command)))
+            seen = self._split.get(command)
+            if seen is None:  # inside a script or not: the warm-up cannot tell
+                unknown = f"{command.upper()} (left out: not seen in the warm-up)"
+                self.by[unknown] = self.by.get(unknown, 0.0) + us
+                continue
+            top = us * (1 - nested_share(seen))
             if top:
                 name = self._name(command)
                 self.by[name] = self.by.get(name, 0.0) + top
@@ -123,7 +128,7 @@ class _Window:
 
     def _name(self, command: str) -> str:
         """A command's name in the breakdown: an ``EVALSHA`` by the scripts it ran in
-        the warm-up round."""
+        the warm-up round (all of them: the measured rounds' calls are not told apart)."""
         if command not in ("evalsha", "eval") or not self._scripts:
             return command.upper()
         return " + ".join(sorted(self._scripts))
@@ -256,9 +261,9 @@ def fetch_rounds(
                 name: us / (rounds * fetches) for name, us in sorted(window.by.items())
             }
     finally:
-        for _, close in sides.values():
-            close()
         meter.r.config_set("slowlog-log-slower-than", saved["slowlog-log-slower-than"])
         meter.r.config_set("slowlog-max-len", saved["slowlog-max-len"])
         meter.close()
+        for _, close in sides.values():
+            close()
     return result

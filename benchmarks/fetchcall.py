@@ -3,7 +3,8 @@
 
 Replays the call of a woken consumer (a ``BLMOVE`` moved one element, then the FETCH
 script leases it and up to 99 more: ``"2"``, see :mod:`brokerkit.backends.redis.list.woken_async`)
-on a private redis-server (or ``--redis-url``, under a prefix of its own), each call on
+on a private redis-server (or ``--redis-url``, under a prefix of its own: a server no
+other client runs scripts on, whose ``EVALSHA`` calls would count), each call on
 a queue of 100 fresh elements of ``--size`` bytes, and takes the script's time from
 ``INFO commandstats`` with the SLOWLOG off (an entry written for each command a script
 runs counts in the script's time). The call is built as the consumer builds it (its
@@ -79,7 +80,10 @@ def script_at(rev: str) -> str:
     ).stdout
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.10.12, 3.11.4 and later
+                tar.extractall(tmp, filter="data")
+            else:
+                tar.extractall(tmp)  # this repository's own archive
         code = "import sys; from brokerkit.backends.redis.list import scripts; "
         code += "sys.stdout.write(scripts.FETCH)"
         env = {**os.environ, "PYTHONPATH": tmp}
@@ -102,9 +106,9 @@ def _variants(steps: bool, against: str | None = None) -> dict[str, str]:
     return variants
 
 
-def _caller(url: str, prefix: str, size: int) -> tuple[Callable[[str], None], Callable[[], None]]:
+def _caller(url: str, prefix: str, size: int) -> tuple[Callable[[str], Any], Callable[[], None]]:
     """``call(sha)``: one woken fetch of a queue of ``BATCH`` fresh elements by the
-    script ``sha``, then what it leased deleted; and ``close()``."""
+    script ``sha`` (its reply), then what it leased deleted; and ``close()``."""
     broker: Any = brokerkit.connect(f"redis+list://{url.split('://', 1)[1]}?prefix={prefix}")
     r: Any = redis.Redis.from_url(url)
     plan = broker._topic("fetchcall")
@@ -113,15 +117,16 @@ def _caller(url: str, prefix: str, size: int) -> tuple[Callable[[str], None], Ca
     body = b"x" * size
     fixed = [keys.deadlines, keys.expiry, keys.fetches(consumer), keys.consumers]
 
-    def call(sha: str) -> None:
+    def call(sha: str) -> Any:
         nonces = new_nonces(batches_for(BATCH, size))
         batches = [keys.batch(nonce, consumer) for nonce in nonces]
         r.lpush(keys.queue, *[body] * BATCH)
         r.lmove(keys.queue, processing, "RIGHT", "RIGHT")  # what the BLMOVE moved
         args = [*plan.common, consumer, BATCH, 30_000, nonces[0], size, "2", *nonces[1:]]
         call_keys = [*plan.keys_for([consumer]), *batches]
-        r.evalsha(sha, len(call_keys), *call_keys, *args)
+        reply = r.evalsha(sha, len(call_keys), *call_keys, *args)
         r.delete(keys.queue, processing, *batches, *fixed)
+        return reply
 
     def close() -> None:
         broker.close()
@@ -134,21 +139,27 @@ def _caller(url: str, prefix: str, size: int) -> tuple[Callable[[str], None], Ca
 def measure(
     url: str, size: int, blocks: int, steps: bool = False, against: str | None = None
 ) -> dict[str, list[float]]:
-    """Per variant, the mean server us of a call in each of its ``blocks`` blocks."""
+    """Per variant, the mean server us of a call in each of its ``blocks`` blocks (the
+    variants' blocks in turn, their order reversed every other time).
+
+    :raises RuntimeError: a whole script leased fewer than ``BATCH``: it measured
+        something else than a fetch."""
+    variants = _variants(steps, against)
     meter: Any = redis.Redis.from_url(url)
     saved = meter.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
     prefix = f"bench-fetchcall-{secrets.token_hex(3)}"
     call, close = _caller(url, prefix, size)
-    variants = _variants(steps, against)
-    shas = {name: meter.script_load(text) for name, text in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
     try:
+        shas = [(name, meter.script_load(text)) for name, text in variants.items()]
         meter.config_set("slowlog-log-slower-than", -1)
         for block in range(blocks + 1):  # the first block warms up
-            for name, sha in shas.items():
+            for name, sha in shas if block % 2 else shas[::-1]:
                 before = meter.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
                 for _ in range(BLOCK):
-                    call(sha)
+                    reply = call(sha)
+                if name.startswith("whole script") and reply[0] != BATCH:
+                    raise RuntimeError(f"fetchcall: {name} leased {reply[0]} of {BATCH}")
                 after = meter.info("commandstats")["cmdstat_evalsha"]
                 if block:
                     calls = int(after["calls"]) - int(before["calls"])

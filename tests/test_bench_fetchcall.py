@@ -32,6 +32,8 @@ def test_a_measured_call_leases_and_leaves_nothing_behind(redis_server: RedisSer
 def test_the_script_of_another_commit_is_written_by_that_commits_code() -> None:
     from benchmarks.fetchcall import script_at
 
-    text = script_at("HEAD")  # the checkout's own commit: the script it ships
-    assert "local FETCH_BYTES, CHUNK_BYTES" in text and "redis.call('SORT'" in text
-    assert text.startswith(FETCH[: FETCH.index("local FETCH_BYTES")])
+    # 4308915: the last commit whose FETCH trimmed the queue after each batch's SORT
+    text = script_at("4308915")
+    assert "'LIMIT', 0, n, 'DESC'" in text and "'LIMIT', from, n, 'DESC'" not in text
+    assert "'LIMIT', from, n, 'DESC'" in FETCH
+    assert text.startswith(FETCH[: FETCH.index("local FETCH_BYTES")])  # the same preamble

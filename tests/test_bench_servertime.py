@@ -181,7 +181,7 @@ def test_the_callgrind_meter_counts_each_rounds_instructions_from_its_mark(
         assert totals(dump.read_text()) == meter.counts[("raw stream", "step")][0] > 0
 
 
-def test_the_fetch_figure_counts_a_script_once_and_logs_nothing_while_measuring(
+def test_the_fetch_figure_counts_a_script_once_and_puts_the_slowlog_back(
     redis_server: RedisServer,
 ) -> None:
     from benchmarks import bodies
@@ -190,8 +190,10 @@ def test_the_fetch_figure_counts_a_script_once_and_logs_nothing_while_measuring(
     before = redis.Redis.from_url(url).config_get("slowlog-*")
     result = bodies.fetch_rounds(url, 100, rounds=2, say=lambda _: None)
     ran = result.commands["redis+list"]
-    # the script whole, under its name; none of the commands it ran counted again
-    assert ran["list.scripts.FETCH"] > 0
+    # the script whole, under its name (with any other the warm-up saw run); none of
+    # the commands it ran counted again
+    fetch = [us for name, us in ran.items() if "list.scripts.FETCH" in name]
+    assert len(fetch) == 1 and fetch[0] > 0
     assert not {"SORT", "LTRIM", "LMOVE", "ZADD", "HSET", "EVALSHA"} & set(ran)
     assert set(result.commands["raw LMOVE x100"]) == {"LMOVE"}
     for side in bodies.FETCH_SIDES:
