@@ -151,8 +151,8 @@ def _round(side: str, url: str, count: int, rate: float, size: int) -> list[floa
         if not ready.wait(30):
             raise RuntimeError(f"paced: the {side} consumer did not start")
         time.sleep(0.05)  # the consumer is blocked in its first read by now
-        # nor does the publisher collect in the round (under benchmarks.issue18 it
-        # holds what the parts before this one left)
+        # The publisher does not collect during the round either (under
+        # benchmarks.issue18 it holds what the parts before this one left).
         gc.collect()
         collecting = gc.isenabled()
         gc.disable()
