@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import subprocess
 import sys
@@ -14,23 +15,26 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import nats as nats_py
 import pytest
+from nats.aio.client import ServerVersion
 
 import brokerkit
 import brokerkit.aio
+from brokerkit.backends.nats._client import redelivery_count_warning
 from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
 from brokerkit.exceptions import ConnectionFailed, InvalidOption, StaleDelivery
-from tests.nats_server import NATS_URL, nats_address, nats_prefix
+from tests.nats_server import nats_address, nats_prefix, nats_url
 
-__all__ = ["nats_prefix"]
+__all__ = ["nats_prefix", "nats_url"]
 
 
 @pytest.fixture
-def nats(nats_prefix: str) -> Iterator[Callable[..., Any]]:
+def nats(nats_url: str, nats_prefix: str) -> Iterator[Callable[..., Any]]:
     """``nats(**options)``: a sync broker on this test's stream, closed at the end."""
     made: list[brokerkit.Broker] = []
 
-    def make(url: str = NATS_URL, **options: Any) -> Any:
+    def make(url: str = nats_url, **options: Any) -> Any:
         broker = brokerkit.connect(url, prefix=nats_prefix, **options)
         made.append(broker)
         return broker
@@ -40,20 +44,22 @@ def nats(nats_prefix: str) -> Iterator[Callable[..., Any]]:
         broker.close()
 
 
-def test_registered_for_the_nats_scheme_on_both_apis(nats: Callable[..., Any]) -> None:
+def test_registered_for_the_nats_scheme_on_both_apis(
+    nats: Callable[..., Any], nats_url: str
+) -> None:
     assert isinstance(nats(), NatsBroker)
 
     async def main() -> None:
-        broker = await brokerkit.aio.connect(NATS_URL, prefix="unused")
+        broker = await brokerkit.aio.connect(nats_url, prefix="unused")
         assert isinstance(broker, AsyncNatsBroker)
         await broker.close()
 
     asyncio.run(main())
 
 
-def test_bad_prefix_and_start_are_refused_clearly(nats: Callable[..., Any]) -> None:
+def test_bad_prefix_and_start_are_refused_clearly(nats: Callable[..., Any], nats_url: str) -> None:
     with pytest.raises(InvalidOption, match="prefix must be"):
-        brokerkit.connect(NATS_URL, prefix="a.b")
+        brokerkit.connect(nats_url, prefix="a.b")
     with pytest.raises(InvalidOption, match="not a position on NATS"):
         nats().subscribe("t", group="g", start="yesterday")
 
@@ -147,12 +153,14 @@ def test_inspect_and_purge(nats: Callable[..., Any]) -> None:
     assert broker.inspect("other").length == 0
 
 
-def test_a_consumer_task_cancelled_mid_batch_strands_nothing(nats_prefix: str) -> None:
+def test_a_consumer_task_cancelled_mid_batch_strands_nothing(
+    nats_url: str, nats_prefix: str
+) -> None:
     """A task reading with prefetch=10 is cancelled after one delivery: the nine it
     fetched and never returned go back at once (not after the 30 s AckWait)."""
 
     async def main() -> None:
-        async with brokerkit.aio.connect(NATS_URL, prefix=nats_prefix) as broker:
+        async with brokerkit.aio.connect(nats_url, prefix=nats_prefix) as broker:
             ids = await broker.publish_many("batch", range(10))
             first: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -179,10 +187,11 @@ def test_a_consumer_task_cancelled_mid_batch_strands_nothing(nats_prefix: str) -
 
 
 class _Proxy:
-    """A TCP proxy on a free local port in front of the NATS server; :meth:`cut`
-    drops every connection through it (new ones are accepted again)."""
+    """A TCP proxy on a free local port in front of the NATS server at ``upstream``;
+    :meth:`cut` drops every connection through it (new ones are accepted again)."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._upstream = upstream
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
@@ -195,7 +204,7 @@ class _Proxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(nats_address())
+            upstream = socket.create_connection(self._upstream)
             with self._lock:
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
@@ -223,9 +232,9 @@ class _Proxy:
 
 
 def test_a_cut_connection_does_not_stop_publishing_or_consuming(
-    nats: Callable[..., Any],
+    nats: Callable[..., Any], nats_url: str
 ) -> None:
-    proxy = _Proxy()
+    proxy = _Proxy(nats_address(nats_url))
     try:
         broker = nats(f"nats://127.0.0.1:{proxy.port}", visibility_timeout=5)
         subscription = broker.subscribe("flaky")
@@ -294,6 +303,43 @@ def test_a_nack_reason_is_recorded_on_the_dead_letter(
     dead = broker.subscribe("orders.dlq").receive(timeout=5)
     assert dead is not None and dead.headers["x-dead-letter-reason"] == "ValueError: bad order"
     dead.ack()
+
+
+@pytest.mark.parametrize(
+    ("version", "miscounts"),
+    [("2.9.10", True), ("2.10.13", True), ("2.10.14", False), ("2.15.1", False),
+     ("3.0.0-beta.1", False), ("0.0.0-unknown", False), ("v2", False)],
+)  # fmt: skip
+def test_a_server_that_miscounts_redeliveries_is_named(version: str, miscounts: bool) -> None:
+    """Before 2.10.14 nats-server can serve a redelivery again as a first delivery
+    (nats-io/nats-server#5305): Delivery.attempt and max_deliveries then undercount."""
+    warning = redelivery_count_warning(ServerVersion(version))
+    if miscounts:
+        assert warning is not None
+        assert f"nats-server {version} " in warning
+        assert "nats-io/nats-server#5305, fixed in 2.10.14" in warning
+    else:
+        assert warning is None
+
+
+def test_a_consumer_is_warned_only_of_a_server_that_miscounts(
+    nats: Callable[..., Any], nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def server_version() -> ServerVersion:
+        nc = await nats_py.connect(nats_url)
+        try:
+            return nc.connected_server_version
+        finally:
+            await nc.close()
+
+    broker = nats()
+    with caplog.at_level(logging.WARNING, logger="brokerkit.nats"):
+        broker.subscribe("orders")
+        broker.subscribe("invoices")  # one warning a broker at most
+    expected = redelivery_count_warning(asyncio.run(server_version()))
+    assert [r.getMessage().partition(": ")[2] for r in caplog.records] == (
+        [expected] if expected else []
+    )
 
 
 def test_no_delay_is_declared_and_one_is_refused(nats: Callable[..., Any]) -> None:

@@ -9,15 +9,20 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
-from tests.nats_server import NATS_URL, nats_prefix
+from tests.nats_server import nats_prefix, nats_url
 
-__all__ = ["nats_prefix"]
-
-CORE_URL = NATS_URL.replace("nats://", "nats+core://", 1)
+__all__ = ["nats_prefix", "nats_url"]
 
 
-def test_every_listener_hears_and_a_late_one_hears_nothing_before_it(nats_prefix: str) -> None:
-    with brokerkit.connect(CORE_URL, prefix=nats_prefix) as broker:
+@pytest.fixture
+def core_url(nats_url: str) -> str:
+    return nats_url.replace("nats://", "nats+core://", 1)
+
+
+def test_every_listener_hears_and_a_late_one_hears_nothing_before_it(
+    core_url: str, nats_prefix: str
+) -> None:
+    with brokerkit.connect(core_url, prefix=nats_prefix) as broker:
         first, second = broker.subscribe("room"), broker.subscribe("room")
         broker.publish("room", "hello")
         late = broker.subscribe("room")
@@ -29,12 +34,12 @@ def test_every_listener_hears_and_a_late_one_hears_nothing_before_it(nats_prefix
         assert (info.length, info.in_flight) == (0, 0)
 
 
-def test_a_plain_nats_publisher_is_heard_raw(nats_prefix: str) -> None:
-    with brokerkit.connect(CORE_URL, prefix=nats_prefix) as broker:
+def test_a_plain_nats_publisher_is_heard_raw(core_url: str, nats_prefix: str) -> None:
+    with brokerkit.connect(core_url, prefix=nats_prefix) as broker:
         subscription = broker.subscribe("room.a")
 
         async def publish() -> None:
-            nc = await nats.connect(NATS_URL)
+            nc = await nats.connect(core_url.replace("nats+core://", "nats://", 1))
             await nc.publish(f"{nats_prefix}.room.a", b'{"text": "hi"}')
             await nc.flush()
             await nc.close()
@@ -45,9 +50,9 @@ def test_a_plain_nats_publisher_is_heard_raw(nats_prefix: str) -> None:
         assert delivery.payload == b'{"text": "hi"}'
 
 
-def test_a_pattern_hears_the_topics_it_matches_only(nats_prefix: str) -> None:
+def test_a_pattern_hears_the_topics_it_matches_only(core_url: str, nats_prefix: str) -> None:
     async def main() -> None:
-        async with brokerkit.aio.connect(CORE_URL, prefix=nats_prefix) as broker:
+        async with brokerkit.aio.connect(core_url, prefix=nats_prefix) as broker:
             rooms = await broker.subscribe("chat:room:*", pattern=True)
             await broker.publish("chat:room:1", "one")
             await broker.publish("chat:lobby", "no")
@@ -62,9 +67,9 @@ def test_a_pattern_hears_the_topics_it_matches_only(nats_prefix: str) -> None:
     asyncio.run(main())
 
 
-def test_groups_are_not_offered(nats_prefix: str) -> None:
+def test_groups_are_not_offered(core_url: str, nats_prefix: str) -> None:
     with (
-        brokerkit.connect(CORE_URL, prefix=nats_prefix) as broker,
+        brokerkit.connect(core_url, prefix=nats_prefix) as broker,
         pytest.raises(brokerkit.Unsupported, match="COMPETING"),
     ):
         broker.subscribe("room", group="workers")

@@ -8,9 +8,9 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit.contracts import BrokerContract
-from tests.nats_server import NATS_URL, nats_prefix
+from tests.nats_server import nats_prefix, nats_url
 
-__all__ = ["nats_prefix"]
+__all__ = ["nats_prefix", "nats_url"]
 
 
 class TestNatsContract(BrokerContract):
@@ -19,9 +19,9 @@ class TestNatsContract(BrokerContract):
     example_share = 0.5
 
     @pytest.fixture
-    def make_broker(self, nats_prefix: str):  # type: ignore[no-untyped-def]
+    def make_broker(self, nats_url: str, nats_prefix: str):  # type: ignore[no-untyped-def]
         def make(**options: object) -> brokerkit.Broker:
-            return brokerkit.connect(NATS_URL, prefix=nats_prefix, **options)
+            return brokerkit.connect(nats_url, prefix=nats_prefix, **options)
 
         return make
 
@@ -30,22 +30,25 @@ class TestNatsAsyncContract(BrokerContract):
     """The same suite over ``brokerkit.aio``, where the backend is native."""
 
     @pytest.fixture
-    def make_broker(self, nats_prefix: str):  # type: ignore[no-untyped-def]
-        return lambda **options: brokerkit.aio.connect(NATS_URL, prefix=nats_prefix, **options)
+    def make_broker(self, nats_url: str, nats_prefix: str):  # type: ignore[no-untyped-def]
+        return lambda **options: brokerkit.aio.connect(nats_url, prefix=nats_prefix, **options)
 
 
-CORE_URL = NATS_URL.replace("nats://", "nats+core://", 1)
+def _core(url: str) -> str:
+    return url.replace("nats://", "nats+core://", 1)
 
 
 class TestNatsCoreContract(BrokerContract):
     """Plain core NATS subjects: what pub/sub promises (fan-out, order, patterns)."""
 
     @pytest.fixture
-    def make_broker(self, nats_prefix: str):  # type: ignore[no-untyped-def]
-        return lambda **options: brokerkit.connect(CORE_URL, prefix=nats_prefix, **options)
+    def make_broker(self, nats_url: str, nats_prefix: str):  # type: ignore[no-untyped-def]
+        return lambda **options: brokerkit.connect(_core(nats_url), prefix=nats_prefix, **options)
 
 
 class TestNatsCoreAsyncContract(BrokerContract):
     @pytest.fixture
-    def make_broker(self, nats_prefix: str):  # type: ignore[no-untyped-def]
-        return lambda **options: brokerkit.aio.connect(CORE_URL, prefix=nats_prefix, **options)
+    def make_broker(self, nats_url: str, nats_prefix: str):  # type: ignore[no-untyped-def]
+        return lambda **options: brokerkit.aio.connect(
+            _core(nats_url), prefix=nats_prefix, **options
+        )

@@ -18,7 +18,7 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import Client
+from nats.aio.client import Client, ServerVersion
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -26,7 +26,7 @@ from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import ConnectionFailed
 
-__all__ = ["NatsClient", "Request"]
+__all__ = ["COUNTS_REDELIVERIES_SINCE", "NatsClient", "Request", "redelivery_count_warning"]
 
 log = logging.getLogger("brokerkit.nats")
 
@@ -37,6 +37,29 @@ Request = tuple[str, bytes, "dict[str, str] | None"]
 _RETRY_WAIT = 0.25
 #: Seconds one try of a request waits for its reply before it is retried.
 _TRY_TIMEOUT = 2.0
+
+#: The first nats-server release whose delivery count never goes back: before it, a
+#: redelivery that found no live pull request could be served again as a first
+#: delivery (nats-io/nats-server#5305).
+COUNTS_REDELIVERIES_SINCE = (2, 10, 14)
+
+
+def redelivery_count_warning(version: ServerVersion) -> str | None:
+    """What to warn a consumer of on nats-server ``version``, or None: nothing known
+    (nats-py says 0.0.0 when the server did not say) or nothing to fear."""
+    try:
+        release = (version.major, version.minor, version.patch)
+    except ValueError:  # not a semantic version
+        return None
+    if not (0, 0, 0) < release < COUNTS_REDELIVERIES_SINCE:
+        return None
+    return (
+        f"nats-server {'.'.join(map(str, release))} can hand out a redelivered message "
+        "as if for the first time (nats-io/nats-server#5305, fixed in "
+        f"{'.'.join(map(str, COUNTS_REDELIVERIES_SINCE))}): Delivery.attempt can then be "
+        "1 again, and max_deliveries let a message through more often than it says; "
+        "upgrade the server"
+    )
 
 
 class NatsClient:

@@ -40,7 +40,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import bridged
-from brokerkit.backends.nats._client import NatsClient, Request
+from brokerkit.backends.nats._client import NatsClient, Request, redelivery_count_warning
 from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
@@ -110,6 +110,7 @@ class AsyncNatsBroker(AsyncBroker):
         self._leases: dict[str, _Lease] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._renewals_suspended = False
+        self._server_checked = False
 
     # -- the stream ---------------------------------------------------------------
 
@@ -159,6 +160,9 @@ class AsyncNatsBroker(AsyncBroker):
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         await self._ensure_stream()
+        if not self._server_checked:
+            self._server_checked = True
+            await self._warn_of_miscounting_server()
         topic, group = subscription.topic, subscription.group
         durable = consumer_name(topic, group)
         info = await self._client.api(
@@ -197,6 +201,12 @@ class AsyncNatsBroker(AsyncBroker):
         await reader.open()
         reader.ack_wait = ack_wait
         subscription.state = reader
+
+    async def _warn_of_miscounting_server(self) -> None:
+        nc = await self._client.connection()
+        warning = redelivery_count_warning(nc.connected_server_version)
+        if warning:
+            log.warning("NATS at %s: %s", self._client.server, warning, extra=log_fields())
 
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
