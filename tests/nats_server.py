@@ -30,7 +30,7 @@ import pytest
 
 from brokerkit.backends.nats._client import COUNTS_REDELIVERIES_SINCE
 
-__all__ = ["delete_stream", "nats_address", "nats_prefix", "nats_url"]
+__all__ = ["NatsServer", "delete_stream", "nats_address", "nats_prefix", "nats_url"]
 
 #: Older servers can serve a redelivered message again as a first delivery
 #: (nats-io/nats-server#5305), which the contract suite's dead-letter tests catch.
@@ -100,6 +100,12 @@ class NatsServer:
                 raise RuntimeError(f"nats-server did not answer on port {self.port}")
             time.sleep(0.02)
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown; its store stays for :meth:`start`."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
 
     def stop(self) -> None:
         """Stop the server and remove its store."""

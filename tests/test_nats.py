@@ -1,6 +1,6 @@
 """The NATS JetStream backend against the real server: what the contract suite does not
 reach (dead letters as JetStream stores them, in_progress, renewals, AckWait,
-cancellation, inspect and purge, a cut connection)."""
+cancellation, inspect and purge, a cut connection, a killed and restarted server)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import brokerkit.aio
 from brokerkit.backends.nats._client import redelivery_count_warning
 from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
 from brokerkit.exceptions import ConnectionFailed, InvalidOption, StaleDelivery
-from tests.nats_server import nats_address, nats_prefix, nats_url
+from tests.nats_server import NatsServer, nats_address, nats_prefix, nats_url
 
 __all__ = ["nats_prefix", "nats_url"]
 
@@ -253,6 +253,35 @@ def test_a_cut_connection_does_not_stop_publishing_or_consuming(
         got.ack()
     finally:
         proxy.close()
+
+
+def test_a_server_killed_and_restarted_keeps_the_stream_and_the_lease() -> None:
+    """kill -9 and a restart on the same port and store: what was stored is delivered,
+    a lease taken before the kill is acked after it, and publishing and consuming go
+    on through the reconnection (a server of this test's own: the others' stays up)."""
+    server = NatsServer().start()
+    try:
+        with brokerkit.connect(server.url, prefix="restarts", visibility_timeout=30) as broker:
+            subscription = broker.subscribe("orders", prefetch=1)
+            broker.publish_many("orders", ["held", "stored"])
+            held = subscription.receive(timeout=5)
+            assert held is not None and held.body == "held"
+            server.kill()
+            server.start()
+            broker.publish("orders", "after")  # retried until the client is back
+            held.ack()
+            got = []
+            deadline = time.monotonic() + 15
+            while len(got) < 2 and time.monotonic() < deadline:
+                delivery = subscription.receive(timeout=1)
+                if delivery is not None:
+                    got.append(delivery.body)
+                    delivery.ack()
+            assert got == ["stored", "after"]
+            assert subscription.receive(timeout=0.5) is None, "the acked lease came back"
+            assert broker.inspect("orders").in_flight == 0
+    finally:
+        server.stop()
 
 
 def test_an_unreachable_server_fails_clearly_without_the_password(
