@@ -101,10 +101,19 @@ class NatsServer:
             time.sleep(0.02)
         return self
 
-    def kill(self) -> None:
-        """SIGKILL the server: no shutdown; its store stays for :meth:`start`."""
+    @property
+    def store(self) -> Path:
+        """The JetStream store directory."""
+        return Path(self._dir.name)
+
+    def kill(self, *, gracefully: bool = False) -> None:
+        """SIGKILL the server (no shutdown), or SIGTERM it (JetStream writes its state
+        first); its store stays for :meth:`start`."""
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            if gracefully:
+                self.process.terminate()
+            else:
+                self.process.kill()
             self.process.wait(10)
 
     def stop(self) -> None:

@@ -1,12 +1,14 @@
 """The NATS JetStream backend against the real server: what the contract suite does not
 reach (dead letters as JetStream stores them, in_progress, renewals, AckWait,
-cancellation, inspect and purge, a cut connection, a killed and restarted server)."""
+cancellation, inspect and purge, a cut connection, a restarted server, one that forgot
+a delivery)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from nats.aio.client import ServerVersion
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.nats._client import redelivery_count_warning
+from brokerkit.backends.nats._wire import consumer_name
 from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
 from brokerkit.exceptions import ConnectionFailed, InvalidOption, StaleDelivery
 from tests.nats_server import NatsServer, nats_address, nats_prefix, nats_url
@@ -153,6 +156,28 @@ def test_inspect_and_purge(nats: Callable[..., Any]) -> None:
     assert broker.inspect("other").length == 0
 
 
+def test_an_ack_after_the_group_was_deleted_is_stale(
+    nats: Callable[..., Any], nats_url: str, nats_prefix: str
+) -> None:
+    """An operator deleted the group's consumer (``nats consumer rm``): nobody takes
+    the ack (status 503), and it raises StaleDelivery."""
+    broker = nats()
+    broker.publish("stock", "a")
+    delivery = broker.subscribe("stock", group="pickers").receive(timeout=5)
+    assert delivery is not None
+
+    async def delete_consumer() -> None:
+        nc = await nats_py.connect(nats_url)
+        try:
+            await nc.jetstream().delete_consumer(nats_prefix, consumer_name("stock", "pickers"))
+        finally:
+            await nc.close()
+
+    asyncio.run(delete_consumer())
+    with pytest.raises(StaleDelivery):
+        delivery.ack()
+
+
 def test_a_consumer_task_cancelled_mid_batch_strands_nothing(
     nats_url: str, nats_prefix: str
 ) -> None:
@@ -255,10 +280,10 @@ def test_a_cut_connection_does_not_stop_publishing_or_consuming(
         proxy.close()
 
 
-def test_a_server_killed_and_restarted_keeps_the_stream_and_the_lease() -> None:
-    """kill -9 and a restart on the same port and store: what was stored is delivered,
-    a lease taken before the kill is acked after it, and publishing and consuming go
-    on through the reconnection (a server of this test's own: the others' stays up)."""
+def test_a_restarted_server_keeps_the_stream_and_the_lease() -> None:
+    """A restart on the same port and store: what was stored is delivered, a lease
+    taken before it is acked after it, and publishing and consuming go on through the
+    reconnection (a server of this test's own: the others' stays up)."""
     server = NatsServer().start()
     try:
         with brokerkit.connect(server.url, prefix="restarts", visibility_timeout=30) as broker:
@@ -266,22 +291,58 @@ def test_a_server_killed_and_restarted_keeps_the_stream_and_the_lease() -> None:
             broker.publish_many("orders", ["held", "stored"])
             held = subscription.receive(timeout=5)
             assert held is not None and held.body == "held"
-            server.kill()
+            server.kill(gracefully=True)
             server.start()
             broker.publish("orders", "after")  # retried until the client is back
             held.ack()
-            got = []
-            deadline = time.monotonic() + 15
-            while len(got) < 2 and time.monotonic() < deadline:
-                delivery = subscription.receive(timeout=1)
-                if delivery is not None:
-                    got.append(delivery.body)
-                    delivery.ack()
-            assert got == ["stored", "after"]
+            assert _bodies(subscription, 2) == ["stored", "after"]
             assert subscription.receive(timeout=0.5) is None, "the acked lease came back"
             assert broker.inspect("orders").in_flight == 0
     finally:
         server.stop()
+
+
+def test_a_lease_the_restarted_server_forgot_is_stale_at_once() -> None:
+    """kill -9, and the server comes back from a store written before the delivery (as
+    when it died before writing it): the ack raises StaleDelivery after one try
+    (JetStream never answers an ack of a delivery it does not know: the broker does not
+    wait out reconnect_timeout for it), and the message is delivered again."""
+    server = NatsServer().start()
+    snapshot = server.store.with_name(server.store.name + "-before")
+    try:
+        with brokerkit.connect(server.url, prefix="forgets", visibility_timeout=30) as broker:
+            subscription = broker.subscribe("orders", prefetch=1)
+            broker.publish("orders", "held")
+            server.kill(gracefully=True)
+            shutil.copytree(server.store, snapshot)
+            server.start()
+            held = subscription.receive(timeout=10)
+            assert held is not None and held.body == "held" and held.attempt == 1
+            server.kill()
+            shutil.rmtree(server.store)
+            shutil.copytree(snapshot, server.store)
+            server.start()
+            broker.publish("orders", "after")  # the client is back
+            began = time.monotonic()
+            with pytest.raises(StaleDelivery):
+                held.ack()
+            assert time.monotonic() - began < 10, "the ack waited for reconnect_timeout"
+            assert _bodies(subscription, 2) == ["held", "after"]
+    finally:
+        server.stop()
+        shutil.rmtree(snapshot, ignore_errors=True)
+
+
+def _bodies(subscription: brokerkit.Subscription, count: int) -> list[Any]:
+    """The bodies of the next ``count`` deliveries (each acked), within 15 s."""
+    got = []
+    deadline = time.monotonic() + 15
+    while len(got) < count and time.monotonic() < deadline:
+        delivery = subscription.receive(timeout=1)
+        if delivery is not None:
+            got.append(delivery.body)
+            delivery.ack()
+    return got
 
 
 def test_an_unreachable_server_fails_clearly_without_the_password(

@@ -76,6 +76,9 @@ class NatsClient:
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._tokens = itertools.count()
         self._closing = False
+        #: How many times the connection came back: what was leased on an earlier
+        #: connection may be unknown to a server that restarted meanwhile.
+        self.generation = 0
 
     @property
     def server(self) -> str:
@@ -110,6 +113,7 @@ class NatsClient:
             log.warning("NATS connection to %s lost; reconnecting", self.server, extra=log_fields())
 
         async def on_reconnect() -> None:
+            self.generation += 1
             log.info("NATS connection to %s is back", self.server, extra=log_fields())
 
         try:
@@ -152,11 +156,38 @@ class NatsClient:
 
         :raises ConnectionFailed: some replies never came.
         """
+        replies = await self._exchange(requests, what, None)
+        return [reply for reply in replies if reply is not None]
+
+    async def settle_all(
+        self, requests: Sequence[Request], generations: Sequence[int], what: str
+    ) -> list[bool]:
+        """:meth:`request_all` for acks and the like of deliveries leased on the
+        connections ``generations`` name; whether the server knew each delivery.
+
+        It did not when nobody took the request (status 503: the group's consumer was
+        deleted), or when it never answered: JetStream answers every ack but one of
+        a delivery it does not know (a server that restarted before it stored the
+        delivery leases it again from the start). So a request for a delivery leased
+        on an earlier connection that a later one carried for a whole try, unanswered,
+        is given up, where one of this connection's is retried as
+        :meth:`request_all` does.
+        """
+        return [
+            reply is not None and not (reply.headers and reply.headers.get("Status") == "503")
+            for reply in await self._exchange(requests, what, generations)
+        ]
+
+    async def _exchange(
+        self, requests: Sequence[Request], what: str, generations: Sequence[int] | None
+    ) -> list[Msg | None]:
         nc = await self.connection()
         deadline = time.monotonic() + self.reconnect_timeout
         replies: list[Msg | None] = [None] * len(requests)
+        given_up = [False] * len(requests)
         while True:
-            todo = [i for i, reply in enumerate(replies) if reply is None]
+            todo = [i for i, reply in enumerate(replies) if reply is None and not given_up[i]]
+            generation = self.generation
             futures = []
             try:
                 for index in todo:
@@ -171,7 +202,7 @@ class NatsClient:
                 wait = max(min(_TRY_TIMEOUT, deadline - time.monotonic()), 0.05)
                 await asyncio.wait([f for _, _, f in futures], timeout=wait)
             except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
-                pass  # the client is reconnecting: try again below
+                generation = -1  # the client is reconnecting: try again below
             except nats.errors.ConnectionClosedError:
                 raise ConnectionFailed(f"the NATS connection to {self.server} is closed") from None
             finally:
@@ -181,8 +212,14 @@ class NatsClient:
                         replies[index] = future.result()
                     else:
                         future.cancel()
-            if all(reply is not None for reply in replies):
-                return [reply for reply in replies if reply is not None]
+            carried = generation == self.generation and nc.is_connected
+            for index in todo:
+                if replies[index] is None and generations is not None and carried:
+                    given_up[index] = generations[index] < generation
+            if all(
+                reply is not None or gone for reply, gone in zip(replies, given_up, strict=True)
+            ):
+                return replies
             if time.monotonic() >= deadline:
                 raise ConnectionFailed(
                     f"NATS at {self.server} did not answer to {what} within "

@@ -68,6 +68,7 @@ class _Lease:
 
     :ivar deadline: monotonic time by which the server surely still holds it for us:
         the ack wait counted from before the request that leased (or renewed) it.
+    :ivar generation: the connection it came on (:attr:`NatsClient.generation`).
     """
 
     reply: str
@@ -75,6 +76,7 @@ class _Lease:
     ack_wait: float
     consumer: str
     seq: int
+    generation: int
 
 
 class AsyncNatsBroker(AsyncBroker):
@@ -276,6 +278,7 @@ class AsyncNatsBroker(AsyncBroker):
             reader.ack_wait,
             meta.consumer,
             meta.sequence.stream,
+            self._client.generation,
         )
         self._leases[lease.reply] = lease
         return AsyncDelivery(
@@ -331,16 +334,24 @@ class AsyncNatsBroker(AsyncBroker):
                 stale.append(delivery)
         return live, stale
 
-    async def _send(self, leases: Sequence[_Lease], verb: bytes, what: str) -> None:
-        await self._client.request_all([(lease.reply, verb, None) for lease in leases], what)
-        if verb != b"+WPI":
-            for lease in leases:
-                self._leases.pop(lease.reply, None)
+    async def _send(self, leases: Sequence[_Lease], verb: bytes, what: str) -> list[_Lease]:
+        """Send ``verb`` for each lease; the leases the server turned out not to know
+        (leased before it restarted and forgot them: see :meth:`NatsClient.settle_all`),
+        which are lost: each will be delivered again."""
+        answered = await self._client.settle_all(
+            [(lease.reply, verb, None) for lease in leases],
+            [lease.generation for lease in leases],
+            what,
+        )
+        lost = [lease for lease, known in zip(leases, answered, strict=True) if not known]
+        for lease in leases if verb != b"+WPI" else lost:
+            self._leases.pop(lease.reply, None)
+        return lost
 
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
         live, stale = self._split(deliveries)
         if live:
-            await self._send(live, b"+ACK", "ack")
+            stale += _of(deliveries, await self._send(live, b"+ACK", "ack"))
         if stale:
             raise StaleDelivery(stale)
 
@@ -371,14 +382,15 @@ class AsyncNatsBroker(AsyncBroker):
             else:
                 requeued.append(delivery.receipt)
         if requeued:
-            await self._send(requeued, b"-NAK", "requeue")
+            stale += _of(deliveries, await self._send(requeued, b"-NAK", "requeue"))
         if dead:
-            await self._dead_letter(dead)
+            stale += _of(deliveries, await self._dead_letter(dead))
         if stale:
             raise StaleDelivery(stale)
 
-    async def _dead_letter(self, dead: Sequence[tuple[AsyncDelivery, str, int]]) -> None:
-        """Republish to ``<topic>.dlq`` (confirmed), then ``+TERM`` the originals.
+    async def _dead_letter(self, dead: Sequence[tuple[AsyncDelivery, str, int]]) -> list[_Lease]:
+        """Republish to ``<topic>.dlq`` (confirmed), then ``+TERM`` the originals; the
+        leases the server did not know (see :meth:`_send`).
 
         A crash in between leaves the original to be redelivered and dead-lettered
         again; the dead letter's ``Nats-Msg-Id`` makes JetStream store it once."""
@@ -409,23 +421,25 @@ class AsyncNatsBroker(AsyncBroker):
                 )
             )
         await self._store(requests, "dead-letter")
-        await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
+        return await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         # +WPI restarts AckWait: the lease runs for the group's ack wait from now,
         # whatever ``seconds`` says; a live broker renews it again in the background.
         live, stale = self._split(deliveries)
-        await self._renew(live)
+        stale += _of(deliveries, await self._renew(live))
         if stale:
             raise StaleDelivery(stale)
 
-    async def _renew(self, leases: Sequence[_Lease]) -> None:
+    async def _renew(self, leases: Sequence[_Lease]) -> list[_Lease]:
+        """``+WPI`` each lease; the lost ones (see :meth:`_send`)."""
         if not leases:
-            return
+            return []
         sent = time.monotonic()
-        await self._send(leases, b"+WPI", "extend a lease")
+        lost = await self._send(leases, b"+WPI", "extend a lease")
         for lease in leases:
             lease.deadline = max(lease.deadline, sent + lease.ack_wait)
+        return lost
 
     # -- renewing in the background -----------------------------------------------
 
@@ -493,6 +507,12 @@ def _margin(lease: _Lease) -> float:
     """How long before its deadline a lease stops counting as held: the time an ack
     may take to reach the server (a fifth of the ack wait, a second at most)."""
     return min(0.2 * lease.ack_wait, 1.0)
+
+
+def _of(deliveries: Sequence[AsyncDelivery], leases: Sequence[_Lease]) -> list[AsyncDelivery]:
+    """The deliveries whose receipts are ``leases``."""
+    wanted = {id(lease) for lease in leases}
+    return [delivery for delivery in deliveries if id(delivery.receipt) in wanted]
 
 
 def _deliver_policy(start: str | None) -> dict[str, Any]:
