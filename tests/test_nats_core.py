@@ -9,9 +9,6 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
-from tests.nats_server import nats_prefix, nats_url
-
-__all__ = ["nats_prefix", "nats_url"]
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from tests.kombu_rabbitmq import kombu_broker, rabbitmq  # noqa: F401 (fixtures)
-from tests.nats_server import nats_prefix, nats_url  # noqa: F401 (fixtures)
 
 
 def check_listing_and_age(broker: Any) -> None:
@@ -81,7 +80,7 @@ def test_redis(redis_broker: Callable[..., Any], scheme: str) -> None:
     assert other.topics() == []  # another prefix is another set of topics
 
 
-def test_nats(nats_url: str, nats_prefix: str) -> None:  # noqa: F811
+def test_nats(nats_url: str, nats_prefix: str) -> None:
     with brokerkit.connect(nats_url, prefix=nats_prefix) as broker:
         check_listing_and_age(broker)
 

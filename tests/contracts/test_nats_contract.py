@@ -8,9 +8,6 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit.contracts import BrokerContract
-from tests.nats_server import nats_prefix, nats_url
-
-__all__ = ["nats_prefix", "nats_url"]
 
 
 class TestNatsContract(BrokerContract):

@@ -76,8 +76,8 @@ class NatsClient:
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._tokens = itertools.count()
         self._closing = False
-        #: How many times the connection came back: what was leased on an earlier
-        #: connection may be unknown to a server that restarted meanwhile.
+        #: Counts the connection's losses and returns: what was leased before the
+        #: last one may be unknown to a server that restarted meanwhile.
         self.generation = 0
 
     @property
@@ -108,6 +108,7 @@ class NatsClient:
             )
 
         async def on_disconnect() -> None:
+            self.generation += 1
             if self._closing:
                 return
             log.warning("NATS connection to %s lost; reconnecting", self.server, extra=log_fields())
@@ -156,38 +157,11 @@ class NatsClient:
 
         :raises ConnectionFailed: some replies never came.
         """
-        replies = await self._exchange(requests, what, None)
-        return [reply for reply in replies if reply is not None]
-
-    async def settle_all(
-        self, requests: Sequence[Request], generations: Sequence[int], what: str
-    ) -> list[bool]:
-        """:meth:`request_all` for acks and the like of deliveries leased on the
-        connections ``generations`` name; whether the server knew each delivery.
-
-        It did not when nobody took the request (status 503: the group's consumer was
-        deleted), or when it never answered: JetStream answers every ack but one of
-        a delivery it does not know (a server that restarted before it stored the
-        delivery leases it again from the start). So a request for a delivery leased
-        on an earlier connection that a later one carried for a whole try, unanswered,
-        is given up, where one of this connection's is retried as
-        :meth:`request_all` does.
-        """
-        return [
-            reply is not None and not (reply.headers and reply.headers.get("Status") == "503")
-            for reply in await self._exchange(requests, what, generations)
-        ]
-
-    async def _exchange(
-        self, requests: Sequence[Request], what: str, generations: Sequence[int] | None
-    ) -> list[Msg | None]:
         nc = await self.connection()
         deadline = time.monotonic() + self.reconnect_timeout
         replies: list[Msg | None] = [None] * len(requests)
-        given_up = [False] * len(requests)
         while True:
-            todo = [i for i, reply in enumerate(replies) if reply is None and not given_up[i]]
-            generation = self.generation
+            todo = [i for i, reply in enumerate(replies) if reply is None]
             futures = []
             try:
                 for index in todo:
@@ -202,7 +176,7 @@ class NatsClient:
                 wait = max(min(_TRY_TIMEOUT, deadline - time.monotonic()), 0.05)
                 await asyncio.wait([f for _, _, f in futures], timeout=wait)
             except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
-                generation = -1  # the client is reconnecting: try again below
+                pass  # the client is reconnecting: try again below
             except nats.errors.ConnectionClosedError:
                 raise ConnectionFailed(f"the NATS connection to {self.server} is closed") from None
             finally:
@@ -212,14 +186,8 @@ class NatsClient:
                         replies[index] = future.result()
                     else:
                         future.cancel()
-            carried = generation == self.generation and nc.is_connected
-            for index in todo:
-                if replies[index] is None and generations is not None and carried:
-                    given_up[index] = generations[index] < generation
-            if all(
-                reply is not None or gone for reply, gone in zip(replies, given_up, strict=True)
-            ):
-                return replies
+            if all(reply is not None for reply in replies):
+                return [reply for reply in replies if reply is not None]
             if time.monotonic() >= deadline:
                 raise ConnectionFailed(
                     f"NATS at {self.server} did not answer to {what} within "

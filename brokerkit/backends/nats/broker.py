@@ -68,7 +68,8 @@ class _Lease:
 
     :ivar deadline: monotonic time by which the server surely still holds it for us:
         the ack wait counted from before the request that leased (or renewed) it.
-    :ivar generation: the connection it came on (:attr:`NatsClient.generation`).
+    :ivar generation: the connection it came on (:attr:`NatsClient.generation`), or
+        the one it was last found on the server from (:meth:`AsyncNatsBroker._forgotten`).
     """
 
     reply: str
@@ -217,13 +218,14 @@ class AsyncNatsBroker(AsyncBroker):
         # Left over from a pull that outlived its wait (the client was reconnecting):
         # leased at a time nobody knows, so handed straight back.
         await self._nak_quietly([m.reply for m in reader.stragglers() if m.reply])
+        generation = self._client.generation  # (before the pull: the earlier, if two)
         pulled = await reader.pull(max_messages, timeout, lambda: subscription.closed)
         deliveries: list[AsyncDelivery] = []
         dead: list[tuple[AsyncDelivery, str, int]] = []
         waited: list[_Lease] = []
         limit = self.options.max_deliveries
         for sent, msg, waiting in pulled:
-            delivery = self._delivery(subscription, reader, sent, msg)
+            delivery = self._delivery(subscription, reader, sent, msg, generation)
             if limit is not None and delivery.attempt > limit:
                 # Its lease ran out on the last allowed delivery (see _nack for the rest).
                 dead.append((delivery, "max_deliveries", delivery.attempt - 1))
@@ -262,7 +264,12 @@ class AsyncNatsBroker(AsyncBroker):
         return deliveries
 
     def _delivery(
-        self, subscription: AsyncSubscription, reader: Reader, sent: float, msg: Msg
+        self,
+        subscription: AsyncSubscription,
+        reader: Reader,
+        sent: float,
+        msg: Msg,
+        generation: int,
     ) -> AsyncDelivery:
         meta = msg.metadata
         message = decode(
@@ -278,7 +285,7 @@ class AsyncNatsBroker(AsyncBroker):
             reader.ack_wait,
             meta.consumer,
             meta.sequence.stream,
-            self._client.generation,
+            generation,
         )
         self._leases[lease.reply] = lease
         return AsyncDelivery(
@@ -335,18 +342,48 @@ class AsyncNatsBroker(AsyncBroker):
         return live, stale
 
     async def _send(self, leases: Sequence[_Lease], verb: bytes, what: str) -> list[_Lease]:
-        """Send ``verb`` for each lease; the leases the server turned out not to know
-        (leased before it restarted and forgot them: see :meth:`NatsClient.settle_all`),
-        which are lost: each will be delivered again."""
-        answered = await self._client.settle_all(
-            [(lease.reply, verb, None) for lease in leases],
-            [lease.generation for lease in leases],
-            what,
-        )
-        lost = [lease for lease, known in zip(leases, answered, strict=True) if not known]
+        """Send ``verb`` for each lease the server still knows; the others, which are
+        lost (each will be delivered again): see :meth:`_forgotten`, and a request
+        nobody took (status 503: the group's consumer was deleted)."""
+        lost = await self._forgotten(leases)
+        sent = [lease for lease in leases if lease not in lost]
+        if sent:
+            replies = await self._client.request_all(
+                [(lease.reply, verb, None) for lease in sent], what
+            )
+            lost += [
+                lease
+                for lease, reply in zip(sent, replies, strict=True)
+                if reply.headers and reply.headers.get("Status") == "503"
+            ]
         for lease in leases if verb != b"+WPI" else lost:
             self._leases.pop(lease.reply, None)
         return lost
+
+    async def _forgotten(self, leases: Sequence[_Lease]) -> list[_Lease]:
+        """The leases, taken before the connection was last lost, that the server no
+        longer knows: one that restarted before it stored a delivery leases it again
+        from the start, never answers its ack, and takes a nack or an extend of it
+        without a word. Its group's consumer says so: it has delivered nothing past
+        that stream sequence (``CONSUMER.INFO``, once per group). The others are
+        counted as this connection's from now on."""
+        generation = self._client.generation
+        older: dict[str, list[_Lease]] = {}
+        for lease in leases:
+            if lease.generation != generation:
+                older.setdefault(lease.consumer, []).append(lease)
+        forgotten: list[_Lease] = []
+        for consumer, held in older.items():
+            info = await self._client.api(
+                f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check the leases held"
+            )
+            delivered = info.get("delivered", {}).get("stream_seq", 0) if "error" not in info else 0
+            for lease in held:
+                if lease.seq > delivered:
+                    forgotten.append(lease)
+                else:
+                    lease.generation = generation
+        return forgotten
 
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
         live, stale = self._split(deliveries)
