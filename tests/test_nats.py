@@ -306,19 +306,21 @@ def test_leases_the_restarted_server_forgot_are_stale() -> None:
     """kill -9, and the server comes back from a store written before the deliveries
     (as when it died before writing them): it would never answer an ack of them, and
     would take a nack or an extend without a word. Each raises StaleDelivery (no wait
-    for reconnect_timeout, no lease kept renewing), and the messages come again."""
+    for reconnect_timeout, no lease kept renewing, no dead letter of a message that
+    comes again), and the messages come again."""
     server = NatsServer()
     snapshot = server.store.with_name("store-before")
     try:
         server.start()
         with brokerkit.connect(server.url, prefix="forgets", visibility_timeout=30) as broker:
-            subscription = broker.subscribe("orders", prefetch=3)
-            broker.publish_many("orders", ["acked", "nacked", "extended"])
+            subscription = broker.subscribe("orders", prefetch=4)
+            broker.publish_many("orders", ["acked", "nacked", "extended", "rejected"])
             server.kill(gracefully=True)
             shutil.copytree(server.store, snapshot)
             server.start()
-            held = [subscription.receive(timeout=10) for _ in range(3)]
-            assert [d.body if d else None for d in held] == ["acked", "nacked", "extended"]
+            held = [subscription.receive(timeout=10) for _ in range(4)]
+            bodies = ["acked", "nacked", "extended", "rejected"]
+            assert [d.body if d else None for d in held] == bodies
             server.kill()
             shutil.rmtree(server.store)
             shutil.copytree(snapshot, server.store)
@@ -330,7 +332,10 @@ def test_leases_the_restarted_server_forgot_are_stale() -> None:
                 held[1].nack()
             with pytest.raises(StaleDelivery):
                 held[2].extend(30)
-            assert _bodies(subscription, 4) == ["acked", "nacked", "extended", "after"]
+            with pytest.raises(StaleDelivery):
+                held[3].nack(requeue=False)
+            assert _bodies(subscription, 5) == [*bodies, "after"]
+            assert broker.inspect("orders.dlq").length == 0, "dead-lettered, and it comes again"
     finally:
         server.stop()  # the snapshot too
 

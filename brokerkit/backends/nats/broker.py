@@ -430,7 +430,12 @@ class AsyncNatsBroker(AsyncBroker):
         leases the server did not know (see :meth:`_send`).
 
         A crash in between leaves the original to be redelivered and dead-lettered
-        again; the dead letter's ``Nats-Msg-Id`` makes JetStream store it once."""
+        again; the dead letter's ``Nats-Msg-Id`` makes JetStream store it once. A
+        delivery the server forgot is not dead-lettered: it comes again."""
+        lost = await self._forgotten([delivery.receipt for delivery, _, _ in dead])
+        for forgotten in lost:
+            self._leases.pop(forgotten.reply, None)
+        dead = [entry for entry in dead if entry[0].receipt not in lost]
         requests: list[Request] = []
         for delivery, reason, count in dead:
             message = delivery.message
@@ -457,8 +462,10 @@ class AsyncNatsBroker(AsyncBroker):
                     encode_headers(letter, msg_id=msg_id),
                 )
             )
-        await self._store(requests, "dead-letter")
-        return await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
+        if dead:
+            await self._store(requests, "dead-letter")
+            lost += await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
+        return lost
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         # +WPI restarts AckWait: the lease runs for the group's ack wait from now,
