@@ -280,21 +280,33 @@ def test_a_cut_connection_does_not_stop_publishing_or_consuming(
 
 
 def test_a_restarted_server_keeps_the_stream_and_the_lease() -> None:
-    """A restart on the same port and store: what was stored is delivered, a lease
-    taken before it is acked after it, and publishing and consuming go on through the
+    """A restart on the same port and store: what was stored is delivered, leases
+    taken before it are acked after it (the server asked once what its group has
+    delivered, not once an ack), and publishing and consuming go on through the
     reconnection (a server of this test's own: the others' stays up)."""
     server = NatsServer()
     try:
         server.start()
         with brokerkit.connect(server.url, prefix="restarts", visibility_timeout=30) as broker:
-            subscription = broker.subscribe("orders", prefetch=1)
-            broker.publish_many("orders", ["held", "stored"])
-            held = subscription.receive(timeout=5)
-            assert held is not None and held.body == "held"
+            subscription = broker.subscribe("orders", prefetch=2)
+            broker.publish_many("orders", ["held", "also held", "stored"])
+            held = [subscription.receive(timeout=5) for _ in range(2)]
+            assert [d.body if d else None for d in held] == ["held", "also held"]
             server.kill(gracefully=True)
             server.start()
             broker.publish("orders", "after")  # retried until the client is back
-            held.ack()
+            client = broker.inner._client
+            asked: list[str] = []
+            api = client.api
+
+            async def counted(subject: str, body: Any, what: str) -> Any:
+                asked.append(subject)
+                return await api(subject, body, what)
+
+            client.api = counted
+            for delivery in held:
+                delivery.ack()
+            assert [s for s in asked if s.startswith("CONSUMER.INFO")] == [asked[0]]
             assert _bodies(subscription, 2) == ["stored", "after"]
             assert subscription.receive(timeout=0.5) is None, "the acked lease came back"
             assert broker.inspect("orders").in_flight == 0
@@ -334,6 +346,7 @@ def test_leases_the_restarted_server_forgot_are_stale() -> None:
                 held[2].extend(30)
             with pytest.raises(StaleDelivery):
                 held[3].nack(requeue=False)
+            assert broker.inner._leases == {}, "a forgotten lease is still renewed"
             assert _bodies(subscription, 5) == [*bodies, "after"]
             assert broker.inspect("orders.dlq").length == 0, "dead-lettered, and it comes again"
     finally:

@@ -60,6 +60,7 @@ log = logging.getLogger("brokerkit.nats")
 
 # JetStream API error codes brokerkit reacts to.
 _CONSUMER_NOT_FOUND = 10014
+_STREAM_NOT_FOUND = 10059
 
 
 @dataclass(eq=False)
@@ -251,7 +252,8 @@ class AsyncNatsBroker(AsyncBroker):
             # A waiting pull does not say when the server leased what it brought:
             # restart AckWait now, so that the lease is counted from a known time.
             try:
-                await self._renew(waited)
+                lost = {id(lease) for lease in await self._renew(waited)}
+                deliveries = [d for d in deliveries if id(d.receipt) not in lost]
             except BrokerError as exc:
                 log.warning(
                     "could not renew %d fresh lease(s): %s",
@@ -361,29 +363,43 @@ class AsyncNatsBroker(AsyncBroker):
         return lost
 
     async def _forgotten(self, leases: Sequence[_Lease]) -> list[_Lease]:
-        """The leases, taken before the connection was last lost, that the server no
-        longer knows: one that restarted before it stored a delivery leases it again
-        from the start, never answers its ack, and takes a nack or an extend of it
-        without a word. Its group's consumer says so: it has delivered nothing past
-        that stream sequence (``CONSUMER.INFO``, once per group). The others are
-        counted as this connection's from now on."""
+        """Those of ``leases``, taken before the connection was last lost, that the
+        server no longer knows: one that restarted before it stored a delivery leases
+        it again from the start, never answers its ack, and takes a nack or an extend
+        of it without a word. Its group's consumer says so: it has delivered nothing
+        past that stream sequence (``CONSUMER.INFO``). One answer settles every lease
+        of the group held from before: the forgotten ones are let go (a settle says
+        StaleDelivery), the others counted as this connection's from then on.
+
+        :raises BrokerError: the server could not say (the check is made again next
+            time).
+        """
         generation = self._client.generation
-        older: dict[str, list[_Lease]] = {}
-        for lease in leases:
-            if lease.generation != generation:
-                older.setdefault(lease.consumer, []).append(lease)
-        forgotten: list[_Lease] = []
-        for consumer, held in older.items():
-            info = await self._client.api(
-                f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check the leases held"
-            )
-            delivered = info.get("delivered", {}).get("stream_seq", 0) if "error" not in info else 0
-            for lease in held:
+        groups = {lease.consumer for lease in leases if lease.generation != generation}
+        forgotten: set[int] = set()
+        for consumer in groups:
+            delivered = await self._delivered(consumer)
+            for lease in {id(lease): lease for lease in (*leases, *self._leases.values())}.values():
+                if lease.consumer != consumer or lease.generation == generation:
+                    continue
                 if lease.seq > delivered:
-                    forgotten.append(lease)
+                    forgotten.add(id(lease))
+                    self._leases.pop(lease.reply, None)
                 else:
                     lease.generation = generation
-        return forgotten
+        return [lease for lease in leases if id(lease) in forgotten]
+
+    async def _delivered(self, consumer: str) -> int:
+        """The last stream sequence ``consumer`` delivered; 0 if it is gone."""
+        info = await self._client.api(
+            f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check the leases held"
+        )
+        error = info.get("error")
+        if error is None:
+            return int(info.get("delivered", {}).get("stream_seq", 0))
+        if error.get("err_code") in (_CONSUMER_NOT_FOUND, _STREAM_NOT_FOUND):
+            return 0
+        raise BrokerError(f"JetStream could not say what it delivered: {error.get('description')}")
 
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
         live, stale = self._split(deliveries)
