@@ -26,7 +26,14 @@ from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import ConnectionFailed
 
-__all__ = ["COUNTS_REDELIVERIES_SINCE", "NatsClient", "Request", "redelivery_count_warning"]
+__all__ = [
+    "CONSUMER_NOT_FOUND",
+    "COUNTS_REDELIVERIES_SINCE",
+    "STREAM_NOT_FOUND",
+    "NatsClient",
+    "Request",
+    "redelivery_count_warning",
+]
 
 log = logging.getLogger("brokerkit.nats")
 
@@ -37,6 +44,10 @@ Request = tuple[str, bytes, "dict[str, str] | None"]
 _RETRY_WAIT = 0.25
 #: Seconds one try of a request waits for its reply before it is retried.
 _TRY_TIMEOUT = 2.0
+
+#: JetStream API error codes: no such consumer, no such stream.
+CONSUMER_NOT_FOUND = 10014
+STREAM_NOT_FOUND = 10059
 
 #: The first nats-server release whose delivery count never goes back: before it, a
 #: redelivery that found no live pull request could be served again as a first

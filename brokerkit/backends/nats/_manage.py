@@ -8,13 +8,12 @@ import time
 from typing import Any
 
 from brokerkit._inspect import GroupInfo, TopicInfo
-from brokerkit.backends.nats._client import NatsClient
+from brokerkit.backends.nats._client import STREAM_NOT_FOUND, NatsClient
 from brokerkit.backends.nats._wire import parse_description, subject_for
 from brokerkit.exceptions import BrokerError, ConfigurationError
 
 __all__ = ["ensure_stream", "inspect_topic", "list_topics", "purge_topic"]
 
-_STREAM_NOT_FOUND = 10059
 _SUBJECTS_OVERLAP = 10065
 #: Tries of a stream creation that failed making its store (see ensure_stream).
 _STORE_RETRIES = 5
@@ -27,7 +26,7 @@ async def ensure_stream(client: NatsClient, stream: str) -> None:
     """
     info = await client.api(f"STREAM.INFO.{stream}", None, "find the stream")
     error = info.get("error")
-    if error and error.get("err_code") == _STREAM_NOT_FOUND:
+    if error and error.get("err_code") == STREAM_NOT_FOUND:
         config = {
             "name": stream,
             "subjects": [f"{stream}.>"],

@@ -25,7 +25,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nats.aio.msg import Msg
@@ -40,7 +39,13 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import bridged
-from brokerkit.backends.nats._client import NatsClient, Request, redelivery_count_warning
+from brokerkit.backends.nats._client import (
+    CONSUMER_NOT_FOUND,
+    NatsClient,
+    Request,
+    redelivery_count_warning,
+)
+from brokerkit.backends.nats._leases import Lease, Leases, deliveries_of, margin
 from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
@@ -57,28 +62,6 @@ from brokerkit.exceptions import BrokerError, InvalidMessage, InvalidOption, Sta
 __all__ = ["AsyncNatsBroker", "NatsBroker"]
 
 log = logging.getLogger("brokerkit.nats")
-
-# JetStream API error codes brokerkit reacts to.
-_CONSUMER_NOT_FOUND = 10014
-_STREAM_NOT_FOUND = 10059
-
-
-@dataclass(eq=False)
-class _Lease:
-    """One delivery this broker handed out and has not settled.
-
-    :ivar deadline: monotonic time by which the server surely still holds it for us:
-        the ack wait counted from before the request that leased (or renewed) it.
-    :ivar generation: the connection it came on (:attr:`NatsClient.generation`), or
-        the one it was last found on the server from (:meth:`AsyncNatsBroker._forgotten`).
-    """
-
-    reply: str
-    deadline: float
-    ack_wait: float
-    consumer: str
-    seq: int
-    generation: int
 
 
 class AsyncNatsBroker(AsyncBroker):
@@ -111,7 +94,7 @@ class AsyncNatsBroker(AsyncBroker):
         )
         self._stream = self.options.prefix
         self._stream_ready = False
-        self._leases: dict[str, _Lease] = {}
+        self._leases = Leases(self._client, self._stream)
         self._renewer: asyncio.Task[None] | None = None
         self._renewals_suspended = False
         self._server_checked = False
@@ -172,7 +155,7 @@ class AsyncNatsBroker(AsyncBroker):
         info = await self._client.api(
             f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
         )
-        if info.get("error", {}).get("err_code") == _CONSUMER_NOT_FOUND:
+        if info.get("error", {}).get("err_code") == CONSUMER_NOT_FOUND:
             config = {
                 "durable_name": durable,
                 "description": consumer_description(topic, group),
@@ -223,7 +206,7 @@ class AsyncNatsBroker(AsyncBroker):
         pulled = await reader.pull(max_messages, timeout, lambda: subscription.closed)
         deliveries: list[AsyncDelivery] = []
         dead: list[tuple[AsyncDelivery, str, int]] = []
-        waited: list[_Lease] = []
+        waited: list[Lease] = []
         limit = self.options.max_deliveries
         for sent, msg, waiting in pulled:
             delivery = self._delivery(subscription, reader, sent, msg, generation)
@@ -281,7 +264,7 @@ class AsyncNatsBroker(AsyncBroker):
             meta.sequence.stream,
             meta.timestamp.timestamp(),
         )
-        lease = _Lease(
+        lease = Lease(
             msg.reply or "",
             sent + reader.ack_wait,
             reader.ack_wait,
@@ -307,7 +290,7 @@ class AsyncNatsBroker(AsyncBroker):
     async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
         """``-NAK`` what was fetched and never returned: another consumer gets it at once.
         Never dead-letters (the caller never saw it), though JetStream counts the attempt."""
-        live, _ = self._split(deliveries)
+        live, _ = self._leases.split(deliveries)
         self._mark(deliveries)
         await self._nak_quietly([lease.reply for lease in live])
 
@@ -327,27 +310,11 @@ class AsyncNatsBroker(AsyncBroker):
 
     # -- settling -----------------------------------------------------------------
 
-    def _split(
-        self, deliveries: Sequence[AsyncDelivery]
-    ) -> tuple[list[_Lease], list[AsyncDelivery]]:
-        """The leases still surely held, and the deliveries whose lease ran out."""
-        now = time.monotonic()
-        live: list[_Lease] = []
-        stale: list[AsyncDelivery] = []
-        for delivery in deliveries:
-            lease: _Lease = delivery.receipt
-            if self._leases.get(lease.reply) is lease and now < lease.deadline - _margin(lease):
-                live.append(lease)
-            else:
-                self._leases.pop(lease.reply, None)
-                stale.append(delivery)
-        return live, stale
-
-    async def _send(self, leases: Sequence[_Lease], verb: bytes, what: str) -> list[_Lease]:
+    async def _send(self, leases: Sequence[Lease], verb: bytes, what: str) -> list[Lease]:
         """Send ``verb`` for each lease the server still knows; the others, which are
-        lost (each will be delivered again): see :meth:`_forgotten`, and a request
+        lost (each will be delivered again): see :meth:`Leases.forgotten`, and a request
         nobody took (status 503: the group's consumer was deleted)."""
-        lost = await self._forgotten(leases)
+        lost = await self._leases.forgotten(leases)
         sent = [lease for lease in leases if lease not in lost]
         if sent:
             replies = await self._client.request_all(
@@ -362,49 +329,10 @@ class AsyncNatsBroker(AsyncBroker):
             self._leases.pop(lease.reply, None)
         return lost
 
-    async def _forgotten(self, leases: Sequence[_Lease]) -> list[_Lease]:
-        """Those of ``leases``, taken before the connection was last lost, that the
-        server no longer knows: one that restarted before it stored a delivery leases
-        it again from the start, never answers its ack, and takes a nack or an extend
-        of it without a word. Its group's consumer says so: it has delivered nothing
-        past that stream sequence (``CONSUMER.INFO``). One answer settles every lease
-        of the group held from before: the forgotten ones are let go (a settle says
-        StaleDelivery), the others counted as this connection's from then on.
-
-        :raises BrokerError: the server could not say (the check is made again next
-            time).
-        """
-        generation = self._client.generation
-        groups = {lease.consumer for lease in leases if lease.generation != generation}
-        forgotten: set[int] = set()
-        for consumer in groups:
-            delivered = await self._delivered(consumer)
-            for lease in {id(lease): lease for lease in (*leases, *self._leases.values())}.values():
-                if lease.consumer != consumer or lease.generation == generation:
-                    continue
-                if lease.seq > delivered:
-                    forgotten.add(id(lease))
-                    self._leases.pop(lease.reply, None)
-                else:
-                    lease.generation = generation
-        return [lease for lease in leases if id(lease) in forgotten]
-
-    async def _delivered(self, consumer: str) -> int:
-        """The last stream sequence ``consumer`` delivered; 0 if it is gone."""
-        info = await self._client.api(
-            f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check the leases held"
-        )
-        error = info.get("error")
-        if error is None:
-            return int(info.get("delivered", {}).get("stream_seq", 0))
-        if error.get("err_code") in (_CONSUMER_NOT_FOUND, _STREAM_NOT_FOUND):
-            return 0
-        raise BrokerError(f"JetStream could not say what it delivered: {error.get('description')}")
-
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
-        live, stale = self._split(deliveries)
+        live, stale = self._leases.split(deliveries)
         if live:
-            stale += _of(deliveries, await self._send(live, b"+ACK", "ack"))
+            stale += deliveries_of(deliveries, await self._send(live, b"+ACK", "ack"))
         if stale:
             raise StaleDelivery(stale)
 
@@ -420,10 +348,10 @@ class AsyncNatsBroker(AsyncBroker):
     ) -> None:
         """A nack that records ``reason`` on a dead letter. No DELAY is declared (the
         server cannot hold a delayed publish before 2.12), so ``delay`` is never given."""
-        live, stale = self._split(deliveries)
+        live, stale = self._leases.split(deliveries)
         held = {id(lease) for lease in live}
         limit = self.options.max_deliveries
-        requeued: list[_Lease] = []
+        requeued: list[Lease] = []
         dead: list[tuple[AsyncDelivery, str, int]] = []
         for delivery in deliveries:
             if id(delivery.receipt) not in held:
@@ -435,27 +363,25 @@ class AsyncNatsBroker(AsyncBroker):
             else:
                 requeued.append(delivery.receipt)
         if requeued:
-            stale += _of(deliveries, await self._send(requeued, b"-NAK", "requeue"))
+            stale += deliveries_of(deliveries, await self._send(requeued, b"-NAK", "requeue"))
         if dead:
-            stale += _of(deliveries, await self._dead_letter(dead))
+            stale += deliveries_of(deliveries, await self._dead_letter(dead))
         if stale:
             raise StaleDelivery(stale)
 
-    async def _dead_letter(self, dead: Sequence[tuple[AsyncDelivery, str, int]]) -> list[_Lease]:
+    async def _dead_letter(self, dead: Sequence[tuple[AsyncDelivery, str, int]]) -> list[Lease]:
         """Republish to ``<topic>.dlq`` (confirmed), then ``+TERM`` the originals; the
         leases the server did not know (see :meth:`_send`).
 
         A crash in between leaves the original to be redelivered and dead-lettered
         again; the dead letter's ``Nats-Msg-Id`` makes JetStream store it once. A
         delivery the server forgot is not dead-lettered: it comes again."""
-        lost = await self._forgotten([delivery.receipt for delivery, _, _ in dead])
-        for forgotten in lost:
-            self._leases.pop(forgotten.reply, None)
+        lost = await self._leases.forgotten([delivery.receipt for delivery, _, _ in dead])
         dead = [entry for entry in dead if entry[0].receipt not in lost]
         requests: list[Request] = []
         for delivery, reason, count in dead:
             message = delivery.message
-            lease: _Lease = delivery.receipt
+            lease: Lease = delivery.receipt
             letter = Message(
                 message.id,
                 self.dead_letter_topic(message.topic),
@@ -486,12 +412,12 @@ class AsyncNatsBroker(AsyncBroker):
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
         # +WPI restarts AckWait: the lease runs for the group's ack wait from now,
         # whatever ``seconds`` says; a live broker renews it again in the background.
-        live, stale = self._split(deliveries)
-        stale += _of(deliveries, await self._renew(live))
+        live, stale = self._leases.split(deliveries)
+        stale += deliveries_of(deliveries, await self._renew(live))
         if stale:
             raise StaleDelivery(stale)
 
-    async def _renew(self, leases: Sequence[_Lease]) -> list[_Lease]:
+    async def _renew(self, leases: Sequence[Lease]) -> list[Lease]:
         """``+WPI`` each lease; the lost ones (see :meth:`_send`)."""
         if not leases:
             return []
@@ -519,7 +445,7 @@ class AsyncNatsBroker(AsyncBroker):
             now = time.monotonic()
             leases = []
             for reply, lease in list(self._leases.items()):
-                if now < lease.deadline - _margin(lease):
+                if now < lease.deadline - margin(lease):
                     leases.append(lease)
                 elif now >= lease.deadline:
                     del self._leases[reply]  # lost: a settle will say StaleDelivery
@@ -561,18 +487,6 @@ class AsyncNatsBroker(AsyncBroker):
         finally:
             self._leases.clear()
             await self._client.close()
-
-
-def _margin(lease: _Lease) -> float:
-    """How long before its deadline a lease stops counting as held: the time an ack
-    may take to reach the server (a fifth of the ack wait, a second at most)."""
-    return min(0.2 * lease.ack_wait, 1.0)
-
-
-def _of(deliveries: Sequence[AsyncDelivery], leases: Sequence[_Lease]) -> list[AsyncDelivery]:
-    """The deliveries whose receipts are ``leases``."""
-    wanted = {id(lease) for lease in leases}
-    return [delivery for delivery in deliveries if id(delivery.receipt) in wanted]
 
 
 def _deliver_policy(start: str | None) -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""The leases of a NATS broker: every delivery it handed out and has not settled, and
+which of them a restarted server forgot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, NatsClient
+from brokerkit.exceptions import BrokerError
+
+__all__ = ["Lease", "Leases", "deliveries_of", "margin"]
+
+
+@dataclass(eq=False)
+class Lease:
+    """One delivery the broker handed out and has not settled.
+
+    :ivar deadline: monotonic time by which the server surely still holds it for us:
+        the ack wait counted from before the request that leased (or renewed) it.
+    :ivar generation: the connection it came on (:attr:`NatsClient.generation`), or
+        the one it was last found on the server from (:meth:`Leases.forgotten`).
+    """
+
+    reply: str
+    deadline: float
+    ack_wait: float
+    consumer: str
+    seq: int
+    generation: int
+
+
+class Leases(dict[str, Lease]):
+    """The leases one broker holds, by their ack subject."""
+
+    def __init__(self, client: NatsClient, stream: str) -> None:
+        super().__init__()
+        self._client = client
+        self._stream = stream
+
+    def split(self, deliveries: Sequence[AsyncDelivery]) -> tuple[list[Lease], list[AsyncDelivery]]:
+        """The leases still surely held, and the deliveries whose lease ran out."""
+        now = time.monotonic()
+        live: list[Lease] = []
+        stale: list[AsyncDelivery] = []
+        for delivery in deliveries:
+            lease: Lease = delivery.receipt
+            if self.get(lease.reply) is lease and now < lease.deadline - margin(lease):
+                live.append(lease)
+            else:
+                self.pop(lease.reply, None)
+                stale.append(delivery)
+        return live, stale
+
+    async def forgotten(self, leases: Sequence[Lease]) -> list[Lease]:
+        """Those of ``leases``, taken before the connection was last lost, that the
+        server no longer knows: one that restarted before it stored a delivery leases
+        it again from the start, never answers its ack, and takes a nack or an extend
+        of it without a word. Its group's consumer says so: it has delivered nothing
+        past that stream sequence (``CONSUMER.INFO``). One answer settles every lease
+        of the group held from before: the forgotten ones are let go (a settle says
+        StaleDelivery), the others counted as this connection's from then on.
+
+        :raises BrokerError: the server could not say (the check is made again next
+            time).
+        """
+        generation = self._client.generation
+        groups = {lease.consumer for lease in leases if lease.generation != generation}
+        forgotten: set[int] = set()
+        for consumer in groups:
+            delivered = await self._delivered(consumer)
+            for lease in {id(lease): lease for lease in (*leases, *self.values())}.values():
+                if lease.consumer != consumer or lease.generation == generation:
+                    continue
+                if lease.seq > delivered:
+                    forgotten.add(id(lease))
+                    self.pop(lease.reply, None)
+                else:
+                    lease.generation = generation
+        return [lease for lease in leases if id(lease) in forgotten]
+
+    async def _delivered(self, consumer: str) -> int:
+        """The last stream sequence ``consumer`` delivered; 0 if it is gone."""
+        info = await self._client.api(
+            f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check the leases held"
+        )
+        error = info.get("error")
+        if error is None:
+            return int(info.get("delivered", {}).get("stream_seq", 0))
+        if error.get("err_code") in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
+            return 0
+        raise BrokerError(f"JetStream could not say what it delivered: {error.get('description')}")
+
+
+def margin(lease: Lease) -> float:
+    """How long before its deadline a lease stops counting as held: the time an ack
+    may take to reach the server (a fifth of the ack wait, a second at most)."""
+    return min(0.2 * lease.ack_wait, 1.0)
+
+
+def deliveries_of(
+    deliveries: Sequence[AsyncDelivery], leases: Sequence[Lease]
+) -> list[AsyncDelivery]:
+    """The deliveries whose receipts are ``leases``."""
+    wanted = {id(lease) for lease in leases}
+    return [delivery for delivery in deliveries if id(delivery.receipt) in wanted]
