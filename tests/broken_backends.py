@@ -354,6 +354,21 @@ class DeliversDelayedEarly(MemoryBroker):
         super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, half)
 
 
+class IgnoresNackDelay(MemoryBroker):
+    """A nack with a delay requeues at once, as if no delay were given."""
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, None)
+
+
 class LosesDelayedPublishes(MemoryBroker):
     """A delayed publish is held, counted as scheduled, and dropped when it is due."""
 
@@ -450,6 +465,7 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "keeps_prefetched_on_close": KeepsPrefetchedOnClose,
     "accepts_undeclared_capabilities": AcceptsUndeclaredCapabilities,
     "delivers_delayed_early": DeliversDelayedEarly,
+    "ignores_nack_delay": IgnoresNackDelay,
     "loses_delayed_publishes": LosesDelayedPublishes,
     "forgets_delayed_attempts": ForgetsDelayedAttempts,
     "ignores_nack_reason": IgnoresNackReason,
