@@ -334,39 +334,43 @@ class KeepsPrefetchedOnClose(MemoryBroker):
         super()._unsubscribe(subscription, [])
 
 
-class DeliversDelayedEarly(MemoryBroker):
+class _TampersWithRetries(MemoryBroker):
+    """A memory broker whose nacks requeue through :meth:`_retry`, which a broken
+    backend overrides to change the lease or the delay it requeues with."""
+
+    def _retry(self, lease: Lease, delay: float | None) -> tuple[Lease, float | None]:
+        return lease, delay
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        if requeue:
+            lease, delay = self._retry(lease, delay)
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
+
+
+class DeliversDelayedEarly(_TampersWithRetries):
     """Holds delayed publishes and retries for half their delay only."""
 
     def _hold(self, topic: Topic, messages: Sequence[Message], due: float) -> None:
         now = self._store.clock.now()
         super()._hold(topic, messages, now + (due - now) / 2)
 
-    def _requeue_or_dead_letter(
-        self,
-        topic_name: str,
-        group: Group,
-        lease: Lease,
-        requeue: bool,
-        reason: str,
-        delay: float | None = None,
-    ) -> None:
-        half = None if delay is None else delay / 2
-        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, half)
+    def _retry(self, lease: Lease, delay: float | None) -> tuple[Lease, float | None]:
+        return lease, None if delay is None else delay / 2
 
 
-class IgnoresNackDelay(MemoryBroker):
+class IgnoresNackDelay(_TampersWithRetries):
     """A nack with a delay requeues at once, as if no delay were given."""
 
-    def _requeue_or_dead_letter(
-        self,
-        topic_name: str,
-        group: Group,
-        lease: Lease,
-        requeue: bool,
-        reason: str,
-        delay: float | None = None,
-    ) -> None:
-        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, None)
+    def _retry(self, lease: Lease, delay: float | None) -> tuple[Lease, float | None]:
+        return lease, None
 
 
 class LosesDelayedPublishes(MemoryBroker):
@@ -376,21 +380,13 @@ class LosesDelayedPublishes(MemoryBroker):
         self._store.take_due(now)
 
 
-class ForgetsDelayedAttempts(MemoryBroker):
+class ForgetsDelayedAttempts(_TampersWithRetries):
     """A delayed retry comes back with the attempt it had, not one more."""
 
-    def _requeue_or_dead_letter(
-        self,
-        topic_name: str,
-        group: Group,
-        lease: Lease,
-        requeue: bool,
-        reason: str,
-        delay: float | None = None,
-    ) -> None:
-        if delay and requeue:
+    def _retry(self, lease: Lease, delay: float | None) -> tuple[Lease, float | None]:
+        if delay:
             lease = dataclasses.replace(lease, attempt=lease.attempt - 1)
-        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
+        return lease, delay
 
 
 class IgnoresNackReason(MemoryBroker):
