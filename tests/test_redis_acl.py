@@ -20,6 +20,7 @@ import pytest
 import redis
 
 import brokerkit
+from brokerkit.backends.redis.list.plan import MOVE_BYTES
 from brokerkit.exceptions import PermissionDenied
 from tests.conftest import RedisTarget
 
@@ -201,6 +202,24 @@ def test_a_denied_blmove_never_strands_what_the_lease_script_took(
     delivery.ack()
     with pytest.raises(PermissionDenied, match=r"(?i)blmove"):
         subscription.receive(timeout=1)  # nothing leased: the refusal is reported
+
+
+@pytest.mark.parametrize("rename", [True, False])
+def test_big_elements_are_fetched_by_moves_or_without_them_under_an_acl(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker], rename: bool
+) -> None:
+    """With the documented line a consumer of big elements fetches them by moves; an
+    ACL without ``+rename`` refuses the transaction before any of it runs, and the
+    consumer leases by the script alone from then on."""
+    broker = connect(acl_url("list", drop=() if rename else ("+rename",)))
+    bodies = [b"%03d" % i + b"x" * MOVE_BYTES for i in range(12)]
+    broker.publish_many("orders", bodies)
+    subscription = broker.subscribe("orders", prefetch=4)
+    got = [_receive(subscription) for _ in range(12)]
+    assert [d.payload for d in got] == bodies
+    assert subscription.state.moves_refused is not rename  # type: ignore[attr-defined]
+    broker.ack(*got)
+    assert broker.inspect("orders").in_flight == 0
 
 
 def test_a_denied_client_setname_does_not_stop_a_subscription(

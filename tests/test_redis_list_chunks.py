@@ -5,7 +5,10 @@ extension, renewal or rescue of them comes out as it does for deliveries of one 
 each; and a fetch that cannot write its leases puts every batch back as it was.
 
 A consumer sizes its next fetch by its last one (``state.element_size``): the tests
-that set it fetch small elements as big ones would be fetched."""
+that set it fetch small elements as big ones would be fetched. From ``MOVE_BYTES`` an
+element a consumer's fetch moves them with ``LMOVE`` instead (see FETCH, *Moves*, and
+``tests/test_redis_list_moves.py``), but not on a cluster or where an ACL refuses it
+(``state.moves_refused``): the tests of batches set that."""
 
 from __future__ import annotations
 
@@ -157,14 +160,16 @@ def _fetch(broker: Any, count: int, element_size: int) -> tuple[str, Any, Any, l
     broker.publish_many(topic, [f"m{i}" for i in range(count)])
     subscription = broker.subscribe(topic, prefetch=count)
     subscription.state.element_size = element_size
+    subscription.state.moves_refused = True
     got = [subscription.receive(timeout=5) for _ in range(count)]
     deliveries = [d for d in got if d is not None]
     assert [d.body for d in deliveries] == [f"m{i}" for i in range(count)]
     return topic, broker._topic(topic).keys, subscription, deliveries
 
 
+@pytest.mark.parametrize("by_moves", [False, True])
 def test_a_consumer_fetches_big_elements_in_batches_and_settles_them_in_one_call(
-    connect: Callable[..., Any], redis_client: redis.Redis
+    connect: Callable[..., Any], redis_client: redis.Redis, by_moves: bool
 ) -> None:
     broker = connect()
     topic = f"chunk-{uuid.uuid4().hex[:8]}"
@@ -172,6 +177,7 @@ def test_a_consumer_fetches_big_elements_in_batches_and_settles_them_in_one_call
     body = b"x" * 30_000
     sent = _spy(broker, "SETTLE")
     with broker.subscribe(topic, prefetch=40) as subscription:
+        subscription.state.moves_refused = not by_moves
         for round_ in range(2):
             broker.publish_many(topic, [body + str(i).encode() for i in range(40)])
             got = [subscription.receive(timeout=5) for _ in range(40)]
@@ -179,8 +185,8 @@ def test_a_consumer_fetches_big_elements_in_batches_and_settles_them_in_one_call
             assert [d.payload for d in deliveries] == [body + str(i).encode() for i in range(40)]
             nonces = list(dict.fromkeys(_nonce(d.receipt) for d in deliveries))
             # the first fetch knew no size: 4 batches, sized by the script; the next,
-            # 8 of 30 KB a batch
-            assert len(nonces) == (4 if round_ == 0 else 5)
+            # 8 of 30 KB a batch, or by moves, one batch
+            assert len(nonces) == (4 if round_ == 0 else 1 if by_moves else 5)
             for nonce in nonces:
                 mine = [d.receipt for d in deliveries if d.receipt.startswith(nonce)]
                 assert mine == [f"{nonce}{i}:{subscription.consumer}" for i in range(len(mine))]
@@ -213,6 +219,7 @@ def test_an_asyncio_consumer_fetches_in_batches_on_a_server_and_on_a_cluster(
             await broker.publish_many("orders", [f"m{i}" for i in range(9)])
             subscription = await broker.subscribe("orders", prefetch=9)
             subscription.state.element_size = TWO_A_BATCH
+            subscription.state.moves_refused = True
             got = [await subscription.receive(timeout=5) for _ in range(9)]
             deliveries = [d for d in got if d is not None]
             assert [d.body for d in deliveries] == [f"m{i}" for i in range(9)]
@@ -249,6 +256,7 @@ def test_a_fetch_of_many_batches_whose_leases_cannot_be_written_loses_nothing(
     queued = redis_client.lrange(keys.queue, 0, -1)
     subscription = broker.subscribe(topic, prefetch=9)
     subscription.state.element_size = TWO_A_BATCH
+    subscription.state.moves_refused = True
     fetches = keys.fetches(subscription.consumer)
     redis_client.set(keys.expiry if key == "expiry" else fetches, "not a hash")
     with pytest.raises(IncompatibleTopic):

@@ -41,7 +41,12 @@ from brokerkit.backends.redis._held import HeldClient, Reader
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts, upkeep
-from brokerkit.backends.redis.list.calls import ListCalls, lease_batch, read_batches
+from brokerkit.backends.redis.list.calls import (
+    ListCalls,
+    lease_batch,
+    lease_moved,
+    read_batches,
+)
 from brokerkit.backends.redis.list.consumer import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
 from brokerkit.backends.redis.list.options import RedisListOptions
@@ -304,6 +309,10 @@ class RedisListBroker(ListSettling, Broker):
         def fetch() -> tuple[list[str], tuple[list[Any], list[list[bytes]] | None] | None]:
             # Every attempt takes fresh nonces: one whose reply was lost may have
             # leased elements under the receipts it named.
+            if wait is None:
+                moved = lease_moved(state, consumer, count, self._lease_ms, run)
+                if moved is not None:
+                    return moved
             nonces = new_nonces(batches_for(count, state.element_size))
             batches = [state.keys.batch(nonce, consumer) for nonce in nonces]
             args = [*common, consumer, count, self._lease_ms, nonces[0], state.element_size]

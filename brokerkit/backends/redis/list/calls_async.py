@@ -5,12 +5,13 @@ connection loss (with backoff and jitter) and turns a WRONGTYPE reply into an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import ExecAbortError, NoScriptError, RedisClusterException
 
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector
@@ -18,9 +19,15 @@ from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_err
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list.keys import ListKeys
+from brokerkit.backends.redis.list.plan import MOVE_BYTES, moves_for, new_nonces
 from brokerkit.exceptions import IncompatibleTopic
 
-__all__ = ["AsyncListCalls", "lease_batch", "read_batches"]
+__all__ = ["AsyncListCalls", "lease_batch", "lease_moved", "read_batches"]
+
+if TYPE_CHECKING:
+    from brokerkit.backends.redis.list.consumer_async import ConsumerState
+
+log = logging.getLogger("brokerkit.redis")
 
 _T = TypeVar("_T")
 
@@ -153,6 +160,68 @@ async def lease_batch(
     if isinstance(moved, Exception) and not reply[0]:
         raise moved
     return reply, read
+
+
+async def lease_moved(
+    state: ConsumerState, consumer: str, count: int, lease_ms: int, fetch: AsyncLua
+) -> tuple[list[str], tuple[list[Any], list[list[bytes]] | None]] | None:
+    """Lease up to ``count`` elements by moves (see FETCH, *Moves*) when the
+    consumer's last fetch was of elements of ``MOVE_BYTES`` or more: the fetch's nonces
+    and :func:`lease_batch`'s reply; None when the fetch should lease by the script
+    alone (smaller elements, a cluster, a server that refused the moves)."""
+    size, reader = state.element_size, state.reader
+    if size < MOVE_BYTES or not reader.pooled or state.moves_refused:
+        return None
+    nonces = new_nonces(1)
+    moves = moves_for(count, size)
+    keys = state.keys
+    batch, moving = keys.batch(nonces[0], consumer), keys.moving(consumer)
+    args = [*state.plan.common, consumer, count, lease_ms, nonces[0], size, "3", moves]
+    commands: list[tuple[Any, ...]] = [
+        ("MULTI",),
+        ("EVALSHA", fetch.sha, len(state.fetch_keys) + 2, *state.fetch_keys, batch, moving, *args),
+        *[("LMOVE", moving, batch, "RIGHT", "RIGHT")] * moves,
+        ("RENAME", moving, keys.queue),
+        ("EXEC",),
+    ]
+    leased = await _run_moves(reader, commands, fetch)
+    if leased is None:  # refused before anything ran (an ACL without RENAME): never again
+        state.moves_refused = True
+        return None
+    return nonces, leased
+
+
+async def _run_moves(
+    reader: AsyncReader, commands: list[tuple[Any, ...]], fetch: AsyncLua
+) -> tuple[list[Any], list[list[bytes]] | None] | None:
+    """The reply of the ``fetch`` script of the transaction ``commands`` (``MULTI``, the
+    script, the ``LMOVE``s, the ``RENAME``, ``EXEC``), sent at once, and the elements it
+    leased (None: leased, but not by the moves: read the batch); None when the server
+    refused a command of the transaction before it ran any."""
+    for _ in range(2):
+        replies = await reader.execute_many(*commands)
+        done = replies[-1]
+        if isinstance(done, ExecAbortError):  # nothing ran
+            refused = next((r for r in replies if isinstance(r, redis.ResponseError)), done)
+            log.info("the server refused a fetch by moves (%s); leasing by the script", refused)
+            return None
+        if isinstance(done, redis.ResponseError):
+            raise done
+        # (the RENAME's reply, done[-1], is "no such key" when the script lent no queue)
+        reply, moved = done[0], done[1:-1]
+        if not isinstance(reply, NoScriptError):
+            break
+        # not loaded on this server yet (nothing ran): loaded, then the whole again
+        await reader.execute("SCRIPT", "LOAD", fetch.script)
+    if isinstance(reply, Exception):
+        raise reply
+    elements = [element for element in moved if element is not None]
+    for element in elements:
+        if isinstance(element, Exception):
+            raise element
+    if reply[0] and not elements:  # one that came back, leased alone by the script
+        return reply, None
+    return reply, [elements]
 
 
 async def _leased(target: Any, batches: list[str], reply: list[Any]) -> Any:

@@ -45,6 +45,9 @@ class ConsumerState:
         #: The mean size of the elements of the last fetch (0: none yet): a fetch of big
         #: ones takes fewer (see FETCH).
         self.element_size = 0
+        #: Whether the server refused a fetch by moves (see FETCH, *Moves*): an ACL
+        #: without ``RENAME``; then every fetch leases by the script alone.
+        self.moves_refused = False
         #: The receipts of the last fetch, in order, and per batch its name and minus
         #: its size: an ack of just these receipts names each batch alone (see
         #: SETTLE). One tuple, replaced whole: another thread may be settling.

@@ -33,6 +33,9 @@ class ListKeys:
         settled) is this + its name.
     :ivar batches_prefix: the list of the elements one fetch leased (a *batch*, as
         they came out of the queue, next-out first) is this + ``<nonce>:<consumer>``.
+    :ivar moving_prefix: a consumer's fetch that moves its elements with ``LMOVE``
+        renames the queue to this + its name for the moves, and back, within one
+        transaction (see :mod:`.scripts`, *Moves*): no one else ever sees the key.
     :ivar expiry: HASH of receipt -> ``<lease deadline>.<delivered>``, in server milliseconds.
     :ivar attempts: HASH of the SHA-1 of a raw element (one another program wrote, or
         one published with ``raw=true``) -> its deliveries so far: a raw element goes
@@ -52,6 +55,7 @@ class ListKeys:
     leases_prefix: str
     fetches_prefix: str
     batches_prefix: str
+    moving_prefix: str
     expiry: str
     attempts: str
     scheduled: str
@@ -72,6 +76,10 @@ class ListKeys:
     def batch(self, nonce: str, consumer: str) -> str:
         """The batch list of the fetch of ``consumer`` that took receipts ``nonce``."""
         return f"{self.batches_prefix}{nonce}:{consumer}"
+
+    def moving(self, consumer: str) -> str:
+        """The queue's name during the moves of a fetch of ``consumer``."""
+        return self.moving_prefix + consumer
 
     def script_keys(self) -> list[str]:
         """The keys every script of :mod:`.scripts` declares."""
@@ -136,6 +144,7 @@ OWN_PARTS = (
     "leases",
     "fetches",
     "batch",
+    "moving",
     "expiry",
     "attempts",
     "scheduled",
@@ -153,6 +162,7 @@ def _layout(queue: str, name: Callable[[str], str], dead_letters: str) -> ListKe
         leases_prefix=name("leases") + ":",
         fetches_prefix=name("fetches") + ":",
         batches_prefix=name("batch") + ":",
+        moving_prefix=name("moving") + ":",
         expiry=name("expiry"),
         attempts=name("attempts"),
         scheduled=name("scheduled"),

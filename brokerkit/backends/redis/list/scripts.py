@@ -109,7 +109,8 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: having handed that element out already as the first of the batch (see
 #: :mod:`.woken_async`): when it is no longer there, nothing is leased, [13...]
 #: (optional, [12] then given) the nonces of more batches it may lease (see
-#: CHUNK_BYTES).
+#: CHUNK_BYTES); or [12] "3": the consumer's LMOVEs that follow in the transaction,
+#: [13] of them, move the elements (see *Moves* below).
 #: Returns {how many were leased, for a raw element that came back (then leased alone)
 #: its deliveries so far or false, 1 when it took fewer than asked for although more
 #: were waiting (big elements: about FETCH_BYTES a fetch) else 0}; the elements are in
@@ -129,6 +130,22 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: script runs only when the BLMOVE moved something. The script runs even when the
 #: BLMOVE fails (a user the ACL denies it): what it leased is handed out all the same,
 #: never left to wait out its lease.
+#:
+#: *Moves.* From about :data:`.plan.MOVE_BYTES` an element, a ``SORT`` that stores a
+#: copy costs Redis more than ``LMOVE``s of the same elements (at 10 KB, 1.6-1.8x a
+#: pipeline of 100 ``LMOVE``; at 1 KB, less than it). So a consumer whose last fetch
+#: was that big sends ``MULTI``, this script ("3", [13] the number of moves ``k``, about
+#: FETCH_BYTES of elements), ``k`` times ``LMOVE <moving> <batch> RIGHT RIGHT``,
+#: ``RENAME <moving> <queue>``, ``EXEC``, where ``<moving>`` is the consumer's
+#: ``moving:`` key (KEYS, after the batch). The script leases the first ``k`` (or all
+#: there are) under the batch and renames the queue to ``<moving>``: the moves take
+#: them from it, their replies are the bodies, and the last command gives the queue its
+#: name back, all in one transaction, so nobody sees the queue under the other name and
+#: no body enters Lua. When the script leases otherwise (an element that came back
+#: goes out alone, by ``SORT`` as above; nothing to lease; an error), it renames
+#: nothing: the moves find no ``<moving>`` key and move nothing, and the last rename
+#: fails with "no such key", which the consumer ignores. The script renames only once
+#: it has written the leases, and a failing write renames the queue back.
 FETCH = (
     with_preamble(
         r"""
@@ -137,6 +154,7 @@ local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local hint = tonumber(ARGV[11]) or 0
 local woken = ARGV[12] == '1' or ARGV[12] == '2'
+local moves = ARGV[12] == '3' and tonumber(ARGV[13])  -- LMOVEs follow (see Moves)
 local handed_out = ARGV[12] == '2'
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
@@ -144,7 +162,7 @@ redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
 -- time it knows of (see _fetch): its wake-up call need not look again.
 if not woken then release_due(t, math.max(want, RELEASE_BATCH)) end
 -- the nonce of the fetch's j-th batch, and its list
-local offered = math.max(#ARGV - 11, 1)
+local offered = moves and 1 or math.max(#ARGV - 11, 1)
 local function nonce_at(j) return ARGV[j == 1 and 10 or j + 11] end
 local function batch_at(j) return need(BATCH_PREFIX .. nonce_at(j) .. ':' .. C) end
 local batches = {}
@@ -212,8 +230,12 @@ if waiting and waiting > 0 then
     -- the next one out, for its first): a batch's move takes fresh memory for all of it
     -- at once; at 1 MB a batch of 100 held the server 60 ms where 4 at a time cost no
     -- more per element than LMOVE.
-    if hint <= 0 then hint = #redis.call('LINDEX', QUEUE, -1) end
-    take = math.min(want - woke, math.max(math.floor(FETCH_BYTES / math.max(hint, 1)), 1))
+    if moves then
+      take = moves  -- sized by the consumer, as below
+    else
+      if hint <= 0 then hint = #redis.call('LINDEX', QUEUE, -1) end
+      take = math.min(want - woke, math.max(math.floor(FETCH_BYTES / math.max(hint, 1)), 1))
+    end
   end
 elseif returned > 0 and not alone and (waiting or redis.call('LLEN', QUEUE)) == 0 then
   redis.call('DEL', RETURNED)  -- the queue is empty: whatever took them, none is left
@@ -221,32 +243,39 @@ end
 if take > 0 then take = math.min(take, waiting) end
 local size = woke + take
 if size == 0 then return {0} end
--- The elements move from the queue to the batch lists inside Redis, never through
--- this script (a body read here is copied into Lua): SORT ... BY nosort keeps the
--- list's order, DESC from its head (the right), and stores without replying. It
--- copies all it moves before it stores any: about CHUNK_BYTES at a time (a batch
--- each, of the nonces the consumer sent for it) keeps the copies in the CPU's cache,
--- where a megabyte at once cost Redis a third more than 100 LMOVEs. Each batch's
--- SORT reads on from where the one before stopped, and one LTRIM takes them all off.
-local per = size
-if offered > 1 then
-  per = math.max(math.floor(CHUNK_BYTES / math.max(hint, 1) + 0.5), math.ceil(size / offered), 1)
-end
-local sizes, used, left = {}, 0, take
-repeat
-  used = used + 1
-  local n = math.min(per - (used == 1 and woke or 0), left)
-  if n > 0 then
-    local from = take - left  -- what the batches before took
-    n = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', from, n, 'DESC', 'STORE', batches[used])
-    left = left - n
+local moving = moves and take > 0 and not taken_back and need(STEM .. 'moving:' .. C)
+local sizes, used = {}, 0
+if moving then  -- the LMOVEs that follow take them (see Moves): the leases first
+  used, sizes[1] = 1, take
+else
+  -- The elements move from the queue to the batch lists inside Redis, never through
+  -- this script (a body read here is copied into Lua): SORT ... BY nosort keeps the
+  -- list's order, DESC from its head (the right), and stores without replying. It
+  -- copies all it moves before it stores any: about CHUNK_BYTES at a time (a batch
+  -- each, of the nonces the consumer sent for it) keeps the copies in the CPU's cache,
+  -- where a megabyte at once cost Redis a third more than 100 LMOVEs. Each batch's
+  -- SORT reads on from where the one before stopped, and one LTRIM takes them all off.
+  local per = size
+  if offered > 1 then
+    per = math.max(math.floor(CHUNK_BYTES / math.max(hint, 1) + 0.5), math.ceil(size / offered), 1)
   end
-  sizes[used] = n
-until left == 0
-if take > 0 then redis.call('LTRIM', QUEUE, 0, -take - 1) end
-if woke == 1 then
-  redis.call('LMOVE', proc, batches[1], 'RIGHT', 'LEFT')
-  sizes[1] = sizes[1] + 1
+  local left = take
+  repeat
+    used = used + 1
+    local n = math.min(per - (used == 1 and woke or 0), left)
+    if n > 0 then
+      local from = take - left  -- what the batches before took
+      n = redis.call('SORT', QUEUE, 'BY', 'nosort', 'LIMIT', from, n, 'DESC', 'STORE',
+        batches[used])
+      left = left - n
+    end
+    sizes[used] = n
+  until left == 0
+  if take > 0 then redis.call('LTRIM', QUEUE, 0, -take - 1) end
+  if woke == 1 then
+    redis.call('LMOVE', proc, batches[1], 'RIGHT', 'LEFT')
+    sizes[1] = sizes[1] + 1
+  end
 end
 waiting = waiting and waiting - take
 -- stopped short (a fetch's size cap, one that came back) with more waiting: the
@@ -268,6 +297,7 @@ local ok, err = pcall(function()
   redis.call('ZADD', DEADLINES, unpack(leases))
   redis.call('HSET', EXPIRY, unpack(values))
   redis.call('HSET', fetches, unpack(flags))
+  if moving then redis.call('RENAME', QUEUE, moving) end
 end)
 if not ok then
   for j = used, 1, -1 do  -- the last batch first, each one's first element last

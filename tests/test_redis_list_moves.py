@@ -1,0 +1,194 @@
+"""A redis+list consumer whose last fetch was of elements of ``MOVE_BYTES`` or more
+leases its next by moves (see FETCH, *Moves*): ``MULTI``, the fetch script, one
+``LMOVE`` an element, ``RENAME`` back, ``EXEC``. The script leases them and lends the
+queue to the moves under the consumer's ``moving:`` name; nobody else ever sees the
+queue under that name, no body enters Lua, and whatever the script leases otherwise (a
+message that came back, alone), or fails to lease, the moves move nothing.
+
+The contract suite runs over this path too (``TestRedisListByMovesContract``)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from brokerkit.backends.redis.list.plan import FETCH_BYTES, MOVE_BYTES, moves_for
+from brokerkit.exceptions import IncompatibleTopic
+
+pytestmark = pytest.mark.redis_list
+
+BIG = b"x" * MOVE_BYTES
+
+
+@pytest.fixture
+def connect(redis_broker: Callable[..., Any]) -> Callable[..., Any]:
+    return functools.partial(redis_broker, "redis+list")
+
+
+def _sent(subscription: Any) -> list[list[str]]:
+    """The names of the commands of every send of the subscription's fetches from now
+    on (its kept connection's), one list a send."""
+    reader = subscription.state.reader
+    run = reader.execute_many
+    sent: list[list[str]] = []
+
+    def spy(*commands: tuple[Any, ...]) -> Any:
+        sent.append([str(command[0]) for command in commands])
+        return run(*commands)
+
+    reader.execute_many = spy
+    return sent
+
+
+def _bodies(count: int, start: int = 0) -> list[bytes]:
+    return [b"%06d" % i + BIG for i in range(start, start + count)]
+
+
+def _no_keys_but_the_queue(redis_client: redis.Redis, keys: Any) -> None:
+    assert not redis_client.keys(keys.moving_prefix + "*")
+    assert not redis_client.keys(keys.batches_prefix + "*")
+    assert redis_client.exists(keys.expiry, keys.deadlines) == 0
+
+
+def test_a_fetch_of_big_elements_moves_them_in_one_transaction(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    keys = broker._topic(topic).keys
+    broker.publish_many(topic, _bodies(30))
+    with broker.subscribe(topic, prefetch=10) as subscription:
+        first = [subscription.receive(timeout=5) for _ in range(10)]  # sized by the script
+        sent = _sent(subscription)
+        second = [subscription.receive(timeout=5) for _ in range(10)]
+        assert sent[0] == ["MULTI", "EVALSHA", *["LMOVE"] * 10, "RENAME", "EXEC"]
+        assert len(sent) == 1  # the ten in one send, one batch
+        assert len({d.receipt.partition("-")[0] for d in second}) == 1
+        assert redis_client.llen(keys.queue) == 10
+        assert not redis_client.keys(keys.moving_prefix + "*")
+        broker.ack(*first, *second)
+        rest = [subscription.receive(timeout=5) for _ in range(10)]
+        broker.ack(*rest)
+        got = [d.payload for d in (*first, *second, *rest)]
+        assert got == _bodies(30)
+        assert all(d.attempt == 1 for d in (*first, *second, *rest))
+    _no_keys_but_the_queue(redis_client, keys)
+    assert redis_client.exists(keys.queue) == 0
+
+
+def test_a_message_that_came_back_goes_out_alone_and_the_moves_move_nothing(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    keys = broker._topic(topic).keys
+    broker.publish_many(topic, _bodies(12))
+    with broker.subscribe(topic, prefetch=4) as subscription:
+        first = [subscription.receive(timeout=5) for _ in range(4)]
+        broker.nack(first[1])  # back to the head of the queue
+        broker.ack(first[0], *first[2:])
+        sent = _sent(subscription)
+        again = subscription.receive(timeout=5)
+        assert again is not None and (again.payload, again.attempt) == (first[1].payload, 2)
+        # the transaction ran: the script leased the one alone (read from its batch
+        # after), the moves moved nothing
+        assert sent == [["MULTI", "EVALSHA", *["LMOVE"] * 4, "RENAME", "EXEC"]]
+        assert redis_client.llen(keys.queue) == 8
+        assert not redis_client.keys(keys.moving_prefix + "*")
+        broker.ack(again)
+        rest = [subscription.receive(timeout=5) for _ in range(8)]
+        assert [d.payload for d in rest if d] == _bodies(8, start=4)
+        broker.ack(*rest)
+    _no_keys_but_the_queue(redis_client, keys)
+
+
+@pytest.mark.parametrize("key", ["expiry", "fetches"])
+def test_a_fetch_by_moves_whose_leases_cannot_be_written_moves_nothing(
+    connect: Callable[..., Any], redis_client: redis.Redis, key: str
+) -> None:
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    keys = broker._topic(topic).keys
+    broker.publish_many(topic, _bodies(8))
+    subscription = broker.subscribe(topic, prefetch=4)
+    first = [subscription.receive(timeout=5) for _ in range(4)]
+    broker.ack(*first)
+    queued = redis_client.lrange(keys.queue, 0, -1)
+    fetches = keys.fetches(subscription.consumer)
+    redis_client.set(keys.expiry if key == "expiry" else fetches, "not a hash")
+    sent = _sent(subscription)
+    with pytest.raises(IncompatibleTopic):
+        subscription.receive(timeout=0.1)
+    assert sent[0][0] == "MULTI"
+    assert redis_client.lrange(keys.queue, 0, -1) == queued  # all of it, in order
+    assert not redis_client.keys(keys.moving_prefix + "*")
+    assert not redis_client.keys(keys.batches_prefix + "*")
+    redis_client.delete(keys.expiry, fetches)
+    rest = [subscription.receive(timeout=5) for _ in range(4)]
+    assert [d.payload for d in rest if d] == _bodies(4, start=4)
+    broker.ack(*rest)
+    subscription.close()
+
+
+def test_a_fetch_by_moves_loads_its_script_where_the_server_lost_it(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    broker.publish_many(topic, _bodies(8))
+    with broker.subscribe(topic, prefetch=4) as subscription:
+        first = [subscription.receive(timeout=5) for _ in range(4)]
+        broker.ack(*first)
+        redis_client.script_flush()
+        sent = _sent(subscription)
+        rest = [subscription.receive(timeout=5) for _ in range(4)]
+        assert [d.payload for d in rest if d] == _bodies(4, start=4)
+        assert [s[0] for s in sent] == ["MULTI", "MULTI"]  # NOSCRIPT, nothing ran: again
+        broker.ack(*rest)
+
+
+def test_producers_racing_fetches_by_moves_lose_nothing_and_keep_their_order(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    """The queue is lent to the moves under another name only inside the transaction:
+    a producer pushing meanwhile waits for its end, never writes a new queue."""
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    keys = broker._topic(topic).keys
+    count = 400
+    broker.publish(topic, b"warm-up" + BIG)
+
+    def produce() -> None:
+        for start in range(0, count, 8):
+            broker.publish_many(topic, _bodies(8, start=start))
+
+    producer = threading.Thread(target=produce)
+    got: list[bytes] = []
+    with broker.subscribe(topic, prefetch=16) as subscription:
+        warm = subscription.receive(timeout=5)
+        assert warm is not None
+        broker.ack(warm)
+        sent = _sent(subscription)
+        producer.start()
+        while len(got) < count:
+            delivery = subscription.receive(timeout=5)
+            assert delivery is not None, f"{len(got)} of {count} came"
+            got.append(delivery.payload)
+            broker.ack(delivery)
+        producer.join()
+        assert any(s[0] == "MULTI" for s in sent)
+    assert got == _bodies(count)
+    _no_keys_but_the_queue(redis_client, keys)
+
+
+def test_a_fetch_by_moves_takes_about_fetch_bytes() -> None:
+    assert moves_for(100, 10_000) == 100
+    assert moves_for(100, 1_000_000) == FETCH_BYTES // 1_000_000
+    assert moves_for(100, 10 * FETCH_BYTES) == 1
+    assert moves_for(3, MOVE_BYTES) == 3
