@@ -34,7 +34,7 @@ import redis
 
 import brokerkit
 from benchmarks.bookkeeping import delete_prefix
-from benchmarks.servertime import ServerMeter, command_delta, nested_share
+from benchmarks.servertime import WRAPPERS, ServerMeter, command_delta, nested_share
 
 __all__ = ["FETCH_SIDES", "FetchResult", "fetch_rounds"]
 
@@ -109,6 +109,8 @@ class _Window:
                 self._scripts[name] = (old[0] + calls, old[1] + us)
         total = 0.0
         for command, (_, us) in delta.items():
+            if command in WRAPPERS:  # its commands are counted on their own
+                continue
             seen = self._split.get(command)
             if seen is None:  # inside a script or not: the warm-up cannot tell
                 unknown = f"{command.upper()} (left out: not seen in the warm-up)"

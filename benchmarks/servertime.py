@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 __all__ = [
+    "WRAPPERS",
     "ServerMeter",
     "ServerTime",
     "SlowEntry",
@@ -55,6 +56,11 @@ _CONTAINERS = frozenset(
         "module", "object", "pubsub", "script", "slowlog", "xgroup", "xinfo",
     }
 )  # fmt: skip
+
+#: Commands whose time is that of the commands they ran, which INFO commandstats counts
+#: on their own too (and the SLOWLOG logs, by their client, where it never logs these):
+#: a transaction's ``EXEC``.
+WRAPPERS = frozenset({"exec"})
 
 #: The meter that is measuring a round now, if any (see :func:`mark`).
 _ACTIVE: list[ServerMeter] = []
@@ -107,8 +113,13 @@ class ServerTime:
     @property
     def total_us(self) -> float:
         """Server time per message, each microsecond counted once (scripts whole,
-        the commands inside them not again)."""
-        top = sum(us * (1 - self.nested.get(c, 0.0)) for c, (_, us) in self.commands.items())
+        the commands inside them not again; a transaction's commands, its ``EXEC``
+        not)."""
+        top = sum(
+            us * (1 - self.nested.get(c, 0.0))
+            for c, (_, us) in self.commands.items()
+            if c not in WRAPPERS
+        )
         return top / max(self.messages, 1)
 
     @property

@@ -56,6 +56,22 @@ def test_a_script_counts_once_and_its_commands_are_listed(
     client.close()
 
 
+def test_a_transaction_counts_its_commands_once(
+    meter: ServerMeter, redis_server: RedisServer
+) -> None:
+    client = redis.Redis.from_url(redis_server.url("redis"))
+    for _ in range(2):  # the attribution round, then a measured one
+        meter.begin("side", "step")
+        for _ in range(5):
+            with client.pipeline(transaction=True) as pipe:
+                pipe.set("k", "v").get("k").execute()
+        time = meter.end(5)
+        assert time.commands["exec"][0] == 5
+        expected = sum(us for c, (_, us) in time.commands.items() if c != "exec") / 5
+        assert time.total_us == pytest.approx(expected)
+    client.close()
+
+
 def test_a_command_run_both_ways_is_split_by_time_not_by_calls(
     meter: ServerMeter, redis_server: RedisServer
 ) -> None:
