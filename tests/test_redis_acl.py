@@ -210,16 +210,21 @@ def test_big_elements_are_fetched_by_moves_or_without_them_under_an_acl(
 ) -> None:
     """With the documented line a consumer of big elements fetches them by moves; an
     ACL without ``+rename`` refuses the transaction before any of it runs, and the
-    consumer leases by the script alone from then on."""
+    consumer leases by the script alone from then on: a woken one (what waits behind
+    the element it handed out) and one that found them waiting."""
     broker = connect(acl_url("list", drop=() if rename else ("+rename",)))
     bodies = [b"%03d" % i + b"x" * MOVE_BYTES for i in range(12)]
-    broker.publish_many("orders", bodies)
-    subscription = broker.subscribe("orders", prefetch=4)
-    got = [_receive(subscription) for _ in range(12)]
-    assert [d.payload for d in got] == bodies
-    assert subscription.state.moves_refused is not rename  # type: ignore[attr-defined]
-    broker.ack(*got)
-    assert broker.inspect("orders").in_flight == 0
+    for woken in (True, False):
+        subscription = broker.subscribe("orders", prefetch=4)
+        if woken:
+            assert subscription.receive(timeout=0) is None  # it waits in BLMOVE next
+        broker.publish_many("orders", bodies)
+        got = [_receive(subscription) for _ in range(12)]
+        assert [(d.payload, d.attempt) for d in got] == [(b, 1) for b in bodies]
+        assert subscription.state.moves_refused is not rename  # type: ignore[attr-defined]
+        broker.ack(*got)
+        subscription.close()
+        assert broker.inspect("orders").in_flight == 0
 
 
 def test_a_denied_client_setname_does_not_stop_a_subscription(

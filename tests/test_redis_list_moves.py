@@ -33,17 +33,25 @@ def connect(redis_broker: Callable[..., Any]) -> Callable[..., Any]:
 
 def _sent(subscription: Any) -> list[list[str]]:
     """The names of the commands of every send of the subscription's fetches from now
-    on (its kept connection's), one list a send."""
+    on (on its kept connection), one list a send."""
     reader = subscription.state.reader
-    run = reader.execute_many
+    send = reader.send
     sent: list[list[str]] = []
 
-    def spy(*commands: tuple[Any, ...]) -> Any:
+    def spy(*commands: tuple[Any, ...], packed: Any = None) -> Any:
         sent.append([str(command[0]) for command in commands])
-        return run(*commands)
+        return send(*commands, packed=packed)
 
-    reader.execute_many = spy
+    reader.send = spy
     return sent
+
+
+TRANSACTION = ["MULTI", "EVALSHA", "LMOVE", "RENAME", "EXEC"]
+
+
+def _shape(send: list[str]) -> list[str]:
+    """A send's command names, each run of LMOVEs as one."""
+    return [name for i, name in enumerate(send) if name != "LMOVE" or send[i - 1] != "LMOVE"]
 
 
 def _bodies(count: int, start: int = 0) -> list[bytes]:
@@ -149,8 +157,74 @@ def test_a_fetch_by_moves_loads_its_script_where_the_server_lost_it(
         sent = _sent(subscription)
         rest = [subscription.receive(timeout=5) for _ in range(4)]
         assert [d.payload for d in rest if d] == _bodies(4, start=4)
-        assert [s[0] for s in sent] == ["MULTI", "MULTI"]  # NOSCRIPT, nothing ran: again
+        # NOSCRIPT, nothing ran: loaded, and again
+        assert [s[0] for s in sent] == ["MULTI", "SCRIPT", "MULTI"]
         broker.ack(*rest)
+
+
+def test_a_woken_consumer_leases_what_waits_behind_a_big_element_by_moves(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    keys = broker._topic(topic).keys
+    with broker.subscribe(topic, prefetch=5) as subscription:
+        assert subscription.receive(timeout=0) is None  # it waits in BLMOVE next
+        broker.publish_many(topic, _bodies(7))
+        sent = _sent(subscription)
+        got = [subscription.receive(timeout=5) for _ in range(7)]
+        assert [_shape(s) for s in sent[:2]] == [["BLMOVE"], TRANSACTION]
+        assert sent[1].count("LMOVE") == 4  # behind the one handed out
+        assert [d.payload for d in got if d] == _bodies(7)
+        assert all(d.attempt == 1 for d in got if d)
+        assert len({d.receipt.partition("-")[0] for d in got[:5] if d}) == 1  # one batch
+        broker.ack(*got)
+    _no_keys_but_the_queue(redis_client, keys)
+
+
+@pytest.mark.parametrize("lost", ["script", "nothing"])
+def test_a_woken_lease_by_moves_runs_again_without_them_where_the_script_was_lost(
+    connect: Callable[..., Any], redis_client: redis.Redis, lost: str
+) -> None:
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    keys = broker._topic(topic).keys
+    with broker.subscribe(topic, prefetch=5) as subscription:
+        assert subscription.receive(timeout=0) is None
+        broker.publish_many(topic, _bodies(5))
+        if lost == "script":
+            redis_client.script_flush()
+        got = [subscription.receive(timeout=5) for _ in range(5)]
+        assert [(d.payload, d.attempt) for d in got if d] == [(b, 1) for b in _bodies(5)]
+        broker.ack(*got)
+        assert subscription.receive(timeout=0) is None
+    _no_keys_but_the_queue(redis_client, keys)
+
+
+def test_a_woken_consumer_takes_a_message_that_came_back_alone_and_moves_nothing(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    keys = broker._topic(topic).keys
+    holder = broker.subscribe(topic)
+    broker.publish(topic, b"back" + BIG)
+    held = holder.receive(timeout=5)
+    assert held is not None
+    with broker.subscribe(topic, prefetch=5) as subscription:
+        assert subscription.receive(timeout=0) is None
+        broker.publish_many(topic, _bodies(3))
+        broker.nack(held)  # at the head, before the three
+        sent = _sent(subscription)
+        again = subscription.receive(timeout=5)
+        assert again is not None and (again.payload, again.attempt) == (b"back" + BIG, 2)
+        assert [_shape(s) for s in sent[:2]] == [["BLMOVE"], TRANSACTION]
+        assert redis_client.llen(keys.queue) == 3  # the moves moved none of them
+        rest = [subscription.receive(timeout=5) for _ in range(3)]
+        assert [(d.payload, d.attempt) for d in rest if d] == [(b, 1) for b in _bodies(3)]
+        broker.ack(again, *rest)
+    holder.close()
+    _no_keys_but_the_queue(redis_client, keys)
 
 
 def test_producers_racing_fetches_by_moves_lose_nothing_and_keep_their_order(

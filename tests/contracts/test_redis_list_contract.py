@@ -8,6 +8,8 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.backends.redis.list import calls as list_calls
 from brokerkit.backends.redis.list import calls_async as list_calls_async
+from brokerkit.backends.redis.list import woken as list_woken
+from brokerkit.backends.redis.list import woken_async as list_woken_async
 from brokerkit.contracts import BrokerContract
 from tests.conftest import RedisTarget
 
@@ -38,14 +40,15 @@ class TestRedisListAsyncContract(TestRedisListContract):
 
 class TestRedisListByMovesContract(TestRedisListContract):
     """The same suite with every fetch that knows its elements' size (all but a
-    consumer's first and those a BLMOVE woke) leasing by moves, as fetches of elements
-    of ``MOVE_BYTES`` or more do (see FETCH, *Moves*): the suite's bodies are small."""
+    consumer's first, which a BLMOVE did not wake) leasing by moves, as fetches of
+    elements of ``MOVE_BYTES`` or more do (see FETCH, *Moves*): the suite's bodies are
+    small."""
 
     example_share = 0.5
 
     @pytest.fixture
     def make_broker(self, redis_target: RedisTarget, prefix: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-        for module in (list_calls, list_calls_async):
+        for module in (list_calls, list_calls_async, list_woken, list_woken_async):
             monkeypatch.setattr(module, "MOVE_BYTES", 1)
         url = redis_target.url("redis+list", prefix=prefix)
 

@@ -23,7 +23,14 @@ from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.plan import MOVE_BYTES, moves_for, new_nonces
 from brokerkit.exceptions import IncompatibleTopic
 
-__all__ = ["ListCalls", "lease_batch", "lease_moved", "read_batches"]
+__all__ = [
+    "ListCalls",
+    "lease_batch",
+    "lease_moved",
+    "moves_reply",
+    "moves_transaction",
+    "read_batches",
+]
 
 if TYPE_CHECKING:
     from brokerkit.backends.redis.list.consumer import ConsumerState
@@ -178,18 +185,29 @@ def lease_moved(
     keys = state.keys
     batch, moving = keys.batch(nonces[0], consumer), keys.moving(consumer)
     args = [*state.plan.common, consumer, count, lease_ms, nonces[0], size, "3", moves]
-    commands: list[tuple[Any, ...]] = [
-        ("MULTI",),
-        ("EVALSHA", fetch.sha, len(state.fetch_keys) + 2, *state.fetch_keys, batch, moving, *args),
-        *[("LMOVE", moving, batch, "RIGHT", "RIGHT")] * moves,
-        ("RENAME", moving, keys.queue),
-        ("EXEC",),
-    ]
+    commands = moves_transaction(fetch, [*state.fetch_keys, batch], args, moves, keys.queue, moving)
     leased = _run_moves(reader, commands, fetch)
     if leased is None:  # refused before anything ran (an ACL without RENAME): never again
         state.moves_refused = True
         return None
     return nonces, leased
+
+
+def moves_transaction(
+    fetch: Lua, keys: list[str], args: list[Any], moves: int, queue: str, moving: str
+) -> list[tuple[Any, ...]]:
+    """A fetch by moves (see FETCH, *Moves*): ``MULTI``, the ``fetch`` script with
+    ``keys`` (the last one the batch the moves go to) and the ``moving`` key, and
+    ``args``, then ``moves`` times ``LMOVE``, the ``RENAME`` back to ``queue``,
+    ``EXEC``."""
+    batch = keys[-1]
+    return [
+        ("MULTI",),
+        ("EVALSHA", fetch.sha, len(keys) + 1, *keys, moving, *args),
+        *[("LMOVE", moving, batch, "RIGHT", "RIGHT")] * moves,
+        ("RENAME", moving, queue),
+        ("EXEC",),
+    ]
 
 
 def _run_moves(
@@ -200,29 +218,39 @@ def _run_moves(
     leased (None: leased, but not by the moves: read the batch); None when the server
     refused a command of the transaction before it ran any."""
     for _ in range(2):
-        replies = reader.execute_many(*commands)
-        done = replies[-1]
-        if isinstance(done, ExecAbortError):  # nothing ran
-            refused = next((r for r in replies if isinstance(r, redis.ResponseError)), done)
-            log.info("the server refused a fetch by moves (%s); leasing by the script", refused)
+        replied = moves_reply(reader.execute_many(*commands))
+        if replied is None:
             return None
-        if isinstance(done, redis.ResponseError):
-            raise done
-        # (the RENAME's reply, done[-1], is "no such key" when the script lent no queue)
-        reply, moved = done[0], done[1:-1]
+        reply, moved = replied
         if not isinstance(reply, NoScriptError):
             break
         # not loaded on this server yet (nothing ran): loaded, then the whole again
         reader.execute("SCRIPT", "LOAD", fetch.script)
     if isinstance(reply, Exception):
         raise reply
-    elements = [element for element in moved if element is not None]
-    for element in elements:
-        if isinstance(element, Exception):
-            raise element
-    if reply[0] and not elements:  # one that came back, leased alone by the script
+    if reply[0] and not moved:  # one that came back, leased alone by the script
         return reply, None
-    return reply, [elements]
+    return reply, [moved]
+
+
+def moves_reply(replies: list[Any]) -> tuple[Any, list[bytes]] | None:
+    """From the replies to a transaction of moves (see FETCH, *Moves*): the FETCH
+    script's reply (an error reply as its exception) and the elements the ``LMOVE``s
+    moved; None, logged, when the server refused a command of it before it ran any (an
+    ACL without ``RENAME``)."""
+    done = replies[-1]
+    if isinstance(done, ExecAbortError):
+        refused = next((r for r in replies if isinstance(r, redis.ResponseError)), done)
+        log.info("the server refused a fetch by moves (%s); leasing by the script", refused)
+        return None
+    if isinstance(done, Exception):
+        return done, []
+    # (the RENAME's reply, done[-1], is "no such key" when the script lent no queue)
+    moved = [element for element in done[1:-1] if element is not None]
+    for element in moved:
+        if isinstance(element, Exception):
+            return element, []
+    return done[0], moved
 
 
 def _leased(target: Any, batches: list[str], reply: list[Any]) -> Any:

@@ -110,7 +110,8 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: :mod:`.woken_async`): when it is no longer there, nothing is leased, [13...]
 #: (optional, [12] then given) the nonces of more batches it may lease (see
 #: CHUNK_BYTES); or [12] "3": the consumer's LMOVEs that follow in the transaction,
-#: [13] of them, move the elements (see *Moves* below).
+#: [13] of them, move the elements (see *Moves* below); "4": "2" and "3" together, the
+#: moves taking what waits behind the element handed out.
 #: Returns {how many were leased, for a raw element that came back (then leased alone)
 #: its deliveries so far or false, 1 when it took fewer than asked for although more
 #: were waiting (big elements: about FETCH_BYTES a fetch) else 0}; the elements are in
@@ -153,9 +154,10 @@ local FETCH_BYTES, CHUNK_BYTES = @FETCH_BYTES@, @CHUNK_BYTES@
 local C = ARGV[7]
 local want, lease_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
 local hint = tonumber(ARGV[11]) or 0
-local woken = ARGV[12] == '1' or ARGV[12] == '2'
-local moves = ARGV[12] == '3' and tonumber(ARGV[13])  -- LMOVEs follow (see Moves)
-local handed_out = ARGV[12] == '2'
+local mode = ARGV[12]
+local woken = mode == '1' or mode == '2' or mode == '4'
+local handed_out = mode == '2' or mode == '4'
+local moves = (mode == '3' or mode == '4') and tonumber(ARGV[13])  -- LMOVEs follow (Moves)
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
 -- A consumer blocks only after it moved what was due, and only until the next due
@@ -272,10 +274,10 @@ else
     sizes[used] = n
   until left == 0
   if take > 0 then redis.call('LTRIM', QUEUE, 0, -take - 1) end
-  if woke == 1 then
-    redis.call('LMOVE', proc, batches[1], 'RIGHT', 'LEFT')
-    sizes[1] = sizes[1] + 1
-  end
+end
+if woke == 1 then  -- first in its batch (a SORT's STORE, above, would have replaced it)
+  redis.call('LMOVE', proc, batches[1], 'RIGHT', 'LEFT')
+  sizes[1] = sizes[1] + 1
 end
 waiting = waiting and waiting - take
 -- stopped short (a fetch's size cap, one that came back) with more waiting: the

@@ -34,6 +34,11 @@ ran out, and the element goes back to the queue (the script puts back what it co
 lease; what stays in the processing list goes back at the consumer's next fetch, its
 reconcile); an error that stays, such as a key of the wrong type, fails the next fetch.
 
+For an element of ``MOVE_BYTES`` or more the call is a transaction of moves (see
+FETCH, *Moves*): the script, ``LMOVE``s of what waits behind the element into its
+batch, and the ``RENAME`` back; their replies are the elements it leased. Where the
+server lost the script or refused the transaction, the call runs again without them.
+
 With ``raw=true`` (every element raw) and for a consumer whose ``BLMOVE`` gets an error
 reply (an ACL that denies it; its script may still lease what waits), the
 ``BLMOVE``, the FETCH script and the read of the batch go in one send (the calls
@@ -55,9 +60,19 @@ from brokerkit._logging import subscription_fields
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import Sent
 from brokerkit.backends.redis._lua import Lua
-from brokerkit.backends.redis.list.calls import read_batches
+from brokerkit.backends.redis.list.calls import (
+    moves_reply,
+    moves_transaction,
+    read_batches,
+)
 from brokerkit.backends.redis.list.consumer import ConsumerState
-from brokerkit.backends.redis.list.plan import batches_for, fetch_receipts, new_nonces
+from brokerkit.backends.redis.list.plan import (
+    MOVE_BYTES,
+    batches_for,
+    fetch_receipts,
+    moves_for,
+    new_nonces,
+)
 from brokerkit.backends.redis.list.replies import fetched_messages, raw_element
 
 if TYPE_CHECKING:
@@ -81,6 +96,7 @@ class PendingLease:
         "commands",
         "count",
         "keys",
+        "moves",
         "nonces",
         "packed",
         "raw_content_type",
@@ -118,9 +134,35 @@ class PendingLease:
         reads = [("LRANGE", batch, 1 if j == 0 else 0, -1) for j, batch in enumerate(self.batches)]
         self.commands = [("EVALSHA", fetch.sha, len(self.keys), *self.keys, *self.args), *reads]
         self.packed = state.reader.pack(*self.commands)
+        #: how many LMOVEs follow the call in its transaction (0: none, see by_moves)
+        self.moves = 0
         self.sent: Sent | None = None
         #: the call's reply once read (None: not read yet, or the lease failed)
         self.reply: list[Any] | None = None
+
+    def by_moves(self, state: ConsumerState, fetch: Lua, element_size: int) -> None:
+        """Lease what waits behind the element handed out, of ``element_size`` bytes,
+        by moves, in one batch (see FETCH, *Moves*): the call becomes a transaction.
+        ``keys`` and ``args`` stay the call's without them (``"2"``), which runs when the
+        server lost the script or refused the transaction."""
+        moves = moves_for(self.count, element_size) - 1
+        if moves <= 0:
+            return
+        consumer = self.args[len(state.plan.common)]
+        self.nonces, self.batches = self.nonces[:1], self.batches[:1]
+        self.keys = [*state.fetch_keys, *self.batches]
+        common = len(state.plan.common) + 5  # ... the nonce, the size
+        self.args = [*self.args[:common], "2"]
+        self.commands = moves_transaction(
+            fetch,
+            self.keys,
+            [*self.args[:-1], "4", moves],
+            moves,
+            state.keys.queue,
+            state.keys.moving(consumer),
+        )
+        self.packed = None
+        self.moves = moves
 
 
 def claim_woken(
@@ -144,7 +186,7 @@ def claim_woken(
     def attempt() -> tuple[bytes | ResponseError | None, PendingLease]:
         consumer = subscription.consumer
         lease = PendingLease(state, consumer, count, lease_ms, fetch, raw_content_type)
-        return _wait_and_lease(state, lease, block), lease
+        return _wait_and_lease(state, lease, block, fetch), lease
 
     try:
         moved, lease = call(attempt)
@@ -159,12 +201,13 @@ def claim_woken(
 
 
 def _wait_and_lease(
-    state: ConsumerState, lease: PendingLease, block: float
+    state: ConsumerState, lease: PendingLease, block: float, fetch: Lua
 ) -> bytes | ResponseError | None:
     """A ``BLMOVE`` of up to ``block`` seconds from the queue to the consumer's
-    processing list, and when it moved an element, the ``lease`` call, sent (the
-    consumer's pending lease from then on): what it moved (None: nothing came; an error
-    reply: the caller runs the one-send fetch instead). Each attempt takes a new
+    processing list, and when it moved an element, the ``lease`` call (by moves for an
+    element of ``MOVE_BYTES`` or more), sent (the consumer's pending lease from then
+    on): what it moved (None: nothing came; an error reply: the caller runs the
+    one-send fetch instead). Each attempt takes a new
     ``lease`` (fresh nonces): a call whose send failed may have run, and what it leased
     then waits out a lease nobody holds, as after a lost reply."""
     try:
@@ -174,6 +217,8 @@ def _wait_and_lease(
     except ResponseError as exc:
         return exc
     if moved is not None:
+        if len(moved) >= MOVE_BYTES and not state.moves_refused:
+            lease.by_moves(state, fetch, len(moved))
         lease.sent = state.reader.send(*lease.commands, packed=lease.packed)
         state.pending = lease
     return moved
@@ -223,8 +268,8 @@ def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -
             return
         try:
             assert pending.sent is not None  # pending once sent
-            reply, *reads = pending.sent.replies()
-            if isinstance(reply, NoScriptError):
+            reply, reads = _replies(state, pending, pending.sent.replies())
+            if reply is None or isinstance(reply, NoScriptError):
                 # Nothing moved to the processing list since: fetches run one at a
                 # time, and the next reads this reply first. Run again, the script
                 # finds the element still at its tail.
@@ -254,6 +299,22 @@ def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -
         finally:
             # only now: a fetch that finds none pending finds what it leased in `early`
             state.pending = None
+
+
+def _replies(
+    state: ConsumerState, pending: PendingLease, replies: list[Any]
+) -> tuple[Any, list[Any]]:
+    """The pending call's reply (None: a transaction of moves the server refused, to
+    run again without them) and the reads of what it leased behind the element handed
+    out (none: read them apart)."""
+    if not pending.moves:
+        return replies[0], replies[1:]
+    replied = moves_reply(replies)
+    if replied is None:
+        state.moves_refused = True
+        return None, []
+    reply, moved = replied
+    return reply, [moved] if moved else []
 
 
 def _read_again(pending: PendingLease, fetch: Lua) -> list[Any]:
