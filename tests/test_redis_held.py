@@ -530,3 +530,25 @@ def test_under_asyncio_a_cancelled_command_gives_its_connection_back_to_the_pool
         asyncio.run(main())
     finally:
         admin.close()
+
+
+def test_a_run_of_one_command_is_packed_once_into_the_same_bytes(
+    redis_target: RedisTarget,
+) -> None:
+    client = redis_target.client()
+    reader = Reader(client)
+    assert reader.pack(("PING",)) is None  # no connection kept yet
+    reader.execute("PING")
+    commands = [("MULTI",), *[("LPUSH", "bk-held-pack", "x")] * 50, ("DEL", "bk-held-pack")]
+    commands.append(("EXEC",))
+    packed = reader.pack(*commands)
+    assert packed is not None and len(packed) <= 3
+    connection = client.connection_pool.get_connection()
+    try:
+        assert b"".join(packed) == b"".join(connection.pack_commands(commands))
+    finally:
+        client.connection_pool.release(connection)
+    replies = reader.execute_many(*commands, packed=packed)
+    assert replies[-1] == [*range(1, 51), 1]
+    reader.close()
+    client.close()

@@ -217,7 +217,8 @@ async def _run_moves(
     leased (None: leased, but not by the moves: read the batch); None when the server
     refused a command of the transaction before it ran any."""
     for _ in range(2):
-        replied = moves_reply(await reader.execute_many(*commands))
+        replies = await reader.execute_many(*commands, packed=reader.pack(*commands))
+        replied = moves_reply(replies)
         if replied is None:
             return None
         reply, moved = replied

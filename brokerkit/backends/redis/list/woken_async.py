@@ -159,7 +159,7 @@ class PendingLease:
             state.keys.queue,
             state.keys.moving(consumer),
         )
-        self.packed = None
+        self.packed = state.reader.pack(*self.commands)
         self.moves = moves
 
 
