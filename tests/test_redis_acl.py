@@ -204,15 +204,17 @@ def test_a_denied_blmove_never_strands_what_the_lease_script_took(
         subscription.receive(timeout=1)  # nothing leased: the refusal is reported
 
 
-@pytest.mark.parametrize("rename", [True, False])
+@pytest.mark.parametrize("drop", ["", "+renamenx", "+multi"])
 def test_big_elements_are_fetched_by_moves_or_without_them_under_an_acl(
-    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker], rename: bool
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker], drop: str
 ) -> None:
-    """With the documented line a consumer of big elements fetches them by moves; an
-    ACL without ``+rename`` refuses the transaction before any of it runs, and the
-    consumer leases by the script alone from then on: a woken one (what waits behind
+    """With the documented line a consumer of big elements fetches them by moves. An
+    ACL without ``+renamenx`` refuses the transaction before any of it runs, one
+    without ``+multi`` runs each command on its own: each time the consumer loses
+    nothing and leases by the script alone from then on, a woken one (what waits behind
     the element it handed out) and one that found them waiting."""
-    broker = connect(acl_url("list", drop=() if rename else ("+rename",)))
+    rename = not drop
+    broker = connect(acl_url("list", drop=(drop,) if drop else ()))
     bodies = [b"%03d" % i + b"x" * MOVE_BYTES for i in range(12)]
     for woken in (True, False):
         subscription = broker.subscribe("orders", prefetch=4)

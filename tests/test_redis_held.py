@@ -540,7 +540,7 @@ def test_a_run_of_one_command_is_packed_once_into_the_same_bytes(
     assert reader.pack(("PING",)) is None  # no connection kept yet
     reader.execute("PING")
     commands = [("MULTI",), *[("LPUSH", "bk-held-pack", "x")] * 50, ("DEL", "bk-held-pack")]
-    commands.append(("EXEC",))
+    commands += [("SET", "bk-held-pack", 1), ("SET", "bk-held-pack", 1.0), ("EXEC",)]
     packed = reader.pack(*commands)
     assert packed is not None and len(packed) <= 3
     connection = client.connection_pool.get_connection()
@@ -549,6 +549,8 @@ def test_a_run_of_one_command_is_packed_once_into_the_same_bytes(
     finally:
         client.connection_pool.release(connection)
     replies = reader.execute_many(*commands, packed=packed)
-    assert replies[-1] == [*range(1, 51), 1]
+    assert replies[-1] == [*range(1, 51), 1, b"OK", b"OK"]
+    assert client.get("bk-held-pack") == b"1.0"  # equal tuples, not one: packed apart
+    client.delete("bk-held-pack")
     reader.close()
     client.close()

@@ -1,6 +1,6 @@
 """A redis+list consumer whose last fetch was of elements of ``MOVE_BYTES`` or more
 leases its next by moves (see FETCH, *Moves*): ``MULTI``, the fetch script, one
-``LMOVE`` an element, ``RENAME`` back, ``EXEC``. The script leases them and lends the
+``LMOVE`` an element, ``RENAMENX`` back, ``EXEC``. The script leases them and lends the
 queue to the moves under the consumer's ``moving:`` name; nobody else ever sees the
 queue under that name, no body enters Lua, and whatever the script leases otherwise (a
 message that came back, alone), or fails to lease, the moves move nothing.
@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import redis
 
+from brokerkit.backends.redis.list.moves import moves_reply
 from brokerkit.backends.redis.list.plan import FETCH_BYTES, MOVE_BYTES, moves_for
-from brokerkit.exceptions import IncompatibleTopic
+from brokerkit.exceptions import BrokerError, IncompatibleTopic
 
 pytestmark = pytest.mark.redis_list
 
@@ -46,7 +47,7 @@ def _sent(subscription: Any) -> list[list[str]]:
     return sent
 
 
-TRANSACTION = ["MULTI", "EVALSHA", "LMOVE", "RENAME", "EXEC"]
+TRANSACTION = ["MULTI", "EVALSHA", "LMOVE", "RENAMENX", "EXEC"]
 
 
 def _shape(send: list[str]) -> list[str]:
@@ -75,7 +76,7 @@ def test_a_fetch_of_big_elements_moves_them_in_one_transaction(
         first = [subscription.receive(timeout=5) for _ in range(10)]  # sized by the script
         sent = _sent(subscription)
         second = [subscription.receive(timeout=5) for _ in range(10)]
-        assert sent[0] == ["MULTI", "EVALSHA", *["LMOVE"] * 10, "RENAME", "EXEC"]
+        assert sent[0] == ["MULTI", "EVALSHA", *["LMOVE"] * 10, "RENAMENX", "EXEC"]
         assert len(sent) == 1  # the ten in one send, one batch
         assert len({d.receipt.partition("-")[0] for d in second}) == 1
         assert redis_client.llen(keys.queue) == 10
@@ -106,7 +107,7 @@ def test_a_message_that_came_back_goes_out_alone_and_the_moves_move_nothing(
         assert again is not None and (again.payload, again.attempt) == (first[1].payload, 2)
         # the transaction ran: the script leased the one alone (read from its batch
         # after), the moves moved nothing
-        assert sent == [["MULTI", "EVALSHA", *["LMOVE"] * 4, "RENAME", "EXEC"]]
+        assert sent == [["MULTI", "EVALSHA", *["LMOVE"] * 4, "RENAMENX", "EXEC"]]
         assert redis_client.llen(keys.queue) == 8
         assert not redis_client.keys(keys.moving_prefix + "*")
         broker.ack(again)
@@ -194,7 +195,9 @@ def test_a_woken_lease_by_moves_runs_again_without_them_where_the_script_was_los
         broker.publish_many(topic, _bodies(5))
         if lost == "script":
             redis_client.script_flush()
+        sent = _sent(subscription)
         got = [subscription.receive(timeout=5) for _ in range(5)]
+        assert [_shape(s) for s in sent[:2]] == [["BLMOVE"], TRANSACTION]
         assert [(d.payload, d.attempt) for d in got if d] == [(b, 1) for b in _bodies(5)]
         broker.ack(*got)
         assert subscription.receive(timeout=0) is None
@@ -225,6 +228,77 @@ def test_a_woken_consumer_takes_a_message_that_came_back_alone_and_moves_nothing
         broker.ack(again, *rest)
     holder.close()
     _no_keys_but_the_queue(redis_client, keys)
+
+
+@pytest.mark.parametrize("lent", [3, 7])
+def test_a_queue_left_under_the_moving_key_goes_back_to_its_head_first(
+    connect: Callable[..., Any], redis_client: redis.Redis, lent: int
+) -> None:
+    """As a transaction whose MULTI the server refused leaves it when a producer pushed
+    meanwhile (or another program would): the next fetch by moves gives it back, the
+    shorter of the two lists moving (3: the lent part; 7: the queue)."""
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    keys = broker._topic(topic).keys
+    broker.publish_many(topic, _bodies(10))
+    subscription = broker.subscribe(topic, prefetch=4)
+    moving = keys.moving(subscription.consumer)
+    for _ in range(lent):  # the oldest, next out first, as the queue was lent
+        redis_client.rpoplpush(keys.queue, moving)
+    subscription.state.element_size = len(BIG)  # its next fetch is by moves
+    sent = _sent(subscription)
+    got = [subscription.receive(timeout=5) for _ in range(10)]
+    assert sent[0][0] == "MULTI"
+    assert [d.payload for d in got if d] == _bodies(10)
+    assert all(d.attempt == 1 for d in got if d)
+    broker.ack(*got)
+    subscription.close()
+    _no_keys_but_the_queue(redis_client, keys)
+
+
+def test_a_fetch_by_moves_the_server_refuses_for_a_while_is_raised_and_retried_later(
+    connect: Callable[..., Any], redis_client: redis.Redis
+) -> None:
+    """Out of memory, the server refuses the transaction (EXECABORT): not a refusal for
+    good, so the consumer fetches by moves again once the server takes writes."""
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    broker.publish_many(topic, _bodies(8))
+    with broker.subscribe(topic, prefetch=4) as subscription:
+        first = [subscription.receive(timeout=5) for _ in range(4)]
+        broker.ack(*first)
+        saved = redis_client.config_get("maxmemory")["maxmemory"]
+        redis_client.config_set("maxmemory", 1)
+        try:
+            with pytest.raises(BrokerError, match=r"(?i)memory"):
+                subscription.receive(timeout=0.1)
+        finally:
+            redis_client.config_set("maxmemory", saved)
+        assert subscription.state.moves_refused is False
+        sent = _sent(subscription)
+        rest = [subscription.receive(timeout=5) for _ in range(4)]
+        assert sent[0][0] == "MULTI"
+        assert [(d.payload, d.attempt) for d in rest if d] == [(b, 1) for b in _bodies(4, 4)]
+        broker.ack(*rest)
+
+
+def test_a_fetch_by_moves_of_about_fetch_bytes_looks_again_at_once(
+    connect: Callable[..., Any],
+) -> None:
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    big = b"y" * (FETCH_BYTES // 3 + 1)  # two a fetch
+    broker.publish_many(topic, [big + b"%d" % i for i in range(5)])
+    with broker.subscribe(topic, prefetch=5) as subscription:
+        subscription.state.element_size = len(big)
+        sent = _sent(subscription)
+        first = [subscription.receive(timeout=5) for _ in range(2)]
+        assert sent[0].count("LMOVE") == 2
+        assert subscription.state.idle is False  # capped: more wait
+        rest = [subscription.receive(timeout=5) for _ in range(3)]
+        assert [d.payload for d in (*first, *rest) if d] == [big + b"%d" % i for i in range(5)]
+        assert subscription.state.idle is True  # the last fetch found fewer than it asked
+        broker.ack(*first, *rest)
 
 
 def test_producers_racing_fetches_by_moves_lose_nothing_and_keep_their_order(
@@ -266,3 +340,21 @@ def test_a_fetch_by_moves_takes_about_fetch_bytes() -> None:
     assert moves_for(100, 1_000_000) == FETCH_BYTES // 1_000_000
     assert moves_for(100, 10 * FETCH_BYTES) == 1
     assert moves_for(3, MOVE_BYTES) == 3
+
+
+def test_the_replies_of_moves_run_one_by_one_tell_a_queue_left_behind(
+    connect: Callable[..., Any],
+) -> None:
+    """A server that refused MULTI ran each command on its own (the ACL test runs that
+    for real); where the RENAMENX found a queue pushed meanwhile (0), what it could not
+    give back is stranded: the caller has the script give it back at once (see the
+    test above for the script's part)."""
+    broker = connect()
+    with broker.subscribe(f"moves-{uuid.uuid4().hex[:8]}") as subscription:
+        refused = redis.ResponseError("NOPERM this user has no permissions to run 'multi'")
+        nomulti = redis.ResponseError("EXEC without MULTI")
+        for renamed, stranded in ((1, False), (0, True)):
+            replies = [refused, [2, None, 0], b"a", b"b", None, renamed, nomulti]
+            answer = moves_reply(subscription, replies)
+            assert answer == ([2, None, 0], [b"a", b"b"], stranded)
+        assert subscription.state.moves_refused is True

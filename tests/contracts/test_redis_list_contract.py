@@ -6,8 +6,8 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
-from brokerkit.backends.redis.list import calls as list_calls
-from brokerkit.backends.redis.list import calls_async as list_calls_async
+from brokerkit.backends.redis.list import moves as list_moves
+from brokerkit.backends.redis.list import moves_async as list_moves_async
 from brokerkit.backends.redis.list import woken as list_woken
 from brokerkit.backends.redis.list import woken_async as list_woken_async
 from brokerkit.contracts import BrokerContract
@@ -48,7 +48,7 @@ class TestRedisListByMovesContract(TestRedisListContract):
 
     @pytest.fixture
     def make_broker(self, redis_target: RedisTarget, prefix: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-        for module in (list_calls, list_calls_async, list_woken, list_woken_async):
+        for module in (list_moves, list_moves_async, list_woken, list_woken_async):
             monkeypatch.setattr(module, "MOVE_BYTES", 1)
         url = redis_target.url("redis+list", prefix=prefix)
 

@@ -91,15 +91,18 @@ class Reader:
     def pack(self, *commands: tuple[Any, ...]) -> list[bytes] | None:
         """``commands`` in the bytes :meth:`send` sends for them, packed now by the kept
         connection's packer (every connection of a pool packs alike), or None when no
-        connection is kept yet. A run of one command repeated is packed once: redis-py
-        packs each command apart, at about 3 us a command."""
+        connection is kept yet. A run of one command repeated (one tuple, as
+        ``[command] * n`` repeats it) is packed once: redis-py packs each command apart,
+        at about 3 us a command."""
         connection = self._state.connection
         if connection is None:
             return None
         packed: list[bytes] = []
         alone: list[tuple[Any, ...]] = []
-        for command, run in itertools.groupby(commands):
-            if (times := len(list(run))) == 1:
+        for _, run in itertools.groupby(commands, key=id):
+            group = list(run)
+            command, times = group[0], len(group)
+            if times == 1:
                 alone.append(command)
                 continue
             if alone:

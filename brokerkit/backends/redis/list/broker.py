@@ -41,14 +41,10 @@ from brokerkit.backends.redis._held import HeldClient, Reader
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts, upkeep
-from brokerkit.backends.redis.list.calls import (
-    ListCalls,
-    lease_batch,
-    lease_moved,
-    read_batches,
-)
+from brokerkit.backends.redis.list.calls import ListCalls, lease_batch, read_batches
 from brokerkit.backends.redis.list.consumer import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
+from brokerkit.backends.redis.list.moves import lease_moved
 from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import (
     TopicPlan,
@@ -303,19 +299,21 @@ class RedisListBroker(ListSettling, Broker):
             )
             if woken is not None:
                 return woken
-        fetch_keys, common = state.fetch_keys, state.plan.common
+        fetch_keys = state.fetch_keys
         wait = None if block is None else (state.keys.queue, state.processing, block)
 
         def fetch() -> tuple[list[str], tuple[list[Any], list[list[bytes]] | None] | None]:
             # Every attempt takes fresh nonces: one whose reply was lost may have
             # leased elements under the receipts it named.
             if wait is None:
-                moved = lease_moved(state, consumer, count, self._lease_ms, run)
+                moved = lease_moved(subscription, count, self._lease_ms, run)
                 if moved is not None:
                     return moved
             nonces = new_nonces(batches_for(count, state.element_size))
             batches = [state.keys.batch(nonce, consumer) for nonce in nonces]
-            args = [*common, consumer, count, self._lease_ms, nonces[0], state.element_size]
+            args = state.plan.fetch_args(
+                consumer, count, self._lease_ms, nonces[0], state.element_size
+            )
             if wait is not None or len(nonces) > 1:
                 # "1": the script leases what the BLMOVE moved first
                 args += ["0" if wait is None else "1", *nonces[1:]]

@@ -7,12 +7,11 @@ connection loss (with backoff and jitter) and turns a WRONGTYPE reply into an
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import redis
-from redis.exceptions import ExecAbortError, NoScriptError, RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector
@@ -20,22 +19,9 @@ from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_err
 from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis.list.keys import ListKeys
-from brokerkit.backends.redis.list.plan import MOVE_BYTES, moves_for, new_nonces
 from brokerkit.exceptions import IncompatibleTopic
 
-__all__ = [
-    "ListCalls",
-    "lease_batch",
-    "lease_moved",
-    "moves_reply",
-    "moves_transaction",
-    "read_batches",
-]
-
-if TYPE_CHECKING:
-    from brokerkit.backends.redis.list.consumer import ConsumerState
-
-log = logging.getLogger("brokerkit.redis")
+__all__ = ["ListCalls", "lease_batch", "read_batches"]
 
 _T = TypeVar("_T")
 
@@ -168,90 +154,6 @@ def lease_batch(
     if isinstance(moved, Exception) and not reply[0]:
         raise moved
     return reply, read
-
-
-def lease_moved(
-    state: ConsumerState, consumer: str, count: int, lease_ms: int, fetch: Lua
-) -> tuple[list[str], tuple[list[Any], list[list[bytes]] | None]] | None:
-    """Lease up to ``count`` elements by moves (see FETCH, *Moves*) when the
-    consumer's last fetch was of elements of ``MOVE_BYTES`` or more: the fetch's nonces
-    and :func:`lease_batch`'s reply; None when the fetch should lease by the script
-    alone (smaller elements, a cluster, a server that refused the moves)."""
-    size, reader = state.element_size, state.reader
-    if size < MOVE_BYTES or not reader.pooled or state.moves_refused:
-        return None
-    nonces = new_nonces(1)
-    moves = moves_for(count, size)
-    keys = state.keys
-    batch, moving = keys.batch(nonces[0], consumer), keys.moving(consumer)
-    args = [*state.plan.common, consumer, count, lease_ms, nonces[0], size, "3", moves]
-    commands = moves_transaction(fetch, [*state.fetch_keys, batch], args, moves, keys.queue, moving)
-    leased = _run_moves(reader, commands, fetch)
-    if leased is None:  # refused before anything ran (an ACL without RENAME): never again
-        state.moves_refused = True
-        return None
-    return nonces, leased
-
-
-def moves_transaction(
-    fetch: Lua, keys: list[str], args: list[Any], moves: int, queue: str, moving: str
-) -> list[tuple[Any, ...]]:
-    """A fetch by moves (see FETCH, *Moves*): ``MULTI``, the ``fetch`` script with
-    ``keys`` (the last one the batch the moves go to) and the ``moving`` key, and
-    ``args``, then ``moves`` times ``LMOVE``, the ``RENAME`` back to ``queue``,
-    ``EXEC``."""
-    batch = keys[-1]
-    return [
-        ("MULTI",),
-        ("EVALSHA", fetch.sha, len(keys) + 1, *keys, moving, *args),
-        *[("LMOVE", moving, batch, "RIGHT", "RIGHT")] * moves,
-        ("RENAME", moving, queue),
-        ("EXEC",),
-    ]
-
-
-def _run_moves(
-    reader: Reader, commands: list[tuple[Any, ...]], fetch: Lua
-) -> tuple[list[Any], list[list[bytes]] | None] | None:
-    """The reply of the ``fetch`` script of the transaction ``commands`` (``MULTI``, the
-    script, the ``LMOVE``s, the ``RENAME``, ``EXEC``), sent at once, and the elements it
-    leased (None: leased, but not by the moves: read the batch); None when the server
-    refused a command of the transaction before it ran any."""
-    for _ in range(2):
-        replies = reader.execute_many(*commands, packed=reader.pack(*commands))
-        replied = moves_reply(replies)
-        if replied is None:
-            return None
-        reply, moved = replied
-        if not isinstance(reply, NoScriptError):
-            break
-        # not loaded on this server yet (nothing ran): loaded, then the whole again
-        reader.execute("SCRIPT", "LOAD", fetch.script)
-    if isinstance(reply, Exception):
-        raise reply
-    if reply[0] and not moved:  # one that came back, leased alone by the script
-        return reply, None
-    return reply, [moved]
-
-
-def moves_reply(replies: list[Any]) -> tuple[Any, list[bytes]] | None:
-    """From the replies to a transaction of moves (see FETCH, *Moves*): the FETCH
-    script's reply (an error reply as its exception) and the elements the ``LMOVE``s
-    moved; None, logged, when the server refused a command of it before it ran any (an
-    ACL without ``RENAME``)."""
-    done = replies[-1]
-    if isinstance(done, ExecAbortError):
-        refused = next((r for r in replies if isinstance(r, redis.ResponseError)), done)
-        log.info("the server refused a fetch by moves (%s); leasing by the script", refused)
-        return None
-    if isinstance(done, Exception):
-        return done, []
-    # (the RENAME's reply, done[-1], is "no such key" when the script lent no queue)
-    moved = [element for element in done[1:-1] if element is not None]
-    for element in moved:
-        if isinstance(element, Exception):
-            return element, []
-    return done[0], moved
 
 
 def _leased(target: Any, batches: list[str], reply: list[Any]) -> Any:

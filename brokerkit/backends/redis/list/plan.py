@@ -68,6 +68,14 @@ class TopicPlan:
             int(options.heartbeat * 1000),
         ]
 
+    def fetch_args(
+        self, consumer: str, count: int, lease_ms: int, nonce: str, element_size: int
+    ) -> list[Any]:
+        """The ``ARGV`` of a FETCH call up to its mode (see :data:`.scripts.FETCH`):
+        the common ones, then ``consumer``, ``count``, ``lease_ms``, the fetch's first
+        ``nonce`` and the mean ``element_size`` of the consumer's last fetch."""
+        return [*self.common, consumer, count, lease_ms, nonce, element_size]
+
     def keys_for(self, consumers: Iterable[str], names: Iterable[str] = ()) -> list[str]:
         """The ``KEYS`` of a script call that may touch these consumers' processing
         lists, lease hashes and fetches hashes, and the batches of these receipts or

@@ -257,6 +257,21 @@ end
 -- Move up to limit held messages due by t to the queue, in due order: delayed
 -- publishes to the tail (as LPUSH would), delayed retries to the head (as an
 -- immediate requeue would). Returns how many moved.
+-- Give the queue back what a transaction of moves left under the consumer's moving
+-- key (see FETCH, Moves): its elements go to the queue's head, before what was pushed
+-- meanwhile, in order. The shorter of the two lists moves, element by element (each
+-- through Lua: a repair that only a server which refused a MULTI, or another program,
+-- makes needed).
+local function give_back_lent(moving)
+  local queued, lent = redis.call('LLEN', QUEUE), redis.call('LLEN', moving)
+  if queued <= lent then
+    for _ = 1, queued do redis.call('LMOVE', QUEUE, moving, 'RIGHT', 'LEFT') end
+    redis.call('RENAMENX', moving, QUEUE)  -- the queue is empty, so gone
+  else
+    for _ = 1, lent do redis.call('LMOVE', moving, QUEUE, 'LEFT', 'RIGHT') end
+  end
+end
+
 local function release_due(t, limit)
   local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', t, 'LIMIT', 0, limit)
   if #due == 0 then return 0 end

@@ -137,7 +137,7 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: pipeline of 100 ``LMOVE``; at 1 KB, less than it). So a consumer whose last fetch
 #: was that big sends ``MULTI``, this script ("3", [13] the number of moves ``k``, about
 #: FETCH_BYTES of elements), ``k`` times ``LMOVE <moving> <batch> RIGHT RIGHT``,
-#: ``RENAME <moving> <queue>``, ``EXEC``, where ``<moving>`` is the consumer's
+#: ``RENAMENX <moving> <queue>``, ``EXEC``, where ``<moving>`` is the consumer's
 #: ``moving:`` key (KEYS, after the batch). The script leases the first ``k`` (or all
 #: there are) under the batch and renames the queue to ``<moving>``: the moves take
 #: them from it, their replies are the bodies, and the last command gives the queue its
@@ -145,8 +145,10 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: no body enters Lua. When the script leases otherwise (an element that came back
 #: goes out alone, by ``SORT`` as above; nothing to lease; an error), it renames
 #: nothing: the moves find no ``<moving>`` key and move nothing, and the last rename
-#: fails with "no such key", which the consumer ignores. The script renames only once
-#: it has written the leases, and a failing write renames the queue back.
+#: fails with "no such key", which the consumer ignores. The script renames as the
+#: last write of its leases: a failing write leaves the queue where it was. A
+#: ``<moving>`` key found at the start (see ``give_back_lent`` in the preamble) goes
+#: back to the queue first.
 FETCH = (
     with_preamble(
         r"""
@@ -158,6 +160,14 @@ local mode = ARGV[12]
 local woken = mode == '1' or mode == '2' or mode == '4'
 local handed_out = mode == '2' or mode == '4'
 local moves = (mode == '3' or mode == '4') and tonumber(ARGV[13])  -- LMOVEs follow (Moves)
+-- The queue lent to the moves (see Moves): outside a transaction of moves the key is
+-- never there, but where the server ran one's commands one by one (it refused its
+-- MULTI) and a producer pushed to the queue meanwhile, the last command's RENAMENX left
+-- it; or another program wrote it. It goes back to the queue's head, in order, and a
+-- call of no moves ("3", 0) does only that.
+local moving = moves and need(STEM .. 'moving:' .. C)
+if moving and redis.call('EXISTS', moving) == 1 then give_back_lent(moving) end
+if moves == 0 then return {0} end
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)
 -- A consumer blocks only after it moved what was due, and only until the next due
@@ -245,9 +255,9 @@ end
 if take > 0 then take = math.min(take, waiting) end
 local size = woke + take
 if size == 0 then return {0} end
-local moving = moves and take > 0 and not taken_back and need(STEM .. 'moving:' .. C)
+local lend = moving and take > 0 and not taken_back
 local sizes, used = {}, 0
-if moving then  -- the LMOVEs that follow take them (see Moves): the leases first
+if lend then  -- the LMOVEs that follow take them (see Moves): the leases first
   used, sizes[1] = 1, take
 else
   -- The elements move from the queue to the batch lists inside Redis, never through
@@ -299,7 +309,9 @@ local ok, err = pcall(function()
   redis.call('ZADD', DEADLINES, unpack(leases))
   redis.call('HSET', EXPIRY, unpack(values))
   redis.call('HSET', fetches, unpack(flags))
-  if moving then redis.call('RENAME', QUEUE, moving) end
+  -- (RENAMENX: the one rename the transaction's own last command, checked by an ACL
+  -- before anything runs, needs too; the moving key is not there)
+  if lend then redis.call('RENAMENX', QUEUE, moving) end
 end)
 if not ok then
   for j = used, 1, -1 do  -- the last batch first, each one's first element last

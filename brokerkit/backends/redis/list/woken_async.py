@@ -34,7 +34,7 @@ reconcile); an error that stays, such as a key of the wrong type, fails the next
 
 For an element of ``MOVE_BYTES`` or more the call is a transaction of moves (see
 FETCH, *Moves*): the script, ``LMOVE``s of what waits behind the element into its
-batch, and the ``RENAME`` back; their replies are the elements it leased. Where the
+batch, and the ``RENAMENX`` back; their replies are the elements it leased. Where the
 server lost the script or refused the transaction, the call runs again without them.
 
 With ``raw=true`` (every element raw) and for a consumer whose ``BLMOVE`` gets an error
@@ -58,12 +58,13 @@ from brokerkit._logging import subscription_fields
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._held_async import AsyncSent
 from brokerkit.backends.redis._lua_async import AsyncLua
-from brokerkit.backends.redis.list.calls_async import (
+from brokerkit.backends.redis.list.calls_async import read_batches
+from brokerkit.backends.redis.list.consumer_async import ConsumerState
+from brokerkit.backends.redis.list.moves_async import (
+    give_back_lent,
     moves_reply,
     moves_transaction,
-    read_batches,
 )
-from brokerkit.backends.redis.list.consumer_async import ConsumerState
 from brokerkit.backends.redis.list.plan import (
     MOVE_BYTES,
     batches_for,
@@ -93,8 +94,10 @@ class PendingLease:
         "batches",
         "commands",
         "count",
+        "head",
         "keys",
         "moves",
+        "moving",
         "nonces",
         "packed",
         "raw_content_type",
@@ -114,16 +117,11 @@ class PendingLease:
         self.nonces = new_nonces(batches_for(count, state.element_size))
         self.batches = [state.keys.batch(nonce, consumer) for nonce in self.nonces]
         self.keys = [*state.fetch_keys, *self.batches]
-        self.args = [
-            *state.plan.common,
-            consumer,
-            count,
-            lease_ms,
-            self.nonces[0],
-            state.element_size,
-            "2",
-            *self.nonces[1:],
-        ]
+        #: the call's ARGV up to its mode
+        self.head = state.plan.fetch_args(
+            consumer, count, lease_ms, self.nonces[0], state.element_size
+        )
+        self.args = [*self.head, "2", *self.nonces[1:]]
         #: the fetch's size (prefetch): a reply with no more waiting leaves the
         #: consumer idle only when it had room for more
         self.count = count
@@ -132,8 +130,10 @@ class PendingLease:
         reads = [("LRANGE", batch, 1 if j == 0 else 0, -1) for j, batch in enumerate(self.batches)]
         self.commands = [("EVALSHA", fetch.sha, len(self.keys), *self.keys, *self.args), *reads]
         self.packed = state.reader.pack(*self.commands)
-        #: how many LMOVEs follow the call in its transaction (0: none, see by_moves)
+        #: how many LMOVEs follow the call in its transaction (0: none, see by_moves),
+        #: and the consumer's moving key
         self.moves = 0
+        self.moving = state.keys.moving(consumer)
         self.sent: AsyncSent | None = None
         #: the call's reply once read (None: not read yet, or the lease failed)
         self.reply: list[Any] | None = None
@@ -141,23 +141,22 @@ class PendingLease:
     def by_moves(self, state: ConsumerState, fetch: AsyncLua, element_size: int) -> None:
         """Lease what waits behind the element handed out, of ``element_size`` bytes,
         by moves, in one batch (see FETCH, *Moves*): the call becomes a transaction.
-        ``keys`` and ``args`` stay the call's without them (``"2"``), which runs when the
-        server lost the script or refused the transaction."""
+        ``keys`` and ``args`` become the call's without them (``"2"``, one batch),
+        which runs where the server lost the script or refused the transaction."""
         moves = moves_for(self.count, element_size) - 1
         if moves <= 0:
             return
-        consumer = self.args[len(state.plan.common)]
         self.nonces, self.batches = self.nonces[:1], self.batches[:1]
-        self.keys = [*state.fetch_keys, *self.batches]
-        common = len(state.plan.common) + 5  # ... the nonce, the size
-        self.args = [*self.args[:common], "2"]
+        self.keys = [*state.fetch_keys, *self.batches, self.moving]
+        self.args = [*self.head, "2"]
         self.commands = moves_transaction(
             fetch,
             self.keys,
-            [*self.args[:-1], "4", moves],
+            [*self.head, "4", moves],
             moves,
+            self.batches[0],
+            self.moving,
             state.keys.queue,
-            state.keys.moving(consumer),
         )
         self.packed = state.reader.pack(*self.commands)
         self.moves = moves
@@ -268,7 +267,9 @@ async def confirm_lease(
             return
         try:
             assert pending.sent is not None  # pending once sent
-            reply, reads = _replies(state, pending, await pending.sent.replies())
+            reply, reads = await _replies(
+                subscription, pending, fetch, await pending.sent.replies()
+            )
             if reply is None or isinstance(reply, NoScriptError):
                 # Nothing moved to the processing list since: fetches run one at a
                 # time, and the next reads this reply first. Run again, the script
@@ -301,20 +302,21 @@ async def confirm_lease(
             state.pending = None
 
 
-def _replies(
-    state: ConsumerState, pending: PendingLease, replies: list[Any]
+async def _replies(
+    subscription: AsyncSubscription, pending: PendingLease, fetch: AsyncLua, replies: list[Any]
 ) -> tuple[Any, list[Any]]:
-    """The pending call's reply (None: a transaction of moves the server refused, to
-    run again without them) and the reads of what it leased behind the element handed
-    out (none: read them apart)."""
+    """The pending call's reply (None: a transaction of moves that did not run, to run
+    again without them) and the reads of what it leased behind the element handed out
+    (none: read them apart)."""
     if not pending.moves:
         return replies[0], replies[1:]
-    replied = moves_reply(replies)
-    if replied is None:
-        state.moves_refused = True
-        return None, []
-    reply, moved = replied
-    return reply, [moved] if moved else []
+    answer = moves_reply(subscription, replies)
+    if answer.stranded:
+        await give_back_lent(fetch, pending.keys, pending.head)
+    reply, moved = answer.reply, answer.moved
+    if reply is None or isinstance(reply, Exception) or len(moved) != reply[0] - 1:
+        return reply, []
+    return reply, [moved]
 
 
 async def _read_again(pending: PendingLease, fetch: AsyncLua) -> list[Any]:
