@@ -55,6 +55,13 @@ def _shape(send: list[str]) -> list[str]:
     return [name for i, name in enumerate(send) if name != "LMOVE" or send[i - 1] != "LMOVE"]
 
 
+def _fresh(connect: Callable[..., Any]) -> tuple[Any, str, Any]:
+    """A broker, a topic no other test uses, and its keys."""
+    broker = connect()
+    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    return broker, topic, broker._topic(topic).keys
+
+
 def _bodies(count: int, start: int = 0) -> list[bytes]:
     return [b"%06d" % i + BIG for i in range(start, start + count)]
 
@@ -68,9 +75,7 @@ def _no_keys_but_the_queue(redis_client: redis.Redis, keys: Any) -> None:
 def test_a_fetch_of_big_elements_moves_them_in_one_transaction(
     connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
-    keys = broker._topic(topic).keys
+    broker, topic, keys = _fresh(connect)
     broker.publish_many(topic, _bodies(30))
     with broker.subscribe(topic, prefetch=10) as subscription:
         first = [subscription.receive(timeout=5) for _ in range(10)]  # sized by the script
@@ -94,9 +99,7 @@ def test_a_fetch_of_big_elements_moves_them_in_one_transaction(
 def test_a_message_that_came_back_goes_out_alone_and_the_moves_move_nothing(
     connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
-    keys = broker._topic(topic).keys
+    broker, topic, keys = _fresh(connect)
     broker.publish_many(topic, _bodies(12))
     with broker.subscribe(topic, prefetch=4) as subscription:
         first = [subscription.receive(timeout=5) for _ in range(4)]
@@ -121,9 +124,7 @@ def test_a_message_that_came_back_goes_out_alone_and_the_moves_move_nothing(
 def test_a_fetch_by_moves_whose_leases_cannot_be_written_moves_nothing(
     connect: Callable[..., Any], redis_client: redis.Redis, key: str
 ) -> None:
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
-    keys = broker._topic(topic).keys
+    broker, topic, keys = _fresh(connect)
     broker.publish_many(topic, _bodies(8))
     subscription = broker.subscribe(topic, prefetch=4)
     first = [subscription.receive(timeout=5) for _ in range(4)]
@@ -148,8 +149,7 @@ def test_a_fetch_by_moves_whose_leases_cannot_be_written_moves_nothing(
 def test_a_fetch_by_moves_loads_its_script_where_the_server_lost_it(
     connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    broker, topic, _ = _fresh(connect)
     broker.publish_many(topic, _bodies(8))
     with broker.subscribe(topic, prefetch=4) as subscription:
         first = [subscription.receive(timeout=5) for _ in range(4)]
@@ -166,9 +166,7 @@ def test_a_fetch_by_moves_loads_its_script_where_the_server_lost_it(
 def test_a_woken_consumer_leases_what_waits_behind_a_big_element_by_moves(
     connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
-    keys = broker._topic(topic).keys
+    broker, topic, keys = _fresh(connect)
     with broker.subscribe(topic, prefetch=5) as subscription:
         assert subscription.receive(timeout=0) is None  # it waits in BLMOVE next
         broker.publish_many(topic, _bodies(7))
@@ -187,9 +185,7 @@ def test_a_woken_consumer_leases_what_waits_behind_a_big_element_by_moves(
 def test_a_woken_lease_by_moves_runs_again_without_them_where_the_script_was_lost(
     connect: Callable[..., Any], redis_client: redis.Redis, lost: str
 ) -> None:
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
-    keys = broker._topic(topic).keys
+    broker, topic, keys = _fresh(connect)
     with broker.subscribe(topic, prefetch=5) as subscription:
         assert subscription.receive(timeout=0) is None
         broker.publish_many(topic, _bodies(5))
@@ -207,9 +203,7 @@ def test_a_woken_lease_by_moves_runs_again_without_them_where_the_script_was_los
 def test_a_woken_consumer_takes_a_message_that_came_back_alone_and_moves_nothing(
     connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
-    keys = broker._topic(topic).keys
+    broker, topic, keys = _fresh(connect)
     holder = broker.subscribe(topic)
     broker.publish(topic, b"back" + BIG)
     held = holder.receive(timeout=5)
@@ -237,9 +231,7 @@ def test_a_queue_left_under_the_moving_key_goes_back_to_its_head_first(
     """As a transaction whose MULTI the server refused leaves it when a producer pushed
     meanwhile (or another program would): the next fetch by moves gives it back, the
     shorter of the two lists moving (3: the lent part; 7: the queue)."""
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
-    keys = broker._topic(topic).keys
+    broker, topic, keys = _fresh(connect)
     broker.publish_many(topic, _bodies(10))
     subscription = broker.subscribe(topic, prefetch=4)
     moving = keys.moving(subscription.consumer)
@@ -261,8 +253,7 @@ def test_a_fetch_by_moves_the_server_refuses_for_a_while_is_raised_and_retried_l
 ) -> None:
     """Out of memory, the server refuses the transaction (EXECABORT): not a refusal for
     good, so the consumer fetches by moves again once the server takes writes."""
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    broker, topic, _ = _fresh(connect)
     broker.publish_many(topic, _bodies(8))
     with broker.subscribe(topic, prefetch=4) as subscription:
         first = [subscription.receive(timeout=5) for _ in range(4)]
@@ -285,8 +276,7 @@ def test_a_fetch_by_moves_the_server_refuses_for_a_while_is_raised_and_retried_l
 def test_a_fetch_by_moves_of_about_fetch_bytes_looks_again_at_once(
     connect: Callable[..., Any],
 ) -> None:
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
+    broker, topic, _ = _fresh(connect)
     big = b"y" * (FETCH_BYTES // 3 + 1)  # two a fetch
     broker.publish_many(topic, [big + b"%d" % i for i in range(5)])
     with broker.subscribe(topic, prefetch=5) as subscription:
@@ -306,9 +296,7 @@ def test_producers_racing_fetches_by_moves_lose_nothing_and_keep_their_order(
 ) -> None:
     """The queue is lent to the moves under another name only inside the transaction:
     a producer pushing meanwhile waits for its end, never writes a new queue."""
-    broker = connect()
-    topic = f"moves-{uuid.uuid4().hex[:8]}"
-    keys = broker._topic(topic).keys
+    broker, topic, keys = _fresh(connect)
     count = 400
     broker.publish(topic, b"warm-up" + BIG)
 
