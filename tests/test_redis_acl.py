@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -204,15 +205,15 @@ def test_a_denied_blmove_never_strands_what_the_lease_script_took(
         subscription.receive(timeout=1)  # nothing leased: the refusal is reported
 
 
-@pytest.mark.parametrize("drop", ["", "+renamenx", "+multi"])
+@pytest.mark.parametrize("drop", ["", "+renamenx", "+multi", "+exec"])
 def test_big_elements_are_fetched_by_moves_or_without_them_under_an_acl(
     acl_url: MakeUser, connect: Callable[..., brokerkit.Broker], drop: str
 ) -> None:
     """With the documented line a consumer of big elements fetches them by moves. An
-    ACL without ``+renamenx`` refuses the transaction before any of it runs, one
-    without ``+multi`` runs each command on its own: each time the consumer loses
-    nothing and leases by the script alone from then on, a woken one (what waits behind
-    the element it handed out) and one that found them waiting."""
+    ACL without ``+renamenx`` or ``+exec`` refuses the transaction before any of it
+    runs, one without ``+multi`` runs each command on its own: each time the consumer
+    loses nothing and leases by the script alone from then on, a woken one (what waits
+    behind the element it handed out) and one that found them waiting."""
     rename = not drop
     broker = connect(acl_url("list", drop=(drop,) if drop else ()))
     bodies = [b"%03d" % i + b"x" * MOVE_BYTES for i in range(12)]
@@ -227,6 +228,43 @@ def test_big_elements_are_fetched_by_moves_or_without_them_under_an_acl(
         broker.ack(*got)
         subscription.close()
         assert broker.inspect("orders").in_flight == 0
+
+
+def test_a_transaction_of_moves_run_without_multi_overwrites_no_queue_pushed_meanwhile(
+    acl_url: MakeUser,
+    connect: Callable[..., brokerkit.Broker],
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    """A server that refuses MULTI runs each command of the transaction on its own; a
+    producer that pushes between the script (which lent the queue) and the RENAMENX
+    makes a new queue, which the RENAMENX leaves alone, and the consumer has the script
+    give back what stayed under its moving key at once: nothing lost, the order kept.
+    (The commands are sent one at a time here, so that the push comes between them.)"""
+    broker = connect(acl_url("list", drop=("+multi",)))
+    bodies = [b"%03d" % i + b"x" * MOVE_BYTES for i in range(12)]
+    broker.publish_many("orders", bodies)
+    subscription = broker.subscribe("orders", prefetch=4)
+    got = [_receive(subscription) for _ in range(4)]  # sized by the script
+    reader = subscription.state.reader  # type: ignore[attr-defined]
+    run = reader.execute_many
+
+    def one_at_a_time(*commands: tuple[Any, ...], packed: Any = None) -> list[Any]:
+        replies = []
+        for command in commands:
+            replies += run(command)
+            if command[0] == "EVALSHA":
+                broker.publish("orders", b"pushed meanwhile")
+        return replies
+
+    reader.execute_many = one_at_a_time
+    got += [_receive(subscription) for _ in range(4)]  # the transaction, run alone
+    reader.execute_many = run
+    assert subscription.state.moves_refused  # type: ignore[attr-defined]
+    got += [_receive(subscription) for _ in range(5)]
+    assert [d.payload for d in got] == [*bodies, b"pushed meanwhile"]
+    broker.ack(*got)
+    assert not redis_client.keys(f"{prefix}:*moving*")
 
 
 def test_a_denied_client_setname_does_not_stop_a_subscription(

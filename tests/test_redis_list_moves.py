@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import redis
 
-from brokerkit.backends.redis.list.moves import moves_reply
 from brokerkit.backends.redis.list.plan import FETCH_BYTES, MOVE_BYTES, moves_for
 from brokerkit.exceptions import BrokerError, IncompatibleTopic
 
@@ -330,19 +329,19 @@ def test_a_fetch_by_moves_takes_about_fetch_bytes() -> None:
     assert moves_for(3, MOVE_BYTES) == 3
 
 
-def test_the_replies_of_moves_run_one_by_one_tell_a_queue_left_behind(
-    connect: Callable[..., Any],
+def test_a_rescue_gives_back_what_a_dead_consumer_left_under_its_moving_key(
+    connect: Callable[..., Any], redis_client: redis.Redis
 ) -> None:
-    """A server that refused MULTI ran each command on its own (the ACL test runs that
-    for real); where the RENAMENX found a queue pushed meanwhile (0), what it could not
-    give back is stranded: the caller has the script give it back at once (see the
-    test above for the script's part)."""
-    broker = connect()
-    with broker.subscribe(f"moves-{uuid.uuid4().hex[:8]}") as subscription:
-        refused = redis.ResponseError("NOPERM this user has no permissions to run 'multi'")
-        nomulti = redis.ResponseError("EXEC without MULTI")
-        for renamed, stranded in ((1, False), (0, True)):
-            replies = [refused, [2, None, 0], b"a", b"b", None, renamed, nomulti]
-            answer = moves_reply(subscription, replies)
-            assert answer == ([2, None, 0], [b"a", b"b"], stranded)
-        assert subscription.state.moves_refused is True
+    """Where a consumer that ran a transaction of moves without MULTI stopped before
+    its next fetch gave its queue back, a rescue does once its heartbeat is over."""
+    broker, topic, keys = _fresh(connect)
+    broker.publish_many(topic, _bodies(6))
+    for _ in range(2):  # the oldest, next out first, as the queue was lent
+        redis_client.rpoplpush(keys.queue, keys.moving("ghost"))
+    redis_client.zadd(keys.consumers, {"ghost": 0})  # its heartbeat long over
+    broker.rescue(topic)
+    assert redis_client.exists(keys.moving("ghost"), keys.consumers) == 0
+    with broker.subscribe(topic, prefetch=6) as subscription:
+        got = [subscription.receive(timeout=5) for _ in range(6)]
+        assert [(d.payload, d.attempt) for d in got if d] == [(b, 1) for b in _bodies(6)]
+        broker.ack(*got)

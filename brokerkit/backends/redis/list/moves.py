@@ -6,16 +6,16 @@ of ``MOVE_BYTES`` or more, one transaction of ``MULTI``, the FETCH script, one
 ``LMOVE`` replies are the elements.
 
 The promises: what the script leases is what the moves move (nothing else runs in a
-transaction), and the queue is never left under the consumer's ``moving:`` name. A
-server that refuses the transaction before it runs any of it for want of a permission
-(an ACL without ``RENAMENX``, the one rename the script and the transaction make)
-gets this consumer's fetches by the script alone from
-then on; one that refuses ``MULTI`` runs each command on its own, which the script's
-lease and the ``RENAMENX`` keep whole (nothing another client pushes meanwhile is
-overwritten: what the ``RENAMENX`` could not give back goes back to the queue's head
-at once, by the script: see ``give_back_lent``), and gets the script alone from then on
-too. Any other refusal (out of memory, a read-only replica, a server loading) is
-raised, for the consumer's retries.
+transaction), and what the queue held is never lost under the consumer's ``moving:``
+name. A server that refuses the transaction before it runs any of it for want of a
+permission (an ACL without ``RENAMENX``, the one rename the script and the transaction
+make, or without ``EXEC``) gets this consumer's fetches by the script alone from then
+on. So does one that refuses ``MULTI``: it runs each command on its own, which the
+script's lease and the ``RENAMENX`` keep whole (a queue another client pushed to
+meanwhile is not overwritten; what the ``RENAMENX`` could not give back, the
+consumer's next fetch gives back to the queue's head, or a rescue once the consumer is
+gone: see ``give_back_lent`` in the preamble). Any other refusal (out of memory, a
+read-only replica, a server loading) is raised, for the consumer's retries.
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from redis.exceptions import ExecAbortError, NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import (
+    ExecAbortError,
+    NoPermissionError,
+    NoScriptError,
+    ResponseError,
+)
 
 from brokerkit._logging import subscription_fields
 from brokerkit.backends.redis._lua import Lua
@@ -33,7 +38,7 @@ if TYPE_CHECKING:
     from brokerkit._subscription import Subscription
     from brokerkit.backends.redis.list.consumer import ConsumerState
 
-__all__ = ["MovesReply", "give_back_lent", "lease_moved", "moves_reply", "moves_transaction"]
+__all__ = ["MovesReply", "lease_moved", "moves_reply", "moves_transaction"]
 
 log = logging.getLogger("brokerkit.redis")
 
@@ -45,9 +50,6 @@ class MovesReply(NamedTuple):
     reply: Any
     #: the elements the moves moved, in order
     moved: list[bytes]
-    #: whether the queue waits under the moving key (the server ran the commands one
-    #: by one, and the RENAMENX found a queue pushed meanwhile): see give_back_lent
-    stranded: bool
 
 
 def moves_transaction(
@@ -78,25 +80,28 @@ def moves_reply(subscription: Subscription, replies: list[Any]) -> MovesReply:
     multi, done = replies[0], replies[-1]
     if isinstance(multi, ResponseError):  # each command ran on its own; EXEC failed
         _refuse(subscription, multi)
-        script, *moved, renamed = replies[1:-1]
-        return _read(script, moved, stranded=renamed == 0)
+        # (a RENAMENX that found a queue pushed meanwhile, 0, left the rest under the
+        # moving key: the consumer's next fetch, or a rescue, gives it back)
+        script, *moved, _ = replies[1:-1]
+        return _read(script, moved)
     if isinstance(done, ExecAbortError):  # nothing ran
         refused = next((r for r in replies[1:-1] if isinstance(r, ResponseError)), done)
-        if isinstance(refused, NoPermissionError):
+        # a queued command, or EXEC itself ("... because of: NOPERM ..."), not permitted
+        if isinstance(refused, NoPermissionError) or "NOPERM" in str(refused):
             _refuse(subscription, refused)
-            return MovesReply(None, [], stranded=False)
-        return MovesReply(refused, [], stranded=False)  # raised: retried if transient
+            return MovesReply(None, [])
+        return MovesReply(refused, [])  # raised: retried if transient
     if isinstance(done, Exception):
-        return MovesReply(done, [], stranded=False)
-    return _read(done[0], done[1:-1], stranded=False)
+        return MovesReply(done, [])
+    return _read(done[0], done[1:-1])
 
 
-def _read(script: Any, moved: list[Any], *, stranded: bool) -> MovesReply:
+def _read(script: Any, moved: list[Any]) -> MovesReply:
     elements = [element for element in moved if element is not None]
     failed = next((e for e in elements if isinstance(e, Exception)), None)
     if failed is not None and not isinstance(script, Exception):
         script = failed
-    return MovesReply(script, elements, stranded)
+    return MovesReply(script, elements)
 
 
 def _refuse(subscription: Subscription, refused: ResponseError) -> None:
@@ -106,13 +111,6 @@ def _refuse(subscription: Subscription, refused: ResponseError) -> None:
         refused,
         extra=subscription_fields(subscription),
     )
-
-
-def give_back_lent(fetch: Lua, keys: list[str], head: list[Any]) -> None:
-    """Have the FETCH script give the queue back what waits under the consumer's moving
-    key (declared in ``keys``; ``head``: the call's ``ARGV`` up to its mode), leasing
-    nothing."""
-    fetch(keys=keys, args=[*head, "3", 0])
 
 
 def lease_moved(
@@ -130,7 +128,7 @@ def lease_moved(
     nonces = new_nonces(1)
     moves = moves_for(count, size)
     batch, moving = state.keys.batch(nonces[0], consumer), state.keys.moving(consumer)
-    keys = [*state.fetch_keys, batch, moving]
+    keys = [*state.fetch_keys, batch]  # the moving key among the consumer's
     head = state.plan.fetch_args(consumer, count, lease_ms, nonces[0], size)
     commands = moves_transaction(
         fetch, keys, [*head, "3", moves], moves, batch, moving, state.keys.queue
@@ -139,9 +137,13 @@ def lease_moved(
         answer = moves_reply(
             subscription, reader.execute_many(*commands, packed=reader.pack(*commands))
         )
-        if answer.stranded:
-            give_back_lent(fetch, keys, head)
         reply = answer.reply
+        if isinstance(reply, NoScriptError) and answer.moved:
+            # The script did not run, and so did not give back a moving key left
+            # behind, from which the moves took: they go back where they were, for the
+            # next call's script to give back whole, in order.
+            reader.execute("RPUSH", moving, *reversed(answer.moved))
+            reader.execute("DEL", batch)
         if reply is None or (isinstance(reply, NoScriptError) and state.moves_refused):
             return None  # nothing ran: the script alone
         if not isinstance(reply, NoScriptError):

@@ -78,15 +78,17 @@ class TopicPlan:
 
     def keys_for(self, consumers: Iterable[str], names: Iterable[str] = ()) -> list[str]:
         """The ``KEYS`` of a script call that may touch these consumers' processing
-        lists, lease hashes and fetches hashes, and the batches of these receipts or
-        lease groups (``<nonce><seq>:<consumer>``, ``<nonce><first>+<n>:<consumer>``):
-        the fixed keys, then three per consumer, then one per batch."""
+        lists, lease hashes, fetches hashes and moving keys, and the batches of these
+        receipts or lease groups (``<nonce><seq>:<consumer>``,
+        ``<nonce><first>+<n>:<consumer>``): the fixed keys, then four per consumer,
+        then one per batch."""
         keys = self.keys
         extra: list[str] = []
         for consumer in dict.fromkeys(consumers):
             extra.append(keys.processing_prefix + consumer)
             extra.append(keys.leases_prefix + consumer)
             extra.append(keys.fetches_prefix + consumer)
+            extra.append(keys.moving_prefix + consumer)
         prefix = keys.batches_prefix
         for name in names:
             batch = batch_of(name)

@@ -254,15 +254,17 @@ local function hand_back(e, requeue, reason, due, tag)
   end
 end
 
--- Move up to limit held messages due by t to the queue, in due order: delayed
--- publishes to the tail (as LPUSH would), delayed retries to the head (as an
--- immediate requeue would). Returns how many moved.
--- Give the queue back what a transaction of moves left under the consumer's moving
--- key (see FETCH, Moves): its elements go to the queue's head, before what was pushed
--- meanwhile, in order. The shorter of the two lists moves, element by element (each
--- through Lua: a repair that only a server which refused a MULTI, or another program,
--- makes needed).
-local function give_back_lent(moving)
+-- Give the queue back what a transaction of moves left under consumer C's moving key
+-- (see FETCH, Moves), when the caller declared it: a server that refused the
+-- transaction's MULTI ran its commands one by one, and its last RENAMENX found a queue
+-- pushed meanwhile (or another program wrote the key). Its elements go to the queue's
+-- head, before what was pushed meanwhile, in order; the shorter of the two lists
+-- moves, element by element (through Lua: a repair, not a fetch). The fetch script, and
+-- the rescue for a dead consumer and for the caller's own, look. (A message handed back
+-- meanwhile, at the head, ends up behind them, and RETURNED then counts others once.)
+local function give_back_lent(C)
+  local moving = STEM .. 'moving:' .. C
+  if not DECLARED[moving] or redis.call('EXISTS', moving) == 0 then return end
   local queued, lent = redis.call('LLEN', QUEUE), redis.call('LLEN', moving)
   if queued <= lent then
     for _ = 1, queued do redis.call('LMOVE', QUEUE, moving, 'RIGHT', 'LEFT') end
@@ -272,6 +274,9 @@ local function give_back_lent(moving)
   end
 end
 
+-- Move up to limit held messages due by t to the queue, in due order: delayed
+-- publishes to the tail (as LPUSH would), delayed retries to the head (as an
+-- immediate requeue would). Returns how many moved.
 local function release_due(t, limit)
   local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', t, 'LIMIT', 0, limit)
   if #due == 0 then return 0 end

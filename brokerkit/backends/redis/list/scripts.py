@@ -147,8 +147,8 @@ __all__ = ["CHUNK", "EXTEND", "FETCH", "PREAMBLE", "RELEASE_BATCH", "SETTLE"]
 #: nothing: the moves find no ``<moving>`` key and move nothing, and the last rename
 #: fails with "no such key", which the consumer ignores. The script renames as the
 #: last write of its leases: a failing write leaves the queue where it was. A
-#: ``<moving>`` key found at the start (see ``give_back_lent`` in the preamble) goes
-#: back to the queue first.
+#: ``<moving>`` key found at the start of any fetch that declares it (every consumer's
+#: does: see ``give_back_lent`` in the preamble) goes back to the queue first.
 FETCH = (
     with_preamble(
         r"""
@@ -160,13 +160,11 @@ local mode = ARGV[12]
 local woken = mode == '1' or mode == '2' or mode == '4'
 local handed_out = mode == '2' or mode == '4'
 local moves = (mode == '3' or mode == '4') and tonumber(ARGV[13])  -- LMOVEs follow (Moves)
--- The queue lent to the moves (see Moves): outside a transaction of moves the key is
--- never there, but where the server ran one's commands one by one (it refused its
--- MULTI) and a producer pushed to the queue meanwhile, the last command's RENAMENX left
--- it; or another program wrote it. It goes back to the queue's head, in order, and a
--- call of no moves ("3", 0) does only that.
+-- The queue lent to the moves (see Moves) is never under the moving key outside a
+-- transaction of moves, but where one left it: it goes back first (a call of no moves,
+-- "3" and 0, does only that).
 local moving = moves and need(STEM .. 'moving:' .. C)
-if moving and redis.call('EXISTS', moving) == 1 then give_back_lent(moving) end
+give_back_lent(C)
 if moves == 0 then return {0} end
 local t = now_ms()
 redis.call('ZADD', CONSUMERS, t + HEARTBEAT, C)

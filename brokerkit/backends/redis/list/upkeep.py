@@ -139,6 +139,7 @@ for _, C in ipairs(dead) do
     end
   end
   if known then
+  give_back_lent(C)
   local proc, leases, fetches = proc_of(C), leases_of(C), fetches_of(C)
   -- moved but never leased: never handed to the application, no attempt
   for _, e in ipairs(orphans(C)) do
@@ -206,6 +207,7 @@ for _, C in ipairs(dead) do
 end
 local reconciled = 0
 if ARGV[8] ~= '' then
+  give_back_lent(ARGV[8])
   for _, e in ipairs(orphans(ARGV[8])) do
     redis.call('LREM', proc_of(ARGV[8]), 1, e)
     redis.call('RPUSH', QUEUE, e)

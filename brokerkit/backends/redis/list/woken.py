@@ -62,11 +62,7 @@ from brokerkit.backends.redis._held import Sent
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis.list.calls import read_batches
 from brokerkit.backends.redis.list.consumer import ConsumerState
-from brokerkit.backends.redis.list.moves import (
-    give_back_lent,
-    moves_reply,
-    moves_transaction,
-)
+from brokerkit.backends.redis.list.moves import moves_reply, moves_transaction
 from brokerkit.backends.redis.list.plan import (
     MOVE_BYTES,
     batches_for,
@@ -149,7 +145,7 @@ class PendingLease:
         if moves <= 0:
             return
         self.nonces, self.batches = self.nonces[:1], self.batches[:1]
-        self.keys = [*state.fetch_keys, *self.batches, self.moving]
+        self.keys = [*state.fetch_keys, *self.batches]
         self.args = [*self.head, "2"]
         self.commands = moves_transaction(
             fetch,
@@ -267,7 +263,7 @@ def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -
             return
         try:
             assert pending.sent is not None  # pending once sent
-            reply, reads = _replies(subscription, pending, fetch, pending.sent.replies())
+            reply, reads = _replies(subscription, pending, pending.sent.replies())
             if reply is None or isinstance(reply, NoScriptError):
                 # Nothing moved to the processing list since: fetches run one at a
                 # time, and the next reads this reply first. Run again, the script
@@ -301,17 +297,14 @@ def confirm_lease(subscription: Subscription, fetch: Lua, keeper: LeaseKeeper) -
 
 
 def _replies(
-    subscription: Subscription, pending: PendingLease, fetch: Lua, replies: list[Any]
+    subscription: Subscription, pending: PendingLease, replies: list[Any]
 ) -> tuple[Any, list[Any]]:
     """The pending call's reply (None: a transaction of moves that did not run, to run
     again without them) and the reads of what it leased behind the element handed out
     (none: read them apart)."""
     if not pending.moves:
         return replies[0], replies[1:]
-    answer = moves_reply(subscription, replies)
-    if answer.stranded:
-        give_back_lent(fetch, pending.keys, pending.head)
-    reply, moved = answer.reply, answer.moved
+    reply, moved = moves_reply(subscription, replies)
     if reply is None or isinstance(reply, Exception) or len(moved) != reply[0] - 1:
         return reply, []
     return reply, [moved]

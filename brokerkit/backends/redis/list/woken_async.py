@@ -60,11 +60,7 @@ from brokerkit.backends.redis._held_async import AsyncSent
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list.calls_async import read_batches
 from brokerkit.backends.redis.list.consumer_async import ConsumerState
-from brokerkit.backends.redis.list.moves_async import (
-    give_back_lent,
-    moves_reply,
-    moves_transaction,
-)
+from brokerkit.backends.redis.list.moves_async import moves_reply, moves_transaction
 from brokerkit.backends.redis.list.plan import (
     MOVE_BYTES,
     batches_for,
@@ -147,7 +143,7 @@ class PendingLease:
         if moves <= 0:
             return
         self.nonces, self.batches = self.nonces[:1], self.batches[:1]
-        self.keys = [*state.fetch_keys, *self.batches, self.moving]
+        self.keys = [*state.fetch_keys, *self.batches]
         self.args = [*self.head, "2"]
         self.commands = moves_transaction(
             fetch,
@@ -267,9 +263,7 @@ async def confirm_lease(
             return
         try:
             assert pending.sent is not None  # pending once sent
-            reply, reads = await _replies(
-                subscription, pending, fetch, await pending.sent.replies()
-            )
+            reply, reads = _replies(subscription, pending, await pending.sent.replies())
             if reply is None or isinstance(reply, NoScriptError):
                 # Nothing moved to the processing list since: fetches run one at a
                 # time, and the next reads this reply first. Run again, the script
@@ -302,18 +296,15 @@ async def confirm_lease(
             state.pending = None
 
 
-async def _replies(
-    subscription: AsyncSubscription, pending: PendingLease, fetch: AsyncLua, replies: list[Any]
+def _replies(
+    subscription: AsyncSubscription, pending: PendingLease, replies: list[Any]
 ) -> tuple[Any, list[Any]]:
     """The pending call's reply (None: a transaction of moves that did not run, to run
     again without them) and the reads of what it leased behind the element handed out
     (none: read them apart)."""
     if not pending.moves:
         return replies[0], replies[1:]
-    answer = moves_reply(subscription, replies)
-    if answer.stranded:
-        await give_back_lent(fetch, pending.keys, pending.head)
-    reply, moved = answer.reply, answer.moved
+    reply, moved = moves_reply(subscription, replies)
     if reply is None or isinstance(reply, Exception) or len(moved) != reply[0] - 1:
         return reply, []
     return reply, [moved]
