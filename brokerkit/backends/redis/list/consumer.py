@@ -48,7 +48,8 @@ class ConsumerState:
         #: ones takes fewer (see FETCH).
         self.element_size = 0
         #: Whether the server refused a fetch by moves (see FETCH, *Moves*): an ACL
-        #: without ``RENAMENX`` or ``MULTI``; then every fetch leases by the script alone.
+        #: without ``RENAMENX``, ``EXEC`` or ``MULTI``; then every fetch leases by the
+        #: script alone.
         self.moves_refused = False
         #: The receipts of the last fetch, in order, and per batch its name and minus
         #: its size: an ack of just these receipts names each batch alone (see

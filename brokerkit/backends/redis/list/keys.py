@@ -35,7 +35,9 @@ class ListKeys:
         they came out of the queue, next-out first) is this + ``<nonce>:<consumer>``.
     :ivar moving_prefix: a consumer's fetch that moves its elements with ``LMOVE``
         renames the queue to this + its name for the moves, and back, within one
-        transaction (see :mod:`.scripts`, *Moves*): no one else ever sees the key.
+        transaction (see :mod:`.scripts`, *Moves*); only a server that refused its
+        ``MULTI`` can leave elements there, until the consumer's next fetch or a
+        rescue gives them back.
     :ivar expiry: HASH of receipt -> ``<lease deadline>.<delivered>``, in server milliseconds.
     :ivar attempts: HASH of the SHA-1 of a raw element (one another program wrote, or
         one published with ``raw=true``) -> its deliveries so far: a raw element goes

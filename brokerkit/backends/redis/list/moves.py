@@ -75,8 +75,8 @@ def moves_transaction(
 
 def moves_reply(subscription: Subscription, replies: list[Any]) -> MovesReply:
     """Read the replies to the subscription's transaction of moves; where the server
-    refused it for good (a refused ``MULTI``, a queued command it had no permission
-    for), the consumer fetches by the script alone from now on (logged)."""
+    refused it for good (a refused ``MULTI``; a queued command, or ``EXEC``, it had no
+    permission for), the consumer fetches by the script alone from now on (logged)."""
     multi, done = replies[0], replies[-1]
     if isinstance(multi, ResponseError):  # each command ran on its own; EXEC failed
         _refuse(subscription, multi)
