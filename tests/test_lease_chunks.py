@@ -13,8 +13,8 @@ import redis
 
 import brokerkit
 from brokerkit.backends.redis._heartbeat import RENEW_CHUNK
-from brokerkit.backends.redis.list.broker import _RESCUE_LEASES
 from brokerkit.backends.redis.list.settle import _EXTENDS_PER_CALL, _RECEIPTS_PER_CALL
+from brokerkit.backends.redis.list.upkeep_calls import RESCUE_LEASES
 from tests.redis_server import RedisServer
 
 HELD = 10_000
@@ -146,7 +146,7 @@ def test_redis_list_rescues_10000_leases_in_bounded_calls(
         handed: list[int] = []
         calls = script_calls(server, lambda: handed.append(rescuer.rescue("many")))
         assert handed == [HELD]
-        assert len(calls) >= HELD // _RESCUE_LEASES  # rescue() runs no other script
+        assert len(calls) >= HELD // RESCUE_LEASES  # rescue() runs no other script
         assert rescuer.inspect("many").in_flight == 0
         assert server.llen(details["queue_key"]) == HELD
         again = rescuer.subscribe("many", prefetch=1000)
@@ -206,7 +206,7 @@ def test_a_consumers_own_rescue_hands_back_every_part_before_it_fetches(
     back in the order rescue() gives them: every bounded call before the next fetch,
     not one fetch between the parts (which took the head of each part out of order)."""
     url = redis_server.url("redis+list")
-    count = 3 * _RESCUE_LEASES
+    count = 3 * RESCUE_LEASES
     crashed = brokerkit.connect(url, visibility_timeout=600)
     other = brokerkit.connect(url)
     try:

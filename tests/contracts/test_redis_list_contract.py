@@ -46,30 +46,14 @@ class TestRedisListByMovesContract(TestRedisListContract):
 
     example_share = 0.5
 
-    @pytest.fixture
-    def make_broker(self, redis_target: RedisTarget, prefix: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-        _by_moves(monkeypatch)
-        url = redis_target.url("redis+list", prefix=prefix)
-
-        def make(**options: object) -> brokerkit.Broker:
-            return brokerkit.connect(url, **options)
-
-        return make
+    @pytest.fixture(autouse=True)
+    def _by_moves(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for module in (list_moves, list_moves_async, list_woken, list_woken_async):
+            monkeypatch.setattr(module, "MOVE_BYTES", 1)
 
 
-class TestRedisListByMovesAsyncContract(TestRedisListContract):
+class TestRedisListByMovesAsyncContract(TestRedisListAsyncContract):
     """The same over the asyncio API, where a receive can be cancelled mid-fetch."""
 
     example_share = 0.3
-
-    @pytest.fixture
-    def make_broker(self, redis_target: RedisTarget, prefix: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-        _by_moves(monkeypatch)
-        url = redis_target.url("redis+list", prefix=prefix)
-        return lambda **options: brokerkit.aio.connect(url, **options)
-
-
-def _by_moves(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every fetch that knows its elements' size leases by moves."""
-    for module in (list_moves, list_moves_async, list_woken, list_woken_async):
-        monkeypatch.setattr(module, "MOVE_BYTES", 1)
+    _by_moves = TestRedisListByMovesContract._by_moves

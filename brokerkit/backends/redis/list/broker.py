@@ -49,12 +49,16 @@ from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import (
     TopicPlan,
     batches_for,
-    consumer_of,
     fetch_receipts,
     new_nonces,
 )
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle import ListSettling, run_on
+from brokerkit.backends.redis.list.upkeep_calls import (
+    RESCUE_LIMIT,
+    inspect_once,
+    rescue_once,
+)
 from brokerkit.backends.redis.list.woken import claim_woken, confirm_lease
 from brokerkit.exceptions import InvalidMessage
 
@@ -66,16 +70,6 @@ _T = TypeVar("_T")
 
 #: LPUSH at most this many values per command (one pipeline still, one round trip).
 _PUSH_CHUNK = 1000
-#: A rescue call visits at most this many lease groups and dead consumers.
-_RESCUE_LIMIT = 1000
-#: A rescue call looks at most at this many leases; the rest wait for the next call,
-#: which a consumer's maintenance makes right after it. Measured on a private Redis
-#: 7.0 handing back 10,000 (one call for all of them took 220 to 310 ms of server
-#: time): expired leases 1 to 1.3 ms a call at the median, 2.7 ms at most; a dead
-#: consumer's 1.6 to 1.9 ms, 4.5 to 6.6 ms at most (each call lists the names of
-#: what is left in its lease hash: HKEYS, as no command the documented ACL grants
-#: reads part of a hash).
-_RESCUE_LEASES = 100
 #: Redis reads a BLMOVE timeout of 0 as "forever": never ask for less than this.
 _MIN_BLOCK = 0.01
 #: Redis ends a blocking command whose timeout passed on its next clock tick (ten a
@@ -384,7 +378,7 @@ class RedisListBroker(ListSettling, Broker):
             )
             if moved or released:
                 state.idle = False
-            if visited < _RESCUE_LIMIT:
+            if visited < RESCUE_LIMIT:
                 break
         wait = self.options.visibility_timeout / 2
         if wait_ms >= 0:
@@ -401,7 +395,7 @@ class RedisListBroker(ListSettling, Broker):
         one is due, or after ``delay_poll_interval`` for ones held meanwhile."""
         state: ConsumerState = subscription.state
         moved, wait_ms = self._consumer_call(
-            subscription, lambda: self._script("RELEASE", state.plan, _RESCUE_LIMIT)
+            subscription, lambda: self._script("RELEASE", state.plan, RESCUE_LIMIT)
         )
         if moved:
             state.idle = False
@@ -448,55 +442,16 @@ class RedisListBroker(ListSettling, Broker):
         while True:
             moved, _, _, visited, *_ = self._call(lambda: self._rescue(plan, ""), topic)
             total += int(moved)
-            if visited < _RESCUE_LIMIT:
+            if visited < RESCUE_LIMIT:
                 return total
 
     def _rescue(self, plan: TopicPlan, own: str) -> list[Any]:
-        """One RESCUE call: first which consumers and batches it may visit (the lease
-        groups due first, the heartbeats ending first, and ``own``), so that their keys
-        are declared; a dead consumer's batches are read and declared in a second call
-        when the first names it. The reply's first six values (see RESCUE)."""
-        keys = plan.keys
-        pipe: Any
-        with self._client.pipeline(transaction=False) as pipe:
-            pipe.zrange(keys.deadlines, 0, _RESCUE_LIMIT - 1)
-            pipe.zrange(keys.consumers, 0, _RESCUE_LIMIT - 1)
-            groups, consumers = pipe.execute()
-        batches = [_text(g) for g in groups]
-        names = [consumer_of(g) for g in batches] + [_text(c) for c in consumers]
-        if own:
-            names.append(own)
-        run = self._scripts["RESCUE"]
-        args = [*plan.common, _RESCUE_LIMIT, own, _RESCUE_LEASES]
-        reply: list[Any] = run(keys=plan.keys_for(names, batches), args=args)
-        if reply[6]:
-            dead = [_text(c) for c in reply[6]]
-            with self._client.pipeline(transaction=False) as pipe:
-                for consumer in dead:
-                    pipe.hkeys(keys.fetches(consumer))
-                fetched = pipe.execute()
-            for consumer, nonces in zip(dead, fetched, strict=True):
-                batches.extend(f"{_text(n)}0:{consumer}" for n in nonces)
-            again: list[Any] = run(keys=plan.keys_for(names, batches), args=args)
-            for index in (0, 2, 4):  # handed back, orphans, held messages released
-                again[index] += reply[index]
-            reply = again
-        return reply[:6]
+        return rescue_once(self._client, self._scripts["RESCUE"], plan, own)
 
     def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)
-
-        def inspect() -> Any:
-            pipe: Any
-            with self._client.pipeline(transaction=False) as pipe:
-                pipe.zrange(plan.keys.consumers, 0, -1)
-                pipe.hkeys(plan.keys.expiry)
-                consumers, receipts = pipe.execute()
-            names = [_text(c) for c in consumers] + [consumer_of(_text(r)) for r in receipts]
-            keys = plan.keys_for(names)
-            return self._scripts["INSPECT"](keys=keys, args=plan.common)
-
-        reply = self._call(inspect, topic)
+        run = self._scripts["INSPECT"]
+        reply = self._call(lambda: inspect_once(self._client, run, plan), topic)
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
     def _list_topics(self) -> list[str]:
@@ -537,7 +492,3 @@ class RedisListBroker(ListSettling, Broker):
         self._settle_held.reader.close()
         self._sender.close()
         self._client.close()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
