@@ -9,15 +9,15 @@ import re
 import pytest
 
 import brokerkit
-from brokerkit.backends.redis.list import schedule, scripts, upkeep
+from brokerkit.backends.redis.list import schedule, scripts, settle_scripts, upkeep
 from brokerkit.backends.redis.list.plan import new_nonces
 from brokerkit.backends.redis.list.preamble import PREAMBLE, with_preamble
 from tests.redis_server import RedisServer
 
 SCRIPTS = {
     "FETCH": scripts.FETCH,
-    "SETTLE": scripts.SETTLE,
-    "EXTEND": scripts.EXTEND,
+    "SETTLE": settle_scripts.SETTLE,
+    "EXTEND": settle_scripts.EXTEND,
     "RESCUE": upkeep.RESCUE,
     "INSPECT": upkeep.INSPECT,
     "HOLD": schedule.HOLD,

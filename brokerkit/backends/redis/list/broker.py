@@ -40,7 +40,7 @@ from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import HeldClient, Reader
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
-from brokerkit.backends.redis.list import schedule, scripts, upkeep
+from brokerkit.backends.redis.list import schedule, scripts, settle_scripts, upkeep
 from brokerkit.backends.redis.list.calls import ListCalls, lease_batch, read_batches
 from brokerkit.backends.redis.list.consumer import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
@@ -105,7 +105,8 @@ class RedisListBroker(ListSettling, Broker):
         self._scripts = {
             name: Lua(self._client, getattr(module, name))
             for module, names in (
-                (scripts, ("FETCH", "SETTLE", "EXTEND")),
+                (scripts, ("FETCH",)),
+                (settle_scripts, ("SETTLE", "EXTEND")),
                 (upkeep, ("RESCUE", "INSPECT")),
                 (schedule, ("HOLD", "RELEASE")),
             )

@@ -38,7 +38,7 @@ from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
-from brokerkit.backends.redis.list import schedule, scripts, upkeep
+from brokerkit.backends.redis.list import schedule, scripts, settle_scripts, upkeep
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls, lease_batch, read_batches
 from brokerkit.backends.redis.list.consumer_async import ConsumerState
 from brokerkit.backends.redis.list.keys import OWN_PARTS, ListKeys, list_keys
@@ -103,7 +103,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         self._scripts = {
             name: AsyncLua(self._client, getattr(module, name))
             for module, names in (
-                (scripts, ("FETCH", "SETTLE", "EXTEND")),
+                (scripts, ("FETCH",)),
+                (settle_scripts, ("SETTLE", "EXTEND")),
                 (upkeep, ("RESCUE", "INSPECT")),
                 (schedule, ("HOLD", "RELEASE")),
             )
