@@ -254,14 +254,10 @@ local function hand_back(e, requeue, reason, due, tag)
   end
 end
 
--- Give the queue back what a transaction of moves left under consumer C's moving key
--- (see FETCH, Moves), when the caller declared it: a server that refused the
--- transaction's MULTI ran its commands one by one, and its last RENAMENX found a queue
--- pushed meanwhile (or another program wrote the key). Its elements go to the queue's
--- head, before what was pushed meanwhile, in order; the shorter of the two lists
--- moves, element by element (through Lua: a repair, not a fetch). The fetch script, and
--- the rescue for a dead consumer and for the caller's own, look. (A message handed back
--- meanwhile, at the head, ends up behind them, and RETURNED then counts others once.)
+-- Give the queue's head back what a transaction of moves run without MULTI left under
+-- consumer C's moving key, if declared (see FETCH, Moves), in order, the shorter list
+-- moving element by element (a repair). A message handed back meanwhile ends up behind
+-- them (RETURNED then counts others once).
 local function give_back_lent(C)
   local moving = STEM .. 'moving:' .. C
   if not DECLARED[moving] or redis.call('EXISTS', moving) == 0 then return end
