@@ -38,13 +38,10 @@ class TestRedisListAsyncContract(TestRedisListContract):
         return lambda **options: brokerkit.aio.connect(url, **options)
 
 
-class TestRedisListByMovesContract(TestRedisListContract):
-    """The same suite with every fetch that knows its elements' size (all but a
-    consumer's first, which a BLMOVE did not wake) leasing by moves, as fetches of
-    elements of ``MOVE_BYTES`` or more do (see FETCH, *Moves*): the suite's bodies are
-    small."""
-
-    example_share = 0.5
+class _ByMoves:
+    """Every fetch that knows its elements' size (all but a consumer's first, which a
+    BLMOVE did not wake) leases by moves, as fetches of elements of ``MOVE_BYTES`` or
+    more do (see FETCH, *Moves*): the suite's bodies are small."""
 
     @pytest.fixture(autouse=True)
     def _by_moves(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,8 +49,13 @@ class TestRedisListByMovesContract(TestRedisListContract):
             monkeypatch.setattr(module, "MOVE_BYTES", 1)
 
 
-class TestRedisListByMovesAsyncContract(TestRedisListAsyncContract):
+class TestRedisListByMovesContract(_ByMoves, TestRedisListContract):
+    """The suite over fetches by moves."""
+
+    example_share = 0.5
+
+
+class TestRedisListByMovesAsyncContract(_ByMoves, TestRedisListAsyncContract):
     """The same over the asyncio API, where a receive can be cancelled mid-fetch."""
 
     example_share = 0.3
-    _by_moves = TestRedisListByMovesContract._by_moves

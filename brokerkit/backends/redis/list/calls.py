@@ -19,6 +19,7 @@ from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_err
 from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis.list.keys import ListKeys
+from brokerkit.backends.redis.list.plan import as_text
 from brokerkit.exceptions import IncompatibleTopic
 
 __all__ = ["ListCalls", "lease_batch", "read_batches"]
@@ -90,7 +91,7 @@ class ListCalls:
         keys = self._keys_of(topic)
         for key, expected in keys.expected_types().items():
             try:
-                found = _text(self._client.type(key))
+                found = as_text(self._client.type(key))
             except redis.RedisError:
                 break
             if found not in ("none", expected):
@@ -175,7 +176,3 @@ def read_batches(client: Any, batches: list[str]) -> list[list[bytes]]:
     for batch in batches:
         pipe.lrange(batch, 0, -1)
     return list(pipe.execute())
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

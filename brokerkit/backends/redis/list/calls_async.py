@@ -18,6 +18,7 @@ from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_err
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list.keys import ListKeys
+from brokerkit.backends.redis.list.plan import as_text
 from brokerkit.exceptions import IncompatibleTopic
 
 __all__ = ["AsyncListCalls", "lease_batch", "read_batches"]
@@ -89,7 +90,7 @@ class AsyncListCalls:
         keys = self._keys_of(topic)
         for key, expected in keys.expected_types().items():
             try:
-                found = _text(await self._client.type(key))
+                found = as_text(await self._client.type(key))
             except redis.RedisError:
                 break
             if found not in ("none", expected):
@@ -174,7 +175,3 @@ async def read_batches(client: Any, batches: list[str]) -> list[list[bytes]]:
     for batch in batches:
         pipe.lrange(batch, 0, -1)
     return list(await pipe.execute())
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -16,6 +16,7 @@ __all__ = [
     "FETCH_BYTES",
     "MOVE_BYTES",
     "TopicPlan",
+    "as_text",
     "batch_of",
     "batch_runs",
     "batches_for",
@@ -95,6 +96,11 @@ class TopicPlan:
             if batch:
                 extra.append(prefix + batch)
         return [*self.script_keys, *dict.fromkeys(extra)]
+
+
+def as_text(value: bytes | str) -> str:
+    """A name Redis returned (a key, a member, a type), as text."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def batch_of(name: str) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from brokerkit.backends.redis._lua_async import AsyncLua
-from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of
+from brokerkit.backends.redis.list.plan import TopicPlan, as_text, consumer_of
 
 __all__ = ["RESCUE_LEASES", "RESCUE_LIMIT", "inspect_once", "rescue_once"]
 
@@ -34,20 +34,20 @@ async def rescue_once(client: Any, run: AsyncLua, plan: TopicPlan, own: str) -> 
         pipe.zrange(keys.deadlines, 0, RESCUE_LIMIT - 1)
         pipe.zrange(keys.consumers, 0, RESCUE_LIMIT - 1)
         groups, consumers = await pipe.execute()
-    batches = [_text(g) for g in groups]
-    names = [consumer_of(g) for g in batches] + [_text(c) for c in consumers]
+    batches = [as_text(g) for g in groups]
+    names = [consumer_of(g) for g in batches] + [as_text(c) for c in consumers]
     if own:
         names.append(own)
     args = [*plan.common, RESCUE_LIMIT, own, RESCUE_LEASES]
     reply: list[Any] = await run(keys=plan.keys_for(names, batches), args=args)
     if reply[6]:
-        dead = [_text(c) for c in reply[6]]
+        dead = [as_text(c) for c in reply[6]]
         async with client.pipeline(transaction=False) as pipe:
             for consumer in dead:
                 pipe.hkeys(keys.fetches(consumer))
             fetched = await pipe.execute()
         for consumer, nonces in zip(dead, fetched, strict=True):
-            batches.extend(f"{_text(n)}0:{consumer}" for n in nonces)
+            batches.extend(f"{as_text(n)}0:{consumer}" for n in nonces)
         again: list[Any] = await run(keys=plan.keys_for(names, batches), args=args)
         for index in (0, 2, 4):  # handed back, orphans, held messages released
             again[index] += reply[index]
@@ -63,9 +63,5 @@ async def inspect_once(client: Any, run: AsyncLua, plan: TopicPlan) -> Any:
         pipe.zrange(plan.keys.consumers, 0, -1)
         pipe.hkeys(plan.keys.expiry)
         consumers, receipts = await pipe.execute()
-    names = [_text(c) for c in consumers] + [consumer_of(_text(r)) for r in receipts]
+    names = [as_text(c) for c in consumers] + [consumer_of(as_text(r)) for r in receipts]
     return await run(keys=plan.keys_for(names), args=plan.common)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
