@@ -227,3 +227,68 @@ def test_a_consumers_own_rescue_hands_back_every_part_before_it_fetches(
     finally:
         crashed.close()
         other.close()
+
+
+def test_a_consumers_maintenance_goes_on_the_connection_of_its_fetches(
+    server: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A consumer's maintenance (here the rescue of a dead consumer's leases: its reads,
+    the script, the dead consumer's batches read and the script again) goes on the
+    connection its fetches use, not through the pool's pipeline and script call (see
+    rescue_once); what it hands back is fetched."""
+    url = redis_server.url("redis+list")
+    crashed = brokerkit.connect(url, visibility_timeout=600)
+    other = brokerkit.connect(url)
+    try:
+        crashed.publish_many("dead", range(3))
+        subscription = crashed.subscribe("dead", prefetch=3, consumer="crashed")
+        assert [subscription.receive(timeout=10) for _ in range(3)]
+        crashed._suspend_renewals()  # type: ignore[attr-defined]  # a hung process
+        again = other.subscribe("dead", prefetch=3, consumer="other")
+        assert again.receive(timeout=0) is None  # its fetches' connection taken
+        details = other.inspect("dead").details
+        server.zadd(details["consumers_key"], {"crashed": server_ms(server) - 1})
+        # its lease groups unknown: the first call finds the consumer dead, and names it
+        # for its batches to be read and declared
+        server.delete(details["deadlines_key"])
+        again.state.next_maintenance = 0.0  # due now, not half a visibility timeout on
+        server.config_set("slowlog-log-slower-than", 0)
+        server.slowlog_reset()
+        try:
+            back = [again.receive(timeout=10) for _ in range(3)]
+        finally:
+            server.config_set("slowlog-log-slower-than", 10_000)
+        assert [d.body for d in back if d is not None] == [0, 1, 2]
+        sent = [
+            (entry["client_address"], entry["command"].split()[0].upper())
+            for entry in server.slowlog_get(1000)
+            # the top-level commands on the topic (a script's own run as "?:0")
+            if not entry["client_address"].startswith(b"?") and b"dead" in entry["command"]
+        ]
+        assert {command for _, command in sent} >= {b"ZRANGE", b"HKEYS", b"EVALSHA"}
+        assert len({address for address, _ in sent}) == 1, sent
+    finally:
+        crashed.close()
+        other.close()
+
+
+def test_a_maintenance_read_refused_raises_and_the_consumer_goes_on(
+    server: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A maintenance read the server refuses (the lease groups' key of another type)
+    raises from receive, and once the key is put right the consumer fetches on the same
+    connection: the error reply was read whole."""
+    other = brokerkit.connect(redis_server.url("redis+list"))
+    try:
+        other.publish("refused", 1)
+        deadlines = other.inspect("refused").details["deadlines_key"]
+        server.set(deadlines, "not a sorted set")
+        subscription = other.subscribe("refused")
+        with pytest.raises(brokerkit.BrokerError, match="holds a string, not a zset"):
+            subscription.receive(timeout=1)
+        server.delete(deadlines)
+        delivery = subscription.receive(timeout=10)
+        assert delivery is not None and delivery.body == 1
+        other.ack(delivery)
+    finally:
+        other.close()

@@ -33,13 +33,17 @@ def connect(redis_broker: Callable[..., Any]) -> Callable[..., Any]:
 
 def _sent(subscription: Any) -> list[list[str]]:
     """The names of the commands of every send of the subscription's fetches from now
-    on (on its kept connection), one list a send."""
+    on (on its kept connection), one list a send; not its maintenance's (the reads and
+    the RESCUE script that go on that connection too)."""
     reader = subscription.state.reader
     send = reader.send
+    rescue = subscription.broker._scripts["RESCUE"].sha
     sent: list[list[str]] = []
 
     def spy(*commands: tuple[Any, ...], packed: Any = None) -> Any:
-        sent.append([str(command[0]) for command in commands])
+        upkeep = commands[0][0] in ("ZRANGE", "HKEYS") or commands[0][1:2] == (rescue,)
+        if not upkeep:
+            sent.append([str(command[0]) for command in commands])
         return send(*commands, packed=packed)
 
     reader.send = spy

@@ -375,7 +375,7 @@ class RedisListBroker(ListSettling, Broker):
         while True:  # calls of a bounded size, all before the next fetch: in order
             moved, wait_ms, _, visited, released, held_ms = self._consumer_call(
                 subscription,
-                lambda: self._rescue(state.plan, subscription.consumer),
+                lambda: self._rescue(state.plan, subscription.consumer, state.reader),
             )
             if moved or released:
                 state.idle = False
@@ -441,13 +441,13 @@ class RedisListBroker(ListSettling, Broker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _, visited, *_ = self._call(lambda: self._rescue(plan, ""), topic)
+            moved, _, _, visited, *_ = self._call(lambda: self._rescue(plan, "", None), topic)
             total += int(moved)
             if visited < RESCUE_LIMIT:
                 return total
 
-    def _rescue(self, plan: TopicPlan, own: str) -> list[Any]:
-        return rescue_once(self._client, self._scripts["RESCUE"], plan, own)
+    def _rescue(self, plan: TopicPlan, own: str, reader: Reader | None) -> list[Any]:
+        return rescue_once(self._client, self._scripts["RESCUE"], plan, own, reader)
 
     def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)

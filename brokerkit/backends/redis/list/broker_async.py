@@ -377,7 +377,7 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         while True:  # calls of a bounded size, all before the next fetch: in order
             moved, wait_ms, _, visited, released, held_ms = await self._consumer_call(
                 subscription,
-                lambda: self._rescue(state.plan, subscription.consumer),
+                lambda: self._rescue(state.plan, subscription.consumer, state.reader),
             )
             if moved or released:
                 state.idle = False
@@ -445,13 +445,13 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         plan = self._topic(check_topic(topic))
         total = 0
         while True:
-            moved, _, _, visited, *_ = await self._call(lambda: self._rescue(plan, ""), topic)
+            moved, _, _, visited, *_ = await self._call(lambda: self._rescue(plan, "", None), topic)
             total += int(moved)
             if visited < RESCUE_LIMIT:
                 return total
 
-    async def _rescue(self, plan: TopicPlan, own: str) -> list[Any]:
-        return await rescue_once(self._client, self._scripts["RESCUE"], plan, own)
+    async def _rescue(self, plan: TopicPlan, own: str, reader: AsyncReader | None) -> list[Any]:
+        return await rescue_once(self._client, self._scripts["RESCUE"], plan, own, reader)
 
     async def _inspect(self, topic: str) -> TopicInfo:
         plan = self._topic(topic)

