@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._acompat import checkpoint
 from brokerkit.backends.redis._held_state import HeldState
+from brokerkit.backends.redis._packing import pack
 
 __all__ = ["AsyncHeldClient", "AsyncReader", "AsyncSent"]
 
@@ -87,9 +88,9 @@ class AsyncReader:
         return await sent.replies()
 
     def pack(self, *commands: tuple[Any, ...]) -> list[bytes] | None:
-        """``commands`` in the bytes :meth:`send` sends for them, packed now by the kept
-        connection's packer (every connection of a pool packs alike), or None when no
-        connection is kept yet. A run of one command repeated (one tuple, as
+        """``commands`` in the bytes :meth:`send` sends for them, packed now for the kept
+        connection (every connection of a pool packs alike: see :mod:`._packing`), or
+        None when no connection is kept yet. A run of one command repeated (one tuple, as
         ``[command] * n`` repeats it) is packed once: redis-py packs each command apart,
         at about 3 us a command."""
         connection = self._state.connection
@@ -104,10 +105,10 @@ class AsyncReader:
                 alone.append(command)
                 continue
             if alone:
-                packed += connection.pack_commands(alone)
+                packed += pack(connection, alone)
                 alone = []
-            packed.append(b"".join(connection.pack_commands((command,))) * times)
-        return packed + connection.pack_commands(alone) if alone else packed
+            packed.append(b"".join(pack(connection, (command,))) * times)
+        return packed + pack(connection, alone) if alone else packed
 
     async def send(
         self, *commands: tuple[Any, ...], packed: list[bytes] | None = None
@@ -126,7 +127,7 @@ class AsyncReader:
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
             spare = await pool.get_connection()
             try:
-                await spare.send_packed_command(packed or spare.pack_commands(commands))
+                await spare.send_packed_command(packed or pack(spare, commands))
             except BaseException:
                 await spare.disconnect()
                 await pool.release(spare)
@@ -138,7 +139,7 @@ class AsyncReader:
                 state.keep(connection, pid)
             elif idle and await _closed_meanwhile(connection):
                 await connection.disconnect()  # the send connects it again
-            await connection.send_packed_command(packed or connection.pack_commands(commands))
+            await connection.send_packed_command(packed or pack(connection, commands))
         except BaseException:
             await self._ended(connection, failed=True)
             raise

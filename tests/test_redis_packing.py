@@ -1,0 +1,109 @@
+"""The commands a kept connection sends are packed by hiredis's packer into the very
+bytes redis-py's connection would write (``redis/_packing.py``), and by the connection
+itself wherever the two could differ."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.connection import Connection
+from redis.exceptions import DataError
+
+from brokerkit.backends.redis import _packing
+from brokerkit.backends.redis._packing import pack
+
+_ARGUMENTS = st.one_of(
+    st.text(),  # lone surrogates too: both refuse them alike
+    st.binary(max_size=9000),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_COMMANDS = st.lists(
+    st.tuples(st.sampled_from(["EVALSHA", "LMOVE", "SET"]), st.lists(_ARGUMENTS, max_size=8)),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _written(packed: list[bytes]) -> bytes:
+    return b"".join(packed)
+
+
+@pytest.mark.parametrize("connection", [Connection(), aioredis.Connection()], ids=["sync", "async"])
+@given(commands=_COMMANDS)
+def test_pack_writes_what_the_connection_would(connection: Any, commands: Any) -> None:
+    as_tuples = [(name, *args) for name, args in commands]
+    try:
+        expected = _written(connection.pack_commands(as_tuples))
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            pack(connection, as_tuples)
+        return
+    packed = pack(connection, as_tuples)
+    assert _written(packed) == expected
+    # a run of small commands goes in one write: never two small writes in a row
+    small = [len(piece) < _packing._JOIN_BELOW for piece in packed]
+    assert not any(a and b for a, b in itertools.pairwise(small))
+
+
+def test_a_run_of_small_commands_is_one_write_and_a_big_one_its_own() -> None:
+    body = b"x" * 10_000
+    packed = pack(Connection(), [("MULTI",), ("LPUSH", "q", body), ("EXEC",), ("PING",)])
+    assert [len(p) < _packing._JOIN_BELOW for p in packed] == [True, False, True]
+
+
+def test_without_hiredis_the_connection_packs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_packing, "_pack_command", None)
+    calls: list[Any] = []
+    connection = Connection()
+    real = connection.pack_commands
+    connection.pack_commands = lambda commands: calls.append(commands) or real(commands)  # type: ignore[method-assign]
+    assert _written(pack(connection, [("SET", "k", 1)])) == _written(real([("SET", "k", 1)]))
+    assert calls == [[("SET", "k", 1)]]
+
+
+@pytest.mark.parametrize(
+    ("connection", "text", "sent"),
+    [
+        (Connection(encoding="latin-1"), "é", b"\xe9"),
+        (Connection(encoding_errors="replace"), "\ud800", b"?"),
+    ],
+    ids=["latin-1", "errors=replace"],
+)
+def test_another_encoding_is_packed_by_the_connection(
+    connection: Connection, text: str, sent: bytes
+) -> None:
+    """hiredis writes text as strict UTF-8: a connection set to encode otherwise packs
+    its own commands, so that what goes out is what redis-py would send."""
+    written = _written(pack(connection, [("SET", "k", text)]))
+    assert written == _written(connection.pack_commands([("SET", "k", text)]))
+    assert written.endswith(b"\r\n" + sent + b"\r\n")
+
+
+@pytest.mark.parametrize("value", [True, None, object()])
+def test_what_redis_py_refuses_it_refuses_with_its_own_error(value: object) -> None:
+    with pytest.raises(DataError):
+        pack(Connection(), [("SET", "k", value)])
+
+
+def test_a_kept_connection_sends_what_hiredis_packed(redis_client: redis.Redis) -> None:
+    """End to end, on a real server: the reader's commands arrive whole."""
+    from brokerkit.backends.redis._held import Reader
+
+    reader = Reader(redis_client)
+    try:
+        key = "brokerkit-test-packing"
+        body = "é" * 5000
+        assert reader.execute_many(("SET", key, body), ("GET", key), ("DEL", key)) == [
+            b"OK",
+            body.encode(),
+            1,
+        ]
+    finally:
+        reader.close()
