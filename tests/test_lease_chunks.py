@@ -282,13 +282,21 @@ def test_a_maintenance_read_refused_raises_and_the_consumer_goes_on(
     try:
         other.publish("refused", 1)
         deadlines = other.inspect("refused").details["deadlines_key"]
-        server.set(deadlines, "not a sorted set")
         subscription = other.subscribe("refused")
+        first = subscription.receive(timeout=0)  # its connection taken
+        assert first is not None
+        other.ack(first)
+        kept = subscription.state.reader._state.connection
+        assert kept is not None
+        other.publish("refused", 2)
+        subscription.state.next_maintenance = 0.0  # due now
+        server.set(deadlines, "not a sorted set")
         with pytest.raises(brokerkit.BrokerError, match="holds a string, not a zset"):
             subscription.receive(timeout=1)
         server.delete(deadlines)
         delivery = subscription.receive(timeout=10)
-        assert delivery is not None and delivery.body == 1
+        assert subscription.state.reader._state.connection is kept
+        assert delivery is not None and delivery.body == 2
         other.ack(delivery)
     finally:
         other.close()

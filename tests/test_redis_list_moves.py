@@ -37,11 +37,16 @@ def _sent(subscription: Any) -> list[list[str]]:
     the RESCUE script that go on that connection too)."""
     reader = subscription.state.reader
     send = reader.send
-    rescue = subscription.broker._scripts["RESCUE"].sha
+    rescue = subscription.broker._scripts["RESCUE"]
     sent: list[list[str]] = []
 
     def spy(*commands: tuple[Any, ...], packed: Any = None) -> Any:
-        upkeep = commands[0][0] in ("ZRANGE", "HKEYS") or commands[0][1:2] == (rescue,)
+        first = commands[0]
+        upkeep = (
+            first[0] in ("ZRANGE", "HKEYS")
+            or first[1:2] == (rescue.sha,)
+            or first[1:3] == ("LOAD", rescue.script)
+        )
         if not upkeep:
             sent.append([str(command[0]) for command in commands])
         return send(*commands, packed=packed)

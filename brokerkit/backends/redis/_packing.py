@@ -7,10 +7,14 @@ hiredis's packer alone takes 1.7 us (measured with redis-py 8.2 and hiredis 3.5)
 consumer packs two such calls for every 100 messages it fetches and acks. hiredis's
 packer sends what redis-py's encoder sends for the arguments brokerkit passes (``str``
 as UTF-8, ``int`` and ``float`` as their ``repr``, ``bytes`` as they are), so with
-hiredis installed and a connection that encodes as redis-py does by default (UTF-8,
-strict), it packs them; anything else (no hiredis, another encoding, an argument
-hiredis does not take, such as ``None``, which redis-py refuses with its own error) is
-packed by the connection, as redis-py would.
+a hiredis that redis-py itself uses (``redis.utils.HIREDIS_AVAILABLE``) and a
+connection that encodes as redis-py does by default (UTF-8, strict), it packs them;
+anything else is packed by the connection, as redis-py would: no hiredis, another
+encoding, an argument hiredis does not take (``None``, ``bool``, ``bytearray``: redis-py
+refuses or converts them with its own rules), a command name of more than one word
+(``"SCRIPT LOAD"``, which redis-py splits), no command at all. A ``memoryview``
+argument must be contiguous (hiredis reads its buffer as one run of bytes); brokerkit
+passes none: bodies are ``bytes`` by then.
 """
 
 from __future__ import annotations
@@ -18,23 +22,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis.utils import HIREDIS_AVAILABLE
+
 __all__ = ["pack"]
 
-_pack_command: Callable[[tuple[Any, ...]], bytes] | None
-try:
+_pack_command: Callable[[tuple[Any, ...]], bytes] | None = None
+if HIREDIS_AVAILABLE:  # (an older hiredis redis-py does not use is not used here either)
     from hiredis import pack_command as _pack_command
-except ImportError:  # redis-py without its hiredis extra
-    _pack_command = None
 
 #: Packed commands up to this size are joined into one write, a bigger one is written
 #: alone (redis-py's own cutoff: a body is not copied into a buffer again).
-_JOIN_BELOW = 6000
+_JOIN_UP_TO = 6000
 
 
 def pack(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
     """``commands`` in the bytes ``connection.send_packed_command`` writes, as
     ``connection.pack_commands`` packs them."""
-    if _pack_command is None or not _encodes_as_hiredis(connection):
+    if (
+        _pack_command is None
+        or not _encodes_as_hiredis(connection)
+        or not all(command and _one_word(command[0]) for command in commands)
+    ):
         return list(connection.pack_commands(commands))
     try:
         pieces = [_pack_command(command) for command in commands]
@@ -43,7 +51,7 @@ def pack(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
     out: list[bytes] = []
     small: list[bytes] = []
     for piece in pieces:
-        if len(piece) < _JOIN_BELOW:
+        if len(piece) <= _JOIN_UP_TO:
             small.append(piece)
             continue
         if small:
@@ -53,6 +61,16 @@ def pack(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
     if small:
         out.append(b"".join(small))
     return out
+
+
+def _one_word(name: object) -> bool:
+    """Whether redis-py sends the command name ``name`` as it is: it splits a ``str``
+    name at any whitespace (``"SCRIPT LOAD"`` goes as two arguments, ``""`` as none)
+    and a ``bytes`` one that holds a space."""
+    if isinstance(name, str):
+        encoded = name.encode()
+        return encoded.split() == [encoded]
+    return not isinstance(name, bytes) or b" " not in name
 
 
 def _encodes_as_hiredis(connection: Any) -> bool:
