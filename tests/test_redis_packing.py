@@ -62,10 +62,12 @@ def test_a_run_of_small_commands_is_one_write_and_a_big_one_its_own() -> None:
     assert [len(p) <= _packing._JOIN_UP_TO for p in packed] == [True, False, True]
 
 
-def test_with_hiredis_the_connection_does_not_pack(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("connection", [Connection(), aioredis.Connection()], ids=["sync", "async"])
+def test_with_hiredis_the_connection_does_not_pack(
+    monkeypatch: pytest.MonkeyPatch, connection: Any
+) -> None:
     """The default connection's commands go to hiredis's packer (redis-py's own packing
     is never called), which the speed of every fetch and ack depends on."""
-    connection = Connection()
 
     def refuse(commands: Any) -> Any:
         raise AssertionError("packed by the connection")
