@@ -440,6 +440,37 @@ def test_publishes_from_many_threads_and_tasks_share_the_kept_connection_or_the_
 
 
 @pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_acks_from_many_threads_and_tasks_share_the_settling_connection_or_the_pools(
+    scheme: str, redis_target: RedisTarget, prefix: str
+) -> None:
+    """A settlement goes on the connection the broker keeps for settlements when it is
+    free, else on one of the pool's (sent and read as on the kept one): from many
+    threads (sync) and many tasks (asyncio) at once, every ack is applied once and
+    nothing is left in flight."""
+    url = redis_target.url(scheme)
+    with brokerkit.connect(url, prefix=prefix) as broker:
+        broker.publish_many("jobs", range(400))
+        got = list(broker.consume("jobs", prefetch=100, limit=400, timeout=5))
+        assert sorted(d.body for d in got) == list(range(400))
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda d: broker.ack(d), got))
+        assert broker._settle_held.reader._state.connection is not None  # type: ignore[attr-defined]
+        assert broker.inspect("jobs").in_flight == 0
+
+    async def main() -> int:
+        async with brokerkit.aio.connect(url, prefix=prefix) as broker:
+            await broker.publish_many("tasks", range(400))
+            subscription = await broker.subscribe("tasks", prefetch=100)
+            deliveries = [await subscription.receive(timeout=5) for _ in range(400)]
+            assert None not in deliveries
+            await asyncio.gather(*(d.ack() for d in deliveries if d is not None))
+            await subscription.close()
+            return (await broker.inspect("tasks")).in_flight
+
+    assert asyncio.run(main()) == 0
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
 def test_a_publish_after_the_server_closed_the_idle_kept_connection_goes_through(
     scheme: str, redis_server: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

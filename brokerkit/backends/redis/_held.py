@@ -11,9 +11,9 @@ around every command: its locks, its poll of the socket and its bookkeeping cost
 as a consumer spends on a third of a fetched batch of 100 messages. A subscription
 fetches once at a time (its fetch lock), so it keeps one connection of the broker's
 pool for its reads, taken on its first read and given back when it is closed; the
-settlements take the broker's settling connection in turn (see
-``StreamSettling._settle_scripts`` and ``ListSettling._run_held``), and the pool's when
-another one has it.
+settlements go on the broker's settling connection (see
+``StreamSettling._settle_scripts`` and ``ListSettling._run_held``), and one that finds
+another on it on a connection of the pool's, sent and read here all the same.
 
 The promise: the connection is never used by two commands at once (a command that
 finds one under way, as after a cancelled receive whose fetch runs on, takes a

@@ -124,7 +124,6 @@ class RedisListBroker(ListSettling, Broker):
         # never touches a receipt that a settlement has already released.
         self._lease_lock = Lock()
         self._settle_held = HeldClient(Reader(self._client))
-        self._settle_lock = Lock()
         # single publishes: on a connection kept for them when it is free
         self._sender = Reader(self._client)
 

@@ -122,7 +122,6 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         # never touches a receipt that a settlement has already released.
         self._lease_lock = Lock()
         self._settle_held = AsyncHeldClient(AsyncReader(self._client))
-        self._settle_lock = Lock()
         # single publishes: on a connection kept for them when it is free
         self._sender = AsyncReader(self._client)
 

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from brokerkit._acompat import Lock, acquire
+from brokerkit._acompat import Lock
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
@@ -61,10 +61,8 @@ class ListSettling:
     #: Held by a renewal from its look at the held deliveries to its reply, and by a
     #: settlement while it takes its deliveries out of the keeper.
     _lease_lock: Lock
-    #: A connection of the client's pool that settlements take in turn, and the lock
-    #: that says whose turn it is (see :meth:`_run_held`).
+    #: A connection of the client's pool that settlements go on (see :meth:`_run_held`).
     _settle_held: AsyncHeldClient
-    _settle_lock: Lock
     _lease_ms: int
     _topic: Callable[[str], TopicPlan]
 
@@ -223,15 +221,12 @@ class ListSettling:
 
     async def _run_held(self, script: AsyncLua, keys: list[str], args: list[Any]) -> Any:
         """``script`` on the settling connection the broker keeps (see
-        :mod:`.._held_async`), or on the pool's when another call has it (redis-py takes
-        and gives back a pool connection around every command, at ~100k client
-        instructions) or the client is a cluster's."""
+        :mod:`.._held_async`: a call that finds another one on it goes on a connection
+        of the pool's, packed and read as there), or through the client for a
+        cluster's."""
         held: Any = self._settle_held
-        if held.reader.pooled and await acquire(self._settle_lock, 0):
-            try:
-                return await script(keys=keys, args=args, client=held)
-            finally:
-                self._settle_lock.release()
+        if held.reader.pooled:
+            return await script(keys=keys, args=args, client=held)
         return await script(keys=keys, args=args)
 
 

@@ -135,7 +135,6 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
             raise
         self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
         self._settle_held = HeldClient(Reader(self._settle_client))
-        self._settle_lock = Lock()
         # single publishes: on a connection kept for them when it is free
         self._sender = Reader(self._client)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)

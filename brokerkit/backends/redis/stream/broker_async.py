@@ -133,7 +133,6 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             raise
         self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
         self._settle_held = AsyncHeldClient(AsyncReader(self._settle_client))
-        self._settle_lock = Lock()
         # single publishes: on a connection kept for them when it is free
         self._sender = AsyncReader(self._client)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)

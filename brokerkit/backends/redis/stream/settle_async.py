@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
-from brokerkit._acompat import Lock, acquire
+from brokerkit._acompat import Lock
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._message import Message
 from brokerkit._url import BrokerURL
@@ -137,10 +137,9 @@ class StreamSettling:
     #: Held while renewing, and while a nack takes its deliveries out of the
     #: keeper, so that no renewal lands after a requeue and undoes it.
     _lease_lock: Lock
-    #: A connection of the settling client's pool that settlements take in turn,
-    #: and the lock that says whose turn it is (see :meth:`_settle_scripts`).
+    #: A connection of the settling client's pool that settlements go on (see
+    #: :meth:`_settle_scripts`).
     _settle_held: AsyncHeldClient
-    _settle_lock: Lock
 
     if TYPE_CHECKING:  # provided by AsyncBroker
 
@@ -452,15 +451,12 @@ class StreamSettling:
 
     async def _settle_scripts(self, calls: Sequence[Call]) -> list[Any]:
         """:func:`run_scripts` on the settling client; one call on the settling
-        connection the broker keeps (see :mod:`.._held_async`), unless another
-        settlement is using it (that one's pool connection is then taken: redis-py
-        takes and gives back one around every command, at ~100k client instructions)."""
+        connection the broker keeps (see :mod:`.._held_async`: a call that finds another
+        one on it goes on a connection of the pool's, packed and read as there, not
+        through redis-py's command path, at ~100k client instructions a command)."""
         held: Any = self._settle_held
-        if len(calls) == 1 and held.reader.pooled and await acquire(self._settle_lock, 0):
-            try:
-                return await run_scripts(held, calls)
-            finally:
-                self._settle_lock.release()
+        if len(calls) == 1 and held.reader.pooled:
+            return await run_scripts(held, calls)
         return await run_scripts(self._settle_client, calls)
 
     async def _renew_held(self, held: list[AsyncDelivery]) -> list[AsyncDelivery]:
