@@ -232,6 +232,29 @@ def test_a_command_sent_while_one_is_under_way_goes_on_a_connection_of_its_own()
     assert kept.sent == [("BLMOVE",)]
 
 
+@pytest.mark.parametrize("on", ["kept", "spare"])
+def test_a_failed_read_whose_disconnect_fails_too_still_gives_the_connection_back(
+    on: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection whose command failed goes back to the pool even when closing it
+    fails as well (a timeout closing the socket, a second cancellation): the pool never
+    counts it in use for good."""
+
+    def disconnect_fails(self: _Connection) -> None:
+        self.connected = False
+        raise redis.TimeoutError("closing failed too")
+
+    monkeypatch.setattr(_Connection, "disconnect", disconnect_fails)
+    reader, pool = _reader(["first", RedisConnectionError("lost")])
+    assert reader.execute("BLMOVE") == "first"
+    if on == "spare":
+        reader._state.begin(reader_module.os.getpid())  # a command under way on the kept one
+    with pytest.raises(RedisConnectionError, match="lost"):  # the command's own failure
+        reader.execute("EVALSHA", "sha", 0)
+    failed = pool.made[-1]
+    assert failed in pool.released and not failed.connected
+
+
 def test_a_failed_read_of_sent_replies_drops_the_connection() -> None:
     reader, pool = _reader([RedisConnectionError("lost"), "after"])
     sent = reader.send(("EVALSHA", "sha", 0))
@@ -452,10 +475,21 @@ def test_acks_from_many_threads_and_tasks_share_the_settling_connection_or_the_p
         broker.publish_many("jobs", range(400))
         got = list(broker.consume("jobs", prefetch=100, limit=400, timeout=5))
         assert sorted(d.body for d in got) == list(range(400))
+        settling: Any = broker._settle_held.reader  # type: ignore[attr-defined]
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda d: broker.ack(d), got))
-        assert broker._settle_held.reader._state.connection is not None  # type: ignore[attr-defined]
+            list(pool.map(lambda d: broker.ack(d), got[:200]))
+            # the settling connection busy all along: every ack on one of the pool's
+            kept = settling._state.connection
+            assert kept is not None and not settling._state.begin(os.getpid())[0]
+            try:
+                list(pool.map(lambda d: broker.ack(d), got[200:]))
+            finally:
+                settling._state.end(kept)
         assert broker.inspect("jobs").in_flight == 0
+        # and each went back to its pool: none in use but the ones kept
+        readers = [settling, broker._sender]  # type: ignore[attr-defined]
+        in_use = {c for r in readers for c in r._pool._in_use_connections}
+        assert in_use <= {r._state.connection for r in readers}
 
     async def main() -> int:
         async with brokerkit.aio.connect(url, prefix=prefix) as broker:

@@ -30,6 +30,7 @@ parent's connection. A cluster client has no one pool: its commands go through
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from typing import Any
@@ -129,8 +130,7 @@ class AsyncReader:
             try:
                 await spare.send_packed_command(packed or pack(spare, commands))
             except BaseException:
-                await spare.disconnect()
-                await pool.release(spare)
+                await _let_go(pool, spare)
                 raise
             return AsyncSent(self, spare, len(commands), kept=False)
         try:
@@ -152,8 +152,7 @@ class AsyncReader:
         try:
             if failed and connection is not None:
                 state.drop(connection)
-                await connection.disconnect()
-                await pool.release(connection)
+                await _let_go(pool, connection)
         finally:
             if state.end(connection):  # closed while the command was under way
                 await pool.release(connection)
@@ -163,6 +162,18 @@ class AsyncReader:
         connection = self._state.close(os.getpid())
         if connection is not None:
             await self._pool.release(connection)
+
+
+async def _let_go(pool: Any, connection: Any) -> None:
+    """Disconnect ``connection``, whose command failed (a reply may still be on its
+    way), and give it back to ``pool`` even when the disconnect fails too (a timeout
+    closing the socket: the command's own failure is the one the caller raises; a
+    second cancellation goes on)."""
+    try:
+        with contextlib.suppress(Exception):
+            await connection.disconnect()
+    finally:
+        await pool.release(connection)
 
 
 async def _closed_meanwhile(connection: Any) -> bool:
@@ -211,8 +222,7 @@ class AsyncSent:
             if self._kept:
                 await reader._ended(connection, failed=True)
             else:
-                await connection.disconnect()
-                await reader._pool.release(connection)
+                await _let_go(reader._pool, connection)
             raise
         if self._kept:
             await reader._ended(connection, failed=False)
