@@ -112,13 +112,15 @@ def test_what_redis_py_refuses_it_refuses_with_its_own_error(value: object) -> N
         pack(Connection(), [("SET", "k", value)])
 
 
-def test_a_kept_connection_sends_what_hiredis_packed(redis_client: redis.Redis) -> None:
+def test_a_kept_connection_sends_what_hiredis_packed(
+    redis_client: redis.Redis, prefix: str
+) -> None:
     """End to end, on a real server: the reader's commands arrive whole."""
     from brokerkit.backends.redis._held import Reader
 
     reader = Reader(redis_client)
     try:
-        key = "brokerkit-test-packing"
+        key = f"{prefix}:packing"  # a key of this test's own
         body = "é" * 5000
         assert reader.execute_many(("SET", key, body), ("GET", key), ("DEL", key)) == [
             b"OK",
