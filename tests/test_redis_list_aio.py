@@ -451,7 +451,9 @@ async def test_a_consumer_task_cancelled_mid_batch_hands_its_prefetch_back_at_on
     redis_target: RedisTarget, prefix: str
 ) -> None:
     async with brokers_and_client(redis_target, prefix) as (connect, _):
-        broker, other = await connect(visibility_timeout=LONG_VT), await connect()
+        # max_deliveries=1: a hand-back that counted an attempt would dead-letter them
+        broker = await connect(visibility_timeout=LONG_VT, max_deliveries=1)
+        other = await connect(max_deliveries=1)
         ids = await broker.publish_many("orders", range(10))
         in_hand: list[brokerkit.aio.AsyncDelivery] = []
         hung = asyncio.Event()
@@ -470,6 +472,7 @@ async def test_a_consumer_task_cancelled_mid_batch_hands_its_prefetch_back_at_on
         started = time.monotonic()
         back = await _receive_all(await other.subscribe("orders", prefetch=10), 9, timeout=5)
         assert [d.id for d in back] == ids[1:]
+        assert [d.attempt for d in back] == [1] * 9, "nobody saw them: no attempt counted"
         print(f"\n9 prefetched deliveries back {time.monotonic() - started:.3f}s after cancel")
         # The one in hand is the caller's to settle, and still can be.
         (delivery,) = in_hand
@@ -482,7 +485,8 @@ async def test_a_receive_cancelled_during_its_fetch_strands_nothing(
     redis_target: RedisTarget, prefix: str
 ) -> None:
     async with brokers_and_client(redis_target, prefix) as (connect, _):
-        broker, other = await connect(visibility_timeout=LONG_VT), await connect()
+        broker = await connect(visibility_timeout=LONG_VT, max_deliveries=1)
+        other = await connect(max_deliveries=1)
         ids = await broker.publish_many("orders", range(10))
         subscription = await broker.subscribe("orders", prefetch=10)
         task = asyncio.ensure_future(subscription.receive(timeout=5))
@@ -493,6 +497,7 @@ async def test_a_receive_cancelled_during_its_fetch_strands_nothing(
             await task
         back = await _receive_all(await other.subscribe("orders", prefetch=10), 10, timeout=5)
         assert sorted(d.id for d in back) == sorted(ids)
+        assert [d.attempt for d in back] == [1] * 10, "nobody saw them: no attempt counted"
         await other.ack(*back)
         assert (await other.inspect("orders")).in_flight == 0
 

@@ -4,6 +4,7 @@ topic, a batch of receipts at a time. A mixin of :class:`AsyncRedisListBroker`."
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -70,6 +71,9 @@ class ListSettling:
         _lock: threading.Lock
         _subscriptions: weakref.WeakSet[AsyncSubscription]
 
+        @staticmethod
+        def _mark(deliveries: Iterable[AsyncDelivery]) -> None: ...
+
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
         await self._settle_script(deliveries, "ack")
 
@@ -102,6 +106,16 @@ class ListSettling:
                     if subscription.topic in topics and isinstance(state, ConsumerState):
                         state.next_release = min(state.next_release, due)
                         state.due_at = min(state.due_at, due)
+
+    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
+        """Return deliveries that were fetched but never handed to the application (a
+        closed subscription's buffer, a cancelled receive): next out of the queue, as
+        they were. No attempt is counted and none is dead-lettered, since no handler saw
+        them; those whose leases ran out are back already, counted as a rescuer counts."""
+        if deliveries:
+            with contextlib.suppress(StaleDelivery):
+                await self._settle_script(deliveries, "return")
+        self._mark(deliveries)
 
     async def _settle_script(
         self, deliveries: Sequence[AsyncDelivery], mode: str, *extra: Any
@@ -171,9 +185,9 @@ class ListSettling:
         run = self._scripts[script]
         # a settlement waits for replicas (the replicas option); a renewal does not
         durable = self._durable if short is not None else None
-        # A requeue hands each element back to the head of the queue, the last first:
-        # the chunks go in reverse too, so that the first nacked is still next out.
-        backwards = script == "SETTLE" and str(first[0]).startswith("requeue")
+        # A requeue (or a return) puts each element back at the head of the queue, the
+        # last first: the chunks go in reverse too, so that the first is still next out.
+        backwards = script == "SETTLE" and str(first[0]).startswith(("requeue", "return"))
         # an ack and an extension name their receipts by batch (see batch_runs)
         by_batch = script == "EXTEND" or first[0] == "ack"
         stale: list[AsyncDelivery] = []

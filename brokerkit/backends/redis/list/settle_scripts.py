@@ -14,9 +14,12 @@ __all__ = ["EXTEND", "SETTLE"]
 #: "<nonce>:<consumer>", which does not exist); or the batch and minus how many, for the
 #: indexes 0 to how many - 1, in order (the whole of a fetch: one settled with no loop
 #: when every delivery in it is still leased under the batch's lease). Or ARGV[7]
-#: "requeue" or "reject", ARGV[8...] receipts in delivery order. Or
-#: ARGV[7] "requeue+" / "reject+", ARGV[8] delay ms (0: none), ARGV[9] the dead
-#: letter's reason ("": the usual one), ARGV[10...] receipts.
+#: "requeue" or "reject", ARGV[8...] receipts in delivery order; or "return", the
+#: same, for deliveries nobody saw (a closed subscription's buffer, a cancelled
+#: receive): each element goes back to the queue's head as it was, no attempt counted,
+#: never dead-lettered (one whose lease ran out goes back as a rescuer would hand it
+#: back, counted, and is stale). Or ARGV[7] "requeue+" / "reject+", ARGV[8] delay ms
+#: (0: none), ARGV[9] the dead letter's reason ("": the usual one), ARGV[10...] receipts.
 #: Returns the stale receipts (lease expired or taken away), which are left alone
 #: (an expired one still in place is handed back, as a rescuer would).
 SETTLE = with_preamble(
@@ -105,6 +108,9 @@ for i = #ARGV, first, -1 do  -- the first nacked is next out
   elseif not deadline or deadline <= t then
     hand_back(e, true, 'max_deliveries')
     stale[#stale + 1] = r
+  elseif mode == 'return' then  -- nobody saw it: next out, as it was
+    redis.call('RPUSH', QUEUE, e)
+    count_returned(1)
   elseif mode == 'requeue' then
     hand_back(e, true, why or 'max_deliveries', due, r)
   else
