@@ -209,10 +209,11 @@ end
 
 """
     + DEAD_LETTERS
-    + r"""-- Whether an element is raw: no hand-back wrapper and no brokerkit envelope.
+    + r"""-- Whether an element is raw: no hand-back wrapper and no brokerkit envelope (one
+-- that starts like an envelope but is none is raw to the consumer's decoder too).
 local function is_raw(e)
   local head = string.sub(e, 1, 3)
-  if head == 'BK1' then return false end
+  if head == 'BK1' then return envelope(e) == nil end
   return head ~= 'BKR' or wrapped_count(e) == nil
 end
 

@@ -198,7 +198,7 @@ end
 local taken_back = false
 -- A raw element carries its count in the reply (the queue keeps it as it was).
 local function raw_count(e)
-  if e and is_raw(e) and redis.call('HLEN', ATTEMPTS) > 0 then
+  if e and redis.call('HLEN', ATTEMPTS) > 0 and is_raw(e) then
     local n = redis.call('HGET', ATTEMPTS, redis.sha1hex(e))
     if n then return count_text(tonumber(n) or 0) end
   end
