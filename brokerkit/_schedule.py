@@ -7,10 +7,28 @@ import math
 
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["MAX_REASON_LENGTH", "check_nack_delay", "check_reason", "publish_delay"]
+__all__ = [
+    "MAX_REASON_LENGTH",
+    "check_nack_delay",
+    "check_reason",
+    "finite_seconds",
+    "publish_delay",
+]
 
 #: The longest ``reason`` a nack may record on a dead letter, in characters.
 MAX_REASON_LENGTH = 1000
+
+
+def finite_seconds(value: object) -> float | None:
+    """``value`` as seconds if it is a finite int or float (not a bool, not inf or
+    nan, not an int too large for a float), else None: for times read from the wire."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _seconds(name: str, value: object) -> float:

@@ -111,7 +111,13 @@ class Reader:
 
 
 def _status(msg: Msg) -> str | None:
-    if msg.headers and not msg.data:
+    """The status code of a message the server sent about the pull itself, else None.
+
+    A status (404, 408, 409, 100) has no reply subject; every JetStream delivery has
+    one (``$JS.ACK...``), even one with an empty body and a ``Status`` header of its
+    own, which any publisher can store: that one is a message, not the end of a pull.
+    """
+    if not msg.reply and msg.headers and not msg.data:
         status = msg.headers.get("Status")
         return str(status) if status is not None else None
     return None

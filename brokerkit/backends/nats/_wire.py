@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from brokerkit._message import Message
+from brokerkit._schedule import finite_seconds
 
 __all__ = [
     "META_HEADER",
@@ -82,30 +83,43 @@ def decode(
     topic: str, payload: bytes, headers: dict[str, str] | None, stream_seq: int, ts: float
 ) -> Message:
     """The message in a JetStream entry. Never raises: an entry another program wrote
-    (no ``Bk-Meta``) is a raw message, with id ``nats-<stream sequence>``."""
-    text = (headers or {}).get(META_HEADER)
-    if text is not None:
-        try:
-            meta = json.loads(text)
-            message_id, content_type = meta["id"], meta["ct"]
-            published_at = float(meta["ts"])
-            extra = meta.get("h") or {}
-        except (ValueError, KeyError, TypeError):
-            pass
-        else:
-            if (
-                isinstance(message_id, str)
-                and isinstance(content_type, str)
-                and isinstance(extra, dict)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items())
-            ):
-                return Message(message_id, topic, payload, content_type, extra, published_at)
+    (no ``Bk-Meta``, or one that is not brokerkit's: not a JSON object, an id or
+    content type that is not a str, a publish time that is not a finite number,
+    headers that are not str to str) is a raw message, with id ``nats-<stream
+    sequence>``."""
+    found = _envelope(topic, payload, (headers or {}).get(META_HEADER))
+    if found is not None:
+        return found
     plain = {
         str(k): str(v)
         for k, v in (headers or {}).items()
         if isinstance(k, str) and not k.startswith("Nats-")
     }
     return Message(f"nats-{stream_seq}", topic, payload, "application/octet-stream", plain, ts)
+
+
+def _envelope(topic: str, payload: bytes, text: object) -> Message | None:
+    """The message ``Bk-Meta`` describes, or None if it is not brokerkit's."""
+    if not isinstance(text, str):
+        return None
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
+        return None
+    if not isinstance(meta, dict):
+        return None
+    message_id, content_type = meta.get("id"), meta.get("ct")
+    published_at = finite_seconds(meta.get("ts"))
+    extra = meta.get("h") or {}
+    if (
+        isinstance(message_id, str)
+        and isinstance(content_type, str)
+        and published_at is not None
+        and isinstance(extra, dict)
+        and all(isinstance(v, str) for v in extra.values())  # JSON keys are str
+    ):
+        return Message(message_id, topic, payload, content_type, extra, published_at)
+    return None
 
 
 def wire_size(payload: bytes, headers: dict[str, str]) -> int:
