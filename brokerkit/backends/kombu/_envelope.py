@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from brokerkit._message import Message
+from brokerkit._schedule import finite_seconds
 from brokerkit._serializers import BINARY
 
 __all__ = ["HEADER", "attempt_of", "decode", "encode"]
@@ -46,28 +47,26 @@ def encode(message: Message) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
     return message.payload, properties, headers
 
 
-def decode(topic: str, body: Any, properties: Mapping[str, Any], headers: Any) -> Message:
+def decode(topic: str, body: Any, properties: Any, headers: Any) -> Message:
     """The message an AMQP delivery carries. Never raises: what brokerkit did not
-    write is read as a raw payload."""
-    payload = body.encode() if isinstance(body, str) else bytes(body or b"")
+    write (no ``brokerkit`` header, or one that is not a JSON object with a finite
+    numeric ``ts`` and str-valued ``h``) is read as a raw payload."""
+    payload = _payload(body)
+    props: Mapping[str, Any] = properties if isinstance(properties, Mapping) else {}
     table: Mapping[str, Any] = headers if isinstance(headers, Mapping) else {}
-    content_type = properties.get("content_type") or BINARY
-    message_id = properties.get("message_id")
+    content_type = props.get("content_type")
+    if not isinstance(content_type, str) or not content_type:
+        content_type = BINARY
+    message_id = props.get("message_id")
+    message_id = message_id if isinstance(message_id, str) else ""
     facts = _facts(table.get(HEADER))
     if facts is None:
         own = {k: v for k, v in table.items() if isinstance(k, str) and isinstance(v, str)}
-        published = _seconds(properties.get("timestamp"))
-        return Message(str(message_id or ""), topic, payload, str(content_type), own, published)
-    message_headers = dict(facts.get("h") or {})
+        published = _seconds(props.get("timestamp"))
+        return Message(message_id, topic, payload, content_type, own, published)
+    published_at, message_headers = facts
     message_headers.update(_server_dead_letter(table, message_headers))
-    return Message(
-        str(message_id or ""),
-        topic,
-        payload,
-        str(content_type),
-        message_headers,
-        float(facts.get("ts") or 0.0),
-    )
+    return Message(message_id, topic, payload, content_type, message_headers, published_at)
 
 
 def attempt_of(headers: Any, redelivered: bool) -> int:
@@ -80,30 +79,48 @@ def attempt_of(headers: Any, redelivered: bool) -> int:
     return 2 if redelivered else 1
 
 
+def _payload(body: Any) -> bytes:
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogatepass")  # a lone surrogate too
+    return b""
+
+
 def _seconds(stamp: Any) -> float:
     """An AMQP ``timestamp`` property (py-amqp reads it as a naive UTC datetime)."""
     if isinstance(stamp, datetime):
-        return float(calendar.timegm(stamp.utctimetuple()))
-    return float(stamp) if isinstance(stamp, (int, float)) else 0.0
+        try:
+            return float(calendar.timegm(stamp.utctimetuple()))
+        except (OverflowError, ValueError):  # an aware one past the calendar's ends
+            return 0.0
+    return finite_seconds(stamp) or 0.0
 
 
-def _facts(text: Any) -> dict[str, Any] | None:
+def _facts(text: Any) -> tuple[float, dict[str, str]] | None:
+    """The publish time and headers in a ``brokerkit`` header, or None if it is not
+    brokerkit's."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     if not isinstance(text, str):
         return None
     try:
         facts = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         return None
     if not isinstance(facts, dict):
         return None
-    headers = facts.get("h")
-    if headers is not None and not (
-        isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
-    ):
+    stamp = facts.get("ts")
+    published_at = 0.0 if stamp is None else finite_seconds(stamp)
+    if published_at is None:
         return None
-    return facts
+    headers = facts.get("h")
+    if headers is None:
+        headers = {}
+    # JSON object keys are str: only the values need a look.
+    if not (isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())):
+        return None
+    return published_at, dict(headers)
 
 
 def _server_dead_letter(table: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, str]:

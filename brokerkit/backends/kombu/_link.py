@@ -214,18 +214,55 @@ class Link:
 
     def ensure_topic(self, topic: str) -> None:
         """Declare ``topic``'s exchange and default queue, and its dead-letter topic's,
-        so that a message waits for its first consumer (call under the lock)."""
+        so that a message waits for its first consumer (call under the lock).
+
+        :raises InvalidTopic: a name it would declare is too long for AMQP (nothing
+            was declared).
+        """
         from brokerkit._broker import DEFAULT_GROUP
 
         dead = f"{topic}.dlq"
+        self.check_names(topic)
         self.ensure_queue(topic, DEFAULT_GROUP)
         self.ensure_queue(dead, DEFAULT_GROUP)
 
+    def check_names(self, topic: str, group: str | None = None) -> None:
+        """Check every name that declaring ``topic`` (and ``group``'s queue of it)
+        builds, before anything is declared: see :meth:`Names.check`.
+
+        :raises InvalidTopic: one is longer than AMQP allows.
+        """
+        from brokerkit._broker import DEFAULT_GROUP
+
+        dead = f"{topic}.dlq"
+        wanted = [(topic, DEFAULT_GROUP), (dead, DEFAULT_GROUP)]
+        if group is not None:
+            wanted.append((topic, group))
+        self.names.check(
+            name
+            for queue_topic, queue_group in wanted
+            for name in self._names_of_queue(queue_topic, queue_group)
+        )
+
+    def _names_of_queue(self, topic: str, group: str) -> list[str]:
+        """What :meth:`ensure_queue` declares: the queue, its topic's exchange and the
+        dead-letter topic's (named as the queue's ``x-dead-letter-exchange``)."""
+        return [
+            self.names.queue(topic, group),
+            self.names.exchange(topic),
+            self.names.exchange(f"{topic}.dlq"),
+        ]
+
     def ensure_queue(self, topic: str, group: str) -> str:
-        """Declare ``group``'s queue, bound to ``topic``'s exchange; return its name."""
+        """Declare ``group``'s queue, bound to ``topic``'s exchange; return its name.
+
+        :raises InvalidTopic: a name it would declare is too long for AMQP (nothing
+            was declared).
+        """
         queue = self.names.queue(topic, group)
         if queue in self._declared:
             return queue
+        self.names.check(self._names_of_queue(topic, group))
         channel = self.publisher()
         exchange = self._exchange(channel, topic)
         dead = self._exchange(channel, f"{topic}.dlq")

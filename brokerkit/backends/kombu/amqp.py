@@ -160,6 +160,7 @@ class KombuAMQPBroker(Broker):
         topic, group = subscription.topic, subscription.group
 
         def declare() -> str:
+            link.check_names(topic, group)  # all of them, before declaring any
             link.ensure_topic(topic)
             return link.ensure_queue(topic, group)
 
@@ -224,10 +225,32 @@ class KombuAMQPBroker(Broker):
             reader.inbox.clear()
             self._requeue_or_dead_letter(back, requeue=True)
             reader.retiring = True
-            reader.close_if_done()
+            self._retire_if_done(reader)
 
-        if not self._closed:
-            link.call(hand_back, on_channel_error=reader.reset)
+        try:
+            if not self._closed:
+                link.call(hand_back, on_channel_error=reader.reset)
+        finally:
+            # Retired even if that failed: the next sweep forgets it once its channel
+            # is gone (dropped on a channel error, or of a lost connection).
+            reader.retiring = True
+
+    def _retire_if_done(self, reader: Reader) -> None:
+        """Close the channel of a closed subscription's reader once it holds nothing,
+        and forget the reader then (call under the reading link's lock)."""
+        reader.close_if_done()
+        if reader.retiring and reader.channel is None:
+            with self._state_lock:
+                self._readers.discard(reader)
+
+    def _forget_retired(self, link: Link) -> None:
+        """Forget the readers of closed subscriptions whose channel is gone."""
+        with self._state_lock:
+            self._readers -= {
+                r
+                for r in self._readers
+                if r.retiring and (r.channel is None or r.generation != link.generation)
+            }
 
     # -- settling -----------------------------------------------------------------
 
@@ -243,7 +266,7 @@ class KombuAMQPBroker(Broker):
                     continue
                 lease.channel.basic_ack(lease.tag)
                 lease.reader.release(lease)
-                lease.reader.close_if_done()
+                self._retire_if_done(lease.reader)
             return stale
 
         stale = link.call(ack)
@@ -287,7 +310,7 @@ class KombuAMQPBroker(Broker):
             else:
                 lease.channel.basic_reject(lease.tag, requeue=True)
             lease.reader.release(lease)
-            lease.reader.close_if_done()
+            self._retire_if_done(lease.reader)
         return stale
 
     def _dead_letter(self, lease: Lease, reason: str, deliveries: int) -> None:
@@ -338,6 +361,8 @@ class KombuAMQPBroker(Broker):
         """Hand back every delivery whose visibility timeout ran out (the reaper)."""
         if self._closed:
             return
+        if self._reading_link is not None:
+            self._forget_retired(self._reading_link)
         with self._state_lock:
             readers = list(self._readers)
         if any(r.consumer_tag is not None for r in readers):
@@ -373,9 +398,7 @@ class KombuAMQPBroker(Broker):
                 unread = list(reader.inbox)
                 reader.inbox.clear()
                 self._requeue_or_dead_letter(unread, requeue=True)
-                reader.close_if_done()
-            with self._state_lock:
-                self._readers -= {r for r in readers if r.retiring and r.channel is None}
+                self._retire_if_done(reader)
 
         if not self._closed:
             link.call(reap)
@@ -397,9 +420,10 @@ class KombuAMQPBroker(Broker):
             groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
             readers = list(self._readers)
         dead_queue = link.names.queue(self.dead_letter_topic(topic), DEFAULT_GROUP)
+        queues = [link.names.queue(topic, g) for g in groups]
+        link.names.check([*queues, dead_queue])  # queue.declare refuses longer names
 
         def look() -> dict[str, tuple[int, int] | None]:
-            queues = [link.names.queue(topic, g) for g in groups]
             return {q: self._passive(q) for q in [*queues, dead_queue]}
 
         counts = link.call(look)
