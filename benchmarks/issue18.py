@@ -265,24 +265,36 @@ def latency_part(url: str, rounds: int, out: dict[str, Any]) -> list[str]:
 
 
 def scaling_part(url: str, rounds: int, out: dict[str, Any]) -> list[str]:
-    rates = scaling.scaling(url, rounds=rounds, say=_say)
-    out["scaling"] = {side: {str(n): r for n, r in by.items()} for side, by in rates.items()}
+    results = scaling.scaling(url, rounds=rounds, say=_say)
+    out["scaling"] = {
+        side: {str(n): [r._asdict() for r in by_round] for n, by_round in by.items()}
+        for side, by in results.items()
+    }
     lines = [
         "## consume+ack with consumer processes (prefetch 100, 20,000 messages of 100 B)",
         "",
-        "Messages per second over all processes (median over rounds, min..max), and "
-        "the median of per-round ratios to raw redis-py's stream with as many processes.",
+        "Messages per second over all processes (median over rounds, min..max), the "
+        "median of per-round ratios to raw redis-py's stream with as many processes, and "
+        "the CPU time a message (median us, user + system): the consumers' from the "
+        "start to their last ack, the server's over the round. With more processes than "
+        "the machine has cores, the CPU a message costs decides the rate.",
         "",
-        "| processes | side | msg/s | vs raw stream |",
-        "|---:|---|---:|---:|",
+        "| processes | side | msg/s | vs raw stream | consumers' CPU us/msg "
+        "| server's CPU us/msg |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
-    for n in sorted({n for by in rates.values() for n in by}):
-        raw = rates["raw stream"].get(n, [])
+    for n in sorted({n for by in results.values() for n in by}):
+        raw = [r.rate for r in results["raw stream"].get(n, [])]
         for side in scaling.SIDES:
-            values = rates[side].get(n, [])
+            rounds_of = results[side].get(n, [])
+            values = [r.rate for r in rounds_of]
             pairs = [a / b for a, b in zip(values, raw, strict=False) if b]
             vs = _spread(pairs, ".2f") if side != "raw stream" else "-"
-            lines.append(f"| {n} | {side} | {_spread(values, ',.0f')} | {vs} |")
+            client = statistics.median(r.client_us for r in rounds_of) if rounds_of else 0.0
+            server = statistics.median(r.server_us for r in rounds_of) if rounds_of else 0.0
+            lines.append(
+                f"| {n} | {side} | {_spread(values, ',.0f')} | {vs} | {client:.2f} | {server:.2f} |"
+            )
     return [*lines, ""]
 
 
@@ -299,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=11, help="measured rounds (fetch, throughput, latency)"
     )
     parser.add_argument("--count", type=int, default=1000, help="messages per throughput round")
+    parser.add_argument(
+        "--scaling-rounds", type=int, default=3, help="rounds of each process count (scaling)"
+    )
     parser.add_argument("--held", type=int, default=10_000, help="deliveries held (bookkeeping)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where issue18.md/json go")
     args = parser.parse_args(argv)
@@ -316,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory": lambda: memory_part(url, args.held, out),
             "handback": lambda: handback_part(url, out),
             "latency": lambda: latency_part(url, args.rounds, out),
-            "scaling": lambda: scaling_part(url, min(args.rounds, 3), out),
+            "scaling": lambda: scaling_part(url, args.scaling_rounds, out),
         }
         for part in PARTS:
             if part in parts:

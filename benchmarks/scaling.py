@@ -5,35 +5,62 @@ redis-py's stream (``XREADGROUP COUNT 100`` + one ``XACK`` per batch, one group)
 Each process connects and subscribes, then all start together (a barrier); the
 figure is messages over the time from the start to the last ack of any process.
 This machine has two cores shared with the clients, so more than two processes
-mostly measure contention for them.
+mostly measure contention for them: what a message costs the CPUs then decides the
+rate. So each round also counts the consumers' CPU time (user and system, from the
+barrier to their last ack) and the server's (``INFO cpu``, over the round), per
+message.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import resource
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 import brokerkit
 from benchmarks.bookkeeping import delete_prefix
 
-__all__ = ["SIDES", "scaling"]
+__all__ = ["SIDES", "Round", "scaling"]
 
 SIDES = ("redis+list", "redis+stream", "raw stream")
 
 
+class Round(NamedTuple):
+    """One round of one side with some number of consumer processes."""
+
+    #: messages a second over all processes
+    rate: float
+    #: the consumers' CPU time (user + system) a message, in us
+    client_us: float
+    #: the Redis server's CPU time (user + system) a message, in us
+    server_us: float
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _server_cpu_seconds(url: str) -> float:
+    with redis.Redis.from_url(url) as r:
+        info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def _consume(url: str, side: str, key: str, barrier: Any, out: Any) -> None:
-    """One consumer process: drain ``key`` after the barrier, put (first, last, count)."""
+    """One consumer process: drain ``key`` after the barrier, put (first, last, count,
+    CPU seconds from the barrier to the end)."""
     got, last = 0, 0.0
     if side == "raw stream":
         r: Any = redis.Redis.from_url(url)
         consumer = secrets.token_hex(4)
         barrier.wait()
-        first = time.monotonic()
+        first, cpu = time.monotonic(), _cpu_seconds()
         while True:
             reply = r.xreadgroup("g", consumer, {key: ">"}, count=100, block=300)
             ids = [entry_id for _, entries in reply for entry_id, _ in entries]
@@ -47,7 +74,7 @@ def _consume(url: str, side: str, key: str, barrier: Any, out: Any) -> None:
         broker = brokerkit.connect(_broker_url(url, side))
         with broker, broker.subscribe(key, group="g", prefetch=100) as subscription:
             barrier.wait()
-            first = time.monotonic()
+            first, cpu = time.monotonic(), _cpu_seconds()
             pending = []
             while True:
                 delivery = subscription.receive(timeout=0.3)
@@ -63,7 +90,7 @@ def _consume(url: str, side: str, key: str, barrier: Any, out: Any) -> None:
                 broker.ack(*pending)
                 got += len(pending)
                 last = time.monotonic()
-    out.put((first, last, got))
+    out.put((first, last, got, _cpu_seconds() - cpu))
 
 
 def _broker_url(url: str, side: str) -> str:
@@ -98,9 +125,10 @@ def _clean(url: str, side: str, key: str) -> None:
     delete_prefix(url, "bench18s")
 
 
-def _round(url: str, side: str, processes: int, count: int) -> float:
+def _round(url: str, side: str, processes: int, count: int) -> Round:
     key = f"scale-{secrets.token_hex(4)}"
     _fill(url, side, key, count)
+    server_cpu = _server_cpu_seconds(url)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)
     out = context.Queue()
@@ -111,6 +139,7 @@ def _round(url: str, side: str, processes: int, count: int) -> float:
     for worker in workers:
         worker.start()
     results = [out.get(timeout=120) for _ in workers]
+    server_cpu = _server_cpu_seconds(url) - server_cpu
     for worker in workers:
         worker.join(30)
     _clean(url, side, key)
@@ -119,7 +148,8 @@ def _round(url: str, side: str, processes: int, count: int) -> float:
         raise RuntimeError(f"{side}: {processes} processes consumed {got} of {count}")
     started = float(min(r[0] for r in results))
     ended = float(max(r[1] for r in results))
-    return count / (ended - started)
+    client_cpu = float(sum(r[3] for r in results))
+    return Round(count / (ended - started), client_cpu / got * 1e6, server_cpu / got * 1e6)
 
 
 def scaling(
@@ -128,9 +158,9 @@ def scaling(
     count: int = 20_000,
     rounds: int = 3,
     say: Callable[[str], None] = print,
-) -> dict[str, dict[int, list[float]]]:
-    """side -> processes -> msg/s per round (sides alternating within each round)."""
-    rates: dict[str, dict[int, list[float]]] = {side: {} for side in SIDES}
+) -> dict[str, dict[int, list[Round]]]:
+    """side -> processes -> each round's figures (sides alternating within each round)."""
+    rates: dict[str, dict[int, list[Round]]] = {side: {} for side in SIDES}
     for n in processes:
         say(f"scaling: {n} consumer process(es), {rounds} rounds of {count} messages")
         for index in range(rounds):
