@@ -25,7 +25,8 @@ class StreamGroupInfo(GroupInfo):
         are below the stream's first id): they can still be acked, but if they are
         never acked they cannot be redelivered.
     :ivar lost_to_trimming: pending entries found gone when a consumer tried to
-        reclaim them; they were acked and counted here instead of being redelivered.
+        reclaim, requeue, delay or hand them back; they were acked and counted here
+        instead of being redelivered.
     """
 
     last_delivered_id: str = "0-0"
@@ -41,6 +42,10 @@ class StreamTopicInfo(TopicInfo):
     :ivar first_id: the id of the oldest entry kept (None when the stream is empty).
     :ivar last_id: the id of the newest entry kept (None when the stream is empty).
     :ivar last_generated_id: the last id XADD handed out (survives trimming).
+    :ivar oldest_in_flight_age: the longest idle time (seconds since delivery or
+        the last lease renewal) of a pending entry a member holds; entries requeued
+        or handed back and not claimed again, and delayed retries, are left out
+        (they wait for a member). None when no member holds an entry.
     :ivar trimmed_pending: over all groups, see :class:`StreamGroupInfo`.
     :ivar lost_to_trimming: over all groups, see :class:`StreamGroupInfo`.
     """

@@ -17,6 +17,14 @@ from brokerkit.backends.redis.stream.scripts import text
 
 __all__ = ["inspect_stream"]
 
+#: A pending entry idle this long (ms: 31 years) was backdated to the epoch by a
+#: requeue or a hand-back (``XCLAIM ... TIME 0``, see :data:`.scripts.NACK`): it
+#: waits for any member to claim it, and no member has it out.
+_BACKDATED_MS = 10**12
+
+#: Pending entries read a call while looking for the longest-idle one.
+_PENDING_PAGE = 1000
+
 
 async def inspect_stream(
     client: aioredis.Redis,
@@ -56,19 +64,13 @@ async def inspect_stream(
     groups = []
     oldest: float | None = None
     for raw in await client.xinfo_groups(key):
-        group, parked = await _group(client, scripts, key, raw, length, first, last, lost)
+        group = await _group(client, scripts, key, raw, length, first, last, lost)
         groups.append(group)
         held += int(await client.zcard(delayed_key_of(group.name)))
         if group.pending:
-            # The oldest pending entry that is in flight, not parked for a delayed retry.
-            head = await client.xpending_range(key, group.name, "-", "+", parked + 1)
-            ages = [
-                int(str(p["time_since_delivered"])) / 1000
-                for p in head
-                if p["consumer"] not in (PARKING, PARKING.encode())
-            ]
-            if ages:
-                oldest = ages[0] if oldest is None else max(oldest, ages[0])
+            age = await _longest_out(client, key, group.name)
+            if age is not None:
+                oldest = age if oldest is None else max(oldest, age)
     return StreamTopicInfo(
         topic=topic,
         length=length,
@@ -96,8 +98,8 @@ async def _group(
     first: str | None,
     last: str | None,
     lost: Mapping[str, int],
-) -> tuple[StreamGroupInfo, int]:
-    """The group's info, and how many of its pending entries are parked delayed retries."""
+) -> StreamGroupInfo:
+    """The group's info."""
     name = text(raw["name"])
     pending = int(raw["pending"])
     delivered = text(raw["last-delivered-id"])
@@ -133,7 +135,28 @@ async def _group(
         trimmed_pending=trimmed,
         lost_to_trimming=lost.get(name, 0),
     )
-    return info, parked
+    return info
+
+
+async def _longest_out(client: aioredis.Redis, key: str, group: str) -> float | None:
+    """Seconds the longest-idle entry a member of ``group`` holds has been idle, or
+    None when no member holds one. Entries requeued or handed back and not claimed
+    again (backdated to the epoch) and delayed retries (parked) are pending but out
+    with nobody, so they are left out. The idle time, not the lowest id: a claim or a
+    renewal resets an entry's idle time, whatever its id. Reads the whole pending
+    entries list, :data:`_PENDING_PAGE` entries a call."""
+    longest: int | None = None
+    start = "-"
+    while True:
+        page = await client.xpending_range(key, group, start, "+", _PENDING_PAGE)
+        for p in page:
+            idle = int(str(p["time_since_delivered"]))
+            if idle < _BACKDATED_MS and p["consumer"] not in (PARKING, PARKING.encode()):
+                longest = idle if longest is None else max(longest, idle)
+        if len(page) < _PENDING_PAGE:
+            return None if longest is None else longest / 1000
+        last = page[-1]["message_id"]
+        start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
 
 
 async def _oldest_waiting(

@@ -217,8 +217,20 @@ async def read_log(
     block = None if not timeout else max(1, int(timeout * 1000))
     with translate_errors(url, topic):
         reply = await client.xread({key: position}, count=count, block=block)
-    entries = reply[0][1] if reply else []
     return [
         LogEntry(text(entry_id), decode_entry(topic, dict(fields), raw_content_type, body_field))
-        for entry_id, fields in entries
+        for entry_id, fields in _entries(reply)
     ]
+
+
+def _entries(reply: Any) -> list[Any]:
+    """The entries of a one-stream ``XREAD`` reply, in any shape redis-py gives it:
+    ``[[key, entries]]`` (RESP2), ``{key: [entries]}`` (RESP3: redis-py wraps the
+    entries in a list), ``{key: entries}`` (``legacy_responses=False``); empty when
+    nothing came."""
+    if not reply:
+        return []
+    got: list[Any] = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    if got and isinstance(got[0], list):  # RESP3's extra list; an entry is a tuple
+        got = got[0]
+    return got

@@ -101,7 +101,7 @@ class StreamReaping:
         # no longer pending for this consumer and does nothing (one dead letter).
         self._reconnector.call(
             lambda: self._scripts.nack(
-                keys=[state.key, dlq, state.delayed_key, state.wake_key],
+                keys=[state.key, dlq, state.delayed_key, state.wake_key, state.lost_key],
                 args=args,
                 client=self._settle_client,
             ),

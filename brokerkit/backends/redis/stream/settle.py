@@ -289,7 +289,8 @@ class StreamSettling:
                 dlq = self._keys.topic(self.dead_letter_topic(topic))
                 delayed = self._keys.topic(topic, "delayed", receipt.group)
                 wake = self._keys.topic(topic, "wake", receipt.group)
-                calls.append((self._scripts.nack, [receipt.key, dlq, delayed, wake], args))
+                lost = self._keys.topic(topic, "lost")
+                calls.append((self._scripts.nack, [receipt.key, dlq, delayed, wake, lost], args))
             replies = self._run_settling(calls, flags_at=4, unconfirmed=unconfirmed)
         except Exception:
             self._keeper.hold(d for d in deliveries if not d.settled)
