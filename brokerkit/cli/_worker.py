@@ -3,7 +3,7 @@
 Exit status: 0 after a stop from the program's code and a clean drain; 128 + the
 signal after SIGINT (130) or SIGTERM (143); 1 when handlers were still running at the
 end of the grace period (or after a second signal) and 2 when the worker cannot be
-imported or found.
+imported or found, or has no broker and none is given.
 """
 
 from __future__ import annotations
@@ -75,6 +75,12 @@ def worker(
     """
     found = load_worker(target)
     url = url or os.environ.get(URL_ENV) or None
+    if url is None and found.broker is None:
+        raise typer.BadParameter(
+            f"{target} has no broker of its own: give the broker URL (such as "
+            f"redis+stream://localhost:6379/0) or set ${URL_ENV}",
+            param_hint="URL",
+        )
     if grace is not None:
         found.grace = grace
     if concurrency is not None:

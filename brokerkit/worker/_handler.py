@@ -24,6 +24,8 @@ class HandlerSpec:
     :ivar group: the consumer group (None: the broker's default group).
     :ivar concurrency: handler slots: at most this many run at once.
     :ivar prefetch: at most this many deliveries wait, leased, for a free slot.
+    :ivar prefetch_follows: whether ``prefetch`` was left to its default, which is
+        ``concurrency`` (and follows it when :meth:`with_concurrency` changes that).
     """
 
     function: Callable[..., Any]
@@ -34,6 +36,7 @@ class HandlerSpec:
     retry: RetryPolicy
     name: str
     binding: Binding
+    prefetch_follows: bool = False
 
     @property
     def is_coroutine(self) -> bool:
@@ -41,8 +44,11 @@ class HandlerSpec:
         return is_async_callable(self.function)
 
     def with_concurrency(self, concurrency: int) -> HandlerSpec:
-        """The same handler with ``concurrency`` slots (the CLI's ``--concurrency``)."""
-        return replace(self, concurrency=_count("concurrency", concurrency, 1))
+        """The same handler with ``concurrency`` slots (the CLI's ``--concurrency``);
+        a prefetch left to its default becomes ``concurrency`` too."""
+        concurrency = _count("concurrency", concurrency, 1)
+        prefetch = concurrency if self.prefetch_follows else self.prefetch
+        return replace(self, concurrency=concurrency, prefetch=prefetch)
 
     def check(self, backend: type[Any]) -> None:
         """Refuse what the backend cannot do for this handler.
@@ -89,6 +95,7 @@ def make_spec(
     if group is not None:
         check_topic(group)
     concurrency = _count("concurrency", concurrency, 1)
+    follows = prefetch is None
     prefetch = concurrency if prefetch is None else _count("prefetch", prefetch, 0)
     if retry is None:
         retry = Immediate()
@@ -104,4 +111,6 @@ def make_spec(
             f"handler {label} is a coroutine function; run it with brokerkit.aio.Worker, "
             "or make it a plain function"
         )
-    return HandlerSpec(function, topic, group, concurrency, prefetch, retry, label, binding)
+    return HandlerSpec(
+        function, topic, group, concurrency, prefetch, retry, label, binding, follows
+    )

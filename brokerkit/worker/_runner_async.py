@@ -15,19 +15,18 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from brokerkit._acompat import Background, Event, HandlerCalls, spawn
+from brokerkit._acompat import Background, Event, HandlerCalls, sleep, spawn
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
-from brokerkit._compat import is_async_callable
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import RELAY
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._schedule import MAX_REASON_LENGTH
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError
+from brokerkit.worker._call import HandlerCall, NotStarted
 from brokerkit.worker._handler import HandlerSpec
 from brokerkit.worker._stats import HandlerStats
 from brokerkit.worker._typed import InvalidBody
@@ -57,10 +56,13 @@ class AsyncRunner:
         self._subscription: AsyncSubscription | None = None
         self._slots: list[Background] = []
         self._renewer: Background | None = None
-        # The deliveries being handled; a plain lock (never held across I/O), since the
-        # slots are threads in the sync worker and the renewal reads the set.
-        self._active: set[AsyncDelivery] = set()
+        # The deliveries being handled, each with its call, and those whose handler
+        # thread an abandon left running (kept until the thread ends, so that their
+        # leases are renewed meanwhile); a plain lock (never held across I/O), since
+        # the slots are threads in the sync worker and the renewal reads the map.
+        self._active: dict[AsyncDelivery, HandlerCall] = {}
         self._active_lock = threading.Lock()
+        self._abandoned = False
         self._limit = spec.retry.limit(broker.options.max_deliveries)
 
     async def start(self) -> None:
@@ -80,19 +82,40 @@ class AsyncRunner:
         """Whether a slot is still running (a handler, or a receive about to end)."""
         return any(not slot.done for slot in self._slots)
 
-    async def stop_fetching(self) -> None:
-        """Fetch no more; hand back the deliveries waiting for a slot. Handlers in
-        progress go on."""
+    def stop_fetching(self) -> None:
+        """Fetch no more: a slot takes no new delivery from now on (one it receives is
+        handed back). Handlers in progress go on. Set on every runner of a worker
+        before any :meth:`close`, which waits for a fetch in progress."""
         self._draining.set()
-        if self._subscription is not None:
+
+    async def close(self) -> None:
+        """Stop fetching (if not yet) and hand back the deliveries waiting for a slot.
+        Never raises: an error is logged (the worker closes its runners side by side)."""
+        self._draining.set()
+        if self._subscription is None:
+            return
+        try:
             await self._subscription.close()
+        except Exception as exc:
+            log.error(
+                "handler %s: closing its subscription failed: %s",
+                *(self.spec.name, exc),
+                exc_info=exc,
+                extra=log_fields(self.spec.topic, self.spec.group),
+            )
 
     async def abandon(self) -> None:
         """Stop at once. Where the slot is a task it is cancelled: a coroutine handler
         still running is nacked (an attempt counted), a delivery not yet given to its
         handler is handed back, and one whose handler thread still runs keeps its
-        lease (see :meth:`_cut_short`). A slot thread cannot be stopped, and its
-        delivery comes back after the visibility timeout unless the handler ends."""
+        lease (see :meth:`_cut_short`). A slot thread cannot be stopped: a handler
+        it runs keeps its lease while it runs, and its result is then dropped (its
+        delivery comes back after the visibility timeout); one it has not started yet
+        is never started, and its delivery is handed back."""
+        with self._active_lock:
+            self._abandoned = True
+            for call in self._active.values():
+                call.abandon()
         for slot in self._slots:
             await slot.join(0)
         deadline = time.monotonic() + 1.0
@@ -101,10 +124,19 @@ class AsyncRunner:
                 await slot.join(max(deadline - time.monotonic(), 0.0))
 
     async def finish(self) -> None:
-        """Stop renewing leases (after the drain, or after :meth:`abandon`)."""
+        """Stop renewing leases (after the drain, or after :meth:`abandon`), except
+        those of deliveries whose handler thread still runs: renewed until each thread
+        ends or the broker closes, so that no other consumer gets them meanwhile."""
         self._finished.set()
-        if self._renewer is not None:
+        if self._renewer is not None and not self._held():
             await self._renewer.join(1.0)
+
+    def _held(self) -> list[AsyncDelivery]:
+        """The unsettled deliveries being handled (forgetting those settled)."""
+        with self._active_lock:
+            for delivery in [d for d in self._active if d.settled]:
+                del self._active[delivery]
+            return list(self._active)
 
     # -- the slots ----------------------------------------------------------------
 
@@ -156,31 +188,57 @@ class AsyncRunner:
 
     async def _handle(self, delivery: AsyncDelivery, waiting: int) -> None:
         self.stats.started(waiting)
+        call = HandlerCall(delivery)
         with self._active_lock:
-            self._active.add(delivery)
-        call = _Call(delivery)
+            self._active[delivery] = call
+            if self._abandoned:
+                call.abandon()
         try:
             await self._run(delivery, call)
+        except Exception as exc:
+            # A bug (in the library, or a broker raising what it should not): the slot
+            # logs it and starts over; the delivery is retried with an attempt counted,
+            # never handed back uncounted, so that it cannot loop for ever.
+            if not delivery.settled:
+                await self._broken(delivery, exc)
+            raise
         except BaseException:
             # The slot was cancelled (the asyncio worker's hard stop).
             if not delivery.settled:
                 await self._cut_short(delivery, call)
             raise
         finally:
-            with self._active_lock:
-                self._active.discard(delivery)
+            if not call.in_thread:  # else kept, its lease renewed, until the thread ends
+                with self._active_lock:
+                    self._active.pop(delivery, None)
             self.stats.finished()
 
-    async def _cut_short(self, delivery: AsyncDelivery, call: _Call) -> None:
+    async def _broken(self, delivery: AsyncDelivery, exc: Exception) -> None:
+        """Handling ``delivery`` failed with an error no step expects: nacked, an
+        attempt counted (dead-lettered at the delivery limit), or let go if even that
+        fails."""
+        reason = f"worker error: {type(exc).__name__}: {exc}"
+        if Capability.ACK in self.broker.capabilities:
+            # a second unexpected error is dropped: the slot logs the first one
+            with contextlib.suppress(Exception):
+                if self._limit is not None and delivery.attempt >= self._limit:
+                    await self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
+                else:
+                    await self._nack(delivery, "retried", requeue=True, reason=reason)
+        if not delivery.settled:
+            delivery._mark_settled()
+
+    async def _cut_short(self, delivery: AsyncDelivery, call: HandlerCall) -> None:
         """The slot was cancelled with ``delivery`` unsettled. Never given to the
         handler: handed back (no attempt counted). Its handler thread still runs: left
-        alone, leased until it settles or its lease runs out, so no other consumer gets
-        it meanwhile. Its handler started and was cancelled: a counted nack, so that a
-        handler that always hangs still reaches the delivery limit."""
+        alone, its lease renewed until the thread ends (its result is then dropped) or
+        the broker closes, so no other consumer gets it meanwhile. Its handler started
+        and was cancelled: a counted nack, so that a handler that always hangs still
+        reaches the delivery limit."""
         state = call.abandon()
-        if state == _Call.PENDING:
+        if state == HandlerCall.PENDING:
             await self._hand_back(delivery)
-        elif state == _Call.RUNNING_IN_THREAD:
+        elif state == HandlerCall.RUNNING_IN_THREAD:
             log.warning(
                 "handler %s: its thread still runs %s; it keeps its lease",
                 *(self.spec.name, delivery.id),
@@ -193,7 +251,7 @@ class AsyncRunner:
             else:
                 await self._nack(delivery, "retried", requeue=True, reason=reason)
 
-    async def _run(self, delivery: AsyncDelivery, call: _Call) -> None:
+    async def _run(self, delivery: AsyncDelivery, call: HandlerCall) -> None:
         spec = self.spec
         try:
             args = spec.binding.arguments(delivery)
@@ -213,13 +271,22 @@ class AsyncRunner:
             return
         try:
             await self._calls.call(call.wrap(spec.function), *args)
+        except NotStarted:  # abandoned before it started: never will
+            await self._hand_back(delivery)
+            return
         except Exception as exc:
+            if call.dropped:
+                self._dropped(delivery, exc)
+                return
             if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
                 retried = Capability.ACK in self.broker.capabilities and not (
                     self._limit is not None and delivery.attempt >= self._limit
                 )
                 RELAY.deliver_end(delivery, "nack" if retried else "dead-letter", exc)
             await self._failed(delivery, exc)
+            return
+        if call.dropped:
+            self._dropped(delivery, None)
             return
         if not delivery.settled:
             try:
@@ -235,6 +302,14 @@ class AsyncRunner:
                 await self._release(delivery)
                 return
         self.stats.count("processed")
+
+    def _dropped(self, delivery: AsyncDelivery, exc: Exception | None) -> None:
+        log.warning(
+            "handler %s ended on %s after the worker abandoned it (%s); its result is "
+            "dropped, and the message comes again after its lease runs out",
+            *(self.spec.name, delivery.id, "returned" if exc is None else f"raised {exc!r}"),
+            extra=delivery_fields([delivery]),
+        )
 
     async def _failed(self, delivery: AsyncDelivery, exc: Exception) -> None:
         """The handler raised: retry the delivery under the policy, or dead-letter it."""
@@ -360,20 +435,25 @@ class AsyncRunner:
         assert subscription is not None
         while not await self._finished.wait(interval):
             waiting = [] if self._draining.is_set() else subscription.buffered_deliveries()
-            with self._active_lock:
-                active = [d for d in self._active if not d.settled]
-            held = waiting + active
-            if held:
-                await self._extend(held)
+            held = waiting + self._held()
+            if held and not await self._extend(held):
+                return
+        # Finished: what handler threads left running by an abandon still hold, until
+        # each thread ends (its delivery is then marked settled) or the broker closes.
+        while held := self._held():
+            if not await self._extend(held):
+                return
+            await sleep(interval)
 
-    async def _extend(self, deliveries: list[AsyncDelivery]) -> None:
+    async def _extend(self, deliveries: list[AsyncDelivery]) -> bool:
+        """Renew the leases of ``deliveries``; False once the broker is closed."""
         try:
             await self.broker.extend(*deliveries)
         except AlreadySettled:  # one was settled meanwhile: one at a time
             for delivery in deliveries:
                 await self._extend_one(delivery)
         except BrokerClosed:
-            return
+            return False
         except BrokerError as exc:
             log.warning(
                 "handler %s: could not renew waiting leases: %s",
@@ -381,6 +461,7 @@ class AsyncRunner:
                 exc,
                 extra=log_fields(self.spec.topic, self.spec.group),
             )
+        return True
 
     async def _extend_one(self, delivery: Any) -> None:
         with contextlib.suppress(AlreadySettled, BrokerClosed):
@@ -394,57 +475,6 @@ class AsyncRunner:
                     exc,
                     extra=delivery_fields([delivery]),
                 )
-
-
-class _Call:
-    """Where one call of a handler is, so that a hard stop knows what to do with its
-    delivery: the handler not started yet, running in a thread, or started on the
-    loop (or ended). A handler thread that ends after a hard stop abandoned it lets
-    its delivery go (marks it settled: nobody renews its lease any more), so that it
-    comes back after the visibility timeout even while the broker stays open."""
-
-    PENDING = "pending"
-    RUNNING_IN_THREAD = "running in a thread"
-    STARTED = "started"
-
-    def __init__(self, delivery: AsyncDelivery) -> None:
-        self._delivery = delivery
-        self._lock = threading.Lock()
-        self._state = self.PENDING
-        self._abandoned = False
-
-    def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        """``function``, noting when it starts and ends. A plain function is wrapped
-        (it may run in a pool thread, and does not start at all once abandoned); a
-        coroutine function counts as started when it is called."""
-        if is_async_callable(function):
-            with self._lock:
-                self._state = self.STARTED
-            return function
-
-        def called(*args: Any) -> Any:
-            with self._lock:
-                if self._abandoned:
-                    return None
-                self._state = self.RUNNING_IN_THREAD
-            try:
-                return function(*args)
-            finally:
-                self._ended()
-
-        return called
-
-    def _ended(self) -> None:
-        with self._lock:
-            self._state = self.STARTED
-            if self._abandoned and not self._delivery.settled:
-                self._delivery._mark_settled()
-
-    def abandon(self) -> str:
-        """Where the call is now; a plain function not yet started never will be."""
-        with self._lock:
-            self._abandoned = True
-            return self._state
 
 
 def _reason(text: str) -> str:

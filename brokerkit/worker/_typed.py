@@ -48,7 +48,10 @@ class Binding:
     def arguments(self, delivery: Any) -> tuple[Any, ...]:
         """The positional arguments for one delivery.
 
-        :raises InvalidBody: the body does not decode, or does not validate.
+        :raises InvalidBody: the body does not decode, or does not validate; also when
+            building the body type raises anything else (an ``assert`` in a dataclass's
+            ``__post_init__``, a validator raising ``LookupError``): that body can never
+            be handled, so it is dead-lettered rather than handed back again and again.
         """
         args: list[Any] = [None] * self.arity
         if self.body_index is not None:
@@ -56,7 +59,15 @@ class Binding:
                 body = delivery.body
             except SerializationError as exc:
                 raise InvalidBody(str(exc)) from exc
-            args[self.body_index] = body if self.convert is None else self.convert(body)
+            if self.convert is not None:
+                try:
+                    body = self.convert(body)
+                except InvalidBody:
+                    raise
+                except Exception as exc:
+                    name = getattr(self.body_type, "__name__", repr(self.body_type))
+                    raise InvalidBody(f"{name}: {type(exc).__name__}: {_one_line(exc)}") from exc
+            args[self.body_index] = body
         if self.delivery_index is not None:
             args[self.delivery_index] = delivery
         return tuple(args)
@@ -175,8 +186,23 @@ def _msgspec(struct: Any, msgspec: Any) -> Converter:
     return convert
 
 
-def _dataclass(cls: Any) -> Converter:
+#: The marker of an ``InitVar`` pseudo-field; :func:`dataclasses.fields` leaves those
+#: out, and no public function lists them.
+_INITVAR = getattr(dataclasses, "_FIELD_INITVAR", None)
+
+
+def _init_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
+    """The fields a dataclass's ``__init__`` takes: its ``init`` fields and its
+    ``InitVar`` pseudo-fields (passed to ``__post_init__``)."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for f in getattr(cls, "__dataclass_fields__", {}).values():
+        if _INITVAR is not None and getattr(f, "_field_type", None) is _INITVAR:
+            fields[f.name] = f
+    return fields
+
+
+def _dataclass(cls: Any) -> Converter:
+    fields = _init_fields(cls)
     required = {
         n
         for n, f in fields.items()

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
-from brokerkit._compat import Event, HandlerCalls, on_signals, spawn
+from brokerkit._compat import Event, HandlerCalls, Waiter, on_signals, spawn
 from brokerkit._logging import log_fields
 from brokerkit.exceptions import ConfigurationError, InvalidOption
 from brokerkit.worker._handler import HandlerSpec, make_spec
@@ -32,6 +32,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 DEFAULT_GRACE = 30.0
 #: How often the worker looks at stop requests and signals.
 _TICK = 0.05
+#: The longest a drain waits for the handlers' subscriptions to close (each close is
+#: bounded by its backend; this only keeps a stop from hanging on a bug).
+_CLOSE_WAIT = 60.0
 
 
 class Worker:
@@ -71,8 +74,11 @@ class Worker:
         self._specs: list[HandlerSpec] = []
         self._stats: dict[str, HandlerStats] = {}
         self._ready = Event()
-        self._stop = Event()
-        self._cut_short = Event()
+        # Wake-ups of the running :meth:`run` (made by it, on its loop in the asyncio
+        # worker), which :meth:`stop` may trigger from any thread; run looks at the
+        # flags below every _TICK as well, so a stop that finds none is not lost.
+        self._stop: Waiter | None = None
+        self._cut_short: Waiter | None = None
         self._stopped = self._abort = False
         self._signals: list[int] = []
         self._running = False
@@ -189,8 +195,7 @@ class Worker:
         self.drained = False
         self._signals.clear()
         self._stopped = self._abort = False
-        self._stop.clear()
-        self._cut_short.clear()
+        self._stop, self._cut_short = stop, cut_short = Waiter(), Waiter()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
         calls = HandlerCalls(threads)
         restore = on_signals((signal.SIGINT, signal.SIGTERM), self._signals.append)
@@ -209,9 +214,9 @@ class Worker:
                     extra=log_fields(),
                 )
                 while not self._stopping():
-                    self._stop.wait(_TICK)
+                    stop.wait(_TICK)
             finally:
-                self._drain(runners)
+                self._drain(runners, cut_short)
         finally:
             self._ready.clear()
             restore()
@@ -260,10 +265,13 @@ class Worker:
         included; calling it again changes nothing). ``now=True`` ends the drain at
         once, as a second signal does."""
         self._stopped = True
+        stop, cut_short = self._stop, self._cut_short
         if now:
             self._abort = True
-            self._cut_short.set()
-        self._stop.set()
+            if cut_short is not None:
+                cut_short.wake()
+        if stop is not None:
+            stop.wake()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until :meth:`run` has subscribed every handler; whether it has."""
@@ -284,15 +292,22 @@ class Worker:
     def _aborting(self) -> bool:
         return self._abort or len(self._signals) >= 2
 
-    def _drain(self, runners: list[Runner]) -> None:
+    def _drain(self, runners: list[Runner], cut_short: Waiter) -> None:
+        # Every runner stops fetching first, so that no handler starts a message while
+        # another's subscription closes; the closes then run side by side, since each
+        # waits for its fetch in progress and may talk to the server (during an outage,
+        # up to the backend's reconnect_timeout each).
         for runner in runners:
             runner.stop_fetching()
+        closing = [spawn(r.close, f"brokerkit-worker {r.spec.name} closing") for r in runners]
+        for background in closing:
+            background.join(_CLOSE_WAIT)
         deadline = time.monotonic() + self.grace
         while any(r.busy for r in runners) and not self._aborting():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self._cut_short.wait(min(left, _TICK))
+            cut_short.wait(min(left, _TICK))
         self.drained = not any(r.busy for r in runners)
         if not self.drained:
             log.warning(

@@ -1,0 +1,87 @@
+"""Where one call of a worker's handler is (not started, running in a thread, started
+on the loop, ended), so that a hard stop knows what to do with its delivery; shared by
+the sync and the asyncio runner."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from brokerkit._compat import is_async_callable
+
+__all__ = ["HandlerCall", "NotStarted", "Settleable"]
+
+
+class Settleable(Protocol):
+    """A delivery, sync or asyncio, as far as a call needs it."""
+
+    @property
+    def settled(self) -> bool: ...
+
+    def _mark_settled(self) -> None: ...
+
+
+class NotStarted(Exception):
+    """A plain handler abandoned before its call started: it never starts."""
+
+
+class HandlerCall:
+    """Where one call of a handler is, so that a hard stop knows what to do with its
+    delivery: the handler not started yet, running in a thread, or started on the
+    loop (or ended). A handler thread that ends after a hard stop abandoned it lets
+    its delivery go (marks it settled: nobody renews its lease any more), so that it
+    comes back after the visibility timeout even while the broker stays open."""
+
+    PENDING = "pending"
+    RUNNING_IN_THREAD = "running in a thread"
+    STARTED = "started"
+
+    def __init__(self, delivery: Settleable) -> None:
+        self._delivery = delivery
+        self._lock = threading.Lock()
+        self._state = self.PENDING
+        self._abandoned = False
+        #: Whether its handler thread ended after an abandon, its delivery unsettled:
+        #: the delivery is marked settled, and the call's result must be dropped.
+        self.dropped = False
+
+    @property
+    def in_thread(self) -> bool:
+        """Whether a plain handler is running in a thread now."""
+        with self._lock:
+            return self._state == self.RUNNING_IN_THREAD
+
+    def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function``, noting when it starts and ends. A plain function is wrapped
+        (it may run in a pool thread, and does not start at all once abandoned); a
+        coroutine function counts as started when it is called."""
+        if is_async_callable(function):
+            with self._lock:
+                self._state = self.STARTED
+            return function
+
+        def called(*args: Any) -> Any:
+            with self._lock:
+                if self._abandoned:
+                    raise NotStarted
+                self._state = self.RUNNING_IN_THREAD
+            try:
+                return function(*args)
+            finally:
+                self._ended()
+
+        return called
+
+    def _ended(self) -> None:
+        with self._lock:
+            self._state = self.STARTED
+            if self._abandoned and not self._delivery.settled:
+                self._delivery._mark_settled()
+                self.dropped = True
+
+    def abandon(self) -> str:
+        """Where the call is now; a plain function not yet started never will be."""
+        with self._lock:
+            self._abandoned = True
+            return self._state
