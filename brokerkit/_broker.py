@@ -21,15 +21,20 @@ from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
-from brokerkit._publishing import build_messages
-from brokerkit._schedule import check_nack_delay, check_reason, publish_delay
+from brokerkit._publishing import build_messages, check_bodies
+from brokerkit._schedule import (
+    check_lease_seconds,
+    check_nack_delay,
+    check_reason,
+    check_timeout,
+    publish_delay,
+)
 from brokerkit._settling import settle, settleable
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_consumer, check_headers, check_pattern, check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import (
     BrokerClosed,
-    InvalidMessage,
     InvalidOption,
     StaleDelivery,
 )
@@ -133,7 +138,8 @@ class Broker(Backend):
 
         Every body is encoded before anything is sent, so one bad body publishes
         none of them. ``bodies`` is an iterable of bodies: a single str, bytes or
-        dict is refused with :class:`InvalidMessage` rather than split up.
+        dict is refused with :class:`InvalidMessage` rather than split up, and so is
+        anything that is not an iterable (None, a number).
         ``delay`` and ``at`` apply to all of them, as in :meth:`publish`; messages
         due at the same time come out in the order given.
         """
@@ -142,15 +148,11 @@ class Broker(Backend):
         held = publish_delay(delay, at, time.time())
         if at is not None or held > 0:
             self.require(Capability.DELAY, "hold a message until a due time (delay=, at=)")
-        if isinstance(bodies, (str, bytes, bytearray, memoryview, Mapping)):
-            raise InvalidMessage(
-                f"publish_many takes an iterable of bodies, not one {type(bodies).__name__} "
-                "body; use publish() for one message, or wrap it in a list"
-            )
+        items = check_bodies(bodies)
         checked_headers = check_headers(headers)
         if RELAY.publish:
-            return self._publish_observed(topic, list(bodies), checked_headers, content_type, held)
-        messages = build_messages(self, topic, bodies, checked_headers, content_type)
+            return self._publish_observed(topic, list(items), checked_headers, content_type, held)
+        messages = build_messages(self, topic, items, checked_headers, content_type)
         self._store_or_hold(topic, messages, held)
         return [m.id for m in messages]
 
@@ -270,7 +272,11 @@ class Broker(Backend):
         after ``limit`` deliveries, or when the broker is closed. Leaving the loop
         ends the subscription. Every delivery must still be acked or nacked.
         Other parameters as in :meth:`subscribe`.
+
+        :raises InvalidOption: ``timeout`` is neither None nor a finite number of
+            seconds (a str, NaN, infinite); raised before subscribing.
         """
+        timeout = check_timeout(timeout)
         subscription = self.subscribe(
             topic,
             group=group,
@@ -360,15 +366,17 @@ class Broker(Backend):
         """Renew the lease of unsettled deliveries for ``seconds`` from now
         (default: the visibility timeout).
 
+        :param seconds: an int or float from 0.001 to 31536000 (365 days, the bounds
+            of ``visibility_timeout``), or None for the visibility timeout.
+        :raises InvalidOption: ``seconds`` is not such a number (a str, a bool, NaN,
+            infinite, 0 or less, or more than 365 days); nothing was sent.
         :raises StaleDelivery: a lease had already expired.
         """
         self.require(Capability.ACK, "extend a lease")
+        duration = (
+            self.options.visibility_timeout if seconds is None else check_lease_seconds(seconds)
+        )
         checked = settleable(self, deliveries)
-        duration = self.options.visibility_timeout if seconds is None else seconds
-        if not duration > 0:
-            raise InvalidOption(
-                f"a lease is extended by a positive number of seconds, got {seconds!r}"
-            )
         try:
             self._extend(checked, duration)
         except StaleDelivery as exc:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from difflib import get_close_matches
 from typing import Any, ClassVar, TypeVar
 
+from brokerkit._url import _is_secret
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["MAX_COUNT", "MAX_SECONDS", "MIN_VISIBILITY_TIMEOUT", "BrokerOptions"]
@@ -112,32 +113,35 @@ class BrokerOptions:
 
 
 def _check_numbers(options: BrokerOptions) -> None:
-    """Refuse NaN, infinities, negative numbers and absurd sizes in any number option."""
+    """Refuse NaN, infinities, negative numbers and absurd sizes in any number option.
+
+    The limit follows the field's type, not the value's: a ``float`` field holds
+    seconds (at most :data:`MAX_SECONDS`, whether given as ``1e9`` or ``10**9``), an
+    ``int`` field a count (at most :data:`MAX_COUNT`).
+    """
+    hints = _hints(type(options))
     for field in dataclasses.fields(options):
         value = getattr(options, field.name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        unset = " (or leave it unset, for no limit)" if _optional(options, field) else ""
-        if isinstance(value, float):
+        kinds = _kinds(hints.get(field.name))
+        unset = " (or leave it unset, for no limit)" if type(None) in kinds else ""
+        shown = _shown(field.name, value)
+        if float in kinds or isinstance(value, float):
             high, unit = MAX_SECONDS, " seconds"
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):
                 raise InvalidOption(
                     f"{field.name} must be a finite number of seconds, at most "
-                    f"{high:.0f}, got {value!r}{unset}"
+                    f"{high:.0f}, got {shown}{unset}"
                 )
         else:
             high, unit = MAX_COUNT, ""
         if value > high:
             raise InvalidOption(
-                f"{field.name} must be at most {high:.0f}{unit}, got {value!r}{unset}"
+                f"{field.name} must be at most {high:.0f}{unit}, got {shown}{unset}"
             )
         if value < 0:
-            raise InvalidOption(f"{field.name} cannot be negative, got {value!r}")
-
-
-def _optional(options: BrokerOptions, field: dataclasses.Field[Any]) -> bool:
-    hint = _hints(type(options)).get(field.name)
-    return type(None) in _kinds(hint)
+            raise InvalidOption(f"{field.name} cannot be negative, got {shown}")
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -182,7 +186,9 @@ def _convert(name: str, text: str, hint: Any, backend: str) -> Any:
         elif kind is str:
             return text
     expected = " or ".join(_describe(k) for k in kinds)
-    raise InvalidOption(f"the {backend} option {name}={text!r} is not valid: expected {expected}")
+    raise InvalidOption(
+        f"the {backend} option {name}={_shown(name, text)} is not valid: expected {expected}"
+    )
 
 
 def _check_type(name: str, value: Any, hint: Any, backend: str) -> None:
@@ -197,8 +203,19 @@ def _check_type(name: str, value: Any, hint: Any, backend: str) -> None:
     if not ok:
         expected = " or ".join(_describe(k) for k in kinds)
         raise InvalidOption(
-            f"the {backend} option {name}={value!r} is not valid: expected {expected}"
+            f"the {backend} option {name}={_shown(name, value)} is not valid: expected {expected}"
         )
+
+
+def _shown(name: str, value: Any) -> str:
+    """How an error message quotes the value of option ``name``: never the value of a
+    secret (``sentinel_password``...), only its type, as it may be the secret itself
+    or a near miss of it."""
+    if _is_secret(name):
+        return f"*** (type {type(value).__name__})"
+    if isinstance(value, int) and not -(10**20) < value < 10**20:
+        return "a huge int"
+    return repr(value)
 
 
 def _kinds(hint: Any) -> list[Any]:

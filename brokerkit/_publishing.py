@@ -7,7 +7,7 @@ publishes none of them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from brokerkit._message import Message, new_message_ids
@@ -15,7 +15,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._serializers import BINARY, encode_body
 from brokerkit.exceptions import InvalidMessage
 
-__all__ = ["Publisher", "build_messages"]
+__all__ = ["Publisher", "build_messages", "check_bodies"]
 
 
 class Publisher(Protocol):
@@ -28,6 +28,29 @@ class Publisher(Protocol):
     def max_payload_bytes(self) -> int | None: ...
 
     def describe(self) -> str: ...
+
+
+def check_bodies(bodies: object) -> list[Any] | tuple[Any, ...]:
+    """The bodies given to ``publish_many``, as a list or tuple, read once.
+
+    :raises InvalidMessage: ``bodies`` is one body (a str, bytes or dict: refused
+        rather than split up) or not an iterable at all (None, a number...).
+    """
+    if isinstance(bodies, (list, tuple)):
+        return bodies
+    if isinstance(bodies, (str, bytes, bytearray, memoryview, Mapping)):
+        raise InvalidMessage(
+            f"publish_many takes an iterable of bodies, not one {type(bodies).__name__} "
+            "body; use publish() for one message, or wrap it in a list"
+        )
+    try:
+        iterator = iter(bodies)  # type: ignore[call-overload]
+    except TypeError:
+        raise InvalidMessage(
+            f"publish_many takes an iterable of bodies (a list, a tuple, a generator...), "
+            f"not {type(bodies).__name__}; use publish() for one message"
+        ) from None
+    return list(iterator)
 
 
 def build_messages(

@@ -1,16 +1,21 @@
-"""Checking the delay arguments of ``publish`` and ``nack``: pure functions, no I/O."""
+"""Checking the time arguments of ``publish``, ``nack``, ``extend`` and ``receive``:
+pure functions, no I/O."""
 
 from __future__ import annotations
 
 import datetime
 import math
+import numbers
 
+from brokerkit._options import MAX_SECONDS, MIN_VISIBILITY_TIMEOUT
 from brokerkit.exceptions import InvalidOption
 
 __all__ = [
     "MAX_REASON_LENGTH",
+    "check_lease_seconds",
     "check_nack_delay",
     "check_reason",
+    "check_timeout",
     "finite_seconds",
     "publish_delay",
 ]
@@ -122,3 +127,55 @@ def check_reason(reason: object) -> str | None:
             "reason must be text that UTF-8 can hold (it has a lone surrogate)"
         ) from None
     return reason
+
+
+def check_lease_seconds(seconds: object) -> float:
+    """``seconds`` by which ``extend`` renews a lease, as a float.
+
+    :raises InvalidOption: not an int or float (a bool, a str...), NaN, infinite, or
+        outside :data:`~brokerkit._options.MIN_VISIBILITY_TIMEOUT` to
+        :data:`~brokerkit._options.MAX_SECONDS`, the bounds of ``visibility_timeout``
+        (past them a backend's millisecond expiry would drop the lease).
+    """
+    valid = (
+        f"a number of seconds (int or float) from {MIN_VISIBILITY_TIMEOUT} to "
+        f"{MAX_SECONDS:.0f} (365 days), or None for the visibility timeout"
+    )
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise InvalidOption(f"extend(seconds=...) takes {valid}; got {type(seconds).__name__}")
+    # Comparisons are exact for any int, and false for NaN.
+    if not MIN_VISIBILITY_TIMEOUT <= seconds <= MAX_SECONDS:
+        raise InvalidOption(f"extend(seconds=...) takes {valid}; got {_number(seconds)}")
+    return float(seconds)
+
+
+def check_timeout(timeout: object) -> float | None:
+    """``timeout`` of ``receive`` and ``consume`` as seconds (a float), or None.
+
+    None waits without end; a finite number waits that long, 0 (or less) not at all.
+    ``receive`` calls this only for what its own fast test does not pass (a plain
+    float or int in range, or None), so it need not be quick.
+
+    :raises InvalidOption: not None nor a real number (a str, a bool...), NaN,
+        infinite, or an int too large for a float.
+    """
+    if timeout is None:
+        return None
+    valid = "None (wait without end) or a finite number of seconds (0: do not wait)"
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise InvalidOption(f"timeout must be {valid}; got {type(timeout).__name__}")
+    try:
+        seconds = float(timeout)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        hint = "; leave it None to wait without end" if seconds == math.inf else ""
+        raise InvalidOption(f"timeout must be {valid}; got {_number(timeout)}{hint}")
+    return seconds
+
+
+def _number(value: object) -> str:
+    """A number for an error message: an int too long to be worth quoting is not."""
+    if isinstance(value, int) and not -(10**20) < value < 10**20:
+        return "a huge int"
+    return repr(value)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from brokerkit._compat import Event, Lock, fetch_shielded, settle_orphans
 from brokerkit._hooks import RELAY
 from brokerkit._logging import subscription_fields
+from brokerkit._schedule import check_timeout
 from brokerkit.exceptions import BrokerClosed, BrokerError
 
 if TYPE_CHECKING:
@@ -28,6 +29,10 @@ log = logging.getLogger("brokerkit")
 #: The longest a backend's fetch primitive is asked to block, so that a close
 #: from elsewhere is noticed within this many seconds.
 MAX_FETCH_WAIT = 1.0
+#: The timeouts :meth:`Subscription.receive` takes without the full check: an
+#: exact float or int strictly within this many seconds (so not NaN, not infinite).
+_PLAIN_NUMBERS = (float, int)
+_FAST_LIMIT = 1e18
 
 
 class Subscription:
@@ -97,9 +102,18 @@ class Subscription:
         Cancelling a receive strands nothing: a fetch it started runs to its end and
         what it brought is handed back at once.
 
+        :param timeout: None, or a finite number of seconds (0 or less: do not wait).
         :returns: a delivery, or ``None`` if none came within the timeout.
+        :raises InvalidOption: ``timeout`` is not None nor a finite number (a str,
+            NaN, infinite).
         :raises BrokerClosed: the subscription or its broker is closed.
         """
+        # The hot path: None or a plain float or int of any sane size passes this one
+        # test; anything else (NaN fails it, so do huge ints) gets the full check.
+        if timeout is not None and not (
+            type(timeout) in _PLAIN_NUMBERS and -_FAST_LIMIT < timeout < _FAST_LIMIT
+        ):
+            timeout = check_timeout(timeout)
         # What an earlier fetch brought is taken without the lock or the clock.
         delivery = self._pop() if not self._closed.is_set() else None
         if delivery is None:

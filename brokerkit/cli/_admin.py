@@ -20,6 +20,7 @@ from rich.table import Table
 
 from brokerkit._broker import Broker
 from brokerkit._inspect import TopicInfo
+from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect, list_backends
 from brokerkit.cli._output import err, out
 from brokerkit.cli._url import UrlArg, command
@@ -179,8 +180,12 @@ def rescue(
     --every, one line per round goes to stderr; Ctrl-C stops after the round under way
     (exit status 130).
     """
-    if every is not None and not (math.isfinite(every) and every > 0):
-        raise typer.BadParameter("must be a positive number of seconds", param_hint="--every")
+    if every is not None and not (math.isfinite(every) and 0 < every <= MAX_SECONDS):
+        raise typer.BadParameter(
+            f"must be a positive number of seconds, at most {MAX_SECONDS:.0f} (365 days), "
+            f"got {every!r}",
+            param_hint="--every",
+        )
     with connect(url) as broker:
         step = find_rescue(broker)
         if every is None:

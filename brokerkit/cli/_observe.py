@@ -19,6 +19,7 @@ from rich.text import Text
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
+from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect
 from brokerkit.cli._admin import stop_on_interrupt
 from brokerkit.cli._output import err, out
@@ -164,8 +165,12 @@ def top(
     The rates are each count's change per second between two refreshes. Ctrl-C stops.
     Without a terminal (a pipe), each refresh is printed one after the other.
     """
-    if not (math.isfinite(interval) and interval > 0):
-        raise typer.BadParameter("must be a positive number of seconds", param_hint="--interval")
+    if not (math.isfinite(interval) and 0 < interval <= MAX_SECONDS):
+        raise typer.BadParameter(
+            f"must be a positive number of seconds, at most {MAX_SECONDS:.0f} (365 days), "
+            f"got {interval!r}",
+            param_hint="--interval",
+        )
     if iterations is not None and iterations < 1:
         raise typer.BadParameter("must be 1 or more", param_hint="--iterations")
     with connect(url) as broker, stop_on_interrupt() as stop:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-__all__ = ["URL_ENV", "UrlArg", "UrlFirstCommand", "command"]
+__all__ = ["URL_ENV", "UrlArg", "UrlFirstCommand", "command", "looks_like_a_url"]
 
 #: The broker URL used when a command's URL argument is left out. Prefer it to the
 #: argument for a URL with a password: the environment does not show in ``ps``.
@@ -28,9 +28,13 @@ UrlArg = Annotated[
 class UrlFirstCommand(TyperCommand):
     """A command whose first argument is a broker URL that may come from ``BROKERKIT_URL``.
 
-    A first positional argument without ``://`` is not a URL: when ``BROKERKIT_URL`` is
-    set, its value is taken as the URL and the arguments given move one place on
-    (``brokerkit inspect orders`` is ``brokerkit inspect $BROKERKIT_URL orders``).
+    A first positional argument that does not look like a URL is not one: when
+    ``BROKERKIT_URL`` is set, its value is taken as the URL and the arguments given move
+    one place on (``brokerkit inspect orders`` is ``brokerkit inspect $BROKERKIT_URL
+    orders``). An argument looks like a URL when it holds ``://``, starts with a known
+    scheme and a colon (``redis+stream:/...``, a mistyped ``://``) or holds ``@`` (where
+    a password would end): such an argument is always read as the URL, so that a
+    mistyped one is refused with its password masked rather than taken for a topic.
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -48,7 +52,52 @@ class UrlFirstCommand(TyperCommand):
         except Exception:  # the real parse below reports it
             return True
         value = values.get(first.name)
-        return isinstance(value, str) and "://" in value
+        if not isinstance(value, str) or not looks_like_a_url(value):
+            return False
+        if "://" not in value:
+            _refuse_mistyped(value)
+        return True
+
+
+def looks_like_a_url(argument: str) -> bool:
+    """Whether ``argument`` is to be read as a broker URL rather than as a topic.
+
+    True for ``scheme://...``; for a known scheme followed by a colon, as in a mistyped
+    ``redis+stream:/:pw@host/0``; and for anything holding ``@``, which ends the
+    user-info (and its password) of a URL, scheme or not (``:pw@host``).
+    """
+    if "://" in argument or "@" in argument:
+        return True
+    scheme, colon, _ = argument.partition(":")
+    return bool(colon) and scheme.lower() in _known_schemes()
+
+
+def _known_schemes() -> frozenset[str]:
+    """The registered URL schemes, and the bare Redis ones a URL may be mistyped with."""
+    from brokerkit._plugins import _registry
+    from brokerkit.exceptions import BrokerError
+
+    try:
+        schemes = _registry().schemes()
+    except BrokerError:  # a broken plugin: connect() reports it
+        schemes = []
+    return frozenset([*schemes, "redis", "rediss", "unix"])
+
+
+def _refuse_mistyped(argument: str) -> None:
+    """Raise the masked :class:`~brokerkit.InvalidURL` for an argument that looks like a
+    URL but does not parse, saying why it was not taken for a topic."""
+    from brokerkit._url import BrokerURL
+    from brokerkit.exceptions import InvalidURL
+
+    try:
+        BrokerURL.parse(argument)
+    except InvalidURL as exc:
+        raise InvalidURL(
+            f"{exc}. (With ${URL_ENV} set, a first argument that holds '@' or starts "
+            "with a scheme and ':' is still read as the URL; to name a topic like that, "
+            "give the URL first.)"
+        ) from None
 
 
 def command(app: typer.Typer, name: str, function: Callable[..., Any]) -> None:
