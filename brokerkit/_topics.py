@@ -57,7 +57,8 @@ def check_pattern(pattern: object) -> str:
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
-    """Whether a glob pattern matches a topic, as Redis PSUBSCRIBE matches a channel."""
+    """Whether a glob pattern matches a topic: :func:`fnmatch.fnmatchcase`, on every
+    backend (redis+pubsub rewrites the glob in Redis's dialect: see its ``globs``)."""
     return fnmatchcase(topic, pattern)
 
 

@@ -20,7 +20,9 @@ __all__ = ["ScopeContract"]
 #: (pattern, topic, matches) after the test's own prefix: the glob syntax the docs
 #: state. ``*`` is any run of characters (``:`` and ``.`` included, or none), ``?``
 #: one character, ``[abc]`` one of a set, ``[a-c]`` one of a range, ``[!a]`` any
-#: character but these; the whole topic must match.
+#: character but these; the whole topic must match. Sets read as
+#: :func:`fnmatch.fnmatchcase` reads them: a ``-`` first or last and a ``]`` first are
+#: literal, a reversed range matches nothing, a ``[`` with no ``]`` is a literal ``[``.
 GLOB_CASES: list[tuple[str, str, bool]] = [
     ("room:*", "room:a", True),
     ("room:*", "room:", True),
@@ -40,6 +42,16 @@ GLOB_CASES: list[tuple[str, str, bool]] = [
     ("room:[!a]", "room:a", False),
     ("room", "room", True),
     ("room", "room:a", False),
+    ("order[.-]*", "order-created", True),
+    ("order[.-]*", "order.created", True),
+    ("x[a-]", "x-", True),
+    ("d[--0]", "d.", True),
+    ("room:[]a]", "room:a", True),
+    ("room:[!]a]", "room:b", True),
+    ("v[9-0]", "v5", False),
+    ("v[!9-0]", "v5", True),
+    ("room:[b", "room:b", False),
+    ("a[!]", "ab", False),
 ]
 
 

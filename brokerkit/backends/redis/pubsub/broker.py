@@ -41,6 +41,7 @@ from brokerkit.backends.redis._envelope import encode
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.pubsub.decoding import decode_published
 from brokerkit.backends.redis.pubsub.gap import Gap
+from brokerkit.backends.redis.pubsub.globs import redis_glob, redis_literal
 from brokerkit.backends.redis.pubsub.listener import ChannelListener
 from brokerkit.backends.redis.pubsub.options import Published, RedisPubSubOptions
 from brokerkit.exceptions import DeliveryError
@@ -112,6 +113,15 @@ class RedisPubSubBroker(Broker):
         ``topic`` itself with ``plain_channels``. ``redis-cli PUBLISH`` to it reaches
         this backend's subscribers of ``topic``."""
         return topic if self.options.plain_channels else f"{self._head}{topic}}}"
+
+    def channel_pattern(self, pattern: str) -> str:
+        """The Redis glob a subscription to the topic glob ``pattern`` listens with:
+        the channels of exactly the topics :func:`fnmatch.fnmatchcase` matches with
+        ``pattern``, as on every other backend (:func:`~.globs.redis_glob`)."""
+        glob = redis_glob(pattern)
+        if self.options.plain_channels:
+            return glob
+        return f"{redis_literal(self._head)}{glob}{redis_literal('}')}"
 
     def _topic_of(self, channel: bytes) -> str:
         name = channel.decode("utf-8", errors="replace")
@@ -223,11 +233,11 @@ class RedisPubSubBroker(Broker):
     # -- consuming ------------------------------------------------------------------
 
     def _subscribe(self, subscription: Subscription) -> None:
-        name = self.channel(subscription.topic)
-        if subscription.pattern:
-            # brokerkit's globs negate a set as fnmatch and the shell do, [!a];
-            # Redis spells it [^a] (and reads [!a] as "! or a").
-            name = name.replace("[!", "[^")
+        name = (
+            self.channel_pattern(subscription.topic)
+            if subscription.pattern
+            else self.channel(subscription.topic)
+        )
         locate: Callable[[], tuple[str, int]] | None = None
         if self.sharded:
             locate = functools.partial(self._locate, name)
