@@ -420,6 +420,15 @@ class ListsNoTopics(MemoryBroker):
         return []
 
 
+class ListsNoDelayedOnlyTopics(MemoryBroker):
+    """topics() leaves out a topic whose only messages are delayed publishes."""
+
+    def _list_topics(self) -> list[str]:
+        with self._store.lock:
+            topics = self._store.topics.items()
+            return sorted(name for name, state in topics if state.log or state.groups)
+
+
 class StaleWaitingAge(MemoryBroker):
     """inspect reports a waiting age even when nothing waits."""
 
@@ -431,6 +440,7 @@ class StaleWaitingAge(MemoryBroker):
 BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "drops_on_nack": DropsOnNack,
     "lists_no_topics": ListsNoTopics,
+    "lists_no_delayed_only_topics": ListsNoDelayedOnlyTopics,
     "stale_waiting_age": StaleWaitingAge,
     "redelivers_acked": RedeliversAcked,
     "reorders": Reorders,

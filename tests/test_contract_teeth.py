@@ -135,6 +135,11 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "lists_no_topics": {
         "test_topics_and_the_oldest_waiting_age": "holds messages but was not listed",
     },
+    "lists_no_delayed_only_topics": {
+        "test_a_topic_holding_only_delayed_messages_is_listed": (
+            "holds a delayed message but was not listed"
+        ),
+    },
     "stale_waiting_age": {
         "test_topics_and_the_oldest_waiting_age": "nothing waits, but the oldest waits 1.0 s",
     },

@@ -145,6 +145,28 @@ class DelayContract:
         contract.expect_nothing(subscription, f"{promise}: delivered twice")
 
     @requires(Capability.PERSISTENT | Capability.DELAY)
+    def test_a_topic_holding_only_delayed_messages_is_listed(self, contract: ContractEnv) -> None:
+        """topics() lists a topic whose only messages are delayed publishes.
+
+        A message held for a due time is a message the topic holds: ``topics()`` lists
+        its topic before it is due (a backend that cannot list its topics raises
+        :class:`~brokerkit.Unsupported`)."""
+        promise = "a topic holding only delayed messages is listed"
+        broker = contract.broker()
+        topic = contract.topic("delay-listed")
+        broker.publish(topic, "much later", delay=3600)
+        listed: list[str] | None
+        try:
+            listed = broker.topics()
+        except Unsupported:
+            listed = None
+        finally:
+            broker.purge(topic)
+        if listed is None:
+            pytest.skip("the backend cannot list its topics (topics() raises Unsupported)")
+        assert topic in listed, f"{promise}: {topic!r} holds a delayed message but was not listed"
+
+    @requires(Capability.PERSISTENT | Capability.DELAY)
     @contract_settings("timed")
     @given(steps=st.lists(st.integers(1, 10), min_size=2, max_size=8))
     def test_random_delays_come_out_in_due_order(

@@ -8,13 +8,13 @@ connections alike). Pass ``clock=brokerkit.ManualClock()`` to move time by hand 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 from brokerkit._acompat import Waiter, checkpoint
 from brokerkit._broker_async import DEFAULT_GROUP, AsyncBroker
 from brokerkit._capabilities import Capability
-from brokerkit._clock import SystemClock
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message
@@ -31,8 +31,10 @@ from brokerkit.backends.memory.store import (
     dead_letter_of,
     drop_if_retired,
     next_for,
+    open_store,
+    pattern_start,
+    release_store,
     start_offset,
-    store_for,
 )
 from brokerkit.exceptions import StaleDelivery
 
@@ -65,7 +67,12 @@ class AsyncMemoryBroker(AsyncBroker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
-        self._store = store_for(url.host + url.path.strip("/"), self.options.clock or SystemClock())
+        # memory://a/b and memory://ab are two names, memory://a/ and memory://a one.
+        name = "/".join(part for part in (url.host, url.path.strip("/")) if part)
+        self._store = open_store(name, self.options.clock)
+        # Released on close, or when a broker nobody closed is garbage: a named store
+        # lives while a broker of that name is open, and no longer.
+        self._release_store = weakref.finalize(self, release_store, name, self._store)
 
     # -- publishing ---------------------------------------------------------------
 
@@ -89,9 +96,23 @@ class AsyncMemoryBroker(AsyncBroker):
         store = self._store
         with store.lock:
             if subscription.pattern:
+                start = pattern_start(subscription.start)
                 private = subscription.group == DEFAULT_GROUP
-                group = f"pattern:{subscription.consumer}" if private else subscription.group
-                starts = {name: t.next_offset for name, t in store.topics.items()}
+                # A private group is the subscription's own, whatever its consumer is
+                # called: two subscriptions of one name each get every message.
+                group = (
+                    f"pattern:{subscription.consumer}:{next(store.pattern_groups)}"
+                    if private
+                    else subscription.group
+                )
+                # Where its group starts in each topic that matches, when it gets there:
+                # "latest", the default, in a topic that exists now is its end now, in
+                # a topic made later its beginning; "earliest" is every topic's beginning.
+                starts = (
+                    {}
+                    if start == "earliest"
+                    else {name: t.next_offset for name, t in store.topics.items()}
+                )
                 subscription.state = PatternState(group, private, starts)
             else:
                 self._group(store.topic(subscription.topic), subscription.group, subscription.start)
@@ -296,6 +317,7 @@ class AsyncMemoryBroker(AsyncBroker):
 
     async def _close(self) -> None:
         self._store.wake()
+        self._release_store()
 
     # -- the rules, each a method that a subclass may replace (the project's tests
     # build deliberately broken backends this way); all run under the store's lock.

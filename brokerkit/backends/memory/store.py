@@ -14,11 +14,10 @@ import heapq
 import itertools
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from brokerkit._clock import Clock
+from brokerkit._clock import Clock, SystemClock
 from brokerkit._inspect import ConsumerInfo, GroupInfo, TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
@@ -32,8 +31,10 @@ __all__ = [
     "Store",
     "Topic",
     "dead_letter_of",
+    "open_store",
+    "pattern_start",
+    "release_store",
     "start_offset",
-    "store_for",
 ]
 
 
@@ -134,6 +135,8 @@ class Store:
         #: Nothing held for a due time is due before this (a lower bound, as above).
         self._earliest_due: float | None = None
         self._sequence = itertools.count()
+        #: Numbers the private groups of pattern subscriptions, one each.
+        self.pattern_groups = itertools.count(1)
         clock.on_advance(self.wake)
 
     # -- waiting ------------------------------------------------------------------
@@ -298,8 +301,13 @@ class Store:
         )
 
     def topic_names(self) -> list[str]:
-        """The topics that hold anything: a message, a group, a delivery out."""
-        return sorted(name for name, state in self.topics.items() if state.log or state.groups)
+        """The topics that hold anything: a message (delayed ones too), a group, a
+        delivery out."""
+        return sorted(
+            name
+            for name, state in self.topics.items()
+            if state.log or state.groups or state.scheduled
+        )
 
     def purge(self, topic: str) -> int:
         state = self.topics.get(topic)
@@ -347,6 +355,20 @@ def start_offset(topic: Topic, start: str | None) -> int:
         ) from None
 
 
+def pattern_start(start: str | None) -> str:
+    """Where a pattern subscription's group starts in each matching topic: "latest"
+    (the default: what is published after it subscribed) or "earliest"; a position
+    names a place in one topic, so it is refused with :class:`InvalidOption`."""
+    if start is None or start == "latest":
+        return "latest"
+    if start == "earliest":
+        return start
+    raise InvalidOption(
+        f"with pattern=True, start must be 'earliest' or 'latest', got {start!r}: "
+        "a position names a place in one topic (subscribe to that topic to start there)"
+    )
+
+
 def drop_if_retired(topic: Topic, name: str) -> None:
     group = topic.groups.get(name)
     if group is not None and group.retired and not group.pending:
@@ -373,17 +395,58 @@ def next_for(topic: Topic, group: Group) -> tuple[int, Message, int] | None:
     return None
 
 
-_named_stores: weakref.WeakValueDictionary[str, Store] = weakref.WeakValueDictionary()
+#: The open named stores: name -> (store, how many open brokers use it).
+_named_stores: dict[str, tuple[Store, int]] = {}
 _named_lock = threading.Lock()
 
 
-def store_for(name: str, clock: Clock) -> Store:
+def open_store(name: str, clock: Clock | None) -> Store:
     """The store of ``memory://name`` (a private one for an empty name), shared by
-    every open broker of that name in this process, sync and async alike."""
+    every open broker of that name in this process, sync and async alike; each call
+    counts one more user until :func:`release_store`.
+
+    The first broker to open a name sets the store's clock (``clock``, or real time);
+    a later one may pass none, or the same clock.
+
+    :raises InvalidOption: ``clock`` is not the clock the open store runs on.
+    """
     if not name:
-        return Store(clock)
+        return Store(clock or SystemClock())
     with _named_lock:
-        store = _named_stores.get(name)
-        if store is None:
-            store = _named_stores[name] = Store(clock)
+        found = _named_stores.get(name)
+        if found is None:
+            store = Store(clock or SystemClock())
+            _named_stores[name] = (store, 1)
+            return store
+        store, users = found
+        if clock is not None and not _same_clock(clock, store.clock):
+            raise InvalidOption(
+                f"memory://{name} is open already with another clock "
+                f"({type(store.clock).__name__}): a named store runs on one clock; pass "
+                "the same clock object, or none, to every connection to it while one is open"
+            )
+        _named_stores[name] = (store, users + 1)
         return store
+
+
+def release_store(name: str, store: Store) -> None:
+    """One user of ``memory://name`` is done with ``store``: when it was the last,
+    the name is free and the store's messages are gone (the next broker of that name
+    gets a new, empty store)."""
+    if not name:
+        return
+    with _named_lock:
+        found = _named_stores.get(name)
+        if found is None or found[0] is not store:
+            return
+        users = found[1] - 1
+        if users:
+            _named_stores[name] = (store, users)
+        else:
+            del _named_stores[name]
+
+
+def _same_clock(given: Clock, running: Clock) -> bool:
+    """Whether ``given`` is the clock a store runs on (any real-time clock is)."""
+    real = isinstance(given, SystemClock) and isinstance(running, SystemClock)
+    return given is running or real
