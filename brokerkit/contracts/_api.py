@@ -49,7 +49,7 @@ class ApiContract:
 
         Leaving a ``consume`` loop (or closing a subscription) hands back the
         deliveries it prefetched but never returned: another consumer gets them at
-        once, as first deliveries, not after the visibility timeout."""
+        once, not after the visibility timeout."""
         promise = "leaving consume hands back what it prefetched"
         broker = contract.broker(visibility_timeout=60)
         topic = contract.topic("handback")
