@@ -52,6 +52,29 @@ def test_a_nacked_raw_element_goes_back_as_it_was(
     assert redis_client.exists(attempts) == 0  # settled for good: the count is gone
 
 
+def test_a_purge_forgets_raw_counts(
+    connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
+) -> None:
+    """An identical raw element pushed after a purge starts from no attempts."""
+    queue = f"{prefix}-queue:orders"
+    redis_client.lpush(queue, PLAIN)
+    broker = connect(visibility_timeout=30, max_deliveries=2)
+    with broker.subscribe("orders") as subscription:
+        delivery = subscription.receive(timeout=5)
+        assert delivery is not None
+        delivery.nack()  # counted: 1
+    assert broker.purge("orders") == 1
+    assert redis_client.exists(broker._topic("orders").keys.attempts) == 0
+    redis_client.lpush(queue, PLAIN)
+    with broker.subscribe("orders") as subscription:
+        fresh = subscription.receive(timeout=5)
+        assert fresh is not None and fresh.attempt == 1
+        fresh.nack()  # 1 of 2: redelivered, not dead-lettered
+        again = subscription.receive(timeout=5)
+        assert again is not None and again.attempt == 2
+        again.ack()
+
+
 def test_a_raw_element_is_dead_lettered_after_max_deliveries_with_its_count(
     connect: Callable[..., Any], redis_client: redis.Redis, prefix: str
 ) -> None:

@@ -166,3 +166,29 @@ def test_read_and_tail_work_over_resp3(redis_target: RedisTarget, prefix: str) -
             assert [e.message.body async for e in tail] == ["new"]
 
     run(main())
+
+
+def test_a_group_made_again_after_delete_group_starts_afresh(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    """delete_group takes what the backend keeps for the group with it: a retry held
+    for an hour does not hold the new group's plain nack of the same entry."""
+    broker = make()
+    broker.create_group("jobs", "g")
+    broker.publish("jobs", "job")
+    with broker.subscribe("jobs", group="g") as subscription:
+        delivery = subscription.receive(timeout=PROMPT)
+        assert delivery is not None
+        delivery.nack(delay=3600)
+    assert broker.inspect("jobs").scheduled == 1
+    assert broker.delete_group("jobs", "g")
+    assert redis_client.keys(f"{broker._keys.topic('jobs', '*')}") == []  # type: ignore[attr-defined]
+    broker.create_group("jobs", "g")
+    with broker.subscribe("jobs", group="g") as subscription:
+        delivery = subscription.receive(timeout=PROMPT)
+        assert delivery is not None and delivery.attempt == 1
+        assert broker.inspect("jobs").scheduled == 0
+        delivery.nack()
+        again = subscription.receive(timeout=PROMPT)
+        assert again is not None and again.id == delivery.id, "the plain nack was held"
+        again.ack()

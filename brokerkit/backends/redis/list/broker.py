@@ -474,7 +474,8 @@ class RedisListBroker(ListSettling, Broker):
             with self._client.pipeline(transaction=True) as pipe:
                 pipe.llen(keys.queue)
                 pipe.zcard(keys.scheduled)
-                pipe.delete(keys.queue, keys.scheduled, keys.returned)
+                # raw elements' counts go too: an identical one pushed later starts at 0
+                pipe.delete(keys.queue, keys.scheduled, keys.returned, keys.attempts)
                 waiting, held, _ = pipe.execute()
                 return int(waiting) + int(held)
 

@@ -128,11 +128,19 @@ class StreamManagement:
             self._client.xgroup_setid(self.stream_key(topic), group, group_start(position))
 
     def delete_group(self, topic: str, group: str) -> bool:
-        """Delete ``group`` and its pending entries list; return whether it existed."""
+        """Delete ``group``, its pending entries list and what the backend keeps for it
+        (its delayed retries, wake stream, lease length and lost count), so that a
+        group made again under its name starts afresh; return whether it existed."""
+        topic = check_topic(topic)
+        key = self._keys.topic
         with translate_errors(self.url, topic):
-            existed = bool(self._client.xgroup_destroy(self.stream_key(topic), group))
-            self._client.delete(self._keys.topic(check_topic(topic), "wake", group))
-            return existed
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.xgroup_destroy(self.stream_key(topic), group)
+                pipe.delete(key(topic, "wake", group), key(topic, "delayed", group))
+                pipe.hdel(key(topic, "vt"), group)
+                pipe.hdel(key(topic, "lost"), group)
+                existed, *_ = pipe.execute()
+            return bool(existed)
 
     def delete_entries(self, topic: str, *positions: str) -> int:
         """Delete entries by id (``XDEL``); return how many existed. A group that
