@@ -503,6 +503,37 @@ async def test_a_receive_cancelled_during_its_fetch_strands_nothing(
 
 
 @run_async
+async def test_a_receive_cancelled_while_woken_hands_back_what_its_wake_up_leased(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    """The woken fetch hands its first element out and leases the rest behind it for
+    the next receive: a cancelled receive's hand-back takes those too, while the
+    subscription stays open."""
+    async with brokers_and_client(redis_target, prefix) as (connect, client):
+        broker = await connect("?client_name=woken", visibility_timeout=LONG_VT)
+        other = await connect()
+        subscription = await broker.subscribe("orders", prefetch=5)
+        assert await subscription.receive(timeout=0) is None  # idle: the next one blocks
+
+        async def blocked() -> bool:
+            clients = await client.client_list()
+            return any(c.get("name") == "woken" and c.get("cmd") == "blmove" for c in clients)
+
+        task = asyncio.ensure_future(subscription.receive(timeout=None))
+        await eventually(blocked, "the receive never blocked in BLMOVE")
+        ids = await other.publish_many("orders", range(3))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        back = await _receive_all(await other.subscribe("orders", prefetch=5), 3, timeout=5)
+        assert sorted(d.id for d in back) == sorted(ids), "a leased one was kept"
+        assert [d.attempt for d in back] == [1, 1, 1]
+        await other.ack(*back)
+        assert not subscription.closed
+        await subscription.close()
+
+
+@run_async
 async def test_leaving_async_for_early_strands_nothing(
     redis_target: RedisTarget, prefix: str
 ) -> None:

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from brokerkit._compat import Lock
+from brokerkit._compat import Lock, acquire
 from brokerkit._delivery import Delivery
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._durable import ReplicaWait
@@ -115,9 +115,29 @@ class ListSettling:
         they were. No attempt is counted and none is dead-lettered, since no handler saw
         them; those whose leases ran out are back already, counted as a rescuer counts."""
         if deliveries:
+            deliveries = [*deliveries, *self._take_early(deliveries)]
             with contextlib.suppress(StaleDelivery):
                 self._settle_script(deliveries, "return")
         self._mark(deliveries)
+
+    def _take_early(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """What the last wake-up of these deliveries' subscriptions leased behind the
+        element it handed out (see .woken_async): never returned either, so it goes
+        back with them (unless a fetch of theirs is under way, which returns it)."""
+        taken: list[Delivery] = []
+        for subscription in dict.fromkeys(d.subscription for d in deliveries):
+            state = subscription.state
+            if not isinstance(state, ConsumerState):
+                continue
+            if state.pending is not None:
+                confirm_lease(subscription, self._scripts["FETCH"], self._keeper)
+            if state.early and acquire(state.fetch_lock, 0):
+                try:
+                    taken += state.early
+                    state.early = []
+                finally:
+                    state.fetch_lock.release()
+        return taken
 
     def _settle_script(self, deliveries: Sequence[Delivery], mode: str, *extra: Any) -> None:
         with self._lease_lock:
