@@ -250,7 +250,12 @@ class Broker(Backend):
         )
         self._subscribe(subscription)
         with self._lock:
-            self._subscriptions.add(subscription)
+            closing = self._closed
+            if not closing:
+                self._subscriptions.add(subscription)
+        if closing:  # close() ran meanwhile and could not see this one: it ends here
+            subscription.close()
+            self._check_open()
         return subscription
 
     def consume(

@@ -16,6 +16,8 @@ from brokerkit import (
     ManualClock,
     StaleDelivery,
 )
+from brokerkit._subscription import Subscription
+from brokerkit.backends.memory import MemoryBroker
 
 
 @pytest.fixture
@@ -202,6 +204,39 @@ def test_closed_broker_refuses_work_and_hands_back_prefetched(clock: ManualClock
         with pytest.raises(BrokerClosed):
             sub.receive(timeout=0)
         assert [d.body for d in keeper.consume("t", timeout=0)] == [2, 3]
+
+
+def test_a_subscribe_that_close_overtakes_ends_closed_and_leases_nothing() -> None:
+    """close() cannot see a subscription whose subscribe is still under way (its
+    server round trip, here held on an event): that subscribe ends it and raises."""
+    entered, go_on = threading.Event(), threading.Event()
+
+    class Slow(MemoryBroker):
+        def _subscribe(self, subscription: Subscription) -> None:
+            entered.set()
+            assert go_on.wait(10)
+            super()._subscribe(subscription)
+
+    with brokerkit.connect("memory://overtaken") as keeper:
+        broker = Slow.from_url("memory://overtaken")
+        keeper.publish_many("t", [1, 2])
+        raised: list[BaseException] = []
+
+        def subscribe() -> None:
+            try:
+                broker.subscribe("t", prefetch=2)
+            except BaseException as exc:
+                raised.append(exc)
+
+        thread = threading.Thread(target=subscribe)
+        thread.start()
+        assert entered.wait(10)
+        broker.close()
+        go_on.set()
+        thread.join(10)
+        assert [type(exc) for exc in raised] == [BrokerClosed]
+        info = keeper.inspect("t")
+        assert (info.length, info.in_flight) == (2, 0)
 
 
 def test_invalid_topics_are_refused_and_nothing_is_published(broker: brokerkit.Broker) -> None:
