@@ -227,7 +227,7 @@ def _charset(content_type: str) -> str:
                 # a text codec, not one of Python's bytes-to-bytes ones (base64, rot13)
                 "".encode(charset)
                 return codecs.lookup(charset).name
-            except LookupError:
+            except (LookupError, ValueError):  # ("undefined" is a codec that refuses all)
                 raise SerializationError(
                     f"the content type {content_type!r} names the unknown charset "
                     f"{charset!r}; use utf-8"

@@ -145,6 +145,9 @@ def test_a_text_content_type_with_a_charset_that_cannot_hold_the_text_is_refused
         encode_body("héllo", "json", "text/plain; charset=ascii")
     with pytest.raises(SerializationError, match="unknown charset 'klingon'"):
         encode_body("hi", "json", "text/plain; charset=klingon")
+    # a codec Python knows that encodes nothing at all
+    with pytest.raises(SerializationError, match="unknown charset 'undefined'"):
+        encode_body("hi", "json", "text/plain; charset=undefined")
 
 
 @pytest.mark.parametrize("content_type", [7, b"text/plain", "", "  ", "text/\ud800"])
