@@ -14,6 +14,7 @@ from brokerkit.cli import main
 from brokerkit.cli._app import run
 from brokerkit.cli._check import Outcome, promise_of
 from brokerkit.cli._output import redact
+from tests.conftest import RedisTarget
 
 pytest.importorskip("typer")
 
@@ -53,6 +54,30 @@ def test_publish_json_body_and_stdin_lines(
     assert len(capsys.readouterr().out.split()) == 3
     bodies = [d.body for d in broker.consume("orders", timeout=0)]
     assert bodies == [{"orderId": 1}, "first", "second"]
+
+
+@pytest.mark.parametrize("bad_line", [3, 503])
+def test_publish_json_stdin_says_what_went_out_before_a_bad_line(
+    shared: tuple[str, brokerkit.Broker],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    bad_line: int,
+) -> None:
+    """A bad line before anything went out is a usage error (2); one after a first
+    batch went out is an error (1) that says how many were published."""
+    url, broker = shared
+    lines = [json.dumps(n) for n in range(1, bad_line)] + ["{bad", "7"]
+    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("\n".join(lines) + "\n"))
+    status = run(["publish", url, "orders", "-", "--json"])
+    captured = capsys.readouterr()
+    published = broker.inspect("orders").length
+    assert len(captured.out.split()) == published
+    assert f"line {bad_line} of stdin" in captured.err
+    if bad_line < 500:
+        assert (status, published) == (2, 0)
+    else:
+        assert (status, published) == (1, 500)
+        assert "the 500 message(s) read before it were published" in captured.err
 
 
 def test_consume_acks_what_it_prints(
@@ -118,7 +143,17 @@ def test_rescue_on_a_backend_without_one_is_a_clear_error(
     assert run(["rescue", "memory://", "orders"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("brokerkit: error: memory has no public rescue step")
+    assert "come back by themselves after the visibility timeout" in error
     assert "Traceback" not in error
+
+
+def test_rescue_on_a_backend_without_ack_says_nothing_comes_back(
+    capsys: pytest.CaptureFixture[str], redis_target: RedisTarget
+) -> None:
+    assert run(["rescue", redis_target.url("redis+pubsub"), "orders"]) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert "has no public rescue step" in error
+    assert "keeps no deliveries to come back (no ACK" in error
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
 from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect, list_backends
@@ -157,10 +158,15 @@ def find_rescue(broker: Broker) -> Callable[[str], Any]:
         method = getattr(broker, name, None)
         if callable(method):
             return method  # type: ignore[no-any-return]
+    why = (
+        "its unsettled deliveries come back by themselves after the visibility timeout"
+        if Capability.ACK in broker.capabilities
+        else "it keeps no deliveries to come back (no ACK: a message goes to whoever "
+        "listens when it is published)"
+    )
     raise BrokerError(
         f"{type(broker).describe()} has no public rescue step (a method named "
-        f"{' or '.join(RESCUE_METHODS)}): its unsettled deliveries come back by themselves "
-        "after the visibility timeout"
+        f"{' or '.join(RESCUE_METHODS)}): {why}"
     )
 
 

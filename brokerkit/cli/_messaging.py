@@ -17,7 +17,7 @@ from brokerkit._plugins import connect
 from brokerkit.cli._admin import TopicArg, stop_on_interrupt
 from brokerkit.cli._output import err, printable
 from brokerkit.cli._url import UrlArg, command
-from brokerkit.exceptions import BrokerClosed
+from brokerkit.exceptions import BrokerClosed, InvalidMessage
 
 __all__ = ["parse_headers", "register"]
 
@@ -72,12 +72,24 @@ def publish(
     published = 0
     with connect(url) as broker:
         if body == "-":
-            lines = (line.rstrip("\r\n") for line in sys.stdin)
-            for chunk in _chunks((_decode(line, as_json) for line in lines), _STDIN_BATCH):
-                for _ in range(count):
-                    ids = broker.publish_many(topic, chunk, headers=headers)
-                    sys.stdout.write("".join(f"{i}\n" for i in ids))
-                    published += len(ids)
+            values = (
+                _decode(line.rstrip("\r\n"), as_json, number)
+                for number, line in enumerate(sys.stdin, 1)
+            )
+            try:
+                for chunk in _chunks(values, _STDIN_BATCH):
+                    for _ in range(count):
+                        ids = broker.publish_many(topic, chunk, headers=headers)
+                        sys.stdout.write("".join(f"{i}\n" for i in ids))
+                        published += len(ids)
+            except typer.BadParameter as exc:
+                if not published:
+                    raise  # a usage error: nothing was sent
+                sys.stdout.flush()
+                raise InvalidMessage(
+                    f"{exc.message}; the {published} message(s) read before it were "
+                    "published (their ids are on stdout), none from that line on"
+                ) from None
         else:
             value = _decode(body, as_json)
             ids = broker.publish_many(topic, [value] * count, headers=headers)
@@ -92,16 +104,19 @@ def publish(
             )
 
 
-def _decode(text: str, as_json: bool) -> Any:
+def _decode(text: str, as_json: bool, line: int | None = None) -> Any:
     if not as_json:
         return text
+    where = "" if line is None else f"line {line} of stdin: "
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"not JSON: {exc}: {text[:60]!r}", param_hint="--json") from None
+        raise typer.BadParameter(
+            f"{where}not JSON: {exc}: {text[:60]!r}", param_hint="--json"
+        ) from None
     except RecursionError:
         raise typer.BadParameter(
-            "JSON nested too deeply to decode (publish it as text, without --json)",
+            f"{where}JSON nested too deeply to decode (publish it as text, without --json)",
             param_hint="--json",
         ) from None
 
