@@ -7,14 +7,19 @@ process without message plugins pays one attribute read per message, never a plu
 call. The flags start true: the first check loads the plugin manager (built-ins and
 entry points) and sets them from what is registered; registering or unregistering a
 plugin sets them again.
+
+Each implementation of a hook is called on its own, with its own ``try``: pluggy's
+own call stops at the first implementation that raises, so one buggy plugin would
+silently take the message away from every plugin called after it (the
+OpenTelemetry context injection, a Prometheus count).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
@@ -42,6 +47,49 @@ _SETTLE = (
 # may each find the same lease gone). Kept on the delivery, so it goes with it; an
 # empty dict no hook is ever handed.
 _LEASE_LOST: dict[str, Any] = {}
+
+
+class _ReportedScope(dict[str, Any]):
+    """The scope of a delivery received after its lost lease was reported (a prefetched
+    delivery a background renewal found gone while buffered): its hooks start and end
+    as any other's, but the loss is not reported again when its settlement is refused."""
+
+    __slots__ = ()
+
+
+class _Impl(NamedTuple):
+    """One plugin's implementation of a message hook, ready to call on its own."""
+
+    #: The implementation, or (a pluggy wrapper) a caller of just that plugin's.
+    function: Callable[..., object]
+    #: The hook arguments it takes positionally, by name; empty for a wrapper.
+    argnames: tuple[str, ...]
+    #: The keyword arguments it takes when given; ``None``: all (a wrapper's caller).
+    kwargnames: tuple[str, ...] | None
+    plugin_name: str
+
+
+def _impls(manager: pluggy.PluginManager, name: str) -> tuple[_Impl, ...]:
+    """The implementations of hook ``name``, in the order pluggy calls them."""
+    caller = getattr(manager.hook, name, None)
+    if caller is None:
+        return ()
+    hookimpls = caller.get_hookimpls()
+    found: list[_Impl] = []
+    # pluggy calls the last of the list first: wrappers, tryfirst, the later
+    # registered, trylast.
+    for impl in reversed(hookimpls):
+        if impl.hookwrapper or impl.wrapper:
+            # A wrapper is a generator pluggy must drive: it is called through pluggy
+            # around this plugin alone, so it too fails on its own.
+            others = [other.plugin for other in hookimpls if other is not impl]
+            whole = manager.subset_hook_caller(name, others)
+            found.append(_Impl(whole, (), None, impl.plugin_name))
+        else:
+            found.append(
+                _Impl(impl.function, tuple(impl.argnames), tuple(impl.kwargnames), impl.plugin_name)
+            )
+    return tuple(found)
 
 
 class ObservedPluginManager(pluggy.PluginManager):
@@ -76,8 +124,9 @@ class HookRelay:
         self.deliver = True
         #: Some plugin implements a settlement hook (or brokerkit_deliver_end).
         self.settle = True
-        # The message hooks some plugin implements: the others are never called.
-        self._implemented: frozenset[str] = frozenset()
+        # The implementations of each message hook some plugin implements, in call
+        # order; a hook no plugin implements is not a key, and is never called.
+        self._implemented: dict[str, tuple[_Impl, ...]] = {}
 
     def manager(self) -> pluggy.PluginManager:
         """The process's plugin manager, built on first use."""
@@ -97,12 +146,11 @@ class HookRelay:
             self._refresh(manager)
 
     def _refresh(self, manager: pluggy.PluginManager) -> None:
-        found = frozenset(
-            name
-            for name in {*_PUBLISH, *_DELIVER, *_SETTLE}
-            if getattr(manager.hook, name, None) is not None
-            and getattr(manager.hook, name).get_hookimpls()
-        )
+        found: dict[str, tuple[_Impl, ...]] = {}
+        for name in {*_PUBLISH, *_DELIVER, *_SETTLE}:
+            impls = _impls(manager, name)
+            if impls:
+                found[name] = impls
 
         def implemented(names: Iterable[str]) -> bool:
             return any(name in found for name in names)
@@ -113,12 +161,30 @@ class HookRelay:
         self.settle = implemented(_SETTLE)
 
     def _call(self, name: str, **kwargs: Any) -> None:
-        if name not in self._implemented:
+        """Call every implementation of hook ``name``, each on its own: one that raises
+        is logged and the others are still called. (The message hooks return nothing,
+        so there are no results to gather.)"""
+        impls = self._implemented.get(name)
+        if not impls:
             return
-        try:
-            getattr((self._manager or self.manager()).hook, name)(**kwargs)
-        except Exception:
-            log.exception("a %s hook failed; the message flow goes on", name, extra=_fields(kwargs))
+        for impl in impls:
+            try:
+                if impl.kwargnames is None:
+                    impl.function(**kwargs)
+                elif impl.kwargnames:
+                    impl.function(
+                        *[kwargs[arg] for arg in impl.argnames],
+                        **{arg: kwargs[arg] for arg in impl.kwargnames if arg in kwargs},
+                    )
+                else:
+                    impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception:
+                log.exception(
+                    "a %s hook failed (plugin %r); the other plugins and the message flow go on",
+                    name,
+                    impl.plugin_name,
+                    extra=_fields(kwargs),
+                )
 
     # -- publish ----------------------------------------------------------------------
 
@@ -165,8 +231,12 @@ class HookRelay:
         self.manager()
         if not (self.deliver or self.settle):
             return
-        scope: dict[str, Any] = {}
-        delivery._scope = scope
+        # A lease-lost mark is never replaced by a plain scope: the loss of a buffered
+        # delivery's lease was reported, and is not reported again on its settlement.
+        # Under the lock: a lease keeper may be marking it at this very moment.
+        with self._end_lock:
+            scope: dict[str, Any] = _ReportedScope() if delivery._scope is _LEASE_LOST else {}
+            delivery._scope = scope
         self._call("brokerkit_deliver_start", delivery=delivery, scope=scope)
 
     def deliver_end(self, delivery: Any, outcome: str, error: BaseException | None = None) -> None:
@@ -235,7 +305,9 @@ class HookRelay:
                     fresh.append((delivery, scope))
         if not fresh:
             return
-        self._call("brokerkit_on_lease_lost", deliveries=[d for d, _ in fresh])
+        unreported = [d for d, scope in fresh if not isinstance(scope, _ReportedScope)]
+        if unreported:
+            self._call("brokerkit_on_lease_lost", deliveries=unreported)
         for delivery, scope in fresh:
             if scope is not None:
                 self._call(
