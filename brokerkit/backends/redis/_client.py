@@ -22,6 +22,7 @@ from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
+    CREDENTIAL_ERRORS,
     connection_kwargs,
     ever_reached,
     note_reached,
@@ -77,24 +78,20 @@ def make_client(
     retry = redis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
     try:
         if deployment.kind == "cluster":
-            # A cluster never reached fails with "cannot be connected", not with a lost
-            # connection: after that, a lost connection is a node going away.
-            note_url_reached(url)
-            return cast(  # RedisCluster offers the commands the backends use
-                redis.Redis,
-                redis.RedisCluster.from_url(
-                    redis_url(url),
-                    startup_nodes=[
-                        redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call,unused-ignore]
-                        for h, p in deployment.hosts
-                    ],
-                    max_connections=2**31,
-                    retry=retry,
-                    retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                    **timeouts,
-                    **_DRIVER,
-                ),
+            cluster = redis.RedisCluster.from_url(
+                redis_url(url),
+                startup_nodes=[
+                    redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call,unused-ignore]
+                    for h, p in deployment.hosts
+                ],
+                max_connections=2**31,
+                retry=retry,
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                **timeouts,
+                **_DRIVER,
             )
+            _note_reached_once_answered(cluster, url)
+            return cast(redis.Redis, cluster)  # it offers the commands the backends use
         if deployment.kind == "sentinel":
             kwargs = connection_kwargs(url)
             of_sentinels = deployment.sentinel_kwargs(kwargs)
@@ -132,6 +129,26 @@ def make_client(
         raise ConnectionFailed(f"the Redis Cluster at {url} could not be reached: {exc}") from exc
     share_tls_context(client.connection_pool)
     return client
+
+
+def _note_reached_once_answered(cluster: Any, url: BrokerURL) -> None:
+    """Note ``url``'s cluster reached once a seed has told it the slots, never sooner: a
+    cluster never reached fails at once with "cannot be connected"; after that, a lost
+    connection is a node going away, ridden out. The sync client asks the seeds when it
+    is built; redis.asyncio's on its first command, in its ``initialize``, which is
+    wrapped here until it has once succeeded."""
+    if cluster.nodes_manager.slots_cache:
+        note_url_reached(url)
+        return
+    initialize = cluster.initialize
+
+    def initialized(*args: Any, **kwargs: Any) -> Any:
+        result = initialize(*args, **kwargs)
+        note_url_reached(url)
+        vars(cluster).pop("initialize", None)  # done: later commands skip this wrapper
+        return result
+
+    cluster.initialize = initialized
 
 
 def scan_topics(
@@ -220,12 +237,14 @@ class _MasterSSLConnection(_MasterConnection, redis.SSLConnection):
 
 
 def _connected(connection: Any, via: BrokerURL | None = None) -> None:
-    """A new connection is up: note that the server answered (and the Sentinel set
-    that named it, ``via``), then shake hands as redis-py does."""
+    """A new connection is up: shake hands as redis-py does (authenticate, select the
+    database), then note that the server answered (and the Sentinel set that named it,
+    ``via``). Noted only after the handshake: a server that refuses the credentials
+    was never reached, so its refusal is not ridden out as a lost connection."""
+    connection.on_connect()
     note_reached(getattr(connection, "host", "localhost"), getattr(connection, "port", 6379))
     if via is not None:
         note_url_reached(via)
-    connection.on_connect()
 
 
 class Reconnector:
@@ -235,7 +254,8 @@ class Reconnector:
     Used by consume loops, which must outlive a server restart; one-shot commands
     rely on the client's own short retry. A server this process has never reached is
     not waited for: the first failure is "could not connect" (after the client's own
-    short retry, each attempt bounded by :data:`CONNECT_TIMEOUT`).
+    short retry, each attempt bounded by :data:`CONNECT_TIMEOUT`), and refused
+    credentials are raised at once, however long the server has answered before.
     """
 
     def __init__(
@@ -258,6 +278,8 @@ class Reconnector:
                     result = operation()
             except ConnectionFailed as exc:
                 cause = exc.__cause__
+                if isinstance(cause, CREDENTIAL_ERRORS):
+                    raise  # refused credentials: waiting will not change them
                 unreachable = isinstance(cause, (RedisConnectionError, RedisTimeoutError)) or (
                     # "cannot be connected": no seed of a cluster answered
                     isinstance(cause, RedisClusterException)

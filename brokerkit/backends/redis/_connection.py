@@ -22,6 +22,7 @@ from brokerkit.exceptions import (
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "CREDENTIAL_ERRORS",
     "TOPOLOGY_ERRORS",
     "TRANSIENT_ERRORS",
     "connection_kwargs",
@@ -43,6 +44,14 @@ TOPOLOGY_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ClusterDownError,  # MasterDownError is one
     redis.exceptions.ReadOnlyError,
     redis.exceptions.SlotNotCoveredError,
+)
+
+#: The server refused the credentials (``WRONGPASS``, ``NOAUTH``, a password given to a
+#: server without one, an ``AUTH`` it does not take): never retried. redis-py makes
+#: :class:`redis.AuthenticationError` a ``ConnectionError``, so it is told apart first.
+CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
+    redis.AuthenticationError,
+    redis.exceptions.AuthenticationWrongNumberOfArgsError,
 )
 
 #: Errors after which trying again may succeed. A missing script means the server
@@ -122,7 +131,7 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
     """Turn redis-py errors into brokerkit's, never showing the password."""
     try:
         yield
-    except redis.AuthenticationError as exc:
+    except CREDENTIAL_ERRORS as exc:
         raise ConnectionFailed(f"Redis at {url} refused the credentials: {exc}") from exc
     except redis.exceptions.NoPermissionError as exc:
         raise _permission_denied(url, exc) from exc

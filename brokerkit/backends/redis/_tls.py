@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -57,8 +58,11 @@ class SharedContextSSLConnection(redis.SSLConnection):
 class AsyncSharedContextSSLConnection(aioredis.SSLConnection):
     """redis.asyncio's TLS connection, with its context taken from the shared ones."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        # Looked up in the connect step, as redis.asyncio builds its own context: a CA
+        # or certificate file that cannot be loaded then fails the connect, which
+        # redis-py reports as a ConnectionError (brokerkit's ConnectionFailed), as on
+        # the sync API, and a rotated file is read by the next connect.
         settings = self.ssl_context
         settings.context = _context(
             cert_reqs=settings.cert_reqs,
@@ -74,6 +78,7 @@ class AsyncSharedContextSSLConnection(aioredis.SSLConnection):
             min_version=settings.min_version,
             ciphers=settings.ciphers,
         )
+        return super()._connection_arguments()
 
 
 _Stamped = tuple[str, int, int] | None
