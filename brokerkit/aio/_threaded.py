@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -57,9 +58,24 @@ class ThreadedAsyncBroker(AsyncBroker):
         """A broker for ``url``, the sync backend built in a worker thread: building one
         may connect (kombu does), which must not block the event loop."""
         loop = asyncio.get_running_loop()
-        sync = await loop.run_in_executor(
-            None, functools.partial(cls.sync_class.from_url, url, **options)
-        )
+        abandoned = threading.Event()
+
+        def build() -> Broker:
+            sync = cls.sync_class.from_url(url, **options)
+            if abandoned.is_set():  # its opener was cancelled meanwhile: nobody's
+                sync.close()
+            return sync
+
+        building = loop.run_in_executor(None, build)
+        try:
+            sync = await asyncio.shield(building)
+        except asyncio.CancelledError:
+            # A worker thread cannot be stopped, and the broker it builds after all
+            # is nobody's: it closes it itself if it finishes after this, and one
+            # that finished before (its result not taken yet) is closed here.
+            abandoned.set()
+            building.add_done_callback(functools.partial(_close_unclaimed, loop))
+            raise
         return cls(sync.url, sync.options, sync)
 
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
@@ -158,6 +174,20 @@ class ThreadedAsyncBroker(AsyncBroker):
 
 
 _S = TypeVar("_S", Subscription, AsyncSubscription)
+
+
+def _close_unclaimed(loop: asyncio.AbstractEventLoop, building: asyncio.Future[Broker]) -> None:
+    """Close the sync broker a cancelled :meth:`ThreadedAsyncBroker.open` built, in a
+    worker thread (closing may wait on the network); closing twice does nothing."""
+    if building.cancelled() or building.exception() is not None:
+        return
+    sync = building.result()
+    if sync.closed:
+        return
+    try:
+        loop.run_in_executor(None, sync.close)
+    except RuntimeError:  # the loop's executor is shut down: the loop is ending
+        sync.close()
 
 
 def twin(kind: type[_S], broker: Any, subscription: Subscription | AsyncSubscription) -> _S:
