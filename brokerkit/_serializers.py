@@ -32,12 +32,23 @@ __all__ = [
     "check_content_type",
     "decode_body",
     "encode_body",
+    "json_object",
     "plain_data",
     "serializer_names",
 ]
 
 BINARY = "application/octet-stream"
 TEXT = "text/plain; charset=utf-8"
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object ``text`` holds, or None: not JSON, nested past the parser's
+    depth, or JSON of another kind (for headers another program may have written)."""
+    try:
+        found = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 @dataclass(frozen=True)

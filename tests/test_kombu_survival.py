@@ -25,6 +25,7 @@ from brokerkit._message import Message
 from brokerkit.backends.kombu._envelope import HEADER, decode, encode
 from brokerkit.exceptions import InvalidTopic
 from tests.kombu_rabbitmq import kombu_broker, rabbitmq, raw_connection
+from tests.strategies import json_values
 
 __all__ = ["kombu_broker", "rabbitmq"]
 
@@ -117,18 +118,9 @@ _values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=8,
 )
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(10**450), max_value=10**450)
-    | st.floats()
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=8,
-)
 _facts = st.one_of(
-    _json.map(json.dumps),
-    st.fixed_dictionaries({}, optional={"ts": _json, "h": _json}).map(json.dumps),
+    json_values.map(json.dumps),
+    st.fixed_dictionaries({}, optional={"ts": json_values, "h": json_values}).map(json.dumps),
     st.text(),
     st.binary(max_size=16),
     st.sampled_from(_HOSTILE),

@@ -23,7 +23,7 @@ from typing import Any
 
 from brokerkit._message import Message
 from brokerkit._schedule import finite_seconds
-from brokerkit._serializers import BINARY
+from brokerkit._serializers import BINARY, json_object
 
 __all__ = ["HEADER", "attempt_of", "decode", "encode"]
 
@@ -102,13 +102,8 @@ def _facts(text: Any) -> tuple[float, dict[str, str]] | None:
     brokerkit's."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    if not isinstance(text, str):
-        return None
-    try:
-        facts = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
-        return None
-    if not isinstance(facts, dict):
+    facts = json_object(text) if isinstance(text, str) else None
+    if facts is None:
         return None
     stamp = facts.get("ts")
     published_at = 0.0 if stamp is None else finite_seconds(stamp)

@@ -20,6 +20,7 @@ from typing import Any
 
 from brokerkit._message import Message
 from brokerkit._schedule import finite_seconds
+from brokerkit._serializers import json_object
 
 __all__ = [
     "META_HEADER",
@@ -100,13 +101,8 @@ def decode(
 
 def _envelope(topic: str, payload: bytes, text: object) -> Message | None:
     """The message ``Bk-Meta`` describes, or None if it is not brokerkit's."""
-    if not isinstance(text, str):
-        return None
-    try:
-        meta = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
-        return None
-    if not isinstance(meta, dict):
+    meta = json_object(text) if isinstance(text, str) else None
+    if meta is None:
         return None
     message_id, content_type = meta.get("id"), meta.get("ct")
     published_at = finite_seconds(meta.get("ts"))
