@@ -13,7 +13,6 @@ import dataclasses
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,11 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.cli._app import run
 from brokerkit.cli._url import URL_ENV
+from tests.test_worker import DEADLINE, wait_for
 
-#: Every wait on a condition in these tests gives up after this long.
-DEADLINE = 10.0
 #: The visibility timeout of the lease tests: short, so that a lease nobody renews
 #: runs out several times within the wait that proves none did.
 VISIBILITY = 0.5
-
-
-def wait_for(condition: Any, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    event = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        event.wait(0.01)
 
 
 def only_dead_letter(broker: brokerkit.Broker, topic: str) -> brokerkit.Delivery:
