@@ -13,6 +13,7 @@ import redis
 
 import brokerkit
 import brokerkit.aio
+from brokerkit import StaleDelivery
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from tests.conftest import RedisTarget
 from tests.redis_stream_aio_support import PROMPT, run
@@ -38,32 +39,33 @@ def _pending(client: redis.Redis, key: str) -> dict[str, int]:
 # -- entries trimmed while pending ------------------------------------------------------
 
 
-def test_entries_trimmed_or_deleted_while_held_are_still_acked_after_a_renewal(
+def test_entries_trimmed_or_deleted_while_held_are_counted_lost_by_a_renewal(
     make: Make, redis_client: redis.Redis
 ) -> None:
+    """Redis 7's XCLAIM drops a gone entry from the pending entries list: the renewal
+    counts it lost and reports it stale (never in silence), and renews the rest."""
     broker = make()
     subscription = broker.subscribe("jobs", group="g", prefetch=4)
     broker.publish_many("jobs", ["trimmed", "kept", "deleted", "last"])
     held = [subscription.receive(timeout=PROMPT) for _ in range(4)]
     assert all(d is not None for d in held)
-    trimmed, kept, deleted, _ = held
+    trimmed, kept, deleted, last = held
     key = broker.stream_key("jobs")
     ids = [d.receipt.entry_id for d in held]
     assert redis_client.xtrim(key, minid=ids[1], approximate=False) == 1
     assert redis_client.xdel(key, ids[2]) == 1
-    # those still there idle for an hour: the renewal must bring them back to 0 (an
-    # XCLAIM of a gone one would drop it from the pending entries list: Redis 7+)
+    # those still there idle for an hour: the renewal must bring them back to 0
     there = [ids[1], ids[3]]
     redis_client.xclaim(key, "g", kept.receipt.consumer, 0, there, idle=3_600_000, justid=True)
-    broker.extend(*held)  # the heartbeat's script, over all at once
+    with pytest.raises(StaleDelivery, match="trimmed away") as raised:
+        broker.extend(*held)  # the heartbeat's script, over all at once
+    assert {d.id for d in raised.value.deliveries} == {trimmed.id, deleted.id}
     pending = _pending(redis_client, key)
-    assert set(pending) == set(ids)  # none dropped
-    assert pending[ids[1]] < 60_000 and pending[ids[3]] < 60_000
-    trimmed.extend()  # alone as well: held, not stale
-    deleted.extend()
-    broker.ack(*held)
-    info = broker.inspect("jobs")
-    assert info.in_flight == 0 and info.lost_to_trimming == 0
+    assert set(pending) == set(there)
+    assert all(pending[i] < 60_000 for i in there)
+    assert broker.inspect("jobs").lost_to_trimming == 2
+    broker.ack(kept, last)
+    assert broker.inspect("jobs").in_flight == 0
 
 
 @pytest.mark.parametrize("delay", [None, 0.5])

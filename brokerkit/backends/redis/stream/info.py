@@ -25,7 +25,7 @@ class StreamGroupInfo(GroupInfo):
         are below the stream's first id): they can still be acked, but if they are
         never acked they cannot be redelivered.
     :ivar lost_to_trimming: pending entries found gone when a consumer tried to
-        reclaim, requeue, delay or hand them back; they were acked and counted here
+        renew, reclaim, requeue, delay or hand them back; they were counted here
         instead of being redelivered.
     """
 

@@ -29,9 +29,9 @@ class RedisStreamOptions(RedisOptions):
     trimmed. ``maxlen`` and ``max_age`` trim on every publish; ``delete_acked``
     deletes each entry once every group has acked it. Trimming ignores the
     pending entries lists: an entry trimmed while a consumer holds it can still
-    be acked (within a lease of its last renewal), but not redelivered: a requeue,
-    a delayed retry or a hand-back of it, or a reclaim after its lease ran out,
-    acks it and counts it lost. The broker's ``inspect`` counts such entries
+    be acked until its lease is next renewed (Redis 7+), but not redelivered: a
+    renewal, a requeue, a delayed retry or a hand-back of it, or a reclaim after its
+    lease ran out, counts it lost. The broker's ``inspect`` counts such entries
     (``trimmed_pending``, ``lost_to_trimming``).
     """
 

@@ -409,8 +409,9 @@ return 1
 """
 )
 
-# KEYS: stream.  ARGV: group, consumer, idle ms to set, the lowest id, the highest id,
-# then the ids.  Returns the ids that were not pending for this consumer (stale).
+# KEYS: stream, lost-counter hash.  ARGV: group, consumer, idle ms to set, the lowest
+# id, the highest id, then the ids.  Returns the ids that were not pending for this
+# consumer (stale), and those gone.
 #
 # One XPENDING over [lowest, highest], this consumer's entries only, finds what it
 # holds, and one XCLAIM (of up to 1,000 ids) renews them all: two commands a call,
@@ -419,42 +420,15 @@ return 1
 # its limit (the consumer holds many more entries between the bounds than the call
 # names): then it is looked up alone.
 #
-# An entry that is gone (trimmed or XDELed while this consumer holds it) is left
-# pending, unrenewed, and is not stale: its holder can still ack it. XCLAIM would
-# drop it from the pending entries list (Redis 7+), and the ack would then find it
-# stale. Left unrenewed, it is reclaimed once idle past the group's lease length,
-# and counted lost then (see FETCH). Telling the gone ones costs one XINFO STREAM a
-# call (it copies the first and last entries), and an XRANGE only for an id that may
-# have been XDELed (see `gone_test`; with `delete_acked`, most ids may): an XRANGE of
-# every id copies every body into Lua (200 held entries of 10 KB: 3.9 ms a call on
-# Redis 7.0, against 0.3 ms without and 0.35 ms with XINFO STREAM).
+# An entry that is gone (trimmed or XDELed while this consumer holds it) is one the
+# XCLAIM does not claim: Redis 7 drops it from the pending entries list. It can never
+# be delivered again: it is counted in the lost hash, as FETCH counts what it finds
+# gone, and reported with the stale (its ack then finds it stale). Telling it so
+# copies no entry into Lua: an XRANGE of each id, or an XINFO STREAM, would copy
+# bodies (200 held entries of 100 KB: 25 ms a call with an XRANGE each).
 RENEW = (
     _HELPERS
     + r"""
--- `gone(id)`: whether a held id's entry is gone, copying no entry where it can: an
--- id below the first entry's was trimmed, and none above max-deleted-entry-id (the
--- highest id XDEL removed) was deleted; only the ids between are looked up. When the
--- call's lowest id (`low`) is above both, no id is. Redis 6.2 has no
--- max-deleted-entry-id, and its XCLAIM keeps a gone entry pending: there every
--- entry is taken as present.
-local function present() return false end
-local function gone_test(key, low)
-  local info = redis.call('XINFO', 'STREAM', key)
-  local first, deleted
-  for i = 1, #info, 2 do
-    if info[i] == 'first-entry' then first = info[i + 1] and info[i + 1][1] end
-    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
-  end
-  if not deleted or (first and not id_less(low, first) and id_less(deleted, low)) then
-    return present
-  end
-  return function(id)
-    if not first or id_less(id, first) then return true end
-    if id_less(deleted, id) then return false end
-    return #redis.call('XRANGE', key, id, id) == 0
-  end
-end
-
 local key, group, consumer, idle = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local n = #ARGV
 local limit = 2 * (n - 5) + 100
@@ -463,22 +437,34 @@ local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], limi
 local cut = #range >= limit
 local mine = {}
 for i = 1, #range do mine[range[i][1]] = true end
-local stale, held, gone = {}, {}, nil
+local stale, held = {}, {}
 for i = 6, n do
   local id = ARGV[i]
   if mine[id] or (cut and owned(key, group, consumer, id)) then
-    gone = gone or gone_test(key, ARGV[4])
-    if not gone(id) then held[#held + 1] = id end
+    held[#held + 1] = id
   else
     stale[#stale + 1] = id
   end
 end
+local gone = 0
 for i = 1, #held, 1000 do
+  local last = math.min(i + 999, #held)
   local claim = {'XCLAIM', key, group, consumer, 0}
-  for j = i, math.min(i + 999, #held) do claim[#claim + 1] = held[j] end
+  for j = i, last do claim[#claim + 1] = held[j] end
   claim[#claim + 1], claim[#claim + 2], claim[#claim + 3] = 'IDLE', idle, 'JUSTID'
-  redis.call(unpack(claim))
+  local claimed = redis.call(unpack(claim))
+  if #claimed < last - i + 1 then
+    local got = {}
+    for _, id in ipairs(claimed) do got[id] = true end
+    for j = i, last do
+      if not got[held[j]] then
+        stale[#stale + 1] = held[j]
+        gone = gone + 1
+      end
+    end
+  end
 end
+if gone > 0 then count_lost(KEYS[2], group, gone) end
 return stale
 """
 )

@@ -348,7 +348,9 @@ class StreamSettling:
         stale = self._renew(deliveries, seconds)
         if stale:
             self._keeper.drop(stale)
-            raise StaleDelivery(stale, "another consumer claimed it after its lease ran out")
+            raise StaleDelivery(
+                stale, "another consumer claimed it after its lease ran out, or it was trimmed away"
+            )
 
     def _renew(self, deliveries: Sequence[Delivery], seconds: float | None) -> list[Delivery]:
         """Renew the leases of the entries still pending for their consumer, for
@@ -366,7 +368,8 @@ class StreamSettling:
                 ids = [d.receipt.entry_id for d in part]
                 low, high = min(ids, key=id_order), max(ids, key=id_order)
                 args = [group, consumer, idle, low, high, *ids]
-                calls.append((self._scripts.renew, [key], args))
+                lost = self._keys.topic(part[0].subscription.topic, "lost")
+                calls.append((self._scripts.renew, [key, lost], args))
                 parts.append(part)
         replies = self._run_settling(calls, flags_at=None)
         return _stale(parts, replies)
