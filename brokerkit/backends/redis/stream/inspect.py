@@ -26,6 +26,8 @@ _BACKDATED_MS = 10**12
 
 #: Pending entries read a call while looking for the longest-idle one.
 _PENDING_PAGE = 1000
+#: At most this many pages of the pending entries list are read for the age.
+_PENDING_PAGES = 10
 
 
 def inspect_stream(
@@ -143,11 +145,13 @@ def _longest_out(client: redis.Redis, key: str, group: str) -> float | None:
     None when no member holds one. Entries requeued or handed back and not claimed
     again (backdated to the epoch) and delayed retries (parked) are pending but out
     with nobody, so they are left out. The idle time, not the lowest id: a claim or a
-    renewal resets an entry's idle time, whatever its id. Reads the whole pending
-    entries list, :data:`_PENDING_PAGE` entries a call."""
+    renewal resets an entry's idle time, whatever its id. Reads the pending entries
+    list :data:`_PENDING_PAGE` entries a call, the first :data:`_PENDING_PAGES` pages
+    at most (the oldest ids: an inspect stays a few round trips however much is
+    pending)."""
     longest: int | None = None
     start = "-"
-    while True:
+    for _ in range(_PENDING_PAGES):
         page = client.xpending_range(key, group, start, "+", _PENDING_PAGE)
         for p in page:
             idle = int(str(p["time_since_delivered"]))
@@ -157,6 +161,7 @@ def _longest_out(client: redis.Redis, key: str, group: str) -> float | None:
             return None if longest is None else longest / 1000
         last = page[-1]["message_id"]
         start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+    return None if longest is None else longest / 1000
 
 
 def _oldest_waiting(
