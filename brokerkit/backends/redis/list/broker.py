@@ -416,8 +416,8 @@ class RedisListBroker(ListSettling, Broker):
             if state.early:  # leased by the last wake-up's call, never returned
                 unreturned, state.early = [*unreturned, *state.early], []
             super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
-            if state.reconcile:  # a lost reply may have left an element unleased: given
-                self._maintain(subscription)  # back while still listed (see rescue)
+            if state.reconcile and state.next_maintenance:  # it fetched, then lost a
+                self._maintain(subscription)  # reply: what it moved goes back
         finally:
             state.reader.close()  # its connection back to the pool
         # Returned-but-unsettled deliveries keep their leases (renewed while this

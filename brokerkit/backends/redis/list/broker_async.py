@@ -420,8 +420,8 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
             if state.early:  # leased by the last wake-up's call, never returned
                 unreturned, state.early = [*unreturned, *state.early], []
             await super()._unsubscribe(subscription, unreturned)  # hands back the unreturned
-            if state.reconcile:  # a lost reply may have left an element unleased: given
-                await self._maintain(subscription)  # back while still listed (see rescue)
+            if state.reconcile and state.next_maintenance:  # it fetched, then lost a
+                await self._maintain(subscription)  # reply: what it moved goes back
         finally:
             await state.reader.close()  # its connection back to the pool
         # Returned-but-unsettled deliveries keep their leases (renewed while this
