@@ -13,6 +13,7 @@ import dataclasses
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,9 @@ def test_an_asyncio_workers_handler_thread_left_running_keeps_its_lease() -> Non
 
             await broker.publish("jobs", 1)
             async with worker.running():
+                deadline = time.monotonic() + DEADLINE
                 while worker.stats()[0].in_flight == 0:
+                    assert time.monotonic() < deadline, "the handler never started"
                     await asyncio.sleep(0.01)
             assert not worker.drained
             other = await broker.subscribe("jobs")

@@ -222,6 +222,8 @@ class Link:
         from brokerkit._broker import DEFAULT_GROUP
 
         dead = f"{topic}.dlq"
+        if self.names.queue(dead, DEFAULT_GROUP) in self._declared:
+            return  # declared (and checked) already: a publish's usual case
         self.check_names(topic)
         self.ensure_queue(topic, DEFAULT_GROUP)
         self.ensure_queue(dead, DEFAULT_GROUP)
