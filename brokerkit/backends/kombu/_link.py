@@ -222,8 +222,9 @@ class Link:
         from brokerkit._broker import DEFAULT_GROUP
 
         dead = f"{topic}.dlq"
-        if self.names.queue(dead, DEFAULT_GROUP) in self._declared:
-            return  # declared (and checked) already: a publish's usual case
+        declared, queue = self._declared, self.names.queue
+        if queue(topic, DEFAULT_GROUP) in declared and queue(dead, DEFAULT_GROUP) in declared:
+            return  # both declared (and checked) already: a publish's usual case
         self.check_names(topic)
         self.ensure_queue(topic, DEFAULT_GROUP)
         self.ensure_queue(dead, DEFAULT_GROUP)
