@@ -9,6 +9,15 @@ mostly measure contention for them: what a message costs the CPUs then decides t
 rate. So each round also counts the consumers' CPU time (user and system, from the
 barrier to their last ack) and the server's (``INFO cpu``, over the round), per
 message.
+
+Every consumer has talked to the server once before the barrier (a ``PING``, or an
+``inspect``), as a consumer that has run for a while has: a process's first connection
+imports the ``idna`` codec (``socket.getaddrinfo`` encodes the host name with it), and
+that import's new objects set off a full garbage collection over everything the
+process imported (this module's spawned children import ``benchmarks.issue18`` too,
+about 50,000 objects): about 10 ms once per process, which at 5,000 messages a process
+doubled redis+list's CPU a message (the redis+list backend makes its first connection
+at its first fetch; redis+stream's subscribe had made one).
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ def _consume(url: str, side: str, key: str, barrier: Any, out: Any) -> None:
     if side == "raw stream":
         r: Any = redis.Redis.from_url(url)
         consumer = secrets.token_hex(4)
+        r.ping()  # connected before the clock starts, as the brokerkit sides are
         barrier.wait()
         first, cpu = time.monotonic(), _cpu_seconds()
         while True:
@@ -73,6 +83,7 @@ def _consume(url: str, side: str, key: str, barrier: Any, out: Any) -> None:
     else:
         broker = brokerkit.connect(_broker_url(url, side))
         with broker, broker.subscribe(key, group="g", prefetch=100) as subscription:
+            broker.inspect(key)  # connected before the clock starts (see the module)
             barrier.wait()
             first, cpu = time.monotonic(), _cpu_seconds()
             pending = []
