@@ -8,8 +8,10 @@ repeatable; default all):
   (:mod:`benchmarks.bodies`);
 - ``throughput``: consume+ack with prefetch 100 per body size, redis+list and
   redis+stream against raw redis-py's list and stream, in alternating rounds, with
-  the server time per message; and raw redis-py consuming a list that leases by
-  reference (:mod:`benchmarks.byref`: a design probe, no brokerkit code);
+  the server time per message; and two design probes, no brokerkit code: raw
+  redis-py consuming a list that leases by reference (:mod:`benchmarks.byref`), and
+  one that leases by moves and nothing else, the floor of a list queue
+  (:mod:`benchmarks.listfloor`);
 - ``bookkeeping``: with ``--held`` deliveries held by one consumer, the server time
   of a renewal round, an extend, an ack and a rescue of them all, target <= 5 ms
   each (:mod:`benchmarks.bookkeeping`);
@@ -24,7 +26,8 @@ repeatable; default all):
   (:mod:`benchmarks.scaling`).
 
 Writes ``issue18.md`` and ``issue18.json`` to ``--out`` (default
-``benchmarks/results/``).
+``benchmarks/results/``); a run of the scaling part alone writes
+``issue18-scaling.md`` and ``issue18-scaling.json`` instead.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import redis
 
 from benchmarks import bodies, bookkeeping, handback, paced, scaling
 from benchmarks.byref import RawListByReference
+from benchmarks.listfloor import RawListByMoves
 from benchmarks.report_server import server_cell, server_json
 from benchmarks.rounds import Side, interleave
 from benchmarks.run import RESULTS, _commit, _say, _sides, redis_at
@@ -60,6 +64,7 @@ _THROUGHPUT_SIDES = (
     "raw list",
     "raw stream",
     "raw list by reference",
+    "raw list by moves",
 )
 
 
@@ -136,15 +141,12 @@ def throughput_part(
         n = max(100, min(count, (50 << 20) // max(size, 1)))
         workload = Workload(count=n, size=size, batch=min(500, n), latency_count=10)
         sides, skipped, _ = _sides(url, workload, lambda s: s in _THROUGHPUT_SIDES, None)
-        by_reference = RawListByReference(lambda: redis.Redis.from_url(url), workload)
-        sides.append(
-            Side(
-                "raw list by reference",
-                by_reference.run,
-                by_reference.close,
-                frozenset({"consume_ack_p100"}),
-            )
-        )
+        for name, probe in (
+            ("raw list by reference", RawListByReference),
+            ("raw list by moves", RawListByMoves),
+        ):
+            bench = probe(lambda: redis.Redis.from_url(url), workload)
+            sides.append(Side(name, bench.run, bench.close, frozenset({"consume_ack_p100"})))
         meter = ServerMeter(url)
         try:
             run = interleave(
@@ -315,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scaling-rounds", type=int, default=3, help="rounds of each process count (scaling)"
     )
     parser.add_argument("--held", type=int, default=10_000, help="deliveries held (bookkeeping)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where issue18.md/json go")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where issue18[-scaling].md/json go"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     parts = args.part or list(DEFAULT_PARTS)
@@ -354,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     table = "\n".join(head + lines)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "issue18.md").write_text(table, encoding="utf-8")
-    (args.out / "issue18.json").write_text(
+    stem = "issue18-scaling" if parts == ["scaling"] else "issue18"
+    (args.out / f"{stem}.md").write_text(table, encoding="utf-8")
+    (args.out / f"{stem}.json").write_text(
         json.dumps({"meta": meta, **out}, indent=2) + "\n", encoding="utf-8"
     )
     print(table)
