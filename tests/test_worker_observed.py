@@ -109,3 +109,115 @@ def test_async_worker(observed: tuple[InMemorySpanExporter, CollectorRegistry]) 
 
     asyncio.run(main())
     check(exporter, registry)
+
+
+# -- hooks end for every delivery a worker received, whatever became of it ---------------
+
+
+def unsettled(exporter: InMemorySpanExporter, registry: CollectorRegistry) -> None:
+    """The one delivery the worker received ended its span and its histogram
+    ``"unsettled"``: it was neither acked nor nacked."""
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "process jobs"]
+    assert (span.attributes or {})["brokerkit.settlement"] == "unsettled"
+    labels = {"topic": "jobs", "group": "default", "outcome": "unsettled"}
+    assert registry.get_sample_value("brokerkit_handler_duration_seconds_count", labels) == 1
+
+
+def test_a_delivery_handed_back_by_a_stopping_worker_ends_its_span(
+    observed: tuple[InMemorySpanExporter, CollectorRegistry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop that comes while a slot receives: the delivery goes back unhandled. Before,
+    its span stayed open and its histogram never saw it, though delivered_total had
+    counted it."""
+    from brokerkit.worker._runner import Runner
+
+    exporter, registry = observed
+    runners: list[Runner] = []
+    started = Runner.start
+
+    def start(self: Runner) -> None:
+        runners.append(self)
+        started(self)
+
+    monkeypatch.setattr(Runner, "start", start)
+    handled: list[Any] = []
+    with brokerkit.connect(f"memory://worker-{uuid.uuid4().hex}") as broker:
+        worker = brokerkit.Worker(broker)
+
+        class StopOnDelivery:
+            @brokerkit.hookimpl
+            def brokerkit_deliver_start(self, delivery: Any, scope: dict[str, Any]) -> None:
+                worker.stop()  # as a signal would, while the slot receives this one
+                assert runners[0]._draining.wait(10)
+
+        @worker.handler("jobs")
+        def job(body: Any) -> None:
+            handled.append(body)
+
+        plugin = StopOnDelivery()
+        brokerkit.get_plugin_manager().register(plugin)
+        try:
+            broker.publish("jobs", 1)
+            worker.run()
+        finally:
+            brokerkit.get_plugin_manager().unregister(plugin)
+        assert handled == []
+        assert broker.inspect("jobs").length == 1  # handed back
+    unsettled(exporter, registry)
+
+
+def test_a_sync_handler_thread_left_running_ends_its_span_when_it_ends(
+    observed: tuple[InMemorySpanExporter, CollectorRegistry],
+) -> None:
+    exporter, registry = observed
+    gate = threading.Event()
+    with brokerkit.connect(f"memory://worker-{uuid.uuid4().hex}") as broker:
+        worker = brokerkit.Worker(broker, grace=0.1)
+
+        @worker.handler("jobs")
+        def slow(body: Any) -> None:
+            gate.wait(10)
+
+        broker.publish("jobs", 1)
+        try:
+            with worker.running():
+                wait_for(lambda: worker.stats()[0].in_flight == 1)
+            assert not worker.drained
+        finally:
+            gate.set()
+        wait_for(lambda: worker.stats()[0].in_flight == 0)
+    wait_for(lambda: len(exporter.get_finished_spans()) == 2)
+    unsettled(exporter, registry)
+
+
+def test_an_asyncio_workers_handler_thread_left_running_ends_its_span_when_it_ends(
+    observed: tuple[InMemorySpanExporter, CollectorRegistry],
+) -> None:
+    """Before: the asyncio worker never ended it (its slot was cancelled, and nothing
+    saw the thread end)."""
+    exporter, registry = observed
+    gate = threading.Event()
+
+    async def main() -> None:
+        async with brokerkit.aio.connect(f"memory://worker-{uuid.uuid4().hex}") as broker:
+            worker = brokerkit.aio.Worker(broker, grace=0.1)
+
+            @worker.handler("jobs")
+            def slow(body: Any) -> None:
+                gate.wait(10)
+
+            await broker.publish("jobs", 1)
+            async with worker.running():
+                deadline = time.monotonic() + 10
+                while worker.stats()[0].in_flight == 0:
+                    assert time.monotonic() < deadline, "the handler never started"
+                    await asyncio.sleep(0.01)  # polling with a deadline
+            assert not worker.drained
+            gate.set()
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
+    wait_for(lambda: len(exporter.get_finished_spans()) == 2)
+    unsettled(exporter, registry)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from brokerkit._compat import is_async_callable
+from brokerkit._hooks import RELAY
 
 __all__ = ["HandlerCall", "NotStarted", "Settleable"]
 
@@ -31,7 +32,8 @@ class HandlerCall:
     delivery: the handler not started yet, running in a thread, or started on the
     loop (or ended). A handler thread that ends after a hard stop abandoned it lets
     its delivery go (marks it settled: nobody renews its lease any more), so that it
-    comes back after the visibility timeout even while the broker stays open."""
+    comes back after the visibility timeout even while the broker stays open, and
+    ends its delivery hooks ``"unsettled"`` (with the handler's error, if it raised)."""
 
     PENDING = "pending"
     RUNNING_IN_THREAD = "running in a thread"
@@ -67,18 +69,23 @@ class HandlerCall:
                     raise NotStarted
                 self._state = self.RUNNING_IN_THREAD
             try:
-                return function(*args)
-            finally:
-                self._ended()
+                result = function(*args)
+            except BaseException as exc:
+                self._ended(exc if isinstance(exc, Exception) else None)
+                raise
+            self._ended(None)
+            return result
 
         return called
 
-    def _ended(self) -> None:
+    def _ended(self, error: Exception | None) -> None:
         with self._lock:
             self._state = self.STARTED
             if self._abandoned and not self._delivery.settled:
                 self._delivery._mark_settled()
                 self.dropped = True
+        if self.dropped:
+            RELAY.deliver_end(self._delivery, "unsettled", error)
 
     def abandon(self) -> str:
         """Where the call is now; a plain function not yet started never will be."""

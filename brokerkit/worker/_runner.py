@@ -420,6 +420,9 @@ class Runner:
             delivery._mark_settled()
 
     def _hand_back(self, delivery: Delivery) -> None:
+        """Hand ``delivery`` back, no attempt counted: its hooks end ``"unsettled"``
+        (the subscription handed it to the worker, so they started)."""
+        RELAY.deliver_end(delivery, "unsettled")
         with contextlib.suppress(BrokerError):
             self.broker._hand_back([delivery])
 
