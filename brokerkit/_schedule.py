@@ -81,7 +81,13 @@ def publish_delay(delay: object, at: object, now: float) -> float:
             f"got {type(at).__name__}"
         )
     else:
-        due = _seconds("at (epoch seconds)", at)
+        seconds = finite_seconds(at)
+        if seconds is None:
+            raise InvalidOption(
+                f"at (epoch seconds) must be a finite number, got "
+                f"{'a huge int' if isinstance(at, int) else repr(at)}"
+            )
+        due = seconds  # one in the past (before 1970 too) publishes at once
     return max(due - now, 0.0)
 
 

@@ -110,8 +110,10 @@ def test_no_delay_a_zero_delay_and_a_past_at_publish_now(broker: brokerkit.Broke
     broker.publish("t", 2, delay=0)
     broker.publish("t", 3, at=past)
     broker.publish("t", 4, at=past.timestamp())
+    broker.publish("t", 5, at=datetime.datetime(1969, 12, 31, 23, 59, tzinfo=UTC))
+    broker.publish("t", 6, at=-60.0)  # the same moment in epoch seconds (was refused)
     assert broker.inspect("t").scheduled == 0
-    assert _bodies(broker.subscribe("t")) == [1, 2, 3, 4]
+    assert _bodies(broker.subscribe("t")) == [1, 2, 3, 4, 5, 6]
 
 
 # -- the memory backend, on a ManualClock ------------------------------------------

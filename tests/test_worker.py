@@ -554,19 +554,28 @@ def test_a_slot_that_fails_outside_receiving_starts_over(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Backwards(RetryPolicy):
+class _Gives(RetryPolicy):
+    value: Any = -1.0
+
     def delay(self, attempt: int) -> float:
-        return -1.0
+        return self.value  # type: ignore[no-any-return]
 
 
+@pytest.mark.parametrize(
+    ("delay", "shown"),
+    [(-1.0, "-1.0"), (float("nan"), "nan"), (10**400, "1000000")],
+    ids=["negative", "nan", "an int past floats"],
+)
 def test_a_retry_policy_with_an_invalid_delay_is_logged_and_retried_at_once(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, delay: Any, shown: str
 ) -> None:
+    """Before, an int too large for a float raised OverflowError from the check: the
+    slot failed and started over instead."""
     with brokerkit.connect("memory://") as broker:
         worker = brokerkit.Worker(broker)
         attempts: list[int] = []
 
-        @worker.handler("t", retry=_Backwards())
+        @worker.handler("t", retry=_Gives(value=delay))
         def flaky(delivery: brokerkit.Delivery) -> None:
             attempts.append(delivery.attempt)
             if delivery.attempt == 1:
@@ -576,7 +585,9 @@ def test_a_retry_policy_with_an_invalid_delay_is_logged_and_retried_at_once(
         with worker.running():
             wait_for(lambda: attempts == [1, 2])
             wait_for(lambda: broker.inspect("t").in_flight == 0)
-        assert "gave the delay -1.0 for attempt 1" in caplog.text
+        assert f"gave the delay {shown}" in caplog.text
+        assert "for attempt 1" in caplog.text
+        assert "a slot failed" not in caplog.text
         (stats,) = worker.stats()
         assert (stats.processed, stats.failed, stats.retried) == (1, 1, 1)
 

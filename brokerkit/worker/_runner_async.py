@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 from typing import Any
@@ -23,7 +22,7 @@ from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import RELAY
 from brokerkit._logging import delivery_fields, log_fields
-from brokerkit._schedule import MAX_REASON_LENGTH
+from brokerkit._schedule import MAX_REASON_LENGTH, finite_seconds
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError
 from brokerkit.worker._call import HandlerCall, NotStarted
@@ -390,8 +389,8 @@ class AsyncRunner:
                 extra=delivery_fields([delivery]),
             )
             return 0.0
-        valid = isinstance(delay, (int, float)) and not isinstance(delay, bool)
-        if not (valid and math.isfinite(delay) and delay >= 0):
+        seconds = finite_seconds(delay)
+        if seconds is None or seconds < 0:
             log.error(
                 "handler %s: retry policy %r gave the delay %r for attempt %d (valid: a "
                 "finite number of seconds, 0 or more); retrying %s at once",
@@ -399,7 +398,7 @@ class AsyncRunner:
                 extra=delivery_fields([delivery]),
             )
             return 0.0
-        return float(delay)
+        return seconds
 
     async def _release(self, delivery: AsyncDelivery) -> None:
         """Settling ``delivery`` failed: let it go, so that it is not held (its lease
