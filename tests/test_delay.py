@@ -56,7 +56,8 @@ def _bodies(subscription: brokerkit.Subscription) -> list[object]:
         ({"delay": "5"}, "number of seconds"),
         ({"at": datetime.datetime(2030, 1, 1)}, "timezone-aware"),
         ({"at": "tomorrow"}, "aware datetime or epoch seconds"),
-        ({"at": -5.0}, "0 or more"),
+        ({"at": math.nan}, "finite"),
+        ({"at": -math.inf}, "finite"),
         ({"delay": 1, "at": 10.0}, "not both"),
     ],
 )
