@@ -23,24 +23,44 @@ __all__ = [
 RESERVED_HEADER_PREFIX = "x-dead-letter-"
 
 MAX_TOPIC_LENGTH = 200
+#: What :meth:`~brokerkit.Broker.dead_letter_topic` appends; up to this many of them
+#: do not count in a topic's length, so that every valid topic's dead-letter topic
+#: (and its dead-letter topic, and so on) is valid too.
+DEAD_LETTER_SUFFIX, MAX_DEAD_LETTER_LEVELS = ".dlq", 10
 _TOPIC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@=+-]*")
 _PATTERN = re.compile(r"[A-Za-z0-9_.:/@=+*?\[\]!-]+")
 _VALID = "letters, digits and _ . : / @ = + - (not starting with a punctuation mark)"
 
 
 def check_topic(topic: object) -> str:
-    """Return ``topic`` if it is a valid topic name; raise InvalidTopic saying why not."""
+    """Return ``topic`` if it is a valid topic name; raise InvalidTopic saying why not.
+
+    A topic is at most :data:`MAX_TOPIC_LENGTH` characters, not counting up to
+    :data:`MAX_DEAD_LETTER_LEVELS` ``.dlq`` suffixes at its end."""
     if not isinstance(topic, str):
         raise InvalidTopic(f"a topic must be a str, not {type(topic).__name__}")
     if not topic:
         raise InvalidTopic("a topic cannot be empty")
-    if len(topic) > MAX_TOPIC_LENGTH:
-        raise InvalidTopic(f"a topic is at most {MAX_TOPIC_LENGTH} characters, got {len(topic)}")
+    if len(topic) > MAX_TOPIC_LENGTH and len(_without_dead_letter_suffixes(topic)) > (
+        MAX_TOPIC_LENGTH
+    ):
+        raise InvalidTopic(
+            f"a topic is at most {MAX_TOPIC_LENGTH} characters (not counting up to "
+            f"{MAX_DEAD_LETTER_LEVELS} {DEAD_LETTER_SUFFIX} suffixes), got {len(topic)}"
+        )
     if _TOPIC.fullmatch(topic) is None:
         hint = ""
         if any(c in topic for c in "*?["):
             hint = "; to subscribe to a pattern pass pattern=True"
         raise InvalidTopic(f"invalid topic {topic!r}: a topic is made of {_VALID}{hint}")
+    return topic
+
+
+def _without_dead_letter_suffixes(topic: str) -> str:
+    for _ in range(MAX_DEAD_LETTER_LEVELS):
+        if not topic.endswith(DEAD_LETTER_SUFFIX):
+            break
+        topic = topic[: -len(DEAD_LETTER_SUFFIX)]
     return topic
 
 
