@@ -15,6 +15,7 @@ __all__ = [
     "check_headers",
     "check_pattern",
     "check_topic",
+    "is_topic",
     "topic_matches",
 ]
 
@@ -54,6 +55,15 @@ def check_topic(topic: object) -> str:
             hint = "; to subscribe to a pattern pass pattern=True"
         raise InvalidTopic(f"invalid topic {topic!r}: a topic is made of {_VALID}{hint}")
     return topic
+
+
+def is_topic(name: str) -> bool:
+    """Whether ``name`` is a valid topic (:func:`check_topic` would return it)."""
+    try:
+        check_topic(name)
+    except InvalidTopic:
+        return False
+    return True
 
 
 def _without_dead_letter_suffixes(topic: str) -> str:

@@ -228,3 +228,12 @@ def test_exporter_serves_topic_gauges(redis_target: RedisTarget, prefix: str) ->
     finally:
         exporter.send_signal(signal.SIGTERM)
         assert exporter.wait(timeout=30) == 143
+
+
+@pytest.mark.parametrize("command", ["topics", "top", "exporter"])
+def test_an_invalid_topic_given_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the exporter started and served the topic as down on every scrape."""
+    assert run([command, "memory://", "-t", "orders", "-t", 'bad topic"x']) == 2
+    assert "--topic" in capsys.readouterr().err

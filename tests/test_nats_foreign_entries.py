@@ -1,6 +1,7 @@
 """The NATS JetStream backend against bytes another program stored: an empty message
 with a ``Status`` header is a message (not the end of a pull), and a ``Bk-Meta`` that
-is not brokerkit's, however hostile, decodes as a raw message instead of raising."""
+is not brokerkit's, however hostile, decodes as a raw message instead of raising; a
+subject that carries no valid topic is left out of the topics listed."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 import brokerkit
 from brokerkit._message import Message
 from brokerkit.backends.nats._wire import META_HEADER, decode, encode_headers
+from brokerkit.cli._app import run
 from tests.strategies import json_values
 
 
@@ -80,6 +82,18 @@ def test_an_empty_message_with_a_status_header_is_delivered(
     assert (raw.content_type, dict(raw.headers)) == ("application/octet-stream", {"Status": "404"})
     info = broker.inspect("t")
     assert (info.in_flight, info.dead_lettered) == (0, 0)
+
+
+def test_a_subject_that_is_no_topic_is_not_listed(
+    nats: Callable[..., Any], nats_url: str, nats_prefix: str
+) -> None:
+    """Before, it was listed, and `brokerkit topics` and `top` failed on every topic
+    of the broker (inspect refused the name), the exporter showing it down for ever."""
+    broker = nats()
+    broker.publish("orders", 1)  # makes the stream
+    _store_raw(nats_url, f"{nats_prefix}.-bad$name", [(b"x", {})])
+    assert broker.topics() == ["orders"]
+    assert run(["topics", f"{nats_url}?prefix={nats_prefix}", "--json"]) == 0
 
 
 # A Bk-Meta whose publish time is not a finite number: each must come out raw.

@@ -21,10 +21,11 @@ from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
 from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect
+from brokerkit._topics import check_topic, is_topic
 from brokerkit.cli._admin import stop_on_interrupt
 from brokerkit.cli._output import err, out
 from brokerkit.cli._url import UrlArg, command
-from brokerkit.exceptions import Unsupported
+from brokerkit.exceptions import InvalidTopic, Unsupported
 
 __all__ = ["Snapshot", "register", "snapshot", "topic_names"]
 
@@ -51,6 +52,8 @@ def topic_names(broker: Broker) -> list[str]:
         ) from exc
     names = set()
     for name in listed:
+        if not is_topic(name):  # a plugin that lists what it cannot inspect
+            continue
         names.add(name[: -len(DLQ)] if name.endswith(DLQ) and len(name) > len(DLQ) else name)
     return sorted(names)
 
@@ -123,9 +126,24 @@ def topics_table(current: Snapshot, where: str, previous: Snapshot | None = None
     return table
 
 
+def _topics_given(names: list[str] | None) -> list[str] | None:
+    """Each --topic checked before anything connects (a usage error names it)."""
+    for name in names or ():
+        try:
+            check_topic(name)
+        except InvalidTopic as exc:
+            raise typer.BadParameter(str(exc), param_hint="--topic") from None
+    return names
+
+
 OnlyOpt = Annotated[
     list[str] | None,
-    typer.Option("--topic", "-t", help="Only this topic (repeat for more); default: every one."),
+    typer.Option(
+        "--topic",
+        "-t",
+        help="Only this topic (repeat for more); default: every one.",
+        callback=_topics_given,
+    ),
 ]
 
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from brokerkit._inspect import GroupInfo, TopicInfo
+from brokerkit._topics import is_topic
 from brokerkit.backends.nats._client import STREAM_NOT_FOUND, NatsClient
 from brokerkit.backends.nats._wire import parse_description, subject_for
 from brokerkit.exceptions import BrokerError, ConfigurationError
@@ -89,7 +90,8 @@ async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: 
 
 
 async def list_topics(client: NatsClient, stream: str) -> list[str]:
-    """The topics with a message in the stream, or a group."""
+    """The topics with a message in the stream, or a group. A subject that carries no
+    valid topic (another program published it) is left out."""
     info = await client.api(
         f"STREAM.INFO.{stream}", {"subjects_filter": f"{stream}.>"}, "list the topics"
     )
@@ -98,7 +100,7 @@ async def list_topics(client: NatsClient, stream: str) -> list[str]:
         named = parse_description(consumer.get("config", {}).get("description"))
         if named is not None:
             found.add(named[0])
-    return sorted(found)
+    return sorted(topic for topic in found if is_topic(topic))
 
 
 def topic_of(stream: str, subject: str) -> str:
