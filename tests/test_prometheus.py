@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -155,3 +157,37 @@ def test_topic_collector_reports_a_failed_inspect_as_down() -> None:
         registry.register(TopicCollector(broker, ["orders"]))
     # closed: every inspect now fails with BrokerClosed, a BrokerError
     assert 'brokerkit_topic_up{topic="orders"} 0.0' in generate_latest(registry).decode()
+
+
+def test_without_ack_a_nack_is_no_retry_and_a_failed_handler_no_dead_letter(
+    metrics: tuple[BrokerkitMetrics, CollectorRegistry], redis_broker: Any
+) -> None:
+    """On redis+pubsub (no ACK, no DEAD_LETTER) a nack only marks the delivery
+    settled. Before, retried_total counted it, and the worker's histogram said a
+    failed handler's message was dead-lettered (it was dropped: a nack)."""
+    _, registry = metrics
+    broker = redis_broker("redis+pubsub")
+    with broker.subscribe("t") as subscription:
+        broker.publish("t", 1)
+        delivery = subscription.receive(timeout=10)
+        assert delivery is not None
+        delivery.nack(requeue=True)
+    labels = {"topic": "t", "group": "default"}
+    assert value(registry, "brokerkit_messages_nacked_total", **labels) == 1
+    assert value(registry, "brokerkit_messages_retried_total", **labels) == 0
+
+    worker = brokerkit.Worker(broker)
+    failed = threading.Event()
+
+    @worker.handler("w")
+    def boom(body: Any) -> None:
+        failed.set()
+        raise RuntimeError("boom")
+
+    with worker.running():
+        broker.publish("w", 1)
+        assert failed.wait(10)
+    histogram = "brokerkit_handler_duration_seconds_count"
+    on_w = {"topic": "w", "group": "default"}
+    assert value(registry, histogram, **on_w, outcome="nack") == 1
+    assert value(registry, histogram, **on_w, outcome="dead-letter") == 0

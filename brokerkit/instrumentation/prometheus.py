@@ -49,6 +49,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from brokerkit._capabilities import Capability
 from brokerkit._hooks import get_plugin_manager
 from brokerkit._logging import log_fields
 from brokerkit.exceptions import BrokerError
@@ -160,8 +161,10 @@ class BrokerkitMetrics:
     def brokerkit_on_nack(self, deliveries: Sequence[Any], requeue: bool) -> None:
         for delivery in deliveries:
             self.nacked.labels(*_labels(delivery)).inc()
-        if requeue:
-            limit = deliveries[0].broker.options.max_deliveries if deliveries else None
+        broker = deliveries[0].broker if deliveries else None
+        if requeue and broker is not None and Capability.ACK in broker.capabilities:
+            # (without ACK a nack only marks a delivery settled: nothing comes again)
+            limit = broker.options.max_deliveries
             for delivery in deliveries:
                 if limit is None or delivery.attempt < limit:
                     self.retried.labels(*_labels(delivery)).inc()

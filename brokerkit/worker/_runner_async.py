@@ -278,10 +278,14 @@ class AsyncRunner:
                 self._dropped(delivery, exc)
                 return
             if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
-                retried = Capability.ACK in self.broker.capabilities and not (
-                    self._limit is not None and delivery.attempt >= self._limit
+                # what _failed does: a nack that dead-letters at the limit, or, without
+                # ACK, at once (where the backend has a dead-letter topic at all)
+                capabilities = self.broker.capabilities
+                dead = Capability.DEAD_LETTER in capabilities and (
+                    Capability.ACK not in capabilities
+                    or (self._limit is not None and delivery.attempt >= self._limit)
                 )
-                RELAY.deliver_end(delivery, "nack" if retried else "dead-letter", exc)
+                RELAY.deliver_end(delivery, "dead-letter" if dead else "nack", exc)
             await self._failed(delivery, exc)
             return
         if call.dropped:
