@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import types
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -185,3 +186,23 @@ def test_trace_crosses_processes(
     assert process.parent.is_remote
     assert (process.attributes or {})["messaging.system"] == "redis"
     assert (process.attributes or {})["server.port"] == redis_target.port
+
+
+@pytest.mark.parametrize(
+    ("url", "system"),
+    [
+        ("memory://", "memory"),
+        ("redis+list://h:6379/0", "redis"),
+        ("rediss+stream://h:6379/0", "redis"),
+        ("kombu+amqp://h//", "rabbitmq"),
+        ("kombu+pyamqp://h//", "rabbitmq"),  # was "kombu"
+        ("kombu+redis://h:6379/0", "redis"),  # was "kombu"
+        ("nats://h:4222", "nats"),
+    ],
+)
+def test_messaging_system_names_the_servers_kind(url: str, system: str) -> None:
+    from brokerkit._url import BrokerURL
+    from brokerkit.instrumentation.opentelemetry import _system
+
+    broker = types.SimpleNamespace(url=BrokerURL.parse(url))
+    assert _system(broker) == system

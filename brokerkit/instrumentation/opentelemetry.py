@@ -52,7 +52,14 @@ from brokerkit.hookspecs import hookimpl
 __all__ = ["BrokerkitInstrumentor", "current_span"]
 
 _instruments = ("pybrokerkit >= 0.1",)
-_SYSTEMS = {"rediss": "redis", "kombu+amqp": "rabbitmq", "kombu+amqps": "rabbitmq"}
+#: messaging.system by scheme (the backend family's name, else): the server's kind
+_SYSTEMS = {
+    "rediss": "redis",
+    "kombu+amqp": "rabbitmq",
+    "kombu+amqps": "rabbitmq",
+    "kombu+pyamqp": "rabbitmq",
+    "kombu+redis": "redis",
+}
 _SPAN = "otel.span"
 
 
