@@ -87,5 +87,5 @@ def test_a_held_message_is_the_vector_member(case: dict[str, Any]) -> None:
     assert held_member(message.id, header, message.payload) == held["stream"]
     # The stream member splits back into the header and the body, as the script does.
     tag, length, rest = held["stream"].split(b"\n", 2)
-    assert tag == message.id.encode()
+    assert tag == b"S00000000" + message.id.encode()  # the first of its batch
     assert (rest[: int(length)], rest[int(length) :]) == (header.encode(), message.payload)

@@ -191,7 +191,7 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
             elements = [m.payload for m in messages]
         else:
             elements = [_envelope.encode(m) for m in messages]
-        members = [schedule.hold_member(m.id, e) for m, e in zip(messages, elements, strict=True)]
+        members = schedule.hold_members([m.id for m in messages], elements)
         plan = self._topic(topic)
         delay_ms = max(math.ceil(delay * 1000), 1)
         for start in range(0, len(members), _PUSH_CHUNK):

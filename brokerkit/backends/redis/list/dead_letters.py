@@ -82,7 +82,15 @@ local function dead_letter(inner, reason, deliveries)
   header['h']['x-dead-letter-reason'] = reason
   header['h']['x-original-topic'] = TOPIC
   header['h']['x-deliveries'] = tostring(deliveries)
-  redis.call('LPUSH', DLQ, 'BK1' .. cjson.encode(header) .. '\n' .. payload)
+  -- cjson writes numbers to 14 significant digits: the time goes in as 17, which read
+  -- back as the same double (a time the header holds as text stays as it was)
+  local ts = header['ts']
+  if type(ts) == 'number' then header['ts'] = nil end
+  local json = cjson.encode(header)
+  if type(ts) == 'number' then
+    json = '{"ts":' .. string.format('%.17g', ts) .. ',' .. string.sub(json, 2)
+  end
+  redis.call('LPUSH', DLQ, 'BK1' .. json .. '\n' .. payload)
 end
 
 """

@@ -273,7 +273,8 @@ end
 
 -- Move up to limit held messages due by t to the queue, in due order: delayed
 -- publishes to the tail (as LPUSH would), delayed retries to the head (as an
--- immediate requeue would). Returns how many moved.
+-- immediate requeue would). Returns how many moved. A member is a tag, '\n' and the
+-- element: a tag 'R...' is a retry's, any other a publish's (see schedule.hold_member).
 local function release_due(t, limit)
   local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', t, 'LIMIT', 0, limit)
   if #due == 0 then return 0 end

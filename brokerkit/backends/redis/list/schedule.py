@@ -3,12 +3,14 @@ for the keys, the arguments every script shares and the ``scheduled`` members)."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from brokerkit.backends.redis.list.preamble import with_preamble
 
-__all__ = ["HOLD", "RELEASE", "hold_member"]
+__all__ = ["HOLD", "RELEASE", "hold_member", "hold_members"]
 
-#: ARGV[7] delay ms; ARGV[8...] members (``P<message id>\n<element>``), all due at
-#: the server's now + delay. Returns ms until the next held message is due.
+#: ARGV[7] delay ms; ARGV[8...] members (:func:`hold_members`), all due at the server's
+#: now + delay. Returns ms until the next held message is due.
 HOLD = with_preamble(
     r"""
 local t = now_ms()
@@ -34,8 +36,18 @@ return {moved, next_due_wait(t)}
 )
 
 
-def hold_member(message_id: str, element: bytes) -> bytes:
-    """The ``scheduled`` member of a delayed publish: the id keeps members unique
-    (two equal payloads are two messages) and, ids being time-ordered, orders
-    messages due in the same millisecond by publish order."""
-    return b"P" + message_id.encode() + b"\n" + element
+def hold_member(message_id: str, element: bytes, position: int = 0) -> bytes:
+    """The ``scheduled`` member of a delayed publish, ``S<position><message id>\\n<element>``:
+    ``position`` is the message's index in its batch, 8 hex digits, so that a batch, all
+    due in the same millisecond, comes out in the order given (Redis orders members of
+    equal score by their bytes; ids are not always in publish order: their counter wraps,
+    the clock may step back); the id keeps members unique (two equal payloads are two
+    messages). The release reads the element after the first ``\\n`` whatever the tag
+    before it, so ``P<message id>\\n<element>``, as earlier versions wrote it, is released
+    as well."""
+    return b"S%08x%s\n%s" % (position, message_id.encode(), element)
+
+
+def hold_members(message_ids: Sequence[str], elements: Sequence[bytes]) -> list[bytes]:
+    """The members of a delayed batch, each at its position (:func:`hold_member`)."""
+    return [hold_member(*pair, i) for i, pair in enumerate(zip(message_ids, elements, strict=True))]

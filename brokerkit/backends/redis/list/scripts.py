@@ -79,7 +79,8 @@ its reply.
 
 A message held for a due time (``publish(delay=)``, ``nack(delay=)``) waits in
 ``scheduled``, scored by its due time in server milliseconds, as
-``P<message id>\n<element>`` (a delayed publish) or ``R<receipt>\n<element>`` (a
+``S<position><message id>\n<element>`` (a delayed publish, its position in its batch
+in 8 hex digits: see :func:`.schedule.hold_member`) or ``R<receipt>\n<element>`` (a
 delayed retry, the element as a hand-back would requeue it: wrapped, or raw with its
 count in ``attempts``); the tag keeps members unique. Once due, every script that
 fetches or rescues moves it to the queue (:func:`release_due` in the preamble): a

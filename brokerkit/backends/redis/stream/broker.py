@@ -72,7 +72,7 @@ from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.reaping import StreamReaping
-from brokerkit.backends.redis.stream.scheduling import PARKING, held_member
+from brokerkit.backends.redis.stream.scheduling import PARKING, held_members
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.backends.redis.stream.settle import StreamSettling
 from brokerkit.exceptions import InvalidOption
@@ -222,7 +222,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         """Hold the messages outside the stream, in the topic's ``scheduled`` set, due
         ``delay`` seconds from the server's now (rounded up to the millisecond)."""
         key = self._keys.topic(topic, "scheduled")
-        members = [held_member(m.id, stream_header(m), m.payload) for m in messages]
+        members = held_members(messages)
         delay_ms = max(math.ceil(delay * 1000), 1)
         calls = [
             (self._scripts.hold, [key], [delay_ms, *members[start : start + PUBLISH_CHUNK]])

@@ -15,7 +15,12 @@ encoding; the scripts of :mod:`.scripts` that fetch and nack use :data:`DUE_HELP
 
 from __future__ import annotations
 
-__all__ = ["DUE_HELPERS", "HOLD", "PARKING", "RELEASE_BATCH", "held_member"]
+from collections.abc import Sequence
+
+from brokerkit._message import Message
+from brokerkit.backends.redis._stream_fields import stream_header
+
+__all__ = ["DUE_HELPERS", "HOLD", "PARKING", "RELEASE_BATCH", "held_member", "held_members"]
 
 #: The consumer that holds a group's delayed retries while they wait; no
 #: subscription may take this name.
@@ -41,7 +46,7 @@ local function release_publishes(key, scheduled, now, field, maxlen, minid, how)
     + r""")
   if #due == 0 then return 0 end
   for _, m in ipairs(due) do
-    -- <id>\n<header length>\n<header><body>
+    -- <tag>\n<header length>\n<header><body> (the tag: see held_member)
     local a = string.find(m, '\n', 1, true)
     local b = a and string.find(m, '\n', a + 1, true)
     local n = b and tonumber(string.sub(m, a + 1, b - 1))
@@ -70,7 +75,7 @@ end
 """
 )
 
-#: KEYS: the topic's scheduled ZSET. ARGV: delay ms, members (:func:`held_member`).
+#: KEYS: the topic's scheduled ZSET. ARGV: delay ms, members (:func:`held_members`).
 #: Returns how many were held.
 HOLD = r"""
 local t = redis.call('TIME')
@@ -88,10 +93,19 @@ return #ARGV - 1
 """
 
 
-def held_member(message_id: str, header: str, payload: bytes) -> bytes:
-    """The ``scheduled`` member of a delayed publish: ``<id>\\n<header length>\\n<header>
-    <body>``. The id keeps members unique and, ids being time-ordered, orders messages
-    due in the same millisecond by publish order."""
+def held_member(message_id: str, header: str, payload: bytes, position: int = 0) -> bytes:
+    """The ``scheduled`` member of a delayed publish: ``<tag>\\n<header length>\\n<header>
+    <body>``, the tag ``S<position><message id>``. ``position`` is the message's index in
+    its batch, 8 hex digits, so that a batch, all due in the same millisecond, comes out
+    in the order given (Redis orders members of equal score by their bytes; ids are not
+    always in publish order: their counter wraps, the clock may step back); the id keeps
+    members unique. The release skips the tag whatever it holds, so a member as earlier
+    versions wrote it, tagged ``<message id>`` alone, is released as well."""
     head = header.encode()
-    tag = message_id.replace("\n", " ").encode()
+    tag = b"S%08x%s" % (position, message_id.replace("\n", " ").encode())
     return b"%s\n%d\n%s%s" % (tag, len(head), head, payload)
+
+
+def held_members(messages: Sequence[Message]) -> list[bytes]:
+    """The members of a delayed batch, each at its position (:func:`held_member`)."""
+    return [held_member(m.id, stream_header(m), m.payload, i) for i, m in enumerate(messages)]
