@@ -5,6 +5,7 @@ connection loss with backoff and jitter."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import time
@@ -79,7 +80,7 @@ def make_client(
     try:
         if deployment.kind == "cluster":
             cluster = redis.RedisCluster.from_url(
-                redis_url(url),
+                redis_url(_without_retry_on_timeout(url)),
                 startup_nodes=[
                     redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call,unused-ignore]
                     for h, p in deployment.hosts
@@ -106,11 +107,10 @@ def make_client(
                 redis.Redis,
                 sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
                     deployment.master,
-                    max_connections=2**31,
                     retry=retry,
                     retry_on_error=[RedisConnectionError, RedisTimeoutError],
                     redis_connect_func=functools.partial(_connected, via=url),
-                    **{**kwargs, **timeouts},
+                    **{"max_connections": 2**31, **kwargs, **timeouts},
                     **_DRIVER,
                 ),
             )
@@ -129,6 +129,14 @@ def make_client(
         raise ConnectionFailed(f"the Redis Cluster at {url} could not be reached: {exc}") from exc
     share_tls_context(client.connection_pool)
     return client
+
+
+def _without_retry_on_timeout(url: BrokerURL) -> BrokerURL:
+    """``url`` without ``retry_on_timeout``, which redis.asyncio's ``RedisCluster``
+    refuses. A cluster client retries a timeout whatever it says: ``retry_on_error``
+    holds ``TimeoutError``, and redis-py's cluster nodes retry nothing themselves."""
+    query = {key: value for key, value in url.query.items() if key != "retry_on_timeout"}
+    return dataclasses.replace(url, query=query)
 
 
 def _note_reached_once_answered(cluster: Any, url: BrokerURL) -> None:

@@ -94,7 +94,7 @@ def ever_reached(url: BrokerURL) -> bool:
     """Whether this process has ever connected to the Redis that ``url`` names."""
     if url.hosts in _reached_deployments:
         return True
-    return (url.host or "localhost", url.port or 6379) in _reached
+    return (url.host or "localhost", 6379 if url.port is None else url.port) in _reached
 
 
 def redis_url(url: BrokerURL, *, hide_password: bool = False) -> str:
@@ -106,7 +106,7 @@ def redis_url(url: BrokerURL, *, hide_password: bool = False) -> str:
     plain = BrokerURL(
         scheme="rediss" if tls else "redis",
         host=url.host or "localhost",
-        port=url.port or 6379,
+        port=6379 if url.port is None else url.port,
         username=url.username,
         password=url.password,
         path=f"/{database}",
@@ -141,6 +141,9 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
                 f"the TLS certificate of Redis at {url} was not accepted: {exc}; trust its CA "
                 "with ssl_ca_certs=/path/to/ca.pem (or fix the host name in the URL)"
             ) from exc
+        if type(exc).__name__ == "MasterNotFoundError":  # redis.sentinel's or redis.asyncio's
+            error, cause = _no_master(url, exc)
+            raise error from cause
         raise _lost(url, exc) from exc
     except redis.exceptions.NoScriptError as exc:
         raise ConnectionFailed(
@@ -185,10 +188,72 @@ def _permission_denied(url: BrokerURL, exc: Exception) -> PermissionDenied:
     )
 
 
-def _lost(url: BrokerURL, exc: Exception) -> ConnectionFailed:
+def _lost(url: BrokerURL, exc: Exception | str) -> ConnectionFailed:
     if ever_reached(url):
         return ConnectionFailed(f"lost the connection to Redis at {url}: {exc}")
     return ConnectionFailed(
         f"could not connect to Redis at {url}: nothing answered ({exc}); check the host, "
         "the port and that the server runs"
     )
+
+
+#: One sentinel's failure in redis-py's "No master found" message: the sentinel's
+#: client (a long repr, whose ``host=...,port=...`` is kept), `` - ``, and the error,
+#: ``auth:AuthenticationError: <reply>`` (redis-py 8) or ``AuthenticationError('<reply>')``.
+_SENTINEL_FAILURE = re.compile(
+    r"host=(?P<host>[^,]*),port=(?P<port>\d+).*?\)> - (?:\w+:)?(?P<kind>\w+)"
+    r"(?:: (?P<text>.*?)|\((?P<quoted>.*?)\))?(?=, <redis\.|\Z)",
+    re.DOTALL,
+)
+_NOT_A_SENTINEL = re.compile(r"unknown command [`']sentinel[`']", re.IGNORECASE)
+_SERVICE = re.compile(r"No master found for (?P<name>'[^']*'|\"[^\"]*\")")
+_REFUSALS = frozenset(error.__name__ for error in CREDENTIAL_ERRORS)
+
+
+def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseException]:
+    """The error for redis-py's ``MasterNotFoundError`` (no sentinel named a master that
+    is up), and its cause, told apart by what the sentinels answered: refused
+    credentials (caused by a :class:`redis.AuthenticationError`, so never retried), a
+    server that is not a sentinel (a :class:`ConfigurationError` when no host of the URL
+    is one: nothing to wait for), nothing at all, or no master of that name. The
+    sentinels' clients, which redis-py's message shows in full, are left out."""
+    message = str(exc)
+    found = _SERVICE.search(message)
+    master = found.group("name") if found else "of that name"
+    failures = [
+        (
+            f"{m.group('host')}:{m.group('port')}",
+            m.group("kind"),
+            (m.group("text") or m.group("quoted") or "").strip(" '\""),
+        )
+        for m in _SENTINEL_FAILURE.finditer(message)
+    ]
+    refused = "; ".join(f"{where}: {text}" for where, kind, text in failures if kind in _REFUSALS)
+    if refused:
+        refusal = redis.AuthenticationError(refused)
+        refusal.__cause__ = exc
+        return ConnectionFailed(
+            f"the sentinels at {url} refused the credentials ({refused}); sentinel_password= "
+            "is the sentinels' own password, the URL's password is the master's"
+        ), refusal
+    strangers = [where for where, _, text in failures if _NOT_A_SENTINEL.search(text)]
+    if strangers:
+        what = "is not a sentinel" if len(strangers) == 1 else "are not sentinels"
+        message = (
+            f"{', '.join(strangers)} in {url} {what} (unknown command 'SENTINEL'): a URL "
+            "with sentinel= lists the sentinels (port 26379 by default), not the Redis "
+            "servers they watch"
+        )
+        if len(strangers) < len(url.hosts):  # another host may be a sentinel, down for now
+            return ConnectionFailed(message), exc
+        return ConfigurationError(message), exc
+    detail = "; ".join(f"{where}: {text or kind}" for where, kind, text in failures)
+    if len(failures) >= len(url.hosts):
+        return _lost(url, f"no sentinel answered: {detail}"), exc
+    unreached = f" ({detail})" if detail else ""
+    if ever_reached(url):
+        return _lost(url, f"the sentinels name no master {master} that is up{unreached}"), exc
+    return ConnectionFailed(
+        f"the sentinels at {url} know no master {master} that is up{unreached}: check that "
+        "sentinel= is the name in their 'sentinel monitor' line and that the master runs"
+    ), exc
