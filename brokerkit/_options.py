@@ -38,7 +38,10 @@ class BrokerOptions:
     A field whose type is ``int``, ``float``, ``bool`` or ``str`` (or ``X | None``)
     can be given in the URL's query string; any field can be given as a keyword
     to :func:`brokerkit.connect`. Unknown names and bad values raise
-    :class:`~brokerkit.InvalidOption` naming the valid ones.
+    :class:`~brokerkit.InvalidOption` naming the valid ones. In the query, ``none``
+    or ``null`` unsets an ``X | None`` option, and so does an empty value unless the
+    option is text: an empty text stays empty, for the option's own check to judge
+    (``sentinel=`` with an unset variable is refused, not read as no Sentinel).
     """
 
     #: How bodies that are neither bytes nor str are encoded: ``json`` or ``msgpack``.
@@ -88,22 +91,33 @@ class BrokerOptions:
         """Options from a query string and keywords; keywords win.
 
         ``ignore`` names query keys the backend reads itself (a driver's own
-        connection arguments, say), which are neither checked nor kept.
+        connection arguments, say), which are neither checked nor kept; a typo of
+        one is suggested as it. An unknown option, or the value of one, that follows
+        a secret in the query (``sentinel_password=pw&...``) is never quoted: it may
+        be the end of the secret, split at a raw ``&``.
         """
         hints = _hints(cls)
         valid = cls.names()
         values: dict[str, Any] = {}
+        previous = ""
         for name, text in query.items():
+            after_secret = previous if _is_secret(previous) else ""
+            previous = name
             if name in ignore:
                 continue
-            _check_known(name, valid, backend)
+            _check_known(name, valid, backend, driver_keys=ignore, after_secret=after_secret)
             if name in cls.keyword_only:
                 raise InvalidOption(
                     f"the {backend} option {name!r} cannot be given in a URL; "
                     "pass it as a keyword to brokerkit.connect()"
                 )
-            values[name] = _convert(name, text, hints[name], backend)
+            values[name] = _convert(name, text, hints[name], backend, hidden=bool(after_secret))
         for name, value in keywords.items():
+            if name in ignore and name not in valid:
+                raise InvalidOption(
+                    f"{name!r} is a connection option of the {backend} driver: give it in "
+                    f"the URL's query string (?{name}=...), not as a keyword"
+                )
             _check_known(name, valid, backend)
             if isinstance(value, str) and name not in cls.keyword_only:
                 value = _convert(name, value, hints[name], backend)
@@ -156,20 +170,39 @@ def _hints(cls: type) -> dict[str, Any]:
     return hints
 
 
-def _check_known(name: str, valid: list[str], backend: str) -> None:
+def _check_known(
+    name: str,
+    valid: list[str],
+    backend: str,
+    *,
+    driver_keys: frozenset[str] = frozenset(),
+    after_secret: str = "",
+) -> None:
+    """Refuse an unknown option, naming the valid ones (``driver_keys`` among them,
+    the query keys the driver reads) and the closest; never quoting one that follows
+    the secret option ``after_secret``."""
     if name in valid:
         return
-    close = get_close_matches(name, valid, n=1)
+    listed = f"valid options: {', '.join(sorted(valid))}"
+    if driver_keys:
+        listed += f"; and the driver's connection options: {', '.join(sorted(driver_keys))}"
+    if after_secret:
+        raise InvalidOption(
+            f"an unknown option follows {after_secret!r} in the {backend} URL; it is not "
+            f"shown, as it may be the end of {after_secret}'s value, split at a raw '&': "
+            f"percent-encode '&' in the value as %26; {listed}"
+        )
+    close = get_close_matches(name, [*valid, *driver_keys], n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise InvalidOption(
-        f"unknown option {name!r} for {backend}; {hint}valid options: {', '.join(sorted(valid))}"
-    )
+    raise InvalidOption(f"unknown option {name!r} for {backend}; {hint}{listed}")
 
 
-def _convert(name: str, text: str, hint: Any, backend: str) -> Any:
-    """Turn a query-string value into the field's type."""
+def _convert(name: str, text: str, hint: Any, backend: str, *, hidden: bool = False) -> Any:
+    """Turn a query-string value into the field's type; an error shows the value
+    unless it is a secret or ``hidden``."""
     kinds = _kinds(hint)
-    if type(None) in kinds and text.lower() in {"", "none", "null"}:
+    unset = {"none", "null"} if str in kinds else {"", "none", "null"}
+    if type(None) in kinds and text.lower() in unset:
         return None
     for kind in kinds:
         if kind is bool:
@@ -186,9 +219,8 @@ def _convert(name: str, text: str, hint: Any, backend: str) -> Any:
         elif kind is str:
             return text
     expected = " or ".join(_describe(k) for k in kinds)
-    raise InvalidOption(
-        f"the {backend} option {name}={_shown(name, text)} is not valid: expected {expected}"
-    )
+    shown = _shown(name, text, hidden=hidden)
+    raise InvalidOption(f"the {backend} option {name}={shown} is not valid: expected {expected}")
 
 
 def _check_type(name: str, value: Any, hint: Any, backend: str) -> None:
@@ -207,11 +239,11 @@ def _check_type(name: str, value: Any, hint: Any, backend: str) -> None:
         )
 
 
-def _shown(name: str, value: Any) -> str:
+def _shown(name: str, value: Any, *, hidden: bool = False) -> str:
     """How an error message quotes the value of option ``name``: never the value of a
-    secret (``sentinel_password``...), only its type, as it may be the secret itself
-    or a near miss of it."""
-    if _is_secret(name):
+    secret (``sentinel_password``...), nor a ``hidden`` one (which may be part of
+    one), only its type, as it may be the secret itself or a near miss of it."""
+    if hidden or _is_secret(name):
         return f"*** (type {type(value).__name__})"
     if isinstance(value, int) and not -(10**20) < value < 10**20:
         return "a huge int"

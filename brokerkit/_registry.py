@@ -174,11 +174,15 @@ class BackendRegistry:
         if info is not None:
             return info
         hint = None
-        if scheme in ("redis", "rediss", "unix"):
-            prefix = "rediss" if scheme == "rediss" else "redis"
-            options = ", ".join(repr(s.replace("redis", prefix, 1)) for s in _REDIS_SCHEMES)
+        if scheme in ("redis", "rediss"):
+            options = ", ".join(repr(s.replace("redis", scheme, 1)) for s in _REDIS_SCHEMES)
             hint = (
                 f"a bare {scheme!r} does not say which Redis structure to use; use one of {options}"
+            )
+        elif scheme == "unix":
+            hint = (
+                "Unix sockets are not supported: the Redis backends reach a server by host "
+                "and port, as in 'redis+stream://localhost:6379/0'"
             )
         raise UnknownScheme(scheme, self.schemes(), hint=hint)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, urlsplit
 
 from brokerkit.exceptions import InvalidURL
 
@@ -29,7 +29,9 @@ class BrokerURL:
     about a URL never quotes its password, whatever its form: a mistyped ``://``
     and user-info that would not parse are masked too, and user-info holding an
     unencoded ``/ ? # @ + =`` is refused with :class:`~brokerkit.InvalidURL`
-    rather than guessed at.
+    rather than guessed at; so is a secret query value holding an unencoded ``+``
+    (read as a space), ``#`` (which would cut it short) or ``&`` followed by what is
+    not an option (which would split it). A port is a number from 1 to 65535.
     """
 
     scheme: str
@@ -41,6 +43,14 @@ class BrokerURL:
     query: Mapping[str, str] = field(default_factory=dict)
     #: The hosts after the first of a comma-separated list, as (host, port) pairs.
     more_hosts: tuple[tuple[str, int | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        for _, port in self.hosts:
+            if port is not None and not 1 <= port <= _MAX_PORT:
+                raise InvalidURL(
+                    f"{self.render()!r} names port {port}: a port is a number from 1 to "
+                    f"{_MAX_PORT} (leave it out for the backend's default)"
+                )
 
     @property
     def hosts(self) -> tuple[tuple[str, int | None], ...]:
@@ -69,6 +79,7 @@ class BrokerURL:
                 f"as in 'memory://' or 'redis+stream://localhost:6379/0'{hint}"
             )
         _check_userinfo(url)
+        _check_query_secrets(url)
         url, more_hosts = _split_hosts(url)
         try:
             parts = urlsplit(url)
@@ -76,7 +87,8 @@ class BrokerURL:
         except ValueError:
             # The driver's message may quote part of the password: say what to fix instead.
             raise InvalidURL(
-                f"{_masked(url)!r} is not a valid URL: the port must be a number, and "
+                f"{_masked(url)!r} is not a valid URL: the port must be a number from 1 "
+                f"to {_MAX_PORT}, and "
                 "/ ? # @ + = : in a user name or password must be percent-encoded "
                 "(%2F %3F %23 %40 %2B %3D %3A)"
             ) from None
@@ -120,7 +132,7 @@ class BrokerURL:
             query = dict(self.query)
             if hide_password:
                 query = {k: _MASK if _is_secret(k) else v for k, v in query.items()}
-            text += "?" + urlencode(query, safe="*")
+            text += "?" + urlencode(query, safe="*", quote_via=quote)
         return text
 
     @property
@@ -159,6 +171,39 @@ def _check_userinfo(url: str) -> None:
         )
 
 
+def _check_query_secrets(url: str) -> None:
+    """Refuse a secret query value (``sentinel_password=``, ``token=``...) that a query
+    parser would read otherwise than written: a raw ``+`` (a space to the parser), a
+    ``#`` after it (the parser would cut the value there), an ``&`` after it followed
+    by what is not an option (the parser would split the value, and show its tail as
+    an unknown option). The message names the option, never the URL.
+    """
+    scheme = url.partition("://")[0]
+    before_fragment, fragment_mark, _ = url.partition("#")
+    _, query_mark, query = before_fragment.partition("?")
+    if not query_mark:
+        return
+    segments = query.split("&")
+    for index, segment in enumerate(segments):
+        key, equals, value = segment.partition("=")
+        if not equals or not _is_secret(unquote_plus(key)):
+            continue
+        following = segments[index + 1] if index + 1 < len(segments) else None
+        if "+" in value:
+            problem = "a raw '+', which a query parser reads as a space"
+        elif following is None and fragment_mark:
+            problem = "a raw '#', where a URL parser would cut it short"
+        elif following is not None and not _OPTION.fullmatch(following):
+            problem = "a raw '&', where a query parser would split it in two"
+        else:
+            continue
+        raise InvalidURL(
+            f"the value of {unquote_plus(key)!r} in a {scheme}:// URL holds {problem}; "
+            "percent-encode the value (+ %2B, & %26, # %23) with "
+            "urllib.parse.quote(value, safe=''); the URL is not shown, as it holds the secret"
+        )
+
+
 def _split_hosts(url: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
     """``url`` with only the first of a comma-separated host list, and the others
     parsed as (host, port) pairs."""
@@ -179,7 +224,7 @@ def _split_hosts(url: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
         if parsed is None or port == -1 or not parsed.hostname or parsed.netloc != other:
             raise InvalidURL(
                 f"{_masked(url)!r} lists the host {other!r}, which is not host or host:port "
-                "with a numeric port; list hosts as h1:7000,h2:7001"
+                f"with a numeric port from 1 to {_MAX_PORT}; list hosts as h1:7000,h2:7001"
             )
         more.append((unquote(parsed.hostname), port))
     if not first:
@@ -189,6 +234,9 @@ def _split_hosts(url: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
 
 #: Characters that must be percent-encoded in a user name or password.
 _ENCODE_IN_USERINFO = "/?#@+="
+_MAX_PORT = 65535
+#: ``name=value`` as every option is written: what may follow a secret query value.
+_OPTION = re.compile(r"[a-z_][a-z0-9_]*=.*", re.S)
 
 
 def _ats(text: str) -> list[int]:
@@ -217,17 +265,21 @@ def _masked(url: str) -> str:
     """``url`` with whatever could be a password replaced by ``***``, even when the URL
     does not parse: a missing or mistyped ``://`` (``redis+stream:/u:pw@host``,
     ``u:pw@host``), an unencoded ``@`` or ``/`` in the password. Everything up to the
-    last ``@`` but the user name is masked; a query value that names a secret too."""
+    last ``@`` but the user name is masked; a query value that names a secret too, up
+    to the next ``&`` that starts an option.
+
+    Without ``//``, the text before the first colon may be a scheme or a user name
+    (``app:pass:word@host``): only it is kept, and the rest up to the last ``@`` masked.
+    """
     match = _SCHEME_PREFIX.match(url)
     prefix = match.group() if match else ""
     rest = url[len(prefix) :]
-    if prefix and "@" not in rest and "@" in url:  # "user:pw@host": "user:" is no scheme
-        prefix, rest = "", url
     if "@" in rest:
         userinfo, _, hostpart = rest.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        if ":" not in userinfo and prefix and not prefix.endswith("/"):
-            user, prefix = prefix[:-1], ""  # "user:pw@host": the "scheme" was the user name
+        if not prefix or prefix.endswith("//"):
+            user = userinfo.split(":", 1)[0]
+        else:
+            user, prefix = "", prefix.rstrip("/")
         if any(c in user for c in "/?#"):
             user = ""
         rest = f"{user}:{_MASK}@{hostpart}" if user else f"{_MASK}@{hostpart}"
@@ -240,7 +292,9 @@ def _is_secret(key: str) -> bool:
     return any(word in lowered for word in ("password", "passwd", "secret", "token"))
 
 
-#: ``password=...``, ``ssl_password=...``, ``token=...`` in a query string.
+#: ``password=...``, ``ssl_password=...``, ``token=...`` in a query string, the value
+#: running to the next ``&`` that starts an option (a raw ``&`` or ``#`` may be in it).
 _SECRET_QUERY_VALUE = re.compile(
-    r"((?:^|[?&])[^=&#]*(?:password|passwd|secret|token)[^=&#]*=)[^&#]*", re.I
+    r"((?:^|[?&])[^=&#]*(?i:password|passwd|secret|token)[^=&#]*=)"
+    r"(?:[^&]|&(?![a-z_][a-z0-9_]*=))*"
 )

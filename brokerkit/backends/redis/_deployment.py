@@ -13,7 +13,8 @@ from brokerkit.exceptions import InvalidURL
 
 __all__ = ["Deployment"]
 
-_TRUE = {"1", "true", "yes", "on"}
+#: The query keys that say which deployment a URL names.
+_DEPLOYMENT_KEYS = ("cluster", "sentinel", "sentinel_password")
 
 
 @dataclass(frozen=True)
@@ -33,19 +34,26 @@ class Deployment:
 
     @classmethod
     def of(cls, url: BrokerURL, options: RedisOptions | None = None) -> Deployment:
-        """The deployment ``url`` (and the options, which win over its query) names.
+        """The deployment ``url`` names, as read by ``options`` (which win over its
+        query); without options, its query's deployment keys are read exactly as
+        :class:`RedisOptions` reads them (``cluster=True`` is a cluster either way).
 
         :raises InvalidURL: several hosts without ``cluster=true`` or ``sentinel=``; a
             database other than 0 on a cluster; ``cluster`` and ``sentinel`` together
             (options refuse that first); no host with either.
+        :raises InvalidOption: without options, a deployment key of the query that
+            :class:`RedisOptions` refuses (``cluster=maybe``, an empty ``sentinel=``).
         """
-        cluster = options.cluster if options else url.query.get("cluster", "") in _TRUE
-        sentinel = options.sentinel if options else url.query.get("sentinel")
-        sentinel_password = (
-            options.sentinel_password if options else url.query.get("sentinel_password")
-        )
+        if options is None:
+            deployment_query = {k: v for k, v in url.query.items() if k in _DEPLOYMENT_KEYS}
+            options = RedisOptions.build(deployment_query, {}, backend=url.scheme)
+        cluster, sentinel = options.cluster, options.sentinel
+        sentinel_password = options.sentinel_password
         default_port = 26379 if sentinel is not None else 6379
-        hosts = tuple((host or "localhost", port or default_port) for host, port in url.hosts)
+        hosts = tuple(
+            (host or "localhost", default_port if port is None else port)
+            for host, port in url.hosts
+        )
         database = redis_database(url)
         if cluster and sentinel is not None:
             raise InvalidURL(f"{url} names both cluster=true and sentinel=; give one")
