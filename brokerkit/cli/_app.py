@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -17,8 +20,12 @@ from brokerkit.exceptions import BrokerError, PluginError
 
 __all__ = ["DEBUG_ENV", "build_app", "run"]
 
-#: Set to 1 to see the traceback of an error instead of its one line.
+#: Set to 1 to see the traceback of an error instead of its one line, and every log
+#: line of the library (DEBUG and up).
 DEBUG_ENV = "BROKERKIT_DEBUG"
+#: Services, run until stopped, whose log is part of what they show: the library's
+#: warnings are printed too (a handler's failure, a topic the exporter could not inspect).
+_LOGGING_COMMANDS = frozenset({"worker", "exporter"})
 
 # typer's usage errors are click's (vendored by newer typer): reach them through the
 # public BadParameter instead of importing click.
@@ -82,8 +89,18 @@ def run(argv: list[str]) -> int:
     Every error, a usage error (status 2) or a broker's (status 1), is one line on
     stderr, ``brokerkit: error: ...``, with any URL password masked; a traceback only
     with ``BROKERKIT_DEBUG=1``. Ctrl-C exits 130 (128 + SIGINT), SIGTERM 143.
+
+    The library's log lines (the ``brokerkit`` loggers) go to stderr: errors, one line
+    each; warnings too, with tracebacks, for ``worker`` and ``exporter``; every line
+    with ``BROKERKIT_DEBUG=1``. So a driver retrying a connection does not bury the one
+    line that says what failed. A program that configured logging keeps its own.
     """
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    with _library_logging(argv, debug):
+        return _run(argv, debug)
+
+
+def _run(argv: list[str], debug: bool) -> int:
     shown = [*argv, os.environ.get(URL_ENV, "")]
     try:
         command = typer.main.get_command(build_app())
@@ -114,6 +131,53 @@ def run(argv: list[str]) -> int:
         _fail(f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for details)", shown)
         return 1
     return status if isinstance(status, int) else 0
+
+
+@contextmanager
+def _library_logging(argv: list[str], debug: bool) -> Iterator[None]:
+    """While a command runs, the ``brokerkit`` loggers write to stderr as :func:`run`
+    promises; left alone when the program has configured logging itself."""
+    logger = logging.getLogger("brokerkit")
+    if logger.handlers or logging.getLogger().handlers:
+        yield
+        return
+    name = next((arg for arg in argv if not arg.startswith("-")), "")
+    handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    elif name in _LOGGING_COMMANDS:
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    else:
+        handler.setLevel(logging.ERROR)
+        handler.setFormatter(_OneLine(_LOG_FORMAT))
+    previous = logger.level
+    if debug:
+        logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+_LOG_FORMAT = "brokerkit: %(levelname)s %(name)s: %(message)s"
+
+
+class _OneLine(logging.Formatter):
+    """A record on one line: its exception as ``(Type: message)``, not a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        plain = logging.makeLogRecord(
+            {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+        )
+        text = super().format(plain)
+        if exc is not None:
+            text += f" ({type(exc).__name__}: {exc})"
+        return " ".join(text.split())
 
 
 def _usage_message(exc: Exception) -> str:

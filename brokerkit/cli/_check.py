@@ -3,7 +3,9 @@
 The suite runs in a child pytest, on a test module written for the run; the URL
 (password included) reaches the child through its environment, never its argv, where
 ``ps`` would show it. The child reports each test as it finishes, one JSON line in a
-file that this process follows, so that results stream with a progress bar.
+file that this process follows, so that results stream with a progress bar. SIGINT or
+SIGTERM to this process ends the child (and waits for it) before the run's keys are
+deleted.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ import typer
 from rich.markup import escape
 
 from brokerkit._url import BrokerURL
+from brokerkit.cli._admin import Interrupt, stop_on_interrupt
 from brokerkit.cli._output import err, out, progress_bar
 from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import UrlArg, command
@@ -37,6 +40,8 @@ CHILD_URL_ENV = "BROKERKIT_CHECK_URL"
 _EVENTS_ENV = "BROKERKIT_CHECK_EVENTS"
 #: How often the parent looks for new results.
 _POLL = 0.1
+#: How long the child gets to end after SIGINT before it is killed.
+_CHILD_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -177,8 +182,12 @@ def run_contracts(
     ``on_outcome`` as each one finishes. A Redis URL runs under a prefix of its own
     (``brokerkit-check-...``), and every key under it is deleted at the end.
 
+    SIGINT or SIGTERM (in the main thread) stops the run: the child is terminated and
+    waited for, then the keys are deleted, then the run exits.
+
     :raises ConfigurationError: pytest or the contract suite is not installed.
     :raises BrokerError: the suite could not run at all.
+    :raises typer.Exit: a signal stopped the run (status 128 + its number: 130, 143).
     """
     for module in ("pytest", "hypothesis", "brokerkit.contracts"):
         if importlib.util.find_spec(module) is None:
@@ -188,6 +197,7 @@ def run_contracts(
             )
     outcomes: list[Outcome] = []
     with (
+        stop_on_interrupt() as stop,
         scratch(url, "check") as (target, prefix),
         tempfile.TemporaryDirectory(prefix="brokerkit-check-") as directory,
     ):
@@ -210,21 +220,30 @@ def run_contracts(
             "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist",
             *(extra or []),
         ]  # fmt: skip
-        with subprocess.Popen(
-            command, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        ) as child:
-            assert child.stdout is not None
-            with events.open() as reader:
-                for event in _follow(reader, child):
-                    if event.get("event") == "collected" and on_total is not None:
-                        on_total(int(event["total"]))
-                    elif event.get("event") == "test":
-                        outcome = _outcome(event)
-                        outcomes.append(outcome)
-                        if on_outcome is not None:
-                            on_outcome(outcome)
-            output = child.stdout.read().decode(errors="replace")
+        # The child's output goes to a file: a pipe read only at the end would fill up
+        # with a long report and stall the child.
+        log = folder / "output.txt"
+        with (
+            log.open("wb") as sink,
+            subprocess.Popen(
+                command, cwd=directory, env=env, stdout=sink, stderr=subprocess.STDOUT
+            ) as child,
+        ):
+            try:
+                with events.open() as reader:
+                    for event in _follow(reader, child, stop):
+                        if event.get("event") == "collected" and on_total is not None:
+                            on_total(int(event["total"]))
+                        elif event.get("event") == "test":
+                            outcome = _outcome(event)
+                            outcomes.append(outcome)
+                            if on_outcome is not None:
+                                on_outcome(outcome)
+            finally:
+                _end(child)
             status = child.wait()
+        output = log.read_text(errors="replace")
+    stop.exit_if_interrupted()
     if status not in (0, 1) and not outcomes:
         tail = output.strip().splitlines()[-3:]
         raise BrokerError(
@@ -233,11 +252,13 @@ def run_contracts(
     return status, outcomes
 
 
-def _follow(reader: Any, child: subprocess.Popen[bytes]) -> Iterator[dict[str, Any]]:
-    """The events the child writes, as it writes them, until it exits."""
+def _follow(
+    reader: Any, child: subprocess.Popen[bytes], stop: Interrupt
+) -> Iterator[dict[str, Any]]:
+    """The events the child writes, as it writes them, until it exits or ``stop`` is set."""
     pending = ""
     while True:
-        done = child.poll() is not None
+        done = child.poll() is not None or stop.is_set()
         pending += reader.read()
         *lines, pending = pending.split("\n")
         for line in lines:
@@ -245,7 +266,20 @@ def _follow(reader: Any, child: subprocess.Popen[bytes]) -> Iterator[dict[str, A
                 yield json.loads(line)
         if done:
             return
-        time.sleep(_POLL)  # a file has no blocking read; the child's exit ends the loop
+        stop.wait(_POLL)  # a file has no blocking read; the child's exit ends the loop
+
+
+def _end(child: subprocess.Popen[bytes]) -> None:
+    """Make sure ``child`` has exited: SIGINT, as Ctrl-C on a terminal sends it (pytest
+    then tears its fixtures down), then SIGKILL after a grace period."""
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGINT)
+    try:
+        child.wait(_CHILD_GRACE)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 _STYLE = {"pass": "[green]pass[/]", "skip": "[yellow]skip[/]", "fail": "[bold red]FAIL[/]"}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,12 +14,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
 from brokerkit._serializers import _BY_CONTENT_TYPE, _base_type
+from brokerkit._subscription import Subscription
 from brokerkit._topics import RESERVED_HEADER_PREFIX
-from brokerkit.cli._admin import TopicArg
-from brokerkit.cli._output import err, out, text_of
+from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
+from brokerkit.cli._output import err, out, print_json, text_of, writable
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError, SerializationError
 
@@ -31,8 +33,11 @@ REASON_HEADERS = ("x-dead-letter-reason", "x-death-reason")
 ORIGIN_HEADER = "x-original-topic"
 #: How long to wait for the dead-letter topic's next message before taking it as read.
 READ_WAIT = 1.0
-#: The one group that reads dead-letter topics, so that it never disturbs another.
+#: The one group that reads dead-letter topics, so that it never disturbs another,
+#: on a backend where a new group reads a topic from its start (REPLAY).
 DLQ_GROUP = "brokerkit-dlq"
+#: How often a wait for the next dead letter looks at Ctrl-C.
+_POLL = 0.25
 
 
 def register(app: typer.Typer) -> None:
@@ -84,6 +89,7 @@ def move_dead_letters(
     every: bool = False,
     dry_run: bool = False,
     wait: float = READ_WAIT,
+    stop: Interrupt | None = None,
 ) -> list[DeadLetter]:
     """Read every dead letter of ``topic``; republish to its original topic those
     whose id is in ``ids`` (or all, with ``every``), and ack them in the dead-letter
@@ -96,7 +102,13 @@ def move_dead_letters(
     that cannot be republished is handed back, listed with its ``error``, and the
     others are still moved.
 
+    The dead letters are read through the group ``brokerkit-dlq`` where a new group
+    reads a topic from its start (REPLAY), else through the dead-letter topic's
+    default group, the one they land in.
+
     :param wait: how long to wait for the next dead letter before taking all as read.
+    :param stop: once set (by Ctrl-C, say), reading ends after the dead letter in hand
+        is moved (republished *and* acked) or listed; the rest are left where they are.
     :returns: every dead letter read, with ``moved_to`` set for those moved (or, in a
         dry run, those that would be), ``error`` for those that could not be.
     """
@@ -104,11 +116,17 @@ def move_dead_letters(
     listed: list[DeadLetter] = []
     keep: list[Delivery] = []
     source = broker.dead_letter_topic(topic)
-    with broker.subscribe(source, group=_group(broker), prefetch=100) as subscription:
+    group = _group(broker)
+    start = "earliest" if group is not None else None
+    subscription = broker.subscribe(source, group=group, prefetch=100, start=start)
+    with subscription:
         try:
             while True:
-                delivery = subscription.receive(wait)
+                delivery = _next(subscription, wait, stop)
                 if delivery is None:
+                    break
+                if stop is not None and stop.is_set():
+                    keep.append(delivery)  # came in after the stop: handed back untouched
                     break
                 if not (every or delivery.id in wanted):
                     keep.append(delivery)
@@ -135,14 +153,33 @@ def move_dead_letters(
     return listed
 
 
+def _next(subscription: Subscription, wait: float, stop: Interrupt | None) -> Delivery | None:
+    """The next dead letter, waiting at most ``wait`` seconds (``None`` once ``stop``
+    is set)."""
+    deadline = time.monotonic() + wait
+    while stop is None or not stop.is_set():
+        left = deadline - time.monotonic()
+        delivery = subscription.receive(max(0.0, min(left, _POLL)))
+        if delivery is not None or left <= _POLL:
+            return delivery
+    return None
+
+
+def _moves(value: str) -> int:
+    """The move count a ``x-dlq-moves`` header holds; 0 for anything but ASCII digits."""
+    if value.isascii() and value.isdigit():
+        with suppress(ValueError):  # more digits than int() takes
+            return int(value)
+    return 0
+
+
 def _republish(broker: Broker, delivery: Delivery, target: str) -> None:
     headers = {
         key: value
         for key, value in delivery.headers.items()
         if not key.lower().startswith(RESERVED_HEADER_PREFIX)
     }
-    moves = headers.get(MOVES_HEADER, "0")
-    headers[MOVES_HEADER] = str((int(moves) if moves.isdigit() else 0) + 1)
+    headers[MOVES_HEADER] = str(_moves(headers.get(MOVES_HEADER, "0")) + 1)
     content_type = delivery.content_type
     if _base_type(content_type) in _BY_CONTENT_TYPE:
         # publish() would serialize bytes under a serializer's content type: send the
@@ -163,9 +200,10 @@ def _republish(broker: Broker, delivery: Delivery, target: str) -> None:
 
 
 def _group(broker: Broker) -> str | None:
-    from brokerkit._capabilities import Capability
-
-    return DLQ_GROUP if Capability.COMPETING in broker.capabilities else None
+    # Without REPLAY a new group sees only what is published after it joins (on
+    # kombu+amqp, a new queue): read the group the dead letters are waiting in.
+    needs = Capability.COMPETING | Capability.REPLAY
+    return DLQ_GROUP if needs in broker.capabilities else None
 
 
 def dlq(
@@ -194,8 +232,12 @@ def dlq(
 
     A moved message keeps its headers, gains x-dlq-moves (how many times it was
     moved back) and gets a new id. The dead letters are read with the group
-    "brokerkit-dlq" and those not moved are handed back; on a backend that counts
-    deliveries, listing counts one on each (max_deliveries is not applied here).
+    "brokerkit-dlq" on a backend that replays a topic to a new group (else with the
+    dead-letter topic's default group) and those not moved are handed back; on a
+    backend that counts deliveries, listing counts one on each (max_deliveries is not
+    applied here). Ctrl-C stops after the dead letter in hand is moved, never between
+    its republish and its removal; the exit status is then 130. A backend without
+    dead letters is an error.
     """
     if not (math.isfinite(wait) and wait >= 0):
         raise typer.BadParameter(
@@ -204,13 +246,14 @@ def dlq(
     if every and ids:
         raise typer.BadParameter("give --all or --id, not both", param_hint="--all")
     # max_deliveries=None: reading a dead letter must never dead-letter it again.
-    with connect(url, max_deliveries=None) as broker:
+    with connect(url, max_deliveries=None) as broker, stop_on_interrupt() as stop:
+        broker.require(Capability.DEAD_LETTER, "keep dead letters to list or move back")
         listed = move_dead_letters(
-            broker, topic, ids=ids or (), every=every, dry_run=dry_run, wait=wait
+            broker, topic, ids=ids or (), every=every, dry_run=dry_run, wait=wait, stop=stop
         )
     missing = sorted(set(ids or ()) - {d.id for d in listed})
     if as_json:
-        out.print_json(json.dumps([d.__dict__ for d in listed]))
+        print_json(out, [d.__dict__ for d in listed])
     else:
         out.print(_table(listed, broker.dead_letter_topic(topic), moving=every or bool(ids)))
     moved = sum(1 for d in listed if d.moved_to is not None)
@@ -219,7 +262,8 @@ def dlq(
         verb = "would move" if dry_run else "moved"
         err.print(f"{verb} {moved} of {len(listed)} dead letter{'s' * (len(listed) != 1)}")
     for letter in failed:
-        err.print(escape(f"could not move {letter.id}: {letter.error}"), style="red")
+        err.print(escape(writable(f"could not move {letter.id}: {letter.error}", err)), style="red")
+    stop.exit_if_interrupted()
     if missing:
         raise BrokerError(
             f"no dead letter of {topic!r} has the id {', '.join(missing)}; "
@@ -233,7 +277,7 @@ def dlq(
 
 
 def _table(listed: list[DeadLetter], source: str, *, moving: bool) -> Table:
-    table = Table(title=escape(f"{len(listed)} dead letters in {source!r}"))
+    table = Table(title=escape(writable(f"{len(listed)} dead letters in {source!r}", out)))
     columns = ["id", "reason", "deliveries", "age", "original topic", "body"]
     if moving:
         columns.append("moved to")
@@ -250,5 +294,5 @@ def _table(listed: list[DeadLetter], source: str, *, moving: bool) -> Table:
         ]
         if moving:
             row.append(letter.moved_to or ("not moved: see below" if letter.error else ""))
-        table.add_row(*(escape(str(c)) for c in row))
+        table.add_row(*(escape(writable(str(c), out)) for c in row))
     return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Iterator
 from itertools import islice
@@ -15,7 +16,7 @@ from rich.markup import escape
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
 from brokerkit.cli._admin import TopicArg, stop_on_interrupt
-from brokerkit.cli._output import err, printable
+from brokerkit.cli._output import err, printable, writable
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerClosed, InvalidMessage
 
@@ -23,6 +24,10 @@ __all__ = ["parse_headers", "register"]
 
 #: Lines read from stdin are published this many at a time.
 _STDIN_BATCH = 500
+#: The most ``publish --count`` takes (the messages are made in memory, all at once).
+MAX_COUNT = 1_000_000
+#: A lone surrogate: what an undecodable byte of stdin or argv is read as.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: How often a waiting consumer looks at Ctrl-C.
 _POLL = 0.25
 
@@ -46,6 +51,12 @@ def parse_headers(pairs: list[str]) -> dict[str, str]:
     return headers
 
 
+def _count(value: int) -> int:
+    if not 1 <= value <= MAX_COUNT:
+        raise typer.BadParameter(f"must be a whole number from 1 to {MAX_COUNT:,}, got {value}")
+    return value
+
+
 def publish(
     url: UrlArg,
     topic: TopicArg,
@@ -58,7 +69,13 @@ def publish(
         typer.Option("--header", "-H", metavar="KEY=VALUE", help="A header (repeatable)."),
     ] = None,
     count: Annotated[
-        int, typer.Option("--count", "-n", min=1, help="Publish the body this many times.")
+        int,
+        typer.Option(
+            "--count",
+            "-n",
+            callback=_count,
+            help=f"Publish the body this many times (1 to {MAX_COUNT:,}).",
+        ),
     ] = 1,
     as_json: Annotated[
         bool,
@@ -69,12 +86,12 @@ def publish(
     headers = parse_headers(header or [])
     if body is None:
         raise typer.BadParameter("give a BODY, or '-' to read lines from stdin", param_hint="BODY")
-    published = 0
+    published = lines = 0
     with connect(url) as broker:
         if body == "-":
             values = (
                 _decode(line.rstrip("\r\n"), as_json, number)
-                for number, line in enumerate(sys.stdin, 1)
+                for number, line in enumerate(_stdin_lines(), 1)
             )
             try:
                 for chunk in _chunks(values, _STDIN_BATCH):
@@ -82,13 +99,16 @@ def publish(
                         ids = broker.publish_many(topic, chunk, headers=headers)
                         sys.stdout.write("".join(f"{i}\n" for i in ids))
                         published += len(ids)
+                    lines += len(chunk)
             except typer.BadParameter as exc:
                 if not published:
                     raise  # a usage error: nothing was sent
                 sys.stdout.flush()
+                times = f", {count} times each" if count > 1 else ""
                 raise InvalidMessage(
                     f"{exc.message}; the {published} message(s) read before it were "
-                    "published (their ids are on stdout), none from that line on"
+                    f"published (lines 1 to {lines}{times}; their ids are on stdout), "
+                    f"none from line {lines + 1} on"
                 ) from None
         else:
             value = _decode(body, as_json)
@@ -104,10 +124,28 @@ def publish(
             )
 
 
+def _stdin_lines() -> Iterator[str]:
+    """stdin's lines, each decoded on its own (a byte that does not decode becomes a
+    lone surrogate, which :func:`_decode` refuses, naming the line)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream put in place of stdin
+        yield from sys.stdin
+        return
+    encoding = sys.stdin.encoding or "utf-8"
+    for line in buffer:
+        yield line.decode(encoding, "surrogateescape")
+
+
 def _decode(text: str, as_json: bool, line: int | None = None) -> Any:
+    """The value to publish for ``text`` (BODY, or stdin's line number ``line``).
+
+    :raises typer.BadParameter: ``text`` is not valid text (it held bytes that do not
+        decode), or not JSON with ``as_json``.
+    """
+    where = "" if line is None else f"line {line} of stdin: "
+    _check_text(text, where, stdin=line is not None)
     if not as_json:
         return text
-    where = "" if line is None else f"line {line} of stdin: "
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -119,6 +157,22 @@ def _decode(text: str, as_json: bool, line: int | None = None) -> Any:
             f"{where}JSON nested too deeply to decode (publish it as text, without --json)",
             param_hint="--json",
         ) from None
+
+
+def _check_text(text: str, where: str, *, stdin: bool) -> None:
+    """Refuse ``text`` holding a lone surrogate: a byte of stdin (or of an argument)
+    that did not decode, which no message body may carry."""
+    bad = _SURROGATE.search(text)
+    if bad is None:
+        return
+    code = ord(bad.group())
+    what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+    encoding = getattr(sys.stdin, "encoding", None) if stdin else sys.getfilesystemencoding()
+    raise typer.BadParameter(
+        f"{where}not valid {encoding or 'Unicode'} text ({what} at character "
+        f"{bad.start() + 1}); give text in that encoding",
+        param_hint="BODY",
+    )
 
 
 def _seconds(value: float | None) -> float | None:
@@ -212,7 +266,7 @@ def consume(
                     sys.stdout.flush()
                     if problem:
                         note = f"message {delivery.id}: undecodable, printed raw: {problem}"
-                        err.print(escape(note))
+                        err.print(escape(writable(note, err)))
                     if no_ack:
                         held.append(delivery)
                     else:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,7 +15,18 @@ from brokerkit._delivery import Delivery
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import InvalidURL, SerializationError
 
-__all__ = ["delivery_record", "err", "out", "printable", "progress_bar", "redact", "text_of"]
+__all__ = [
+    "delivery_record",
+    "err",
+    "json_text",
+    "out",
+    "print_json",
+    "printable",
+    "progress_bar",
+    "redact",
+    "text_of",
+    "writable",
+]
 
 #: Data: message bodies, ids, tables, JSON.
 out = Console(soft_wrap=True)
@@ -53,6 +65,47 @@ def redact(text: str, arguments: Iterable[str]) -> str:
     return text
 
 
+def _encoding(stream: Console | TextIO | None) -> str:
+    if isinstance(stream, Console):
+        return stream.encoding
+    return getattr(stream or sys.stdout, "encoding", None) or "utf-8"
+
+
+def _fits(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def writable(text: str, stream: Console | TextIO | None = None) -> str:
+    """``text`` as ``stream`` (default: stdout) can take it: every character its
+    encoding cannot hold, such as a lone surrogate that a JSON ``\\ud800`` escape
+    decodes to, written as a backslash escape (``\\ud800``) instead of failing."""
+    encoding = _encoding(stream)
+    if _fits(text, encoding):
+        return text
+    return text.encode(encoding, "backslashreplace").decode(encoding)
+
+
+def json_text(value: Any, stream: Console | TextIO | None = None) -> str:
+    """``value`` as one line of JSON that ``stream`` (default: stdout) can take:
+    non-ASCII characters as they are where its encoding holds them all, else (a lone
+    surrogate, an ASCII terminal) every one as a ``\\uXXXX`` escape."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if _fits(text, _encoding(stream)):
+        return text
+    return json.dumps(value, ensure_ascii=True, default=str)
+
+
+def print_json(console: Console, value: Any) -> None:
+    """Pretty-print ``value`` as JSON on ``console``, escaping what its encoding
+    cannot hold (see :func:`json_text`)."""
+    escaped = not _fits(json.dumps(value, ensure_ascii=False, default=str), console.encoding)
+    console.print_json(json.dumps(value, default=str), ensure_ascii=escaped)
+
+
 def text_of(body: Any) -> str:
     """A body as one line of text: str as it is, bytes decoded, anything else as JSON."""
     if isinstance(body, str):
@@ -63,8 +116,9 @@ def text_of(body: Any) -> str:
 
 
 def printable(delivery: Delivery, as_json: bool) -> tuple[str, str | None]:
-    """The line ``brokerkit consume`` prints for ``delivery``, and why its body did not
-    decode (``None`` when it did). An undecodable body is shown raw, never raised."""
+    """The line ``brokerkit consume`` prints for ``delivery`` (one that stdout can take:
+    see :func:`writable` and :func:`json_text`), and why its body did not decode
+    (``None`` when it did). An undecodable body is shown raw, never raised."""
     try:
         body = delivery.body
     except SerializationError as exc:
@@ -72,11 +126,11 @@ def printable(delivery: Delivery, as_json: bool) -> tuple[str, str | None]:
         if as_json:
             record = delivery_record(delivery, raw=True)
             record["undecodable"] = problem
-            return json.dumps(record, ensure_ascii=False, default=str), problem
-        return delivery.payload.decode("utf-8", errors="replace"), problem
+            return json_text(record), problem
+        return writable(delivery.payload.decode("utf-8", errors="replace")), problem
     if as_json:
-        return json.dumps(delivery_record(delivery), ensure_ascii=False, default=str), None
-    return text_of(body), None
+        return json_text(delivery_record(delivery)), None
+    return writable(text_of(body)), None
 
 
 def delivery_record(delivery: Delivery, *, raw: bool = False) -> dict[str, Any]:
