@@ -11,6 +11,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -140,7 +141,8 @@ async def fetch_shielded(
     the fetch runs on, shielded, and when the caller was cancelled its result goes to
     ``hand_back`` (which returns the deliveries at once); the task doing that is kept
     in ``orphans`` until it ends, so that a close can wait for it
-    (:func:`settle_orphans`).
+    (:func:`settle_orphans`). A subscription's and a broker's close run their work
+    the same way.
     """
     task = asyncio.ensure_future(fetch())
     try:
@@ -212,19 +214,30 @@ class HandlerCalls:
 
 def on_signals(signals: tuple[int, ...], callback: Callable[[int], None]) -> Callable[[], None]:
     """Call ``callback(signal number)`` on each of ``signals``, on the loop; return the
-    function that restores the previous handling. Outside the main thread (where a
-    program cannot take signals) this does nothing."""
+    function that restores the previous handling: the Python handler each signal had,
+    or the handler the running loop had for it (``loop.add_signal_handler``).
+    Outside the main thread (where a program cannot take signals) this does nothing."""
     loop = asyncio.get_running_loop()
-    installed = []
+    # asyncio has no public way to read a loop's signal handler: its unix loops keep
+    # them in _signal_handlers (a Handle per signal), as they have since 3.4.
+    loop_handlers: dict[int, asyncio.Handle] = getattr(loop, "_signal_handlers", {})
+    previous: dict[int, tuple[Any, asyncio.Handle | None]] = {}
     for number in signals:
+        before = signal.getsignal(number)
+        handle = loop_handlers.get(number)
         try:
             loop.add_signal_handler(number, callback, number)
         except (RuntimeError, ValueError, NotImplementedError):
             continue
-        installed.append(number)
+        previous[number] = (before, handle)
 
     def restore() -> None:
-        for number in installed:
-            loop.remove_signal_handler(number)  # back to Python's default handling
+        for number, (before, handle) in previous.items():
+            loop.remove_signal_handler(number)  # Python's default handling, for now
+            if handle is not None and not handle.cancelled():
+                handler = handle._callback  # type: ignore[attr-defined]
+                loop.add_signal_handler(number, handler, *handle._args)
+            elif before is not None:  # None: a handler not set from Python, unknowable
+                signal.signal(number, before)
 
     return restore

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from brokerkit._backend import Backend
 from brokerkit._capabilities import Capability
+from brokerkit._compat import Event, fetch_shielded
 from brokerkit._delivery import Delivery
 from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
@@ -45,6 +46,13 @@ __all__ = ["DEFAULT_GROUP", "Broker"]
 DEFAULT_GROUP = "default"
 
 _B = TypeVar("_B", bound="Broker")
+
+#: The longest a second close() waits for the first (bounded by the backend; this only
+#: keeps a close from hanging on a bug).
+_CLOSE_WAIT = 60.0
+#: The longest close() waits for the subscribes under way (a round trip or two each); one
+#: that ends later ends its subscription closed, without a word to the backend.
+_SUBSCRIBE_WAIT = 5.0
 
 
 class Broker(Backend):
@@ -77,6 +85,19 @@ class Broker(Backend):
         self._closed = False
         self._lock = threading.Lock()
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        # Subscriptions whose close is under way (its caller maybe cancelled): close()
+        # waits for those too.
+        self._closing: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        # The subscribe() calls under way, which close() waits for before it lists the
+        # subscriptions to close; _listed: it has listed them.
+        self._subscribing = 0
+        self._no_subscribes = Event()
+        self._no_subscribes.set()
+        self._listed = False
+        # Set when close()'s work has ended; a close whose caller was cancelled leaves
+        # that work running, kept in _closers.
+        self._shut = Event()
+        self._closers: set[Any] = set()
 
     @classmethod
     def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
@@ -248,14 +269,24 @@ class Broker(Backend):
             pattern=pattern,
             prefetch_bytes=prefetch_bytes,
         )
-        self._subscribe(subscription)
         with self._lock:
-            closing = self._closed
-            if not closing:
-                self._subscriptions.add(subscription)
-        if closing:  # close() ran meanwhile and could not see this one: it ends here
-            subscription.close()
             self._check_open()
+            self._subscribing += 1
+            self._no_subscribes.clear()
+        subscribed = False
+        try:
+            self._subscribe(subscription)
+            subscribed = True
+        finally:
+            with self._lock:
+                self._subscribing -= 1
+                if not self._subscribing:
+                    self._no_subscribes.set()
+                if subscribed and not self._listed:
+                    self._subscriptions.add(subscription)
+        # Closed meanwhile: close() closes this subscription with the others (it waits
+        # for the subscribes under way), or gave up waiting, the connection then gone.
+        self._check_open()
         return subscription
 
     def consume(
@@ -427,18 +458,34 @@ class Broker(Backend):
 
         The broker is closed when this returns, even if the server could not be
         reached to hand deliveries back (their leases then run out on their own).
-        Calling it again does nothing.
+        A :meth:`subscribe` under way ends with :class:`BrokerClosed`, its subscription
+        closed with the others (close waits for it). Cancelling a close strands
+        nothing: the closing goes on to its end and the cancellation is raised at once.
+        Calling it again waits for the first call's closing to end, and does nothing
+        more.
         """
         with self._lock:
-            if self._closed:
-                return
+            first = not self._closed
             self._closed = True
-            subscriptions = list(self._subscriptions)
+        if first:
+            fetch_shielded(self._shut_down, _nothing_to_hand_back, self._closers)
+        else:
+            self._shut.wait(_CLOSE_WAIT)
+
+    def _shut_down(self) -> None:
+        """Wait for the subscribes under way, close every subscription, disconnect."""
         try:
+            self._no_subscribes.wait(_SUBSCRIBE_WAIT)
+            with self._lock:
+                self._listed = True
+                subscriptions = [*self._subscriptions, *self._closing]
             for subscription in subscriptions:
                 subscription.close()
         finally:
-            self._close()
+            try:
+                self._close()
+            finally:
+                self._shut.set()
 
     def __enter__(self: _B) -> _B:
         return self
@@ -462,8 +509,20 @@ class Broker(Backend):
             raise BrokerClosed(f"the broker {self.url} is closed")
 
     def _forget(self, subscription: Subscription) -> None:
+        """``subscription`` is closing: no longer open, its close under way."""
         with self._lock:
             self._subscriptions.discard(subscription)
+            self._closing.add(subscription)
+
+    def _let_go(self, subscription: Subscription) -> None:
+        """``subscription``'s close has ended."""
+        with self._lock:
+            self._closing.discard(subscription)
+
+
+def _nothing_to_hand_back(_: None) -> None:
+    """What a close whose caller was cancelled leaves to do: nothing, its work closes
+    the subscriptions and disconnects by itself."""
 
 
 def _consumer_name() -> str:

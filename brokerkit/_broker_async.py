@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from brokerkit._acompat import Event, fetch_shielded
 from brokerkit._backend_async import AsyncBackend
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
@@ -44,6 +45,13 @@ DEFAULT_GROUP = "default"
 
 _B = TypeVar("_B", bound="AsyncBroker")
 
+#: The longest a second close() waits for the first (bounded by the backend; this only
+#: keeps a close from hanging on a bug).
+_CLOSE_WAIT = 60.0
+#: The longest close() waits for the subscribes under way (a round trip or two each); one
+#: that ends later ends its subscription closed, without a word to the backend.
+_SUBSCRIBE_WAIT = 5.0
+
 
 class AsyncBroker(AsyncBackend):
     """A connection to a message broker, through one backend.
@@ -75,6 +83,19 @@ class AsyncBroker(AsyncBackend):
         self._closed = False
         self._lock = threading.Lock()
         self._subscriptions: weakref.WeakSet[AsyncSubscription] = weakref.WeakSet()
+        # Subscriptions whose close is under way (its caller maybe cancelled): close()
+        # waits for those too.
+        self._closing: weakref.WeakSet[AsyncSubscription] = weakref.WeakSet()
+        # The subscribe() calls under way, which close() waits for before it lists the
+        # subscriptions to close; _listed: it has listed them.
+        self._subscribing = 0
+        self._no_subscribes = Event()
+        self._no_subscribes.set()
+        self._listed = False
+        # Set when close()'s work has ended; a close whose caller was cancelled leaves
+        # that work running, kept in _closers.
+        self._shut = Event()
+        self._closers: set[Any] = set()
 
     @classmethod
     def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
@@ -248,14 +269,24 @@ class AsyncBroker(AsyncBackend):
             pattern=pattern,
             prefetch_bytes=prefetch_bytes,
         )
-        await self._subscribe(subscription)
         with self._lock:
-            closing = self._closed
-            if not closing:
-                self._subscriptions.add(subscription)
-        if closing:  # close() ran meanwhile and could not see this one: it ends here
-            await subscription.close()
             self._check_open()
+            self._subscribing += 1
+            self._no_subscribes.clear()
+        subscribed = False
+        try:
+            await self._subscribe(subscription)
+            subscribed = True
+        finally:
+            with self._lock:
+                self._subscribing -= 1
+                if not self._subscribing:
+                    self._no_subscribes.set()
+                if subscribed and not self._listed:
+                    self._subscriptions.add(subscription)
+        # Closed meanwhile: close() closes this subscription with the others (it waits
+        # for the subscribes under way), or gave up waiting, the connection then gone.
+        self._check_open()
         return subscription
 
     async def consume(
@@ -427,18 +458,34 @@ class AsyncBroker(AsyncBackend):
 
         The broker is closed when this returns, even if the server could not be
         reached to hand deliveries back (their leases then run out on their own).
-        Calling it again does nothing.
+        A :meth:`subscribe` under way ends with :class:`BrokerClosed`, its subscription
+        closed with the others (close waits for it). Cancelling a close strands
+        nothing: the closing goes on to its end and the cancellation is raised at once.
+        Calling it again waits for the first call's closing to end, and does nothing
+        more.
         """
         with self._lock:
-            if self._closed:
-                return
+            first = not self._closed
             self._closed = True
-            subscriptions = list(self._subscriptions)
+        if first:
+            await fetch_shielded(self._shut_down, _nothing_to_hand_back, self._closers)
+        else:
+            await self._shut.wait(_CLOSE_WAIT)
+
+    async def _shut_down(self) -> None:
+        """Wait for the subscribes under way, close every subscription, disconnect."""
         try:
+            await self._no_subscribes.wait(_SUBSCRIBE_WAIT)
+            with self._lock:
+                self._listed = True
+                subscriptions = [*self._subscriptions, *self._closing]
             for subscription in subscriptions:
                 await subscription.close()
         finally:
-            await self._close()
+            try:
+                await self._close()
+            finally:
+                self._shut.set()
 
     async def __aenter__(self: _B) -> _B:
         return self
@@ -462,8 +509,20 @@ class AsyncBroker(AsyncBackend):
             raise BrokerClosed(f"the broker {self.url} is closed")
 
     def _forget(self, subscription: AsyncSubscription) -> None:
+        """``subscription`` is closing: no longer open, its close under way."""
         with self._lock:
             self._subscriptions.discard(subscription)
+            self._closing.add(subscription)
+
+    def _let_go(self, subscription: AsyncSubscription) -> None:
+        """``subscription``'s close has ended."""
+        with self._lock:
+            self._closing.discard(subscription)
+
+
+async def _nothing_to_hand_back(_: None) -> None:
+    """What a close whose caller was cancelled leaves to do: nothing, its work closes
+    the subscriptions and disconnects by itself."""
 
 
 def _consumer_name() -> str:

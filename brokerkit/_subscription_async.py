@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -31,6 +32,10 @@ MAX_FETCH_WAIT = 1.0
 #: exact float or int strictly within this many seconds (so not NaN, not infinite).
 _PLAIN_NUMBERS = (float, int)
 _FAST_LIMIT = 1e18
+#: The longest a close waits for another close under way, whose caller was cancelled
+#: (its own waits are bounded by the backend; this only keeps a close from hanging on
+#: a bug).
+_CLOSE_WAIT = 60.0
 
 
 class AsyncSubscription:
@@ -78,6 +83,11 @@ class AsyncSubscription:
         self._fetching = Lock()
         # Fetches that cancelled receives left running, with their hand-backs.
         self._orphans: set[Any] = set()
+        # Set when a close's work (hand-back, unsubscribe) has ended; a close whose
+        # caller was cancelled leaves that work running, kept in _closers.
+        self._ended = Event()
+        self._closers: set[Any] = set()
+        self._closing = threading.Lock()
 
     @property
     def closed(self) -> bool:
@@ -188,15 +198,29 @@ class AsyncSubscription:
         longest a backend is asked to block in one fetch). If the server cannot be
         reached, the subscription is closed all the same and the leases run out on
         their own.
+
+        Cancelling a close (once or again and again, as a cancel scope does) strands
+        nothing: the closing goes on to its end and the cancellation is raised at once;
+        a later close, the broker's included, waits for that closing to end. A close
+        while another is under way waits for it too.
         """
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self.broker._forget(self)
-        await settle_orphans(self._orphans, MAX_FETCH_WAIT)
-        async with self._fetching:
-            buffered = self._take_buffered()
+        with self._closing:
+            first = not self._closed.is_set()
+            self._closed.set()
+        if first:
+            self.broker._forget(self)
+            await fetch_shielded(self._finish_close, _nothing_to_hand_back, self._closers)
+        else:
+            await self._ended.wait(_CLOSE_WAIT)
+
+    async def _finish_close(self) -> None:
+        """Wait for the fetches of cancelled receives, hand back what is buffered and
+        unsubscribe; the broker lets the subscription go at the end."""
+        buffered: list[AsyncDelivery] = []
         try:
+            await settle_orphans(self._orphans, MAX_FETCH_WAIT)
+            async with self._fetching:
+                buffered = self._take_buffered()
             await self.broker._unsubscribe(self, buffered)
         except BrokerError as exc:
             log.warning(
@@ -206,6 +230,9 @@ class AsyncSubscription:
                 exc,
                 extra=subscription_fields(self, buffered),
             )
+        finally:
+            self.broker._let_go(self)
+            self._ended.set()
 
     def _take_buffered(self) -> list[AsyncDelivery]:
         """Empty the buffer one delivery at a time (a receive's lock-free popleft in
@@ -236,3 +263,8 @@ class AsyncSubscription:
             f"<{type(self).__name__} {kind}={self.topic!r} group={self.group!r} "
             f"consumer={self.consumer!r}>"
         )
+
+
+async def _nothing_to_hand_back(_: None) -> None:
+    """What a close whose caller was cancelled leaves to do: nothing, its work hands
+    back and unsubscribes by itself."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -207,8 +208,9 @@ def test_closed_broker_refuses_work_and_hands_back_prefetched(clock: ManualClock
 
 
 def test_a_subscribe_that_close_overtakes_ends_closed_and_leases_nothing() -> None:
-    """close() cannot see a subscription whose subscribe is still under way (its
-    server round trip, here held on an event): that subscribe ends it and raises."""
+    """close() waits for a subscribe still under way (its server round trip, here
+    held on an event), closes its subscription with the others, and the subscribe
+    raises BrokerClosed."""
     entered, go_on = threading.Event(), threading.Event()
 
     class Slow(MemoryBroker):
@@ -231,9 +233,16 @@ def test_a_subscribe_that_close_overtakes_ends_closed_and_leases_nothing() -> No
         thread = threading.Thread(target=subscribe)
         thread.start()
         assert entered.wait(10)
-        broker.close()
+        closing = threading.Thread(target=broker.close)
+        closing.start()
+        deadline = time.monotonic() + 10
+        while not broker._closed:  # close() has begun: it waits for the subscribe
+            assert time.monotonic() < deadline, "close() never began"
+            go_on.wait(0.001)  # polling with a deadline
         go_on.set()
         thread.join(10)
+        closing.join(10)
+        assert not closing.is_alive()
         assert [type(exc) for exc in raised] == [BrokerClosed]
         info = keeper.inspect("t")
         assert (info.length, info.in_flight) == (2, 0)

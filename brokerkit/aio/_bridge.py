@@ -8,7 +8,11 @@ registers ``bridged(AsyncClass)`` as its sync class.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
+import threading
+import weakref
 from collections.abc import Coroutine, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -17,6 +21,7 @@ from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
+from brokerkit._logging import log_fields
 from brokerkit._loop_thread import LoopThread
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
@@ -29,6 +34,11 @@ from brokerkit.exceptions import StaleDelivery
 __all__ = ["LoopBridgeBroker", "bridged"]
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("brokerkit")
+
+#: The longest the garbage collector's close of a bridge dropped unclosed may take.
+_RELEASE_WAIT = 10.0
 
 
 class LoopBridgeBroker(Broker):
@@ -49,7 +59,14 @@ class LoopBridgeBroker(Broker):
         async def make() -> AsyncBroker:
             return self.async_class(url, options)
 
-        self.inner = self._loop.run(make())
+        try:
+            self.inner = self._loop.run(make())
+        except BaseException:
+            self._loop.stop()
+            raise
+        # Dropped unclosed, the broker takes its connection and loop thread with it
+        # (the finalizer holds the loop thread and the inner broker, never this one).
+        self._release = weakref.finalize(self, _release_dropped, self._loop, self.inner)
 
     def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         return self._loop.run(coroutine)
@@ -138,10 +155,37 @@ class LoopBridgeBroker(Broker):
         return self._run(self.inner._list_topics())
 
     def _close(self) -> None:
+        self._release.detach()
         try:
             self._run(self.inner.close())
         finally:
             self._loop.stop()
+
+
+def _release_dropped(loop: LoopThread, inner: AsyncBroker) -> None:
+    """Close the asyncio broker of a bridge dropped unclosed and end its loop thread,
+    waiting :data:`_RELEASE_WAIT` seconds at most for the close; what fails is logged
+    (the garbage collector, which calls this, has nobody to raise to)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # collected on an event loop (the bridge's own, maybe): not a place to wait
+        threading.Thread(
+            target=_release_dropped, args=(loop, inner), name="brokerkit-release", daemon=True
+        ).start()
+        return
+    try:
+        loop.run(inner.close(), timeout=_RELEASE_WAIT)
+    except Exception as exc:
+        log.warning("could not close %s, dropped unclosed: %r", inner.url, exc, extra=log_fields())
+    finally:
+        try:
+            loop.stop()
+        except Exception as exc:
+            log.warning(
+                "could not stop the event loop of %s: %r", inner.url, exc, extra=log_fields()
+            )
 
 
 def _inner(deliveries: Sequence[Delivery]) -> list[AsyncDelivery]:

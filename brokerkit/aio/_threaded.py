@@ -23,7 +23,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
-from brokerkit.exceptions import StaleDelivery
+from brokerkit.exceptions import BrokerClosed, StaleDelivery
 
 __all__ = ["ThreadedAsyncBroker", "threaded", "twin"]
 
@@ -52,6 +52,7 @@ class ThreadedAsyncBroker(AsyncBroker):
         self._pool = concurrent.futures.ThreadPoolExecutor(
             MAX_THREADS, thread_name_prefix=f"brokerkit-{self.describe()}"
         )
+        self._pool_shut = False
 
     @classmethod
     async def open(cls, url: BrokerURL, **options: Any) -> ThreadedAsyncBroker:
@@ -80,7 +81,13 @@ class ThreadedAsyncBroker(AsyncBroker):
 
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(function, *args))
+        try:
+            running = loop.run_in_executor(self._pool, functools.partial(function, *args))
+        except RuntimeError:
+            if not self._pool_shut:
+                raise
+            raise BrokerClosed(f"the broker {self.url} is closed") from None
+        return await running
 
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         await self._run(self.sync._publish, topic, messages)
@@ -170,6 +177,7 @@ class ThreadedAsyncBroker(AsyncBroker):
         try:
             await self._run(self.sync.close)
         finally:
+            self._pool_shut = True
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -169,6 +169,10 @@ class Worker:
         :raises ConfigurationError: no broker, or no handler.
         :raises Unsupported: the broker cannot do what a handler needs.
         """
+        self._serve(take_signals=True)
+
+    def _serve(self, *, take_signals: bool) -> None:
+        """:meth:`run`, taking SIGINT and SIGTERM (in the main thread) or not."""
         broker = self.broker
         if broker is None:
             raise ConfigurationError(
@@ -186,11 +190,11 @@ class Worker:
                 raise ConfigurationError("the worker is already running; run it once at a time")
             self._running = True
         try:
-            self._run(broker)
+            self._run(broker, take_signals)
         finally:
             self._running = False
 
-    def _run(self, broker: Broker) -> None:
+    def _run(self, broker: Broker, take_signals: bool) -> None:
         self.stopped_by = None
         self.drained = False
         self._signals.clear()
@@ -198,7 +202,11 @@ class Worker:
         self._stop, self._cut_short = stop, cut_short = Waiter(), Waiter()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
         calls = HandlerCalls(threads)
-        restore = on_signals((signal.SIGINT, signal.SIGTERM), self._signals.append)
+        restore = (
+            on_signals((signal.SIGINT, signal.SIGTERM), self._signals.append)
+            if take_signals
+            else _nothing_to_restore
+        )
         runners: list[Runner] = []
         try:
             try:
@@ -227,6 +235,9 @@ class Worker:
         """Run the worker in the background (an asyncio task; a thread for the sync
         worker) while the ``with`` block runs; on leaving it, stop, drain and wait.
 
+        It takes no signals: SIGINT and SIGTERM stay the program's to handle (leaving
+        the block stops the worker).
+
         Handlers are subscribed when the block starts, so nothing published inside it
         is missed on a backend without PERSISTENT.
 
@@ -239,7 +250,7 @@ class Worker:
 
         def work() -> None:
             try:
-                self.run()
+                self._serve(take_signals=False)
             except BaseException as exc:
                 errors.append(exc)
             finally:
@@ -323,3 +334,7 @@ class Worker:
             "drained" if self.drained else "handlers cut short",
             extra=log_fields(),
         )
+
+
+def _nothing_to_restore() -> None:
+    """What a run that took no signals restores."""

@@ -167,6 +167,10 @@ class AsyncWorker:
         :raises ConfigurationError: no broker, or no handler.
         :raises Unsupported: the broker cannot do what a handler needs.
         """
+        await self._serve(take_signals=True)
+
+    async def _serve(self, *, take_signals: bool) -> None:
+        """:meth:`run`, taking SIGINT and SIGTERM (in the main thread) or not."""
         broker = self.broker
         if broker is None:
             raise ConfigurationError(
@@ -184,11 +188,11 @@ class AsyncWorker:
                 raise ConfigurationError("the worker is already running; run it once at a time")
             self._running = True
         try:
-            await self._run(broker)
+            await self._run(broker, take_signals)
         finally:
             self._running = False
 
-    async def _run(self, broker: AsyncBroker) -> None:
+    async def _run(self, broker: AsyncBroker, take_signals: bool) -> None:
         self.stopped_by = None
         self.drained = False
         self._signals.clear()
@@ -196,7 +200,11 @@ class AsyncWorker:
         self._stop, self._cut_short = stop, cut_short = Waiter(), Waiter()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
         calls = HandlerCalls(threads)
-        restore = on_signals((signal.SIGINT, signal.SIGTERM), self._signals.append)
+        restore = (
+            on_signals((signal.SIGINT, signal.SIGTERM), self._signals.append)
+            if take_signals
+            else _nothing_to_restore
+        )
         runners: list[AsyncRunner] = []
         try:
             try:
@@ -225,6 +233,9 @@ class AsyncWorker:
         """Run the worker in the background (an asyncio task; a thread for the sync
         worker) while the ``async with`` block runs; on leaving it, stop, drain and wait.
 
+        It takes no signals: SIGINT and SIGTERM stay the program's to handle (leaving
+        the block stops the worker).
+
         Handlers are subscribed when the block starts, so nothing published inside it
         is missed on a backend without PERSISTENT.
 
@@ -237,7 +248,7 @@ class AsyncWorker:
 
         async def work() -> None:
             try:
-                await self.run()
+                await self._serve(take_signals=False)
             except BaseException as exc:
                 errors.append(exc)
             finally:
@@ -321,3 +332,7 @@ class AsyncWorker:
             "drained" if self.drained else "handlers cut short",
             extra=log_fields(),
         )
+
+
+def _nothing_to_restore() -> None:
+    """What a run that took no signals restores."""
