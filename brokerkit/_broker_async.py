@@ -30,7 +30,7 @@ from brokerkit._schedule import (
 )
 from brokerkit._settling_async import settle, settleable
 from brokerkit._subscription_async import AsyncSubscription
-from brokerkit._topics import check_consumer, check_headers, check_pattern, check_topic
+from brokerkit._topics import check_consumer, check_group, check_headers, check_pattern, check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import (
     BrokerClosed,
@@ -244,7 +244,7 @@ class AsyncBroker(AsyncBackend):
             check_topic(topic)
         if group is not None:
             self.require(Capability.COMPETING, "put consumers in groups")
-            check_topic(group)
+            check_group(group)
         if start is not None:
             self.require(Capability.REPLAY, "start a group at a chosen position")
         check_consumer(consumer)

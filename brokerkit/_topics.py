@@ -12,6 +12,7 @@ __all__ = [
     "MAX_TOPIC_LENGTH",
     "RESERVED_HEADER_PREFIX",
     "check_consumer",
+    "check_group",
     "check_headers",
     "check_pattern",
     "check_topic",
@@ -55,6 +56,19 @@ def check_topic(topic: object) -> str:
             hint = "; to subscribe to a pattern pass pattern=True"
         raise InvalidTopic(f"invalid topic {topic!r}: a topic is made of {_VALID}{hint}")
     return topic
+
+
+def check_group(group: object) -> str:
+    """Return ``group`` if it is a valid group name (made as a topic is); raise
+    InvalidTopic naming it as a group."""
+    if isinstance(group, str) and len(group) > MAX_TOPIC_LENGTH:
+        raise InvalidTopic(f"a group is at most {MAX_TOPIC_LENGTH} characters, got {len(group)}")
+    try:
+        return check_topic(group)
+    except InvalidTopic as exc:
+        raise InvalidTopic(
+            str(exc).replace("invalid topic", "invalid group", 1).replace("a topic", "a group")
+        ) from None
 
 
 def is_topic(name: str) -> bool:

@@ -325,3 +325,12 @@ def test_a_huge_interval_is_a_usage_error(
     err = capsys.readouterr().err
     assert "at most 31536000 (365 days)" in err
     assert "OverflowError" not in err
+
+
+@pytest.mark.parametrize("group", ["bad group!", "x" * 201, ".starts-with-a-dot"])
+def test_an_invalid_group_is_named_as_a_group(group: str) -> None:
+    """Before, the error said "invalid topic 'bad group!'"."""
+    with brokerkit.connect("memory://") as broker:
+        with pytest.raises(brokerkit.InvalidTopic, match="group") as raised:
+            broker.subscribe("t", group=group)
+        assert "topic" not in str(raised.value)

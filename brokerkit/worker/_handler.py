@@ -8,7 +8,7 @@ from typing import Any
 
 from brokerkit._capabilities import Capability
 from brokerkit._compat import is_async_callable
-from brokerkit._topics import check_topic
+from brokerkit._topics import check_group, check_topic
 from brokerkit.exceptions import InvalidOption, Unsupported
 from brokerkit.worker._retry import Immediate, RetryPolicy
 from brokerkit.worker._typed import Binding, bind
@@ -93,7 +93,7 @@ def make_spec(
     """
     check_topic(topic)
     if group is not None:
-        check_topic(group)
+        check_group(group)
     concurrency = _count("concurrency", concurrency, 1)
     follows = prefetch is None
     prefetch = concurrency if prefetch is None else _count("prefetch", prefetch, 0)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from brokerkit._topics import check_topic
+from brokerkit._topics import check_group, check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis.stream.calls_async import StreamScripts
@@ -116,7 +116,7 @@ class StreamManagement:
         at ``earliest``, ``latest`` or after an entry id; return whether it was new."""
         with translate_errors(self.url, topic):
             return await create_group(
-                self._client, self.stream_key(topic), check_topic(group), group_start(start)
+                self._client, self.stream_key(topic), check_group(group), group_start(start)
             )
 
     async def set_group_position(self, topic: str, group: str, position: str) -> None:
