@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pluggy
 
 from brokerkit._logging import delivery_fields, log_fields
+from brokerkit._topics import check_headers
+from brokerkit.exceptions import InvalidMessage
 
 if TYPE_CHECKING:
     from brokerkit._message import Message
@@ -160,10 +162,10 @@ class HookRelay:
         self.deliver = implemented(_DELIVER)
         self.settle = implemented(_SETTLE)
 
-    def _call(self, name: str, **kwargs: Any) -> None:
+    def _call(self, name: str, _after: Callable[[str], None] | None = None, **kwargs: Any) -> None:
         """Call every implementation of hook ``name``, each on its own: one that raises
-        is logged and the others are still called. (The message hooks return nothing,
-        so there are no results to gather.)"""
+        is logged and the others are still called; ``_after(plugin name)`` runs after
+        each. (The message hooks return nothing, so there are no results to gather.)"""
         impls = self._implemented.get(name)
         if not impls:
             return
@@ -185,19 +187,46 @@ class HookRelay:
                     impl.plugin_name,
                     extra=_fields(kwargs),
                 )
+            if _after is not None:
+                _after(impl.plugin_name)
 
     # -- publish ----------------------------------------------------------------------
 
     def publish_start(
         self, broker: Any, topic: str, headers: dict[str, str], count: int
     ) -> dict[str, Any] | None:
-        """Call ``brokerkit_publish_start``; return the call's scope (None: no hook)."""
+        """Call ``brokerkit_publish_start``; return the call's scope (None: no hook).
+        A header a plugin sets that the broker cannot send (not str to str, reserved)
+        is left out, logged with the plugin's name: the publish goes on."""
         self.manager()
         if not self.publish:
             return None
         scope: dict[str, Any] = {}
+        before = dict(headers)
+
+        def keep_valid(plugin: str) -> None:
+            for key, value in list(headers.items()):
+                if key in before and before[key] is value:
+                    continue
+                try:
+                    check_headers({key: value})
+                except InvalidMessage as exc:
+                    log.error(
+                        "plugin %r set a header the broker cannot send, left out: %s",
+                        plugin,
+                        exc,
+                        extra=log_fields(topic),
+                    )
+                    if key in before:
+                        headers[key] = before[key]
+                    else:
+                        del headers[key]
+            before.clear()
+            before.update(headers)
+
         self._call(
             "brokerkit_publish_start",
+            keep_valid,
             broker=broker,
             topic=topic,
             headers=headers,

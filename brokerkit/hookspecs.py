@@ -92,7 +92,9 @@ def brokerkit_publish_start(
 
     Called after the topic and bodies are checked, before anything is sent. Add to
     ``headers`` (a fresh dict: the caller's, checked) to give every message of the
-    call more headers; a trace context goes here. Keys and values must be str.
+    call more headers; a trace context goes here. Keys and values must be str, and a
+    name may not start with ``x-dead-letter-``: a header that breaks these rules is
+    left out, logged as an error naming the plugin, and the publish goes on.
 
     :param broker: the :class:`~brokerkit.Broker` or :class:`~brokerkit.aio.AsyncBroker`.
     :param topic: the topic published to.

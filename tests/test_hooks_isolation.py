@@ -385,3 +385,32 @@ def test_a_prefetched_deliverys_lost_lease_is_reported_once_async(
                 ]
 
     asyncio.run(main())
+
+
+class BadHeaders:
+    """A plugin that sets one header the broker can send and two it cannot."""
+
+    @brokerkit.hookimpl
+    def brokerkit_publish_start(self, headers: dict[str, Any]) -> None:
+        headers["x-count"] = 3  # not a str
+        headers["x-dead-letter-reason"] = "mine"  # reserved for the broker
+        headers["x-fine"] = "yes"
+
+
+def test_a_header_a_plugin_cannot_send_is_left_out_not_blamed_on_the_caller(
+    plugins: list[object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, every publish failed with an InvalidMessage about a header the caller
+    never passed, naming no plugin."""
+    plugin = BadHeaders()
+    register(plugins, plugin)
+    name = brokerkit.get_plugin_manager().get_name(plugin)
+    with brokerkit.connect(f"memory://hooks-{uuid.uuid4().hex}") as broker:
+        broker.publish("t", 1, headers={"x-mine": "kept"})
+        (delivery,) = broker.consume("t", timeout=0, limit=1)
+        delivery.ack()
+    assert dict(delivery.headers) == {"x-mine": "kept", "x-fine": "yes"}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert all(f"plugin {name!r}" in e for e in errors)
+    assert any("'x-count'" in e for e in errors)
