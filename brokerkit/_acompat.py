@@ -12,6 +12,7 @@ import functools
 import inspect
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -28,10 +29,12 @@ __all__ = [
     "acquire",
     "checkpoint",
     "fetch_shielded",
+    "keep_cancellation",
     "on_signals",
     "settle_orphans",
     "sleep",
     "spawn",
+    "within",
 ]
 
 _T = TypeVar("_T")
@@ -45,6 +48,48 @@ sleep = asyncio.sleep
 _running: set[asyncio.Task[Any]] = set()
 
 
+if sys.version_info >= (3, 11):
+
+    async def within(awaitable: Awaitable[_T], timeout: float) -> _T:
+        """``await awaitable``, raising :class:`TimeoutError` after ``timeout`` seconds.
+
+        Not ``asyncio.wait_for``: on Python 3.11 a cancellation that comes as the
+        awaitable ends is lost there (the caller goes on as if never cancelled)."""
+        async with asyncio.timeout(timeout):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10, where wait_for's flaw stays
+
+    async def within(awaitable: Awaitable[_T], timeout: float) -> _T:
+        """``await awaitable``, raising :class:`TimeoutError` after ``timeout`` seconds."""
+        return await asyncio.wait_for(awaitable, timeout)
+
+
+if sys.version_info >= (3, 11):
+
+    async def keep_cancellation(awaitable: Awaitable[_T]) -> _T:
+        """``await awaitable``, and raise :class:`asyncio.CancelledError` if this task
+        was cancelled meanwhile and the awaitable returned all the same: a callee lost
+        the cancellation (``asyncio.wait_for`` on Python 3.11 does, when it meets a
+        result, and redis-py sends every command through it under a socket timeout),
+        and the task would go on as if never cancelled. A cancellation a callee took
+        back (as ``asyncio.timeout`` does with its own) is not raised."""
+        task = asyncio.current_task()
+        if task is None:
+            return await awaitable
+        before = task.cancelling()
+        result = await awaitable
+        if task.cancelling() > before:
+            raise asyncio.CancelledError
+        return result
+
+else:  # pragma: no cover - Python 3.10: no count of cancel requests to tell by
+
+    async def keep_cancellation(awaitable: Awaitable[_T]) -> _T:
+        """``await awaitable``."""
+        return await awaitable
+
+
 class Event(asyncio.Event):
     """An :class:`asyncio.Event` whose ``wait`` takes a timeout, like a thread's."""
 
@@ -53,7 +98,7 @@ class Event(asyncio.Event):
         if timeout is None:
             return await super().wait()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(super().wait(), timeout)
+            await within(super().wait(), timeout)
         return self.is_set()
 
 
@@ -66,7 +111,7 @@ async def acquire(lock: asyncio.Lock, timeout: float) -> bool:
     if timeout <= 0:
         return False
     try:
-        await asyncio.wait_for(lock.acquire(), timeout)
+        await within(lock.acquire(), timeout)
     except asyncio.TimeoutError:
         return False
     return True

@@ -24,6 +24,7 @@ __all__ = [
     "checkpoint",
     "fetch_shielded",
     "is_async_callable",
+    "keep_cancellation",
     "on_signals",
     "settle_orphans",
     "sleep",
@@ -104,6 +105,12 @@ def settle_orphans(orphans: set[Any], timeout: float) -> None:
 
 def checkpoint() -> None:
     """Nothing to do: threads are preempted (the async twin yields to the event loop)."""
+
+
+def keep_cancellation(result: _T) -> _T:
+    """``result``: a thread is never cancelled (the async twin raises a cancellation a
+    callee lost)."""
+    return result
 
 
 class HandlerCalls:

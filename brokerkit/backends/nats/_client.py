@@ -22,6 +22,7 @@ from nats.aio.client import Client, ServerVersion
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from brokerkit._acompat import within
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import ConnectionFailed
@@ -223,6 +224,6 @@ class NatsClient:
         self._waiting.clear()
         if nc is not None and not nc.is_closed:
             try:
-                await asyncio.wait_for(nc.drain(), timeout=2.0)
+                await within(nc.drain(), 2.0)
             except Exception:  # the server is gone: closing is all that is left
                 await nc.close()

@@ -19,6 +19,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from brokerkit._acompat import within
+
 __all__ = ["Reader"]
 
 #: Seconds past a pull's own expiry to wait for the server's end-of-pull status.
@@ -88,9 +90,7 @@ class Reader:
         got: list[tuple[float, Msg, bool]] = []
         while len(got) < batch:
             try:
-                msg = await asyncio.wait_for(
-                    self._queue.get(), timeout=max(deadline - time.monotonic(), 0.0)
-                )
+                msg = await within(self._queue.get(), max(deadline - time.monotonic(), 0.0))
             except asyncio.TimeoutError:
                 break  # the end never came: what this pull brings later is a straggler
             status = _status(msg)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from nats.aio.msg import Msg
 
+from brokerkit._acompat import within
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
@@ -130,7 +131,7 @@ class AsyncNatsCoreBroker(AsyncBroker):
                 msg = (
                     listening.queue.get_nowait()
                     if not listening.queue.empty() or wait <= 0
-                    else await asyncio.wait_for(listening.queue.get(), wait)
+                    else await within(listening.queue.get(), wait)
                 )
             except (asyncio.QueueEmpty, asyncio.TimeoutError):
                 break

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._compat import sleep
+from brokerkit._compat import keep_cancellation, sleep
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
@@ -283,7 +283,7 @@ class Reconnector:
         while True:
             try:
                 with translate_errors(self.url, topic):
-                    result = operation()
+                    result = keep_cancellation(operation())
             except ConnectionFailed as exc:
                 cause = exc.__cause__
                 if isinstance(cause, CREDENTIAL_ERRORS):

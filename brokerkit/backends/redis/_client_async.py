@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._acompat import sleep
+from brokerkit._acompat import keep_cancellation, sleep
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
@@ -281,7 +281,7 @@ class Reconnector:
         while True:
             try:
                 with translate_errors(self.url, topic):
-                    result = await operation()
+                    result = await keep_cancellation(operation())
             except ConnectionFailed as exc:
                 cause = exc.__cause__
                 if isinstance(cause, CREDENTIAL_ERRORS):

@@ -41,7 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._compat import checkpoint
+from brokerkit._compat import checkpoint, keep_cancellation
 from brokerkit.backends.redis._held_state import HeldState
 from brokerkit.backends.redis._packing import pack
 
@@ -126,20 +126,20 @@ class Reader:
         if busy:
             # The kept connection has a command under way (a cancelled receive's fetch
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
-            spare = pool.get_connection()
+            spare = keep_cancellation(pool.get_connection())
             try:
-                spare.send_packed_command(packed or pack(spare, commands))
+                keep_cancellation(spare.send_packed_command(packed or pack(spare, commands)))
             except BaseException:
                 _let_go(pool, spare)
                 raise
             return Sent(self, spare, len(commands), kept=False)
         try:
             if connection is None:
-                connection = pool.get_connection()
+                connection = keep_cancellation(pool.get_connection())
                 state.keep(connection, pid)
             elif idle and _closed_meanwhile(connection):
                 connection.disconnect()  # the send connects it again
-            connection.send_packed_command(packed or pack(connection, commands))
+            keep_cancellation(connection.send_packed_command(packed or pack(connection, commands)))
         except BaseException:
             self._ended(connection, failed=True)
             raise

@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._acompat import checkpoint
+from brokerkit._acompat import checkpoint, keep_cancellation
 from brokerkit.backends.redis._held_state import HeldState
 from brokerkit.backends.redis._packing import pack
 
@@ -126,20 +126,22 @@ class AsyncReader:
         if busy:
             # The kept connection has a command under way (a cancelled receive's fetch
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
-            spare = await pool.get_connection()
+            spare = await keep_cancellation(pool.get_connection())
             try:
-                await spare.send_packed_command(packed or pack(spare, commands))
+                await keep_cancellation(spare.send_packed_command(packed or pack(spare, commands)))
             except BaseException:
                 await _let_go(pool, spare)
                 raise
             return AsyncSent(self, spare, len(commands), kept=False)
         try:
             if connection is None:
-                connection = await pool.get_connection()
+                connection = await keep_cancellation(pool.get_connection())
                 state.keep(connection, pid)
             elif idle and await _closed_meanwhile(connection):
                 await connection.disconnect()  # the send connects it again
-            await connection.send_packed_command(packed or pack(connection, commands))
+            await keep_cancellation(
+                connection.send_packed_command(packed or pack(connection, commands))
+            )
         except BaseException:
             await self._ended(connection, failed=True)
             raise

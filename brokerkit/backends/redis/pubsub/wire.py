@@ -34,11 +34,11 @@ import contextlib
 import select
 import socket
 import ssl
-import sys
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from brokerkit._acompat import within
 from brokerkit.backends.redis.pubsub.replies import take_messages
 
 __all__ = ["NOTHING", "AsyncHiredisWire", "AsyncWire", "HiredisWire", "Wire"]
@@ -264,22 +264,10 @@ class AsyncHiredisWire(AsyncWire):
             return False
         else:
             try:
-                data = await _read_within(stream, timeout)
+                data = await within(stream.read(_READ_SIZE), timeout)
             except asyncio.TimeoutError:
                 return False
         if not data:
             raise RedisConnectionError("the server closed the connection")
         self.reader.feed(data)
         return True
-
-
-if sys.version_info >= (3, 11):
-
-    async def _read_within(stream: asyncio.StreamReader, timeout: float) -> bytes:
-        async with asyncio.timeout(timeout):
-            return await stream.read(_READ_SIZE)
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _read_within(stream: asyncio.StreamReader, timeout: float) -> bytes:
-        return await asyncio.wait_for(stream.read(_READ_SIZE), timeout)
