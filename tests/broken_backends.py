@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 from brokerkit import Capability, Delivery, Message, StaleDelivery, TopicInfo
-from brokerkit._subscription import Subscription
+from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
 from brokerkit.backends.memory import MemoryBroker
-from brokerkit.backends.memory.store import Group, Lease, Topic
+from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 
 
 class DropsOnNack(MemoryBroker):
@@ -412,7 +412,6 @@ class AcceptsUndeclaredCapabilities(MemoryBroker):
         return None
 
 
-#: Every broken backend, with the promise it breaks.
 class ListsNoTopics(MemoryBroker):
     """topics() lists nothing."""
 
@@ -437,6 +436,117 @@ class StaleWaitingAge(MemoryBroker):
         return dataclasses.replace(info, oldest_waiting_age=info.oldest_waiting_age or 1.0)
 
 
+class ListsNoDeadLetterTopics(MemoryBroker):
+    """topics() leaves out the dead-letter topics."""
+
+    def _list_topics(self) -> list[str]:
+        return [t for t in super()._list_topics() if not t.endswith(".dlq")]
+
+
+class IgnoresPrefetchBytes(MemoryBroker):
+    """A fetch takes ``prefetch`` messages, whatever the core asks for: prefetch_bytes
+    bounds nothing."""
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        return super()._fetch(subscription, subscription.prefetch, timeout)
+
+
+class PatternSubscriptionsCompete(MemoryBroker):
+    """Pattern subscriptions without a group share one group per pattern: each message
+    goes to one of them."""
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        super()._subscribe(subscription)
+        state = subscription.state
+        if isinstance(state, PatternState) and state.private:
+            subscription.state = dataclasses.replace(
+                state, group=f"pattern-shared:{subscription.topic}", private=False
+            )
+
+
+class ReversesDelayedBatch(MemoryBroker):
+    """A delayed publish_many comes out in reverse order."""
+
+    def _hold(self, topic: Topic, messages: Sequence[Message], due: float) -> None:
+        super()._hold(topic, list(reversed(messages)), due)
+
+
+class ReleasesAllHeldOnFirstDue(MemoryBroker):
+    """Once one delayed publish is due, every delayed publish is released with it, early."""
+
+    def _release_due(self, now: float) -> None:
+        store = self._store
+        due = store.next_due()
+        if due is not None and now >= due:
+            held = (item[0] for topic in store.topics.values() for item in topic.scheduled)
+            now = max(now, max(held, default=now))
+        super()._release_due(now)
+
+
+class DeadLettersLoseCustomContentType(MemoryBroker):
+    """A dead letter of a message with a custom content type is stored as octet-stream."""
+
+    def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
+        known = ("application/json", "application/octet-stream", "text/plain")
+        super()._append(
+            topic,
+            [
+                dataclasses.replace(m, content_type="application/octet-stream")
+                if "x-dead-letter-reason" in m.headers and not m.content_type.startswith(known)
+                else m
+                for m in messages
+            ],
+        )
+
+
+class BrokerCloseKeepsPrefetched(MemoryBroker):
+    """Closing the broker (not a subscription) keeps what its subscriptions prefetched
+    leased until the visibility timeout."""
+
+    def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
+        super()._unsubscribe(subscription, [] if self.closed else unreturned)
+
+
+class DelayedRetryDiesWithConsumer(MemoryBroker):
+    """A nack(delay=) retry is dropped when the broker of the consumer that nacked it
+    closes before it is due."""
+
+    def _close(self) -> None:
+        with self._store.lock:
+            for topic in self._store.topics.values():
+                for group in topic.groups.values():
+                    group.delayed.clear()
+        super()._close()
+
+
+class DelayedPublishDiesWithPublisher(MemoryBroker):
+    """A delayed publish is dropped when its publisher's broker closes before it is due."""
+
+    def _close(self) -> None:
+        with self._store.lock:
+            for topic in self._store.topics.values():
+                topic.scheduled.clear()
+        super()._close()
+
+
+class DropsFetchedOnClose(MemoryBroker):
+    """A fetch that its subscription's close overtakes drops what it leased, as a network
+    backend that discards a late reply would: the messages stay leased, unseen, until
+    the visibility timeout."""
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        fetched = super()._fetch(subscription, max_messages, timeout)
+        # The reply's round trip, which a close from another thread overtakes.
+        if fetched and subscription._closed.wait(MAX_FETCH_WAIT):
+            return []
+        return fetched
+
+
+#: Every broken backend, by the name its test class gets.
 BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "drops_on_nack": DropsOnNack,
     "lists_no_topics": ListsNoTopics,
@@ -475,4 +585,14 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "loses_delayed_publishes": LosesDelayedPublishes,
     "forgets_delayed_attempts": ForgetsDelayedAttempts,
     "ignores_nack_reason": IgnoresNackReason,
+    "lists_no_dead_letter_topics": ListsNoDeadLetterTopics,
+    "ignores_prefetch_bytes": IgnoresPrefetchBytes,
+    "pattern_subscriptions_compete": PatternSubscriptionsCompete,
+    "reverses_delayed_batch": ReversesDelayedBatch,
+    "releases_all_held_on_first_due": ReleasesAllHeldOnFirstDue,
+    "dead_letters_lose_custom_content_type": DeadLettersLoseCustomContentType,
+    "broker_close_keeps_prefetched": BrokerCloseKeepsPrefetched,
+    "delayed_retry_dies_with_consumer": DelayedRetryDiesWithConsumer,
+    "delayed_publish_dies_with_publisher": DelayedPublishDiesWithPublisher,
+    "drops_fetched_on_close": DropsFetchedOnClose,
 }

@@ -4,6 +4,7 @@ tests of the promise it breaks, with that promise named in the failure."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -122,6 +123,7 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     },
     "inspect_miscounts_in_flight": {
         "test_inspect_counts_are_per_topic": "inspect is scoped: in_flight 1",
+        "test_delivery_state_machine": "inspect counts what is in flight: in_flight is 1",
     },
     "ignores_maxlen": {
         "test_maxlen_caps_the_topic_dropping_the_oldest": "maxlen caps the topic: 300 messages",
@@ -175,6 +177,54 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
         ),
         "test_a_nack_reason_is_recorded_on_the_dead_letter[max_deliveries]": (
             "x-dead-letter-reason is 'max_deliveries'"
+        ),
+    },
+    "lists_no_dead_letter_topics": {
+        "test_topics_lists_dead_letter_topics": "holds a dead letter but was not listed",
+    },
+    "ignores_prefetch_bytes": {
+        "test_prefetch_bytes_bounds_a_fetch_by_size": "the first fetch brought 10 messages",
+    },
+    "pattern_subscriptions_compete": {
+        "test_pattern_subscriptions_without_a_group_each_get_every_message": (
+            "each get every message (another broker's): only 0 of 3"
+        ),
+    },
+    "reverses_delayed_batch": {
+        "test_a_delayed_batch_comes_out_in_the_order_given": "came out as [4, 3, 2, 1, 0]",
+    },
+    "releases_all_held_on_first_due": {
+        "test_random_delays_come_out_in_due_order": "none before it is due: one came before",
+    },
+    "dead_letters_lose_custom_content_type": {
+        "test_a_dead_letter_keeps_a_custom_content_type[rejected]": (
+            "the content type changed from 'application/x-protobuf'"
+        ),
+        "test_a_dead_letter_keeps_a_custom_content_type[max_deliveries]": (
+            "the content type changed from 'application/x-protobuf'"
+        ),
+    },
+    "broker_close_keeps_prefetched": {
+        "test_closing_a_broker_hands_back_what_its_subscriptions_prefetched": (
+            "what its subscriptions prefetched (subscription 1): only 0 of 3"
+        ),
+    },
+    "delayed_retry_dies_with_consumer": {
+        "test_a_delayed_nack_survives_its_consumer_closing": (
+            "a delayed retry survives its consumer closing: not handed out again"
+        ),
+    },
+    "delayed_publish_dies_with_publisher": {
+        "test_a_delayed_publish_survives_its_publisher_closing": (
+            "a delayed publish survives its publisher closing: not handed out again"
+        ),
+    },
+    "drops_fetched_on_close": {
+        "test_closing_during_a_receive_hands_back_what_it_fetched[subscription]": (
+            "hands back what it fetched: only 0 of 10"
+        ),
+        "test_closing_during_a_receive_hands_back_what_it_fetched[broker]": (
+            "hands back what it fetched: only 0 of 10"
         ),
     },
 }
@@ -274,3 +324,21 @@ def test_broken_backend_fails_the_contract_for_the_right_reason(
 
 def test_every_broken_backend_is_caught() -> None:
     assert set(EXPECTED_FAILURES) == set(BROKEN_BACKENDS)
+
+
+def test_the_plugin_guide_lists_every_contract_test_and_counts_the_broken_backends() -> None:
+    """docs/plugins.md has a row for each contract test, and says how many broken
+    backends the suite is run against."""
+    from brokerkit.contracts import BrokerContract
+
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\|.*\| `(test_\w+)` \|", guide, re.MULTILINE))
+    tests = {name for name in dir(BrokerContract) if name.startswith("test_")}
+    assert tests - rows == set(), "contract tests without a row in docs/plugins.md"
+    assert rows - tests == set(), "rows in docs/plugins.md naming no contract test"
+    counted = re.search(r"run it against (\d+) deliberately broken", guide)
+    assert counted is not None, "docs/plugins.md no longer counts the broken backends"
+    assert int(counted.group(1)) == len(BROKEN_BACKENDS), (
+        f"docs/plugins.md counts {counted.group(1)} broken backends, "
+        f"tests/broken_backends.py has {len(BROKEN_BACKENDS)}"
+    )

@@ -4,16 +4,28 @@ capability checks and settling through the right broker."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
 from brokerkit._capabilities import Capability
+from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
 from brokerkit.contracts._harness import ContractEnv, requires
-from brokerkit.exceptions import DeliveryError, InvalidMessage, InvalidOption, Unsupported
+from brokerkit.exceptions import (
+    BrokerClosed,
+    DeliveryError,
+    InvalidMessage,
+    InvalidOption,
+    Unsupported,
+)
 
 __all__ = ["ApiContract"]
+
+#: Real seconds a receive under way is given to fetch what was just published (on a
+#: ManualTimeline too: fetching takes no lease time, but it does take real time).
+_FETCH_WAIT = 10.0
 
 
 class ApiContract:
@@ -62,6 +74,133 @@ class ApiContract:
         got = contract.expect_all(other, 3, promise)
         assert {d.id for d in got} < set(ids), promise
         contract.expect_nothing(other, f"{promise}: the acked one came back")
+
+    @requires(Capability.PERSISTENT | Capability.COMPETING)
+    def test_closing_a_broker_hands_back_what_its_subscriptions_prefetched(
+        self, contract: ContractEnv
+    ) -> None:
+        """Closing a broker hands back every subscription's prefetched deliveries at once.
+
+        ``Broker.close()`` ends each of its subscriptions, and each hands back the
+        deliveries it fetched but never returned: other consumers get them at once,
+        not after the visibility timeout."""
+        promise = "closing a broker hands back what its subscriptions prefetched"
+        closing, other = contract.broker(visibility_timeout=60), contract.broker()
+        topics = [contract.topic("close-prefetched") for _ in range(2)]
+        waiting: dict[str, set[str]] = {}
+        for topic in topics:
+            ids = closing.publish_many(topic, range(4))
+            subscription = closing.subscribe(topic, prefetch=4)
+            delivery = contract.expect(subscription, promise)
+            delivery.ack()
+            waiting[topic] = set(ids) - {delivery.id}
+        closing.close()
+        for index, topic in enumerate(topics, 1):
+            subscription = other.subscribe(topic, prefetch=4)
+            got = contract.expect_all(
+                subscription, len(waiting[topic]), f"{promise} (subscription {index})"
+            )
+            assert {d.id for d in got} == waiting[topic], f"{promise}: other messages came"
+            contract.expect_nothing(subscription, f"{promise}: the acked one came back")
+
+    @requires(Capability.PERSISTENT | Capability.COMPETING)
+    @pytest.mark.parametrize("closing", ["subscription", "broker"])
+    def test_closing_during_a_receive_hands_back_what_it_fetched(
+        self, contract: ContractEnv, closing: str
+    ) -> None:
+        """Closing during a receive hands back, at once, what that receive fetched.
+
+        Messages published while a receive waits are fetched by it; when its
+        subscription (or broker) is closed before the receive returns them, every one
+        the receive did not return reaches the group's other members at once, not
+        after the visibility timeout (the suite does not move a ManualClock meanwhile)."""
+        promise = "closing during a receive hands back what it fetched"
+        topic = contract.topic("close-fetched")
+        closing_broker = contract.broker(visibility_timeout=60)
+        publisher = contract.broker(visibility_timeout=60)
+        waiting = closing_broker.subscribe(topic, prefetch=10)
+        outcome: list[Delivery | BrokerClosed | None] = []
+        started = threading.Event()
+
+        def receive() -> None:
+            started.set()
+            try:
+                outcome.append(waiting.receive(timeout=_FETCH_WAIT))
+            except BrokerClosed as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=receive, daemon=True)
+        thread.start()
+        started.wait(_FETCH_WAIT)
+        ids = publisher.publish_many(topic, range(10))
+        # Close once the receive's fetch has taken them: leased, or returned.
+        deadline = time.monotonic() + _FETCH_WAIT
+        leases = contract.has(Capability.ACK)
+        while not outcome and time.monotonic() < deadline:
+            if leases and closing_broker.inspect(topic).in_flight:
+                break
+            thread.join(0.005)
+        if closing == "broker":
+            closing_broker.close()
+        else:
+            waiting.close()
+        thread.join(_FETCH_WAIT)
+        assert not thread.is_alive(), f"{promise}: the receive under way did not end on close"
+        ended = outcome[0] if len(outcome) == 1 else None
+        assert ended is not None, (
+            f"{promise}: the receive ended with {outcome!r}, not a delivery or BrokerClosed"
+        )
+        returned = None if isinstance(ended, BrokerClosed) else ended.id
+        expected = {i for i in ids if i != returned}
+        # The one the receive returned is the test's, unsettled: a closed broker's
+        # unsettled deliveries may go back at once too (an AMQP connection's do).
+        allowed = set(ids) if closing == "broker" else expected
+        other = publisher.subscribe(topic, prefetch=10)
+        got: set[str] = set()
+        while not expected <= got:
+            delivery = other.receive(timeout=contract.grace)
+            assert delivery is not None, (
+                f"{promise}: only {len(expected & got)} of {len(expected)} messages were delivered"
+            )
+            assert delivery.id in allowed - got, (
+                f"{promise}: {delivery.body!r} came, twice or though the receive returned it"
+            )
+            got.add(delivery.id)
+            delivery.ack()
+        late = other.receive(timeout=contract.timeline.quiet)
+        if late is not None:
+            assert late.id in allowed - got, f"{promise}: {late.body!r} came twice"
+            late.ack()
+        contract.expect_nothing(other, f"{promise}: a message came twice")
+
+    def test_prefetch_bytes_bounds_a_fetch_by_size(self, contract: ContractEnv) -> None:
+        """prefetch_bytes bounds what one fetch brings by payload size.
+
+        With ``prefetch_bytes=N`` a fetch asks for no more messages than fit in N bytes
+        at the size of the largest message the subscription has seen: the first fetch
+        takes one, and what was fetched and not yet settled never exceeds N bytes."""
+        promise = "prefetch_bytes bounds a fetch by size"
+        broker = contract.broker()
+        topic = contract.topic("prefetch-bytes")
+        subscription = broker.subscribe(topic, prefetch=10, prefetch_bytes=2500)
+        ids = broker.publish_many(topic, [bytes([i]) * 1000 for i in range(10)])
+        got: list[str] = []
+        for _ in ids:
+            delivery = contract.expect(subscription, promise)
+            fetched = 1 + subscription.buffered  # this delivery and what is still buffered
+            assert got or fetched == 1, (
+                f"{promise}: the first fetch brought {fetched} messages, not 1"
+            )
+            assert fetched * 1000 <= 2500, (
+                f"{promise}: {fetched} messages of 1000 bytes fetched at once "
+                "with prefetch_bytes=2500"
+            )
+            got.append(delivery.id)
+            delivery.ack()
+        assert sorted(got) == sorted(ids), f"{promise}: other messages came"
+        contract.expect_nothing(subscription, f"{promise}: a message came twice")
+        with pytest.raises(InvalidOption, match="prefetch_bytes"):
+            broker.subscribe(topic, prefetch_bytes=0)
 
     def test_receive_returns_none_when_nothing_comes(self, contract: ContractEnv) -> None:
         """receive(timeout) returns None when nothing arrives in time.

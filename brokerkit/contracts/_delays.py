@@ -7,12 +7,13 @@ import itertools
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
-from brokerkit.contracts._harness import ContractEnv, requires
+from brokerkit._subscription import Subscription
+from brokerkit.contracts._harness import JUST_BEFORE, ContractEnv, Timeline, requires
 from brokerkit.contracts._profiles import contract_settings
 from brokerkit.exceptions import Unsupported
 
@@ -144,6 +145,83 @@ class DelayContract:
         assert publisher.inspect(topic).scheduled == 0, f"{promise}: still scheduled once due"
         contract.expect_nothing(subscription, f"{promise}: delivered twice")
 
+    @requires(Capability.ACK | Capability.DELAY)
+    def test_a_delayed_nack_survives_its_consumer_closing(self, contract: ContractEnv) -> None:
+        """A delayed retry survives its consumer closing: it comes back when due.
+
+        The broker, not the consumer, holds a ``nack(delay=s)``: when the consumer that
+        nacked closes its broker before the retry is due, the message still comes back
+        s seconds after the nack, to another consumer, as attempt 2."""
+        delay = _DELAYS[0]
+        promise = "a delayed retry survives its consumer closing"
+        consumer, other = contract.broker(), contract.broker()
+        topic = contract.topic("delay-nack-close")
+        subscription = consumer.subscribe(topic)
+        message_id = other.publish(topic, "retry me")
+        first = contract.expect(subscription, promise)
+        competitor = other.subscribe(topic)
+        before = contract.timeline.now()
+        first.nack(delay=delay)
+        after = contract.timeline.now()
+        consumer.close()
+        again = contract.expect_lease_return(
+            competitor, leased=(before, after), seconds=delay, promise=promise
+        )
+        assert (again.id, again.attempt) == (message_id, 2), (
+            f"{promise}: came back as attempt {again.attempt} of {again.body!r}, not 2"
+        )
+        again.ack()
+        contract.expect_nothing(competitor, f"{promise}: it came back twice")
+
+    @requires(Capability.PERSISTENT | Capability.DELAY)
+    def test_a_delayed_publish_survives_its_publisher_closing(self, contract: ContractEnv) -> None:
+        """A delayed publish survives its publisher closing: it is delivered when due.
+
+        The broker, not the publisher, holds a ``publish(delay=s)``: when the publisher
+        closes its broker before the message is due, it is still delivered s seconds
+        after the publish, as attempt 1."""
+        delay = _DELAYS[0]
+        promise = "a delayed publish survives its publisher closing"
+        publisher, consumer = contract.broker(), contract.broker()
+        topic = contract.topic("delay-pub-close")
+        subscription = consumer.subscribe(topic)
+        before = contract.timeline.now()
+        message_id = publisher.publish(topic, "later", delay=delay)
+        after = contract.timeline.now()
+        publisher.close()
+        got = contract.expect_lease_return(
+            subscription, leased=(before, after), seconds=delay, promise=promise
+        )
+        assert (got.id, got.body, got.attempt) == (message_id, "later", 1), (
+            f"{promise}: delivered {got.body!r} as attempt {got.attempt}"
+        )
+        got.ack()
+        contract.expect_nothing(subscription, f"{promise}: delivered twice")
+
+    @requires(Capability.PERSISTENT | Capability.DELAY | Capability.ORDERED)
+    def test_a_delayed_batch_comes_out_in_the_order_given(self, contract: ContractEnv) -> None:
+        """A delayed publish_many comes out in the order given.
+
+        Messages of one ``publish_many(..., delay=s)`` are due at the same time; one
+        consumer gets them, when due, in the order they were given."""
+        delay = _DELAYS[0]
+        promise = "a delayed batch comes out in the order given"
+        publisher, consumer = contract.broker(), contract.broker()
+        topic = contract.topic("delay-batch")
+        subscription = consumer.subscribe(topic, prefetch=2)
+        before = contract.timeline.now()
+        ids = publisher.publish_many(topic, range(5), delay=delay)
+        after = contract.timeline.now()
+        first = contract.expect_lease_return(
+            subscription, leased=(before, after), seconds=delay, promise=promise
+        )
+        first.ack()
+        got = [first, *contract.expect_all(subscription, len(ids) - 1, promise)]
+        assert [d.id for d in got] == ids, (
+            f"{promise}: published 0 to 4, came out as {[d.body for d in got]}"
+        )
+        contract.expect_nothing(subscription, f"{promise}: one came twice")
+
     @requires(Capability.PERSISTENT | Capability.DELAY)
     def test_a_topic_holding_only_delayed_messages_is_listed(self, contract: ContractEnv) -> None:
         """topics() lists a topic whose only messages are delayed publishes.
@@ -169,10 +247,15 @@ class DelayContract:
     @requires(Capability.PERSISTENT | Capability.DELAY)
     @contract_settings("timed")
     @given(steps=st.lists(st.integers(1, 10), min_size=2, max_size=8))
+    # Two due at once, one before them: each profile tries distinct due times.
+    @example(steps=[2, 1, 2])
     def test_random_delays_come_out_in_due_order(
         self, contract: ContractEnv, steps: list[int]
     ) -> None:
-        """Messages published with different delays come out in due order, none early."""
+        """Messages published with different delays come out in due order, none early.
+
+        On a ManualTimeline the clock stops just short of each due time in turn
+        (nothing may come) and then on it (exactly the messages due by then come)."""
         promise = "delayed messages come out in due order, none before it is due"
         with contract.scope():
             publisher, consumer = contract.broker(), contract.broker()
@@ -185,25 +268,10 @@ class DelayContract:
                 before = contract.timeline.now()
                 message_id = publisher.publish(topic, index, delay=delay)
                 due[message_id] = (before + delay, contract.timeline.now() + delay)
-            earliest = min(low for low, _ in due.values())
             if contract.timeline.manual:
-                contract.timeline.advance(earliest - contract.timeline.now() - 0.001)
-                contract.expect_nothing(subscription, f"{promise}: one came before it was due")
-            latest = max(high for _, high in due.values())
-            # A millisecond past the last due time: on a manual clock, the sum of two
-            # advances may fall a rounding error short of it.
-            wait = contract.timeline.advance(latest - contract.timeline.now() + 0.001)
-            got: list[Delivery] = []
-            while len(got) < len(steps):
-                delivery = subscription.receive(timeout=wait + contract.grace)
-                assert delivery is not None, f"{promise}: only {len(got)} of {len(steps)} came"
-                arrived = contract.timeline.now()
-                assert arrived >= due[delivery.id][0] - contract.timeline.slack, (
-                    f"{promise}: message {delivery.body} came "
-                    f"{due[delivery.id][0] - arrived:.3f}s early"
-                )
-                got.append(delivery)
-                delivery.ack()
+                got = _each_when_due(contract, subscription, due, promise)
+            else:
+                got = _all_when_due(contract, subscription, due, promise)
             order = [due[d.id][0] for d in got]
             for earlier, later in itertools.pairwise(got):
                 assert due[earlier.id][0] <= due[later.id][1], (
@@ -231,3 +299,69 @@ class DelayContract:
             assert not delivery.settled, f"{promise}: the refused nack settled the delivery"
             delivery.ack()
         contract.expect_nothing(subscription, f"{promise}: something was sent")
+
+
+def _each_when_due(
+    contract: ContractEnv,
+    subscription: Subscription,
+    due: dict[str, tuple[float, float]],
+    promise: str,
+) -> list[Delivery]:
+    """On a ManualTimeline: move the clock just short of each distinct due time, where
+    nothing may come, then onto it, where exactly the messages due by then must come."""
+    timeline = contract.timeline
+    got: list[Delivery] = []
+    start = timeline.now()
+    for moment in sorted({low for low, _ in due.values()}):
+        _advance_to(timeline, moment - JUST_BEFORE)
+        contract.expect_nothing(
+            subscription, f"{promise}: one came before it was due ({moment - start:.2f}s)"
+        )
+        _advance_to(timeline, moment)
+        wanted = {i for i, (low, _) in due.items() if low <= moment} - {d.id for d in got}
+        for count in range(len(wanted)):
+            delivery = subscription.receive(timeout=0)
+            assert delivery is not None, (
+                f"{promise}: only {count} of the {len(wanted)} due at {moment - start:.2f}s came"
+            )
+            assert delivery.id in wanted, (
+                f"{promise}: message {delivery.body} came at {moment - start:.2f}s, "
+                f"{due[delivery.id][0] - moment:.2f}s before it was due"
+            )
+            got.append(delivery)
+            delivery.ack()
+    contract.expect_nothing(subscription, f"{promise}: one came twice")
+    return got
+
+
+def _all_when_due(
+    contract: ContractEnv,
+    subscription: Subscription,
+    due: dict[str, tuple[float, float]],
+    promise: str,
+) -> list[Delivery]:
+    """On real time: wait past the last due time, checking each arrival is not early."""
+    timeline = contract.timeline
+    latest = max(high for _, high in due.values())
+    wait = timeline.advance(max(latest - timeline.now(), 0.0))
+    got: list[Delivery] = []
+    while len(got) < len(due):
+        delivery = subscription.receive(timeout=wait + contract.grace)
+        assert delivery is not None, f"{promise}: only {len(got)} of {len(due)} came"
+        arrived = timeline.now()
+        assert arrived >= due[delivery.id][0] - timeline.slack, (
+            f"{promise}: message {delivery.body} came {due[delivery.id][0] - arrived:.3f}s early"
+        )
+        got.append(delivery)
+        delivery.ack()
+    return got
+
+
+def _advance_to(timeline: Timeline, moment: float) -> None:
+    """Move a ManualTimeline onto ``moment`` (one advance of a float difference can
+    fall a rounding error short of it; a second closes that gap)."""
+    for _ in range(3):
+        gap = moment - timeline.now()
+        if gap <= 0:
+            return
+        timeline.advance(gap)

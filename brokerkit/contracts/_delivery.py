@@ -190,6 +190,35 @@ class DeliveryContract:
         dead.ack()
         contract.expect_nothing(dead_letters, "nack(requeue=False): dead-lettered twice")
 
+    @requires(Capability.ACK | Capability.DEAD_LETTER)
+    @pytest.mark.parametrize("reason", ["rejected", "max_deliveries"])
+    def test_a_dead_letter_keeps_a_custom_content_type(
+        self, contract: ContractEnv, reason: str
+    ) -> None:
+        """A dead letter keeps a custom content type, and its bytes.
+
+        A message published with a content type of its own (``application/x-protobuf``)
+        is dead-lettered, rejected or past ``max_deliveries``, with that content type
+        and the same bytes."""
+        promise = f"a dead letter keeps a custom content type ({reason})"
+        broker = contract.broker(max_deliveries=1 if reason == "max_deliveries" else None)
+        topic = contract.topic("dlq-type")
+        dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
+        subscription = broker.subscribe(topic)
+        payload = b"\x08\x96\x01"
+        broker.publish(
+            topic, payload, headers={"trace-id": "t1"}, content_type="application/x-protobuf"
+        )
+        delivery = contract.expect(subscription, promise)
+        assert delivery.content_type == "application/x-protobuf", (
+            f"{promise}: delivered as {delivery.content_type!r} before any dead-lettering"
+        )
+        delivery.nack(requeue=reason == "max_deliveries")
+        dead = contract.expect(dead_letters, f"{promise}: nothing was dead-lettered")
+        _check_dead_letter(dead, delivery, payload, broker, topic, 1, reason)
+        assert dead.payload == payload, f"{promise}: the bytes changed"
+        dead.ack()
+
     @requires(Capability.ACK | Capability.DEAD_LETTER | Capability.PERSISTENT)
     def test_expiry_past_max_deliveries_dead_letters(self, contract: ContractEnv) -> None:
         """A lease that runs out on the last allowed delivery dead-letters."""

@@ -176,6 +176,36 @@ class MessageContract:
                 )
             contract.expect_nothing(subscription, "patterns: a topic that does not match leaked")
 
+    @requires(Capability.PATTERNS | Capability.FANOUT)
+    def test_pattern_subscriptions_without_a_group_each_get_every_message(
+        self, contract: ContractEnv
+    ) -> None:
+        """Without a group, each pattern subscription gets every message it matches.
+
+        Pattern subscriptions that name no group do not compete: each gets every
+        message of the topics it matches, once, whether they share a pattern, a broker,
+        or neither."""
+        promise = "pattern subscriptions without a group each get every message"
+        publisher, first, second = contract.broker(), contract.broker(), contract.broker()
+        base = contract.topic("fanout-glob")
+        rooms, everything = f"{base}:room:*", f"{base}:*"
+        subscriptions = [
+            ("the first", first.subscribe(rooms, pattern=True), False),
+            ("another broker's", second.subscribe(rooms, pattern=True), False),
+            ("the same broker's second", first.subscribe(rooms, pattern=True), False),
+            ("a wider pattern's", second.subscribe(everything, pattern=True), True),
+        ]
+        in_rooms = publisher.publish_many(f"{base}:room:a", ["a1", "a2"])
+        in_rooms += publisher.publish_many(f"{base}:room:b", ["b1"])
+        in_lobby = publisher.publish_many(f"{base}:lobby", ["l1"])
+        for which, subscription, wide in subscriptions:
+            wanted = in_rooms + in_lobby if wide else in_rooms
+            got = contract.expect_all(subscription, len(wanted), f"{promise} ({which})")
+            assert sorted(d.id for d in got) == sorted(wanted), (
+                f"{promise}: {which} got {sorted(d.body for d in got)}"
+            )
+        contract.expect_nothing([s for _, s, _ in subscriptions], f"{promise}, once")
+
     @contract_settings()
     @given(
         first=st.sampled_from(["ack", "nack"]),

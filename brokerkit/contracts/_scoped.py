@@ -179,6 +179,32 @@ class ScopeContract:
         drained = broker.inspect(topic).oldest_waiting_age
         assert drained is None, f"{promise}: nothing waits, but the oldest waits {drained} s"
 
+    @requires(Capability.ACK | Capability.DEAD_LETTER)
+    def test_topics_lists_dead_letter_topics(self, contract: ContractEnv) -> None:
+        """topics() lists a dead-letter topic that holds a dead letter.
+
+        A dead-letter topic is a topic: once it holds a dead letter, ``topics()``
+        lists it, whether or not anyone reads it (a backend that cannot list its topics
+        raises :class:`~brokerkit.Unsupported`)."""
+        promise = "topics() lists dead-letter topics"
+        broker = contract.broker()
+        topic = contract.topic("listed-dlq")
+        subscription = broker.subscribe(topic)
+        broker.publish(topic, "poison")
+        contract.expect(subscription, promise).nack(requeue=False)
+        # A server may dead-letter on its own time (RabbitMQ's dead-letter exchange).
+        deadline = time.monotonic() + contract.grace
+        while broker.inspect(topic).dead_lettered < 1 and time.monotonic() < deadline:
+            contract.expect_nothing(subscription, f"{promise}: the rejected message came back")
+        try:
+            listed = broker.topics()
+        except Unsupported:
+            pytest.skip("the backend cannot list its topics (topics() raises Unsupported)")
+        dead_letter_topic = broker.dead_letter_topic(topic)
+        assert dead_letter_topic in listed, (
+            f"{promise}: {dead_letter_topic!r} holds a dead letter but was not listed"
+        )
+
     @requires(Capability.BOUNDED | Capability.PERSISTENT)
     def test_maxlen_caps_the_topic_dropping_the_oldest(self, contract: ContractEnv) -> None:
         """maxlen caps a topic, dropping the oldest messages first.
