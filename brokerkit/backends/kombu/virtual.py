@@ -224,7 +224,9 @@ class KombuVirtualBroker(Broker):
         """Put deliveries the caller never got back on their group's queue (at its
         end: a virtual transport has no way to put a message back in front)."""
         live = [d for d in deliveries if not d.settled]
-        if live and not self._closed:
+        # (not self._closed: a broker's close sets that before it closes its
+        # subscriptions, whose hand-backs must still reach the transport)
+        if live and not self._stop.is_set():
 
             def put_back() -> None:
                 for delivery in live:
