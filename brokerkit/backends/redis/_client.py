@@ -19,7 +19,7 @@ from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._compat import keep_cancellation, sleep
-from brokerkit._topics import check_topic
+from brokerkit._topics import is_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
@@ -35,7 +35,7 @@ from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._keys import Keyspace, KeyTemplate
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._tls import share_tls_context
-from brokerkit.exceptions import ConnectionFailed, InvalidTopic, InvalidURL
+from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
 __all__ = ["Reconnector", "make_client", "scan_topics"]
 
@@ -211,16 +211,8 @@ def _str(key: bytes | str) -> str:
 
 
 def _add(found: set[str], name: str | None) -> None:
-    if name is not None and _is_topic(name):
+    if name is not None and is_topic(name):
         found.add(name)
-
-
-def _is_topic(name: str) -> bool:
-    try:
-        check_topic(name)
-    except InvalidTopic:
-        return False
-    return True
 
 
 class _MasterConnection(redis.sentinel.SentinelManagedConnection):
