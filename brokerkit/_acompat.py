@@ -22,6 +22,7 @@ from brokerkit._logging import delivery_fields
 
 __all__ = [
     "Background",
+    "CancelCount",
     "Event",
     "HandlerCalls",
     "Lock",
@@ -67,27 +68,45 @@ else:  # pragma: no cover - Python 3.10, where wait_for's flaw stays
 
 if sys.version_info >= (3, 11):
 
-    async def keep_cancellation(awaitable: Awaitable[_T]) -> _T:
-        """``await awaitable``, and raise :class:`asyncio.CancelledError` if this task
-        was cancelled meanwhile and the awaitable returned all the same: a callee lost
-        the cancellation (``asyncio.wait_for`` on Python 3.11 does, when it meets a
-        result, and redis-py sends every command through it under a socket timeout),
-        and the task would go on as if never cancelled. A cancellation a callee took
-        back (as ``asyncio.timeout`` does with its own) is not raised."""
-        task = asyncio.current_task()
-        if task is None:
-            return await awaitable
-        before = task.cancelling()
-        result = await awaitable
-        if task.cancelling() > before:
-            raise asyncio.CancelledError
-        return result
+    def _cancel_requests(task: asyncio.Task[Any]) -> int:
+        return task.cancelling()
 
 else:  # pragma: no cover - Python 3.10: no count of cancel requests to tell by
 
-    async def keep_cancellation(awaitable: Awaitable[_T]) -> _T:
-        """``await awaitable``."""
-        return await awaitable
+    def _cancel_requests(task: asyncio.Task[Any]) -> int:
+        return 0
+
+
+class CancelCount:
+    """The current task's cancel requests when made; :meth:`raise_lost` raises
+    :class:`asyncio.CancelledError` if more came since and none was raised: a callee
+    lost it (see :func:`keep_cancellation`). For a caller that must first put what it
+    took where its failure path gives it back. (Python 3.10 counts none.)"""
+
+    __slots__ = ("_before", "_task")
+
+    def __init__(self) -> None:
+        self._task = asyncio.current_task()
+        self._before = 0 if self._task is None else _cancel_requests(self._task)
+
+    def raise_lost(self) -> None:
+        """Raise the cancellation a callee lost since this count was made, if any."""
+        if self._task is not None and _cancel_requests(self._task) > self._before:
+            raise asyncio.CancelledError
+
+
+async def keep_cancellation(awaitable: Awaitable[_T]) -> _T:
+    """``await awaitable``, and raise :class:`asyncio.CancelledError` if this task was
+    cancelled meanwhile and the awaitable returned all the same: a callee lost the
+    cancellation (``asyncio.wait_for`` on Python 3.11 does, when it meets a result, and
+    redis-py sends every command through it under a socket timeout), and the task
+    would go on as if never cancelled. A cancellation a callee took back (as
+    ``asyncio.timeout`` does with its own) is not raised. Only for a result that holds
+    nothing to give back."""
+    count = CancelCount()
+    result = await awaitable
+    count.raise_lost()
+    return result
 
 
 class Event(asyncio.Event):

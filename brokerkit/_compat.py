@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "Background",
+    "CancelCount",
     "Event",
     "HandlerCalls",
     "Lock",
@@ -105,6 +106,15 @@ def settle_orphans(orphans: set[Any], timeout: float) -> None:
 
 def checkpoint() -> None:
     """Nothing to do: threads are preempted (the async twin yields to the event loop)."""
+
+
+class CancelCount:
+    """Nothing to count: a thread is never cancelled (see the async twin)."""
+
+    __slots__ = ()
+
+    def raise_lost(self) -> None:
+        """Nothing to raise."""
 
 
 def keep_cancellation(result: _T) -> _T:

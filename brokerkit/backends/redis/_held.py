@@ -41,7 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._compat import checkpoint, keep_cancellation
+from brokerkit._compat import CancelCount, checkpoint
 from brokerkit.backends.redis._held_state import HeldState
 from brokerkit.backends.redis._packing import pack
 
@@ -122,24 +122,29 @@ class Reader:
         if self._pool is None:
             raise TypeError("a cluster client's commands go through execute_command")
         pool, state, pid = self._pool, self._state, os.getpid()
+        # A cancellation redis-py's connect or send loses is raised once the connection
+        # is where the failure path gives it back (see keep_cancellation).
+        cancellations = CancelCount()
         busy, connection, idle = state.begin(pid)
         if busy:
             # The kept connection has a command under way (a cancelled receive's fetch
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
-            spare = keep_cancellation(pool.get_connection())
+            spare = pool.get_connection()
             try:
-                keep_cancellation(spare.send_packed_command(packed or pack(spare, commands)))
+                spare.send_packed_command(packed or pack(spare, commands))
+                cancellations.raise_lost()
             except BaseException:
                 _let_go(pool, spare)
                 raise
             return Sent(self, spare, len(commands), kept=False)
         try:
             if connection is None:
-                connection = keep_cancellation(pool.get_connection())
+                connection = pool.get_connection()
                 state.keep(connection, pid)
             elif idle and _closed_meanwhile(connection):
                 connection.disconnect()  # the send connects it again
-            keep_cancellation(connection.send_packed_command(packed or pack(connection, commands)))
+            connection.send_packed_command(packed or pack(connection, commands))
+            cancellations.raise_lost()
         except BaseException:
             self._ended(connection, failed=True)
             raise

@@ -39,7 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._acompat import checkpoint, keep_cancellation
+from brokerkit._acompat import CancelCount, checkpoint
 from brokerkit.backends.redis._held_state import HeldState
 from brokerkit.backends.redis._packing import pack
 
@@ -122,26 +122,29 @@ class AsyncReader:
         if self._pool is None:
             raise TypeError("a cluster client's commands go through execute_command")
         pool, state, pid = self._pool, self._state, os.getpid()
+        # A cancellation redis-py's connect or send loses is raised once the connection
+        # is where the failure path gives it back (see keep_cancellation).
+        cancellations = CancelCount()
         busy, connection, idle = state.begin(pid)
         if busy:
             # The kept connection has a command under way (a cancelled receive's fetch
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
-            spare = await keep_cancellation(pool.get_connection())
+            spare = await pool.get_connection()
             try:
-                await keep_cancellation(spare.send_packed_command(packed or pack(spare, commands)))
+                await spare.send_packed_command(packed or pack(spare, commands))
+                cancellations.raise_lost()
             except BaseException:
                 await _let_go(pool, spare)
                 raise
             return AsyncSent(self, spare, len(commands), kept=False)
         try:
             if connection is None:
-                connection = await keep_cancellation(pool.get_connection())
+                connection = await pool.get_connection()
                 state.keep(connection, pid)
             elif idle and await _closed_meanwhile(connection):
                 await connection.disconnect()  # the send connects it again
-            await keep_cancellation(
-                connection.send_packed_command(packed or pack(connection, commands))
-            )
+            await connection.send_packed_command(packed or pack(connection, commands))
+            cancellations.raise_lost()
         except BaseException:
             await self._ended(connection, failed=True)
             raise
