@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -348,3 +349,24 @@ def test_publish_count_out_of_range_is_a_usage_error(
     assert run(["publish", url, "t", "x", "-n", "0"]) == 2
     assert "from 1 to 1,000,000" in capsys.readouterr().err
     assert broker.inspect("t").length == 0
+
+
+def test_a_worker_module_that_configures_logging_gets_each_record_once() -> None:
+    """The command's stderr handler steps aside once the program configures logging
+    (a worker's module may, when the command imports it); before, each library
+    warning was written twice."""
+    script = textwrap.dedent(
+        """
+        import logging
+        from brokerkit.cli._app import _library_logging
+
+        with _library_logging(["worker", "app:worker"], False):
+            logging.basicConfig(format="APP %(name)s: %(message)s")  # the import
+            logging.getLogger("brokerkit.hooks").warning("a hook failed")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stderr.count("a hook failed") == 1
+    assert "APP brokerkit.hooks: a hook failed" in done.stderr

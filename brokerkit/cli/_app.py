@@ -152,6 +152,7 @@ def _library_logging(argv: list[str], debug: bool) -> Iterator[None]:
     else:
         handler.setLevel(logging.ERROR)
         handler.setFormatter(_OneLine(_LOG_FORMAT))
+    handler.addFilter(_UnlessConfigured(handler))
     previous = logger.level
     if debug:
         logger.setLevel(logging.DEBUG)
@@ -164,6 +165,20 @@ def _library_logging(argv: list[str], debug: bool) -> Iterator[None]:
 
 
 _LOG_FORMAT = "brokerkit: %(levelname)s %(name)s: %(message)s"
+
+
+class _UnlessConfigured(logging.Filter):
+    """Lets a record through the command's own handler only while the program has not
+    configured logging: a worker's module may do so when the command imports it, and
+    then its handlers alone write the library's records."""
+
+    def __init__(self, own: logging.Handler) -> None:
+        super().__init__()
+        self._own = own
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        others = [h for h in logging.getLogger("brokerkit").handlers if h is not self._own]
+        return not (others or logging.getLogger().handlers)
 
 
 class _OneLine(logging.Formatter):
