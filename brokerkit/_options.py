@@ -38,10 +38,10 @@ class BrokerOptions:
     A field whose type is ``int``, ``float``, ``bool`` or ``str`` (or ``X | None``)
     can be given in the URL's query string; any field can be given as a keyword
     to :func:`brokerkit.connect`. Unknown names and bad values raise
-    :class:`~brokerkit.InvalidOption` naming the valid ones. In the query, ``none``
-    or ``null`` unsets an ``X | None`` option, and so does an empty value unless the
-    option is text: an empty text stays empty, for the option's own check to judge
-    (``sentinel=`` with an unset variable is refused, not read as no Sentinel).
+    :class:`~brokerkit.InvalidOption` naming the valid ones. In the query, an empty
+    value, ``none`` or ``null`` unsets an ``X | None`` option, except an empty value of
+    an option in :attr:`empty_refused`, which stays empty for the option's own check
+    to refuse (``sentinel=`` with an unset variable is not read as no Sentinel).
     """
 
     #: How bodies that are neither bytes nor str are encoded: ``json`` or ``msgpack``.
@@ -53,6 +53,8 @@ class BrokerOptions:
 
     #: Options that only a keyword can carry (objects, not text).
     keyword_only: ClassVar[frozenset[str]] = frozenset()
+    #: Text options whose empty value is an error, not "unset" (see above).
+    empty_refused: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
         from brokerkit._serializers import serializer_names
@@ -111,7 +113,9 @@ class BrokerOptions:
                     f"the {backend} option {name!r} cannot be given in a URL; "
                     "pass it as a keyword to brokerkit.connect()"
                 )
-            values[name] = _convert(name, text, hints[name], backend, hidden=bool(after_secret))
+            values[name] = _convert(
+                name, text, hints[name], backend, hidden=bool(after_secret), empty=cls.empty_refused
+            )
         for name, value in keywords.items():
             if name in ignore and name not in valid:
                 raise InvalidOption(
@@ -120,7 +124,7 @@ class BrokerOptions:
                 )
             _check_known(name, valid, backend)
             if isinstance(value, str) and name not in cls.keyword_only:
-                value = _convert(name, value, hints[name], backend)
+                value = _convert(name, value, hints[name], backend, empty=cls.empty_refused)
             _check_type(name, value, hints[name], backend)
             values[name] = value
         return cls(**values)
@@ -197,11 +201,19 @@ def _check_known(
     raise InvalidOption(f"unknown option {name!r} for {backend}; {hint}{listed}")
 
 
-def _convert(name: str, text: str, hint: Any, backend: str, *, hidden: bool = False) -> Any:
+def _convert(
+    name: str,
+    text: str,
+    hint: Any,
+    backend: str,
+    *,
+    hidden: bool = False,
+    empty: frozenset[str] = frozenset(),
+) -> Any:
     """Turn a query-string value into the field's type; an error shows the value
     unless it is a secret or ``hidden``."""
     kinds = _kinds(hint)
-    unset = {"none", "null"} if str in kinds else {"", "none", "null"}
+    unset = {"none", "null"} if name in empty else {"", "none", "null"}
     if type(None) in kinds and text.lower() in unset:
         return None
     for kind in kinds:

@@ -195,7 +195,7 @@ def test_scratch_keys_are_removed_from_every_master_with_cluster_true_capitalise
         client.close()
 
 
-# -- 5. an empty value is not "unset" for an option with a check of its own --------------
+# -- 5. an empty sentinel= is refused, not read as "no Sentinel" --------------------------
 
 
 @pytest.mark.parametrize(
@@ -204,13 +204,20 @@ def test_scratch_keys_are_removed_from_every_master_with_cluster_true_capitalise
         ("redis+stream://127.0.0.1:1/0?sentinel=", "must name the master"),
         ("redis+stream://s1:26379,s2:26379/0?sentinel=", "must name the master"),
         ("redis+list://127.0.0.1:1/0?sentinel=&sentinel_password=x", "must name the master"),
-        ("redis+list://127.0.0.1:1/0?queue_key=", "queue_key"),
-        ("redis+stream://127.0.0.1:1/0?stream_key=", "stream_key"),
     ],
 )
-def test_an_empty_text_option_is_refused_by_its_own_check(url: str, words: str) -> None:
+def test_an_empty_sentinel_is_refused(url: str, words: str) -> None:
     with pytest.raises(InvalidOption, match=words):
         brokerkit.connect(url)
+
+
+@pytest.mark.parametrize("option", ["queue_key", "stream_key", "raw_content_type"])
+def test_another_empty_text_option_still_means_its_default(option: str) -> None:
+    """Only sentinel= refuses an empty value: an empty queue_key= (a templated variable
+    left unset, as existing configurations have it) still means the default."""
+    scheme = "redis+stream" if option == "stream_key" else "redis+list"
+    with brokerkit.connect(f"{scheme}://127.0.0.1:1/0?{option}=") as broker:
+        assert getattr(broker.options, option) is None
 
 
 def test_an_empty_sentinel_keyword_is_refused() -> None:

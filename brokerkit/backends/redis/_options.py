@@ -14,7 +14,7 @@ import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from brokerkit._options import MAX_SECONDS, BrokerOptions
 from brokerkit._url import BrokerURL
@@ -82,6 +82,8 @@ class RedisOptions(BrokerOptions):
     cluster: bool = False
     #: Read the URL's hosts as sentinels and follow the master they know by this name.
     sentinel: str | None = None
+    #: (an empty ``sentinel=`` is refused: see BrokerOptions)
+    empty_refused: ClassVar[frozenset[str]] = frozenset({"sentinel"})
     #: The password of the sentinels themselves (the URL's password is the master's).
     sentinel_password: str | None = field(default=None, repr=False)
     #: Publish and ack wait until this many replicas have the write (Redis ``WAIT``);
