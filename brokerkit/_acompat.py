@@ -33,6 +33,7 @@ __all__ = [
     "keep_cancellation",
     "on_signals",
     "settle_orphans",
+    "shielded",
     "sleep",
     "spawn",
     "within",
@@ -205,8 +206,7 @@ async def fetch_shielded(
     the fetch runs on, shielded, and when the caller was cancelled its result goes to
     ``hand_back`` (which returns the deliveries at once); the task doing that is kept
     in ``orphans`` until it ends, so that a close can wait for it
-    (:func:`settle_orphans`). A subscription's and a broker's close run their work
-    the same way.
+    (:func:`settle_orphans`).
     """
     task = asyncio.ensure_future(fetch())
     try:
@@ -216,6 +216,16 @@ async def fetch_shielded(
         orphans.add(orphan)
         orphan.add_done_callback(orphans.discard)
         raise
+
+
+async def shielded(work: Callable[[], Awaitable[_T]], running: set[Any]) -> _T:
+    """``await work()``, carried to its end even when the caller is cancelled: the
+    cancellation is raised at once, and the work's task is kept in ``running`` until
+    it ends (a subscription's and a broker's close run this way)."""
+    task = asyncio.ensure_future(work())
+    running.add(task)
+    task.add_done_callback(running.discard)
+    return await asyncio.shield(task)
 
 
 async def settle_orphans(orphans: set[Any], timeout: float) -> None:

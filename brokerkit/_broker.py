@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from brokerkit._backend import Backend
 from brokerkit._capabilities import Capability
-from brokerkit._compat import Event, fetch_shielded
+from brokerkit._compat import Event, shielded
 from brokerkit._delivery import Delivery
 from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
@@ -468,7 +468,7 @@ class Broker(Backend):
             first = not self._closed
             self._closed = True
         if first:
-            fetch_shielded(self._shut_down, _nothing_to_hand_back, self._closers)
+            shielded(self._shut_down, self._closers)
         else:
             self._shut.wait(_CLOSE_WAIT)
 
@@ -518,11 +518,6 @@ class Broker(Backend):
         """``subscription``'s close has ended."""
         with self._lock:
             self._closing.discard(subscription)
-
-
-def _nothing_to_hand_back(_: None) -> None:
-    """What a close whose caller was cancelled leaves to do: nothing, its work closes
-    the subscriptions and disconnects by itself."""
 
 
 def _consumer_name() -> str:

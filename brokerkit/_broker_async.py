@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from brokerkit._acompat import Event, fetch_shielded
+from brokerkit._acompat import Event, shielded
 from brokerkit._backend_async import AsyncBackend
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
@@ -468,7 +468,7 @@ class AsyncBroker(AsyncBackend):
             first = not self._closed
             self._closed = True
         if first:
-            await fetch_shielded(self._shut_down, _nothing_to_hand_back, self._closers)
+            await shielded(self._shut_down, self._closers)
         else:
             await self._shut.wait(_CLOSE_WAIT)
 
@@ -518,11 +518,6 @@ class AsyncBroker(AsyncBackend):
         """``subscription``'s close has ended."""
         with self._lock:
             self._closing.discard(subscription)
-
-
-async def _nothing_to_hand_back(_: None) -> None:
-    """What a close whose caller was cancelled leaves to do: nothing, its work closes
-    the subscriptions and disconnects by itself."""
 
 
 def _consumer_name() -> str:

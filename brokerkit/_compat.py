@@ -28,6 +28,7 @@ __all__ = [
     "keep_cancellation",
     "on_signals",
     "settle_orphans",
+    "shielded",
     "sleep",
     "spawn",
 ]
@@ -98,6 +99,12 @@ def fetch_shielded(
     interrupts running to the end and hands its result to ``hand_back``; a thread is
     never interrupted, so here there is nothing to keep."""
     return fetch()
+
+
+def shielded(work: Callable[[], _T], running: set[Any]) -> _T:
+    """``work()``: a thread is never interrupted (the async twin carries the work to its
+    end past a cancellation)."""
+    return work()
 
 
 def settle_orphans(orphans: set[Any], timeout: float) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from brokerkit._compat import Event, Lock, fetch_shielded, settle_orphans
+from brokerkit._compat import Event, Lock, fetch_shielded, settle_orphans, shielded
 from brokerkit._hooks import RELAY
 from brokerkit._logging import subscription_fields
 from brokerkit._schedule import check_timeout
@@ -211,7 +211,7 @@ class Subscription:
             self._closed.set()
         if first:
             self.broker._forget(self)
-            fetch_shielded(self._finish_close, _nothing_to_hand_back, self._closers)
+            shielded(self._finish_close, self._closers)
         else:
             self._ended.wait(_CLOSE_WAIT)
 
@@ -265,8 +265,3 @@ class Subscription:
             f"<{type(self).__name__} {kind}={self.topic!r} group={self.group!r} "
             f"consumer={self.consumer!r}>"
         )
-
-
-def _nothing_to_hand_back(_: None) -> None:
-    """What a close whose caller was cancelled leaves to do: nothing, its work hands
-    back and unsubscribes by itself."""

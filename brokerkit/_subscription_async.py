@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from brokerkit._acompat import Event, Lock, fetch_shielded, settle_orphans
+from brokerkit._acompat import Event, Lock, fetch_shielded, settle_orphans, shielded
 from brokerkit._hooks import RELAY
 from brokerkit._logging import subscription_fields
 from brokerkit._schedule import check_timeout
@@ -209,7 +209,7 @@ class AsyncSubscription:
             self._closed.set()
         if first:
             self.broker._forget(self)
-            await fetch_shielded(self._finish_close, _nothing_to_hand_back, self._closers)
+            await shielded(self._finish_close, self._closers)
         else:
             await self._ended.wait(_CLOSE_WAIT)
 
@@ -263,8 +263,3 @@ class AsyncSubscription:
             f"<{type(self).__name__} {kind}={self.topic!r} group={self.group!r} "
             f"consumer={self.consumer!r}>"
         )
-
-
-async def _nothing_to_hand_back(_: None) -> None:
-    """What a close whose caller was cancelled leaves to do: nothing, its work hands
-    back and unsubscribes by itself."""
