@@ -50,7 +50,7 @@ import redis
 from benchmarks import bodies, bookkeeping, handback, paced, scaling
 from benchmarks.byref import RawListByReference
 from benchmarks.listfloor import RawListByMoves
-from benchmarks.report_server import server_cell, server_json
+from benchmarks.report_server import cpu_cells, server_cell, server_json
 from benchmarks.rounds import Side, interleave
 from benchmarks.run import RESULTS, _commit, _say, _sides, redis_at
 from benchmarks.servertime import ServerMeter
@@ -130,11 +130,14 @@ def throughput_part(
         "",
         "Messages per second (median over rounds, min..max), the median per-round ratio "
         "to raw redis-py's stream (XREADGROUP COUNT 100 + one XACK) and list (100 "
-        "pipelined LMOVE + LREM), and the server us per message (INFO commandstats).",
+        "pipelined LMOVE + LREM), the server us per message (INFO commandstats), and "
+        "the CPU us per message of the server's main thread (INFO cpu: the commands, "
+        "reading requests, writing replies) and of this process (every thread): with "
+        "one consumer the rate is about one over their sum, less what overlaps.",
         "",
         "| body bytes | messages per round | side | msg/s | vs raw stream | vs raw list "
-        "| server us/msg |",
-        "|---:|---:|---|---:|---:|---:|---:|",
+        "| server us/msg | server CPU us/msg | client CPU us/msg |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     data = []
     for size in sizes:
@@ -163,9 +166,11 @@ def throughput_part(
             for raw in ("raw stream", "raw list"):
                 pairs = [a / b for a, b in zip(rates[side], rates[raw], strict=False) if b]
                 cells.append(_spread(pairs, ".2f") if side != raw else "-")
+            server_cpu, client_cpu = cpu_cells(run.server, side, step)
             lines.append(
                 f"| {size:,} | {n} | {side} | {_spread(rates[side], ',.0f')} | {cells[0]} "
-                f"| {cells[1]} | {server_cell(run.server, (side,), step)} |"
+                f"| {cells[1]} | {server_cell(run.server, (side,), step)} | {server_cpu} "
+                f"| {client_cpu} |"
             )
         data.append(
             {

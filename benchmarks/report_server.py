@@ -8,7 +8,14 @@ from typing import Any
 
 from benchmarks.servertime import ServerTime, summarise
 
-__all__ = ["ServerRounds", "breakdown", "server_cell", "server_json", "server_ratio"]
+__all__ = [
+    "ServerRounds",
+    "breakdown",
+    "cpu_cells",
+    "server_cell",
+    "server_json",
+    "server_ratio",
+]
 
 #: side -> step -> one server time per measured round.
 ServerRounds = Mapping[str, Mapping[str, Sequence[ServerTime]]]
@@ -24,6 +31,17 @@ def total(server: ServerRounds | None, side: str, step: str) -> float | None:
     """The median over rounds of ``side``'s server time per message on ``step``."""
     times = _times(server, side, step)
     return statistics.median(t.total_us for t in times) if times else None
+
+
+def cpu_cells(server: ServerRounds | None, side: str, step: str) -> tuple[str, str]:
+    """``side``'s median CPU us per message on ``step``: the server's main thread and
+    the benchmark process's ("-" if not measured)."""
+    times = _times(server, side, step)
+    if not times:
+        return "-", "-"
+    server_cpu = statistics.median(t.cpu_us_per_message for t in times)
+    client_cpu = statistics.median(t.client_cpu_us_per_message for t in times)
+    return f"{server_cpu:.2f}", f"{client_cpu:.2f}"
 
 
 def server_cell(server: ServerRounds | None, sides: Sequence[str], step: str) -> str:

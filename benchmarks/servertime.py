@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import pkgutil
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,8 @@ def active_step() -> str | None:
 class _Snapshot:
     commands: dict[str, tuple[int, int]]
     cpu_us: float
+    #: this process's CPU (all its threads), in microseconds
+    client_cpu_us: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ class ServerTime:
         attribution round (the same in every round of the side and step).
     :ivar cpu_us: the server's main thread CPU time (user + system, network I/O
         included) during the round, in microseconds.
+    :ivar client_cpu_us: the benchmark process's CPU time (user + system, every
+        thread: a backend's renewals too) during the round, in microseconds: what the
+        client spent beside what the server did.
     """
 
     messages: int
@@ -103,6 +109,7 @@ class ServerTime:
     nested: dict[str, float] = field(default_factory=dict)
     scripts: dict[str, tuple[int, int]] = field(default_factory=dict)
     cpu_us: float = 0.0
+    client_cpu_us: float = 0.0
 
     def us_per_message(self, command: str) -> float:
         return self.commands.get(command, (0, 0))[1] / max(self.messages, 1)
@@ -126,11 +133,16 @@ class ServerTime:
     def cpu_us_per_message(self) -> float:
         return self.cpu_us / max(self.messages, 1)
 
+    @property
+    def client_cpu_us_per_message(self) -> float:
+        return self.client_cpu_us / max(self.messages, 1)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "messages": self.messages,
             "total_us_per_message": round(self.total_us, 3),
             "cpu_us_per_message": round(self.cpu_us_per_message, 3),
+            "client_cpu_us_per_message": round(self.client_cpu_us_per_message, 3),
             "commands": {c: {"calls": n, "usec": us} for c, (n, us) in self.commands.items()},
             "nested_share": {c: round(s, 3) for c, s in self.nested.items() if s},
             "scripts": {s: {"calls": n, "usec": us} for s, (n, us) in self.scripts.items()},
@@ -180,9 +192,11 @@ class ServerMeter:
         self.r.close()
 
     def snapshot(self, *, cpu_first: bool = False) -> _Snapshot:
-        """The command stats and the main thread's CPU now. The CPU is read after the
-        command stats (a window's start: the stats' own cost falls before it), or
-        with ``cpu_first`` before them (its end: the same, after it)."""
+        """The command stats and the main thread's CPU now, and this process's CPU.
+        The CPU is read after the command stats (a window's start: the stats' own
+        cost falls before it), or with ``cpu_first`` before them (its end: the same,
+        after it)."""
+        client = time.process_time() if cpu_first else 0.0
         pipe = self.r.pipeline(transaction=False)
         if cpu_first:
             pipe.info("cpu")
@@ -199,7 +213,9 @@ class ServerMeter:
         }
         user = cpu.get("used_cpu_user_main_thread", cpu.get("used_cpu_user", 0.0))
         system = cpu.get("used_cpu_sys_main_thread", cpu.get("used_cpu_sys", 0.0))
-        return _Snapshot(commands, 1e6 * (float(user) + float(system)))
+        if not cpu_first:
+            client = time.process_time()
+        return _Snapshot(commands, 1e6 * (float(user) + float(system)), 1e6 * client)
 
     def mark(self) -> None:
         """Count the round's server time from now (in an attribution round, the
@@ -235,7 +251,14 @@ class ServerMeter:
             self._scripts[self._side] = scripts
         nested = self._shares.get(self._side, {})
         scripts = self._scripts.get(self._side, {})
-        return ServerTime(messages, delta, nested, scripts, end.cpu_us - start.cpu_us)
+        return ServerTime(
+            messages,
+            delta,
+            nested,
+            scripts,
+            end.cpu_us - start.cpu_us,
+            end.client_cpu_us - start.client_cpu_us,
+        )
 
     def abort(self) -> None:
         """The round failed: stop measuring it (the SLOWLOG back as it was)."""
