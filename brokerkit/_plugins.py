@@ -14,7 +14,7 @@ from brokerkit._broker import Broker
 from brokerkit._hooks import RELAY, ObservedPluginManager
 from brokerkit._registry import BackendInfo, BackendRegistry
 from brokerkit._url import BrokerURL
-from brokerkit.exceptions import PluginError
+from brokerkit.exceptions import BrokerError, PluginError
 
 __all__ = [
     "BLOCK_ENV",
@@ -84,7 +84,16 @@ def load_registry(manager: pluggy.PluginManager | None = None) -> BackendRegistr
         # names its plugin.
         others = [p for p in manager.get_plugins() if p is not plugin]
         call_one = manager.subset_hook_caller(hook_name, remove_plugins=others)
-        call_one(registry=registry._as_plugin(manager.get_name(plugin) or repr(plugin)))
+        name = manager.get_name(plugin) or repr(plugin)
+        try:
+            call_one(registry=registry._as_plugin(name))
+        except BrokerError:  # the registry's own errors name the plugin already
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {name!r} failed to register its backends: {type(exc).__name__}: "
+                f"{exc}; fix or uninstall it, or block it with {BLOCK_ENV}={name}"
+            ) from exc
     registry._as_plugin("<direct>")
     return registry
 

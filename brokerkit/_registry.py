@@ -139,6 +139,11 @@ class BackendRegistry:
             in worker threads (correct, and slower).
         :raises SchemeConflict: a scheme is taken and ``replace`` is false.
         """
+        if isinstance(schemes, str | bytes):  # each character would be a scheme
+            raise PluginError(
+                f"plugin {self._plugin!r} registered {backend!r} with schemes={schemes!r}, "
+                f"a string; schemes is a sequence of names, such as ({schemes!r},)"
+            )
         if schemes is None:
             if isinstance(backend, str):
                 raise PluginError(
@@ -163,6 +168,9 @@ class BackendRegistry:
                 raise PluginError(f"a lazy backend is written 'module:Class', got {target!r}")
         info = BackendInfo(backend, names, self._plugin, install_hint, aio)
         for scheme in names:
+            displaced = self._by_scheme.get(scheme)
+            if displaced is not None:  # replaced: it serves its other schemes only
+                displaced.schemes = tuple(s for s in displaced.schemes if s != scheme)
             self._by_scheme[scheme] = info
 
     def get(self, scheme: str) -> BackendInfo:

@@ -142,3 +142,43 @@ def test_importing_brokerkit_imports_no_driver() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_plugin_whose_registration_raises_is_named() -> None:
+    """A third-party plugin's failing hook is a PluginError naming it and the way out,
+    not an anonymous error from every connect()."""
+    broken = types.ModuleType("broken_plugin")
+
+    @brokerkit.hookimpl
+    def brokerkit_register_backends(registry: brokerkit.BackendRegistry) -> None:
+        raise RuntimeError("plugin config missing")
+
+    broken.brokerkit_register_backends = brokerkit_register_backends  # type: ignore[attr-defined]
+    with pytest.raises(PluginError) as excinfo:
+        load_registry(_manager(broken))
+    message = str(excinfo.value)
+    assert "'broken_plugin'" in message
+    assert "RuntimeError: plugin config missing" in message
+    assert "BROKERKIT_BLOCK_PLUGINS=broken_plugin" in message
+
+
+def test_a_replaced_scheme_is_listed_under_its_new_backend_only() -> None:
+    override = _plugin(
+        "override_plugin",
+        ("brokerkit.backends.memory:MemoryBroker", {"schemes": ("redis+list",), "replace": True}),
+    )
+    registry = load_registry(_manager(override))
+    owners = [info.plugin for info in registry if "redis+list" in info.schemes]
+    assert owners == ["override_plugin"]
+    redis = next(info for info in registry if info.plugin == "brokerkit.backends.redis")
+    assert "rediss+list" in redis.schemes  # the schemes it was not asked for stay its own
+    assert registry.get("rediss+list") is redis
+
+
+def test_schemes_given_as_one_string_are_refused() -> None:
+    """schemes="mem2" would register 'm', 'e', 'm', '2'."""
+    stringy = _plugin(
+        "stringy_plugin", ("brokerkit.backends.memory:MemoryBroker", {"schemes": "mem2"})
+    )
+    with pytest.raises(PluginError, match=r"schemes='mem2', a string; .*\('mem2',\)"):
+        load_registry(_manager(stringy))
