@@ -235,3 +235,12 @@ def test_an_invalid_topic_given_is_a_usage_error(
     """Before, the exporter started and served the topic as down on every scrape."""
     assert run([command, "memory://", "-t", "orders", "-t", 'bad topic"x']) == 2
     assert "--topic" in capsys.readouterr().err
+
+
+def test_an_address_the_exporter_cannot_listen_on_is_named(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: the bare ``[Errno -2] Name or service not known``, naming neither."""
+    assert run(["exporter", "memory://", "--address", "bad.invalid", "--port", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on bad.invalid:9" in err

@@ -54,7 +54,13 @@ def exporter(
             topic_names(broker)  # a backend that cannot list its topics fails here, at once
         topics = tuple(only) if only else (lambda: topic_names(broker))
         registry.register(TopicCollector(broker, topics))
-        server, thread = start_http_server(port, addr=address, registry=registry)
+        try:
+            server, thread = start_http_server(port, addr=address, registry=registry)
+        except OSError as exc:  # a name that does not resolve, a port in use
+            raise typer.BadParameter(
+                f"cannot listen on {address}:{port}: {exc.strerror or exc}",
+                param_hint="--address/--port",
+            ) from exc
         try:
             err.print(f"serving the topics of {broker.url} on http://{address}:{port}/metrics")
             stop.wait()
