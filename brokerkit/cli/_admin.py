@@ -15,7 +15,6 @@ from contextlib import contextmanager, suppress
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from brokerkit._broker import Broker
@@ -23,7 +22,7 @@ from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
 from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect, list_backends
-from brokerkit.cli._output import err, out
+from brokerkit.cli._output import cell, err, out
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError
 
@@ -78,10 +77,10 @@ def backends(as_json: JsonOpt = False) -> None:
     for row in rows:
         caps: list[str] | None = row["capabilities"]
         table.add_row(
-            escape("\n".join(row["schemes"])),
-            " ".join(caps) if caps is not None else "-",
-            escape(row["plugin"]),
-            "[green]ok[/]" if row["status"] == "ok" else f"[yellow]{escape(row['status'])}[/]",
+            "\n".join(cell(scheme) for scheme in row["schemes"]),
+            cell(" ".join(caps)) if caps is not None else "-",
+            cell(row["plugin"]),
+            "[green]ok[/]" if row["status"] == "ok" else f"[yellow]{cell(row['status'])}[/]",
         )
     out.print(table)
 
@@ -110,7 +109,7 @@ def inspect(url: UrlArg, topic: TopicArg, as_json: JsonOpt = False) -> None:
         details.add_column("key", style="dim")
         details.add_column("value", overflow="fold")
         for key, value in info.details.items():
-            details.add_row(escape(str(key)), escape(_plain(value)))
+            details.add_row(cell(key), cell(_plain(value)))
         out.print(details)
 
 
@@ -122,7 +121,7 @@ def _is_empty(info: TopicInfo) -> bool:
 
 def topic_table(info: TopicInfo, where: str) -> Table:
     """The headline facts of ``info`` as a two-column table."""
-    table = Table(title=escape(f"topic {info.topic!r} on {where}"), show_header=False)
+    table = Table(title=cell(f"topic {info.topic!r} on {where}"), show_header=False)
     table.add_column("fact", style="bold")
     table.add_column("value", justify="right")
     table.add_row("length", str(info.length))
@@ -142,10 +141,10 @@ def groups_table(info: TopicInfo) -> Table:
         table.add_column(column, justify="left" if column in ("group", "consumer") else "right")
     for group in info.groups:
         lag = "-" if group.lag is None else str(group.lag)
-        table.add_row(escape(group.name), "", str(group.pending), lag, "")
+        table.add_row(cell(group.name), "", str(group.pending), lag, "")
         for consumer in group.consumers:
             idle = "-" if consumer.idle is None else f"{consumer.idle:.1f} s"
-            table.add_row("", escape(consumer.name), str(consumer.pending), "", idle)
+            table.add_row("", cell(consumer.name), str(consumer.pending), "", idle)
     return table
 
 
@@ -198,7 +197,9 @@ def rescue(
             out.print(_count(step(topic)))
             return
         with stop_on_interrupt() as stop:
-            err.print(escape(f"rescuing {topic!r} on {broker.url} every {every:g} s; Ctrl-C stops"))
+            err.print(
+                cell(f"rescuing {topic!r} on {broker.url} every {every:g} s; Ctrl-C stops", err)
+            )
             total = rounds = 0
             while not stop.is_set():
                 count = _count(step(topic))

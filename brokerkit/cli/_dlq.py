@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from brokerkit._broker import Broker
@@ -21,7 +20,7 @@ from brokerkit._serializers import _BY_CONTENT_TYPE, _base_type
 from brokerkit._subscription import Subscription
 from brokerkit._topics import RESERVED_HEADER_PREFIX
 from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
-from brokerkit.cli._output import err, out, print_json, text_of, writable
+from brokerkit.cli._output import cell, err, out, print_json, text_of
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError, SerializationError
 
@@ -262,7 +261,7 @@ def dlq(
         verb = "would move" if dry_run else "moved"
         err.print(f"{verb} {moved} of {len(listed)} dead letter{'s' * (len(listed) != 1)}")
     for letter in failed:
-        err.print(escape(writable(f"could not move {letter.id}: {letter.error}", err)), style="red")
+        err.print(cell(f"could not move {letter.id}: {letter.error}", err), style="red")
     stop.exit_if_interrupted()
     if missing:
         raise BrokerError(
@@ -277,7 +276,7 @@ def dlq(
 
 
 def _table(listed: list[DeadLetter], source: str, *, moving: bool) -> Table:
-    table = Table(title=escape(writable(f"{len(listed)} dead letters in {source!r}", out)))
+    table = Table(title=cell(f"{len(listed)} dead letters in {source!r}"))
     columns = ["id", "reason", "deliveries", "age", "original topic", "body"]
     if moving:
         columns.append("moved to")
@@ -294,5 +293,5 @@ def _table(listed: list[DeadLetter], source: str, *, moving: bool) -> Table:
         ]
         if moving:
             row.append(letter.moved_to or ("not moved: see below" if letter.error else ""))
-        table.add_row(*(escape(writable(str(c), out)) for c in row))
+        table.add_row(*(cell(c) for c in row))
     return table

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 from rich.console import Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -23,7 +22,7 @@ from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect
 from brokerkit._topics import check_topic, is_topic
 from brokerkit.cli._admin import stop_on_interrupt
-from brokerkit.cli._output import err, out
+from brokerkit.cli._output import cell, err, out
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import InvalidTopic, Unsupported
 
@@ -98,7 +97,7 @@ def topics_table(current: Snapshot, where: str, previous: Snapshot | None = None
     """One row per topic; with ``previous``, the length's and dead letters' change per
     second since then."""
     rates = previous is not None
-    table = Table(title=escape(f"topics on {where}"))
+    table = Table(title=cell(f"topics on {where}"))
     columns = ["topic", "length", *(["length/s"] * rates), "held", "in flight", "groups"]
     columns += ["max lag"]
     columns += ["dead letters", *(["dead/s"] * rates), "oldest waiting"]
@@ -109,7 +108,7 @@ def topics_table(current: Snapshot, where: str, previous: Snapshot | None = None
     for info in current.infos:
         old = before.get(info.topic)
         cells = {
-            "topic": escape(info.topic),
+            "topic": cell(info.topic),
             "length": str(info.length),
             "length/s": _rate(info.length, old.length if old else None, seconds),
             "held": str(info.scheduled),

@@ -7,8 +7,10 @@ import json
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from brokerkit._delivery import Delivery
@@ -16,6 +18,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.exceptions import InvalidURL, SerializationError
 
 __all__ = [
+    "cell",
     "delivery_record",
     "err",
     "json_text",
@@ -25,6 +28,7 @@ __all__ = [
     "progress_bar",
     "redact",
     "text_of",
+    "visible",
     "writable",
 ]
 
@@ -47,22 +51,66 @@ def progress_bar(description: str = "{task.description}") -> Progress:
 
 
 def redact(text: str, arguments: Iterable[str]) -> str:
-    """``text`` with the password of every URL among ``arguments`` masked.
+    """``text`` with every secret of every URL among ``arguments`` masked: the
+    password, and the value of each query option the URL itself masks
+    (``sentinel_password=``, ``token=``...; see :class:`~brokerkit._url.BrokerURL`),
+    as written, decoded or percent-encoded.
 
-    brokerkit's own errors never show a password; this guards what a driver or a
-    plugin might say.
+    An argument is read as a URL whole, or else, in the ``--option=URL`` form, from
+    the first ``=`` on. brokerkit's own errors never show a password; this guards
+    what a driver or a plugin might say.
     """
     for argument in arguments:
-        if "://" not in argument:
+        found = _url_of(argument)
+        if found is None:
             continue
+        written, url = found
+        secrets = _secrets(url)
+        if not secrets:
+            continue
+        masked = str(url)
+        for whole in sorted({written, url.render(hide_password=False)}, key=len, reverse=True):
+            text = text.replace(whole, masked)
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, _MASK)
+    return text
+
+
+_MASK = "***"
+
+
+def _url_of(argument: str) -> tuple[str, BrokerURL] | None:
+    """The URL ``argument`` holds, as written and parsed: the whole argument, else what
+    follows the ``=`` of ``--option=URL``; ``None`` when it holds none that parses."""
+    if "://" not in argument:
+        return None
+    candidates = [argument]
+    option, equals, value = argument.partition("=")
+    if equals and "://" not in option:
+        candidates.append(value)
+    for candidate in candidates:
         try:
-            url = BrokerURL.parse(argument.split("=", 1)[-1])
+            return candidate, BrokerURL.parse(candidate)
         except InvalidURL:
             continue
-        if url.password:
-            text = text.replace(url.render(hide_password=False), str(url))
-            text = text.replace(url.password, "***")
-    return text
+    return None
+
+
+def _secrets(url: BrokerURL) -> set[str]:
+    """Every form in which ``url``'s secrets may be quoted: its password and the values
+    of the query options that its masked rendering hides, each as it is and
+    percent-encoded."""
+    values = [url.password] if url.password else []
+    for key, value in url.query.items():
+        # The URL module knows which options are secret: one masked when rendered.
+        alone = BrokerURL(scheme=url.scheme, query={key: value})
+        if value and alone.render() != alone.render(hide_password=False):
+            values.append(value)
+    forms = set()
+    for value in values:
+        forms.update({value, quote(value, safe=""), quote(value), quote_plus(value)})
+    forms.discard("")
+    return forms
 
 
 def _encoding(stream: Console | TextIO | None) -> str:
@@ -87,6 +135,29 @@ def writable(text: str, stream: Console | TextIO | None = None) -> str:
     if _fits(text, encoding):
         return text
     return text.encode(encoding, "backslashreplace").decode(encoding)
+
+
+#: Every control character (C0, DEL, C1) as the backslash escape Python writes for it.
+_CONTROL_ESCAPES = {
+    code: {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(chr(code), f"\\x{code:02x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0))
+}
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character (C0, DEL, C1) written as a visible
+    backslash escape (``\\x1b``, ``\\n``), so that text from a message or a server
+    cannot move the cursor, clear the screen or retitle the window of the terminal
+    it is shown on: rich itself removes only BEL, BS, VT, FF and CR."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
+def cell(value: Any, stream: Console | None = None) -> str:
+    """``value`` as rich markup that shows it as it is, for a human-readable table's
+    cell or title, or a note on the terminal: control characters made
+    :func:`visible`, what ``stream`` (default: stdout) cannot hold escaped (see
+    :func:`writable`), and rich markup (``[bold]``) escaped. Never for ``--json``."""
+    return escape(writable(visible(str(value)), stream or out))
 
 
 def json_text(value: Any, stream: Console | TextIO | None = None) -> str:

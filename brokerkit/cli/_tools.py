@@ -10,12 +10,17 @@ import typer
 from rich.table import Table
 
 from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._options import MAX_PAYLOAD_BYTES
 from brokerkit.cli._bench import STEPS, bench_url
-from brokerkit.cli._output import out, progress_bar
+from brokerkit.cli._output import cell, out, progress_bar
 from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import URL_ENV, UrlArg, command
 
-__all__ = ["register"]
+__all__ = ["MAX_BENCH_SIZE", "register"]
+
+#: The largest ``--size`` of ``brokerkit bench``: the largest payload a Redis backend
+#: takes (511 MiB), above which no backend would carry one message of the bench.
+MAX_BENCH_SIZE = MAX_PAYLOAD_BYTES
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +60,10 @@ def demo(
 def bench(
     url: UrlArg,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Messages per step.")] = 5000,
-    size: Annotated[int, typer.Option("--size", min=0, help="Body size in bytes.")] = 100,
+    size: Annotated[
+        int,
+        typer.Option("--size", min=0, help=f"Body size in bytes, 0 to {MAX_BENCH_SIZE} (511 MiB)."),
+    ] = 100,
     step: Annotated[
         list[str] | None,
         typer.Option("--step", help=f"Only these steps (repeatable): {', '.join(STEPS)}."),
@@ -67,6 +75,18 @@ def bench(
     On Redis it works under a prefix of its own, brokerkit-bench-..., and deletes every
     key under it at the end.
     """
+    if size > MAX_BENCH_SIZE:
+        raise typer.BadParameter(
+            f"must be at most {MAX_BENCH_SIZE} bytes (511 MiB, the largest payload a Redis "
+            f"backend takes), got {size}",
+            param_hint="--size",
+        )
+    unknown = [name for name in step or () if name not in STEPS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown step {', '.join(map(repr, unknown))}; the steps are {', '.join(STEPS)}",
+            param_hint="--step",
+        )
     steps = tuple(step) if step else STEPS
     with (
         scratch(url, "bench") as (target, _),
@@ -101,7 +121,7 @@ def bench(
         ]
         out.print_json(json.dumps({"url": shown, "size": size, "results": rows}))
         return
-    table = Table(title=f"{shown}: {count} messages of {size} bytes")
+    table = Table(title=cell(f"{shown}: {count} messages of {size} bytes"))
     for column in ("step", "msg/s", "p50", "p99"):
         table.add_column(column, justify="left" if column == "step" else "right")
     for r in results:

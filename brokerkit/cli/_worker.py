@@ -21,7 +21,7 @@ from rich.table import Table
 
 from brokerkit._plugins import connect
 from brokerkit.aio._connect import connect as aconnect
-from brokerkit.cli._output import err
+from brokerkit.cli._output import cell, err, visible
 from brokerkit.cli._url import URL_ENV
 from brokerkit.worker import StatsSnapshot, Worker
 from brokerkit.worker._worker_async import AsyncWorker
@@ -202,9 +202,9 @@ class _Display:
 
     def _lines(self) -> list[str]:
         return [
-            f"handler={s.name} topic={s.topic} processed={s.processed} failed={s.failed} "
-            f"retried={s.retried} dead_lettered={s.dead_lettered} in_flight={s.in_flight} "
-            f"rate={rate:.1f}/s"
+            f"handler={visible(s.name)} topic={visible(s.topic)} processed={s.processed} "
+            f"failed={s.failed} retried={s.retried} dead_lettered={s.dead_lettered} "
+            f"in_flight={s.in_flight} rate={rate:.1f}/s"
             for s, rate in self._rows()
         ]
 
@@ -223,8 +223,8 @@ class _Display:
             table.add_column(column, justify="left" if column in ("handler", "topic") else "right")
         for s, rate in self._rows():
             table.add_row(
-                s.name,
-                s.topic,
+                cell(s.name, err),
+                cell(s.topic, err),
                 str(s.processed),
                 str(s.failed),
                 str(s.retried),
