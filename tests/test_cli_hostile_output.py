@@ -234,3 +234,16 @@ def test_bench_unknown_step_is_usage_error_naming_the_steps(
     error = capsys.readouterr().err
     assert "--step" in error and "'nope'" in error
     assert "the steps are publish, publish_many, consume_ack_p1" in error
+
+
+def test_an_error_from_a_driver_cannot_drive_the_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server's or a driver's error text goes to stderr with its control characters
+    shown as escapes; a usage message keeps its line breaks."""
+    from brokerkit.cli._app import _fail
+
+    _fail("server said: \x1b]0;PWNED\x07 then \x1b[2J\nsecond line", [])
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "\\x1b]0;PWNED\\x07 then \\x1b[2J\nsecond line" in err

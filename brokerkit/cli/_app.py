@@ -14,7 +14,7 @@ import typer
 import brokerkit
 from brokerkit._plugins import plugin_manager
 from brokerkit.cli import _admin, _check, _dlq, _exporter, _messaging, _observe, _tools, _worker
-from brokerkit.cli._output import redact
+from brokerkit.cli._output import redact, visible
 from brokerkit.cli._url import URL_ENV
 from brokerkit.exceptions import BrokerError, PluginError
 
@@ -208,5 +208,8 @@ def _usage_message(exc: Exception) -> str:
 
 
 def _fail(message: str, argv: list[str]) -> None:
-    sys.stderr.write(f"brokerkit: error: {redact(message, argv)}\n")
+    # A driver's or a server's words may hold control characters: shown, not obeyed
+    # (the line breaks of a usage message stay).
+    lines = redact(message, argv).split("\n")
+    sys.stderr.write(f"brokerkit: error: {chr(10).join(map(visible, lines))}\n")
     sys.stderr.flush()
