@@ -6,7 +6,9 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from difflib import get_close_matches
 from typing import Any, ClassVar, TypeVar
 
@@ -26,6 +28,12 @@ MAX_COUNT = 2**32
 MIN_VISIBILITY_TIMEOUT = 0.001
 
 _Options = TypeVar("_Options", bound="BrokerOptions")
+
+#: While :meth:`BrokerOptions.build` makes an options object: the options whose value
+#: followed a secret in the query, each with that secret's name (see :func:`_shown`).
+_AFTER_SECRET: ContextVar[Mapping[str, str]] = ContextVar(
+    "_AFTER_SECRET", default=types.MappingProxyType({})
+)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -61,19 +69,20 @@ class BrokerOptions:
 
         if self.serializer not in serializer_names():
             raise InvalidOption(
-                f"unknown serializer {self.serializer!r}; "
+                f"unknown serializer {_shown('serializer', self.serializer)}; "
                 f"valid serializers: {', '.join(serializer_names())}"
             )
         _check_numbers(self)
         if not self.visibility_timeout >= MIN_VISIBILITY_TIMEOUT:
             raise InvalidOption(
                 f"visibility_timeout must be a positive number of seconds, from "
-                f"{MIN_VISIBILITY_TIMEOUT} to {MAX_SECONDS:.0f}, got {self.visibility_timeout!r}"
+                f"{MIN_VISIBILITY_TIMEOUT} to {MAX_SECONDS:.0f}, "
+                f"got {_shown('visibility_timeout', self.visibility_timeout)}"
             )
         if self.max_deliveries is not None and self.max_deliveries < 1:
             raise InvalidOption(
                 f"max_deliveries must be 1 or more, at most {MAX_COUNT} (or unset), "
-                f"got {self.max_deliveries!r}"
+                f"got {_shown('max_deliveries', self.max_deliveries)}"
             )
 
     @classmethod
@@ -101,10 +110,9 @@ class BrokerOptions:
         hints = _hints(cls)
         valid = cls.names()
         values: dict[str, Any] = {}
-        previous = ""
+        follows = after_secrets(query)
         for name, text in query.items():
-            after_secret = previous if _is_secret(previous) else ""
-            previous = name
+            after_secret = follows.get(name, "")
             if name in ignore:
                 continue
             _check_known(name, valid, backend, driver_keys=ignore, after_secret=after_secret)
@@ -114,7 +122,7 @@ class BrokerOptions:
                     "pass it as a keyword to brokerkit.connect()"
                 )
             values[name] = _convert(
-                name, text, hints[name], backend, hidden=bool(after_secret), empty=cls.empty_refused
+                name, text, hints[name], backend, after_secret=after_secret, empty=cls.empty_refused
             )
         for name, value in keywords.items():
             if name in ignore and name not in valid:
@@ -127,7 +135,41 @@ class BrokerOptions:
                 value = _convert(name, value, hints[name], backend, empty=cls.empty_refused)
             _check_type(name, value, hints[name], backend)
             values[name] = value
-        return cls(**values)
+            follows.pop(name, None)  # a keyword's value is no part of a secret
+        with _hiding(follows):
+            return cls(**values)
+
+
+def after_secrets(query: Mapping[str, str]) -> dict[str, str]:
+    """The options of ``query`` (in its order) that come right after a secret one
+    (``sentinel_password=pw&db=1``), each with that secret's name: their values may
+    be the end of the secret, split at a raw ``&``, and no message may quote them."""
+    follows: dict[str, str] = {}
+    previous = ""
+    for name in query:
+        if _is_secret(previous):
+            follows[name] = previous
+        previous = name
+    return follows
+
+
+def split_secret_note(secret: str) -> str:
+    """Why a value that follows the secret option ``secret`` is not shown, and what to do."""
+    return (
+        f"it follows {secret!r} in the URL and may be the end of {secret}'s value, "
+        "split at a raw '&': percent-encode '&' in the value as %26"
+    )
+
+
+@contextmanager
+def _hiding(follows: Mapping[str, str]) -> Iterator[None]:
+    """Within: the checks of an options object being made do not quote the values
+    of ``follows`` (see :func:`after_secrets`)."""
+    token = _AFTER_SECRET.set(types.MappingProxyType(dict(follows)))
+    try:
+        yield
+    finally:
+        _AFTER_SECRET.reset(token)
 
 
 def _check_numbers(options: BrokerOptions) -> None:
@@ -207,11 +249,11 @@ def _convert(
     hint: Any,
     backend: str,
     *,
-    hidden: bool = False,
+    after_secret: str = "",
     empty: frozenset[str] = frozenset(),
 ) -> Any:
     """Turn a query-string value into the field's type; an error shows the value
-    unless it is a secret or ``hidden``."""
+    unless it is a secret or follows the secret option ``after_secret``."""
     kinds = _kinds(hint)
     unset = {"none", "null"} if name in empty else {"", "none", "null"}
     if type(None) in kinds and text.lower() in unset:
@@ -231,7 +273,7 @@ def _convert(
         elif kind is str:
             return text
     expected = " or ".join(_describe(k) for k in kinds)
-    shown = _shown(name, text, hidden=hidden)
+    shown = _shown(name, text, after_secret=after_secret)
     raise InvalidOption(f"the {backend} option {name}={shown} is not valid: expected {expected}")
 
 
@@ -251,11 +293,16 @@ def _check_type(name: str, value: Any, hint: Any, backend: str) -> None:
         )
 
 
-def _shown(name: str, value: Any, *, hidden: bool = False) -> str:
+def _shown(name: str, value: Any, *, after_secret: str = "") -> str:
     """How an error message quotes the value of option ``name``: never the value of a
-    secret (``sentinel_password``...), nor a ``hidden`` one (which may be part of
-    one), only its type, as it may be the secret itself or a near miss of it."""
-    if hidden or _is_secret(name):
+    secret (``sentinel_password``...), only its type, as it may be the secret itself
+    or a near miss of it; nor one that follows the secret option ``after_secret`` (or,
+    while :meth:`BrokerOptions.build` makes the options, a secret in the query), as it
+    may be the end of that secret."""
+    after_secret = after_secret or _AFTER_SECRET.get().get(name, "")
+    if after_secret:
+        return f"*** (not shown: {split_secret_note(after_secret)})"
+    if _is_secret(name):
         return f"*** (type {type(value).__name__})"
     if isinstance(value, int) and not -(10**20) < value < 10**20:
         return "a huge int"

@@ -153,7 +153,10 @@ def _check_userinfo(url: str) -> None:
 
     A user name or password must percent-encode ``/ ? # @`` (they would end it or
     start another part), and ``+ =`` (form decoders read ``+`` as a space, and
-    ``=`` is how an option value looks). The message never quotes the URL.
+    ``=`` is how an option value looks). An "@" after the first ``/ ? #`` is taken
+    for part of an option's value (``?client_name=me@host``) only after a host
+    list: after ``user:`` or ``user:pw`` it ends user-info that a raw ``/ ? #`` cut
+    short (``app:?pw=x@host``). The message never quotes the URL.
     """
     scheme, _, rest = url.partition("://")
     authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
@@ -162,6 +165,10 @@ def _check_userinfo(url: str) -> None:
     if not ambiguous and "@" in authority:
         userinfo = authority.rpartition("@")[0]
         ambiguous = any(c in userinfo for c in _ENCODE_IN_USERINFO)
+    elif not ambiguous and "@" in tail:
+        # "app:?pw=x@host": the "@" is in an option's value only if what comes before
+        # the first / ? # is a host list; "user:" or "user:pw" is user-info cut short.
+        ambiguous = ":" in authority and _HOST_LIST.fullmatch(authority) is None
     if ambiguous:
         raise InvalidURL(
             f"a {scheme}:// URL whose user name or password holds / ? # @ + or = must "
@@ -235,6 +242,10 @@ def _split_hosts(url: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
 #: Characters that must be percent-encoded in a user name or password.
 _ENCODE_IN_USERINFO = "/?#@+="
 _MAX_PORT = 65535
+#: One host or a comma-separated list of them, each with a numeric port or none:
+#: ``h``, ``h:6379``, ``[::1]:6379``, ``h1:7000,h2:7001``.
+_HOST = r"(?:\[[^\[\]@]*\]|[^\[\]:,@]+)(?::[0-9]+)?"
+_HOST_LIST = re.compile(rf"{_HOST}(?:,{_HOST})*")
 #: ``name=value`` as every option is written: what may follow a secret query value.
 _OPTION = re.compile(r"[a-z_][a-z0-9_]*=.*", re.S)
 
@@ -265,8 +276,9 @@ def _masked(url: str) -> str:
     """``url`` with whatever could be a password replaced by ``***``, even when the URL
     does not parse: a missing or mistyped ``://`` (``redis+stream:/u:pw@host``,
     ``u:pw@host``), an unencoded ``@`` or ``/`` in the password. Everything up to the
-    last ``@`` but the user name is masked; a query value that names a secret too, up
-    to the next ``&`` that starts an option.
+    last ``@`` but the user name is masked (up to the end of a secret query value
+    holding that ``@``); a query value that names a secret too, up to the next ``&``
+    that starts an option.
 
     Without ``//``, the text before the first colon may be a scheme or a user name
     (``app:pass:word@host``): only it is kept, and the rest up to the last ``@`` masked.
@@ -274,15 +286,24 @@ def _masked(url: str) -> str:
     match = _SCHEME_PREFIX.match(url)
     prefix = match.group() if match else ""
     rest = url[len(prefix) :]
-    if "@" in rest:
-        userinfo, _, hostpart = rest.rpartition("@")
+    at = rest.rfind("@")
+    if at != -1:
+        end, hostpart = at, rest[at + 1 :]
+        for secret in _SECRET_QUERY_VALUE.finditer(rest):
+            if secret.end(1) <= at < secret.end():
+                # The last "@" is in a secret query value: mask up to its end, or the
+                # option's name would be masked with the user-info and the value not.
+                end, hostpart = secret.end(), rest[secret.end() :]
+        userinfo = rest[:end]
+        at_sign = "@" if end == at else ""
         if not prefix or prefix.endswith("//"):
             user = userinfo.split(":", 1)[0]
         else:
             user, prefix = "", prefix.rstrip("/")
-        if any(c in user for c in "/?#"):
+        if any(c in user for c in "/?#@"):
             user = ""
-        rest = f"{user}:{_MASK}@{hostpart}" if user else f"{_MASK}@{hostpart}"
+        masked = f"{user}:{_MASK}" if user else _MASK
+        rest = f"{masked}{at_sign}{hostpart}"
     return _SECRET_QUERY_VALUE.sub(rf"\1{_MASK}", prefix + rest)
 
 

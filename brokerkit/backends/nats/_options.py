@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from brokerkit._options import BrokerOptions
+from brokerkit._options import BrokerOptions, _shown
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["NatsOptions"]
@@ -37,10 +37,10 @@ class NatsOptions(BrokerOptions):
         if _PREFIX.fullmatch(self.prefix) is None:
             raise InvalidOption(
                 f"prefix must be 1 to 64 of letters, digits, _ and - (it names a JetStream "
-                f"stream and a subject token), got {self.prefix!r}"
+                f"stream and a subject token), got {_shown('prefix', self.prefix)}"
             )
         if not self.connect_timeout > 0:
             raise InvalidOption(
                 f"connect_timeout must be a positive number of seconds, "
-                f"got {self.connect_timeout!r}"
+                f"got {_shown('connect_timeout', self.connect_timeout)}"
             )

@@ -16,7 +16,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from brokerkit._options import MAX_SECONDS, BrokerOptions
+from brokerkit._options import (
+    MAX_SECONDS,
+    BrokerOptions,
+    _shown,
+    after_secrets,
+    split_secret_note,
+)
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import InvalidOption, InvalidURL
 
@@ -97,7 +103,8 @@ class RedisOptions(BrokerOptions):
         super().__post_init__()
         if _PREFIX.fullmatch(self.prefix) is None:
             raise InvalidOption(
-                f"prefix must be 1 to 64 of letters, digits and _ . : -, got {self.prefix!r}"
+                "prefix must be 1 to 64 of letters, digits and _ . : -, "
+                f"got {_shown('prefix', self.prefix)}"
             )
         if self.cluster and self.sentinel is not None:
             raise InvalidOption(
@@ -113,11 +120,13 @@ class RedisOptions(BrokerOptions):
             )
         if not 0 <= self.replicas <= 64:
             raise InvalidOption(
-                f"replicas must be a whole number from 0 to 64, got {self.replicas}"
+                f"replicas must be a whole number from 0 to 64, "
+                f"got {_shown('replicas', self.replicas)}"
             )
         if not self.replica_timeout > 0:
             raise InvalidOption(
-                f"replica_timeout must be a positive number of seconds, got {self.replica_timeout}"
+                "replica_timeout must be a positive number of seconds, "
+                f"got {_shown('replica_timeout', self.replica_timeout)}"
             )
 
     @classmethod
@@ -142,13 +151,20 @@ def check_driver_query(query: Mapping[str, str], backend: str) -> None:
     ``protocol`` or ``ssl_cert_reqs``, a TLS version Python does not know, a CA,
     certificate or key file that cannot be read, a client name Redis would refuse.
 
-    :raises InvalidOption: naming the key, what it got and what is valid.
+    :raises InvalidOption: naming the key, what it got (unless it follows a secret in
+        the query: it may be the end of that secret) and what is valid.
     """
+    follows = after_secrets(query)
     for key, text in query.items():
         check = _DRIVER_CHECKS.get(key)
         if check is None:
             continue
         problem = check(text)
+        if problem and key in follows:
+            raise InvalidOption(
+                f"the {backend} connection option {key} is not valid: {problem}; its value "
+                f"is not shown, as {split_secret_note(follows[key])}"
+            )
         if problem:
             raise InvalidOption(
                 f"the {backend} connection option {key}={text!r} is not valid: {problem}"
@@ -182,6 +198,12 @@ def redis_database(url: BrokerURL) -> int:
     query_db = url.query.get("db")
     if query_db is not None:
         problem = _integer(0, _MAX_INT)(query_db)
+        secret = after_secrets(url.query).get("db")
+        if problem and secret:
+            raise InvalidURL(
+                f"db= is not valid: {problem}; its value is not shown, as "
+                f"{split_secret_note(secret)}"
+            )
         if problem:
             raise InvalidURL(f"db={query_db!r} is not valid: {problem} (in {url})")
         if db is not None and int(query_db) != db:
