@@ -13,6 +13,7 @@ import inspect
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -30,7 +31,9 @@ __all__ = [
     "acquire",
     "checkpoint",
     "fetch_shielded",
+    "home_loop",
     "keep_cancellation",
+    "on_loop",
     "on_signals",
     "settle_orphans",
     "shielded",
@@ -45,6 +48,9 @@ log = logging.getLogger("brokerkit")
 
 Lock = asyncio.Lock
 sleep = asyncio.sleep
+
+#: How often :func:`on_loop` looks whether the loop it waits for still runs (seconds).
+_LOOK_AGAIN = 0.1
 
 #: Tasks that must not be garbage-collected while they run.
 _running: set[asyncio.Task[Any]] = set()
@@ -125,7 +131,7 @@ class Event(asyncio.Event):
 async def acquire(lock: asyncio.Lock, timeout: float) -> bool:
     """Take ``lock``, waiting at most ``timeout`` seconds (0: only if it is free);
     whether it was taken. The caller releases it."""
-    if not lock.locked():
+    if not lock.locked() and not _queued(lock):
         await lock.acquire()  # free: taken at once, without suspending
         return True
     if timeout <= 0:
@@ -135,6 +141,16 @@ async def acquire(lock: asyncio.Lock, timeout: float) -> bool:
     except asyncio.TimeoutError:
         return False
     return True
+
+
+def _queued(lock: asyncio.Lock) -> bool:
+    """Whether a task waits for ``lock``: just after a release that woke one, the lock
+    is not ``locked()``, yet ``acquire()`` would queue behind that task (and wait out
+    its whole hold). asyncio has no public way to tell: its Lock keeps the futures of
+    the waiting tasks in ``_waiters`` (None or a deque; a cancelled one waits no more),
+    as it has since Python 3.10. Without it, no task is taken to wait."""
+    waiters = getattr(lock, "_waiters", None)
+    return waiters is not None and any(not waiter.cancelled() for waiter in waiters)
 
 
 class Waiter:
@@ -226,6 +242,54 @@ async def shielded(work: Callable[[], Awaitable[_T]], running: set[Any]) -> _T:
     running.add(task)
     task.add_done_callback(running.discard)
     return await asyncio.shield(task)
+
+
+def home_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop (None outside one): where what is made now belongs."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def on_loop(
+    loop: asyncio.AbstractEventLoop | None,
+    work: Callable[[], Coroutine[Any, Any, object]],
+    timeout: float,
+) -> bool:
+    """``await work()`` on ``loop``, and wait for it here ``timeout`` seconds at most;
+    whether it ended (its exception, if any, is raised here).
+
+    asyncio's locks and events belong to one loop: an object made on a loop that
+    another thread runs (a subscription, in a broker shared between threads) must be
+    worked on there. Here when ``loop`` is this one, or None, or not running (closed,
+    or never run again: nothing waits on it any more). If ``loop`` stops running
+    before the work ends, or the timeout passes, this stops waiting: False.
+    """
+    here = asyncio.get_running_loop()
+    if loop is None or loop is here or not loop.is_running():
+        await work()
+        return True
+    coroutine = work()
+    try:
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    except RuntimeError:  # the loop closed since: nothing runs there any more
+        coroutine.close()
+        await work()
+        return True
+    waiting = asyncio.wrap_future(future)
+    deadline = time.monotonic() + timeout
+    while not waiting.done():
+        left = deadline - time.monotonic()
+        if left <= 0 or not loop.is_running():
+            waiting.cancel()
+            return False
+        # Bounded, to notice a loop that stopped without running the work.
+        await asyncio.wait((waiting,), timeout=min(left, _LOOK_AGAIN))
+    if waiting.cancelled():  # cancelled there: its loop is shutting down
+        return False
+    waiting.result()
+    return True
 
 
 async def settle_orphans(orphans: set[Any], timeout: float) -> None:

@@ -82,6 +82,13 @@ class Backend(abc.ABC):
         hand them back (:meth:`_hand_back`) so another consumer gets them at once."""
         self._hand_back(unreturned)
 
+    def _wake_fetches(self, subscription: Subscription) -> None:
+        """``subscription`` was just marked closed: make a :meth:`_fetch` of it that
+        waits return soon (it then sees ``subscription.closed``). Called from any
+        thread, and must not wait (no I/O). Optional: by default such a fetch ends at
+        its timeout, a second at most."""
+        return
+
     def _hand_back(self, deliveries: list[Delivery]) -> None:
         """Requeue deliveries that were fetched but never given to the caller."""
         if deliveries and Capability.ACK in self.capabilities:

@@ -82,6 +82,13 @@ class AsyncBackend(abc.ABC):
         hand them back (:meth:`_hand_back`) so another consumer gets them at once."""
         await self._hand_back(unreturned)
 
+    def _wake_fetches(self, subscription: AsyncSubscription) -> None:
+        """``subscription`` was just marked closed: make a :meth:`_fetch` of it that
+        waits return soon (it then sees ``subscription.closed``). Called from any
+        thread, and must not wait (no I/O). Optional: by default such a fetch ends at
+        its timeout, a second at most."""
+        return
+
     async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
         """Requeue deliveries that were fetched but never given to the caller."""
         if deliveries and Capability.ACK in self.capabilities:

@@ -61,7 +61,9 @@ class Broker(Backend):
     Get one with :func:`brokerkit.connect`. Publish with :meth:`publish`, read with
     :meth:`consume` or :meth:`subscribe`, and settle every delivery with
     :meth:`ack` or :meth:`nack`. A broker may be shared between threads;
-    a :class:`Subscription` may not.
+    a :class:`Subscription` may not. Under asyncio, threads that each run an
+    event loop may share a broker: a subscription belongs to the loop it was made on,
+    and :meth:`close`, called on any of them, closes each subscription on its own loop.
 
     **Writing a backend.** Subclass, set :attr:`schemes`, :attr:`capabilities` and
     (optionally) :attr:`Options`, and implement the primitives: :meth:`_publish`,
@@ -309,10 +311,18 @@ class Broker(Backend):
         ends the subscription. Every delivery must still be acked or nacked.
         Other parameters as in :meth:`subscribe`.
 
+        :param limit: None (no limit), or a whole number of deliveries, 0 or more.
         :raises InvalidOption: ``timeout`` is neither None nor a finite number of
-            seconds (a str, NaN, infinite); raised before subscribing.
+            seconds (a str, NaN, infinite), or ``limit`` is neither None nor a whole
+            number of 0 or more; raised before subscribing.
         """
         timeout = check_timeout(timeout)
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+        ):
+            raise InvalidOption(
+                f"limit must be None or a whole number of deliveries, 0 or more, got {limit!r}"
+            )
         subscription = self.subscribe(
             topic,
             group=group,
@@ -479,8 +489,13 @@ class Broker(Backend):
             with self._lock:
                 self._listed = True
                 subscriptions = [*self._subscriptions, *self._closing]
-            for subscription in subscriptions:
-                subscription.close()
+            # All marked closed first, each fetch under way woken (where the backend
+            # can) or left to end within a second: then each close finds its receive
+            # ended, instead of the next consumer's receive starting a fresh fetch
+            # while the close before it waits. Each closes on its own event loop.
+            firsts = [subscription._mark_closed() for subscription in subscriptions]
+            for subscription, first in zip(subscriptions, firsts, strict=True):
+                subscription._close_at_home(first)
         finally:
             try:
                 self._close()

@@ -24,8 +24,10 @@ __all__ = [
     "acquire",
     "checkpoint",
     "fetch_shielded",
+    "home_loop",
     "is_async_callable",
     "keep_cancellation",
+    "on_loop",
     "on_signals",
     "settle_orphans",
     "shielded",
@@ -105,6 +107,18 @@ def shielded(work: Callable[[], _T], running: set[Any]) -> _T:
     """``work()``: a thread is never interrupted (the async twin carries the work to its
     end past a cancellation)."""
     return work()
+
+
+def home_loop() -> object:
+    """None: threads have no event loop (the async twin returns the running loop)."""
+    return None
+
+
+def on_loop(loop: object, work: Callable[[], object], timeout: float) -> bool:
+    """``work()``, here, and True: any thread may work on an object made in another
+    (the async twin runs it on the event loop the object belongs to)."""
+    work()
+    return True
 
 
 def settle_orphans(orphans: set[Any], timeout: float) -> None:

@@ -11,7 +11,15 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from brokerkit._acompat import Event, Lock, fetch_shielded, settle_orphans, shielded
+from brokerkit._acompat import (
+    Event,
+    Lock,
+    fetch_shielded,
+    home_loop,
+    on_loop,
+    settle_orphans,
+    shielded,
+)
 from brokerkit._hooks import RELAY
 from brokerkit._logging import subscription_fields
 from brokerkit._schedule import check_timeout
@@ -38,12 +46,21 @@ _FAST_LIMIT = 1e18
 _CLOSE_WAIT = 60.0
 
 
+def _fetch_wait(deadline: float | None) -> float:
+    """How long one fetch (or a wait for a cancelled receive's) may block: until
+    ``deadline`` (None: none), and :data:`MAX_FETCH_WAIT` at most."""
+    wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
+    return max(min(wait, MAX_FETCH_WAIT), 0.0)
+
+
 class AsyncSubscription:
     """One consumer reading a topic (or a pattern), alone or as a group member.
 
     Made by :meth:`AsyncBroker.subscribe`. Pull with :meth:`receive`, or iterate.
     Use one subscription from one thread (or task) at a time; open one per consumer.
     Closing it hands back the deliveries it fetched but did not yet return.
+    Under asyncio a subscription belongs to the event loop it was made on: use it
+    there (its broker's close, from any loop, closes it on that loop).
 
     :ivar topic: the topic, or the glob pattern when :attr:`pattern` is true.
     :ivar group: the consumer group; members of one group share its messages.
@@ -88,6 +105,8 @@ class AsyncSubscription:
         self._ended = Event()
         self._closers: set[Any] = set()
         self._closing = threading.Lock()
+        # The event loop the subscription belongs to (None in the sync API).
+        self._home = home_loop()
 
     @property
     def closed(self) -> bool:
@@ -139,18 +158,26 @@ class AsyncSubscription:
                 delivery = self._pop()
                 if delivery is not None:
                     return delivery
-                wait = MAX_FETCH_WAIT if deadline is None else deadline - time.monotonic()
-                wait = max(min(wait, MAX_FETCH_WAIT), 0.0)
-                fetch = functools.partial(self.broker._fetch, self, self._batch_size(), wait)
-                fetched = await fetch_shielded(fetch, self._hand_back, self._orphans)
-                if self.prefetch_bytes is not None:
-                    for delivery in fetched:
-                        self._largest = max(self._largest, len(delivery.payload))
-                self._buffer.extend(fetched)
-                if not self._closed.is_set():
-                    delivery = self._pop()
-                    if delivery is not None:
-                        return delivery
+                if self._orphans:
+                    # A receive cancelled while it fetched left its fetch running: wait
+                    # (the lock held, within this receive's timeout) for it to end and
+                    # hand back what it brought, first in line. Fetching beside it would
+                    # take the messages after those (ORDERED lost) and lease twice the
+                    # prefetch.
+                    await settle_orphans(self._orphans, _fetch_wait(deadline))
+                if not self._orphans and not self._closed.is_set():
+                    fetch = functools.partial(
+                        self.broker._fetch, self, self._batch_size(), _fetch_wait(deadline)
+                    )
+                    fetched = await fetch_shielded(fetch, self._hand_back, self._orphans)
+                    if self.prefetch_bytes is not None:
+                        for delivery in fetched:
+                            self._largest = max(self._largest, len(delivery.payload))
+                    self._buffer.extend(fetched)
+                    if not self._closed.is_set():
+                        delivery = self._pop()
+                        if delivery is not None:
+                            return delivery
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
@@ -195,31 +222,55 @@ class AsyncSubscription:
 
         A receive under way elsewhere ends with :class:`BrokerClosed`, and what it
         fetched is handed back too; close waits for it, about a second at most (the
-        longest a backend is asked to block in one fetch). If the server cannot be
-        reached, the subscription is closed all the same and the leases run out on
-        their own.
+        longest a backend is asked to block in one fetch; the memory backend wakes
+        it at once). If the server cannot be reached, the subscription is closed all
+        the same and the leases run out on their own.
 
         Cancelling a close (once or again and again, as a cancel scope does) strands
         nothing: the closing goes on to its end and the cancellation is raised at once;
         a later close, the broker's included, waits for that closing to end. A close
         while another is under way waits for it too.
         """
+        await self._close(self._mark_closed())
+
+    def _mark_closed(self) -> bool:
+        """Mark the subscription closed (from any thread) and wake a fetch of it that
+        waits; whether this call did (then its close does the closing's work)."""
         with self._closing:
             first = not self._closed.is_set()
-            self._closed.set()
+            self._closed.set()  # nobody waits on it: a flag any thread may set
         if first:
             self.broker._forget(self)
+            self.broker._wake_fetches(self)
+        return first
+
+    async def _close(self, first: bool) -> None:
+        """The rest of :meth:`close`, after :meth:`_mark_closed`."""
+        if first:
             await shielded(self._finish_close, self._closers)
         else:
             await self._ended.wait(_CLOSE_WAIT)
+
+    async def _close_at_home(self, first: bool) -> None:
+        """:meth:`_close`, on the event loop the subscription belongs to: its broker
+        may be closed from another thread's loop."""
+        if not await on_loop(self._home, functools.partial(self._close, first), _CLOSE_WAIT):
+            log.warning(
+                "gave up waiting for the close of %r on its event loop, in another thread "
+                "(the loop stopped, or %d s passed); its leases run out on their own",
+                self,
+                _CLOSE_WAIT,
+                extra=subscription_fields(self),
+            )
 
     async def _finish_close(self) -> None:
         """Wait for the fetches of cancelled receives, hand back what is buffered and
         unsubscribe; the broker lets the subscription go at the end."""
         buffered: list[AsyncDelivery] = []
         try:
-            await settle_orphans(self._orphans, MAX_FETCH_WAIT)
             async with self._fetching:
+                # The lock held, no receive leaves a fetch running any more.
+                await settle_orphans(self._orphans, MAX_FETCH_WAIT)
                 buffered = self._take_buffered()
             await self.broker._unsubscribe(self, buffered)
         except BrokerError as exc:

@@ -101,11 +101,10 @@ class MemoryBroker(Broker):
                 start = pattern_start(subscription.start)
                 private = subscription.group == DEFAULT_GROUP
                 # A private group is the subscription's own, whatever its consumer is
-                # called: two subscriptions of one name each get every message.
+                # called: two subscriptions of one name each get every message, and
+                # no application group has its name (see Store.private_group).
                 group = (
-                    f"pattern:{subscription.consumer}:{next(store.pattern_groups)}"
-                    if private
-                    else subscription.group
+                    store.private_group(subscription.consumer) if private else subscription.group
                 )
                 # Where its group starts in each topic that matches, when it gets there:
                 # "latest", the default, in a topic that exists now is its end now, in
@@ -129,11 +128,16 @@ class MemoryBroker(Broker):
         checkpoint()
         while True:
             with store.lock:
+                # Closed (its close wakes this fetch): take nothing. A fetch that a
+                # cancelled receive left running may outlive the close, which dropped
+                # the subscription's private group: taking would make it again.
+                if subscription.closed:
+                    return []
                 now = store.clock.now()
                 self._expire(now)
                 self._release_due(now)
                 fetched = self._take(subscription, max_messages, now)
-                if fetched or subscription.closed:
+                if fetched:
                     return fetched
                 wait = deadline - time.monotonic()
                 if wait <= 0:
@@ -200,9 +204,17 @@ class MemoryBroker(Broker):
                 topic = store.topics[name]
                 group = topic.groups.get(state.group)
                 if group is None:
+                    if subscription.closed:  # its group was retired: never made again
+                        continue
                     start = max(state.starts.get(name, 0), topic.first_offset)
                     group = topic.groups[state.group] = Group(cursor=start)
+                elif group.retired:  # it only waits for its leases to be settled
+                    continue
                 yield name, topic, group
+
+    def _wake_fetches(self, subscription: Subscription) -> None:
+        # Every waiting fetch looks again; the closed subscription's ends.
+        self._store.wake()
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         super()._unsubscribe(subscription, unreturned)

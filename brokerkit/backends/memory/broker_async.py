@@ -99,11 +99,10 @@ class AsyncMemoryBroker(AsyncBroker):
                 start = pattern_start(subscription.start)
                 private = subscription.group == DEFAULT_GROUP
                 # A private group is the subscription's own, whatever its consumer is
-                # called: two subscriptions of one name each get every message.
+                # called: two subscriptions of one name each get every message, and
+                # no application group has its name (see Store.private_group).
                 group = (
-                    f"pattern:{subscription.consumer}:{next(store.pattern_groups)}"
-                    if private
-                    else subscription.group
+                    store.private_group(subscription.consumer) if private else subscription.group
                 )
                 # Where its group starts in each topic that matches, when it gets there:
                 # "latest", the default, in a topic that exists now is its end now, in
@@ -127,11 +126,16 @@ class AsyncMemoryBroker(AsyncBroker):
         await checkpoint()
         while True:
             with store.lock:
+                # Closed (its close wakes this fetch): take nothing. A fetch that a
+                # cancelled receive left running may outlive the close, which dropped
+                # the subscription's private group: taking would make it again.
+                if subscription.closed:
+                    return []
                 now = store.clock.now()
                 self._expire(now)
                 self._release_due(now)
                 fetched = self._take(subscription, max_messages, now)
-                if fetched or subscription.closed:
+                if fetched:
                     return fetched
                 wait = deadline - time.monotonic()
                 if wait <= 0:
@@ -198,9 +202,17 @@ class AsyncMemoryBroker(AsyncBroker):
                 topic = store.topics[name]
                 group = topic.groups.get(state.group)
                 if group is None:
+                    if subscription.closed:  # its group was retired: never made again
+                        continue
                     start = max(state.starts.get(name, 0), topic.first_offset)
                     group = topic.groups[state.group] = Group(cursor=start)
+                elif group.retired:  # it only waits for its leases to be settled
+                    continue
                 yield name, topic, group
+
+    def _wake_fetches(self, subscription: AsyncSubscription) -> None:
+        # Every waiting fetch looks again; the closed subscription's ends.
+        self._store.wake()
 
     async def _unsubscribe(
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]

@@ -139,6 +139,12 @@ class Store:
         self.pattern_groups = itertools.count(1)
         clock.on_advance(self.wake)
 
+    def private_group(self, consumer: str) -> str:
+        """A new name for a pattern subscription's own group: with spaces, which no
+        valid group name has (:func:`~brokerkit._topics.check_group`), so that it is
+        never an application's group."""
+        return f"pattern {consumer} #{next(self.pattern_groups)}"
+
     # -- waiting ------------------------------------------------------------------
 
     def listen(self, waiter: Wakeable) -> None:
