@@ -71,14 +71,14 @@ class HandlerCall:
             try:
                 result = function(*args)
             except BaseException as exc:
-                self._ended(exc if isinstance(exc, Exception) else None)
+                self._ended(exc)
                 raise
             self._ended(None)
             return result
 
         return called
 
-    def _ended(self, error: Exception | None) -> None:
+    def _ended(self, error: BaseException | None) -> None:
         with self._lock:
             self._state = self.STARTED
             if self._abandoned and not self._delivery.settled:

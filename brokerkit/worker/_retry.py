@@ -126,7 +126,10 @@ class Exponential(RetryPolicy):
     factor: float = 2.0
     cap: float = 300.0
     jitter: float = 0.1
-    _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+    # not an __init__ field: each policy, a replace()d one too, draws from its own
+    _random: random.Random = field(
+        default_factory=random.Random, init=False, repr=False, compare=False
+    )
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from brokerkit._acompat import Background, Event, HandlerCalls, sleep, spawn
+from brokerkit._acompat import Background, CancelCount, Event, HandlerCalls, sleep, spawn
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
@@ -28,7 +28,7 @@ from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError
 from brokerkit.worker._call import HandlerCall, NotStarted
 from brokerkit.worker._handler import HandlerSpec
 from brokerkit.worker._stats import HandlerStats
-from brokerkit.worker._typed import InvalidBody
+from brokerkit.worker._typed import InvalidBody, error_text
 
 __all__ = ["POLL", "AsyncRunner"]
 
@@ -67,9 +67,10 @@ class AsyncRunner:
     async def start(self) -> None:
         """Subscribe and start the slots (and the lease renewal)."""
         spec = self.spec
-        self._subscription = await self.broker.subscribe(
+        self._subscription = subscription = await self.broker.subscribe(
             spec.topic, group=spec.group, prefetch=spec.prefetch + 1
         )
+        self.stats.count_waiting(lambda: subscription.buffered)
         for number in range(spec.concurrency):
             name = f"brokerkit-worker {spec.name} #{number + 1}"
             self._slots.append(spawn(self._slot, name))
@@ -98,10 +99,12 @@ class AsyncRunner:
         except Exception as exc:
             log.error(
                 "handler %s: closing its subscription failed: %s",
-                *(self.spec.name, exc),
+                *(self.spec.name, error_text(exc)),
                 exc_info=exc,
                 extra=log_fields(self.spec.topic, self.spec.group),
             )
+        finally:  # what waited was handed back: nothing waits for a slot any more
+            self.stats.count_waiting(None)
 
     async def abandon(self) -> None:
         """Stop at once. Where the slot is a task it is cancelled: a coroutine handler
@@ -142,7 +145,8 @@ class AsyncRunner:
     async def _slot(self) -> None:
         """A slot that never ends before the drain: an error that escapes its loop
         (a bug, not a broker error) is logged with its traceback and the slot starts
-        over, so the worker never runs on with fewer slots than it reports."""
+        over, so the worker never runs on with fewer slots than it reports. (Whatever
+        a handler raises is its failure, handled in :meth:`_run`: it never gets here.)"""
         while True:
             try:
                 await self._take()
@@ -150,12 +154,27 @@ class AsyncRunner:
             except Exception as exc:
                 log.error(
                     "handler %s: a slot failed and starts over: %s",
-                    *(self.spec.name, exc),
+                    *(self.spec.name, error_text(exc)),
                     exc_info=exc,
                     extra=log_fields(self.spec.topic, self.spec.group),
                 )
                 if await self._draining.wait(POLL):
                     return
+
+    def _hard_stop(self, count: CancelCount) -> bool:
+        """Whether the slot is being stopped under its handler: the worker abandoned
+        its slots (a hard stop), or the slot's task was cancelled since ``count`` was
+        made (by that hard stop, or by the end of its event loop). A thread is never
+        cancelled; a BaseException a handler raises itself (``SystemExit``,
+        ``KeyboardInterrupt``, ``GeneratorExit``, or the ``CancelledError`` of another
+        task it awaited) is a failure of the handler, not a stop."""
+        if self._abandoned:
+            return True
+        try:
+            count.raise_lost()
+        except BaseException:  # the CancelledError that says the task was cancelled
+            return True
+        return False
 
     async def _take(self) -> None:
         subscription = self._subscription
@@ -171,7 +190,7 @@ class AsyncRunner:
                 pause = min(POLL * 2**failures, MAX_PAUSE)
                 log.warning(
                     "handler %s: receiving from %r failed (again in %.3g s): %s",
-                    *(self.spec.name, self.spec.topic, pause, exc),
+                    *(self.spec.name, self.spec.topic, pause, error_text(exc)),
                     exc_info=None if isinstance(exc, BrokerError) else exc,
                     extra=log_fields(self.spec.topic, self.spec.group),
                 )
@@ -202,7 +221,8 @@ class AsyncRunner:
                 await self._broken(delivery, exc)
             raise
         except BaseException:
-            # The slot was cancelled (the asyncio worker's hard stop).
+            # The slot was cancelled (the asyncio worker's hard stop), or interrupted
+            # outside its handler (what the handler raises, _run has dealt with).
             if not delivery.settled:
                 await self._cut_short(delivery, call)
             raise
@@ -215,17 +235,19 @@ class AsyncRunner:
     async def _broken(self, delivery: AsyncDelivery, exc: Exception) -> None:
         """Handling ``delivery`` failed with an error no step expects: nacked, an
         attempt counted (dead-lettered at the delivery limit), or let go if even that
-        fails."""
-        reason = f"worker error: {type(exc).__name__}: {exc}"
-        if Capability.ACK in self.broker.capabilities:
-            # a second unexpected error is dropped: the slot logs the first one
-            with contextlib.suppress(Exception):
-                if self._limit is not None and delivery.attempt >= self._limit:
-                    await self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
-                else:
-                    await self._nack(delivery, "retried", requeue=True, reason=reason)
-        if not delivery.settled:
-            delivery._mark_settled()
+        fails (marked settled whatever happens, so that nothing renews its lease)."""
+        try:
+            if Capability.ACK in self.broker.capabilities:
+                # a second unexpected error is dropped: the slot logs the first one
+                with contextlib.suppress(Exception):
+                    reason = f"worker error: {type(exc).__name__}: {error_text(exc)}"
+                    if self._limit is not None and delivery.attempt >= self._limit:
+                        await self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
+                    else:
+                        await self._nack(delivery, "retried", requeue=True, reason=reason)
+        finally:
+            if not delivery.settled:
+                delivery._mark_settled()
 
     async def _cut_short(self, delivery: AsyncDelivery, call: HandlerCall) -> None:
         """The slot was cancelled with ``delivery`` unsettled. Never given to the
@@ -255,28 +277,42 @@ class AsyncRunner:
         try:
             args = spec.binding.arguments(delivery)
         except InvalidBody as exc:
+            # dead-lettered at once, where the backend has a dead-letter topic at all;
+            # dropped (an uncounted nack) where it has none
+            dead = Capability.DEAD_LETTER in self.broker.capabilities
             if RELAY.deliver:
-                RELAY.deliver_end(delivery, "dead-letter", exc)
+                RELAY.deliver_end(delivery, "dead-letter" if dead else "nack", exc)
+            text = error_text(exc)
             log.warning(
-                "handler %s: message %s has an invalid body: %s",
+                "handler %s: message %s has an invalid body%s: %s",
                 spec.name,
                 delivery.id,
-                exc,
+                "" if dead else " (dropped: no dead-letter topic)",
+                text,
                 extra=delivery_fields([delivery]),
             )
             await self._nack(
-                delivery, "dead_lettered", requeue=False, reason=f"invalid body: {exc}"
+                delivery,
+                "dead_lettered" if dead else "",
+                requeue=False,
+                reason=f"invalid body: {text}",
             )
             return
+        count = CancelCount()
         try:
             await self._calls.call(call.wrap(spec.function), *args)
         except NotStarted:  # abandoned before it started: never will
             await self._hand_back(delivery)
             return
-        except Exception as exc:
+        except BaseException as exc:
             if call.dropped:
                 self._dropped(delivery, exc)
                 return
+            if not isinstance(exc, Exception) and self._hard_stop(count):
+                raise  # the worker's hard stop: _handle settles the delivery
+            # Whatever the handler raised, SystemExit, KeyboardInterrupt, GeneratorExit
+            # or a CancelledError not of this slot included: a failure of the handler
+            # (the worker takes its signals itself), and the slot goes on.
             if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
                 # what _failed does: a nack that dead-letters at the limit, or, without
                 # ACK, at once (where the backend has a dead-letter topic at all)
@@ -299,25 +335,26 @@ class AsyncRunner:
                     "handler %s: could not ack %s: %s",
                     spec.name,
                     delivery.id,
-                    exc,
+                    error_text(exc),
                     extra=delivery_fields([delivery]),
                 )
                 await self._release(delivery)
                 return
         self.stats.count("processed")
 
-    def _dropped(self, delivery: AsyncDelivery, exc: Exception | None) -> None:
+    def _dropped(self, delivery: AsyncDelivery, exc: BaseException | None) -> None:
+        how = "returned" if exc is None else f"raised {type(exc).__name__}: {error_text(exc)}"
         log.warning(
             "handler %s ended on %s after the worker abandoned it (%s); its result is "
             "dropped, and the message comes again after its lease runs out",
-            *(self.spec.name, delivery.id, "returned" if exc is None else f"raised {exc!r}"),
+            *(self.spec.name, delivery.id, how),
             extra=delivery_fields([delivery]),
         )
 
-    async def _failed(self, delivery: AsyncDelivery, exc: Exception) -> None:
+    async def _failed(self, delivery: AsyncDelivery, exc: BaseException) -> None:
         """The handler raised: retry the delivery under the policy, or dead-letter it."""
         self.stats.count("failed")
-        name, reason = self.spec.name, f"{type(exc).__name__}: {exc}"
+        name, reason = self.spec.name, f"{type(exc).__name__}: {error_text(exc)}"
         if delivery.settled:
             log.warning(
                 "handler %s raised after settling %s: %s",
@@ -370,7 +407,7 @@ class AsyncRunner:
                 "handler %s: could not nack %s: %s",
                 self.spec.name,
                 delivery.id,
-                exc,
+                error_text(exc),
                 extra=delivery_fields([delivery]),
             )
             await self._release(delivery)
@@ -388,7 +425,7 @@ class AsyncRunner:
         except Exception as exc:
             log.error(
                 "handler %s: retry policy %r failed on attempt %d; retrying %s at once: %s",
-                *(self.spec.name, policy, delivery.attempt, delivery.id, exc),
+                *(self.spec.name, policy, delivery.attempt, delivery.id, error_text(exc)),
                 exc_info=exc,
                 extra=delivery_fields([delivery]),
             )
@@ -416,7 +453,7 @@ class AsyncRunner:
         except BrokerError as exc:
             log.warning(
                 "handler %s: could not hand %s back either; its lease is left to run out: %s",
-                *(self.spec.name, delivery.id, exc),
+                *(self.spec.name, delivery.id, error_text(exc)),
                 extra=delivery_fields([delivery]),
             )
         if not delivery.settled:
@@ -464,7 +501,7 @@ class AsyncRunner:
             log.warning(
                 "handler %s: could not renew waiting leases: %s",
                 self.spec.name,
-                exc,
+                error_text(exc),
                 extra=log_fields(self.spec.topic, self.spec.group),
             )
         return True
@@ -478,7 +515,7 @@ class AsyncRunner:
                     "handler %s: could not renew %s: %s",
                     self.spec.name,
                     delivery.id,
-                    exc,
+                    error_text(exc),
                     extra=delivery_fields([delivery]),
                 )
 

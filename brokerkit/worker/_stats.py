@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["HandlerStats", "StatsSnapshot"]
@@ -55,6 +56,16 @@ class HandlerStats:
         self._lock = threading.Lock()
         self.processed = self.failed = self.retried = self.dead_lettered = 0
         self.in_flight = self.peak_in_flight = self.waiting = self.peak_waiting = 0
+        self._waiting_now: Callable[[], int] | None = None
+
+    def count_waiting(self, waiting_now: Callable[[], int] | None) -> None:
+        """Read ``waiting`` from ``waiting_now`` (what waits for a slot at this moment,
+        cheap and safe to call from any thread) whenever a snapshot is taken; None:
+        nothing waits any more (the handler's subscription is closed)."""
+        with self._lock:
+            self._waiting_now = waiting_now
+            if waiting_now is None:
+                self.waiting = 0
 
     def started(self, waiting: int) -> None:
         """A handler began; ``waiting`` deliveries still wait for a slot."""
@@ -74,7 +85,12 @@ class HandlerStats:
             setattr(self, what, getattr(self, what) + 1)
 
     def snapshot(self) -> StatsSnapshot:
+        waiting_now = self._waiting_now
+        waiting = None if waiting_now is None else waiting_now()
         with self._lock:
+            if waiting is not None and self._waiting_now is waiting_now:
+                self.waiting = waiting
+                self.peak_waiting = max(self.peak_waiting, waiting)
             return StatsSnapshot(
                 self.topic,
                 self.name,

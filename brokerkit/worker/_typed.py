@@ -20,7 +20,7 @@ from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit.exceptions import InvalidOption, SerializationError
 
-__all__ = ["Binding", "InvalidBody", "bind"]
+__all__ = ["Binding", "InvalidBody", "bind", "error_text"]
 
 
 class InvalidBody(Exception):
@@ -58,7 +58,7 @@ class Binding:
             try:
                 body = delivery.body
             except SerializationError as exc:
-                raise InvalidBody(str(exc)) from exc
+                raise InvalidBody(error_text(exc)) from exc
             if self.convert is not None:
                 try:
                     body = self.convert(body)
@@ -89,7 +89,7 @@ def bind(function: Callable[..., Any]) -> Binding:
     except (TypeError, ValueError) as exc:
         raise InvalidOption(f"cannot read the signature of handler {name}: {exc}") from None
     try:
-        hints = typing.get_type_hints(function)
+        hints = typing.get_type_hints(function, include_extras=True)
     except Exception:  # one annotation does not resolve: resolve each alone, below
         hints = {}
     body_index = delivery_index = None
@@ -108,6 +108,7 @@ def bind(function: Callable[..., Any]) -> Binding:
         hint = hints.get(parameter.name, parameter.annotation)
         if isinstance(hint, str):
             hint = _resolve(function, name, parameter.name, hint)
+        annotation, hint = hint, _unannotated(hint)
         untyped = hint is parameter.empty or hint is Any
         if _is_delivery(hint) or (untyped and parameter.name == "delivery"):
             if delivery_index is not None:
@@ -122,6 +123,7 @@ def bind(function: Callable[..., Any]) -> Binding:
                 )
             body_index = positional
             body_type = None if hint is parameter.empty else hint
+            _check_body_type(name, parameter.name, annotation, body_type)
         positional += 1
     return Binding(body_index, delivery_index, positional, converter(body_type), body_type)
 
@@ -143,14 +145,58 @@ def _resolve(function: Callable[..., Any], name: str, parameter: str, annotation
         ) from None
 
 
+def _unannotated(hint: Any) -> Any:
+    """``hint`` without the ``Annotated[...]`` around it, if any."""
+    while typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+def _models_within(hint: Any, depth: int = 0) -> list[Any]:
+    """The model types (those :func:`converter` validates into) named inside the type
+    arguments of ``hint``, at any depth (``Optional[Model]``, ``list[Model]``...)."""
+    if depth > 20:  # a type that nests without end
+        return []
+    found = []
+    for argument in typing.get_args(hint):
+        argument = _unannotated(argument)  # Annotated's metadata is no type
+        if converter(argument) is not None:
+            found.append(argument)
+        else:
+            found.extend(_models_within(argument, depth + 1))
+    return found
+
+
+def _check_body_type(name: str, parameter: str, annotation: Any, body_type: Any) -> None:
+    """Refuse a body annotation that holds a model without being one: the worker
+    validates into a model class only, so the body would reach the handler as the
+    decoded data, never validated, and a bad one would fail the handler (retried)
+    instead of being dead-lettered.
+
+    :raises InvalidOption: ``Model | None``, ``list[Model]``, ``dict[str, Model]``...
+    """
+    if body_type is None or converter(body_type) is not None:
+        return
+    models = _models_within(body_type)
+    if models:
+        model = getattr(models[0], "__name__", repr(models[0]))
+        raise InvalidOption(
+            f"handler {name} annotates its body parameter {parameter!r} with {annotation!r}, "
+            f"which holds the model {model} without being one: the body would reach the "
+            "handler unvalidated. Annotate it with a pydantic model, a msgspec Struct or a "
+            f"dataclass itself ({model}, or Annotated[{model}, ...]), or with a type taken "
+            "as decoded (dict, list, str, bytes, Any...) and validate it in the handler"
+        )
+
+
 def _is_delivery(hint: Any) -> bool:
     return isinstance(hint, type) and issubclass(hint, (Delivery, AsyncDelivery))
 
 
 def converter(body_type: Any) -> Converter | None:
     """The function that turns a decoded body into ``body_type`` (None: pass it as it is)."""
-    if not isinstance(body_type, type):
-        return None
+    if not isinstance(body_type, type) or typing.get_origin(body_type) is not None:
+        return None  # (list[int] passes for a type on Python 3.10)
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and issubclass(body_type, pydantic.BaseModel):
         return _pydantic(body_type, pydantic.ValidationError)
@@ -229,6 +275,15 @@ def _dataclass(cls: Any) -> Converter:
     return convert
 
 
+def error_text(exc: BaseException) -> str:
+    """``str(exc)``, or ``<TypeName: str() failed>`` when that raises: the text of an
+    error that never fails (an error's own ``__str__`` may be broken)."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(error_text(exc).split())
     return text if len(text) <= 500 else text[:500] + "..."

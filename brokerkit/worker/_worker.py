@@ -32,6 +32,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 DEFAULT_GRACE = 30.0
 #: How often the worker looks at stop requests and signals.
 _TICK = 0.05
+#: :meth:`Worker.wait_ready` without a timeout waits in steps of this many seconds.
+_READY_WAIT = 3600.0
 #: The longest a drain waits for the handlers' subscriptions to close (each close is
 #: bounded by its backend; this only keeps a stop from hanging on a bug).
 _CLOSE_WAIT = 60.0
@@ -73,7 +75,11 @@ class Worker:
         self.drained = False
         self._specs: list[HandlerSpec] = []
         self._stats: dict[str, HandlerStats] = {}
-        self._ready = Event()
+        # Whether run has subscribed every handler, and the wake-ups of those waiting
+        # for that (each made by its wait_ready, on its own loop in the asyncio worker:
+        # a worker may run in one event loop after another); under _guard.
+        self._ready = False
+        self._ready_waiters: set[Waiter] = set()
         # Wake-ups of the running :meth:`run` (made by it, on its loop in the asyncio
         # worker), which :meth:`stop` may trigger from any thread; run looks at the
         # flags below every _TICK as well, so a stop that finds none is not lost.
@@ -214,7 +220,7 @@ class Worker:
                     runner = Runner(broker, spec, calls, self._stats[spec.name])
                     runners.append(runner)
                     runner.start()
-                self._ready.set()
+                self._set_ready(True)
                 log.info(
                     "worker running %d handler(s) on %s",
                     len(runners),
@@ -226,7 +232,7 @@ class Worker:
             finally:
                 self._drain(runners, cut_short)
         finally:
-            self._ready.clear()
+            self._set_ready(False)
             restore()
             calls.close()
 
@@ -258,7 +264,7 @@ class Worker:
 
         background = spawn(work, "brokerkit-worker")
         deadline = time.monotonic() + timeout
-        while not self._ready.is_set() and not ended.is_set() and time.monotonic() < deadline:
+        while not self._ready and not ended.is_set() and time.monotonic() < deadline:
             ended.wait(_TICK)
         if errors:
             raise errors[0]
@@ -286,7 +292,28 @@ class Worker:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until :meth:`run` has subscribed every handler; whether it has."""
-        return self._ready.wait(timeout)
+        waiter = Waiter()
+        with self._guard:
+            if self._ready:
+                return True
+            self._ready_waiters.add(waiter)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._ready:
+                left = _READY_WAIT if deadline is None else deadline - time.monotonic()
+                if left <= 0 or waiter.wait(min(left, _READY_WAIT)):
+                    break
+        finally:
+            with self._guard:
+                self._ready_waiters.discard(waiter)
+        return self._ready
+
+    def _set_ready(self, ready: bool) -> None:
+        with self._guard:
+            self._ready = ready
+            waiters = list(self._ready_waiters) if ready else []
+        for waiter in waiters:
+            waiter.wake()
 
     def stats(self) -> list[StatsSnapshot]:
         """The counters of every handler, now."""
