@@ -278,6 +278,11 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
             deliveries = self._claim_now(subscription, max_messages, now)
             if deliveries or subscription.closed:
                 return deliveries
+            if not state.claim_at:
+                # More may be waiting to be claimed (the claim stopped at its budget,
+                # or what it claimed was dead-lettered): new entries are read without
+                # waiting, and the next fetch claims again.
+                timeout = 0.0
         deliveries = self._read(subscription, max_messages, timeout)
         if state.woken:
             # An entry was handed back or requeued while this read waited: reclaim
@@ -297,17 +302,19 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         """:meth:`_claim`, and when to claim next; the deliveries are leased."""
         state: StreamState = subscription.state
         state.claim_at = now + self._claim_interval
-        deliveries, reclaimed = self._claim(subscription, max_messages)
-        if reclaimed:
-            # One entry came back, alone; more may be waiting: look again at once.
+        deliveries, again = self._claim(subscription, max_messages)
+        if again:
+            # One entry came back, alone, or the look for idle entries stopped short;
+            # more may be waiting: look again at once.
             state.claim_at = 0.0
         self._keeper.hold(deliveries)
         return deliveries
 
     def _claim(self, subscription: Subscription, max_messages: int) -> tuple[list[Delivery], bool]:
         """Reclaim one entry idle past the visibility timeout (dead-lettering it past
-        ``max_deliveries``), or a delayed retry that is due; and say whether an entry
-        was reclaimed. New entries are left to :meth:`_read` (see
+        ``max_deliveries``), or a delayed retry that is due; and say whether to claim
+        again at once (an entry was reclaimed, or the script stopped before it looked
+        at every idle entry). New entries are left to :meth:`_read` (see
         :data:`~.scripts.FETCH`).
 
         An entry that comes back is handed out alone, in a batch of its own: a
@@ -350,7 +357,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
                 continue
             message = self._decode(subscription.topic, raw_fields)
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
-        return deliveries, bool(claimed)
+        return deliveries, bool(claimed) or state.cursor != "0-0"
 
     def _read(
         self, subscription: Subscription, max_messages: int, timeout: float

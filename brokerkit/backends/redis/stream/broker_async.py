@@ -276,6 +276,11 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             deliveries = await self._claim_now(subscription, max_messages, now)
             if deliveries or subscription.closed:
                 return deliveries
+            if not state.claim_at:
+                # More may be waiting to be claimed (the claim stopped at its budget,
+                # or what it claimed was dead-lettered): new entries are read without
+                # waiting, and the next fetch claims again.
+                timeout = 0.0
         deliveries = await self._read(subscription, max_messages, timeout)
         if state.woken:
             # An entry was handed back or requeued while this read waited: reclaim
@@ -295,9 +300,10 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         """:meth:`_claim`, and when to claim next; the deliveries are leased."""
         state: StreamState = subscription.state
         state.claim_at = now + self._claim_interval
-        deliveries, reclaimed = await self._claim(subscription, max_messages)
-        if reclaimed:
-            # One entry came back, alone; more may be waiting: look again at once.
+        deliveries, again = await self._claim(subscription, max_messages)
+        if again:
+            # One entry came back, alone, or the look for idle entries stopped short;
+            # more may be waiting: look again at once.
             state.claim_at = 0.0
         self._keeper.hold(deliveries)
         return deliveries
@@ -306,8 +312,9 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
         self, subscription: AsyncSubscription, max_messages: int
     ) -> tuple[list[AsyncDelivery], bool]:
         """Reclaim one entry idle past the visibility timeout (dead-lettering it past
-        ``max_deliveries``), or a delayed retry that is due; and say whether an entry
-        was reclaimed. New entries are left to :meth:`_read` (see
+        ``max_deliveries``), or a delayed retry that is due; and say whether to claim
+        again at once (an entry was reclaimed, or the script stopped before it looked
+        at every idle entry). New entries are left to :meth:`_read` (see
         :data:`~.scripts.FETCH`).
 
         An entry that comes back is handed out alone, in a batch of its own: a
@@ -350,7 +357,7 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
                 continue
             message = self._decode(subscription.topic, raw_fields)
             deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
-        return deliveries, bool(claimed)
+        return deliveries, bool(claimed) or state.cursor != "0-0"
 
     async def _read(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float

@@ -13,10 +13,13 @@ from brokerkit.backends.redis._stream_fields import HEADER_FIELD
 from brokerkit.backends.redis.stream.keys import check_stream_key
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["PUBLISH_CHUNK", "RedisStreamOptions", "StreamState"]
+__all__ = ["ORIGINAL_ENTRY_FIELD", "PUBLISH_CHUNK", "RedisStreamOptions", "StreamState"]
 
 #: publish_many writes this many messages per script: all or none of each chunk.
 PUBLISH_CHUNK = 2000
+
+#: The field of a dead letter that holds the id of the entry it came from.
+ORIGINAL_ENTRY_FIELD = "x-original-entry"
 
 _FIELD = re.compile(r"[!-~]{1,64}")
 
@@ -82,6 +85,12 @@ class RedisStreamOptions(RedisOptions):
                 f"the header field {HEADER_FIELD.decode()!r} (such as 'data' or 'payload'); "
                 f"got {field!r}"
             )
+        if field == ORIGINAL_ENTRY_FIELD:
+            raise InvalidOption(
+                f"body_field cannot be {ORIGINAL_ENTRY_FIELD!r}: a dead letter keeps the id "
+                "of the entry it came from in that field, which would overwrite its payload; "
+                "choose another name (such as 'data' or 'payload')"
+            )
         if not 0 < self.delay_poll_interval <= 60:
             raise InvalidOption(
                 "delay_poll_interval must be a number of seconds above 0 and at most 60, "
@@ -107,8 +116,12 @@ class StreamState:
     start_id: str
     #: The group's lease length (ms) when this subscription joined (it only grows).
     lease_ms: int = 0
-    #: Where the next XAUTOCLAIM scan of the pending entries list resumes.
+    #: Where the next fetch script's look for idle entries resumes ("0-0": the
+    #: start; any other: more may be waiting, see :data:`.scripts.FETCH`).
     cursor: str = "0-0"
+    #: Where the reaper's next page of idle entries starts ("-": the start; see
+    #: :data:`.scripts.REAP`).
+    reap_cursor: str = "-"
     #: When (time.monotonic) the next fetch reclaims idle entries before reading.
     claim_at: float = 0.0
     #: The topic's delayed publishes and the group's delayed retries (.scheduling).

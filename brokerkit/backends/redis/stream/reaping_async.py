@@ -25,6 +25,11 @@ __all__ = ["StreamReaping"]
 
 log = logging.getLogger("brokerkit.redis")
 
+#: The reaper lists this many idle pending entries of a group per script call...
+_REAP_PAGE = 100
+#: ... and at most this many pages of each subscription's group per round.
+_REAP_PAGES = 10
+
 
 class StreamReaping:
     """The dead-lettering of :class:`AsyncRedisStreamBroker`'s reclaimed poison entries."""
@@ -57,7 +62,9 @@ class StreamReaping:
         ``max_deliveries`` then. An entry whose last allowed lease ran out while no
         consumer of its group fetches would wait for the next fetch; this reaper, a
         background round of a broker with subscriptions, moves it to the dead-letter
-        topic within about one visibility timeout instead."""
+        topic within about one visibility timeout instead. Each round looks at up to
+        ``_REAP_PAGES * _REAP_PAGE`` idle entries of each group, going on from where
+        the last round stopped, so an entry behind many idle ones is reached too."""
         limit = self.options.max_deliveries
         if limit is None:
             return
@@ -67,14 +74,30 @@ class StreamReaping:
         for subscription in subscriptions:
             state: StreamState = subscription.state
             try:
-                with translate_errors(self.url, subscription.topic):
-                    reaped = await self._scripts.reap(
-                        keys=[state.key, state.lost_key, state.lease_key],
-                        args=[subscription.group, subscription.consumer, min_idle, limit, 100],
-                    )
-                for raw_id, raw_fields, count in reaped:
-                    message = self._decode(subscription.topic, raw_fields)
-                    await self._dead_letter_claimed(subscription, text(raw_id), message, int(count))
+                # Page by page from where the last round stopped, so that idle entries
+                # still under max_deliveries (a crashed consumer's, delayed retries)
+                # never hide the ones behind them: at most _REAP_PAGES a round, and
+                # the next round starts at the beginning once the end was reached.
+                for _ in range(_REAP_PAGES):
+                    with translate_errors(self.url, subscription.topic):
+                        cursor, reaped = await self._scripts.reap(
+                            keys=[state.key, state.lost_key, state.lease_key],
+                            args=[
+                                subscription.group,
+                                subscription.consumer,
+                                min_idle,
+                                limit,
+                                _REAP_PAGE,
+                                state.reap_cursor,
+                            ],
+                        )
+                    state.reap_cursor = text(cursor)
+                    for raw_id, raw_fields, count in reaped:
+                        message = self._decode(subscription.topic, raw_fields)
+                        entry_id = text(raw_id)
+                        await self._dead_letter_claimed(subscription, entry_id, message, int(count))
+                    if state.reap_cursor == "-":
+                        break
             except Exception:  # one topic's failure must not stop the others' reaping
                 log.exception(
                     "could not dead-letter the expired poison entries of %s",

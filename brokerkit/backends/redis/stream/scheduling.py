@@ -9,8 +9,9 @@ encoding; the scripts of :mod:`.scripts` that fetch and nack use :data:`DUE_HELP
   owned by the group's parking consumer :data:`PARKING`, its due time in the group's
   ``delayed`` ZSET (``<prefix>:{<topic>}:delayed:<group>``): other groups are not
   touched. A fetch of the group claims it once due, counting a delivery. Should a
-  member's XAUTOCLAIM find a parked entry idle before it is due, it parks it again
-  (idle time reset), so it never comes out early.
+  member's fetch find a parked entry idle before it is due, it parks it again
+  (idle time reset, a page of them in one XCLAIM), so it never comes out early and
+  never holds up the claim of other idle entries (see :data:`.scripts.FETCH`).
 """
 
 from __future__ import annotations

@@ -62,7 +62,11 @@ from brokerkit.backends.redis.stream.calls_async import Call, StreamScripts, run
 from brokerkit.backends.redis.stream.deliveries_async import Member, by_member_of
 from brokerkit.backends.redis.stream.entries import StreamReceipt, id_order
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
-from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.options import (
+    ORIGINAL_ENTRY_FIELD,
+    RedisStreamOptions,
+    StreamState,
+)
 from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
@@ -488,7 +492,7 @@ class StreamSettling:
         fields = encode_fields(dead)
         if self.options.body_field != "body":
             fields[self.options.body_field] = fields.pop("body")
-        fields["x-original-entry"] = entry_id
+        fields[ORIGINAL_ENTRY_FIELD] = entry_id
         return [item for pair in fields.items() for item in pair]
 
 
