@@ -7,11 +7,19 @@ subscriptions, the lease reaper, publishers), so every frame goes out under
 ``reconnect_timeout`` seconds) and, where that is safe, runs again; every channel,
 and so every delivery tag handed out before, belongs to the old connection and is
 dead: :attr:`Link.generation` counts connections so that readers notice.
+
+A server that stops answering (a network cut, a TCP black hole) never closes the
+connection, so every wait on the socket is bounded: AMQP heartbeats both ways, and a
+socket timeout of two heartbeats on every read and write. A wait that runs out (or a
+:meth:`Link.heartbeat` that finds the server silent that long) is a lost connection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,8 +30,14 @@ from kombu.connection import Connection as KombuConnection
 
 from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._names import Names
-from brokerkit.backends.kombu._options import KombuOptions
-from brokerkit.exceptions import BrokerError, ConnectionFailed, IncompatibleTopic
+from brokerkit.backends.kombu._options import KombuAMQPOptions
+from brokerkit.exceptions import (
+    BrokerClosed,
+    BrokerError,
+    ConnectionFailed,
+    IncompatibleTopic,
+    InvalidMessage,
+)
 
 __all__ = ["Confirms", "Link", "kombu_connection"]
 
@@ -33,11 +47,45 @@ _T = TypeVar("_T")
 #: (``x-delivery-count``), which is how a delivery knows its attempt.
 QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}
 
+#: How long :meth:`Link.halt` waits for another thread to let go of the connection
+#: before it shuts the socket under that thread (one stuck on a silent server).
+_HALT_WAIT = 2.0
+#: The longest a close waits for RabbitMQ's ``connection.close-ok``.
+_CLOSE_WAIT = 2.0
+#: How long :meth:`Link.heartbeat` waits for the lock (the thread holding it reads
+#: the socket itself, and checks the heartbeats as it does).
+_TICK_WAIT = 0.2
+#: The most frames one :meth:`Link.heartbeat` dispatches before it checks.
+_TICK_FRAMES = 1000
+#: How RabbitMQ words the refusal of a message over its ``max_message_size``.
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
-def kombu_connection(url: BrokerURL, options: KombuOptions, name: str) -> Any:
+
+def is_tls(url: BrokerURL) -> bool:
+    """Whether ``url`` is ``kombu+amqps://``."""
+    return url.scheme.split("+", 1)[1] in ("amqps", "pyamqps")
+
+
+def tls_settings(url: BrokerURL, options: KombuAMQPOptions) -> dict[str, Any]:
+    """py-amqp's TLS settings for ``kombu+amqps://``: the certificate must be valid for
+    the URL's host and signed by a trusted CA (the system's, or ``ssl_ca_certs``)."""
+    settings: dict[str, Any] = {
+        # py-amqp then builds a PROTOCOL_TLS_CLIENT context with check_hostname on.
+        "server_hostname": url.host or "localhost",
+        "cert_reqs": ssl.CERT_REQUIRED,
+    }
+    if options.ssl_ca_certs is not None:
+        settings["ca_certs"] = options.ssl_ca_certs
+    if options.ssl_certfile is not None:
+        settings["certfile"] = options.ssl_certfile
+        settings["keyfile"] = options.ssl_keyfile
+    return settings
+
+
+def kombu_connection(url: BrokerURL, options: KombuAMQPOptions, name: str) -> Any:
     """A kombu connection (not yet connected) for a ``kombu+<transport>://`` URL."""
     transport = url.scheme.split("+", 1)[1]
-    tls = transport.endswith("s") and transport in ("amqps", "pyamqps")
+    tls = is_tls(url)
     if tls:
         transport = transport[:-1]
     vhost = unquote(url.path[1:]) if url.path.startswith("/") else unquote(url.path)
@@ -48,9 +96,9 @@ def kombu_connection(url: BrokerURL, options: KombuOptions, name: str) -> Any:
         password=url.password,
         virtual_host=vhost or "/",
         transport=transport,
-        ssl=tls,
+        ssl=tls_settings(url, options) if tls else False,
         connect_timeout=options.connect_timeout,
-        heartbeat=0,
+        heartbeat=options.heartbeat,
         transport_options={"client_properties": {"connection_name": name}},
     )
 
@@ -58,7 +106,7 @@ def kombu_connection(url: BrokerURL, options: KombuOptions, name: str) -> Any:
 class Link:
     """The connection of one broker, with what hangs off it."""
 
-    def __init__(self, url: BrokerURL, options: KombuOptions, name: str) -> None:
+    def __init__(self, url: BrokerURL, options: KombuAMQPOptions, name: str) -> None:
         self.url = url
         self.options = options
         self.names = Names(options.prefix)
@@ -74,19 +122,36 @@ class Link:
         #: Every exchange and queue this link declared, over all generations.
         self.created_exchanges: set[str] = set()
         self.created_queues: set[str] = set()
+        #: RabbitMQ's ``max_message_size``, once a refusal has told it.
+        self.max_message_size: int | None = None
+        #: Set by :meth:`halt`: the broker is closing, nothing reconnects any more.
+        self._halted = threading.Event()
+        #: Every wait on the socket, in seconds: a server that sends nothing for two
+        #: heartbeats (it sends one every half heartbeat when idle) is gone.
+        self.io_timeout = 2.0 * options.heartbeat
         self._errors = tuple(self._connection.connection_errors) + tuple(
             self._connection.recoverable_connection_errors
         )
-        self.call(lambda: None)  # connect now, so that a bad URL fails in connect()
+        try:
+            self.call(lambda: None)  # connect now, so that a bad URL fails in connect()
+        except BaseException:
+            self.close()
+            raise
 
     # -- calls --------------------------------------------------------------------
 
     def call(
-        self, action: Callable[[], _T], *, on_channel_error: Callable[[], None] | None = None
+        self,
+        action: Callable[[], _T],
+        *,
+        on_channel_error: Callable[[], None] | None = None,
+        reconnect: bool = True,
     ) -> _T:
-        """Run ``action`` under the lock, connected. When the connection is lost it
-        reconnects and runs ``action`` once more (every channel, and every delivery
-        tag, of the old connection is dead by then: callers check :attr:`generation`).
+        """Run ``action`` under the lock, connected. When the connection is lost (the
+        server closed it, or sent nothing for two heartbeats) it reconnects and runs
+        ``action`` once more (every channel, and every delivery tag, of the old
+        connection is dead by then: callers check :attr:`generation`). Without
+        ``reconnect``, a lost connection raises ConnectionFailed at once.
 
         When RabbitMQ closes a channel instead (a refused declaration, a deleted
         queue), py-amqp reopens it in place, without its confirm mode or consumers:
@@ -94,23 +159,41 @@ class Link:
         its channel and leases), and the error is raised as brokerkit's.
 
         :raises ConnectionFailed: no connection within ``reconnect_timeout``.
+        :raises BrokerClosed: the broker is closing (see :meth:`halt`).
         :raises IncompatibleTopic: RabbitMQ refused a declaration.
+        :raises InvalidMessage: RabbitMQ refused a message over its max_message_size.
         """
         with self.lock:
-            self._ensure_connected()
+            if not self._connection.connected:
+                if not reconnect:
+                    raise self._gone()
+                self._reconnect()
             try:
                 return self._translate(action, on_channel_error)
-            except _Lost:
-                self._reconnect()
+            except _Lost as lost:
+                self._drop()
+                if not reconnect:
+                    raise self._gone() from lost.__cause__
+            self._reconnect()
+            try:
                 return self._translate(action, on_channel_error)
+            except _Lost as lost:
+                self._drop()
+                raise ConnectionFailed(
+                    f"lost the connection to {self._server()} again just after reconnecting: "
+                    f"{lost.__cause__!r}"
+                ) from None
+
+    def _gone(self) -> BrokerError:
+        if self._halted.is_set():
+            return BrokerClosed(f"the broker {self._server()} is closed")
+        return ConnectionFailed(f"the connection to {self._server()} was lost")
 
     def _translate(
         self, action: Callable[[], _T], on_channel_error: Callable[[], None] | None
     ) -> _T:
         try:
             return action()
-        except TimeoutError:
-            raise
         except amqp.exceptions.ChannelError as exc:
             self.drop_publisher()
             self._declared.clear()
@@ -118,10 +201,22 @@ class Link:
                 on_channel_error()
             raise self._channel_error(exc) from exc
         except self._errors as exc:
+            # A socket timeout too: a server silent for two heartbeats is gone (the
+            # waits that may time out, drain's, never raise one).
             raise _Lost() from exc
 
     def _channel_error(self, exc: Any) -> BrokerError:
         text = getattr(exc, "reply_text", "") or str(exc)
+        too_large = _TOO_LARGE.search(text)
+        if isinstance(exc, amqp.exceptions.PreconditionFailed) and too_large:
+            size, limit = int(too_large.group(1)), int(too_large.group(2))
+            self.max_message_size = limit
+            return InvalidMessage(
+                f"RabbitMQ on {self._server()} refused a message of {size:,} bytes: its "
+                f"max_message_size is {limit:,} bytes. Store large payloads elsewhere and "
+                "publish a reference, or raise max_message_size in RabbitMQ's "
+                "configuration (messages before it in the same batch may have been stored)"
+            )
         if isinstance(exc, amqp.exceptions.PreconditionFailed):
             return IncompatibleTopic(
                 f"RabbitMQ refused a declaration on {self._server()}: {text}; an exchange or "
@@ -137,17 +232,38 @@ class Link:
             )
         return BrokerError(f"RabbitMQ closed a channel on {self._server()}: {text}")
 
-    def _ensure_connected(self) -> None:
-        if self._connection.connected:
-            return
-        self._reconnect()
-
-    def _reconnect(self) -> None:
-        self._connection.collect()
+    def _drop(self) -> None:
+        """Forget the connection (lost): close its socket, no handshake."""
         self._publisher = None
         self._declared.clear()
+        with contextlib.suppress(Exception):  # it is being thrown away
+            sock = self._socket()
+            if sock is not None:
+                # Not waiting for a TLS goodbye (close_notify) from a server that
+                # may be gone: py-amqp's collect would, as long as the timeout says.
+                sock.settimeout(0)
+            self._connection.collect()
+
+    def _reconnect(self) -> None:
+        self._drop()
+        if self._halted.is_set():
+            raise self._gone()
+
+        def check(exc: Exception, interval: float) -> None:
+            # kombu retries what it takes for a passing fault; these are not.
+            if self._halted.is_set():
+                raise _Abandoned(self._gone())
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                raise _Abandoned(
+                    ConnectionFailed(
+                        f"the TLS certificate of {self._server()} was refused: "
+                        f"{exc.verify_message or exc}"
+                    )
+                )
+
         try:
             self._connection.ensure_connection(
+                errback=check,
                 max_retries=None,
                 interval_start=0.05,
                 interval_step=0.25,
@@ -155,6 +271,8 @@ class Link:
                 timeout=self.options.reconnect_timeout or None,
             )
         except Exception as exc:  # kombu re-raises driver errors as its own types
+            if isinstance(exc, _Abandoned):
+                raise exc.error from None
             if isinstance(exc, BrokerError):
                 raise
             raise ConnectionFailed(
@@ -162,7 +280,21 @@ class Link:
                 f"reconnect_timeout={self.options.reconnect_timeout}s: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+        if self._halted.is_set():  # closed while this connected
+            self._drop()
+            raise self._gone()
+        # Every read and write from now on (py-amqp's own waits have none).
+        sock = self._socket()
+        if sock is not None:
+            sock.settimeout(self.io_timeout)
         self.generation += 1
+
+    def _socket(self) -> socket.socket | None:
+        """The connection's socket, if it has one (safe without the lock: py-amqp's
+        own ``sock`` property would connect)."""
+        transport = getattr(self._connection._connection, "_transport", None)
+        sock = getattr(transport, "sock", None)
+        return sock if isinstance(sock, socket.socket) else None
 
     def _server(self) -> str:
         return self.url.render()
@@ -194,21 +326,79 @@ class Link:
             with contextlib.suppress(*self._errors):
                 channel.close()
 
-    def drain(self, timeout: float) -> None:
+    def drain(self, timeout: float) -> bool:
         """Read frames for up to ``timeout`` seconds, dispatching deliveries to the
-        channels' consumer callbacks; returns early once something came.
+        channels' consumer callbacks; whether something came (it returns early then).
+        Call under the lock.
 
-        :raises TimeoutError: nothing came.
+        When nothing came, it sends a heartbeat if one is due, and raises the lost
+        connection (through :meth:`call`) of a server silent for two heartbeats.
         """
-        self._connection.drain_events(timeout=timeout)
+        try:
+            self._connection.drain_events(timeout=timeout)
+        except TimeoutError:  # (socket.timeout)
+            self._connection.heartbeat_check()
+            return False
+        return True
+
+    def heartbeat(self) -> None:
+        """Take in what the server sent meanwhile, send a heartbeat if one is due, and
+        drop the connection of a server silent for two heartbeats (the next call
+        reconnects). Called by the reaper about every second; skipped while another
+        thread uses the connection (it does the same as it reads)."""
+        if not self.lock.acquire(timeout=_TICK_WAIT):
+            return
+        try:
+            if self._halted.is_set() or not self._connection.connected:
+                return
+
+            def tick() -> None:
+                for _ in range(_TICK_FRAMES):
+                    if not self.drain(0):
+                        return
+                self._connection.heartbeat_check()
+
+            with contextlib.suppress(_Lost, BrokerError):
+                try:
+                    self._translate(tick, None)
+                except _Lost:
+                    self._drop()
+                    raise
+        finally:
+            self.lock.release()
+
+    def halt(self) -> None:
+        """The broker is closing: nothing reconnects any more, and a thread stuck on
+        the connection (a server that stopped answering, not yet found silent for two
+        heartbeats) has its socket shut under it, so that its call ends now."""
+        self._halted.set()
+        if self.lock.acquire(timeout=_HALT_WAIT):
+            self.lock.release()
+            return
+        sock = self._socket()
+        if sock is not None:
+            # socket.socket's own shutdown: an SSLSocket's would also drop the TLS
+            # object under the thread that reads it.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def close(self) -> None:
-        """Close the connection; the server hands back every unsettled delivery."""
-        with self.lock:
-            try:
-                self._connection.close()
-            except Exception:  # closing a dead connection: nothing more to do
-                self._connection.collect()
+        """Close the connection; the server hands back every unsettled delivery. Ends
+        in bounded time, also when the server stopped answering."""
+        self.halt()
+        # A thread whose socket halt() shut ends its call soon; one reconnecting gives
+        # up after the attempt under way.
+        if not self.lock.acquire(timeout=self.options.connect_timeout + _HALT_WAIT):
+            return  # that thread drops what it connected (see _reconnect)
+        try:
+            sock = self._socket()
+            if sock is not None and self._connection.connected:
+                with contextlib.suppress(Exception):
+                    sock.settimeout(_CLOSE_WAIT)
+                    self._connection.close()
+            self._drop()
+        finally:
+            self.lock.release()
 
     # -- topology -----------------------------------------------------------------
 
@@ -330,3 +520,11 @@ class Confirms:
 
 class _Lost(Exception):
     """Internal: the connection went away during a call."""
+
+
+class _Abandoned(Exception):
+    """Internal: stop reconnecting, and raise :attr:`error` instead."""
+
+    def __init__(self, error: BrokerError) -> None:
+        super().__init__(str(error))
+        self.error = error

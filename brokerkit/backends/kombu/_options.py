@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
 from brokerkit._options import BrokerOptions, _shown
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["KombuOptions"]
+__all__ = ["TLS_OPTIONS", "KombuAMQPOptions", "KombuOptions"]
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: RabbitMQ refuses to declare an exchange or queue whose name starts with this.
+_RESERVED = "amq."
+#: AMQP sends the heartbeat interval as a short (whole seconds).
+_MAX_HEARTBEAT = 65535
+#: The options that only mean something over TLS (``kombu+amqps://``).
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 
 @dataclass(frozen=True)
@@ -42,4 +49,51 @@ class KombuOptions(BrokerOptions):
             raise InvalidOption(
                 f"connect_timeout must be a positive number of seconds, "
                 f"got {_shown('connect_timeout', self.connect_timeout)}"
+            )
+
+
+@dataclass(frozen=True)
+class KombuAMQPOptions(KombuOptions):
+    """Options of ``kombu+amqp://`` and ``kombu+amqps://`` (RabbitMQ)."""
+
+    #: Seconds between AMQP heartbeats (whole seconds, RabbitMQ may lower it). A server
+    #: that sends nothing, not even a heartbeat, for twice this long is a lost
+    #: connection: brokerkit reconnects, then raises ConnectionFailed after
+    #: ``reconnect_timeout``; it bounds every wait on the socket too.
+    heartbeat: int = 10
+    #: ``kombu+amqps://`` only: a CA file (PEM) to verify the server's certificate
+    #: with, instead of the system's trusted CAs (a private CA, a self-signed server).
+    ssl_ca_certs: str | None = None
+    #: ``kombu+amqps://`` only: a client certificate (PEM), for a server that asks.
+    ssl_certfile: str | None = None
+    #: ``kombu+amqps://`` only: the private key of ``ssl_certfile`` (when not in it).
+    ssl_keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.prefix.startswith(_RESERVED):
+            raise InvalidOption(
+                f"prefix must not start with {_RESERVED!r}: RabbitMQ reserves exchange and "
+                f"queue names that start with it and refuses to declare them, got "
+                f"{_shown('prefix', self.prefix)}"
+            )
+        if not 1 <= self.heartbeat <= _MAX_HEARTBEAT:
+            raise InvalidOption(
+                f"heartbeat must be a whole number of seconds from 1 to {_MAX_HEARTBEAT}, "
+                f"got {_shown('heartbeat', self.heartbeat)}"
+            )
+        for name in TLS_OPTIONS:
+            path = getattr(self, name)
+            if path is None:
+                continue
+            if not os.path.isfile(path):
+                problem = "no such file (give the path of a PEM file this process can read)"
+            elif not os.access(path, os.R_OK):
+                problem = "the file cannot be read by this process"
+            else:
+                continue
+            raise InvalidOption(f"{name}={_shown(name, path)}: {problem}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise InvalidOption(
+                "ssl_keyfile is the key of a client certificate: give ssl_certfile too"
             )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -143,13 +144,10 @@ class Reader:
         if self.qos != wanted:
             channel.basic_qos(0, wanted, False)
             self.qos = wanted
-        arrived: Callable[[Any], None] = lambda raw: self._arrived(channel, raw)  # noqa: E731
-        tag = channel.basic_consume(self.queue, callback=arrived)
+        tag = channel.basic_consume(self.queue, callback=_arrival(self, channel))
         try:
             while len(self.inbox) < wanted:
-                try:
-                    link.drain(_BURST_QUIET)
-                except TimeoutError:
+                if not link.drain(_BURST_QUIET):
                     break
         finally:
             channel.basic_cancel(tag)
@@ -184,12 +182,9 @@ class Reader:
             if self.qos != limit:
                 channel.basic_qos(0, limit, False)
                 self.qos = limit
-            arrived: Callable[[Any], None] = lambda raw: self._arrived(channel, raw)  # noqa: E731
+            arrived = _arrival(self, channel)
             self.consumer_tag = channel.basic_consume(self.queue, callback=arrived)
-        try:
-            link.drain(seconds)
-        except TimeoutError:
-            return
+        link.drain(seconds)
 
     def stop_waiting(self, link: Link) -> None:
         """Cancel the consumer :meth:`wait` registered; what it was sent until the
@@ -217,3 +212,20 @@ class Reader:
         delivery.receipt = lease
         self.leases[tag] = lease
         return lease
+
+
+def _arrival(reader: Reader, channel: Any) -> Callable[[Any], None]:
+    """The consumer callback of ``reader`` on ``channel``. It holds the reader weakly:
+    the channel belongs to the connection, which outlives a broker dropped unclosed
+    until its finalizer closes it, and must not keep that broker alive through the
+    reader's subscription. A delivery for a reader that is gone goes back."""
+    ref = weakref.ref(reader)
+
+    def arrived(raw: Any) -> None:
+        owner = ref()
+        if owner is not None:
+            owner._arrived(channel, raw)
+        else:
+            channel.basic_reject(raw.delivery_tag, requeue=True)
+
+    return arrived

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 
 from brokerkit._logging import log_fields
@@ -22,10 +23,14 @@ log = logging.getLogger("brokerkit.kombu")
 
 
 class Reaper:
-    """Calls ``sweep()`` every ``interval`` seconds on a daemon thread until stopped."""
+    """Calls ``sweep()`` every ``interval`` seconds on a daemon thread until stopped.
+
+    ``sweep`` is a bound method, held weakly: a broker dropped unclosed is not kept
+    alive by its own reaper, and the thread ends once the broker is gone.
+    """
 
     def __init__(self, sweep: Callable[[], None], interval: float, name: str) -> None:
-        self._sweep = sweep
+        self._sweep = weakref.WeakMethod(sweep)
         self._interval = interval
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -33,13 +38,20 @@ class Reaper:
 
     def _run(self) -> None:
         while not self._stopped.wait(self._interval):
+            sweep = self._sweep()
+            if sweep is None:
+                return  # its broker is gone
             try:
-                self._sweep()
+                sweep()
             except Exception as exc:  # keep sweeping: the next round may reconnect
-                log.warning("the lease reaper could not sweep: %s", exc, extra=log_fields())
+                if not self._stopped.is_set():
+                    log.warning("the lease reaper could not sweep: %s", exc, extra=log_fields())
+            # not held while waiting: the broker may be dropped meanwhile
+            del sweep
 
-    def stop(self) -> None:
-        """Stop the thread and wait for a sweep under way to finish."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread and wait (up to ``timeout`` seconds) for a sweep under way
+        to finish."""
         self._stopped.set()
         if self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(timeout)

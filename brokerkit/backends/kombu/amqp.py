@@ -19,15 +19,20 @@ The mapping, in short (the docs page ``backends/kombu`` has the whole table):
   with its dead-letter headers, to the ``<topic>.dlq`` exchange under confirms and then
   acked. Queues also name that exchange as their ``x-dead-letter-exchange``, so what the
   server itself dead-letters (an operator's TTL or delivery-limit policy) lands there too.
+* AMQP heartbeats, sent and checked by the reaper, and a socket timeout of two
+  heartbeats bound every wait (see :mod:`~brokerkit.backends.kombu._link`). A broker
+  dropped unclosed is closed by its finalizer: its reaper holds it weakly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
@@ -38,22 +43,33 @@ from brokerkit._broker import DEFAULT_GROUP, Broker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._inspect import GroupInfo, TopicInfo
+from brokerkit._logging import log_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._envelope import encode
-from brokerkit.backends.kombu._link import Link
-from brokerkit.backends.kombu._options import KombuOptions
+from brokerkit.backends.kombu._link import Link, is_tls
+from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._reader import Lease, Reader
 from brokerkit.backends.kombu._reaper import Reaper
-from brokerkit.exceptions import ConnectionFailed, StaleDelivery
+from brokerkit.exceptions import (
+    BrokerError,
+    ConnectionFailed,
+    InvalidMessage,
+    InvalidOption,
+    StaleDelivery,
+)
 
 __all__ = ["DeclaredNames", "KombuAMQPBroker"]
+
+log = logging.getLogger("brokerkit.kombu")
 
 #: The longest one wait on the socket holds the connection's lock, so that acks,
 #: publishes and the reaper from other threads get their turn.
 _SLICE = 0.05
+#: The longest a close waits for the reaper's sweep under way.
+_REAPER_WAIT = 10.0
 
 
 class DeclaredNames(NamedTuple):
@@ -75,11 +91,17 @@ class KombuAMQPBroker(Broker):
         | Capability.DEAD_LETTER
         | Capability.ORDERED
     )
-    Options: ClassVar[type[BrokerOptions]] = KombuOptions
-    options: KombuOptions
+    Options: ClassVar[type[BrokerOptions]] = KombuAMQPOptions
+    options: KombuAMQPOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
+        misplaced = [name for name in TLS_OPTIONS if getattr(self.options, name) is not None]
+        if misplaced and not is_tls(url):
+            raise InvalidOption(
+                f"{', '.join(misplaced)} only apply over TLS: use a kombu+amqps:// URL, or "
+                "remove them"
+            )
         #: The AMQP ``connection_name`` this broker shows in RabbitMQ's tools.
         self.connection_name = f"brokerkit-{os.getpid()}-{os.urandom(4).hex()}"
         #: Publishing, declarations, inspect and purge.
@@ -88,19 +110,27 @@ class KombuAMQPBroker(Broker):
         #: on the first subscribe) so that a receive waiting on an empty queue never
         #: holds up a publish from another thread.
         self._reading_link: Link | None = None
+        #: Both links, for the finalizer (which must not hold this broker).
+        self._links: list[Link] = [self._link]
         self._readers: set[Reader] = set()
         self._groups: dict[str, set[str]] = {}
         self._state_lock = threading.Lock()
+        # Sweeps often enough to send a heartbeat every half heartbeat.
         interval = min(max(self.options.visibility_timeout / 5, 0.02), 1.0)
+        interval = min(interval, self.options.heartbeat / 4)
         self._reaper = Reaper(self._sweep, interval, f"brokerkit-reaper-{self.connection_name}")
+        # Dropped unclosed, the broker takes its connections and reaper with it.
+        self._release = weakref.finalize(self, _release, self._reaper, self._links)
 
     def _reading(self) -> Link:
         link = self._reading_link
         if link is None:
             with self._state_lock:
                 if self._reading_link is None:
+                    self._check_open()  # (a close under way must not open it anew)
                     name = f"{self.connection_name}/reading"
                     self._reading_link = Link(self.url, self.options, name)
+                    self._links.append(self._reading_link)
                 link = self._reading_link
         return link
 
@@ -117,6 +147,16 @@ class KombuAMQPBroker(Broker):
 
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         link = self._link
+        limit = link.max_message_size  # (known once RabbitMQ refused a message)
+        too_large = [m for m in messages if limit is not None and len(m.payload) > limit]
+        if too_large:
+            message = too_large[0]
+            raise InvalidMessage(
+                f"message {message.id} is {len(message.payload):,} bytes, more than the "
+                f"max_message_size of RabbitMQ on {self.url} ({limit:,} bytes); nothing "
+                "was published. Store large payloads elsewhere and publish a reference, "
+                "or raise max_message_size in RabbitMQ's configuration"
+            )
 
         def send() -> None:
             link.ensure_topic(topic)
@@ -175,6 +215,16 @@ class KombuAMQPBroker(Broker):
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float
     ) -> list[Delivery]:
+        try:
+            return self._pull(subscription, max_messages, timeout)
+        except BrokerError:
+            if subscription.closed or self._closed:
+                return []  # its connection was closed under it (see Link.halt)
+            raise
+
+    def _pull(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
         reader: Reader = subscription.state
         link = self._reading()
         deadline = time.monotonic() + timeout
@@ -229,7 +279,11 @@ class KombuAMQPBroker(Broker):
 
         try:
             if not self._closed:
-                link.call(hand_back, on_channel_error=reader.reset)
+                # A lost connection took its deliveries with it: the server has them
+                # back already, and nothing is left to hand back over a new one.
+                link.call(hand_back, on_channel_error=reader.reset, reconnect=False)
+        except ConnectionFailed:
+            pass
         finally:
             # Retired even if that failed: the next sweep forgets it once its channel
             # is gone (dropped on a channel error, or of a lost connection).
@@ -358,9 +412,12 @@ class KombuAMQPBroker(Broker):
             raise StaleDelivery(stale)
 
     def _sweep(self) -> None:
-        """Hand back every delivery whose visibility timeout ran out (the reaper)."""
+        """Keep the connections' heartbeats, and hand back every delivery whose
+        visibility timeout ran out (the reaper)."""
         if self._closed:
             return
+        for heart in list(self._links):
+            heart.heartbeat()
         if self._reading_link is not None:
             self._forget_retired(self._reading_link)
         with self._state_lock:
@@ -407,9 +464,7 @@ class KombuAMQPBroker(Broker):
         """Dispatch the frames already received, without waiting for more."""
         link = self._reading()
         for _ in range(1000):
-            try:
-                link.drain(0)
-            except TimeoutError:
+            if not link.drain(0):
                 return
 
     # -- management ---------------------------------------------------------------
@@ -486,10 +541,29 @@ class KombuAMQPBroker(Broker):
 
         return link.call(purge)
 
+    def close(self) -> None:
+        # A thread stuck on a server that stopped answering would hold up the close
+        # (its subscription's close waits for its fetch): end its wait first.
+        if not self._closed:
+            for link in list(self._links):
+                link.halt()
+        super().close()
+
     def _close(self) -> None:
-        self._reaper.stop()
         with self._state_lock:
             self._readers.clear()
-        if self._reading_link is not None:
-            self._reading_link.close()
-        self._link.close()
+        self._release()
+
+
+def _release(reaper: Reaper, links: list[Link]) -> None:
+    """Stop the reaper and close the connections: at close, or when the broker was
+    dropped unclosed (the garbage collector calls this: nothing here may hold it)."""
+    reaper.stop(timeout=0)
+    try:
+        for link in list(links):
+            try:
+                link.close()
+            except Exception as exc:  # the garbage collector has nobody to raise to
+                log.warning("could not close %s: %r", link.url, exc, extra=log_fields())
+    finally:
+        reaper.stop(timeout=_REAPER_WAIT)

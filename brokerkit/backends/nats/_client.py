@@ -45,6 +45,9 @@ Request = tuple[str, bytes, "dict[str, str] | None"]
 _RETRY_WAIT = 0.25
 #: Seconds one try of a request waits for its reply before it is retried.
 _TRY_TIMEOUT = 2.0
+#: Seconds close waits for the server to confirm it has what was sent (a PING's PONG),
+#: and then for the connection to close.
+_CLOSE_WAIT = 2
 
 #: JetStream API error codes: no such consumer, no such stream.
 CONSUMER_NOT_FOUND = 10014
@@ -216,14 +219,53 @@ class NatsClient:
         return result
 
     async def close(self) -> None:
-        """Close the connection (buffered publishes are flushed first where possible)."""
+        """Close the connection: what was sent reaches the server first, where it
+        answers within :data:`_CLOSE_WAIT` seconds; one that does not (gone, or not
+        answering) has the connection dropped at once, what is buffered with it.
+
+        Not nats-py's ``drain()``: cut short, it goes on to wait for a flush of its own
+        (10 s), and leaves a future whose exception nobody retrieves. Every request
+        here has had its reply, or been given up, by now: a PING's PONG says that the
+        server has everything else (acks, hand-backs) too.
+        """
         self._closing = True
         nc, self._nc = self._nc, None
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()
-        if nc is not None and not nc.is_closed:
-            try:
-                await within(nc.drain(), 2.0)
-            except Exception:  # the server is gone: closing is all that is left
-                await nc.close()
+        if nc is None or nc.is_closed:
+            return
+        try:
+            await nc.flush(timeout=_CLOSE_WAIT)
+        except Exception:  # not answering, or reconnecting: nothing will be read now
+            _abort(nc)
+        try:
+            await within(nc.close(), _CLOSE_WAIT)
+        except Exception:
+            _abort(nc)
+        await _end_reconnecting(nc)
+
+
+async def _end_reconnecting(nc: Client) -> None:
+    """End nats-py's reconnecting task for good. It can miss the cancel its close
+    sends it (one that comes as a connection attempt fails), and then goes on
+    reconnecting a closed client for ever: cancelled again until it ends (for
+    :data:`_CLOSE_WAIT` seconds at most)."""
+    task = getattr(nc, "_reconnection_task", None)
+    if not isinstance(task, asyncio.Task):
+        return
+    deadline = time.monotonic() + _CLOSE_WAIT
+    while not task.done() and time.monotonic() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+
+
+def _abort(nc: Client) -> None:
+    """Drop ``nc``'s connection at once, without sending what is still buffered (a
+    server that stopped reading would hold up the close until TCP gave up)."""
+    nc._pending = []
+    nc._pending_data_size = 0
+    writer = getattr(nc._transport, "_io_writer", None)
+    transport = getattr(writer, "transport", None)
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()

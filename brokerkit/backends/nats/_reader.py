@@ -5,6 +5,10 @@ so that no pull request is left open on the server to lease messages into an inb
 nobody reads. A pull asks first without waiting (``no_wait``: whatever is there, up
 to the batch); only when nothing is there does it wait, for one message, and then
 takes what else is ready without waiting.
+
+A pull that nobody answers (status 503, "no responders") means the group's durable
+consumer is gone: deleted, or its stream was. It raises :class:`ConsumerGone`, for
+the broker to make the consumer again.
 """
 
 from __future__ import annotations
@@ -21,13 +25,19 @@ from nats.aio.subscription import Subscription
 
 from brokerkit._acompat import within
 
-__all__ = ["Reader"]
+__all__ = ["ConsumerGone", "Reader"]
 
 #: Seconds past a pull's own expiry to wait for the server's end-of-pull status.
 _SLACK = 1.0
 # Status codes that end a pull request: no messages, request expired, and 409
 # (consumer deleted, leadership change, too many waiting pulls...).
 _ENDS = {"404", "408", "409"}
+#: The status of a request nobody subscribes to: here, a consumer that does not exist.
+_NO_RESPONDERS = "503"
+
+
+class ConsumerGone(Exception):
+    """The durable consumer a pull asked does not exist (any more)."""
 
 
 class Reader:
@@ -66,13 +76,17 @@ class Reader:
     ) -> list[tuple[float, Msg, bool]]:
         """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first;
         each with the monotonic time just before the request that leased it, and
-        whether that request waited (the server then leased it some time later)."""
+        whether that request waited (the server then leased it some time later).
+
+        :raises ConsumerGone: the consumer does not exist.
+        """
         got = await self._request(batch, None)
         if got or timeout <= 0 or closed():
             return got
         got = await self._request(1, timeout)
         if got and batch > 1:
-            got += await self._request(batch - 1, None)
+            with contextlib.suppress(ConsumerGone):  # (the next pull finds out)
+                got += await self._request(batch - 1, None)
         return got
 
     async def _request(self, batch: int, expires: float | None) -> list[tuple[float, Msg, bool]]:
@@ -96,7 +110,9 @@ class Reader:
             status = _status(msg)
             if status is None:
                 got.append((sent, msg, expires is not None))
-            elif status in _ENDS:
+            elif status == _NO_RESPONDERS and not got:
+                raise ConsumerGone(self._next_subject)
+            elif status in _ENDS or status == _NO_RESPONDERS:
                 break
             # other statuses (100: heartbeat) do not end the pull
         return got

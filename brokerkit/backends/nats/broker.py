@@ -8,7 +8,9 @@ sync :class:`NatsBroker` runs it on a private event loop
 * ``AckWait`` is the visibility timeout, ``+WPI`` (in progress) renews a lease, and a
   live broker renews the leases of what it holds in the background;
 * ``-NAK`` requeues, ``max_deliveries`` and ``nack(requeue=False)`` republish to
-  ``<topic>.dlq`` and then ``+TERM`` the original.
+  ``<topic>.dlq`` and then ``+TERM`` the original;
+* a group whose consumer was deleted (or its stream) is made again by the next fetch,
+  from the subscription's start, as ``subscribe`` made it.
 
 JetStream does not tell a late ack from a timely one (it accepts both, and the late
 one settles whoever holds the message now), so each broker keeps the lease of every
@@ -48,7 +50,7 @@ from brokerkit.backends.nats._client import (
 from brokerkit.backends.nats._leases import Lease, Leases, deliveries_of, margin
 from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
-from brokerkit.backends.nats._reader import Reader
+from brokerkit.backends.nats._reader import ConsumerGone, Reader
 from brokerkit.backends.nats._wire import (
     consumer_description,
     consumer_name,
@@ -57,7 +59,14 @@ from brokerkit.backends.nats._wire import (
     subject_for,
     wire_size,
 )
-from brokerkit.exceptions import BrokerError, InvalidMessage, InvalidOption, StaleDelivery
+from brokerkit.exceptions import (
+    BrokerError,
+    ConnectionFailed,
+    IncompatibleTopic,
+    InvalidMessage,
+    InvalidOption,
+    StaleDelivery,
+)
 
 __all__ = ["AsyncNatsBroker", "NatsBroker"]
 
@@ -152,6 +161,20 @@ class AsyncNatsBroker(AsyncBroker):
             await self._warn_of_miscounting_server()
         topic, group = subscription.topic, subscription.group
         durable = consumer_name(topic, group)
+        info, _ = await self._ensure_group(subscription)
+        reader = Reader(
+            await self._client.connection(), f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
+        )
+        await reader.open()
+        reader.ack_wait = info["config"]["ack_wait"] / 1e9
+        subscription.state = reader
+
+    async def _ensure_group(self, subscription: AsyncSubscription) -> tuple[dict[str, Any], bool]:
+        """The info of the group's durable consumer, made unless it exists; and whether
+        this made it."""
+        topic, group = subscription.topic, subscription.group
+        durable = consumer_name(topic, group)
+        made = False
         info = await self._client.api(
             f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
         )
@@ -172,7 +195,8 @@ class AsyncNatsBroker(AsyncBroker):
                 {"stream_name": self._stream, "config": config},
                 f"create the group {group!r}",
             )
-            if "error" in info:  # made by another broker meanwhile?
+            made = "error" not in info
+            if not made:  # made by another broker meanwhile?
                 info = await self._client.api(
                     f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
                 )
@@ -181,13 +205,41 @@ class AsyncNatsBroker(AsyncBroker):
                 f"JetStream refused the group {group!r} of {topic!r}: "
                 f"{info['error'].get('description')}"
             )
-        ack_wait = info["config"]["ack_wait"] / 1e9
-        reader = Reader(
-            await self._client.connection(), f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
-        )
-        await reader.open()
-        reader.ack_wait = ack_wait
-        subscription.state = reader
+        return info, made
+
+    async def _restore_group(self, subscription: AsyncSubscription, reader: Reader) -> bool:
+        """Make the group's consumer again (and its stream) after a pull found it gone,
+        as :meth:`_subscribe` made it; whether this made it (else it was there).
+
+        :raises IncompatibleTopic: it cannot be made again.
+        """
+        topic, group = subscription.topic, subscription.group
+        durable = consumer_name(topic, group)
+        self._stream_ready = False  # (the stream may be gone too)
+        try:
+            await self._ensure_stream()
+            info, made = await self._ensure_group(subscription)
+        except ConnectionFailed:
+            raise
+        except BrokerError as exc:
+            raise IncompatibleTopic(
+                f"the JetStream consumer {durable!r} of the group {group!r} of {topic!r} "
+                f"(stream {self._stream!r}) is gone, deleted with its stream or on its own, "
+                f"and cannot be made again: {exc}"
+            ) from exc
+        reader.ack_wait = info["config"]["ack_wait"] / 1e9
+        if made:
+            log.warning(
+                "the JetStream consumer %r of the group %r of %r (stream %r) was gone "
+                "(deleted); made it again, from start=%s",
+                durable,
+                group,
+                topic,
+                self._stream,
+                subscription.start or "earliest",
+                extra=log_fields(),
+            )
+        return made
 
     async def _warn_of_miscounting_server(self) -> None:
         nc = await self._client.connection()
@@ -203,7 +255,7 @@ class AsyncNatsBroker(AsyncBroker):
         # leased at a time nobody knows, so handed straight back.
         await self._nak_quietly([m.reply for m in reader.stragglers() if m.reply])
         generation = self._client.generation  # (before the pull: the earlier, if two)
-        pulled = await reader.pull(max_messages, timeout, lambda: subscription.closed)
+        pulled = await self._pull(subscription, reader, max_messages, timeout)
         deliveries: list[AsyncDelivery] = []
         dead: list[tuple[AsyncDelivery, str, int]] = []
         waited: list[Lease] = []
@@ -247,6 +299,39 @@ class AsyncNatsBroker(AsyncBroker):
         if deliveries:
             self._start_renewing()
         return deliveries
+
+    async def _pull(
+        self, subscription: AsyncSubscription, reader: Reader, max_messages: int, timeout: float
+    ) -> list[tuple[float, Msg, bool]]:
+        """``reader.pull``; a consumer found gone is made again and asked once more.
+
+        :raises IncompatibleTopic: it cannot be made again, or still does not answer.
+        """
+        deadline = time.monotonic() + timeout
+        closed = lambda: subscription.closed  # noqa: E731
+        try:
+            return await reader.pull(max_messages, timeout, closed)
+        except ConsumerGone:
+            made = await self._restore_group(subscription, reader)
+        left = max(deadline - time.monotonic(), 0.0)
+        try:
+            return await reader.pull(max_messages, left, closed)
+        except ConsumerGone:
+            if not made:
+                # It exists but did not answer (a clustered consumer between leaders?):
+                # the next fetch asks again.
+                log.warning(
+                    "the JetStream consumer of the group %r of %r exists but did not answer a pull",
+                    subscription.group,
+                    subscription.topic,
+                    extra=log_fields(),
+                )
+                return []
+            raise IncompatibleTopic(
+                f"the JetStream consumer of the group {subscription.group!r} of "
+                f"{subscription.topic!r} (stream {self._stream!r}) was made again but does "
+                "not answer pull requests"
+            ) from None
 
     def _delivery(
         self,
