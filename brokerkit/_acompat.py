@@ -327,6 +327,10 @@ class HandlerCalls:
     blocking handler does not stop the loop, and ``threads`` sync handlers really run
     at once; asyncio's default pool is smaller)."""
 
+    #: What a handler raises that stops the program, not the handler: Ctrl-C and
+    #: ``sys.exit()`` land on the event loop's thread, in whatever coroutine runs.
+    program_stops: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
+
     #: Whether handlers may be coroutine functions.
     takes_coroutines = True
 

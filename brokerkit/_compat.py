@@ -149,6 +149,11 @@ class HandlerCalls:
     a thread, so the pool is the slots). Coroutine functions are refused at
     registration: run them under :class:`brokerkit.aio.Worker`."""
 
+    #: What a handler raises that stops the program, not the handler: none, as a
+    #: handler runs in a thread of its own and the program's signals reach the main
+    #: thread only.
+    program_stops: tuple[type[BaseException], ...] = ()
+
     #: Whether handlers may be coroutine functions.
     takes_coroutines = False
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -98,8 +101,6 @@ async def _raise(kind: str) -> None:
     [
         "a CancelledError of another task",
         "GeneratorExit",
-        "SystemExit",
-        "KeyboardInterrupt",
         "SystemExit in a handler thread",
     ],
 )
@@ -423,3 +424,53 @@ def test_an_annotated_model_is_validated() -> None:
             wait_for(lambda: got)
         assert got == [PydanticOrder(order_id=1)]
         assert reason.startswith("invalid body: PydanticOrder:")
+
+
+_STOPS_THE_PROGRAM = """
+import asyncio, json, sys
+import brokerkit, brokerkit.aio
+
+kind = {"KeyboardInterrupt": KeyboardInterrupt, "SystemExit": SystemExit}[sys.argv[1]]
+calls = []
+
+
+async def main():
+    async with brokerkit.aio.connect("memory://") as broker:
+        worker = brokerkit.aio.Worker(broker)
+
+        @worker.handler("jobs", concurrency=1)
+        async def job(body, delivery):
+            calls.append(body["n"])
+            raise kind()
+
+        await broker.publish_many("jobs", [{"n": 1}, {"n": 2}])
+        async with worker.running():
+            await asyncio.sleep(60)  # ended by what the handler raises, or failed
+
+
+try:
+    asyncio.run(main())
+    raised = None
+except BaseException as exc:
+    raised = type(exc).__name__
+print(json.dumps({"raised": raised, "calls": calls}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["KeyboardInterrupt", "SystemExit"])
+def test_ctrl_c_or_sys_exit_in_an_asyncio_handler_stops_the_program(kind: str) -> None:
+    """On the event loop's thread a KeyboardInterrupt is the user's Ctrl-C (Python
+    raises it in whatever coroutine runs) and SystemExit a sys.exit(): they stop the
+    program as they would without the worker, not retried as the handler's failure;
+    before, the asyncio worker retried them and ran on. In a process of its own: a
+    KeyboardInterrupt is pytest's own signal to stop."""
+    done = subprocess.run(
+        [sys.executable, "-c", _STOPS_THE_PROGRAM, kind],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 4,
+        check=False,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["raised"] == kind, done.stderr
+    assert result["calls"] == [1]  # nothing ran on after it

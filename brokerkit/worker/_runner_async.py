@@ -19,6 +19,7 @@ from typing import Any
 from brokerkit._acompat import Background, CancelCount, Event, HandlerCalls, sleep, spawn
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
+from brokerkit._compat import is_async_callable
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import RELAY
 from brokerkit._logging import delivery_fields, log_fields
@@ -308,11 +309,19 @@ class AsyncRunner:
             if call.dropped:
                 self._dropped(delivery, exc)
                 return
-            if not isinstance(exc, Exception) and self._hard_stop(count):
-                raise  # the worker's hard stop: _handle settles the delivery
-            # Whatever the handler raised, SystemExit, KeyboardInterrupt, GeneratorExit
-            # or a CancelledError not of this slot included: a failure of the handler
-            # (the worker takes its signals itself), and the slot goes on.
+            if not isinstance(exc, Exception) and (
+                self._hard_stop(count)
+                or (
+                    isinstance(exc, self._calls.program_stops)
+                    and is_async_callable(spec.function)
+                )
+            ):
+                # the worker's hard stop, or Ctrl-C or sys.exit() on the event loop's
+                # thread (the program's, not the handler's): _handle settles the delivery
+                raise
+            # Whatever else the handler raised, GeneratorExit or a CancelledError not of
+            # this slot included (and in a handler's thread SystemExit and
+            # KeyboardInterrupt): a failure of the handler, and the slot goes on.
             if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
                 # what _failed does: a nack that dead-letters at the limit, or, without
                 # ACK, at once (where the backend has a dead-letter topic at all)
