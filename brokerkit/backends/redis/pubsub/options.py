@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
+from brokerkit._options import _shown
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis.pubsub.gap import Gap
 from brokerkit.exceptions import InvalidOption
@@ -49,7 +50,8 @@ class RedisPubSubOptions(RedisOptions):
             )
         if self.ping_interval < 0:
             raise InvalidOption(
-                f"ping_interval must be 0 (off) or more seconds, got {self.ping_interval!r}"
+                "ping_interval must be 0 (off) or more seconds, "
+                f"got {_shown('ping_interval', self.ping_interval)}"
             )
         if self.on_gap is not None and not callable(self.on_gap):
             raise InvalidOption(

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from brokerkit._options import _shown
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._stream_fields import HEADER_FIELD
 from brokerkit.backends.redis.stream.keys import check_stream_key
@@ -67,10 +68,13 @@ class RedisStreamOptions(RedisOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.maxlen is not None and self.maxlen < 1:
-            raise InvalidOption(f"maxlen must be 1 or more (or unset), got {self.maxlen!r}")
+            raise InvalidOption(
+                f"maxlen must be 1 or more (or unset), got {_shown('maxlen', self.maxlen)}"
+            )
         if self.max_age is not None and not self.max_age > 0:
             raise InvalidOption(
-                f"max_age must be a positive number of seconds, got {self.max_age!r}"
+                "max_age must be a positive number of seconds, "
+                f"got {_shown('max_age', self.max_age)}"
             )
         if self.stream_key is not None:
             check_stream_key(self.stream_key)
@@ -83,7 +87,7 @@ class RedisStreamOptions(RedisOptions):
             raise InvalidOption(
                 "body_field must be 1 to 64 printable characters without spaces, other than "
                 f"the header field {HEADER_FIELD.decode()!r} (such as 'data' or 'payload'); "
-                f"got {field!r}"
+                f"got {_shown('body_field', field)}"
             )
         if field == ORIGINAL_ENTRY_FIELD:
             raise InvalidOption(
@@ -94,13 +98,14 @@ class RedisStreamOptions(RedisOptions):
         if not 0 < self.delay_poll_interval <= 60:
             raise InvalidOption(
                 "delay_poll_interval must be a number of seconds above 0 and at most 60, "
-                f"got {self.delay_poll_interval!r}"
+                f"got {_shown('delay_poll_interval', self.delay_poll_interval)}"
             )
         interval = self.heartbeat_interval
         if interval is not None and not 0 < interval < self.visibility_timeout:
             raise InvalidOption(
                 "heartbeat_interval must be a positive number of seconds below the "
-                f"visibility_timeout ({self.visibility_timeout}), got {interval!r}"
+                f"visibility_timeout ({_shown('visibility_timeout', self.visibility_timeout)}), "
+                f"got {_shown('heartbeat_interval', interval)}"
             )
 
 
