@@ -2,10 +2,8 @@
 bounded waits (receive, publish, close), the TLS host-name check, a message over
 ``max_message_size``, a broker dropped unclosed, and the reserved ``amq.`` prefix.
 
-A server that stops answering is played by :class:`BlackHole`, a TCP proxy in front of
-the test RabbitMQ that can stop forwarding while it keeps every connection open (as a
-network cut or a firewall that drops packets does): nothing closes the connection, so
-only brokerkit's own bounds can end a wait on it.
+A server that stops answering is played by :class:`~tests.proxies.BlackHole` in front
+of the test RabbitMQ.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import brokerkit
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import BrokerClosed, ConnectionFailed, InvalidMessage, InvalidOption
 from tests.kombu_rabbitmq import amqp_url, delete_names, kombu_broker, rabbitmq
+from tests.proxies import BlackHole, Listener
 from tests.redis_tls import TLSFiles, make_certificates
 
 __all__ = ["kombu_broker", "rabbitmq"]
@@ -39,71 +38,6 @@ Factory = Callable[..., Any]
 #: The bound each wait below gets: far past what brokerkit needs (a few seconds with
 #: heartbeat=1), far short of the forever the bugs these tests guard against took.
 _BOUND = 60.0
-
-
-class BlackHole:
-    """A TCP proxy to ``target`` that can be frozen: it then forwards nothing either
-    way, swallows what the clients send (counting it in :attr:`swallowed`) and keeps
-    every connection, old and new, open."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._server.getsockname()[1]
-        self.frozen = threading.Event()
-        self.swallowed = 0
-        self._closed = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                # (polled: closing the socket would not end an accept() under way)
-                if not select.select([self._server], [], [], 0.05)[0]:
-                    continue
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = None if self.frozen.is_set() else socket.create_connection(self._target)
-            self._sockets += [s for s in (client, upstream) if s is not None]
-            thread = threading.Thread(target=self._pipe, args=(client, upstream), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _pipe(self, client: socket.socket, upstream: socket.socket | None) -> None:
-        try:
-            while not self._closed.is_set():
-                quiet = self.frozen.is_set() or upstream is None
-                watched = [client] if quiet or upstream is None else [client, upstream]
-                readable, _, _ = select.select(watched, [], [], 0.05)
-                # (read after the wait: what came during it is not forwarded once frozen)
-                frozen = self.frozen.is_set() or upstream is None
-                for sock in readable:
-                    if frozen and sock is not client:
-                        continue  # the server's answer stays where it is
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    if frozen:
-                        self.swallowed += len(data)
-                    elif upstream is not None:
-                        (upstream if sock is client else client).sendall(data)
-        except OSError:
-            pass  # closed under it
-        finally:
-            for end in (client, upstream):
-                if end is not None:
-                    end.close()
-
-    def close(self) -> None:
-        self._closed.set()
-        self._server.close()
-        for sock in self._sockets:
-            sock.close()
-        for thread in self._threads:
-            thread.join(10)
 
 
 def _call_within(action: Callable[[], Any], seconds: float = _BOUND) -> Any:
@@ -243,7 +177,7 @@ def test_close_ends_while_a_receive_waits_on_a_silent_server(
 # -- TLS ------------------------------------------------------------------------------
 
 
-class TLSFront:
+class TLSFront(Listener):
     """A TLS server in front of the test RabbitMQ (which listens without TLS), with a
     certificate for the IP address 127.0.0.1 only, signed by a test CA."""
 
@@ -252,35 +186,19 @@ class TLSFront:
         self._target = target
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(str(files.server_cert), str(files.server_key))
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._server.getsockname()[1]
-        self._closed = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                # (polled: closing the socket would not end an accept() under way)
-                if not select.select([self._server], [], [], 0.05)[0]:
-                    continue
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            self._sockets.append(client)
-            client.settimeout(10)
-            try:
-                tls = self._context.wrap_socket(client, server_side=True)
-            except (OSError, ssl.SSLError):  # the client refused the certificate
-                client.close()
-                continue
-            tls.settimeout(None)
-            upstream = socket.create_connection(self._target)
-            self._sockets += [tls, upstream]
-            thread = threading.Thread(target=self._pipe, args=(tls, upstream), daemon=True)
-            self._threads.append(thread)
-            thread.start()
+    def serve(self, client: socket.socket) -> None:
+        client.settimeout(10)
+        try:
+            tls = self._context.wrap_socket(client, server_side=True)
+        except (OSError, ssl.SSLError):  # the client refused the certificate
+            client.close()
+            return
+        tls.settimeout(None)
+        upstream = socket.create_connection(self._target)
+        self.keep(tls, upstream)
+        self.spawn(self._pipe, tls, upstream)
 
     def _pipe(self, tls: ssl.SSLSocket, upstream: socket.socket) -> None:
         try:
@@ -304,14 +222,6 @@ class TLSFront:
         parsed = BrokerURL.parse(amqp_url())
         auth = f"{parsed.username}:{parsed.password}@"
         return f"kombu+amqps://{auth}{host}:{self.port}{parsed.path or '/'}{query}"
-
-    def close(self) -> None:
-        self._closed.set()
-        self._server.close()
-        for sock in self._sockets:
-            sock.close()
-        for thread in self._threads:
-            thread.join(10)
 
 
 @pytest.fixture

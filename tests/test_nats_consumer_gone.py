@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import select
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +23,7 @@ import brokerkit
 from brokerkit.backends.nats._wire import consumer_name
 from brokerkit.exceptions import BrokerError, IncompatibleTopic
 from tests.nats_server import delete_stream, nats_address
+from tests.proxies import BlackHole
 
 
 @pytest.fixture
@@ -131,69 +129,11 @@ def test_a_group_that_cannot_be_made_again_is_an_incompatible_topic(
         delete_stream(nats_url, other)
 
 
-class _FrozenProxy:
-    """A TCP proxy to ``target`` that can be frozen: it then forwards nothing either
-    way and keeps every connection open (a network black hole)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._server.getsockname()[1]
-        self.frozen = threading.Event()
-        self._closed = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                # (polled: closing the socket would not end an accept() under way)
-                if not select.select([self._server], [], [], 0.05)[0]:
-                    continue
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            self._sockets += [client, upstream]
-            thread = threading.Thread(target=self._pipe, args=(client, upstream), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
-        try:
-            while not self._closed.is_set():
-                if self.frozen.is_set():
-                    self._closed.wait(0.05)
-                    continue
-                readable, _, _ = select.select([client, upstream], [], [], 0.05)
-                if self.frozen.is_set():
-                    continue  # (what came during the wait stays unread)
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    (upstream if sock is client else client).sendall(data)
-        except OSError:
-            pass  # closed under it
-        finally:
-            client.close()
-            upstream.close()
-
-    def close(self) -> None:
-        self._closed.set()
-        self._server.close()
-        for sock in self._sockets:
-            sock.close()
-        for thread in self._threads:
-            thread.join(10)
-
-
 @pytest.mark.parametrize("subscribed", [False, True])
 def test_close_against_a_server_that_stopped_answering_ends_soon(
     nats: Callable[..., Any], nats_url: str, subscribed: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    proxy = _FrozenProxy(nats_address(nats_url))
+    proxy = BlackHole(nats_address(nats_url))
     try:
         broker = nats(f"nats://127.0.0.1:{proxy.port}", reconnect_timeout=3)
         if subscribed:
