@@ -46,6 +46,17 @@ def raw_connection(url: str | None = None) -> kombu.Connection:
     )
 
 
+def close_and_delete(brokers: list[Any]) -> None:
+    """Close these kombu+amqp brokers and delete every exchange and queue they declared."""
+    exchanges: set[str] = set()
+    queues: set[str] = set()
+    for broker in brokers:
+        broker.close()
+        exchanges |= broker.declared.exchanges
+        queues |= broker.declared.queues
+    delete_names(exchanges, queues)
+
+
 def delete_names(exchanges: set[str], queues: set[str]) -> None:
     """Delete these queues and exchanges (those that still exist)."""
     with raw_connection() as connection:
@@ -115,10 +126,4 @@ def kombu_broker(rabbitmq: str) -> Iterator[Callable[..., Any]]:
     try:
         yield factory
     finally:
-        exchanges: set[str] = set()
-        queues: set[str] = set()
-        for broker in made:
-            broker.close()
-            exchanges |= broker.declared.exchanges
-            queues |= broker.declared.queues
-        delete_names(exchanges, queues)
+        close_and_delete(made)

@@ -27,7 +27,7 @@ import pytest
 import brokerkit
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import BrokerClosed, ConnectionFailed, InvalidMessage, InvalidOption
-from tests.kombu_rabbitmq import amqp_url, delete_names, kombu_broker, rabbitmq
+from tests.kombu_rabbitmq import amqp_url, close_and_delete, delete_names, kombu_broker, rabbitmq
 from tests.proxies import BlackHole, Listener
 from tests.redis_tls import TLSFiles, make_certificates
 
@@ -95,13 +95,7 @@ def through(rabbitmq: str, hole: BlackHole) -> Iterator[Factory]:
         yield factory
     finally:
         hole.close()  # (the connections die: each close below ends at once)
-        exchanges: set[str] = set()
-        queues: set[str] = set()
-        for broker in made:
-            broker.close()
-            exchanges |= broker.declared.exchanges
-            queues |= broker.declared.queues
-        delete_names(exchanges, queues)
+        close_and_delete(made)
 
 
 # -- a server that stops answering ------------------------------------------------
