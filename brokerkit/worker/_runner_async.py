@@ -311,10 +311,7 @@ class AsyncRunner:
                 return
             if not isinstance(exc, Exception) and (
                 self._hard_stop(count)
-                or (
-                    isinstance(exc, self._calls.program_stops)
-                    and is_async_callable(spec.function)
-                )
+                or (isinstance(exc, self._calls.program_stops) and is_async_callable(spec.function))
             ):
                 # the worker's hard stop, or Ctrl-C or sys.exit() on the event loop's
                 # thread (the program's, not the handler's): _handle settles the delivery
