@@ -23,8 +23,9 @@ import sysconfig
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -204,3 +205,21 @@ def nats_prefix(nats_url: str) -> Iterator[str]:
         yield name
     finally:
         delete_stream(nats_url, name)
+
+
+@pytest.fixture
+def nats(nats_url: str, nats_prefix: str) -> Iterator[Callable[..., Any]]:
+    """``nats(url=..., **options)``: a sync broker on this test's stream, closed at the
+    end (import it into a test module to use it)."""
+    import brokerkit
+
+    made: list[brokerkit.Broker] = []
+
+    def make(url: str = nats_url, **options: Any) -> Any:
+        broker = brokerkit.connect(url, prefix=nats_prefix, **options)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import nats as nats_py
@@ -27,22 +27,9 @@ from brokerkit.backends.nats._client import redelivery_count_warning
 from brokerkit.backends.nats._wire import consumer_name
 from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
 from brokerkit.exceptions import ConnectionFailed, InvalidOption, StaleDelivery
-from tests.nats_server import NatsServer, nats_address
+from tests.nats_server import NatsServer, nats, nats_address
 
-
-@pytest.fixture
-def nats(nats_url: str, nats_prefix: str) -> Iterator[Callable[..., Any]]:
-    """``nats(**options)``: a sync broker on this test's stream, closed at the end."""
-    made: list[brokerkit.Broker] = []
-
-    def make(url: str = nats_url, **options: Any) -> Any:
-        broker = brokerkit.connect(url, prefix=nats_prefix, **options)
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        broker.close()
+__all__ = ["nats"]  # a fixture
 
 
 def test_registered_for_the_nats_scheme_on_both_apis(

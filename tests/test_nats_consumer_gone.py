@@ -13,32 +13,18 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import nats as nats_py
 import pytest
 
-import brokerkit
 from brokerkit.backends.nats._wire import consumer_name
 from brokerkit.exceptions import BrokerError, IncompatibleTopic
-from tests.nats_server import delete_stream, nats_address
+from tests.nats_server import delete_stream, nats, nats_address
+
+__all__ = ["nats"]  # a fixture
 from tests.proxies import BlackHole
-
-
-@pytest.fixture
-def nats(nats_url: str, nats_prefix: str) -> Iterator[Callable[..., Any]]:
-    """``nats(url=..., **options)``: a sync broker on this test's stream, closed at the end."""
-    made: list[brokerkit.Broker] = []
-
-    def make(url: str = nats_url, **options: Any) -> Any:
-        broker = brokerkit.connect(url, prefix=nats_prefix, **options)
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        broker.close()
 
 
 def _jetstream(url: str, action: Callable[[Any], Any]) -> None:
