@@ -32,6 +32,7 @@ __all__ = [
     "check_content_type",
     "decode_body",
     "encode_body",
+    "is_json",
     "json_object",
     "plain_data",
     "serializer_names",
@@ -150,13 +151,15 @@ def encode_body(body: Any, serializer: str, content_type: str | None = None) -> 
 
 def plain_data(body: Any) -> Any:
     """``body`` as plain data when it is a typed object: a dataclass instance as its
-    fields (``dataclasses.asdict``), a pydantic model as ``model_dump(mode="json")``, a
-    msgspec Struct as ``msgspec.to_builtins``; any other value as it is."""
+    fields (``dataclasses.asdict``), a pydantic model as the data that validates back
+    into it (``model_dump(mode="json", by_alias=True, round_trip=True)``: its aliases,
+    no computed fields), a msgspec Struct as ``msgspec.to_builtins``; any other value
+    as it is."""
     if dataclasses.is_dataclass(body) and not isinstance(body, type):
         return dataclasses.asdict(body)
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(body, pydantic.BaseModel):
-        return body.model_dump(mode="json")
+        return body.model_dump(mode="json", by_alias=True, round_trip=True)
     msgspec = sys.modules.get("msgspec")
     if msgspec is not None and isinstance(body, msgspec.Struct):
         return msgspec.to_builtins(body)
@@ -244,6 +247,11 @@ def _charset(content_type: str) -> str:
                     f"{charset!r}; use utf-8"
                 ) from None
     return "utf-8"
+
+
+def is_json(content_type: str) -> bool:
+    """Whether ``content_type`` is the JSON serializer's (parameters aside)."""
+    return _base_type(content_type) == _SERIALIZERS["json"].content_type
 
 
 def _base_type(content_type: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._serializers import is_json
 from brokerkit.exceptions import InvalidOption, SerializationError
 
 __all__ = ["Binding", "InvalidBody", "bind", "error_text"]
@@ -37,6 +38,8 @@ class Binding:
     ``convert``), and which gets the delivery.
 
     :ivar body_type: the annotated body type, or None when the body is passed as decoded.
+    :ivar convert_json: validates an ``application/json`` payload itself into
+        ``body_type`` (None: decode it, then ``convert``).
     """
 
     body_index: int | None
@@ -44,6 +47,7 @@ class Binding:
     arity: int
     convert: Converter | None
     body_type: Any
+    convert_json: Converter | None = None
 
     def arguments(self, delivery: Any) -> tuple[Any, ...]:
         """The positional arguments for one delivery.
@@ -55,22 +59,40 @@ class Binding:
         """
         args: list[Any] = [None] * self.arity
         if self.body_index is not None:
-            try:
-                body = delivery.body
-            except SerializationError as exc:
-                raise InvalidBody(error_text(exc)) from exc
-            if self.convert is not None:
-                try:
-                    body = self.convert(body)
-                except InvalidBody:
-                    raise
-                except Exception as exc:
-                    name = getattr(self.body_type, "__name__", repr(self.body_type))
-                    raise InvalidBody(f"{name}: {type(exc).__name__}: {_one_line(exc)}") from exc
-            args[self.body_index] = body
+            args[self.body_index] = self._body(delivery)
         if self.delivery_index is not None:
             args[self.delivery_index] = delivery
         return tuple(args)
+
+    def _body(self, delivery: Any) -> Any:
+        """The body to pass: a JSON payload is validated as the JSON it is (where a
+        model is read differently from JSON than from Python objects: strict types,
+        non-str map keys), any other payload decoded and then validated."""
+        if self.convert_json is not None and is_json(delivery.content_type):
+            try:
+                return self._converted(self.convert_json, delivery.payload)
+            except InvalidBody:
+                _decoded(delivery)  # a payload that is not JSON: the decoder's own reason
+                raise
+        body = _decoded(delivery)
+        return body if self.convert is None else self._converted(self.convert, body)
+
+    def _converted(self, convert: Converter, value: Any) -> Any:
+        try:
+            return convert(value)
+        except InvalidBody:
+            raise
+        except Exception as exc:
+            name = getattr(self.body_type, "__name__", repr(self.body_type))
+            raise InvalidBody(f"{name}: {type(exc).__name__}: {_one_line(exc)}") from exc
+
+
+def _decoded(delivery: Any) -> Any:
+    """``delivery.body``; raise InvalidBody with the decoder's reason if it does not decode."""
+    try:
+        return delivery.body
+    except SerializationError as exc:
+        raise InvalidBody(error_text(exc)) from exc
 
 
 def bind(function: Callable[..., Any]) -> Binding:
@@ -125,7 +147,14 @@ def bind(function: Callable[..., Any]) -> Binding:
             body_type = None if hint is parameter.empty else hint
             _check_body_type(name, parameter.name, annotation, body_type)
         positional += 1
-    return Binding(body_index, delivery_index, positional, converter(body_type), body_type)
+    return Binding(
+        body_index,
+        delivery_index,
+        positional,
+        converter(body_type),
+        body_type,
+        json_converter(body_type),
+    )
 
 
 def _resolve(function: Callable[..., Any], name: str, parameter: str, annotation: str) -> Any:
@@ -208,10 +237,25 @@ def converter(body_type: Any) -> Converter | None:
     return None
 
 
-def _pydantic(model: Any, error: type[Exception]) -> Converter:
+def json_converter(body_type: Any) -> Converter | None:
+    """The function that validates a JSON payload (bytes) into ``body_type``, for the
+    types whose library reads JSON itself (pydantic models, msgspec Structs); None
+    for the others."""
+    if converter(body_type) is None:
+        return None
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and issubclass(body_type, pydantic.BaseModel):
+        return _pydantic(body_type, pydantic.ValidationError, from_json=True)
+    msgspec = sys.modules.get("msgspec")
+    if msgspec is not None and issubclass(body_type, msgspec.Struct):
+        return _msgspec(body_type, msgspec, from_json=True)
+    return None
+
+
+def _pydantic(model: Any, error: type[Exception], *, from_json: bool = False) -> Converter:
     def convert(body: Any) -> Any:
         try:
-            if isinstance(body, (bytes, str)):
+            if from_json or isinstance(body, (bytes, str)):
                 return model.model_validate_json(body)
             return model.model_validate(body)
         except error as exc:
@@ -220,12 +264,13 @@ def _pydantic(model: Any, error: type[Exception]) -> Converter:
     return convert
 
 
-def _msgspec(struct: Any, msgspec: Any) -> Converter:
+def _msgspec(struct: Any, msgspec: Any, *, from_json: bool = False) -> Converter:
     def convert(body: Any) -> Any:
         try:
-            if isinstance(body, (bytes, str)):
+            if from_json or isinstance(body, (bytes, str)):
                 return msgspec.json.decode(body, type=struct)
-            return msgspec.convert(body, struct)
+            # Lax: msgpack carries what JSON would (a datetime as text, say).
+            return msgspec.convert(body, struct, strict=False)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidBody(f"{struct.__name__}: {_one_line(exc)}") from exc
 
