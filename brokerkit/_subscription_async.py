@@ -208,14 +208,20 @@ class AsyncSubscription:
         await self.broker._hand_back(deliveries)
 
     async def __aiter__(self) -> AsyncIterator[AsyncDelivery]:
-        """Deliveries as they come, until the subscription is closed."""
+        """Deliveries as they come, until the subscription is closed. A delivery the
+        loop moves past (or stops at) unsettled ends its delivery hooks (its span, its
+        handling time) ``"unsettled"``, as ``consume`` does."""
         while not self._closed.is_set():
             try:
                 delivery = await self.receive(timeout=None)
             except BrokerClosed:
                 return
             if delivery is not None:
-                yield delivery
+                try:
+                    yield delivery
+                finally:
+                    if delivery._scope is not None:
+                        RELAY.deliver_end(delivery, "unsettled")
 
     async def close(self) -> None:
         """Stop reading; hand back the fetched deliveries not yet returned.
