@@ -18,7 +18,9 @@ entry point.) From then on, in this process, for the sync and asyncio APIs alike
   linked to it), ended when the delivery is settled (or the ``consume`` loop moves
   on, or the worker's handler returns). A nack or a lost lease is an event on it; a
   dead letter, a lost lease, a failed publish or a handler's exception sets its
-  status to ERROR (exceptions are recorded).
+  status to ERROR (exceptions are recorded) and ``error.type``: the exception's
+  qualified class name (``brokerkit.exceptions.SerializationError``,
+  ``RuntimeError``), or, where none was raised, ``dead-letter`` or ``lease-lost``.
 
 Attributes: ``messaging.system`` (``redis``, ``rabbitmq``, ``nats``, ``memory``,
 ``kombu``), ``messaging.destination.name``, ``messaging.operation.name`` and
@@ -80,6 +82,15 @@ def _server(broker: Any) -> dict[str, Any]:
     return found
 
 
+def _error_type(error: BaseException) -> str:
+    """``error.type`` of a failed operation: the exception's qualified class name
+    (without a module for a built-in one, as Python prints it)."""
+    kind = type(error)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 def current_span(delivery: Any) -> Span:
     """The ``process`` span of a delivery the application holds (a non-recording span
     when none is open: not instrumented, or already settled)."""
@@ -123,6 +134,7 @@ class _TracingPlugin:
         if error is not None:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            span.set_attribute("error.type", _error_type(error))
         span.end()
 
     @hookimpl
@@ -165,6 +177,7 @@ class _TracingPlugin:
         if error is not None or outcome in ("dead-letter", "lease-lost"):
             described = f"{type(error).__name__}: {error}" if error is not None else outcome
             span.set_status(Status(StatusCode.ERROR, described))
+            span.set_attribute("error.type", outcome if error is None else _error_type(error))
         span.end()
 
 
