@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import threading
 import time
@@ -235,23 +236,43 @@ class ListSettling:
                     named = batch_runs(receipts) if by_batch else receipts
                     args = [*plan.common, *first, *named]
                 keys = plan.keys_for([s.consumer for s in subscriptions], batches)
-                if durable is None:
-                    reply = self._call(
-                        lambda k=keys, a=args: self._run_held(run, k, a),  # type: ignore[misc]
-                        topic,
-                    )
-                else:
-                    on = functools.partial(run_on, run, keys, args)
-                    reply, confirmed = self._call(
-                        lambda k=keys[0], o=on: durable.run_counted(k, o),  # type: ignore[misc]
-                        topic,
-                    )
-                    if confirmed < durable.replicas and short is not None:
-                        short[topic] = min(confirmed, short.get(topic, confirmed))
+                # a settlement sent again after a lost reply says so (see SETTLE)
+                send = functools.partial(
+                    self._send,
+                    run,
+                    keys,
+                    args,
+                    len(plan.common) if script == "SETTLE" else None,
+                    durable,
+                    itertools.count(),
+                )
+                reply, confirmed = self._call(send, topic)
+                if durable is not None and confirmed < durable.replicas and short is not None:
+                    short[topic] = min(confirmed, short.get(topic, confirmed))
                 lost = stale_receipts(reply)
                 if lost:
                     stale.extend(d for d in chunk if d.receipt in lost)
         return stale
+
+    def _send(
+        self,
+        script: Lua,
+        keys: list[str],
+        args: list[Any],
+        mode_at: int | None,
+        durable: ReplicaWait | None,
+        sends: itertools.count[int],
+    ) -> tuple[Any, int]:
+        """One call of ``script`` (with ``durable``, waiting for replicas) and how many
+        replicas confirmed it (0 without). Sent again after a lost reply, a settlement
+        says it is a retry (its mode at ``args[mode_at]`` marked ``!``): the attempt
+        before may have been applied, and what it settled is not stale."""
+        if mode_at is not None and next(sends):
+            args = [*args]
+            args[mode_at] = f"{args[mode_at]}!"
+        if durable is None:
+            return self._run_held(script, keys, args), 0
+        return durable.run_counted(keys[0], functools.partial(run_on, script, keys, args))
 
     def _run_held(self, script: Lua, keys: list[str], args: list[Any]) -> Any:
         """``script`` on the settling connection the broker keeps (see

@@ -22,9 +22,22 @@ __all__ = ["EXTEND", "SETTLE"]
 #: (0: none), ARGV[9] the dead letter's reason ("": the usual one), ARGV[10...] receipts.
 #: Returns the stale receipts (lease expired or taken away), which are left alone
 #: (an expired one still in place is handed back, as a rescuer would).
+#:
+#: A mode ending in "!" ("ack!", "requeue+!"...) is a retry: the call was sent before
+#: and its reply lost with the connection, so the attempt before may have settled these
+#: deliveries. A receipt that no longer names a lease is then taken as settled by it,
+#: not stale (it may instead have run out and been handed back by a rescuer: either way
+#: nothing of it is left to do), and the script writes (a member added to DEADLINES
+#: and removed), so that a replica wait after it covers what the lost attempt wrote.
 SETTLE = with_preamble(
     r"""
 local mode = ARGV[7]
+local retry = string.sub(mode, -1) == '!'
+if retry then
+  mode = string.sub(mode, 1, -2)
+  redis.call('ZADD', DEADLINES, 0, 'brokerkit:retry')
+  redis.call('ZREM', DEADLINES, 'brokerkit:retry')
+end
 local t = now_ms()
 local stale = {}
 if mode == 'ack' then
@@ -57,7 +70,7 @@ if mode == 'ack' then
             live = own ~= nil and own > t
           end
           if live == nil then
-            stale[#stale + 1] = nonce .. index(s) .. tail
+            if not retry then stale[#stale + 1] = nonce .. index(s) .. tail end
           else
             marks[i] = '1'
             settling = settling + 1
@@ -82,7 +95,7 @@ if mode == 'ack' then
         local deadline = deadline_of(v)
         if deadline and deadline > t then
           if counted then forget_raw(e) end
-        else  -- expired, or a record left without its expiry value: back it goes
+        elseif e or not retry then  -- expired, or a record without its expiry value
           if e then hand_back(e, true, 'max_deliveries') end
           stale[#stale + 1] = r
         end
@@ -104,7 +117,7 @@ for i = #ARGV, first, -1 do  -- the first nacked is next out
   local e, v = release(r)
   local deadline = deadline_of(v)
   if not e then
-    stale[#stale + 1] = r
+    if not retry then stale[#stale + 1] = r end
   elseif not deadline or deadline <= t then
     hand_back(e, true, 'max_deliveries')
     stale[#stale + 1] = r
