@@ -63,7 +63,43 @@ class Serializer:
 
 
 def _json_dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """JSON; a non-str map key is written as JSON names it (``1`` as ``"1"``, ``True``
+    as ``"true"``), and a map whose keys would collide there is refused."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    _check_json_keys(value)  # after dumps: the value is acyclic and every key writable
+    return text.encode()
+
+
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR_ONLY = frozenset({str})
+
+
+def _check_json_keys(value: Any) -> None:
+    """Raise ValueError naming two keys of one map that JSON would write alike."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) in _JSON_SCALARS:
+            continue
+        if isinstance(item, dict):
+            if item and set(map(type, item)) != _STR_ONLY:
+                _check_key_names(item)
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+
+
+def _check_key_names(mapping: dict[Any, Any]) -> None:
+    seen: dict[str, Any] = {}
+    for key in mapping:
+        name = key if isinstance(key, str) else json.dumps(key)
+        if name in seen:
+            raise ValueError(
+                f"the map keys {seen[name]!r} and {key!r} both become the JSON key "
+                f"{name!r}, which would keep one value and lose the other; use str keys, "
+                "or keys that differ once written as text"
+            )
+        seen[name] = key
 
 
 def _msgpack_dumps(value: Any) -> bytes:
