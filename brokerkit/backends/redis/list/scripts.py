@@ -69,13 +69,15 @@ such an element out alone (a batch stops before it), so that a message that cras
 consumer cannot take the messages fetched with it to the dead-letter topic. Handed-back
 elements (and due retries, and orphans a rescue puts back) go to the head of the queue
 (the right), new ones to its tail, and ``returned`` counts the ones at the head: a fetch
-reads no element to tell. The count heals itself when another program takes from the
-head (a fetch that takes one it counted decrements it; an empty queue clears it); an
-element an earlier version handed back is not counted. A raw element (no ``BK1`` envelope:
-another program wrote it, or ``raw=true`` did) goes back as it was, so that the program
-that reads the list can still read it; its count is kept in the ``attempts`` hash under
-the element's SHA-1 (identical raw elements share one count), and a fetch reports it in
-its reply.
+reads no element to tell. Deliveries nobody saw (a closed subscription's buffer), handed
+back to the head as they were, are not counted, so they go out in a batch again, unless
+one of them came back before or a counted element waits beneath them. The count heals
+itself when another program takes from the head (a fetch that takes one it counted
+decrements it; an empty queue clears it); an element an earlier version handed back is
+not counted. A raw element (no ``BK1`` envelope: another program wrote it, or
+``raw=true`` did) goes back as it was, so that the program that reads the list can
+still read it; its count is kept in the ``attempts`` hash under the element's SHA-1
+(identical raw elements share one count), and a fetch reports it in its reply.
 
 A message held for a due time (``publish(delay=)``, ``nack(delay=)``) waits in
 ``scheduled``, scored by its due time in server milliseconds, as

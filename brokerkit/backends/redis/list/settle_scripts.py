@@ -18,8 +18,11 @@ __all__ = ["EXTEND", "SETTLE"]
 #: same, for deliveries nobody saw (a closed subscription's buffer, a cancelled
 #: receive): each element goes back to the queue's head as it was, no attempt counted,
 #: never dead-lettered (one whose lease ran out goes back as a rescuer would hand it
-#: back, counted, and is stale). Or ARGV[7] "requeue+" / "reject+", ARGV[8] delay ms
-#: (0: none), ARGV[9] the dead letter's reason ("": the usual one), ARGV[10...] receipts.
+#: back, counted, and is stale). Such elements are not counted in RETURNED, so the next
+#: fetch takes them in a batch, unless one came back before (it goes out alone, as
+#: after its nack) or a counted one waits beneath them (the count covers the head).
+#: Or ARGV[7] "requeue+" / "reject+", ARGV[8] delay ms (0: none), ARGV[9] the dead
+#: letter's reason ("": the usual one), ARGV[10...] receipts.
 #: Returns the stale receipts (lease expired or taken away), which are left alone
 #: (an expired one still in place is handed back, as a rescuer would).
 #:
@@ -112,6 +115,9 @@ if mode == 'requeue+' or mode == 'reject+' then
   mode = string.sub(mode, 1, -2)
 end
 local due = delay_ms > 0 and due_after(delay_ms) or nil
+-- RETURNED counts the elements at the queue's head: one returned goes uncounted (in a
+-- batch, next time) only while no counted one is beneath it
+local counting = mode ~= 'return' or (tonumber(redis.call('GET', RETURNED)) or 0) > 0
 for i = #ARGV, first, -1 do  -- the first nacked is next out
   local r = ARGV[i]
   local e, v = release(r)
@@ -121,9 +127,15 @@ for i = #ARGV, first, -1 do  -- the first nacked is next out
   elseif not deadline or deadline <= t then
     hand_back(e, true, 'max_deliveries')
     stale[#stale + 1] = r
+    counting = true
   elseif mode == 'return' then  -- nobody saw it: next out, as it was
     redis.call('RPUSH', QUEUE, e)
-    count_returned(1)
+    -- one that came back before (wrapped, or raw with a count) still goes out alone
+    if counting or wrapped_count(e) or (redis.call('HLEN', ATTEMPTS) > 0 and is_raw(e)
+        and redis.call('HEXISTS', ATTEMPTS, redis.sha1hex(e)) == 1) then
+      count_returned(1)
+      counting = true
+    end
   elseif mode == 'requeue' then
     hand_back(e, true, why or 'max_deliveries', due, r)
   else
