@@ -460,6 +460,97 @@ class DropsFetchedOnClose(MemoryBroker):
         return fetched
 
 
+class AckedComeBackLate(MemoryBroker):
+    """An acked first delivery comes back once, 0.3 s after its lease would have run
+    out: within the tolerance a redelivery may lag on real time, so only a listen that
+    long after the acks catches it."""
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        store = self._store
+        with store.lock:
+            self._expire(store.clock.now())
+            leases = [(d, self._lease(d)) for d in deliveries]
+            super()._ack(deliveries)
+            for delivery, lease in leases:
+                if lease is not None and lease.attempt == 1:
+                    topic_name, group_name, _ = delivery.receipt
+                    group = store.topics[topic_name].groups[group_name]
+                    due = lease.deadline + 0.3
+                    store.hold_retry(group, lease.offset, lease.message, lease.attempt, due)
+        store.wake()
+
+
+class ExtendIgnoresSeconds(MemoryBroker):
+    """extend(seconds) renews for the visibility timeout, whatever seconds says."""
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        super()._extend(deliveries, self.options.visibility_timeout)
+
+
+class RejectDropsReason(MemoryBroker):
+    """DEAD_LETTER without DELAY, and a nack's reason is dropped: the dead letter says
+    "rejected" or "max_deliveries"."""
+
+    capabilities = MemoryBroker.capabilities & ~Capability.DELAY
+
+    def _nack_with(
+        self,
+        deliveries: Sequence[Delivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        super()._nack_with(deliveries, requeue, delay, None)
+
+
+class PatternStartAlwaysLatest(MemoryBroker):
+    """A pattern subscription with start="earliest" reads only what comes after it."""
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        super()._subscribe(subscription)
+        state = subscription.state
+        if isinstance(state, PatternState):
+            with self._store.lock:
+                starts = {n: t.next_offset for n, t in self._store.topics.items()}
+            subscription.state = dataclasses.replace(state, starts=starts)
+
+
+class PatternDefaultEarliest(MemoryBroker):
+    """A pattern subscription with no start reads every matching topic's history."""
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        super()._subscribe(subscription)
+        state = subscription.state
+        if isinstance(state, PatternState) and subscription.start is None:
+            subscription.state = dataclasses.replace(state, starts={})
+
+
+class StaleNamesEveryDelivery(MemoryBroker):
+    """A batch ack or nack with one stale delivery names every delivery as stale."""
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        try:
+            super()._ack(deliveries)
+        except StaleDelivery:
+            raise StaleDelivery(deliveries) from None
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        try:
+            super()._nack(deliveries, requeue)
+        except StaleDelivery:
+            raise StaleDelivery(deliveries) from None
+
+
+class WaitingAgeCountsInFlight(MemoryBroker):
+    """inspect reports a waiting age while nothing waits but deliveries are out."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        if info.oldest_waiting_age is None and info.in_flight:
+            return dataclasses.replace(info, oldest_waiting_age=0.5)
+        return info
+
+
 #: Every broken backend, by the name its test class gets.
 
 
@@ -511,4 +602,11 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "delayed_retry_dies_with_consumer": DelayedRetryDiesWithConsumer,
     "delayed_publish_dies_with_publisher": DelayedPublishDiesWithPublisher,
     "drops_fetched_on_close": DropsFetchedOnClose,
+    "acked_come_back_late": AckedComeBackLate,
+    "extend_ignores_seconds": ExtendIgnoresSeconds,
+    "reject_drops_reason": RejectDropsReason,
+    "pattern_start_always_latest": PatternStartAlwaysLatest,
+    "pattern_default_earliest": PatternDefaultEarliest,
+    "stale_names_every_delivery": StaleNamesEveryDelivery,
+    "waiting_age_counts_in_flight": WaitingAgeCountsInFlight,
 }

@@ -99,3 +99,32 @@ class GroupContract:
         assert [d.id for d in contract.expect_all(late, 1, promise)] == more, promise
         with pytest.raises(InvalidOption):
             consumer.subscribe(topic, group="other", start="not a position")
+
+    @requires(Capability.PATTERNS | Capability.REPLAY)
+    @pytest.mark.parametrize(
+        "start", [None, "latest", "earliest"], ids=["default", "latest", "earliest"]
+    )
+    def test_pattern_subscription_start(self, contract: ContractEnv, start: str | None) -> None:
+        """A pattern subscription's start (latest by default, earliest) means what it says.
+
+        A pattern subscription with ``start="latest"``, the default, gets what is
+        published after it subscribed, in topics that existed then and in topics made
+        later; with ``start="earliest"`` it also reads every matching topic's history."""
+        label = start or "default"
+        promise = f"a pattern subscription starts where it says ({label})"
+        publisher, consumer = contract.broker(), contract.broker()
+        base = contract.topic("glob-start")
+        history = publisher.publish_many(f"{base}:room:a", ["a1"])
+        history += publisher.publish_many(f"{base}:room:b", ["b1"])
+        publisher.publish(f"{base}:lobby", "not a room")
+        subscription = consumer.subscribe(f"{base}:room:*", pattern=True, start=start)
+        later = publisher.publish_many(f"{base}:room:a", ["a2"])
+        later += publisher.publish_many(f"{base}:room:c", ["c1"])  # a topic made later
+        expected = history + later if start == "earliest" else later
+        got = contract.expect_all(subscription, len(expected), promise)
+        early = sorted(d.body for d in got if d.id in history and d.id not in expected)
+        assert not early, f"{promise}: it read before its start: {early}"
+        assert sorted(d.id for d in got) == sorted(expected), (
+            f"{promise}: got {sorted(d.body for d in got)}"
+        )
+        contract.expect_nothing(subscription, f"{promise}: it read before its start")

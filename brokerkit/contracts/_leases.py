@@ -59,11 +59,20 @@ class LeaseContract:
         assert {d.id for d in rest} | {back.id} == set(ids), promise
 
     @requires(Capability.ACK | Capability.COMPETING)
-    def test_extend_moves_the_deadline(self, contract: ContractEnv) -> None:
+    @pytest.mark.parametrize("seconds", [_VT, 2 * _VT], ids=["timeout", "twice"])
+    def test_extend_moves_the_deadline(self, contract: ContractEnv, seconds: float) -> None:
         """extend(seconds) moves the lease's deadline to seconds from the call.
 
-        ``extend(seconds)`` renews a lease from the moment it is called: the delivery
-        stays with its holder past the old deadline and comes back at the new one."""
+        ``extend(seconds)`` renews a lease from the moment it is called, for the
+        visibility timeout or for twice as long: the delivery stays with its holder
+        past the old deadline and comes back at the new one. (A backend whose leases
+        cannot outlast its visibility timeout declares ``extend_beyond_timeout =
+        False``; the longer case is skipped on it.)"""
+        if seconds > _VT and not contract.extend_beyond_timeout:
+            pytest.skip(
+                f"{contract.backend_class.describe()} cannot hold a lease for longer than "
+                "its visibility timeout (extend_beyond_timeout = False)"
+            )
         promise = "extend: the lease runs from the extend call"
         for _ in range(3):
             hung = contract.broker(visibility_timeout=_VT)
@@ -82,14 +91,14 @@ class LeaseContract:
             contract.expect_nothing(theirs, promise, wait=left)
             before = contract.timeline.now()
             try:
-                held.extend(seconds=_VT)
+                held.extend(seconds=seconds)
             except StaleDelivery:
                 if before - leased_from < _VT - contract.timeline.slack:
                     raise  # refused while the lease still ran: broken
                 continue  # this machine took a whole lease to get here: stage it again
             after = contract.timeline.now()
             back = contract.expect_lease_return(
-                theirs, leased=(before, after), seconds=_VT, promise=promise
+                theirs, leased=(before, after), seconds=seconds, promise=promise
             )
             assert back.id == message_id, promise
             back.ack()
@@ -227,27 +236,35 @@ class LeaseContract:
             f"{[(d.id, d.attempt, d.receipt) for d in stale.values()]}"
         )
         live: list[Any] = []
-        attempts: list[tuple[str, Callable[[], None]]]
+        # (kind, the late call, the deliveries its StaleDelivery must name)
+        attempts: list[tuple[str, Callable[[], None], list[Any]]]
         if batch:
             hung.publish_many(topic, ["live 1", "live 2"])
             live = [contract.expect(first, "late ack") for _ in range(2)]
             late = list(stale.values())
             attempts = [
-                ("ack", lambda: hung.ack(late[0], late[1], live[0])),
-                ("reject", lambda: hung.nack(late[2], live[1], requeue=False)),
-                ("requeue", lambda: hung.nack(late[3], requeue=True)),
+                ("ack", lambda: hung.ack(late[0], late[1], live[0]), late[:2]),
+                ("reject", lambda: hung.nack(late[2], live[1], requeue=False), late[2:3]),
+                ("requeue", lambda: hung.nack(late[3], requeue=True), late[3:]),
             ]
         else:
             late_by_kind = {s.body: s for s in stale.values()}
-            attempts = [(kind, _late_call(late_by_kind[kind], kind)) for kind in kinds]
+            attempts = [
+                (kind, _late_call(late_by_kind[kind], kind), [late_by_kind[kind]]) for kind in kinds
+            ]
         shape = "batch " if batch else ""
-        for kind, call in attempts:
+        for kind, call, expired in attempts:
             try:
                 call()
-            except StaleDelivery:
-                pass
+            except StaleDelivery as exc:
+                named = exc.deliveries
             else:
                 pytest.fail(f"late ack: a late {shape}{kind} did not raise StaleDelivery")
+            assert sorted(d.id for d in named) == sorted(d.id for d in expired), (
+                f"late ack: a late {shape}{kind}: StaleDelivery names exactly the stale "
+                f"deliveries, {sorted(str(d.body) for d in expired)}, not "
+                f"{sorted(str(d.body) for d in named)}"
+            )
             if contract.has(Capability.DEAD_LETTER) and not batch:
                 contract.expect_nothing(
                     dead_letters, f"late ack: a late {kind} dead-lettered the message"

@@ -222,13 +222,23 @@ class SQLiteBroker(Broker):
         )
 
     def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        self._nack_with(deliveries, requeue, None, None)
+
+    def _nack_with(
+        self,
+        deliveries: Sequence[Delivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        # No DELAY, so the core never passes a delay; ``reason`` replaces the generic one.
         limit = self.options.max_deliveries
 
         def settle(seq: int, delivery: Delivery) -> None:
             if not requeue:
-                self._move_to_dead_letters(seq, "rejected")
+                self._move_to_dead_letters(seq, reason or "rejected")
             elif limit is not None and delivery.attempt >= limit:
-                self._move_to_dead_letters(seq, "max_deliveries")
+                self._move_to_dead_letters(seq, reason or "max_deliveries")
             else:
                 self._db.execute(
                     "UPDATE brokerkit_messages SET receipt = NULL, deadline = 0 WHERE seq = ?",
