@@ -43,6 +43,57 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+class ContractHooks:
+    """The hook a backend's plugin implements to clean up after ``--brokerkit-url``."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_brokerkit_cleanup(self, url: str, namespace: str) -> int | None:
+        """Remove what one contract test left on the server at ``url``, a
+        ``--brokerkit-url`` whose ``{uuid}`` became ``namespace`` (a value made for
+        that test alone), after the test closed its brokers.
+
+        Return how many things were removed, or None when ``url`` is not your backend's
+        (the next implementation is asked). Remove only what lies under ``namespace``:
+        anything else on the server may be someone else's.
+        """
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(ContractHooks)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_brokerkit_cleanup(url: str, namespace: str) -> int | None:
+    """The shipped Redis backends: every key under the URL's ``prefix``, when the
+    ``{uuid}`` made that prefix the test's own (a SCAN of ``<prefix>:*``, then UNLINK,
+    on every master of a cluster)."""
+    from brokerkit._url import BrokerURL
+
+    parsed = BrokerURL.parse(url)
+    if parsed.family not in ("redis", "rediss"):
+        return None
+    prefix = parsed.query.get("prefix", "")
+    if namespace not in prefix:
+        return 0  # not the test's own namespace: nothing is safe to remove
+    from brokerkit.backends.redis._client import make_client
+
+    client = make_client(parsed)
+    removed = 0
+    try:
+        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix)
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{escaped}:*", count=1000):
+            batch.append(key)
+            if len(batch) == 500:
+                removed += int(client.unlink(*batch))
+                batch.clear()
+        if batch:
+            removed += int(client.unlink(*batch))
+    finally:
+        client.close()
+    return removed
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
