@@ -24,13 +24,37 @@ from typing import Any
 from brokerkit._message import Message
 from brokerkit._schedule import finite_seconds
 from brokerkit._serializers import BINARY, json_object
+from brokerkit.exceptions import InvalidMessage
 
-__all__ = ["HEADER", "attempt_of", "decode", "encode"]
+__all__ = [
+    "HEADER",
+    "MAX_CONTENT_TYPE_BYTES",
+    "attempt_of",
+    "check_content_type_size",
+    "decode",
+    "encode",
+]
 
 #: The application header carrying brokerkit's own facts.
 HEADER = "brokerkit"
 #: Set by quorum queues on every delivery: how many times it was returned before.
 DELIVERY_COUNT = "x-delivery-count"
+#: AMQP 0-9-1 sends ``content_type`` as a short string: at most 255 bytes of UTF-8.
+MAX_CONTENT_TYPE_BYTES = 255
+
+
+def check_content_type_size(content_type: str) -> None:
+    """Refuse a content type AMQP cannot carry, before anything is sent.
+
+    :raises InvalidMessage: it is longer than 255 bytes in UTF-8.
+    """
+    size = len(content_type.encode("utf-8"))
+    if size > MAX_CONTENT_TYPE_BYTES:
+        raise InvalidMessage(
+            f"the content type {content_type[:40]!r}... is {size} bytes in UTF-8; "
+            f"AMQP carries at most {MAX_CONTENT_TYPE_BYTES} bytes; nothing was published. "
+            "Use a shorter content type, and carry long parameters in a header"
+        )
 
 
 def encode(message: Message) -> tuple[bytes, dict[str, Any], dict[str, Any]]:

@@ -48,7 +48,7 @@ from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
-from brokerkit.backends.kombu._envelope import encode
+from brokerkit.backends.kombu._envelope import check_content_type_size, encode
 from brokerkit.backends.kombu._link import Link, is_tls
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._reader import Lease, Reader
@@ -147,6 +147,8 @@ class KombuAMQPBroker(Broker):
 
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         link = self._link
+        for content_type in {m.content_type for m in messages}:
+            check_content_type_size(content_type)
         limit = link.max_message_size  # (known once RabbitMQ refused a message)
         too_large = [m for m in messages if limit is not None and len(m.payload) > limit]
         if too_large:
