@@ -44,6 +44,11 @@ class AsyncBackend(abc.ABC):
     #: The largest payload, in bytes, the backend can store in one message (None: no
     #: limit of its own). A larger body is refused before anything is sent.
     max_payload_bytes: ClassVar[int | None] = None
+    #: Whether ``extend(seconds)`` can hold a lease for longer than the visibility
+    #: timeout. A backend whose leases cannot outlast it (redis+stream: a lease is an
+    #: idle time, at most the group's lease length; NATS: ``+WPI`` restarts
+    #: ``AckWait``) says False, and the contract suite checks extends up to it only.
+    extend_beyond_timeout: ClassVar[bool] = True
 
     @classmethod
     def describe(cls) -> str:

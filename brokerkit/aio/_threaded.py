@@ -230,5 +230,6 @@ def threaded(sync_class: type[Broker]) -> type[ThreadedAsyncBroker]:
             "capabilities": sync_class.capabilities,
             "Options": sync_class.Options,
             "driver_query_keys": sync_class.driver_query_keys,
+            "extend_beyond_timeout": sync_class.extend_beyond_timeout,
         },
     )

@@ -170,18 +170,8 @@ class ContractEnv:
     @property
     def extend_beyond_timeout(self) -> bool:
         """Whether ``extend(seconds)`` can hold a lease for longer than the visibility
-        timeout. A backend that cannot (redis+stream: a lease is an idle time, at most
-        the group's lease length; NATS: ``+WPI`` restarts ``AckWait``) says so with the
-        class attribute ``extend_beyond_timeout = False``; the sync and asyncio adapters
-        of a class say what it says."""
-        seen: set[type] = set()
-        cls: Any = self.backend_class
-        while isinstance(cls, type) and cls not in seen:
-            if getattr(cls, "extend_beyond_timeout", True) is False:
-                return False
-            seen.add(cls)
-            cls = getattr(cls, "async_class", None) or getattr(cls, "sync_class", None)
-        return True
+        timeout (the backend's ``extend_beyond_timeout``)."""
+        return self.backend_class.extend_beyond_timeout
 
     def has(self, capability: Capability) -> bool:
         """Whether the backend declares every flag in ``capability``."""
