@@ -12,6 +12,11 @@ Each implementation of a hook is called on its own, with its own ``try``: pluggy
 own call stops at the first implementation that raises, so one buggy plugin would
 silently take the message away from every plugin called after it (the
 OpenTelemetry context injection, a Prometheus count).
+
+A worker runs each handler inside the context managers plugins list in the
+delivery's scope under :data:`HANDLER_CONTEXT` (:meth:`HookRelay.handler_context`):
+the OpenTelemetry plugin makes the delivery's span the current one there, so that
+what the handler publishes belongs to the delivery's trace.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
@@ -30,7 +37,7 @@ from brokerkit.exceptions import InvalidMessage
 if TYPE_CHECKING:
     from brokerkit._message import Message
 
-__all__ = ["RELAY", "HookRelay", "ObservedPluginManager", "get_plugin_manager"]
+__all__ = ["HANDLER_CONTEXT", "RELAY", "HookRelay", "ObservedPluginManager", "get_plugin_manager"]
 
 log = logging.getLogger("brokerkit.hooks")
 
@@ -43,6 +50,12 @@ _SETTLE = (
     "brokerkit_on_dead_letter",
     "brokerkit_on_lease_lost",
 )
+
+#: The key of a delivery's ``scope`` under which ``brokerkit_deliver_start`` hooks may
+#: list callables that each return a context manager (``scope.setdefault(HANDLER_CONTEXT,
+#: []).append(factory)``): a worker enters them, in that order, around its handler's
+#: call, in the thread or task that runs the handler.
+HANDLER_CONTEXT = "brokerkit.handler_context"
 
 # A delivery's ``_scope`` once its lost lease was reported: ``brokerkit_on_lease_lost``
 # is called once per delivery (an extend, the settlement after it and a lease keeper
@@ -282,6 +295,15 @@ class HookRelay:
             "brokerkit_deliver_end", delivery=delivery, outcome=outcome, error=error, scope=scope
         )
 
+    def handler_context(self, delivery: Any) -> AbstractContextManager[None] | None:
+        """What a worker runs the handler of ``delivery`` inside: every context manager
+        that the :data:`HANDLER_CONTEXT` list of its scope makes, entered in order and
+        left in reverse; None when there is none. One that fails to enter or to leave
+        is logged and skipped, and never changes what the handler raised."""
+        scope = delivery._scope
+        factories = scope.get(HANDLER_CONTEXT) if scope else None
+        return _HandlerContext(delivery, tuple(factories)) if factories else None
+
     # -- settlement ---------------------------------------------------------------------
 
     def settled(
@@ -346,6 +368,48 @@ class HookRelay:
                     error=None,
                     scope=scope,
                 )
+
+
+class _HandlerContext(AbstractContextManager[None]):
+    """The context managers plugins asked a handler to run inside (see
+    :meth:`HookRelay.handler_context`), each failing on its own."""
+
+    def __init__(
+        self, delivery: Any, factories: tuple[Callable[[], AbstractContextManager[Any]], ...]
+    ) -> None:
+        self._delivery = delivery
+        self._factories = factories
+        self._entered: list[AbstractContextManager[Any]] = []
+
+    def __enter__(self) -> None:
+        for factory in self._factories:
+            try:
+                manager = factory()
+                manager.__enter__()
+            except Exception:
+                log.exception(
+                    "a plugin's handler context failed to enter; the handler runs without it",
+                    extra=delivery_fields([self._delivery]),
+                )
+                continue
+            self._entered.append(manager)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        entered, self._entered = self._entered, []
+        for manager in reversed(entered):
+            try:
+                manager.__exit__(kind, error, traceback)
+            except Exception as raised:
+                if raised is not error:  # (one that re-raises the handler's error is fine)
+                    log.exception(
+                        "a plugin's handler context failed to leave",
+                        extra=delivery_fields([self._delivery]),
+                    )
 
 
 def _fields(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -31,13 +31,17 @@ Attributes: ``messaging.system`` (``redis``, ``rabbitmq``, ``nats``, ``memory``,
 system-neutral attribute for it), ``brokerkit.settlement`` (how it ended),
 ``server.address`` and ``server.port``.
 
-The consumer span is not made the current span of the consume loop (a generator
-cannot safely hold a context across the caller's code); to nest the application's
-spans under it, use ``with trace.use_span(current_span(delivery)):``.
+A worker's handler (:class:`brokerkit.Worker`, :class:`brokerkit.aio.Worker`) runs with
+its delivery's consumer span as the current span: what it publishes, and the spans it
+starts, are children of ``process <topic>``, in the producer's trace. The consumer span
+is not made the current span of a ``receive`` or a consume loop (a generator cannot
+safely hold a context across the caller's code); to nest the application's spans under
+it there, use ``with trace.use_span(current_span(delivery)):``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -48,7 +52,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 import brokerkit
-from brokerkit._hooks import get_plugin_manager
+from brokerkit._hooks import HANDLER_CONTEXT, get_plugin_manager
 from brokerkit.hookspecs import hookimpl
 
 __all__ = ["BrokerkitInstrumentor", "current_span"]
@@ -161,6 +165,15 @@ class _TracingPlugin:
             },
         )
         scope[_SPAN] = span
+        # a worker's handler runs with it as the current span (see HANDLER_CONTEXT)
+        current = functools.partial(
+            trace.use_span,
+            span,
+            end_on_exit=False,
+            record_exception=False,  # brokerkit_deliver_end records the handler's error
+            set_status_on_exception=False,
+        )
+        scope.setdefault(HANDLER_CONTEXT, []).append(current)
 
     @hookimpl
     def brokerkit_deliver_end(

@@ -16,6 +16,8 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from brokerkit._broker import Broker
@@ -257,7 +259,7 @@ class Runner:
                         self._nack(delivery, "retried", requeue=True, reason=reason)
         finally:
             if not delivery.settled:
-                delivery._mark_settled()
+                self._let_go(delivery, exc)
 
     def _cut_short(self, delivery: Delivery, call: HandlerCall) -> None:
         """The slot was cancelled with ``delivery`` unsettled. Never given to the
@@ -309,8 +311,11 @@ class Runner:
             )
             return
         count = CancelCount()
+        function = spec.function
+        if RELAY.deliver and (context := RELAY.handler_context(delivery)) is not None:
+            function = _inside(context, function)
         try:
-            self._calls.call(call.wrap(spec.function), *args)
+            self._calls.call(call.wrap(function), *args)
         except NotStarted:  # abandoned before it started: never will
             self._hand_back(delivery)
             return
@@ -353,7 +358,7 @@ class Runner:
                     error_text(exc),
                     extra=delivery_fields([delivery]),
                 )
-                self._release(delivery)
+                self._release(delivery, exc)
                 return
         self.stats.count("processed")
 
@@ -425,7 +430,7 @@ class Runner:
                 error_text(exc),
                 extra=delivery_fields([delivery]),
             )
-            self._release(delivery)
+            self._release(delivery, exc)
             return
         if outcome:
             self.stats.count(outcome)
@@ -456,23 +461,31 @@ class Runner:
             return 0.0
         return seconds
 
-    def _release(self, delivery: Delivery) -> None:
-        """Settling ``delivery`` failed: let it go, so that it is not held (its lease
-        renewed by the worker or the backend) for as long as the process runs. A plain
-        nack first; failing that, it is marked settled, which stops every renewal, and
+    def _release(self, delivery: Delivery, error: BrokerError) -> None:
+        """Settling ``delivery`` failed with ``error``: let it go, so that it is not held
+        (its lease renewed by the worker or the backend) for as long as the process
+        runs. A plain nack first; failing that, it is let go (:meth:`_let_go`), and
         the lease runs out within a visibility timeout."""
-        if delivery.settled or Capability.ACK not in self.broker.capabilities:
+        if delivery.settled:
             return
-        try:
-            delivery.nack(requeue=True)
-        except BrokerError as exc:
-            log.warning(
-                "handler %s: could not hand %s back either; its lease is left to run out: %s",
-                *(self.spec.name, delivery.id, error_text(exc)),
-                extra=delivery_fields([delivery]),
-            )
+        if Capability.ACK in self.broker.capabilities:
+            try:
+                delivery.nack(requeue=True)
+            except BrokerError as exc:
+                log.warning(
+                    "handler %s: could not hand %s back either; its lease is left to run out: %s",
+                    *(self.spec.name, delivery.id, error_text(exc)),
+                    extra=delivery_fields([delivery]),
+                )
         if not delivery.settled:
-            delivery._mark_settled()
+            self._let_go(delivery, error)
+
+    def _let_go(self, delivery: Delivery, error: BaseException) -> None:
+        """Mark ``delivery`` settled without settling it (nothing renews its lease any
+        more) and end its delivery hooks ``"unsettled"`` with ``error``, what stopped
+        its settlement: its span and handling time end with its handler's call."""
+        delivery._mark_settled()
+        RELAY.deliver_end(delivery, "unsettled", error)
 
     def _hand_back(self, delivery: Delivery) -> None:
         """Hand ``delivery`` back, no attempt counted: its hooks end ``"unsettled"``
@@ -533,6 +546,25 @@ class Runner:
                     error_text(exc),
                     extra=delivery_fields([delivery]),
                 )
+
+
+def _inside(context: AbstractContextManager[None], function: Callable[..., Any]) -> Any:
+    """``function``, called inside ``context``, entered where the call runs: in the
+    handler's own thread or task, so that what it sets there (a current span) is what
+    the handler sees."""
+    if is_async_callable(function):
+
+        def call_inside(*args: Any) -> Any:
+            with context:
+                return function(*args)
+
+        return call_inside
+
+    def call_plain_inside(*args: Any) -> Any:
+        with context:
+            return function(*args)
+
+    return call_plain_inside
 
 
 def _reason(text: str) -> str:

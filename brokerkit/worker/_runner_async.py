@@ -14,6 +14,8 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from brokerkit._acompat import Background, CancelCount, Event, HandlerCalls, sleep, spawn
@@ -248,7 +250,7 @@ class AsyncRunner:
                         await self._nack(delivery, "retried", requeue=True, reason=reason)
         finally:
             if not delivery.settled:
-                delivery._mark_settled()
+                self._let_go(delivery, exc)
 
     async def _cut_short(self, delivery: AsyncDelivery, call: HandlerCall) -> None:
         """The slot was cancelled with ``delivery`` unsettled. Never given to the
@@ -300,8 +302,11 @@ class AsyncRunner:
             )
             return
         count = CancelCount()
+        function = spec.function
+        if RELAY.deliver and (context := RELAY.handler_context(delivery)) is not None:
+            function = _inside(context, function)
         try:
-            await self._calls.call(call.wrap(spec.function), *args)
+            await self._calls.call(call.wrap(function), *args)
         except NotStarted:  # abandoned before it started: never will
             await self._hand_back(delivery)
             return
@@ -344,7 +349,7 @@ class AsyncRunner:
                     error_text(exc),
                     extra=delivery_fields([delivery]),
                 )
-                await self._release(delivery)
+                await self._release(delivery, exc)
                 return
         self.stats.count("processed")
 
@@ -416,7 +421,7 @@ class AsyncRunner:
                 error_text(exc),
                 extra=delivery_fields([delivery]),
             )
-            await self._release(delivery)
+            await self._release(delivery, exc)
             return
         if outcome:
             self.stats.count(outcome)
@@ -447,23 +452,31 @@ class AsyncRunner:
             return 0.0
         return seconds
 
-    async def _release(self, delivery: AsyncDelivery) -> None:
-        """Settling ``delivery`` failed: let it go, so that it is not held (its lease
-        renewed by the worker or the backend) for as long as the process runs. A plain
-        nack first; failing that, it is marked settled, which stops every renewal, and
+    async def _release(self, delivery: AsyncDelivery, error: BrokerError) -> None:
+        """Settling ``delivery`` failed with ``error``: let it go, so that it is not held
+        (its lease renewed by the worker or the backend) for as long as the process
+        runs. A plain nack first; failing that, it is let go (:meth:`_let_go`), and
         the lease runs out within a visibility timeout."""
-        if delivery.settled or Capability.ACK not in self.broker.capabilities:
+        if delivery.settled:
             return
-        try:
-            await delivery.nack(requeue=True)
-        except BrokerError as exc:
-            log.warning(
-                "handler %s: could not hand %s back either; its lease is left to run out: %s",
-                *(self.spec.name, delivery.id, error_text(exc)),
-                extra=delivery_fields([delivery]),
-            )
+        if Capability.ACK in self.broker.capabilities:
+            try:
+                await delivery.nack(requeue=True)
+            except BrokerError as exc:
+                log.warning(
+                    "handler %s: could not hand %s back either; its lease is left to run out: %s",
+                    *(self.spec.name, delivery.id, error_text(exc)),
+                    extra=delivery_fields([delivery]),
+                )
         if not delivery.settled:
-            delivery._mark_settled()
+            self._let_go(delivery, error)
+
+    def _let_go(self, delivery: AsyncDelivery, error: BaseException) -> None:
+        """Mark ``delivery`` settled without settling it (nothing renews its lease any
+        more) and end its delivery hooks ``"unsettled"`` with ``error``, what stopped
+        its settlement: its span and handling time end with its handler's call."""
+        delivery._mark_settled()
+        RELAY.deliver_end(delivery, "unsettled", error)
 
     async def _hand_back(self, delivery: AsyncDelivery) -> None:
         """Hand ``delivery`` back, no attempt counted: its hooks end ``"unsettled"``
@@ -524,6 +537,25 @@ class AsyncRunner:
                     error_text(exc),
                     extra=delivery_fields([delivery]),
                 )
+
+
+def _inside(context: AbstractContextManager[None], function: Callable[..., Any]) -> Any:
+    """``function``, called inside ``context``, entered where the call runs: in the
+    handler's own thread or task, so that what it sets there (a current span) is what
+    the handler sees."""
+    if is_async_callable(function):
+
+        async def call_inside(*args: Any) -> Any:
+            with context:
+                return await function(*args)
+
+        return call_inside
+
+    def call_plain_inside(*args: Any) -> Any:
+        with context:
+            return function(*args)
+
+    return call_plain_inside
 
 
 def _reason(text: str) -> str:

@@ -1,0 +1,247 @@
+"""The worker under the message hooks: a handler runs with its delivery's span as the
+current one (a publish from it continues the trace), and a delivery the worker cannot
+settle (the server gone) still ends its hooks, sync and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import brokerkit
+import brokerkit.aio
+from brokerkit._hooks import HANDLER_CONTEXT
+from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    BrokerkitInstrumentor().instrument(tracer_provider=provider)
+    try:
+        yield exported
+    finally:
+        BrokerkitInstrumentor().uninstrument()
+
+
+class Ends:
+    """Records every ``brokerkit_deliver_end``."""
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, str, str | None]] = []
+
+    @brokerkit.hookimpl
+    def brokerkit_deliver_end(self, delivery: Any, outcome: str, error: Any) -> None:
+        self.ended.append((delivery.topic, outcome, type(error).__name__ if error else None))
+
+
+@pytest.fixture
+def ends() -> Iterator[Ends]:
+    recorder = Ends()
+    brokerkit.get_plugin_manager().register(recorder)
+    try:
+        yield recorder
+    finally:
+        brokerkit.get_plugin_manager().unregister(recorder)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        pause.wait(0.02)  # polling with a deadline
+
+
+def one_tree(exporter: InMemorySpanExporter, current: list[bool]) -> None:
+    """``send a`` → ``process a`` → ``send b``, one trace, and the handler saw a span."""
+    spans: dict[str, ReadableSpan] = {}
+    wait_for(
+        lambda: spans.update({s.name: s for s in exporter.get_finished_spans()}) or len(spans) == 3
+    )
+    send_a, process_a, send_b = spans["send a"], spans["process a"], spans["send b"]
+    assert current == [True]
+    assert send_b.context.trace_id == send_a.context.trace_id
+    assert send_b.parent is not None and send_b.parent.span_id == process_a.context.span_id
+    # made current for the handler only: the slot's own context is left as it was
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_sync_handler_runs_under_its_process_span(exporter: InMemorySpanExporter) -> None:
+    current: list[bool] = []
+    with brokerkit.connect(f"memory://obs-worker-{uuid.uuid4().hex}") as broker:
+        worker = brokerkit.Worker(broker)
+
+        @worker.handler("a")
+        def forward(body: Any) -> None:
+            current.append(trace.get_current_span().get_span_context().is_valid)
+            broker.publish("b", body)
+
+        broker.publish("a", 1)
+        with worker.running():
+            wait_for(lambda: broker.inspect("b").length == 1 and broker.inspect("a").in_flight == 0)
+    one_tree(exporter, current)
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "plain"])
+def test_an_asyncio_handler_runs_under_its_process_span(
+    exporter: InMemorySpanExporter, kind: str
+) -> None:
+    current: list[bool] = []
+
+    async def main() -> None:
+        async with brokerkit.aio.connect(f"memory://obs-worker-{uuid.uuid4().hex}") as broker:
+            worker = brokerkit.aio.Worker(broker)
+            loop = asyncio.get_running_loop()
+            if kind == "coroutine":
+
+                @worker.handler("a")
+                async def forward(body: Any) -> None:
+                    current.append(trace.get_current_span().get_span_context().is_valid)
+                    await broker.publish("b", body)
+
+            else:  # in the worker's pool thread
+
+                @worker.handler("a")
+                def forward_in_thread(body: Any) -> None:
+                    current.append(trace.get_current_span().get_span_context().is_valid)
+                    asyncio.run_coroutine_threadsafe(broker.publish("b", body), loop).result(10)
+
+            await broker.publish("a", 1)
+            async with worker.running():
+                deadline = time.monotonic() + 20
+                while (await broker.inspect("b")).length < 1 or (
+                    await broker.inspect("a")
+                ).in_flight:
+                    assert time.monotonic() < deadline, "timed out waiting"
+                    await asyncio.sleep(0.02)  # polling with a deadline
+            assert trace.get_current_span() is trace.INVALID_SPAN
+
+    asyncio.run(main())
+    one_tree(exporter, current)
+
+
+def _url(server: RedisServer, scheme: str) -> str:
+    return f"{server.url(scheme)}?prefix=obs-{uuid.uuid4().hex[:12]}&reconnect_timeout=0.3"
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_a_sync_handler_whose_ack_fails_still_ends_its_delivery_hooks(
+    redis_server: RedisServer, ends: Ends, scheme: str
+) -> None:
+    handled, go_on = threading.Event(), threading.Event()
+    broker = brokerkit.connect(_url(redis_server, scheme))
+    try:
+        worker = brokerkit.Worker(broker)
+
+        @worker.handler("jobs")
+        def job(body: Any) -> None:
+            handled.set()
+            go_on.wait(20)
+
+        broker.publish("jobs", 1)
+        with worker.running():
+            assert handled.wait(20)
+            redis_server.kill()
+            go_on.set()
+            wait_for(lambda: bool(ends.ended))
+    finally:
+        broker.close()
+    assert ends.ended == [("jobs", "unsettled", "ConnectionFailed")]
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_an_asyncio_handler_whose_ack_fails_still_ends_its_delivery_hooks(
+    redis_server: RedisServer, ends: Ends, scheme: str
+) -> None:
+    async def main() -> None:
+        handled, go_on = asyncio.Event(), asyncio.Event()
+        broker = await brokerkit.aio.connect(_url(redis_server, scheme))
+        try:
+            worker = brokerkit.aio.Worker(broker)
+
+            @worker.handler("jobs")
+            async def job(body: Any) -> None:
+                handled.set()
+                await go_on.wait()
+
+            await broker.publish("jobs", 1)
+            async with worker.running():
+                await asyncio.wait_for(handled.wait(), 20)
+                redis_server.kill()
+                go_on.set()
+                deadline = time.monotonic() + 20
+                while not ends.ended:
+                    assert time.monotonic() < deadline, "timed out waiting"
+                    await asyncio.sleep(0.02)  # polling with a deadline
+        finally:
+            await broker.close()
+
+    asyncio.run(main())
+    assert ends.ended == [("jobs", "unsettled", "ConnectionFailed")]
+
+
+class BrokenContexts:
+    """Lists a context that fails to enter and one that fails to leave."""
+
+    def __init__(self) -> None:
+        self.left: list[str | None] = []
+
+    @brokerkit.hookimpl
+    def brokerkit_deliver_start(self, delivery: Any, scope: dict[str, Any]) -> None:
+        @contextlib.contextmanager
+        def failing_to_leave() -> Iterator[None]:
+            try:
+                yield
+            except BaseException as exc:
+                self.left.append(type(exc).__name__)
+                raise ValueError("leaving failed") from exc
+            self.left.append(None)
+            raise ValueError("leaving failed")
+
+        def failing_to_enter() -> Any:
+            raise ValueError("entering failed")
+
+        scope.setdefault(HANDLER_CONTEXT, []).extend([failing_to_enter, failing_to_leave])
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_handler_context_that_fails_changes_nothing_the_handler_does(fails: bool) -> None:
+    plugin = BrokenContexts()
+    brokerkit.get_plugin_manager().register(plugin)
+    attempts: list[int] = []
+    try:
+        with brokerkit.connect(f"memory://obs-worker-{uuid.uuid4().hex}") as broker:
+            worker = brokerkit.Worker(broker)
+
+            @worker.handler("a", retry=brokerkit.worker.Fixed(0))
+            def job(delivery: brokerkit.Delivery) -> None:
+                attempts.append(delivery.attempt)
+                if fails and delivery.attempt == 1:
+                    raise RuntimeError("handler failed")
+
+            broker.publish("a", 1)
+            with worker.running():
+                wait_for(lambda: len(attempts) == 1 + fails and broker.inspect("a").in_flight == 0)
+                info = broker.inspect("a")
+    finally:
+        brokerkit.get_plugin_manager().unregister(plugin)
+    assert attempts == [1, 2][: 1 + fails]  # failed: retried, as without the plugin
+    assert info.dead_lettered == 0 and info.groups[0].lag == 0
+    assert plugin.left == (["RuntimeError", None] if fails else [None])
