@@ -7,38 +7,8 @@ from __future__ import annotations
 
 __all__ = ["DEAD_LETTERS"]
 
-DEAD_LETTERS = r"""-- The header and payload of an element that brokerkit's decoder
--- (_envelope.decode) reads as an envelope: a JSON header with a non-empty string id,
--- a string content type, string headers and a numeric time. Anything else (nil) is a
--- raw element, whose id is its digest: the dead letter must carry the id the consumer
--- saw.
-local function envelope(inner)
-  if string.sub(inner, 1, 3) ~= 'BK1' then return nil end
-  local nl = string.find(inner, '\n', 4, true)
-  if not nl then return nil end
-  local ok, h = pcall(cjson.decode, string.sub(inner, 4, nl - 1))
-  if not ok or type(h) ~= 'table' then return nil end
-  if type(h['id']) ~= 'string' or h['id'] == '' then return nil end
-  if h['ct'] ~= nil and type(h['ct']) ~= 'string' then return nil end
-  local ts = h['ts']
-  if ts ~= nil and type(ts) ~= 'boolean' then
-    -- a time that is no finite number (1e999, NaN): Python reads no envelope either,
-    -- and a dead letter could not re-encode it (JSON has no infinity)
-    local n = tonumber(ts)
-    if not n or n ~= n or n == math.huge or n == -math.huge then return nil end
-  end
-  local hs = h['h']
-  if type(hs) == 'table' then
-    for k, v in pairs(hs) do
-      if type(k) ~= 'string' or type(v) ~= 'string' then return nil end
-    end
-  elseif not (hs == nil or hs == cjson.null or hs == false or hs == 0 or hs == '') then
-    return nil
-  end
-  return h, string.sub(inner, nl + 1)
-end
-
--- Whether s is UTF-8 as Python's strict decoder has it (no overlongs, no surrogates).
+DEAD_LETTERS = r"""-- Whether s is UTF-8 as Python's strict decoder has it (no overlongs, no
+-- surrogates).
 local function is_utf8(s)
   if not string.find(s, '[\128-\255]') then return true end
   local i, n = 1, #s
@@ -62,6 +32,185 @@ local function is_utf8(s)
     i = i + len
   end
   return true
+end
+
+-- Where the JSON object that opens header h ends, as Python's json reads it
+-- (raw_decode from the first byte, then nothing but whitespace): its grammar of
+-- numbers, literals (NaN, Infinity, -Infinity too) and strings (no raw control
+-- character), where cjson takes hex numbers, leading zeros, '+' and raw controls. Then
+-- the object's text for cjson, each lone surrogate escape (which cjson refuses and
+-- Python reads) as U+FFFD, and the top-level keys (the last of each name) whose value
+-- holds a lone surrogate. nil when Python reads no object there.
+local function py_json(h)
+  local find, sub = string.find, string.sub
+  if sub(h, 1, 1) ~= '{' then return nil end
+  local i, depth, expect = 1, 0, 'value'
+  local closers, lone, lones, current = {}, {}, {}, nil
+  while true do
+    if depth > 0 then i = find(h, '[^ \t\r\n]', i) end
+    if not i then return nil end
+    local c = sub(h, i, i)
+    if expect == 'next' then
+      if c == ',' then
+        expect = closers[depth] == '}' and 'key' or 'value'
+        i = i + 1
+      elseif c == closers[depth] then
+        closers[depth], depth = nil, depth - 1
+        if depth == 0 then break end
+        i = i + 1
+      else
+        return nil
+      end
+    elseif expect == 'colon' then
+      if c ~= ':' then return nil end
+      expect, i = 'value', i + 1
+    elseif c == '"' then  -- a string: a key or a value
+      local j, has_lone = i + 1, false
+      while true do
+        local k = find(h, '["\\%z\1-\31]', j)
+        if not k or sub(h, k, k) < ' ' then return nil end
+        if sub(h, k, k) == '"' then j = k; break end
+        local e = sub(h, k + 1, k + 1)
+        if e == 'u' then
+          local hex = sub(h, k + 2, k + 5)
+          if not find(hex, '^%x%x%x%x$') then return nil end
+          local cp = tonumber(hex, 16)
+          if cp >= 0xD800 and cp <= 0xDBFF and find(h, '^\\u[dD][c-fC-F]%x%x', k + 6) then
+            j = k + 12  -- a surrogate pair
+          elseif cp >= 0xD800 and cp <= 0xDFFF then
+            has_lone, j = true, k + 6
+            lones[#lones + 1] = k
+          else
+            j = k + 6
+          end
+        elseif e ~= '' and find('"\\/bfnrt', e, 1, true) then
+          j = k + 2
+        else
+          return nil
+        end
+      end
+      if expect == 'key' and depth == 1 then
+        local key = sub(h, i + 1, j - 1)
+        if has_lone then
+          key = false
+        elseif find(key, '\\', 1, true) then
+          key = cjson.decode(sub(h, i, j))
+        end
+        current = key
+        if key then lone[key] = false end
+      elseif has_lone and current then
+        lone[current] = true
+      end
+      expect = expect == 'key' and 'colon' or 'next'
+      i = j + 1
+    elseif expect == 'key' then  -- no key after a comma (an empty object is seen below)
+      return nil
+    elseif c == '{' or c == '[' then
+      depth = depth + 1
+      closers[depth] = c == '{' and '}' or ']'
+      expect, i = c == '{' and 'key' or 'value', i + 1
+      -- an empty one
+      local k = find(h, '[^ \t\r\n]', i)
+      if k and sub(h, k, k) == closers[depth] then expect, i = 'next', k end
+    else  -- a number or a literal
+      local _, e = find(h, '^-?0', i)
+      if not e then _, e = find(h, '^-?[1-9]%d*', i) end
+      if e then
+        local _, f = find(h, '^%.%d+', e + 1)
+        local _, g = find(h, '^[eE][-+]?%d+', (f or e) + 1)
+        -- Python reads an integer of more than 4300 digits as no number
+        if not f and not g and e - i + 1 - (c == '-' and 1 or 0) > 4300 then return nil end
+        i = (g or f or e) + 1
+      else
+        _, e = find(h, '^-?Infinity', i)
+        if not e then
+          for _, word in ipairs({'true', 'false', 'null', 'NaN'}) do
+            if sub(h, i, i + #word - 1) == word then e = i + #word - 1; break end
+          end
+        end
+        if not e then return nil end
+        i = e + 1
+      end
+      expect = 'next'
+    end
+  end
+  local rest = sub(h, i + 1)
+  if rest ~= '' then
+    rest = string.gsub(rest, '[\t\n\v\f\r\28-\31 ]', '')
+    -- and what Python's str.strip() takes beyond ASCII (the header is UTF-8 by then)
+    for _, space in ipairs({'\194\133', '\194\160', '\225\154\128', '\226\128[\128-\138]',
+        '\226\128\168', '\226\128\169', '\226\128\175', '\226\129\159', '\227\128\128'}) do
+      rest = string.gsub(rest, space, '')
+    end
+    if rest ~= '' then return nil end
+  end
+  local text = sub(h, 1, i)
+  if #lones > 0 then
+    local parts, at = {}, 1
+    for _, k in ipairs(lones) do
+      parts[#parts + 1] = sub(text, at, k - 1)
+      parts[#parts + 1] = '\\ufffd'
+      at = k + 6
+    end
+    parts[#parts + 1] = sub(text, at)
+    text = table.concat(parts)
+  end
+  return text, lone
+end
+
+-- A time given as text, as Python's float() reads it: ASCII digits, '_' only between
+-- two of them (text with other bytes is no time here: Python may read Unicode digits)
+local function py_float(s)
+  s = string.match(s, '^[\t\n\v\f\r ]*(.-)[\t\n\v\f\r ]*$')
+  if string.find(s, '_', 1, true) then
+    if string.find(s, '[^%d]_') or string.find(s, '_[^%d]') or string.find(s, '^_')
+      or string.find(s, '_$') then return nil end
+    s = string.gsub(s, '_', '')
+  end
+  local m = string.match(s, '^[-+]?(%d*%.?%d*)[eE][-+]?%d+$')
+    or string.match(s, '^[-+]?(%d*%.?%d*)$')
+  if not m or not string.find(m, '%d') then return nil end
+  return tonumber(s)
+end
+
+-- The header and payload of an element that brokerkit's decoder
+-- (_envelope.decode) reads as an envelope: a UTF-8 JSON header object as Python's
+-- json reads it (see py_json), with a non-empty string id, a string content type,
+-- string headers and a finite time. Anything else (nil) is a raw element, whose id is
+-- its digest: the dead letter must carry the id the consumer saw.
+local function envelope(inner)
+  if string.sub(inner, 1, 3) ~= 'BK1' then return nil end
+  local nl = string.find(inner, '\n', 4, true)
+  if not nl then return nil end
+  local text = string.sub(inner, 4, nl - 1)
+  if not is_utf8(text) then return nil end
+  local json, lone = py_json(text)
+  if not json then return nil end
+  -- Python checks these for lone surrogates (they could not be encoded again)
+  if lone['id'] or lone['ct'] or lone['h'] or lone['ts'] then return nil end
+  local ok, h = pcall(cjson.decode, json)
+  if not ok or type(h) ~= 'table' then return nil end
+  if type(h['id']) ~= 'string' or h['id'] == '' then return nil end
+  if h['ct'] ~= nil and type(h['ct']) ~= 'string' then return nil end
+  local ts = h['ts']
+  if ts ~= nil and type(ts) ~= 'boolean' then
+    -- a time that is no finite number (1e999, NaN): Python reads no envelope either,
+    -- and a dead letter could not re-encode it (JSON has no infinity)
+    local n
+    if type(ts) == 'string' then n = py_float(ts) elseif type(ts) == 'number' then n = ts end
+    if not n or n ~= n or n == math.huge or n == -math.huge then
+      return nil
+    end
+  end
+  local hs = h['h']
+  if type(hs) == 'table' then
+    for k, v in pairs(hs) do
+      if type(k) ~= 'string' or type(v) ~= 'string' then return nil end
+    end
+  elseif not (hs == nil or hs == cjson.null or hs == false or hs == 0 or hs == '') then
+    return nil
+  end
+  return h, string.sub(inner, nl + 1)
 end
 
 local function dead_letter(inner, reason, deliveries)
