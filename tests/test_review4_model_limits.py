@@ -55,3 +55,60 @@ def test_kombu_a_longer_content_type_is_refused_and_nothing_is_sent(
     assert delivery is not None and delivery.payload == b"after"
     delivery.ack()
     assert subscription.receive(timeout=0.5) is None
+
+
+# -- nats: JetStream refuses a header block over 64 KiB ---------------------------------
+
+#: nats-server refuses to store a message whose header block is over this many bytes.
+JETSTREAM_MAX_HEADER = 65535
+
+
+def _header_lengths_around_the_limit() -> range:
+    """Lengths of one header value for which the whole header block brokerkit writes
+    (with its Bk-Meta JSON) falls a few bytes either side of the server's limit."""
+    from brokerkit._message import Message
+    from brokerkit.backends.nats._wire import encode_headers
+
+    sample = Message("0" * 26, "t", b"", "application/octet-stream", {"big": ""}, 1.7e9)
+    overhead = 12 + sum(len(k) + len(v) + 4 for k, v in encode_headers(sample).items())
+    first_over = JETSTREAM_MAX_HEADER - overhead + 1
+    return range(first_over - 12, first_over + 12)
+
+
+def test_nats_a_header_block_is_stored_up_to_the_servers_limit_and_refused_past_it(
+    nats: Callable[..., Any],
+) -> None:
+    broker = nats()
+    subscription = broker.subscribe("headers")
+    outcomes = []
+    refusals = []
+    for length in _header_lengths_around_the_limit():
+        headers = {"big": "v" * length}
+        try:
+            broker.publish("headers", b"p", headers=headers)
+        except InvalidMessage as exc:
+            refusals.append(str(exc))
+            outcomes.append("refused")
+            continue
+        delivery = subscription.receive(timeout=10)
+        assert delivery is not None and dict(delivery.headers) == headers
+        delivery.ack()
+        outcomes.append("stored")
+    # one boundary: stored below it, refused above it
+    assert outcomes == sorted(outcomes, reverse=True) and len(set(outcomes)) == 2, outcomes
+    assert all("65,535" in text and "nothing was published" in text for text in refusals)
+    assert subscription.receive(timeout=0.5) is None
+
+
+def test_nats_publish_many_sends_nothing_when_one_message_has_too_many_header_bytes(
+    nats: Callable[..., Any],
+) -> None:
+    broker = nats()
+    subscription = broker.subscribe("headers")
+    with pytest.raises(InvalidMessage, match="header"):
+        broker.publish_many("headers", [b"a", b"b"], headers={"big": "v" * 65536})
+    assert broker.inspect("headers").length == 0
+    broker.publish("headers", b"after")
+    delivery = subscription.receive(timeout=10)
+    assert delivery is not None and delivery.payload == b"after"
+    delivery.ack()

@@ -21,13 +21,17 @@ from typing import Any
 from brokerkit._message import Message
 from brokerkit._schedule import finite_seconds
 from brokerkit._serializers import json_object
+from brokerkit.exceptions import InvalidMessage
 
 __all__ = [
+    "MAX_HEADER_BYTES",
     "META_HEADER",
+    "check_header_size",
     "consumer_description",
     "consumer_name",
     "decode",
     "encode_headers",
+    "header_size",
     "parse_description",
     "subject_for",
     "wire_size",
@@ -35,6 +39,9 @@ __all__ = [
 
 META_HEADER = "Bk-Meta"
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: JetStream refuses to store a message whose header block is larger ("header size
+#: exceeds maximum allowed of 64k"), after it was sent.
+MAX_HEADER_BYTES = 65535
 
 
 def subject_for(prefix: str, topic: str) -> str:
@@ -120,5 +127,27 @@ def _envelope(topic: str, payload: bytes, text: object) -> Message | None:
 
 def wire_size(payload: bytes, headers: dict[str, str]) -> int:
     """About what the server counts against its ``max_payload``: the payload and the
-    headers block (``NATS/1.0`` line, ``name: value`` lines, blank line)."""
-    return len(payload) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12
+    headers block."""
+    return len(payload) + header_size(headers)
+
+
+def header_size(headers: dict[str, str]) -> int:
+    """The bytes of the headers block nats-py writes for ``headers`` (``NATS/1.0``
+    line, ``name: value`` lines, blank line); exact for the ASCII headers
+    :func:`encode_headers` makes."""
+    return sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12
+
+
+def check_header_size(message_id: str, headers: dict[str, str]) -> None:
+    """Refuse, before anything is sent, headers JetStream would refuse to store.
+
+    :raises InvalidMessage: the headers block is over :data:`MAX_HEADER_BYTES`.
+    """
+    size = header_size(headers)
+    if size > MAX_HEADER_BYTES:
+        raise InvalidMessage(
+            f"message {message_id} has {size:,} bytes of NATS headers (its headers, "
+            "content type and id, as brokerkit writes them), more than JetStream "
+            f"stores ({MAX_HEADER_BYTES:,} bytes); nothing was published. Carry large "
+            "values in the body, or store them elsewhere and publish a reference"
+        )

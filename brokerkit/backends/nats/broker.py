@@ -52,6 +52,7 @@ from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, list_t
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import ConsumerGone, Reader
 from brokerkit.backends.nats._wire import (
+    check_header_size,
     consumer_description,
     consumer_name,
     decode,
@@ -122,9 +123,11 @@ class AsyncNatsBroker(AsyncBroker):
         subject = subject_for(self._stream, topic)
         requests = [(subject, m.payload, encode_headers(m)) for m in messages]
         # The server's max_payload counts the body and the headers; nats-py would
-        # close the connection on a larger one, so it is refused before anything is sent.
+        # close the connection on a larger one, and JetStream refuses a header block
+        # over 64 KiB once sent: both are refused before anything is sent.
         limit = (await self._client.connection()).max_payload
         for (_, payload, headers), message in zip(requests, messages, strict=True):
+            check_header_size(message.id, headers)
             size = wire_size(payload, headers)
             if size > limit:
                 raise InvalidMessage(
