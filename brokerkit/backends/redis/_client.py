@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._compat import keep_cancellation, sleep
@@ -25,7 +25,7 @@ from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
     CREDENTIAL_ERRORS,
     connection_kwargs,
-    ever_reached,
+    never_answered,
     note_reached,
     note_url_reached,
     redis_url,
@@ -277,15 +277,9 @@ class Reconnector:
                 with translate_errors(self.url, topic):
                     result = keep_cancellation(operation())
             except ConnectionFailed as exc:
-                cause = exc.__cause__
-                if isinstance(cause, CREDENTIAL_ERRORS):
+                if isinstance(exc.__cause__, CREDENTIAL_ERRORS):
                     raise  # refused credentials: waiting will not change them
-                unreachable = isinstance(cause, (RedisConnectionError, RedisTimeoutError)) or (
-                    # "cannot be connected": no seed of a cluster answered
-                    isinstance(cause, RedisClusterException)
-                    and not isinstance(cause, SlotNotCoveredError)
-                )
-                if unreachable and not ever_reached(self.url):
+                if never_answered(self.url, exc):
                     raise  # "could not connect": nothing to ride out
                 attempt += 1
                 delay = random.uniform(0, min(self.cap, self.base * 2**attempt))

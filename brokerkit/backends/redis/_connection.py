@@ -27,10 +27,12 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "connection_kwargs",
     "ever_reached",
+    "never_answered",
     "note_reached",
     "note_url_reached",
     "redis_url",
     "translate_errors",
+    "unpooled_connection",
 ]
 
 #: Replies that mean the deployment's topology is changing under the command: a slot
@@ -95,6 +97,29 @@ def ever_reached(url: BrokerURL) -> bool:
     if url.hosts in _reached_deployments:
         return True
     return (url.host or "localhost", 6379 if url.port is None else url.port) in _reached
+
+
+def never_answered(url: BrokerURL, exc: BaseException) -> bool:
+    """Whether ``exc`` (a :class:`ConnectionFailed` from :func:`translate_errors`) says
+    that nothing answered at ``url``, which this process has never reached: "could not
+    connect", with no restart to ride out. A topology change (a slot on the move) is not
+    that: the deployment answered."""
+    cause = exc.__cause__
+    unreachable = isinstance(cause, (redis.ConnectionError, redis.TimeoutError)) or (
+        # "cannot be connected": no seed of a cluster answered
+        isinstance(cause, redis.exceptions.RedisClusterException)
+        and not isinstance(cause, redis.exceptions.SlotNotCoveredError)
+    )
+    return unreachable and not ever_reached(url)
+
+
+def unpooled_connection(pool: Any) -> Any:
+    """A new connection made as ``pool`` makes them (address, credentials, TLS, the
+    Sentinel master lookup) that ``pool`` does not count: a connection its owner keeps
+    and closes itself (a subscription's, the publishing one) never takes a slot of the
+    URL's ``max_connections``, nor, with redis-py's sync pool, one that is never given
+    back. No I/O: the connection connects on first use."""
+    return pool.connection_class(**pool.connection_kwargs)
 
 
 def redis_url(url: BrokerURL, *, hide_password: bool = False) -> str:

@@ -33,7 +33,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import make_client
-from brokerkit.backends.redis._connection import translate_errors
+from brokerkit.backends.redis._connection import translate_errors, unpooled_connection
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._envelope import encode
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
@@ -103,6 +103,7 @@ class AsyncRedisPubSubBroker(AsyncBroker):
         self._own_lock = Lock()
         self._own: Any = None
         self._own_pid = 0
+        self._pooled_publishes = "max_connections" not in url.query
 
     # -- channels -------------------------------------------------------------------
 
@@ -186,17 +187,20 @@ class AsyncRedisPubSubBroker(AsyncBroker):
 
         What ``Redis.publish`` and a pipeline do, without redis-py's per-command
         bookkeeping: on the broker's own connection when nobody else is using it,
-        else on one from the client's pool. A dropped connection is retried as the
-        client's ``retry`` says (so, as with redis-py, a retried batch may be
-        delivered twice).
+        else on one from the client's pool. The broker's own connection is not one of
+        the pool's; when the URL caps the pool (``max_connections``), publishes wait
+        for the broker's own connection rather than take the pool's slots, which are
+        left to ``inspect`` (a pool at its cap fails a command at once). A dropped
+        connection is retried as the client's ``retry`` says (so, as with redis-py, a
+        retried batch may be delivered twice).
         """
         pool: Any = self._client.connection_pool  # redis-py's pools are partly untyped
+        if not self._pooled_publishes:
+            async with self._own_lock:
+                return await self._exchange_own(pool, commands)
         if await acquire(self._own_lock, 0):
             try:
-                if self._own is None or self._own_pid != os.getpid():
-                    self._own = pool.make_connection()
-                    self._own_pid = os.getpid()
-                return await _exchange(self._own, commands)
+                return await self._exchange_own(pool, commands)
             finally:
                 self._own_lock.release()
         conn = await pool.get_connection(*_GET_CONNECTION_ARGS)
@@ -204,6 +208,13 @@ class AsyncRedisPubSubBroker(AsyncBroker):
             return await _exchange(conn, commands)
         finally:
             await pool.release(conn)
+
+    async def _exchange_own(self, pool: Any, commands: list[tuple[str, str, bytes]]) -> list[Any]:
+        """``commands`` on the broker's own connection; the caller holds its lock."""
+        if self._own is None or self._own_pid != os.getpid():
+            self._own = unpooled_connection(pool)
+            self._own_pid = os.getpid()
+        return await _exchange(self._own, commands)
 
     async def _send_sharded(self, commands: list[tuple[str, str, bytes]]) -> list[Any]:
         """SPUBLISH each message to the node that serves its channel's slot, in one

@@ -11,19 +11,24 @@ __all__ = ["Gap"]
 class Gap:
     """A stretch of time when a subscription was not listening.
 
-    Redis Pub/Sub keeps nothing: every message published to the subscription's
-    channels from (shortly before) :attr:`lost_at` until :attr:`resumed_at` is
-    lost for this subscriber. An application that must not miss messages resyncs
+    Redis Pub/Sub keeps nothing: a message published to the subscription's
+    channels between :attr:`lost_at` and :attr:`resumed_at` may be lost for this
+    subscriber (those that reached its socket before the connection broke were
+    delivered); one published before :attr:`lost_at`, or after :attr:`resumed_at`,
+    was not lost to this gap. An application that must not miss messages resyncs
     from its source of truth when it learns of a gap, or uses ``redis+stream``.
 
     :ivar topic: the subscription's topic, or its pattern when :attr:`pattern` is true.
     :ivar pattern: whether :attr:`topic` is a glob pattern.
     :ivar consumer: the subscription's consumer name.
     :ivar number: 1 for the subscription's first gap, 2 for its second, ...
-    :ivar lost_at: when the loss was noticed (``time.time()``); Redis may have
-        dropped the connection a little earlier.
+    :ivar lost_at: the last time the subscription heard from Redis before the loss
+        (``time.time()``): a message, or the answer to a PING. The connection broke
+        somewhere between this and :attr:`noticed_at`.
     :ivar resumed_at: when the subscription was confirmed again (``time.time()``).
     :ivar reason: what ended the connection, as the driver reported it.
+    :ivar noticed_at: when a read found the connection broken (``time.time()``);
+        the subscription notices a loss only while it is being read.
     """
 
     topic: str
@@ -33,8 +38,10 @@ class Gap:
     lost_at: float
     resumed_at: float
     reason: str
+    noticed_at: float = 0.0
 
     @property
     def duration(self) -> float:
-        """Seconds between :attr:`lost_at` and :attr:`resumed_at`."""
+        """Seconds between :attr:`lost_at` and :attr:`resumed_at`: the window in which a
+        message published may have been lost."""
         return self.resumed_at - self.lost_at

@@ -30,9 +30,12 @@ from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
     TRANSIENT_ERRORS,
+    never_answered,
     note_reached,
+    note_url_reached,
     redis_url,
     translate_errors,
+    unpooled_connection,
 )
 from brokerkit.backends.redis.pubsub.gap import Gap
 from brokerkit.backends.redis.pubsub.replies import is_confirmation
@@ -135,6 +138,7 @@ class AsyncChannelListener:
         self._ping_sent: float | None = None
         # Set while the connection is lost: when, why, and the retry schedule.
         self._lost_at: float | None = None
+        self._noticed_at = 0.0
         self._reason = ""
         self._attempt = 0
         self._next_try = 0.0
@@ -155,7 +159,9 @@ class AsyncChannelListener:
         """Subscribe, and return once Redis has confirmed it: a message published
         after this returns reaches the listener.
 
-        :raises ConnectionFailed: Redis could not be reached within ``reconnect_timeout``.
+        :raises ConnectionFailed: Redis could not be reached within ``reconnect_timeout``,
+            refused the credentials, or was never reached by this process (then at
+            once: there is no restart to ride out).
         """
         give_up_at = time.monotonic() + self.reconnect_timeout
         attempt = 0
@@ -166,7 +172,11 @@ class AsyncChannelListener:
             except ConnectionFailed as exc:
                 attempt += 1
                 delay = _backoff(attempt)
-                if _is_refusal(exc) or time.monotonic() + delay > give_up_at:
+                if (
+                    _is_refusal(exc)
+                    or never_answered(self.url, exc)
+                    or time.monotonic() + delay > give_up_at
+                ):
                     raise
                 await sleep(delay)
 
@@ -216,25 +226,33 @@ class AsyncChannelListener:
     ) -> None:
         """Read through ``link``: the replies already received first, then whatever
         has arrived, and wait only when nothing has (about until ``deadline``, PINGing
-        a silent connection meanwhile)."""
+        a silent connection meanwhile).
+
+        The socket is always read once without waiting before the deadline or the
+        keep-alive is looked at: a poll (``deadline`` already passed) gets what has
+        arrived, and the answer to a PING sent before the application went away is
+        found before that PING can be judged unanswered.
+        """
         while not self._closed:
             link.take(received, max_messages)
             if len(received) >= max_messages or self._woken:
                 self._woken = False
                 return
+            if await link.fill(0):
+                self._heard()
+                continue
             if received:
-                wait = 0.0
-            else:
-                now = time.monotonic()
-                check_at = await self._keep_alive(now)
-                if now >= deadline:
-                    return
-                wait = min(deadline, check_at) - now
-            if await link.fill(wait):
-                self._last_heard = time.monotonic()
-                self._ping_sent = None
-            elif received:
                 return
+            now = time.monotonic()
+            check_at = await self._keep_alive(now)
+            if now >= deadline:
+                return
+            if await link.fill(min(deadline, check_at) - now):
+                self._heard()
+
+    def _heard(self) -> None:
+        self._last_heard = time.monotonic()
+        self._ping_sent = None
 
     async def wake(self) -> None:
         """Make the read under way (or else the next one) return at once with what
@@ -369,13 +387,15 @@ class AsyncChannelListener:
 
     async def _connect(self) -> None:
         """Connect and subscribe, waiting for the confirmation (errors translated)."""
-        conn: Any = self._pool.make_connection()
+        conn: Any = None
         try:
             with translate_errors(self.url, self.topic):
+                conn = unpooled_connection(self._pool)
                 if self._locate is not None:
                     conn.host, conn.port = await self._locate()
                 await conn.connect()
                 note_reached(getattr(conn, "host", "localhost"), getattr(conn, "port", 6379))
+                note_url_reached(self.url)
                 await self._name(conn)
                 await conn.send_command(self._command, self.channel, check_health=False)
                 while True:
@@ -384,7 +404,8 @@ class AsyncChannelListener:
                         break
             link = AsyncWire.of(conn)
         except BaseException:
-            await conn.disconnect()
+            if conn is not None:
+                await conn.disconnect()
             raise
         async with self._sending:
             self._conn, self._link = conn, link
@@ -415,7 +436,10 @@ class AsyncChannelListener:
         if conn is not None:
             with contextlib.suppress(Exception):  # already broken; only release it
                 await conn.disconnect()
-        self._lost_at = time.time()
+        # The connection broke after it was last heard from: from then on, what was
+        # published may be lost.
+        self._noticed_at = time.time()
+        self._lost_at = self._noticed_at - max(time.monotonic() - self._last_heard, 0.0)
         self._reason = str(exc) or type(exc).__name__
         self._attempt = 0
         self._next_try = time.monotonic()
@@ -455,6 +479,7 @@ class AsyncChannelListener:
                 lost_at=self._lost_at if self._lost_at is not None else time.time(),
                 resumed_at=time.time(),
                 reason=self._reason,
+                noticed_at=self._noticed_at,
             )
             self.gaps.append(gap)
             self._lost_at = None
