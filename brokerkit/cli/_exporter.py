@@ -29,16 +29,30 @@ def exporter(
         str, typer.Option("--address", help="The address to listen on.")
     ] = "127.0.0.1",
     only: OnlyOpt = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            help="The longest a scrape waits for the broker, in seconds; topics not "
+            "inspected by then are reported down (brokerkit_topic_up 0).",
+        ),
+    ] = 5.0,
 ) -> None:
     """Serve the topic gauges (length, in flight, dead letters, oldest waiting age,
     consumer lag, pending) of the broker at URL as Prometheus metrics, read with
     ``inspect`` on every scrape, until Ctrl-C or SIGTERM.
 
     Every topic the broker lists, or only those given with --topic (needed on
-    backends that cannot list their topics).
+    backends that cannot list their topics). While the broker cannot be reached a
+    scrape still answers within --timeout seconds, its topics reported down
+    (brokerkit_topic_up 0; brokerkit_topics_listed 0 when listing failed).
     """
     if not 0 < port < 65536:
         raise typer.BadParameter("must be a port number, 1 to 65535", param_hint="--port")
+    if not 0 < timeout < float("inf"):
+        raise typer.BadParameter(
+            f"must be a finite number of seconds above 0, got {timeout:g}", param_hint="--timeout"
+        )
     try:
         from prometheus_client import CollectorRegistry, start_http_server
 
@@ -53,7 +67,7 @@ def exporter(
         if not only:
             topic_names(broker)  # a backend that cannot list its topics fails here, at once
         topics = tuple(only) if only else (lambda: topic_names(broker))
-        registry.register(TopicCollector(broker, topics))
+        registry.register(TopicCollector(broker, topics, timeout=timeout))
         try:
             server, thread = start_http_server(port, addr=address, registry=registry)
         except OSError as exc:  # a name that does not resolve, a port in use

@@ -35,12 +35,16 @@ consumers):
 ``brokerkit_topic_oldest_waiting_age_seconds``,
 ``brokerkit_topic_oldest_in_flight_age_seconds`` (by ``topic``) and
 ``brokerkit_topic_consumer_lag`` and ``brokerkit_topic_pending`` (by ``topic`` and
-``group``), plus ``brokerkit_topic_up`` (1 if the topic was inspected, 0 if that failed).
+``group``), plus ``brokerkit_topic_up`` (1 if the topic was inspected, 0 if that failed
+or the scrape's ``timeout`` ran out first) and, when it follows a listing of the
+topics (``broker.topics``), ``brokerkit_topics_listed`` (1 if the listing succeeded; 0:
+the topics of the last listing are reported down).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -52,7 +56,8 @@ from prometheus_client.registry import Collector
 from brokerkit._capabilities import Capability
 from brokerkit._hooks import get_plugin_manager
 from brokerkit._logging import log_fields
-from brokerkit.exceptions import BrokerError
+from brokerkit._schedule import finite_seconds
+from brokerkit.exceptions import BrokerClosed, BrokerError, ConnectionFailed, InvalidOption
 from brokerkit.hookspecs import hookimpl
 
 __all__ = ["DEAD_LETTER_REASONS", "BrokerkitMetrics", "TopicCollector"]
@@ -186,68 +191,231 @@ class BrokerkitMetrics:
 class TopicCollector(Collector):
     """Gauges of topics, from ``broker.inspect`` on every scrape.
 
+    A scrape answers within ``timeout`` seconds whatever the broker does: a topic not
+    inspected by then is reported down (``brokerkit_topic_up`` 0), and so is every
+    topic after one whose inspect failed for want of the server (they are not tried
+    against a server that is gone). When listing the topics fails (or takes longer),
+    ``brokerkit_topics_listed`` is 0 and the topics of the last listing that succeeded
+    are reported down, so that an alert on ``brokerkit_topic_up == 0`` fires.
+
+    Its metric families are described at registration, so a second collector on one
+    registry is refused there (prometheus_client raises ``ValueError``): give each
+    broker a registry (an exporter) of its own.
+
     :param broker: an open sync :class:`~brokerkit.Broker`.
     :param topics: the topics to report, or a callable that returns them on each
         scrape (such as ``broker.topics``, to follow every topic the broker has).
+    :param timeout: the longest a scrape waits for the broker, in seconds (above 0);
+        keep it under the Prometheus ``scrape_timeout`` (10 s by default).
+    :raises InvalidOption: ``timeout`` is not a finite number of seconds above 0.
     """
 
-    def __init__(self, broker: Any, topics: Iterable[str] | Callable[[], Iterable[str]]) -> None:
+    def __init__(
+        self,
+        broker: Any,
+        topics: Iterable[str] | Callable[[], Iterable[str]],
+        *,
+        timeout: float = 5.0,
+    ) -> None:
+        seconds = finite_seconds(timeout)
+        if seconds is None or seconds <= 0:
+            raise InvalidOption(
+                f"timeout must be a finite number of seconds above 0, got {timeout!r}"
+            )
         self.broker = broker
+        self.timeout = seconds
         self._topics = topics if callable(topics) else tuple(topics)
+        #: The topics of the last listing that succeeded (listing mode).
+        self._listed: tuple[str, ...] = ()
 
     def _names(self) -> list[str]:
         topics = self._topics
         return sorted(topics() if callable(topics) else topics)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = _Families(listing=callable(self._topics))
+        reading = _Reading(self)
+        threading.Thread(target=reading.run, name="brokerkit-topic-collector", daemon=True).start()
+        finished = reading.done.wait(self.timeout)
+        names, listed, found = reading.stop()
+        if names is None:  # still listing
+            names, listed = list(self._listed), False
+        if families.listed is not None:  # (listing mode)
+            families.listed.add_metric([], 1 if listed else 0)
+        unread = [topic for topic in names if topic not in found]
+        if not finished and unread:
+            log.warning(
+                "reading the topics of %s took more than %g s; %d topic(s) reported "
+                "down, not inspected: %s",
+                *(self.broker.url, self.timeout, len(unread), _some(unread)),
+                extra=log_fields(),
+            )
+        for topic in names:
+            info = found.get(topic)
+            if info is None:
+                families.up.add_metric([topic], 0)
+            else:
+                families.add(topic, info)
+        yield from families.all()
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # The families, without samples: registering runs no inspect, and the registry
+        # can refuse a second collector of the same names.
+        yield from _Families(listing=callable(self._topics)).all()
+
+
+class _Families:
+    """The gauges of one scrape."""
+
+    def __init__(self, *, listing: bool) -> None:
         def gauge(name: str, doc: str, labels: Sequence[str] = ("topic",)) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"brokerkit_topic_{name}", doc, labels=labels)
 
-        up = gauge("up", "1 if the topic was inspected on this scrape, 0 if that failed.")
-        length = gauge("length", "Messages stored for the topic (waiting, or kept for replay).")
-        in_flight = gauge("in_flight", "Deliveries handed out and not yet settled.")
-        dead = gauge("dead_letters", "Messages in the topic's dead-letter topic.")
-        held = gauge("scheduled", "Messages held for a due time (delayed publishes, retries).")
-        waiting_age = gauge(
+        self.listed: GaugeMetricFamily | None = (
+            GaugeMetricFamily(
+                "brokerkit_topics_listed",
+                "1 if the topics were listed on this scrape, 0 if that failed (the topics "
+                "of the last listing are then reported down).",
+                labels=(),
+            )
+            if listing
+            else None
+        )
+        self.up = gauge("up", "1 if the topic was inspected on this scrape, 0 if that failed.")
+        self.length = gauge(
+            "length", "Messages stored for the topic (waiting, or kept for replay)."
+        )
+        self.in_flight = gauge("in_flight", "Deliveries handed out and not yet settled.")
+        self.dead = gauge("dead_letters", "Messages in the topic's dead-letter topic.")
+        self.held = gauge("scheduled", "Messages held for a due time (delayed publishes, retries).")
+        self.waiting_age = gauge(
             "oldest_waiting_age_seconds", "Age of the oldest message not yet delivered."
         )
-        flight_age = gauge(
-            "oldest_in_flight_age_seconds", "Seconds the oldest unsettled delivery has been out."
+        self.flight_age = gauge(
+            "oldest_in_flight_age_seconds",
+            "Seconds since the oldest unsettled delivery was handed out, or since its "
+            "lease was last renewed on redis+stream.",
         )
-        lag = gauge("consumer_lag", "Messages a group has not been handed yet.", ("topic", "group"))
-        pending = gauge(
+        self.lag = gauge(
+            "consumer_lag", "Messages a group has not been handed yet.", ("topic", "group")
+        )
+        self.pending = gauge(
             "pending", "Deliveries of a group handed out, not settled.", ("topic", "group")
         )
-        try:
-            names = self._names()
-        except BrokerError as exc:
-            log.warning(
-                "could not list the topics of %s: %s", self.broker.url, exc, extra=log_fields()
-            )
-            names = []
-        for topic in names:
-            try:
-                info = self.broker.inspect(topic)
-            except BrokerError as exc:
-                log.warning("could not inspect %r: %s", topic, exc, extra=log_fields(topic))
-                up.add_metric([topic], 0)
-                continue
-            up.add_metric([topic], 1)
-            length.add_metric([topic], info.length)
-            in_flight.add_metric([topic], info.in_flight)
-            dead.add_metric([topic], info.dead_lettered)
-            held.add_metric([topic], info.scheduled)
-            waiting = getattr(info, "oldest_waiting_age", None)
-            if waiting is not None:
-                waiting_age.add_metric([topic], waiting)
-            if info.oldest_in_flight_age is not None:
-                flight_age.add_metric([topic], info.oldest_in_flight_age)
-            for group in info.groups:
-                pending.add_metric([topic, group.name], group.pending)
-                if group.lag is not None:
-                    lag.add_metric([topic, group.name], group.lag)
-        yield from (up, length, in_flight, dead, held, waiting_age, flight_age, lag, pending)
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        # Without this, registering would run collect() (an inspect of every topic).
-        return iter(())
+    def add(self, topic: str, info: Any) -> None:
+        """The samples of a topic inspected."""
+        self.up.add_metric([topic], 1)
+        self.length.add_metric([topic], info.length)
+        self.in_flight.add_metric([topic], info.in_flight)
+        self.dead.add_metric([topic], info.dead_lettered)
+        self.held.add_metric([topic], info.scheduled)
+        waiting = getattr(info, "oldest_waiting_age", None)
+        if waiting is not None:
+            self.waiting_age.add_metric([topic], waiting)
+        if info.oldest_in_flight_age is not None:
+            self.flight_age.add_metric([topic], info.oldest_in_flight_age)
+        for group in info.groups:
+            self.pending.add_metric([topic, group.name], group.pending)
+            if group.lag is not None:
+                self.lag.add_metric([topic, group.name], group.lag)
+
+    def all(self) -> Iterator[GaugeMetricFamily]:
+        if self.listed is not None:
+            yield self.listed
+        yield from (
+            self.up,
+            self.length,
+            self.in_flight,
+            self.dead,
+            self.held,
+            self.waiting_age,
+            self.flight_age,
+            self.lag,
+            self.pending,
+        )
+
+
+class _Reading:
+    """One scrape's reads of the broker, in a thread of its own, so that the scrape
+    can answer when its time is up while a read still waits on the server (the read
+    then ends on its own, and its results are dropped)."""
+
+    def __init__(self, collector: TopicCollector) -> None:
+        self._collector = collector
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.done = threading.Event()
+        self._names: list[str] | None = None
+        self._listed: bool | None = None
+        #: Each topic read: its TopicInfo, or None if its inspect failed.
+        self._found: dict[str, Any] = {}
+
+    def stop(self) -> tuple[list[str] | None, bool | None, dict[str, Any]]:
+        """Read no more; what was read: the topics (None while listing), whether the
+        listing succeeded (None: named topics, no listing), the topics read."""
+        with self._lock:
+            self._stopped = True
+            return self._names, self._listed, dict(self._found)
+
+    def run(self) -> None:
+        try:
+            self._read()
+        finally:
+            self.done.set()
+
+    def _read(self) -> None:
+        collector, broker = self._collector, self._collector.broker
+        listing = callable(collector._topics)
+        try:
+            names, listed = collector._names(), True if listing else None
+        except Exception as exc:
+            log.warning(
+                "could not list the topics of %s; the %d topic(s) of the last listing are "
+                "reported down: %s",
+                *(broker.url, len(collector._listed), exc),
+                exc_info=None if isinstance(exc, BrokerError) else exc,
+                extra=log_fields(),
+            )
+            names, listed = list(collector._listed), False
+        else:
+            if listing:
+                collector._listed = tuple(names)
+        with self._lock:
+            self._names, self._listed = names, listed
+        if listed is False:  # inspecting what could not be listed would fail the same way
+            return
+        for number, topic in enumerate(names):
+            with self._lock:
+                if self._stopped:
+                    return
+            try:
+                info = broker.inspect(topic)
+            except Exception as exc:
+                log.warning(
+                    "could not inspect %r: %s",
+                    topic,
+                    exc,
+                    exc_info=None if isinstance(exc, BrokerError) else exc,
+                    extra=log_fields(topic),
+                )
+                info = None
+                gone = isinstance(exc, (ConnectionFailed, BrokerClosed))
+            else:
+                gone = False
+            with self._lock:
+                self._found[topic] = info
+            rest = names[number + 1 :]
+            if gone and rest:
+                log.warning(
+                    "%s cannot be reached: %d more topic(s) reported down, not inspected: %s",
+                    *(broker.url, len(rest), _some(rest)),
+                    extra=log_fields(),
+                )
+                return
+
+
+def _some(topics: Sequence[str], shown: int = 5) -> str:
+    """A few of ``topics``, for a log line."""
+    more = f" (and {len(topics) - shown} more)" if len(topics) > shown else ""
+    return ", ".join(repr(t) for t in topics[:shown]) + more
