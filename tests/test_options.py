@@ -195,7 +195,6 @@ def test_the_database_is_one_integer(url: str, db: int) -> None:
         ("redis+list://u:hunter2@h/%C2%B2", "one integer from 0"),  # a superscript two
         ("redis+list://u:hunter2@h/1?db=2", "give one"),
         ("redis+list://u:hunter2@h?db=x", "whole number"),
-        ("redis+list://u:hunter2@h/0?ssl_ca_certs=/ca.pem", r"only apply over TLS.*rediss\+list"),
     ],
 )
 def test_a_database_that_is_not_one_integer_is_refused(url: str, complaint: str) -> None:

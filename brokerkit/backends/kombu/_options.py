@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from brokerkit._options import BrokerOptions, _shown
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["TLS_OPTIONS", "KombuAMQPOptions", "KombuOptions"]
+__all__ = ["TLS_OPTIONS", "KombuAMQPOptions", "KombuOptions", "KombuVirtualOptions"]
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: RabbitMQ refuses to declare an exchange or queue whose name starts with this.
@@ -18,6 +20,8 @@ _RESERVED = "amq."
 _MAX_HEARTBEAT = 65535
 #: The options that only mean something over TLS (``kombu+amqps://``).
 TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+_V = TypeVar("_V", bound="KombuVirtualOptions")
 
 
 @dataclass(frozen=True)
@@ -97,3 +101,43 @@ class KombuAMQPOptions(KombuOptions):
             raise InvalidOption(
                 "ssl_keyfile is the key of a client certificate: give ssl_certfile too"
             )
+
+
+@dataclass(frozen=True)
+class KombuVirtualOptions(KombuOptions):
+    """Options of ``kombu+memory://`` and ``kombu+redis://``.
+
+    ``max_deliveries`` is refused: a virtual transport counts no deliveries and the
+    backend has no dead-letter topic. ``visibility_timeout`` is taken, for URLs
+    shared with other backends, and does nothing: a fetched message has left its
+    queue, there is no lease.
+    """
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [name for name in super().names() if name != "max_deliveries"]
+
+    @classmethod
+    def build(
+        cls: type[_V],
+        query: Mapping[str, str],
+        keywords: Mapping[str, Any],
+        *,
+        backend: str,
+        ignore: frozenset[str] = frozenset(),
+    ) -> _V:
+        """As :meth:`BrokerOptions.build`, refusing a ``max_deliveries`` that is set
+        (one left unset, ``max_deliveries=None``, is taken)."""
+        text = query.get("max_deliveries")
+        if keywords.get("max_deliveries") is not None or (
+            text is not None and text.lower() not in {"", "none", "null"}
+        ):
+            raise InvalidOption(
+                f"max_deliveries does not apply to {backend}: a message leaves its queue "
+                "when it is fetched, nothing counts its deliveries and there is no "
+                "dead-letter topic; use kombu+amqp:// (RabbitMQ) for retries; valid "
+                f"options: {', '.join(sorted(cls.names()))}"
+            )
+        query = {k: v for k, v in query.items() if k != "max_deliveries"}
+        keywords = {k: v for k, v in keywords.items() if k != "max_deliveries"}
+        return super().build(query, keywords, backend=backend, ignore=ignore)

@@ -42,7 +42,7 @@ from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._envelope import decode, encode
 from brokerkit.backends.kombu._names import Names
-from brokerkit.backends.kombu._options import KombuOptions
+from brokerkit.backends.kombu._options import KombuVirtualOptions
 from brokerkit.exceptions import ConnectionFailed, InvalidOption, InvalidURL
 
 __all__ = ["KombuVirtualBroker"]
@@ -60,8 +60,8 @@ class KombuVirtualBroker(Broker):
     capabilities: ClassVar[Capability] = (
         Capability.PERSISTENT | Capability.COMPETING | Capability.FANOUT | Capability.ORDERED
     )
-    Options: ClassVar[type[BrokerOptions]] = KombuOptions
-    options: KombuOptions
+    Options: ClassVar[type[BrokerOptions]] = KombuVirtualOptions
+    options: KombuVirtualOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
@@ -78,6 +78,15 @@ class KombuVirtualBroker(Broker):
         self._groups: dict[str, set[str]] = {}
         self._stop = threading.Event()
         self._call(lambda: None)  # connect now: an unreachable server fails here
+
+    @classmethod
+    def from_url(cls, url: BrokerURL | str, **options: Any) -> KombuVirtualBroker:
+        """A broker for ``url``; an option error names the URL's own scheme."""
+        parsed = BrokerURL.parse(url)
+        built = cls.Options.build(
+            parsed.query, options, backend=parsed.scheme, ignore=cls.driver_query_keys
+        )
+        return cls(parsed, built)
 
     # -- the connection -----------------------------------------------------------
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from brokerkit._options import BrokerOptions, _shown
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["NatsOptions"]
+__all__ = ["NatsCoreOptions", "NatsOptions"]
 
 # A JetStream stream name and a subject token at once: no dots, wildcards,
 # whitespace or path separators.
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+_C = TypeVar("_C", bound="NatsCoreOptions")
 
 
 @dataclass(frozen=True)
@@ -44,3 +48,41 @@ class NatsOptions(BrokerOptions):
                 f"connect_timeout must be a positive number of seconds, "
                 f"got {_shown('connect_timeout', self.connect_timeout)}"
             )
+
+
+@dataclass(frozen=True)
+class NatsCoreOptions(NatsOptions):
+    """Options of a ``nats+core://host:4222`` URL: those of ``nats://`` but
+    ``max_deliveries``, which is refused (core NATS delivers a message at most once
+    and keeps nothing to deliver again). ``visibility_timeout`` is taken, for URLs
+    shared with other backends, and does nothing: there are no leases. ``prefix`` is
+    only the first subject token.
+    """
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [name for name in super().names() if name != "max_deliveries"]
+
+    @classmethod
+    def build(
+        cls: type[_C],
+        query: Mapping[str, str],
+        keywords: Mapping[str, Any],
+        *,
+        backend: str,
+        ignore: frozenset[str] = frozenset(),
+    ) -> _C:
+        """As :meth:`BrokerOptions.build`, refusing a ``max_deliveries`` that is set
+        (one left unset, ``max_deliveries=None``, is taken)."""
+        text = query.get("max_deliveries")
+        if keywords.get("max_deliveries") is not None or (
+            text is not None and text.lower() not in {"", "none", "null"}
+        ):
+            raise InvalidOption(
+                f"max_deliveries does not apply to {backend}: a message is delivered at "
+                "most once and never redelivered; use nats:// (JetStream) for retries; "
+                f"valid options: {', '.join(sorted(cls.names()))}"
+            )
+        query = {k: v for k, v in query.items() if k != "max_deliveries"}
+        keywords = {k: v for k, v in keywords.items() if k != "max_deliveries"}
+        return super().build(query, keywords, backend=backend, ignore=ignore)

@@ -30,7 +30,7 @@ from brokerkit._topics import topic_matches
 from brokerkit._url import BrokerURL
 from brokerkit.aio import bridged
 from brokerkit.backends.nats._client import NatsClient
-from brokerkit.backends.nats._options import NatsOptions
+from brokerkit.backends.nats._options import NatsCoreOptions
 from brokerkit.backends.nats._wire import decode, encode_headers, subject_for, wire_size
 from brokerkit.exceptions import ConnectionFailed, InvalidMessage
 
@@ -57,8 +57,8 @@ class AsyncNatsCoreBroker(AsyncBroker):
     capabilities: ClassVar[Capability] = (
         Capability.FANOUT | Capability.ORDERED | Capability.PATTERNS
     )
-    Options: ClassVar[type[BrokerOptions]] = NatsOptions
-    options: NatsOptions
+    Options: ClassVar[type[BrokerOptions]] = NatsCoreOptions
+    options: NatsCoreOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)

@@ -176,13 +176,14 @@ def redis_database(url: BrokerURL) -> int:
     the ``db`` query key; 0 when neither is given. Also refuses TLS query keys on a
     URL without TLS, where redis-py would fail on the first command.
 
+    :raises InvalidOption: a TLS option (``ssl_ca_certs``...) on a URL without TLS.
     :raises InvalidURL: a path that is not one non-negative integer (``/1/5``,
         ``/abc``, ``/-1``), or a path and a ``db`` key that disagree.
     """
     tls = url.scheme.startswith("rediss")
     misplaced = sorted(k for k in url.query if k in TLS_QUERY_KEYS) if not tls else []
     if misplaced:
-        raise InvalidURL(
+        raise InvalidOption(
             f"{', '.join(misplaced)} only apply over TLS; use a rediss+... URL "
             f"(rediss{url.scheme.removeprefix('redis')}://) in {url}"
         )
