@@ -93,6 +93,8 @@ class AsyncNatsBroker(AsyncBroker):
         | Capability.ORDERED
     )
     Options: ClassVar[type[BrokerOptions]] = NatsOptions
+    #: ``+WPI`` restarts the consumer's ``AckWait``: a lease cannot outlast it.
+    extend_beyond_timeout: ClassVar[bool] = False
     options: NatsOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
