@@ -60,7 +60,12 @@ from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic_async import Periodic
 from brokerkit.backends.redis._stream_fields import stream_header
-from brokerkit.backends.redis.stream.calls_async import StreamScripts, run_scripts
+from brokerkit.backends.redis.stream.calls_async import (
+    Call,
+    InOrder,
+    StreamScripts,
+    partial_batch,
+)
 from brokerkit.backends.redis.stream.deliveries_async import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed
 from brokerkit.backends.redis.stream.info import StreamTopicInfo
@@ -73,7 +78,7 @@ from brokerkit.backends.redis.stream.reaping_async import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_members
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.backends.redis.stream.settle_async import StreamSettling
-from brokerkit.exceptions import InvalidOption
+from brokerkit.exceptions import BrokerError, InvalidOption
 
 __all__ = ["AsyncRedisStreamBroker"]
 
@@ -180,40 +185,32 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         key = self._keys.topic(topic)
         maxlen, minid, how = self._trimming()
-        client: Any = self._client
-        send: Callable[[], Awaitable[object]]
-        send_on: Callable[[Any], Awaitable[object]]
-        single = len(messages) == 1 and not (maxlen and minid)
-        if single:
-            # One message, one command: XADD trims as it adds.
-            message = messages[0]
-            trim = ["MAXLEN", how, maxlen] if maxlen else ["MINID", how, minid] if minid else []
-            args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message)]
-            args.append(self.options.body_field)
-            args.append(message.payload)
-
-            async def send_on(connection: Any) -> object:
-                return await connection.execute_command(*args)
-
-        else:
-            calls = []
+        if len(messages) != 1 or (maxlen and minid):
+            calls: list[Call] = []
             for start in range(0, len(messages), PUBLISH_CHUNK):
                 flat: list[Any] = [maxlen, minid, how, self.options.body_field]
                 for message in messages[start : start + PUBLISH_CHUNK]:
                     flat.append(stream_header(message))
                     flat.append(message.payload)
                 calls.append((self._scripts.publish, [key], flat))
-
-            async def send_on(connection: Any) -> object:
-                return await run_scripts(connection, calls)
-
+            await self._run_in_order(topic, key, calls, len(messages), held=False)
+            return
+        # One message, one command: XADD trims as it adds.
+        message = messages[0]
+        trim = ["MAXLEN", how, maxlen] if maxlen else ["MINID", how, minid] if minid else []
+        args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message)]
+        args.append(self.options.body_field)
+        args.append(message.payload)
+        send: Callable[[], Awaitable[object]]
         durable = self._durable
         if durable is not None:
+
+            async def send_on(connection: Any) -> object:
+                return await connection.execute_command(*args)
+
             send = functools.partial(durable.run, key, send_on)
-        elif single:
-            send = functools.partial(self._sender.execute, *args)
         else:
-            send = functools.partial(send_on, client)
+            send = functools.partial(self._sender.execute, *args)
         await self._reconnector.call(send, topic=topic)
 
     async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
@@ -226,13 +223,32 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
             (self._scripts.hold, [key], [delay_ms, *members[start : start + PUBLISH_CHUNK]])
             for start in range(0, len(members), PUBLISH_CHUNK)
         ]
-        client: Any = self._client
+        await self._run_in_order(topic, key, calls, len(messages), held=True)
+
+    async def _run_in_order(
+        self, topic: str, key: str, calls: list[Call], total: int, *, held: bool
+    ) -> None:
+        """Run the scripts of a batch of ``total`` messages (:data:`PUBLISH_CHUNK` a
+        script) one after another, in order (see :class:`InOrder`); held messages wait
+        for replicas as published ones do.
+
+        :raises BrokerError: one failed after others had run: the error says how many
+            leading messages were stored (or held).
+        """
+        run = InOrder(calls)
+        send: Callable[[], Awaitable[object]]
         durable = self._durable
         if durable is None:
-            await self._reconnector.call(lambda: run_scripts(client, calls), topic=topic)
-        else:  # held messages wait for replicas as published ones do
-            hold = functools.partial(run_scripts, calls=calls)
-            await self._reconnector.call(lambda: durable.run(key, hold), topic=topic)
+            send = functools.partial(run, self._client)
+        else:
+            send = functools.partial(durable.run, key, run)
+        try:
+            await self._reconnector.call(send, topic=topic)
+        except BrokerError as exc:
+            if run.done in (0, len(calls)):  # none ran, or all did (replicas lagged)
+                raise
+            stored = min(run.done * PUBLISH_CHUNK, total)
+            raise partial_batch(exc, topic, stored, total, held) from exc
 
     # -- consuming ------------------------------------------------------------------
 

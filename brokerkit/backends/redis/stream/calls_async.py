@@ -11,8 +11,10 @@ from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.stream import ack_script, group_scripts, scheduling, scripts
+from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK
+from brokerkit.exceptions import BrokerError
 
-__all__ = ["Call", "StreamScripts", "run_scripts"]
+__all__ = ["Call", "InOrder", "StreamScripts", "partial_batch", "run_scripts"]
 
 #: ``(script, keys, args)``.
 Call = tuple[AsyncLua, list[Any], list[Any]]
@@ -64,3 +66,37 @@ async def run_scripts(client: aioredis.Redis, calls: Sequence[Call]) -> list[Any
         else:
             replies[i] = result
     return replies
+
+
+class InOrder:
+    """``calls`` run one at a time, in order, each only once the one before it
+    answered: the first error stops them, and :attr:`done` says how many answered.
+    Called again (the reconnector's retry after a lost connection), it goes on from
+    the first call that has not answered.
+
+    :ivar done: how many of the calls answered, from the first.
+    """
+
+    def __init__(self, calls: Sequence[Call]) -> None:
+        self.calls = calls
+        self.done = 0
+
+    async def __call__(self, client: aioredis.Redis) -> None:
+        while self.done < len(self.calls):
+            script, keys, args = self.calls[self.done]
+            await script(keys=keys, args=args, client=client)
+            self.done += 1
+
+
+def partial_batch(
+    error: BrokerError, topic: str, stored: int, total: int, held: bool
+) -> BrokerError:
+    """The error of a ``publish_many`` that stored (or ``held``, for a delay) the first
+    ``stored`` of its ``total`` messages, then failed with ``error``."""
+    what = "held (delayed)" if held else "stored"
+    return BrokerError(
+        f"{error} -- publish_many {what} the first {stored} of {total} messages to "
+        f"topic {topic!r}, in order, and not the other {total - stored}: a batch goes "
+        f"{PUBLISH_CHUNK} messages to a script, each script all of them or none, one "
+        "script after another, and none ran after the one that failed"
+    )
