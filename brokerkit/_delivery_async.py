@@ -12,15 +12,35 @@ if TYPE_CHECKING:
     from brokerkit._broker_async import AsyncBroker
     from brokerkit._subscription_async import AsyncSubscription
 
-__all__ = ["AsyncDelivery"]
+__all__ = ["SETTLING", "AsyncDelivery"]
 
 _UNDECODED: Any = object()
+
+
+class _Settling:
+    """The value of a delivery's ``_settled`` while an ack or nack of it is on its
+    way: truthy, as ``True`` is, so that a second ack or nack meanwhile is refused;
+    not ``True``, so that :attr:`AsyncDelivery.settled` says False until the first is
+    done."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SETTLING"
+
+
+SETTLING = _Settling()
 
 
 class AsyncDelivery:
     """A message as one consumer received it.
 
     Settle it exactly once: :meth:`ack` when done, :meth:`nack` to hand it back.
+    A second ack or nack raises :class:`~brokerkit.AlreadySettled`, and so does one
+    made while the first is still on its way (two tasks or threads settling the
+    same delivery at once); if the first fails (an error other than
+    :class:`~brokerkit.StaleDelivery`), the delivery is unsettled again and may be
+    settled again.
     One left unsettled past the visibility timeout is delivered again, with
     :attr:`attempt` one higher.
 
@@ -44,7 +64,7 @@ class AsyncDelivery:
         self.subscription = subscription
         self.attempt = attempt
         self.receipt = receipt
-        self._settled = False
+        self._settled: bool | _Settling = False
         self._body = _UNDECODED
         # The delivery hooks' scope while the application holds it (see brokerkit._hooks).
         self._scope: dict[str, Any] | None = None
@@ -121,13 +141,14 @@ class AsyncDelivery:
 
     @property
     def settled(self) -> bool:
-        """Whether :meth:`ack` or :meth:`nack` has been called."""
-        return self._settled
+        """Whether :meth:`ack` or :meth:`nack` settled it (False while the first is
+        still on its way)."""
+        return self._settled is True
 
     async def ack(self) -> None:
         """Mark the message done: it is never delivered again.
 
-        :raises AlreadySettled: it was acked or nacked before.
+        :raises AlreadySettled: it was acked or nacked before, or is being now.
         :raises StaleDelivery: its lease expired and the message went elsewhere.
         """
         await self.broker.ack(self)
@@ -155,6 +176,12 @@ class AsyncDelivery:
         self._settled = True
 
     def __repr__(self) -> str:
-        state = "settled" if self._settled else "unsettled"
+        state = (
+            "settled"
+            if self._settled is True
+            else "settling"
+            if self._settled is SETTLING
+            else "unsettled"
+        )
         name = type(self).__name__
         return f"<{name} id={self.id} topic={self.topic!r} attempt={self.attempt} {state}>"

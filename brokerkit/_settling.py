@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from brokerkit._delivery import Delivery
+from brokerkit._delivery import SETTLING, Delivery
 from brokerkit._hooks import RELAY
 from brokerkit.exceptions import AlreadySettled, DeliveryError, ReplicationTimeout, StaleDelivery
 
@@ -26,7 +26,8 @@ def settleable(broker: Broker, deliveries: Sequence[Delivery]) -> list[Delivery]
 
     :raises BrokerClosed: the broker is closed.
     :raises DeliveryError: one is not a delivery, or came from another broker.
-    :raises AlreadySettled: one was settled before, or is named twice.
+    :raises AlreadySettled: one was settled before (or is being settled now), or is
+        named twice.
     """
     broker._check_open()
     checked = list(deliveries)
@@ -54,7 +55,7 @@ def settleable(broker: Broker, deliveries: Sequence[Delivery]) -> list[Delivery]
                 )
             subscription = delivery.subscription
         if delivery._settled:
-            raise AlreadySettled(f"delivery {delivery.id} was already acked or nacked")
+            raise _settled_before(delivery)
     if len(checked) > 1:
         distinct = set(checked) if by_identity else set(map(id, checked))
         if len(distinct) != len(checked):
@@ -71,7 +72,21 @@ def settle(
     reason: str | None = None,
 ) -> None:
     """Run the ack (``requeue`` None) or nack primitive, mark the deliveries settled
-    and tell the settlement hooks (``reason``: the caller's, for a dead letter)."""
+    and tell the settlement hooks (``reason``: the caller's, for a dead letter).
+
+    ``deliveries`` (from :func:`settleable`) are marked :data:`SETTLING` before the
+    primitive runs, so that an ack or nack of one of them made meanwhile raises
+    :class:`AlreadySettled`; if the primitive fails (but for :class:`StaleDelivery`
+    and :class:`ReplicationTimeout`, which settle), they are unsettled again.
+
+    :raises AlreadySettled: one is being settled by another call (a thread's, between
+        its :func:`settleable` and here); none was changed.
+    """
+    for marked, delivery in enumerate(deliveries):
+        if delivery._settled is not False:
+            _unmark(deliveries[:marked])
+            raise _settled_before(delivery)
+        delivery._settled = SETTLING
     try:
         primitive(*args)
     except StaleDelivery as exc:
@@ -84,6 +99,25 @@ def settle(
         if RELAY.settle:  # but not the stale ones, left to another consumer
             RELAY.settled(broker, deliveries, requeue, exc.stale, reason=reason)
         raise
+    except BaseException:
+        _unmark(deliveries)  # not settled (a cancelled call too): it may be settled again
+        raise
     broker._mark(deliveries)
     if RELAY.settle:
         RELAY.settled(broker, deliveries, requeue, reason=reason)
+
+
+def _settled_before(delivery: Delivery) -> AlreadySettled:
+    if delivery._settled is SETTLING:
+        return AlreadySettled(
+            f"delivery {delivery.id} is being acked or nacked already, by a call that "
+            "has not returned yet"
+        )
+    return AlreadySettled(f"delivery {delivery.id} was already acked or nacked")
+
+
+def _unmark(deliveries: Sequence[Delivery]) -> None:
+    """Those of ``deliveries`` still :data:`SETTLING` are unsettled again."""
+    for delivery in deliveries:
+        if delivery._settled is SETTLING:
+            delivery._settled = False
