@@ -9,6 +9,7 @@ subscription.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import time
@@ -24,6 +25,7 @@ import brokerkit
 from brokerkit.backends.redis.list.plan import MOVE_BYTES
 from brokerkit.exceptions import PermissionDenied
 from tests.conftest import RedisTarget
+from tests.redis_server import RedisServer
 
 SECURITY_PAGE = Path(__file__).resolve().parent.parent / "docs" / "security.md"
 
@@ -48,16 +50,27 @@ def acl_url(
 ) -> Iterator[MakeUser]:
     """``acl_url(backend, drop=(), add=())``: a URL for a new ACL user made from the
     documented line for ``backend`` (under this test's prefix), less the rules in
-    ``drop`` and plus those in ``add``."""
+    ``drop`` and plus those in ``add``; made on the session's Redis, or ``on`` a
+    private server."""
     made: list[str] = []
 
-    def make(backend: str, *, drop: tuple[str, ...] = (), add: tuple[str, ...] = ()) -> str:
+    def make(
+        backend: str,
+        *,
+        drop: tuple[str, ...] = (),
+        add: tuple[str, ...] = (),
+        on: RedisServer | None = None,
+    ) -> str:
         user, password = f"bk-acl-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
         rules = [
             f">{password}" if rule == ">CHANGE-ME" else rule.replace("brokerkit:", f"{prefix}:")
             for rule in documented_acl(backend)
             if rule not in drop
         ]
+        if on is not None:  # a private server of the test's own, gone with its users
+            with contextlib.closing(on.client()) as client:
+                client.execute_command("ACL", "SETUSER", user, *rules, *add)
+            return f"redis+{backend}://{user}:{password}@127.0.0.1:{on.port}/0"
         redis_client.execute_command("ACL", "SETUSER", user, *rules, *add)
         made.append(user)
         host, port, db = redis_target.host, redis_target.port, redis_target.db
@@ -154,6 +167,65 @@ def test_pubsub_works_under_its_documented_acl_user_with_a_pattern_rule(
         time.sleep(0.05)
     assert _receive(plain).body == "hello"
     assert _receive(pattern).body == "hello"
+
+
+def test_pubsub_inspect_works_under_its_documented_acl_user(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
+) -> None:
+    """``inspect`` (and so ``brokerkit inspect``, ``brokerkit topics --topic`` and the
+    exporter) counts subscribers and the server's pattern subscriptions."""
+    broker = connect(acl_url("pubsub"))
+    subscription = broker.subscribe("chat:room:1")
+    deadline = time.monotonic() + 10
+    while broker.inspect("chat:room:1").details["subscribers"] < 1:
+        assert time.monotonic() < deadline, "the subscription never started listening"
+        subscription.receive(timeout=0.05)  # raises if the listener died
+    assert broker.inspect("chat:room:1").details["server_pattern_subscriptions"] >= 0
+    assert broker.purge("chat:room:1") == 0
+    with pytest.raises(brokerkit.Unsupported):  # not a PermissionDenied
+        broker.topics()
+
+
+@pytest.mark.parametrize("backend", ["list", "stream"])
+def test_topics_are_listed_under_the_documented_acl_user_with_scan(
+    acl_url: MakeUser, connect: Callable[..., brokerkit.Broker], backend: str
+) -> None:
+    """docs/security.md: listing topics needs ``+scan`` on top of the line."""
+    broker = connect(acl_url(backend, add=("+scan",)))
+    broker.publish("orders", "a")
+    broker.publish("later", "b", delay=60)
+    assert broker.topics() == ["later", "orders"]
+
+
+@pytest.mark.parametrize("backend", ["list", "stream"])
+def test_a_queue_backend_waits_for_its_replica_under_its_documented_acl_user(
+    acl_url: MakeUser, prefix: str, backend: str
+) -> None:
+    """With ``replicas=1`` every publish and settlement is followed by ``WAIT``,
+    which the documented line allows: nothing is refused after it was stored."""
+    with RedisServer() as master:
+        replica = RedisServer().start(replica_of=master)
+        url = acl_url(backend, on=master) + "?replicas=1&replica_timeout=30"
+        options = {"prefix": prefix, "visibility_timeout": 5, "max_deliveries": 5}
+        try:
+            with brokerkit.connect(url, **options) as broker:
+                ids = [broker.publish("orders", "a"), *broker.publish_many("orders", ["b", "c"])]
+                subscription = broker.subscribe("orders", prefetch=3)
+                first, second, third = (_receive(subscription) for _ in ids)
+                first.ack()
+                second.nack(requeue=True)
+                third.nack(requeue=False)
+                again = _receive(subscription)
+                assert (again.id, again.attempt) == (second.id, 2)
+                again.ack()
+                dead = _receive(broker.subscribe(broker.dead_letter_topic("orders")))
+                assert dead.id == third.id
+                dead.ack()
+                assert broker.inspect("orders").in_flight == 0
+                broker.publish("orders", "d", delay=60)
+                assert broker.purge("orders") >= 1
+        finally:
+            replica.stop()
 
 
 def test_a_pattern_without_its_literal_channel_rule_is_refused(
