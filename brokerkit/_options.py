@@ -63,6 +63,10 @@ class BrokerOptions:
     keyword_only: ClassVar[frozenset[str]] = frozenset()
     #: Text options whose empty value is an error, not "unset" (see above).
     empty_refused: ClassVar[frozenset[str]] = frozenset()
+    #: Options of this class's parents that the backend does not honour, each with
+    #: why: a value set for one is refused, an unset one (None, or empty in the query)
+    #: taken. They are not among the valid names.
+    not_applicable: ClassVar[Mapping[str, str]] = types.MappingProxyType({})
 
     def __post_init__(self) -> None:
         from brokerkit._serializers import serializer_names
@@ -88,7 +92,7 @@ class BrokerOptions:
     @classmethod
     def names(cls) -> list[str]:
         """The option names this class accepts."""
-        return [f.name for f in dataclasses.fields(cls)]
+        return [f.name for f in dataclasses.fields(cls) if f.name not in cls.not_applicable]
 
     @classmethod
     def build(
@@ -107,6 +111,7 @@ class BrokerOptions:
         a secret in the query (``sentinel_password=pw&...``) is never quoted: it may
         be the end of the secret, split at a raw ``&``.
         """
+        query, keywords = _without_unset(cls, query, keywords, backend)
         hints = _hints(cls)
         valid = cls.names()
         values: dict[str, Any] = {}
@@ -205,6 +210,31 @@ def _check_numbers(options: BrokerOptions) -> None:
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _without_unset(
+    options: type[BrokerOptions],
+    query: Mapping[str, str],
+    keywords: Mapping[str, Any],
+    backend: str,
+) -> tuple[Mapping[str, str], Mapping[str, Any]]:
+    """``query`` and ``keywords`` without the options's ``not_applicable`` ones, which
+    must be unset: a value set for one is refused, saying why and what is valid."""
+    if not options.not_applicable:
+        return query, keywords
+    for name, why in options.not_applicable.items():
+        text = query.get(name)
+        if keywords.get(name) is not None or (
+            text is not None and text.lower() not in {"", "none", "null"}
+        ):
+            raise InvalidOption(
+                f"{name} does not apply to {backend}: {why}; "
+                f"valid options: {', '.join(sorted(options.names()))}"
+            )
+    return (
+        {k: v for k, v in query.items() if k not in options.not_applicable},
+        {k: v for k, v in keywords.items() if k not in options.not_applicable},
+    )
 
 
 def _hints(cls: type) -> dict[str, Any]:

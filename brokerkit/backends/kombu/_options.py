@@ -6,7 +6,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import ClassVar
 
 from brokerkit._options import BrokerOptions, _shown
 from brokerkit.exceptions import InvalidOption
@@ -20,8 +21,6 @@ _RESERVED = "amq."
 _MAX_HEARTBEAT = 65535
 #: The options that only mean something over TLS (``kombu+amqps://``).
 TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-
-_V = TypeVar("_V", bound="KombuVirtualOptions")
 
 
 @dataclass(frozen=True)
@@ -113,31 +112,11 @@ class KombuVirtualOptions(KombuOptions):
     queue, there is no lease.
     """
 
-    @classmethod
-    def names(cls) -> list[str]:
-        return [name for name in super().names() if name != "max_deliveries"]
-
-    @classmethod
-    def build(
-        cls: type[_V],
-        query: Mapping[str, str],
-        keywords: Mapping[str, Any],
-        *,
-        backend: str,
-        ignore: frozenset[str] = frozenset(),
-    ) -> _V:
-        """As :meth:`BrokerOptions.build`, refusing a ``max_deliveries`` that is set
-        (one left unset, ``max_deliveries=None``, is taken)."""
-        text = query.get("max_deliveries")
-        if keywords.get("max_deliveries") is not None or (
-            text is not None and text.lower() not in {"", "none", "null"}
-        ):
-            raise InvalidOption(
-                f"max_deliveries does not apply to {backend}: a message leaves its queue "
-                "when it is fetched, nothing counts its deliveries and there is no "
-                "dead-letter topic; use kombu+amqp:// (RabbitMQ) for retries; valid "
-                f"options: {', '.join(sorted(cls.names()))}"
+    not_applicable: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "max_deliveries": (
+                "a message leaves its queue when it is fetched, nothing counts its deliveries "
+                "and there is no dead-letter topic; use kombu+amqp:// (RabbitMQ) for retries"
             )
-        query = {k: v for k, v in query.items() if k != "max_deliveries"}
-        keywords = {k: v for k, v in keywords.items() if k != "max_deliveries"}
-        return super().build(query, keywords, backend=backend, ignore=ignore)
+        }
+    )

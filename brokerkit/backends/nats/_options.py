@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import ClassVar
 
 from brokerkit._options import BrokerOptions, _shown
 from brokerkit.exceptions import InvalidOption
@@ -15,8 +16,6 @@ __all__ = ["NatsCoreOptions", "NatsOptions"]
 # A JetStream stream name and a subject token at once: no dots, wildcards,
 # whitespace or path separators.
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-_C = TypeVar("_C", bound="NatsCoreOptions")
 
 
 @dataclass(frozen=True)
@@ -59,30 +58,11 @@ class NatsCoreOptions(NatsOptions):
     only the first subject token.
     """
 
-    @classmethod
-    def names(cls) -> list[str]:
-        return [name for name in super().names() if name != "max_deliveries"]
-
-    @classmethod
-    def build(
-        cls: type[_C],
-        query: Mapping[str, str],
-        keywords: Mapping[str, Any],
-        *,
-        backend: str,
-        ignore: frozenset[str] = frozenset(),
-    ) -> _C:
-        """As :meth:`BrokerOptions.build`, refusing a ``max_deliveries`` that is set
-        (one left unset, ``max_deliveries=None``, is taken)."""
-        text = query.get("max_deliveries")
-        if keywords.get("max_deliveries") is not None or (
-            text is not None and text.lower() not in {"", "none", "null"}
-        ):
-            raise InvalidOption(
-                f"max_deliveries does not apply to {backend}: a message is delivered at "
-                "most once and never redelivered; use nats:// (JetStream) for retries; "
-                f"valid options: {', '.join(sorted(cls.names()))}"
+    not_applicable: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "max_deliveries": (
+                "a message is delivered at most once and never redelivered; use nats:// "
+                "(JetStream) for retries"
             )
-        query = {k: v for k, v in query.items() if k != "max_deliveries"}
-        keywords = {k: v for k, v in keywords.items() if k != "max_deliveries"}
-        return super().build(query, keywords, backend=backend, ignore=ignore)
+        }
+    )
