@@ -118,8 +118,27 @@ def headers(draw: st.DrawFn) -> bytes:
     return header.replace(b"\n", b"")
 
 
+_TEXT = st.sampled_from(
+    [b"", b"a", b"01a2ff", b"x y", b"\x7f", b"\x01", b"\xc3\xa9", b"\xff", b"\\"]
+)
+_TIME = st.sampled_from([b"0", b"-0", b"1.5", b"17e8", b"01", b"1.", b"-", b"1e999", b"9" * 400])
+
+
+@st.composite
+def plain_headers(draw: st.DrawFn) -> bytes:
+    """Header lines in the order and form brokerkit writes (id, ct, ts, maybe h), with
+    texts and times that the scripts' quick reading must tell from the others."""
+    header = b'{"id":"' + draw(_TEXT) + b'","ct":"' + draw(_TEXT) + b'","ts":' + draw(_TIME)
+    pairs = draw(st.lists(st.tuples(_TEXT, _TEXT), max_size=3))
+    empty: bool = draw(st.booleans())
+    if pairs or empty:
+        header += b',"h":{' + b",".join(b'"' + k + b'":"' + v + b'"' for k, v in pairs) + b"}"
+    return header + draw(st.sampled_from([b"}", b"} ", b"", b"}}", b"}x"]))
+
+
 elements = st.one_of(
     st.builds(lambda h, p: b"BK1" + h + b"\n" + p, headers(), st.binary(max_size=8)),
+    st.builds(lambda h, p: b"BK1" + h + b"\n" + p, plain_headers(), st.binary(max_size=8)),
     st.binary(max_size=40),
     st.builds(lambda b: b"BK1" + b, st.binary(max_size=40)),
     st.builds(

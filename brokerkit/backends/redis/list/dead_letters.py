@@ -34,148 +34,9 @@ local function is_utf8(s)
   return true
 end
 
--- Where the JSON object that opens header h ends, as Python's json reads it
--- (raw_decode from the first byte, then nothing but whitespace): its grammar of
--- numbers, literals (NaN, Infinity, -Infinity too) and strings (no raw control
--- character), where cjson takes hex numbers, leading zeros, '+' and raw controls. Then
--- the object's text for cjson, each lone surrogate escape (which cjson refuses and
--- Python reads) as U+FFFD, and the top-level keys (the last of each name) whose value
--- holds a lone surrogate. nil when Python reads no object there.
-local function py_json(h)
-  local find, sub = string.find, string.sub
-  if sub(h, 1, 1) ~= '{' then return nil end
-  local i, depth, expect = 1, 0, 'value'
-  local closers, lone, lones, current = {}, {}, {}, nil
-  while true do
-    if depth > 0 then i = find(h, '[^ \t\r\n]', i) end
-    if not i then return nil end
-    local c = sub(h, i, i)
-    if expect == 'next' then
-      if c == ',' then
-        expect = closers[depth] == '}' and 'key' or 'value'
-        i = i + 1
-      elseif c == closers[depth] then
-        closers[depth], depth = nil, depth - 1
-        if depth == 0 then break end
-        i = i + 1
-      else
-        return nil
-      end
-    elseif expect == 'colon' then
-      if c ~= ':' then return nil end
-      expect, i = 'value', i + 1
-    elseif c == '"' then  -- a string: a key or a value
-      local j, has_lone = i + 1, false
-      while true do
-        local k = find(h, '["\\%z\1-\31]', j)
-        if not k or sub(h, k, k) < ' ' then return nil end
-        if sub(h, k, k) == '"' then j = k; break end
-        local e = sub(h, k + 1, k + 1)
-        if e == 'u' then
-          local hex = sub(h, k + 2, k + 5)
-          if not find(hex, '^%x%x%x%x$') then return nil end
-          local cp = tonumber(hex, 16)
-          if cp >= 0xD800 and cp <= 0xDBFF and find(h, '^\\u[dD][c-fC-F]%x%x', k + 6) then
-            j = k + 12  -- a surrogate pair
-          elseif cp >= 0xD800 and cp <= 0xDFFF then
-            has_lone, j = true, k + 6
-            lones[#lones + 1] = k
-          else
-            j = k + 6
-          end
-        elseif e ~= '' and find('"\\/bfnrt', e, 1, true) then
-          j = k + 2
-        else
-          return nil
-        end
-      end
-      if expect == 'key' and depth == 1 then
-        local key = sub(h, i + 1, j - 1)
-        if has_lone then
-          key = false
-        elseif find(key, '\\', 1, true) then
-          key = cjson.decode(sub(h, i, j))
-        end
-        current = key
-        if key then lone[key] = false end
-      elseif has_lone and current then
-        lone[current] = true
-      end
-      expect = expect == 'key' and 'colon' or 'next'
-      i = j + 1
-    elseif expect == 'key' then  -- no key after a comma (an empty object is seen below)
-      return nil
-    elseif c == '{' or c == '[' then
-      depth = depth + 1
-      closers[depth] = c == '{' and '}' or ']'
-      expect, i = c == '{' and 'key' or 'value', i + 1
-      -- an empty one
-      local k = find(h, '[^ \t\r\n]', i)
-      if k and sub(h, k, k) == closers[depth] then expect, i = 'next', k end
-    else  -- a number or a literal
-      local _, e = find(h, '^-?0', i)
-      if not e then _, e = find(h, '^-?[1-9]%d*', i) end
-      if e then
-        local _, f = find(h, '^%.%d+', e + 1)
-        local _, g = find(h, '^[eE][-+]?%d+', (f or e) + 1)
-        -- Python reads an integer of more than 4300 digits as no number
-        if not f and not g and e - i + 1 - (c == '-' and 1 or 0) > 4300 then return nil end
-        i = (g or f or e) + 1
-      else
-        _, e = find(h, '^-?Infinity', i)
-        if not e then
-          for _, word in ipairs({'true', 'false', 'null', 'NaN'}) do
-            if sub(h, i, i + #word - 1) == word then e = i + #word - 1; break end
-          end
-        end
-        if not e then return nil end
-        i = e + 1
-      end
-      expect = 'next'
-    end
-  end
-  local rest = sub(h, i + 1)
-  if rest ~= '' then
-    rest = string.gsub(rest, '[\t\n\v\f\r\28-\31 ]', '')
-    -- and what Python's str.strip() takes beyond ASCII (the header is UTF-8 by then)
-    for _, space in ipairs({'\194\133', '\194\160', '\225\154\128', '\226\128[\128-\138]',
-        '\226\128\168', '\226\128\169', '\226\128\175', '\226\129\159', '\227\128\128'}) do
-      rest = string.gsub(rest, space, '')
-    end
-    if rest ~= '' then return nil end
-  end
-  local text = sub(h, 1, i)
-  if #lones > 0 then
-    local parts, at = {}, 1
-    for _, k in ipairs(lones) do
-      parts[#parts + 1] = sub(text, at, k - 1)
-      parts[#parts + 1] = '\\ufffd'
-      at = k + 6
-    end
-    parts[#parts + 1] = sub(text, at)
-    text = table.concat(parts)
-  end
-  return text, lone
-end
-
--- A time given as text, as Python's float() reads it: ASCII digits, '_' only between
--- two of them (text with other bytes is no time here: Python may read Unicode digits)
-local function py_float(s)
-  s = string.match(s, '^[\t\n\v\f\r ]*(.-)[\t\n\v\f\r ]*$')
-  if string.find(s, '_', 1, true) then
-    if string.find(s, '[^%d]_') or string.find(s, '_[^%d]') or string.find(s, '^_')
-      or string.find(s, '_$') then return nil end
-    s = string.gsub(s, '_', '')
-  end
-  local m = string.match(s, '^[-+]?(%d*%.?%d*)[eE][-+]?%d+$')
-    or string.match(s, '^[-+]?(%d*%.?%d*)$')
-  if not m or not string.find(m, '%d') then return nil end
-  return tonumber(s)
-end
-
 -- The header and payload of an element that brokerkit's decoder
 -- (_envelope.decode) reads as an envelope: a UTF-8 JSON header object as Python's
--- json reads it (see py_json), with a non-empty string id, a string content type,
+-- json reads it (py_json, below), with a non-empty string id, a string content type,
 -- string headers and a finite time. Anything else (nil) is a raw element, whose id is
 -- its digest: the dead letter must carry the id the consumer saw.
 local function envelope(inner)
@@ -183,9 +44,175 @@ local function envelope(inner)
   local nl = string.find(inner, '\n', 4, true)
   if not nl then return nil end
   local text = string.sub(inner, 4, nl - 1)
-  if not is_utf8(text) then return nil end
-  local json, lone = py_json(text)
-  if not json then return nil end
+  -- The header as brokerkit writes it (an id, a content type and a time, then perhaps
+  -- headers, in printable ASCII without an escape): JSON that Python and cjson read
+  -- alike, taken as it is; any other is read as Python's json would (is_utf8, then
+  -- py_json), the readers made for it.
+  local find, sub = string.find, string.sub
+  local json, lone, py_float = nil, {}, nil
+  local _, e = find(text, '^{"id":"[]-~ -!#-[]+","ct":"[]-~ -!#-[]*","ts":%-?')
+  local n = e and (select(2, find(text, '^0', e + 1)) or select(2, find(text, '^[1-9]%d*', e + 1)))
+  if n and n - e <= 300 then  -- (an integer of more than 4300 digits is no number to Python)
+    n = select(2, find(text, '^%.%d+', n + 1)) or n
+    n = select(2, find(text, '^[eE][-+]?%d+', n + 1)) or n
+    local k = find(text, '^,"h":{', n + 1) and n + 7
+    if n + 1 == #text and sub(text, -1) == '}' then
+      json = text
+    elseif k then
+      if sub(text, k, k) ~= '}' then
+        while k do
+          local _, q = find(text, '^"[]-~ -!#-[]*":"[]-~ -!#-[]*"', k)
+          local c = q and sub(text, q + 1, q + 1)
+          if c == '}' then k = q + 1; break end
+          k = c == ',' and q + 2 or nil
+        end
+      end
+      if k and k + 1 == #text and sub(text, -1) == '}' then json = text end
+    end
+  end
+  if not json then
+    if not is_utf8(text) then return nil end
+    -- Where the JSON object that opens header h ends, as Python's json reads it
+    -- (raw_decode from the first byte, then nothing but whitespace): its grammar of
+    -- numbers, literals (NaN, Infinity, -Infinity too) and strings (no raw control
+    -- character), where cjson takes hex numbers, leading zeros, '+' and raw controls. Then
+    -- the object's text for cjson, each lone surrogate escape (which cjson refuses and
+    -- Python reads) as U+FFFD, and the top-level keys (the last of each name) whose value
+    -- holds a lone surrogate. nil when Python reads no object there.
+    local function py_json(h)
+      local find, sub = string.find, string.sub
+      if sub(h, 1, 1) ~= '{' then return nil end
+      local i, depth, expect = 1, 0, 'value'
+      local closers, lone, lones, current = {}, {}, {}, nil
+      while true do
+        if depth > 0 then i = find(h, '[^ \t\r\n]', i) end
+        if not i then return nil end
+        local c = sub(h, i, i)
+        if expect == 'next' then
+          if c == ',' then
+            expect = closers[depth] == '}' and 'key' or 'value'
+            i = i + 1
+          elseif c == closers[depth] then
+            closers[depth], depth = nil, depth - 1
+            if depth == 0 then break end
+            i = i + 1
+          else
+            return nil
+          end
+        elseif expect == 'colon' then
+          if c ~= ':' then return nil end
+          expect, i = 'value', i + 1
+        elseif c == '"' then  -- a string: a key or a value
+          local j, has_lone = i + 1, false
+          while true do
+            local k = find(h, '["\\%z\1-\31]', j)
+            if not k or sub(h, k, k) < ' ' then return nil end
+            if sub(h, k, k) == '"' then j = k; break end
+            local e = sub(h, k + 1, k + 1)
+            if e == 'u' then
+              local hex = sub(h, k + 2, k + 5)
+              if not find(hex, '^%x%x%x%x$') then return nil end
+              local cp = tonumber(hex, 16)
+              if cp >= 0xD800 and cp <= 0xDBFF and find(h, '^\\u[dD][c-fC-F]%x%x', k + 6) then
+                j = k + 12  -- a surrogate pair
+              elseif cp >= 0xD800 and cp <= 0xDFFF then
+                has_lone, j = true, k + 6
+                lones[#lones + 1] = k
+              else
+                j = k + 6
+              end
+            elseif e ~= '' and find('"\\/bfnrt', e, 1, true) then
+              j = k + 2
+            else
+              return nil
+            end
+          end
+          if expect == 'key' and depth == 1 then
+            local key = sub(h, i + 1, j - 1)
+            if has_lone then
+              key = false
+            elseif find(key, '\\', 1, true) then
+              key = cjson.decode(sub(h, i, j))
+            end
+            current = key
+            if key then lone[key] = false end
+          elseif has_lone and current then
+            lone[current] = true
+          end
+          expect = expect == 'key' and 'colon' or 'next'
+          i = j + 1
+        elseif expect == 'key' then  -- no key after a comma (an empty object is seen below)
+          return nil
+        elseif c == '{' or c == '[' then
+          depth = depth + 1
+          closers[depth] = c == '{' and '}' or ']'
+          expect, i = c == '{' and 'key' or 'value', i + 1
+          -- an empty one
+          local k = find(h, '[^ \t\r\n]', i)
+          if k and sub(h, k, k) == closers[depth] then expect, i = 'next', k end
+        else  -- a number or a literal
+          local _, e = find(h, '^-?0', i)
+          if not e then _, e = find(h, '^-?[1-9]%d*', i) end
+          if e then
+            local _, f = find(h, '^%.%d+', e + 1)
+            local _, g = find(h, '^[eE][-+]?%d+', (f or e) + 1)
+            -- Python reads an integer of more than 4300 digits as no number
+            if not f and not g and e - i + 1 - (c == '-' and 1 or 0) > 4300 then return nil end
+            i = (g or f or e) + 1
+          else
+            _, e = find(h, '^-?Infinity', i)
+            if not e then
+              for _, word in ipairs({'true', 'false', 'null', 'NaN'}) do
+                if sub(h, i, i + #word - 1) == word then e = i + #word - 1; break end
+              end
+            end
+            if not e then return nil end
+            i = e + 1
+          end
+          expect = 'next'
+        end
+      end
+      local rest = sub(h, i + 1)
+      if rest ~= '' then
+        rest = string.gsub(rest, '[\t\n\v\f\r\28-\31 ]', '')
+        -- and what Python's str.strip() takes beyond ASCII (the header is UTF-8 by then)
+        for _, space in ipairs({'\194\133', '\194\160', '\225\154\128', '\226\128[\128-\138]',
+            '\226\128\168', '\226\128\169', '\226\128\175', '\226\129\159', '\227\128\128'}) do
+          rest = string.gsub(rest, space, '')
+        end
+        if rest ~= '' then return nil end
+      end
+      local text = sub(h, 1, i)
+      if #lones > 0 then
+        local parts, at = {}, 1
+        for _, k in ipairs(lones) do
+          parts[#parts + 1] = sub(text, at, k - 1)
+          parts[#parts + 1] = '\\ufffd'
+          at = k + 6
+        end
+        parts[#parts + 1] = sub(text, at)
+        text = table.concat(parts)
+      end
+      return text, lone
+    end
+
+    -- A time given as text, as Python's float() reads it: ASCII digits, '_' only between
+    -- two of them (text with other bytes is no time here: Python may read Unicode digits)
+    py_float = function(s)
+      s = string.match(s, '^[\t\n\v\f\r ]*(.-)[\t\n\v\f\r ]*$')
+      if string.find(s, '_', 1, true) then
+        if string.find(s, '[^%d]_') or string.find(s, '_[^%d]') or string.find(s, '^_')
+          or string.find(s, '_$') then return nil end
+        s = string.gsub(s, '_', '')
+      end
+      local m = string.match(s, '^[-+]?(%d*%.?%d*)[eE][-+]?%d+$')
+        or string.match(s, '^[-+]?(%d*%.?%d*)$')
+      if not m or not string.find(m, '%d') then return nil end
+      return tonumber(s)
+    end
+    json, lone = py_json(text)
+    if not json then return nil end
+  end
   -- Python checks these for lone surrogates (they could not be encoded again)
   if lone['id'] or lone['ct'] or lone['h'] or lone['ts'] then return nil end
   local ok, h = pcall(cjson.decode, json)
