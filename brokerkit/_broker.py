@@ -103,10 +103,12 @@ class Broker(Backend):
 
     @classmethod
     def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
-        """A broker for ``url``, with options from its query string and ``options``."""
+        """A broker for ``url``, with options from its query string and ``options``;
+        an option error names the URL's own scheme."""
         parsed = BrokerURL.parse(url)
+        backend = parsed.scheme if parsed.scheme in cls.schemes else cls.describe()
         built = cls.Options.build(
-            parsed.query, options, backend=cls.describe(), ignore=cls.driver_query_keys
+            parsed.query, options, backend=backend, ignore=cls.driver_query_keys
         )
         return cls(parsed, built)
 

@@ -107,3 +107,20 @@ def test_a_tls_option_without_tls_is_an_invalid_option(scheme: str, option: str)
         brokerkit.connect(f"{scheme}://u:hunter2@127.0.0.1:1/0?{option}={TLS_VALUES[option]}")
     assert not isinstance(refused.value, InvalidURL)
     assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rediss+list://127.0.0.1:1/0",
+        "rediss+stream://127.0.0.1:1/0",
+        "kombu+redis://127.0.0.1:1/0",
+        "kombu+amqps://127.0.0.1:1//",
+    ],
+)
+def test_an_option_error_names_the_scheme_of_its_url_on_every_backend(url: str) -> None:
+    """A backend that serves several schemes names the one the URL was given in."""
+    scheme = url.split("://")[0]
+    with pytest.raises(InvalidOption) as raised:
+        brokerkit.connect(f"{url}?bogus=1")
+    assert f"for {scheme}" in str(raised.value), str(raised.value)

@@ -79,15 +79,6 @@ class KombuVirtualBroker(Broker):
         self._stop = threading.Event()
         self._call(lambda: None)  # connect now: an unreachable server fails here
 
-    @classmethod
-    def from_url(cls, url: BrokerURL | str, **options: Any) -> KombuVirtualBroker:
-        """A broker for ``url``; an option error names the URL's own scheme."""
-        parsed = BrokerURL.parse(url)
-        built = cls.Options.build(
-            parsed.query, options, backend=parsed.scheme, ignore=cls.driver_query_keys
-        )
-        return cls(parsed, built)
-
     # -- the connection -----------------------------------------------------------
 
     def _call(self, work: Callable[[], _T], *, retry: bool = False) -> _T:
