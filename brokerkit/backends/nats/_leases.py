@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, NatsClient
@@ -22,6 +23,9 @@ class Lease:
         the ack wait counted from before the request that leased (or renewed) it.
     :ivar generation: the connection it came on (:attr:`NatsClient.generation`), or
         the one it was last found on the server from (:meth:`Leases.forgotten`).
+    :ivar holder: the delivery the application was handed for it (under the sync API,
+        the :class:`~brokerkit.Delivery` over the asyncio one): the one the lease-loss
+        hook is told of.
     """
 
     reply: str
@@ -30,6 +34,7 @@ class Lease:
     consumer: str
     seq: int
     generation: int
+    holder: Any = field(default=None, repr=False)
 
 
 class Leases(dict[str, Lease]):
@@ -39,6 +44,15 @@ class Leases(dict[str, Lease]):
         super().__init__()
         self._client = client
         self._stream = stream
+        #: Leases :meth:`forgotten` let go that its caller did not ask about: nobody
+        #: was told yet (see :meth:`take_unreported`).
+        self._unreported: list[Lease] = []
+
+    def take_unreported(self) -> list[Lease]:
+        """The leases let go as forgotten since the last call, that no caller was told
+        of (a check made for other leases of their group found them)."""
+        taken, self._unreported = self._unreported, []
+        return taken
 
     def split(self, deliveries: Sequence[AsyncDelivery]) -> tuple[list[Lease], list[AsyncDelivery]]:
         """The leases still surely held, and the deliveries whose lease ran out."""
@@ -69,6 +83,7 @@ class Leases(dict[str, Lease]):
         generation = self._client.generation
         groups = {lease.consumer for lease in leases if lease.generation != generation}
         forgotten: set[int] = set()
+        asked = {id(lease) for lease in leases}
         for consumer in groups:
             delivered = await self._delivered(consumer)
             for lease in {id(lease): lease for lease in (*leases, *self.values())}.values():
@@ -76,7 +91,8 @@ class Leases(dict[str, Lease]):
                     continue
                 if lease.seq > delivered:
                     forgotten.add(id(lease))
-                    self.pop(lease.reply, None)
+                    if self.pop(lease.reply, None) is lease and id(lease) not in asked:
+                        self._unreported.append(lease)
                 else:
                     lease.generation = generation
         return [lease for lease in leases if id(lease) in forgotten]

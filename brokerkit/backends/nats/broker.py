@@ -33,14 +33,17 @@ from nats.aio.msg import Msg
 
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
+from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
+from brokerkit._subscription import Subscription
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
-from brokerkit.aio._bridge import bridged
+from brokerkit.aio._bridge import LoopBridgeBroker
 from brokerkit.backends.nats._client import (
     CONSUMER_NOT_FOUND,
     NatsClient,
@@ -363,9 +366,11 @@ class AsyncNatsBroker(AsyncBroker):
             generation,
         )
         self._leases[lease.reply] = lease
-        return AsyncDelivery(
+        delivery = AsyncDelivery(
             message, subscription=subscription, attempt=meta.num_delivered, receipt=lease
         )
+        lease.holder = delivery
+        return delivery
 
     async def _unsubscribe(
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
@@ -527,24 +532,44 @@ class AsyncNatsBroker(AsyncBroker):
 
     async def _renew_forever(self) -> None:
         """Every quarter of the shortest ack wait, renew every lease still held: a live
-        consumer keeps what it holds; a crashed or closed one loses it after AckWait."""
+        consumer keeps what it holds; a crashed or closed one loses it after AckWait.
+        A lease found lost (run out before it could be renewed, or unknown to the
+        server) is let go and reported: see :meth:`_report_lost`."""
         while not self.closed:
             leases = list(self._leases.values())
             period = min((lease.ack_wait for lease in leases), default=1.0) / 4
             await asyncio.sleep(period)  # a timer, not a synchronization
             now = time.monotonic()
-            leases = []
+            leases, lost = [], []
             for reply, lease in list(self._leases.items()):
                 if now < lease.deadline - margin(lease):
                     leases.append(lease)
                 elif now >= lease.deadline:
-                    del self._leases[reply]  # lost: a settle will say StaleDelivery
+                    del self._leases[reply]
+                    lost.append(lease)
             try:
-                await self._renew(leases)
+                lost += await self._renew(leases)
             except BrokerError as exc:
                 log.warning("could not renew %d lease(s): %s", len(leases), exc, extra=log_fields())
             except Exception:  # a bug must not end the renewals for good
                 log.exception("could not renew %d lease(s)", len(leases), extra=log_fields())
+            self._report_lost([*lost, *self._leases.take_unreported()])
+
+    def _report_lost(self, lost: list[Lease]) -> None:
+        """Warn of leases a renewal found lost and tell the lease-loss hook, as Redis's
+        lease keeper does; settling them raises StaleDelivery, which does not report
+        them again (the hook is called once per delivery)."""
+        holders = [lease.holder for lease in lost if lease.holder is not None]
+        if not holders:
+            return
+        log.warning(
+            "%d lease(s) had run out before they could be renewed; settling them "
+            "will raise StaleDelivery",
+            len(holders),
+            extra=delivery_fields(holders),
+        )
+        if RELAY.settle:
+            RELAY.lease_lost(holders)
 
     async def _suspend_renewals(self) -> None:
         self._renewals_suspended = True
@@ -594,5 +619,37 @@ def _deliver_policy(start: str | None) -> dict[str, Any]:
     )
 
 
-#: :class:`AsyncNatsBroker` under the sync API, on a private event loop.
-NatsBroker = bridged(AsyncNatsBroker)
+class NatsBroker(LoopBridgeBroker):
+    """:class:`AsyncNatsBroker` under the sync API, on a private event loop (what
+    :func:`brokerkit.aio.bridged` makes, but that the lease of each delivery names
+    the sync delivery over it, so that a lost lease is reported with the delivery the
+    application holds)."""
+
+    async_class: ClassVar[type[AsyncBroker]] = AsyncNatsBroker
+    schemes = AsyncNatsBroker.schemes
+    capabilities = AsyncNatsBroker.capabilities
+    Options = AsyncNatsBroker.Options
+    driver_query_keys = AsyncNatsBroker.driver_query_keys
+    extend_beyond_timeout = AsyncNatsBroker.extend_beyond_timeout
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        inner: AsyncSubscription = subscription.state
+
+        async def fetch() -> list[Delivery]:
+            fetched = await self.inner._fetch(inner, max_messages, timeout)
+            # On the loop, before the renewals run again: none reports the inner one.
+            wrapped = []
+            for delivery in fetched:
+                outer = Delivery(
+                    delivery.message,
+                    subscription=subscription,
+                    attempt=delivery.attempt,
+                    receipt=delivery,
+                )
+                delivery.receipt.holder = outer
+                wrapped.append(outer)
+            return wrapped
+
+        return self._run(fetch())
