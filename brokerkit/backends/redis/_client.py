@@ -54,7 +54,11 @@ else:
 
 
 def make_client(
-    url: BrokerURL, options: RedisOptions | None = None, *, retries: int = 3
+    url: BrokerURL,
+    options: RedisOptions | None = None,
+    *,
+    retries: int = 3,
+    read_timeout: float | None = None,
 ) -> redis.Redis:
     """A redis-py client for ``url`` whose commands retry transient connection
     errors a few times with exponential backoff and jitter.
@@ -70,12 +74,18 @@ def make_client(
     holds one, and redis.asyncio's own default cap (100) would fail the 101st with
     "Too many connections" where the sync pool has none.
 
+    ``read_timeout`` bounds every read (a frozen server) unless the URL sets
+    ``socket_timeout``; by default reads wait as long as the server takes, as the
+    blocking commands of a consumer must.
+
     :raises InvalidURL: the URL and the deployment options do not fit together.
     """
     deployment = Deployment.of(url, options)
     timeouts: dict[str, Any] = {}
     if "socket_connect_timeout" not in url.query:
         timeouts["socket_connect_timeout"] = CONNECT_TIMEOUT
+    if read_timeout is not None and "socket_timeout" not in url.query:
+        timeouts["socket_timeout"] = read_timeout
     retry = redis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
     try:
         if deployment.kind == "cluster":

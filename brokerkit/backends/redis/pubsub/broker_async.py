@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisClusterException, RedisError
 
 from brokerkit._acompat import Lock, acquire
 from brokerkit._broker_async import AsyncBroker
@@ -32,7 +31,7 @@ from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import make_client
+from brokerkit.backends.redis._client_async import Reconnector, make_client
 from brokerkit.backends.redis._connection import translate_errors, unpooled_connection
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._envelope import encode
@@ -40,7 +39,10 @@ from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYT
 from brokerkit.backends.redis.pubsub.decoding import decode_published
 from brokerkit.backends.redis.pubsub.gap import Gap
 from brokerkit.backends.redis.pubsub.globs import redis_glob, redis_literal
-from brokerkit.backends.redis.pubsub.listener_async import AsyncChannelListener
+from brokerkit.backends.redis.pubsub.listener_async import (
+    DEFAULT_SOCKET_TIMEOUT,
+    AsyncChannelListener,
+)
 from brokerkit.backends.redis.pubsub.options import Published, RedisPubSubOptions
 from brokerkit.exceptions import DeliveryError
 
@@ -94,7 +96,13 @@ class AsyncRedisPubSubBroker(AsyncBroker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
-        self._client = make_client(url, self.options)
+        # No blocking command here: every read is bounded, so a frozen server fails a
+        # publish (after reconnect_timeout) instead of hanging it. The reconnector does
+        # all the retrying (the client's own would multiply the waits on a frozen server).
+        self._client = make_client(
+            url, self.options, retries=0, read_timeout=DEFAULT_SOCKET_TIMEOUT
+        )
+        self._reconnector = Reconnector(url, self.options.reconnect_timeout)
         self._deployment = Deployment.of(url, self.options)
         self._head = f"{self.options.prefix}:{{"
         # Channel -> topic, for the channels deliveries came from.
@@ -173,11 +181,8 @@ class AsyncRedisPubSubBroker(AsyncBroker):
         else:
             commands = [("PUBLISH", channel, encode(message)) for message in messages]
         send = self._send_sharded if self.sharded else self._send
-        try:
-            counts = await send(commands)
-        except (RedisError, RedisClusterException) as exc:
-            with translate_errors(self.url, topic):
-                raise exc
+        # Retried through a restart or a failover, as on the other Redis backends.
+        counts = await self._reconnector.call(lambda: send(commands), topic=topic)
         sink = _COUNTS.get()
         if sink is not None:
             sink.extend(int(n) for n in counts)
