@@ -343,6 +343,9 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         woken = list(state.woken)
 
         def claim() -> tuple[list[Any], int]:
+            if state.rewind:  # entries were handed back: they come out first
+                state.rewind = False
+                state.cursor = "0-0"
             keys = [state.key, state.lost_key, state.lease_key, state.scheduled_key]
             keys += [state.delayed_key, state.wake_key]
             args: list[Any] = [group, consumer, min_idle, state.cursor, max_messages]

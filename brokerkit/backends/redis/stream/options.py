@@ -124,6 +124,11 @@ class StreamState:
     #: Where the next fetch script's look for idle entries resumes ("0-0": the
     #: start; any other: more may be waiting, see :data:`.scripts.FETCH`).
     cursor: str = "0-0"
+    #: Set when this subscription handed entries back (a cut-off receive's fetch, see
+    #: :meth:`~.settle_async.StreamSettling._hand_back`): the next claim looks from
+    #: the start ("0-0"), not from :attr:`cursor`, so that they come out again before
+    #: any entry after them (ORDERED), however far the cursor had gone.
+    rewind: bool = False
     #: Where the reaper's next page of idle entries starts ("-": the start; see
     #: :data:`.scripts.REAP`).
     reap_cursor: str = "-"

@@ -309,7 +309,10 @@ class StreamSettling:
         elif requeue:
             for delivery in deliveries:
                 # A requeued entry waits to be reclaimed: the next fetch looks at once.
-                delivery.subscription.state.claim_at = 0.0
+                state = delivery.subscription.state
+                state.claim_at = 0.0
+                if how == "return":  # from the start: before the entries after them
+                    state.rewind = True
         stale = [d for d, done in zip(deliveries, replies, strict=True) if not done]
         if unconfirmed:  # applied on the master: nothing left to renew
             raise self._unconfirmed("nack", deliveries, unconfirmed, stale)
