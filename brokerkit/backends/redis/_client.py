@@ -117,6 +117,7 @@ def make_client(
                 redis.Redis,
                 sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
                     deployment.master,
+                    redis_class=_SentinelMaster,
                     retry=retry,
                     retry_on_error=[RedisConnectionError, RedisTimeoutError],
                     redis_connect_func=functools.partial(_connected, via=url),
@@ -223,6 +224,20 @@ def _str(key: bytes | str) -> str:
 def _add(found: set[str], name: str | None) -> None:
     if name is not None and is_topic(name):
         found.add(name)
+
+
+class _SentinelMaster(redis.Redis):
+    """A client of the master the sentinels name whose close also closes its
+    connections to the sentinels (redis-py leaves those to the ``Sentinel``, which
+    nothing else keeps), so that a closed broker holds no connection at all."""
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().close(*args, **kwargs)
+        finally:
+            pool: Any = self.connection_pool
+            for sentinel in pool.sentinel_manager.sentinels:
+                sentinel.close()
 
 
 class _MasterConnection(redis.sentinel.SentinelManagedConnection):

@@ -115,6 +115,7 @@ def make_client(
                 aioredis.Redis,
                 sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
                     deployment.master,
+                    redis_class=_SentinelMaster,
                     retry=retry,
                     retry_on_error=[RedisConnectionError, RedisTimeoutError],
                     redis_connect_func=functools.partial(_connected, via=url),
@@ -221,6 +222,20 @@ def _str(key: bytes | str) -> str:
 def _add(found: set[str], name: str | None) -> None:
     if name is not None and is_topic(name):
         found.add(name)
+
+
+class _SentinelMaster(aioredis.Redis):
+    """A client of the master the sentinels name whose close also closes its
+    connections to the sentinels (redis-py leaves those to the ``Sentinel``, which
+    nothing else keeps), so that a closed broker holds no connection at all."""
+
+    async def aclose(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().aclose(*args, **kwargs)
+        finally:
+            pool: Any = self.connection_pool
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
 
 
 class _MasterConnection(aioredis.sentinel.SentinelManagedConnection):
