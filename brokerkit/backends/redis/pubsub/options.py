@@ -3,8 +3,9 @@ counted publish. Plain data, shared by the sync and asyncio brokers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import ClassVar, NamedTuple
 
 from brokerkit._options import _shown
@@ -19,9 +20,22 @@ __all__ = ["Published", "RedisPubSubOptions"]
 class RedisPubSubOptions(RedisOptions):
     """Options of ``redis+pubsub://`` URLs (and the Redis options they share).
 
-    ``visibility_timeout`` has no effect (there are no leases) and
-    ``max_deliveries`` is refused (there are no redeliveries).
+    ``visibility_timeout`` has no effect (there are no leases);
+    ``max_deliveries`` (there are no redeliveries) and ``replicas`` /
+    ``replica_timeout`` (Pub/Sub stores nothing for a replica to have) are refused.
     """
+
+    not_applicable: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            name: (
+                "Redis Pub/Sub stores nothing, so there is no write for a replica to "
+                "confirm (a message reaches the subscribers connected to the server that "
+                "ran the PUBLISH); use redis+stream or redis+list with replicas= for "
+                "messages that must survive a failover"
+            )
+            for name in ("replicas", "replica_timeout")
+        }
+    )
 
     #: Publish the bare payload instead of brokerkit's envelope, so that any
     #: Redis client subscribed to the channel reads the body as it is. Headers,
