@@ -3,16 +3,22 @@ which of them a restarted server forgot."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._hooks import RELAY
+from brokerkit._logging import delivery_fields, log_fields
 from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, NatsClient
 from brokerkit.exceptions import BrokerError
 
-__all__ = ["Lease", "Leases", "deliveries_of", "margin"]
+__all__ = ["Lease", "Leases", "deliveries_of", "margin", "renew_forever", "report_lost"]
+
+log = logging.getLogger("brokerkit.nats")
 
 
 @dataclass(eq=False)
@@ -26,6 +32,8 @@ class Lease:
     :ivar holder: the delivery the application was handed for it (under the sync API,
         the :class:`~brokerkit.Delivery` over the asyncio one): the one the lease-loss
         hook is told of.
+    :ivar stored: the NATS headers the message came with, as stored: a dead letter
+        that must fit where the message did falls back on them.
     """
 
     reply: str
@@ -35,6 +43,7 @@ class Lease:
     seq: int
     generation: int
     holder: Any = field(default=None, repr=False)
+    stored: dict[str, str] | None = field(default=None, repr=False)
 
 
 class Leases(dict[str, Lease]):
@@ -122,3 +131,51 @@ def deliveries_of(
     """The deliveries whose receipts are ``leases``."""
     wanted = {id(lease) for lease in leases}
     return [delivery for delivery in deliveries if id(delivery.receipt) in wanted]
+
+
+async def renew_forever(
+    leases: Leases,
+    renew: Callable[[list[Lease]], Awaitable[list[Lease]]],
+    closed: Callable[[], bool],
+) -> None:
+    """Every quarter of the shortest ack wait, ``renew`` every lease still held, until
+    ``closed()``: a live consumer keeps what it holds; a crashed or closed one loses it
+    after AckWait. A lease found lost (run out before it could be renewed, or unknown
+    to the server: what ``renew`` returns) is let go and reported: see
+    :func:`report_lost`."""
+    while not closed():
+        period = min((lease.ack_wait for lease in leases.values()), default=1.0) / 4
+        await asyncio.sleep(period)  # a timer, not a synchronization
+        now = time.monotonic()
+        held: list[Lease] = []
+        lost: list[Lease] = []
+        for reply, lease in list(leases.items()):
+            if now < lease.deadline - margin(lease):
+                held.append(lease)
+            elif now >= lease.deadline:
+                del leases[reply]
+                lost.append(lease)
+        try:
+            lost += await renew(held)
+        except BrokerError as exc:
+            log.warning("could not renew %d lease(s): %s", len(held), exc, extra=log_fields())
+        except Exception:  # a bug must not end the renewals for good
+            log.exception("could not renew %d lease(s)", len(held), extra=log_fields())
+        report_lost([*lost, *leases.take_unreported()])
+
+
+def report_lost(lost: Sequence[Lease]) -> None:
+    """Warn of leases a renewal found lost and tell the lease-loss hook of their
+    deliveries, as Redis's lease keeper does; settling them raises StaleDelivery, which
+    does not report them again (the hook is called once per delivery)."""
+    holders = [lease.holder for lease in lost if lease.holder is not None]
+    if not holders:
+        return
+    log.warning(
+        "%d lease(s) had run out before they could be renewed; settling them "
+        "will raise StaleDelivery",
+        len(holders),
+        extra=delivery_fields(holders),
+    )
+    if RELAY.settle:
+        RELAY.lease_lost(holders)

@@ -26,9 +26,12 @@ from brokerkit.exceptions import InvalidMessage
 __all__ = [
     "MAX_HEADER_BYTES",
     "META_HEADER",
+    "MSG_ID_HEADER",
+    "TRUNCATED",
     "check_header_size",
     "consumer_description",
     "consumer_name",
+    "dead_letter_headers",
     "decode",
     "encode_headers",
     "header_size",
@@ -42,6 +45,8 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 #: JetStream refuses to store a message whose header block is larger ("header size
 #: exceeds maximum allowed of 64k"), after it was sent.
 MAX_HEADER_BYTES = 65535
+#: How a dead letter's ``x-dead-letter-reason`` ends when it was cut short to fit.
+TRUNCATED = "[truncated]"
 
 
 def subject_for(prefix: str, topic: str) -> str:
@@ -85,6 +90,62 @@ def encode_headers(message: Message, *, msg_id: str | None = None) -> dict[str, 
         MSG_ID_HEADER: msg_id or message.id,
         META_HEADER: json.dumps(meta, separators=(",", ":")),  # ASCII: no line breaks
     }
+
+
+def dead_letter_headers(
+    message: Message,
+    topic: str,
+    reason: str,
+    deliveries: int,
+    *,
+    msg_id: str,
+    stored: dict[str, str] | None,
+    room: int,
+) -> dict[str, str]:
+    """The NATS headers of ``message``'s dead letter on ``topic``, in ``room`` bytes of
+    header block (:func:`header_size`) if the message's own fit there.
+
+    The dead letter is the message with its headers, plus ``x-dead-letter-reason``
+    (``reason``), ``x-original-topic`` and ``x-deliveries``, and ``msg_id`` as its
+    ``Nats-Msg-Id``. Where that does not fit, the reason is cut to as much as fits,
+    followed by :data:`TRUNCATED`; where not even that fits, the dead letter carries
+    ``stored`` (the headers the message was stored with) as they are, with ``msg_id``
+    as its ``Nats-Msg-Id`` if there is room for it, else with none (never the
+    original's own, which JetStream would take for a duplicate of the original).
+
+    :param stored: the entry's NATS headers as the server delivered them.
+    :param room: the most header bytes the dead letter may take.
+    """
+
+    def with_reason(text: str) -> dict[str, str]:
+        extra = {"x-dead-letter-reason": text, "x-original-topic": message.topic}
+        extra["x-deliveries"] = str(deliveries)
+        letter = Message(
+            message.id,
+            topic,
+            message.payload,
+            message.content_type,
+            {**message.headers, **extra},
+            message.published_at,
+        )
+        return encode_headers(letter, msg_id=msg_id)
+
+    full = with_reason(reason)
+    if header_size(full) <= room:
+        return full
+    # The longest part of the reason that fits, marked: the size grows with the part.
+    low, high = 0, max(len(reason) - 1, 0)
+    if header_size(with_reason(TRUNCATED)) <= room:
+        while low < high:
+            middle = (low + high + 1) // 2
+            if header_size(with_reason(reason[:middle] + TRUNCATED)) <= room:
+                low = middle
+            else:
+                high = middle - 1
+        return with_reason(reason[:low] + TRUNCATED)
+    kept = {k: v for k, v in (stored or {}).items() if k != MSG_ID_HEADER}
+    identified = {MSG_ID_HEADER: msg_id, **kept}
+    return identified if header_size(identified) <= room else kept
 
 
 def decode(
@@ -133,9 +194,8 @@ def wire_size(payload: bytes, headers: dict[str, str]) -> int:
 
 def header_size(headers: dict[str, str]) -> int:
     """The bytes of the headers block nats-py writes for ``headers`` (``NATS/1.0``
-    line, ``name: value`` lines, blank line); exact for the ASCII headers
-    :func:`encode_headers` makes."""
-    return sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12
+    line, ``name: value`` lines, blank line)."""
+    return sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()) + 12
 
 
 def check_header_size(message_id: str, headers: dict[str, str]) -> None:

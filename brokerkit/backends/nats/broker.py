@@ -35,7 +35,6 @@ from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._message import Message
@@ -50,14 +49,16 @@ from brokerkit.backends.nats._client import (
     Request,
     redelivery_count_warning,
 )
-from brokerkit.backends.nats._leases import Lease, Leases, deliveries_of, margin
+from brokerkit.backends.nats._leases import Lease, Leases, deliveries_of, renew_forever
 from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import ConsumerGone, Reader
 from brokerkit.backends.nats._wire import (
+    MAX_HEADER_BYTES,
     check_header_size,
     consumer_description,
     consumer_name,
+    dead_letter_headers,
     decode,
     encode_headers,
     subject_for,
@@ -364,6 +365,7 @@ class AsyncNatsBroker(AsyncBroker):
             meta.consumer,
             meta.sequence.stream,
             generation,
+            stored=msg.headers,
         )
         self._leases[lease.reply] = lease
         delivery = AsyncDelivery(
@@ -470,35 +472,29 @@ class AsyncNatsBroker(AsyncBroker):
 
         A crash in between leaves the original to be redelivered and dead-lettered
         again; the dead letter's ``Nats-Msg-Id`` makes JetStream store it once. A
-        delivery the server forgot is not dead-lettered: it comes again."""
+        delivery the server forgot is not dead-lettered: it comes again. The dead
+        letter keeps the body and headers; its dead-letter headers take the room the
+        server's limits leave (:func:`dead_letter_headers`), so that a message stored
+        near them is dead-lettered all the same."""
         lost = await self._leases.forgotten([delivery.receipt for delivery, _, _ in dead])
         dead = [entry for entry in dead if entry[0].receipt not in lost]
+        max_payload = (await self._client.connection()).max_payload if dead else 0
         requests: list[Request] = []
         for delivery, reason, count in dead:
             message = delivery.message
             lease: Lease = delivery.receipt
-            letter = Message(
-                message.id,
-                self.dead_letter_topic(message.topic),
-                message.payload,
-                message.content_type,
-                {
-                    **message.headers,
-                    "x-dead-letter-reason": reason,
-                    "x-original-topic": message.topic,
-                    "x-deliveries": str(count),
-                },
-                message.published_at,
+            topic = self.dead_letter_topic(message.topic)
+            headers = dead_letter_headers(
+                message,
+                topic,
+                reason,
+                count,
+                # The group's consumer and the stream sequence name this dead-lettering.
+                msg_id=f"dlq:{lease.consumer}:{lease.seq}",
+                stored=lease.stored,
+                room=min(MAX_HEADER_BYTES, max_payload - len(message.payload)),
             )
-            # The group's consumer and the stream sequence name this dead-lettering.
-            msg_id = f"dlq:{lease.consumer}:{lease.seq}"
-            requests.append(
-                (
-                    subject_for(self._stream, letter.topic),
-                    letter.payload,
-                    encode_headers(letter, msg_id=msg_id),
-                )
-            )
+            requests.append((subject_for(self._stream, topic), message.payload, headers))
         if dead:
             await self._store(requests, "dead-letter")
             lost += await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
@@ -531,45 +527,7 @@ class AsyncNatsBroker(AsyncBroker):
             )
 
     async def _renew_forever(self) -> None:
-        """Every quarter of the shortest ack wait, renew every lease still held: a live
-        consumer keeps what it holds; a crashed or closed one loses it after AckWait.
-        A lease found lost (run out before it could be renewed, or unknown to the
-        server) is let go and reported: see :meth:`_report_lost`."""
-        while not self.closed:
-            leases = list(self._leases.values())
-            period = min((lease.ack_wait for lease in leases), default=1.0) / 4
-            await asyncio.sleep(period)  # a timer, not a synchronization
-            now = time.monotonic()
-            leases, lost = [], []
-            for reply, lease in list(self._leases.items()):
-                if now < lease.deadline - margin(lease):
-                    leases.append(lease)
-                elif now >= lease.deadline:
-                    del self._leases[reply]
-                    lost.append(lease)
-            try:
-                lost += await self._renew(leases)
-            except BrokerError as exc:
-                log.warning("could not renew %d lease(s): %s", len(leases), exc, extra=log_fields())
-            except Exception:  # a bug must not end the renewals for good
-                log.exception("could not renew %d lease(s)", len(leases), extra=log_fields())
-            self._report_lost([*lost, *self._leases.take_unreported()])
-
-    def _report_lost(self, lost: list[Lease]) -> None:
-        """Warn of leases a renewal found lost and tell the lease-loss hook, as Redis's
-        lease keeper does; settling them raises StaleDelivery, which does not report
-        them again (the hook is called once per delivery)."""
-        holders = [lease.holder for lease in lost if lease.holder is not None]
-        if not holders:
-            return
-        log.warning(
-            "%d lease(s) had run out before they could be renewed; settling them "
-            "will raise StaleDelivery",
-            len(holders),
-            extra=delivery_fields(holders),
-        )
-        if RELAY.settle:
-            RELAY.lease_lost(holders)
+        await renew_forever(self._leases, self._renew, lambda: self.closed)
 
     async def _suspend_renewals(self) -> None:
         self._renewals_suspended = True
