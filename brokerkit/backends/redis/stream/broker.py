@@ -121,6 +121,8 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
     #: redis-py's own query arguments pass to the driver.
     driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
     max_payload_bytes: ClassVar[int | None] = MAX_PAYLOAD_BYTES
+    #: A lease is an entry's idle time, which the group's lease length bounds.
+    extend_beyond_timeout: ClassVar[bool] = False
     options: RedisStreamOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:

@@ -119,6 +119,8 @@ class AsyncRedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, As
     #: redis-py's own query arguments pass to the driver.
     driver_query_keys: ClassVar[frozenset[str]] = DRIVER_QUERY_KEYS
     max_payload_bytes: ClassVar[int | None] = MAX_PAYLOAD_BYTES
+    #: A lease is an entry's idle time, which the group's lease length bounds.
+    extend_beyond_timeout: ClassVar[bool] = False
     options: RedisStreamOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
