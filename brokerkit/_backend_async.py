@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
@@ -24,6 +24,7 @@ from brokerkit.exceptions import StaleDelivery, Unsupported
 if TYPE_CHECKING:
     from brokerkit._delivery_async import AsyncDelivery
     from brokerkit._subscription_async import AsyncSubscription
+    from brokerkit._url import BrokerURL
 
 __all__ = ["AsyncBackend"]
 
@@ -54,6 +55,13 @@ class AsyncBackend(abc.ABC):
     def describe(cls) -> str:
         """A short name for messages: the first scheme, or the class name."""
         return cls.schemes[0] if cls.schemes else cls.__name__
+
+    @classmethod
+    def options_of(cls, url: BrokerURL, keywords: Mapping[str, Any]) -> BrokerOptions:
+        """The options of ``url``'s query and ``keywords``; an error names the URL's
+        own scheme (``rediss+list``), where this backend serves it."""
+        backend = url.scheme if url.scheme in cls.schemes else cls.describe()
+        return cls.Options.build(url.query, keywords, backend=backend, ignore=cls.driver_query_keys)
 
     @classmethod
     def require(cls, capability: Capability, what: str) -> None:

@@ -106,11 +106,7 @@ class Broker(Backend):
         """A broker for ``url``, with options from its query string and ``options``;
         an option error names the URL's own scheme."""
         parsed = BrokerURL.parse(url)
-        backend = parsed.scheme if parsed.scheme in cls.schemes else cls.describe()
-        built = cls.Options.build(
-            parsed.query, options, backend=backend, ignore=cls.driver_query_keys
-        )
-        return cls(parsed, built)
+        return cls(parsed, cls.options_of(parsed, options))
 
     # -- publishing ---------------------------------------------------------------
 

@@ -114,6 +114,7 @@ def test_a_tls_option_without_tls_is_an_invalid_option(scheme: str, option: str)
     [
         "rediss+list://127.0.0.1:1/0",
         "rediss+stream://127.0.0.1:1/0",
+        "rediss+pubsub://127.0.0.1:1/0",
         "kombu+redis://127.0.0.1:1/0",
         "kombu+amqps://127.0.0.1:1//",
     ],

@@ -87,9 +87,7 @@ class RedisPubSubBroker(Broker):
         """A broker for ``url``: on a Redis Cluster (``cluster=true``), an
         :class:`ShardedRedisPubSubBroker`, whose capabilities lack PATTERNS."""
         parsed = BrokerURL.parse(url)
-        built = cls.Options.build(
-            parsed.query, options, backend=cls.describe(), ignore=cls.driver_query_keys
-        )
+        built = cls.options_of(parsed, options)
         target = cls
         assert isinstance(built, RedisPubSubOptions)
         if Deployment.of(parsed, built).kind == "cluster" and not cls.sharded:
