@@ -274,8 +274,8 @@ class Reconnector:
     """Retries an operation through connection loss and server restarts, with
     exponential backoff and full jitter, for up to ``timeout`` seconds in all.
 
-    Used by consume loops, which must outlive a server restart; one-shot commands
-    rely on the client's own short retry. A server this process has never reached is
+    Used by consume loops and publishes (and by redis+list's every call), which
+    must outlive a server restart or a failover. A server this process has never reached is
     not waited for: the first failure is "could not connect" (after the client's own
     short retry, each attempt bounded by :data:`CONNECT_TIMEOUT`), and refused
     credentials are raised at once, however long the server has answered before.
