@@ -1,19 +1,21 @@
 """Deliberately broken memory backends: each breaks one promise the contract suite checks.
 
 They are never registered; tests build them with ``Broken.from_url("memory://name")``.
+This module holds those of publishing, delivery order and subscriptions, and the
+registry of them all; those of settling are in :mod:`tests.broken_settle_backends`,
+of inspect, topics() and purge in :mod:`tests.broken_inspect_backends`, and of delays
+in :mod:`tests.broken_delay_backends`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import ClassVar
 
-from brokerkit import Capability, Delivery, Message, StaleDelivery, TopicInfo
+from brokerkit import Capability, Delivery, Message
 from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
 from brokerkit.backends.memory import MemoryBroker
-from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
+from brokerkit.backends.memory.store import Group, PatternState, Topic
 from tests.broken_delay_backends import (
     DelayedPublishDiesWithPublisher,
     DelayedRetryDiesWithConsumer,
@@ -24,25 +26,38 @@ from tests.broken_delay_backends import (
     ReleasesAllHeldOnFirstDue,
     ReversesDelayedBatch,
 )
-
-
-class DropsOnNack(MemoryBroker):
-    """nack(requeue=True) forgets the message instead of requeueing it."""
-
-    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        if not requeue:
-            super()._nack(deliveries, requeue)
-            return
-        with self._store.lock:
-            for delivery in deliveries:
-                self._release_lease(delivery)
-
-
-class RedeliversAcked(MemoryBroker):
-    """ack() puts the message back in the queue, as a lost ack would."""
-
-    def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        super()._nack(deliveries, True)
+from tests.broken_inspect_backends import (
+    InspectCountsPrefixedTopics,
+    InspectMiscountsInFlight,
+    ListsNoDeadLetterTopics,
+    ListsNoDelayedOnlyTopics,
+    ListsNoTopics,
+    PurgeDropsInFlight,
+    PurgesPrefixedTopics,
+    StaleWaitingAge,
+    WaitingAgeCountsInFlight,
+)
+from tests.broken_settle_backends import (
+    AckedComeBackLate,
+    BatchAckSettlesOnlyTheFirst,
+    DeadLettersLoseCustomContentType,
+    DeadLettersLoseHeaders,
+    DropsOnNack,
+    ExtendIgnoresExpiry,
+    ExtendIgnoresSeconds,
+    ExtendKeepsTheOldDeadline,
+    GroupsShareRequeues,
+    HandsOutLeasesEarly,
+    HoldsLeasesTooLong,
+    IgnoresNackReason,
+    IgnoresVisibilityTimeout,
+    LateRejectDeadLetters,
+    LateRequeueDuplicates,
+    RedeliversAcked,
+    RejectDropsReason,
+    RejectRequeuesUnderMaxDeliveries,
+    StaleNamesEveryDelivery,
+)
 
 
 class Reorders(MemoryBroker):
@@ -70,16 +85,6 @@ class LeaksAcrossTopics(MemoryBroker):
         store.wake()
 
 
-class IgnoresVisibilityTimeout(MemoryBroker):
-    """Leases never run out: a crashed consumer's messages are stuck forever."""
-
-    def _expire(self, now: float) -> None:
-        return None
-
-    def _next_expiry(self) -> float | None:
-        return None
-
-
 class DuplicatesToCompetitors(MemoryBroker):
     """Every new message is handed out twice: to a consumer, and again to the next one."""
 
@@ -90,128 +95,6 @@ class DuplicatesToCompetitors(MemoryBroker):
             offset, message, _ = item
             group.ready.append((offset, message, 0))
         return item
-
-
-class _LeaseShift(MemoryBroker):
-    """Moves the deadline of every lease it hands out by ``shift`` visibility timeouts."""
-
-    shift: ClassVar[float] = 0.0
-
-    def _take(self, subscription: Subscription, limit: int, now: float) -> list[Delivery]:
-        taken = super()._take(subscription, limit, now)
-        for delivery in taken:
-            lease = self._lease(delivery)
-            if lease is not None:
-                lease.deadline += self.shift * self.options.visibility_timeout
-                self._store.note_deadline(lease.deadline)
-        return taken
-
-
-class HandsOutLeasesEarly(_LeaseShift):
-    """A lease runs out after half the visibility timeout."""
-
-    shift = -0.5
-
-
-class HoldsLeasesTooLong(_LeaseShift):
-    """A lease runs out a whole visibility timeout late."""
-
-    shift = 1.0
-
-
-class ExtendKeepsTheOldDeadline(MemoryBroker):
-    """extend() checks the lease but does not move its deadline."""
-
-    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        with self._store.lock:
-            self._expire(self._store.clock.now())
-            stale = [d for d in deliveries if self._lease(d) is None]
-        if stale:
-            raise StaleDelivery(stale)
-
-
-class ExtendIgnoresExpiry(MemoryBroker):
-    """extend() of a lease that ran out says nothing."""
-
-    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        with contextlib.suppress(StaleDelivery):
-            super()._extend(deliveries, seconds)
-
-
-class BatchAckSettlesOnlyTheFirst(MemoryBroker):
-    """ack(a, b, c) acks a; b and c stay leased."""
-
-    def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        super()._ack(deliveries[:1])
-
-
-class LateRejectDeadLetters(MemoryBroker):
-    """A late nack(requeue=False) still puts a copy in the dead-letter topic."""
-
-    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        try:
-            super()._nack(deliveries, requeue)
-        except StaleDelivery as exc:
-            if not requeue:
-                with self._store.lock:
-                    for delivery in deliveries:
-                        lease = Lease(0, delivery.message, "", delivery.attempt, 0.0, 0.0)
-                        topic_name = delivery.receipt[0]
-                        group = self._store.topics[topic_name].groups[delivery.receipt[1]]
-                        self._requeue_or_dead_letter(topic_name, group, lease, False, "rejected")
-            raise exc
-
-
-class LateRequeueDuplicates(MemoryBroker):
-    """A late nack(requeue=True) queues the message again, beside the new holder's copy."""
-
-    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        try:
-            super()._nack(deliveries, requeue)
-        except StaleDelivery:
-            if requeue:
-                with self._store.lock:
-                    for delivery in deliveries:
-                        topic_name, group_name, _ = delivery.receipt
-                        group = self._store.topics[topic_name].groups[group_name]
-                        group.ready.append((-1, delivery.message, delivery.attempt))
-            raise
-
-
-class RejectRequeuesUnderMaxDeliveries(MemoryBroker):
-    """With max_deliveries set, nack(requeue=False) requeues until the limit."""
-
-    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        super()._nack(deliveries, requeue or self.options.max_deliveries is not None)
-
-
-class DeadLettersLoseHeaders(MemoryBroker):
-    """A dead letter carries the dead-letter headers but not the message's own."""
-
-    def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
-        stripped = [
-            dataclasses.replace(
-                m, headers={k: v for k, v in m.headers.items() if k.startswith("x-")}
-            )
-            if "x-original-topic" in m.headers
-            else m
-            for m in messages
-        ]
-        super()._append(topic, stripped)
-
-
-class GroupsShareRequeues(MemoryBroker):
-    """A message one group requeues is queued again for every group of the topic."""
-
-    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        super()._nack(deliveries, requeue)
-        if requeue:
-            with self._store.lock:
-                for delivery in deliveries:
-                    topic_name, group_name, _ = delivery.receipt
-                    for name, group in self._store.topics[topic_name].groups.items():
-                        if name != group_name:
-                            group.ready.append((-1, delivery.message, delivery.attempt))
 
 
 class LatestMeansEarliest(MemoryBroker):
@@ -265,54 +148,6 @@ class ForgetsPublishTime(MemoryBroker):
         super()._publish(topic, [dataclasses.replace(m, published_at=0.0) for m in messages])
 
 
-class PurgesPrefixedTopics(MemoryBroker):
-    """purge(topic) also empties every topic whose name starts with it."""
-
-    def _purge(self, topic: str) -> int:
-        removed = super()._purge(topic)
-        for name in list(self._store.topics):
-            if name != topic and name.startswith(topic):
-                super()._purge(name)
-        return removed
-
-
-class PurgeDropsInFlight(MemoryBroker):
-    """purge(topic) also takes back the deliveries already handed out."""
-
-    def _purge(self, topic: str) -> int:
-        removed = super()._purge(topic)
-        with self._store.lock:
-            state = self._store.topics.get(topic)
-            for group in state.groups.values() if state else ():
-                group.pending.clear()
-        return removed
-
-
-class InspectCountsPrefixedTopics(MemoryBroker):
-    """inspect(topic) adds up every topic whose name starts with it."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        others = [
-            super(InspectCountsPrefixedTopics, self)._inspect(name)
-            for name in list(self._store.topics)
-            if name != topic and name.startswith(topic) and not name.endswith(".dlq")
-        ]
-        return dataclasses.replace(
-            info,
-            length=info.length + sum(o.length for o in others),
-            in_flight=info.in_flight + sum(o.in_flight for o in others),
-        )
-
-
-class InspectMiscountsInFlight(MemoryBroker):
-    """inspect() counts only one delivery in flight per group."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        return dataclasses.replace(info, in_flight=min(info.in_flight, len(info.groups)))
-
-
 class IgnoresMaxlen(MemoryBroker):
     """maxlen is accepted and ignored: the topic grows without bound."""
 
@@ -344,19 +179,6 @@ class KeepsPrefetchedOnClose(MemoryBroker):
         super()._unsubscribe(subscription, [])
 
 
-class IgnoresNackReason(MemoryBroker):
-    """Dead letters always carry the generic reason, never the nack's own."""
-
-    def _nack_with(
-        self,
-        deliveries: Sequence[Delivery],
-        requeue: bool,
-        delay: float | None,
-        reason: str | None,
-    ) -> None:
-        super()._nack_with(deliveries, requeue, delay, None)
-
-
 class AcceptsUndeclaredCapabilities(MemoryBroker):
     """Declares no PATTERNS, yet accepts pattern subscriptions without a word."""
 
@@ -365,37 +187,6 @@ class AcceptsUndeclaredCapabilities(MemoryBroker):
     @classmethod
     def require(cls, capability: Capability, what: str) -> None:
         return None
-
-
-class ListsNoTopics(MemoryBroker):
-    """topics() lists nothing."""
-
-    def _list_topics(self) -> list[str]:
-        return []
-
-
-class ListsNoDelayedOnlyTopics(MemoryBroker):
-    """topics() leaves out a topic whose only messages are delayed publishes."""
-
-    def _list_topics(self) -> list[str]:
-        with self._store.lock:
-            topics = self._store.topics.items()
-            return sorted(name for name, state in topics if state.log or state.groups)
-
-
-class StaleWaitingAge(MemoryBroker):
-    """inspect reports a waiting age even when nothing waits."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        return dataclasses.replace(info, oldest_waiting_age=info.oldest_waiting_age or 1.0)
-
-
-class ListsNoDeadLetterTopics(MemoryBroker):
-    """topics() leaves out the dead-letter topics."""
-
-    def _list_topics(self) -> list[str]:
-        return [t for t in super()._list_topics() if not t.endswith(".dlq")]
 
 
 class IgnoresPrefetchBytes(MemoryBroker):
@@ -421,22 +212,6 @@ class PatternSubscriptionsCompete(MemoryBroker):
             )
 
 
-class DeadLettersLoseCustomContentType(MemoryBroker):
-    """A dead letter of a message with a custom content type is stored as octet-stream."""
-
-    def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
-        known = ("application/json", "application/octet-stream", "text/plain")
-        super()._append(
-            topic,
-            [
-                dataclasses.replace(m, content_type="application/octet-stream")
-                if "x-dead-letter-reason" in m.headers and not m.content_type.startswith(known)
-                else m
-                for m in messages
-            ],
-        )
-
-
 class BrokerCloseKeepsPrefetched(MemoryBroker):
     """Closing the broker (not a subscription) keeps what its subscriptions prefetched
     leased until the visibility timeout."""
@@ -460,49 +235,6 @@ class DropsFetchedOnClose(MemoryBroker):
         return fetched
 
 
-class AckedComeBackLate(MemoryBroker):
-    """An acked first delivery comes back once, 0.3 s after its lease would have run
-    out: within the tolerance a redelivery may lag on real time, so only a listen that
-    long after the acks catches it."""
-
-    def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        store = self._store
-        with store.lock:
-            self._expire(store.clock.now())
-            leases = [(d, self._lease(d)) for d in deliveries]
-            super()._ack(deliveries)
-            for delivery, lease in leases:
-                if lease is not None and lease.attempt == 1:
-                    topic_name, group_name, _ = delivery.receipt
-                    group = store.topics[topic_name].groups[group_name]
-                    due = lease.deadline + 0.3
-                    store.hold_retry(group, lease.offset, lease.message, lease.attempt, due)
-        store.wake()
-
-
-class ExtendIgnoresSeconds(MemoryBroker):
-    """extend(seconds) renews for the visibility timeout, whatever seconds says."""
-
-    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        super()._extend(deliveries, self.options.visibility_timeout)
-
-
-class RejectDropsReason(MemoryBroker):
-    """DEAD_LETTER without DELAY, and a nack's reason is dropped: the dead letter says
-    "rejected" or "max_deliveries"."""
-
-    capabilities = MemoryBroker.capabilities & ~Capability.DELAY
-
-    def _nack_with(
-        self,
-        deliveries: Sequence[Delivery],
-        requeue: bool,
-        delay: float | None,
-        reason: str | None,
-    ) -> None:
-        super()._nack_with(deliveries, requeue, delay, None)
-
-
 class PatternStartAlwaysLatest(MemoryBroker):
     """A pattern subscription with start="earliest" reads only what comes after it."""
 
@@ -523,32 +255,6 @@ class PatternDefaultEarliest(MemoryBroker):
         state = subscription.state
         if isinstance(state, PatternState) and subscription.start is None:
             subscription.state = dataclasses.replace(state, starts={})
-
-
-class StaleNamesEveryDelivery(MemoryBroker):
-    """A batch ack or nack with one stale delivery names every delivery as stale."""
-
-    def _ack(self, deliveries: Sequence[Delivery]) -> None:
-        try:
-            super()._ack(deliveries)
-        except StaleDelivery:
-            raise StaleDelivery(deliveries) from None
-
-    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        try:
-            super()._nack(deliveries, requeue)
-        except StaleDelivery:
-            raise StaleDelivery(deliveries) from None
-
-
-class WaitingAgeCountsInFlight(MemoryBroker):
-    """inspect reports a waiting age while nothing waits but deliveries are out."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        if info.oldest_waiting_age is None and info.in_flight:
-            return dataclasses.replace(info, oldest_waiting_age=0.5)
-        return info
 
 
 #: Every broken backend, by the name its test class gets.
