@@ -10,13 +10,19 @@ sync :class:`NatsBroker` runs it on a private event loop
 * ``-NAK`` requeues, ``max_deliveries`` and ``nack(requeue=False)`` republish to
   ``<topic>.dlq`` and then ``+TERM`` the original;
 * a group whose consumer was deleted (or its stream) is made again by the next fetch,
-  from the subscription's start, as ``subscribe`` made it.
+  from the subscription's start, as ``subscribe`` made it
+  (:mod:`~brokerkit.backends.nats._groups`).
 
 JetStream does not tell a late ack from a timely one (it accepts both, and the late
 one settles whoever holds the message now), so each broker keeps the lease of every
 delivery it handed out, counted from *before* the pull that fetched it: an ack,
 nack or extend after that lease ran out raises StaleDelivery without reaching the
-server.
+server (:mod:`~brokerkit.backends.nats._leases`).
+
+This module is the broker: publishing, fetching, settling and dead-lettering over the
+parts beside it (the connection in ``_client``, the stream and the groups' consumers in
+``_groups``, pulls in ``_reader``, the leases in ``_leases``, what goes on the wire in
+``_wire``, inspect, topics and purge in ``_manage``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from nats.aio.msg import Msg
 
@@ -44,19 +50,18 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import LoopBridgeBroker
 from brokerkit.backends.nats._client import (
-    CONSUMER_NOT_FOUND,
     NatsClient,
     Request,
     redelivery_count_warning,
 )
+from brokerkit.backends.nats._groups import Groups
 from brokerkit.backends.nats._leases import Lease, Leases, deliveries_of, renew_forever
-from brokerkit.backends.nats._manage import ensure_stream, inspect_topic, list_topics, purge_topic
+from brokerkit.backends.nats._manage import inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
-from brokerkit.backends.nats._reader import ConsumerGone, Reader
+from brokerkit.backends.nats._reader import Reader
 from brokerkit.backends.nats._wire import (
     MAX_HEADER_BYTES,
     check_header_size,
-    consumer_description,
     consumer_name,
     dead_letter_headers,
     decode,
@@ -66,10 +71,7 @@ from brokerkit.backends.nats._wire import (
 )
 from brokerkit.exceptions import (
     BrokerError,
-    ConnectionFailed,
-    IncompatibleTopic,
     InvalidMessage,
-    InvalidOption,
     StaleDelivery,
 )
 
@@ -109,7 +111,7 @@ class AsyncNatsBroker(AsyncBroker):
             reconnect_timeout=self.options.reconnect_timeout,
         )
         self._stream = self.options.prefix
-        self._stream_ready = False
+        self._groups = Groups(self._client, self._stream, self.options.visibility_timeout)
         self._leases = Leases(self._client, self._stream)
         self._renewer: asyncio.Task[None] | None = None
         self._renewals_suspended = False
@@ -118,9 +120,7 @@ class AsyncNatsBroker(AsyncBroker):
     # -- the stream ---------------------------------------------------------------
 
     async def _ensure_stream(self) -> None:
-        if not self._stream_ready:
-            await ensure_stream(self._client, self._stream)
-            self._stream_ready = True
+        await self._groups.ensure_stream()
 
     # -- publishing ---------------------------------------------------------------
 
@@ -150,7 +150,7 @@ class AsyncNatsBroker(AsyncBroker):
         for reply in await self._client.request_all(requests, what):
             status = reply.headers.get("Status") if reply.headers else None
             if status == "503":
-                self._stream_ready = False
+                self._groups.stream_ready = False
                 raise BrokerError(
                     f"could not {what}: no JetStream stream captures its subject "
                     f"(was the stream {self._stream!r} deleted?)"
@@ -170,85 +170,13 @@ class AsyncNatsBroker(AsyncBroker):
             await self._warn_of_miscounting_server()
         topic, group = subscription.topic, subscription.group
         durable = consumer_name(topic, group)
-        info, _ = await self._ensure_group(subscription)
+        info, _ = await self._groups.ensure_group(subscription)
         reader = Reader(
             await self._client.connection(), f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
         )
         await reader.open()
         reader.ack_wait = info["config"]["ack_wait"] / 1e9
         subscription.state = reader
-
-    async def _ensure_group(self, subscription: AsyncSubscription) -> tuple[dict[str, Any], bool]:
-        """The info of the group's durable consumer, made unless it exists; and whether
-        this made it."""
-        topic, group = subscription.topic, subscription.group
-        durable = consumer_name(topic, group)
-        made = False
-        info = await self._client.api(
-            f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
-        )
-        if info.get("error", {}).get("err_code") == CONSUMER_NOT_FOUND:
-            config = {
-                "durable_name": durable,
-                "description": consumer_description(topic, group),
-                "ack_policy": "explicit",
-                "ack_wait": int(self.options.visibility_timeout * 1e9),
-                "max_deliver": -1,  # brokerkit dead-letters, see _fetch
-                "max_ack_pending": 10_000,
-                "filter_subject": subject_for(self._stream, topic),
-                "replay_policy": "instant",
-                **_deliver_policy(subscription.start),
-            }
-            info = await self._client.api(
-                f"CONSUMER.DURABLE.CREATE.{self._stream}.{durable}",
-                {"stream_name": self._stream, "config": config},
-                f"create the group {group!r}",
-            )
-            made = "error" not in info
-            if not made:  # made by another broker meanwhile?
-                info = await self._client.api(
-                    f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
-                )
-        if "error" in info:
-            raise BrokerError(
-                f"JetStream refused the group {group!r} of {topic!r}: "
-                f"{info['error'].get('description')}"
-            )
-        return info, made
-
-    async def _restore_group(self, subscription: AsyncSubscription, reader: Reader) -> bool:
-        """Make the group's consumer again (and its stream) after a pull found it gone,
-        as :meth:`_subscribe` made it; whether this made it (else it was there).
-
-        :raises IncompatibleTopic: it cannot be made again.
-        """
-        topic, group = subscription.topic, subscription.group
-        durable = consumer_name(topic, group)
-        self._stream_ready = False  # (the stream may be gone too)
-        try:
-            await self._ensure_stream()
-            info, made = await self._ensure_group(subscription)
-        except ConnectionFailed:
-            raise
-        except BrokerError as exc:
-            raise IncompatibleTopic(
-                f"the JetStream consumer {durable!r} of the group {group!r} of {topic!r} "
-                f"(stream {self._stream!r}) is gone, deleted with its stream or on its own, "
-                f"and cannot be made again: {exc}"
-            ) from exc
-        reader.ack_wait = info["config"]["ack_wait"] / 1e9
-        if made:
-            log.warning(
-                "the JetStream consumer %r of the group %r of %r (stream %r) was gone "
-                "(deleted); made it again, from start=%s",
-                durable,
-                group,
-                topic,
-                self._stream,
-                subscription.start or "earliest",
-                extra=log_fields(),
-            )
-        return made
 
     async def _warn_of_miscounting_server(self) -> None:
         nc = await self._client.connection()
@@ -264,7 +192,7 @@ class AsyncNatsBroker(AsyncBroker):
         # leased at a time nobody knows, so handed straight back.
         await self._nak_quietly([m.reply for m in reader.stragglers() if m.reply])
         generation = self._client.generation  # (before the pull: the earlier, if two)
-        pulled = await self._pull(subscription, reader, max_messages, timeout)
+        pulled = await self._groups.pull(subscription, reader, max_messages, timeout)
         deliveries: list[AsyncDelivery] = []
         dead: list[tuple[AsyncDelivery, str, int]] = []
         waited: list[Lease] = []
@@ -308,39 +236,6 @@ class AsyncNatsBroker(AsyncBroker):
         if deliveries:
             self._start_renewing()
         return deliveries
-
-    async def _pull(
-        self, subscription: AsyncSubscription, reader: Reader, max_messages: int, timeout: float
-    ) -> list[tuple[float, Msg, bool]]:
-        """``reader.pull``; a consumer found gone is made again and asked once more.
-
-        :raises IncompatibleTopic: it cannot be made again, or still does not answer.
-        """
-        deadline = time.monotonic() + timeout
-        closed = lambda: subscription.closed  # noqa: E731
-        try:
-            return await reader.pull(max_messages, timeout, closed)
-        except ConsumerGone:
-            made = await self._restore_group(subscription, reader)
-        left = max(deadline - time.monotonic(), 0.0)
-        try:
-            return await reader.pull(max_messages, left, closed)
-        except ConsumerGone:
-            if not made:
-                # It exists but did not answer (a clustered consumer between leaders?):
-                # the next fetch asks again.
-                log.warning(
-                    "the JetStream consumer of the group %r of %r exists but did not answer a pull",
-                    subscription.group,
-                    subscription.topic,
-                    extra=log_fields(),
-                )
-                return []
-            raise IncompatibleTopic(
-                f"the JetStream consumer of the group {subscription.group!r} of "
-                f"{subscription.topic!r} (stream {self._stream!r}) was made again but does "
-                "not answer pull requests"
-            ) from None
 
     def _delivery(
         self,
@@ -560,21 +455,6 @@ class AsyncNatsBroker(AsyncBroker):
         finally:
             self._leases.clear()
             await self._client.close()
-
-
-def _deliver_policy(start: str | None) -> dict[str, Any]:
-    """Where a new group starts: the topic's history (default), only what comes next,
-    or a stream sequence number."""
-    if start is None or start == "earliest":
-        return {"deliver_policy": "all"}
-    if start == "latest":
-        return {"deliver_policy": "new"}
-    if start.isdigit() and int(start) > 0:
-        return {"deliver_policy": "by_start_sequence", "opt_start_seq": int(start)}
-    raise InvalidOption(
-        f"start={start!r} is not a position on NATS: use 'earliest', 'latest' or a "
-        "stream sequence number (1 or more)"
-    )
 
 
 class NatsBroker(LoopBridgeBroker):

@@ -1,0 +1,162 @@
+"""The stream of a NATS broker's ``prefix`` and the durable pull consumers of its
+groups: made on first use, and made again, from the subscription's start as
+``subscribe`` made them, when a pull finds a group's consumer gone (deleted on its own
+or with its stream)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from brokerkit._logging import log_fields
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, NatsClient
+from brokerkit.backends.nats._manage import ensure_stream
+from brokerkit.backends.nats._reader import ConsumerGone, Reader
+from brokerkit.backends.nats._wire import consumer_description, consumer_name, subject_for
+from brokerkit.exceptions import BrokerError, ConnectionFailed, IncompatibleTopic, InvalidOption
+
+__all__ = ["Groups"]
+
+log = logging.getLogger("brokerkit.nats")
+
+
+class Groups:
+    """The stream ``stream`` on ``client``, and the durable consumer of each group
+    subscribed to one of its topics (kept on the server after the broker closes)."""
+
+    def __init__(self, client: NatsClient, stream: str, visibility_timeout: float) -> None:
+        self._client = client
+        self._stream = stream
+        #: The ``AckWait`` of the consumers made here.
+        self._visibility_timeout = visibility_timeout
+        #: Whether the stream is known to exist: False makes the next use check again.
+        self.stream_ready = False
+
+    async def ensure_stream(self) -> None:
+        if not self.stream_ready:
+            await ensure_stream(self._client, self._stream)
+            self.stream_ready = True
+
+    async def ensure_group(self, subscription: AsyncSubscription) -> tuple[dict[str, Any], bool]:
+        """The info of the group's durable consumer, made unless it exists; and whether
+        this made it."""
+        topic, group = subscription.topic, subscription.group
+        durable = consumer_name(topic, group)
+        made = False
+        info = await self._client.api(
+            f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
+        )
+        if info.get("error", {}).get("err_code") == CONSUMER_NOT_FOUND:
+            config = {
+                "durable_name": durable,
+                "description": consumer_description(topic, group),
+                "ack_policy": "explicit",
+                "ack_wait": int(self._visibility_timeout * 1e9),
+                "max_deliver": -1,  # brokerkit dead-letters, see AsyncNatsBroker._fetch
+                "max_ack_pending": 10_000,
+                "filter_subject": subject_for(self._stream, topic),
+                "replay_policy": "instant",
+                **_deliver_policy(subscription.start),
+            }
+            info = await self._client.api(
+                f"CONSUMER.DURABLE.CREATE.{self._stream}.{durable}",
+                {"stream_name": self._stream, "config": config},
+                f"create the group {group!r}",
+            )
+            made = "error" not in info
+            if not made:  # made by another broker meanwhile?
+                info = await self._client.api(
+                    f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
+                )
+        if "error" in info:
+            raise BrokerError(
+                f"JetStream refused the group {group!r} of {topic!r}: "
+                f"{info['error'].get('description')}"
+            )
+        return info, made
+
+    async def restore_group(self, subscription: AsyncSubscription, reader: Reader) -> bool:
+        """Make the group's consumer again (and its stream) after a pull found it gone,
+        as the broker's ``subscribe`` made it; whether this made it (else it was there).
+
+        :raises IncompatibleTopic: it cannot be made again.
+        """
+        topic, group = subscription.topic, subscription.group
+        durable = consumer_name(topic, group)
+        self.stream_ready = False  # (the stream may be gone too)
+        try:
+            await self.ensure_stream()
+            info, made = await self.ensure_group(subscription)
+        except ConnectionFailed:
+            raise
+        except BrokerError as exc:
+            raise IncompatibleTopic(
+                f"the JetStream consumer {durable!r} of the group {group!r} of {topic!r} "
+                f"(stream {self._stream!r}) is gone, deleted with its stream or on its own, "
+                f"and cannot be made again: {exc}"
+            ) from exc
+        reader.ack_wait = info["config"]["ack_wait"] / 1e9
+        if made:
+            log.warning(
+                "the JetStream consumer %r of the group %r of %r (stream %r) was gone "
+                "(deleted); made it again, from start=%s",
+                durable,
+                group,
+                topic,
+                self._stream,
+                subscription.start or "earliest",
+                extra=log_fields(),
+            )
+        return made
+
+    async def pull(
+        self, subscription: AsyncSubscription, reader: Reader, max_messages: int, timeout: float
+    ) -> list[tuple[float, Msg, bool]]:
+        """``reader.pull``; a consumer found gone is made again and asked once more.
+
+        :raises IncompatibleTopic: it cannot be made again, or still does not answer.
+        """
+        deadline = time.monotonic() + timeout
+        closed = lambda: subscription.closed  # noqa: E731
+        try:
+            return await reader.pull(max_messages, timeout, closed)
+        except ConsumerGone:
+            made = await self.restore_group(subscription, reader)
+        left = max(deadline - time.monotonic(), 0.0)
+        try:
+            return await reader.pull(max_messages, left, closed)
+        except ConsumerGone:
+            if not made:
+                # It exists but did not answer (a clustered consumer between leaders?):
+                # the next fetch asks again.
+                log.warning(
+                    "the JetStream consumer of the group %r of %r exists but did not answer a pull",
+                    subscription.group,
+                    subscription.topic,
+                    extra=log_fields(),
+                )
+                return []
+            raise IncompatibleTopic(
+                f"the JetStream consumer of the group {subscription.group!r} of "
+                f"{subscription.topic!r} (stream {self._stream!r}) was made again but does "
+                "not answer pull requests"
+            ) from None
+
+
+def _deliver_policy(start: str | None) -> dict[str, Any]:
+    """Where a new group starts: the topic's history (default), only what comes next,
+    or a stream sequence number."""
+    if start is None or start == "earliest":
+        return {"deliver_policy": "all"}
+    if start == "latest":
+        return {"deliver_policy": "new"}
+    if start.isdigit() and int(start) > 0:
+        return {"deliver_policy": "by_start_sequence", "opt_start_seq": int(start)}
+    raise InvalidOption(
+        f"start={start!r} is not a position on NATS: use 'earliest', 'latest' or a "
+        "stream sequence number (1 or more)"
+    )
