@@ -7,7 +7,8 @@ The mapping, in short (the docs page ``backends/kombu`` has the whole table):
   compete for its messages and every group gets every message. Publishing declares
   the topic's default-group queue, so that a message waits for its first consumer.
 * publish is ``basic.publish`` under **publisher confirms**: it returns once RabbitMQ
-  has taken every message (a batch is sent at once and its confirms awaited together).
+  has taken every message (a batch is sent at once and its confirms awaited together;
+  see :mod:`~brokerkit.backends.kombu._publish`).
 * a fetch is ``basic.get`` while the queue has messages; on an empty queue it
   registers a consumer with ``basic.qos(prefetch)`` and keeps it while the
   subscription is being read (see :mod:`~brokerkit.backends.kombu._reader`).
@@ -22,6 +23,12 @@ The mapping, in short (the docs page ``backends/kombu`` has the whole table):
 * AMQP heartbeats, sent and checked by the reaper, and a socket timeout of two
   heartbeats bound every wait (see :mod:`~brokerkit.backends.kombu._link`). A broker
   dropped unclosed is closed by its finalizer: its reaper holds it weakly.
+* inspect counts a topic's queues with passive declares, and purge empties its groups'
+  queues (:mod:`~brokerkit.backends.kombu._manage`).
+
+This module is the broker: subscribing, fetching, settling, dead-lettering and the
+reaper's sweep, over the connections (``_link``), readers (``_reader``), publishing
+(``_publish``) and management (``_manage``) beside it.
 """
 
 from __future__ import annotations
@@ -36,27 +43,24 @@ import weakref
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
-import amqp.exceptions  # type: ignore[import-untyped]
-from amqp import spec
-
 from brokerkit._broker import DEFAULT_GROUP, Broker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
-from brokerkit._inspect import GroupInfo, TopicInfo
+from brokerkit._inspect import TopicInfo
 from brokerkit._logging import log_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
-from brokerkit.backends.kombu._envelope import check_content_type_size, encode
 from brokerkit.backends.kombu._link import Link, is_tls
+from brokerkit.backends.kombu._manage import inspect_topic, purge_topic
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
+from brokerkit.backends.kombu._publish import publish, send_confirmed
 from brokerkit.backends.kombu._reader import Lease, Reader
 from brokerkit.backends.kombu._reaper import Reaper
 from brokerkit.exceptions import (
     BrokerError,
     ConnectionFailed,
-    InvalidMessage,
     InvalidOption,
     StaleDelivery,
 )
@@ -146,54 +150,7 @@ class KombuAMQPBroker(Broker):
     # -- publishing ---------------------------------------------------------------
 
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
-        link = self._link
-        for content_type in {m.content_type for m in messages}:
-            check_content_type_size(content_type)
-        limit = link.max_message_size  # (known once RabbitMQ refused a message)
-        too_large = [m for m in messages if limit is not None and len(m.payload) > limit]
-        if too_large:
-            message = too_large[0]
-            raise InvalidMessage(
-                f"message {message.id} is {len(message.payload):,} bytes, more than the "
-                f"max_message_size of RabbitMQ on {self.url} ({limit:,} bytes); nothing "
-                "was published. Store large payloads elsewhere and publish a reference, "
-                "or raise max_message_size in RabbitMQ's configuration"
-            )
-
-        def send() -> None:
-            link.ensure_topic(topic)
-            self._send(link.names.exchange(topic), messages)
-
-        link.call(send)
-
-    def _send(self, exchange: str, messages: Sequence[Message]) -> None:
-        """Publish ``messages`` and wait for RabbitMQ to confirm every one."""
-        link = self._link
-        channel = link.publisher()
-        # Counted before sending: py-amqp may read a confirm during the next publish.
-        tags = link.confirms.published(len(messages))
-        try:
-            for message in messages:
-                body, properties, headers = encode(message)
-                raw = channel.prepare_message(
-                    body,
-                    content_type=message.content_type,
-                    content_encoding="binary",
-                    headers=headers,
-                    properties=properties,
-                )
-                channel.basic_publish(raw, exchange=exchange, routing_key="")
-            while link.confirms.waiting(tags):
-                channel.wait([spec.Basic.Ack, spec.Basic.Nack])
-        except BaseException:
-            link.drop_publisher()  # its confirms no longer add up
-            raise
-        refused = link.confirms.refused(tags)
-        if refused:
-            raise ConnectionFailed(
-                f"RabbitMQ refused {len(refused)} of {len(messages)} message(s) published "
-                f"to {exchange!r} (basic.nack: an internal error in a queue); publish them again"
-            )
+        publish(self._link, topic, messages)
 
     # -- consuming ----------------------------------------------------------------
 
@@ -388,7 +345,7 @@ class KombuAMQPBroker(Broker):
 
         def send() -> None:
             publishing.ensure_topic(topic)
-            self._send(publishing.names.exchange(dead_topic), [dead])
+            send_confirmed(publishing, publishing.names.exchange(dead_topic), [dead])
 
         # Lock order: the reading link's lock (held by the caller), then this one's.
         publishing.call(send)
@@ -472,76 +429,15 @@ class KombuAMQPBroker(Broker):
     # -- management ---------------------------------------------------------------
 
     def _inspect(self, topic: str) -> TopicInfo:
-        link = self._link
         with self._state_lock:
             groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
             readers = list(self._readers)
-        dead_queue = link.names.queue(self.dead_letter_topic(topic), DEFAULT_GROUP)
-        queues = [link.names.queue(topic, g) for g in groups]
-        link.names.check([*queues, dead_queue])  # queue.declare refuses longer names
-
-        def look() -> dict[str, tuple[int, int] | None]:
-            return {q: self._passive(q) for q in [*queues, dead_queue]}
-
-        counts = link.call(look)
-        now = time.monotonic()
-        leases = [
-            lease
-            for r in readers
-            if r.subscription.topic == topic
-            for lease in list(r.leases.values())
-        ]
-        infos = []
-        for group in groups:
-            found = counts.get(link.names.queue(topic, group))
-            held = sum(1 for lease in leases if lease.reader.subscription.group == group)
-            infos.append(GroupInfo(group, held, None if found is None else found[0]))
-        default = counts.get(link.names.queue(topic, DEFAULT_GROUP))
-        dead = counts.get(dead_queue)
-        oldest = min((lease.delivered_at for lease in leases), default=None)
-        return TopicInfo(
-            topic=topic,
-            length=default[0] if default else 0,
-            in_flight=len(leases),
-            dead_lettered=dead[0] if dead else 0,
-            oldest_in_flight_age=None if oldest is None else now - oldest,
-            groups=tuple(infos),
-            details={
-                "exchange": link.names.exchange(topic),
-                "queues": {q: {"ready": c[0], "consumers": c[1]} for q, c in counts.items() if c},
-                "in_flight_counts": "deliveries held through this broker's connection",
-            },
-        )
-
-    def _passive(self, queue: str) -> tuple[int, int] | None:
-        """``(ready messages, consumers)`` of ``queue``, or None if it does not exist."""
-        channel = self._link.channel()
-        try:
-            ok = channel.queue_declare(queue, passive=True)
-        except amqp.exceptions.NotFound:
-            return None
-        finally:
-            if channel.is_open:
-                channel.close()
-        return int(ok.message_count), int(ok.consumer_count)
+        return inspect_topic(self._link, topic, self.dead_letter_topic(topic), groups, readers)
 
     def _purge(self, topic: str) -> int:
-        link = self._link
         with self._state_lock:
             groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
-
-        def purge() -> int:
-            link.ensure_topic(topic)
-            channel = link.publisher()
-            removed = 0
-            for group in groups:
-                queue = link.names.queue(topic, group)
-                if group != DEFAULT_GROUP:
-                    link.ensure_queue(topic, group)
-                removed += int(channel.queue_purge(queue) or 0)
-            return removed
-
-        return link.call(purge)
+        return purge_topic(self._link, topic, groups)
 
     def close(self) -> None:
         # A thread stuck on a server that stopped answering would hold up the close

@@ -1,0 +1,87 @@
+"""inspect and purge on kombu+amqp: the counts of a topic's queues, read with passive
+declares, beside the deliveries its broker holds; and the purge of its groups' queues."""
+
+from __future__ import annotations
+
+import time
+
+import amqp.exceptions  # type: ignore[import-untyped]
+
+from brokerkit._broker import DEFAULT_GROUP
+from brokerkit._inspect import GroupInfo, TopicInfo
+from brokerkit.backends.kombu._link import Link
+from brokerkit.backends.kombu._reader import Reader
+
+__all__ = ["inspect_topic", "purge_topic", "queue_counts"]
+
+
+def inspect_topic(
+    link: Link, topic: str, dead_topic: str, groups: list[str], readers: list[Reader]
+) -> TopicInfo:
+    """``topic``'s :class:`TopicInfo`: the queues of ``groups`` (the groups of it the
+    broker knows of) and of its dead-letter topic ``dead_topic`` as RabbitMQ counts
+    them, and the deliveries of it that ``readers`` hold."""
+    dead_queue = link.names.queue(dead_topic, DEFAULT_GROUP)
+    queues = [link.names.queue(topic, g) for g in groups]
+    link.names.check([*queues, dead_queue])  # queue.declare refuses longer names
+
+    def look() -> dict[str, tuple[int, int] | None]:
+        return {q: queue_counts(link, q) for q in [*queues, dead_queue]}
+
+    counts = link.call(look)
+    now = time.monotonic()
+    leases = [
+        lease for r in readers if r.subscription.topic == topic for lease in list(r.leases.values())
+    ]
+    infos = []
+    for group in groups:
+        found = counts.get(link.names.queue(topic, group))
+        held = sum(1 for lease in leases if lease.reader.subscription.group == group)
+        infos.append(GroupInfo(group, held, None if found is None else found[0]))
+    default = counts.get(link.names.queue(topic, DEFAULT_GROUP))
+    dead = counts.get(dead_queue)
+    oldest = min((lease.delivered_at for lease in leases), default=None)
+    return TopicInfo(
+        topic=topic,
+        length=default[0] if default else 0,
+        in_flight=len(leases),
+        dead_lettered=dead[0] if dead else 0,
+        oldest_in_flight_age=None if oldest is None else now - oldest,
+        groups=tuple(infos),
+        details={
+            "exchange": link.names.exchange(topic),
+            "queues": {q: {"ready": c[0], "consumers": c[1]} for q, c in counts.items() if c},
+            "in_flight_counts": "deliveries held through this broker's connection",
+        },
+    )
+
+
+def queue_counts(link: Link, queue: str) -> tuple[int, int] | None:
+    """``(ready messages, consumers)`` of ``queue``, or None if it does not exist."""
+    channel = link.channel()
+    try:
+        ok = channel.queue_declare(queue, passive=True)
+    except amqp.exceptions.NotFound:
+        return None
+    finally:
+        if channel.is_open:
+            channel.close()
+    return int(ok.message_count), int(ok.consumer_count)
+
+
+def purge_topic(link: Link, topic: str, groups: list[str]) -> int:
+    """Empty the queues of ``groups`` of ``topic`` (declaring any missing); how many
+    messages that removed."""
+
+    def purge() -> int:
+        link.ensure_topic(topic)
+        channel = link.publisher()
+        removed = 0
+        for group in groups:
+            queue = link.names.queue(topic, group)
+            if group != DEFAULT_GROUP:
+                link.ensure_queue(topic, group)
+            removed += int(channel.queue_purge(queue) or 0)
+        return removed
+
+    return link.call(purge)
