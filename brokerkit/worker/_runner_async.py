@@ -6,6 +6,9 @@ Each slot receives from the handler's one subscription, which fetches (and lease
 so at most ``prefetch`` wait for a slot, and they wait in the subscription, which
 hands them back when it is closed. A slot asks for a message only when it is free,
 so at most ``concurrency`` handlers run.
+
+What becomes of a delivery once its handler is done with it (acked, retried under
+the policy, dead-lettered, handed back or let go) is the :class:`AsyncSettler`'s.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ from brokerkit._compat import is_async_callable
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import RELAY
 from brokerkit._logging import delivery_fields, log_fields
-from brokerkit._schedule import MAX_REASON_LENGTH, finite_seconds
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError
 from brokerkit.worker._call import HandlerCall, NotStarted
 from brokerkit.worker._handler import HandlerSpec
+from brokerkit.worker._settle_async import AsyncSettler
 from brokerkit.worker._stats import HandlerStats
 from brokerkit.worker._typed import InvalidBody, error_text
 
@@ -66,6 +69,7 @@ class AsyncRunner:
         self._active_lock = threading.Lock()
         self._abandoned = False
         self._limit = spec.retry.limit(broker.options.max_deliveries)
+        self._settler = AsyncSettler(broker, spec, stats, self._limit)
 
     async def start(self) -> None:
         """Subscribe and start the slots (and the lease renewal)."""
@@ -113,10 +117,10 @@ class AsyncRunner:
         """Stop at once. Where the slot is a task it is cancelled: a coroutine handler
         still running is nacked (an attempt counted), a delivery not yet given to its
         handler is handed back, and one whose handler thread still runs keeps its
-        lease (see :meth:`_cut_short`). A slot thread cannot be stopped: a handler
-        it runs keeps its lease while it runs, and its result is then dropped (its
-        delivery comes back after the visibility timeout); one it has not started yet
-        is never started, and its delivery is handed back."""
+        lease (see :meth:`AsyncSettler.cut_short`). A slot thread cannot be stopped: a
+        handler it runs keeps its lease while it runs, and its result is then dropped
+        (its delivery comes back after the visibility timeout); one it has not started
+        yet is never started, and its delivery is handed back."""
         with self._active_lock:
             self._abandoned = True
             for call in self._active.values():
@@ -203,7 +207,7 @@ class AsyncRunner:
             if delivery is None:
                 continue
             if self._draining.is_set():
-                await self._hand_back(delivery)
+                await self._settler.hand_back(delivery)
                 return
             await self._handle(delivery, subscription.buffered)
 
@@ -221,59 +225,19 @@ class AsyncRunner:
             # logs it and starts over; the delivery is retried with an attempt counted,
             # never handed back uncounted, so that it cannot loop for ever.
             if not delivery.settled:
-                await self._broken(delivery, exc)
+                await self._settler.broken(delivery, exc)
             raise
         except BaseException:
             # The slot was cancelled (the asyncio worker's hard stop), or interrupted
             # outside its handler (what the handler raises, _run has dealt with).
             if not delivery.settled:
-                await self._cut_short(delivery, call)
+                await self._settler.cut_short(delivery, call)
             raise
         finally:
             if not call.in_thread:  # else kept, its lease renewed, until the thread ends
                 with self._active_lock:
                     self._active.pop(delivery, None)
             self.stats.finished()
-
-    async def _broken(self, delivery: AsyncDelivery, exc: Exception) -> None:
-        """Handling ``delivery`` failed with an error no step expects: nacked, an
-        attempt counted (dead-lettered at the delivery limit), or let go if even that
-        fails (marked settled whatever happens, so that nothing renews its lease)."""
-        try:
-            if Capability.ACK in self.broker.capabilities:
-                # a second unexpected error is dropped: the slot logs the first one
-                with contextlib.suppress(Exception):
-                    reason = f"worker error: {type(exc).__name__}: {error_text(exc)}"
-                    if self._limit is not None and delivery.attempt >= self._limit:
-                        await self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
-                    else:
-                        await self._nack(delivery, "retried", requeue=True, reason=reason)
-        finally:
-            if not delivery.settled:
-                self._let_go(delivery, exc)
-
-    async def _cut_short(self, delivery: AsyncDelivery, call: HandlerCall) -> None:
-        """The slot was cancelled with ``delivery`` unsettled. Never given to the
-        handler: handed back (no attempt counted). Its handler thread still runs: left
-        alone, its lease renewed until the thread ends (its result is then dropped) or
-        the broker closes, so no other consumer gets it meanwhile. Its handler started
-        and was cancelled: a counted nack, so that a handler that always hangs still
-        reaches the delivery limit."""
-        state = call.abandon()
-        if state == HandlerCall.PENDING:
-            await self._hand_back(delivery)
-        elif state == HandlerCall.RUNNING_IN_THREAD:
-            log.warning(
-                "handler %s: its thread still runs %s; it keeps its lease",
-                *(self.spec.name, delivery.id),
-                extra=delivery_fields([delivery]),
-            )
-        else:
-            reason = "cancelled by a hard stop of the worker"
-            if self._limit is not None and delivery.attempt >= self._limit:
-                await self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
-            else:
-                await self._nack(delivery, "retried", requeue=True, reason=reason)
 
     async def _run(self, delivery: AsyncDelivery, call: HandlerCall) -> None:
         spec = self.spec
@@ -294,7 +258,7 @@ class AsyncRunner:
                 text,
                 extra=delivery_fields([delivery]),
             )
-            await self._nack(
+            await self._settler.nack(
                 delivery,
                 "dead_lettered" if dead else "",
                 requeue=False,
@@ -308,11 +272,11 @@ class AsyncRunner:
         try:
             await self._calls.call(call.wrap(function), *args)
         except NotStarted:  # abandoned before it started: never will
-            await self._hand_back(delivery)
+            await self._settler.hand_back(delivery)
             return
         except BaseException as exc:
             if call.dropped:
-                self._dropped(delivery, exc)
+                self._settler.dropped(delivery, exc)
                 return
             if not isinstance(exc, Exception) and (
                 self._hard_stop(count)
@@ -325,18 +289,18 @@ class AsyncRunner:
             # this slot included (and in a handler's thread SystemExit and
             # KeyboardInterrupt): a failure of the handler, and the slot goes on.
             if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
-                # what _failed does: a nack that dead-letters at the limit, or, without
-                # ACK, at once (where the backend has a dead-letter topic at all)
+                # what AsyncSettler.failed does: a nack that dead-letters at the limit,
+                # or, without ACK, at once (where the backend has a dead-letter topic at all)
                 capabilities = self.broker.capabilities
                 dead = Capability.DEAD_LETTER in capabilities and (
                     Capability.ACK not in capabilities
                     or (self._limit is not None and delivery.attempt >= self._limit)
                 )
                 RELAY.deliver_end(delivery, "dead-letter" if dead else "nack", exc)
-            await self._failed(delivery, exc)
+            await self._settler.failed(delivery, exc)
             return
         if call.dropped:
-            self._dropped(delivery, None)
+            self._settler.dropped(delivery, None)
             return
         if not delivery.settled:
             try:
@@ -349,141 +313,9 @@ class AsyncRunner:
                     error_text(exc),
                     extra=delivery_fields([delivery]),
                 )
-                await self._release(delivery, exc)
+                await self._settler.release(delivery, exc)
                 return
         self.stats.count("processed")
-
-    def _dropped(self, delivery: AsyncDelivery, exc: BaseException | None) -> None:
-        how = "returned" if exc is None else f"raised {type(exc).__name__}: {error_text(exc)}"
-        log.warning(
-            "handler %s ended on %s after the worker abandoned it (%s); its result is "
-            "dropped, and the message comes again after its lease runs out",
-            *(self.spec.name, delivery.id, how),
-            extra=delivery_fields([delivery]),
-        )
-
-    async def _failed(self, delivery: AsyncDelivery, exc: BaseException) -> None:
-        """The handler raised: retry the delivery under the policy, or dead-letter it."""
-        self.stats.count("failed")
-        name, reason = self.spec.name, f"{type(exc).__name__}: {error_text(exc)}"
-        if delivery.settled:
-            log.warning(
-                "handler %s raised after settling %s: %s",
-                name,
-                delivery.id,
-                reason,
-                extra=delivery_fields([delivery]),
-            )
-        elif Capability.ACK not in self.broker.capabilities:
-            # at-most-once: the message is gone whatever the worker does
-            log.warning(
-                "handler %s failed on %s, not redelivered: %s",
-                name,
-                delivery.id,
-                reason,
-                extra=delivery_fields([delivery]),
-            )
-            await self._nack(delivery, "", requeue=False, reason=reason)
-        elif self._limit is not None and delivery.attempt >= self._limit:
-            log.info(
-                "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
-                *(name, delivery.id, delivery.attempt, self._limit, reason),
-                exc_info=exc,
-                extra=delivery_fields([delivery]),
-            )
-            await self._nack(delivery, "dead_lettered", requeue=False, reason=reason)
-        else:
-            delay = self._delay(delivery)
-            log.info(
-                "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
-                *(name, delivery.id, delivery.attempt, delay, reason),
-                exc_info=exc,
-                extra=delivery_fields([delivery]),
-            )
-            await self._nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
-
-    async def _nack(
-        self,
-        delivery: AsyncDelivery,
-        outcome: str,
-        *,
-        requeue: bool,
-        reason: str,
-        delay: float = 0.0,
-    ) -> None:
-        try:
-            await delivery.nack(requeue=requeue, delay=delay or None, reason=_reason(reason))
-        except BrokerError as exc:
-            log.warning(
-                "handler %s: could not nack %s: %s",
-                self.spec.name,
-                delivery.id,
-                error_text(exc),
-                extra=delivery_fields([delivery]),
-            )
-            await self._release(delivery, exc)
-            return
-        if outcome:
-            self.stats.count(outcome)
-
-    def _delay(self, delivery: AsyncDelivery) -> float:
-        """The retry policy's delay for this attempt; a policy that fails or gives
-        anything but a finite number of seconds, 0 or more, is a bug in the policy:
-        logged, and the delivery is retried without a delay."""
-        policy = self.spec.retry
-        try:
-            delay = policy.delay(delivery.attempt)
-        except Exception as exc:
-            log.error(
-                "handler %s: retry policy %r failed on attempt %d; retrying %s at once: %s",
-                *(self.spec.name, policy, delivery.attempt, delivery.id, error_text(exc)),
-                exc_info=exc,
-                extra=delivery_fields([delivery]),
-            )
-            return 0.0
-        seconds = finite_seconds(delay)
-        if seconds is None or seconds < 0:
-            log.error(
-                "handler %s: retry policy %r gave the delay %r for attempt %d (valid: a "
-                "finite number of seconds, 0 or more); retrying %s at once",
-                *(self.spec.name, policy, delay, delivery.attempt, delivery.id),
-                extra=delivery_fields([delivery]),
-            )
-            return 0.0
-        return seconds
-
-    async def _release(self, delivery: AsyncDelivery, error: BrokerError) -> None:
-        """Settling ``delivery`` failed with ``error``: let it go, so that it is not held
-        (its lease renewed by the worker or the backend) for as long as the process
-        runs. A plain nack first; failing that, it is let go (:meth:`_let_go`), and
-        the lease runs out within a visibility timeout."""
-        if delivery.settled:
-            return
-        if Capability.ACK in self.broker.capabilities:
-            try:
-                await delivery.nack(requeue=True)
-            except BrokerError as exc:
-                log.warning(
-                    "handler %s: could not hand %s back either; its lease is left to run out: %s",
-                    *(self.spec.name, delivery.id, error_text(exc)),
-                    extra=delivery_fields([delivery]),
-                )
-        if not delivery.settled:
-            self._let_go(delivery, error)
-
-    def _let_go(self, delivery: AsyncDelivery, error: BaseException) -> None:
-        """Mark ``delivery`` settled without settling it (nothing renews its lease any
-        more) and end its delivery hooks ``"unsettled"`` with ``error``, what stopped
-        its settlement: its span and handling time end with its handler's call."""
-        delivery._mark_settled()
-        RELAY.deliver_end(delivery, "unsettled", error)
-
-    async def _hand_back(self, delivery: AsyncDelivery) -> None:
-        """Hand ``delivery`` back, no attempt counted: its hooks end ``"unsettled"``
-        (the subscription handed it to the worker, so they started)."""
-        RELAY.deliver_end(delivery, "unsettled")
-        with contextlib.suppress(BrokerError):
-            await self.broker._hand_back([delivery])
 
     # -- the deliveries that wait ---------------------------------------------------
 
@@ -556,11 +388,3 @@ def _inside(context: AbstractContextManager[None], function: Callable[..., Any])
             return function(*args)
 
     return call_plain_inside
-
-
-def _reason(text: str) -> str:
-    """An error's text as a dead-letter reason: one line, UTF-8-safe, short enough."""
-    line = " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")
-    if len(line) > MAX_REASON_LENGTH:
-        line = line[: MAX_REASON_LENGTH - 3] + "..."
-    return line or "failed"

@@ -1,0 +1,219 @@
+"""Settling a delivery once its handler is done with it: the ack's or nack's failure,
+a retry under the handler's policy (with its delay) or a dead letter at the delivery
+limit, the hand-back of a delivery never handled, and letting go of one that cannot be
+settled. The slots of each :class:`AsyncRunner` call it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from brokerkit._broker_async import AsyncBroker
+from brokerkit._capabilities import Capability
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._hooks import RELAY
+from brokerkit._logging import delivery_fields
+from brokerkit._schedule import MAX_REASON_LENGTH, finite_seconds
+from brokerkit.exceptions import BrokerError
+from brokerkit.worker._call import HandlerCall
+from brokerkit.worker._handler import HandlerSpec
+from brokerkit.worker._stats import HandlerStats
+from brokerkit.worker._typed import error_text
+
+__all__ = ["AsyncSettler"]
+
+log = logging.getLogger("brokerkit.worker")
+
+
+class AsyncSettler:
+    """Settles the deliveries of one :class:`HandlerSpec` on ``broker`` after their
+    handler, and counts the outcomes in ``stats``; ``limit`` is the attempt at which a
+    failure is dead-lettered (None: never)."""
+
+    def __init__(
+        self, broker: AsyncBroker, spec: HandlerSpec, stats: HandlerStats, limit: int | None
+    ) -> None:
+        self.broker = broker
+        self.spec = spec
+        self.stats = stats
+        self._limit = limit
+
+    async def broken(self, delivery: AsyncDelivery, exc: Exception) -> None:
+        """Handling ``delivery`` failed with an error no step expects: nacked, an
+        attempt counted (dead-lettered at the delivery limit), or let go if even that
+        fails (marked settled whatever happens, so that nothing renews its lease)."""
+        try:
+            if Capability.ACK in self.broker.capabilities:
+                # a second unexpected error is dropped: the slot logs the first one
+                with contextlib.suppress(Exception):
+                    reason = f"worker error: {type(exc).__name__}: {error_text(exc)}"
+                    if self._limit is not None and delivery.attempt >= self._limit:
+                        await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+                    else:
+                        await self.nack(delivery, "retried", requeue=True, reason=reason)
+        finally:
+            if not delivery.settled:
+                self.let_go(delivery, exc)
+
+    async def cut_short(self, delivery: AsyncDelivery, call: HandlerCall) -> None:
+        """The slot was cancelled with ``delivery`` unsettled. Never given to the
+        handler: handed back (no attempt counted). Its handler thread still runs: left
+        alone, its lease renewed until the thread ends (its result is then dropped) or
+        the broker closes, so no other consumer gets it meanwhile. Its handler started
+        and was cancelled: a counted nack, so that a handler that always hangs still
+        reaches the delivery limit."""
+        state = call.abandon()
+        if state == HandlerCall.PENDING:
+            await self.hand_back(delivery)
+        elif state == HandlerCall.RUNNING_IN_THREAD:
+            log.warning(
+                "handler %s: its thread still runs %s; it keeps its lease",
+                *(self.spec.name, delivery.id),
+                extra=delivery_fields([delivery]),
+            )
+        else:
+            reason = "cancelled by a hard stop of the worker"
+            if self._limit is not None and delivery.attempt >= self._limit:
+                await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+            else:
+                await self.nack(delivery, "retried", requeue=True, reason=reason)
+
+    def dropped(self, delivery: AsyncDelivery, exc: BaseException | None) -> None:
+        how = "returned" if exc is None else f"raised {type(exc).__name__}: {error_text(exc)}"
+        log.warning(
+            "handler %s ended on %s after the worker abandoned it (%s); its result is "
+            "dropped, and the message comes again after its lease runs out",
+            *(self.spec.name, delivery.id, how),
+            extra=delivery_fields([delivery]),
+        )
+
+    async def failed(self, delivery: AsyncDelivery, exc: BaseException) -> None:
+        """The handler raised: retry the delivery under the policy, or dead-letter it."""
+        self.stats.count("failed")
+        name, reason = self.spec.name, f"{type(exc).__name__}: {error_text(exc)}"
+        if delivery.settled:
+            log.warning(
+                "handler %s raised after settling %s: %s",
+                name,
+                delivery.id,
+                reason,
+                extra=delivery_fields([delivery]),
+            )
+        elif Capability.ACK not in self.broker.capabilities:
+            # at-most-once: the message is gone whatever the worker does
+            log.warning(
+                "handler %s failed on %s, not redelivered: %s",
+                name,
+                delivery.id,
+                reason,
+                extra=delivery_fields([delivery]),
+            )
+            await self.nack(delivery, "", requeue=False, reason=reason)
+        elif self._limit is not None and delivery.attempt >= self._limit:
+            log.info(
+                "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
+                *(name, delivery.id, delivery.attempt, self._limit, reason),
+                exc_info=exc,
+                extra=delivery_fields([delivery]),
+            )
+            await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+        else:
+            delay = self.delay(delivery)
+            log.info(
+                "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
+                *(name, delivery.id, delivery.attempt, delay, reason),
+                exc_info=exc,
+                extra=delivery_fields([delivery]),
+            )
+            await self.nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
+
+    async def nack(
+        self,
+        delivery: AsyncDelivery,
+        outcome: str,
+        *,
+        requeue: bool,
+        reason: str,
+        delay: float = 0.0,
+    ) -> None:
+        try:
+            await delivery.nack(requeue=requeue, delay=delay or None, reason=_reason(reason))
+        except BrokerError as exc:
+            log.warning(
+                "handler %s: could not nack %s: %s",
+                self.spec.name,
+                delivery.id,
+                error_text(exc),
+                extra=delivery_fields([delivery]),
+            )
+            await self.release(delivery, exc)
+            return
+        if outcome:
+            self.stats.count(outcome)
+
+    def delay(self, delivery: AsyncDelivery) -> float:
+        """The retry policy's delay for this attempt; a policy that fails or gives
+        anything but a finite number of seconds, 0 or more, is a bug in the policy:
+        logged, and the delivery is retried without a delay."""
+        policy = self.spec.retry
+        try:
+            delay = policy.delay(delivery.attempt)
+        except Exception as exc:
+            log.error(
+                "handler %s: retry policy %r failed on attempt %d; retrying %s at once: %s",
+                *(self.spec.name, policy, delivery.attempt, delivery.id, error_text(exc)),
+                exc_info=exc,
+                extra=delivery_fields([delivery]),
+            )
+            return 0.0
+        seconds = finite_seconds(delay)
+        if seconds is None or seconds < 0:
+            log.error(
+                "handler %s: retry policy %r gave the delay %r for attempt %d (valid: a "
+                "finite number of seconds, 0 or more); retrying %s at once",
+                *(self.spec.name, policy, delay, delivery.attempt, delivery.id),
+                extra=delivery_fields([delivery]),
+            )
+            return 0.0
+        return seconds
+
+    async def release(self, delivery: AsyncDelivery, error: BrokerError) -> None:
+        """Settling ``delivery`` failed with ``error``: let it go, so that it is not held
+        (its lease renewed by the worker or the backend) for as long as the process
+        runs. A plain nack first; failing that, it is let go (:meth:`let_go`), and
+        the lease runs out within a visibility timeout."""
+        if delivery.settled:
+            return
+        if Capability.ACK in self.broker.capabilities:
+            try:
+                await delivery.nack(requeue=True)
+            except BrokerError as exc:
+                log.warning(
+                    "handler %s: could not hand %s back either; its lease is left to run out: %s",
+                    *(self.spec.name, delivery.id, error_text(exc)),
+                    extra=delivery_fields([delivery]),
+                )
+        if not delivery.settled:
+            self.let_go(delivery, error)
+
+    def let_go(self, delivery: AsyncDelivery, error: BaseException) -> None:
+        """Mark ``delivery`` settled without settling it (nothing renews its lease any
+        more) and end its delivery hooks ``"unsettled"`` with ``error``, what stopped
+        its settlement: its span and handling time end with its handler's call."""
+        delivery._mark_settled()
+        RELAY.deliver_end(delivery, "unsettled", error)
+
+    async def hand_back(self, delivery: AsyncDelivery) -> None:
+        """Hand ``delivery`` back, no attempt counted: its hooks end ``"unsettled"``
+        (the subscription handed it to the worker, so they started)."""
+        RELAY.deliver_end(delivery, "unsettled")
+        with contextlib.suppress(BrokerError):
+            await self.broker._hand_back([delivery])
+
+
+def _reason(text: str) -> str:
+    """An error's text as a dead-letter reason: one line, UTF-8-safe, short enough."""
+    line = " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")
+    if len(line) > MAX_REASON_LENGTH:
+        line = line[: MAX_REASON_LENGTH - 3] + "..."
+    return line or "failed"
