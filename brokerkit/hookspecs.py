@@ -129,7 +129,11 @@ def brokerkit_deliver_start(delivery: Any, scope: dict[str, Any]) -> None:
     :param delivery: the :class:`~brokerkit.Delivery` (or asyncio twin); read
         ``delivery.headers``, ``.attempt``, ``.subscription.group``.
     :param scope: the delivery's scratch dict, passed again to
-        :func:`brokerkit_deliver_end`.
+        :func:`brokerkit_deliver_end`. Under the key ``"brokerkit.handler_context"``,
+        a list of callables that each return a context manager, a hook may ask a
+        worker to run the handler inside them (the OpenTelemetry plugin makes the
+        delivery's span current so): ``scope.setdefault("brokerkit.handler_context",
+        []).append(factory)``.
     """
 
 
@@ -139,8 +143,9 @@ def brokerkit_deliver_end(
 ) -> None:
     """The application is done with a delivery: called once, at the first of its
     settlement (``"ack"``, ``"nack"``, ``"dead-letter"``), the ``consume`` loop moving
-    on to the next delivery or ending (``"unsettled"``), or a worker's handler
-    returning or raising.
+    on to the next delivery or ending, or a ``for`` loop over a subscription moving
+    on (``"unsettled"``), or a worker's handler returning or raising (``"unsettled"``,
+    with the settlement's error, where the worker could neither ack nor hand back).
 
     :param outcome: ``"ack"``, ``"nack"``, ``"dead-letter"``, ``"unsettled"`` or
         ``"lease-lost"`` (a settlement refused with :class:`~brokerkit.StaleDelivery`).
