@@ -33,11 +33,13 @@ def unwrap(element: bytes) -> tuple[int, bytes]:
     return 0, element
 
 
-def raw_element(element: bytes) -> bool:
+def raw_element(element: bytes, message: Message) -> bool:
     """Whether the scripts count ``element``'s deliveries in the ``attempts`` hash, as
-    ``is_raw`` in :mod:`.preamble` tells: neither a brokerkit envelope nor one wrapped
-    as :func:`unwrap` reads it (which returns any other element as it is)."""
-    return not element.startswith(envelope.MAGIC) and unwrap(element)[1] is element
+    ``is_raw`` in :mod:`.preamble` tells: neither wrapped as :func:`unwrap` reads it
+    nor an envelope to brokerkit's decoder (``message`` is what :func:`fetched_messages`
+    read from it). The decoder's raw message carries the whole element as its payload;
+    an envelope's payload, or a wrapped element's, is shorter than the element."""
+    return len(message.payload) == len(element)
 
 
 def fetched_messages(

@@ -241,7 +241,7 @@ def _hand_out_woken(
     deliveries = Delivery._first_attempts(messages, subscription, [receipt])
     if again:  # it came back (wrapped with its count)
         deliveries[0].attempt = again[0]
-    elif raw_element(element):
+    elif raw_element(element, messages[0]):
         confirm_lease(subscription, fetch, keeper)  # or another caller read it
         reply = lease.reply
         if reply is not None and len(reply) > 1 and reply[1] is not None:
