@@ -105,13 +105,16 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
             for module, names in (
                 (scripts, ("FETCH",)),
                 (settle_scripts, ("SETTLE", "EXTEND")),
-                (upkeep, ("RESCUE", "INSPECT")),
+                (upkeep, ("RESCUE", "INSPECT", "PURGE")),
                 (schedule, ("HOLD", "RELEASE")),
             )
             for name in names
         }
         self._topics: dict[str, TopicPlan] = {}
-        self._durable = replica_wait(self._client, url, self.options)
+        # retries=0: on a cluster, the wait's connections to the nodes run settlements,
+        # which redis-py must not resend unmarked (see .settle_async: brokerkit does,
+        # marked as a retry), and publishes, which it resends no more than elsewhere
+        self._durable = replica_wait(self._client, url, self.options, retries=0)
         self._call = AsyncListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
         self._lease_ms = int(self.options.visibility_timeout * 1000)
         self._keeper = LeaseKeeper(
@@ -121,9 +124,16 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         # a settlement while it takes its deliveries out of the keeper: a renewal
         # never touches a receipt that a settlement has already released.
         self._lease_lock = Lock()
-        self._settle_held = AsyncHeldClient(AsyncReader(self._client))
-        # single publishes: on a connection kept for them when it is free
-        self._sender = AsyncReader(self._client)
+        # Settlements and single publishes: each on a connection kept for them when it
+        # is free. Not where the URL caps the pool (max_connections): a kept connection
+        # is one of the pool's, which inspect, purge and the rest would then find taken
+        # (redis-py's pool at its cap fails a command at once); there each command
+        # takes a connection of the pool's and gives it back.
+        capped = "max_connections" in url.query
+        self._settle_held = AsyncHeldClient(
+            AsyncReader(_PerCommand(self._client) if capped else self._client)
+        )
+        self._sender = AsyncReader(_PerCommand(self._client) if capped else self._client)
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -194,15 +204,14 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         members = schedule.hold_members([m.id for m in messages], elements)
         plan = self._topic(topic)
         delay_ms = max(math.ceil(delay * 1000), 1)
-        for start in range(0, len(members), _PUSH_CHUNK):
-            chunk = members[start : start + _PUSH_CHUNK]
-            if self._durable is None:
-                await self._call(lambda c=chunk: self._script("HOLD", plan, delay_ms, *c), topic)  # type: ignore[misc]
-            else:  # held messages wait for replicas as published ones do
-                args = [*plan.common, delay_ms, *chunk]
-                on = functools.partial(run_on, self._scripts["HOLD"], plan.script_keys, args)
-                run = functools.partial(self._durable.run, plan.keys.queue, on)
-                await self._call(run, topic)
+        # One script for the whole batch: all of it is held or none (see schedule.HOLD)
+        if self._durable is None:
+            await self._call(lambda: self._script("HOLD", plan, delay_ms, *members), topic)
+        else:  # held messages wait for replicas as published ones do
+            args = [*plan.common, delay_ms, *members]
+            on = functools.partial(run_on, self._scripts["HOLD"], plan.script_keys, args)
+            run = functools.partial(self._durable.run, plan.keys.queue, on)
+            await self._call(run, topic)
 
     # -- consuming ----------------------------------------------------------------
 
@@ -472,18 +481,13 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         )
 
     async def _purge(self, topic: str) -> int:
+        """Delete the topic's waiting and held messages (one script: a key of another
+        type is refused before anything is deleted). Raw elements' counts go too: an
+        identical one pushed later starts at 0."""
         keys = self._keys(topic)
-
-        async def purge() -> int:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.llen(keys.queue)
-                pipe.zcard(keys.scheduled)
-                # raw elements' counts go too: an identical one pushed later starts at 0
-                pipe.delete(keys.queue, keys.scheduled, keys.returned, keys.attempts)
-                waiting, held, _ = await pipe.execute()
-                return int(waiting) + int(held)
-
-        return await self._call(purge, topic)
+        purge = self._scripts["PURGE"]
+        purged = [keys.queue, keys.scheduled, keys.returned, keys.attempts]
+        return int(await self._call(lambda: purge(keys=purged, args=[]), topic))
 
     async def _suspend_renewals(self) -> None:
         """Stop renewing leases while staying open, as a hung process would (for the
@@ -499,3 +503,11 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
         await self._settle_held.reader.close()
         await self._sender.close()
         await self._client.aclose()
+
+
+class _PerCommand:
+    """A client's ``execute_command`` alone: an :class:`AsyncReader` of it keeps no
+    connection (as of a cluster client, each command takes one of the pool's)."""
+
+    def __init__(self, client: Any) -> None:
+        self.execute_command = client.execute_command

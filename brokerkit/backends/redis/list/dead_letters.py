@@ -5,7 +5,7 @@ envelope of its own, and adds the dead-letter headers. Part of the preamble (see
 
 from __future__ import annotations
 
-__all__ = ["DEAD_LETTERS"]
+__all__ = ["DEAD_LETTERS", "GUARD"]
 
 DEAD_LETTERS = r"""-- Whether s is UTF-8 as Python's strict decoder has it (no overlongs, no
 -- surrogates).
@@ -267,6 +267,82 @@ local function dead_letter(inner, reason, deliveries)
     json = '{"ts":' .. string.format('%.17g', ts) .. ',' .. string.sub(json, 2)
   end
   redis.call('LPUSH', DLQ, 'BK1' .. json .. '\n' .. payload)
+end
+
+"""
+
+#: The check a call that may dead-letter makes before it writes anything: Redis keeps
+#: what a script wrote before an error, so a dead letter that fails on a dead-letter
+#: key of another type (``LPUSH``'s WRONGTYPE) would leave the message taken from its
+#: lease and put nowhere. Part of the preamble, after ``is_raw`` (which it calls).
+GUARD = r"""-- Whether a dead letter can go to DLQ (no such key, or a list), asked once a call.
+local function dead_letters_ok()
+  if DLQ_KIND == nil then DLQ_KIND = redis.call('TYPE', DLQ)['ok'] end
+  return DLQ_KIND == 'none' or DLQ_KIND == 'list'
+end
+
+-- Refuse the call, before it wrote anything: the dead-letter key holds another type.
+local function refuse_dead_letters()
+  error({err = 'WRONGTYPE brokerkit: the dead-letter key ' .. DLQ .. ' holds a ' .. DLQ_KIND
+    .. ', not a list; nothing was changed'})
+end
+
+-- Whether handing element e back (requeue: to be delivered again) dead-letters it, as
+-- hand_back decides: rejected, or delivered max_deliveries times with this one.
+local function dies(e, requeue)
+  if not requeue then return true end
+  if MAX == 0 then return false end
+  local n = unwrap(e)
+  if is_raw(e) then n = tonumber(redis.call('HGET', ATTEMPTS, redis.sha1hex(e)) or '0') or 0 end
+  return n + 1 >= MAX
+end
+
+-- The element of a delivery's lease and the lease's expiry value, as release(receipt)
+-- returns them, without writing anything.
+local function peek(receipt)
+  local value, kind, nonce, C, i = lease_of(receipt)
+  if kind == 'settled' then return nil, nil end
+  if kind ~= 'record' then
+    return redis.call('LINDEX', need(BATCH_PREFIX .. nonce .. ':' .. C), i) or nil, value
+  end
+  local leases = leases_of(consumer_of(receipt))
+  local field = field_of(receipt)
+  local record = redis.call('HGET', leases, field)
+  if not record then
+    field = receipt
+    record = redis.call('HGET', leases, field)
+    if not record then return nil, value end
+  end
+  local _, e = record_of(field, record, value)
+  return e, value
+end
+
+-- Whether handing back the leases that ran out among the receipts named from ARGV[k]
+-- on (runs of a batch, as SETTLE's ack and EXTEND name them) dead-letters one, at
+-- server time t.
+local function expired_would_die(k, t)
+  while k <= #ARGV do
+    local name, nonce, C, n, _, index
+    name, nonce, C, n, _, index, k = run_at(k)
+    local flags = nonce ~= '' and flags_of(C, nonce)
+    for s = 0, n - 1 do
+      local r = nonce .. index(s) .. ':' .. C
+      local e, v
+      if flags then
+        local i = tonumber(index(s))
+        local flag = i and string.sub(flags, i + 1, i + 1)
+        if flag == '0' or flag == '2' then
+          v = flag == '0' and batch_value(name) or redis.call('HGET', EXPIRY, r)
+          e = redis.call('LINDEX', need(BATCH_PREFIX .. name), i)
+        end
+      else
+        e, v = peek(r)
+      end
+      local deadline = deadline_of(v)
+      if e and not (deadline and deadline > t) and dies(e, true) then return true end
+    end
+  end
+  return false
 end
 
 """

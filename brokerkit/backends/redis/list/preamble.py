@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from brokerkit.backends.redis.list.dead_letters import DEAD_LETTERS
+from brokerkit.backends.redis.list.dead_letters import DEAD_LETTERS, GUARD
 
 __all__ = ["CHUNK", "PREAMBLE", "RELEASE_BATCH", "with_preamble"]
 
@@ -58,6 +58,8 @@ local FLAGS, VALUES = {}, {}
 local MAX = tonumber(ARGV[3])
 local TOPIC, RAW_CT = ARGV[4], ARGV[5]
 local HEARTBEAT = tonumber(ARGV[6])
+-- the dead-letter key's type, once a call asked (see dead_letters_ok)
+local DLQ_KIND = nil
 local CHUNK = """
     + str(CHUNK)
     + r"""
@@ -450,7 +452,9 @@ local function release(receipt)
   return e, value
 end
 
--- Elements in a consumer's processing list that no lease covers: moved there by
+"""
+    + GUARD
+    + r"""-- Elements in a consumer's processing list that no lease covers: moved there by
 -- a BLMOVE whose lease was never recorded (the reply was lost, or the consumer
 -- died). Lists written by versions that kept leased elements there too are
 -- matched against the leases, so those are not handed back twice.

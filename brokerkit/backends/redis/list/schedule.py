@@ -10,9 +10,17 @@ from brokerkit.backends.redis.list.preamble import with_preamble
 __all__ = ["HOLD", "RELEASE", "hold_member", "hold_members"]
 
 #: ARGV[7] delay ms; ARGV[8...] members (:func:`hold_members`), all due at the server's
-#: now + delay. Returns ms until the next held message is due.
+#: now + delay, all or none (a queue key of another type is refused first; a server
+#: out of memory refuses the script at its first write). Returns ms until the next held
+#: message is due.
 HOLD = with_preamble(
     r"""
+-- a queue of another type would never take them: refused before anything is held
+local kind = redis.call('TYPE', QUEUE)['ok']
+if kind ~= 'none' and kind ~= 'list' then
+  return redis.error_reply('WRONGTYPE brokerkit: the queue key ' .. QUEUE .. ' holds a ' .. kind
+    .. ', not a list; nothing was held')
+end
 local t = now_ms()
 local due = due_after(tonumber(ARGV[7]))
 local scored = {}

@@ -36,12 +36,39 @@ SETTLE = with_preamble(
     r"""
 local mode = ARGV[7]
 local retry = string.sub(mode, -1) == '!'
-if retry then
+if retry then mode = string.sub(mode, 1, -2) end
+local t = now_ms()
+local first, delay_ms, why = 8, 0, nil
+if mode == 'requeue+' or mode == 'reject+' then
+  first, delay_ms, why = 10, tonumber(ARGV[8]) or 0, ARGV[9]
+  if why == '' then why = nil end
   mode = string.sub(mode, 1, -2)
+end
+-- Whether this call would dead-letter: a lease that ran out at max_deliveries (an
+-- ack hands it back, as a rescuer would), or a nack's message (rejected, or at
+-- max_deliveries). Read before anything is written: see dead_letters_ok.
+local function would_dead_letter()
+  if mode == 'ack' then return expired_would_die(8, t) end
+  for i = first, #ARGV do
+    local e, v = peek(ARGV[i])
+    if e then
+      local deadline = deadline_of(v)
+      if not deadline or deadline <= t then
+        if dies(e, true) then return true end
+      elseif mode ~= 'return' and dies(e, mode == 'requeue') then
+        return true
+      end
+    end
+  end
+  return false
+end
+if (MAX > 0 or mode == 'reject') and not dead_letters_ok() and would_dead_letter() then
+  refuse_dead_letters()
+end
+if retry then
   redis.call('ZADD', DEADLINES, 0, 'brokerkit:retry')
   redis.call('ZREM', DEADLINES, 'brokerkit:retry')
 end
-local t = now_ms()
 local stale = {}
 if mode == 'ack' then
   local find, sub = string.find, string.sub
@@ -108,12 +135,6 @@ if mode == 'ack' then
   tidy()
   return stale
 end
-local first, delay_ms, why = 8, 0, nil
-if mode == 'requeue+' or mode == 'reject+' then
-  first, delay_ms, why = 10, tonumber(ARGV[8]) or 0, ARGV[9]
-  if why == '' then why = nil end
-  mode = string.sub(mode, 1, -2)
-end
 local due = delay_ms > 0 and due_after(delay_ms) or nil
 -- RETURNED counts the elements at the queue's head: one returned goes uncounted (in a
 -- batch, next time) only while no counted one is beneath it
@@ -165,6 +186,7 @@ local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
 local sub = string.sub
+if MAX > 0 and not dead_letters_ok() and expired_would_die(9, t) then refuse_dead_letters() end
 local stale, seen, batches, by_name = {}, {}, {}, {}
 -- A lease that ran out (or none at all): handed back if it was one, reported stale
 local function lapsed(r)

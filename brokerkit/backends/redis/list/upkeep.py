@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from brokerkit.backends.redis.list.preamble import with_preamble
 
-__all__ = ["INSPECT", "RESCUE"]
+__all__ = ["INSPECT", "PURGE", "RESCUE"]
 
 
 #: ARGV[7] at most this many lease groups and this many dead consumers per call;
@@ -31,13 +31,76 @@ local due, scores = {}, {}
 for i = 1, #scored, 2 do
   due[#due + 1], scores[#scores + 1] = scored[i], scored[i + 1]
 end
+-- whether the caller declared the keys of lease group g (one that fell due after the
+-- caller looked is left for the next rescue)
+local function known_group(g)
+  local colon = string.find(g, ':', 1, true)
+  local dash = string.find(g, '-', 1, true)
+  return not colon or (declared(string.sub(g, colon + 1)) and (not dash or dash > colon
+      or DECLARED[BATCH_PREFIX .. string.sub(g, 1, dash) .. string.sub(g, colon)]))
+end
+-- the nonces of dead consumer C's batches, or nil when the caller did not declare them all
+local function known_batches(C)
+  if not declared(C) then return nil end
+  local nonces = redis.call('HKEYS', fetches_of(C))
+  for _, nonce in ipairs(nonces) do
+    if not DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then return nil end
+  end
+  return nonces
+end
+local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
+-- Whether this call would dead-letter a delivery it hands back (at max_deliveries):
+-- read before anything is written (see dead_letters_ok), over every due group and
+-- dead consumer of the call, past its budget (what the budget leaves would be refused
+-- by the next call).
+local function would_dead_letter()
+  for _, group in ipairs(due) do
+    if known_group(group) then
+      for _, r in ipairs(group_receipts(group)) do
+        local nonce, C, i = batch_of(r)
+        local flags = nonce and flags_of(C, nonce)
+        local e, v
+        if flags then
+          local flag = string.sub(flags, i + 1, i + 1)
+          if flag == '0' or flag == '2' then
+            v = flag == '0' and batch_value(nonce .. ':' .. C) or redis.call('HGET', EXPIRY, r)
+            e = redis.call('LINDEX', need(BATCH_PREFIX .. nonce .. ':' .. C), i)
+          end
+        else
+          local value, kind = lease_of(r)
+          local deadline = deadline_of(value)
+          if kind ~= 'settled' and deadline and deadline <= t then e, v = peek(r) end
+        end
+        local deadline = deadline_of(v)
+        if e and not (deadline and deadline > t) and dies(e, true) then return true end
+      end
+    end
+  end
+  for _, C in ipairs(dead) do
+    local nonces = known_batches(C)
+    for _, nonce in ipairs(nonces or {}) do
+      local flags = flags_of(C, nonce) or ''
+      local elements = redis.call('LRANGE', need(BATCH_PREFIX .. nonce .. ':' .. C), 0, -1)
+      for i, e in ipairs(elements) do
+        local flag = string.sub(flags, i, i)
+        if (flag == '0' or flag == '2') and dies(e, true) then return true end
+      end
+    end
+    if nonces then
+      local records = redis.call('HGETALL', leases_of(C))
+      for j = 1, #records, 2 do
+        local expiry = redis.call('HGET', EXPIRY, receipt_of(records[j], C))
+        local _, e = record_of(records[j], records[j + 1], expiry)
+        if dies(e, true) then return true end
+      end
+    end
+  end
+  return false
+end
+if MAX > 0 and not dead_letters_ok() and would_dead_letter() then refuse_dead_letters() end
 for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   if budget <= 0 then more = true; break end
-  -- a group that fell due after the caller looked is left for the next rescue
-  local colon = string.find(due[i], ':', 1, true)
-  local dash = string.find(due[i], '-', 1, true)
-  if not colon or (declared(string.sub(due[i], colon + 1)) and (not dash or dash > colon
-      or DECLARED[BATCH_PREFIX .. string.sub(due[i], 1, dash) .. string.sub(due[i], colon)])) then
+  if known_group(due[i]) then
   local group = due[i]
   local receipts = group_receipts(group)
   local from = 1
@@ -123,7 +186,6 @@ local function later(a, b)
   if #x ~= #y then return #x > #y end
   return x > y
 end
-local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
 local unknown = {}
 for _, C in ipairs(dead) do
   if budget <= 0 then more = true; break end
@@ -286,3 +348,21 @@ out[#out + 1] = redis.call('LINDEX', QUEUE, -1)
 return out
 """
 )
+
+#: KEYS[1] queue, [2] scheduled, [3] returned, [4] attempts (no preamble). Deletes
+#: them and returns how many messages waited and were held; a key of another type is
+#: refused (WRONGTYPE) before anything is deleted. (A transaction would not do: Redis
+#: runs the rest of a MULTI after a command's WRONGTYPE.)
+PURGE = r"""
+local expected = {'list', 'zset', 'string', 'hash'}
+for i, want in ipairs(expected) do
+  local kind = redis.call('TYPE', KEYS[i])['ok']
+  if kind ~= 'none' and kind ~= want then
+    return redis.error_reply('WRONGTYPE brokerkit: the key ' .. KEYS[i] .. ' holds a ' .. kind
+      .. ', not a ' .. want .. '; nothing was purged')
+  end
+end
+local n = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+redis.call('DEL', unpack(KEYS))
+return n
+"""
