@@ -221,10 +221,11 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, Broker)
         """Hold the messages outside the stream, in the topic's ``scheduled`` set, due
         ``delay`` seconds from the server's now (rounded up to the millisecond)."""
         key = self._keys.topic(topic, "scheduled")
+        keys = [key, self._keys.topic(topic)]
         members = held_members(messages)
         delay_ms = max(math.ceil(delay * 1000), 1)
         calls = [
-            (self._scripts.hold, [key], [delay_ms, *members[start : start + PUBLISH_CHUNK]])
+            (self._scripts.hold, keys, [delay_ms, *members[start : start + PUBLISH_CHUNK]])
             for start in range(0, len(members), PUBLISH_CHUNK)
         ]
         self._run_in_order(topic, key, calls, len(messages), held=True)

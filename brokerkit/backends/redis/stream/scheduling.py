@@ -76,9 +76,14 @@ end
 """
 )
 
-#: KEYS: the topic's scheduled ZSET. ARGV: delay ms, members (:func:`held_members`).
-#: Returns how many were held.
+#: KEYS: the topic's scheduled ZSET, its stream. ARGV: delay ms, members
+#: (:func:`held_members`). Returns how many were held; holds nothing, with a WRONGTYPE
+#: error, when the stream's key holds another type (the messages could never go out).
 HOLD = r"""
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'none' and kind ~= 'stream' then
+  return redis.error_reply('WRONGTYPE the topic\'s key holds a ' .. kind .. ', not a stream')
+end
 local t = redis.call('TIME')
 -- rounded up: released by a fetch whose (rounded down) now is no earlier than exact
 local due = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
