@@ -39,11 +39,17 @@ __all__ = [
 #: moved or is moving (``MOVED``, ``ASK``), a slot is being migrated (``TRYAGAIN``),
 #: the cluster lost a master and has not promoted its replica yet (``CLUSTERDOWN``),
 #: or the server was a master and is a replica now (``READONLY``, after a failover).
+#: A cluster client follows ``MOVED``/``ASK`` and repeats ``TRYAGAIN`` itself, 16 times
+#: in about 0.4 s, then raises ``ClusterError("TTL exhausted.")``: while a slot is half
+#: migrated, a command on keys of both sides is refused until the migration ends.
 #: None of them means the command ran: it is retried once the topology settles.
 TOPOLOGY_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.AskError,  # MovedError is one
     redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,  # MasterDownError is one
+    # Only "TTL exhausted." is raised as a plain ClusterError (redis-py 8.2); its
+    # subclass ClusterDownError (and MasterDownError) is CLUSTERDOWN. A CROSSSLOT reply,
+    # a usage error, is a ResponseError, never caught here.
+    redis.exceptions.ClusterError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.SlotNotCoveredError,
 )
