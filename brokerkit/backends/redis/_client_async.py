@@ -30,7 +30,7 @@ from brokerkit.backends.redis._connection import (
     translate_errors,
 )
 from brokerkit.backends.redis._deployment import Deployment
-from brokerkit.backends.redis._keys import Keyspace, KeyTemplate
+from brokerkit.backends.redis._keys import DEAD_LETTER_SUFFIX, Keyspace, KeyTemplate
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._tls import share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
@@ -177,12 +177,14 @@ async def scan_topics(
     signs: tuple[str, ...] = (),
     own_parts: tuple[str, ...] = (),
 ) -> list[str]:
-    """The topics that have a key under ``prefix`` or, with a key ``template``
-    (``queue_key``, ``stream_key``), whose key the template names and holds a
-    ``key_type``, or that have the key of one of ``signs`` (brokerkit's own keys that
-    exist while a topic holds something its key does not: ``expiry`` while deliveries
-    are out of an emptied list). SCAN, so the server is not blocked; a topic created or
-    removed during the scan may or may not be listed.
+    """The topics whose key (``<prefix>:{topic}``, or with a key ``template``,
+    ``queue_key`` or ``stream_key``, the key the template names) holds a ``key_type``,
+    or that have the key of one of ``signs`` (brokerkit's own keys that exist while a
+    topic holds something its key does not: ``expiry`` while deliveries are out of an
+    emptied list). Under the prefix, a topic whose key holds another type (another
+    backend's topic, sharing the prefix) is left out, signs or not; its other keys
+    (consumers', leases) never list a topic. SCAN, so the server is not blocked; a
+    topic created or removed during the scan may or may not be listed.
 
     A name that is not a valid topic (a key another program wrote) is left out. Under
     a template that holds a hash tag, brokerkit's own keys of a topic look like topics'
@@ -193,10 +195,7 @@ async def scan_topics(
     found: set[str] = set()
     with translate_errors(url):
         if template is None:
-            space = Keyspace(prefix)
-            async for key in client.scan_iter(match=space.scan_pattern(), count=1000):
-                _add(found, space.topic_of(_str(key)))
-            return sorted(found)
+            return await _scan_prefix(client, Keyspace(prefix), key_type, signs)
         named = KeyTemplate(template)
         for pattern in named.scan_patterns():
             async for key in client.scan_iter(match=pattern, count=1000, _type=key_type):
@@ -206,6 +205,43 @@ async def scan_topics(
         for part in signs:
             async for key in client.scan_iter(match=named.part_pattern(part), count=1000):
                 _add(found, named.topic_of(_str(key), part))
+    return sorted(found)
+
+
+async def _scan_prefix(
+    client: aioredis.Redis, space: Keyspace, key_type: str | None, signs: tuple[str, ...]
+) -> list[str]:
+    """:func:`scan_topics` under a prefix: one SCAN of the prefix's keys, then the
+    type of each topic's own key (one pipeline)."""
+    keyed: dict[str, str] = {}  # topic -> its key
+    signed: set[str] = set()
+    async for raw in client.scan_iter(match=space.scan_pattern(), count=1000):
+        key = _str(raw)
+        head = f"{space.prefix}:{{"
+        close = key.find("}", len(head))
+        if close < 0:
+            continue
+        rest, suffix = key[close + 1 :], ""
+        while rest.startswith(DEAD_LETTER_SUFFIX):  # orders.dlq.dlq's key
+            rest, suffix = rest[len(DEAD_LETTER_SUFFIX) :], suffix + DEAD_LETTER_SUFFIX
+        topic = key[len(head) : close] + suffix
+        if not is_topic(topic):
+            continue
+        if not rest:
+            keyed[topic] = key
+        elif rest.startswith(":") and rest[1:] in signs:
+            signed.add(topic)
+    if key_type is None or not keyed:
+        return sorted(signed | set(keyed))
+    pipe = client.pipeline(transaction=False)
+    for key in keyed.values():
+        pipe.type(key)
+    found = set(signed)
+    for topic, kind in zip(keyed, await pipe.execute(), strict=True):
+        if _str(kind) == key_type:
+            found.add(topic)
+        elif _str(kind) != "none":  # another backend's topic, or another program's key
+            found.discard(topic)
     return sorted(found)
 
 
