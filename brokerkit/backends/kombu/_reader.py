@@ -9,11 +9,15 @@ when the subscription closes, when the deliveries it holds fill its qos (only
 ``basic.get`` can then bring another), and by the reaper once one of its leases runs
 out (a reader that stopped reading gives back what it was pushed).
 
-Every delivery is a *lease*: from the moment it is handed to the caller (a pushed one
-waiting in the inbox, from its arrival). The broker's reaper hands it back
-(``basic.reject`` with requeue) once the visibility timeout passes unsettled, and a
-settle after that raises StaleDelivery without touching the server (whose delivery
-tag would no longer be valid). All methods are called with the link's lock held.
+Every delivery is a *lease*, from the moment it is handed to the caller. The broker's
+reaper hands it back (``basic.reject`` with requeue) once the visibility timeout passes
+unsettled, and a settle after that raises StaleDelivery without touching the server
+(whose delivery tag would no longer be valid). A pushed one waiting in the inbox was
+handed to nobody yet: its clock is the subscription's. It starts at its arrival and
+starts again whenever the subscription shows it is alive (it is read, or renews a
+delivery it holds), so a subscription whose holder renews what it holds keeps what was
+pushed to it meanwhile, and one that stopped reading and renewing gives it back after
+a visibility timeout. All methods are called with the link's lock held.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ class Reader:
         self.visibility_timeout = visibility_timeout
         self.channel: Any = None
         self.generation = -1
-        #: Deliveries a consumer pushed that no fetch returned yet (leased already).
+        #: Deliveries a consumer pushed that no fetch returned yet (see renew_inbox).
         self.inbox: collections.deque[Delivery] = collections.deque()
         #: Unsettled deliveries by delivery tag, on :attr:`channel`.
         self.leases: dict[int, Lease] = {}
@@ -158,7 +162,8 @@ class Reader:
         return len(self.leases) - len(self.inbox) >= self.qos
 
     def hand_out(self, limit: int) -> list[Delivery]:
-        """Up to ``limit`` pushed deliveries from the inbox; their leases start now."""
+        """Up to ``limit`` pushed deliveries from the inbox; their leases start now (and
+        the clock of those left in it starts again: the subscription is being read)."""
         taken: list[Delivery] = []
         now = time.monotonic()
         while self.inbox and len(taken) < limit:
@@ -166,7 +171,17 @@ class Reader:
             lease: Lease = delivery.receipt
             lease.deadline, lease.delivered_at = now + self.visibility_timeout, now
             taken.append(delivery)
+        self.renew_inbox()
         return taken
+
+    def renew_inbox(self) -> None:
+        """Start the clock of the deliveries waiting in the inbox again, for a
+        visibility timeout (never shortening it): the subscription showed that it is
+        alive, so what was pushed to it is not handed back while it holds it."""
+        deadline = time.monotonic() + self.visibility_timeout
+        for delivery in self.inbox:
+            lease: Lease = delivery.receipt
+            lease.deadline = max(lease.deadline, deadline)
 
     def wait(self, link: Link, limit: int, seconds: float) -> None:
         """Listen as a consumer for up to ``seconds``; what arrives goes to the inbox.

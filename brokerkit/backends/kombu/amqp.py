@@ -357,13 +357,18 @@ class KombuAMQPBroker(Broker):
 
         def extend() -> list[Delivery]:
             stale = []
+            renewing: set[Reader] = set()
             deadline = time.monotonic() + seconds
             for delivery in deliveries:
                 lease: Lease = delivery.receipt
                 if lease.reader.holds(lease, link):
                     lease.deadline = deadline
+                    renewing.add(lease.reader)
                 else:
                     stale.append(delivery)
+            # What was pushed to a subscription that renews its leases is its too.
+            for reader in renewing:
+                reader.renew_inbox()
             return stale
 
         stale = link.call(extend)
