@@ -140,9 +140,11 @@ async def renew_forever(
 ) -> None:
     """Every quarter of the shortest ack wait, ``renew`` every lease still held, until
     ``closed()``: a live consumer keeps what it holds; a crashed or closed one loses it
-    after AckWait. A lease found lost (run out before it could be renewed, or unknown
-    to the server: what ``renew`` returns) is let go and reported: see
-    :func:`report_lost`."""
+    after AckWait. A lease whose holder was marked settled without being settled (the
+    worker let go of it: its handler thread was abandoned, or it could neither ack nor
+    nack it) is let go unrenewed, so the message comes again after AckWait. A lease
+    found lost (run out before it could be renewed, or unknown to the server: what
+    ``renew`` returns) is let go and reported: see :func:`report_lost`."""
     while not closed():
         period = min((lease.ack_wait for lease in leases.values()), default=1.0) / 4
         await asyncio.sleep(period)  # a timer, not a synchronization
@@ -150,7 +152,9 @@ async def renew_forever(
         held: list[Lease] = []
         lost: list[Lease] = []
         for reply, lease in list(leases.items()):
-            if now < lease.deadline - margin(lease):
+            if lease.holder is not None and lease.holder.settled:
+                del leases[reply]
+            elif now < lease.deadline - margin(lease):
                 held.append(lease)
             elif now >= lease.deadline:
                 del leases[reply]
