@@ -104,3 +104,23 @@ def test_the_redis_cleanup_removes_only_the_tests_own_prefix(redis_target: Redis
         client.delete(f"{mine}:{{t}}", f"{mine}:{{t}}:consumers", f"{other}:{{t}}")
         client.delete(f"{mine}x:{{t}}")
         client.close()
+
+
+def test_a_prefix_is_removed_as_text_not_as_a_pattern(redis_target: RedisTarget) -> None:
+    """A prefix holding glob characters removes only the keys that start with it."""
+    from brokerkit._url import BrokerURL
+    from brokerkit.backends.redis._unlink import unlink_prefixed
+
+    base = f"bkt-glob-{uuid.uuid4().hex[:8]}"
+    client = redis_target.client()
+    try:
+        ours = [f"{base}-[a]*?:{n}" for n in range(3)]
+        others = [f"{base}-a-x:1", f"{base}-[a]x:1", f"{base}-[b]*?:1"]
+        for key in (*ours, *others):
+            client.set(key, "x")
+        removed = unlink_prefixed(BrokerURL.parse(redis_target.url("redis+list")), ours[0][:-1])
+        assert removed == 3
+        assert sorted(_keys(redis_target, f"{base}*")) == sorted(k.encode() for k in others)
+    finally:
+        client.delete(*others)
+        client.close()

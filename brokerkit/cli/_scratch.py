@@ -56,23 +56,9 @@ def remove_keys(url: BrokerURL, prefix: str) -> int:
     """
     hint = f"remove them with: redis-cli --scan --pattern '{prefix}*' | xargs redis-cli unlink"
     try:
-        from brokerkit.backends.redis._client import make_client
+        from brokerkit.backends.redis._unlink import unlink_prefixed
 
-        client = make_client(url)
-        removed = 0
-        try:
-            # a cluster client scans every master and unlinks slot by slot
-            batch: list[bytes] = []
-            for key in client.scan_iter(match=f"{prefix}*", count=1000):
-                batch.append(key)
-                if len(batch) == 500:
-                    removed += int(client.unlink(*batch))
-                    batch.clear()
-            if batch:
-                removed += int(client.unlink(*batch))
-        finally:
-            client.close()
-        return removed
+        return unlink_prefixed(url, prefix)
     except Exception as exc:
         err.print(f"could not remove the keys under {prefix!r} ({type(exc).__name__}); {hint}")
         return 0

@@ -75,23 +75,9 @@ def pytest_brokerkit_cleanup(url: str, namespace: str) -> int | None:
     prefix = parsed.query.get("prefix", "")
     if namespace not in prefix:
         return 0  # not the test's own namespace: nothing is safe to remove
-    from brokerkit.backends.redis._client import make_client
+    from brokerkit.backends.redis._unlink import unlink_prefixed
 
-    client = make_client(parsed)
-    removed = 0
-    try:
-        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix)
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{escaped}:*", count=1000):
-            batch.append(key)
-            if len(batch) == 500:
-                removed += int(client.unlink(*batch))
-                batch.clear()
-        if batch:
-            removed += int(client.unlink(*batch))
-    finally:
-        client.close()
-    return removed
+    return unlink_prefixed(parsed, prefix + ":")
 
 
 def pytest_configure(config: pytest.Config) -> None:
