@@ -20,6 +20,7 @@ from brokerkit.backends.redis.stream.calls_async import StreamScripts
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.scripts import text
+from brokerkit.exceptions import BrokerError
 
 __all__ = ["StreamReaping"]
 
@@ -64,13 +65,19 @@ class StreamReaping:
         background round of a broker with subscriptions, moves it to the dead-letter
         topic within about one visibility timeout instead. Each round looks at up to
         ``_REAP_PAGES * _REAP_PAGE`` idle entries of each group, going on from where
-        the last round stopped, so an entry behind many idle ones is reached too."""
+        the last round stopped, so an entry behind many idle ones is reached too.
+
+        One subscription's failure never stops the others' reaping. An unexpected one
+        is logged with its traceback; a broker error (a server away, a failover) is
+        raised once every subscription had its turn, for the periodic round to report
+        quietly (once when the rounds start failing, not once a round)."""
         limit = self.options.max_deliveries
         if limit is None:
             return
         with self._lock:
             subscriptions = [s for s in self._subscriptions if not s.closed]
         min_idle = int(self.options.visibility_timeout * 1000)
+        failed: BrokerError | None = None
         for subscription in subscriptions:
             state: StreamState = subscription.state
             try:
@@ -98,12 +105,16 @@ class StreamReaping:
                         await self._dead_letter_claimed(subscription, entry_id, message, int(count))
                     if state.reap_cursor == "-":
                         break
-            except Exception:  # one topic's failure must not stop the others' reaping
+            except BrokerError as exc:
+                failed = failed or exc
+            except Exception:
                 log.exception(
                     "could not dead-letter the expired poison entries of %s",
                     state.key,
                     extra=subscription_fields(subscription),
                 )
+        if failed is not None:
+            raise failed
 
     async def _dead_letter_claimed(
         self, subscription: AsyncSubscription, entry_id: str, message: Message, deliveries: int
