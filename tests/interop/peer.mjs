@@ -61,10 +61,20 @@ function rawMessage(data) {
   return { id: `raw-${digest}`, content_type: guess(data), published_at: 0, headers: {}, payload: data };
 }
 
+// How deeply a header nests (the header object is one level): at most 32 (wire-format.md).
+function depth(v) {
+  if (typeof v !== "object" || v === null) return 0;
+  let deepest = 0;
+  for (const item of Object.values(v)) deepest = Math.max(deepest, depth(item));
+  return 1 + deepest;
+}
+
 function wellFormed(h) {
   if (typeof h !== "object" || h === null || Array.isArray(h)) return false;
   if (typeof h.id !== "string" || h.id === "") return false;
   if (h.ct !== undefined && typeof h.ct !== "string") return false;
+  if (h.ts !== undefined && !(typeof h.ts === "number" && Number.isFinite(h.ts))) return false;
+  if (depth(h) > 32) return false;
   if (h.h !== undefined && h.h !== null) {
     if (typeof h.h !== "object" || Array.isArray(h.h)) return false;
     if (!Object.values(h.h).every((v) => typeof v === "string")) return false;

@@ -12,8 +12,8 @@ A value that is not an envelope is a *raw* payload that another program wrote.
 Decoding is total: :func:`decode` and :func:`raw_message`
 never raise, whatever bytes they are given, so that one hostile value cannot jam a
 topic. A header that does not parse as one brokerkit wrote (not UTF-8, not JSON,
-nested deeper than Python reads, a ``ts`` that is not a finite number, headers that
-are not str to str...) makes the value a raw message: its payload is the whole
+nested deeper than :data:`MAX_HEADER_DEPTH`, a ``ts`` that is not a finite JSON
+number, headers that are not str to str...) makes the value a raw message: its payload is the whole
 value and its content type is guessed (JSON only if Python's ``json`` reads it,
 else text if UTF-8, else ``application/octet-stream``). :attr:`Message.body` may
 still raise :class:`~brokerkit.SerializationError` for a payload that does not
@@ -33,6 +33,7 @@ from brokerkit._message import Message
 
 __all__ = [
     "MAGIC",
+    "MAX_HEADER_DEPTH",
     "decode",
     "decode_many",
     "encode",
@@ -41,6 +42,32 @@ __all__ = [
 
 MAGIC = b"BK1"
 _HEADER_DECODER = json.JSONDecoder()
+
+#: How deeply a JSON header may nest, the header object counting as one level (its
+#: ``h`` as two): a deeper one is no brokerkit header, so that every reader (this
+#: module, redis+list's Lua, another language's) judges it alike, whatever its own
+#: stack or parser allows (docs/wire-format.md).
+MAX_HEADER_DEPTH = 32
+#: A JSON string (or the rest of the text after an unclosed quote: a match never fails,
+#: so a text of many quotes costs no more than one pass), and what is no bracket.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the JSON ``text`` nests deeper than :data:`MAX_HEADER_DEPTH` (for text
+    that is no JSON, the answer does not matter: it is no header either way)."""
+    if text.count("{") + text.count("[") <= MAX_HEADER_DEPTH:
+        return False
+    depth = 0
+    for bracket in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        if bracket in "{[":
+            depth += 1
+            if depth > MAX_HEADER_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 _ESCAPED_CONTENT_TYPES: dict[str, str] = {}
@@ -238,13 +265,23 @@ def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | No
     """The message of a JSON header, or None if the header is not one brokerkit wrote."""
     try:
         text = header.decode()
+        if _too_deep(text):
+            return None
         fields, end = _HEADER_DECODER.raw_decode(text)
         if text[end:].strip():
             return None  # JSON and then more: not a header (Lua's cjson rejects it too)
         message_id = fields["id"]
         content_type = fields.get("ct", "application/octet-stream")
         headers = fields.get("h") or {}
-        published_at = float(fields.get("ts", 0.0))
+        ts = fields.get("ts", 0.0)
+        # a JSON number only: text ("1.5", or digits float() reads beyond ASCII) or a
+        # bool is no time of brokerkit's (docs/wire-format.md)
+        if type(ts) is float:
+            published_at = ts
+        elif type(ts) is int:
+            published_at = float(ts)  # OverflowError past a float's range
+        else:
+            return None
     except _NOT_OURS:
         return None
     return _checked(text, message_id, topic, payload, content_type, headers, published_at)

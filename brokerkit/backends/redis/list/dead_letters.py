@@ -5,6 +5,8 @@ envelope of its own, and adds the dead-letter headers. Part of the preamble (see
 
 from __future__ import annotations
 
+from brokerkit.backends.redis._envelope import MAX_HEADER_DEPTH
+
 __all__ = ["DEAD_LETTERS", "GUARD"]
 
 DEAD_LETTERS = r"""-- Whether s is UTF-8 as Python's strict decoder has it (no overlongs, no
@@ -36,8 +38,9 @@ end
 
 -- The header and payload of an element that brokerkit's decoder
 -- (_envelope.decode) reads as an envelope: a UTF-8 JSON header object as Python's
--- json reads it (py_json, below), with a non-empty string id, a string content type,
--- string headers and a finite time. Anything else (nil) is a raw element, whose id is
+-- json reads it (py_json, below) nested at most MAX_HEADER_DEPTH deep, with a
+-- non-empty string id, a string content type, string headers and a time that is a
+-- finite JSON number. Anything else (nil) is a raw element, whose id is
 -- its digest: the dead letter must carry the id the consumer saw.
 local function envelope(inner)
   if string.sub(inner, 1, 3) ~= 'BK1' then return nil end
@@ -49,7 +52,7 @@ local function envelope(inner)
   -- alike, taken as it is; any other is read as Python's json would (is_utf8, then
   -- py_json), the readers made for it.
   local find, sub = string.find, string.sub
-  local json, lone, py_float = nil, {}, nil
+  local json, lone = nil, {}
   local _, e = find(text, '^{"id":"[]-~ -!#-[]+","ct":"[]-~ -!#-[]*","ts":%-?')
   local n = e and (select(2, find(text, '^0', e + 1)) or select(2, find(text, '^[1-9]%d*', e + 1)))
   if n and n - e <= 300 then  -- (an integer of more than 4300 digits is no number to Python)
@@ -145,6 +148,7 @@ local function envelope(inner)
           return nil
         elseif c == '{' or c == '[' then
           depth = depth + 1
+          if depth > MAX_HEADER_DEPTH then return nil end  -- no header (_envelope's bound)
           closers[depth] = c == '{' and '}' or ']'
           expect, i = c == '{' and 'key' or 'value', i + 1
           -- an empty one
@@ -196,38 +200,20 @@ local function envelope(inner)
       return text, lone
     end
 
-    -- A time given as text, as Python's float() reads it: ASCII digits, '_' only between
-    -- two of them (text with other bytes is no time here: Python may read Unicode digits)
-    py_float = function(s)
-      s = string.match(s, '^[\t\n\v\f\r ]*(.-)[\t\n\v\f\r ]*$')
-      if string.find(s, '_', 1, true) then
-        if string.find(s, '[^%d]_') or string.find(s, '_[^%d]') or string.find(s, '^_')
-          or string.find(s, '_$') then return nil end
-        s = string.gsub(s, '_', '')
-      end
-      local m = string.match(s, '^[-+]?(%d*%.?%d*)[eE][-+]?%d+$')
-        or string.match(s, '^[-+]?(%d*%.?%d*)$')
-      if not m or not string.find(m, '%d') then return nil end
-      return tonumber(s)
-    end
     json, lone = py_json(text)
     if not json then return nil end
   end
   -- Python checks these for lone surrogates (they could not be encoded again)
-  if lone['id'] or lone['ct'] or lone['h'] or lone['ts'] then return nil end
+  if lone['id'] or lone['ct'] or lone['h'] then return nil end
   local ok, h = pcall(cjson.decode, json)
   if not ok or type(h) ~= 'table' then return nil end
   if type(h['id']) ~= 'string' or h['id'] == '' then return nil end
   if h['ct'] ~= nil and type(h['ct']) ~= 'string' then return nil end
+  -- a time that is no finite JSON number (text, true, 1e999, NaN): Python reads no
+  -- envelope either, and a dead letter could not re-encode it (JSON has no infinity)
   local ts = h['ts']
-  if ts ~= nil and type(ts) ~= 'boolean' then
-    -- a time that is no finite number (1e999, NaN): Python reads no envelope either,
-    -- and a dead letter could not re-encode it (JSON has no infinity)
-    local n
-    if type(ts) == 'string' then n = py_float(ts) elseif type(ts) == 'number' then n = ts end
-    if not n or n ~= n or n == math.huge or n == -math.huge then
-      return nil
-    end
+  if ts ~= nil and (type(ts) ~= 'number' or ts ~= ts or ts == math.huge or ts == -math.huge) then
+    return nil
   end
   local hs = h['h']
   if type(hs) == 'table' then
@@ -259,7 +245,7 @@ local function dead_letter(inner, reason, deliveries)
   header['h']['x-original-topic'] = TOPIC
   header['h']['x-deliveries'] = tostring(deliveries)
   -- cjson writes numbers to 14 significant digits: the time goes in as 17, which read
-  -- back as the same double (a time the header holds as text stays as it was)
+  -- back as the same double
   local ts = header['ts']
   if type(ts) == 'number' then header['ts'] = nil end
   local json = cjson.encode(header)
@@ -269,7 +255,7 @@ local function dead_letter(inner, reason, deliveries)
   redis.call('LPUSH', DLQ, 'BK1' .. json .. '\n' .. payload)
 end
 
-"""
+""".replace("MAX_HEADER_DEPTH", str(MAX_HEADER_DEPTH))
 
 #: The check a call that may dead-letter makes before it writes anything: Redis keeps
 #: what a script wrote before an error, so a dead letter that fails on a dead-letter
