@@ -56,11 +56,12 @@ from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle import ListSettling, run_on
 from brokerkit.backends.redis.list.upkeep_calls import (
     RESCUE_LIMIT,
+    RefusedRescues,
     inspect_once,
     rescue_once,
 )
 from brokerkit.backends.redis.list.woken import claim_woken, confirm_lease
-from brokerkit.exceptions import InvalidMessage
+from brokerkit.exceptions import IncompatibleTopic, InvalidMessage
 
 __all__ = ["RedisListBroker"]
 
@@ -119,6 +120,7 @@ class RedisListBroker(ListSettling, Broker):
         self._durable = replica_wait(self._client, url, self.options, retries=0)
         self._call = ListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
         self._lease_ms = int(self.options.visibility_timeout * 1000)
+        self._refused = RefusedRescues()
         self._keeper = LeaseKeeper(
             self._renew, self.options.renew_interval, name=f"brokerkit-leases {url}"
         )
@@ -377,18 +379,29 @@ class RedisListBroker(ListSettling, Broker):
 
     def _maintain(self, subscription: Subscription) -> None:
         """Rescue the topic's stuck deliveries and this consumer's orphans; schedule
-        the next run for when the next lease runs out (at most half a timeout away)."""
+        the next run for when the next lease runs out (at most half a timeout away).
+        A rescue refused for a dead-letter key of another type (see RefusedRescues)
+        leaves the expired leases leased: held messages are released, and the fetch
+        goes on."""
         state: ConsumerState = subscription.state
         state.reconcile = False
-        while True:  # calls of a bounded size, all before the next fetch: in order
-            moved, wait_ms, _, visited, released, held_ms = self._consumer_call(
-                subscription,
-                lambda: self._rescue(state.plan, subscription.consumer, state.reader),
-            )
-            if moved or released:
-                state.idle = False
-            if visited < RESCUE_LIMIT:
-                break
+        topic, consumer = subscription.topic, subscription.consumer
+        try:
+            while True:  # calls of a bounded size, all before the next fetch: in order
+                moved, wait_ms, _, visited, released, held_ms = self._consumer_call(
+                    subscription, lambda: self._rescue(state.plan, consumer, state.reader)
+                )
+                if moved or released:
+                    state.idle = False
+                if visited < RESCUE_LIMIT:
+                    break
+        except IncompatibleTopic as exc:
+            if not self._refused.refused(exc, topic, consumer, state.keys.dead_letters):
+                raise
+            state.next_maintenance = time.monotonic() + self.options.visibility_timeout / 2
+            self._release(subscription)
+            return
+        self._refused.cleared(topic, consumer)
         wait = self.options.visibility_timeout / 2
         if wait_ms >= 0:
             wait = min(wait, max(wait_ms / 1000 + 0.01, 0.05))
@@ -428,6 +441,7 @@ class RedisListBroker(ListSettling, Broker):
             if state.reconcile and state.next_maintenance:  # it fetched, then lost a
                 self._maintain(subscription)  # reply: what it moved goes back
         finally:
+            self._refused.forget(subscription.topic, subscription.consumer)
             state.reader.close()  # its connection back to the pool
         # Returned-but-unsettled deliveries keep their leases (renewed while this
         # broker lives); the heartbeat entry goes, so nothing of it is left behind.
