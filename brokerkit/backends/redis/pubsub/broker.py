@@ -195,9 +195,11 @@ class RedisPubSubBroker(Broker):
         else on one from the client's pool. The broker's own connection is not one of
         the pool's; when the URL caps the pool (``max_connections``), publishes wait
         for the broker's own connection rather than take the pool's slots, which are
-        left to ``inspect`` (a pool at its cap fails a command at once). A dropped
-        connection is retried as the client's ``retry`` says (so, as with redis-py, a
-        retried batch may be delivered twice).
+        left to ``inspect`` (a pool at its cap fails a command at once). It is tried
+        once (the client has ``retries=0``): a dropped connection raises, and the
+        caller (:meth:`_publish`) sends the batch again through the broker's
+        :class:`Reconnector`, with backoff, for up to ``reconnect_timeout`` (so a batch
+        whose reply was lost may be delivered twice).
         """
         pool: Any = self._client.connection_pool  # redis-py's pools are partly untyped
         if not self._pooled_publishes:
