@@ -32,7 +32,7 @@ from brokerkit.backends.redis._connection import (
     translate_errors,
 )
 from brokerkit.backends.redis._deployment import Deployment
-from brokerkit.backends.redis._keys import DEAD_LETTER_SUFFIX, Keyspace, KeyTemplate
+from brokerkit.backends.redis._keys import Keyspace, KeyTemplate
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._tls import share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
@@ -210,40 +210,41 @@ def scan_topics(
     return sorted(found)
 
 
+#: Topic keys whose type one pipeline asks (a request and a reply of bounded size).
+TYPE_CHUNK = 1000
+
+
 def _scan_prefix(
     client: redis.Redis, space: Keyspace, key_type: str | None, signs: tuple[str, ...]
 ) -> list[str]:
     """:func:`scan_topics` under a prefix: one SCAN of the prefix's keys, then the
-    type of each topic's own key (one pipeline)."""
+    type of each topic's own key (pipelines of :data:`TYPE_CHUNK`)."""
     keyed: dict[str, str] = {}  # topic -> its key
     signed: set[str] = set()
     for raw in client.scan_iter(match=space.scan_pattern(), count=1000):
         key = _str(raw)
-        head = f"{space.prefix}:{{"
-        close = key.find("}", len(head))
-        if close < 0:
+        split = space.split(key)
+        if split is None or not is_topic(split[0]):
             continue
-        rest, suffix = key[close + 1 :], ""
-        while rest.startswith(DEAD_LETTER_SUFFIX):  # orders.dlq.dlq's key
-            rest, suffix = rest[len(DEAD_LETTER_SUFFIX) :], suffix + DEAD_LETTER_SUFFIX
-        topic = key[len(head) : close] + suffix
-        if not is_topic(topic):
-            continue
+        topic, rest = split
         if not rest:
             keyed[topic] = key
         elif rest.startswith(":") and rest[1:] in signs:
             signed.add(topic)
     if key_type is None or not keyed:
         return sorted(signed | set(keyed))
-    pipe = client.pipeline(transaction=False)
-    for key in keyed.values():
-        pipe.type(key)
     found = set(signed)
-    for topic, kind in zip(keyed, pipe.execute(), strict=True):
-        if _str(kind) == key_type:
-            found.add(topic)
-        elif _str(kind) != "none":  # another backend's topic, or another program's key
-            found.discard(topic)
+    topics = list(keyed)
+    for start in range(0, len(topics), TYPE_CHUNK):
+        chunk = topics[start : start + TYPE_CHUNK]
+        pipe = client.pipeline(transaction=False)
+        for topic in chunk:
+            pipe.type(keyed[topic])
+        for topic, kind in zip(chunk, pipe.execute(), strict=True):
+            if _str(kind) == key_type:
+                found.add(topic)
+            elif _str(kind) != "none":  # another backend's topic, or another program's key
+                found.discard(topic)
     return sorted(found)
 
 
@@ -268,12 +269,21 @@ class _SentinelMaster(redis.Redis):
     nothing else keeps), so that a closed broker holds no connection at all."""
 
     def close(self, *args: Any, **kwargs: Any) -> None:
+        """Close the master's connections, then every sentinel's, each even when one
+        before it failed to close; the first failure is raised after them all."""
+        errors: list[BaseException] = []
         try:
             super().close(*args, **kwargs)
-        finally:
-            pool: Any = self.connection_pool
-            for sentinel in pool.sentinel_manager.sentinels:
+        except BaseException as error:  # raised below, after the rest
+            errors.append(error)
+        pool: Any = self.connection_pool
+        for sentinel in pool.sentinel_manager.sentinels:
+            try:
                 sentinel.close()
+            except BaseException as error:  # raised below
+                errors.append(error)
+        if errors:
+            raise errors[0]
 
 
 class _MasterConnection(redis.sentinel.SentinelManagedConnection):

@@ -45,17 +45,20 @@ class Keyspace:
         """A SCAN MATCH pattern for every key of every topic under the prefix."""
         return f"{_glob_escape(self.prefix)}:{{*"
 
-    def topic_of(self, key: str) -> str | None:
-        """The topic a key belongs to (``orders.dlq`` for ``<prefix>:{orders}.dlq``),
-        or None for a key that is not a topic's."""
+    def split(self, key: str) -> tuple[str, str] | None:
+        """The topic a key belongs to and what follows the topic's own key in it
+        (``("orders.dlq.dlq", ":processing:c1")`` for
+        ``<prefix>:{orders}.dlq.dlq:processing:c1``, ``""`` for the topic's key), or
+        None for a key under no topic's hash tag. The topic may be no valid one (a key
+        another program wrote): ask :func:`~brokerkit._topics.is_topic`."""
         head = f"{self.prefix}:{{"
         close = key.find("}", len(head))
         if not key.startswith(head) or close < 0:
             return None
-        tag = key[len(head) : close]
-        if key.startswith(DEAD_LETTER_SUFFIX, close + 1):
-            return tag + DEAD_LETTER_SUFFIX
-        return tag
+        topic, at = key[len(head) : close], close + 1
+        while key.startswith(DEAD_LETTER_SUFFIX, at):  # orders.dlq.dlq's keys
+            topic, at = topic + DEAD_LETTER_SUFFIX, at + len(DEAD_LETTER_SUFFIX)
+        return topic, key[at:]
 
 
 @dataclass(frozen=True)
