@@ -67,15 +67,27 @@ class Binding:
     def _body(self, delivery: Any) -> Any:
         """The body to pass: a JSON payload is validated as the JSON it is (where a
         model is read differently from JSON than from Python objects: strict types,
-        non-str map keys), any other payload decoded and then validated."""
+        non-str map keys), any other payload decoded and then validated.
+
+        A JSON payload the model's own parser refuses but ``delivery.body`` decodes
+        (a byte-order mark, UTF-16 or UTF-32, a NaN: what other producers write) is
+        validated as decoded; if that fails too, the JSON validation's error is the
+        one raised (the more precise for a strict model)."""
+        native: InvalidBody | None = None
         if self.convert_json is not None and is_json(delivery.content_type):
             try:
                 return self._converted(self.convert_json, delivery.payload)
-            except InvalidBody:
-                _decoded(delivery)  # a payload that is not JSON: the decoder's own reason
+            except InvalidBody as exc:
+                native = exc
+        body = _decoded(delivery)  # a payload that is not JSON: the decoder's own reason
+        if self.convert is None:
+            return body
+        try:
+            return self._converted(self.convert, body)
+        except InvalidBody:
+            if native is None:
                 raise
-        body = _decoded(delivery)
-        return body if self.convert is None else self._converted(self.convert, body)
+            raise native from native.__cause__
 
     def _converted(self, convert: Converter, value: Any) -> Any:
         try:
