@@ -709,3 +709,25 @@ def test_decode_many_reads_one_header_of_a_batch(monkeypatch: pytest.MonkeyPatch
     messages = _envelope.decode_many("orders", values)
     assert [m.payload for m in messages] == [b"p%d" % i for i in range(50)]
     assert counting.read == 1  # the first value's header, no other
+
+
+@pytest.mark.parametrize(
+    ("ts", "depth", "read"),
+    [
+        ("1.5", 1, True),
+        ("15", 1, True),
+        ('"1.5"', 1, False),  # text: not a JSON number
+        ('"\u0661"', 1, False),  # digits float() reads beyond ASCII
+        ("true", 1, False),
+        ("1.5", _envelope.MAX_HEADER_DEPTH - 1, True),
+        ("1.5", _envelope.MAX_HEADER_DEPTH, False),  # the header object is one level more
+    ],
+)
+def test_a_stream_json_header_follows_the_envelopes_rules(ts: str, depth: int, read: bool) -> None:
+    """A stream entry's ``{...}`` header field is read by the rules of the envelope's
+    JSON header (docs/wire-format.md): ``ts`` a JSON number, nesting bounded."""
+    extra = "[" * depth + "]" * depth
+    header = f'{{"id":"a1","ct":"text/plain","ts":{ts},"x":{extra}}}'.encode()
+    message = _stream_fields.message_from_header("orders", header, b"p")
+    assert (message is not None) is read
+    assert (_envelope.decode("orders", b"BK1" + header + b"\np").id == "a1") is read

@@ -37,6 +37,7 @@ __all__ = [
     "decode",
     "decode_many",
     "encode",
+    "json_time",
     "raw_message",
 ]
 
@@ -273,18 +274,23 @@ def _from_json_header(topic: str, header: bytes, payload: bytes) -> Message | No
         message_id = fields["id"]
         content_type = fields.get("ct", "application/octet-stream")
         headers = fields.get("h") or {}
-        ts = fields.get("ts", 0.0)
-        # a JSON number only: text ("1.5", or digits float() reads beyond ASCII) or a
-        # bool is no time of brokerkit's (docs/wire-format.md)
-        if type(ts) is float:
-            published_at = ts
-        elif type(ts) is int:
-            published_at = float(ts)  # OverflowError past a float's range
-        else:
-            return None
+        published_at = json_time(fields.get("ts", 0.0))
     except _NOT_OURS:
         return None
+    if published_at is None:
+        return None
     return _checked(text, message_id, topic, payload, content_type, headers, published_at)
+
+
+def json_time(ts: object) -> float | None:
+    """The publish time of a JSON header's ``ts``: a JSON number only, None for text
+    (``"1.5"``, or digits ``float()`` reads beyond ASCII) or a bool, which are no time
+    of brokerkit's (docs/wire-format.md). Raises OverflowError past a float's range."""
+    if type(ts) is float:
+        return ts
+    if type(ts) is int:
+        return float(ts)
+    return None
 
 
 def _checked(

@@ -24,8 +24,10 @@ from brokerkit.backends.redis._envelope import (
     _SCAN,
     _checked,
     _new,
+    _too_deep,
     _utf8,
     _well_formed,
+    json_time,
     raw_message,
 )
 
@@ -133,9 +135,14 @@ def message_from_header(topic: str, header: bytes, payload: bytes) -> Message | 
                 return message
             return None
         if text[:1] == "{":
+            if _too_deep(text):
+                return None
             fields, _ = _HEADER_DECODER.raw_decode(text)
             message_id, content_type = fields["id"], fields["ct"]
-            published_at, headers = float(fields["ts"]), fields.get("h") or {}
+            time, headers = json_time(fields["ts"]), fields.get("h") or {}
+            if time is None:
+                return None
+            published_at = time
         elif len(parts) == 4:
             message_id, content_type, ts, encoded = parts
             headers = json.loads(encoded)
