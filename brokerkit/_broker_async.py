@@ -306,7 +306,9 @@ class AsyncBroker(AsyncBackend):
 
         Stops when no message arrives for ``timeout`` seconds (``None``: never),
         after ``limit`` deliveries, or when the broker is closed. Leaving the loop
-        ends the subscription. Every delivery must still be acked or nacked.
+        ends the subscription. Every delivery must still be acked or nacked; delivery
+        hooks end as in a loop over a subscription (:meth:`AsyncSubscription.__aiter__`):
+        one not settled before the loop is left ends ``"unsettled"``.
         Other parameters as in :meth:`subscribe`.
 
         :param limit: None (no limit), or a whole number of deliveries, 0 or more.
@@ -340,10 +342,13 @@ class AsyncBroker(AsyncBackend):
                 if delivery is None:
                     return
                 count += 1
-                try:
+                # Delivery hooks end as for a loop over the subscription (see there).
+                if delivery._scope is None or subscription._hold(delivery):
                     yield delivery
-                finally:
-                    if delivery._scope is not None:
+                else:
+                    try:
+                        yield delivery
+                    finally:
                         RELAY.deliver_end(delivery, "unsettled")
 
     # -- settling -----------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -37,7 +38,14 @@ from brokerkit.exceptions import InvalidMessage
 if TYPE_CHECKING:
     from brokerkit._message import Message
 
-__all__ = ["HANDLER_CONTEXT", "RELAY", "HookRelay", "ObservedPluginManager", "get_plugin_manager"]
+__all__ = [
+    "HANDLER_CONTEXT",
+    "RELAY",
+    "HeldDeliveries",
+    "HookRelay",
+    "ObservedPluginManager",
+    "get_plugin_manager",
+]
 
 log = logging.getLogger("brokerkit.hooks")
 
@@ -64,7 +72,17 @@ HANDLER_CONTEXT = "brokerkit.handler_context"
 _LEASE_LOST: dict[str, Any] = {}
 
 
-class _ReportedScope(dict[str, Any]):
+class _Scope(dict[str, Any]):
+    """A delivery's hook scope: to the plugins, a plain dict. While a subscription holds
+    its delivery for a later settlement (:class:`HeldDeliveries`) it names the delivery
+    too: a cycle (the delivery names its scope), broken when the hooks end, which the
+    garbage collector takes apart if the application drops the delivery unsettled."""
+
+    __slots__ = ("__weakref__", "delivery")
+    delivery: Any
+
+
+class _ReportedScope(_Scope):
     """The scope of a delivery received after its lost lease was reported (a prefetched
     delivery a background renewal found gone while buffered): its hooks start and end
     as any other's, but the loss is not reported again when its settlement is refused."""
@@ -277,7 +295,8 @@ class HookRelay:
         # delivery's lease was reported, and is not reported again on its settlement.
         # Under the lock: a lease keeper may be marking it at this very moment.
         with self._end_lock:
-            scope: dict[str, Any] = _ReportedScope() if delivery._scope is _LEASE_LOST else {}
+            scope = _ReportedScope() if delivery._scope is _LEASE_LOST else _Scope()
+            scope.delivery = None
             delivery._scope = scope
         self._call("brokerkit_deliver_start", delivery=delivery, scope=scope)
 
@@ -291,6 +310,8 @@ class HookRelay:
             if scope is None or scope is _LEASE_LOST:
                 return
             delivery._scope = None
+        if isinstance(scope, _Scope):
+            scope.delivery = None
         self._call(
             "brokerkit_deliver_end", delivery=delivery, outcome=outcome, error=error, scope=scope
         )
@@ -354,6 +375,8 @@ class HookRelay:
                 if scope is not _LEASE_LOST:
                     delivery._scope = _LEASE_LOST
                     fresh.append((delivery, scope))
+                    if isinstance(scope, _Scope):
+                        scope.delivery = None
         if not fresh:
             return
         unreported = [d for d, scope in fresh if not isinstance(scope, _ReportedScope)]
@@ -368,6 +391,35 @@ class HookRelay:
                     error=None,
                     scope=scope,
                 )
+
+
+class HeldDeliveries:
+    """The deliveries a subscription handed out whose hooks are open, held weakly until
+    their settlement ends them; :meth:`end` ends those still open ``"unsettled"``.
+    A delivery the application dropped unsettled, once collected, is let go unended."""
+
+    __slots__ = ("_scopes",)
+
+    def __init__(self) -> None:
+        self._scopes: dict[int, weakref.ref[_Scope]] = {}
+
+    def add(self, delivery: Any) -> None:
+        """Hold ``delivery`` (one whose hooks are open) until :meth:`end`."""
+        scope = delivery._scope
+        if not isinstance(scope, _Scope):
+            return
+        scope.delivery = delivery
+        scopes, key = self._scopes, id(scope)
+        scopes[key] = weakref.ref(scope, lambda _: scopes.pop(key, None))
+
+    def end(self) -> None:
+        """End the hooks of the held deliveries not ended yet ``"unsettled"`` (once)."""
+        scopes = self._scopes.copy()  # one C call: safe beside an add in another thread
+        self._scopes.clear()
+        for ref in scopes.values():
+            delivery = getattr(ref(), "delivery", None)
+            if delivery is not None:
+                RELAY.deliver_end(delivery, "unsettled")
 
 
 class _HandlerContext(AbstractContextManager[None]):

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from brokerkit._capabilities import Capability
 from brokerkit._compat import (
     Event,
     Lock,
@@ -22,7 +23,7 @@ from brokerkit._compat import (
     settle_orphans,
     shielded,
 )
-from brokerkit._hooks import RELAY
+from brokerkit._hooks import RELAY, HeldDeliveries
 from brokerkit._logging import subscription_fields
 from brokerkit._schedule import check_timeout
 from brokerkit.exceptions import BrokerClosed, BrokerError
@@ -109,6 +110,9 @@ class Subscription:
         self._closing = threading.Lock()
         # The event loop the subscription belongs to (None in the sync API).
         self._home = home_loop()
+        # The deliveries its loops handed out with their hooks open, for close to end
+        # those never settled (made on first use: only with plugins).
+        self._held: HeldDeliveries | None = None
 
     @property
     def closed(self) -> bool:
@@ -210,20 +214,40 @@ class Subscription:
         self.broker._hand_back(deliveries)
 
     def __iter__(self) -> Iterator[Delivery]:
-        """Deliveries as they come, until the subscription is closed. A delivery the
-        loop moves past (or stops at) unsettled ends its delivery hooks (its span, its
-        handling time) ``"unsettled"``, as ``consume`` does."""
+        """Deliveries as they come, until the subscription is closed.
+
+        Where the backend has ACK, a delivery's hooks (its span, its handling time) end
+        with its settlement, however much later (a batch ``ack`` of the deliveries
+        gathered so far); those of one never settled end ``"unsettled"`` when the
+        subscription closes. Without ACK, nothing can settle it later: its hooks end
+        ``"unsettled"`` as the loop moves past it (or stops at it). So does ``consume``.
+        """
         while not self._closed.is_set():
             try:
                 delivery = self.receive(timeout=None)
             except BrokerClosed:
                 return
-            if delivery is not None:
+            if delivery is None:
+                continue
+            if delivery._scope is None or self._hold(delivery):
+                yield delivery
+            else:
                 try:
                     yield delivery
                 finally:
-                    if delivery._scope is not None:
-                        RELAY.deliver_end(delivery, "unsettled")
+                    RELAY.deliver_end(delivery, "unsettled")
+
+    def _hold(self, delivery: Delivery) -> bool:
+        """Where the backend has ACK, hold ``delivery`` (its hooks open) for its
+        settlement, or this subscription's close, to end its hooks; whether it did
+        (if not, the loop that hands it out ends them as it moves on)."""
+        if Capability.ACK not in self.broker.capabilities:
+            return False
+        held = self._held
+        if held is None:
+            held = self._held = HeldDeliveries()
+        held.add(delivery)
+        return True
 
     def close(self) -> None:
         """Stop reading; hand back the fetched deliveries not yet returned.
@@ -290,6 +314,8 @@ class Subscription:
                 extra=subscription_fields(self, buffered),
             )
         finally:
+            if self._held is not None:
+                self._held.end()
             self.broker._let_go(self)
             self._ended.set()
 

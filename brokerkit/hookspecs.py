@@ -141,11 +141,19 @@ def brokerkit_deliver_start(delivery: Any, scope: dict[str, Any]) -> None:
 def brokerkit_deliver_end(
     delivery: Any, outcome: str, error: BaseException | None, scope: dict[str, Any]
 ) -> None:
-    """The application is done with a delivery: called once, at the first of its
-    settlement (``"ack"``, ``"nack"``, ``"dead-letter"``), the ``consume`` loop moving
-    on to the next delivery or ending, or a ``for`` loop over a subscription moving
-    on (``"unsettled"``), or a worker's handler returning or raising (``"unsettled"``,
-    with the settlement's error, where the worker could neither ack nor hand back).
+    """The application is done with a delivery: called once per delivery, at the first
+    of its settlement (``"ack"``, ``"nack"``, ``"dead-letter"``, ``"lease-lost"``) or a
+    worker's handler returning or raising (``"unsettled"``, with the settlement's
+    error, where the worker could neither ack nor hand back).
+
+    A delivery from a ``consume`` loop or a ``for`` loop over a subscription, on a
+    backend with ACK, ends at its settlement however much later (a batch
+    ``broker.ack(*gathered)`` reports each ``"ack"``); one never settled ends
+    ``"unsettled"`` when its subscription closes (leaving ``consume``'s loop closes
+    it), and one the application dropped unsettled and the garbage collector took
+    before then never ends. On a backend without ACK (nothing can settle it later) it
+    ends ``"unsettled"`` as the loop moves on to the next delivery or ends. One from
+    ``receive`` ends only at its settlement.
 
     :param outcome: ``"ack"``, ``"nack"``, ``"dead-letter"``, ``"unsettled"`` or
         ``"lease-lost"`` (a settlement refused with :class:`~brokerkit.StaleDelivery`).
