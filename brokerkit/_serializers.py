@@ -71,28 +71,47 @@ def _json_dumps(value: Any) -> bytes:
 
 
 _JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-_STR_ONLY = frozenset({str})
 
 
 def _check_json_keys(value: Any) -> None:
-    """Raise ValueError naming two keys of one map that JSON would write alike."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if type(item) in _JSON_SCALARS:
-            continue
-        if isinstance(item, dict):
-            if item and set(map(type, item)) != _STR_ONLY:
+    """Raise ValueError naming two keys of one map that JSON would write alike.
+
+    Only a map with a key that is not a str can hold two such keys: the walk descends
+    into containers only and looks at the names of the keys of those maps alone."""
+    deeper: list[Any] = []
+    _walk_json(value, 0, deeper)
+    while deeper:
+        _walk_json(deeper.pop(), 0, deeper)
+
+
+#: How deep :func:`_walk_json` recurses before it leaves a container to its caller's
+#: loop (a body may nest deeper than Python's recursion limit allows a walk to).
+_WALK_DEPTH = 64
+
+
+def _walk_json(item: Any, depth: int, deeper: list[Any]) -> None:
+    # Recursive: a third cheaper than a loop over a stack, for the usual shallow body.
+    if isinstance(item, dict):
+        for key in item:
+            if type(key) is not str:
                 _check_key_names(item)
-            pending.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            pending.extend(item)
+                break
+        item = item.values()
+    elif not isinstance(item, (list, tuple)):
+        return
+    scalars = _JSON_SCALARS
+    for child in item:
+        if type(child) not in scalars:
+            if depth < _WALK_DEPTH:
+                _walk_json(child, depth + 1, deeper)
+            else:
+                deeper.append(child)
 
 
 def _check_key_names(mapping: dict[Any, Any]) -> None:
     seen: dict[str, Any] = {}
     for key in mapping:
-        name = key if isinstance(key, str) else json.dumps(key)
+        name = _json_name(key)
         if name in seen:
             raise ValueError(
                 f"the map keys {seen[name]!r} and {key!r} both become the JSON key "
@@ -100,6 +119,22 @@ def _check_key_names(mapping: dict[Any, Any]) -> None:
                 "or keys that differ once written as text"
             )
         seen[name] = key
+
+
+def _json_name(key: Any) -> str:
+    """The name ``json.dumps`` writes for a map key it accepted (so one of str, int,
+    float, bool or None, or a subclass of one), as it writes it."""
+    if isinstance(key, str):
+        return key
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int):
+        return int.__repr__(key)
+    return float.__repr__(key)  # finite: dumps refused NaN and infinities
 
 
 def _msgpack_dumps(value: Any) -> bytes:
