@@ -349,7 +349,12 @@ class Runner:
             sleep(interval)
 
     def _extend(self, deliveries: list[Delivery]) -> bool:
-        """Renew the leases of ``deliveries``; False once the broker is closed."""
+        """Renew the leases of ``deliveries`` but those being acked or nacked now (which
+        would make the batch refused, and each renewed alone); False once the broker
+        is closed."""
+        deliveries = [d for d in deliveries if d._settled is False]
+        if not deliveries:
+            return True
         try:
             self.broker.extend(*deliveries)
         except AlreadySettled:  # one was settled meanwhile: one at a time
