@@ -196,7 +196,9 @@ class TopicCollector(Collector):
     topic after one whose inspect failed for want of the server (they are not tried
     against a server that is gone). When listing the topics fails (or takes longer),
     ``brokerkit_topics_listed`` is 0 and the topics of the last listing that succeeded
-    are reported down, so that an alert on ``brokerkit_topic_up == 0`` fires.
+    are reported down, so that an alert on ``brokerkit_topic_up == 0`` fires. While
+    the reads of a scrape before still wait on the broker (a server that does not
+    answer), a scrape starts no reads of its own and reports every topic down.
 
     Its metric families are described at registration, so a second collector on one
     registry is refused there (prometheus_client raises ``ValueError``): give each
@@ -225,8 +227,12 @@ class TopicCollector(Collector):
         self.broker = broker
         self.timeout = seconds
         self._topics = topics if callable(topics) else tuple(topics)
-        #: The topics of the last listing that succeeded (listing mode).
+        #: The topics of the last listing that succeeded (listing mode), set by the
+        #: scrape that read it (a reading that ends after its scrape changes nothing).
         self._listed: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+        #: The reading of the last scrape that started one (it may still run).
+        self._reading: _Reading | None = None
 
     def _names(self) -> list[str]:
         topics = self._topics
@@ -234,20 +240,33 @@ class TopicCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = _Families(listing=callable(self._topics))
-        reading = _Reading(self)
-        threading.Thread(target=reading.run, name="brokerkit-topic-collector", daemon=True).start()
-        finished = reading.done.wait(self.timeout)
-        names, listed, found = reading.stop()
-        if names is None:  # still listing
-            names, listed = list(self._listed), False
+        deadline = time.monotonic() + self.timeout
+        reading = self._start(deadline)
+        if reading is None:  # the reading of a scrape before still waits on the broker
+            listing = callable(self._topics)
+            names = list(self._listed) if listing else self._names()
+            listed, finished = (False if listing else None), False
+            found: dict[str, Any] = {}
+        else:
+            finished = reading.done.wait(max(deadline - time.monotonic(), 0.0))
+            names_read, listed, found = reading.stop()
+            if names_read is None:  # still listing
+                names, listed = list(self._listed), False
+            else:
+                names = names_read
+                if listed:
+                    self._listed = tuple(names)
         if families.listed is not None:  # (listing mode)
             families.listed.add_metric([], 1 if listed else 0)
         unread = [topic for topic in names if topic not in found]
         if not finished and unread:
             log.warning(
-                "reading the topics of %s took more than %g s; %d topic(s) reported "
+                "reading the topics of %s took more than %g s%s; %d topic(s) reported "
                 "down, not inspected: %s",
-                *(self.broker.url, self.timeout, len(unread), _some(unread)),
+                self.broker.url,
+                self.timeout,
+                "" if reading is not None else " (a scrape before still waits on it)",
+                *(len(unread), _some(unread)),
                 extra=log_fields(),
             )
         for topic in names:
@@ -257,6 +276,22 @@ class TopicCollector(Collector):
             else:
                 families.add(topic, info)
         yield from families.all()
+
+    def _start(self, deadline: float) -> _Reading | None:
+        """A new reading of the broker, in a thread of its own; None when the reading
+        of a scrape before still waits on the broker at ``deadline`` (a frozen server:
+        one reading at a time, so that their threads do not pile up)."""
+        while True:
+            with self._lock:
+                previous = self._reading
+                if previous is None or previous.done.is_set():
+                    self._reading = reading = _Reading(self)
+                    threading.Thread(
+                        target=reading.run, name="brokerkit-topic-collector", daemon=True
+                    ).start()
+                    return reading
+            if not previous.done.wait(max(deadline - time.monotonic(), 0.0)):
+                return None
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         # The families, without samples: registering runs no inspect, and the registry
@@ -378,9 +413,6 @@ class _Reading:
                 extra=log_fields(),
             )
             names, listed = list(collector._listed), False
-        else:
-            if listing:
-                collector._listed = tuple(names)
         with self._lock:
             self._names, self._listed = names, listed
         if listed is False:  # inspecting what could not be listed would fail the same way
