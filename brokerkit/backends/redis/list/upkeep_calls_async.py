@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from brokerkit._logging import log_fields
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list.plan import TopicPlan, as_text, consumer_of
@@ -90,6 +91,7 @@ class RefusedRescues:
                 topic,
                 dead_letters,
                 error,
+                extra=log_fields(topic, consumer=consumer),
             )
         return True
 
@@ -97,7 +99,11 @@ class RefusedRescues:
         """``consumer``'s rescue went through: logged (INFO) if it was refused before."""
         if (topic, consumer) in self._refused:
             self._refused.discard((topic, consumer))
-            log.info("redis+list: the rescue of topic %r goes through again", topic)
+            log.info(
+                "redis+list: the rescue of topic %r goes through again",
+                topic,
+                extra=log_fields(topic, consumer=consumer),
+            )
 
     def forget(self, topic: str, consumer: str) -> None:
         """``consumer`` unsubscribed."""
