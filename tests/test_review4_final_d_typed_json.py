@@ -146,3 +146,19 @@ def test_a_bom_json_body_from_another_amqp_producer_reaches_typed_handlers(
         wait_for(lambda: all(got.values()) or broker.inspect("orders").dead_lettered, DEADLINE)
     assert broker.inspect("orders").dead_lettered == 0
     assert got == {"pydantic": [Order(order_id=7, note="n")], "msgspec": [StructOrder(7, "n")]}
+
+
+def test_a_json_body_msgspec_reads_but_refuses_is_not_validated_laxly() -> None:
+    """The fallback to the decoded body is for JSON the parser cannot read; a body it
+    reads and refuses (text where a Struct wants an int) is dead-lettered, not converted
+    as a msgpack body would be."""
+    got: list[Any] = []
+    with brokerkit.connect("memory://") as broker:
+        worker = brokerkit.Worker(broker)
+        worker.handler("typed", retry=None)(_handler_of(StructOrder, got))
+        with worker.running():
+            _publish_raw(broker, b'{"order_id": "7", "note": "n"}')
+            wait_for(lambda: broker.inspect("typed").dead_lettered == 1)
+        (dead,) = dead_letters(broker, "typed")
+    assert "Expected `int`, got `str`" in dead.headers["x-dead-letter-reason"]
+    assert got == []

@@ -69,15 +69,18 @@ class Binding:
         model is read differently from JSON than from Python objects: strict types,
         non-str map keys), any other payload decoded and then validated.
 
-        A JSON payload the model's own parser refuses but ``delivery.body`` decodes
-        (a byte-order mark, UTF-16 or UTF-32, a NaN: what other producers write) is
-        validated as decoded; if that fails too, the JSON validation's error is the
-        one raised (the more precise for a strict model)."""
+        A JSON payload the model's own parser cannot read as JSON but
+        ``delivery.body`` decodes (a byte-order mark, UTF-16 or UTF-32, a NaN: what
+        other producers write) is validated as decoded; if that fails too, the JSON
+        validation's error is the one raised (the more precise for a strict model).
+        One it reads but refuses (a field of the wrong type) is refused."""
         native: InvalidBody | None = None
         if self.convert_json is not None and is_json(delivery.content_type):
             try:
                 return self._converted(self.convert_json, delivery.payload)
             except InvalidBody as exc:
+                if not _unreadable_json(exc.__cause__):
+                    raise
                 native = exc
         body = _decoded(delivery)  # a payload that is not JSON: the decoder's own reason
         if self.convert is None:
@@ -274,6 +277,20 @@ def _pydantic(model: Any, error: type[Exception], *, from_json: bool = False) ->
             raise InvalidBody(f"{model.__name__}: {_one_line(exc)}") from exc
 
     return convert
+
+
+def _unreadable_json(error: BaseException | None) -> bool:
+    """Whether a model's own JSON parser refused a payload as JSON it cannot read (not
+    its content): pydantic's ``json_invalid``, msgspec's ``DecodeError`` that is no
+    ``ValidationError``."""
+    errors = getattr(error, "errors", None)
+    if callable(errors):  # pydantic's ValidationError
+        try:
+            return any(e.get("type") == "json_invalid" for e in errors())
+        except Exception:
+            return False
+    kind = type(error)
+    return kind.__name__ == "DecodeError" and kind.__module__.startswith("msgspec")
 
 
 def _msgspec(struct: Any, msgspec: Any, *, from_json: bool = False) -> Converter:
