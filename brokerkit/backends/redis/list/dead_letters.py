@@ -42,7 +42,10 @@ end
 -- non-empty string id, a string content type, string headers and a time that is a
 -- finite JSON number. Anything else (nil) is a raw element, whose id is
 -- its digest: the dead letter must carry the id the consumer saw.
-local function envelope(inner)
+-- With verdict, only whether it is one (true or nil), without decoding a header in
+-- brokerkit's own form: its fields are then known good (a time without an exponent,
+-- at most 300 digits before its point, is finite).
+local function envelope(inner, verdict)
   if string.sub(inner, 1, 3) ~= 'BK1' then return nil end
   local nl = string.find(inner, '\n', 4, true)
   if not nl then return nil end
@@ -57,7 +60,8 @@ local function envelope(inner)
   local n = e and (select(2, find(text, '^0', e + 1)) or select(2, find(text, '^[1-9]%d*', e + 1)))
   if n and n - e <= 300 then  -- (an integer of more than 4300 digits is no number to Python)
     n = select(2, find(text, '^%.%d+', n + 1)) or n
-    n = select(2, find(text, '^[eE][-+]?%d+', n + 1)) or n
+    local exponent = select(2, find(text, '^[eE][-+]?%d+', n + 1))
+    n = exponent or n
     local k = find(text, '^,"h":{', n + 1) and n + 7
     if n + 1 == #text and sub(text, -1) == '}' then
       json = text
@@ -72,6 +76,7 @@ local function envelope(inner)
       end
       if k and k + 1 == #text and sub(text, -1) == '}' then json = text end
     end
+    if json and verdict and not exponent then return true end
   end
   if not json then
     if not is_utf8(text) then return nil end

@@ -215,7 +215,7 @@ end
 -- that starts like an envelope but is none is raw to the consumer's decoder too).
 local function is_raw(e)
   local head = string.sub(e, 1, 3)
-  if head == 'BK1' then return envelope(e) == nil end
+  if head == 'BK1' then return envelope(e, true) == nil end
   return head ~= 'BKR' or wrapped_count(e) == nil
 end
 
