@@ -13,8 +13,8 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit._capabilities import Capability
-from brokerkit.backends.redis.stream.calls import partial_batch
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK
+from brokerkit.backends.redis.stream.partial import partial_batch
 from brokerkit.exceptions import (
     BrokerError,
     ConnectionFailed,

@@ -52,11 +52,11 @@ from brokerkit.backends.redis.list.plan import (
     fetch_receipts,
     new_nonces,
 )
+from brokerkit.backends.redis.list.refused import RefusedRescues
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle import ListSettling, run_on
 from brokerkit.backends.redis.list.upkeep_calls import (
     RESCUE_LIMIT,
-    RefusedRescues,
     inspect_once,
     rescue_once,
 )

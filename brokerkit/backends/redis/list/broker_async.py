@@ -50,11 +50,11 @@ from brokerkit.backends.redis.list.plan import (
     fetch_receipts,
     new_nonces,
 )
+from brokerkit.backends.redis.list.refused import RefusedRescues
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle_async import ListSettling, run_on
 from brokerkit.backends.redis.list.upkeep_calls_async import (
     RESCUE_LIMIT,
-    RefusedRescues,
     inspect_once,
     rescue_once,
 )

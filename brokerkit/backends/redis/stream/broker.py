@@ -66,7 +66,6 @@ from brokerkit.backends.redis.stream.calls import (
     Call,
     InOrder,
     StreamScripts,
-    partial_batch,
 )
 from brokerkit.backends.redis.stream.deliveries import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed
@@ -76,6 +75,7 @@ from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions, StreamState
+from brokerkit.backends.redis.stream.partial import partial_batch
 from brokerkit.backends.redis.stream.reaping import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_members
 from brokerkit.backends.redis.stream.scripts import text

@@ -11,10 +11,8 @@ from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.stream import ack_script, group_scripts, scheduling, scripts
-from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK
-from brokerkit.exceptions import BrokerError
 
-__all__ = ["Call", "InOrder", "StreamScripts", "partial_batch", "run_scripts"]
+__all__ = ["Call", "InOrder", "StreamScripts", "run_scripts"]
 
 #: ``(script, keys, args)``.
 Call = tuple[AsyncLua, list[Any], list[Any]]
@@ -86,24 +84,3 @@ class InOrder:
             script, keys, args = self.calls[self.done]
             await script(keys=keys, args=args, client=client)
             self.done += 1
-
-
-def partial_batch(
-    error: BrokerError, topic: str, stored: int, total: int, held: bool
-) -> BrokerError:
-    """The error of a ``publish_many`` that stored (or ``held``, for a delay) the first
-    ``stored`` of its ``total`` messages, then failed with ``error``: of ``error``'s
-    class, with its attributes (a lost server is still :class:`ConnectionFailed`), and
-    a message that adds how many were stored."""
-    what = "held (delayed)" if held else "stored"
-    message = (
-        f"{error} -- publish_many {what} the first {stored} of {total} messages to "
-        f"topic {topic!r}, in order, and not the other {total - stored}: a batch goes "
-        f"{PUBLISH_CHUNK} messages to a script, each script all of them or none, one "
-        "script after another, and none ran after the one that failed"
-    )
-    # Built without __init__, whose arguments differ from class to class.
-    partial = type(error).__new__(type(error))
-    partial.__dict__.update(error.__dict__)
-    partial.args = (message,)
-    return partial
