@@ -45,6 +45,7 @@ __all__ = [
     "HookRelay",
     "ObservedPluginManager",
     "get_plugin_manager",
+    "report_renewal_losses",
 ]
 
 log = logging.getLogger("brokerkit.hooks")
@@ -420,6 +421,22 @@ class HeldDeliveries:
             delivery = getattr(ref(), "delivery", None)
             if delivery is not None:
                 RELAY.deliver_end(delivery, "unsettled")
+
+
+def report_renewal_losses(log: logging.Logger, deliveries: Sequence[Any]) -> None:
+    """Warn on a backend's ``log`` of leases its background renewal found run out, and
+    tell the lease-loss hook of their ``deliveries`` (once per delivery): settling them
+    raises StaleDelivery, which does not report them again."""
+    if not deliveries:
+        return
+    log.warning(
+        "%d lease(s) had run out before they could be renewed; settling them "
+        "will raise StaleDelivery",
+        len(deliveries),
+        extra=delivery_fields(deliveries),
+    )
+    if RELAY.settle:
+        RELAY.lease_lost(deliveries)
 
 
 class _HandlerContext(AbstractContextManager[None]):

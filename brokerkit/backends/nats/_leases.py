@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._hooks import RELAY
-from brokerkit._logging import delivery_fields, log_fields
+from brokerkit._hooks import report_renewal_losses
+from brokerkit._logging import log_fields
 from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, NatsClient
 from brokerkit.exceptions import BrokerError
 
@@ -172,14 +172,4 @@ def report_lost(lost: Sequence[Lease]) -> None:
     """Warn of leases a renewal found lost and tell the lease-loss hook of their
     deliveries, as Redis's lease keeper does; settling them raises StaleDelivery, which
     does not report them again (the hook is called once per delivery)."""
-    holders = [lease.holder for lease in lost if lease.holder is not None]
-    if not holders:
-        return
-    log.warning(
-        "%d lease(s) had run out before they could be renewed; settling them "
-        "will raise StaleDelivery",
-        len(holders),
-        extra=delivery_fields(holders),
-    )
-    if RELAY.settle:
-        RELAY.lease_lost(holders)
+    report_renewal_losses(log, [lease.holder for lease in lost if lease.holder is not None])

@@ -9,8 +9,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from brokerkit._delivery import Delivery
-from brokerkit._hooks import RELAY
-from brokerkit._logging import delivery_fields
+from brokerkit._hooks import report_renewal_losses
 from brokerkit.backends.redis._periodic import Periodic
 
 log = logging.getLogger("brokerkit.redis")
@@ -99,11 +98,4 @@ class LeaseKeeper:
 
     def _report_lost(self, lost: list[Delivery]) -> None:
         self.drop(lost)
-        log.warning(
-            "%d lease(s) had run out before they could be renewed; settling them "
-            "will raise StaleDelivery",
-            len(lost),
-            extra=delivery_fields(lost),
-        )
-        if RELAY.settle:
-            RELAY.lease_lost(lost)
+        report_renewal_losses(log, lost)

@@ -7,8 +7,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 
 from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._hooks import RELAY
-from brokerkit._logging import delivery_fields
+from brokerkit._hooks import report_renewal_losses
 from brokerkit.backends.redis._periodic_async import Periodic
 
 log = logging.getLogger("brokerkit.redis")
@@ -97,11 +96,4 @@ class LeaseKeeper:
 
     def _report_lost(self, lost: list[AsyncDelivery]) -> None:
         self.drop(lost)
-        log.warning(
-            "%d lease(s) had run out before they could be renewed; settling them "
-            "will raise StaleDelivery",
-            len(lost),
-            extra=delivery_fields(lost),
-        )
-        if RELAY.settle:
-            RELAY.lease_lost(lost)
+        report_renewal_losses(log, lost)
