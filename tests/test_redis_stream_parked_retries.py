@@ -17,8 +17,8 @@ import redis
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.redis.stream import RedisStreamBroker
+from brokerkit.backends.redis.stream.lease_scripts import LOCATE_PAGE, REPARK_BUDGET
 from brokerkit.backends.redis.stream.scheduling import PARKING
-from brokerkit.backends.redis.stream.scripts import LOCATE_PAGE, REPARK_BUDGET
 from brokerkit.exceptions import InvalidOption
 from tests.conftest import RedisTarget
 from tests.redis_stream_aio_support import PROMPT, run

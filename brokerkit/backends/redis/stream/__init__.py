@@ -11,7 +11,8 @@ generated from it by ``scripts/generate_sync.py``. The parts, one job each:
 * ``inspect_async.py``: XINFO as :class:`StreamTopicInfo` (``info.py``).
 * ``calls_async.py``: the Lua scripts registered on the client, run in one round trip.
 * ``deliveries_async.py``: entries as deliveries, deliveries grouped for settling.
-* no I/O: ``scripts.py`` (the Lua text), ``entries.py`` (decoding, receipts),
+* no I/O: the Lua text (``scripts.py``, ``lease_scripts.py``, ``ack_script.py``,
+  ``group_scripts.py``), ``entries.py`` (decoding, receipts),
   ``options.py``, ``log.py`` (log positions), ``info.py``.
 
 Each ``X_async.py`` has its generated twin ``X.py``: edit the source, then run

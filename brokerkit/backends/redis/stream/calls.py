@@ -12,7 +12,13 @@ import redis
 from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua import Lua
-from brokerkit.backends.redis.stream import ack_script, group_scripts, scheduling, scripts
+from brokerkit.backends.redis.stream import (
+    ack_script,
+    group_scripts,
+    lease_scripts,
+    scheduling,
+    scripts,
+)
 
 __all__ = ["Call", "InOrder", "StreamScripts", "run_scripts"]
 
@@ -26,11 +32,11 @@ class StreamScripts:
 
     def __init__(self, client: redis.Redis) -> None:
         self.publish: Lua = Lua(client, scripts.PUBLISH)
-        self.fetch: Lua = Lua(client, scripts.FETCH)
-        self.reap: Lua = Lua(client, scripts.REAP)
+        self.fetch: Lua = Lua(client, lease_scripts.FETCH)
+        self.reap: Lua = Lua(client, lease_scripts.REAP)
         self.ack: Lua = Lua(client, ack_script.ACK)
         self.nack: Lua = Lua(client, scripts.NACK)
-        self.renew: Lua = Lua(client, scripts.RENEW)
+        self.renew: Lua = Lua(client, lease_scripts.RENEW)
         self.purge: Lua = Lua(client, group_scripts.PURGE)
         self.count_after: Lua = Lua(client, group_scripts.COUNT_AFTER)
         self.remove_idle: Lua = Lua(client, group_scripts.REMOVE_IDLE)

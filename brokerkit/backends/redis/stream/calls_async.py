@@ -10,7 +10,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from brokerkit.backends.redis._lua_async import AsyncLua
-from brokerkit.backends.redis.stream import ack_script, group_scripts, scheduling, scripts
+from brokerkit.backends.redis.stream import (
+    ack_script,
+    group_scripts,
+    lease_scripts,
+    scheduling,
+    scripts,
+)
 
 __all__ = ["Call", "InOrder", "StreamScripts", "run_scripts"]
 
@@ -24,11 +30,11 @@ class StreamScripts:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.publish: AsyncLua = AsyncLua(client, scripts.PUBLISH)
-        self.fetch: AsyncLua = AsyncLua(client, scripts.FETCH)
-        self.reap: AsyncLua = AsyncLua(client, scripts.REAP)
+        self.fetch: AsyncLua = AsyncLua(client, lease_scripts.FETCH)
+        self.reap: AsyncLua = AsyncLua(client, lease_scripts.REAP)
         self.ack: AsyncLua = AsyncLua(client, ack_script.ACK)
         self.nack: AsyncLua = AsyncLua(client, scripts.NACK)
-        self.renew: AsyncLua = AsyncLua(client, scripts.RENEW)
+        self.renew: AsyncLua = AsyncLua(client, lease_scripts.RENEW)
         self.purge: AsyncLua = AsyncLua(client, group_scripts.PURGE)
         self.count_after: AsyncLua = AsyncLua(client, group_scripts.COUNT_AFTER)
         self.remove_idle: AsyncLua = AsyncLua(client, group_scripts.REMOVE_IDLE)

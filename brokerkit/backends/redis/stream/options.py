@@ -122,7 +122,7 @@ class StreamState:
     #: The group's lease length (ms) when this subscription joined (it only grows).
     lease_ms: int = 0
     #: Where the next fetch script's look for idle entries resumes ("0-0": the
-    #: start; any other: more may be waiting, see :data:`.scripts.FETCH`).
+    #: start; any other: more may be waiting, see :data:`.lease_scripts.FETCH`).
     cursor: str = "0-0"
     #: Set when this subscription handed entries back (a cut-off receive's fetch, see
     #: :meth:`~.settle_async.StreamSettling._hand_back`): the next claim looks from
@@ -130,7 +130,7 @@ class StreamState:
     #: any entry after them (ORDERED), however far the cursor had gone.
     rewind: bool = False
     #: Where the reaper's next page of idle entries starts ("-": the start; see
-    #: :data:`.scripts.REAP`).
+    #: :data:`.lease_scripts.REAP`).
     reap_cursor: str = "-"
     #: When (time.monotonic) the next fetch reclaims idle entries before reading.
     claim_at: float = 0.0

@@ -1,5 +1,5 @@
 """Messages a redis+stream topic holds for a due time (no I/O: Lua text and member
-encoding; the scripts of :mod:`.scripts` that fetch and nack use :data:`DUE_HELPERS`).
+encoding; the fetch script of :mod:`.lease_scripts` uses :data:`DUE_HELPERS`).
 
 * A delayed publish waits outside the stream, in the topic's ``scheduled`` ZSET
   (``<prefix>:{<topic>}:scheduled``), scored by its due time in server milliseconds,
@@ -11,7 +11,7 @@ encoding; the scripts of :mod:`.scripts` that fetch and nack use :data:`DUE_HELP
   touched. A fetch of the group claims it once due, counting a delivery. Should a
   member's fetch find a parked entry idle before it is due, it parks it again
   (idle time reset, a page of them in one XCLAIM), so it never comes out early and
-  never holds up the claim of other idle entries (see :data:`.scripts.FETCH`).
+  never holds up the claim of other idle entries (see :data:`.lease_scripts.FETCH`).
 """
 
 from __future__ import annotations
