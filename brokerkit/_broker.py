@@ -23,22 +23,12 @@ from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._publishing import build_messages, check_bodies
-from brokerkit._schedule import (
-    check_lease_seconds,
-    check_nack_delay,
-    check_reason,
-    check_timeout,
-    publish_delay,
-)
-from brokerkit._settling import settle, settleable
+from brokerkit._schedule import check_timeout, publish_delay
+from brokerkit._settling import Settling
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_consumer, check_group, check_headers, check_pattern, check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.exceptions import (
-    BrokerClosed,
-    InvalidOption,
-    StaleDelivery,
-)
+from brokerkit.exceptions import BrokerClosed, InvalidOption
 
 __all__ = ["DEFAULT_GROUP", "Broker"]
 
@@ -55,7 +45,7 @@ _CLOSE_WAIT = 60.0
 _SUBSCRIBE_WAIT = 5.0
 
 
-class Broker(Backend):
+class Broker(Settling, Backend):
     """A connection to a message broker, through one backend.
 
     Get one with :func:`brokerkit.connect`. Publish with :meth:`publish`, read with
@@ -71,7 +61,8 @@ class Broker(Backend):
     :meth:`_nack`, :meth:`_extend`, :meth:`_inspect`, :meth:`_purge` and
     :meth:`_close` (declared, with the defaults of the optional ones, in
     :class:`Backend`, this class's base). Everything public is concrete code built
-    here on them: validation, encoding, settlement bookkeeping and the consume loop.
+    on them, here and in :class:`Settling` (``ack``, ``nack``, ``extend``):
+    validation, encoding, settlement bookkeeping and the consume loop.
 
     A backend that declares :attr:`Capability.DELAY` also implements
     :meth:`_publish_delayed` and :meth:`_nack_with` (delayed retries, and the reason a
@@ -352,88 +343,6 @@ class Broker(Backend):
                         yield delivery
                     finally:
                         RELAY.deliver_end(delivery, "unsettled")
-
-    # -- settling -----------------------------------------------------------------
-
-    def ack(self, *deliveries: Delivery) -> None:
-        """Mark deliveries done, in one round trip where the backend can.
-
-        :raises AlreadySettled: one was settled before; none was changed.
-        :raises StaleDelivery: a lease had expired; the rest were acked.
-        """
-        checked = settleable(self, deliveries)
-        if Capability.ACK in self.capabilities:
-            settle(self, checked, None, self._ack, checked)
-        else:
-            self._mark(checked)
-            if RELAY.settle:
-                RELAY.settled(self, checked, None)
-
-    def nack(
-        self,
-        *deliveries: Delivery,
-        requeue: bool = True,
-        delay: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Hand deliveries back: redelivered (``requeue=True``) or dead-lettered.
-
-        A message that has reached ``max_deliveries`` is dead-lettered even when
-        ``requeue`` is true. Without :attr:`Capability.ACK` this only marks the
-        deliveries settled.
-
-        :param delay: with ``requeue``, redeliver no earlier than this many seconds
-            from now (needs :attr:`Capability.DELAY`); the broker holds the message,
-            so the delay survives this consumer's crash. The redelivery counts an
-            attempt like any other. ``None`` or 0: at once.
-        :param reason: a short text (1 to 1000 characters) recorded as the
-            dead letter's ``x-dead-letter-reason`` when this nack dead-letters the
-            message (``requeue=False``, or ``max_deliveries`` reached), in place of
-            ``"rejected"`` / ``"max_deliveries"``. Every built-in backend with
-            dead letters records it; a third-party backend records it if it
-            implements :meth:`_nack_with`.
-        :raises InvalidOption: a negative, NaN or infinite delay, a delay with
-            ``requeue=False``, or a reason that is not a str of 1 to 1000 characters;
-            nothing was settled.
-        :raises Unsupported: a delay on a backend without DELAY; nothing was settled.
-        """
-        held = check_nack_delay(delay, requeue)
-        text = check_reason(reason)
-        if held is not None:
-            self.require(Capability.DELAY, "delay a redelivery (nack(delay=...))")
-        checked = settleable(self, deliveries)
-        if Capability.ACK not in self.capabilities:
-            self._mark(checked)
-            if RELAY.settle:
-                RELAY.settled(self, checked, requeue, reason=text)
-        elif held is None and text is None:
-            settle(self, checked, requeue, self._nack, checked, requeue)
-        else:
-            settle(
-                self, checked, requeue, self._nack_with, checked, requeue, held, text, reason=text
-            )
-
-    def extend(self, *deliveries: Delivery, seconds: float | None = None) -> None:
-        """Renew the lease of unsettled deliveries for ``seconds`` from now
-        (default: the visibility timeout).
-
-        :param seconds: an int or float from 0.001 to 31536000 (365 days, the bounds
-            of ``visibility_timeout``), or None for the visibility timeout.
-        :raises InvalidOption: ``seconds`` is not such a number (a str, a bool, NaN,
-            infinite, 0 or less, or more than 365 days); nothing was sent.
-        :raises StaleDelivery: a lease had already expired.
-        """
-        self.require(Capability.ACK, "extend a lease")
-        duration = (
-            self.options.visibility_timeout if seconds is None else check_lease_seconds(seconds)
-        )
-        checked = settleable(self, deliveries)
-        try:
-            self._extend(checked, duration)
-        except StaleDelivery as exc:
-            if RELAY.settle:
-                RELAY.lease_lost(exc.deliveries)
-            raise
 
     # -- management ---------------------------------------------------------------
 

@@ -1,24 +1,136 @@
-"""Settling deliveries: checking what ``ack``, ``nack`` and ``extend`` were given, and
-running a settling primitive between the settlement hooks."""
+"""Settling deliveries: the broker's ``ack``, ``nack`` and ``extend``, checking what
+they were given, and running a settling primitive between the settlement hooks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import SETTLING, AsyncDelivery
 from brokerkit._hooks import RELAY
+from brokerkit._options import BrokerOptions
+from brokerkit._schedule import check_lease_seconds, check_nack_delay, check_reason
 from brokerkit.exceptions import AlreadySettled, DeliveryError, ReplicationTimeout, StaleDelivery
 
-if TYPE_CHECKING:
-    from brokerkit._broker_async import AsyncBroker
-
-__all__ = ["settle", "settleable"]
+__all__ = ["AsyncSettling", "settle", "settleable"]
 
 _NOT_A_SUBSCRIPTION = object()
 
 
-def settleable(broker: AsyncBroker, deliveries: Sequence[AsyncDelivery]) -> list[AsyncDelivery]:
+class AsyncSettling:
+    """The settling methods of :class:`AsyncBroker` (a base of it): ``ack``, ``nack``
+    and ``extend``, built on the settling primitives of :class:`AsyncBackend`."""
+
+    options: BrokerOptions
+    capabilities: ClassVar[Capability]
+
+    if TYPE_CHECKING:  # provided by AsyncBroker and AsyncBackend
+
+        @classmethod
+        def require(cls, capability: Capability, what: str) -> None: ...
+
+        def _check_open(self) -> None: ...
+
+        @staticmethod
+        def _mark(deliveries: Iterable[AsyncDelivery]) -> None: ...
+
+        async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None: ...
+
+        async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None: ...
+
+        async def _nack_with(
+            self,
+            deliveries: Sequence[AsyncDelivery],
+            requeue: bool,
+            delay: float | None,
+            reason: str | None,
+        ) -> None: ...
+
+        async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None: ...
+
+    async def ack(self, *deliveries: AsyncDelivery) -> None:
+        """Mark deliveries done, in one round trip where the backend can.
+
+        :raises AlreadySettled: one was settled before; none was changed.
+        :raises StaleDelivery: a lease had expired; the rest were acked.
+        """
+        checked = settleable(self, deliveries)
+        if Capability.ACK in self.capabilities:
+            await settle(self, checked, None, self._ack, checked)
+        else:
+            self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, None)
+
+    async def nack(
+        self,
+        *deliveries: AsyncDelivery,
+        requeue: bool = True,
+        delay: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Hand deliveries back: redelivered (``requeue=True``) or dead-lettered.
+
+        A message that has reached ``max_deliveries`` is dead-lettered even when
+        ``requeue`` is true. Without :attr:`Capability.ACK` this only marks the
+        deliveries settled.
+
+        :param delay: with ``requeue``, redeliver no earlier than this many seconds
+            from now (needs :attr:`Capability.DELAY`); the broker holds the message,
+            so the delay survives this consumer's crash. The redelivery counts an
+            attempt like any other. ``None`` or 0: at once.
+        :param reason: a short text (1 to 1000 characters) recorded as the
+            dead letter's ``x-dead-letter-reason`` when this nack dead-letters the
+            message (``requeue=False``, or ``max_deliveries`` reached), in place of
+            ``"rejected"`` / ``"max_deliveries"``. Every built-in backend with
+            dead letters records it; a third-party backend records it if it
+            implements :meth:`_nack_with`.
+        :raises InvalidOption: a negative, NaN or infinite delay, a delay with
+            ``requeue=False``, or a reason that is not a str of 1 to 1000 characters;
+            nothing was settled.
+        :raises Unsupported: a delay on a backend without DELAY; nothing was settled.
+        """
+        held = check_nack_delay(delay, requeue)
+        text = check_reason(reason)
+        if held is not None:
+            self.require(Capability.DELAY, "delay a redelivery (nack(delay=...))")
+        checked = settleable(self, deliveries)
+        if Capability.ACK not in self.capabilities:
+            self._mark(checked)
+            if RELAY.settle:
+                RELAY.settled(self, checked, requeue, reason=text)
+        elif held is None and text is None:
+            await settle(self, checked, requeue, self._nack, checked, requeue)
+        else:
+            await settle(
+                self, checked, requeue, self._nack_with, checked, requeue, held, text, reason=text
+            )
+
+    async def extend(self, *deliveries: AsyncDelivery, seconds: float | None = None) -> None:
+        """Renew the lease of unsettled deliveries for ``seconds`` from now
+        (default: the visibility timeout).
+
+        :param seconds: an int or float from 0.001 to 31536000 (365 days, the bounds
+            of ``visibility_timeout``), or None for the visibility timeout.
+        :raises InvalidOption: ``seconds`` is not such a number (a str, a bool, NaN,
+            infinite, 0 or less, or more than 365 days); nothing was sent.
+        :raises StaleDelivery: a lease had already expired.
+        """
+        self.require(Capability.ACK, "extend a lease")
+        duration = (
+            self.options.visibility_timeout if seconds is None else check_lease_seconds(seconds)
+        )
+        checked = settleable(self, deliveries)
+        try:
+            await self._extend(checked, duration)
+        except StaleDelivery as exc:
+            if RELAY.settle:
+                RELAY.lease_lost(exc.deliveries)
+            raise
+
+
+def settleable(broker: AsyncSettling, deliveries: Sequence[AsyncDelivery]) -> list[AsyncDelivery]:
     """``deliveries`` as a list, once each is known to be an unsettled delivery of
     ``broker``'s, named once.
 
@@ -62,7 +174,7 @@ def settleable(broker: AsyncBroker, deliveries: Sequence[AsyncDelivery]) -> list
 
 
 async def settle(
-    broker: AsyncBroker,
+    broker: AsyncSettling,
     deliveries: list[AsyncDelivery],
     requeue: bool | None,
     primitive: Any,
