@@ -79,8 +79,10 @@ class _Scope(dict[str, Any]):
     too: a cycle (the delivery names its scope), broken when the hooks end, which the
     garbage collector takes apart if the application drops the delivery unsettled."""
 
-    __slots__ = ("__weakref__", "delivery")
+    __slots__ = ("__weakref__", "delivery", "error")
     delivery: Any
+    #: what a worker's handler raised, for the hooks' end (see HookRelay.handler_failed)
+    error: BaseException | None
 
 
 class _ReportedScope(_Scope):
@@ -297,13 +299,14 @@ class HookRelay:
         # Under the lock: a lease keeper may be marking it at this very moment.
         with self._end_lock:
             scope = _ReportedScope() if delivery._scope is _LEASE_LOST else _Scope()
-            scope.delivery = None
+            scope.delivery = scope.error = None
             delivery._scope = scope
         self._call("brokerkit_deliver_start", delivery=delivery, scope=scope)
 
     def deliver_end(self, delivery: Any, outcome: str, error: BaseException | None = None) -> None:
         """Call ``brokerkit_deliver_end`` once per delivery (later calls do nothing, even
-        from another thread at the same time)."""
+        from another thread at the same time), with what its handler raised if a worker
+        said so (:meth:`handler_failed`), else ``error``."""
         if delivery._scope is None or delivery._scope is _LEASE_LOST:
             return
         with self._end_lock:
@@ -313,9 +316,18 @@ class HookRelay:
             delivery._scope = None
         if isinstance(scope, _Scope):
             scope.delivery = None
+            error = scope.error or error
         self._call(
             "brokerkit_deliver_end", delivery=delivery, outcome=outcome, error=error, scope=scope
         )
+
+    def handler_failed(self, delivery: Any, error: BaseException) -> None:
+        """A worker's handler of ``delivery`` raised ``error``: the delivery's hooks end
+        with it, at the settlement the worker makes next, whatever that turns out to be
+        (a nack, a dead letter, or ``"unsettled"`` when the worker cannot settle it)."""
+        scope = delivery._scope
+        if isinstance(scope, _Scope):
+            scope.error = error
 
     def handler_context(self, delivery: Any) -> AbstractContextManager[None] | None:
         """What a worker runs the handler of ``delivery`` inside: every context manager
@@ -389,7 +401,7 @@ class HookRelay:
                     "brokerkit_deliver_end",
                     delivery=delivery,
                     outcome="lease-lost",
-                    error=None,
+                    error=scope.error if isinstance(scope, _Scope) else None,
                     scope=scope,
                 )
 

@@ -143,8 +143,8 @@ def brokerkit_deliver_end(
 ) -> None:
     """The application is done with a delivery: called once per delivery, at the first
     of its settlement (``"ack"``, ``"nack"``, ``"dead-letter"``, ``"lease-lost"``) or a
-    worker's handler returning or raising (``"unsettled"``, with the settlement's
-    error, where the worker could neither ack nor hand back).
+    worker giving up on settling it (``"unsettled"``, where the worker could neither
+    settle it nor hand it back).
 
     A delivery from a ``consume`` loop or a ``for`` loop over a subscription, on a
     backend with ACK, ends at its settlement however much later (a batch

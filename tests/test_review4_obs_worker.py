@@ -245,3 +245,88 @@ def test_a_handler_context_that_fails_changes_nothing_the_handler_does(fails: bo
     assert attempts == [1, 2][: 1 + fails]  # failed: retried, as without the plugin
     assert info.dead_lettered == 0 and info.groups[0].lag == 0
     assert plugin.left == (["RuntimeError", None] if fails else [None])
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_a_failed_handler_whose_nack_fails_ends_unsettled_with_its_error(
+    redis_server: RedisServer, ends: Ends, scheme: str
+) -> None:
+    """The hooks end at the settlement the worker makes, not before it: a nack (and the
+    hand-back after it) that fail leave the delivery "unsettled", and the error is
+    the handler's, as ``brokerkit_deliver_end`` promises."""
+    handled, go_on = threading.Event(), threading.Event()
+    broker = brokerkit.connect(_url(redis_server, scheme))
+    try:
+        worker = brokerkit.Worker(broker)
+
+        @worker.handler("jobs")
+        def job(body: Any) -> None:
+            handled.set()
+            go_on.wait(20)
+            raise RuntimeError("handler failed")
+
+        broker.publish("jobs", 1)
+        with worker.running():
+            assert handled.wait(20)
+            redis_server.kill()
+            go_on.set()
+            wait_for(lambda: bool(ends.ended))
+    finally:
+        broker.close()
+    assert ends.ended == [("jobs", "unsettled", "RuntimeError")]
+
+
+@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
+def test_an_asyncio_failed_handler_whose_nack_fails_ends_unsettled_with_its_error(
+    redis_server: RedisServer, ends: Ends, scheme: str
+) -> None:
+    async def main() -> None:
+        handled, go_on = asyncio.Event(), asyncio.Event()
+        broker = await brokerkit.aio.connect(_url(redis_server, scheme))
+        try:
+            worker = brokerkit.aio.Worker(broker)
+
+            @worker.handler("jobs")
+            async def job(body: Any) -> None:
+                handled.set()
+                await go_on.wait()
+                raise RuntimeError("handler failed")
+
+            await broker.publish("jobs", 1)
+            async with worker.running():
+                await asyncio.wait_for(handled.wait(), 20)
+                redis_server.kill()
+                go_on.set()
+                deadline = time.monotonic() + 20
+                while not ends.ended:
+                    assert time.monotonic() < deadline, "timed out waiting"
+                    await asyncio.sleep(0.02)  # polling with a deadline
+        finally:
+            await broker.close()
+
+    asyncio.run(main())
+    assert ends.ended == [("jobs", "unsettled", "RuntimeError")]
+
+
+@pytest.mark.parametrize("limit", [None, 1])
+def test_a_failed_handler_ends_its_hooks_at_the_nack_with_its_error(
+    ends: Ends, limit: int | None
+) -> None:
+    """A nack that works: "nack" (a retry) or "dead-letter" (at the limit), with the
+    handler's error."""
+    attempts: list[int] = []
+    options = "" if limit is None else f"?max_deliveries={limit}"
+    with brokerkit.connect(f"memory://obs-worker-{uuid.uuid4().hex}{options}") as broker:
+        worker = brokerkit.Worker(broker)
+
+        @worker.handler("jobs", retry=brokerkit.worker.Fixed(0))
+        def job(delivery: brokerkit.Delivery) -> None:
+            attempts.append(delivery.attempt)
+            if delivery.attempt == 1:
+                raise RuntimeError("handler failed")
+
+        broker.publish("jobs", 1)
+        with worker.running():
+            wait_for(lambda: len(ends.ended) == (1 if limit else 2))
+    first = ("jobs", "dead-letter" if limit else "nack", "RuntimeError")
+    assert ends.ended == ([first] if limit else [first, ("jobs", "ack", None)])

@@ -256,8 +256,8 @@ class Runner:
             # dead-lettered at once, where the backend has a dead-letter topic at all;
             # dropped (an uncounted nack) where it has none
             dead = Capability.DEAD_LETTER in self.broker.capabilities
-            if RELAY.deliver:
-                RELAY.deliver_end(delivery, "dead-letter" if dead else "nack", exc)
+            if RELAY.deliver:  # the body's error, on the delivery's span and histogram
+                RELAY.handler_failed(delivery, exc)
             text = error_text(exc)
             log.warning(
                 "handler %s: message %s has an invalid body%s: %s",
@@ -298,14 +298,7 @@ class Runner:
             # this slot included (and in a handler's thread SystemExit and
             # KeyboardInterrupt): a failure of the handler, and the slot goes on.
             if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
-                # what Settler.failed does: a nack that dead-letters at the limit,
-                # or, without ACK, at once (where the backend has a dead-letter topic at all)
-                capabilities = self.broker.capabilities
-                dead = Capability.DEAD_LETTER in capabilities and (
-                    Capability.ACK not in capabilities
-                    or (self._limit is not None and delivery.attempt >= self._limit)
-                )
-                RELAY.deliver_end(delivery, "dead-letter" if dead else "nack", exc)
+                RELAY.handler_failed(delivery, exc)
             self._settler.failed(delivery, exc)
             return
         if call.dropped:

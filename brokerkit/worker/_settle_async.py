@@ -198,8 +198,8 @@ class AsyncSettler:
 
     def let_go(self, delivery: AsyncDelivery, error: BaseException) -> None:
         """Mark ``delivery`` settled without settling it (nothing renews its lease any
-        more) and end its delivery hooks ``"unsettled"`` with ``error``, what stopped
-        its settlement: its span and handling time end with its handler's call."""
+        more) and end its delivery hooks ``"unsettled"`` with what its handler raised,
+        if it raised, else ``error``, what stopped its settlement."""
         delivery._mark_settled()
         RELAY.deliver_end(delivery, "unsettled", error)
 
