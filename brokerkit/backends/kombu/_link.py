@@ -23,12 +23,12 @@ import ssl
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import amqp.exceptions  # type: ignore[import-untyped]
-from kombu.connection import Connection as KombuConnection
 
 from brokerkit._url import BrokerURL
+from brokerkit.backends.kombu._confirms import Confirms
+from brokerkit.backends.kombu._connection import kombu_connection
 from brokerkit.backends.kombu._names import Names
 from brokerkit.backends.kombu._options import KombuAMQPOptions
 from brokerkit.exceptions import (
@@ -39,7 +39,7 @@ from brokerkit.exceptions import (
     InvalidMessage,
 )
 
-__all__ = ["Confirms", "Link", "kombu_connection"]
+__all__ = ["Link"]
 
 _T = TypeVar("_T")
 
@@ -59,48 +59,6 @@ _TICK_WAIT = 0.2
 _TICK_FRAMES = 1000
 #: How RabbitMQ words the refusal of a message over its ``max_message_size``.
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
-
-
-def is_tls(url: BrokerURL) -> bool:
-    """Whether ``url`` is ``kombu+amqps://``."""
-    return url.scheme.split("+", 1)[1] in ("amqps", "pyamqps")
-
-
-def tls_settings(url: BrokerURL, options: KombuAMQPOptions) -> dict[str, Any]:
-    """py-amqp's TLS settings for ``kombu+amqps://``: the certificate must be valid for
-    the URL's host and signed by a trusted CA (the system's, or ``ssl_ca_certs``)."""
-    settings: dict[str, Any] = {
-        # py-amqp then builds a PROTOCOL_TLS_CLIENT context with check_hostname on.
-        "server_hostname": url.host or "localhost",
-        "cert_reqs": ssl.CERT_REQUIRED,
-    }
-    if options.ssl_ca_certs is not None:
-        settings["ca_certs"] = options.ssl_ca_certs
-    if options.ssl_certfile is not None:
-        settings["certfile"] = options.ssl_certfile
-        settings["keyfile"] = options.ssl_keyfile
-    return settings
-
-
-def kombu_connection(url: BrokerURL, options: KombuAMQPOptions, name: str) -> Any:
-    """A kombu connection (not yet connected) for a ``kombu+<transport>://`` URL."""
-    transport = url.scheme.split("+", 1)[1]
-    tls = is_tls(url)
-    if tls:
-        transport = transport[:-1]
-    vhost = unquote(url.path[1:]) if url.path.startswith("/") else unquote(url.path)
-    return KombuConnection(  # type: ignore[no-untyped-call]
-        hostname=url.host or "localhost",
-        port=url.port,
-        userid=url.username,
-        password=url.password,
-        virtual_host=vhost or "/",
-        transport=transport,
-        ssl=tls_settings(url, options) if tls else False,
-        connect_timeout=options.connect_timeout,
-        heartbeat=options.heartbeat,
-        transport_options={"client_properties": {"connection_name": name}},
-    )
 
 
 class Link:
@@ -473,49 +431,6 @@ class Link:
             self.created_exchanges.add(name)
             self._declared.add(name)
         return name
-
-
-class Confirms:
-    """Publisher confirms of one channel, recorded as they arrive.
-
-    They are recorded by listeners rather than awaited one by one, because py-amqp
-    reads (and dispatches) pending frames whenever it publishes: a confirm can arrive
-    before anyone waits for it.
-    """
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._pending: set[int] = set()
-        self._refused: set[int] = set()
-
-    def published(self, count: int) -> range:
-        """Note ``count`` publishes (RabbitMQ numbers them from 1 per channel); return
-        their tags."""
-        tags = range(self._count + 1, self._count + count + 1)
-        self._count += count
-        self._pending.update(tags)
-        return tags
-
-    def waiting(self, tags: range) -> bool:
-        """Whether any of ``tags`` is not confirmed yet."""
-        return any(tag in self._pending for tag in tags)
-
-    def refused(self, tags: range) -> list[int]:
-        """The ``tags`` RabbitMQ refused (``basic.nack``); forgets them."""
-        refused = [tag for tag in tags if tag in self._refused]
-        self._refused.difference_update(refused)
-        return refused
-
-    def acked(self, tag: int, multiple: bool) -> None:
-        self._settle(tag, multiple)
-
-    def nacked(self, tag: int, multiple: bool) -> None:
-        self._refused.update(self._settle(tag, multiple))
-
-    def _settle(self, tag: int, multiple: bool) -> set[int]:
-        done = {t for t in self._pending if t <= tag} if multiple else {tag} & self._pending
-        self._pending -= done
-        return done
 
 
 class _Lost(Exception):

@@ -52,7 +52,8 @@ from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
-from brokerkit.backends.kombu._link import Link, is_tls
+from brokerkit.backends.kombu._connection import is_tls
+from brokerkit.backends.kombu._link import Link
 from brokerkit.backends.kombu._manage import inspect_topic, purge_topic
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._publish import publish, send_confirmed

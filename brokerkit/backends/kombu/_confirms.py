@@ -1,0 +1,50 @@
+"""Publisher confirms: which publishes of one channel RabbitMQ has confirmed or
+refused (:mod:`._link` opens the publisher channel and listens for them,
+:mod:`._publish` waits for them)."""
+
+from __future__ import annotations
+
+__all__ = ["Confirms"]
+
+
+class Confirms:
+    """Publisher confirms of one channel, recorded as they arrive.
+
+    They are recorded by listeners rather than awaited one by one, because py-amqp
+    reads (and dispatches) pending frames whenever it publishes: a confirm can arrive
+    before anyone waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._pending: set[int] = set()
+        self._refused: set[int] = set()
+
+    def published(self, count: int) -> range:
+        """Note ``count`` publishes (RabbitMQ numbers them from 1 per channel); return
+        their tags."""
+        tags = range(self._count + 1, self._count + count + 1)
+        self._count += count
+        self._pending.update(tags)
+        return tags
+
+    def waiting(self, tags: range) -> bool:
+        """Whether any of ``tags`` is not confirmed yet."""
+        return any(tag in self._pending for tag in tags)
+
+    def refused(self, tags: range) -> list[int]:
+        """The ``tags`` RabbitMQ refused (``basic.nack``); forgets them."""
+        refused = [tag for tag in tags if tag in self._refused]
+        self._refused.difference_update(refused)
+        return refused
+
+    def acked(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple)
+
+    def nacked(self, tag: int, multiple: bool) -> None:
+        self._refused.update(self._settle(tag, multiple))
+
+    def _settle(self, tag: int, multiple: bool) -> set[int]:
+        done = {t for t in self._pending if t <= tag} if multiple else {tag} & self._pending
+        self._pending -= done
+        return done
