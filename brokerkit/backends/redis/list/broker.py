@@ -20,7 +20,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from brokerkit._broker import Broker
@@ -28,12 +28,10 @@ from brokerkit._capabilities import Capability
 from brokerkit._compat import Lock, acquire, sleep
 from brokerkit._delivery import Delivery
 from brokerkit._inspect import TopicInfo
-from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
@@ -52,16 +50,17 @@ from brokerkit.backends.redis.list.plan import (
     fetch_receipts,
     new_nonces,
 )
+from brokerkit.backends.redis.list.publish import ListPublishing
 from brokerkit.backends.redis.list.refused import RefusedRescues
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
-from brokerkit.backends.redis.list.settle import ListSettling, run_on
+from brokerkit.backends.redis.list.settle import ListSettling
 from brokerkit.backends.redis.list.upkeep_calls import (
     RESCUE_LIMIT,
     inspect_once,
     rescue_once,
 )
 from brokerkit.backends.redis.list.woken import claim_woken, confirm_lease
-from brokerkit.exceptions import IncompatibleTopic, InvalidMessage
+from brokerkit.exceptions import IncompatibleTopic
 
 __all__ = ["RedisListBroker"]
 
@@ -69,8 +68,6 @@ log = logging.getLogger("brokerkit.redis")
 
 _T = TypeVar("_T")
 
-#: LPUSH at most this many values per command (one pipeline still, one round trip).
-_PUSH_CHUNK = 1000
 #: Redis reads a BLMOVE timeout of 0 as "forever": never ask for less than this.
 _MIN_BLOCK = 0.01
 #: Redis ends a blocking command whose timeout passed on its next clock tick (ten a
@@ -78,7 +75,7 @@ _MIN_BLOCK = 0.01
 _SERVER_TICK = 0.1
 
 
-class RedisListBroker(ListSettling, Broker):
+class RedisListBroker(ListSettling, ListPublishing, Broker):
     """A work queue on Redis lists: at-least-once, leased, crash-safe.
 
     Every consumer of a topic competes for its messages (groups all share the one
@@ -156,66 +153,6 @@ class RedisListBroker(ListSettling, Broker):
     def _script(self, name: str, plan: TopicPlan, *args: Any) -> Any:
         """Run one of :mod:`.scripts` with the common arguments first."""
         return self._scripts[name](keys=plan.script_keys, args=[*plan.common, *args])
-
-    # -- publishing ---------------------------------------------------------------
-
-    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
-        options = self.options
-        if options.raw:
-            if any(m.headers for m in messages):
-                raise InvalidMessage(
-                    "raw=true publishes plain payloads, which cannot carry headers; "
-                    "publish without headers or turn raw off"
-                )
-            values = [m.payload for m in messages]
-        else:
-            encode = _envelope.encode
-            values = [encode(m) for m in messages]
-        queue = self._topic(topic).keys.queue
-        maxlen = options.maxlen
-        durable = self._durable
-        if len(values) <= _PUSH_CHUNK and maxlen is None and durable is None:
-            send = self._sender.execute
-            self._call(lambda: send("LPUSH", queue, *values), topic)
-            return
-
-        def push_on(client: Any) -> None:
-            # as a context manager: a cluster's transaction hands its connection back
-            with client.pipeline(transaction=True) as pipe:
-                for start in range(0, len(values), _PUSH_CHUNK):
-                    pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
-                if maxlen is not None:
-                    pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
-                pipe.execute()
-
-        if durable is None:
-            self._call(lambda: push_on(self._client), topic)
-        else:
-            self._call(lambda: durable.run(queue, push_on), topic)
-
-    def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
-        """Hold the messages in the topic's ``scheduled`` set, due ``delay`` seconds
-        from the server's now (rounded up to the millisecond: never early)."""
-        if self.options.raw:
-            if any(m.headers for m in messages):
-                raise InvalidMessage(
-                    "raw=true publishes plain payloads, which cannot carry headers; "
-                    "publish without headers or turn raw off"
-                )
-            elements = [m.payload for m in messages]
-        else:
-            elements = [_envelope.encode(m) for m in messages]
-        members = schedule.hold_members([m.id for m in messages], elements)
-        plan = self._topic(topic)
-        delay_ms = max(math.ceil(delay * 1000), 1)
-        # One script for the whole batch: all of it is held or none (see schedule.HOLD)
-        if self._durable is None:
-            self._call(lambda: self._script("HOLD", plan, delay_ms, *members), topic)
-        else:  # held messages wait for replicas as published ones do
-            args = [*plan.common, delay_ms, *members]
-            on = functools.partial(run_on, self._scripts["HOLD"], plan.script_keys, args)
-            run = functools.partial(self._durable.run, plan.keys.queue, on)
-            self._call(run, topic)
 
     # -- consuming ----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
 from brokerkit._acompat import Lock, acquire, sleep
@@ -26,12 +26,10 @@ from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
-from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
@@ -50,16 +48,17 @@ from brokerkit.backends.redis.list.plan import (
     fetch_receipts,
     new_nonces,
 )
+from brokerkit.backends.redis.list.publish_async import ListPublishing
 from brokerkit.backends.redis.list.refused import RefusedRescues
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
-from brokerkit.backends.redis.list.settle_async import ListSettling, run_on
+from brokerkit.backends.redis.list.settle_async import ListSettling
 from brokerkit.backends.redis.list.upkeep_calls_async import (
     RESCUE_LIMIT,
     inspect_once,
     rescue_once,
 )
 from brokerkit.backends.redis.list.woken_async import claim_woken, confirm_lease
-from brokerkit.exceptions import IncompatibleTopic, InvalidMessage
+from brokerkit.exceptions import IncompatibleTopic
 
 __all__ = ["AsyncRedisListBroker"]
 
@@ -67,8 +66,6 @@ log = logging.getLogger("brokerkit.redis")
 
 _T = TypeVar("_T")
 
-#: LPUSH at most this many values per command (one pipeline still, one round trip).
-_PUSH_CHUNK = 1000
 #: Redis reads a BLMOVE timeout of 0 as "forever": never ask for less than this.
 _MIN_BLOCK = 0.01
 #: Redis ends a blocking command whose timeout passed on its next clock tick (ten a
@@ -76,7 +73,7 @@ _MIN_BLOCK = 0.01
 _SERVER_TICK = 0.1
 
 
-class AsyncRedisListBroker(ListSettling, AsyncBroker):
+class AsyncRedisListBroker(ListSettling, ListPublishing, AsyncBroker):
     """A work queue on Redis lists: at-least-once, leased, crash-safe.
 
     Every consumer of a topic competes for its messages (groups all share the one
@@ -154,66 +151,6 @@ class AsyncRedisListBroker(ListSettling, AsyncBroker):
     def _script(self, name: str, plan: TopicPlan, *args: Any) -> Awaitable[Any]:
         """Run one of :mod:`.scripts` with the common arguments first."""
         return self._scripts[name](keys=plan.script_keys, args=[*plan.common, *args])
-
-    # -- publishing ---------------------------------------------------------------
-
-    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
-        options = self.options
-        if options.raw:
-            if any(m.headers for m in messages):
-                raise InvalidMessage(
-                    "raw=true publishes plain payloads, which cannot carry headers; "
-                    "publish without headers or turn raw off"
-                )
-            values = [m.payload for m in messages]
-        else:
-            encode = _envelope.encode
-            values = [encode(m) for m in messages]
-        queue = self._topic(topic).keys.queue
-        maxlen = options.maxlen
-        durable = self._durable
-        if len(values) <= _PUSH_CHUNK and maxlen is None and durable is None:
-            send = self._sender.execute
-            await self._call(lambda: send("LPUSH", queue, *values), topic)
-            return
-
-        async def push_on(client: Any) -> None:
-            # as a context manager: a cluster's transaction hands its connection back
-            async with client.pipeline(transaction=True) as pipe:
-                for start in range(0, len(values), _PUSH_CHUNK):
-                    pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
-                if maxlen is not None:
-                    pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
-                await pipe.execute()
-
-        if durable is None:
-            await self._call(lambda: push_on(self._client), topic)
-        else:
-            await self._call(lambda: durable.run(queue, push_on), topic)
-
-    async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
-        """Hold the messages in the topic's ``scheduled`` set, due ``delay`` seconds
-        from the server's now (rounded up to the millisecond: never early)."""
-        if self.options.raw:
-            if any(m.headers for m in messages):
-                raise InvalidMessage(
-                    "raw=true publishes plain payloads, which cannot carry headers; "
-                    "publish without headers or turn raw off"
-                )
-            elements = [m.payload for m in messages]
-        else:
-            elements = [_envelope.encode(m) for m in messages]
-        members = schedule.hold_members([m.id for m in messages], elements)
-        plan = self._topic(topic)
-        delay_ms = max(math.ceil(delay * 1000), 1)
-        # One script for the whole batch: all of it is held or none (see schedule.HOLD)
-        if self._durable is None:
-            await self._call(lambda: self._script("HOLD", plan, delay_ms, *members), topic)
-        else:  # held messages wait for replicas as published ones do
-            args = [*plan.common, delay_ms, *members]
-            on = functools.partial(run_on, self._scripts["HOLD"], plan.script_keys, args)
-            run = functools.partial(self._durable.run, plan.keys.queue, on)
-            await self._call(run, topic)
 
     # -- consuming ----------------------------------------------------------------
 
