@@ -4,7 +4,8 @@
 hand-written broker; :class:`RedisStreamBroker` (for :func:`brokerkit.connect`) is
 generated from it by ``scripts/generate_sync.py``. The parts, one job each:
 
-* ``broker_async.py``: the broker primitives (publish, subscribe, fetch, close...).
+* ``broker_async.py``: the broker primitives (subscribe, fetch, inspect, close...).
+* ``publish_async.py``: publishing (XADD, batches in order), holding delayed messages.
 * ``settle_async.py``: ack, nack, extend and the renewal of held leases.
 * ``reaping_async.py``: dead-lettering entries reclaimed past ``max_deliveries``.
 * ``manage_async.py``: reading a stream as a log, groups, trimming, deleting.

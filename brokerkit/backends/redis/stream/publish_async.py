@@ -1,0 +1,122 @@
+"""Publishing to a redis+stream topic: ``XADD`` (trimming as it adds), a batch as
+scripts run in order, and the hold of delayed messages in the topic's ``scheduled`` set;
+waiting for replicas where asked. A mixin of :class:`AsyncRedisStreamBroker`."""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from brokerkit._message import Message
+from brokerkit.backends.redis._client_async import Reconnector
+from brokerkit.backends.redis._durable_async import AsyncReplicaWait
+from brokerkit.backends.redis._held_async import AsyncReader
+from brokerkit.backends.redis._stream_fields import stream_header
+from brokerkit.backends.redis.stream.calls_async import Call, InOrder, StreamScripts
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
+from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions
+from brokerkit.backends.redis.stream.partial import partial_batch
+from brokerkit.backends.redis.stream.scheduling import held_members
+from brokerkit.exceptions import BrokerError
+
+__all__ = ["StreamPublishing"]
+
+
+class StreamPublishing:
+    """The publishing primitives of :class:`AsyncRedisStreamBroker`, and how an
+    ``XADD`` trims the stream (the fetch script trims so too as it releases delayed
+    publishes)."""
+
+    options: RedisStreamOptions
+    _client: aioredis.Redis
+    _scripts: StreamScripts
+    _keys: StreamKeyspace
+    _reconnector: Reconnector
+    #: Set when publishes wait for replicas (the ``replicas`` option).
+    _durable: AsyncReplicaWait | None
+    #: Single publishes go on a connection kept for them when it is free.
+    _sender: AsyncReader
+
+    def _trimming(self) -> tuple[str, str, str]:
+        """(maxlen or "", minid or "", "~" or "="): how an XADD trims the stream."""
+        opts = self.options
+        how = "=" if opts.trim_exact else "~"
+        minid = ""
+        if opts.max_age is not None:
+            minid = str(int((time.time() - opts.max_age) * 1000))
+        maxlen = "" if opts.maxlen is None else str(opts.maxlen)
+        return maxlen, minid, how
+
+    async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        key = self._keys.topic(topic)
+        maxlen, minid, how = self._trimming()
+        if len(messages) != 1 or (maxlen and minid):
+            calls: list[Call] = []
+            for start in range(0, len(messages), PUBLISH_CHUNK):
+                flat: list[Any] = [maxlen, minid, how, self.options.body_field]
+                for message in messages[start : start + PUBLISH_CHUNK]:
+                    flat.append(stream_header(message))
+                    flat.append(message.payload)
+                calls.append((self._scripts.publish, [key], flat))
+            await self._run_in_order(topic, key, calls, len(messages), held=False)
+            return
+        # One message, one command: XADD trims as it adds.
+        message = messages[0]
+        trim = ["MAXLEN", how, maxlen] if maxlen else ["MINID", how, minid] if minid else []
+        args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message)]
+        args.append(self.options.body_field)
+        args.append(message.payload)
+        send: Callable[[], Awaitable[object]]
+        durable = self._durable
+        if durable is not None:
+
+            async def send_on(connection: Any) -> object:
+                return await connection.execute_command(*args)
+
+            send = functools.partial(durable.run, key, send_on)
+        else:
+            send = functools.partial(self._sender.execute, *args)
+        await self._reconnector.call(send, topic=topic)
+
+    async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
+        """Hold the messages outside the stream, in the topic's ``scheduled`` set, due
+        ``delay`` seconds from the server's now (rounded up to the millisecond)."""
+        key = self._keys.topic(topic, "scheduled")
+        keys = [key, self._keys.topic(topic)]
+        members = held_members(messages)
+        delay_ms = max(math.ceil(delay * 1000), 1)
+        calls = [
+            (self._scripts.hold, keys, [delay_ms, *members[start : start + PUBLISH_CHUNK]])
+            for start in range(0, len(members), PUBLISH_CHUNK)
+        ]
+        await self._run_in_order(topic, key, calls, len(messages), held=True)
+
+    async def _run_in_order(
+        self, topic: str, key: str, calls: list[Call], total: int, *, held: bool
+    ) -> None:
+        """Run the scripts of a batch of ``total`` messages (:data:`PUBLISH_CHUNK` a
+        script) one after another, in order (see :class:`InOrder`); held messages wait
+        for replicas as published ones do.
+
+        :raises BrokerError: one failed after others had run: the error says how many
+            leading messages were stored (or held).
+        """
+        run = InOrder(calls)
+        send: Callable[[], Awaitable[object]]
+        durable = self._durable
+        if durable is None:
+            send = functools.partial(run, self._client)
+        else:
+            send = functools.partial(durable.run, key, run)
+        try:
+            await self._reconnector.call(send, topic=topic)
+        except BrokerError as exc:
+            if run.done in (0, len(calls)):  # none ran, or all did (replicas lagged)
+                raise
+            stored = min(run.done * PUBLISH_CHUNK, total)
+            raise partial_batch(exc, topic, stored, total, held) from exc
