@@ -115,9 +115,9 @@ class Broker(Settling, Backend):
 
         ``bytes`` are sent as they are, ``str`` as UTF-8 text, anything else through
         the broker's serializer (JSON unless the ``serializer`` option says
-        ``msgpack``). A ``content_type`` that names a serializer (``application/json``)
-        encodes the body with it, bytes and str included; bytes under any other content
-        type are sent as they are. The message is stored (or, for pub/sub, sent)
+        ``msgpack``). A ``content_type`` labels bytes as they are (pre-encoded JSON
+        under ``application/json``); one that names a serializer encodes any other
+        body with it, str included. The message is stored (or, for pub/sub, sent)
         before this returns.
 
         :param delay: hold the message in the broker for this many seconds: no

@@ -61,7 +61,7 @@ def build_messages(
     content_type: str | None,
 ) -> list[Message]:
     """One new message per body, in order, all stamped now: each body encoded by the
-    broker's serializer (unless it is bytes, or ``content_type`` says otherwise).
+    broker's serializer, or the one ``content_type`` names (bytes as they are).
 
     :raises SerializationError: a body cannot be encoded.
     :raises InvalidMessage: an encoded body is larger than the broker's

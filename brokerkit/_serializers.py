@@ -176,11 +176,13 @@ def serializer_names() -> list[str]:
 def encode_body(body: Any, serializer: str, content_type: str | None = None) -> tuple[bytes, str]:
     """``(payload, content_type)`` for a body; raise SerializationError if it cannot be encoded.
 
-    ``bytes`` are sent as they are and ``str`` as UTF-8 text, unless ``content_type``
-    names a serializer, in which case the value is serialized with it. A ``str`` body
-    with a ``text/*`` content type (``text/plain; charset=utf-8``, ``text/csv``...) is
-    encoded in the type's ``charset`` (UTF-8 when it names none) and the content type
-    is kept as given, so that it decodes back to the same ``str``.
+    ``bytes`` (and ``bytearray``, ``memoryview``) are sent as they are, labelled with
+    ``content_type`` when given (pre-encoded JSON under ``application/json``). ``str``
+    is UTF-8 text, unless ``content_type`` names a serializer, in which case it is
+    serialized with it, as any other value is. A ``str`` body with a ``text/*``
+    content type (``text/plain; charset=utf-8``, ``text/csv``...) is encoded in the
+    type's ``charset`` (UTF-8 when it names none) and the content type is kept as
+    given, so that it decodes back to the same ``str``.
 
     :raises InvalidMessage: ``content_type`` is not a non-empty str of Unicode text.
     :raises SerializationError: the body cannot be encoded, or would not decode back.
@@ -193,11 +195,11 @@ def encode_body(body: Any, serializer: str, content_type: str | None = None) -> 
         codec = _SERIALIZERS[serializer]
     else:
         check_content_type(content_type)
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            return bytes(body), content_type
         base = _base_type(content_type)
         found = _BY_CONTENT_TYPE.get(base)
         if found is None:
-            if isinstance(body, (bytes, bytearray, memoryview)):
-                return bytes(body), content_type
             if isinstance(body, str) and base.startswith("text/"):
                 return _encode_text(body, content_type, _charset(content_type)), content_type
             raise SerializationError(

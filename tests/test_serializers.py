@@ -52,6 +52,21 @@ def test_text_is_utf8_including_non_bmp_and_empty(value: str) -> None:
     assert decode_body(payload, content_type) == value
 
 
+@given(
+    st.binary(),
+    st.sampled_from(["application/json", "application/msgpack", "application/json; x=1"]),
+    st.sampled_from(["json", "msgpack"]),
+    st.sampled_from([bytes, bytearray, memoryview]),
+)
+def test_bytes_under_a_serializers_content_type_pass_through_untouched(
+    value: bytes, content_type: str, serializer: str, kind: type
+) -> None:
+    """Pre-encoded bytes (JSON from orjson, msgpack from another library) keep their
+    bytes and the content type given: kombu's rule, and DESIGN.md's "bytes pass
+    through untouched"."""
+    assert encode_body(kind(value), serializer, content_type) == (value, content_type)
+
+
 def test_a_json_string_body_can_be_forced_with_a_content_type() -> None:
     payload, content_type = encode_body("hi", "json", "application/json")
     assert payload == b'"hi"'

@@ -16,7 +16,6 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
-from brokerkit._serializers import _BY_CONTENT_TYPE, _base_type
 from brokerkit._subscription import Subscription
 from brokerkit._topics import RESERVED_HEADER_PREFIX
 from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
@@ -179,23 +178,8 @@ def _republish(broker: Broker, delivery: Delivery, target: str) -> None:
         if not key.lower().startswith(RESERVED_HEADER_PREFIX)
     }
     headers[MOVES_HEADER] = str(_moves(headers.get(MOVES_HEADER, "0")) + 1)
-    content_type = delivery.content_type
-    if _base_type(content_type) in _BY_CONTENT_TYPE:
-        # publish() would serialize bytes under a serializer's content type: send the
-        # decoded value (re-encoded to the same data), or refuse a payload that does
-        # not decode; the caller hands that one back and goes on.
-        try:
-            body = delivery.body
-        except SerializationError as exc:
-            raise SerializationError(
-                f"cannot move {delivery.id} back: its payload does not decode as "
-                f"{content_type!r} ({exc}), and brokerkit cannot republish raw bytes "
-                "under a serializer's content type; it stays a dead letter"
-            ) from None
-        broker.publish(target, body, headers=headers, content_type=content_type)
-    else:
-        # Bytes under any other content type are sent as they are.
-        broker.publish(target, delivery.payload, headers=headers, content_type=content_type)
+    # the bytes it was stored as, with its content type (publish sends bytes as they are)
+    broker.publish(target, delivery.payload, headers=headers, content_type=delivery.content_type)
 
 
 def _group(broker: Broker) -> str | None:

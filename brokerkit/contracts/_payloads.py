@@ -41,6 +41,7 @@ _BODIES: list[tuple[str, Any, str | None, str]] = [
     ("nested JSON", {"a": [1, 2.5, None, True, {"b": "𝄞"}], "": []}, None, "application/json"),
     ("custom content type", b"\x08\x96\x01", "application/x-protobuf", "application/x-protobuf"),
     ("JSON by content type", [1, "x"], "application/json", "application/json"),
+    ("pre-encoded JSON", b'{"a": 1, "b": [2]}', "application/json", "application/json"),
     ("1 MiB of bytes", _random_bytes(_MiB, 1), None, "application/octet-stream"),
     ("3 MiB of bytes", _random_bytes(3 * _MiB, 3), None, "application/octet-stream"),
     ("1 MiB of non-BMP text", "𝄞é漢" * (_MiB // 9), None, "text/plain; charset=utf-8"),
@@ -106,9 +107,10 @@ class PayloadContract:
         assert delivery.content_type == delivered_type, (
             f"{promise}: content type {delivery.content_type!r}, not {delivered_type!r}"
         )
-        if isinstance(body, bytes):
+        if isinstance(body, bytes):  # as they are, whatever the content type says
             assert delivery.payload == body, f"{promise}: the bytes changed"
-        assert canonical(delivery.body) == canonical(body), f"{promise}: the body changed"
+        else:
+            assert canonical(delivery.body) == canonical(body), f"{promise}: the body changed"
         assert dict(delivery.headers) == headers, f"{promise}: the headers changed"
         assert (delivery.attempt, delivery.redelivered) == (1, False), (
             f"{promise}: a first delivery is attempt 1, not redelivered"
