@@ -247,11 +247,11 @@ class AsyncRedisStreamBroker(
         ``max_deliveries``), or a delayed retry that is due; and say whether to claim
         again at once (an entry was reclaimed, or the script stopped before it looked
         at every idle entry). New entries are left to :meth:`_read` (see
-        :data:`~.scripts.FETCH`).
+        :data:`~.lease_scripts.FETCH`).
 
         An entry that comes back is handed out alone, in a batch of its own: a
         poison message that kills its consumer each time never takes prefetched
-        batch mates with it (see :data:`~.scripts.FETCH`)."""
+        batch mates with it (see :data:`~.lease_scripts.FETCH`)."""
         state: StreamState = subscription.state
         group, consumer = subscription.group, subscription.consumer
         min_idle = int(self.options.visibility_timeout * 1000)
