@@ -26,11 +26,11 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
+from brokerkit._handler_context import HandlerContext
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._topics import check_headers
 from brokerkit.exceptions import InvalidMessage
@@ -336,7 +336,7 @@ class HookRelay:
         is logged and skipped, and never changes what the handler raised."""
         scope = delivery._scope
         factories = scope.get(HANDLER_CONTEXT) if scope else None
-        return _HandlerContext(delivery, tuple(factories)) if factories else None
+        return HandlerContext(delivery, tuple(factories)) if factories else None
 
     # -- settlement ---------------------------------------------------------------------
 
@@ -449,48 +449,6 @@ def report_renewal_losses(log: logging.Logger, deliveries: Sequence[Any]) -> Non
     )
     if RELAY.settle:
         RELAY.lease_lost(deliveries)
-
-
-class _HandlerContext(AbstractContextManager[None]):
-    """The context managers plugins asked a handler to run inside (see
-    :meth:`HookRelay.handler_context`), each failing on its own."""
-
-    def __init__(
-        self, delivery: Any, factories: tuple[Callable[[], AbstractContextManager[Any]], ...]
-    ) -> None:
-        self._delivery = delivery
-        self._factories = factories
-        self._entered: list[AbstractContextManager[Any]] = []
-
-    def __enter__(self) -> None:
-        for factory in self._factories:
-            try:
-                manager = factory()
-                manager.__enter__()
-            except Exception:
-                log.exception(
-                    "a plugin's handler context failed to enter; the handler runs without it",
-                    extra=delivery_fields([self._delivery]),
-                )
-                continue
-            self._entered.append(manager)
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        entered, self._entered = self._entered, []
-        for manager in reversed(entered):
-            try:
-                manager.__exit__(kind, error, traceback)
-            except Exception as raised:
-                if raised is not error:  # (one that re-raises the handler's error is fine)
-                    log.exception(
-                        "a plugin's handler context failed to leave",
-                        extra=delivery_fields([self._delivery]),
-                    )
 
 
 def _fields(kwargs: dict[str, Any]) -> dict[str, Any]:
