@@ -5,7 +5,8 @@ they were given, and running a settling primitive between the settlement hooks."
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from brokerkit._capabilities import Capability
@@ -18,6 +19,13 @@ from brokerkit.exceptions import AlreadySettled, DeliveryError, ReplicationTimeo
 __all__ = ["Settling", "settle", "settleable"]
 
 _NOT_A_SUBSCRIPTION = object()
+
+#: What settles or unsettles the deliveries of a settling call once its work has
+#: ended, called with the error that work raised (None if it succeeded).
+Ending = Callable[[BaseException | None], None]
+
+#: The attribute of a settling primitive's cancellation that :func:`goes_on` sets.
+_GOES_ON = "_brokerkit_goes_on"
 
 
 class Settling:
@@ -189,7 +197,10 @@ def settle(
     ``deliveries`` (from :func:`settleable`) are marked :data:`SETTLING` before the
     primitive runs, so that an ack or nack of one of them made meanwhile raises
     :class:`AlreadySettled`; if the primitive fails (but for :class:`StaleDelivery`
-    and :class:`ReplicationTimeout`, which settle), they are unsettled again.
+    and :class:`ReplicationTimeout`, which settle), they are unsettled again. So is
+    a cancelled call, unless its primitive said (:func:`goes_on`) that its work goes
+    on: the deliveries then stay :data:`SETTLING` until that work ends, and how it
+    ends settles or unsettles them as above.
 
     :raises AlreadySettled: one is being settled by another call (a thread's, between
         its :func:`settleable` and here); none was changed.
@@ -201,22 +212,56 @@ def settle(
         delivery._settled = SETTLING
     try:
         primitive(*args)
-    except StaleDelivery as exc:
-        broker._mark(deliveries)
-        if RELAY.settle:
-            RELAY.settled(broker, deliveries, requeue, exc.deliveries, reason=reason)
-        raise
-    except ReplicationTimeout as exc:
-        broker._mark(deliveries)  # applied on the master: settled, if not yet replicated
-        if RELAY.settle:  # but not the stale ones, left to another consumer
-            RELAY.settled(broker, deliveries, requeue, exc.stale, reason=reason)
-        raise
-    except BaseException:
-        _unmark(deliveries)  # not settled (a cancelled call too): it may be settled again
+    except BaseException as exc:
+        when_ended = exc.__dict__.pop(_GOES_ON, None)
+        if when_ended is None:
+            _ended(broker, deliveries, requeue, reason, exc)
+        else:
+            when_ended(functools.partial(_ended, broker, deliveries, requeue, reason))
         raise
     broker._mark(deliveries)
     if RELAY.settle:
         RELAY.settled(broker, deliveries, requeue, reason=reason)
+
+
+def goes_on(cancelled: BaseException, when_ended: Callable[[Ending], None]) -> None:
+    """Say, on the cancellation of a settling primitive, that its work was not
+    cancelled: it goes on where it cannot be stopped (the thread adapter's worker
+    thread), and may settle the deliveries yet.
+
+    :func:`settle` then leaves them :data:`SETTLING` (an ack or nack of one meanwhile
+    raises :class:`AlreadySettled`) and calls ``when_ended`` with an :data:`Ending`,
+    for the primitive to call once, with what its work raised (None if nothing), when
+    that work ends: the deliveries are then settled and the hooks told, or unsettled,
+    as for a call that was not cancelled.
+    """
+    setattr(cancelled, _GOES_ON, when_ended)
+
+
+def _ended(
+    broker: Settling,
+    deliveries: list[Delivery],
+    requeue: bool | None,
+    reason: str | None,
+    error: BaseException | None,
+) -> None:
+    """What the end of a settling primitive (``error``: what it raised, if anything)
+    makes of ``deliveries``: settled, the hooks told; or, if it failed (but for
+    :class:`StaleDelivery` and :class:`ReplicationTimeout`), unsettled again, to be
+    settled again."""
+    stale: Sequence[Any] = ()
+    if isinstance(error, StaleDelivery):
+        stale = error.deliveries
+    elif isinstance(error, ReplicationTimeout):
+        # applied on the master: settled, if not yet replicated, but not the stale
+        # ones, left to another consumer
+        stale = error.stale
+    elif error is not None:
+        _unmark(deliveries)  # not settled (a cancelled call too): it may be settled again
+        return
+    broker._mark(deliveries)
+    if RELAY.settle:
+        RELAY.settled(broker, deliveries, requeue, stale, reason=reason)
 
 
 def _settled_before(delivery: Delivery) -> AlreadySettled:

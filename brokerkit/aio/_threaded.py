@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -18,8 +19,10 @@ from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
+from brokerkit._logging import log_fields, subscription_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
+from brokerkit._settling_async import Ending, goes_on
 from brokerkit._subscription import Subscription
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
@@ -29,9 +32,15 @@ __all__ = ["ThreadedAsyncBroker", "threaded", "twin"]
 
 _T = TypeVar("_T")
 
+log = logging.getLogger("brokerkit")
+
 #: Worker threads per adapted broker: enough for many consumers blocked in a fetch
 #: (a second at most each) while publishes and acks still find a thread.
 MAX_THREADS = 64
+
+#: The longest a close waits for the acks and nacks that their callers' cancellation
+#: left running in worker threads, before it closes the sync broker under them.
+SETTLE_WAIT = 5.0
 
 
 class ThreadedAsyncBroker(AsyncBroker):
@@ -53,6 +62,11 @@ class ThreadedAsyncBroker(AsyncBroker):
             MAX_THREADS, thread_name_prefix=f"brokerkit-{self.describe()}"
         )
         self._pool_shut = False
+        #: Acks and nacks whose callers were cancelled while their worker threads went
+        #: on, each done once its thread ended and its deliveries were settled (or
+        #: unsettled) by how it ended; the lock, as whichever thread ends one drops it.
+        self._going_on: set[concurrent.futures.Future[None]] = set()
+        self._going_on_lock = threading.Lock()
 
     @classmethod
     async def open(cls, url: BrokerURL, **options: Any) -> ThreadedAsyncBroker:
@@ -80,14 +94,16 @@ class ThreadedAsyncBroker(AsyncBroker):
         return cls(sync.url, sync.options, sync)
 
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
-        loop = asyncio.get_running_loop()
+        return await asyncio.wrap_future(self._submit(function, *args))
+
+    def _submit(self, function: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
+        """``function(*args)`` started in a worker thread."""
         try:
-            running = loop.run_in_executor(self._pool, functools.partial(function, *args))
+            return self._pool.submit(function, *args)
         except RuntimeError:
             if not self._pool_shut:
                 raise
             raise BrokerClosed(f"the broker {self.url} is closed") from None
-        return await running
 
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         await self._run(self.sync._publish, topic, messages)
@@ -150,16 +166,87 @@ class ThreadedAsyncBroker(AsyncBroker):
         settles: bool,
     ) -> None:
         """Run a settling primitive over the wrapped deliveries; a StaleDelivery names
-        the caller's own deliveries."""
+        the caller's own deliveries.
+
+        A worker thread cannot be stopped: if the caller is cancelled once its thread
+        has started an ack or nack (``settles``), the sync primitive goes on, and may
+        settle the deliveries on the server yet. The cancellation says so
+        (:func:`goes_on`): the deliveries stay being settled until the thread's call
+        ends, and how it ends settles or unsettles them (:meth:`_when_ended`). A
+        cancelled extend marks nothing, and its thread is left to end on its own.
+        """
         inner = _inner(deliveries)
+        if settles:
+            call = self._submit(_settle_in_thread, primitive, inner, args)
+        else:
+            call = self._submit(primitive, inner, *args)
         try:
-            await self._run(primitive, inner, *args)
+            await asyncio.wrap_future(call)
         except StaleDelivery as exc:
-            stale = {id(d) for d in exc.deliveries}
-            raise StaleDelivery([d for d in deliveries if id(d.receipt) in stale]) from None
-        finally:
-            if settles:
-                Broker._mark(inner)
+            raise _outer_stale(exc, deliveries) from None
+        except asyncio.CancelledError as exc:
+            if settles and not call.cancel():  # its thread has it: it goes on
+                goes_on(exc, functools.partial(self._when_ended, call, deliveries))
+            raise
+
+    def _when_ended(
+        self,
+        call: concurrent.futures.Future[None],
+        deliveries: Sequence[AsyncDelivery],
+        ending: Ending,
+    ) -> None:
+        """Once ``call`` (an ack or nack whose caller was cancelled) has ended in its
+        worker thread, settle or unsettle ``deliveries`` by how it ended (``ending``):
+        on this event loop, where the hooks are told as for a call not cancelled; in
+        the worker thread if the loop no longer runs by then (an ``asyncio.run`` that
+        returned), whose callbacks might never run."""
+        loop = asyncio.get_running_loop()
+        settled: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._going_on_lock:
+            self._going_on.add(settled)
+
+        def end() -> None:
+            error = call.exception()
+            if isinstance(error, StaleDelivery):
+                error = _outer_stale(error, deliveries)
+            elif error is not None:
+                log.info(
+                    "an ack or nack whose caller was cancelled failed in its worker "
+                    "thread (%s: %s): message %s unsettled again",
+                    type(error).__name__,
+                    error,
+                    ", ".join(d.id for d in deliveries),
+                    extra=_fields(deliveries),
+                )
+            try:
+                ending(error)
+            finally:
+                with self._going_on_lock:
+                    self._going_on.discard(settled)
+                settled.set_result(None)
+
+        def ended(_: object) -> None:
+            if loop.is_running():
+                try:
+                    loop.call_soon_threadsafe(end)
+                    return
+                except RuntimeError:  # closed meanwhile
+                    pass
+            end()
+
+        call.add_done_callback(ended)
+
+    async def _threads_settled(self, timeout: float) -> bool:
+        """Wait (``timeout`` seconds at most) until the acks and nacks that cancelled
+        callers left running in worker threads have ended and settled or unsettled
+        their deliveries; whether they all have."""
+        with self._going_on_lock:
+            going_on = list(self._going_on)
+        if not going_on:
+            return True
+        # Waited for in a thread: they may be ended on another loop, or in a thread.
+        _, pending = await self._run(concurrent.futures.wait, going_on, timeout)
+        return not pending
 
     async def _suspend_renewals(self) -> None:
         await self._run(self.sync._suspend_renewals)
@@ -175,6 +262,10 @@ class ThreadedAsyncBroker(AsyncBroker):
 
     async def _close(self) -> None:
         try:
+            # An ack or nack cancelled while its thread ran is let finish first: it
+            # lands, rather than being cut off by the close, and its deliveries are
+            # settled (or unsettled) when the close returns.
+            await self._threads_settled(SETTLE_WAIT)
             await self._run(self.sync.close)
         finally:
             self._pool_shut = True
@@ -214,6 +305,31 @@ def twin(kind: type[_S], broker: Any, subscription: Subscription | AsyncSubscrip
 
 def _inner(deliveries: Sequence[AsyncDelivery]) -> list[Delivery]:
     return [d.receipt for d in deliveries]
+
+
+def _settle_in_thread(
+    primitive: Callable[..., None], inner: list[Delivery], args: tuple[Any, ...]
+) -> None:
+    """Run the sync settling ``primitive`` (in a worker thread); its deliveries are
+    settled on the sync side once it has run, however it ended."""
+    try:
+        primitive(inner, *args)
+    finally:
+        Broker._mark(inner)
+
+
+def _fields(deliveries: Sequence[AsyncDelivery]) -> dict[str, Any]:
+    """The ``extra`` of a log line about ``deliveries``: their subscription's, if one."""
+    subscriptions = {id(d.subscription) for d in deliveries}
+    if len(subscriptions) == 1:
+        return subscription_fields(deliveries[0].subscription, deliveries)
+    return log_fields(message_id=",".join(d.id for d in deliveries))
+
+
+def _outer_stale(exc: StaleDelivery, deliveries: Sequence[AsyncDelivery]) -> StaleDelivery:
+    """``exc`` (of the sync deliveries), naming the caller's deliveries instead."""
+    stale = {id(d) for d in exc.deliveries}
+    return StaleDelivery([d for d in deliveries if id(d.receipt) in stale])
 
 
 @functools.cache
