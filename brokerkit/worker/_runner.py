@@ -238,8 +238,10 @@ class Runner:
             raise
         except BaseException:
             # The slot was cancelled (the asyncio worker's hard stop), or interrupted
-            # outside its handler (what the handler raises, _run has dealt with).
-            if not delivery.settled:
+            # outside its handler (what the handler raises, _run has dealt with). A
+            # delivery still settling is left to that settlement: a thread adapter's
+            # ack goes on in its thread after its caller was cancelled.
+            if delivery._settled is False:
                 self._settler.cut_short(delivery, call)
             raise
         finally:
