@@ -9,35 +9,50 @@ the worker refuses it at registration on any other (:class:`~brokerkit.Unsupport
 
 from __future__ import annotations
 
-import math
 import random
+import reprlib
 from dataclasses import dataclass, field
 
+from brokerkit._schedule import finite_seconds
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["Exponential", "Fixed", "Immediate", "RetryPolicy"]
 
 
+#: How an option's value shows in its error: truncated (a 400-digit int, a long str).
+_shown = reprlib.Repr()
+_shown.maxstring = _shown.maxlong = _shown.maxother = 40
+
+
+def _number(name: str, value: object, valid: str) -> float:
+    """``value`` as a float if it is a finite int or float (not a bool, nor an int too
+    large for a float).
+
+    :raises InvalidOption: otherwise, saying that ``name`` must be ``valid``.
+    """
+    seconds = finite_seconds(value)
+    if seconds is None:
+        raise _invalid(name, value, valid)
+    return seconds
+
+
+def _invalid(name: str, value: object, valid: str) -> InvalidOption:
+    return InvalidOption(f"{name} must be {valid}, got {_shown.repr(value)}")
+
+
 def _check_seconds(name: str, value: object, *, positive: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-        or (positive and value == 0)
-    ):
-        kind = "a positive" if positive else "a non-negative"
-        raise InvalidOption(f"{name} must be {kind} number of seconds, got {value!r}")
-    return float(value)
+    valid = f"{'a positive' if positive else 'a non-negative'} number of seconds"
+    seconds = _number(name, value, valid)
+    if seconds < 0 or (positive and seconds == 0):
+        raise _invalid(name, value, valid)
+    return seconds
 
 
 def _check_attempts(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidOption(
-            f"max_attempts must be a whole number of 1 or more (or None), got {value!r}"
-        )
+        raise _invalid("max_attempts", value, "a whole number of 1 or more (or None)")
     return value
 
 
@@ -142,12 +157,12 @@ class Exponential(RetryPolicy):
     ) -> None:
         first = _check_seconds("first", first, positive=True)
         cap = _check_seconds("cap", cap, positive=True)
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1:
-            raise InvalidOption(f"factor must be a number of 1 or more, got {factor!r}")
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
-            raise InvalidOption(
-                f"jitter must be a fraction from 0 up to (not including) 1, got {jitter!r}"
-            )
+        valid = "a finite number of 1 or more"
+        if not _number("factor", factor, valid) >= 1:
+            raise _invalid("factor", factor, valid)
+        valid = "a fraction from 0 up to (not including) 1"
+        if not 0 <= _number("jitter", jitter, valid) < 1:
+            raise _invalid("jitter", jitter, valid)
         object.__setattr__(self, "first", first)
         object.__setattr__(self, "factor", float(factor))
         object.__setattr__(self, "cap", cap)
