@@ -154,8 +154,10 @@ class AsyncMemoryBroker(AsyncBroker):
         receipts = store.receipts
         consumer = subscription.consumer
         group_name = self._group_name(subscription)
-        # One fetch leases all it takes until the same moment.
-        deadline = now + self.options.visibility_timeout
+        # One fetch leases all it takes until the same moment, under this connection's
+        # options (what becomes of a lease that runs out is its taker's to say).
+        options = self.options
+        deadline = now + options.visibility_timeout
         next_item = self._next
         taken: list[AsyncDelivery] = []
         wanted = limit
@@ -175,7 +177,9 @@ class AsyncMemoryBroker(AsyncBroker):
                         attempt=attempt,
                         receipt=(topic_name, group_name, receipt),
                     )
-                    pending[receipt] = Lease(offset, message, consumer, attempt, deadline, now)
+                    pending[receipt] = Lease(
+                        offset, message, consumer, attempt, deadline, now, options
+                    )
                     taken.append(delivery)
                     wanted -= 1
                 if wanted <= 0:
@@ -335,17 +339,29 @@ class AsyncMemoryBroker(AsyncBroker):
     # build deliberately broken backends this way); all run under the store's lock.
 
     def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
+        """Append as this connection: its ``maxlen`` caps the topic."""
         self._store.append(topic, list(messages), self.options.maxlen)
 
+    def _append_capped(self, topic: Topic, messages: Sequence[Message], maxlen: int | None) -> None:
+        """Append for the connection whose cap is ``maxlen`` (the one that published a
+        held message, or took a lease that ran out): through :meth:`_append` when that
+        is this connection's own cap, as it always is on a store used with one set of
+        options."""
+        if maxlen == self.options.maxlen:
+            self._append(topic, messages)
+        else:
+            self._store.append(topic, list(messages), maxlen)
+
     def _hold(self, topic: Topic, messages: Sequence[Message], due: float) -> None:
-        """Keep delayed publishes out of the topic until ``due``."""
-        self._store.hold(topic, list(messages), due)
+        """Keep delayed publishes out of the topic until ``due``; this connection's
+        ``maxlen`` caps the topic when they go in, whichever connection releases them."""
+        self._store.hold(topic, list(messages), due, self.options.maxlen)
 
     def _release_due(self, now: float) -> None:
         """Put what is due by ``now`` where consumers find it: delayed publishes at
         the end of their topic, delayed retries in their group's line, in due order."""
-        for topic, messages in self._store.take_due(now):
-            self._append(topic, messages)
+        for topic, messages, maxlen in self._store.take_due(now):
+            self._append_capped(topic, messages, maxlen)
 
     def _next_due(self) -> float | None:
         return self._store.next_due()
@@ -388,7 +404,10 @@ class AsyncMemoryBroker(AsyncBroker):
         reason: str,
         delay: float | None = None,
     ) -> None:
-        limit = self.options.max_deliveries
+        # The options of the connection that took the lease, not of the one that
+        # happened to notice that it ran out.
+        options = self.options if lease.options is None else lease.options
+        limit = options.max_deliveries
         if requeue and (limit is None or lease.attempt < limit):
             if delay:
                 due = self._store.clock.now() + delay
@@ -397,4 +416,4 @@ class AsyncMemoryBroker(AsyncBroker):
                 group.ready.append((lease.offset, lease.message, lease.attempt))
             return
         dead = dead_letter_of(lease.message, topic_name, reason, lease.attempt)
-        self._append(self._store.topic(dead.topic), [dead])
+        self._append_capped(self._store.topic(dead.topic), [dead], options.maxlen)

@@ -43,6 +43,9 @@ class MemoryOptions(BrokerOptions):
     """Options of ``memory://``."""
 
     #: Keep at most this many messages per topic, dropping the oldest (None: no cap).
+    #: On a store shared by connections, it caps what this connection appends: its
+    #: publishes (delayed ones when they come due) and the dead letters of the leases
+    #: it took, whichever connection of the store releases them.
     maxlen: int | None = None
     #: Where leases read the time (keyword only): a :class:`~brokerkit.ManualClock` in tests.
     clock: Clock | None = None
@@ -65,6 +68,10 @@ class Lease:
     attempt: int
     deadline: float
     delivered_at: float
+    #: The options of the connection that took it: its ``max_deliveries`` and
+    #: ``maxlen`` decide what becomes of the message when the lease runs out, whichever
+    #: connection of the store notices (None: the settling connection's own).
+    options: MemoryOptions | None = None
 
 
 @dataclass
@@ -86,8 +93,9 @@ class Topic:
     log: collections.OrderedDict[int, Message] = field(default_factory=collections.OrderedDict)
     next_offset: int = 0
     groups: dict[str, Group] = field(default_factory=dict)
-    #: Delayed publishes, held outside the log until due, a heap: (due, sequence, message).
-    scheduled: list[tuple[float, int, Message]] = field(default_factory=list)
+    #: Delayed publishes, held outside the log until due, a heap: (due, sequence,
+    #: message, the maxlen of the connection that published it).
+    scheduled: list[tuple[float, int, Message, int | None]] = field(default_factory=list)
 
     @property
     def first_offset(self) -> int:
@@ -182,10 +190,11 @@ class Store:
 
     # -- delays -------------------------------------------------------------------
 
-    def hold(self, topic: Topic, messages: list[Message], due: float) -> None:
-        """Keep ``messages`` out of ``topic``'s log until ``due``."""
+    def hold(self, topic: Topic, messages: list[Message], due: float, maxlen: int | None) -> None:
+        """Keep ``messages`` out of ``topic``'s log until ``due``; then they go in
+        capped by ``maxlen``, the publisher's, whoever releases them."""
         for message in messages:
-            heapq.heappush(topic.scheduled, (due, next(self._sequence), message))
+            heapq.heappush(topic.scheduled, (due, next(self._sequence), message, maxlen))
         self._note_due(due)
 
     def hold_retry(
@@ -199,22 +208,29 @@ class Store:
         if self._earliest_due is None or due < self._earliest_due:
             self._earliest_due = due
 
-    def take_due(self, now: float) -> list[tuple[Topic, list[Message]]]:
+    def take_due(self, now: float) -> list[tuple[Topic, list[Message], int | None]]:
         """Move the retries due by ``now`` to their groups' ready queues, in due order,
-        and take out the publishes due by ``now``: (topic, messages in due order) each,
-        for the caller to append to the log."""
+        and take out the publishes due by ``now``: (topic, messages in due order, the
+        maxlen their publisher set) each, a run of one publisher's cap, for the caller
+        to append to the log in that order."""
         if self._earliest_due is None or now < self._earliest_due:
             return []
         self._earliest_due = None
-        published = []
+        published: list[tuple[Topic, list[Message], int | None]] = []
         for topic in self.topics.values():
-            due_now = []
+            run: list[Message] = []
+            cap: int | None = None
             while topic.scheduled and topic.scheduled[0][0] <= now:
-                due_now.append(heapq.heappop(topic.scheduled)[2])
+                _, _, message, maxlen = heapq.heappop(topic.scheduled)
+                if run and maxlen != cap:
+                    published.append((topic, run, cap))
+                    run = []
+                run.append(message)
+                cap = maxlen
+            if run:
+                published.append((topic, run, cap))
             if topic.scheduled:
                 self._note_due(topic.scheduled[0][0])
-            if due_now:
-                published.append((topic, due_now))
             for group in topic.groups.values():
                 while group.delayed and group.delayed[0][0] <= now:
                     _, _, offset, message, attempts = heapq.heappop(group.delayed)
