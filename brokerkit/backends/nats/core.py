@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from brokerkit._acompat import within
@@ -39,6 +40,9 @@ __all__ = ["AsyncNatsCoreBroker", "NatsCoreBroker"]
 #: Messages a subscription keeps for its reader before it drops the oldest: a reader
 #: that falls this far behind loses messages, as a slow core-NATS subscriber does.
 BUFFER = 10_000
+#: Seconds between two looks at whether a lost connection is back, while a publish
+#: waits for it (nats-py reconnects every quarter second here).
+_RECONNECT_POLL = 0.05
 
 
 @dataclass
@@ -83,14 +87,43 @@ class AsyncNatsCoreBroker(AsyncBroker):
                     f"message {message.id} is {size:,} bytes with its headers, more than this "
                     f"NATS server's max_payload ({nc.max_payload:,} bytes); nothing was sent"
                 )
+        deadline = time.monotonic() + self.options.reconnect_timeout
+        await self._connected(nc, deadline)
         try:
             for message, headers in sends:
                 await nc.publish(subject, message.payload, headers=headers)
-            await nc.flush(timeout=max(1, round(self.options.reconnect_timeout)))
+            # nats-py's flush is a round trip (PING, PONG) from a live connection only:
+            # while it reconnects, flush() returns at once and what was published waits
+            # in its buffer. So the connection must still be up as the flush starts (it
+            # is lost only while nats-py yields: in a batch over its 2 MB buffer).
+            if not nc.is_connected:
+                raise ConnectionFailed(
+                    f"the connection to NATS at {self._client.server} was lost while "
+                    "publishing: some of the messages may have been sent, others not"
+                )
+            await nc.flush(timeout=max(1, round(deadline - time.monotonic())))
+        except ConnectionFailed:
+            raise
         except Exception as exc:
             raise ConnectionFailed(
                 f"could not publish to NATS at {self._client.server}: {type(exc).__name__}"
             ) from None
+
+    async def _connected(self, nc: Client, deadline: float) -> None:
+        """Return once ``nc`` is connected; raise :class:`ConnectionFailed` if it is not
+        by ``deadline`` (``reconnect_timeout`` after the publish began), having sent
+        nothing: nats-py would buffer a message published while it reconnects, and
+        its flush would return as if the message were sent."""
+        while not nc.is_connected:
+            if nc.is_closed:
+                raise ConnectionFailed(f"the NATS connection to {self._client.server} is closed")
+            if time.monotonic() >= deadline:
+                raise ConnectionFailed(
+                    f"could not publish to NATS at {self._client.server}: not connected "
+                    f"within reconnect_timeout={self.options.reconnect_timeout}s; "
+                    "nothing was sent"
+                )
+            await asyncio.sleep(min(_RECONNECT_POLL, max(0.0, deadline - time.monotonic())))
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         nc = await self._client.connection()
