@@ -19,7 +19,12 @@ bindings. This backend keeps only the promises such a transport can keep:
   subscription's buffer, a cancelled receive) are put back on their queue, at its
   end.
 * an empty queue is polled (every ``_POLL`` seconds) until the receive's deadline:
-  ``basic_get`` is the one read every virtual transport has.
+  ``basic_get`` is the one read every virtual transport has. The wait between two
+  polls holds no lock.
+* kombu's ``memory`` store is one per process and not thread-safe, so every
+  ``kombu+memory`` broker of the process uses it under one lock, ``_MEMORY_STORE``
+  (see there). A ``kombu+redis`` store is the server's: each broker has a lock of its
+  own, for its own connection.
 """
 
 from __future__ import annotations
@@ -50,6 +55,17 @@ __all__ = ["KombuVirtualBroker"]
 #: How often an empty queue is asked again during a receive.
 _POLL = 0.01
 
+#: The I/O lock of every ``kombu+memory`` broker of the process. kombu's memory
+#: transport keeps one store per process (its queues and its exchanges' routing tables
+#: are class attributes, shared by every connection), and nothing in it is thread-safe:
+#: two brokers declaring the same exchange or queue at once could each find it missing
+#: and create it, the second replacing the first's routing table (a binding kombu still
+#: records, so nothing binds again and later publishes to the topic went nowhere) or
+#: queue (and the message in it); and a purge counted a queue, then cleared it with
+#: another broker's publish in between. Held only while kombu is called, never while a
+#: receive waits for its next poll.
+_MEMORY_STORE = threading.RLock()
+
 _T = TypeVar("_T")
 
 
@@ -69,7 +85,9 @@ class KombuVirtualBroker(Broker):
         self.names = Names(self.options.prefix)
         self._connection = _connection(url, self.transport, self.options.connect_timeout)
         #: kombu connections and channels are not thread-safe: every use holds this.
-        self._io = threading.RLock()
+        #: ``memory``: the process's one store is not either, so it is one lock for
+        #: every such broker of the process.
+        self._io = _MEMORY_STORE if self.transport == "memory" else threading.RLock()
         self._channel: Any = None
         self._declared: set[str] = set()
         #: Queues declared and bound over the current channel.
