@@ -137,17 +137,20 @@ class MemoryBroker(Broker):
                 self._expire(now)
                 self._release_due(now)
                 fetched = self._take(subscription, max_messages, now)
-                if fetched:
-                    return fetched
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    return []
-                for moment in (self._next_expiry(), self._next_due()):
-                    if moment is not None:
-                        wait = min(wait, max(moment - now, 0.001))
-                # Registered under the lock: a change made after the look above wakes it.
-                waiter = Waiter()
-                store.listen(waiter)
+                if not fetched:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
+                        return []
+                    for moment in (self._next_expiry(), self._next_due()):
+                        if moment is not None:
+                            wait = min(wait, max(moment - now, 0.001))
+                    # Registered under the lock: a change made after the look above wakes it.
+                    waiter = Waiter()
+                    store.listen(waiter)
+            if fetched:
+                # Leases that run out before any other: the waiting consumers look again.
+                store.wake_for_deadline()
+                return fetched
             if not waiter.wait(wait):
                 store.unlisten(waiter)
 
@@ -310,6 +313,9 @@ class MemoryBroker(Broker):
                 else:
                     lease.deadline = now + seconds
                     store.note_deadline(lease.deadline)
+        # A lease shortened to run out before any other: the waiting consumers wait
+        # for a later deadline, so they look again (and time their wait by this one).
+        store.wake_for_deadline()
         if stale:
             raise StaleDelivery(stale)
 

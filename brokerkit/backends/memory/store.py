@@ -140,6 +140,9 @@ class Store:
         #: No lease runs out before this (a lower bound: settled leases may have held
         #: it up), so that settling is not a scan of every lease in flight.
         self._earliest_deadline: float | None = None
+        #: A lease was made or moved to run out before every deadline known until then:
+        #: the consumers waiting wait for a later one (see wake_for_deadline).
+        self._deadline_moved = False
         #: Nothing held for a due time is due before this (a lower bound, as above).
         self._earliest_due: float | None = None
         self._sequence = itertools.count()
@@ -266,9 +269,23 @@ class Store:
         return lease
 
     def note_deadline(self, deadline: float) -> None:
-        """A lease was made or moved to run out at ``deadline``."""
+        """A lease was made or moved to run out at ``deadline``. When that is earlier
+        than every deadline known until now, the consumers waiting time their wait by
+        a later one: :meth:`wake_for_deadline`, after the lock, wakes them."""
         if self._earliest_deadline is None or deadline < self._earliest_deadline:
             self._earliest_deadline = deadline
+            self._deadline_moved = True
+
+    def wake_for_deadline(self) -> None:
+        """Wake the waiting consumers if a lease was made or moved to run out before
+        the deadline they wait for (call it after releasing :attr:`lock`)."""
+        # Read without the lock first, the usual case: whoever set it calls this too.
+        if not self._deadline_moved:
+            return
+        with self.lock:
+            moved, self._deadline_moved = self._deadline_moved, False
+        if moved:
+            self.wake()
 
     def expired(self, now: float) -> list[tuple[str, Group, Lease]]:
         """Take out every lease that ran out by ``now``: (topic, group, lease) each."""
@@ -282,8 +299,11 @@ class Store:
                     if lease.deadline <= now:
                         del group.pending[receipt]
                         found.append((name, group, lease))
-                    else:
-                        self.note_deadline(lease.deadline)
+                    elif (
+                        self._earliest_deadline is None or lease.deadline < self._earliest_deadline
+                    ):
+                        # a lease known before: no waiting consumer needs a wake
+                        self._earliest_deadline = lease.deadline
                 drop_if_retired(topic, group_name)
         return found
 
