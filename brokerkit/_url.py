@@ -12,6 +12,9 @@ from brokerkit.exceptions import InvalidURL
 __all__ = ["BrokerURL"]
 
 _MASK = "***"
+#: The scheme families (the part before ``+``) whose user part, without a password,
+#: is a secret: NATS's token form, ``nats://TOKEN@host``.
+_TOKEN_USER_FAMILIES = frozenset({"nats"})
 
 
 @dataclass(frozen=True)
@@ -24,8 +27,9 @@ class BrokerURL:
     backend that reads one host refuses the others (see :meth:`single_host`).
 
     ``str()`` and ``repr()`` mask the password (and the value of any query option
-    whose name holds ``password``, ``secret`` or ``token``); :meth:`render` with
-    ``hide_password=False`` gives it back for the driver that needs it. An error
+    whose name holds ``password``, ``secret`` or ``token``, and a user name that is
+    a token: see :attr:`username_is_secret`); :meth:`render` with
+    ``hide_password=False`` gives them back for the driver that needs them. An error
     about a URL never quotes its password, whatever its form: a mistyped ``://``
     and user-info that would not parse are masked too, and user-info holding an
     unencoded ``/ ? # @ + =`` is refused with :class:`~brokerkit.InvalidURL`
@@ -111,10 +115,25 @@ class BrokerURL:
             more_hosts=more_hosts,
         )
 
+    @property
+    def username_is_secret(self) -> bool:
+        """Whether :attr:`username` is itself a secret, masked as a password is: a user
+        part without a password in a NATS URL (``nats://TOKEN@host``, on every
+        ``nats`` scheme), which NATS reads as an authentication token. Elsewhere a
+        user part is a user name (``redis+stream://alice@host``), and is shown."""
+        return (
+            self.username is not None
+            and self.password is None
+            and self.family in _TOKEN_USER_FAMILIES
+        )
+
     def render(self, *, hide_password: bool = True) -> str:
-        """The URL as a string, with the password masked unless asked otherwise."""
+        """The URL as a string, with the password (and a token, see
+        :attr:`username_is_secret`) masked unless asked otherwise."""
         netloc = ""
-        if self.username is not None or self.password is not None:
+        if hide_password and self.username_is_secret:
+            netloc = f"{_MASK}@"
+        elif self.username is not None or self.password is not None:
             netloc = quote(self.username or "", safe="")
             if self.password is not None:
                 secret = _MASK if hide_password else quote(self.password, safe="")
@@ -300,11 +319,19 @@ def _masked(url: str) -> str:
             user = userinfo.split(":", 1)[0]
         else:
             user, prefix = "", prefix.rstrip("/")
-        if any(c in user for c in "/?#@"):
+        if any(c in user for c in "/?#@") or (":" not in userinfo and _token_user(prefix)):
             user = ""
         masked = f"{user}:{_MASK}" if user else _MASK
         rest = f"{masked}{at_sign}{hostpart}"
     return _SECRET_QUERY_VALUE.sub(rf"\1{_MASK}", prefix + rest)
+
+
+def _token_user(prefix: str) -> bool:
+    """Whether a user part without a password, after the scheme ``prefix`` of a URL
+    that does not parse, may be a token: in a NATS URL, and where there is no scheme
+    to tell (``TOKEN@host:4222``)."""
+    scheme = prefix.partition(":")[0].lower()
+    return not scheme or scheme.split("+", 1)[0] in _TOKEN_USER_FAMILIES
 
 
 def _is_secret(key: str) -> bool:
