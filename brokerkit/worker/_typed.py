@@ -3,14 +3,18 @@ the delivery, read from the handler's signature once, at registration.
 
 A body parameter annotated with a pydantic model, a msgspec ``Struct`` or a dataclass
 gets an instance of it; pydantic and msgspec are never imported here unless the
-handler's own annotation comes from them (they are optional extras).
+handler's own annotation comes from them (they are optional extras). A dataclass is
+built by brokerkit's own converter (:class:`_Builders`), never by either library, so
+that it is built the same whichever extras are installed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import reprlib
 import sys
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -116,7 +120,8 @@ def bind(function: Callable[..., Any]) -> Binding:
     annotated with nothing or ``Any``).
 
     :raises InvalidOption: the signature cannot be served (more parameters, keyword-only
-        parameters without defaults, two body parameters).
+        parameters without defaults, two body parameters), or the body's dataclass has
+        a field that cannot be built (see :class:`_Builders`).
     """
     if not callable(function):
         raise InvalidOption(f"a handler must be callable, got {type(function).__name__}")
@@ -204,7 +209,7 @@ def _models_within(hint: Any, depth: int = 0) -> list[Any]:
     found = []
     for argument in typing.get_args(hint):
         argument = _unannotated(argument)  # Annotated's metadata is no type
-        if converter(argument) is not None:
+        if _is_model(argument):
             found.append(argument)
         else:
             found.extend(_models_within(argument, depth + 1))
@@ -219,7 +224,7 @@ def _check_body_type(name: str, parameter: str, annotation: Any, body_type: Any)
 
     :raises InvalidOption: ``Model | None``, ``list[Model]``, ``dict[str, Model]``...
     """
-    if body_type is None or converter(body_type) is not None:
+    if body_type is None or _is_model(body_type):
         return
     models = _models_within(body_type)
     if models:
@@ -237,10 +242,28 @@ def _is_delivery(hint: Any) -> bool:
     return isinstance(hint, type) and issubclass(hint, (Delivery, AsyncDelivery))
 
 
-def converter(body_type: Any) -> Converter | None:
-    """The function that turns a decoded body into ``body_type`` (None: pass it as it is)."""
+def _is_model(body_type: Any) -> bool:
+    """Whether ``body_type`` is a type :func:`converter` validates into: a pydantic
+    model, a msgspec Struct or a dataclass."""
     if not isinstance(body_type, type) or typing.get_origin(body_type) is not None:
-        return None  # (list[int] passes for a type on Python 3.10)
+        return False  # (list[int] passes for a type on Python 3.10)
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and issubclass(body_type, pydantic.BaseModel):
+        return True
+    msgspec = sys.modules.get("msgspec")
+    if msgspec is not None and issubclass(body_type, msgspec.Struct):
+        return True
+    return dataclasses.is_dataclass(body_type)
+
+
+def converter(body_type: Any) -> Converter | None:
+    """The function that turns a decoded body into ``body_type`` (None: pass it as it is).
+
+    :raises InvalidOption: ``body_type`` is a dataclass with a field brokerkit cannot
+        build (see :class:`_Builders`).
+    """
+    if not _is_model(body_type):
+        return None
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and issubclass(body_type, pydantic.BaseModel):
         return _pydantic(body_type, pydantic.ValidationError)
@@ -256,7 +279,7 @@ def json_converter(body_type: Any) -> Converter | None:
     """The function that validates a JSON payload (bytes) into ``body_type``, for the
     types whose library reads JSON itself (pydantic models, msgspec Structs); None
     for the others."""
-    if converter(body_type) is None:
+    if not _is_model(body_type):
         return None
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and issubclass(body_type, pydantic.BaseModel):
@@ -322,31 +345,285 @@ def _init_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
 
 
 def _dataclass(cls: Any) -> Converter:
-    fields = _init_fields(cls)
-    required = {
-        n
-        for n, f in fields.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
+    build = _Builders().dataclass(cls)
 
     def convert(body: Any) -> Any:
-        if not isinstance(body, Mapping):
-            raise InvalidBody(f"{cls.__name__}: expected an object, got {type(body).__name__}")
-        unknown = sorted(str(k) for k in body if k not in fields)
-        missing = sorted(required - set(body))
-        if unknown or missing:
-            parts = []
-            if missing:
-                parts.append(f"missing field(s) {', '.join(missing)}")
-            if unknown:
-                parts.append(f"unknown field(s) {', '.join(unknown)}")
-            raise InvalidBody(f"{cls.__name__}: {'; '.join(parts)}")
         try:
-            return cls(**body)
-        except (TypeError, ValueError) as exc:  # raised by a __post_init__ check
-            raise InvalidBody(f"{cls.__name__}: {_one_line(exc)}") from exc
+            return build(body)
+        except _Misfit as exc:
+            raise InvalidBody(f"{cls.__name__}: {exc.text}{exc.where()}") from (
+                exc.__cause__ or exc
+            )
 
     return convert
+
+
+#: A value's conversion into one type; raises :class:`_Misfit` when it does not fit.
+_Build = Callable[[Any], Any]
+
+#: A dict key in the path of a misfit: shortened.
+_key = reprlib.Repr()
+_key.maxstring = _key.maxlong = _key.maxother = 40
+
+
+class _Misfit(Exception):
+    """A value that does not fit its type. ``path`` is filled in on the way out, one
+    step (``.field``, ``[0]``, ``['key']``) a container, innermost first."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+        self.path: list[str] = []
+
+    def where(self) -> str:
+        """`` at $.lines[0].start``, shortened; empty for the body itself."""
+        path = "".join(reversed(self.path))
+        if len(path) > 200:  # a recursive type, deep
+            path = f"{path[:100]}...{path[-100:]}"
+        return f" at ${path}" if path else ""
+
+
+def _expected(expected: str, value: Any) -> _Misfit:
+    return _Misfit(f"expected {expected}, got {type(value).__name__}")
+
+
+def _dataclass_type(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def _held_dataclass(hint: Any, depth: int = 0) -> Any:
+    """The first dataclass named inside the type arguments of ``hint`` (None: none)."""
+    if depth > 20:  # a type that nests without end
+        return None
+    for argument in typing.get_args(hint):
+        argument = _unannotated(argument)
+        for candidate in (argument, typing.get_origin(argument)):
+            if _dataclass_type(candidate):
+                return candidate
+        found = _held_dataclass(argument, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+class _Builders:
+    """The conversions of decoded data (JSON's or msgpack's: dicts, lists, str, numbers)
+    into the types of a dataclass's fields, worked out once, at registration:
+
+    - a dataclass from an object (a mapping): its ``__init__`` fields and ``InitVar``
+      pseudo-fields, each built by its resolved type hint; missing or unknown fields
+      do not fit. Keys naming its ``init=False`` fields (which ``publish`` writes) are
+      left out: the class sets those itself;
+    - ``list[X]`` from an array, ``tuple[X, ...]``, ``tuple[X, Y]`` (of that length) and
+      ``tuple`` from an array, ``dict[K, X]`` from an object (its keys as decoded),
+      ``X | None``; ``Annotated[X, ...]`` and a ``NewType`` of X as X;
+    - any other type: the value as decoded, unchecked (an int field gets what the body
+      holds).
+
+    A container is only looked at where what it holds needs building (``list[int]``
+    takes any value as decoded, ``list[Point]`` requires an array).
+
+    :raises InvalidOption: a field's annotation does not resolve, or holds a dataclass
+        in a form not built (``Sequence[Point]``, ``Point | Line``, ``set[Point]``): it
+        would reach the handler as decoded data.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[Any, _Build] = {}  # by dataclass, so that one may hold itself
+
+    def of(self, hint: Any) -> _Build | None:
+        """How to build ``hint`` (None: take the value as decoded)."""
+        hint = _unannotated(hint)
+        while hasattr(hint, "__supertype__"):  # a NewType
+            hint = _unannotated(hint.__supertype__)
+        origin = typing.get_origin(hint)
+        arguments = typing.get_args(hint)
+        if _dataclass_type(hint):
+            return self.dataclass(hint)
+        if _dataclass_type(origin):  # a generic dataclass: its type variables as decoded
+            return None if _held_dataclass(hint) else self.dataclass(origin)
+        if hint is tuple or hint is typing.Tuple:  # noqa: UP006 (the bare one, as a value)
+            return _variadic(None)
+        if origin is tuple:
+            if len(arguments) == 2 and arguments[1] is Ellipsis:
+                return _variadic(self.of(arguments[0]))
+            if arguments == ((),):  # tuple[()] on Python 3.10
+                arguments = ()
+            return _fixed([self.of(a) for a in arguments])
+        if origin is list and arguments:
+            item = self.of(arguments[0])
+            return None if item is None else _list(item)
+        if origin is dict and len(arguments) == 2:
+            value = self.of(arguments[1])
+            keep_keys = self.of(arguments[0]) is None
+            return _dict(value) if value is not None and keep_keys else None
+        if origin is typing.Union or origin is types.UnionType:
+            members = [a for a in arguments if a is not type(None)]
+            if len(members) != 1:
+                return None  # which one? refused if it holds a dataclass
+            inner = self.of(members[0])
+            return None if inner is None else _optional(inner)
+        return None
+
+    def dataclass(self, cls: Any) -> _Build:
+        """How to build the dataclass ``cls`` from an object."""
+        if cls in self._built:
+            return self._built[cls]
+        fields: dict[str, _Build | None] = {}
+        left_out = {f.name for f in dataclasses.fields(cls) if not f.init}
+        required: set[str] = set()
+        name = cls.__name__
+
+        def build(value: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise _expected("an object", value)
+            unknown = sorted(str(k) for k in value if k not in fields and k not in left_out)
+            missing = sorted(required - set(value))
+            if unknown or missing:
+                parts = []
+                if missing:
+                    parts.append(f"missing field(s) {', '.join(missing)}")
+                if unknown:
+                    parts.append(f"unknown field(s) {', '.join(unknown)}")
+                raise _Misfit("; ".join(parts))
+            arguments = {}
+            for key, item in value.items():
+                if key in fields:
+                    field_build = fields[key]
+                    if field_build is None:
+                        arguments[key] = item
+                        continue
+                    try:
+                        arguments[key] = field_build(item)
+                    except _Misfit as exc:
+                        exc.path.append(f".{key}")
+                        raise
+            try:
+                return cls(**arguments)
+            except (TypeError, ValueError) as exc:  # raised by a __post_init__ check
+                raise _Misfit(_one_line(exc)) from exc
+            except Exception as exc:  # an assert in __post_init__...: named
+                raise _Misfit(f"{type(exc).__name__}: {_one_line(exc)}") from exc
+
+        self._built[cls] = build
+        hints = _field_hints(cls)
+        for field_name, field in _init_fields(cls).items():
+            hint = hints[field_name]
+            if isinstance(hint, dataclasses.InitVar):
+                hint = hint.type
+            fields[field_name] = self.of(hint)
+            held = _held_dataclass(hint) if fields[field_name] is None else None
+            if held is not None:
+                raise InvalidOption(
+                    f"field {field_name!r} of dataclass {name} is annotated {hint!r}, which "
+                    f"holds the dataclass {held.__name__} in a form brokerkit does not build "
+                    "(it builds a dataclass, list[X], tuple[X, ...], tuple[X, Y], "
+                    "dict[str, X] and X | None, nested): it would reach the handler as "
+                    "decoded data. Annotate it with one of those, or with a type taken as "
+                    "decoded (dict, list, Any...) and build it in the handler"
+                )
+            if field.default is dataclasses.MISSING and (
+                field.default_factory is dataclasses.MISSING
+            ):
+                required.add(field_name)
+        return build
+
+
+def _field_hints(cls: Any) -> dict[str, Any]:
+    """The resolved type hints of a dataclass's fields (``InitVar[X]`` as such).
+
+    :raises InvalidOption: one does not resolve (a type defined inside a function,
+        under ``from __future__ import annotations``; one imported only for type
+        checkers): its value would reach the handler as decoded data.
+    """
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except Exception as exc:
+        error = exc
+    for base in reversed(cls.__mro__):  # which one: resolved one by one, as above
+        namespace = dict(getattr(sys.modules.get(base.__module__), "__dict__", {}))
+        for field_name, annotation in inspect.get_annotations(base).items():
+            if not isinstance(annotation, str):
+                continue
+            try:
+                eval(annotation, namespace, dict(vars(base)))
+            except Exception as exc:
+                raise InvalidOption(
+                    f"the annotation {annotation!r} of field {field_name!r} of dataclass "
+                    f"{cls.__name__} does not resolve in its module ({type(exc).__name__}: "
+                    f"{exc}): the field would reach the handler as decoded data; define the "
+                    "type at module level, or annotate with the class itself"
+                ) from None
+    raise InvalidOption(
+        f"the field annotations of dataclass {cls.__name__} do not resolve "
+        f"({type(error).__name__}: {error})"
+    ) from None
+
+
+def _list(item: _Build) -> _Build:
+    def build(value: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _expected("an array", value)
+        built = []
+        for index, element in enumerate(value):
+            try:
+                built.append(item(element))
+            except _Misfit as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return built
+
+    return build
+
+
+def _variadic(item: _Build | None) -> _Build:
+    def build(value: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _expected("an array", value)
+        return tuple(value) if item is None else tuple(_list(item)(value))
+
+    return build
+
+
+def _fixed(items: list[_Build | None]) -> _Build:
+    def build(value: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _expected("an array", value)
+        if len(value) != len(items):
+            raise _Misfit(f"expected an array of {len(items)} items, got {len(value)}")
+        built = []
+        for index, (item, element) in enumerate(zip(items, value, strict=True)):
+            try:
+                built.append(element if item is None else item(element))
+            except _Misfit as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return tuple(built)
+
+    return build
+
+
+def _dict(item: _Build) -> _Build:
+    def build(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _expected("an object", value)
+        built = {}
+        for key, element in value.items():
+            try:
+                built[key] = item(element)
+            except _Misfit as exc:
+                exc.path.append(f"[{_key.repr(key)}]")
+                raise
+        return built
+
+    return build
+
+
+def _optional(inner: _Build) -> _Build:
+    def build(value: Any) -> Any:
+        return None if value is None else inner(value)
+
+    return build
 
 
 def error_text(exc: BaseException) -> str:
