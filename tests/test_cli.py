@@ -273,3 +273,10 @@ def test_an_outcome_is_described_by_its_docstring_and_its_parameters() -> None:
     assert plain.described() == "Nothing is lost."
     assert case.described() == "Globs match. [room:*-True]"
     assert unwritten.described() == "fifo [x]"
+
+
+def test_redact_masks_a_nats_token_and_keeps_a_user_name() -> None:
+    """A NATS URL's lone user part is its token, a secret; Redis's is a user name."""
+    text = "driver said: auth failed for T0kenXyz, user alice"
+    masked = redact(text, ["consume", "nats://T0kenXyz@h:4222", "redis+list://alice@h:6379/0"])
+    assert "T0kenXyz" not in masked and "alice" in masked

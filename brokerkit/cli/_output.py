@@ -97,10 +97,12 @@ def _url_of(argument: str) -> tuple[str, BrokerURL] | None:
 
 
 def _secrets(url: BrokerURL) -> set[str]:
-    """Every form in which ``url``'s secrets may be quoted: its password and the values
-    of the query options that its masked rendering hides, each as it is and
-    percent-encoded."""
+    """Every form in which ``url``'s secrets may be quoted: its password (or a user part
+    that is a secret: a NATS token) and the values of the query options that its
+    masked rendering hides, each as it is and percent-encoded."""
     values = [url.password] if url.password else []
+    if url.username and url.username_is_secret:
+        values.append(url.username)
     for key, value in url.query.items():
         # The URL module knows which options are secret: one masked when rendered.
         alone = BrokerURL(scheme=url.scheme, query={key: value})
