@@ -31,10 +31,11 @@ from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError
 from brokerkit.worker._call import HandlerCall, NotStarted
+from brokerkit.worker._error_text import error_text
 from brokerkit.worker._handler import HandlerSpec
 from brokerkit.worker._settle_async import AsyncSettler
 from brokerkit.worker._stats import HandlerStats
-from brokerkit.worker._typed import InvalidBody, error_text
+from brokerkit.worker._typed import InvalidBody
 
 __all__ = ["POLL", "AsyncRunner"]
 

@@ -18,9 +18,9 @@ from brokerkit._logging import delivery_fields
 from brokerkit._schedule import MAX_REASON_LENGTH, finite_seconds
 from brokerkit.exceptions import BrokerError
 from brokerkit.worker._call import HandlerCall
+from brokerkit.worker._error_text import error_text
 from brokerkit.worker._handler import HandlerSpec
 from brokerkit.worker._stats import HandlerStats
-from brokerkit.worker._typed import error_text
 
 __all__ = ["Settler"]
 

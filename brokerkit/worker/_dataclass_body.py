@@ -1,0 +1,311 @@
+"""Building a dataclass handler parameter from a decoded body (JSON's or msgpack's
+dicts, lists, str and numbers) by its fields' resolved type hints, nested: worked out
+once, when the handler is registered (see :class:`Builders`), with a :class:`Misfit`
+naming where a body does not fit. brokerkit's own, never pydantic's or msgspec's, so
+that a dataclass is built the same with or without those extras."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import reprlib
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from brokerkit.exceptions import InvalidOption
+from brokerkit.worker._error_text import one_line
+
+__all__ = ["Builders", "Misfit", "unannotated"]
+
+
+def unannotated(hint: Any) -> Any:
+    """``hint`` without the ``Annotated[...]`` around it, if any."""
+    while typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+#: The marker of an ``InitVar`` pseudo-field; :func:`dataclasses.fields` leaves those
+#: out, and no public function lists them.
+_INITVAR = getattr(dataclasses, "_FIELD_INITVAR", None)
+
+
+def _init_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
+    """The fields a dataclass's ``__init__`` takes: its ``init`` fields and its
+    ``InitVar`` pseudo-fields (passed to ``__post_init__``)."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for f in getattr(cls, "__dataclass_fields__", {}).values():
+        if _INITVAR is not None and getattr(f, "_field_type", None) is _INITVAR:
+            fields[f.name] = f
+    return fields
+
+
+#: A value's conversion into one type; raises :class:`Misfit` when it does not fit.
+_Build = Callable[[Any], Any]
+
+#: A dict key in the path of a misfit: shortened.
+_key = reprlib.Repr()
+_key.maxstring = _key.maxlong = _key.maxother = 40
+
+
+class Misfit(Exception):
+    """A value that does not fit its type. ``path`` is filled in on the way out, one
+    step (``.field``, ``[0]``, ``['key']``) a container, innermost first."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+        self.path: list[str] = []
+
+    def where(self) -> str:
+        """`` at $.lines[0].start``, shortened; empty for the body itself."""
+        path = "".join(reversed(self.path))
+        if len(path) > 200:  # a recursive type, deep
+            path = f"{path[:100]}...{path[-100:]}"
+        return f" at ${path}" if path else ""
+
+
+def _expected(expected: str, value: Any) -> Misfit:
+    return Misfit(f"expected {expected}, got {type(value).__name__}")
+
+
+def _dataclass_type(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def _held_dataclass(hint: Any, depth: int = 0) -> Any:
+    """The first dataclass named inside the type arguments of ``hint`` (None: none)."""
+    if depth > 20:  # a type that nests without end
+        return None
+    for argument in typing.get_args(hint):
+        argument = unannotated(argument)
+        for candidate in (argument, typing.get_origin(argument)):
+            if _dataclass_type(candidate):
+                return candidate
+        found = _held_dataclass(argument, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+class Builders:
+    """The conversions of decoded data (JSON's or msgpack's: dicts, lists, str, numbers)
+    into the types of a dataclass's fields, worked out once, at registration:
+
+    - a dataclass from an object (a mapping): its ``__init__`` fields and ``InitVar``
+      pseudo-fields, each built by its resolved type hint; missing or unknown fields
+      do not fit. Keys naming its ``init=False`` fields (which ``publish`` writes) are
+      left out: the class sets those itself;
+    - ``list[X]`` from an array, ``tuple[X, ...]``, ``tuple[X, Y]`` (of that length) and
+      ``tuple`` from an array, ``dict[K, X]`` from an object (its keys as decoded),
+      ``X | None``; ``Annotated[X, ...]`` and a ``NewType`` of X as X;
+    - any other type: the value as decoded, unchecked (an int field gets what the body
+      holds).
+
+    A container is only looked at where what it holds needs building (``list[int]``
+    takes any value as decoded, ``list[Point]`` requires an array).
+
+    :raises InvalidOption: a field's annotation does not resolve, or holds a dataclass
+        in a form not built (``Sequence[Point]``, ``Point | Line``, ``set[Point]``): it
+        would reach the handler as decoded data.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[Any, _Build] = {}  # by dataclass, so that one may hold itself
+
+    def of(self, hint: Any) -> _Build | None:
+        """How to build ``hint`` (None: take the value as decoded)."""
+        hint = unannotated(hint)
+        while hasattr(hint, "__supertype__"):  # a NewType
+            hint = unannotated(hint.__supertype__)
+        origin = typing.get_origin(hint)
+        arguments = typing.get_args(hint)
+        if _dataclass_type(hint):
+            return self.dataclass(hint)
+        if _dataclass_type(origin):  # a generic dataclass: its type variables as decoded
+            return None if _held_dataclass(hint) else self.dataclass(origin)
+        if hint is tuple or hint is typing.Tuple:  # noqa: UP006 (the bare one, as a value)
+            return _variadic(None)
+        if origin is tuple:
+            if len(arguments) == 2 and arguments[1] is Ellipsis:
+                return _variadic(self.of(arguments[0]))
+            if arguments == ((),):  # tuple[()] on Python 3.10
+                arguments = ()
+            return _fixed([self.of(a) for a in arguments])
+        if origin is list and arguments:
+            item = self.of(arguments[0])
+            return None if item is None else _list(item)
+        if origin is dict and len(arguments) == 2:
+            value = self.of(arguments[1])
+            keep_keys = self.of(arguments[0]) is None
+            return _dict(value) if value is not None and keep_keys else None
+        if origin is typing.Union or origin is types.UnionType:
+            members = [a for a in arguments if a is not type(None)]
+            if len(members) != 1:
+                return None  # which one? refused if it holds a dataclass
+            inner = self.of(members[0])
+            return None if inner is None else _optional(inner)
+        return None
+
+    def dataclass(self, cls: Any) -> _Build:
+        """How to build the dataclass ``cls`` from an object."""
+        if cls in self._built:
+            return self._built[cls]
+        fields: dict[str, _Build | None] = {}
+        left_out = {f.name for f in dataclasses.fields(cls) if not f.init}
+        required: set[str] = set()
+        name = cls.__name__
+
+        def build(value: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise _expected("an object", value)
+            unknown = sorted(str(k) for k in value if k not in fields and k not in left_out)
+            missing = sorted(required - set(value))
+            if unknown or missing:
+                parts = []
+                if missing:
+                    parts.append(f"missing field(s) {', '.join(missing)}")
+                if unknown:
+                    parts.append(f"unknown field(s) {', '.join(unknown)}")
+                raise Misfit("; ".join(parts))
+            arguments = {}
+            for key, item in value.items():
+                if key in fields:
+                    field_build = fields[key]
+                    if field_build is None:
+                        arguments[key] = item
+                        continue
+                    try:
+                        arguments[key] = field_build(item)
+                    except Misfit as exc:
+                        exc.path.append(f".{key}")
+                        raise
+            try:
+                return cls(**arguments)
+            except (TypeError, ValueError) as exc:  # raised by a __post_init__ check
+                raise Misfit(one_line(exc)) from exc
+            except Exception as exc:  # an assert in __post_init__...: named
+                raise Misfit(f"{type(exc).__name__}: {one_line(exc)}") from exc
+
+        self._built[cls] = build
+        hints = _field_hints(cls)
+        for field_name, field in _init_fields(cls).items():
+            hint = hints[field_name]
+            if isinstance(hint, dataclasses.InitVar):
+                hint = hint.type
+            fields[field_name] = self.of(hint)
+            held = _held_dataclass(hint) if fields[field_name] is None else None
+            if held is not None:
+                raise InvalidOption(
+                    f"field {field_name!r} of dataclass {name} is annotated {hint!r}, which "
+                    f"holds the dataclass {held.__name__} in a form brokerkit does not build "
+                    "(it builds a dataclass, list[X], tuple[X, ...], tuple[X, Y], "
+                    "dict[str, X] and X | None, nested): it would reach the handler as "
+                    "decoded data. Annotate it with one of those, or with a type taken as "
+                    "decoded (dict, list, Any...) and build it in the handler"
+                )
+            if field.default is dataclasses.MISSING and (
+                field.default_factory is dataclasses.MISSING
+            ):
+                required.add(field_name)
+        return build
+
+
+def _field_hints(cls: Any) -> dict[str, Any]:
+    """The resolved type hints of a dataclass's fields (``InitVar[X]`` as such).
+
+    :raises InvalidOption: one does not resolve (a type defined inside a function,
+        under ``from __future__ import annotations``; one imported only for type
+        checkers): its value would reach the handler as decoded data.
+    """
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except Exception as exc:
+        error = exc
+    for base in reversed(cls.__mro__):  # which one: resolved one by one, as above
+        namespace = dict(getattr(sys.modules.get(base.__module__), "__dict__", {}))
+        for field_name, annotation in inspect.get_annotations(base).items():
+            if not isinstance(annotation, str):
+                continue
+            try:
+                eval(annotation, namespace, dict(vars(base)))
+            except Exception as exc:
+                raise InvalidOption(
+                    f"the annotation {annotation!r} of field {field_name!r} of dataclass "
+                    f"{cls.__name__} does not resolve in its module ({type(exc).__name__}: "
+                    f"{exc}): the field would reach the handler as decoded data; define the "
+                    "type at module level, or annotate with the class itself"
+                ) from None
+    raise InvalidOption(
+        f"the field annotations of dataclass {cls.__name__} do not resolve "
+        f"({type(error).__name__}: {error})"
+    ) from None
+
+
+def _list(item: _Build) -> _Build:
+    def build(value: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _expected("an array", value)
+        built = []
+        for index, element in enumerate(value):
+            try:
+                built.append(item(element))
+            except Misfit as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return built
+
+    return build
+
+
+def _variadic(item: _Build | None) -> _Build:
+    def build(value: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _expected("an array", value)
+        return tuple(value) if item is None else tuple(_list(item)(value))
+
+    return build
+
+
+def _fixed(items: list[_Build | None]) -> _Build:
+    def build(value: Any) -> Any:
+        if not isinstance(value, (list, tuple)):
+            raise _expected("an array", value)
+        if len(value) != len(items):
+            raise Misfit(f"expected an array of {len(items)} items, got {len(value)}")
+        built = []
+        for index, (item, element) in enumerate(zip(items, value, strict=True)):
+            try:
+                built.append(element if item is None else item(element))
+            except Misfit as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return tuple(built)
+
+    return build
+
+
+def _dict(item: _Build) -> _Build:
+    def build(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _expected("an object", value)
+        built = {}
+        for key, element in value.items():
+            try:
+                built[key] = item(element)
+            except Misfit as exc:
+                exc.path.append(f"[{_key.repr(key)}]")
+                raise
+        return built
+
+    return build
+
+
+def _optional(inner: _Build) -> _Build:
+    def build(value: Any) -> Any:
+        return None if value is None else inner(value)
+
+    return build
