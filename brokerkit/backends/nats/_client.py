@@ -1,19 +1,24 @@
 """The NATS connection of one broker: connecting, requests in order, and retries.
 
-nats-py reconnects by itself (forever, here) and buffers what is published while it
-does; this module adds what brokerkit needs on top: many requests sent in order and
-answered together, and a deadline after which a request that keeps failing raises
-:class:`~brokerkit.ConnectionFailed` (never with the URL's password in it).
+nats-py reconnects by itself (forever, here) and would buffer what is published while
+it does, to send it once back: however late. Nothing here is published while the
+connection is down; a request waits for the reconnection instead, and is sent (again)
+only while it may still be: this module adds what brokerkit needs on top of nats-py:
+many requests sent in order and answered together, a deadline after which a request
+that keeps failing raises :class:`~brokerkit.ConnectionFailed` (never with the URL's
+password in it), and for a settle the time after which it must not reach
+the server at all (its lease's end: :meth:`NatsClient.settle_all`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats
@@ -88,9 +93,12 @@ class NatsClient:
         self._opening: asyncio.Lock | None = None
         self._replies: Subscription | None = None
         self._inbox = ""
+        #: The requests waiting for their reply, by token.
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._tokens = itertools.count()
         self._closing = False
+        #: Set when the connection comes back: wakes what waits for it.
+        self._back: asyncio.Event | None = None
         #: Counts the connection's losses and returns: what was leased before the
         #: last one may be unknown to a server that restarted meanwhile.
         self.generation = 0
@@ -116,6 +124,7 @@ class NatsClient:
 
     async def _connect(self) -> Client:
         server = f"nats://{self.server}"
+        self._back = asyncio.Event()
 
         async def on_error(exc: Exception) -> None:
             log.warning(
@@ -124,12 +133,16 @@ class NatsClient:
 
         async def on_disconnect() -> None:
             self.generation += 1
+            if self._back is not None:
+                self._back.clear()
             if self._closing:
                 return
             log.warning("NATS connection to %s lost; reconnecting", self.server, extra=log_fields())
 
         async def on_reconnect() -> None:
             self.generation += 1
+            if self._back is not None:
+                self._back.set()
             log.info("NATS connection to %s is back", self.server, extra=log_fields())
 
         try:
@@ -164,50 +177,148 @@ class NatsClient:
         if future is not None and not future.done():
             future.set_result(msg)
 
+    async def wait_connected(self, until: float) -> bool:
+        """Whether the connection is up, waiting for nats-py's reconnection until the
+        monotonic time ``until`` at most (False at once if it is closed)."""
+        nc, back = self._nc, self._back
+        while True:
+            if nc is None or nc.is_closed or self._closing:
+                return False
+            if nc.is_connected:
+                return True
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            if back is None:
+                back = self._back = asyncio.Event()
+            back.clear()  # (not connected now: set again by the next reconnection)
+            with contextlib.suppress(asyncio.TimeoutError):
+                # (bounded: nats-py tells of a reconnection after its first PONG)
+                await within(back.wait(), min(left, _RETRY_WAIT))
+
     async def request_all(self, requests: Sequence[Request], what: str) -> list[Msg]:
         """Send ``requests`` in order and return their replies, in order.
 
         A request whose reply does not come is sent again (every request here is
-        safe to repeat) until ``reconnect_timeout`` has passed.
+        safe to repeat) until ``reconnect_timeout`` has passed; none is sent while
+        the connection is down (it waits for the reconnection).
 
         :raises ConnectionFailed: some replies never came.
         """
+        replies = await self._exchange(requests, what, None, None)
+        return [reply for reply in replies if reply is not None]
+
+    async def settle_all(
+        self,
+        requests: Sequence[Request],
+        what: str,
+        until: Sequence[Callable[[], float]],
+        *,
+        wait: float | None = None,
+    ) -> list[Msg | None]:
+        """:meth:`request_all` for requests that must never reach the server after a
+        time: request ``i`` is sent, and sent again, only before the monotonic time
+        ``until[i]()`` (asked before each send: a renewal may move it); past it, it is
+        given up, and its reply is None: not sent at all, or sent in time but not
+        answered (the server may or may not have it). Something of it that nats-py
+        has not yet written out (the connection dropped as it was sent) is taken back.
+        With ``wait``, every request still unanswered after that many seconds is
+        given up too (None), rather than retried until ``reconnect_timeout``.
+
+        :raises ConnectionFailed: some replies never came within ``reconnect_timeout``
+            (without ``wait``), and their time had not run out.
+        """
+        return await self._exchange(requests, what, until, wait)
+
+    async def _exchange(
+        self,
+        requests: Sequence[Request],
+        what: str,
+        until: Sequence[Callable[[], float]] | None,
+        wait: float | None,
+    ) -> list[Msg | None]:
         nc = await self.connection()
-        deadline = time.monotonic() + self.reconnect_timeout
+        deadline = time.monotonic() + (self.reconnect_timeout if wait is None else wait)
         replies: list[Msg | None] = [None] * len(requests)
+        given_up = [False] * len(requests)
+        # Every reply subject each request was sent with, to take back what nats-py
+        # still holds of one given up.
+        sent_as: list[list[str]] = [[] for _ in requests]
         while True:
-            todo = [i for i, reply in enumerate(replies) if reply is None]
-            futures = []
-            try:
-                for index in todo:
-                    subject, payload, headers = requests[index]
-                    token = str(next(self._tokens))
-                    future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-                    self._waiting[token] = future
-                    futures.append((index, token, future))
-                    await nc.publish(
-                        subject, payload, reply=f"{self._inbox}.{token}", headers=headers
-                    )
-                wait = max(min(_TRY_TIMEOUT, deadline - time.monotonic()), 0.05)
-                await asyncio.wait([f for _, _, f in futures], timeout=wait)
-            except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
-                pass  # the client is reconnecting: try again below
-            except nats.errors.ConnectionClosedError:
-                raise ConnectionFailed(f"the NATS connection to {self.server} is closed") from None
-            finally:
-                for index, token, future in futures:
-                    self._waiting.pop(token, None)
-                    if future.done() and not future.cancelled():
-                        replies[index] = future.result()
-                    else:
-                        future.cancel()
-            if all(reply is not None for reply in replies):
-                return [reply for reply in replies if reply is not None]
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            todo = []
+            for index, reply in enumerate(replies):
+                if reply is not None or given_up[index]:
+                    continue
+                if until is not None and now >= until[index]():
+                    given_up[index] = True
+                    _withdraw(nc, sent_as[index])
+                else:
+                    todo.append(index)
+            if not todo:
+                return replies
+            if now >= deadline:
+                if wait is not None:
+                    for index in todo:
+                        _withdraw(nc, sent_as[index])
+                    return replies
                 raise ConnectionFailed(
                     f"NATS at {self.server} did not answer to {what} within "
                     f"reconnect_timeout={self.reconnect_timeout}s"
                 )
+            if nc.is_closed or self._closing:
+                raise ConnectionFailed(f"the NATS connection to {self.server} is closed")
+            if not nc.is_connected:
+                # Published now, it would be buffered and sent on the reconnection,
+                # however late: wait for the reconnection instead (or for a time out).
+                wake = deadline
+                if until is not None:
+                    wake = min(deadline, *(until[index]() for index in todo))
+                await self.wait_connected(wake)
+                continue
+            await self._try(nc, requests, todo, until, replies, sent_as, deadline)
+
+    async def _try(
+        self,
+        nc: Client,
+        requests: Sequence[Request],
+        todo: list[int],
+        until: Sequence[Callable[[], float]] | None,
+        replies: list[Msg | None],
+        sent_as: list[list[str]],
+        deadline: float,
+    ) -> None:
+        """Send the requests ``todo`` (those still in time, while connected) and wait
+        for their replies (:data:`_TRY_TIMEOUT` at most), filling ``replies``."""
+        futures: list[tuple[int, str, asyncio.Future[Msg]]] = []
+        try:
+            for index in todo:
+                if not nc.is_connected:
+                    break  # (the rest waits for the reconnection)
+                if until is not None and time.monotonic() >= until[index]():
+                    continue  # (given up next round)
+                subject, payload, headers = requests[index]
+                token = str(next(self._tokens))
+                reply = f"{self._inbox}.{token}"
+                future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+                self._waiting[token] = future
+                futures.append((index, token, future))
+                sent_as[index].append(reply)
+                await nc.publish(subject, payload, reply=reply, headers=headers)
+            if futures:
+                wait = max(min(_TRY_TIMEOUT, deadline - time.monotonic()), 0.05)
+                await asyncio.wait([f for _, _, f in futures], timeout=wait)
+        except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
+            pass  # the client is reconnecting: try again
+        except nats.errors.ConnectionClosedError:
+            raise ConnectionFailed(f"the NATS connection to {self.server} is closed") from None
+        finally:
+            for index, token, future in futures:
+                self._waiting.pop(token, None)
+                if future.done() and not future.cancelled():
+                    replies[index] = future.result()
+                else:
+                    future.cancel()
 
     async def api(self, subject: str, body: dict[str, Any] | None, what: str) -> dict[str, Any]:
         """One JetStream API call; its JSON reply (which may hold an ``error``)."""
@@ -226,13 +337,15 @@ class NatsClient:
         Not nats-py's ``drain()``: cut short, it goes on to wait for a flush of its own
         (10 s), and leaves a future whose exception nobody retrieves. Every request
         here has had its reply, or been given up, by now: a PING's PONG says that the
-        server has everything else (acks, hand-backs) too.
+        server has everything else too.
         """
         self._closing = True
         nc, self._nc = self._nc, None
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()
+        if self._back is not None:
+            self._back.set()  # (what waits for the reconnection gives up)
         if nc is None or nc.is_closed:
             return
         try:
@@ -244,6 +357,30 @@ class NatsClient:
         except Exception:
             _abort(nc)
         await _end_reconnecting(nc)
+
+
+def _withdraw(nc: Client, replies: Sequence[str]) -> None:
+    """Take back from nats-py's outgoing buffer the publishes made with these reply
+    subjects that it has not written out yet: a connection lost as they were
+    published leaves them there, to be sent on the reconnection, however late."""
+    pending: list[bytes] | None = getattr(nc, "_pending", None)
+    if not replies or not pending:
+        return
+    wanted = {reply.encode() for reply in replies}
+    kept = [command for command in pending if _reply_of(command) not in wanted]
+    if len(kept) != len(pending):
+        nc._pending = kept
+        nc._pending_data_size = sum(len(command) for command in kept)
+
+
+def _reply_of(command: bytes) -> bytes | None:
+    """The reply subject of a ``PUB``/``HPUB`` command nats-py buffered, if any."""
+    head = bytes(command[: command.find(b"\r\n")]).split()
+    if head[:1] == [b"PUB"] and len(head) == 4:
+        return head[2]
+    if head[:1] == [b"HPUB"] and len(head) == 5:
+        return head[2]
+    return None
 
 
 async def _end_reconnecting(nc: Client) -> None:

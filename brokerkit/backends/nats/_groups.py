@@ -115,7 +115,7 @@ class Groups:
 
     async def pull(
         self, subscription: AsyncSubscription, reader: Reader, max_messages: int, timeout: float
-    ) -> list[tuple[float, Msg, bool]]:
+    ) -> list[tuple[float, Msg, float | None]]:
         """``reader.pull``; a consumer found gone is made again and asked once more.
 
         :raises IncompatibleTopic: it cannot be made again, or still does not answer.

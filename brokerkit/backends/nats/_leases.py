@@ -10,13 +10,23 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from brokerkit._acompat import within
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import report_renewal_losses
 from brokerkit._logging import log_fields
 from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, NatsClient
 from brokerkit.exceptions import BrokerError
 
-__all__ = ["Lease", "Leases", "deliveries_of", "margin", "renew_forever", "report_lost"]
+__all__ = [
+    "Lease",
+    "Leases",
+    "deliveries_of",
+    "last_send",
+    "margin",
+    "renew_forever",
+    "renewable_on_arrival",
+    "report_lost",
+]
 
 log = logging.getLogger("brokerkit.nats")
 
@@ -70,7 +80,7 @@ class Leases(dict[str, Lease]):
         stale: list[AsyncDelivery] = []
         for delivery in deliveries:
             lease: Lease = delivery.receipt
-            if self.get(lease.reply) is lease and now < lease.deadline - margin(lease):
+            if self.get(lease.reply) is lease and now < last_send(lease):
                 live.append(lease)
             else:
                 self.pop(lease.reply, None)
@@ -86,6 +96,10 @@ class Leases(dict[str, Lease]):
         of the group held from before: the forgotten ones are let go (a settle says
         StaleDelivery), the others counted as this connection's from then on.
 
+        The question is not asked after the last of the group's leases asked about
+        can still be settled (:func:`last_send`): if no answer came by then, those
+        leases are lost all the same (returned with the forgotten ones).
+
         :raises BrokerError: the server could not say (the check is made again next
             time).
         """
@@ -94,7 +108,15 @@ class Leases(dict[str, Lease]):
         forgotten: set[int] = set()
         asked = {id(lease) for lease in leases}
         for consumer in groups:
-            delivered = await self._delivered(consumer)
+            old = [
+                lease
+                for lease in leases
+                if lease.consumer == consumer and lease.generation != generation
+            ]
+            delivered = await self._delivered(consumer, max(last_send(lease) for lease in old))
+            if delivered is None:  # run out before the server could say
+                forgotten.update(id(lease) for lease in old)
+                continue
             for lease in {id(lease): lease for lease in (*leases, *self.values())}.values():
                 if lease.consumer != consumer or lease.generation == generation:
                     continue
@@ -106,11 +128,22 @@ class Leases(dict[str, Lease]):
                     lease.generation = generation
         return [lease for lease in leases if id(lease) in forgotten]
 
-    async def _delivered(self, consumer: str) -> int:
-        """The last stream sequence ``consumer`` delivered; 0 if it is gone."""
-        info = await self._client.api(
-            f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check the leases held"
-        )
+    async def _delivered(self, consumer: str, until: float) -> int | None:
+        """The last stream sequence ``consumer`` delivered; 0 if it is gone; None if
+        the server did not say by the monotonic time ``until``."""
+        left = until - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            # (a question, harmless however late it arrives: only the wait is bounded)
+            info = await within(
+                self._client.api(
+                    f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check the leases held"
+                ),
+                left,
+            )
+        except asyncio.TimeoutError:
+            return None
         error = info.get("error")
         if error is None:
             return int(info.get("delivered", {}).get("stream_seq", 0))
@@ -119,10 +152,44 @@ class Leases(dict[str, Lease]):
         raise BrokerError(f"JetStream could not say what it delivered: {error.get('description')}")
 
 
+#: How far apart the rates of two clocks can drift: NTP slews a clock by 500 ppm at
+#: most, and the client's and the server's may be slewed in opposite directions.
+_DRIFT = 0.001
+
+
 def margin(lease: Lease) -> float:
     """How long before its deadline a lease stops counting as held: the time an ack
-    may take to reach the server (a fifth of the ack wait, a second at most)."""
-    return min(0.2 * lease.ack_wait, 1.0)
+    may take to reach the server (a fifth of the ack wait, a second at most), and
+    what the server's clock may have run ahead of this one's over the ack wait."""
+    return min(0.2 * lease.ack_wait, 1.0) + _DRIFT * lease.ack_wait
+
+
+def last_send(lease: Lease) -> float:
+    """The monotonic time after which nothing of ``lease`` (an ack, nack, term or
+    renewal) may be sent, nor sent again: :attr:`Lease.deadline` less the
+    :func:`margin`.
+
+    The deadline is counted from before the request that leased or renewed it, so
+    from before the server started its ``AckWait`` (the server leases on receiving
+    the pull, renews on receiving the ``+WPI``): it comes before the server's own,
+    whatever the two clocks read. What is sent by this time reaches the server
+    before that deadline unless it takes longer than the margin on its way (a
+    stalled TCP connection can take longer: see docs/backends/nats.md). Nothing is
+    sent while the connection is down (nats-py would buffer it and send it on the
+    reconnection, however late), and what is not answered by then is given up: an
+    unanswered settle counts as not settled, the message comes again
+    (at-least-once)."""
+    return lease.deadline - margin(lease)
+
+
+def renewable_on_arrival(lease: Lease, arrived: float) -> float:
+    """:func:`last_send` for the ``+WPI`` that restarts, on its arrival, the lease of
+    a delivery a waiting pull brought: the server leased it as it sent it, some time
+    after the pull (which the lease's deadline is counted from, and may be over by
+    now), so about when it ``arrived``: its AckWait runs out no sooner than that, plus
+    the ack wait, less the time the delivery took to come (one margin for that, one
+    for the ``+WPI``'s way there)."""
+    return max(last_send(lease), arrived + lease.ack_wait - 2 * margin(lease))
 
 
 def deliveries_of(
@@ -154,7 +221,7 @@ async def renew_forever(
         for reply, lease in list(leases.items()):
             if lease.holder is not None and lease.holder.settled:
                 del leases[reply]
-            elif now < lease.deadline - margin(lease):
+            elif now < last_send(lease):
                 held.append(lease)
             elif now >= lease.deadline:
                 del leases[reply]

@@ -30,7 +30,8 @@ class NatsOptions(BrokerOptions):
     #: of every subject it writes: topic ``orders`` is subject ``<prefix>.orders``.
     prefix: str = "brokerkit"
     #: How long, in seconds, publish and settle keep retrying while the client
-    #: reconnects, before giving up with ConnectionFailed. Fetching never gives up.
+    #: reconnects, before giving up with ConnectionFailed (a settle gives up sooner,
+    #: with StaleDelivery, when the delivery's lease runs out). Fetching never gives up.
     reconnect_timeout: float = 30.0
     #: Seconds to wait for the first connection.
     connect_timeout: float = 5.0

@@ -50,7 +50,8 @@ class Reader:
         self._nc = nc
         self._next_subject = next_subject
         self._inbox = nc.new_inbox()
-        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        #: What arrived in the inbox, with when (monotonic).
+        self._queue: asyncio.Queue[tuple[float, Msg]] = asyncio.Queue()
         self._sub: Subscription | None = None
         self.ack_wait = 30.0
 
@@ -58,7 +59,7 @@ class Reader:
         """Start listening on the inbox."""
 
         async def arrived(msg: Msg) -> None:
-            self._queue.put_nowait(msg)
+            self._queue.put_nowait((time.monotonic(), msg))
 
         self._sub = await self._nc.subscribe(self._inbox, cb=arrived)
 
@@ -66,17 +67,18 @@ class Reader:
         """Messages that arrived after the pull that asked for them had given up."""
         found = []
         while not self._queue.empty():
-            msg = self._queue.get_nowait()
+            _, msg = self._queue.get_nowait()
             if _status(msg) is None:
                 found.append(msg)
         return found
 
     async def pull(
         self, batch: int, timeout: float, closed: Callable[[], bool]
-    ) -> list[tuple[float, Msg, bool]]:
+    ) -> list[tuple[float, Msg, float | None]]:
         """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first;
-        each with the monotonic time just before the request that leased it, and
-        whether that request waited (the server then leased it some time later).
+        each with the monotonic time just before the request that leased it, and, if
+        that request waited (the server then leased it some time later, as it sent
+        it), when it arrived.
 
         :raises ConsumerGone: the consumer does not exist.
         """
@@ -89,7 +91,9 @@ class Reader:
                 got += await self._request(batch - 1, None)
         return got
 
-    async def _request(self, batch: int, expires: float | None) -> list[tuple[float, Msg, bool]]:
+    async def _request(
+        self, batch: int, expires: float | None
+    ) -> list[tuple[float, Msg, float | None]]:
         body: dict[str, object] = {"batch": batch}
         if expires is None:
             body["no_wait"] = True
@@ -101,15 +105,17 @@ class Reader:
         except Exception:  # reconnecting with a full buffer, or closed: nothing pulled
             return []
         deadline = sent + (expires or 0.0) + _SLACK
-        got: list[tuple[float, Msg, bool]] = []
+        got: list[tuple[float, Msg, float | None]] = []
         while len(got) < batch:
             try:
-                msg = await within(self._queue.get(), max(deadline - time.monotonic(), 0.0))
+                arrived, msg = await within(
+                    self._queue.get(), max(deadline - time.monotonic(), 0.0)
+                )
             except asyncio.TimeoutError:
                 break  # the end never came: what this pull brings later is a straggler
             status = _status(msg)
             if status is None:
-                got.append((sent, msg, expires is not None))
+                got.append((sent, msg, None if expires is None else arrived))
             elif status == _NO_RESPONDERS and not got:
                 raise ConsumerGone(self._next_subject)
             elif status in _ENDS or status == _NO_RESPONDERS:

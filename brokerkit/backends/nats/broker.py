@@ -17,7 +17,9 @@ JetStream does not tell a late ack from a timely one (it accepts both, and the l
 one settles whoever holds the message now), so each broker keeps the lease of every
 delivery it handed out, counted from *before* the pull that fetched it: an ack,
 nack or extend after that lease ran out raises StaleDelivery without reaching the
-server (:mod:`~brokerkit.backends.nats._leases`).
+server, and one held up (the connection lost, the server not answering) is never
+sent, nor sent again, once the lease has run out: it raises StaleDelivery then
+(:func:`~brokerkit.backends.nats._leases.last_send`).
 
 This module is the broker: publishing, fetching, settling and dead-lettering over the
 parts beside it (the connection in ``_client``, the stream and the groups' consumers in
@@ -29,10 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from nats.aio.msg import Msg
@@ -55,7 +58,14 @@ from brokerkit.backends.nats._client import (
     redelivery_count_warning,
 )
 from brokerkit.backends.nats._groups import Groups
-from brokerkit.backends.nats._leases import Lease, Leases, deliveries_of, renew_forever
+from brokerkit.backends.nats._leases import (
+    Lease,
+    Leases,
+    deliveries_of,
+    last_send,
+    renew_forever,
+    renewable_on_arrival,
+)
 from brokerkit.backends.nats._manage import inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
@@ -78,6 +88,9 @@ from brokerkit.exceptions import (
 __all__ = ["AsyncNatsBroker", "NatsBroker"]
 
 log = logging.getLogger("brokerkit.nats")
+
+#: Seconds within which a straggler's hand-back is sent, or not at all.
+_AT_ONCE = 0.05
 
 
 class AsyncNatsBroker(AsyncBroker):
@@ -144,10 +157,23 @@ class AsyncNatsBroker(AsyncBroker):
                 )
         await self._store(requests, f"publish to {topic!r}")
 
-    async def _store(self, requests: Sequence[Request], what: str) -> None:
-        """Publish to the stream and check every PubAck. Messages carry their id as
-        ``Nats-Msg-Id``, so a retried publish is stored once."""
-        for reply in await self._client.request_all(requests, what):
+    async def _store(
+        self,
+        requests: Sequence[Request],
+        what: str,
+        until: Sequence[Callable[[], float]] | None = None,
+    ) -> list[bool]:
+        """Publish to the stream and check every PubAck; whether each was stored.
+        Messages carry their id as ``Nats-Msg-Id``, so a retried publish is stored
+        once. With ``until`` (see :meth:`NatsClient.settle_all`), one not confirmed
+        in its time is given up (False): stored or not, nobody knows."""
+        if until is None:
+            replies: list[Msg | None] = list(await self._client.request_all(requests, what))
+        else:
+            replies = await self._client.settle_all(requests, what, until)
+        for reply in replies:
+            if reply is None:
+                continue
             status = reply.headers.get("Status") if reply.headers else None
             if status == "503":
                 self._groups.stream_ready = False
@@ -160,6 +186,7 @@ class AsyncNatsBroker(AsyncBroker):
                 raise BrokerError(
                     f"JetStream refused to {what}: {answer['error'].get('description')}"
                 )
+        return [reply is not None for reply in replies]
 
     # -- consuming ----------------------------------------------------------------
 
@@ -188,24 +215,24 @@ class AsyncNatsBroker(AsyncBroker):
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
     ) -> list[AsyncDelivery]:
         reader: Reader = subscription.state
-        # Left over from a pull that outlived its wait (the client was reconnecting):
-        # leased at a time nobody knows, so handed straight back.
-        await self._nak_quietly([m.reply for m in reader.stragglers() if m.reply])
+        await self._hand_back_stragglers(reader)
         generation = self._client.generation  # (before the pull: the earlier, if two)
         pulled = await self._groups.pull(subscription, reader, max_messages, timeout)
         deliveries: list[AsyncDelivery] = []
         dead: list[tuple[AsyncDelivery, str, int]] = []
         waited: list[Lease] = []
+        arrivals: list[float] = []
         limit = self.options.max_deliveries
-        for sent, msg, waiting in pulled:
+        for sent, msg, arrived in pulled:
             delivery = self._delivery(subscription, reader, sent, msg, generation)
             if limit is not None and delivery.attempt > limit:
                 # Its lease ran out on the last allowed delivery (see _nack for the rest).
                 dead.append((delivery, "max_deliveries", delivery.attempt - 1))
                 continue
             deliveries.append(delivery)
-            if waiting:
+            if arrived is not None:
                 waited.append(delivery.receipt)
+                arrivals.append(arrived)
         if dead:
             try:
                 await self._dead_letter(dead)
@@ -224,7 +251,11 @@ class AsyncNatsBroker(AsyncBroker):
             # A waiting pull does not say when the server leased what it brought:
             # restart AckWait now, so that the lease is counted from a known time.
             try:
-                lost = {id(lease) for lease in await self._renew(waited)}
+                until = [
+                    functools.partial(renewable_on_arrival, lease, arrived)
+                    for lease, arrived in zip(waited, arrivals, strict=True)
+                ]
+                lost = {id(lease) for lease in await self._renew(waited, until)}
                 deliveries = [d for d in deliveries if id(d.receipt) not in lost]
             except BrokerError as exc:
                 log.warning(
@@ -277,45 +308,84 @@ class AsyncNatsBroker(AsyncBroker):
         finally:
             reader: Reader = subscription.state
             await reader.close()
-            await self._nak_quietly([m.reply for m in reader.stragglers() if m.reply])
+            await self._hand_back_stragglers(reader)
 
     async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
         """``-NAK`` what was fetched and never returned: another consumer gets it at once.
-        Never dead-letters (the caller never saw it), though JetStream counts the attempt."""
+        Never dead-letters (the caller never saw it), though JetStream counts the attempt.
+        Each is sent only while its lease holds (:func:`last_send`)."""
         live, _ = self._leases.split(deliveries)
         self._mark(deliveries)
-        await self._nak_quietly([lease.reply for lease in live])
+        await self._nak_quietly(
+            [lease.reply for lease in live], [functools.partial(last_send, lease) for lease in live]
+        )
 
-    async def _nak_quietly(self, replies: list[str]) -> None:
+    async def _hand_back_stragglers(self, reader: Reader) -> None:
+        """Hand back what a pull brought after it gave up waiting for it: leased at a
+        time nobody knows, so handed back at once, and only if the connection is up
+        (else its lease runs out: AckWait brings it back). A ``-NAK`` that reached the
+        server late could only requeue the message from whoever holds it then: a
+        duplicate, never a loss; so it is not sent again, nor kept for a reconnection."""
+        replies = [msg.reply for msg in reader.stragglers() if msg.reply]
+        if replies:
+            now = time.monotonic()
+            await self._nak_quietly(replies, [lambda: now + _AT_ONCE] * len(replies))
+
+    async def _nak_quietly(self, replies: list[str], until: list[Callable[[], float]]) -> None:
+        """``-NAK`` each of ``replies`` before ``until`` (see :meth:`NatsClient.settle_all`):
+        a hand-back nobody answers in time is given up, with a warning, its lease left
+        to run out."""
         for reply in replies:
             self._leases.pop(reply, None)
-        if replies:
-            try:
-                await self._client.request_all([(r, b"-NAK", None) for r in replies], "requeue")
-            except BrokerError as exc:
-                log.warning(
-                    "could not hand back %d delivery(ies): %s",
-                    len(replies),
-                    exc,
-                    extra=log_fields(),
-                )
+        if not replies:
+            return
+        try:
+            answers = await self._client.settle_all(
+                [(reply, b"-NAK", None) for reply in replies], "requeue", until
+            )
+        except BrokerError as exc:
+            log.warning(
+                "could not hand back %d delivery(ies): %s", len(replies), exc, extra=log_fields()
+            )
+            return
+        unanswered = sum(answer is None for answer in answers)
+        if unanswered:
+            log.warning(
+                "could not hand back %d delivery(ies): NATS at %s did not answer in time; "
+                "they come again when their lease runs out",
+                unanswered,
+                self._client.server,
+                extra=log_fields(),
+            )
 
     # -- settling -----------------------------------------------------------------
 
-    async def _send(self, leases: Sequence[Lease], verb: bytes, what: str) -> list[Lease]:
-        """Send ``verb`` for each lease the server still knows; the others, which are
-        lost (each will be delivered again): see :meth:`Leases.forgotten`, and a request
-        nobody took (status 503: the group's consumer was deleted)."""
+    async def _send(
+        self,
+        leases: Sequence[Lease],
+        verb: bytes,
+        what: str,
+        until: Sequence[Callable[[], float]] | None = None,
+    ) -> list[Lease]:
+        """Send ``verb`` for each lease the server still knows, only while the lease
+        holds (:func:`last_send`: never buffered through an outage, nor sent again,
+        past it); the others, which are lost (each will be delivered again): see
+        :meth:`Leases.forgotten`, one not answered before its lease ran out (an
+        unanswered settle counts as not settled), and a request nobody took (status
+        503: the group's consumer was deleted)."""
+        if until is None:
+            until = [functools.partial(last_send, lease) for lease in leases]
         lost = await self._leases.forgotten(leases)
-        sent = [lease for lease in leases if lease not in lost]
+        kept = [(lease, due) for lease, due in zip(leases, until, strict=True) if lease not in lost]
+        sent = [lease for lease, _ in kept]
         if sent:
-            replies = await self._client.request_all(
-                [(lease.reply, verb, None) for lease in sent], what
+            replies = await self._client.settle_all(
+                [(lease.reply, verb, None) for lease in sent], what, [due for _, due in kept]
             )
             lost += [
                 lease
                 for lease, reply in zip(sent, replies, strict=True)
-                if reply.headers and reply.headers.get("Status") == "503"
+                if reply is None or (reply.headers and reply.headers.get("Status") == "503")
             ]
         for lease in leases if verb != b"+WPI" else lost:
             self._leases.pop(lease.reply, None)
@@ -372,6 +442,11 @@ class AsyncNatsBroker(AsyncBroker):
         server's limits leave (:func:`dead_letter_headers`), so that a message stored
         near them is dead-lettered all the same."""
         lost = await self._leases.forgotten([delivery.receipt for delivery, _, _ in dead])
+        now = time.monotonic()
+        # (one whose lease ran out meanwhile is not dead-lettered: it comes again)
+        lost += [
+            d.receipt for d, _, _ in dead if d.receipt not in lost and now >= last_send(d.receipt)
+        ]
         dead = [entry for entry in dead if entry[0].receipt not in lost]
         max_payload = (await self._client.connection()).max_payload if dead else 0
         requests: list[Request] = []
@@ -391,8 +466,20 @@ class AsyncNatsBroker(AsyncBroker):
             )
             requests.append((subject_for(self._stream, topic), message.payload, headers))
         if dead:
-            await self._store(requests, "dead-letter")
+            # Stored only while the lease holds: a dead letter of a message that comes
+            # again would be a copy (the next dead-lettering, within JetStream's
+            # duplicate window, is stored once all the same).
+            stored = await self._store(
+                requests,
+                "dead-letter",
+                [functools.partial(last_send, d.receipt) for d, _, _ in dead],
+            )
+            lost += [d.receipt for (d, _, _), ok in zip(dead, stored, strict=True) if not ok]
+            dead = [entry for entry, ok in zip(dead, stored, strict=True) if ok]
+        if dead:
             lost += await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
+        for lease in lost:
+            self._leases.pop(lease.reply, None)
         return lost
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
@@ -403,14 +490,19 @@ class AsyncNatsBroker(AsyncBroker):
         if stale:
             raise StaleDelivery(stale)
 
-    async def _renew(self, leases: Sequence[Lease]) -> list[Lease]:
-        """``+WPI`` each lease; the lost ones (see :meth:`_send`)."""
+    async def _renew(
+        self, leases: Sequence[Lease], until: Sequence[Callable[[], float]] | None = None
+    ) -> list[Lease]:
+        """``+WPI`` each lease (before ``until``, else :func:`last_send`); the lost ones
+        (see :meth:`_send`)."""
         if not leases:
             return []
         sent = time.monotonic()
-        lost = await self._send(leases, b"+WPI", "extend a lease")
+        lost = await self._send(leases, b"+WPI", "extend a lease", until)
+        renewed = {id(lease) for lease in leases} - {id(lease) for lease in lost}
         for lease in leases:
-            lease.deadline = max(lease.deadline, sent + lease.ack_wait)
+            if id(lease) in renewed:
+                lease.deadline = max(lease.deadline, sent + lease.ack_wait)
         return lost
 
     # -- renewing in the background -----------------------------------------------
