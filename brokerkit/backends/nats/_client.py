@@ -33,8 +33,10 @@ from brokerkit._url import BrokerURL
 from brokerkit.exceptions import ConnectionFailed
 
 __all__ = [
+    "CLOSE_WAIT",
     "CONSUMER_NOT_FOUND",
     "COUNTS_REDELIVERIES_SINCE",
+    "SHORT_WAIT",
     "STREAM_NOT_FOUND",
     "NatsClient",
     "Request",
@@ -51,8 +53,10 @@ _RETRY_WAIT = 0.25
 #: Seconds one try of a request waits for its reply before it is retried.
 _TRY_TIMEOUT = 2.0
 #: Seconds close waits for the server to confirm it has what was sent (a PING's PONG),
-#: and then for the connection to close.
-_CLOSE_WAIT = 2
+#: and then for the connection to close; and what it hands back, at most.
+CLOSE_WAIT = 2.0
+#: Seconds those wait instead for a server that left the last request unanswered.
+SHORT_WAIT = 0.25
 
 #: JetStream API error codes: no such consumer, no such stream.
 CONSUMER_NOT_FOUND = 10014
@@ -97,6 +101,9 @@ class NatsClient:
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._tokens = itertools.count()
         self._closing = False
+        #: Whether the last request that got no reply in its time went without one
+        #: from the server since (a frozen server, a stalled network): see :attr:`silent`.
+        self._unanswered = False
         #: Set when the connection comes back: wakes what waits for it.
         self._back: asyncio.Event | None = None
         #: Counts the connection's losses and returns: what was leased before the
@@ -172,7 +179,14 @@ class NatsClient:
         self._replies = await nc.subscribe(self._inbox + ".*", cb=self._on_reply)
         return nc
 
+    @property
+    def silent(self) -> bool:
+        """Whether the server left a request unanswered, and has answered none since:
+        what is only worth a short wait (a hand-back, the close's flush) gets one."""
+        return self._unanswered
+
     async def _on_reply(self, msg: Msg) -> None:
+        self._unanswered = False
         future = self._waiting.pop(msg.subject.rpartition(".")[2], None)
         if future is not None and not future.done():
             future.set_result(msg)
@@ -307,7 +321,9 @@ class NatsClient:
                 await nc.publish(subject, payload, reply=reply, headers=headers)
             if futures:
                 wait = max(min(_TRY_TIMEOUT, deadline - time.monotonic()), 0.05)
-                await asyncio.wait([f for _, _, f in futures], timeout=wait)
+                _, late = await asyncio.wait([f for _, _, f in futures], timeout=wait)
+                if late and nc.is_connected:
+                    self._unanswered = True
         except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
             pass  # the client is reconnecting: try again
         except nats.errors.ConnectionClosedError:
@@ -329,10 +345,11 @@ class NatsClient:
         result: dict[str, Any] = json.loads(reply.data or b"{}")
         return result
 
-    async def close(self) -> None:
+    async def close(self, by: float | None = None) -> None:
         """Close the connection: what was sent reaches the server first, where it
-        answers within :data:`_CLOSE_WAIT` seconds; one that does not (gone, or not
-        answering) has the connection dropped at once, what is buffered with it.
+        answers within :data:`CLOSE_WAIT` seconds (or by the monotonic time ``by``);
+        one that does not (gone, or not answering) has the connection dropped at once,
+        what is buffered with it.
 
         Not nats-py's ``drain()``: cut short, it goes on to wait for a flush of its own
         (10 s), and leaves a future whose exception nobody retrieves. Every request
@@ -348,12 +365,18 @@ class NatsClient:
             self._back.set()  # (what waits for the reconnection gives up)
         if nc is None or nc.is_closed:
             return
-        try:
-            await nc.flush(timeout=_CLOSE_WAIT)
-        except Exception:  # not answering, or reconnecting: nothing will be read now
+        wait = CLOSE_WAIT if by is None else by - time.monotonic()
+        if self._unanswered:
+            wait = min(wait, SHORT_WAIT)  # (it did not answer the last request)
+        if wait > 0 and nc.is_connected:
+            try:
+                await nc.flush(timeout=wait)  # type: ignore[arg-type]  # (any seconds)
+            except Exception:  # not answering, or reconnecting: nothing will be read now
+                _abort(nc)
+        else:  # no time left (what was handed back went unanswered), or reconnecting
             _abort(nc)
         try:
-            await within(nc.close(), _CLOSE_WAIT)
+            await within(nc.close(), CLOSE_WAIT)
         except Exception:
             _abort(nc)
         await _end_reconnecting(nc)
@@ -387,11 +410,11 @@ async def _end_reconnecting(nc: Client) -> None:
     """End nats-py's reconnecting task for good. It can miss the cancel its close
     sends it (one that comes as a connection attempt fails), and then goes on
     reconnecting a closed client for ever: cancelled again until it ends (for
-    :data:`_CLOSE_WAIT` seconds at most)."""
+    :data:`CLOSE_WAIT` seconds at most)."""
     task = getattr(nc, "_reconnection_task", None)
     if not isinstance(task, asyncio.Task):
         return
-    deadline = time.monotonic() + _CLOSE_WAIT
+    deadline = time.monotonic() + CLOSE_WAIT
     while not task.done() and time.monotonic() < deadline:
         task.cancel()
         await asyncio.wait({task}, timeout=0.05)

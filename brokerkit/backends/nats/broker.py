@@ -53,6 +53,8 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import LoopBridgeBroker
 from brokerkit.backends.nats._client import (
+    CLOSE_WAIT,
+    SHORT_WAIT,
     NatsClient,
     Request,
     redelivery_count_warning,
@@ -129,6 +131,9 @@ class AsyncNatsBroker(AsyncBroker):
         self._renewer: asyncio.Task[None] | None = None
         self._renewals_suspended = False
         self._server_checked = False
+        #: When the broker's close started handing back (monotonic): what it hands
+        #: back, and the close itself, end CLOSE_WAIT seconds from then at most.
+        self._closing_by: float | None = None
 
     # -- the stream ---------------------------------------------------------------
 
@@ -332,16 +337,23 @@ class AsyncNatsBroker(AsyncBroker):
             await self._nak_quietly(replies, [lambda: now + _AT_ONCE] * len(replies))
 
     async def _nak_quietly(self, replies: list[str], until: list[Callable[[], float]]) -> None:
-        """``-NAK`` each of ``replies`` before ``until`` (see :meth:`NatsClient.settle_all`):
-        a hand-back nobody answers in time is given up, with a warning, its lease left
-        to run out."""
+        """``-NAK`` each of ``replies`` before ``until`` (see :meth:`NatsClient.settle_all`),
+        waiting :data:`CLOSE_WAIT` seconds for the server at most (within the close,
+        what is left of its own; :data:`SHORT_WAIT` for one that left the last request
+        unanswered): a hand-back nobody answers is given up, with a warning, its lease
+        left to run out, as ``Broker.close`` says."""
         for reply in replies:
             self._leases.pop(reply, None)
         if not replies:
             return
+        wait = SHORT_WAIT if self._client.silent else CLOSE_WAIT
+        if self.closed:
+            if self._closing_by is None:
+                self._closing_by = time.monotonic() + CLOSE_WAIT
+            wait = min(wait, max(self._closing_by - time.monotonic(), 0.0))
         try:
             answers = await self._client.settle_all(
-                [(reply, b"-NAK", None) for reply in replies], "requeue", until
+                [(reply, b"-NAK", None) for reply in replies], "requeue", until, wait=wait
             )
         except BrokerError as exc:
             log.warning(
@@ -546,7 +558,7 @@ class AsyncNatsBroker(AsyncBroker):
             await self._stop_renewing()
         finally:
             self._leases.clear()
-            await self._client.close()
+            await self._client.close(by=self._closing_by)
 
 
 class NatsBroker(LoopBridgeBroker):
