@@ -9,6 +9,12 @@ takes what else is ready without waiting.
 A pull that nobody answers (status 503, "no responders") means the group's durable
 consumer is gone: deleted, or its stream was. It raises :class:`ConsumerGone`, for
 the broker to make the consumer again.
+
+No pull is sent while the connection is down: nats-py would buffer it and send it on
+the reconnection, when nobody waits for what it leases any more (each such message
+would be handed back, an attempt counted that no handler saw). A pull waits for the
+reconnection instead, within its own timeout, and one under way when the connection
+is lost ends at once (the server's answer went with the connection).
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ import json
 import time
 from collections.abc import Callable
 
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from brokerkit._acompat import within
+from brokerkit.backends.nats._client import NatsClient
 
 __all__ = ["ConsumerGone", "Reader"]
 
@@ -34,6 +40,8 @@ _SLACK = 1.0
 _ENDS = {"404", "408", "409"}
 #: The status of a request nobody subscribes to: here, a consumer that does not exist.
 _NO_RESPONDERS = "503"
+#: Seconds between two looks at the connection while a pull waits.
+_LOOK = 0.25
 
 
 class ConsumerGone(Exception):
@@ -46,10 +54,10 @@ class Reader:
     :ivar ack_wait: the consumer's AckWait in seconds (its visibility timeout).
     """
 
-    def __init__(self, nc: Client, next_subject: str) -> None:
-        self._nc = nc
+    def __init__(self, client: NatsClient, next_subject: str) -> None:
+        self._client = client
         self._next_subject = next_subject
-        self._inbox = nc.new_inbox()
+        self._inbox = ""
         #: What arrived in the inbox, with when (monotonic).
         self._queue: asyncio.Queue[tuple[float, Msg]] = asyncio.Queue()
         self._sub: Subscription | None = None
@@ -57,11 +65,13 @@ class Reader:
 
     async def open(self) -> None:
         """Start listening on the inbox."""
+        nc = await self._client.connection()
+        self._inbox = nc.new_inbox()
 
         async def arrived(msg: Msg) -> None:
             self._queue.put_nowait((time.monotonic(), msg))
 
-        self._sub = await self._nc.subscribe(self._inbox, cb=arrived)
+        self._sub = await nc.subscribe(self._inbox, cb=arrived)
 
     def stragglers(self) -> list[Msg]:
         """Messages that arrived after the pull that asked for them had given up."""
@@ -75,17 +85,22 @@ class Reader:
     async def pull(
         self, batch: int, timeout: float, closed: Callable[[], bool]
     ) -> list[tuple[float, Msg, float | None]]:
-        """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first;
-        each with the monotonic time just before the request that leased it, and, if
-        that request waited (the server then leased it some time later, as it sent
-        it), when it arrived.
+        """Up to ``batch`` messages, waiting at most ``timeout`` seconds for the first
+        (and for the connection, if it is down: nothing is pulled meanwhile); each with
+        the monotonic time just before the request that leased it, and, if that
+        request waited (the server then leased it some time later, as it sent it),
+        when it arrived.
 
         :raises ConsumerGone: the consumer does not exist.
         """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        if not await self._client.wait_connected(deadline):
+            return []
         got = await self._request(batch, None)
-        if got or timeout <= 0 or closed():
+        left = deadline - time.monotonic()
+        if got or left <= 0 or closed():
             return got
-        got = await self._request(1, timeout)
+        got = await self._request(1, left)
         if got and batch > 1:
             with contextlib.suppress(ConsumerGone):  # (the next pull finds out)
                 got += await self._request(batch - 1, None)
@@ -99,20 +114,27 @@ class Reader:
             body["no_wait"] = True
         else:
             body["expires"] = max(int(expires * 1e9), 1_000_000)
+        nc = await self._client.connection()
+        if not nc.is_connected:
+            return []  # (buffered, it would be sent on the reconnection: see above)
+        generation = self._client.generation
         sent = time.monotonic()
         try:
-            await self._nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
+            await nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
         except Exception:  # reconnecting with a full buffer, or closed: nothing pulled
             return []
         deadline = sent + (expires or 0.0) + _SLACK
         got: list[tuple[float, Msg, float | None]] = []
         while len(got) < batch:
-            try:
-                arrived, msg = await within(
-                    self._queue.get(), max(deadline - time.monotonic(), 0.0)
-                )
-            except asyncio.TimeoutError:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break  # the end never came: what this pull brings later is a straggler
+            if not nc.is_connected or self._client.generation != generation:
+                break  # lost with the connection: its answer will never come
+            try:
+                arrived, msg = await within(self._queue.get(), min(left, _LOOK))
+            except asyncio.TimeoutError:
+                continue
             status = _status(msg)
             if status is None:
                 got.append((sent, msg, None if expires is None else arrived))

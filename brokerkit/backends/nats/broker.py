@@ -203,9 +203,7 @@ class AsyncNatsBroker(AsyncBroker):
         topic, group = subscription.topic, subscription.group
         durable = consumer_name(topic, group)
         info, _ = await self._groups.ensure_group(subscription)
-        reader = Reader(
-            await self._client.connection(), f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}"
-        )
+        reader = Reader(self._client, f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}")
         await reader.open()
         reader.ack_wait = info["config"]["ack_wait"] / 1e9
         subscription.state = reader
