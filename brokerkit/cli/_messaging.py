@@ -13,12 +13,14 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
 from brokerkit.cli._admin import TopicArg, stop_on_interrupt
 from brokerkit.cli._output import err, printable, writable
 from brokerkit.cli._url import UrlArg, command
-from brokerkit.exceptions import BrokerClosed, InvalidMessage
+from brokerkit.exceptions import BrokerClosed, InvalidMessage, Unsupported
 
 __all__ = ["parse_headers", "register"]
 
@@ -175,6 +177,24 @@ def _check_text(text: str, where: str, *, stdin: bool) -> None:
     )
 
 
+def _require_hand_back(broker: Broker) -> None:
+    """:raises Unsupported: ``broker`` has no ACK, so ``--no-ack`` cannot peek: a
+    message it delivers is gone once received, with nothing to hand back."""
+    if Capability.ACK in broker.capabilities:
+        return
+    error = Unsupported(
+        type(broker).describe(),
+        Capability.ACK,
+        "peek with --no-ack (hold messages unsettled, then hand them back)",
+    )
+    error.args = (
+        f"{error}, so a message it delivers cannot be handed back (it is gone once "
+        "received). Nothing was read; consume without --no-ack to read (and so remove) "
+        "messages, or peek on a backend with ACK (see 'brokerkit backends')",
+    )
+    raise error
+
+
 def _seconds(value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise typer.BadParameter(
@@ -213,7 +233,8 @@ def consume(
             "--no-ack",
             help=(
                 "Peek: leave messages unsettled and hand them back (requeued) at the end; "
-                "each hand-back counts as a delivery attempt (see max_deliveries)."
+                "each hand-back counts as a delivery attempt (see max_deliveries). "
+                "Refused on a backend without ACK, which cannot hand a message back."
             ),
         ),
     ] = False,
@@ -235,9 +256,11 @@ def consume(
     as ``body_raw`` or ``body_base64`` beside ``undecodable``), noted on stderr, and
     settled like any other: one bad message never stops the command.
     """
-    received = 0
+    received = handed = 0
     held: list[Delivery] = []
     with connect(url) as broker, stop_on_interrupt() as stop:
+        if no_ack:
+            _require_hand_back(broker)
         subscription = broker.subscribe(topic, group=group, prefetch=prefetch, pattern=pattern)
         err.print(
             escape(
@@ -275,8 +298,9 @@ def consume(
         finally:
             if held and not broker.closed:
                 broker.nack(*held, requeue=True)
+                handed = len(held)
     err.print(
         f"received {received} message{'s' * (received != 1)}"
-        + (f"; handed {len(held)} back unacked" if held else "")
+        + (f"; handed {handed} back unacked" if handed else "")
     )
     stop.exit_if_interrupted()
