@@ -232,6 +232,8 @@ class Interrupt:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._flag = False
+        #: Inside :meth:`raising`: a signal also raises KeyboardInterrupt.
+        self._raise = False
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_writer.setblocking(False)
 
@@ -250,6 +252,19 @@ class Interrupt:
         if not self._flag:
             select.select([self._wake_reader], [], [], timeout)
         return self._flag
+
+    @contextmanager
+    def raising(self) -> Iterator[None]:
+        """While inside, a signal also raises :class:`KeyboardInterrupt` (after setting
+        the event), to end a wait that nothing else would: a read of stdin that blocks.
+        Only for a step that may be given up half done (nothing sent yet)."""
+        self._raise = True
+        try:
+            if self._flag:
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self._raise = False
 
     def close(self) -> None:
         """Release the socket pair."""
@@ -280,6 +295,8 @@ def stop_on_interrupt() -> Iterator[Interrupt]:
         def handler(signum: int, frame: Any) -> None:
             stop.signum = signum
             stop.set()
+            if stop._raise:
+                raise KeyboardInterrupt
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

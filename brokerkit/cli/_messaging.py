@@ -17,7 +17,7 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
-from brokerkit.cli._admin import TopicArg, stop_on_interrupt
+from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
 from brokerkit.cli._output import err, printable, writable
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerClosed, InvalidMessage, Unsupported
@@ -26,6 +26,8 @@ __all__ = ["parse_headers", "register"]
 
 #: Lines read from stdin are published this many at a time.
 _STDIN_BATCH = 500
+#: ``publish --count N`` publishes this many at a time (Ctrl-C stops between two).
+_COUNT_BATCH = 10_000
 #: The most ``publish --count`` takes (the messages are made in memory, all at once).
 MAX_COUNT = 1_000_000
 #: A lone surrogate: what an undecodable byte of stdin or argv is read as.
@@ -84,46 +86,124 @@ def publish(
         typer.Option("--json", help="The body is JSON: publish the value it decodes to."),
     ] = False,
 ) -> None:
-    """Publish a message (or stdin's lines) and print each message id on stdout."""
+    """Publish a message (or stdin's lines) and print each message id on stdout.
+
+    Ctrl-C stops between two batches (500 lines of stdin, or 10,000 messages of
+    --count), every id of what went out printed, and says on stderr how many were
+    published, from which lines; the exit status is then 130.
+    """
     headers = parse_headers(header or [])
     if body is None:
         raise typer.BadParameter("give a BODY, or '-' to read lines from stdin", param_hint="BODY")
-    published = lines = 0
-    with connect(url) as broker:
+    value = None if body == "-" else _decode(body, as_json)
+    sent = _Sent(topic, count, stdin=body == "-")
+    with connect(url) as broker, stop_on_interrupt() as stop:
         if body == "-":
-            values = (
-                _decode(line.rstrip("\r\n"), as_json, number)
-                for number, line in enumerate(_stdin_lines(), 1)
-            )
-            try:
-                for chunk in _chunks(values, _STDIN_BATCH):
-                    for _ in range(count):
-                        ids = broker.publish_many(topic, chunk, headers=headers)
-                        sys.stdout.write("".join(f"{i}\n" for i in ids))
-                        published += len(ids)
-                    lines += len(chunk)
-            except typer.BadParameter as exc:
-                if not published:
-                    raise  # a usage error: nothing was sent
-                sys.stdout.flush()
-                times = f", {count} times each" if count > 1 else ""
-                raise InvalidMessage(
-                    f"{exc.message}; the {published} message(s) read before it were "
-                    f"published (lines 1 to {lines}{times}; their ids are on stdout), "
-                    f"none from line {lines + 1} on"
-                ) from None
+            _publish_lines(broker, topic, headers, as_json, sent, stop)
         else:
-            value = _decode(body, as_json)
-            ids = broker.publish_many(topic, [value] * count, headers=headers)
-            sys.stdout.write("".join(f"{i}\n" for i in ids))
-            published = len(ids)
+            # In batches, so that Ctrl-C stops between two, every id printed.
+            for size in _batch_sizes(count, _COUNT_BATCH):
+                if stop.is_set():
+                    break
+                ids = broker.publish_many(topic, [value] * size, headers=headers)
+                sent.printed(ids)
         sys.stdout.flush()
-        err.print(escape(f"published {published} message{'s' * (published != 1)} to {topic!r}"))
+        if stop.is_set():
+            err.print(escape(f"interrupted: {sent.summary()}"))
+        else:
+            published = sent.published
+            err.print(escape(f"published {published} message{'s' * (published != 1)} to {topic!r}"))
         if broker.url.scheme == "memory":
             err.print(
                 "note: memory:// lives in this process only: the message is gone when this "
                 "command exits; publish to a Redis URL to reach another process"
             )
+    stop.exit_if_interrupted()
+
+
+class _Sent:
+    """What ``publish`` sent so far: the messages (their ids printed) and, from stdin,
+    the lines: ``lines`` published ``count`` times each, then the batch of ``batch``
+    lines under way, published ``times`` times so far."""
+
+    def __init__(self, topic: str, count: int, *, stdin: bool) -> None:
+        self.topic, self.count, self.stdin = topic, count, stdin
+        self.published = self.lines = self.batch = self.times = 0
+
+    def printed(self, ids: list[str]) -> None:
+        """``ids`` went out: print them (at once: they are stored)."""
+        sys.stdout.write("".join(f"{i}\n" for i in ids))
+        self.published += len(ids)
+
+    def summary(self) -> str:
+        """How many messages went out, from which lines; for an interrupted command."""
+        what = f"published {self.published} message{'s' * (self.published != 1)}"
+        if not self.stdin:
+            return f"{what} of {self.count} to {self.topic!r}; their ids are on stdout"
+        each = f", {self.count} times each" if self.count > 1 else ""
+        done = f"lines 1 to {self.lines} of stdin{each}" if self.lines else "no line of stdin"
+        next_line = self.lines + 1
+        if self.times:
+            last = self.lines + self.batch
+            done += f"; lines {next_line} to {last} {self.times} of {self.count} times"
+            next_line = last + 1
+        return (
+            f"{what} to {self.topic!r} ({done}); their ids are on stdout; none from line "
+            f"{next_line} on"
+        )
+
+
+def _publish_lines(
+    broker: Broker,
+    topic: str,
+    headers: dict[str, str],
+    as_json: bool,
+    sent: _Sent,
+    stop: Interrupt,
+) -> None:
+    """Publish each line of stdin, :data:`_STDIN_BATCH` at a time, ``sent.count`` times
+    each, until stdin ends or ``stop`` is set. A signal ends a read of stdin at once (it
+    sent nothing), and a batch's publishing only once it is done and its ids printed.
+
+    :raises typer.BadParameter: a line that does not decode, before anything was sent.
+    :raises InvalidMessage: a line that does not decode, after some batches were sent.
+    """
+    values = (
+        _decode(line.rstrip("\r\n"), as_json, number)
+        for number, line in enumerate(_stdin_lines(), 1)
+    )
+    chunks = _chunks(values, _STDIN_BATCH)
+    try:
+        while True:
+            try:
+                with stop.raising():
+                    chunk = next(chunks, None)
+            except KeyboardInterrupt:
+                return
+            if chunk is None:
+                return
+            sent.batch, sent.times = len(chunk), 0
+            while sent.times < sent.count:
+                if stop.is_set():
+                    return
+                sent.printed(broker.publish_many(topic, chunk, headers=headers))
+                sent.times += 1
+            sent.lines += sent.batch
+            sent.batch = sent.times = 0
+    except typer.BadParameter as exc:
+        if not sent.published:
+            raise  # a usage error: nothing was sent
+        sys.stdout.flush()
+        times = f", {sent.count} times each" if sent.count > 1 else ""
+        raise InvalidMessage(
+            f"{exc.message}; the {sent.published} message(s) read before it were "
+            f"published (lines 1 to {sent.lines}{times}; their ids are on stdout), "
+            f"none from line {sent.lines + 1} on"
+        ) from None
+
+
+def _batch_sizes(count: int, size: int) -> list[int]:
+    return [min(size, count - start) for start in range(0, count, size)]
 
 
 def _stdin_lines() -> Iterator[str]:
