@@ -7,6 +7,7 @@ import math
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from itertools import islice
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from brokerkit._plugins import connect
 from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
 from brokerkit.cli._output import err, printable, writable
 from brokerkit.cli._url import UrlArg, command
-from brokerkit.exceptions import BrokerClosed, InvalidMessage, Unsupported
+from brokerkit.exceptions import BrokerClosed, InvalidMessage, StaleDelivery, Unsupported
 
 __all__ = ["parse_headers", "register"]
 
@@ -335,9 +336,14 @@ def consume(
     decode by its content type is printed raw (undecodable bytes replaced; with --json,
     as ``body_raw`` or ``body_base64`` beside ``undecodable``), noted on stderr, and
     settled like any other: one bad message never stops the command.
+
+    Prefer --count to a pipe into head: lines written to the pipe that head never
+    read were acked too. A message that could not be written (stdout closed) goes
+    back to the topic, and the exit status is then 1.
     """
     received = handed = 0
     held: list[Delivery] = []
+    unprinted: list[Delivery] = []
     with connect(url) as broker, stop_on_interrupt() as stop:
         if no_ack:
             _require_hand_back(broker)
@@ -365,8 +371,14 @@ def consume(
                     # Printing and settling form one step: Ctrl-C only sets `stop`,
                     # so a message is never printed and left unsettled, or acked unprinted.
                     text, problem = printable(delivery, as_json)
-                    sys.stdout.write(text + "\n")
-                    sys.stdout.flush()
+                    try:
+                        sys.stdout.write(text + "\n")
+                        sys.stdout.flush()
+                    except OSError:
+                        # stdout is gone (`| head -2` exited) or full: not printed, so
+                        # handed back below with those held, not left leased.
+                        unprinted.append(delivery)
+                        raise
                     if problem:
                         note = f"message {delivery.id}: undecodable, printed raw: {problem}"
                         err.print(escape(writable(note, err)))
@@ -376,6 +388,9 @@ def consume(
                         delivery.ack()
                     received += 1
         finally:
+            if unprinted and Capability.ACK in broker.capabilities and not broker.closed:
+                with suppress(StaleDelivery):  # its lease ran out: it is back already
+                    broker.nack(*unprinted, requeue=True)
             if held and not broker.closed:
                 broker.nack(*held, requeue=True)
                 handed = len(held)
