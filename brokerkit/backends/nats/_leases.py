@@ -22,9 +22,9 @@ __all__ = [
     "Leases",
     "deliveries_of",
     "last_send",
+    "leased_on_arrival",
     "margin",
     "renew_forever",
-    "renewable_on_arrival",
     "report_lost",
 ]
 
@@ -182,14 +182,13 @@ def last_send(lease: Lease) -> float:
     return lease.deadline - margin(lease)
 
 
-def renewable_on_arrival(lease: Lease, arrived: float) -> float:
-    """:func:`last_send` for the ``+WPI`` that restarts, on its arrival, the lease of
-    a delivery a waiting pull brought: the server leased it as it sent it, some time
-    after the pull (which the lease's deadline is counted from, and may be over by
-    now), so about when it ``arrived``: its AckWait runs out no sooner than that, plus
-    the ack wait, less the time the delivery took to come (one margin for that, one
-    for the ``+WPI``'s way there)."""
-    return max(last_send(lease), arrived + lease.ack_wait - 2 * margin(lease))
+def leased_on_arrival(lease: Lease, arrived: float) -> None:
+    """Count the lease of a delivery a waiting pull brought from when it ``arrived``,
+    less a :func:`margin` for its way here: the server leased it as it sent it, some
+    time after the pull (which the deadline is counted from, and may be over by now),
+    so its AckWait runs out no sooner than that. (The broker then restarts the lease
+    with a confirmed ``+WPI``, counted from before it was sent.)"""
+    lease.deadline = max(lease.deadline, arrived - margin(lease) + lease.ack_wait)
 
 
 def deliveries_of(

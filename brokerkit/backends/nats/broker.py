@@ -65,8 +65,8 @@ from brokerkit.backends.nats._leases import (
     Leases,
     deliveries_of,
     last_send,
+    leased_on_arrival,
     renew_forever,
-    renewable_on_arrival,
 )
 from brokerkit.backends.nats._manage import inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
@@ -224,10 +224,11 @@ class AsyncNatsBroker(AsyncBroker):
         deliveries: list[AsyncDelivery] = []
         dead: list[tuple[AsyncDelivery, str, int]] = []
         waited: list[Lease] = []
-        arrivals: list[float] = []
         limit = self.options.max_deliveries
         for sent, msg, arrived in pulled:
             delivery = self._delivery(subscription, reader, sent, msg, generation)
+            if arrived is not None:
+                leased_on_arrival(delivery.receipt, arrived)
             if limit is not None and delivery.attempt > limit:
                 # Its lease ran out on the last allowed delivery (see _nack for the rest).
                 dead.append((delivery, "max_deliveries", delivery.attempt - 1))
@@ -235,7 +236,6 @@ class AsyncNatsBroker(AsyncBroker):
             deliveries.append(delivery)
             if arrived is not None:
                 waited.append(delivery.receipt)
-                arrivals.append(arrived)
         if dead:
             try:
                 await self._dead_letter(dead)
@@ -254,11 +254,7 @@ class AsyncNatsBroker(AsyncBroker):
             # A waiting pull does not say when the server leased what it brought:
             # restart AckWait now, so that the lease is counted from a known time.
             try:
-                until = [
-                    functools.partial(renewable_on_arrival, lease, arrived)
-                    for lease, arrived in zip(waited, arrivals, strict=True)
-                ]
-                lost = {id(lease) for lease in await self._renew(waited, until)}
+                lost = {id(lease) for lease in await self._renew(waited)}
                 deliveries = [d for d in deliveries if id(d.receipt) not in lost]
             except BrokerError as exc:
                 log.warning(
@@ -370,27 +366,20 @@ class AsyncNatsBroker(AsyncBroker):
 
     # -- settling -----------------------------------------------------------------
 
-    async def _send(
-        self,
-        leases: Sequence[Lease],
-        verb: bytes,
-        what: str,
-        until: Sequence[Callable[[], float]] | None = None,
-    ) -> list[Lease]:
+    async def _send(self, leases: Sequence[Lease], verb: bytes, what: str) -> list[Lease]:
         """Send ``verb`` for each lease the server still knows, only while the lease
         holds (:func:`last_send`: never buffered through an outage, nor sent again,
         past it); the others, which are lost (each will be delivered again): see
         :meth:`Leases.forgotten`, one not answered before its lease ran out (an
         unanswered settle counts as not settled), and a request nobody took (status
         503: the group's consumer was deleted)."""
-        if until is None:
-            until = [functools.partial(last_send, lease) for lease in leases]
         lost = await self._leases.forgotten(leases)
-        kept = [(lease, due) for lease, due in zip(leases, until, strict=True) if lease not in lost]
-        sent = [lease for lease, _ in kept]
+        sent = [lease for lease in leases if lease not in lost]
         if sent:
             replies = await self._client.settle_all(
-                [(lease.reply, verb, None) for lease in sent], what, [due for _, due in kept]
+                [(lease.reply, verb, None) for lease in sent],
+                what,
+                [functools.partial(last_send, lease) for lease in sent],
             )
             lost += [
                 lease
@@ -500,15 +489,12 @@ class AsyncNatsBroker(AsyncBroker):
         if stale:
             raise StaleDelivery(stale)
 
-    async def _renew(
-        self, leases: Sequence[Lease], until: Sequence[Callable[[], float]] | None = None
-    ) -> list[Lease]:
-        """``+WPI`` each lease (before ``until``, else :func:`last_send`); the lost ones
-        (see :meth:`_send`)."""
+    async def _renew(self, leases: Sequence[Lease]) -> list[Lease]:
+        """``+WPI`` each lease; the lost ones (see :meth:`_send`)."""
         if not leases:
             return []
         sent = time.monotonic()
-        lost = await self._send(leases, b"+WPI", "extend a lease", until)
+        lost = await self._send(leases, b"+WPI", "extend a lease")
         renewed = {id(lease) for lease in leases} - {id(lease) for lease in lost}
         for lease in leases:
             if id(lease) in renewed:
