@@ -22,7 +22,7 @@ from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
 from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect, list_backends
-from brokerkit.cli._output import cell, err, out
+from brokerkit.cli._output import cell, err, out, print_json
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError
 
@@ -99,7 +99,7 @@ def inspect(url: UrlArg, topic: TopicArg, as_json: JsonOpt = False) -> None:
             "and no dead letter (it was never published to, or everything in it is settled)"
         )
     if as_json:
-        out.print_json(json.dumps(dataclasses.asdict(info), default=str))
+        print_json(out, dataclasses.asdict(info))
         return
     out.print(topic_table(info, str(broker.url)))
     if info.groups:

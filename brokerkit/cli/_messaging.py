@@ -18,6 +18,7 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
+from brokerkit._serializers import encode_body
 from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
 from brokerkit.cli._output import err, printable, writable
 from brokerkit.cli._url import UrlArg, command
@@ -106,7 +107,12 @@ def publish(
             for size in _batch_sizes(count, _COUNT_BATCH):
                 if stop.is_set():
                     break
-                ids = broker.publish_many(topic, [value] * size, headers=headers)
+                ids = broker.publish_many(
+                    topic,
+                    [value] * size,
+                    headers=headers,
+                    content_type=_content_type(broker, as_json),
+                )
                 sent.printed(ids)
         sys.stdout.flush()
         if stop.is_set():
@@ -174,6 +180,7 @@ def _publish_lines(
         for number, line in enumerate(_stdin_lines(), 1)
     )
     chunks = _chunks(values, _STDIN_BATCH)
+    content_type = _content_type(broker, as_json)
     try:
         while True:
             try:
@@ -187,7 +194,9 @@ def _publish_lines(
             while sent.times < sent.count:
                 if stop.is_set():
                     return
-                sent.printed(broker.publish_many(topic, chunk, headers=headers))
+                sent.printed(
+                    broker.publish_many(topic, chunk, headers=headers, content_type=content_type)
+                )
                 sent.times += 1
             sent.lines += sent.batch
             sent.batch = sent.times = 0
@@ -201,6 +210,14 @@ def _publish_lines(
             f"published (lines 1 to {sent.lines}{times}; their ids are on stdout), "
             f"none from line {sent.lines + 1} on"
         ) from None
+
+
+def _content_type(broker: Broker, as_json: bool) -> str | None:
+    """With ``--json``, the content type of the broker's serializer: every value goes
+    through it, a JSON string too (which ``publish`` would otherwise send as text)."""
+    if not as_json:
+        return None
+    return encode_body(None, broker.options.serializer)[1]
 
 
 def _batch_sizes(count: int, size: int) -> list[int]:
@@ -230,8 +247,8 @@ def _decode(text: str, as_json: bool, line: int | None = None) -> Any:
     if not as_json:
         return text
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return json.loads(text, parse_constant=_not_json)
+    except ValueError as exc:  # JSONDecodeError, or NaN / Infinity refused
         raise typer.BadParameter(
             f"{where}not JSON: {exc}: {text[:60]!r}", param_hint="--json"
         ) from None
@@ -240,6 +257,11 @@ def _decode(text: str, as_json: bool, line: int | None = None) -> Any:
             f"{where}JSON nested too deeply to decode (publish it as text, without --json)",
             param_hint="--json",
         ) from None
+
+
+def _not_json(name: str) -> Any:
+    """Refuse what Python's json module reads beyond JSON: NaN, Infinity, -Infinity."""
+    raise ValueError(f"{name} is not a JSON value (quote it to publish the string)")
 
 
 def _check_text(text: str, where: str, *, stdin: bool) -> None:

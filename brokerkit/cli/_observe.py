@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect
 from brokerkit._topics import check_topic, is_topic
 from brokerkit.cli._admin import stop_on_interrupt
-from brokerkit.cli._output import cell, err, out
+from brokerkit.cli._output import cell, err, out, print_json
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import InvalidTopic, Unsupported
 
@@ -160,7 +159,7 @@ def topics(
     with connect(url) as broker:
         current = snapshot(broker, only or ())
     if as_json:
-        out.print_json(json.dumps([dataclasses.asdict(i) for i in current.infos], default=str))
+        print_json(out, [dataclasses.asdict(i) for i in current.infos])
         return
     out.print(topics_table(current, str(broker.url)))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -21,6 +22,7 @@ __all__ = [
     "cell",
     "delivery_record",
     "err",
+    "json_dumps",
     "json_text",
     "out",
     "print_json",
@@ -162,30 +164,57 @@ def cell(value: Any, stream: Console | None = None) -> str:
     return escape(writable(visible(str(value)), stream or out))
 
 
+def json_dumps(value: Any, *, ensure_ascii: bool = False) -> str:
+    """``value`` as valid JSON (``json.dumps`` with ``default=str``): a float that
+    JSON has no token for (NaN, an infinity, which msgpack carries) is written as the
+    string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, never as Python's bare
+    ``NaN``, which JSON parsers refuse."""
+    try:
+        return json.dumps(value, ensure_ascii=ensure_ascii, default=str, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere (else a cycle: raised again)
+        return json.dumps(_finite(value), ensure_ascii=ensure_ascii, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (values and map keys) as its string."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NON_FINITE[repr(value)]
+    if isinstance(value, dict):
+        return {_finite(key): _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def json_text(value: Any, stream: Console | TextIO | None = None) -> str:
-    """``value`` as one line of JSON that ``stream`` (default: stdout) can take:
-    non-ASCII characters as they are where its encoding holds them all, else (a lone
-    surrogate, an ASCII terminal) every one as a ``\\uXXXX`` escape."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    """``value`` as one line of valid JSON (see :func:`json_dumps`) that ``stream``
+    (default: stdout) can take: non-ASCII characters as they are where its encoding
+    holds them all, else (a lone surrogate, an ASCII terminal) every one as a
+    ``\\uXXXX`` escape."""
+    text = json_dumps(value)
     if _fits(text, _encoding(stream)):
         return text
-    return json.dumps(value, ensure_ascii=True, default=str)
+    return json_dumps(value, ensure_ascii=True)
 
 
 def print_json(console: Console, value: Any) -> None:
-    """Pretty-print ``value`` as JSON on ``console``, escaping what its encoding
-    cannot hold (see :func:`json_text`)."""
-    escaped = not _fits(json.dumps(value, ensure_ascii=False, default=str), console.encoding)
-    console.print_json(json.dumps(value, default=str), ensure_ascii=escaped)
+    """Pretty-print ``value`` as valid JSON (see :func:`json_dumps`) on ``console``,
+    escaping what its encoding cannot hold (see :func:`json_text`)."""
+    escaped = not _fits(json_dumps(value), console.encoding)
+    console.print_json(json_dumps(value, ensure_ascii=True), ensure_ascii=escaped)
 
 
 def text_of(body: Any) -> str:
-    """A body as one line of text: str as it is, bytes decoded, anything else as JSON."""
+    """A body as one line of text: str as it is, bytes decoded, anything else as
+    valid JSON (see :func:`json_dumps`)."""
     if isinstance(body, str):
         return body
     if isinstance(body, bytes):
         return body.decode("utf-8", errors="replace")
-    return json.dumps(body, ensure_ascii=False, default=str)
+    return json_dumps(body)
 
 
 def printable(delivery: Delivery, as_json: bool) -> tuple[str, str | None]:

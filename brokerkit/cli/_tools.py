@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,7 @@ from rich.table import Table
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import MAX_PAYLOAD_BYTES
 from brokerkit.cli._bench import STEPS, bench_url
-from brokerkit.cli._output import cell, out, progress_bar
+from brokerkit.cli._output import cell, out, print_json, progress_bar
 from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import URL_ENV, UrlArg, command
 
@@ -119,7 +118,7 @@ def bench(
             }
             for r in results
         ]
-        out.print_json(json.dumps({"url": shown, "size": size, "results": rows}))
+        print_json(out, {"url": shown, "size": size, "results": rows})
         return
     table = Table(title=cell(f"{shown}: {count} messages of {size} bytes"))
     for column in ("step", "msg/s", "p50", "p99"):
