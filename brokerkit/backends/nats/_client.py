@@ -6,7 +6,7 @@ connection is down; a request waits for the reconnection instead, and is sent (a
 only while it may still be: this module adds what brokerkit needs on top of nats-py:
 many requests sent in order and answered together, a deadline after which a request
 that keeps failing raises :class:`~brokerkit.ConnectionFailed` (never with the URL's
-password in it), and for a settle the time after which it must not reach
+password or token in it), and for a settle the time after which it must not reach
 the server at all (its lease's end: :meth:`NatsClient.settle_all`).
 """
 
@@ -129,6 +129,17 @@ class NatsClient:
                 self._nc = await self._connect()
         return self._nc
 
+    def _credentials(self) -> dict[str, str]:
+        """nats-py's arguments for the URL's credentials: a user name and password, or
+        a token (``nats://TOKEN@host``, the NATS form; a password alone is one too:
+        NATS has no user without a name)."""
+        user, password = self._url.username, self._url.password
+        if user and password is not None:
+            return {"user": user, "password": password}
+        if user or password:
+            return {"token": user or password or ""}
+        return {}
+
     async def _connect(self) -> Client:
         server = f"nats://{self.server}"
         self._back = asyncio.Event()
@@ -155,8 +166,7 @@ class NatsClient:
         try:
             nc = await nats.connect(
                 servers=[server],
-                user=self._url.username,
-                password=self._url.password,
+                **self._credentials(),
                 name="brokerkit",
                 connect_timeout=max(1, round(self._connect_timeout)),
                 # The first connection is tried for about connect_timeout seconds
@@ -170,8 +180,14 @@ class NatsClient:
                 reconnected_cb=on_reconnect,
             )
         except Exception as exc:  # nats-py raises several kinds; none may leak the URL
+            refused = "authorization violation" in str(exc).lower()
             raise ConnectionFailed(
-                f"could not connect to NATS at {self.server}: {type(exc).__name__}"
+                f"could not connect to NATS at {self.server}: "
+                + (
+                    "the server refused the URL's credentials (Authorization Violation)"
+                    if refused or isinstance(exc, nats.errors.AuthorizationError)
+                    else type(exc).__name__
+                )
             ) from None
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
