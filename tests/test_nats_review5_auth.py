@@ -1,9 +1,11 @@
-"""NATS: token auth (review 5, finding 4).
+"""NATS: token auth, and the server's permissions (review 5, findings 4 and 5).
 
 ``nats://TOKEN@host`` is the NATS form of a URL with a token: it connects (it used
 to be sent as a user name without a password, which the server refused), and the
-token is never in a log line or an error. Each test starts a nats-server of its own
-(the suite's binary) with the authorization it needs.
+token is never in a log line or an error. A command the server's permissions refuse
+raises PermissionDenied at once, naming the subject and the operation (it used to
+wait out ``reconnect_timeout`` and raise ConnectionFailed). Each test starts a
+nats-server of its own (the suite's binary) with the authorization it needs.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import brokerkit
-from brokerkit.exceptions import ConnectionFailed
+from brokerkit.exceptions import ConnectionFailed, PermissionDenied
 from tests.nats_server import _jetstream_version, find_nats_server
 from tests.redis_server import stop_process
 
@@ -77,3 +79,71 @@ def test_a_token_in_the_url_connects_and_is_never_shown(caplog: pytest.LogCaptur
                 shown += [str(err.value), "".join(traceback.format_exception(err.value))]
         shown.append(caplog.text)
         assert not [text for text in shown if _TOKEN in text], "the token was shown"
+
+
+_PERMISSIONS = """
+authorization {
+  users = [
+    { user: admin, password: adminpw }
+    { user: reader, password: readerpw,
+      permissions: { publish: { allow: ["$JS.API.>", "_INBOX.>"] },
+                     subscribe: { allow: ["_INBOX.>"] } } }
+    { user: noack, password: noackpw,
+      permissions: { publish: { deny: ["$JS.ACK.>"] } } }
+    { user: nopull, password: nopullpw,
+      permissions: { publish: { deny: ["$JS.API.CONSUMER.MSG.NEXT.>"] } } }
+  ]
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[Callable[[str], str]]:
+    """``url(user)``: the URL of a nats-server whose users have the permissions above."""
+    with tempfile.TemporaryDirectory(prefix="brokerkit-nats-review5-conf-") as home:
+        config = Path(home) / "nats.conf"
+        config.write_text(_PERMISSIONS)
+        with _server(
+            "-c", str(config), probe=lambda port: f"nats://admin:adminpw@127.0.0.1:{port}"
+        ) as port:
+            yield lambda user: f"nats://{user}:{user}pw@127.0.0.1:{port}"
+
+
+def test_a_refused_publish_raises_permission_denied_at_once(
+    guarded: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with brokerkit.connect(guarded("reader"), prefix="perms", reconnect_timeout=10) as broker:
+        started = time.monotonic()
+        with pytest.raises(PermissionDenied) as err:
+            broker.publish("orders", "x")
+        took = time.monotonic() - started
+    assert took < 3, f"the refusal took {took:.1f} s (reconnect_timeout=10)"
+    assert "publish to 'perms.orders'" in str(err.value)
+    assert err.value.command == "publish"
+    assert "readerpw" not in str(err.value) and "readerpw" not in caplog.text
+
+
+def test_a_refused_ack_raises_permission_denied_at_once(guarded: Callable[[str], str]) -> None:
+    with (
+        brokerkit.connect(guarded("admin"), prefix="perms-ack") as admin,
+        brokerkit.connect(guarded("noack"), prefix="perms-ack", reconnect_timeout=10) as broker,
+    ):
+        admin.publish("orders", "x")
+        delivery = broker.subscribe("orders", group="g").receive(timeout=5)
+        assert delivery is not None
+        started = time.monotonic()
+        with pytest.raises(PermissionDenied, match=r"publish to '\$JS\.ACK\.") as err:
+            delivery.ack()
+        assert time.monotonic() - started < 3
+        assert err.value.command == "publish"
+
+
+def test_a_refused_pull_raises_permission_denied(guarded: Callable[[str], str]) -> None:
+    with brokerkit.connect(guarded("nopull"), prefix="perms-pull", reconnect_timeout=10) as broker:
+        broker.publish("orders", "x")
+        subscription = broker.subscribe("orders", group="g")
+        started = time.monotonic()
+        with pytest.raises(PermissionDenied, match=r"\$JS\.API\.CONSUMER\.MSG\.NEXT\.") as err:
+            subscription.receive(timeout=5)
+        assert time.monotonic() - started < 3
+        assert err.value.command == "publish"

@@ -6,8 +6,9 @@ connection is down; a request waits for the reconnection instead, and is sent (a
 only while it may still be: this module adds what brokerkit needs on top of nats-py:
 many requests sent in order and answered together, a deadline after which a request
 that keeps failing raises :class:`~brokerkit.ConnectionFailed` (never with the URL's
-password or token in it), and for a settle the time after which it must not reach
-the server at all (its lease's end: :meth:`NatsClient.settle_all`).
+password or token in it), for a settle the time after which it must not reach the
+server at all (its lease's end: :meth:`NatsClient.settle_all`), and a request the
+server's permissions refuse failing at once with :class:`~brokerkit.PermissionDenied`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import itertools
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +32,7 @@ from nats.aio.subscription import Subscription
 from brokerkit._acompat import within
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
-from brokerkit.exceptions import ConnectionFailed
+from brokerkit.exceptions import ConnectionFailed, PermissionDenied
 
 __all__ = [
     "CLOSE_WAIT",
@@ -57,6 +59,12 @@ _TRY_TIMEOUT = 2.0
 CLOSE_WAIT = 2.0
 #: Seconds those wait instead for a server that left the last request unanswered.
 SHORT_WAIT = 0.25
+
+#: What nats-py makes of the server's ``-ERR 'Permissions Violation for Publish to
+#: "<subject>"'`` (and ``Subscription to``, ``Publish with Reply of``): lower-cased.
+_VIOLATION = re.compile(
+    r'permissions violation for (publish|subscription) (to|with reply of) "([^"]*)"'
+)
 
 #: JetStream API error codes: no such consumer, no such stream.
 CONSUMER_NOT_FOUND = 10014
@@ -97,8 +105,8 @@ class NatsClient:
         self._opening: asyncio.Lock | None = None
         self._replies: Subscription | None = None
         self._inbox = ""
-        #: The requests waiting for their reply, by token.
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        #: The requests waiting for their reply, by token: subject and reply future.
+        self._waiting: dict[str, tuple[str, asyncio.Future[Msg]]] = {}
         self._tokens = itertools.count()
         self._closing = False
         #: Whether the last request that got no reply in its time went without one
@@ -106,6 +114,10 @@ class NatsClient:
         self._unanswered = False
         #: Set when the connection comes back: wakes what waits for it.
         self._back: asyncio.Event | None = None
+        #: Who to tell of a permissions violation on a subject of theirs (by the
+        #: subject lower-cased, as nats-py reports it; with the subject as it is):
+        #: the readers, for their pulls and their inboxes.
+        self._watchers: dict[str, tuple[str, Callable[[PermissionDenied], None]]] = {}
         #: Counts the connection's losses and returns: what was leased before the
         #: last one may be unknown to a server that restarted meanwhile.
         self.generation = 0
@@ -145,6 +157,10 @@ class NatsClient:
         self._back = asyncio.Event()
 
         async def on_error(exc: Exception) -> None:
+            denied = self._permission_denied(exc)
+            if denied is not None:
+                log.warning("%s", denied, extra=log_fields())
+                return
             log.warning(
                 "NATS connection to %s: %s", self.server, type(exc).__name__, extra=log_fields()
             )
@@ -195,6 +211,64 @@ class NatsClient:
         self._replies = await nc.subscribe(self._inbox + ".*", cb=self._on_reply)
         return nc
 
+    def _permission_denied(self, exc: Exception) -> PermissionDenied | None:
+        """The server's permissions violation ``exc`` as PermissionDenied, which fails
+        every request it concerns at once (they would wait in vain until
+        ``reconnect_timeout``) and tells the reader watching its subject; else None.
+
+        The server names the subject (nats-py lower-cases it): that of a request, its
+        reply subject, or a subscription (this client's reply inbox: every request
+        waits in vain)."""
+        found = _VIOLATION.search(str(exc).lower())
+        if found is None:
+            return None
+        kind, how, subject = found.groups()
+        replies = f"{self._inbox}.*"
+        hit = [
+            (request_subject, future)
+            for token, (request_subject, future) in self._waiting.items()
+            if (kind == "subscription" and subject == replies.lower())
+            or (how == "to" and request_subject.lower() == subject)
+            or (how == "with reply of" and subject == f"{self._inbox}.{token}".lower())
+        ]
+        watcher = self._watchers.get(subject)
+        # The subject as it was sent (nats-py lower-cased the server's).
+        named = subject
+        if watcher is not None:
+            named = watcher[0]
+        elif kind == "subscription" and subject == replies.lower():
+            named = replies
+        elif hit and how == "to":
+            named = hit[0][0]
+        if kind == "subscription":
+            operation, phrase = "subscribe", f"subscribe to {named!r}"
+        elif how == "to":
+            operation, phrase = "publish", f"publish to {named!r}"
+        else:
+            operation, phrase = "publish", f"publish with the reply subject {named!r}"
+        denied = PermissionDenied(
+            f"NATS at {self.server} does not let this connection's user {phrase} "
+            "(Permissions Violation): grant it in the server's authorization (the "
+            "subjects a brokerkit user needs are in docs/backends/nats.md)",
+            command=operation,
+        )
+        for _, future in hit:
+            if not future.done():
+                future.set_exception(denied)
+        if watcher is not None:
+            watcher[1](denied)
+        return denied
+
+    def watch(self, subjects: Sequence[str], told: Callable[[PermissionDenied], None]) -> None:
+        """Call ``told`` with the PermissionDenied of a permissions violation on one of
+        ``subjects`` (a publish to it, a reply to it, a subscription to it)."""
+        for subject in subjects:
+            self._watchers[subject.lower()] = (subject, told)
+
+    def unwatch(self, subjects: Sequence[str]) -> None:
+        for subject in subjects:
+            self._watchers.pop(subject.lower(), None)
+
     @property
     def silent(self) -> bool:
         """Whether the server left a request unanswered, and has answered none since:
@@ -203,9 +277,9 @@ class NatsClient:
 
     async def _on_reply(self, msg: Msg) -> None:
         self._unanswered = False
-        future = self._waiting.pop(msg.subject.rpartition(".")[2], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
+        waiting = self._waiting.pop(msg.subject.rpartition(".")[2], None)
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_result(msg)
 
     async def wait_connected(self, until: float) -> bool:
         """Whether the connection is up, waiting for nats-py's reconnection until the
@@ -234,6 +308,7 @@ class NatsClient:
         the connection is down (it waits for the reconnection).
 
         :raises ConnectionFailed: some replies never came.
+        :raises PermissionDenied: the server's permissions refused one.
         """
         replies = await self._exchange(requests, what, None, None)
         return [reply for reply in replies if reply is not None]
@@ -257,6 +332,7 @@ class NatsClient:
 
         :raises ConnectionFailed: some replies never came within ``reconnect_timeout``
             (without ``wait``), and their time had not run out.
+        :raises PermissionDenied: the server's permissions refused one.
         """
         return await self._exchange(requests, what, until, wait)
 
@@ -321,6 +397,7 @@ class NatsClient:
         """Send the requests ``todo`` (those still in time, while connected) and wait
         for their replies (:data:`_TRY_TIMEOUT` at most), filling ``replies``."""
         futures: list[tuple[int, str, asyncio.Future[Msg]]] = []
+        denied: PermissionDenied | None = None
         try:
             for index in todo:
                 if not nc.is_connected:
@@ -331,7 +408,7 @@ class NatsClient:
                 token = str(next(self._tokens))
                 reply = f"{self._inbox}.{token}"
                 future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-                self._waiting[token] = future
+                self._waiting[token] = (subject, future)
                 futures.append((index, token, future))
                 sent_as[index].append(reply)
                 await nc.publish(subject, payload, reply=reply, headers=headers)
@@ -348,9 +425,15 @@ class NatsClient:
             for index, token, future in futures:
                 self._waiting.pop(token, None)
                 if future.done() and not future.cancelled():
-                    replies[index] = future.result()
+                    failure = future.exception()
+                    if isinstance(failure, PermissionDenied):
+                        denied = denied or failure
+                    elif failure is None:
+                        replies[index] = future.result()
                 else:
                     future.cancel()
+        if denied is not None:
+            raise denied
 
     async def api(self, subject: str, body: dict[str, Any] | None, what: str) -> dict[str, Any]:
         """One JetStream API call; its JSON reply (which may hold an ``error``)."""
@@ -374,7 +457,7 @@ class NatsClient:
         """
         self._closing = True
         nc, self._nc = self._nc, None
-        for future in self._waiting.values():
+        for _, future in self._waiting.values():
             future.cancel()
         self._waiting.clear()
         if self._back is not None:

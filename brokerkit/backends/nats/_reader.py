@@ -30,6 +30,7 @@ from nats.aio.subscription import Subscription
 
 from brokerkit._acompat import within
 from brokerkit.backends.nats._client import NatsClient
+from brokerkit.exceptions import PermissionDenied
 
 __all__ = ["ConsumerGone", "Reader"]
 
@@ -58,9 +59,11 @@ class Reader:
         self._client = client
         self._next_subject = next_subject
         self._inbox = ""
-        #: What arrived in the inbox, with when (monotonic).
-        self._queue: asyncio.Queue[tuple[float, Msg]] = asyncio.Queue()
+        #: What arrived in the inbox, with when (monotonic); None: the server refused
+        #: a pull (see _refused).
+        self._queue: asyncio.Queue[tuple[float, Msg] | None] = asyncio.Queue()
         self._sub: Subscription | None = None
+        self._refused: PermissionDenied | None = None
         self.ack_wait = 30.0
 
     async def open(self) -> None:
@@ -71,15 +74,20 @@ class Reader:
         async def arrived(msg: Msg) -> None:
             self._queue.put_nowait((time.monotonic(), msg))
 
+        def refused(denied: PermissionDenied) -> None:
+            self._refused = denied
+            self._queue.put_nowait(None)
+
+        self._client.watch([self._next_subject, self._inbox], refused)
         self._sub = await nc.subscribe(self._inbox, cb=arrived)
 
     def stragglers(self) -> list[Msg]:
         """Messages that arrived after the pull that asked for them had given up."""
         found = []
         while not self._queue.empty():
-            _, msg = self._queue.get_nowait()
-            if _status(msg) is None:
-                found.append(msg)
+            item = self._queue.get_nowait()
+            if item is not None and _status(item[1]) is None:
+                found.append(item[1])
         return found
 
     async def pull(
@@ -92,6 +100,7 @@ class Reader:
         when it arrived.
 
         :raises ConsumerGone: the consumer does not exist.
+        :raises PermissionDenied: the server's permissions refuse the pull.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         if not await self._client.wait_connected(deadline):
@@ -132,9 +141,14 @@ class Reader:
             if not nc.is_connected or self._client.generation != generation:
                 break  # lost with the connection: its answer will never come
             try:
-                arrived, msg = await within(self._queue.get(), min(left, _LOOK))
+                item = await within(self._queue.get(), min(left, _LOOK))
             except asyncio.TimeoutError:
                 continue
+            if item is None:
+                if self._refused is not None:
+                    raise self._refused
+                continue
+            arrived, msg = item
             status = _status(msg)
             if status is None:
                 got.append((sent, msg, None if expires is None else arrived))
@@ -147,6 +161,7 @@ class Reader:
 
     async def close(self) -> None:
         """Stop listening."""
+        self._client.unwatch([self._next_subject, self._inbox])
         sub, self._sub = self._sub, None
         if sub is not None:
             # If the connection is gone, so is the subscription.
