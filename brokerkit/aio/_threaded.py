@@ -327,9 +327,13 @@ def _fields(deliveries: Sequence[AsyncDelivery]) -> dict[str, Any]:
 
 
 def _outer_stale(exc: StaleDelivery, deliveries: Sequence[AsyncDelivery]) -> StaleDelivery:
-    """``exc`` (of the sync deliveries), naming the caller's deliveries instead."""
+    """``exc`` (of the sync deliveries), naming the caller's deliveries instead, in
+    the backend's words (the same message ids: why they were stale, say a lost
+    connection rather than an expired lease)."""
     stale = {id(d) for d in exc.deliveries}
-    return StaleDelivery([d for d in deliveries if id(d.receipt) in stale])
+    outer = StaleDelivery([d for d in deliveries if id(d.receipt) in stale])
+    outer.args = exc.args
+    return outer
 
 
 @functools.cache

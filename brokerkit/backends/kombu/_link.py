@@ -39,7 +39,7 @@ from brokerkit.exceptions import (
     InvalidMessage,
 )
 
-__all__ = ["Link"]
+__all__ = ["ConnectionLost", "Link"]
 
 _T = TypeVar("_T")
 
@@ -70,7 +70,8 @@ class Link:
         self.names = Names(options.prefix)
         #: Held around every use of the connection or one of its channels.
         self.lock = threading.RLock()
-        #: Counts connections: a channel from an older generation is dead.
+        #: Counts connections (and moves on when one is found lost): a channel from
+        #: an older generation is dead.
         self.generation = 0
         self._connection = kombu_connection(url, options, name)
         self._publisher: Any = None
@@ -109,7 +110,8 @@ class Link:
         server closed it, or sent nothing for two heartbeats) it reconnects and runs
         ``action`` once more (every channel, and every delivery tag, of the old
         connection is dead by then: callers check :attr:`generation`). Without
-        ``reconnect``, a lost connection raises ConnectionFailed at once.
+        ``reconnect``, a lost connection (found gone before ``action``, or lost
+        during it) raises :class:`ConnectionLost` at once.
 
         When RabbitMQ closes a channel instead (a refused declaration, a deleted
         queue), py-amqp reopens it in place, without its confirm mode or consumers:
@@ -117,6 +119,7 @@ class Link:
         its channel and leases), and the error is raised as brokerkit's.
 
         :raises ConnectionFailed: no connection within ``reconnect_timeout``.
+        :raises ConnectionLost: without ``reconnect``, the connection was lost.
         :raises BrokerClosed: the broker is closing (see :meth:`halt`).
         :raises IncompatibleTopic: RabbitMQ refused a declaration.
         :raises InvalidMessage: RabbitMQ refused a message over its max_message_size.
@@ -145,7 +148,7 @@ class Link:
     def _gone(self) -> BrokerError:
         if self._halted.is_set():
             return BrokerClosed(f"the broker {self._server()} is closed")
-        return ConnectionFailed(f"the connection to {self._server()} was lost")
+        return ConnectionLost(f"the connection to {self._server()} was lost")
 
     def _translate(
         self, action: Callable[[], _T], on_channel_error: Callable[[], None] | None
@@ -191,9 +194,12 @@ class Link:
         return BrokerError(f"RabbitMQ closed a channel on {self._server()}: {text}")
 
     def _drop(self) -> None:
-        """Forget the connection (lost): close its socket, no handshake."""
+        """Forget the connection (lost): close its socket, no handshake. Its channels
+        read closed from now on, and :attr:`generation` moves on at once: a lease of it
+        is stale before anything reconnects."""
         self._publisher = None
         self._declared.clear()
+        self.generation += 1
         with contextlib.suppress(Exception):  # it is being thrown away
             sock = self._socket()
             if sock is not None:
@@ -298,6 +304,15 @@ class Link:
             self._connection.heartbeat_check()
             return False
         return True
+
+    def take_in(self) -> None:
+        """Dispatch what the server sent meanwhile, without waiting (call under the
+        lock, within :meth:`call`): a connection the server closed, or whose end of
+        stream the network already delivered, is found lost now (a write into it may
+        still succeed, and tell nothing), as is a server silent for two heartbeats."""
+        for _ in range(_TICK_FRAMES):
+            if not self.drain(0):
+                return
 
     def heartbeat(self) -> None:
         """Take in what the server sent meanwhile, send a heartbeat if one is due, and
@@ -431,6 +446,12 @@ class Link:
             self.created_exchanges.add(name)
             self._declared.add(name)
         return name
+
+
+class ConnectionLost(ConnectionFailed):
+    """A call made without reconnecting (:meth:`Link.call` with ``reconnect=False``)
+    found the connection lost: every channel of it, and every delivery they held,
+    went with it (RabbitMQ hands those back)."""
 
 
 class _Lost(Exception):

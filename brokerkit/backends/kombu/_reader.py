@@ -12,17 +12,24 @@ out (a reader that stopped reading gives back what it was pushed).
 Every delivery is a *lease*, from the moment it is handed to the caller. The broker's
 reaper hands it back (``basic.reject`` with requeue) once the visibility timeout passes
 unsettled, and a settle after that raises StaleDelivery without touching the server
-(whose delivery tag would no longer be valid). A pushed one waiting in the inbox was
-handed to nobody yet: its clock is the subscription's. It starts at its arrival and
-starts again whenever the subscription shows it is alive (it is read, or renews a
-delivery it holds), so a subscription whose holder renews what it holds keeps what was
-pushed to it meanwhile, and one that stopped reading and renewing gives it back after
-a visibility timeout. All methods are called with the link's lock held.
+(whose delivery tag would no longer be valid). A lease also ends with its channel: a
+connection found lost, or a channel RabbitMQ closed, took its deliveries back to the
+queue, and what the subscription had fetched from it but not handed out yet is
+dropped from its buffer (:meth:`Reader.forget_buffered`).
+
+A pushed delivery waiting in the inbox was handed to nobody yet: its clock is the
+subscription's. It starts at its arrival and starts again whenever the subscription
+shows it is alive (it is read, or renews a delivery it holds), so a subscription whose
+holder renews what it holds keeps what was pushed to it meanwhile, and one that
+stopped reading and renewing gives it back after a visibility timeout. All methods
+are called with the link's lock held (but :meth:`Reader.forget_buffered`, which the
+reaper also calls without it).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 import weakref
 from collections.abc import Callable
@@ -53,6 +60,8 @@ class Lease:
     delivery: Delivery
     deadline: float
     delivered_at: float
+    #: The link's :attr:`~Link.generation` when it was delivered.
+    generation: int
 
 
 class Reader:
@@ -107,6 +116,42 @@ class Reader:
             and lease.channel.is_open
         )
 
+    def lost(self, lease: Lease, link: Link) -> str | None:
+        """Why ``lease`` (not :meth:`holds`) went with its channel: ``"connection"``
+        (found lost since), ``"channel"`` (RabbitMQ closed it); None if the channel
+        lives on (the reaper handed the delivery back: its lease ran out)."""
+        if lease.generation != link.generation:
+            return "connection"
+        if lease.channel is not self.channel or not lease.channel.is_open:
+            return "channel"
+        return None
+
+    def confirm(self) -> None:
+        """One round trip on the channel: ``basic.qos`` with the values it has.
+        RabbitMQ handles a channel's frames in order, so once it answers, every ack
+        and reject sent before it on the channel was taken. A write into a connection
+        the network cut may succeed all the same: only the answer tells."""
+        self.channel.basic_qos(0, self.qos, False)
+
+    def forget_buffered(self, link: Link) -> list[Delivery]:
+        """Take out of the subscription's buffer (fetched, not handed out yet) the
+        deliveries whose channel is gone: their lease went with it, and RabbitMQ has
+        them back. Return them. (A receive in another thread pops the buffer without
+        a lock: one it takes meanwhile is handed out, and its settle says it is stale.)
+        """
+        buffer = self.subscription._buffer
+        gone = [
+            delivery
+            for delivery in list(buffer)
+            if isinstance(delivery.receipt, Lease)
+            and delivery.receipt.reader is self
+            and not self.holds(delivery.receipt, link)
+        ]
+        for delivery in gone:
+            with contextlib.suppress(ValueError):  # handed out meanwhile
+                buffer.remove(delivery)
+        return gone
+
     def release(self, lease: Lease) -> None:
         """Forget ``lease`` (it was settled or handed back)."""
         self.leases.pop(lease.tag, None)
@@ -126,8 +171,8 @@ class Reader:
         """Up to ``limit`` deliveries without waiting: pushed ones first, then
         ``basic.get``; when that says more are waiting than one or two more gets would
         fetch, a short-lived consumer brings the rest of the batch in one go."""
+        channel = self.live_channel(link)  # (a lost one's inbox goes with it)
         taken = self.hand_out(limit)
-        channel = self.live_channel(link)
         while len(taken) < limit:
             raw = channel.basic_get(self.queue, no_ack=False)
             if raw is None:
@@ -223,7 +268,8 @@ class Reader:
         attempt = attempt_of(raw.headers, bool(info.get("redelivered")))
         delivery = Delivery(message, subscription=self.subscription, attempt=attempt)
         now = time.monotonic()
-        lease = Lease(self, channel, tag, delivery, now + self.visibility_timeout, now)
+        deadline = now + self.visibility_timeout
+        lease = Lease(self, channel, tag, delivery, deadline, now, self.generation)
         delivery.receipt = lease
         self.leases[tag] = lease
         return lease
