@@ -22,9 +22,18 @@ from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
 from brokerkit._subscription import Subscription
-from brokerkit.exceptions import BrokerError
+from brokerkit.exceptions import BrokerError, ConnectionFailed
 
-__all__ = ["STEPS", "BrokerBench", "Measurement", "Progress", "Workload", "bench_url", "percentile"]
+__all__ = [
+    "STEPS",
+    "BrokerBench",
+    "Measurement",
+    "Progress",
+    "Workload",
+    "bench_url",
+    "percentile",
+    "remove_made",
+]
 
 #: ``(step, done, total)``: called as a step advances, to draw a progress bar.
 Progress = Callable[[str, int, int], None]
@@ -124,6 +133,10 @@ class BrokerBench:
         self.broker = connect(url)
         self._run = secrets.token_hex(4)
         self._rounds = 0
+        self._topics: list[str] = []
+        #: Once closed, what the rounds made on the broker and left there, the backend
+        #: offering no way to delete it: one line each, naming it.
+        self.left: list[str] = []
 
     def __enter__(self) -> BrokerBench:
         return self
@@ -134,11 +147,25 @@ class BrokerBench:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self.close()
+        self.close(reachable=not isinstance(error, ConnectionFailed))
 
-    def close(self) -> None:
-        """Close the broker."""
-        self.broker.close()
+    def close(self, *, reachable: bool = True) -> None:
+        """Delete what the rounds declared on the broker where the backend offers a
+        way (see :func:`remove_made`, which lists the rest in :attr:`left`), and close
+        it. With ``reachable`` false (the connection failed) nothing more is tried: the
+        topics the rounds used are named in :attr:`left` instead."""
+        try:
+            if self.broker.closed or not self._topics:
+                pass
+            elif reachable:
+                self.left = remove_made(self.broker, self._topics)
+            else:
+                self.left = [
+                    "(the connection failed: what the run declared for its topics "
+                    f"{', '.join(self._topics)} was neither removed nor listed)"
+                ]
+        finally:
+            self.broker.close()
 
     def run(self, step: str, progress: Progress | None = None) -> Measurement:
         """Measure one round of ``step``.
@@ -149,6 +176,7 @@ class BrokerBench:
         report = progress or _nothing
         self._rounds += 1
         topic = f"bench-{self._run}-{step}-{self._rounds}"
+        self._topics.append(topic)
         broker, work = self.broker, self.workload
         if step == "publish":
             result = _publish(broker, topic, work, report)
@@ -173,17 +201,60 @@ def bench_url(
     latency_count: int = 500,
     steps: Sequence[str] = STEPS,
     progress: Progress | None = None,
+    left: list[str] | None = None,
 ) -> list[Measurement]:
     """Measure each of ``steps`` once on ``url`` with ``count`` messages of ``size``
     bytes (the quick look; ``benchmarks/`` alternates rounds with raw redis-py).
 
+    :param left: extended, even after an error, with what the run made on the broker
+        and could not delete (see :attr:`BrokerBench.left`).
     :raises BrokerError: the URL cannot be reached, a step is unknown, or a step
         lost messages.
     """
     check_steps(steps)
     workload = Workload(count=count, size=size, batch=batch, latency_count=latency_count)
-    with BrokerBench(url, workload) as bench:
-        return [bench.run(step, progress) for step in steps]
+    bench = BrokerBench(url, workload)
+    try:
+        with bench:
+            return [bench.run(step, progress) for step in steps]
+    finally:
+        if left is not None:
+            left.extend(bench.left)
+
+
+def remove_made(broker: Broker, topics: Sequence[str]) -> list[str]:
+    """Delete what ``broker`` declared for ``topics`` (a bench's own), where the
+    backend offers a way; return a line naming each thing left, the backend offering
+    none. Never raises: what could not be removed or listed is named in a line.
+
+    kombu's virtual transports (``kombu+redis``) delete what they :attr:`declared`;
+    ``kombu+amqp`` only lists its queues and exchanges; a NATS broker names the durable
+    consumer of each group in ``inspect``'s details. Redis keys are removed with the
+    bench's own prefix instead (see :mod:`brokerkit.cli._scratch`)."""
+    try:
+        declared = getattr(broker, "declared", None)
+        if declared is not None:
+            exchanges, queues = declared
+            delete = getattr(broker, "delete", None)
+            if callable(delete):
+                delete(exchanges, queues)
+                return []
+            return [f"queue {name}" for name in sorted(queues)] + [
+                f"exchange {name}" for name in sorted(exchanges)
+            ]
+        left: list[str] = []
+        for topic in topics:
+            details = broker.inspect(topic).details
+            consumers = details.get("consumers")
+            if isinstance(consumers, dict):
+                stream = details.get("stream", "?")
+                left += [f"consumer {name} of the stream {stream}" for name in consumers.values()]
+        return left
+    except Exception as exc:  # reported, never raised: the measurements stand
+        return [
+            f"(could not remove or list what the run declared for its topics "
+            f"{', '.join(topics)}: {type(exc).__name__}: {exc})"
+        ]
 
 
 def _publish(broker: Broker, topic: str, work: Workload, report: Progress) -> Measurement:

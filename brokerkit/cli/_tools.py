@@ -11,7 +11,7 @@ from rich.table import Table
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import MAX_PAYLOAD_BYTES
 from brokerkit.cli._bench import STEPS, bench_url
-from brokerkit.cli._output import cell, out, print_json, progress_bar
+from brokerkit.cli._output import cell, err, out, print_json, progress_bar
 from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import URL_ENV, UrlArg, command
 
@@ -56,6 +56,31 @@ def demo(
         raise typer.Exit(1)
 
 
+#: How to remove, by hand, what ``bench`` leaves on a backend that offers no way to.
+_REMOVE_HINTS = {
+    "kombu": "rabbitmqctl delete_queue NAME; rabbitmqadmin delete exchange name=NAME",
+    "nats": "nats consumer rm STREAM NAME",
+}
+
+
+def _say_left(left: list[str], url: BrokerURL) -> None:
+    """Name on stderr, one a line, what a bench made and could not delete."""
+    if not left:
+        return
+    hint = _REMOVE_HINTS.get(url.scheme.split("+", 1)[0])
+    err.print(
+        cell(
+            f"bench left {len(left)} thing{'s' * (len(left) != 1)} on {url}, which its "
+            "backend offers no way to delete"
+            + (f" (remove them with: {hint})" if hint else "")
+            + ":",
+            err,
+        )
+    )
+    for line in left:
+        err.print(cell(f"  {line}", err))
+
+
 def bench(
     url: UrlArg,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Messages per step.")] = 5000,
@@ -72,7 +97,9 @@ def bench(
     """A quick look at a URL's throughput and latency (see benchmarks/ for the full suite).
 
     On Redis it works under a prefix of its own, brokerkit-bench-..., and deletes every
-    key under it at the end.
+    key under it at the end; kombu+redis deletes its queues and exchanges. On
+    kombu+amqp (queues, exchanges) and NATS (durable consumers), whose backends offer
+    no way to delete them, it names on stderr each thing it left.
     """
     if size > MAX_BENCH_SIZE:
         raise typer.BadParameter(
@@ -87,24 +114,29 @@ def bench(
             param_hint="--step",
         )
     steps = tuple(step) if step else STEPS
-    with (
-        scratch(url, "bench") as (target, _),
-        progress_bar("{task.description:<18}") as bar,
-    ):
-        tasks: dict[str, int] = {}
+    left: list[str] = []
+    try:
+        with (
+            scratch(url, "bench") as (target, _),
+            progress_bar("{task.description:<18}") as bar,
+        ):
+            tasks: dict[str, int] = {}
 
-        def progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = int(bar.add_task(name, total=total))
-            bar.update(tasks[name], completed=done)  # type: ignore[arg-type]
+            def progress(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = int(bar.add_task(name, total=total))
+                bar.update(tasks[name], completed=done)  # type: ignore[arg-type]
 
-        results = bench_url(
-            target.render(hide_password=False),
-            count=count,
-            size=size,
-            steps=steps,
-            progress=progress,
-        )
+            results = bench_url(
+                target.render(hide_password=False),
+                count=count,
+                size=size,
+                steps=steps,
+                progress=progress,
+                left=left,
+            )
+    finally:
+        _say_left(left, BrokerURL.parse(url))
     shown = str(BrokerURL.parse(url))
     if as_json:
         rows = [
