@@ -55,7 +55,8 @@ def _root(
     contract suite and benchmarks.
 
     Every command takes the broker URL as its first argument, or from the
-    BROKERKIT_URL environment variable when that argument is left out.
+    BROKERKIT_URL environment variable when that argument is left out; all but demo,
+    which runs on memory:// unless given a URL.
     """
 
 

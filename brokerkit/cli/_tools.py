@@ -23,7 +23,8 @@ MAX_BENCH_SIZE = MAX_PAYLOAD_BYTES
 
 
 def register(app: typer.Typer) -> None:
-    command(app, "demo", demo)
+    # Not a URL-first command: the demo never takes $BROKERKIT_URL (see demo()).
+    app.command("demo")(demo)
     command(app, "bench", bench)
 
 
@@ -32,7 +33,8 @@ def demo(
         str,
         typer.Argument(
             metavar="URL",
-            help=f"Run the demo on this broker URL; default: ${URL_ENV}, else memory://.",
+            help=f"Run the demo on this broker URL instead of memory:// (${URL_ENV} is not used).",
+            show_default=False,
         ),
     ] = "memory://",
     plot: Annotated[
@@ -47,11 +49,36 @@ def demo(
         float, typer.Option(min=0.0, help="Latency factor of the simulated services.")
     ] = 1.0,
 ) -> None:
-    """The e-commerce order flow: sync vs async, a flash sale, a failing consumer."""
+    """The e-commerce order flow: sync vs async, a flash sale, a failing consumer.
+
+    It runs on the embedded memory:// broker, which nothing outlives, unless a URL is
+    given: $BROKERKIT_URL is not used, so that the demo never writes to a broker by
+    surprise. On a Redis URL it works under a prefix of its own, brokerkit-demo-...,
+    and deletes every key under it at the end, even after an error or Ctrl-C. On
+    another broker it purges its topics (demo-<run>.*), but what their groups declared
+    stays (a NATS durable consumer, a RabbitMQ queue and exchange): a note says so.
+    """
     from brokerkit.demo import DemoConfig, run_demo
 
-    config = DemoConfig(url=url, orders=orders, sale_orders=sale_orders, speed=speed, plot=plot)
-    report = run_demo(config, out)
+    with scratch(url, "demo") as (target, prefix):
+        config = DemoConfig(
+            url=target.render(hide_password=False),
+            orders=orders,
+            sale_orders=sale_orders,
+            speed=speed,
+            plot=plot,
+        )
+        report = run_demo(config, out)
+    if prefix is None and target.scheme != "memory":
+        err.print(
+            cell(
+                f"note: the demo purged its topics (demo-<run>.*) on {target}, but a "
+                "backend may keep what their groups declared (a NATS durable consumer, a "
+                "RabbitMQ queue and exchange each), which this command cannot delete; "
+                "run the demo on memory:// (no URL) or a Redis URL to leave nothing",
+                err,
+            )
+        )
     if not report.ok:
         raise typer.Exit(1)
 
