@@ -12,6 +12,11 @@ A server that stops answering (a network cut, a TCP black hole) never closes the
 connection, so every wait on the socket is bounded: AMQP heartbeats both ways, and a
 socket timeout of two heartbeats on every read and write. A wait that runs out (or a
 :meth:`Link.heartbeat` that finds the server silent that long) is a lost connection.
+
+The threads that share a link share its outage too: the first to find the connection
+lost reconnects, within one window of ``reconnect_timeout`` kept on the link, while
+the others wait for the lock; if that reconnect gives up, those that were waiting
+give up at once with it, rather than each starting a window of its own in turn.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,6 +61,9 @@ _CLOSE_WAIT = 2.0
 #: How long :meth:`Link.heartbeat` waits for the lock (the thread holding it reads
 #: the socket itself, and checks the heartbeats as it does).
 _TICK_WAIT = 0.2
+#: How often a thread waiting for the lock checks that the reconnect holding it has
+#: not overrun its window (the wait itself ends as soon as the lock is free).
+_LOCK_CHECK = 0.25
 #: The most frames one :meth:`Link.heartbeat` dispatches before it checks.
 _TICK_FRAMES = 1000
 #: How RabbitMQ words the refusal of a message over its ``max_message_size``.
@@ -85,6 +94,12 @@ class Link:
         self.max_message_size: int | None = None
         #: Set by :meth:`halt`: the broker is closing, nothing reconnects any more.
         self._halted = threading.Event()
+        #: When the reconnect under way gives up (``reconnect_timeout`` after the loss
+        #: was found); None while connected, or without a reconnect_timeout.
+        self._deadline: float | None = None
+        #: When the last reconnect gave up, and with what: a call that waited for the
+        #: lock meanwhile raises it at once instead of starting a window of its own.
+        self._gave_up: tuple[float, ConnectionFailed] | None = None
         #: Every wait on the socket, in seconds: a server that sends nothing for two
         #: heartbeats (it sends one every half heartbeat when idle) is gone.
         self.io_timeout = 2.0 * options.heartbeat
@@ -124,18 +139,20 @@ class Link:
         :raises IncompatibleTopic: RabbitMQ refused a declaration.
         :raises InvalidMessage: RabbitMQ refused a message over its max_message_size.
         """
-        with self.lock:
+        arrived = time.monotonic()
+        self._acquire()
+        try:
             if not self._connection.connected:
                 if not reconnect:
                     raise self._gone()
-                self._reconnect()
+                self._reconnect(arrived)
             try:
                 return self._translate(action, on_channel_error)
             except _Lost as lost:
                 self._drop()
                 if not reconnect:
                     raise self._gone() from lost.__cause__
-            self._reconnect()
+            self._reconnect(arrived)
             try:
                 return self._translate(action, on_channel_error)
             except _Lost as lost:
@@ -144,6 +161,26 @@ class Link:
                     f"lost the connection to {self._server()} again just after reconnecting: "
                     f"{lost.__cause__!r}"
                 ) from None
+        finally:
+            self.lock.release()
+
+    def _acquire(self) -> None:
+        """Take the lock. Another thread may hold it while it reconnects: waiting for
+        that is waiting for this call's own reconnect, in the same window; if that
+        thread overruns the window (and the connection attempt it may have started at
+        its end), this call gives up rather than wait on.
+
+        :raises ConnectionFailed: the thread reconnecting overran its window.
+        """
+        while not self.lock.acquire(timeout=_LOCK_CHECK):
+            deadline = self._deadline
+            overrun = self.options.connect_timeout + _HALT_WAIT
+            if deadline is not None and time.monotonic() > deadline + overrun:
+                raise ConnectionFailed(
+                    f"cannot connect to {self._server()} within "
+                    f"reconnect_timeout={self.options.reconnect_timeout}s: another thread "
+                    "is still trying, past that"
+                )
 
     def _gone(self) -> BrokerError:
         if self._halted.is_set():
@@ -208,10 +245,36 @@ class Link:
                 sock.settimeout(0)
             self._connection.collect()
 
-    def _reconnect(self) -> None:
+    def _reconnect(self, arrived: float) -> None:
+        """Connect again, within the window of the outage (``reconnect_timeout`` from
+        the first attempt after the loss was found). A call that ``arrived`` before the
+        last reconnect gave up (it waited for the lock meanwhile) gives up at once.
+
+        :raises ConnectionFailed: no connection within the window.
+        :raises BrokerClosed: the broker is closing.
+        """
         self._drop()
         if self._halted.is_set():
             raise self._gone()
+        gave_up = self._gave_up
+        if gave_up is not None and gave_up[0] >= arrived:
+            raise ConnectionFailed(
+                f"{gave_up[1]} (another call gave up reconnecting while this one waited)"
+            )
+        now = time.monotonic()
+        if self.options.reconnect_timeout and (self._deadline is None or now >= self._deadline):
+            self._deadline = now + self.options.reconnect_timeout
+        try:
+            self._connect_again()
+        except ConnectionFailed as exc:
+            self._deadline = None
+            self._gave_up = (time.monotonic(), exc)
+            raise
+        self._deadline = None
+        self._gave_up = None
+
+    def _connect_again(self) -> None:
+        """kombu's ``ensure_connection``, with backoff, for what is left of the window."""
 
         def check(exc: Exception, interval: float) -> None:
             # kombu retries what it takes for a passing fault; these are not.
@@ -226,13 +289,15 @@ class Link:
                 )
 
         try:
+            deadline = self._deadline
             self._connection.ensure_connection(
                 errback=check,
                 max_retries=None,
                 interval_start=0.05,
                 interval_step=0.25,
                 interval_max=2.0,
-                timeout=self.options.reconnect_timeout or None,
+                # What is left of the window (kombu tries once even with very little).
+                timeout=None if deadline is None else max(deadline - time.monotonic(), 0.001),
             )
         except Exception as exc:  # kombu re-raises driver errors as its own types
             if isinstance(exc, _Abandoned):
