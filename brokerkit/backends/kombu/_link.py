@@ -346,10 +346,14 @@ class Link:
             self._publisher = channel
         return channel
 
-    def drop_publisher(self) -> None:
-        """Close the publisher channel (a publish failed half way); the next publish
-        opens a new one."""
+    def drop_publisher(self, cause: BaseException | None = None) -> None:
+        """Close the publisher channel (a publish failed half way, for ``cause``); the
+        next publish opens a new one. A connection error or a socket timeout only
+        forgets it: the connection is lost (the call drops it), and the close's
+        handshake would wait out the socket timeout on it once more."""
         channel, self._publisher = self._publisher, None
+        if isinstance(cause, self._errors):
+            return
         if channel is not None and channel.is_open:
             # A dead connection cannot close it: the next call reconnects.
             with contextlib.suppress(*self._errors):

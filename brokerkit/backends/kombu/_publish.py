@@ -61,8 +61,8 @@ def send_confirmed(link: Link, exchange: str, messages: Sequence[Message]) -> No
             channel.basic_publish(raw, exchange=exchange, routing_key="")
         while link.confirms.waiting(tags):
             channel.wait([spec.Basic.Ack, spec.Basic.Nack])
-    except BaseException:
-        link.drop_publisher()  # its confirms no longer add up
+    except BaseException as exc:
+        link.drop_publisher(exc)  # its confirms no longer add up
         raise
     refused = link.confirms.refused(tags)
     if refused:
