@@ -260,6 +260,13 @@ class ThreadedAsyncBroker(AsyncBroker):
     async def _list_topics(self) -> list[str]:
         return await self._run(self.sync._list_topics)
 
+    async def _shut_down(self) -> None:
+        """The broker's close: ends the calls of the sync backend stuck on the network
+        first, if it can (see :func:`_halt_sync`), then closes every subscription and
+        disconnects as every broker does."""
+        await _halt_sync(self)
+        await super()._shut_down()
+
     async def _close(self) -> None:
         try:
             # An ack or nack cancelled while its thread ran is let finish first: it
@@ -273,6 +280,26 @@ class ThreadedAsyncBroker(AsyncBroker):
 
 
 _S = TypeVar("_S", Subscription, AsyncSubscription)
+
+
+async def _halt_sync(broker: ThreadedAsyncBroker) -> None:
+    """Run the sync backend's ``_halt()``, if it has one, in a worker thread.
+
+    The hook: a sync backend whose calls may wait on the network for long (a server
+    that stopped answering) defines ``_halt(self) -> None``, which must end those
+    waits and stop reconnecting (its own ``close()`` calls it first), leaving the
+    closing itself to ``close()``. The adapter's close runs it before it closes the
+    subscriptions, each of which waits for its fetch under way and hands back in a
+    worker thread: without it, they would wait out the silent server (the sync
+    broker's own close halts only after them). kombu+amqp defines it.
+    """
+    halt = getattr(broker.sync, "_halt", None)
+    if halt is None or broker.sync.closed:
+        return
+    try:
+        await broker._run(halt)
+    except Exception as exc:  # the close goes on: it ends in bounded time anyway
+        log.warning("could not halt %s before closing it: %r", broker.url, exc, extra=log_fields())
 
 
 def _close_unclaimed(loop: asyncio.AbstractEventLoop, building: asyncio.Future[Broker]) -> None:

@@ -62,6 +62,7 @@ from brokerkit.backends.kombu._publish import publish, send_confirmed
 from brokerkit.backends.kombu._reader import Lease, Reader
 from brokerkit.backends.kombu._reaper import Reaper
 from brokerkit.exceptions import (
+    BrokerClosed,
     BrokerError,
     ConnectionFailed,
     InvalidOption,
@@ -122,6 +123,8 @@ class KombuAMQPBroker(Broker):
         self._readers: set[Reader] = set()
         self._groups: dict[str, set[str]] = {}
         self._state_lock = threading.Lock()
+        #: Set by :meth:`_halt`: the broker is closing.
+        self._halting = threading.Event()
         # Sweeps often enough to send a heartbeat every half heartbeat.
         interval = min(max(self.options.visibility_timeout / 5, 0.02), 1.0)
         interval = min(interval, self.options.heartbeat / 4)
@@ -135,6 +138,8 @@ class KombuAMQPBroker(Broker):
             with self._state_lock:
                 if self._reading_link is None:
                     self._check_open()  # (a close under way must not open it anew)
+                    if self._halting.is_set():
+                        raise BrokerClosed(f"the broker {self.url} is closing")
                     name = f"{self.connection_name}/reading"
                     self._reading_link = Link(self.url, self.options, name)
                     self._links.append(self._reading_link)
@@ -245,16 +250,23 @@ class KombuAMQPBroker(Broker):
             self._retire_if_done(reader)
 
         try:
-            if not self._closed:
+            if not self._closed and not self._halting.is_set():
                 # A lost connection took its deliveries with it: the server has them
                 # back already, and nothing is left to hand back over a new one.
                 link.call(hand_back, on_channel_error=reader.reset, reconnect=False)
-        except ConnectionFailed:
-            pass
+        except (ConnectionFailed, BrokerClosed):
+            pass  # (BrokerClosed: the broker began closing meanwhile)
         finally:
             # Retired even if that failed: the next sweep forgets it once its channel
             # is gone (dropped on a channel error, or of a lost connection).
             reader.retiring = True
+
+    def _hand_back(self, deliveries: list[Delivery]) -> None:
+        if self._halting.is_set():
+            # The broker is closing (see _halt): the connection's close hands them back.
+            self._mark(deliveries)
+            return
+        super()._hand_back(deliveries)
 
     def _retire_if_done(self, reader: Reader) -> None:
         """Close the channel of a closed subscription's reader once it holds nothing,
@@ -525,9 +537,18 @@ class KombuAMQPBroker(Broker):
         # A thread stuck on a server that stopped answering would hold up the close
         # (its subscription's close waits for its fetch): end its wait first.
         if not self._closed:
-            for link in list(self._links):
-                link.halt()
+            self._halt()
         super().close()
+
+    def _halt(self) -> None:
+        """The broker is closing: nothing reconnects any more, a call stuck on a
+        server that stopped answering is ended (see :meth:`Link.halt`), and the
+        subscriptions' closes that follow hand nothing back (the connection's close
+        does). :meth:`close` calls it first; so does the thread adapter's close under
+        brokerkit.aio, before it closes the subscriptions."""
+        self._halting.set()
+        for link in list(self._links):
+            link.halt()
 
     def _close(self) -> None:
         with self._state_lock:
