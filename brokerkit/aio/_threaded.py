@@ -290,8 +290,9 @@ async def _halt_sync(broker: ThreadedAsyncBroker) -> None:
     waits and stop reconnecting (its own ``close()`` calls it first), leaving the
     closing itself to ``close()``. The adapter's close runs it before it closes the
     subscriptions, each of which waits for its fetch under way and hands back in a
-    worker thread: without it, they would wait out the silent server (the sync
-    broker's own close halts only after them). kombu+amqp defines it.
+    worker thread: without it, they would wait out the silent server (the adapter
+    closes the sync broker, whose close halts first, only after them). kombu+amqp
+    defines it.
     """
     halt = getattr(broker.sync, "_halt", None)
     if halt is None or broker.sync.closed:
