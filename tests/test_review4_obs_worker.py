@@ -141,9 +141,19 @@ def _url(server: RedisServer, scheme: str) -> str:
     return f"{server.url(scheme)}?prefix=obs-{uuid.uuid4().hex[:12]}&reconnect_timeout=0.3"
 
 
+#: Whether the handler raises: then its nack fails (and the hand-back after it), and
+#: the hooks end at that settlement "unsettled", with the handler's error, as
+#: ``brokerkit_deliver_end`` promises (not "nack" before the nack ran); else its ack
+#: fails, and they end "unsettled" with the settlement's error.
+RAISES = pytest.mark.parametrize(
+    ("raises", "error"), [(False, "ConnectionFailed"), (True, "RuntimeError")]
+)
+
+
+@RAISES
 @pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
-def test_a_sync_handler_whose_ack_fails_still_ends_its_delivery_hooks(
-    redis_server: RedisServer, ends: Ends, scheme: str
+def test_a_sync_handler_whose_settlement_fails_still_ends_its_delivery_hooks(
+    redis_server: RedisServer, ends: Ends, scheme: str, raises: bool, error: str
 ) -> None:
     handled, go_on = threading.Event(), threading.Event()
     broker = brokerkit.connect(_url(redis_server, scheme))
@@ -154,6 +164,8 @@ def test_a_sync_handler_whose_ack_fails_still_ends_its_delivery_hooks(
         def job(body: Any) -> None:
             handled.set()
             go_on.wait(20)
+            if raises:
+                raise RuntimeError("handler failed")
 
         broker.publish("jobs", 1)
         with worker.running():
@@ -163,12 +175,13 @@ def test_a_sync_handler_whose_ack_fails_still_ends_its_delivery_hooks(
             wait_for(lambda: bool(ends.ended))
     finally:
         broker.close()
-    assert ends.ended == [("jobs", "unsettled", "ConnectionFailed")]
+    assert ends.ended == [("jobs", "unsettled", error)]
 
 
+@RAISES
 @pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
-def test_an_asyncio_handler_whose_ack_fails_still_ends_its_delivery_hooks(
-    redis_server: RedisServer, ends: Ends, scheme: str
+def test_an_asyncio_handler_whose_settlement_fails_still_ends_its_delivery_hooks(
+    redis_server: RedisServer, ends: Ends, scheme: str, raises: bool, error: str
 ) -> None:
     async def main() -> None:
         handled, go_on = asyncio.Event(), asyncio.Event()
@@ -180,6 +193,8 @@ def test_an_asyncio_handler_whose_ack_fails_still_ends_its_delivery_hooks(
             async def job(body: Any) -> None:
                 handled.set()
                 await go_on.wait()
+                if raises:
+                    raise RuntimeError("handler failed")
 
             await broker.publish("jobs", 1)
             async with worker.running():
@@ -194,7 +209,7 @@ def test_an_asyncio_handler_whose_ack_fails_still_ends_its_delivery_hooks(
             await broker.close()
 
     asyncio.run(main())
-    assert ends.ended == [("jobs", "unsettled", "ConnectionFailed")]
+    assert ends.ended == [("jobs", "unsettled", error)]
 
 
 class BrokenContexts:
@@ -245,67 +260,6 @@ def test_a_handler_context_that_fails_changes_nothing_the_handler_does(fails: bo
     assert attempts == [1, 2][: 1 + fails]  # failed: retried, as without the plugin
     assert info.dead_lettered == 0 and info.groups[0].lag == 0
     assert plugin.left == (["RuntimeError", None] if fails else [None])
-
-
-@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
-def test_a_failed_handler_whose_nack_fails_ends_unsettled_with_its_error(
-    redis_server: RedisServer, ends: Ends, scheme: str
-) -> None:
-    """The hooks end at the settlement the worker makes, not before it: a nack (and the
-    hand-back after it) that fail leave the delivery "unsettled", and the error is
-    the handler's, as ``brokerkit_deliver_end`` promises."""
-    handled, go_on = threading.Event(), threading.Event()
-    broker = brokerkit.connect(_url(redis_server, scheme))
-    try:
-        worker = brokerkit.Worker(broker)
-
-        @worker.handler("jobs")
-        def job(body: Any) -> None:
-            handled.set()
-            go_on.wait(20)
-            raise RuntimeError("handler failed")
-
-        broker.publish("jobs", 1)
-        with worker.running():
-            assert handled.wait(20)
-            redis_server.kill()
-            go_on.set()
-            wait_for(lambda: bool(ends.ended))
-    finally:
-        broker.close()
-    assert ends.ended == [("jobs", "unsettled", "RuntimeError")]
-
-
-@pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
-def test_an_asyncio_failed_handler_whose_nack_fails_ends_unsettled_with_its_error(
-    redis_server: RedisServer, ends: Ends, scheme: str
-) -> None:
-    async def main() -> None:
-        handled, go_on = asyncio.Event(), asyncio.Event()
-        broker = await brokerkit.aio.connect(_url(redis_server, scheme))
-        try:
-            worker = brokerkit.aio.Worker(broker)
-
-            @worker.handler("jobs")
-            async def job(body: Any) -> None:
-                handled.set()
-                await go_on.wait()
-                raise RuntimeError("handler failed")
-
-            await broker.publish("jobs", 1)
-            async with worker.running():
-                await asyncio.wait_for(handled.wait(), 20)
-                redis_server.kill()
-                go_on.set()
-                deadline = time.monotonic() + 20
-                while not ends.ended:
-                    assert time.monotonic() < deadline, "timed out waiting"
-                    await asyncio.sleep(0.02)  # polling with a deadline
-        finally:
-            await broker.close()
-
-    asyncio.run(main())
-    assert ends.ended == [("jobs", "unsettled", "RuntimeError")]
 
 
 @pytest.mark.parametrize("limit", [None, 1])
