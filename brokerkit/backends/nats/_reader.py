@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import Callable
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -57,6 +58,7 @@ class Reader:
 
     def __init__(self, client: NatsClient, next_subject: str) -> None:
         self._client = client
+        self._nc: Client | None = None  # (the client's connection, from open on)
         self._next_subject = next_subject
         self._inbox = ""
         #: What arrived in the inbox, with when (monotonic); None: the server refused
@@ -68,7 +70,7 @@ class Reader:
 
     async def open(self) -> None:
         """Start listening on the inbox."""
-        nc = await self._client.connection()
+        nc = self._nc = await self._client.connection()
         self._inbox = nc.new_inbox()
 
         async def arrived(msg: Msg) -> None:
@@ -123,8 +125,8 @@ class Reader:
             body["no_wait"] = True
         else:
             body["expires"] = max(int(expires * 1e9), 1_000_000)
-        nc = await self._client.connection()
-        if not nc.is_connected:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
             return []  # (buffered, it would be sent on the reconnection: see above)
         generation = self._client.generation
         sent = time.monotonic()
