@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Optional
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -399,6 +399,27 @@ def test_a_field_annotation_that_does_not_resolve_is_refused_at_registration() -
     message = str(raised.value)
     assert "field 'local' of dataclass Holder" in message, message
     assert "'Local'" in message and "define the type at module level" in message, message
+
+
+if TYPE_CHECKING:
+    from logging import Logger
+
+
+@dataclasses.dataclass
+class WithUnbuiltAnnotations:
+    """Annotations no body builds (a ``ClassVar``, an ``init=False`` field) whose types
+    are imported only for type checkers."""
+
+    log: ClassVar[Logger]
+    id: str
+    cache: Logger | None = dataclasses.field(default=None, init=False)
+
+
+def test_annotations_no_body_builds_need_not_resolve() -> None:
+    convert = bind(_handler_of(WithUnbuiltAnnotations)).convert
+    assert convert is not None
+    assert convert({"id": "a"}) == WithUnbuiltAnnotations("a")
+    assert convert({"id": "a", "cache": None}) == WithUnbuiltAnnotations("a")
 
 
 # -- one behaviour, whichever extras are installed -----------------------------------------

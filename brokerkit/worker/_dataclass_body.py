@@ -191,8 +191,9 @@ class Builders:
                 raise Misfit(f"{type(exc).__name__}: {one_line(exc)}") from exc
 
         self._built[cls] = build
-        hints = _field_hints(cls)
-        for field_name, field in _init_fields(cls).items():
+        init_fields = _init_fields(cls)
+        hints = _field_hints(cls, set(init_fields))
+        for field_name, field in init_fields.items():
             hint = hints[field_name]
             if isinstance(hint, dataclasses.InitVar):
                 hint = hint.type
@@ -214,35 +215,39 @@ class Builders:
         return build
 
 
-def _field_hints(cls: Any) -> dict[str, Any]:
-    """The resolved type hints of a dataclass's fields (``InitVar[X]`` as such).
+def _field_hints(cls: Any, names: set[str]) -> dict[str, Any]:
+    """The resolved type hints of the dataclass's fields ``names`` (its ``__init__``
+    fields: ``InitVar[X]`` as such). Other annotations (a ``ClassVar``, an
+    ``init=False`` field) are never built from a body and need not resolve.
 
-    :raises InvalidOption: one does not resolve (a type defined inside a function,
-        under ``from __future__ import annotations``; one imported only for type
-        checkers): its value would reach the handler as decoded data.
+    :raises InvalidOption: one of ``names`` does not resolve (a type defined inside a
+        function, under ``from __future__ import annotations``; one imported only for
+        type checkers): its value would reach the handler as decoded data.
     """
     try:
         return typing.get_type_hints(cls, include_extras=True)
-    except Exception as exc:
-        error = exc
-    for base in reversed(cls.__mro__):  # which one: resolved one by one, as above
+    except Exception:
+        pass  # some annotation does not resolve: those of ``names`` one by one
+    hints: dict[str, Any] = {}
+    for base in reversed(cls.__mro__):  # as get_type_hints does: a subclass's last
         namespace = dict(getattr(sys.modules.get(base.__module__), "__dict__", {}))
         for field_name, annotation in inspect.get_annotations(base).items():
+            if field_name not in names:
+                continue
             if not isinstance(annotation, str):
+                hints[field_name] = annotation
                 continue
             try:
-                eval(annotation, namespace, dict(vars(base)))
+                hints[field_name] = eval(annotation, namespace, dict(vars(base)))
             except Exception as exc:
                 raise InvalidOption(
                     f"the annotation {annotation!r} of field {field_name!r} of dataclass "
                     f"{cls.__name__} does not resolve in its module ({type(exc).__name__}: "
                     f"{exc}): the field would reach the handler as decoded data; define the "
-                    "type at module level, or annotate with the class itself"
+                    "type at module level and import it at run time (not only under "
+                    "TYPE_CHECKING), or annotate with the class itself"
                 ) from None
-    raise InvalidOption(
-        f"the field annotations of dataclass {cls.__name__} do not resolve "
-        f"({type(error).__name__}: {error})"
-    ) from None
+    return hints
 
 
 def _list(item: _Build) -> _Build:
