@@ -261,18 +261,18 @@ class ThreadedAsyncBroker(AsyncBroker):
         return await self._run(self.sync._list_topics)
 
     async def _shut_down(self) -> None:
-        """The broker's close: ends the calls of the sync backend stuck on the network
-        first, if it can (see :func:`_halt_sync`), then closes every subscription and
+        """The broker's close: lets the acks and nacks that cancelled callers left
+        running in worker threads finish (``SETTLE_WAIT`` at most: they land, rather
+        than being cut off by the halt, and their deliveries are settled or unsettled
+        when the close returns); then ends the calls of the sync backend stuck on the
+        network, if it can (see :func:`_halt_sync`), closes every subscription and
         disconnects as every broker does."""
+        await self._threads_settled(SETTLE_WAIT)
         await _halt_sync(self)
         await super()._shut_down()
 
     async def _close(self) -> None:
         try:
-            # An ack or nack cancelled while its thread ran is let finish first: it
-            # lands, rather than being cut off by the close, and its deliveries are
-            # settled (or unsettled) when the close returns.
-            await self._threads_settled(SETTLE_WAIT)
             await self._run(self.sync.close)
         finally:
             self._pool_shut = True
