@@ -116,7 +116,7 @@ def disconnected(broker: Any) -> bool:
 
 
 #: AckWait of the tests' group, in seconds: the lease a settle must keep within.
-_ACK_WAIT = 2.0
+_ACK_WAIT = 5.0
 
 
 def _settle(delivery: brokerkit.Delivery, how: str) -> None:
