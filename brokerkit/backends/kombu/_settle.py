@@ -1,0 +1,250 @@
+"""Settling on kombu+amqp: ack, nack and extend, with the round trip that makes sure
+RabbitMQ took an ack or nack (neither has an answer in AMQP), and the dead-lettering
+and requeueing they do; a mixin of :class:`~brokerkit.backends.kombu.amqp.KombuAMQPBroker`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from brokerkit._delivery import Delivery
+from brokerkit.backends.kombu._link import ConnectionLost, Link
+from brokerkit.backends.kombu._options import KombuAMQPOptions
+from brokerkit.backends.kombu._publish import send_confirmed
+from brokerkit.backends.kombu._reader import Lease, Reader
+from brokerkit.exceptions import BrokerError, StaleDelivery
+
+__all__ = ["AMQPSettling"]
+
+
+class AMQPSettling:
+    """The settling path of :class:`~brokerkit.backends.kombu.amqp.KombuAMQPBroker`."""
+
+    if TYPE_CHECKING:
+        options: KombuAMQPOptions
+        _link: Link
+        _readers: set[Reader]
+        _state_lock: threading.Lock
+
+        def _reading(self) -> Link: ...
+
+        def _retire_if_done(self, reader: Reader) -> None: ...
+
+        def dead_letter_topic(self, topic: str) -> str: ...
+
+    def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        def ack(lease: Lease) -> None:
+            lease.channel.basic_ack(lease.tag)
+            lease.reader.release(lease)
+
+        self._settle(deliveries, ack)
+
+    def _nack(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
+        self._nack_with(deliveries, requeue, None, None)
+
+    def _nack_with(
+        self,
+        deliveries: Sequence[Delivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        """A nack that records ``reason`` on a dead letter (no DELAY: ``delay`` is
+        never given)."""
+        self._settle(deliveries, functools.partial(self._give_back, requeue=requeue, reason=reason))
+
+    def _settle(self, deliveries: Sequence[Delivery], settle: Callable[[Lease], None]) -> None:
+        """Run ``settle`` (a ``basic.ack`` or ``basic.reject``, or a dead letter) on
+        the lease of each delivery still held, then make sure RabbitMQ took them.
+
+        Neither ack nor reject has an answer in AMQP, and a write into a connection the
+        network cut may succeed: so what the server already sent (an end of stream, a
+        ``connection.close``) is taken in first, and after the settles one round trip
+        on each channel they went out on (:meth:`Reader.confirm`) says they arrived.
+        It does not reconnect: every lease of a lost connection went with it.
+
+        :raises StaleDelivery: some were no longer held (their lease ran out, or went
+            with their channel); the rest were settled. If the connection was found
+            lost, or RabbitMQ closed a channel, before the round trips answered: all
+            of them (none is known settled, and RabbitMQ hands back every unsettled
+            delivery of a closed channel).
+        """
+        link = self._reading()
+        stale: list[Delivery] = []
+        why: list[str] = []  # why some are stale, if their channel is gone
+        confirmed: list[bool] = []
+        channel_closed: list[bool] = []
+
+        def run() -> None:
+            link.take_in()
+            readers: dict[Reader, None] = {}
+            for delivery in deliveries:
+                lease: Lease = delivery.receipt
+                if not lease.reader.holds(lease, link):
+                    stale.append(delivery)
+                    lost = lease.reader.lost(lease, link)
+                    if lost is not None and not why:
+                        why.append(lost)
+                    continue
+                readers[lease.reader] = None
+                settle(lease)
+            for reader in readers:
+                reader.confirm()
+            confirmed.append(True)
+            for reader in readers:
+                self._retire_if_done(reader)
+
+        def reset() -> None:
+            # py-amqp reopened the closed channel in place, which one is not told:
+            # those of this batch are closed, their deliveries go back.
+            channel_closed.append(True)
+            for reader in {d.receipt.reader for d in deliveries}:
+                reader.reset()
+
+        try:
+            link.call(run, on_channel_error=reset, reconnect=False)
+        except ConnectionLost:
+            self._forget_buffered(link)
+            if not confirmed:
+                raise _gone_with_channel(deliveries, "connection", link) from None
+            why[:] = ["connection"]  # (lost once they were settled)
+        except BrokerError as exc:
+            if not channel_closed or confirmed:
+                raise
+            raise _gone_with_channel(deliveries, "channel", link, str(exc)) from None
+        if stale and why:
+            self._forget_buffered(link)
+            raise _gone_with_channel(stale, why[0], link)
+        if stale:
+            raise StaleDelivery(stale)
+
+    def _forget_buffered(self, link: Link) -> None:
+        """Drop from the subscriptions' buffers what they fetched from a channel that
+        is gone (see :meth:`Reader.forget_buffered`)."""
+        with self._state_lock:
+            readers = list(self._readers)
+        for reader in readers:
+            reader.forget_buffered(link)
+
+    def _give_back(self, lease: Lease, *, requeue: bool, reason: str | None = None) -> None:
+        """Requeue the delivery of ``lease``, or dead-letter it (for ``reason``, or
+        the usual one: not ``requeue``, or its last allowed attempt); call while it is
+        held."""
+        attempt = lease.delivery.attempt
+        limit = self.options.max_deliveries
+        if not requeue:
+            self._dead_letter(lease, reason or "rejected", attempt)
+        elif limit is not None and attempt >= limit:
+            self._dead_letter(lease, reason or "max_deliveries", attempt)
+        else:
+            lease.channel.basic_reject(lease.tag, requeue=True)
+            lease.reader.release(lease)
+
+    def _requeue_or_dead_letter(self, deliveries: Sequence[Delivery], *, requeue: bool) -> None:
+        """Requeue (or dead-letter, on their last attempt) ``deliveries`` still held,
+        without checking that RabbitMQ took it: for hand-backs, which a lost
+        connection makes too."""
+        link = self._reading()
+        for delivery in deliveries:
+            lease: Lease = delivery.receipt
+            if lease.reader.holds(lease, link):
+                self._give_back(lease, requeue=requeue)
+                self._retire_if_done(lease.reader)
+
+    def _dead_letter(self, lease: Lease, reason: str, deliveries: int) -> None:
+        """Republish the message to the dead-letter topic, confirmed, then ack it."""
+        message = lease.delivery.message
+        topic = lease.reader.subscription.topic
+        dead_topic = self.dead_letter_topic(topic)
+        dead = dataclasses.replace(
+            message,
+            topic=dead_topic,
+            headers={
+                **message.headers,
+                "x-dead-letter-reason": reason,
+                "x-original-topic": topic,
+                "x-deliveries": str(deliveries),
+            },
+        )
+        publishing = self._link
+
+        def send() -> None:
+            publishing.ensure_topic(topic)
+            send_confirmed(publishing, publishing.names.exchange(dead_topic), [dead])
+
+        # Lock order: the reading link's lock (held by the caller), then this one's.
+        publishing.call(send)
+        lease.channel.basic_ack(lease.tag)
+        lease.reader.release(lease)
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        link = self._reading()
+
+        def extend() -> tuple[list[Delivery], str | None]:
+            link.take_in()  # (a connection lost meanwhile took the leases with it)
+            stale = []
+            why: str | None = None
+            renewing: set[Reader] = set()
+            deadline = time.monotonic() + seconds
+            for delivery in deliveries:
+                lease: Lease = delivery.receipt
+                if lease.reader.holds(lease, link):
+                    lease.deadline = deadline
+                    renewing.add(lease.reader)
+                else:
+                    stale.append(delivery)
+                    why = why or lease.reader.lost(lease, link)
+            # What was pushed to a subscription that renews its leases is its too.
+            for reader in renewing:
+                reader.renew_inbox()
+            return stale, why
+
+        try:
+            stale, why = link.call(extend, reconnect=False)
+        except ConnectionLost:
+            self._forget_buffered(link)
+            raise _gone_with_channel(deliveries, "connection", link, renewing=True) from None
+        if why is not None:
+            raise _gone_with_channel(stale, why, link, renewing=True)
+        if stale:
+            raise StaleDelivery(stale)
+
+
+def _gone_with_channel(
+    deliveries: Sequence[Delivery],
+    why: str,
+    link: Link,
+    detail: str = "",
+    *,
+    renewing: bool = False,
+) -> StaleDelivery:
+    """StaleDelivery for ``deliveries`` whose lease went with their channel, saying
+    how (``why``: ``"connection"`` or ``"channel"``), not that a lease ran out; for an
+    ack or nack, or an extend (``renewing``)."""
+    error = StaleDelivery(deliveries)
+    ids = ", ".join(d.id for d in deliveries[:5])
+    if len(deliveries) > 5:
+        ids += f" and {len(deliveries) - 5} more"
+    if why == "connection":
+        cause = f"the connection to {link.url.render()} was lost"
+    else:
+        cause = f"RabbitMQ on {link.url.render()} closed the channel"
+        if detail:
+            cause += f" ({detail})"
+    back = (
+        "RabbitMQ hands back every unsettled delivery of a closed channel, so it is "
+        "delivered again (to this or another consumer)"
+    )
+    if renewing:
+        error.args = (f"{cause}, and the lease of message {ids} with it: {back}",)
+    else:
+        error.args = (
+            f"{cause} before RabbitMQ took the ack or nack of message {ids}: {back} "
+            "unless the settle reached it first",
+        )
+    return error
