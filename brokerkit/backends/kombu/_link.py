@@ -1,5 +1,6 @@
 """One broker's kombu connection: a lock around every use of it, reconnection with
-kombu's backoff, the publisher channel, and the exchanges and queues it declared.
+kombu's backoff, the publisher channel, and the exchanges and queues it declared
+(declaring them is :mod:`._topology`'s).
 
 py-amqp connections are not thread-safe, and a broker is shared between threads (its
 subscriptions, the lease reaper, publishers), so every frame goes out under
@@ -37,6 +38,7 @@ from brokerkit.backends.kombu._confirms import Confirms
 from brokerkit.backends.kombu._connection import kombu_connection
 from brokerkit.backends.kombu._names import Names
 from brokerkit.backends.kombu._options import KombuAMQPOptions
+from brokerkit.backends.kombu._topology import Topology
 from brokerkit.exceptions import (
     BrokerClosed,
     BrokerError,
@@ -48,10 +50,6 @@ from brokerkit.exceptions import (
 __all__ = ["ConnectionLost", "Link"]
 
 _T = TypeVar("_T")
-
-#: The queue type of every queue brokerkit declares: quorum queues count deliveries
-#: (``x-delivery-count``), which is how a delivery knows its attempt.
-QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}
 
 #: How long :meth:`Link.halt` waits for another thread to let go of the connection
 #: before it shuts the socket under that thread (one stuck on a silent server).
@@ -70,7 +68,7 @@ _TICK_FRAMES = 1000
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
 
-class Link:
+class Link(Topology):
     """The connection of one broker, with what hangs off it."""
 
     def __init__(self, url: BrokerURL, options: KombuAMQPOptions, name: str) -> None:
@@ -441,80 +439,6 @@ class Link:
             self._drop()
         finally:
             self.lock.release()
-
-    # -- topology -----------------------------------------------------------------
-
-    def ensure_topic(self, topic: str) -> None:
-        """Declare ``topic``'s exchange and default queue, and its dead-letter topic's,
-        so that a message waits for its first consumer (call under the lock).
-
-        :raises InvalidTopic: a name it would declare is too long for AMQP (nothing
-            was declared).
-        """
-        from brokerkit._broker import DEFAULT_GROUP
-
-        dead = f"{topic}.dlq"
-        declared, queue = self._declared, self.names.queue
-        if queue(topic, DEFAULT_GROUP) in declared and queue(dead, DEFAULT_GROUP) in declared:
-            return  # both declared (and checked) already: a publish's usual case
-        self.check_names(topic)
-        self.ensure_queue(topic, DEFAULT_GROUP)
-        self.ensure_queue(dead, DEFAULT_GROUP)
-
-    def check_names(self, topic: str, group: str | None = None) -> None:
-        """Check every name that declaring ``topic`` (and ``group``'s queue of it)
-        builds, before anything is declared: see :meth:`Names.check`.
-
-        :raises InvalidTopic: one is longer than AMQP allows.
-        """
-        from brokerkit._broker import DEFAULT_GROUP
-
-        dead = f"{topic}.dlq"
-        wanted = [(topic, DEFAULT_GROUP), (dead, DEFAULT_GROUP)]
-        if group is not None:
-            wanted.append((topic, group))
-        self.names.check(
-            name
-            for queue_topic, queue_group in wanted
-            for name in self._names_of_queue(queue_topic, queue_group)
-        )
-
-    def _names_of_queue(self, topic: str, group: str) -> list[str]:
-        """What :meth:`ensure_queue` declares: the queue, its topic's exchange and the
-        dead-letter topic's (named as the queue's ``x-dead-letter-exchange``)."""
-        return [
-            self.names.queue(topic, group),
-            self.names.exchange(topic),
-            self.names.exchange(f"{topic}.dlq"),
-        ]
-
-    def ensure_queue(self, topic: str, group: str) -> str:
-        """Declare ``group``'s queue, bound to ``topic``'s exchange; return its name.
-
-        :raises InvalidTopic: a name it would declare is too long for AMQP (nothing
-            was declared).
-        """
-        queue = self.names.queue(topic, group)
-        if queue in self._declared:
-            return queue
-        self.names.check(self._names_of_queue(topic, group))
-        channel = self.publisher()
-        exchange = self._exchange(channel, topic)
-        dead = self._exchange(channel, f"{topic}.dlq")
-        arguments = {**QUEUE_ARGUMENTS, "x-dead-letter-exchange": dead}
-        channel.queue_declare(queue, durable=True, auto_delete=False, arguments=arguments)
-        self.created_queues.add(queue)
-        channel.queue_bind(queue, exchange)
-        self._declared.add(queue)
-        return queue
-
-    def _exchange(self, channel: Any, topic: str) -> str:
-        name = self.names.exchange(topic)
-        if name not in self._declared:
-            channel.exchange_declare(name, "fanout", durable=True, auto_delete=False)
-            self.created_exchanges.add(name)
-            self._declared.add(name)
-        return name
 
 
 class ConnectionLost(ConnectionFailed):
