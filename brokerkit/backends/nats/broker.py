@@ -21,10 +21,11 @@ server, and one held up (the connection lost, the server not answering) is never
 sent, nor sent again, once the lease has run out: it raises StaleDelivery then
 (:func:`~brokerkit.backends.nats._leases.last_send`).
 
-This module is the broker: publishing, fetching, settling and dead-lettering over the
-parts beside it (the connection in ``_client``, the stream and the groups' consumers in
-``_groups``, pulls in ``_reader``, the leases in ``_leases``, what goes on the wire in
-``_wire``, inspect, topics and purge in ``_manage``).
+This module is the broker: publishing, fetching and handing back over the parts beside
+it (the connection in ``_client``, the stream and the groups' consumers in ``_groups``,
+pulls in ``_reader``, the leases in ``_leases``, settling and dead-lettering in
+``_settling``, what goes on the wire in ``_wire``, inspect, topics and purge in
+``_manage``).
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ from brokerkit.backends.nats._groups import Groups
 from brokerkit.backends.nats._leases import (
     Lease,
     Leases,
-    deliveries_of,
     last_send,
     leased_on_arrival,
     renew_forever,
@@ -71,11 +71,10 @@ from brokerkit.backends.nats._leases import (
 from brokerkit.backends.nats._manage import inspect_topic, list_topics, purge_topic
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
+from brokerkit.backends.nats._settling import NatsSettling
 from brokerkit.backends.nats._wire import (
-    MAX_HEADER_BYTES,
     check_header_size,
     consumer_name,
-    dead_letter_headers,
     decode,
     encode_headers,
     subject_for,
@@ -84,7 +83,6 @@ from brokerkit.backends.nats._wire import (
 from brokerkit.exceptions import (
     BrokerError,
     InvalidMessage,
-    StaleDelivery,
 )
 
 __all__ = ["AsyncNatsBroker", "NatsBroker"]
@@ -95,7 +93,7 @@ log = logging.getLogger("brokerkit.nats")
 _AT_ONCE = 0.05
 
 
-class AsyncNatsBroker(AsyncBroker):
+class AsyncNatsBroker(NatsSettling):
     """NATS JetStream through nats-py, native on asyncio.
 
     Connects on first use. Every topic of one ``prefix`` lives in one stream; every
@@ -363,143 +361,6 @@ class AsyncNatsBroker(AsyncBroker):
                 self._client.server,
                 extra=log_fields(),
             )
-
-    # -- settling -----------------------------------------------------------------
-
-    async def _send(self, leases: Sequence[Lease], verb: bytes, what: str) -> list[Lease]:
-        """Send ``verb`` for each lease the server still knows, only while the lease
-        holds (:func:`last_send`: never buffered through an outage, nor sent again,
-        past it); the others, which are lost (each will be delivered again): see
-        :meth:`Leases.forgotten`, one not answered before its lease ran out (an
-        unanswered settle counts as not settled), and a request nobody took (status
-        503: the group's consumer was deleted)."""
-        lost = await self._leases.forgotten(leases)
-        sent = [lease for lease in leases if lease not in lost]
-        if sent:
-            replies = await self._client.settle_all(
-                [(lease.reply, verb, None) for lease in sent],
-                what,
-                [functools.partial(last_send, lease) for lease in sent],
-            )
-            lost += [
-                lease
-                for lease, reply in zip(sent, replies, strict=True)
-                if reply is None or (reply.headers and reply.headers.get("Status") == "503")
-            ]
-        for lease in leases if verb != b"+WPI" else lost:
-            self._leases.pop(lease.reply, None)
-        return lost
-
-    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
-        live, stale = self._leases.split(deliveries)
-        if live:
-            stale += deliveries_of(deliveries, await self._send(live, b"+ACK", "ack"))
-        if stale:
-            raise StaleDelivery(stale)
-
-    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
-        await self._nack_with(deliveries, requeue, None, None)
-
-    async def _nack_with(
-        self,
-        deliveries: Sequence[AsyncDelivery],
-        requeue: bool,
-        delay: float | None,
-        reason: str | None,
-    ) -> None:
-        """A nack that records ``reason`` on a dead letter. No DELAY is declared (the
-        server cannot hold a delayed publish before 2.12), so ``delay`` is never given."""
-        live, stale = self._leases.split(deliveries)
-        held = {id(lease) for lease in live}
-        limit = self.options.max_deliveries
-        requeued: list[Lease] = []
-        dead: list[tuple[AsyncDelivery, str, int]] = []
-        for delivery in deliveries:
-            if id(delivery.receipt) not in held:
-                continue
-            if not requeue:
-                dead.append((delivery, reason or "rejected", delivery.attempt))
-            elif limit is not None and delivery.attempt >= limit:
-                dead.append((delivery, reason or "max_deliveries", delivery.attempt))
-            else:
-                requeued.append(delivery.receipt)
-        if requeued:
-            stale += deliveries_of(deliveries, await self._send(requeued, b"-NAK", "requeue"))
-        if dead:
-            stale += deliveries_of(deliveries, await self._dead_letter(dead))
-        if stale:
-            raise StaleDelivery(stale)
-
-    async def _dead_letter(self, dead: Sequence[tuple[AsyncDelivery, str, int]]) -> list[Lease]:
-        """Republish to ``<topic>.dlq`` (confirmed), then ``+TERM`` the originals; the
-        leases the server did not know (see :meth:`_send`).
-
-        A crash in between leaves the original to be redelivered and dead-lettered
-        again; the dead letter's ``Nats-Msg-Id`` makes JetStream store it once. A
-        delivery the server forgot is not dead-lettered: it comes again. The dead
-        letter keeps the body and headers; its dead-letter headers take the room the
-        server's limits leave (:func:`dead_letter_headers`), so that a message stored
-        near them is dead-lettered all the same."""
-        lost = await self._leases.forgotten([delivery.receipt for delivery, _, _ in dead])
-        now = time.monotonic()
-        # (one whose lease ran out meanwhile is not dead-lettered: it comes again)
-        lost += [
-            d.receipt for d, _, _ in dead if d.receipt not in lost and now >= last_send(d.receipt)
-        ]
-        dead = [entry for entry in dead if entry[0].receipt not in lost]
-        max_payload = (await self._client.connection()).max_payload if dead else 0
-        requests: list[Request] = []
-        for delivery, reason, count in dead:
-            message = delivery.message
-            lease: Lease = delivery.receipt
-            topic = self.dead_letter_topic(message.topic)
-            headers = dead_letter_headers(
-                message,
-                topic,
-                reason,
-                count,
-                # The group's consumer and the stream sequence name this dead-lettering.
-                msg_id=f"dlq:{lease.consumer}:{lease.seq}",
-                stored=lease.stored,
-                room=min(MAX_HEADER_BYTES, max_payload - len(message.payload)),
-            )
-            requests.append((subject_for(self._stream, topic), message.payload, headers))
-        if dead:
-            # Stored only while the lease holds: a dead letter of a message that comes
-            # again would be a copy (the next dead-lettering, within JetStream's
-            # duplicate window, is stored once all the same).
-            stored = await self._store(
-                requests,
-                "dead-letter",
-                [functools.partial(last_send, d.receipt) for d, _, _ in dead],
-            )
-            lost += [d.receipt for (d, _, _), ok in zip(dead, stored, strict=True) if not ok]
-            dead = [entry for entry, ok in zip(dead, stored, strict=True) if ok]
-        if dead:
-            lost += await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
-        for lease in lost:
-            self._leases.pop(lease.reply, None)
-        return lost
-
-    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
-        # +WPI restarts AckWait: the lease runs for the group's ack wait from now,
-        # whatever ``seconds`` says; a live broker renews it again in the background.
-        live, stale = self._leases.split(deliveries)
-        stale += deliveries_of(deliveries, await self._renew(live))
-        if stale:
-            raise StaleDelivery(stale)
-
-    async def _renew(self, leases: Sequence[Lease]) -> list[Lease]:
-        """``+WPI`` each lease; the lost ones (see :meth:`_send`)."""
-        if not leases:
-            return []
-        sent = time.monotonic()
-        lost = await self._send(leases, b"+WPI", "extend a lease")
-        renewed = {id(lease) for lease in leases} - {id(lease) for lease in lost}
-        for lease in leases:
-            if id(lease) in renewed:
-                lease.deadline = max(lease.deadline, sent + lease.ack_wait)
-        return lost
 
     # -- renewing in the background -----------------------------------------------
 
