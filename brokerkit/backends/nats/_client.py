@@ -8,7 +8,8 @@ many requests sent in order and answered together, a deadline after which a requ
 that keeps failing raises :class:`~brokerkit.ConnectionFailed` (never with the URL's
 password or token in it), for a settle the time after which it must not reach the
 server at all (its lease's end: :meth:`NatsClient.settle_all`), and a request the
-server's permissions refuse failing at once with :class:`~brokerkit.PermissionDenied`.
+server's permissions refuse failing at once with :class:`~brokerkit.PermissionDenied`
+(the violations are read in ``_permissions``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import contextlib
 import itertools
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +32,7 @@ from nats.aio.subscription import Subscription
 from brokerkit._acompat import within
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
+from brokerkit.backends.nats._permissions import Permissions
 from brokerkit.exceptions import ConnectionFailed, PermissionDenied
 
 __all__ = [
@@ -59,12 +60,6 @@ _TRY_TIMEOUT = 2.0
 CLOSE_WAIT = 2.0
 #: Seconds those wait instead for a server that left the last request unanswered.
 SHORT_WAIT = 0.25
-
-#: What nats-py makes of the server's ``-ERR 'Permissions Violation for Publish to
-#: "<subject>"'`` (and ``Subscription to``, ``Publish with Reply of``): lower-cased.
-_VIOLATION = re.compile(
-    r'permissions violation for (publish|subscription) (to|with reply of) "([^"]*)"'
-)
 
 #: JetStream API error codes: no such consumer, no such stream.
 CONSUMER_NOT_FOUND = 10014
@@ -94,7 +89,7 @@ def redelivery_count_warning(version: ServerVersion) -> str | None:
     )
 
 
-class NatsClient:
+class NatsClient(Permissions):
     """One nats-py connection, opened on first use, with an in-order request mux."""
 
     def __init__(self, url: BrokerURL, *, connect_timeout: float, reconnect_timeout: float):
@@ -210,64 +205,6 @@ class NatsClient:
         self._inbox = nc.new_inbox()
         self._replies = await nc.subscribe(self._inbox + ".*", cb=self._on_reply)
         return nc
-
-    def _permission_denied(self, exc: Exception) -> PermissionDenied | None:
-        """The server's permissions violation ``exc`` as PermissionDenied, which fails
-        every request it concerns at once (they would wait in vain until
-        ``reconnect_timeout``) and tells the reader watching its subject; else None.
-
-        The server names the subject (nats-py lower-cases it): that of a request, its
-        reply subject, or a subscription (this client's reply inbox: every request
-        waits in vain)."""
-        found = _VIOLATION.search(str(exc).lower())
-        if found is None:
-            return None
-        kind, how, subject = found.groups()
-        replies = f"{self._inbox}.*"
-        hit = [
-            (request_subject, future)
-            for token, (request_subject, future) in self._waiting.items()
-            if (kind == "subscription" and subject == replies.lower())
-            or (how == "to" and request_subject.lower() == subject)
-            or (how == "with reply of" and subject == f"{self._inbox}.{token}".lower())
-        ]
-        watcher = self._watchers.get(subject)
-        # The subject as it was sent (nats-py lower-cased the server's).
-        named = subject
-        if watcher is not None:
-            named = watcher[0]
-        elif kind == "subscription" and subject == replies.lower():
-            named = replies
-        elif hit and how == "to":
-            named = hit[0][0]
-        if kind == "subscription":
-            operation, phrase = "subscribe", f"subscribe to {named!r}"
-        elif how == "to":
-            operation, phrase = "publish", f"publish to {named!r}"
-        else:
-            operation, phrase = "publish", f"publish with the reply subject {named!r}"
-        denied = PermissionDenied(
-            f"NATS at {self.server} does not let this connection's user {phrase} "
-            "(Permissions Violation): grant it in the server's authorization (the "
-            "subjects a brokerkit user needs are in docs/backends/nats.md)",
-            command=operation,
-        )
-        for _, future in hit:
-            if not future.done():
-                future.set_exception(denied)
-        if watcher is not None:
-            watcher[1](denied)
-        return denied
-
-    def watch(self, subjects: Sequence[str], told: Callable[[PermissionDenied], None]) -> None:
-        """Call ``told`` with the PermissionDenied of a permissions violation on one of
-        ``subjects`` (a publish to it, a reply to it, a subscription to it)."""
-        for subject in subjects:
-            self._watchers[subject.lower()] = (subject, told)
-
-    def unwatch(self, subjects: Sequence[str]) -> None:
-        for subject in subjects:
-            self._watchers.pop(subject.lower(), None)
 
     @property
     def silent(self) -> bool:
