@@ -176,9 +176,9 @@ def last_send(lease: Lease) -> float:
     before that deadline unless it takes longer than the margin on its way (a
     stalled TCP connection can take longer: see docs/backends/nats.md). Nothing is
     sent while the connection is down (nats-py would buffer it and send it on the
-    reconnection, however late), and what is not answered by then is given up: an
-    unanswered settle counts as not settled, the message comes again
-    (at-least-once)."""
+    reconnection, however late), and what is not answered by then is given up
+    (StaleDelivery): the server may have applied it (its answer lost), or the
+    message comes again (at-least-once)."""
     return lease.deadline - margin(lease)
 
 

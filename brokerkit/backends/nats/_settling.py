@@ -46,9 +46,9 @@ class NatsSettling(AsyncBroker):
         """Send ``verb`` for each lease the server still knows, only while the lease
         holds (:func:`last_send`: never buffered through an outage, nor sent again,
         past it); the others, which are lost (each will be delivered again): see
-        :meth:`Leases.forgotten`, one not answered before its lease ran out (an
-        unanswered settle counts as not settled), and a request nobody took (status
-        503: the group's consumer was deleted)."""
+        :meth:`Leases.forgotten`, one not answered before its lease ran out (given
+        up: the server may have applied it, its answer lost), and a request nobody
+        took (status 503: the group's consumer was deleted)."""
         lost = await self._leases.forgotten(leases)
         sent = [lease for lease in leases if lease not in lost]
         if sent:
