@@ -151,3 +151,26 @@ def test_the_exporter_lists_redis_once_it_answers() -> None:
             )
     finally:
         server.stop()
+
+
+def test_the_exporter_refuses_at_once_to_list_a_backend_that_cannot() -> None:
+    """Without --topic on a backend that can never list its topics (kombu+amqp), the
+    exporter says so at once, whether or not the broker is up: it used to serve
+    "nothing listed" while the broker was down, then exit when it came up."""
+    port = _free_port()  # nothing listens there: the broker is down
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "brokerkit.cli",
+            "exporter",
+            f"kombu+amqp://guest:guest@127.0.0.1:{port}//",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "cannot list its topics: name them with --topic" in done.stderr
+    assert "serving" not in done.stderr

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from brokerkit._backend import Backend
 from brokerkit._broker import Broker
+from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
 from brokerkit._plugins import backend_for, connect
 from brokerkit._url import BrokerURL
@@ -78,7 +80,11 @@ def exporter(
     # A URL or an option that cannot work fails here, at once; the broker itself is
     # connected to in the background, so that one not reachable yet is served down.
     parsed, info = backend_for(url)
-    info.load().options_of(parsed, {})
+    backend = info.load()
+    backend.options_of(parsed, {})
+    if not only and backend._list_topics is Backend._list_topics:
+        # Known before any connection: a broker that comes up must not stop it then.
+        raise Unsupported(parsed.scheme, Capability.NONE, "list its topics: name them with --topic")
     with stop_on_interrupt() as stop:
         connection = _Connection(url, listing=not only, stop=stop)
         registry = CollectorRegistry()
