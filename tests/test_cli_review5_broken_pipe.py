@@ -11,6 +11,8 @@ import sys
 import pytest
 
 import brokerkit
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._unlink import unlink_prefixed
 from tests.conftest import RedisTarget
 
 pytest.importorskip("typer")
@@ -49,8 +51,4 @@ def test_the_message_a_closed_stdout_refused_goes_back_at_once(
             assert [d.redelivered for d in left[: 4 - first]] == [True] * (4 - first)
             broker.ack(*left)
     finally:
-        client = redis_target.client()
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        unlink_prefixed(BrokerURL.parse(redis_target.url("redis")), prefix)

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 import brokerkit
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._unlink import unlink_prefixed
 from brokerkit.cli._app import run
 from tests.conftest import RedisTarget
 
@@ -50,11 +52,7 @@ def test_consume_writes_non_finite_numbers_as_strings_of_valid_json(
         assert run(["consume", url, "readings", "-n", "1", "-t", "5"]) == 0
         assert capsys.readouterr().out == '"Infinity"\n'
     finally:
-        client = redis_target.client()
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        unlink_prefixed(BrokerURL.parse(redis_target.url("redis")), prefix)
 
 
 @pytest.mark.parametrize("text", ['{"v": NaN}', "Infinity", "[1, -Infinity]"])
@@ -114,8 +112,4 @@ def test_publish_json_on_msgpack_keeps_the_serializer(
         assert [d.body for d in got] == ["hello", {"a": 1}]
         capsys.readouterr()
     finally:
-        client = redis_target.client()
-        keys = list(client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        unlink_prefixed(BrokerURL.parse(redis_target.url("redis")), prefix)

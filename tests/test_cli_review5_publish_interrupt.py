@@ -24,6 +24,8 @@ from typing import IO
 import pytest
 
 import brokerkit
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._unlink import unlink_prefixed
 from tests.conftest import RedisTarget
 
 pytest.importorskip("typer")
@@ -87,11 +89,7 @@ def _stored_ids(url: str, topic: str) -> list[str]:
 
 
 def _clean(redis_target: RedisTarget, prefix: str) -> None:
-    client = redis_target.client()
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    unlink_prefixed(BrokerURL.parse(redis_target.url("redis")), prefix)
 
 
 def test_ctrl_c_while_stdin_waits_says_what_was_published(
