@@ -42,6 +42,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._compat import CancelCount, checkpoint
+from brokerkit.backends.redis._buffered import NOT_BUFFERED, BufferedReplies
 from brokerkit.backends.redis._held_state import HeldState
 from brokerkit.backends.redis._packing import pack
 
@@ -217,12 +218,21 @@ class Sent:
             raise RuntimeError("these replies were read already")
         connection, reader = self._connection, self._reader
         replies: list[Any] = []
+        buffered = None  # after a read_response, the replies that came with it
         try:
             for _ in range(count):
-                try:
-                    replies.append(connection.read_response())
-                except ResponseError as exc:  # read whole: the next follows
-                    replies.append(exc)
+                reply = NOT_BUFFERED if buffered is None else buffered.take()
+                if reply is NOT_BUFFERED:
+                    if buffered is not None:
+                        _hand_on_pushes(buffered)
+                    try:
+                        reply = connection.read_response()
+                    except ResponseError as exc:  # read whole: the next follows
+                        reply = exc
+                    buffered = BufferedReplies(connection)
+                replies.append(reply)
+            if buffered is not None:
+                _hand_on_pushes(buffered)
         except BaseException:
             if self._kept:
                 reader._ended(connection, failed=True)
@@ -234,6 +244,14 @@ class Sent:
         else:
             reader._pool.release(connection)
         return replies
+
+
+def _hand_on_pushes(buffered: BufferedReplies) -> None:
+    """Hand the push replies taken among the buffered ones to the parser's handler, as
+    ``read_response`` does."""
+    pushed, buffered.pushed = buffered.pushed, []
+    for push in pushed:
+        buffered.push_handler(push)
 
 
 class HeldClient:
