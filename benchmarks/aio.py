@@ -53,10 +53,10 @@ def _fresh(label: str) -> str:
 # -- consume+ack, prefetch 100 ---------------------------------------------------------
 
 
-async def brokerkit_async_consume(url: str, scheme: str, count: int) -> float:
+async def brokerkit_async_consume(url: str, scheme: str, count: int, body: bytes = BODY) -> float:
     topic = _fresh("t")
     async with brokerkit.aio.connect(url.replace("redis", scheme, 1), prefix=_fresh("p")) as broker:
-        await broker.publish_many(topic, [BODY] * count)
+        await broker.publish_many(topic, [body] * count)
         subscription = await broker.subscribe(topic, prefetch=PREFETCH)
         start = time.perf_counter()
         pending = []
@@ -74,10 +74,10 @@ async def brokerkit_async_consume(url: str, scheme: str, count: int) -> float:
     return count / elapsed
 
 
-def brokerkit_sync_consume(url: str, scheme: str, count: int) -> float:
+def brokerkit_sync_consume(url: str, scheme: str, count: int, body: bytes = BODY) -> float:
     topic = _fresh("t")
     with brokerkit.connect(url.replace("redis", scheme, 1), prefix=_fresh("p")) as broker:
-        broker.publish_many(topic, [BODY] * count)
+        broker.publish_many(topic, [body] * count)
         subscription = broker.subscribe(topic, prefetch=PREFETCH)
         start = time.perf_counter()
         pending = []
@@ -95,14 +95,14 @@ def brokerkit_sync_consume(url: str, scheme: str, count: int) -> float:
     return count / elapsed
 
 
-async def raw_async_consume(url: str, count: int) -> float:
+async def raw_async_consume(url: str, count: int, body: bytes = BODY) -> float:
     client = aioredis.Redis.from_url(url)
     key = _fresh("raw")
     try:
         await client.xgroup_create(key, "g", id="0", mkstream=True)
         pipe = client.pipeline(transaction=False)
         for _ in range(count):
-            pipe.xadd(key, {"body": BODY})
+            pipe.xadd(key, {"body": body})
         await pipe.execute()
         start = time.perf_counter()
         seen = 0
@@ -117,14 +117,14 @@ async def raw_async_consume(url: str, count: int) -> float:
         await client.aclose()
 
 
-def raw_sync_consume(url: str, count: int) -> float:
+def raw_sync_consume(url: str, count: int, body: bytes = BODY) -> float:
     client = redis.Redis.from_url(url)
     key = _fresh("raw")
     try:
         client.xgroup_create(key, "g", id="0", mkstream=True)
         pipe = client.pipeline(transaction=False)
         for _ in range(count):
-            pipe.xadd(key, {"body": BODY})
+            pipe.xadd(key, {"body": body})
         pipe.execute()
         start = time.perf_counter()
         seen = 0
@@ -297,52 +297,66 @@ def ratio(figures: dict[str, list[float]], a: str, b: str) -> float:
     return statistics.median(x / y for x, y in zip(figures[a], figures[b], strict=True))
 
 
+def _consume_rows(url: str, n: int, body: bytes, rounds: int) -> list[str]:
+    """The consume+ack table's rows for one body size, in alternating rounds."""
+    run = asyncio.run
+    consume = alternate(
+        rounds,
+        {
+            "aio stream": lambda: run(brokerkit_async_consume(url, "redis+stream", n, body)),
+            "aio list": lambda: run(brokerkit_async_consume(url, "redis+list", n, body)),
+            "raw aio": lambda: run(raw_async_consume(url, n, body)),
+            "sync stream": lambda: brokerkit_sync_consume(url, "redis+stream", n, body),
+            "sync list": lambda: brokerkit_sync_consume(url, "redis+list", n, body),
+            "raw sync": lambda: raw_sync_consume(url, n, body),
+        },
+    )
+    rows = []
+    for side, raw in (
+        ("aio stream", "raw aio"),
+        ("sync stream", "raw sync"),
+        ("aio list", "raw aio"),
+        ("sync list", "raw sync"),
+        ("raw aio", "raw aio"),
+        ("raw sync", "raw sync"),
+    ):
+        rows.append(
+            f"| {len(body):,} | {side} | {statistics.median(consume[side]):,.0f} | "
+            f"{ratio(consume, side, raw):.2f} |"
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-faststream", action="store_true")
+    parser.add_argument(
+        "--sizes", default="100", help="consume+ack body sizes in bytes, comma-separated"
+    )
     args = parser.parse_args(argv)
+    sizes = [int(size) for size in args.sizes.split(",")]
     n = args.messages
     lines = [
         "# brokerkit.aio benchmarks",
         "",
-        f"`python -m benchmarks.aio --messages {n} --rounds {args.rounds}`; 100-byte bodies; "
-        "medians of per-round ratios.",
+        f"`python -m benchmarks.aio --messages {n} --rounds {args.rounds} --sizes {args.sizes}`; "
+        "100-byte bodies but where a size is given; medians of per-round ratios.",
         "",
     ]
     with redis_at(args.redis_url) as url:
         run = asyncio.run
-        consume = alternate(
-            args.rounds,
-            {
-                "aio stream": lambda: run(brokerkit_async_consume(url, "redis+stream", n)),
-                "aio list": lambda: run(brokerkit_async_consume(url, "redis+list", n)),
-                "raw aio": lambda: run(raw_async_consume(url, n)),
-                "sync stream": lambda: brokerkit_sync_consume(url, "redis+stream", n),
-                "sync list": lambda: brokerkit_sync_consume(url, "redis+list", n),
-                "raw sync": lambda: raw_sync_consume(url, n),
-            },
-        )
         lines += [
             "## consume+ack, prefetch 100 (msg/s; ratio to raw XREADGROUP COUNT 100 + XACK)",
             "",
-            "| side | msg/s (median) | ratio to its raw baseline |",
-            "|---|---|---|",
+            "| body bytes | side | msg/s (median) | ratio to its raw baseline |",
+            "|---:|---|---|---|",
         ]
-        for side, raw in (
-            ("aio stream", "raw aio"),
-            ("sync stream", "raw sync"),
-            ("aio list", "raw aio"),
-            ("sync list", "raw sync"),
-        ):
-            lines.append(
-                f"| {side} | {statistics.median(consume[side]):,.0f} | "
-                f"{ratio(consume, side, raw):.2f} |"
-            )
-        lines.append(f"| raw aio | {statistics.median(consume['raw aio']):,.0f} | 1 |")
-        lines.append(f"| raw sync | {statistics.median(consume['raw sync']):,.0f} | 1 |")
+        for size in sizes:
+            lines += _consume_rows(url, n, b"x" * size, args.rounds)
+        lines.append("")
 
         latency = alternate(
             args.rounds,
