@@ -220,7 +220,7 @@ class AsyncSent:
         replies: list[Any] = []
         buffered = None  # after a read_response, the replies that came with it
         try:
-            for _ in range(count):
+            for left in range(count - 1, -1, -1):
                 reply = NOT_BUFFERED if buffered is None else buffered.take()
                 if reply is NOT_BUFFERED:
                     if buffered is not None:
@@ -229,7 +229,7 @@ class AsyncSent:
                         reply = await connection.read_response()
                     except ResponseError as exc:  # read whole: the next follows
                         reply = exc
-                    buffered = BufferedReplies(connection)
+                    buffered = BufferedReplies(connection) if left else None
                 replies.append(reply)
             if buffered is not None:
                 await _hand_on_pushes(buffered)
