@@ -9,6 +9,7 @@ registers ``bridged(AsyncClass)`` as its sync class.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import threading
@@ -21,14 +22,15 @@ from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
-from brokerkit._logging import log_fields
+from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._loop_thread import LoopThread
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
+from brokerkit._settling import Ending, goes_on
 from brokerkit._subscription import Subscription
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
-from brokerkit.aio._threaded import twin
+from brokerkit.aio._threaded import SETTLE_WAIT, twin
 from brokerkit.exceptions import StaleDelivery
 
 __all__ = ["LoopBridgeBroker", "bridged"]
@@ -67,9 +69,21 @@ class LoopBridgeBroker(Broker):
         # Dropped unclosed, the broker takes its connection and loop thread with it
         # (the finalizer holds the loop thread and the inner broker, never this one).
         self._release = weakref.finalize(self, _release_dropped, self._loop, self.inner)
+        #: Acks and nacks whose callers were interrupted while their coroutines went
+        #: on, each done once its coroutine ended and its deliveries were settled (or
+        #: unsettled) by how it ended; the lock, as whichever thread ends one drops it.
+        self._going_on: set[concurrent.futures.Future[None]] = set()
+        self._going_on_lock = threading.Lock()
 
     def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         return self._loop.run(coroutine)
+
+    def _start(self, coroutine: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
+        """``coroutine`` started on the loop, as :meth:`LoopThread.run` does, unwaited."""
+        if threading.current_thread() is self._loop._thread:
+            coroutine.close()
+            raise RuntimeError("a loop bridge called from its own loop: it would deadlock")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop.loop)
 
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         self._run(self.inner._publish(topic, messages))
@@ -131,16 +145,75 @@ class LoopBridgeBroker(Broker):
         self, primitive: Any, deliveries: Sequence[Delivery], *args: Any, settles: bool
     ) -> None:
         """Run a settling primitive over the wrapped deliveries; a StaleDelivery names
-        the caller's own deliveries."""
+        the caller's own deliveries.
+
+        If the caller's wait is interrupted (a KeyboardInterrupt, or anything raised
+        into its thread) once the loop has started an ack or nack (``settles``), the
+        coroutine goes on, and may settle the deliveries on the server yet: cancelling
+        it mid-flight would leave unknown whether it did. The interruption says so
+        (:func:`goes_on`): the deliveries stay being settled until the coroutine ends,
+        and how it ends settles or unsettles them (:meth:`_when_ended`). An
+        interrupted extend marks nothing, and its coroutine is left to end on its own.
+        """
         inner = _inner(deliveries)
+        # Cancelled by an interrupted caller before the loop began the ack or nack, or
+        # made running (so that it can no longer be cancelled) by the loop as it does.
+        begun: concurrent.futures.Future[None] = concurrent.futures.Future()
+        call: concurrent.futures.Future[None] | None = None
         try:
-            self._run(primitive(inner, *args))
-        except StaleDelivery as exc:
-            stale = {id(d) for d in exc.deliveries}
-            raise StaleDelivery([d for d in deliveries if id(d.receipt) in stale]) from None
-        finally:
             if settles:
-                AsyncBroker._mark(inner)
+                call = self._start(_settle_on_loop(begun, primitive, inner, args))
+                call.result()
+            else:
+                self._run(primitive(inner, *args))
+        except StaleDelivery as exc:
+            raise _outer_stale(exc, deliveries) from None
+        except BaseException as exc:
+            if call is not None and not _outcome_of(call, exc) and not begun.cancel():
+                goes_on(exc, functools.partial(self._when_ended, call, deliveries))
+            raise
+
+    def _when_ended(
+        self,
+        call: concurrent.futures.Future[None],
+        deliveries: Sequence[Delivery],
+        ending: Ending,
+    ) -> None:
+        """Once ``call`` (an ack or nack whose caller was interrupted) has ended on the
+        loop, settle or unsettle ``deliveries`` by how it ended (``ending``), the hooks
+        told as for a call not interrupted: in a thread of its own, not the loop's (a
+        hook may call the bridge, which its own loop cannot serve)."""
+        settled: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._going_on_lock:
+            self._going_on.add(settled)
+
+        def end() -> None:
+            error = concurrent.futures.CancelledError() if call.cancelled() else call.exception()
+            if isinstance(error, StaleDelivery):
+                error = _outer_stale(error, deliveries)
+            elif error is not None:
+                log.info(
+                    "an ack or nack whose caller was interrupted failed on the event loop "
+                    "(%s: %s): message %s unsettled again",
+                    type(error).__name__,
+                    error,
+                    ", ".join(d.id for d in deliveries),
+                    extra=delivery_fields(deliveries),
+                )
+            try:
+                ending(error)
+            finally:
+                with self._going_on_lock:
+                    self._going_on.discard(settled)
+                settled.set_result(None)
+
+        def ended(_: object) -> None:
+            try:
+                threading.Thread(target=end, name="brokerkit-settled", daemon=True).start()
+            except RuntimeError:  # no new thread: the interpreter is ending
+                end()
+
+        call.add_done_callback(ended)
 
     def _suspend_renewals(self) -> None:
         self._run(self.inner._suspend_renewals())
@@ -153,6 +226,16 @@ class LoopBridgeBroker(Broker):
 
     def _list_topics(self) -> list[str]:
         return self._run(self.inner._list_topics())
+
+    def _shut_down(self) -> None:
+        """The broker's close: lets the acks and nacks that interrupted callers left
+        running on the loop finish (``SETTLE_WAIT`` at most: they land, rather than
+        being cut off, and their deliveries are settled or unsettled when the close
+        returns), then closes as every broker does, cancelling what still runs."""
+        with self._going_on_lock:
+            going_on = list(self._going_on)
+        concurrent.futures.wait(going_on, SETTLE_WAIT)
+        super()._shut_down()
 
     def _close(self) -> None:
         self._release.detach()
@@ -190,6 +273,37 @@ def _release_dropped(loop: LoopThread, inner: AsyncBroker) -> None:
 
 def _inner(deliveries: Sequence[Delivery]) -> list[AsyncDelivery]:
     return [d.receipt for d in deliveries]
+
+
+async def _settle_on_loop(
+    begun: concurrent.futures.Future[None],
+    primitive: Any,
+    inner: list[AsyncDelivery],
+    args: tuple[Any, ...],
+) -> None:
+    """Run the async settling ``primitive`` (on the bridge's loop), unless its caller
+    gave it up before it began (``begun`` cancelled); its deliveries are settled on the
+    async side once it has run, however it ended."""
+    if not begun.set_running_or_notify_cancel():
+        return
+    try:
+        await primitive(inner, *args)
+    finally:
+        AsyncBroker._mark(inner)
+
+
+def _outcome_of(call: concurrent.futures.Future[None], exc: BaseException) -> bool:
+    """Whether ``exc``, raised while waiting for ``call``, is how ``call`` ended,
+    rather than something raised into the waiting thread."""
+    if call.cancelled():
+        return isinstance(exc, concurrent.futures.CancelledError)
+    return call.done() and call.exception() is exc
+
+
+def _outer_stale(exc: StaleDelivery, deliveries: Sequence[Delivery]) -> StaleDelivery:
+    """``exc`` (of the async deliveries), naming the caller's deliveries instead."""
+    stale = {id(d) for d in exc.deliveries}
+    return StaleDelivery([d for d in deliveries if id(d.receipt) in stale])
 
 
 @functools.cache

@@ -1,0 +1,284 @@
+"""The loop bridge's ack or nack interrupted while its caller waits (Ctrl-C: a
+KeyboardInterrupt in the main thread): the coroutine goes on on the bridge's loop, the
+delivery stays being settled until it ends, and how it ends settles it (the hooks
+told) or unsettles it; a close waits, for a bounded time, for such an ack."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+import brokerkit
+import brokerkit.aio
+import brokerkit.aio._bridge
+from brokerkit._delivery import SETTLING, Delivery
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit.aio import LoopBridgeBroker
+from brokerkit.backends.memory import AsyncMemoryBroker
+from brokerkit.exceptions import AlreadySettled, BrokerError
+
+#: Seconds any wait of these tests may take at most: a hang guard, never a pace.
+GUARD = 30.0
+
+
+class Gate:
+    """Holds the first ack or nack that passes it until :meth:`open`, then lets it
+    settle (or, with ``fail``, fail as a server's refusal would); later ones pass."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.entered = threading.Event()
+        self._opened = threading.Event()
+
+    def open(self) -> None:
+        self._opened.set()
+
+    async def pass_through(self) -> None:
+        if self.entered.is_set():
+            return
+        self.entered.set()
+        assert await asyncio.to_thread(self._opened.wait, GUARD)
+        if self.fail:
+            raise BrokerError("the server refused the ack")
+
+
+class HeldAsyncMemoryBroker(AsyncMemoryBroker):
+    """The memory backend's asyncio class whose settling primitives pass the test's
+    :class:`Gate` (if it set one) before they run: a seam, the real primitive runs."""
+
+    gate: Gate | None = None
+
+    async def _held(self) -> None:
+        if self.gate is not None:
+            await self.gate.pass_through()
+
+    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
+        await self._held()
+        await super()._ack(deliveries)
+
+    async def _nack(self, deliveries: Sequence[AsyncDelivery], requeue: bool) -> None:
+        await self._held()
+        await super()._nack(deliveries, requeue)
+
+
+class Recorder:
+    """A plugin that writes down the acks and nacks the hooks are told of."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    @brokerkit.hookimpl
+    def brokerkit_on_ack(self, deliveries: Any) -> None:
+        self.calls.append(("ack", len(deliveries)))
+
+    @brokerkit.hookimpl
+    def brokerkit_on_nack(self, deliveries: Any, requeue: bool) -> None:
+        self.calls.append(("nack", len(deliveries)))
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    plugin = Recorder()
+    manager = brokerkit.get_plugin_manager()
+    manager.register(plugin)
+    try:
+        yield plugin
+    finally:
+        manager.unregister(plugin)
+
+
+@pytest.fixture
+def url() -> str:
+    return f"memory://bridge-interrupted-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def observer(url: str) -> Iterator[brokerkit.Broker]:
+    """A plain memory broker on the store the bridge uses, which keeps it alive."""
+    with brokerkit.connect(url) as other:
+        yield other
+
+
+@pytest.fixture
+def broker(url: str, observer: brokerkit.Broker) -> Iterator[LoopBridgeBroker]:
+    bridge = brokerkit.aio.bridged(HeldAsyncMemoryBroker).from_url(url)
+    try:
+        yield bridge
+    finally:
+        gate = bridge.inner.gate  # type: ignore[attr-defined]
+        if gate is not None:
+            gate.open()
+        bridge.close()
+
+
+@pytest.fixture
+def interrupt_when() -> Iterator[Callable[[threading.Event], None]]:
+    """``interrupt_when(entered)``: once ``entered`` is set, and the main thread (this
+    test's) is blocked waiting, a SIGINT raises KeyboardInterrupt there, as Ctrl-C
+    does (the default handler installed for the test)."""
+    assert threading.current_thread() is threading.main_thread()
+    saved = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    threads: list[threading.Thread] = []
+
+    def interrupt(entered: threading.Event) -> None:
+        main = threading.main_thread().ident
+        assert main is not None
+        if not entered.wait(GUARD):
+            return
+        deadline = time.monotonic() + GUARD
+        while not _blocked_waiting(main):  # a bounded poll: nothing to wait on
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.001)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    def arm(entered: threading.Event) -> None:
+        thread = threading.Thread(target=interrupt, args=(entered,), daemon=True)
+        thread.start()
+        threads.append(thread)
+
+    try:
+        yield arm
+    finally:
+        for thread in threads:
+            thread.join(GUARD)
+        signal.signal(signal.SIGINT, saved)
+
+
+def _blocked_waiting(ident: int) -> bool:
+    """Whether thread ``ident`` waits on a condition (a future's result, here)."""
+    frame = sys._current_frames().get(ident)
+    return frame is not None and frame.f_code is threading.Condition.wait.__code__
+
+
+def _until(predicate: Callable[[], bool]) -> bool:
+    """Whether ``predicate()`` became true within :data:`GUARD` (a bounded poll)."""
+    deadline = time.monotonic() + GUARD
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def _received(broker: LoopBridgeBroker) -> Delivery:
+    broker.publish("jobs", "x")
+    delivery = broker.subscribe("jobs").receive(timeout=0)
+    assert delivery is not None
+    return delivery
+
+
+def _left(observer: brokerkit.Broker) -> tuple[int, int | None]:
+    """What the store has of ``jobs``: (in flight, waiting for its group)."""
+    info = observer.inspect("jobs")
+    return info.in_flight, info.groups[0].lag
+
+
+def _settle(delivery: Delivery, how: str) -> None:
+    if how == "ack":
+        delivery.ack()
+    else:
+        delivery.nack()
+
+
+@pytest.mark.parametrize(("how", "waiting"), [("ack", 0), ("nack", 1)])
+def test_an_interrupted_settle_goes_on_and_settles_the_delivery_when_it_lands(
+    broker: LoopBridgeBroker,
+    observer: brokerkit.Broker,
+    recorder: Recorder,
+    interrupt_when: Callable[[threading.Event], None],
+    how: str,
+    waiting: int,
+) -> None:
+    delivery = _received(broker)
+    gate = broker.inner.gate = Gate()  # type: ignore[attr-defined]
+    interrupt_when(gate.entered)
+    with pytest.raises(KeyboardInterrupt):
+        _settle(delivery, how)
+    # Its coroutine still holds it on the loop: being settled, not settleable again.
+    assert delivery._settled is SETTLING and not delivery.settled
+    with pytest.raises(AlreadySettled, match="being acked or nacked"):
+        broker.ack(delivery)
+    with pytest.raises(AlreadySettled):
+        delivery.nack()
+    assert recorder.calls == []
+    gate.open()
+    assert _until(lambda: delivery.settled)
+    assert recorder.calls == [(how, 1)]
+    assert delivery.receipt.settled
+    with pytest.raises(AlreadySettled, match="already acked or nacked"):
+        delivery.ack()
+    assert _left(observer) == (0, waiting)
+
+
+def test_an_interrupted_ack_that_fails_leaves_the_delivery_settleable(
+    broker: LoopBridgeBroker,
+    observer: brokerkit.Broker,
+    recorder: Recorder,
+    interrupt_when: Callable[[threading.Event], None],
+) -> None:
+    delivery = _received(broker)
+    gate = broker.inner.gate = Gate(fail=True)  # type: ignore[attr-defined]
+    interrupt_when(gate.entered)
+    with pytest.raises(KeyboardInterrupt):
+        delivery.ack()
+    with pytest.raises(AlreadySettled):
+        delivery.ack()
+    gate.open()
+    assert _until(lambda: delivery._settled is False)
+    assert recorder.calls == []
+    delivery.ack()  # not settled by the failed one: this one settles it
+    assert delivery.settled and recorder.calls == [("ack", 1)]
+    assert _left(observer) == (0, 0)
+
+
+def test_a_close_waits_for_an_interrupted_ack_to_land(
+    broker: LoopBridgeBroker,
+    observer: brokerkit.Broker,
+    interrupt_when: Callable[[threading.Event], None],
+) -> None:
+    delivery = _received(broker)
+    gate = broker.inner.gate = Gate()  # type: ignore[attr-defined]
+    interrupt_when(gate.entered)
+    with pytest.raises(KeyboardInterrupt):
+        delivery.ack()
+    closing = threading.Thread(target=broker.close)
+    closing.start()
+    assert _until(lambda: broker.closed)
+    gate.open()
+    closing.join(GUARD)
+    assert not closing.is_alive()
+    # Settled when the close returned: it waited for the ack rather than cut it off.
+    assert delivery.settled
+    assert _left(observer) == (0, 0)
+
+
+def test_a_close_waits_a_bounded_time_for_an_interrupted_ack_that_does_not_end(
+    broker: LoopBridgeBroker,
+    interrupt_when: Callable[[threading.Event], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wait = 0.3
+    monkeypatch.setattr(brokerkit.aio._bridge, "SETTLE_WAIT", wait, raising=False)
+    delivery = _received(broker)
+    gate = broker.inner.gate = Gate()  # type: ignore[attr-defined]
+    interrupt_when(gate.entered)
+    with pytest.raises(KeyboardInterrupt):
+        delivery.ack()
+    closing = threading.Thread(target=broker.close)
+    started = time.monotonic()
+    closing.start()
+    closing.join(GUARD)
+    assert not closing.is_alive()  # the gate never opened: the close did not hang
+    assert time.monotonic() - started >= wait  # it waited for the ack first
+    # Cut off by the close (its coroutine cancelled), the ack settled nothing.
+    assert _until(lambda: delivery._settled is False)
