@@ -25,6 +25,19 @@ from brokerkit.backends.redis._held_async import AsyncReader
 from tests.conftest import RedisTarget
 
 _NESTED = "return {1, {2, redis.error_reply('E nested')}, ARGV[1], {}}"
+_RESP3_SCRIPTS = [
+    f"redis.setresp(3); return {value}"
+    for value in (
+        "false",
+        "true",
+        "{double=1.5}",
+        "{big_number='123456789012345678901234567890'}",
+        "{map={a=1, b={false, 'x'}}}",
+        "{set={a=true}}",
+        "{verbatim_string={format='txt', string='text'}}",
+        "nil",
+    )
+]
 _VALUES = st.one_of(
     st.binary(max_size=40),
     # longer than one socket read (64 KB)
@@ -51,6 +64,9 @@ def _commands(key: str) -> st.SearchStrategy[list[tuple[Any, ...]]]:
         st.just(("EXEC",)),
         st.just(("DEL", key)),
         _VALUES.map(lambda v: ("ECHO", v)),
+        # RESP3's own kinds (RESP2's equivalents on a RESP2 connection); a boolean false
+        # must not read as hiredis's "not enough data"
+        st.sampled_from(_RESP3_SCRIPTS).map(lambda script: ("EVAL", script, 0)),
     )
     return st.lists(one, min_size=1, max_size=12)
 
@@ -250,3 +266,90 @@ def test_a_push_among_buffered_replies_goes_to_the_parsers_handler(
         reader.close()
         client.delete(key)
         client.close()
+
+
+def test_the_async_reader_hands_a_push_to_the_parsers_handler(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    """The asyncio twin of the test above: the push goes to the parser's (coroutine)
+    handler, the replies stay in order."""
+    key = f"{prefix}:tracked"
+    handled: list[Any] = []
+
+    async def handle(push: Any) -> None:
+        handled.append(push)
+
+    async def main() -> list[Any]:
+        client = aioredis.Redis(
+            host=redis_target.host, port=redis_target.port, db=redis_target.db, protocol=3
+        )
+        reader = AsyncReader(client)
+        try:
+            await reader.execute("PING")
+            reader._state.connection._parser.set_invalidation_push_handler(handle)
+            return await reader.execute_many(
+                ("CLIENT", "TRACKING", "ON"),
+                ("GET", key),
+                ("SET", key, "x"),
+                ("GET", key),
+                ("ECHO", "last"),
+                ("CLIENT", "TRACKING", "OFF"),
+                ("DEL", key),
+            )
+        finally:
+            await reader.close()
+            await client.aclose()
+
+    replies = asyncio.run(main())
+    assert replies == [b"OK", None, b"OK", b"x", b"last", b"OK", 1]
+    assert [push[0] for push in handled] == [b"invalidate"]
+
+
+class _Overriding(redis.connection.Connection):
+    """A connection class with a read_response of its own (as Sentinel's has)."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        return super().read_response(*args, **kwargs)
+
+
+def _reads_for_twenty_replies(redis_target: RedisTarget, connection_class: type) -> int:
+    """How many read_response calls the reader makes for 20 small replies."""
+    pool = redis.ConnectionPool(
+        host=redis_target.host,
+        port=redis_target.port,
+        db=redis_target.db,
+        connection_class=connection_class,
+    )
+    client = redis.Redis(connection_pool=pool)
+    reader = Reader(client)
+    calls: list[int] = []
+    try:
+        reader.execute("PING")  # connected: the handshake's replies are not counted
+        connection = reader._state.connection
+        own = connection.read_response
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            return own(*args, **kwargs)
+
+        connection.read_response = counted  # this connection's, its class's unchanged
+        replies = reader.execute_many(*[("ECHO", str(n)) for n in range(20)])
+        assert replies == [str(n).encode() for n in range(20)]
+    finally:
+        reader.close()
+        client.close()
+    return len(calls)
+
+
+def test_replies_that_came_together_are_taken_from_the_buffer(redis_target: RedisTarget) -> None:
+    """With redis-py's own read_response, 20 small replies that arrive together take
+    one read_response (a few, if the socket split them), not 20."""
+    assert 1 <= _reads_for_twenty_replies(redis_target, redis.connection.Connection) < 5
+
+
+def test_a_connection_class_with_its_own_read_response_reads_every_reply_through_it(
+    redis_target: RedisTarget,
+) -> None:
+    """A connection class that overrides read_response (as Sentinel's does, turning
+    READONLY into a reconnection) gets every reply through it."""
+    assert _reads_for_twenty_replies(redis_target, _Overriding) == 20

@@ -9,14 +9,20 @@ messages (``MULTI``, each command's ``QUEUED``, ``EXEC``). Once one reply was re
 through ``read_response`` (which waits for the socket under the connection's timeout),
 the replies that came with it are whole in hiredis's buffer: they are taken from there,
 as ``read_response`` would return them (an error reply as its exception, a connection
-error raised). Only with hiredis's parser and RESP2 (no push replies can come between);
-with any other parser or protocol, every reply goes through ``read_response``.
+error raised, a RESP3 push handed to the parser's handler). Only where that is all
+``read_response`` does: hiredis's parser with redis-py's "not enough data" marker
+(redis-py 5.0.8 and later), a connection class whose ``read_response`` is redis-py's
+own (a Sentinel-managed connection's is not: it turns ``READONLY`` into a reconnection),
+RESP2, or RESP3 with a push handler. Anything else reads every reply through
+``read_response``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+import redis.asyncio.connection
+import redis.connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 __all__ = ["NOT_BUFFERED", "BufferedReplies"]
@@ -25,10 +31,16 @@ __all__ = ["NOT_BUFFERED", "BufferedReplies"]
 #: parser's buffer (then ``read_response`` reads it).
 NOT_BUFFERED: Final = object()
 
+#: redis-py's own ``read_response``s (sync and asyncio), which every connection class
+#: but one that overrides it (Sentinel's) inherits.
+_OWN_READ_RESPONSE = frozenset(
+    {redis.connection.Connection.read_response, redis.asyncio.connection.Connection.read_response}
+)
+
 try:  # redis-py's hiredis parsers (private: with anything else, read_response reads)
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
     from redis._parsers.hiredis import _AsyncHiredisParser, _HiredisParser
-except ImportError:  # pragma: no cover - a redis-py without them
+except ImportError:  # pragma: no cover - a redis-py before 5.0.8 ("not enough data": False)
     _HIREDIS_PARSERS: tuple[type, ...] = ()
     _NOT_ENOUGH_DATA = NOT_BUFFERED
 else:
@@ -47,7 +59,7 @@ class BufferedReplies:
     notification, an invalidation) is kept in :attr:`pushed`, for the parser's
     :attr:`push_handler` (``read_response`` hands it there before it reads on)."""
 
-    __slots__ = ("_gets", "_resp2", "push_handler", "push_type", "pushed")
+    __slots__ = ("_gets", "push_handler", "push_type", "pushed")
 
     def __init__(self, connection: Any) -> None:
         parser = getattr(connection, "_parser", None)
@@ -57,14 +69,15 @@ class BufferedReplies:
         self.push_type: Any = getattr(parser, "_hiredis_PushNotificationType", None)
         #: push replies taken, for :attr:`push_handler`
         self.pushed: list[Any] = []
-        self._resp2 = str(getattr(connection, "protocol", 2)) == "2"
+        resp2 = str(getattr(connection, "protocol", 2)) == "2"
         self._gets: Any = None
         if (
             type(parser) in _HIREDIS_PARSERS
             and reader is not None
+            and getattr(type(connection), "read_response", None) in _OWN_READ_RESPONSE
             # a reply a readiness check took out of hiredis, for read_response
             and getattr(parser, "_next_response", _NOT_ENOUGH_DATA) is _NOT_ENOUGH_DATA
-            and (self._resp2 or self.push_handler is not None)
+            and (resp2 or self.push_handler is not None)
         ):
             self._gets = reader.gets
 
@@ -78,8 +91,7 @@ class BufferedReplies:
         while self.push_type is not None and isinstance(reply, self.push_type):
             self.pushed.append(reply)
             reply = gets()
-        # (RESP2 has no boolean reply: False is "not enough data" to an older parser)
-        if reply is _NOT_ENOUGH_DATA or (reply is False and self._resp2):
+        if reply is _NOT_ENOUGH_DATA:
             return NOT_BUFFERED
         if isinstance(reply, RedisConnectionError):
             raise reply
