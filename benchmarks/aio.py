@@ -327,6 +327,17 @@ def _consume_rows(url: str, n: int, body: bytes, rounds: int) -> list[str]:
     return rows
 
 
+def _sizes(text: str) -> list[int]:
+    """``--sizes``: body sizes in bytes, each 1 or more, comma-separated."""
+    try:
+        sizes = [int(size) for size in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes in bytes, each 1 or more, as 100,10000")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", default=None)
@@ -334,15 +345,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-faststream", action="store_true")
     parser.add_argument(
-        "--sizes", default="100", help="consume+ack body sizes in bytes, comma-separated"
+        "--sizes",
+        type=_sizes,
+        default=[100],
+        help="consume+ack body sizes in bytes, comma-separated (default 100)",
     )
     args = parser.parse_args(argv)
-    sizes = [int(size) for size in args.sizes.split(",")]
+    sizes: list[int] = args.sizes
     n = args.messages
     lines = [
         "# brokerkit.aio benchmarks",
         "",
-        f"`python -m benchmarks.aio --messages {n} --rounds {args.rounds} --sizes {args.sizes}`; "
+        f"`python -m benchmarks.aio --messages {n} --rounds {args.rounds} "
+        f"--sizes {','.join(map(str, sizes))}`; "
         "100-byte bodies but where a size is given; medians of per-round ratios.",
         "",
     ]
