@@ -11,6 +11,7 @@ import concurrent.futures
 import functools
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -112,7 +113,7 @@ class ThreadedAsyncBroker(AsyncBroker):
         await self._run(self.sync._publish_delayed, topic, messages, delay)
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
-        inner = twin(Subscription, self.sync, subscription)
+        inner = _Twin(self.sync, subscription)
         await self._run(self.sync._subscribe, inner)
         subscription.state = inner
 
@@ -329,6 +330,53 @@ def twin(kind: type[_S], broker: Any, subscription: Subscription | AsyncSubscrip
         start=subscription.start,
         pattern=subscription.pattern,
     )
+
+
+class _Twin(Subscription):
+    """The twin of an asyncio subscription that the adapter hands to the sync backend.
+    What the backend fetches for it does not wait in its own buffer but in the
+    asyncio subscription's, each delivery wrapped in an :class:`AsyncDelivery` whose
+    receipt it is."""
+
+    def __init__(self, broker: Broker, subscription: AsyncSubscription) -> None:
+        super().__init__(
+            broker,
+            subscription.topic,
+            group=subscription.group,
+            consumer=subscription.consumer,
+            prefetch=subscription.prefetch,
+            start=subscription.start,
+            pattern=subscription.pattern,
+        )
+        self._outer = weakref.ref(subscription)
+
+    def take_buffered(self, void: Callable[[Delivery], bool]) -> list[AsyncDelivery]:
+        """The hook for a sync backend that finds, in the background, deliveries it
+        fetched for this subscription void (their lease gone), so that no receive hands
+        them out: a backend looks it up with ``getattr(subscription, "take_buffered",
+        None)`` (kombu+amqp does), and without it takes them out of the subscription's
+        own buffer.
+
+        Takes out of the asyncio subscription's buffer the deliveries whose sync
+        delivery ``void`` says, each one once (one a receive takes meanwhile is left to
+        it: it is handed out), from any thread; marks them, and theirs, settled here
+        (nothing is sent); and returns them, as the application would have received
+        them.
+        """
+        subscription = self._outer()
+        if subscription is None:
+            return []
+        buffer = subscription._buffer
+        taken = []
+        for delivery in [d for d in list(buffer) if void(d.receipt)]:
+            try:
+                buffer.remove(delivery)
+            except ValueError:  # received meanwhile
+                continue
+            taken.append(delivery)
+        AsyncBroker._mark(taken)
+        Broker._mark(_inner(taken))
+        return taken
 
 
 def _inner(deliveries: Sequence[AsyncDelivery]) -> list[Delivery]:

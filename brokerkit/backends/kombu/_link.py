@@ -90,6 +90,9 @@ class Link(Topology):
         self.created_queues: set[str] = set()
         #: RabbitMQ's ``max_message_size``, once a refusal has told it.
         self.max_message_size: int | None = None
+        #: Called (under the lock) each time the connection is found lost and dropped,
+        #: once :attr:`generation` has moved on: what was fetched from it is void now.
+        self.on_drop: Callable[[], None] | None = None
         #: Set by :meth:`halt`: the broker is closing, nothing reconnects any more.
         self._halted = threading.Event()
         #: When the reconnect under way gives up (``reconnect_timeout`` after the loss
@@ -231,7 +234,7 @@ class Link(Topology):
     def _drop(self) -> None:
         """Forget the connection (lost): close its socket, no handshake. Its channels
         read closed from now on, and :attr:`generation` moves on at once: a lease of it
-        is stale before anything reconnects."""
+        is stale before anything reconnects (and :attr:`on_drop` is told)."""
         self._publisher = None
         self._declared.clear()
         self.generation += 1
@@ -242,6 +245,8 @@ class Link(Topology):
                 # may be gone: py-amqp's collect would, as long as the timeout says.
                 sock.settimeout(0)
             self._connection.collect()
+        if self.on_drop is not None:
+            self.on_drop()
 
     def _reconnect(self, arrived: float) -> None:
         """Connect again, within the window of the outage (``reconnect_timeout`` from

@@ -15,7 +15,8 @@ unsettled, and a settle after that raises StaleDelivery without touching the ser
 (whose delivery tag would no longer be valid). A lease also ends with its channel: a
 connection found lost, or a channel RabbitMQ closed, took its deliveries back to the
 queue, and what the subscription had fetched from it but not handed out yet is
-dropped from its buffer (:meth:`Reader.forget_buffered`).
+dropped from its buffer (:meth:`Reader.forget_buffered`, as soon as the loss is
+found: see :mod:`._dropped`).
 
 A pushed delivery waiting in the inbox was handed to nobody yet: its clock is the
 subscription's. It starts at its arrival and starts again whenever the subscription
@@ -29,13 +30,13 @@ reaper also calls without it).
 from __future__ import annotations
 
 import collections
-import contextlib
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from brokerkit._broker import Broker
 from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
 from brokerkit.backends.kombu._envelope import attempt_of, decode
@@ -133,24 +134,38 @@ class Reader:
         the network cut may succeed all the same: only the answer tells."""
         self.channel.basic_qos(0, self.qos, False)
 
-    def forget_buffered(self, link: Link) -> list[Delivery]:
+    def forget_buffered(self, link: Link) -> tuple[list[Any], str | None]:
         """Take out of the subscription's buffer (fetched, not handed out yet) the
-        deliveries whose channel is gone: their lease went with it, and RabbitMQ has
-        them back. Return them. (A receive in another thread pops the buffer without
-        a lock: one it takes meanwhile is handed out, and its settle says it is stale.)
+        deliveries whose lease this reader no longer holds: their channel is gone
+        (RabbitMQ has them back), or the reaper handed them back. Each is marked
+        settled here, nothing sent. Safe from any thread, with the link's lock or
+        without it; a delivery whose lease is held stays.
+
+        :returns: those taken, as the application would have received them (under
+            brokerkit.aio the thread adapter's asyncio deliveries, from the asyncio
+            subscription's buffer: see :meth:`_Twin.take_buffered
+            <brokerkit.aio._threaded._Twin.take_buffered>`); and why the first was
+            void, as :meth:`lost` says (None: its lease ran out). A receive in
+            another thread pops the buffer without a lock: one it takes meanwhile is
+            handed out, not taken here, and its settle says it is stale.
         """
-        buffer = self.subscription._buffer
-        gone = [
-            delivery
-            for delivery in list(buffer)
-            if isinstance(delivery.receipt, Lease)
-            and delivery.receipt.reader is self
-            and not self.holds(delivery.receipt, link)
-        ]
-        for delivery in gone:
-            with contextlib.suppress(ValueError):  # handed out meanwhile
-                buffer.remove(delivery)
-        return gone
+        why: list[str | None] = []
+
+        def void(delivery: Delivery) -> bool:
+            lease = delivery.receipt
+            if not isinstance(lease, Lease) or lease.reader is not self:
+                return False
+            if self.holds(lease, link):
+                return False
+            if not why:
+                why.append(self.lost(lease, link))
+            return True
+
+        # The thread adapter's twin of an asyncio subscription says where its
+        # deliveries wait (the hook a sync backend uses: see brokerkit.aio._threaded).
+        take = getattr(self.subscription, "take_buffered", None)
+        taken: list[Any] = take(void) if take is not None else _take(self.subscription, void)
+        return taken, (why[0] if why and taken else None)
 
     def release(self, lease: Lease) -> None:
         """Forget ``lease`` (it was settled or handed back)."""
@@ -273,6 +288,21 @@ class Reader:
         delivery.receipt = lease
         self.leases[tag] = lease
         return lease
+
+
+def _take(subscription: Subscription, void: Callable[[Delivery], bool]) -> list[Delivery]:
+    """Take the deliveries ``void`` says out of ``subscription``'s buffer, each one
+    once (one a receive popped meanwhile is left to it), marked settled here."""
+    buffer = subscription._buffer
+    taken = []
+    for delivery in [d for d in list(buffer) if void(d)]:
+        try:
+            buffer.remove(delivery)
+        except ValueError:  # handed out meanwhile
+            continue
+        taken.append(delivery)
+    Broker._mark(taken)
+    return taken
 
 
 def _arrival(reader: Reader, channel: Any) -> Callable[[Any], None]:

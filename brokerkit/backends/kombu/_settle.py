@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from brokerkit._delivery import Delivery
+from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
 from brokerkit.backends.kombu._publish import send_confirmed
@@ -30,6 +31,7 @@ class AMQPSettling:
         _link: Link
         _readers: set[Reader]
         _state_lock: threading.Lock
+        _dropped: DroppedBuffers
 
         def _reading(self) -> Link: ...
 
@@ -103,8 +105,10 @@ class AMQPSettling:
             # py-amqp reopened the closed channel in place, which one is not told:
             # those of this batch are closed, their deliveries go back.
             channel_closed.append(True)
-            for reader in {d.receipt.reader for d in deliveries}:
+            readers = {d.receipt.reader for d in deliveries}
+            for reader in readers:
                 reader.reset()
+            self._dropped.drop(readers, link)  # (what they buffered went too)
 
         try:
             link.call(run, on_channel_error=reset, reconnect=False)
@@ -114,6 +118,7 @@ class AMQPSettling:
                 raise _gone_with_channel(deliveries, "connection", link) from None
             why[:] = ["connection"]  # (lost once they were settled)
         except BrokerError as exc:
+            self._dropped.report()
             if not channel_closed or confirmed:
                 raise
             raise _gone_with_channel(deliveries, "channel", link, str(exc)) from None
@@ -124,12 +129,13 @@ class AMQPSettling:
             raise StaleDelivery(stale)
 
     def _forget_buffered(self, link: Link) -> None:
-        """Drop from the subscriptions' buffers what they fetched from a channel that
-        is gone (see :meth:`Reader.forget_buffered`)."""
+        """Drop from the subscriptions' buffers what they fetched and no longer hold a
+        lease of (see :class:`DroppedBuffers`), and report what was dropped; call
+        holding no lock."""
         with self._state_lock:
             readers = list(self._readers)
-        for reader in readers:
-            reader.forget_buffered(link)
+        self._dropped.drop(readers, link)
+        self._dropped.report()
 
     def _give_back(self, lease: Lease, *, requeue: bool, reason: str | None = None) -> None:
         """Requeue the delivery of ``lease``, or dead-letter it (for ``reason``, or

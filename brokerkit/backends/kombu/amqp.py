@@ -41,7 +41,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple
 
 from brokerkit._broker import DEFAULT_GROUP, Broker
@@ -54,6 +54,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._connection import is_tls
+from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import Link
 from brokerkit.backends.kombu._manage import inspect_topic, purge_topic
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
@@ -122,6 +123,8 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         self._readers: set[Reader] = set()
         self._groups: dict[str, set[str]] = {}
         self._state_lock = threading.Lock()
+        #: What the subscriptions' buffers held of a lease gone, until reported.
+        self._dropped = DroppedBuffers()
         #: Set by :meth:`_halt`: the broker is closing.
         self._halting = threading.Event()
         # Sweeps often enough to send a heartbeat every half heartbeat.
@@ -141,6 +144,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                         raise BrokerClosed(f"the broker {self.url} is closing")
                     name = f"{self.connection_name}/reading"
                     self._reading_link = Link(self.url, self.options, name)
+                    self._reading_link.on_drop = _on_drop(weakref.ref(self), self._reading_link)
                     self._links.append(self._reading_link)
                 link = self._reading_link
         return link
@@ -187,6 +191,8 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             if subscription.closed or self._closed:
                 return []  # its connection was closed under it (see Link.halt)
             raise
+        finally:
+            self._dropped.report()  # (what this fetch found void, if anything)
 
     def _pull(
         self, subscription: Subscription, max_messages: int, timeout: float
@@ -198,11 +204,14 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             if reader.consumer_tag is not None and reader.saturated():
                 # It holds as many unsettled deliveries as its qos lets the server push:
                 # only basic.get can bring it another.
-                link.call(lambda: reader.stop_waiting(link), on_channel_error=reader.reset)
+                link.call(
+                    lambda: reader.stop_waiting(link),
+                    on_channel_error=functools.partial(self._reset, reader),
+                )
             pull = reader.consumer_tag is None
             taken = link.call(
                 functools.partial(self._take, reader, max_messages, pull=pull),
-                on_channel_error=reader.reset,
+                on_channel_error=functools.partial(self._reset, reader),
             )
             if taken or subscription.closed or self._closed:
                 return taken
@@ -213,7 +222,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             wait = min(remaining, _SLICE)
             link.call(
                 functools.partial(reader.wait, link, max_messages, wait),
-                on_channel_error=reader.reset,
+                on_channel_error=functools.partial(self._reset, reader),
             )
 
     def _take(self, reader: Reader, limit: int, *, pull: bool) -> list[Delivery]:
@@ -235,6 +244,13 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             else:
                 kept.append(delivery)
         return kept
+
+    def _reset(self, reader: Reader) -> None:
+        """RabbitMQ closed the channel of ``reader`` (it has every delivery on it back):
+        drop the channel, and what the subscription buffered from it (call under the
+        reading link's lock)."""
+        reader.reset()
+        self._dropped.drop([reader], self._reading())
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         reader: Reader = subscription.state
@@ -296,8 +312,8 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         with self._state_lock:
             readers = list(self._readers)
         if self._reading_link is not None:
-            for reader in readers:  # (of a connection the heartbeat found lost)
-                reader.forget_buffered(self._reading_link)
+            # (reported here: what the heartbeat found lost was dropped as it did)
+            self._forget_buffered(self._reading_link)
         if any(r.consumer_tag is not None for r in readers):
             # Nobody may be reading the socket for a consumer whose subscription went
             # idle: take in what was pushed to it, so that its leases can run out.
@@ -332,9 +348,12 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                 reader.inbox.clear()
                 self._requeue_or_dead_letter(unread, requeue=True)
                 self._retire_if_done(reader)
+                # What it had buffered of those is not handed out any more.
+                self._dropped.drop([reader], link)
 
         if not self._closed:
             link.call(reap)
+            self._dropped.report()
 
     def _pump(self) -> None:
         """Dispatch the frames already received, without waiting for more."""
@@ -374,6 +393,26 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         with self._state_lock:
             self._readers.clear()
         self._release()
+        self._dropped.report()
+
+
+def _on_drop(ref: weakref.ref[KombuAMQPBroker], link: Link) -> Callable[[], None]:
+    """The reading ``link``'s :attr:`~Link.on_drop`: it found its connection lost,
+    and holds its lock still; drop from the subscriptions' buffers what they fetched
+    from that connection, before any receive can hand it out (reported later, holding
+    no lock). It holds the broker weakly (the links outlive a broker dropped
+    unclosed, until its finalizer closes them); nothing is dropped once the broker is
+    closing (its subscriptions hand back what they buffered)."""
+
+    def dropped() -> None:
+        broker = ref()
+        if broker is None or broker._halting.is_set():
+            return
+        with broker._state_lock:
+            readers = list(broker._readers)
+        broker._dropped.drop(readers, link)
+
+    return dropped
 
 
 def _release(reaper: Reaper, links: list[Link]) -> None:
