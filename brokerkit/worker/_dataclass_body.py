@@ -2,7 +2,11 @@
 dicts, lists, str and numbers) by its fields' resolved type hints, nested: worked out
 once, when the handler is registered (see :class:`Builders`), with a :class:`Misfit`
 naming where a body does not fit. brokerkit's own, never pydantic's or msgspec's, so
-that a dataclass is built the same with or without those extras."""
+that a dataclass is built the same with or without those extras.
+
+A body is built :data:`MAX_DEPTH` containers deep at most: a recursive dataclass
+(``child: Node | None``) nested deeper does not fit, with a reason rather than a
+``RecursionError``."""
 
 from __future__ import annotations
 
@@ -18,7 +22,14 @@ from typing import Any
 from brokerkit.exceptions import InvalidOption
 from brokerkit.worker._error_text import one_line
 
-__all__ = ["Builders", "Misfit", "unannotated"]
+__all__ = ["MAX_DEPTH", "Builders", "Misfit", "unannotated"]
+
+#: How many containers deep a body is built: the body (an object) is the first; each
+#: object (a dataclass's, a dict's) and array built inside it is one more. One nested
+#: deeper does not fit. Containers taken as decoded (a ``list[int]``, an ``Any``) are
+#: never looked into, and not counted. A level takes two Python frames at most, so
+#: that building stays well within Python's default recursion limit (1000).
+MAX_DEPTH = 200
 
 
 def unannotated(hint: Any) -> Any:
@@ -43,8 +54,9 @@ def _init_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
     return fields
 
 
-#: A value's conversion into one type; raises :class:`Misfit` when it does not fit.
-_Build = Callable[[Any], Any]
+#: A value's conversion into one type, given the value and its depth (the body's is 1;
+#: see :data:`MAX_DEPTH`); raises :class:`Misfit` when it does not fit.
+_Build = Callable[[Any, int], Any]
 
 #: A dict key in the path of a misfit: shortened.
 _key = reprlib.Repr()
@@ -70,6 +82,19 @@ class Misfit(Exception):
 
 def _expected(expected: str, value: Any) -> Misfit:
     return Misfit(f"expected {expected}, got {type(value).__name__}")
+
+
+def _too_deep() -> Misfit:
+    return Misfit(f"nested deeper than {MAX_DEPTH} levels (the most a dataclass body is built to)")
+
+
+def _beyond_recursion_limit() -> Misfit:
+    """The misfit of a body whose building hit Python's recursion limit: only a limit
+    set lower than :data:`MAX_DEPTH` levels need (or a build called from deep down)."""
+    return Misfit(
+        f"nested deeper than Python's recursion limit ({sys.getrecursionlimit()}) lets a "
+        f"dataclass body be built (the most is {MAX_DEPTH} levels)"
+    )
 
 
 def _dataclass_type(hint: Any) -> bool:
@@ -106,7 +131,9 @@ class Builders:
       holds).
 
     A container is only looked at where what it holds needs building (``list[int]``
-    takes any value as decoded, ``list[Point]`` requires an array).
+    takes any value as decoded, ``list[Point]`` requires an array). One built deeper
+    than :data:`MAX_DEPTH` does not fit; a build never raises ``RecursionError``, even
+    under a recursion limit set too low for that depth (that does not fit either).
 
     :raises InvalidOption: a field's annotation does not resolve, or holds a dataclass
         in a form not built (``Sequence[Point]``, ``Point | Line``, ``set[Point]``): it
@@ -128,16 +155,17 @@ class Builders:
         if _dataclass_type(origin):  # a generic dataclass: its type variables as decoded
             return None if _held_dataclass(hint) else self.dataclass(origin)
         if hint is tuple or hint is typing.Tuple:  # noqa: UP006 (the bare one, as a value)
-            return _variadic(None)
+            return _as_tuple
         if origin is tuple:
             if len(arguments) == 2 and arguments[1] is Ellipsis:
-                return _variadic(self.of(arguments[0]))
+                item = self.of(arguments[0])
+                return _as_tuple if item is None else _array(item, tuple)
             if arguments == ((),):  # tuple[()] on Python 3.10
                 arguments = ()
             return _fixed([self.of(a) for a in arguments])
         if origin is list and arguments:
             item = self.of(arguments[0])
-            return None if item is None else _list(item)
+            return None if item is None else _array(item, list)
         if origin is dict and len(arguments) == 2:
             value = self.of(arguments[1])
             keep_keys = self.of(arguments[0]) is None
@@ -151,7 +179,8 @@ class Builders:
         return None
 
     def dataclass(self, cls: Any) -> _Build:
-        """How to build the dataclass ``cls`` from an object."""
+        """How to build the dataclass ``cls`` from an object: called with the value and
+        its depth, 1 for the body itself."""
         if cls in self._built:
             return self._built[cls]
         fields: dict[str, _Build | None] = {}
@@ -159,7 +188,9 @@ class Builders:
         required: set[str] = set()
         name = cls.__name__
 
-        def build(value: Any) -> Any:
+        def build(value: Any, depth: int) -> Any:
+            if depth > MAX_DEPTH:
+                raise _too_deep()
             if not isinstance(value, Mapping):
                 raise _expected("an object", value)
             unknown = sorted(str(k) for k in value if k not in fields and k not in left_out)
@@ -179,10 +210,16 @@ class Builders:
                         arguments[key] = item
                         continue
                     try:
-                        arguments[key] = field_build(item)
+                        arguments[key] = field_build(item, depth + 1)
                     except Misfit as exc:
                         exc.path.append(f".{key}")
                         raise
+                    except RecursionError:
+                        # A recursive type recurs through here. Should making the
+                        # misfit hit the limit again, a build further up makes it.
+                        misfit = _beyond_recursion_limit()
+                        misfit.path.append(f".{key}")
+                        raise misfit from None
             try:
                 return cls(**arguments)
             except (TypeError, ValueError) as exc:  # raised by a __post_init__ check
@@ -250,33 +287,39 @@ def _field_hints(cls: Any, names: set[str]) -> dict[str, Any]:
     return hints
 
 
-def _list(item: _Build) -> _Build:
-    def build(value: Any) -> Any:
+def _array(item: _Build, into: type[list[Any]] | type[tuple[Any, ...]]) -> _Build:
+    """``list[X]`` (``into`` list) or ``tuple[X, ...]`` (tuple): in one frame a level."""
+
+    def build(value: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise _too_deep()
         if not isinstance(value, (list, tuple)):
             raise _expected("an array", value)
         built = []
         for index, element in enumerate(value):
             try:
-                built.append(item(element))
+                built.append(item(element, depth + 1))
             except Misfit as exc:
                 exc.path.append(f"[{index}]")
                 raise
-        return built
+        return built if into is list else tuple(built)
 
     return build
 
 
-def _variadic(item: _Build | None) -> _Build:
-    def build(value: Any) -> Any:
-        if not isinstance(value, (list, tuple)):
-            raise _expected("an array", value)
-        return tuple(value) if item is None else tuple(_list(item)(value))
-
-    return build
+def _as_tuple(value: Any, depth: int) -> Any:
+    """A bare ``tuple``, or ``tuple[X, ...]`` of an X taken as decoded."""
+    if depth > MAX_DEPTH:
+        raise _too_deep()
+    if not isinstance(value, (list, tuple)):
+        raise _expected("an array", value)
+    return tuple(value)
 
 
 def _fixed(items: list[_Build | None]) -> _Build:
-    def build(value: Any) -> Any:
+    def build(value: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise _too_deep()
         if not isinstance(value, (list, tuple)):
             raise _expected("an array", value)
         if len(value) != len(items):
@@ -284,7 +327,7 @@ def _fixed(items: list[_Build | None]) -> _Build:
         built = []
         for index, (item, element) in enumerate(zip(items, value, strict=True)):
             try:
-                built.append(element if item is None else item(element))
+                built.append(element if item is None else item(element, depth + 1))
             except Misfit as exc:
                 exc.path.append(f"[{index}]")
                 raise
@@ -294,13 +337,15 @@ def _fixed(items: list[_Build | None]) -> _Build:
 
 
 def _dict(item: _Build) -> _Build:
-    def build(value: Any) -> Any:
+    def build(value: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise _too_deep()
         if not isinstance(value, Mapping):
             raise _expected("an object", value)
         built = {}
         for key, element in value.items():
             try:
-                built[key] = item(element)
+                built[key] = item(element, depth + 1)
             except Misfit as exc:
                 exc.path.append(f"[{_key.repr(key)}]")
                 raise
@@ -310,7 +355,7 @@ def _dict(item: _Build) -> _Build:
 
 
 def _optional(inner: _Build) -> _Build:
-    def build(value: Any) -> Any:
-        return None if value is None else inner(value)
+    def build(value: Any, depth: int) -> Any:
+        return None if value is None else inner(value, depth)
 
     return build

@@ -327,7 +327,7 @@ def _dataclass(cls: Any) -> Converter:
 
     def convert(body: Any) -> Any:
         try:
-            return build(body)
+            return build(body, 1)  # the body is the first level
         except Misfit as exc:
             raise InvalidBody(f"{cls.__name__}: {exc.text}{exc.where()}") from (
                 exc.__cause__ or exc
