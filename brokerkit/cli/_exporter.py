@@ -29,6 +29,10 @@ from brokerkit.exceptions import (
 
 __all__ = ["register"]
 
+#: The longest the exporter's stop waits for the thread connecting in the background
+#: (see :meth:`_Connection.close`), in seconds.
+CONNECT_WAIT = 5.0
+
 
 def register(app: typer.Typer) -> None:
     command(app, "exporter", exporter)
@@ -61,6 +65,7 @@ def exporter(
     scrape still answers within --timeout seconds, its topics reported down
     (brokerkit_topic_up 0; brokerkit_topics_listed 0 when listing failed): from the
     start too, the exporter connecting again on each scrape until the broker answers.
+    On stopping it waits 5 seconds at most for a connection still being made.
     """
     if not 0 < port < 65536:
         raise typer.BadParameter("must be a port number, 1 to 65535", param_hint="--port")
@@ -105,6 +110,7 @@ def exporter(
             stop.wait()
         finally:
             server.shutdown()
+            server.server_close()
             thread.join(5)
             connection.close()
         if connection.fatal is not None:
@@ -134,17 +140,24 @@ class _Connection:
         self._connecting = threading.Lock()
         self._broker: Broker | None = None
         self._closed = False
+        self._thread: threading.Thread | None = None
         self.fatal: BrokerError | None = None
 
     def start(self) -> None:
-        """Connect in a thread of its own; say so on stderr if the broker cannot be
-        reached (yet)."""
-        threading.Thread(target=self._first, name="brokerkit-exporter-connect", daemon=True).start()
+        """Connect in a thread of its own (joined by :meth:`close`); say so on stderr
+        if the broker cannot be reached (yet)."""
+        # A daemon: a connect outlasting close()'s wait must not hold up the exit.
+        self._thread = threading.Thread(
+            target=self._first, name="brokerkit-exporter-connect", daemon=True
+        )
+        self._thread.start()
 
     def _first(self) -> None:
         try:
             self.broker()
         except ConnectionFailed as exc:
+            if self._closed:  # stopped while it tried: nothing to tell
+                return
             err.print(
                 cell(
                     f"cannot reach {self.url} yet ({exc}); its topics are reported down "
@@ -211,8 +224,18 @@ class _Connection:
         return topic_names(self.broker())
 
     def close(self) -> None:
+        """Close the broker, and wait for the thread of :meth:`start` to end:
+        :data:`CONNECT_WAIT` seconds at most. A connect still under way after that (a
+        backend that keeps trying for its own timeout, as kombu+amqp does for its
+        ``reconnect_timeout``) is left to end on that thread, a daemon, which closes
+        the broker it makes as soon as it has it; a later :meth:`broker` raises
+        :class:`BrokerClosed`."""
         with self._lock:
             self._closed = True
             broker, self._broker = self._broker, None
-        if broker is not None:
-            broker.close()
+        try:
+            if broker is not None:
+                broker.close()
+        finally:
+            if self._thread is not None:
+                self._thread.join(CONNECT_WAIT)
