@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -132,6 +132,20 @@ def redis_client(redis_target: RedisTarget) -> Iterator[redis.Redis]:
     client = redis_target.client()
     yield client
     client.close()
+
+
+_P = TypeVar("_P")
+
+
+def registered(plugin: _P) -> Iterator[_P]:
+    """A fixture's body: ``plugin`` registered with brokerkit's plugin manager while the
+    test runs (``yield from registered(Recorder())``), unregistered after."""
+    manager = brokerkit.get_plugin_manager()
+    manager.register(plugin)
+    try:
+        yield plugin
+    finally:
+        manager.unregister(plugin)
 
 
 def iterate_in_thread(

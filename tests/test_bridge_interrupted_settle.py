@@ -24,6 +24,7 @@ from brokerkit._delivery_async import AsyncDelivery
 from brokerkit.aio import LoopBridgeBroker
 from brokerkit.backends.memory import AsyncMemoryBroker
 from brokerkit.exceptions import AlreadySettled, BrokerError
+from tests.conftest import registered
 
 #: Seconds any wait of these tests may take at most: a hang guard, never a pace.
 GUARD = 30.0
@@ -86,13 +87,7 @@ class Recorder:
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    plugin = Recorder()
-    manager = brokerkit.get_plugin_manager()
-    manager.register(plugin)
-    try:
-        yield plugin
-    finally:
-        manager.unregister(plugin)
+    yield from registered(Recorder())
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit.exceptions import StaleDelivery
+from tests.conftest import registered
 from tests.test_kombu_review5_proxy import Net, net, queue_depth, rabbitmq, wait_for
 
 __all__ = ["net", "rabbitmq"]  # fixtures
@@ -48,13 +49,7 @@ class LeaseRecorder:
 
 @pytest.fixture
 def recorder() -> Iterator[LeaseRecorder]:
-    plugin = LeaseRecorder()
-    manager = brokerkit.get_plugin_manager()
-    manager.register(plugin)
-    try:
-        yield plugin
-    finally:
-        manager.unregister(plugin)
+    yield from registered(LeaseRecorder())
 
 
 def requeued(net: Net, topic: str, waiting: int) -> None:

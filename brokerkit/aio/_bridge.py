@@ -14,7 +14,7 @@ import functools
 import logging
 import threading
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from brokerkit._broker import Broker
@@ -22,7 +22,7 @@ from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
-from brokerkit._logging import delivery_fields, log_fields
+from brokerkit._logging import log_fields
 from brokerkit._loop_thread import LoopThread
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
@@ -30,6 +30,7 @@ from brokerkit._settling import Ending, goes_on
 from brokerkit._subscription import Subscription
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
+from brokerkit.aio._going_on import GoingOn, outer_stale
 from brokerkit.aio._threaded import SETTLE_WAIT, twin
 from brokerkit.exceptions import StaleDelivery
 
@@ -69,11 +70,8 @@ class LoopBridgeBroker(Broker):
         # Dropped unclosed, the broker takes its connection and loop thread with it
         # (the finalizer holds the loop thread and the inner broker, never this one).
         self._release = weakref.finalize(self, _release_dropped, self._loop, self.inner)
-        #: Acks and nacks whose callers were interrupted while their coroutines went
-        #: on, each done once its coroutine ended and its deliveries were settled (or
-        #: unsettled) by how it ended; the lock, as whichever thread ends one drops it.
-        self._going_on: set[concurrent.futures.Future[None]] = set()
-        self._going_on_lock = threading.Lock()
+        #: Acks and nacks whose callers were interrupted while their coroutines went on.
+        self._going_on = GoingOn("on the event loop")
 
     def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         return self._loop.run(coroutine)
@@ -167,7 +165,7 @@ class LoopBridgeBroker(Broker):
             else:
                 self._run(primitive(inner, *args))
         except StaleDelivery as exc:
-            raise _outer_stale(exc, deliveries) from None
+            raise outer_stale(exc, deliveries) from None
         except BaseException as exc:
             if call is not None and not _outcome_of(call, exc) and not begun.cancel():
                 goes_on(exc, functools.partial(self._when_ended, call, deliveries))
@@ -183,37 +181,14 @@ class LoopBridgeBroker(Broker):
         loop, settle or unsettle ``deliveries`` by how it ended (``ending``), the hooks
         told as for a call not interrupted: in a thread of its own, not the loop's (a
         hook may call the bridge, which its own loop cannot serve)."""
-        settled: concurrent.futures.Future[None] = concurrent.futures.Future()
-        with self._going_on_lock:
-            self._going_on.add(settled)
 
-        def end() -> None:
-            error = concurrent.futures.CancelledError() if call.cancelled() else call.exception()
-            if isinstance(error, StaleDelivery):
-                error = _outer_stale(error, deliveries)
-            elif error is not None:
-                log.info(
-                    "an ack or nack whose caller was interrupted failed on the event loop "
-                    "(%s: %s): message %s unsettled again",
-                    type(error).__name__,
-                    error,
-                    ", ".join(d.id for d in deliveries),
-                    extra=delivery_fields(deliveries),
-                )
-            try:
-                ending(error)
-            finally:
-                with self._going_on_lock:
-                    self._going_on.discard(settled)
-                settled.set_result(None)
-
-        def ended(_: object) -> None:
+        def run_end(end: Callable[[], None]) -> None:
             try:
                 threading.Thread(target=end, name="brokerkit-settled", daemon=True).start()
             except RuntimeError:  # no new thread: the interpreter is ending
                 end()
 
-        call.add_done_callback(ended)
+        self._going_on.follow(call, deliveries, ending, run_end)
 
     def _suspend_renewals(self) -> None:
         self._run(self.inner._suspend_renewals())
@@ -232,9 +207,7 @@ class LoopBridgeBroker(Broker):
         running on the loop finish (``SETTLE_WAIT`` at most: they land, rather than
         being cut off, and their deliveries are settled or unsettled when the close
         returns), then closes as every broker does, cancelling what still runs."""
-        with self._going_on_lock:
-            going_on = list(self._going_on)
-        concurrent.futures.wait(going_on, SETTLE_WAIT)
+        self._going_on.wait(SETTLE_WAIT)
         super()._shut_down()
 
     def _close(self) -> None:
@@ -298,12 +271,6 @@ def _outcome_of(call: concurrent.futures.Future[None], exc: BaseException) -> bo
     if call.cancelled():
         return isinstance(exc, concurrent.futures.CancelledError)
     return call.done() and call.exception() is exc
-
-
-def _outer_stale(exc: StaleDelivery, deliveries: Sequence[Delivery]) -> StaleDelivery:
-    """``exc`` (of the async deliveries), naming the caller's deliveries instead."""
-    stale = {id(d) for d in exc.deliveries}
-    return StaleDelivery([d for d in deliveries if id(d.receipt) in stale])
 
 
 @functools.cache

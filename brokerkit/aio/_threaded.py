@@ -20,13 +20,14 @@ from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
-from brokerkit._logging import log_fields, subscription_fields
+from brokerkit._logging import log_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._settling_async import Ending, goes_on
 from brokerkit._subscription import Subscription
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
+from brokerkit.aio._going_on import GoingOn, outer_stale
 from brokerkit.exceptions import BrokerClosed, StaleDelivery
 
 __all__ = ["ThreadedAsyncBroker", "threaded", "twin"]
@@ -63,11 +64,8 @@ class ThreadedAsyncBroker(AsyncBroker):
             MAX_THREADS, thread_name_prefix=f"brokerkit-{self.describe()}"
         )
         self._pool_shut = False
-        #: Acks and nacks whose callers were cancelled while their worker threads went
-        #: on, each done once its thread ended and its deliveries were settled (or
-        #: unsettled) by how it ended; the lock, as whichever thread ends one drops it.
-        self._going_on: set[concurrent.futures.Future[None]] = set()
-        self._going_on_lock = threading.Lock()
+        #: Acks and nacks whose callers were cancelled while their worker threads went on.
+        self._going_on = GoingOn("in its worker thread")
 
     @classmethod
     async def open(cls, url: BrokerURL, **options: Any) -> ThreadedAsyncBroker:
@@ -184,7 +182,7 @@ class ThreadedAsyncBroker(AsyncBroker):
         try:
             await asyncio.wrap_future(call)
         except StaleDelivery as exc:
-            raise _outer_stale(exc, deliveries) from None
+            raise outer_stale(exc, deliveries) from None
         except asyncio.CancelledError as exc:
             if settles and not call.cancel():  # its thread has it: it goes on
                 goes_on(exc, functools.partial(self._when_ended, call, deliveries))
@@ -202,31 +200,8 @@ class ThreadedAsyncBroker(AsyncBroker):
         the worker thread if the loop no longer runs by then (an ``asyncio.run`` that
         returned), whose callbacks might never run."""
         loop = asyncio.get_running_loop()
-        settled: concurrent.futures.Future[None] = concurrent.futures.Future()
-        with self._going_on_lock:
-            self._going_on.add(settled)
 
-        def end() -> None:
-            error = call.exception()
-            if isinstance(error, StaleDelivery):
-                error = _outer_stale(error, deliveries)
-            elif error is not None:
-                log.info(
-                    "an ack or nack whose caller was cancelled failed in its worker "
-                    "thread (%s: %s): message %s unsettled again",
-                    type(error).__name__,
-                    error,
-                    ", ".join(d.id for d in deliveries),
-                    extra=_fields(deliveries),
-                )
-            try:
-                ending(error)
-            finally:
-                with self._going_on_lock:
-                    self._going_on.discard(settled)
-                settled.set_result(None)
-
-        def ended(_: object) -> None:
+        def run_end(end: Callable[[], None]) -> None:
             if loop.is_running():
                 try:
                     loop.call_soon_threadsafe(end)
@@ -235,19 +210,14 @@ class ThreadedAsyncBroker(AsyncBroker):
                     pass
             end()
 
-        call.add_done_callback(ended)
+        self._going_on.follow(call, deliveries, ending, run_end)
 
     async def _threads_settled(self, timeout: float) -> bool:
         """Wait (``timeout`` seconds at most) until the acks and nacks that cancelled
         callers left running in worker threads have ended and settled or unsettled
         their deliveries; whether they all have."""
-        with self._going_on_lock:
-            going_on = list(self._going_on)
-        if not going_on:
-            return True
         # Waited for in a thread: they may be ended on another loop, or in a thread.
-        _, pending = await self._run(concurrent.futures.wait, going_on, timeout)
-        return not pending
+        return await self._run(self._going_on.wait, timeout)
 
     async def _suspend_renewals(self) -> None:
         await self._run(self.sync._suspend_renewals)
@@ -392,24 +362,6 @@ def _settle_in_thread(
         primitive(inner, *args)
     finally:
         Broker._mark(inner)
-
-
-def _fields(deliveries: Sequence[AsyncDelivery]) -> dict[str, Any]:
-    """The ``extra`` of a log line about ``deliveries``: their subscription's, if one."""
-    subscriptions = {id(d.subscription) for d in deliveries}
-    if len(subscriptions) == 1:
-        return subscription_fields(deliveries[0].subscription, deliveries)
-    return log_fields(message_id=",".join(d.id for d in deliveries))
-
-
-def _outer_stale(exc: StaleDelivery, deliveries: Sequence[AsyncDelivery]) -> StaleDelivery:
-    """``exc`` (of the sync deliveries), naming the caller's deliveries instead, in
-    the backend's words (the same message ids: why they were stale, say a lost
-    connection rather than an expired lease)."""
-    stale = {id(d) for d in exc.deliveries}
-    outer = StaleDelivery([d for d in deliveries if id(d.receipt) in stale])
-    outer.args = exc.args
-    return outer
 
 
 @functools.cache
