@@ -246,15 +246,52 @@ def test_a_close_waits_for_an_interrupted_ack_to_land(
     interrupt_when(gate.entered)
     with pytest.raises(KeyboardInterrupt):
         delivery.ack()
+    # The ack lands only once the close waits for it: a close that did not wait would
+    # cut it off (its coroutine cancelled with the loop), settling nothing.
+    waiting = threading.Event()
+    wait = broker._going_on.wait
+
+    def entered_wait(timeout: float) -> bool:
+        waiting.set()
+        return wait(timeout)
+
+    broker._going_on.wait = entered_wait  # type: ignore[method-assign]
     closing = threading.Thread(target=broker.close)
     closing.start()
-    assert _until(lambda: broker.closed)
+    assert waiting.wait(GUARD)
     gate.open()
     closing.join(GUARD)
     assert not closing.is_alive()
     # Settled when the close returned: it waited for the ack rather than cut it off.
     assert delivery.settled
     assert _left(observer) == (0, 0)
+
+
+def test_a_second_interrupt_during_the_close_still_closes(
+    broker: LoopBridgeBroker,
+    interrupt_when: Callable[[threading.Event], None],
+) -> None:
+    """Ctrl-C again while the close waits for an interrupted ack: the close is cut
+    short, but still closes everything (its loop thread stopped), never half."""
+    delivery = _received(broker)
+    gate = broker.inner.gate = Gate()  # type: ignore[attr-defined]
+    interrupt_when(gate.entered)
+    with pytest.raises(KeyboardInterrupt):
+        delivery.ack()
+    waiting = threading.Event()
+    interrupt_when(waiting)
+    wait = broker._going_on.wait
+
+    def entered_wait(timeout: float) -> bool:
+        waiting.set()
+        return wait(timeout)
+
+    broker._going_on.wait = entered_wait  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        broker.close()
+    assert broker.closed
+    assert broker._loop.loop.is_closed()
+    assert _until(lambda: delivery._settled is False)  # the ack cut off: settleable
 
 
 def test_a_close_waits_a_bounded_time_for_an_interrupted_ack_that_does_not_end(
@@ -277,3 +314,42 @@ def test_a_close_waits_a_bounded_time_for_an_interrupted_ack_that_does_not_end(
     assert time.monotonic() - started >= wait  # it waited for the ack first
     # Cut off by the close (its coroutine cancelled), the ack settled nothing.
     assert _until(lambda: delivery._settled is False)
+
+
+def test_an_ack_interrupted_before_the_loop_began_it_never_runs(
+    broker: LoopBridgeBroker,
+    observer: brokerkit.Broker,
+    interrupt_when: Callable[[threading.Event], None],
+) -> None:
+    """Interrupted while the loop is busy, before it began the ack: the ack never runs
+    (given up, not going on), and the delivery can be acked again."""
+    delivery = _received(broker)
+    busy, release = threading.Event(), threading.Event()
+
+    async def hold_the_loop() -> None:
+        busy.set()
+        release.wait(GUARD)  # blocks the loop's thread itself: nothing else runs there
+
+    held = asyncio.run_coroutine_threadsafe(hold_the_loop(), broker._loop.loop)
+    assert busy.wait(GUARD)
+    scheduled = threading.Event()  # the ack sent to the loop: its caller waits next
+    start = broker._start
+
+    def started(coroutine: Any) -> Any:
+        future = start(coroutine)
+        scheduled.set()
+        return future
+
+    broker._start = started  # type: ignore[method-assign]
+    interrupt_when(scheduled)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            delivery.ack()
+        assert delivery._settled is False  # given up: not being settled
+    finally:
+        release.set()
+        held.result(GUARD)
+    assert _left(observer) == (1, 0)  # the ack never ran
+    delivery.ack()
+    assert delivery.settled
+    assert _left(observer) == (0, 0)

@@ -154,20 +154,22 @@ class LoopBridgeBroker(Broker):
         interrupted extend marks nothing, and its coroutine is left to end on its own.
         """
         inner = _inner(deliveries)
-        # Cancelled by an interrupted caller before the loop began the ack or nack, or
-        # made running (so that it can no longer be cancelled) by the loop as it does.
-        begun: concurrent.futures.Future[None] = concurrent.futures.Future()
-        call: concurrent.futures.Future[None] | None = None
+        # The ack or nack: cancelled by an interrupted caller before the loop began it,
+        # or made running (no longer cancellable) by the loop as it begins, and ended
+        # with its outcome. Made before anything is sent, so that an interruption at
+        # any point finds it.
+        call: concurrent.futures.Future[None] = concurrent.futures.Future()
         try:
             if settles:
-                call = self._start(_settle_on_loop(begun, primitive, inner, args))
+                scheduled = self._start(_settle_on_loop(call, primitive, inner, args))
+                scheduled.add_done_callback(functools.partial(_never_began, call))
                 call.result()
             else:
                 self._run(primitive(inner, *args))
         except StaleDelivery as exc:
             raise outer_stale(exc, deliveries) from None
         except BaseException as exc:
-            if call is not None and not _outcome_of(call, exc) and not begun.cancel():
+            if settles and not _outcome_of(call, exc) and not call.cancel():
                 goes_on(exc, functools.partial(self._when_ended, call, deliveries))
             raise
 
@@ -207,8 +209,10 @@ class LoopBridgeBroker(Broker):
         running on the loop finish (``SETTLE_WAIT`` at most: they land, rather than
         being cut off, and their deliveries are settled or unsettled when the close
         returns), then closes as every broker does, cancelling what still runs."""
-        self._going_on.wait(SETTLE_WAIT)
-        super()._shut_down()
+        try:
+            self._going_on.wait(SETTLE_WAIT)
+        finally:  # (a second Ctrl-C during the wait closes all the same)
+            super()._shut_down()
 
     def _close(self) -> None:
         self._release.detach()
@@ -249,20 +253,35 @@ def _inner(deliveries: Sequence[Delivery]) -> list[AsyncDelivery]:
 
 
 async def _settle_on_loop(
-    begun: concurrent.futures.Future[None],
+    call: concurrent.futures.Future[None],
     primitive: Any,
     inner: list[AsyncDelivery],
     args: tuple[Any, ...],
 ) -> None:
-    """Run the async settling ``primitive`` (on the bridge's loop), unless its caller
-    gave it up before it began (``begun`` cancelled); its deliveries are settled on the
-    async side once it has run, however it ended."""
-    if not begun.set_running_or_notify_cancel():
+    """Run the async settling ``primitive`` (on the bridge's loop) and end ``call``
+    with its outcome, unless its caller gave it up before it began (``call``
+    cancelled); its deliveries are settled on the async side once it has run, however
+    it ended."""
+    if not call.set_running_or_notify_cancel():
         return
     try:
         await primitive(inner, *args)
-    finally:
+    except BaseException as exc:
         AsyncBroker._mark(inner)
+        call.set_exception(exc)
+        if not isinstance(exc, Exception):  # a cancellation goes on as one
+            raise
+        return
+    AsyncBroker._mark(inner)
+    call.set_result(None)
+
+
+def _never_began(call: concurrent.futures.Future[None], scheduled: object) -> None:
+    """``call``'s coroutine ended (``scheduled``) without beginning it: cancelled by
+    the loop's stop before its first step. ``call`` is cancelled too, so that no caller
+    waits for it for ever."""
+    if not call.done():
+        call.cancel()
 
 
 def _outcome_of(call: concurrent.futures.Future[None], exc: BaseException) -> bool:
