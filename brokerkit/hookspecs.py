@@ -189,6 +189,9 @@ def brokerkit_on_dead_letter(deliveries: Sequence[Any], reason: str) -> None:
 
 @hookspec
 def brokerkit_on_lease_lost(deliveries: Sequence[Any]) -> None:
-    """Settling or extending these deliveries failed with
-    :class:`~brokerkit.StaleDelivery`: their lease had run out and the message may be
-    with another consumer."""
+    """These deliveries' leases are gone and the message may be with another consumer:
+    settling or extending them failed with :class:`~brokerkit.StaleDelivery`, a
+    background renewal found them gone, or (kombu+amqp) they were fetched but not
+    handed out yet when their connection was lost or their lease ran out, and were
+    dropped from the subscription's buffer (no ``brokerkit_deliver_start`` came for
+    them). Once per delivery."""

@@ -225,3 +225,21 @@ def test_asyncio_the_buffer_of_a_lost_connection_is_not_handed_out(
     check_redelivered(buffered, seen, recorder.lost)
     assert all(isinstance(d, brokerkit.aio.AsyncDelivery) for d in recorder.lost)
     assert queue_depth(net.queue("abuf")) == 0
+
+
+def test_the_buffer_whose_leases_ran_out_is_not_handed_out(
+    net: Net, recorder: LeaseRecorder
+) -> None:
+    """No cut: the buffered deliveries' visibility timeout runs out while they wait in
+    the buffer; the reaper gives them back to RabbitMQ and drops them from the buffer
+    in the same sweep, reported lost, so that none is handed out stale."""
+    broker = net.broker(visibility_timeout=1, **_OPTIONS)
+    subscription, buffered = subscribed_with_buffer(broker, "expired")
+    wait_for(
+        lambda: not subscription.buffered_deliveries(),
+        10,
+        "the reaper did not drop the buffered deliveries whose leases ran out",
+    )
+    seen = received(subscription)
+    check_redelivered(buffered, seen, recorder.lost)
+    assert queue_depth(net.queue("expired")) == 0
