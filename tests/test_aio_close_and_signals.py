@@ -26,7 +26,7 @@ from brokerkit.aio._threaded import threaded
 from brokerkit.backends.memory import MemoryBroker
 from brokerkit.backends.redis.stream import AsyncRedisStreamBroker
 from brokerkit.exceptions import BrokerClosed
-from tests.conftest import RedisTarget
+from tests.conftest import RedisTarget, registered
 from tests.redis_server import RedisServer
 from tests.redis_stream_aio_support import PROMPT, poll, receive_all, run
 
@@ -341,13 +341,7 @@ class Outcomes:
 
 @pytest.fixture
 def outcomes() -> Iterator[Outcomes]:
-    plugin = Outcomes()
-    manager = brokerkit.get_plugin_manager()
-    manager.register(plugin)
-    try:
-        yield plugin
-    finally:
-        manager.unregister(plugin)
+    yield from registered(Outcomes())
 
 
 def test_a_consume_loop_left_with_break_ends_where_its_generator_is_closed(

@@ -14,6 +14,7 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit._hooks import RELAY
+from tests.conftest import registered
 
 
 class Recorder:
@@ -68,13 +69,7 @@ class Recorder:
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    plugin = Recorder()
-    manager = brokerkit.get_plugin_manager()
-    manager.register(plugin)
-    try:
-        yield plugin
-    finally:
-        manager.unregister(plugin)
+    yield from registered(Recorder())
 
 
 def _url() -> str:

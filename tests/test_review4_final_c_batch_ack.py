@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import brokerkit
 import brokerkit.aio
+from tests.conftest import registered
 
 
 class Ends:
@@ -34,13 +35,7 @@ class Ends:
 
 @pytest.fixture(scope="module")
 def ends() -> Iterator[Ends]:
-    plugin = Ends()
-    manager = brokerkit.get_plugin_manager()
-    manager.register(plugin)
-    try:
-        yield plugin
-    finally:
-        manager.unregister(plugin)
+    yield from registered(Ends())
 
 
 def _url() -> str:

@@ -17,6 +17,7 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.nats._wire import consumer_name
+from tests.conftest import registered
 from tests.nats_server import nats
 
 __all__ = ["nats"]  # a fixture
@@ -40,13 +41,7 @@ class LeaseRecorder:
 
 @pytest.fixture
 def recorder() -> Iterator[LeaseRecorder]:
-    plugin = LeaseRecorder()
-    manager = brokerkit.get_plugin_manager()
-    manager.register(plugin)
-    try:
-        yield plugin
-    finally:
-        manager.unregister(plugin)
+    yield from registered(LeaseRecorder())
 
 
 def _lost_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

@@ -34,6 +34,7 @@ from brokerkit.aio import AsyncBroker, AsyncDelivery
 from brokerkit.aio._threaded import ThreadedAsyncBroker, threaded
 from brokerkit.backends.kombu.amqp import KombuAMQPBroker
 from brokerkit.backends.memory import AsyncMemoryBroker, MemoryBroker
+from tests.conftest import registered
 from tests.kombu_rabbitmq import delete_names, rabbitmq
 
 __all__ = ["rabbitmq"]  # a fixture
@@ -142,13 +143,7 @@ class Recorder:
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    plugin = Recorder()
-    manager = brokerkit.get_plugin_manager()
-    manager.register(plugin)
-    try:
-        yield plugin
-    finally:
-        manager.unregister(plugin)
+    yield from registered(Recorder())
 
 
 class Backend:

@@ -24,6 +24,7 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit.worker import Exponential, RetryPolicy, StatsSnapshot
+from tests.conftest import registered
 from tests.test_worker import DEADLINE, wait_for
 
 
@@ -276,13 +277,7 @@ class Outcomes:
 
 @pytest.fixture
 def outcomes() -> Iterator[Outcomes]:
-    plugin = Outcomes()
-    manager = brokerkit.get_plugin_manager()
-    manager.register(plugin)
-    try:
-        yield plugin
-    finally:
-        manager.unregister(plugin)
+    yield from registered(Outcomes())
 
 
 def test_an_invalid_body_without_dead_letters_is_not_counted_as_dead_lettered(

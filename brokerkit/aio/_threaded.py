@@ -291,15 +291,18 @@ def _close_unclaimed(loop: asyncio.AbstractEventLoop, building: asyncio.Future[B
 def twin(kind: type[_S], broker: Any, subscription: Subscription | AsyncSubscription) -> _S:
     """A subscription of ``kind`` on ``broker`` that reads what ``subscription`` reads:
     the other API's twin, which an adapter hands to the wrapped backend."""
-    return kind(
-        broker,
-        subscription.topic,
-        group=subscription.group,
-        consumer=subscription.consumer,
-        prefetch=subscription.prefetch,
-        start=subscription.start,
-        pattern=subscription.pattern,
-    )
+    return kind(broker, subscription.topic, **_twin_options(subscription))
+
+
+def _twin_options(subscription: Subscription | AsyncSubscription) -> dict[str, Any]:
+    """What a subscription's twin takes of it, beside its topic."""
+    return {
+        "group": subscription.group,
+        "consumer": subscription.consumer,
+        "prefetch": subscription.prefetch,
+        "start": subscription.start,
+        "pattern": subscription.pattern,
+    }
 
 
 class _Twin(Subscription):
@@ -309,15 +312,7 @@ class _Twin(Subscription):
     receipt it is."""
 
     def __init__(self, broker: Broker, subscription: AsyncSubscription) -> None:
-        super().__init__(
-            broker,
-            subscription.topic,
-            group=subscription.group,
-            consumer=subscription.consumer,
-            prefetch=subscription.prefetch,
-            start=subscription.start,
-            pattern=subscription.pattern,
-        )
+        super().__init__(broker, subscription.topic, **_twin_options(subscription))
         self._outer = weakref.ref(subscription)
 
     def take_buffered(self, void: Callable[[Delivery], bool]) -> list[AsyncDelivery]:

@@ -140,14 +140,8 @@ local function release(receipt)
   end
   -- a lease an earlier version recorded, in the consumer's lease hash
   redis.call('HDEL', EXPIRY, receipt)
-  local leases = leases_of(consumer_of(receipt))
-  local field = field_of(receipt)
-  local record = redis.call('HGET', leases, field)
-  if not record then
-    field = receipt
-    record = redis.call('HGET', leases, field)
-    if not record then return nil, value end
-  end
+  local field, record, leases = recorded_lease(receipt)
+  if not record then return nil, value end
   redis.call('HDEL', leases, field)
   local _, e = record_of(field, record, value)
   return e, value

@@ -296,14 +296,8 @@ local function peek(receipt)
   if kind ~= 'record' then
     return redis.call('LINDEX', need(BATCH_PREFIX .. nonce .. ':' .. C), i) or nil, value
   end
-  local leases = leases_of(consumer_of(receipt))
-  local field = field_of(receipt)
-  local record = redis.call('HGET', leases, field)
-  if not record then
-    field = receipt
-    record = redis.call('HGET', leases, field)
-    if not record then return nil, value end
-  end
+  local field, record = recorded_lease(receipt)
+  if not record then return nil, value end
   local _, e = record_of(field, record, value)
   return e, value
 end

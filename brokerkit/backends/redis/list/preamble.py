@@ -142,6 +142,20 @@ local function record_of(field, value, expiry)
   return delivered_of(expiry) or 0, value
 end
 
+-- The lease an earlier version recorded for receipt in its consumer's lease hash: the
+-- field it is under (see field_of: the short one, or the whole receipt) and its record
+-- (nil: none), and the hash's key.
+local function recorded_lease(receipt)
+  local leases = leases_of(consumer_of(receipt))
+  local field = field_of(receipt)
+  local record = redis.call('HGET', leases, field)
+  if not record then
+    field = receipt
+    record = redis.call('HGET', leases, field)
+  end
+  return field, record, leases
+end
+
 -- redis.call(command, key, items[first..last]) in chunks of CHUNK items
 local function call_chunked(command, key, items, step)
   for i = 1, #items, CHUNK * step do

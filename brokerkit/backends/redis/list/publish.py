@@ -45,18 +45,23 @@ class ListPublishing:
     _topic: Callable[[str], TopicPlan]
     _script: Callable[..., Any]
 
-    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
-        options = self.options
-        if options.raw:
+    def _elements(self, messages: Sequence[Message]) -> list[bytes]:
+        """What the queue holds for ``messages``: with ``raw``, their payloads as they
+        are (which carry no headers: a message with some is refused), else each one in
+        its envelope."""
+        if self.options.raw:
             if any(m.headers for m in messages):
                 raise InvalidMessage(
                     "raw=true publishes plain payloads, which cannot carry headers; "
                     "publish without headers or turn raw off"
                 )
-            values = [m.payload for m in messages]
-        else:
-            encode = _envelope.encode
-            values = [encode(m) for m in messages]
+            return [m.payload for m in messages]
+        encode = _envelope.encode
+        return [encode(m) for m in messages]
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        options = self.options
+        values = self._elements(messages)
         queue = self._topic(topic).keys.queue
         maxlen = options.maxlen
         durable = self._durable
@@ -82,15 +87,7 @@ class ListPublishing:
     def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
         """Hold the messages in the topic's ``scheduled`` set, due ``delay`` seconds
         from the server's now (rounded up to the millisecond: never early)."""
-        if self.options.raw:
-            if any(m.headers for m in messages):
-                raise InvalidMessage(
-                    "raw=true publishes plain payloads, which cannot carry headers; "
-                    "publish without headers or turn raw off"
-                )
-            elements = [m.payload for m in messages]
-        else:
-            elements = [_envelope.encode(m) for m in messages]
+        elements = self._elements(messages)
         members = schedule.hold_members([m.id for m in messages], elements)
         plan = self._topic(topic)
         delay_ms = max(math.ceil(delay * 1000), 1)
