@@ -521,10 +521,12 @@ async def test_a_receive_cancelled_while_woken_hands_back_what_its_wake_up_lease
 
         task = asyncio.ensure_future(subscription.receive(timeout=None))
         await eventually(blocked, "the receive never blocked in BLMOVE")
-        ids = await other.publish_many("orders", range(3))
+        # Cancelled first: its BLMOVE runs on (shielded) and is woken by the publish. A
+        # cancel after the publish could come too late, the receive already returned.
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        ids = await other.publish_many("orders", range(3))
         back = await _receive_all(await other.subscribe("orders", prefetch=5), 3, timeout=5)
         assert sorted(d.id for d in back) == sorted(ids), "a leased one was kept"
         assert [d.attempt for d in back] == [1, 1, 1]
