@@ -291,7 +291,13 @@ def decode_body(payload: bytes, content_type: str) -> Any:
         return payload
     try:
         return codec.loads(payload)
-    except Exception as exc:  # ValueError, RecursionError, msgpack's own types...
+    except RecursionError:  # Python's own decoder, deeper than the interpreter's stack
+        raise SerializationError(
+            f"cannot decode a {content_type} payload of {len(payload)} bytes (nested "
+            f"deeper than the decoder can go, Python's recursion limit being "
+            f"{sys.getrecursionlimit()}); read Message.payload for the raw bytes"
+        ) from None
+    except Exception as exc:  # ValueError, msgpack's own types...
         raise SerializationError(
             f"cannot decode a {content_type} payload of {len(payload)} bytes "
             f"({type(exc).__name__}: {_short(exc)}); read Message.payload for the raw bytes"
