@@ -204,11 +204,22 @@ class LoopBridgeBroker(Broker):
     def _list_topics(self) -> list[str]:
         return self._run(self.inner._list_topics())
 
+    def close(self) -> None:
+        """As :meth:`Broker.close`; but called on the bridge's own event loop (by a
+        coroutine or callback running there), it raises :class:`RuntimeError` at once
+        and closes nothing, as every call made from there does: closing needs that
+        loop, and nothing else runs on it while the close waits there."""
+        if threading.current_thread() is self._loop._thread:
+            raise RuntimeError("a loop bridge closed from its own loop: it would deadlock")
+        super().close()
+
     def _shut_down(self) -> None:
         """The broker's close: lets the acks and nacks that interrupted callers left
         running on the loop finish (``SETTLE_WAIT`` at most: they land, rather than
         being cut off, and their deliveries are settled or unsettled when the close
-        returns), then closes as every broker does, cancelling what still runs."""
+        returns), then closes as every broker does, cancelling what still runs. A close
+        made in the end of one of them (by a settlement hook) does not wait for that
+        one, which cannot end before the close does (see :meth:`GoingOn.wait`)."""
         try:
             self._going_on.wait(SETTLE_WAIT)
         finally:  # (a second Ctrl-C during the wait closes all the same)

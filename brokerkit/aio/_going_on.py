@@ -41,8 +41,9 @@ class GoingOn:
         #: where they go on, for the log line of one that failed ("in its worker thread")
         self._where = where
         self._lock = threading.Lock()
-        #: one for each, done once its deliveries were settled or unsettled
-        self._ends: set[concurrent.futures.Future[None]] = set()
+        #: one for each, done once its deliveries were settled or unsettled, with the
+        #: thread that settles or unsettles them (None until it starts)
+        self._ends: dict[concurrent.futures.Future[None], int | None] = {}
 
     def follow(
         self,
@@ -58,9 +59,11 @@ class GoingOn:
         whichever thread ended ``call``."""
         ended: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._lock:
-            self._ends.add(ended)
+            self._ends[ended] = None
 
         def end() -> None:
+            with self._lock:
+                self._ends[ended] = threading.get_ident()
             error = concurrent.futures.CancelledError() if call.cancelled() else call.exception()
             if isinstance(error, StaleDelivery):
                 error = outer_stale(error, deliveries)
@@ -78,16 +81,21 @@ class GoingOn:
                 ending(error)
             finally:
                 with self._lock:
-                    self._ends.discard(ended)
+                    self._ends.pop(ended, None)
                 ended.set_result(None)
 
         call.add_done_callback(lambda _: run_end(end))
 
     def wait(self, timeout: float) -> bool:
         """Wait (``timeout`` seconds at most; blocking) until every one followed so far
-        has ended and settled or unsettled its deliveries; whether they all have."""
+        has ended and settled or unsettled its deliveries; whether they all have.
+
+        But for those this thread is settling or unsettling the deliveries of: it waits
+        in their end (a settlement hook that closes the broker), which cannot end
+        before the wait does."""
+        here = threading.get_ident()
         with self._lock:
-            ends = list(self._ends)
+            ends = [ended for ended, thread in self._ends.items() if thread != here]
         if not ends:
             return True
         _, pending = concurrent.futures.wait(ends, timeout)
