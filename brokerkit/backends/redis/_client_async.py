@@ -7,13 +7,13 @@ import dataclasses
 import functools
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._acompat import keep_cancellation, sleep
@@ -35,7 +35,7 @@ from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._tls import share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
-__all__ = ["Reconnector", "make_client", "scan_topics"]
+__all__ = ["Reconnector", "held_by_list", "held_by_stream", "make_client", "scan_topics"]
 
 _T = TypeVar("_T")
 
@@ -176,6 +176,7 @@ async def scan_topics(
     key_type: str | None = None,
     signs: tuple[str, ...] = (),
     own_parts: tuple[str, ...] = (),
+    checks: Mapping[str, Callable[[bytes], bool]] | None = None,
 ) -> list[str]:
     """The topics whose key (``<prefix>:{topic}``, or with a key ``template``,
     ``queue_key`` or ``stream_key``, the key the template names) holds a ``key_type``,
@@ -186,25 +187,51 @@ async def scan_topics(
     (consumers', leases) never list a topic. SCAN, so the server is not blocked; a
     topic created or removed during the scan may or may not be listed.
 
+    ``checks`` (sign -> check) are signs that two backends write alike: ``scheduled``,
+    the sorted set of a topic's delayed messages, is ``<key>:scheduled`` on redis+list
+    and redis+stream both, so under a shared prefix (or template) a topic of either that
+    holds nothing but delayed messages has that key alone. A checked sign lists a topic
+    whose key was not found only if its first member (the first due: ``ZRANGE 0 0``)
+    passes the check, :func:`held_by_list` or :func:`held_by_stream`, which share every
+    member out between the two by its form: one in redis+stream's form is redis+stream's,
+    any other (another program's included) redis+list's, whose release would push it as
+    it is where redis+stream's drops it. So a foreign member never raises and lists its
+    topic on exactly one backend. A name both backends held delayed messages under goes
+    by its first due member, the one to come out first; once its key exists, by the
+    key's type. A checked sign's key that is no sorted set lists nothing; one emptied
+    since the scan (released, purged) lists its topic. The members are read in the
+    pipelines that ask the keys' types (:data:`TYPE_CHUNK` asks each): one round trip
+    for them all, and one whole member (the size of its message) per topic found only
+    by a checked sign.
+
     A name that is not a valid topic (a key another program wrote) is left out. Under
     a template that holds a hash tag, brokerkit's own keys of a topic look like topics'
     keys (``{app}:q:orders:processing:c1``): a name with a segment that is one of
     ``own_parts`` after a ``:`` is taken for one of them (so a topic named like that,
     ``orders:processing:x``, is not listed there).
     """
-    found: set[str] = set()
+    checked = dict(checks or {})
     with translate_errors(url):
         if template is None:
-            return await _scan_prefix(client, Keyspace(prefix), key_type, signs)
+            return await _scan_prefix(client, Keyspace(prefix), key_type, signs, checked)
+        found: set[str] = set()
         named = KeyTemplate(template)
         for pattern in named.scan_patterns():
             async for key in client.scan_iter(match=pattern, count=1000, _type=key_type):
                 name = named.topic_of(_str(key))
                 if not (named.tagged and name and _names_a_part(name, own_parts)):
                     _add(found, name)
+        candidates: dict[str, tuple[str, Callable[[bytes], bool]]] = {}
         for part in signs:
-            async for key in client.scan_iter(match=named.part_pattern(part), count=1000):
-                _add(found, named.topic_of(_str(key), part))
+            async for raw in client.scan_iter(match=named.part_pattern(part), count=1000):
+                key = _str(raw)
+                name = named.topic_of(key, part)
+                if part not in checked:
+                    _add(found, name)
+                elif name is not None and is_topic(name):
+                    candidates.setdefault(name, (key, checked[part]))
+        signed = {topic: sign for topic, sign in candidates.items() if topic not in found}
+        found.update(await _check_signs(client, {}, None, signed))
     return sorted(found)
 
 
@@ -213,12 +240,17 @@ TYPE_CHUNK = 1000
 
 
 async def _scan_prefix(
-    client: aioredis.Redis, space: Keyspace, key_type: str | None, signs: tuple[str, ...]
+    client: aioredis.Redis,
+    space: Keyspace,
+    key_type: str | None,
+    signs: tuple[str, ...],
+    checks: dict[str, Callable[[bytes], bool]],
 ) -> list[str]:
     """:func:`scan_topics` under a prefix: one SCAN of the prefix's keys, then the
-    type of each topic's own key (pipelines of :data:`TYPE_CHUNK`)."""
+    type of each topic's own key and the first member of each checked sign of a topic
+    whose key was not found (pipelines of :data:`TYPE_CHUNK`)."""
     keyed: dict[str, str] = {}  # topic -> its key
-    signed: set[str] = set()
+    signed: dict[str, set[str]] = {}  # topic -> its signs found
     async for raw in client.scan_iter(match=space.scan_pattern(), count=1000):
         key = _str(raw)
         split = space.split(key)
@@ -228,22 +260,97 @@ async def _scan_prefix(
         if not rest:
             keyed[topic] = key
         elif rest.startswith(":") and rest[1:] in signs:
-            signed.add(topic)
-    if key_type is None or not keyed:
-        return sorted(signed | set(keyed))
-    found = set(signed)
-    topics = list(keyed)
-    for start in range(0, len(topics), TYPE_CHUNK):
-        chunk = topics[start : start + TYPE_CHUNK]
+            signed.setdefault(topic, set()).add(rest[1:])
+    # A topic whose key was found goes by its key's type (by its signs if the key went
+    # since); one found only by checked signs, by the first member of one of them.
+    to_check: dict[str, tuple[str, Callable[[bytes], bool]]] = {}
+    found: set[str] = set()
+    for topic, parts in signed.items():
+        unchecked = parts.difference(checks)
+        if topic in keyed or unchecked:
+            found.add(topic)
+        else:
+            part = min(parts)
+            to_check[topic] = (space.topic(topic, part), checks[part])
+    if key_type is None:
+        found.update(keyed)
+        keyed = {}
+    return sorted(await _check_signs(client, keyed, key_type, to_check, found))
+
+
+async def _check_signs(
+    client: aioredis.Redis,
+    keyed: dict[str, str],
+    key_type: str | None,
+    signed: dict[str, tuple[str, Callable[[bytes], bool]]],
+    found: set[str] | None = None,
+) -> set[str]:
+    """``found`` with the topics of ``keyed`` (topic -> key) whose key holds a
+    ``key_type`` and those of ``signed`` (topic -> a checked sign's key and its check)
+    whose sign's first member passes its check, less the topics of ``keyed`` whose
+    key holds another type; in pipelines of :data:`TYPE_CHUNK` asks (one round trip
+    for all, unless there are more)."""
+    found = set() if found is None else found
+    asks: list[tuple[str, str, Callable[[bytes], bool] | None]] = [
+        (topic, key, None) for topic, key in keyed.items()
+    ]
+    asks += [(topic, key, check) for topic, (key, check) in signed.items()]
+    for start in range(0, len(asks), TYPE_CHUNK):
+        chunk = asks[start : start + TYPE_CHUNK]
         pipe = client.pipeline(transaction=False)
-        for topic in chunk:
-            pipe.type(keyed[topic])
-        for topic, kind in zip(chunk, await pipe.execute(), strict=True):
-            if _str(kind) == key_type:
+        for _, key, check in chunk:
+            if check is None:
+                pipe.type(key)
+            else:
+                pipe.zrange(key, 0, 0)
+        replies = await pipe.execute(raise_on_error=False)
+        for (topic, _, check), reply in zip(chunk, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                if check is None or "WRONGTYPE" not in str(reply):
+                    raise reply
+                continue  # a checked sign's key of another type: no sign of a topic
+            if check is not None:
+                if not reply or check(_bytes(reply[0])):  # empty: gone since the scan
+                    found.add(topic)
+            elif _str(reply) == key_type:
                 found.add(topic)
-            elif _str(kind) != "none":  # another backend's topic, or another program's key
+            elif _str(reply) != "none":  # another backend's topic, or another program's key
                 found.discard(topic)
-    return sorted(found)
+    return found
+
+
+def held_by_stream(member: bytes) -> bool:
+    """Whether a member of a ``scheduled`` sorted set has redis+stream's form (see
+    :func:`~brokerkit.backends.redis.stream.scheduling.held_member`):
+    ``<tag>\\n<header length, decimal>\\n<header><body>``, the header no shorter
+    than its length says and starting with ``{"id":`` (the JSON form) or with the
+    message id of the tag (``S<8 hex digits><id>``, or ``<id>`` alone as earlier
+    versions wrote it) and a line break (the line form). redis+list's members
+    (``<tag>\\n<element>``, the element an envelope ``BK1...``, a wrapped ``BKR<n>\\n...``
+    or a raw element) never have it, unless a raw element itself starts so."""
+    tag, _, rest = member.partition(b"\n")
+    digits, newline, after = rest.partition(b"\n")
+    if not newline or not digits.isdigit():
+        return False
+    significant = digits.lstrip(b"0")  # no member is 10**18 bytes long
+    if len(significant) > 18 or int(significant or b"0") > len(after):
+        return False
+    header = after[: int(significant or b"0")]
+    if header.startswith(b'{"id":'):
+        return True
+    ids = [tag]
+    if tag[:1] == b"S" and len(tag) >= 9 and all(c in _HEX for c in tag[1:9]):
+        ids.append(tag[9:])
+    return any(header.startswith(i + b"\n") for i in ids)
+
+
+def held_by_list(member: bytes) -> bool:
+    """Whether a member of a ``scheduled`` sorted set is redis+list's: any that is not
+    in redis+stream's form (:func:`held_by_stream`), another program's included."""
+    return not held_by_stream(member)
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _names_a_part(name: str, parts: tuple[str, ...]) -> bool:
@@ -254,6 +361,10 @@ def _names_a_part(name: str, parts: tuple[str, ...]) -> bool:
 
 def _str(key: bytes | str) -> str:
     return key.decode(errors="replace") if isinstance(key, bytes) else key
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode(errors="surrogateescape") if isinstance(value, str) else value
 
 
 def _add(found: set[str], name: str | None) -> None:

@@ -32,7 +32,12 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._client import (
+    Reconnector,
+    held_by_list,
+    make_client,
+    scan_topics,
+)
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import HeldClient, Reader
@@ -425,6 +430,7 @@ class RedisListBroker(ListSettling, ListPublishing, Broker):
             "list",
             signs=("expiry", "scheduled"),  # deliveries out of an emptied queue; held ones
             own_parts=OWN_PARTS,
+            checks={"scheduled": held_by_list},  # redis+stream names its held set alike
         )
 
     def _purge(self, topic: str) -> int:

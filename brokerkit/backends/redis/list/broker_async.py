@@ -30,7 +30,12 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._client_async import (
+    Reconnector,
+    held_by_list,
+    make_client,
+    scan_topics,
+)
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
@@ -429,6 +434,7 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, AsyncBroker):
             "list",
             signs=("expiry", "scheduled"),  # deliveries out of an emptied queue; held ones
             own_parts=OWN_PARTS,
+            checks={"scheduled": held_by_list},  # redis+stream names its held set alike
         )
 
     async def _purge(self, topic: str) -> int:

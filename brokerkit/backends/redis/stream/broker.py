@@ -51,7 +51,12 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._client import (
+    Reconnector,
+    held_by_stream,
+    make_client,
+    scan_topics,
+)
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
@@ -423,6 +428,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, StreamP
             "stream",
             signs=("scheduled",),  # delayed messages of a stream not made yet
             own_parts=("vt", "lost", "scheduled", "wake"),
+            checks={"scheduled": held_by_stream},  # redis+list names its held set alike
         )
 
     def _purge(self, topic: str) -> int:

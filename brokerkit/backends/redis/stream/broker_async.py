@@ -49,7 +49,12 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._client_async import (
+    Reconnector,
+    held_by_stream,
+    make_client,
+    scan_topics,
+)
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
@@ -427,6 +432,7 @@ class AsyncRedisStreamBroker(
             "stream",
             signs=("scheduled",),  # delayed messages of a stream not made yet
             own_parts=("vt", "lost", "scheduled", "wake"),
+            checks={"scheduled": held_by_stream},  # redis+list names its held set alike
         )
 
     async def _purge(self, topic: str) -> int:
