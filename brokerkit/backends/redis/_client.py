@@ -37,7 +37,7 @@ from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._tls import share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
-__all__ = ["Reconnector", "held_by_list", "held_by_stream", "make_client", "scan_topics"]
+__all__ = ["Reconnector", "make_client", "scan_topics"]
 
 _T = TypeVar("_T")
 
@@ -194,17 +194,17 @@ def scan_topics(
     and redis+stream both, so under a shared prefix (or template) a topic of either that
     holds nothing but delayed messages has that key alone. A checked sign lists a topic
     whose key was not found only if its first member (the first due: ``ZRANGE 0 0``)
-    passes the check, :func:`held_by_list` or :func:`held_by_stream`, which share every
-    member out between the two by its form: one in redis+stream's form is redis+stream's,
-    any other (another program's included) redis+list's, whose release would push it as
-    it is where redis+stream's drops it. So a foreign member never raises and lists its
-    topic on exactly one backend. A name both backends held delayed messages under goes
-    by its first due member, the one to come out first; once its key exists, by the
-    key's type. A checked sign's key that is no sorted set lists nothing; one emptied
-    since the scan (released, purged) lists its topic. The members are read in the
-    pipelines that ask the keys' types (:data:`TYPE_CHUNK` asks each): one round trip
-    for them all, and one whole member (the size of its message) per topic found only
-    by a checked sign.
+    passes the check (redis+list's and redis+stream's, in :mod:`.stream.scheduling`,
+    share every member out between the two by its form: one in redis+stream's form is
+    redis+stream's, any other (another program's included) redis+list's, whose release
+    would push it as it is where redis+stream's drops it). So a foreign member never
+    raises and lists its topic on exactly one backend. A name both backends held delayed
+    messages under goes by its first due member, the one to come out first; once its key
+    exists, by the key's type. A checked sign's key that is no sorted set lists nothing;
+    one emptied since the scan (released, purged) lists its topic. The members are read
+    in the pipelines that ask the keys' types (:data:`TYPE_CHUNK` asks each): one round
+    trip for them all, and one whole member (the size of its message) per topic found
+    only by a checked sign.
 
     A name that is not a valid topic (a key another program wrote) is left out. Under
     a template that holds a hash tag, brokerkit's own keys of a topic look like topics'
@@ -319,40 +319,6 @@ def _check_signs(
             elif _str(reply) != "none":  # another backend's topic, or another program's key
                 found.discard(topic)
     return found
-
-
-def held_by_stream(member: bytes) -> bool:
-    """Whether a member of a ``scheduled`` sorted set has redis+stream's form (see
-    :func:`~brokerkit.backends.redis.stream.scheduling.held_member`):
-    ``<tag>\\n<header length, decimal>\\n<header><body>``, the header no shorter
-    than its length says and starting with ``{"id":`` (the JSON form) or with the
-    message id of the tag (``S<8 hex digits><id>``, or ``<id>`` alone as earlier
-    versions wrote it) and a line break (the line form). redis+list's members
-    (``<tag>\\n<element>``, the element an envelope ``BK1...``, a wrapped ``BKR<n>\\n...``
-    or a raw element) never have it, unless a raw element itself starts so."""
-    tag, _, rest = member.partition(b"\n")
-    digits, newline, after = rest.partition(b"\n")
-    if not newline or not digits.isdigit():
-        return False
-    significant = digits.lstrip(b"0")  # no member is 10**18 bytes long
-    if len(significant) > 18 or int(significant or b"0") > len(after):
-        return False
-    header = after[: int(significant or b"0")]
-    if header.startswith(b'{"id":'):
-        return True
-    ids = [tag]
-    if tag[:1] == b"S" and len(tag) >= 9 and all(c in _HEX for c in tag[1:9]):
-        ids.append(tag[9:])
-    return any(header.startswith(i + b"\n") for i in ids)
-
-
-def held_by_list(member: bytes) -> bool:
-    """Whether a member of a ``scheduled`` sorted set is redis+list's: any that is not
-    in redis+stream's form (:func:`held_by_stream`), another program's included."""
-    return not held_by_stream(member)
-
-
-_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _names_a_part(name: str, parts: tuple[str, ...]) -> bool:

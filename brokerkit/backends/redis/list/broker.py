@@ -32,12 +32,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import (
-    Reconnector,
-    held_by_list,
-    make_client,
-    scan_topics,
-)
+from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import HeldClient, Reader
@@ -65,6 +60,7 @@ from brokerkit.backends.redis.list.upkeep_calls import (
     rescue_once,
 )
 from brokerkit.backends.redis.list.woken import claim_woken, confirm_lease
+from brokerkit.backends.redis.stream.scheduling import held_by_list
 from brokerkit.exceptions import IncompatibleTopic
 
 __all__ = ["RedisListBroker"]

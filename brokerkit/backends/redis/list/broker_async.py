@@ -30,12 +30,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import (
-    Reconnector,
-    held_by_list,
-    make_client,
-    scan_topics,
-)
+from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
@@ -63,6 +58,7 @@ from brokerkit.backends.redis.list.upkeep_calls_async import (
     rescue_once,
 )
 from brokerkit.backends.redis.list.woken_async import claim_woken, confirm_lease
+from brokerkit.backends.redis.stream.scheduling import held_by_list
 from brokerkit.exceptions import IncompatibleTopic
 
 __all__ = ["AsyncRedisListBroker"]

@@ -51,12 +51,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import (
-    Reconnector,
-    held_by_stream,
-    make_client,
-    scan_topics,
-)
+from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
@@ -74,7 +69,7 @@ from brokerkit.backends.redis.stream.manage import StreamManagement, create_grou
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.publish import StreamPublishing
 from brokerkit.backends.redis.stream.reaping import StreamReaping
-from brokerkit.backends.redis.stream.scheduling import PARKING
+from brokerkit.backends.redis.stream.scheduling import PARKING, held_by_stream
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.backends.redis.stream.settle import StreamSettling
 from brokerkit.exceptions import InvalidOption

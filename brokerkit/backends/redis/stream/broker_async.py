@@ -49,12 +49,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import (
-    Reconnector,
-    held_by_stream,
-    make_client,
-    scan_topics,
-)
+from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
@@ -72,7 +67,7 @@ from brokerkit.backends.redis.stream.manage_async import StreamManagement, creat
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.publish_async import StreamPublishing
 from brokerkit.backends.redis.stream.reaping_async import StreamReaping
-from brokerkit.backends.redis.stream.scheduling import PARKING
+from brokerkit.backends.redis.stream.scheduling import PARKING, held_by_stream
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.backends.redis.stream.settle_async import StreamSettling
 from brokerkit.exceptions import InvalidOption

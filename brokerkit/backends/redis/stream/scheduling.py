@@ -21,7 +21,16 @@ from collections.abc import Sequence
 from brokerkit._message import Message
 from brokerkit.backends.redis._stream_fields import stream_header
 
-__all__ = ["DUE_HELPERS", "HOLD", "PARKING", "RELEASE_BATCH", "held_member", "held_members"]
+__all__ = [
+    "DUE_HELPERS",
+    "HOLD",
+    "PARKING",
+    "RELEASE_BATCH",
+    "held_by_list",
+    "held_by_stream",
+    "held_member",
+    "held_members",
+]
 
 #: The consumer that holds a group's delayed retries while they wait; no
 #: subscription may take this name.
@@ -115,3 +124,36 @@ def held_member(message_id: str, header: str, payload: bytes, position: int = 0)
 def held_members(messages: Sequence[Message]) -> list[bytes]:
     """The members of a delayed batch, each at its position (:func:`held_member`)."""
     return [held_member(m.id, stream_header(m), m.payload, i) for i, m in enumerate(messages)]
+
+
+def held_by_stream(member: bytes) -> bool:
+    """Whether a member of a ``scheduled`` sorted set has redis+stream's form (see
+    :func:`held_member`): ``<tag>\\n<header length, decimal>\\n<header><body>``, the
+    header no shorter than its length says and starting with ``{"id":`` (the JSON
+    form) or with the message id of the tag (``S<8 hex digits><id>``, or ``<id>`` alone as earlier
+    versions wrote it) and a line break (the line form). redis+list's members
+    (``<tag>\\n<element>``, the element an envelope ``BK1...``, a wrapped ``BKR<n>\\n...``
+    or a raw element) never have it, unless a raw element itself starts so."""
+    tag, _, rest = member.partition(b"\n")
+    digits, newline, after = rest.partition(b"\n")
+    if not newline or not digits.isdigit():
+        return False
+    significant = digits.lstrip(b"0")  # no member is 10**18 bytes long
+    if len(significant) > 18 or int(significant or b"0") > len(after):
+        return False
+    header = after[: int(significant or b"0")]
+    if header.startswith(b'{"id":'):
+        return True
+    ids = [tag]
+    if tag[:1] == b"S" and len(tag) >= 9 and all(c in _HEX for c in tag[1:9]):
+        ids.append(tag[9:])
+    return any(header.startswith(i + b"\n") for i in ids)
+
+
+def held_by_list(member: bytes) -> bool:
+    """Whether a member of a ``scheduled`` sorted set is redis+list's: any that is not
+    in redis+stream's form (:func:`held_by_stream`), another program's included."""
+    return not held_by_stream(member)
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
