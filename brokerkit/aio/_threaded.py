@@ -44,6 +44,10 @@ MAX_THREADS = 64
 #: left running in worker threads, before it closes the sync broker under them.
 SETTLE_WAIT = 5.0
 
+#: How often a worker thread that handed the end of an ack or nack to the event loop
+#: looks whether the loop still runs, until the loop begins it (seconds).
+_LOOK_AGAIN = 0.1
+
 
 class ThreadedAsyncBroker(AsyncBroker):
     """An :class:`~brokerkit.aio.AsyncBroker` over a sync backend's primitives.
@@ -198,17 +202,28 @@ class ThreadedAsyncBroker(AsyncBroker):
         worker thread, settle or unsettle ``deliveries`` by how it ended (``ending``):
         on this event loop, where the hooks are told as for a call not cancelled; in
         the worker thread if the loop no longer runs by then (an ``asyncio.run`` that
-        returned), whose callbacks might never run."""
+        returned), whose callbacks might never run.
+
+        Handed to the loop in its last turn (``asyncio.run`` returning: the loop stops
+        after that turn, running nothing scheduled since it began, then is closed), the
+        end would never run there: the worker thread waits until the loop has begun
+        it, looking every :data:`_LOOK_AGAIN` seconds whether the loop still runs, and
+        runs it itself once the loop has stopped without. It runs once, whichever of
+        the two begins it (the loop may be run again later, and run what it kept)."""
         loop = asyncio.get_running_loop()
 
         def run_end(end: Callable[[], None]) -> None:
+            once = _Once(end)
             if loop.is_running():
                 try:
-                    loop.call_soon_threadsafe(end)
-                    return
+                    loop.call_soon_threadsafe(once)
                 except RuntimeError:  # closed meanwhile
                     pass
-            end()
+                else:
+                    while not once.begun.wait(_LOOK_AGAIN):
+                        if not loop.is_running():
+                            break
+            once()
 
         self._going_on.follow(call, deliveries, ending, run_end)
 
@@ -342,6 +357,23 @@ class _Twin(Subscription):
         AsyncBroker._mark(taken)
         Broker._mark(_inner(taken))
         return taken
+
+
+class _Once:
+    """``work()``, called from any thread, run by the first call alone."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work = work
+        self._lock = threading.Lock()
+        #: set once a call has begun the work
+        self.begun = threading.Event()
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self.begun.is_set():
+                return
+            self.begun.set()
+        self._work()
 
 
 def _inner(deliveries: Sequence[AsyncDelivery]) -> list[Delivery]:
