@@ -22,6 +22,7 @@ from brokerkit._acompat import Lock, acquire
 from brokerkit.aio import AsyncBroker, AsyncSubscription
 from brokerkit.exceptions import InvalidOption
 from tests.redis_stream_aio_support import run
+from tests.waiting import wait_until
 
 #: Seconds any wait of these tests may take at most: a hang guard, never a pace.
 GUARD = 30.0
@@ -33,14 +34,6 @@ async def _until(check: Callable[[], bool], what: str, within: float = GUARD) ->
     while not check():
         assert time.monotonic() < deadline, f"{what} did not happen in time"
         await asyncio.sleep(0.001)
-
-
-def _wait_until(check: Callable[[], bool], what: str, within: float = GUARD) -> None:
-    """``_until`` for a thread without a loop."""
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"{what} did not happen in time"
-        time.sleep(0.001)
 
 
 def _name() -> str:
@@ -155,8 +148,8 @@ def test_a_broker_shared_between_threads_closes_a_receive_waiting_on_another_loo
     thread = threading.Thread(target=consumer_thread, daemon=True)
     watcher.publish_many("t", [1, 2, 3])
     thread.start()
-    _wait_until(lambda: len(acked) == 3, "the deliveries")
-    _wait_until(lambda: subscribed[0]._fetching.locked(), "the next fetch")
+    wait_until(lambda: len(acked) == 3, "the deliveries", within=GUARD)
+    wait_until(lambda: subscribed[0]._fetching.locked(), "the next fetch", within=GUARD)
 
     async def close() -> None:
         await asyncio.wait_for(broker.close(), GUARD)
@@ -374,7 +367,9 @@ def test_closing_a_subscription_wakes_its_waiting_receive_sync() -> None:
         threads = [threading.Thread(target=consume, args=(s,)) for s in subscriptions]
         for thread in threads:
             thread.start()
-        _wait_until(lambda: all(s._fetching.locked() for s in subscriptions), "the fetches")
+        wait_until(
+            lambda: all(s._fetching.locked() for s in subscriptions), "the fetches", within=GUARD
+        )
         started = time.monotonic()
         broker.close()
         took = time.monotonic() - started

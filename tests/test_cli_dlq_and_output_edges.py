@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,8 +26,7 @@ from brokerkit.cli._app import run
 from tests.conftest import RedisTarget
 from tests.kombu_rabbitmq import kombu_broker, rabbitmq  # noqa: F401 (fixtures)
 from tests.redis_server import RedisServer
-
-DEADLINE = 120.0
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -54,14 +52,6 @@ def dead_letter(
             delivery = subscription.receive(10)
             assert delivery is not None
             delivery.nack(requeue=False)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a condition with a deadline
 
 
 # -- 1. kombu+amqp: the dead letters already there ------------------------------------
@@ -261,6 +251,7 @@ def test_a_signal_to_check_alone_ends_its_child_and_deletes_its_keys(
                 or process.poll() is not None
             ),
             "the contract suite's first keys",
+            within=120.0,
         )
         assert process.poll() is None, "check ended before any key was made"
         children = _children(process.pid)

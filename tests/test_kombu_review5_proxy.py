@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +18,7 @@ import brokerkit
 from brokerkit._url import BrokerURL
 from tests.kombu_rabbitmq import close_and_delete, rabbitmq, raw_connection
 from tests.proxies import BlackHole
+from tests.waiting import wait_until
 
 __all__ = ["Net", "Proxy", "net", "queue_depth", "rabbitmq", "wait_for"]
 
@@ -92,9 +92,6 @@ def queue_depth(name: str) -> int | None:
 
 
 def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail the test after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {seconds:.0f} s")
-        time.sleep(0.02)
+    """:func:`tests.waiting.wait_until`, in the argument order of the tests that import
+    it from here (``seconds``, then ``what``)."""
+    wait_until(condition, what, within=seconds)

@@ -30,6 +30,7 @@ from brokerkit.exceptions import BrokerClosed, ConnectionFailed, InvalidMessage,
 from tests.kombu_rabbitmq import amqp_url, close_and_delete, delete_names, kombu_broker, rabbitmq
 from tests.proxies import BlackHole, Listener
 from tests.redis_tls import TLSFiles, make_certificates
+from tests.waiting import wait_until
 
 __all__ = ["kombu_broker", "rabbitmq"]
 
@@ -57,14 +58,6 @@ def _call_within(action: Callable[[], Any], seconds: float = _BOUND) -> Any:
     if thread.is_alive():
         pytest.fail(f"{action} was still blocked after {seconds:.0f} s")
     return outcome[0]
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {seconds:.0f} s")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -160,7 +153,7 @@ def test_close_ends_while_a_receive_waits_on_a_silent_server(
 
     receiving = threading.Thread(target=receive, daemon=True)
     receiving.start()
-    _wait_for(lambda: hole.swallowed > 0, 10, "the receive sent no basic.get")
+    wait_until(lambda: hole.swallowed > 0, "the receive's basic.get", within=10)
     # ... and now waits, holding the connection, for an answer that never comes.
     assert _call_within(broker.close, 30) is None
     receiving.join(30)
@@ -371,13 +364,15 @@ def test_a_broker_dropped_unclosed_lets_go_of_its_thread_and_connections(rabbitm
             gc.collect()
             return dropped() is None
 
-        _wait_for(collected, 10, "the dropped broker was not collected")
-        _wait_for(
+        wait_until(collected, "the dropped broker to be collected", within=10)
+        wait_until(
             lambda: not any(t.name == f"brokerkit-reaper-{name}" for t in threading.enumerate()),
-            15,
-            "the dropped broker's reaper thread did not end",
+            "the dropped broker's reaper thread to end",
+            within=15,
         )
-        _wait_for(lambda: not _rabbitmq_lists(name), 30, "RabbitMQ still lists its connection")
+        wait_until(
+            lambda: not _rabbitmq_lists(name), "RabbitMQ to stop listing its connection", within=30
+        )
     finally:
         delete_names(set(declared.exchanges), set(declared.queues))
 

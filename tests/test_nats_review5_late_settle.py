@@ -24,6 +24,7 @@ import pytest
 
 import brokerkit
 from brokerkit.exceptions import StaleDelivery
+from tests import waiting
 from tests.nats_server import nats, nats_address
 
 __all__ = ["CutProxy", "nats", "wait_until"]  # (nats: a fixture)
@@ -101,12 +102,9 @@ class CutProxy:
 
 
 def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail the test after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {seconds} s")
-        time.sleep(0.01)
+    """:func:`tests.waiting.wait_until`, in the argument order of the tests that import
+    it from here (``seconds``, then ``what``)."""
+    waiting.wait_until(condition, what, within=seconds)
 
 
 def disconnected(broker: Any) -> bool:
@@ -153,7 +151,7 @@ def test_a_settle_held_up_by_a_cut_never_settles_the_next_consumers_delivery(
         assert held is not None and held.attempt == 1
 
         proxy.cut()
-        wait_until(lambda: disconnected(a), 5, "A's client never saw the cut")
+        waiting.wait_until(lambda: disconnected(a), "A's client to see the cut", within=5)
         outcome: dict[str, Any] = {}
 
         def settle() -> None:
@@ -186,7 +184,7 @@ def test_a_settle_held_up_by_a_cut_never_settles_the_next_consumers_delivery(
             "connection"
         )
         # A is back: whatever it held back must still not reach the server.
-        wait_until(lambda: not disconnected(a), 10, "A never reconnected")
+        waiting.wait_until(lambda: not disconnected(a), "A to reconnect", within=10)
         a.publish("other", "A's connection works")  # (a round trip on it)
         if how == "reject":
             assert b.inspect("jobs.dlq").length == 0, "A dead-lettered B's delivery"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ import brokerkit.aio
 from brokerkit.backends.redis._keys import Keyspace
 from brokerkit.exceptions import ConnectionFailed
 from tests.redis_cluster import RedisClusterSet
+from tests.waiting import wait_until
 
 #: redis-py's cluster client tries a command this often before "TTL exhausted".
 REDIS_PY_TRIES = 16
@@ -184,13 +184,6 @@ def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any
     return thread, outcome
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("operation", OPERATIONS)
 @pytest.mark.parametrize("scheme", ["redis+list", "redis+stream"])
@@ -212,7 +205,11 @@ def test_a_call_during_a_slot_migration_waits_for_it(
     thread, outcome = _in_thread(call)
     # Refused more often than redis-py retries by itself: the call is brokerkit's to
     # retry now (or it has ended, which the assertions below judge).
-    _wait_for(lambda: migration.refusals() > before + REDIS_PY_TRIES or not thread.is_alive())
+    wait_until(
+        lambda: migration.refusals() > before + REDIS_PY_TRIES or not thread.is_alive(),
+        "more refusals than redis-py retries by itself (or the call's end)",
+        within=30.0,
+    )
     migration.finish()
     thread.join(60)
     assert not thread.is_alive()

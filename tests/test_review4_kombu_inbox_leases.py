@@ -22,6 +22,7 @@ from brokerkit.aio._threaded import ThreadedAsyncBroker
 from brokerkit.backends.kombu.amqp import KombuAMQPBroker
 from brokerkit.exceptions import BrokerClosed
 from tests.kombu_rabbitmq import close_and_delete, kombu_broker, rabbitmq
+from tests.waiting import wait_until
 
 __all__ = ["kombu_broker", "rabbitmq"]
 
@@ -36,13 +37,6 @@ _WORK = 1.5 * _VT
 #: with prefetch=2): the rest is pushed to it as it acks, while it is busy.
 _COUNT = 4
 _PAUSE = threading.Event()  # never set: .wait(s) is a pause that is not a sync point
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        _PAUSE.wait(0.01)
 
 
 def _consuming(broker: KombuAMQPBroker) -> bool:
@@ -118,12 +112,13 @@ def test_a_worker_slower_than_the_lease_keeps_what_was_pushed_to_it(
         _PAUSE.wait(_WORK)  # the work
 
     with worker.running():
-        _wait_for(lambda: _consuming(broker), "the worker's consumer")
+        wait_until(lambda: _consuming(broker), "the worker's consumer", within=60.0)
         ids = broker.publish_many("inbox.worker", range(_COUNT))
         rival.watch()
-        _wait_for(
+        wait_until(
             lambda: _accounted(broker, "inbox.worker", handled, rival) >= _COUNT,
             "every message accounted for",
+            within=60.0,
         )
     _check(broker, "inbox.worker", ids, handled, rival)
 

@@ -15,6 +15,7 @@ from typing import Any
 import brokerkit
 import brokerkit.aio
 from tests.nats_server import nats, nats_prefix, nats_url
+from tests.waiting import wait_until
 
 __all__ = ["nats", "nats_prefix", "nats_url"]  # fixtures
 
@@ -22,14 +23,6 @@ _VT = 1.0
 #: How long the message may take to come back before the test gives up (a bound on a
 #: failure, not a timing assertion: it comes back one ack wait after the thread ended).
 _PATIENCE = 30.0
-
-
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + _PATIENCE
-    pause = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        pause.wait(0.01)
 
 
 def _comes_back(other: Any, topic: str, message_id: str) -> None:
@@ -69,7 +62,7 @@ def test_an_abandoned_message_comes_back_once_its_thread_ends(
             assert started.wait(_PATIENCE)
         assert not worker.drained, "the handler was abandoned"
         release.set()
-        _wait_for(lambda: held[0].settled, "the abandoned thread to end")
+        wait_until(lambda: held[0].settled, "the abandoned thread to end", within=_PATIENCE)
         _comes_back(other, "abandoned", message_id)
         assert not broker.closed
     finally:

@@ -19,6 +19,7 @@ import brokerkit.aio
 from brokerkit.backends.nats._wire import consumer_name
 from tests.conftest import registered
 from tests.nats_server import nats
+from tests.waiting import wait_until
 
 __all__ = ["nats"]  # a fixture
 
@@ -65,14 +66,6 @@ def _delete_consumer(url: str, prefix: str, topic: str) -> None:
     asyncio.run(delete())
 
 
-def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {seconds:.0f} s")
-        time.sleep(0.02)
-
-
 def test_a_lease_run_out_while_the_loop_was_blocked_is_reported_once(
     nats_url: str, nats_prefix: str, recorder: LeaseRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -112,7 +105,7 @@ def test_a_lease_lost_with_its_consumer_is_reported_with_the_sync_delivery(
         held = sub.receive(timeout=10)
         assert held is not None
         _delete_consumer(nats_url, nats_prefix, "jobs")  # its renewal is answered 503
-        _wait_for(lambda: bool(recorder.lost), "the report of the lost lease")
+        wait_until(lambda: bool(recorder.lost), "the report of the lost lease", within=15.0)
         with pytest.raises(brokerkit.StaleDelivery):
             held.ack()
     assert len(recorder.lost) == 1
@@ -134,7 +127,7 @@ def test_a_lease_lost_while_the_bridge_loop_was_blocked_is_reported_once(
             time.sleep(1.5)  # the bridge's event loop blocked past the lease
 
         broker._run(block())
-        _wait_for(lambda: len(recorder.lost) == 2, "the report of both lost leases")
+        wait_until(lambda: len(recorder.lost) == 2, "the report of both lost leases", within=15.0)
         # The prefetched one, reported while buffered, is not reported again when the
         # application receives it and its settle is refused.
         buffered = sub.receive(timeout=0)

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -23,16 +21,13 @@ import brokerkit
 from brokerkit.cli._app import run
 from brokerkit.instrumentation.prometheus import TopicCollector
 from tests.redis_server import RedisServer
+from tests.waiting import wait_until
 
 TOPICS = ("a", "b", "c")
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        pause.wait(0.02)  # polling with a deadline
+#: For the tests that import it from here.
+wait_for = wait_until
 
 
 def scrape(registry: CollectorRegistry) -> dict[str, float | None]:
@@ -98,7 +93,7 @@ def test_a_scrape_answers_within_its_timeout_while_the_server_does_not(
     down = scrape(registry)
     assert down == ({"a": 0, "b": 0, "c": 0, "listed": 0} if listing else dict.fromkeys(TOPICS, 0))
     redis_server.thaw()
-    wait_for(lambda: scrape(registry)["a"] == 1)
+    wait_until(lambda: scrape(registry)["a"] == 1, "a scrape that counts 'a' again")
 
 
 def test_two_collectors_on_one_registry_are_refused_at_registration() -> None:

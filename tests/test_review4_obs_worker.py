@@ -9,7 +9,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ import brokerkit.aio
 from brokerkit._hooks import HANDLER_CONTEXT
 from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
 from tests.redis_server import RedisServer
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -61,19 +62,12 @@ def ends() -> Iterator[Ends]:
         brokerkit.get_plugin_manager().unregister(recorder)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        pause.wait(0.02)  # polling with a deadline
-
-
 def one_tree(exporter: InMemorySpanExporter, current: list[bool]) -> None:
     """``send a`` → ``process a`` → ``send b``, one trace, and the handler saw a span."""
     spans: dict[str, ReadableSpan] = {}
-    wait_for(
-        lambda: spans.update({s.name: s for s in exporter.get_finished_spans()}) or len(spans) == 3
+    wait_until(
+        lambda: spans.update({s.name: s for s in exporter.get_finished_spans()}) or len(spans) == 3,
+        "the three spans",
     )
     send_a, process_a, send_b = spans["send a"], spans["process a"], spans["send b"]
     assert current == [True]
@@ -95,7 +89,10 @@ def test_a_sync_handler_runs_under_its_process_span(exporter: InMemorySpanExport
 
         broker.publish("a", 1)
         with worker.running():
-            wait_for(lambda: broker.inspect("b").length == 1 and broker.inspect("a").in_flight == 0)
+            wait_until(
+                lambda: broker.inspect("b").length == 1 and broker.inspect("a").in_flight == 0,
+                "'a' handled and forwarded to 'b'",
+            )
     one_tree(exporter, current)
 
 
@@ -172,7 +169,7 @@ def test_a_sync_handler_whose_settlement_fails_still_ends_its_delivery_hooks(
             assert handled.wait(20)
             redis_server.kill()
             go_on.set()
-            wait_for(lambda: bool(ends.ended))
+            wait_until(lambda: bool(ends.ended), "the delivery's end")
     finally:
         broker.close()
     assert ends.ended == [("jobs", "unsettled", error)]
@@ -253,7 +250,10 @@ def test_a_handler_context_that_fails_changes_nothing_the_handler_does(fails: bo
 
             broker.publish("a", 1)
             with worker.running():
-                wait_for(lambda: len(attempts) == 1 + fails and broker.inspect("a").in_flight == 0)
+                wait_until(
+                    lambda: len(attempts) == 1 + fails and broker.inspect("a").in_flight == 0,
+                    f"{1 + fails} attempts, the last one settled",
+                )
                 info = broker.inspect("a")
     finally:
         brokerkit.get_plugin_manager().unregister(plugin)
@@ -281,6 +281,6 @@ def test_a_failed_handler_ends_its_hooks_at_the_nack_with_its_error(
 
         broker.publish("jobs", 1)
         with worker.running():
-            wait_for(lambda: len(ends.ended) == (1 if limit else 2))
+            wait_until(lambda: len(ends.ended) == (1 if limit else 2), "the deliveries' ends")
     first = ("jobs", "dead-letter" if limit else "nack", "RuntimeError")
     assert ends.ended == ([first] if limit else [first, ("jobs", "ack", None)])

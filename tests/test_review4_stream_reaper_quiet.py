@@ -5,14 +5,14 @@ and it works again once the server is back."""
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import brokerkit
 from tests.redis_server import RedisServer
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -20,13 +20,6 @@ def durable_server() -> Iterator[RedisServer]:
     """A private server that keeps its data through a kill (the group survives)."""
     with RedisServer(appendonly=True) as server:
         yield server
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.02)
 
 
 def test_the_reaper_is_quiet_while_the_server_is_away(
@@ -48,11 +41,13 @@ def test_the_reaper_is_quiet_while_the_server_is_away(
 
         broker._reaper._work = counted
         subscription = broker.subscribe("s")
-        _wait_for(lambda: None in rounds)  # the reaper works
+        wait_until(lambda: None in rounds, "a successful round of the reaper", within=30.0)
         with caplog.at_level(logging.DEBUG, logger="brokerkit.redis"):
             durable_server.kill()
             seen = len(rounds)
-            _wait_for(lambda: len(rounds) >= seen + 3)  # rounds ran while it was away
+            wait_until(
+                lambda: len(rounds) >= seen + 3, "3 rounds while the server is away", within=30.0
+            )
             failing = [r for r in caplog.records if r.levelno >= logging.INFO]
             durable_server.start()
             # Working again: an entry whose one allowed lease runs out is dead-lettered
@@ -60,7 +55,9 @@ def test_the_reaper_is_quiet_while_the_server_is_away(
             broker.publish("s", "poison")
             assert subscription.receive(timeout=5) is not None
             broker._suspend_renewals()  # a consumer that hangs on it
-            _wait_for(lambda: broker.inspect("s.dlq").length == 1)
+            wait_until(
+                lambda: broker.inspect("s.dlq").length == 1, "the dead-lettered entry", within=30.0
+            )
             recovered = [
                 r for r in caplog.records if r.getMessage().endswith("poison entries again")
             ]

@@ -21,17 +21,16 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit.worker import Exponential, Fixed, Immediate, RetryPolicy
+from tests.waiting import wait_until
 
 #: Every wait in these tests polls with this deadline; none is a sleep.
 DEADLINE = 10.0
 
 
 def wait_for(condition: Any, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    event = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        event.wait(0.01)
+    """:func:`tests.waiting.wait_until` within :data:`DEADLINE`, for the tests that import
+    it from here."""
+    wait_until(condition, within=timeout)
 
 
 def dead_letters(broker: brokerkit.Broker, topic: str) -> list[brokerkit.Delivery]:
@@ -57,8 +56,12 @@ def test_a_handler_that_returns_acks_and_one_that_raises_is_retried() -> None:
 
         broker.publish_many("jobs", [{"n": 1}, {"n": 2}])
         with worker.running():
-            wait_for(lambda: len(calls) == 3)
-            wait_for(lambda: broker.inspect("jobs").in_flight == 0)
+            wait_until(lambda: len(calls) == 3, "three handler calls", within=DEADLINE)
+            wait_until(
+                lambda: broker.inspect("jobs").in_flight == 0,
+                "every 'jobs' delivery to be settled",
+                within=DEADLINE,
+            )
         assert sorted(calls) == [(1, 1), (2, 1), (2, 2)]
         (stats,) = worker.stats()
         assert (stats.processed, stats.failed, stats.retried, stats.dead_lettered) == (2, 1, 1, 0)
@@ -92,7 +95,7 @@ def test_failing_twice_then_succeeding_waits_the_policy_delays(flavour: str) -> 
             worker.handler("sms", retry=policy)(body_of_handler)
             broker.publish("sms", {"to": "+33"})
             with worker.running():
-                wait_for(lambda: len(marks) == 3)
+                wait_until(lambda: len(marks) == 3, "three attempts", within=DEADLINE)
     else:
 
         async def main() -> None:
@@ -128,7 +131,11 @@ def test_always_failing_is_dead_lettered_after_max_deliveries_with_its_last_erro
 
         broker.publish("pay", {"order": 7})
         with worker.running():
-            wait_for(lambda: broker.inspect("pay").dead_lettered == 1)
+            wait_until(
+                lambda: broker.inspect("pay").dead_lettered == 1,
+                "the 'pay' message to be dead-lettered",
+                within=DEADLINE,
+            )
         assert attempts == [1, 2, 3]
         (dead,) = dead_letters(broker, "pay")
         assert dead.body == {"order": 7}
@@ -150,7 +157,11 @@ def test_the_policy_max_attempts_wins_when_smaller_than_max_deliveries() -> None
 
         broker.publish("pay", "x")
         with worker.running():
-            wait_for(lambda: broker.inspect("pay").dead_lettered == 1)
+            wait_until(
+                lambda: broker.inspect("pay").dead_lettered == 1,
+                "the 'pay' message to be dead-lettered",
+                within=DEADLINE,
+            )
         assert attempts == [1, 2]
         (dead,) = dead_letters(broker, "pay")
         assert dead.headers["x-dead-letter-reason"] == "KeyError: 'nope'"
@@ -166,7 +177,11 @@ def test_a_handler_may_settle_its_delivery_itself() -> None:
 
         broker.publish("jobs", "x")
         with worker.running():
-            wait_for(lambda: broker.inspect("jobs").dead_lettered == 1)
+            wait_until(
+                lambda: broker.inspect("jobs").dead_lettered == 1,
+                "the 'jobs' message to be dead-lettered",
+                within=DEADLINE,
+            )
         (dead,) = dead_letters(broker, "jobs")
         assert dead.headers["x-dead-letter-reason"] == "not for us"
         assert worker.stats()[0].processed == 1
@@ -207,7 +222,11 @@ def test_a_typed_body_is_validated_and_an_invalid_one_dead_lettered_at_once(mode
         broker.publish("orders", model(order_id=1, amount=9.5))
         broker.publish("orders", {"order_id": 2})  # no amount: invalid for every model
         with worker.running():
-            wait_for(lambda: len(got) == 1 and broker.inspect("orders").dead_lettered == 1)
+            wait_until(
+                lambda: len(got) == 1 and broker.inspect("orders").dead_lettered == 1,
+                "the valid order to be handled and the invalid one dead-lettered",
+                within=DEADLINE,
+            )
         assert got == [model(order_id=1, amount=9.5)]
         (dead,) = dead_letters(broker, "orders")
         assert dead.body == {"order_id": 2}
@@ -224,7 +243,11 @@ def test_an_undecodable_body_is_dead_lettered_at_once() -> None:
         worker.handler("orders")(lambda body: None)
         broker.publish("orders", b"\xff\xfe", content_type="text/plain; charset=utf-8")
         with worker.running():
-            wait_for(lambda: broker.inspect("orders").dead_lettered == 1)
+            wait_until(
+                lambda: broker.inspect("orders").dead_lettered == 1,
+                "the 'orders' message to be dead-lettered",
+                within=DEADLINE,
+            )
         (dead,) = dead_letters(broker, "orders")
         assert dead.headers["x-dead-letter-reason"].startswith("invalid body: a text/plain")
 
@@ -269,7 +292,9 @@ def test_concurrency_is_real_and_bounded(kind: str) -> None:
             worker.handler("t", concurrency=3, prefetch=4)(sync_handler)
             broker.publish_many("t", list(range(30)))
             with worker.running():
-                wait_for(lambda: state["done"] == 30)
+                wait_until(
+                    lambda: state["done"] == 30, "the 30 messages to be handled", within=DEADLINE
+                )
             peak = worker.stats()[0].peak_in_flight
     else:
 
@@ -299,11 +324,19 @@ def test_prefetch_bounds_the_deliveries_that_wait(concurrency: int, prefetch: in
         broker.publish_many("t", list(range(20)))
         leased: list[int] = []
         with worker.running():
-            wait_for(lambda: worker.stats()[0].in_flight == concurrency)
+            wait_until(
+                lambda: worker.stats()[0].in_flight == concurrency,
+                "every slot to be busy",
+                within=DEADLINE,
+            )
             for _ in range(20):  # every slot busy: what is leased is running or waiting
                 leased.append(broker.inspect("t").in_flight)
             gate.set()
-            wait_for(lambda: worker.stats()[0].processed == 20)
+            wait_until(
+                lambda: worker.stats()[0].processed == 20,
+                "the 20 messages to be processed",
+                within=DEADLINE,
+            )
         assert max(leased) <= concurrency + prefetch
         assert worker.stats()[0].peak_waiting <= prefetch
         if prefetch == 0:
@@ -330,8 +363,16 @@ def test_leases_of_waiting_and_running_deliveries_are_renewed() -> None:
         broker.publish_many("t", [0, 1, 2])
         with worker.running():
             assert first.wait(DEADLINE)
-            wait_for(lambda: worker.stats()[0].peak_waiting == 2)
-            wait_for(lambda: worker.stats()[0].processed == 3)
+            wait_until(
+                lambda: worker.stats()[0].peak_waiting == 2,
+                "two deliveries waiting at once",
+                within=DEADLINE,
+            )
+            wait_until(
+                lambda: worker.stats()[0].processed == 3,
+                "the 3 messages to be processed",
+                within=DEADLINE,
+            )
         assert sorted(seen) == [(0, 1), (1, 1), (2, 1)]
         assert broker.inspect("t").in_flight == 0
 
@@ -347,9 +388,15 @@ def test_stop_drains_hands_back_what_waits_and_lets_running_handlers_finish() ->
         broker.publish_many("t", list(range(10)))
         runner = threading.Thread(target=worker.run)
         runner.start()
-        wait_for(lambda: worker.stats()[0].in_flight == 2)
+        wait_until(
+            lambda: worker.stats()[0].in_flight == 2, "both slots to be busy", within=DEADLINE
+        )
         worker.stop()
-        wait_for(lambda: broker.inspect("t").in_flight == 2)  # the waiting ones went back
+        wait_until(
+            lambda: broker.inspect("t").in_flight == 2,
+            "the waiting deliveries to go back",
+            within=DEADLINE,
+        )
         assert runner.is_alive()
         gate.set()
         runner.join(DEADLINE)
@@ -369,7 +416,7 @@ def test_past_the_grace_period_run_returns_and_a_handler_thread_keeps_its_delive
         broker.publish_many("t", [1, 2, 3])
         runner = threading.Thread(target=worker.run)
         runner.start()
-        wait_for(lambda: worker.stats()[0].in_flight == 1)
+        wait_until(lambda: worker.stats()[0].in_flight == 1, "the slot to be busy", within=DEADLINE)
         worker.stop()
         runner.join(DEADLINE)
         assert not runner.is_alive()
@@ -377,7 +424,11 @@ def test_past_the_grace_period_run_returns_and_a_handler_thread_keeps_its_delive
         # the two waiting went back; the one a thread still handles stays leased
         assert broker.inspect("t").in_flight == 1
         gate.set()
-        wait_for(lambda: worker.stats()[0].in_flight == 0)
+        wait_until(
+            lambda: worker.stats()[0].in_flight == 0,
+            "the handled delivery to be settled",
+            within=DEADLINE,
+        )
         # its result is dropped: not acked, it comes again once its lease runs out
         assert worker.stats()[0].processed == 0
         left = sorted((d.body, d.attempt) for d in broker.consume("t", timeout=DEADLINE, limit=3))
@@ -503,9 +554,13 @@ def test_a_slot_outlives_an_unexpected_error_from_receiving(
             worker = brokerkit.Worker(broker)
             worker.handler("t")(got.append)
             with worker.running():
-                wait_for(failed.is_set)
+                wait_until(failed.is_set, "the failed fetch", within=DEADLINE)
                 broker.publish("t", 1)
-                wait_for(lambda: got == [1])
+                wait_until(
+                    lambda: got == [1],
+                    "the message published after the failed fetch",
+                    within=DEADLINE,
+                )
             assert worker.drained
     else:
 
@@ -546,9 +601,17 @@ def test_a_slot_that_fails_outside_receiving_starts_over(
         worker.handler("t", concurrency=1)(got.append)
         broker.publish("t", 1)
         with worker.running():
-            wait_for(lambda: "a slot failed and starts over" in caplog.text)
+            wait_until(
+                lambda: "a slot failed and starts over" in caplog.text,
+                "the slot's failure to be logged",
+                within=DEADLINE,
+            )
             broker.publish("t", 2)
-            wait_for(lambda: 2 in got)
+            wait_until(
+                lambda: 2 in got,
+                "the message published after the slot started over",
+                within=DEADLINE,
+            )
         assert worker.drained
         assert "a bug in acking" in caplog.text
 
@@ -583,8 +646,12 @@ def test_a_retry_policy_with_an_invalid_delay_is_logged_and_retried_at_once(
 
         broker.publish("t", 1)
         with worker.running():
-            wait_for(lambda: attempts == [1, 2])
-            wait_for(lambda: broker.inspect("t").in_flight == 0)
+            wait_until(lambda: attempts == [1, 2], "attempts 1 and 2", within=DEADLINE)
+            wait_until(
+                lambda: broker.inspect("t").in_flight == 0,
+                "every 't' delivery to be settled",
+                within=DEADLINE,
+            )
         assert f"gave the delay {shown}" in caplog.text
         assert "for attempt 1" in caplog.text
         assert "a slot failed" not in caplog.text
@@ -609,8 +676,12 @@ def test_a_failed_ack_hands_the_delivery_back(monkeypatch: pytest.MonkeyPatch) -
         worker.handler("t")(lambda delivery: attempts.append(delivery.attempt))
         broker.publish("t", 1)
         with worker.running():
-            wait_for(lambda: attempts == [1, 2, 3])
-            wait_for(lambda: broker.inspect("t").in_flight == 0)
+            wait_until(lambda: attempts == [1, 2, 3], "attempts 1, 2 and 3", within=DEADLINE)
+            wait_until(
+                lambda: broker.inspect("t").in_flight == 0,
+                "every 't' delivery to be settled",
+                within=DEADLINE,
+            )
         assert broker.inspect("t").dead_lettered == 0
 
 

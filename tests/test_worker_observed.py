@@ -25,6 +25,7 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
 from brokerkit.instrumentation.prometheus import BrokerkitMetrics
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -40,14 +41,6 @@ def observed() -> Iterator[tuple[InMemorySpanExporter, CollectorRegistry]]:
     finally:
         metrics.uninstall()
         BrokerkitInstrumentor().uninstrument()
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        pause.wait(0.01)  # polling with a deadline
 
 
 def check(exporter: InMemorySpanExporter, registry: CollectorRegistry) -> None:
@@ -84,7 +77,9 @@ def test_sync_worker(observed: tuple[InMemorySpanExporter, CollectorRegistry]) -
 
         broker.publish("jobs", {"n": 1})
         with worker.running():
-            wait_for(lambda: len(exporter.get_finished_spans()) == 3)
+            wait_until(
+                lambda: len(exporter.get_finished_spans()) == 3, "the three spans", within=10.0
+            )
     check(exporter, registry)
 
 
@@ -181,12 +176,18 @@ def test_a_sync_handler_thread_left_running_ends_its_span_when_it_ends(
         broker.publish("jobs", 1)
         try:
             with worker.running():
-                wait_for(lambda: worker.stats()[0].in_flight == 1)
+                wait_until(
+                    lambda: worker.stats()[0].in_flight == 1, "the slot to be busy", within=10.0
+                )
             assert not worker.drained
         finally:
             gate.set()
-        wait_for(lambda: worker.stats()[0].in_flight == 0)
-    wait_for(lambda: len(exporter.get_finished_spans()) == 2)
+        wait_until(
+            lambda: worker.stats()[0].in_flight == 0,
+            "the handled delivery to be settled",
+            within=10.0,
+        )
+    wait_until(lambda: len(exporter.get_finished_spans()) == 2, "the two spans", within=10.0)
     unsettled(exporter, registry)
 
 
@@ -219,5 +220,5 @@ def test_an_asyncio_workers_handler_thread_left_running_ends_its_span_when_it_en
         asyncio.run(main())
     finally:
         gate.set()
-    wait_for(lambda: len(exporter.get_finished_spans()) == 2)
+    wait_until(lambda: len(exporter.get_finished_spans()) == 2, "the two spans", within=10.0)
     unsettled(exporter, registry)

@@ -28,6 +28,7 @@ from brokerkit.cli._app import run
 from brokerkit.worker import Exponential, Fixed
 from tests.conftest import RedisTarget
 from tests.redis_server import RedisServer
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,14 +64,6 @@ APP = textwrap.dedent(
             await client.aclose()
     """
 )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        pause.wait(0.02)
 
 
 @pytest.mark.parametrize(
@@ -113,7 +106,10 @@ def test_a_signal_during_a_burst_loses_and_duplicates_nothing(
             text=True,
         )
         try:
-            wait_for(lambda: redis_client.llen(seen_key) >= 40)
+            wait_until(
+                lambda: redis_client.llen(seen_key) >= 40,
+                "the worker process to handle 40 messages",
+            )
             process.send_signal(signum)
             signalled = time.monotonic()
             _, stderr = process.communicate(timeout=20)
@@ -194,7 +190,7 @@ def test_retries_wait_the_policy_delays_on_redis(
         broker.subscribe("sms", start="earliest").close()
     broker.publish("sms", {"to": "+33"})
     with worker.running():
-        wait_for(lambda: len(marks) == 3)
+        wait_until(lambda: len(marks) == 3, "three attempts")
     assert [attempt for attempt, _ in marks] == [1, 2, 3]
     gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(marks)]
     for attempt, gap in zip((1, 2), gaps, strict=True):
@@ -261,7 +257,7 @@ def test_a_failure_on_an_at_most_once_backend_is_not_counted_as_a_retry(
 
     with worker.running():
         broker.publish("news", "hello")
-        wait_for(lambda: worker.stats()[0].failed == 1)
+        wait_until(lambda: worker.stats()[0].failed == 1, "the handler's failure")
     stats = worker.stats()[0]
     assert calls == ["hello"]
     assert (stats.retried, stats.dead_lettered, stats.processed) == (0, 0, 0)
@@ -317,7 +313,10 @@ def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_for(lambda: broker.inspect(topic).scheduled == total)
+            wait_until(
+                lambda: broker.inspect(topic).scheduled == total,
+                "every message scheduled for its retry",
+            )
         finally:
             process.kill()
             process.wait()
@@ -336,7 +335,7 @@ def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
             retried_at[body["n"]] = (delivery.attempt, time.time())
 
         with other.running():
-            wait_for(lambda: len(retried_at) == total)
+            wait_until(lambda: len(retried_at) == total, "every message's retry")
     lateness = []
     for n, (attempt, at) in retried_at.items():
         assert attempt == 2
@@ -357,12 +356,15 @@ def test_a_worker_outlives_a_redis_outage(
         worker.handler("jobs")(got.append)
         with caplog.at_level(logging.WARNING, logger="brokerkit.worker"), worker.running():
             broker.publish("jobs", 1)
-            wait_for(lambda: got == [1])
+            wait_until(lambda: got == [1], "the first message to be handled")
             redis_server.kill()
-            wait_for(lambda: "receiving from 'jobs' failed" in caplog.text)
+            wait_until(
+                lambda: "receiving from 'jobs' failed" in caplog.text,
+                "the failed receive to be logged",
+            )
             redis_server.start()
-            wait_for(lambda: _published(broker, "jobs", 2))
-            wait_for(lambda: got == [1, 2])
+            wait_until(lambda: _published(broker, "jobs", 2), "a publish to the restarted server")
+            wait_until(lambda: got == [1, 2], "the second message to be handled")
 
 
 def _published(broker: brokerkit.Broker, topic: str, body: int) -> bool:
@@ -401,8 +403,10 @@ def test_a_delivery_the_worker_cannot_settle_is_let_go_and_comes_again(
     worker.handler("jobs")(lambda delivery: attempts.append(delivery.attempt))
     broker.publish("jobs", 1)
     with worker.running():
-        wait_for(lambda: attempts == [1, 2])
-        wait_for(lambda: broker.inspect("jobs").in_flight == 0)
+        wait_until(lambda: attempts == [1, 2], "attempts 1 and 2")
+        wait_until(
+            lambda: broker.inspect("jobs").in_flight == 0, "every 'jobs' delivery to be settled"
+        )
     assert failures == {"_ack", "_nack"}
 
 

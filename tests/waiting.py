@@ -1,0 +1,26 @@
+"""Waiting, in a test, for something that another thread or process brings about."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+__all__ = ["wait_until"]
+
+#: Seconds between two looks at the condition.
+_PAUSE = 0.01
+
+
+def wait_until(
+    condition: Callable[[], object], what: str = "the condition", within: float = 20.0
+) -> None:
+    """Poll ``condition`` (every 10 ms) until it is true; fail the test, naming ``what``
+    and ``within``, when it is not true within ``within`` seconds.
+
+    ``what`` names what is awaited ("the worker's consumer", "the report of the lost
+    lease"); ``within`` bounds a failure, it does not pace the test."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        time.sleep(_PAUSE)  # polling with a deadline, not synchronisation
