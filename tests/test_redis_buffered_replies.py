@@ -268,6 +268,34 @@ def test_a_push_among_buffered_replies_goes_to_the_parsers_handler(
         client.close()
 
 
+def test_a_push_before_a_connection_error_is_handed_on_before_the_error(
+    redis_target: RedisTarget, prefix: str
+) -> None:
+    """A push that came before a connection error among the buffered replies reaches
+    the handler before the error is raised, as read_response hands a push on before it
+    reads what follows; and a push is handed on before the replies after it are taken
+    (the handler sees the reply count of the moment it ran)."""
+    client = redis.Redis(
+        host=redis_target.host, port=redis_target.port, db=redis_target.db, protocol=3
+    )
+    key = f"{prefix}:tracked"
+    reader = Reader(client)
+    handled: list[Any] = []
+    try:
+        reader.execute("PING")
+        connection = reader._state.connection
+        connection._parser.set_invalidation_push_handler(handled.append)
+        reader.execute_many(("CLIENT", "TRACKING", "ON"), ("GET", key))
+        loading = ("EVAL", "return redis.error_reply('LOADING not really')", 0)
+        with pytest.raises(BusyLoadingError):
+            reader.execute_many(("PING",), ("SET", key, "x"), loading, ("ECHO", "after"))
+        assert [push[0] for push in handled] == [b"invalidate"]
+    finally:
+        reader.close()
+        client.delete(key)
+        client.close()
+
+
 def test_the_async_reader_hands_a_push_to_the_parsers_handler(
     redis_target: RedisTarget, prefix: str
 ) -> None:

@@ -57,7 +57,9 @@ class BufferedReplies:
     as ``LOADING``), alone or first in an array, as ``read_response`` raises it (the
     caller's failure path drops the connection). A RESP3 push reply (a maintenance
     notification, an invalidation) is kept in :attr:`pushed`, for the parser's
-    :attr:`push_handler` (``read_response`` hands it there before it reads on)."""
+    :attr:`push_handler`: the caller hands it there after each :meth:`take`, one that
+    raises included, as ``read_response`` hands it on before it returns or raises
+    what follows."""
 
     __slots__ = ("_gets", "push_handler", "push_type", "pushed")
 

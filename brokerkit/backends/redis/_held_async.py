@@ -221,18 +221,20 @@ class AsyncSent:
         buffered = None  # after a read_response, the replies that came with it
         try:
             for left in range(count - 1, -1, -1):
-                reply = NOT_BUFFERED if buffered is None else buffered.take()
+                reply = NOT_BUFFERED
+                if buffered is not None:
+                    try:
+                        reply = buffered.take()
+                    finally:  # as read_response hands them on: before what follows
+                        if buffered.pushed:
+                            await _hand_on_pushes(buffered)
                 if reply is NOT_BUFFERED:
-                    if buffered is not None:
-                        await _hand_on_pushes(buffered)
                     try:
                         reply = await connection.read_response()
                     except ResponseError as exc:  # read whole: the next follows
                         reply = exc
                     buffered = BufferedReplies(connection) if left else None
                 replies.append(reply)
-            if buffered is not None:
-                await _hand_on_pushes(buffered)
         except BaseException:
             if self._kept:
                 await reader._ended(connection, failed=True)
