@@ -1,8 +1,10 @@
 """inspect and purge on kombu+amqp: the counts of a topic's queues, read with passive
-declares, beside the deliveries its broker holds; and the purge of its groups' queues."""
+declares, beside the deliveries its broker holds; the purge of its groups' queues; and
+deleting the queues and exchanges a broker declared."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import amqp.exceptions  # type: ignore[import-untyped]
@@ -11,8 +13,9 @@ from brokerkit._broker import DEFAULT_GROUP
 from brokerkit._inspect import GroupInfo, TopicInfo
 from brokerkit.backends.kombu._link import Link
 from brokerkit.backends.kombu._reader import Reader
+from brokerkit.exceptions import BrokerError, ConnectionFailed, InvalidOption
 
-__all__ = ["inspect_topic", "purge_topic", "queue_counts"]
+__all__ = ["delete_declared", "inspect_topic", "purge_topic", "queue_counts"]
 
 
 def inspect_topic(
@@ -85,3 +88,53 @@ def purge_topic(link: Link, topic: str, groups: list[str]) -> int:
         return removed
 
     return link.call(purge)
+
+
+def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str]) -> None:
+    """Delete these queues (their bindings and messages), then these exchanges: only
+    ones ``link`` declared (:attr:`Link.created_queues`, :attr:`Link.created_exchanges`).
+    Each one deleted (or found gone already) leaves those sets, and is declared anew by
+    the next use.
+
+    :raises InvalidOption: one ``link`` did not declare (nothing was deleted).
+    :raises BrokerError: RabbitMQ refused some (they stay in those sets).
+    :raises ConnectionFailed: the connection failed (what was left stays in them).
+    """
+    with link.lock:
+        foreign = sorted((exchanges - link.created_exchanges) | (queues - link.created_queues))
+    if foreign:
+        raise InvalidOption(f"not declared by this broker, so not deleted: {foreign}")
+    refused: list[str] = []
+    for kind, names, created in (
+        ("queue", queues, link.created_queues),
+        ("exchange", exchanges, link.created_exchanges),
+    ):
+        for name in sorted(names):
+            try:
+                link.call(functools.partial(_delete, link, kind, name))
+            except ConnectionFailed:
+                raise  # (each of the rest would wait reconnect_timeout as well)
+            except BrokerError as exc:
+                refused.append(f"{kind} {name}: {exc}")
+                continue
+            with link.lock:
+                created.discard(name)
+                link._declared.discard(name)  # (the next use declares it again)
+    if refused:
+        raise BrokerError(f"RabbitMQ refused to delete {'; '.join(refused)}")
+
+
+def _delete(link: Link, kind: str, name: str) -> None:
+    """Delete the queue or exchange ``name`` on a channel of its own (call under the
+    link's lock, within :meth:`Link.call`); one gone already is done."""
+    channel = link.channel()
+    try:
+        if kind == "queue":
+            channel.queue_delete(name)
+        else:
+            channel.exchange_delete(name)
+    except amqp.exceptions.NotFound:
+        pass  # gone already (RabbitMQ closed the channel)
+    finally:
+        if channel.is_open:
+            channel.close()

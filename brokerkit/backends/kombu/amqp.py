@@ -56,7 +56,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._connection import is_tls
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import Link
-from brokerkit.backends.kombu._manage import inspect_topic, purge_topic
+from brokerkit.backends.kombu._manage import delete_declared, inspect_topic, purge_topic
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._publish import publish
 from brokerkit.backends.kombu._reader import Reader
@@ -157,6 +157,16 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             return DeclaredNames(
                 frozenset(self._link.created_exchanges), frozenset(self._link.created_queues)
             )
+
+    def delete(self, exchanges: frozenset[str], queues: frozenset[str]) -> None:
+        """Delete these queues (their bindings and messages) and exchanges, named as
+        :attr:`declared` names them: only ones this broker declared (under its
+        ``prefix``). What is deleted leaves :attr:`declared`.
+
+        :raises InvalidOption: one this broker did not declare (nothing was deleted).
+        :raises BrokerError: RabbitMQ refused some (they stay in :attr:`declared`).
+        """
+        delete_declared(self._link, exchanges, queues)
 
     # -- publishing ---------------------------------------------------------------
 

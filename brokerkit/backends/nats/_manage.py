@@ -1,32 +1,56 @@
-"""The stream itself: making it, and what ``inspect`` and ``purge`` ask of JetStream."""
+"""The stream itself: making it, what ``inspect`` and ``purge`` ask of JetStream, and
+deleting what a broker made (its durable consumers, and its stream once nothing else is
+in it)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from brokerkit._inspect import GroupInfo, TopicInfo
 from brokerkit._topics import is_topic
-from brokerkit.backends.nats._client import STREAM_NOT_FOUND, NatsClient
+from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, NatsClient
 from brokerkit.backends.nats._wire import parse_description, subject_for
-from brokerkit.exceptions import BrokerError, ConfigurationError
+from brokerkit.exceptions import BrokerError, ConfigurationError, ConnectionFailed, InvalidOption
 
-__all__ = ["ensure_stream", "inspect_topic", "list_topics", "purge_topic"]
+__all__ = [
+    "NatsDeclared",
+    "delete_consumer",
+    "delete_made",
+    "delete_stream_if_unused",
+    "ensure_stream",
+    "inspect_topic",
+    "list_topics",
+    "purge_topic",
+]
+
+
+class NatsDeclared(NamedTuple):
+    """What a broker made on the server, and only that (a stream or consumer that was
+    there already is not in it): what a run created, to delete it."""
+
+    #: The broker's stream (its ``prefix``), if the broker made it.
+    streams: frozenset[str]
+    #: ``(stream, name)`` of every durable consumer it made.
+    consumers: frozenset[tuple[str, str]]
+
 
 _SUBJECTS_OVERLAP = 10065
 #: Tries of a stream creation that failed making its store (see ensure_stream).
 _STORE_RETRIES = 5
 
 
-async def ensure_stream(client: NatsClient, stream: str) -> None:
-    """Make the stream ``stream`` (subjects ``<stream>.>``) unless it exists.
+async def ensure_stream(client: NatsClient, stream: str) -> bool:
+    """Make the stream ``stream`` (subjects ``<stream>.>``) unless it exists; whether
+    this made it.
 
     :raises ConfigurationError: another stream already captures those subjects.
     """
     info = await client.api(f"STREAM.INFO.{stream}", None, "find the stream")
     error = info.get("error")
+    made = False
     if error and error.get("err_code") == STREAM_NOT_FOUND:
         config = {
             "name": stream,
@@ -44,6 +68,7 @@ async def ensure_stream(client: NatsClient, stream: str) -> None:
             if not (error and "creating store" in str(error.get("description"))):
                 break
             await asyncio.sleep(0.05 * (attempt + 1))
+        made = not error
         if error and error.get("err_code") == _SUBJECTS_OVERLAP:
             raise ConfigurationError(
                 f"another JetStream stream on {client.server} already captures subjects "
@@ -51,6 +76,7 @@ async def ensure_stream(client: NatsClient, stream: str) -> None:
             )
     if error:
         raise BrokerError(f"JetStream refused the stream {stream!r}: {error.get('description')}")
+    return made
 
 
 async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: str) -> TopicInfo:
@@ -152,3 +178,94 @@ async def purge_topic(client: NatsClient, stream: str, topic: str) -> int:
             f"JetStream refused to purge {topic!r}: {answer['error'].get('description')}"
         )
     return int(answer.get("purged", 0))
+
+
+async def delete_consumer(client: NatsClient, stream: str, consumer: str) -> None:
+    """Delete the durable consumer ``consumer`` of ``stream`` (gone already: done).
+
+    :raises BrokerError: JetStream refused.
+    """
+    answer = await client.api(
+        f"CONSUMER.DELETE.{stream}.{consumer}", None, f"delete the consumer {consumer!r}"
+    )
+    error = answer.get("error")
+    if error and error.get("err_code") not in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
+        raise BrokerError(
+            f"JetStream refused to delete the consumer {consumer!r} of the stream "
+            f"{stream!r}: {error.get('description')}"
+        )
+
+
+async def delete_stream_if_unused(client: NatsClient, stream: str) -> str | None:
+    """Delete ``stream`` if it holds no message and no consumer (gone already: done);
+    None once it is gone, else why it was kept. (JetStream deletes no stream on a
+    condition: a consumer made, or a message stored, between the look and the delete
+    goes with it.)
+
+    :raises BrokerError: JetStream refused.
+    """
+    info = await client.api(f"STREAM.INFO.{stream}", None, f"look at the stream {stream!r}")
+    error = info.get("error")
+    if error and error.get("err_code") == STREAM_NOT_FOUND:
+        return None
+    if error:
+        raise BrokerError(
+            f"JetStream could not say what the stream {stream!r} holds: {error.get('description')}"
+        )
+    state = info.get("state", {})
+    messages, consumers = int(state.get("messages", 0)), int(state.get("consumer_count", 0))
+    if messages or consumers:
+        return f"it still holds {messages} message(s) and {consumers} consumer(s)"
+    answer = await client.api(f"STREAM.DELETE.{stream}", None, f"delete the stream {stream!r}")
+    error = answer.get("error")
+    if error and error.get("err_code") != STREAM_NOT_FOUND:
+        raise BrokerError(
+            f"JetStream refused to delete the stream {stream!r}: {error.get('description')}"
+        )
+    return None
+
+
+async def delete_made(
+    client: NatsClient, made: NatsDeclared, wanted: NatsDeclared
+) -> tuple[NatsDeclared, list[str]]:
+    """Delete the consumers of ``wanted``, then its streams (each only if it holds
+    nothing any more: :func:`delete_stream_if_unused`); what was deleted, and why each
+    of the rest was not.
+
+    :raises InvalidOption: ``wanted`` names one that is not in ``made`` (what the
+        broker made): nothing was deleted.
+    :raises ConnectionFailed: the server could not be reached (the rest is not tried:
+        each would wait ``reconnect_timeout`` as well; a consumer or stream deleted
+        before is found gone, and done, when asked again).
+    """
+    foreign = sorted(
+        [f"stream {name}" for name in wanted.streams - made.streams]
+        + [f"consumer {name} of the stream {s}" for s, name in wanted.consumers - made.consumers]
+    )
+    if foreign:
+        raise InvalidOption(f"not made by this broker, so not deleted: {', '.join(foreign)}")
+    consumers: set[tuple[str, str]] = set()
+    streams: set[str] = set()
+    refused: list[str] = []
+    for stream, name in sorted(wanted.consumers):
+        try:
+            await delete_consumer(client, stream, name)
+        except ConnectionFailed:
+            raise
+        except BrokerError as exc:
+            refused.append(str(exc))
+        else:
+            consumers.add((stream, name))
+    for stream in sorted(wanted.streams):
+        try:
+            kept = await delete_stream_if_unused(client, stream)
+        except ConnectionFailed:
+            raise
+        except BrokerError as exc:
+            refused.append(str(exc))
+            continue
+        if kept is None:
+            streams.add(stream)
+        else:
+            refused.append(f"the stream {stream!r} this broker made was kept: {kept}")
+    return NatsDeclared(frozenset(streams), frozenset(consumers)), refused

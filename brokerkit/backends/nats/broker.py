@@ -26,6 +26,10 @@ it (the connection in ``_client``, the stream and the groups' consumers in ``_gr
 pulls in ``_reader``, the leases in ``_leases``, settling and dead-lettering in
 ``_settling``, what goes on the wire in ``_wire``, inspect, topics and purge in
 ``_manage``).
+
+What a broker made on the server (its stream, if it made it, and the durable consumers
+it made) is in :attr:`AsyncNatsBroker.declared`, and :meth:`AsyncNatsBroker.delete`
+deletes it (``brokerkit bench`` and ``brokerkit demo`` do, as they end).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from nats.aio.msg import Msg
 
@@ -68,7 +72,14 @@ from brokerkit.backends.nats._leases import (
     leased_on_arrival,
     renew_forever,
 )
-from brokerkit.backends.nats._manage import inspect_topic, list_topics, purge_topic
+from brokerkit.backends.nats._manage import (
+    NatsDeclared,
+    delete_made,
+    ensure_stream,
+    inspect_topic,
+    list_topics,
+    purge_topic,
+)
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
 from brokerkit.backends.nats._settling import NatsSettling
@@ -85,12 +96,34 @@ from brokerkit.exceptions import (
     InvalidMessage,
 )
 
-__all__ = ["AsyncNatsBroker", "NatsBroker"]
+__all__ = ["AsyncNatsBroker", "NatsBroker", "NatsDeclared"]
 
 log = logging.getLogger("brokerkit.nats")
 
 #: Seconds within which a straggler's hand-back is sent, or not at all.
 _AT_ONCE = 0.05
+
+
+class _MadeGroups(Groups):
+    """:class:`Groups` that remember what they made on the server: the stream, and the
+    durable consumers, also those made again after they were found gone."""
+
+    def __init__(self, client: NatsClient, stream: str, visibility_timeout: float) -> None:
+        super().__init__(client, stream, visibility_timeout)
+        self.made_stream = False
+        self.made_consumers: set[str] = set()
+
+    async def ensure_stream(self) -> None:
+        if not self.stream_ready:
+            if await ensure_stream(self._client, self._stream):
+                self.made_stream = True
+            self.stream_ready = True
+
+    async def ensure_group(self, subscription: AsyncSubscription) -> tuple[dict[str, Any], bool]:
+        info, made = await super().ensure_group(subscription)
+        if made:
+            self.made_consumers.add(consumer_name(subscription.topic, subscription.group))
+        return info, made
 
 
 class AsyncNatsBroker(NatsSettling):
@@ -124,7 +157,7 @@ class AsyncNatsBroker(NatsSettling):
             reconnect_timeout=self.options.reconnect_timeout,
         )
         self._stream = self.options.prefix
-        self._groups = Groups(self._client, self._stream, self.options.visibility_timeout)
+        self._groups = _MadeGroups(self._client, self._stream, self.options.visibility_timeout)
         self._leases = Leases(self._client, self._stream)
         self._renewer: asyncio.Task[None] | None = None
         self._renewals_suspended = False
@@ -398,6 +431,36 @@ class AsyncNatsBroker(NatsSettling):
         await self._ensure_stream()
         return await purge_topic(self._client, self._stream, topic)
 
+    @property
+    def declared(self) -> NatsDeclared:
+        """The stream (if this broker made it) and the durable consumers this broker
+        made: they outlive it (JetStream keeps them until someone deletes them)."""
+        groups = self._groups
+        return NatsDeclared(
+            frozenset([self._stream] if groups.made_stream else []),
+            frozenset((self._stream, name) for name in list(groups.made_consumers)),
+        )
+
+    async def delete(self, streams: frozenset[str], consumers: frozenset[tuple[str, str]]) -> None:
+        """Delete these durable consumers, then these streams, named as :attr:`declared`
+        names them: only what this broker made. A stream is deleted only once it holds
+        no message and no consumer (another program may have taken to it meanwhile):
+        else it is kept, and stays in :attr:`declared`. What is deleted leaves it.
+
+        :raises InvalidOption: one this broker did not make (nothing was deleted).
+        :raises BrokerError: JetStream refused one, or a stream was kept.
+        :raises ConnectionFailed: the server could not be reached (what was deleted
+            before stays in :attr:`declared`, and is found gone when deleted again).
+        """
+        wanted = NatsDeclared(streams, consumers)
+        deleted, refused = await delete_made(self._client, self.declared, wanted)
+        self._groups.made_consumers.difference_update(name for _, name in deleted.consumers)
+        if deleted.streams:
+            self._groups.made_stream = False
+            self._groups.stream_ready = False  # (the next use makes it again)
+        if refused:
+            raise BrokerError("; ".join(refused))
+
     async def _close(self) -> None:
         try:
             await self._stop_renewing()
@@ -440,3 +503,19 @@ class NatsBroker(LoopBridgeBroker):
             return wrapped
 
         return self._run(fetch())
+
+    @property
+    def declared(self) -> NatsDeclared:
+        """See :attr:`AsyncNatsBroker.declared`."""
+        return self._nats.declared
+
+    def delete(self, streams: frozenset[str], consumers: frozenset[tuple[str, str]]) -> None:
+        """See :meth:`AsyncNatsBroker.delete` (call once the subscriptions that read
+        them are closed: a fetch makes a group's consumer again)."""
+        self._run(self._nats.delete(streams, consumers))
+
+    @property
+    def _nats(self) -> AsyncNatsBroker:
+        inner = self.inner
+        assert isinstance(inner, AsyncNatsBroker)
+        return inner
