@@ -8,6 +8,7 @@ redis-py's; :func:`bench_url` is the quick look: each step once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import statistics
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
@@ -134,8 +136,11 @@ class BrokerBench:
         self._run = secrets.token_hex(4)
         self._rounds = 0
         self._topics: list[str] = []
-        #: Once closed, what the rounds made on the broker and left there, the backend
-        #: offering no way to delete it: one line each, naming it.
+        #: The topic of a round that ended before its purge (an error, Ctrl-C).
+        self._unpurged: str | None = None
+        #: Once closed, what the rounds made on the broker and left there (the backend
+        #: offering no way to delete it, or the deletion failing): one line each,
+        #: naming it (and why).
         self.left: list[str] = []
 
     def __enter__(self) -> BrokerBench:
@@ -152,12 +157,16 @@ class BrokerBench:
     def close(self, *, reachable: bool = True) -> None:
         """Delete what the rounds declared on the broker where the backend offers a
         way (see :func:`remove_made`, which lists the rest in :attr:`left`), and close
-        it. With ``reachable`` false (the connection failed) nothing more is tried: the
-        topics the rounds used are named in :attr:`left` instead."""
+        it; the topic of a round cut short is purged first. With ``reachable`` false
+        (the connection failed) nothing more is tried: the topics the rounds used are
+        named in :attr:`left` instead."""
         try:
             if self.broker.closed or not self._topics:
                 pass
             elif reachable:
+                if self._unpurged is not None and Capability.PERSISTENT in self.broker.capabilities:
+                    with contextlib.suppress(Exception):  # (a stream kept is named then)
+                        self.broker.purge(self._unpurged)
                 self.left = remove_made(self.broker, self._topics)
             else:
                 self.left = [
@@ -177,6 +186,7 @@ class BrokerBench:
         self._rounds += 1
         topic = f"bench-{self._run}-{step}-{self._rounds}"
         self._topics.append(topic)
+        self._unpurged = topic
         broker, work = self.broker, self.workload
         if step == "publish":
             result = _publish(broker, topic, work, report)
@@ -189,6 +199,7 @@ class BrokerBench:
             result = _latency(broker, topic, work, report)
         if Capability.PERSISTENT in broker.capabilities:
             broker.purge(topic)
+        self._unpurged = None
         return result
 
 
@@ -223,38 +234,62 @@ def bench_url(
 
 
 def remove_made(broker: Broker, topics: Sequence[str]) -> list[str]:
-    """Delete what ``broker`` declared for ``topics`` (a bench's own), where the
-    backend offers a way; return a line naming each thing left, the backend offering
-    none. Never raises: what could not be removed or listed is named in a line.
+    """Delete what ``broker`` made on the server for ``topics`` (a bench's or the demo's
+    own broker, which made nothing else), where the backend offers a way; return a line
+    naming each thing left. Never raises: what could not be removed or listed is named
+    in a line, with why.
 
-    kombu's virtual transports (``kombu+redis``) delete what they :attr:`declared`;
-    ``kombu+amqp`` only lists its queues and exchanges; a NATS broker names the durable
-    consumer of each group in ``inspect``'s details. Redis keys are removed with the
-    bench's own prefix instead (see :mod:`brokerkit.cli._scratch`)."""
+    A backend offers a way through two members of its concrete broker (they are not
+    part of the :class:`~brokerkit.Broker` API): ``declared``, the names of what that
+    broker itself declared or made and outlives it, and ``delete(*declared)``, which
+    deletes only those. kombu (``kombu+amqp``, ``kombu+redis``, ``kombu+memory``)
+    names its exchanges and queues; ``nats`` the durable consumers it made, and its
+    stream if it made it, deleted only once nothing else is in it. A backend with
+    ``declared`` but no ``delete`` has what it declared listed. Redis keys are removed
+    with the bench's own prefix instead (see :mod:`brokerkit.cli._scratch`)."""
     try:
         declared = getattr(broker, "declared", None)
-        if declared is not None:
-            exchanges, queues = declared
-            delete = getattr(broker, "delete", None)
-            if callable(delete):
-                delete(exchanges, queues)
-                return []
-            return [f"queue {name}" for name in sorted(queues)] + [
-                f"exchange {name}" for name in sorted(exchanges)
-            ]
+        if declared is None:
+            return []
+        delete = getattr(broker, "delete", None)
+        # What the names are: ``exchanges`` hold exchanges (kombu's virtual transports
+        # give a plain tuple: its exchanges, its queues).
+        fields = getattr(declared, "_fields", ("exchanges", "queues"))
+        kinds = [field.removesuffix("s") for field in fields]
         left: list[str] = []
-        for topic in topics:
-            details = broker.inspect(topic).details
-            consumers = details.get("consumers")
-            if isinstance(consumers, dict):
-                stream = details.get("stream", "?")
-                left += [f"consumer {name} of the stream {stream}" for name in consumers.values()]
+        unreachable: ConnectionFailed | None = None
+        # The second names first (queues, consumers): they live in the first (exchanges, streams).
+        for index in reversed(range(len(kinds))):
+            for name in sorted(declared[index]):
+                line = _line(kinds[index], name)
+                if not callable(delete) or unreachable is not None:
+                    left.append(line if unreachable is None else f"{line} (not tried: unreachable)")
+                    continue
+                only = [frozenset[Any]()] * len(kinds)
+                only[index] = frozenset([name])
+                try:
+                    delete(*only)
+                except ConnectionFailed as exc:  # the rest would each wait as long
+                    unreachable = exc
+                    left.append(f"{line} ({exc})")
+                except BrokerError as exc:
+                    left.append(f"{line} ({exc})")
+                except Exception as exc:
+                    left.append(f"{line} ({type(exc).__name__}: {exc})")
         return left
     except Exception as exc:  # reported, never raised: the measurements stand
         return [
             f"(could not remove or list what the run declared for its topics "
             f"{', '.join(topics)}: {type(exc).__name__}: {exc})"
         ]
+
+
+def _line(kind: str, name: Any) -> str:
+    """``queue NAME``; a NATS consumer is ``(stream, name)``."""
+    if isinstance(name, tuple):
+        stream, name = name
+        return f"{kind} {name} of the stream {stream}"
+    return f"{kind} {name}"
 
 
 def _publish(broker: Broker, topic: str, work: Workload, report: Progress) -> Measurement:

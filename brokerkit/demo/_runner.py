@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,14 +15,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._plugins import connect
 from brokerkit._url import BrokerURL
+from brokerkit.cli._bench import remove_made
 from brokerkit.demo._chart import write_chart
 from brokerkit.demo._orderflow import FlowResult, run_order_flow
 from brokerkit.demo._peak import PeakResult, Sample, run_peak_shaving
 from brokerkit.demo._retry import Event, RetryResult, run_failing_consumer
 from brokerkit.demo._services import BACKGROUND, CRITICAL_PATH, make_orders
+from brokerkit.exceptions import ConnectionFailed
 
 __all__ = ["DemoConfig", "DemoReport", "run_demo"]
 
@@ -51,13 +56,18 @@ class DemoConfig:
 
 @dataclass
 class DemoReport:
-    """What each scene found; a scene the backend cannot stage is in ``skipped``."""
+    """What each scene found; a scene the backend cannot stage is in ``skipped``.
+
+    :ivar left: what the scenes' brokers made on the server and could not delete
+        (see :func:`~brokerkit.cli._bench.remove_made`), one line each.
+    """
 
     flow: FlowResult | None = None
     peak: PeakResult | None = None
     retry: RetryResult | None = None
     chart: Path | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    left: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -79,17 +89,16 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoReport:
     console.rule(f"[bold]brokerkit demo[/] on {url}")
 
     topic = f"{namespace}order.created"
-    with connect(url) as broker:
+    with connect(url) as broker, _tidy(broker, report, console, [topic], per_service=True):
         _scene_header(console, 1, "Placing an order: synchronously, then asynchronously")
         report.flow = run_order_flow(
             broker, make_orders(config.orders), topic=topic, speed=config.speed
         )
         _show_flow(console, report.flow, topic)
-        _cleanup(broker, topic, report.flow.fanout == "topics")
 
     _scene_header(console, 2, "Peak shaving: a flash sale")
     topic = f"{namespace}flash-sale.orders"
-    with connect(url) as broker:
+    with connect(url) as broker, _tidy(broker, report, console, [topic]):
         missing = _missing(broker.capabilities, Capability.PERSISTENT | Capability.COMPETING)
         if missing:
             why = "a message published while every consumer is busy would be lost"
@@ -101,7 +110,6 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoReport:
                     config.plot, report.peak.samples, title=f"Flash sale on {url.scheme}://"
                 )
             _show_peak(console, report.peak, report.chart)
-            _cleanup(broker, topic)
 
     _scene_header(console, 3, "A failing consumer: nack, redelivery, dead letters")
     topic = f"{namespace}sms.orders"
@@ -111,13 +119,15 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> DemoReport:
         why = "a failed message is not redelivered"
         _skip(console, report, "failing consumer", url, missing, why)
     else:
-        with connect(url, max_deliveries=config.max_deliveries) as broker:
+        with (
+            connect(url, max_deliveries=config.max_deliveries) as broker,
+            _tidy(broker, report, console, [topic, broker.dead_letter_topic(topic)]),
+        ):
             orders = make_orders(config.failing_orders, first_id=2001)
             report.retry = run_failing_consumer(broker, orders, topic=topic)
             _show_retry(console, report.retry)
-            _cleanup(broker, topic)
-            _cleanup(broker, report.retry.dead_letter_topic)
 
+    _say_left(console, report.left, url)
     verdict = "[bold green]all reconciled[/]" if report.ok else "[bold red]NOT reconciled[/]"
     console.rule(verdict)
     return report
@@ -135,15 +145,52 @@ def _missing(have: Capability, need: Capability) -> str:
     return ", ".join(c.name or "" for c in Capability if c and c in need and c not in have)
 
 
-def _cleanup(broker: object, topic: str, per_service: bool = False) -> None:
-    from brokerkit._broker import Broker
+@contextmanager
+def _tidy(
+    broker: Broker,
+    report: DemoReport,
+    console: Console,
+    topics: list[str],
+    *,
+    per_service: bool = False,
+) -> Iterator[None]:
+    """On the way out of a scene, purge its ``topics`` (with ``per_service``, on a
+    backend without FANOUT: the topic of each background service instead) and delete
+    what ``broker`` made on the server (:func:`remove_made`: NATS's durable consumers
+    and the stream if it made it, RabbitMQ's queues and exchanges); what it could not
+    is added to ``report.left``. After an error or Ctrl-C too (said at once, as the
+    report is not shown then), but for a connection that failed: nothing is tried."""
+    if per_service and Capability.FANOUT not in broker.capabilities:
+        topics = [f"{topics[0]}.{s.name.replace(' ', '-')}" for s in BACKGROUND]
+    try:
+        yield
+    except ConnectionFailed:
+        raise
+    except BaseException:
+        left: list[str] = []
+        try:
+            _cleanup(broker, topics)
+        except Exception as exc:
+            left.append(f"(could not purge {', '.join(topics)}: {type(exc).__name__}: {exc})")
+        left += remove_made(broker, topics)
+        report.left += left
+        _say_left(console, left, broker.url)
+        raise
+    _cleanup(broker, topics)
+    report.left += remove_made(broker, topics)
 
-    assert isinstance(broker, Broker)
-    topics = [topic]
-    if per_service:
-        topics = [f"{topic}.{s.name.replace(' ', '-')}" for s in BACKGROUND]
-    for name in topics:
-        if Capability.PERSISTENT in broker.capabilities:
+
+def _say_left(console: Console, left: list[str], url: BrokerURL) -> None:
+    """Name what the demo made on ``url`` and could not delete, one a line."""
+    if left:
+        console.print(f"[yellow]the demo left {len(left)} thing(s) on {url}:[/]")
+        for line in left:
+            console.print(f"  {line}", markup=False, highlight=False)
+
+
+def _cleanup(broker: Broker, topics: list[str]) -> None:
+    if Capability.PERSISTENT in broker.capabilities:
+        for name in topics:
             broker.purge(name)
 
 
