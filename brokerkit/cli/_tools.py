@@ -55,12 +55,13 @@ def demo(
     given: $BROKERKIT_URL is not used, so that the demo never writes to a broker by
     surprise. On a Redis URL it works under a prefix of its own, brokerkit-demo-...,
     and deletes every key under it at the end, even after an error or Ctrl-C. On
-    another broker it purges its topics (demo-<run>.*), but what their groups declared
-    stays (a NATS durable consumer, a RabbitMQ queue and exchange): a note says so.
+    another broker it purges its topics (demo-<run>.*) and deletes what each scene's
+    broker made there (NATS durable consumers, and the stream if it made it; RabbitMQ
+    queues and exchanges); it names anything it could not delete.
     """
     from brokerkit.demo import DemoConfig, run_demo
 
-    with scratch(url, "demo") as (target, prefix):
+    with scratch(url, "demo") as (target, _):
         config = DemoConfig(
             url=target.render(hide_password=False),
             orders=orders,
@@ -69,24 +70,14 @@ def demo(
             plot=plot,
         )
         report = run_demo(config, out)
-    if prefix is None and target.scheme != "memory":
-        err.print(
-            cell(
-                f"note: the demo purged its topics (demo-<run>.*) on {target}, but a "
-                "backend may keep what their groups declared (a NATS durable consumer, a "
-                "RabbitMQ queue and exchange each), which this command cannot delete; "
-                "run the demo on memory:// (no URL) or a Redis URL to leave nothing",
-                err,
-            )
-        )
     if not report.ok:
         raise typer.Exit(1)
 
 
-#: How to remove, by hand, what ``bench`` leaves on a backend that offers no way to.
+#: How to remove, by hand, what ``bench`` could not delete.
 _REMOVE_HINTS = {
     "kombu": "rabbitmqctl delete_queue NAME; rabbitmqadmin delete exchange name=NAME",
-    "nats": "nats consumer rm STREAM NAME",
+    "nats": "nats consumer rm STREAM NAME; nats stream rm NAME",
 }
 
 
@@ -97,10 +88,8 @@ def _say_left(left: list[str], url: BrokerURL) -> None:
     hint = _REMOVE_HINTS.get(url.scheme.split("+", 1)[0])
     err.print(
         cell(
-            f"bench left {len(left)} thing{'s' * (len(left) != 1)} on {url}, which its "
-            "backend offers no way to delete"
-            + (f" (remove them with: {hint})" if hint else "")
-            + ":",
+            f"bench left {len(left)} thing{'s' * (len(left) != 1)} on {url}, which it "
+            "could not delete" + (f" (remove them with: {hint})" if hint else "") + ":",
             err,
         )
     )
@@ -124,9 +113,9 @@ def bench(
     """A quick look at a URL's throughput and latency (see benchmarks/ for the full suite).
 
     On Redis it works under a prefix of its own, brokerkit-bench-..., and deletes every
-    key under it at the end; kombu+redis deletes its queues and exchanges. On
-    kombu+amqp (queues, exchanges) and NATS (durable consumers), whose backends offer
-    no way to delete them, it names on stderr each thing it left.
+    key under it at the end; on kombu it deletes the queues and exchanges it declared,
+    on NATS the durable consumers it made (and the stream, if it made it and nothing
+    else is in it). It names on stderr each thing it could not delete, and why.
     """
     if size > MAX_BENCH_SIZE:
         raise typer.BadParameter(
