@@ -34,7 +34,7 @@ import brokerkit
 from brokerkit._url import BrokerURL
 from brokerkit.cli._app import run
 from brokerkit.cli._bench import bench_url, remove_made
-from brokerkit.exceptions import InvalidOption
+from brokerkit.exceptions import BrokerError, InvalidOption
 from tests.kombu_rabbitmq import amqp_url, delete_names, rabbitmq, raw_connection
 
 __all__ = ["rabbitmq"]
@@ -288,6 +288,7 @@ def test_rabbitmq_delete_refuses_a_name_it_did_not_declare(rabbitmq: str, amqp_p
         assert f"{amqp_prefix}|mine|default" in mine.queues
         with pytest.raises(InvalidOption, match="theirs"):
             broker.delete(frozenset({theirs}), frozenset())
+        broker.purge("mine")
         broker.delete(*mine)
         assert broker.declared == (frozenset(), frozenset())
     assert _rabbitmq_names(amqp_prefix) == (frozenset({theirs}), frozenset())
@@ -295,6 +296,33 @@ def test_rabbitmq_delete_refuses_a_name_it_did_not_declare(rabbitmq: str, amqp_p
         channel = connection.channel()
         with contextlib.suppress(amqp.exceptions.NotFound):
             channel.exchange_delete(theirs)
+
+
+def test_rabbitmq_delete_keeps_a_queue_in_use_and_the_exchange_bound_to_it(
+    rabbitmq: str, amqp_prefix: str
+) -> None:
+    """Declaring is idempotent: a queue this broker declared may be a group's queue that
+    other processes share. One that still holds a message (or has a consumer) is kept,
+    and so is the exchange it is bound to; both stay in ``declared``, and the unused
+    ones go."""
+    queue = f"{amqp_prefix}|busy|default"
+    with brokerkit.connect(rabbitmq, prefix=amqp_prefix) as broker:
+        broker.publish("busy", "waiting")
+        declared = broker.declared
+        with pytest.raises(BrokerError, match="kept: it still has 1 message"):
+            broker.delete(*declared)
+        # the unused ones went (the dead-letter topic's); the busy queue and its
+        # exchange stay, and stay declared
+        assert broker.declared == ({f"{amqp_prefix}|busy"}, {queue})
+        with raw_connection() as connection:
+            channel = connection.channel()
+            _, waiting, _ = channel.queue_declare(queue, passive=True)
+            channel.close()
+        assert waiting == 1
+        assert broker.purge("busy") == 1
+        broker.delete(*broker.declared)
+        assert broker.declared == (frozenset(), frozenset())
+    assert _rabbitmq_names(amqp_prefix) == (frozenset(), frozenset())
 
 
 # -- memory:// ----------------------------------------------------------------------

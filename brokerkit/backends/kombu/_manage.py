@@ -91,13 +91,14 @@ def purge_topic(link: Link, topic: str, groups: list[str]) -> int:
 
 
 def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str]) -> None:
-    """Delete these queues (their bindings and messages), then these exchanges: only
-    ones ``link`` declared (:attr:`Link.created_queues`, :attr:`Link.created_exchanges`).
-    Each one deleted (or found gone already) leaves those sets, and is declared anew by
-    the next use.
+    """Delete these queues, then these exchanges, each only if unused (see
+    :func:`_delete`): only ones ``link`` declared (:attr:`Link.created_queues`,
+    :attr:`Link.created_exchanges`). Each one deleted (or found gone already) leaves
+    those sets, and is declared anew by the next use.
 
     :raises InvalidOption: one ``link`` did not declare (nothing was deleted).
-    :raises BrokerError: RabbitMQ refused some (they stay in those sets).
+    :raises BrokerError: some were kept, in use, or RabbitMQ refused them (they stay
+        in those sets).
     :raises ConnectionFailed: the connection failed (what was left stays in them).
     """
     with link.lock:
@@ -126,15 +127,30 @@ def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str
 
 def _delete(link: Link, kind: str, name: str) -> None:
     """Delete the queue or exchange ``name`` on a channel of its own (call under the
-    link's lock, within :meth:`Link.call`); one gone already is done."""
+    link's lock, within :meth:`Link.call`); one gone already is done. Only one nobody
+    uses: a queue with no consumer and no message, an exchange no queue is bound to
+    (declaring is idempotent, so a name this broker declared may be another program's
+    too, a group's queue that other processes consume from). A quorum queue takes no
+    condition on its delete (RabbitMQ refuses ``if-empty`` and ``if-unused`` for them,
+    closing the connection): its counts are looked at first, so a consumer or message
+    that comes between the look and the delete goes with it.
+
+    :raises BrokerError: kept, in use."""
     channel = link.channel()
     try:
         if kind == "queue":
+            _, messages, consumers = channel.queue_declare(name, passive=True)
+            if messages or consumers:
+                raise BrokerError(
+                    f"kept: it still has {messages} message(s) and {consumers} consumer(s)"
+                )
             channel.queue_delete(name)
         else:
-            channel.exchange_delete(name)
+            channel.exchange_delete(name, if_unused=True)
     except amqp.exceptions.NotFound:
         pass  # gone already (RabbitMQ closed the channel)
+    except amqp.exceptions.PreconditionFailed:
+        raise BrokerError("kept: a queue is bound to it") from None
     finally:
         if channel.is_open:
             channel.close()

@@ -159,12 +159,16 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             )
 
     def delete(self, exchanges: frozenset[str], queues: frozenset[str]) -> None:
-        """Delete these queues (their bindings and messages) and exchanges, named as
-        :attr:`declared` names them: only ones this broker declared (under its
-        ``prefix``). What is deleted leaves :attr:`declared`.
+        """Delete these queues, then these exchanges, named as :attr:`declared` names
+        them: only ones this broker declared (under its ``prefix``), and of those only
+        the ones nobody uses: a queue with no message and no consumer, an exchange no
+        queue is bound to (a name declared here may be a group's queue that other
+        processes share: purge first what should go). What is deleted leaves
+        :attr:`declared`.
 
         :raises InvalidOption: one this broker did not declare (nothing was deleted).
-        :raises BrokerError: RabbitMQ refused some (they stay in :attr:`declared`).
+        :raises BrokerError: some were kept, in use, or RabbitMQ refused them (they
+            stay in :attr:`declared`; the others were deleted).
         """
         delete_declared(self._link, exchanges, queues)
 
