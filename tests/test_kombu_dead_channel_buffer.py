@@ -25,7 +25,8 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.exceptions import StaleDelivery
 from tests.conftest import registered
-from tests.test_kombu_review5_proxy import Net, net, queue_depth, rabbitmq, wait_for
+from tests.test_kombu_review5_proxy import Net, net, queue_depth, rabbitmq
+from tests.waiting import wait_until
 
 __all__ = ["net", "rabbitmq"]  # fixtures
 
@@ -55,10 +56,10 @@ def recorder() -> Iterator[LeaseRecorder]:
 def requeued(net: Net, topic: str, waiting: int) -> None:
     """Return once RabbitMQ has ``waiting`` messages ready in ``topic``'s queue (it put
     back what the cut connection held)."""
-    wait_for(
+    wait_until(
         lambda: queue_depth(net.queue(topic)) == waiting,
-        10,
-        f"RabbitMQ did not requeue the deliveries of the cut connection ({waiting} ready)",
+        f"RabbitMQ requeuing the deliveries of the cut connection ({waiting} ready)",
+        within=10,
     )
 
 
@@ -66,7 +67,7 @@ def found_lost(link: Any, before: int) -> None:
     """Return once the broker has found its reading connection lost (its generation
     moved on from ``before``; the reaper reads the socket about once a second) and the
     thread that found it has let go of the connection."""
-    wait_for(lambda: link.generation != before, 10, "the broker did not find the cut")
+    wait_until(lambda: link.generation != before, "the broker finding the cut", within=10)
     with link.lock:
         pass
 
@@ -235,10 +236,10 @@ def test_the_buffer_whose_leases_ran_out_is_not_handed_out(
     in the same sweep, reported lost, so that none is handed out stale."""
     broker = net.broker(visibility_timeout=1, **_OPTIONS)
     subscription, buffered = subscribed_with_buffer(broker, "expired")
-    wait_for(
+    wait_until(
         lambda: not subscription.buffered_deliveries(),
-        10,
-        "the reaper did not drop the buffered deliveries whose leases ran out",
+        "the reaper dropping the buffered deliveries whose leases ran out",
+        within=10,
     )
     seen = received(subscription)
     check_redelivered(buffered, seen, recorder.lost)

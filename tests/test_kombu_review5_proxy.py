@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,9 +18,8 @@ import brokerkit
 from brokerkit._url import BrokerURL
 from tests.kombu_rabbitmq import close_and_delete, rabbitmq, raw_connection
 from tests.proxies import BlackHole
-from tests.waiting import wait_until
 
-__all__ = ["Net", "Proxy", "net", "queue_depth", "rabbitmq", "wait_for"]
+__all__ = ["Net", "Proxy", "net", "queue_depth", "rabbitmq"]
 
 
 class Proxy(BlackHole):
@@ -89,9 +88,3 @@ def queue_depth(name: str) -> int | None:
         with contextlib.suppress(Exception):
             channel.close()
         return int(ready)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """:func:`tests.waiting.wait_until`, in the argument order of the tests that import
-    it from here (``seconds``, then ``what``)."""
-    wait_until(condition, what, within=seconds)

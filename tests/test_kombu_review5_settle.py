@@ -21,7 +21,8 @@ import pytest
 
 import brokerkit.aio
 from brokerkit.exceptions import StaleDelivery
-from tests.test_kombu_review5_proxy import Net, net, queue_depth, rabbitmq, wait_for
+from tests.test_kombu_review5_proxy import Net, net, queue_depth, rabbitmq
+from tests.waiting import wait_until
 
 __all__ = ["net", "rabbitmq"]
 
@@ -40,10 +41,10 @@ def reaper_kept_out(broker: object) -> Iterator[None]:
 def cut_and_wait_for_requeue(net: Net, topic: str, waiting: int) -> None:
     """Cut the network; return once RabbitMQ has put ``waiting`` messages back."""
     net.proxy.cut()
-    wait_for(
+    wait_until(
         lambda: queue_depth(net.queue(topic)) == waiting,
-        10,
-        f"RabbitMQ did not requeue the {waiting} deliveries of the cut connection",
+        f"RabbitMQ requeuing the {waiting} deliveries of the cut connection",
+        within=10,
     )
 
 

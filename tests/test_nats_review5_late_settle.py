@@ -24,10 +24,10 @@ import pytest
 
 import brokerkit
 from brokerkit.exceptions import StaleDelivery
-from tests import waiting
 from tests.nats_server import nats, nats_address
+from tests.waiting import wait_until
 
-__all__ = ["CutProxy", "nats", "wait_until"]  # (nats: a fixture)
+__all__ = ["CutProxy", "nats"]  # (nats: a fixture)
 
 
 class CutProxy:
@@ -101,12 +101,6 @@ class CutProxy:
             thread.join(5)
 
 
-def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """:func:`tests.waiting.wait_until`, in the argument order of the tests that import
-    it from here (``seconds``, then ``what``)."""
-    waiting.wait_until(condition, what, within=seconds)
-
-
 def disconnected(broker: Any) -> bool:
     """Whether nats-py knows that ``broker``'s connection is lost."""
     nc = broker.inner._client._nc
@@ -151,7 +145,7 @@ def test_a_settle_held_up_by_a_cut_never_settles_the_next_consumers_delivery(
         assert held is not None and held.attempt == 1
 
         proxy.cut()
-        waiting.wait_until(lambda: disconnected(a), "A's client to see the cut", within=5)
+        wait_until(lambda: disconnected(a), "A's client to see the cut", within=5)
         outcome: dict[str, Any] = {}
 
         def settle() -> None:
@@ -184,7 +178,7 @@ def test_a_settle_held_up_by_a_cut_never_settles_the_next_consumers_delivery(
             "connection"
         )
         # A is back: whatever it held back must still not reach the server.
-        waiting.wait_until(lambda: not disconnected(a), "A to reconnect", within=10)
+        wait_until(lambda: not disconnected(a), "A to reconnect", within=10)
         a.publish("other", "A's connection works")  # (a round trip on it)
         if how == "reject":
             assert b.inspect("jobs.dlq").length == 0, "A dead-lettered B's delivery"

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from tests.nats_server import nats, nats_address
-from tests.test_nats_review5_late_settle import CutProxy, disconnected, wait_until
+from tests.test_nats_review5_late_settle import CutProxy, disconnected
+from tests.waiting import wait_until
 
 __all__ = ["nats"]  # a fixture
 
@@ -36,7 +37,7 @@ def test_receiving_through_an_outage_counts_no_attempt_and_keeps_its_timeout(
         broker.publish_many("t", list(range(20)))
         subscription = broker.subscribe("t", group="g", prefetch=5)
         proxy.cut()
-        wait_until(lambda: disconnected(broker), 5, "the client never saw the cut")
+        wait_until(lambda: disconnected(broker), "the client seeing the cut", within=5)
         took = []
         for _ in range(4):
             started = time.monotonic()

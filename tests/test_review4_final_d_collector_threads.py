@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry
 import brokerkit
 from brokerkit.instrumentation.prometheus import TopicCollector
 from tests.redis_server import RedisServer
-from tests.test_review4_obs_collector import TOPICS, scrape, wait_for
+from tests.test_review4_obs_collector import TOPICS, scrape
+from tests.waiting import wait_until
 
 
 def readers() -> int:
@@ -46,7 +47,7 @@ def test_scrapes_of_a_frozen_server_leave_at_most_one_reader(
     up = {"a": 1, "b": 1, "c": 1} | ({"listed": 1} if listing else {})
     down = {"a": 0, "b": 0, "c": 0} | ({"listed": 0} if listing else {})
     assert scrape(registry) == up
-    wait_for(lambda: readers() == 0)
+    wait_until(lambda: readers() == 0, "no collector reader thread left")
     redis_server.freeze()
     try:
         for _ in range(6):
@@ -54,5 +55,5 @@ def test_scrapes_of_a_frozen_server_leave_at_most_one_reader(
             assert readers() <= 1
     finally:
         redis_server.thaw()
-    wait_for(lambda: scrape(registry) == up)
-    wait_for(lambda: readers() == 0)
+    wait_until(lambda: scrape(registry) == up, "a scrape that finds every topic up")
+    wait_until(lambda: readers() == 0, "no collector reader thread left")

@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 import brokerkit
-from tests.test_worker import DEADLINE, wait_for
+from tests.test_worker import DEADLINE
+from tests.waiting import wait_until
 
 
 def test_an_ack_in_flight_leaves_the_renewal_batched() -> None:
@@ -48,11 +49,11 @@ def test_an_ack_in_flight_leaves_the_renewal_batched() -> None:
 
         broker.publish_many("jobs", [1, 2])
         with worker.running():
-            wait_for(lambda: len(calls) > 0)  # 1 and 2 held, renewed
+            wait_until(lambda: len(calls) > 0, "a renewal", within=DEADLINE)  # 1 and 2 held
             broker.publish("jobs", 0)
-            wait_for(extended_while_acking.is_set)
+            wait_until(extended_while_acking.is_set, "a renewal during the ack", within=DEADLINE)
             release.set()
-            wait_for(lambda: sorted(done) == [0, 1, 2])
+            wait_until(lambda: sorted(done) == [0, 1, 2], "jobs 0, 1 and 2 done", within=DEADLINE)
         assert broker.inspect("jobs").in_flight == 0
     assert extended_while_acking.is_set()
     assert [call for call in calls if call[1]] == [], "a settling delivery was extended"

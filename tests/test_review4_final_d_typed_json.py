@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 import brokerkit
 from brokerkit import Message
 from tests.kombu_rabbitmq import kombu_broker, rabbitmq, raw_connection
-from tests.test_worker import DEADLINE, dead_letters, wait_for
+from tests.test_worker import DEADLINE, dead_letters
+from tests.waiting import wait_until
 
 __all__ = ["kombu_broker", "rabbitmq"]
 
@@ -80,7 +81,11 @@ def test_a_json_body_that_delivery_body_reads_reaches_a_typed_handler(
         with worker.running():
             for payload in payloads:
                 _publish_raw(broker, payload)
-            wait_for(lambda: len(got) + broker.inspect("typed").dead_lettered == len(payloads))
+            wait_until(
+                lambda: len(got) + broker.inspect("typed").dead_lettered == len(payloads),
+                "every payload handled or dead-lettered",
+                within=DEADLINE,
+            )
         assert dead_letters(broker, "typed") == []
     assert got == [model(order_id=order_id, note=note)] * len(payloads)
 
@@ -93,7 +98,11 @@ def test_a_nan_in_a_json_body_reaches_a_typed_handler(model: type) -> None:
         worker.handler("typed", retry=None)(_handler_of(model, got))
         with worker.running():
             _publish_raw(broker, b'{"order_id": 1, "note": "n", "score": NaN}')
-            wait_for(lambda: got or broker.inspect("typed").dead_lettered)
+            wait_until(
+                lambda: got or broker.inspect("typed").dead_lettered,
+                "the message handled or dead-lettered",
+                within=DEADLINE,
+            )
         assert dead_letters(broker, "typed") == []
     (body,) = got
     assert type(body) is model and math.isnan(body.score)
@@ -114,7 +123,11 @@ def test_a_json_body_that_does_not_validate_is_dead_lettered_with_the_json_reaso
         worker.handler("typed", retry=None)(_handler_of(model, got))
         with worker.running():
             _publish_raw(broker, payload)
-            wait_for(lambda: broker.inspect("typed").dead_lettered == 1)
+            wait_until(
+                lambda: broker.inspect("typed").dead_lettered == 1,
+                "the dead letter",
+                within=DEADLINE,
+            )
         (dead,) = dead_letters(broker, "typed")
     reason = dead.headers["x-dead-letter-reason"]
     assert reason.startswith(f"invalid body: {model.__name__}: "), reason
@@ -143,7 +156,11 @@ def test_a_bom_json_body_from_another_amqp_producer_reaches_typed_handlers(
         )
         channel.basic_publish(raw, exchange=f"{broker.options.prefix}|orders", routing_key="")
     with worker.running():
-        wait_for(lambda: all(got.values()) or broker.inspect("orders").dead_lettered, DEADLINE)
+        wait_until(
+            lambda: all(got.values()) or broker.inspect("orders").dead_lettered,
+            "the message handled by both handlers, or a dead letter",
+            within=DEADLINE,
+        )
     assert broker.inspect("orders").dead_lettered == 0
     assert got == {"pydantic": [Order(order_id=7, note="n")], "msgspec": [StructOrder(7, "n")]}
 
@@ -158,7 +175,11 @@ def test_a_json_body_msgspec_reads_but_refuses_is_not_validated_laxly() -> None:
         worker.handler("typed", retry=None)(_handler_of(StructOrder, got))
         with worker.running():
             _publish_raw(broker, b'{"order_id": "7", "note": "n"}')
-            wait_for(lambda: broker.inspect("typed").dead_lettered == 1)
+            wait_until(
+                lambda: broker.inspect("typed").dead_lettered == 1,
+                "the dead letter",
+                within=DEADLINE,
+            )
         (dead,) = dead_letters(broker, "typed")
     assert "Expected `int`, got `str`" in dead.headers["x-dead-letter-reason"]
     assert got == []

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import brokerkit
 from brokerkit.worker._typed import InvalidBody, bind
-from tests.test_worker import DEADLINE, dead_letters, wait_for
+from tests.test_worker import DEADLINE, dead_letters
+from tests.waiting import wait_until
 
 
 class Aliased(pydantic.BaseModel):
@@ -129,7 +130,11 @@ def test_the_worker_hands_a_published_model_to_its_handler(sent: Any) -> None:
         worker.handler("typed")(_handler_of(type(sent), got.append))
         with worker.running():
             broker.publish("typed", sent)
-            wait_for(lambda: got or broker.inspect("typed").dead_lettered)
+            wait_until(
+                lambda: got or broker.inspect("typed").dead_lettered,
+                "the message handled or dead-lettered",
+                within=DEADLINE,
+            )
         assert dead_letters(broker, "typed") == []
         assert got == [sent]
 
@@ -153,7 +158,11 @@ def test_a_json_body_that_does_not_validate_is_still_dead_lettered_with_its_reas
         worker.handler("typed")(_handler_of(model, lambda body: called.set()))
         with worker.running():
             broker.publish("typed", {"x": 1})
-            wait_for(lambda: broker.inspect("typed").dead_lettered == 1)
+            wait_until(
+                lambda: broker.inspect("typed").dead_lettered == 1,
+                "the dead letter",
+                within=DEADLINE,
+            )
         (dead,) = dead_letters(broker, "typed")
         reason = dead.headers["x-dead-letter-reason"]
         assert reason.startswith(f"invalid body: {model.__name__}: "), reason

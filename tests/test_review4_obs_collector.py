@@ -26,10 +26,6 @@ from tests.waiting import wait_until
 TOPICS = ("a", "b", "c")
 
 
-#: For the tests that import it from here.
-wait_for = wait_until
-
-
 def scrape(registry: CollectorRegistry) -> dict[str, float | None]:
     """One scrape: ``up`` of each topic, and ``listed``."""
     text = generate_latest(registry).decode()

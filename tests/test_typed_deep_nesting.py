@@ -24,7 +24,8 @@ import pytest
 import brokerkit
 from brokerkit.worker import _dataclass_body
 from brokerkit.worker._typed import InvalidBody, converter
-from tests.test_worker import DEADLINE, wait_for
+from tests.test_worker import DEADLINE
+from tests.waiting import wait_until
 
 
 @dataclasses.dataclass
@@ -189,7 +190,11 @@ def _dead_letter_reason(broker: brokerkit.Broker, payload: bytes, content_type: 
 
     with worker.running():
         broker.publish("nodes", payload, content_type=content_type)
-        wait_for(lambda: broker.inspect("nodes").dead_lettered == 1)
+        wait_until(
+            lambda: broker.inspect("nodes").dead_lettered == 1,
+            "the dead letter of the deep message",
+            within=DEADLINE,
+        )
         broker.publish("nodes", {"child": {}})
         assert good.wait(DEADLINE), "the worker handles no message after the deep one"
     assert handled == [Node(Node())]

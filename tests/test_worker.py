@@ -27,12 +27,6 @@ from tests.waiting import wait_until
 DEADLINE = 10.0
 
 
-def wait_for(condition: Any, timeout: float = DEADLINE) -> None:
-    """:func:`tests.waiting.wait_until` within :data:`DEADLINE`, for the tests that import
-    it from here."""
-    wait_until(condition, within=timeout)
-
-
 def dead_letters(broker: brokerkit.Broker, topic: str) -> list[brokerkit.Delivery]:
     found = list(broker.consume(broker.dead_letter_topic(topic), timeout=0))
     for delivery in found:

@@ -25,7 +25,8 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.worker import Exponential, RetryPolicy, StatsSnapshot
 from tests.conftest import registered
-from tests.test_worker import DEADLINE, wait_for
+from tests.test_worker import DEADLINE
+from tests.waiting import wait_until
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,7 @@ async def until(condition: Callable[[], bool], timeout: float = DEADLINE) -> Non
 
 
 def dead_letter_reason(broker: brokerkit.Broker, topic: str) -> str:
-    wait_for(lambda: broker.inspect(topic).dead_lettered == 1)
+    wait_until(lambda: broker.inspect(topic).dead_lettered == 1, "the dead letter", within=DEADLINE)
     (delivery,) = broker.consume(broker.dead_letter_topic(topic), timeout=0)
     delivery.ack()
     return delivery.headers["x-dead-letter-reason"]
@@ -80,8 +81,13 @@ def test_a_sync_handler_raising_a_base_exception_fails_and_its_slot_lives_on(
 
         broker.publish_many("jobs", [{"n": 1}, {"n": 2}])
         with worker.running():
-            wait_for(lambda: len(calls) == 3)  # the one slot took the next ones
-            wait_for(lambda: broker.inspect("jobs").in_flight == 0)
+            # the one slot took the next ones
+            wait_until(lambda: len(calls) == 3, "three handler calls", within=DEADLINE)
+            wait_until(
+                lambda: broker.inspect("jobs").in_flight == 0,
+                "no delivery in flight",
+                within=DEADLINE,
+            )
         assert sorted(calls) == [(1, 1), (1, 2), (2, 1)]
         (stats,) = worker.stats()
         assert (stats.processed, stats.failed, stats.retried, stats.dead_lettered) == (2, 1, 1, 0)
@@ -172,7 +178,11 @@ def test_an_error_whose_str_raises_is_retried_then_dead_lettered_with_a_reason(
         broker.publish("jobs", {"n": 1})
         with worker.running():
             reason = dead_letter_reason(broker, "jobs")
-            wait_for(lambda: broker.inspect("jobs").in_flight == 0)
+            wait_until(
+                lambda: broker.inspect("jobs").in_flight == 0,
+                "no delivery in flight",
+                within=DEADLINE,
+            )
         name = error.__name__
         assert reason == f"{name}: <{name}: str() failed>"
         assert attempts == [1, 2]
@@ -295,7 +305,7 @@ def test_an_invalid_body_without_dead_letters_is_not_counted_as_dead_lettered(
     with worker.running():
         broker.publish("orders", {"no": "order"})
         broker.publish("orders", {"order_id": 1})  # ORDERED: after the invalid one
-        wait_for(lambda: len(outcomes.of("orders")) == 2)
+        wait_until(lambda: len(outcomes.of("orders")) == 2, "the two outcomes", within=DEADLINE)
     assert shipped == [Order(1)]
     assert outcomes.of("orders") == ["nack", "ack"]
     (stats,) = worker.stats()
@@ -331,11 +341,15 @@ def test_nothing_is_waiting_once_the_drain_handed_the_prefetched_deliveries_back
             waiting_then.append(worker.stats()[0].waiting)
             worker.stop()
             # the drain hands back the five that wait: only this one stays leased
-            wait_for(lambda: broker.inspect("jobs").in_flight == 1)
+            wait_until(
+                lambda: broker.inspect("jobs").in_flight == 1,
+                "only the handled delivery in flight",
+                within=DEADLINE,
+            )
 
         broker.publish_many("jobs", list(range(6)))  # one fetch of 6: 1 handled, 5 wait
         with worker.running():
-            wait_for(lambda: waiting_then)
+            wait_until(lambda: waiting_then, "the handler call", within=DEADLINE)
         assert waiting_then == [5]
         (stats,) = worker.stats()
         assert (stats.processed, stats.waiting, stats.peak_waiting) == (1, 0, 5)
@@ -416,7 +430,7 @@ def test_an_annotated_model_is_validated() -> None:
         broker.publish_many("orders", [{"order_id": 1}, {"no": "order"}])
         with worker.running():
             reason = dead_letter_reason(broker, "orders")
-            wait_for(lambda: got)
+            wait_until(lambda: got, "the valid order", within=DEADLINE)
         assert got == [PydanticOrder(order_id=1)]
         assert reason.startswith("invalid body: PydanticOrder:")
 

@@ -24,7 +24,8 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.cli._app import run
 from brokerkit.cli._url import URL_ENV
-from tests.test_worker import DEADLINE, wait_for
+from tests.test_worker import DEADLINE
+from tests.waiting import wait_until
 
 #: The visibility timeout of the lease tests: short, so that a lease nobody renews
 #: runs out several times within the wait that proves none did.
@@ -32,7 +33,7 @@ VISIBILITY = 0.5
 
 
 def only_dead_letter(broker: brokerkit.Broker, topic: str) -> brokerkit.Delivery:
-    wait_for(lambda: broker.inspect(topic).dead_lettered == 1)
+    wait_until(lambda: broker.inspect(topic).dead_lettered == 1, "the dead letter", within=DEADLINE)
     (delivery,) = broker.consume(broker.dead_letter_topic(topic), timeout=0)
     return delivery
 
@@ -145,7 +146,7 @@ def test_a_dataclass_body_takes_its_init_vars_and_requires_those_without_default
         broker.publish("prices", {"cents": 105, "currency": "EUR", "rounding": 10})
         broker.publish("prices", {"cents": 105})
         with worker.running():
-            wait_for(lambda: len(labels) == 2)
+            wait_until(lambda: len(labels) == 2, "two labels", within=DEADLINE)
             dead = only_dead_letter(broker, "prices")
         assert labels == ["105 EUR", "100 EUR"]
         reason = dead.headers["x-dead-letter-reason"]
@@ -202,7 +203,11 @@ def test_a_sync_handler_thread_left_running_keeps_its_lease_and_its_result_is_dr
         broker.publish("jobs", 1)
         try:
             with worker.running():
-                wait_for(lambda: worker.stats()[0].in_flight == 1)
+                wait_until(
+                    lambda: worker.stats()[0].in_flight == 1,
+                    "the delivery in flight",
+                    within=DEADLINE,
+                )
             assert not worker.drained
             other = broker.subscribe("jobs")
             # four visibility timeouts: the worker still renews the lease
@@ -210,7 +215,9 @@ def test_a_sync_handler_thread_left_running_keeps_its_lease_and_its_result_is_dr
         finally:
             gate.set()
         assert ended.wait(DEADLINE)
-        wait_for(lambda: worker.stats()[0].in_flight == 0)
+        wait_until(
+            lambda: worker.stats()[0].in_flight == 0, "no delivery in flight", within=DEADLINE
+        )
         again = other.receive(timeout=DEADLINE)  # once its lease runs out
         assert again is not None
         assert (again.body, again.attempt) == (1, 2)
@@ -297,7 +304,7 @@ def test_a_drain_stops_every_handler_fetching_before_closing_any_subscription(
 
         broker.publish_many("busy", list(range(20)))
         with worker.running():
-            wait_for(lambda: len(started) == 1)
+            wait_until(lambda: len(started) == 1, "the first busy call", within=DEADLINE)
         assert started_during_close == [False]
         assert started == [0]
         assert worker.drained
