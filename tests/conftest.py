@@ -15,12 +15,13 @@ import redis
 from hypothesis import settings
 
 import brokerkit
+from tests.interrupting import interrupt_when
 from tests.nats_server import nats_prefix, nats_url
 from tests.redis_cluster import RedisClusterSet, SentinelSet
 from tests.redis_server import RedisServer, find_redis_cli
 from tests.scheduling import ScopeSecondsRecorder, WeightedScopeScheduling, warm_bytecode
 
-__all__ = ["nats_prefix", "nats_url"]  # fixtures, one NATS server a process
+__all__ = ["interrupt_when", "nats_prefix", "nats_url"]  # fixtures (one NATS server a process)
 
 # The suite runs in parallel on small shared machines, where one example of a pure
 # function can take longer than hypothesis's 200 ms deadline for reasons of load alone.
