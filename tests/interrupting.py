@@ -4,7 +4,9 @@ the main thread, with Python's default SIGINT handler installed for them)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -12,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-__all__ = ["interrupt_when"]
+__all__ = ["interrupt_demo_in_its_flash_sale", "interrupt_when"]
 
 #: Seconds a wait here may take at most: a hang guard, never a pace.
 GUARD = 30.0
@@ -57,3 +59,33 @@ def _blocked_waiting(ident: int) -> bool:
     """Whether thread ``ident`` waits on a condition (a future's result, here)."""
     frame = sys._current_frames().get(ident)
     return frame is not None and frame.f_code is threading.Condition.wait.__code__
+
+
+def interrupt_demo_in_its_flash_sale(url: str) -> None:
+    """Run ``brokerkit demo`` on ``url`` in a child process, send it Ctrl-C (SIGINT) once
+    its flash sale (100,000 orders) is under way, and assert it exits 130 having ended
+    (whatever it left is for the caller to look at)."""
+    argv = ["demo", url, "--orders", "2", "--sale-orders", "100000", "--speed", "0.1"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "brokerkit.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"},
+    )
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if "Peak shaving" in line:
+                break
+        else:
+            pytest.fail("the demo ended before the flash sale")
+        child.send_signal(signal.SIGINT)
+        assert child.wait(60) == 130
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()

@@ -11,17 +11,13 @@ broker, and left its keys there (15 on Redis; 6 when interrupted).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-
 import pytest
 import redis
 
 from brokerkit.cli._app import run
 from brokerkit.cli._url import URL_ENV
 from tests.conftest import RedisTarget
+from tests.interrupting import interrupt_demo_in_its_flash_sale
 
 pytest.importorskip("typer")
 
@@ -78,33 +74,11 @@ def test_the_demo_on_a_redis_url_removes_every_key_it_made(
 def test_ctrl_c_during_the_demo_on_redis_still_removes_its_keys(
     redis_target: RedisTarget, redis_client: redis.Redis, prefix: str
 ) -> None:
-    url = redis_target.url("redis+stream", prefix=prefix)
-    argv = ["demo", url, "--orders", "2", "--sale-orders", "100000", "--speed", "0.1"]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "brokerkit.cli", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"},
-    )
     try:
-        assert child.stdout is not None
-        for line in child.stdout:  # the flash sale (100,000 orders) is under way
-            if "Peak shaving" in line:
-                break
-        else:
-            pytest.fail("the demo ended before the flash sale")
-        child.send_signal(signal.SIGINT)
-        assert child.wait(60) == 130
+        interrupt_demo_in_its_flash_sale(redis_target.url("redis+stream", prefix=prefix))
         # nothing the demo ran is left writing: what is there now stays
         assert _keys(redis_client, prefix) == [] and _demo_keys(redis_client) == []
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()
         keys = _keys(redis_client, prefix) + _demo_keys(redis_client)
         if keys:
             redis_client.delete(*keys)

@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -35,6 +32,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.cli._app import run
 from brokerkit.cli._bench import bench_url, remove_made
 from brokerkit.exceptions import BrokerError, InvalidOption
+from tests.interrupting import interrupt_demo_in_its_flash_sale
 from tests.kombu_rabbitmq import amqp_url, delete_names, rabbitmq, raw_connection
 
 __all__ = ["rabbitmq"]
@@ -154,32 +152,8 @@ def test_ctrl_c_during_the_demo_on_nats_still_leaves_the_server_as_it_found_it(
     nats_url: str, nats_prefix: str
 ) -> None:
     before = _nats_state(nats_url)
-    url = f"{nats_url}?prefix={nats_prefix}"
-    argv = ["demo", url, "--orders", "2", "--sale-orders", "100000", "--speed", "0.1"]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "brokerkit.cli", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"},
-    )
-    try:
-        assert child.stdout is not None
-        for line in child.stdout:  # the flash sale (100,000 orders) is under way
-            if "Peak shaving" in line:
-                break
-        else:
-            pytest.fail("the demo ended before the flash sale")
-        child.send_signal(signal.SIGINT)
-        assert child.wait(60) == 130
-        assert _nats_state(nats_url) == before
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()
+    interrupt_demo_in_its_flash_sale(f"{nats_url}?prefix={nats_prefix}")
+    assert _nats_state(nats_url) == before
 
 
 def test_a_stream_it_made_that_another_program_took_to_is_kept_and_named(
