@@ -7,6 +7,7 @@ exactly once (in the worker thread, the loop no longer running)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -195,3 +196,48 @@ def test_a_cancelled_ack_that_ends_as_its_loop_stops_settles_once_if_the_loop_ru
     finally:
         gate.release.set()
         loop.close()
+
+
+def test_a_cancelled_ack_whose_call_had_ended_settles_on_the_loop_at_once(
+    recorder: Recorder,
+) -> None:
+    """The worker thread ended the ack before its cancelled caller looked (the loop was
+    busy meanwhile): its end runs there and then, on the loop, which goes on (it once
+    waited, on the loop's own thread, for the loop to begin it: for ever)."""
+    outcome: list[bool] = []
+    ids: list[str] = []
+
+    async def main() -> None:
+        broker = await threaded(MemoryBroker).open(
+            brokerkit.BrokerURL.parse(f"memory://ended-{uuid.uuid4().hex}")
+        )
+        calls: list[concurrent.futures.Future[Any]] = []
+        submit = broker._submit
+
+        def kept(function: Any, *args: Any) -> concurrent.futures.Future[Any]:
+            calls.append(submit(function, *args))
+            return calls[-1]
+
+        broker._submit = kept  # type: ignore[method-assign]
+        subscription = await broker.subscribe("jobs")
+        await broker.publish("jobs", b"x")
+        delivery = await subscription.receive(timeout=10)
+        assert delivery is not None
+        calls.clear()
+        acking = asyncio.ensure_future(delivery.ack())
+        await asyncio.sleep(0)  # the ack's task submits its call
+        # The loop's own thread waits (the loop runs nothing meanwhile) for the call.
+        assert not concurrent.futures.wait(calls, GUARD).not_done
+        acking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await acking
+        outcome.append(delivery.settled)
+        ids.append(delivery.id)
+        await broker.close()
+
+    runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    runner.start()
+    runner.join(GUARD)
+    assert not runner.is_alive(), "the event loop hung in the cancelled ack's end"
+    assert outcome == [True]
+    assert recorder.calls == [("ack", ids), ("deliver_end", "ack")]

@@ -209,10 +209,19 @@ class ThreadedAsyncBroker(AsyncBroker):
         end would never run there: the worker thread waits until the loop has begun
         it, looking every :data:`_LOOK_AGAIN` seconds whether the loop still runs, and
         runs it itself once the loop has stopped without. It runs once, whichever of
-        the two begins it (the loop may be run again later, and run what it kept)."""
+        the two begins it (the loop may be run again later, and run what it kept). A
+        call that had ended by the time its caller was cancelled is ended at once, on
+        the loop."""
         loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
 
         def run_end(end: Callable[[], None]) -> None:
+            if threading.get_ident() == loop_thread:
+                # The call had ended by the time its caller was cancelled: the end is
+                # run here and now, on the loop (waiting for the loop to begin it
+                # would wait for itself).
+                end()
+                return
             once = _Once(end)
             if loop.is_running():
                 try:
