@@ -277,17 +277,23 @@ def test_rabbitmq_delete_keeps_a_queue_in_use_and_the_exchange_bound_to_it(
 ) -> None:
     """Declaring is idempotent: a queue this broker declared may be a group's queue that
     other processes share. One that still holds a message (or has a consumer) is kept,
-    and so is the exchange it is bound to; both stay in ``declared``, and the unused
-    ones go."""
+    and so are the exchange it is bound to and its dead-letter topic's queue and
+    exchanges (RabbitMQ and brokerkit dead-letter its messages there): all stay in
+    ``declared``, and a dead letter still lands."""
     queue = f"{amqp_prefix}|busy|default"
     with brokerkit.connect(rabbitmq, prefix=amqp_prefix) as broker:
-        broker.publish("busy", "waiting")
+        broker.publish_many("busy", ["dead", "waiting"])
         declared = broker.declared
-        with pytest.raises(BrokerError, match="kept: it still has 1 message"):
+        with pytest.raises(BrokerError, match="kept: it still has 2 message"):
             broker.delete(*declared)
-        # the unused ones went (the dead-letter topic's); the busy queue and its
-        # exchange stay, and stay declared
-        assert broker.declared == ({f"{amqp_prefix}|busy"}, {queue})
+        # all stay declared: the busy queue, its exchange, and its dead-letter topic's
+        # queue and exchanges (which its dead letters need)
+        assert broker.declared == declared
+        with broker.subscribe("busy") as subscription:
+            rejected = subscription.receive(timeout=10)
+            assert rejected is not None and rejected.body == "dead"
+            rejected.nack(requeue=False)
+        assert broker.purge(broker.dead_letter_topic("busy")) == 1
         with raw_connection() as connection:
             channel = connection.channel()
             _, waiting, _ = channel.queue_declare(queue, passive=True)

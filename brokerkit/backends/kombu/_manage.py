@@ -12,6 +12,7 @@ import amqp.exceptions  # type: ignore[import-untyped]
 from brokerkit._broker import DEFAULT_GROUP
 from brokerkit._inspect import GroupInfo, TopicInfo
 from brokerkit.backends.kombu._link import Link
+from brokerkit.backends.kombu._names import SEPARATOR
 from brokerkit.backends.kombu._reader import Reader
 from brokerkit.exceptions import BrokerError, ConnectionFailed, InvalidOption
 
@@ -93,8 +94,11 @@ def purge_topic(link: Link, topic: str, groups: list[str]) -> int:
 def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str]) -> None:
     """Delete these queues, then these exchanges, each only if unused (see
     :func:`_delete`): only ones ``link`` declared (:attr:`Link.created_queues`,
-    :attr:`Link.created_exchanges`). Each one deleted (or found gone already) leaves
-    those sets, and is declared anew by the next use.
+    :attr:`Link.created_exchanges`). A topic's are tried before its dead-letter
+    topic's, which are kept with it (a queue of ``a`` kept keeps ``a.dlq``'s queues and
+    exchange: RabbitMQ and brokerkit dead-letter ``a``'s messages there). Each one
+    deleted (or found gone already) leaves those sets, and is declared anew by the
+    next use.
 
     :raises InvalidOption: one ``link`` did not declare (nothing was deleted).
     :raises BrokerError: some were kept, in use, or RabbitMQ refused them (they stay
@@ -106,16 +110,25 @@ def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str
     if foreign:
         raise InvalidOption(f"not declared by this broker, so not deleted: {foreign}")
     refused: list[str] = []
+    kept: set[str] = set()  # topics with a queue kept: their dead-letter topics stay
     for kind, names, created in (
         ("queue", queues, link.created_queues),
         ("exchange", exchanges, link.created_exchanges),
     ):
-        for name in sorted(names):
+        # a topic before its dead-letter topic (``<topic>.dlq``), which it needs
+        for name in sorted(names, key=lambda name: (_topic_of(name).count(".dlq"), name)):
+            topic = _topic_of(name)
+            above = next((t for t in _dead_lettering(topic) if t in kept), None)
+            if above is not None:
+                kept.add(topic)
+                refused.append(f"{kind} {name}: kept: {above!r}, which is kept, dead-letters here")
+                continue
             try:
                 link.call(functools.partial(_delete, link, kind, name))
             except ConnectionFailed:
                 raise  # (each of the rest would wait reconnect_timeout as well)
             except BrokerError as exc:
+                kept.add(topic)
                 refused.append(f"{kind} {name}: {exc}")
                 continue
             with link.lock:
@@ -123,6 +136,21 @@ def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str
                 link._declared.discard(name)  # (the next use declares it again)
     if refused:
         raise BrokerError(f"RabbitMQ refused to delete {'; '.join(refused)}")
+
+
+def _topic_of(name: str) -> str:
+    """The topic of a queue (``<prefix>|<topic>|<group>``) or exchange name."""
+    return name.split(SEPARATOR)[1]
+
+
+def _dead_lettering(topic: str) -> list[str]:
+    """The topics whose dead letters reach ``topic``: ``a`` and ``a.dlq`` for
+    ``a.dlq.dlq``."""
+    above = []
+    while topic.endswith(".dlq"):
+        topic = topic[: -len(".dlq")]
+        above.append(topic)
+    return above
 
 
 def _delete(link: Link, kind: str, name: str) -> None:
