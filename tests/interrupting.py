@@ -23,11 +23,27 @@ GUARD = 30.0
 @pytest.fixture
 def interrupt_when() -> Iterator[Callable[[threading.Event], None]]:
     """``interrupt_when(entered)``: once ``entered`` is set, and the main thread (this
-    test's) is blocked waiting, a SIGINT raises KeyboardInterrupt there, as Ctrl-C
-    does (the default handler installed for the test)."""
+    test's) is blocked waiting, a SIGINT raises KeyboardInterrupt there, once, as
+    Ctrl-C does.
+
+    The signal is sent again until the handler has run: the main thread is seen in a
+    condition's ``wait`` a little before it blocks in the lock beneath (C calls all,
+    between which Python runs no handler), and a signal that lands in between only
+    trips the flag; the wait then blocks on, deaf to it, until a second signal breaks
+    it. The handler raises once for each signal this fixture means (not again for
+    the repeats), as the default handler raises for each Ctrl-C."""
     assert threading.current_thread() is threading.main_thread()
-    saved = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    meant: list[threading.Event] = []  # one an interrupt sent, not yet raised
+    lock = threading.Lock()
+
+    def handler(number: int, frame: object) -> None:
+        with lock:
+            if not meant:
+                return  # a repeat of one raised already
+            meant.pop(0).set()
+        raise KeyboardInterrupt
+
+    saved = signal.signal(signal.SIGINT, handler)
     threads: list[threading.Thread] = []
 
     def interrupt(entered: threading.Event) -> None:
@@ -40,7 +56,13 @@ def interrupt_when() -> Iterator[Callable[[threading.Event], None]]:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.001)
-        signal.pthread_kill(main, signal.SIGINT)
+        raised = threading.Event()
+        with lock:
+            meant.append(raised)
+        while time.monotonic() < deadline:
+            signal.pthread_kill(main, signal.SIGINT)
+            if raised.wait(0.02):
+                return
 
     def arm(entered: threading.Event) -> None:
         thread = threading.Thread(target=interrupt, args=(entered,), daemon=True)

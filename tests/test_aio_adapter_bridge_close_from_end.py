@@ -171,6 +171,29 @@ def test_a_close_from_the_hook_of_an_interrupted_ack_waits_for_the_others(
     assert sorted(d.id for d in closer.acked) == sorted([first.id, second.id])
 
 
+def test_a_close_from_the_hook_while_another_close_waits_for_that_ack_returns(
+    broker: LoopBridgeBroker,
+    closer: Closer,
+    interrupt_when: Callable[[threading.Event], None],
+) -> None:
+    """A close elsewhere came first and waits for the interrupted ack; the ack's hook
+    closes too: that close returns at once (the first ends once the hook has), and the
+    first close's wait sees the ack end (it once ran out, after SETTLE_WAIT)."""
+    delivery, gate = _interrupted_ack(broker, interrupt_when)
+    closer.broker, closer.trigger = broker, delivery
+    waiting, results = _watch_the_close(broker)
+    first = threading.Thread(target=broker.close)
+    first.start()
+    assert waiting.wait(GUARD)  # the first close waits for the ack
+    gate.open()  # the ack lands; its end tells the hooks, one of which closes
+    assert closer.closed.wait(GUARD)
+    first.join(GUARD)
+    assert not first.is_alive()
+    assert results == [True]
+    assert broker.closed and broker._loop.loop.is_closed()
+    assert delivery.settled and closer.acked == [delivery]
+
+
 def test_a_close_from_the_bridge_s_own_loop_raises_at_once_and_leaves_it_open(
     broker: LoopBridgeBroker,
     interrupt_when: Callable[[threading.Event], None],

@@ -208,9 +208,13 @@ class LoopBridgeBroker(Broker):
         """As :meth:`Broker.close`; but called on the bridge's own event loop (by a
         coroutine or callback running there), it raises :class:`RuntimeError` at once
         and closes nothing, as every call made from there does: closing needs that
-        loop, and nothing else runs on it while the close waits there."""
+        loop, and nothing else runs on it while the close waits there. Called again in
+        the end of an interrupted ack or nack (a settlement hook) while a first close
+        waits for that end, it returns at once: the first close ends once it has."""
         if threading.current_thread() is self._loop._thread:
             raise RuntimeError("a loop bridge closed from its own loop: it would deadlock")
+        if self.closed and self._going_on.ending_here():
+            return
         super().close()
 
     def _shut_down(self) -> None:

@@ -86,6 +86,12 @@ class GoingOn:
 
         call.add_done_callback(lambda _: run_end(end))
 
+    def ending_here(self) -> bool:
+        """Whether this thread is settling or unsettling the deliveries of one."""
+        here = threading.get_ident()
+        with self._lock:
+            return here in self._ends.values()
+
     def wait(self, timeout: float) -> bool:
         """Wait (``timeout`` seconds at most; blocking) until every one followed so far
         has ended and settled or unsettled its deliveries; whether they all have.
