@@ -125,8 +125,13 @@ def test_one_key_template_for_both_backends(
             streams.publish("stream-held", 1, delay=LATER)
             lists.publish("list-waiting", 1)
             streams.publish("stream-waiting", 1)
+            # a name both used: the list's member is due first, but the stream's key
+            # exists, and its type says whose the topic is
+            lists.publish("both", 1, delay=LATER)
+            streams.publish("both", 1, delay=LATER * 2)
+            streams.publish("both", 2)
             assert lists.topics() == ["list-held", "list-waiting"]
-            assert streams.topics() == ["stream-held", "stream-waiting"]
+            assert streams.topics() == ["both", "stream-held", "stream-waiting"]
     finally:
         keys = list(redis_client.scan_iter(match=f"*{unique}*", count=1000))
         if keys:

@@ -222,16 +222,20 @@ async def scan_topics(
                 if not (named.tagged and name and _names_a_part(name, own_parts)):
                     _add(found, name)
         candidates: dict[str, tuple[str, Callable[[bytes], bool]]] = {}
+        own: dict[str, str] = {}  # a candidate's own key
         for part in signs:
             async for raw in client.scan_iter(match=named.part_pattern(part), count=1000):
                 key = _str(raw)
                 name = named.topic_of(key, part)
                 if part not in checked:
                     _add(found, name)
-                elif name is not None and is_topic(name):
-                    candidates.setdefault(name, (key, checked[part]))
+                elif name is not None and is_topic(name) and name not in candidates:
+                    candidates[name] = (key, checked[part])
+                    own[name] = named.own_key(key, part)
         signed = {topic: sign for topic, sign in candidates.items() if topic not in found}
-        found.update(await _check_signs(client, {}, None, signed))
+        # Their own keys' types too: the SCAN above saw only keys of ``key_type``.
+        keyed = {topic: own[topic] for topic in signed}
+        found.update(await _check_signs(client, keyed, key_type, signed))
     return sorted(found)
 
 
@@ -288,9 +292,10 @@ async def _check_signs(
     """``found`` with the topics of ``keyed`` (topic -> key) whose key holds a
     ``key_type`` and those of ``signed`` (topic -> a checked sign's key and its check)
     whose sign's first member passes its check, less the topics of ``keyed`` whose
-    key holds another type; in pipelines of :data:`TYPE_CHUNK` asks (one round trip
-    for all, unless there are more)."""
+    key holds another type (signs or not); in pipelines of :data:`TYPE_CHUNK` asks
+    (one round trip for all, unless there are more)."""
     found = set() if found is None else found
+    others: set[str] = set()  # (``keyed``'s are asked first, in order)
     asks: list[tuple[str, str, Callable[[bytes], bool] | None]] = [
         (topic, key, None) for topic, key in keyed.items()
     ]
@@ -310,12 +315,14 @@ async def _check_signs(
                     raise reply
                 continue  # a checked sign's key of another type: no sign of a topic
             if check is not None:
-                if not reply or check(_bytes(reply[0])):  # empty: gone since the scan
+                # (empty: gone since the scan)
+                if topic not in others and (not reply or check(_bytes(reply[0]))):
                     found.add(topic)
             elif _str(reply) == key_type:
                 found.add(topic)
             elif _str(reply) != "none":  # another backend's topic, or another program's key
                 found.discard(topic)
+                others.add(topic)
     return found
 
 

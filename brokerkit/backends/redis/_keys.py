@@ -93,6 +93,16 @@ class KeyTemplate:
             return f"{keys}*:{_glob_escape(part)}"
         return "\\{" + keys + "\\}*:" + _glob_escape(part)
 
+    def own_key(self, part_key: str, part: str) -> str:
+        """The topic's own key, from the key of its ``part``: ``queue:orders`` from
+        ``{queue:orders}:scheduled``, ``{queue:orders}.dlq`` from
+        ``{queue:orders}.dlq:scheduled``, ``{app}:q:orders`` from
+        ``{app}:q:orders:scheduled``."""
+        key = part_key[: -len(part) - 1]
+        if not self.tagged and key.startswith("{") and key.endswith("}"):
+            return key[1:-1]
+        return key
+
     def topic_of(self, key: str, part: str = "") -> str | None:
         """The topic whose key (or whose ``part``'s key) ``key`` is, or None when the
         template does not name it."""
