@@ -291,11 +291,10 @@ def decode_body(payload: bytes, content_type: str) -> Any:
         return payload
     try:
         return codec.loads(payload)
-    except RecursionError:  # Python's own decoder, deeper than the interpreter's stack
+    except RecursionError:  # a decoder's own depth limit (json's, by Python version)
         raise SerializationError(
             f"cannot decode a {content_type} payload of {len(payload)} bytes (nested "
-            f"deeper than the decoder can go, Python's recursion limit being "
-            f"{sys.getrecursionlimit()}); read Message.payload for the raw bytes"
+            "deeper than the decoder can go); read Message.payload for the raw bytes"
         ) from None
     except Exception as exc:  # ValueError, msgpack's own types...
         raise SerializationError(
