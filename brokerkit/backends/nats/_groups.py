@@ -26,7 +26,9 @@ log = logging.getLogger("brokerkit.nats")
 
 class Groups:
     """The stream ``stream`` on ``client``, and the durable consumer of each group
-    subscribed to one of its topics (kept on the server after the broker closes)."""
+    subscribed to one of its topics (kept on the server after the broker closes); and
+    what of them it made itself: the stream, and the durable consumers, also those made
+    again after they were found gone."""
 
     def __init__(self, client: NatsClient, stream: str, visibility_timeout: float) -> None:
         self._client = client
@@ -35,10 +37,15 @@ class Groups:
         self._visibility_timeout = visibility_timeout
         #: Whether the stream is known to exist: False makes the next use check again.
         self.stream_ready = False
+        #: Whether this made the stream.
+        self.made_stream = False
+        #: The durable consumers this made.
+        self.made_consumers: set[str] = set()
 
     async def ensure_stream(self) -> None:
         if not self.stream_ready:
-            await ensure_stream(self._client, self._stream)
+            if await ensure_stream(self._client, self._stream):
+                self.made_stream = True
             self.stream_ready = True
 
     async def ensure_group(self, subscription: AsyncSubscription) -> tuple[dict[str, Any], bool]:
@@ -77,6 +84,8 @@ class Groups:
                 f"JetStream refused the group {group!r} of {topic!r}: "
                 f"{info['error'].get('description')}"
             )
+        if made:
+            self.made_consumers.add(durable)
         return info, made
 
     async def restore_group(self, subscription: AsyncSubscription, reader: Reader) -> bool:

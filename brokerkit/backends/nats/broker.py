@@ -41,7 +41,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from nats.aio.msg import Msg
 
@@ -75,7 +75,6 @@ from brokerkit.backends.nats._leases import (
 from brokerkit.backends.nats._manage import (
     NatsDeclared,
     delete_made,
-    ensure_stream,
     inspect_topic,
     list_topics,
     purge_topic,
@@ -102,28 +101,6 @@ log = logging.getLogger("brokerkit.nats")
 
 #: Seconds within which a straggler's hand-back is sent, or not at all.
 _AT_ONCE = 0.05
-
-
-class _MadeGroups(Groups):
-    """:class:`Groups` that remember what they made on the server: the stream, and the
-    durable consumers, also those made again after they were found gone."""
-
-    def __init__(self, client: NatsClient, stream: str, visibility_timeout: float) -> None:
-        super().__init__(client, stream, visibility_timeout)
-        self.made_stream = False
-        self.made_consumers: set[str] = set()
-
-    async def ensure_stream(self) -> None:
-        if not self.stream_ready:
-            if await ensure_stream(self._client, self._stream):
-                self.made_stream = True
-            self.stream_ready = True
-
-    async def ensure_group(self, subscription: AsyncSubscription) -> tuple[dict[str, Any], bool]:
-        info, made = await super().ensure_group(subscription)
-        if made:
-            self.made_consumers.add(consumer_name(subscription.topic, subscription.group))
-        return info, made
 
 
 class AsyncNatsBroker(NatsSettling):
@@ -157,7 +134,7 @@ class AsyncNatsBroker(NatsSettling):
             reconnect_timeout=self.options.reconnect_timeout,
         )
         self._stream = self.options.prefix
-        self._groups = _MadeGroups(self._client, self._stream, self.options.visibility_timeout)
+        self._groups = Groups(self._client, self._stream, self.options.visibility_timeout)
         self._leases = Leases(self._client, self._stream)
         self._renewer: asyncio.Task[None] | None = None
         self._renewals_suspended = False
