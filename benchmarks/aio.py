@@ -372,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         help="consume+ack body sizes in bytes, comma-separated (default 100)",
     )
     args = parser.parse_args(argv)
+    if args.task_messages < 100:
+        parser.error("--task-messages must be 100 or more (the clock starts at the 10% ack)")
     sizes: list[int] = args.sizes
     n = args.messages
     lines = [

@@ -258,9 +258,10 @@ def remove_made(broker: Broker, topics: Sequence[str]) -> list[str]:
         kinds = [field.removesuffix("s") for field in fields]
         left: list[str] = []
         unreachable: ConnectionFailed | None = None
-        # The second names first (queues, consumers): they live in the first (exchanges, streams).
+        # The second names first (queues, consumers): they live in the first (exchanges,
+        # streams); a topic's before its dead-letter topic's, which it may need.
         for index in reversed(range(len(kinds))):
-            for name in sorted(declared[index]):
+            for name in sorted(declared[index], key=lambda name: (name.count(".dlq"), name)):
                 line = _line(kinds[index], name)
                 if not callable(delete) or unreachable is not None:
                     left.append(line if unreachable is None else f"{line} (not tried: unreachable)")

@@ -162,22 +162,25 @@ def _tidy(
     report is not shown then), but for a connection that failed: nothing is tried."""
     if per_service and Capability.FANOUT not in broker.capabilities:
         topics = [f"{topics[0]}.{s.name.replace(' ', '-')}" for s in BACKGROUND]
-    try:
-        yield
-    except ConnectionFailed:
-        raise
-    except BaseException:
+
+    def tidy() -> list[str]:
         left: list[str] = []
         try:
             _cleanup(broker, topics)
         except Exception as exc:
             left.append(f"(could not purge {', '.join(topics)}: {type(exc).__name__}: {exc})")
-        left += remove_made(broker, topics)
+        return left + remove_made(broker, topics)
+
+    try:
+        yield
+    except ConnectionFailed:
+        raise
+    except BaseException:
+        left = tidy()
         report.left += left
         _say_left(console, left, broker.url)
         raise
-    _cleanup(broker, topics)
-    report.left += remove_made(broker, topics)
+    report.left += tidy()
 
 
 def _say_left(console: Console, left: list[str], url: BrokerURL) -> None:

@@ -94,11 +94,11 @@ def purge_topic(link: Link, topic: str, groups: list[str]) -> int:
 def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str]) -> None:
     """Delete these queues, then these exchanges, each only if unused (see
     :func:`_delete`): only ones ``link`` declared (:attr:`Link.created_queues`,
-    :attr:`Link.created_exchanges`). A topic's are tried before its dead-letter
-    topic's, which are kept with it (a queue of ``a`` kept keeps ``a.dlq``'s queues and
-    exchange: RabbitMQ and brokerkit dead-letter ``a``'s messages there). Each one
-    deleted (or found gone already) leaves those sets, and is declared anew by the
-    next use.
+    :attr:`Link.created_exchanges`). A dead-letter topic's queues and exchange are
+    kept while a queue of a topic dead-lettering there is still declared (``a.dlq``'s
+    while one of ``a``'s is: RabbitMQ and brokerkit dead-letter ``a``'s messages
+    there); a topic's are tried first (:func:`_dead_letters_last`). Each one deleted (or
+    found gone already) leaves those sets, and is declared anew by the next use.
 
     :raises InvalidOption: one ``link`` did not declare (nothing was deleted).
     :raises BrokerError: some were kept, in use, or RabbitMQ refused them (they stay
@@ -110,25 +110,24 @@ def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str
     if foreign:
         raise InvalidOption(f"not declared by this broker, so not deleted: {foreign}")
     refused: list[str] = []
-    kept: set[str] = set()  # topics with a queue kept: their dead-letter topics stay
     for kind, names, created in (
         ("queue", queues, link.created_queues),
         ("exchange", exchanges, link.created_exchanges),
     ):
-        # a topic before its dead-letter topic (``<topic>.dlq``), which it needs
-        for name in sorted(names, key=lambda name: (_topic_of(name).count(".dlq"), name)):
-            topic = _topic_of(name)
-            above = next((t for t in _dead_lettering(topic) if t in kept), None)
+        for name in sorted(names, key=_dead_letters_last):
+            with link.lock:
+                queued = {_topic_of(queue) for queue in link.created_queues}
+            above = next((t for t in _dead_lettering(_topic_of(name)) if t in queued), None)
             if above is not None:
-                kept.add(topic)
-                refused.append(f"{kind} {name}: kept: {above!r}, which is kept, dead-letters here")
+                refused.append(
+                    f"{kind} {name}: kept: a queue of {above!r}, still declared, dead-letters here"
+                )
                 continue
             try:
                 link.call(functools.partial(_delete, link, kind, name))
             except ConnectionFailed:
                 raise  # (each of the rest would wait reconnect_timeout as well)
             except BrokerError as exc:
-                kept.add(topic)
                 refused.append(f"{kind} {name}: {exc}")
                 continue
             with link.lock:
@@ -136,6 +135,13 @@ def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str
                 link._declared.discard(name)  # (the next use declares it again)
     if refused:
         raise BrokerError(f"RabbitMQ refused to delete {'; '.join(refused)}")
+
+
+def _dead_letters_last(name: str) -> tuple[int, str]:
+    """A sort key of queue and exchange names: a topic's before its dead-letter
+    topic's (``a``, ``a.dlq``, ``a.dlq.dlq``), which :func:`delete_declared` deletes
+    only once no queue of the topic is left."""
+    return _topic_of(name).count(".dlq"), name
 
 
 def _topic_of(name: str) -> str:
