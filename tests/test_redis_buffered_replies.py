@@ -235,12 +235,10 @@ def _nested_loading() -> str:
     return "return {redis.error_reply('LOADING not really'), 1}"
 
 
-def test_a_push_among_buffered_replies_goes_to_the_parsers_handler(
-    redis_target: RedisTarget, prefix: str
-) -> None:
-    """RESP3: with client tracking on, the connection's own SET of a key it read sends
-    it an invalidation push, which comes among the replies: the replies stay in order
-    and the push reaches the parser's handler, as read_response hands it on."""
+@pytest.fixture
+def tracked(redis_target: RedisTarget, prefix: str) -> Iterator[tuple[Reader, str, list[Any]]]:
+    """A RESP3 reader keeping its connection, whose parser hands invalidation pushes
+    to the list given with it, and the key its tests track."""
     client = redis.Redis(
         host=redis_target.host, port=redis_target.port, db=redis_target.db, protocol=3
     )
@@ -249,51 +247,46 @@ def test_a_push_among_buffered_replies_goes_to_the_parsers_handler(
     handled: list[Any] = []
     try:
         reader.execute("PING")  # the reader keeps its connection from here on
-        connection = reader._state.connection
-        connection._parser.set_invalidation_push_handler(handled.append)
-        replies = reader.execute_many(
-            ("CLIENT", "TRACKING", "ON"),
-            ("GET", key),
-            ("SET", key, "x"),
-            ("GET", key),
-            ("SET", key, "y"),
-            ("ECHO", "last"),
-            ("CLIENT", "TRACKING", "OFF"),
-        )
-        assert replies == [b"OK", None, b"OK", b"x", b"OK", b"last", b"OK"]
-        assert [push[0] for push in handled] == [b"invalidate", b"invalidate"]
+        reader._state.connection._parser.set_invalidation_push_handler(handled.append)
+        yield reader, key, handled
     finally:
         reader.close()
         client.delete(key)
         client.close()
+
+
+def test_a_push_among_buffered_replies_goes_to_the_parsers_handler(
+    tracked: tuple[Reader, str, list[Any]],
+) -> None:
+    """RESP3: with client tracking on, the connection's own SET of a key it read sends
+    it an invalidation push, which comes among the replies: the replies stay in order
+    and the push reaches the parser's handler, as read_response hands it on."""
+    reader, key, handled = tracked
+    replies = reader.execute_many(
+        ("CLIENT", "TRACKING", "ON"),
+        ("GET", key),
+        ("SET", key, "x"),
+        ("GET", key),
+        ("SET", key, "y"),
+        ("ECHO", "last"),
+        ("CLIENT", "TRACKING", "OFF"),
+    )
+    assert replies == [b"OK", None, b"OK", b"x", b"OK", b"last", b"OK"]
+    assert [push[0] for push in handled] == [b"invalidate", b"invalidate"]
 
 
 def test_a_push_before_a_connection_error_is_handed_on_before_the_error(
-    redis_target: RedisTarget, prefix: str
+    tracked: tuple[Reader, str, list[Any]],
 ) -> None:
     """A push that came before a connection error among the buffered replies reaches
     the handler before the error is raised, as read_response hands a push on before it
-    reads what follows; and a push is handed on before the replies after it are taken
-    (the handler sees the reply count of the moment it ran)."""
-    client = redis.Redis(
-        host=redis_target.host, port=redis_target.port, db=redis_target.db, protocol=3
-    )
-    key = f"{prefix}:tracked"
-    reader = Reader(client)
-    handled: list[Any] = []
-    try:
-        reader.execute("PING")
-        connection = reader._state.connection
-        connection._parser.set_invalidation_push_handler(handled.append)
-        reader.execute_many(("CLIENT", "TRACKING", "ON"), ("GET", key))
-        loading = ("EVAL", "return redis.error_reply('LOADING not really')", 0)
-        with pytest.raises(BusyLoadingError):
-            reader.execute_many(("PING",), ("SET", key, "x"), loading, ("ECHO", "after"))
-        assert [push[0] for push in handled] == [b"invalidate"]
-    finally:
-        reader.close()
-        client.delete(key)
-        client.close()
+    reads what follows."""
+    reader, key, handled = tracked
+    reader.execute_many(("CLIENT", "TRACKING", "ON"), ("GET", key))
+    loading = ("EVAL", "return redis.error_reply('LOADING not really')", 0)
+    with pytest.raises(BusyLoadingError):
+        reader.execute_many(("PING",), ("SET", key, "x"), loading, ("ECHO", "after"))
+    assert [push[0] for push in handled] == [b"invalidate"]
 
 
 def test_the_async_reader_hands_a_push_to_the_parsers_handler(
