@@ -34,13 +34,15 @@ def interrupt_when() -> Iterator[Callable[[threading.Event], None]]:
     the repeats), as the default handler raises for each Ctrl-C."""
     assert threading.current_thread() is threading.main_thread()
     meant: list[threading.Event] = []  # one an interrupt sent, not yet raised
-    lock = threading.Lock()
+    stop = threading.Event()  # the test is over: send nothing more
 
     def handler(number: int, frame: object) -> None:
-        with lock:
-            if not meant:
-                return  # a repeat of one raised already
-            meant.pop(0).set()
+        # No lock: a repeat may land while this runs (handlers nest); pop is atomic.
+        try:
+            raised = meant.pop(0)
+        except IndexError:
+            return  # a repeat of one raised already
+        raised.set()
         raise KeyboardInterrupt
 
     saved = signal.signal(signal.SIGINT, handler)
@@ -53,13 +55,12 @@ def interrupt_when() -> Iterator[Callable[[threading.Event], None]]:
             return
         deadline = time.monotonic() + GUARD
         while not _blocked_waiting(main):  # a bounded poll: nothing to wait on
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or stop.is_set():
                 return
             time.sleep(0.001)
         raised = threading.Event()
-        with lock:
-            meant.append(raised)
-        while time.monotonic() < deadline:
+        meant.append(raised)
+        while time.monotonic() < deadline and not stop.is_set():
             signal.pthread_kill(main, signal.SIGINT)
             if raised.wait(0.02):
                 return
@@ -72,9 +73,12 @@ def interrupt_when() -> Iterator[Callable[[threading.Event], None]]:
     try:
         yield arm
     finally:
-        for thread in threads:
-            thread.join(GUARD)
-        signal.signal(signal.SIGINT, saved)
+        stop.set()
+        try:
+            for thread in threads:
+                thread.join(GUARD)
+        finally:
+            signal.signal(signal.SIGINT, saved)
 
 
 def _blocked_waiting(ident: int) -> bool:

@@ -60,12 +60,13 @@ def test_amqp_a_hostile_header_is_read_as_a_raw_message(kombu_broker: Factory) -
     broker.publish("t", "before")
     with raw_connection() as connection:
         channel = connection.channel()
-        # each publish confirmed before the next, and before "after" (from another
-        # connection, which could otherwise overtake the last of them)
-        channel.confirm_select()
         for i, text in enumerate(_HOSTILE):
             raw = AmqpMessage(f"h{i}".encode(), application_headers={HEADER: text})
-            channel.basic_publish(raw, exchange=f"{broker.options.prefix}|t", routing_key="")
+            # confirmed before the next, and before "after" (from another connection,
+            # which could otherwise overtake the last of them)
+            channel.basic_publish_confirm(
+                raw, exchange=f"{broker.options.prefix}|t", routing_key=""
+            )
     broker.publish("t", "after")
     got = _receive_all(broker.subscribe("t"), len(_HOSTILE) + 2)
     assert [d.payload for d in got[1:-1]] == [f"h{i}".encode() for i in range(len(_HOSTILE))]

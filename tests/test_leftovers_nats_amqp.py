@@ -308,6 +308,31 @@ def test_rabbitmq_delete_keeps_a_queue_in_use_and_the_exchange_bound_to_it(
     assert _rabbitmq_names(amqp_prefix) == (frozenset(), frozenset())
 
 
+def test_rabbitmq_delete_keeps_the_dead_letter_topic_of_a_topic_another_process_reads(
+    rabbitmq: str, amqp_prefix: str
+) -> None:
+    """Another process's group queue is bound to the topic's exchange, which is kept:
+    so are the dead-letter topic's queue and exchange, and that process's rejects still
+    land there (its queue is invisible to this broker but for the exchange it keeps)."""
+    with (
+        brokerkit.connect(rabbitmq, prefix=amqp_prefix) as mine,
+        brokerkit.connect(rabbitmq, prefix=amqp_prefix) as theirs,
+    ):
+        mine.publish("orders", "before")
+        theirs.subscribe("orders", group="billing").close()  # declares and binds their queue
+        assert mine.purge("orders") == 1
+        with pytest.raises(BrokerError, match="kept"):
+            mine.delete(*mine.declared)
+        kept = {f"{amqp_prefix}|orders{dlq}" for dlq in ("", ".dlq", ".dlq.dlq")}
+        assert mine.declared.exchanges == kept
+        mine.publish("orders", "rejected")
+        with theirs.subscribe("orders", group="billing") as subscription:
+            delivery = subscription.receive(timeout=10)
+            assert delivery is not None and delivery.body == "rejected"
+            delivery.nack(requeue=False)  # raised NOT_FOUND once the .dlq exchange went
+        assert theirs.purge(theirs.dead_letter_topic("orders")) == 1
+
+
 # -- memory:// ----------------------------------------------------------------------
 
 

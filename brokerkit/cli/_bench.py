@@ -258,13 +258,24 @@ def remove_made(broker: Broker, topics: Sequence[str]) -> list[str]:
         kinds = [field.removesuffix("s") for field in fields]
         left: list[str] = []
         unreachable: ConnectionFailed | None = None
+        if callable(delete):
+            # All in one call, in the order the backend needs (a topic's queues before
+            # its exchange, before its dead-letter topic's); then what is left one a
+            # call, for why each was kept.
+            try:
+                delete(*declared)
+            except ConnectionFailed as exc:
+                unreachable = exc
+            except Exception:
+                pass  # each one left is tried again below, for its why
+            declared = broker.declared  # type: ignore[attr-defined]
         # The second names first (queues, consumers): they live in the first (exchanges,
-        # streams); a topic's before its dead-letter topic's, which it may need.
+        # streams).
         for index in reversed(range(len(kinds))):
-            for name in sorted(declared[index], key=lambda name: (name.count(".dlq"), name)):
+            for name in sorted(declared[index]):
                 line = _line(kinds[index], name)
                 if not callable(delete) or unreachable is not None:
-                    left.append(line if unreachable is None else f"{line} (not tried: unreachable)")
+                    left.append(line if unreachable is None else f"{line} ({unreachable})")
                     continue
                 only = [frozenset[Any]()] * len(kinds)
                 only[index] = frozenset([name])

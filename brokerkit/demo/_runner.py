@@ -167,6 +167,8 @@ def _tidy(
         left: list[str] = []
         try:
             _cleanup(broker, topics)
+        except ConnectionFailed:
+            raise  # (the deletes would each wait as long)
         except Exception as exc:
             left.append(f"(could not purge {', '.join(topics)}: {type(exc).__name__}: {exc})")
         return left + remove_made(broker, topics)
@@ -176,7 +178,10 @@ def _tidy(
     except ConnectionFailed:
         raise
     except BaseException:
-        left = tidy()
+        try:
+            left = tidy()
+        except ConnectionFailed as exc:
+            left = [f"(could not purge {', '.join(topics)}: {exc})"]
         report.left += left
         _say_left(console, left, broker.url)
         raise

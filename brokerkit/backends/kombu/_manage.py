@@ -92,56 +92,52 @@ def purge_topic(link: Link, topic: str, groups: list[str]) -> int:
 
 
 def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str]) -> None:
-    """Delete these queues, then these exchanges, each only if unused (see
-    :func:`_delete`): only ones ``link`` declared (:attr:`Link.created_queues`,
-    :attr:`Link.created_exchanges`). A dead-letter topic's queues and exchange are
-    kept while a queue of a topic dead-lettering there is still declared (``a.dlq``'s
-    while one of ``a``'s is: RabbitMQ and brokerkit dead-letter ``a``'s messages
-    there); a topic's are tried first (:func:`_dead_letters_last`). Each one deleted (or
-    found gone already) leaves those sets, and is declared anew by the next use.
+    """Delete these queues and exchanges, each only if unused (see :func:`_delete`):
+    only ones ``link`` declared (:attr:`Link.created_queues`,
+    :attr:`Link.created_exchanges`). A topic's queues go first, then its exchange, then
+    its dead-letter topic's (``a``'s, then ``a.dlq``'s, then ``a.dlq.dlq``'s); a
+    dead-letter topic's are kept while a queue or the exchange of a topic
+    dead-lettering there is still declared (``a.dlq``'s while ``a``'s exchange is, kept
+    for a queue of another process's bound to it: RabbitMQ and brokerkit dead-letter
+    ``a``'s messages there). Each one deleted (or found gone already) leaves those
+    sets, and is declared anew by the next use.
 
     :raises InvalidOption: one ``link`` did not declare (nothing was deleted).
-    :raises BrokerError: some were kept, in use, or RabbitMQ refused them (they stay
-        in those sets).
+    :raises BrokerError: some were kept, in use (they stay in those sets).
     :raises ConnectionFailed: the connection failed (what was left stays in them).
     """
     with link.lock:
         foreign = sorted((exchanges - link.created_exchanges) | (queues - link.created_queues))
     if foreign:
         raise InvalidOption(f"not declared by this broker, so not deleted: {foreign}")
-    refused: list[str] = []
-    for kind, names, created in (
-        ("queue", queues, link.created_queues),
-        ("exchange", exchanges, link.created_exchanges),
+    kept: list[str] = []
+    for kind, name in sorted(
+        [*(("queue", q) for q in queues), *(("exchange", e) for e in exchanges)],
+        key=lambda what: (_topic_of(what[1]).count(DLQ), what[0] == "exchange", what[1]),
     ):
-        for name in sorted(names, key=_dead_letters_last):
-            with link.lock:
-                queued = {_topic_of(queue) for queue in link.created_queues}
-            above = next((t for t in _dead_lettering(_topic_of(name)) if t in queued), None)
-            if above is not None:
-                refused.append(
-                    f"{kind} {name}: kept: a queue of {above!r}, still declared, dead-letters here"
-                )
-                continue
-            try:
-                link.call(functools.partial(_delete, link, kind, name))
-            except ConnectionFailed:
-                raise  # (each of the rest would wait reconnect_timeout as well)
-            except BrokerError as exc:
-                refused.append(f"{kind} {name}: {exc}")
-                continue
-            with link.lock:
-                created.discard(name)
-                link._declared.discard(name)  # (the next use declares it again)
-    if refused:
-        raise BrokerError(f"RabbitMQ refused to delete {'; '.join(refused)}")
+        created = link.created_queues if kind == "queue" else link.created_exchanges
+        with link.lock:
+            declared = {_topic_of(n) for n in (*link.created_queues, *link.created_exchanges)}
+        above = next((t for t in _dead_lettering(_topic_of(name)) if t in declared), None)
+        if above is not None:
+            kept.append(f"{kind} {name}: kept: {above!r}, still declared, dead-letters here")
+            continue
+        try:
+            link.call(functools.partial(_delete, link, kind, name))
+        except ConnectionFailed:
+            raise  # (each of the rest would wait reconnect_timeout as well)
+        except BrokerError as exc:
+            kept.append(f"{kind} {name}: {exc}")
+            continue
+        with link.lock:
+            created.discard(name)
+            link._declared.discard(name)  # (the next use declares it again)
+    if kept:
+        raise BrokerError(f"not deleted: {'; '.join(kept)}")
 
 
-def _dead_letters_last(name: str) -> tuple[int, str]:
-    """A sort key of queue and exchange names: a topic's before its dead-letter
-    topic's (``a``, ``a.dlq``, ``a.dlq.dlq``), which :func:`delete_declared` deletes
-    only once no queue of the topic is left."""
-    return _topic_of(name).count(".dlq"), name
+#: What a dead-letter topic's name ends with.
+DLQ = ".dlq"
 
 
 def _topic_of(name: str) -> str:
@@ -153,8 +149,8 @@ def _dead_lettering(topic: str) -> list[str]:
     """The topics whose dead letters reach ``topic``: ``a`` and ``a.dlq`` for
     ``a.dlq.dlq``."""
     above = []
-    while topic.endswith(".dlq"):
-        topic = topic[: -len(".dlq")]
+    while topic.endswith(DLQ):
+        topic = topic[: -len(DLQ)]
         above.append(topic)
     return above
 
