@@ -11,10 +11,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
-__all__ = ["interrupt_demo_in_its_flash_sale", "interrupt_when"]
+from brokerkit.aio import LoopBridgeBroker
+
+__all__ = [
+    "brokerkit_child",
+    "interrupt_demo_in_its_flash_sale",
+    "interrupt_when",
+    "watch_the_close",
+]
 
 #: Seconds a wait here may take at most: a hang guard, never a pace.
 GUARD = 30.0
@@ -87,19 +95,50 @@ def _blocked_waiting(ident: int) -> bool:
     return frame is not None and frame.f_code is threading.Condition.wait.__code__
 
 
-def interrupt_demo_in_its_flash_sale(url: str) -> None:
-    """Run ``brokerkit demo`` on ``url`` in a child process, send it Ctrl-C (SIGINT) once
-    its flash sale (100,000 orders) is under way, and assert it exits 130 having ended
-    (whatever it left is for the caller to look at)."""
-    argv = ["demo", url, "--orders", "2", "--sale-orders", "100000", "--speed", "0.1"]
+def watch_the_close(broker: LoopBridgeBroker) -> tuple[threading.Event, list[bool]]:
+    """An event set when the bridge's close starts waiting for the acks going on, and
+    the list of what each such wait returned (whether all it waited for had ended)."""
+    waiting = threading.Event()
+    results: list[bool] = []
+    wait = broker._going_on.wait
+
+    def watched(timeout: float) -> bool:
+        waiting.set()
+        results.append(wait(timeout))
+        return results[-1]
+
+    broker._going_on.wait = watched  # type: ignore[method-assign]
+    return waiting, results
+
+
+@contextmanager
+def brokerkit_child(*argv: str) -> Iterator[subprocess.Popen[str]]:
+    """``brokerkit ARGV`` in a child process (unbuffered, 200 columns), its pipes
+    closed and itself killed on the way out if still running."""
     child = subprocess.Popen(
         [sys.executable, "-m", "brokerkit.cli", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
     )
     try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def interrupt_demo_in_its_flash_sale(url: str) -> None:
+    """Run ``brokerkit demo`` on ``url`` in a child process, send it Ctrl-C (SIGINT) once
+    its flash sale (100,000 orders) is under way, and assert it exits 130 having ended
+    (whatever it left is for the caller to look at)."""
+    argv = ["demo", url, "--orders", "2", "--sale-orders", "100000", "--speed", "0.1"]
+    with brokerkit_child(*argv) as child:
         assert child.stdout is not None
         for line in child.stdout:
             if "Peak shaving" in line:
@@ -108,10 +147,3 @@ def interrupt_demo_in_its_flash_sale(url: str) -> None:
             pytest.fail("the demo ended before the flash sale")
         child.send_signal(signal.SIGINT)
         assert child.wait(60) == 130
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()

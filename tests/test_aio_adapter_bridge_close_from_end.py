@@ -20,6 +20,7 @@ from brokerkit._delivery_async import AsyncDelivery
 from brokerkit.aio import LoopBridgeBroker
 from brokerkit.backends.memory import AsyncMemoryBroker
 from tests.conftest import registered
+from tests.interrupting import watch_the_close
 
 #: Seconds any wait of these tests may take at most: a hang guard, never a pace.
 GUARD = 30.0
@@ -119,22 +120,6 @@ def _interrupted_ack(
     return delivery, gate
 
 
-def _watch_the_close(broker: LoopBridgeBroker) -> tuple[threading.Event, list[bool]]:
-    """An event set when the close starts waiting for the acks going on, and the
-    list of what each such wait returned (whether all it waited for had ended)."""
-    waiting = threading.Event()
-    results: list[bool] = []
-    wait = broker._going_on.wait
-
-    def watched(timeout: float) -> bool:
-        waiting.set()
-        results.append(wait(timeout))
-        return results[-1]
-
-    broker._going_on.wait = watched  # type: ignore[method-assign]
-    return waiting, results
-
-
 def test_a_close_from_the_hook_of_an_interrupted_ack_does_not_wait_for_it(
     broker: LoopBridgeBroker,
     closer: Closer,
@@ -142,7 +127,7 @@ def test_a_close_from_the_hook_of_an_interrupted_ack_does_not_wait_for_it(
 ) -> None:
     delivery, gate = _interrupted_ack(broker, interrupt_when)
     closer.broker, closer.trigger = broker, delivery
-    _, results = _watch_the_close(broker)
+    _, results = watch_the_close(broker)
     gate.open()  # the ack lands; its end tells the hooks, one of which closes
     assert closer.closed.wait(GUARD)
     # The close found nothing left to wait for: it did not wait for the end it runs in.
@@ -159,7 +144,7 @@ def test_a_close_from_the_hook_of_an_interrupted_ack_waits_for_the_others(
     first, first_gate = _interrupted_ack(broker, interrupt_when)
     second, second_gate = _interrupted_ack(broker, interrupt_when)
     closer.broker, closer.trigger, closer.watched = broker, first, [second]
-    waiting, results = _watch_the_close(broker)
+    waiting, results = watch_the_close(broker)
     first_gate.open()  # the first lands; its hook closes, and the close waits ...
     assert waiting.wait(GUARD)
     assert second._settled is SETTLING  # still held at its gate
@@ -181,7 +166,7 @@ def test_a_close_from_the_hook_while_another_close_waits_for_that_ack_returns(
     first close's wait sees the ack end (it once ran out, after SETTLE_WAIT)."""
     delivery, gate = _interrupted_ack(broker, interrupt_when)
     closer.broker, closer.trigger = broker, delivery
-    waiting, results = _watch_the_close(broker)
+    waiting, results = watch_the_close(broker)
     first = threading.Thread(target=broker.close)
     first.start()
     assert waiting.wait(GUARD)  # the first close waits for the ack
@@ -203,7 +188,7 @@ def test_a_close_from_the_bridge_s_own_loop_raises_at_once_and_leaves_it_open(
     there does, without waiting and without closing anything; closed from elsewhere,
     it waits for the ack as ever."""
     delivery, gate = _interrupted_ack(broker, interrupt_when)
-    _, results = _watch_the_close(broker)
+    _, results = watch_the_close(broker)
 
     async def close_there() -> None:
         with pytest.raises(RuntimeError, match="own loop"):

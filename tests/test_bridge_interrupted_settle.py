@@ -23,6 +23,7 @@ from brokerkit.aio import LoopBridgeBroker
 from brokerkit.backends.memory import AsyncMemoryBroker
 from brokerkit.exceptions import AlreadySettled, BrokerError
 from tests.conftest import registered
+from tests.interrupting import watch_the_close
 
 #: Seconds any wait of these tests may take at most: a hang guard, never a pace.
 GUARD = 30.0
@@ -205,14 +206,7 @@ def test_a_close_waits_for_an_interrupted_ack_to_land(
         delivery.ack()
     # The ack lands only once the close waits for it: a close that did not wait would
     # cut it off (its coroutine cancelled with the loop), settling nothing.
-    waiting = threading.Event()
-    wait = broker._going_on.wait
-
-    def entered_wait(timeout: float) -> bool:
-        waiting.set()
-        return wait(timeout)
-
-    broker._going_on.wait = entered_wait  # type: ignore[method-assign]
+    waiting, _ = watch_the_close(broker)
     closing = threading.Thread(target=broker.close)
     closing.start()
     assert waiting.wait(GUARD)
@@ -235,15 +229,8 @@ def test_a_second_interrupt_during_the_close_still_closes(
     interrupt_when(gate.entered)
     with pytest.raises(KeyboardInterrupt):
         delivery.ack()
-    waiting = threading.Event()
+    waiting, _ = watch_the_close(broker)
     interrupt_when(waiting)
-    wait = broker._going_on.wait
-
-    def entered_wait(timeout: float) -> bool:
-        waiting.set()
-        return wait(timeout)
-
-    broker._going_on.wait = entered_wait  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         broker.close()
     assert broker.closed

@@ -5,15 +5,11 @@ bench cleaning up after themselves."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +22,7 @@ from brokerkit.cli._app import run
 from brokerkit.cli._check import Outcome, run_contracts
 from brokerkit.cli._url import URL_ENV
 from tests.conftest import RedisTarget
+from tests.interrupting import brokerkit_child
 
 pytest.importorskip("typer")
 
@@ -91,7 +88,7 @@ def test_the_url_comes_from_the_environment(
     assert [(d.body, d.headers) for d in deliveries] == [("from-env", {"k": "v"})]
 
 
-def test_demo_takes_the_url_as_an_argument_like_every_command() -> None:
+def test_demo_takes_the_url_as_an_argument_like_everybrokerkit_child() -> None:
     argv = ["demo", "memory://demo-arg", "--orders", "1", "--sale-orders", "40", "--speed", "0"]
     assert run(argv) == 0
 
@@ -193,29 +190,8 @@ class _Lines:
         raise AssertionError(f"no {needle!r} in {self.seen!r}")
 
 
-@contextmanager
-def _command(*argv: str) -> Iterator[subprocess.Popen[str]]:
-    """``brokerkit ARGV`` in a child process, killed on the way out if still running."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "brokerkit.cli", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()
-
-
 def test_ctrl_c_on_consume_exits_130() -> None:
-    with _command("consume", "memory://", "t") as child:
+    with brokerkit_child("consume", "memory://", "t") as child:
         assert child.stderr is not None
         _Lines(child.stderr).wait_for("consuming", time.monotonic() + 60)
         child.send_signal(signal.SIGINT)
@@ -226,7 +202,7 @@ def test_rescue_every_prints_each_round_and_exits_130_on_ctrl_c(
     redis_target: RedisTarget, prefix: str
 ) -> None:
     url = redis_target.url("redis+list", prefix=prefix)
-    with _command("rescue", url, "jobs", "--every", "0.05") as child:
+    with brokerkit_child("rescue", url, "jobs", "--every", "0.05") as child:
         assert child.stderr is not None
         lines = _Lines(child.stderr)
         deadline = time.monotonic() + 60
@@ -302,7 +278,7 @@ def test_bench_cleans_up_its_keys(
 
 
 def test_check_on_memory_streams_lines(tmp_path: Path) -> None:
-    with _command("check", "memory://", "-k", "no_loss") as child:
+    with brokerkit_child("check", "memory://", "-k", "no_loss") as child:
         out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
     assert "pass" in err and "passed" in out
