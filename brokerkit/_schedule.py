@@ -15,6 +15,7 @@ __all__ = [
     "check_lease_seconds",
     "check_nack_delay",
     "check_reason",
+    "check_requeue",
     "check_timeout",
     "finite_seconds",
     "publish_delay",
@@ -106,6 +107,20 @@ def check_nack_delay(delay: object, requeue: bool) -> float | None:
             "requeue=False dead-letters at once"
         )
     return seconds or None
+
+
+def check_requeue(requeue: object) -> bool:
+    """``requeue`` if it is a bool.
+
+    :raises InvalidOption: otherwise (a str such as ``"no"`` or None would be read by
+        its truth, the opposite of what was meant).
+    """
+    if type(requeue) is not bool:
+        raise InvalidOption(
+            f"requeue must be True (deliver again) or False (dead-letter), "
+            f"got {type(requeue).__name__}"
+        )
+    return requeue
 
 
 def check_reason(reason: object) -> str | None:

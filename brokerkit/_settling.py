@@ -13,7 +13,12 @@ from brokerkit._capabilities import Capability
 from brokerkit._delivery import SETTLING, Delivery
 from brokerkit._hooks import RELAY
 from brokerkit._options import BrokerOptions
-from brokerkit._schedule import check_lease_seconds, check_nack_delay, check_reason
+from brokerkit._schedule import (
+    check_lease_seconds,
+    check_nack_delay,
+    check_reason,
+    check_requeue,
+)
 from brokerkit.exceptions import AlreadySettled, DeliveryError, ReplicationTimeout, StaleDelivery
 
 __all__ = ["Settling", "settle", "settleable"]
@@ -96,11 +101,12 @@ class Settling:
             ``"rejected"`` / ``"max_deliveries"``. Every built-in backend with
             dead letters records it; a third-party backend records it if it
             implements :meth:`_nack_with`.
-        :raises InvalidOption: a negative, NaN or infinite delay, a delay with
-            ``requeue=False``, or a reason that is not a str of 1 to 1000 characters;
-            nothing was settled.
+        :raises InvalidOption: ``requeue`` is not a bool; a negative, NaN or infinite
+            delay, a delay with ``requeue=False``, or a reason that is not a str of 1
+            to 1000 characters; nothing was settled.
         :raises Unsupported: a delay on a backend without DELAY; nothing was settled.
         """
+        check_requeue(requeue)
         held = check_nack_delay(delay, requeue)
         text = check_reason(reason)
         if held is not None:

@@ -82,6 +82,10 @@ def test_bad_publish_delays_are_refused_and_nothing_is_sent(
         ({"reason": "x" * 1001}, "1 to 1000 characters, got one of 1001"),
         ({"reason": 42}, "must be a str"),
         ({"reason": "\ud800"}, "UTF-8"),
+        # read by its truth, "no" would requeue and None dead-letter
+        ({"requeue": "no"}, "requeue must be True .* or False .*, got str"),
+        ({"requeue": None}, "requeue must be True .* or False .*, got NoneType"),
+        ({"requeue": 1}, "requeue must be True .* or False .*, got int"),
     ],
 )
 def test_bad_nack_arguments_are_refused_and_nothing_is_settled(
