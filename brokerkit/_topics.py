@@ -113,8 +113,10 @@ def check_headers(headers: object) -> dict[str, str]:
     which no broker can store), and names must be non-empty. Names starting with
     ``x-dead-letter-`` (any case) are refused: only the broker writes them, when it
     dead-letters a message, so that a consumer of a dead-letter topic can trust
-    them and a consumer of any other topic never sees them. To re-publish a dead
-    letter, drop those headers first.
+    them and a consumer of any other topic never sees them from a brokerkit
+    publisher (a program that writes the broker's storage itself can write any
+    header, as it can any message: who may write there is the broker's permissions'
+    business). To re-publish a dead letter, drop those headers first.
     """
     if headers is None:
         return {}
