@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from brokerkit._broker import Broker
+from brokerkit._broker import DEFAULT_GROUP, Broker
 from brokerkit._capabilities import Capability
 from brokerkit._compat import Event, HandlerCalls, Waiter, on_signals, spawn
 from brokerkit._logging import log_fields
@@ -139,11 +139,14 @@ class Worker:
                 takes_coroutines=HandlerCalls.takes_coroutines,
             )
             competing = self.broker is None or Capability.COMPETING in self.broker.capabilities
+            # Compared as the broker reads them: no group is the broker's DEFAULT_GROUP,
+            # so group=None and group="default" share its messages.
+            reads = (spec.topic, spec.group or DEFAULT_GROUP)
             for other in self._specs:
-                if competing and (other.topic, other.group) == (spec.topic, spec.group):
+                if competing and (other.topic, other.group or DEFAULT_GROUP) == reads:
                     raise InvalidOption(
                         f"handlers {other.name} and {spec.name} both read {spec.topic!r} in "
-                        f"group {spec.group or 'default'!r}; give one its own group"
+                        f"group {reads[1]!r}; give one its own group"
                     )
                 if other.name == spec.name:
                     raise InvalidOption(f"two handlers are named {spec.name!r}; pass name=")
