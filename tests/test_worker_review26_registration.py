@@ -5,12 +5,18 @@ annotations."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any
 
 import pytest
 
 import brokerkit
 import brokerkit.aio
+from tests.waiting import wait_until
+
+#: Every wait in these tests polls with this deadline; none is a sleep.
+DEADLINE = 10.0
 
 # -- one group, two spellings ----------------------------------------------------------
 
@@ -34,3 +40,90 @@ def test_no_group_and_the_default_group_are_one_group(
     worker.handler("orders", group="audit", name="three")(lambda body: None)  # its own: fine
     assert [spec.name for spec in worker.handlers] == ["one", "three"]
     assert brokerkit.DEFAULT_GROUP == "default"
+
+
+# -- callable objects and partials, their annotations postponed ------------------------
+
+
+@dataclasses.dataclass
+class Order:
+    order_id: int
+
+
+class OrderHandler:
+    """A handler object: its ``__call__`` annotated in this module (whose annotations
+    are postponed: strings to resolve here)."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[Any, Any]] = []
+
+    def __call__(self, order: Order, delivery: brokerkit.Delivery) -> None:
+        self.got.append((order, delivery))
+
+
+def handle_into(sink: list[Any], order: Order, delivery: brokerkit.Delivery, *, note: str) -> None:
+    sink.append((order, delivery, note))
+
+
+def handle_keyword(order: Order, delivery: brokerkit.Delivery, *, sink: Undefined) -> None:  # type: ignore[name-defined]  # noqa: F821
+    """Its bound keyword's annotation resolves nowhere: the worker never passes it, so
+    it is never looked at."""
+    sink.append((order, delivery, "keyword"))
+
+
+def _run_one(worker: brokerkit.Worker, broker: brokerkit.Broker, got: list[Any]) -> None:
+    broker.publish("orders", {"order_id": 7})
+    with worker.running():
+        wait_until(lambda: got, "the handler's call", within=DEADLINE)
+        wait_until(lambda: broker.inspect("orders").in_flight == 0, "the ack", within=DEADLINE)
+
+
+def test_a_callable_object_in_a_module_of_postponed_annotations_gets_its_typed_body() -> None:
+    handler = OrderHandler()
+    with brokerkit.connect("memory://") as broker:
+        worker = brokerkit.Worker(broker)
+        worker.handler("orders", name="object")(handler)
+        _run_one(worker, broker, handler.got)
+    ((order, delivery),) = handler.got
+    assert order == Order(7)
+    assert isinstance(delivery, brokerkit.Delivery)
+    assert worker.stats()[0].processed == 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda sink: functools.partial(handle_into, sink, note="positional"),
+        lambda sink: functools.partial(functools.partial(handle_into, sink), note="nested"),
+        lambda sink: functools.partial(handle_keyword, sink=sink),
+    ],
+    ids=["binds-the-first", "partial-of-a-partial", "binds-a-keyword"],
+)
+def test_a_partial_in_a_module_of_postponed_annotations_gets_its_typed_body(make: Any) -> None:
+    """What the partial binds (a leading positional, a keyword) is no parameter of the
+    handler: the body and the delivery are the two left, resolved in the module of the
+    function it wraps."""
+    got: list[Any] = []
+    with brokerkit.connect("memory://") as broker:
+        worker = brokerkit.Worker(broker)
+        worker.handler("orders", name="partial")(make(got))
+        (spec,) = worker.handlers
+        assert (spec.binding.body_index, spec.binding.delivery_index) == (0, 1)
+        assert spec.binding.body_type is Order
+        _run_one(worker, broker, got)
+    ((order, delivery, _),) = got
+    assert order == Order(7)
+    assert isinstance(delivery, brokerkit.Delivery)
+
+
+def test_a_partial_whose_body_annotation_resolves_nowhere_is_still_refused() -> None:
+    """The fallback still refuses what does not resolve in the wrapped function's module."""
+
+    def local(order: Missing) -> None:  # type: ignore[name-defined]  # noqa: F821
+        pass
+
+    worker = brokerkit.Worker()
+    with pytest.raises(
+        brokerkit.InvalidOption, match=r"'Missing' of parameter 'order'.*does not resolve"
+    ):
+        worker.handler("orders")(functools.partial(local))

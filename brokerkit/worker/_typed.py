@@ -11,6 +11,7 @@ that it is built the same whichever extras are installed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import sys
 import typing
@@ -130,8 +131,9 @@ def bind(function: Callable[..., Any]) -> Binding:
         signature = inspect.signature(function)
     except (TypeError, ValueError) as exc:
         raise InvalidOption(f"cannot read the signature of handler {name}: {exc}") from None
+    annotated = _annotated_function(function)
     try:
-        hints = typing.get_type_hints(function, include_extras=True)
+        hints = typing.get_type_hints(annotated, include_extras=True)
     except Exception:  # one annotation does not resolve: resolve each alone, below
         hints = {}
     body_index = delivery_index = None
@@ -149,7 +151,7 @@ def bind(function: Callable[..., Any]) -> Binding:
             continue
         hint = hints.get(parameter.name, parameter.annotation)
         if isinstance(hint, str):
-            hint = _resolve(function, name, parameter.name, hint)
+            hint = _resolve(annotated, name, parameter.name, hint)
         annotation, hint = hint, unannotated(hint)
         untyped = hint is parameter.empty or hint is Any
         if _is_delivery(hint) or (untyped and parameter.name == "delivery"):
@@ -177,8 +179,23 @@ def bind(function: Callable[..., Any]) -> Binding:
     )
 
 
+def _annotated_function(function: Callable[..., Any]) -> Any:
+    """The function whose annotations ``function``'s parameters carry, and in whose
+    module they resolve: a partial's function (a partial of a partial's, at any depth;
+    the parameters it binds are no longer in the handler's signature, and those bound
+    by keyword are keyword-only with a default, never passed by the worker), a callable
+    object's ``__call__``; ``function`` itself otherwise (a function, a bound method).
+    ``typing.get_type_hints`` refuses a partial or an instance outright."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    if inspect.isroutine(function) or isinstance(function, type):
+        return function
+    return type(function).__call__
+
+
 def _resolve(function: Callable[..., Any], name: str, parameter: str, annotation: str) -> Any:
-    """The type a string annotation names, in the handler's module.
+    """The type a string annotation of ``function`` (a function, not a partial nor a
+    callable object: see :func:`_annotated_function`) names, in its module.
 
     :raises InvalidOption: it names nothing there (a type defined inside a function,
         under ``from __future__ import annotations``): the body would go unvalidated.
