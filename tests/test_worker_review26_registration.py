@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Generic, NewType, Optional, TypeVar
 
+import msgspec
+import pydantic
 import pytest
 
 import brokerkit
@@ -127,3 +129,139 @@ def test_a_partial_whose_body_annotation_resolves_nowhere_is_still_refused() -> 
         brokerkit.InvalidOption, match=r"'Missing' of parameter 'order'.*does not resolve"
     ):
         worker.handler("orders")(functools.partial(local))
+
+
+# -- body annotations that name a model without being its class ------------------------
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class Box(Generic[T]):
+    item: T
+
+
+class StructBox(msgspec.Struct, Generic[T]):
+    item: T
+
+
+class Payment(pydantic.BaseModel):
+    amount: int
+
+
+class Refund(msgspec.Struct):
+    amount: int
+
+
+VipOrder = NewType("VipOrder", Order)
+VipBox = NewType("VipBox", Box[int])
+VipPayment = NewType("VipPayment", Payment)
+VipRefund = NewType("VipRefund", Refund)
+Orders = NewType("Orders", list[Order])
+
+
+def _handled(annotation: Any, bodies: list[Any]) -> tuple[list[Any], list[str]]:
+    """What a handler whose body is annotated ``annotation`` gets from ``bodies``, and
+    the reasons of those dead-lettered."""
+    got: list[Any] = []
+
+    def handle(body: Any) -> None:
+        got.append(body)
+
+    handle.__annotations__ = {"body": annotation}
+    with brokerkit.connect("memory://") as broker:
+        worker = brokerkit.Worker(broker)
+        worker.handler("orders", name="typed")(handle)
+        broker.publish_many("orders", bodies)
+        with worker.running():
+            wait_until(
+                lambda: (
+                    worker.stats()[0].processed + worker.stats()[0].dead_lettered == len(bodies)
+                ),
+                "every body handled or dead-lettered",
+                within=DEADLINE,
+            )
+        dead = list(broker.consume(broker.dead_letter_topic("orders"), timeout=0))
+        for delivery in dead:
+            delivery.ack()
+    return got, [d.headers["x-dead-letter-reason"] for d in dead]
+
+
+def test_a_generic_dataclass_body_is_built_by_its_class_its_type_variables_as_decoded() -> None:
+    """``Box[int]`` is built as a field annotated ``Box[int]`` is: a Box, its item
+    (typed by a type variable) as decoded; an object without the field does not fit."""
+    for annotation in (Box[int], VipBox):
+        got, reasons = _handled(annotation, [{"item": 5}, {"thing": 5}])
+        assert got == [Box(5)] and type(got[0]) is Box
+        assert reasons == ["invalid body: Box: missing field(s) item; unknown field(s) thing"]
+
+
+def test_a_generic_struct_body_is_validated_with_its_type_arguments() -> None:
+    got, reasons = _handled(StructBox[int], [{"item": 5}, {"item": "five"}])
+    assert got == [StructBox(5)]
+    (reason,) = reasons
+    assert reason.startswith("invalid body: StructBox: Expected `int`, got `str`")
+
+
+@pytest.mark.parametrize(
+    ("annotation", "good", "bad", "model"),
+    [
+        (VipOrder, Order(1), Order, "Order"),
+        (VipPayment, Payment(amount=1), Payment, "Payment"),
+        (VipRefund, Refund(1), Refund, "Refund"),
+    ],
+    ids=["dataclass", "pydantic", "msgspec"],
+)
+def test_a_newtype_of_a_model_is_validated_into_the_model(
+    annotation: Any, good: Any, bad: type, model: str
+) -> None:
+    """A NewType is its supertype at run time: the handler gets the model's instance."""
+    field = "order_id" if bad is Order else "amount"
+    got, reasons = _handled(annotation, [{field: 1}, {"other": 1}])
+    assert got == [good] and type(got[0]) is bad
+    (reason,) = reasons
+    assert reason.startswith(f"invalid body: {model}: ")
+
+
+@pytest.mark.parametrize(
+    ("annotation", "model"),
+    [
+        (Optional[VipOrder], "Order"),  # noqa: UP045 (the spelling under test)
+        (list[VipOrder], "Order"),
+        (list[Box[int]], "Box"),
+        (dict[str, StructBox[int]], "StructBox"),
+        (Orders, "Order"),
+    ],
+    ids=[
+        "optional-newtype",
+        "list-of-newtype",
+        "list-of-generic",
+        "dict-of-generic-struct",
+        "newtype-of-list",
+    ],
+)
+def test_an_annotation_holding_a_newtype_or_generic_model_is_refused(
+    annotation: Any, model: str
+) -> None:
+    def handle(body: Any) -> None: ...
+
+    handle.__annotations__ = {"body": annotation}
+    with pytest.raises(
+        brokerkit.InvalidOption, match=f"which holds the model {model} without being one"
+    ):
+        brokerkit.Worker().handler("orders")(handle)
+
+
+@pytest.mark.parametrize(
+    "annotation", [Box[Order], Box[list[Payment]]], ids=["dataclass", "pydantic"]
+)
+def test_a_generic_dataclass_holding_a_model_is_refused(annotation: Any) -> None:
+    """Its item would be built as decoded: the model in it never validated."""
+
+    def handle(body: Any) -> None: ...
+
+    handle.__annotations__ = {"body": annotation}
+    with pytest.raises(
+        brokerkit.InvalidOption, match="a generic dataclass whose type arguments hold the model"
+    ):
+        brokerkit.Worker().handler("orders")(handle)

@@ -211,16 +211,54 @@ def _resolve(function: Callable[..., Any], name: str, parameter: str, annotation
         ) from None
 
 
+def _supertype(hint: Any) -> Any:
+    """``hint`` without the ``NewType`` (and ``Annotated``) around it, if any: what it
+    is at run time (``NewType("VipOrder", Order)`` is ``Order``)."""
+    hint = unannotated(hint)
+    for _ in range(20):  # a NewType of a NewType...
+        if not hasattr(hint, "__supertype__"):
+            break
+        hint = unannotated(hint.__supertype__)
+    return hint
+
+
+def _body_model(hint: Any) -> Any:
+    """What a body annotated ``hint`` is validated into (None: nothing, the body is
+    passed as decoded), read through ``Annotated`` and ``NewType``:
+
+    - a model class itself: a pydantic model (a parametrized generic one, ``Box[int]``,
+      is a class of its own), a msgspec Struct, a dataclass;
+    - a parametrized generic msgspec Struct or dataclass (``Box[int]``), as it is:
+      msgspec validates the type arguments; brokerkit builds the dataclass as a field of
+      that type is built (:meth:`Builders.of`: its fields typed by a type variable as
+      decoded).
+    """
+    hint = _supertype(hint)
+    if _is_model(hint) or _is_model(typing.get_origin(hint)):
+        return hint
+    return None
+
+
+def _name(model: Any) -> str:
+    """A model's name in reasons: a parametrized generic's is its class's."""
+    named = typing.get_origin(model) or model
+    return str(getattr(named, "__name__", repr(named)))
+
+
 def _models_within(hint: Any, depth: int = 0) -> list[Any]:
-    """The model types (those :func:`converter` validates into) named inside the type
-    arguments of ``hint``, at any depth (``Optional[Model]``, ``list[Model]``...)."""
+    """The model types (those :func:`converter` validates into, a parametrized generic
+    one by its class) named inside the type arguments of ``hint``, at any depth
+    (``Optional[Model]``, ``list[Model]``, ``list[NewType of Model]``...)."""
     if depth > 20:  # a type that nests without end
         return []
     found = []
     for argument in typing.get_args(hint):
-        argument = unannotated(argument)  # Annotated's metadata is no type
+        argument = _supertype(argument)  # Annotated's metadata is no type
+        origin = typing.get_origin(argument)
         if _is_model(argument):
             found.append(argument)
+        elif _is_model(origin):
+            found.append(origin)
         else:
             found.extend(_models_within(argument, depth + 1))
     return found
@@ -232,13 +270,30 @@ def _check_body_type(name: str, parameter: str, annotation: Any, body_type: Any)
     decoded data, never validated, and a bad one would fail the handler (retried)
     instead of being dead-lettered.
 
-    :raises InvalidOption: ``Model | None``, ``list[Model]``, ``dict[str, Model]``...
+    :raises InvalidOption: ``Model | None``, ``list[Model]``, ``dict[str, Model]``...;
+        also a generic dataclass holding a model in its type arguments (``Box[Line]``),
+        whose fields of a type variable brokerkit takes as decoded.
     """
-    if body_type is None or _is_model(body_type):
+    if body_type is None:
         return
-    models = _models_within(body_type)
+    found = _body_model(body_type)
+    if found is not None:
+        origin = typing.get_origin(found)
+        held = _models_within(found) if dataclasses.is_dataclass(origin) else []
+        if held:
+            model = _name(held[0])
+            raise InvalidOption(
+                f"handler {name} annotates its body parameter {parameter!r} with "
+                f"{annotation!r}, a generic dataclass whose type arguments hold the model "
+                f"{model}: brokerkit builds its fields of a type variable as decoded, so "
+                f"{model} would reach the handler unvalidated. Annotate it with a "
+                f"dataclass whose fields name {model} itself, or with a generic dataclass "
+                "of types taken as decoded"
+            )
+        return
+    models = _models_within(_supertype(body_type))
     if models:
-        model = getattr(models[0], "__name__", repr(models[0]))
+        model = _name(models[0])
         raise InvalidOption(
             f"handler {name} annotates its body parameter {parameter!r} with {annotation!r}, "
             f"which holds the model {model} without being one: the body would reach the "
@@ -267,21 +322,24 @@ def _is_model(body_type: Any) -> bool:
 
 
 def converter(body_type: Any) -> Converter | None:
-    """The function that turns a decoded body into ``body_type`` (None: pass it as it is).
+    """The function that turns a decoded body into ``body_type`` (None: pass it as it is);
+    see :func:`_body_model` for what is validated.
 
     :raises InvalidOption: ``body_type`` is a dataclass with a field brokerkit cannot
         build (see :class:`_Builders`).
     """
-    if not _is_model(body_type):
+    model = _body_model(body_type)
+    if model is None:
         return None
+    cls = typing.get_origin(model) or model
     pydantic = sys.modules.get("pydantic")
-    if pydantic is not None and issubclass(body_type, pydantic.BaseModel):
-        return _pydantic(body_type, pydantic.ValidationError)
+    if pydantic is not None and issubclass(cls, pydantic.BaseModel):
+        return _pydantic(model, pydantic.ValidationError)
     msgspec = sys.modules.get("msgspec")
-    if msgspec is not None and issubclass(body_type, msgspec.Struct):
-        return _msgspec(body_type, msgspec)
-    if dataclasses.is_dataclass(body_type):
-        return _dataclass(body_type)
+    if msgspec is not None and issubclass(cls, msgspec.Struct):
+        return _msgspec(model, msgspec)
+    if dataclasses.is_dataclass(cls):
+        return _dataclass(model)
     return None
 
 
@@ -289,14 +347,16 @@ def json_converter(body_type: Any) -> Converter | None:
     """The function that validates a JSON payload (bytes) into ``body_type``, for the
     types whose library reads JSON itself (pydantic models, msgspec Structs); None
     for the others."""
-    if not _is_model(body_type):
+    model = _body_model(body_type)
+    if model is None:
         return None
+    cls = typing.get_origin(model) or model
     pydantic = sys.modules.get("pydantic")
-    if pydantic is not None and issubclass(body_type, pydantic.BaseModel):
-        return _pydantic(body_type, pydantic.ValidationError, from_json=True)
+    if pydantic is not None and issubclass(cls, pydantic.BaseModel):
+        return _pydantic(model, pydantic.ValidationError, from_json=True)
     msgspec = sys.modules.get("msgspec")
-    if msgspec is not None and issubclass(body_type, msgspec.Struct):
-        return _msgspec(body_type, msgspec, from_json=True)
+    if msgspec is not None and issubclass(cls, msgspec.Struct):
+        return _msgspec(model, msgspec, from_json=True)
     return None
 
 
@@ -334,20 +394,21 @@ def _msgspec(struct: Any, msgspec: Any, *, from_json: bool = False) -> Converter
             # Lax: msgpack carries what JSON would (a datetime as text, say).
             return msgspec.convert(body, struct, strict=False)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise InvalidBody(f"{struct.__name__}: {one_line(exc)}") from exc
+            raise InvalidBody(f"{_name(struct)}: {one_line(exc)}") from exc
 
     return convert
 
 
-def _dataclass(cls: Any) -> Converter:
-    build = Builders().dataclass(cls)
+def _dataclass(model: Any) -> Converter:
+    """A dataclass, or a parametrized generic one (built by its class, as a field of that
+    type is; one holding a dataclass in its type arguments was refused at registration)."""
+    build = Builders().dataclass(typing.get_origin(model) or model)
+    name = _name(model)
 
     def convert(body: Any) -> Any:
         try:
             return build(body, 1)  # the body is the first level
         except Misfit as exc:
-            raise InvalidBody(f"{cls.__name__}: {exc.text}{exc.where()}") from (
-                exc.__cause__ or exc
-            )
+            raise InvalidBody(f"{name}: {exc.text}{exc.where()}") from (exc.__cause__ or exc)
 
     return convert
