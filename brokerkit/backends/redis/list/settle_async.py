@@ -144,7 +144,16 @@ class ListSettling:
         async with self._lease_lock:
             self._keeper.drop(deliveries)
         short: dict[str, int] = {}
-        stale = await self._per_topic(deliveries, "SETTLE", mode, *extra, short=short)
+        try:
+            stale = await self._per_topic(deliveries, "SETTLE", mode, *extra, short=short)
+        except BaseException:
+            # Failed, or cancelled whether or not the server applied it: what is not
+            # settled may be settled again, and its lease is renewed until then (one
+            # the server did settle is found gone by the next renewal). A hand-back's
+            # are not: nobody will settle them, and their leases run out for a rescue.
+            if mode != "return":
+                self._keeper.hold(d for d in deliveries if not d.settled)
+            raise
         if short:  # applied on the master: nothing left to renew
             durable = self._durable
             assert durable is not None

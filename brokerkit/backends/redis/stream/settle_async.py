@@ -212,7 +212,7 @@ class StreamSettling:
                 done = await self._run_settling(todo, flags_at=2, unconfirmed=unconfirmed)
                 for i, reply in zip(again, done, strict=True):
                     replies[i] = reply
-        except Exception:
+        except BaseException:  # failed, or cancelled (applied or not): renewed again
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
         stale = _stale(parts, replies)
@@ -296,8 +296,12 @@ class StreamSettling:
                 lost = self._keys.topic(topic, "lost")
                 calls.append((self._scripts.nack, [receipt.key, dlq, delayed, wake, lost], args))
             replies = await self._run_settling(calls, flags_at=4, unconfirmed=unconfirmed)
-        except Exception:
-            self._keeper.hold(d for d in deliveries if not d.settled)
+        except BaseException:
+            # Failed, or cancelled (applied or not): renewed again, to be settled
+            # again. A hand-back's are not: nobody will settle them, and their leases
+            # run out for another member to claim.
+            if how != "return":
+                self._keeper.hold(d for d in deliveries if not d.settled)
             raise
         if how == "delay":
             # This consumer looks for it when it is due (others within their poll).
