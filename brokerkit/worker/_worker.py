@@ -32,7 +32,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 DEFAULT_GRACE = 30.0
 #: How often the worker looks at stop requests and signals.
 _TICK = 0.05
-#: :meth:`Worker.wait_ready` without a timeout waits in steps of this many seconds.
+#: :meth:`Worker.wait_ready` without a timeout, and the end of
+#: :meth:`Worker.running` (whose grace may be infinite), wait in steps of this many
+#: seconds.
 _READY_WAIT = 3600.0
 #: The longest a drain waits for the handlers' subscriptions to close (each close is
 #: bounded by its backend; this only keeps a stop from hanging on a bug).
@@ -275,7 +277,11 @@ class Worker:
             yield self
         finally:
             self.stop()
-            ended.wait(self.grace + timeout)
+            # In steps: grace may be infinite, or longer than a thread's wait takes
+            # (threading.TIMEOUT_MAX, some 292 years).
+            deadline = time.monotonic() + self.grace + timeout
+            while not ended.is_set() and (left := deadline - time.monotonic()) > 0:
+                ended.wait(min(left, _READY_WAIT))
             background.join(1.0)
         if errors:
             raise errors[0]

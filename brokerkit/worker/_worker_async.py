@@ -30,7 +30,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 DEFAULT_GRACE = 30.0
 #: How often the worker looks at stop requests and signals.
 _TICK = 0.05
-#: :meth:`AsyncWorker.wait_ready` without a timeout waits in steps of this many seconds.
+#: :meth:`AsyncWorker.wait_ready` without a timeout, and the end of
+#: :meth:`AsyncWorker.running` (whose grace may be infinite), wait in steps of this many
+#: seconds.
 _READY_WAIT = 3600.0
 #: The longest a drain waits for the handlers' subscriptions to close (each close is
 #: bounded by its backend; this only keeps a stop from hanging on a bug).
@@ -273,7 +275,11 @@ class AsyncWorker:
             yield self
         finally:
             self.stop()
-            await ended.wait(self.grace + timeout)
+            # In steps: grace may be infinite, or longer than a thread's wait takes
+            # (threading.TIMEOUT_MAX, some 292 years).
+            deadline = time.monotonic() + self.grace + timeout
+            while not ended.is_set() and (left := deadline - time.monotonic()) > 0:
+                await ended.wait(min(left, _READY_WAIT))
             await background.join(1.0)
         if errors:
             raise errors[0]
