@@ -68,6 +68,10 @@ class AsyncRunner:
         # the slots are threads in the sync worker and the renewal reads the map.
         self._active: dict[AsyncDelivery, HandlerCall] = {}
         self._active_lock = threading.Lock()
+        # The slots that took a delivery to handle: counted (under _active_lock) before
+        # they look at _draining, so that a drain that set it and then counts none
+        # knows that no handler runs nor will start.
+        self._handling = 0
         self._abandoned = False
         self._limit = spec.retry.limit(broker.options.max_deliveries)
         self._settler = AsyncSettler(broker, spec, stats, self._limit)
@@ -87,8 +91,20 @@ class AsyncRunner:
 
     @property
     def busy(self) -> bool:
-        """Whether a slot is still running (a handler, or a receive about to end)."""
-        return any(not slot.done for slot in self._slots)
+        """Whether a handler is running (or about to start: it will not once
+        :meth:`stop_fetching` was called). A slot that is only ending its receive is
+        not busy: see :meth:`join`."""
+        with self._active_lock:
+            return self._handling > 0
+
+    async def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the slots to end, once no handler is
+        :attr:`busy`: each is then ending its receive (a subscription's close ends it),
+        and hands back what that brought."""
+        deadline = time.monotonic() + timeout
+        for slot in self._slots:
+            if not slot.done:
+                await slot.join(max(deadline - time.monotonic(), 0.0))
 
     def stop_fetching(self) -> None:
         """Fetch no more: a slot takes no new delivery from now on (one it receives is
@@ -207,10 +223,18 @@ class AsyncRunner:
             failures = 0
             if delivery is None:
                 continue
+            with self._active_lock:
+                self._handling += 1
             if self._draining.is_set():
+                with self._active_lock:  # no handler: the drain need not wait for it
+                    self._handling -= 1
                 await self._settler.hand_back(delivery)
                 return
-            await self._handle(delivery, subscription.buffered)
+            try:
+                await self._handle(delivery, subscription.buffered)
+            finally:
+                with self._active_lock:
+                    self._handling -= 1
 
     async def _handle(self, delivery: AsyncDelivery, waiting: int) -> None:
         self.stats.started(waiting)

@@ -356,7 +356,13 @@ class Worker:
                 break
             cut_short.wait(min(left, _TICK))
         self.drained = not any(r.busy for r in runners)
-        if not self.drained:
+        if self.drained:
+            # No handler runs, nor will start: a slot still running is ending its
+            # receive, and hands back what that brought before the run returns.
+            deadline = time.monotonic() + _CLOSE_WAIT
+            for runner in runners:
+                runner.join(max(deadline - time.monotonic(), 0.0))
+        else:
             log.warning(
                 "worker stopped with handlers still running; their deliveries come back",
                 extra=log_fields(),
