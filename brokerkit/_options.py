@@ -146,15 +146,18 @@ class BrokerOptions:
 
 
 def after_secrets(query: Mapping[str, str]) -> dict[str, str]:
-    """The options of ``query`` (in its order) that come right after a secret one
-    (``sentinel_password=pw&db=1``), each with that secret's name: their values may
-    be the end of the secret, split at a raw ``&``, and no message may quote them."""
+    """The options of ``query`` (in its order) that come after a secret one
+    (``sentinel_password=pw&db=1&prefix=p``: ``db`` and ``prefix``), each with the
+    name of the last secret before it: any of them may be the end of the secret,
+    split at a raw ``&`` (``pw&db=1&prefix=p`` may be one password), and no message
+    may quote their values, nor the name of one that is unknown."""
     follows: dict[str, str] = {}
-    previous = ""
+    secret = ""
     for name in query:
-        if _is_secret(previous):
-            follows[name] = previous
-        previous = name
+        if secret:
+            follows[name] = secret
+        if _is_secret(name):
+            secret = name
     return follows
 
 

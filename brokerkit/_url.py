@@ -26,16 +26,20 @@ class BrokerURL:
     first, :attr:`more_hosts` the others, and :attr:`hosts` all of them in order. A
     backend that reads one host refuses the others (see :meth:`single_host`).
 
-    ``str()`` and ``repr()`` mask the password (and the value of any query option
-    whose name holds ``password``, ``secret`` or ``token``, and a user name that is
-    a token: see :attr:`username_is_secret`); :meth:`render` with
-    ``hide_password=False`` gives them back for the driver that needs them. An error
-    about a URL never quotes its password, whatever its form: a mistyped ``://``
-    and user-info that would not parse are masked too, and user-info holding an
-    unencoded ``/ ? # @ + =`` is refused with :class:`~brokerkit.InvalidURL`
+    ``str()`` and ``repr()`` mask the password (and a user name that is a token: see
+    :attr:`username_is_secret`), and the query from the value of the first option
+    whose name holds ``password``, ``secret`` or ``token`` on: that value and every
+    option after it show as one ``***`` (``?sentinel=m&sentinel_password=***``), as
+    what follows a secret may be the end of it, split at a raw ``&``. :meth:`render`
+    with ``hide_password=False`` gives them back for the driver that needs them. An
+    error about a URL never quotes its password, whatever its form: a mistyped
+    ``://`` and user-info that would not parse are masked too, and user-info holding
+    an unencoded ``/ ? # @ + =`` is refused with :class:`~brokerkit.InvalidURL`
     rather than guessed at; so is a secret query value holding an unencoded ``+``
     (read as a space), ``#`` (which would cut it short) or ``&`` followed by what is
-    not an option (which would split it). A port is a number from 1 to 65535.
+    not an option (which would split it), and a path, other option's value or
+    fragment holding a secret option (``?sentinel=m?sentinel_password=pw``: a ``?``
+    typed for ``&``). A port is a number from 1 to 65535.
     """
 
     scheme: str
@@ -100,10 +104,17 @@ class BrokerURL:
         if not scheme:
             raise InvalidURL(f"{_masked(url)!r} has an empty scheme")
         query: dict[str, str] = {}
+        secret = ""  # the last secret option read: what follows it may be its end
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in query and secret:
+                raise InvalidURL(
+                    f"an option is given twice in {_masked(url)!r}, the second time after "
+                    f"{secret!r}; it is not named, as {_split_note(secret)}"
+                )
             if key in query:
                 raise InvalidURL(f"the option {key!r} is given twice in {_masked(url)!r}")
             query[key] = value
+            secret = key if _is_secret(key) else secret
         return cls(
             scheme=scheme,
             host=unquote(parts.hostname or ""),
@@ -147,12 +158,20 @@ class BrokerURL:
             netloc += "," + (f"[{host}]" if ":" in host else host)
             netloc += f":{port}" if port is not None else ""
         text = f"{self.scheme}://{netloc}{quote(self.path)}"
-        if self.query:
-            query = dict(self.query)
-            if hide_password:
-                query = {k: _MASK if _is_secret(k) else v for k, v in query.items()}
-            text += "?" + urlencode(query, safe="*", quote_via=quote)
-        return text
+        if not self.query:
+            return text
+        if not hide_password:
+            return f"{text}?{urlencode(self.query, safe='*', quote_via=quote)}"
+        # Shown up to the first secret option's name: its value and every option after
+        # it (which may be the end of the value, split at a raw "&") are one "***".
+        shown: list[tuple[str, str]] = []
+        hidden = ""
+        for key, value in self.query.items():
+            if _is_secret(key):
+                hidden = "&" * bool(shown) + f"{quote(key, safe='*')}={_MASK}"
+                break
+            shown.append((key, value))
+        return f"{text}?{urlencode(shown, safe='*', quote_via=quote)}{hidden}"
 
     @property
     def family(self) -> str:
@@ -202,19 +221,35 @@ def _check_query_secrets(url: str) -> None:
     parser would read otherwise than written: a raw ``+`` (a space to the parser), a
     ``#`` after it (the parser would cut the value there), an ``&`` after it followed
     by what is not an option (the parser would split the value, and show its tail as
-    an unknown option). The message names the option, never the URL.
+    an unknown option). Refuse too a secret option written where no option is read,
+    which would be kept (and shown) as part of something else: in the path
+    (``/0&sentinel_password=pw``), in another option's value
+    (``?sentinel=m?sentinel_password=pw``) or in the fragment (``#token=pw``), that
+    is, a name holding ``password``, ``secret`` or ``token`` followed by a raw ``=``.
+    The message names the option, never the URL, nor an option that follows a secret
+    (it may be the end of that secret's value).
     """
-    scheme = url.partition("://")[0]
-    before_fragment, fragment_mark, _ = url.partition("#")
-    _, query_mark, query = before_fragment.partition("?")
-    if not query_mark:
-        return
-    segments = query.split("&")
+    scheme, _, rest = url.partition("://")
+    before_fragment, fragment_mark, fragment = url.partition("#")
+    query_mark, query = before_fragment.partition("?")[1:]
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    path = rest[authority_end:].partition("?")[0].partition("#")[0]
+    if _holds_a_secret_option(path):
+        raise InvalidURL(_misplaced_secret(scheme, "the path", "an '&' or '/' typed for '?'"))
+    segments = query.split("&") if query_mark else []
+    previous = ""  # the last secret option before: what follows it may be its end
     for index, segment in enumerate(segments):
-        key, equals, value = segment.partition("=")
-        if not equals or not _is_secret(unquote_plus(key)):
+        raw_key, equals, value = segment.partition("=")
+        key = unquote_plus(raw_key)
+        named = f"an option that follows {previous!r}" if previous else f"{key!r}"
+        if not equals or not _is_secret(key):
+            if equals and _holds_a_secret_option(value):
+                raise InvalidURL(
+                    _misplaced_secret(scheme, f"the value of {named}", "a '?' typed for '&'")
+                )
             continue
         following = segments[index + 1] if index + 1 < len(segments) else None
+        previous = key
         if "+" in value:
             problem = "a raw '+', which a query parser reads as a space"
         elif following is None and fragment_mark:
@@ -224,10 +259,36 @@ def _check_query_secrets(url: str) -> None:
         else:
             continue
         raise InvalidURL(
-            f"the value of {unquote_plus(key)!r} in a {scheme}:// URL holds {problem}; "
+            f"the value of {named} in a {scheme}:// URL holds {problem}; "
             "percent-encode the value (+ %2B, & %26, # %23) with "
             "urllib.parse.quote(value, safe=''); the URL is not shown, as it holds the secret"
         )
+    if _holds_a_secret_option(fragment):
+        raise InvalidURL(_misplaced_secret(scheme, "the fragment", "a '#' typed for '&'"))
+
+
+def _holds_a_secret_option(text: str) -> bool:
+    """Whether ``text`` (as written in the URL) holds a raw ``=`` after a name holding
+    ``password``, ``secret`` or ``token``, back to the ``=`` before it, if any."""
+    return any(_is_secret(unquote_plus(name)) for name in text.split("=")[:-1])
+
+
+def _misplaced_secret(scheme: str, where: str, typo: str) -> str:
+    return (
+        f"{where} in a {scheme}:// URL holds what looks like a secret option (a name "
+        f"holding password, secret or token, then '='): {typo}? It would be read as "
+        "part of it, and shown. Write options as ?name=value&name=value, or "
+        "percent-encode a '=' that belongs there as %3D; the URL is not shown, as it "
+        "may hold the secret"
+    )
+
+
+def _split_note(secret: str) -> str:
+    """Why what follows the secret option ``secret`` is not shown, and what to do."""
+    return (
+        f"it may be the end of {secret}'s value, split at a raw '&': percent-encode "
+        "'&' in the value as %26"
+    )
 
 
 def _split_hosts(url: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
@@ -295,9 +356,10 @@ def _masked(url: str) -> str:
     """``url`` with whatever could be a password replaced by ``***``, even when the URL
     does not parse: a missing or mistyped ``://`` (``redis+stream:/u:pw@host``,
     ``u:pw@host``), an unencoded ``@`` or ``/`` in the password. Everything up to the
-    last ``@`` but the user name is masked (up to the end of a secret query value
-    holding that ``@``); a query value that names a secret too, up to the next ``&``
-    that starts an option.
+    last ``@`` but the user name is masked; and everything after the ``=`` of the first
+    option that names a secret (its value, and all that follows it, which may be the
+    end of the value split at a raw ``&``), shown as one ``***``. Should the last
+    ``@`` come after that ``=``, all of it but the scheme (and a user name) is masked.
 
     Without ``//``, the text before the first colon may be a scheme or a user name
     (``app:pass:word@host``): only it is kept, and the rest up to the last ``@`` masked.
@@ -305,16 +367,17 @@ def _masked(url: str) -> str:
     match = _SCHEME_PREFIX.match(url)
     prefix = match.group() if match else ""
     rest = url[len(prefix) :]
+    secret = next(
+        (m for m in _QUERY_NAME.finditer(rest) if _is_secret(unquote_plus(m.group(1)))), None
+    )
+    shown, hidden = (rest[: secret.end()], _MASK) if secret else (rest, "")
     at = rest.rfind("@")
     if at != -1:
-        end, hostpart = at, rest[at + 1 :]
-        for secret in _SECRET_QUERY_VALUE.finditer(rest):
-            if secret.end(1) <= at < secret.end():
-                # The last "@" is in a secret query value: mask up to its end, or the
-                # option's name would be masked with the user-info and the value not.
-                end, hostpart = secret.end(), rest[secret.end() :]
-        userinfo = rest[:end]
-        at_sign = "@" if end == at else ""
+        if at < len(shown):
+            userinfo, at_sign, hostpart = rest[:at], "@", shown[at + 1 :]
+        else:
+            # The last "@" is in the secret's value or after it: all of it is masked.
+            userinfo, at_sign, hostpart, hidden = rest, "", "", ""
         if not prefix or prefix.endswith("//"):
             user = userinfo.split(":", 1)[0]
         else:
@@ -322,8 +385,8 @@ def _masked(url: str) -> str:
         if any(c in user for c in "/?#@") or (":" not in userinfo and _token_user(prefix)):
             user = ""
         masked = f"{user}:{_MASK}" if user else _MASK
-        rest = f"{masked}{at_sign}{hostpart}"
-    return _SECRET_QUERY_VALUE.sub(rf"\1{_MASK}", prefix + rest)
+        shown = f"{masked}{at_sign}{hostpart}"
+    return prefix + shown + hidden
 
 
 def _token_user(prefix: str) -> bool:
@@ -340,9 +403,6 @@ def _is_secret(key: str) -> bool:
     return any(word in lowered for word in ("password", "passwd", "secret", "token"))
 
 
-#: ``password=...``, ``ssl_password=...``, ``token=...`` in a query string, the value
-#: running to the next ``&`` that starts an option (a raw ``&`` or ``#`` may be in it).
-_SECRET_QUERY_VALUE = re.compile(
-    r"((?:^|[?&])[^=&#]*(?i:password|passwd|secret|token)[^=&#]*=)"
-    r"(?:[^&]|&(?![a-z_][a-z0-9_]*=))*"
-)
+#: An option's name and its ``=``, anywhere an option may be written (or mistyped): at
+#: the start, or after ``? & #`` or another ``=`` (``?sentinel=msentinel_password=pw``).
+_QUERY_NAME = re.compile(r"(?:^|(?<=[?&#=]))([^=?&#]*)=")
