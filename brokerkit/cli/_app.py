@@ -26,6 +26,8 @@ DEBUG_ENV = "BROKERKIT_DEBUG"
 #: Services, run until stopped, whose log is part of what they show: the library's
 #: warnings are printed too (a handler's failure, a topic the exporter could not inspect).
 _LOGGING_COMMANDS = frozenset({"worker", "exporter"})
+#: The logger whose INFO lines about the worker itself ``worker`` prints as well.
+_WORKER_LOGGER = "brokerkit.worker"
 
 # typer's usage errors are click's (vendored by newer typer): reach them through the
 # public BadParameter instead of importing click.
@@ -92,8 +94,10 @@ def run(argv: list[str]) -> int:
     with ``BROKERKIT_DEBUG=1``. Ctrl-C exits 130 (128 + SIGINT), SIGTERM 143.
 
     The library's log lines (the ``brokerkit`` loggers) go to stderr: errors, one line
-    each; warnings too, with tracebacks, for ``worker`` and ``exporter``; every line
-    with ``BROKERKIT_DEBUG=1``. So a driver retrying a connection does not bury the one
+    each; warnings too, with tracebacks, for ``worker`` and ``exporter``, and for
+    ``worker`` the worker's lines about itself (running, draining after a signal,
+    stopped: drained or not, which its exit status after a signal does not say); every
+    line with ``BROKERKIT_DEBUG=1``. So a driver retrying a connection does not bury the one
     line that says what failed. A program that configured logging keeps its own.
     """
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
@@ -148,21 +152,35 @@ def _library_logging(argv: list[str], debug: bool) -> Iterator[None]:
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
     elif name in _LOGGING_COMMANDS:
-        handler.setLevel(logging.WARNING)
+        handler.setLevel(logging.INFO if name == "worker" else logging.WARNING)
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
     else:
         handler.setLevel(logging.ERROR)
         handler.setFormatter(_OneLine(_LOG_FORMAT))
-    handler.addFilter(_UnlessConfigured(handler))
+    unless_configured = _UnlessConfigured(handler)
+    handler.addFilter(unless_configured)
     previous = logger.level
     if debug:
         logger.setLevel(logging.DEBUG)
+    # The worker's lines about itself are INFO records: its logger lets them through
+    # (it is left alone if given a level of its own), to this handler only.
+    worker_log = logging.getLogger(_WORKER_LOGGER)
+    lowered = None
+    if name == "worker" and not debug:
+        handler.addFilter(_WorkerStates())
+        if worker_log.level == logging.NOTSET:
+            lowered = _AsBefore(unless_configured)
+            worker_log.setLevel(logging.INFO)
+            worker_log.addFilter(lowered)
     logger.addHandler(handler)
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+        if lowered is not None:
+            worker_log.removeFilter(lowered)
+            worker_log.setLevel(logging.NOTSET)
 
 
 _LOG_FORMAT = "brokerkit: %(levelname)s %(name)s: %(message)s"
@@ -180,6 +198,33 @@ class _UnlessConfigured(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         others = [h for h in logging.getLogger("brokerkit").handlers if h is not self._own]
         return not (others or logging.getLogger().handlers)
+
+
+class _WorkerStates(logging.Filter):
+    """For ``worker``, on the command's handler: warnings and errors, and the INFO lines
+    of the worker about itself (running, draining, stopped), not those about one
+    message (a retry, a dead letter), which carry its topic."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return record.name == _WORKER_LOGGER and getattr(record, "topic", None) is None
+
+
+class _AsBefore(logging.Filter):
+    """On the ``brokerkit.worker`` logger, lowered to INFO for ``worker``: once the
+    program has configured logging (its module may, when the command imports it), the
+    logger passes only what it passed before (its parent's level), so that the
+    program's handlers get no line they would not have got."""
+
+    def __init__(self, unless_configured: _UnlessConfigured) -> None:
+        super().__init__()
+        self._unless_configured = unless_configured
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        before = logging.getLogger(_WORKER_LOGGER).parent
+        level = before.getEffectiveLevel() if before is not None else logging.WARNING
+        return record.levelno >= level or self._unless_configured.filter(record)
 
 
 class _OneLine(logging.Formatter):
