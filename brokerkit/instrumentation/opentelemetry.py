@@ -20,7 +20,9 @@ entry point.) From then on, in this process, for the sync and asyncio APIs alike
   dead letter, a lost lease, a failed publish or a handler's exception sets its
   status to ERROR (exceptions are recorded) and ``error.type``: the exception's
   qualified class name (``brokerkit.exceptions.SerializationError``,
-  ``RuntimeError``), or, where none was raised, ``dead-letter`` or ``lease-lost``.
+  ``RuntimeError``), or, where none was raised, ``dead-letter`` or ``lease-lost``. An
+  exception whose ``str()`` raises is recorded as ``<TypeName: str() failed>``, and
+  its span ends all the same.
 
 Attributes: ``messaging.system`` (``redis``, ``rabbitmq``, ``nats``, ``memory``,
 ``kombu``), ``messaging.destination.name``, ``messaging.operation.name`` and
@@ -42,6 +44,7 @@ it there, use ``with trace.use_span(current_span(delivery)):``.
 from __future__ import annotations
 
 import functools
+import traceback
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -54,6 +57,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 import brokerkit
 from brokerkit._hooks import HANDLER_CONTEXT, get_plugin_manager
 from brokerkit.hookspecs import hookimpl
+from brokerkit.worker._error_text import error_text
 
 __all__ = ["BrokerkitInstrumentor", "current_span"]
 
@@ -95,6 +99,32 @@ def _error_type(error: BaseException) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def _record_error(span: Span, error: BaseException) -> None:
+    """Record ``error`` on ``span`` as an ``exception`` event, and set its status to
+    ERROR with ``error.type``: never failing, even for an error whose ``__str__``
+    raises (the SDK's ``record_exception`` calls ``str`` on it unguarded: the event is
+    then made here, with the text :func:`error_text` gives)."""
+    text = error_text(error)
+    try:
+        span.record_exception(error)
+    except Exception:
+        try:
+            stacktrace = "".join(traceback.format_exception(error))
+        except Exception:
+            stacktrace = ""
+        span.add_event(
+            "exception",
+            {
+                "exception.type": _error_type(error),
+                "exception.message": text,
+                "exception.stacktrace": stacktrace,
+                "exception.escaped": "False",
+            },
+        )
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {text}"))
+    span.set_attribute("error.type", _error_type(error))
+
+
 def current_span(delivery: Any) -> Span:
     """The ``process`` span of a delivery the application holds (a non-recording span
     when none is open: not instrumented, or already settled)."""
@@ -133,13 +163,13 @@ class _TracingPlugin:
         self, messages: Sequence[Any], error: BaseException | None, scope: dict[str, Any]
     ) -> None:
         span: Span = scope[_SPAN]
-        if len(messages) == 1:
-            span.set_attribute("messaging.message.id", messages[0].id)
-        if error is not None:
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            span.set_attribute("error.type", _error_type(error))
-        span.end()
+        try:  # the span ends whatever recording on it raises
+            if len(messages) == 1:
+                span.set_attribute("messaging.message.id", messages[0].id)
+            if error is not None:
+                _record_error(span, error)
+        finally:
+            span.end()
 
     @hookimpl
     def brokerkit_deliver_start(self, delivery: Any, scope: dict[str, Any]) -> None:
@@ -182,16 +212,17 @@ class _TracingPlugin:
         span: Span | None = scope.get(_SPAN)
         if span is None:
             return
-        span.set_attribute("brokerkit.settlement", outcome)
-        if outcome != "ack":
-            span.add_event(outcome)
-        if error is not None:
-            span.record_exception(error)
-        if error is not None or outcome in ("dead-letter", "lease-lost"):
-            described = f"{type(error).__name__}: {error}" if error is not None else outcome
-            span.set_status(Status(StatusCode.ERROR, described))
-            span.set_attribute("error.type", outcome if error is None else _error_type(error))
-        span.end()
+        try:  # the span ends whatever recording on it raises
+            span.set_attribute("brokerkit.settlement", outcome)
+            if outcome != "ack":
+                span.add_event(outcome)
+            if error is not None:
+                _record_error(span, error)
+            elif outcome in ("dead-letter", "lease-lost"):
+                span.set_status(Status(StatusCode.ERROR, outcome))
+                span.set_attribute("error.type", outcome)
+        finally:
+            span.end()
 
 
 class BrokerkitInstrumentor(BaseInstrumentor):  # type: ignore[misc]

@@ -59,6 +59,7 @@ from brokerkit._logging import log_fields
 from brokerkit._schedule import finite_seconds
 from brokerkit.exceptions import BrokerClosed, BrokerError, ConnectionFailed, InvalidOption
 from brokerkit.hookspecs import hookimpl
+from brokerkit.worker._error_text import error_text
 
 __all__ = ["DEAD_LETTER_REASONS", "BrokerkitMetrics", "TopicCollector"]
 
@@ -408,7 +409,7 @@ class _Reading:
             log.warning(
                 "could not list the topics of %s; the %d topic(s) of the last listing are "
                 "reported down: %s",
-                *(broker.url, len(collector._listed), exc),
+                *(broker.url, len(collector._listed), error_text(exc)),
                 exc_info=None if isinstance(exc, BrokerError) else exc,
                 extra=log_fields(),
             )
@@ -427,7 +428,7 @@ class _Reading:
                 log.warning(
                     "could not inspect %r: %s",
                     topic,
-                    exc,
+                    error_text(exc),
                     exc_info=None if isinstance(exc, BrokerError) else exc,
                     extra=log_fields(topic),
                 )
