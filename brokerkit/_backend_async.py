@@ -50,6 +50,11 @@ class AsyncBackend(abc.ABC):
     #: idle time, at most the group's lease length; NATS: ``+WPI`` restarts
     #: ``AckWait``) says False, and the contract suite checks extends up to it only.
     extend_beyond_timeout: ClassVar[bool] = True
+    #: Whether ``extend(seconds)`` can also shorten a lease, to ``seconds`` from the
+    #: call. A backend that can only renew a lease for a length of its own (NATS:
+    #: ``+WPI`` restarts ``AckWait``, whatever the seconds) says False, and the
+    #: contract suite skips its check of a shortening extend.
+    extend_shortens: ClassVar[bool] = True
 
     @classmethod
     def describe(cls) -> str:

@@ -10,12 +10,13 @@ in :mod:`tests.broken_delay_backends`.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator, Sequence
 
-from brokerkit import Capability, Delivery, Message
+from brokerkit import Capability, Delivery, Message, TopicInfo
 from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
 from brokerkit.backends.memory import MemoryBroker
-from brokerkit.backends.memory.store import Group, PatternState, Topic
+from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 from tests.broken_delay_backends import (
     DelayedPublishDiesWithPublisher,
     DelayedRetryDiesWithConsumer,
@@ -257,6 +258,164 @@ class PatternDefaultEarliest(MemoryBroker):
             subscription.state = dataclasses.replace(state, starts={})
 
 
+class DelayedPublishRestamped(MemoryBroker):
+    """A delayed publish is delivered with the time it came due as its published_at
+    (an hour ahead of the wall clock, as a backend whose clock runs ahead would stamp it),
+    not the publish call's."""
+
+    def _release_due(self, now: float) -> None:
+        for topic, messages, maxlen in self._store.take_due(now):
+            later = time.time() + 3600
+            stamped = [dataclasses.replace(m, published_at=later) for m in messages]
+            self._append_capped(topic, stamped, maxlen)
+
+
+class OldestInFlightAlwaysNone(MemoryBroker):
+    """inspect's oldest_in_flight_age is never the age of a delivery: None when nothing
+    is out, 12345 s (older than anything the test handed out) while anything is."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        return dataclasses.replace(info, oldest_in_flight_age=12345.0 if info.in_flight else None)
+
+
+class DelayedRetryCountsInFlight(MemoryBroker):
+    """inspect counts a delayed retry as in flight, overall and in its group's pending,
+    as well as scheduled."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        with self._store.lock:
+            state = self._store.topics.get(topic)
+            held = {n: len(g.delayed) for n, g in state.groups.items()} if state else {}
+        groups = tuple(
+            dataclasses.replace(g, pending=g.pending + held.get(g.name, 0)) for g in info.groups
+        )
+        return dataclasses.replace(
+            info, in_flight=info.in_flight + sum(held.values()), groups=groups
+        )
+
+
+class RequeueReasonDroppedWithoutDelay(MemoryBroker):
+    """A nack(requeue=True, reason=...) without a delay drops its reason: a message it
+    sends past max_deliveries is dead-lettered as "max_deliveries"."""
+
+    def _nack_with(
+        self,
+        deliveries: Sequence[Delivery],
+        requeue: bool,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        super()._nack_with(deliveries, requeue, delay, None if requeue and not delay else reason)
+
+
+class RequeueReasonDroppedWithoutDelayCapability(RequeueReasonDroppedWithoutDelay):
+    """The same, on a backend that declares no DELAY (as kombu+amqp and nats)."""
+
+    capabilities = MemoryBroker.capabilities & ~Capability.DELAY
+
+
+class ExtendNeverShortens(MemoryBroker):
+    """extend(seconds) only ever lengthens a lease: the deadline becomes the later of
+    the old one and seconds from the call."""
+
+    def _extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        with self._store.lock:
+            leases = [lease for lease in map(self._lease, deliveries) if lease is not None]
+            old = {id(lease): lease.deadline for lease in leases}
+        super()._extend(deliveries, seconds)
+        with self._store.lock:
+            for lease in leases:
+                lease.deadline = max(lease.deadline, old[id(lease)])
+
+
+class ListsOnlyWaitingTopics(MemoryBroker):
+    """topics() lists a topic only while a message of it waits (or is held for later):
+    one whose messages are all handed out, unsettled, is left out."""
+
+    def _list_topics(self) -> list[str]:
+        with self._store.lock:
+            return sorted(
+                name
+                for name, state in self._store.topics.items()
+                if state.scheduled
+                or (not state.groups and state.log)
+                or any(
+                    g.ready or g.delayed or any(o >= g.cursor for o in state.log)
+                    for g in state.groups.values()
+                )
+            )
+
+
+class DelayedPublishToFirstGroupOnly(MemoryBroker):
+    """A due delayed publish goes to the line of the topic's first group only, not to
+    the topic: the other groups never get it."""
+
+    def _release_due(self, now: float) -> None:
+        for topic, messages, maxlen in self._store.take_due(now):
+            if topic.groups:
+                first = next(iter(topic.groups.values()))
+                first.ready.extend((-1, m, 0) for m in messages)
+            else:
+                self._append_capped(topic, messages, maxlen)
+
+
+class DelayedRetryLeaksToOtherGroups(MemoryBroker):
+    """A delayed retry of one group is also handed, when due, to every other group of
+    the topic, as a first delivery."""
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        options = self.options if lease.options is None else lease.options
+        limit = options.max_deliveries
+        if requeue and delay and (limit is None or lease.attempt < limit):
+            due = self._store.clock.now() + delay
+            for other in self._store.topics[topic_name].groups.values():
+                if other is not group:
+                    self._store.hold_retry(other, lease.offset, lease.message, 0, due)
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
+
+
+class RejectCountsOneDelivery(MemoryBroker):
+    """A rejected message's dead letter says x-deliveries: 1, however many times it
+    was delivered."""
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        if not requeue:
+            lease = dataclasses.replace(lease, attempt=1)
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
+
+
+class LagAlwaysZero(MemoryBroker):
+    """inspect reports every group's lag as 0, and its consumers as holding nothing."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        groups = tuple(
+            dataclasses.replace(
+                g, lag=0, consumers=tuple(dataclasses.replace(c, pending=0) for c in g.consumers)
+            )
+            for g in info.groups
+        )
+        return dataclasses.replace(info, groups=groups)
+
+
 #: Every broken backend, by the name its test class gets.
 
 
@@ -315,4 +474,15 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "pattern_default_earliest": PatternDefaultEarliest,
     "stale_names_every_delivery": StaleNamesEveryDelivery,
     "waiting_age_counts_in_flight": WaitingAgeCountsInFlight,
+    "delayed_publish_restamped": DelayedPublishRestamped,
+    "oldest_in_flight_always_none": OldestInFlightAlwaysNone,
+    "delayed_retry_counts_in_flight": DelayedRetryCountsInFlight,
+    "requeue_reason_dropped_without_delay": RequeueReasonDroppedWithoutDelay,
+    "requeue_reason_dropped_without_delay_capability": RequeueReasonDroppedWithoutDelayCapability,
+    "extend_never_shortens": ExtendNeverShortens,
+    "lists_only_waiting_topics": ListsOnlyWaitingTopics,
+    "delayed_publish_to_first_group_only": DelayedPublishToFirstGroupOnly,
+    "delayed_retry_leaks_to_other_groups": DelayedRetryLeaksToOtherGroups,
+    "reject_counts_one_delivery": RejectCountsOneDelivery,
+    "lag_always_zero": LagAlwaysZero,
 }

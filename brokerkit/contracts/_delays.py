@@ -69,6 +69,80 @@ class DelayContract:
         assert broker.inspect(topic).scheduled == 0, f"{promise}: still scheduled once delivered"
         contract.expect_nothing([subscription, competitor], f"{promise}: it came back twice")
 
+    @requires(Capability.ACK | Capability.DELAY)
+    def test_a_delayed_retry_is_scheduled_not_in_flight(self, contract: ContractEnv) -> None:
+        """A delayed retry counts as scheduled, not in flight nor in its group's pending.
+
+        While a ``nack(delay=s)`` waits, ``inspect`` counts it in ``scheduled``, and
+        neither in ``in_flight`` nor in any group's ``pending``: those count the
+        deliveries handed out and not yet settled."""
+        promise = "a delayed retry is scheduled, not in flight"
+        broker = contract.broker(visibility_timeout=60)
+        topic = contract.topic("delay-not-in-flight")
+        subscription = broker.subscribe(topic, prefetch=2)
+        broker.publish_many(topic, ["retry", "held"])
+        got = {d.body: d for d in (contract.expect(subscription, promise) for _ in range(2))}
+        got["retry"].nack(delay=3600)
+
+        def counts(when: str, expected: tuple[int, int, int]) -> None:
+            info = broker.inspect(topic)
+            found = (info.scheduled, info.in_flight, sum(g.pending for g in info.groups))
+            assert found == expected, (
+                f"{promise}: {when}, inspect says scheduled={found[0]}, in_flight={found[1]}, "
+                f"the groups' pending={found[2]}, not {expected[0]}, {expected[1]}, {expected[2]}"
+            )
+
+        try:
+            counts("one held for later, one handed out", (1, 1, 1))
+            got["held"].ack()
+            counts("one held for later, none handed out", (1, 0, 0))
+        finally:
+            broker.purge(topic)
+
+    @requires(
+        Capability.FANOUT
+        | Capability.COMPETING
+        | Capability.ACK
+        | Capability.DELAY
+        | Capability.PERSISTENT
+    )
+    def test_delays_keep_to_their_groups(self, contract: ContractEnv) -> None:
+        """A due delayed publish reaches every group; a delayed retry only its own.
+
+        ``publish(delay=s)`` is delivered, once due, to every group of the topic, as
+        attempt 1 in each; a ``nack(delay=s)`` in one group comes back, once due, to
+        that group only, as its next attempt: no other group gets the message again."""
+        delay = _DELAYS[0]
+        promise = "delays keep to their groups"
+        broker, other = contract.broker(), contract.broker()
+        topic = contract.topic("delay-groups")
+        retrying = broker.subscribe(topic, group="retrying")
+        calm = other.subscribe(topic, group="calm")
+        now_id = broker.publish(topic, "now")
+        first = contract.expect(calm, promise)
+        assert first.id == now_id, f"{promise}: another message came ({first.body!r})"
+        first.ack()
+        contract.expect(retrying, promise).nack(delay=delay)
+        broker.publish(topic, "later", delay=delay)
+        wait = contract.let_leases_expire(delay)
+        mine = contract.expect_all(
+            retrying, 2, f"{promise}: the retry and the delayed publish reach the group", wait=wait
+        )
+        theirs = contract.expect_all(
+            calm, 1, f"{promise}: a due delayed publish reaches every group", wait=wait
+        )
+        assert sorted((d.body, d.attempt) for d in mine) == [("later", 1), ("now", 2)], (
+            f"{promise}: the group that nacked got {[(d.body, d.attempt) for d in mine]} "
+            "(body, attempt), not the delayed publish as attempt 1 and its retry as 2"
+        )
+        assert [(d.body, d.attempt) for d in theirs] == [("later", 1)], (
+            f"{promise}: a delayed retry stays in its own group, but the other group got "
+            f"{[(d.body, d.attempt) for d in theirs]} (body, attempt)"
+        )
+        contract.expect_nothing(
+            [retrying, calm], f"{promise}: a delayed message came twice, or to another group"
+        )
+
     @requires(Capability.ACK | Capability.DEAD_LETTER | Capability.DELAY)
     def test_a_nack_reason_is_recorded_on_the_dead_letter(self, contract: ContractEnv) -> None:
         """A delayed nack's reason is the dead letter's x-dead-letter-reason at
@@ -141,6 +215,32 @@ class DelayContract:
         got.ack()
         assert publisher.inspect(topic).scheduled == 0, f"{promise}: still scheduled once due"
         contract.expect_nothing(subscription, f"{promise}: delivered twice")
+
+    @requires(Capability.PERSISTENT | Capability.DELAY)
+    def test_a_delayed_publish_keeps_its_publish_time(self, contract: ContractEnv) -> None:
+        """A delayed publish keeps the published_at of the publish call.
+
+        A message held for a due time is delivered with the ``published_at`` (and the
+        id) of the ``publish`` call that sent it, not of the moment it came due."""
+        delay = _DELAYS[0]
+        promise = "a delayed publish keeps its publish time"
+        publisher, consumer = contract.broker(), contract.broker()
+        topic = contract.topic("delay-published-at")
+        subscription = consumer.subscribe(topic)
+        before, wall_before = contract.timeline.now(), time.time()
+        message_id = publisher.publish(topic, "later", delay=delay)
+        after, wall_after = contract.timeline.now(), time.time()
+        got = contract.expect_lease_return(
+            subscription, leased=(before, after), seconds=delay, promise=promise
+        )
+        assert got.id == message_id, f"{promise}: another message came ({got.body!r})"
+        published_at = got.message.published_at
+        # The same allowance as for an immediate publish (the payload contract test).
+        assert wall_before - 0.002 <= published_at <= wall_after + 0.002, (
+            f"{promise}: published_at is {published_at - wall_before:+.3f} s from the "
+            f"publish call, which took {wall_after - wall_before:.3f} s"
+        )
+        got.ack()
 
     @requires(Capability.ACK | Capability.DELAY)
     def test_a_delayed_nack_survives_its_consumer_closing(self, contract: ContractEnv) -> None:

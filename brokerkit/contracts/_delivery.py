@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from brokerkit._broker import Broker
@@ -221,6 +221,70 @@ class DeliveryContract:
         contract.expect_nothing(
             [subscription, dead_letters], f"{promise}: it came back, or was dead-lettered twice"
         )
+
+    @requires(Capability.ACK | Capability.DEAD_LETTER)
+    @contract_settings()
+    @given(max_deliveries=st.integers(1, 3))
+    def test_a_requeue_reason_is_recorded_at_max_deliveries(
+        self, contract: ContractEnv, max_deliveries: int
+    ) -> None:
+        """A requeuing nack's reason is the dead letter's reason at max_deliveries.
+
+        ``nack(requeue=True, reason=...)`` (no delay) that uses up ``max_deliveries``
+        dead-letters the message with that nack's reason as ``x-dead-letter-reason``,
+        in place of ``max_deliveries``, on a backend with DELAY or without."""
+        promise = "a requeuing nack's reason is recorded at max_deliveries"
+        with contract.scope():
+            broker = contract.broker(max_deliveries=max_deliveries)
+            topic = contract.topic("requeue-reason")
+            dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
+            subscription = broker.subscribe(topic)
+            message_id = broker.publish(topic, "job", headers={"trace-id": "t1"})
+            for attempt in range(1, max_deliveries + 1):
+                delivery = contract.expect(subscription, promise)
+                assert (delivery.id, delivery.attempt) == (message_id, attempt), (
+                    f"{promise}: delivered as attempt {delivery.attempt}, not {attempt}"
+                )
+                delivery.nack(requeue=True, reason=f"TimeoutError: try {attempt}")
+            dead = contract.expect(dead_letters, f"{promise}: nothing was dead-lettered")
+            contract.expect_nothing(subscription, f"{promise}: redelivered past max_deliveries")
+            reason = f"TimeoutError: try {max_deliveries}"
+            _check_dead_letter(dead, delivery, "job", broker, topic, max_deliveries, reason)
+            dead.ack()
+
+    @requires(Capability.ACK | Capability.DEAD_LETTER)
+    @contract_settings()
+    @given(requeues=st.integers(0, 3))
+    @example(requeues=2)
+    def test_a_rejected_dead_letter_counts_every_delivery(
+        self, contract: ContractEnv, requeues: int
+    ) -> None:
+        """A message rejected after redeliveries is dead-lettered with all of them counted.
+
+        ``x-deliveries`` on a dead letter is the number of times the message was
+        delivered: a message requeued n times and then rejected
+        (``nack(requeue=False)``) says n + 1, with the reason ``rejected``."""
+        promise = "a rejected dead letter counts every delivery"
+        with contract.scope():
+            broker = contract.broker()
+            topic = contract.topic("reject-count")
+            dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
+            subscription = broker.subscribe(topic)
+            message_id = broker.publish(topic, "job", headers={"trace-id": "t1"})
+            for attempt in range(1, requeues + 2):
+                delivery = contract.expect(subscription, promise)
+                assert (delivery.id, delivery.attempt) == (message_id, attempt), (
+                    f"{promise}: delivered as attempt {delivery.attempt}, not {attempt}"
+                )
+                delivery.nack(requeue=attempt <= requeues)
+            dead = contract.expect(dead_letters, f"{promise}: nothing was dead-lettered")
+            contract.expect_nothing(subscription, f"{promise}: the rejected message came back")
+            assert dead.headers.get("x-deliveries") == str(requeues + 1), (
+                f"{promise}: delivered {requeues + 1} times, rejected, and the dead letter "
+                f"says x-deliveries {dead.headers.get('x-deliveries')!r}"
+            )
+            _check_dead_letter(dead, delivery, "job", broker, topic, requeues + 1, "rejected")
+            dead.ack()
 
     @requires(Capability.ACK | Capability.DEAD_LETTER)
     @pytest.mark.parametrize("reason", ["rejected", "max_deliveries"])

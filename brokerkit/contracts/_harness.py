@@ -173,6 +173,12 @@ class ContractEnv:
         timeout (the backend's ``extend_beyond_timeout``)."""
         return self.backend_class.extend_beyond_timeout
 
+    @property
+    def extend_shortens(self) -> bool:
+        """Whether ``extend(seconds)`` can shorten a lease to ``seconds`` from the call
+        (the backend's ``extend_shortens``)."""
+        return self.backend_class.extend_shortens
+
     def has(self, capability: Capability) -> bool:
         """Whether the backend declares every flag in ``capability``."""
         return capability in self.capabilities

@@ -106,6 +106,39 @@ class LeaseContract:
         pytest.fail(f"{promise}: three leases of {_VT}s ran out before extend could be called")
 
     @requires(Capability.ACK | Capability.COMPETING)
+    def test_extend_can_shorten_the_lease(self, contract: ContractEnv) -> None:
+        """extend(seconds) runs from the call even when that shortens the lease.
+
+        ``extend(seconds)`` with fewer seconds than the lease has left moves the
+        deadline in, to ``seconds`` from the call: the delivery comes back then, not
+        at the old deadline. (A backend that can only renew a lease for a length of
+        its own, as NATS's ``+WPI`` restarts ``AckWait``, declares ``extend_shortens =
+        False``; the test is skipped on it.)"""
+        if not contract.extend_shortens:
+            pytest.skip(
+                f"{contract.backend_class.describe()} renews a lease for a length of its "
+                "own, whatever extend's seconds say (extend_shortens = False)"
+            )
+        promise = "extend can shorten the lease: it runs from the extend call"
+        lease = _LATE_VT
+        hung = contract.broker(visibility_timeout=lease)
+        other = contract.broker(visibility_timeout=lease)
+        topic = contract.topic("extend-shorter")
+        mine, theirs = hung.subscribe(topic), other.subscribe(topic)
+        message_id = hung.publish(topic, "short job")
+        held = contract.expect(mine, promise)
+        self.suspend_renewals(hung)
+        before = contract.timeline.now()
+        held.extend(seconds=_VT)  # of a lease of _LATE_VT, just begun
+        after = contract.timeline.now()
+        back = contract.expect_lease_return(
+            theirs, leased=(before, after), seconds=_VT, promise=promise
+        )
+        assert back.id == message_id, f"{promise}: another message came ({back.body!r})"
+        back.ack()
+        contract.expect_nothing([mine, theirs], f"{promise}: it came back after its ack")
+
+    @requires(Capability.ACK | Capability.COMPETING)
     def test_extend_after_the_lease_ran_out_raises(self, contract: ContractEnv) -> None:
         """extend() of an expired or settled delivery raises, harming nothing.
 

@@ -8,12 +8,16 @@ import time
 import pytest
 
 from brokerkit._capabilities import Capability
+from brokerkit._inspect import GroupInfo
 from brokerkit.contracts._harness import ContractEnv, requires
 from brokerkit.exceptions import StaleDelivery, Unsupported
 
 #: Seconds a reported age may exceed the time since publishing: the server's clock
 #: (Redis, NATS) against this process's, on another host.
 CLOCK_SKEW = 5.0
+#: On a ManualTimeline, what a reported age may differ from the time the clock was
+#: moved by (the rounding of a float subtraction).
+_EXACT = 1e-6
 
 __all__ = ["ScopeContract"]
 
@@ -184,6 +188,126 @@ class ScopeContract:
         broker.ack(*held)
         drained = broker.inspect(topic).oldest_waiting_age
         assert drained is None, f"{promise}: nothing waits, but the oldest waits {drained} s"
+
+    @requires(Capability.PERSISTENT | Capability.ACK | Capability.COMPETING)
+    def test_the_oldest_in_flight_age(self, contract: ContractEnv) -> None:
+        """inspect's oldest_in_flight_age is None with nothing out, else an honest age.
+
+        ``inspect(topic).oldest_in_flight_age`` is None while no delivery is out and
+        again once all are settled; while one is out it is None (the backend cannot
+        tell) or the seconds since it was handed out (or its lease last renewed): no
+        more than the time since then, give or take the server's clock, and on a
+        ManualTimeline exactly the time the clock was moved."""
+        promise = "the oldest in-flight age"
+        broker = contract.broker(visibility_timeout=60)
+        topic = contract.topic("in-flight-age")
+        # Two members of one group, one message each (the group exists before the
+        # messages: a new AMQP queue starts at the end).
+        early, late = (broker.subscribe(topic, group="workers", prefetch=1) for _ in "ab")
+        broker.publish_many(topic, ["a", "b"])
+        waiting = broker.inspect(topic).oldest_in_flight_age
+        assert waiting is None, f"{promise}: nothing is out, but the oldest is out {waiting} s"
+        before = contract.timeline.now()
+        first = contract.expect(early, promise)
+        after = contract.timeline.now()
+        if contract.timeline.manual:
+            contract.timeline.advance(1.0)
+        second = contract.expect(late, promise)
+        now = contract.timeline.now()
+        age = broker.inspect(topic).oldest_in_flight_age
+        if age is not None and contract.timeline.manual:
+            assert now - after - _EXACT <= age <= now - before + _EXACT, (
+                f"{promise}: the oldest delivery has been out {now - after} s, "
+                f"but inspect says {age} s"
+            )
+        elif age is not None:
+            assert 0 <= age <= contract.timeline.now() - before + CLOCK_SKEW, (
+                f"{promise}: the oldest delivery has been out "
+                f"{contract.timeline.now() - before:.3f} s, but inspect says {age} s"
+            )
+        first.ack()
+        if age is not None and contract.timeline.manual:
+            # The one left out was handed out after the clock moved.
+            younger = broker.inspect(topic).oldest_in_flight_age
+            assert younger is not None, f"{promise}: a delivery is out, and the age is gone"
+            assert abs(younger - (contract.timeline.now() - now)) <= _EXACT, (
+                f"{promise}: the oldest delivery out was handed out just now, "
+                f"but inspect says {younger} s"
+            )
+        second.ack()
+        settled = broker.inspect(topic).oldest_in_flight_age
+        assert settled is None, f"{promise}: nothing is out, but the oldest is out {settled} s"
+
+    @requires(Capability.PERSISTENT | Capability.ACK)
+    def test_topics_lists_a_topic_whose_messages_are_all_handed_out(
+        self, contract: ContractEnv
+    ) -> None:
+        """topics() lists a topic whose only messages are handed out, unsettled.
+
+        A delivery out is something the topic holds: ``topics()`` lists a topic whose
+        every message has been handed out and not yet settled (a backend that cannot
+        list its topics raises :class:`~brokerkit.Unsupported`)."""
+        promise = "topics() lists a topic whose messages are all handed out"
+        broker = contract.broker(visibility_timeout=60)
+        topic = contract.topic("listed-out")
+        subscription = broker.subscribe(topic)
+        message_id = broker.publish(topic, "held")
+        held = contract.expect(subscription, promise)
+        assert held.id == message_id, f"{promise}: another message came"
+        try:
+            listed = broker.topics()
+        except Unsupported:
+            pytest.skip("the backend cannot list its topics (topics() raises Unsupported)")
+        finally:
+            held.ack()
+        assert topic in listed, (
+            f"{promise}: {topic!r} has a delivery out, unsettled, but was not listed"
+        )
+
+    @requires(Capability.PERSISTENT | Capability.COMPETING)
+    def test_a_groups_lag_and_its_consumers_pending(self, contract: ContractEnv) -> None:
+        """A group's lag counts what it has not been handed; its consumers' pending add up.
+
+        ``GroupInfo.lag`` is None (the backend cannot tell) or the number of messages
+        the group has not been handed yet; where a group lists its consumers, their
+        ``pending`` add up to the group's."""
+        promise = "a group's lag and its consumers' pending"
+        broker = contract.broker(visibility_timeout=60)
+        topic = contract.topic("lag")
+        subscription = broker.subscribe(topic, group="workers", prefetch=1)
+        broker.publish_many(topic, range(3))
+
+        def group() -> GroupInfo:
+            groups = broker.inspect(topic).groups
+            if contract.has(Capability.FANOUT):  # groups are separate: each has its name
+                found = [g for g in groups if g.name == "workers"]
+            else:  # one group of consumers, whatever its name
+                found = list(groups)
+            assert len(found) == 1, f"{promise}: the group is not one of {groups!r}"
+            return found[0]
+
+        def check(lag: int, pending: int, when: str) -> None:
+            info = group()
+            assert info.lag in (None, lag), (
+                f"{promise}: {when}, the group has not been handed {lag}, but its lag is "
+                f"{info.lag}: {info!r}"
+            )
+            acked = contract.has(Capability.ACK)
+            assert not acked or info.pending == pending, (
+                f"{promise}: {when}, {pending} deliveries are out, but the group's pending "
+                f"is {info.pending}"
+            )
+            held = sum(c.pending for c in info.consumers)
+            assert not info.consumers or held == info.pending, (
+                f"{promise}: {when}, the consumers' pending add up to {held}, the group's "
+                f"is {info.pending}: {info.consumers!r}"
+            )
+
+        check(3, 0, "before any receive")
+        delivery = contract.expect(subscription, promise)
+        check(2, 1, "with one delivery out")
+        delivery.ack()
+        check(2, 0, "after its ack")
 
     @requires(Capability.ACK | Capability.DEAD_LETTER)
     def test_topics_lists_dead_letter_topics(self, contract: ContractEnv) -> None:

@@ -124,6 +124,8 @@ class AsyncNatsBroker(NatsSettling):
     Options: ClassVar[type[BrokerOptions]] = NatsOptions
     #: ``+WPI`` restarts the consumer's ``AckWait``: a lease cannot outlast it.
     extend_beyond_timeout: ClassVar[bool] = False
+    #: ... nor be shortened: ``+WPI`` renews for ``AckWait``, whatever the seconds.
+    extend_shortens: ClassVar[bool] = False
     options: NatsOptions
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
@@ -458,6 +460,7 @@ class NatsBroker(LoopBridgeBroker):
     Options = AsyncNatsBroker.Options
     driver_query_keys = AsyncNatsBroker.driver_query_keys
     extend_beyond_timeout = AsyncNatsBroker.extend_beyond_timeout
+    extend_shortens = AsyncNatsBroker.extend_shortens
 
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float
