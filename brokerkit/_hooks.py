@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
@@ -129,17 +129,19 @@ def _impls(manager: pluggy.PluginManager, name: str) -> tuple[_Impl, ...]:
 
 
 class ObservedPluginManager(pluggy.PluginManager):
-    """A pluggy manager that tells :data:`RELAY` when its plugins change."""
+    """A pluggy manager that tells :data:`RELAY` when its plugins change.
+
+    On the relay's manager, a registration and the relay's refresh after it are one
+    step, under one lock: registrations from several threads at once are serialized,
+    and the last refresh sees them all (see :meth:`HookRelay._changing`)."""
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
-        registered = super().register(plugin, name)
-        RELAY._changed(self)
-        return registered
+        with RELAY._changing(self):
+            return super().register(plugin, name)
 
     def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
-        removed = super().unregister(plugin, name)
-        RELAY._changed(self)
-        return removed
+        with RELAY._changing(self):
+            return super().unregister(plugin, name)
 
 
 class HookRelay:
@@ -152,6 +154,10 @@ class HookRelay:
     def __init__(self) -> None:
         self._manager: pluggy.PluginManager | None = None
         self._lock = threading.Lock()
+        # Serializes a change of the manager's plugins with the refresh after it
+        # (reentrant: a plugin's registration may register another). The message
+        # flow never takes it: it reads the flags and _implemented without a lock.
+        self._registering = threading.RLock()
         # Makes ending a delivery's hooks, or reporting its lost lease, once-only.
         self._end_lock = threading.Lock()
         #: Some plugin implements brokerkit_publish_start or _end.
@@ -172,14 +178,28 @@ class HookRelay:
 
             with self._lock:
                 if self._manager is None:
-                    self._manager = plugin_manager()
-                    self._refresh(self._manager)
+                    built = plugin_manager()
+                    # another thread may register on it as soon as it is set
+                    with self._registering:
+                        self._manager = built
+                        self._refresh(built)
                 manager = self._manager
         return manager
 
-    def _changed(self, manager: pluggy.PluginManager) -> None:
-        if manager is self._manager:
-            self._refresh(manager)
+    @contextmanager
+    def _changing(self, manager: pluggy.PluginManager) -> Iterator[None]:
+        """Around a change of ``manager``'s plugins: when it is the relay's manager,
+        the change and the refresh after it (even after a change that raised) hold
+        :attr:`_registering`, so that a refresh that read the plugins before another
+        thread's change cannot overwrite the refresh after it."""
+        if manager is not self._manager:
+            yield  # a manager being built, or another one: nothing to refresh
+            return
+        with self._registering:
+            try:
+                yield
+            finally:
+                self._refresh(manager)
 
     def _refresh(self, manager: pluggy.PluginManager) -> None:
         found: dict[str, tuple[_Impl, ...]] = {}
