@@ -292,8 +292,6 @@ class MemoryBroker(Broker):
                 if lease is None or group is None:
                     stale.append(delivery)
                     continue
-                if group.retired and requeue:
-                    continue  # nobody reads a retired group: the message is done for it
                 why = reason or ("rejected" if not requeue else "max_deliveries")
                 self._requeue_or_dead_letter(topic_name, group, lease, requeue, why, delay)
         store.wake()
@@ -375,8 +373,7 @@ class MemoryBroker(Broker):
     def _expire(self, now: float) -> None:
         """Hand back every delivery whose lease ran out."""
         for topic_name, group, lease in self._store.expired(now):
-            if not group.retired:  # nobody reads a retired group again
-                self._requeue_or_dead_letter(topic_name, group, lease, True, "max_deliveries")
+            self._requeue_or_dead_letter(topic_name, group, lease, True, "max_deliveries")
 
     def _group(self, topic: Topic, name: str, start: str | None) -> Group:
         group = topic.groups.get(name)
@@ -415,6 +412,11 @@ class MemoryBroker(Broker):
         options = self.options if lease.options is None else lease.options
         limit = options.max_deliveries
         if requeue and (limit is None or lease.attempt < limit):
+            if group.retired:
+                # A closed pattern subscription's own group: nobody reads it again, so
+                # nothing is delivered again; at the limit, it is dead-lettered as on
+                # any group (what the settlement hooks report).
+                return
             if delay:
                 due = self._store.clock.now() + delay
                 self._store.hold_retry(group, lease.offset, lease.message, lease.attempt, due)
