@@ -125,13 +125,15 @@ def topics_table(current: Snapshot, where: str, previous: Snapshot | None = None
 
 
 def _topics_given(names: list[str] | None) -> list[str] | None:
-    """Each --topic checked before anything connects (a usage error names it)."""
+    """Each --topic checked before anything connects (a usage error names it); a topic
+    given twice is kept once, where it was first given (else a report would show it,
+    and an exporter serve its series, twice)."""
     for name in names or ():
         try:
             check_topic(name)
         except InvalidTopic as exc:
             raise typer.BadParameter(str(exc), param_hint="--topic") from None
-    return names
+    return list(dict.fromkeys(names)) if names else names
 
 
 OnlyOpt = Annotated[

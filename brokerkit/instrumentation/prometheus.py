@@ -207,7 +207,8 @@ class TopicCollector(Collector):
 
     :param broker: an open sync :class:`~brokerkit.Broker`.
     :param topics: the topics to report, or a callable that returns them on each
-        scrape (such as ``broker.topics``, to follow every topic the broker has).
+        scrape (such as ``broker.topics``, to follow every topic the broker has); a
+        topic named twice is reported once.
     :param timeout: the longest a scrape waits for the broker, in seconds (above 0);
         keep it under the Prometheus ``scrape_timeout`` (10 s by default).
     :raises InvalidOption: ``timeout`` is not a finite number of seconds above 0.
@@ -227,7 +228,8 @@ class TopicCollector(Collector):
             )
         self.broker = broker
         self.timeout = seconds
-        self._topics = topics if callable(topics) else tuple(topics)
+        # a topic named twice is reported (and inspected) once, as a listing names it
+        self._topics = topics if callable(topics) else tuple(dict.fromkeys(topics))
         #: The topics of the last listing that succeeded (listing mode), set by the
         #: scrape that read it (a reading that ends after its scrape changes nothing).
         self._listed: tuple[str, ...] = ()
@@ -237,7 +239,7 @@ class TopicCollector(Collector):
 
     def _names(self) -> list[str]:
         topics = self._topics
-        return sorted(topics() if callable(topics) else topics)
+        return sorted(set(topics() if callable(topics) else topics))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = _Families(listing=callable(self._topics))
