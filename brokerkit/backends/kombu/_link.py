@@ -337,6 +337,11 @@ class Link(Topology):
         """A new channel of the current connection (call under the lock)."""
         return self._connection.channel()
 
+    def frame_max(self) -> int:
+        """The largest frame of the connection, in bytes, as RabbitMQ set it in the
+        handshake (call within :meth:`call`: connected)."""
+        return int(self._connection._connection.frame_max)
+
     def publisher(self) -> Any:
         """The channel messages are published on, with publisher confirms on."""
         channel = self._publisher

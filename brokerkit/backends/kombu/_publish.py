@@ -1,27 +1,55 @@
 """Publishing on kombu+amqp: ``basic.publish`` on the publishing link's channel under
 publisher confirms, which returns once RabbitMQ has taken every message (a batch is
-sent at once and its confirms awaited together)."""
+sent at once and its confirms awaited together).
+
+A message's AMQP *content header* (its properties, the ``brokerkit`` header with the
+headers among them) travels in one frame, which RabbitMQ closes the connection over
+(``FRAME_ERROR``); the body is split into as many frames as it needs. So every message
+of a publish is encoded first, and one whose content header would not fit in a frame
+of the connection (its ``frame_max``, as negotiated, less 8 bytes of framing) is
+refused with :class:`~brokerkit.exceptions.InvalidMessage` before anything is sent.
+The size is py-amqp's own encoding of that header, measured where a cheap bound does
+not already show that it fits.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
-from amqp import spec  # type: ignore[import-untyped]
+import amqp  # type: ignore[import-untyped]
+from amqp import spec
 
 from brokerkit._message import Message
-from brokerkit.backends.kombu._envelope import check_content_type_size, encode
+from brokerkit.backends.kombu._envelope import HEADER, check_content_type_size, encode
 from brokerkit.backends.kombu._link import Link
 from brokerkit.exceptions import ConnectionFailed, InvalidMessage
 
-__all__ = ["publish", "send_confirmed"]
+__all__ = ["content_header_size", "publish", "send_confirmed"]
+
+#: A content header's payload before its properties: class id, weight and body size.
+HEADER_FIELDS = 12
+#: What a frame adds to its payload: type, channel and size (7 bytes), and its end octet.
+FRAME_OVERHEAD = 8
+#: A size no bound is given for (a value :func:`_bound` does not know): measured.
+_UNBOUNDED = 1 << 62
+
+
+class _Prepared(NamedTuple):
+    """A message, as py-amqp sends it, and at least its content header's size."""
+
+    message: Message
+    raw: Any
+    at_most: int
 
 
 def publish(link: Link, topic: str, messages: Sequence[Message]) -> None:
     """Publish ``messages`` to ``topic``'s exchange (declared, with its default group's
     queue, if this link has not yet), confirmed.
 
-    :raises InvalidMessage: a content type AMQP cannot carry, or a message larger than
-        RabbitMQ's ``max_message_size`` (once a refusal told it): nothing was published.
+    :raises InvalidMessage: a content type AMQP cannot carry, headers that do not fit
+        in one frame of the connection, or a message larger than RabbitMQ's
+        ``max_message_size`` (once a refusal told it): nothing was published.
     """
     for content_type in {m.content_type for m in messages}:
         check_content_type_size(content_type)
@@ -35,30 +63,110 @@ def publish(link: Link, topic: str, messages: Sequence[Message]) -> None:
             "was published. Store large payloads elsewhere and publish a reference, "
             "or raise max_message_size in RabbitMQ's configuration"
         )
+    prepared = _prepare(messages)
 
     def send() -> None:
+        _check_frames(link, prepared)  # (before the topic is declared)
         link.ensure_topic(topic)
-        send_confirmed(link, link.names.exchange(topic), messages)
+        _send(link, link.names.exchange(topic), prepared)
 
     link.call(send)
 
 
 def send_confirmed(link: Link, exchange: str, messages: Sequence[Message]) -> None:
-    """Publish ``messages`` and wait for RabbitMQ to confirm every one."""
+    """Publish ``messages`` and wait for RabbitMQ to confirm every one (call within
+    :meth:`Link.call`).
+
+    :raises InvalidMessage: the headers of one do not fit in one frame of the
+        connection: nothing was sent.
+    """
+    prepared = _prepare(messages)
+    _check_frames(link, prepared)
+    _send(link, exchange, prepared)
+
+
+def content_header_size(raw: Any) -> int:
+    """How many bytes the content header of ``raw`` (a py-amqp message) takes in its
+    frame, less the frame's own 8: its fixed fields and its properties as py-amqp
+    encodes them (the frame writer's own call)."""
+    return HEADER_FIELDS + len(raw._serialize_properties())
+
+
+def _prepare(messages: Sequence[Message]) -> list[_Prepared]:
+    prepared = []
+    for message in messages:
+        body, properties, headers = encode(message)
+        raw = amqp.Message(
+            body,
+            content_type=message.content_type,
+            content_encoding="binary",
+            application_headers=headers,
+            **properties,
+        )
+        prepared.append(_Prepared(message, raw, _header_bound(raw.properties)))
+    return prepared
+
+
+def _check_frames(link: Link, prepared: Sequence[_Prepared]) -> None:
+    """Refuse the batch if the content header of one of its messages does not fit in
+    one frame of the link's connection (call within :meth:`Link.call`: connected).
+
+    :raises InvalidMessage: the first that does not fit, with its size and the limit.
+    """
+    frame_max = link.frame_max()
+    room = frame_max - FRAME_OVERHEAD
+    for message, raw, at_most in prepared:
+        if at_most <= room:
+            continue
+        size = content_header_size(raw)
+        if size > room:
+            count = len(message.headers)
+            raise InvalidMessage(
+                f"the headers of message {message.id} do not fit in one AMQP frame: its "
+                f"content header (the AMQP properties, with the {count:,} header(s) as "
+                f"JSON in the {HEADER!r} header) is {size:,} bytes, and RabbitMQ on "
+                f"{link.url} takes at most {room:,} (its frame_max of {frame_max:,} "
+                "bytes, less 8 bytes of framing); nothing was published. Send fewer or "
+                "smaller headers and carry large data in the body (which may be split "
+                "over many frames), or raise frame_max in RabbitMQ's configuration"
+            )
+
+
+def _header_bound(properties: Mapping[str, Any]) -> int:
+    """At least the size :func:`content_header_size` measures, without encoding: the
+    fixed fields and property flags, and each property's :func:`_bound`."""
+    size = HEADER_FIELDS + 2
+    for value in properties.values():
+        if value is not None:  # (py-amqp leaves None out)
+            size += _bound(value)
+    return size
+
+
+def _bound(value: Any) -> int:
+    """At least the bytes py-amqp encodes ``value`` in, as a property or a table
+    entry's value (with its type octet and length): a character takes at most 4 bytes
+    in UTF-8, a number or time at most 8."""
+    if isinstance(value, str):
+        return 5 + 4 * len(value)
+    if isinstance(value, (bool, int, float)):
+        return 9
+    if isinstance(value, Mapping):
+        size = 5
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return _UNBOUNDED
+            size += 1 + 4 * len(key) + _bound(item)
+        return size
+    return _UNBOUNDED
+
+
+def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> None:
     channel = link.publisher()
     # Counted before sending: py-amqp may read a confirm during the next publish.
-    tags = link.confirms.published(len(messages))
+    tags = link.confirms.published(len(prepared))
     try:
-        for message in messages:
-            body, properties, headers = encode(message)
-            raw = channel.prepare_message(
-                body,
-                content_type=message.content_type,
-                content_encoding="binary",
-                headers=headers,
-                properties=properties,
-            )
-            channel.basic_publish(raw, exchange=exchange, routing_key="")
+        for item in prepared:
+            channel.basic_publish(item.raw, exchange=exchange, routing_key="")
         while link.confirms.waiting(tags):
             channel.wait([spec.Basic.Ack, spec.Basic.Nack])
     except BaseException as exc:
@@ -67,6 +175,6 @@ def send_confirmed(link: Link, exchange: str, messages: Sequence[Message]) -> No
     refused = link.confirms.refused(tags)
     if refused:
         raise ConnectionFailed(
-            f"RabbitMQ refused {len(refused)} of {len(messages)} message(s) published "
+            f"RabbitMQ refused {len(refused)} of {len(prepared)} message(s) published "
             f"to {exchange!r} (basic.nack: an internal error in a queue); publish them again"
         )
