@@ -286,14 +286,17 @@ class ScopeContract:
             assert len(found) == 1, f"{promise}: the group is not one of {groups!r}"
             return found[0]
 
-        def check(lag: int, pending: int, when: str) -> None:
+        def check(lag: int, pending: int, when: str, *, pushed: int = 0) -> None:
+            """The group's counts, where up to ``pushed`` more messages may have gone
+            from its lag to its pending meanwhile."""
             info = group()
-            assert info.lag in (None, lag), (
+            handed = 0 if info.lag is None else lag - info.lag
+            assert info.lag is None or 0 <= handed <= pushed, (
                 f"{promise}: {when}, the group has not been handed {lag}, but its lag is "
                 f"{info.lag}: {info!r}"
             )
             acked = contract.has(Capability.ACK)
-            assert not acked or info.pending == pending, (
+            assert not acked or info.pending - pending in (0, handed), (
                 f"{promise}: {when}, {pending} deliveries are out, but the group's pending "
                 f"is {info.pending}"
             )
@@ -307,7 +310,8 @@ class ScopeContract:
         delivery = contract.expect(subscription, promise)
         check(2, 1, "with one delivery out")
         delivery.ack()
-        check(2, 0, "after its ack")
+        # A backend that pushes to a consumer (AMQP's basic.qos) may hand it the next one.
+        check(2, 0, "after its ack", pushed=1)
 
     @requires(Capability.ACK | Capability.DEAD_LETTER)
     def test_topics_lists_dead_letter_topics(self, contract: ContractEnv) -> None:
