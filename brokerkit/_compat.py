@@ -7,6 +7,7 @@ signatures (a thread here, a task there). See ``scripts/generate_sync.py``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import signal
 import threading
@@ -27,6 +28,7 @@ __all__ = [
     "home_loop",
     "is_async_callable",
     "keep_cancellation",
+    "leaves_running",
     "on_loop",
     "on_signals",
     "settle_orphans",
@@ -94,13 +96,38 @@ def spawn(work: Callable[[], object], name: str) -> Background:
     return Background(thread)
 
 
+#: The attribute of an exception that interrupted a fetch whose work goes on: see
+#: :func:`leaves_running`.
+_LEFT_RUNNING = "_brokerkit_fetch_left_running"
+
+
+def leaves_running(interrupted: BaseException, going_on: concurrent.futures.Future[Any]) -> None:
+    """Say, on ``interrupted`` (raised into a thread waiting for a fetch: Ctrl-C's
+    KeyboardInterrupt), that the fetch was not stopped: it goes on elsewhere (a loop
+    bridge's event loop) and hands back what it brings itself; ``going_on`` ends once
+    it has. :func:`fetch_shielded` keeps it among the subscription's orphans, which
+    its next receive and its close wait for (:func:`settle_orphans`)."""
+    setattr(interrupted, _LEFT_RUNNING, going_on)
+
+
 def fetch_shielded(
     fetch: Callable[[], _T], hand_back: Callable[[_T], None], orphans: set[Any]
 ) -> _T:
-    """``fetch()``. The async twin keeps a fetch that its caller's cancellation
-    interrupts running to the end and hands its result to ``hand_back``; a thread is
-    never interrupted, so here there is nothing to keep."""
-    return fetch()
+    """``fetch()``. A thread is never cancelled, but it can be interrupted (Ctrl-C
+    raises KeyboardInterrupt into the main thread) while it waits for a fetch that
+    goes on elsewhere, on a loop bridge's event loop: the backend then says so
+    (:func:`leaves_running`), hands back what that fetch brings itself, and what it
+    left running is kept in ``orphans`` until it ends, as the async twin keeps a
+    fetch its caller's cancellation interrupted (``hand_back`` is for the async
+    twin's own use)."""
+    try:
+        return fetch()
+    except BaseException as exc:
+        going_on: concurrent.futures.Future[Any] | None = getattr(exc, _LEFT_RUNNING, None)
+        if going_on is not None:
+            orphans.add(going_on)
+            going_on.add_done_callback(orphans.discard)
+        raise
 
 
 def shielded(work: Callable[[], _T], running: set[Any]) -> _T:
@@ -122,7 +149,10 @@ def on_loop(loop: object, work: Callable[[], object], timeout: float) -> bool:
 
 
 def settle_orphans(orphans: set[Any], timeout: float) -> None:
-    """Nothing to wait for: a thread leaves no fetch running behind it."""
+    """Wait (``timeout`` seconds at most) for the fetches that interrupted receives left
+    running (:func:`fetch_shielded`), and for their hand-backs."""
+    if orphans:
+        concurrent.futures.wait(list(orphans), timeout=timeout)
 
 
 def checkpoint() -> None:

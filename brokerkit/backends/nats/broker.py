@@ -35,10 +35,12 @@ deletes it (``brokerkit bench`` and ``brokerkit demo`` do, as they end).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -47,6 +49,7 @@ from nats.aio.msg import Msg
 
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
+from brokerkit._compat import leaves_running
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
@@ -465,9 +468,19 @@ class NatsBroker(LoopBridgeBroker):
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float
     ) -> list[Delivery]:
+        """The asyncio fetch, run on the bridge's loop. If the wait for it is
+        interrupted (Ctrl-C: a KeyboardInterrupt in this thread), the fetch is not
+        stopped (cut off half-way, it could leave messages leased that nobody holds):
+        it goes on, and what it brings is handed back as soon as it ends, on the loop
+        (:meth:`_hand_back_fetched`); the subscription's next receive, and its close,
+        wait for that first (:func:`brokerkit._compat.leaves_running`). Interrupted
+        before the loop began it, it fetches nothing."""
         inner: AsyncSubscription = subscription.state
+        given_up = threading.Event()
 
         async def fetch() -> list[Delivery]:
+            if given_up.is_set():
+                return []
             fetched = await self.inner._fetch(inner, max_messages, timeout)
             # On the loop, before the renewals run again: none reports the inner one.
             wrapped = []
@@ -482,7 +495,32 @@ class NatsBroker(LoopBridgeBroker):
                 wrapped.append(outer)
             return wrapped
 
-        return self._run(fetch())
+        future = self._start(fetch())
+        try:
+            return future.result()
+        except BaseException as exc:
+            if not (future.done() and (future.cancelled() or future.exception() is exc)):
+                # Raised into this thread, not by the fetch: it goes on.
+                given_up.set()
+                leaves_running(exc, self._start(self._hand_back_fetched(future)))
+            raise
+
+    async def _hand_back_fetched(self, fetch: concurrent.futures.Future[list[Delivery]]) -> None:
+        """Once ``fetch`` (whose caller was interrupted) ends, hand back what it
+        brought, at once (on the loop)."""
+        try:
+            fetched = await asyncio.wrap_future(fetch)
+        except Exception:  # the fetch failed: it leased nothing it could report
+            return
+        if fetched:
+            try:
+                await self.inner._hand_back([delivery.receipt for delivery in fetched])
+            except Exception as exc:
+                log.warning(
+                    "could not hand back deliveries of an interrupted receive: %s",
+                    exc,
+                    extra=delivery_fields(fetched),
+                )
 
     @property
     def declared(self) -> NatsDeclared:

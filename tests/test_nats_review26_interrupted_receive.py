@@ -1,0 +1,134 @@
+"""NATS, sync API: Ctrl-C (a KeyboardInterrupt in the main thread) while a receive
+waits for its fetch on the loop bridge strands nothing (review 26, bug 1).
+
+The fetch goes on on the bridge's loop (cut off half-way, it could leave messages
+leased that nobody holds): what it brings is handed back as soon as it ends, so that
+the group gets it again at once; the subscription's next receive waits for that
+first, and gets the message; its close does too. The message used to stay leased,
+renewed in the background for as long as the broker was open, the subscription's
+close included.
+
+The fetch is held on the loop by a seam (:class:`HeldAsyncNatsBroker`: the real fetch
+has run, and leased the message, and is held before it returns until the test lets
+it), so that the interrupt lands while it is under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import brokerkit
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._subscription_async import AsyncSubscription
+from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
+from tests.waiting import wait_until
+
+#: Seconds a wait here may take at most: a hang guard, never a pace.
+GUARD = 30.0
+#: Long enough that a message comes back within a test only if it was handed back.
+_VISIBILITY = 60
+
+
+class Gate:
+    """Holds the first fetch that passes it until :meth:`open`; later ones pass."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self._opened = threading.Event()
+
+    def open(self) -> None:
+        self._opened.set()
+
+    async def pass_through(self) -> None:
+        if self.entered.is_set():
+            return
+        self.entered.set()
+        assert await asyncio.to_thread(self._opened.wait, GUARD)
+
+
+class HeldAsyncNatsBroker(AsyncNatsBroker):
+    """The asyncio NATS broker whose fetch passes the test's :class:`Gate` (if it set
+    one) before it returns: a seam, the real fetch has run."""
+
+    gate: Gate | None = None
+
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
+        fetched = await super()._fetch(subscription, max_messages, timeout)
+        if self.gate is not None:
+            await self.gate.pass_through()
+        return fetched
+
+
+class HeldNatsBroker(NatsBroker):
+    async_class = HeldAsyncNatsBroker
+
+
+@pytest.fixture
+def broker(nats_url: str, nats_prefix: str) -> Iterator[HeldNatsBroker]:
+    held = HeldNatsBroker.from_url(nats_url, prefix=nats_prefix, visibility_timeout=_VISIBILITY)
+    try:
+        yield held
+    finally:
+        gate = held.inner.gate  # type: ignore[attr-defined]
+        if gate is not None:
+            gate.open()
+        held.close()
+
+
+def _interrupted_receive(
+    broker: HeldNatsBroker,
+    publisher: brokerkit.Broker,
+    interrupt_when: Callable[[threading.Event], None],
+) -> brokerkit.Subscription:
+    """A subscription whose receive was interrupted while its fetch, which leased a
+    message, was held; the fetch then let go."""
+    subscription = broker.subscribe("jobs", group="g")
+    publisher.publish("jobs", "the one")
+    gate = broker.inner.gate = Gate()  # type: ignore[attr-defined]
+    interrupt_when(gate.entered)
+    with pytest.raises(KeyboardInterrupt):
+        subscription.receive(timeout=GUARD)
+    assert broker._nats._leases  # (leased by the fetch)
+    gate.open()
+    return subscription
+
+
+def test_the_next_receive_gets_what_an_interrupted_receive_fetched(
+    broker: HeldNatsBroker,
+    nats_url: str,
+    nats_prefix: str,
+    interrupt_when: Callable[[threading.Event], None],
+) -> None:
+    with brokerkit.connect(nats_url, prefix=nats_prefix) as publisher:
+        subscription = _interrupted_receive(broker, publisher, interrupt_when)
+        delivery = subscription.receive(timeout=GUARD)
+        assert delivery is not None, "the message an interrupted receive fetched was stranded"
+        assert delivery.body == "the one"
+        delivery.ack()
+        assert subscription.receive(timeout=0) is None  # (not twice)
+        wait_until(lambda: not broker._nats._leases, "the leases let go")
+        info = publisher.inspect("jobs").groups[0]
+        assert (info.lag, info.pending) == (0, 0)
+
+
+def test_another_consumer_gets_what_an_interrupted_receive_fetched_at_once(
+    broker: HeldNatsBroker,
+    nats_url: str,
+    nats_prefix: str,
+    interrupt_when: Callable[[threading.Event], None],
+) -> None:
+    with brokerkit.connect(nats_url, prefix=nats_prefix) as other:
+        subscription = _interrupted_receive(broker, other, interrupt_when)
+        subscription.close()  # (waits for the fetch left running, and its hand-back)
+        # None kept (renewed) by the broker, still open:
+        wait_until(lambda: not broker._nats._leases, "the leases let go")
+        delivery = other.subscribe("jobs", group="g").receive(timeout=GUARD)
+        assert delivery is not None, "the message an interrupted receive fetched was stranded"
+        assert delivery.body == "the one"
+        delivery.ack()
