@@ -4,7 +4,9 @@ which of them a restarted server forgot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +68,45 @@ class Leases(dict[str, Lease]):
         #: Leases :meth:`forgotten` let go that its caller did not ask about: nobody
         #: was told yet (see :meth:`take_unreported`).
         self._unreported: list[Lease] = []
+        #: While the renewals wait for their next round (:meth:`next_round`): the ack
+        #: wait that wait is counted from, and what wakes it (its loop and event).
+        self._basis = math.inf
+        self._shorter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def __setitem__(self, reply: str, lease: Lease) -> None:
+        super().__setitem__(reply, lease)
+        if lease.ack_wait < self._basis and self._shorter is not None:
+            # A shorter ack wait than the renewals' wait was counted from: its lease
+            # must be renewed sooner than that wait ends. Wake it.
+            loop, shorter = self._shorter
+            if loop is _running_loop():
+                shorter.set()
+            else:
+                with contextlib.suppress(RuntimeError):  # (that loop is closed)
+                    loop.call_soon_threadsafe(shorter.set)
+
+    async def next_round(self, idle: float) -> None:
+        """Wait for the renewals' next round: a quarter of the shortest ack wait of the
+        leases held (of ``idle`` if none is), counted from now; sooner if a lease with
+        a shorter ack wait comes meanwhile: a quarter of its ack wait after it comes,
+        at the latest."""
+        loop = asyncio.get_running_loop()
+        shorter = asyncio.Event()
+        basis = min((lease.ack_wait for lease in self.values()), default=idle)
+        due = time.monotonic() + basis / 4
+        self._basis, self._shorter = basis, (loop, shorter)
+        try:
+            while (left := due - time.monotonic()) > 0:
+                try:
+                    await within(shorter.wait(), left)  # a timer, not a synchronization
+                except asyncio.TimeoutError:
+                    return
+                shorter.clear()
+                basis = min((lease.ack_wait for lease in self.values()), default=idle)
+                due = min(due, time.monotonic() + basis / 4)
+                self._basis = basis
+        finally:
+            self._basis, self._shorter = math.inf, None
 
     def take_unreported(self) -> list[Lease]:
         """The leases let go as forgotten since the last call, that no caller was told
@@ -204,7 +245,8 @@ async def renew_forever(
     renew: Callable[[list[Lease]], Awaitable[list[Lease]]],
     closed: Callable[[], bool],
 ) -> None:
-    """Every quarter of the shortest ack wait, ``renew`` every lease still held, until
+    """Every quarter of the shortest ack wait (counted afresh when a lease with a
+    shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held, until
     ``closed()``: a live consumer keeps what it holds; a crashed or closed one loses it
     after AckWait. A lease whose holder was marked settled without being settled (the
     worker let go of it: its handler thread was abandoned, or it could neither ack nor
@@ -212,8 +254,7 @@ async def renew_forever(
     found lost (run out before it could be renewed, or unknown to the server: what
     ``renew`` returns) is let go and reported: see :func:`report_lost`."""
     while not closed():
-        period = min((lease.ack_wait for lease in leases.values()), default=1.0) / 4
-        await asyncio.sleep(period)  # a timer, not a synchronization
+        await leases.next_round(idle=1.0)
         now = time.monotonic()
         held: list[Lease] = []
         lost: list[Lease] = []
@@ -232,6 +273,14 @@ async def renew_forever(
         except Exception:  # a bug must not end the renewals for good
             log.exception("could not renew %d lease(s)", len(held), extra=log_fields())
         report_lost([*lost, *leases.take_unreported()])
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def report_lost(lost: Sequence[Lease]) -> None:
