@@ -169,6 +169,48 @@ class Leases(dict[str, Lease]):
                     lease.generation = generation
         return [lease for lease in leases if id(lease) in forgotten]
 
+    async def check_ack_waits(self) -> dict[str, float]:
+        """The ``AckWait`` of each group whose leases are held, asked of its consumer
+        (one ``CONSUMER.INFO`` each); the leases counted with another (the consumer
+        was deleted and made again with another, by another broker: the documented
+        way to change a group's visibility timeout) are counted with it from then on,
+        from when they were leased or last renewed. The wait is bounded (an eighth of
+        the shortest ack wait held): a group that did not answer in it, or is gone
+        (the next pull makes it again), is left as it was, for the next check.
+
+        :raises BrokerError: the server refused to say.
+        """
+        groups: dict[str, float] = {}
+        for lease in list(self.values()):
+            groups[lease.consumer] = min(groups.get(lease.consumer, math.inf), lease.ack_wait)
+        if not groups:
+            return {}
+        until = time.monotonic() + min(groups.values()) / 8
+        found: dict[str, float] = {}
+        for consumer in groups:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                # (a question, harmless however late it arrives: only the wait is bounded)
+                info = await within(
+                    self._client.api(
+                        f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check an AckWait"
+                    ),
+                    left,
+                )
+            except asyncio.TimeoutError:
+                break
+            ack_wait = info.get("config", {}).get("ack_wait")
+            if "error" in info or not ack_wait:
+                continue
+            found[consumer] = ack_wait / 1e9
+            for lease in list(self.values()):
+                if lease.consumer == consumer and lease.ack_wait != found[consumer]:
+                    lease.deadline += found[consumer] - lease.ack_wait
+                    lease.ack_wait = found[consumer]
+        return found
+
     async def _delivered(self, consumer: str, until: float) -> int | None:
         """The last stream sequence ``consumer`` delivered; 0 if it is gone; None if
         the server did not say by the monotonic time ``until``."""
@@ -244,6 +286,7 @@ async def renew_forever(
     leases: Leases,
     renew: Callable[[list[Lease]], Awaitable[list[Lease]]],
     closed: Callable[[], bool],
+    ack_waits: Callable[[dict[str, float]], None] = lambda found: None,
 ) -> None:
     """Every quarter of the shortest ack wait (counted afresh when a lease with a
     shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held, until
@@ -252,8 +295,15 @@ async def renew_forever(
     worker let go of it: its handler thread was abandoned, or it could neither ack nor
     nack it) is let go unrenewed, so the message comes again after AckWait. A lease
     found lost (run out before it could be renewed, or unknown to the server: what
-    ``renew`` returns) is let go and reported: see :func:`report_lost`."""
+    ``renew`` returns) is let go and reported: see :func:`report_lost`. Before each
+    round, the ``AckWait`` of each group held is asked again, and given to
+    ``ack_waits`` (:meth:`Leases.check_ack_waits`): a group's consumer made again
+    with another is seen within a quarter of the ack wait it had."""
     while not closed():
+        try:
+            ack_waits(await leases.check_ack_waits())
+        except BrokerError as exc:  # (asked again next round)
+            log.debug("could not check the AckWait of a group: %s", exc, extra=log_fields())
         await leases.next_round(idle=1.0)
         now = time.monotonic()
         held: list[Lease] = []

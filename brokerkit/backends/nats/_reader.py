@@ -60,6 +60,8 @@ class Reader:
         self._client = client
         self._nc: Client | None = None  # (the client's connection, from open on)
         self._next_subject = next_subject
+        #: The durable consumer it pulls from (the last token of the pull subject).
+        self.consumer = next_subject.rpartition(".")[2]
         self._inbox = ""
         #: What arrived in the inbox, with when (monotonic); None: the server refused
         #: a pull (see _refused).

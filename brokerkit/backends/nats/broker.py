@@ -42,6 +42,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -142,6 +143,8 @@ class AsyncNatsBroker(NatsSettling):
         self._groups = Groups(self._client, self._stream, self.options.visibility_timeout)
         self._leases = Leases(self._client, self._stream)
         self._renewer: asyncio.Task[None] | None = None
+        #: The readers of the subscriptions open, whose ack wait the renewals keep up.
+        self._readers: weakref.WeakSet[Reader] = weakref.WeakSet()
         self._renewals_suspended = False
         self._server_checked = False
         #: When the broker's close started handing back (monotonic): what it hands
@@ -220,6 +223,7 @@ class AsyncNatsBroker(NatsSettling):
         await reader.open()
         reader.ack_wait = info["config"]["ack_wait"] / 1e9
         subscription.state = reader
+        self._readers.add(reader)
 
     async def _warn_of_miscounting_server(self) -> None:
         nc = await self._client.connection()
@@ -386,7 +390,13 @@ class AsyncNatsBroker(NatsSettling):
             )
 
     async def _renew_forever(self) -> None:
-        await renew_forever(self._leases, self._renew, lambda: self.closed)
+        await renew_forever(self._leases, self._renew, lambda: self.closed, self._ack_waits_found)
+
+    def _ack_waits_found(self, ack_waits: dict[str, float]) -> None:
+        """The ``AckWait`` of these groups' consumers, as the renewals found them: the
+        readers of those groups count the leases of what they pull with it."""
+        for reader in list(self._readers):
+            reader.ack_wait = ack_waits.get(reader.consumer, reader.ack_wait)
 
     async def _suspend_renewals(self) -> None:
         self._renewals_suspended = True
