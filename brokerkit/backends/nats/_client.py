@@ -116,6 +116,9 @@ class NatsClient(Permissions):
         #: Counts the connection's losses and returns: what was leased before the
         #: last one may be unknown to a server that restarted meanwhile.
         self.generation = 0
+        #: The event loop the connection was opened on, where nats-py runs it: every
+        #: use of it runs there (see ``broker._on_connection_loop``).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def server(self) -> str:
@@ -134,7 +137,25 @@ class NatsClient(Permissions):
         async with self._opening:
             if self._nc is None:
                 self._nc = await self._connect()
+                self.loop = asyncio.get_running_loop()
         return self._nc
+
+    def abandon(self) -> None:
+        """Let go of a connection whose event loop has ended (nats-py's tasks ended
+        with it: nothing of it can be used, nor closed, any more): the next use opens
+        another, on the caller's loop. What was leased on it is checked as after a
+        lost connection (:attr:`generation`)."""
+        nc, self._nc = self._nc, None
+        self.loop = None
+        self._opening = None
+        self._back = None
+        for _, future in self._waiting.values():
+            with contextlib.suppress(RuntimeError):  # (its loop is closed)
+                future.cancel()
+        self._waiting.clear()
+        self.generation += 1
+        if nc is not None:
+            _drop_socket(nc)
 
     def _credentials(self) -> dict[str, str]:
         """nats-py's arguments for the URL's credentials: a user name and password, or
@@ -416,6 +437,19 @@ class NatsClient(Permissions):
         except Exception:
             _abort(nc)
         await _end_reconnecting(nc)
+
+
+def _drop_socket(nc: Client) -> None:
+    """Close the socket of ``nc``, whose event loop has ended (its transport cannot be
+    closed through that loop any more)."""
+    writer = getattr(nc, "_transport", None)
+    transport = getattr(getattr(writer, "_io_writer", None), "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    # (asyncio hands out a wrapper of the socket, which cannot close it)
+    sock = getattr(sock, "_sock", sock)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _withdraw(nc: Client, replies: Sequence[str]) -> None:
