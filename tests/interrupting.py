@@ -4,6 +4,7 @@ the main thread, with Python's default SIGINT handler installed for them)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ from contextlib import contextmanager
 import pytest
 
 from brokerkit.aio import LoopBridgeBroker
+from brokerkit.exceptions import BrokerError
 
 __all__ = [
+    "Gate",
     "brokerkit_child",
     "interrupt_demo_in_its_flash_sale",
     "interrupt_when",
@@ -26,6 +29,29 @@ __all__ = [
 
 #: Seconds a wait here may take at most: a hang guard, never a pace.
 GUARD = 30.0
+
+
+class Gate:
+    """Holds the first call that passes it (a seam in a backend's primitive, on its
+    event loop) until :meth:`open`, then lets it go on, or with ``fail`` fail as a
+    server's refusal would; later calls pass. :attr:`entered` is set once one waits,
+    for :func:`interrupt_when`."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.entered = threading.Event()
+        self._opened = threading.Event()
+
+    def open(self) -> None:
+        self._opened.set()
+
+    async def pass_through(self) -> None:
+        if self.entered.is_set():
+            return
+        self.entered.set()
+        assert await asyncio.to_thread(self._opened.wait, GUARD)
+        if self.fail:
+            raise BrokerError("the server refused the call")
 
 
 @pytest.fixture

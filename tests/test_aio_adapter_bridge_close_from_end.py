@@ -20,25 +20,10 @@ from brokerkit._delivery_async import AsyncDelivery
 from brokerkit.aio import LoopBridgeBroker
 from brokerkit.backends.memory import AsyncMemoryBroker
 from tests.conftest import registered
-from tests.interrupting import watch_the_close
+from tests.interrupting import Gate, watch_the_close
 
 #: Seconds any wait of these tests may take at most: a hang guard, never a pace.
 GUARD = 30.0
-
-
-class Gate:
-    """Holds the ack that takes it until :meth:`open`, then lets it settle."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self._opened = threading.Event()
-
-    def open(self) -> None:
-        self._opened.set()
-
-    async def pass_through(self) -> None:
-        self.entered.set()
-        assert await asyncio.to_thread(self._opened.wait, GUARD)
 
 
 class GatedAsyncMemoryBroker(AsyncMemoryBroker):

@@ -21,33 +21,12 @@ from brokerkit._delivery import SETTLING, Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit.aio import LoopBridgeBroker
 from brokerkit.backends.memory import AsyncMemoryBroker
-from brokerkit.exceptions import AlreadySettled, BrokerError
+from brokerkit.exceptions import AlreadySettled
 from tests.conftest import registered
-from tests.interrupting import watch_the_close
+from tests.interrupting import Gate, watch_the_close
 
 #: Seconds any wait of these tests may take at most: a hang guard, never a pace.
 GUARD = 30.0
-
-
-class Gate:
-    """Holds the first ack or nack that passes it until :meth:`open`, then lets it
-    settle (or, with ``fail``, fail as a server's refusal would); later ones pass."""
-
-    def __init__(self, *, fail: bool = False) -> None:
-        self.fail = fail
-        self.entered = threading.Event()
-        self._opened = threading.Event()
-
-    def open(self) -> None:
-        self._opened.set()
-
-    async def pass_through(self) -> None:
-        if self.entered.is_set():
-            return
-        self.entered.set()
-        assert await asyncio.to_thread(self._opened.wait, GUARD)
-        if self.fail:
-            raise BrokerError("the server refused the ack")
 
 
 class HeldAsyncMemoryBroker(AsyncMemoryBroker):

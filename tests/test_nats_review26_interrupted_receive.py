@@ -15,7 +15,6 @@ it), so that the interrupt lands while it is under way.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Iterator
 
@@ -25,29 +24,13 @@ import brokerkit
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
+from tests.interrupting import Gate
 from tests.waiting import wait_until
 
 #: Seconds a wait here may take at most: a hang guard, never a pace.
 GUARD = 30.0
 #: Long enough that a message comes back within a test only if it was handed back.
 _VISIBILITY = 60
-
-
-class Gate:
-    """Holds the first fetch that passes it until :meth:`open`; later ones pass."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self._opened = threading.Event()
-
-    def open(self) -> None:
-        self._opened.set()
-
-    async def pass_through(self) -> None:
-        if self.entered.is_set():
-            return
-        self.entered.set()
-        assert await asyncio.to_thread(self._opened.wait, GUARD)
 
 
 class HeldAsyncNatsBroker(AsyncNatsBroker):
