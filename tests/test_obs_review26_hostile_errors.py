@@ -17,8 +17,7 @@ import pytest
 pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
 pytest.importorskip("prometheus_client", reason="needs the prometheus extra")
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,8 +25,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 import brokerkit
 import brokerkit.aio
 from brokerkit._hooks import RELAY
-from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
 from brokerkit.instrumentation.prometheus import TopicCollector
+from tests.spans import recorded_spans
 from tests.waiting import wait_until
 
 
@@ -40,14 +39,8 @@ class Hostile(Exception):
 
 @pytest.fixture
 def exporter() -> Iterator[InMemorySpanExporter]:
-    exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
-    try:
+    with recorded_spans() as exported:
         yield exported
-    finally:
-        BrokerkitInstrumentor().uninstrument()
 
 
 def _url() -> str:

@@ -15,8 +15,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
 
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -24,18 +23,13 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor, current_span
 from tests.conftest import RedisTarget
+from tests.spans import recorded_spans
 
 
 @pytest.fixture
 def exporter() -> Iterator[InMemorySpanExporter]:
-    exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
-    try:
+    with recorded_spans() as exported:
         yield exported
-    finally:
-        BrokerkitInstrumentor().uninstrument()
 
 
 def listing(spans: Any) -> str:

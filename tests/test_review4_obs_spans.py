@@ -14,26 +14,18 @@ from hypothesis import strategies as st
 
 pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 import brokerkit
 import brokerkit.aio
-from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
+from tests.spans import recorded_spans
 
 
 @pytest.fixture(scope="module")
 def exporter() -> Iterator[InMemorySpanExporter]:
-    exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
-    try:
+    with recorded_spans() as exported:
         yield exported
-    finally:
-        BrokerkitInstrumentor().uninstrument()
 
 
 def _url() -> str:

@@ -17,28 +17,21 @@ import pytest
 pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import brokerkit
 import brokerkit.aio
 from brokerkit._hooks import HANDLER_CONTEXT
-from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
 from tests.redis_server import RedisServer
+from tests.spans import recorded_spans
 from tests.waiting import wait_until
 
 
 @pytest.fixture
 def exporter() -> Iterator[InMemorySpanExporter]:
-    exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
-    try:
+    with recorded_spans() as exported:
         yield exported
-    finally:
-        BrokerkitInstrumentor().uninstrument()
 
 
 class Ends:

@@ -1,0 +1,29 @@
+"""The spans brokerkit's OpenTelemetry instrumentation exports, kept in memory for a
+test (import it after ``pytest.importorskip("opentelemetry.sdk")``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
+
+__all__ = ["recorded_spans"]
+
+
+@contextmanager
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """brokerkit instrumented with a tracer provider of its own while the block runs;
+    yields the exporter that holds every span it ended."""
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    BrokerkitInstrumentor().instrument(tracer_provider=provider)
+    try:
+        yield exported
+    finally:
+        BrokerkitInstrumentor().uninstrument()
