@@ -42,8 +42,8 @@ async def test_a_cancelled_ack_leaves_the_lease_renewed(
     admin = aioredis.Redis(host=redis_target.host, port=redis_target.port, db=redis_target.db)
     try:
         async with (
-            brokerkit.aio.connect(url, prefix=prefix, visibility_timeout=1) as holder,
-            brokerkit.aio.connect(url, prefix=prefix, visibility_timeout=1) as other,
+            brokerkit.aio.connect(url, prefix=prefix, visibility_timeout=2) as holder,
+            brokerkit.aio.connect(url, prefix=prefix, visibility_timeout=2) as other,
         ):
             watcher = await other.subscribe("orders")  # a stream group reads from the start
             await holder.publish("orders", "long job")
@@ -64,8 +64,8 @@ async def test_a_cancelled_ack_leaves_the_lease_renewed(
             finally:
                 await admin.execute_command("CLIENT", "UNPAUSE")
             assert not held.settled
-            # Three visibility timeouts: renewed all along, it goes to nobody else.
-            assert await watcher.receive(timeout=3.0) is None
+            # Two and a half visibility timeouts: renewed all along, it goes to nobody else.
+            assert await watcher.receive(timeout=5.0) is None
             await held.ack()  # still this consumer's: not stale
             assert (await holder.inspect("orders")).in_flight == 0
     finally:
@@ -76,8 +76,8 @@ async def test_a_cancelled_ack_leaves_the_lease_renewed(
 def test_a_failed_nack_leaves_the_lease_renewed(
     redis_broker: Any, redis_target: RedisTarget, prefix: str, scheme: str
 ) -> None:
-    holder: brokerkit.Broker = redis_broker(scheme, visibility_timeout=1)
-    other: brokerkit.Broker = redis_broker(scheme, visibility_timeout=1)
+    holder: brokerkit.Broker = redis_broker(scheme, visibility_timeout=2)
+    other: brokerkit.Broker = redis_broker(scheme, visibility_timeout=2)
     watcher = other.subscribe("orders")
     holder.publish("orders", "poison")
     held = holder.subscribe("orders").receive(timeout=5)
@@ -89,6 +89,33 @@ def test_a_failed_nack_leaves_the_lease_renewed(
         held.nack(requeue=False)
     admin.delete(dead_letters)
     assert not held.settled
-    assert watcher.receive(timeout=3.0) is None  # renewed all along
+    assert watcher.receive(timeout=5.0) is None  # renewed all along
     held.nack(requeue=False)  # dead-lettered now, not stale
     assert holder.inspect("orders").dead_lettered == 1
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_delivery_let_go_after_a_failed_settle_is_neither_renewed_nor_kept(
+    redis_broker: Any, redis_target: RedisTarget, prefix: str, scheme: str
+) -> None:
+    """The worker lets go of a delivery it cannot settle (marked settled, unsettled on
+    the server) so that its lease runs out: the keeper, which took it back after the
+    failed settle, must then drop it, not hold it (and its message) for the broker's
+    life."""
+    holder: brokerkit.Broker = redis_broker(scheme)
+    holder.publish_many("orders", ["a", "b"])
+    subscription = holder.subscribe("orders", prefetch=2)
+    let_go, kept = subscription.receive(timeout=5), subscription.receive(timeout=5)
+    assert let_go is not None and kept is not None
+    admin = redis_target.client()
+    dead_letters = f"{prefix}:{{orders}}.dlq"
+    admin.set(dead_letters, "not a list or stream")
+    with pytest.raises(IncompatibleTopic):
+        let_go.nack(requeue=False)
+    admin.delete(dead_letters)
+    keeper = holder._keeper  # type: ignore[attr-defined]
+    assert let_go in keeper._held  # taken back: still this consumer's to settle
+    let_go._mark_settled()  # what the worker's let_go does
+    assert keeper.held() == [kept]
+    assert let_go not in keeper._held
+    kept.ack()

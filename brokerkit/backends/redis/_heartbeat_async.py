@@ -70,9 +70,14 @@ class LeaseKeeper:
                 pop(delivery, None)
 
     def held(self) -> list[AsyncDelivery]:
-        """The deliveries whose leases are being renewed."""
+        """The deliveries whose leases are being renewed. One settled meanwhile
+        without :meth:`drop` (a worker letting go of a delivery it cannot settle) is
+        dropped here: it is not renewed, nor kept."""
         with self._lock:
-            return [d for d in self._held if not d.settled]
+            settled = [d for d in self._held if d.settled]
+            for delivery in settled:
+                del self._held[delivery]
+            return list(self._held)
 
     async def stop(self) -> None:
         """Stop renewing; the held leases then run out on their own."""
