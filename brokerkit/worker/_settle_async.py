@@ -61,7 +61,8 @@ class AsyncSettler:
         alone, its lease renewed until the thread ends (its result is then dropped) or
         the broker closes, so no other consumer gets it meanwhile. Its handler started
         and was cancelled: a counted nack, so that a handler that always hangs still
-        reaches the delivery limit."""
+        reaches the delivery limit; if that nack fails or is cancelled too, it is let
+        go (:meth:`give_up`), and comes back when its lease runs out."""
         state = call.abandon()
         if state == HandlerCall.PENDING:
             await self.hand_back(delivery)
@@ -73,10 +74,17 @@ class AsyncSettler:
             )
         else:
             reason = "cancelled by a hard stop of the worker"
-            if self._limit is not None and delivery.attempt >= self._limit:
-                await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
-            else:
-                await self.nack(delivery, "retried", requeue=True, reason=reason)
+            try:
+                if self._limit is not None and delivery.attempt >= self._limit:
+                    await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+                else:
+                    await self.nack(delivery, "retried", requeue=True, reason=reason)
+            except BaseException as exc:
+                # The nack failed or was cancelled (the slot's second join): the worker
+                # is going and nobody will settle it; the backend may hold it for a
+                # settle again (a Redis backend renews it), so it is let go.
+                self.give_up(delivery, exc)
+                raise
 
     def dropped(self, delivery: AsyncDelivery, exc: BaseException | None) -> None:
         how = "returned" if exc is None else f"raised {type(exc).__name__}: {error_text(exc)}"
@@ -193,6 +201,9 @@ class AsyncSettler:
                     *(self.spec.name, delivery.id, error_text(exc)),
                     extra=delivery_fields([delivery]),
                 )
+            except BaseException as exc:  # cancelled: nobody tries again
+                self.give_up(delivery, exc)
+                raise
         if not delivery.settled:
             self.let_go(delivery, error)
 
@@ -203,12 +214,29 @@ class AsyncSettler:
         delivery._mark_settled()
         RELAY.deliver_end(delivery, "unsettled", error)
 
+    def give_up(self, delivery: AsyncDelivery, error: BaseException) -> None:
+        """A settle of ``delivery`` failed or was cancelled, and the worker will not
+        try again: let it go (:meth:`let_go`) unless it is settled, or still settling
+        (a settle whose work goes on where it cannot be cancelled ends it either way).
+        A Redis backend renews the lease of a delivery whose settle failed, for its
+        holder to settle it again: held by nobody, it would be renewed as long as the
+        broker is open, and never come back."""
+        if delivery._settled is False:
+            self.let_go(delivery, error)
+
     async def hand_back(self, delivery: AsyncDelivery) -> None:
         """Hand ``delivery`` back, no attempt counted: its hooks end ``"unsettled"``
         (the subscription handed it to the worker, so they started)."""
         RELAY.deliver_end(delivery, "unsettled")
-        with contextlib.suppress(BrokerError):
-            await self.broker._hand_back([delivery])
+        try:
+            with contextlib.suppress(BrokerError):
+                await self.broker._hand_back([delivery])
+        finally:
+            # A hand-back that failed or was cancelled is not tried again: marked
+            # settled (its hooks have ended), so that nothing renews its lease and it
+            # comes back when that runs out.
+            if delivery._settled is False:
+                delivery._mark_settled()
 
 
 def _reason(text: str) -> str:
