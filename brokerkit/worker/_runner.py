@@ -106,10 +106,16 @@ class Runner:
         with self._active_lock:
             return self._handling > 0
 
+    @property
+    def ended(self) -> bool:
+        """Whether every slot has ended."""
+        return all(slot.done for slot in self._slots)
+
     def join(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the slots to end, once no handler is
         :attr:`busy`: each is then ending its receive (a subscription's close ends it),
-        and hands back what that brought."""
+        and hands back what that brought. Where a slot is a task, one still running
+        after ``timeout`` is cancelled (its receive hands back what it brings)."""
         deadline = time.monotonic() + timeout
         for slot in self._slots:
             if not slot.done:

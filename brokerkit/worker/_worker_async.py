@@ -356,10 +356,18 @@ class AsyncWorker:
         self.drained = not any(r.busy for r in runners)
         if self.drained:
             # No handler runs, nor will start: a slot still running is ending its
-            # receive, and hands back what that brought before the run returns.
+            # receive, and hands back what that brought before the run returns. Waited
+            # for in steps, so that stop(now=True) or a second signal ends the wait at
+            # once, as it ends the grace period; a slot task still running then is
+            # cancelled (its receive hands back what it brings), a thread left to end.
             deadline = time.monotonic() + _CLOSE_WAIT
+            while not all(r.ended for r in runners) and not self._aborting():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await cut_short.wait(min(left, _TICK))
             for runner in runners:
-                await runner.join(max(deadline - time.monotonic(), 0.0))
+                await runner.join(0.0)
         else:
             log.warning(
                 "worker stopped with handlers still running; their deliveries come back",
