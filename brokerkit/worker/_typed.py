@@ -181,16 +181,31 @@ def bind(function: Callable[..., Any]) -> Binding:
 
 def _annotated_function(function: Callable[..., Any]) -> Any:
     """The function whose annotations ``function``'s parameters carry, and in whose
-    module they resolve: a partial's function (a partial of a partial's, at any depth;
-    the parameters it binds are no longer in the handler's signature, and those bound
-    by keyword are keyword-only with a default, never passed by the worker), a callable
-    object's ``__call__``; ``function`` itself otherwise (a function, a bound method).
-    ``typing.get_type_hints`` refuses a partial or an instance outright."""
+    module they resolve, read as :func:`inspect.signature` reads the parameters: a
+    wrapper's wrapped function (``__wrapped__``, set by ``functools.wraps`` or
+    ``update_wrapper``, a class-based decorator's instance included, down to one that
+    has a ``__signature__`` of its own), a partial's function (a partial of a
+    partial's, at any depth; the parameters it binds are no longer in the handler's
+    signature, and those bound by keyword are keyword-only with a default, never
+    passed by the worker), a callable object's ``__call__``; ``function`` itself
+    otherwise (a function, a bound method). ``typing.get_type_hints`` refuses a
+    partial or an instance outright."""
+    function = _unwrapped(function)
     while isinstance(function, functools.partial):
-        function = function.func
+        function = _unwrapped(function.func)
     if inspect.isroutine(function) or isinstance(function, type):
         return function
     return type(function).__call__
+
+
+def _unwrapped(function: Any) -> Any:
+    """``function`` without the wrappers around it, as :func:`inspect.signature`
+    unwraps it (which gives the wrapped function's parameters, so their annotations
+    are the wrapped function's, and resolve in its module, not the decorator's)."""
+    try:
+        return inspect.unwrap(function, stop=lambda f: hasattr(f, "__signature__"))
+    except ValueError:  # a chain of __wrapped__ that loops: inspect.signature failed too
+        return function
 
 
 def _resolve(function: Callable[..., Any], name: str, parameter: str, annotation: str) -> Any:
