@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,10 +31,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from brokerkit._acompat import within
+from brokerkit._capabilities import Capability
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.backends.nats._permissions import Permissions
-from brokerkit.exceptions import ConnectionFailed, PermissionDenied
+from brokerkit.exceptions import ConnectionFailed, PermissionDenied, Unsupported
 
 __all__ = [
     "CLOSE_WAIT",
@@ -98,6 +100,10 @@ class NatsClient(Permissions):
         self.reconnect_timeout = reconnect_timeout
         self._nc: Client | None = None
         self._opening: asyncio.Lock | None = None
+        #: The event loop the connection belongs to (nats-py's reader, its futures):
+        #: the first to use this client; claimed under :attr:`_claiming`.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._claiming = threading.Lock()
         self._replies: Subscription | None = None
         self._inbox = ""
         #: The requests waiting for their reply, by token: subject and reply future.
@@ -116,9 +122,6 @@ class NatsClient(Permissions):
         #: Counts the connection's losses and returns: what was leased before the
         #: last one may be unknown to a server that restarted meanwhile.
         self.generation = 0
-        #: The event loop the connection was opened on, where nats-py runs it: every
-        #: use of it runs there (see ``broker._on_connection_loop``).
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def server(self) -> str:
@@ -129,7 +132,12 @@ class NatsClient(Permissions):
         """The open connection; connects on first use.
 
         :raises ConnectionFailed: the server could not be reached.
+        :raises Unsupported: called from an event loop other than the one that first
+            used this client (nats-py's connection belongs to one loop).
         """
+        here = asyncio.get_running_loop()
+        if self._loop is not here:
+            self._claim(here)
         if self._nc is not None:
             return self._nc
         if self._opening is None:
@@ -137,25 +145,22 @@ class NatsClient(Permissions):
         async with self._opening:
             if self._nc is None:
                 self._nc = await self._connect()
-                self.loop = asyncio.get_running_loop()
         return self._nc
 
-    def abandon(self) -> None:
-        """Let go of a connection whose event loop has ended (nats-py's tasks ended
-        with it: nothing of it can be used, nor closed, any more): the next use opens
-        another, on the caller's loop. What was leased on it is checked as after a
-        lost connection (:attr:`generation`)."""
-        nc, self._nc = self._nc, None
-        self.loop = None
-        self._opening = None
-        self._back = None
-        for _, future in self._waiting.values():
-            with contextlib.suppress(RuntimeError):  # (its loop is closed)
-                future.cancel()
-        self._waiting.clear()
-        self.generation += 1
-        if nc is not None:
-            _drop_socket(nc)
+    def _claim(self, here: asyncio.AbstractEventLoop) -> None:
+        """Make ``here`` the connection's loop if it has none yet; refuse another."""
+        with self._claiming:
+            if self._loop is None:
+                self._loop = here
+            elif self._loop is not here:
+                raise Unsupported(
+                    f"an asyncio NATS broker (of {self.server})",
+                    Capability(0),
+                    "be called from an event loop other than the one that first used it "
+                    "(nats-py's connection belongs to that loop): open one broker per "
+                    "event loop, or share the sync broker (brokerkit.connect) between "
+                    "threads",
+                )
 
     def _credentials(self) -> dict[str, str]:
         """nats-py's arguments for the URL's credentials: a user name and password, or
@@ -437,19 +442,6 @@ class NatsClient(Permissions):
         except Exception:
             _abort(nc)
         await _end_reconnecting(nc)
-
-
-def _drop_socket(nc: Client) -> None:
-    """Close the socket of ``nc``, whose event loop has ended (its transport cannot be
-    closed through that loop any more)."""
-    writer = getattr(nc, "_transport", None)
-    transport = getattr(getattr(writer, "_io_writer", None), "transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    # (asyncio hands out a wrapper of the socket, which cannot close it)
-    sock = getattr(sock, "_sock", sock)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()
 
 
 def _withdraw(nc: Client, replies: Sequence[str]) -> None:

@@ -85,16 +85,6 @@ class Reader:
         self._client.watch([self._next_subject, self._inbox], refused)
         self._sub = await nc.subscribe(self._inbox, cb=arrived)
 
-    async def _reopen(self) -> None:
-        """Listen on the client's connection of now, its first having been let go
-        with the event loop it ran on (what arrived there is lost with it: its leases
-        run out)."""
-        self._client.unwatch([self._next_subject, self._inbox])
-        self._sub = None
-        self._refused = None
-        self._queue = asyncio.Queue()
-        await self.open()
-
     def stragglers(self) -> list[Msg]:
         """Messages that arrived after the pull that asked for them had given up."""
         found = []
@@ -117,8 +107,6 @@ class Reader:
         :raises PermissionDenied: the server's permissions refuse the pull.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
-        if self._nc is not await self._client.connection():
-            await self._reopen()  # (on a connection opened since: see NatsClient.abandon)
         if not await self._client.wait_connected(deadline):
             return []
         got = await self._request(batch, None)

@@ -43,8 +43,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from nats.aio.msg import Msg
 
@@ -96,7 +96,6 @@ from brokerkit.backends.nats._wire import (
 )
 from brokerkit.exceptions import (
     BrokerError,
-    ConnectionFailed,
     InvalidMessage,
 )
 
@@ -106,51 +105,6 @@ log = logging.getLogger("brokerkit.nats")
 
 #: Seconds within which a straggler's hand-back is sent, or not at all.
 _AT_ONCE = 0.05
-#: Seconds between two looks at the connection's event loop, while a call runs there.
-_LOOK = 0.25
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-
-def _on_connection_loop(
-    primitive: Callable[Concatenate[AsyncNatsBroker, _P], Coroutine[Any, Any, _T]],
-) -> Callable[Concatenate[AsyncNatsBroker, _P], Coroutine[Any, Any, _T]]:
-    """``primitive``, run on the event loop the broker's connection runs on: threads
-    that each run their own event loop may share the broker, and nats-py's
-    connection, its replies and the broker's own state (leases, pulls, renewals)
-    belong to one loop. Called on another, it runs there and is awaited here;
-    called once that loop has ended (its thread's ``asyncio.run`` returned: nats-py
-    ended with it), the connection is let go and opened again on this loop."""
-
-    async def run(self: AsyncNatsBroker, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        here = asyncio.get_running_loop()
-        while True:
-            owner = self._client.loop
-            if owner is None or owner is here:
-                return await primitive(self, *args, **kwargs)
-            if not owner.is_running():
-                self._loop_ended(owner)
-                continue
-            try:
-                there = asyncio.run_coroutine_threadsafe(primitive(self, *args, **kwargs), owner)
-            except RuntimeError:  # (closed meanwhile)
-                continue
-            waiting = asyncio.wrap_future(there)
-            while True:
-                # (a cancellation here cancels the call there, as on its own loop)
-                done, _ = await asyncio.wait({waiting}, timeout=_LOOK)
-                if done:
-                    return waiting.result()
-                if not owner.is_running():  # ended before the call could: not run
-                    waiting.cancel()
-                    raise ConnectionFailed(
-                        f"the event loop of the NATS connection to {self._client.server} "
-                        "ended during the call"
-                    )
-
-    functools.update_wrapper(run, primitive)
-    return run
 
 
 class AsyncNatsBroker(NatsSettling):
@@ -204,7 +158,6 @@ class AsyncNatsBroker(NatsSettling):
 
     # -- publishing ---------------------------------------------------------------
 
-    @_on_connection_loop
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         await self._ensure_stream()
         subject = subject_for(self._stream, topic)
@@ -258,7 +211,6 @@ class AsyncNatsBroker(NatsSettling):
 
     # -- consuming ----------------------------------------------------------------
 
-    @_on_connection_loop
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         await self._ensure_stream()
         if not self._server_checked:
@@ -279,7 +231,6 @@ class AsyncNatsBroker(NatsSettling):
         if warning:
             log.warning("NATS at %s: %s", self._client.server, warning, extra=log_fields())
 
-    @_on_connection_loop
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
     ) -> list[AsyncDelivery]:
@@ -365,7 +316,6 @@ class AsyncNatsBroker(NatsSettling):
         lease.holder = delivery
         return delivery
 
-    @_on_connection_loop
     async def _unsubscribe(
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
     ) -> None:
@@ -376,7 +326,6 @@ class AsyncNatsBroker(NatsSettling):
             await reader.close()
             await self._hand_back_stragglers(reader)
 
-    @_on_connection_loop
     async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
         """``-NAK`` what was fetched and never returned: another consumer gets it at once.
         Never dead-letters (the caller never saw it), though JetStream counts the attempt.
@@ -432,44 +381,6 @@ class AsyncNatsBroker(NatsSettling):
                 extra=log_fields(),
             )
 
-    # -- settling, on the connection's loop ----------------------------------------
-
-    @_on_connection_loop
-    async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
-        await super()._ack(deliveries)
-
-    @_on_connection_loop
-    async def _nack_with(
-        self,
-        deliveries: Sequence[AsyncDelivery],
-        requeue: bool,
-        delay: float | None,
-        reason: str | None,
-    ) -> None:
-        await super()._nack_with(deliveries, requeue, delay, reason)
-
-    @_on_connection_loop
-    async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:
-        await super()._extend(deliveries, seconds)
-
-    def _loop_ended(self, owner: asyncio.AbstractEventLoop) -> None:
-        """``owner``, the event loop the connection ran on, has ended (a thread sharing
-        the broker ran it, and its ``asyncio.run`` returned): nats-py and the renewals
-        ended with it. Let the connection go (unless another call did already); the
-        next use opens another, on its own loop; the leases held are checked as after
-        a lost connection, and renewed from this loop."""
-        if self._client.loop is not owner:
-            return
-        log.warning(
-            "the event loop of the NATS connection to %s has ended; connecting again",
-            self._client.server,
-            extra=log_fields(),
-        )
-        self._renewer = None
-        self._client.abandon()
-        if self._leases and not self.closed:
-            self._start_renewing()
-
     # -- renewing in the background -----------------------------------------------
 
     def _start_renewing(self) -> None:
@@ -487,7 +398,6 @@ class AsyncNatsBroker(NatsSettling):
         for reader in list(self._readers):
             reader.ack_wait = ack_waits.get(reader.consumer, reader.ack_wait)
 
-    @_on_connection_loop
     async def _suspend_renewals(self) -> None:
         self._renewals_suspended = True
         await self._stop_renewing()
@@ -501,17 +411,14 @@ class AsyncNatsBroker(NatsSettling):
 
     # -- management ---------------------------------------------------------------
 
-    @_on_connection_loop
     async def _inspect(self, topic: str) -> TopicInfo:
         await self._ensure_stream()
         return await inspect_topic(self._client, self._stream, topic, self.dead_letter_topic(topic))
 
-    @_on_connection_loop
     async def _list_topics(self) -> list[str]:
         await self._ensure_stream()
         return await list_topics(self._client, self._stream)
 
-    @_on_connection_loop
     async def _purge(self, topic: str) -> int:
         await self._ensure_stream()
         return await purge_topic(self._client, self._stream, topic)
@@ -526,7 +433,6 @@ class AsyncNatsBroker(NatsSettling):
             frozenset((self._stream, name) for name in list(groups.made_consumers)),
         )
 
-    @_on_connection_loop
     async def delete(self, streams: frozenset[str], consumers: frozenset[tuple[str, str]]) -> None:
         """Delete these durable consumers, then these streams, named as :attr:`declared`
         names them: only what this broker made. A stream is deleted only once it holds
@@ -548,19 +454,10 @@ class AsyncNatsBroker(NatsSettling):
             raise BrokerError("; ".join(refused))
 
     async def _close(self) -> None:
-        owner = self._client.loop
-        if owner is not None and not owner.is_running():
-            self._loop_ended(owner)  # (nothing of it to close: its loop has ended)
-        try:
-            await self._close_connection()
-        finally:
-            self._leases.clear()
-
-    @_on_connection_loop
-    async def _close_connection(self) -> None:
         try:
             await self._stop_renewing()
         finally:
+            self._leases.clear()
             await self._client.close(by=self._closing_by)
 
 
