@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 import sys
 import typing
@@ -294,6 +295,9 @@ def _check_body_type(name: str, parameter: str, annotation: Any, body_type: Any)
     found = _body_model(body_type)
     if found is not None:
         origin = typing.get_origin(found)
+        if _is_struct(origin):
+            _check_struct_arguments(name, parameter, annotation, found)
+            return
         held = _models_within(found) if dataclasses.is_dataclass(origin) else []
         if held:
             model = _name(held[0])
@@ -316,6 +320,78 @@ def _check_body_type(name: str, parameter: str, annotation: Any, body_type: Any)
             f"dataclass itself ({model}, or Annotated[{model}, ...]), or with a type taken "
             "as decoded (dict, list, str, bytes, Any...) and validate it in the handler"
         )
+
+
+def _is_struct(cls: Any) -> bool:
+    """Whether ``cls`` is a msgspec Struct class (msgspec is then imported)."""
+    msgspec = sys.modules.get("msgspec")
+    return msgspec is not None and isinstance(cls, type) and issubclass(cls, msgspec.Struct)
+
+
+def _check_struct_arguments(name: str, parameter: str, annotation: Any, struct: Any) -> None:
+    """Refuse a parametrized generic msgspec Struct (``Box[Line]``) whose type arguments
+    hold a type msgspec cannot build from decoded data (a pydantic model, a plain
+    class: what ``msgspec.inspect`` reads as a custom type, which needs a ``dec_hook``
+    the worker does not pass), at any depth (``Box[list[Line]]``, ``Box[Order]`` with
+    ``Order`` a dataclass with a field ``Line``); or a type msgspec does not support at
+    all. msgspec builds what it knows (Structs, dataclasses, attrs classes,
+    ``TypedDict``, enums, ``datetime``...): every valid message would otherwise be
+    dead-lettered (``Expected `Line`, got `dict```).
+
+    :raises InvalidOption: naming the annotation and the type msgspec cannot build.
+    """
+    inspect_types = importlib.import_module("msgspec.inspect")
+    for argument in typing.get_args(struct):
+        try:
+            info = inspect_types.type_info(argument)
+        except Exception as exc:  # TypeError: a type msgspec does not support
+            raise InvalidOption(
+                f"handler {name} annotates its body parameter {parameter!r} with "
+                f"{annotation!r}, a generic msgspec Struct whose type argument "
+                f"{argument!r} msgspec does not support ({type(exc).__name__}: "
+                f"{one_line(exc)}): no body could be validated into it"
+            ) from None
+        custom = _custom_type(info, inspect_types.CustomType)
+        if custom is None:
+            continue
+        what = _name(custom)
+        pydantic = sys.modules.get("pydantic")
+        kind = (
+            "a pydantic model"
+            if pydantic is not None and issubclass(custom, pydantic.BaseModel)
+            else "a class msgspec does not know"
+        )
+        raise InvalidOption(
+            f"handler {name} annotates its body parameter {parameter!r} with "
+            f"{annotation!r}, a generic msgspec Struct whose type arguments hold {what} "
+            f"({kind}), which msgspec cannot build from a message: every message would be "
+            f"dead-lettered (Expected `{what}`, got `dict`). Make {what} a msgspec Struct "
+            "or a dataclass, or annotate the body with a pydantic model"
+        )
+
+
+def _custom_type(info: Any, custom_type: Any) -> Any:
+    """The class of the first custom type (``msgspec.inspect.CustomType``: one msgspec
+    cannot build without a ``dec_hook``) in the type information ``info``, at any
+    depth (the fields of Structs and dataclasses, the items of containers, the members
+    of unions); None if it holds none. A recursive type is looked at once."""
+    seen: set[int] = set()
+    todo: list[Any] = [info]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, custom_type):
+            return node.cls
+        for attribute in ("type", "item_type", "key_type", "value_type"):
+            child = getattr(node, attribute, None)
+            if child is not None:
+                todo.append(child)
+        todo.extend(getattr(node, "types", None) or ())
+        todo.extend(getattr(node, "item_types", None) or ())
+        todo.extend(field.type for field in getattr(node, "fields", None) or ())
+    return None
 
 
 def _is_delivery(hint: Any) -> bool:
