@@ -255,6 +255,23 @@ def test_a_plugin_without_an_asyncio_class_gets_the_thread_adapter() -> None:
     assert brokerkit.aio.threaded(MemoryBroker) is adapted
 
 
+@pytest.mark.parametrize("attribute", ["extend_beyond_timeout", "extend_shortens"])
+def test_the_adapters_keep_what_the_contract_suite_reads_of_the_class(attribute: str) -> None:
+    """A plugin that declares one of these False keeps it under the other API, or the
+    contract suite holds its adapted class to a promise it does not make."""
+
+    class Plain(MemoryBroker):
+        schemes = ("plain-flags",)
+
+    class Native(AsyncMemoryBroker):
+        schemes = ("native-flags",)
+
+    for cls in (Plain, Native):
+        setattr(cls, attribute, False)
+    assert getattr(brokerkit.aio.threaded(Plain), attribute) is False
+    assert getattr(brokerkit.aio.bridged(Native), attribute) is False
+
+
 class TestAsyncOnlyBackendThroughTheLoopBridge(BrokerContract):
     """An asyncio-only backend under the sync API: the memory backend's asyncio class,
     run by the loop bridge, keeps the whole contract."""

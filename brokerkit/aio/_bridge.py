@@ -322,5 +322,6 @@ def bridged(async_class: type[AsyncBroker]) -> type[LoopBridgeBroker]:
             "Options": async_class.Options,
             "driver_query_keys": async_class.driver_query_keys,
             "extend_beyond_timeout": async_class.extend_beyond_timeout,
+            "extend_shortens": async_class.extend_shortens,
         },
     )

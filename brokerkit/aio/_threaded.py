@@ -415,5 +415,6 @@ def threaded(sync_class: type[Broker]) -> type[ThreadedAsyncBroker]:
             "Options": sync_class.Options,
             "driver_query_keys": sync_class.driver_query_keys,
             "extend_beyond_timeout": sync_class.extend_beyond_timeout,
+            "extend_shortens": sync_class.extend_shortens,
         },
     )

@@ -304,6 +304,8 @@ async def renew_forever(
             ack_waits(await leases.check_ack_waits())
         except BrokerError as exc:  # (asked again next round)
             log.debug("could not check the AckWait of a group: %s", exc, extra=log_fields())
+        except Exception:  # a bug, or an answer not understood, must not end the renewals
+            log.exception("could not check the AckWait of a group", extra=log_fields())
         await leases.next_round(idle=1.0)
         now = time.monotonic()
         held: list[Lease] = []
