@@ -63,6 +63,8 @@ class Lease:
     delivered_at: float
     #: The link's :attr:`~Link.generation` when it was delivered.
     generation: int
+    #: Its dead letter could not be sent, and that was logged (once per lease).
+    refused: bool = False
 
 
 class Reader:

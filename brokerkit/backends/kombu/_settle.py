@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from brokerkit._delivery import Delivery
+from brokerkit._logging import subscription_fields
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
 from brokerkit.backends.kombu._publish import send_confirmed
 from brokerkit.backends.kombu._reader import Lease, Reader
-from brokerkit.exceptions import BrokerError, StaleDelivery
+from brokerkit.exceptions import BrokerError, InvalidMessage, StaleDelivery
 
 __all__ = ["AMQPSettling"]
+
+log = logging.getLogger("brokerkit.kombu")
 
 
 class AMQPSettling:
@@ -159,8 +163,27 @@ class AMQPSettling:
         for delivery in deliveries:
             lease: Lease = delivery.receipt
             if lease.reader.holds(lease, link):
-                self._give_back(lease, requeue=requeue)
+                self._isolated(lease, functools.partial(self._give_back, lease, requeue=requeue))
                 self._retire_if_done(lease.reader)
+
+    def _isolated(self, lease: Lease, settle: Callable[[], None]) -> bool:
+        """Run ``settle`` (a hand-back or dead letter of ``lease``, by the reaper or a
+        fetch) so that a message whose dead letter is refused does not stop the
+        others: log it (once per lease), keep the lease, and return False."""
+        try:
+            settle()
+        except InvalidMessage as exc:
+            if not lease.refused:
+                lease.refused = True
+                log.warning(
+                    "could not dead-letter message %s of %r: %s",
+                    lease.delivery.id,
+                    lease.reader.subscription.topic,
+                    exc,
+                    extra=subscription_fields(lease.reader.subscription, [lease.delivery]),
+                )
+            return False
+        return True
 
     def _dead_letter(self, lease: Lease, reason: str, deliveries: int) -> None:
         """Republish the message to the dead-letter topic, confirmed, then ack it."""

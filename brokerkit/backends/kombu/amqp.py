@@ -254,7 +254,16 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         kept = []
         for delivery in taken:
             if delivery.attempt > limit_:
-                self._dead_letter(delivery.receipt, "max_deliveries", delivery.attempt - 1)
+                # (one refused stays held, and is not handed out: see _isolated)
+                self._isolated(
+                    delivery.receipt,
+                    functools.partial(
+                        self._dead_letter,
+                        delivery.receipt,
+                        "max_deliveries",
+                        delivery.attempt - 1,
+                    ),
+                )
             else:
                 kept.append(delivery)
         return kept
@@ -354,7 +363,11 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                 for lease in expired:
                     attempt = lease.delivery.attempt
                     if limit is not None and attempt >= limit:
-                        self._dead_letter(lease, "max_deliveries", attempt)
+                        # (one refused does not stop the others: see _isolated)
+                        self._isolated(
+                            lease,
+                            functools.partial(self._dead_letter, lease, "max_deliveries", attempt),
+                        )
                     else:
                         lease.channel.basic_reject(lease.tag, requeue=True)
                         reader.release(lease)
