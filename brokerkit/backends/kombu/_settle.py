@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from brokerkit._delivery import Delivery
 from brokerkit._logging import subscription_fields
+from brokerkit._message import Message
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
@@ -25,6 +26,10 @@ from brokerkit.exceptions import BrokerError, InvalidMessage, StaleDelivery
 __all__ = ["AMQPSettling"]
 
 log = logging.getLogger("brokerkit.kombu")
+
+#: On a dead letter sent without the message's own headers (they did not fit in one
+#: frame with the dead-letter headers): how many were dropped.
+DROPPED_HEADER = "x-dead-letter-headers-dropped"
 
 
 class AMQPSettling:
@@ -186,28 +191,64 @@ class AMQPSettling:
         return True
 
     def _dead_letter(self, lease: Lease, reason: str, deliveries: int) -> None:
-        """Republish the message to the dead-letter topic, confirmed, then ack it."""
+        """Republish the message to the dead-letter topic, confirmed, then ack it.
+
+        One whose dead letter does not fit in one frame (a message another program
+        published, its headers near the frame's limit) is
+        dead-lettered without its own headers, ``x-dead-letter-headers-dropped``
+        saying how many, with a WARNING; if even that does not fit, it is rejected
+        without requeue, which RabbitMQ dead-letters to the same topic itself.
+        """
         message = lease.delivery.message
         topic = lease.reader.subscription.topic
         dead_topic = self.dead_letter_topic(topic)
-        dead = dataclasses.replace(
-            message,
-            topic=dead_topic,
-            headers={
-                **message.headers,
-                "x-dead-letter-reason": reason,
-                "x-original-topic": topic,
-                "x-deliveries": str(deliveries),
-            },
-        )
+        added = {
+            "x-dead-letter-reason": reason,
+            "x-original-topic": topic,
+            "x-deliveries": str(deliveries),
+        }
+        dead = dataclasses.replace(message, topic=dead_topic, headers={**message.headers, **added})
         publishing = self._link
 
-        def send() -> None:
+        def send(letter: Message) -> None:
             publishing.ensure_topic(topic)
-            send_confirmed(publishing, publishing.names.exchange(dead_topic), [dead])
+            send_confirmed(publishing, publishing.names.exchange(dead_topic), [letter])
 
         # Lock order: the reading link's lock (held by the caller), then this one's.
-        publishing.call(send)
+        try:
+            publishing.call(functools.partial(send, dead))
+        except InvalidMessage as exc:
+            dropped = len([k for k in message.headers if k not in added])
+            stripped = dataclasses.replace(dead, headers={**added, DROPPED_HEADER: str(dropped)})
+            fields = subscription_fields(lease.reader.subscription, [lease.delivery])
+            try:
+                publishing.call(functools.partial(send, stripped))
+            except InvalidMessage as again:
+                log.warning(
+                    "message %s of %r could not be dead-lettered even without its "
+                    "headers (%s): rejected without requeue, for RabbitMQ to dead-letter "
+                    "it to %r itself",
+                    message.id,
+                    topic,
+                    again,
+                    dead_topic,
+                    extra=fields,
+                )
+                lease.channel.basic_reject(lease.tag, requeue=False)
+                lease.reader.release(lease)
+                return
+            log.warning(
+                "message %s of %r was dead-lettered to %r with its %d header(s) dropped "
+                "(%s: %d): the dead letter's headers did not fit in one frame (%s)",
+                message.id,
+                topic,
+                dead_topic,
+                dropped,
+                DROPPED_HEADER,
+                dropped,
+                exc,
+                extra=fields,
+            )
         lease.channel.basic_ack(lease.tag)
         lease.reader.release(lease)
 
