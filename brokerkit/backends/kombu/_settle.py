@@ -220,7 +220,6 @@ class AMQPSettling:
         except InvalidMessage as exc:
             dropped = len([k for k in message.headers if k not in added])
             stripped = dataclasses.replace(dead, headers={**added, DROPPED_HEADER: str(dropped)})
-            fields = subscription_fields(lease.reader.subscription, [lease.delivery])
             try:
                 publishing.call(functools.partial(send, stripped))
             except InvalidMessage as again:
@@ -232,7 +231,7 @@ class AMQPSettling:
                     topic,
                     again,
                     dead_topic,
-                    extra=fields,
+                    extra=subscription_fields(lease.reader.subscription, [lease.delivery]),
                 )
                 lease.channel.basic_reject(lease.tag, requeue=False)
                 lease.reader.release(lease)
@@ -247,7 +246,7 @@ class AMQPSettling:
                 DROPPED_HEADER,
                 dropped,
                 exc,
-                extra=fields,
+                extra=subscription_fields(lease.reader.subscription, [lease.delivery]),
             )
         lease.channel.basic_ack(lease.tag)
         lease.reader.release(lease)
