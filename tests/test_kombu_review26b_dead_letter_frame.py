@@ -13,60 +13,30 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import amqp
 import pytest
 
-import brokerkit
 from brokerkit._message import Message
 from brokerkit._serializers import BINARY
 from brokerkit.backends.kombu._envelope import encode
-from tests.kombu_rabbitmq import close_and_delete, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import rabbitmq, raw_connection
 from tests.test_kombu_review26_frame import (
-    FRAMING,
     ID_LENGTH,
     PUBLISHED_AT,
+    Brokers,
+    brokers,
     content_header_size,
-    frame_max,
     headers_of_size,
+    room,
 )
 
-__all__ = ["rabbitmq"]
+__all__ = ["brokers", "rabbitmq", "room"]
 
 TOPIC = "near"
 #: What the message's own content header leaves of the frame's room.
 SLACK = 20
-
-
-class Brokers:
-    """Brokers under one prefix of this test's own; closed, and what they declared
-    deleted, at the end."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.prefix = f"bkk-r26b-{uuid.uuid4().hex[:10]}"
-        self.made: list[Any] = []
-
-    def sync(self, **options: Any) -> Any:
-        broker = brokerkit.connect(self.url, prefix=self.prefix, **options)
-        self.made.append(broker)
-        return broker
-
-
-@pytest.fixture
-def brokers(rabbitmq: str) -> Iterator[Brokers]:
-    made = Brokers(rabbitmq)
-    try:
-        yield made
-    finally:
-        close_and_delete(made.made)
-
-
-@pytest.fixture(scope="module")
-def room(rabbitmq: str) -> int:
-    return frame_max() - FRAMING
 
 
 def near_limit_headers(room: int) -> dict[str, str]:
