@@ -8,7 +8,10 @@ loop, and once the first loop had ended failed with ``ConnectionFailed`` after
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 import threading
+import warnings
 from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -90,3 +93,79 @@ def test_a_call_from_another_loop_is_refused_at_once(
     assert loop.run(broker.inspect("jobs")).length == 1
     loop.run(broker.publish("jobs", "again from the first loop"))
     assert loop.run(broker.inspect("jobs")).length == 2
+
+
+def test_a_receive_from_another_loop_is_refused_and_leaves_the_subscription_whole(
+    first_loop: tuple[FirstLoop, brokerkit.aio.AsyncBroker],
+) -> None:
+    loop, broker = first_loop
+    subscription = loop.run(broker.subscribe("jobs", group="g"))
+
+    async def elsewhere() -> None:
+        with pytest.raises(Unsupported, match="open one broker per event loop"):
+            await _guarded(subscription.receive(timeout=1))
+
+    asyncio.run(elsewhere())
+
+    async def at_home() -> str:
+        delivery = await subscription.receive(timeout=GUARD)
+        assert delivery is not None
+        await delivery.ack()
+        return str(delivery.body)
+
+    assert loop.run(at_home()) == "from the first loop"
+
+
+def test_a_close_from_another_loop_closes_the_broker_on_its_own(
+    nats_url: str, nats_prefix: str
+) -> None:
+    loop = FirstLoop()
+    try:
+
+        async def connect() -> brokerkit.aio.AsyncBroker:
+            broker = await brokerkit.aio.connect(nats_url, prefix=nats_prefix)
+            await broker.publish("jobs", "from the first loop")
+            return broker
+
+        broker = loop.run(connect())
+        connection = broker._client._nc  # type: ignore[attr-defined]
+        asyncio.run(_guarded(broker.close()))
+        assert connection.is_closed  # closed on its own loop, which still runs
+    finally:
+        loop.end()
+
+
+def test_a_close_after_the_first_loop_ended_drops_the_connection(
+    nats_url: str, nats_prefix: str
+) -> None:
+    loop = FirstLoop()
+
+    async def connect() -> brokerkit.aio.AsyncBroker:
+        broker = await brokerkit.aio.connect(nats_url, prefix=nats_prefix)
+        await broker.publish("jobs", "from the first loop")
+        return broker
+
+    broker = loop.run(connect())
+    connection = broker._client._nc  # type: ignore[attr-defined]
+    loop.end()
+    asyncio.run(_guarded(broker.close()))
+    assert connection.is_closed  # marked closed: it cannot reconnect
+    assert broker._client._nc is None  # type: ignore[attr-defined]
+    # nats-py's tasks and transport ended pending with their loop, as they do for an
+    # application whose loop ends before its broker's close: collected here, where
+    # what their finalizers raise (that loop is closed) is expected, not in a later test.
+    del broker, connection, loop
+    _collect_what_a_closed_loop_left()
+
+
+def _collect_what_a_closed_loop_left() -> None:
+    left: list[str] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: left.append(repr(unraisable.exc_value))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert all("Event loop is closed" in text for text in left), left

@@ -135,9 +135,7 @@ class NatsClient(Permissions):
         :raises Unsupported: called from an event loop other than the one that first
             used this client (nats-py's connection belongs to one loop).
         """
-        here = asyncio.get_running_loop()
-        if self._loop is not here:
-            self._claim(here)
+        self.check_loop()
         if self._nc is not None:
             return self._nc
         if self._opening is None:
@@ -146,6 +144,31 @@ class NatsClient(Permissions):
             if self._nc is None:
                 self._nc = await self._connect()
         return self._nc
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the connection belongs to (None before the first use)."""
+        return self._loop
+
+    def check_loop(self) -> None:
+        """Claim the running loop for the connection on first use; refuse another.
+
+        :raises Unsupported: called from another loop than the first to use it.
+        """
+        here = asyncio.get_running_loop()
+        if self._loop is not here:
+            self._claim(here)
+
+    def drop(self) -> None:
+        """Let go of the connection without its event loop (that loop is not running:
+        its transport cannot be closed through it): the socket is closed, nothing
+        sent, and nats-py's client marked closed."""
+        self._closing = True
+        nc, self._nc = self._nc, None
+        self._waiting.clear()
+        if nc is not None:
+            nc._status = Client.CLOSED  # (nats-py reconnects a client that is not)
+            _drop_socket(nc)
 
     def _claim(self, here: asyncio.AbstractEventLoop) -> None:
         """Make ``here`` the connection's loop if it has none yet; refuse another."""
@@ -246,7 +269,11 @@ class NatsClient(Permissions):
 
     async def wait_connected(self, until: float) -> bool:
         """Whether the connection is up, waiting for nats-py's reconnection until the
-        monotonic time ``until`` at most (False at once if it is closed)."""
+        monotonic time ``until`` at most (False at once if it is closed).
+
+        :raises Unsupported: called from another loop than the connection's.
+        """
+        self.check_loop()
         nc, back = self._nc, self._back
         while True:
             if nc is None or nc.is_closed or self._closing:
@@ -480,6 +507,19 @@ async def _end_reconnecting(nc: Client) -> None:
     while not task.done() and time.monotonic() < deadline:
         task.cancel()
         await asyncio.wait({task}, timeout=0.05)
+
+
+def _drop_socket(nc: Client) -> None:
+    """Close the socket of ``nc``, whose event loop has ended (its transport cannot be
+    closed through that loop any more)."""
+    writer = getattr(nc, "_transport", None)
+    transport = getattr(getattr(writer, "_io_writer", None), "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    # (asyncio hands out a wrapper of the socket, which cannot close it)
+    sock = getattr(sock, "_sock", sock)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _abort(nc: Client) -> None:

@@ -234,6 +234,7 @@ class AsyncNatsBroker(NatsSettling):
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
     ) -> list[AsyncDelivery]:
+        self._client.check_loop()  # (before anything binds to this loop)
         reader: Reader = subscription.state
         await self._hand_back_stragglers(reader)
         generation = self._client.generation  # (before the pull: the earlier, if two)
@@ -454,6 +455,23 @@ class AsyncNatsBroker(NatsSettling):
             raise BrokerError("; ".join(refused))
 
     async def _close(self) -> None:
+        owner = self._client.loop
+        if owner is not None and owner is not asyncio.get_running_loop():
+            # The connection (and the renewals) belong to the loop that first used
+            # the broker: closed there while it runs; else (ended, or stopped) its
+            # socket is dropped, and nats-py's client marked closed, so that nothing
+            # of it reconnects should that loop run again.
+            if owner.is_running():
+                done = asyncio.run_coroutine_threadsafe(self._close_here(), owner)
+                await asyncio.wrap_future(done)
+                return
+            self._renewer = None  # (its task is that loop's)
+            self._leases.clear()
+            self._client.drop()
+            return
+        await self._close_here()
+
+    async def _close_here(self) -> None:
         try:
             await self._stop_renewing()
         finally:
