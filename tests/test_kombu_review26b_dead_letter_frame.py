@@ -20,7 +20,9 @@ import pytest
 
 from brokerkit._message import Message
 from brokerkit._serializers import BINARY
+from brokerkit.backends.kombu import _settle as kombu_settle
 from brokerkit.backends.kombu._envelope import encode
+from brokerkit.exceptions import InvalidMessage
 from tests.kombu_rabbitmq import rabbitmq, raw_connection
 from tests.test_kombu_review26_frame import (
     ID_LENGTH,
@@ -169,4 +171,36 @@ def test_a_nack_dead_letters_it_without_its_headers_and_says_so(
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.message_id == delivery.id  # type: ignore[attr-defined]
     assert "dropped" in warning.getMessage()
+    assert broker.inspect(TOPIC).in_flight == 0
+
+
+def test_a_dead_letter_refused_for_another_reason_is_left_to_rabbitmq(
+    brokers: Brokers, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead letter refused for something else than its headers' size (RabbitMQ's
+    ``max_message_size``, say: here a seam refuses it) is not re-sent without its
+    headers, which would be refused again: the message is rejected without requeue,
+    and RabbitMQ dead-letters it to the same topic itself."""
+    broker = brokers.sync()
+    subscription = broker.subscribe(TOPIC)
+    dead_letters = broker.subscribe(broker.dead_letter_topic(TOPIC))
+    broker.publish(TOPIC, b"refused", headers={"trace": "abc"})
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None
+    sent = []
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        sent.append(args)
+        raise InvalidMessage("over RabbitMQ's max_message_size")
+
+    monkeypatch.setattr(kombu_settle, "send_confirmed", refuse)
+    with caplog.at_level(logging.WARNING, logger="brokerkit.kombu"):
+        delivery.nack(requeue=False)
+    monkeypatch.undo()
+    assert len(sent) == 1  # not tried again without its headers
+    dead = dead_letters.receive(timeout=5)  # dead-lettered by RabbitMQ itself
+    assert dead is not None and dead.payload == b"refused"
+    dead.ack()
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "rejected without requeue" in warning.getMessage()
     assert broker.inspect(TOPIC).in_flight == 0

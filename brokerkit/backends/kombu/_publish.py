@@ -25,7 +25,7 @@ from brokerkit.backends.kombu._envelope import HEADER, check_content_type_size, 
 from brokerkit.backends.kombu._link import Link
 from brokerkit.exceptions import ConnectionFailed, InvalidMessage
 
-__all__ = ["content_header_size", "publish", "send_confirmed"]
+__all__ = ["content_header_size", "over_frame", "publish", "send_confirmed"]
 
 #: A content header's payload before its properties: class id, weight and body size.
 HEADER_FIELDS = 12
@@ -107,11 +107,22 @@ def _prepare(messages: Sequence[Message]) -> list[_Prepared]:
     return prepared
 
 
+#: The attribute :func:`_check_frames` sets on the InvalidMessage it raises.
+_OVER_FRAME = "brokerkit_over_frame"
+
+
+def over_frame(error: InvalidMessage) -> bool:
+    """Whether ``error`` refused a message whose content header does not fit in one
+    frame of the connection (not another refusal)."""
+    return getattr(error, _OVER_FRAME, False) is True
+
+
 def _check_frames(link: Link, prepared: Sequence[_Prepared]) -> None:
     """Refuse the batch if the content header of one of its messages does not fit in
     one frame of the link's connection (call within :meth:`Link.call`: connected).
 
-    :raises InvalidMessage: the first that does not fit, with its size and the limit.
+    :raises InvalidMessage: the first that does not fit, with its size and the limit
+        (:func:`over_frame` tells it from other refusals).
     """
     frame_max = link.frame_max()
     room = frame_max - FRAME_OVERHEAD
@@ -121,7 +132,7 @@ def _check_frames(link: Link, prepared: Sequence[_Prepared]) -> None:
         size = content_header_size(raw)
         if size > room:
             count = len(message.headers)
-            raise InvalidMessage(
+            refused = InvalidMessage(
                 f"the headers of message {message.id} do not fit in one AMQP frame: its "
                 f"content header (the AMQP properties, with the {count:,} header(s) as "
                 f"JSON in the {HEADER!r} header) is {size:,} bytes, and RabbitMQ on "
@@ -130,6 +141,8 @@ def _check_frames(link: Link, prepared: Sequence[_Prepared]) -> None:
                 "smaller headers and carry large data in the body (which may be split "
                 "over many frames), or raise frame_max in RabbitMQ's configuration"
             )
+            setattr(refused, _OVER_FRAME, True)
+            raise refused
 
 
 def _header_bound(properties: Mapping[str, Any]) -> int:

@@ -19,7 +19,7 @@ from brokerkit._message import Message
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
-from brokerkit.backends.kombu._publish import send_confirmed
+from brokerkit.backends.kombu._publish import over_frame, send_confirmed
 from brokerkit.backends.kombu._reader import Lease, Reader
 from brokerkit.exceptions import BrokerError, InvalidMessage, StaleDelivery
 
@@ -196,8 +196,10 @@ class AMQPSettling:
         One whose dead letter does not fit in one frame (a message another program
         published, its headers near the frame's limit) is
         dead-lettered without its own headers, ``x-dead-letter-headers-dropped``
-        saying how many, with a WARNING; if even that does not fit, it is rejected
-        without requeue, which RabbitMQ dead-letters to the same topic itself.
+        saying how many, with a WARNING. One whose dead letter cannot be published at
+        all (even so; or refused for another reason, as RabbitMQ's
+        ``max_message_size``) is rejected without requeue, with a WARNING, which
+        RabbitMQ dead-letters to the same topic itself.
         """
         message = lease.delivery.message
         topic = lease.reader.subscription.topic
@@ -214,27 +216,32 @@ class AMQPSettling:
             publishing.ensure_topic(topic)
             send_confirmed(publishing, publishing.names.exchange(dead_topic), [letter])
 
+        def refused(why: InvalidMessage) -> None:
+            log.warning(
+                "message %s of %r could not be dead-lettered (%s): rejected without "
+                "requeue, for RabbitMQ to dead-letter it to %r itself",
+                message.id,
+                topic,
+                why,
+                dead_topic,
+                extra=subscription_fields(lease.reader.subscription, [lease.delivery]),
+            )
+            lease.channel.basic_reject(lease.tag, requeue=False)
+            lease.reader.release(lease)
+
         # Lock order: the reading link's lock (held by the caller), then this one's.
         try:
             publishing.call(functools.partial(send, dead))
         except InvalidMessage as exc:
+            if not over_frame(exc):
+                refused(exc)
+                return
             dropped = len([k for k in message.headers if k not in added])
             stripped = dataclasses.replace(dead, headers={**added, DROPPED_HEADER: str(dropped)})
             try:
                 publishing.call(functools.partial(send, stripped))
             except InvalidMessage as again:
-                log.warning(
-                    "message %s of %r could not be dead-lettered even without its "
-                    "headers (%s): rejected without requeue, for RabbitMQ to dead-letter "
-                    "it to %r itself",
-                    message.id,
-                    topic,
-                    again,
-                    dead_topic,
-                    extra=subscription_fields(lease.reader.subscription, [lease.delivery]),
-                )
-                lease.channel.basic_reject(lease.tag, requeue=False)
-                lease.reader.release(lease)
+                refused(again)
                 return
             log.warning(
                 "message %s of %r was dead-lettered to %r with its %d header(s) dropped "
