@@ -25,7 +25,8 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.backends.nats._client import redelivery_count_warning
 from brokerkit.backends.nats._wire import consumer_name
-from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
+from brokerkit.backends.nats.broker import AsyncNatsBroker
+from brokerkit.backends.nats.sync import NatsBroker
 from brokerkit.exceptions import ConnectionFailed, InvalidOption, StaleDelivery
 from tests.nats_server import NatsServer, nats, nats_address
 

@@ -23,7 +23,8 @@ import pytest
 import brokerkit
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._subscription_async import AsyncSubscription
-from brokerkit.backends.nats.broker import AsyncNatsBroker, NatsBroker
+from brokerkit.backends.nats.broker import AsyncNatsBroker
+from brokerkit.backends.nats.sync import NatsBroker
 from tests.interrupting import Gate
 from tests.waiting import wait_until
 

@@ -3,7 +3,7 @@ NATS subjects, at most once (``nats+core://host:4222``).
 
 Registered lazily, so that ``import brokerkit`` never imports nats-py. The backend
 is written once, as the asyncio class :class:`~.broker.AsyncNatsBroker`; the sync
-class :class:`~.broker.NatsBroker` runs it on a private event loop. See
+class :class:`~.sync.NatsBroker` runs it on a private event loop. See
 ``docs/backends/nats.md`` for what maps to what.
 """
 
@@ -18,7 +18,7 @@ _HINT = 'install the NATS driver: pip install "pybrokerkit[nats]"'
 @hookimpl
 def brokerkit_register_backends(registry: BackendRegistry) -> None:
     registry.add(
-        "brokerkit.backends.nats.broker:NatsBroker",
+        "brokerkit.backends.nats.sync:NatsBroker",
         schemes=("nats",),
         install_hint=_HINT,
         aio="brokerkit.backends.nats.broker:AsyncNatsBroker",

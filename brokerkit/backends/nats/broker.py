@@ -1,7 +1,7 @@
 """The NATS JetStream backend: ``nats://host:4222``.
 
 Written once, for asyncio (nats-py is asyncio-only): :class:`AsyncNatsBroker`. The
-sync :class:`NatsBroker` runs it on a private event loop
+sync :class:`~brokerkit.backends.nats.sync.NatsBroker` runs it on a private event loop
 (:func:`brokerkit.aio.bridged`). What maps to what is in ``docs/backends/nats.md``:
 
 * a stream per ``prefix``, a subject per topic, a durable pull consumer per group;
@@ -35,12 +35,10 @@ deletes it (``brokerkit bench`` and ``brokerkit demo`` do, as they end).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import json
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -48,19 +46,14 @@ from typing import ClassVar
 
 from nats.aio.msg import Msg
 
-from brokerkit._broker_async import AsyncBroker
 from brokerkit._capabilities import Capability
-from brokerkit._compat import leaves_running
-from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
-from brokerkit._subscription import Subscription
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
-from brokerkit.aio._bridge import LoopBridgeBroker
 from brokerkit.backends.nats._client import (
     CLOSE_WAIT,
     SHORT_WAIT,
@@ -99,7 +92,7 @@ from brokerkit.exceptions import (
     InvalidMessage,
 )
 
-__all__ = ["AsyncNatsBroker", "NatsBroker", "NatsDeclared"]
+__all__ = ["AsyncNatsBroker", "NatsDeclared"]
 
 log = logging.getLogger("brokerkit.nats")
 
@@ -477,91 +470,3 @@ class AsyncNatsBroker(NatsSettling):
         finally:
             self._leases.clear()
             await self._client.close(by=self._closing_by)
-
-
-class NatsBroker(LoopBridgeBroker):
-    """:class:`AsyncNatsBroker` under the sync API, on a private event loop (what
-    :func:`brokerkit.aio.bridged` makes, but that the lease of each delivery names
-    the sync delivery over it, so that a lost lease is reported with the delivery the
-    application holds)."""
-
-    async_class: ClassVar[type[AsyncBroker]] = AsyncNatsBroker
-    schemes = AsyncNatsBroker.schemes
-    capabilities = AsyncNatsBroker.capabilities
-    Options = AsyncNatsBroker.Options
-    driver_query_keys = AsyncNatsBroker.driver_query_keys
-    extend_beyond_timeout = AsyncNatsBroker.extend_beyond_timeout
-    extend_shortens = AsyncNatsBroker.extend_shortens
-
-    def _fetch(
-        self, subscription: Subscription, max_messages: int, timeout: float
-    ) -> list[Delivery]:
-        """The asyncio fetch, run on the bridge's loop. If the wait for it is
-        interrupted (Ctrl-C: a KeyboardInterrupt in this thread), the fetch is not
-        stopped (cut off half-way, it could leave messages leased that nobody holds):
-        it goes on, and what it brings is handed back as soon as it ends, on the loop
-        (:meth:`_hand_back_fetched`); the subscription's next receive, and its close,
-        wait for that first (:func:`brokerkit._compat.leaves_running`). Interrupted
-        before the loop began it, it fetches nothing."""
-        inner: AsyncSubscription = subscription.state
-        given_up = threading.Event()
-
-        async def fetch() -> list[Delivery]:
-            if given_up.is_set():
-                return []
-            fetched = await self.inner._fetch(inner, max_messages, timeout)
-            # On the loop, before the renewals run again: none reports the inner one.
-            wrapped = []
-            for delivery in fetched:
-                outer = Delivery(
-                    delivery.message,
-                    subscription=subscription,
-                    attempt=delivery.attempt,
-                    receipt=delivery,
-                )
-                delivery.receipt.holder = outer
-                wrapped.append(outer)
-            return wrapped
-
-        future = self._start(fetch())
-        try:
-            return future.result()
-        except BaseException as exc:
-            if not (future.done() and (future.cancelled() or future.exception() is exc)):
-                # Raised into this thread, not by the fetch: it goes on.
-                given_up.set()
-                leaves_running(exc, self._start(self._hand_back_fetched(future)))
-            raise
-
-    async def _hand_back_fetched(self, fetch: concurrent.futures.Future[list[Delivery]]) -> None:
-        """Once ``fetch`` (whose caller was interrupted) ends, hand back what it
-        brought, at once (on the loop)."""
-        try:
-            fetched = await asyncio.wrap_future(fetch)
-        except Exception:  # the fetch failed: it leased nothing it could report
-            return
-        if fetched:
-            try:
-                await self.inner._hand_back([delivery.receipt for delivery in fetched])
-            except Exception as exc:
-                log.warning(
-                    "could not hand back deliveries of an interrupted receive: %s",
-                    exc,
-                    extra=delivery_fields(fetched),
-                )
-
-    @property
-    def declared(self) -> NatsDeclared:
-        """See :attr:`AsyncNatsBroker.declared`."""
-        return self._nats.declared
-
-    def delete(self, streams: frozenset[str], consumers: frozenset[tuple[str, str]]) -> None:
-        """See :meth:`AsyncNatsBroker.delete` (call once the subscriptions that read
-        them are closed: a fetch makes a group's consumer again)."""
-        self._run(self._nats.delete(streams, consumers))
-
-    @property
-    def _nats(self) -> AsyncNatsBroker:
-        inner = self.inner
-        assert isinstance(inner, AsyncNatsBroker)
-        return inner
