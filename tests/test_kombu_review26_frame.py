@@ -324,24 +324,8 @@ def test_rabbitmq_draws_the_line_there(rabbitmq: str, room: int) -> None:
     clients that count the framing wrong); brokerkit keeps to the protocol's limit."""
 
     def publish(size: int) -> None:
-        headers = headers_of_size(size)
-        message = Message("0" * ID_LENGTH, "t", b"", BINARY, headers, PUBLISHED_AT)
-        body, properties, table = encode(message)
-        with raw_connection() as connection:
-            connection.connect()
-            channel = connection.connection.channel()
-            channel.basic_publish_confirm(
-                amqp.Message(
-                    body,
-                    content_type=BINARY,
-                    content_encoding="binary",
-                    application_headers=table,
-                    **properties,
-                ),
-                exchange="",
-                routing_key=f"bkk-r26-nowhere-{uuid.uuid4().hex}",
-                confirm_timeout=10,
-            )
+        message = Message("0" * ID_LENGTH, "t", b"", BINARY, headers_of_size(size), PUBLISHED_AT)
+        publish_envelope(message, exchange="", routing_key=f"bkk-r26-nowhere-{uuid.uuid4().hex}")
 
     publish(room)
     publish(room + FRAMING)  # (the tolerance)
@@ -362,3 +346,24 @@ def test_kombu_memory_still_carries_headers_larger_than_an_amqp_frame() -> None:
         delivery.ack()
     finally:
         broker.close()
+
+
+def publish_envelope(message: Message, *, exchange: str, routing_key: str) -> None:
+    """Publish brokerkit's envelope of ``message`` by py-amqp alone (none of
+    brokerkit's checks), confirmed, on a connection of its own."""
+    body, properties, table = encode(message)
+    with raw_connection() as connection:
+        connection.connect()
+        channel = connection.connection.channel()
+        channel.basic_publish_confirm(
+            amqp.Message(
+                body,
+                content_type=BINARY,
+                content_encoding="binary",
+                application_headers=table,
+                **properties,
+            ),
+            exchange=exchange,
+            routing_key=routing_key,
+            confirm_timeout=10,
+        )

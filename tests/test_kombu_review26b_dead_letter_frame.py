@@ -15,13 +15,11 @@ import logging
 import uuid
 from typing import Any
 
-import amqp
 import pytest
 
 from brokerkit._message import Message
 from brokerkit._serializers import BINARY
 from brokerkit.backends.kombu import _settle as kombu_settle
-from brokerkit.backends.kombu._envelope import encode
 from brokerkit.exceptions import InvalidMessage
 from tests.kombu_rabbitmq import rabbitmq, raw_connection
 from tests.test_kombu_review26_frame import (
@@ -31,6 +29,7 @@ from tests.test_kombu_review26_frame import (
     brokers,
     content_header_size,
     headers_of_size,
+    publish_envelope,
     room,
 )
 
@@ -59,22 +58,7 @@ def publish_raw(prefix: str, payload: bytes, headers: dict[str, str]) -> None:
     check of brokerkit's), confirmed."""
     message_id = uuid.uuid4().hex[:ID_LENGTH].rjust(ID_LENGTH, "0")
     message = Message(message_id, TOPIC, payload, BINARY, headers, PUBLISHED_AT)
-    body, properties, table = encode(message)
-    with raw_connection() as connection:
-        connection.connect()
-        channel = connection.connection.channel()
-        channel.basic_publish_confirm(
-            amqp.Message(
-                body,
-                content_type=BINARY,
-                content_encoding="binary",
-                application_headers=table,
-                **properties,
-            ),
-            exchange=f"{prefix}|{TOPIC}",
-            routing_key="",
-            confirm_timeout=10,
-        )
+    publish_envelope(message, exchange=f"{prefix}|{TOPIC}", routing_key="")
 
 
 def deliver_once_and_drop(prefix: str, count: int) -> None:

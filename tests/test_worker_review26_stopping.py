@@ -65,9 +65,11 @@ def test_the_asyncio_workers_running_takes_any_grace_too(grace: float) -> None:
 
 class _HeldReceive:
     """Holds the first delivery's receive in its slot, after the fetch and before the
-    worker sees the delivery, until ``release`` (a hang guard bounds it)."""
+    worker sees the delivery, until ``release`` (``guard`` seconds bound it: longer than
+    what the test waits for, so that the hold never ends on its own within a test)."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: float = DEADLINE) -> None:
+        self.guard = guard
         self.entered = threading.Event()
         self.release = threading.Event()
 
@@ -75,7 +77,7 @@ class _HeldReceive:
     def brokerkit_deliver_start(self, delivery: Any, scope: dict[str, Any]) -> None:
         if not self.entered.is_set():
             self.entered.set()
-            self.release.wait(DEADLINE)
+            self.release.wait(self.guard)
 
 
 class _Warned(logging.Handler):

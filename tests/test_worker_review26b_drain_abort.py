@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import brokerkit
+from tests.test_worker_review26_stopping import _HeldReceive
 from tests.waiting import wait_until
 
 #: The hang guard of the held receive: longer than any wait of the test, so that only
@@ -17,24 +18,8 @@ from tests.waiting import wait_until
 GUARD = 60.0
 
 
-class _HeldReceive:
-    """Holds the first delivery's receive in its slot, after the fetch and before the
-    worker sees the delivery, until ``release`` (a slow plugin, or a hand-back during an
-    outage)."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    @brokerkit.hookimpl
-    def brokerkit_deliver_start(self, delivery: Any, scope: dict[str, Any]) -> None:
-        if not self.entered.is_set():
-            self.entered.set()
-            self.release.wait(GUARD)
-
-
 def test_stop_now_ends_the_wait_for_a_slot_ending_its_receive() -> None:
-    plugin = _HeldReceive()
+    plugin = _HeldReceive(GUARD)
     manager = brokerkit.get_plugin_manager()
     manager.register(plugin)
     try:
