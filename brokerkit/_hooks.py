@@ -26,11 +26,12 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from brokerkit._handler_context import HandlerContext
+from brokerkit._hook_impls import Impl, impls_of
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._topics import check_headers
 from brokerkit.exceptions import InvalidMessage
@@ -93,41 +94,6 @@ class _ReportedScope(_Scope):
     __slots__ = ()
 
 
-class _Impl(NamedTuple):
-    """One plugin's implementation of a message hook, ready to call on its own."""
-
-    #: The implementation, or (a pluggy wrapper) a caller of just that plugin's.
-    function: Callable[..., object]
-    #: The hook arguments it takes positionally, by name; empty for a wrapper.
-    argnames: tuple[str, ...]
-    #: The keyword arguments it takes when given; ``None``: all (a wrapper's caller).
-    kwargnames: tuple[str, ...] | None
-    plugin_name: str
-
-
-def _impls(manager: pluggy.PluginManager, name: str) -> tuple[_Impl, ...]:
-    """The implementations of hook ``name``, in the order pluggy calls them."""
-    caller = getattr(manager.hook, name, None)
-    if caller is None:
-        return ()
-    hookimpls = caller.get_hookimpls()
-    found: list[_Impl] = []
-    # pluggy calls the last of the list first: wrappers, tryfirst, the later
-    # registered, trylast.
-    for impl in reversed(hookimpls):
-        if impl.hookwrapper or impl.wrapper:
-            # A wrapper is a generator pluggy must drive: it is called through pluggy
-            # around this plugin alone, so it too fails on its own.
-            others = [other.plugin for other in hookimpls if other is not impl]
-            whole = manager.subset_hook_caller(name, others)
-            found.append(_Impl(whole, (), None, impl.plugin_name))
-        else:
-            found.append(
-                _Impl(impl.function, tuple(impl.argnames), tuple(impl.kwargnames), impl.plugin_name)
-            )
-    return tuple(found)
-
-
 class ObservedPluginManager(pluggy.PluginManager):
     """A pluggy manager that tells :data:`RELAY` when its plugins change.
 
@@ -168,7 +134,7 @@ class HookRelay:
         self.settle = True
         # The implementations of each message hook some plugin implements, in call
         # order; a hook no plugin implements is not a key, and is never called.
-        self._implemented: dict[str, tuple[_Impl, ...]] = {}
+        self._implemented: dict[str, tuple[Impl, ...]] = {}
 
     def manager(self) -> pluggy.PluginManager:
         """The process's plugin manager, built on first use."""
@@ -202,9 +168,9 @@ class HookRelay:
                 self._refresh(manager)
 
     def _refresh(self, manager: pluggy.PluginManager) -> None:
-        found: dict[str, tuple[_Impl, ...]] = {}
+        found: dict[str, tuple[Impl, ...]] = {}
         for name in {*_PUBLISH, *_DELIVER, *_SETTLE}:
-            impls = _impls(manager, name)
+            impls = impls_of(manager, name)
             if impls:
                 found[name] = impls
 

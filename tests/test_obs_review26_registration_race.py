@@ -72,7 +72,7 @@ def _interleaved(
     main = threading.current_thread()
     go = threading.Event()
     monkeypatch.setattr(RELAY, "_registering", _WatchedLock(main, go), raising=False)
-    real_impls = hooks._impls
+    real_impls = hooks.impls_of
     held = []
     errors: list[BaseException] = []
 
@@ -93,9 +93,9 @@ def _interleaved(
             assert go.wait(20), "the other registration neither ended nor waited"
         return found
 
-    monkeypatch.setattr(hooks, "_impls", impls)
+    monkeypatch.setattr(hooks, "impls_of", impls)
     first()
-    monkeypatch.setattr(hooks, "_impls", real_impls)
+    monkeypatch.setattr(hooks, "impls_of", real_impls)
     assert held, "the refresh never read brokerkit_on_ack"
     held[0].join(20)
     assert not held[0].is_alive()
