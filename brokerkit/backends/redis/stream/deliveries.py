@@ -11,7 +11,7 @@ on the other.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -23,8 +23,9 @@ from brokerkit.backends.redis._stream_fields import (
     messages_from_headers,
 )
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
+from brokerkit.backends.redis.stream.scripts import text
 
-__all__ = ["by_member_of", "first_deliveries"]
+__all__ = ["by_member", "by_member_of", "entry_chunks", "first_deliveries", "stale_in"]
 
 Member = tuple[str, str, str]
 
@@ -88,3 +89,44 @@ def by_member_of(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]
         receipt = delivery.receipt
         grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
     return grouped
+
+
+def by_member(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]:
+    """:func:`by_member_of`, at once for the usual ack: the whole batch of one
+    subscription's last read, as it was read (one list comparison, in C, where
+    grouping looks at each receipt)."""
+    batch = list(deliveries)
+    if batch:
+        first = batch[0]
+        if first.subscription.state.last_read == batch:
+            receipt: StreamReceipt = first.receipt
+            return {(receipt.key, receipt.group, receipt.consumer): batch}
+    return by_member_of(batch)
+
+
+def entry_chunks(
+    deliveries: list[Delivery], size: int
+) -> Iterator[tuple[list[str], list[Delivery]]]:
+    """``deliveries`` in chunks of at most ``size`` entry ids, with their ids; all the
+    deliveries of one entry (acked twice in one call) in the same chunk."""
+    ids = [d.receipt.entry_id for d in deliveries]
+    if len(ids) <= size:
+        yield ids, deliveries
+        return
+    of: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        of.setdefault(delivery.receipt.entry_id, []).append(delivery)
+    distinct = list(of)
+    for start in range(0, len(distinct), size):
+        chunk = distinct[start : start + size]
+        yield chunk, [d for entry_id in chunk for d in of[entry_id]]
+
+
+def stale_in(parts: list[list[Delivery]], replies: Sequence[Any]) -> list[Delivery]:
+    """The deliveries of each part whose entry ids its script replied with (stale)."""
+    stale: list[Delivery] = []
+    for part, reply in zip(parts, replies, strict=True):
+        if reply:
+            gone = {text(i) for i in reply}
+            stale += [d for d in part if d.receipt.entry_id in gone]
+    return stale

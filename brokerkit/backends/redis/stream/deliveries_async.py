@@ -9,7 +9,7 @@ on the other.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -21,8 +21,9 @@ from brokerkit.backends.redis._stream_fields import (
     messages_from_headers,
 )
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
+from brokerkit.backends.redis.stream.scripts import text
 
-__all__ = ["by_member_of", "first_deliveries"]
+__all__ = ["by_member", "by_member_of", "entry_chunks", "first_deliveries", "stale_in"]
 
 Member = tuple[str, str, str]
 
@@ -86,3 +87,44 @@ def by_member_of(deliveries: Sequence[AsyncDelivery]) -> dict[Member, list[Async
         receipt = delivery.receipt
         grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
     return grouped
+
+
+def by_member(deliveries: Sequence[AsyncDelivery]) -> dict[Member, list[AsyncDelivery]]:
+    """:func:`by_member_of`, at once for the usual ack: the whole batch of one
+    subscription's last read, as it was read (one list comparison, in C, where
+    grouping looks at each receipt)."""
+    batch = list(deliveries)
+    if batch:
+        first = batch[0]
+        if first.subscription.state.last_read == batch:
+            receipt: StreamReceipt = first.receipt
+            return {(receipt.key, receipt.group, receipt.consumer): batch}
+    return by_member_of(batch)
+
+
+def entry_chunks(
+    deliveries: list[AsyncDelivery], size: int
+) -> Iterator[tuple[list[str], list[AsyncDelivery]]]:
+    """``deliveries`` in chunks of at most ``size`` entry ids, with their ids; all the
+    deliveries of one entry (acked twice in one call) in the same chunk."""
+    ids = [d.receipt.entry_id for d in deliveries]
+    if len(ids) <= size:
+        yield ids, deliveries
+        return
+    of: dict[str, list[AsyncDelivery]] = {}
+    for delivery in deliveries:
+        of.setdefault(delivery.receipt.entry_id, []).append(delivery)
+    distinct = list(of)
+    for start in range(0, len(distinct), size):
+        chunk = distinct[start : start + size]
+        yield chunk, [d for entry_id in chunk for d in of[entry_id]]
+
+
+def stale_in(parts: list[list[AsyncDelivery]], replies: Sequence[Any]) -> list[AsyncDelivery]:
+    """The deliveries of each part whose entry ids its script replied with (stale)."""
+    stale: list[AsyncDelivery] = []
+    for part, reply in zip(parts, replies, strict=True):
+        if reply:
+            gone = {text(i) for i in reply}
+            stale += [d for d in part if d.receipt.entry_id in gone]
+    return stale

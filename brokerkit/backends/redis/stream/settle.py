@@ -45,7 +45,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -61,7 +61,12 @@ from brokerkit.backends.redis._held import HeldClient
 from brokerkit.backends.redis._stream_fields import encode_fields
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls import Call, StreamScripts, run_scripts
-from brokerkit.backends.redis.stream.deliveries import Member, by_member_of
+from brokerkit.backends.redis.stream.deliveries import (
+    by_member,
+    by_member_of,
+    entry_chunks,
+    stale_in,
+)
 from brokerkit.backends.redis.stream.entries import StreamReceipt, id_order
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import (
@@ -70,7 +75,6 @@ from brokerkit.backends.redis.stream.options import (
     StreamState,
 )
 from brokerkit.backends.redis.stream.scheduling import PARKING
-from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
 
 __all__ = ["StreamSettling"]
@@ -89,35 +93,6 @@ RENEW_CHUNK = 200
 #: ~0.4 us an entry), and a proof that fails costs a second call, so smaller acks
 #: send their ids.
 WHOLE_BATCH = 16
-
-
-def _chunks(deliveries: list[Delivery], size: int) -> Iterator[tuple[list[str], list[Delivery]]]:
-    """``deliveries`` in chunks of at most ``size`` entry ids, with their ids; all the
-    deliveries of one entry (acked twice in one call) in the same chunk."""
-    ids = [d.receipt.entry_id for d in deliveries]
-    if len(ids) <= size:
-        yield ids, deliveries
-        return
-    of: dict[str, list[Delivery]] = {}
-    for delivery in deliveries:
-        of.setdefault(delivery.receipt.entry_id, []).append(delivery)
-    distinct = list(of)
-    for start in range(0, len(distinct), size):
-        chunk = distinct[start : start + size]
-        yield chunk, [d for entry_id in chunk for d in of[entry_id]]
-
-
-def _members(deliveries: Sequence[Delivery]) -> dict[Member, list[Delivery]]:
-    """:func:`by_member_of`, at once for the usual ack: the whole batch of one
-    subscription's last read, as it was read (one list comparison, in C, where
-    grouping looks at each receipt)."""
-    batch = list(deliveries)
-    if batch:
-        first = batch[0]
-        if first.subscription.state.last_read == batch:
-            receipt: StreamReceipt = first.receipt
-            return {(receipt.key, receipt.group, receipt.consumer): batch}
-    return by_member_of(batch)
 
 
 log = logging.getLogger("brokerkit.redis")
@@ -159,7 +134,7 @@ class StreamSettling:
         # Per call sent with a count instead of the ids, its keys, member and
         # deliveries, for the ids' call should the script not prove the batch held.
         by_count: dict[int, tuple[list[str], str, str, list[Delivery]]] = {}
-        for (key, group, consumer), ds in _members(deliveries).items():
+        for (key, group, consumer), ds in by_member(deliveries).items():
             state: StreamState = ds[0].subscription.state
             # the group's delayed ZSET: written by a retry only (see ack_script.ACK)
             keys = [key, state.delayed_key]
@@ -179,7 +154,7 @@ class StreamSettling:
                 calls.append((self._scripts.ack, keys, args))
                 parts.append(ds)
                 continue
-            for ids, part in _chunks(ds, ACK_CHUNK):
+            for ids, part in entry_chunks(ds, ACK_CHUNK):
                 # The first and last id bound the batch when it is acked in the order
                 # it was read; the script checks any id outside them on its own.
                 args = [group, consumer, flag, ids[0], ids[-1], *ids]
@@ -215,7 +190,7 @@ class StreamSettling:
         except BaseException:  # failed, or cancelled (applied or not): renewed again
             self._keeper.hold(d for d in deliveries if not d.settled)
             raise
-        stale = _stale(parts, replies)
+        stale = stale_in(parts, replies)
         if unconfirmed:  # applied on the master: nothing left to renew
             raise self._unconfirmed("ack", deliveries, unconfirmed, stale)
         if stale:
@@ -383,7 +358,7 @@ class StreamSettling:
                 calls.append((self._scripts.renew, [key, lost], args))
                 parts.append(part)
         replies = self._run_settling(calls, flags_at=None)
-        return _stale(parts, replies)
+        return stale_in(parts, replies)
 
     def _run_settling(
         self,
@@ -499,13 +474,3 @@ class StreamSettling:
             fields[self.options.body_field] = fields.pop("body")
         fields[ORIGINAL_ENTRY_FIELD] = entry_id
         return [item for pair in fields.items() for item in pair]
-
-
-def _stale(parts: list[list[Delivery]], replies: Sequence[Any]) -> list[Delivery]:
-    """The deliveries of each part whose entry ids its script replied with (stale)."""
-    stale: list[Delivery] = []
-    for part, reply in zip(parts, replies, strict=True):
-        if reply:
-            gone = {text(i) for i in reply}
-            stale += [d for d in part if d.receipt.entry_id in gone]
-    return stale
