@@ -288,7 +288,8 @@ def _check_body_type(name: str, parameter: str, annotation: Any, body_type: Any)
 
     :raises InvalidOption: ``Model | None``, ``list[Model]``, ``dict[str, Model]``...;
         also a generic dataclass holding a model in its type arguments (``Box[Line]``),
-        whose fields of a type variable brokerkit takes as decoded.
+        whose fields of a type variable brokerkit takes as decoded; a msgspec Struct
+        holding, in its type arguments or its fields, a type msgspec cannot build.
     """
     if body_type is None:
         return
@@ -297,6 +298,8 @@ def _check_body_type(name: str, parameter: str, annotation: Any, body_type: Any)
         origin = typing.get_origin(found)
         if _is_struct(origin):
             _check_struct_arguments(name, parameter, annotation, found)
+        if _is_struct(origin or found):
+            _check_struct_fields(name, parameter, annotation, found)
             return
         held = _models_within(found) if dataclasses.is_dataclass(origin) else []
         if held:
@@ -354,13 +357,7 @@ def _check_struct_arguments(name: str, parameter: str, annotation: Any, struct: 
         custom = _custom_type(info, inspect_types.CustomType)
         if custom is None:
             continue
-        what = _name(custom)
-        pydantic = sys.modules.get("pydantic")
-        kind = (
-            "a pydantic model"
-            if pydantic is not None and issubclass(custom, pydantic.BaseModel)
-            else "a class msgspec does not know"
-        )
+        what, kind = _unbuildable(custom[0])
         raise InvalidOption(
             f"handler {name} annotates its body parameter {parameter!r} with "
             f"{annotation!r}, a generic msgspec Struct whose type arguments hold {what} "
@@ -370,27 +367,74 @@ def _check_struct_arguments(name: str, parameter: str, annotation: Any, struct: 
         )
 
 
-def _custom_type(info: Any, custom_type: Any) -> Any:
+def _check_struct_fields(name: str, parameter: str, annotation: Any, struct: Any) -> None:
+    """Refuse a msgspec Struct (generic or not) one of whose fields, at any depth,
+    holds a type msgspec cannot build from decoded data (see
+    :func:`_check_struct_arguments`): ``Order`` with a field ``line: Line``, ``Line``
+    a pydantic model; or whose fields msgspec cannot read at all (an annotation that
+    does not resolve). Every message would be dead-lettered.
+
+    :raises InvalidOption: naming the annotation, the field and the type.
+    """
+    inspect_types = importlib.import_module("msgspec.inspect")
+    try:
+        info = inspect_types.type_info(struct)
+    except Exception as exc:  # a field's annotation does not resolve, or is unsupported
+        raise InvalidOption(
+            f"handler {name} annotates its body parameter {parameter!r} with "
+            f"{annotation!r}, a msgspec Struct msgspec cannot read ({type(exc).__name__}: "
+            f"{one_line(exc)}): no body could be validated into it. Annotate its fields "
+            "with types defined at module level that msgspec supports"
+        ) from None
+    custom = _custom_type(info, inspect_types.CustomType)
+    if custom is None:
+        return
+    what, kind = _unbuildable(custom[0])
+    raise InvalidOption(
+        f"handler {name} annotates its body parameter {parameter!r} with {annotation!r}, "
+        f"a msgspec Struct whose {custom[1]} holds {what} ({kind}), which msgspec cannot "
+        f"build from a message: every message would be dead-lettered (Expected `{what}`, "
+        f"got `dict`). Make {what} a msgspec Struct or a dataclass, or annotate the body "
+        "with a pydantic model"
+    )
+
+
+def _unbuildable(custom: Any) -> tuple[str, str]:
+    """The name of a class msgspec cannot build, and what it is."""
+    pydantic = sys.modules.get("pydantic")
+    kind = (
+        "a pydantic model"
+        if pydantic is not None and issubclass(custom, pydantic.BaseModel)
+        else "a class msgspec does not know"
+    )
+    return _name(custom), kind
+
+
+def _custom_type(info: Any, custom_type: Any) -> tuple[Any, str] | None:
     """The class of the first custom type (``msgspec.inspect.CustomType``: one msgspec
     cannot build without a ``dec_hook``) in the type information ``info``, at any
     depth (the fields of Structs and dataclasses, the items of containers, the members
-    of unions); None if it holds none. A recursive type is looked at once."""
+    of unions), and where: the innermost field holding it (``"field 'line' of
+    Order"``; empty if ``info`` is no such field's); None if it holds none. A
+    recursive type is looked at once."""
     seen: set[int] = set()
-    todo: list[Any] = [info]
+    todo: list[tuple[Any, str]] = [(info, "")]
     while todo:
-        node = todo.pop()
+        node, where = todo.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
         if isinstance(node, custom_type):
-            return node.cls
+            return node.cls, where
         for attribute in ("type", "item_type", "key_type", "value_type"):
             child = getattr(node, attribute, None)
             if child is not None:
-                todo.append(child)
-        todo.extend(getattr(node, "types", None) or ())
-        todo.extend(getattr(node, "item_types", None) or ())
-        todo.extend(field.type for field in getattr(node, "fields", None) or ())
+                todo.append((child, where))
+        todo.extend((t, where) for t in getattr(node, "types", None) or ())
+        todo.extend((t, where) for t in getattr(node, "item_types", None) or ())
+        owner = _name(getattr(node, "cls", None))
+        for field in reversed(getattr(node, "fields", None) or ()):  # the first on top
+            todo.append((field.type, f"field {field.name!r} of {owner}"))
     return None
 
 
