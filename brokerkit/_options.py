@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -34,6 +35,9 @@ _Options = TypeVar("_Options", bound="BrokerOptions")
 _AFTER_SECRET: ContextVar[Mapping[str, str]] = ContextVar(
     "_AFTER_SECRET", default=types.MappingProxyType({})
 )
+#: While :meth:`BrokerOptions.build` runs: the secrets whose tail a message being made
+#: hid (see :func:`_shown`); such a message is not raised, as it names the option.
+_HID: ContextVar[list[str] | None] = ContextVar("_HID", default=None)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -111,6 +115,30 @@ class BrokerOptions:
         a secret in the query (``sentinel_password=pw&...``) is never quoted: it may
         be the end of the secret, split at a raw ``&``.
         """
+        hid: list[str] = []
+        token = _HID.set(hid)
+        try:
+            return cls._build(query, keywords, backend=backend, ignore=ignore)
+        except InvalidOption:
+            if not hid:
+                raise
+            # The message hid the value of an option that follows a secret, and named
+            # the option: its name too may be part of the secret's value
+            # (``pw&prefix=x`` may be one password).
+            message = secret_tail_refusal(backend, hid[0], cls.names(), ignore)
+            raise InvalidOption(message) from None
+        finally:
+            _HID.reset(token)
+
+    @classmethod
+    def _build(
+        cls: type[_Options],
+        query: Mapping[str, str],
+        keywords: Mapping[str, Any],
+        *,
+        backend: str,
+        ignore: frozenset[str],
+    ) -> _Options:
         query, keywords = _without_unset(cls, query, keywords, backend)
         hints = _hints(cls)
         valid = cls.names()
@@ -142,7 +170,18 @@ class BrokerOptions:
             values[name] = value
             follows.pop(name, None)  # a keyword's value is no part of a secret
         with _hiding(follows):
-            return cls(**values)
+            try:
+                return cls(**values)
+            except InvalidOption as exc:
+                # A check naming an option that follows a secret without quoting its
+                # value (``cluster=true and sentinel= cannot be combined``).
+                named = [follows[k] for k in follows if _names(str(exc), k)]
+                if not named:
+                    raise
+                hid = _HID.get()
+                if hid is not None:
+                    hid.append(named[0])
+                raise
 
 
 def after_secrets(query: Mapping[str, str]) -> dict[str, str]:
@@ -159,6 +198,29 @@ def after_secrets(query: Mapping[str, str]) -> dict[str, str]:
         if _is_secret(name):
             secret = name
     return follows
+
+
+def secret_tail_refusal(
+    backend: str,
+    secret: str,
+    valid: list[str] | None = None,
+    driver_keys: frozenset[str] = frozenset(),
+) -> str:
+    """The message refusing an option (its name or its value) that follows the secret
+    option ``secret`` in a ``backend`` URL: neither is named, as both may be the end of
+    the secret's value (``pw&prefix=x`` may be one password), split at a raw ``&``.
+    It says how to have the option named: the secret last in the query, or ``&``
+    percent-encoded in it; and lists ``valid``, the options the backend takes, and
+    ``driver_keys``, the query keys its driver reads."""
+    listed = f"; valid options: {', '.join(sorted(valid))}" if valid else ""
+    if driver_keys:
+        listed += f"; and the driver's connection options: {', '.join(sorted(driver_keys))}"
+    return (
+        f"an option that follows {secret!r} in the {backend} URL is not valid; neither "
+        f"its name nor its value is shown, as they may be the end of {secret}'s value, "
+        "split at a raw '&': percent-encode '&' in the value as %26, or give the secret "
+        f"options last in the query to have the others named{listed}"
+    )
 
 
 def split_secret_note(secret: str) -> str:
@@ -225,8 +287,12 @@ def _without_unset(
     must be unset: a value set for one is refused, saying why and what is valid."""
     if not options.not_applicable:
         return query, keywords
+    follows = after_secrets(query)
     for name, why in options.not_applicable.items():
         text = query.get(name)
+        if keywords.get(name) is None and name in follows and text:
+            # not named: its name too may be part of the secret before it
+            raise InvalidOption(secret_tail_refusal(backend, follows[name], options.names()))
         if keywords.get(name) is not None or (
             text is not None and text.lower() not in {"", "none", "null"}
         ):
@@ -238,6 +304,11 @@ def _without_unset(
         {k: v for k, v in query.items() if k not in options.not_applicable},
         {k: v for k, v in keywords.items() if k not in options.not_applicable},
     )
+
+
+def _names(message: str, name: str) -> bool:
+    """Whether ``message`` holds the option name ``name`` as a word."""
+    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", message) is not None
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -266,11 +337,7 @@ def _check_known(
     if driver_keys:
         listed += f"; and the driver's connection options: {', '.join(sorted(driver_keys))}"
     if after_secret:
-        raise InvalidOption(
-            f"an unknown option follows {after_secret!r} in the {backend} URL; it is not "
-            f"shown, as it may be the end of {after_secret}'s value, split at a raw '&': "
-            f"percent-encode '&' in the value as %26; {listed}"
-        )
+        raise InvalidOption(secret_tail_refusal(backend, after_secret, valid, driver_keys))
     close = get_close_matches(name, [*valid, *driver_keys], n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise InvalidOption(f"unknown option {name!r} for {backend}; {hint}{listed}")
@@ -334,6 +401,9 @@ def _shown(name: str, value: Any, *, after_secret: str = "") -> str:
     may be the end of that secret."""
     after_secret = after_secret or _AFTER_SECRET.get().get(name, "")
     if after_secret:
+        hid = _HID.get()
+        if hid is not None:
+            hid.append(after_secret)
         return f"*** (not shown: {split_secret_note(after_secret)})"
     if _is_secret(name):
         return f"*** (type {type(value).__name__})"

@@ -190,19 +190,21 @@ def test_no_error_or_repr_shows_a_raw_secret_or_its_tail(
 
 
 @pytest.mark.parametrize(
-    ("tail", "still_said"),
+    ("tail", "name"),
     [
         ("&prefix=p&visibility_timeout=Kx3q", "visibility_timeout"),
         ("&prefix=p&db=Kx3q", "db"),
         ("&prefix=p&socket_timeout=Kx3q", "socket_timeout"),
-        ("&prefix=p&Kx3q=1", "unknown option follows 'sentinel_password'"),
+        ("&prefix=p&Kx3q=1", "Kx3q"),
     ],
 )
-def test_an_option_two_after_a_secret_is_not_quoted(tail: str, still_said: str) -> None:
-    with pytest.raises((InvalidOption, InvalidURL), match=still_said) as refused:
+def test_an_option_two_after_a_secret_is_not_quoted(tail: str, name: str) -> None:
+    # nor named (the twenty-seventh review): its name too may be part of the secret
+    with pytest.raises((InvalidOption, InvalidURL), match="follows 'sentinel_password'") as refused:
         brokerkit.connect(_SENTINEL + "s3cr" + tail)
     message = str(refused.value)
-    assert _hidden(["Kx3q", "s3cr"], message), message
+    assert _hidden(["Kx3q", "s3cr", "prefix=p"], message), message
+    assert name not in message.partition("valid options")[0], message
     assert "%26" in message, message
 
 

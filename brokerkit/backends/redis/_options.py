@@ -21,7 +21,7 @@ from brokerkit._options import (
     BrokerOptions,
     _shown,
     after_secrets,
-    split_secret_note,
+    secret_tail_refusal,
 )
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import InvalidOption, InvalidURL
@@ -160,11 +160,8 @@ def check_driver_query(query: Mapping[str, str], backend: str) -> None:
         if check is None:
             continue
         problem = check(text)
-        if problem and key in follows:
-            raise InvalidOption(
-                f"the {backend} connection option {key} is not valid: {problem}; its value "
-                f"is not shown, as {split_secret_note(follows[key])}"
-            )
+        if problem and key in follows:  # its name too may be part of the secret
+            raise InvalidOption(secret_tail_refusal(backend, follows[key]))
         if problem:
             raise InvalidOption(
                 f"the {backend} connection option {key}={text!r} is not valid: {problem}"
@@ -182,6 +179,10 @@ def redis_database(url: BrokerURL) -> int:
     """
     tls = url.scheme.startswith("rediss")
     misplaced = sorted(k for k in url.query if k in TLS_QUERY_KEYS) if not tls else []
+    follows = after_secrets(url.query)
+    hidden = [follows[k] for k in misplaced if k in follows]
+    if hidden:  # not named: its name may be part of the secret before it
+        raise InvalidOption(secret_tail_refusal(url.scheme, hidden[0]))
     if misplaced:
         raise InvalidOption(
             f"{', '.join(misplaced)} only apply over TLS; use a rediss+... URL "
@@ -199,14 +200,13 @@ def redis_database(url: BrokerURL) -> int:
     query_db = url.query.get("db")
     if query_db is not None:
         problem = _integer(0, _MAX_INT)(query_db)
-        secret = after_secrets(url.query).get("db")
-        if problem and secret:
-            raise InvalidURL(
-                f"db= is not valid: {problem}; its value is not shown, as "
-                f"{split_secret_note(secret)}"
-            )
+        secret = follows.get("db")
+        if problem and secret:  # its name too may be part of the secret
+            raise InvalidURL(secret_tail_refusal(url.scheme, secret))
         if problem:
             raise InvalidURL(f"db={query_db!r} is not valid: {problem} (in {url})")
+        if db is not None and int(query_db) != db and secret:
+            raise InvalidURL(secret_tail_refusal(url.scheme, secret))
         if db is not None and int(query_db) != db:
             raise InvalidURL(
                 f"{url} names database {db} in its path and {query_db} in db=; give one"
