@@ -345,8 +345,13 @@ class AsyncWorker:
         for runner in runners:
             runner.stop_fetching()
         closing = [spawn(r.close, f"brokerkit-worker {r.spec.name} closing") for r in runners]
+        # Waited for in steps, so that stop(now=True) or a second signal ends the wait
+        # at once (a close that hangs, on a server that does not answer, held the stop
+        # up to _CLOSE_WAIT): a close task still running then is cancelled (a
+        # subscription's closing goes on to its end all the same), a thread left to end.
+        await self._wait_unless_aborted(lambda: all(b.done for b in closing), cut_short)
         for background in closing:
-            await background.join(_CLOSE_WAIT)
+            await background.join(0.0)
         deadline = time.monotonic() + self.grace
         while any(r.busy for r in runners) and not self._aborting():
             left = deadline - time.monotonic()
@@ -360,12 +365,7 @@ class AsyncWorker:
             # for in steps, so that stop(now=True) or a second signal ends the wait at
             # once, as it ends the grace period; a slot task still running then is
             # cancelled (its receive hands back what it brings), a thread left to end.
-            deadline = time.monotonic() + _CLOSE_WAIT
-            while not all(r.ended for r in runners) and not self._aborting():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                await cut_short.wait(min(left, _TICK))
+            await self._wait_unless_aborted(lambda: all(r.ended for r in runners), cut_short)
             for runner in runners:
                 await runner.join(0.0)
         else:
@@ -382,6 +382,16 @@ class AsyncWorker:
             "drained" if self.drained else "handlers cut short",
             extra=log_fields(),
         )
+
+    async def _wait_unless_aborted(self, done: Callable[[], bool], cut_short: Waiter) -> None:
+        """Wait until ``done()``, for :data:`_CLOSE_WAIT` seconds at most, in steps of
+        :data:`_TICK`: ended at once by ``stop(now=True)`` or a second signal."""
+        deadline = time.monotonic() + _CLOSE_WAIT
+        while not done() and not self._aborting():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await cut_short.wait(min(left, _TICK))
 
 
 def _nothing_to_restore() -> None:
