@@ -5,17 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote_plus
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from brokerkit._delivery import Delivery
-from brokerkit._url import BrokerURL
+from brokerkit._url import BrokerURL, _is_secret
 from brokerkit.exceptions import InvalidURL, SerializationError
 
 __all__ = [
@@ -54,28 +55,42 @@ def progress_bar(description: str = "{task.description}") -> Progress:
 
 def redact(text: str, arguments: Iterable[str]) -> str:
     """``text`` with every secret of every URL among ``arguments`` masked: the
-    password, and the value of each query option the URL itself masks
+    password, the value of each query option the URL itself masks
     (``sentinel_password=``, ``token=``...; see :class:`~brokerkit._url.BrokerURL`),
-    as written, decoded or percent-encoded.
+    and all that follows the first of them in the query (which may be the end of
+    its value, split at a raw ``&``), as written, decoded or percent-encoded.
 
     An argument is read as a URL whole, or else, in the ``--option=URL`` form, from
     the first ``=`` on. brokerkit's own errors never show a password; this guards
-    what a driver or a plugin might say.
+    what a driver or a plugin might say. A URL quoted whole is shown masked, as
+    ``str()`` of the URL shows it, and stays whole: a secret that is a common word
+    (a password ``redis``, ``127``) is masked everywhere else in ``text``, but not in
+    the masked URL's scheme, host or path (``redis+stream://:***@127.0.0.1/0``).
     """
+    secrets: set[str] = set()
+    masked_urls: set[str] = set()
     for argument in arguments:
         found = _url_of(argument)
         if found is None:
             continue
         written, url = found
-        secrets = _secrets(url)
-        if not secrets:
+        forms = _secrets(url, written)
+        if not forms:
             continue
         masked = str(url)
         for whole in sorted({written, url.render(hide_password=False)}, key=len, reverse=True):
             text = text.replace(whole, masked)
+        secrets |= forms
+        masked_urls.add(masked)
+    if not secrets:
+        return text
+    # The masked URLs are kept whole; the secrets are masked in the text between them.
+    kept = "|".join(re.escape(m) for m in sorted(masked_urls, key=len, reverse=True))
+    pieces = re.split(f"({kept})", text)
+    for index in range(0, len(pieces), 2):
         for secret in sorted(secrets, key=len, reverse=True):
-            text = text.replace(secret, _MASK)
-    return text
+            pieces[index] = pieces[index].replace(secret, _MASK)
+    return "".join(pieces)
 
 
 _MASK = "***"
@@ -98,23 +113,62 @@ def _url_of(argument: str) -> tuple[str, BrokerURL] | None:
     return None
 
 
-def _secrets(url: BrokerURL) -> set[str]:
+def _secrets(url: BrokerURL, written: str = "") -> set[str]:
     """Every form in which ``url``'s secrets may be quoted: its password (or a user part
-    that is a secret: a NATS token) and the values of the query options that its
-    masked rendering hides, each as it is and percent-encoded."""
+    that is a secret: a NATS token), the values of the query options that its masked
+    rendering hides, and what follows the first of them in the query (each option's
+    value, and the secret's value with all or part of what follows, which may be
+    the rest of it: ``Tr0ub&e=3x`` reads as ``Tr0ub`` and an option ``e=3x``); each as
+    decoded and percent-encoded, and as written in ``written``, the URL's text."""
     values = [url.password] if url.password else []
     if url.username and url.username_is_secret:
         values.append(url.username)
-    for key, value in url.query.items():
-        # The URL module knows which options are secret: one masked when rendered.
-        alone = BrokerURL(scheme=url.scheme, query={key: value})
-        if value and alone.render() != alone.render(hide_password=False):
+    items = list(url.query.items())
+    first = next((i for i, (key, _) in enumerate(items) if _hidden(url, key, "x")), None)
+    for index, (key, value) in enumerate(items):
+        if first is not None and index > first:
+            values.append(value)  # may be the end of the secret, as may what joins it
+            values.append(
+                "&".join([items[first][1], *(f"{k}={v}" for k, v in items[first + 1 : index + 1])])
+            )
+        elif _hidden(url, key, value):
             values.append(value)
     forms = set()
     for value in values:
         forms.update({value, quote(value, safe=""), quote(value), quote_plus(value)})
+    forms.update(_written_secrets(written))
     forms.discard("")
     return forms
+
+
+def _hidden(url: BrokerURL, key: str, value: str) -> bool:
+    """Whether the query option ``key=value`` of ``url`` is one its masked rendering
+    hides: the URL module knows which options are secret."""
+    alone = BrokerURL(scheme=url.scheme, query={key: value})
+    return bool(value) and alone.render() != alone.render(hide_password=False)
+
+
+def _written_secrets(written: str) -> set[str]:
+    """The secret query values of the URL text ``written`` as written there (percent-
+    encoded as its author chose: ``hunt%65r2``), with what follows the first of them,
+    whole and option by option."""
+    query = written.partition("#")[0].partition("?")[2]
+    segments = query.split("&") if query else []
+    first = next(
+        (
+            i
+            for i, s in enumerate(segments)
+            if "=" in s and _is_secret(unquote_plus(s.split("=")[0]))
+        ),
+        None,
+    )
+    if first is None:
+        return set()
+    found = set()
+    for index in range(first, len(segments)):
+        found.add(segments[index].partition("=")[2])
+        found.add("&".join(segments[first : index + 1]).partition("=")[2])
+    return found
 
 
 def _encoding(stream: Console | TextIO | None) -> str:
