@@ -1,8 +1,10 @@
-"""Publisher confirms: which publishes of one channel RabbitMQ has confirmed or
-refused (:mod:`._link` opens the publisher channel and listens for them,
+"""Publisher confirms: which publishes of one channel RabbitMQ has confirmed, refused
+or returned unroutable (:mod:`._link` opens the publisher channel and listens for them,
 :mod:`._publish` waits for them)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Confirms"]
 
@@ -19,6 +21,9 @@ class Confirms:
         self._count = 0
         self._pending: set[int] = set()
         self._refused: set[int] = set()
+        #: The ids of messages RabbitMQ returned (``basic.return``): published
+        #: ``mandatory``, they reached no queue (it comes before their confirm).
+        self._returned: list[str] = []
 
     def published(self, count: int) -> range:
         """Note ``count`` publishes (RabbitMQ numbers them from 1 per channel); return
@@ -37,6 +42,16 @@ class Confirms:
         refused = [tag for tag in tags if tag in self._refused]
         self._refused.difference_update(refused)
         return refused
+
+    def take_returned(self) -> set[str]:
+        """The ids of the messages returned since the last call; forgets them."""
+        returned, self._returned = set(self._returned), []
+        return returned
+
+    def returned(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
+        """py-amqp's ``basic_return`` event: RabbitMQ routed a message to no queue."""
+        message_id = getattr(message, "properties", {}).get("message_id")
+        self._returned.append(message_id if isinstance(message_id, str) else "")
 
     def acked(self, tag: int, multiple: bool) -> None:
         self._settle(tag, multiple)

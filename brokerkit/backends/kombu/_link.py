@@ -351,6 +351,7 @@ class Link(Topology):
             self.confirms = Confirms()
             channel.events["basic_ack"].add(self.confirms.acked)
             channel.events["basic_nack"].add(self.confirms.nacked)
+            channel.events["basic_return"].add(self.confirms.returned)
             self._publisher = channel
         return channel
 

@@ -18,12 +18,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import amqp  # type: ignore[import-untyped]
+import amqp.exceptions  # type: ignore[import-untyped]
 from amqp import spec
 
 from brokerkit._message import Message
 from brokerkit.backends.kombu._envelope import HEADER, check_content_type_size, encode
 from brokerkit.backends.kombu._link import Link
-from brokerkit.exceptions import ConnectionFailed, InvalidMessage
+from brokerkit.exceptions import BrokerError, ConnectionFailed, InvalidMessage
 
 __all__ = ["content_header_size", "over_frame", "publish", "send_confirmed"]
 
@@ -31,6 +32,9 @@ __all__ = ["content_header_size", "over_frame", "publish", "send_confirmed"]
 HEADER_FIELDS = 12
 #: What a frame adds to its payload: type, channel and size (7 bytes), and its end octet.
 FRAME_OVERHEAD = 8
+#: How many times a publish declares its topic anew when someone deleted a queue or
+#: exchange of it (see :func:`_send_declared`).
+_DECLARE_TRIES = 2
 #: A size no bound is given for (a value :func:`_bound` does not know): measured.
 _UNBOUNDED = 1 << 62
 
@@ -67,22 +71,60 @@ def publish(link: Link, topic: str, messages: Sequence[Message]) -> None:
 
     def send() -> None:
         _check_frames(link, prepared)  # (before the topic is declared)
-        link.ensure_topic(topic)
-        _send(link, link.names.exchange(topic), prepared)
+        _send_declared(link, topic, link.names.exchange(topic), prepared)
 
     link.call(send)
 
 
-def send_confirmed(link: Link, exchange: str, messages: Sequence[Message]) -> None:
-    """Publish ``messages`` and wait for RabbitMQ to confirm every one (call within
-    :meth:`Link.call`).
+def send_confirmed(link: Link, topic: str, exchange: str, messages: Sequence[Message]) -> None:
+    """Publish ``messages`` to ``exchange``, one of those declaring ``topic`` declares
+    (its own, or its dead-letter topic's), and wait for RabbitMQ to confirm every one
+    (call within :meth:`Link.call`).
 
     :raises InvalidMessage: the headers of one do not fit in one frame of the
         connection: nothing was sent.
     """
     prepared = _prepare(messages)
     _check_frames(link, prepared)
-    _send(link, exchange, prepared)
+    _send_declared(link, topic, exchange, prepared)
+
+
+def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Prepared]) -> None:
+    """Declare ``topic`` (if this link has not yet) and send ``prepared`` to
+    ``exchange``, confirmed. A link declares a name once per connection, and someone
+    else (an operator, another process's ``delete``) may have deleted it since: a
+    message RabbitMQ returns (published ``mandatory``: it reached no queue, its
+    topic's default queue is gone) or a batch whose exchange is gone (RabbitMQ closes
+    the channel) is sent again once the topic is declared anew, rather than confirmed
+    into nowhere or refused.
+
+    :raises BrokerError: still routed to no queue after declaring it all anew
+        :data:`_DECLARE_TRIES` times (something keeps deleting it).
+    """
+    batch = list(prepared)
+    for tries_left in reversed(range(_DECLARE_TRIES + 1)):
+        try:
+            link.ensure_topic(topic)
+            batch = _send(link, exchange, batch)
+        except amqp.exceptions.NotFound as exc:
+            # A declared exchange is gone: RabbitMQ closed the channel (py-amqp
+            # reopened it in place, without confirms); none of the batch is known stored.
+            link.drop_publisher(exc)
+            if not tries_left:
+                raise
+            link.forget(topic)
+            batch = list(prepared)
+            continue
+        if not batch:
+            return
+        if not tries_left:
+            raise BrokerError(
+                f"RabbitMQ on {link.url} routed {len(batch)} message(s) published to "
+                f"{exchange!r} to no queue, although its topic was declared anew "
+                f"{_DECLARE_TRIES} times: something keeps deleting it; those messages "
+                "were not stored"
+            )
+        link.forget(topic)
 
 
 def content_header_size(raw: Any) -> int:
@@ -173,21 +215,26 @@ def _bound(value: Any) -> int:
     return _UNBOUNDED
 
 
-def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> None:
+def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Prepared]:
+    """Send ``prepared``, ``mandatory``, and wait for their confirms; return those
+    RabbitMQ returned, routed to no queue (confirmed all the same, not stored)."""
     channel = link.publisher()
     # Counted before sending: py-amqp may read a confirm during the next publish.
     tags = link.confirms.published(len(prepared))
+    link.confirms.take_returned()  # (none is left over: each comes before its confirm)
     try:
         for item in prepared:
-            channel.basic_publish(item.raw, exchange=exchange, routing_key="")
+            channel.basic_publish(item.raw, exchange=exchange, routing_key="", mandatory=True)
         while link.confirms.waiting(tags):
             channel.wait([spec.Basic.Ack, spec.Basic.Nack])
     except BaseException as exc:
         link.drop_publisher(exc)  # its confirms no longer add up
         raise
+    returned = link.confirms.take_returned()
     refused = link.confirms.refused(tags)
     if refused:
         raise ConnectionFailed(
             f"RabbitMQ refused {len(refused)} of {len(prepared)} message(s) published "
             f"to {exchange!r} (basic.nack: an internal error in a queue); publish them again"
         )
+    return [item for item in prepared if item.message.id in returned]

@@ -214,7 +214,7 @@ class AMQPSettling:
 
         def send(letter: Message) -> None:
             publishing.ensure_topic(topic)
-            send_confirmed(publishing, publishing.names.exchange(dead_topic), [letter])
+            send_confirmed(publishing, topic, publishing.names.exchange(dead_topic), [letter])
 
         def refused(why: InvalidMessage) -> None:
             log.warning(

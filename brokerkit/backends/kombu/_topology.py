@@ -46,6 +46,19 @@ class Topology:
         self.ensure_queue(topic, DEFAULT_GROUP)
         self.ensure_queue(dead, DEFAULT_GROUP)
 
+    def forget(self, topic: str, group: str | None = None) -> None:
+        """Declare ``topic``'s exchange and default queue and its dead-letter topic's
+        (and ``group``'s queue, if given) anew at their next use: someone else (an
+        operator, another process's ``delete``) may have deleted them since this link
+        declared them (call under the lock)."""
+        from brokerkit._broker import DEFAULT_GROUP
+
+        wanted = [(topic, DEFAULT_GROUP), (f"{topic}.dlq", DEFAULT_GROUP)]
+        if group is not None:
+            wanted.append((topic, group))
+        for queue_topic, queue_group in wanted:
+            self._declared.difference_update(self._names_of_queue(queue_topic, queue_group))
+
     def check_names(self, topic: str, group: str | None = None) -> None:
         """Check every name that declaring ``topic`` (and ``group``'s queue of it)
         builds, before anything is declared: see :meth:`Names.check`.

@@ -185,6 +185,9 @@ class KombuAMQPBroker(AMQPSettling, Broker):
 
         def declare() -> str:
             link.check_names(topic, group)  # all of them, before declaring any
+            # Declared anew on every subscribe, not taken as this link remembers it:
+            # someone may have deleted the queue since (subscribing again declares it).
+            link.forget(topic, group)
             link.ensure_topic(topic)
             return link.ensure_queue(topic, group)
 
