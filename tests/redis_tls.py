@@ -18,14 +18,21 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from tests.redis_server import RedisServer, find_redis_server
+from tests.redis_server import RedisServer, _free_port, find_redis_server
 
-__all__ = ["TLSFiles", "TLSRedisServer", "find_tls_redis_server", "make_certificates"]
+__all__ = [
+    "TLSFiles",
+    "TLSRedisServer",
+    "TLSSentinel",
+    "find_tls_redis_server",
+    "make_certificates",
+]
 
 #: Set to a redis-server built with TLS to use it before any other.
 TLS_SERVER_ENV = "BROKERKIT_REDIS_TLS_SERVER"
@@ -163,3 +170,86 @@ class TLSRedisServer(RedisServer):
             "--tls-ca-cert-file", str(self.files.ca),
             "--tls-auth-clients", "no",
         ]  # fmt: skip
+
+
+class TLSSentinel:
+    """One TLS-only sentinel watching a :class:`TLSRedisServer` as ``name`` (quorum 1),
+    with the server's certificates (``tls-replication yes``: it reaches the master over
+    TLS too), on a free port; ``requirepass`` when ``password`` is given, and
+    ``master_password`` is the master's (``sentinel auth-pass``)."""
+
+    def __init__(
+        self,
+        master: TLSRedisServer,
+        name: str,
+        password: str | None = None,
+        master_password: str | None = None,
+    ) -> None:
+        self.master = master
+        self.name = name
+        self.password = password
+        self.port = _free_port()
+        self.config = master.directory / f"sentinel-{self.port}.conf"
+        files = master.files
+        lines = [
+            "port 0",
+            f"tls-port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode no",
+            f"dir {master.directory}",
+            f"logfile {master.directory}/sentinel-{self.port}.log",
+            f"tls-cert-file {files.server_cert}",
+            f"tls-key-file {files.server_key}",
+            f"tls-ca-cert-file {files.ca}",
+            "tls-replication yes",
+            "tls-auth-clients no",
+            f"sentinel monitor {name} 127.0.0.1 {master.port} 1",
+        ]
+        if password is not None:
+            lines.append(f"requirepass {password}")
+        if master_password is not None:
+            lines.append(f"sentinel auth-pass {name} {master_password}")
+        if master_password is not None:
+            lines.append(f"sentinel auth-pass {name} {master_password}")
+        self.config.write_text("\n".join(lines) + "\n")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> TLSSentinel:
+        """Start the sentinel and wait until it names the master over TLS."""
+        self.process = subprocess.Popen(
+            [self.master.binary, str(self.config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            ssl=True,
+            ssl_ca_certs=str(self.master.files.ca),
+            password=self.password,
+            socket_timeout=5,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    address = client.sentinel_get_master_addr_by_name(self.name)
+                    if address and int(address[1]) == self.master.port:
+                        return self
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the TLS sentinel on port {self.port} did not start")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def __enter__(self) -> TLSSentinel:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

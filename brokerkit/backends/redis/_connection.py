@@ -167,14 +167,14 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
     except redis.exceptions.NoPermissionError as exc:
         raise _permission_denied(url, exc) from exc
     except redis.ConnectionError as exc:
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "doesn't match" in str(exc):
-            raise ConfigurationError(
-                f"the TLS certificate of Redis at {url} was not accepted: {exc}; trust its CA "
-                "with ssl_ca_certs=/path/to/ca.pem (or fix the host name in the URL)"
-            ) from exc
+        # First: redis-py's "No master found" quotes each sentinel's client in full.
         if type(exc).__name__ == "MasterNotFoundError":  # redis.sentinel's or redis.asyncio's
             error, cause = _no_master(url, exc)
             raise error from cause
+        if _certificate_refused(str(exc)):
+            raise ConfigurationError(
+                f"the TLS certificate of Redis at {url} was not accepted: {exc}; {_TRUST_HINT}"
+            ) from exc
         raise _lost(url, exc) from exc
     except redis.exceptions.NoScriptError as exc:
         raise ConnectionFailed(
@@ -201,6 +201,16 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
         raise BrokerError(f"Redis at {url} failed: {exc}") from exc
     except redis.exceptions.RedisClusterException as exc:
         raise ConnectionFailed(f"the Redis Cluster at {url} could not be used: {exc}") from exc
+
+
+#: What to do about a server certificate that was not accepted.
+_TRUST_HINT = "trust its CA with ssl_ca_certs=/path/to/ca.pem (or fix the host name in the URL)"
+
+
+def _certificate_refused(text: str) -> bool:
+    """Whether a connection error's text says that TLS refused the server's certificate
+    (an untrusted CA, or a host name it was not issued for)."""
+    return "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text
 
 
 #: How Redis says that an ACL refused a command, also from inside a script.
@@ -246,7 +256,8 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
     is up), and its cause, told apart by what the sentinels answered: refused
     credentials (caused by a :class:`redis.AuthenticationError`, so never retried), a
     server that is not a sentinel (a :class:`ConfigurationError` when no host of the URL
-    is one: nothing to wait for), nothing at all, or no master of that name. The
+    is one: nothing to wait for), a TLS certificate of theirs that was not accepted (a
+    :class:`ConfigurationError` too), nothing at all, or no master of that name. The
     sentinels' clients, which redis-py's message shows in full, are left out."""
     message = str(exc)
     found = _SERVICE.search(message)
@@ -267,6 +278,14 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
             f"the sentinels at {url} refused the credentials ({refused}); sentinel_password= "
             "is the sentinels' own password, the URL's password is the master's"
         ), refusal
+    untrusted = [(where, text) for where, _, text in failures if _certificate_refused(text)]
+    if untrusted:
+        what = "sentinel" if len(untrusted) == 1 else "sentinels"
+        reasons = "; ".join(f"{where}: {text}" for where, text in untrusted)
+        return ConfigurationError(
+            f"the TLS certificate of the {what} in {url} was not accepted ({reasons}); "
+            f"{_TRUST_HINT}"
+        ), exc
     strangers = [where for where, _, text in failures if _NOT_A_SENTINEL.search(text)]
     if strangers:
         what = "is not a sentinel" if len(strangers) == 1 else "are not sentinels"
