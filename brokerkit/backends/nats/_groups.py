@@ -109,6 +109,7 @@ class Groups:
                 f"and cannot be made again: {exc}"
             ) from exc
         reader.ack_wait = info["config"]["ack_wait"] / 1e9
+        reader.created = info.get("created")
         if made:
             log.warning(
                 "the JetStream consumer %r of the group %r of %r (stream %r) was gone "

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from brokerkit._acompat import within
 from brokerkit._delivery_async import AsyncDelivery
@@ -20,6 +20,7 @@ from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND
 from brokerkit.exceptions import BrokerError
 
 __all__ = [
+    "GroupFound",
     "Lease",
     "Leases",
     "deliveries_of",
@@ -46,6 +47,13 @@ class Lease:
         hook is told of.
     :ivar stored: the NATS headers the message came with, as stored: a dead letter
         that must fit where the message did falls back on them.
+    :ivar created: when the group's consumer it was leased from was made, as the
+        server says (``CONSUMER.INFO``'s ``created``; None if unknown): a consumer
+        made again (deleted, then made) has another, and holds none of the leases
+        of the one before. Taken from its reader when pulled, and ``confirmed`` by
+        the first check of its group asked after the pull
+        (:meth:`Leases.check_ack_waits`): the consumer may have been made again
+        since the reader last saw it.
     """
 
     reply: str
@@ -56,6 +64,17 @@ class Lease:
     generation: int
     holder: Any = field(default=None, repr=False)
     stored: dict[str, str] | None = field(default=None, repr=False)
+    created: str | None = None
+    confirmed: bool = False
+
+
+class GroupFound(NamedTuple):
+    """What :meth:`Leases.check_ack_waits` found of a group's consumer."""
+
+    #: Its ``AckWait``, in seconds.
+    ack_wait: float
+    #: When it was made (``CONSUMER.INFO``'s ``created``), if the server said.
+    created: str | None
 
 
 class Leases(dict[str, Lease]):
@@ -169,14 +188,28 @@ class Leases(dict[str, Lease]):
                     lease.generation = generation
         return [lease for lease in leases if id(lease) in forgotten]
 
-    async def check_ack_waits(self) -> dict[str, float]:
+    async def check_ack_waits(self) -> dict[str, GroupFound]:
         """The ``AckWait`` of each group whose leases are held, asked of its consumer
-        (one ``CONSUMER.INFO`` each); the leases counted with another (the consumer
-        was deleted and made again with another, by another broker: the documented
-        way to change a group's visibility timeout) are counted with it from then on,
-        from when they were leased or last renewed. The wait is bounded (an eighth of
-        the shortest ack wait held): a group that did not answer in it, or is gone
-        (the next pull makes it again), is left as it was, for the next check.
+        (one ``CONSUMER.INFO`` each), and when that consumer was made.
+
+        A consumer edited in place (``nats consumer edit``) counts what it holds with
+        its new ``AckWait`` from when each was leased or last renewed: so are the
+        leases counted from then on. A consumer made again (deleted, then made, by
+        another broker: the documented way to change a group's visibility timeout)
+        holds none of what the one before delivered: it delivers it again, to
+        whoever pulls, while JetStream still answers a renewal of it (and would take
+        its ack, settling the message in its new holder's hands). The leases taken
+        from the one before are let go as lost (see :meth:`take_unreported`): their
+        settle raises StaleDelivery. Which consumer a lease is from is known from
+        the first check after its pull (:attr:`Lease.created`): one pulled since the
+        group's last check whose consumer was made again meanwhile is the new one's
+        if the new one delivered its message (else it is lost). (The new one could
+        have delivered it to another consumer in that time too, a quarter of
+        ``AckWait`` at most: that lease is counted as the new one's.)
+
+        The wait is bounded (an eighth of the shortest ack wait held): a group that
+        did not answer in it, or is gone (the next pull makes it again), is left as
+        it was, for the next check.
 
         :raises BrokerError: the server refused to say.
         """
@@ -185,8 +218,11 @@ class Leases(dict[str, Lease]):
             groups[lease.consumer] = min(groups.get(lease.consumer, math.inf), lease.ack_wait)
         if not groups:
             return {}
+        # (pulled before any question is sent: a check's answer can say which consumer
+        # each of these is from; a lease pulled later waits for the next check)
+        asked = {id(lease) for lease in self.values()}
         until = time.monotonic() + min(groups.values()) / 8
-        found: dict[str, float] = {}
+        found: dict[str, GroupFound] = {}
         for consumer in groups:
             left = until - time.monotonic()
             if left <= 0:
@@ -204,12 +240,33 @@ class Leases(dict[str, Lease]):
             ack_wait = info.get("config", {}).get("ack_wait")
             if "error" in info or not ack_wait:
                 continue
-            found[consumer] = ack_wait / 1e9
-            for lease in list(self.values()):
-                if lease.consumer == consumer and lease.ack_wait != found[consumer]:
-                    lease.deadline += found[consumer] - lease.ack_wait
-                    lease.ack_wait = found[consumer]
+            group = found[consumer] = GroupFound(ack_wait / 1e9, info.get("created"))
+            delivered = int(info.get("delivered", {}).get("stream_seq", 0))
+            self._apply(consumer, group, delivered, asked)
         return found
+
+    def _apply(self, consumer: str, group: GroupFound, delivered: int, asked: set[int]) -> None:
+        """Count the leases of ``consumer`` with what a check found of it (the last
+        stream sequence it had ``delivered``, asked after the leases ``asked`` were
+        pulled): those of the consumer before it, if it was made again, are let go
+        as lost; the others take its ack wait."""
+        for reply, lease in list(self.items()):
+            if lease.consumer != consumer:
+                continue
+            if group.created is not None and lease.created != group.created:
+                if id(lease) not in asked:
+                    continue  # (pulled as the question was asked: the next check says)
+                if lease.confirmed or lease.seq > delivered:
+                    # The consumer before's (this one did not deliver it): lost.
+                    del self[reply]
+                    self._unreported.append(lease)
+                    continue
+                lease.created = group.created  # pulled from this one: the reader lagged
+            if id(lease) in asked:
+                lease.confirmed = True
+            if lease.ack_wait != group.ack_wait:
+                lease.deadline += group.ack_wait - lease.ack_wait
+                lease.ack_wait = group.ack_wait
 
     async def _delivered(self, consumer: str, until: float) -> int | None:
         """The last stream sequence ``consumer`` delivered; 0 if it is gone; None if
@@ -286,7 +343,7 @@ async def renew_forever(
     leases: Leases,
     renew: Callable[[list[Lease]], Awaitable[list[Lease]]],
     closed: Callable[[], bool],
-    ack_waits: Callable[[dict[str, float]], None] = lambda found: None,
+    ack_waits: Callable[[dict[str, GroupFound]], None] = lambda found: None,
 ) -> None:
     """Every quarter of the shortest ack wait (counted afresh when a lease with a
     shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held, until
@@ -298,7 +355,8 @@ async def renew_forever(
     ``renew`` returns) is let go and reported: see :func:`report_lost`. Before each
     round, the ``AckWait`` of each group held is asked again, and given to
     ``ack_waits`` (:meth:`Leases.check_ack_waits`): a group's consumer made again
-    with another is seen within a quarter of the ack wait it had."""
+    with another is seen within a quarter of the ack wait it had, and the leases of
+    the one before it are reported lost."""
     while not closed():
         try:
             ack_waits(await leases.check_ack_waits())

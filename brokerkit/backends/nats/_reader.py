@@ -54,6 +54,8 @@ class Reader:
     """One subscription's inbox and pull requests.
 
     :ivar ack_wait: the consumer's AckWait in seconds (its visibility timeout).
+    :ivar created: when the consumer was made, as the server says (see
+        :attr:`~brokerkit.backends.nats._leases.Lease.created`), if known.
     """
 
     def __init__(self, client: NatsClient, next_subject: str) -> None:
@@ -69,6 +71,7 @@ class Reader:
         self._sub: Subscription | None = None
         self._refused: PermissionDenied | None = None
         self.ack_wait = 30.0
+        self.created: str | None = None
 
     async def open(self) -> None:
         """Start listening on the inbox."""

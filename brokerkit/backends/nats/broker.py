@@ -63,6 +63,7 @@ from brokerkit.backends.nats._client import (
 )
 from brokerkit.backends.nats._groups import Groups
 from brokerkit.backends.nats._leases import (
+    GroupFound,
     Lease,
     Leases,
     last_send,
@@ -215,6 +216,7 @@ class AsyncNatsBroker(NatsSettling):
         reader = Reader(self._client, f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{durable}")
         await reader.open()
         reader.ack_wait = info["config"]["ack_wait"] / 1e9
+        reader.created = info.get("created")
         subscription.state = reader
         self._readers.add(reader)
 
@@ -302,6 +304,7 @@ class AsyncNatsBroker(NatsSettling):
             meta.sequence.stream,
             generation,
             stored=msg.headers,
+            created=reader.created,
         )
         self._leases[lease.reply] = lease
         delivery = AsyncDelivery(
@@ -386,11 +389,14 @@ class AsyncNatsBroker(NatsSettling):
     async def _renew_forever(self) -> None:
         await renew_forever(self._leases, self._renew, lambda: self.closed, self._ack_waits_found)
 
-    def _ack_waits_found(self, ack_waits: dict[str, float]) -> None:
-        """The ``AckWait`` of these groups' consumers, as the renewals found them: the
-        readers of those groups count the leases of what they pull with it."""
+    def _ack_waits_found(self, found: dict[str, GroupFound]) -> None:
+        """The ``AckWait`` of these groups' consumers, and when they were made, as the
+        renewals found them: the readers of those groups count the leases of what
+        they pull with them."""
         for reader in list(self._readers):
-            reader.ack_wait = ack_waits.get(reader.consumer, reader.ack_wait)
+            group = found.get(reader.consumer)
+            if group is not None:
+                reader.ack_wait, reader.created = group.ack_wait, group.created
 
     async def _suspend_renewals(self) -> None:
         self._renewals_suspended = True
