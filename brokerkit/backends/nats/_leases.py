@@ -207,11 +207,11 @@ class Leases(dict[str, Lease]):
         have delivered it to another consumer in that time too, a quarter of
         ``AckWait`` at most: that lease is counted as the new one's.)
 
-        The wait is bounded (an eighth of the shortest ack wait held): a group that
-        did not answer in it, or is gone (the next pull makes it again), is left as
-        it was, for the next check.
-
-        :raises BrokerError: the server refused to say.
+        Every group is asked at once, and on its own: the wait is bounded (an eighth
+        of the shortest ack wait held), and a group that did not answer in it,
+        could not say (the server refused it: it is logged), or is gone (the next
+        pull makes it again), is left as it was, for the next check; the others are
+        counted with what they said all the same.
         """
         groups: dict[str, float] = {}
         for lease in list(self.values()):
@@ -221,29 +221,59 @@ class Leases(dict[str, Lease]):
         # (pulled before any question is sent: a check's answer can say which consumer
         # each of these is from; a lease pulled later waits for the next check)
         asked = {id(lease) for lease in self.values()}
-        until = time.monotonic() + min(groups.values()) / 8
+        wait = min(groups.values()) / 8
+        answers = await asyncio.gather(
+            *(self._ask_group(consumer, wait) for consumer in groups), return_exceptions=True
+        )
         found: dict[str, GroupFound] = {}
-        for consumer in groups:
-            left = until - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                # (a question, harmless however late it arrives: only the wait is bounded)
-                info = await within(
-                    self._client.api(
-                        f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check an AckWait"
-                    ),
-                    left,
-                )
-            except asyncio.TimeoutError:
-                break
-            ack_wait = info.get("config", {}).get("ack_wait")
-            if "error" in info or not ack_wait:
+        for consumer, answer in zip(groups, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, Exception):
+                    raise answer  # (a cancellation: the renewals end)
+                if isinstance(answer, BrokerError):
+                    log.debug(
+                        "could not check the AckWait of the group of the JetStream consumer %r: %s",
+                        consumer,
+                        answer,
+                        extra=log_fields(),
+                    )
+                else:  # a bug, or an answer not understood: the other groups go on
+                    log.error(
+                        "could not check the AckWait of the group of the JetStream consumer %r",
+                        consumer,
+                        exc_info=answer,
+                        extra=log_fields(),
+                    )
                 continue
-            group = found[consumer] = GroupFound(ack_wait / 1e9, info.get("created"))
-            delivered = int(info.get("delivered", {}).get("stream_seq", 0))
+            if answer is None:
+                continue
+            group, delivered = answer
+            found[consumer] = group
             self._apply(consumer, group, delivered, asked)
         return found
+
+    async def _ask_group(self, consumer: str, wait: float) -> tuple[GroupFound, int] | None:
+        """What ``consumer``'s info says of it (see :class:`GroupFound`), and the last
+        stream sequence it delivered; None if it did not answer within ``wait``
+        seconds, or is gone.
+
+        :raises BrokerError: the server refused to say.
+        """
+        try:
+            # (a question, harmless however late it arrives: only the wait is bounded)
+            info = await within(
+                self._client.api(
+                    f"CONSUMER.INFO.{self._stream}.{consumer}", None, "check an AckWait"
+                ),
+                wait,
+            )
+        except asyncio.TimeoutError:
+            return None
+        ack_wait = info.get("config", {}).get("ack_wait")
+        if "error" in info or not ack_wait:
+            return None
+        delivered = int(info.get("delivered", {}).get("stream_seq", 0))
+        return GroupFound(ack_wait / 1e9, info.get("created")), delivered
 
     def _apply(self, consumer: str, group: GroupFound, delivered: int, asked: set[int]) -> None:
         """Count the leases of ``consumer`` with what a check found of it (the last
