@@ -2,7 +2,8 @@
 dicts, lists, str and numbers) by its fields' resolved type hints, nested: worked out
 once, when the handler is registered (see :class:`Builders`), with a :class:`Misfit`
 naming where a body does not fit. brokerkit's own, never pydantic's or msgspec's, so
-that a dataclass is built the same with or without those extras.
+that a dataclass is built the same with or without those extras (a msgspec Struct a
+field names, which exists only where msgspec is installed, is validated by msgspec).
 
 A body is built :data:`MAX_DEPTH` containers deep at most: a recursive dataclass
 (``child: Node | None``) nested deeper does not fit, with a reason rather than a
@@ -101,19 +102,51 @@ def _dataclass_type(hint: Any) -> bool:
     return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
+def _struct_type(hint: Any) -> bool:
+    """Whether ``hint`` is a msgspec Struct class (never imports msgspec)."""
+    msgspec = sys.modules.get("msgspec")
+    return msgspec is not None and isinstance(hint, type) and issubclass(hint, msgspec.Struct)
+
+
+def _built_type(hint: Any) -> bool:
+    """Whether ``hint`` is a class a body's value is built into: a dataclass or a
+    msgspec Struct."""
+    return _dataclass_type(hint) or _struct_type(hint)
+
+
 def _held_dataclass(hint: Any, depth: int = 0) -> Any:
-    """The first dataclass named inside the type arguments of ``hint`` (None: none)."""
+    """The first dataclass or msgspec Struct named inside the type arguments of
+    ``hint`` (None: none)."""
     if depth > 20:  # a type that nests without end
         return None
     for argument in typing.get_args(hint):
         argument = unannotated(argument)
         for candidate in (argument, typing.get_origin(argument)):
-            if _dataclass_type(candidate):
+            if _built_type(candidate):
                 return candidate
         found = _held_dataclass(argument, depth + 1)
         if found is not None:
             return found
     return None
+
+
+def _substituted(hint: Any, arguments: Mapping[Any, Any]) -> Any:
+    """``hint`` with the type variables ``arguments`` maps replaced by their types
+    (``T | None`` with ``{T: Line}``: ``Line | None``); as it is when it holds none,
+    or cannot be subscripted."""
+    if not arguments:
+        return hint
+    if isinstance(hint, typing.TypeVar):
+        return arguments.get(hint, hint)
+    if isinstance(hint, type) and typing.get_origin(hint) is None:
+        return hint  # a class (a bare generic class is not parametrized here)
+    parameters = getattr(hint, "__parameters__", None)
+    if not parameters:
+        return hint
+    try:
+        return hint[tuple(arguments.get(p, p) for p in parameters)]
+    except TypeError:  # a ParamSpec, a TypeVarTuple...: left as it is
+        return hint
 
 
 class Builders:
@@ -123,7 +156,11 @@ class Builders:
     - a dataclass from an object (a mapping): its ``__init__`` fields and ``InitVar``
       pseudo-fields, each built by its resolved type hint; missing or unknown fields
       do not fit. Keys naming its ``init=False`` fields (which ``publish`` writes) are
-      left out: the class sets those itself;
+      left out: the class sets those itself. A generic dataclass parametrized
+      (``Box[Line | None]``) has its fields typed by a type variable built as the
+      type arguments given (``item: T`` as ``Line | None``);
+    - a msgspec Struct (a generic one parametrized too) from what msgspec converts
+      into it (laxly: an int from a numeric str, as from a msgpack body);
     - ``list[X]`` from an array, ``tuple[X, ...]``, ``tuple[X, Y]`` (of that length) and
       ``tuple`` from an array, ``dict[K, X]`` from an object (its keys as decoded),
       ``X | None``; ``Annotated[X, ...]`` and a ``NewType`` of X as X;
@@ -136,12 +173,14 @@ class Builders:
     under a recursion limit set too low for that depth (that does not fit either).
 
     :raises InvalidOption: a field's annotation does not resolve, or holds a dataclass
-        in a form not built (``Sequence[Point]``, ``Point | Line``, ``set[Point]``): it
-        would reach the handler as decoded data.
+        or a msgspec Struct in a form not built (``Sequence[Point]``, ``Point | Line``,
+        ``set[Point]``): it would reach the handler as decoded data.
     """
 
     def __init__(self) -> None:
-        self._built: dict[Any, _Build] = {}  # by dataclass, so that one may hold itself
+        # by dataclass (a generic one parametrized: by its alias), so that one may hold
+        # itself
+        self._built: dict[Any, _Build] = {}
 
     def of(self, hint: Any) -> _Build | None:
         """How to build ``hint`` (None: take the value as decoded)."""
@@ -150,10 +189,10 @@ class Builders:
             hint = unannotated(hint.__supertype__)
         origin = typing.get_origin(hint)
         arguments = typing.get_args(hint)
-        if _dataclass_type(hint):
+        if _dataclass_type(hint) or _dataclass_type(origin):  # a generic one parametrized
             return self.dataclass(hint)
-        if _dataclass_type(origin):  # a generic dataclass: its type variables as decoded
-            return None if _held_dataclass(hint) else self.dataclass(origin)
+        if _struct_type(hint) or _struct_type(origin):
+            return _struct(hint)
         if hint is tuple or hint is typing.Tuple:  # noqa: UP006 (the bare one, as a value)
             return _as_tuple
         if origin is tuple:
@@ -178,11 +217,18 @@ class Builders:
             return None if inner is None else _optional(inner)
         return None
 
-    def dataclass(self, cls: Any) -> _Build:
-        """How to build the dataclass ``cls`` from an object: called with the value and
-        its depth, 1 for the body itself."""
-        if cls in self._built:
-            return self._built[cls]
+    def dataclass(self, model: Any) -> _Build:
+        """How to build the dataclass ``model`` from an object: called with the value
+        and its depth, 1 for the body itself. ``model`` may be a generic dataclass
+        parametrized (``Box[Line]``): its fields typed by its type variables are built
+        as the type arguments given (``item: T`` as ``Line``); those it leaves out (a
+        bare ``Box``) are taken as decoded."""
+        if model in self._built:
+            return self._built[model]
+        cls = typing.get_origin(model) or model
+        arguments = dict(
+            zip(getattr(cls, "__parameters__", ()), typing.get_args(model), strict=False)
+        )
         fields: dict[str, _Build | None] = {}
         left_out = {f.name for f in dataclasses.fields(cls) if not f.init}
         required: set[str] = set()
@@ -227,23 +273,25 @@ class Builders:
             except Exception as exc:  # an assert in __post_init__...: named
                 raise Misfit(f"{type(exc).__name__}: {one_line(exc)}") from exc
 
-        self._built[cls] = build
+        self._built[model] = build
         init_fields = _init_fields(cls)
         hints = _field_hints(cls, set(init_fields))
         for field_name, field in init_fields.items():
             hint = hints[field_name]
             if isinstance(hint, dataclasses.InitVar):
                 hint = hint.type
+            hint = _substituted(hint, arguments)
             fields[field_name] = self.of(hint)
             held = _held_dataclass(hint) if fields[field_name] is None else None
             if held is not None:
+                what = "dataclass" if _dataclass_type(held) else "msgspec Struct"
                 raise InvalidOption(
                     f"field {field_name!r} of dataclass {name} is annotated {hint!r}, which "
-                    f"holds the dataclass {held.__name__} in a form brokerkit does not build "
-                    "(it builds a dataclass, list[X], tuple[X, ...], tuple[X, Y], "
-                    "dict[str, X] and X | None, nested): it would reach the handler as "
-                    "decoded data. Annotate it with one of those, or with a type taken as "
-                    "decoded (dict, list, Any...) and build it in the handler"
+                    f"holds the {what} {held.__name__} in a form brokerkit does not build "
+                    "(it builds a dataclass, a msgspec Struct, list[X], tuple[X, ...], "
+                    "tuple[X, Y], dict[str, X] and X | None, nested): it would reach the "
+                    "handler as decoded data. Annotate it with one of those, or with a type "
+                    "taken as decoded (dict, list, Any...) and build it in the handler"
                 )
             if field.default is dataclasses.MISSING and (
                 field.default_factory is dataclasses.MISSING
@@ -350,6 +398,27 @@ def _dict(item: _Build) -> _Build:
                 exc.path.append(f"[{_key.repr(key)}]")
                 raise
         return built
+
+    return build
+
+
+def _struct(model: Any) -> _Build:
+    """A msgspec Struct (``model``, or a generic one parametrized), validated from the
+    decoded value by msgspec, laxly as a decoded body is (msgpack carries what JSON
+    would); msgspec's reason, its path from the Struct made part of the misfit's."""
+    msgspec = sys.modules["msgspec"]
+
+    def build(value: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise _too_deep()
+        try:
+            return msgspec.convert(value, model, strict=False)
+        except msgspec.ValidationError as exc:
+            text, at, path = one_line(exc).partition(" - at `$")
+            misfit = Misfit(text)
+            if at and path.endswith("`"):
+                misfit.path.append(path[:-1])
+            raise misfit from exc
 
     return build
 

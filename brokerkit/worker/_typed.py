@@ -247,7 +247,7 @@ def _body_model(hint: Any) -> Any:
     - a parametrized generic msgspec Struct or dataclass (``Box[int]``), as it is:
       msgspec validates the type arguments; brokerkit builds the dataclass as a field of
       that type is built (:meth:`Builders.of`: its fields typed by a type variable as
-      decoded).
+      the type arguments given).
     """
     hint = _supertype(hint)
     if _is_model(hint) or _is_model(typing.get_origin(hint)):
@@ -287,8 +287,9 @@ def _check_body_type(name: str, parameter: str, annotation: Any, body_type: Any)
     instead of being dead-lettered.
 
     :raises InvalidOption: ``Model | None``, ``list[Model]``, ``dict[str, Model]``...;
-        also a generic dataclass holding a model in its type arguments (``Box[Line]``),
-        whose fields of a type variable brokerkit takes as decoded; a msgspec Struct
+        also a generic dataclass holding a pydantic model in its type arguments
+        (``Box[Line]``), which its fields of that type variable would take as decoded
+        (it builds dataclasses and Structs there); a msgspec Struct
         holding, in its type arguments or its fields, a type msgspec cannot build.
     """
     if body_type is None:
@@ -302,15 +303,15 @@ def _check_body_type(name: str, parameter: str, annotation: Any, body_type: Any)
             _check_struct_fields(name, parameter, annotation, found)
             return
         held = _models_within(found) if dataclasses.is_dataclass(origin) else []
+        held = [m for m in held if not dataclasses.is_dataclass(m) and not _is_struct(m)]
         if held:
             model = _name(held[0])
             raise InvalidOption(
                 f"handler {name} annotates its body parameter {parameter!r} with "
                 f"{annotation!r}, a generic dataclass whose type arguments hold the model "
-                f"{model}: brokerkit builds its fields of a type variable as decoded, so "
-                f"{model} would reach the handler unvalidated. Annotate it with a "
-                f"dataclass whose fields name {model} itself, or with a generic dataclass "
-                "of types taken as decoded"
+                f"{model}: brokerkit builds a dataclass's field of a pydantic model as "
+                f"decoded, so {model} would reach the handler unvalidated. Make {model} a "
+                "dataclass or a msgspec Struct, or annotate the body with a pydantic model"
             )
         return
     models = _models_within(_supertype(body_type))
@@ -535,9 +536,9 @@ def _msgspec(struct: Any, msgspec: Any, *, from_json: bool = False) -> Converter
 
 
 def _dataclass(model: Any) -> Converter:
-    """A dataclass, or a parametrized generic one (built by its class, as a field of that
-    type is; one holding a dataclass in its type arguments was refused at registration)."""
-    build = Builders().dataclass(typing.get_origin(model) or model)
+    """A dataclass, or a parametrized generic one (built as a field of that type is: its
+    fields of a type variable as the type arguments given)."""
+    build = Builders().dataclass(model)
     name = _name(model)
 
     def convert(body: Any) -> Any:
