@@ -19,10 +19,11 @@ from typing import Any, ClassVar, TypeVar
 
 from brokerkit._broker import Broker
 from brokerkit._broker_async import AsyncBroker
+from brokerkit._compat import leaves_running
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._inspect import TopicInfo
-from brokerkit._logging import log_fields
+from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._loop_thread import LoopThread
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
@@ -100,12 +101,56 @@ class LoopBridgeBroker(Broker):
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float
     ) -> list[Delivery]:
+        """The asyncio fetch, run on the bridge's loop. If the wait for it is
+        interrupted (Ctrl-C: a KeyboardInterrupt in this thread), the fetch is not
+        stopped (cut off half-way, it could leave messages leased that nobody holds):
+        it goes on, and what it brings is handed back as soon as it ends, on the loop
+        (:meth:`_hand_back_fetched`); the subscription's next receive, and its close,
+        wait for that first (:func:`brokerkit._compat.leaves_running`). Interrupted
+        before the loop began it, it fetches nothing."""
         inner: AsyncSubscription = subscription.state
-        fetched = self._run(self.inner._fetch(inner, max_messages, timeout))
-        return [
-            Delivery(d.message, subscription=subscription, attempt=d.attempt, receipt=d)
-            for d in fetched
-        ]
+        given_up = threading.Event()
+
+        async def fetch() -> list[Delivery]:
+            if given_up.is_set():
+                return []
+            fetched = await self.inner._fetch(inner, max_messages, timeout)
+            # (on the loop, before anything else of the inner broker runs there again)
+            return [self._wrapped(subscription, delivery) for delivery in fetched]
+
+        future = self._start(fetch())
+        try:
+            return future.result()
+        except BaseException as exc:
+            if not (future.done() and (future.cancelled() or future.exception() is exc)):
+                # Raised into this thread, not by the fetch: it goes on.
+                given_up.set()
+                leaves_running(exc, self._start(self._hand_back_fetched(future)))
+            raise
+
+    def _wrapped(self, subscription: Subscription, delivery: AsyncDelivery) -> Delivery:
+        """The sync delivery over ``delivery``, which a fetch brought (called on the
+        bridge's loop)."""
+        return Delivery(
+            delivery.message, subscription=subscription, attempt=delivery.attempt, receipt=delivery
+        )
+
+    async def _hand_back_fetched(self, fetch: concurrent.futures.Future[list[Delivery]]) -> None:
+        """Once ``fetch`` (whose caller was interrupted) ends, hand back what it
+        brought, at once (on the loop)."""
+        try:
+            fetched = await asyncio.wrap_future(fetch)
+        except Exception:  # the fetch failed: it leased nothing it could report
+            return
+        if fetched:
+            try:
+                await self.inner._hand_back(_inner(fetched))
+            except Exception as exc:
+                log.warning(
+                    "could not hand back deliveries of an interrupted receive: %s",
+                    exc,
+                    extra=delivery_fields(fetched),
+                )
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         inner: AsyncSubscription = subscription.state
