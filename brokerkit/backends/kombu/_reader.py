@@ -65,6 +65,10 @@ class Lease:
     generation: int
     #: Its dead letter could not be sent, and that was logged (once per lease).
     refused: bool = False
+    #: The reaper handed it back (or dead-lettered it): its lease ran out, whatever
+    #: becomes of its channel after (a closed subscription's is closed once it holds
+    #: nothing more).
+    ran_out: bool = False
 
 
 class Reader:
@@ -122,7 +126,10 @@ class Reader:
     def lost(self, lease: Lease, link: Link) -> str | None:
         """Why ``lease`` (not :meth:`holds`) went with its channel: ``"connection"``
         (found lost since), ``"channel"`` (RabbitMQ closed it); None if the channel
-        lives on (the reaper handed the delivery back: its lease ran out)."""
+        lives on, or the reaper handed the delivery back (its lease ran out) before
+        its channel went."""
+        if lease.ran_out and lease.generation == link.generation:
+            return None
         if lease.generation != link.generation:
             return "connection"
         if lease.channel is not self.channel or not lease.channel.is_open:

@@ -374,6 +374,9 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                     else:
                         lease.channel.basic_reject(lease.tag, requeue=True)
                         reader.release(lease)
+                    # (a late settle says that its lease ran out, even once the
+                    # channel of a closed subscription is closed: see Reader.lost)
+                    lease.ran_out = reader.leases.get(lease.tag) is not lease
                 unread = list(reader.inbox)
                 reader.inbox.clear()
                 self._requeue_or_dead_letter(unread, requeue=True)
