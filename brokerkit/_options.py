@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from difflib import get_close_matches
 from typing import Any, ClassVar, TypeVar
 
-from brokerkit._url import _is_secret
+from brokerkit._url import _AfterPathSecret, _is_secret
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["MAX_COUNT", "MAX_SECONDS", "MIN_VISIBILITY_TIMEOUT", "BrokerOptions"]
@@ -191,7 +191,8 @@ def after_secrets(query: Mapping[str, str]) -> dict[str, str]:
     split at a raw ``&`` (``pw&db=1&prefix=p`` may be one password), and no message
     may quote their values, nor the name of one that is unknown."""
     follows: dict[str, str] = {}
-    secret = ""
+    # a secret written in the path (``/token=x``): the whole query may be its end
+    secret = query.secret if isinstance(query, _AfterPathSecret) else ""
     for name in query:
         if secret:
             follows[name] = secret
@@ -218,8 +219,9 @@ def secret_tail_refusal(
     return (
         f"an option that follows {secret!r} in the {backend} URL is not valid; neither "
         f"its name nor its value is shown, as they may be the end of {secret}'s value, "
-        "split at a raw '&': percent-encode '&' in the value as %26, or give the secret "
-        f"options last in the query to have the others named{listed}"
+        "split at a raw '&' (or '?', after a secret in the path): percent-encode them in "
+        "the value as %26 (%3F), or give the secret options last in the query to have "
+        f"the others named{listed}"
     )
 
 
@@ -300,10 +302,9 @@ def _without_unset(
                 f"{name} does not apply to {backend}: {why}; "
                 f"valid options: {', '.join(sorted(options.names()))}"
             )
-    return (
-        {k: v for k, v in query.items() if k not in options.not_applicable},
-        {k: v for k, v in keywords.items() if k not in options.not_applicable},
-    )
+    kept = _AfterPathSecret(query.secret) if isinstance(query, _AfterPathSecret) else {}
+    kept.update((k, v) for k, v in query.items() if k not in options.not_applicable)
+    return kept, {k: v for k, v in keywords.items() if k not in options.not_applicable}
 
 
 def _names(message: str, name: str) -> bool:

@@ -30,14 +30,17 @@ class BrokerURL:
     :attr:`username_is_secret`), and the query from the value of the first option
     whose name holds ``password``, ``secret`` or ``token`` on: that value and every
     option after it show as one ``***`` (``?sentinel=m&sentinel_password=***``), as
-    what follows a secret may be the end of it, split at a raw ``&``. :meth:`render`
+    what follows a secret may be the end of it, split at a raw ``&``. A path holding
+    such a name and ``=`` (an AMQP vhost ``token=x``, or a ``?`` typed as ``&`` or
+    ``/``) is taken, and shown up to that ``=``, then one ``***`` for all that follows,
+    the query too (``/token=***``). :meth:`render`
     with ``hide_password=False`` gives them back for the driver that needs them. An
     error about a URL never quotes its password, whatever its form: a mistyped
     ``://`` and user-info that would not parse are masked too, and user-info holding
     an unencoded ``/ ? # @ + =`` is refused with :class:`~brokerkit.InvalidURL`
     rather than guessed at; so is a secret query value holding an unencoded ``+``
     (read as a space), ``#`` (which would cut it short) or ``&`` followed by what is
-    not an option (which would split it), and a path, other option's value or
+    not an option (which would split it), and another option's value or the
     fragment holding a secret option (``?sentinel=m?sentinel_password=pw``: a ``?``
     typed for ``&``). A port is a number from 1 to 65535.
     """
@@ -103,8 +106,9 @@ class BrokerURL:
         scheme = parts.scheme.lower()
         if not scheme:
             raise InvalidURL(f"{_masked(url)!r} has an empty scheme")
-        query: dict[str, str] = {}
-        secret = ""  # the last secret option read: what follows it may be its end
+        in_path = _secret_in(unquote(parts.path))
+        query: dict[str, str] = _AfterPathSecret(in_path[0]) if in_path else {}
+        secret = in_path[0] if in_path else ""  # the last secret read: what follows may be its end
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key in query and secret:
                 raise InvalidURL(
@@ -157,6 +161,14 @@ class BrokerURL:
         for host, port in self.more_hosts:
             netloc += "," + (f"[{host}]" if ":" in host else host)
             netloc += f":{port}" if port is not None else ""
+        in_path = _secret_in(self.path) if hide_password else None
+        if in_path:
+            # A secret option written in the path (an AMQP vhost "token=x", or a "?"
+            # typed as "&" or "/"): the path is shown up to its "=", then one "***"
+            # for its value and all that follows, the query too (which may be the end
+            # of that value, split at a raw "?").
+            _, end = in_path
+            return f"{self.scheme}://{netloc}{quote(self.path[:end])}={_MASK}"
         text = f"{self.scheme}://{netloc}{quote(self.path)}"
         if not self.query:
             return text
@@ -222,22 +234,22 @@ def _check_query_secrets(url: str) -> None:
     ``#`` after it (the parser would cut the value there), an ``&`` after it followed
     by what is not an option (the parser would split the value, and show its tail as
     an unknown option). Refuse too a secret option written where no option is read,
-    which would be kept (and shown) as part of something else: in the path
-    (``/0&sentinel_password=pw``), in another option's value
-    (``?sentinel=m?sentinel_password=pw``) or in the fragment (``#token=pw``), that
-    is, a name holding ``password``, ``secret`` or ``token`` followed by a raw ``=``.
-    The message names the option, never the URL, nor an option that follows a secret
-    (it may be the end of that secret's value).
+    which would be kept (and shown) as part of something else: in another option's
+    value (``?sentinel=m?sentinel_password=pw``) or in the fragment (``#token=pw``),
+    that is, a name holding ``password``, ``secret`` or ``token`` followed by a raw
+    ``=``. (One in the path is taken: an AMQP vhost may be ``token=x``; the path is
+    then shown up to its ``=``, see :meth:`BrokerURL.render`.) The message names the
+    option, never the URL, nor an option that follows a secret (it may be the end of
+    that secret's value).
     """
     scheme, _, rest = url.partition("://")
     before_fragment, fragment_mark, fragment = url.partition("#")
     query_mark, query = before_fragment.partition("?")[1:]
     authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
-    path = rest[authority_end:].partition("?")[0].partition("#")[0]
-    if _holds_a_secret_option(path):
-        raise InvalidURL(_misplaced_secret(scheme, "the path", "an '&' or '/' typed for '?'"))
+    in_path = _secret_in(unquote(rest[authority_end:].partition("?")[0].partition("#")[0]))
     segments = query.split("&") if query_mark else []
-    previous = ""  # the last secret option before: what follows it may be its end
+    # the last secret option before: what follows it may be its end
+    previous = in_path[0] if in_path else ""
     for index, segment in enumerate(segments):
         raw_key, equals, value = segment.partition("=")
         key = unquote_plus(raw_key)
@@ -265,6 +277,33 @@ def _check_query_secrets(url: str) -> None:
         )
     if _holds_a_secret_option(fragment):
         raise InvalidURL(_misplaced_secret(scheme, "the fragment", "a '#' typed for '&'"))
+
+
+class _AfterPathSecret(dict[str, str]):
+    """The query of a URL whose path holds a secret option (``/token=x``): every option
+    in it follows that secret, whose name is :attr:`secret` (see
+    :func:`brokerkit._options.after_secrets`), as it may be the end of its value,
+    split at a raw ``?``."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+
+def _secret_in(path: str) -> tuple[str, int] | None:
+    """The first secret option written in ``path`` (decoded), as its name and the
+    index of its ``=``: a ``=`` after a name holding ``password``, ``secret`` or
+    ``token``, back to the ``=``, ``/``, ``&``, ``?`` or ``;`` before it. ``None``
+    when the path holds none."""
+    start = 0
+    for index, char in enumerate(path):
+        if char in "/&?;":
+            start = index + 1
+        elif char == "=":
+            if _is_secret(path[start:index]):
+                return path[start:index], index
+            start = index + 1
+    return None
 
 
 def _holds_a_secret_option(text: str) -> bool:

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from brokerkit._delivery import Delivery
-from brokerkit._url import BrokerURL, _is_secret
+from brokerkit._url import BrokerURL, _is_secret, _secret_in
 from brokerkit.exceptions import InvalidURL, SerializationError
 
 __all__ = [
@@ -125,12 +125,18 @@ def _secrets(url: BrokerURL, written: str = "") -> set[str]:
         values.append(url.username)
     items = list(url.query.items())
     first = next((i for i, (key, _) in enumerate(items) if _hidden(url, key, "x")), None)
+    in_path = _secret_in(url.path)
+    if in_path:
+        # a secret in the path (``/token=x``): its value, and the whole query after it
+        head = url.path[in_path[1] + 1 :]
+        values.append(head)
+        items.insert(0, ("", head))
+        first = 0
     for index, (key, value) in enumerate(items):
         if first is not None and index > first:
             values.append(value)  # may be the end of the secret, as may what joins it
-            values.append(
-                "&".join([items[first][1], *(f"{k}={v}" for k, v in items[first + 1 : index + 1])])
-            )
+            after = "&".join(f"{k}={v}" for k, v in items[first + 1 : index + 1])
+            values.append(f"{items[first][1]}{'?' if in_path else '&'}{after}")
         elif _hidden(url, key, value):
             values.append(value)
     forms = set()

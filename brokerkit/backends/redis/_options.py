@@ -23,7 +23,7 @@ from brokerkit._options import (
     after_secrets,
     secret_tail_refusal,
 )
-from brokerkit._url import BrokerURL
+from brokerkit._url import BrokerURL, _secret_in
 from brokerkit.exceptions import InvalidOption, InvalidURL
 
 __all__ = [
@@ -192,9 +192,11 @@ def redis_database(url: BrokerURL) -> int:
     db: int | None = None
     if path:
         if not path.isdigit() or not path.isascii() or int(path) > _MAX_INT:
+            # a path holding a secret option ('/0&sentinel_password=pw') is not quoted
+            got = "the path of" if _secret_in(url.path) else f"{url.path!r} in"
             raise InvalidURL(
                 f"the path of a Redis URL is the database number, one integer from 0 to "
-                f"{_MAX_INT} such as '/0', got {url.path!r} in {url}"
+                f"{_MAX_INT} such as '/0', got {got} {url}"
             )
         db = int(path)
     query_db = url.query.get("db")
