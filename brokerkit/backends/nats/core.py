@@ -10,6 +10,7 @@ the sync class runs it through the loop bridge.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Sequence
@@ -47,11 +48,14 @@ _RECONNECT_POLL = 0.05
 
 @dataclass
 class _Listening:
-    """One subscription's NATS subscription and the messages it has been handed."""
+    """One subscription's NATS subscription and the messages it has been handed;
+    before them, what a fetch took and was handed back (its caller interrupted or
+    cancelled: nobody had it), with its receipt, in order."""
 
     queue: asyncio.Queue[Msg] = field(default_factory=lambda: asyncio.Queue(BUFFER))
     nats: Any = None
     received: int = 0
+    returned: collections.deque[tuple[Message, Any]] = field(default_factory=collections.deque)
 
 
 class AsyncNatsCoreBroker(AsyncBroker):
@@ -156,6 +160,9 @@ class AsyncNatsCoreBroker(AsyncBroker):
         listening: _Listening = subscription.state
         deliveries: list[AsyncDelivery] = []
         deadline = time.monotonic() + timeout
+        while len(deliveries) < max_messages and listening.returned:
+            message, receipt = listening.returned.popleft()
+            deliveries.append(AsyncDelivery(message, subscription=subscription, receipt=receipt))
         while len(deliveries) < max_messages:
             if listening.queue.empty() and deliveries:
                 break
@@ -177,6 +184,16 @@ class AsyncNatsCoreBroker(AsyncBroker):
                 AsyncDelivery(message, subscription=subscription, receipt=listening.received)
             )
         return deliveries
+
+    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
+        """Put what a fetch took and nobody had (its receive interrupted or cancelled)
+        back in front of its subscription's buffer, in order: the next receive gets it
+        (core NATS keeps nothing to hand it back to)."""
+        for delivery in reversed(deliveries):
+            listening: _Listening | None = delivery.subscription.state
+            if listening is not None and not delivery.subscription.closed:
+                listening.returned.appendleft((delivery.message, delivery.receipt))
+        self._mark(deliveries)
 
     async def _unsubscribe(
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
