@@ -227,9 +227,14 @@ def plain_data(body: Any) -> Any:
     fields (``dataclasses.asdict``), a pydantic model as the data that validates back
     into it (``model_dump(mode="json", by_alias=True, round_trip=True)``: its aliases,
     no computed fields), a msgspec Struct as ``msgspec.to_builtins``; any other value
-    as it is."""
+    as it is. A dataclass's Structs, at any depth ``asdict`` reaches, are turned into
+    plain data as a Struct body is (``asdict`` leaves them as they are)."""
     if dataclasses.is_dataclass(body) and not isinstance(body, type):
-        return dataclasses.asdict(body)
+        fields = dataclasses.asdict(body)
+        msgspec = sys.modules.get("msgspec")
+        if msgspec is None:
+            return fields
+        return _structs_as_builtins(fields, msgspec.Struct, msgspec.to_builtins)
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(body, pydantic.BaseModel):
         return body.model_dump(mode="json", by_alias=True, round_trip=True)
@@ -237,6 +242,19 @@ def plain_data(body: Any) -> Any:
     if msgspec is not None and isinstance(body, msgspec.Struct):
         return msgspec.to_builtins(body)
     return body
+
+
+def _structs_as_builtins(value: Any, struct: type, to_builtins: Any) -> Any:
+    """``value`` (what ``dataclasses.asdict`` gave) with each msgspec Struct in its
+    dicts, lists and tuples as ``to_builtins`` gives it."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _structs_as_builtins(item, struct, to_builtins) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return kind(_structs_as_builtins(item, struct, to_builtins) for item in value)
+    if isinstance(value, struct):
+        return to_builtins(value)
+    return value
 
 
 def check_content_type(content_type: object) -> str:
