@@ -118,7 +118,7 @@ class NatsClient(Permissions):
         #: Who to tell of a permissions violation on a subject of theirs (by the
         #: subject lower-cased, as nats-py reports it; with the subject as it is):
         #: the readers, for their pulls and their inboxes.
-        self._watchers: dict[str, tuple[str, Callable[[PermissionDenied], None]]] = {}
+        self._watchers: dict[str, list[tuple[str, Callable[[PermissionDenied], None]]]] = {}
         #: Counts the connection's losses and returns: what was leased before the
         #: last one may be unknown to a server that restarted meanwhile.
         self.generation = 0

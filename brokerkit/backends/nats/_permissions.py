@@ -32,7 +32,7 @@ class Permissions:
 
     _inbox: str
     _waiting: dict[str, tuple[str, asyncio.Future[Msg]]]
-    _watchers: dict[str, tuple[str, Callable[[PermissionDenied], None]]]
+    _watchers: dict[str, list[tuple[str, Callable[[PermissionDenied], None]]]]
 
     if TYPE_CHECKING:
 
@@ -59,11 +59,11 @@ class Permissions:
             or (how == "to" and request_subject.lower() == subject)
             or (how == "with reply of" and subject == f"{self._inbox}.{token}".lower())
         ]
-        watcher = self._watchers.get(subject)
+        watchers = list(self._watchers.get(subject, ()))
         # The subject as it was sent (nats-py lower-cased the server's).
         named = subject
-        if watcher is not None:
-            named = watcher[0]
+        if watchers:
+            named = watchers[0][0]
         elif kind == "subscription" and subject == replies.lower():
             named = replies
         elif hit and how == "to":
@@ -83,16 +83,24 @@ class Permissions:
         for _, future in hit:
             if not future.done():
                 future.set_exception(denied)
-        if watcher is not None:
-            watcher[1](denied)
+        for _, told in watchers:
+            told(denied)
         return denied
 
     def watch(self, subjects: Sequence[str], told: Callable[[PermissionDenied], None]) -> None:
         """Call ``told`` with the PermissionDenied of a permissions violation on one of
-        ``subjects`` (a publish to it, a reply to it, a subscription to it)."""
+        ``subjects`` (a publish to it, a reply to it, a subscription to it), as every
+        other watcher of that subject is called (the readers of one group share its
+        pull subject)."""
         for subject in subjects:
-            self._watchers[subject.lower()] = (subject, told)
+            self._watchers.setdefault(subject.lower(), []).append((subject, told))
 
-    def unwatch(self, subjects: Sequence[str]) -> None:
+    def unwatch(self, subjects: Sequence[str], told: Callable[[PermissionDenied], None]) -> None:
+        """Stop calling ``told`` for ``subjects`` (the other watchers stay)."""
         for subject in subjects:
-            self._watchers.pop(subject.lower(), None)
+            key = subject.lower()
+            kept = [entry for entry in self._watchers.get(key, ()) if entry[1] != told]
+            if kept:
+                self._watchers[key] = kept
+            else:
+                self._watchers.pop(key, None)

@@ -81,12 +81,15 @@ class Reader:
         async def arrived(msg: Msg) -> None:
             self._queue.put_nowait((time.monotonic(), msg))
 
-        def refused(denied: PermissionDenied) -> None:
-            self._refused = denied
-            self._queue.put_nowait(None)
-
-        self._client.watch([self._next_subject, self._inbox], refused)
+        self._client.watch([self._next_subject, self._inbox], self._told_refused)
         self._sub = await nc.subscribe(self._inbox, cb=arrived)
+
+    def _told_refused(self, denied: PermissionDenied) -> None:
+        """The server's permissions refused a pull of this group (of this reader's,
+        or another's of the same group: they would refuse this one's too), or this
+        inbox."""
+        self._refused = denied
+        self._queue.put_nowait(None)
 
     def stragglers(self) -> list[Msg]:
         """Messages that arrived after the pull that asked for them had given up."""
@@ -168,7 +171,7 @@ class Reader:
 
     async def close(self) -> None:
         """Stop listening."""
-        self._client.unwatch([self._next_subject, self._inbox])
+        self._client.unwatch([self._next_subject, self._inbox], self._told_refused)
         sub, self._sub = self._sub, None
         if sub is not None:
             # If the connection is gone, so is the subscription.
