@@ -21,7 +21,7 @@ import brokerkit
 from brokerkit.cli._app import run
 from brokerkit.cli._output import redact
 from tests.redis_cluster import _Sentinel
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, _free_port
 
 pytest.importorskip("typer")
 
@@ -155,3 +155,26 @@ def test_a_common_word_secret_is_masked_outside_the_url() -> None:
     assert redact(text, [url]) == (
         "***-py said: password *** refused for redis+stream://:***@h:6379/0 (***)"
     )
+
+
+# -- what a command writes on stderr besides its error line --------------------------------
+
+
+def test_the_exporter_note_masks_what_follows_a_secret(sentinel: int) -> None:
+    # "cannot reach <url> yet (<the driver's error>)" is printed by a thread of the
+    # exporter while it serves: it went out unmasked ("know no master '3xTAIL'")
+    url = f"redis+stream://127.0.0.1:{sentinel}/0?sentinel_password=Tr0ub&sentinel=3xTAIL"
+    port = str(_free_port())
+    exporter = subprocess.Popen(
+        [sys.executable, "-c", _COMMAND, "exporter", url, "--address", "127.0.0.1", "--port", port],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert exporter.stderr is not None
+        lines = [exporter.stderr.readline() for _ in range(2)]
+    finally:
+        exporter.terminate()
+        exporter.wait(30)
+    assert any("cannot reach" in line for line in lines), lines
+    assert not [line for line in lines if "Tr0ub" in line or "3xTAIL" in line], lines

@@ -7,7 +7,8 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus, unquote_plus
 
@@ -23,6 +24,7 @@ __all__ = [
     "cell",
     "delivery_record",
     "err",
+    "hide_secrets_of",
     "json_dumps",
     "json_text",
     "out",
@@ -35,10 +37,47 @@ __all__ = [
     "writable",
 ]
 
+#: The arguments of the command running (its URL, from the command line or
+#: ``BROKERKIT_URL``) whose secrets :data:`err` masks (see :func:`hide_secrets_of`).
+#: Not a context variable: a command's own threads (the exporter's) print too.
+_HIDDEN: list[str] = []
+_HIDDEN_LOCK = threading.Lock()
+
+
+def hide_secrets_of(arguments: Iterable[str]) -> Callable[[], None]:
+    """From now on, until the function returned is called, every line :data:`err`
+    writes has the secrets of the URLs among ``arguments`` masked (see :func:`redact`):
+    a note that quotes a driver's error (``cannot reach ... yet (...)``), as
+    ``brokerkit: error: ...`` lines are."""
+    added = list(arguments)
+    with _HIDDEN_LOCK:
+        _HIDDEN.extend(added)
+
+    def forget() -> None:
+        with _HIDDEN_LOCK:
+            for argument in added:
+                _HIDDEN.remove(argument)
+
+    return forget
+
+
+class _MaskedStderr:
+    """``sys.stderr`` (as it is at each write), every write masked as :func:`redact`
+    masks it for the arguments of :func:`hide_secrets_of`. rich writes a line whole."""
+
+    def write(self, text: str) -> int:
+        with _HIDDEN_LOCK:
+            hidden = list(_HIDDEN)
+        return sys.stderr.write(redact(text, hidden) if hidden else text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sys.stderr, name)
+
+
 #: Data: message bodies, ids, tables, JSON.
 out = Console(soft_wrap=True)
-#: Progress, notes and errors, so that stdout stays data.
-err = Console(stderr=True, soft_wrap=True)
+#: Progress, notes and errors, so that stdout stays data; secrets masked.
+err = Console(file=_MaskedStderr(), soft_wrap=True)  # type: ignore[arg-type]
 
 
 def progress_bar(description: str = "{task.description}") -> Progress:

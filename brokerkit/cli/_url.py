@@ -38,9 +38,14 @@ class UrlFirstCommand(TyperCommand):
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from brokerkit.cli._output import hide_secrets_of
+
         url = os.environ.get(URL_ENV, "")
         if url and not self._starts_with_url(ctx, args):
             args = [url, *args]
+        # What the command writes on stderr (a note quoting a driver's error) masks
+        # the secrets of its URL until it ends.
+        ctx.call_on_close(hide_secrets_of(args))
         return super().parse_args(ctx, args)
 
     def _starts_with_url(self, ctx: Any, args: list[str]) -> bool:
