@@ -26,7 +26,7 @@ from brokerkit.backends.kombu._envelope import HEADER, check_content_type_size, 
 from brokerkit.backends.kombu._link import Link
 from brokerkit.exceptions import BrokerError, ConnectionFailed, InvalidMessage
 
-__all__ = ["content_header_size", "over_frame", "publish", "send_confirmed"]
+__all__ = ["Refused", "content_header_size", "over_frame", "publish", "send_confirmed"]
 
 #: A content header's payload before its properties: class id, weight and body size.
 HEADER_FIELDS = 12
@@ -125,6 +125,11 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
                 "were not stored"
             )
         link.forget(topic)
+
+
+class Refused(ConnectionFailed):
+    """RabbitMQ refused messages of a publish (``basic.nack``): a queue they were routed
+    to is full and rejects publishes (``overflow: reject-publish``), or failed."""
 
 
 def content_header_size(raw: Any) -> int:
@@ -233,8 +238,11 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
     returned = link.confirms.take_returned()
     refused = link.confirms.refused(tags)
     if refused:
-        raise ConnectionFailed(
+        raise Refused(
             f"RabbitMQ refused {len(refused)} of {len(prepared)} message(s) published "
-            f"to {exchange!r} (basic.nack: an internal error in a queue); publish them again"
+            f"to {exchange!r} (basic.nack: a queue bound to it is full and rejects "
+            "publishes, as its overflow setting reject-publish says, or had an internal "
+            "error); the others of its queues may have taken them: publish them again "
+            "once it has room"
         )
     return [item for item in prepared if item.message.id in returned]

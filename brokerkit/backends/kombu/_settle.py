@@ -19,7 +19,7 @@ from brokerkit._message import Message
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
-from brokerkit.backends.kombu._publish import over_frame, send_confirmed
+from brokerkit.backends.kombu._publish import Refused, over_frame, send_confirmed
 from brokerkit.backends.kombu._reader import Lease, Reader
 from brokerkit.exceptions import BrokerError, InvalidMessage, StaleDelivery
 
@@ -198,8 +198,9 @@ class AMQPSettling:
         dead-lettered without its own headers, ``x-dead-letter-headers-dropped``
         saying how many, with a WARNING. One whose dead letter cannot be published at
         all (even so; or refused for another reason, as RabbitMQ's
-        ``max_message_size``) is rejected without requeue, with a WARNING, which
-        RabbitMQ dead-letters to the same topic itself.
+        ``max_message_size``, or a ``basic.nack`` from a full dead-letter queue that
+        rejects publishes) is rejected without requeue, with a WARNING, which RabbitMQ
+        dead-letters to the same topic itself.
         """
         message = lease.delivery.message
         topic = lease.reader.subscription.topic
@@ -216,7 +217,7 @@ class AMQPSettling:
             publishing.ensure_topic(topic)
             send_confirmed(publishing, topic, publishing.names.exchange(dead_topic), [letter])
 
-        def refused(why: InvalidMessage) -> None:
+        def refused(why: BrokerError) -> None:
             log.warning(
                 "message %s of %r could not be dead-lettered (%s): rejected without "
                 "requeue, for RabbitMQ to dead-letter it to %r itself",
@@ -232,6 +233,9 @@ class AMQPSettling:
         # Lock order: the reading link's lock (held by the caller), then this one's.
         try:
             publishing.call(functools.partial(send, dead))
+        except Refused as exc:  # (basic.nack: a full dead-letter queue that rejects)
+            refused(exc)
+            return
         except InvalidMessage as exc:
             if not over_frame(exc):
                 refused(exc)
