@@ -120,7 +120,8 @@ def leaky_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("sentinel=m&sentinel_password=hunt%65r2", ["hunt%65r2", "hunter2"]),
         ("token=h%75nter2&e=3xTAIL", ["h%75nter2", "hunter2", "3xTAIL"]),
-        ("sentinel=m&sentinel_password=Tr0ub&prefix=3xTAIL&db=9q", ["Tr0ub", "3xTAIL", "9q"]),
+        ("sentinel=m&sentinel_password=Tr0ub&prefix=3xTAIL&db=9q", ["Tr0ub", "3xTAIL", "db=9q"]),
+        ("token=a&client_secret=b", ["'a'", "'b'"]),  # a short secret value: masked all the same
         ("client_secret=a%2fb&x=1", ["a%2fb", "a/b"]),
     ],
 )
@@ -147,6 +148,14 @@ def test_a_common_word_password_leaves_the_masked_url_whole(
     assert masked in done.stderr, done.stderr  # was '***+stream://', '***.0.0.1'...
     assert "refused the credentials" in done.stderr, done.stderr
     assert password not in done.stderr.replace(masked, ""), done.stderr
+
+
+def test_a_short_value_after_a_secret_is_masked_as_name_and_value_only() -> None:
+    # one that is long enough is masked wherever it appears; a short one ("1", "0")
+    # would mask every digit of "127.0.0.1": it is masked where it reads "db=1"
+    url = "redis+stream://h/0?sentinel=m&sentinel_password=Tr0ub&db=1&client_name=3xTAIL"
+    text = "at 127.0.0.1:6379 with db=1, client 3xTAIL, Tr0ub&db=1"
+    assert redact(text, [url]) == "at 127.0.0.1:6379 with ***, client ***, ***"
 
 
 def test_a_common_word_secret_is_masked_outside_the_url() -> None:

@@ -156,9 +156,10 @@ def _secrets(url: BrokerURL, written: str = "") -> set[str]:
     """Every form in which ``url``'s secrets may be quoted: its password (or a user part
     that is a secret: a NATS token), the values of the query options that its masked
     rendering hides, and what follows the first of them in the query (each option's
-    value, and the secret's value with all or part of what follows, which may be
-    the rest of it: ``Tr0ub&e=3x`` reads as ``Tr0ub`` and an option ``e=3x``); each as
-    decoded and percent-encoded, and as written in ``written``, the URL's text."""
+    value, as ``name=value`` only if it is short, and the secret's value with all or
+    part of what follows, which may be the rest of it: ``Tr0ub&e=3x`` reads as
+    ``Tr0ub`` and an option ``e=3x``); each as decoded and percent-encoded, and as
+    written in ``written``, the URL's text."""
     values = [url.password] if url.password else []
     if url.username and url.username_is_secret:
         values.append(url.username)
@@ -172,18 +173,26 @@ def _secrets(url: BrokerURL, written: str = "") -> set[str]:
         items.insert(0, ("", head))
         first = 0
     for index, (key, value) in enumerate(items):
-        if first is not None and index > first:
-            values.append(value)  # may be the end of the secret, as may what joins it
+        if _hidden(url, key, value):
+            values.append(value)
+        elif first is not None and index > first:
+            # may be the end of the secret; a short value ("1", "0", "true"...) only as
+            # "name=value", as it is in most messages too
+            values.append(value if len(value) >= _SHORT else f"{key}={value}")
+        if first is not None and index > first:  # the secret and what may be its end
             after = "&".join(f"{k}={v}" for k, v in items[first + 1 : index + 1])
             values.append(f"{items[first][1]}{'?' if in_path else '&'}{after}")
-        elif _hidden(url, key, value):
-            values.append(value)
     forms = set()
     for value in values:
         forms.update({value, quote(value, safe=""), quote(value), quote_plus(value)})
     forms.update(_written_secrets(written))
     forms.discard("")
     return forms
+
+
+#: A value that follows a secret in the query and is shorter than this is masked only
+#: as ``name=value``: alone it would mask every "1" of "127.0.0.1" in a message.
+_SHORT = 5
 
 
 def _hidden(url: BrokerURL, key: str, value: str) -> bool:
@@ -209,9 +218,11 @@ def _written_secrets(written: str) -> set[str]:
     )
     if first is None:
         return set()
-    found = set()
-    for index in range(first, len(segments)):
-        found.add(segments[index].partition("=")[2])
+    found = {segments[first].partition("=")[2]}
+    for index in range(first + 1, len(segments)):
+        name, _, value = segments[index].partition("=")
+        secret = _is_secret(unquote_plus(name))
+        found.add(value if secret or len(value) >= _SHORT else segments[index])
         found.add("&".join(segments[first : index + 1]).partition("=")[2])
     return found
 
