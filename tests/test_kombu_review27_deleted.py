@@ -105,3 +105,13 @@ def test_a_dead_letter_after_the_dead_letter_exchange_was_deleted_is_not_lost(
         assert letter is not None
         assert letter.body == "poison"
         letter.ack()
+
+
+def test_a_purge_after_a_group_queue_was_deleted_declares_it_anew(kombu_broker: Factory) -> None:
+    broker = kombu_broker()
+    with broker.subscribe("jobs", group="workers"):
+        broker.publish("jobs", "waiting")
+        delete_names(set(), {_queue(broker, "jobs", "workers")})
+        # "declaring any missing": it raised IncompatibleTopic ("subscribe again")
+        assert broker.purge("jobs") == 1  # the default group's message
+        assert broker.inspect("jobs").groups[1].lag == 0  # declared anew, empty

@@ -78,6 +78,10 @@ def purge_topic(link: Link, topic: str, groups: list[str]) -> int:
     messages that removed."""
 
     def purge() -> int:
+        # Declared anew, not taken as the link remembers them: someone may have
+        # deleted one since (a purge is rare; a round trip or two more is nothing).
+        for group in groups:
+            link.forget(topic, group)
         link.ensure_topic(topic)
         channel = link.publisher()
         removed = 0
