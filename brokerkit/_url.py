@@ -40,9 +40,10 @@ class BrokerURL:
     an unencoded ``/ ? # @ + =`` is refused with :class:`~brokerkit.InvalidURL`
     rather than guessed at; so is a secret query value holding an unencoded ``+``
     (read as a space), ``#`` (which would cut it short) or ``&`` followed by what is
-    not an option (which would split it), and another option's value or the
-    fragment holding a secret option (``?sentinel=m?sentinel_password=pw``: a ``?``
-    typed for ``&``). A port is a number from 1 to 65535.
+    not an option (which would split it), and the host, another option's value or
+    the fragment holding a secret option (``?sentinel=m?sentinel_password=pw``: a
+    ``?`` typed for ``&``; ``nats://token=pw``: a ``?`` left out). A port is a number
+    from 1 to 65535.
     """
 
     scheme: str
@@ -234,8 +235,9 @@ def _check_query_secrets(url: str) -> None:
     ``#`` after it (the parser would cut the value there), an ``&`` after it followed
     by what is not an option (the parser would split the value, and show its tail as
     an unknown option). Refuse too a secret option written where no option is read,
-    which would be kept (and shown) as part of something else: in another option's
-    value (``?sentinel=m?sentinel_password=pw``) or in the fragment (``#token=pw``),
+    which would be kept (and shown) as part of something else: in the host
+    (``nats://token=pw``, a ``?`` left out), in another option's value
+    (``?sentinel=m?sentinel_password=pw``) or in the fragment (``#token=pw``),
     that is, a name holding ``password``, ``secret`` or ``token`` followed by a raw
     ``=``. (One in the path is taken: an AMQP vhost may be ``token=x``; the path is
     then shown up to its ``=``, see :meth:`BrokerURL.render`.) The message names the
@@ -246,6 +248,9 @@ def _check_query_secrets(url: str) -> None:
     before_fragment, fragment_mark, fragment = url.partition("#")
     query_mark, query = before_fragment.partition("?")[1:]
     authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    hosts = rest[:authority_end].rpartition("@")[2]
+    if _holds_a_secret_option(hosts):
+        raise InvalidURL(_misplaced_secret(scheme, "the host", "a '?' or '/?' left out before it"))
     in_path = _secret_in(unquote(rest[authority_end:].partition("?")[0].partition("#")[0]))
     segments = query.split("&") if query_mark else []
     # the last secret option before: what follows it may be its end
