@@ -185,12 +185,34 @@ class KombuVirtualBroker(Broker):
 
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         def send() -> None:
-            self._ensure_queue(topic, DEFAULT_GROUP)
+            # (kombu would put them in its undeliverable queue, were it unbound)
+            self._ensure_bound(topic, DEFAULT_GROUP)
             exchange = self.names.exchange(topic)
             for message in messages:
                 self._put(exchange, "", message)
 
         self._call(send)
+
+    def _ensure_bound(self, topic: str, group: str) -> str:
+        """:meth:`_ensure_queue`, and bound anew if the binding is gone: deleted since
+        this channel declared it (another broker's ``delete``, an operator)."""
+        queue = self._ensure_queue(topic, group)
+        exchange = self.names.exchange(topic)
+        if not self._routes_to(exchange, queue):
+            self._bound.discard(queue)
+            # (kombu's own record of it, which would make queue_bind do nothing)
+            self._channel.state.binding_delete(queue, exchange, "")
+            self._ensure_queue(topic, group)
+        return queue
+
+    def _routes_to(self, exchange: str, queue: str) -> bool:
+        """Whether ``exchange`` is still bound to ``queue`` (kombu reads the binding
+        table on every publish anyway: on Redis, one SMEMBERS)."""
+        try:
+            table = self._channel.get_table(exchange)
+        except KeyError:  # kombu's memory store: the exchange is gone
+            return False
+        return any(binding[2] == queue for binding in table)
 
     def _put(self, exchange: str, routing_key: str, message: Message) -> None:
         body, properties, headers = encode(message)
@@ -207,7 +229,9 @@ class KombuVirtualBroker(Broker):
 
     def _subscribe(self, subscription: Subscription) -> None:
         topic, group = subscription.topic, subscription.group
-        subscription.state = self._call(lambda: self._ensure_queue(topic, group), retry=True)
+
+        # (subscribing again binds the queue anew if someone deleted it since)
+        subscription.state = self._call(lambda: self._ensure_bound(topic, group), retry=True)
         with self._io:
             self._groups.setdefault(topic, {DEFAULT_GROUP}).add(group)
 
