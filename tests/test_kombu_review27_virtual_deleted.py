@@ -3,8 +3,8 @@ deletes a topic's queues and bindings while a broker that declared them goes on:
 publishes went to kombu's undeliverable queue (``ae.undeliver``), lost to every
 consumer of the topic, and subscribing again did not bind the group's queue anew. A
 broker declares a queue once per channel; a publish now checks that the topic's
-default queue is still bound, and a subscribe declares its queue anew. kombu+redis runs
-on the test suite's own redis-server."""
+default queue is still bound, and a subscribe declares its queue anew. And inspect, a
+look, declares nothing. kombu+redis runs on the test suite's own redis-server."""
 
 from __future__ import annotations
 
@@ -53,3 +53,16 @@ def test_subscribing_again_after_another_broker_deleted_the_group_binds_it_anew(
         delivery = workers.receive(timeout=2)
         assert delivery is not None, "the group's queue was not bound anew"
         assert delivery.body == "after"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_inspect_of_a_topic_never_published_declares_nothing(
+    kombu_virtual: Factory, transport: str
+) -> None:
+    broker = kombu_virtual(transport)
+    info = broker.inspect("never")  # (an operator's typo, say)
+    assert (info.length, [(g.name, g.lag) for g in info.groups]) == (0, [("default", 0)])
+    # It declared the topic's exchange and default queue: in Redis, kombu's binding set.
+    assert broker.declared == (frozenset(), frozenset())
+    broker.publish("jobs", "waiting")
+    assert broker.inspect("jobs").length == 1

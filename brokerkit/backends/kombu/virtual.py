@@ -285,8 +285,13 @@ class KombuVirtualBroker(Broker):
             groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
 
         def look() -> dict[str, int]:
-            self._ensure_queue(topic, DEFAULT_GROUP)
-            return {g: int(self._channel._size(self.names.queue(topic, g))) for g in groups}
+            # A look declares nothing: a queue that does not exist holds nothing (kombu's
+            # memory store would make one to measure it).
+            channel = self._channel
+            queues = {g: self.names.queue(topic, g) for g in groups}
+            return {
+                g: int(channel._size(q)) if channel._has_queue(q) else 0 for g, q in queues.items()
+            }
 
         sizes = self._call(look, retry=True)
         return TopicInfo(
