@@ -187,3 +187,24 @@ def test_the_exporter_note_masks_what_follows_a_secret(sentinel: int) -> None:
         exporter.wait(30)
     assert any("cannot reach" in line for line in lines), lines
     assert not [line for line in lines if "Tr0ub" in line or "3xTAIL" in line], lines
+
+
+def test_stderr_masking_writes_past_the_proxy_of_a_progress_bar(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # while a progress bar is live on a terminal, rich puts in sys.stderr a proxy that
+    # prints each line on err: err must write to the file behind it, not back to it
+    from rich.file_proxy import FileProxy
+
+    from brokerkit.cli._output import err, hide_secrets_of
+
+    forget = hide_secrets_of(["redis+stream://:Pw9x@h/0"])
+    try:
+        monkeypatch.setattr(sys, "stderr", FileProxy(err, sys.stderr))
+        sys.stderr.write("a driver said Pw9x\n")
+        err.print("and a note: Pw9x")
+    finally:
+        forget()
+    captured = capsys.readouterr().err
+    assert "a driver said ***" in captured and "and a note: ***" in captured, captured
+    assert "Pw9x" not in captured, captured

@@ -63,15 +63,24 @@ def hide_secrets_of(arguments: Iterable[str]) -> Callable[[], None]:
 
 class _MaskedStderr:
     """``sys.stderr`` (as it is at each write), every write masked as :func:`redact`
-    masks it for the arguments of :func:`hide_secrets_of`. rich writes a line whole."""
+    masks it for the arguments of :func:`hide_secrets_of`. rich writes a line whole.
+
+    While a progress bar of :data:`err` is shown, rich puts in ``sys.stderr`` a proxy
+    that prints what is written to it on :data:`err`: the file behind it is written
+    to, not the proxy (which would hand the line back to :data:`err`, for ever)."""
 
     def write(self, text: str) -> int:
         with _HIDDEN_LOCK:
             hidden = list(_HIDDEN)
-        return sys.stderr.write(redact(text, hidden) if hidden else text)
+        return _stderr().write(redact(text, hidden) if hidden else text)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(sys.stderr, name)
+        return getattr(_stderr(), name)
+
+
+def _stderr() -> TextIO:
+    stream = sys.stderr
+    return getattr(stream, "rich_proxied_file", stream)
 
 
 #: Data: message bodies, ids, tables, JSON.
