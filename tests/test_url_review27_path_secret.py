@@ -74,6 +74,7 @@ def test_a_secret_typed_into_a_redis_path_is_refused_unseen(url: str) -> None:
     with pytest.raises(InvalidURL, match="database number") as refused:
         brokerkit.connect(url)
     assert "Kx3q" not in str(refused.value), str(refused.value)
+    assert "a '?' typed as '&' or '/'?" in str(refused.value), str(refused.value)
 
 
 @pytest.mark.parametrize(

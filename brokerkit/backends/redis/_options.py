@@ -193,10 +193,15 @@ def redis_database(url: BrokerURL) -> int:
     if path:
         if not path.isdigit() or not path.isascii() or int(path) > _MAX_INT:
             # a path holding a secret option ('/0&sentinel_password=pw') is not quoted
-            got = "the path of" if _secret_in(url.path) else f"{url.path!r} in"
+            got = f"{url.path!r} in {url}"
+            if _secret_in(url.path):
+                got = (
+                    f"the path of {url}, which holds what looks like a secret option (a '?' "
+                    "typed as '&' or '/'?)"
+                )
             raise InvalidURL(
                 f"the path of a Redis URL is the database number, one integer from 0 to "
-                f"{_MAX_INT} such as '/0', got {got} {url}"
+                f"{_MAX_INT} such as '/0', got {got}"
             )
         db = int(path)
     query_db = url.query.get("db")
