@@ -376,17 +376,18 @@ async def renew_forever(
     ack_waits: Callable[[dict[str, GroupFound]], None] = lambda found: None,
 ) -> None:
     """Every quarter of the shortest ack wait (counted afresh when a lease with a
-    shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held, until
-    ``closed()``: a live consumer keeps what it holds; a crashed or closed one loses it
-    after AckWait. A lease whose holder was marked settled without being settled (the
-    worker let go of it: its handler thread was abandoned, or it could neither ack nor
-    nack it) is let go unrenewed, so the message comes again after AckWait. A lease
-    found lost (run out before it could be renewed, or unknown to the server: what
-    ``renew`` returns) is let go and reported: see :func:`report_lost`. Before each
-    round, the ``AckWait`` of each group held is asked again, and given to
-    ``ack_waits`` (:meth:`Leases.check_ack_waits`): a group's consumer made again
-    with another is seen within a quarter of the ack wait it had, and the leases of
-    the one before it are reported lost."""
+    shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held
+    (each group's on their own, all at once), until ``closed()``: a live consumer
+    keeps what it holds; a crashed or closed one loses it after AckWait. A lease whose
+    holder was marked settled without being settled (the worker let go of it: its
+    handler thread was abandoned, or it could neither ack nor nack it) is let go
+    unrenewed, so the message comes again after AckWait. A lease found lost (run out
+    before it could be renewed, or unknown to the server: what ``renew`` returns) is
+    let go and reported: see :func:`report_lost`. Before each round, the ``AckWait``
+    of each group held is asked again, and given to ``ack_waits``
+    (:meth:`Leases.check_ack_waits`): a group's consumer made again with another is
+    seen within a quarter of the ack wait it had, and the leases of the one before it
+    are reported lost."""
     while not closed():
         try:
             ack_waits(await leases.check_ack_waits())
@@ -406,13 +407,46 @@ async def renew_forever(
             elif now >= lease.deadline:
                 del leases[reply]
                 lost.append(lease)
-        try:
-            lost += await renew(held)
-        except BrokerError as exc:
-            log.warning("could not renew %d lease(s): %s", len(held), exc, extra=log_fields())
-        except Exception:  # a bug must not end the renewals for good
-            log.exception("could not renew %d lease(s)", len(held), extra=log_fields())
+        lost += await _renew_each_group(held, renew)
         report_lost([*lost, *leases.take_unreported()])
+
+
+async def _renew_each_group(
+    held: Sequence[Lease], renew: Callable[[list[Lease]], Awaitable[list[Lease]]]
+) -> list[Lease]:
+    """``renew`` the leases of each group on their own, all at once: one group's
+    renewals refused (the server's permissions), or not answered, fail those alone
+    (logged; their leases run out unless a later round renews them), never another
+    group's. The leases found lost."""
+    groups: dict[str, list[Lease]] = {}
+    for lease in held:
+        groups.setdefault(lease.consumer, []).append(lease)
+    answers = await asyncio.gather(
+        *(renew(group) for group in groups.values()), return_exceptions=True
+    )
+    lost: list[Lease] = []
+    for (consumer, group), answer in zip(groups.items(), answers, strict=True):
+        if isinstance(answer, BrokerError):
+            log.warning(
+                "could not renew %d lease(s) of the group of the JetStream consumer %r: %s",
+                len(group),
+                consumer,
+                answer,
+                extra=log_fields(),
+            )
+        elif isinstance(answer, Exception):  # a bug must not end the renewals for good
+            log.error(
+                "could not renew %d lease(s) of the group of the JetStream consumer %r",
+                len(group),
+                consumer,
+                exc_info=answer,
+                extra=log_fields(),
+            )
+        elif isinstance(answer, BaseException):
+            raise answer  # (a cancellation: the renewals end)
+        else:
+            lost += answer
+    return lost
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
