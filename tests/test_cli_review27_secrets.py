@@ -208,3 +208,14 @@ def test_stderr_masking_writes_past_the_proxy_of_a_progress_bar(
     captured = capsys.readouterr().err
     assert "a driver said ***" in captured and "and a note: ***" in captured, captured
     assert "Pw9x" not in captured, captured
+
+
+def test_a_command_forgets_its_secrets_when_it_ends(capsys: pytest.CaptureFixture[str]) -> None:
+    # a usage error included: the secrets of one command do not mask what the next says
+    from brokerkit.cli import _output
+
+    run(["inspect", "redis+stream://:Pw9x@127.0.0.1:1/0", "--bogus"])
+    run(["inspect", "redis+stream://:Pw9x@127.0.0.1:1/0", "orders"])
+    run(["inspect", "--help"])
+    capsys.readouterr()
+    assert _output._HIDDEN == []

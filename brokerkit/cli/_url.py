@@ -43,10 +43,12 @@ class UrlFirstCommand(TyperCommand):
         url = os.environ.get(URL_ENV, "")
         if url and not self._starts_with_url(ctx, args):
             args = [url, *args]
+        given = list(args)  # parsing takes the arguments out of args
+        rest = super().parse_args(ctx, args)
         # What the command writes on stderr (a note quoting a driver's error) masks
-        # the secrets of its URL until it ends.
-        ctx.call_on_close(hide_secrets_of(args))
-        return super().parse_args(ctx, args)
+        # the secrets of its URL until it ends (a usage error is masked by run()).
+        ctx.call_on_close(hide_secrets_of(given))
+        return rest
 
     def _starts_with_url(self, ctx: Any, args: list[str]) -> bool:
         first = next((p for p in self.params if p.param_type_name == "argument"), None)
