@@ -17,21 +17,28 @@ from typing import Any
 import pytest
 
 from tests.kombu_rabbitmq import delete_names, kombu_broker, rabbitmq, raw_connection
+from tests.test_kombu_review26_frame import Brokers, brokers, room
+from tests.test_kombu_review26b_dead_letter_frame import (
+    TOPIC as NEAR_TOPIC,
+)
+from tests.test_kombu_review26b_dead_letter_frame import (
+    near_limit_headers,
+    publish_raw,
+)
 
-__all__ = ["kombu_broker", "rabbitmq"]
+__all__ = ["brokers", "kombu_broker", "rabbitmq", "room"]
 
 Factory = Callable[..., Any]
-TOPIC = "jobs"
+TOPIC = NEAR_TOPIC  # (the frame tests' publish_raw publishes there)
 
 
 @pytest.fixture
-def full_dead_letter_queue(kombu_broker: Factory) -> Iterator[Callable[[Any], None]]:
-    """``block(broker)``: bind to the broker's dead-letter topic of TOPIC a queue that
-    refuses every publish (x-max-length 0, reject-publish); deleted at the end."""
+def full_dead_letter_queue(rabbitmq: str) -> Iterator[Callable[[str], None]]:
+    """``block(prefix)``: bind to the dead-letter topic of TOPIC under ``prefix`` a queue
+    that refuses every publish (x-max-length 0, reject-publish); deleted at the end."""
     made: list[str] = []
 
-    def block(broker: Any) -> None:
-        prefix = broker.options.prefix
+    def block(prefix: str) -> None:
         queue = f"{prefix}|{TOPIC}.dlq|full"
         with raw_connection() as connection:
             channel = connection.channel()
@@ -54,7 +61,7 @@ def _dead_letters(broker: Any, bodies: set[str]) -> list[Any]:
     letter may come twice: the queues that took it, then RabbitMQ's own)."""
     got: list[Any] = []
     with broker.subscribe(f"{TOPIC}.dlq") as dead:
-        while not bodies <= {letter.body for letter in got}:
+        while not bodies <= {letter.payload.decode() for letter in got}:
             letter = dead.receive(timeout=10)
             assert letter is not None, f"no dead letter of each of {bodies}: {got}"
             assert len(got) < 2 * len(bodies), f"dead-lettered again and again: {got}"
@@ -65,12 +72,12 @@ def _dead_letters(broker: Any, bodies: set[str]) -> list[Any]:
 
 def test_the_reaper_goes_on_past_a_dead_letter_rabbitmq_refuses(
     kombu_broker: Factory,
-    full_dead_letter_queue: Callable[[Any], None],
+    full_dead_letter_queue: Callable[[str], None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     broker = kombu_broker(visibility_timeout=0.5, max_deliveries=1)
     broker.publish(TOPIC, "warm-up")  # declares the dead-letter topic
-    full_dead_letter_queue(broker)
+    full_dead_letter_queue(broker.options.prefix)
     with broker.subscribe(TOPIC) as first:
         warm = first.receive(timeout=5)
         assert warm is not None
@@ -87,11 +94,11 @@ def test_the_reaper_goes_on_past_a_dead_letter_rabbitmq_refuses(
 
 
 def test_a_nack_whose_dead_letter_rabbitmq_refuses_settles_it(
-    kombu_broker: Factory, full_dead_letter_queue: Callable[[Any], None]
+    kombu_broker: Factory, full_dead_letter_queue: Callable[[str], None]
 ) -> None:
     broker = kombu_broker()
     broker.publish(TOPIC, "warm-up")
-    full_dead_letter_queue(broker)
+    full_dead_letter_queue(broker.options.prefix)
     with broker.subscribe(TOPIC) as jobs:
         first = jobs.receive(timeout=5)
         assert first is not None and first.body == "warm-up"
@@ -99,3 +106,25 @@ def test_a_nack_whose_dead_letter_rabbitmq_refuses_settles_it(
         assert first.settled
     for letter in _dead_letters(broker, {"warm-up"}):
         assert letter.headers["x-original-topic"] == TOPIC
+
+
+def test_a_dead_letter_refused_once_its_headers_are_dropped_is_left_to_rabbitmq(
+    brokers: Brokers,
+    room: int,
+    full_dead_letter_queue: Callable[[str], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Too big for a frame with its dead-letter headers, then refused (basic.nack)
+    without its own: rejected without requeue all the same."""
+    broker = brokers.sync()
+    subscription = broker.subscribe(TOPIC)
+    full_dead_letter_queue(brokers.prefix)
+    publish_raw(brokers.prefix, b"big", near_limit_headers(room))
+    delivery = subscription.receive(timeout=5)
+    assert delivery is not None and delivery.payload == b"big"
+    with caplog.at_level(logging.WARNING, logger="brokerkit.kombu"):
+        delivery.nack(requeue=False)  # raised ConnectionFailed, the delivery still held
+    assert delivery.settled
+    assert "rejected without requeue" in caplog.text
+    letters = _dead_letters(broker, {"big"})
+    assert all(letter.payload == b"big" for letter in letters)

@@ -244,7 +244,7 @@ class AMQPSettling:
             stripped = dataclasses.replace(dead, headers={**added, DROPPED_HEADER: str(dropped)})
             try:
                 publishing.call(functools.partial(send, stripped))
-            except InvalidMessage as again:
+            except (InvalidMessage, Refused) as again:
                 refused(again)
                 return
             log.warning(
