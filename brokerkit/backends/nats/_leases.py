@@ -218,9 +218,11 @@ class Leases(dict[str, Lease]):
             groups[lease.consumer] = min(groups.get(lease.consumer, math.inf), lease.ack_wait)
         if not groups:
             return {}
-        # (pulled before any question is sent: a check's answer can say which consumer
-        # each of these is from; a lease pulled later waits for the next check)
-        asked = {id(lease) for lease in self.values()}
+        # Pulled before any question is sent: a check's answer can say which consumer
+        # each of these is from; a lease pulled later waits for the next check. (The
+        # leases themselves, not their ids: one let go meanwhile could leave its id to
+        # a lease pulled as the questions were asked.)
+        asked = set(self.values())
         wait = min(groups.values()) / 8
         answers = await asyncio.gather(
             *(self._ask_group(consumer, wait) for consumer in groups), return_exceptions=True
@@ -275,7 +277,7 @@ class Leases(dict[str, Lease]):
         delivered = int(info.get("delivered", {}).get("stream_seq", 0))
         return GroupFound(ack_wait / 1e9, info.get("created")), delivered
 
-    def _apply(self, consumer: str, group: GroupFound, delivered: int, asked: set[int]) -> None:
+    def _apply(self, consumer: str, group: GroupFound, delivered: int, asked: set[Lease]) -> None:
         """Count the leases of ``consumer`` with what a check found of it (the last
         stream sequence it had ``delivered``, asked after the leases ``asked`` were
         pulled): those of the consumer before it, if it was made again, are let go
@@ -284,7 +286,7 @@ class Leases(dict[str, Lease]):
             if lease.consumer != consumer:
                 continue
             if group.created is not None and lease.created != group.created:
-                if id(lease) not in asked:
+                if lease not in asked:
                     continue  # (pulled as the question was asked: the next check says)
                 if lease.confirmed or lease.seq > delivered:
                     # The consumer before's (this one did not deliver it): lost.
@@ -292,7 +294,7 @@ class Leases(dict[str, Lease]):
                     self._unreported.append(lease)
                     continue
                 lease.created = group.created  # pulled from this one: the reader lagged
-            if id(lease) in asked:
+            if lease in asked:
                 lease.confirmed = True
             if lease.ack_wait != group.ack_wait:
                 lease.deadline += group.ack_wait - lease.ack_wait
