@@ -1,5 +1,4 @@
-"""Stream entries as deliveries, and deliveries grouped for settling (one grouping,
-:func:`by_member_of`, for acks, nacks and renewals alike).
+"""Stream entries as deliveries (their grouping for settling is :mod:`.grouping`).
 
 No I/O here either; this module is an asyncio source only because a delivery is an
 :class:`~brokerkit.aio.AsyncDelivery` on one side and a :class:`~brokerkit.Delivery`
@@ -8,8 +7,6 @@ on the other.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -21,11 +18,8 @@ from brokerkit.backends.redis._stream_fields import (
     messages_from_headers,
 )
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
-from brokerkit.backends.redis.stream.scripts import text
 
-__all__ = ["by_member", "by_member_of", "entry_chunks", "first_deliveries", "stale_in"]
-
-Member = tuple[str, str, str]
+__all__ = ["first_deliveries"]
 
 
 def first_deliveries(
@@ -62,69 +56,3 @@ def first_deliveries(
             return AsyncDelivery._first_attempts(batch, subscription, list(receipts))
     messages = [decode_entry(topic, flat, raw_content_type, body_field) for flat in fields]
     return AsyncDelivery._first_attempts(messages, subscription, list(receipts))
-
-
-def by_member_of(deliveries: Sequence[AsyncDelivery]) -> dict[Member, list[AsyncDelivery]]:
-    """``deliveries`` by (stream key, group, consumer), in order."""
-    if deliveries:
-        # The usual batch: one subscription's deliveries, whose receipts share the
-        # very same strings. Equal strings that are not the same object take the
-        # loop below, which groups them the same.
-        first: StreamReceipt = deliveries[0].receipt
-        key, group, consumer = first.key, first.group, first.consumer
-        for delivery in deliveries:
-            receipt: StreamReceipt = delivery.receipt
-            if (
-                receipt.consumer is not consumer
-                or receipt.key is not key
-                or receipt.group is not group
-            ):
-                break
-        else:
-            return {(key, group, consumer): list(deliveries)}
-    grouped: dict[Member, list[AsyncDelivery]] = defaultdict(list)
-    for delivery in deliveries:
-        receipt = delivery.receipt
-        grouped[(receipt.key, receipt.group, receipt.consumer)].append(delivery)
-    return grouped
-
-
-def by_member(deliveries: Sequence[AsyncDelivery]) -> dict[Member, list[AsyncDelivery]]:
-    """:func:`by_member_of`, at once for the usual ack: the whole batch of one
-    subscription's last read, as it was read (one list comparison, in C, where
-    grouping looks at each receipt)."""
-    batch = list(deliveries)
-    if batch:
-        first = batch[0]
-        if first.subscription.state.last_read == batch:
-            receipt: StreamReceipt = first.receipt
-            return {(receipt.key, receipt.group, receipt.consumer): batch}
-    return by_member_of(batch)
-
-
-def entry_chunks(
-    deliveries: list[AsyncDelivery], size: int
-) -> Iterator[tuple[list[str], list[AsyncDelivery]]]:
-    """``deliveries`` in chunks of at most ``size`` entry ids, with their ids; all the
-    deliveries of one entry (acked twice in one call) in the same chunk."""
-    ids = [d.receipt.entry_id for d in deliveries]
-    if len(ids) <= size:
-        yield ids, deliveries
-        return
-    of: dict[str, list[AsyncDelivery]] = {}
-    for delivery in deliveries:
-        of.setdefault(delivery.receipt.entry_id, []).append(delivery)
-    distinct = list(of)
-    for start in range(0, len(distinct), size):
-        chunk = distinct[start : start + size]
-        yield chunk, [d for entry_id in chunk for d in of[entry_id]]
-
-
-def stale_in(parts: list[list[AsyncDelivery]], replies: Sequence[Any]) -> list[AsyncDelivery]:
-    """The deliveries of each part whose entry ids its script replied with (stale)."""
-    stale: list[AsyncDelivery] = []
-    for part, reply in zip(parts, replies, strict=True):
-        if reply:
-            gone = {text(i) for i in reply}
-            stale += [d for d in part if d.receipt.entry_id in gone]
-    return stale

@@ -59,13 +59,13 @@ from brokerkit.backends.redis._held_async import AsyncHeldClient
 from brokerkit.backends.redis._stream_fields import encode_fields
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls_async import Call, StreamScripts, run_scripts
-from brokerkit.backends.redis.stream.deliveries_async import (
+from brokerkit.backends.redis.stream.entries import StreamReceipt, id_order
+from brokerkit.backends.redis.stream.grouping import (
     by_member,
     by_member_of,
     entry_chunks,
     stale_in,
 )
-from brokerkit.backends.redis.stream.entries import StreamReceipt, id_order
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import (
     ORIGINAL_ENTRY_FIELD,
