@@ -376,6 +376,7 @@ async def renew_forever(
     renew: Callable[[list[Lease]], Awaitable[list[Lease]]],
     closed: Callable[[], bool],
     ack_waits: Callable[[dict[str, GroupFound]], None] = lambda found: None,
+    report: Callable[[Sequence[Lease]], None] | None = None,
 ) -> None:
     """Every quarter of the shortest ack wait (counted afresh when a lease with a
     shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held
@@ -385,7 +386,8 @@ async def renew_forever(
     handler thread was abandoned, or it could neither ack nor nack it) is let go
     unrenewed, so the message comes again after AckWait. A lease found lost (run out
     before it could be renewed, or unknown to the server: what ``renew`` returns) is
-    let go and reported: see :func:`report_lost`. Before each round, the ``AckWait``
+    let go and reported: see :func:`report_lost` (``report`` calls it, where it is
+    given: elsewhere than here, maybe). Before each round, the ``AckWait``
     of each group held is asked again, and given to ``ack_waits``
     (:meth:`Leases.check_ack_waits`): a group's consumer made again with another is
     seen within a quarter of the ack wait it had, and the leases of the one before it
@@ -410,7 +412,9 @@ async def renew_forever(
                 del leases[reply]
                 lost.append(lease)
         lost += await _renew_each_group(held, renew)
-        report_lost([*lost, *leases.take_unreported()])
+        lost += leases.take_unreported()
+        if lost:
+            (report or report_lost)(lost)
 
 
 async def _renew_each_group(

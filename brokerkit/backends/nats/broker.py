@@ -69,6 +69,7 @@ from brokerkit.backends.nats._leases import (
     last_send,
     leased_on_arrival,
     renew_forever,
+    report_lost,
 )
 from brokerkit.backends.nats._manage import (
     NatsDeclared,
@@ -140,6 +141,9 @@ class AsyncNatsBroker(NatsSettling):
         #: The readers of the subscriptions open, whose ack wait the renewals keep up.
         self._readers: weakref.WeakSet[Reader] = weakref.WeakSet()
         self._renewals_suspended = False
+        #: Reports the leases the renewals found lost (:func:`report_lost`): here, on
+        #: the event loop; the sync broker has it do so in a thread of its own.
+        self._report_lost: Callable[[Sequence[Lease]], None] = report_lost
         self._server_checked = False
         #: When the broker's close started handing back (monotonic): what it hands
         #: back, and the close itself, end CLOSE_WAIT seconds from then at most.
@@ -387,7 +391,13 @@ class AsyncNatsBroker(NatsSettling):
             )
 
     async def _renew_forever(self) -> None:
-        await renew_forever(self._leases, self._renew, lambda: self.closed, self._ack_waits_found)
+        await renew_forever(
+            self._leases,
+            self._renew,
+            lambda: self.closed,
+            self._ack_waits_found,
+            self._report_lost,
+        )
 
     def _ack_waits_found(self, found: dict[str, GroupFound]) -> None:
         """The ``AckWait`` of these groups' consumers, and when they were made, as the

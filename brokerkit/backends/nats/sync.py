@@ -4,13 +4,18 @@ each delivery's lease names the sync delivery over it."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from typing import ClassVar
 
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
+from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import LoopBridgeBroker
+from brokerkit.backends.nats._leases import Lease, report_lost
 from brokerkit.backends.nats._manage import NatsDeclared
 from brokerkit.backends.nats.broker import AsyncNatsBroker
 
@@ -30,6 +35,13 @@ class NatsBroker(LoopBridgeBroker):
     driver_query_keys = AsyncNatsBroker.driver_query_keys
     extend_beyond_timeout = AsyncNatsBroker.extend_beyond_timeout
     extend_shortens = AsyncNatsBroker.extend_shortens
+
+    def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
+        super().__init__(url, options)
+        # The renewals run on the bridge's loop: they tell the lease-loss hook in a
+        # thread of their own, where it may call this broker (the loop cannot serve a
+        # call from itself), and block, without holding up the renewals.
+        self._nats._report_lost = _report_in_a_thread
 
     def _wrapped(self, subscription: Subscription, delivery: AsyncDelivery) -> Delivery:
         """The sync delivery over ``delivery``, which its lease names from now on: a
@@ -54,3 +66,14 @@ class NatsBroker(LoopBridgeBroker):
         inner = self.inner
         assert isinstance(inner, AsyncNatsBroker)
         return inner
+
+
+def _report_in_a_thread(lost: Sequence[Lease]) -> None:
+    """:func:`report_lost` in a thread of its own (here, if none can start: the
+    interpreter is ending)."""
+    try:
+        threading.Thread(
+            target=report_lost, args=(list(lost),), name="brokerkit-lease-lost", daemon=True
+        ).start()
+    except RuntimeError:
+        report_lost(lost)
