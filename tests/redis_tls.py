@@ -27,11 +27,14 @@ import redis
 from tests.redis_server import RedisServer, _free_port, find_redis_server
 
 __all__ = [
+    "ClientCertificateTLSRedisServer",
+    "ClientCertificates",
     "TLSFiles",
     "TLSRedisServer",
     "TLSSentinel",
     "find_tls_redis_server",
     "make_certificates",
+    "make_client_certificates",
 ]
 
 #: Set to a redis-server built with TLS to use it before any other.
@@ -170,6 +173,74 @@ class TLSRedisServer(RedisServer):
             "--tls-ca-cert-file", str(self.files.ca),
             "--tls-auth-clients", "no",
         ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ClientCertificates:
+    """Client certificates for a server that wants one: ``cert``/``key`` signed by the
+    test CA, ``other_cert``/``other_key`` self-signed (a CA the server does not trust)."""
+
+    cert: Path
+    key: Path
+    other_cert: Path
+    other_key: Path
+
+
+def make_client_certificates(directory: Path) -> ClientCertificates:
+    """Write a client certificate signed by the test CA that :func:`make_certificates`
+    wrote into ``directory``, and a self-signed one."""
+    key, request, cert = (
+        directory / "client.key",
+        directory / "client.csr",
+        directory / "client.pem",
+    )
+    extensions = directory / "client.ext"
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-sha256", "-keyout", str(key), "-out", str(request), "-subj", "/CN=brokerkit client",
+        cwd=directory,
+    )  # fmt: skip
+    extensions.write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", str(request), "-CA", str(directory / "test-ca.pem"),
+        "-CAkey", str(directory / "test-ca.key"), "-CAcreateserial", "-days", "2", "-sha256",
+        "-extfile", str(extensions), "-out", str(cert),
+        cwd=directory,
+    )  # fmt: skip
+    other_key, other_cert = _make_ca(directory, "untrusted-client")
+    return ClientCertificates(cert, key, other_cert, other_key)
+
+
+class ClientCertificateTLSRedisServer(TLSRedisServer):
+    """A TLS-only redis-server that wants a client certificate its CA (the test CA)
+    signed (``tls-auth-clients yes``), and speaks TLS 1.2 only: a TLS 1.3 server
+    checks the client's certificate after the handshake, so that the client learns
+    of a refusal from the alert, or from a reset connection, as the timing falls;
+    TLS 1.2 refuses it in the handshake, with an alert, every time (``tls13``: TLS 1.3
+    only, for that race)."""
+
+    def __init__(self, binary: str, *, tls13: bool = False) -> None:
+        super().__init__(binary)
+        self.client_files = make_client_certificates(self.directory)
+        self.tls13 = tls13
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            ssl=True,
+            ssl_ca_certs=str(self.files.ca),
+            ssl_certfile=str(self.client_files.cert),
+            ssl_keyfile=str(self.client_files.key),
+            socket_timeout=10,
+        )
+
+    def _listen(self) -> list[str]:
+        listen = super()._listen()
+        listen[listen.index("--tls-auth-clients") + 1] = "yes"
+        return [*listen, "--tls-protocols", "TLSv1.3" if self.tls13 else "TLSv1.2"]
 
 
 class TLSSentinel:

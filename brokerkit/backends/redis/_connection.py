@@ -171,10 +171,10 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
         if type(exc).__name__ == "MasterNotFoundError":  # redis.sentinel's or redis.asyncio's
             error, cause = _no_master(url, exc)
             raise error from cause
-        if _certificate_refused(str(exc)):
-            raise ConfigurationError(
-                f"the TLS certificate of Redis at {url} was not accepted: {exc}; {_TRUST_HINT}"
-            ) from exc
+        refused = _tls_refusal(str(exc))
+        if refused is not None:
+            what, hint = refused
+            raise ConfigurationError(f"{what.format(f'Redis at {url}')}: {exc}; {hint}") from exc
         raise _lost(url, exc) from exc
     except redis.exceptions.NoScriptError as exc:
         raise ConnectionFailed(
@@ -205,12 +205,40 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
 
 #: What to do about a server certificate that was not accepted.
 _TRUST_HINT = "trust its CA with ssl_ca_certs=/path/to/ca.pem (or fix the host name in the URL)"
+#: The TLS alerts by which a server refuses the client's certificate (none given where
+#: it wants one, one from a CA it does not trust, expired, revoked...), as OpenSSL
+#: names them in the client's error (``[SSL: TLSV1_ALERT_UNKNOWN_CA]``).
+_CLIENT_CERTIFICATE_ALERTS = re.compile(
+    r"ALERT_(?:CERTIFICATE_REQUIRED|UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN"
+    r"|UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|ACCESS_DENIED)\]"
+)
+#: The alert by which a TLS 1.2 server ends a handshake it will not go on with (no
+#: client certificate where it wants one, no version or cipher in common).
+_HANDSHAKE_ALERTS = re.compile(r"ALERT_(?:HANDSHAKE_FAILURE|PROTOCOL_VERSION)\]")
+_CLIENT_CERTIFICATE_HINT = (
+    "give this client a certificate signed by a CA the server trusts, with "
+    "ssl_certfile=/path/to/client.pem and ssl_keyfile=/path/to/client.key"
+)
 
 
-def _certificate_refused(text: str) -> bool:
-    """Whether a connection error's text says that TLS refused the server's certificate
-    (an untrusted CA, or a host name it was not issued for)."""
-    return "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text
+def _tls_refusal(text: str) -> tuple[str, str] | None:
+    """What a connection error's text says TLS refused, when it does, and what to do
+    about it: the server's certificate (an untrusted CA, or a host name it was not
+    issued for), or this client's (the server's alert). ``{}`` in the first is where
+    (``Redis at <url>``, ``the sentinel at <host:port>``). Nothing to retry: the
+    certificates will not change by waiting."""
+    if "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text:
+        return "the TLS certificate of {} was not accepted", _TRUST_HINT
+    if _CLIENT_CERTIFICATE_ALERTS.search(text):
+        return "{} refused this client's TLS certificate (or its lack of one)", (
+            _CLIENT_CERTIFICATE_HINT
+        )
+    if _HANDSHAKE_ALERTS.search(text):
+        return "{} refused the TLS handshake", (
+            f"if it wants a client certificate, {_CLIENT_CERTIFICATE_HINT}; else check "
+            "ssl_min_version against the TLS versions it takes"
+        )
+    return None
 
 
 #: How Redis says that an ACL refused a command, also from inside a script.
@@ -232,9 +260,18 @@ def _permission_denied(url: BrokerURL, exc: Exception) -> PermissionDenied:
 def _lost(url: BrokerURL, exc: Exception | str) -> ConnectionFailed:
     if ever_reached(url):
         return ConnectionFailed(f"lost the connection to Redis at {url}: {exc}")
+    if url.scheme.startswith("rediss"):
+        # A TLS 1.3 server that wants a client certificate checks it after the
+        # handshake, and may end the connection without an alert the client reads.
+        tls = (
+            "; over TLS, also that the port speaks TLS and whether the server wants a client "
+            "certificate (ssl_certfile=/path/to/client.pem, ssl_keyfile=/path/to/client.key)"
+        )
+    else:
+        tls = "; a port that speaks TLS only wants a rediss+ URL"
     return ConnectionFailed(
         f"could not connect to Redis at {url}: nothing answered ({exc}); check the host, "
-        "the port and that the server runs"
+        f"the port and that the server runs{tls}"
     )
 
 
@@ -256,8 +293,9 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
     is up), and its cause, told apart by what the sentinels answered: refused
     credentials (caused by a :class:`redis.AuthenticationError`, so never retried), a
     server that is not a sentinel (a :class:`ConfigurationError` when no host of the URL
-    is one: nothing to wait for), a TLS certificate of theirs that was not accepted (a
-    :class:`ConfigurationError` too), nothing at all, or no master of that name. The
+    is one: nothing to wait for), a TLS certificate that was not accepted, theirs or
+    this client's (a :class:`ConfigurationError` too), nothing at all, or no master of
+    that name. The
     sentinels' clients, which redis-py's message shows in full, are left out."""
     message = str(exc)
     found = _SERVICE.search(message)
@@ -278,14 +316,12 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
             f"the sentinels at {url} refused the credentials ({refused}); sentinel_password= "
             "is the sentinels' own password, the URL's password is the master's"
         ), refusal
-    untrusted = [(where, text) for where, _, text in failures if _certificate_refused(text)]
-    if untrusted:
-        what = "sentinel" if len(untrusted) == 1 else "sentinels"
-        reasons = "; ".join(f"{where}: {text}" for where, text in untrusted)
-        return ConfigurationError(
-            f"the TLS certificate of the {what} in {url} was not accepted ({reasons}); "
-            f"{_TRUST_HINT}"
-        ), exc
+    for where, _, text in failures:
+        tls = _tls_refusal(text)
+        if tls is not None:  # the sentinels share the URL's TLS options: one says it
+            what, hint = tls
+            sentinel = f"the sentinel at {where} in {url}"
+            return ConfigurationError(f"{what.format(sentinel)}: {text}; {hint}"), exc
     strangers = [where for where, _, text in failures if _NOT_A_SENTINEL.search(text)]
     if strangers:
         what = "is not a sentinel" if len(strangers) == 1 else "are not sentinels"
