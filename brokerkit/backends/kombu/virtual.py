@@ -12,8 +12,10 @@ bindings. This backend keeps only the promises such a transport can keep:
   Publishing declares the topic's default-group queue, so that a message waits for
   its first consumer (PERSISTENT: in Redis; for ``memory``, in this process only).
 * a fetch is ``basic_get`` with ``no_ack``: the message leaves the queue when it is
-  fetched (**at most once**). Virtual transports count no deliveries and confirm no
-  publish, so this backend declares no ACK, DEAD_LETTER, REPLAY, PATTERNS or BOUNDED;
+  fetched (**at most once**); on Redis, what another program pushed that is not
+  kombu's message comes out raw (see :meth:`KombuVirtualBroker._get`). Virtual
+  transports count no deliveries and confirm no publish, so this backend declares
+  no ACK, DEAD_LETTER, REPLAY, PATTERNS or BOUNDED;
   :meth:`~brokerkit.Broker.ack` and :meth:`~brokerkit.Broker.nack` only mark a
   delivery settled. Messages fetched but never handed to the caller (a closed
   subscription's buffer, a cancelled receive) are put back on their queue, at its
@@ -36,6 +38,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from kombu.connection import Connection as KombuConnection
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
 
 from brokerkit._broker import DEFAULT_GROUP, Broker
 from brokerkit._capabilities import Capability
@@ -244,11 +248,14 @@ class KombuVirtualBroker(Broker):
         def take() -> list[Delivery]:
             taken: list[Delivery] = []
             while len(taken) < max_messages:
-                raw = self._channel.basic_get(queue, no_ack=True)
+                raw = self._get(queue)
                 if raw is None:
                     break
-                properties = {**raw.properties, "content_type": raw.content_type}
-                message = decode(subscription.topic, raw.body, properties, raw.headers)
+                if isinstance(raw, bytes):  # not kombu's message: its bytes, raw
+                    message = decode(subscription.topic, raw, {}, {})
+                else:
+                    properties = {**raw.properties, "content_type": raw.content_type}
+                    message = decode(subscription.topic, raw.body, properties, raw.headers)
                 taken.append(Delivery(message, subscription=subscription))
             return taken
 
@@ -258,6 +265,29 @@ class KombuVirtualBroker(Broker):
             if taken or remaining <= 0 or subscription.closed or self._closed:
                 return taken
             self._stop.wait(min(remaining, _POLL))
+
+    def _get(self, queue: str) -> Any:
+        """The next message of ``queue`` (kombu's ``basic_get`` with ``no_ack``: it
+        leaves the queue), or None. Decoding is total: on Redis, an element another
+        program pushed that is not kombu's message (not JSON, or JSON of another shape)
+        is returned as its bytes, where kombu would raise its decoder's error with the
+        element popped, lost (``memory`` holds only what kombu put there)."""
+        channel = self._channel
+        if self.transport != "redis":
+            return channel.basic_get(queue, no_ack=True)
+        # kombu's own Channel._get, but the decoding, which is done here, total.
+        with channel.conn_or_acquire() as client:
+            for priority in channel.priority_steps:
+                item = client.rpop(channel._q_for_pri(queue, priority))
+                if item:
+                    break
+            else:
+                return None
+        try:
+            payload = loads(bytes_to_str(item))  # type: ignore[no-untyped-call]
+            return channel.Message(payload, channel=channel)
+        except Exception:  # whatever kombu makes of what it did not write
+            return bytes(item)
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         self._hand_back(unreturned)
