@@ -1,15 +1,19 @@
-"""What every Redis backend needs of its connection and no I/O: the plain URL for
-redis-py, the errors worth retrying, and redis-py's errors mapped to brokerkit's."""
+"""What every Redis backend needs of its connection: the plain URL for redis-py, the
+errors worth retrying, and redis-py's errors mapped to brokerkit's. No I/O of its own
+(:func:`build_cluster` waits between the attempts of the builder it is given)."""
 
 from __future__ import annotations
 
 import contextlib
+import random
 import re
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import redis
 
+from brokerkit._options import after_secrets
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, redis_database
 from brokerkit.exceptions import (
@@ -25,6 +29,7 @@ __all__ = [
     "CREDENTIAL_ERRORS",
     "TOPOLOGY_ERRORS",
     "TRANSIENT_ERRORS",
+    "build_cluster",
     "connection_kwargs",
     "ever_reached",
     "never_answered",
@@ -117,6 +122,40 @@ def never_answered(url: BrokerURL, exc: BaseException) -> bool:
         and not isinstance(cause, redis.exceptions.SlotNotCoveredError)
     )
     return unreachable and not ever_reached(url)
+
+
+_T = TypeVar("_T")
+
+
+def build_cluster(build: Callable[[], _T], url: BrokerURL, timeout: float) -> _T:
+    """``build()``: a cluster client, built again, with backoff and jitter, for up to
+    ``timeout`` seconds while a node of the cluster does not answer.
+
+    redis-py's sync ``RedisCluster`` asks a seed for the slot map when it is built, then
+    the map's first master for its commands (``COMMAND``). A seed that answered (else
+    "cannot be connected", raised at once) and a master that does not is a master that
+    failed and is being replaced (its replica promoted after ``cluster-node-timeout``):
+    the deployment was reached, and a process that starts then rides the failover out
+    as a running one does, instead of failing (with redis-py's own error) at once.
+    redis.asyncio's client asks nothing when it is built: ``build()`` returns at once.
+
+    :raises redis.ConnectionError: (or ``TimeoutError``) still after ``timeout``, or
+        refused credentials at once.
+    """
+    give_up_at = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        try:
+            return build()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if isinstance(exc, CREDENTIAL_ERRORS):
+                raise
+            note_url_reached(url)  # a seed told the slots: the cluster answered
+            attempt += 1
+            delay = random.uniform(0, min(2.0, 0.05 * 2**attempt))
+            if time.monotonic() + delay > give_up_at:
+                raise
+            time.sleep(delay)
 
 
 def unpooled_connection(pool: Any) -> Any:
@@ -257,10 +296,20 @@ def _permission_denied(url: BrokerURL, exc: Exception) -> PermissionDenied:
     )
 
 
+#: A connection error that says nothing listens (or the host is unknown), not that
+#: something there ended the connection.
+_NOT_LISTENING = re.compile(
+    r"Connection refused|Name or service not known|nodename nor servname|"
+    r"Temporary failure in name resolution|No address associated|No route to host"
+)
+
+
 def _lost(url: BrokerURL, exc: Exception | str) -> ConnectionFailed:
     if ever_reached(url):
         return ConnectionFailed(f"lost the connection to Redis at {url}: {exc}")
-    if url.scheme.startswith("rediss"):
+    if _NOT_LISTENING.search(str(exc)):
+        tls = ""  # nothing there to speak TLS or not
+    elif url.scheme.startswith("rediss"):
         # A TLS 1.3 server that wants a client certificate checks it after the
         # handshake, and may end the connection without an alert the client reads.
         tls = (
@@ -300,6 +349,16 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
     message = str(exc)
     found = _SERVICE.search(message)
     master = found.group("name") if found else "of that name"
+    follows = after_secrets(url.query).get("sentinel")
+    if found and follows:
+        # sentinel= may be the end of the secret before it (split at a raw '&'):
+        # neither this message nor its cause may quote it
+        master = f"named by sentinel= (not quoted: it follows {follows}=)"
+        hidden = _SERVICE.sub("No master found for sentinel=***", message)
+        masked = type(exc)(hidden)
+        masked.__suppress_context__ = True
+        exc = masked
+        message = hidden
     failures = [
         (
             f"{m.group('host')}:{m.group('port')}",
