@@ -14,7 +14,7 @@ import typer
 import brokerkit
 from brokerkit._plugins import plugin_manager
 from brokerkit.cli import _admin, _check, _dlq, _exporter, _messaging, _observe, _tools, _worker
-from brokerkit.cli._output import redact, visible
+from brokerkit.cli._output import err, redact, visible
 from brokerkit.cli._url import URL_ENV
 from brokerkit.exceptions import BrokerError, PluginError
 
@@ -147,7 +147,8 @@ def _library_logging(argv: list[str], debug: bool) -> Iterator[None]:
         yield
         return
     name = next((arg for arg in argv if not arg.startswith("-")), "")
-    handler = logging.StreamHandler(sys.stderr)
+    # err's file: stderr as it is at each write, the command's URL secrets masked
+    handler = logging.StreamHandler(err.file)
     if debug:
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
