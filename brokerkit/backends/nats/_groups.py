@@ -71,7 +71,10 @@ class Groups:
             }
             info = await self._client.api(
                 f"CONSUMER.DURABLE.CREATE.{self._stream}.{durable}",
-                {"stream_name": self._stream, "config": config},
+                # Create only: made meanwhile by another broker (with another AckWait,
+                # maybe), the consumer is not changed under its feet, but refused
+                # (JetStream 2.10 and later: an older one updates it all the same).
+                {"stream_name": self._stream, "config": config, "action": "create"},
                 f"create the group {group!r}",
             )
             made = "error" not in info
