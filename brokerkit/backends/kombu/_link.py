@@ -96,7 +96,7 @@ class Link(Topology):
         #: Set by :meth:`halt`: the broker is closing, nothing reconnects any more.
         self._halted = threading.Event()
         #: When the reconnect under way gives up (``reconnect_timeout`` after the loss
-        #: was found); None while connected, or without a reconnect_timeout.
+        #: was found); None while connected.
         self._deadline: float | None = None
         #: When the last reconnect gave up, and with what: a call that waited for the
         #: lock meanwhile raises it at once instead of starting a window of its own.
@@ -265,7 +265,8 @@ class Link(Topology):
                 f"{gave_up[1]} (another call gave up reconnecting while this one waited)"
             )
         now = time.monotonic()
-        if self.options.reconnect_timeout and (self._deadline is None or now >= self._deadline):
+        if self._deadline is None or now >= self._deadline:
+            # (reconnect_timeout=0: one attempt, as on the other backends, not no limit)
             self._deadline = now + self.options.reconnect_timeout
         try:
             self._connect_again()
