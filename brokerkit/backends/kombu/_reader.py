@@ -217,7 +217,9 @@ class Reader:
         if self.qos != wanted:
             channel.basic_qos(0, wanted, False)
             self.qos = wanted
-        tag = channel.basic_consume(self.queue, callback=_arrival(self, channel))
+        tag = channel.basic_consume(
+            self.queue, callback=_arrival(self, channel), on_cancel=_cancelled(self)
+        )
         try:
             while len(self.inbox) < wanted:
                 if not link.drain(_BURST_QUIET):
@@ -267,7 +269,9 @@ class Reader:
                 channel.basic_qos(0, limit, False)
                 self.qos = limit
             arrived = _arrival(self, channel)
-            self.consumer_tag = channel.basic_consume(self.queue, callback=arrived)
+            self.consumer_tag = channel.basic_consume(
+                self.queue, callback=arrived, on_cancel=_cancelled(self)
+            )
         link.drain(seconds)
 
     def stop_waiting(self, link: Link) -> None:
@@ -278,6 +282,12 @@ class Reader:
         current = channel is not None and self.generation == link.generation
         if tag is not None and current and channel.is_open:
             channel.basic_cancel(tag)
+
+    def _cancelled(self, tag: str) -> None:
+        """RabbitMQ cancelled the consumer ``tag`` (its queue was deleted): it is gone.
+        The next fetch pulls with ``basic.get``, which finds the queue missing."""
+        if self.consumer_tag == tag:
+            self.consumer_tag = None
 
     def _arrived(self, channel: Any, raw: Any) -> None:
         if channel is self.channel:
@@ -312,6 +322,21 @@ def _take(subscription: Subscription, void: Callable[[Delivery], bool]) -> list[
         taken.append(delivery)
     Broker._mark(taken)
     return taken
+
+
+def _cancelled(reader: Reader) -> Callable[[str], None]:
+    """The ``on_cancel`` callback of ``reader``'s consumers (held weakly, as
+    :func:`_arrival` holds it): RabbitMQ cancelled one (its queue was deleted). Without
+    one py-amqp raises ConsumerCancelled, a connection error, which dropped the whole
+    reading connection and every lease of the broker's other subscriptions with it."""
+    ref = weakref.ref(reader)
+
+    def cancelled(tag: str) -> None:
+        owner = ref()
+        if owner is not None:
+            owner._cancelled(tag)
+
+    return cancelled
 
 
 def _arrival(reader: Reader, channel: Any) -> Callable[[Any], None]:
