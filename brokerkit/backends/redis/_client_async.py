@@ -22,6 +22,7 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
     CREDENTIAL_ERRORS,
+    build_cluster,
     connection_kwargs,
     never_answered,
     note_reached,
@@ -87,17 +88,21 @@ def make_client(
     retry = aioredis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
     try:
         if deployment.kind == "cluster":
-            cluster = aioredis.RedisCluster.from_url(
-                redis_url(_without_retry_on_timeout(url)),
-                startup_nodes=[
-                    aioredis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call,unused-ignore]
-                    for h, p in deployment.hosts
-                ],
-                max_connections=2**31,
-                retry=retry,
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                **timeouts,
-                **_DRIVER,
+            cluster = build_cluster(
+                lambda: aioredis.RedisCluster.from_url(
+                    redis_url(_without_retry_on_timeout(url)),
+                    startup_nodes=[
+                        aioredis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call,unused-ignore]
+                        for h, p in deployment.hosts
+                    ],
+                    max_connections=2**31,
+                    retry=retry,
+                    retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                    **timeouts,
+                    **_DRIVER,
+                ),
+                url,
+                (options or RedisOptions()).reconnect_timeout,
             )
             _note_reached_once_answered(cluster, url)
             return cast(aioredis.Redis, cluster)  # it offers the commands the backends use
@@ -111,18 +116,17 @@ def make_client(
                 sentinel_kwargs=of_sentinels,
                 **timeouts,
             )
-            return cast(  # a Redis whose pool asks the sentinels for the master
-                aioredis.Redis,
-                sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
-                    deployment.master,
-                    redis_class=_SentinelMaster,
-                    retry=retry,
-                    retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                    redis_connect_func=functools.partial(_connected, via=url),
-                    **{"max_connections": 2**31, **kwargs, **timeouts},
-                    **_DRIVER,
-                ),
+            master = sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
+                deployment.master,
+                redis_class=_SentinelMaster,
+                retry=retry,
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                redis_connect_func=functools.partial(_connected, via=url),
+                **{"max_connections": 2**31, **kwargs, **timeouts},
+                **_DRIVER,
             )
+            _note_reached_once_named(sentinels, url)
+            return cast(aioredis.Redis, master)  # a Redis whose pool asks the sentinels
         client = aioredis.Redis.from_url(
             redis_url(url),
             max_connections=2**31,  # redis-py's sync default: no cap in practice
@@ -136,6 +140,9 @@ def make_client(
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
     except RedisClusterException as exc:  # the sync client asks a seed for the slots at once
         raise ConnectionFailed(f"the Redis Cluster at {url} could not be reached: {exc}") from exc
+    except (RedisConnectionError, RedisTimeoutError) as exc:  # a node of it, for as long
+        with translate_errors(url):
+            raise exc
     share_tls_context(client.connection_pool)
     return client
 
@@ -160,12 +167,33 @@ def _note_reached_once_answered(cluster: Any, url: BrokerURL) -> None:
     initialize = cluster.initialize
 
     async def initialized(*args: Any, **kwargs: Any) -> Any:
-        result = await initialize(*args, **kwargs)
+        try:
+            result = await initialize(*args, **kwargs)
+        except BaseException:
+            if cluster.nodes_manager.slots_cache:  # a seed told the slots, a node did not
+                note_url_reached(url)  # answer (a master failing over): ridden out
+            raise
         note_url_reached(url)
         vars(cluster).pop("initialize", None)  # done: later commands skip this wrapper
         return result
 
     cluster.initialize = initialized
+
+
+def _note_reached_once_named(sentinels: Any, url: BrokerURL) -> None:
+    """Note ``url``'s Sentinel set reached whenever it names a master (every lookup of
+    the master's pool, and of its pub/sub subscriptions, asks ``discover_master``): a
+    master that does not answer then (killed, and not yet replaced by the sentinels) is
+    ridden out as after any failover, also by a process that has not reached it yet,
+    instead of reported as "nothing answered" at the sentinels' addresses."""
+    discover_master = sentinels.discover_master
+
+    async def named(*args: Any, **kwargs: Any) -> Any:
+        address = await discover_master(*args, **kwargs)
+        note_url_reached(url)
+        return address
+
+    sentinels.discover_master = named
 
 
 async def scan_topics(

@@ -299,7 +299,7 @@ def _permission_denied(url: BrokerURL, exc: Exception) -> PermissionDenied:
 #: A connection error that says nothing listens (or the host is unknown), not that
 #: something there ended the connection.
 _NOT_LISTENING = re.compile(
-    r"Connection refused|Name or service not known|nodename nor servname|"
+    r"Connection refused|Connect call failed|Name or service not known|nodename nor servname|"
     r"Temporary failure in name resolution|No address associated|No route to host"
 )
 

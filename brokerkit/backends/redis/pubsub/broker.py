@@ -34,7 +34,11 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client
-from brokerkit.backends.redis._connection import translate_errors, unpooled_connection
+from brokerkit.backends.redis._connection import (
+    note_url_reached,
+    translate_errors,
+    unpooled_connection,
+)
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._envelope import encode
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
@@ -237,6 +241,8 @@ class RedisPubSubBroker(Broker):
         (the cluster's map reloaded: it may be after a failover or a slot move)."""
         cluster: Any = self._client
         cluster.nodes_manager.initialize()
+        # The cluster answered: a node that does not (a master failing over) is waited for.
+        note_url_reached(self.url)
         node = cluster.get_node_from_key(channel)
         return str(node.host), int(node.port)
 
