@@ -152,7 +152,9 @@ class Leases(dict[str, Lease]):
         server no longer knows: one that restarted before it stored a delivery leases
         it again from the start, never answers its ack, and takes a nack or an extend
         of it without a word. Its group's consumer says so: it has delivered nothing
-        past that stream sequence (``CONSUMER.INFO``). One answer settles every lease
+        past that stream sequence (``CONSUMER.INFO``); or it was made again since a
+        lease was known to be its (see :meth:`check_ack_waits`), and holds none of
+        what the one before delivered. One answer settles every lease
         of the group held from before: the forgotten ones are let go (a settle says
         StaleDelivery), the others counted as this connection's from then on.
 
@@ -173,19 +175,25 @@ class Leases(dict[str, Lease]):
                 for lease in leases
                 if lease.consumer == consumer and lease.generation != generation
             ]
-            delivered = await self._delivered(consumer, max(last_send(lease) for lease in old))
-            if delivered is None:  # run out before the server could say
+            found = await self._delivered(consumer, max(last_send(lease) for lease in old))
+            if found is None:  # run out before the server could say
                 forgotten.update(id(lease) for lease in old)
                 continue
+            delivered, created = found
             for lease in {id(lease): lease for lease in (*leases, *self.values())}.values():
                 if lease.consumer != consumer or lease.generation == generation:
                     continue
-                if lease.seq > delivered:
+                # A consumer made again since (see check_ack_waits) holds none of the
+                # one before's: a lease known to be the one before's is lost too.
+                made_again = created is not None and lease.created != created
+                if lease.seq > delivered or (made_again and lease.confirmed):
                     forgotten.add(id(lease))
                     if self.pop(lease.reply, None) is lease and id(lease) not in asked:
                         self._unreported.append(lease)
                 else:
                     lease.generation = generation
+                    if created is not None:  # (asked after its pull: it is this one's)
+                        lease.created, lease.confirmed = created, True
         return [lease for lease in leases if id(lease) in forgotten]
 
     async def check_ack_waits(self) -> dict[str, GroupFound]:
@@ -300,9 +308,10 @@ class Leases(dict[str, Lease]):
                 lease.deadline += group.ack_wait - lease.ack_wait
                 lease.ack_wait = group.ack_wait
 
-    async def _delivered(self, consumer: str, until: float) -> int | None:
-        """The last stream sequence ``consumer`` delivered; 0 if it is gone; None if
-        the server did not say by the monotonic time ``until``."""
+    async def _delivered(self, consumer: str, until: float) -> tuple[int, str | None] | None:
+        """The last stream sequence ``consumer`` delivered (0 if it is gone), and when
+        it was made (:attr:`Lease.created`; None if it is gone); None if the server
+        did not say by the monotonic time ``until``."""
         left = until - time.monotonic()
         if left <= 0:
             return None
@@ -318,9 +327,9 @@ class Leases(dict[str, Lease]):
             return None
         error = info.get("error")
         if error is None:
-            return int(info.get("delivered", {}).get("stream_seq", 0))
+            return int(info.get("delivered", {}).get("stream_seq", 0)), info.get("created")
         if error.get("err_code") in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
-            return 0
+            return 0, None
         raise BrokerError(f"JetStream could not say what it delivered: {error.get('description')}")
 
 
