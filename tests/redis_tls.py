@@ -29,6 +29,7 @@ from tests.redis_server import RedisServer, _free_port, find_redis_server
 __all__ = [
     "ClientCertificateTLSRedisServer",
     "ClientCertificates",
+    "TLSClusterSet",
     "TLSFiles",
     "TLSRedisServer",
     "TLSSentinel",
@@ -320,6 +321,116 @@ class TLSSentinel:
             self.process.wait(10)
 
     def __enter__(self) -> TLSSentinel:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class TLSClusterSet:
+    """A Redis Cluster of three TLS-only masters (no replicas) on 127.0.0.1 that speak
+    TLS on the cluster bus too, with the test CA's certificates (a client certificate
+    for the bus, which a node presents to the others). Started with
+    ``redis-cli --tls --cluster create``; ``stop()`` kills the nodes."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.files = make_certificates(directory)
+        self.client_files = make_client_certificates(directory)
+        self.ports: list[int] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, timeout: float = 30.0) -> TLSClusterSet:
+        from tests.redis_cluster import cluster_free_port
+        from tests.redis_server import find_redis_cli
+
+        try:
+            for index in range(3):
+                port = cluster_free_port()
+                node = self.directory / f"node{index}"
+                node.mkdir()
+                self.ports.append(port)
+                self.processes.append(
+                    subprocess.Popen(
+                        [self.binary, "--port", "0", "--tls-port", str(port),
+                         "--tls-cert-file", str(self.files.server_cert),
+                         "--tls-key-file", str(self.files.server_key),
+                         "--tls-client-cert-file", str(self.client_files.cert),
+                         "--tls-client-key-file", str(self.client_files.key),
+                         "--tls-ca-cert-file", str(self.files.ca),
+                         "--tls-auth-clients", "no", "--tls-cluster", "yes",
+                         "--tls-replication", "yes", "--cluster-enabled", "yes",
+                         "--cluster-node-timeout", "1000", "--dir", str(node),
+                         "--bind", "127.0.0.1", "--save", "", "--logfile", str(node / "log")],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )  # fmt: skip
+            for port in self.ports:
+                self._wait_answering(port, timeout)
+            subprocess.run(
+                [find_redis_cli(), "--tls", "--cacert", str(self.files.ca), "--cluster",
+                 "create", *[f"127.0.0.1:{port}" for port in self.ports], "--cluster-yes"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+            )  # fmt: skip
+            self._wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def url(self, scheme: str, ca: Path | None = None) -> str:
+        seeds = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"{scheme}://{seeds}/0?cluster=true&ssl_ca_certs={ca or self.files.ca}"
+
+    def _client(self, port: int) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(self.files.ca), socket_timeout=5
+        )
+
+    def _wait_answering(self, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = self._client(port)
+        try:
+            while True:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    if client.ping():
+                        return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the TLS cluster node on port {port} did not start")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def _wait_healthy(self, timeout: float) -> None:
+        """Until every node says the cluster is ok."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for port in self.ports:
+                client = self._client(port)
+                try:
+                    info = client.execute_command("CLUSTER", "INFO")
+                    text = info.decode() if isinstance(info, bytes) else str(info)
+                    states.append("ok" if "cluster_state:ok" in text else text)
+                except (redis.RedisError, OSError):
+                    states.append(None)
+                finally:
+                    client.close()
+            if all(state == "ok" for state in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the TLS Redis Cluster did not become healthy")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+    def __enter__(self) -> TLSClusterSet:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

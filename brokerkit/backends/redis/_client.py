@@ -25,6 +25,7 @@ from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
     CREDENTIAL_ERRORS,
     build_cluster,
+    cluster_failure,
     connection_kwargs,
     never_answered,
     note_reached,
@@ -141,7 +142,7 @@ def make_client(
     except (ValueError, TypeError) as exc:
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
     except RedisClusterException as exc:  # the sync client asks a seed for the slots at once
-        raise ConnectionFailed(f"the Redis Cluster at {url} could not be reached: {exc}") from exc
+        raise cluster_failure(url, exc, "could not be reached") from exc
     except (RedisConnectionError, RedisTimeoutError) as exc:  # a node of it, for as long
         with translate_errors(url):
             raise exc

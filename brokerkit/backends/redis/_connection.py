@@ -30,6 +30,7 @@ __all__ = [
     "TOPOLOGY_ERRORS",
     "TRANSIENT_ERRORS",
     "build_cluster",
+    "cluster_failure",
     "connection_kwargs",
     "ever_reached",
     "never_answered",
@@ -239,7 +240,20 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
     except redis.RedisError as exc:
         raise BrokerError(f"Redis at {url} failed: {exc}") from exc
     except redis.exceptions.RedisClusterException as exc:
-        raise ConnectionFailed(f"the Redis Cluster at {url} could not be used: {exc}") from exc
+        raise cluster_failure(url, exc, "could not be used") from exc
+
+
+def cluster_failure(url: BrokerURL, exc: Exception, what: str) -> BrokerError:
+    """The error for redis-py's ``RedisClusterException`` (no seed could be used):
+    a :class:`ConfigurationError` when TLS refused a certificate (the server's or this
+    client's: the seeds share the URL's TLS options, and waiting will not change it),
+    else :class:`ConnectionFailed` ("the Redis Cluster at ... <what>")."""
+    tls = _tls_refusal(str(exc))
+    if tls is not None:
+        refused, hint = tls
+        where = f"a node of the Redis Cluster at {url}"
+        return ConfigurationError(f"{refused.format(where)}: {exc}; {hint}")
+    return ConnectionFailed(f"the Redis Cluster at {url} {what}: {exc}")
 
 
 #: What to do about a server certificate that was not accepted.
