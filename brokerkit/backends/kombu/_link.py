@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import amqp.exceptions  # type: ignore[import-untyped]
+from amqp import spec
 
 from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._confirms import Confirms
@@ -64,6 +65,9 @@ _TICK_WAIT = 0.2
 _LOCK_CHECK = 0.25
 #: The most frames one :meth:`Link.heartbeat` dispatches before it checks.
 _TICK_FRAMES = 1000
+#: The methods whose refusal (PRECONDITION_FAILED) means a name exists with other
+#: settings; RabbitMQ refuses others so too (an unknown delivery tag, a consumer_timeout).
+_DECLARATIONS = frozenset({spec.Queue.Declare, spec.Exchange.Declare})
 #: How RabbitMQ words the refusal of a message over its ``max_message_size``.
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
@@ -216,7 +220,8 @@ class Link(Topology):
                 "publish a reference, or raise max_message_size in RabbitMQ's "
                 "configuration (messages before it in the same batch may have been stored)"
             )
-        if isinstance(exc, amqp.exceptions.PreconditionFailed):
+        declaring = getattr(exc, "method_sig", None) in _DECLARATIONS
+        if isinstance(exc, amqp.exceptions.PreconditionFailed) and declaring:
             return IncompatibleTopic(
                 f"RabbitMQ refused a declaration on {self._server()}: {text}; an exchange or "
                 "queue of that name exists with other settings (brokerkit declares durable "

@@ -36,6 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import amqp.exceptions  # type: ignore[import-untyped]
+from amqp import spec
+
 from brokerkit._broker import Broker
 from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
@@ -88,6 +91,10 @@ class Reader:
         self.qos = 0
         #: The subscription is closed: close the channel once the last lease is settled.
         self.retiring = False
+        #: RabbitMQ closed :attr:`channel` on its own (why), found by whichever call
+        #: read the close (see :func:`_watch_close`): py-amqp reopened it in place,
+        #: without the consumer and the deliveries, so it is dropped at its next use.
+        self.closed_by_server: str | None = None
 
     # -- the channel --------------------------------------------------------------
 
@@ -95,8 +102,13 @@ class Reader:
         """The reader's channel, opened anew (and every lease dropped: the server has
         handed those deliveries back) when the connection or the channel was lost."""
         channel = self.channel
-        if channel is None or self.generation != link.generation or not channel.is_open:
+        current = channel is not None and self.generation == link.generation
+        if not current or not channel.is_open or self.closed_by_server is not None:
+            if current and channel.is_open:  # (py-amqp's reopening of a closed one)
+                channel.close()
             self.channel = link.channel()
+            _watch_close(self, self.channel)
+            self.closed_by_server = None
             self.generation = link.generation
             self.leases.clear()
             self.inbox.clear()
@@ -111,6 +123,7 @@ class Reader:
         self.inbox.clear()
         self.consumer_tag = None
         self.qos = 0
+        self.closed_by_server = None
         if channel is not None and channel.is_open:
             channel.close()
 
@@ -121,6 +134,7 @@ class Reader:
             and self.generation == link.generation
             and self.leases.get(lease.tag) is lease
             and lease.channel.is_open
+            and self.closed_by_server is None
         )
 
     def lost(self, lease: Lease, link: Link) -> str | None:
@@ -132,7 +146,11 @@ class Reader:
             return None
         if lease.generation != link.generation:
             return "connection"
-        if lease.channel is not self.channel or not lease.channel.is_open:
+        if (
+            lease.channel is not self.channel
+            or not lease.channel.is_open
+            or self.closed_by_server is not None
+        ):
             return "channel"
         return None
 
@@ -322,6 +340,35 @@ def _take(subscription: Subscription, void: Callable[[Delivery], bool]) -> list[
         taken.append(delivery)
     Broker._mark(taken)
     return taken
+
+
+def _watch_close(reader: Reader, channel: Any) -> None:
+    """Note on ``reader`` (held weakly) that RabbitMQ closed ``channel`` on its own
+    (``consumer_timeout``; an asynchronous refusal), whichever call reads the close.
+
+    py-amqp answers a ``channel.close``, reopens the channel in place and raises the
+    error from the drain that read it: the call waiting on this channel takes it as its
+    own (it is raised to it, as before), but another subscription's receive, or the
+    reaper's heartbeat, read it for everyone: there it is only noted, and the
+    reader drops the channel at its next use (:meth:`Reader.live_channel`, the reaper's
+    sweep), rather than raised to a call it is no business of (which reset that call's
+    own subscription, and left this one on the reopened channel)."""
+    ref = weakref.ref(reader)
+    original = channel._callbacks[spec.Channel.Close]
+
+    def on_close(*args: Any) -> None:
+        waited = bool(channel._pending)  # a call waits for an answer on this channel
+        try:
+            original(*args)
+        except amqp.exceptions.ChannelError as exc:
+            owner = ref()
+            if owner is None or owner.channel is not channel:
+                raise
+            owner.closed_by_server = str(exc.reply_text or exc)
+            if waited:
+                raise
+
+    channel._callbacks[spec.Channel.Close] = on_close
 
 
 def _cancelled(reader: Reader) -> Callable[[str], None]:

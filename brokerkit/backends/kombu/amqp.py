@@ -337,6 +337,10 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             self._forget_retired(self._reading_link)
         with self._state_lock:
             readers = list(self._readers)
+        if any(r.closed_by_server is not None for r in readers):
+            # RabbitMQ closed their channels (another call read it): drop them now,
+            # with what they buffered, and forget those of closed subscriptions.
+            self._reading().call(functools.partial(self._drop_closed, readers))
         if self._reading_link is not None:
             # (reported here: what the heartbeat found lost was dropped as it did)
             self._forget_buffered(self._reading_link)
@@ -387,6 +391,13 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         if not self._closed:
             link.call(reap)
             self._dropped.report()
+
+    def _drop_closed(self, readers: list[Reader]) -> None:
+        """Drop the channels RabbitMQ closed of ``readers`` (see Reader.closed_by_server)."""
+        for reader in readers:
+            if reader.closed_by_server is not None:
+                self._reset(reader)
+                self._retire_if_done(reader)
 
     def _pump(self) -> None:
         """Dispatch the frames already received, without waiting for more."""
