@@ -35,6 +35,13 @@ from brokerkit._capabilities import Capability
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.backends.nats._permissions import Permissions
+from brokerkit.backends.nats._socket import (
+    CLOSE_WAIT,
+    abort,
+    drop_socket,
+    end_reconnecting,
+    withdraw,
+)
 from brokerkit.exceptions import ConnectionFailed, PermissionDenied, Unsupported
 
 __all__ = [
@@ -57,9 +64,6 @@ Request = tuple[str, bytes, "dict[str, str] | None"]
 _RETRY_WAIT = 0.25
 #: Seconds one try of a request waits for its reply before it is retried.
 _TRY_TIMEOUT = 2.0
-#: Seconds close waits for the server to confirm it has what was sent (a PING's PONG),
-#: and then for the connection to close; and what it hands back, at most.
-CLOSE_WAIT = 2.0
 #: Seconds those wait instead for a server that left the last request unanswered.
 SHORT_WAIT = 0.25
 
@@ -168,7 +172,7 @@ class NatsClient(Permissions):
         self._waiting.clear()
         if nc is not None:
             nc._status = Client.CLOSED  # (nats-py reconnects a client that is not)
-            _drop_socket(nc)
+            drop_socket(nc)
 
     def _claim(self, here: asyncio.AbstractEventLoop) -> None:
         """Make ``here`` the connection's loop if it has none yet; refuse another."""
@@ -348,7 +352,7 @@ class NatsClient(Permissions):
                     continue
                 if until is not None and now >= until[index]():
                     given_up[index] = True
-                    _withdraw(nc, sent_as[index])
+                    withdraw(nc, sent_as[index])
                 else:
                     todo.append(index)
             if not todo:
@@ -356,7 +360,7 @@ class NatsClient(Permissions):
             if now >= deadline:
                 if wait is not None:
                     for index in todo:
-                        _withdraw(nc, sent_as[index])
+                        withdraw(nc, sent_as[index])
                     return replies
                 raise ConnectionFailed(
                     f"NATS at {self.server} did not answer to {what} within "
@@ -461,73 +465,11 @@ class NatsClient(Permissions):
             try:
                 await nc.flush(timeout=wait)  # type: ignore[arg-type]  # (any seconds)
             except Exception:  # not answering, or reconnecting: nothing will be read now
-                _abort(nc)
+                abort(nc)
         else:  # no time left (what was handed back went unanswered), or reconnecting
-            _abort(nc)
+            abort(nc)
         try:
             await within(nc.close(), CLOSE_WAIT)
         except Exception:
-            _abort(nc)
-        await _end_reconnecting(nc)
-
-
-def _withdraw(nc: Client, replies: Sequence[str]) -> None:
-    """Take back from nats-py's outgoing buffer the publishes made with these reply
-    subjects that it has not written out yet: a connection lost as they were
-    published leaves them there, to be sent on the reconnection, however late."""
-    pending: list[bytes] | None = getattr(nc, "_pending", None)
-    if not replies or not pending:
-        return
-    wanted = {reply.encode() for reply in replies}
-    kept = [command for command in pending if _reply_of(command) not in wanted]
-    if len(kept) != len(pending):
-        nc._pending = kept
-        nc._pending_data_size = sum(len(command) for command in kept)
-
-
-def _reply_of(command: bytes) -> bytes | None:
-    """The reply subject of a ``PUB``/``HPUB`` command nats-py buffered, if any."""
-    head = bytes(command[: command.find(b"\r\n")]).split()
-    if head[:1] == [b"PUB"] and len(head) == 4:
-        return head[2]
-    if head[:1] == [b"HPUB"] and len(head) == 5:
-        return head[2]
-    return None
-
-
-async def _end_reconnecting(nc: Client) -> None:
-    """End nats-py's reconnecting task for good. It can miss the cancel its close
-    sends it (one that comes as a connection attempt fails), and then goes on
-    reconnecting a closed client for ever: cancelled again until it ends (for
-    :data:`CLOSE_WAIT` seconds at most)."""
-    task = getattr(nc, "_reconnection_task", None)
-    if not isinstance(task, asyncio.Task):
-        return
-    deadline = time.monotonic() + CLOSE_WAIT
-    while not task.done() and time.monotonic() < deadline:
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.05)
-
-
-def _drop_socket(nc: Client) -> None:
-    """Close the socket of ``nc``, whose event loop has ended (its transport cannot be
-    closed through that loop any more)."""
-    writer = getattr(nc, "_transport", None)
-    transport = getattr(getattr(writer, "_io_writer", None), "transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    # (asyncio hands out a wrapper of the socket, which cannot close it)
-    sock = getattr(sock, "_sock", sock)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()
-
-
-def _abort(nc: Client) -> None:
-    """Drop ``nc``'s connection at once, without sending what is still buffered (a
-    server that stopped reading would hold up the close until TCP gave up)."""
-    nc._pending = []
-    nc._pending_data_size = 0
-    writer = getattr(nc._transport, "_io_writer", None)
-    transport = getattr(writer, "transport", None)
-    if isinstance(transport, asyncio.Transport):
-        transport.abort()
+            abort(nc)
+        await end_reconnecting(nc)
