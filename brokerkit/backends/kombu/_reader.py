@@ -50,6 +50,9 @@ __all__ = ["Lease", "Reader"]
 #: A batch fetch switches from ``basic.get`` to a short-lived consumer when at least
 #: this many more messages are wanted and waiting (qos + consume + cancel cost three).
 _BURST_FROM = 4
+#: The largest ``basic.qos`` prefetch count AMQP carries (an unsigned short): a larger
+#: prefetch (brokerkit's batch, valid on every backend) is served with this one.
+_MAX_QOS = 65535
 #: How long a burst waits for a message RabbitMQ has not pushed yet.
 _BURST_QUIET = 0.05
 
@@ -221,7 +224,7 @@ class Reader:
                 break
             taken.append(self._lease(channel, raw).delivery)
             waiting = int(raw.delivery_info.get("message_count") or 0)
-            wanted = min(limit - len(taken), waiting)
+            wanted = min(limit - len(taken), waiting, _MAX_QOS)
             if wanted >= _BURST_FROM:
                 self._burst(link, channel, wanted)
                 taken += self.hand_out(limit - len(taken))
@@ -283,9 +286,10 @@ class Reader:
         out (a hung or idle reader gives back what it was pushed but never took)."""
         channel = self.live_channel(link)
         if self.consumer_tag is None:
-            if self.qos != limit:
-                channel.basic_qos(0, limit, False)
-                self.qos = limit
+            qos = min(limit, _MAX_QOS)
+            if self.qos != qos:
+                channel.basic_qos(0, qos, False)
+                self.qos = qos
             arrived = _arrival(self, channel)
             self.consumer_tag = channel.basic_consume(
                 self.queue, callback=arrived, on_cancel=_cancelled(self)
