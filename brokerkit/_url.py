@@ -92,9 +92,9 @@ class BrokerURL:
             )
         _check_userinfo(url)
         _check_query_secrets(url)
-        url, more_hosts = _split_hosts(url)
+        first_host, more_hosts = _split_hosts(url)
         try:
-            parts = urlsplit(url)
+            parts = urlsplit(first_host)
             port = parts.port
         except ValueError:
             # The driver's message may quote part of the password: say what to fix instead.

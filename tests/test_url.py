@@ -209,3 +209,10 @@ def test_a_scheme_typo_with_a_password_holding_a_scheme_separator_is_refused() -
     with pytest.raises(InvalidURL, match="two slashes") as refused:
         BrokerURL.parse("redis+list:/user:000§Q7://@db.example/0")
     assert "000§Q7" not in str(refused.value)
+
+
+def test_an_option_given_twice_quotes_every_host_of_the_url() -> None:
+    # the message quoted the URL as its first host alone ('redis+stream://s1:1/0?...')
+    with pytest.raises(InvalidURL) as raised:
+        BrokerURL.parse("redis+stream://s1:1,s2:2/0?db=0&db=1")
+    assert "'redis+stream://s1:1,s2:2/0?db=0&db=1'" in str(raised.value)
