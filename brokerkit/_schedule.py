@@ -135,7 +135,12 @@ def check_reason(reason: object) -> str | None:
             f"reason must be a str of 1 to {MAX_REASON_LENGTH} characters, "
             f"got {type(reason).__name__}"
         )
-    if not reason or len(reason) > MAX_REASON_LENGTH:
+    if not reason:
+        raise InvalidOption(
+            f"reason must be a str of 1 to {MAX_REASON_LENGTH} characters, got an empty "
+            "one; leave it out (None) to give no reason"
+        )
+    if len(reason) > MAX_REASON_LENGTH:
         raise InvalidOption(
             f"reason must be a str of 1 to {MAX_REASON_LENGTH} characters, got one of "
             f"{len(reason)}; shorten it (the dead letter's header holds a summary, "

@@ -78,7 +78,7 @@ def test_bad_publish_delays_are_refused_and_nothing_is_sent(
         ({"delay": -0.5}, "0 or more"),
         ({"delay": math.nan}, "finite"),
         ({"delay": 1, "requeue": False}, "requeue=True"),
-        ({"reason": ""}, "1 to 1000 characters"),
+        ({"reason": ""}, "1 to 1000 characters, got an empty one; leave it out"),
         ({"reason": "x" * 1001}, "1 to 1000 characters, got one of 1001"),
         ({"reason": 42}, "must be a str"),
         ({"reason": "\ud800"}, "UTF-8"),
