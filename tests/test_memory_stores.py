@@ -105,6 +105,21 @@ def test_names_that_differ_by_a_slash_are_different_stores() -> None:
         assert [d.body for d in same.consume("t", timeout=0)] == ["from a/b"]
 
 
+def test_a_name_is_case_blind_before_its_first_slash_and_a_leading_slash_is_dropped() -> None:
+    name = _name()
+    with (
+        brokerkit.connect(f"memory://{name.upper()}/Path") as upper,
+        brokerkit.connect(f"memory://{name}/Path") as lower,
+        brokerkit.connect(f"memory:///{name}/Path") as rooted,
+        brokerkit.connect(f"memory://{name}/path") as other_path,
+    ):
+        upper.publish("t", "one")
+        assert [d.body for d in other_path.consume("t", timeout=0)] == []
+        assert [d.body for d in lower.consume("t", timeout=0)] == ["one"]
+        rooted.publish("t", "two")
+        assert [d.body for d in lower.consume("t", timeout=0)] == ["two"]
+
+
 def test_a_named_store_is_shared_while_a_connection_is_open() -> None:
     url = f"memory://{_name()}"
     with brokerkit.connect(url) as keeper:
