@@ -93,7 +93,7 @@ def test_a_generic_struct_of_what_msgspec_cannot_build_is_refused(
         worker.handler("jobs")(job)
     text = str(refused.value)
     assert f"with {annotation!r}, a generic msgspec Struct" in text
-    assert f"hold {held} ({kind}), which msgspec cannot build" in text
+    assert f"holds {held} ({kind}), which msgspec cannot build" in text
     assert worker.handlers == []
 
 

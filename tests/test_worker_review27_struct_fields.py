@@ -125,7 +125,8 @@ def test_a_struct_with_a_field_msgspec_cannot_build_is_refused(
     with pytest.raises(brokerkit.InvalidOption) as refused:
         worker.handler("jobs")(job)
     text = str(refused.value)
-    assert f"with {annotation!r}, a msgspec Struct whose {where} holds {held} ({kind})" in text
+    assert f"with {annotation!r}, a " in text
+    assert f"msgspec Struct whose {where} holds {held} ({kind})" in text
     assert "which msgspec cannot build from a message" in text
     assert f"Make {held} a msgspec Struct or a dataclass" in text
     assert worker.handlers == []

@@ -92,10 +92,8 @@ def check_body_type(name: str, parameter: str, annotation: Any, body_type: Any) 
     found = body_model(body_type)
     if found is not None:
         origin = typing.get_origin(found)
-        if _is_struct(origin):
-            _check_struct_arguments(name, parameter, annotation, found)
         if _is_struct(origin or found):
-            _check_struct_fields(name, parameter, annotation, found)
+            _check_struct(name, parameter, annotation, found, generic=origin is not None)
             return
         held = _models_within(found) if dataclasses.is_dataclass(origin) else []
         held = [m for m in held if not dataclasses.is_dataclass(m) and not _is_struct(m)]
@@ -127,58 +125,29 @@ def _is_struct(cls: Any) -> bool:
     return msgspec is not None and isinstance(cls, type) and issubclass(cls, msgspec.Struct)
 
 
-def _check_struct_arguments(name: str, parameter: str, annotation: Any, struct: Any) -> None:
-    """Refuse a parametrized generic msgspec Struct (``Box[Line]``) whose type arguments
-    hold a type msgspec cannot build from decoded data (a pydantic model, a plain
-    class: what ``msgspec.inspect`` reads as a custom type, which needs a ``dec_hook``
-    the worker does not pass), at any depth (``Box[list[Line]]``, ``Box[Order]`` with
-    ``Order`` a dataclass with a field ``Line``); or a type msgspec does not support at
-    all. msgspec builds what it knows (Structs, dataclasses, attrs classes,
-    ``TypedDict``, enums, ``datetime``...): every valid message would otherwise be
-    dead-lettered (``Expected `Line`, got `dict```).
-
-    :raises InvalidOption: naming the annotation and the type msgspec cannot build.
-    """
-    inspect_types = importlib.import_module("msgspec.inspect")
-    for argument in typing.get_args(struct):
-        try:
-            info = inspect_types.type_info(argument)
-        except Exception as exc:  # TypeError: a type msgspec does not support
-            raise InvalidOption(
-                f"handler {name} annotates its body parameter {parameter!r} with "
-                f"{annotation!r}, a generic msgspec Struct whose type argument "
-                f"{argument!r} msgspec does not support ({type(exc).__name__}: "
-                f"{one_line(exc)}): no body could be validated into it"
-            ) from None
-        custom = _custom_type(info, inspect_types.CustomType)
-        if custom is None:
-            continue
-        what, kind = _unbuildable(custom[0])
-        raise InvalidOption(
-            f"handler {name} annotates its body parameter {parameter!r} with "
-            f"{annotation!r}, a generic msgspec Struct whose type arguments hold {what} "
-            f"({kind}), which msgspec cannot build from a message: every message would be "
-            f"dead-lettered (Expected `{what}`, got `dict`). Make {what} a msgspec Struct "
-            "or a dataclass, or annotate the body with a pydantic model"
-        )
-
-
-def _check_struct_fields(name: str, parameter: str, annotation: Any, struct: Any) -> None:
-    """Refuse a msgspec Struct (generic or not) one of whose fields, at any depth,
-    holds a type msgspec cannot build from decoded data (see
-    :func:`_check_struct_arguments`): ``Order`` with a field ``line: Line``, ``Line``
-    a pydantic model; or whose fields msgspec cannot read at all (an annotation that
-    does not resolve). Every message would be dead-lettered.
+def _check_struct(
+    name: str, parameter: str, annotation: Any, struct: Any, *, generic: bool
+) -> None:
+    """Refuse a msgspec Struct, generic or not (``Box[Line]``), one of whose fields, at
+    any depth, holds a type msgspec cannot build from decoded data: what
+    ``msgspec.inspect`` reads as a custom type (a pydantic model, a plain class), which
+    needs a ``dec_hook`` the worker does not pass: ``Order`` with a field ``line:
+    Line``, or ``Box[list[Line]]``, ``Line`` a pydantic model (a generic Struct's
+    fields are read with its type arguments in place); or one msgspec cannot read at
+    all (an annotation that does not resolve, a type it does not support). msgspec
+    builds what it knows (Structs, dataclasses, attrs classes, builtins, datetimes,
+    enums...). Every message would be dead-lettered.
 
     :raises InvalidOption: naming the annotation, the field and the type.
     """
     inspect_types = importlib.import_module("msgspec.inspect")
+    what_struct = "a generic msgspec Struct" if generic else "a msgspec Struct"
     try:
         info = inspect_types.type_info(struct)
     except Exception as exc:  # a field's annotation does not resolve, or is unsupported
         raise InvalidOption(
             f"handler {name} annotates its body parameter {parameter!r} with "
-            f"{annotation!r}, a msgspec Struct msgspec cannot read ({type(exc).__name__}: "
+            f"{annotation!r}, {what_struct} msgspec cannot read ({type(exc).__name__}: "
             f"{one_line(exc)}): no body could be validated into it. Annotate its fields "
             "with types defined at module level that msgspec supports"
         ) from None
@@ -188,7 +157,7 @@ def _check_struct_fields(name: str, parameter: str, annotation: Any, struct: Any
     what, kind = _unbuildable(custom[0])
     raise InvalidOption(
         f"handler {name} annotates its body parameter {parameter!r} with {annotation!r}, "
-        f"a msgspec Struct whose {custom[1]} holds {what} ({kind}), which msgspec cannot "
+        f"{what_struct} whose {custom[1]} holds {what} ({kind}), which msgspec cannot "
         f"build from a message: every message would be dead-lettered (Expected `{what}`, "
         f"got `dict`). Make {what} a msgspec Struct or a dataclass, or annotate the body "
         "with a pydantic model"
