@@ -14,8 +14,8 @@ import typer
 import brokerkit
 from brokerkit._plugins import plugin_manager
 from brokerkit.cli import _admin, _check, _dlq, _exporter, _messaging, _observe, _tools, _worker
-from brokerkit.cli._output import err, redact, visible
-from brokerkit.cli._url import URL_ENV
+from brokerkit.cli._output import err, redact, remembering, visible
+from brokerkit.cli._url import URL_ENV, MaskingGroup
 from brokerkit.exceptions import BrokerError, PluginError
 
 __all__ = ["DEBUG_ENV", "build_app", "run"]
@@ -66,6 +66,7 @@ def build_app() -> typer.Typer:
     """The ``brokerkit`` application: the built-in commands, then every plugin's."""
     app = typer.Typer(
         name="brokerkit",
+        cls=MaskingGroup,
         no_args_is_help=True,
         add_completion=True,
         pretty_exceptions_enable=False,
@@ -106,7 +107,12 @@ def run(argv: list[str]) -> int:
 
 
 def _run(argv: list[str], debug: bool) -> int:
-    shown = [*argv, os.environ.get(URL_ENV, "")]
+    # the arguments whose secrets an error line masks, and those a command hid
+    with remembering([*argv, os.environ.get(URL_ENV, "")]) as shown:
+        return _run_remembering(argv, debug, shown)
+
+
+def _run_remembering(argv: list[str], debug: bool, shown: list[str]) -> int:
     try:
         command = typer.main.get_command(build_app())
         status = command.main(args=argv, prog_name="brokerkit", standalone_mode=False)

@@ -8,7 +8,8 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus, unquote_plus
 
@@ -32,6 +33,7 @@ __all__ = [
     "printable",
     "progress_bar",
     "redact",
+    "remembering",
     "text_of",
     "visible",
     "writable",
@@ -42,6 +44,9 @@ __all__ = [
 #: Not a context variable: a command's own threads (the exporter's) print too.
 _HIDDEN: list[str] = []
 _HIDDEN_LOCK = threading.Lock()
+#: The lists :func:`remembering` fills (the arguments whose secrets an error line of
+#: :func:`~brokerkit.cli._app.run` masks, after the command has forgotten them).
+_REMEMBERING: list[list[str]] = []
 
 
 def hide_secrets_of(arguments: Iterable[str]) -> Callable[[], None]:
@@ -52,6 +57,8 @@ def hide_secrets_of(arguments: Iterable[str]) -> Callable[[], None]:
     added = list(arguments)
     with _HIDDEN_LOCK:
         _HIDDEN.extend(added)
+        for remembered in _REMEMBERING:
+            remembered.extend(added)
 
     def forget() -> None:
         with _HIDDEN_LOCK:
@@ -59,6 +66,21 @@ def hide_secrets_of(arguments: Iterable[str]) -> Callable[[], None]:
                 _HIDDEN.remove(argument)
 
     return forget
+
+
+@contextmanager
+def remembering(arguments: list[str]) -> Iterator[list[str]]:
+    """While in it, every argument given to :func:`hide_secrets_of` is added to
+    ``arguments`` too, and stays there after it is forgotten: the error line that ends
+    a command masks the secrets the command hid (the URL of the broker a worker's
+    module made) though the command has ended."""
+    with _HIDDEN_LOCK:
+        _REMEMBERING.append(arguments)
+    try:
+        yield arguments
+    finally:
+        with _HIDDEN_LOCK:
+            _REMEMBERING.remove(arguments)
 
 
 class _MaskedStderr:

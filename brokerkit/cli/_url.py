@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
-__all__ = ["URL_ENV", "UrlArg", "UrlFirstCommand", "command", "looks_like_a_url"]
+__all__ = ["URL_ENV", "MaskingGroup", "UrlArg", "UrlFirstCommand", "command", "looks_like_a_url"]
 
 #: The broker URL used when a command's URL argument is left out. Prefer it to the
 #: argument for a URL with a password: the environment does not show in ``ps``.
@@ -38,17 +38,11 @@ class UrlFirstCommand(TyperCommand):
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        from brokerkit.cli._output import hide_secrets_of
-
+        # The secrets of the URL are masked by MaskingGroup, for every command.
         url = os.environ.get(URL_ENV, "")
         if url and not self._starts_with_url(ctx, args):
             args = [url, *args]
-        given = list(args)  # parsing takes the arguments out of args
-        rest = super().parse_args(ctx, args)
-        # What the command writes on stderr (a note quoting a driver's error) masks
-        # the secrets of its URL until it ends (a usage error is masked by run()).
-        ctx.call_on_close(hide_secrets_of(given))
-        return rest
+        return super().parse_args(ctx, args)
 
     def _starts_with_url(self, ctx: Any, args: list[str]) -> bool:
         first = next((p for p in self.params if p.param_type_name == "argument"), None)
@@ -64,6 +58,25 @@ class UrlFirstCommand(TyperCommand):
         if "://" not in value:
             _refuse_mistyped(value)
         return True
+
+
+class MaskingGroup(TyperGroup):
+    """The ``brokerkit`` group: while any of its commands runs, what it writes on
+    stderr (a note, a log line quoting a driver's error) masks the secrets of every URL
+    among its arguments and of ``BROKERKIT_URL`` (see
+    :func:`~brokerkit.cli._output.hide_secrets_of`): one place for every command, the
+    built-in ones, whether they take ``BROKERKIT_URL`` or not (``worker``, ``demo``),
+    and a plugin's. A usage error is masked by :func:`~brokerkit.cli._app.run`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from brokerkit.cli._output import hide_secrets_of
+
+        given = [*args, os.environ.get(URL_ENV, "")]  # parsing takes them out of args
+        rest = super().parse_args(ctx, args)
+        # registered once the arguments parse: the context is closed (and the secrets
+        # forgotten) when the command ends, however it ends
+        ctx.call_on_close(hide_secrets_of(given))
+        return rest
 
 
 def looks_like_a_url(argument: str) -> bool:

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from brokerkit._plugins import connect
 from brokerkit.aio._connect import connect as aconnect
-from brokerkit.cli._output import cell, err, visible
+from brokerkit.cli._output import cell, err, hide_secrets_of, visible
 from brokerkit.cli._url import URL_ENV
 from brokerkit.worker import StatsSnapshot, Worker
 from brokerkit.worker._worker_async import AsyncWorker
@@ -74,6 +74,26 @@ def worker(
     short, 2 when the worker cannot be imported.
     """
     found = load_worker(target)
+    if found.broker is not None:
+        # The URL the command was given is masked for every command (see MaskingGroup);
+        # that of the broker the worker's module made is masked too, for the worker's life.
+        own = found.broker.url.render(hide_password=False)
+        forget = hide_secrets_of([own])
+        try:
+            return _run_worker(found, target, url, concurrency, grace, interval)
+        finally:
+            forget()
+    return _run_worker(found, target, url, concurrency, grace, interval)
+
+
+def _run_worker(
+    found: Worker | AsyncWorker,
+    target: str,
+    url: str | None,
+    concurrency: int | None,
+    grace: float | None,
+    interval: float | None,
+) -> int:
     url = url or os.environ.get(URL_ENV) or None
     if url is None and found.broker is None:
         raise typer.BadParameter(
