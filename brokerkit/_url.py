@@ -31,9 +31,10 @@ class BrokerURL:
     whose name holds ``password``, ``secret`` or ``token`` on: that value and every
     option after it show as one ``***`` (``?sentinel=m&sentinel_password=***``), as
     what follows a secret may be the end of it, split at a raw ``&``. A path holding
-    such a name and ``=`` (an AMQP vhost ``token=x``, or a ``?`` typed as ``&`` or
-    ``/``) is taken, and shown up to that ``=``, then one ``***`` for all that follows,
-    the query too (``/token=***``). :meth:`render`
+    such a name and ``=`` (an AMQP vhost ``token=x``, or a ``?`` typed as ``/``) is
+    taken, and shown up to that ``=``, then one ``***`` for all that follows, the query
+    too (``/token=***``); one after a raw ``&`` or ``;`` in a path segment
+    (``/0&token=x``: a ``?`` typed as ``&``) is refused. :meth:`render`
     with ``hide_password=False`` gives them back for the driver that needs them. An
     error about a URL never quotes its password, whatever its form: a mistyped
     ``://`` and user-info that would not parse are masked too, and user-info holding
@@ -239,8 +240,11 @@ def _check_query_secrets(url: str) -> None:
     (``nats://token=pw``, a ``?`` left out), in another option's value
     (``?sentinel=m?sentinel_password=pw``) or in the fragment (``#token=pw``),
     that is, a name holding ``password``, ``secret`` or ``token`` followed by a raw
-    ``=``. (One in the path is taken: an AMQP vhost may be ``token=x``; the path is
-    then shown up to its ``=``, see :meth:`BrokerURL.render`.) The message names the
+    ``=``; and one in the path after a raw ``&`` or ``;`` in its segment
+    (``/0&token=pw``: a ``?`` typed as ``&``), which the backend would be sent (an AMQP
+    vhost, echoed by RabbitMQ). (A whole path segment ``token=x`` is taken: an AMQP
+    vhost may be so named; the path is then shown up to its ``=``, see
+    :meth:`BrokerURL.render`.) The message names the
     option, never the URL, nor an option that follows a secret (it may be the end of
     that secret's value).
     """
@@ -251,7 +255,10 @@ def _check_query_secrets(url: str) -> None:
     hosts = rest[:authority_end].rpartition("@")[2]
     if _holds_a_secret_option(hosts):
         raise InvalidURL(_misplaced_secret(scheme, "the host", "a '?' or '/?' left out before it"))
-    in_path = _secret_in(unquote(rest[authority_end:].partition("?")[0].partition("#")[0]))
+    raw_path = rest[authority_end:].partition("?")[0].partition("#")[0]
+    if _query_typed_in(raw_path):
+        raise InvalidURL(_misplaced_secret(scheme, "the path", "an '&' (or ';') typed for '?'"))
+    in_path = _secret_in(unquote(raw_path))
     segments = query.split("&") if query_mark else []
     # the last secret option before: what follows it may be its end
     previous = in_path[0] if in_path else ""
@@ -309,6 +316,25 @@ def _secret_in(path: str) -> tuple[str, int] | None:
                 return path[start:index], index
             start = index + 1
     return None
+
+
+def _query_typed_in(path: str) -> bool:
+    """Whether ``path`` (as written in the URL) holds a secret option after a raw ``&``
+    or ``;`` in one of its segments (``/0&token=x``, ``/vh&password=x``): a ``?``
+    typed as ``&``, whose secret would otherwise be sent as part of the path (an AMQP
+    vhost, which RabbitMQ logs and echoes). A whole segment ``token=x`` (a vhost or a
+    memory broker may be so named), and an ``&`` percent-encoded, are taken."""
+    for segment in path.split("/"):
+        cut = min((i for i in (segment.find("&"), segment.find(";")) if i != -1), default=-1)
+        if cut != -1 and any(
+            _is_secret(unquote(m.group(1))) for m in _PATH_NAME.finditer(segment, cut + 1)
+        ):
+            return True
+    return False
+
+
+#: A name and its ``=`` in a path segment, back to the ``= & ;`` before it.
+_PATH_NAME = re.compile(r"([^=&;]*)=")
 
 
 def _holds_a_secret_option(text: str) -> bool:
