@@ -337,6 +337,35 @@ def _query_typed_in(path: str) -> bool:
 _PATH_NAME = re.compile(r"([^=&;]*)=")
 
 
+def _shown_path(path: str) -> str:
+    """``path`` as ``str()`` of its URL shows it (not percent-encoded): up to the ``=``
+    of a secret option it holds, then ``***`` for the rest; unchanged if it holds
+    none."""
+    found = _secret_in(path)
+    return path if found is None else f"{path[: found[1]]}={_MASK}"
+
+
+def _hide_path(text: str, url: BrokerURL) -> str:
+    """``text`` (a driver's or server's message, which may echo the path: RabbitMQ's
+    "vhost ... not found") with the path of ``url``, where it holds a secret option,
+    shown as :func:`_shown_path` shows it, and any other form of that option's value
+    (with what follows it in the path) as ``***``. The path decoded once more is
+    masked too (a driver may be given it so: the kombu+amqp vhost)."""
+    for path in dict.fromkeys((url.path, unquote(url.path))):
+        found = _secret_in(path)
+        if found is None:
+            continue
+        for whole in sorted({path, path.lstrip("/")}, key=len, reverse=True):
+            if whole:
+                text = text.replace(whole, _shown_path(whole))
+        value = path[found[1] + 1 :]
+        forms = {value, quote(value), quote(value, safe=""), repr(value)[1:-1], ascii(value)[1:-1]}
+        for form in sorted(forms, key=len, reverse=True):
+            if form:
+                text = text.replace(form, _MASK)
+    return text
+
+
 def _holds_a_secret_option(text: str) -> bool:
     """Whether ``text`` (as written in the URL) holds a raw ``=`` after a name holding
     ``password``, ``secret`` or ``token``, back to the ``=`` before it, if any."""

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import amqp.exceptions  # type: ignore[import-untyped]
 from amqp import spec
 
-from brokerkit._url import BrokerURL
+from brokerkit._url import BrokerURL, _hide_path
 from brokerkit.backends.kombu._confirms import Confirms
 from brokerkit.backends.kombu._connection import kombu_connection
 from brokerkit.backends.kombu._names import Names
@@ -164,7 +164,7 @@ class Link(Topology):
                 self._drop()
                 raise ConnectionFailed(
                     f"lost the connection to {self._server()} again just after reconnecting: "
-                    f"{lost.__cause__!r}"
+                    f"{self._hide(repr(lost.__cause__))}"
                 ) from None
         finally:
             self.lock.release()
@@ -209,7 +209,7 @@ class Link(Topology):
             raise _Lost() from exc
 
     def _channel_error(self, exc: Any) -> BrokerError:
-        text = getattr(exc, "reply_text", "") or str(exc)
+        text = self._hide(getattr(exc, "reply_text", "") or str(exc))
         too_large = _TOO_LARGE.search(text)
         if isinstance(exc, amqp.exceptions.PreconditionFailed) and too_large:
             size, limit = int(too_large.group(1)), int(too_large.group(2))
@@ -293,7 +293,7 @@ class Link(Topology):
                 raise _Abandoned(
                     ConnectionFailed(
                         f"the TLS certificate of {self._server()} was refused: "
-                        f"{exc.verify_message or exc}"
+                        f"{self._hide(str(exc.verify_message or exc))}"
                     )
                 )
 
@@ -316,7 +316,7 @@ class Link(Topology):
             raise ConnectionFailed(
                 f"cannot connect to {self._server()} within "
                 f"reconnect_timeout={self.options.reconnect_timeout}s: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {self._hide(str(exc))}"
             ) from None
         if self._halted.is_set():  # closed while this connected
             self._drop()
@@ -336,6 +336,12 @@ class Link(Topology):
 
     def _server(self) -> str:
         return self.url.render()
+
+    def _hide(self, text: str) -> str:
+        """A driver's or RabbitMQ's ``text`` with the vhost masked where it holds a
+        secret option (``token=x``): RabbitMQ echoes it ('NOT_ALLOWED - vhost token=x
+        not found'), and it is shown as ``str(url)`` shows it."""
+        return _hide_path(text, self.url)
 
     # -- channels -----------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from brokerkit._inspect import GroupInfo, TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
-from brokerkit._url import BrokerURL
+from brokerkit._url import BrokerURL, _shown_path
 from brokerkit.backends.kombu._envelope import decode, encode
 from brokerkit.backends.kombu._names import Names
 from brokerkit.backends.kombu._options import KombuVirtualOptions
@@ -366,7 +366,13 @@ def _connection(url: BrokerURL, transport: str, connect_timeout: float) -> Any:
         return KombuConnection(transport="memory")  # type: ignore[no-untyped-call]
     db = url.path.strip("/") or "0"
     if not db.isdigit():
-        raise InvalidURL(f"the path of {url.scheme}:// is a Redis database number, got {db!r}")
+        # a path holding a secret option ('/token=x', a '?' typed as '/') is masked
+        shown = _shown_path(db)
+        hint = " (it holds what looks like a secret option: a '?' typed as '/'?)"
+        raise InvalidURL(
+            f"the path of {url.scheme}:// is a Redis database number, got {shown!r}"
+            + (hint if shown != db else "")
+        )
     return KombuConnection(  # type: ignore[no-untyped-call]
         hostname=url.host or "localhost",
         port=url.port or 6379,
