@@ -37,6 +37,11 @@ class Confirms:
         """Whether any of ``tags`` is not confirmed yet."""
         return any(tag in self._pending for tag in tags)
 
+    def unsettled(self, tags: range) -> set[int]:
+        """The ``tags`` RabbitMQ has not confirmed yet, or refused (``basic.nack``):
+        none of those is known stored."""
+        return {tag for tag in tags if tag in self._pending or tag in self._refused}
+
     def refused(self, tags: range) -> list[int]:
         """The ``tags`` RabbitMQ refused (``basic.nack``); forgets them."""
         refused = [tag for tag in tags if tag in self._refused]

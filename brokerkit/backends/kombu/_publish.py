@@ -98,22 +98,31 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
     the channel) is sent again once the topic is declared anew, rather than confirmed
     into nowhere or refused.
 
+    Only what is not known stored is sent again: the messages RabbitMQ returned,
+    and, when the exchange is gone mid-batch, those whose confirms were still due
+    when the channel closed (it discards those; the ones it confirmed before are
+    routed and stored).
+
     :raises BrokerError: still routed to no queue after declaring it all anew
         :data:`_DECLARE_TRIES` times (something keeps deleting it).
     """
     batch = list(prepared)
     for tries_left in reversed(range(_DECLARE_TRIES + 1)):
         try:
-            link.ensure_topic(topic)
+            try:
+                link.ensure_topic(topic)
+            except amqp.exceptions.NotFound as exc:  # (binding to a deleted exchange)
+                link.drop_publisher(exc)
+                raise _ExchangeGone(exc, batch) from exc  # nothing of it sent
             batch = _send(link, exchange, batch)
-        except amqp.exceptions.NotFound as exc:
-            # A declared exchange is gone: RabbitMQ closed the channel (py-amqp
-            # reopened it in place, without confirms); none of the batch is known stored.
-            link.drop_publisher(exc)
+        except _ExchangeGone as gone:
+            # A declared exchange is gone: RabbitMQ closed the channel. What it
+            # confirmed before (routed to a queue) is stored: only the rest of this
+            # try's batch is sent again, never a message an earlier try stored.
             if not tries_left:
-                raise
+                raise gone.error from None
             link.forget(topic)
-            batch = list(prepared)
+            batch = gone.unstored
             continue
         if not batch:
             return
@@ -125,6 +134,17 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
                 "were not stored"
             )
         link.forget(topic)
+
+
+class _ExchangeGone(Exception):
+    """Internal: RabbitMQ closed the publisher channel, the exchange published to
+    being gone (``error``, its ``NotFound``); ``unstored`` are the messages of the
+    batch it had not confirmed (nor returned) by then: not stored."""
+
+    def __init__(self, error: BaseException, unstored: list[_Prepared]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.unstored = unstored
 
 
 class Refused(ConnectionFailed):
@@ -232,6 +252,18 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
             channel.basic_publish(item.raw, exchange=exchange, routing_key="", mandatory=True)
         while link.confirms.waiting(tags):
             channel.wait([spec.Basic.Ack, spec.Basic.Nack])
+    except amqp.exceptions.NotFound as exc:
+        # The exchange is gone: RabbitMQ closed the channel, dropping what it had not
+        # confirmed yet; what it confirmed, it routed (those it returned excepted).
+        unsettled = link.confirms.unsettled(tags)
+        returned = link.confirms.take_returned()
+        link.drop_publisher(exc)
+        unstored = [
+            item
+            for tag, item in zip(tags, prepared, strict=True)
+            if tag in unsettled or item.message.id in returned
+        ]
+        raise _ExchangeGone(exc, unstored) from exc
     except BaseException as exc:
         link.drop_publisher(exc)  # its confirms no longer add up
         raise
