@@ -185,6 +185,14 @@ def test_a_second_clock_for_an_open_store_is_refused() -> None:
             again.ack()
 
 
+def test_a_second_clock_refusal_does_not_quote_a_secret_in_the_name() -> None:
+    url = f"memory://{_name()}/token=S3cretTail"
+    with brokerkit.connect(url, clock=ManualClock()), pytest.raises(InvalidOption) as refused:
+        brokerkit.connect(url, clock=ManualClock())
+    assert "S3cretTail" not in str(refused.value)
+    assert "/token=***" in str(refused.value)
+
+
 def test_a_manual_clock_for_a_store_open_on_real_time_is_refused() -> None:
     url = f"memory://{_name()}"
     with (

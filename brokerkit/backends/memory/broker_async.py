@@ -69,7 +69,7 @@ class AsyncMemoryBroker(AsyncBroker):
         super().__init__(url, options)
         # memory://a/b and memory://ab are two names, memory://a/ and memory://a one.
         name = "/".join(part for part in (url.host, url.path.strip("/")) if part)
-        self._store = open_store(name, self.options.clock)
+        self._store = open_store(name, self.options.clock, shown=str(url))
         # Released on close, or when a broker nobody closed is garbage: a named store
         # lives while a broker of that name is open, and no longer.
         self._release_store = weakref.finalize(self, release_store, name, self._store)

@@ -442,13 +442,14 @@ _named_stores: dict[str, tuple[Store, int]] = {}
 _named_lock = threading.Lock()
 
 
-def open_store(name: str, clock: Clock | None) -> Store:
+def open_store(name: str, clock: Clock | None, shown: str = "") -> Store:
     """The store of ``memory://name`` (a private one for an empty name), shared by
     every open broker of that name in this process, sync and async alike; each call
     counts one more user until :func:`release_store`.
 
     The first broker to open a name sets the store's clock (``clock``, or real time);
-    a later one may pass none, or the same clock.
+    a later one may pass none, or the same clock. ``shown``: the URL as an error may
+    quote it (its secrets masked; default ``memory://name``).
 
     :raises InvalidOption: ``clock`` is not the clock the open store runs on.
     """
@@ -463,7 +464,7 @@ def open_store(name: str, clock: Clock | None) -> Store:
         store, users = found
         if clock is not None and not _same_clock(clock, store.clock):
             raise InvalidOption(
-                f"memory://{name} is open already with another clock "
+                f"{shown or 'memory://' + name} is open already with another clock "
                 f"({type(store.clock).__name__}): a named store runs on one clock; pass "
                 "the same clock object, or none, to every connection to it while one is open"
             )
