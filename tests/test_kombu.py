@@ -68,6 +68,17 @@ def test_vhost_comes_from_the_path(rabbitmq: str) -> None:
         brokerkit.connect(rabbitmq.rstrip("/") + "/no-such-vhost", reconnect_timeout=0)
 
 
+def test_the_vhost_is_the_path_decoded_once(rabbitmq: str) -> None:
+    # "%2525" is a percent-encoded "%25": the vhost is "bk%25..." as written once
+    # decoded; it was decoded twice, to "bk%..." (RabbitMQ names the vhost it was sent)
+    name = f"bk%25{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ConnectionFailed) as refused:
+        brokerkit.connect(
+            rabbitmq.rstrip("/") + "/" + name.replace("%", "%25"), reconnect_timeout=0
+        )
+    assert f"vhost {name} not found" in str(refused.value), str(refused.value)
+
+
 def test_names_are_one_exchange_per_topic_and_one_queue_per_group(kombu_broker: Factory) -> None:
     broker = kombu_broker()
     prefix = broker.options.prefix

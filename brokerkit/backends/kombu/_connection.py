@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
-from urllib.parse import unquote
 
 from kombu.connection import Connection as KombuConnection
 
@@ -44,7 +43,7 @@ def kombu_connection(url: BrokerURL, options: KombuAMQPOptions, name: str) -> An
     tls = is_tls(url)
     if tls:
         transport = transport[:-1]
-    vhost = unquote(url.path[1:]) if url.path.startswith("/") else unquote(url.path)
+    vhost = url.path[1:] if url.path.startswith("/") else url.path  # decoded already
     return KombuConnection(  # type: ignore[no-untyped-call]
         hostname=url.host or "localhost",
         port=url.port,
