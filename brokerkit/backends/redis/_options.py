@@ -197,7 +197,7 @@ def redis_database(url: BrokerURL) -> int:
             if _secret_in(url.path):
                 got = (
                     f"the path of {url}, which holds what looks like a secret option (a '?' "
-                    "typed as '&' or '/'?)"
+                    "typed as '/'?)"
                 )
             raise InvalidURL(
                 f"the path of a Redis URL is the database number, one integer from 0 to "
