@@ -192,7 +192,7 @@ def redis_database(url: BrokerURL) -> int:
     db: int | None = None
     if path:
         if not path.isdigit() or not path.isascii() or int(path) > _MAX_INT:
-            # a path holding a secret option ('/0&sentinel_password=pw') is not quoted
+            # a path holding a secret option ('/0/sentinel_password=pw') is not quoted
             got = f"{url.path!r} in {url}"
             if _secret_in(url.path):
                 got = (
