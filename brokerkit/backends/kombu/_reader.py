@@ -98,6 +98,10 @@ class Reader:
         #: read the close (see :func:`_watch_close`): py-amqp reopened it in place,
         #: without the consumer and the deliveries, so it is dropped at its next use.
         self.closed_by_server: str | None = None
+        #: Called (with the link's lock held) as soon as :attr:`closed_by_server` is
+        #: noted, whichever call read the close: the broker drops from the
+        #: subscription's buffer what it fetched on that channel (see :mod:`._dropped`).
+        self.on_server_close: Callable[[Reader], None] | None = None
 
     # -- the channel --------------------------------------------------------------
 
@@ -215,7 +219,12 @@ class Reader:
     def take(self, link: Link, limit: int) -> list[Delivery]:
         """Up to ``limit`` deliveries without waiting: pushed ones first, then
         ``basic.get``; when that says more are waiting than one or two more gets would
-        fetch, a short-lived consumer brings the rest of the batch in one go."""
+        fetch, a short-lived consumer brings the rest of the batch in one go.
+
+        If RabbitMQ closed the channel meanwhile (its close read by the burst's wait,
+        and only noted: see :func:`_watch_close`), it has every delivery of it back:
+        what was taken is thrown away (marked settled, handed to nobody), not handed
+        out to be refused on its settle and delivered again."""
         channel = self.live_channel(link)  # (a lost one's inbox goes with it)
         taken = self.hand_out(limit)
         while len(taken) < limit:
@@ -229,6 +238,10 @@ class Reader:
                 self._burst(link, channel, wanted)
                 taken += self.hand_out(limit - len(taken))
                 break
+        if self.closed_by_server is not None:
+            # (its leases and inbox go at the channel's next use: live_channel)
+            Broker._mark(taken)
+            return []
         return taken
 
     def _burst(self, link: Link, channel: Any, wanted: int) -> None:
@@ -356,7 +369,10 @@ def _watch_close(reader: Reader, channel: Any) -> None:
     reaper's heartbeat, read it for everyone: there it is only noted, and the
     reader drops the channel at its next use (:meth:`Reader.live_channel`, the reaper's
     sweep), rather than raised to a call it is no business of (which reset that call's
-    own subscription, and left this one on the reopened channel)."""
+    own subscription, and left this one on the reopened channel). What the
+    subscription buffered from the channel is dropped at once, either way
+    (:attr:`Reader.on_server_close`), as the lock is still held: no receive hands one
+    of them out after the close was read."""
     ref = weakref.ref(reader)
     original = channel._callbacks[spec.Channel.Close]
 
@@ -369,6 +385,8 @@ def _watch_close(reader: Reader, channel: Any) -> None:
             if owner is None or owner.channel is not channel:
                 raise
             owner.closed_by_server = str(exc.reply_text or exc)
+            if owner.on_server_close is not None:
+                owner.on_server_close(owner)  # (its buffer: nothing hands it out now)
             if waited:
                 raise
 

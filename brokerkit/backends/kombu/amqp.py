@@ -194,6 +194,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         queue = link.call(declare)
         self._reading()  # connect now, so that an unreachable server fails here
         reader = Reader(subscription, queue, self.options.visibility_timeout)
+        reader.on_server_close = _on_server_close(weakref.ref(self))
         subscription.state = reader
         with self._state_lock:
             self._readers.add(reader)
@@ -457,6 +458,23 @@ def _on_drop(ref: weakref.ref[KombuAMQPBroker], link: Link) -> Callable[[], None
         broker._dropped.drop(readers, link)
 
     return dropped
+
+
+def _on_server_close(ref: weakref.ref[KombuAMQPBroker]) -> Callable[[Reader], None]:
+    """A reader's :attr:`~Reader.on_server_close`: RabbitMQ closed its channel, and
+    the call that read the close holds the reading link's lock still; drop from the
+    subscription's buffer what it fetched on that channel, before any receive can hand
+    it out (as :meth:`KombuAMQPBroker._reset` does; reported later, holding no lock).
+    It holds the broker weakly, as :func:`_on_drop` does."""
+
+    def closed(reader: Reader) -> None:
+        broker = ref()
+        link = None if broker is None else broker._reading_link
+        if broker is None or link is None or broker._halting.is_set():
+            return
+        broker._dropped.drop([reader], link)
+
+    return closed
 
 
 def _release(reaper: Reaper, links: list[Link]) -> None:
