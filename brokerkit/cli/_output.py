@@ -94,7 +94,16 @@ class _MaskedStderr:
     def write(self, text: str) -> int:
         with _HIDDEN_LOCK:
             hidden = list(_HIDDEN)
-        return _stderr().write(redact(text, hidden) if hidden else text)
+        if hidden:
+            text = redact(text, hidden)
+            if "\x1b" in text:
+                # a colour code inside a secret (a style of the caller's markup) hides
+                # it from the masking: such a line is written without its codes
+                plain = _CSI.sub("", text)
+                bare = redact(plain, hidden)
+                if bare != plain:
+                    text = bare
+        return _stderr().write(text)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(_stderr(), name)
@@ -105,10 +114,16 @@ def _stderr() -> TextIO:
     return getattr(stream, "rich_proxied_file", stream)
 
 
+#: A terminal's control sequence (a colour code, a cursor move).
+_CSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
 #: Data: message bodies, ids, tables, JSON.
 out = Console(soft_wrap=True)
-#: Progress, notes and errors, so that stdout stays data; secrets masked.
-err = Console(file=_MaskedStderr(), soft_wrap=True)  # type: ignore[arg-type]
+#: Progress, notes and errors, so that stdout stays data; secrets masked. Not
+#: highlighted: on a terminal rich would colour the numbers, addresses and ``://`` of a
+#: line, its codes splitting a URL or a password (``hunter-42``) that the masking of
+#: what is written then no longer finds.
+err = Console(file=_MaskedStderr(), soft_wrap=True, highlight=False)  # type: ignore[arg-type]
 
 
 def progress_bar(description: str = "{task.description}") -> Progress:
