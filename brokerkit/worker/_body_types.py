@@ -19,7 +19,7 @@ from brokerkit.exceptions import InvalidOption
 from brokerkit.worker._dataclass_body import unannotated
 from brokerkit.worker._error_text import one_line
 
-__all__ = ["body_model", "check_body_type", "model_name"]
+__all__ = ["StructFault", "body_model", "check_body_type", "model_name", "struct_fault"]
 
 
 def _supertype(hint: Any) -> Any:
@@ -128,39 +128,67 @@ def _is_struct(cls: Any) -> bool:
 def _check_struct(
     name: str, parameter: str, annotation: Any, struct: Any, *, generic: bool
 ) -> None:
-    """Refuse a msgspec Struct, generic or not (``Box[Line]``), one of whose fields, at
-    any depth, holds a type msgspec cannot build from decoded data: what
-    ``msgspec.inspect`` reads as a custom type (a pydantic model, a plain class), which
-    needs a ``dec_hook`` the worker does not pass: ``Order`` with a field ``line:
-    Line``, or ``Box[list[Line]]``, ``Line`` a pydantic model (a generic Struct's
-    fields are read with its type arguments in place); or one msgspec cannot read at
-    all (an annotation that does not resolve, a type it does not support). msgspec
-    builds what it knows (Structs, dataclasses, attrs classes, builtins, datetimes,
-    enums...). Every message would be dead-lettered.
+    """Refuse a msgspec Struct body, generic or not (``Box[Line]``), that msgspec
+    cannot build from decoded data (see :func:`struct_fault`).
 
     :raises InvalidOption: naming the annotation, the field and the type.
     """
-    inspect_types = importlib.import_module("msgspec.inspect")
+    fault = struct_fault(struct)
+    if fault is None:
+        return
     what_struct = "a generic msgspec Struct" if generic else "a msgspec Struct"
+    advice = (
+        fault.advice
+        if fault.unreadable
+        else f"{fault.advice}, or annotate the body with a pydantic model"
+    )
+    raise InvalidOption(
+        f"handler {name} annotates its body parameter {parameter!r} with {annotation!r}, "
+        f"{what_struct} {fault.text}. {advice}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StructFault:
+    """Why msgspec cannot build a Struct from decoded data: ``text`` follows "a
+    msgspec Struct" in a sentence ("whose field 'line' of Order holds Line (a pydantic
+    model), which msgspec cannot build..."), ``advice`` is the fix, without a stop."""
+
+    text: str
+    advice: str
+    unreadable: bool = False
+
+
+def struct_fault(struct: Any) -> StructFault | None:
+    """What makes the msgspec Struct ``struct`` (generic or not: ``Box[Line]``)
+    unbuildable from decoded data, None if nothing does: one of its fields, at any
+    depth, holds a type msgspec cannot build (what ``msgspec.inspect`` reads as a
+    custom type: a pydantic model, a plain class), which needs a ``dec_hook`` the
+    worker does not pass: ``Order`` with a field ``line: Line``, or
+    ``Box[list[Line]]``, ``Line`` a pydantic model (a generic Struct's fields are read
+    with its type arguments in place); or msgspec cannot read it at all (an annotation
+    that does not resolve, a type it does not support). msgspec builds what it knows
+    (Structs, dataclasses, attrs classes, builtins, datetimes, enums...). Every message
+    would be dead-lettered. Used for a Struct body and for a Struct a dataclass body
+    holds (:class:`~brokerkit.worker._dataclass_body.Builders`)."""
+    inspect_types = importlib.import_module("msgspec.inspect")
     try:
         info = inspect_types.type_info(struct)
     except Exception as exc:  # a field's annotation does not resolve, or is unsupported
-        raise InvalidOption(
-            f"handler {name} annotates its body parameter {parameter!r} with "
-            f"{annotation!r}, {what_struct} msgspec cannot read ({type(exc).__name__}: "
-            f"{one_line(exc)}): no body could be validated into it. Annotate its fields "
-            "with types defined at module level that msgspec supports"
-        ) from None
+        return StructFault(
+            f"msgspec cannot read ({type(exc).__name__}: {one_line(exc)}): no body could "
+            "be validated into it",
+            "Annotate its fields with types defined at module level that msgspec supports",
+            unreadable=True,
+        )
     custom = _custom_type(info, inspect_types.CustomType)
     if custom is None:
-        return
+        return None
     what, kind = _unbuildable(custom[0])
-    raise InvalidOption(
-        f"handler {name} annotates its body parameter {parameter!r} with {annotation!r}, "
-        f"{what_struct} whose {custom[1]} holds {what} ({kind}), which msgspec cannot "
-        f"build from a message: every message would be dead-lettered (Expected `{what}`, "
-        f"got `dict`). Make {what} a msgspec Struct or a dataclass, or annotate the body "
-        "with a pydantic model"
+    return StructFault(
+        f"whose {custom[1]} holds {what} ({kind}), which msgspec cannot build from a "
+        f"message: every message would be dead-lettered (Expected `{what}`, got `dict`)",
+        f"Make {what} a msgspec Struct or a dataclass",
     )
 
 

@@ -114,19 +114,17 @@ def _built_type(hint: Any) -> bool:
     return _dataclass_type(hint) or _struct_type(hint)
 
 
-def _held_dataclass(hint: Any, depth: int = 0) -> Any:
+def _held_dataclass(hint: Any) -> Any:
     """The first dataclass or msgspec Struct named inside the type arguments of
-    ``hint`` (None: none)."""
-    if depth > 20:  # a type that nests without end
-        return None
-    for argument in typing.get_args(hint):
-        argument = unannotated(argument)
+    ``hint``, at any depth (None: none). A loop, not a recursion: a polymorphically
+    recursive type's arguments nest as deep as :data:`GENERIC_NESTING` lets them."""
+    todo = list(reversed(typing.get_args(hint)))
+    while todo:
+        argument = unannotated(todo.pop())
         for candidate in (argument, typing.get_origin(argument)):
             if _built_type(candidate):
                 return candidate
-        found = _held_dataclass(argument, depth + 1)
-        if found is not None:
-            return found
+        todo.extend(reversed(typing.get_args(argument)))
     return None
 
 
@@ -147,6 +145,71 @@ def _substituted(hint: Any, arguments: Mapping[Any, Any]) -> Any:
         return hint[tuple(arguments.get(p, p) for p in parameters)]
     except TypeError:  # a ParamSpec, a TypeVarTuple...: left as it is
         return hint
+
+
+def _free_type_variable(hint: Any) -> bool:
+    """Whether ``hint`` still holds a type variable (``T``, ``list[T] | None``); a
+    class itself (a bare generic one, ``Box``) holds none."""
+    if isinstance(hint, typing.TypeVar):
+        return True
+    if isinstance(hint, type) and typing.get_origin(hint) is None:
+        return False
+    return bool(getattr(hint, "__parameters__", ()))
+
+
+def _type_variables(cls: Any, arguments: Mapping[Any, Any]) -> dict[Any, Mapping[Any, Any]]:
+    """The types of the type variables of ``cls`` (``arguments``) and of each class it
+    derives from, by class, read through the bases as written (``__orig_bases__``): of
+    ``class Child(Box[U])`` with ``{U: Line}``, ``Box``'s ``{T: Line}``; of ``class
+    LineBox(Box[Line])``, ``Box``'s ``{T: Line}`` too. A base named bare (``Box``) maps
+    nothing: its type variables stay as they are."""
+    found: dict[Any, Mapping[Any, Any]] = {cls: arguments}
+    todo = [cls]
+    while todo:
+        current = todo.pop()
+        given = found[current]
+        written = vars(current).get("__orig_bases__", current.__bases__)
+        for base in written:
+            origin = typing.get_origin(base)
+            if origin is None:  # a class named bare
+                if isinstance(base, type) and base not in found:
+                    found[base] = {}
+                    todo.append(base)
+                continue
+            if not isinstance(origin, type) or origin is typing.Generic or origin in found:
+                continue
+            parameters = getattr(origin, "__parameters__", ())
+            types_given = [_substituted(a, given) for a in typing.get_args(base)]
+            found[origin] = dict(zip(parameters, types_given, strict=False))
+            todo.append(origin)
+    return found
+
+
+def _declared_by(cls: Any, field_name: str) -> Any:
+    """The class whose annotation of ``field_name`` is the field's (the first in the
+    MRO annotating it, as ``typing.get_type_hints`` reads it)."""
+    for base in cls.__mro__:
+        if field_name in vars(base).get("__annotations__", {}):
+            return base
+    return cls
+
+
+#: How many generic dataclasses parametrized (``Box[Line]``) are worked out one within
+#: another's fields at registration, at most. Only a polymorphically recursive one
+#: (``Node[T]`` with ``child: Node[list[T]] | None``, which names a new type at each
+#: level) goes deeper: past that, a parametrized one is built as its class (its fields
+#: of a type variable as decoded), or refused if its type arguments hold a dataclass or
+#: a msgspec Struct (those would reach the handler as decoded data).
+GENERIC_NESTING = 24
+
+
+class _StructRefused(Exception):
+    """A msgspec Struct a dataclass field holds that msgspec cannot build."""
+
+    def __init__(self, struct: Any, text: str) -> None:
+        super().__init__(text)
+        self.struct = struct
+        self.text = text
 
 
 class Builders:
@@ -181,6 +244,9 @@ class Builders:
         # by dataclass (a generic one parametrized: by its alias), so that one may hold
         # itself
         self._built: dict[Any, _Build] = {}
+        # how many parametrized generic dataclasses are being worked out, one within
+        # another's fields (see GENERIC_NESTING)
+        self._generic_nesting = 0
 
     def of(self, hint: Any) -> _Build | None:
         """How to build ``hint`` (None: take the value as decoded)."""
@@ -192,6 +258,7 @@ class Builders:
         if _dataclass_type(hint) or _dataclass_type(origin):  # a generic one parametrized
             return self.dataclass(hint)
         if _struct_type(hint) or _struct_type(origin):
+            _check_struct(hint)
             return _struct(hint)
         if hint is tuple or hint is typing.Tuple:  # noqa: UP006 (the bare one, as a value)
             return _as_tuple
@@ -226,13 +293,16 @@ class Builders:
         if model in self._built:
             return self._built[model]
         cls = typing.get_origin(model) or model
+        generic = cls is not model
+        if generic and self._generic_nesting >= GENERIC_NESTING:
+            _refuse_nesting(model)
+            return self.dataclass(cls)  # its type variables as decoded
         arguments = dict(
             zip(getattr(cls, "__parameters__", ()), typing.get_args(model), strict=False)
         )
         fields: dict[str, _Build | None] = {}
         left_out = {f.name for f in dataclasses.fields(cls) if not f.init}
         required: set[str] = set()
-        name = cls.__name__
 
         def build(value: Any, depth: int) -> Any:
             if depth > MAX_DEPTH:
@@ -274,20 +344,62 @@ class Builders:
                 raise Misfit(f"{type(exc).__name__}: {one_line(exc)}") from exc
 
         self._built[model] = build
+        self._generic_nesting += generic
+        try:
+            self._work_out(model, cls, arguments, fields, required)
+        finally:
+            self._generic_nesting -= generic
+        return build
+
+    def _work_out(
+        self,
+        model: Any,
+        cls: Any,
+        arguments: Mapping[Any, Any],
+        fields: dict[str, _Build | None],
+        required: set[str],
+    ) -> None:
+        """Fill in ``fields`` (how to build each ``__init__`` field of ``cls``) and
+        ``required`` (those without a default): each field's hint with the type
+        variables of the class that declares it replaced by their types (a generic
+        base's, through the bases as written: see :func:`_type_variables`)."""
+        name = cls.__name__
         init_fields = _init_fields(cls)
         hints = _field_hints(cls, set(init_fields))
+        variables = _type_variables(cls, arguments)
         for field_name, field in init_fields.items():
             hint = hints[field_name]
             if isinstance(hint, dataclasses.InitVar):
                 hint = hint.type
-            hint = _substituted(hint, arguments)
-            fields[field_name] = self.of(hint)
+            declared_by = _declared_by(cls, field_name)
+            hint = _substituted(hint, variables.get(declared_by, {}))
+            held = _held_dataclass(model)
+            if held is not None and _free_type_variable(hint):
+                where = "" if declared_by is cls else f" in its base {declared_by.__name__}"
+                raise InvalidOption(
+                    f"field {field_name!r} of dataclass {name}{_as_given(model)} is annotated "
+                    f"{_shown(hint)}{where}, a type variable brokerkit cannot map to the type "
+                    f"arguments given (read through the bases as written), which hold the "
+                    f"{_what(held)} {held.__name__}: it would reach the handler as decoded "
+                    "data. Derive the class from its generic base parametrized with its own "
+                    "type variables (class Child(Box[T])), or annotate the body with a class "
+                    "that names the types itself"
+                )
+            try:
+                fields[field_name] = self.of(hint)
+            except _StructRefused as exc:
+                struct = _shown(exc.struct)
+                held_as = "" if exc.struct is hint else f", which holds {struct}"
+                raise InvalidOption(
+                    f"field {field_name!r} of dataclass {name}{_as_given(model)} is "
+                    f"annotated {_shown(hint)}{held_as}: {struct} is a msgspec Struct "
+                    f"{exc.text}"
+                ) from None
             held = _held_dataclass(hint) if fields[field_name] is None else None
             if held is not None:
-                what = "dataclass" if _dataclass_type(held) else "msgspec Struct"
                 raise InvalidOption(
                     f"field {field_name!r} of dataclass {name} is annotated {hint!r}, which "
-                    f"holds the {what} {held.__name__} in a form brokerkit does not build "
+                    f"holds the {_what(held)} {held.__name__} in a form brokerkit does not build "
                     "(it builds a dataclass, a msgspec Struct, list[X], tuple[X, ...], "
                     "tuple[X, Y], dict[str, X] and X | None, nested): it would reach the "
                     "handler as decoded data. Annotate it with one of those, or with a type "
@@ -297,7 +409,55 @@ class Builders:
                 field.default_factory is dataclasses.MISSING
             ):
                 required.add(field_name)
-        return build
+
+
+def _shown(hint: Any) -> str:
+    """``hint`` in a reason: a class by its name, any other type as typing shows it."""
+    if isinstance(hint, type) and typing.get_origin(hint) is None:
+        return hint.__name__
+    return repr(hint)
+
+
+def _as_given(model: Any) -> str:
+    """`` (as Box[Line])`` for a generic dataclass parametrized; empty for a class."""
+    return "" if typing.get_origin(model) is None else f" (as {_shown(model)})"
+
+
+def _what(built_type: Any) -> str:
+    return "dataclass" if _dataclass_type(built_type) else "msgspec Struct"
+
+
+def _refuse_nesting(model: Any) -> None:
+    """Refuse the generic dataclass parametrized ``model``, worked out past
+    :data:`GENERIC_NESTING` generic dataclasses deep, if its type arguments hold a
+    dataclass or a msgspec Struct (built as its class, those would reach the handler as
+    decoded data).
+
+    :raises InvalidOption: they do.
+    """
+    held = _held_dataclass(model)
+    if held is None:
+        return
+    raise InvalidOption(
+        f"the generic dataclass {model!r} is nested within more than {GENERIC_NESTING} "
+        "generic dataclasses parametrized (a polymorphically recursive one, Node[T] with "
+        "a field Node[list[T]], names a new type at each level): brokerkit works out that "
+        f"many, and past them would build it with its type variables as decoded, where its "
+        f"type arguments hold the {_what(held)} {held.__name__}. Annotate the recursive "
+        "field with a type taken as decoded, or make the type recursive as itself "
+        "(Node[T] | None)"
+    )
+
+
+def _check_struct(struct: Any) -> None:
+    """Raise :class:`_StructRefused` if msgspec cannot build the Struct ``struct`` from
+    decoded data (the check a Struct body gets at registration)."""
+    # imported here: _body_types imports this module
+    from brokerkit.worker._body_types import struct_fault
+
+    fault = struct_fault(struct)
+    if fault is not None:
+        raise _StructRefused(struct, f"{fault.text}. {fault.advice}")
 
 
 def _field_hints(cls: Any, names: set[str]) -> dict[str, Any]:

@@ -314,8 +314,15 @@ def _msgspec(struct: Any, msgspec: Any, *, from_json: bool = False) -> Converter
 def _dataclass(model: Any) -> Converter:
     """A dataclass, or a parametrized generic one (built as a field of that type is: its
     fields of a type variable as the type arguments given)."""
-    build = Builders().dataclass(model)
     name = model_name(model)
+    try:
+        build = Builders().dataclass(model)
+    except RecursionError:  # a type nesting past what Builders caps: not built at all
+        raise InvalidOption(
+            f"the dataclass {name} nests its field types deeper than Python's recursion "
+            f"limit ({sys.getrecursionlimit()}) lets brokerkit work out how to build it; "
+            "annotate the deepest fields with a type taken as decoded (dict, list, Any)"
+        ) from None
 
     def convert(body: Any) -> Any:
         try:
