@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from kombu.connection import Connection as KombuConnection
@@ -189,17 +189,21 @@ class KombuVirtualBroker(Broker):
 
     def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         def send() -> None:
-            # (kombu would put them in its undeliverable queue, were it unbound)
-            self._ensure_bound(topic, DEFAULT_GROUP)
             exchange = self.names.exchange(topic)
-            for message in messages:
-                self._put(exchange, "", message)
+            # One read of the binding table for the call: the check below and kombu's
+            # routing of each message (on Redis, an SMEMBERS each) share it.
+            with _table_read_once(self._channel) as tables:
+                # (kombu would put them in its undeliverable queue, were it unbound)
+                self._ensure_bound(topic, DEFAULT_GROUP, tables)
+                for message in messages:
+                    self._put(exchange, "", message)
 
         self._call(send)
 
-    def _ensure_bound(self, topic: str, group: str) -> str:
+    def _ensure_bound(self, topic: str, group: str, tables: _Tables | None = None) -> str:
         """:meth:`_ensure_queue`, and bound anew if the binding is gone: deleted since
-        this channel declared it (another broker's ``delete``, an operator)."""
+        this channel declared it (another broker's ``delete``, an operator). ``tables``:
+        the binding tables read for the call under way, forgotten when it binds."""
         queue = self._ensure_queue(topic, group)
         exchange = self.names.exchange(topic)
         if not self._routes_to(exchange, queue):
@@ -207,11 +211,12 @@ class KombuVirtualBroker(Broker):
             # (kombu's own record of it, which would make queue_bind do nothing)
             self._channel.state.binding_delete(queue, exchange, "")
             self._ensure_queue(topic, group)
+            if tables is not None:
+                tables.pop(exchange, None)
         return queue
 
     def _routes_to(self, exchange: str, queue: str) -> bool:
-        """Whether ``exchange`` is still bound to ``queue`` (kombu reads the binding
-        table on every publish anyway: on Redis, one SMEMBERS)."""
+        """Whether ``exchange`` is still bound to ``queue``."""
         try:
             table = self._channel.get_table(exchange)
         except KeyError:  # kombu's memory store: the exchange is gone
@@ -383,3 +388,27 @@ def _connection(url: BrokerURL, transport: str, connect_timeout: float) -> Any:
         connect_timeout=connect_timeout,
         transport_options={"socket_timeout": connect_timeout},
     )
+
+
+#: The binding tables read during one publish call, by exchange.
+_Tables = dict[str, Any]
+
+
+@contextlib.contextmanager
+def _table_read_once(channel: Any) -> Iterator[_Tables]:
+    """While the block runs, ``channel.get_table`` reads each exchange's binding table
+    once (kombu reads it again for every message it routes); what the block pops from
+    the dict it yields is read afresh."""
+    tables: _Tables = {}
+    read = channel.get_table
+
+    def get_table(exchange: str) -> Any:
+        if exchange not in tables:
+            tables[exchange] = read(exchange)
+        return tables[exchange]
+
+    channel.get_table = get_table
+    try:
+        yield tables
+    finally:
+        del channel.get_table
