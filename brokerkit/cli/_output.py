@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
-from urllib.parse import quote, quote_plus, unquote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from rich.console import Console
 from rich.markup import escape
@@ -231,7 +231,7 @@ def _secrets(url: BrokerURL, written: str = "") -> set[str]:
     forms = set()
     for value in values:
         forms.update({value, quote(value, safe=""), quote(value), quote_plus(value)})
-    forms.update(_written_secrets(written))
+    forms.update(_written_secrets(written, bool(url.username and url.username_is_secret)))
     forms.discard("")
     return forms
 
@@ -248,29 +248,62 @@ def _hidden(url: BrokerURL, key: str, value: str) -> bool:
     return bool(value) and alone.render() != alone.render(hide_password=False)
 
 
-def _written_secrets(written: str) -> set[str]:
-    """The secret query values of the URL text ``written`` as written there (percent-
-    encoded as its author chose: ``hunt%65r2``), with what follows the first of them,
-    whole and option by option."""
-    query = written.partition("#")[0].partition("?")[2]
+def _written_secrets(written: str, secret_user: bool = False) -> set[str]:
+    """The secrets of the URL text ``written`` as written there (percent-encoded as its
+    author chose: ``hunt%65r2``, ``p%2fss``): the password of its user-info (and the
+    user part, when ``secret_user``: a NATS token), and the value of the first secret
+    option, in the path (``/token=vh%30st``) or the query, with what follows it, whole
+    and option by option."""
+    rest = written.partition("://")[2]
+    head, _, query = rest.partition("#")[0].partition("?")
+    slash = head.find("/")
+    authority, path = (head, "") if slash == -1 else (head[:slash], head[slash:])
+    found = set()
+    if "@" in authority:
+        user, _, password = authority.rpartition("@")[0].partition(":")
+        found.add(password)
+        if secret_user:
+            found.add(user)
     segments = query.split("&") if query else []
-    first = next(
-        (
-            i
-            for i, s in enumerate(segments)
-            if "=" in s and _is_secret(unquote_plus(s.split("=")[0]))
-        ),
-        None,
-    )
-    if first is None:
-        return set()
-    found = {segments[first].partition("=")[2]}
-    for index in range(first + 1, len(segments)):
-        name, _, value = segments[index].partition("=")
+    in_path = _written_secret_in(path)
+    if in_path is not None:
+        # the value of the path's secret, and the whole query after it, may be one
+        value, joiner, following = path[in_path + 1 :], "?", segments
+    else:
+        first = next(
+            (
+                i
+                for i, s in enumerate(segments)
+                if "=" in s and _is_secret(unquote_plus(s.split("=")[0]))
+            ),
+            None,
+        )
+        if first is None:
+            return found
+        value, joiner = segments[first].partition("=")[2], "&"
+        following = segments[first + 1 :]
+    found.add(value)
+    for index, segment in enumerate(following):
+        name, _, option = segment.partition("=")
         secret = _is_secret(unquote_plus(name))
-        found.add(value if secret or len(value) >= _SHORT else segments[index])
-        found.add("&".join(segments[first : index + 1]).partition("=")[2])
+        found.add(option if secret or len(option) >= _SHORT else segment)
+        found.add(value + joiner + "&".join(following[: index + 1]))
     return found
+
+
+def _written_secret_in(path: str) -> int | None:
+    """The index of the ``=`` of the first secret option written in ``path`` as written
+    in a URL (its name decoded to tell), as :func:`~brokerkit._url._secret_in` finds it
+    in the decoded path; ``None`` when the path holds none."""
+    start = 0
+    for index, char in enumerate(path):
+        if char in "/&?;":
+            start = index + 1
+        elif char == "=":
+            if _is_secret(unquote(path[start:index])):
+                return index
+            start = index + 1
+    return None
 
 
 def _encoding(stream: Console | TextIO | None) -> str:
