@@ -279,6 +279,10 @@ def _check_numbers(options: BrokerOptions) -> None:
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
+#: The values that leave a not-applicable option unset, as written in a URL.
+_UNSET = frozenset({"", "none", "null"})
+
+
 def _without_unset(
     options: type[BrokerOptions],
     query: Mapping[str, str],
@@ -292,12 +296,12 @@ def _without_unset(
     follows = after_secrets(query)
     for name, why in options.not_applicable.items():
         text = query.get(name)
-        if keywords.get(name) is None and name in follows and text:
-            # not named: its name too may be part of the secret before it
+        given = text is not None and text.lower() not in _UNSET
+        if keywords.get(name) is None and name in follows and given:
+            # not named: its name too may be part of the secret before it (an unset
+            # value, "", "none" or "null", is taken there as it is anywhere else)
             raise InvalidOption(secret_tail_refusal(backend, follows[name], options.names()))
-        if keywords.get(name) is not None or (
-            text is not None and text.lower() not in {"", "none", "null"}
-        ):
+        if keywords.get(name) is not None or given:
             raise InvalidOption(
                 f"{name} does not apply to {backend}: {why}; "
                 f"valid options: {', '.join(sorted(options.names()))}"
