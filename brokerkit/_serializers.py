@@ -16,6 +16,8 @@ nothing else; the raw bytes stay readable as :attr:`brokerkit.Message.payload`.
 from __future__ import annotations
 
 import codecs
+import collections
+import copy
 import dataclasses
 import json
 import sys
@@ -224,17 +226,17 @@ def encode_body(body: Any, serializer: str, content_type: str | None = None) -> 
 
 def plain_data(body: Any) -> Any:
     """``body`` as plain data when it is a typed object: a dataclass instance as its
-    fields (``dataclasses.asdict``), a pydantic model as the data that validates back
-    into it (``model_dump(mode="json", by_alias=True, round_trip=True)``: its aliases,
-    no computed fields), a msgspec Struct as ``msgspec.to_builtins``; any other value
-    as it is. A dataclass's Structs, at any depth ``asdict`` reaches, are turned into
-    plain data as a Struct body is (``asdict`` leaves them as they are)."""
+    fields (as ``dataclasses.asdict`` gives them: see :func:`_as_plain`), a pydantic
+    model as the data that validates back into it (``model_dump(mode="json",
+    by_alias=True, round_trip=True)``: its aliases, no computed fields), a msgspec
+    Struct as ``msgspec.to_builtins``; any other value as it is. A dataclass's Structs,
+    at any depth ``asdict`` reaches, are turned into plain data as a Struct body is
+    (``asdict`` leaves them as they are), in the same pass."""
     if dataclasses.is_dataclass(body) and not isinstance(body, type):
-        fields = dataclasses.asdict(body)
         msgspec = sys.modules.get("msgspec")
         if msgspec is None:
-            return fields
-        return _structs_as_builtins(fields, msgspec.Struct, msgspec.to_builtins)
+            return _as_plain(body, _NO_STRUCT, _NO_STRUCT)
+        return _as_plain(body, msgspec.Struct, msgspec.to_builtins)
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(body, pydantic.BaseModel):
         return body.model_dump(mode="json", by_alias=True, round_trip=True)
@@ -244,17 +246,61 @@ def plain_data(body: Any) -> Any:
     return body
 
 
-def _structs_as_builtins(value: Any, struct: type, to_builtins: Any) -> Any:
-    """``value`` (what ``dataclasses.asdict`` gave) with each msgspec Struct in its
-    dicts, lists and tuples as ``to_builtins`` gives it."""
+class _NoStruct:
+    """Stands for msgspec's Struct (and ``to_builtins``) where msgspec is not imported:
+    nothing is an instance of it."""
+
+
+_NO_STRUCT: Any = _NoStruct
+
+#: Values ``copy.deepcopy`` returns as they are: :func:`_as_plain` passes them on at once.
+_ATOMIC = frozenset({type(None), bool, int, float, str, bytes, complex})
+
+
+def _as_plain(value: Any, struct: type, to_builtins: Any) -> Any:
+    """``value`` as ``dataclasses.asdict`` makes a dataclass's field of it (dataclass
+    instances as dicts of their fields, lists, tuples, named tuples and dicts, their
+    subclasses included, rebuilt as their type with their items, keys too, converted;
+    anything else deep-copied), with each msgspec Struct (an instance of ``struct``) as
+    ``to_builtins`` gives it, in one pass. A ``defaultdict`` is rebuilt with its
+    ``default_factory`` (as Python 3.12's ``asdict`` does; 3.11's cannot make one).
+    Recursive, as ``asdict`` is: a body nested past the recursion limit raises
+    ``RecursionError``."""
     kind = type(value)
+    if kind in _ATOMIC:
+        return value
+    if hasattr(kind, "__dataclass_fields__"):  # an instance (a class's type has none)
+        return {
+            f.name: _as_plain(getattr(value, f.name), struct, to_builtins)
+            for f in dataclasses.fields(value)
+        }
+    if kind is list:
+        return [_as_plain(item, struct, to_builtins) for item in value]
     if kind is dict:
-        return {key: _structs_as_builtins(item, struct, to_builtins) for key, item in value.items()}
-    if kind is list or kind is tuple:
-        return kind(_structs_as_builtins(item, struct, to_builtins) for item in value)
+        return {
+            _as_plain(key, struct, to_builtins): _as_plain(item, struct, to_builtins)
+            for key, item in value.items()
+        }
+    if kind is tuple:
+        return tuple([_as_plain(item, struct, to_builtins) for item in value])
     if isinstance(value, struct):
         return to_builtins(value)
-    return value
+    if isinstance(value, tuple):
+        items = [_as_plain(item, struct, to_builtins) for item in value]
+        return kind(*items) if hasattr(value, "_fields") else kind(items)
+    if isinstance(value, dict):
+        pairs = [
+            (_as_plain(key, struct, to_builtins), _as_plain(item, struct, to_builtins))
+            for key, item in value.items()
+        ]
+        if isinstance(value, collections.defaultdict):
+            made: Any = kind(value.default_factory)
+            made.update(pairs)
+            return made
+        return kind(pairs)
+    if isinstance(value, list):
+        return kind(_as_plain(item, struct, to_builtins) for item in value)
+    return copy.deepcopy(value)
 
 
 def check_content_type(content_type: object) -> str:
