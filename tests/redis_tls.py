@@ -31,6 +31,7 @@ __all__ = [
     "ClientCertificates",
     "TLSClusterSet",
     "TLSFiles",
+    "TLSOneNodeCluster",
     "TLSRedisServer",
     "TLSSentinel",
     "find_tls_redis_server",
@@ -75,9 +76,10 @@ def _make_ca(directory: Path, name: str) -> tuple[Path, Path]:
     return key, cert
 
 
-def make_certificates(directory: Path) -> TLSFiles:
-    """Write a test CA, a server certificate for 127.0.0.1 signed by it, and an
-    unrelated CA, into ``directory``."""
+def make_certificates(directory: Path, names: str = "IP:127.0.0.1") -> TLSFiles:
+    """Write a test CA, a server certificate for 127.0.0.1 (or the subjectAltName
+    ``names``, e.g. ``DNS:localhost``) signed by it, and an unrelated CA, into
+    ``directory``."""
     ca_key, ca_cert = _make_ca(directory, "test-ca")
     _, other_ca = _make_ca(directory, "other-ca")
     server_key, server_csr = directory / "server.key", directory / "server.csr"
@@ -89,7 +91,7 @@ def make_certificates(directory: Path) -> TLSFiles:
         cwd=directory,
     )  # fmt: skip
     extensions.write_text(
-        "subjectAltName=IP:127.0.0.1\n"
+        f"subjectAltName={names}\n"
         "basicConstraints=CA:FALSE\n"
         "keyUsage=digitalSignature\n"
         "extendedKeyUsage=serverAuth\n"
@@ -435,3 +437,67 @@ class TLSClusterSet:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class TLSOneNodeCluster(RedisServer):
+    """A Redis Cluster of one TLS-only master that holds every slot, whose certificate
+    is for 127.0.0.1 only and which listens on 127.0.0.1 and 127.0.0.2 but announces
+    127.0.0.2 in its slot map (``cluster-announce-ip``): a client that reaches the seed
+    at 127.0.0.1 accepts its certificate, and refuses the node of the slot map (an IP
+    address mismatch), as where the certificate names a DNS host and the nodes announce
+    IP addresses. (A certificate for ``DNS:localhost`` would not do: redis-py's
+    ``ClusterNode`` turns ``localhost`` into 127.0.0.1 before it connects.)"""
+
+    def __init__(self, binary: str) -> None:
+        super().__init__(config=("--bind", "127.0.0.1", "127.0.0.2"))
+        self.binary = binary
+        self.files = make_certificates(self.directory)
+
+    def url(self, scheme: str = "rediss+stream", **options: str) -> str:
+        """A ``cluster=true`` URL of the node at 127.0.0.1, which its certificate names."""
+        query = "".join(f"&{key}={value}" for key, value in options.items())
+        return (
+            f"{scheme}://127.0.0.1:{self.port}/0?cluster=true"
+            f"&ssl_ca_certs={self.files.ca}{query}"
+        )
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            ssl=True,
+            ssl_ca_certs=str(self.files.ca),
+            socket_timeout=10,
+        )
+
+    def _listen(self) -> list[str]:
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.files.server_cert),
+            "--tls-key-file", str(self.files.server_key),
+            "--tls-ca-cert-file", str(self.files.ca),
+            "--tls-auth-clients", "no",
+            "--tls-cluster", "yes",
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.directory / "nodes.conf"),
+            "--cluster-announce-ip", "127.0.0.2",
+        ]  # fmt: skip
+
+    def start(
+        self, timeout: float = 30.0, *, replica_of: RedisServer | None = None
+    ) -> TLSOneNodeCluster:
+        """Start the node, give it every slot, and wait until the cluster is ok."""
+        super().start(timeout, replica_of=replica_of)
+        client = self.client()
+        try:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            deadline = time.monotonic() + timeout
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the one-node TLS cluster did not become healthy")
+                time.sleep(0.05)
+        finally:
+            client.close()
+        return self

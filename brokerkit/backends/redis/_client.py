@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -24,7 +23,8 @@ from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
     CREDENTIAL_ERRORS,
-    build_cluster,
+    ClusterBuilder,
+    backoff_delay,
     cluster_failure,
     connection_kwargs,
     never_answered,
@@ -91,7 +91,8 @@ def make_client(
     retry = redis.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
     try:
         if deployment.kind == "cluster":
-            cluster = build_cluster(
+            # sync: asks the nodes, riding a failover out; asyncio: no I/O, built once
+            cluster = ClusterBuilder.build(
                 lambda: redis.RedisCluster.from_url(
                     redis_url(_without_retry_on_timeout(url)),
                     startup_nodes=[
@@ -466,7 +467,7 @@ class Reconnector:
                 if never_answered(self.url, exc):
                     raise  # "could not connect": nothing to ride out
                 attempt += 1
-                delay = random.uniform(0, min(self.cap, self.base * 2**attempt))
+                delay = backoff_delay(attempt, self.base, self.cap)
                 if time.monotonic() + delay > deadline:
                     raise
                 sleep(delay)

@@ -1,6 +1,7 @@
 """What every Redis backend needs of its connection: the plain URL for redis-py, the
 errors worth retrying, and redis-py's errors mapped to brokerkit's. No I/O of its own
-(:func:`build_cluster` waits between the attempts of the builder it is given)."""
+(:func:`build_cluster` waits between the attempts of the builder it is given, for the
+sync client only)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ __all__ = [
     "CREDENTIAL_ERRORS",
     "TOPOLOGY_ERRORS",
     "TRANSIENT_ERRORS",
+    "AsyncClusterBuilder",
+    "ClusterBuilder",
+    "backoff_delay",
     "build_cluster",
     "cluster_failure",
     "connection_kwargs",
@@ -127,6 +131,17 @@ def never_answered(url: BrokerURL, exc: BaseException) -> bool:
 
 _T = TypeVar("_T")
 
+#: The largest exponent of :func:`backoff_delay`: ``2**attempt`` of a float overflows
+#: past 1023 (an outage of some 17 minutes at a cap of 2 s), and any base worth
+#: waiting at has reached its cap long before 2**32.
+_MAX_BACKOFF_EXPONENT = 32
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """The wait before retry ``attempt`` (1, 2, ...): exponential backoff with full
+    jitter, ``uniform(0, min(cap, base * 2**attempt))``, for any number of attempts."""
+    return random.uniform(0, min(cap, base * 2.0 ** min(attempt, _MAX_BACKOFF_EXPONENT)))
+
 
 def build_cluster(build: Callable[[], _T], url: BrokerURL, timeout: float) -> _T:
     """``build()``: a cluster client, built again, with backoff and jitter, for up to
@@ -138,10 +153,12 @@ def build_cluster(build: Callable[[], _T], url: BrokerURL, timeout: float) -> _T
     failed and is being replaced (its replica promoted after ``cluster-node-timeout``):
     the deployment was reached, and a process that starts then rides the failover out
     as a running one does, instead of failing (with redis-py's own error) at once.
-    redis.asyncio's client asks nothing when it is built: ``build()`` returns at once.
+    redis.asyncio's client asks nothing when it is built (:class:`AsyncClusterBuilder`
+    builds it once, with no wait on the event loop).
 
-    :raises redis.ConnectionError: (or ``TimeoutError``) still after ``timeout``, or
-        refused credentials at once.
+    :raises redis.ConnectionError: (or ``TimeoutError``) still after ``timeout``; at
+        once when the credentials or a TLS certificate (a node's, or this client's) were
+        refused: waiting will not change them.
     """
     give_up_at = time.monotonic() + timeout
     attempt = 0
@@ -149,14 +166,34 @@ def build_cluster(build: Callable[[], _T], url: BrokerURL, timeout: float) -> _T
         try:
             return build()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if isinstance(exc, CREDENTIAL_ERRORS):
+            if isinstance(exc, CREDENTIAL_ERRORS) or _tls_refusal(str(exc)) is not None:
                 raise
             note_url_reached(url)  # a seed told the slots: the cluster answered
             attempt += 1
-            delay = random.uniform(0, min(2.0, 0.05 * 2**attempt))
+            delay = backoff_delay(attempt, 0.05, 2.0)
             if time.monotonic() + delay > give_up_at:
                 raise
             time.sleep(delay)
+
+
+class ClusterBuilder:
+    """How the sync client (:mod:`._client`) builds a cluster client: with
+    :func:`build_cluster`, which asks the nodes, and waits between its attempts."""
+
+    build = staticmethod(build_cluster)
+
+
+class AsyncClusterBuilder:
+    """How the asyncio client (:mod:`._client_async`) builds a cluster client:
+    ``build()``, once. redis.asyncio's ``RedisCluster`` does no I/O when it is built
+    (it asks the seeds on its first command, which the backends retry), so there is
+    nothing to wait for, and :func:`build_cluster`'s ``time.sleep`` would block the
+    event loop."""
+
+    @staticmethod
+    def build(build: Callable[[], _T], url: BrokerURL, timeout: float) -> _T:
+        del url, timeout  # (the sync twin's)
+        return build()
 
 
 def unpooled_connection(pool: Any) -> Any:

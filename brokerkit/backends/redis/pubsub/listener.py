@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._connection import (
     TRANSIENT_ERRORS,
+    backoff_delay,
     never_answered,
     note_reached,
     note_url_reached,
@@ -462,8 +462,10 @@ class ChannelListener:
                 self._attempt += 1
                 self._next_try = time.monotonic() + _backoff(self._attempt)
                 if _is_refusal(exc) or time.monotonic() >= self._give_up_at:
-                    # The application hears of it; its next read starts a new window.
+                    # The application hears of it; its next read starts a new window,
+                    # with the backoff started over.
                     self._give_up_at = time.monotonic() + self.reconnect_timeout
+                    self._attempt = 0
                     raise ConnectionFailed(
                         f"the subscription to {self.topic!r} lost its connection to Redis at "
                         f"{self.url} ({self._reason}) and could not resubscribe within "
@@ -491,7 +493,7 @@ class ChannelListener:
 
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter."""
-    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+    return backoff_delay(attempt, _BACKOFF_BASE, _BACKOFF_CAP)
 
 
 def _is_refusal(exc: ConnectionFailed) -> bool:
