@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -447,86 +448,125 @@ def deliveries_of(
 
 async def renew_forever(
     leases: Leases,
-    renew: Callable[[list[Lease]], Awaitable[list[Lease]]],
+    renew: Callable[[list[Lease]], Coroutine[Any, Any, list[Lease]]],
     closed: Callable[[], bool],
     ack_waits: Callable[[dict[str, GroupFound]], None] = lambda found: None,
     report: Callable[[Sequence[Lease]], None] | None = None,
 ) -> None:
     """Every quarter of the shortest ack wait (counted afresh when a lease with a
-    shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held
-    (each group's on their own, all at once), until ``closed()``: a live consumer
-    keeps what it holds; a crashed or closed one loses it after AckWait. A lease whose
-    holder was marked settled without being settled (the worker let go of it: its
-    handler thread was abandoned, or it could neither ack nor nack it) is let go
-    unrenewed, so the message comes again after AckWait. A lease found lost (run out
-    before it could be renewed, or unknown to the server: what ``renew`` returns) is
-    let go and reported: see :func:`report_lost` (``report`` calls it, where it is
-    given: elsewhere than here, maybe). Before each round, the ``AckWait``
-    of each group held is asked again, and given to ``ack_waits``
+    shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held,
+    each group's on their own (:class:`_GroupRenewals`), until ``closed()``: a live
+    consumer keeps what it holds; a crashed or closed one loses it after AckWait. A
+    lease whose holder was marked settled without being settled (the worker let go
+    of it: its handler thread was abandoned, or it could neither ack nor nack it) is
+    let go unrenewed, so the message comes again after AckWait. A lease found lost
+    (run out before it could be renewed, or unknown to the server: what ``renew``
+    returns) is let go and reported: see :func:`report_lost` (``report`` calls it,
+    where it is given: elsewhere than here, maybe). Before each round, the
+    ``AckWait`` of each group held is asked again, and given to ``ack_waits``
     (:meth:`Leases.check_ack_waits`): a group's consumer made again with another is
     seen within a quarter of the ack wait it had, and the leases of the one before it
     are reported lost."""
-    while not closed():
-        try:
-            ack_waits(await leases.check_ack_waits())
-        except BrokerError as exc:  # (asked again next round)
-            log.debug("could not check the AckWait of a group: %s", exc, extra=log_fields())
-        except Exception:  # a bug, or an answer not understood, must not end the renewals
-            log.exception("could not check the AckWait of a group", extra=log_fields())
-        await leases.next_round(idle=1.0)
-        now = time.monotonic()
-        held: list[Lease] = []
-        lost: list[Lease] = []
-        for reply, lease in list(leases.items()):
-            if lease.holder is not None and lease.holder.settled:
-                del leases[reply]
-            elif now < last_send(lease):
-                held.append(lease)
-            elif now >= lease.deadline:
-                del leases[reply]
-                lost.append(lease)
-        lost += await _renew_each_group(held, renew)
-        lost += leases.take_unreported()
-        if lost:
-            (report or report_lost)(lost)
+    tell = report or report_lost
+    renewals = _GroupRenewals(renew, tell)
+    try:
+        while not closed():
+            try:
+                ack_waits(await leases.check_ack_waits())
+            except BrokerError as exc:  # (asked again next round)
+                log.debug("could not check the AckWait of a group: %s", exc, extra=log_fields())
+            except Exception:  # a bug, or an answer not understood, must not end the renewals
+                log.exception("could not check the AckWait of a group", extra=log_fields())
+            await leases.next_round(idle=1.0)
+            now = time.monotonic()
+            held: list[Lease] = []
+            lost: list[Lease] = []
+            for reply, lease in list(leases.items()):
+                if lease.holder is not None and lease.holder.settled:
+                    del leases[reply]
+                elif renewals.busy(lease.consumer):
+                    continue  # (its group's renewal still waits: it tells of this one)
+                elif now < last_send(lease):
+                    held.append(lease)
+                elif now >= lease.deadline:
+                    del leases[reply]
+                    lost.append(lease)
+            renewals.start(held)
+            lost += leases.take_unreported()
+            if lost:
+                tell(lost)
+    finally:
+        await renewals.end()
 
 
-async def _renew_each_group(
-    held: Sequence[Lease], renew: Callable[[list[Lease]], Awaitable[list[Lease]]]
-) -> list[Lease]:
-    """``renew`` the leases of each group on their own, all at once: one group's
-    renewals refused (the server's permissions), or not answered, fail those alone
-    (logged; their leases run out unless a later round renews them), never another
-    group's. The leases found lost."""
-    groups: dict[str, list[Lease]] = {}
-    for lease in held:
-        groups.setdefault(lease.consumer, []).append(lease)
-    answers = await asyncio.gather(
-        *(renew(group) for group in groups.values()), return_exceptions=True
-    )
-    lost: list[Lease] = []
-    for (consumer, group), answer in zip(groups.items(), answers, strict=True):
-        if isinstance(answer, BrokerError):
+class _GroupRenewals:
+    """The renewals of a round, one task per group: one group's renewals refused (the
+    server's permissions), or not answered, fail those alone (logged; their leases
+    run out unless a later round renews them), and hold up no other group's, nor the
+    next round: a group whose renewal of a round before still waits is not renewed
+    again meanwhile (:meth:`busy`), its leases left to that renewal. What each finds
+    lost is reported as it ends."""
+
+    def __init__(
+        self,
+        renew: Callable[[list[Lease]], Coroutine[Any, Any, list[Lease]]],
+        report: Callable[[Sequence[Lease]], None],
+    ) -> None:
+        self._renew = renew
+        self._report = report
+        #: The renewal under way of each group, by its consumer.
+        self._tasks: dict[str, asyncio.Task[list[Lease]]] = {}
+
+    def busy(self, consumer: str) -> bool:
+        """Whether the renewal of ``consumer``'s leases of a round before still waits."""
+        return consumer in self._tasks
+
+    def start(self, held: Sequence[Lease]) -> None:
+        """Renew ``held`` (of groups not :meth:`busy`), each group's in a task."""
+        groups: dict[str, list[Lease]] = {}
+        for lease in held:
+            groups.setdefault(lease.consumer, []).append(lease)
+        loop = asyncio.get_running_loop()
+        for consumer, group in groups.items():
+            task = loop.create_task(self._renew(group), name=f"brokerkit-nats-renew-{consumer}")
+            self._tasks[consumer] = task
+            task.add_done_callback(functools.partial(self._ended, consumer, len(group)))
+
+    def _ended(self, consumer: str, count: int, task: asyncio.Task[list[Lease]]) -> None:
+        if self._tasks.get(consumer) is task:
+            del self._tasks[consumer]
+        if task.cancelled():
+            return
+        failure = task.exception()
+        if isinstance(failure, BrokerError):
             log.warning(
                 "could not renew %d lease(s) of the group of the JetStream consumer %r: %s",
-                len(group),
+                count,
                 consumer,
-                answer,
+                failure,
                 extra=log_fields(),
             )
-        elif isinstance(answer, Exception):  # a bug must not end the renewals for good
+        elif failure is not None:  # a bug must not end the renewals for good
             log.error(
                 "could not renew %d lease(s) of the group of the JetStream consumer %r",
-                len(group),
+                count,
                 consumer,
-                exc_info=answer,
+                exc_info=failure,
                 extra=log_fields(),
             )
-        elif isinstance(answer, BaseException):
-            raise answer  # (a cancellation: the renewals end)
-        else:
-            lost += answer
-    return lost
+        elif lost := task.result():
+            try:
+                self._report(lost)
+            except Exception:  # (a hook's failure is its own; the renewals go on)
+                log.exception("could not report lost leases", extra=log_fields())
+
+    async def end(self) -> None:
+        """Cancel the renewals under way, and wait for them to end."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
