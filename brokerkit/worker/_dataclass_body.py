@@ -23,7 +23,7 @@ from typing import Any
 from brokerkit.exceptions import InvalidOption
 from brokerkit.worker._error_text import one_line
 
-__all__ = ["MAX_DEPTH", "Builders", "Misfit", "unannotated"]
+__all__ = ["GENERIC_NESTING", "MAX_DEPTH", "Builders", "Misfit", "unannotated"]
 
 #: How many containers deep a body is built: the body (an object) is the first; each
 #: object (a dataclass's, a dict's) and array built inside it is one more. One nested
@@ -221,9 +221,13 @@ class Builders:
       do not fit. Keys naming its ``init=False`` fields (which ``publish`` writes) are
       left out: the class sets those itself. A generic dataclass parametrized
       (``Box[Line | None]``) has its fields typed by a type variable built as the
-      type arguments given (``item: T`` as ``Line | None``);
+      type arguments given (``item: T`` as ``Line | None``), those declared in a
+      generic base by the base's type variables as its bases map them (``class
+      Child(Box[U])``: ``Child[Line]``'s ``item: T`` as ``Line``). Generic dataclasses
+      are worked out :data:`GENERIC_NESTING` deep, one within another's fields;
     - a msgspec Struct (a generic one parametrized too) from what msgspec converts
-      into it (laxly: an int from a numeric str, as from a msgpack body);
+      into it (laxly: an int from a numeric str, as from a msgpack body), if msgspec
+      can build it (checked as a Struct body is);
     - ``list[X]`` from an array, ``tuple[X, ...]``, ``tuple[X, Y]`` (of that length) and
       ``tuple`` from an array, ``dict[K, X]`` from an object (its keys as decoded),
       ``X | None``; ``Annotated[X, ...]`` and a ``NewType`` of X as X;
@@ -237,7 +241,11 @@ class Builders:
 
     :raises InvalidOption: a field's annotation does not resolve, or holds a dataclass
         or a msgspec Struct in a form not built (``Sequence[Point]``, ``Point | Line``,
-        ``set[Point]``): it would reach the handler as decoded data.
+        ``set[Point]``): it would reach the handler as decoded data; or a field keeps
+        a type variable its bases do not map while the type arguments hold a dataclass
+        or a Struct; or holds a Struct msgspec cannot build (a field of a pydantic
+        model); or a polymorphically recursive generic dataclass nests past
+        :data:`GENERIC_NESTING` with a dataclass or a Struct in its type arguments.
     """
 
     def __init__(self) -> None:
