@@ -25,7 +25,7 @@ import redis
 
 from tests.redis_server import RedisServer, find_redis_cli, find_redis_server
 
-__all__ = ["RedisClusterSet", "SentinelSet", "cluster_free_port"]
+__all__ = ["OneNodeCluster", "RedisClusterSet", "SentinelSet", "cluster_free_port"]
 
 #: The cluster bus of a node listens on its port + 10000.
 _BUS_OFFSET = 10000
@@ -75,6 +75,37 @@ class _ClusterNode(RedisServer):
         ]  # fmt: skip
         super().__init__(config=config)
         self.port = cluster_free_port()
+
+
+class OneNodeCluster(_ClusterNode):
+    """A Redis Cluster of one master that holds every slot and announces, in its slot
+    map, ``announce_ip`` (127.0.0.2 by default), where it does not listen: a seed that
+    answers and a master of the map that does not, as while a master fails over."""
+
+    def __init__(self, announce_ip: str = "127.0.0.2") -> None:
+        super().__init__()
+        self.config = (*self.config, "--cluster-announce-ip", announce_ip)
+
+    def url(self, scheme: str = "redis+stream", db: int = 0) -> str:
+        return f"{scheme}://127.0.0.1:{self.port}/{db}?cluster=true"
+
+    def start(
+        self, timeout: float = 30.0, *, replica_of: RedisServer | None = None
+    ) -> OneNodeCluster:
+        """Start the node, give it every slot, and wait until the cluster is ok."""
+        super().start(timeout, replica_of=replica_of)
+        client = self.client()
+        try:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            deadline = time.monotonic() + timeout
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the one-node cluster did not become healthy")
+                time.sleep(0.05)
+        finally:
+            client.close()
+        return self
 
 
 def _replica_online(replication: dict[str, object]) -> bool:

@@ -449,7 +449,10 @@ class TLSOneNodeCluster(RedisServer):
     ``ClusterNode`` turns ``localhost`` into 127.0.0.1 before it connects.)"""
 
     def __init__(self, binary: str) -> None:
+        from tests.redis_cluster import cluster_free_port
+
         super().__init__(config=("--bind", "127.0.0.1", "127.0.0.2"))
+        self.port = cluster_free_port()  # its cluster bus listens on port + 10000
         self.binary = binary
         self.files = make_certificates(self.directory)
 
