@@ -59,6 +59,17 @@ class Topology:
         for queue_topic, queue_group in wanted:
             self._declared.difference_update(self._names_of_queue(queue_topic, queue_group))
 
+    def forget_group(self, topic: str, group: str) -> None:
+        """Declare ``group``'s queue of ``topic`` and the topic's exchange (that the
+        queue is bound to) anew at their next use (call under the lock): what a
+        subscribe declares anew, as someone may have deleted them. The topic's
+        default queue and its dead-letter topic's names stay remembered: a subscribe
+        does not declare those again (a publish or dead letter that finds one gone
+        does, see :func:`._publish._send_declared`)."""
+        self._declared.difference_update(
+            (self.names.queue(topic, group), self.names.exchange(topic))
+        )
+
     def check_names(self, topic: str, group: str | None = None) -> None:
         """Check every name that declaring ``topic`` (and ``group``'s queue of it)
         builds, before anything is declared: see :meth:`Names.check`.

@@ -186,8 +186,10 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         def declare() -> str:
             link.check_names(topic, group)  # all of them, before declaring any
             # Declared anew on every subscribe, not taken as this link remembers it:
-            # someone may have deleted the queue since (subscribing again declares it).
-            link.forget(topic, group)
+            # someone may have deleted the queue since (subscribing again declares it),
+            # or its exchange. The rest (the default and dead-letter queues) is
+            # declared once per connection, as a publish declares it.
+            link.forget_group(topic, group)
             link.ensure_topic(topic)
             return link.ensure_queue(topic, group)
 
