@@ -275,7 +275,7 @@ class Leases(dict[str, Lease]):
         answers = await asyncio.gather(
             *(self._ask_group(consumer, wait) for consumer in groups), return_exceptions=True
         )
-        found: dict[str, GroupFound] = {}
+        found: dict[str, tuple[GroupFound, int, ServerProcess | None]] = {}
         for consumer, answer in zip(groups, answers, strict=True):
             if isinstance(answer, BaseException):
                 if not isinstance(answer, Exception):
@@ -295,12 +295,23 @@ class Leases(dict[str, Lease]):
                         extra=log_fields(),
                     )
                 continue
-            if answer is None:
-                continue
-            group, delivered, source = answer
-            found[consumer] = group
-            self._apply(consumer, group, delivered, source, asked)
-        return found
+            if answer is not None:
+                found[consumer] = answer
+        self._apply_all(found, asked)
+        return {consumer: answer[0] for consumer, answer in found.items()}
+
+    def _apply_all(
+        self, found: dict[str, tuple[GroupFound, int, ServerProcess | None]], asked: set[Lease]
+    ) -> None:
+        """:meth:`_apply` what a check found of each group (its answer, the last stream
+        sequence it delivered, the server process that said), the leases held taken
+        by group once: one pass over them all, however many groups answered."""
+        held: dict[str, list[tuple[str, Lease]]] = {}
+        for reply, lease in self.items():
+            if lease.consumer in found:
+                held.setdefault(lease.consumer, []).append((reply, lease))
+        for consumer, (group, delivered, source) in found.items():
+            self._apply(held.get(consumer, []), group, delivered, source, asked)
 
     async def _ask_group(
         self, consumer: str, wait: float
@@ -338,20 +349,18 @@ class Leases(dict[str, Lease]):
 
     def _apply(
         self,
-        consumer: str,
+        held: list[tuple[str, Lease]],
         group: GroupFound,
         delivered: int,
         source: ServerProcess | None,
         asked: set[Lease],
     ) -> None:
-        """Count the leases of ``consumer`` with what a check found of it (the last
-        stream sequence it had ``delivered``, said by the server process ``source``,
-        asked after the leases ``asked`` were pulled): those of the consumer before
-        it, if it was made again (:func:`made_again`), are let go as lost; the others
-        take its ack wait."""
-        for reply, lease in list(self.items()):
-            if lease.consumer != consumer:
-                continue
+        """Count the leases ``held`` of a group (with their ack subjects) with what a
+        check found of its consumer (the last stream sequence it had ``delivered``,
+        said by the server process ``source``, asked after the leases ``asked`` were
+        pulled): those of the consumer before it, if it was made again
+        (:func:`made_again`), are let go as lost; the others take its ack wait."""
+        for reply, lease in held:
             if group.created is not None and lease.created != group.created:
                 if lease not in asked:
                     continue  # (pulled as the question was asked: the next check says)
