@@ -250,7 +250,10 @@ class TLSSentinel:
     """One TLS-only sentinel watching a :class:`TLSRedisServer` as ``name`` (quorum 1),
     with the server's certificates (``tls-replication yes``: it reaches the master over
     TLS too), on a free port; ``requirepass`` when ``password`` is given, and
-    ``master_password`` is the master's (``sentinel auth-pass``)."""
+    ``master_password`` is the master's (``sentinel auth-pass``). With ``files``, the
+    sentinel presents that certificate instead (one from another CA: a sentinel whose
+    certificate clients that trust the master's CA refuse), and still trusts the
+    master's CA to reach it."""
 
     def __init__(
         self,
@@ -258,13 +261,14 @@ class TLSSentinel:
         name: str,
         password: str | None = None,
         master_password: str | None = None,
+        files: TLSFiles | None = None,
     ) -> None:
         self.master = master
         self.name = name
         self.password = password
         self.port = _free_port()
         self.config = master.directory / f"sentinel-{self.port}.conf"
-        files = master.files
+        self.files = files or master.files
         lines = [
             "port 0",
             f"tls-port {self.port}",
@@ -272,9 +276,9 @@ class TLSSentinel:
             "protected-mode no",
             f"dir {master.directory}",
             f"logfile {master.directory}/sentinel-{self.port}.log",
-            f"tls-cert-file {files.server_cert}",
-            f"tls-key-file {files.server_key}",
-            f"tls-ca-cert-file {files.ca}",
+            f"tls-cert-file {self.files.server_cert}",
+            f"tls-key-file {self.files.server_key}",
+            f"tls-ca-cert-file {master.files.ca}",
             "tls-replication yes",
             "tls-auth-clients no",
             f"sentinel monitor {name} 127.0.0.1 {master.port} 1",
@@ -299,7 +303,7 @@ class TLSSentinel:
             host="127.0.0.1",
             port=self.port,
             ssl=True,
-            ssl_ca_certs=str(self.master.files.ca),
+            ssl_ca_certs=str(self.files.ca),
             password=self.password,
             socket_timeout=5,
         )
@@ -460,8 +464,7 @@ class TLSOneNodeCluster(RedisServer):
         """A ``cluster=true`` URL of the node at 127.0.0.1, which its certificate names."""
         query = "".join(f"&{key}={value}" for key, value in options.items())
         return (
-            f"{scheme}://127.0.0.1:{self.port}/0?cluster=true"
-            f"&ssl_ca_certs={self.files.ca}{query}"
+            f"{scheme}://127.0.0.1:{self.port}/0?cluster=true&ssl_ca_certs={self.files.ca}{query}"
         )
 
     def client(self) -> redis.Redis:

@@ -7,20 +7,29 @@ set), no mock."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import brokerkit
+import brokerkit.aio
 from brokerkit.exceptions import BrokerError
 from tests.redis_cluster import SentinelSet
 
 
 def _chain(error: BaseException) -> str:
-    """The text of ``error`` and of every exception it was raised from or in."""
+    """The text of ``error`` and of every exception it was raised from or in: both
+    ``__cause__`` and ``__context__`` of each, however deep."""
     texts = []
-    seen: BaseException | None = error
-    while seen is not None:
-        texts.append(f"{type(seen).__name__}: {seen}")
-        seen = seen.__cause__ or seen.__context__
+    seen: set[int] = set()
+    todo: list[BaseException] = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts.append(f"{type(current).__name__}: {current!s} {current.args!r}")
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
     return "\n".join(texts)
 
 
@@ -35,6 +44,36 @@ def test_a_master_name_after_a_secret_is_not_quoted(
             broker.publish("t", b"x")
     text = _chain(raised.value)
     assert "3xTAIL" not in text, text
+    assert "Tr0ub" not in text, text
+    assert "master" in str(raised.value), text
+
+
+def _publish(api: str, url: str) -> None:
+    if api == "sync":
+        with brokerkit.connect(url, reconnect_timeout=0) as broker:
+            broker.publish("t", b"x")
+        return
+
+    async def main() -> None:
+        async with await brokerkit.aio.connect(url, reconnect_timeout=0) as broker:
+            await broker.publish("t", b"x")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("api", ["sync", "asyncio"])
+def test_a_master_name_with_quotes_after_a_secret_is_not_quoted(
+    redis_sentinel: SentinelSet, api: str
+) -> None:
+    """A name with both quotes (``x'Y"SECRETTAIL``), which redis-py's repr escapes
+    (``'x\\'Y"SECRETTAIL'``): masked whole, and the unmasked MasterNotFoundError is
+    neither the cause nor the context of what is raised."""
+    hosts = ",".join(f"127.0.0.1:{s.port}" for s in redis_sentinel.sentinels)
+    url = f"redis+stream://{hosts}/0?sentinel_password=Tr0ub&sentinel=x%27Y%22SECRETTAIL"
+    with pytest.raises(BrokerError) as raised:
+        _publish(api, url)
+    text = _chain(raised.value)
+    assert "SECRETTAIL" not in text, text
     assert "Tr0ub" not in text, text
     assert "master" in str(raised.value), text
 

@@ -6,6 +6,7 @@ sync client only)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import re
 import time
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from brokerkit._logging import log_fields
 from brokerkit._options import after_secrets
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, redis_database
@@ -82,6 +84,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     *TOPOLOGY_ERRORS,
 )
 
+
+log = logging.getLogger("brokerkit.redis")
 
 #: Seconds a connection attempt may take unless the URL sets socket_connect_timeout:
 #: a host that does not answer is given up on this soon.
@@ -384,31 +388,45 @@ _SENTINEL_FAILURE = re.compile(
     re.DOTALL,
 )
 _NOT_A_SENTINEL = re.compile(r"unknown command [`']sentinel[`']", re.IGNORECASE)
-_SERVICE = re.compile(r"No master found for (?P<name>'[^']*'|\"[^\"]*\")")
+_SERVICE = re.compile(r"No master found for (?P<name>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
 _REFUSALS = frozenset(error.__name__ for error in CREDENTIAL_ERRORS)
+
+
+def _mask_master(message: str, name: str) -> str:
+    """``message`` (redis-py's "No master found for <name>: ...") without the master's
+    ``name``: exactly as redis-py quotes it (``repr``, escapes and all), or in plain
+    quotes, then anything the pattern of a quoted name still finds after the phrase."""
+    for quoted in (repr(name), f"'{name}'", f'"{name}"'):
+        message = message.replace(
+            f"No master found for {quoted}", "No master found for sentinel=***"
+        )
+    return _SERVICE.sub("No master found for sentinel=***", message)
 
 
 def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseException]:
     """The error for redis-py's ``MasterNotFoundError`` (no sentinel named a master that
     is up), and its cause, told apart by what the sentinels answered: refused
-    credentials (caused by a :class:`redis.AuthenticationError`, so never retried), a
-    server that is not a sentinel (a :class:`ConfigurationError` when no host of the URL
-    is one: nothing to wait for), a TLS certificate that was not accepted, theirs or
-    this client's (a :class:`ConfigurationError` too), nothing at all, or no master of
-    that name. The
-    sentinels' clients, which redis-py's message shows in full, are left out."""
+    credentials (caused by a :class:`redis.AuthenticationError`, so never retried) or a
+    TLS certificate that was not accepted, theirs or this client's (a
+    :class:`ConfigurationError`), when every host of the URL said so (else a sentinel
+    that did is logged, as a WARNING, and the others' answer, a master that is not up
+    yet during a failover, is waited for as ever); a server that is not a sentinel (a
+    :class:`ConfigurationError` when no host of the URL is one: nothing to wait for);
+    nothing at all; or no master of that name. The sentinels' clients, which redis-py's
+    message shows in full, are left out.
+
+    When ``sentinel=`` follows a secret of the URL's query, ``exc`` itself is masked
+    (its message no longer names the master): it is the context of what is raised."""
     message = str(exc)
     found = _SERVICE.search(message)
     master = found.group("name") if found else "of that name"
     follows = after_secrets(url.query).get("sentinel")
-    if found and follows:
+    if follows:
         # sentinel= may be the end of the secret before it (split at a raw '&'):
-        # neither this message nor its cause may quote it
+        # neither this message nor its cause (nor its context) may quote it
         master = f"named by sentinel= (not quoted: it follows {follows}=)"
-        hidden = _SERVICE.sub("No master found for sentinel=***", message)
-        masked = type(exc)(hidden)
-        masked.__suppress_context__ = True
-        exc = masked
+        hidden = _mask_master(message, url.query["sentinel"])
+        exc.args = (hidden,)  # in place: the exception being handled is the context
         message = hidden
     failures = [
         (
@@ -418,20 +436,42 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
         )
         for m in _SENTINEL_FAILURE.finditer(message)
     ]
-    refused = "; ".join(f"{where}: {text}" for where, kind, text in failures if kind in _REFUSALS)
-    if refused:
-        refusal = redis.AuthenticationError(refused)
-        refusal.__cause__ = exc
-        return ConnectionFailed(
-            f"the sentinels at {url} refused the credentials ({refused}); sentinel_password= "
-            "is the sentinels' own password, the URL's password is the master's"
-        ), refusal
-    for where, _, text in failures:
-        tls = _tls_refusal(text)
-        if tls is not None:  # the sentinels share the URL's TLS options: one says it
-            what, hint = tls
+    refusals = [(where, text) for where, kind, text in failures if kind in _REFUSALS]
+    refused = "; ".join(f"{where}: {text}" for where, text in refusals)
+    tls_refusals = [
+        (where, text, tls)
+        for where, kind, text in failures
+        if kind not in _REFUSALS and (tls := _tls_refusal(text)) is not None
+    ]
+    if len(refusals) + len(tls_refusals) >= len(url.hosts):  # no sentinel to wait for
+        if refused:
+            refusal = redis.AuthenticationError(refused)
+            refusal.__cause__ = exc
+            return ConnectionFailed(
+                f"the sentinels at {url} refused the credentials ({refused}); "
+                "sentinel_password= is the sentinels' own password, the URL's password "
+                "is the master's"
+            ), refusal
+        for where, text, (what, hint) in tls_refusals:  # they share the TLS options
             sentinel = f"the sentinel at {where} in {url}"
             return ConfigurationError(f"{what.format(sentinel)}: {text}; {hint}"), exc
+    for where, text in refusals:
+        log.warning(
+            "the sentinel at %s in %s refused the credentials (%s); the other sentinels "
+            "are asked (sentinel_password= is the sentinels' own password)",
+            where,
+            url,
+            text,
+            extra=log_fields(),
+        )
+    for where, text, (what, hint) in tls_refusals:
+        log.warning(
+            "%s: %s; %s; the other sentinels are asked",
+            what.format(f"the sentinel at {where} in {url}"),
+            text,
+            hint,
+            extra=log_fields(),
+        )
     strangers = [where for where, _, text in failures if _NOT_A_SENTINEL.search(text)]
     if strangers:
         what = "is not a sentinel" if len(strangers) == 1 else "are not sentinels"
