@@ -142,7 +142,7 @@ class AsyncNatsBroker(NatsSettling):
         self._readers: weakref.WeakSet[Reader] = weakref.WeakSet()
         self._renewals_suspended = False
         #: Reports the leases the renewals found lost (:func:`report_lost`): here, on
-        #: the event loop; the sync broker has it do so in a thread of its own.
+        #: the event loop; the sync broker has its reporter thread do so.
         self._report_lost: Callable[[Sequence[Lease]], None] = report_lost
         self._server_checked = False
         #: When the broker's close started handing back (monotonic): what it hands

@@ -4,6 +4,8 @@ each delivery's lease names the sync delivery over it."""
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 from collections.abc import Sequence
 from typing import ClassVar
@@ -11,15 +13,23 @@ from typing import ClassVar
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._logging import log_fields
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import LoopBridgeBroker
+from brokerkit.backends.nats._client import CLOSE_WAIT
 from brokerkit.backends.nats._leases import Lease, report_lost
 from brokerkit.backends.nats._manage import NatsDeclared
 from brokerkit.backends.nats.broker import AsyncNatsBroker
 
 __all__ = ["NatsBroker"]
+
+log = logging.getLogger("brokerkit.nats")
+
+#: Seconds the reporter's thread waits for a report before it ends (the next report
+#: starts another): a broker dropped unclosed leaves no thread behind for long.
+_IDLE = 10.0
 
 
 class NatsBroker(LoopBridgeBroker):
@@ -39,9 +49,10 @@ class NatsBroker(LoopBridgeBroker):
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
         # The renewals run on the bridge's loop: they tell the lease-loss hook in a
-        # thread of their own, where it may call this broker (the loop cannot serve a
-        # call from itself), and block, without holding up the renewals.
-        self._nats._report_lost = _report_in_a_thread
+        # thread of the broker's own, where it may call this broker (the loop cannot
+        # serve a call from itself), and block, without holding up the renewals.
+        self._reporter = _Reporter()
+        self._nats._report_lost = self._reporter.report
 
     def _wrapped(self, subscription: Subscription, delivery: AsyncDelivery) -> Delivery:
         """The sync delivery over ``delivery``, which its lease names from now on: a
@@ -50,6 +61,15 @@ class NatsBroker(LoopBridgeBroker):
         outer = super()._wrapped(subscription, delivery)
         delivery.receipt.holder = outer
         return outer
+
+    def _close(self) -> None:
+        """Close as the bridge does (the renewals end), then end the reporter's thread
+        once it has told the hook of what it was given (:data:`CLOSE_WAIT` seconds at
+        most: a hook that blocks longer is told the rest after the close)."""
+        try:
+            super()._close()
+        finally:
+            self._reporter.close(CLOSE_WAIT)
 
     @property
     def declared(self) -> NatsDeclared:
@@ -68,12 +88,65 @@ class NatsBroker(LoopBridgeBroker):
         return inner
 
 
-def _report_in_a_thread(lost: Sequence[Lease]) -> None:
-    """:func:`report_lost` in a thread of its own (here, if none can start: the
-    interpreter is ending)."""
-    try:
-        threading.Thread(
-            target=report_lost, args=(list(lost),), name="brokerkit-lease-lost", daemon=True
-        ).start()
-    except RuntimeError:
+class _Reporter:
+    """Tells the lease-loss hook of what the renewals found lost (:func:`report_lost`)
+    in one thread, in the order found: a hook that blocks holds up later reports of
+    the broker, never the renewals, and is never called twice at once. The thread is
+    started by a report, ends after :data:`_IDLE` seconds with none (the next starts
+    it again), and at :meth:`close`."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[list[Lease] | None] = queue.SimpleQueue()
+        #: Guards :attr:`_thread` and :attr:`_closed` (and the queue, against an idle
+        #: thread ending as a report comes).
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def report(self, lost: Sequence[Lease]) -> None:
+        """Have the thread report ``lost`` (here, if it cannot start: the interpreter
+        is ending; or after :meth:`close`)."""
+        with self._lock:
+            if not self._closed:
+                self._queue.put(list(lost))
+                if self._thread is not None:
+                    return
+                thread = threading.Thread(
+                    target=self._run, name="brokerkit-lease-lost", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:
+                    self._queue = queue.SimpleQueue()
+                else:
+                    self._thread = thread
+                    return
         report_lost(lost)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                lost = self._queue.get(timeout=_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            if lost is None:  # (closed)
+                return
+            try:
+                report_lost(lost)
+            except Exception:  # the thread goes on for the next report
+                log.exception("could not report lost leases", extra=log_fields())
+
+    def close(self, wait: float) -> None:
+        """End the thread once it has reported what it was given: ``wait`` seconds at
+        most (none from the thread itself: a hook that closes the broker)."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait)
