@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -22,6 +23,10 @@ from brokerkit.exceptions import BrokerError, ConnectionFailed, IncompatibleTopi
 __all__ = ["Groups"]
 
 log = logging.getLogger("brokerkit.nats")
+
+#: The key of a consumer's metadata (nats-server 2.10 and later) naming the broker
+#: that made it: :meth:`Groups.ensure_group`.
+MADE_BY = "brokerkit_made_by"
 
 
 class Groups:
@@ -41,6 +46,8 @@ class Groups:
         self.made_stream = False
         #: The durable consumers this made.
         self.made_consumers: set[str] = set()
+        #: Names this (one broker) in the metadata of the consumers it makes.
+        self.maker = uuid.uuid4().hex
 
     async def ensure_stream(self) -> None:
         if not self.stream_ready:
@@ -68,6 +75,10 @@ class Groups:
                 "filter_subject": subject_for(self._stream, topic),
                 "replay_policy": "instant",
                 **_deliver_policy(subscription.start),
+                # Who made it: another broker's create of the same config is refused
+                # (it differs in this), so that only one counts it as made (2.10 and
+                # later; 2.9 drops metadata, and takes a create of one that exists).
+                "metadata": {MADE_BY: self.maker},
             }
             info = await self._client.api(
                 f"CONSUMER.DURABLE.CREATE.{self._stream}.{durable}",
@@ -77,8 +88,9 @@ class Groups:
                 {"stream_name": self._stream, "config": config, "action": "create"},
                 f"create the group {group!r}",
             )
-            made = "error" not in info
-            if not made:  # made by another broker meanwhile?
+            maker = (info.get("config", {}).get("metadata") or {}).get(MADE_BY, self.maker)
+            made = "error" not in info and maker == self.maker
+            if "error" in info:  # made by another broker meanwhile?
                 info = await self._client.api(
                     f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
                 )
