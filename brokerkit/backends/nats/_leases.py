@@ -477,7 +477,7 @@ async def renew_forever(
     seen within a quarter of the ack wait it had, and the leases of the one before it
     are reported lost."""
     tell = report or report_lost
-    renewals = _GroupRenewals(renew, tell)
+    renewals = _GroupRenewals(leases, renew, tell)
     try:
         while not closed():
             try:
@@ -518,9 +518,11 @@ class _GroupRenewals:
 
     def __init__(
         self,
+        leases: Leases,
         renew: Callable[[list[Lease]], Coroutine[Any, Any, list[Lease]]],
         report: Callable[[Sequence[Lease]], None],
     ) -> None:
+        self._leases = leases
         self._renew = renew
         self._report = report
         #: The renewal under way of each group, by its consumer.
@@ -564,6 +566,9 @@ class _GroupRenewals:
                 extra=log_fields(),
             )
         elif lost := task.result():
+            for lease in lost:  # (let go, if ``renew`` did not: reported once)
+                if self._leases.get(lease.reply) is lease:
+                    del self._leases[lease.reply]
             try:
                 self._report(lost)
             except Exception:  # (a hook's failure is its own; the renewals go on)
