@@ -39,9 +39,11 @@ def test_a_master_name_after_a_secret_is_not_quoted(
 ) -> None:
     hosts = ",".join(f"127.0.0.1:{s.port}" for s in redis_sentinel.sentinels)
     url = f"{scheme}://{hosts}/0?sentinel_password=Tr0ub&sentinel=3xTAIL"
-    with pytest.raises(BrokerError) as raised:
-        with brokerkit.connect(url, reconnect_timeout=0) as broker:
-            broker.publish("t", b"x")
+    with (
+        pytest.raises(BrokerError) as raised,
+        brokerkit.connect(url, reconnect_timeout=0) as broker,
+    ):
+        broker.publish("t", b"x")
     text = _chain(raised.value)
     assert "3xTAIL" not in text, text
     assert "Tr0ub" not in text, text
@@ -81,7 +83,9 @@ def test_a_master_name_with_quotes_after_a_secret_is_not_quoted(
 def test_a_master_name_before_the_secret_is_still_named(redis_sentinel: SentinelSet) -> None:
     hosts = ",".join(f"127.0.0.1:{s.port}" for s in redis_sentinel.sentinels)
     url = f"redis+stream://{hosts}/0?sentinel=nosuchmaster&sentinel_password=Tr0ub"
-    with pytest.raises(BrokerError) as raised:
-        with brokerkit.connect(url, reconnect_timeout=0) as broker:
-            broker.publish("t", b"x")
+    with (
+        pytest.raises(BrokerError) as raised,
+        brokerkit.connect(url, reconnect_timeout=0) as broker,
+    ):
+        broker.publish("t", b"x")
     assert "nosuchmaster" in str(raised.value)
