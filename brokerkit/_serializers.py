@@ -247,8 +247,10 @@ def plain_data(body: Any) -> Any:
 
 
 class _NoStruct:
-    """Stands for msgspec's Struct (and ``to_builtins``) where msgspec is not imported:
-    nothing is an instance of it."""
+    """Stands for msgspec's Struct (and ``to_builtins``) where msgspec is not imported,
+    and where a dict's keys are converted (a Struct key stays a Struct, deep-copied as
+    ``asdict`` leaves it, not a dict that no dict can be keyed by): nothing is an
+    instance of it."""
 
 
 _NO_STRUCT: Any = _NoStruct
@@ -260,7 +262,8 @@ _ATOMIC = frozenset({type(None), bool, int, float, str, bytes, complex})
 def _as_plain(value: Any, struct: type, to_builtins: Any) -> Any:
     """``value`` as ``dataclasses.asdict`` makes a dataclass's field of it (dataclass
     instances as dicts of their fields, lists, tuples, named tuples and dicts, their
-    subclasses included, rebuilt as their type with their items, keys too, converted;
+    subclasses included, rebuilt as their type with their items, keys too (but a Struct
+    key, kept as one), converted;
     anything else deep-copied), with each msgspec Struct (an instance of ``struct``) as
     ``to_builtins`` gives it, in one pass. A ``defaultdict`` is rebuilt with its
     ``default_factory`` (as Python 3.12's ``asdict`` does; 3.11's cannot make one).
@@ -278,7 +281,7 @@ def _as_plain(value: Any, struct: type, to_builtins: Any) -> Any:
         return [_as_plain(item, struct, to_builtins) for item in value]
     if kind is dict:
         return {
-            _as_plain(key, struct, to_builtins): _as_plain(item, struct, to_builtins)
+            _as_plain(key, _NO_STRUCT, to_builtins): _as_plain(item, struct, to_builtins)
             for key, item in value.items()
         }
     if kind is tuple:
@@ -290,7 +293,7 @@ def _as_plain(value: Any, struct: type, to_builtins: Any) -> Any:
         return kind(*items) if hasattr(value, "_fields") else kind(items)
     if isinstance(value, dict):
         pairs = [
-            (_as_plain(key, struct, to_builtins), _as_plain(item, struct, to_builtins))
+            (_as_plain(key, _NO_STRUCT, to_builtins), _as_plain(item, struct, to_builtins))
             for key, item in value.items()
         ]
         if isinstance(value, collections.defaultdict):

@@ -127,3 +127,24 @@ def test_a_dataclass_without_structs_is_what_asdict_gives() -> None:
     assert type(plain["ordered"]) is collections.OrderedDict
     assert type(plain["tags"]) is Tags and type(plain["items"]) is Items
     assert plain["inner"]["values"] is not inner.values  # deep-copied, as asdict does
+
+
+class Key(msgspec.Struct, frozen=True):
+    """A hashable Struct, which a dict may be keyed by."""
+
+    a: int
+
+
+@dataclasses.dataclass
+class Keyed:
+    by_key: dict[Any, Any]
+    ordered: collections.OrderedDict[Any, Any]
+
+
+def test_a_struct_key_stays_a_struct_as_asdict_leaves_it() -> None:
+    # a key made a dict keyed nothing: TypeError unhashable type 'dict'
+    body = Keyed({Key(1): Line("a")}, collections.OrderedDict({(Key(2),): 1}))
+    assert plain_data(body) == {
+        "by_key": {Key(1): {"sku": "a"}},
+        "ordered": collections.OrderedDict({(Key(2),): 1}),
+    }
