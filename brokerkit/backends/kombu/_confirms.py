@@ -39,7 +39,7 @@ class Confirms:
 
     def unsettled(self, tags: range) -> set[int]:
         """The ``tags`` RabbitMQ has not confirmed yet, or refused (``basic.nack``):
-        none of those is known stored."""
+        none of those is known stored (one not confirmed yet may be)."""
         return {tag for tag in tags if tag in self._pending or tag in self._refused}
 
     def refused(self, tags: range) -> list[int]:

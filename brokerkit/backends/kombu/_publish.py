@@ -100,8 +100,11 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
 
     Only what is not known stored is sent again: the messages RabbitMQ returned,
     and, when the exchange is gone mid-batch, those whose confirms were still due
-    when the channel closed (it discards those; the ones it confirmed before are
-    routed and stored).
+    when the channel closed. Some of those may be stored all the same (RabbitMQ
+    routes a message when it reads it and confirms it later; AMQP does not say
+    which were routed): sent again, such a message is stored twice, with its id
+    (at least once, as any resend after a lost confirm). One confirmed is never sent
+    again.
 
     :raises BrokerError: still routed to no queue after declaring it all anew
         :data:`_DECLARE_TRIES` times (something keeps deleting it).
@@ -253,8 +256,9 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
         while link.confirms.waiting(tags):
             channel.wait([spec.Basic.Ack, spec.Basic.Nack])
     except amqp.exceptions.NotFound as exc:
-        # The exchange is gone: RabbitMQ closed the channel, dropping what it had not
-        # confirmed yet; what it confirmed, it routed (those it returned excepted).
+        # The exchange is gone: RabbitMQ closed the channel. What it confirmed, it
+        # routed (those it returned excepted); what it had not confirmed yet it may or
+        # may not have routed: sent again, at least once.
         unsettled = link.confirms.unsettled(tags)
         returned = link.confirms.take_returned()
         link.drop_publisher(exc)
