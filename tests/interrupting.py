@@ -13,22 +13,31 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import pytest
 
+import brokerkit
+from brokerkit._delivery_async import AsyncDelivery
+from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.aio import LoopBridgeBroker
 from brokerkit.exceptions import BrokerError
 
 __all__ = [
     "Gate",
+    "HeldFetch",
     "brokerkit_child",
+    "gated",
     "interrupt_demo_in_its_flash_sale",
     "interrupt_when",
+    "interrupted_receive",
     "watch_the_close",
 ]
 
 #: Seconds a wait here may take at most: a hang guard, never a pace.
 GUARD = 30.0
+
+_Bridge = TypeVar("_Bridge", bound=LoopBridgeBroker)
 
 
 class Gate:
@@ -52,6 +61,57 @@ class Gate:
         assert await asyncio.to_thread(self._opened.wait, GUARD)
         if self.fail:
             raise BrokerError("the server refused the call")
+
+
+class HeldFetch:
+    """Put before a backend's asyncio broker class in a subclass's bases: its fetch
+    passes the test's :class:`Gate` (if it set one as :attr:`gate`) before it returns:
+    a seam, the real fetch has run."""
+
+    gate: Gate | None = None
+
+    async def _fetch(
+        self, subscription: AsyncSubscription, max_messages: int, timeout: float
+    ) -> list[AsyncDelivery]:
+        fetched: list[AsyncDelivery] = await super()._fetch(  # type: ignore[misc]
+            subscription, max_messages, timeout
+        )
+        if self.gate is not None:
+            await self.gate.pass_through()
+        return fetched
+
+
+@contextmanager
+def gated(bridge: _Bridge) -> Iterator[_Bridge]:
+    """``bridge`` (over a broker with a :class:`Gate` seam), and on the way out its
+    gate opened (if the test set one: nothing is left held) and itself closed."""
+    try:
+        yield bridge
+    finally:
+        gate = bridge.inner.gate  # type: ignore[attr-defined]
+        if gate is not None:
+            gate.open()
+        bridge.close()
+
+
+def interrupted_receive(
+    broker: LoopBridgeBroker,
+    publisher: brokerkit.Broker,
+    interrupt_when: Callable[[threading.Event], None],
+    *,
+    topic: str = "jobs",
+    group: str | None = None,
+) -> tuple[brokerkit.Subscription, Gate]:
+    """A subscription of ``broker`` (over a :class:`HeldFetch` broker) to ``topic``
+    whose receive was interrupted (KeyboardInterrupt) while its fetch of "the one",
+    which ``publisher`` published, is held; and the gate that holds it, still shut."""
+    subscription = broker.subscribe(topic, group=group)
+    publisher.publish(topic, "the one")
+    gate = broker.inner.gate = Gate()  # type: ignore[attr-defined]
+    interrupt_when(gate.entered)
+    with pytest.raises(KeyboardInterrupt):
+        subscription.receive(timeout=GUARD)
+    return subscription, gate
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from brokerkit.aio import LoopBridgeBroker
 from brokerkit.backends.memory import AsyncMemoryBroker
 from brokerkit.exceptions import AlreadySettled
 from tests.conftest import registered
-from tests.interrupting import Gate, watch_the_close
+from tests.interrupting import Gate, gated, watch_the_close
 
 #: Seconds any wait of these tests may take at most: a hang guard, never a pace.
 GUARD = 30.0
@@ -82,14 +82,8 @@ def observer(url: str) -> Iterator[brokerkit.Broker]:
 
 @pytest.fixture
 def broker(url: str, observer: brokerkit.Broker) -> Iterator[LoopBridgeBroker]:
-    bridge = brokerkit.aio.bridged(HeldAsyncMemoryBroker).from_url(url)
-    try:
+    with gated(brokerkit.aio.bridged(HeldAsyncMemoryBroker).from_url(url)) as bridge:
         yield bridge
-    finally:
-        gate = bridge.inner.gate  # type: ignore[attr-defined]
-        if gate is not None:
-            gate.open()
-        bridge.close()
 
 
 def _until(predicate: Callable[[], bool]) -> bool:

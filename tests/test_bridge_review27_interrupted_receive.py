@@ -26,11 +26,9 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
-from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.aio import LoopBridgeBroker
 from brokerkit.backends.memory import AsyncMemoryBroker
-from tests.interrupting import Gate
+from tests.interrupting import HeldFetch, gated, interrupted_receive
 
 #: Seconds a wait here may take at most: a hang guard, never a pace.
 GUARD = 30.0
@@ -38,19 +36,9 @@ GUARD = 30.0
 _VISIBILITY = 600
 
 
-class HeldAsyncMemoryBroker(AsyncMemoryBroker):
+class HeldAsyncMemoryBroker(HeldFetch, AsyncMemoryBroker):
     """The memory backend's asyncio class whose fetch passes the test's :class:`Gate`
     (if it set one) before it returns: a seam, the real fetch has run."""
-
-    gate: Gate | None = None
-
-    async def _fetch(
-        self, subscription: AsyncSubscription, max_messages: int, timeout: float
-    ) -> list[AsyncDelivery]:
-        fetched = await super()._fetch(subscription, max_messages, timeout)
-        if self.gate is not None:
-            await self.gate.pass_through()
-        return fetched
 
 
 @pytest.fixture
@@ -67,16 +55,9 @@ def observer(url: str) -> Iterator[brokerkit.Broker]:
 
 @pytest.fixture
 def broker(url: str, observer: brokerkit.Broker) -> Iterator[LoopBridgeBroker]:
-    bridge = brokerkit.aio.bridged(HeldAsyncMemoryBroker).from_url(
-        url, visibility_timeout=_VISIBILITY
-    )
-    try:
+    bridged = brokerkit.aio.bridged(HeldAsyncMemoryBroker)
+    with gated(bridged.from_url(url, visibility_timeout=_VISIBILITY)) as bridge:
         yield bridge
-    finally:
-        gate = bridge.inner.gate  # type: ignore[attr-defined]
-        if gate is not None:
-            gate.open()
-        bridge.close()
 
 
 def _interrupted_receive(
@@ -86,12 +67,7 @@ def _interrupted_receive(
 ) -> brokerkit.Subscription:
     """A subscription whose receive was interrupted while its fetch, which leased a
     message, was held; the fetch then let go."""
-    subscription = broker.subscribe("jobs", group="g")
-    observer.publish("jobs", "the one")
-    gate = broker.inner.gate = Gate()  # type: ignore[attr-defined]
-    interrupt_when(gate.entered)
-    with pytest.raises(KeyboardInterrupt):
-        subscription.receive(timeout=GUARD)
+    subscription, gate = interrupted_receive(broker, observer, interrupt_when, group="g")
     assert observer.inspect("jobs").in_flight == 1  # (leased by the fetch)
     gate.open()
     return subscription

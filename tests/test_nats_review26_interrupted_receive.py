@@ -21,11 +21,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import brokerkit
-from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.backends.nats.broker import AsyncNatsBroker
 from brokerkit.backends.nats.sync import NatsBroker
-from tests.interrupting import Gate
+from tests.interrupting import HeldFetch, gated, interrupted_receive
 from tests.waiting import wait_until
 
 #: Seconds a wait here may take at most: a hang guard, never a pace.
@@ -34,19 +32,9 @@ GUARD = 30.0
 _VISIBILITY = 60
 
 
-class HeldAsyncNatsBroker(AsyncNatsBroker):
+class HeldAsyncNatsBroker(HeldFetch, AsyncNatsBroker):
     """The asyncio NATS broker whose fetch passes the test's :class:`Gate` (if it set
     one) before it returns: a seam, the real fetch has run."""
-
-    gate: Gate | None = None
-
-    async def _fetch(
-        self, subscription: AsyncSubscription, max_messages: int, timeout: float
-    ) -> list[AsyncDelivery]:
-        fetched = await super()._fetch(subscription, max_messages, timeout)
-        if self.gate is not None:
-            await self.gate.pass_through()
-        return fetched
 
 
 class HeldNatsBroker(NatsBroker):
@@ -55,14 +43,10 @@ class HeldNatsBroker(NatsBroker):
 
 @pytest.fixture
 def broker(nats_url: str, nats_prefix: str) -> Iterator[HeldNatsBroker]:
-    held = HeldNatsBroker.from_url(nats_url, prefix=nats_prefix, visibility_timeout=_VISIBILITY)
-    try:
+    with gated(
+        HeldNatsBroker.from_url(nats_url, prefix=nats_prefix, visibility_timeout=_VISIBILITY)
+    ) as held:
         yield held
-    finally:
-        gate = held.inner.gate  # type: ignore[attr-defined]
-        if gate is not None:
-            gate.open()
-        held.close()
 
 
 def _interrupted_receive(
@@ -72,12 +56,7 @@ def _interrupted_receive(
 ) -> brokerkit.Subscription:
     """A subscription whose receive was interrupted while its fetch, which leased a
     message, was held; the fetch then let go."""
-    subscription = broker.subscribe("jobs", group="g")
-    publisher.publish("jobs", "the one")
-    gate = broker.inner.gate = Gate()  # type: ignore[attr-defined]
-    interrupt_when(gate.entered)
-    with pytest.raises(KeyboardInterrupt):
-        subscription.receive(timeout=GUARD)
+    subscription, gate = interrupted_receive(broker, publisher, interrupt_when, group="g")
     assert broker._nats._leases  # (leased by the fetch)
     gate.open()
     return subscription

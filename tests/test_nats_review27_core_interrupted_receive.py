@@ -24,29 +24,17 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
-from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.aio import LoopBridgeBroker
 from brokerkit.backends.nats.core import AsyncNatsCoreBroker
-from tests.interrupting import Gate
+from tests.interrupting import Gate, HeldFetch, gated, interrupted_receive
 
 #: Seconds a wait here may take at most: a hang guard, never a pace.
 GUARD = 30.0
 
 
-class HeldAsyncNatsCoreBroker(AsyncNatsCoreBroker):
+class HeldAsyncNatsCoreBroker(HeldFetch, AsyncNatsCoreBroker):
     """The core broker whose fetch passes the test's :class:`Gate` (if it set one)
     before it returns: a seam, the real fetch has run."""
-
-    gate: Gate | None = None
-
-    async def _fetch(
-        self, subscription: AsyncSubscription, max_messages: int, timeout: float
-    ) -> list[AsyncDelivery]:
-        fetched = await super()._fetch(subscription, max_messages, timeout)
-        if self.gate is not None:
-            await self.gate.pass_through()
-        return fetched
 
 
 @pytest.fixture
@@ -56,25 +44,15 @@ def core_url(nats_url: str) -> str:
 
 @pytest.fixture
 def broker(core_url: str, nats_prefix: str) -> Iterator[LoopBridgeBroker]:
-    bridge = brokerkit.aio.bridged(HeldAsyncNatsCoreBroker).from_url(core_url, prefix=nats_prefix)
-    try:
+    bridged = brokerkit.aio.bridged(HeldAsyncNatsCoreBroker)
+    with gated(bridged.from_url(core_url, prefix=nats_prefix)) as bridge:
         yield bridge
-    finally:
-        gate = bridge.inner.gate  # type: ignore[attr-defined]
-        if gate is not None:
-            gate.open()
-        bridge.close()
 
 
 def test_the_next_receive_gets_what_an_interrupted_receive_took(
     broker: LoopBridgeBroker, interrupt_when: Callable[[threading.Event], None]
 ) -> None:
-    subscription = broker.subscribe("news")
-    broker.publish("news", "the one")
-    gate = broker.inner.gate = Gate()  # type: ignore[attr-defined]
-    interrupt_when(gate.entered)
-    with pytest.raises(KeyboardInterrupt):
-        subscription.receive(timeout=GUARD)
+    subscription, gate = interrupted_receive(broker, broker, interrupt_when, topic="news")
     gate.open()
     broker.publish("news", "the next")
     first = subscription.receive(timeout=GUARD)

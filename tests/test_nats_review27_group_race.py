@@ -24,6 +24,7 @@ from typing import Any
 import nats as nats_py
 
 from brokerkit.backends.nats._wire import consumer_name
+from tests.nats_group_race import second_subscribes_as_the_first_makes_it
 from tests.nats_server import nats
 
 __all__ = ["nats"]  # a fixture
@@ -49,19 +50,8 @@ def test_a_group_made_meanwhile_by_another_broker_is_taken_as_it_is(
 ) -> None:
     first = nats(visibility_timeout=_FIRST)
     second = nats(visibility_timeout=_SECOND)
-    first.publish("jobs", "x")  # (the stream)
     durable = consumer_name("jobs", "g")
-    client = second.inner._client
-    api = client.api
-
-    async def first_makes_it_meanwhile(subject: str, body: Any, what: str) -> Any:
-        if subject.startswith("CONSUMER.DURABLE.CREATE."):
-            client.api = api
-            first.subscribe("jobs", group="g")  # (blocks this loop: it is held meanwhile)
-        return await api(subject, body, what)
-
-    client.api = first_makes_it_meanwhile
-    subscription = second.subscribe("jobs", group="g")
+    subscription, client, api = second_subscribes_as_the_first_makes_it(first, second)
     assert client.api is api, "the seam was not reached"
     assert _ack_wait(nats_url, nats_prefix, durable) == _FIRST, "the first's consumer changed"
     assert subscription.state.state.ack_wait == _FIRST

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from brokerkit.backends.nats._wire import consumer_name
+from tests.nats_group_race import second_subscribes_as_the_first_makes_it
 from tests.nats_server import nats
 
 __all__ = ["nats"]  # a fixture
@@ -31,19 +32,8 @@ def test_a_group_made_meanwhile_with_the_same_config_is_made_by_one_broker(
 ) -> None:
     first = nats(visibility_timeout=_ACK_WAIT)
     second = nats(visibility_timeout=_ACK_WAIT)
-    first.publish("jobs", "x")  # (the stream)
     durable = consumer_name("jobs", "g")
-    client = second.inner._client
-    api = client.api
-
-    async def first_makes_it_meanwhile(subject: str, body: Any, what: str) -> Any:
-        if subject.startswith("CONSUMER.DURABLE.CREATE."):
-            client.api = api
-            first.subscribe("jobs", group="g")  # (blocks this loop: it is held meanwhile)
-        return await api(subject, body, what)
-
-    client.api = first_makes_it_meanwhile
-    subscription = second.subscribe("jobs", group="g")
+    subscription, client, api = second_subscribes_as_the_first_makes_it(first, second)
     assert client.api is api, "the seam was not reached"
     assert (nats_prefix, durable) in first.declared.consumers
     assert (nats_prefix, durable) not in second.declared.consumers

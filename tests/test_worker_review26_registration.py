@@ -15,6 +15,7 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
+from tests.typed_bodies import handled, typed_handler
 from tests.waiting import wait_until
 
 #: Every wait in these tests polls with this deadline; none is a sleep.
@@ -160,44 +161,17 @@ VipRefund = NewType("VipRefund", Refund)
 Orders = NewType("Orders", list[Order])
 
 
-def _handled(annotation: Any, bodies: list[Any]) -> tuple[list[Any], list[str]]:
-    """What a handler whose body is annotated ``annotation`` gets from ``bodies``, and
-    the reasons of those dead-lettered."""
-    got: list[Any] = []
-
-    def handle(body: Any) -> None:
-        got.append(body)
-
-    handle.__annotations__ = {"body": annotation}
-    with brokerkit.connect("memory://") as broker:
-        worker = brokerkit.Worker(broker)
-        worker.handler("orders", name="typed")(handle)
-        broker.publish_many("orders", bodies)
-        with worker.running():
-            wait_until(
-                lambda: (
-                    worker.stats()[0].processed + worker.stats()[0].dead_lettered == len(bodies)
-                ),
-                "every body handled or dead-lettered",
-                within=DEADLINE,
-            )
-        dead = list(broker.consume(broker.dead_letter_topic("orders"), timeout=0))
-        for delivery in dead:
-            delivery.ack()
-    return got, [d.headers["x-dead-letter-reason"] for d in dead]
-
-
 def test_a_generic_dataclass_body_is_built_by_its_class_its_type_variables_as_decoded() -> None:
     """``Box[int]`` is built as a field annotated ``Box[int]`` is: a Box, its item
     (typed by a type variable) as decoded; an object without the field does not fit."""
     for annotation in (Box[int], VipBox):
-        got, reasons = _handled(annotation, [{"item": 5}, {"thing": 5}])
+        got, reasons = handled(annotation, [{"item": 5}, {"thing": 5}])
         assert got == [Box(5)] and type(got[0]) is Box
         assert reasons == ["invalid body: Box: missing field(s) item; unknown field(s) thing"]
 
 
 def test_a_generic_struct_body_is_validated_with_its_type_arguments() -> None:
-    got, reasons = _handled(StructBox[int], [{"item": 5}, {"item": "five"}])
+    got, reasons = handled(StructBox[int], [{"item": 5}, {"item": "five"}])
     assert got == [StructBox(5)]
     (reason,) = reasons
     assert reason.startswith("invalid body: StructBox: Expected `int`, got `str`")
@@ -217,7 +191,7 @@ def test_a_newtype_of_a_model_is_validated_into_the_model(
 ) -> None:
     """A NewType is its supertype at run time: the handler gets the model's instance."""
     field = "order_id" if bad is Order else "amount"
-    got, reasons = _handled(annotation, [{field: 1}, {"other": 1}])
+    got, reasons = handled(annotation, [{field: 1}, {"other": 1}])
     assert got == [good] and type(got[0]) is bad
     (reason,) = reasons
     assert reason.startswith(f"invalid body: {model}: ")
@@ -243,13 +217,10 @@ def test_a_newtype_of_a_model_is_validated_into_the_model(
 def test_an_annotation_holding_a_newtype_or_generic_model_is_refused(
     annotation: Any, model: str
 ) -> None:
-    def handle(body: Any) -> None: ...
-
-    handle.__annotations__ = {"body": annotation}
     with pytest.raises(
         brokerkit.InvalidOption, match=f"which holds the model {model} without being one"
     ):
-        brokerkit.Worker().handler("orders")(handle)
+        brokerkit.Worker().handler("orders")(typed_handler(annotation))
 
 
 @pytest.mark.parametrize("annotation", [Box[Payment], Box[list[Payment]]], ids=["model", "list"])
@@ -258,10 +229,7 @@ def test_a_generic_dataclass_holding_a_pydantic_model_is_refused(annotation: Any
     holding a dataclass, ``Box[Order]``, has its item built as an Order since review
     27: see tests/test_worker_review27_generic_optional.py.)"""
 
-    def handle(body: Any) -> None: ...
-
-    handle.__annotations__ = {"body": annotation}
     with pytest.raises(
         brokerkit.InvalidOption, match="a generic dataclass whose type arguments hold the model"
     ):
-        brokerkit.Worker().handler("orders")(handle)
+        brokerkit.Worker().handler("orders")(typed_handler(annotation))

@@ -6,46 +6,15 @@ msgspec builds (a dataclass, a Struct, builtins, datetime) are validated as befo
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from typing import Annotated, Any, Generic, NewType, Optional, TypeVar
 
 import msgspec
-import pydantic
 import pytest
 
-import brokerkit
-import brokerkit.aio
-from tests.waiting import wait_until
+from tests.typed_bodies import HoldsLine, Item, Line, Piece, Plain, refusal, run_typed
 
 T = TypeVar("T")
-
-
-class Line(pydantic.BaseModel):
-    sku: str
-
-
-class Plain:
-    """A class msgspec does not know."""
-
-    def __init__(self, sku: str) -> None:
-        self.sku = sku
-
-
-@dataclasses.dataclass
-class Item:
-    sku: str
-
-
-@dataclasses.dataclass
-class HoldsLine:
-    """A dataclass msgspec builds, but for its field."""
-
-    line: Line
-
-
-class Piece(msgspec.Struct):
-    sku: str
 
 
 class Box(msgspec.Struct, Generic[T]):
@@ -84,14 +53,7 @@ BoxOfLines = NewType("BoxOfLines", Box[Line])
 def test_a_generic_struct_of_what_msgspec_cannot_build_is_refused(
     annotation: Any, held: str, kind: str, flavour: str
 ) -> None:
-    def job(body: Any) -> None:
-        raise AssertionError("never called")
-
-    job.__annotations__["body"] = annotation
-    worker: Any = brokerkit.Worker() if flavour == "sync" else brokerkit.aio.Worker()
-    with pytest.raises(brokerkit.InvalidOption) as refused:
-        worker.handler("jobs")(job)
-    text = str(refused.value)
+    text, worker = refusal(annotation, flavour)
     assert f"with {annotation!r}, a generic msgspec Struct" in text
     assert f"holds {held} ({kind}), which msgspec cannot build" in text
     assert worker.handlers == []
@@ -116,17 +78,6 @@ def test_a_generic_struct_of_what_msgspec_cannot_build_is_refused(
 def test_a_generic_struct_of_what_msgspec_builds_is_validated(
     annotation: Any, body: Any, expected: Any
 ) -> None:
-    got: list[Any] = []
-
-    def job(body: Any) -> None:
-        got.append(body)
-
-    job.__annotations__["body"] = annotation
-    with brokerkit.connect("memory://") as broker:
-        worker = brokerkit.Worker(broker)
-        worker.handler("jobs")(job)
-        broker.publish("jobs", body)
-        with worker.running():
-            wait_until(lambda: got, "the handler's call")
-        assert worker.stats()[0].processed == 1
+    got, _, worker = run_typed(annotation, [body])
+    assert worker.stats()[0].processed == 1
     assert got == [expected]

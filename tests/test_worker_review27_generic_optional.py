@@ -21,12 +21,9 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
-from tests.waiting import wait_until
+from tests.typed_bodies import handled, typed_handler
 
 T = TypeVar("T")
-
-#: Every wait in these tests polls with this deadline; none is a sleep.
-DEADLINE = 20.0
 
 
 class Line(msgspec.Struct):
@@ -59,33 +56,6 @@ class Order:
     box: DataBox[DataLine | None]
 
 
-def _handled(annotation: Any, bodies: list[Any]) -> tuple[list[Any], list[str]]:
-    """What a handler whose body is annotated ``annotation`` gets from ``bodies``
-    published as JSON on memory://, and the reasons of those dead-lettered."""
-    got: list[Any] = []
-
-    def job(body: Any) -> None:
-        got.append(body)
-
-    job.__annotations__["body"] = annotation
-    with brokerkit.connect("memory://") as broker:
-        worker = brokerkit.Worker(broker)
-        worker.handler("jobs")(job)
-        broker.publish_many("jobs", bodies)
-        with worker.running():
-            wait_until(
-                lambda: (
-                    worker.stats()[0].processed + worker.stats()[0].dead_lettered == len(bodies)
-                ),
-                "every body handled or dead-lettered",
-                within=DEADLINE,
-            )
-        dead = list(broker.consume(broker.dead_letter_topic("jobs"), timeout=0))
-        for delivery in dead:
-            delivery.ack()
-    return got, [d.headers["x-dead-letter-reason"] for d in dead]
-
-
 @pytest.mark.parametrize(
     ("annotation", "line"),
     [
@@ -109,7 +79,7 @@ def test_a_generic_box_of_an_optional_line_is_accepted_and_built(
     annotation: Any, line: type
 ) -> None:
     box = Box if typing.get_origin(annotation) is Box else DataBox
-    got, reasons = _handled(annotation, [{"item": {"sku": "a"}}, {"item": None}])
+    got, reasons = handled(annotation, [{"item": {"sku": "a"}}, {"item": None}])
     assert reasons == []
     assert got == [box(item=line(sku="a")), box(item=None)]
     assert type(got[0]) is box and type(got[0].item) is line
@@ -125,7 +95,7 @@ def test_both_workers_accept_it(flavour: str) -> None:
 
 
 def test_the_type_arguments_build_every_field_of_the_type_variable() -> None:
-    got, reasons = _handled(
+    got, reasons = handled(
         DataBox[DataLine],
         [
             {"item": {"sku": "a"}, "items": [{"sku": "b"}]},
@@ -139,7 +109,7 @@ def test_the_type_arguments_build_every_field_of_the_type_variable() -> None:
 
 
 def test_a_body_that_does_not_fit_the_type_argument_is_dead_lettered_with_where() -> None:
-    got, reasons = _handled(DataBox[Line | None], [{"item": {"sku": 5}}])
+    got, reasons = handled(DataBox[Line | None], [{"item": {"sku": 5}}])
     assert got == []
     (reason,) = reasons
     assert reason.startswith("invalid body: DataBox: Expected `str`, got `int`"), reason
@@ -147,7 +117,7 @@ def test_a_body_that_does_not_fit_the_type_argument_is_dead_lettered_with_where(
 
 
 def test_a_field_of_such_a_generic_dataclass_is_built() -> None:
-    got, reasons = _handled(Order, [{"box": {"item": {"sku": "a"}}}, {"box": {"item": None}}])
+    got, reasons = handled(Order, [{"box": {"item": {"sku": "a"}}}, {"box": {"item": None}}])
     assert reasons == []
     assert got == [Order(DataBox(item=DataLine("a"))), Order(DataBox(item=None))]
 
@@ -161,7 +131,7 @@ class Shipment:
 
 
 def test_a_struct_field_of_a_dataclass_is_validated() -> None:
-    got, reasons = _handled(Shipment, [{"line": {"sku": "a"}}, {"line": {"sku": 5}}])
+    got, reasons = handled(Shipment, [{"line": {"sku": "a"}}, {"line": {"sku": 5}}])
     assert got == [Shipment(Line("a"))] and type(got[0].line) is Line
     assert reasons == ["invalid body: Shipment: Expected `str`, got `int` at $.line.sku"]
 
@@ -172,11 +142,8 @@ def test_a_struct_field_of_a_dataclass_is_validated() -> None:
     ids=["optional", "list"],
 )
 def test_a_generic_dataclass_of_a_pydantic_model_is_still_refused(annotation: Any) -> None:
-    def job(body: Any) -> None: ...
-
-    job.__annotations__["body"] = annotation
     with pytest.raises(
         brokerkit.InvalidOption,
         match="a generic dataclass whose type arguments hold the model PydanticLine",
     ):
-        brokerkit.Worker().handler("jobs")(job)
+        brokerkit.Worker().handler("jobs")(typed_handler(annotation))

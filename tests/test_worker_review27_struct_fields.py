@@ -8,30 +8,17 @@ type; a Struct whose fields msgspec builds is validated as before."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from typing import Annotated, Any, Generic, NewType, Optional, TypeVar
 
 import msgspec
-import pydantic
 import pytest
 
 import brokerkit
 import brokerkit.aio
-from tests.waiting import wait_until
+from tests.typed_bodies import HoldsLine, Item, Line, Piece, Plain, refusal, run_typed
 
 T = TypeVar("T")
-
-
-class Line(pydantic.BaseModel):
-    sku: str
-
-
-class Plain:
-    """A class msgspec does not know."""
-
-    def __init__(self, sku: str) -> None:
-        self.sku = sku
 
 
 class Order(msgspec.Struct):
@@ -57,11 +44,6 @@ class Inner(msgspec.Struct):
 
 class Outer(msgspec.Struct):
     inner: Inner
-
-
-@dataclasses.dataclass
-class HoldsLine:
-    line: Line
 
 
 class ViaDataclass(msgspec.Struct):
@@ -117,14 +99,7 @@ VipOrder = NewType("VipOrder", Order)
 def test_a_struct_with_a_field_msgspec_cannot_build_is_refused(
     annotation: Any, where: str, held: str, kind: str, flavour: str
 ) -> None:
-    def job(body: Any) -> None:
-        raise AssertionError("never called")
-
-    job.__annotations__["body"] = annotation
-    worker: Any = brokerkit.Worker() if flavour == "sync" else brokerkit.aio.Worker()
-    with pytest.raises(brokerkit.InvalidOption) as refused:
-        worker.handler("jobs")(job)
-    text = str(refused.value)
+    text, worker = refusal(annotation, flavour)
     assert f"with {annotation!r}, a " in text
     assert f"msgspec Struct whose {where} holds {held} ({kind})" in text
     assert "which msgspec cannot build from a message" in text
@@ -145,15 +120,6 @@ def test_a_struct_whose_annotation_does_not_resolve_is_refused() -> None:
     assert worker.handlers == []
 
 
-@dataclasses.dataclass
-class Item:
-    sku: str
-
-
-class Piece(msgspec.Struct):
-    sku: str
-
-
 class Fine(msgspec.Struct):
     item: Item
     piece: Piece
@@ -163,11 +129,6 @@ class Fine(msgspec.Struct):
 
 
 def test_a_struct_whose_fields_msgspec_builds_is_validated() -> None:
-    got: list[Any] = []
-
-    def job(body: Fine) -> None:
-        got.append(body)
-
     body = {
         "item": {"sku": "a"},
         "piece": {"sku": "b"},
@@ -175,13 +136,8 @@ def test_a_struct_whose_fields_msgspec_builds_is_validated() -> None:
         "day": "2026-12-06",
         "extra": {"k": 1},
     }
-    with brokerkit.connect("memory://") as broker:
-        worker = brokerkit.Worker(broker)
-        worker.handler("jobs")(job)
-        broker.publish("jobs", body)
-        with worker.running():
-            wait_until(lambda: got, "the handler's call")
-        assert worker.stats()[0].processed == 1
+    got, _, worker = run_typed(Fine, [body])
+    assert worker.stats()[0].processed == 1
     assert got == [
         Fine(
             item=Item("a"),

@@ -18,19 +18,16 @@ variable (review 27b, item 1), and a polymorphically recursive generic dataclass
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Generic, Optional, TypeVar
+from typing import Generic, Optional, TypeVar
 
 import pytest
 
 import brokerkit
-from tests.waiting import wait_until
+from tests.typed_bodies import handled
 
 T = TypeVar("T")
 U = TypeVar("U")
 V = TypeVar("V")
-
-#: Every wait in these tests polls with this deadline; none is a sleep.
-DEADLINE = 20.0
 
 
 @dataclasses.dataclass
@@ -77,35 +74,8 @@ class Node(Generic[T]):
     child: Optional[Node[list[T]]] = None  # noqa: UP045
 
 
-def _handled(annotation: Any, bodies: list[Any]) -> tuple[list[Any], list[str]]:
-    """What a handler whose body is annotated ``annotation`` gets from ``bodies``
-    published as JSON on memory://, and the reasons of those dead-lettered."""
-    got: list[Any] = []
-
-    def job(body: Any) -> None:
-        got.append(body)
-
-    job.__annotations__["body"] = annotation
-    with brokerkit.connect("memory://") as broker:
-        worker = brokerkit.Worker(broker)
-        worker.handler("jobs")(job)
-        broker.publish_many("jobs", bodies)
-        with worker.running():
-            wait_until(
-                lambda: (
-                    worker.stats()[0].processed + worker.stats()[0].dead_lettered == len(bodies)
-                ),
-                "every body handled or dead-lettered",
-                within=DEADLINE,
-            )
-        dead = list(broker.consume(broker.dead_letter_topic("jobs"), timeout=0))
-        for delivery in dead:
-            delivery.ack()
-    return got, [d.headers["x-dead-letter-reason"] for d in dead]
-
-
 def test_a_field_declared_in_a_generic_base_is_built_as_the_type_argument() -> None:
-    got, reasons = _handled(
+    got, reasons = handled(
         Child[Line],
         [{"item": {"sku": "a", "qty": 1}}, {"item": {"sku": "a", "qty": 1, "junk": 1}}],
     )
@@ -114,19 +84,19 @@ def test_a_field_declared_in_a_generic_base_is_built_as_the_type_argument() -> N
 
 
 def test_the_type_variables_are_read_through_every_base() -> None:
-    got, reasons = _handled(Grandchild[Line], [{"item": [{"sku": "a", "qty": 1}]}])
+    got, reasons = handled(Grandchild[Line], [{"item": [{"sku": "a", "qty": 1}]}])
     assert reasons == []
     assert got == [Grandchild(item=[Line("a", 1)])] and type(got[0].item[0]) is Line
 
 
 def test_a_non_generic_class_of_a_parametrized_base_is_built() -> None:
-    got, reasons = _handled(LineBox, [{"item": {"sku": "a", "qty": 1}}, {"item": {"sku": "a"}}])
+    got, reasons = handled(LineBox, [{"item": {"sku": "a", "qty": 1}}, {"item": {"sku": "a"}}])
     assert got == [LineBox(item=Line("a", 1))] and type(got[0].item) is Line
     assert reasons == ["invalid body: LineBox: missing field(s) qty at $.item"]
 
 
 def test_a_field_of_such_a_class_is_built() -> None:
-    got, reasons = _handled(Order, [{"box": {"item": {"sku": "a", "qty": 1}}}])
+    got, reasons = handled(Order, [{"box": {"item": {"sku": "a", "qty": 1}}}])
     assert reasons == []
     assert got == [Order(Child(item=Line("a", 1)))] and type(got[0].box.item) is Line
 
@@ -144,7 +114,7 @@ def test_a_base_whose_type_variable_cannot_be_mapped_is_refused() -> None:
 
 def test_a_polymorphically_recursive_generic_dataclass_registers() -> None:
     body = {"value": 1, "child": {"value": [2], "child": {"value": [[3]]}}}
-    got, reasons = _handled(Node[int], [body])
+    got, reasons = handled(Node[int], [body])
     assert reasons == []
     assert got == [Node(1, Node([2], Node([[3]])))]
 

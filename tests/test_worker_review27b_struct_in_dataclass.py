@@ -17,6 +17,7 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
+from tests.typed_bodies import refusal
 from tests.waiting import wait_until
 
 T = TypeVar("T")
@@ -80,14 +81,7 @@ class GenericStructField:
 def test_a_struct_msgspec_cannot_build_in_a_dataclass_body_is_refused(
     annotation: Any, where: str, struct: str, held_where: str, flavour: str
 ) -> None:
-    def job(body: Any) -> None:
-        raise AssertionError("never called")
-
-    job.__annotations__["body"] = annotation
-    worker: Any = brokerkit.Worker() if flavour == "sync" else brokerkit.aio.Worker()
-    with pytest.raises(brokerkit.InvalidOption) as refused:
-        worker.handler("jobs")(job)
-    text = str(refused.value)
+    text, worker = refusal(annotation, flavour)
     assert where in text, text
     assert f"is a msgspec Struct whose field {held_where}" in text, text
     assert "holds PydLine (a pydantic model), which msgspec cannot build" in text, text
