@@ -85,6 +85,9 @@ class Lease:
     created: str | None = None
     confirmed: bool = False
     confirmed_on: ServerProcess | None = None
+    #: Told of as lost (see :func:`first_reports`): a check of its group may let it go
+    #: while its group's renewal is still under way, and that renewal find it lost too.
+    reported: bool = False
 
 
 class GroupFound(NamedTuple):
@@ -501,7 +504,7 @@ async def renew_forever(
                     del leases[reply]
                     lost.append(lease)
             renewals.start(held)
-            lost += leases.take_unreported()
+            lost = first_reports([*lost, *leases.take_unreported()])
             if lost:
                 tell(lost)
     finally:
@@ -565,8 +568,8 @@ class _GroupRenewals:
                 exc_info=failure,
                 extra=log_fields(),
             )
-        elif lost := task.result():
-            for lease in lost:  # (let go, if ``renew`` did not: reported once)
+        elif lost := first_reports(task.result()):
+            for lease in lost:  # (let go, if ``renew`` did not)
                 if self._leases.get(lease.reply) is lease:
                     del self._leases[lease.reply]
             try:
@@ -589,6 +592,15 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def first_reports(lost: Sequence[Lease]) -> list[Lease]:
+    """Those of ``lost`` not told of yet, marked told: a lease is reported lost once,
+    whichever of its group's check and its group's renewal finds it first."""
+    fresh = [lease for lease in dict.fromkeys(lost) if not lease.reported]
+    for lease in fresh:
+        lease.reported = True
+    return fresh
 
 
 def report_lost(lost: Sequence[Lease]) -> None:
