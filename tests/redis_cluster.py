@@ -17,15 +17,28 @@ import contextlib
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Self
 
 import redis
 
-from tests.redis_server import RedisServer, find_redis_cli, find_redis_server
+from tests.redis_server import (
+    RedisServer,
+    find_redis_cli,
+    find_redis_server,
+    kill_process,
+    wait_until,
+)
 
-__all__ = ["OneNodeCluster", "RedisClusterSet", "SentinelSet", "cluster_free_port"]
+__all__ = [
+    "EverySlotNode",
+    "OneNodeCluster",
+    "RedisClusterSet",
+    "SentinelSet",
+    "cluster_free_port",
+    "create_cluster",
+]
 
 #: The cluster bus of a node listens on its port + 10000.
 _BUS_OFFSET = 10000
@@ -62,6 +75,21 @@ def cluster_free_port() -> int:
     raise RuntimeError("found no free port pair for a cluster node")
 
 
+def create_cluster(
+    ports: Sequence[int], timeout: float, *, replicas: int = 0, tls_ca: Path | None = None
+) -> None:
+    """Join the nodes listening on ``ports`` of 127.0.0.1 into a cluster with
+    ``redis-cli --cluster create`` (``--cluster-replicas`` when ``replicas``; over TLS,
+    trusting ``tls_ca``, when it is given)."""
+    tls = ["--tls", "--cacert", str(tls_ca)] if tls_ca is not None else []
+    more = ["--cluster-replicas", str(replicas)] if replicas else []
+    subprocess.run(
+        [find_redis_cli(), *tls, "--cluster", "create",
+         *[f"127.0.0.1:{port}" for port in ports], *more, "--cluster-yes"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+    )  # fmt: skip
+
+
 class _ClusterNode(RedisServer):
     """One cluster-enabled redis-server."""
 
@@ -77,7 +105,32 @@ class _ClusterNode(RedisServer):
         self.port = cluster_free_port()
 
 
-class OneNodeCluster(_ClusterNode):
+class EverySlotNode(RedisServer):
+    """A cluster-enabled server (its subclass says how) that, once started, holds every
+    slot: a Redis Cluster of one master."""
+
+    #: What the error says did not become healthy.
+    cluster_name = "the one-node cluster"
+
+    def start(self, timeout: float = 30.0, *, replica_of: RedisServer | None = None) -> Self:
+        """Start the node, give it every slot, and wait until the cluster is ok."""
+        super().start(timeout, replica_of=replica_of)
+        client = self.client()
+        try:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            wait_until(
+                lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"),
+                timeout,
+                f"{self.cluster_name} did not become healthy",
+                interval=0.05,
+                give_up=self.stop,
+            )
+        finally:
+            client.close()
+        return self
+
+
+class OneNodeCluster(EverySlotNode, _ClusterNode):
     """A Redis Cluster of one master that holds every slot and announces, in its slot
     map, ``announce_ip`` (127.0.0.2 by default), where it does not listen: a seed that
     answers and a master of the map that does not, as while a master fails over."""
@@ -88,24 +141,6 @@ class OneNodeCluster(_ClusterNode):
 
     def url(self, scheme: str = "redis+stream", db: int = 0) -> str:
         return f"{scheme}://127.0.0.1:{self.port}/{db}?cluster=true"
-
-    def start(
-        self, timeout: float = 30.0, *, replica_of: RedisServer | None = None
-    ) -> OneNodeCluster:
-        """Start the node, give it every slot, and wait until the cluster is ok."""
-        super().start(timeout, replica_of=replica_of)
-        client = self.client()
-        try:
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-            deadline = time.monotonic() + timeout
-            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("the one-node cluster did not become healthy")
-                time.sleep(0.05)
-        finally:
-            client.close()
-        return self
 
 
 def _replica_online(replication: dict[str, object]) -> bool:
@@ -137,12 +172,7 @@ class RedisClusterSet:
         try:
             for node in self.nodes:
                 node.start()
-            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-            subprocess.run(
-                [find_redis_cli(), "--cluster", "create", *addresses,
-                 "--cluster-replicas", "1", "--cluster-yes"],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-            )  # fmt: skip
+            create_cluster([node.port for node in self.nodes], timeout, replicas=1)
             self.wait_healthy(timeout)
         except BaseException:
             self.stop()
@@ -185,13 +215,9 @@ class RedisClusterSet:
         """Wait until every live node says the cluster is ok, every slot served by a
         live master, every live node agrees on who serves what, and every master has a
         replica in sync."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._healthy():
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test Redis Cluster did not become healthy")
-            time.sleep(0.1)
+        wait_until(
+            self._healthy, timeout, "the test Redis Cluster did not become healthy", interval=0.1
+        )
 
     def _healthy(self) -> bool:
         views = set()
@@ -260,9 +286,7 @@ class _Sentinel:
         )
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process)
         self._dir.cleanup()
 
 
@@ -326,11 +350,9 @@ class SentinelSet:
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Wait until every sentinel knows the master, its replica and the other two
         sentinels, and the master has a connected replica."""
-        deadline = time.monotonic() + timeout
-        while not self._healthy():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test Sentinel set did not become healthy")
-            time.sleep(0.1)
+        wait_until(
+            self._healthy, timeout, "the test Sentinel set did not become healthy", interval=0.1
+        )
 
     def _healthy(self) -> bool:
         try:

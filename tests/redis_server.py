@@ -9,6 +9,7 @@ followed.
 
 from __future__ import annotations
 
+import asyncio
 import filecmp
 import functools
 import os
@@ -19,12 +20,25 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
-__all__ = ["RedisServer", "find_redis_cli", "find_redis_server", "stop_process"]
+import brokerkit
+import brokerkit.aio
+
+__all__ = [
+    "RedisServer",
+    "find_redis_cli",
+    "find_redis_server",
+    "kill_process",
+    "publish_once",
+    "stop_process",
+    "wait_for_ping",
+    "wait_until",
+]
 
 
 def find_redis_server() -> str:
@@ -73,6 +87,84 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+def wait_until(
+    done: Callable[[], bool],
+    timeout: float,
+    failure: str,
+    *,
+    interval: float = 0.02,
+    give_up: Callable[[], None] | None = None,
+) -> None:
+    """Call ``done`` every ``interval`` seconds until it returns true; once ``timeout``
+    seconds have passed, call ``give_up`` (if given) and raise a RuntimeError saying
+    ``failure``. What ``done`` raises goes through at once."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            if give_up is not None:
+                give_up()
+            raise RuntimeError(failure)
+        time.sleep(interval)
+
+
+def wait_for_ping(
+    client: redis.Redis,
+    timeout: float,
+    failure: str,
+    *,
+    errors: tuple[type[BaseException], ...],
+    alive: Callable[[], None] | None = None,
+) -> None:
+    """PING with ``client`` until the server answers (``errors`` mean: not yet), as
+    :func:`wait_until`, then close the client. ``alive``, if given, is called before
+    each PING, and raises when waiting longer is no use."""
+
+    def answers() -> bool:
+        if alive is not None:
+            alive()
+        try:
+            return bool(client.ping())
+        except errors:
+            return False
+
+    try:
+        wait_until(answers, timeout, failure)
+    finally:
+        client.close()
+
+
+def publish_once(
+    api: str, url: str, topic: str, body: str | bytes, *, receive: bool = False, **options: Any
+) -> None:
+    """Publish ``body`` once to ``topic`` with the ``api`` ("sync" or "asyncio"),
+    connecting with ``options``; with ``receive``, subscribe first and receive it."""
+    if api == "sync":
+        with brokerkit.connect(url, **options) as broker:
+            subscription = broker.subscribe(topic) if receive else None
+            broker.publish(topic, body)
+            if subscription is not None:
+                delivery = subscription.receive(timeout=10)
+                assert delivery is not None and delivery.body == body
+        return
+
+    async def main() -> None:
+        async with await brokerkit.aio.connect(url, **options) as broker:
+            subscription = await broker.subscribe(topic) if receive else None
+            await broker.publish(topic, body)
+            if subscription is not None:
+                delivery = await subscription.receive(timeout=10)
+                assert delivery is not None and delivery.body == body
+
+    asyncio.run(main())
+
+
+def kill_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL ``process`` if it runs, and wait for it (10 s at most)."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(10)
 
 
 def _free_port() -> int:
@@ -150,29 +242,23 @@ class RedisServer:
         return self
 
     def _wait_until_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        client = self.client()
-        try:
-            while True:
-                if self.process is not None and self.process.poll() is not None:
-                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server exited at start:\n{log}")
-                try:
-                    if client.ping():
-                        return
-                except (redis.ConnectionError, redis.BusyLoadingError, ssl.SSLError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not answer on port {self.port}")
-                time.sleep(0.02)
-        finally:
-            client.close()
+        wait_for_ping(
+            self.client(),
+            timeout,
+            f"redis-server did not answer on port {self.port}",
+            errors=(redis.ConnectionError, redis.BusyLoadingError, ssl.SSLError),
+            alive=self._check_running,
+        )
+
+    def _check_running(self) -> None:
+        """A RuntimeError with the end of the server's log if it has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"redis-server exited at start:\n{log}")
 
     def kill(self) -> None:
         """SIGKILL the server: no shutdown, no save."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process)
 
     def restart(self) -> None:
         """Kill the server and start it again on the same port (an empty dataset

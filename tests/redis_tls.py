@@ -18,13 +18,21 @@ import contextlib
 import os
 import shutil
 import subprocess
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from tests.redis_server import RedisServer, _free_port, find_redis_server
+from tests.redis_cluster import EverySlotNode, cluster_free_port, create_cluster
+from tests.redis_server import (
+    RedisServer,
+    _free_port,
+    find_redis_server,
+    kill_process,
+    wait_for_ping,
+    wait_until,
+)
 
 __all__ = [
     "ClientCertificateTLSRedisServer",
@@ -37,6 +45,7 @@ __all__ = [
     "find_tls_redis_server",
     "make_certificates",
     "make_client_certificates",
+    "require_tls_redis_server",
 ]
 
 #: Set to a redis-server built with TLS to use it before any other.
@@ -141,14 +150,24 @@ def find_tls_redis_server() -> str | None:
     return None
 
 
+def require_tls_redis_server() -> str:
+    """:func:`find_tls_redis_server`'s binary; an AssertionError (the test fails) when
+    this machine has none."""
+    binary = find_tls_redis_server()
+    if binary is None:
+        raise AssertionError("no redis-server built with TLS (apt install redis-server)")
+    return binary
+
+
 class TLSRedisServer(RedisServer):
     """One TLS-only redis-server on 127.0.0.1, with certificates of its own.
 
     :param binary: a redis-server built with TLS (see :func:`find_tls_redis_server`).
+    :param config: more ``redis-server`` arguments, as for :class:`RedisServer`.
     """
 
-    def __init__(self, binary: str) -> None:
-        super().__init__()
+    def __init__(self, binary: str, *, config: Sequence[str] = ()) -> None:
+        super().__init__(config=config)
         self.binary = binary
         self.files = make_certificates(self.directory)
 
@@ -165,7 +184,20 @@ class TLSRedisServer(RedisServer):
             ssl=True,
             ssl_ca_certs=str(self.files.ca),
             socket_timeout=10,
+            **self._client_certificate(),
         )
+
+    def _client_certificate(self) -> dict[str, str]:
+        """The certificate options :meth:`client` presents: none."""
+        return {}
+
+    def require_password(self, password: str) -> None:
+        """Make the server want ``password`` (``requirepass``), from now on."""
+        admin = self.client()
+        try:
+            admin.config_set("requirepass", password)
+        finally:
+            admin.close()
 
     def _listen(self) -> list[str]:
         return [
@@ -229,16 +261,11 @@ class ClientCertificateTLSRedisServer(TLSRedisServer):
         self.client_files = make_client_certificates(self.directory)
         self.tls13 = tls13
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            ssl=True,
-            ssl_ca_certs=str(self.files.ca),
-            ssl_certfile=str(self.client_files.cert),
-            ssl_keyfile=str(self.client_files.key),
-            socket_timeout=10,
-        )
+    def _client_certificate(self) -> dict[str, str]:
+        return {
+            "ssl_certfile": str(self.client_files.cert),
+            "ssl_keyfile": str(self.client_files.key),
+        }
 
     def _listen(self) -> list[str]:
         listen = super()._listen()
@@ -287,8 +314,6 @@ class TLSSentinel:
             lines.append(f"requirepass {password}")
         if master_password is not None:
             lines.append(f"sentinel auth-pass {name} {master_password}")
-        if master_password is not None:
-            lines.append(f"sentinel auth-pass {name} {master_password}")
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -307,24 +332,27 @@ class TLSSentinel:
             password=self.password,
             socket_timeout=5,
         )
-        deadline = time.monotonic() + timeout
+        failure = f"the TLS sentinel on port {self.port} did not start"
+        process = self.process
+
+        def names_the_master() -> bool:
+            with contextlib.suppress(redis.RedisError, OSError):
+                address = client.sentinel_get_master_addr_by_name(self.name)
+                if address and int(address[1]) == self.master.port:
+                    return True
+            if process.poll() is not None:
+                self.stop()
+                raise RuntimeError(failure)
+            return False
+
         try:
-            while True:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    address = client.sentinel_get_master_addr_by_name(self.name)
-                    if address and int(address[1]) == self.master.port:
-                        return self
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"the TLS sentinel on port {self.port} did not start")
-                time.sleep(0.02)
+            wait_until(names_the_master, timeout, failure, give_up=self.stop)
         finally:
             client.close()
+        return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process)
 
     def __enter__(self) -> TLSSentinel:
         return self.start()
@@ -348,9 +376,6 @@ class TLSClusterSet:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, timeout: float = 30.0) -> TLSClusterSet:
-        from tests.redis_cluster import cluster_free_port
-        from tests.redis_server import find_redis_cli
-
         try:
             for index in range(3):
                 port = cluster_free_port()
@@ -375,11 +400,7 @@ class TLSClusterSet:
                 )  # fmt: skip
             for port in self.ports:
                 self._wait_answering(port, timeout)
-            subprocess.run(
-                [find_redis_cli(), "--tls", "--cacert", str(self.files.ca), "--cluster",
-                 "create", *[f"127.0.0.1:{port}" for port in self.ports], "--cluster-yes"],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-            )  # fmt: skip
+            create_cluster(self.ports, timeout, tls_ca=self.files.ca)
             self._wait_healthy(timeout)
         except BaseException:
             self.stop()
@@ -396,45 +417,37 @@ class TLSClusterSet:
         )
 
     def _wait_answering(self, port: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        client = self._client(port)
-        try:
-            while True:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    if client.ping():
-                        return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the TLS cluster node on port {port} did not start")
-                time.sleep(0.02)
-        finally:
-            client.close()
+        wait_for_ping(
+            self._client(port),
+            timeout,
+            f"the TLS cluster node on port {port} did not start",
+            errors=(redis.RedisError, OSError),
+        )
+
+    def _healthy(self) -> bool:
+        """Whether every node says the cluster is ok."""
+        states = []
+        for port in self.ports:
+            client = self._client(port)
+            try:
+                info = client.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                states.append("ok" if "cluster_state:ok" in text else text)
+            except (redis.RedisError, OSError):
+                states.append(None)
+            finally:
+                client.close()
+        return all(state == "ok" for state in states)
 
     def _wait_healthy(self, timeout: float) -> None:
         """Until every node says the cluster is ok."""
-        deadline = time.monotonic() + timeout
-        while True:
-            states = []
-            for port in self.ports:
-                client = self._client(port)
-                try:
-                    info = client.execute_command("CLUSTER", "INFO")
-                    text = info.decode() if isinstance(info, bytes) else str(info)
-                    states.append("ok" if "cluster_state:ok" in text else text)
-                except (redis.RedisError, OSError):
-                    states.append(None)
-                finally:
-                    client.close()
-            if all(state == "ok" for state in states):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError("the TLS Redis Cluster did not become healthy")
-            time.sleep(0.1)
+        wait_until(
+            self._healthy, timeout, "the TLS Redis Cluster did not become healthy", interval=0.1
+        )
 
     def stop(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+            kill_process(process)
 
     def __enter__(self) -> TLSClusterSet:
         return self.start()
@@ -443,7 +456,7 @@ class TLSClusterSet:
         self.stop()
 
 
-class TLSOneNodeCluster(RedisServer):
+class TLSOneNodeCluster(EverySlotNode, TLSRedisServer):
     """A Redis Cluster of one TLS-only master that holds every slot, whose certificate
     is for 127.0.0.1 only and which listens on 127.0.0.1 and 127.0.0.2 but announces
     127.0.0.2 in its slot map (``cluster-announce-ip``): a client that reaches the seed
@@ -452,13 +465,11 @@ class TLSOneNodeCluster(RedisServer):
     IP addresses. (A certificate for ``DNS:localhost`` would not do: redis-py's
     ``ClusterNode`` turns ``localhost`` into 127.0.0.1 before it connects.)"""
 
-    def __init__(self, binary: str) -> None:
-        from tests.redis_cluster import cluster_free_port
+    cluster_name = "the one-node TLS cluster"
 
-        super().__init__(config=("--bind", "127.0.0.1", "127.0.0.2"))
+    def __init__(self, binary: str) -> None:
+        super().__init__(binary, config=("--bind", "127.0.0.1", "127.0.0.2"))
         self.port = cluster_free_port()  # its cluster bus listens on port + 10000
-        self.binary = binary
-        self.files = make_certificates(self.directory)
 
     def url(self, scheme: str = "rediss+stream", **options: str) -> str:
         """A ``cluster=true`` URL of the node at 127.0.0.1, which its certificate names."""
@@ -467,43 +478,11 @@ class TLSOneNodeCluster(RedisServer):
             f"{scheme}://127.0.0.1:{self.port}/0?cluster=true&ssl_ca_certs={self.files.ca}{query}"
         )
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            ssl=True,
-            ssl_ca_certs=str(self.files.ca),
-            socket_timeout=10,
-        )
-
     def _listen(self) -> list[str]:
         return [
-            "--port", "0",
-            "--tls-port", str(self.port),
-            "--tls-cert-file", str(self.files.server_cert),
-            "--tls-key-file", str(self.files.server_key),
-            "--tls-ca-cert-file", str(self.files.ca),
-            "--tls-auth-clients", "no",
+            *super()._listen(),
             "--tls-cluster", "yes",
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(self.directory / "nodes.conf"),
             "--cluster-announce-ip", "127.0.0.2",
         ]  # fmt: skip
-
-    def start(
-        self, timeout: float = 30.0, *, replica_of: RedisServer | None = None
-    ) -> TLSOneNodeCluster:
-        """Start the node, give it every slot, and wait until the cluster is ok."""
-        super().start(timeout, replica_of=replica_of)
-        client = self.client()
-        try:
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-            deadline = time.monotonic() + timeout
-            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("the one-node TLS cluster did not become healthy")
-                time.sleep(0.05)
-        finally:
-            client.close()
-        return self

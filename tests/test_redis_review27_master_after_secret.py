@@ -7,14 +7,11 @@ set), no mock."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-import brokerkit
-import brokerkit.aio
 from brokerkit.exceptions import BrokerError
 from tests.redis_cluster import SentinelSet
+from tests.redis_server import publish_once
 
 
 def _chain(error: BaseException) -> str:
@@ -33,34 +30,27 @@ def _chain(error: BaseException) -> str:
     return "\n".join(texts)
 
 
+def _url(sentinels: SentinelSet, query: str, scheme: str = "redis+stream") -> str:
+    """A URL of the set's sentinels with the query ``query``, in that order."""
+    hosts = ",".join(f"127.0.0.1:{s.port}" for s in sentinels.sentinels)
+    return f"{scheme}://{hosts}/0?{query}"
+
+
+def _publish(api: str, url: str) -> None:
+    publish_once(api, url, "t", b"x", reconnect_timeout=0)
+
+
 @pytest.mark.parametrize("scheme", ["redis+stream", "redis+list"])
 def test_a_master_name_after_a_secret_is_not_quoted(
     redis_sentinel: SentinelSet, scheme: str
 ) -> None:
-    hosts = ",".join(f"127.0.0.1:{s.port}" for s in redis_sentinel.sentinels)
-    url = f"{scheme}://{hosts}/0?sentinel_password=Tr0ub&sentinel=3xTAIL"
-    with (
-        pytest.raises(BrokerError) as raised,
-        brokerkit.connect(url, reconnect_timeout=0) as broker,
-    ):
-        broker.publish("t", b"x")
+    url = _url(redis_sentinel, "sentinel_password=Tr0ub&sentinel=3xTAIL", scheme)
+    with pytest.raises(BrokerError) as raised:
+        _publish("sync", url)
     text = _chain(raised.value)
     assert "3xTAIL" not in text, text
     assert "Tr0ub" not in text, text
     assert "master" in str(raised.value), text
-
-
-def _publish(api: str, url: str) -> None:
-    if api == "sync":
-        with brokerkit.connect(url, reconnect_timeout=0) as broker:
-            broker.publish("t", b"x")
-        return
-
-    async def main() -> None:
-        async with await brokerkit.aio.connect(url, reconnect_timeout=0) as broker:
-            await broker.publish("t", b"x")
-
-    asyncio.run(main())
 
 
 @pytest.mark.parametrize("api", ["sync", "asyncio"])
@@ -70,8 +60,7 @@ def test_a_master_name_with_quotes_after_a_secret_is_not_quoted(
     """A name with both quotes (``x'Y"SECRETTAIL``), which redis-py's repr escapes
     (``'x\\'Y"SECRETTAIL'``): masked whole, and the unmasked MasterNotFoundError is
     neither the cause nor the context of what is raised."""
-    hosts = ",".join(f"127.0.0.1:{s.port}" for s in redis_sentinel.sentinels)
-    url = f"redis+stream://{hosts}/0?sentinel_password=Tr0ub&sentinel=x%27Y%22SECRETTAIL"
+    url = _url(redis_sentinel, "sentinel_password=Tr0ub&sentinel=x%27Y%22SECRETTAIL")
     with pytest.raises(BrokerError) as raised:
         _publish(api, url)
     text = _chain(raised.value)
@@ -81,11 +70,7 @@ def test_a_master_name_with_quotes_after_a_secret_is_not_quoted(
 
 
 def test_a_master_name_before_the_secret_is_still_named(redis_sentinel: SentinelSet) -> None:
-    hosts = ",".join(f"127.0.0.1:{s.port}" for s in redis_sentinel.sentinels)
-    url = f"redis+stream://{hosts}/0?sentinel=nosuchmaster&sentinel_password=Tr0ub"
-    with (
-        pytest.raises(BrokerError) as raised,
-        brokerkit.connect(url, reconnect_timeout=0) as broker,
-    ):
-        broker.publish("t", b"x")
+    url = _url(redis_sentinel, "sentinel=nosuchmaster&sentinel_password=Tr0ub")
+    with pytest.raises(BrokerError) as raised:
+        _publish("sync", url)
     assert "nosuchmaster" in str(raised.value)

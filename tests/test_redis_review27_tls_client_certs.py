@@ -8,16 +8,14 @@ ridden out for the whole ``reconnect_timeout``."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 
 import pytest
 
-import brokerkit
-import brokerkit.aio
 from brokerkit.exceptions import ConfigurationError, ConnectionFailed
-from tests.redis_tls import ClientCertificateTLSRedisServer, find_tls_redis_server
+from tests.redis_server import publish_once
+from tests.redis_tls import ClientCertificateTLSRedisServer, require_tls_redis_server
 
 PASSWORD = "cl1ent-TLS-Pw"
 #: Far longer than any of these failures may take.
@@ -31,14 +29,8 @@ APIS = ["sync", "asyncio"]
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ClientCertificateTLSRedisServer]:
-    binary = find_tls_redis_server()
-    assert binary is not None, "no redis-server built with TLS (apt install redis-server)"
-    with ClientCertificateTLSRedisServer(binary) as server:
-        admin = server.client()
-        try:
-            admin.config_set("requirepass", PASSWORD)
-        finally:
-            admin.close()
+    with ClientCertificateTLSRedisServer(require_tls_redis_server()) as server:
+        server.require_password(PASSWORD)
         yield server
 
 
@@ -54,27 +46,15 @@ def _url(server: ClientCertificateTLSRedisServer, scheme: str, client: str) -> s
 
 def _run(api: str, url: str, prefix: str, scheme: str) -> None:
     """Publish once (on pub/sub, subscribe first and receive it)."""
-    pubsub = scheme == "rediss+pubsub"
-    if api == "sync":
-        with brokerkit.connect(url, prefix=prefix, reconnect_timeout=RECONNECT_TIMEOUT) as broker:
-            subscription = broker.subscribe("certs") if pubsub else None
-            broker.publish("certs", "x")
-            if subscription is not None:
-                delivery = subscription.receive(timeout=10)
-                assert delivery is not None and delivery.body == "x"
-        return
-
-    async def main() -> None:
-        async with await brokerkit.aio.connect(
-            url, prefix=prefix, reconnect_timeout=RECONNECT_TIMEOUT
-        ) as broker:
-            subscription = await broker.subscribe("certs") if pubsub else None
-            await broker.publish("certs", "x")
-            if subscription is not None:
-                delivery = await subscription.receive(timeout=10)
-                assert delivery is not None and delivery.body == "x"
-
-    asyncio.run(main())
+    publish_once(
+        api,
+        url,
+        "certs",
+        "x",
+        receive=scheme == "rediss+pubsub",
+        prefix=prefix,
+        reconnect_timeout=RECONNECT_TIMEOUT,
+    )
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -111,9 +91,7 @@ def test_a_refused_client_certificate_is_a_clear_configuration_error_at_once(
 @pytest.fixture
 def tls13_server() -> Iterator[ClientCertificateTLSRedisServer]:
     """A TLS 1.3 server of this test's own: never reached by this process."""
-    binary = find_tls_redis_server()
-    assert binary is not None, "no redis-server built with TLS (apt install redis-server)"
-    with ClientCertificateTLSRedisServer(binary, tls13=True) as server:
+    with ClientCertificateTLSRedisServer(require_tls_redis_server(), tls13=True) as server:
         yield server
 
 

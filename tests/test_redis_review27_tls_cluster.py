@@ -15,7 +15,7 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit.exceptions import ConfigurationError
-from tests.redis_tls import TLSClusterSet, find_tls_redis_server
+from tests.redis_tls import TLSClusterSet, require_tls_redis_server
 
 SCHEMES = ["rediss+stream", "rediss+list", "rediss+pubsub"]
 APIS = ["sync", "asyncio"]
@@ -23,9 +23,8 @@ APIS = ["sync", "asyncio"]
 
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSClusterSet]:
-    binary = find_tls_redis_server()
-    assert binary is not None, "no redis-server built with TLS (apt install redis-server)"
-    with TLSClusterSet(binary, tmp_path_factory.mktemp("tls-cluster")) as cluster:
+    directory = tmp_path_factory.mktemp("tls-cluster")
+    with TLSClusterSet(require_tls_redis_server(), directory) as cluster:
         yield cluster
 
 

@@ -6,15 +6,13 @@ redis-py's "No master found" text, a whole ``ConnectionPool`` repr per sentinel)
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
-import brokerkit
-import brokerkit.aio
 from brokerkit.exceptions import ConfigurationError
-from tests.redis_tls import TLSRedisServer, TLSSentinel, find_tls_redis_server
+from tests.redis_server import publish_once
+from tests.redis_tls import TLSRedisServer, TLSSentinel, require_tls_redis_server
 
 MASTER_PASSWORD = "m4ster-TLS-Pw"
 SENTINEL_PASSWORD = "s3ntinel-TLS-Pw"
@@ -23,14 +21,8 @@ SENTINEL_PASSWORD = "s3ntinel-TLS-Pw"
 @pytest.fixture(scope="module")
 def tls_sentinel() -> Iterator[TLSSentinel]:
     """A TLS-only master (with a password) and one TLS-only sentinel (with its own)."""
-    binary = find_tls_redis_server()
-    assert binary is not None, "no redis-server built with TLS (apt install redis-server)"
-    with TLSRedisServer(binary) as master:
-        admin = master.client()
-        try:
-            admin.config_set("requirepass", MASTER_PASSWORD)
-        finally:
-            admin.close()
+    with TLSRedisServer(require_tls_redis_server()) as master:
+        master.require_password(MASTER_PASSWORD)
         with TLSSentinel(
             master, "bktls", password=SENTINEL_PASSWORD, master_password=MASTER_PASSWORD
         ) as sentinel:
@@ -46,24 +38,8 @@ def _url(sentinel: TLSSentinel, scheme: str, ca: object) -> str:
 
 def _run(api: str, url: str, prefix: str, scheme: str) -> None:
     """Publish once (and, on pub/sub, subscribe first and receive it)."""
-    if api == "sync":
-        with brokerkit.connect(url, prefix=prefix, reconnect_timeout=60) as broker:
-            subscription = broker.subscribe("tls") if scheme == "rediss+pubsub" else None
-            broker.publish("tls", "x")
-            if subscription is not None:
-                delivery = subscription.receive(timeout=10)
-                assert delivery is not None and delivery.body == "x"
-        return
-
-    async def main() -> None:
-        async with await brokerkit.aio.connect(url, prefix=prefix, reconnect_timeout=60) as broker:
-            subscription = await broker.subscribe("tls") if scheme == "rediss+pubsub" else None
-            await broker.publish("tls", "x")
-            if subscription is not None:
-                delivery = await subscription.receive(timeout=10)
-                assert delivery is not None and delivery.body == "x"
-
-    asyncio.run(main())
+    receive = scheme == "rediss+pubsub"
+    publish_once(api, url, "tls", "x", receive=receive, prefix=prefix, reconnect_timeout=60)
 
 
 SCHEMES = ["rediss+stream", "rediss+list", "rediss+pubsub"]

@@ -25,7 +25,7 @@ import redis
 
 import brokerkit
 import brokerkit.aio
-from tests.redis_tls import TLSRedisServer, TLSSentinel, find_tls_redis_server, make_certificates
+from tests.redis_tls import TLSRedisServer, TLSSentinel, make_certificates, require_tls_redis_server
 
 NAME = "bk27b"
 PASSWORD = "s3nt-27b-Pw"
@@ -38,9 +38,10 @@ class _Set:
 
 @pytest.fixture(scope="module")
 def sentinels() -> Iterator[_Set]:
-    binary = find_tls_redis_server()
-    assert binary is not None, "no redis-server built with TLS (apt install redis-server)"
-    with TLSRedisServer(binary) as master, tempfile.TemporaryDirectory() as other:
+    with (
+        TLSRedisServer(require_tls_redis_server()) as master,
+        tempfile.TemporaryDirectory() as other,
+    ):
         untrusted = make_certificates(Path(other))  # from a CA the client does not trust
         with (
             TLSSentinel(master, NAME, password=PASSWORD) as good,

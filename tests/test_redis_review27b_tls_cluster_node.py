@@ -9,22 +9,18 @@ out fails by its timeout, not by a bound on how long the error took."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
-import brokerkit
-import brokerkit.aio
 from brokerkit.exceptions import ConfigurationError
-from tests.redis_tls import TLSOneNodeCluster, find_tls_redis_server
+from tests.redis_server import publish_once
+from tests.redis_tls import TLSOneNodeCluster, require_tls_redis_server
 
 
 @pytest.fixture(scope="module")
 def mismatched_cluster() -> Iterator[TLSOneNodeCluster]:
-    binary = find_tls_redis_server()
-    assert binary is not None, "no redis-server built with TLS (apt install redis-server)"
-    with TLSOneNodeCluster(binary) as cluster:
+    with TLSOneNodeCluster(require_tls_redis_server()) as cluster:
         yield cluster
 
 
@@ -36,29 +32,14 @@ def _check(error: ConfigurationError) -> None:
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("api", ["sync", "asyncio"])
 @pytest.mark.parametrize("scheme", ["rediss+stream", "rediss+list", "rediss+pubsub"])
-def test_a_refused_node_certificate_is_a_configuration_error_at_once_sync(
-    mismatched_cluster: TLSOneNodeCluster, prefix: str, scheme: str
+def test_a_refused_node_certificate_is_a_configuration_error_at_once(
+    mismatched_cluster: TLSOneNodeCluster, prefix: str, scheme: str, api: str
 ) -> None:
     url = mismatched_cluster.url(scheme, reconnect_timeout="60")
-    with pytest.raises(ConfigurationError) as raised, brokerkit.connect(url, prefix=prefix) as b:
-        b.publish("t", b"x")
-    _check(raised.value)
-
-
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize("scheme", ["rediss+stream", "rediss+list", "rediss+pubsub"])
-def test_a_refused_node_certificate_is_a_configuration_error_at_once_asyncio(
-    mismatched_cluster: TLSOneNodeCluster, prefix: str, scheme: str
-) -> None:
-    url = mismatched_cluster.url(scheme, reconnect_timeout="60")
-
-    async def main() -> None:
-        async with await brokerkit.aio.connect(url, prefix=prefix) as broker:
-            await broker.publish("t", b"x")
-
     with pytest.raises(ConfigurationError) as raised:
-        asyncio.run(main())
+        publish_once(api, url, "t", b"x", prefix=prefix)
     _check(raised.value)
 
 
