@@ -16,8 +16,8 @@ import typing
 from typing import Any
 
 from brokerkit.exceptions import InvalidOption
-from brokerkit.worker._dataclass_body import unannotated
 from brokerkit.worker._error_text import one_line
+from brokerkit.worker._field_types import unannotated
 
 __all__ = ["StructFault", "body_model", "check_body_type", "model_name", "struct_fault"]
 

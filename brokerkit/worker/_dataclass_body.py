@@ -12,7 +12,6 @@ A body is built :data:`MAX_DEPTH` containers deep at most: a recursive dataclass
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import reprlib
 import sys
 import types
@@ -21,9 +20,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from brokerkit.exceptions import InvalidOption
+from brokerkit.worker._body_types import struct_fault
 from brokerkit.worker._error_text import one_line
+from brokerkit.worker._field_types import (
+    _dataclass_type,
+    _declared_by,
+    _field_hints,
+    _free_type_variable,
+    _held_dataclass,
+    _init_fields,
+    _struct_type,
+    _substituted,
+    _type_variables,
+    unannotated,
+)
 
-__all__ = ["GENERIC_NESTING", "MAX_DEPTH", "Builders", "Misfit", "unannotated"]
+__all__ = ["GENERIC_NESTING", "MAX_DEPTH", "Builders", "Misfit"]
 
 #: How many containers deep a body is built: the body (an object) is the first; each
 #: object (a dataclass's, a dict's) and array built inside it is one more. One nested
@@ -31,28 +43,6 @@ __all__ = ["GENERIC_NESTING", "MAX_DEPTH", "Builders", "Misfit", "unannotated"]
 #: never looked into, and not counted. A level takes two Python frames at most, so
 #: that building stays well within Python's default recursion limit (1000).
 MAX_DEPTH = 200
-
-
-def unannotated(hint: Any) -> Any:
-    """``hint`` without the ``Annotated[...]`` around it, if any."""
-    while typing.get_origin(hint) is typing.Annotated:
-        hint = typing.get_args(hint)[0]
-    return hint
-
-
-#: The marker of an ``InitVar`` pseudo-field; :func:`dataclasses.fields` leaves those
-#: out, and no public function lists them.
-_INITVAR = getattr(dataclasses, "_FIELD_INITVAR", None)
-
-
-def _init_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
-    """The fields a dataclass's ``__init__`` takes: its ``init`` fields and its
-    ``InitVar`` pseudo-fields (passed to ``__post_init__``)."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for f in getattr(cls, "__dataclass_fields__", {}).values():
-        if _INITVAR is not None and getattr(f, "_field_type", None) is _INITVAR:
-            fields[f.name] = f
-    return fields
 
 
 #: A value's conversion into one type, given the value and its depth (the body's is 1;
@@ -96,102 +86,6 @@ def _beyond_recursion_limit() -> Misfit:
         f"nested deeper than Python's recursion limit ({sys.getrecursionlimit()}) lets a "
         f"dataclass body be built (the most is {MAX_DEPTH} levels)"
     )
-
-
-def _dataclass_type(hint: Any) -> bool:
-    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
-
-
-def _struct_type(hint: Any) -> bool:
-    """Whether ``hint`` is a msgspec Struct class (never imports msgspec)."""
-    msgspec = sys.modules.get("msgspec")
-    return msgspec is not None and isinstance(hint, type) and issubclass(hint, msgspec.Struct)
-
-
-def _built_type(hint: Any) -> bool:
-    """Whether ``hint`` is a class a body's value is built into: a dataclass or a
-    msgspec Struct."""
-    return _dataclass_type(hint) or _struct_type(hint)
-
-
-def _held_dataclass(hint: Any) -> Any:
-    """The first dataclass or msgspec Struct named inside the type arguments of
-    ``hint``, at any depth (None: none). A loop, not a recursion: a polymorphically
-    recursive type's arguments nest as deep as :data:`GENERIC_NESTING` lets them."""
-    todo = list(reversed(typing.get_args(hint)))
-    while todo:
-        argument = unannotated(todo.pop())
-        for candidate in (argument, typing.get_origin(argument)):
-            if _built_type(candidate):
-                return candidate
-        todo.extend(reversed(typing.get_args(argument)))
-    return None
-
-
-def _substituted(hint: Any, arguments: Mapping[Any, Any]) -> Any:
-    """``hint`` with the type variables ``arguments`` maps replaced by their types
-    (``T | None`` with ``{T: Line}``: ``Line | None``); as it is when it holds none,
-    or cannot be subscripted."""
-    if not arguments:
-        return hint
-    if isinstance(hint, typing.TypeVar):
-        return arguments.get(hint, hint)
-    if isinstance(hint, type) and typing.get_origin(hint) is None:
-        return hint  # a class (a bare generic class is not parametrized here)
-    parameters = getattr(hint, "__parameters__", None)
-    if not parameters:
-        return hint
-    try:
-        return hint[tuple(arguments.get(p, p) for p in parameters)]
-    except TypeError:  # a ParamSpec, a TypeVarTuple...: left as it is
-        return hint
-
-
-def _free_type_variable(hint: Any) -> bool:
-    """Whether ``hint`` still holds a type variable (``T``, ``list[T] | None``); a
-    class itself (a bare generic one, ``Box``) holds none."""
-    if isinstance(hint, typing.TypeVar):
-        return True
-    if isinstance(hint, type) and typing.get_origin(hint) is None:
-        return False
-    return bool(getattr(hint, "__parameters__", ()))
-
-
-def _type_variables(cls: Any, arguments: Mapping[Any, Any]) -> dict[Any, Mapping[Any, Any]]:
-    """The types of the type variables of ``cls`` (``arguments``) and of each class it
-    derives from, by class, read through the bases as written (``__orig_bases__``): of
-    ``class Child(Box[U])`` with ``{U: Line}``, ``Box``'s ``{T: Line}``; of ``class
-    LineBox(Box[Line])``, ``Box``'s ``{T: Line}`` too. A base named bare (``Box``) maps
-    nothing: its type variables stay as they are."""
-    found: dict[Any, Mapping[Any, Any]] = {cls: arguments}
-    todo = [cls]
-    while todo:
-        current = todo.pop()
-        given = found[current]
-        written = vars(current).get("__orig_bases__", current.__bases__)
-        for base in written:
-            origin = typing.get_origin(base)
-            if origin is None:  # a class named bare
-                if isinstance(base, type) and base not in found:
-                    found[base] = {}
-                    todo.append(base)
-                continue
-            if not isinstance(origin, type) or origin is typing.Generic or origin in found:
-                continue
-            parameters = getattr(origin, "__parameters__", ())
-            types_given = [_substituted(a, given) for a in typing.get_args(base)]
-            found[origin] = dict(zip(parameters, types_given, strict=False))
-            todo.append(origin)
-    return found
-
-
-def _declared_by(cls: Any, field_name: str) -> Any:
-    """The class whose annotation of ``field_name`` is the field's (the first in the
-    MRO annotating it, as ``typing.get_type_hints`` reads it)."""
-    for base in cls.__mro__:
-        if field_name in vars(base).get("__annotations__", {}):
-            return base
-    return cls
 
 
 #: How many generic dataclasses parametrized (``Box[Line]``) are worked out one within
@@ -370,7 +264,8 @@ class Builders:
         """Fill in ``fields`` (how to build each ``__init__`` field of ``cls``) and
         ``required`` (those without a default): each field's hint with the type
         variables of the class that declares it replaced by their types (a generic
-        base's, through the bases as written: see :func:`_type_variables`)."""
+        base's, through the bases as written: see
+        :func:`~brokerkit.worker._field_types._type_variables`)."""
         name = cls.__name__
         init_fields = _init_fields(cls)
         hints = _field_hints(cls, set(init_fields))
@@ -460,47 +355,9 @@ def _refuse_nesting(model: Any) -> None:
 def _check_struct(struct: Any) -> None:
     """Raise :class:`_StructRefused` if msgspec cannot build the Struct ``struct`` from
     decoded data (the check a Struct body gets at registration)."""
-    # imported here: _body_types imports this module
-    from brokerkit.worker._body_types import struct_fault
-
     fault = struct_fault(struct)
     if fault is not None:
         raise _StructRefused(struct, f"{fault.text}. {fault.advice}")
-
-
-def _field_hints(cls: Any, names: set[str]) -> dict[str, Any]:
-    """The resolved type hints of the dataclass's fields ``names`` (its ``__init__``
-    fields: ``InitVar[X]`` as such). Other annotations (a ``ClassVar``, an
-    ``init=False`` field) are never built from a body and need not resolve.
-
-    :raises InvalidOption: one of ``names`` does not resolve (a type defined inside a
-        function, under ``from __future__ import annotations``; one imported only for
-        type checkers): its value would reach the handler as decoded data.
-    """
-    try:
-        return typing.get_type_hints(cls, include_extras=True)
-    except Exception:
-        pass  # some annotation does not resolve: those of ``names`` one by one
-    hints: dict[str, Any] = {}
-    for base in reversed(cls.__mro__):  # as get_type_hints does: a subclass's last
-        namespace = dict(getattr(sys.modules.get(base.__module__), "__dict__", {}))
-        for field_name, annotation in inspect.get_annotations(base).items():
-            if field_name not in names:
-                continue
-            if not isinstance(annotation, str):
-                hints[field_name] = annotation
-                continue
-            try:
-                hints[field_name] = eval(annotation, namespace, dict(vars(base)))
-            except Exception as exc:
-                raise InvalidOption(
-                    f"the annotation {annotation!r} of field {field_name!r} of dataclass "
-                    f"{cls.__name__} does not resolve in its module ({type(exc).__name__}: "
-                    f"{exc}): the field would reach the handler as decoded data; define the "
-                    "type at module level and import it at run time (not only under "
-                    "TYPE_CHECKING), or annotate with the class itself"
-                ) from None
-    return hints
 
 
 def _array(item: _Build, into: type[list[Any]] | type[tuple[Any, ...]]) -> _Build:

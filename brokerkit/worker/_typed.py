@@ -26,8 +26,9 @@ from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._serializers import is_json
 from brokerkit.exceptions import InvalidOption, SerializationError
 from brokerkit.worker._body_types import body_model, check_body_type, model_name
-from brokerkit.worker._dataclass_body import Builders, Misfit, unannotated
+from brokerkit.worker._dataclass_body import Builders, Misfit
 from brokerkit.worker._error_text import error_text, one_line
+from brokerkit.worker._field_types import unannotated
 
 __all__ = ["Binding", "InvalidBody", "bind"]
 
