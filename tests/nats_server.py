@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from brokerkit.backends.nats._client import COUNTS_REDELIVERIES_SINCE
+from brokerkit.backends.nats._server import COUNTS_REDELIVERIES_SINCE
 from tests.redis_server import stop_process
 
 __all__ = [

@@ -23,7 +23,7 @@ from nats.aio.client import ServerVersion
 
 import brokerkit
 import brokerkit.aio
-from brokerkit.backends.nats._client import redelivery_count_warning
+from brokerkit.backends.nats._server import redelivery_count_warning
 from brokerkit.backends.nats._wire import consumer_name
 from brokerkit.backends.nats.broker import AsyncNatsBroker
 from brokerkit.backends.nats.sync import NatsBroker

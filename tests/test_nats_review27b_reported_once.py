@@ -14,7 +14,8 @@ import collections
 import time
 from typing import Any
 
-from brokerkit.backends.nats._leases import GroupFound, Lease, Leases, renew_forever
+from brokerkit.backends.nats._leases import GroupFound, Lease, Leases
+from brokerkit.backends.nats._renewals import renew_forever
 
 
 class _Holder:

@@ -22,11 +22,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import Client, ServerVersion
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -35,6 +35,7 @@ from brokerkit._capabilities import Capability
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.backends.nats._permissions import Permissions
+from brokerkit.backends.nats._server import ServerProcess
 from brokerkit.backends.nats._socket import (
     CLOSE_WAIT,
     abort,
@@ -47,13 +48,10 @@ from brokerkit.exceptions import ConnectionFailed, PermissionDenied, Unsupported
 __all__ = [
     "CLOSE_WAIT",
     "CONSUMER_NOT_FOUND",
-    "COUNTS_REDELIVERIES_SINCE",
     "SHORT_WAIT",
     "STREAM_NOT_FOUND",
     "NatsClient",
     "Request",
-    "ServerProcess",
-    "redelivery_count_warning",
 ]
 
 log = logging.getLogger("brokerkit.nats")
@@ -71,38 +69,6 @@ SHORT_WAIT = 0.25
 #: JetStream API error codes: no such consumer, no such stream.
 CONSUMER_NOT_FOUND = 10014
 STREAM_NOT_FOUND = 10059
-
-#: The first nats-server release whose delivery count never goes back: before it, a
-#: redelivery that found no live pull request could be served again as a first
-#: delivery (nats-io/nats-server#5305).
-COUNTS_REDELIVERIES_SINCE = (2, 10, 14)
-
-
-class ServerProcess(NamedTuple):
-    """The nats-server process a connection is to: what its ``INFO`` says."""
-
-    #: Its ``server_id``: a standalone server takes a new one each time it starts.
-    server_id: str
-    #: Its release (major, minor, patch); None if it did not say.
-    release: tuple[int, int, int] | None
-
-
-def redelivery_count_warning(version: ServerVersion) -> str | None:
-    """What to warn a consumer of on nats-server ``version``, or None: nothing known
-    (nats-py says 0.0.0 when the server did not say) or nothing to fear."""
-    try:
-        release = (version.major, version.minor, version.patch)
-    except ValueError:  # not a semantic version
-        return None
-    if not (0, 0, 0) < release < COUNTS_REDELIVERIES_SINCE:
-        return None
-    return (
-        f"nats-server {'.'.join(map(str, release))} can hand out a redelivered message "
-        "as if for the first time (nats-io/nats-server#5305, fixed in "
-        f"{'.'.join(map(str, COUNTS_REDELIVERIES_SINCE))}): Delivery.attempt can then be "
-        "1 again, and max_deliveries let a message through more often than it says; "
-        "upgrade the server"
-    )
 
 
 class NatsClient(Permissions):

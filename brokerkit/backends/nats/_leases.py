@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from brokerkit._acompat import within
 from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._hooks import report_renewal_losses
 from brokerkit._logging import log_fields
-from brokerkit.backends.nats._client import (
-    CONSUMER_NOT_FOUND,
-    STREAM_NOT_FOUND,
-    NatsClient,
-    ServerProcess,
-)
+from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, NatsClient
+from brokerkit.backends.nats._server import ServerProcess
 from brokerkit.exceptions import BrokerError
 
 __all__ = [
@@ -35,8 +29,6 @@ __all__ = [
     "leased_on_arrival",
     "made_again",
     "margin",
-    "renew_forever",
-    "report_lost",
 ]
 
 log = logging.getLogger("brokerkit.nats")
@@ -85,8 +77,9 @@ class Lease:
     created: str | None = None
     confirmed: bool = False
     confirmed_on: ServerProcess | None = None
-    #: Told of as lost (see :func:`first_reports`): a check of its group may let it go
-    #: while its group's renewal is still under way, and that renewal find it lost too.
+    #: Told of as lost (see :func:`~brokerkit.backends.nats._renewals.first_reports`):
+    #: a check of its group may let it go while its group's renewal is still under way,
+    #: and that renewal find it lost too.
     reported: bool = False
 
 
@@ -458,153 +451,9 @@ def deliveries_of(
     return [delivery for delivery in deliveries if id(delivery.receipt) in wanted]
 
 
-async def renew_forever(
-    leases: Leases,
-    renew: Callable[[list[Lease]], Coroutine[Any, Any, list[Lease]]],
-    closed: Callable[[], bool],
-    ack_waits: Callable[[dict[str, GroupFound]], None] = lambda found: None,
-    report: Callable[[Sequence[Lease]], None] | None = None,
-) -> None:
-    """Every quarter of the shortest ack wait (counted afresh when a lease with a
-    shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held,
-    each group's on their own (:class:`_GroupRenewals`), until ``closed()``: a live
-    consumer keeps what it holds; a crashed or closed one loses it after AckWait. A
-    lease whose holder was marked settled without being settled (the worker let go
-    of it: its handler thread was abandoned, or it could neither ack nor nack it) is
-    let go unrenewed, so the message comes again after AckWait. A lease found lost
-    (run out before it could be renewed, or unknown to the server: what ``renew``
-    returns) is let go and reported: see :func:`report_lost` (``report`` calls it,
-    where it is given: elsewhere than here, maybe). Before each round, the
-    ``AckWait`` of each group held is asked again, and given to ``ack_waits``
-    (:meth:`Leases.check_ack_waits`): a group's consumer made again with another is
-    seen within a quarter of the ack wait it had, and the leases of the one before it
-    are reported lost."""
-    tell = report or report_lost
-    renewals = _GroupRenewals(leases, renew, tell)
-    try:
-        while not closed():
-            try:
-                ack_waits(await leases.check_ack_waits())
-            except BrokerError as exc:  # (asked again next round)
-                log.debug("could not check the AckWait of a group: %s", exc, extra=log_fields())
-            except Exception:  # a bug, or an answer not understood, must not end the renewals
-                log.exception("could not check the AckWait of a group", extra=log_fields())
-            await leases.next_round(idle=1.0)
-            now = time.monotonic()
-            held: list[Lease] = []
-            lost: list[Lease] = []
-            for reply, lease in list(leases.items()):
-                if lease.holder is not None and lease.holder.settled:
-                    del leases[reply]
-                elif renewals.busy(lease.consumer):
-                    continue  # (its group's renewal still waits: it tells of this one)
-                elif now < last_send(lease):
-                    held.append(lease)
-                elif now >= lease.deadline:
-                    del leases[reply]
-                    lost.append(lease)
-            renewals.start(held)
-            lost = first_reports([*lost, *leases.take_unreported()])
-            if lost:
-                tell(lost)
-    finally:
-        await renewals.end()
-
-
-class _GroupRenewals:
-    """The renewals of a round, one task per group: one group's renewals refused (the
-    server's permissions), or not answered, fail those alone (logged; their leases
-    run out unless a later round renews them), and hold up no other group's, nor the
-    next round: a group whose renewal of a round before still waits is not renewed
-    again meanwhile (:meth:`busy`), its leases left to that renewal. What each finds
-    lost is reported as it ends."""
-
-    def __init__(
-        self,
-        leases: Leases,
-        renew: Callable[[list[Lease]], Coroutine[Any, Any, list[Lease]]],
-        report: Callable[[Sequence[Lease]], None],
-    ) -> None:
-        self._leases = leases
-        self._renew = renew
-        self._report = report
-        #: The renewal under way of each group, by its consumer.
-        self._tasks: dict[str, asyncio.Task[list[Lease]]] = {}
-
-    def busy(self, consumer: str) -> bool:
-        """Whether the renewal of ``consumer``'s leases of a round before still waits."""
-        return consumer in self._tasks
-
-    def start(self, held: Sequence[Lease]) -> None:
-        """Renew ``held`` (of groups not :meth:`busy`), each group's in a task."""
-        groups: dict[str, list[Lease]] = {}
-        for lease in held:
-            groups.setdefault(lease.consumer, []).append(lease)
-        loop = asyncio.get_running_loop()
-        for consumer, group in groups.items():
-            task = loop.create_task(self._renew(group), name=f"brokerkit-nats-renew-{consumer}")
-            self._tasks[consumer] = task
-            task.add_done_callback(functools.partial(self._ended, consumer, len(group)))
-
-    def _ended(self, consumer: str, count: int, task: asyncio.Task[list[Lease]]) -> None:
-        if self._tasks.get(consumer) is task:
-            del self._tasks[consumer]
-        if task.cancelled():
-            return
-        failure = task.exception()
-        if isinstance(failure, BrokerError):
-            log.warning(
-                "could not renew %d lease(s) of the group of the JetStream consumer %r: %s",
-                count,
-                consumer,
-                failure,
-                extra=log_fields(),
-            )
-        elif failure is not None:  # a bug must not end the renewals for good
-            log.error(
-                "could not renew %d lease(s) of the group of the JetStream consumer %r",
-                count,
-                consumer,
-                exc_info=failure,
-                extra=log_fields(),
-            )
-        elif lost := first_reports(task.result()):
-            for lease in lost:  # (let go, if ``renew`` did not)
-                if self._leases.get(lease.reply) is lease:
-                    del self._leases[lease.reply]
-            try:
-                self._report(lost)
-            except Exception:  # (a hook's failure is its own; the renewals go on)
-                log.exception("could not report lost leases", extra=log_fields())
-
-    async def end(self) -> None:
-        """Cancel the renewals under way, and wait for them to end."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop running in this thread, if any."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def first_reports(lost: Sequence[Lease]) -> list[Lease]:
-    """Those of ``lost`` not told of yet, marked told: a lease is reported lost once,
-    whichever of its group's check and its group's renewal finds it first."""
-    fresh = [lease for lease in dict.fromkeys(lost) if not lease.reported]
-    for lease in fresh:
-        lease.reported = True
-    return fresh
-
-
-def report_lost(lost: Sequence[Lease]) -> None:
-    """Warn of leases a renewal found lost and tell the lease-loss hook of their
-    deliveries, as Redis's lease keeper does; settling them raises StaleDelivery, which
-    does not report them again (the hook is called once per delivery)."""
-    report_renewal_losses(log, [lease.holder for lease in lost if lease.holder is not None])

@@ -23,7 +23,8 @@ sent, nor sent again, once the lease has run out: it raises StaleDelivery then
 
 This module is the broker: publishing, fetching and handing back over the parts beside
 it (the connection in ``_client``, the stream and the groups' consumers in ``_groups``,
-pulls in ``_reader``, the leases in ``_leases``, settling and dead-lettering in
+pulls in ``_reader``, the leases in ``_leases`` and their renewals in ``_renewals``,
+what is known of the server's release in ``_server``, settling and dead-lettering in
 ``_settling``, what goes on the wire in ``_wire``, inspect, topics and purge in
 ``_manage``).
 
@@ -59,7 +60,6 @@ from brokerkit.backends.nats._client import (
     SHORT_WAIT,
     NatsClient,
     Request,
-    redelivery_count_warning,
 )
 from brokerkit.backends.nats._groups import Groups
 from brokerkit.backends.nats._leases import (
@@ -68,8 +68,6 @@ from brokerkit.backends.nats._leases import (
     Leases,
     last_send,
     leased_on_arrival,
-    renew_forever,
-    report_lost,
 )
 from brokerkit.backends.nats._manage import (
     NatsDeclared,
@@ -80,6 +78,8 @@ from brokerkit.backends.nats._manage import (
 )
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
+from brokerkit.backends.nats._renewals import renew_forever, report_lost
+from brokerkit.backends.nats._server import redelivery_count_warning
 from brokerkit.backends.nats._settling import NatsSettling
 from brokerkit.backends.nats._wire import (
     check_header_size,

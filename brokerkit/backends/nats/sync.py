@@ -19,8 +19,9 @@ from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.aio._bridge import LoopBridgeBroker
 from brokerkit.backends.nats._client import CLOSE_WAIT
-from brokerkit.backends.nats._leases import Lease, report_lost
+from brokerkit.backends.nats._leases import Lease
 from brokerkit.backends.nats._manage import NatsDeclared
+from brokerkit.backends.nats._renewals import report_lost
 from brokerkit.backends.nats.broker import AsyncNatsBroker
 
 __all__ = ["NatsBroker"]
