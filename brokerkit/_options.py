@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from difflib import get_close_matches
 from typing import Any, ClassVar, TypeVar
 
-from brokerkit._url import _AfterPathSecret, _is_secret
+from brokerkit._secret_options import AfterPathSecret, is_secret
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["MAX_COUNT", "MAX_SECONDS", "MIN_VISIBILITY_TIMEOUT", "BrokerOptions"]
@@ -192,11 +192,11 @@ def after_secrets(query: Mapping[str, str]) -> dict[str, str]:
     may quote their values, nor the name of one that is unknown."""
     follows: dict[str, str] = {}
     # a secret written in the path (``/token=x``): the whole query may be its end
-    secret = query.secret if isinstance(query, _AfterPathSecret) else ""
+    secret = query.secret if isinstance(query, AfterPathSecret) else ""
     for name in query:
         if secret:
             follows[name] = secret
-        if _is_secret(name):
+        if is_secret(name):
             secret = name
     return follows
 
@@ -306,7 +306,7 @@ def _without_unset(
                 f"{name} does not apply to {backend}: {why}; "
                 f"valid options: {', '.join(sorted(options.names()))}"
             )
-    kept = _AfterPathSecret(query.secret) if isinstance(query, _AfterPathSecret) else {}
+    kept = AfterPathSecret(query.secret) if isinstance(query, AfterPathSecret) else {}
     kept.update((k, v) for k, v in query.items() if k not in options.not_applicable)
     return kept, {k: v for k, v in keywords.items() if k not in options.not_applicable}
 
@@ -410,7 +410,7 @@ def _shown(name: str, value: Any, *, after_secret: str = "") -> str:
         if hid is not None:
             hid.append(after_secret)
         return f"*** (not shown: {split_secret_note(after_secret)})"
-    if _is_secret(name):
+    if is_secret(name):
         return f"*** (type {type(value).__name__})"
     if isinstance(value, int) and not -(10**20) < value < 10**20:
         return "a huge int"

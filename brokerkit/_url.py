@@ -7,11 +7,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, urlsplit
 
+from brokerkit._secret_options import (
+    MASK,
+    AfterPathSecret,
+    holds_a_secret_option,
+    is_secret,
+    query_typed_in,
+    secret_in,
+)
 from brokerkit.exceptions import InvalidURL
 
 __all__ = ["BrokerURL"]
 
-_MASK = "***"
 #: The scheme families (the part before ``+``) whose user part, without a password,
 #: is a secret: NATS's token form, ``nats://TOKEN@host``.
 _TOKEN_USER_FAMILIES = frozenset({"nats"})
@@ -108,8 +115,8 @@ class BrokerURL:
         scheme = parts.scheme.lower()
         if not scheme:
             raise InvalidURL(f"{_masked(url)!r} has an empty scheme")
-        in_path = _secret_in(unquote(parts.path))
-        query: dict[str, str] = _AfterPathSecret(in_path[0]) if in_path else {}
+        in_path = secret_in(unquote(parts.path))
+        query: dict[str, str] = AfterPathSecret(in_path[0]) if in_path else {}
         secret = in_path[0] if in_path else ""  # the last secret read: what follows may be its end
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key in query and secret:
@@ -120,7 +127,7 @@ class BrokerURL:
             if key in query:
                 raise InvalidURL(f"the option {key!r} is given twice in {_masked(url)!r}")
             query[key] = value
-            secret = key if _is_secret(key) else secret
+            secret = key if is_secret(key) else secret
         return cls(
             scheme=scheme,
             host=unquote(parts.hostname or ""),
@@ -149,11 +156,11 @@ class BrokerURL:
         :attr:`username_is_secret`) masked unless asked otherwise."""
         netloc = ""
         if hide_password and self.username_is_secret:
-            netloc = f"{_MASK}@"
+            netloc = f"{MASK}@"
         elif self.username is not None or self.password is not None:
             netloc = quote(self.username or "", safe="")
             if self.password is not None:
-                secret = _MASK if hide_password else quote(self.password, safe="")
+                secret = MASK if hide_password else quote(self.password, safe="")
                 netloc += f":{secret}"
             netloc += "@"
         if self.host:
@@ -163,14 +170,14 @@ class BrokerURL:
         for host, port in self.more_hosts:
             netloc += "," + (f"[{host}]" if ":" in host else host)
             netloc += f":{port}" if port is not None else ""
-        in_path = _secret_in(self.path) if hide_password else None
+        in_path = secret_in(self.path) if hide_password else None
         if in_path:
             # A secret option written in the path (an AMQP vhost "token=x", or a "?"
             # typed as "&" or "/"): the path is shown up to its "=", then one "***"
             # for its value and all that follows, the query too (which may be the end
             # of that value, split at a raw "?").
             _, end = in_path
-            return f"{self.scheme}://{netloc}{quote(self.path[:end])}={_MASK}"
+            return f"{self.scheme}://{netloc}{quote(self.path[:end])}={MASK}"
         text = f"{self.scheme}://{netloc}{quote(self.path)}"
         if not self.query:
             return text
@@ -181,8 +188,8 @@ class BrokerURL:
         shown: list[tuple[str, str]] = []
         hidden = ""
         for key, value in self.query.items():
-            if _is_secret(key):
-                hidden = "&" * bool(shown) + f"{quote(key, safe='*')}={_MASK}"
+            if is_secret(key):
+                hidden = "&" * bool(shown) + f"{quote(key, safe='*')}={MASK}"
                 break
             shown.append((key, value))
         return f"{text}?{urlencode(shown, safe='*', quote_via=quote)}{hidden}"
@@ -253,12 +260,12 @@ def _check_query_secrets(url: str) -> None:
     query_mark, query = before_fragment.partition("?")[1:]
     authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
     hosts = rest[:authority_end].rpartition("@")[2]
-    if _holds_a_secret_option(hosts):
+    if holds_a_secret_option(hosts):
         raise InvalidURL(_misplaced_secret(scheme, "the host", "a '?' or '/?' left out before it"))
     raw_path = rest[authority_end:].partition("?")[0].partition("#")[0]
-    if _query_typed_in(raw_path):
+    if query_typed_in(raw_path):
         raise InvalidURL(_misplaced_secret(scheme, "the path", "an '&' (or ';') typed for '?'"))
-    in_path = _secret_in(unquote(raw_path))
+    in_path = secret_in(unquote(raw_path))
     segments = query.split("&") if query_mark else []
     # the last secret option before: what follows it may be its end
     previous = in_path[0] if in_path else ""
@@ -266,8 +273,8 @@ def _check_query_secrets(url: str) -> None:
         raw_key, equals, value = segment.partition("=")
         key = unquote_plus(raw_key)
         named = f"an option that follows {previous!r}" if previous else f"{key!r}"
-        if not equals or not _is_secret(key):
-            if equals and _holds_a_secret_option(value):
+        if not equals or not is_secret(key):
+            if equals and holds_a_secret_option(value):
                 raise InvalidURL(
                     _misplaced_secret(scheme, f"the value of {named}", "a '?' typed for '&'")
                 )
@@ -287,89 +294,8 @@ def _check_query_secrets(url: str) -> None:
             "percent-encode the value (+ %2B, & %26, # %23) with "
             "urllib.parse.quote(value, safe=''); the URL is not shown, as it holds the secret"
         )
-    if _holds_a_secret_option(fragment):
+    if holds_a_secret_option(fragment):
         raise InvalidURL(_misplaced_secret(scheme, "the fragment", "a '#' typed for '&'"))
-
-
-class _AfterPathSecret(dict[str, str]):
-    """The query of a URL whose path holds a secret option (``/token=x``): every option
-    in it follows that secret, whose name is :attr:`secret` (see
-    :func:`brokerkit._options.after_secrets`), as it may be the end of its value,
-    split at a raw ``?``."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self.secret = secret
-
-
-def _secret_in(path: str) -> tuple[str, int] | None:
-    """The first secret option written in ``path`` (decoded), as its name and the
-    index of its ``=``: a ``=`` after a name holding ``password``, ``secret`` or
-    ``token``, back to the ``=``, ``/``, ``&``, ``?`` or ``;`` before it. ``None``
-    when the path holds none."""
-    start = 0
-    for index, char in enumerate(path):
-        if char in "/&?;":
-            start = index + 1
-        elif char == "=":
-            if _is_secret(path[start:index]):
-                return path[start:index], index
-            start = index + 1
-    return None
-
-
-def _query_typed_in(path: str) -> bool:
-    """Whether ``path`` (as written in the URL) holds a secret option after a raw ``&``
-    or ``;`` in one of its segments (``/0&token=x``, ``/vh&password=x``): a ``?``
-    typed as ``&``, whose secret would otherwise be sent as part of the path (an AMQP
-    vhost, which RabbitMQ logs and echoes). A whole segment ``token=x`` (a vhost or a
-    memory broker may be so named), and an ``&`` percent-encoded, are taken."""
-    for segment in path.split("/"):
-        cut = min((i for i in (segment.find("&"), segment.find(";")) if i != -1), default=-1)
-        if cut != -1 and any(
-            _is_secret(unquote(m.group(1))) for m in _PATH_NAME.finditer(segment, cut + 1)
-        ):
-            return True
-    return False
-
-
-#: A name and its ``=`` in a path segment, back to the ``= & ;`` before it.
-_PATH_NAME = re.compile(r"([^=&;]*)=")
-
-
-def _shown_path(path: str) -> str:
-    """``path`` as ``str()`` of its URL shows it (not percent-encoded): up to the ``=``
-    of a secret option it holds, then ``***`` for the rest; unchanged if it holds
-    none."""
-    found = _secret_in(path)
-    return path if found is None else f"{path[: found[1]]}={_MASK}"
-
-
-def _hide_path(text: str, url: BrokerURL) -> str:
-    """``text`` (a driver's or server's message, which may echo the path: RabbitMQ's
-    "vhost ... not found") with the path of ``url``, where it holds a secret option,
-    shown as :func:`_shown_path` shows it, and any other form of that option's value
-    (with what follows it in the path) as ``***``. The path decoded once more is
-    masked too (a driver may be given it so: the kombu+amqp vhost)."""
-    for path in dict.fromkeys((url.path, unquote(url.path))):
-        found = _secret_in(path)
-        if found is None:
-            continue
-        for whole in sorted({path, path.lstrip("/")}, key=len, reverse=True):
-            if whole:
-                text = text.replace(whole, _shown_path(whole))
-        value = path[found[1] + 1 :]
-        forms = {value, quote(value), quote(value, safe=""), repr(value)[1:-1], ascii(value)[1:-1]}
-        for form in sorted(forms, key=len, reverse=True):
-            if form:
-                text = text.replace(form, _MASK)
-    return text
-
-
-def _holds_a_secret_option(text: str) -> bool:
-    """Whether ``text`` (as written in the URL) holds a raw ``=`` after a name holding
-    ``password``, ``secret`` or ``token``, back to the ``=`` before it, if any."""
-    return any(_is_secret(unquote_plus(name)) for name in text.split("=")[:-1])
 
 
 def _misplaced_secret(scheme: str, where: str, typo: str) -> str:
@@ -467,9 +393,9 @@ def _masked(url: str) -> str:
     prefix = match.group() if match else ""
     rest = url[len(prefix) :]
     secret = next(
-        (m for m in _QUERY_NAME.finditer(rest) if _is_secret(unquote_plus(m.group(1)))), None
+        (m for m in _QUERY_NAME.finditer(rest) if is_secret(unquote_plus(m.group(1)))), None
     )
-    shown, hidden = (rest[: secret.end()], _MASK) if secret else (rest, "")
+    shown, hidden = (rest[: secret.end()], MASK) if secret else (rest, "")
     at = rest.rfind("@")
     if at != -1:
         if at < len(shown):
@@ -483,7 +409,7 @@ def _masked(url: str) -> str:
             user, prefix = "", prefix.rstrip("/")
         if any(c in user for c in "/?#@") or (":" not in userinfo and _token_user(prefix)):
             user = ""
-        masked = f"{user}:{_MASK}" if user else _MASK
+        masked = f"{user}:{MASK}" if user else MASK
         shown = f"{masked}{at_sign}{hostpart}"
     return prefix + shown + hidden
 
@@ -494,12 +420,6 @@ def _token_user(prefix: str) -> bool:
     to tell (``TOKEN@host:4222``)."""
     scheme = prefix.partition(":")[0].lower()
     return not scheme or scheme.split("+", 1)[0] in _TOKEN_USER_FAMILIES
-
-
-def _is_secret(key: str) -> bool:
-    """Whether a query key names a secret (``password``, ``ssl_password``, ``token``...)."""
-    lowered = key.lower()
-    return any(word in lowered for word in ("password", "passwd", "secret", "token"))
 
 
 #: An option's name and its ``=``, anywhere an option may be written (or mistyped): at

@@ -35,13 +35,13 @@ def test_kombu_redis_refuses_a_secret_path_without_quoting_it() -> None:
 def test_a_driver_message_echoing_a_secret_path_is_masked(
     path: str, echo: str, expected: str | None
 ) -> None:
-    from brokerkit._url import _hide_path  # (new with the fix)
+    from brokerkit._secret_options import hide_path  # (new with the fix)
 
     url = BrokerURL(scheme="kombu+amqp", host="h", path=path)
-    hidden = _hide_path(echo, url)
+    hidden = hide_path(echo, url)
     assert "Kx3q" not in hidden and "x3q" not in hidden, hidden
     assert expected is None or hidden == expected, hidden
-    assert _hide_path(echo, BrokerURL(scheme="kombu+amqp", host="h", path="/plain")) == echo
+    assert hide_path(echo, BrokerURL(scheme="kombu+amqp", host="h", path="/plain")) == echo
 
 
 @pytest.mark.parametrize("form", ["r27b{tag}token=Kx3qVH{tag}", "r27b{tag}%26token=Kx3qVH{tag}"])

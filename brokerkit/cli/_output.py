@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from brokerkit._delivery import Delivery
-from brokerkit._url import BrokerURL, _is_secret, _secret_in
+from brokerkit._secret_options import is_secret, secret_in
+from brokerkit._url import BrokerURL
 from brokerkit.exceptions import InvalidURL, SerializationError
 
 __all__ = [
@@ -229,7 +230,7 @@ def _secrets(url: BrokerURL, written: str = "") -> set[str]:
         values.append(url.username)
     items = list(url.query.items())
     first = next((i for i, (key, _) in enumerate(items) if _hidden(url, key, "x")), None)
-    in_path = _secret_in(url.path)
+    in_path = secret_in(url.path)
     if in_path:
         # a secret in the path (``/token=x``): its value, and the whole query after it
         head = url.path[in_path[1] + 1 :]
@@ -292,7 +293,7 @@ def _written_secrets(written: str, secret_user: bool = False) -> set[str]:
             (
                 i
                 for i, s in enumerate(segments)
-                if "=" in s and _is_secret(unquote_plus(s.split("=")[0]))
+                if "=" in s and is_secret(unquote_plus(s.split("=")[0]))
             ),
             None,
         )
@@ -303,7 +304,7 @@ def _written_secrets(written: str, secret_user: bool = False) -> set[str]:
     found.add(value)
     for index, segment in enumerate(following):
         name, _, option = segment.partition("=")
-        secret = _is_secret(unquote_plus(name))
+        secret = is_secret(unquote_plus(name))
         found.add(option if secret or len(option) >= _SHORT else segment)
         found.add(value + joiner + "&".join(following[: index + 1]))
     return found
@@ -311,14 +312,14 @@ def _written_secrets(written: str, secret_user: bool = False) -> set[str]:
 
 def _written_secret_in(path: str) -> int | None:
     """The index of the ``=`` of the first secret option written in ``path`` as written
-    in a URL (its name decoded to tell), as :func:`~brokerkit._url._secret_in` finds it
+    in a URL (its name decoded to tell), as :func:`~brokerkit._secret_options.secret_in` finds it
     in the decoded path; ``None`` when the path holds none."""
     start = 0
     for index, char in enumerate(path):
         if char in "/&?;":
             start = index + 1
         elif char == "=":
-            if _is_secret(unquote(path[start:index])):
+            if is_secret(unquote(path[start:index])):
                 return index
             start = index + 1
     return None

@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 import amqp.exceptions  # type: ignore[import-untyped]
 from amqp import spec
 
-from brokerkit._url import BrokerURL, _hide_path
+from brokerkit._secret_options import hide_path
+from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._confirms import Confirms
 from brokerkit.backends.kombu._connection import kombu_connection
 from brokerkit.backends.kombu._names import Names
@@ -341,7 +342,7 @@ class Link(Topology):
         """A driver's or RabbitMQ's ``text`` with the vhost masked where it holds a
         secret option (``token=x``): RabbitMQ echoes it ('NOT_ALLOWED - vhost token=x
         not found'), and it is shown as ``str(url)`` shows it."""
-        return _hide_path(text, self.url)
+        return hide_path(text, self.url)
 
     # -- channels -----------------------------------------------------------------
 

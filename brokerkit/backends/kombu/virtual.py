@@ -47,8 +47,9 @@ from brokerkit._delivery import Delivery
 from brokerkit._inspect import GroupInfo, TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
+from brokerkit._secret_options import shown_path
 from brokerkit._subscription import Subscription
-from brokerkit._url import BrokerURL, _shown_path
+from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._envelope import decode, encode
 from brokerkit.backends.kombu._names import Names
 from brokerkit.backends.kombu._options import KombuVirtualOptions
@@ -372,7 +373,7 @@ def _connection(url: BrokerURL, transport: str, connect_timeout: float) -> Any:
     db = url.path.strip("/") or "0"
     if not db.isdigit():
         # a path holding a secret option ('/token=x', a '?' typed as '/') is masked
-        shown = _shown_path(db)
+        shown = shown_path(db)
         hint = " (it holds what looks like a secret option: a '?' typed as '/'?)"
         raise InvalidURL(
             f"the path of {url.scheme}:// is a Redis database number, got {shown!r}"

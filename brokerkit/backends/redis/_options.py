@@ -23,7 +23,8 @@ from brokerkit._options import (
     after_secrets,
     secret_tail_refusal,
 )
-from brokerkit._url import BrokerURL, _secret_in
+from brokerkit._secret_options import secret_in
+from brokerkit._url import BrokerURL
 from brokerkit.exceptions import InvalidOption, InvalidURL
 
 __all__ = [
@@ -194,7 +195,7 @@ def redis_database(url: BrokerURL) -> int:
         if not path.isdigit() or not path.isascii() or int(path) > _MAX_INT:
             # a path holding a secret option ('/0/sentinel_password=pw') is not quoted
             got = f"{url.path!r} in {url}"
-            if _secret_in(url.path):
+            if secret_in(url.path):
                 got = (
                     f"the path of {url}, which holds what looks like a secret option (a '?' "
                     "typed as '/'?)"

@@ -1,0 +1,113 @@
+"""Secret options in a broker URL: which option names are secrets, where a secret
+option is written (in the query, or typed into the path), and the text of a URL or
+message with such a secret masked. No URL parsing of its own (see :mod:`._url`)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote, unquote_plus
+
+if TYPE_CHECKING:
+    from brokerkit._url import BrokerURL
+
+__all__ = [
+    "MASK",
+    "AfterPathSecret",
+    "hide_path",
+    "holds_a_secret_option",
+    "is_secret",
+    "query_typed_in",
+    "secret_in",
+    "shown_path",
+]
+
+#: What a secret is shown as.
+MASK = "***"
+
+
+class AfterPathSecret(dict[str, str]):
+    """The query of a URL whose path holds a secret option (``/token=x``): every option
+    in it follows that secret, whose name is :attr:`secret` (see
+    :func:`brokerkit._options.after_secrets`), as it may be the end of its value,
+    split at a raw ``?``."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+
+def secret_in(path: str) -> tuple[str, int] | None:
+    """The first secret option written in ``path`` (decoded), as its name and the
+    index of its ``=``: a ``=`` after a name holding ``password``, ``secret`` or
+    ``token``, back to the ``=``, ``/``, ``&``, ``?`` or ``;`` before it. ``None``
+    when the path holds none."""
+    start = 0
+    for index, char in enumerate(path):
+        if char in "/&?;":
+            start = index + 1
+        elif char == "=":
+            if is_secret(path[start:index]):
+                return path[start:index], index
+            start = index + 1
+    return None
+
+
+def query_typed_in(path: str) -> bool:
+    """Whether ``path`` (as written in the URL) holds a secret option after a raw ``&``
+    or ``;`` in one of its segments (``/0&token=x``, ``/vh&password=x``): a ``?``
+    typed as ``&``, whose secret would otherwise be sent as part of the path (an AMQP
+    vhost, which RabbitMQ logs and echoes). A whole segment ``token=x`` (a vhost or a
+    memory broker may be so named), and an ``&`` percent-encoded, are taken."""
+    for segment in path.split("/"):
+        cut = min((i for i in (segment.find("&"), segment.find(";")) if i != -1), default=-1)
+        if cut != -1 and any(
+            is_secret(unquote(m.group(1))) for m in _PATH_NAME.finditer(segment, cut + 1)
+        ):
+            return True
+    return False
+
+
+#: A name and its ``=`` in a path segment, back to the ``= & ;`` before it.
+_PATH_NAME = re.compile(r"([^=&;]*)=")
+
+
+def shown_path(path: str) -> str:
+    """``path`` as ``str()`` of its URL shows it (not percent-encoded): up to the ``=``
+    of a secret option it holds, then ``***`` for the rest; unchanged if it holds
+    none."""
+    found = secret_in(path)
+    return path if found is None else f"{path[: found[1]]}={MASK}"
+
+
+def hide_path(text: str, url: BrokerURL) -> str:
+    """``text`` (a driver's or server's message, which may echo the path: RabbitMQ's
+    "vhost ... not found") with the path of ``url``, where it holds a secret option,
+    shown as :func:`shown_path` shows it, and any other form of that option's value
+    (with what follows it in the path) as ``***``. The path decoded once more is
+    masked too (a driver may be given it so: the kombu+amqp vhost)."""
+    for path in dict.fromkeys((url.path, unquote(url.path))):
+        found = secret_in(path)
+        if found is None:
+            continue
+        for whole in sorted({path, path.lstrip("/")}, key=len, reverse=True):
+            if whole:
+                text = text.replace(whole, shown_path(whole))
+        value = path[found[1] + 1 :]
+        forms = {value, quote(value), quote(value, safe=""), repr(value)[1:-1], ascii(value)[1:-1]}
+        for form in sorted(forms, key=len, reverse=True):
+            if form:
+                text = text.replace(form, MASK)
+    return text
+
+
+def holds_a_secret_option(text: str) -> bool:
+    """Whether ``text`` (as written in the URL) holds a raw ``=`` after a name holding
+    ``password``, ``secret`` or ``token``, back to the ``=`` before it, if any."""
+    return any(is_secret(unquote_plus(name)) for name in text.split("=")[:-1])
+
+
+def is_secret(key: str) -> bool:
+    """Whether a query key names a secret (``password``, ``ssl_password``, ``token``...)."""
+    lowered = key.lower()
+    return any(word in lowered for word in ("password", "passwd", "secret", "token"))
