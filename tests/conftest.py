@@ -149,6 +149,24 @@ def registered(plugin: _P) -> Iterator[_P]:
         manager.unregister(plugin)
 
 
+class LostLeases:
+    """A plugin that writes down each delivery whose lost lease
+    ``brokerkit_on_lease_lost`` is told of."""
+
+    def __init__(self) -> None:
+        self.lost: list[Any] = []
+
+    @brokerkit.hookimpl
+    def brokerkit_on_lease_lost(self, deliveries: Any) -> None:
+        self.lost.extend(deliveries)
+
+
+@pytest.fixture
+def lost_leases() -> Iterator[LostLeases]:
+    """A :class:`LostLeases` registered while the test runs."""
+    yield from registered(LostLeases())
+
+
 def iterate_in_thread(
     subscription: brokerkit.Subscription,
 ) -> tuple[threading.Thread, list[BaseException | None], threading.Event]:

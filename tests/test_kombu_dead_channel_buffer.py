@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ import pytest
 import brokerkit
 import brokerkit.aio
 from brokerkit.exceptions import StaleDelivery
-from tests.conftest import registered
+from tests.conftest import LostLeases
 from tests.test_kombu_review5_proxy import Net, net, queue_depth, rabbitmq
 from tests.waiting import wait_until
 
@@ -35,22 +34,6 @@ _OPTIONS = {"heartbeat": 10, "reconnect_timeout": 5, "connect_timeout": 2}
 #: Published, fetched at most this many at a time: one received, three buffered.
 _MESSAGES = 6
 _PREFETCH = 4
-
-
-class LeaseRecorder:
-    """Writes down every delivery whose lost lease is reported."""
-
-    def __init__(self) -> None:
-        self.lost: list[Any] = []
-
-    @brokerkit.hookimpl
-    def brokerkit_on_lease_lost(self, deliveries: Any) -> None:
-        self.lost.extend(deliveries)
-
-
-@pytest.fixture
-def recorder() -> Iterator[LeaseRecorder]:
-    yield from registered(LeaseRecorder())
 
 
 def requeued(net: Net, topic: str, waiting: int) -> None:
@@ -121,7 +104,7 @@ def received(subscription: Any) -> list[tuple[int, int, bool, str]]:
 
 
 def test_the_buffer_of_a_connection_the_reaper_found_lost_is_not_handed_out(
-    net: Net, recorder: LeaseRecorder, caplog: pytest.LogCaptureFixture
+    net: Net, lost_leases: LostLeases, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker = net.broker(**_OPTIONS)
     subscription, buffered = subscribed_with_buffer(broker, "buf")
@@ -132,16 +115,16 @@ def test_the_buffer_of_a_connection_the_reaper_found_lost_is_not_handed_out(
         requeued(net, "buf", _MESSAGES - 1)
         found_lost(link, before)
         seen = received(subscription)
-    check_redelivered(buffered, seen, recorder.lost)
+    check_redelivered(buffered, seen, lost_leases.lost)
     assert queue_depth(net.queue("buf")) == 0
     warnings = [r for r in caplog.records if "had fetched but not handed out" in r.message]
     assert len(warnings) == 1 and "connection" in warnings[0].message, caplog.text
-    ids = ",".join(d.id for d in recorder.lost)
+    ids = ",".join(d.id for d in lost_leases.lost)
     assert getattr(warnings[0], "message_id", None) == ids, "the warning names them"
 
 
 def test_the_buffer_of_a_connection_another_fetch_found_lost_is_not_handed_out(
-    net: Net, recorder: LeaseRecorder
+    net: Net, lost_leases: LostLeases
 ) -> None:
     """Another subscription's fetch on the same broker finds the connection lost (and
     reconnects): the buffer is dropped then, not at the reaper's next sweep (stopped
@@ -157,12 +140,12 @@ def test_the_buffer_of_a_connection_another_fetch_found_lost_is_not_handed_out(
     assert other.receive(timeout=0) is None
     assert link.generation != before, "the other subscription's fetch found the cut"
     seen = received(subscription)
-    check_redelivered(buffered, seen, recorder.lost)
+    check_redelivered(buffered, seen, lost_leases.lost)
     assert queue_depth(net.queue("buf")) == 0
 
 
 def test_the_buffer_of_a_channel_rabbitmq_closed_is_not_handed_out(
-    net: Net, recorder: LeaseRecorder
+    net: Net, lost_leases: LostLeases
 ) -> None:
     """RabbitMQ closes the subscription's channel (here: an ack of a delivery tag it
     never gave, sent on it behind brokerkit's back); the ack that finds it closed
@@ -184,12 +167,12 @@ def test_the_buffer_of_a_channel_rabbitmq_closed_is_not_handed_out(
     assert sorted(body for body, *_ in seen) == list(range(_MESSAGES)), seen
     again = {body: (attempt, redelivered) for body, attempt, redelivered, _ in seen}
     assert all(again[body] == (2, True) for body in [0, *buffered]), seen
-    assert sorted(d.body for d in recorder.lost) == [0, *buffered]
+    assert sorted(d.body for d in lost_leases.lost) == [0, *buffered]
     assert queue_depth(net.queue("chan")) == 0
 
 
 def test_asyncio_the_buffer_of_a_lost_connection_is_not_handed_out(
-    net: Net, recorder: LeaseRecorder
+    net: Net, lost_leases: LostLeases
 ) -> None:
     """Under brokerkit.aio the buffer is the asyncio subscription's: it is dropped from
     there, and the deliveries reported lost are those the application would have got."""
@@ -223,13 +206,13 @@ def test_asyncio_the_buffer_of_a_lost_connection_is_not_handed_out(
             await broker.close()
 
     buffered, seen = asyncio.run(main())
-    check_redelivered(buffered, seen, recorder.lost)
-    assert all(isinstance(d, brokerkit.aio.AsyncDelivery) for d in recorder.lost)
+    check_redelivered(buffered, seen, lost_leases.lost)
+    assert all(isinstance(d, brokerkit.aio.AsyncDelivery) for d in lost_leases.lost)
     assert queue_depth(net.queue("abuf")) == 0
 
 
 def test_the_buffer_whose_leases_ran_out_is_not_handed_out(
-    net: Net, recorder: LeaseRecorder
+    net: Net, lost_leases: LostLeases
 ) -> None:
     """No cut: the buffered deliveries' visibility timeout runs out while they wait in
     the buffer; the reaper gives them back to RabbitMQ and drops them from the buffer
@@ -242,5 +225,5 @@ def test_the_buffer_whose_leases_ran_out_is_not_handed_out(
         within=10,
     )
     seen = received(subscription)
-    check_redelivered(buffered, seen, recorder.lost)
+    check_redelivered(buffered, seen, lost_leases.lost)
     assert queue_depth(net.queue("expired")) == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import nats as nats_py
@@ -26,7 +26,7 @@ import pytest
 
 import brokerkit
 from brokerkit.backends.nats._wire import consumer_name
-from tests.conftest import registered
+from tests.conftest import LostLeases
 from tests.nats_server import nats
 from tests.waiting import wait_until
 
@@ -38,22 +38,6 @@ _SHORT = 2.0
 _LONG = 30.0
 #: Seconds a wait here may take at most: a hang guard, never a pace.
 GUARD = 15.0
-
-
-class LostLeases:
-    """Writes down each delivery whose lost lease the hook is told of."""
-
-    def __init__(self) -> None:
-        self.lost: list[Any] = []
-
-    @brokerkit.hookimpl
-    def brokerkit_on_lease_lost(self, deliveries: Any) -> None:
-        self.lost.extend(deliveries)
-
-
-@pytest.fixture
-def recorder() -> Iterator[LostLeases]:
-    yield from registered(LostLeases())
 
 
 def _in_a_thread(work: Callable[[], None]) -> None:
@@ -89,7 +73,7 @@ def _consumer_api(url: str, subject: str, body: dict[str, Any] | None) -> dict[s
 
 
 def test_a_group_made_again_with_a_longer_ack_wait_takes_the_lease_held(
-    nats: Callable[..., Any], nats_url: str, nats_prefix: str, recorder: LostLeases
+    nats: Callable[..., Any], nats_url: str, nats_prefix: str, lost_leases: LostLeases
 ) -> None:
     holder = nats(visibility_timeout=_SHORT)
     subscription = holder.subscribe("jobs", group="g")  # (makes the group: AckWait 2 s)
@@ -108,7 +92,7 @@ def test_a_group_made_again_with_a_longer_ack_wait_takes_the_lease_held(
 
     holder._run(make_again())
     (watcher,) = made_again
-    wait_until(lambda: held in recorder.lost, "the report of the lease lost", within=GUARD)
+    wait_until(lambda: held in lost_leases.lost, "the report of the lease lost", within=GUARD)
     with pytest.raises(brokerkit.StaleDelivery):
         held.ack()
     # The group made again delivers the message again (it never held it for the
@@ -121,7 +105,7 @@ def test_a_group_made_again_with_a_longer_ack_wait_takes_the_lease_held(
 
 
 def test_a_group_edited_in_place_keeps_the_lease_held(
-    nats: Callable[..., Any], nats_url: str, nats_prefix: str, recorder: LostLeases
+    nats: Callable[..., Any], nats_url: str, nats_prefix: str, lost_leases: LostLeases
 ) -> None:
     holder = nats(visibility_timeout=_SHORT)
     subscription = holder.subscribe("jobs", group="g")
@@ -140,6 +124,6 @@ def test_a_group_edited_in_place_keeps_the_lease_held(
     lease = held.receipt.receipt  # (the asyncio delivery's)
     wait_until(lambda: lease.ack_wait == _LONG, "the renewals to see the new AckWait", GUARD)
     held.ack()  # still held: JetStream counts it with the new AckWait, as the broker does
-    assert recorder.lost == []
+    assert lost_leases.lost == []
     after = _consumer_api(nats_url, f"CONSUMER.INFO.{nats_prefix}.{durable}", None)
     assert (after["num_ack_pending"], after["num_pending"]) == (0, 0)

@@ -28,7 +28,7 @@ import pytest
 import brokerkit
 from brokerkit.backends.nats._leases import KEEPS_CREATED_SINCE
 from brokerkit.backends.nats._wire import consumer_name
-from tests.conftest import registered
+from tests.conftest import LostLeases
 from tests.nats_server import NatsServer, find_nats_server_before
 from tests.waiting import wait_until
 
@@ -37,22 +37,6 @@ GUARD = 15.0
 #: Long enough that no renewal round (a quarter of it) comes within a test but the
 #: first, at the renewals' start (which confirms the lease).
 _ACK_WAIT = 120
-
-
-class LostLeases:
-    """A lease-loss hook that records what it is told."""
-
-    def __init__(self) -> None:
-        self.told: list[Any] = []
-
-    @brokerkit.hookimpl
-    def brokerkit_on_lease_lost(self, deliveries: Any) -> None:
-        self.told.extend(deliveries)
-
-
-@pytest.fixture
-def lost() -> Iterator[LostLeases]:
-    yield from registered(LostLeases())
 
 
 @pytest.fixture
@@ -89,14 +73,14 @@ def _restart(server: NatsServer, broker: Any) -> None:
 
 
 def test_a_lease_is_acked_after_a_graceful_restart_of_an_older_server(
-    old_server: NatsServer, lost: LostLeases
+    old_server: NatsServer, lost_leases: LostLeases
 ) -> None:
     with brokerkit.connect(old_server.url, prefix="r27b", visibility_timeout=_ACK_WAIT) as broker:
         held, lease = _hold_one(broker)
         created = lease.created
         _restart(old_server, broker)
         held.ack()  # raised StaleDelivery: the restart's new created read as a new consumer
-        assert lost.told == []
+        assert lost_leases.lost == []
         group = broker.inspect("jobs").groups[0]
         assert (group.pending, group.lag) == (0, 1)  # ("held" acked; "after" waits)
     # (the restart did change created, or the test proves nothing on this server)
@@ -104,7 +88,7 @@ def test_a_lease_is_acked_after_a_graceful_restart_of_an_older_server(
 
 
 def test_the_ack_wait_check_after_a_graceful_restart_keeps_the_leases(
-    old_server: NatsServer, lost: LostLeases
+    old_server: NatsServer, lost_leases: LostLeases
 ) -> None:
     with brokerkit.connect(old_server.url, prefix="r27b", visibility_timeout=_ACK_WAIT) as broker:
         held, lease = _hold_one(broker)
@@ -115,7 +99,7 @@ def test_the_ack_wait_check_after_a_graceful_restart_keeps_the_leases(
         assert leases.get(lease.reply) is lease, "let go as if its consumer were made again"
         assert leases.take_unreported() == []
         held.ack()
-        assert lost.told == []
+        assert lost_leases.lost == []
 
 
 def test_a_consumer_made_again_on_an_older_server_is_still_found(
