@@ -203,6 +203,17 @@ class RedisServer:
         """A plain redis-py client to this server, for assertions."""
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
 
+    def role(self) -> str:
+        """What ``INFO replication`` says it is ("master", "slave"), or "unknown" if it
+        does not answer."""
+        client = self.client()
+        try:
+            return str(client.info("replication").get("role"))
+        except redis.RedisError:
+            return "unknown"
+        finally:
+            client.close()
+
     def _listen(self) -> list[str]:
         """The arguments that say where the server listens."""
         return ["--port", str(self.port)]

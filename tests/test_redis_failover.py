@@ -143,22 +143,12 @@ def _kill_sentinel_master(sentinels: SentinelSet) -> Callable[[], None]:
         # for a second on a loaded machine, the sentinels failed over back to the empty
         # one, and the promoted master, made its replica, was wiped by the sync (17-22
         # messages lost; reproduced by stopping the promoted master for 2.5 s).
-        while not (sentinels.all_name(promoted) and _role(promoted) == "master"):
+        while not (sentinels.all_name(promoted) and promoted.role() == "master"):
             assert time.monotonic() < deadline, "the sentinels never promoted the replica"
             time.sleep(0.1)
         victim.start(replica_of=promoted)
 
     return kill
-
-
-def _role(server: RedisServer) -> str:
-    client = server.client()
-    try:
-        return str(client.info("replication").get("role"))
-    except redis.RedisError:
-        return "unknown"
-    finally:
-        client.close()
 
 
 def _describe(

@@ -23,11 +23,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-import redis
 
 from brokerkit.backends.redis._keys import Keyspace
 from tests.redis_cluster import RedisClusterSet, SentinelSet
-from tests.redis_server import RedisServer
 
 #: The child: ready once imported; on "go", connects (API sys.argv[3]) and runs the
 #: call (sys.argv[2]): publish, or subscribe then publish and receive that message.
@@ -88,16 +86,6 @@ def _run_through(url: str, call: str, api: str, kill: Callable[[], None]) -> str
     return output
 
 
-def _role(server: RedisServer) -> str:
-    client = server.client()
-    try:
-        return str(client.info("replication").get("role"))
-    except redis.RedisError:
-        return "unknown"
-    finally:
-        client.close()
-
-
 CASES = [
     ("redis+stream", "publish", "sync"),
     ("redis+list", "publish", "asyncio"),
@@ -118,7 +106,7 @@ def test_a_new_process_rides_out_a_sentinel_failover(
 
         def wait_for_failover() -> None:
             deadline = time.monotonic() + 60
-            while not (redis_sentinel.all_name(promoted) and _role(promoted) == "master"):
+            while not (redis_sentinel.all_name(promoted) and promoted.role() == "master"):
                 assert time.monotonic() < deadline, "the sentinels never promoted the replica"
                 time.sleep(0.1)
             victim.start(replica_of=promoted)  # back as a replica: it holds no data
