@@ -169,3 +169,38 @@ def test_extend_counts_from_the_groups_lease_length(make: Make, redis_client: re
     [pending] = redis_client.xpending_range(fast.stream_key("jobs"), "w", "-", "+", 1)
     assert pending["time_since_delivered"] >= 29_000
     delivery.ack()
+
+
+class _DiedBeforeDeadLettering(Exception):
+    """A consumer's process ends between its claim of an entry and the dead letter."""
+
+
+def test_a_dead_letter_counts_the_deliveries_made_not_a_claim_that_died_before_it(
+    make: Make,
+) -> None:
+    vt = 0.3
+    first = make(max_deliveries=1, visibility_timeout=vt)
+    first.publish("s", "poison")
+    held = first.subscribe("s").receive(timeout=vt + GRACE)
+    assert held is not None  # the one allowed delivery; its consumer then dies
+    first.close()
+    dying = make(max_deliveries=1, visibility_timeout=vt)
+
+    def die(*args: Any) -> None:
+        raise _DiedBeforeDeadLettering
+
+    dying._dead_letter_claimed = die  # type: ignore[method-assign]
+    dying._reaper._work = lambda: None  # its fetch, not its reaper, claims the entry
+    mourning = dying.subscribe("s")
+    # The entry idles past the lease; this consumer claims it, past the limit.
+    with pytest.raises(_DiedBeforeDeadLettering):
+        mourning.receive(timeout=vt + GRACE)
+    survivor = make(max_deliveries=1, visibility_timeout=vt)
+    dead_letters = survivor.subscribe(survivor.dead_letter_topic("s"))
+    reaped = survivor.subscribe("s")  # its reaper takes the entry the dying claim left
+    dead = dead_letters.receive(timeout=vt + GRACE)
+    assert dead is not None and dead.id == held.id
+    # The claim that died before dead-lettering delivered nothing: one delivery.
+    assert dead.headers["x-deliveries"] == "1"
+    dead.ack()
+    reaped.close()

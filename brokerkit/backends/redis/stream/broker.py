@@ -264,7 +264,8 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, StreamP
             keys += [state.delayed_key, state.wake_key]
             args: list[Any] = [group, consumer, min_idle, state.cursor, max_messages]
             args.append(state.start_id)
-            args += [self.options.body_field, *self._trimming(), PARKING, *woken]
+            args += [self.options.body_field, *self._trimming(), PARKING]
+            args += [self.options.max_deliveries or 0, *woken]
             cursor, claimed, wait_ms = self._scripts.fetch(keys=keys, args=args)
             state.cursor = text(cursor)
             return claimed, int(wait_ms)

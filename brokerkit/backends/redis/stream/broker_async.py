@@ -266,7 +266,8 @@ class AsyncRedisStreamBroker(
             keys += [state.delayed_key, state.wake_key]
             args: list[Any] = [group, consumer, min_idle, state.cursor, max_messages]
             args.append(state.start_id)
-            args += [self.options.body_field, *self._trimming(), PARKING, *woken]
+            args += [self.options.body_field, *self._trimming(), PARKING]
+            args += [self.options.max_deliveries or 0, *woken]
             cursor, claimed, wait_ms = await self._scripts.fetch(keys=keys, args=args)
             state.cursor = text(cursor)
             return claimed, int(wait_ms)

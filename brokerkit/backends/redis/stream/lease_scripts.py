@@ -23,8 +23,8 @@ REPARK_BUDGET = 300
 # group's delayed ZSET (see .scheduling), the group's wake stream (see NACK).
 # ARGV: group, consumer, min idle ms, claim cursor, count (unused: one entry comes
 # back at most), group start id, the body field, maxlen or '', minid or '', '~' or
-# '=', the parking consumer, then the ids of wake entries this consumer read, which
-# are acked.
+# '=', the parking consumer, max deliveries (0: no limit), then the ids of wake
+# entries this consumer read, which are acked.
 # The min idle time is the larger of this consumer's visibility timeout and the
 # group's (the longest any member subscribed with), so that no member claims an
 # entry that a member with a longer lease still holds.
@@ -81,10 +81,18 @@ FETCH = (
 local key, lost, scheduled, delayed = KEYS[1], KEYS[2], KEYS[4], KEYS[5]
 local group, consumer, cursor = ARGV[1], ARGV[2], ARGV[4]
 local min_idle = lease_length(KEYS[3], group, tonumber(ARGV[3]))
-local start, parking = ARGV[6], ARGV[11]
+local start, parking, limit = ARGV[6], ARGV[11], tonumber(ARGV[12])
 local claimed, gone = {}, 0
 local now = now_ms()
-for i = 12, #ARGV, 1000 do  -- a wake stream's group may be gone: nothing to ack then
+-- The delivery counter a claim sets: one more, except for a claim past the limit,
+-- which is dead-lettered, not delivered. Should its consumer die before the dead
+-- letter is written, the entry is reclaimed later with its count still that of the
+-- deliveries made, and the dead letter says so (x-deliveries).
+local function counted(deliveries)
+  if limit > 0 and deliveries > limit then return deliveries - 1 end
+  return deliveries
+end
+for i = 13, #ARGV, 1000 do  -- a wake stream's group may be gone: nothing to ack then
   redis.pcall('XACK', KEYS[6], group, unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 
@@ -129,7 +137,8 @@ local function autoclaim(from)
         gone = gone + 1
       else
         local deliveries = (owned(key, group, consumer, id) or 0) + 1
-        redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', deliveries, 'JUSTID')
+        redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', counted(deliveries),
+                   'JUSTID')
         claimed[#claimed + 1] = {id, entry[1][2], deliveries}
         if held then redis.call('ZREM', delayed, id) end
       end
@@ -160,7 +169,8 @@ for _ = 1, (#claimed == 0 and 100 or 0) do
       redis.call('XACK', key, group, id)
       gone = gone + 1
     else
-      redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', parked + 1, 'JUSTID')
+      redis.call('XCLAIM', key, group, consumer, 0, id, 'RETRYCOUNT', counted(parked + 1),
+                 'JUSTID')
       claimed[1] = {id, entry[1][2], parked + 1}
       break
     end
