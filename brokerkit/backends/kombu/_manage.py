@@ -74,25 +74,40 @@ def queue_counts(link: Link, queue: str) -> tuple[int, int] | None:
 
 
 def purge_topic(link: Link, topic: str, groups: list[str]) -> int:
-    """Empty the queues of ``groups`` of ``topic`` (declaring any missing); how many
-    messages that removed."""
+    """Empty the queues of ``groups`` of ``topic``; how many messages that removed.
+
+    Nothing is declared: a queue that does not exist (a topic never published to, a
+    group's queue someone deleted) counts 0, and is declared anew at its next use
+    (a publish, a subscribe), not here, where it would outlive the purge.
+    """
+    queues = [link.names.queue(topic, group) for group in groups]
+    link.names.check(queues)  # queue.purge refuses longer names
 
     def purge() -> int:
-        # Declared anew, not taken as the link remembers them: someone may have
-        # deleted one since (a purge is rare; a round trip or two more is nothing).
-        for group in groups:
-            link.forget(topic, group)
-        link.ensure_topic(topic)
-        channel = link.publisher()
         removed = 0
-        for group in groups:
-            queue = link.names.queue(topic, group)
-            if group != DEFAULT_GROUP:
-                link.ensure_queue(topic, group)
-            removed += int(channel.queue_purge(queue) or 0)
+        for group, queue in zip(groups, queues, strict=True):
+            count = _purge_queue(link, queue)
+            if count is None:
+                link.forget(topic, group)  # (gone: its next use declares it)
+            else:
+                removed += count
         return removed
 
     return link.call(purge)
+
+
+def _purge_queue(link: Link, queue: str) -> int | None:
+    """Purge ``queue`` on a channel of its own (a missing queue closes it); how many
+    messages that removed, or None if it does not exist (call within
+    :meth:`Link.call`)."""
+    channel = link.channel()
+    try:
+        return int(channel.queue_purge(queue) or 0)
+    except amqp.exceptions.NotFound:
+        return None
+    finally:
+        if channel.is_open:
+            channel.close()
 
 
 def delete_declared(link: Link, exchanges: frozenset[str], queues: frozenset[str]) -> None:

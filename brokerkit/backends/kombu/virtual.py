@@ -346,10 +346,15 @@ class KombuVirtualBroker(Broker):
             groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
 
         def purge() -> int:
+            # Declares nothing, as inspect: a queue that does not exist holds nothing
+            # (declared here, it would outlive the purge; kombu's memory store would
+            # make one to purge it).
             removed = 0
+            channel = self._channel
             for group in groups:
-                queue = self._ensure_queue(topic, group)
-                removed += int(self._channel.queue_purge(queue) or 0)
+                queue = self.names.queue(topic, group)
+                if channel._has_queue(queue):
+                    removed += int(channel.queue_purge(queue) or 0)
             return removed
 
         return self._call(purge, retry=True)
