@@ -130,38 +130,57 @@ class Leases(dict[str, Lease]):
 
     def __setitem__(self, reply: str, lease: Lease) -> None:
         super().__setitem__(reply, lease)
-        if lease.ack_wait < self._basis and self._shorter is not None:
-            # A shorter ack wait than the renewals' wait was counted from: its lease
-            # must be renewed sooner than that wait ends. Wake it.
-            loop, shorter = self._shorter
-            if loop is _running_loop():
-                shorter.set()
-            else:
-                with contextlib.suppress(RuntimeError):  # (that loop is closed)
-                    loop.call_soon_threadsafe(shorter.set)
+        if lease.ack_wait < self._basis:
+            # A shorter ack wait than the renewals' wait was counted from (any, if
+            # none was held): its lease must be renewed sooner than that wait ends.
+            self._wake()
 
-    async def next_round(self, idle: float) -> None:
+    def _wake(self) -> None:
+        """Wake the renewals' wait for their next round (:meth:`next_round`), if they
+        wait: from this thread or another."""
+        if self._shorter is None:
+            return
+        loop, shorter = self._shorter
+        if loop is _running_loop():
+            shorter.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # (that loop is closed)
+                loop.call_soon_threadsafe(shorter.set)
+
+    async def next_round(self) -> None:
         """Wait for the renewals' next round: a quarter of the shortest ack wait of the
-        leases held (of ``idle`` if none is), counted from now; sooner if a lease with
-        a shorter ack wait comes meanwhile: a quarter of its ack wait after it comes,
-        at the latest."""
+        leases held, counted from now; sooner if a lease with a shorter ack wait comes
+        meanwhile: a quarter of its ack wait after it comes, at the latest. While none
+        is held, until one comes (untimed: an idle broker runs no round), or at once if
+        a lease let go is still to be reported (:meth:`take_unreported`). A close
+        cancels the wait."""
         loop = asyncio.get_running_loop()
         shorter = asyncio.Event()
-        basis = min((lease.ack_wait for lease in self.values()), default=idle)
+        basis = self._shortest()
         due = time.monotonic() + basis / 4
         self._basis, self._shorter = basis, (loop, shorter)
         try:
-            while (left := due - time.monotonic()) > 0:
-                try:
-                    await within(shorter.wait(), left)  # a timer, not a synchronization
-                except asyncio.TimeoutError:
+            while not self._unreported or self:
+                left = due - time.monotonic()
+                if left <= 0:
                     return
+                if math.isinf(left):
+                    await shorter.wait()  # (nothing held: until a lease comes)
+                else:
+                    try:
+                        await within(shorter.wait(), left)  # a timer, not a synchronization
+                    except asyncio.TimeoutError:
+                        return
                 shorter.clear()
-                basis = min((lease.ack_wait for lease in self.values()), default=idle)
+                basis = self._shortest()
                 due = min(due, time.monotonic() + basis / 4)
                 self._basis = basis
         finally:
             self._basis, self._shorter = math.inf, None
+
+    def _shortest(self) -> float:
+        """The shortest ack wait of the leases held (infinite if none is)."""
+        return min((lease.ack_wait for lease in self.values()), default=math.inf)
 
     def take_unreported(self) -> list[Lease]:
         """The leases let go as forgotten since the last call, that no caller was told
@@ -225,6 +244,7 @@ class Leases(dict[str, Lease]):
                     forgotten.add(id(lease))
                     if self.pop(lease.reply, None) is lease and id(lease) not in asked:
                         self._unreported.append(lease)
+                        self._wake()  # (to be reported, though none be held now)
                 else:
                     lease.generation = generation
                     if created is not None:  # (asked after its pull: it is this one's)

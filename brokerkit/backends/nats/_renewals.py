@@ -28,7 +28,8 @@ async def renew_forever(
     report: Callable[[Sequence[Lease]], None] | None = None,
 ) -> None:
     """Every quarter of the shortest ack wait (counted afresh when a lease with a
-    shorter one comes: :meth:`Leases.next_round`), ``renew`` every lease still held,
+    shorter one comes, and waited for untimed while none is held: :meth:`Leases.next_round`),
+    ``renew`` every lease still held,
     each group's on their own (:class:`_GroupRenewals`), until ``closed()``: a live
     consumer keeps what it holds; a crashed or closed one loses it after AckWait. A
     lease whose holder was marked settled without being settled (the worker let go
@@ -51,7 +52,7 @@ async def renew_forever(
                 log.debug("could not check the AckWait of a group: %s", exc, extra=log_fields())
             except Exception:  # a bug, or an answer not understood, must not end the renewals
                 log.exception("could not check the AckWait of a group", extra=log_fields())
-            await leases.next_round(idle=1.0)
+            await leases.next_round()
             now = time.monotonic()
             held: list[Lease] = []
             lost: list[Lease] = []
