@@ -13,7 +13,7 @@ from typing import ClassVar
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery import Delivery
 from brokerkit._delivery_async import AsyncDelivery
-from brokerkit._logging import log_fields
+from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
@@ -66,7 +66,8 @@ class NatsBroker(LoopBridgeBroker):
     def _close(self) -> None:
         """Close as the bridge does (the renewals end), then end the reporter's thread
         once it has told the hook of what it was given (:data:`CLOSE_WAIT` seconds at
-        most: a hook that blocks longer is told the rest after the close)."""
+        most: what a hook that blocks longer was not yet told is logged, never reported
+        after the close)."""
         try:
             super()._close()
         finally:
@@ -94,34 +95,37 @@ class _Reporter:
     in one thread, in the order found: a hook that blocks holds up later reports of
     the broker, never the renewals, and is never called twice at once. The thread is
     started by a report, ends after :data:`_IDLE` seconds with none (the next starts
-    it again), and at :meth:`close`."""
+    it again), and at :meth:`close`, after which no report starts (what is left then
+    is logged, not reported)."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[list[Lease] | None] = queue.SimpleQueue()
-        #: Guards :attr:`_thread` and :attr:`_closed` (and the queue, against an idle
-        #: thread ending as a report comes).
+        #: Guards :attr:`_thread`, :attr:`_closed` and :attr:`_ended` (and the queue,
+        #: against an idle thread ending as a report comes).
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: The close stopped waiting: no report starts from then on.
+        self._ended = False
 
     def report(self, lost: Sequence[Lease]) -> None:
         """Have the thread report ``lost`` (here, if it cannot start: the interpreter
-        is ending; or after :meth:`close`)."""
+        is ending); after :meth:`close`, log it unreported."""
         with self._lock:
-            if not self._closed:
-                self._queue.put(list(lost))
-                if self._thread is not None:
-                    return
-                thread = threading.Thread(
-                    target=self._run, name="brokerkit-lease-lost", daemon=True
-                )
-                try:
-                    thread.start()
-                except RuntimeError:
-                    self._queue = queue.SimpleQueue()
-                else:
-                    self._thread = thread
-                    return
+            if self._closed:
+                _unreported(lost)
+                return
+            self._queue.put(list(lost))
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="brokerkit-lease-lost", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                self._queue = queue.SimpleQueue()
+            else:
+                self._thread = thread
+                return
         report_lost(lost)
 
     def _run(self) -> None:
@@ -136,6 +140,11 @@ class _Reporter:
                 continue
             if lost is None:  # (closed)
                 return
+            with self._lock:
+                ended = self._ended
+            if ended:  # (taken as the close stopped waiting)
+                _unreported(lost)
+                continue
             try:
                 report_lost(lost)
             except Exception:  # the thread goes on for the next report
@@ -143,7 +152,9 @@ class _Reporter:
 
     def close(self, wait: float) -> None:
         """End the thread once it has reported what it was given: ``wait`` seconds at
-        most (none from the thread itself: a hook that closes the broker)."""
+        most (none from the thread itself: a hook that closes the broker). What it has
+        not started to report by then is logged, never reported: no report starts
+        after the close."""
         with self._lock:
             self._closed = True
             thread = self._thread
@@ -151,3 +162,29 @@ class _Reporter:
                 self._queue.put(None)
         if thread is not None and thread is not threading.current_thread():
             thread.join(wait)
+        left: list[Lease] = []
+        with self._lock:
+            self._ended = True
+            while True:
+                try:
+                    taken = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if taken is not None:
+                    left += taken
+            if thread is not None:
+                self._queue.put(None)  # (the thread ends after the report under way)
+        _unreported(left)
+
+
+def _unreported(lost: Sequence[Lease]) -> None:
+    """Log leases found lost that are not reported to the lease-loss hook: the broker
+    closed first."""
+    deliveries = [lease.holder for lease in lost if lease.holder is not None]
+    if deliveries:
+        log.warning(
+            "%d lease(s) had run out before they could be renewed; not reported to "
+            "brokerkit_on_lease_lost: the broker closed first",
+            len(deliveries),
+            extra=delivery_fields(deliveries),
+        )
