@@ -110,10 +110,14 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
         :data:`_DECLARE_TRIES` times (something keeps deleting it).
     """
     batch = list(prepared)
+    rebind = False  # (an exchange was found gone: its groups' bindings went with it)
     for tries_left in reversed(range(_DECLARE_TRIES + 1)):
         try:
             try:
                 link.ensure_topic(topic)
+                if rebind:
+                    link.bind_groups_again(topic)
+                    rebind = False
             except amqp.exceptions.NotFound as exc:  # (binding to a deleted exchange)
                 link.drop_publisher(exc)
                 raise _ExchangeGone(exc, batch) from exc  # nothing of it sent
@@ -125,6 +129,7 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
             if not tries_left:
                 raise gone.error from None
             link.forget(topic)
+            rebind = True
             batch = gone.unstored
             continue
         if not batch:

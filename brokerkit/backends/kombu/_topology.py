@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from brokerkit.backends.kombu._names import Names
+import amqp.exceptions  # type: ignore[import-untyped]
+
+from brokerkit.backends.kombu._names import SEPARATOR, Names
 
 __all__ = ["QUEUE_ARGUMENTS", "Topology"]
 
@@ -28,6 +30,8 @@ class Topology:
         created_queues: set[str]
 
         def publisher(self) -> Any: ...
+
+        def channel(self) -> Any: ...
 
     def ensure_topic(self, topic: str) -> None:
         """Declare ``topic``'s exchange and default queue, and its dead-letter topic's,
@@ -69,6 +73,32 @@ class Topology:
         self._declared.difference_update(
             (self.names.queue(topic, group), self.names.exchange(topic))
         )
+
+    def bind_groups_again(self, topic: str) -> None:
+        """Bind again, to ``topic``'s exchange and its dead-letter topic's, the queues
+        of their groups this link declared (call under the lock, once
+        :meth:`ensure_topic` declared anew an exchange someone deleted: deleting an
+        exchange deletes its bindings, and a group's queue left unbound would miss
+        every message published from then on). A queue gone since stays gone: its
+        group's next subscribe declares it.
+        """
+        from brokerkit._broker import DEFAULT_GROUP
+
+        for each in (topic, f"{topic}.dlq"):
+            head = self.names.queue(each, "")
+            exchange = self.names.exchange(each)
+            for queue in sorted(self.created_queues):
+                group = queue[len(head) :]
+                if not queue.startswith(head) or SEPARATOR in group or group == DEFAULT_GROUP:
+                    continue  # (another topic's, or the default one: ensure_topic's)
+                channel = self.channel()  # (one of its own: a missing queue closes it)
+                try:
+                    channel.queue_bind(queue, exchange)
+                except amqp.exceptions.NotFound:
+                    self._declared.discard(queue)
+                finally:
+                    if channel.is_open:
+                        channel.close()
 
     def check_names(self, topic: str, group: str | None = None) -> None:
         """Check every name that declaring ``topic`` (and ``group``'s queue of it)
