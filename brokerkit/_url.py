@@ -17,7 +17,7 @@ from brokerkit._secret_options import (
 )
 from brokerkit.exceptions import InvalidURL
 
-__all__ = ["BrokerURL"]
+__all__ = ["BrokerURL", "unparsed_secrets"]
 
 #: The scheme families (the part before ``+``) whose user part, without a password,
 #: is a secret: NATS's token form, ``nats://TOKEN@host``.
@@ -412,6 +412,43 @@ def _masked(url: str) -> str:
         masked = f"{user}:{MASK}" if user else MASK
         shown = f"{masked}{at_sign}{hostpart}"
     return prefix + shown + hidden
+
+
+def unparsed_secrets(url: str) -> tuple[str, list[str]]:
+    """For the text of a URL that may not parse (a raw ``+`` in its password, refused):
+    the text as an error would quote it (every secret masked, see :func:`_masked`), and
+    what that hides, as written: the password (or a user part that may be a token) and,
+    from the value of the first secret option on, that value with all that follows it,
+    whole and split at each ``&`` (each following value alone where it is not short,
+    else as ``name=value``; and the value joined with what follows, up to each)."""
+    masked = _masked(url)
+    match = _SCHEME_PREFIX.match(url)
+    prefix = match.group() if match else ""
+    rest = url[len(prefix) :]
+    hidden: list[str] = []
+    at = rest.rfind("@")
+    if at != -1:
+        userinfo = rest[:at]
+        user, _, password = userinfo.partition(":")
+        # the user name is shown (``user:***@``) unless it may be a secret itself
+        kept = not user or f"{user}:{MASK}" in masked
+        hidden.append(password if kept else userinfo)
+    secret = next(
+        (m for m in _QUERY_NAME.finditer(rest) if is_secret(unquote_plus(m.group(1)))), None
+    )
+    if secret is not None:
+        value, *following = rest[secret.end() :].split("&")
+        hidden.append(value)
+        for index, segment in enumerate(following):
+            option = segment.partition("=")[2]
+            hidden.append(option if len(option) >= _SHORT_TAIL else segment)
+            hidden.append("&".join([value, *following[: index + 1]]))
+    return masked, [text for text in hidden if text.strip()]
+
+
+#: A value after a secret shorter than this is hidden only as ``name=value``: alone it
+#: would hide every ``1`` of ``127.0.0.1`` (as the CLI's masking of a parsed URL does).
+_SHORT_TAIL = 5
 
 
 def _token_user(prefix: str) -> bool:

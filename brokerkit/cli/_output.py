@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from brokerkit._delivery import Delivery
 from brokerkit._secret_options import is_secret, secret_in
-from brokerkit._url import BrokerURL
+from brokerkit._url import BrokerURL, unparsed_secrets
 from brokerkit.exceptions import InvalidURL, SerializationError
 
 __all__ = [
@@ -184,11 +184,16 @@ def _masking(
         if found is None:
             continue
         written, url = found
-        forms = _secrets(url, written)
+        if url is None:
+            # refused (a raw "+" in its password, say): masked as the URL's error would
+            masked, values = unparsed_secrets(written)
+            forms, whole_forms = _forms(values), {written}
+        else:
+            forms, masked = _secrets(url, written), str(url)
+            whole_forms = {written, url.render(hide_password=False)}
         if not forms:
             continue
-        masked = str(url)
-        for whole in sorted({written, url.render(hide_password=False)}, key=len, reverse=True):
+        for whole in sorted(whole_forms, key=len, reverse=True):
             wholes.append((whole, masked))
         secrets |= forms
         masked_urls.add(masked)
@@ -200,9 +205,11 @@ def _masking(
 _MASK = "***"
 
 
-def _url_of(argument: str) -> tuple[str, BrokerURL] | None:
+def _url_of(argument: str) -> tuple[str, BrokerURL | None] | None:
     """The URL ``argument`` holds, as written and parsed: the whole argument, else what
-    follows the ``=`` of ``--option=URL``; ``None`` when it holds none that parses."""
+    follows the ``=`` of ``--option=URL``; ``None`` when it holds no ``://``. One
+    that does not parse (refused: a raw ``+`` in its password) is given with ``None``
+    for the parsed URL: the whole argument, or the value of ``--option=URL``."""
     if "://" not in argument:
         return None
     candidates = [argument]
@@ -214,7 +221,7 @@ def _url_of(argument: str) -> tuple[str, BrokerURL] | None:
             return candidate, BrokerURL.parse(candidate)
         except InvalidURL:
             continue
-    return None
+    return candidates[-1], None
 
 
 def _secrets(url: BrokerURL, written: str = "") -> set[str]:
@@ -247,12 +254,21 @@ def _secrets(url: BrokerURL, written: str = "") -> set[str]:
         if first is not None and index > first:  # the secret and what may be its end
             after = "&".join(f"{k}={v}" for k, v in items[first + 1 : index + 1])
             values.append(f"{items[first][1]}{'?' if in_path else '&'}{after}")
+    values.extend(_written_secrets(written, bool(url.username and url.username_is_secret)))
+    return _forms(values)
+
+
+def _forms(values: Iterable[str]) -> set[str]:
+    """Every form in which the secrets ``values`` (decoded or as written) may be quoted:
+    as they are, decoded (a ``+`` as a space too, as a query parser reads it: ``ab+cd``
+    as ``ab cd``), and each of those percent-encoded (``ab%2Bcd``, ``ab%20cd``) and
+    form-encoded (``ab+cd``). A form that is blank is not one: it would mask every
+    space."""
     forms = set()
     for value in values:
-        forms.update({value, quote(value, safe=""), quote(value), quote_plus(value)})
-    forms.update(_written_secrets(written, bool(url.username and url.username_is_secret)))
-    forms.discard("")
-    return forms
+        for text in {value, unquote(value), unquote_plus(value)}:
+            forms.update({text, quote(text, safe=""), quote(text), quote_plus(text)})
+    return {form for form in forms if form.strip()}
 
 
 #: A value that follows a secret in the query and is shorter than this is masked only
