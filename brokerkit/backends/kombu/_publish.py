@@ -6,7 +6,8 @@ A message's AMQP *content header* (its properties, the ``brokerkit`` header with
 headers among them) travels in one frame, which RabbitMQ closes the connection over
 (``FRAME_ERROR``); the body is split into as many frames as it needs. So every message
 of a publish is encoded first, and one whose content header would not fit in a frame
-of the connection (its ``frame_max``, as negotiated, less 8 bytes of framing) is
+of the connection (its ``frame_max``, as negotiated, less 8 bytes of framing), or
+whose dead letter's would not (room is kept for the headers a dead letter adds), is
 refused with :class:`~brokerkit.exceptions.InvalidMessage` before anything is sent.
 The size is py-amqp's own encoding of that header, measured where a cheap bound does
 not already show that it fits.
@@ -14,6 +15,7 @@ not already show that it fits.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -26,7 +28,14 @@ from brokerkit.backends.kombu._envelope import HEADER, check_content_type_size, 
 from brokerkit.backends.kombu._link import Link
 from brokerkit.exceptions import BrokerError, ConnectionFailed, InvalidMessage
 
-__all__ = ["Refused", "content_header_size", "over_frame", "publish", "send_confirmed"]
+__all__ = [
+    "Refused",
+    "content_header_size",
+    "dead_letter_headers",
+    "over_frame",
+    "publish",
+    "send_confirmed",
+]
 
 #: A content header's payload before its properties: class id, weight and body size.
 HEADER_FIELDS = 12
@@ -37,6 +46,8 @@ FRAME_OVERHEAD = 8
 _DECLARE_TRIES = 2
 #: A size no bound is given for (a value :func:`_bound` does not know): measured.
 _UNBOUNDED = 1 << 62
+#: The digits of ``x-deliveries`` a publish keeps room for.
+_DELIVERIES_DIGITS = 10
 
 
 class _Prepared(NamedTuple):
@@ -70,7 +81,7 @@ def publish(link: Link, topic: str, messages: Sequence[Message]) -> None:
     prepared = _prepare(messages)
 
     def send() -> None:
-        _check_frames(link, prepared)  # (before the topic is declared)
+        _check_frames(link, prepared, dead_letter_of=topic)  # (before declaring)
         _send_declared(link, topic, link.names.exchange(topic), prepared)
 
     link.call(send)
@@ -192,29 +203,59 @@ def over_frame(error: InvalidMessage) -> bool:
     return getattr(error, _OVER_FRAME, False) is True
 
 
-def _check_frames(link: Link, prepared: Sequence[_Prepared]) -> None:
+def dead_letter_headers(topic: str) -> dict[str, str]:
+    """The headers a dead letter of a message of ``topic`` adds, at their largest
+    for brokerkit's own reasons (a caller's ``reason`` may be longer): what a
+    publish keeps room for in the frame."""
+    return {
+        "x-dead-letter-reason": "max_deliveries",
+        "x-original-topic": topic,
+        "x-deliveries": "9" * _DELIVERIES_DIGITS,
+    }
+
+
+def _check_frames(
+    link: Link, prepared: Sequence[_Prepared], *, dead_letter_of: str | None = None
+) -> None:
     """Refuse the batch if the content header of one of its messages does not fit in
-    one frame of the link's connection (call within :meth:`Link.call`: connected).
+    one frame of the link's connection (call within :meth:`Link.call`: connected);
+    with ``dead_letter_of`` (the topic of a publish), if the content header of its
+    dead letter (:func:`dead_letter_headers` added) would not: one that could not be
+    dead-lettered with its headers is not published.
 
     :raises InvalidMessage: the first that does not fit, with its size and the limit
         (:func:`over_frame` tells it from other refusals).
     """
     frame_max = link.frame_max()
     room = frame_max - FRAME_OVERHEAD
+    added = {} if dead_letter_of is None else dead_letter_headers(dead_letter_of)
+    # (in the JSON of the header: ,"key":"value" for each, 6 bytes a char at most)
+    extra = sum(6 * (len(k) + len(v) + 6) for k, v in added.items())
     for message, raw, at_most in prepared:
-        if at_most <= room:
+        if at_most + extra <= room:
             continue
         size = content_header_size(raw)
-        if size > room:
+        dead = size
+        if added:
+            letter = dataclasses.replace(message, headers={**message.headers, **added})
+            dead = content_header_size(_prepare([letter])[0].raw)
+        if max(size, dead) > room:
             count = len(message.headers)
+            with_dead = (
+                f", {dead:,} bytes with the {len(added)} header(s) a dead letter of it "
+                f"adds ({', '.join(added)})"
+                if dead > size
+                else ""
+            )
             refused = InvalidMessage(
                 f"the headers of message {message.id} do not fit in one AMQP frame: its "
                 f"content header (the AMQP properties, with the {count:,} header(s) as "
-                f"JSON in the {HEADER!r} header) is {size:,} bytes, and RabbitMQ on "
-                f"{link.url} takes at most {room:,} (its frame_max of {frame_max:,} "
-                "bytes, less 8 bytes of framing); nothing was published. Send fewer or "
-                "smaller headers and carry large data in the body (which may be split "
-                "over many frames), or raise frame_max in RabbitMQ's configuration"
+                f"JSON in the {HEADER!r} header) is {size:,} bytes{with_dead}, and "
+                f"RabbitMQ on {link.url} takes at most {room:,} (its frame_max of "
+                f"{frame_max:,} bytes, less 8 bytes of framing); nothing was published. "
+                "Send fewer or smaller headers and carry large data in the body (which "
+                "may be split over many frames), or raise frame_max in RabbitMQ's "
+                "configuration"
             )
             setattr(refused, _OVER_FRAME, True)
             raise refused
