@@ -43,7 +43,7 @@ from brokerkit.backends.nats._socket import (
     end_reconnecting,
     withdraw,
 )
-from brokerkit.exceptions import ConnectionFailed, PermissionDenied, Unsupported
+from brokerkit.exceptions import ConnectionFailed, InvalidURL, PermissionDenied, Unsupported
 
 __all__ = [
     "CLOSE_WAIT",
@@ -75,6 +75,7 @@ class NatsClient(Permissions):
     """One nats-py connection, opened on first use, with an in-order request mux."""
 
     def __init__(self, url: BrokerURL, *, connect_timeout: float, reconnect_timeout: float):
+        _check_url(url)
         self._url = url
         self._connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
@@ -105,8 +106,12 @@ class NatsClient(Permissions):
 
     @property
     def server(self) -> str:
-        """``host:port`` of the server, for messages (never the credentials)."""
-        return f"{self._url.host or 'localhost'}:{self._url.port or 4222}"
+        """``host:port`` of the server (an IPv6 host in brackets), for messages (never
+        the credentials) and for nats-py."""
+        host = self._url.host or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self._url.port or 4222}"
 
     async def connection(self) -> Client:
         """The open connection; connects on first use.
@@ -466,3 +471,21 @@ class NatsClient(Permissions):
         except Exception:
             abort(nc)
         await end_reconnecting(nc)
+
+
+def _check_url(url: BrokerURL) -> None:
+    """Refuse what a NATS URL cannot mean: several hosts (one server is reached), or a
+    path (the stream is the ``prefix`` option).
+
+    :raises InvalidURL: the URL names several hosts, or a path.
+    """
+    if url.more_hosts:
+        raise InvalidURL(
+            f"{url} names {len(url.hosts)} hosts: a NATS URL names one host (the server "
+            "to connect to)"
+        )
+    if url.path.strip("/"):
+        raise InvalidURL(
+            f"a NATS URL has no path, got one in {url}: name the stream with the prefix "
+            "option (nats://host:4222?prefix=NAME)"
+        )
