@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from difflib import get_close_matches
 from typing import Any, ClassVar, TypeVar
 
-from brokerkit._secret_options import AfterPathSecret, is_secret
+from brokerkit._secret_options import MASK, AfterPathSecret, is_secret
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["MAX_COUNT", "MAX_SECONDS", "MIN_VISIBILITY_TIMEOUT", "BrokerOptions"]
@@ -38,6 +38,10 @@ _AFTER_SECRET: ContextVar[Mapping[str, str]] = ContextVar(
 #: While :meth:`BrokerOptions.build` runs: the secrets whose tail a message being made
 #: hid (see :func:`_shown`); such a message is not raised, as it names the option.
 _HID: ContextVar[list[str] | None] = ContextVar("_HID", default=None)
+
+#: The attribute of an options object made from a URL naming the options that
+#: followed a secret there (see :func:`after_secrets`), which its repr masks.
+_FOLLOWED = "_brokerkit_after_secret"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -71,6 +75,28 @@ class BrokerOptions:
     #: why: a value set for one is refused, an unset one (None, or empty in the query)
     #: taken. They are not among the valid names.
     not_applicable: ClassVar[Mapping[str, str]] = types.MappingProxyType({})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__repr__" not in cls.__dict__:
+            # set before @dataclass runs on the subclass, which then keeps it: every
+            # backend's (and plugin's) options mask their secrets as these do
+            cls.__repr__ = BrokerOptions.__repr__  # type: ignore[method-assign]
+
+    def __repr__(self) -> str:
+        """The options as a dataclass shows them, but for the value of an option whose
+        name is a secret (``api_token=***``; ``None`` when unset), and of one that
+        followed a secret in the URL's query (or a secret in its path), which may be
+        the end of that secret's value, split at a raw ``&``: ``***`` too."""
+        followed: frozenset[str] = getattr(self, _FOLLOWED, frozenset())
+        shown = []
+        for field in dataclasses.fields(self):
+            if not field.repr:
+                continue
+            value = getattr(self, field.name)
+            hidden = field.name in followed or (is_secret(field.name) and value is not None)
+            shown.append(f"{field.name}={MASK if hidden else repr(value)}")
+        return f"{type(self).__qualname__}({', '.join(shown)})"
 
     def __post_init__(self) -> None:
         from brokerkit._serializers import serializer_names
@@ -171,7 +197,10 @@ class BrokerOptions:
             follows.pop(name, None)  # a keyword's value is no part of a secret
         with _hiding(follows):
             try:
-                return cls(**values)
+                options = cls(**values)
+                # what followed a secret: masked by repr, as by str() of the URL
+                object.__setattr__(options, _FOLLOWED, frozenset(follows))
+                return options
             except InvalidOption as exc:
                 # A check naming an option that follows a secret without quoting its
                 # value (``cluster=true and sentinel= cannot be combined``).
