@@ -109,9 +109,11 @@ def dead_letter_headers(
     (``reason``), ``x-original-topic`` and ``x-deliveries``, and ``msg_id`` as its
     ``Nats-Msg-Id``. Where that does not fit, the reason is cut to as much as fits,
     followed by :data:`TRUNCATED`; where not even that fits, the dead letter carries
-    ``stored`` (the headers the message was stored with) as they are, with ``msg_id``
-    as its ``Nats-Msg-Id`` if there is room for it, else with none (never the
-    original's own, which JetStream would take for a duplicate of the original).
+    ``stored`` (the headers the message was stored with) as they are but JetStream's
+    own (``Nats-...``: ``Nats-Expected-Last-Sequence``, ``Nats-Rollup``..., which it
+    would obey), with ``msg_id`` as its ``Nats-Msg-Id`` if there is room for it, else
+    with none (never the original's own, which JetStream would take for a duplicate of
+    the original).
 
     :param stored: the entry's NATS headers as the server delivered them.
     :param room: the most header bytes the dead letter may take.
@@ -143,7 +145,10 @@ def dead_letter_headers(
             else:
                 high = middle - 1
         return with_reason(reason[:low] + TRUNCATED)
-    kept = {k: v for k, v in (stored or {}).items() if k != MSG_ID_HEADER}
+    # (JetStream's own headers are orders on a publish, not the message's: a stored
+    # Nats-Expected-Last-Sequence, true when another program stored it, would refuse
+    # the dead letter every time)
+    kept = {k: v for k, v in (stored or {}).items() if not k.lower().startswith("nats-")}
     identified = {MSG_ID_HEADER: msg_id, **kept}
     return identified if header_size(identified) <= room else kept
 
