@@ -37,8 +37,19 @@ def _read_by_the_reaper(subscription: Any) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("settle", ["extend", "ack", "nack"])
-@pytest.mark.parametrize("reader", ["reaper", "settle"])
+@pytest.mark.parametrize(
+    ("settle", "reader"),
+    [
+        ("extend", "reaper"),
+        # (not ("extend", "settle"): an extend sends nothing, AMQP having no lease to
+        # renew, so it finds the close only once it has arrived; an ack or nack makes
+        # a round trip after its settle, which the close comes before)
+        ("ack", "reaper"),
+        ("ack", "settle"),
+        ("nack", "reaper"),
+        ("nack", "settle"),
+    ],
+)
 def test_a_handler_past_consumer_timeout_loses_its_lease_once_and_the_subscription_goes_on(
     kombu_broker: Factory, lost_leases: LostLeases, settle: str, reader: str
 ) -> None:
