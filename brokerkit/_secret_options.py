@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MASK",
+    "SECRET_NAMES_TEXT",
+    "SECRET_WORDS",
     "AfterPathSecret",
     "hide_path",
     "holds_a_secret_option",
@@ -39,8 +41,8 @@ class AfterPathSecret(dict[str, str]):
 
 def secret_in(path: str) -> tuple[str, int] | None:
     """The first secret option written in ``path`` (decoded), as its name and the
-    index of its ``=``: a ``=`` after a name holding ``password``, ``secret`` or
-    ``token``, back to the ``=``, ``/``, ``&``, ``?`` or ``;`` before it. ``None``
+    index of its ``=``: a ``=`` after a name that :func:`is_secret`, back to the
+    ``=``, ``/``, ``&``, ``?`` or ``;`` before it. ``None``
     when the path holds none."""
     start = 0
     for index, char in enumerate(path):
@@ -102,12 +104,50 @@ def hide_path(text: str, url: BrokerURL) -> str:
 
 
 def holds_a_secret_option(text: str) -> bool:
-    """Whether ``text`` (as written in the URL) holds a raw ``=`` after a name holding
-    ``password``, ``secret`` or ``token``, back to the ``=`` before it, if any."""
+    """Whether ``text`` (as written in the URL) holds a raw ``=`` after a name that
+    :func:`is_secret` (decoded), back to the ``=`` before it, if any."""
     return any(is_secret(unquote_plus(name)) for name in text.split("=")[:-1])
 
 
 def is_secret(key: str) -> bool:
-    """Whether a query key names a secret (``password``, ``ssl_password``, ``token``...)."""
+    """Whether a query key names a secret, in any case: one holding a word of
+    :data:`SECRET_WORDS` (``sentinel_password``, ``token``, ``nkey_seed``, ``creds``,
+    ``api_key``, ``private_key``, ``auth``...; ``_ - .`` and spaces left out to tell,
+    so ``API-Key`` too), or one of whose words (split at them) is ``pass``, ``pw`` or
+    ``pwd`` (``user_pass``). No option the library reads is one but
+    ``sentinel_password``: ``ssl_keyfile`` is a path, ``stream_key`` a key's name."""
     lowered = key.lower()
-    return any(word in lowered for word in ("password", "passwd", "secret", "token"))
+    joined = _SEPARATORS.sub("", lowered)
+    return any(word in joined for word in SECRET_WORDS) or any(
+        word in _SECRET_PARTS for word in _SEPARATORS.split(lowered)
+    )
+
+
+#: Words that make an option name a secret wherever they are in it (its ``_ - .`` and
+#: spaces left out): passwords, tokens, NATS nkeys and seeds, credentials files, API
+#: and private keys, authentication.
+SECRET_WORDS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "secret",
+    "token",
+    "nkey",
+    "seed",
+    "cred",
+    "auth",
+    "apikey",
+    "privatekey",
+    "accesskey",
+)
+#: Words that make an option name a secret only as a whole word of it (``user_pass``,
+#: not ``passive``).
+_SECRET_PARTS = frozenset({"pass", "pw"})
+_SEPARATORS = re.compile(r"[-_. ]+")
+
+#: How messages name the secret options: "a name holding ..., then '='".
+SECRET_NAMES_TEXT = (
+    "a name holding password, secret, token, auth, cred, seed, nkey, api_key or "
+    "private_key, or the word pass"
+)

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, url
 
 from brokerkit._secret_options import (
     MASK,
+    SECRET_NAMES_TEXT,
     AfterPathSecret,
     holds_a_secret_option,
     is_secret,
@@ -35,7 +36,9 @@ class BrokerURL:
 
     ``str()`` and ``repr()`` mask the password (and a user name that is a token: see
     :attr:`username_is_secret`), and the query from the value of the first option
-    whose name holds ``password``, ``secret`` or ``token`` on: that value and every
+    whose name is a secret (holds ``password``, ``secret``, ``token``, ``nkey``,
+    ``seed``, ``cred``, ``auth``, ``api_key``...: see
+    :func:`~brokerkit._secret_options.is_secret`) on: that value and every
     option after it show as one ``***`` (``?sentinel=m&sentinel_password=***``), as
     what follows a secret may be the end of it, split at a raw ``&``. A path holding
     such a name and ``=`` (an AMQP vhost ``token=x``, or a ``?`` typed as ``/``) is
@@ -246,7 +249,7 @@ def _check_query_secrets(url: str) -> None:
     which would be kept (and shown) as part of something else: in the host
     (``nats://token=pw``, a ``?`` left out), in another option's value
     (``?sentinel=m?sentinel_password=pw``) or in the fragment (``#token=pw``),
-    that is, a name holding ``password``, ``secret`` or ``token`` followed by a raw
+    that is, a secret name (see :func:`~brokerkit._secret_options.is_secret`) followed by a raw
     ``=``; and one in the path after a raw ``&`` or ``;`` in its segment
     (``/0&token=pw``: a ``?`` typed as ``&``), which the backend would be sent (an AMQP
     vhost, echoed by RabbitMQ). (A whole path segment ``token=x`` is taken: an AMQP
@@ -300,8 +303,8 @@ def _check_query_secrets(url: str) -> None:
 
 def _misplaced_secret(scheme: str, where: str, typo: str) -> str:
     return (
-        f"{where} in a {scheme}:// URL holds what looks like a secret option (a name "
-        f"holding password, secret or token, then '='): {typo}? It would be read as "
+        f"{where} in a {scheme}:// URL holds what looks like a secret option "
+        f"({SECRET_NAMES_TEXT}, then '='): {typo}? It would be read as "
         "part of it, and shown. Write options as ?name=value&name=value, or "
         "percent-encode a '=' that belongs there as %3D; the URL is not shown, as it "
         "may hold the secret"
