@@ -89,3 +89,9 @@ def test_a_refused_url_given_as_brokerkit_url_is_masked_too() -> None:
     )
     assert done.returncode == 2, done.stderr
     assert _SECRET not in done.stdout + done.stderr, done.stderr
+
+
+def test_an_argument_that_only_holds_a_scheme_is_not_taken_for_a_url() -> None:
+    # a message body, say: it does not start as a URL, and masks nothing
+    said = "a body about a cat"
+    assert redact(said, ["see x://a@b:1/ here", "note: y://:a+b@c"]) == said

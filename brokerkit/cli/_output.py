@@ -208,8 +208,9 @@ _MASK = "***"
 def _url_of(argument: str) -> tuple[str, BrokerURL | None] | None:
     """The URL ``argument`` holds, as written and parsed: the whole argument, else what
     follows the ``=`` of ``--option=URL``; ``None`` when it holds no ``://``. One
-    that does not parse (refused: a raw ``+`` in its password) is given with ``None``
-    for the parsed URL: the whole argument, or the value of ``--option=URL``."""
+    that does not parse (refused: a raw ``+`` in its password) but starts as a URL
+    (``scheme://``) is given with ``None`` for the parsed URL: the whole argument, or
+    the value of ``--option=URL``."""
     if "://" not in argument:
         return None
     candidates = [argument]
@@ -221,7 +222,12 @@ def _url_of(argument: str) -> tuple[str, BrokerURL | None] | None:
             return candidate, BrokerURL.parse(candidate)
         except InvalidURL:
             continue
-    return candidates[-1], None
+    # (a text that only holds "://", a message body say, is no URL)
+    return (candidates[-1], None) if _STARTS_AS_URL.match(candidates[-1]) else None
+
+
+#: The start of a URL: a scheme and ``://``.
+_STARTS_AS_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _secrets(url: BrokerURL, written: str = "") -> set[str]:
