@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from brokerkit._capabilities import Capability
@@ -17,6 +17,7 @@ from brokerkit.contracts._strategies import (
     bodies,
     headers,
     invalid_topics,
+    topic_tails,
     unserializable_bodies,
 )
 from brokerkit.exceptions import (
@@ -134,6 +135,54 @@ class MessageContract:
                 assert all(d.topic == topic for d in got), "topic isolation: wrong topic"
             contract.expect_nothing(
                 subscriptions, "topic isolation: a topic received another topic's message"
+            )
+
+    @contract_settings()
+    @given(tails=st.lists(topic_tails, min_size=2, max_size=3, unique=True), group=topic_tails)
+    @example(tails=["a/b", "a.b", "a:b"], group="a.b")
+    @example(tails=["a", "a.", "a..b"], group="-")
+    def test_every_valid_name_is_a_topic_of_its_own(
+        self, contract: ContractEnv, tails: list[str], group: str
+    ) -> None:
+        """Every valid topic and group name works, and names never merge.
+
+        A topic may hold letters, digits and ``_ . : / @ = + -`` (after its first
+        character), and so may a group: a message published to any such topic reaches
+        that topic's subscribers (in any such group) and no other topic's, however
+        little their names differ; with DEAD_LETTER, so does its dead letter."""
+        promise = "every valid name is a topic of its own"
+        with contract.scope():
+            publisher, consumer = contract.broker(), contract.broker()
+            base = contract.topic("names")
+            topics = [f"{base}.{tail}" for tail in tails]
+            named = f"g{group}" if contract.has(Capability.COMPETING) else None
+            subscriptions = [consumer.subscribe(t, group=named) for t in topics]
+            rejects = contract.has(Capability.ACK | Capability.DEAD_LETTER)
+            dead_letters = [
+                consumer.subscribe(consumer.dead_letter_topic(t)) for t in topics if rejects
+            ]
+            # Published, and dead-lettered, in the reverse of the order they are read
+            # in: where two names were one topic, the first reader gets the other's.
+            published = {publisher.publish(t, t): t for t in reversed(topics)}
+            for topic, subscription in zip(topics, subscriptions, strict=True):
+                delivery = contract.expect(subscription, f"{promise}: {topic!r}")
+                assert (published.get(delivery.id), delivery.topic) == (topic, topic), (
+                    f"{promise}: a subscriber of {topic!r} got the message of "
+                    f"{published.get(delivery.id)!r}, as from {delivery.topic!r}"
+                )
+                if rejects:
+                    delivery.nack(requeue=False)
+                else:
+                    delivery.ack()
+            for topic, subscription in reversed(list(zip(topics, dead_letters, strict=False))):
+                dead = contract.expect(subscription, f"{promise}: the dead letter of {topic!r}")
+                assert dead.headers.get("x-original-topic") == topic, (
+                    f"{promise}: the dead-letter topic of {topic!r} got the dead letter of "
+                    f"{dead.headers.get('x-original-topic')!r}"
+                )
+                dead.ack()
+            contract.expect_nothing(
+                [*subscriptions, *dead_letters], f"{promise}: a message reached two topics"
             )
 
     def test_new_subscriber_sees_what_its_backend_promises(self, contract: ContractEnv) -> None:

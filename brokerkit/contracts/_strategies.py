@@ -13,6 +13,7 @@ __all__ = [
     "invalid_topics",
     "json_values",
     "texts",
+    "topic_tails",
     "unserializable_bodies",
 ]
 
@@ -54,6 +55,13 @@ invalid_topics: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from(list(_PUNCTUATION)).flatmap(lambda p: st.just(p + "topic")),
     st.text(min_size=1, max_size=8).map(lambda s: f"bad topic {s}"),
     st.sampled_from([None, 3, b"orders"]),
+)
+
+#: Ends of valid topic and group names: every character a name may hold past its
+#: first, runs and ends of punctuation included, where a backend that maps, escapes or
+#: splits names could make two of them one.
+topic_tails: st.SearchStrategy[str] = st.text(
+    alphabet="ab_" + _PUNCTUATION, min_size=1, max_size=12
 )
 
 #: Header mappings that must be refused.

@@ -1,0 +1,45 @@
+"""Deliberately broken memory backends, continued from :mod:`tests.broken_backends`
+(which registers them all): those of topic and group names, groups and replay, and
+of what a backend owes every caller whatever its capabilities."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+from brokerkit import Message
+from brokerkit._subscription import Subscription
+from brokerkit.backends.memory import MemoryBroker
+from brokerkit.backends.memory.store import Group, Topic
+
+#: What :class:`TopicNamesMerge` reads ``/``, ``:`` and ``@`` in a topic name as.
+_DOTTED = str.maketrans("/:@", "...")
+
+
+class TopicNamesMerge(MemoryBroker):
+    """Topics are stored under their names with ``/``, ``:`` and ``@`` read as ``.``, as
+    a backend that maps topics onto dotted subjects might: ``a/b`` and ``a.b`` are one
+    topic."""
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        super()._publish(topic.translate(_DOTTED), messages)
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        with _stored_as_dotted(subscription):
+            super()._subscribe(subscription)
+
+    def _sources(self, subscription: Subscription) -> Iterator[tuple[str, Topic, Group]]:
+        with _stored_as_dotted(subscription):
+            yield from super()._sources(subscription)
+
+
+@contextlib.contextmanager
+def _stored_as_dotted(subscription: Subscription) -> Iterator[None]:
+    """While it lasts, ``subscription`` (of one topic) names its topic as stored."""
+    original = subscription.topic
+    if not subscription.pattern:
+        subscription.topic = original.translate(_DOTTED)
+    try:
+        yield
+    finally:
+        subscription.topic = original
