@@ -10,7 +10,8 @@ Install the extra, ``pip install "pybrokerkit[prometheus]"``.
     prometheus_client.start_http_server(9100)
 
 counts, from the message hooks, in this process (labels ``topic``, and ``group`` for
-consumers):
+consumers; a pattern subscription's deliveries are counted under its pattern, such as
+``chat:*``, rather than one series per topic it matched):
 
 - ``brokerkit_messages_published_total{topic}``
 - ``brokerkit_messages_delivered_total{topic,group}``: handed to the application
@@ -72,7 +73,13 @@ DEAD_LETTER_REASONS = ("rejected", "max_deliveries", "custom")
 
 
 def _labels(delivery: Any) -> tuple[str, str]:
-    return delivery.topic, delivery.subscription.group
+    """The ``topic`` and ``group`` labels of a delivery: a pattern subscription's are
+    counted under its pattern, not under each topic it matched (which any publisher
+    chooses: on redis+pubsub any bytes), so that the series stay as few as the
+    subscriptions."""
+    subscription = delivery.subscription
+    topic = subscription.topic if subscription.pattern else delivery.topic
+    return topic, subscription.group
 
 
 class BrokerkitMetrics:
