@@ -14,9 +14,11 @@ entry point.) From then on, in this process, for the sync and asyncio APIs alike
   and the W3C trace context (``traceparent``, ``tracestate``, and baggage, as the
   global propagator writes them) goes into the headers of the messages it sends;
 - every delivery handed to the application is a ``process <topic>`` span of kind
-  CONSUMER, a child of the producer's span read from the message's headers (and
-  linked to it), ended when the delivery is settled (or the ``consume`` loop moves
-  on, or the worker's handler returns). A nack or a lost lease is an event on it; a
+  CONSUMER (``process <pattern>`` for a pattern subscription's, such as
+  ``process chat:*``: the topics a pattern matches are the publishers' choice), a
+  child of the producer's span read from the message's headers (and linked to it),
+  ended when the delivery is settled (or the ``consume`` loop moves on, or the
+  worker's handler returns). A nack or a lost lease is an event on it; a
   dead letter, a lost lease, a failed publish or a handler's exception sets its
   status to ERROR (exceptions are recorded) and ``error.type``: the exception's
   qualified class name (``brokerkit.exceptions.SerializationError``,
@@ -25,8 +27,10 @@ entry point.) From then on, in this process, for the sync and asyncio APIs alike
   its span ends all the same.
 
 Attributes: ``messaging.system`` (``redis``, ``rabbitmq``, ``nats``, ``memory``,
-``kombu``), ``messaging.destination.name``, ``messaging.operation.name`` and
-``messaging.operation.type`` (``send`` / ``process``), ``messaging.message.id``,
+``kombu``), ``messaging.destination.name`` (the delivery's own topic),
+``messaging.destination.template`` (a pattern subscription's pattern),
+``messaging.operation.name`` and ``messaging.operation.type`` (``send`` /
+``process``), ``messaging.message.id``,
 ``messaging.batch.message_count`` (``publish_many`` of more than one),
 ``messaging.consumer.group.name``, ``messaging.client.id`` (the consumer's name),
 ``brokerkit.delivery.attempt`` (1 on first delivery; the conventions name no
@@ -177,14 +181,19 @@ class _TracingPlugin:
         parent = propagate.extract(dict(delivery.headers))
         producer = trace.get_current_span(parent).get_span_context()
         links = [Link(producer)] if producer.is_valid else []
+        # A pattern subscription's topics are the publishers' choice (any bytes on
+        # redis+pubsub): its span is named by the pattern, its template, as the
+        # conventions want a span name of low cardinality.
+        template = {"messaging.destination.template": subscription.topic}
         span = self.tracer.start_span(
-            f"process {delivery.topic}",
+            f"process {subscription.topic if subscription.pattern else delivery.topic}",
             context=parent,
             kind=SpanKind.CONSUMER,
             links=links,
             attributes={
                 "messaging.system": _system(subscription.broker),
                 "messaging.destination.name": delivery.topic,
+                **(template if subscription.pattern else {}),
                 "messaging.operation.name": "process",
                 "messaging.operation.type": "process",
                 "messaging.message.id": delivery.id,
