@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 from brokerkit import Message
+from brokerkit._broker import DEFAULT_GROUP
 from brokerkit._subscription import Subscription
 from brokerkit.backends.memory import MemoryBroker
 from brokerkit.backends.memory.store import Group, Topic
@@ -31,6 +32,15 @@ class TopicNamesMerge(MemoryBroker):
     def _sources(self, subscription: Subscription) -> Iterator[tuple[str, Topic, Group]]:
         with _stored_as_dotted(subscription):
             yield from super()._sources(subscription)
+
+
+class NewGroupsDefaultToLatest(MemoryBroker):
+    """A new named group that gives no start reads only what is published after it
+    subscribed (as ``XGROUP CREATE ... $`` would), not the topic's history."""
+
+    def _group(self, topic: Topic, name: str, start: str | None) -> Group:
+        named = name != DEFAULT_GROUP and name not in topic.groups
+        return super()._group(topic, name, start or ("latest" if named else None))
 
 
 @contextlib.contextmanager

@@ -60,20 +60,22 @@ class GroupContract:
                 delivery.ack()
 
     @requires(Capability.REPLAY | Capability.COMPETING | Capability.PERSISTENT)
-    @pytest.mark.parametrize("start", ["earliest", "latest"])
-    def test_new_group_start_position(self, contract: ContractEnv, start: str) -> None:
-        """A new group's start (earliest, latest) means what it says.
+    @pytest.mark.parametrize(
+        "start", [None, "earliest", "latest"], ids=["default", "earliest", "latest"]
+    )
+    def test_new_group_start_position(self, contract: ContractEnv, start: str | None) -> None:
+        """A new group's start (earliest, the default, or latest) means what it says.
 
-        A new group with ``start="earliest"`` reads the topic's history from its
-        first kept message; with ``start="latest"`` only what is published after it
-        subscribed."""
-        promise = f"start={start}: a new group starts where it says"
+        A new group with ``start="earliest"``, or no start, reads the topic's history
+        from its first kept message; with ``start="latest"`` only what is published
+        after it subscribed."""
+        promise = f"start={start or 'None (earliest)'}: a new group starts where it says"
         publisher, consumer = contract.broker(), contract.broker()
         topic = contract.topic("start")
         history = publisher.publish_many(topic, ["a", "b"])
         subscription = consumer.subscribe(topic, group=f"new-{start}", start=start)
         later = publisher.publish_many(topic, ["c"])
-        expected = history + later if start == "earliest" else later
+        expected = later if start == "latest" else history + later
         got = contract.expect_all(subscription, len(expected), promise)
         assert sorted(d.id for d in got) == sorted(expected), promise
         contract.expect_nothing(subscription, f"{promise}: it read before its start")
