@@ -36,7 +36,11 @@ from brokerkit.backends.redis._connection import (
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._keys import Keyspace, KeyTemplate
 from brokerkit.backends.redis._options import RedisOptions
-from brokerkit.backends.redis._tls import share_tls_context
+from brokerkit.backends.redis._tls import (
+    ClusterTLS,
+    SharedContextSSLConnection,
+    share_tls_context,
+)
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
 __all__ = ["Reconnector", "make_client", "scan_topics"]
@@ -104,10 +108,12 @@ def make_client(
                     retry_on_error=[RedisConnectionError, RedisTimeoutError],
                     **timeouts,
                     **_DRIVER,
+                    **ClusterTLS.kwargs,
                 ),
                 url,
                 (options or RedisOptions()).reconnect_timeout,
             )
+            ClusterTLS.adopt(cluster)
             _note_reached_once_answered(cluster, url)
             return cast(redis.Redis, cluster)  # it offers the commands the backends use
         if deployment.kind == "sentinel":
@@ -120,6 +126,8 @@ def make_client(
                 sentinel_kwargs=of_sentinels,
                 **timeouts,
             )
+            for sentinel in sentinels.sentinels:
+                share_tls_context(sentinel.connection_pool)
             master = sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
                 deployment.master,
                 redis_class=_SentinelMaster,
@@ -417,7 +425,7 @@ class _MasterConnection(redis.sentinel.SentinelManagedConnection):
         super().connect_check_health(check_health, retry_socket_connect)
 
 
-class _MasterSSLConnection(_MasterConnection, redis.SSLConnection):
+class _MasterSSLConnection(_MasterConnection, SharedContextSSLConnection):
     """:class:`_MasterConnection` over TLS."""
 
 

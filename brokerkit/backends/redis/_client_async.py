@@ -34,7 +34,11 @@ from brokerkit.backends.redis._connection import (
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._keys import Keyspace, KeyTemplate
 from brokerkit.backends.redis._options import RedisOptions
-from brokerkit.backends.redis._tls import share_tls_context
+from brokerkit.backends.redis._tls import (
+    AsyncClusterTLS,
+    AsyncSharedContextSSLConnection,
+    share_tls_context,
+)
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
 __all__ = ["Reconnector", "make_client", "scan_topics"]
@@ -102,10 +106,12 @@ def make_client(
                     retry_on_error=[RedisConnectionError, RedisTimeoutError],
                     **timeouts,
                     **_DRIVER,
+                    **AsyncClusterTLS.kwargs,
                 ),
                 url,
                 (options or RedisOptions()).reconnect_timeout,
             )
+            AsyncClusterTLS.adopt(cluster)
             _note_reached_once_answered(cluster, url)
             return cast(aioredis.Redis, cluster)  # it offers the commands the backends use
         if deployment.kind == "sentinel":
@@ -118,6 +124,8 @@ def make_client(
                 sentinel_kwargs=of_sentinels,
                 **timeouts,
             )
+            for sentinel in sentinels.sentinels:
+                share_tls_context(sentinel.connection_pool)
             master = sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
                 deployment.master,
                 redis_class=_SentinelMaster,
@@ -415,7 +423,7 @@ class _MasterConnection(aioredis.sentinel.SentinelManagedConnection):
         await super().connect_check_health(check_health, retry_socket_connect)
 
 
-class _MasterSSLConnection(_MasterConnection, aioredis.SSLConnection):
+class _MasterSSLConnection(_MasterConnection, AsyncSharedContextSSLConnection):
     """:class:`_MasterConnection` over TLS."""
 
 

@@ -19,6 +19,8 @@ from brokerkit._logging import log_fields
 from brokerkit._options import after_secrets
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, redis_database
+from brokerkit.backends.redis._refusals import tls_refusal
+from brokerkit.backends.redis._tls import shared_context_class
 from brokerkit.exceptions import (
     BrokerError,
     ConfigurationError,
@@ -170,7 +172,7 @@ def build_cluster(build: Callable[[], _T], url: BrokerURL, timeout: float) -> _T
         try:
             return build()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if isinstance(exc, CREDENTIAL_ERRORS) or _tls_refusal(str(exc)) is not None:
+            if isinstance(exc, CREDENTIAL_ERRORS) or tls_refusal(str(exc)) is not None:
                 raise
             note_url_reached(url)  # a seed told the slots: the cluster answered
             attempt += 1
@@ -205,8 +207,9 @@ def unpooled_connection(pool: Any) -> Any:
     Sentinel master lookup) that ``pool`` does not count: a connection its owner keeps
     and closes itself (a subscription's, the publishing one) never takes a slot of the
     URL's ``max_connections``, nor, with redis-py's sync pool, one that is never given
-    back. No I/O: the connection connects on first use."""
-    return pool.connection_class(**pool.connection_kwargs)
+    back. No I/O: the connection connects on first use. A TLS connection is
+    brokerkit's (:mod:`._tls`) even where the pool's is redis-py's own."""
+    return shared_context_class(pool.connection_class)(**pool.connection_kwargs)
 
 
 def redis_url(url: BrokerURL, *, hide_password: bool = False) -> str:
@@ -252,7 +255,7 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
         if type(exc).__name__ == "MasterNotFoundError":  # redis.sentinel's or redis.asyncio's
             error, cause = _no_master(url, exc)
             raise error from cause
-        refused = _tls_refusal(str(exc))
+        refused = tls_refusal(str(exc))
         if refused is not None:
             what, hint = refused
             raise ConfigurationError(f"{what.format(f'Redis at {url}')}: {exc}; {hint}") from exc
@@ -289,50 +292,12 @@ def cluster_failure(url: BrokerURL, exc: Exception, what: str) -> BrokerError:
     a :class:`ConfigurationError` when TLS refused a certificate (the server's or this
     client's: the seeds share the URL's TLS options, and waiting will not change it),
     else :class:`ConnectionFailed` ("the Redis Cluster at ... <what>")."""
-    tls = _tls_refusal(str(exc))
+    tls = tls_refusal(str(exc))
     if tls is not None:
         refused, hint = tls
         where = f"a node of the Redis Cluster at {url}"
         return ConfigurationError(f"{refused.format(where)}: {exc}; {hint}")
     return ConnectionFailed(f"the Redis Cluster at {url} {what}: {exc}")
-
-
-#: What to do about a server certificate that was not accepted.
-_TRUST_HINT = "trust its CA with ssl_ca_certs=/path/to/ca.pem (or fix the host name in the URL)"
-#: The TLS alerts by which a server refuses the client's certificate (none given where
-#: it wants one, one from a CA it does not trust, expired, revoked...), as OpenSSL
-#: names them in the client's error (``[SSL: TLSV1_ALERT_UNKNOWN_CA]``).
-_CLIENT_CERTIFICATE_ALERTS = re.compile(
-    r"ALERT_(?:CERTIFICATE_REQUIRED|UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN"
-    r"|UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|ACCESS_DENIED)\]"
-)
-#: The alert by which a TLS 1.2 server ends a handshake it will not go on with (no
-#: client certificate where it wants one, no version or cipher in common).
-_HANDSHAKE_ALERTS = re.compile(r"ALERT_(?:HANDSHAKE_FAILURE|PROTOCOL_VERSION)\]")
-_CLIENT_CERTIFICATE_HINT = (
-    "give this client a certificate signed by a CA the server trusts, with "
-    "ssl_certfile=/path/to/client.pem and ssl_keyfile=/path/to/client.key"
-)
-
-
-def _tls_refusal(text: str) -> tuple[str, str] | None:
-    """What a connection error's text says TLS refused, when it does, and what to do
-    about it: the server's certificate (an untrusted CA, or a host name it was not
-    issued for), or this client's (the server's alert). ``{}`` in the first is where
-    (``Redis at <url>``, ``the sentinel at <host:port>``). Nothing to retry: the
-    certificates will not change by waiting."""
-    if "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text:
-        return "the TLS certificate of {} was not accepted", _TRUST_HINT
-    if _CLIENT_CERTIFICATE_ALERTS.search(text):
-        return "{} refused this client's TLS certificate (or its lack of one)", (
-            _CLIENT_CERTIFICATE_HINT
-        )
-    if _HANDSHAKE_ALERTS.search(text):
-        return "{} refused the TLS handshake", (
-            f"if it wants a client certificate, {_CLIENT_CERTIFICATE_HINT}; else check "
-            "ssl_min_version against the TLS versions it takes"
-        )
-    return None
 
 
 #: How Redis says that an ACL refused a command, also from inside a script.
@@ -441,7 +406,7 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
     tls_refusals = [
         (where, text, tls)
         for where, kind, text in failures
-        if kind not in _REFUSALS and (tls := _tls_refusal(text)) is not None
+        if kind not in _REFUSALS and (tls := tls_refusal(text)) is not None
     ]
     if len(refusals) + len(tls_refusals) >= len(url.hosts):  # no sentinel to wait for
         if refused:
