@@ -43,6 +43,15 @@ class NewGroupsDefaultToLatest(MemoryBroker):
         return super()._group(topic, name, start or ("latest" if named else None))
 
 
+class GroupsShareOneLine(MemoryBroker):
+    """Every group of a topic reads one line of messages, that of the topic's first
+    group: each message goes to one group, not to every group."""
+
+    def _group(self, topic: Topic, name: str, start: str | None) -> Group:
+        first = next(iter(topic.groups.values()), None)
+        return first if first is not None else super()._group(topic, name, start)
+
+
 @contextlib.contextmanager
 def _stored_as_dotted(subscription: Subscription) -> Iterator[None]:
     """While it lasts, ``subscription`` (of one topic) names its topic as stored."""
