@@ -36,6 +36,7 @@ from brokerkit.backends.redis._connection import (
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._keys import Keyspace, KeyTemplate
 from brokerkit.backends.redis._options import RedisOptions
+from brokerkit.backends.redis._sentinel_health import watch_sentinels
 from brokerkit.backends.redis._tls import (
     ClusterTLS,
     SharedContextSSLConnection,
@@ -128,6 +129,7 @@ def make_client(
             )
             for sentinel in sentinels.sentinels:
                 share_tls_context(sentinel.connection_pool)
+            watch_sentinels(sentinels, url, options)
             master = sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
                 deployment.master,
                 redis_class=_SentinelMaster,

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import redis
 
-from brokerkit._logging import log_fields
 from brokerkit._options import after_secrets
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, redis_database
@@ -373,10 +372,11 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
     is up), and its cause, told apart by what the sentinels answered: refused
     credentials (caused by a :class:`redis.AuthenticationError`, so never retried) or a
     TLS certificate that was not accepted, theirs or this client's (a
-    :class:`ConfigurationError`), when every host of the URL said so (else a sentinel
-    that did is logged, as a WARNING, and the others' answer, a master that is not up
-    yet during a failover, is waited for as ever); a server that is not a sentinel (a
-    :class:`ConfigurationError` when no host of the URL is one: nothing to wait for);
+    :class:`ConfigurationError`), when every host of the URL said so (else the others'
+    answer, a master that is not up yet during a failover, is waited for as ever; the
+    sentinel that failed is logged once, by :mod:`._sentinel_health`); a server that
+    is not a sentinel (a :class:`ConfigurationError` when no host of the URL is one:
+    nothing to wait for);
     nothing at all; or no master of that name. The sentinels' clients, which redis-py's
     message shows in full, are left out.
 
@@ -420,23 +420,6 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
         for where, text, (what, hint) in tls_refusals:  # they share the TLS options
             sentinel = f"the sentinel at {where} in {url}"
             return ConfigurationError(f"{what.format(sentinel)}: {text}; {hint}"), exc
-    for where, text in refusals:
-        log.warning(
-            "the sentinel at %s in %s refused the credentials (%s); the other sentinels "
-            "are asked (sentinel_password= is the sentinels' own password)",
-            where,
-            url,
-            text,
-            extra=log_fields(),
-        )
-    for where, text, (what, hint) in tls_refusals:
-        log.warning(
-            "%s: %s; %s; the other sentinels are asked",
-            what.format(f"the sentinel at {where} in {url}"),
-            text,
-            hint,
-            extra=log_fields(),
-        )
     strangers = [where for where, _, text in failures if _NOT_A_SENTINEL.search(text)]
     if strangers:
         what = "is not a sentinel" if len(strangers) == 1 else "are not sentinels"
