@@ -52,6 +52,19 @@ class GroupsShareOneLine(MemoryBroker):
         return first if first is not None else super()._group(topic, name, start)
 
 
+class EarliestStartsWhereOthersAre(MemoryBroker):
+    """A new group with start="earliest" starts where the topic's other groups have
+    read to (the oldest message still unread), not at its first kept message."""
+
+    def _group(self, topic: Topic, name: str, start: str | None) -> Group:
+        others = [g.cursor for g in topic.groups.values()]
+        new = name not in topic.groups
+        group = super()._group(topic, name, start)
+        if new and start == "earliest" and others:
+            group.cursor = min(others)
+        return group
+
+
 @contextlib.contextmanager
 def _stored_as_dotted(subscription: Subscription) -> Iterator[None]:
     """While it lasts, ``subscription`` (of one topic) names its topic as stored."""

@@ -17,7 +17,12 @@ from brokerkit import Capability, Delivery, Message, TopicInfo
 from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
 from brokerkit.backends.memory import MemoryBroker
 from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
-from tests.broken_api_backends import GroupsShareOneLine, NewGroupsDefaultToLatest, TopicNamesMerge
+from tests.broken_api_backends import (
+    EarliestStartsWhereOthersAre,
+    GroupsShareOneLine,
+    NewGroupsDefaultToLatest,
+    TopicNamesMerge,
+)
 from tests.broken_delay_backends import (
     DelayedPublishDiesWithPublisher,
     DelayedRetryDiesWithConsumer,
@@ -489,4 +494,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "topic_names_merge": TopicNamesMerge,
     "new_groups_default_to_latest": NewGroupsDefaultToLatest,
     "groups_share_one_line": GroupsShareOneLine,
+    "earliest_starts_where_others_are": EarliestStartsWhereOthersAre,
 }
