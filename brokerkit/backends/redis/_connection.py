@@ -414,8 +414,8 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
             refusal.__cause__ = exc
             return ConnectionFailed(
                 f"the sentinels at {url} refused the credentials ({refused}); "
-                "sentinel_password= is the sentinels' own password, the URL's password "
-                "is the master's"
+                "sentinel_password= (with sentinel_username= for an ACL user) is the "
+                "sentinels' own password, the URL's user name and password are the master's"
             ), refusal
         for where, text, (what, hint) in tls_refusals:  # they share the TLS options
             sentinel = f"the sentinel at {where} in {url}"

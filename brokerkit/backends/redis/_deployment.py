@@ -14,7 +14,7 @@ from brokerkit.exceptions import InvalidURL
 __all__ = ["Deployment"]
 
 #: The query keys that say which deployment a URL names.
-_DEPLOYMENT_KEYS = ("cluster", "sentinel", "sentinel_password")
+_DEPLOYMENT_KEYS = ("cluster", "sentinel", "sentinel_password", "sentinel_username")
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,14 @@ class Deployment:
     :ivar hosts: the hosts of the URL: the server, the cluster's seeds, or the sentinels.
     :ivar master: the name of the master the sentinels follow (Sentinel only).
     :ivar sentinel_password: the sentinels' own password (Sentinel only).
+    :ivar sentinel_username: the sentinels' own ACL user (Sentinel only).
     """
 
     kind: Literal["server", "cluster", "sentinel"]
     hosts: tuple[tuple[str, int], ...]
     master: str = ""
     sentinel_password: str | None = dataclasses.field(default=None, repr=False)
+    sentinel_username: str | None = None
 
     @classmethod
     def of(cls, url: BrokerURL, options: RedisOptions | None = None) -> Deployment:
@@ -68,7 +70,7 @@ class Deployment:
                 )
             return cls("cluster", hosts)
         if sentinel is not None:
-            return cls("sentinel", hosts, sentinel, sentinel_password)
+            return cls("sentinel", hosts, sentinel, sentinel_password, options.sentinel_username)
         if len(hosts) > 1:
             raise InvalidURL(
                 f"{url} names {len(hosts)} hosts: several hosts are the seeds of a Redis "
@@ -79,7 +81,7 @@ class Deployment:
 
     def sentinel_kwargs(self, connection: dict[str, Any]) -> dict[str, Any]:
         """The connection arguments of the sentinels themselves: the master's TLS and
-        socket settings, the sentinels' own password (none unless given)."""
+        socket settings, the sentinels' own user and password (none unless given)."""
         kwargs = {
             key: value
             for key, value in connection.items()
@@ -87,4 +89,6 @@ class Deployment:
         }
         if self.sentinel_password is not None:
             kwargs["password"] = self.sentinel_password
+        if self.sentinel_username is not None:
+            kwargs["username"] = self.sentinel_username
         return kwargs

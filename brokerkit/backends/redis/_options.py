@@ -90,9 +90,12 @@ class RedisOptions(BrokerOptions):
     #: Read the URL's hosts as sentinels and follow the master they know by this name.
     sentinel: str | None = None
     #: (an empty ``sentinel=`` is refused: see BrokerOptions)
-    empty_refused: ClassVar[frozenset[str]] = frozenset({"sentinel"})
+    empty_refused: ClassVar[frozenset[str]] = frozenset({"sentinel", "sentinel_username"})
     #: The password of the sentinels themselves (the URL's password is the master's).
     sentinel_password: str | None = field(default=None, repr=False)
+    #: The ACL user of the sentinels themselves, with ``sentinel_password`` (the URL's
+    #: user name is the master's).
+    sentinel_username: str | None = None
     #: Publish and ack wait until this many replicas have the write (Redis ``WAIT``);
     #: 0 (the default) returns as soon as the master has it.
     replicas: int = 0
@@ -118,6 +121,18 @@ class RedisOptions(BrokerOptions):
             raise InvalidOption(
                 "sentinel_password only applies with sentinel=<master name>; add sentinel= "
                 "or remove sentinel_password"
+            )
+        if self.sentinel_username is not None and self.sentinel is None:
+            raise InvalidOption(
+                "sentinel_username only applies with sentinel=<master name>; add sentinel= "
+                "or remove sentinel_username"
+            )
+        if self.sentinel_username is not None and not self.sentinel_username:
+            raise InvalidOption("sentinel_username= must name the sentinels' ACL user, got ''")
+        if self.sentinel_username is not None and self.sentinel_password is None:
+            raise InvalidOption(
+                "sentinel_username needs sentinel_password: the sentinels' ACL user "
+                "authenticates with the password given there"
             )
         if not 0 <= self.replicas <= 64:
             raise InvalidOption(
