@@ -65,6 +65,15 @@ class EarliestStartsWhereOthersAre(MemoryBroker):
         return group
 
 
+class ExpiryIgnoresMaxDeliveries(MemoryBroker):
+    """A lease that runs out is always redelivered: only nacks count toward
+    max_deliveries, so a message that crashes every consumer is never dead-lettered."""
+
+    def _expire(self, now: float) -> None:
+        for _, group, lease in self._store.expired(now):
+            group.ready.append((lease.offset, lease.message, lease.attempt))
+
+
 @contextlib.contextmanager
 def _stored_as_dotted(subscription: Subscription) -> Iterator[None]:
     """While it lasts, ``subscription`` (of one topic) names its topic as stored."""

@@ -19,6 +19,7 @@ from brokerkit.backends.memory import MemoryBroker
 from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 from tests.broken_api_backends import (
     EarliestStartsWhereOthersAre,
+    ExpiryIgnoresMaxDeliveries,
     GroupsShareOneLine,
     NewGroupsDefaultToLatest,
     TopicNamesMerge,
@@ -495,4 +496,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "new_groups_default_to_latest": NewGroupsDefaultToLatest,
     "groups_share_one_line": GroupsShareOneLine,
     "earliest_starts_where_others_are": EarliestStartsWhereOthersAre,
+    "expiry_ignores_max_deliveries": ExpiryIgnoresMaxDeliveries,
 }
