@@ -62,7 +62,7 @@ def inspect_stream(
     last = _entry_id(stream.get("last-entry"))
     # A count that is not an integer (a careless hand wrote it) reads as 0; the
     # next entry lost resets it.
-    lost = {text(k): int(v) if v.isdigit() else 0 for k, v in (client.hgetall(lost_key)).items()}
+    lost = {shown(k): int(v) if v.isdigit() else 0 for k, v in (client.hgetall(lost_key)).items()}
     groups = []
     oldest: float | None = None
     for raw in client.xinfo_groups(key):
@@ -70,7 +70,7 @@ def inspect_stream(
         groups.append(group)
         held += int(client.zcard(delayed_key_of(group.name)))
         if group.pending:
-            age = _longest_out(client, key, group.name)
+            age = _longest_out(client, key, raw["name"])
             if age is not None:
                 oldest = age if oldest is None else max(oldest, age)
     return StreamTopicInfo(
@@ -101,8 +101,10 @@ def _group(
     last: str | None,
     lost: Mapping[str, int],
 ) -> StreamGroupInfo:
-    """The group's info."""
-    name = text(raw["name"])
+    """The group's info. Another program's group or consumer may be named by any
+    bytes: the commands are sent the name as it is, the info shows it (see
+    :func:`shown`)."""
+    raw_name, name = raw["name"], shown(raw["name"])
     pending = int(raw["pending"])
     delivered = text(raw["last-delivered-id"])
     lag = raw.get("lag")
@@ -115,16 +117,16 @@ def _group(
         if first is None:
             trimmed = pending
         else:
-            below = client.xpending_range(key, name, "-", f"({first}", pending)
+            below = client.xpending_range(key, raw_name, "-", f"({first}", pending)
             trimmed = len(below)
-    members = client.xinfo_consumers(key, name)
+    members = client.xinfo_consumers(key, raw_name)
     consumers = tuple(
-        ConsumerInfo(text(c["name"]), int(c["pending"]), int(str(c["idle"])) / 1000)
+        ConsumerInfo(shown(c["name"]), int(c["pending"]), int(str(c["idle"])) / 1000)
         for c in members
-        if text(c["name"]) != PARKING
+        if shown(c["name"]) != PARKING
     )
     # Delayed retries wait pending under the parking consumer: held, not in flight.
-    parked = sum(int(c["pending"]) for c in members if text(c["name"]) == PARKING)
+    parked = sum(int(c["pending"]) for c in members if shown(c["name"]) == PARKING)
     pending -= parked
     entries_read = raw.get("entries-read")
     info = StreamGroupInfo(
@@ -140,7 +142,7 @@ def _group(
     return info
 
 
-def _longest_out(client: redis.Redis, key: str, group: str) -> float | None:
+def _longest_out(client: redis.Redis, key: str, group: str | bytes) -> float | None:
     """Seconds the longest-idle entry a member of ``group`` holds has been idle, or
     None when no member holds one. Entries requeued or handed back and not claimed
     again (backdated to the epoch) and delayed retries (parked) are pending but out
@@ -197,3 +199,9 @@ def _stream_details(stream: Mapping[str, Any], key: str, dead_letter_key: str) -
             continue
         details[name] = text(value) if isinstance(value, bytes) else value
     return details
+
+
+def shown(name: bytes | str) -> str:
+    """A name Redis holds (a group's, a consumer's) as text: bytes that are not UTF-8,
+    which any other program may name them with, as ``\\xff`` escapes."""
+    return name.decode(errors="backslashreplace") if isinstance(name, bytes) else name
