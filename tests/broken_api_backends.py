@@ -74,6 +74,15 @@ class ExpiryIgnoresMaxDeliveries(MemoryBroker):
             group.ready.append((lease.offset, lease.message, lease.attempt))
 
 
+class DropsWhatNobodyReads(MemoryBroker):
+    """Declares PERSISTENT, yet drops a message published to a topic no group reads
+    yet, as pub/sub does: it does not wait for its first consumer."""
+
+    def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
+        if topic.groups:
+            super()._append(topic, messages)
+
+
 @contextlib.contextmanager
 def _stored_as_dotted(subscription: Subscription) -> Iterator[None]:
     """While it lasts, ``subscription`` (of one topic) names its topic as stored."""

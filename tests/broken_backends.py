@@ -18,6 +18,7 @@ from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
 from brokerkit.backends.memory import MemoryBroker
 from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 from tests.broken_api_backends import (
+    DropsWhatNobodyReads,
     EarliestStartsWhereOthersAre,
     ExpiryIgnoresMaxDeliveries,
     GroupsShareOneLine,
@@ -497,4 +498,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "groups_share_one_line": GroupsShareOneLine,
     "earliest_starts_where_others_are": EarliestStartsWhereOthersAre,
     "expiry_ignores_max_deliveries": ExpiryIgnoresMaxDeliveries,
+    "drops_what_nobody_reads": DropsWhatNobodyReads,
 }
