@@ -5,9 +5,10 @@ of what a backend owes every caller whatever its capabilities."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 
-from brokerkit import Message
+from brokerkit import Delivery, Message
 from brokerkit._broker import DEFAULT_GROUP
 from brokerkit._subscription import Subscription
 from brokerkit.backends.memory import MemoryBroker
@@ -81,6 +82,19 @@ class DropsWhatNobodyReads(MemoryBroker):
     def _append(self, topic: Topic, messages: Sequence[Message]) -> None:
         if topic.groups:
             super()._append(topic, messages)
+
+
+class PatternDeliveriesNameThePattern(MemoryBroker):
+    """A pattern subscription's deliveries name the pattern as their topic (as a
+    reader of Redis's ``pmessage`` that takes the wrong field would), not the concrete
+    topic each message was published to."""
+
+    def _take(self, subscription: Subscription, limit: int, now: float) -> list[Delivery]:
+        taken = super()._take(subscription, limit, now)
+        if subscription.pattern:
+            for delivery in taken:
+                delivery.message = dataclasses.replace(delivery.message, topic=subscription.topic)
+        return taken
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from tests.broken_api_backends import (
     ExpiryIgnoresMaxDeliveries,
     GroupsShareOneLine,
     NewGroupsDefaultToLatest,
+    PatternDeliveriesNameThePattern,
     TopicNamesMerge,
 )
 from tests.broken_delay_backends import (
@@ -499,4 +500,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "earliest_starts_where_others_are": EarliestStartsWhereOthersAre,
     "expiry_ignores_max_deliveries": ExpiryIgnoresMaxDeliveries,
     "drops_what_nobody_reads": DropsWhatNobodyReads,
+    "pattern_deliveries_name_the_pattern": PatternDeliveriesNameThePattern,
 }
