@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 
-from brokerkit import Delivery, Message
+from brokerkit import Capability, Delivery, Message
 from brokerkit._broker import DEFAULT_GROUP
 from brokerkit._subscription import Subscription
 from brokerkit.backends.memory import MemoryBroker
@@ -95,6 +95,17 @@ class PatternDeliveriesNameThePattern(MemoryBroker):
             for delivery in taken:
                 delivery.message = dataclasses.replace(delivery.message, topic=subscription.topic)
         return taken
+
+
+class AcceptsUndeclaredDelay(MemoryBroker):
+    """Declares no DELAY, yet holds a delayed publish or nack instead of refusing it."""
+
+    capabilities = MemoryBroker.capabilities & ~Capability.DELAY
+
+    @classmethod
+    def require(cls, capability: Capability, what: str) -> None:
+        if capability is not Capability.DELAY:
+            super().require(capability, what)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
 from brokerkit.backends.memory import MemoryBroker
 from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 from tests.broken_api_backends import (
+    AcceptsUndeclaredDelay,
     DropsWhatNobodyReads,
     EarliestStartsWhereOthersAre,
     ExpiryIgnoresMaxDeliveries,
@@ -501,4 +502,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "expiry_ignores_max_deliveries": ExpiryIgnoresMaxDeliveries,
     "drops_what_nobody_reads": DropsWhatNobodyReads,
     "pattern_deliveries_name_the_pattern": PatternDeliveriesNameThePattern,
+    "accepts_undeclared_delay": AcceptsUndeclaredDelay,
 }

@@ -345,6 +345,11 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
             "patterns: a delivery names the concrete topic it was published to"
         ),
     },
+    "accepts_undeclared_delay": {
+        "test_a_backend_without_delay_refuses_one": (
+            "a backend without DELAY refuses a delay: publish(delay=5) was accepted"
+        ),
+    },
 }
 
 _SUITE = """
