@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from brokerkit import Capability, Delivery, Message
 from brokerkit._broker import DEFAULT_GROUP
@@ -106,6 +107,45 @@ class AcceptsUndeclaredDelay(MemoryBroker):
     def require(cls, capability: Capability, what: str) -> None:
         if capability is not Capability.DELAY:
             super().require(capability, what)
+
+
+class PublishesBatchOneByOne(MemoryBroker):
+    """publish_many sends each body as it encodes it, one publish at a time: a batch
+    with a body it cannot encode has sent those before it when it raises."""
+
+    def publish_many(self, topic: str, bodies: Iterable[Any], **kwargs: Any) -> list[str]:
+        if isinstance(bodies, (str, bytes, dict)):
+            return super().publish_many(topic, bodies, **kwargs)
+        one = super().publish_many
+        return [one(topic, [body], **kwargs)[0] for body in bodies]
+
+
+class LatestMeansEarliest(MemoryBroker):
+    """A new group with start="latest" reads the whole history."""
+
+    @staticmethod
+    def _start_offset(topic: Topic, start: str | None) -> int:
+        return MemoryBroker._start_offset(topic, "earliest" if start == "latest" else start)
+
+
+class StartRewindsExistingGroups(MemoryBroker):
+    """Joining an existing group with start="earliest" rewinds it to the beginning."""
+
+    def _group(self, topic: Topic, name: str, start: str | None) -> Group:
+        group = super()._group(topic, name, start)
+        if start is not None:
+            group.cursor = self._start_offset(topic, start)
+        return group
+
+
+class AcceptsUndeclaredCapabilities(MemoryBroker):
+    """Declares no PATTERNS, yet accepts pattern subscriptions without a word."""
+
+    capabilities = MemoryBroker.capabilities & ~Capability.PATTERNS
+
+    @classmethod
+    def require(cls, capability: Capability, what: str) -> None:
+        return None
 
 
 @contextlib.contextmanager

@@ -18,13 +18,17 @@ from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
 from brokerkit.backends.memory import MemoryBroker
 from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 from tests.broken_api_backends import (
+    AcceptsUndeclaredCapabilities,
     AcceptsUndeclaredDelay,
     DropsWhatNobodyReads,
     EarliestStartsWhereOthersAre,
     ExpiryIgnoresMaxDeliveries,
     GroupsShareOneLine,
+    LatestMeansEarliest,
     NewGroupsDefaultToLatest,
     PatternDeliveriesNameThePattern,
+    PublishesBatchOneByOne,
+    StartRewindsExistingGroups,
     TopicNamesMerge,
 )
 from tests.broken_delay_backends import (
@@ -108,24 +112,6 @@ class DuplicatesToCompetitors(MemoryBroker):
         return item
 
 
-class LatestMeansEarliest(MemoryBroker):
-    """A new group with start="latest" reads the whole history."""
-
-    @staticmethod
-    def _start_offset(topic: Topic, start: str | None) -> int:
-        return MemoryBroker._start_offset(topic, "earliest" if start == "latest" else start)
-
-
-class StartRewindsExistingGroups(MemoryBroker):
-    """Joining an existing group with start="earliest" rewinds it to the beginning."""
-
-    def _group(self, topic: Topic, name: str, start: str | None) -> Group:
-        group = super()._group(topic, name, start)
-        if start is not None:
-            group.cursor = self._start_offset(topic, start)
-        return group
-
-
 class LosesContentType(MemoryBroker):
     """A content type other than the built-in ones is delivered as octet-stream."""
 
@@ -188,16 +174,6 @@ class KeepsPrefetchedOnClose(MemoryBroker):
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         super()._unsubscribe(subscription, [])
-
-
-class AcceptsUndeclaredCapabilities(MemoryBroker):
-    """Declares no PATTERNS, yet accepts pattern subscriptions without a word."""
-
-    capabilities = MemoryBroker.capabilities & ~Capability.PATTERNS
-
-    @classmethod
-    def require(cls, capability: Capability, what: str) -> None:
-        return None
 
 
 class IgnoresPrefetchBytes(MemoryBroker):
@@ -503,4 +479,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "drops_what_nobody_reads": DropsWhatNobodyReads,
     "pattern_deliveries_name_the_pattern": PatternDeliveriesNameThePattern,
     "accepts_undeclared_delay": AcceptsUndeclaredDelay,
+    "publishes_batch_one_by_one": PublishesBatchOneByOne,
 }
