@@ -9,7 +9,6 @@ import itertools
 import logging
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -263,6 +262,10 @@ def test_a_failure_on_an_at_most_once_backend_is_not_counted_as_a_retry(
     assert (stats.retried, stats.dead_lettered, stats.processed) == (0, 0, 0)
 
 
+#: How soon after it fell due each retry must reach the other worker: room for a
+#: loaded machine, and a small part of that worker's minute between polls.
+_ON_TIME = 2.5
+
 RETRY_APP = textwrap.dedent(
     """
     import os, time
@@ -288,11 +291,14 @@ def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
     redis_target: RedisTarget, redis_client: redis.Redis, prefix: str, tmp_path: Path
 ) -> None:
     """The worker process fails every message once (retry in 2 s) and is SIGKILLed;
-    another worker gets every retry no earlier than due, and on time: half of them
-    within 0.1 s, all within 0.5 s (room for a loaded machine). The retries fall due
-    within tens of ms of each other, so a worker that found them only by its 0.5 s poll
-    would be late by one offset, anywhere in 0-0.5 s: the median check catches it about
-    four runs in five."""
+    another worker gets every retry no earlier than due, and on time: each within
+    ``_ON_TIME`` of when it fell due (or of that worker's start, if later). That
+    worker's broker polls for held messages only once a minute
+    (``delay_poll_interval=60``): one that found the retries only by that poll, not at
+    their due time nor by its fetches, would be late by anywhere in 0-60 s. (This
+    replaces a median lateness within 0.1 s, which a loaded machine overran, 0.11 s in
+    a full run, and which a consumer blind to due times passed as well: its worker's
+    0.25 s receives release what fell due.)"""
     (tmp_path / "retry_app.py").write_text(RETRY_APP)
     topic, seen_key, total = "sms", f"{prefix}:seen", 20
     url = redis_target.url("redis+list", prefix=prefix)
@@ -303,7 +309,7 @@ def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
         "APP_SEEN_KEY": seen_key,
         "APP_REDIS": redis_target.url("redis"),
     }
-    with brokerkit.connect(url) as broker:
+    with brokerkit.connect(url, delay_poll_interval=60) as broker:
         broker.publish_many(topic, [{"n": n} for n in range(total)])
         process = subprocess.Popen(
             [sys.executable, "-m", "brokerkit.cli", "worker", "retry_app:worker", url],
@@ -334,14 +340,14 @@ def test_delayed_retries_survive_a_killed_worker_and_come_on_time_to_another(
         def handle(body: dict[str, int], delivery: brokerkit.Delivery) -> None:
             retried_at[body["n"]] = (delivery.attempt, time.time())
 
+        started = time.time()  # (on a loaded machine, maybe after some fell due)
         with other.running():
             wait_until(lambda: len(retried_at) == total, "every message's retry")
-    lateness = []
     for n, (attempt, at) in retried_at.items():
         assert attempt == 2
-        assert 2.0 <= at - failed_at[n] <= 2.5, (n, at - failed_at[n])
-        lateness.append(at - failed_at[n] - 2.0)
-    assert statistics.median(lateness) <= 0.1, sorted(lateness)
+        assert at - failed_at[n] >= 2.0, (n, at - failed_at[n])  # not early
+        late = at - max(failed_at[n] + 2.0, started)
+        assert late <= _ON_TIME, (n, late)
 
 
 def test_a_worker_outlives_a_redis_outage(
