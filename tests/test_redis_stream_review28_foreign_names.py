@@ -38,3 +38,14 @@ def test_inspect_shows_a_foreign_group_and_consumer_whose_names_are_not_utf8(
     assert info.in_flight == 1
     assert info.oldest_in_flight_age is not None
     assert "s" in broker.topics()
+
+
+def test_remove_idle_consumers_names_a_foreign_consumer_whose_name_is_not_utf8(
+    make: Make, redis_client: redis.Redis
+) -> None:
+    broker = make()
+    broker.create_group("s", "default")
+    key = broker.stream_key("s")
+    redis_client.xgroup_createconsumer(key, "default", b"\xc3(idle")
+    assert broker.remove_idle_consumers("s", "default", idle=0) == ["\\xc3(idle"]
+    assert redis_client.xinfo_consumers(key, "default") == []

@@ -13,7 +13,7 @@ from brokerkit._inspect import ConsumerInfo
 from brokerkit.backends.redis.stream.calls_async import StreamScripts
 from brokerkit.backends.redis.stream.info import StreamGroupInfo, StreamTopicInfo
 from brokerkit.backends.redis.stream.scheduling import PARKING
-from brokerkit.backends.redis.stream.scripts import text
+from brokerkit.backends.redis.stream.scripts import shown, text
 
 __all__ = ["inspect_stream"]
 
@@ -199,9 +199,3 @@ def _stream_details(stream: Mapping[str, Any], key: str, dead_letter_key: str) -
             continue
         details[name] = text(value) if isinstance(value, bytes) else value
     return details
-
-
-def shown(name: bytes | str) -> str:
-    """A name Redis holds (a group's, a consumer's) as text: bytes that are not UTF-8,
-    which any other program may name them with, as ``\\xff`` escapes."""
-    return name.decode(errors="backslashreplace") if isinstance(name, bytes) else name

@@ -19,7 +19,7 @@ from brokerkit.backends.redis.stream.calls import StreamScripts
 from brokerkit.backends.redis.stream.entries import decode_entry
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import LogEntry, check_position, group_start
-from brokerkit.backends.redis.stream.scripts import text
+from brokerkit.backends.redis.stream.scripts import shown, text
 from brokerkit.exceptions import BrokerClosed, InvalidOption
 
 __all__ = ["StreamManagement", "create_group", "last_id", "read_log"]
@@ -181,7 +181,7 @@ class StreamManagement:
             names = self._scripts.remove_idle(
                 keys=[self.stream_key(topic), wake], args=[group, int(idle * 1000), ""]
             )
-        return [text(n) for n in names]
+        return [shown(n) for n in names]
 
 
 def create_group(client: redis.Redis, key: str, group: str, start: str) -> bool:

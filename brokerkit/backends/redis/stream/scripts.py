@@ -27,7 +27,7 @@ from typing import Any
 #: member needs one new entry to wake, never the old ones.
 WAKE_LENGTH = 16
 
-__all__ = ["NACK", "PUBLISH", "WAKE_LENGTH", "pairs", "text"]
+__all__ = ["NACK", "PUBLISH", "WAKE_LENGTH", "pairs", "shown", "text"]
 
 #: What every script that runs a command with ``redis.pcall`` needs: an error reply
 #: ends the script with that error unless it is the expected "no such group or
@@ -270,3 +270,9 @@ def pairs(flat: Sequence[Any]) -> dict[bytes, bytes]:
 def text(value: bytes | str) -> str:
     """A reply value as str."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def shown(name: bytes | str) -> str:
+    """A name Redis holds (a group's, a consumer's) as text: bytes that are not UTF-8,
+    which any other program may name them with, as ``\\xff`` escapes."""
+    return name.decode(errors="backslashreplace") if isinstance(name, bytes) else name
