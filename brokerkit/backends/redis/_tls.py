@@ -194,8 +194,14 @@ class SharedContextSSLConnection(redis.SSLConnection):
             ciphers=self.ssl_ciphers,
         )
         tls = context.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
-        handshake(tls, self.host, self.port, self.socket_connect_timeout)
-        tls.settimeout(self.socket_timeout)
+        try:
+            handshake(tls, self.host, self.port, self.socket_connect_timeout)
+            tls.settimeout(self.socket_timeout)
+        except BaseException:
+            # the TLS socket took the raw one over: redis-py closes only the raw one,
+            # and the error's traceback would keep this one (and its fd) open
+            tls.close()
+            raise
         return tls
 
 
