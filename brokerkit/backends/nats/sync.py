@@ -146,15 +146,27 @@ class _Reporter:
                 _unreported(lost)
                 continue
             try:
-                report_lost(lost)
+                report_lost(lost, self._starts)
             except Exception:  # the thread goes on for the next report
                 log.exception("could not report lost leases", extra=log_fields())
+
+    def _starts(self, lost: Sequence[Lease]) -> bool:
+        """Whether the hook may be told of ``lost``, asked right before it is (after the
+        report's warning): not once the close stopped waiting (``lost`` is then logged
+        unreported). Decided under the lock that the close's end takes: a report has
+        begun (brokerkit's own dispatch to the plugins is all that is left of its
+        start) before :meth:`close` returns, or is never told."""
+        with self._lock:
+            if not self._ended:
+                return True
+        _unreported(lost)
+        return False
 
     def close(self, wait: float) -> None:
         """End the thread once it has reported what it was given: ``wait`` seconds at
         most (none from the thread itself: a hook that closes the broker). What it has
         not started to report by then is logged, never reported: no report starts
-        after the close."""
+        after the close (a report starts as the hook is called: :meth:`_starts`)."""
         with self._lock:
             self._closed = True
             thread = self._thread
