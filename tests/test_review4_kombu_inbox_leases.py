@@ -28,9 +28,11 @@ __all__ = ["kombu_broker", "rabbitmq"]
 
 Factory = Callable[..., Any]
 
-#: Long enough that renewals every third of it keep up on a loaded machine (the suite
-#: runs three workers a core).
-_VT = 1.2
+#: Long enough that renewals every third (a worker) or quarter (the plain loop) of it
+#: keep up on a loaded machine (the suite runs three workers a core): at 1.2 s, a
+#: thread held up past 0.8 s lost a lease in about one loaded full run of four (a
+#: message back at attempt 2, or dead-lettered).
+_VT = 2.4
 #: A handler's work: long enough that a message pushed meanwhile outlives a lease.
 _WORK = 1.5 * _VT
 #: Each test's holder has a qos of 3 (a worker with prefetch=2) or 2 (a subscription
