@@ -5,6 +5,7 @@ message with such a secret masked. No URL parsing of its own (see :mod:`._url`).
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, unquote_plus
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MASK",
     "SECRET_NAMES_TEXT",
+    "SECRET_PAIRS",
+    "SECRET_PARTS",
     "SECRET_WORDS",
     "AfterPathSecret",
     "hide_path",
@@ -110,44 +113,75 @@ def holds_a_secret_option(text: str) -> bool:
 
 
 def is_secret(key: str) -> bool:
-    """Whether a query key names a secret, in any case: one holding a word of
-    :data:`SECRET_WORDS` (``sentinel_password``, ``token``, ``nkey_seed``, ``creds``,
-    ``api_key``, ``private_key``, ``auth``...; ``_ - .`` and spaces left out to tell,
-    so ``API-Key`` too), or one of whose words (split at them) is ``pass``, ``pw`` or
-    ``pwd`` (``user_pass``). No option the library reads is one but
+    """Whether an option name (a query key, a path's ``name=``, an options field) names
+    a secret. The rule, in any case:
+
+    - it holds ``password``, ``passwd``, ``passphrase``, ``pwd``, ``secret`` or
+      ``token`` anywhere (``sentinel_password``, ``client_secret``, ``auth_token``);
+    - or, split into words at ``_ - .``, spaces and other punctuation and at camelCase
+      boundaries (``nkeySeed``: ``nkey seed``; ``APIKey``: ``api key``), one of its
+      words is one of :data:`SECRET_WORDS` (``nkey_seed``, ``creds``,
+      ``user_credentials``, ``apikey``, ``authorization``), two words in a row are
+      one of :data:`SECRET_PAIRS` (``api_key``, ``API-Key``, ``private_key``,
+      ``access_key``), its last word is ``pass`` or ``pw`` (``user_pass``, not
+      ``pass_through``), or it is the one word ``auth``.
+
+    Whole words, not parts of them: ``author``, ``authSource``, ``auth_mechanism``,
+    ``tls_client_auth``, ``credit``, ``seed``, ``random_seed``, ``monkey_patch`` and
+    ``pass_through`` are no secrets. No option the library reads is one but
     ``sentinel_password``: ``ssl_keyfile`` is a path, ``stream_key`` a key's name."""
     lowered = key.lower()
-    joined = _SEPARATORS.sub("", lowered)
-    return any(word in joined for word in SECRET_WORDS) or any(
-        word in _SECRET_PARTS for word in _SEPARATORS.split(lowered)
+    if any(word in lowered for word in SECRET_PARTS):
+        return True
+    words = _words(key)
+    return (
+        any(word in SECRET_WORDS for word in words)
+        or any(pair in SECRET_PAIRS for pair in pairwise(words))
+        or (bool(words) and words[-1] in _LAST_WORDS)
+        or words == ["auth"]
     )
 
 
-#: Words that make an option name a secret wherever they are in it (its ``_ - .`` and
-#: spaces left out): passwords, tokens, NATS nkeys and seeds, credentials files, API
-#: and private keys, authentication.
-SECRET_WORDS = (
-    "password",
-    "passwd",
-    "passphrase",
-    "pwd",
-    "secret",
-    "token",
-    "nkey",
-    "seed",
-    "cred",
-    "auth",
-    "apikey",
-    "privatekey",
-    "accesskey",
+def _words(name: str) -> list[str]:
+    """``name``'s words, lowercased: split at every character that is not a letter or
+    a digit and at camelCase boundaries (``nkeySeed``, ``APIKey``, ``OAuthVersion``:
+    ``o auth version``)."""
+    spaced = _ACRONYM_END.sub(r"\1 \2", _CAMEL.sub(r"\1 \2", name))
+    return [word for word in _NON_WORD.split(spaced.lower()) if word]
+
+
+#: What makes an option name a secret wherever it is in it, as a part of a word too.
+SECRET_PARTS = ("password", "passwd", "passphrase", "pwd", "secret", "token")
+#: Whole words that make an option name a secret: NATS nkeys and nkey seeds,
+#: credentials (files), API, private and access keys written as one word, an
+#: authorization header's value.
+SECRET_WORDS = frozenset(
+    {
+        "nkey",
+        "nkeys",
+        "nkeyseed",
+        "nkeysseed",
+        "cred",
+        "creds",
+        "credential",
+        "credentials",
+        "apikey",
+        "privatekey",
+        "accesskey",
+        "authorization",
+    }
 )
-#: Words that make an option name a secret only as a whole word of it (``user_pass``,
-#: not ``passive``).
-_SECRET_PARTS = frozenset({"pass", "pw"})
-_SEPARATORS = re.compile(r"[-_. ]+")
+#: Two words in a row that make an option name a secret.
+SECRET_PAIRS = frozenset({("api", "key"), ("private", "key"), ("access", "key")})
+#: Words that make an option name a secret as its last word (``user_pass``).
+_LAST_WORDS = frozenset({"pass", "pw"})
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_ACRONYM_END = re.compile(r"([A-Z])([A-Z][a-z])")
+_NON_WORD = re.compile(r"[\W_]+")
 
 #: How messages name the secret options: "a name holding ..., then '='".
 SECRET_NAMES_TEXT = (
-    "a name holding password, secret, token, auth, cred, seed, nkey, api_key or "
-    "private_key, or the word pass"
+    "a name holding password, passphrase, secret or token, or with the word nkey, "
+    "creds, credentials, api_key, private_key, access_key or authorization, or "
+    "ending in the word pass"
 )

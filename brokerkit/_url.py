@@ -36,8 +36,8 @@ class BrokerURL:
 
     ``str()`` and ``repr()`` mask the password (and a user name that is a token: see
     :attr:`username_is_secret`), and the query from the value of the first option
-    whose name is a secret (holds ``password``, ``secret``, ``token``, ``nkey``,
-    ``seed``, ``cred``, ``auth``, ``api_key``...: see
+    whose name is a secret (holds ``password``, ``secret`` or ``token``, or has the
+    word ``nkey``, ``creds``, ``api_key``...: see
     :func:`~brokerkit._secret_options.is_secret`) on: that value and every
     option after it show as one ``***`` (``?sentinel=m&sentinel_password=***``), as
     what follows a secret may be the end of it, split at a raw ``&``. A path holding

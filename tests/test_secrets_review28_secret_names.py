@@ -29,7 +29,6 @@ _SECRET_NAMES = [
     "nkey",
     "nkey_seed",
     "nkeys_seed",
-    "seed",
     "creds",
     "credentials",
     "user_credentials",
