@@ -32,6 +32,7 @@ __all__ = [
     "Refused",
     "content_header_size",
     "dead_letter_headers",
+    "fit_reason",
     "over_frame",
     "publish",
     "send_confirmed",
@@ -48,6 +49,8 @@ _DECLARE_TRIES = 2
 _UNBOUNDED = 1 << 62
 #: The digits of ``x-deliveries`` a publish keeps room for.
 _DELIVERIES_DIGITS = 10
+#: What ends a dead letter's reason cut to fit in one frame (as on nats).
+TRUNCATED = "[truncated]"
 
 
 class _Prepared(NamedTuple):
@@ -212,6 +215,39 @@ def dead_letter_headers(topic: str) -> dict[str, str]:
         "x-original-topic": topic,
         "x-deliveries": "9" * _DELIVERIES_DIGITS,
     }
+
+
+def fit_reason(link: Link, letter: Message, key: str) -> Message:
+    """``letter`` (a dead letter) with its ``key`` header (the reason) cut to as much
+    of it as fits in one frame of the link's connection, followed by
+    :data:`TRUNCATED` (call within :meth:`Link.call`: connected). As it is if it fits
+    whole, or if not even :data:`TRUNCATED` alone would: the message's own headers
+    are then in the way, not the reason (the publish refuses it, :func:`over_frame`).
+
+    A publish keeps room for the reason ``max_deliveries`` only
+    (:func:`dead_letter_headers`); a Worker's (the handler's error, up to 1,000
+    characters) or a ``nack(reason=...)`` may be longer.
+    """
+    room = link.frame_max() - FRAME_OVERHEAD
+    if _prepare([letter])[0].at_most <= room:
+        return letter
+
+    def with_reason(text: str) -> tuple[Message, int]:
+        cut = dataclasses.replace(letter, headers={**letter.headers, key: text})
+        return cut, content_header_size(_prepare([cut])[0].raw)
+
+    reason = letter.headers[key]
+    if with_reason(reason)[1] <= room or with_reason(TRUNCATED)[1] > room:
+        return letter
+    # The longest part of the reason that fits, marked: the size grows with the part.
+    low, high = 0, len(reason) - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if with_reason(reason[:middle] + TRUNCATED)[1] <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return with_reason(reason[:low] + TRUNCATED)[0]
 
 
 def _check_frames(

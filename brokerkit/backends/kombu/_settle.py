@@ -19,7 +19,7 @@ from brokerkit._message import Message
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
-from brokerkit.backends.kombu._publish import Refused, over_frame, send_confirmed
+from brokerkit.backends.kombu._publish import Refused, fit_reason, over_frame, send_confirmed
 from brokerkit.backends.kombu._reader import Lease, Reader
 from brokerkit.exceptions import BrokerError, InvalidMessage, StaleDelivery
 
@@ -193,8 +193,11 @@ class AMQPSettling:
     def _dead_letter(self, lease: Lease, reason: str, deliveries: int) -> None:
         """Republish the message to the dead-letter topic, confirmed, then ack it.
 
-        One whose dead letter does not fit in one frame (a message another program
-        published, its headers near the frame's limit) is
+        One whose dead letter does not fit in one frame (a reason longer than the
+        ``max_deliveries`` a publish keeps room for, as a Worker's handler error; a
+        message another program published, its headers near the frame's limit) has
+        its reason cut to fit, ending in ``[truncated]`` (:func:`fit_reason`); one
+        whose own headers leave no room for even that is
         dead-lettered without its own headers, ``x-dead-letter-headers-dropped``
         saying how many, with a WARNING. One whose dead letter cannot be published at
         all (even so; or refused for another reason, as RabbitMQ's
@@ -214,6 +217,7 @@ class AMQPSettling:
         publishing = self._link
 
         def send(letter: Message) -> None:
+            letter = fit_reason(publishing, letter, "x-dead-letter-reason")
             publishing.ensure_topic(topic)
             send_confirmed(publishing, topic, publishing.names.exchange(dead_topic), [letter])
 
