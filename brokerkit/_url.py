@@ -435,7 +435,7 @@ def unparsed_secrets(url: str) -> tuple[str, list[str]]:
         user, _, password = userinfo.partition(":")
         # the user name is shown (``user:***@``) unless it may be a secret itself
         kept = not user or f"{user}:{MASK}" in masked
-        hidden.append(password if kept else userinfo)
+        hidden.extend([password] if kept else [userinfo, password])
     secret = next(
         (m for m in _QUERY_NAME.finditer(rest) if is_secret(unquote_plus(m.group(1)))), None
     )

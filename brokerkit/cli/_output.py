@@ -207,12 +207,11 @@ _MASK = "***"
 
 def _url_of(argument: str) -> tuple[str, BrokerURL | None] | None:
     """The URL ``argument`` holds, as written and parsed: the whole argument, else what
-    follows the ``=`` of ``--option=URL``; ``None`` when it holds no ``://``. One
-    that does not parse (refused: a raw ``+`` in its password) but starts as a URL
-    (``scheme://``) is given with ``None`` for the parsed URL: the whole argument, or
-    the value of ``--option=URL``."""
-    if "://" not in argument:
-        return None
+    follows the ``=`` of ``--option=URL``; ``None`` when it holds none. One that does
+    not parse (a raw ``+`` in its password, a mistyped ``://``) is given with ``None``
+    for the parsed URL if it starts as a URL, ``://`` mistyped or not
+    (``redis+stream:/``, ``redis+stream//``, ``nats:``), holds no whitespace (a message
+    body is no URL) and its error would mask something (``m:worker`` masks nothing)."""
     candidates = [argument]
     option, equals, value = argument.partition("=")
     if equals and "://" not in option:
@@ -222,12 +221,21 @@ def _url_of(argument: str) -> tuple[str, BrokerURL | None] | None:
             return candidate, BrokerURL.parse(candidate)
         except InvalidURL:
             continue
-    # (a text that only holds "://", a message body say, is no URL)
-    return (candidates[-1], None) if _STARTS_AS_URL.match(candidates[-1]) else None
+    url = next((c for c in candidates if _masked_as_url(c)), None)
+    return None if url is None else (url, None)
 
 
-#: The start of a URL: a scheme and ``://``.
-_STARTS_AS_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+def _masked_as_url(text: str) -> bool:
+    """Whether ``text``, which does not parse, is masked as a URL is: it starts as one,
+    ``://`` mistyped or not, holds no whitespace, and its error would mask a part."""
+    if not _STARTS_AS_URL.match(text) or _SPACE.search(text):
+        return False
+    return unparsed_secrets(text)[0] != text
+
+
+#: The start of a URL, its ``://`` mistyped or not: a scheme, then a colon, or ``//``.
+_STARTS_AS_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?::|//)")
+_SPACE = re.compile(r"\s")
 
 
 def _secrets(url: BrokerURL, written: str = "") -> set[str]:
