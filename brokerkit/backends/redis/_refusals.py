@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from brokerkit.backends.redis._tls import NOT_TLS
+from brokerkit.backends.redis._plain_port import NOT_TLS
 
 __all__ = ["tls_refusal"]
 
@@ -40,7 +40,7 @@ def tls_refusal(text: str) -> tuple[str, str] | None:
     """What a connection error's text says TLS refused, when it does, and what to do
     about it: the server's certificate (an untrusted CA, or a host name it was not
     issued for), this client's (the server's alert), or TLS itself (a port that
-    answered in plain text: :class:`._tls.PlainRedisPort`, or OpenSSL's "wrong version
+    answered in plain text: :class:`._plain_port.PlainRedisPort`, or OpenSSL's "wrong version
     number"). ``{}`` in the first is where (``Redis at <url>``, ``the sentinel at
     <host:port>``). Nothing to retry: none of it will change by waiting."""
     if _NOT_TLS_ANSWERS.search(text):

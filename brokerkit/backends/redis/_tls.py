@@ -8,119 +8,32 @@ to every connection (Cluster and Sentinel clients still build redis-py's own). A
 certificate or key file that changes on disk (a rotation) is read into a new context
 by the next connection.
 
-A TLS client pointed at a plain (non-TLS) Redis port sends its hello, which Redis reads
-as the start of an inline command and never answers: the handshake would wait out the
-whole connect timeout, every attempt. So a handshake that gets no answer within
-:data:`PLAIN_PROBE_AFTER` asks the port, on a second connection, for a plain ``PING``:
-a Redis reply means the port does not speak TLS (:class:`PlainRedisPort`, which
-:mod:`._connection` turns into a ConfigurationError at once); anything else (a TLS
-server that is only slow, and refuses the plain text) and the handshake goes on.
+A connection's handshake tells a plain (non-TLS) Redis port apart at once
+(:mod:`._plain_port`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
-import socket
 import ssl
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
+from brokerkit.backends.redis._plain_port import connect_checked, handshake
+
 __all__ = [
-    "NOT_TLS",
-    "PLAIN_PROBE_AFTER",
     "AsyncClusterTLS",
     "AsyncSharedContextSSLConnection",
     "ClusterTLS",
-    "PlainRedisPort",
     "SharedContextConnectionPool",
     "SharedContextSSLConnection",
     "share_tls_context",
     "shared_context_class",
 ]
-
-#: Seconds a TLS handshake waits for the server's first answer before this client asks
-#: the port for a plain PING (a TLS server answers a hello within a round trip).
-PLAIN_PROBE_AFTER = 0.25
-#: What the message of :class:`PlainRedisPort` says (and :mod:`._connection` looks for).
-NOT_TLS = "does not speak TLS"
-
-
-class PlainRedisPort(OSError):
-    """The port a TLS connection was made to answered a plain-text ``PING``: it speaks
-    Redis without TLS. (An ``OSError``, as redis-py expects of a failed connect.)"""
-
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(
-            f"{host}:{port} {NOT_TLS}: it gave no TLS answer, and answered a plain-text PING"
-        )
-
-
-def _plain_reply(reply: bytes) -> bool:
-    """Whether ``reply`` to ``PING`` is Redis's, in plain text (``+PONG``, or an error
-    such as ``-NOAUTH``); a TLS server answers plain text with an alert, or closes."""
-    return reply[:1] in (b"+", b"-")
-
-
-def speaks_plain_redis(host: str, port: int, timeout: float) -> bool:
-    """Whether ``host:port`` answers a plain-text ``PING`` within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as probe:
-            probe.sendall(b"PING\r\n")
-            return _plain_reply(probe.recv(64))
-    except OSError:
-        return False
-
-
-async def aspeaks_plain_redis(host: str, port: int, timeout: float) -> bool:
-    """:func:`speaks_plain_redis` on the event loop."""
-
-    async def ask() -> bool:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(b"PING\r\n")
-            return _plain_reply(await reader.read(64))
-        finally:
-            writer.close()
-
-    try:
-        return await asyncio.wait_for(ask(), timeout)
-    except (OSError, asyncio.TimeoutError):
-        return False
-
-
-def _probe_timeout(left: float | None) -> float:
-    """How long the plain PING may take: half the connect time left (5 s without a
-    connect timeout), so that a TLS server that is only slow keeps the other half."""
-    return 5.0 if left is None else max(left / 2, 0.01)
-
-
-def handshake(tls: ssl.SSLSocket, host: str, port: int, timeout: float | None) -> None:
-    """``tls``'s handshake, within ``timeout`` seconds (None: no bound), asking the
-    port for a plain PING when the server has not answered in :data:`PLAIN_PROBE_AFTER`.
-
-    :raises PlainRedisPort: the port speaks Redis without TLS.
-    :raises TimeoutError: no handshake within ``timeout``.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    tls.settimeout(PLAIN_PROBE_AFTER if timeout is None else min(PLAIN_PROBE_AFTER, timeout))
-    try:
-        tls.do_handshake()
-        return
-    except TimeoutError:
-        if deadline is not None and time.monotonic() >= deadline:
-            raise
-    left = None if deadline is None else deadline - time.monotonic()
-    if speaks_plain_redis(host, port, _probe_timeout(left)):
-        raise PlainRedisPort(host, port)
-    # the hello is still on its way: OpenSSL takes the handshake up where it stopped
-    tls.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0.001))
-    tls.do_handshake()
 
 
 def share_tls_context(pool: Any) -> None:
@@ -232,22 +145,9 @@ class AsyncSharedContextSSLConnection(aioredis.SSLConnection):
 
     async def _connect(self) -> None:
         """redis.asyncio's connect (TCP and the TLS handshake, within the connect
-        timeout), asking the port for a plain PING when it has not connected within
-        :data:`PLAIN_PROBE_AFTER` (see :func:`handshake`)."""
-        connecting = asyncio.ensure_future(super()._connect())  # type: ignore[no-untyped-call]
-        try:
-            done, _ = await asyncio.wait({connecting}, timeout=PLAIN_PROBE_AFTER)
-            if not done:
-                timeout = self.socket_connect_timeout
-                left = None if timeout is None else timeout - PLAIN_PROBE_AFTER
-                if await aspeaks_plain_redis(self.host, self.port, _probe_timeout(left)):
-                    raise PlainRedisPort(self.host, self.port)
-            await connecting
-        except BaseException:
-            if not connecting.done():
-                connecting.cancel()
-                await asyncio.wait({connecting})
-            raise
+        timeout), telling a plain port apart (:func:`._plain_port.connect_checked`)."""
+        connect = super()._connect()  # type: ignore[no-untyped-call]
+        await connect_checked(connect, self.host, self.port, self.socket_connect_timeout)
 
 
 _Stamped = tuple[str, int, int] | None
