@@ -18,6 +18,7 @@ __all__ = [
     "SECRET_PAIRS",
     "SECRET_PARTS",
     "SECRET_WORDS",
+    "SHORT_VALUE",
     "AfterPathSecret",
     "hide_path",
     "holds_a_secret_option",
@@ -29,6 +30,10 @@ __all__ = [
 
 #: What a secret is shown as.
 MASK = "***"
+#: A value that follows a secret (which may be the end of it) and is shorter than
+#: this is masked only as ``name=value`` in a message: alone it would mask every
+#: ``1`` of ``127.0.0.1`` (the CLI's masking, of a URL that parses or not).
+SHORT_VALUE = 5
 
 
 class AfterPathSecret(dict[str, str]):

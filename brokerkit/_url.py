@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, url
 from brokerkit._secret_options import (
     MASK,
     SECRET_NAMES_TEXT,
+    SHORT_VALUE,
     AfterPathSecret,
     holds_a_secret_option,
     is_secret,
@@ -392,12 +393,7 @@ def _masked(url: str) -> str:
     Without ``//``, the text before the first colon may be a scheme or a user name
     (``app:pass:word@host``): only it is kept, and the rest up to the last ``@`` masked.
     """
-    match = _SCHEME_PREFIX.match(url)
-    prefix = match.group() if match else ""
-    rest = url[len(prefix) :]
-    secret = next(
-        (m for m in _QUERY_NAME.finditer(rest) if is_secret(unquote_plus(m.group(1)))), None
-    )
+    prefix, rest, secret = _secret_parts(url)
     shown, hidden = (rest[: secret.end()], MASK) if secret else (rest, "")
     at = rest.rfind("@")
     if at != -1:
@@ -425,9 +421,7 @@ def unparsed_secrets(url: str) -> tuple[str, list[str]]:
     whole and split at each ``&`` (each following value alone where it is not short,
     else as ``name=value``; and the value joined with what follows, up to each)."""
     masked = _masked(url)
-    match = _SCHEME_PREFIX.match(url)
-    prefix = match.group() if match else ""
-    rest = url[len(prefix) :]
+    _, rest, secret = _secret_parts(url)
     hidden: list[str] = []
     at = rest.rfind("@")
     if at != -1:
@@ -436,22 +430,25 @@ def unparsed_secrets(url: str) -> tuple[str, list[str]]:
         # the user name is shown (``user:***@``) unless it may be a secret itself
         kept = not user or f"{user}:{MASK}" in masked
         hidden.extend([password] if kept else [userinfo, password])
-    secret = next(
-        (m for m in _QUERY_NAME.finditer(rest) if is_secret(unquote_plus(m.group(1)))), None
-    )
     if secret is not None:
         value, *following = rest[secret.end() :].split("&")
         hidden.append(value)
         for index, segment in enumerate(following):
             option = segment.partition("=")[2]
-            hidden.append(option if len(option) >= _SHORT_TAIL else segment)
+            hidden.append(option if len(option) >= SHORT_VALUE else segment)
             hidden.append("&".join([value, *following[: index + 1]]))
     return masked, [text for text in hidden if text.strip()]
 
 
-#: A value after a secret shorter than this is hidden only as ``name=value``: alone it
-#: would hide every ``1`` of ``127.0.0.1`` (as the CLI's masking of a parsed URL does).
-_SHORT_TAIL = 5
+def _secret_parts(url: str) -> tuple[str, str, re.Match[str] | None]:
+    """``url`` split as :func:`_masked` reads it: the scheme and what follows it
+    (``redis+stream:/``, a mistyped ``://`` too), the rest, and the name and ``=`` of
+    the first option in the rest that names a secret (``None`` if none does)."""
+    match = _SCHEME_PREFIX.match(url)
+    prefix = match.group() if match else ""
+    rest = url[len(prefix) :]
+    names = _QUERY_NAME.finditer(rest)
+    return prefix, rest, next((m for m in names if is_secret(unquote_plus(m.group(1)))), None)
 
 
 def _token_user(prefix: str) -> bool:

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from brokerkit._delivery import Delivery
-from brokerkit._secret_options import is_secret, secret_in
+from brokerkit._secret_options import SHORT_VALUE, is_secret, secret_in
 from brokerkit._url import BrokerURL, unparsed_secrets
 from brokerkit.exceptions import InvalidURL, SerializationError
 
@@ -264,7 +264,7 @@ def _secrets(url: BrokerURL, written: str = "") -> set[str]:
         elif first is not None and index > first:
             # may be the end of the secret; a short value ("1", "0", "true"...) only as
             # "name=value", as it is in most messages too
-            values.append(value if len(value) >= _SHORT else f"{key}={value}")
+            values.append(value if len(value) >= SHORT_VALUE else f"{key}={value}")
         if first is not None and index > first:  # the secret and what may be its end
             after = "&".join(f"{k}={v}" for k, v in items[first + 1 : index + 1])
             values.append(f"{items[first][1]}{'?' if in_path else '&'}{after}")
@@ -283,11 +283,6 @@ def _forms(values: Iterable[str]) -> set[str]:
         for text in {value, unquote(value), unquote_plus(value)}:
             forms.update({text, quote(text, safe=""), quote(text), quote_plus(text)})
     return {form for form in forms if form.strip()}
-
-
-#: A value that follows a secret in the query and is shorter than this is masked only
-#: as ``name=value``: alone it would mask every "1" of "127.0.0.1" in a message.
-_SHORT = 5
 
 
 def _hidden(url: BrokerURL, key: str, value: str) -> bool:
@@ -335,7 +330,7 @@ def _written_secrets(written: str, secret_user: bool = False) -> set[str]:
     for index, segment in enumerate(following):
         name, _, option = segment.partition("=")
         secret = is_secret(unquote_plus(name))
-        found.add(option if secret or len(option) >= _SHORT else segment)
+        found.add(option if secret or len(option) >= SHORT_VALUE else segment)
         found.add(value + joiner + "&".join(following[: index + 1]))
     return found
 
