@@ -109,8 +109,9 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
     else (an operator, another process's ``delete``) may have deleted it since: a
     message RabbitMQ returns (published ``mandatory``: it reached no queue, its
     topic's default queue is gone) or a batch whose exchange is gone (RabbitMQ closes
-    the channel) is sent again once the topic is declared anew, rather than confirmed
-    into nowhere or refused.
+    the channel) is sent again once the topic is declared anew and the queues of the
+    link's groups of it are bound again (:meth:`Topology.bind_groups_again`), rather
+    than confirmed into nowhere or refused.
 
     Only what is not known stored is sent again: the messages RabbitMQ returned,
     and, when the exchange is gone mid-batch, those whose confirms were still due
@@ -124,7 +125,9 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
         :data:`_DECLARE_TRIES` times (something keeps deleting it).
     """
     batch = list(prepared)
-    rebind = False  # (an exchange was found gone: its groups' bindings went with it)
+    # (an exchange found gone took its groups' bindings with it; a message returned
+    # may have found one someone else declared anew, bound to nothing)
+    rebind = False
     for tries_left in reversed(range(_DECLARE_TRIES + 1)):
         try:
             try:
@@ -156,6 +159,7 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
                 "were not stored"
             )
         link.forget(topic)
+        rebind = True  # (routed to no queue: its exchange may be one declared anew)
 
 
 class _ExchangeGone(Exception):

@@ -61,6 +61,7 @@ from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._publish import publish
 from brokerkit.backends.kombu._reader import Reader
 from brokerkit.backends.kombu._reaper import Reaper
+from brokerkit.backends.kombu._rebind import Rebinder
 from brokerkit.backends.kombu._settle import AMQPSettling
 from brokerkit.exceptions import (
     BrokerClosed,
@@ -127,6 +128,8 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         self._dropped = DroppedBuffers()
         #: Set by :meth:`_halt`: the broker is closing.
         self._halting = threading.Event()
+        #: Binds the subscriptions' queues again (an exchange deleted and redeclared).
+        self._rebinder = Rebinder()
         # Sweeps often enough to send a heartbeat every half heartbeat.
         interval = min(max(self.options.visibility_timeout / 5, 0.02), 1.0)
         interval = min(interval, self.options.heartbeat / 4)
@@ -330,8 +333,9 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             }
 
     def _sweep(self) -> None:
-        """Keep the connections' heartbeats, and hand back every delivery whose
-        visibility timeout ran out (the reaper)."""
+        """Keep the connections' heartbeats, bind the subscriptions' queues again (see
+        :mod:`._rebind`), and hand back every delivery whose visibility timeout ran out
+        (the reaper)."""
         if self._closed:
             return
         for heart in list(self._links):
@@ -347,6 +351,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         if self._reading_link is not None:
             # (reported here: what the heartbeat found lost was dropped as it did)
             self._forget_buffered(self._reading_link)
+            self._rebinder.sweep(self._reading_link, readers)
         if any(r.consumer_tag is not None for r in readers):
             # Nobody may be reading the socket for a consumer whose subscription went
             # idle: take in what was pushed to it, so that its leases can run out.
