@@ -8,7 +8,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -133,11 +133,12 @@ class Leases(dict[str, Lease]):
         if lease.ack_wait < self._basis:
             # A shorter ack wait than the renewals' wait was counted from (any, if
             # none was held): its lease must be renewed sooner than that wait ends.
-            self._wake()
+            self.wake()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         """Wake the renewals' wait for their next round (:meth:`next_round`), if they
-        wait: from this thread or another."""
+        wait: from this thread or another (on a loop that is stopped, as it runs
+        again). A close wakes it, so that it sees the close."""
         if self._shorter is None:
             return
         loop, shorter = self._shorter
@@ -147,20 +148,22 @@ class Leases(dict[str, Lease]):
             with contextlib.suppress(RuntimeError):  # (that loop is closed)
                 loop.call_soon_threadsafe(shorter.set)
 
-    async def next_round(self) -> None:
+    async def next_round(self, closed: Callable[[], bool] = lambda: False) -> None:
         """Wait for the renewals' next round: a quarter of the shortest ack wait of the
         leases held, counted from now; sooner if a lease with a shorter ack wait comes
         meanwhile: a quarter of its ack wait after it comes, at the latest. While none
         is held, until one comes (untimed: an idle broker runs no round), or at once if
-        a lease let go is still to be reported (:meth:`take_unreported`). A close
-        cancels the wait."""
+        a lease let go is still to be reported (:meth:`take_unreported`); at once
+        once ``closed()``. A close cancels the wait; one made while the wait's loop is
+        stopped (the task is that loop's) wakes it (:meth:`wake`): it ends as that
+        loop runs again."""
         loop = asyncio.get_running_loop()
         shorter = asyncio.Event()
         basis = self._shortest()
         due = time.monotonic() + basis / 4
         self._basis, self._shorter = basis, (loop, shorter)
         try:
-            while not self._unreported or self:
+            while not closed() and (not self._unreported or self):
                 left = due - time.monotonic()
                 if left <= 0:
                     return
@@ -244,7 +247,7 @@ class Leases(dict[str, Lease]):
                     forgotten.add(id(lease))
                     if self.pop(lease.reply, None) is lease and id(lease) not in asked:
                         self._unreported.append(lease)
-                        self._wake()  # (to be reported, though none be held now)
+                        self.wake()  # (to be reported, though none be held now)
                 else:
                     lease.generation = generation
                     if created is not None:  # (asked after its pull: it is this one's)

@@ -52,7 +52,9 @@ async def renew_forever(
                 log.debug("could not check the AckWait of a group: %s", exc, extra=log_fields())
             except Exception:  # a bug, or an answer not understood, must not end the renewals
                 log.exception("could not check the AckWait of a group", extra=log_fields())
-            await leases.next_round()
+            await leases.next_round(closed)
+            if closed():  # (woken by the close: no round)
+                return
             now = time.monotonic()
             held: list[Lease] = []
             lost: list[Lease] = []

@@ -474,8 +474,9 @@ class AsyncNatsBroker(NatsSettling):
                 done = asyncio.run_coroutine_threadsafe(self._close_here(), owner)
                 await asyncio.wrap_future(done)
                 return
-            self._renewer = None  # (its task is that loop's)
+            self._renewer = None  # (its task is that loop's: it ends as that loop runs)
             self._leases.clear()
+            self._leases.wake()  # (an idle one waits untimed: woken, it sees the close)
             self._client.drop()
             return
         await self._close_here()
