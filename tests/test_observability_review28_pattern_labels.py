@@ -78,7 +78,10 @@ def test_a_pattern_subscription_is_counted_under_its_pattern(
     generate_latest(metrics)  # a scrape still renders
 
 
-def test_an_asyncio_pattern_subscription_on_memory(metrics: CollectorRegistry) -> None:
+def memory_pattern_round(dead_letter: bool) -> None:
+    """On asyncio memory://, a ``user.*`` subscription gets one message from each of
+    ``user.0``, ``user.1`` and ``user.2``, and acks (or dead-letters) each."""
+
     async def run() -> None:
         async with (
             brokerkit.aio.connect(f"memory://pattern-{uuid.uuid4().hex}") as broker,
@@ -89,9 +92,13 @@ def test_an_asyncio_pattern_subscription_on_memory(metrics: CollectorRegistry) -
             for _ in range(3):
                 delivery = await subscription.receive(timeout=5)
                 assert delivery is not None
-                await delivery.nack(requeue=False)
+                await (delivery.nack(requeue=False) if dead_letter else delivery.ack())
 
     asyncio.run(run())
+
+
+def test_an_asyncio_pattern_subscription_on_memory(metrics: CollectorRegistry) -> None:
+    memory_pattern_round(dead_letter=True)
     assert _topic_labels(metrics) - {"user.0", "user.1", "user.2"} == {"user.*"}
     labels = {"topic": "user.*", "group": "default"}
     assert metrics.get_sample_value("brokerkit_messages_delivered_total", labels) == 3

@@ -6,8 +6,6 @@ the glob matches, and each distinct channel made a span name of its own."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -17,10 +15,13 @@ pytest.importorskip("prometheus_client", reason="needs the prometheus extra")
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import brokerkit.aio
 from tests.conftest import RedisTarget
 from tests.spans import recorded_spans
-from tests.test_observability_review28_pattern_labels import FOREIGN, foreign_deliveries
+from tests.test_observability_review28_pattern_labels import (
+    FOREIGN,
+    foreign_deliveries,
+    memory_pattern_round,
+)
 
 
 @pytest.fixture
@@ -42,19 +43,7 @@ def test_a_pattern_subscriptions_spans_are_named_by_its_pattern(
 
 
 def test_an_asyncio_pattern_subscription_on_memory(exporter: InMemorySpanExporter) -> None:
-    async def run() -> None:
-        async with (
-            brokerkit.aio.connect(f"memory://pattern-{uuid.uuid4().hex}") as broker,
-            await broker.subscribe("user.*", pattern=True) as subscription,
-        ):
-            for user in range(3):
-                await broker.publish(f"user.{user}", user)
-            for _ in range(3):
-                delivery = await subscription.receive(timeout=5)
-                assert delivery is not None
-                await delivery.ack()
-
-    asyncio.run(run())
+    memory_pattern_round(dead_letter=False)
     spans = exporter.get_finished_spans()
     processed = [s for s in spans if s.name.startswith("process")]
     assert [s.name for s in processed] == ["process user.*"] * 3
