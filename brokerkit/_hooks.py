@@ -421,10 +421,13 @@ class HeldDeliveries:
                 RELAY.deliver_end(delivery, "unsettled")
 
 
-def report_renewal_losses(log: logging.Logger, deliveries: Sequence[Any]) -> None:
+def report_renewal_losses(
+    log: logging.Logger, deliveries: Sequence[Any], start: Callable[[], bool] | None = None
+) -> None:
     """Warn on a backend's ``log`` of leases its background renewal found run out, and
     tell the lease-loss hook of their ``deliveries`` (once per delivery): settling them
-    raises StaleDelivery, which does not report them again."""
+    raises StaleDelivery, which does not report them again. ``start``, if given, is
+    asked after the warning, right before the hook is told: false, it is not."""
     if not deliveries:
         return
     log.warning(
@@ -433,7 +436,7 @@ def report_renewal_losses(log: logging.Logger, deliveries: Sequence[Any]) -> Non
         len(deliveries),
         extra=delivery_fields(deliveries),
     )
-    if RELAY.settle:
+    if RELAY.settle and (start is None or start()):
         RELAY.lease_lost(deliveries)
 
 

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from brokerkit._hooks import RELAY
-from brokerkit._logging import delivery_fields, log_fields
+from brokerkit._hooks import report_renewal_losses
+from brokerkit._logging import log_fields
 from brokerkit.backends.nats._leases import GroupFound, Lease, Leases, last_send
 from brokerkit.exceptions import BrokerError
 
@@ -164,18 +164,9 @@ def report_lost(
     lost: Sequence[Lease], start: Callable[[Sequence[Lease]], bool] | None = None
 ) -> None:
     """Warn of leases a renewal found lost and tell the lease-loss hook of their
-    deliveries, as Redis's lease keeper does (``report_renewal_losses``); settling them
+    deliveries (``report_renewal_losses``, as Redis's lease keeper does); settling them
     raises StaleDelivery, which does not report them again (the hook is called once per
     delivery). ``start``, if given, is asked after the warning, right before the hook
     is called: false, the hook is not told of ``lost``."""
     deliveries = [lease.holder for lease in lost if lease.holder is not None]
-    if not deliveries:
-        return
-    log.warning(
-        "%d lease(s) had run out before they could be renewed; settling them "
-        "will raise StaleDelivery",
-        len(deliveries),
-        extra=delivery_fields(deliveries),
-    )
-    if RELAY.settle and (start is None or start(lost)):
-        RELAY.lease_lost(deliveries)
+    report_renewal_losses(log, deliveries, None if start is None else lambda: start(lost))
