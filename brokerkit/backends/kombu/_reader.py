@@ -45,7 +45,7 @@ from brokerkit._subscription import Subscription
 from brokerkit.backends.kombu._envelope import attempt_of, decode
 from brokerkit.backends.kombu._link import Link
 
-__all__ = ["Lease", "Reader"]
+__all__ = ["Lease", "Reader", "closed_on_its_own"]
 
 #: A batch fetch switches from ``basic.get`` to a short-lived consumer when at least
 #: this many more messages are wanted and waiting (qos + consume + cancel cost three).
@@ -55,6 +55,10 @@ _BURST_FROM = 4
 _MAX_QOS = 65535
 #: How long a burst waits for a message RabbitMQ has not pushed yet.
 _BURST_QUIET = 0.05
+#: What a channel's close names as its cause when RabbitMQ closed it on its own, not
+#: refusing a request of the call that reads it: no method (its ``consumer_timeout``),
+#: or a settle sent on it before of a delivery tag it does not know (or no longer).
+_ON_ITS_OWN = frozenset({(0, 0), spec.Basic.Ack, spec.Basic.Reject, spec.Basic.Nack})
 
 
 @dataclass(eq=False)
@@ -365,7 +369,9 @@ def _watch_close(reader: Reader, channel: Any) -> None:
 
     py-amqp answers a ``channel.close``, reopens the channel in place and raises the
     error from the drain that read it: the call waiting on this channel takes it as its
-    own (it is raised to it, as before), but another subscription's receive, or the
+    own (it is raised to it, as before: a fetch then goes on over a new channel unless
+    the close refused its own request, see :func:`closed_on_its_own`; a settle raises
+    StaleDelivery), but another subscription's receive, or the
     reaper's heartbeat, read it for everyone: there it is only noted, and the
     reader drops the channel at its next use (:meth:`Reader.live_channel`, the reaper's
     sweep), rather than raised to a call it is no business of (which reset that call's
@@ -391,6 +397,17 @@ def _watch_close(reader: Reader, channel: Any) -> None:
                 raise
 
     channel._callbacks[spec.Channel.Close] = on_close
+
+
+def closed_on_its_own(error: BaseException) -> bool:
+    """Whether ``error``, raised by a :meth:`Link.call` on a reader's channel, is
+    RabbitMQ's close of that channel on its own (see :data:`_ON_ITS_OWN`), read by the
+    call because it waited for an answer on the channel: the call's own request was
+    not refused (a queue deleted is), and the channel is lost as it is when another
+    call reads the close (:func:`_watch_close`)."""
+    cause = error.__cause__
+    sig = getattr(cause, "method_sig", None)
+    return isinstance(cause, amqp.exceptions.ChannelError) and sig in _ON_ITS_OWN
 
 
 def _cancelled(reader: Reader) -> Callable[[str], None]:

@@ -59,7 +59,7 @@ from brokerkit.backends.kombu._link import Link
 from brokerkit.backends.kombu._manage import delete_declared, inspect_topic, purge_topic
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._publish import publish
-from brokerkit.backends.kombu._reader import Reader
+from brokerkit.backends.kombu._reader import Reader, closed_on_its_own
 from brokerkit.backends.kombu._reaper import Reaper
 from brokerkit.backends.kombu._rebind import Rebinder
 from brokerkit.backends.kombu._settle import AMQPSettling
@@ -223,30 +223,30 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         reader: Reader = subscription.state
         link = self._reading()
         deadline = time.monotonic() + timeout
+        reset = functools.partial(self._reset, reader)
         while True:
-            if reader.consumer_tag is not None and reader.saturated():
-                # It holds as many unsettled deliveries as its qos lets the server push:
-                # only basic.get can bring it another.
-                link.call(
-                    lambda: reader.stop_waiting(link),
-                    on_channel_error=functools.partial(self._reset, reader),
+            try:
+                if reader.consumer_tag is not None and reader.saturated():
+                    # It holds as many unsettled deliveries as its qos lets the server
+                    # push: only basic.get can bring it another.
+                    link.call(lambda: reader.stop_waiting(link), on_channel_error=reset)
+                pull = reader.consumer_tag is None
+                taken = link.call(
+                    functools.partial(self._take, reader, max_messages, pull=pull),
+                    on_channel_error=reset,
                 )
-            pull = reader.consumer_tag is None
-            taken = link.call(
-                functools.partial(self._take, reader, max_messages, pull=pull),
-                on_channel_error=functools.partial(self._reset, reader),
-            )
-            if taken or subscription.closed or self._closed:
-                return taken
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return taken
-            # The consumer stays registered after this fetch (see Reader.wait).
-            wait = min(remaining, _SLICE)
-            link.call(
-                functools.partial(reader.wait, link, max_messages, wait),
-                on_channel_error=functools.partial(self._reset, reader),
-            )
+                remaining = deadline - time.monotonic()
+                if taken or subscription.closed or self._closed or remaining <= 0:
+                    return taken
+                # The consumer stays registered after this fetch (see Reader.wait).
+                wait = functools.partial(reader.wait, link, max_messages, min(remaining, _SLICE))
+                link.call(wait, on_channel_error=reset)
+            except BrokerError as exc:
+                # RabbitMQ closed the channel on its own, and this fetch read the close
+                # (waiting for an answer on it): the channel is dropped (reset), as when
+                # another call reads it, and the fetch goes on over a new one.
+                if not closed_on_its_own(exc):
+                    raise
 
     def _take(self, reader: Reader, limit: int, *, pull: bool) -> list[Delivery]:
         """Deliveries for the caller; any past ``max_deliveries`` (its last holder
