@@ -18,6 +18,7 @@ import redis
 from brokerkit._options import after_secrets
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, redis_database
+from brokerkit.backends.redis._plain_port import spoke_tls
 from brokerkit.backends.redis._refusals import tls_refusal
 from brokerkit.backends.redis._tls import shared_context_class
 from brokerkit.exceptions import (
@@ -44,6 +45,7 @@ __all__ = [
     "note_reached",
     "note_url_reached",
     "redis_url",
+    "tls_reached",
     "translate_errors",
     "unpooled_connection",
 ]
@@ -120,6 +122,14 @@ def ever_reached(url: BrokerURL) -> bool:
     return (url.host or "localhost", 6379 if url.port is None else url.port) in _reached
 
 
+def tls_reached(url: BrokerURL) -> bool:
+    """Whether this process has shaken TLS hands with a host of ``url`` (at the port it
+    names, any port where it names none): its port speaks TLS, so bytes from it that
+    are no TLS are a stream garbled on the way, not a plain port. (Not
+    :func:`ever_reached`, which a ``redis+`` URL of the same plain ports also makes.)"""
+    return any(spoke_tls(host or "localhost", port) for host, port in url.hosts)
+
+
 def never_answered(url: BrokerURL, exc: BaseException) -> bool:
     """Whether ``exc`` (a :class:`ConnectionFailed` from :func:`translate_errors`) says
     that nothing answered at ``url``, which this process has never reached: "could not
@@ -171,7 +181,10 @@ def build_cluster(build: Callable[[], _T], url: BrokerURL, timeout: float) -> _T
         try:
             return build()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if isinstance(exc, CREDENTIAL_ERRORS) or tls_refusal(str(exc)) is not None:
+            if (
+                isinstance(exc, CREDENTIAL_ERRORS)
+                or tls_refusal(str(exc), reached=tls_reached(url)) is not None
+            ):
                 raise
             note_url_reached(url)  # a seed told the slots: the cluster answered
             attempt += 1
@@ -254,7 +267,7 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
         if type(exc).__name__ == "MasterNotFoundError":  # redis.sentinel's or redis.asyncio's
             error, cause = _no_master(url, exc)
             raise error from cause
-        refused = tls_refusal(str(exc))
+        refused = tls_refusal(str(exc), reached=tls_reached(url))
         if refused is not None:
             what, hint = refused
             raise ConfigurationError(f"{what.format(f'Redis at {url}')}: {exc}; {hint}") from exc
@@ -291,7 +304,7 @@ def cluster_failure(url: BrokerURL, exc: Exception, what: str) -> BrokerError:
     a :class:`ConfigurationError` when TLS refused a certificate (the server's or this
     client's: the seeds share the URL's TLS options, and waiting will not change it),
     else :class:`ConnectionFailed` ("the Redis Cluster at ... <what>")."""
-    tls = tls_refusal(str(exc))
+    tls = tls_refusal(str(exc), reached=tls_reached(url))
     if tls is not None:
         refused, hint = tls
         where = f"a node of the Redis Cluster at {url}"
@@ -402,11 +415,12 @@ def _no_master(url: BrokerURL, exc: Exception) -> tuple[BrokerError, BaseExcepti
         for m in _SENTINEL_FAILURE.finditer(message)
     ]
     refusals = [(where, text) for where, kind, text in failures if kind in _REFUSALS]
+    reached = tls_reached(url)
     refused = "; ".join(f"{where}: {text}" for where, text in refusals)
     tls_refusals = [
         (where, text, tls)
         for where, kind, text in failures
-        if kind not in _REFUSALS and (tls := tls_refusal(text)) is not None
+        if kind not in _REFUSALS and (tls := tls_refusal(text, reached=reached)) is not None
     ]
     if len(refusals) + len(tls_refusals) >= len(url.hosts):  # no sentinel to wait for
         if refused:

@@ -34,6 +34,7 @@ __all__ = [
     "handshake",
     "plain_grace",
     "probe_after",
+    "spoke_tls",
 ]
 
 #: Seconds a TLS handshake waits for the server's first answer before this client asks
@@ -130,9 +131,12 @@ class PortCheck:
         return PlainRedisPort(self.host, self.port)
 
 
-def spoke_tls(host: str, port: int) -> bool:
-    """Whether this process has shaken TLS hands with ``host:port``."""
-    return (host, int(port)) in _spoke_tls
+def spoke_tls(host: str, port: int | None) -> bool:
+    """Whether this process has shaken TLS hands with ``host:port`` (any port of
+    ``host`` when ``port`` is None)."""
+    if port is not None:
+        return (host, int(port)) in _spoke_tls
+    return any(known == host for known, _ in tuple(_spoke_tls))  # (a snapshot)
 
 
 def speaks_plain_redis(check: PortCheck) -> bool:

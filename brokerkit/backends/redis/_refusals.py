@@ -36,14 +36,18 @@ _CLIENT_CERTIFICATE_HINT = (
 )
 
 
-def tls_refusal(text: str) -> tuple[str, str] | None:
+def tls_refusal(text: str, *, reached: bool = False) -> tuple[str, str] | None:
     """What a connection error's text says TLS refused, when it does, and what to do
     about it: the server's certificate (an untrusted CA, or a host name it was not
     issued for), this client's (the server's alert), or TLS itself (a port that
-    answered in plain text: :class:`._plain_port.PlainRedisPort`, or OpenSSL's "wrong version
-    number"). ``{}`` in the first is where (``Redis at <url>``, ``the sentinel at
-    <host:port>``). Nothing to retry: none of it will change by waiting."""
+    answered in plain text: :class:`._plain_port.PlainRedisPort`, or OpenSSL's "wrong
+    version number"), only of a server never ``reached``: from one this process has
+    talked to, bytes that are no TLS are a stream garbled on the way, ridden out as a
+    lost connection. ``{}`` in the first is where (``Redis at <url>``, ``the sentinel
+    at <host:port>``). Nothing to retry: none of it will change by waiting."""
     if _NOT_TLS_ANSWERS.search(text):
+        if reached:
+            return None
         return "{} does not speak TLS on that port (it answered in plain text)", _NOT_TLS_HINT
     if "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text:
         return "the TLS certificate of {} was not accepted", _TRUST_HINT

@@ -18,7 +18,7 @@ import redis
 
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._connection import CREDENTIAL_ERRORS
+from brokerkit.backends.redis._connection import CREDENTIAL_ERRORS, tls_reached
 from brokerkit.backends.redis._refusals import tls_refusal
 
 __all__ = ["SentinelHealth", "watch_sentinels"]
@@ -45,7 +45,7 @@ class SentinelHealth:
                 return
             self._bad.add(where)
         sentinel = f"the sentinel at {where} in {self.url}"
-        tls = tls_refusal(str(exc))
+        tls = tls_refusal(str(exc), reached=tls_reached(self.url))
         if isinstance(exc, CREDENTIAL_ERRORS):
             what = (
                 f"{sentinel} refused the credentials ({exc}); sentinel_password= and "
