@@ -1,9 +1,12 @@
 """Which sentinels of a URL failed when last asked, told once per change: a WARNING when
 a sentinel goes bad (down, unreachable, refusing the credentials or the TLS
-certificate, not a sentinel), an INFO when it answers again, per sentinel and per
-broker. A sentinel is asked at every lookup of the master (every new connection) that
-the sentinels before it could not answer: during a failover, or while it comes first.
-Logging each failure grew the log with the lookups. No I/O of its own."""
+certificate, not a sentinel), an INFO when it is next seen answering, per sentinel
+and per broker. A sentinel is asked at every lookup of the master (every new
+connection) that the sentinels before it could not answer: during a failover, or while
+it comes first. Logging each failure grew the log with the lookups. redis-py moves the
+sentinel that answered to the front, so one that came back is asked again (and its
+INFO logged) only once those before it fail: nothing here asks it sooner. No I/O of its
+own."""
 
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ class SentinelHealth:
         else:
             what = f"{sentinel} does not answer ({exc})"
         log.warning(
-            "%s; the other sentinels are asked (told again once it answers)",
+            "%s; the other sentinels are asked (told again when it is next seen answering)",
             what,
             extra=log_fields(),
         )
@@ -74,6 +77,7 @@ class SentinelHealth:
 
 #: A broker's health, by its options (every client of one broker is made with them).
 _of_options: dict[int, SentinelHealth] = {}
+_of_options_lock = threading.Lock()
 
 
 def health_of(url: BrokerURL, options: object | None) -> SentinelHealth:
@@ -82,10 +86,11 @@ def health_of(url: BrokerURL, options: object | None) -> SentinelHealth:
     if options is None:
         return SentinelHealth(url)
     key = id(options)
-    health = _of_options.get(key)
-    if health is None:
-        health = _of_options[key] = SentinelHealth(url)
-        weakref.finalize(options, _of_options.pop, key, None)
+    with _of_options_lock:  # two clients made at once share one (else each warns)
+        health = _of_options.get(key)
+        if health is None:
+            health = _of_options[key] = SentinelHealth(url)
+            weakref.finalize(options, _of_options.pop, key, None)
     return health
 
 
