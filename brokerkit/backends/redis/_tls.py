@@ -3,8 +3,8 @@
 redis-py builds a new :class:`ssl.SSLContext` for each connection, and building one
 loads the system's CA store: about 75 ms of CPU with OpenSSL 3 (CPython issue 95031),
 spent on the event loop's thread under asyncio. Contexts are made to be shared, so
-brokerkit's clients of one server build one per distinct set of settings and hand it
-to every connection (Cluster and Sentinel clients still build redis-py's own). A
+brokerkit's clients build one per distinct set of settings and hand it to every
+connection (of one server, the cluster's nodes, the sentinels and their master). A
 certificate or key file that changes on disk (a rotation) is read into a new context
 by the next connection.
 
