@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MASK",
+    "NOT_SECRET_AUTH",
     "SECRET_NAMES_TEXT",
     "SECRET_PAIRS",
     "SECRET_PARTS",
@@ -126,31 +127,37 @@ def is_secret(key: str) -> bool:
     - or, split into words at ``_ - .``, spaces and other punctuation and at camelCase
       boundaries (``nkeySeed``: ``nkey seed``; ``APIKey``: ``api key``), one of its
       words is one of :data:`SECRET_WORDS` (``nkey_seed``, ``creds``,
-      ``user_credentials``, ``apikey``, ``authorization``), two words in a row are
-      one of :data:`SECRET_PAIRS` (``api_key``, ``API-Key``, ``private_key``,
-      ``access_key``), its last word is ``pass`` or ``pw`` (``user_pass``, not
-      ``pass_through``), or it is the one word ``auth``.
+      ``user_credentials``, ``apikey``, ``authkey``, ``authorization``) or starts with
+      ``creds`` or ``credential`` (``credsfile``), two words in a row are one of
+      :data:`SECRET_PAIRS` (``api_key``, ``API-Keys``, ``private_keys``,
+      ``access_key``, ``user_seed``), its last word is ``pass`` or ``pw``
+      (``user_pass``, not ``pass_through``), or one of its words is ``auth``
+      (``redis_auth``, ``basic_auth``, ``auth_key``, ``auth_header``) unless it is one
+      of the names of :data:`NOT_SECRET_AUTH` (``auth_mechanism``, ``authSource``,
+      ``tls_client_auth``...).
 
-    Whole words, not parts of them: ``author``, ``authSource``, ``auth_mechanism``,
-    ``tls_client_auth``, ``credit``, ``seed``, ``random_seed``, ``monkey_patch`` and
-    ``pass_through`` are no secrets. No option the library reads is one but
-    ``sentinel_password``: ``ssl_keyfile`` is a path, ``stream_key`` a key's name."""
+    Whole words, not parts of them: ``author``, ``authority``, ``authuser``,
+    ``oauth_version``, ``credit``, ``seed``, ``seeds``, ``seed_nodes``,
+    ``random_seed``, ``monkey_patch`` and ``pass_through`` are no secrets. No option
+    the library reads is one but ``sentinel_password``: ``ssl_keyfile`` is a path,
+    ``stream_key`` a key's name."""
     lowered = key.lower()
     if any(word in lowered for word in SECRET_PARTS):
         return True
     words = _words(key)
     return (
-        any(word in SECRET_WORDS for word in words)
+        any(word in SECRET_WORDS or word.startswith(_SECRET_PREFIXES) for word in words)
         or any(pair in SECRET_PAIRS for pair in pairwise(words))
         or (bool(words) and words[-1] in _LAST_WORDS)
-        or words == ["auth"]
+        or ("auth" in words and tuple(words) not in NOT_SECRET_AUTH)
     )
 
 
 def _words(name: str) -> list[str]:
     """``name``'s words, lowercased: split at every character that is not a letter or
-    a digit and at camelCase boundaries (``nkeySeed``, ``APIKey``, ``OAuthVersion``:
-    ``o auth version``)."""
+    a digit and at camelCase boundaries (``nkeySeed``, ``APIKey``; ``OAuthVersion``:
+    ``oauth version``)."""
+    name = name.replace("OAuth", "Oauth")  # one word, not "o auth"
     spaced = _ACRONYM_END.sub(r"\1 \2", _CAMEL.sub(r"\1 \2", name))
     return [word for word in _NON_WORD.split(spaced.lower()) if word]
 
@@ -171,13 +178,54 @@ SECRET_WORDS = frozenset(
         "credential",
         "credentials",
         "apikey",
+        "apikeys",
         "privatekey",
+        "privatekeys",
         "accesskey",
+        "accesskeys",
+        "authkey",
+        "authkeys",
         "authorization",
+        "userseed",
     }
 )
-#: Two words in a row that make an option name a secret.
-SECRET_PAIRS = frozenset({("api", "key"), ("private", "key"), ("access", "key")})
+#: Word starts that make an option name a secret (``credsfile``; not ``cred``, which
+#: starts ``credit``).
+_SECRET_PREFIXES = ("creds", "credential")
+#: Two words in a row that make an option name a secret: API, private and access keys,
+#: a NATS user's nkey seed (``user_seed``; ``nkey_seed`` has the word ``nkey``).
+SECRET_PAIRS = frozenset(
+    {
+        ("api", "key"),
+        ("api", "keys"),
+        ("private", "key"),
+        ("private", "keys"),
+        ("access", "key"),
+        ("access", "keys"),
+        ("user", "seed"),
+    }
+)
+#: The option names, as words, holding the word ``auth`` that are no secrets: how to
+#: authenticate, not with what (``auth_mechanism``, MongoDB's ``authSource``, NATS's
+#: ``no_auth_user``, ``tls_client_auth``). Any other name with the word ``auth`` is one
+#: (``redis_auth``, ``basic_auth``, ``auth_key``, ``auth_header``, ``auth``).
+NOT_SECRET_AUTH = frozenset(
+    {
+        ("auth", "mechanism"),
+        ("auth", "mechanisms"),
+        ("auth", "mechanism", "properties"),
+        ("auth", "method"),
+        ("auth", "methods"),
+        ("auth", "type"),
+        ("auth", "source"),
+        ("auth", "timeout"),
+        ("auth", "required"),
+        ("auth", "enabled"),
+        ("no", "auth", "user"),
+        ("tls", "client", "auth"),
+        ("ssl", "client", "auth"),
+    }
+)
 #: Words that make an option name a secret as its last word (``user_pass``).
 _LAST_WORDS = frozenset({"pass", "pw"})
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
@@ -187,6 +235,6 @@ _NON_WORD = re.compile(r"[\W_]+")
 #: How messages name the secret options: "a name holding ..., then '='".
 SECRET_NAMES_TEXT = (
     "a name holding password, passphrase, secret or token, or with the word nkey, "
-    "creds, credentials, api_key, private_key, access_key or authorization, or "
-    "ending in the word pass"
+    "creds, credentials, auth, api_key(s), private_key(s), access_key(s), user_seed "
+    "or authorization, or ending in the word pass"
 )

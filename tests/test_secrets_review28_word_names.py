@@ -7,7 +7,10 @@ parsed before it were refused (``?authSource=admin&replicaSet=rs0`` is fine; a r
 ``name=value``, a vhost ``;authority=x``), while the CLI masked every short digit of
 a line for a URL argument ``...?authuser=0&usp=sharing``. Credential names stay
 secrets: ``nkey_seed``, ``creds``, ``api_key``, ``API-Key``, ``private_key``,
-``auth_token``, ``user_credentials``..."""
+``auth_token``, ``user_credentials``...; and those 1ece888 let through, their values shown
+in ``str()`` of the URL: plural keys (``api_keys``), the word ``auth`` not alone
+(``redis_auth``, ``basic_auth``, ``auth_key``, ``auth_header``; a few names of how to
+authenticate excepted), ``user_seed``, ``credsfile``."""
 
 from __future__ import annotations
 
@@ -40,6 +43,18 @@ _ORDINARY = [
     "key",
     "stream_key",
     "ssl_keyfile",
+    # the plural keys, auth and seed credentials below must not take these
+    "keys",
+    "script_keys",
+    "monkeys",
+    "auth_source",
+    "auth_mechanism",
+    "authMechanism",
+    "auth_method",
+    "auth_type",
+    "auth_timeout",
+    "seed_user",
+    "credit_limit",
 ]
 
 _CREDENTIALS = [
@@ -78,6 +93,29 @@ _CREDENTIALS = [
     "pass",
     "user_pass",
     "db_pw",
+    # 1ece888 let these through: plural keys, the word auth last or first, a user's
+    # nkey seed, a creds file written as one word
+    "api_keys",
+    "apiKeys",
+    "apikeys",
+    "access_keys",
+    "accesskeys",
+    "private_keys",
+    "privatekeys",
+    "redis_auth",
+    "sentinel_auth",
+    "basic_auth",
+    "proxy_auth",
+    "http_auth",
+    "auth_key",
+    "authKey",
+    "authkey",
+    "auth_code",
+    "auth_header",
+    "user_seed",
+    "userSeed",
+    "credsfile",
+    "credsFile",
 ]
 
 
@@ -132,6 +170,11 @@ def test_a_url_with_ordinary_options_parses_and_shows_as_before(
     assert parsed.path == path
     assert dict(parsed.query) == query
     assert "***" not in str(parsed), str(parsed)
+
+
+def test_a_redis_auth_option_is_masked_in_the_url() -> None:
+    url = BrokerURL.parse("redis+stream://h/0?redis_auth=S3cretPw")
+    assert "S3cretPw" not in str(url), str(url)
 
 
 def test_the_cli_masks_nothing_for_a_url_without_secrets() -> None:
