@@ -226,15 +226,21 @@ def _url_of(argument: str) -> tuple[str, BrokerURL | None] | None:
 
 
 def _masked_as_url(text: str) -> bool:
-    """Whether ``text``, which does not parse, is masked as a URL is: it starts as one,
-    ``://`` mistyped or not, holds no whitespace, and its error would mask a part."""
-    if not _STARTS_AS_URL.match(text) or _SPACE.search(text):
+    """Whether ``text``, which does not parse, is masked as a URL is: it starts as one
+    whose ``://`` is mistyped (a scheme, then ``:/`` or ``//``; or a scheme brokerkit
+    serves, then ``:``: not any ``name:``, as a topic ``svc:v2@eu`` would read as a
+    password ``v2``), holds no whitespace, and its error would mask a part."""
+    from brokerkit.cli._url import _known_schemes  # the registry, loaded once
+
+    scheme = _SCHEME.match(text)
+    if scheme is None or _SPACE.search(text):
         return False
-    return unparsed_secrets(text)[0] != text
+    typo = text.startswith((":/", "//"), scheme.end())
+    known = text.startswith(":", scheme.end()) and scheme.group().lower() in _known_schemes()
+    return (typo or known) and unparsed_secrets(text)[0] != text
 
 
-#: The start of a URL, its ``://`` mistyped or not: a scheme, then a colon, or ``//``.
-_STARTS_AS_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(?::|//)")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _SPACE = re.compile(r"\s")
 
 
