@@ -13,13 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from brokerkit._logging import log_fields
+from brokerkit.backends.kombu._link import Link
 
-__all__ = ["Reaper"]
+__all__ = ["Reaper", "release"]
 
 log = logging.getLogger("brokerkit.kombu")
+
+#: The longest a close waits for the reaper's sweep under way.
+_REAPER_WAIT = 10.0
 
 
 class Reaper:
@@ -55,3 +59,17 @@ class Reaper:
         self._stopped.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+
+def release(reaper: Reaper, links: Iterable[Link]) -> None:
+    """Stop the reaper and close the connections: at a broker's close, or when it was
+    dropped unclosed (the garbage collector calls this: nothing here may hold it)."""
+    reaper.stop(timeout=0)
+    try:
+        for link in list(links):
+            try:
+                link.close()
+            except Exception as exc:  # the garbage collector has nobody to raise to
+                log.warning("could not close %s: %r", link.url, exc, extra=log_fields())
+    finally:
+        reaper.stop(timeout=_REAPER_WAIT)

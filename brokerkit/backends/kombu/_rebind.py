@@ -15,12 +15,20 @@ connection was renewed or a subscription's channel opened anew. A missing exchan
 is not declared here (that is a publish's or a subscribe's to do, with the topic's
 default queue), nor is a missing queue (its subscription's next receive says so):
 either is skipped, and bound at a later round once it is back.
+
+The rounds use one channel of their own, kept from round to round (opened anew only
+once closed, or with a new connection). A pair (queue, exchange) RabbitMQ refuses
+(NOT_FOUND: either is gone; it closes the channel, which py-amqp reopens in place, and
+logs an error) is tried again only after :data:`REBIND_INTERVAL` seconds, then twice as
+long after each refusal, up to :data:`MAX_BACKOFF`, so that a name gone for good does
+not fill the server's log; one bound (or a new connection) starts afresh.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import amqp.exceptions  # type: ignore[import-untyped]
 
@@ -28,13 +36,15 @@ from brokerkit.backends.kombu._link import Link
 from brokerkit.backends.kombu._reader import Reader
 from brokerkit.exceptions import BrokerError
 
-__all__ = ["REBIND_INTERVAL", "Rebinder"]
+__all__ = ["MAX_BACKOFF", "REBIND_INTERVAL", "Rebinder"]
 
 #: How long after a round of binding again (one ``queue.bind`` a live subscription, on
 #: a channel of its own) the next is due: a group left unbound by someone else's
 #: redeclare of its exchange misses what is published for about that long (and up to
 #: a sweep's interval more).
 REBIND_INTERVAL = 2.0
+#: The longest a pair refused again and again waits for its next try.
+MAX_BACKOFF = 60.0
 
 
 class Rebinder:
@@ -42,10 +52,17 @@ class Rebinder:
 
     def __init__(self, interval: float = REBIND_INTERVAL) -> None:
         self.interval = interval
-        #: When the next round is due (monotonic), whatever changes.
+        #: The time the rounds go by (tests drive it).
+        self.clock: Callable[[], float] = time.monotonic
+        #: When the next round is due, whatever changes.
         self._due = 0.0
         #: What the last round saw: the connection, and each reader's channel.
         self._seen: object = None
+        #: The rounds' channel, and the link generation it belongs to.
+        self._channel: Any = None
+        self._generation = -1
+        #: Each pair refused: when it may be tried again, and how long it waited.
+        self._backoff: dict[tuple[str, str], tuple[float, float]] = {}
         #: How many rounds ran (tests wait on it).
         self.rounds = 0
 
@@ -56,29 +73,35 @@ class Rebinder:
         reconnects, and the round after that binds."""
         live = [r for r in readers if not r.retiring]
         seen = (link.generation, frozenset((id(r), id(r.channel)) for r in live))
-        now = time.monotonic()
+        now = self.clock()
+        if link.generation != self._generation:
+            self._backoff = {}  # (a new connection: every pair afresh)
         if now < self._due and seen == self._seen:
             return
-        wanted = sorted({(r.queue, link.names.exchange(r.subscription.topic)) for r in live})
-
-        def bind() -> None:
-            channel = link.channel()  # (its own: a missing name closes it)
+        wanted = {(r.queue, link.names.exchange(r.subscription.topic)) for r in live}
+        self._backoff = {k: v for k, v in self._backoff.items() if k in wanted}
+        due = sorted(p for p in wanted if self._backoff.get(p, (now, 0.0))[0] <= now)
+        if due:
             try:
-                for queue, exchange in wanted:
-                    try:
-                        channel.queue_bind(queue, exchange)
-                    except amqp.exceptions.ChannelError:
-                        # (gone, or refused: py-amqp reopened the channel in place)
-                        if not channel.is_open:
-                            channel = link.channel()
-            finally:
-                if channel.is_open:
-                    channel.close()
-
-        if wanted:
-            try:
-                link.call(bind, reconnect=False)
+                link.call(lambda: self._bind(link, due, now), reconnect=False)
             except BrokerError:
                 return  # (lost: the next round, once a receive has reconnected)
         self._seen, self._due = seen, now + self.interval
         self.rounds += 1
+
+    def _bind(self, link: Link, pairs: list[tuple[str, str]], now: float) -> None:
+        """Bind ``pairs`` over the rounds' channel (under the link's lock)."""
+        if self._generation != link.generation:
+            self._channel = None  # (of a connection gone)
+        for pair in pairs:
+            if self._channel is None or not self._channel.is_open:
+                self._channel, self._generation = link.channel(), link.generation
+            try:
+                self._channel.queue_bind(*pair)
+            except amqp.exceptions.ChannelError:
+                # (gone, or refused: py-amqp reopened the channel in place)
+                waited = self._backoff.get(pair, (now, 0.0))[1]
+                wait = min(max(waited * 2, REBIND_INTERVAL), MAX_BACKOFF)
+                self._backoff[pair] = (now + wait, wait)
+            else:
+                self._backoff.pop(pair, None)

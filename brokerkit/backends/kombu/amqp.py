@@ -48,7 +48,6 @@ from brokerkit._broker import DEFAULT_GROUP, Broker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._inspect import TopicInfo
-from brokerkit._logging import log_fields
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
@@ -60,7 +59,7 @@ from brokerkit.backends.kombu._manage import delete_declared, inspect_topic, pur
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._publish import publish
 from brokerkit.backends.kombu._reader import Reader, closed_on_its_own
-from brokerkit.backends.kombu._reaper import Reaper
+from brokerkit.backends.kombu._reaper import Reaper, release
 from brokerkit.backends.kombu._rebind import Rebinder
 from brokerkit.backends.kombu._settle import AMQPSettling
 from brokerkit.exceptions import (
@@ -77,8 +76,6 @@ log = logging.getLogger("brokerkit.kombu")
 #: The longest one wait on the socket holds the connection's lock, so that acks,
 #: publishes and the reaper from other threads get their turn.
 _SLICE = 0.05
-#: The longest a close waits for the reaper's sweep under way.
-_REAPER_WAIT = 10.0
 
 
 class DeclaredNames(NamedTuple):
@@ -135,7 +132,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         interval = min(interval, self.options.heartbeat / 4)
         self._reaper = Reaper(self._sweep, interval, f"brokerkit-reaper-{self.connection_name}")
         # Dropped unclosed, the broker takes its connections and reaper with it.
-        self._release = weakref.finalize(self, _release, self._reaper, self._links)
+        self._release = weakref.finalize(self, release, self._reaper, self._links)
 
     def _reading(self) -> Link:
         link = self._reading_link
@@ -333,9 +330,9 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             }
 
     def _sweep(self) -> None:
-        """Keep the connections' heartbeats, bind the subscriptions' queues again (see
-        :mod:`._rebind`), and hand back every delivery whose visibility timeout ran out
-        (the reaper)."""
+        """Keep the connections' heartbeats, hand back every delivery whose visibility
+        timeout ran out (the reaper), then bind the subscriptions' queues again (see
+        :mod:`._rebind`)."""
         if self._closed:
             return
         for heart in list(self._links):
@@ -351,11 +348,16 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         if self._reading_link is not None:
             # (reported here: what the heartbeat found lost was dropped as it did)
             self._forget_buffered(self._reading_link)
-            self._rebinder.sweep(self._reading_link, readers)
         if any(r.consumer_tag is not None for r in readers):
             # Nobody may be reading the socket for a consumer whose subscription went
             # idle: take in what was pushed to it, so that its leases can run out.
             self._reading().call(self._pump)
+        self._expire(readers)
+        if self._reading_link is not None and not self._closed:
+            self._rebinder.sweep(self._reading_link, readers)  # (after the reaping)
+
+    def _expire(self, readers: list[Reader]) -> None:
+        """Hand back every delivery of ``readers`` whose visibility timeout ran out."""
         now = time.monotonic()
         if not any(lease.deadline <= now for r in readers for lease in list(r.leases.values())):
             return
@@ -482,17 +484,3 @@ def _on_server_close(ref: weakref.ref[KombuAMQPBroker]) -> Callable[[Reader], No
         broker._dropped.drop([reader], link)
 
     return closed
-
-
-def _release(reaper: Reaper, links: list[Link]) -> None:
-    """Stop the reaper and close the connections: at close, or when the broker was
-    dropped unclosed (the garbage collector calls this: nothing here may hold it)."""
-    reaper.stop(timeout=0)
-    try:
-        for link in list(links):
-            try:
-                link.close()
-            except Exception as exc:  # the garbage collector has nobody to raise to
-                log.warning("could not close %s: %r", link.url, exc, extra=log_fields())
-    finally:
-        reaper.stop(timeout=_REAPER_WAIT)
