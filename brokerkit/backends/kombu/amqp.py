@@ -76,6 +76,8 @@ log = logging.getLogger("brokerkit.kombu")
 #: The longest one wait on the socket holds the connection's lock, so that acks,
 #: publishes and the reaper from other threads get their turn.
 _SLICE = 0.05
+#: How many channels RabbitMQ closed on its own one fetch goes on after.
+_RECOVERIES = 2
 
 
 class DeclaredNames(NamedTuple):
@@ -221,6 +223,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         link = self._reading()
         deadline = time.monotonic() + timeout
         reset = functools.partial(self._reset, reader)
+        recovered = 0
         while True:
             try:
                 if reader.consumer_tag is not None and reader.saturated():
@@ -241,9 +244,11 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             except BrokerError as exc:
                 # RabbitMQ closed the channel on its own, and this fetch read the close
                 # (waiting for an answer on it): the channel is dropped (reset), as when
-                # another call reads it, and the fetch goes on over a new one.
-                if not closed_on_its_own(exc):
+                # another call reads it, and the fetch goes on over a new one: at
+                # most _RECOVERIES times a fetch (a server closing every channel).
+                if not closed_on_its_own(exc) or recovered >= _RECOVERIES:
                     raise
+                recovered += 1
 
     def _take(self, reader: Reader, limit: int, *, pull: bool) -> list[Delivery]:
         """Deliveries for the caller; any past ``max_deliveries`` (its last holder
