@@ -124,10 +124,12 @@ def ever_reached(url: BrokerURL) -> bool:
 
 def tls_reached(url: BrokerURL) -> bool:
     """Whether this process has shaken TLS hands with a host of ``url`` (at the port it
-    names, any port where it names none): its port speaks TLS, so bytes from it that
-    are no TLS are a stream garbled on the way, not a plain port. (Not
-    :func:`ever_reached`, which a ``redis+`` URL of the same plain ports also makes.)"""
-    return any(spoke_tls(host or "localhost", port) for host, port in url.hosts)
+    names, 6379 where it names none): what :func:`._refusals.tls_refusal` goes by for
+    an error that names no server. (Not :func:`ever_reached`, which a ``redis+`` URL of
+    the same plain ports also makes.)"""
+    return any(
+        spoke_tls(host or "localhost", 6379 if port is None else port) for host, port in url.hosts
+    )
 
 
 def never_answered(url: BrokerURL, exc: BaseException) -> bool:

@@ -131,12 +131,9 @@ class PortCheck:
         return PlainRedisPort(self.host, self.port)
 
 
-def spoke_tls(host: str, port: int | None) -> bool:
-    """Whether this process has shaken TLS hands with ``host:port`` (any port of
-    ``host`` when ``port`` is None)."""
-    if port is not None:
-        return (host, int(port)) in _spoke_tls
-    return any(known == host for known, _ in tuple(_spoke_tls))  # (a snapshot)
+def spoke_tls(host: str, port: int) -> bool:
+    """Whether this process has shaken TLS hands with ``host:port``."""
+    return (host, int(port)) in _spoke_tls
 
 
 def speaks_plain_redis(check: PortCheck) -> bool:
