@@ -241,6 +241,27 @@ class RedisClusterSet:
                 client.close()
         return len(views) == 1
 
+    def describe(self) -> str:
+        """Each node's process and its view of the cluster (``CLUSTER NODES``), and the
+        end of its log: a failover test's evidence when a replica is never promoted."""
+        lines = []
+        for node in self.nodes:
+            alive = node.process is not None and node.process.poll() is None
+            pid = node.process.pid if node.process is not None else None
+            lines.append(f"node {node.port} (pid {pid}, {'running' if alive else 'ended'}):")
+            client = node.client()
+            try:
+                text = client.execute_command("CLUSTER", "NODES")
+                lines += (text.decode() if isinstance(text, bytes) else str(text)).splitlines()
+            except redis.RedisError as exc:
+                lines.append(f"  ({exc!r})")
+            finally:
+                client.close()
+            log = node.directory / "redis.log"
+            if log.exists():
+                lines += log.read_text(errors="replace").splitlines()[-15:]
+        return "\n".join(lines)
+
     def restart_dead(self) -> None:
         """Start every killed node again (it rejoins as a replica) and wait for health."""
         for node in self.nodes:

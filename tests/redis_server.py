@@ -10,6 +10,7 @@ followed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import filecmp
 import functools
 import os
@@ -250,6 +251,7 @@ class RedisServer:
             args += ["--replicaof", "127.0.0.1", str(replica_of.port)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_ready(timeout)
+        self._check_answering_is_ours()
         return self
 
     def _wait_until_ready(self, timeout: float) -> None:
@@ -267,9 +269,55 @@ class RedisServer:
             log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"redis-server exited at start:\n{log}")
 
+    def _answering(self) -> tuple[int, str] | None:
+        """The process id and directory of the server answering on the port, or None
+        when nothing answers (or it will not tell)."""
+        try:  # at once, not after redis-py's retries on a refused connection
+            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+        except OSError:
+            return None
+        client = self.client()
+        try:
+            pid = int(client.info("server")["process_id"])
+            directory = str(client.config_get("dir")["dir"])
+        except redis.RedisError:  # nothing answers (or will not say: ACLs)
+            return None
+        finally:
+            client.close()
+        return pid, directory
+
+    def _check_answering_is_ours(self) -> None:
+        """A RuntimeError (and the started process killed) if the server that answered
+        PING is not the process just started: another one holds the port (the node's own
+        server, restarted while it still ran, or another worker's that took the port
+        while it was down), and the one started exits at once. Taking it for started
+        left this object holding a dead process, so that ``kill()`` killed nothing."""
+        assert self.process is not None
+        answering = self._answering()
+        if answering is not None and answering[0] != self.process.pid:
+            kill_process(self.process)
+            raise RuntimeError(
+                f"port {self.port} is served by another redis-server (pid {answering[0]}, "
+                f"dir {answering[1]}), not the one started (pid {self.process.pid})"
+            )
+
     def kill(self) -> None:
-        """SIGKILL the server: no shutdown, no save."""
+        """SIGKILL the server: no shutdown, no save. A server of this object's own
+        directory that still answers on its port (started under a handle this object
+        lost, by a start cut short after the spawn) is killed too: otherwise a "killed"
+        master went on serving, and its replica was never promoted."""
         kill_process(self.process)
+        answering = self._answering()
+        if answering is None or Path(answering[1]).resolve() != self.directory.resolve():
+            return  # nothing, or a server of someone else's that took the port since
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(answering[0], signal.SIGKILL)
+        wait_until(
+            lambda: self._answering() is None,
+            10,
+            f"the redis-server on port {self.port} (pid {answering[0]}) outlived SIGKILL",
+            interval=0.02,
+        )
 
     def restart(self) -> None:
         """Kill the server and start it again on the same port (an empty dataset

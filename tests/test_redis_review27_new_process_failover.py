@@ -143,7 +143,9 @@ def test_a_new_process_rides_out_a_cluster_failover(
         def wait_for_failover() -> None:
             deadline = time.monotonic() + 60
             while redis_cluster.master_of(Keyspace(prefix).topic("news")) is victim:
-                assert time.monotonic() < deadline, "the replica was never promoted"
+                assert time.monotonic() < deadline, (
+                    f"the replica was never promoted\n{redis_cluster.describe()}"
+                )
                 time.sleep(0.1)
             victim.start()  # rejoins as the new master's replica
 
