@@ -14,6 +14,7 @@ taken for dead, so that a kill -9 test waits seconds, not the defaults' minutes.
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import tempfile
@@ -64,15 +65,41 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel hands out for ``bind(0)`` and connects."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default (macOS's range starts higher)
+
+
+#: The lowest node port handed out (clear of the usual services' ports below).
+_LOWEST_PORT = 10000
+#: Every node and bus port this process has handed out: never handed out again.
+_handed_out: set[int] = set()
+
+
 def cluster_free_port() -> int:
-    """A free port whose cluster-bus port (+10000) is free too."""
+    """A free port whose cluster-bus port (+10000) is free too, both below the
+    ephemeral range: no ``bind(0)`` of another test worker's server, and no outgoing
+    connection, can take a killed node's ports while it is down (a cluster node of
+    another worker's there answered for the dead master, so that it was never failed
+    over; a plain server answered its restart's PING)."""
+    top = _ephemeral_low() - _BUS_OFFSET
     for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port + _BUS_OFFSET < 65536 and _port_free(port + _BUS_OFFSET):
+        port = random.randrange(_LOWEST_PORT, top) if top > _LOWEST_PORT else _any_free_port()
+        pair = {port, port + _BUS_OFFSET}
+        if port + _BUS_OFFSET < 65536 and not pair & _handed_out and all(map(_port_free, pair)):
+            _handed_out.update(pair)
             return port
     raise RuntimeError("found no free port pair for a cluster node")
+
+
+def _any_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def create_cluster(
