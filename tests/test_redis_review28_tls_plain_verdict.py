@@ -5,15 +5,23 @@ the URL had shaken TLS hands with this process, and the probe's own verdict ("do
 speak TLS") too, though the probe only ever runs for a port that never did: a Sentinel
 URL whose sentinels speak TLS and whose master is plain was retried for the whole
 ``reconnect_timeout``, then "lost the connection". The probe's verdict now always
-stands, and OpenSSL's errors are judged by the server the failing connection names."""
+stands, and OpenSSL's errors are judged by the server the failing connection names.
+
+redis-py retries a failed connect a few times: each retry probed the plain port again
+and waited the grace again; the verdict is now remembered for a few seconds, so the
+port is probed once."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from brokerkit.exceptions import ConfigurationError
+from tests.proxies import Listener
 from tests.redis_server import RedisServer, publish_once
 from tests.redis_tls import TLSRedisServer, TLSSentinel, require_tls_redis_server
 
@@ -67,3 +75,63 @@ def test_a_plain_master_behind_tls_sentinels_is_a_configuration_error(
     message = str(caught.value)
     assert "does not speak TLS" in message
     assert f"127.0.0.1:{plain_master_sentinel.plain_port}" in message
+
+
+class _FirstBytes(Listener):
+    """A TCP proxy to ``target`` that records what each connection sends first."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self.first: list[bytes] = []
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(self._target)
+        self.keep(upstream)
+        self.spawn(self._pipe, client, upstream, True)
+        self.spawn(self._pipe, upstream, client, False)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, record: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if record:
+                    with self._lock:
+                        self.first.append(data)
+                    record = False
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def pings(self) -> int:
+        with self._lock:
+            return sum(1 for data in self.first if data.startswith(b"PING"))
+
+
+@pytest.fixture(scope="module")
+def plain() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("api", APIS)
+def test_a_plain_port_is_probed_once_not_at_each_retry(
+    plain: RedisServer, tls: TLSRedisServer, prefix: str, api: str
+) -> None:
+    proxy = _FirstBytes(("127.0.0.1", plain.port))
+    try:
+        url = (
+            f"rediss+stream://127.0.0.1:{proxy.port}/0?ssl_ca_certs={tls.files.ca}"
+            "&socket_connect_timeout=5"
+        )
+        with pytest.raises(ConfigurationError) as caught:
+            publish_once(api, url, "t", "x", prefix=prefix)
+        assert "does not speak TLS" in str(caught.value)
+        assert proxy.pings() == 1  # redis-py's retries were refused without a probe
+    finally:
+        proxy.close()

@@ -10,7 +10,9 @@ either a plain port, or a port that takes both (ElastiCache's "preferred" transi
 encryption, a router on the first byte) whose TLS answer is late; so the handshake is
 waited for :func:`plain_grace` longer, and trusted when it ends, before the port is
 refused (:class:`PlainRedisPort`, which :mod:`._refusals` reads as a
-ConfigurationError).
+ConfigurationError). That verdict is remembered for :data:`PLAIN_VERDICT_SECONDS`:
+redis-py retries a failed connect a few times, and each retry is refused at once
+instead of waiting for the probe and the grace again.
 
 :class:`PortCheck` holds the decisions and the waits (no I/O); :func:`handshake` (a
 sync TLS socket) and :func:`connect_checked` (redis.asyncio's connect) drive it.
@@ -28,6 +30,7 @@ __all__ = [
     "NOT_TLS",
     "PLAIN_GRACE",
     "PLAIN_PROBE_AFTER",
+    "PLAIN_VERDICT_SECONDS",
     "PlainRedisPort",
     "PortCheck",
     "connect_checked",
@@ -44,6 +47,10 @@ PLAIN_PROBE_AFTER = 0.25
 #: Seconds a handshake is still waited for after the port answered the PING, at the
 #: least (:func:`plain_grace`).
 PLAIN_GRACE = 1.0
+#: Seconds a port found plain is refused at once, without a handshake or a probe
+#: (redis-py's own retries of the connect that found it; a port whose server gets TLS
+#: soon after is tried again after that).
+PLAIN_VERDICT_SECONDS = 5.0
 #: What the message of :class:`PlainRedisPort` says (and :mod:`._refusals` looks for).
 NOT_TLS = "does not speak TLS"
 #: The probe's request, and how a plain Redis answers it (``+PONG``, or an error such
@@ -55,6 +62,9 @@ _PLAIN_REPLIES = (b"+", b"-")
 #: probed again (each probe is a second connection, and a WARNING in the TLS server's
 #: log), and whose later TLS errors are not read as "no TLS there".
 _spoke_tls: set[tuple[str, int]] = set()
+#: The (host, port) of each port found plain lately, with when that verdict lapses
+#: (:func:`time.monotonic`).
+_plain_until: dict[tuple[str, int], float] = {}
 
 
 def probe_after(timeout: float | None) -> float:
@@ -126,8 +136,16 @@ class PortCheck:
     def spoke_tls(self) -> None:
         """The handshake ended: this port is not probed again."""
         _spoke_tls.add((self.host, self.port))
+        _plain_until.pop((self.host, self.port), None)
+
+    def found_plain(self) -> bool:
+        """Whether this port was found plain within :data:`PLAIN_VERDICT_SECONDS`."""
+        until = _plain_until.get((self.host, self.port))
+        return until is not None and time.monotonic() < until
 
     def refusal(self) -> PlainRedisPort:
+        """The verdict (remembered for :data:`PLAIN_VERDICT_SECONDS`)."""
+        _plain_until[(self.host, self.port)] = time.monotonic() + PLAIN_VERDICT_SECONDS
         return PlainRedisPort(self.host, self.port)
 
 
@@ -181,6 +199,8 @@ def handshake(tls: ssl.SSLSocket, host: str, port: int, timeout: float | None) -
     :raises TimeoutError: no handshake within ``timeout``.
     """
     check = PortCheck(host, port, timeout)
+    if check.found_plain():
+        raise PlainRedisPort(host, check.port)  # (not remembered longer)
     done = False
     if check.probes:
         done = _shakes_hands_within(tls, check.first_wait)
@@ -210,6 +230,10 @@ async def connect_checked(
     :raises PlainRedisPort: the port speaks Redis without TLS.
     """
     check = PortCheck(host, port, timeout)
+    if check.found_plain():
+        if asyncio.iscoroutine(connect):
+            connect.close()  # never started
+        raise PlainRedisPort(host, check.port)  # (not remembered longer)
     connecting = asyncio.ensure_future(connect)
     try:
         if (
