@@ -272,9 +272,7 @@ class RedisServer:
     def _answering(self) -> tuple[int, str] | None:
         """The process id and directory of the server answering on the port, or None
         when nothing answers (or it will not tell)."""
-        try:  # at once, not after redis-py's retries on a refused connection
-            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
-        except OSError:
+        if not self._port_open():  # at once, not after redis-py's retries on a refusal
             return None
         client = self.client()
         try:
@@ -285,6 +283,14 @@ class RedisServer:
         finally:
             client.close()
         return pid, directory
+
+    def _port_open(self) -> bool:
+        """Whether something accepts connections on the port."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+        except OSError:
+            return False
+        return True
 
     def _check_answering_is_ours(self) -> None:
         """A RuntimeError (and the started process killed) if the server that answered

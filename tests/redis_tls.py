@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -190,6 +192,26 @@ class TLSRedisServer(RedisServer):
     def _client_certificate(self) -> dict[str, str]:
         """The certificate options :meth:`client` presents: none."""
         return {}
+
+    def _port_open(self) -> bool:
+        """Whether something accepts connections on the port, told by a whole TLS
+        handshake: a connection closed before one costs the server an error line in its
+        log, which tests of the plain-port probe count."""
+        context = ssl.create_default_context(cafile=str(self.files.ca))
+        certificate = self._client_certificate()
+        if certificate:
+            context.load_cert_chain(certificate["ssl_certfile"], certificate["ssl_keyfile"])
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname="127.0.0.1"),
+            ):
+                pass
+        except ssl.SSLError:
+            return True  # something answered, if not as this server would
+        except OSError:
+            return False
+        return True
 
     def require_password(self, password: str) -> None:
         """Make the server want ``password`` (``requirepass``), from now on."""
