@@ -36,7 +36,6 @@ connections (``_link``), readers (``_reader``), settling and dead-lettering
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 import time
@@ -71,7 +70,6 @@ from brokerkit.exceptions import (
 
 __all__ = ["DeclaredNames", "KombuAMQPBroker"]
 
-log = logging.getLogger("brokerkit.kombu")
 
 #: The longest one wait on the socket holds the connection's lock, so that acks,
 #: publishes and the reaper from other threads get their turn.
