@@ -1,18 +1,43 @@
 """TCP stand-ins for a network between a client and a test server: a listener that
-hands each connection to a handler thread, and :class:`BlackHole`, a proxy that can
-stop forwarding while it keeps every connection open (as a network cut or a firewall
-that drops packets does: nothing closes the connection, so only the client's own
-bounds can end a wait on it)."""
+hands each connection to a handler thread, :func:`pipe`, which forwards one direction
+of a proxied connection, and :class:`BlackHole`, a proxy that can stop forwarding
+while it keeps every connection open (as a network cut or a firewall that drops
+packets does: nothing closes the connection, so only the client's own bounds can end
+a wait on it)."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BlackHole", "Listener"]
+__all__ = ["BlackHole", "Listener", "pipe"]
+
+
+def pipe(
+    source: socket.socket,
+    sink: socket.socket,
+    passing: Callable[[bytes, bool], bytes] | None = None,
+) -> None:
+    """Forward what ``source`` sends to ``sink`` until either end closes, then shut both
+    down. ``passing(data, first)``, if given, sees each chunk (``first``: the
+    connection's first) and returns what is forwarded; it may wait."""
+    try:
+        first = True
+        while data := source.recv(65536):
+            if passing is not None:
+                data = passing(data, first)
+            first = False
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class Listener:

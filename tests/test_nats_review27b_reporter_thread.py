@@ -66,7 +66,7 @@ def blocking() -> Iterator[Blocking]:
         hook.release.set()
 
 
-def _lose_one(broker: Any, topic: str) -> None:
+def lose_one(broker: Any, topic: str) -> None:
     """Receive one message of ``topic`` and lose its lease: the bridge's event loop
     blocked past it (the renewals cannot run)."""
     broker.publish(topic, topic)
@@ -91,9 +91,9 @@ def test_lost_leases_are_reported_in_one_thread_in_turn(
         report(lost)
 
     broker._nats._report_lost = spy
-    _lose_one(broker, "first")
+    lose_one(broker, "first")
     wait_until(lambda: blocking.running, "the hook told of the first", within=GUARD)
-    _lose_one(broker, "second")
+    lose_one(broker, "second")
     wait_until(lambda: len(handed) >= 2, "the second report", within=GUARD)
     blocking.release.set()
     wait_until(lambda: len(blocking.told) >= 2, "the hook told of both", within=GUARD)

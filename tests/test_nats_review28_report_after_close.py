@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ import pytest
 import brokerkit
 from tests.conftest import registered
 from tests.nats_server import nats
+from tests.test_nats_review27b_reporter_thread import lose_one
 from tests.waiting import wait_until
 
 __all__ = ["nats"]  # a fixture
@@ -59,19 +59,6 @@ def blocking() -> Iterator[Blocking]:
         hook.release.set()
 
 
-def _lose_one(broker: Any, topic: str) -> None:
-    """Receive one message of ``topic`` and lose its lease: the bridge's event loop
-    blocked past it (the renewals cannot run)."""
-    broker.publish(topic, topic)
-    held = broker.subscribe(topic).receive(timeout=GUARD)
-    assert held is not None
-
-    async def block() -> None:
-        time.sleep(1.5)  # the bridge's event loop blocked past the lease (1 s)
-
-    broker._run(block())
-
-
 def test_no_report_starts_after_the_close_returned(
     nats: Callable[..., Any], blocking: Blocking, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -84,9 +71,9 @@ def test_no_report_starts_after_the_close_returned(
         report(lost)
 
     broker._nats._report_lost = spy
-    _lose_one(broker, "first")
+    lose_one(broker, "first")
     wait_until(lambda: blocking.calls, "the hook told of the first", within=GUARD)
-    _lose_one(broker, "second")
+    lose_one(broker, "second")
     wait_until(lambda: len(handed) >= 2, "the second report", within=GUARD)
     with caplog.at_level(logging.WARNING, logger="brokerkit.nats"):
         broker.close()  # (waits for the blocked hook, a bounded wait)

@@ -12,7 +12,6 @@ the new ones it opens) until the broker has met it a few times, then forwards ag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 import brokerkit
-from tests.proxies import Listener
+from tests.proxies import Listener, pipe
 from tests.redis_tls import TLSRedisServer, require_tls_redis_server
 
 APIS = ["sync", "asyncio"]
@@ -48,22 +47,15 @@ class Garbler(Listener):
             client.close()
             return
         self.keep(upstream)
-        self.spawn(self._pipe, client, upstream, False)
-        self.spawn(self._pipe, upstream, client, True)
+        self.spawn(pipe, client, upstream)
+        self.spawn(pipe, upstream, client, self._garbled)
 
-    def _pipe(self, source: socket.socket, sink: socket.socket, from_server: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if from_server and self.garble.is_set():
-                    data = GARBLED
-                    self.garbled += 1
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+    def _garbled(self, data: bytes, first: bool) -> bytes:
+        """What the server sent, or :data:`GARBLED` while :attr:`garble` is set."""
+        if not self.garble.is_set():
+            return data
+        self.garbled += 1
+        return GARBLED
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ plain PING has been tried on it) is still connected to over TLS."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ import pytest
 
 import brokerkit
 from brokerkit.exceptions import ConfigurationError
-from tests.proxies import Listener
+from tests.proxies import Listener, pipe
 from tests.redis_cluster import RedisClusterSet, SentinelSet
 from tests.redis_server import RedisServer, publish_once
 from tests.redis_tls import TLSRedisServer, require_tls_redis_server
@@ -103,8 +102,8 @@ class _SlowHello(Listener):
         upstream = socket.create_connection(self._target)
         self.keep(upstream)
         held = self.connections == 1
-        self.spawn(self._pipe, client, upstream, None)
-        self.spawn(self._pipe, upstream, client, self.released if held else None)
+        self.spawn(pipe, client, upstream)
+        self.spawn(self._pipe_after, upstream, client, self.released if held else None)
         if not held:
             self.spawn(self._release_after, client)
 
@@ -123,20 +122,13 @@ class _SlowHello(Listener):
                 break
         self.released.set()
 
-    def _pipe(
-        self, source: socket.socket, sink: socket.socket, wait: threading.Event | None
+    @staticmethod
+    def _pipe_after(
+        source: socket.socket, sink: socket.socket, wait: threading.Event | None
     ) -> None:
-        if wait is not None and not wait.wait(30):
-            return
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        """:func:`pipe`, once ``wait`` (if any) is set (within 30 s: else nothing)."""
+        if wait is None or wait.wait(30):
+            pipe(source, sink)
 
 
 @pytest.mark.timeout(120)

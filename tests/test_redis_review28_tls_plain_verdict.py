@@ -13,7 +13,6 @@ port is probed once."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from brokerkit.exceptions import ConfigurationError
-from tests.proxies import Listener
+from tests.proxies import Listener, pipe
 from tests.redis_server import RedisServer, publish_once
 from tests.redis_tls import TLSRedisServer, TLSSentinel, require_tls_redis_server
 
@@ -89,23 +88,14 @@ class _FirstBytes(Listener):
     def serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(self._target)
         self.keep(upstream)
-        self.spawn(self._pipe, client, upstream, True)
-        self.spawn(self._pipe, upstream, client, False)
+        self.spawn(pipe, client, upstream, self._record)
+        self.spawn(pipe, upstream, client)
 
-    def _pipe(self, source: socket.socket, sink: socket.socket, record: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if record:
-                    with self._lock:
-                        self.first.append(data)
-                    record = False
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+    def _record(self, data: bytes, first: bool) -> bytes:
+        if first:
+            with self._lock:
+                self.first.append(data)
+        return data
 
     def pings(self) -> int:
         with self._lock:

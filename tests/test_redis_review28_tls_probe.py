@@ -15,14 +15,14 @@ second connection per new connection.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tests.proxies import Listener
+from tests.proxies import Listener, pipe
 from tests.redis_server import _free_port, publish_once
 from tests.redis_tls import TLSRedisServer, require_tls_redis_server
 
@@ -83,33 +83,24 @@ class Router(Listener):
             client.close()
             return
         self.keep(upstream)
+        self.spawn(pipe, client, upstream)
         if tls:
-            self.spawn(self._pipe, client, upstream, None)
-            self._pipe(upstream, client, probes_before)
+            pipe(upstream, client, functools.partial(self._held, probes_before))
         else:
-            self.spawn(self._pipe, client, upstream, None)
             try:
-                self._pipe(upstream, client, None)
+                pipe(upstream, client)
             finally:
                 with self._changed:
                     self.plain_ended += 1
                     self._changed.notify_all()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket, held_for: int | None) -> None:
-        try:
-            first = True
-            while data := source.recv(65536):
-                if first and held_for is not None:
-                    with self._changed:
-                        self._changed.wait_for(lambda: self.plain_ended > held_for, self._hold)
-                first = False
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+    def _held(self, probes_before: int, data: bytes, first: bool) -> bytes:
+        """A TLS connection's first answer, once a probe that came after it has ended
+        (or ``hold`` seconds have passed)."""
+        if first:
+            with self._changed:
+                self._changed.wait_for(lambda: self.plain_ended > probes_before, self._hold)
+        return data
 
 
 @pytest.fixture(scope="module")
