@@ -207,7 +207,8 @@ SECRET_PAIRS = frozenset(
 )
 #: The option names, as words, holding the word ``auth`` that are no secrets: how to
 #: authenticate, not with what (``auth_mechanism``, MongoDB's ``authSource``, NATS's
-#: ``no_auth_user``, ``tls_client_auth``). Any other name with the word ``auth`` is one
+#: ``no_auth_user``, ``client_auth``, ``tls_client_auth``: whether a client
+#: certificate is asked for). Any other name with the word ``auth`` is one
 #: (``redis_auth``, ``basic_auth``, ``auth_key``, ``auth_header``, ``auth``).
 NOT_SECRET_AUTH = frozenset(
     {
@@ -222,6 +223,7 @@ NOT_SECRET_AUTH = frozenset(
         ("auth", "required"),
         ("auth", "enabled"),
         ("no", "auth", "user"),
+        ("client", "auth"),
         ("tls", "client", "auth"),
         ("ssl", "client", "auth"),
     }
