@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -294,7 +294,7 @@ class Broker(Settling, Backend):
         start: str | None = None,
         pattern: bool = False,
         prefetch_bytes: int | None = None,
-    ) -> Iterator[Delivery]:
+    ) -> Generator[Delivery, None]:
         """Deliveries from ``topic``, one at a time, as an iterator.
 
         Stops when no message arrives for ``timeout`` seconds (``None``: never),

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -294,7 +294,7 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
         start: str | None = None,
         pattern: bool = False,
         prefetch_bytes: int | None = None,
-    ) -> AsyncIterator[AsyncDelivery]:
+    ) -> AsyncGenerator[AsyncDelivery, None]:
         """Deliveries from ``topic``, one at a time, as an async iterator.
 
         Stops when no message arrives for ``timeout`` seconds (``None``: never),

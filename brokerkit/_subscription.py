@@ -9,7 +9,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -213,7 +213,7 @@ class Subscription:
         """Return, at once, what a cancelled receive fetched."""
         self.broker._hand_back(deliveries)
 
-    def __iter__(self) -> Iterator[Delivery]:
+    def __iter__(self) -> Generator[Delivery, None]:
         """Deliveries as they come, until the subscription is closed.
 
         Where the backend has ACK, a delivery's hooks (its span, its handling time) end

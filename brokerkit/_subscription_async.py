@@ -7,7 +7,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -211,7 +211,7 @@ class AsyncSubscription:
         """Return, at once, what a cancelled receive fetched."""
         await self.broker._hand_back(deliveries)
 
-    async def __aiter__(self) -> AsyncIterator[AsyncDelivery]:
+    async def __aiter__(self) -> AsyncGenerator[AsyncDelivery, None]:
         """Deliveries as they come, until the subscription is closed.
 
         Where the backend has ACK, a delivery's hooks (its span, its handling time) end
