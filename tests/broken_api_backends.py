@@ -148,6 +148,17 @@ class AcceptsUndeclaredCapabilities(MemoryBroker):
         return None
 
 
+class DefaultGroupPerSubscriber(MemoryBroker):
+    """A subscription that names no group gets a group of its own, named after its
+    consumer, where it should join the topic's one default group: workers that each
+    ``consume("jobs")`` each get every job."""
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        if subscription.group == DEFAULT_GROUP and not subscription.pattern:
+            subscription.group = f"{DEFAULT_GROUP}-{subscription.consumer}"
+        super()._subscribe(subscription)
+
+
 @contextlib.contextmanager
 def _stored_as_dotted(subscription: Subscription) -> Iterator[None]:
     """While it lasts, ``subscription`` (of one topic) names its topic as stored."""

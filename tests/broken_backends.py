@@ -20,6 +20,7 @@ from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 from tests.broken_api_backends import (
     AcceptsUndeclaredCapabilities,
     AcceptsUndeclaredDelay,
+    DefaultGroupPerSubscriber,
     DropsWhatNobodyReads,
     EarliestStartsWhereOthersAre,
     ExpiryIgnoresMaxDeliveries,
@@ -480,4 +481,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "pattern_deliveries_name_the_pattern": PatternDeliveriesNameThePattern,
     "accepts_undeclared_delay": AcceptsUndeclaredDelay,
     "publishes_batch_one_by_one": PublishesBatchOneByOne,
+    "default_group_per_subscriber": DefaultGroupPerSubscriber,
 }

@@ -347,11 +347,17 @@ class DeliveryContract:
         turns=st.lists(st.booleans(), min_size=1, max_size=30),
         group=st.sampled_from([None, "workers"]),
     )
+    @example(count=2, turns=[True], group=None)
     def test_competing_consumers_split_without_overlap(
         self, contract: ContractEnv, count: int, turns: list[bool], group: str | None
     ) -> None:
-        """Competing consumers of a group each get different messages."""
-        promise = "competing consumers: each message goes to one consumer of the group"
+        """Competing consumers of a group each get different messages.
+
+        Consumers of one group compete: each message goes to one of them, and all of
+        them go to some member. Consumers that name no group share the topic's default
+        group (``consume("jobs")`` on several workers shares the jobs)."""
+        label = "the default group" if group is None else "the group"
+        promise = f"competing consumers: each message goes to one consumer of {label}"
         with contract.scope():
             publisher = contract.broker()
             topic = contract.topic("compete")
