@@ -31,7 +31,12 @@ MAX_TOPIC_LENGTH = 200
 DEAD_LETTER_SUFFIX, MAX_DEAD_LETTER_LEVELS = ".dlq", 10
 _TOPIC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@=+-]*")
 _PATTERN = re.compile(r"[A-Za-z0-9_.:/@=+*?\[\]!-]+")
-_VALID = "letters, digits and _ . : / @ = + - (not starting with a punctuation mark)"
+_TOPIC_CHARACTERS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/@=+-"
+)
+_PATTERN_CHARACTERS = _TOPIC_CHARACTERS | frozenset("*?[]!")
+_VALID = "ASCII letters, digits and _ . : / @ = + - (starting with a letter, digit or _)"
+_VALID_PATTERN = "ASCII letters, digits, _ . : / @ = + - and the wildcards * ? [ ] !"
 
 
 def check_topic(topic: object) -> str:
@@ -41,8 +46,6 @@ def check_topic(topic: object) -> str:
     :data:`MAX_DEAD_LETTER_LEVELS` ``.dlq`` suffixes at its end."""
     if not isinstance(topic, str):
         raise InvalidTopic(f"a topic must be a str, not {type(topic).__name__}")
-    if not topic:
-        raise InvalidTopic("a topic cannot be empty")
     if len(topic) > MAX_TOPIC_LENGTH and len(_without_dead_letter_suffixes(topic)) > (
         MAX_TOPIC_LENGTH
     ):
@@ -52,23 +55,42 @@ def check_topic(topic: object) -> str:
         )
     if _TOPIC.fullmatch(topic) is None:
         hint = ""
-        if any(c in topic for c in "*?["):
+        if any(c in topic for c in "*?[") and _PATTERN.fullmatch(topic) is not None:
             hint = "; to subscribe to a pattern pass pattern=True"
-        raise InvalidTopic(f"invalid topic {topic!r}: a topic is made of {_VALID}{hint}")
+        raise InvalidTopic(_invalid("topic", topic) + hint)
     return topic
 
 
 def check_group(group: object) -> str:
-    """Return ``group`` if it is a valid group name (made as a topic is); raise
-    InvalidTopic naming it as a group."""
-    if isinstance(group, str) and len(group) > MAX_TOPIC_LENGTH:
+    """Return ``group`` if it is a valid group name (made as a topic is, at most
+    :data:`MAX_TOPIC_LENGTH` characters); raise InvalidTopic naming it as a group."""
+    if not isinstance(group, str):
+        raise InvalidTopic(f"a group must be a str, not {type(group).__name__}")
+    if len(group) > MAX_TOPIC_LENGTH:
         raise InvalidTopic(f"a group is at most {MAX_TOPIC_LENGTH} characters, got {len(group)}")
-    try:
-        return check_topic(group)
-    except InvalidTopic as exc:
-        raise InvalidTopic(
-            str(exc).replace("invalid topic", "invalid group", 1).replace("a topic", "a group")
-        ) from None
+    if _TOPIC.fullmatch(group) is None:
+        raise InvalidTopic(_invalid("group", group))
+    return group
+
+
+def _invalid(kind: str, name: str) -> str:
+    """Why ``name``, a topic or group (``kind``) of a valid length, is not valid: the
+    first character not allowed where it stands, and what is."""
+    if not name:
+        return f"a {kind} cannot be empty"
+    return (
+        f"invalid {kind} {name!r}: {_what_is_wrong(name, _TOPIC_CHARACTERS)}; "
+        f"a {kind} is made of {_VALID}"
+    )
+
+
+def _what_is_wrong(name: str, allowed: frozenset[str]) -> str:
+    """The first character of ``name`` (not empty) that is not allowed there, and
+    where (a name of 200 characters may hide it among many)."""
+    for position, character in enumerate(name):
+        if character not in allowed:
+            return f"{character!r} at position {position} is not allowed"
+    return f"it starts with {name[0]!r}"
 
 
 def is_topic(name: str) -> bool:
@@ -92,10 +114,16 @@ def check_pattern(pattern: object) -> str:
     """Return ``pattern`` if it is a valid glob pattern over topic names."""
     if not isinstance(pattern, str):
         raise InvalidTopic(f"a pattern must be a str, not {type(pattern).__name__}")
-    if not pattern or len(pattern) > MAX_TOPIC_LENGTH or _PATTERN.fullmatch(pattern) is None:
+    if not pattern:
+        raise InvalidTopic("a pattern cannot be empty")
+    if len(pattern) > MAX_TOPIC_LENGTH:
         raise InvalidTopic(
-            f"invalid pattern {pattern!r}: a glob over topic names, made of {_VALID} "
-            "and the wildcards * ? [ ]"
+            f"a pattern is at most {MAX_TOPIC_LENGTH} characters, got {len(pattern)}"
+        )
+    if _PATTERN.fullmatch(pattern) is None:
+        raise InvalidTopic(
+            f"invalid pattern {pattern!r}: {_what_is_wrong(pattern, _PATTERN_CHARACTERS)}; "
+            f"a pattern is a glob over topic names, made of {_VALID_PATTERN}"
         )
     return pattern
 
