@@ -13,7 +13,7 @@ from brokerkit.exceptions import InvalidOption, Unsupported
 from brokerkit.worker._retry import Immediate, RetryPolicy
 from brokerkit.worker._typed import Binding, bind
 
-__all__ = ["HandlerSpec", "make_spec"]
+__all__ = ["HandlerSpec", "check_options", "make_spec"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,49 @@ def _count(name: str, value: object, least: int) -> int:
     return value
 
 
+def check_options(
+    topic: object,
+    *,
+    group: str | None,
+    concurrency: object,
+    prefetch: object,
+    retry: object,
+    name: object,
+) -> None:
+    """Check the options of ``@worker.handler(...)`` when it is called, before any
+    function is given: a decorator left bare (``@worker.handler``, which would take the
+    function for the topic and register nothing) or a bad option fails at once.
+
+    :raises InvalidOption: a bad option, or a function given as the topic.
+    :raises InvalidTopic: a bad topic or group name.
+    """
+    if callable(topic):
+        function = getattr(topic, "__qualname__", None) or type(topic).__name__
+        raise InvalidOption(
+            f"worker.handler takes the topic first: decorate with "
+            f"@worker.handler('orders', ...), not a bare @worker.handler (it was given "
+            f"{function} as the topic)"
+        )
+    check_topic(topic)
+    if group is not None:
+        check_group(group)
+    _count("concurrency", concurrency, 1)
+    if prefetch is not None:
+        _count("prefetch", prefetch, 0)
+    if isinstance(retry, type) and issubclass(retry, RetryPolicy):
+        raise InvalidOption(
+            f"retry must be a retry policy, got the class {retry.__name__}: pass an "
+            f"instance, such as {retry.__name__}()"
+        )
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise InvalidOption(
+            f"retry must be a retry policy (brokerkit.worker.Fixed, Exponential or "
+            f"Immediate), got {type(retry).__name__}"
+        )
+    if name is not None and (not isinstance(name, str) or not name):
+        raise InvalidOption(f"name must be a non-empty str (or None), got {name!r}")
+
+
 def make_spec(
     function: Callable[..., Any],
     topic: str,
@@ -91,19 +134,12 @@ def make_spec(
         the sync worker.
     :raises InvalidTopic: a bad topic or group name.
     """
-    check_topic(topic)
-    if group is not None:
-        check_group(group)
-    concurrency = _count("concurrency", concurrency, 1)
+    check_options(
+        topic, group=group, concurrency=concurrency, prefetch=prefetch, retry=retry, name=name
+    )
     follows = prefetch is None
-    prefetch = concurrency if prefetch is None else _count("prefetch", prefetch, 0)
-    if retry is None:
-        retry = Immediate()
-    elif not isinstance(retry, RetryPolicy):
-        raise InvalidOption(
-            f"retry must be a retry policy (brokerkit.worker.Fixed, Exponential or "
-            f"Immediate), got {type(retry).__name__}"
-        )
+    prefetch = concurrency if prefetch is None else prefetch
+    retry = Immediate() if retry is None else retry
     label = name or getattr(function, "__qualname__", None) or repr(function)
     binding = bind(function)
     if is_async_callable(function) and not takes_coroutines:

@@ -15,7 +15,7 @@ from brokerkit._broker_async import DEFAULT_GROUP, AsyncBroker
 from brokerkit._capabilities import Capability
 from brokerkit._logging import log_fields
 from brokerkit.exceptions import ConfigurationError, InvalidOption
-from brokerkit.worker._handler import HandlerSpec, make_spec
+from brokerkit.worker._handler import HandlerSpec, check_options, make_spec
 from brokerkit.worker._retry import RetryPolicy
 from brokerkit.worker._runner_async import AsyncRunner
 from brokerkit.worker._stats import HandlerStats, StatsSnapshot
@@ -122,10 +122,15 @@ class AsyncWorker:
             dead-lettered with the error as the reason.
         :param name: the name shown in stats and logs (default: the function's).
         :raises InvalidOption: a bad parameter or signature, or a second handler for
-            the same topic and group.
+            the same topic and group. The parameters are checked when this is called,
+            before the function is given: a decorator left bare (``@worker.handler``
+            without its topic) raises at once rather than register nothing.
         :raises Unsupported: the broker (if already given) cannot do what the handler
             needs, such as a retry delay without DELAY.
         """
+        check_options(
+            topic, group=group, concurrency=concurrency, prefetch=prefetch, retry=retry, name=name
+        )
 
         def register(function: _F) -> _F:
             spec = make_spec(
