@@ -159,6 +159,21 @@ class DefaultGroupPerSubscriber(MemoryBroker):
         super()._subscribe(subscription)
 
 
+class HeaderNamesFolded(MemoryBroker):
+    """Header names are stored lowercased, as a transport whose headers are
+    case-insensitive (HTTP's, say) keeps them: ``Trace-Id`` arrives as ``trace-id``, and
+    of two names that differ only in case one is lost."""
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        super()._publish(
+            topic,
+            [
+                dataclasses.replace(m, headers={k.lower(): v for k, v in m.headers.items()})
+                for m in messages
+            ],
+        )
+
+
 @contextlib.contextmanager
 def _stored_as_dotted(subscription: Subscription) -> Iterator[None]:
     """While it lasts, ``subscription`` (of one topic) names its topic as stored."""

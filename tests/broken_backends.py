@@ -25,6 +25,7 @@ from tests.broken_api_backends import (
     EarliestStartsWhereOthersAre,
     ExpiryIgnoresMaxDeliveries,
     GroupsShareOneLine,
+    HeaderNamesFolded,
     LatestMeansEarliest,
     NewGroupsDefaultToLatest,
     PatternDeliveriesNameThePattern,
@@ -482,4 +483,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "accepts_undeclared_delay": AcceptsUndeclaredDelay,
     "publishes_batch_one_by_one": PublishesBatchOneByOne,
     "default_group_per_subscriber": DefaultGroupPerSubscriber,
+    "header_names_folded": HeaderNamesFolded,
 }

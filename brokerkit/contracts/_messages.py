@@ -48,10 +48,17 @@ class MessageContract:
 
     @contract_settings()
     @given(body=bodies, message_headers=headers)
+    @example(
+        body="x",
+        message_headers={"Trace-Id": "A", "trace-id": "b", "X-Empty": "", "ünï": "𝄞"},
+    )
     def test_round_trip_keeps_body_headers_and_id(
         self, contract: ContractEnv, body: Any, message_headers: dict[str, str]
     ) -> None:
-        """A message arrives with the body, headers and id it was published with."""
+        """A message arrives with the body, headers and id it was published with.
+
+        Headers are str to str, kept as given: names keep their case (``Trace-Id``
+        and ``trace-id`` are two headers), and empty values and any Unicode survive."""
         with contract.scope():
             publisher, consumer = contract.broker(), contract.broker()
             topic = contract.topic("roundtrip")
@@ -62,7 +69,9 @@ class MessageContract:
             assert delivery.id == message_id, promise
             assert delivery.topic == topic, promise
             assert canonical(delivery.body) == canonical(body), promise
-            assert dict(delivery.headers) == message_headers, promise
+            assert dict(delivery.headers) == message_headers, (
+                f"{promise}: headers {message_headers!r} arrived as {dict(delivery.headers)!r}"
+            )
             assert (delivery.attempt, delivery.redelivered) == (1, False), promise
             if isinstance(body, bytes):
                 assert delivery.payload == body, promise
