@@ -206,13 +206,15 @@ class AsyncWorker:
         try:
             await self._run(broker, take_signals)
         finally:
-            self._running = False
+            with self._guard:
+                # consumed by this run; a stop made before it started was kept for it
+                self._stopped = self._abort = False
+                self._running = False
 
     async def _run(self, broker: AsyncBroker, take_signals: bool) -> None:
         self.stopped_by = None
         self.drained = False
         self._signals.clear()
-        self._stopped = self._abort = False
         self._stop, self._cut_short = stop, cut_short = Waiter(), Waiter()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
         calls = HandlerCalls(threads)
@@ -292,7 +294,10 @@ class AsyncWorker:
     def stop(self, *, now: bool = False) -> None:
         """Ask :meth:`run` to drain and return (from any thread or task, a handler
         included; calling it again changes nothing). ``now=True`` ends the drain at
-        once, as a second signal does."""
+        once, as a second signal does. A stop made while no run is going is kept for
+        the next one, which drains as soon as it has started: so ``stop()`` right after
+        ``asyncio.create_task(worker.run())`` (or a thread's ``start()``) is not lost
+        because the run had not begun yet."""
         self._stopped = True
         stop, cut_short = self._stop, self._cut_short
         if now:

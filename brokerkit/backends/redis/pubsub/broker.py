@@ -50,7 +50,7 @@ from brokerkit.backends.redis.pubsub.listener import (
     ChannelListener,
 )
 from brokerkit.backends.redis.pubsub.options import Published, RedisPubSubOptions
-from brokerkit.exceptions import DeliveryError
+from brokerkit.exceptions import BrokerClosed, DeliveryError
 
 __all__ = ["RedisPubSubBroker"]
 
@@ -216,20 +216,37 @@ class RedisPubSubBroker(Broker):
                 self._own_lock.release()
         conn = pool.get_connection(*_GET_CONNECTION_ARGS)
         try:
+            self._refuse_if_closed()
             return _exchange(conn, commands)
         finally:
+            if self.closed:  # the close may have emptied the pool before this
+                conn.disconnect()
             pool.release(conn)
 
     def _exchange_own(self, pool: Any, commands: list[tuple[str, str, bytes]]) -> list[Any]:
-        """``commands`` on the broker's own connection; the caller holds its lock."""
+        """``commands`` on the broker's own connection; the caller holds its lock.
+
+        :raises BrokerClosed: the broker was closed since the publish began: a
+            connection made now would outlive the close.
+        """
+        self._refuse_if_closed()
         if self._own is None or self._own_pid != os.getpid():
             self._own = unpooled_connection(pool)
             self._own_pid = os.getpid()
         return _exchange(self._own, commands)
 
+    def _refuse_if_closed(self) -> None:
+        """Refuse to send once the broker is closed: a publish that began before the
+        close (from another thread, or a hook) would reconnect a connection the close
+        has let go, and leave it open. :meth:`close` marks the broker closed before it
+        disconnects, and disconnects the own connection under its lock."""
+        if self.closed:
+            raise BrokerClosed(f"the broker {self.url} was closed during the publish")
+
     def _send_sharded(self, commands: list[tuple[str, str, bytes]]) -> list[Any]:
         """SPUBLISH each message to the node that serves its channel's slot, in one
         pipeline (redis-py's cluster client routes it and follows MOVED)."""
+        self._refuse_if_closed()
         pipe: Any
         with self._client.pipeline(transaction=False) as pipe:
             for _, channel, data in commands:
