@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import threading
 from typing import Any
@@ -59,12 +60,27 @@ def plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
         if name not in blocked:
             manager.register(importlib.import_module(name), name=name)
     if entry_points:
-        try:
-            manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception as exc:
-            raise PluginError(f"a brokerkit plugin failed to load: {exc}") from exc
+        _load_entry_points(manager)
     manager.check_pending()
     return manager
+
+
+def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    """Load the ``brokerkit.plugins`` entry points one at a time, so that one that
+    fails to load is named, with its package and how to block it.
+
+    :raises PluginError: an entry point failed to import, or to register."""
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=entry_point.name)
+        except Exception as exc:
+            dist = entry_point.dist
+            package = f" of the package {dist.name!r}" if dist is not None else ""
+            raise PluginError(
+                f"the brokerkit plugin {entry_point.name!r} ({entry_point.value}{package}) "
+                f"failed to load: {type(exc).__name__}: {exc}; fix or uninstall it, or block "
+                f"it with {BLOCK_ENV}={entry_point.name}"
+            ) from exc
 
 
 def load_registry(manager: pluggy.PluginManager | None = None) -> BackendRegistry:
