@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from brokerkit import Capability, Delivery, Message
@@ -17,6 +17,8 @@ from brokerkit.backends.memory.store import Group, Topic
 
 #: What :class:`TopicNamesMerge` reads ``/``, ``:`` and ``@`` in a topic name as.
 _DOTTED = str.maketrans("/:@", "...")
+#: The characters of a name :class:`TruncatesLongNames` keeps.
+_KEPT = 150
 
 
 class TopicNamesMerge(MemoryBroker):
@@ -174,13 +176,42 @@ class HeaderNamesFolded(MemoryBroker):
         )
 
 
+class TruncatesLongNames(MemoryBroker):
+    """Topic and group names are stored cut to their first 150 characters, as a backend
+    that shortens names to fit a key or subject limit might: two long names that differ
+    only past that are one topic (or group)."""
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        super()._publish(topic[:_KEPT], messages)
+
+    def _subscribe(self, subscription: Subscription) -> None:
+        with _stored_as(subscription, lambda name: name[:_KEPT]):
+            super()._subscribe(subscription)
+
+    def _sources(self, subscription: Subscription) -> Iterator[tuple[str, Topic, Group]]:
+        with _stored_as(subscription, lambda name: name[:_KEPT]):
+            yield from super()._sources(subscription)
+
+
 @contextlib.contextmanager
 def _stored_as_dotted(subscription: Subscription) -> Iterator[None]:
     """While it lasts, ``subscription`` (of one topic) names its topic as stored."""
-    original = subscription.topic
+    with _stored_as(subscription, lambda name: name.translate(_DOTTED), groups=False):
+        yield
+
+
+@contextlib.contextmanager
+def _stored_as(
+    subscription: Subscription, stored: Callable[[str], str], groups: bool = True
+) -> Iterator[None]:
+    """While it lasts, ``subscription`` (of one topic) names its topic, and with
+    ``groups`` its group, as ``stored`` maps them."""
+    topic, group = subscription.topic, subscription.group
     if not subscription.pattern:
-        subscription.topic = original.translate(_DOTTED)
+        subscription.topic = stored(topic)
+        if groups:
+            subscription.group = stored(group)
     try:
         yield
     finally:
-        subscription.topic = original
+        subscription.topic, subscription.group = topic, group

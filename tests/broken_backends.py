@@ -32,6 +32,7 @@ from tests.broken_api_backends import (
     PublishesBatchOneByOne,
     StartRewindsExistingGroups,
     TopicNamesMerge,
+    TruncatesLongNames,
 )
 from tests.broken_delay_backends import (
     DelayedPublishDiesWithPublisher,
@@ -484,4 +485,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "publishes_batch_one_by_one": PublishesBatchOneByOne,
     "default_group_per_subscriber": DefaultGroupPerSubscriber,
     "header_names_folded": HeaderNamesFolded,
+    "truncates_long_names": TruncatesLongNames,
 }

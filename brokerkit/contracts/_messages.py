@@ -10,6 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from brokerkit._capabilities import Capability
+from brokerkit._topics import MAX_TOPIC_LENGTH
 from brokerkit.contracts._harness import ContractEnv, requires
 from brokerkit.contracts._profiles import contract_settings
 from brokerkit.contracts._strategies import (
@@ -193,6 +194,66 @@ class MessageContract:
             contract.expect_nothing(
                 [*subscriptions, *dead_letters], f"{promise}: a message reached two topics"
             )
+
+    def test_the_longest_names_are_topics_of_their_own(self, contract: ContractEnv) -> None:
+        """The longest valid topic and group names work, and never merge.
+
+        A topic name may have 200 characters, not counting ``.dlq`` suffixes, so that
+        every topic's dead-letter topic is valid too: two topics of 200 characters that
+        differ only in their last one are two topics, and so are their dead-letter
+        topics (and a dead letter's own, with DEAD_LETTER); with COMPETING and
+        FANOUT, two groups of 200 characters that differ only in their last one are
+        two groups, each getting every message."""
+        promise = "the longest names are topics of their own"
+        publisher, consumer = contract.broker(), contract.broker()
+        base = contract.topic("longest")
+        stem = f"{base}.".ljust(MAX_TOPIC_LENGTH - 1, "n")
+        topics = [stem + last for last in "ab"]
+        subscriptions = [consumer.subscribe(t) for t in topics]
+        rejects = contract.has(Capability.ACK | Capability.DEAD_LETTER)
+        dead_letter_topics = [consumer.dead_letter_topic(t) for t in topics if rejects]
+        dead_letters = [consumer.subscribe(t) for t in dead_letter_topics]
+        published = {publisher.publish(t, t): t for t in reversed(topics)}
+        for topic, subscription in zip(topics, subscriptions, strict=True):
+            delivery = contract.expect(subscription, f"{promise}: {len(topic)} characters")
+            assert (published.get(delivery.id), delivery.topic) == (topic, topic), (
+                f"{promise}: a subscriber of the topic ending {topic[-8:]!r} got the message "
+                f"of the one ending {str(published.get(delivery.id))[-8:]!r}"
+            )
+            if rejects:
+                delivery.nack(requeue=False)
+            else:
+                delivery.ack()
+        for topic, subscription in reversed(list(zip(topics, dead_letters, strict=False))):
+            dead = contract.expect(subscription, f"{promise}: the dead letter of {topic[-8:]!r}")
+            assert dead.headers.get("x-original-topic") == topic, (
+                f"{promise}: the dead-letter topic of the topic ending {topic[-8:]!r} got the "
+                f"dead letter of the one ending {dead.headers.get('x-original-topic', '')[-8:]!r}"
+            )
+            if topic == topics[0]:
+                dead.nack(requeue=False)  # to the dead-letter topic's own, 208 characters
+            else:
+                dead.ack()
+        if rejects:
+            last = consumer.subscribe(consumer.dead_letter_topic(dead_letter_topics[0]))
+            twice = contract.expect(last, f"{promise}: a dead letter's own dead-letter topic")
+            assert twice.headers.get("x-original-topic") == dead_letter_topics[0], promise
+            twice.ack()
+        contract.expect_nothing(
+            [*subscriptions, *dead_letters], f"{promise}: a message reached two topics"
+        )
+        if contract.has(Capability.COMPETING | Capability.FANOUT):
+            topic = contract.topic("longest-groups")
+            groups = [f"g{last}".rjust(MAX_TOPIC_LENGTH, "g") for last in "ab"]
+            members = [consumer.subscribe(topic, group=g) for g in groups]
+            sent = publisher.publish(topic, "to every group")
+            for group, member in zip(groups, members, strict=True):
+                got = contract.expect(
+                    member, f"{promise}: the group of 200 characters ending {group[-8:]!r}"
+                )
+                assert got.id == sent, promise
+                got.ack()
+            contract.expect_nothing(members, f"{promise}: a group got the message twice")
 
     def test_new_subscriber_sees_what_its_backend_promises(self, contract: ContractEnv) -> None:
         """A new subscriber sees what its capabilities promise, in order.
