@@ -50,8 +50,10 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
     :meth:`consume` or :meth:`subscribe`, and settle every delivery with
     :meth:`ack` or :meth:`nack`. A broker may be shared between threads;
     a :class:`AsyncSubscription` may not. Under asyncio, threads that each run an
-    event loop may share a broker: a subscription belongs to the loop it was made on,
-    and :meth:`close`, called on any of them, closes each subscription on its own loop.
+    event loop may share a broker whose backend allows it (memory, the thread adapter;
+    a Redis or NATS asyncio broker belongs to the loop that first used it: see
+    docs/asyncio.md): a subscription belongs to the loop it was made on, and
+    :meth:`close`, called on any of them, closes each subscription on its own loop.
 
     **Writing a backend.** Subclass, set :attr:`schemes`, :attr:`capabilities` and
     (optionally) :attr:`Options`, and implement the primitives: :meth:`_publish`,
