@@ -193,6 +193,16 @@ class TruncatesLongNames(MemoryBroker):
             yield from super()._sources(subscription)
 
 
+class PatternsSkipDeadLetterTopics(MemoryBroker):
+    """Pattern subscriptions never read a dead-letter topic, as on a backend that keeps
+    dead letters apart from topics, where its pattern subscriptions do not look."""
+
+    def _sources(self, subscription: Subscription) -> Iterator[tuple[str, Topic, Group]]:
+        for source in super()._sources(subscription):
+            if not (subscription.pattern and source[0].endswith(".dlq")):
+                yield source
+
+
 @contextlib.contextmanager
 def _stored_as_dotted(subscription: Subscription) -> Iterator[None]:
     """While it lasts, ``subscription`` (of one topic) names its topic as stored."""

@@ -29,6 +29,7 @@ from tests.broken_api_backends import (
     LatestMeansEarliest,
     NewGroupsDefaultToLatest,
     PatternDeliveriesNameThePattern,
+    PatternsSkipDeadLetterTopics,
     PublishesBatchOneByOne,
     StartRewindsExistingGroups,
     TopicNamesMerge,
@@ -486,4 +487,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "default_group_per_subscriber": DefaultGroupPerSubscriber,
     "header_names_folded": HeaderNamesFolded,
     "truncates_long_names": TruncatesLongNames,
+    "patterns_skip_dead_letter_topics": PatternsSkipDeadLetterTopics,
 }

@@ -369,6 +369,11 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
             "'nnnnnnna' got the message of the one ending 'nnnnnnnb'"
         ),
     },
+    "patterns_skip_dead_letter_topics": {
+        "test_a_pattern_matches_the_dead_letter_topics_of_its_topics": (
+            "a pattern matches the dead-letter topics of its topics: bkc.glob-dlq."
+        ),
+    },
 }
 
 _SUITE = """

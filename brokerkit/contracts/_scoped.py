@@ -383,3 +383,34 @@ class ScopeContract:
             assert contract.expect(subscription, promise).id == sent, promise
         else:
             contract.expect_nothing(subscription, promise)
+
+    @requires(Capability.PATTERNS | Capability.ACK | Capability.DEAD_LETTER)
+    def test_a_pattern_matches_the_dead_letter_topics_of_its_topics(
+        self, contract: ContractEnv
+    ) -> None:
+        """A pattern matches the dead-letter topics of the topics it matches.
+
+        A dead-letter topic, ``broker.dead_letter_topic(topic)``, is a topic like any
+        other: a pattern that matches its name gets its dead letters (``orders.*``
+        matches ``orders.x.dlq``), each naming the dead-letter topic, and a pattern
+        that does not (``orders.?``) gets none."""
+        promise = "a pattern matches the dead-letter topics of its topics"
+        publisher, consumer = contract.broker(), contract.broker()
+        base = contract.topic("glob-dlq")
+        topic = f"{base}.x"
+        wide = consumer.subscribe(f"{base}.*", pattern=True)
+        narrow = consumer.subscribe(f"{base}.?", pattern=True)
+        worker = publisher.subscribe(topic)
+        sent = publisher.publish(topic, "poison")
+        for subscription in (wide, narrow):
+            got = contract.expect(subscription, f"{promise}: the message itself")
+            assert (got.id, got.topic) == (sent, topic), f"{promise}: another message came"
+            got.ack()
+        contract.expect(worker, promise).nack(requeue=False)
+        dead_letter_topic = publisher.dead_letter_topic(topic)
+        dead = contract.expect(wide, f"{promise}: {base}.* got nothing from {dead_letter_topic}")
+        assert (dead.id, dead.topic) == (sent, dead_letter_topic), (
+            f"{promise}: {dead.body!r} came from {dead.topic!r}, not {dead_letter_topic!r}"
+        )
+        dead.ack()
+        contract.expect_nothing([wide, narrow], f"{promise}: once, and only where it matches")
