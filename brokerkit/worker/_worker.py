@@ -123,8 +123,8 @@ class Worker:
             ``max_attempts`` (or the broker's ``max_deliveries``, the smaller) it is
             dead-lettered with the error as the reason.
         :param name: the name shown in stats and logs (default: the function's).
-        :raises InvalidOption: a bad parameter or signature, or a second handler for
-            the same topic and group. The parameters are checked when this is called,
+        :raises InvalidOption: a bad parameter or signature, a second handler for
+            the same topic and group, or the worker is running. The parameters are checked when this is called,
             before the function is given: a decorator left bare (``@worker.handler``
             without its topic) raises at once rather than register nothing.
         :raises Unsupported: the broker (if already given) cannot do what the handler
@@ -159,6 +159,7 @@ class Worker:
                     raise InvalidOption(f"two handlers are named {spec.name!r}; pass name=")
             if self.broker is not None:
                 spec.check(type(self.broker))
+            self._refuse_while_running(f"register handler {spec.name}")
             self._specs.append(spec)
             self._stats[spec.name] = HandlerStats(spec.topic, spec.name)
             return function
@@ -171,8 +172,24 @@ class Worker:
         return list(self._specs)
 
     def set_concurrency(self, concurrency: int) -> None:
-        """Give every handler ``concurrency`` slots (what ``--concurrency`` does)."""
-        self._specs = [spec.with_concurrency(concurrency) for spec in self._specs]
+        """Give every handler ``concurrency`` slots (what ``--concurrency`` does).
+
+        :raises InvalidOption: a bad ``concurrency``, or the worker is running."""
+        specs = [spec.with_concurrency(concurrency) for spec in self._specs]
+        self._refuse_while_running("change the concurrency")
+        self._specs = specs
+
+    def _refuse_while_running(self, what: str) -> None:
+        """Raise if a run is going: it started with the handlers it had, and would never
+        see the change (a handler registered now would never be called).
+
+        :raises InvalidOption: it is."""
+        if self._running:
+            raise InvalidOption(
+                f"cannot {what} while the worker is running: a run serves the handlers it "
+                "started with, and would never see it. Register handlers (and set the "
+                "concurrency) before run() or running()"
+            )
 
     # -- running --------------------------------------------------------------------
 
