@@ -167,7 +167,7 @@ def settleable(broker: AsyncSettling, deliveries: Sequence[AsyncDelivery]) -> li
         # The slots behind .broker and .settled, read directly: this runs per delivery.
         if type(delivery) is not kind:
             if not isinstance(delivery, AsyncDelivery):
-                raise DeliveryError(f"expected a Delivery, got {type(delivery).__name__}")
+                raise _not_a_delivery(delivery)
             kind = type(delivery)
             by_identity = by_identity and kind.__hash__ is object.__hash__
         if delivery.subscription is not subscription:
@@ -266,6 +266,22 @@ def _ended(
     broker._mark(deliveries)
     if RELAY.settle:
         RELAY.settled(broker, deliveries, requeue, stale, reason=reason)
+
+
+def _not_a_delivery(value: object) -> DeliveryError:
+    """The error for ``value``, given to settle where a delivery of this API belongs;
+    a delivery of the other API (sync for asyncio, or the reverse: one memory:// name
+    is one broker for both) is named as such, with the broker that can settle it."""
+    kind, expected = type(value).__name__, AsyncDelivery.__name__
+    owner = getattr(value, "broker", None)
+    message_id = getattr(value, "id", None)
+    if owner is not None and isinstance(message_id, str):
+        return DeliveryError(
+            f"expected a Delivery of this broker ({expected}), got "
+            f"{kind} {message_id} of {owner!r}: a delivery is settled through the broker "
+            "that delivered it (its own ack() and nack() do that)"
+        )
+    return DeliveryError(f"expected a Delivery, got {kind}")
 
 
 def _settled_before(delivery: AsyncDelivery) -> AlreadySettled:
