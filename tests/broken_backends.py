@@ -75,6 +75,7 @@ from tests.broken_settle_backends import (
     RedeliversAcked,
     RejectDropsReason,
     RejectRequeuesUnderMaxDeliveries,
+    SettlingDeletesForEveryGroup,
     StaleNamesEveryDelivery,
 )
 
@@ -488,4 +489,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "header_names_folded": HeaderNamesFolded,
     "truncates_long_names": TruncatesLongNames,
     "patterns_skip_dead_letter_topics": PatternsSkipDeadLetterTopics,
+    "settling_deletes_for_every_group": SettlingDeletesForEveryGroup,
 }

@@ -252,3 +252,17 @@ class StaleNamesEveryDelivery(MemoryBroker):
             super()._nack(deliveries, requeue)
         except StaleDelivery:
             raise StaleDelivery(deliveries) from None
+
+
+class SettlingDeletesForEveryGroup(MemoryBroker):
+    """Settling a delivery (ack, requeue or reject) deletes its message from the topic
+    for every group, as an ``XDEL`` on ack would from a stream: a group that has not
+    read it yet never gets it."""
+
+    def _release_lease(self, delivery: Delivery) -> Lease | None:
+        lease = super()._release_lease(delivery)
+        if lease is not None:
+            topic = self._store.topics.get(lease.message.topic)
+            if topic is not None:
+                topic.log.pop(lease.offset, None)
+        return lease

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from brokerkit._capabilities import Capability
@@ -23,6 +23,7 @@ class GroupContract:
     @requires(Capability.FANOUT | Capability.COMPETING | Capability.ACK)
     @contract_settings()
     @given(actions=st.lists(st.sampled_from(["ack", "requeue", "reject", "hold"]), max_size=6))
+    @example(actions=["ack", "requeue", "reject", "hold"])
     def test_groups_do_not_affect_each_other(
         self, contract: ContractEnv, actions: list[str]
     ) -> None:
