@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 import logging
 import threading
@@ -22,6 +23,7 @@ from brokerkit._compat import (
     on_loop,
     settle_orphans,
     shielded,
+    spawn,
 )
 from brokerkit._hooks import RELAY, HeldDeliveries
 from brokerkit._logging import subscription_fields
@@ -47,6 +49,12 @@ _FAST_LIMIT = 1e18
 #: (its own waits are bounded by the backend; this only keeps a close from hanging on
 #: a bug).
 _CLOSE_WAIT = 60.0
+#: The subscription whose fetch is running here (its thread, or its fetch's task): a
+#: close called from within that fetch (a backend's callback, such as redis+pubsub's
+#: ``on_gap``) cannot wait for the fetch to end.
+_FETCHING_HERE: contextvars.ContextVar[Subscription | None] = contextvars.ContextVar(
+    "brokerkit_fetching_here", default=None
+)
 
 
 def _fetch_wait(deadline: float | None) -> float:
@@ -175,7 +183,11 @@ class Subscription:
                     fetch = functools.partial(
                         self.broker._fetch, self, self._batch_size(), _fetch_wait(deadline)
                     )
-                    fetched = fetch_shielded(fetch, self._hand_back, self._orphans)
+                    here = _FETCHING_HERE.set(self)
+                    try:
+                        fetched = fetch_shielded(fetch, self._hand_back, self._orphans)
+                    finally:
+                        _FETCHING_HERE.reset(here)
                     if self.prefetch_bytes is not None:
                         for delivery in fetched:
                             self._largest = max(self._largest, len(delivery.payload))
@@ -262,6 +274,12 @@ class Subscription:
         nothing: the closing goes on to its end and the cancellation is raised at once;
         a later close, the broker's included, waits for that closing to end. A close
         while another is under way waits for it too.
+
+        Called from within the subscription's own receive (a backend's callback, such
+        as redis+pubsub's ``on_gap``), it cannot wait for that receive to end: it
+        marks the subscription closed and returns; the closing runs on its own as
+        soon as the receive's fetch has ended, and that receive raises
+        :class:`BrokerClosed`.
         """
         self._close(self._mark_closed())
 
@@ -278,6 +296,12 @@ class Subscription:
 
     def _close(self, first: bool) -> None:
         """The rest of :meth:`close`, after :meth:`_mark_closed`."""
+        if _FETCHING_HERE.get() is self:
+            # Within this subscription's own fetch, whose lock the closing needs: it
+            # runs beside the fetch and waits for it (a later close waits for it).
+            if first:
+                spawn(self._finish_close, "brokerkit-subscription-close")
+            return
         if first:
             shielded(self._finish_close, self._closers)
         else:

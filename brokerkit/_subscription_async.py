@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 import logging
 import threading
@@ -19,6 +20,7 @@ from brokerkit._acompat import (
     on_loop,
     settle_orphans,
     shielded,
+    spawn,
 )
 from brokerkit._capabilities import Capability
 from brokerkit._hooks import RELAY, HeldDeliveries
@@ -45,6 +47,12 @@ _FAST_LIMIT = 1e18
 #: (its own waits are bounded by the backend; this only keeps a close from hanging on
 #: a bug).
 _CLOSE_WAIT = 60.0
+#: The subscription whose fetch is running here (its thread, or its fetch's task): a
+#: close called from within that fetch (a backend's callback, such as redis+pubsub's
+#: ``on_gap``) cannot wait for the fetch to end.
+_FETCHING_HERE: contextvars.ContextVar[AsyncSubscription | None] = contextvars.ContextVar(
+    "brokerkit_fetching_here", default=None
+)
 
 
 def _fetch_wait(deadline: float | None) -> float:
@@ -173,7 +181,11 @@ class AsyncSubscription:
                     fetch = functools.partial(
                         self.broker._fetch, self, self._batch_size(), _fetch_wait(deadline)
                     )
-                    fetched = await fetch_shielded(fetch, self._hand_back, self._orphans)
+                    here = _FETCHING_HERE.set(self)
+                    try:
+                        fetched = await fetch_shielded(fetch, self._hand_back, self._orphans)
+                    finally:
+                        _FETCHING_HERE.reset(here)
                     if self.prefetch_bytes is not None:
                         for delivery in fetched:
                             self._largest = max(self._largest, len(delivery.payload))
@@ -260,6 +272,12 @@ class AsyncSubscription:
         nothing: the closing goes on to its end and the cancellation is raised at once;
         a later close, the broker's included, waits for that closing to end. A close
         while another is under way waits for it too.
+
+        Called from within the subscription's own receive (a backend's callback, such
+        as redis+pubsub's ``on_gap``), it cannot wait for that receive to end: it
+        marks the subscription closed and returns; the closing runs on its own as
+        soon as the receive's fetch has ended, and that receive raises
+        :class:`BrokerClosed`.
         """
         await self._close(self._mark_closed())
 
@@ -276,6 +294,12 @@ class AsyncSubscription:
 
     async def _close(self, first: bool) -> None:
         """The rest of :meth:`close`, after :meth:`_mark_closed`."""
+        if _FETCHING_HERE.get() is self:
+            # Within this subscription's own fetch, whose lock the closing needs: it
+            # runs beside the fetch and waits for it (a later close waits for it).
+            if first:
+                spawn(self._finish_close, "brokerkit-subscription-close")
+            return
         if first:
             await shielded(self._finish_close, self._closers)
         else:
