@@ -125,7 +125,8 @@ def bind(function: Callable[..., Any]) -> Binding:
     annotated with nothing or ``Any``).
 
     :raises InvalidOption: the signature cannot be served (more parameters, keyword-only
-        parameters without defaults, two body parameters), or the body's dataclass has
+        parameters without defaults, two body parameters, only ``*args``/``**kwargs``:
+        a decorator's wrapper without ``functools.wraps``), or the body's dataclass has
         a field that cannot be built (see :class:`~brokerkit.worker._dataclass_body.Builders`).
     """
     if not callable(function):
@@ -173,6 +174,19 @@ def bind(function: Callable[..., Any]) -> Binding:
             body_type = None if hint is parameter.empty else hint
             check_body_type(name, parameter.name, annotation, body_type)
         positional += 1
+    catch_all = [
+        f"{'*' if p.kind is p.VAR_POSITIONAL else '**'}{p.name}"
+        for p in signature.parameters.values()
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if positional == 0 and catch_all:
+        raise InvalidOption(
+            f"handler {name} takes only {', '.join(catch_all)}: the worker reads what a "
+            "handler takes from its named parameters, so it would call this one with "
+            "nothing. Name them: the body, and/or the delivery (annotated Delivery, or "
+            "named 'delivery'); a decorator should wrap the handler with functools.wraps, "
+            "so that the wrapped function's parameters are read"
+        )
     return Binding(
         body_index,
         delivery_index,
