@@ -230,6 +230,8 @@ class Broker(Settling, Backend):
             backend position (needs :attr:`Capability.REPLAY`).
         :param pattern: ``topic`` is a glob such as ``chat:room:*`` (needs
             :attr:`Capability.PATTERNS`).
+        :raises BrokerClosed: the broker is closed, or was closed while subscribing
+            (the subscription made meanwhile is closed before this is raised).
         """
         self._check_open()
         if pattern:
@@ -279,9 +281,15 @@ class Broker(Settling, Backend):
                     self._no_subscribes.set()
                 if subscribed and not self._listed:
                     self._subscriptions.add(subscription)
-        # Closed meanwhile: close() closes this subscription with the others (it waits
-        # for the subscribes under way), or gave up waiting, the connection then gone.
-        self._check_open()
+        if self._closed:
+            # Closed meanwhile. close() waits for the subscribes under way, but not for
+            # ever (a subscribe may ride out a server restart), and what it finds of
+            # them is in a weak set, which drops this subscription as soon as the
+            # BrokerClosed below lets it go: its caller never gets it, so it is closed
+            # here (a close already under way for it is waited for), leaving nothing
+            # open (a pub/sub connection) behind the broker's close.
+            subscription.close()
+            self._check_open()
         return subscription
 
     def consume(
