@@ -275,7 +275,18 @@ class Builders:
             if isinstance(hint, dataclasses.InitVar):
                 hint = hint.type
             declared_by = _declared_by(cls, field_name)
-            hint = _substituted(hint, variables.get(declared_by, {}))
+            written, hint = hint, _substituted(hint, variables.get(declared_by, {}))
+            if _free_type_variable(written) and (held_model := _pydantic_held(hint)):
+                where = "" if declared_by is cls else f" in its base {declared_by.__name__}"
+                pydantic_name = held_model.__name__
+                raise InvalidOption(
+                    f"field {field_name!r} of dataclass {name}{_as_given(model)} is annotated "
+                    f"{_shown(written)}{where}, which the type arguments given make "
+                    f"{_shown(hint)}: brokerkit builds a dataclass's field of a pydantic "
+                    f"model as decoded, so {pydantic_name} would reach the handler "
+                    f"unvalidated. Make {pydantic_name} a dataclass or a msgspec "
+                    "Struct, or annotate the body with a pydantic model"
+                )
             held = _held_dataclass(model)
             if held is not None and _free_type_variable(hint):
                 where = "" if declared_by is cls else f" in its base {declared_by.__name__}"
@@ -315,8 +326,11 @@ class Builders:
 
 
 def _shown(hint: Any) -> str:
-    """``hint`` in a reason: a class by its name, any other type as typing shows it."""
-    if isinstance(hint, type) and typing.get_origin(hint) is None:
+    """``hint`` in a reason: a class or a type variable by its name, any other type as
+    typing shows it."""
+    if isinstance(hint, typing.TypeVar) or (
+        isinstance(hint, type) and typing.get_origin(hint) is None
+    ):
         return hint.__name__
     return repr(hint)
 
@@ -328,6 +342,25 @@ def _as_given(model: Any) -> str:
 
 def _what(built_type: Any) -> str:
     return "dataclass" if _dataclass_type(built_type) else "msgspec Struct"
+
+
+def _pydantic_held(hint: Any, depth: int = 0) -> Any:
+    """The first pydantic model class ``hint`` is or holds (``Line``, ``list[Line]``,
+    ``Line | None``, through ``Annotated`` and ``NewType``), None if none (or pydantic is
+    not imported: then no class is one)."""
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None or depth > 20:  # a type that nests without end
+        return None
+    hint = unannotated(hint)
+    while hasattr(hint, "__supertype__"):  # a NewType
+        hint = unannotated(hint.__supertype__)
+    if isinstance(hint, type) and issubclass(hint, pydantic.BaseModel):
+        return hint
+    for argument in typing.get_args(hint):
+        found = _pydantic_held(argument, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def _refuse_nesting(model: Any) -> None:
