@@ -30,6 +30,7 @@ from brokerkit.backends.memory.store import (
     MemoryOptions,
     PatternState,
     Topic,
+    check_start,
     dead_letter_of,
     drop_if_retired,
     next_for,
@@ -116,6 +117,8 @@ class MemoryBroker(Broker):
                 )
                 subscription.state = PatternState(group, private, starts)
             else:
+                # Checked even for a group that exists (and so ignores it), as on redis+stream.
+                check_start(subscription.start)
                 self._group(store.topic(subscription.topic), subscription.group, subscription.start)
 
     def _fetch(

@@ -28,6 +28,7 @@ from brokerkit.backends.memory.store import (
     MemoryOptions,
     PatternState,
     Topic,
+    check_start,
     dead_letter_of,
     drop_if_retired,
     next_for,
@@ -114,6 +115,8 @@ class AsyncMemoryBroker(AsyncBroker):
                 )
                 subscription.state = PatternState(group, private, starts)
             else:
+                # Checked even for a group that exists (and so ignores it), as on redis+stream.
+                check_start(subscription.start)
                 self._group(store.topic(subscription.topic), subscription.group, subscription.start)
 
     async def _fetch(

@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import heapq
 import itertools
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ __all__ = [
     "PatternState",
     "Store",
     "Topic",
+    "check_start",
     "dead_letter_of",
     "open_store",
     "pattern_start",
@@ -384,17 +386,37 @@ def _oldest_waiting(state: Topic) -> float | None:
     return min(stamps, default=None)
 
 
+def check_start(start: object) -> str | None:
+    """Return ``start`` if it names a place a subscription's group may start at:
+    ``None``, ``"earliest"``, ``"latest"`` or an offset written in decimal digits
+    (``"42"``), a str as every backend's positions are.
+
+    :raises InvalidOption: anything else (an int, a negative or padded offset, another
+        word), whether or not the group exists yet, as on ``redis+stream``.
+    """
+    if start is None:
+        return None
+    if isinstance(start, str) and (start in ("earliest", "latest") or _OFFSET.fullmatch(start)):
+        return start
+    number = isinstance(start, int) and not isinstance(start, bool)
+    hint = f" (an offset is a str: start='{start}')" if number else ""
+    raise InvalidOption(
+        "start must be 'earliest', 'latest' or a whole-number offset written in digits "
+        f"such as '42', got {start!r}{hint}"
+    )
+
+
+_OFFSET = re.compile(r"[0-9]+")
+
+
 def start_offset(topic: Topic, start: str | None) -> int:
+    """Where a new group of ``topic`` starts (``start`` as :func:`check_start` allows)."""
+    start = check_start(start)
     if start is None or start == "earliest":
         return topic.first_offset
     if start == "latest":
         return topic.next_offset
-    try:
-        return max(int(start), topic.first_offset)
-    except ValueError:
-        raise InvalidOption(
-            f"start must be 'earliest', 'latest' or a whole-number offset, got {start!r}"
-        ) from None
+    return max(int(start), topic.first_offset)
 
 
 def pattern_start(start: str | None) -> str:
