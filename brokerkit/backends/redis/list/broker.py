@@ -36,6 +36,7 @@ from brokerkit.backends.redis._client import Reconnector, make_client, scan_topi
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import HeldClient, Reader
+from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts, settle_scripts, upkeep
@@ -76,6 +77,7 @@ _MIN_BLOCK = 0.01
 _SERVER_TICK = 0.1
 
 
+@one_loop
 class RedisListBroker(ListSettling, ListPublishing, Broker):
     """A work queue on Redis lists: at-least-once, leased, crash-safe.
 

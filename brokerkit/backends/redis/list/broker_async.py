@@ -34,6 +34,7 @@ from brokerkit.backends.redis._client_async import Reconnector, make_client, sca
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
+from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.list import schedule, scripts, settle_scripts, upkeep
@@ -74,6 +75,7 @@ _MIN_BLOCK = 0.01
 _SERVER_TICK = 0.1
 
 
+@one_loop
 class AsyncRedisListBroker(ListSettling, ListPublishing, AsyncBroker):
     """A work queue on Redis lists: at-least-once, leased, crash-safe.
 

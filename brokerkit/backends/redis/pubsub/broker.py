@@ -41,6 +41,7 @@ from brokerkit.backends.redis._connection import (
 )
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._envelope import encode
+from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.pubsub.decoding import decode_published
 from brokerkit.backends.redis.pubsub.gap import Gap
@@ -61,6 +62,7 @@ _COUNTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
 )
 
 
+@one_loop
 class RedisPubSubBroker(Broker):
     """A broker on Redis Pub/Sub: fan-out to whoever listens, at most once.
 

@@ -39,6 +39,7 @@ from brokerkit.backends.redis._connection import (
 )
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._envelope import encode
+from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis.pubsub.decoding import decode_published
 from brokerkit.backends.redis.pubsub.gap import Gap
@@ -59,6 +60,7 @@ _COUNTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
 )
 
 
+@one_loop
 class AsyncRedisPubSubBroker(AsyncBroker):
     """A broker on Redis Pub/Sub: fan-out to whoever listens, at most once.
 

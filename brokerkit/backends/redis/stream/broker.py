@@ -56,6 +56,7 @@ from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import HeldClient, Reader
+from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic import Periodic
 from brokerkit.backends.redis.stream.calls import StreamScripts
@@ -93,6 +94,7 @@ def _let_go(client: Any) -> None:
         close()
 
 
+@one_loop
 class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, StreamPublishing, Broker):
     """A broker on Redis streams: persistent, acked, competing consumers in groups,
     fan-out between groups, replay from any position, bounded by trimming."""

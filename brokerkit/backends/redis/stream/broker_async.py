@@ -54,6 +54,7 @@ from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
+from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic_async import Periodic
 from brokerkit.backends.redis.stream.calls_async import StreamScripts
@@ -91,6 +92,7 @@ def _let_go(client: Any) -> None:
         close()
 
 
+@one_loop
 class AsyncRedisStreamBroker(
     StreamSettling, StreamReaping, StreamManagement, StreamPublishing, AsyncBroker
 ):
