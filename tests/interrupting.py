@@ -232,4 +232,15 @@ def interrupt_demo_in_its_flash_sale(url: str) -> None:
         else:
             pytest.fail("the demo ended before the flash sale")
         child.send_signal(signal.SIGINT)
-        assert child.wait(60) == 130
+        try:
+            status = child.wait(60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(30)
+            assert child.stderr is not None
+            pytest.fail(
+                "the demo had not exited 60 s after Ctrl-C (an 'Exception ignored in' "
+                "KeyboardInterrupt below means Python swallowed it: raised while a weakref "
+                f"callback or finaliser ran); its stderr:\n{child.stderr.read()[-3000:]}"
+            )
+        assert status == 130
