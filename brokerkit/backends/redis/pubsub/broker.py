@@ -354,6 +354,13 @@ class RedisPubSubBroker(Broker):
             listener: ChannelListener = returned[0].subscription.state
             listener.wake()
 
+    def _wake_fetches(self, subscription: Subscription) -> None:
+        # A receive waiting in a read of the subscription's connection returns at once
+        # (see ChannelListener.nudge), so that the close does not wait out its read.
+        listener = subscription.state
+        if isinstance(listener, ChannelListener):
+            listener.nudge()
+
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         # Fetched-but-unreturned deliveries are dropped: at most once, nothing to hand back.
         listener: ChannelListener = subscription.state

@@ -354,6 +354,13 @@ class AsyncRedisPubSubBroker(AsyncBroker):
             listener: AsyncChannelListener = returned[0].subscription.state
             await listener.wake()
 
+    def _wake_fetches(self, subscription: AsyncSubscription) -> None:
+        # A receive waiting in a read of the subscription's connection returns at once
+        # (see AsyncChannelListener.nudge), so that the close does not wait out its read.
+        listener = subscription.state
+        if isinstance(listener, AsyncChannelListener):
+            listener.nudge()
+
     async def _unsubscribe(
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
     ) -> None:

@@ -57,6 +57,8 @@ _BACKOFF_CAP = 2.0
 _CLIENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@=+-]")
 log = logging.getLogger("brokerkit.redis")
 _LOST: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OSError)
+#: PING, as the wire carries it.
+_PING = b"*1\r\n$4\r\nPING\r\n"
 
 
 class AsyncChannelListener:
@@ -268,6 +270,17 @@ class AsyncChannelListener:
             if link is not None and self._reading.locked() and link.may_send_under_reader:
                 with contextlib.suppress(*_LOST):  # a lost connection wakes the reader too
                     await link.send(b"".join(self._conn.pack_command("PING")))
+
+    def nudge(self) -> None:
+        """Make the read under way return soon with what it has, from any thread and
+        without waiting: a PING is written, whose answer ends the reader's wait (its
+        subscription is closing: the close need not wait out the read). Over TLS in
+        threads nothing may be written under the reader: its read ends at its
+        deadline, about a second at most."""
+        self._woken = True  # a read about to begin returns at once too
+        link = self._link
+        if link is not None and self._reading.locked():
+            link.nudge(_PING)
 
     async def close(self) -> None:
         """Stop listening, and return once Redis has confirmed the unsubscribe: a

@@ -14,6 +14,8 @@ interface (a method marked *async* is a coroutine on the asyncio side):
 - *async* ``fill(timeout)``: wait up to ``timeout`` seconds (0: not at all) for more
   of the server's bytes and take them in; whether any came.
 - *async* ``send(data)``: write a packed command.
+- ``nudge(data)``: write a packed command from any thread without waiting for it
+  (it is dropped if it cannot be written at once), to end a reader's wait.
 - ``interrupt()``: end the connection at once, which wakes a reader.
 - ``may_send_under_reader``: whether ``send`` may be used while another thread reads.
 
@@ -34,6 +36,7 @@ import contextlib
 import select
 import socket
 import ssl
+import threading
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -81,6 +84,8 @@ class Wire:
         self._replies: collections.deque[Any] = collections.deque()
         #: One TLS session must not be used from two threads at once.
         self.may_send_under_reader = not isinstance(conn._sock, ssl.SSLSocket)
+        #: Keeps the commands of two threads from interleaving on the socket.
+        self._writing = threading.Lock()
 
     @classmethod
     def of(cls, conn: Any) -> Wire:
@@ -106,7 +111,15 @@ class Wire:
         sock = self.conn._sock
         if sock is None:
             raise RedisConnectionError("the connection is closed")
-        sock.sendall(data)
+        with self._writing:
+            sock.sendall(data)
+
+    def nudge(self, data: bytes) -> None:
+        sock = self.conn._sock
+        if sock is None or not self.may_send_under_reader:
+            return
+        with self._writing, contextlib.suppress(OSError):  # broken: the reader wakes anyway
+            sock.sendall(data)
 
     def interrupt(self) -> None:
         sock = self.conn._sock
@@ -185,6 +198,8 @@ class AsyncWire:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._replies: collections.deque[Any] = collections.deque()
+        #: The event loop the connection belongs to: its writes happen there.
+        self._loop = asyncio.get_running_loop()
 
     @classmethod
     def of(cls, conn: Any) -> AsyncWire:
@@ -215,6 +230,15 @@ class AsyncWire:
             raise RedisConnectionError("the connection is closed")
         writer.write(data)
         await writer.drain()
+
+    def nudge(self, data: bytes) -> None:
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody reads
+            self._loop.call_soon_threadsafe(self._write_now, data)
+
+    def _write_now(self, data: bytes) -> None:
+        writer = self.conn._writer
+        if writer is not None and not writer.transport.is_closing():
+            writer.write(data)
 
     def interrupt(self) -> None:
         writer = self.conn._writer
