@@ -368,10 +368,20 @@ class RedisPubSubBroker(Broker):
 
     def gaps(self, subscription: Subscription) -> tuple[Gap, ...]:
         """The gaps ``subscription`` has had so far, oldest first: the pull-style
-        twin of the ``on_gap`` option."""
-        if subscription.broker is not self or not isinstance(subscription.state, ChannelListener):
-            raise DeliveryError(f"{subscription!r} is not a subscription of {self!r}")
-        return tuple(subscription.state.gaps)
+        twin of the ``on_gap`` option.
+
+        :raises DeliveryError: ``subscription`` is not a subscription of this broker
+            (another broker's, or not a subscription at all).
+        """
+        state = getattr(subscription, "state", None)
+        if getattr(subscription, "broker", None) is not self or not isinstance(
+            state, ChannelListener
+        ):
+            raise DeliveryError(
+                f"gaps() takes a subscription of {self!r} (one its subscribe() returned), "
+                f"got {subscription!r}"
+            )
+        return tuple(state.gaps)
 
     # -- management -----------------------------------------------------------------
 
