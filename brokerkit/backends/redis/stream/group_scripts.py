@@ -87,7 +87,12 @@ REMOVE_IDLE = (
     + r"""
 local key, group, idle, only = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local removed = {}
-local consumers = checked(redis.pcall('XINFO', 'CONSUMERS', key, group), 'xinfo')
+local consumers = redis.pcall('XINFO', 'CONSUMERS', key, group)
+local err = type(consumers) == 'table' and consumers.err
+if err and string.sub(err, 1, 9) == 'WRONGTYPE' then
+  return consumers  -- the error itself: the caller names the topic
+end
+consumers = checked(consumers, 'xinfo')
 if not consumers then return removed end
 for _, c in ipairs(consumers) do
   local name, pending, cidle

@@ -6,15 +6,22 @@ as the :attr:`LogEntry.position` of the last entry it read.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 from brokerkit._message import Message
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["LogEntry", "check_position", "group_start"]
+__all__ = ["LogEntry", "check_count", "check_position", "check_seconds", "group_start"]
 
 _ENTRY_ID = re.compile(r"\d+(-\d+)?")
+
+#: Each of an entry id's two numbers is an unsigned 64-bit integer in Redis.
+_MAX_ID_PART = 2**64 - 1
+
+#: The largest COUNT Redis takes (a signed 64-bit integer).
+MAX_COUNT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,44 @@ class LogEntry:
 
 def check_position(position: str, what: str) -> str:
     """``position`` if it is a stream entry id; else an InvalidOption naming ``what``."""
-    if not isinstance(position, str) or _ENTRY_ID.fullmatch(position) is None:
+    if (
+        not isinstance(position, str)
+        or _ENTRY_ID.fullmatch(position) is None
+        or any(len(part) > 20 or int(part) > _MAX_ID_PART for part in position.split("-"))
+    ):
+        shown = position if not isinstance(position, str) or len(position) <= 60 else position[:60]
         raise InvalidOption(
             f"{what} must be 'earliest', 'latest' or a stream entry id such as "
-            f"'1700000000000-0', got {position!r}"
+            f"'1700000000000-0' (each number at most {_MAX_ID_PART}), got {shown!r}"
         )
     return position
+
+
+def check_seconds(value: object, what: str) -> float:
+    """``value`` as a finite number of seconds, 0 or more; else an InvalidOption
+    naming ``what``. An int too large for a float is infinite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOption(
+            f"{what} must be a number of seconds (int or float, 0 or more), "
+            f"got {type(value).__name__}"
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds < 0:
+        shown = "a huge int" if isinstance(value, int) else repr(value)
+        raise InvalidOption(f"{what} must be a finite number of seconds, 0 or more, got {shown}")
+    return seconds
+
+
+def check_count(count: object, what: str, low: int) -> int:
+    """``count`` if it is a whole number from ``low`` to :data:`MAX_COUNT`; else an
+    InvalidOption naming ``what``."""
+    if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= MAX_COUNT:
+        shown = "a huge int" if isinstance(count, int) and count > MAX_COUNT else repr(count)
+        raise InvalidOption(f"{what} must be a whole number from {low} to {MAX_COUNT}, got {shown}")
+    return count
 
 
 def group_start(start: str | None) -> str:

@@ -18,7 +18,13 @@ from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis.stream.calls import StreamScripts
 from brokerkit.backends.redis.stream.entries import decode_entry
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
-from brokerkit.backends.redis.stream.log import LogEntry, check_position, group_start
+from brokerkit.backends.redis.stream.log import (
+    LogEntry,
+    check_count,
+    check_position,
+    check_seconds,
+    group_start,
+)
 from brokerkit.backends.redis.stream.scripts import shown, text
 from brokerkit.exceptions import BrokerClosed, InvalidOption
 
@@ -87,6 +93,9 @@ class StreamManagement:
         """
         self._check_open()
         key = self.stream_key(topic)
+        if timeout is not None:
+            check_seconds(timeout, "timeout")
+        check_count(batch, "batch", 1)
         position = after
         if after == "latest":
             with translate_errors(self.url, topic):
@@ -139,7 +148,11 @@ class StreamManagement:
                 pipe.delete(key(topic, "wake", group), key(topic, "delayed", group))
                 pipe.hdel(key(topic, "vt"), group)
                 pipe.hdel(key(topic, "lost"), group)
-                existed, *_ = pipe.execute()
+                existed, *_ = pipe.execute(raise_on_error=False)
+            if isinstance(existed, ResponseError):
+                if "requires the key to exist" in str(existed):  # no stream, so no group
+                    return False
+                raise existed
             return bool(existed)
 
     def delete_entries(self, topic: str, *positions: str) -> int:
@@ -164,7 +177,12 @@ class StreamManagement:
         radix-tree nodes, cheap) unless ``exact``."""
         if (maxlen is None) == (max_age is None):
             raise InvalidOption("trim needs exactly one of maxlen or max_age")
-        minid = None if max_age is None else str(int((time.time() - max_age) * 1000))
+        minid = None
+        if max_age is not None:
+            # older than the clock: no entry is that old, and MINID 0 trims none
+            minid = str(max(0, int((time.time() - check_seconds(max_age, "max_age")) * 1000)))
+        else:
+            check_count(maxlen, "maxlen", 0)
         with translate_errors(self.url, topic):
             return int(
                 self._client.xtrim(
@@ -176,10 +194,11 @@ class StreamManagement:
         """Remove the consumers of ``group`` idle for ``idle`` seconds or more that
         hold no entries; return their names. Consumers holding entries stay until
         those are acked or reclaimed, since removing them would lose the entries."""
+        idle_ms = int(check_seconds(idle, "idle") * 1000)
         with translate_errors(self.url, topic):
             wake = self._keys.topic(check_topic(topic), "wake", group)
             names = self._scripts.remove_idle(
-                keys=[self.stream_key(topic), wake], args=[group, int(idle * 1000), ""]
+                keys=[self.stream_key(topic), wake], args=[group, idle_ms, ""]
             )
         return [shown(n) for n in names]
 
@@ -220,11 +239,11 @@ def read_log(
         position = "$"
     else:
         position = check_position(after, "after")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise InvalidOption(f"count must be a whole number of 1 or more, got {count!r}")
-    if timeout is not None and timeout < 0:
-        raise InvalidOption(f"timeout must be 0 or more seconds (or None), got {timeout!r}")
-    block = None if not timeout else max(1, int(timeout * 1000))
+    check_count(count, "count", 1)
+    if timeout is not None:
+        check_seconds(timeout, "timeout")
+    # at most 2**53 ms (285,000 years): Redis takes no BLOCK past a signed 64-bit number
+    block = None if not timeout else max(1, int(min(timeout * 1000, 2.0**53)))
     with translate_errors(url, topic):
         reply = client.xread({key: position}, count=count, block=block)
     return [
