@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import logging
+import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from brokerkit._compat import is_async_callable
@@ -323,9 +323,12 @@ async def checkpoint() -> None:
 
 class HandlerCalls:
     """How a worker calls its handlers: coroutine functions are awaited on the loop,
-    plain functions run in a pool of ``threads`` threads of their own (so that a
+    plain functions run in a pool of ``threads`` daemon threads of their own (so that a
     blocking handler does not stop the loop, and ``threads`` sync handlers really run
-    at once; asyncio's default pool is smaller)."""
+    at once; asyncio's default pool is smaller). Daemon threads, as the sync worker's
+    slots are: a handler thread that a stop left running does not keep the program
+    from exiting once the run has returned (a ``ThreadPoolExecutor``'s threads are
+    joined at exit, so the process never ended while such a handler hung)."""
 
     #: What a handler raises that stops the program, not the handler: Ctrl-C and
     #: ``sys.exit()`` land on the event loop's thread, in whatever coroutine runs.
@@ -335,23 +338,61 @@ class HandlerCalls:
     takes_coroutines = True
 
     def __init__(self, threads: int) -> None:
-        self._pool = (
-            ThreadPoolExecutor(threads, thread_name_prefix="brokerkit-handler") if threads else None
-        )
+        self._size = threads
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._started = 0
+        self._closed = False
+        self._guard = threading.Lock()
 
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run ``function(*args)`` to its end and return its result."""
-        if self._pool is None or is_async_callable(function):
+        if not self._size or is_async_callable(function):
             result = function(*args)
         else:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._pool, functools.partial(function, *args))
+            result = await self._in_thread(function, args)
         return await result if inspect.isawaitable(result) else result
+
+    async def _in_thread(self, function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def job() -> None:
+            if future.cancelled():  # its caller is gone: never started
+                return
+            try:
+                outcome: tuple[str, Any] = ("set_result", function(*args))
+            except BaseException as exc:
+                outcome = ("set_exception", exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, future, *outcome)
+
+        with self._guard:
+            if self._closed:  # as a ThreadPoolExecutor shut down refuses
+                raise RuntimeError("the worker's handler threads are closed")
+            if self._started < self._size:  # one thread a slot, started when first needed
+                self._started += 1
+                name = f"brokerkit-handler_{self._started - 1}"
+                threading.Thread(target=self._serve, name=name, daemon=True).start()
+        self._work.put(job)
+        return await future
+
+    def _serve(self) -> None:
+        while (job := self._work.get()) is not None:
+            job()
 
     def close(self) -> None:
         """Let the pool's threads end once their handlers return (not waiting for them)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._guard:
+            self._closed = True
+            started = self._started
+        for _ in range(started):
+            self._work.put(None)
+
+
+def _resolve(future: asyncio.Future[Any], how: str, value: Any) -> None:
+    """Give ``future`` its outcome (on its loop), unless it was cancelled meanwhile."""
+    if not future.done():
+        getattr(future, how)(value)
 
 
 def on_signals(signals: tuple[int, ...], callback: Callable[[int], None]) -> Callable[[], None]:
