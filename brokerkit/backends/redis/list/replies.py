@@ -95,7 +95,8 @@ def topic_info(topic: str, keys: ListKeys, heartbeat: float, reply: list[Any]) -
     waiting_age = None
     next_up = reply[7 + 4 * count] if len(reply) > 7 + 4 * count else None
     if next_up:
-        published = envelope.decode(topic, next_up).published_at
+        # a message that came back waits wrapped (BKR<n>), with its first publish time
+        published = envelope.decode(topic, unwrap(next_up)[1]).published_at
         if published > 0:  # 0: a raw element, written without brokerkit's envelope
             waiting_age = max(now_ms / 1000 - published, 0.0)
     return TopicInfo(
