@@ -361,6 +361,16 @@ class HandlerCalls:
                 return
             try:
                 outcome: tuple[str, Any] = ("set_result", function(*args))
+            except StopIteration as exc:
+                # A future cannot hold one (asyncio refuses it, and the caller waited for
+                # ever): a RuntimeError from it, as a coroutine's StopIteration becomes.
+                try:
+                    text = f": {exc}" if str(exc) else ""
+                except Exception:
+                    text = ""
+                error = RuntimeError(f"the handler raised StopIteration{text}")
+                error.__cause__ = exc
+                outcome = ("set_exception", error)
             except BaseException as exc:
                 outcome = ("set_exception", exc)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
