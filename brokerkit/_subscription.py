@@ -49,9 +49,10 @@ _FAST_LIMIT = 1e18
 #: (its own waits are bounded by the backend; this only keeps a close from hanging on
 #: a bug).
 _CLOSE_WAIT = 60.0
-#: The subscription whose fetch is running here (its thread, or its fetch's task): a
-#: close called from within that fetch (a backend's callback, such as redis+pubsub's
-#: ``on_gap``) cannot wait for the fetch to end.
+#: The subscription whose fetch is running in this thread: a close called from within
+#: that fetch (a backend's callback, such as redis+pubsub's ``on_gap``) cannot wait for
+#: the fetch to end. Threads only: an asyncio callback cannot a close, and the
+#: tasks it starts copy this context, so their closes must not take it for their own.
 _FETCHING_HERE: contextvars.ContextVar[Subscription | None] = contextvars.ContextVar(
     "brokerkit_fetching_here", default=None
 )
@@ -183,7 +184,7 @@ class Subscription:
                     fetch = functools.partial(
                         self.broker._fetch, self, self._batch_size(), _fetch_wait(deadline)
                     )
-                    here = _FETCHING_HERE.set(self)
+                    here = _FETCHING_HERE.set(self if self._home is None else None)
                     try:
                         fetched = fetch_shielded(fetch, self._hand_back, self._orphans)
                     finally:
@@ -275,11 +276,12 @@ class Subscription:
         a later close, the broker's included, waits for that closing to end. A close
         while another is under way waits for it too.
 
-        Called from within the subscription's own receive (a backend's callback, such
-        as redis+pubsub's ``on_gap``), it cannot wait for that receive to end: it
-        marks the subscription closed and returns; the closing runs on its own as
-        soon as the receive's fetch has ended, and that receive raises
-        :class:`BrokerClosed`.
+        Called from within the subscription's own receive, in its thread (a backend's
+        callback, such as redis+pubsub's ``on_gap``), it cannot wait for that receive
+        to end: it marks the subscription closed and returns; the closing runs on its
+        own as soon as the receive's fetch has ended, and that receive raises
+        :class:`BrokerClosed`. (Under asyncio such a callback can only start a task,
+        whose close waits for the closing's end as any other does.)
         """
         self._close(self._mark_closed())
 
