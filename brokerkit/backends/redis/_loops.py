@@ -1,21 +1,18 @@
-"""The event loop an asyncio Redis broker's connections belong to.
+"""The event loop an asyncio Redis broker belongs to: the first that uses it.
 
-redis.asyncio's connections, and the asyncio locks, events and tasks a broker keeps,
-belong to the event loop they were made on. :func:`one_loop` makes a broker class
-claim the loop of its first call and look at every later call's loop before it does
-anything:
+redis.asyncio's connections, and the tasks, locks and events a broker keeps, belong
+to the event loop they were made on, as nats-py's do (see the NATS backend's
+``NatsClient.check_loop``). :func:`one_loop` makes a broker class claim the loop of
+its first call and refuse every other:
 
-- the same loop: on it goes;
-- another loop, while the first one is still open (two threads, each running a
-  loop): :class:`~brokerkit.exceptions.Unsupported`, nothing done, naming the loop
-  the broker is bound to and what to do instead; a ``close()`` is carried out on the
-  first loop (waited for here);
-- another loop, the first one closed (a second ``asyncio.run()``, a test framework's
-  new loop per test): the broker moves to this loop. What the closed loop left is let
-  go without it: each connection's socket is closed where it stands and the
-  connection opens again on its next command; the background work (lease renewals,
-  reapers) starts again here at its next use; locks and events are made anew. Leases
-  fetched on the closed loop are renewed here as before.
+- a call from another loop (a second loop running in another thread, or a new loop
+  after the first one closed: a second ``asyncio.run()``, a test framework's new loop
+  per test) raises :class:`~brokerkit.exceptions.Unsupported` before anything is sent;
+- ``close()`` works from anywhere: from a second running loop it is carried out on
+  the first; once the first loop has closed, without it: the sockets of the broker's
+  connections are closed where they stand, its background tasks (lease renewals,
+  reapers) are left to that loop, and what its subscriptions fetched is not handed
+  back (the leases run out on their own).
 
 Sync brokers are left as they are (their methods are no coroutines).
 """
@@ -26,26 +23,29 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
 
 from brokerkit._acompat import on_loop
 from brokerkit._capabilities import Capability
-from brokerkit.backends.redis._periodic_async import Periodic
+from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.exceptions import Unsupported
 
 __all__ = ["one_loop"]
 
 _C = TypeVar("_C", bound=type)
+_Method = Callable[..., Coroutine[Any, Any, Any]]
 
-#: The primitives a broker's public methods run through (see AsyncBackend).
+#: The primitives a broker's public methods run through (see AsyncBackend), but the
+#: two that close: :func:`_unsubscribe_anywhere` and :func:`_close_anywhere`.
 _PRIMITIVES = (
     "_publish",
     "_publish_delayed",
     "_subscribe",
     "_fetch",
-    "_unsubscribe",
+    "_hand_back",
     "_ack",
     "_nack",
     "_nack_with",
@@ -55,174 +55,151 @@ _PRIMITIVES = (
     "_purge",
     "_suspend_renewals",
 )
+#: Where a broker keeps connections: its client (``make_client``'s), redis+stream's
+#: settling client, redis+pubsub's own publishing connection, and on a cluster with
+#: ``replicas`` the clients of the nodes its writes wait on.
+_HOLDERS = ("_client", "_settle_client", "_own", "_durable", "_settle_durable")
 #: How long a close from another loop waits for the close on the broker's own loop.
 _CLOSE_WAIT = 60.0
 
-_claiming = threading.Lock()
-#: How far from the broker :func:`_let_go` looks (a cluster node's connections are
-#: five attributes down: client, nodes manager, its nodes, a node, its connections).
-_DEPTH = 6
-
 
 def one_loop(cls: _C) -> _C:
-    """Make the asyncio broker class ``cls`` check the loop of every call (see the
-    module's docstring): its primitives, its own public coroutines, and its close."""
-    names = [name for name in _PRIMITIVES if hasattr(cls, name)]
+    """Make the asyncio broker class ``cls`` keep to the first loop that uses it (see
+    the module's docstring): its primitives, the public coroutines its own modules
+    define (redis+stream's ``read``, redis+list's ``rescue``...), and its closing."""
+    names = [*_PRIMITIVES]
     names += [
         name
         for klass in cls.__mro__
-        if klass.__module__.startswith("brokerkit.backends.redis")
+        if klass.__module__.startswith("brokerkit.backends.redis.")
         for name, value in vars(klass).items()
         if not name.startswith("_") and inspect.iscoroutinefunction(value)
     ]
     for name in dict.fromkeys(names):
-        method = getattr(cls, name)
+        method = getattr(cls, name, None)
         if inspect.iscoroutinefunction(method):
             setattr(cls, name, _checked(method))
-    close = getattr(cls, "_close", None)
-    if inspect.iscoroutinefunction(close):
-        cls._close = _closed_at_home(close)  # type: ignore[attr-defined]
+    for name, wrap in (("_unsubscribe", _unsubscribe_anywhere), ("_close", _close_anywhere)):
+        method = getattr(cls, name)
+        if inspect.iscoroutinefunction(method):
+            setattr(cls, name, wrap(method))
     return cls
 
 
-def _checked(method: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
-    if getattr(method, "_one_loop", False):
-        return method
-
+def _checked(method: _Method) -> _Method:
     @functools.wraps(method)
     async def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        home = _enter(self)
-        if home is not None:
-            raise _refusal(self, home)
+        _claim(self)
         return await method(self, *args, **kwargs)
 
-    checked._one_loop = True  # type: ignore[attr-defined]
     return checked
 
 
-def _closed_at_home(close: Callable[[Any], Coroutine[Any, Any, None]]) -> Any:
+def _unsubscribe_anywhere(unsubscribe: _Method) -> _Method:
+    """A subscription's close: on its loop as it is; once that loop has closed, its own
+    connection (redis+pubsub's listener's) dropped; list and stream keep theirs in the
+    client's pool, dropped with the broker's."""
+
+    @functools.wraps(unsubscribe)
+    async def unsubscribed(self: Any, subscription: Any, unreturned: list[Any]) -> None:
+        home = _home(self)
+        if home is not None and home.is_closed():
+            _drop_connections(getattr(subscription.state, "_conn", None))
+            return
+        _claim(self)
+        await unsubscribe(self, subscription, unreturned)
+
+    return unsubscribed
+
+
+def _close_anywhere(close: _Method) -> _Method:
+    """The broker's disconnect: here on its own loop (or if it never ran), carried out
+    on its loop running in another thread, or without its loop once that has closed."""
+
     @functools.wraps(close)
     async def closed(self: Any) -> None:
-        home = _enter(self)
-        if home is None:
+        home = _home(self)
+        if home is None or home is asyncio.get_running_loop():
             await close(self)
-        elif not await on_loop(home, lambda: close(self), _CLOSE_WAIT):
-            raise _refusal(self, home)  # its loop stopped meanwhile, or did not answer
+            return
+        if home.is_running() and await on_loop(home, lambda: close(self), _CLOSE_WAIT):
+            return
+        if not home.is_closed():  # open but not running, or no answer in _CLOSE_WAIT
+            raise _refusal(self, home, "be closed")
+        _drop_connections(*(getattr(self, name, None) for name in _HOLDERS))
 
     return closed
 
 
-def _enter(broker: Any) -> asyncio.AbstractEventLoop | None:
-    """Claim the running loop for ``broker`` if it has none, or moved to it if its loop
-    is closed; the loop it belongs to if that is another one, still open."""
+def _home(broker: Any) -> asyncio.AbstractEventLoop | None:
+    home: asyncio.AbstractEventLoop | None = vars(broker).get("_home_loop")
+    return home
+
+
+def _claim(broker: Any) -> None:
+    """Make the running loop ``broker``'s if it has none yet; refuse another."""
     here = asyncio.get_running_loop()
-    state = vars(broker)
-    if state.get("_home_loop") is here:
-        return None
-    with _claiming:
-        home: asyncio.AbstractEventLoop | None = state.get("_home_loop")
-        if home is here:
-            return None
-        if home is not None and not home.is_closed():
-            return home
-        if home is not None:
-            _let_go(broker, home)
-        state["_home_loop"] = here
-        return None
+    home = vars(broker).setdefault("_home_loop", here)  # (atomic: one claim wins)
+    if home is not here:
+        raise _refusal(broker, home, "be used")
 
 
-def _refusal(broker: Any, home: asyncio.AbstractEventLoop) -> Unsupported:
+def _refusal(broker: Any, home: asyncio.AbstractEventLoop, what: str) -> Unsupported:
+    state = (
+        "now closed"
+        if home.is_closed()
+        else "running in another thread"
+        if home.is_running()
+        else "open, not running"
+    )
     return Unsupported(
         f"an asyncio Redis broker ({broker.url})",
         Capability(0),
-        f"be called from an event loop other than the one it belongs to ({home!r}, the "
-        "first to use it, still open: redis-py's connections belong to it): open one "
-        "broker per event loop, or share the sync broker (brokerkit.connect) between "
-        "threads",
+        f"{what} from an event loop other than the one it belongs to: the first to use "
+        f"it, {home!r}, {state} (redis-py's connections belong to that loop). Open one "
+        "broker per event loop (per asyncio.run(), per test), or share the sync broker "
+        "(brokerkit.connect), which any thread may use",
     )
 
 
-def _let_go(broker: Any, dead: asyncio.AbstractEventLoop) -> None:
-    """Let go of what ``broker`` holds of the closed loop ``dead``, without it."""
-    seen: set[int] = set()
-    for owner, name, value in _parts(broker, seen, depth=_DEPTH):
-        if isinstance(value, Periodic):
-            value.restart_elsewhere()
-        elif isinstance(value, asyncio.Lock | asyncio.Event | asyncio.Condition):
-            if getattr(value, "_loop", None) is dead:
-                fresh = type(value)()
-                if isinstance(value, asyncio.Event) and value.is_set():
-                    fresh.set()  # type: ignore[union-attr]
-                setattr(owner, name, fresh)
-        elif _is_connection(value):
-            _drop(value)
-
-
-def _parts(obj: Any, seen: set[int], depth: int) -> Iterator[tuple[Any, str, Any]]:
-    """(owner, attribute, value) for the attributes of ``obj`` and, ``depth`` levels
-    down, of theirs (through lists, sets, deques and dicts' values too)."""
-    if depth <= 0 or id(obj) in seen or not _ours(obj):
-        return
-    seen.add(id(obj))
-    try:
-        attributes = dict(vars(obj))
-    except TypeError:  # no __dict__ (slots)
-        attributes = {
-            name: getattr(obj, name)
-            for klass in type(obj).__mro__
-            for name in getattr(klass, "__slots__", ())
-            if hasattr(obj, name)
-        }
-    for name, value in attributes.items():
-        if name == "_home_loop" or isinstance(value, str | bytes | int | float | type):
+def _drop_connections(*holders: Any) -> None:
+    """Close the sockets of the connections ``holders`` keep, without their event loop
+    (it has closed: asyncio closes a transport through its loop). A holder is a client
+    ``make_client`` made (the connections of its pool; of a cluster's nodes; under
+    Sentinel, the sentinels' too), a connection kept outside a pool, a replica wait
+    (its clients of a cluster's nodes), or None."""
+    for holder in holders:
+        if holder is None:
             continue
-        yield obj, name, value
-        if isinstance(value, list | tuple | set | frozenset) or _is_deque(value):
-            items: list[Any] = list(value)
-        elif isinstance(value, dict) and not name.startswith("__"):
-            items = list(value.values())
+        if isinstance(holder, aioredis.connection.AbstractConnection):
+            _drop(holder)
+        elif isinstance(holder, AsyncReplicaWait):
+            _drop_connections(*holder._nodes.values())
+        elif isinstance(holder, aioredis.RedisCluster):
+            nodes: Any = holder.nodes_manager
+            for node in [*nodes.startup_nodes.values(), *nodes.nodes_cache.values()]:
+                _drop_connections(*node._connections)
+            nodes.default_node = None  # closed, as its aclose() marks it
         else:
-            items = [value]
-        for item in items:
-            if item is not value:
-                if _is_connection(item):
-                    _drop(item)
-                elif isinstance(item, Periodic):
-                    item.restart_elsewhere()
-            yield from _parts(item, seen, depth - 1)
-
-
-def _ours(obj: Any) -> bool:
-    """Whether ``obj`` is brokerkit's or redis-py's (what the walk looks into)."""
-    module = type(obj).__module__
-    return module.startswith(("brokerkit.", "redis.")) or module == "redis"
-
-
-def _is_deque(value: Any) -> bool:
-    import collections
-
-    return isinstance(value, collections.deque)
-
-
-def _is_connection(value: Any) -> bool:
-    from redis.asyncio.connection import AbstractConnection
-
-    return isinstance(value, AbstractConnection)
+            pool: Any = holder.connection_pool
+            _drop_connections(*pool._available_connections, *pool._in_use_connections)
+            manager = getattr(pool, "sentinel_manager", None)
+            _drop_connections(*(manager.sentinels if manager is not None else ()))
 
 
 def _drop(connection: Any) -> None:
-    """Close ``connection``'s socket where it stands (its loop is closed: its transport
-    cannot be closed through it); its next command connects again."""
-    writer = getattr(connection, "_writer", None)
+    """Close ``connection``'s socket where it stands, doing here what its closed loop
+    would have done: the transport marked closing (so that its stream does not warn of
+    it later), then the socket closed (under TLS, by the socket's transport beneath)."""
+    writer, connection._reader, connection._writer = connection._writer, None, None
     if writer is None:
         return
-    transport = writer.transport
-    sock = transport.get_extra_info("socket")
-    sock = getattr(sock, "_sock", sock)  # (asyncio hands out a wrapper that cannot close)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()
-    with contextlib.suppress(Exception):
-        connection._parser.on_disconnect()
-    connection._reader = None
-    connection._writer = None
+    connection._parser.on_disconnect()
+    transport: Any = writer.transport
+    with contextlib.suppress(RuntimeError):  # "Event loop is closed", once marked closing
+        transport.close()
+    tls: Any = getattr(transport, "_ssl_protocol", None)
+    beneath: Any = transport if tls is None else tls._transport
+    if getattr(beneath, "_sock", None) is not None:
+        with contextlib.suppress(RuntimeError):  # (a read waiting on the closed loop)
+            beneath._call_connection_lost(None)

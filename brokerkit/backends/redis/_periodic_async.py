@@ -48,16 +48,6 @@ class Periodic:
             if self._background is None and not self._stopped.is_set():
                 self._background = spawn(self._run, self._name)
 
-    def restart_elsewhere(self) -> None:
-        """The loop the work ran on is closed (an asyncio broker moving to another
-        loop): run it on the running one instead, if it was started and not stopped."""
-        with self._starting:
-            if self._stopped.is_set():
-                return
-            self._stopped = Event()  # (one waited on belongs to the closed loop)
-            if self._background is not None:
-                self._background = spawn(self._run, self._name)
-
     async def stop(self) -> None:
         """Stop the work and wait (5 s at most) for the round in progress."""
         self._stopped.set()
