@@ -1,0 +1,91 @@
+"""``brokerkit demo`` ends on a Ctrl-C that lands while Python runs a finaliser (review 29:
+the hang of test_ctrl_c_during_the_demo_on_redis_still_removes_its_keys).
+
+Python's default SIGINT handler raises KeyboardInterrupt in whatever Python code the
+main thread runs next. When that is a weakref callback or a ``__del__`` (the garbage
+collector running them, in the main thread), the exception is printed as "Exception
+ignored in ..." and dropped: the Ctrl-C is lost, and the demo's flash sale goes on for
+minutes. Under load that happened in about 1 run in 15 of the Ctrl-C test (its child's
+stderr: ``Exception ignored in: <function WeakSet.__init__.<locals>._remove>``,
+``KeyboardInterrupt``).
+
+Here the moment is made on purpose: the child's SIGUSR1 handler collects a reference
+cycle whose weakref callback sends the process SIGINT and runs on, so the handler's
+KeyboardInterrupt is raised inside that callback.
+
+The bug is the command line's (brokerkit/cli, not fixed here): the test is marked as
+an expected failure, strict, so that the fix must remove the mark.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("typer")
+
+#: Seconds the demo may take to end after the Ctrl-C: a hang guard, never a pace.
+GUARD = 15.0
+
+CHILD = r"""
+import gc, os, signal, weakref
+from brokerkit.cli import main
+
+class Cycle:
+    pass
+
+def finaliser(ref):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, while Python runs a weakref callback
+    sum(i for i in range(1000))  # (Python code: where the SIGINT handler runs)
+
+def collect(signum, frame):
+    cycle = Cycle()
+    cycle.me = cycle
+    refs.append(weakref.ref(cycle, finaliser))
+    del cycle
+    gc.collect()
+
+refs = []
+signal.signal(signal.SIGUSR1, collect)
+main()
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="CLI bug, not fixed yet: a KeyboardInterrupt raised in a finaliser is dropped "
+    "by Python and nothing raises it again (remove this mark with the fix)",
+)
+def test_a_ctrl_c_raised_in_a_finaliser_still_ends_the_demo() -> None:
+    argv = ["demo", "--orders", "2", "--sale-orders", "100000", "--speed", "0.1"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+    )
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if "Peak shaving" in line:
+                break
+        else:
+            pytest.fail("the demo ended before the flash sale")
+        child.send_signal(signal.SIGUSR1)
+        try:
+            status = child.wait(GUARD)
+        except subprocess.TimeoutExpired:
+            status = None
+        assert status == 130, f"the demo still ran {GUARD} s after the Ctrl-C"
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
