@@ -11,9 +11,9 @@ becomes stragglers, handed back with ``-NAK``: an attempt counted that no handle
 latency to what the server sends once the outage is over) widens that moment to
 every reconnection.
 
-The bug is the backend's (brokerkit/backends/nats/_client.py and _reader.py), not fixed
-here: the test is marked as an expected failure, strict, so that the fix must remove
-the mark. It is what made tests/test_nats_review5_outage_pulls.py fail at high load.
+The bug was the backend's (brokerkit/backends/nats/_client.py: the generation moved at
+``reconnected_cb``; it moves when nats-py marks the new connection connected now). It
+is what made tests/test_nats_review5_outage_pulls.py fail at high load.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.nats_server import nats, nats_address
 from tests.proxies import pipe
@@ -80,12 +78,6 @@ def _delay_line(source: socket.socket, sink: socket.socket) -> None:
         sender.join(5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend bug, not fixed yet: NatsClient.wait_connected and Reader._request take "
-    "nats-py's is_connected for the connection being back, before reconnected_cb bumps "
-    "the generation (remove this mark with the fix)",
-)
 def test_a_pull_sent_as_the_connection_comes_back_counts_no_attempt(
     nats: Callable[..., Any], nats_url: str
 ) -> None:

@@ -100,9 +100,29 @@ class NatsClient(Permissions):
         #: subject lower-cased, as nats-py reports it; with the subject as it is):
         #: the readers, for their pulls and their inboxes.
         self._watchers: dict[str, list[tuple[str, Callable[[PermissionDenied], None]]]] = {}
-        #: Counts the connection's losses and returns: what was leased before the
-        #: last one may be unknown to a server that restarted meanwhile.
-        self.generation = 0
+        #: The connection's losses (nats-py's disconnected callbacks) and the new
+        #: connections it has made since the first (its count): see :attr:`generation`.
+        self._losses = 0
+        self._returns = 0
+
+    @property
+    def generation(self) -> int:
+        """Which connection to the server this is: it moves as nats-py loses the
+        connection, and as it has a new one: once it marks that one connected (the
+        server answered its first PING), from when what is sent goes out on it; not
+        when it tells of it (its ``reconnected_cb``, a round trip later), so a pull
+        sent in between is not taken for one lost with the connection before. What
+        was leased on an earlier connection may be unknown to a server that
+        restarted meanwhile.
+
+        nats-py counts the new connections (``stats["reconnects"]``) as it marks each
+        connected, before anything else can be sent: one that failed before it told
+        of it counts too.
+        """
+        nc = self._nc
+        if nc is not None:
+            self._returns = max(self._returns, nc.stats.get("reconnects", 0))
+        return self._losses + self._returns
 
     @property
     def server(self) -> str:
@@ -195,7 +215,7 @@ class NatsClient(Permissions):
             )
 
         async def on_disconnect() -> None:
-            self.generation += 1
+            self._losses += 1
             if self._back is not None:
                 self._back.clear()
             if self._closing:
@@ -203,7 +223,7 @@ class NatsClient(Permissions):
             log.warning("NATS connection to %s lost; reconnecting", self.server, extra=log_fields())
 
         async def on_reconnect() -> None:
-            self.generation += 1
+            # (the generation moved already, as nats-py marked it connected)
             if self._back is not None:
                 self._back.set()
             log.info("NATS connection to %s is back", self.server, extra=log_fields())
@@ -289,7 +309,8 @@ class NatsClient(Permissions):
                 back = self._back = asyncio.Event()
             back.clear()  # (not connected now: set again by the next reconnection)
             with contextlib.suppress(asyncio.TimeoutError):
-                # (bounded: nats-py tells of a reconnection after its first PONG)
+                # (bounded: nats-py marks the connection back at the server's first
+                # PONG, and tells of it a round trip later)
                 await within(back.wait(), min(left, _RETRY_WAIT))
 
     async def request_all(self, requests: Sequence[Request], what: str) -> list[Msg]:

@@ -14,7 +14,9 @@ No pull is sent while the connection is down: nats-py would buffer it and send i
 the reconnection, when nobody waits for what it leases any more (each such message
 would be handed back, an attempt counted that no handler saw). A pull waits for the
 reconnection instead, within its own timeout, and one under way when the connection
-is lost ends at once (the server's answer went with the connection).
+is lost ends at once (the server's answer went with the connection). One sent once
+nats-py has the new connection is that one's, though nats-py has not told of it yet
+(:attr:`NatsClient.generation`): its answer comes.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class Reader:
         nc = self._nc
         if nc is None or not nc.is_connected:
             return []  # (buffered, it would be sent on the reconnection: see above)
-        generation = self._client.generation
+        generation = self._client.generation  # (the connection it goes out on)
         sent = time.monotonic()
         try:
             await nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
