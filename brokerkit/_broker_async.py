@@ -91,6 +91,10 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
         # that work running, kept in _closers.
         self._shut = Event()
         self._closers: set[Any] = set()
+        # Set as close() disconnects (the backend's _close begins): a server call after
+        # that, by a subscribe the close overtook or a subscription's close that
+        # outlasted it, would open a connection nobody closes (a backend skips it).
+        self._disconnected = False
 
     @classmethod
     def from_url(cls: type[_B], url: BrokerURL | str, **options: Any) -> _B:
@@ -421,6 +425,7 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
             for subscription, first in zip(subscriptions, firsts, strict=True):
                 await subscription._close_at_home(first)
         finally:
+            self._disconnected = True
             try:
                 await self._close()
             finally:

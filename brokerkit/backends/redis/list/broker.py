@@ -368,6 +368,13 @@ class RedisListBroker(ListSettling, ListPublishing, Broker):
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         state: ConsumerState = subscription.state
+        if self._disconnected:
+            # The broker's close has disconnected (a subscribe it overtook closes its
+            # subscription after it): a command now would open a connection nobody
+            # closes. What the subscription leased runs out on its own.
+            self._refused.forget(subscription.topic, subscription.consumer)
+            state.reader.close()
+            return
         try:
             try:
                 confirm_lease(subscription, self._scripts["FETCH"], self._keeper)

@@ -372,6 +372,13 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, AsyncBroker):
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
     ) -> None:
         state: ConsumerState = subscription.state
+        if self._disconnected:
+            # The broker's close has disconnected (a subscribe it overtook closes its
+            # subscription after it): a command now would open a connection nobody
+            # closes. What the subscription leased runs out on its own.
+            self._refused.forget(subscription.topic, subscription.consumer)
+            await state.reader.close()
+            return
         try:
             try:
                 await confirm_lease(subscription, self._scripts["FETCH"], self._keeper)

@@ -189,6 +189,10 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, StreamP
         mine = int(self.options.visibility_timeout * 1000)
 
         def join() -> None:
+            # Not once the broker is closing: the subscribe ends with BrokerClosed
+            # anyway, and a call through the client the close closed would open a
+            # connection nobody closes.
+            self._check_open()
             create_group(self._client, key, subscription.group, start)
             create_group(self._client, state.wake_key, subscription.group, "$")
             # Listed in XINFO CONSUMERS from now on, not only after its first read.
@@ -198,7 +202,7 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, StreamP
             )
 
         self._reconnector.call(join, topic=subscription.topic)
-        if self.options.max_deliveries is not None:
+        if self.options.max_deliveries is not None and not self._closed:
             self._reaper.start()
 
     def _fetch(
@@ -369,6 +373,12 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, StreamP
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         state: StreamState = subscription.state
+        if self._disconnected:
+            # The broker's close has disconnected (a subscribe it overtook closes its
+            # subscription after it): a command now would open a connection nobody
+            # closes. What the subscription leased runs out on its own.
+            state.reader.close()
+            return
         try:
             super()._unsubscribe(subscription, unreturned)
         finally:
