@@ -102,9 +102,10 @@ def check_body_type(name: str, parameter: str, annotation: Any, body_type: Any) 
             raise InvalidOption(
                 f"handler {name} annotates its body parameter {parameter!r} with "
                 f"{annotation!r}, a generic dataclass whose type arguments hold the model "
-                f"{model}: brokerkit builds a dataclass's field of a pydantic model as "
-                f"decoded, so {model} would reach the handler unvalidated. Make {model} a "
-                "dataclass or a msgspec Struct, or annotate the body with a pydantic model"
+                f"{model}: brokerkit builds a dataclass itself, never with pydantic, so "
+                f"{model} would reach the handler unvalidated, as decoded data (a dict). "
+                f"Make {model} a dataclass or a msgspec Struct, or annotate the body with a "
+                "pydantic model"
             )
         return
     models = _models_within(_supertype(body_type))

@@ -135,7 +135,8 @@ class Builders:
 
     :raises InvalidOption: a field's annotation does not resolve, or holds a dataclass
         or a msgspec Struct in a form not built (``Sequence[Point]``, ``Point | Line``,
-        ``set[Point]``): it would reach the handler as decoded data; or a field keeps
+        ``set[Point]``), or a pydantic model (``Line``, ``list[Line]``, or through a
+        type variable): it would reach the handler as decoded data; or a field keeps
         a type variable its bases do not map while the type arguments hold a dataclass
         or a Struct; or holds a Struct msgspec cannot build (a field of a pydantic
         model); or a polymorphically recursive generic dataclass nests past
@@ -276,16 +277,12 @@ class Builders:
                 hint = hint.type
             declared_by = _declared_by(cls, field_name)
             written, hint = hint, _substituted(hint, variables.get(declared_by, {}))
-            if _free_type_variable(written) and (held_model := _pydantic_held(hint)):
-                where = "" if declared_by is cls else f" in its base {declared_by.__name__}"
-                pydantic_name = held_model.__name__
+            held_model = _pydantic_held(hint)
+            if held_model is not None:
                 raise InvalidOption(
-                    f"field {field_name!r} of dataclass {name}{_as_given(model)} is annotated "
-                    f"{_shown(written)}{where}, which the type arguments given make "
-                    f"{_shown(hint)}: brokerkit builds a dataclass's field of a pydantic "
-                    f"model as decoded, so {pydantic_name} would reach the handler "
-                    f"unvalidated. Make {pydantic_name} a dataclass or a msgspec "
-                    "Struct, or annotate the body with a pydantic model"
+                    _pydantic_refused(
+                        model, cls, declared_by, field_name, written, hint, held_model
+                    )
                 )
             held = _held_dataclass(model)
             if held is not None and _free_type_variable(hint):
@@ -344,10 +341,30 @@ def _what(built_type: Any) -> str:
     return "dataclass" if _dataclass_type(built_type) else "msgspec Struct"
 
 
+def _pydantic_refused(
+    model: Any, cls: Any, declared_by: Any, field_name: str, written: Any, hint: Any, held: Any
+) -> str:
+    """Why the field ``field_name`` of ``cls`` (as the body ``model`` gives it), annotated
+    ``written`` and ``hint`` once its type variables are replaced, which holds the
+    pydantic model ``held``, is refused."""
+    where = "" if declared_by is cls else f" in its base {declared_by.__name__}"
+    made = f", which the type arguments given make {_shown(hint)}" if written != hint else ""
+    model_name = held.__name__
+    return (
+        f"field {field_name!r} of dataclass {cls.__name__}{_as_given(model)} is annotated "
+        f"{_shown(written)}{where}{made}: {model_name} is a pydantic model, and brokerkit "
+        f"builds a dataclass itself, never with pydantic, so {model_name} would reach the "
+        f"handler unvalidated, as decoded data (a dict). Make {model_name} a dataclass or "
+        "a msgspec Struct, annotate the field with a type taken as decoded (dict, Any...) "
+        "and validate it in the handler, or annotate the body with a pydantic model"
+    )
+
+
 def _pydantic_held(hint: Any, depth: int = 0) -> Any:
     """The first pydantic model class ``hint`` is or holds (``Line``, ``list[Line]``,
     ``Line | None``, through ``Annotated`` and ``NewType``), None if none (or pydantic is
-    not imported: then no class is one)."""
+    not imported: then no class is one). The type arguments of a generic dataclass or
+    Struct are not looked into: its own fields are checked when it is built."""
     pydantic = sys.modules.get("pydantic")
     if pydantic is None or depth > 20:  # a type that nests without end
         return None
@@ -356,6 +373,9 @@ def _pydantic_held(hint: Any, depth: int = 0) -> Any:
         hint = unannotated(hint.__supertype__)
     if isinstance(hint, type) and issubclass(hint, pydantic.BaseModel):
         return hint
+    origin = typing.get_origin(hint)
+    if _dataclass_type(origin) or _struct_type(origin):
+        return None
     for argument in typing.get_args(hint):
         found = _pydantic_held(argument, depth + 1)
         if found is not None:

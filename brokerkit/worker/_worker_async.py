@@ -122,9 +122,10 @@ class AsyncWorker:
             dead-lettered with the error as the reason.
         :param name: the name shown in stats and logs (default: the function's).
         :raises InvalidOption: a bad parameter or signature, a second handler for
-            the same topic and group, or the worker is running. The parameters are checked when this is called,
-            before the function is given: a decorator left bare (``@worker.handler``
-            without its topic) raises at once rather than register nothing.
+            the same topic and group, or the worker is running. The parameters are
+            checked when this is called, before the function is given: a decorator left
+            bare (``@worker.handler`` without its topic) raises at once rather than
+            register nothing.
         :raises Unsupported: the broker (if already given) cannot do what the handler
             needs, such as a retry delay without DELAY.
         """
@@ -202,8 +203,9 @@ class AsyncWorker:
         """
         await self._serve(take_signals=True)
 
-    async def _serve(self, *, take_signals: bool) -> None:
-        """:meth:`run`, taking SIGINT and SIGTERM (in the main thread) or not."""
+    async def _serve(self, *, take_signals: bool, claim: _Claim | None = None) -> None:
+        """:meth:`run`, taking SIGINT and SIGTERM (in the main thread) or not; ``claim``
+        follows this run for the :meth:`running` block that started it."""
         broker = self.broker
         if broker is None:
             raise ConfigurationError(
@@ -220,6 +222,9 @@ class AsyncWorker:
             if self._running:
                 raise ConfigurationError("the worker is already running; run it once at a time")
             self._running = True
+            if claim is not None:
+                claim.began = True
+                self._stopped = self._stopped or claim.stop_asked
         try:
             await self._run(broker, take_signals)
         finally:
@@ -227,6 +232,8 @@ class AsyncWorker:
                 # consumed by this run; a stop made before it started was kept for it
                 self._stopped = self._abort = False
                 self._running = False
+                if claim is not None:
+                    claim.ended = True
 
     async def _run(self, broker: AsyncBroker, take_signals: bool) -> None:
         self.stopped_by = None
@@ -280,10 +287,11 @@ class AsyncWorker:
         """
         errors: list[BaseException] = []
         ended = Event()
+        claim = _Claim()
 
         async def work() -> None:
             try:
-                await self._serve(take_signals=False)
+                await self._serve(take_signals=False, claim=claim)
             except BaseException as exc:
                 errors.append(exc)
             finally:
@@ -298,7 +306,7 @@ class AsyncWorker:
         try:
             yield self
         finally:
-            self.stop()
+            self._stop_own_run(claim)
             # In steps: grace may be infinite, or longer than a thread's wait takes
             # (threading.TIMEOUT_MAX, some 292 years).
             deadline = time.monotonic() + self.grace + timeout
@@ -316,11 +324,30 @@ class AsyncWorker:
         ``asyncio.create_task(worker.run())`` (or a thread's ``start()``) is not lost
         because the run had not begun yet."""
         self._stopped = True
-        stop, cut_short = self._stop, self._cut_short
         if now:
             self._abort = True
-            if cut_short is not None:
-                cut_short.wake()
+        self._wake(now=now)
+
+    def _stop_own_run(self, claim: _Claim) -> None:
+        """Stop the run of a :meth:`running` block, if it is still going (or has yet to
+        begin), and no other: once that run has ended (a handler called :meth:`stop`,
+        or it raised), a stop would be kept for the worker's next run, which would then
+        drain at once."""
+        with self._guard:
+            if claim.ended:
+                return
+            if not claim.began:
+                claim.stop_asked = True
+                return
+            self._stopped = True
+        self._wake(now=False)
+
+    def _wake(self, *, now: bool) -> None:
+        """Have the run (if any) look at its stop flags now rather than at its next
+        tick."""
+        stop, cut_short = self._stop, self._cut_short
+        if now and cut_short is not None:
+            cut_short.wake()
         if stop is not None:
             stop.wake()
 
@@ -419,6 +446,21 @@ class AsyncWorker:
             if left <= 0:
                 break
             await cut_short.wait(min(left, _TICK))
+
+
+class _Claim:
+    """The run a :meth:`AsyncWorker.running` block started, as that block sees it;
+    read and written under the worker's ``_guard``."""
+
+    __slots__ = ("began", "ended", "stop_asked")
+
+    def __init__(self) -> None:
+        #: the run is going (it got past "already running"), or has gone
+        self.began = False
+        #: the run has ended, its stop flags cleared
+        self.ended = False
+        #: the block ended before the run began: the run drains as soon as it begins
+        self.stop_asked = False
 
 
 def _nothing_to_restore() -> None:
