@@ -7,6 +7,7 @@ as the :attr:`LogEntry.position` of the last entry it read.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -53,30 +54,37 @@ def check_position(position: str, what: str) -> str:
 
 
 def check_seconds(value: object, what: str) -> float:
-    """``value`` as a finite number of seconds, 0 or more; else an InvalidOption
-    naming ``what``. An int too large for a float is infinite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """``value`` as a finite float of seconds, 0 or more; else an InvalidOption
+    naming ``what``. Any real number passes (int, float, ``Fraction``, a numpy
+    scalar...), a bool does not; one too large for a float is infinite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidOption(
             f"{what} must be a number of seconds (int or float, 0 or more), "
             f"got {type(value).__name__}"
         )
+    huge = False
     try:
         seconds = float(value)
     except OverflowError:
-        seconds = math.inf
+        seconds, huge = math.inf, True
     if not math.isfinite(seconds) or seconds < 0:
-        shown = "a huge int" if isinstance(value, int) else repr(value)
+        shown = repr(value)
+        if huge:
+            shown = "a huge int" if isinstance(value, numbers.Integral) else "a huge number"
         raise InvalidOption(f"{what} must be a finite number of seconds, 0 or more, got {shown}")
     return seconds
 
 
 def check_count(count: object, what: str, low: int) -> int:
-    """``count`` if it is a whole number from ``low`` to :data:`MAX_COUNT`; else an
-    InvalidOption naming ``what``."""
-    if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= MAX_COUNT:
-        shown = "a huge int" if isinstance(count, int) and count > MAX_COUNT else repr(count)
+    """``count`` as an int if it is a whole number (an int, a numpy integer...; not a
+    bool) from ``low`` to :data:`MAX_COUNT`; else an InvalidOption naming ``what``."""
+    whole = None
+    if not isinstance(count, bool) and isinstance(count, numbers.Integral):
+        whole = int(count)
+    if whole is None or not low <= whole <= MAX_COUNT:
+        shown = "a huge int" if whole is not None and whole > MAX_COUNT else repr(count)
         raise InvalidOption(f"{what} must be a whole number from {low} to {MAX_COUNT}, got {shown}")
-    return count
+    return whole
 
 
 def group_start(start: str | None) -> str:

@@ -92,8 +92,8 @@ class StreamManagement:
         self._check_open()
         key = self.stream_key(topic)
         if timeout is not None:
-            check_seconds(timeout, "timeout")
-        check_count(batch, "batch", 1)
+            timeout = check_seconds(timeout, "timeout")
+        batch = check_count(batch, "batch", 1)
         position = after
         if after == "latest":
             with translate_errors(self.url, topic):
@@ -146,11 +146,14 @@ class StreamManagement:
                 pipe.delete(key(topic, "wake", group), key(topic, "delayed", group))
                 pipe.hdel(key(topic, "vt"), group)
                 pipe.hdel(key(topic, "lost"), group)
-                existed, *_ = await pipe.execute(raise_on_error=False)
+                existed, *cleared = await pipe.execute(raise_on_error=False)
             if isinstance(existed, ResponseError):
-                if "requires the key to exist" in str(existed):  # no stream, so no group
-                    return False
-                raise existed
+                if "requires the key to exist" not in str(existed):
+                    raise existed
+                existed = False  # no stream, so no group
+            for reply in cleared:  # what the backend keeps for the group, in keys of its own
+                if isinstance(reply, ResponseError):
+                    raise reply
             return bool(existed)
 
     async def delete_entries(self, topic: str, *positions: str) -> int:
@@ -180,7 +183,7 @@ class StreamManagement:
             # older than the clock: no entry is that old, and MINID 0 trims none
             minid = str(max(0, int((time.time() - check_seconds(max_age, "max_age")) * 1000)))
         else:
-            check_count(maxlen, "maxlen", 0)
+            maxlen = check_count(maxlen, "maxlen", 0)
         with translate_errors(self.url, topic):
             return int(
                 await self._client.xtrim(
@@ -237,9 +240,9 @@ async def read_log(
         position = "$"
     else:
         position = check_position(after, "after")
-    check_count(count, "count", 1)
+    count = check_count(count, "count", 1)
     if timeout is not None:
-        check_seconds(timeout, "timeout")
+        timeout = check_seconds(timeout, "timeout")
     # at most 2**53 ms (285,000 years): Redis takes no BLOCK past a signed 64-bit number
     block = None if not timeout else max(1, int(min(timeout * 1000, 2.0**53)))
     with translate_errors(url, topic):
