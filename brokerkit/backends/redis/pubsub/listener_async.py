@@ -272,11 +272,17 @@ class AsyncChannelListener:
                     await link.send(b"".join(self._conn.pack_command("PING")))
 
     def nudge(self) -> None:
-        """Make the read under way return soon with what it has, from any thread and
-        without waiting: a PING is written, whose answer ends the reader's wait (its
-        subscription is closing: the close need not wait out the read). Over TLS in
-        threads nothing may be written under the reader: its read ends at its
-        deadline, about a second at most."""
+        """Make the read under way return soon with what it has, from any thread: a
+        PING is written, whose answer ends the reader's wait (its subscription is
+        closing: the close need not wait out the read). Under asyncio the PING is
+        handed to the connection's event loop and this returns at once; in threads it
+        is written here, after another thread's write under way, as fast as the
+        socket takes it (a server that stopped reading: up to the socket timeout, 5 s
+        by default), and dropped if that fails. Over TLS in threads nothing may be
+        written under the reader: its read ends at its deadline, about a second at
+        most. Nor is a wait between two reconnect attempts woken: it ends at the
+        fetch's deadline, a second at most (a connect attempt under way, within its
+        connect timeout)."""
         self._woken = True  # a read about to begin returns at once too
         link = self._link
         if link is not None and self._reading.locked():

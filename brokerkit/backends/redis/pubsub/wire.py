@@ -14,8 +14,11 @@ interface (a method marked *async* is a coroutine on the asyncio side):
 - *async* ``fill(timeout)``: wait up to ``timeout`` seconds (0: not at all) for more
   of the server's bytes and take them in; whether any came.
 - *async* ``send(data)``: write a packed command.
-- ``nudge(data)``: write a packed command from any thread without waiting for it
-  (it is dropped if it cannot be written at once), to end a reader's wait.
+- ``nudge(data)``: write a packed command from any thread, to end a reader's wait; a
+  failed write drops it. The sync wires write it in the calling thread, after another
+  thread's write under way, as fast as the socket takes it (a full send buffer: up to
+  the socket timeout), and not at all over TLS; the asyncio wires hand it to the
+  connection's event loop and return at once.
 - ``interrupt()``: end the connection at once, which wakes a reader.
 - ``may_send_under_reader``: whether ``send`` may be used while another thread reads.
 
