@@ -49,3 +49,10 @@ def test_asyncio_refuses_the_same(redis_server: RedisServer) -> None:
                 broker.gaps(thing)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("thing", ["t" * 100_000, list(range(100_000))], ids=["str", "list"])
+def test_a_huge_argument_is_shown_short(redis_server: RedisServer, thing: Any) -> None:
+    with _connect(redis_server) as broker, pytest.raises(DeliveryError, match=REFUSED) as info:
+        broker.gaps(thing)
+    assert len(str(info.value)) < 300, str(info.value)[:300]

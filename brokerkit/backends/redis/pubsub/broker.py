@@ -19,6 +19,7 @@ import contextvars
 import functools
 import inspect
 import os
+import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -60,6 +61,9 @@ __all__ = ["RedisPubSubBroker"]
 _COUNTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "brokerkit_pubsub_counts", default=None
 )
+#: How gaps() shows what it refused: a huge argument cut short.
+_shown = reprlib.Repr()
+_shown.maxstring = _shown.maxother = 120
 
 
 @one_loop
@@ -379,7 +383,7 @@ class RedisPubSubBroker(Broker):
         ):
             raise DeliveryError(
                 f"gaps() takes a subscription of {self!r} (one its subscribe() returned), "
-                f"got {subscription!r}"
+                f"got {_shown.repr(subscription)}"
             )
         return tuple(state.gaps)
 

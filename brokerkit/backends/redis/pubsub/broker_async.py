@@ -17,6 +17,7 @@ import contextvars
 import functools
 import inspect
 import os
+import reprlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -58,6 +59,9 @@ __all__ = ["AsyncRedisPubSubBroker"]
 _COUNTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "brokerkit_pubsub_counts", default=None
 )
+#: How gaps() shows what it refused: a huge argument cut short.
+_shown = reprlib.Repr()
+_shown.maxstring = _shown.maxother = 120
 
 
 @one_loop
@@ -381,7 +385,7 @@ class AsyncRedisPubSubBroker(AsyncBroker):
         ):
             raise DeliveryError(
                 f"gaps() takes a subscription of {self!r} (one its subscribe() returned), "
-                f"got {subscription!r}"
+                f"got {_shown.repr(subscription)}"
             )
         return tuple(state.gaps)
 
