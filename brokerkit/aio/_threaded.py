@@ -324,6 +324,7 @@ def _twin_options(subscription: Subscription | AsyncSubscription) -> dict[str, A
         "group": subscription.group,
         "consumer": subscription.consumer,
         "prefetch": subscription.prefetch,
+        "prefetch_bytes": subscription.prefetch_bytes,
         "start": subscription.start,
         "pattern": subscription.pattern,
     }

@@ -96,6 +96,8 @@ class Reader:
         self.leases: dict[int, Lease] = {}
         self.consumer_tag: str | None = None
         self.qos = 0
+        #: The largest payload handed to the subscription, in bytes (its batch).
+        self.largest = 0
         #: The subscription is closed: close the channel once the last lease is settled.
         self.retiring = False
         #: RabbitMQ closed :attr:`channel` on its own (why), found by whichever call
@@ -269,6 +271,39 @@ class Reader:
         """Whether the deliveries it handed out and holds unsettled fill its consumer's
         ``basic.qos``, so that the server will push it nothing more."""
         return len(self.leases) - len(self.inbox) >= self.qos
+
+    def misfit(self, limit: int) -> bool:
+        """Whether its consumer was registered with a ``basic.qos`` other than a fetch
+        of ``limit`` would register now: a subscription's batch changes with
+        ``prefetch_bytes`` (one message until it has seen one, then as many as fit at
+        the largest size seen). RabbitMQ keeps a consumer's prefetch for its life, so
+        one registered for a bigger batch would go on being pushed that many (messages
+        held from the group's other members, in this process's memory), and one for a
+        smaller batch one at a time: it is cancelled (see :meth:`handed`), and the next
+        fetch that waits registers anew."""
+        return self.consumer_tag is not None and self.qos != min(limit, _MAX_QOS)
+
+    def handed(self, link: Link, taken: list[Delivery]) -> None:
+        """A fetch hands ``taken`` to the subscription: cancel the consumer now if the
+        subscription's next batch, with these payloads seen, is not its qos any more
+        (see :meth:`misfit`), before RabbitMQ pushes it more of them."""
+        for delivery in taken:
+            self.largest = max(self.largest, len(delivery.payload))
+        if self.misfit(self.next_batch()):
+            self.stop_waiting(link)
+
+    def next_batch(self) -> int:
+        """How many messages the subscription's next fetch asks for (as
+        :class:`~brokerkit.Subscription` reckons it): its ``prefetch``, and with
+        ``prefetch_bytes`` no more than fit at the largest payload it was handed (one
+        before any)."""
+        subscription = self.subscription
+        budget = subscription.prefetch_bytes
+        if budget is None:
+            return subscription.prefetch
+        if not self.largest:
+            return 1
+        return max(1, min(subscription.prefetch, budget // self.largest))
 
     def hand_out(self, limit: int) -> list[Delivery]:
         """Up to ``limit`` pushed deliveries from the inbox; their leases start now (and

@@ -224,9 +224,12 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         recovered = 0
         while True:
             try:
-                if reader.consumer_tag is not None and reader.saturated():
+                if reader.consumer_tag is not None and (
+                    reader.saturated() or reader.misfit(max_messages)
+                ):
                     # It holds as many unsettled deliveries as its qos lets the server
-                    # push: only basic.get can bring it another.
+                    # push (only basic.get can bring it another), or its qos is not
+                    # this fetch's batch any more.
                     link.call(lambda: reader.stop_waiting(link), on_channel_error=reset)
                 pull = reader.consumer_tag is None
                 taken = link.call(
@@ -259,6 +262,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             taken = reader.hand_out(limit)
         limit_ = self.options.max_deliveries
         if limit_ is None:
+            reader.handed(link, taken)
             return taken
         kept = []
         for delivery in taken:
@@ -275,6 +279,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                 )
             else:
                 kept.append(delivery)
+        reader.handed(link, kept)
         return kept
 
     def _reset(self, reader: Reader) -> None:
