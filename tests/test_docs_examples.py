@@ -1,6 +1,6 @@
 """The Python blocks of the docs run, as a reader would paste them.
 
-On every page of ``PAGES`` a block that starts with ``import`` and imports brokerkit
+On every page of ``PAGES`` a block that starts with its imports and imports brokerkit
 runs as it is. On the pages of ``CHECKED`` every Python block runs, or says in the
 page's source, on the line right before it, why and how not:
 
@@ -54,7 +54,7 @@ _IMPORTS_BROKERKIT = re.compile(r"^(import brokerkit|from brokerkit[. ])", re.MU
 
 
 def _self_contained(block: str) -> bool:
-    return bool(block.startswith("import ") and _IMPORTS_BROKERKIT.search(block))
+    return bool(block.startswith(("import ", "from ")) and _IMPORTS_BROKERKIT.search(block))
 
 
 def _self_contained_blocks(*paths: str) -> list[tuple[str, str]]:
@@ -146,6 +146,7 @@ CHECKED = (
     "docs/patterns.md",
     "docs/concepts.md",
     "docs/demo.md",
+    "docs/delays.md",
     "docs/observability.md",
     "docs/backends/memory.md",
     "docs/backends/redis-list.md",
