@@ -74,6 +74,7 @@ PAGES = (
     "docs/quickstart.md",
     "docs/asyncio.md",
     "docs/delays.md",
+    "docs/asyncio.md",
     "docs/observability.md",
     "docs/workers.md",
 )
@@ -147,6 +148,7 @@ CHECKED = (
     "docs/concepts.md",
     "docs/demo.md",
     "docs/delays.md",
+    "docs/asyncio.md",
     "docs/observability.md",
     "docs/backends/memory.md",
     "docs/backends/redis-list.md",
