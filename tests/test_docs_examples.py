@@ -74,7 +74,6 @@ PAGES = (
     "docs/quickstart.md",
     "docs/asyncio.md",
     "docs/delays.md",
-    "docs/asyncio.md",
     "docs/observability.md",
     "docs/workers.md",
 )
@@ -149,6 +148,7 @@ CHECKED = (
     "docs/demo.md",
     "docs/delays.md",
     "docs/asyncio.md",
+    "docs/workers.md",
     "docs/observability.md",
     "docs/backends/memory.md",
     "docs/backends/redis-list.md",
