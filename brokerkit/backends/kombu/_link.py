@@ -40,6 +40,7 @@ from brokerkit.backends.kombu._confirms import Confirms
 from brokerkit.backends.kombu._connection import kombu_connection
 from brokerkit.backends.kombu._names import Names
 from brokerkit.backends.kombu._options import KombuAMQPOptions
+from brokerkit.backends.kombu._readable import wait_readable
 from brokerkit.backends.kombu._topology import Topology
 from brokerkit.exceptions import (
     BrokerClosed,
@@ -395,6 +396,16 @@ class Link(Topology):
             self._connection.heartbeat_check()
             return False
         return True
+
+    def await_frames(self, seconds: float) -> None:
+        """Wait, holding no lock, up to ``seconds`` for the connection's socket to have
+        something to read (see :mod:`._readable`); the caller then reads it under the
+        lock (:meth:`take_in`). Returns at once without a connection (the next call
+        reconnects)."""
+        sock = self._socket()
+        if sock is None or not self._connection.connected:
+            return
+        wait_readable(sock, seconds)
 
     def take_in(self) -> None:
         """Dispatch what the server sent meanwhile, without waiting (call under the

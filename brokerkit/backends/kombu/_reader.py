@@ -280,7 +280,7 @@ class Reader:
         one registered for a bigger batch would go on being pushed that many (messages
         held from the group's other members, in this process's memory), and one for a
         smaller batch one at a time: it is cancelled (see :meth:`handed`), and the next
-        fetch that waits registers anew."""
+        fetch that waits registers anew (:meth:`listen`)."""
         return self.consumer_tag is not None and self.qos != min(limit, _MAX_QOS)
 
     def handed(self, link: Link, taken: list[Delivery]) -> None:
@@ -327,10 +327,12 @@ class Reader:
             lease: Lease = delivery.receipt
             lease.deadline = max(lease.deadline, deadline)
 
-    def wait(self, link: Link, limit: int, seconds: float) -> None:
-        """Listen as a consumer for up to ``seconds``; what arrives goes to the inbox.
+    def listen(self, link: Link, limit: int) -> None:
+        """Register as a consumer (if it is not one already): what RabbitMQ pushes goes
+        to the inbox, as any call reads it. The fetch then waits for the socket without
+        the link's lock (:meth:`Link.await_frames`), and reads under it.
 
-        The consumer stays registered after the wait, so that a subscription being
+        The consumer stays registered after the fetch, so that a subscription being
         read in a loop is pushed its next message (up to ``basic.qos`` = its prefetch)
         without a ``basic.get``, ``basic.consume`` and ``basic.cancel`` each time:
         on a quorum queue each of those is a Raft command. It is cancelled when the
@@ -346,10 +348,9 @@ class Reader:
             self.consumer_tag = channel.basic_consume(
                 self.queue, callback=arrived, on_cancel=_cancelled(self)
             )
-        link.drain(seconds)
 
     def stop_waiting(self, link: Link) -> None:
-        """Cancel the consumer :meth:`wait` registered; what it was sent until the
+        """Cancel the consumer :meth:`listen` registered; what it was sent until the
         server confirmed lands in the inbox."""
         tag, self.consumer_tag = self.consumer_tag, None
         channel = self.channel

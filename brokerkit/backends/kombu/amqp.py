@@ -71,8 +71,9 @@ from brokerkit.exceptions import (
 __all__ = ["DeclaredNames", "KombuAMQPBroker"]
 
 
-#: The longest one wait on the socket holds the connection's lock, so that acks,
-#: publishes and the reaper from other threads get their turn.
+#: The longest a receive waits for the socket before it looks again (the broker
+#: closing, its own deadline; over TLS, what another read left in the TLS layer).
+#: It waits holding no lock (see :mod:`._readable`).
 _SLICE = 0.05
 #: How many channels RabbitMQ closed on its own one fetch goes on after.
 _RECOVERIES = 2
@@ -239,9 +240,11 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                 remaining = deadline - time.monotonic()
                 if taken or subscription.closed or self._closed or remaining <= 0:
                     return taken
-                # The consumer stays registered after this fetch (see Reader.wait).
-                wait = functools.partial(reader.wait, link, max_messages, min(remaining, _SLICE))
-                link.call(wait, on_channel_error=reset)
+                # The consumer stays registered after this fetch (see Reader.listen).
+                listen = functools.partial(reader.listen, link, max_messages)
+                link.call(listen, on_channel_error=reset)
+                # Watched without the lock: what comes is read by the next _take.
+                link.await_frames(min(remaining, _SLICE))
             except BrokerError as exc:
                 # RabbitMQ closed the channel on its own, and this fetch read the close
                 # (waiting for an answer on it): the channel is dropped (reset), as when
@@ -258,6 +261,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         if pull:
             taken = reader.take(link, limit)
         else:
+            link.take_in()  # (what was pushed, to whichever subscription)
             reader.live_channel(link)  # (a lost one's inbox goes with it)
             taken = reader.hand_out(limit)
         limit_ = self.options.max_deliveries
