@@ -348,8 +348,13 @@ class Link(Topology):
     # -- channels -----------------------------------------------------------------
 
     def channel(self) -> Any:
-        """A new channel of the current connection (call under the lock)."""
-        return self._connection.channel()
+        """A new channel of the current connection (call under the lock). Bodies come
+        as sent: py-amqp would decode one whose ``content_encoding`` names a text
+        encoding (another program's ``utf-16``, ``latin-1``) into a str, which reached
+        the application re-encoded in UTF-8."""
+        channel = self._connection.channel()
+        channel.auto_decode = False
+        return channel
 
     def frame_max(self) -> int:
         """The largest frame of the connection, in bytes, as RabbitMQ set it in the
@@ -360,7 +365,7 @@ class Link(Topology):
         """The channel messages are published on, with publisher confirms on."""
         channel = self._publisher
         if channel is None or not channel.is_open:
-            channel = self._connection.channel()
+            channel = self.channel()
             channel.confirm_select()
             self.confirms = Confirms()
             channel.events["basic_ack"].add(self.confirms.acked)
