@@ -11,6 +11,7 @@ from typing import Any
 from kombu.connection import Connection as KombuConnection
 
 from brokerkit._url import BrokerURL
+from brokerkit.backends.kombu._frames import frame_handler
 from brokerkit.backends.kombu._options import KombuAMQPOptions
 
 __all__ = ["is_tls", "kombu_connection", "tls_settings"]
@@ -54,5 +55,9 @@ def kombu_connection(url: BrokerURL, options: KombuAMQPOptions, name: str) -> An
         ssl=tls_settings(url, options) if tls else False,
         connect_timeout=options.connect_timeout,
         heartbeat=options.heartbeat,
-        transport_options={"client_properties": {"connection_name": name}},
+        transport_options={
+            "client_properties": {"connection_name": name},
+            # (a message whose properties are not UTF-8 is read, not raised: see there)
+            "frame_handler": frame_handler,
+        },
     )
