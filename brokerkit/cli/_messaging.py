@@ -20,7 +20,7 @@ from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
 from brokerkit._serializers import encode_body
 from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
-from brokerkit.cli._output import err, printable, writable
+from brokerkit.cli._output import cell, err, for_terminal, printable
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerClosed, InvalidMessage, StaleDelivery, Unsupported
 
@@ -307,6 +307,14 @@ def _seconds(value: float | None) -> float | None:
     return value
 
 
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (False for a closed or detached one)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
     while chunk := list(islice(items, size)):
         yield chunk
@@ -357,13 +365,17 @@ def consume(
     messages go back to the topic; the exit status is then 130. A body that does not
     decode by its content type is printed raw (undecodable bytes replaced; with --json,
     as ``body_raw`` or ``body_base64`` beside ``undecodable``), noted on stderr, and
-    settled like any other: one bad message never stops the command.
+    settled like any other: one bad message never stops the command. On a terminal,
+    a control character of a body (an escape sequence) is shown as a backslash escape
+    (\\x1b), line feeds and tabs as they are; a pipe or a file gets the bodies as
+    they are.
 
     Prefer --count to a pipe into head: lines written to the pipe that head never
     read were acked too. A message that could not be written (stdout closed) goes
     back to the topic, and the exit status is then 1.
     """
     received = handed = 0
+    terminal = _is_terminal(sys.stdout)
     held: list[Delivery] = []
     unprinted: list[Delivery] = []
     with connect(url) as broker, stop_on_interrupt() as stop:
@@ -393,6 +405,8 @@ def consume(
                     # Printing and settling form one step: Ctrl-C only sets `stop`,
                     # so a message is never printed and left unsettled, or acked unprinted.
                     text, problem = printable(delivery, as_json)
+                    if terminal:  # data for the eyes: a body commands the terminal nothing
+                        text = for_terminal(text, json_text=as_json)
                     try:
                         sys.stdout.write(text + "\n")
                         sys.stdout.flush()
@@ -403,7 +417,7 @@ def consume(
                         raise
                     if problem:
                         note = f"message {delivery.id}: undecodable, printed raw: {problem}"
-                        err.print(escape(writable(note, err)))
+                        err.print(cell(note, err))
                     if no_ack:
                         held.append(delivery)
                     else:

@@ -395,6 +395,25 @@ def visible(text: str) -> str:
     return text.translate(_CONTROL_ESCAPES)
 
 
+#: On a terminal, what ``consume`` prints: the control characters of :func:`visible`
+#: but the line feed and the tab, which lay a body out and command the terminal nothing.
+_TERMINAL_ESCAPES = {
+    code: escaped for code, escaped in _CONTROL_ESCAPES.items() if chr(code) not in "\n\t"
+}
+#: In JSON text (whose C0 controls json.dumps already escapes), DEL and C1 as the
+#: ``\u00XX`` escape of the same character: the same JSON value.
+_JSON_TERMINAL_ESCAPES = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
+
+
+def for_terminal(text: str, *, json_text: bool = False) -> str:
+    """``text`` (a line ``consume`` prints) safe to show on a terminal: every control
+    character but the line feed and the tab written as a visible escape, so that a
+    message body cannot clear the screen, move the cursor or retitle the window
+    (``\x1b``, ``\x07``, ``\x9b`` shown as such); with ``json_text``, ``text`` is JSON
+    and stays valid JSON of the same value (``\u009b``)."""
+    return text.translate(_JSON_TERMINAL_ESCAPES if json_text else _TERMINAL_ESCAPES)
+
+
 def cell(value: Any, stream: Console | None = None) -> str:
     """``value`` as rich markup that shows it as it is, for a human-readable table's
     cell or title, or a note on the terminal: control characters made
