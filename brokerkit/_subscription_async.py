@@ -49,7 +49,7 @@ _FAST_LIMIT = 1e18
 _CLOSE_WAIT = 60.0
 #: The subscription whose fetch is running in this thread: a close called from within
 #: that fetch (a backend's callback, such as redis+pubsub's ``on_gap``) cannot wait for
-#: the fetch to end. Threads only: an asyncio callback cannot await a close, and the
+#: the fetch to end. Threads only: no asyncio callback can wait for a close, and the
 #: tasks it starts copy this context, so their closes must not take it for their own.
 _FETCHING_HERE: contextvars.ContextVar[AsyncSubscription | None] = contextvars.ContextVar(
     "brokerkit_fetching_here", default=None
