@@ -183,7 +183,7 @@ def rescue(
 
     Stuck means held by a consumer that died, or past the visibility timeout. With
     --every, one line per round goes to stderr; Ctrl-C stops after the round under way
-    (exit status 130).
+    (exit status 130), a second Ctrl-C at once.
     """
     if every is not None and not (math.isfinite(every) and 0 < every <= MAX_SECONDS):
         raise typer.BadParameter(
@@ -196,7 +196,7 @@ def rescue(
         if every is None:
             out.print(_count(step(topic)))
             return
-        with stop_on_interrupt() as stop:
+        with stop_on_interrupt(twice_stops=True) as stop:
             err.print(
                 cell(f"rescuing {topic!r} on {broker.url} every {every:g} s; Ctrl-C stops", err)
             )
@@ -234,6 +234,11 @@ class Interrupt:
         self._flag = False
         #: Inside :meth:`raising`: a signal also raises KeyboardInterrupt.
         self._raise = False
+        #: Whether a second signal raises KeyboardInterrupt (see stop_on_interrupt).
+        self.twice_stops = False
+        #: How deep inside :meth:`critical`, and whether a second signal came there.
+        self._critical = 0
+        self._forced = False
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_writer.setblocking(False)
 
@@ -266,6 +271,35 @@ class Interrupt:
         finally:
             self._raise = False
 
+    def signalled(self, signum: int) -> None:
+        """What the signal handler does: set the event (the first signal's number kept),
+        and raise :class:`KeyboardInterrupt` inside :meth:`raising`, or, with
+        ``twice_stops``, on a second signal outside :meth:`critical` (inside, once it
+        ends)."""
+        again = self._flag
+        if self.signum is None:
+            self.signum = signum
+        self.set()
+        if self._raise:
+            raise KeyboardInterrupt
+        if again and self.twice_stops:
+            if self._critical:
+                self._forced = True
+            else:
+                raise KeyboardInterrupt
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        """A step that a second signal must not cut in two (a message printed and not
+        yet acked): such a signal raises :class:`KeyboardInterrupt` once it is done."""
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if self._forced and not self._critical:
+            raise KeyboardInterrupt
+
     def close(self) -> None:
         """Release the socket pair."""
         self._wake_reader.close()
@@ -282,21 +316,25 @@ class Interrupt:
 
 
 @contextmanager
-def stop_on_interrupt() -> Iterator[Interrupt]:
+def stop_on_interrupt(*, twice_stops: bool = False) -> Iterator[Interrupt]:
     """An event that Ctrl-C (SIGINT) or SIGTERM sets, instead of raising in the middle
     of whatever is running; the caller checks it at a safe point, and calls
-    :meth:`Interrupt.exit_if_interrupted` once it has cleaned up."""
+    :meth:`Interrupt.exit_if_interrupted` once it has cleaned up.
+
+    :param twice_stops: a second signal raises :class:`KeyboardInterrupt` (exit status
+        130) outside the steps marked :meth:`Interrupt.critical`: a command waiting on a
+        broker that does not answer (a connection being made, a fetch) stops at once
+        instead of at the driver's timeout.
+    """
     stop = Interrupt()
+    stop.twice_stops = twice_stops
     try:
         if threading.current_thread() is not threading.main_thread():
             yield stop
             return
 
         def handler(signum: int, frame: Any) -> None:
-            stop.signum = signum
-            stop.set()
-            if stop._raise:
-                raise KeyboardInterrupt
+            stop.signalled(signum)
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -107,6 +107,7 @@ def move_dead_letters(
     :param wait: how long to wait for the next dead letter before taking all as read.
     :param stop: once set (by Ctrl-C, say), reading ends after the dead letter in hand
         is moved (republished *and* acked) or listed; the rest are left where they are.
+        A second signal that raises (``twice_stops``) waits for that move to be done.
     :returns: every dead letter read, with ``moved_to`` set for those moved (or, in a
         dry run, those that would be), ``error`` for those that could not be.
     """
@@ -133,7 +134,10 @@ def move_dead_letters(
                 target = delivery.headers.get(ORIGIN_HEADER, topic)
                 if dry_run:
                     keep.append(delivery)
-                else:
+                    listed.append(_describe(delivery, topic, target))
+                    continue
+                # never cut between its republish and its ack (a second Ctrl-C waits)
+                with nullcontext() if stop is None else stop.critical():
                     try:
                         _republish(broker, delivery, target)
                     except BrokerError as exc:
@@ -144,7 +148,7 @@ def move_dead_letters(
                         keep.append(delivery)
                         raise
                     delivery.ack()
-                listed.append(_describe(delivery, topic, target))
+                    listed.append(_describe(delivery, topic, target))
         finally:
             if keep:
                 broker.nack(*keep, requeue=True)
@@ -219,7 +223,8 @@ def dlq(
     dead-letter topic's default group) and those not moved are handed back; on a
     backend that counts deliveries, listing counts one on each (max_deliveries is not
     applied here). Ctrl-C stops after the dead letter in hand is moved, never between
-    its republish and its removal; the exit status is then 130. A backend without
+    its republish and its removal; the exit status is then 130. A second Ctrl-C
+    stops at once (a broker that does not answer), never inside a move. A backend without
     dead letters is an error.
     """
     if not (math.isfinite(wait) and wait >= 0):
@@ -229,7 +234,7 @@ def dlq(
     if every and ids:
         raise typer.BadParameter("give --all or --id, not both", param_hint="--all")
     # max_deliveries=None: reading a dead letter must never dead-letter it again.
-    with connect(url, max_deliveries=None) as broker, stop_on_interrupt() as stop:
+    with connect(url, max_deliveries=None) as broker, stop_on_interrupt(twice_stops=True) as stop:
         broker.require(Capability.DEAD_LETTER, "keep dead letters to list or move back")
         listed = move_dead_letters(
             broker, topic, ids=ids or (), every=every, dry_run=dry_run, wait=wait, stop=stop

@@ -362,7 +362,9 @@ def consume(
     """Print messages from a topic on stdout, acking each once it is printed.
 
     Ctrl-C stops after the message in hand is printed and settled; prefetched
-    messages go back to the topic; the exit status is then 130. A body that does not
+    messages go back to the topic; the exit status is then 130. A second Ctrl-C
+    stops at once (a broker that does not answer), but never between a message's
+    printing and its ack. A body that does not
     decode by its content type is printed raw (undecodable bytes replaced; with --json,
     as ``body_raw`` or ``body_base64`` beside ``undecodable``), noted on stderr, and
     settled like any other: one bad message never stops the command. On a terminal,
@@ -378,7 +380,7 @@ def consume(
     terminal = _is_terminal(sys.stdout)
     held: list[Delivery] = []
     unprinted: list[Delivery] = []
-    with connect(url) as broker, stop_on_interrupt() as stop:
+    with connect(url) as broker, stop_on_interrupt(twice_stops=True) as stop:
         if no_ack:
             _require_hand_back(broker)
         subscription = broker.subscribe(topic, group=group, prefetch=prefetch, pattern=pattern)
@@ -402,27 +404,29 @@ def consume(
                             break
                         continue
                     idle = 0.0
-                    # Printing and settling form one step: Ctrl-C only sets `stop`,
-                    # so a message is never printed and left unsettled, or acked unprinted.
-                    text, problem = printable(delivery, as_json)
-                    if terminal:  # data for the eyes: a body commands the terminal nothing
-                        text = for_terminal(text, json_text=as_json)
-                    try:
-                        sys.stdout.write(text + "\n")
-                        sys.stdout.flush()
-                    except OSError:
-                        # stdout is gone (`| head -2` exited) or full: not printed, so
-                        # handed back below with those held, not left leased.
-                        unprinted.append(delivery)
-                        raise
-                    if problem:
-                        note = f"message {delivery.id}: undecodable, printed raw: {problem}"
-                        err.print(cell(note, err))
-                    if no_ack:
-                        held.append(delivery)
-                    else:
-                        delivery.ack()
-                    received += 1
+                    # Printing and settling form one step: Ctrl-C only sets `stop`
+                    # (a second one raises once the step is done), so a message is never
+                    # printed and left unsettled, or acked unprinted.
+                    with stop.critical():
+                        text, problem = printable(delivery, as_json)
+                        if terminal:  # data for the eyes: a body commands the terminal nothing
+                            text = for_terminal(text, json_text=as_json)
+                        try:
+                            sys.stdout.write(text + "\n")
+                            sys.stdout.flush()
+                        except OSError:
+                            # stdout is gone (`| head -2` exited) or full: not printed, so
+                            # handed back below with those held, not left leased.
+                            unprinted.append(delivery)
+                            raise
+                        if problem:
+                            note = f"message {delivery.id}: undecodable, printed raw: {problem}"
+                            err.print(cell(note, err))
+                        if no_ack:
+                            held.append(delivery)
+                        else:
+                            delivery.ack()
+                        received += 1
         finally:
             if unprinted and Capability.ACK in broker.capabilities and not broker.closed:
                 with suppress(StaleDelivery):  # its lease ran out: it is back already
