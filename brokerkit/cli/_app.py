@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -102,8 +104,37 @@ def run(argv: list[str]) -> int:
     line that says what failed. A program that configured logging keeps its own.
     """
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    with _library_logging(argv, debug):
+    with _library_logging(argv, debug), _no_lost_interrupt():
         return _run(argv, debug)
+
+
+#: How long after a Ctrl-C lost in a finaliser it is delivered again: time for the
+#: garbage collector's run (and the hook) to end, so that it lands in the command.
+_REDELIVER_AFTER = 0.05
+
+
+@contextmanager
+def _no_lost_interrupt() -> Iterator[None]:
+    """While a command runs, a Ctrl-C is never lost. Python raises the KeyboardInterrupt
+    of SIGINT in whatever Python code the main thread runs next; when that is a
+    finaliser (a weakref callback or a ``__del__`` that the garbage collector runs),
+    Python prints "Exception ignored in ..." and drops it, and the command went on as
+    if no Ctrl-C had come (the demo's flash sale ran for minutes). Such an interrupt is
+    delivered again, as SIGINT to the main thread, from a timer thread, once the
+    finaliser has returned. Any other unraisable exception goes to the hook before."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            threading.Timer(_REDELIVER_AFTER, _thread.interrupt_main).start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _run(argv: list[str], debug: bool) -> int:
