@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import inspect
 import logging
 import os
 import sys
@@ -146,6 +147,7 @@ def _run(argv: list[str], debug: bool) -> int:
 def _run_remembering(argv: list[str], debug: bool, shown: list[str]) -> int:
     try:
         command = typer.main.get_command(build_app())
+        _unwrap_help(command)
         status = command.main(args=argv, prog_name="brokerkit", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -277,6 +279,22 @@ class _OneLine(logging.Formatter):
         if exc is not None:
             text += f" ({type(exc).__name__}: {exc})"
         return " ".join(text.split())
+
+
+def _unwrap_help(command: Any) -> None:
+    """Make each paragraph of the help of ``command`` and its subcommands one line, for
+    rich to wrap to the terminal: typer's rich help keeps a docstring's line breaks
+    within a paragraph, so at any width but the source's the text was ragged, and a
+    command's summary in ``brokerkit --help`` broke mid-sentence. A paragraph that
+    starts with ``\\b`` (click's "keep as it is") is kept as it is."""
+    help_text = getattr(command, "help", None)
+    if isinstance(help_text, str):
+        paragraphs = inspect.cleandoc(help_text).split("\n\n")
+        command.help = "\n\n".join(
+            p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs
+        )
+    for sub in getattr(command, "commands", {}).values():
+        _unwrap_help(sub)
 
 
 def _usage_message(exc: Exception) -> str:
