@@ -33,7 +33,14 @@ from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError, ConfigurationError
 
-__all__ = ["CHILD_URL_ENV", "Outcome", "promise_of", "register", "run_contracts"]
+__all__ = [
+    "CHILD_URL_ENV",
+    "Outcome",
+    "SuiteRefusedArguments",
+    "promise_of",
+    "register",
+    "run_contracts",
+]
 
 #: How the child pytest receives the URL to check.
 CHILD_URL_ENV = "BROKERKIT_CHECK_URL"
@@ -186,6 +193,7 @@ def run_contracts(
     waited for, then the keys are deleted, then the run exits.
 
     :raises ConfigurationError: pytest or the contract suite is not installed.
+    :raises SuiteRefusedArguments: pytest refused ``extra`` (exit status 4): nothing ran.
     :raises BrokerError: the suite could not run at all.
     :raises typer.Exit: a signal stopped the run (status 128 + its number: 130, 143).
     """
@@ -244,12 +252,26 @@ def run_contracts(
             status = child.wait()
         output = log.read_text(errors="replace")
     stop.exit_if_interrupted()
+    if status == _PYTEST_USAGE_ERROR and not outcomes:
+        errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
+        raise SuiteRefusedArguments(
+            " | ".join(errors or output.strip().splitlines()[-3:]).removeprefix("ERROR: ")
+        )
     if status not in (0, 1) and not outcomes:
         tail = output.strip().splitlines()[-3:]
         raise BrokerError(
             f"the contract suite did not run (pytest exit status {status}): " + " | ".join(tail)
         )
     return status, outcomes
+
+
+#: pytest's exit status for arguments it refuses (``pytest.ExitCode.USAGE_ERROR``).
+_PYTEST_USAGE_ERROR = 4
+
+
+class SuiteRefusedArguments(BrokerError):
+    """The child pytest refused the arguments it was given (a ``-k`` expression that
+    does not parse): nothing ran."""
 
 
 def _follow(
@@ -315,12 +337,19 @@ def check(
             bar.console.print(f"{_STYLE[outcome.status]}  {escape(name)}{why}", soft_wrap=True)
             bar.advance(task)
 
-        status, outcomes = run_contracts(
-            parsed.render(hide_password=False),
-            ["-k", keyword] if keyword else None,
-            on_total,
-            on_outcome,
-        )
+        try:
+            status, outcomes = run_contracts(
+                parsed.render(hide_password=False),
+                ["-k", keyword] if keyword else None,
+                on_total,
+                on_outcome,
+            )
+        except SuiteRefusedArguments as exc:
+            if keyword is None:
+                raise
+            raise typer.BadParameter(
+                f"pytest refused {keyword!r}: {exc}", param_hint="-k"
+            ) from None
     totals = {s: sum(1 for o in outcomes if o.status == s) for s in ("pass", "skip", "fail")}
     summary = f"{totals['pass']} passed, {totals['skip']} skipped, {totals['fail']} failed"
     out.print(summary)
