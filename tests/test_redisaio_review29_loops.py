@@ -30,6 +30,7 @@ import pytest
 import redis
 
 import brokerkit.aio
+from brokerkit.backends.redis.stream.broker_async import AsyncRedisStreamBroker
 from brokerkit.exceptions import Unsupported
 from tests.redis_cluster import RedisClusterSet, SentinelSet
 from tests.redis_server import RedisServer, wait_until
@@ -249,16 +250,195 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
 
 
 @pytest.mark.filterwarnings("error::ResourceWarning")
+@pytest.mark.parametrize("first_loop", ["closed", "open, not running"])
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_a_close_after_the_first_loop_closed_on_tls_a_cluster_and_sentinel(
-    scheme: str, target: Target, name: str, prefix: str
+def test_a_close_without_the_first_loop_on_tls_a_cluster_and_sentinel(
+    scheme: str,
+    first_loop: str,
+    target: Target,
+    name: str,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     url, servers = target
-    broker = _connect(url(scheme, name), prefix)
-    subscription = asyncio.run(_use(broker, name))
-    assert _open(servers, name) >= 2
-    asyncio.run(asyncio.wait_for(broker.close(), GUARD))
-    assert broker.closed and subscription.closed
-    _wait_closed(servers, name)
+    loop = asyncio.new_event_loop()
+    try:
+        broker = loop.run_until_complete(brokerkit.aio.connect(url(scheme, name), prefix=prefix))
+        subscription = loop.run_until_complete(_use(broker, name))
+        assert _open(servers, name) >= 2
+        if first_loop == "closed":  # as asyncio.run() ends: what runs there cancelled
+            loop.run_until_complete(_others_end(cancelled=True))
+            loop.close()
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(asyncio.wait_for(broker.close(), GUARD))
+            assert broker.closed and subscription.closed
+            _wait_closed(servers, name)
+            if not loop.is_closed():
+                loop.run_until_complete(_others_end())
+                assert _open(servers, name) == 0
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+    finally:
+        loop.close()
     del broker, subscription
     gc.collect()
+
+
+async def _others_end(cancelled: bool = False) -> None:
+    """Wait for every other task of the running loop to end (the broker's background
+    work, told to stop by a close without this loop), ``cancelled`` first or not."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in others if cancelled else ():
+        task.cancel()
+    if others:
+        _, pending = await asyncio.wait(others, timeout=GUARD)
+        assert not pending, pending
+
+
+@pytest.mark.filterwarnings("error::ResourceWarning")
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_close_while_the_first_loop_is_open_but_not_running_closes_without_it(
+    scheme: str, server: RedisServer, name: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop driven by run_until_complete (or one between stopping and closing at the
+    end of asyncio.run()): nothing would run the close there, so it is done without it,
+    as after the loop closed. Before, that close raised Unsupported with the broker
+    already half-closed: two connections stayed open, and a renewal task pending."""
+    url = server.url(scheme) + f"?client_name={name}"
+    loop = asyncio.new_event_loop()
+    try:
+        broker = loop.run_until_complete(brokerkit.aio.connect(url, prefix=prefix))
+        subscription = loop.run_until_complete(_use(broker, name))
+        assert _open([server.client], name) >= 2
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(asyncio.wait_for(broker.close(), GUARD))
+            assert broker.closed and subscription.closed
+            _wait_closed([server.client], name)
+            # The loop runs again: its background work ends, nothing is reconnected
+            # and nothing fails in a callback left on it.
+            loop.run_until_complete(broker.close())
+            loop.run_until_complete(_others_end())
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+        assert _open([server.client], name) == 0
+    finally:
+        loop.close()
+    del broker, subscription
+    gc.collect()  # an unclosed transport or connection would warn here
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_close_whose_running_loop_does_not_answer_goes_on_there(
+    scheme: str,
+    server: RedisServer,
+    name: str,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, once the wait ran out the close raised Unsupported, the broker marked
+    closed and nothing left to close it: its connection stayed open."""
+    monkeypatch.setattr("brokerkit.backends.redis._loops._CLOSE_WAIT", 0.2)
+    first = LoopThread()
+    held, free = threading.Event(), threading.Event()
+    try:
+
+        async def make() -> brokerkit.aio.AsyncBroker:
+            url = server.url(scheme) + f"?client_name={name}"
+            broker = await brokerkit.aio.connect(url, prefix=prefix)
+            await broker.publish("jobs", "first")
+            return broker
+
+        broker = first.run(make())
+        assert _open([server.client], name) == 1
+
+        def hold() -> None:  # the loop blocked, as by a long synchronous call
+            held.set()
+            free.wait(GUARD)
+
+        first.loop.call_soon_threadsafe(hold)
+        assert held.wait(GUARD)
+        with caplog.at_level(logging.WARNING, logger="brokerkit.redis"):
+            asyncio.run(asyncio.wait_for(broker.close(), GUARD))
+        assert broker.closed
+        assert "did not answer in 0 s; it goes on there" in caplog.text
+        free.set()
+        _wait_closed([server.client], name)
+    finally:
+        free.set()
+        first.end()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_subscription_closed_from_a_second_running_loop_unsubscribes_on_the_first(
+    scheme: str, server: RedisServer, name: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, its unsubscribe was refused ("could not hand back"), the subscription
+    marked closed all the same, and the broker's close no longer saw it: redis+pubsub's
+    listener stayed subscribed, redis+stream's consumer stayed in its group."""
+    admin = server.client()
+    first = LoopThread()
+    try:
+
+        async def make() -> brokerkit.aio.AsyncBroker:
+            url = server.url(scheme) + f"?client_name={name}"
+            return await brokerkit.aio.connect(url, prefix=prefix)
+
+        broker = first.run(make())
+        group = None if "pubsub" in scheme else "g"
+        subscription = first.run(broker.subscribe("jobs", group=group, consumer=f"{name}-c"))
+        channels = f"{prefix}*"
+
+        def consumers() -> int:
+            if not isinstance(broker, AsyncRedisStreamBroker):
+                return 0
+            return len(admin.xinfo_consumers(broker.stream_key("jobs"), "g"))
+
+        assert consumers() == (1 if scheme == "redis+stream" else 0)
+        assert bool(admin.pubsub_channels(channels)) == (scheme == "redis+pubsub")
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(asyncio.wait_for(subscription.close(), GUARD))
+        assert subscription.closed
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+        assert admin.pubsub_channels(channels) == []
+        assert consumers() == 0
+        first.run(broker.close())
+        _wait_closed([server.client], name)
+    finally:
+        first.end()
+        admin.close()
+
+
+class _Measured(AsyncRedisStreamBroker):
+    """A user's subclass: a public coroutine of its own, a primitive it overrides
+    without calling the broker's, and close overridden."""
+
+    async def length(self, topic: str) -> int:
+        return int(await self._client.xlen(self.stream_key(topic)))
+
+    async def _purge(self, topic: str) -> int:
+        return int(await self._client.delete(self.stream_key(topic)))
+
+    async def close(self) -> None:
+        await super().close()
+
+
+def test_a_subclass_keeps_its_own_coroutines_to_the_first_loop(
+    server: RedisServer, name: str, prefix: str
+) -> None:
+    """Before, its own coroutines ran on a new loop: redis-py's raw RuntimeError."""
+    broker = _Measured.from_url(server.url("redis+stream") + f"?client_name={name}", prefix=prefix)
+
+    async def on_the_first() -> int:
+        await broker.publish("jobs", "first")
+        return int(await broker.length("jobs"))
+
+    assert asyncio.run(on_the_first()) == 1
+
+    async def on_a_new_loop() -> None:
+        with pytest.raises(Unsupported, match="now closed"):
+            await broker.length("jobs")
+        with pytest.raises(Unsupported, match="now closed"):
+            await broker.purge("jobs")
+
+    asyncio.run(on_a_new_loop())
+    asyncio.run(broker.close())  # close, overridden, still works from anywhere
+    _wait_closed([server.client], name)

@@ -2,17 +2,21 @@
 
 redis.asyncio's connections, and the tasks, locks and events a broker keeps, belong
 to the event loop they were made on, as nats-py's do (see the NATS backend's
-``NatsClient.check_loop``). :func:`one_loop` makes a broker class claim the loop of
-its first call and refuse every other:
+``NatsClient.check_loop``). :func:`one_loop` makes a broker class (and each subclass
+of it) claim the loop of its first call and refuse every other:
 
 - a call from another loop (a second loop running in another thread, or a new loop
   after the first one closed: a second ``asyncio.run()``, a test framework's new loop
   per test) raises :class:`~brokerkit.exceptions.Unsupported` before anything is sent;
-- ``close()`` works from anywhere: from a second running loop it is carried out on
-  the first; once the first loop has closed, without it: the sockets of the broker's
-  connections are closed where they stand, its background tasks (lease renewals,
-  reapers) are left to that loop, and what its subscriptions fetched is not handed
-  back (the leases run out on their own).
+- closing works from anywhere: a broker's ``close()``, and a subscription's. From a
+  second running loop, it is carried out on the first (waited for a minute at most;
+  then it goes on there, and a warning says so). When the first loop is not running
+  (closed, or open and not running: driven by ``run_until_complete``, or at the end of
+  ``asyncio.run()``: nothing would run the close there from here), without it: the
+  sockets of the broker's connections are closed where they stand, its background
+  work (lease renewals, reapers) is told to stop (it ends if that loop runs again),
+  and what its subscriptions fetched is not handed back (the leases run out on their
+  own). A close never leaves the broker half-closed.
 
 Sync brokers are left as they are (their methods are no coroutines).
 """
@@ -23,17 +27,20 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from brokerkit._acompat import on_loop
+from brokerkit._acompat import on_loop, shielded
 from brokerkit._capabilities import Capability
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.exceptions import Unsupported
 
 __all__ = ["one_loop"]
+
+log = logging.getLogger("brokerkit.redis")
 
 _C = TypeVar("_C", bound=type)
 _Method = Callable[..., Coroutine[Any, Any, Any]]
@@ -59,6 +66,9 @@ _PRIMITIVES = (
 #: settling client, redis+pubsub's own publishing connection, and on a cluster with
 #: ``replicas`` the clients of the nodes its writes wait on.
 _HOLDERS = ("_client", "_settle_client", "_own", "_durable", "_settle_durable")
+#: Where a broker keeps background work (:class:`Periodic`, a :class:`LeaseKeeper`'s
+#: in its ``_beat``): lease renewals, redis+stream's reaper.
+_BACKGROUND = ("_keeper", "_reaper")
 #: How long a close from another loop waits for the close on the broker's own loop.
 _CLOSE_WAIT = 60.0
 
@@ -66,24 +76,44 @@ _CLOSE_WAIT = 60.0
 def one_loop(cls: _C) -> _C:
     """Make the asyncio broker class ``cls`` keep to the first loop that uses it (see
     the module's docstring): its primitives, the public coroutines its own modules
-    define (redis+stream's ``read``, redis+list's ``rescue``...), and its closing."""
-    names = [*_PRIMITIVES]
-    names += [
-        name
-        for klass in cls.__mro__
-        if klass.__module__.startswith("brokerkit.backends.redis.")
-        for name, value in vars(klass).items()
-        if not name.startswith("_") and inspect.iscoroutinefunction(value)
-    ]
-    for name in dict.fromkeys(names):
-        method = getattr(cls, name, None)
-        if inspect.iscoroutinefunction(method):
-            setattr(cls, name, _checked(method))
-    for name, wrap in (("_unsubscribe", _unsubscribe_anywhere), ("_close", _close_anywhere)):
-        method = getattr(cls, name)
-        if inspect.iscoroutinefunction(method):
-            setattr(cls, name, wrap(method))
+    define (redis+stream's ``read``, redis+list's ``rescue``...), and its closing;
+    and in each subclass of it, those the subclass defines (a public coroutine of its
+    own, a primitive it overrides)."""
+    _guard(
+        cls,
+        [
+            name
+            for klass in cls.__mro__
+            if klass.__module__.startswith("brokerkit.backends.redis.")
+            for name, value in vars(klass).items()
+            if _public_coroutine(name, value)
+        ],
+    )
+    owner: Any = cls
+
+    def init_subclass(subclass: type, /, **kwargs: Any) -> None:
+        super(owner, subclass).__init_subclass__(**kwargs)
+        _guard(subclass, [name for name, v in vars(subclass).items() if _public_coroutine(name, v)])
+
+    owner.__init_subclass__ = classmethod(init_subclass)
     return cls
+
+
+def _public_coroutine(name: str, value: object) -> bool:
+    """Whether a class's attribute ``name`` is a public coroutine function that keeps to
+    the broker's loop: any but ``close``, which works from anywhere."""
+    return not name.startswith("_") and name != "close" and inspect.iscoroutinefunction(value)
+
+
+def _guard(cls: type, names: list[str]) -> None:
+    """Wrap ``cls``'s primitives, closing ones and coroutines ``names``, but those
+    wrapped already (inherited from a class wrapped before)."""
+    for name in dict.fromkeys([*_PRIMITIVES, *_CLOSING, *names]):
+        method = getattr(cls, name, None)
+        if inspect.iscoroutinefunction(method) and not hasattr(method, "_one_loop"):
+            guarded = _CLOSING.get(name, _checked)(method)
+            guarded._one_loop = True  # type: ignore[attr-defined]
+            setattr(cls, name, guarded)
 
 
 def _checked(method: _Method) -> _Method:
@@ -96,39 +126,92 @@ def _checked(method: _Method) -> _Method:
 
 
 def _unsubscribe_anywhere(unsubscribe: _Method) -> _Method:
-    """A subscription's close: on its loop as it is; once that loop has closed, its own
-    connection (redis+pubsub's listener's) dropped; list and stream keep theirs in the
-    client's pool, dropped with the broker's."""
+    """A subscription's close, on the broker's loop (see :func:`_at_home`); without it,
+    its own connection (redis+pubsub's listener's) dropped; list and stream keep
+    theirs in the client's pool, dropped with the broker's."""
 
     @functools.wraps(unsubscribe)
     async def unsubscribed(self: Any, subscription: Any, unreturned: list[Any]) -> None:
-        home = _home(self)
-        if home is not None and home.is_closed():
-            _drop_connections(getattr(subscription.state, "_conn", None))
-            return
-        _claim(self)
-        await unsubscribe(self, subscription, unreturned)
+        await _at_home(
+            self,
+            f"the close of {subscription!r}",
+            lambda: unsubscribe(self, subscription, unreturned),
+            lambda: _drop_connections(getattr(subscription.state, "_conn", None)),
+        )
 
     return unsubscribed
 
 
 def _close_anywhere(close: _Method) -> _Method:
-    """The broker's disconnect: here on its own loop (or if it never ran), carried out
-    on its loop running in another thread, or without its loop once that has closed."""
+    """The broker's disconnect, on its loop (see :func:`_at_home`), or without it."""
 
     @functools.wraps(close)
     async def closed(self: Any) -> None:
-        home = _home(self)
-        if home is None or home is asyncio.get_running_loop():
-            await close(self)
-            return
-        if home.is_running() and await on_loop(home, lambda: close(self), _CLOSE_WAIT):
-            return
-        if not home.is_closed():  # open but not running, or no answer in _CLOSE_WAIT
-            raise _refusal(self, home, "be closed")
-        _drop_connections(*(getattr(self, name, None) for name in _HOLDERS))
+        await _at_home(
+            self, f"the close of {self!r}", lambda: close(self), lambda: _close_without_loop(self)
+        )
 
     return closed
+
+
+#: The closing primitives, and how each is wrapped.
+_CLOSING: dict[str, Callable[[_Method], _Method]] = {
+    "_unsubscribe": _unsubscribe_anywhere,
+    "_close": _close_anywhere,
+}
+
+
+async def _at_home(
+    broker: Any,
+    what: str,
+    work: Callable[[], Coroutine[Any, Any, None]],
+    without: Callable[[], None],
+) -> None:
+    """``await work()`` on ``broker``'s loop: here when it is this one (or it has none);
+    carried out on it when it runs in another thread, waited for here _CLOSE_WAIT s at
+    most, after which it goes on there; ``without()`` here when it does not run (closed,
+    or open but not running: nothing would carry the work out there from here), so
+    that a close never leaves the broker half-closed."""
+    home = _home(broker)
+    if home is None or home is asyncio.get_running_loop():
+        await work()
+        return
+    let_go = False
+
+    async def there() -> None:
+        if let_go:  # (let go of without it meanwhile: its loop had stopped)
+            return
+        if home is asyncio.get_running_loop():
+            await work()
+        else:  # not running: on_loop runs this here
+            without()
+
+    if await on_loop(home, lambda: shielded(there, broker._closers), _CLOSE_WAIT):
+        return
+    if home.is_running():
+        log.warning(
+            "gave up waiting for %s on its event loop, %r, which runs in another thread "
+            "and did not answer in %d s; it goes on there",
+            what,
+            home,
+            _CLOSE_WAIT,
+        )
+        return
+    let_go = True
+    without()
+
+
+def _close_without_loop(broker: Any) -> None:
+    """Let go of ``broker``'s connections and background work without its loop, which
+    does not run: the sockets closed here, the work told to stop (it ends when that
+    loop runs again, if it does)."""
+    _drop_connections(*(getattr(broker, name, None) for name in _HOLDERS))
+    for name in _BACKGROUND:
+        work = getattr(broker, name, None)
+        work = getattr(work, "_beat", work)
+        if work is not None:
+            with contextlib.suppress(RuntimeError):  # (a waiter of a closed loop)
+                work._stopped.set()
 
 
 def _home(broker: Any) -> asyncio.AbstractEventLoop | None:
@@ -188,18 +271,22 @@ def _drop_connections(*holders: Any) -> None:
 
 
 def _drop(connection: Any) -> None:
-    """Close ``connection``'s socket where it stands, doing here what its closed loop
-    would have done: the transport marked closing (so that its stream does not warn of
-    it later), then the socket closed (under TLS, by the socket's transport beneath)."""
+    """Close ``connection``'s socket where it stands, doing here what its loop (which
+    does not run) would do for ``transport.close()``, and leaving nothing for it to do
+    if it runs again: the transport marked closing and lost (so that neither it nor its
+    stream warns of it later), its socket out of the loop's selector, then closed
+    (under TLS, by the socket's transport beneath)."""
     writer, connection._reader, connection._writer = connection._writer, None, None
     if writer is None:
         return
     connection._parser.on_disconnect()
-    transport: Any = writer.transport
-    with contextlib.suppress(RuntimeError):  # "Event loop is closed", once marked closing
-        transport.close()
-    tls: Any = getattr(transport, "_ssl_protocol", None)
-    beneath: Any = transport if tls is None else tls._transport
-    if getattr(beneath, "_sock", None) is not None:
-        with contextlib.suppress(RuntimeError):  # (a read waiting on the closed loop)
-            beneath._call_connection_lost(None)
+    tls: Any = getattr(writer.transport, "_ssl_protocol", None)
+    beneath: Any = writer.transport if tls is None else tls._transport
+    if getattr(beneath, "_sock", None) is None:
+        return
+    beneath._closing = True
+    beneath._conn_lost += 1
+    beneath._loop._remove_reader(beneath._sock_fd)  # (a closed loop has none)
+    beneath._loop._remove_writer(beneath._sock_fd)
+    with contextlib.suppress(RuntimeError):  # the protocol's callbacks, on a closed loop
+        beneath._call_connection_lost(None)
