@@ -42,7 +42,13 @@ class TopicInfo:
 
     :ivar length: messages stored for the topic (waiting, or kept for replay).
     :ivar in_flight: deliveries handed out and not yet settled, over all groups.
-    :ivar dead_lettered: messages in the topic's dead-letter topic.
+    :ivar dead_lettered: dead letters still waiting to be dealt with, in the topic's
+        dead-letter topic: where it has no group, every one stored; else the fewest
+        any one of its groups (the default group of a plain ``subscribe``, or
+        ``brokerkit-dlq`` of the ``brokerkit dlq`` command) has not yet settled: its
+        lag plus its pending, handed-back and delayed ones included. A dead letter
+        read and acked drops out, also where the broker keeps settled messages for
+        replay (redis+stream, NATS JetStream, memory).
     :ivar scheduled: messages the broker holds for a due time: delayed publishes and
         delayed retries (``nack(delay=...)``), over all groups; not in ``length``.
     :ivar oldest_in_flight_age: seconds the oldest unsettled delivery has been out.

@@ -46,6 +46,7 @@ from tests.broken_delay_backends import (
     ReversesDelayedBatch,
 )
 from tests.broken_inspect_backends import (
+    CountsSettledDeadLetters,
     InspectCountsPrefixedTopics,
     InspectMiscountsInFlight,
     ListsNoDeadLetterTopics,
@@ -439,6 +440,7 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "purge_drops_in_flight": PurgeDropsInFlight,
     "inspect_counts_prefixed_topics": InspectCountsPrefixedTopics,
     "inspect_miscounts_in_flight": InspectMiscountsInFlight,
+    "counts_settled_dead_letters": CountsSettledDeadLetters,
     "ignores_maxlen": IgnoresMaxlen,
     "patterns_match_prefixes": PatternsMatchPrefixes,
     "keeps_prefetched_on_close": KeepsPrefetchedOnClose,

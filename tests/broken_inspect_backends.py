@@ -96,3 +96,14 @@ class WaitingAgeCountsInFlight(MemoryBroker):
         if info.oldest_waiting_age is None and info.in_flight:
             return dataclasses.replace(info, oldest_waiting_age=0.5)
         return info
+
+
+class CountsSettledDeadLetters(MemoryBroker):
+    """inspect counts every stored dead letter, those already read and acked too."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        with self._store.lock:
+            dead = self._store.topics.get(self.dead_letter_topic(topic))
+            stored = len(dead.log) if dead else 0
+        return dataclasses.replace(info, dead_lettered=stored)

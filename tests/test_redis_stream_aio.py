@@ -119,8 +119,10 @@ def test_nack_requeues_at_once_and_dead_letters_without_requeue(connect: Open) -
             dead = await (await second.subscribe("jobs.dlq")).receive(timeout=1)
             assert dead is not None and dead.id == delivery.id
             assert dead.headers["x-dead-letter-reason"] == "rejected"
-            await dead.ack()
             assert (await second.inspect("jobs")).dead_lettered == 1
+            await dead.ack()
+            # the stream keeps the acked entry; it is no longer waiting to be dealt with
+            assert (await second.inspect("jobs")).dead_lettered == 0
 
     run(main())
 

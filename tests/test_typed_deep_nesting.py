@@ -198,9 +198,10 @@ def _dead_letter_reason(broker: brokerkit.Broker, payload: bytes, content_type: 
         broker.publish("nodes", {"child": {}})
         assert good.wait(DEADLINE), "the worker handles no message after the deep one"
     assert handled == [Node(Node())]
+    assert broker.inspect("nodes").dead_lettered == 1
     (letter,) = broker.consume(broker.dead_letter_topic("nodes"), timeout=0)
     letter.ack()
-    assert broker.inspect("nodes").dead_lettered == 1
+    assert broker.inspect("nodes").dead_lettered == 0  # read and acked: dealt with
     return str(letter.headers["x-dead-letter-reason"])
 
 

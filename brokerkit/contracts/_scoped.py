@@ -343,6 +343,43 @@ class ScopeContract:
             f"{promise}: {dead_letter_topic!r} holds a dead letter but was not listed"
         )
 
+    @requires(Capability.ACK | Capability.DEAD_LETTER)
+    def test_dead_lettered_counts_the_dead_letters_not_yet_dealt_with(
+        self, contract: ContractEnv
+    ) -> None:
+        """inspect's dead_lettered drops as the dead letters are read and acked.
+
+        ``dead_lettered`` counts the dead letters still waiting to be dealt with: N
+        once N messages are dead-lettered, 0 once the dead-letter topic's default
+        group (a plain ``subscribe(broker.dead_letter_topic(topic))``) has received
+        and acked them all, on a backend that keeps settled messages for replay too
+        (an alert on dead letters > 0 clears once they are handled)."""
+        promise = "dead_lettered counts the dead letters not yet dealt with"
+        count = 3
+        broker = contract.broker()
+        topic = contract.topic("dead-count")
+        subscription = broker.subscribe(topic)
+        broker.publish_many(topic, range(count))
+        for _ in range(count):
+            contract.expect(subscription, promise).nack(requeue=False)
+        # A server may dead-letter, and count acks, on its own time (RabbitMQ, NATS).
+        deadline = time.monotonic() + contract.grace
+        while broker.inspect(topic).dead_lettered < count and time.monotonic() < deadline:
+            contract.expect_nothing(subscription, f"{promise}: a rejected message came back")
+        dead = broker.inspect(topic).dead_lettered
+        assert dead == count, f"{promise}: {count} dead-lettered, dead_lettered is {dead}"
+        dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
+        for _ in range(count):
+            contract.expect(dead_letters, promise).ack()
+        deadline = time.monotonic() + contract.grace
+        while broker.inspect(topic).dead_lettered and time.monotonic() < deadline:
+            contract.expect_nothing(dead_letters, f"{promise}: an acked dead letter came back")
+        dead = broker.inspect(topic).dead_lettered
+        assert dead == 0, (
+            f"{promise}: every dead letter was received and acked from "
+            f"{broker.dead_letter_topic(topic)!r}, dead_lettered is still {dead}"
+        )
+
     @requires(Capability.BOUNDED | Capability.PERSISTENT)
     def test_maxlen_caps_the_topic_dropping_the_oldest(self, contract: ContractEnv) -> None:
         """maxlen caps a topic, dropping the oldest messages first.

@@ -331,7 +331,7 @@ class _Families:
             "length", "Messages stored for the topic (waiting, or kept for replay)."
         )
         self.in_flight = gauge("in_flight", "Deliveries handed out and not yet settled.")
-        self.dead = gauge("dead_letters", "Messages in the topic's dead-letter topic.")
+        self.dead = gauge("dead_letters", "Dead letters of the topic not yet read and acked.")
         self.held = gauge("scheduled", "Messages held for a due time (delayed publishes, retries).")
         self.waiting_age = gauge(
             "oldest_waiting_age_seconds", "Age of the oldest message not yet delivered."

@@ -336,7 +336,7 @@ class Store:
             topic=topic,
             length=len(state.log),
             in_flight=len(leases),
-            dead_lettered=len(dead.log) if dead else 0,
+            dead_lettered=_dead_letters(dead),
             oldest_in_flight_age=None if oldest is None else now - oldest,
             groups=tuple(groups),
             # published_at is the publisher's wall clock, whatever clock the store runs on
@@ -367,6 +367,19 @@ class Store:
             group.cursor = state.next_offset
         state.log.clear()
         return removed
+
+
+def _dead_letters(dead: Topic | None) -> int:
+    """The dead letters still waiting to be dealt with: the log keeps settled ones for
+    replay, so with no group on the dead-letter topic every stored one counts, else the
+    fewest any one of its groups has not settled (waiting, out, or delayed)."""
+    if dead is None:
+        return 0
+    unsettled = [len(dead.log)]
+    for group in dead.groups.values():
+        waiting = len(group.ready) + sum(1 for o in dead.log if o >= group.cursor)
+        unsettled.append(waiting + len(group.pending) + len(group.delayed))
+    return min(unsettled)
 
 
 def _oldest_waiting(state: Topic) -> float | None:

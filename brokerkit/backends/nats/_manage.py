@@ -80,7 +80,11 @@ async def ensure_stream(client: NatsClient, stream: str) -> bool:
 
 
 async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: str) -> TopicInfo:
-    """Length and dead letters from stream info, groups from consumer info."""
+    """Length and dead letters from stream info, groups from consumer info.
+
+    The dead letters are those still waiting to be dealt with: the stream keeps
+    settled messages, so with no group on ``dlq_topic`` every stored one counts, else
+    the fewest any one of its groups has not settled (its lag plus its pending)."""
     subject = subject_for(stream, topic)
     length = await _count(client, stream, subject)
     dead = await _count(client, stream, subject_for(stream, dlq_topic))
@@ -88,8 +92,12 @@ async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: 
     consumers: dict[str, str] = {}
     # The stream sequence after which each group (or, with none, the topic) waits.
     waiting_after: list[int] = []
+    dead_unsettled = [dead]
     for info in await _consumers(client, stream, f"inspect {topic!r}"):
         named = parse_description(info.get("config", {}).get("description"))
+        if named is not None and named[0] == dlq_topic:
+            unsettled = int(info.get("num_pending", 0)) + int(info.get("num_ack_pending", 0))
+            dead_unsettled.append(unsettled)
         if named is None or named[0] != topic:
             continue
         consumers[named[1]] = info["name"]
@@ -109,7 +117,7 @@ async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: 
         topic=topic,
         length=length,
         in_flight=sum(g.pending for g in groups),
-        dead_lettered=dead,
+        dead_lettered=min(dead_unsettled),
         groups=tuple(groups),
         details={"stream": stream, "subject": subject, "consumers": consumers},
     )

@@ -53,7 +53,7 @@ def inspect_stream(
         return StreamTopicInfo(
             topic=topic,
             length=0,
-            dead_lettered=client.xlen(dead_letter_key),
+            dead_lettered=_dead_letters(client, scripts, dead_letter_key),
             details={"key": key, "dead_letter_key": dead_letter_key, "exists": False},
             scheduled=held,
         )
@@ -78,7 +78,7 @@ def inspect_stream(
         length=length,
         oldest_waiting_age=_oldest_waiting(client, key, groups, first),
         in_flight=sum(g.pending for g in groups),
-        dead_lettered=client.xlen(dead_letter_key),
+        dead_lettered=_dead_letters(client, scripts, dead_letter_key),
         oldest_in_flight_age=oldest,
         groups=tuple(groups),
         first_id=first,
@@ -89,6 +89,25 @@ def inspect_stream(
         details=_stream_details(stream, key, dead_letter_key),
         scheduled=held,
     )
+
+
+def _dead_letters(client: redis.Redis, scripts: StreamScripts, key: str) -> int:
+    """The dead letters in the dead-letter stream ``key`` still waiting to be dealt
+    with: with no group on it, every entry (the stream keeps settled entries for
+    replay, so its length alone would count dead letters already moved back or
+    handled); else the fewest any one group has not settled, its lag plus its
+    pending (handed back and delayed ones too), never more than the stream holds."""
+    stored = int(client.xlen(key))
+    if not stored:
+        return 0
+    unsettled = [stored]
+    for raw in client.xinfo_groups(key):
+        delivered = text(raw["last-delivered-id"])
+        lag = raw.get("lag")
+        if lag is None:
+            lag = scripts.count_after(keys=[key], args=[delivered])
+        unsettled.append(int(lag) + int(raw["pending"]))
+    return min(unsettled)
 
 
 def _group(

@@ -1,0 +1,90 @@
+"""inspect's ``dead_lettered`` counts the dead letters still waiting to be dealt with,
+on backends that keep settled messages (memory, redis+stream, NATS JetStream): once
+``brokerkit dlq --all`` moved them back (read and acked through its group
+``brokerkit-dlq``), the count, ``brokerkit topics`` and the exporter's
+``brokerkit_topic_dead_letters`` drop to 0; an alert on dead letters > 0 clears."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+pytest.importorskip("typer")
+
+import brokerkit
+from brokerkit.cli._dlq import move_dead_letters
+from tests.conftest import RedisTarget
+from tests.nats_server import nats, nats_prefix, nats_url  # noqa: F401 (fixtures)
+
+DEAD = 3
+
+
+@pytest.fixture(params=["memory", "redis+stream", "nats"])
+def make(
+    request: pytest.FixtureRequest, redis_target: RedisTarget
+) -> Iterator[Callable[[int | None], brokerkit.Broker]]:
+    """``make(max_deliveries)``: a broker of the backend; every one shares the topics."""
+    made: list[brokerkit.Broker] = []
+    prefix = f"dl29-{uuid.uuid4().hex[:10]}"
+
+    def broker(max_deliveries: int | None) -> brokerkit.Broker:
+        if request.param == "memory":
+            made.append(brokerkit.connect(f"memory://{prefix}", max_deliveries=max_deliveries))
+        elif request.param == "redis+stream":
+            url = redis_target.url("redis+stream", prefix=prefix)
+            made.append(brokerkit.connect(url, max_deliveries=max_deliveries))
+        else:
+            made.append(request.getfixturevalue("nats")(max_deliveries=max_deliveries))
+        return made[-1]
+
+    yield broker
+    for b in made:
+        b.close()
+    if request.param == "redis+stream":
+        client = redis_target.client()
+        keys = list(client.scan_iter(f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def dead_letter(broker: brokerkit.Broker, topic: str, count: int) -> None:
+    """Publish ``count`` messages to ``topic`` and dead-letter them all (a broker with
+    max_deliveries=1: a nack dead-letters)."""
+    with broker.subscribe(topic, group="workers") as subscription:
+        broker.publish_many(topic, range(count))
+        for _ in range(count):
+            delivery = subscription.receive(10)
+            assert delivery is not None
+            delivery.nack(requeue=False)
+
+
+def test_dlq_all_clears_the_dead_letter_count(
+    make: Callable[[int | None], brokerkit.Broker],
+) -> None:
+    # the dlq command's broker: max_deliveries=None, handing back never dead-letters
+    broker = make(None)
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    dead_letter(make(1), topic, DEAD)
+    assert broker.inspect(topic).dead_lettered == DEAD
+    moved = move_dead_letters(broker, topic, every=True)
+    assert [m.moved_to for m in moved] == [topic] * DEAD
+    info = broker.inspect(topic)
+    assert info.dead_lettered == 0, f"every dead letter was moved back, inspect says {info!r}"
+
+
+def test_listing_or_moving_some_leaves_the_others_counted(
+    make: Callable[[int | None], brokerkit.Broker],
+) -> None:
+    # the dlq command's broker: max_deliveries=None, handing back never dead-letters
+    broker = make(None)
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    dead_letter(make(1), topic, DEAD)
+    listed = move_dead_letters(broker, topic)  # listing hands every one back
+    assert len(listed) == DEAD
+    assert broker.inspect(topic).dead_lettered == DEAD
+    moved = move_dead_letters(broker, topic, ids=[listed[0].id])
+    assert [m.moved_to for m in moved if m.moved_to] == [topic]
+    assert broker.inspect(topic).dead_lettered == DEAD - 1
