@@ -198,11 +198,12 @@ def watch_the_close(broker: LoopBridgeBroker) -> tuple[threading.Event, list[boo
 
 
 @contextmanager
-def brokerkit_child(*argv: str) -> Iterator[subprocess.Popen[str]]:
+def brokerkit_child(*argv: str, code: str | None = None) -> Iterator[subprocess.Popen[str]]:
     """``brokerkit ARGV`` in a child process (unbuffered, 200 columns), its pipes
-    closed and itself killed on the way out if still running."""
+    closed and itself killed on the way out if still running; with ``code``, that
+    Python code runs the command line instead of ``python -m brokerkit.cli``."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "brokerkit.cli", *argv],
+        [sys.executable, *(("-c", code) if code else ("-m", "brokerkit.cli")), *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -219,19 +220,22 @@ def brokerkit_child(*argv: str) -> Iterator[subprocess.Popen[str]]:
                 stream.close()
 
 
-def interrupt_demo_in_its_flash_sale(url: str) -> None:
-    """Run ``brokerkit demo`` on ``url`` in a child process, send it Ctrl-C (SIGINT) once
-    its flash sale (100,000 orders) is under way, and assert it exits 130 having ended
-    (whatever it left is for the caller to look at)."""
-    argv = ["demo", url, "--orders", "2", "--sale-orders", "100000", "--speed", "0.1"]
-    with brokerkit_child(*argv) as child:
+def interrupt_demo_in_its_flash_sale(
+    url: str | None, *, signal_number: int = signal.SIGINT, code: str | None = None
+) -> None:
+    """Run ``brokerkit demo`` on ``url`` (None: its default) in a child process (run by
+    ``code``, see :func:`brokerkit_child`), send it Ctrl-C (SIGINT; or
+    ``signal_number``) once its flash sale (100,000 orders) is under way, and assert it
+    exits 130 having ended (whatever it left is for the caller to look at)."""
+    argv = ["demo", *([url] if url else []), "--orders", "2", "--sale-orders", "100000"]
+    with brokerkit_child(*argv, "--speed", "0.1", code=code) as child:
         assert child.stdout is not None
         for line in child.stdout:
             if "Peak shaving" in line:
                 break
         else:
             pytest.fail("the demo ended before the flash sale")
-        child.send_signal(signal.SIGINT)
+        child.send_signal(signal_number)
         try:
             status = child.wait(60)
         except subprocess.TimeoutExpired:

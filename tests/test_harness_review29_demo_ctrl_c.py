@@ -19,17 +19,13 @@ interrupt again (a sys.unraisablehook, while a command runs).
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
-pytest.importorskip("typer")
+from tests.interrupting import interrupt_demo_in_its_flash_sale
 
-#: Seconds the demo may take to end after the Ctrl-C: a hang guard, never a pace.
-GUARD = 15.0
+pytest.importorskip("typer")
 
 CHILD = r"""
 import gc, os, signal, weakref
@@ -56,31 +52,5 @@ main()
 
 
 def test_a_ctrl_c_raised_in_a_finaliser_still_ends_the_demo() -> None:
-    argv = ["demo", "--orders", "2", "--sale-orders", "100000", "--speed", "0.1"]
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
-    )
-    try:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if "Peak shaving" in line:
-                break
-        else:
-            pytest.fail("the demo ended before the flash sale")
-        child.send_signal(signal.SIGUSR1)
-        try:
-            status = child.wait(GUARD)
-        except subprocess.TimeoutExpired:
-            status = None
-        assert status == 130, f"the demo still ran {GUARD} s after the Ctrl-C"
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()
+    # the child's SIGUSR1 handler makes the Ctrl-C land in a weakref callback
+    interrupt_demo_in_its_flash_sale(None, signal_number=signal.SIGUSR1, code=CHILD)
