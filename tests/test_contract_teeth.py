@@ -371,7 +371,7 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "truncates_long_names": {
         "test_the_longest_names_are_topics_of_their_own": (
             "the longest names are topics of their own: a subscriber of the topic ending "
-            "'nnnnnnna' got the message of the one ending 'nnnnnnnb'"
+            "'nnnnnnna' got the message of the topic ending 'nnnnnnnb'"
         ),
     },
     "patterns_skip_dead_letter_topics": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -167,29 +168,10 @@ class MessageContract:
             topics = [f"{base}.{tail}" for tail in tails]
             named = f"g{group}" if contract.has(Capability.COMPETING) else None
             subscriptions = [consumer.subscribe(t, group=named) for t in topics]
-            rejects = contract.has(Capability.ACK | Capability.DEAD_LETTER)
-            dead_letters = [
-                consumer.subscribe(consumer.dead_letter_topic(t)) for t in topics if rejects
-            ]
-            # Published, and dead-lettered, in the reverse of the order they are read
-            # in: where two names were one topic, the first reader gets the other's.
-            published = {publisher.publish(t, t): t for t in reversed(topics)}
-            for topic, subscription in zip(topics, subscriptions, strict=True):
-                delivery = contract.expect(subscription, f"{promise}: {topic!r}")
-                assert (published.get(delivery.id), delivery.topic) == (topic, topic), (
-                    f"{promise}: a subscriber of {topic!r} got the message of "
-                    f"{published.get(delivery.id)!r}, as from {delivery.topic!r}"
-                )
-                if rejects:
-                    delivery.nack(requeue=False)
-                else:
-                    delivery.ack()
-            for topic, subscription in reversed(list(zip(topics, dead_letters, strict=False))):
-                dead = contract.expect(subscription, f"{promise}: the dead letter of {topic!r}")
-                assert dead.headers.get("x-original-topic") == topic, (
-                    f"{promise}: the dead-letter topic of {topic!r} got the dead letter of "
-                    f"{dead.headers.get('x-original-topic')!r}"
-                )
+            dead_letters, deads = _each_topic_apart(
+                contract, publisher, consumer, subscriptions, topics, promise, shown=repr
+            )
+            for dead in deads:
                 dead.ack()
             contract.expect_nothing(
                 [*subscriptions, *dead_letters], f"{promise}: a message reached two topics"
@@ -210,34 +192,19 @@ class MessageContract:
         stem = f"{base}.".ljust(MAX_TOPIC_LENGTH - 1, "n")
         topics = [stem + last for last in "ab"]
         subscriptions = [consumer.subscribe(t) for t in topics]
-        rejects = contract.has(Capability.ACK | Capability.DEAD_LETTER)
-        dead_letter_topics = [consumer.dead_letter_topic(t) for t in topics if rejects]
-        dead_letters = [consumer.subscribe(t) for t in dead_letter_topics]
-        published = {publisher.publish(t, t): t for t in reversed(topics)}
-        for topic, subscription in zip(topics, subscriptions, strict=True):
-            delivery = contract.expect(subscription, f"{promise}: {len(topic)} characters")
-            assert (published.get(delivery.id), delivery.topic) == (topic, topic), (
-                f"{promise}: a subscriber of the topic ending {topic[-8:]!r} got the message "
-                f"of the one ending {str(published.get(delivery.id))[-8:]!r}"
-            )
-            if rejects:
-                delivery.nack(requeue=False)
-            else:
-                delivery.ack()
-        for topic, subscription in reversed(list(zip(topics, dead_letters, strict=False))):
-            dead = contract.expect(subscription, f"{promise}: the dead letter of {topic[-8:]!r}")
-            assert dead.headers.get("x-original-topic") == topic, (
-                f"{promise}: the dead-letter topic of the topic ending {topic[-8:]!r} got the "
-                f"dead letter of the one ending {dead.headers.get('x-original-topic', '')[-8:]!r}"
-            )
-            if topic == topics[0]:
+        dead_letters, deads = _each_topic_apart(
+            contract, publisher, consumer, subscriptions, topics, promise, shown=_ending
+        )
+        first_dead_letters = consumer.dead_letter_topic(topics[0])
+        for dead in deads:
+            if dead.headers.get("x-original-topic") == topics[0]:
                 dead.nack(requeue=False)  # to the dead-letter topic's own, 208 characters
             else:
                 dead.ack()
-        if rejects:
-            last = consumer.subscribe(consumer.dead_letter_topic(dead_letter_topics[0]))
+        if deads:
+            last = consumer.subscribe(consumer.dead_letter_topic(first_dead_letters))
             twice = contract.expect(last, f"{promise}: a dead letter's own dead-letter topic")
-            assert twice.headers.get("x-original-topic") == dead_letter_topics[0], promise
+            assert twice.headers.get("x-original-topic") == first_dead_letters, promise
             twice.ack()
         contract.expect_nothing(
             [*subscriptions, *dead_letters], f"{promise}: a message reached two topics"
@@ -419,3 +386,52 @@ def _settle(delivery: Any, how: str) -> None:
         delivery.ack()
     else:
         delivery.nack(requeue=how == "nack")
+
+
+def _ending(topic: str) -> str:
+    """How a message names a topic too long to show whole."""
+    return f"the topic ending {topic[-8:]!r}"
+
+
+def _each_topic_apart(
+    contract: ContractEnv,
+    publisher: Any,
+    consumer: Any,
+    subscriptions: list[Any],
+    topics: list[str],
+    promise: str,
+    shown: Callable[[str], str],
+) -> tuple[list[Any], list[Any]]:
+    """Publish one message to each of ``topics`` (each with its subscription of
+    ``consumer``), and check that each topic's subscriber gets its own; with ACK and
+    DEAD_LETTER, reject each and check that each dead letter reaches its own topic's
+    dead-letter topic. Published, and dead-lettered, in the reverse of the order they
+    are read in: where two names were one topic, the first reader gets the other's.
+
+    :returns: the dead-letter topics' subscriptions and the dead letters, unsettled
+        (none without DEAD_LETTER).
+    """
+    rejects = contract.has(Capability.ACK | Capability.DEAD_LETTER)
+    dead_letters = [consumer.subscribe(consumer.dead_letter_topic(t)) for t in topics if rejects]
+    published = {publisher.publish(t, t): t for t in reversed(topics)}
+    for topic, subscription in zip(topics, subscriptions, strict=True):
+        delivery = contract.expect(subscription, f"{promise}: {shown(topic)}")
+        source = published.get(delivery.id)
+        assert (source, delivery.topic) == (topic, topic), (
+            f"{promise}: a subscriber of {shown(topic)} got the message of "
+            f"{shown(source or '')}, as from {shown(delivery.topic)}"
+        )
+        if rejects:
+            delivery.nack(requeue=False)
+        else:
+            delivery.ack()
+    deads = []
+    for topic, subscription in reversed(list(zip(topics, dead_letters, strict=False))):
+        dead = contract.expect(subscription, f"{promise}: the dead letter of {shown(topic)}")
+        original = dead.headers.get("x-original-topic", "")
+        assert original == topic, (
+            f"{promise}: the dead-letter topic of {shown(topic)} got the dead letter of "
+            f"{shown(original)}"
+        )
+        deads.append(dead)
+    return dead_letters, deads
