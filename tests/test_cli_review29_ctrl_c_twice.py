@@ -7,29 +7,57 @@ not connect", exit status 1. Now a second Ctrl-C raises, outside the step that p
 and acks a message (or republishes and acks a dead letter), and the status is 130.
 
 The server here accepts the connection and never answers; the URL's socket timeout is
-600 s, so the command can only end within the guard by the Ctrl-C.
+600 s, so the command can only end within the guard by the Ctrl-C. Exactly two Ctrl-Cs
+are sent, the second once the command has taken the first (the child says so on
+stdout): a third, landing after the command restored Python's own SIGINT handler as
+it ended, would kill it by SIGINT (status -2), and a Ctrl-C the command had not yet
+taken would test nothing.
 """
 
 from __future__ import annotations
 
+import select
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 pytest.importorskip("typer")
 
-#: Seconds the command may take to end once Ctrl-C is pressed again and again: a hang
+#: Seconds the command may take to take a Ctrl-C, or to end after the second: a hang
 #: guard (the driver would wait 600 s), never a pace.
 GUARD = 60.0
-#: How long each Ctrl-C waits for the command to end before the next one.
-PRESS_EVERY = 0.5
+#: What the child prints on stdout when the command has taken a Ctrl-C without ending.
+TAKEN = "took a Ctrl-C"
+#: The ``brokerkit`` command, telling on stdout when its Ctrl-C handler has taken a
+#: signal and returned (the command's stdout stays empty: the server sends nothing).
+CHILD = f"""
+import os
+from brokerkit.cli import _admin, main
+
+signalled = _admin.Interrupt.signalled
+
+def telling(self, signum):
+    signalled(self, signum)
+    os.write(1, b"{TAKEN}\\n")
+
+_admin.Interrupt.signalled = telling
+main()
+"""
+
+
+def _ended(child: subprocess.Popen[str]) -> str:
+    """The exit status and stderr of ``child``, once it has ended."""
+    status = child.wait(GUARD)
+    assert child.stderr is not None
+    return f"status {status}, stderr {child.stderr.read()!r}"
 
 
 @pytest.fixture
-def silent_server() -> socket.socket:
+def silent_server() -> Iterator[socket.socket]:
     """A TCP server that accepts connections and never answers."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(GUARD)
@@ -56,31 +84,34 @@ def test_ctrl_c_pressed_again_stops_a_command_waiting_on_a_silent_server(
         "list_url": f"redis+list://127.0.0.1:{port}/0?{query}",
     }
     child = subprocess.Popen(
-        [sys.executable, "-m", "brokerkit.cli", *(a.format(**urls) for a in argv)],
-        stdout=subprocess.DEVNULL,
+        [sys.executable, "-c", CHILD, *(a.format(**urls) for a in argv)],
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     accepted: list[socket.socket] = []
     try:
         accepted.append(silent_server.accept()[0])  # the command waits for its answer
-        status = None
-        for _ in range(int(GUARD / PRESS_EVERY)):
-            child.send_signal(signal.SIGINT)
-            try:
-                status = child.wait(PRESS_EVERY)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        assert status == 130, "Ctrl-C, again and again, did not stop the command"
-        assert child.stderr is not None
+        assert child.stdout is not None and child.stderr is not None
+        child.send_signal(signal.SIGINT)
+        # the first Ctrl-C only asks the command to stop at its next safe point
+        assert select.select([child.stdout], [], [], GUARD)[0], "the first Ctrl-C was not taken"
+        line = child.stdout.readline()
+        assert line == TAKEN + "\n", f"the first Ctrl-C ended the command: {_ended(child)}"
+        child.send_signal(signal.SIGINT)
+        try:
+            status = child.wait(GUARD)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a second Ctrl-C did not stop the command")
+        assert status == 130, _ended(child)
         stderr = child.stderr.read()
         assert "Traceback" not in stderr and "error" not in stderr
     finally:
         if child.poll() is None:
             child.kill()
         child.wait(30)
-        if child.stderr is not None:
-            child.stderr.close()
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
         for connection in accepted:
             connection.close()
