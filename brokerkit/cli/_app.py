@@ -6,6 +6,7 @@ import _thread
 import inspect
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -105,8 +106,12 @@ def run(argv: list[str]) -> int:
     line that says what failed. A program that configured logging keeps its own.
     """
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    with _library_logging(argv, debug), _no_lost_interrupt():
-        return _run(argv, debug)
+    try:
+        with _library_logging(argv, debug), _no_lost_interrupt():
+            return _run(argv, debug)
+    except KeyboardInterrupt:  # a Ctrl-C as the command ended: still the command's
+        sys.stderr.write("interrupted\n")
+        return 130
 
 
 #: How long after a Ctrl-C lost in a finaliser it is delivered again: time for the
@@ -116,18 +121,39 @@ _REDELIVER_AFTER = 0.05
 
 @contextmanager
 def _no_lost_interrupt() -> Iterator[None]:
-    """While a command runs, a Ctrl-C is never lost. Python raises the KeyboardInterrupt
-    of SIGINT in whatever Python code the main thread runs next; when that is a
-    finaliser (a weakref callback or a ``__del__`` that the garbage collector runs),
-    Python prints "Exception ignored in ..." and drops it, and the command went on as
-    if no Ctrl-C had come (the demo's flash sale ran for minutes). Such an interrupt is
-    delivered again, as SIGINT to the main thread, from a timer thread, once the
-    finaliser has returned. Any other unraisable exception goes to the hook before."""
+    """While a command runs in the main thread, a Ctrl-C is never lost. Python raises
+    the KeyboardInterrupt of SIGINT in whatever Python code the main thread runs next;
+    when that is a finaliser (a weakref callback or a ``__del__`` that the garbage
+    collector runs), Python prints "Exception ignored in ..." and drops it, and the
+    command went on as if no Ctrl-C had come (the demo's flash sale ran for minutes).
+    Such an interrupt is delivered again, as SIGINT to the main thread, from a timer
+    thread, once the finaliser has returned; never once the command has ended (one
+    lost as it ended is dropped: the command stops anyway). Any other unraisable
+    exception goes to the hook before.
+
+    Only in the main thread, where signals land: a command run in another thread
+    leaves ``sys.unraisablehook`` alone. On the way out the hook before is put back
+    only if ``sys.unraisablehook`` is still this one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = sys.unraisablehook
+    lock = threading.Lock()
+    timers: list[threading.Timer] = []
+    active = True
+
+    def redeliver() -> None:
+        with lock:
+            if active:
+                _thread.interrupt_main()
 
     def hook(unraisable: Any) -> None:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            threading.Timer(_REDELIVER_AFTER, _thread.interrupt_main).start()
+        if active and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            timer = threading.Timer(_REDELIVER_AFTER, redeliver)
+            timer.daemon = True
+            with lock:
+                timers.append(timer)
+            timer.start()
             return
         previous(unraisable)
 
@@ -135,7 +161,12 @@ def _no_lost_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        sys.unraisablehook = previous
+        with lock:
+            active = False
+        for timer in timers:
+            timer.cancel()
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
 
 
 def _run(argv: list[str], debug: bool) -> int:
@@ -282,19 +313,34 @@ class _OneLine(logging.Formatter):
 
 
 def _unwrap_help(command: Any) -> None:
-    """Make each paragraph of the help of ``command`` and its subcommands one line, for
-    rich to wrap to the terminal: typer's rich help keeps a docstring's line breaks
-    within a paragraph, so at any width but the source's the text was ragged, and a
-    command's summary in ``brokerkit --help`` broke mid-sentence. A paragraph that
-    starts with ``\\b`` (click's "keep as it is") is kept as it is."""
+    """Make each prose paragraph of the help of ``command`` and its subcommands one
+    line, for rich to wrap to the terminal: typer's rich help keeps a docstring's line
+    breaks within a paragraph, so at any width but the source's the text was ragged,
+    and a command's summary in ``brokerkit --help`` broke mid-sentence.
+
+    What click means to be shown otherwise stays so: the text after ``\\f`` is left
+    out (it is not for ``--help``), and a paragraph that starts with ``\\b`` (click's
+    "keep as it is"), or has an indented line or a list item (``-``, ``*``, ``1.``: a
+    plugin command's example or steps), keeps its lines."""
     help_text = getattr(command, "help", None)
     if isinstance(help_text, str):
-        paragraphs = inspect.cleandoc(help_text).split("\n\n")
+        paragraphs = inspect.cleandoc(help_text).partition("\f")[0].split("\n\n")
         command.help = "\n\n".join(
-            p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs
-        )
+            p if _laid_out(p) else " ".join(p.split()) for p in paragraphs
+        ).strip()
     for sub in getattr(command, "commands", {}).values():
         _unwrap_help(sub)
+
+
+#: A line that is part of a layout, not of wrapped prose: indented, or a list item.
+_LAID_OUT_LINE = re.compile(r"[ \t]+\S|[-*+\u2022][ \t]|\d+[.)][ \t]")
+
+
+def _laid_out(paragraph: str) -> bool:
+    """Whether a paragraph keeps its line breaks: click's ``\\b``, or a layout."""
+    return paragraph.startswith("\b") or any(
+        _LAID_OUT_LINE.match(line) for line in paragraph.split("\n")
+    )
 
 
 def _usage_message(exc: Exception) -> str:
