@@ -40,7 +40,7 @@ from brokerkit.backends.kombu._confirms import Confirms
 from brokerkit.backends.kombu._connection import kombu_connection
 from brokerkit.backends.kombu._names import Names
 from brokerkit.backends.kombu._options import KombuAMQPOptions
-from brokerkit.backends.kombu._readable import wait_readable
+from brokerkit.backends.kombu._readable import read_wait, wait_readable
 from brokerkit.backends.kombu._topology import Topology
 from brokerkit.exceptions import (
     BrokerClosed,
@@ -392,11 +392,16 @@ class Link(Topology):
         channels' consumer callbacks; whether something came (it returns early then).
         Call under the lock.
 
+        With no ``timeout``, only what came already (see :func:`._readable.read_wait`).
+
         When nothing came, it sends a heartbeat if one is due, and raises the lost
         connection (through :meth:`call`) of a server silent for two heartbeats.
         """
+        wait = read_wait(self._socket(), timeout)
         try:
-            self._connection.drain_events(timeout=timeout)
+            if wait is None:  # (nothing came)
+                raise TimeoutError
+            self._connection.drain_events(timeout=wait)
         except TimeoutError:  # (socket.timeout)
             self._connection.heartbeat_check()
             return False

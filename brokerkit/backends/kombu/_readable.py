@@ -9,14 +9,24 @@ had come (read into its inbox by another thread's wait) waited for the lock behi
 all of them: seconds, past its own timeout. A waiting receive now only watches the
 socket, without the lock, and takes the lock to read once there is something to read
 (:meth:`Link.await_frames <brokerkit.backends.kombu._link.Link.await_frames>`).
+
+A read "without waiting" must not put the socket in non-blocking mode either: py-amqp
+reads a frame to its end, and on a non-blocking socket it retried ``recv`` on EAGAIN
+in a busy loop until the rest of a frame came (a big message over a slow link: a core
+spent, the lock held). It reads only once :func:`has_bytes` says something came, and
+then blocks a moment for each part (:func:`read_wait`).
 """
 
 from __future__ import annotations
 
 import select
 import socket
+import ssl
 
-__all__ = ["wait_readable"]
+__all__ = ["has_bytes", "read_wait", "wait_readable"]
+
+#: How long a read without a timeout waits for each part of a frame begun.
+MID_FRAME = 0.001
 
 
 def wait_readable(sock: socket.socket, seconds: float) -> None:
@@ -40,3 +50,33 @@ def wait_readable(sock: socket.socket, seconds: float) -> None:
             select.select([fd], [], [fd], max(seconds, 0.0))
     except (OSError, ValueError):
         return
+
+
+def has_bytes(sock: socket.socket) -> bool:
+    """Whether ``sock`` has something to read now (bytes, its end, an error; over TLS,
+    bytes the TLS layer holds decrypted too), without waiting. A socket closed or
+    replaced meanwhile has (the read finds out what became of it)."""
+    try:
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        fd = sock.fileno()
+        if fd < 0:
+            return True
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
+        readable, _, broken = select.select([fd], [], [fd], 0)  # (no poll: Windows)
+        return bool(readable or broken)
+    except (OSError, ValueError):
+        return True
+
+
+def read_wait(sock: socket.socket | None, timeout: float) -> float | None:
+    """The timeout for py-amqp's read of ``sock`` (each ``recv``) for a read that asked
+    for ``timeout`` seconds: that, if more than 0; without one, None (do not read) if
+    nothing came yet, else :data:`MID_FRAME`: py-amqp keeps what it read of a frame
+    that does not come in full by then, for the next read."""
+    if timeout > 0 or sock is None:
+        return timeout
+    return MID_FRAME if has_bytes(sock) else None
