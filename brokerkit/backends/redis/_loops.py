@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 
 from brokerkit._acompat import on_loop, shielded
 from brokerkit._capabilities import Capability
+from brokerkit._logging import log_fields
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.exceptions import Unsupported
 
@@ -195,6 +196,7 @@ async def _at_home(
             what,
             home,
             _CLOSE_WAIT,
+            extra=log_fields(),
         )
         return
     let_go = True
