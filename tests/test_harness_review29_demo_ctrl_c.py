@@ -53,4 +53,4 @@ main()
 
 def test_a_ctrl_c_raised_in_a_finaliser_still_ends_the_demo() -> None:
     # the child's SIGUSR1 handler makes the Ctrl-C land in a weakref callback
-    interrupt_demo_in_its_flash_sale(None, signal_number=signal.SIGUSR1, code=CHILD)
+    interrupt_demo_in_its_flash_sale(None, signal_number=signal.SIGUSR1, code=CHILD, guard=15)
