@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConsumerInfo", "GroupInfo", "TopicInfo"]
+__all__ = ["DEAD_LETTER_GROUPS", "ConsumerInfo", "GroupInfo", "TopicInfo"]
+
+#: The groups of a dead-letter topic that deal with its dead letters, those
+#: ``dead_lettered`` counts by: the default group (what a plain ``subscribe`` of the
+#: dead-letter topic reads with, ``brokerkit.DEFAULT_GROUP``) and ``brokerkit-dlq``
+#: (what the ``brokerkit dlq`` command reads with). Another group, one that only
+#: tails new dead letters say, does not clear the count.
+DEAD_LETTER_GROUPS = ("default", "brokerkit-dlq")
 
 
 @dataclass(frozen=True)
@@ -43,12 +50,18 @@ class TopicInfo:
     :ivar length: messages stored for the topic (waiting, or kept for replay).
     :ivar in_flight: deliveries handed out and not yet settled, over all groups.
     :ivar dead_lettered: dead letters still waiting to be dealt with, in the topic's
-        dead-letter topic: where it has no group, every one stored; else the fewest
-        any one of its groups (the default group of a plain ``subscribe``, or
-        ``brokerkit-dlq`` of the ``brokerkit dlq`` command) has not yet settled: its
-        lag plus its pending, handed-back and delayed ones included. A dead letter
-        read and acked drops out, also where the broker keeps settled messages for
-        replay (redis+stream, NATS JetStream, memory).
+        dead-letter topic, counted by the groups that deal with them
+        (:data:`DEAD_LETTER_GROUPS`): the dead-letter topic's default group (a plain
+        ``subscribe`` of it) and ``brokerkit-dlq`` (the ``brokerkit dlq`` command).
+        Where one or both exist, the fewer either has not yet settled: its lag plus
+        its pending, handed-back and delayed ones included; where neither exists,
+        every one stored. Any other group (one started at ``"latest"`` to tail new
+        dead letters, say) does not count. A dead letter read and acked drops out,
+        also where the broker keeps settled messages for replay (redis+stream, NATS
+        JetStream, memory). Where the broker cannot tell a group's lag cheaply
+        (redis+stream on Redis 6.2, or on 7.x after entries past the group's
+        position were deleted) and more than 100 wait, the count is an upper
+        bound: every one stored.
     :ivar scheduled: messages the broker holds for a due time: delayed publishes and
         delayed retries (``nack(delay=...)``), over all groups; not in ``length``.
     :ivar oldest_in_flight_age: seconds the oldest unsettled delivery has been out.

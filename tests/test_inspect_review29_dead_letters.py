@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,62 @@ def test_listing_or_moving_some_leaves_the_others_counted(
     moved = move_dead_letters(broker, topic, ids=[listed[0].id])
     assert [m.moved_to for m in moved if m.moved_to] == [topic]
     assert broker.inspect(topic).dead_lettered == DEAD - 1
+
+
+def test_a_group_tailing_new_dead_letters_does_not_clear_the_count(
+    make: Callable[[int | None], brokerkit.Broker],
+) -> None:
+    # Only the groups that deal with dead letters (the default one, brokerkit-dlq)
+    # count: a group that only reads new ones had settled all there were, and zeroed
+    # the count though nothing was dealt with.
+    broker = make(None)
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    dead_letter(make(1), topic, DEAD)
+    assert broker.inspect(topic).dead_lettered == DEAD
+    with broker.subscribe(broker.dead_letter_topic(topic), group="alert-tail", start="latest"):
+        info = broker.inspect(topic)
+        assert info.dead_lettered == DEAD, f"a tail from 'latest' dealt with nothing: {info!r}"
+
+
+def test_the_dead_letter_groups_are_the_default_and_the_dlq_commands() -> None:
+    from brokerkit._inspect import DEAD_LETTER_GROUPS
+    from brokerkit.cli._dlq import DLQ_GROUP
+
+    assert DEAD_LETTER_GROUPS == (brokerkit.DEFAULT_GROUP, DLQ_GROUP)
+
+
+def test_redis_stream_dead_letter_count_never_scans_the_whole_stream() -> None:
+    # Where XINFO GROUPS gives no lag (Redis 6.2; 7.x after an XDEL past the group's
+    # position), each dead-letter group was counted by a script that paged the whole
+    # stream (300k dead letters: ~1 s of Redis blocked per inspect). Now one capped
+    # XRANGE a group, and past the cap the count is its upper bound, the stored ones.
+    from tests.redis_server import RedisServer
+
+    total = 2500
+    with RedisServer() as server:
+        broker = brokerkit.connect(server.url("redis+stream"), prefix="dl29scan")
+        client = server.client()
+        try:
+            topic = "orders"
+            dlq = broker.dead_letter_topic(topic)
+            broker.publish_many(dlq, range(total))
+            plain = broker.subscribe(dlq)
+            dlq_command = broker.subscribe(dlq, group="brokerkit-dlq", start="earliest")
+            tail = broker.subscribe(dlq, group="alert-tail", start="earliest")
+            key = str(broker.inspect(topic).details["dead_letter_key"])
+            newest: Any = client.xrevrange(key, count=1)
+            client.xdel(key, newest[0][0])
+            groups = client.xinfo_groups(key)
+            assert {g["name"] for g in groups} == {b"default", b"brokerkit-dlq", b"alert-tail"}
+            assert all(g.get("lag") is None for g in groups), groups
+            client.config_resetstat()
+            info = broker.inspect(topic)
+            xrange = client.info("commandstats").get("cmdstat_xrange", {"calls": 0})
+            assert info.dead_lettered == total - 1  # the upper bound: every stored one
+            # one capped read for each of the two dead-letter groups, none for others
+            assert xrange["calls"] <= 2, xrange
+            for subscription in (plain, dlq_command, tail):
+                subscription.close()
+        finally:
+            broker.close()
+            client.close()

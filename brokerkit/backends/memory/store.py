@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from brokerkit._clock import Clock, SystemClock
-from brokerkit._inspect import ConsumerInfo, GroupInfo, TopicInfo
+from brokerkit._inspect import DEAD_LETTER_GROUPS, ConsumerInfo, GroupInfo, TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit.exceptions import InvalidOption
@@ -371,14 +371,17 @@ class Store:
 
 def _dead_letters(dead: Topic | None) -> int:
     """The dead letters still waiting to be dealt with: the log keeps settled ones for
-    replay, so with no group on the dead-letter topic every stored one counts, else the
-    fewest any one of its groups has not settled (waiting, out, or delayed)."""
+    replay, so the fewer either group of :data:`DEAD_LETTER_GROUPS` that exists has
+    not settled (waiting, out, or delayed); every stored one where neither exists.
+    Another group (a tail from "latest", say) does not count."""
     if dead is None:
         return 0
     unsettled = [len(dead.log)]
-    for group in dead.groups.values():
-        waiting = len(group.ready) + sum(1 for o in dead.log if o >= group.cursor)
-        unsettled.append(waiting + len(group.pending) + len(group.delayed))
+    for name in DEAD_LETTER_GROUPS:
+        group = dead.groups.get(name)
+        if group is not None:
+            waiting = len(group.ready) + sum(1 for o in dead.log if o >= group.cursor)
+            unsettled.append(waiting + len(group.pending) + len(group.delayed))
     return min(unsettled)
 
 

@@ -9,7 +9,7 @@ import datetime
 import time
 from typing import Any, NamedTuple
 
-from brokerkit._inspect import GroupInfo, TopicInfo
+from brokerkit._inspect import DEAD_LETTER_GROUPS, GroupInfo, TopicInfo
 from brokerkit._topics import is_topic
 from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, NatsClient
 from brokerkit.backends.nats._wire import parse_description, subject_for
@@ -83,8 +83,10 @@ async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: 
     """Length and dead letters from stream info, groups from consumer info.
 
     The dead letters are those still waiting to be dealt with: the stream keeps
-    settled messages, so with no group on ``dlq_topic`` every stored one counts, else
-    the fewest any one of its groups has not settled (its lag plus its pending)."""
+    settled messages, so the fewer either group of ``DEAD_LETTER_GROUPS`` on
+    ``dlq_topic`` that exists has not settled (its lag plus its pending); every stored
+    one where neither exists. Another group (a tail from "latest", say) does not
+    count."""
     subject = subject_for(stream, topic)
     length = await _count(client, stream, subject)
     dead = await _count(client, stream, subject_for(stream, dlq_topic))
@@ -95,7 +97,7 @@ async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: 
     dead_unsettled = [dead]
     for info in await _consumers(client, stream, f"inspect {topic!r}"):
         named = parse_description(info.get("config", {}).get("description"))
-        if named is not None and named[0] == dlq_topic:
+        if named is not None and named[0] == dlq_topic and named[1] in DEAD_LETTER_GROUPS:
             unsettled = int(info.get("num_pending", 0)) + int(info.get("num_ack_pending", 0))
             dead_unsettled.append(unsettled)
         if named is None or named[0] != topic:

@@ -11,7 +11,8 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 
-from brokerkit._inspect import ConsumerInfo
+from brokerkit._inspect import DEAD_LETTER_GROUPS, ConsumerInfo
+from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis.stream.calls import StreamScripts
 from brokerkit.backends.redis.stream.info import StreamGroupInfo, StreamTopicInfo
 from brokerkit.backends.redis.stream.scheduling import PARKING
@@ -28,6 +29,16 @@ _BACKDATED_MS = 10**12
 _PENDING_PAGE = 1000
 #: At most this many pages of the pending entries list are read for the age.
 _PENDING_PAGES = 10
+
+#: Where XINFO GROUPS gives no lag, the dead-letter count reads at most this many
+#: entries after a group's position; more, and the count is its upper bound, the
+#: stream's length (one short script: it never pages the whole stream).
+_DEAD_LAG_CAP = 100
+
+# KEYS: stream.  ARGV: after id, cap.  How many entries come after it, up to the cap.
+_COUNT_UP_TO = r"""
+return #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+"""
 
 
 def inspect_stream(
@@ -53,7 +64,7 @@ def inspect_stream(
         return StreamTopicInfo(
             topic=topic,
             length=0,
-            dead_lettered=_dead_letters(client, scripts, dead_letter_key),
+            dead_lettered=_dead_letters(client, dead_letter_key),
             details={"key": key, "dead_letter_key": dead_letter_key, "exists": False},
             scheduled=held,
         )
@@ -78,7 +89,7 @@ def inspect_stream(
         length=length,
         oldest_waiting_age=_oldest_waiting(client, key, groups, first),
         in_flight=sum(g.pending for g in groups),
-        dead_lettered=_dead_letters(client, scripts, dead_letter_key),
+        dead_lettered=_dead_letters(client, dead_letter_key),
         oldest_in_flight_age=oldest,
         groups=tuple(groups),
         first_id=first,
@@ -91,21 +102,30 @@ def inspect_stream(
     )
 
 
-def _dead_letters(client: redis.Redis, scripts: StreamScripts, key: str) -> int:
+def _dead_letters(client: redis.Redis, key: str) -> int:
     """The dead letters in the dead-letter stream ``key`` still waiting to be dealt
-    with: with no group on it, every entry (the stream keeps settled entries for
-    replay, so its length alone would count dead letters already moved back or
-    handled); else the fewest any one group has not settled, its lag plus its
-    pending (handed back and delayed ones too), never more than the stream holds."""
+    with: the stream keeps settled entries for replay, so not its length but the
+    fewer either group of :data:`DEAD_LETTER_GROUPS` that exists has not settled, its
+    lag plus its pending (handed back and delayed ones too), never more than the
+    stream holds; every entry where neither exists. Another group (a tail from
+    "latest", say) does not count. Where XINFO gives no lag (Redis 6.2; 7.x after
+    entries past the group's position were deleted) at most :data:`_DEAD_LAG_CAP`
+    entries are counted, and past that the group's count is its upper bound, the
+    stream's length."""
     stored = int(client.xlen(key))
     if not stored:
         return 0
     unsettled = [stored]
+    count_up_to = Lua(client, _COUNT_UP_TO)
     for raw in client.xinfo_groups(key):
-        delivered = text(raw["last-delivered-id"])
+        if shown(raw["name"]) not in DEAD_LETTER_GROUPS:
+            continue
         lag = raw.get("lag")
         if lag is None:
-            lag = scripts.count_after(keys=[key], args=[delivered])
+            delivered = text(raw["last-delivered-id"])
+            lag = int(count_up_to(keys=[key], args=[delivered, _DEAD_LAG_CAP]))
+            if lag >= _DEAD_LAG_CAP:
+                lag = stored
         unsettled.append(int(lag) + int(raw["pending"]))
     return min(unsettled)
 
