@@ -58,6 +58,13 @@ _FETCHING_HERE: contextvars.ContextVar[Subscription | None] = contextvars.Contex
 )
 
 
+def _stopped(home: Any) -> bool:
+    """Whether ``home``, the event loop a subscription belongs to, is another than
+    this one and does not run (closed, or open and not running): a close is then
+    carried out here, without it (see :func:`on_loop`)."""
+    return home is not None and home is not home_loop() and not home.is_running()
+
+
 def _fetch_wait(deadline: float | None) -> float:
     """How long one fetch (or a wait for a cancelled receive's) may block: until
     ``deadline`` (None: none), and :data:`MAX_FETCH_WAIT` at most."""
@@ -323,13 +330,18 @@ class Subscription:
 
     def _finish_close(self) -> None:
         """Wait for the fetches of cancelled receives, hand back what is buffered and
-        unsubscribe; the broker lets the subscription go at the end."""
+        unsubscribe; the broker lets the subscription go at the end. Without its
+        event loop, which does not run, a receive pending there is not waited for."""
         buffered: list[Delivery] = []
         try:
-            with self._fetching:
-                # The lock held, no receive leaves a fetch running any more.
-                settle_orphans(self._orphans, MAX_FETCH_WAIT)
+            if _stopped(self._home):
+                # A receive pending there holds the lock for ever: not waited for.
                 buffered = self._take_buffered()
+            else:
+                with self._fetching:
+                    # The lock held, no receive leaves a fetch running any more.
+                    settle_orphans(self._orphans, MAX_FETCH_WAIT)
+                    buffered = self._take_buffered()
             self.broker._unsubscribe(self, buffered)
         except BrokerError as exc:
             log.warning(

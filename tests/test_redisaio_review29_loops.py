@@ -30,8 +30,10 @@ import pytest
 import redis
 
 import brokerkit.aio
+from brokerkit._acompat import on_loop
+from brokerkit.backends.redis import _loops
 from brokerkit.backends.redis.stream.broker_async import AsyncRedisStreamBroker
-from brokerkit.exceptions import Unsupported
+from brokerkit.exceptions import BrokerClosed, Unsupported
 from tests.redis_cluster import RedisClusterSet, SentinelSet
 from tests.redis_server import RedisServer, wait_until
 from tests.redis_tls import TLSRedisServer, require_tls_redis_server
@@ -442,3 +444,99 @@ def test_a_subclass_keeps_its_own_coroutines_to_the_first_loop(
     asyncio.run(on_a_new_loop())
     asyncio.run(broker.close())  # close, overridden, still works from anywhere
     _wait_closed([server.client], name)
+
+
+async def _fetching(subscription: brokerkit.aio.AsyncSubscription) -> asyncio.Task[Any]:
+    """A receive of ``subscription`` started and left pending in its fetch (the
+    subscription's fetch lock held by it)."""
+    receive = asyncio.ensure_future(subscription.receive(timeout=GUARD))
+    while not subscription._fetching.locked():
+        await asyncio.sleep(0)
+    return receive
+
+
+@pytest.mark.filterwarnings("error::ResourceWarning")
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_close_without_the_first_loop_does_not_wait_for_a_receive_pending_there(
+    scheme: str, server: RedisServer, name: str, prefix: str
+) -> None:
+    """A receive pending on a loop driven by run_until_complete holds its fetch for as
+    long as the loop does not run: the close without that loop does not wait for it.
+    Before, it waited for ever (here: the guard's TimeoutError)."""
+    url = server.url(scheme) + f"?client_name={name}"
+    loop = asyncio.new_event_loop()
+    try:
+        broker = loop.run_until_complete(brokerkit.aio.connect(url, prefix=prefix))
+        group = None if "pubsub" in scheme else "g"
+        subscription = loop.run_until_complete(broker.subscribe("jobs", group=group))
+        receive = loop.run_until_complete(_fetching(subscription))
+        asyncio.run(asyncio.wait_for(broker.close(), GUARD))
+        assert broker.closed and subscription.closed
+        _wait_closed([server.client], name)
+        loop.run_until_complete(asyncio.wait((receive,), timeout=GUARD))
+        assert receive.done()
+        assert isinstance(receive.exception(), BrokerClosed)
+        loop.run_until_complete(_others_end())
+        assert _open([server.client], name) == 0
+    finally:
+        loop.close()
+    del broker, subscription, receive
+    gc.collect()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_close_whose_first_loop_starts_running_meanwhile_is_carried_out_there(
+    scheme: str,
+    server: RedisServer,
+    name: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first loop, not running as the close looks, starts running (in another
+    thread) before the close is done without it: the close is carried out there, not
+    beside it. Before, it was done without it while that loop ran (its sockets and
+    selector touched from this thread)."""
+    url = server.url(scheme) + f"?client_name={name}"
+    loop = asyncio.new_event_loop()
+    running = threading.Event()
+    stop: asyncio.Future[None] = loop.create_future()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(home()))
+    beside: list[bool] = []
+
+    async def home() -> None:
+        running.set()
+        await stop
+        await _others_end()
+
+    real_drop = _loops._drop_connections
+
+    async def late(home_loop: Any, work: Any, timeout: float) -> bool:
+        async def started_meanwhile() -> None:
+            if not running.is_set():  # (on_loop looked: not running)
+                thread.start()
+                assert running.wait(GUARD)
+            await work()
+
+        return await on_loop(home_loop, started_meanwhile, timeout)
+
+    def drop(*holders: Any) -> None:
+        beside.append(loop.is_running())
+        real_drop(*holders)
+
+    try:
+        broker = loop.run_until_complete(brokerkit.aio.connect(url, prefix=prefix))
+        subscription = loop.run_until_complete(_use(broker, name))
+        monkeypatch.setattr(_loops, "on_loop", late)
+        monkeypatch.setattr(_loops, "_drop_connections", drop)
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(asyncio.wait_for(broker.close(), GUARD))
+        assert broker.closed and subscription.closed
+        assert beside == []
+        _wait_closed([server.client], name)
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+    finally:
+        if thread.is_alive():
+            loop.call_soon_threadsafe(stop.set_result, None)
+            thread.join(GUARD)
+        loop.close()

@@ -121,9 +121,19 @@ def _checked(method: _Method) -> _Method:
     @functools.wraps(method)
     async def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
         _claim(self)
-        return await method(self, *args, **kwargs)
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            if vars(self).get("_let_go"):  # closed without this loop while it waited:
+                _close_without_loop(self)  # what it reconnected meanwhile let go of too
+                _drop_connections(*(_listener(arg) for arg in args))
 
     return checked
+
+
+def _listener(arg: Any) -> Any:
+    """A redis+pubsub subscription's own connection, if ``arg`` is such a subscription."""
+    return getattr(getattr(arg, "state", None), "_conn", None)
 
 
 def _unsubscribe_anywhere(unsubscribe: _Method) -> _Method:
@@ -137,7 +147,7 @@ def _unsubscribe_anywhere(unsubscribe: _Method) -> _Method:
             self,
             f"the close of {subscription!r}",
             lambda: unsubscribe(self, subscription, unreturned),
-            lambda: _drop_connections(getattr(subscription.state, "_conn", None)),
+            lambda: _drop_connections(_listener(subscription)),
         )
 
     return unsubscribed
@@ -173,22 +183,27 @@ async def _at_home(
     most, after which it goes on there; ``without()`` here when it does not run (closed,
     or open but not running: nothing would carry the work out there from here), so
     that a close never leaves the broker half-closed."""
-    home = _home(broker)
+    home: Any = _home(broker)
     if home is None or home is asyncio.get_running_loop():
         await work()
         return
-    let_go = False
+    let_go = started = False
 
     async def there() -> None:
+        nonlocal started
         if let_go:  # (let go of without it meanwhile: its loop had stopped)
             return
         if home is asyncio.get_running_loop():
             await work()
+        elif home.is_running():  # it started since on_loop looked: carried out there
+            started = True
         else:  # not running: on_loop runs this here
             without()
 
-    if await on_loop(home, lambda: shielded(there, broker._closers), _CLOSE_WAIT):
-        return
+    while await on_loop(home, lambda: shielded(there, broker._closers), _CLOSE_WAIT):
+        if not started:
+            return
+        started = False
     if home.is_running():
         log.warning(
             "gave up waiting for %s on its event loop, %r, which runs in another thread "
@@ -207,12 +222,18 @@ def _close_without_loop(broker: Any) -> None:
     """Let go of ``broker``'s connections and background work without its loop, which
     does not run: the sockets closed here, the work told to stop (it ends when that
     loop runs again, if it does)."""
+    broker._let_go = True
     _drop_connections(*(getattr(broker, name, None) for name in _HOLDERS))
+    home: Any = _home(broker)
     for name in _BACKGROUND:
         work = getattr(broker, name, None)
         work = getattr(work, "_beat", work)
-        if work is not None:
-            with contextlib.suppress(RuntimeError):  # (a waiter of a closed loop)
+        if work is None:
+            continue
+        try:  # set on its loop, should it run again (an asyncio event is not thread-safe)
+            home.call_soon_threadsafe(work._stopped.set)
+        except (AttributeError, RuntimeError):  # (no loop, or a closed one: none waits)
+            with contextlib.suppress(RuntimeError):
                 work._stopped.set()
 
 
@@ -277,7 +298,7 @@ def _drop(connection: Any) -> None:
     does not run) would do for ``transport.close()``, and leaving nothing for it to do
     if it runs again: the transport marked closing and lost (so that neither it nor its
     stream warns of it later), its socket out of the loop's selector, then closed
-    (under TLS, by the socket's transport beneath)."""
+    (under TLS, by the socket's transport beneath, the TLS transport marked closed)."""
     writer, connection._reader, connection._writer = connection._writer, None, None
     if writer is None:
         return
@@ -292,3 +313,5 @@ def _drop(connection: Any) -> None:
     beneath._loop._remove_writer(beneath._sock_fd)
     with contextlib.suppress(RuntimeError):  # the protocol's callbacks, on a closed loop
         beneath._call_connection_lost(None)
+    if tls is not None:  # (Python 3.10 does not mark it closed then: it would warn)
+        writer.transport._closed = True
