@@ -63,16 +63,22 @@ def test_kombu_a_longer_content_type_is_refused_and_nothing_is_sent(
 JETSTREAM_MAX_HEADER = 65535
 
 
-def _header_lengths_around_the_limit() -> range:
-    """Lengths of one header value for which the whole header block brokerkit writes
-    (with its Bk-Meta JSON) falls a few bytes either side of the server's limit."""
-    from brokerkit._message import Message
+def _first_over(stamp: float) -> int:
+    """The shortest header value whose header block, as brokerkit writes it for a
+    message published at ``stamp`` (its JSON metadata holds the time as a float, whose
+    length varies: ``1765069830.1`` is shorter than ``1765069830.1234567``), is over
+    the server's limit."""
+    from brokerkit._message import Message, new_message_id
     from brokerkit.backends.nats._wire import encode_headers
 
-    sample = Message("0" * 26, "t", b"", "application/octet-stream", {"big": ""}, 1.7e9)
+    sample = Message(new_message_id(), "t", b"", "application/octet-stream", {"big": ""}, stamp)
     overhead = 12 + sum(len(k) + len(v) + 4 for k, v in encode_headers(sample).items())
-    first_over = JETSTREAM_MAX_HEADER - overhead + 1
-    return range(first_over - 12, first_over + 12)
+    return JETSTREAM_MAX_HEADER - overhead + 1
+
+
+#: Where the boundary lies for the longest and the shortest time stamps (until 2286).
+FIRST_OVER_LONGEST_STAMP = _first_over(1796607071.5604324)
+FIRST_OVER_SHORTEST_STAMP = _first_over(1796607071.0)
 
 
 def test_nats_a_header_block_is_stored_up_to_the_servers_limit_and_refused_past_it(
@@ -80,23 +86,30 @@ def test_nats_a_header_block_is_stored_up_to_the_servers_limit_and_refused_past_
 ) -> None:
     broker = nats()
     subscription = broker.subscribe("headers")
-    outcomes = []
+    outcomes: dict[int, str] = {}
     refusals = []
-    for length in _header_lengths_around_the_limit():
+    for length in range(FIRST_OVER_LONGEST_STAMP - 12, FIRST_OVER_SHORTEST_STAMP + 12):
         headers = {"big": "v" * length}
         try:
             broker.publish("headers", b"p", headers=headers)
         except InvalidMessage as exc:
             refusals.append(str(exc))
-            outcomes.append("refused")
+            outcomes[length] = "refused"
             continue
         delivery = subscription.receive(timeout=10)
         assert delivery is not None and dict(delivery.headers) == headers
         delivery.ack()
-        outcomes.append("stored")
-    # one boundary: stored below it, refused above it
-    assert outcomes == sorted(outcomes, reverse=True) and len(set(outcomes)) == 2, outcomes
+        outcomes[length] = "stored"
+    # stored below the boundary, refused above it; between the boundaries of the
+    # longest and the shortest time stamp, each message's own stamp decides
+    below = {n: o for n, o in outcomes.items() if n < FIRST_OVER_LONGEST_STAMP}
+    above = {n: o for n, o in outcomes.items() if n >= FIRST_OVER_SHORTEST_STAMP}
+    assert set(below.values()) == {"stored"}, outcomes
+    assert set(above.values()) == {"refused"}, outcomes
     assert all("65,535" in text and "nothing was published" in text for text in refusals)
+    assert all(
+        int(text.split(" has ")[1].split(" bytes")[0].replace(",", "")) > 65535 for text in refusals
+    ), refusals
     assert subscription.receive(timeout=0.5) is None
 
 
