@@ -60,8 +60,7 @@ class TopicInfo:
         also where the broker keeps settled messages for replay (redis+stream, NATS
         JetStream, memory). Where the broker cannot tell a group's lag cheaply
         (redis+stream on Redis 6.2, or on 7.x after entries past the group's
-        position were deleted) and more than 100 wait, the count is an upper
-        bound: every one stored.
+        position were deleted), the count is an upper bound: every one stored.
     :ivar scheduled: messages the broker holds for a due time: delayed publishes and
         delayed retries (``nack(delay=...)``), over all groups; not in ``length``.
     :ivar oldest_in_flight_age: seconds the oldest unsettled delivery has been out.

@@ -10,7 +10,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from brokerkit._inspect import DEAD_LETTER_GROUPS, ConsumerInfo
-from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.stream.calls_async import StreamScripts
 from brokerkit.backends.redis.stream.info import StreamGroupInfo, StreamTopicInfo
 from brokerkit.backends.redis.stream.scheduling import PARKING
@@ -27,16 +26,6 @@ _BACKDATED_MS = 10**12
 _PENDING_PAGE = 1000
 #: At most this many pages of the pending entries list are read for the age.
 _PENDING_PAGES = 10
-
-#: Where XINFO GROUPS gives no lag, the dead-letter count reads at most this many
-#: entries after a group's position; more, and the count is its upper bound, the
-#: stream's length (one short script: it never pages the whole stream).
-_DEAD_LAG_CAP = 100
-
-# KEYS: stream.  ARGV: after id, cap.  How many entries come after it, up to the cap.
-_COUNT_UP_TO = r"""
-return #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-"""
 
 
 async def inspect_stream(
@@ -109,24 +98,18 @@ async def _dead_letters(client: aioredis.Redis, key: str) -> int:
     lag plus its pending (handed back and delayed ones too), never more than the
     stream holds; every entry where neither exists. Another group (a tail from
     "latest", say) does not count. Where XINFO gives no lag (Redis 6.2; 7.x after
-    entries past the group's position were deleted) at most :data:`_DEAD_LAG_CAP`
-    entries are counted, and past that the group's count is its upper bound, the
-    stream's length."""
+    entries past the group's position were deleted), the group's count is its upper
+    bound, the stream's length: counting would read the entries (their bodies) after
+    its position."""
     stored = int(await client.xlen(key))
     if not stored:
         return 0
     unsettled = [stored]
-    count_up_to = AsyncLua(client, _COUNT_UP_TO)
     for raw in await client.xinfo_groups(key):
         if shown(raw["name"]) not in DEAD_LETTER_GROUPS:
             continue
         lag = raw.get("lag")
-        if lag is None:
-            delivered = text(raw["last-delivered-id"])
-            lag = int(await count_up_to(keys=[key], args=[delivered, _DEAD_LAG_CAP]))
-            if lag >= _DEAD_LAG_CAP:
-                lag = stored
-        unsettled.append(int(lag) + int(raw["pending"]))
+        unsettled.append(stored if lag is None else int(lag) + int(raw["pending"]))
     return min(unsettled)
 
 
