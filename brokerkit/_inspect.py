@@ -6,14 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEAD_LETTER_GROUPS", "ConsumerInfo", "GroupInfo", "TopicInfo"]
+__all__ = ["DEAD_LETTER_GROUPS", "DLQ_GROUP", "ConsumerInfo", "GroupInfo", "TopicInfo"]
 
+#: The one group the ``brokerkit dlq`` command reads dead-letter topics with, so that
+#: it never disturbs another, on a backend where a new group reads a topic from its
+#: start (REPLAY).
+DLQ_GROUP = "brokerkit-dlq"
 #: The groups of a dead-letter topic that deal with its dead letters, those
 #: ``dead_lettered`` counts by: the default group (what a plain ``subscribe`` of the
-#: dead-letter topic reads with, ``brokerkit.DEFAULT_GROUP``) and ``brokerkit-dlq``
-#: (what the ``brokerkit dlq`` command reads with). Another group, one that only
-#: tails new dead letters say, does not clear the count.
-DEAD_LETTER_GROUPS = ("default", "brokerkit-dlq")
+#: dead-letter topic reads with, ``brokerkit.DEFAULT_GROUP``) and :data:`DLQ_GROUP`.
+#: Another group, one that only tails new dead letters say, does not clear the count.
+DEAD_LETTER_GROUPS = ("default", DLQ_GROUP)
 
 
 @dataclass(frozen=True)

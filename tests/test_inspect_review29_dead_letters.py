@@ -107,8 +107,7 @@ def test_a_group_tailing_new_dead_letters_does_not_clear_the_count(
 
 
 def test_the_dead_letter_groups_are_the_default_and_the_dlq_commands() -> None:
-    from brokerkit._inspect import DEAD_LETTER_GROUPS
-    from brokerkit.cli._dlq import DLQ_GROUP
+    from brokerkit._inspect import DEAD_LETTER_GROUPS, DLQ_GROUP
 
     assert DEAD_LETTER_GROUPS == (brokerkit.DEFAULT_GROUP, DLQ_GROUP)
 

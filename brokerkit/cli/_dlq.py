@@ -15,6 +15,7 @@ from rich.table import Table
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
+from brokerkit._inspect import DLQ_GROUP
 from brokerkit._plugins import connect
 from brokerkit._subscription import Subscription
 from brokerkit._topics import RESERVED_HEADER_PREFIX
@@ -31,9 +32,6 @@ REASON_HEADERS = ("x-dead-letter-reason", "x-death-reason")
 ORIGIN_HEADER = "x-original-topic"
 #: How long to wait for the dead-letter topic's next message before taking it as read.
 READ_WAIT = 1.0
-#: The one group that reads dead-letter topics, so that it never disturbs another,
-#: on a backend where a new group reads a topic from its start (REPLAY).
-DLQ_GROUP = "brokerkit-dlq"
 #: How often a wait for the next dead letter looks at Ctrl-C.
 _POLL = 0.25
 

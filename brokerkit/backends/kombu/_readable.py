@@ -40,14 +40,8 @@ def wait_readable(sock: socket.socket, seconds: float) -> None:
     """
     try:
         fd = sock.fileno()
-        if fd < 0:
-            return
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(fd, select.POLLIN | select.POLLPRI)
-            poller.poll(max(seconds, 0.0) * 1000.0)
-        else:  # (no poll: Windows)
-            select.select([fd], [], [fd], max(seconds, 0.0))
+        if fd >= 0:
+            _readable_within(fd, seconds)
     except (OSError, ValueError):
         return
 
@@ -60,16 +54,20 @@ def has_bytes(sock: socket.socket) -> bool:
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         fd = sock.fileno()
-        if fd < 0:
-            return True
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(fd, select.POLLIN | select.POLLPRI)
-            return bool(poller.poll(0))
-        readable, _, broken = select.select([fd], [], [fd], 0)  # (no poll: Windows)
-        return bool(readable or broken)
+        return fd < 0 or _readable_within(fd, 0.0)
     except (OSError, ValueError):
         return True
+
+
+def _readable_within(fd: int, seconds: float) -> bool:
+    """Whether ``fd`` has something to read (bytes, its end, an error) within
+    ``seconds``."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(max(seconds, 0.0) * 1000.0))
+    readable, _, broken = select.select([fd], [], [fd], max(seconds, 0.0))  # (no poll: Windows)
+    return bool(readable or broken)
 
 
 def read_wait(sock: socket.socket | None, timeout: float) -> float | None:
