@@ -20,11 +20,10 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
-
-from tests.interrupting import brokerkit_child
 
 pytest.importorskip("typer")
 
@@ -84,24 +83,35 @@ def test_ctrl_c_pressed_again_stops_a_command_waiting_on_a_silent_server(
         "url": f"redis+stream://127.0.0.1:{port}/0?{query}",
         "list_url": f"redis+list://127.0.0.1:{port}/0?{query}",
     }
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *(a.format(**urls) for a in argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     accepted: list[socket.socket] = []
-    with brokerkit_child(*(a.format(**urls) for a in argv), code=CHILD) as child:
+    try:
+        accepted.append(silent_server.accept()[0])  # the command waits for its answer
+        assert child.stdout is not None and child.stderr is not None
+        child.send_signal(signal.SIGINT)
+        # the first Ctrl-C only asks the command to stop at its next safe point
+        assert select.select([child.stdout], [], [], GUARD)[0], "the first Ctrl-C was not taken"
+        line = child.stdout.readline()
+        assert line == TAKEN + "\n", f"the first Ctrl-C ended the command: {_ended(child)}"
+        child.send_signal(signal.SIGINT)
         try:
-            accepted.append(silent_server.accept()[0])  # the command waits for its answer
-            assert child.stdout is not None and child.stderr is not None
-            child.send_signal(signal.SIGINT)
-            # the first Ctrl-C only asks the command to stop at its next safe point
-            assert select.select([child.stdout], [], [], GUARD)[0], "the first Ctrl-C was not taken"
-            line = child.stdout.readline()
-            assert line == TAKEN + "\n", f"the first Ctrl-C ended the command: {_ended(child)}"
-            child.send_signal(signal.SIGINT)
-            try:
-                status = child.wait(GUARD)
-            except subprocess.TimeoutExpired:
-                pytest.fail("a second Ctrl-C did not stop the command")
-            assert status == 130, _ended(child)
-            stderr = child.stderr.read()
-            assert "Traceback" not in stderr and "error" not in stderr
-        finally:
-            for connection in accepted:
-                connection.close()
+            status = child.wait(GUARD)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a second Ctrl-C did not stop the command")
+        assert status == 130, _ended(child)
+        stderr = child.stderr.read()
+        assert "Traceback" not in stderr and "error" not in stderr
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+        for connection in accepted:
+            connection.close()
