@@ -6,6 +6,7 @@ or with its stream)."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -20,7 +21,7 @@ from brokerkit.backends.nats._reader import ConsumerGone, Reader
 from brokerkit.backends.nats._wire import consumer_description, consumer_name, subject_for
 from brokerkit.exceptions import BrokerError, ConnectionFailed, IncompatibleTopic, InvalidOption
 
-__all__ = ["Groups"]
+__all__ = ["Groups", "check_start"]
 
 log = logging.getLogger("brokerkit.nats")
 
@@ -74,7 +75,7 @@ class Groups:
                 "max_ack_pending": 10_000,
                 "filter_subject": subject_for(self._stream, topic),
                 "replay_policy": "instant",
-                **_deliver_policy(subscription.start),
+                **check_start(subscription.start),
                 # Who made it: another broker's create of the same config is refused
                 # (it differs in this), so that only one counts it as made (2.10 and
                 # later; 2.9 drops metadata, and takes a create of one that exists).
@@ -172,16 +173,29 @@ class Groups:
             ) from None
 
 
-def _deliver_policy(start: str | None) -> dict[str, Any]:
-    """Where a new group starts: the topic's history (default), only what comes next,
-    or a stream sequence number."""
+def check_start(start: object) -> dict[str, Any]:
+    """The deliver policy of a group that starts at ``start``: the topic's history
+    (default), only what comes next, or a stream sequence number (ASCII digits, 1 to
+    JetStream's largest, 2**64 - 1). Checked at every subscribe, as on the other
+    backends, whether or not the group exists (its consumer keeps where it started).
+
+    :raises InvalidOption: ``start`` is none of those.
+    """
     if start is None or start == "earliest":
         return {"deliver_policy": "all"}
     if start == "latest":
         return {"deliver_policy": "new"}
-    if start.isdigit() and int(start) > 0:
+    if isinstance(start, str) and _SEQUENCE.fullmatch(start) and 0 < int(start) <= _MAX_SEQUENCE:
         return {"deliver_policy": "by_start_sequence", "opt_start_seq": int(start)}
+    number = isinstance(start, int) and not isinstance(start, bool)
+    shown = repr(start) if not isinstance(start, str) or len(start) <= 60 else repr(start[:60])
     raise InvalidOption(
-        f"start={start!r} is not a position on NATS: use 'earliest', 'latest' or a "
-        "stream sequence number (1 or more)"
+        f"start={shown} is not a position on NATS: use 'earliest', 'latest' or a "
+        f"stream sequence number written in digits, 1 to {_MAX_SEQUENCE}"
+        + (f" (a str: start='{start}')" if number else "")
     )
+
+
+_SEQUENCE = re.compile(r"[0-9]+")
+#: JetStream's stream sequences are unsigned 64-bit numbers.
+_MAX_SEQUENCE = 2**64 - 1

@@ -61,7 +61,7 @@ from brokerkit.backends.nats._client import (
     NatsClient,
     Request,
 )
-from brokerkit.backends.nats._groups import Groups
+from brokerkit.backends.nats._groups import Groups, check_start
 from brokerkit.backends.nats._leases import (
     GroupFound,
     Lease,
@@ -210,6 +210,7 @@ class AsyncNatsBroker(NatsSettling):
     # -- consuming ----------------------------------------------------------------
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        check_start(subscription.start)  # (before anything is made)
         await self._ensure_stream()
         if not self._server_checked:
             self._server_checked = True
