@@ -92,9 +92,12 @@ class Groups:
             maker = (info.get("config", {}).get("metadata") or {}).get(MADE_BY, self.maker)
             made = "error" not in info and maker == self.maker
             if "error" in info:  # made by another broker meanwhile?
+                refused = info
                 info = await self._client.api(
                     f"CONSUMER.INFO.{self._stream}.{durable}", None, f"find the group {group!r}"
                 )
+                if info.get("error", {}).get("err_code") == CONSUMER_NOT_FOUND:
+                    info = refused  # (no: the reason is the create's, not "not found")
         if "error" in info:
             raise BrokerError(
                 f"JetStream refused the group {group!r} of {topic!r}: "
