@@ -218,7 +218,8 @@ class TopicCollector(Collector):
         topic named twice is reported once.
     :param timeout: the longest a scrape waits for the broker, in seconds (above 0);
         keep it under the Prometheus ``scrape_timeout`` (10 s by default).
-    :raises InvalidOption: ``timeout`` is not a finite number of seconds above 0.
+    :raises InvalidOption: ``topics`` is one name (a str), not a list of them; or
+        ``timeout`` is not a finite number of seconds above 0.
     """
 
     def __init__(
@@ -228,6 +229,12 @@ class TopicCollector(Collector):
         *,
         timeout: float = 5.0,
     ) -> None:
+        if isinstance(topics, (str, bytes, bytearray)):
+            # one name: tuple("orders") would report the topics o, r, d, e, s
+            raise InvalidOption(
+                f"topics takes a list of topic names (or a callable), not one "
+                f"{type(topics).__name__}: TopicCollector(broker, [{_name(topics)!r}])"
+            )
         seconds = finite_seconds(timeout)
         if seconds is None or seconds <= 0:
             raise InvalidOption(
@@ -455,6 +462,11 @@ class _Reading:
                     extra=log_fields(),
                 )
                 return
+
+
+def _name(topic: str | bytes | bytearray) -> str:
+    """A topic name given as one str or bytes, as a str (for the error that refuses it)."""
+    return topic if isinstance(topic, str) else bytes(topic).decode(errors="replace")
 
 
 def _some(topics: Sequence[str], shown: int = 5) -> str:
