@@ -41,9 +41,6 @@ __all__ = ["AsyncNatsCoreBroker", "NatsCoreBroker"]
 #: Messages a subscription keeps for its reader before it drops the oldest: a reader
 #: that falls this far behind loses messages, as a slow core-NATS subscriber does.
 BUFFER = 10_000
-#: Seconds between two looks at whether a lost connection is back, while a publish
-#: waits for it (nats-py reconnects every quarter second here).
-_RECONNECT_POLL = 0.05
 
 
 @dataclass
@@ -115,19 +112,23 @@ class AsyncNatsCoreBroker(AsyncBroker):
 
     async def _connected(self, nc: Client, deadline: float) -> None:
         """Return once ``nc`` is connected; raise :class:`ConnectionFailed` if it is not
-        by ``deadline`` (``reconnect_timeout`` after the publish began), having sent
-        nothing: nats-py would buffer a message published while it reconnects, and
-        its flush would return as if the message were sent."""
-        while not nc.is_connected:
-            if nc.is_closed:
-                raise ConnectionFailed(f"the NATS connection to {self._client.server} is closed")
-            if time.monotonic() >= deadline:
-                raise ConnectionFailed(
-                    f"could not publish to NATS at {self._client.server}: not connected "
-                    f"within reconnect_timeout={self.options.reconnect_timeout}s; "
-                    "nothing was sent"
-                )
-            await asyncio.sleep(min(_RECONNECT_POLL, max(0.0, deadline - time.monotonic())))
+        by ``deadline`` (``reconnect_timeout`` after the publish began), or the broker
+        closes meanwhile, having sent nothing: nats-py would buffer a message published
+        while it reconnects, and its flush would return as if the message were sent.
+        (Woken by the close, as a JetStream request is: a look every so often came
+        after the sync broker's close had cancelled what ran on its loop, and the
+        publish raised CancelledError.)"""
+        if nc.is_connected or await self._client.wait_connected(deadline):
+            return
+        if nc.is_closed or time.monotonic() < deadline:
+            raise ConnectionFailed(
+                f"the NATS connection to {self._client.server} is closed; nothing was sent"
+            )
+        raise ConnectionFailed(
+            f"could not publish to NATS at {self._client.server}: not connected "
+            f"within reconnect_timeout={self.options.reconnect_timeout}s; "
+            "nothing was sent"
+        )
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         nc = await self._client.connection()
