@@ -21,7 +21,7 @@ from typing import Any
 
 from brokerkit.exceptions import InvalidOption
 from brokerkit.worker._body_types import struct_fault
-from brokerkit.worker._error_text import one_line
+from brokerkit.worker._error_text import msgspec_text, one_line, shortened
 from brokerkit.worker._field_types import (
     _dataclass_type,
     _declared_by,
@@ -492,11 +492,16 @@ def _struct(model: Any) -> _Build:
         try:
             return msgspec.convert(value, model, strict=False)
         except msgspec.ValidationError as exc:
-            text, at, path = one_line(exc).partition(" - at `$")
-            misfit = Misfit(text)
-            if at and path.endswith("`"):
+            full = msgspec_text(exc)
+            text, at, path = full.rpartition(" - at `$")
+            if not (at and path.endswith("`")):
+                text, path = full, ""
+            misfit = Misfit(shortened(text))
+            if path:
                 misfit.path.append(path[:-1])
-            raise misfit from exc
+        # Raised outside the except: msgspec's error, which may quote a value refused
+        # (an enum's), is not its context.
+        raise misfit
 
     return build
 

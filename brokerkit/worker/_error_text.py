@@ -1,8 +1,16 @@
-"""The text of an error, for logs and dead-letter reasons: never failing, on one line."""
+"""The text of an error, for logs and dead-letter reasons: never failing, on one line,
+and, for a body's validation error, without the values the body holds."""
 
 from __future__ import annotations
 
-__all__ = ["error_text", "one_line"]
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["error_text", "msgspec_text", "one_line", "pydantic_text", "shortened"]
+
+#: How many characters of an error's text a log line or a dead-letter reason shows.
+MAX_TEXT = 500
 
 
 def error_text(exc: BaseException) -> str:
@@ -14,7 +22,59 @@ def error_text(exc: BaseException) -> str:
         return f"<{type(exc).__name__}: str() failed>"
 
 
+def shortened(text: str) -> str:
+    """``text`` on one line, :data:`MAX_TEXT` characters at most."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
+
+
 def one_line(exc: BaseException) -> str:
-    """:func:`error_text` on one line, 500 characters at most."""
+    """:func:`error_text` on one line, :data:`MAX_TEXT` characters at most."""
+    return shortened(error_text(exc))
+
+
+def pydantic_text(exc: Any) -> str:
+    """What a pydantic ``ValidationError`` says was wrong, each error as its path, its
+    message and its type (``age: Input should be a valid integer, unable to parse
+    string as an integer [int_parsing]``), ``; ``-separated after their count when
+    there are several; on one line, shortened. Never the input: ``str(exc)`` quotes
+    each error's (``input_value='...'``, the whole payload for JSON it cannot read), and
+    an invalid discriminator's message the tag found, which is left out here. The
+    message of a validator of the application's (``Value error, ...``) is its own
+    text, shown as it is."""
+    try:
+        errors = [_pydantic_error(error) for error in exc.errors()]
+    except Exception:  # not a pydantic error after all, or one broken: no text read
+        return f"{type(exc).__name__} (its errors could not be read)"
+    text = "; ".join(errors)
+    return shortened(text if len(errors) == 1 else f"{len(errors)} errors: {text}")
+
+
+def _pydantic_error(error: Mapping[str, Any]) -> str:
+    kind = str(error.get("type", ""))
+    message = str(error.get("msg", ""))
+    if kind == "union_tag_invalid":  # "Input tag 'the tag found' found using 'kind'..."
+        context = error.get("ctx") or {}
+        discriminator, expected = context.get("discriminator"), context.get("expected_tags")
+        found_using = f" found using {discriminator}" if discriminator is not None else ""
+        tags = f": {expected}" if expected is not None else ""
+        message = f"Input tag{found_using} does not match any of the expected tags{tags}"
+    path = ".".join(str(step) for step in error.get("loc", ()))
+    return f"{path}: {message} [{kind}]" if path else f"{message} [{kind}]"
+
+
+#: msgspec's messages that quote the value refused: an enum's or a ``Literal``'s
+#: (``Invalid enum value 'x'``), a tagged union's tag (``Invalid value 'x'``); then its
+#: path, if any (`` - at `$.field` ``), which is kept.
+_QUOTED_VALUE = re.compile(r"(Invalid (?:enum )?value) .*?((?: - at `\$[^`]*`)?)", re.DOTALL)
+
+
+def msgspec_text(exc: BaseException) -> str:
+    """A msgspec ``ValidationError``'s or ``DecodeError``'s text, on one line but not
+    shortened (its path ends it), without the value it quotes: ``Invalid enum value -
+    at `$.colour```. Its other messages quote no value (a type, a constraint, a
+    field's name: ``Object contains unknown field `x```); one a ``__post_init__`` of
+    the application's raised is its own text, shown as it is."""
     text = " ".join(error_text(exc).split())
-    return text if len(text) <= 500 else text[:500] + "..."
+    quoted = _QUOTED_VALUE.fullmatch(text)
+    return quoted.group(1) + quoted.group(2) if quoted else text

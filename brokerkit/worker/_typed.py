@@ -27,7 +27,7 @@ from brokerkit._serializers import is_json
 from brokerkit.exceptions import InvalidOption, SerializationError
 from brokerkit.worker._body_types import body_model, check_body_type, model_name
 from brokerkit.worker._dataclass_body import Builders, Misfit
-from brokerkit.worker._error_text import error_text, one_line
+from brokerkit.worker._error_text import msgspec_text, one_line, pydantic_text, shortened
 from brokerkit.worker._field_types import unannotated
 
 __all__ = ["Binding", "InvalidBody", "bind"]
@@ -35,7 +35,21 @@ __all__ = ["Binding", "InvalidBody", "bind"]
 
 class InvalidBody(Exception):
     """A body that does not decode, or does not validate into the handler's type: the
-    worker dead-letters it at once, with this error's text as the reason."""
+    worker dead-letters it at once, with this error's text as the reason.
+
+    Its text says what was wrong, and never quotes what the body holds: the error of
+    pydantic or msgspec it is made from, which does, is neither its ``__cause__`` nor
+    its ``__context__`` (a span's recorded exception prints the chain)."""
+
+    #: The body's own JSON parser (pydantic's, msgspec's) refused the payload as JSON it
+    #: cannot read, not for what it holds.
+    _unreadable_json: bool = False
+
+
+def _invalid(text: str, *, unreadable_json: bool = False) -> InvalidBody:
+    error = InvalidBody(text)
+    error._unreadable_json = unreadable_json
+    return error
 
 
 Converter = Callable[[Any], Any]
@@ -88,7 +102,7 @@ class Binding:
             try:
                 return self._converted(self.convert_json, delivery.payload)
             except InvalidBody as exc:
-                if not _unreadable_json(exc.__cause__):
+                if not exc._unreadable_json:
                     raise
                 native = exc
         body = _decoded(delivery)  # a payload that is not JSON: the decoder's own reason
@@ -99,7 +113,7 @@ class Binding:
         except InvalidBody:
             if native is None:
                 raise
-            raise native from native.__cause__
+            raise native from None
 
     def _converted(self, convert: Converter, value: Any) -> Any:
         try:
@@ -116,7 +130,7 @@ def _decoded(delivery: Any) -> Any:
     try:
         return delivery.body
     except SerializationError as exc:
-        raise InvalidBody(error_text(exc)) from exc
+        raise InvalidBody(one_line(exc)) from exc
 
 
 def bind(function: Callable[..., Any]) -> Binding:
@@ -294,23 +308,20 @@ def _pydantic(model: Any, error: type[Exception], *, from_json: bool = False) ->
                 return model.model_validate_json(body)
             return model.model_validate(body)
         except error as exc:
-            raise InvalidBody(f"{model.__name__}: {one_line(exc)}") from exc
+            invalid = _invalid(
+                f"{model.__name__}: {pydantic_text(exc)}", unreadable_json=_json_invalid(exc)
+            )
+        raise invalid  # outside the except: not in context, pydantic's error quotes the input
 
     return convert
 
 
-def _unreadable_json(error: BaseException | None) -> bool:
-    """Whether a model's own JSON parser refused a payload as JSON it cannot read (not
-    its content): pydantic's ``json_invalid``, msgspec's ``DecodeError`` that is no
-    ``ValidationError``."""
-    errors = getattr(error, "errors", None)
-    if callable(errors):  # pydantic's ValidationError
-        try:
-            return any(e.get("type") == "json_invalid" for e in errors())
-        except Exception:
-            return False
-    kind = type(error)
-    return kind.__name__ == "DecodeError" and kind.__module__.startswith("msgspec")
+def _json_invalid(error: Any) -> bool:
+    """Whether pydantic refused a payload as JSON it cannot read (``json_invalid``)."""
+    try:
+        return any(e.get("type") == "json_invalid" for e in error.errors())
+    except Exception:
+        return False
 
 
 def _msgspec(struct: Any, msgspec: Any, *, from_json: bool = False) -> Converter:
@@ -321,7 +332,12 @@ def _msgspec(struct: Any, msgspec: Any, *, from_json: bool = False) -> Converter
             # Lax: msgpack carries what JSON would (a datetime as text, say).
             return msgspec.convert(body, struct, strict=False)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise InvalidBody(f"{model_name(struct)}: {one_line(exc)}") from exc
+            invalid = _invalid(
+                f"{model_name(struct)}: {shortened(msgspec_text(exc))}",
+                # a DecodeError that is no ValidationError: JSON msgspec cannot read
+                unreadable_json=not isinstance(exc, msgspec.ValidationError),
+            )
+        raise invalid  # outside the except: not in context, msgspec's error may quote a value
 
     return convert
 
