@@ -52,11 +52,16 @@ import traceback
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
-    BaseInstrumentor,
-)
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from brokerkit.instrumentation import _missing_extra
+
+try:  # opentelemetry-api alone (another library's) lacks opentelemetry.instrumentation
+    from opentelemetry import propagate, trace
+    from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+        BaseInstrumentor,
+    )
+    from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+except ImportError as exc:
+    raise _missing_extra(exc, __name__, "opentelemetry") from exc
 
 import brokerkit
 from brokerkit._hooks import HANDLER_CONTEXT, get_plugin_manager

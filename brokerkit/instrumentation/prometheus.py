@@ -50,9 +50,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from brokerkit.instrumentation import _missing_extra
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+except ImportError as exc:
+    raise _missing_extra(exc, __name__, "prometheus") from exc
 
 from brokerkit._capabilities import Capability
 from brokerkit._hooks import get_plugin_manager
