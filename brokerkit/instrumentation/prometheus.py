@@ -44,6 +44,7 @@ the topics of the last listing are reported down).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -217,13 +218,15 @@ class TopicCollector(Collector):
     registry is refused there (prometheus_client raises ``ValueError``): give each
     broker a registry (an exporter) of its own.
 
-    :param broker: an open sync :class:`~brokerkit.Broker`.
+    :param broker: an open sync :class:`~brokerkit.Broker` (an asyncio service
+        gives it one of its own, ``brokerkit.connect(url)``: a scrape is sync).
     :param topics: the topics to report, or a callable that returns them on each
         scrape (such as ``broker.topics``, to follow every topic the broker has); a
         topic named twice is reported once.
     :param timeout: the longest a scrape waits for the broker, in seconds (above 0);
         keep it under the Prometheus ``scrape_timeout`` (10 s by default).
-    :raises InvalidOption: ``topics`` is one name (a str), not a list of them; or
+    :raises InvalidOption: ``broker`` is an asyncio broker (``brokerkit.aio``);
+        ``topics`` is one name (a str), not a list of them; or
         ``timeout`` is not a finite number of seconds above 0.
     """
 
@@ -234,6 +237,13 @@ class TopicCollector(Collector):
         *,
         timeout: float = 5.0,
     ) -> None:
+        if inspect.iscoroutinefunction(getattr(broker, "inspect", None)):
+            # a scrape is sync: each inspect would be a coroutine, never awaited
+            raise InvalidOption(
+                f"TopicCollector reads a sync broker, not {type(broker).__name__} (its "
+                "inspect is a coroutine): give it one from brokerkit.connect(url), to the "
+                "same URL"
+            )
         if isinstance(topics, (str, bytes, bytearray)):
             # one name: tuple("orders") would report the topics o, r, d, e, s
             raise InvalidOption(
