@@ -4,12 +4,13 @@ raises)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pluggy
 
-__all__ = ["Impl", "impls_of"]
+__all__ = ["Impl", "impls_of", "is_async"]
 
 
 class Impl(NamedTuple):
@@ -34,6 +35,8 @@ def impls_of(manager: pluggy.PluginManager, name: str) -> tuple[Impl, ...]:
     # pluggy calls the last of the list first: wrappers, tryfirst, the later
     # registered, trylast.
     for impl in reversed(hookimpls):
+        if is_async(impl):
+            continue  # never run: named when its plugin registered (see _hooks)
         if impl.hookwrapper or impl.wrapper:
             # A wrapper is a generator pluggy must drive: it is called through pluggy
             # around this plugin alone, so it too fails on its own.
@@ -45,3 +48,13 @@ def impls_of(manager: pluggy.PluginManager, name: str) -> tuple[Impl, ...]:
                 Impl(impl.function, tuple(impl.argnames), tuple(impl.kwargnames), impl.plugin_name)
             )
     return tuple(found)
+
+
+def is_async(impl: Any) -> bool:
+    """Whether the (non-wrapper) hook implementation ``impl`` is an ``async def``: the
+    message hooks are plain functions, called from the sync and the asyncio API alike,
+    so calling it would only make a coroutine nobody awaits."""
+    if impl.hookwrapper or impl.wrapper:
+        return False
+    function = impl.function
+    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from brokerkit._handler_context import HandlerContext
-from brokerkit._hook_impls import Impl, impls_of
+from brokerkit._hook_impls import Impl, impls_of, is_async
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._topics import check_headers
 from brokerkit.exceptions import InvalidMessage
@@ -60,6 +60,8 @@ _SETTLE = (
     "brokerkit_on_dead_letter",
     "brokerkit_on_lease_lost",
 )
+
+_MESSAGE_HOOKS = frozenset({*_PUBLISH, *_DELIVER, *_SETTLE})
 
 #: The key of a delivery's ``scope`` under which ``brokerkit_deliver_start`` hooks may
 #: list callables that each return a context manager (``scope.setdefault(HANDLER_CONTEXT,
@@ -103,7 +105,10 @@ class ObservedPluginManager(pluggy.PluginManager):
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         with RELAY._changing(self):
-            return super().register(plugin, name)
+            registered = super().register(plugin, name)
+        if registered is not None:
+            _name_async_hooks(self, plugin, registered)
+        return registered
 
     def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
         with RELAY._changing(self):
@@ -169,7 +174,7 @@ class HookRelay:
 
     def _refresh(self, manager: pluggy.PluginManager) -> None:
         found: dict[str, tuple[Impl, ...]] = {}
-        for name in {*_PUBLISH, *_DELIVER, *_SETTLE}:
+        for name in _MESSAGE_HOOKS:
             impls = impls_of(manager, name)
             if impls:
                 found[name] = impls
@@ -438,6 +443,24 @@ def report_renewal_losses(
     )
     if RELAY.settle and (start is None or start()):
         RELAY.lease_lost(deliveries)
+
+
+def _name_async_hooks(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
+    """Log, once, each message hook that ``plugin`` (just registered as ``name``)
+    implements as an ``async def``: it is never called (:func:`impls_of` leaves it out)."""
+    for caller in manager.get_hookcallers(plugin) or ():
+        if caller.name not in _MESSAGE_HOOKS:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and is_async(impl):
+                log.error(
+                    "plugin %r implements %s as an async def; it is not called: the "
+                    "message hooks are plain functions, called from the sync and the "
+                    "asyncio API alike (return at once; hand slow work to a task or thread)",
+                    name,
+                    caller.name,
+                    extra=log_fields(),
+                )
 
 
 def _fields(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -11,15 +11,17 @@ Hooks grow by gaining arguments; an implementation may accept fewer arguments
 than the spec, so plugins written today keep working.
 
 Two kinds of hooks: *registration* hooks (backends, commands), called once, and
-*message* hooks (``brokerkit_publish_start`` to ``brokerkit_on_lease_lost``), called for
-every message by the sync and asyncio APIs alike. Message hooks are plain functions:
-keep them quick, never block. One that raises is logged on ``brokerkit.hooks`` and
-swallowed; the other plugins' implementations of that hook are still called. With
-no implementation they cost one flag read per message; a plugin registered later
-through :func:`brokerkit.get_plugin_manager` is seen from the next message on. A
-start hook and its end hook get the same ``scope`` dict, theirs to fill (a span, a
-start time); they are pairs rather than a pluggy wrapper because the work they
-surround may be an ``await``, which a wrapper, a plain generator, cannot span.
+*message* hooks (``brokerkit_publish_start`` to ``brokerkit_on_lease_lost``), called
+for every message by the sync and asyncio APIs alike. Message hooks are plain
+functions (one written ``async def`` is never called: its plugin's registration logs
+an error on ``brokerkit.hooks``): keep them quick, never block. One that raises is
+logged on ``brokerkit.hooks`` and swallowed; the other plugins' implementations of
+that hook are still called. With no implementation they cost one flag read per
+message; a plugin registered later through :func:`brokerkit.get_plugin_manager` is
+seen from the next message on. A start hook and its end hook get the same ``scope``
+dict, theirs to fill (a span, a start time); they are pairs rather than a pluggy
+wrapper because the work they surround may be an ``await``, which a wrapper, a plain
+generator, cannot span.
 """
 
 from __future__ import annotations
