@@ -103,9 +103,9 @@ def exporter(
                 param_hint="--address/--port",
             ) from exc
         try:
-            err.print(
-                cell(f"serving the topics of {parsed} on http://{address}:{port}/metrics", err)
-            )
+            # an IPv6 address goes in brackets in a URL: http://[::1]:9108/metrics
+            host = f"[{address}]" if ":" in address else address
+            err.print(cell(f"serving the topics of {parsed} on http://{host}:{port}/metrics", err))
             connection.start()
             stop.wait()
         finally:
