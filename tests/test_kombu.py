@@ -14,7 +14,7 @@ from amqp import Message as AmqpMessage
 
 import brokerkit
 from brokerkit.exceptions import ConnectionFailed, IncompatibleTopic, InvalidOption
-from tests.kombu_rabbitmq import delete_names, kombu_broker, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import delete_names, kombu_broker, publish_raw, rabbitmq, raw_connection
 
 __all__ = ["kombu_broker", "rabbitmq"]
 
@@ -100,10 +100,8 @@ def test_names_are_one_exchange_per_topic_and_one_queue_per_group(kombu_broker: 
 def test_a_message_another_program_published_is_read_as_raw(kombu_broker: Factory) -> None:
     broker = kombu_broker()
     subscription = broker.subscribe("sensors")
-    with raw_connection() as connection:
-        channel = connection.channel()
-        raw = AmqpMessage(b"21.5", application_headers={"unit": "C", "n": 3}, message_id="m-1")
-        channel.basic_publish(raw, exchange=f"{broker.options.prefix}|sensors", routing_key="")
+    raw = AmqpMessage(b"21.5", application_headers={"unit": "C", "n": 3}, message_id="m-1")
+    publish_raw(f"{broker.options.prefix}|sensors", [(raw, "")])
     delivery = subscription.receive(timeout=5)
     assert delivery is not None
     assert (delivery.id, delivery.payload, delivery.attempt) == ("m-1", b"21.5", 1)

@@ -13,7 +13,7 @@ from typing import Any
 
 import amqp  # type: ignore[import-untyped]
 
-from tests.kombu_rabbitmq import kombu_broker, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import kombu_broker, publish_raw, rabbitmq
 
 __all__ = ["kombu_broker", "rabbitmq"]
 
@@ -31,12 +31,13 @@ def test_a_foreign_body_comes_as_it_was_sent(kombu_broker: Factory) -> None:
     broker = kombu_broker()
     prefix = broker.options.prefix
     with broker.subscribe("legacy", group="reader", prefetch=2) as legacy:
-        with raw_connection() as connection:
-            channel = connection.channel()
-            for encoding, body in SENT:
-                message = amqp.Message(body, content_type="text/plain", content_encoding=encoding)
-                channel.basic_publish(message, exchange=f"{prefix}|legacy", routing_key="")
-            channel.close()
+        publish_raw(
+            f"{prefix}|legacy",
+            [
+                (amqp.Message(body, content_type="text/plain", content_encoding=encoding), "")
+                for encoding, body in SENT
+            ],
+        )
         got = []
         for _ in SENT:
             delivery = legacy.receive(timeout=5)

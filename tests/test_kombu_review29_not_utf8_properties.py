@@ -14,19 +14,11 @@ from typing import Any
 import amqp  # type: ignore[import-untyped]
 import pytest
 
-from tests.kombu_rabbitmq import kombu_broker, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import kombu_broker, publish_raw, rabbitmq
 
 __all__ = ["kombu_broker", "rabbitmq"]
 
 Factory = Callable[..., Any]
-
-
-def _publish(exchange: str, messages: list[Any]) -> None:
-    with raw_connection() as connection:
-        channel = connection.channel()
-        for message in messages:
-            channel.basic_publish(message, exchange=exchange, routing_key="")
-        channel.close()
 
 
 @pytest.mark.parametrize("prefetch", [1, 5])
@@ -36,17 +28,20 @@ def test_properties_that_are_not_utf8_do_not_poison_the_queue(
     broker = kombu_broker(max_deliveries=3)
     prefix = broker.options.prefix
     with broker.subscribe("legacy", group="reader", prefetch=prefetch) as legacy:
-        _publish(
+        publish_raw(
             f"{prefix}|legacy",
             [
-                amqp.Message(b"bad id", message_id=b"id-\xe9\xff", content_type="text/plain"),
-                amqp.Message(
-                    b"bad correlation",
-                    correlation_id=b"\xff" * 200,
-                    application_headers={"trace": "kept"},
+                (amqp.Message(b"bad id", message_id=b"id-\xe9\xff", content_type="text/plain"), ""),
+                (
+                    amqp.Message(
+                        b"bad correlation",
+                        correlation_id=b"\xff" * 200,
+                        application_headers={"trace": "kept"},
+                    ),
+                    "",
                 ),
-                amqp.Message(b"bad header name", application_headers={b"k\xff": "v"}),
-                amqp.Message(b"fine", message_id="plain", application_headers={"a": "b"}),
+                (amqp.Message(b"bad header name", application_headers={b"k\xff": "v"}), ""),
+                (amqp.Message(b"fine", message_id="plain", application_headers={"a": "b"}), ""),
             ],
         )
         got = []

@@ -23,20 +23,12 @@ from amqp import serialization, spec
 from amqp.basic_message import Message  # type: ignore[import-untyped]
 
 from brokerkit.backends.kombu._frames import frame_handler, readable_header
-from tests.kombu_rabbitmq import kombu_broker, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import kombu_broker, publish_raw, rabbitmq
 
 __all__ = ["kombu_broker", "rabbitmq"]
 
 Factory = Callable[..., Any]
 BAD_KEY = b"rk-\xff"
-
-
-def _publish(exchange: str, messages: list[tuple[Any, bytes | str]]) -> None:
-    with raw_connection() as connection:
-        channel = connection.channel()
-        for message, routing_key in messages:
-            channel.basic_publish(message, exchange=exchange, routing_key=routing_key)
-        channel.close()
 
 
 @pytest.mark.parametrize("pushed", [False, True], ids=["pulled", "pushed"])
@@ -49,7 +41,9 @@ def test_a_routing_key_that_is_not_utf8_is_delivered(
     with broker.subscribe("legacy", group="reader") as legacy:
         if pushed:
             assert legacy.receive(timeout=0.2) is None  # a consumer from now on
-        _publish(f"{prefix}|legacy", [(amqp.Message(body), BAD_KEY), (amqp.Message(b"after"), "")])
+        publish_raw(
+            f"{prefix}|legacy", [(amqp.Message(body), BAD_KEY), (amqp.Message(b"after"), "")]
+        )
         got = []
         for _ in range(2):
             delivery = legacy.receive(timeout=5)
@@ -68,7 +62,7 @@ def test_a_poison_message_not_utf8_anywhere_is_dead_lettered(kombu_broker: Facto
         poison = amqp.Message(
             b"", message_id=b"id-\xff", application_headers={b"k\xff": "v", "a": "b"}
         )
-        _publish(f"{prefix}|legacy", [(poison, BAD_KEY)])
+        publish_raw(f"{prefix}|legacy", [(poison, BAD_KEY)])
         attempts = []
         for _ in range(2):
             delivery = legacy.receive(timeout=5)

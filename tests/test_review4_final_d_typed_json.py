@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import brokerkit
 from brokerkit import Message
-from tests.kombu_rabbitmq import kombu_broker, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import kombu_broker, publish_raw, rabbitmq
 from tests.test_worker import DEADLINE, dead_letters
 from tests.waiting import wait_until
 
@@ -149,12 +149,8 @@ def test_a_bom_json_body_from_another_amqp_producer_reaches_typed_handlers(
     )
     for group in got:
         broker.subscribe("orders", group=group).close()
-    with raw_connection() as connection:
-        channel = connection.channel()
-        raw = AmqpMessage(
-            b'\xef\xbb\xbf{"order_id": 7, "note": "n"}', content_type="application/json"
-        )
-        channel.basic_publish(raw, exchange=f"{broker.options.prefix}|orders", routing_key="")
+    raw = AmqpMessage(b'\xef\xbb\xbf{"order_id": 7, "note": "n"}', content_type="application/json")
+    publish_raw(f"{broker.options.prefix}|orders", [(raw, "")])
     with worker.running():
         wait_until(
             lambda: all(got.values()) or broker.inspect("orders").dead_lettered,
