@@ -24,7 +24,8 @@ consumers; a pattern subscription's deliveries are counted under its pattern, su
   ``max_deliveries``), or ``custom`` (the nacking code gave its own reason, as the
   worker does with the handler's error: that text is in the dead letter's
   ``x-dead-letter-reason`` header, never in a label, so it cannot grow the series)
-- ``brokerkit_lease_losses_total{topic,group}``: a settlement refused as stale
+- ``brokerkit_lease_losses_total{topic,group}``: leases lost, once per delivery (a
+  settlement or an extension refused as stale, a renewal that found the lease gone)
 - ``brokerkit_handler_duration_seconds{topic,group,outcome}``: a histogram of the time
   from handing a delivery to the application to its end (a worker's handler, or the
   settlement, or the ``consume`` loop moving on).
@@ -127,7 +128,8 @@ class BrokerkitMetrics:
         )
         self.lease_losses = Counter(
             "brokerkit_lease_losses",
-            "Settlements refused because the delivery's lease had run out.",
+            "Leases lost (a settlement or an extension refused as stale, a renewal that "
+            "found the lease gone), once per delivery.",
             by_group,
             registry=where,
         )
