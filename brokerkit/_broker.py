@@ -28,7 +28,7 @@ from brokerkit._settling import Settling
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_consumer, check_group, check_headers, check_pattern, check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.exceptions import BrokerClosed, InvalidOption
+from brokerkit.exceptions import BrokerClosed, BrokerError, InvalidOption
 
 __all__ = ["DEFAULT_GROUP", "Broker"]
 
@@ -278,6 +278,14 @@ class Broker(Settling, Backend):
         try:
             self._subscribe(subscription)
             subscribed = True
+        except BrokerError as exc:
+            if not self._closed:
+                raise
+            # Failed as the close woke it (a wait for a lost connection, say), or
+            # closed meanwhile: the close is what the caller needs to hear of.
+            raise BrokerClosed(
+                f"the broker {self.url} was closed while subscribing to {topic!r}"
+            ) from exc
         finally:
             with self._lock:
                 self._subscribing -= 1
@@ -397,7 +405,8 @@ class Broker(Settling, Backend):
         The broker is closed when this returns, even if the server could not be
         reached to hand deliveries back (their leases then run out on their own).
         A :meth:`subscribe` under way ends with :class:`BrokerClosed`, its subscription
-        closed with the others (close waits for it). Cancelling a close strands
+        closed with the others (close waits for it, and first wakes one that waits
+        for a lost connection, where the backend can). Cancelling a close strands
         nothing: the closing goes on to its end and the cancellation is raised at once.
         Calling it again waits for the first call's closing to end, and does nothing
         more.
@@ -406,9 +415,20 @@ class Broker(Settling, Backend):
             first = not self._closed
             self._closed = True
         if first:
+            self._wake_waits()
             shielded(self._shut_down, self._closers)
         else:
             self._shut.wait(_CLOSE_WAIT)
+
+    def _wake_waits(self) -> None:
+        """The broker was just marked closed, and its close begins: make the calls
+        under way that wait for something only the close would end (a connection
+        lost, and being made again) give up now, raising a :class:`BrokerError`
+        (a :meth:`subscribe` then raises :class:`BrokerClosed`), rather than hold up
+        the close, which waits for the subscribes under way. Called from any thread,
+        and must not wait (no I/O). Optional: by default such a wait ends on its own
+        terms (its timeout, or the disconnection at the end of the close)."""
+        return
 
     def _shut_down(self) -> None:
         """Wait for the subscribes under way, close every subscription, disconnect."""

@@ -96,6 +96,9 @@ class NatsClient(Permissions):
         self._unanswered = False
         #: Set when the connection comes back: wakes what waits for it.
         self._back: asyncio.Event | None = None
+        #: How many times :meth:`interrupt` was called: a wait for the connection, or a
+        #: request, under way as it moves gives up.
+        self._interrupts = 0
         #: Who to tell of a permissions violation on a subject of theirs (by the
         #: subject lower-cased, as nats-py reports it; with the subject as it is):
         #: the readers, for their pulls and their inboxes.
@@ -289,16 +292,46 @@ class NatsClient(Permissions):
         if waiting is not None and not waiting[1].done():
             waiting[1].set_result(msg)
 
-    async def wait_connected(self, until: float) -> bool:
+    def interrupt(self) -> None:
+        """Make what waits for the connection now give up (from any thread, at once):
+        a :meth:`wait_connected` under way returns False, a request under way raises
+        :class:`ConnectionFailed` (the broker's close begins: it waits for the calls
+        under way, which would otherwise wait for the connection until
+        ``reconnect_timeout``). What starts waiting afterwards (the close's own
+        hand-backs) waits as before."""
+        self._interrupts += 1
+        loop, back = self._loop, self._back
+        if loop is None or back is None or loop.is_closed():
+            return
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            back.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # (that loop just closed)
+                loop.call_soon_threadsafe(back.set)
+
+    @property
+    def interrupts(self) -> int:
+        """How many times :meth:`interrupt` was called (see :meth:`wait_connected`)."""
+        return self._interrupts
+
+    async def wait_connected(self, until: float, since: int | None = None) -> bool:
         """Whether the connection is up, waiting for nats-py's reconnection until the
-        monotonic time ``until`` at most (False at once if it is closed).
+        monotonic time ``until`` at most (False at once if it is closed, or once
+        :meth:`interrupt` is called: after the call whose :attr:`interrupts` count was
+        ``since``, by default after this one began).
 
         :raises Unsupported: called from another loop than the connection's.
         """
         self.check_loop()
+        if since is None:
+            since = self._interrupts
         nc, back = self._nc, self._back
         while True:
-            if nc is None or nc.is_closed or self._closing:
+            if nc is None or nc.is_closed or self._closing or self._interrupts != since:
                 return False
             if nc.is_connected:
                 return True
@@ -356,6 +389,7 @@ class NatsClient(Permissions):
         until: Sequence[Callable[[], float]] | None,
         wait: float | None,
     ) -> list[Msg | None]:
+        since = self._interrupts  # (an interrupt from now on ends it)
         nc = await self.connection()
         deadline = time.monotonic() + (self.reconnect_timeout if wait is None else wait)
         replies: list[Msg | None] = [None] * len(requests)
@@ -387,13 +421,18 @@ class NatsClient(Permissions):
                 )
             if nc.is_closed or self._closing:
                 raise ConnectionFailed(f"the NATS connection to {self.server} is closed")
+            if self._interrupts != since:
+                raise ConnectionFailed(
+                    f"gave up on NATS at {self.server} to {what}: the broker is closing"
+                )
             if not nc.is_connected:
                 # Published now, it would be buffered and sent on the reconnection,
-                # however late: wait for the reconnection instead (or for a time out).
+                # however late: wait for the reconnection instead (or for a time out,
+                # or the close).
                 wake = deadline
                 if until is not None:
                     wake = min(deadline, *(until[index]() for index in todo))
-                await self.wait_connected(wake)
+                await self.wait_connected(wake, since)
                 continue
             await self._try(nc, requests, todo, until, replies, sent_as, deadline)
 

@@ -464,6 +464,11 @@ class AsyncNatsBroker(NatsSettling):
         if refused:
             raise BrokerError("; ".join(refused))
 
+    def _wake_waits(self) -> None:
+        """The close begins: what waits for a lost connection gives up now
+        (:meth:`NatsClient.interrupt`), as the close's end would make it."""
+        self._client.interrupt()
+
     async def _close(self) -> None:
         owner = self._client.loop
         if owner is not None and owner is not asyncio.get_running_loop():

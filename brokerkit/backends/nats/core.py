@@ -213,6 +213,10 @@ class AsyncNatsCoreBroker(AsyncBroker):
     async def _purge(self, topic: str) -> int:
         return 0
 
+    def _wake_waits(self) -> None:
+        """The close begins: what waits for a lost connection gives up now."""
+        self._client.interrupt()
+
     async def _close(self) -> None:
         await self._client.close()
 

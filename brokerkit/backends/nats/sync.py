@@ -63,6 +63,12 @@ class NatsBroker(LoopBridgeBroker):
         delivery.receipt.holder = outer
         return outer
 
+    def _wake_waits(self) -> None:
+        """The close begins: what waits on the loop for a lost connection gives up
+        now (:meth:`AsyncNatsBroker._wake_waits`; the bridge's close waits for the
+        calls under way before it closes the asyncio broker)."""
+        self._nats._wake_waits()
+
     def _close(self) -> None:
         """Close as the bridge does (the renewals end), then end the reporter's thread
         once it has told the hook of what it was given (:data:`CLOSE_WAIT` seconds at

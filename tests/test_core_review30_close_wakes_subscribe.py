@@ -1,0 +1,123 @@
+"""Closing a sync NATS broker while a subscribe of another thread waits for the lost
+connection wakes that subscribe, which raises BrokerClosed (review 30).
+
+The close waited for the subscribes under way (5 s at most) before it closed the
+connection, the only thing that woke a request waiting for the reconnection: the
+close took those 5 s, and the subscribe, woken by the connection's close, raised
+``ConnectionFailed`` rather than the ``BrokerClosed`` that ``Broker.close`` and
+docs/asyncio.md promise. The close now wakes what waits for the connection as it
+begins, and a subscribe it interrupts raises ``BrokerClosed``.
+
+(The wait for the subscribes is made 60 s long here, so that a close that still
+waits it out fails the test's guard rather than only taking 5 s.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import brokerkit
+import brokerkit._broker
+import brokerkit._broker_async
+from brokerkit.exceptions import BrokerClosed
+from tests.nats_server import nats_address
+from tests.proxies import Listener, pipe
+from tests.waiting import wait_until
+
+#: Seconds any wait here may take at most: the guard of a test that would hang.
+GUARD = 20.0
+
+
+class _Cuttable(Listener):
+    """A TCP proxy to ``target``; :meth:`cut` drops its connections and refuses new
+    ones (the client goes on reconnecting, in vain)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self.down = threading.Event()
+        super().__init__()
+
+    def serve(self, client: socket.socket) -> None:
+        if self.down.is_set():
+            client.close()
+            return
+        upstream = socket.create_connection(self._target)
+        self.keep(upstream)
+        self.spawn(pipe, client, upstream)
+        self.spawn(pipe, upstream, client)
+
+    def cut(self) -> None:
+        self.down.set()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Lost(logging.Handler):
+    """Set once ``brokerkit.nats`` logs the connection lost."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lost = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "lost; reconnecting" in record.getMessage():
+            self.lost.set()
+
+
+@pytest.fixture
+def lost() -> Iterator[_Lost]:
+    handler = _Lost()
+    logger = logging.getLogger("brokerkit.nats")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture
+def long_subscribe_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close's wait for the subscribes under way, 60 s (beyond the guard)."""
+    monkeypatch.setattr(brokerkit._broker, "_SUBSCRIBE_WAIT", 60.0)
+    monkeypatch.setattr(brokerkit._broker_async, "_SUBSCRIBE_WAIT", 60.0)
+
+
+@pytest.mark.usefixtures("long_subscribe_wait")
+def test_close_wakes_a_subscribe_waiting_for_the_connection(
+    nats_url: str, nats_prefix: str, lost: _Lost
+) -> None:
+    proxy = _Cuttable(nats_address(nats_url))
+    try:
+        url = f"nats://127.0.0.1:{proxy.port}?prefix={nats_prefix}&reconnect_timeout=60"
+        broker = brokerkit.connect(url)
+        broker.publish("jobs", "made the stream")
+        proxy.cut()
+        assert lost.lost.wait(GUARD), "the connection was not lost"
+        raised: list[BaseException] = []
+
+        def subscribe() -> None:
+            try:
+                broker.subscribe("jobs", group="g")
+            except BaseException as exc:  # (what it raises is the test)
+                raised.append(exc)
+
+        subscriber = threading.Thread(target=subscribe)
+        subscriber.start()
+        wait_until(lambda: broker._subscribing > 0, "the subscribe to begin", within=GUARD)
+        closer = threading.Thread(target=broker.close)
+        closer.start()
+        closer.join(GUARD)
+        assert not closer.is_alive(), "the close waited for the subscribe, not woken"
+        subscriber.join(GUARD)
+        assert not subscriber.is_alive(), "the subscribe did not end with the close"
+        assert len(raised) == 1
+        assert isinstance(raised[0], BrokerClosed), repr(raised[0])
+    finally:
+        proxy.close()
