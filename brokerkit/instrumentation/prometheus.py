@@ -222,13 +222,15 @@ class TopicCollector(Collector):
 
     :param broker: an open sync :class:`~brokerkit.Broker` (an asyncio service
         gives it one of its own, ``brokerkit.connect(url)``: a scrape is sync).
-    :param topics: the topics to report, or a callable that returns them on each
-        scrape (such as ``broker.topics``, to follow every topic the broker has); a
-        topic named twice is reported once.
+    :param topics: the topics to report, or a sync callable that returns them on
+        each scrape (such as ``broker.topics``, to follow every topic the broker has);
+        a topic named twice is reported once. A call that fails, or returns one name
+        (a str) rather than a list, is a listing that failed.
     :param timeout: the longest a scrape waits for the broker, in seconds (above 0);
         keep it under the Prometheus ``scrape_timeout`` (10 s by default).
     :raises InvalidOption: ``broker`` is an asyncio broker (``brokerkit.aio``);
-        ``topics`` is one name (a str), not a list of them; or
+        ``topics`` is one name (a str), not a list of them, or an async callable
+        (``async_broker.topics``); or
         ``timeout`` is not a finite number of seconds above 0.
     """
 
@@ -252,6 +254,12 @@ class TopicCollector(Collector):
                 f"topics takes a list of topic names (or a callable), not one "
                 f"{type(topics).__name__}: TopicCollector(broker, [{_name(topics)!r}])"
             )
+        if callable(topics) and _is_async(topics):
+            # a scrape is sync: each call would make a coroutine, never awaited
+            raise InvalidOption(
+                "topics takes a sync callable (such as the sync broker's topics), not "
+                f"an async one ({_callable_name(topics)} returns a coroutine)"
+            )
         seconds = finite_seconds(timeout)
         if seconds is None or seconds <= 0:
             raise InvalidOption(
@@ -270,7 +278,23 @@ class TopicCollector(Collector):
 
     def _names(self) -> list[str]:
         topics = self._topics
-        return sorted(set(topics() if callable(topics) else topics))
+        if not callable(topics):
+            return sorted(set(topics))
+        names: Any = topics()  # (what a user's callable returns: checked below)
+        if isinstance(names, (str, bytes, bytearray)):
+            # one name: set("orders") would report the topics d, e, o, r, s
+            raise InvalidOption(
+                f"the topics callable returned one {type(names).__name__}, "
+                f"{_name(names)!r}, not a list of topic names"
+            )
+        if inspect.isawaitable(names):
+            if inspect.iscoroutine(names):
+                names.close()  # (no "never awaited" warning on each scrape)
+            raise InvalidOption(
+                f"the topics callable returned {type(names).__name__}, not a list of topic "
+                "names: give it a sync one (such as the sync broker's topics)"
+            )
+        return sorted(set(names))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = _Families(listing=callable(self._topics))
@@ -479,6 +503,19 @@ class _Reading:
                     extra=log_fields(),
                 )
                 return
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` makes a coroutine (an ``async def``, a bound async
+    method, or an object whose ``__call__`` is one)."""
+    call = type(function).__call__  # (an object's own async __call__)
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)
+
+
+def _callable_name(function: Callable[..., Any]) -> str:
+    """The name of ``function`` for an error, ``AsyncBroker.topics`` or its repr."""
+    name = getattr(function, "__qualname__", None)
+    return name if isinstance(name, str) else repr(function)
 
 
 def _name(topic: str | bytes | bytearray) -> str:
