@@ -64,9 +64,14 @@ def _pydantic_error(error: Mapping[str, Any]) -> str:
 
 
 #: msgspec's messages that quote the value refused: an enum's or a ``Literal``'s
-#: (``Invalid enum value 'x'``), a tagged union's tag (``Invalid value 'x'``); then its
-#: path, if any (`` - at `$.field` ``), which is kept.
-_QUOTED_VALUE = re.compile(r"(Invalid (?:enum )?value) .*?((?: - at `\$[^`]*`)?)", re.DOTALL)
+#: (``Invalid enum value 'x'``), a tagged union's tag (``Invalid value 'x'``), the value
+#: as its repr (a str, quoted, its quotes escaped) or an int; then, if any, its path
+#: (`` - at `$.field` ``, `` - at `key` in `$.field` `` for a dict's key), which is
+#: kept. Any other text (an application's own ``Invalid value for ...``) is not this.
+_QUOTED_VALUE = re.compile(
+    r"(Invalid (?:enum )?value) (?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|-?\d+)"
+    r"((?: - at `[^`]*`(?: in `\$[^`]*`)?)?)"
+)
 
 
 def msgspec_text(exc: BaseException) -> str:
