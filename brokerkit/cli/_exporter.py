@@ -95,16 +95,16 @@ def exporter(
         registry = CollectorRegistry()
         topics = tuple(only) if only else connection.topics
         registry.register(TopicCollector(connection, topics, timeout=timeout))
+        # an IPv6 address goes in brackets, as in a URL: [::1]:9108, http://[::1]:9108/
+        host = f"[{address}]" if ":" in address else address
         try:
             server, thread = start_http_server(port, addr=address, registry=registry)
         except OSError as exc:  # a name that does not resolve, a port in use
             raise typer.BadParameter(
-                f"cannot listen on {address}:{port}: {exc.strerror or exc}",
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                 param_hint="--address/--port",
             ) from exc
         try:
-            # an IPv6 address goes in brackets in a URL: http://[::1]:9108/metrics
-            host = f"[{address}]" if ":" in address else address
             err.print(cell(f"serving the topics of {parsed} on http://{host}:{port}/metrics", err))
             connection.start()
             stop.wait()
