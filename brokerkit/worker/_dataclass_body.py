@@ -34,7 +34,7 @@ from brokerkit.worker._builds import (
     _struct,
     _too_deep,
 )
-from brokerkit.worker._error_text import one_line
+from brokerkit.worker._error_text import one_line, quotes_values
 from brokerkit.worker._field_types import (
     _dataclass_type,
     _declared_by,
@@ -203,10 +203,17 @@ class Builders:
                         raise misfit from None
             try:
                 return cls(**arguments)
-            except (TypeError, ValueError) as exc:  # raised by a __post_init__ check
-                raise Misfit(one_line(exc)) from exc
-            except Exception as exc:  # an assert in __post_init__...: named
-                raise Misfit(f"{type(exc).__name__}: {one_line(exc)}") from exc
+            except Exception as exc:  # raised by a __post_init__ check
+                text = one_line(exc)
+                if not isinstance(exc, (TypeError, ValueError)):  # an assert...: named
+                    text = f"{type(exc).__name__}: {text}"
+                misfit = Misfit(text)
+                if not quotes_values(exc):
+                    raise misfit from exc
+            # A validation error of pydantic's or msgspec's (a TypeAdapter's check in
+            # __post_init__), which may quote the value: raised outside the except, not
+            # its cause nor its context.
+            raise misfit
 
         self._built[model] = build
         self._generic_nesting += generic

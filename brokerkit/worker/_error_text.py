@@ -1,5 +1,5 @@
 """The text of an error, for logs and dead-letter reasons: never failing, on one line,
-and, for a body's validation error, without the values the body holds."""
+and, for a validation error of pydantic's or msgspec's, without the values it quotes."""
 
 from __future__ import annotations
 
@@ -7,19 +7,65 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["error_text", "msgspec_text", "one_line", "pydantic_text", "shortened"]
+__all__ = [
+    "error_text",
+    "msgspec_text",
+    "one_line",
+    "pydantic_text",
+    "quotes_values",
+    "shortened",
+]
 
 #: How many characters of an error's text a log line or a dead-letter reason shows.
 MAX_TEXT = 500
 
 
 def error_text(exc: BaseException) -> str:
-    """``str(exc)``, or ``<TypeName: str() failed>`` when that raises: the text of an
-    error that never fails (an error's own ``__str__`` may be broken)."""
+    """The text of an error that never fails (an error's own ``__str__`` may be broken:
+    then ``<TypeName: str() failed>``): ``str(exc)``, but for a validation error of
+    pydantic's or msgspec's, wherever it is raised (a body's model, a handler's own
+    ``model_validate``, a dataclass's ``__post_init__``), what was wrong without the
+    values it quotes, on one line: :func:`pydantic_text` after the name of what was
+    validated (``User: age: Input should be a valid integer, ... [int_parsing]``),
+    :func:`msgspec_text`."""
+    try:
+        if _from_pydantic(exc):
+            title = getattr(exc, "title", None)
+            text = pydantic_text(exc)
+            return shortened(f"{title}: {text}") if isinstance(title, str) and title else text
+        if _from_msgspec(exc):
+            return msgspec_text(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
+    return _plain_text(exc)
+
+
+def _plain_text(exc: BaseException) -> str:
     try:
         return str(exc)
     except Exception:
         return f"<{type(exc).__name__}: str() failed>"
+
+
+def quotes_values(exc: BaseException) -> bool:
+    """``exc`` is a validation error of pydantic's or msgspec's, whose ``str()`` may
+    quote the values it refused (:func:`error_text` leaves them out): an error made
+    from it must not keep it as its ``__cause__`` or ``__context__``."""
+    return _from_pydantic(exc) or _from_msgspec(exc)
+
+
+def _from_pydantic(exc: BaseException) -> bool:
+    """``exc`` is a pydantic ``ValidationError`` (pydantic_core's, pydantic.v1's, or a
+    subclass): it has ``errors()`` and a class of pydantic's. Told apart by that, so
+    that pydantic need not be imported."""
+    return callable(getattr(exc, "errors", None)) and any(
+        str(getattr(kind, "__module__", "")).startswith("pydantic") for kind in type(exc).__mro__
+    )
+
+
+def _from_msgspec(exc: BaseException) -> bool:
+    """``exc`` is an error of msgspec's (a ``ValidationError``, a ``DecodeError``...)."""
+    return any(str(getattr(kind, "__module__", "")) == "msgspec" for kind in type(exc).__mro__)
 
 
 def shortened(text: str) -> str:
@@ -59,6 +105,9 @@ def _pydantic_error(error: Mapping[str, Any]) -> str:
         found_using = f" found using {discriminator}" if discriminator is not None else ""
         tags = f": {expected}" if expected is not None else ""
         message = f"Input tag{found_using} does not match any of the expected tags{tags}"
+    raised = (error.get("ctx") or {}).get("error")
+    if kind == "value_error" and isinstance(raised, BaseException) and _from_msgspec(raised):
+        message = f"Value error, {msgspec_text(raised)}"  # a validator's msgspec check
     path = ".".join(str(step) for step in error.get("loc", ()))
     return f"{path}: {message} [{kind}]" if path else f"{message} [{kind}]"
 
@@ -80,6 +129,13 @@ def msgspec_text(exc: BaseException) -> str:
     at `$.colour```. Its other messages quote no value (a type, a constraint, a
     field's name: ``Object contains unknown field `x```); one a ``__post_init__`` of
     the application's raised is its own text, shown as it is."""
-    text = " ".join(error_text(exc).split())
+    cause = exc.__cause__
+    if cause is not None and _from_pydantic(cause):
+        # A __post_init__'s pydantic check: msgspec's text is pydantic's, with the
+        # input, and the path msgspec added after it.
+        plain, inner = _plain_text(exc), _plain_text(cause)
+        path = " ".join(plain[len(inner) :].split()) if plain.startswith(inner) else ""
+        return f"{error_text(cause)} {path}" if path else error_text(cause)
+    text = " ".join(_plain_text(exc).split())
     quoted = _QUOTED_VALUE.fullmatch(text)
     return quoted.group(1) + quoted.group(2) if quoted else text
