@@ -15,9 +15,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._acompat import keep_cancellation, sleep
+from brokerkit._acompat import Waiter, keep_cancellation, sleep
 from brokerkit._topics import is_topic
 from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._closing import CloseSignal
 from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
     CREDENTIAL_ERRORS,
@@ -42,7 +43,7 @@ from brokerkit.backends.redis._tls import (
 )
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
-__all__ = ["Reconnector", "make_client", "scan_topics"]
+__all__ = ["Reconnector", "make_client", "pause", "scan_topics"]
 
 _T = TypeVar("_T")
 
@@ -452,19 +453,35 @@ class Reconnector:
     """
 
     def __init__(
-        self, url: BrokerURL, timeout: float, *, base: float = 0.05, cap: float = 2.0
+        self,
+        url: BrokerURL,
+        timeout: float,
+        *,
+        base: float = 0.05,
+        cap: float = 2.0,
+        closing: CloseSignal | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
         self.base = base
         self.cap = cap
+        #: The broker's close, which ends the retries of the calls under way as it begins.
+        self.closing = closing
         #: Set when a call needed to reconnect; the caller may clear it.
         self.reconnected = False
 
     async def call(self, operation: Callable[[], Awaitable[_T]], *, topic: str | None = None) -> _T:
-        """``operation()``, retried while the error is transient and time remains."""
+        """``operation()``, retried while the error is transient and time remains.
+
+        A call under way as the broker's close begins (``closing``) retries no more:
+        the error is raised at once, not after ``timeout`` (a call that begins after
+        it, the close's own hand-backs, retries as before).
+        """
         deadline = time.monotonic() + self.timeout
         attempt = 0
+        closing = self.closing
+        if closing is not None and closing.began:
+            closing = None  # (made by the close itself: its retries are not ended)
         while True:
             try:
                 with translate_errors(self.url, topic):
@@ -478,7 +495,28 @@ class Reconnector:
                 delay = backoff_delay(attempt, self.base, self.cap)
                 if time.monotonic() + delay > deadline:
                     raise
-                await sleep(delay)
+                if not await pause(delay, closing):
+                    where = f" for the topic {topic!r}" if topic else ""
+                    raise ConnectionFailed(
+                        f"gave up on Redis at {self.url}{where}: the broker is closing ({exc})"
+                    ) from exc
                 self.reconnected = True
                 continue
             return result
+
+
+async def pause(delay: float, closing: CloseSignal | None) -> bool:
+    """Wait ``delay`` seconds between two attempts of a call, unless the broker's
+    close begins (``closing``: the close wakes this wait); whether the call may go on
+    (False at once if the close had begun)."""
+    if closing is None:
+        await sleep(delay)
+        return True
+    waiter = Waiter()
+    if closing.watch(waiter):
+        return False
+    try:
+        await waiter.wait(delay)
+    finally:
+        closing.unwatch(waiter)
+    return not closing.began

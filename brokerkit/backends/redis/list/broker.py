@@ -33,6 +33,7 @@ from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._closing import CloseSignal
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import HeldClient, Reader
@@ -118,7 +119,11 @@ class RedisListBroker(ListSettling, ListPublishing, Broker):
         # which redis-py must not resend unmarked (see .settle_async: brokerkit does,
         # marked as a retry), and publishes, which it resends no more than elsewhere
         self._durable = replica_wait(self._client, url, self.options, retries=0)
-        self._call = ListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
+        # Told as the close begins: what retries against a lost server gives up then.
+        self._close_signal = CloseSignal()
+        self._call = ListCalls(
+            self._client, url, self.options.reconnect_timeout, self._keys, self._close_signal
+        )
         self._lease_ms = int(self.options.visibility_timeout * 1000)
         self._refused = RefusedRescues()
         self._keeper = LeaseKeeper(
@@ -161,7 +166,9 @@ class RedisListBroker(ListSettling, ListPublishing, Broker):
 
     def _subscribe(self, subscription: Subscription) -> None:
         plan = self._topic(subscription.topic)
-        reconnector = Reconnector(self.url, self.options.reconnect_timeout)
+        reconnector = Reconnector(
+            self.url, self.options.reconnect_timeout, closing=self._close_signal
+        )
         reader = Reader(self._client)
         subscription.state = ConsumerState(plan, reconnector, subscription.consumer, reader)
 
@@ -451,6 +458,11 @@ class RedisListBroker(ListSettling, ListPublishing, Broker):
         """Stop renewing leases while staying open, as a hung process would (for the
         contract suite's late-ack test)."""
         self._keeper.stop()
+
+    def _wake_waits(self) -> None:
+        """The close begins: a publish, inspect, purge, receive or settle retrying
+        against a lost server gives up now, rather than retry on after the close."""
+        self._close_signal.begin()
 
     def _close(self) -> None:
         """Stop the lease renewals (the task, or thread, ends before this returns)

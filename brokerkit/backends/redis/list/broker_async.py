@@ -31,6 +31,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._closing import CloseSignal
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
@@ -116,7 +117,11 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, AsyncBroker):
         # which redis-py must not resend unmarked (see .settle_async: brokerkit does,
         # marked as a retry), and publishes, which it resends no more than elsewhere
         self._durable = replica_wait(self._client, url, self.options, retries=0)
-        self._call = AsyncListCalls(self._client, url, self.options.reconnect_timeout, self._keys)
+        # Told as the close begins: what retries against a lost server gives up then.
+        self._close_signal = CloseSignal()
+        self._call = AsyncListCalls(
+            self._client, url, self.options.reconnect_timeout, self._keys, self._close_signal
+        )
         self._lease_ms = int(self.options.visibility_timeout * 1000)
         self._refused = RefusedRescues()
         self._keeper = LeaseKeeper(
@@ -159,7 +164,9 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, AsyncBroker):
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         plan = self._topic(subscription.topic)
-        reconnector = Reconnector(self.url, self.options.reconnect_timeout)
+        reconnector = Reconnector(
+            self.url, self.options.reconnect_timeout, closing=self._close_signal
+        )
         reader = AsyncReader(self._client)
         subscription.state = ConsumerState(plan, reconnector, subscription.consumer, reader)
 
@@ -455,6 +462,11 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, AsyncBroker):
         """Stop renewing leases while staying open, as a hung process would (for the
         contract suite's late-ack test)."""
         await self._keeper.stop()
+
+    def _wake_waits(self) -> None:
+        """The close begins: a publish, inspect, purge, receive or settle retrying
+        against a lost server gives up now, rather than retry on after the close."""
+        self._close_signal.begin()
 
     async def _close(self) -> None:
         """Stop the lease renewals (the task, or thread, ends before this returns)

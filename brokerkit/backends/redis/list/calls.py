@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError, RedisClusterException
 
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector
+from brokerkit.backends.redis._closing import CloseSignal
 from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_errors
 from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis._lua import Lua
@@ -34,6 +35,7 @@ class ListCalls:
     :param url: the broker's URL, for messages (its password masked).
     :param reconnect_timeout: how long a call without a reconnector of its own retries.
     :param keys_of: the keys of a topic.
+    :param closing: the broker's close, which ends the retries of such a call as it begins.
     """
 
     def __init__(
@@ -42,11 +44,13 @@ class ListCalls:
         url: BrokerURL,
         reconnect_timeout: float,
         keys_of: Callable[[str], ListKeys],
+        closing: CloseSignal | None = None,
     ) -> None:
         self._client = client
         self._url = url
         self._reconnect_timeout = reconnect_timeout
         self._keys_of = keys_of
+        self._closing = closing
 
     def __call__(
         self,
@@ -73,7 +77,9 @@ class ListCalls:
             except redis.ResponseError as exc:
                 self._raise(exc, topic)
 
-        runner = reconnector or Reconnector(self._url, self._reconnect_timeout)
+        runner = reconnector or Reconnector(
+            self._url, self._reconnect_timeout, closing=self._closing
+        )
         # The reply of the first attempt may have been lost on the way.
         runner.reconnected = True
         return runner.call(checked, topic=topic)

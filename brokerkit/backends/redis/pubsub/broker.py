@@ -35,6 +35,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client
+from brokerkit.backends.redis._closing import CloseSignal
 from brokerkit.backends.redis._connection import (
     note_url_reached,
     translate_errors,
@@ -112,7 +113,11 @@ class RedisPubSubBroker(Broker):
         self._client = make_client(
             url, self.options, retries=0, read_timeout=DEFAULT_SOCKET_TIMEOUT
         )
-        self._reconnector = Reconnector(url, self.options.reconnect_timeout)
+        # Told as the close begins: what retries against a lost server gives up then.
+        self._close_signal = CloseSignal()
+        self._reconnector = Reconnector(
+            url, self.options.reconnect_timeout, closing=self._close_signal
+        )
         self._deployment = Deployment.of(url, self.options)
         self._head = f"{self.options.prefix}:{{"
         # Channel -> topic, for the channels deliveries came from.
@@ -298,6 +303,7 @@ class RedisPubSubBroker(Broker):
             ping_interval=self.options.ping_interval,
             sharded=self.sharded,
             locate=locate,
+            closing=self._close_signal,
         )
         try:
             listener.open()
@@ -415,6 +421,12 @@ class RedisPubSubBroker(Broker):
 
     def _purge(self, topic: str) -> int:
         return 0  # Pub/Sub stores nothing.
+
+    def _wake_waits(self) -> None:
+        """The close begins: a subscribe or a publish retrying against a lost server
+        gives up now (a subscribe then raises BrokerClosed), rather than hold up the
+        close or retry on after it."""
+        self._close_signal.begin()
 
     def _close(self) -> None:
         with self._own_lock:

@@ -29,6 +29,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from brokerkit._compat import Lock, acquire, sleep
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._client import pause
+from brokerkit.backends.redis._closing import CloseSignal
 from brokerkit.backends.redis._connection import (
     TRANSIENT_ERRORS,
     backoff_delay,
@@ -82,6 +84,7 @@ class ChannelListener:
         raises :class:`~brokerkit.ConnectionFailed` (a later read tries again).
     :param ping_interval: seconds of silence after which the connection is
         PINGed; no answer within as long again means it is dead (0: never).
+    :param closing: the broker's close, which ends :meth:`open`'s retries as it begins.
     """
 
     def __init__(
@@ -96,8 +99,10 @@ class ChannelListener:
         ping_interval: float,
         sharded: bool = False,
         locate: Callable[[], tuple[str, int]] | None = None,
+        closing: CloseSignal | None = None,
     ) -> None:
         self.url = url
+        self._closing = closing
         self.channel = channel
         self.pattern = pattern
         self.topic = topic
@@ -165,7 +170,8 @@ class ChannelListener:
 
         :raises ConnectionFailed: Redis could not be reached within ``reconnect_timeout``,
             refused the credentials, or was never reached by this process (then at
-            once: there is no restart to ride out).
+            once: there is no restart to ride out); or the broker's close began
+            (``closing``) while it could not be reached (then at once too).
         """
         give_up_at = time.monotonic() + self.reconnect_timeout
         attempt = 0
@@ -182,7 +188,11 @@ class ChannelListener:
                     or time.monotonic() + delay > give_up_at
                 ):
                     raise
-                sleep(delay)
+                if not pause(delay, self._closing):
+                    raise ConnectionFailed(
+                        f"gave up subscribing to {self.topic!r} at {self.url}: the broker is "
+                        f"closing ({exc})"
+                    ) from exc
 
     def read(
         self, max_messages: int, timeout: float

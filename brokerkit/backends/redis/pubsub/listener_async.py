@@ -27,6 +27,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from brokerkit._acompat import Lock, acquire, sleep
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._client_async import pause
+from brokerkit.backends.redis._closing import CloseSignal
 from brokerkit.backends.redis._connection import (
     TRANSIENT_ERRORS,
     backoff_delay,
@@ -80,6 +82,7 @@ class AsyncChannelListener:
         raises :class:`~brokerkit.ConnectionFailed` (a later read tries again).
     :param ping_interval: seconds of silence after which the connection is
         PINGed; no answer within as long again means it is dead (0: never).
+    :param closing: the broker's close, which ends :meth:`open`'s retries as it begins.
     """
 
     def __init__(
@@ -94,8 +97,10 @@ class AsyncChannelListener:
         ping_interval: float,
         sharded: bool = False,
         locate: Callable[[], Awaitable[tuple[str, int]]] | None = None,
+        closing: CloseSignal | None = None,
     ) -> None:
         self.url = url
+        self._closing = closing
         self.channel = channel
         self.pattern = pattern
         self.topic = topic
@@ -163,7 +168,8 @@ class AsyncChannelListener:
 
         :raises ConnectionFailed: Redis could not be reached within ``reconnect_timeout``,
             refused the credentials, or was never reached by this process (then at
-            once: there is no restart to ride out).
+            once: there is no restart to ride out); or the broker's close began
+            (``closing``) while it could not be reached (then at once too).
         """
         give_up_at = time.monotonic() + self.reconnect_timeout
         attempt = 0
@@ -180,7 +186,11 @@ class AsyncChannelListener:
                     or time.monotonic() + delay > give_up_at
                 ):
                     raise
-                await sleep(delay)
+                if not await pause(delay, self._closing):
+                    raise ConnectionFailed(
+                        f"gave up subscribing to {self.topic!r} at {self.url}: the broker is "
+                        f"closing ({exc})"
+                    ) from exc
 
     async def read(
         self, max_messages: int, timeout: float

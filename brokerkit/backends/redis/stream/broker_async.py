@@ -50,6 +50,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._closing import CloseSignal
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
@@ -140,7 +141,11 @@ class AsyncRedisStreamBroker(
         self._sender = AsyncReader(self._client)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
-        self._reconnector = Reconnector(url, self.options.reconnect_timeout)
+        # Told as the close begins: what retries against a lost server gives up then.
+        self._close_signal = CloseSignal()
+        self._reconnector = Reconnector(
+            url, self.options.reconnect_timeout, closing=self._close_signal
+        )
         vt = self.options.visibility_timeout
         self._keeper = LeaseKeeper(
             self._renew_held,
@@ -452,6 +457,12 @@ class AsyncRedisStreamBroker(
         """Stop renewing leases while staying open, as a hung process would (for the
         contract suite's late-ack test)."""
         await self._keeper.stop()
+
+    def _wake_waits(self) -> None:
+        """The close begins: a publish, subscribe or settle retrying against a lost
+        server gives up now (a subscribe then raises BrokerClosed), rather than hold
+        up the close or retry on after it."""
+        self._close_signal.begin()
 
     async def _close(self) -> None:
         await self._reaper.stop()
