@@ -110,3 +110,71 @@ def test_a_value_at_the_top_has_no_path() -> None:
     with pytest.raises(msgspec.ValidationError) as raised:
         msgspec.convert(SECRET, Colour)
     assert msgspec_text(raised.value) == "Invalid enum value"
+
+
+class Card(msgspec.Struct, tag="card"):
+    number: str = ""
+
+
+class Cash(msgspec.Struct, tag="cash"):
+    pass
+
+
+class Payment(msgspec.Struct):
+    payment: Card | Cash
+
+
+#: Tags msgspec's decoders write as they are, not as their repr (``Invalid value 'it's'``).
+RAW_TAGS = ["card 4111-1111 exp 12/29 cvv '123'", "pa'ss w0rd", "\\", "x\"y ' - at `$.x`", "a\nb'"]
+
+
+@pytest.mark.parametrize("tag", RAW_TAGS, ids=["card", "quote", "backslash", "path", "newline"])
+@pytest.mark.parametrize("how", ["json", "msgpack", "convert"])
+def test_a_refused_tag_written_as_it_is_is_left_out(tag: str, how: str) -> None:
+    body = {"payment": {"type": tag}}
+    try:
+        if how == "json":
+            msgspec.json.decode(msgspec.json.encode(body), type=Payment)
+        elif how == "msgpack":
+            msgspec.msgpack.decode(msgspec.msgpack.encode(body), type=Payment)
+        else:
+            msgspec.convert(body, Payment)
+    except msgspec.ValidationError as exc:
+        plain, text = str(exc), msgspec_text(exc)
+    else:
+        raise AssertionError("valid")
+    assert text == "Invalid value - at `$.payment.type`", plain
+
+
+def test_the_worker_s_reason_leaves_a_raw_tag_out() -> None:
+    def job(body: Payment) -> None:
+        raise AssertionError("never called")
+
+    with brokerkit.connect("memory://") as broker:
+        broker.publish("review30-msgspec-raw-tag", {"payment": {"type": "cvv '123' " + SECRET}})
+        (delivery,) = broker.consume("review30-msgspec-raw-tag", timeout=0)
+        with pytest.raises(InvalidBody) as raised:
+            bind(job).arguments(delivery)
+        delivery.ack()
+    assert str(raised.value) == "Payment: Invalid value - at `$.payment.type`"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Invalid value for discount: must be under 100",
+        "Invalid value 'x' is not allowed here",
+        "Invalid value of 'x'",
+    ],
+)
+def test_an_application_s_message_that_is_not_msgspec_s_form_is_kept(message: str) -> None:
+    with pytest.raises(msgspec.ValidationError) as raised:
+        msgspec.convert({"message": message}, _Raising)
+    assert msgspec_text(raised.value) == message == str(raised.value)
+
+
+class _Raising(msgspec.Struct):
+    message: str
+
+    def __post_init__(self) -> None:
+        raise ValueError(self.message)

@@ -114,12 +114,16 @@ def _pydantic_error(error: Mapping[str, Any]) -> str:
 
 #: msgspec's messages that quote the value refused: an enum's or a ``Literal``'s
 #: (``Invalid enum value 'x'``), a tagged union's tag (``Invalid value 'x'``), the value
-#: as its repr (a str, quoted, its quotes escaped) or an int; then, if any, its path
-#: (`` - at `$.field` ``, `` - at `key` in `$.field` `` for a dict's key), which is
-#: kept. Any other text (an application's own ``Invalid value for ...``) is not this.
+#: as its repr (a str, quoted, its quotes escaped), as it is between quotes (the JSON
+#: and msgpack decoders write a refused tag so: ``Invalid value 'it's'``) or an int;
+#: then, if any, its path (`` - at `$.field` ``, `` - at `key` in `$.field` `` for a
+#: dict's key), which is kept. The quoted value is all up to the last quote the path (or
+#: the end) follows, whatever it holds (a quote, a backslash, a path of its own). Any
+#: other text (an application's own ``Invalid value for ...``: no quote after ``value``)
+#: is not this.
 _QUOTED_VALUE = re.compile(
-    r"(Invalid (?:enum )?value) (?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|-?\d+)"
-    r"((?: - at `[^`]*`(?: in `\$[^`]*`)?)?)"
+    r"(Invalid (?:enum )?value) (?:'.*'|\".*\"|-?\d+)((?: - at `[^`]*`(?: in `\$[^`]*`)?)?)",
+    re.DOTALL,
 )
 
 
