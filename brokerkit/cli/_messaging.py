@@ -92,28 +92,30 @@ def publish(
 
     Ctrl-C stops between two batches (500 lines of stdin, or 10,000 messages of
     --count), every id of what went out printed, and says on stderr how many were
-    published, from which lines; the exit status is then 130.
+    published, from which lines; the exit status is then 130. A second Ctrl-C stops
+    at once (a broker that does not answer): the batch under way may then be stored
+    in part or in whole with no id printed, and the last line says which it was.
     """
     headers = parse_headers(header or [])
     if body is None:
         raise typer.BadParameter("give a BODY, or '-' to read lines from stdin", param_hint="BODY")
     value = None if body == "-" else _decode(body, as_json)
     sent = _Sent(topic, count, stdin=body == "-")
-    with connect(url) as broker, stop_on_interrupt() as stop:
-        if body == "-":
-            _publish_lines(broker, topic, headers, as_json, sent, stop)
-        else:
-            # In batches, so that Ctrl-C stops between two, every id printed.
-            for size in _batch_sizes(count, _COUNT_BATCH):
-                if stop.is_set():
-                    break
-                ids = broker.publish_many(
-                    topic,
-                    [value] * size,
-                    headers=headers,
-                    content_type=_content_type(broker, as_json),
-                )
-                sent.printed(ids)
+    with connect(url) as broker, stop_on_interrupt(twice_stops=True) as stop:
+        try:
+            if body == "-":
+                _publish_lines(broker, topic, headers, as_json, sent, stop)
+            else:
+                # In batches, so that Ctrl-C stops between two, every id printed.
+                content_type = _content_type(broker, as_json)
+                for size in _batch_sizes(count, _COUNT_BATCH):
+                    if stop.is_set():
+                        break
+                    sent.publish(broker, [value] * size, headers, content_type, stop)
+        except KeyboardInterrupt:
+            if not stop.is_set():
+                raise
+            # A second Ctrl-C: the command stops here, saying what was under way.
         sys.stdout.flush()
         if stop.is_set():
             err.print(escape(f"interrupted: {sent.summary()}"))
@@ -131,32 +133,73 @@ def publish(
 class _Sent:
     """What ``publish`` sent so far: the messages (their ids printed) and, from stdin,
     the lines: ``lines`` published ``count`` times each, then the batch of ``batch``
-    lines under way, published ``times`` times so far."""
+    lines under way, published ``times`` times so far; and ``under_way``, the
+    messages of a publish that has not returned (a second Ctrl-C may cut it short)."""
 
     def __init__(self, topic: str, count: int, *, stdin: bool) -> None:
         self.topic, self.count, self.stdin = topic, count, stdin
-        self.published = self.lines = self.batch = self.times = 0
+        self.published = self.lines = self.batch = self.times = self.under_way = 0
+
+    def publish(
+        self,
+        broker: Broker,
+        bodies: list[Any],
+        headers: dict[str, str],
+        content_type: str | None,
+        stop: Interrupt,
+    ) -> None:
+        """Publish ``bodies`` to the topic and print their ids.
+
+        A second Ctrl-C (KeyboardInterrupt) may cut the publish short, with
+        ``under_way`` left set: some of them may be stored; never the printing of
+        their ids (it stops once they are printed).
+        """
+        self.under_way = len(bodies)
+        ids = broker.publish_many(self.topic, bodies, headers=headers, content_type=content_type)
+        with stop.critical():
+            self.printed(ids)
 
     def printed(self, ids: list[str]) -> None:
-        """``ids`` went out: print them (at once: they are stored)."""
+        """``ids`` went out: print them (at once: they are stored), the one publish of
+        them under way (``times``) counted."""
         sys.stdout.write("".join(f"{i}\n" for i in ids))
         self.published += len(ids)
+        self.times += 1
+        self.under_way = 0
 
     def summary(self) -> str:
         """How many messages went out, from which lines; for an interrupted command."""
         what = f"published {self.published} message{'s' * (self.published != 1)}"
         if not self.stdin:
-            return f"{what} of {self.count} to {self.topic!r}; their ids are on stdout"
+            text = f"{what} of {self.count} to {self.topic!r}; their ids are on stdout"
+            if self.under_way:
+                more = " more" if self.published else ""
+                text += f"; {self.under_way}{more} {self._cut()}"
+            return text
         each = f", {self.count} times each" if self.count > 1 else ""
         done = f"lines 1 to {self.lines} of stdin{each}" if self.lines else "no line of stdin"
         next_line = self.lines + 1
+        last = self.lines + self.batch
         if self.times:
-            last = self.lines + self.batch
             done += f"; lines {next_line} to {last} {self.times} of {self.count} times"
+        cut = ""
+        if self.under_way:
+            lines = f"line {last}" if self.batch == 1 else f"lines {next_line} to {last}"
+            which = f" (time {self.times + 1} of {self.count})" if self.count > 1 else ""
+            cut = f"; {lines}{which} {self._cut()}"
+        if self.times or self.under_way:
             next_line = last + 1
         return (
-            f"{what} to {self.topic!r} ({done}); their ids are on stdout; none from line "
+            f"{what} to {self.topic!r} ({done}); their ids are on stdout{cut}; none from line "
             f"{next_line} on"
+        )
+
+    def _cut(self) -> str:
+        """What became of the publish a second Ctrl-C cut short (``under_way``)."""
+        one = self.under_way == 1
+        return (
+            f"{'was' if one else 'were'} being published when a second Ctrl-C stopped the "
+            f"command: {'it' if one else 'any of them'} may be stored, with no id printed"
         )
 
 
@@ -170,7 +213,8 @@ def _publish_lines(
 ) -> None:
     """Publish each line of stdin, :data:`_STDIN_BATCH` at a time, ``sent.count`` times
     each, until stdin ends or ``stop`` is set. A signal ends a read of stdin at once (it
-    sent nothing), and a batch's publishing only once it is done and its ids printed.
+    sent nothing), and a batch's publishing only once it is done and its ids printed;
+    a second signal at once (see :meth:`_Sent.publish`).
 
     :raises typer.BadParameter: a line that does not decode, before anything was sent.
     :raises InvalidMessage: a line that does not decode, after some batches were sent.
@@ -194,10 +238,7 @@ def _publish_lines(
             while sent.times < sent.count:
                 if stop.is_set():
                     return
-                sent.printed(
-                    broker.publish_many(topic, chunk, headers=headers, content_type=content_type)
-                )
-                sent.times += 1
+                sent.publish(broker, chunk, headers, content_type, stop)
             sent.lines += sent.batch
             sent.batch = sent.times = 0
     except typer.BadParameter as exc:
