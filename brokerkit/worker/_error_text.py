@@ -3,7 +3,9 @@ and, for a validation error of pydantic's or msgspec's, without the values it qu
 
 from __future__ import annotations
 
+import inspect
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,16 +29,23 @@ def error_text(exc: BaseException) -> str:
     ``model_validate``, a dataclass's ``__post_init__``), what was wrong without the
     values it quotes, on one line: :func:`pydantic_text` after the name of what was
     validated (``User: age: Input should be a valid integer, ... [int_parsing]``),
-    :func:`msgspec_text`."""
-    try:
-        if _from_pydantic(exc):
+    :func:`msgspec_text`. Such an error is told by its class (see
+    :func:`quotes_values`); any other error, whatever attributes it has, is its
+    ``str()``."""
+    if _from_pydantic(exc):
+        text = _pydantic_text(exc)
+        if text is None:  # no errors: its str() has no input to quote
+            return _plain_text(exc)
+        try:
             title = getattr(exc, "title", None)
-            text = pydantic_text(exc)
-            return shortened(f"{title}: {text}") if isinstance(title, str) and title else text
-        if _from_msgspec(exc):
+        except Exception:
+            title = None
+        return shortened(f"{title}: {text}") if isinstance(title, str) and title else text
+    if _from_msgspec(exc):
+        try:
             return msgspec_text(exc)
-    except Exception:
-        return f"<{type(exc).__name__}: str() failed>"
+        except Exception:
+            return f"<{type(exc).__name__}: str() failed>"
     return _plain_text(exc)
 
 
@@ -50,22 +59,46 @@ def _plain_text(exc: BaseException) -> str:
 def quotes_values(exc: BaseException) -> bool:
     """``exc`` is a validation error of pydantic's or msgspec's, whose ``str()`` may
     quote the values it refused (:func:`error_text` leaves them out): an error made
-    from it must not keep it as its ``__cause__`` or ``__context__``."""
+    from it must not keep it as its ``__cause__`` or ``__context__``. Told by its class
+    (``type(exc)``, which an error cannot fake), and only if that library is loaded
+    (neither is imported here); never raises."""
     return _from_pydantic(exc) or _from_msgspec(exc)
 
 
+#: The classes of pydantic's validation errors: pydantic_core's (pydantic 2's
+#: ``pydantic.ValidationError``) and pydantic 1's (``pydantic.v1``, or pydantic itself
+#: before 2). Not its other errors (``SchemaError``: its str() is its text).
+_PYDANTIC_ERRORS = (
+    ("pydantic_core", "ValidationError"),
+    ("pydantic.v1.error_wrappers", "ValidationError"),
+    ("pydantic.error_wrappers", "ValidationError"),
+)
+
+
+def _loaded_class(module: str, name: str) -> type | None:
+    """The class ``name`` of ``module`` if that module is loaded (not imported here;
+    read without its module ``__getattr__``: pydantic 2's moved names warn)."""
+    found = inspect.getattr_static(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) else None
+
+
+def _is_a(exc: BaseException, module: str, name: str) -> bool:
+    try:
+        kind = _loaded_class(module, name)
+        return kind is not None and issubclass(type(exc), kind)
+    except Exception:
+        return False
+
+
 def _from_pydantic(exc: BaseException) -> bool:
-    """``exc`` is a pydantic ``ValidationError`` (pydantic_core's, pydantic.v1's, or a
-    subclass): it has ``errors()`` and a class of pydantic's. Told apart by that, so
-    that pydantic need not be imported."""
-    return callable(getattr(exc, "errors", None)) and any(
-        str(getattr(kind, "__module__", "")).startswith("pydantic") for kind in type(exc).__mro__
-    )
+    """``exc`` is a pydantic ``ValidationError`` (pydantic_core's, pydantic 1's, or a
+    subclass)."""
+    return any(_is_a(exc, module, name) for module, name in _PYDANTIC_ERRORS)
 
 
 def _from_msgspec(exc: BaseException) -> bool:
     """``exc`` is an error of msgspec's (a ``ValidationError``, a ``DecodeError``...)."""
-    return any(str(getattr(kind, "__module__", "")) == "msgspec" for kind in type(exc).__mro__)
+    return _is_a(exc, "msgspec", "MsgspecError")
 
 
 def shortened(text: str) -> str:
@@ -87,11 +120,19 @@ def pydantic_text(exc: Any) -> str:
     each error's (``input_value='...'``, the whole payload for JSON it cannot read), and
     an invalid discriminator's message the tag found, which is left out here. The
     message of a validator of the application's (``Value error, ...``) is its own
-    text, shown as it is."""
+    text, shown as it is. One with no errors is its ``str()``, which quotes nothing."""
+    text = _pydantic_text(exc)
+    return _plain_text(exc) if text is None else text
+
+
+def _pydantic_text(exc: Any) -> str | None:
+    """:func:`pydantic_text`, None for an error with no errors."""
     try:
         errors = [_pydantic_error(error) for error in exc.errors()]
-    except Exception:  # not a pydantic error after all, or one broken: no text read
+    except Exception:  # one broken: no text read (its str() quotes the input)
         return f"{type(exc).__name__} (its errors could not be read)"
+    if not errors:
+        return None
     text = "; ".join(errors)
     return shortened(text if len(errors) == 1 else f"{len(errors)} errors: {text}")
 
