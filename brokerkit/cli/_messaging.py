@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
+import select
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import suppress
@@ -95,6 +99,8 @@ def publish(
     published, from which lines; the exit status is then 130. A second Ctrl-C stops
     at once (a broker that does not answer): the batch under way may then be stored
     in part or in whole with no id printed, and the last line says which it was.
+    Once the reader of stdout has gone (a pipe into head that exited), no further
+    batch is published; the exit status is then 1.
     """
     headers = parse_headers(header or [])
     if body is None:
@@ -153,7 +159,11 @@ class _Sent:
         A second Ctrl-C (KeyboardInterrupt) may cut the publish short, with
         ``under_way`` left set: some of them may be stored; never the printing of
         their ids (it stops once they are printed).
+
+        :raises BrokenPipeError: the reader of stdout has gone: nothing was published.
         """
+        if _reader_gone(sys.stdout):
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
         self.under_way = len(bodies)
         ids = broker.publish_many(self.topic, bodies, headers=headers, content_type=content_type)
         with stop.critical():
@@ -163,6 +173,7 @@ class _Sent:
         """``ids`` went out: print them (at once: they are stored), the one publish of
         them under way (``times``) counted."""
         sys.stdout.write("".join(f"{i}\n" for i in ids))
+        sys.stdout.flush()
         self.published += len(ids)
         self.times += 1
         self.under_way = 0
@@ -251,6 +262,25 @@ def _publish_lines(
             f"published (lines 1 to {sent.lines}{times}; their ids are on stdout), "
             f"none from line {sent.lines + 1} on"
         ) from None
+
+
+def _reader_gone(stream: Any) -> bool:
+    """Whether ``stream`` is a pipe (or socket) whose reader has gone: ``| head -1``
+    exited. A write would fail with EPIPE, but only once it reaches the pipe (a
+    buffered one later, or never: a large write the reader left halfway ends without
+    error), so ``publish`` asks before each batch and publishes none into the void.
+    False where it cannot be told (no poll, stdout replaced or not a pipe)."""
+    try:
+        fd = stream.fileno()
+        if not (stat.S_ISFIFO(mode := os.fstat(fd).st_mode) or stat.S_ISSOCK(mode)):
+            return False
+    except (AttributeError, ValueError, OSError):
+        return False
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _content_type(broker: Broker, as_json: bool) -> str | None:
