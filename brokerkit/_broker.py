@@ -415,7 +415,6 @@ class Broker(Settling, Backend):
             first = not self._closed
             self._closed = True
         if first:
-            self._wake_waits()
             shielded(self._shut_down, self._closers)
         else:
             self._shut.wait(_CLOSE_WAIT)
@@ -433,6 +432,7 @@ class Broker(Settling, Backend):
     def _shut_down(self) -> None:
         """Wait for the subscribes under way, close every subscription, disconnect."""
         try:
+            self._wake_waits()
             self._no_subscribes.wait(_SUBSCRIBE_WAIT)
             with self._lock:
                 self._listed = True

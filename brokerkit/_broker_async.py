@@ -415,7 +415,6 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
             first = not self._closed
             self._closed = True
         if first:
-            self._wake_waits()
             await shielded(self._shut_down, self._closers)
         else:
             await self._shut.wait(_CLOSE_WAIT)
@@ -433,6 +432,7 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
     async def _shut_down(self) -> None:
         """Wait for the subscribes under way, close every subscription, disconnect."""
         try:
+            self._wake_waits()
             await self._no_subscribes.wait(_SUBSCRIBE_WAIT)
             with self._lock:
                 self._listed = True

@@ -192,6 +192,16 @@ class AsyncSubscription:
                     here = _FETCHING_HERE.set(self if self._home is None else None)
                     try:
                         fetched = await fetch_shielded(fetch, self._hand_back, self._orphans)
+                    except BrokerError as exc:
+                        if isinstance(exc, BrokerClosed) or not (
+                            self._closed.is_set() or self.broker.closed
+                        ):
+                            raise
+                        # Cut short by the close (a retry against a lost server that
+                        # the close woke): the close is what the caller needs to hear of.
+                        raise BrokerClosed(
+                            f"the subscription to {self.topic!r} was closed while it received"
+                        ) from exc
                     finally:
                         _FETCHING_HERE.reset(here)
                     if self.prefetch_bytes is not None:

@@ -25,10 +25,10 @@ import pytest
 import brokerkit
 import brokerkit._broker
 import brokerkit._broker_async
+from brokerkit.backends.nats._client import NatsClient
 from brokerkit.exceptions import BrokerClosed
 from tests.nats_server import nats_address
 from tests.proxies import Listener, pipe
-from tests.waiting import wait_until
 
 #: Seconds any wait here may take at most: the guard of a test that would hang.
 GUARD = 20.0
@@ -89,9 +89,24 @@ def long_subscribe_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(brokerkit._broker_async, "_SUBSCRIBE_WAIT", 60.0)
 
 
+@pytest.fixture
+def waiting(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once a call waits for the NATS connection to come back (the close must then
+    wake it: one that only begins to wait after the close began is not this test's)."""
+    entered = threading.Event()
+    wait_connected = NatsClient.wait_connected
+
+    async def noted(self: NatsClient, until: float, since: int | None = None) -> bool:
+        entered.set()
+        return await wait_connected(self, until, since)
+
+    monkeypatch.setattr(NatsClient, "wait_connected", noted)
+    return entered
+
+
 @pytest.mark.usefixtures("long_subscribe_wait")
 def test_close_wakes_a_subscribe_waiting_for_the_connection(
-    nats_url: str, nats_prefix: str, lost: _Lost
+    nats_url: str, nats_prefix: str, lost: _Lost, waiting: threading.Event
 ) -> None:
     proxy = _Cuttable(nats_address(nats_url))
     try:
@@ -109,8 +124,9 @@ def test_close_wakes_a_subscribe_waiting_for_the_connection(
                 raised.append(exc)
 
         subscriber = threading.Thread(target=subscribe)
+        waiting.clear()  # (the subscribe's own wait, from here on)
         subscriber.start()
-        wait_until(lambda: broker._subscribing > 0, "the subscribe to begin", within=GUARD)
+        assert waiting.wait(GUARD), "the subscribe did not wait for the connection"
         closer = threading.Thread(target=broker.close)
         closer.start()
         closer.join(GUARD)
