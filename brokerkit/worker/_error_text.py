@@ -3,6 +3,7 @@ and, for a validation error of pydantic's or msgspec's, without the values it qu
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import sys
@@ -33,20 +34,33 @@ def error_text(exc: BaseException) -> str:
     :func:`quotes_values`); any other error, whatever attributes it has, is its
     ``str()``."""
     if _from_pydantic(exc):
+        cached = inspect.getattr_static(exc, _TEXT_READ, None)
+        if isinstance(cached, str):
+            return cached
         text = _pydantic_text(exc)
         if text is None:  # no errors: its str() has no input to quote
-            return _plain_text(exc)
-        try:
-            title = getattr(exc, "title", None)
-        except Exception:
-            title = None
-        return shortened(f"{title}: {text}") if isinstance(title, str) and title else text
+            text = _plain_text(exc)
+        else:
+            try:
+                title = getattr(exc, "title", None)
+            except Exception:
+                title = None
+            if isinstance(title, str) and title:
+                text = shortened(f"{title}: {text}")
+        with contextlib.suppress(Exception):  # read once: the worker tells it up to 4 times
+            setattr(exc, _TEXT_READ, text)
+        return text
     if _from_msgspec(exc):
         try:
             return msgspec_text(exc)
         except Exception:
             return f"<{type(exc).__name__}: str() failed>"
     return _plain_text(exc)
+
+
+#: The attribute a pydantic error's text is kept in once read (reading its errors is
+#: most of the cost: 100,000 errors are ~0.3 s).
+_TEXT_READ = "_brokerkit_error_text"
 
 
 def _plain_text(exc: BaseException) -> str:
@@ -128,13 +142,32 @@ def pydantic_text(exc: Any) -> str:
 def _pydantic_text(exc: Any) -> str | None:
     """:func:`pydantic_text`, None for an error with no errors."""
     try:
-        errors = [_pydantic_error(error) for error in exc.errors()]
+        count, errors = _pydantic_errors(exc)
+        texts: list[str] = []
+        length = 0
+        for error in errors:  # only as many as fit: there may be 100,000
+            text = " ".join(_pydantic_error(error).split())
+            texts.append(text)
+            length += len(text) + len("; ")
+            if length > MAX_TEXT:
+                break
     except Exception:  # one broken: no text read (its str() quotes the input)
         return f"{type(exc).__name__} (its errors could not be read)"
-    if not errors:
+    if not texts:
         return None
-    text = "; ".join(errors)
-    return shortened(text if len(errors) == 1 else f"{len(errors)} errors: {text}")
+    text = "; ".join(texts)
+    return shortened(text if count == 1 else f"{count} errors: {text}")
+
+
+def _pydantic_errors(exc: Any) -> tuple[int, list[Any]]:
+    """How many errors a pydantic ``ValidationError`` has, and they (pydantic_core's
+    without their input or URL: less to copy)."""
+    core = _loaded_class("pydantic_core", "ValidationError")
+    if core is not None and issubclass(type(exc), core):
+        errors = exc.errors(include_url=False, include_input=False)
+        return exc.error_count(), errors
+    errors = exc.errors()
+    return len(errors), errors
 
 
 def _pydantic_error(error: Mapping[str, Any]) -> str:
