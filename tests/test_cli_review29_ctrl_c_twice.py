@@ -22,10 +22,16 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.test_cli_review30_publish_ctrl_c import _received, _sleeping
+
 pytest.importorskip("typer")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="tells a sleeping child by /proc"
+)
 
 #: Seconds the command may take to take a Ctrl-C, or to end after the second: a hang
 #: guard (the driver would wait 600 s), never a pace.
@@ -91,13 +97,19 @@ def test_ctrl_c_pressed_again_stops_a_command_waiting_on_a_silent_server(
     )
     accepted: list[socket.socket] = []
     try:
-        accepted.append(silent_server.accept()[0])  # the command waits for its answer
+        accepted.append(silent_server.accept()[0])
+        # Each Ctrl-C once the command sleeps in its wait for the answer: one landing
+        # just before that blocking call began was only noted by CPython, and taken
+        # when the call ended (600 s later): "the first Ctrl-C was not taken".
+        _received(accepted[0])
+        _sleeping(child.pid)
         assert child.stdout is not None and child.stderr is not None
         child.send_signal(signal.SIGINT)
         # the first Ctrl-C only asks the command to stop at its next safe point
         assert select.select([child.stdout], [], [], GUARD)[0], "the first Ctrl-C was not taken"
         line = child.stdout.readline()
         assert line == TAKEN + "\n", f"the first Ctrl-C ended the command: {_ended(child)}"
+        _sleeping(child.pid)  # back in its wait
         child.send_signal(signal.SIGINT)
         try:
             status = child.wait(GUARD)
