@@ -21,54 +21,26 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_cli_review30_publish_ctrl_c import _received, _sleeping
+from tests.test_cli_review30_publish_ctrl_c import (
+    CHILD,
+    GUARD,
+    TAKEN,
+    _ended,
+    _received,
+    _sleeping,
+    silent_server,
+)
+
+__all__ = ["silent_server"]  # fixture
 
 pytest.importorskip("typer")
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="tells a sleeping child by /proc"
 )
-
-#: Seconds the command may take to take a Ctrl-C, or to end after the second: a hang
-#: guard (the driver would wait 600 s), never a pace.
-GUARD = 60.0
-#: What the child prints on stdout when the command has taken a Ctrl-C without ending.
-TAKEN = "took a Ctrl-C"
-#: The ``brokerkit`` command, telling on stdout when its Ctrl-C handler has taken a
-#: signal and returned (the command's stdout stays empty: the server sends nothing).
-CHILD = f"""
-import os
-from brokerkit.cli import _admin, main
-
-signalled = _admin.Interrupt.signalled
-
-def telling(self, signum):
-    signalled(self, signum)
-    os.write(1, b"{TAKEN}\\n")
-
-_admin.Interrupt.signalled = telling
-main()
-"""
-
-
-def _ended(child: subprocess.Popen[str]) -> str:
-    """The exit status and stderr of ``child``, once it has ended."""
-    status = child.wait(GUARD)
-    assert child.stderr is not None
-    return f"status {status}, stderr {child.stderr.read()!r}"
-
-
-@pytest.fixture
-def silent_server() -> Iterator[socket.socket]:
-    """A TCP server that accepts connections and never answers."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(GUARD)
-    yield server
-    server.close()
 
 
 @pytest.mark.parametrize(

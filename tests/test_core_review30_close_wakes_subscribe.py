@@ -14,11 +14,7 @@ waits it out fails the test's guard rather than only taking 5 s.)
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -28,58 +24,12 @@ import brokerkit._broker_async
 from brokerkit.backends.nats._client import NatsClient
 from brokerkit.exceptions import BrokerClosed
 from tests.nats_server import nats_address
-from tests.proxies import Listener, pipe
+from tests.test_nats_review30_core_close_publish import _Cuttable, _Lost, lost
+
+__all__ = ["lost"]  # fixture
 
 #: Seconds any wait here may take at most: the guard of a test that would hang.
 GUARD = 20.0
-
-
-class _Cuttable(Listener):
-    """A TCP proxy to ``target``; :meth:`cut` drops its connections and refuses new
-    ones (the client goes on reconnecting, in vain)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        self.down = threading.Event()
-        super().__init__()
-
-    def serve(self, client: socket.socket) -> None:
-        if self.down.is_set():
-            client.close()
-            return
-        upstream = socket.create_connection(self._target)
-        self.keep(upstream)
-        self.spawn(pipe, client, upstream)
-        self.spawn(pipe, upstream, client)
-
-    def cut(self) -> None:
-        self.down.set()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Lost(logging.Handler):
-    """Set once ``brokerkit.nats`` logs the connection lost."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lost = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "lost; reconnecting" in record.getMessage():
-            self.lost.set()
-
-
-@pytest.fixture
-def lost() -> Iterator[_Lost]:
-    handler = _Lost()
-    logger = logging.getLogger("brokerkit.nats")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 @pytest.fixture
