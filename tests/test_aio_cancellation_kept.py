@@ -87,6 +87,10 @@ def test_an_ack_task_cancelled_at_any_moment_never_ends_normally(
 
 
 def _connections_in_use() -> int:
-    """Connections checked out of every redis.asyncio pool of this process."""
-    pools = [o for o in gc.get_objects() if isinstance(o, redis.asyncio.ConnectionPool)]
+    """Connections checked out of every redis.asyncio pool of this process. (By the
+    object's type, not isinstance: among the objects may be a weakref.proxy whose
+    referent died, which isinstance, asking it for its class, answers with
+    ReferenceError.)"""
+    pool = redis.asyncio.ConnectionPool
+    pools = [o for o in gc.get_objects() if issubclass(type(o), pool)]
     return sum(len(pool._in_use_connections) for pool in pools)
