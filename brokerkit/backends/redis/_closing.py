@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-__all__ = ["CloseSignal"]
+__all__ = ["CloseSignal", "WakesOnClose"]
 
 
 class _Wakeable(Protocol):
@@ -58,3 +58,15 @@ class CloseSignal:
         """Forget ``waiter`` (its wait is over)."""
         with self._lock:
             self._waiting.discard(waiter)
+
+
+class WakesOnClose:
+    """The core's ``_wake_waits`` hook for a Redis broker (sync or asyncio) that gives
+    its retry loops ``_close_signal``: a call retrying against a lost server gives up
+    as the close begins (a subscribe then raises BrokerClosed), rather than hold up the
+    close or retry on after it. Listed before the core's broker class."""
+
+    _close_signal: CloseSignal
+
+    def _wake_waits(self) -> None:
+        self._close_signal.begin()

@@ -33,7 +33,7 @@ from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
-from brokerkit.backends.redis._closing import CloseSignal
+from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import HeldClient, Reader
@@ -79,7 +79,7 @@ _SERVER_TICK = 0.1
 
 
 @one_loop
-class RedisListBroker(ListSettling, ListPublishing, Broker):
+class RedisListBroker(ListSettling, ListPublishing, WakesOnClose, Broker):
     """A work queue on Redis lists: at-least-once, leased, crash-safe.
 
     Every consumer of a topic competes for its messages (groups all share the one
@@ -458,11 +458,6 @@ class RedisListBroker(ListSettling, ListPublishing, Broker):
         """Stop renewing leases while staying open, as a hung process would (for the
         contract suite's late-ack test)."""
         self._keeper.stop()
-
-    def _wake_waits(self) -> None:
-        """The close begins: a publish, inspect, purge, receive or settle retrying
-        against a lost server gives up now, rather than retry on after the close."""
-        self._close_signal.begin()
 
     def _close(self) -> None:
         """Stop the lease renewals (the task, or thread, ends before this returns)

@@ -31,7 +31,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
-from brokerkit.backends.redis._closing import CloseSignal
+from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
@@ -77,7 +77,7 @@ _SERVER_TICK = 0.1
 
 
 @one_loop
-class AsyncRedisListBroker(ListSettling, ListPublishing, AsyncBroker):
+class AsyncRedisListBroker(ListSettling, ListPublishing, WakesOnClose, AsyncBroker):
     """A work queue on Redis lists: at-least-once, leased, crash-safe.
 
     Every consumer of a topic competes for its messages (groups all share the one
@@ -462,11 +462,6 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, AsyncBroker):
         """Stop renewing leases while staying open, as a hung process would (for the
         contract suite's late-ack test)."""
         await self._keeper.stop()
-
-    def _wake_waits(self) -> None:
-        """The close begins: a publish, inspect, purge, receive or settle retrying
-        against a lost server gives up now, rather than retry on after the close."""
-        self._close_signal.begin()
 
     async def _close(self) -> None:
         """Stop the lease renewals (the task, or thread, ends before this returns)

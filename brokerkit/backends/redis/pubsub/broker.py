@@ -35,7 +35,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client
-from brokerkit.backends.redis._closing import CloseSignal
+from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._connection import (
     note_url_reached,
     translate_errors,
@@ -68,7 +68,7 @@ _shown.maxstring = _shown.maxother = 120
 
 
 @one_loop
-class RedisPubSubBroker(Broker):
+class RedisPubSubBroker(WakesOnClose, Broker):
     """A broker on Redis Pub/Sub: fan-out to whoever listens, at most once.
 
     Promises: every subscriber connected when a message is published receives
@@ -421,12 +421,6 @@ class RedisPubSubBroker(Broker):
 
     def _purge(self, topic: str) -> int:
         return 0  # Pub/Sub stores nothing.
-
-    def _wake_waits(self) -> None:
-        """The close begins: a subscribe or a publish retrying against a lost server
-        gives up now (a subscribe then raises BrokerClosed), rather than hold up the
-        close or retry on after it."""
-        self._close_signal.begin()
 
     def _close(self) -> None:
         with self._own_lock:

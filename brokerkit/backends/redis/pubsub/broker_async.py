@@ -33,7 +33,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector, make_client
-from brokerkit.backends.redis._closing import CloseSignal
+from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._connection import (
     note_url_reached,
     translate_errors,
@@ -66,7 +66,7 @@ _shown.maxstring = _shown.maxother = 120
 
 
 @one_loop
-class AsyncRedisPubSubBroker(AsyncBroker):
+class AsyncRedisPubSubBroker(WakesOnClose, AsyncBroker):
     """A broker on Redis Pub/Sub: fan-out to whoever listens, at most once.
 
     Promises: every subscriber connected when a message is published receives
@@ -423,12 +423,6 @@ class AsyncRedisPubSubBroker(AsyncBroker):
 
     async def _purge(self, topic: str) -> int:
         return 0  # Pub/Sub stores nothing.
-
-    def _wake_waits(self) -> None:
-        """The close begins: a subscribe or a publish retrying against a lost server
-        gives up now (a subscribe then raises BrokerClosed), rather than hold up the
-        close or retry on after it."""
-        self._close_signal.begin()
 
     async def _close(self) -> None:
         async with self._own_lock:

@@ -52,7 +52,7 @@ from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
-from brokerkit.backends.redis._closing import CloseSignal
+from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
@@ -96,7 +96,14 @@ def _let_go(client: Any) -> None:
 
 
 @one_loop
-class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, StreamPublishing, Broker):
+class RedisStreamBroker(
+    StreamSettling,
+    StreamReaping,
+    StreamManagement,
+    StreamPublishing,
+    WakesOnClose,
+    Broker,
+):
     """A broker on Redis streams: persistent, acked, competing consumers in groups,
     fan-out between groups, replay from any position, bounded by trimming."""
 
@@ -453,12 +460,6 @@ class RedisStreamBroker(StreamSettling, StreamReaping, StreamManagement, StreamP
         """Stop renewing leases while staying open, as a hung process would (for the
         contract suite's late-ack test)."""
         self._keeper.stop()
-
-    def _wake_waits(self) -> None:
-        """The close begins: a publish, subscribe or settle retrying against a lost
-        server gives up now (a subscribe then raises BrokerClosed), rather than hold
-        up the close or retry on after it."""
-        self._close_signal.begin()
 
     def _close(self) -> None:
         self._reaper.stop()

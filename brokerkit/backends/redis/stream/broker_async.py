@@ -50,7 +50,7 @@ from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
-from brokerkit.backends.redis._closing import CloseSignal
+from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
@@ -95,7 +95,12 @@ def _let_go(client: Any) -> None:
 
 @one_loop
 class AsyncRedisStreamBroker(
-    StreamSettling, StreamReaping, StreamManagement, StreamPublishing, AsyncBroker
+    StreamSettling,
+    StreamReaping,
+    StreamManagement,
+    StreamPublishing,
+    WakesOnClose,
+    AsyncBroker,
 ):
     """A broker on Redis streams: persistent, acked, competing consumers in groups,
     fan-out between groups, replay from any position, bounded by trimming."""
@@ -457,12 +462,6 @@ class AsyncRedisStreamBroker(
         """Stop renewing leases while staying open, as a hung process would (for the
         contract suite's late-ack test)."""
         await self._keeper.stop()
-
-    def _wake_waits(self) -> None:
-        """The close begins: a publish, subscribe or settle retrying against a lost
-        server gives up now (a subscribe then raises BrokerClosed), rather than hold
-        up the close or retry on after it."""
-        self._close_signal.begin()
 
     async def _close(self) -> None:
         await self._reaper.stop()
