@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime
 import math
 import numbers
+import time
 
 from brokerkit._options import MAX_SECONDS, MIN_VISIBILITY_TIMEOUT
 from brokerkit.exceptions import InvalidOption
 
 __all__ = [
+    "LATEST_DUE",
     "MAX_REASON_LENGTH",
     "check_lease_seconds",
     "check_nack_delay",
@@ -23,6 +25,14 @@ __all__ = [
 
 #: The longest ``reason`` a nack may record on a dead letter, in characters.
 MAX_REASON_LENGTH = 1000
+#: The latest due time (epoch seconds: the end of the year 9999, UTC, where
+#: ``datetime.max`` ends): a ``delay`` of ``publish`` or ``nack`` must fall due by
+#: then, and ``at`` be no later. Later ones are mistakes (milliseconds given as
+#: seconds, a "never" of 1e300); up to it, every due time is a datetime and the Redis
+#: backends' due times in milliseconds stay exact (past about 1e305 seconds they
+#: overflowed).
+LATEST_DUE = 253402300800.0
+_LATEST = "by the end of the year 9999 (epoch seconds 253402300800 at most)"
 
 
 def finite_seconds(value: object) -> float | None:
@@ -37,28 +47,29 @@ def finite_seconds(value: object) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
-def _seconds(name: str, value: object) -> float:
-    """``value`` as a finite number of seconds, 0 or more."""
+def _seconds(name: str, value: object, now: float) -> float:
+    """``value`` as a number of seconds, 0 or more, that falls due by
+    :data:`LATEST_DUE` when counted from ``now``."""
+    longest = LATEST_DUE - now
+    valid = (
+        f"a finite number of seconds, 0 or more, that falls due {_LATEST}: at most "
+        f"{longest:.0f} seconds from now"
+    )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidOption(
-            f"{name} must be a number of seconds (int or float, 0 or more), "
-            f"got {type(value).__name__}"
-        )
-    try:
-        seconds = float(value)
-    except OverflowError:  # an int too large for a float (too long to show, too)
-        raise InvalidOption(f"{name} must be a finite number of seconds, got a huge int") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidOption(f"{name} must be a finite number of seconds, 0 or more, got {value!r}")
-    return seconds
+        raise InvalidOption(f"{name} must be {valid}, got {type(value).__name__}")
+    # Compared before converting: exact for any int, and false for NaN.
+    if not 0 <= value <= longest:
+        raise InvalidOption(f"{name} must be {valid}, got {_number(value)}")
+    return float(value)
 
 
 def publish_delay(delay: object, at: object, now: float) -> float:
     """Seconds from ``now`` (epoch seconds) until a message published with ``delay``
     or ``at`` is due: 0 for "now" (no delay, a zero delay, or an ``at`` in the past).
 
-    :raises InvalidOption: both are given, a delay is negative, NaN or infinite, or
-        ``at`` is a naive datetime or not a time at all.
+    :raises InvalidOption: both are given, a delay is negative, NaN, infinite or
+        falls due after :data:`LATEST_DUE`, ``at`` is later than it, or ``at``
+        is a naive datetime or not a time at all.
     """
     if delay is not None and at is not None:
         raise InvalidOption(
@@ -66,7 +77,7 @@ def publish_delay(delay: object, at: object, now: float) -> float:
             "seconds), not both"
         )
     if delay is not None:
-        return _seconds("delay", delay)
+        return _seconds("delay", delay, now)
     if at is None:
         return 0.0
     if isinstance(at, datetime.datetime):
@@ -89,18 +100,29 @@ def publish_delay(delay: object, at: object, now: float) -> float:
                 f"{'a huge int' if isinstance(at, int) else repr(at)}"
             )
         due = seconds  # one in the past (before 1970 too) publishes at once
+    if not due <= LATEST_DUE:
+        raise InvalidOption(
+            f"at must be a time {_LATEST}, got {_number(at) if isinstance(at, int) else repr(due)}"
+            + (
+                "; epoch seconds are wanted, not milliseconds"
+                if 1e12 <= due < 1e15 and not isinstance(at, datetime.datetime)
+                else ""
+            )
+        )
     return max(due - now, 0.0)
 
 
-def check_nack_delay(delay: object, requeue: bool) -> float | None:
+def check_nack_delay(delay: object, requeue: bool, now: float | None = None) -> float | None:
     """The delay of a nack in seconds, or None for "redeliver at once".
 
-    :raises InvalidOption: not a finite number of seconds, 0 or more; or a delay
-        with ``requeue=False`` (a dead letter is not delayed).
+    :raises InvalidOption: not a finite number of seconds, 0 or more, that falls due
+        (from ``now``, epoch seconds: this machine's clock by default) by
+        :data:`LATEST_DUE`; or a delay with ``requeue=False`` (a dead letter is not
+        delayed).
     """
     if delay is None:
         return None
-    seconds = _seconds("delay", delay)
+    seconds = _seconds("delay", delay, time.time() if now is None else now)
     if not requeue:
         raise InvalidOption(
             "delay applies to a requeue: nack(requeue=True, delay=seconds); "
