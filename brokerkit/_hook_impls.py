@@ -1,16 +1,21 @@
 """Each plugin's implementation of a message hook, to be called on its own (see
 :mod:`brokerkit._hooks`: pluggy's own call stops at the first implementation that
-raises)."""
+raises), and :func:`call_each`, which calls them so."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 import pluggy
 
-__all__ = ["Impl", "impls_of", "is_async"]
+from brokerkit._logging import delivery_fields, log_fields
+
+__all__ = ["Impl", "call_each", "impls_of", "is_async", "name_async_hooks"]
+
+log = logging.getLogger("brokerkit.hooks")
 
 
 class Impl(NamedTuple):
@@ -58,3 +63,67 @@ def is_async(impl: Any) -> bool:
         return False
     function = impl.function
     return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+
+
+def call_each(
+    impls: Sequence[Impl],
+    name: str,
+    kwargs: dict[str, Any],
+    after: Callable[[str], None] | None = None,
+) -> None:
+    """Call ``impls``, implementations of hook ``name``, with ``kwargs``, each on its
+    own: one that raises is logged on ``brokerkit.hooks`` and the others are still
+    called; ``after(plugin name)`` runs after each. (The message hooks return nothing,
+    so there are no results to gather.)"""
+    for impl in impls:
+        try:
+            if impl.kwargnames is None:
+                impl.function(**kwargs)
+            elif impl.kwargnames:
+                impl.function(
+                    *[kwargs[arg] for arg in impl.argnames],
+                    **{arg: kwargs[arg] for arg in impl.kwargnames if arg in kwargs},
+                )
+            else:
+                impl.function(*[kwargs[arg] for arg in impl.argnames])
+        except Exception:
+            log.exception(
+                "a %s hook failed (plugin %r); the other plugins and the message flow go on",
+                name,
+                impl.plugin_name,
+                extra=_fields(kwargs),
+            )
+        if after is not None:
+            after(impl.plugin_name)
+
+
+def name_async_hooks(
+    manager: pluggy.PluginManager, plugin: object, name: str, hooks: Collection[str]
+) -> None:
+    """Log, once, each of the message ``hooks`` that ``plugin`` (just registered as
+    ``name``) implements as an ``async def``: it is never called (:func:`impls_of`
+    leaves it out)."""
+    for caller in manager.get_hookcallers(plugin) or ():
+        if caller.name not in hooks:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and is_async(impl):
+                log.error(
+                    "plugin %r implements %s as an async def; it is not called: the "
+                    "message hooks are plain functions, called from the sync and the "
+                    "asyncio API alike (return at once; hand slow work to a task or thread)",
+                    name,
+                    caller.name,
+                    extra=log_fields(),
+                )
+
+
+def _fields(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The log fields of a hook call's arguments."""
+    if "delivery" in kwargs:
+        return delivery_fields([kwargs["delivery"]])
+    if "deliveries" in kwargs:
+        return delivery_fields(kwargs["deliveries"])
+    messages = kwargs.get("messages") or ()
+    ids = ",".join(m.id for m in messages) or None
+    return log_fields(kwargs.get("topic"), message_id=ids)

@@ -13,6 +13,14 @@ own call stops at the first implementation that raises, so one buggy plugin woul
 silently take the message away from every plugin called after it (the
 OpenTelemetry context injection, a Prometheus count).
 
+A start hook and its end hook are a pair: the end of a publish or of a delivery is
+handed to the plugins that were registered when it started, and to them alone. A
+plugin unregistered meanwhile (``BrokerkitInstrumentor().uninstrument()``) still ends
+what it started, at the operation's own end (its span ends and is exported, as
+OpenTelemetry's instrumentations end the spans they started); one registered
+meanwhile is never handed the end of an operation it did not see start. Until the
+deliveries such a plugin started have ended, the call sites' flags stay set.
+
 A worker runs each handler inside the context managers plugins list in the
 delivery's scope under :data:`HANDLER_CONTEXT` (:meth:`HookRelay.handler_context`):
 the OpenTelemetry plugin makes the delivery's span the current one there, so that
@@ -31,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from brokerkit._handler_context import HandlerContext
-from brokerkit._hook_impls import Impl, impls_of, is_async
+from brokerkit._hook_impls import Impl, call_each, impls_of, name_async_hooks
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._topics import check_headers
 from brokerkit.exceptions import InvalidMessage
@@ -82,10 +90,20 @@ class _Scope(dict[str, Any]):
     too: a cycle (the delivery names its scope), broken when the hooks end, which the
     garbage collector takes apart if the application drops the delivery unsettled."""
 
-    __slots__ = ("__weakref__", "delivery", "error")
+    __slots__ = ("__weakref__", "delivery", "ends", "error")
     delivery: Any
     #: what a worker's handler raised, for the hooks' end (see HookRelay.handler_failed)
     error: BaseException | None
+    #: the brokerkit_deliver_end implementations of the plugins registered at its start
+    ends: tuple[Impl, ...]
+
+
+class _PublishScope(dict[str, Any]):
+    """A publish's hook scope: to the plugins, a plain dict."""
+
+    __slots__ = ("ends",)
+    #: the brokerkit_publish_end implementations of the plugins registered at its start
+    ends: tuple[Impl, ...]
 
 
 class _ReportedScope(_Scope):
@@ -107,7 +125,7 @@ class ObservedPluginManager(pluggy.PluginManager):
         with RELAY._changing(self):
             registered = super().register(plugin, name)
         if registered is not None:
-            _name_async_hooks(self, plugin, registered)
+            name_async_hooks(self, plugin, registered, _MESSAGE_HOOKS)
         return registered
 
     def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
@@ -140,6 +158,13 @@ class HookRelay:
         # The implementations of each message hook some plugin implements, in call
         # order; a hook no plugin implements is not a key, and is never called.
         self._implemented: dict[str, tuple[Impl, ...]] = {}
+        # The scopes of the deliveries whose brokerkit_deliver_end is still to be
+        # called (by id; one the application dropped unsettled leaves once collected):
+        # while there are some, deliver and settle stay set, so that the settlement
+        # reaches the relay even once every plugin that started them is gone.
+        self._open: weakref.WeakValueDictionary[int, _Scope] = weakref.WeakValueDictionary()
+        # deliver or settle is set for the open scopes alone, no plugin implementing it
+        self._draining = False
 
     def manager(self) -> pluggy.PluginManager:
         """The process's plugin manager, built on first use."""
@@ -179,41 +204,46 @@ class HookRelay:
             if impls:
                 found[name] = impls
 
+        self._implemented = found
+        self._set_flags()
+
+    def _set_flags(self) -> None:
+        """Set the flags from the implementations and the open deliveries (holding
+        :attr:`_registering`, or while the manager is built)."""
+        found = self._implemented
+
         def implemented(names: Iterable[str]) -> bool:
             return any(name in found for name in names)
 
-        self._implemented = found
         self.publish = implemented(_PUBLISH)
-        self.deliver = implemented(_DELIVER)
-        self.settle = implemented(_SETTLE)
+        deliver, settle = implemented(_DELIVER), implemented(_SETTLE)
+        with self._end_lock:
+            open_ = len(self._open) > 0
+        self._draining = open_ and not (deliver and settle)
+        self.deliver = deliver or open_
+        self.settle = settle or open_
+
+    def _ended(self, scope: _Scope) -> None:
+        """``scope``'s delivery ended: once the last open one has, the flags may fall."""
+        if self._open.pop(id(scope), None) is not None and self._draining and not self._open:
+            with self._registering:
+                if self._manager is not None:
+                    self._set_flags()
 
     def _call(self, name: str, _after: Callable[[str], None] | None = None, **kwargs: Any) -> None:
-        """Call every implementation of hook ``name``, each on its own: one that raises
-        is logged and the others are still called; ``_after(plugin name)`` runs after
-        each. (The message hooks return nothing, so there are no results to gather.)"""
-        impls = self._implemented.get(name)
-        if not impls:
-            return
-        for impl in impls:
-            try:
-                if impl.kwargnames is None:
-                    impl.function(**kwargs)
-                elif impl.kwargnames:
-                    impl.function(
-                        *[kwargs[arg] for arg in impl.argnames],
-                        **{arg: kwargs[arg] for arg in impl.kwargnames if arg in kwargs},
-                    )
-                else:
-                    impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except Exception:
-                log.exception(
-                    "a %s hook failed (plugin %r); the other plugins and the message flow go on",
-                    name,
-                    impl.plugin_name,
-                    extra=_fields(kwargs),
-                )
-            if _after is not None:
-                _after(impl.plugin_name)
+        """Call every implementation of hook ``name`` (see :meth:`_call_each`)."""
+        self._call_each(self._implemented.get(name), name, _after, **kwargs)
+
+    def _call_each(
+        self,
+        impls: Sequence[Impl] | None,
+        name: str,
+        _after: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Call ``impls``, implementations of hook ``name`` (see :func:`call_each`)."""
+        if impls:
+            call_each(impls, name, kwargs, _after)
 
     # -- publish ----------------------------------------------------------------------
 
@@ -226,7 +256,9 @@ class HookRelay:
         self.manager()
         if not self.publish:
             return None
-        scope: dict[str, Any] = {}
+        implemented = self._implemented  # the starts and ends of the same plugins
+        scope = _PublishScope()
+        scope.ends = implemented.get("brokerkit_publish_end", ())
         before = dict(headers)
 
         def keep_valid(plugin: str) -> None:
@@ -249,7 +281,8 @@ class HookRelay:
             before.clear()
             before.update(headers)
 
-        self._call(
+        self._call_each(
+            implemented.get("brokerkit_publish_start"),
             "brokerkit_publish_start",
             keep_valid,
             broker=broker,
@@ -268,8 +301,9 @@ class HookRelay:
         error: BaseException | None,
         scope: dict[str, Any],
     ) -> None:
-        """Call ``brokerkit_publish_end``."""
-        self._call(
+        """Call ``brokerkit_publish_end`` of the plugins registered at the start."""
+        self._call_each(
+            scope.ends if isinstance(scope, _PublishScope) else (),
             "brokerkit_publish_end",
             broker=broker,
             topic=topic,
@@ -289,15 +323,27 @@ class HookRelay:
         # delivery's lease was reported, and is not reported again on its settlement.
         # Under the lock: a lease keeper may be marking it at this very moment.
         with self._end_lock:
+            # the starts and ends of the same plugins; read under the lock, as
+            # _set_flags counts the open deliveries (after a change of the plugins)
+            implemented = self._implemented
             scope = _ReportedScope() if delivery._scope is _LEASE_LOST else _Scope()
             scope.delivery = scope.error = None
+            scope.ends = implemented.get("brokerkit_deliver_end", ())
             delivery._scope = scope
-        self._call("brokerkit_deliver_start", delivery=delivery, scope=scope)
+            if scope.ends:
+                self._open[id(scope)] = scope
+        self._call_each(
+            implemented.get("brokerkit_deliver_start"),
+            "brokerkit_deliver_start",
+            delivery=delivery,
+            scope=scope,
+        )
 
     def deliver_end(self, delivery: Any, outcome: str, error: BaseException | None = None) -> None:
-        """Call ``brokerkit_deliver_end`` once per delivery (later calls do nothing, even
-        from another thread at the same time), with what its handler raised if a worker
-        said so (:meth:`handler_failed`), else ``error``."""
+        """Call ``brokerkit_deliver_end`` of the plugins registered at the delivery's
+        start, once per delivery (later calls do nothing, even from another thread at
+        the same time), with what its handler raised if a worker said so
+        (:meth:`handler_failed`), else ``error``."""
         if delivery._scope is None or delivery._scope is _LEASE_LOST:
             return
         with self._end_lock:
@@ -305,12 +351,20 @@ class HookRelay:
             if scope is None or scope is _LEASE_LOST:
                 return
             delivery._scope = None
-        if isinstance(scope, _Scope):
-            scope.delivery = None
-            error = scope.error or error
-        self._call(
-            "brokerkit_deliver_end", delivery=delivery, outcome=outcome, error=error, scope=scope
-        )
+        if not isinstance(scope, _Scope):
+            return
+        scope.delivery = None
+        try:
+            self._call_each(
+                scope.ends,
+                "brokerkit_deliver_end",
+                delivery=delivery,
+                outcome=outcome,
+                error=scope.error or error,
+                scope=scope,
+            )
+        finally:
+            self._ended(scope)
 
     def handler_failed(self, delivery: Any, error: BaseException) -> None:
         """A worker's handler of ``delivery`` raised ``error``: the delivery's hooks end
@@ -387,14 +441,18 @@ class HookRelay:
         if unreported:
             self._call("brokerkit_on_lease_lost", deliveries=unreported)
         for delivery, scope in fresh:
-            if scope is not None:
-                self._call(
-                    "brokerkit_deliver_end",
-                    delivery=delivery,
-                    outcome="lease-lost",
-                    error=scope.error if isinstance(scope, _Scope) else None,
-                    scope=scope,
-                )
+            if isinstance(scope, _Scope):
+                try:
+                    self._call_each(
+                        scope.ends,
+                        "brokerkit_deliver_end",
+                        delivery=delivery,
+                        outcome="lease-lost",
+                        error=scope.error,
+                        scope=scope,
+                    )
+                finally:
+                    self._ended(scope)
 
 
 class HeldDeliveries:
@@ -443,35 +501,6 @@ def report_renewal_losses(
     )
     if RELAY.settle and (start is None or start()):
         RELAY.lease_lost(deliveries)
-
-
-def _name_async_hooks(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
-    """Log, once, each message hook that ``plugin`` (just registered as ``name``)
-    implements as an ``async def``: it is never called (:func:`impls_of` leaves it out)."""
-    for caller in manager.get_hookcallers(plugin) or ():
-        if caller.name not in _MESSAGE_HOOKS:
-            continue
-        for impl in caller.get_hookimpls():
-            if impl.plugin is plugin and is_async(impl):
-                log.error(
-                    "plugin %r implements %s as an async def; it is not called: the "
-                    "message hooks are plain functions, called from the sync and the "
-                    "asyncio API alike (return at once; hand slow work to a task or thread)",
-                    name,
-                    caller.name,
-                    extra=log_fields(),
-                )
-
-
-def _fields(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The log fields of a hook call's arguments."""
-    if "delivery" in kwargs:
-        return delivery_fields([kwargs["delivery"]])
-    if "deliveries" in kwargs:
-        return delivery_fields(kwargs["deliveries"])
-    messages = kwargs.get("messages") or ()
-    ids = ",".join(m.id for m in messages) or None
-    return log_fields(kwargs.get("topic"), message_id=ids)
 
 
 def _dead_lettered(broker: Any, deliveries: Sequence[Any], requeue: bool | None) -> list[Any]:

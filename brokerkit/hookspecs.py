@@ -21,7 +21,11 @@ message; a plugin registered later through :func:`brokerkit.get_plugin_manager` 
 seen from the next message on. A start hook and its end hook get the same ``scope``
 dict, theirs to fill (a span, a start time); they are pairs rather than a pluggy
 wrapper because the work they surround may be an ``await``, which a wrapper, a plain
-generator, cannot span.
+generator, cannot span. An end hook is called for the plugins that were registered
+when its publish or delivery started, and for them alone: a plugin unregistered
+meanwhile still ends what it started (at the operation's own end, however much
+later), and one registered meanwhile is not handed the end of an operation it did not
+see start (nor the start hook's ``scope``).
 """
 
 from __future__ import annotations
@@ -143,7 +147,8 @@ def brokerkit_deliver_start(delivery: Any, scope: dict[str, Any]) -> None:
 def brokerkit_deliver_end(
     delivery: Any, outcome: str, error: BaseException | None, scope: dict[str, Any]
 ) -> None:
-    """The application is done with a delivery: called once per delivery, at the first
+    """The application is done with a delivery: called once per delivery (for the
+    plugins registered when it started, even if since unregistered), at the first
     of its settlement (``"ack"``, ``"nack"``, ``"dead-letter"``, ``"lease-lost"``) or a
     worker giving up on settling it (``"unsettled"``, where the worker could neither
     settle it nor hand it back).

@@ -243,7 +243,10 @@ class BrokerkitInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Traces brokerkit's publishes and deliveries (see the module's docstring).
 
     ``instrument(tracer_provider=None)`` starts, ``uninstrument()`` stops; both are
-    idempotent, as for every OpenTelemetry instrumentor.
+    idempotent, as for every OpenTelemetry instrumentor. A span already started when
+    ``uninstrument()`` is called ends normally, when its operation ends (a publish
+    under way in another thread, a delivery received but settled later, a worker's
+    handler running), with that operation's outcome: nothing started is left unended.
     """
 
     _plugin: _TracingPlugin | None = None

@@ -149,7 +149,9 @@ class BrokerkitMetrics:
         return self
 
     def uninstall(self) -> None:
-        """Stop counting; the metrics keep their values."""
+        """Stop counting; the metrics keep their values. A delivery handed out
+        before still records its handling time when it ends; its ack or nack, coming
+        after this, is not counted."""
         if self._installed:
             get_plugin_manager().unregister(self)
             self._installed = False
