@@ -64,15 +64,19 @@ end
 return removed
 """
 
-# KEYS: stream.  ARGV: after id.  Returns how many entries come after it.
+# KEYS: stream.  ARGV: after id, limit.  Returns how many entries come after it,
+# counting no further than the limit (the entries are read, bodies and all, 100 at a
+# time: a count without a limit held Redis for as long as the stream is long).
 COUNT_AFTER = r"""
-local n, from = 0, '(' .. ARGV[1]
-while true do
-  local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 1000)
+local n, from, limit = 0, '(' .. ARGV[1], tonumber(ARGV[2])
+while n < limit do
+  local want = math.min(100, limit - n)
+  local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', want)
   n = n + #batch
-  if #batch < 1000 then return n end
+  if #batch < want then return n end
   from = '(' .. batch[#batch][1]
 end
+return n
 """
 
 # KEYS: stream, the group's wake stream.  ARGV: group, idle ms, one consumer's name

@@ -18,7 +18,12 @@ class StreamGroupInfo(GroupInfo):
         entries list, as ``XINFO GROUPS`` counts it; nacked entries waiting to be
         claimed again are among them, delayed retries are not: they count in
         ``TopicInfo.scheduled``).
-    :ivar lag: entries the group has not read yet.
+    :ivar lag: entries the group has not read yet; where Redis gives no lag (Redis
+        6.2; 7.x after an ``XDEL`` past the group's position) they are counted, up to
+        :data:`~.inspect_async.LAG_COUNT_LIMIT`: see ``lag_exact``.
+    :ivar lag_exact: False when ``lag`` is a lower bound: Redis gave no lag and the
+        count stopped at :data:`~.inspect_async.LAG_COUNT_LIMIT` (at least that many
+        entries wait), so that an inspect never holds Redis for long on a large stream.
     :ivar last_delivered_id: the id of the last entry handed to the group.
     :ivar entries_read: entries the group has read (Redis 7 and later, else None).
     :ivar trimmed_pending: pending entries whose data was trimmed away (their ids
@@ -30,6 +35,7 @@ class StreamGroupInfo(GroupInfo):
     """
 
     last_delivered_id: str = "0-0"
+    lag_exact: bool = True
     entries_read: int | None = None
     trimmed_pending: int = 0
     lost_to_trimming: int = 0

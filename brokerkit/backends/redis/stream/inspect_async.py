@@ -11,16 +11,22 @@ from redis.exceptions import ResponseError
 
 from brokerkit._inspect import DEAD_LETTER_GROUPS, ConsumerInfo
 from brokerkit.backends.redis.stream.calls_async import StreamScripts
+from brokerkit.backends.redis.stream.entries import id_order
 from brokerkit.backends.redis.stream.info import StreamGroupInfo, StreamTopicInfo
 from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import shown, text
 
-__all__ = ["inspect_stream"]
+__all__ = ["LAG_COUNT_LIMIT", "inspect_stream"]
 
 #: A pending entry idle this long (ms: 31 years) was backdated to the epoch by a
 #: requeue or a hand-back (``XCLAIM ... TIME 0``, see :data:`.scripts.NACK`): it
 #: waits for any member to claim it, and no member has it out.
 _BACKDATED_MS = 10**12
+
+#: Where Redis gives no lag, a group's entries after its position are counted on the
+#: server up to this many (a lag of at least this many is reported as this, with
+#: ``lag_exact`` False): counting reads the entries, bodies and all.
+LAG_COUNT_LIMIT = 10_000
 
 #: Pending entries read a call while looking for the longest-idle one.
 _PENDING_PAGE = 1000
@@ -129,11 +135,11 @@ async def _group(
     raw_name, name = raw["name"], shown(raw["name"])
     pending = int(raw["pending"])
     delivered = text(raw["last-delivered-id"])
-    lag = raw.get("lag")
+    lag, lag_exact = raw.get("lag"), True
     if lag is None:
         # Redis 6.2 has no lag field, and 7.x leaves it out when deletions make it
         # unknowable: count the entries after the group's position on the server.
-        lag = 0 if last is None else int(await scripts.count_after(keys=[key], args=[delivered]))
+        lag, lag_exact = await _count_lag(scripts, key, delivered, length, first, last)
     trimmed = 0
     if pending:
         if first is None:
@@ -155,6 +161,7 @@ async def _group(
         name=name,
         pending=pending,
         lag=int(lag),
+        lag_exact=lag_exact,
         consumers=consumers,
         last_delivered_id=delivered,
         entries_read=None if entries_read is None else int(entries_read),
@@ -162,6 +169,26 @@ async def _group(
         lost_to_trimming=lost.get(name, 0),
     )
     return info
+
+
+async def _count_lag(
+    scripts: StreamScripts,
+    key: str,
+    delivered: str,
+    length: int,
+    first: str | None,
+    last: str | None,
+) -> tuple[int, bool]:
+    """The entries after a group's position ``delivered``, and whether that is the
+    exact count: none when it is at or past the last entry, every one when it is
+    before the first (no entry is read either way), else counted on the server up to
+    :data:`LAG_COUNT_LIMIT` (a lower bound once that many are found)."""
+    if last is None or id_order(delivered) >= id_order(last):
+        return 0, True
+    if first is not None and id_order(delivered) < id_order(first):
+        return length, True
+    counted = int(await scripts.count_after(keys=[key], args=[delivered, LAG_COUNT_LIMIT]))
+    return counted, counted < LAG_COUNT_LIMIT
 
 
 async def _longest_out(client: aioredis.Redis, key: str, group: str | bytes) -> float | None:
