@@ -7,8 +7,11 @@ import contextlib
 import inspect
 import re
 import sys
+import typing
 from collections.abc import Mapping
 from typing import Any
+
+from brokerkit.worker._declared import Declared
 
 __all__ = [
     "error_text",
@@ -132,9 +135,11 @@ def pydantic_text(exc: Any) -> str:
     string as an integer [int_parsing]``), ``; ``-separated after their count when
     there are several; on one line, shortened. Never the input: ``str(exc)`` quotes
     each error's (``input_value='...'``, the whole payload for JSON it cannot read), and
-    an invalid discriminator's message the tag found, which is left out here. The
-    message of a validator of the application's (``Value error, ...``) is its own
-    text, shown as it is. One with no errors is its ``str()``, which quotes nothing."""
+    an invalid discriminator's message the tag found, which is left out here; nor a
+    dict's key in a path (:func:`_step`: ``items.*.price``). The message of a validator
+    of the application's (``Value error, ...``) is its own text, but the values it
+    quotes as ``repr`` does are left out (:func:`masked_quotes`). One with no errors is
+    its ``str()``, which quotes nothing."""
     text = _pydantic_text(exc)
     return _plain_text(exc) if text is None else text
 
@@ -171,19 +176,103 @@ def _pydantic_errors(exc: Any) -> tuple[int, list[Any]]:
 
 
 def _pydantic_error(error: Mapping[str, Any]) -> str:
+    """One error's text: its path (:func:`_step`), its message and its type. The
+    message of an application's validator or custom error type has the values it quotes
+    left out (:func:`masked_quotes`), and a custom error's the values of its context."""
     kind = str(error.get("type", ""))
     message = str(error.get("msg", ""))
+    context = error.get("ctx") or {}
     if kind == "union_tag_invalid":  # "Input tag 'the tag found' found using 'kind'..."
-        context = error.get("ctx") or {}
         discriminator, expected = context.get("discriminator"), context.get("expected_tags")
         found_using = f" found using {discriminator}" if discriminator is not None else ""
         tags = f": {expected}" if expected is not None else ""
         message = f"Input tag{found_using} does not match any of the expected tags{tags}"
-    raised = (error.get("ctx") or {}).get("error")
+    raised = context.get("error")
     if kind == "value_error" and isinstance(raised, BaseException) and _from_msgspec(raised):
         message = f"Value error, {msgspec_text(raised)}"  # a validator's msgspec check
-    path = ".".join(str(step) for step in error.get("loc", ()))
+    elif kind in _APPLICATION_TYPES or not _pydantic_type(kind):
+        message = masked_quotes(message)
+        if not _pydantic_type(kind) and "." not in kind:
+            # A PydanticCustomError's, whose context is the application's (pydantic 1's
+            # own types, 'type_error.integer', have a dot, and a context of the schema).
+            message = _without(message, context.values())
+    names = Declared()
+    loc = list(error.get("loc", ()))
+    last = len(loc) - 1
+    path = ".".join(
+        _step(step, names, unknown_field=kind in _UNKNOWN_FIELD and at == last)
+        for at, step in enumerate(loc)
+    )
     return f"{path}: {message} [{kind}]" if path else f"{message} [{kind}]"
+
+
+#: pydantic's error types whose message is the application's: a validator's
+#: ``ValueError`` (``Value error, ...``) or failed ``assert`` (``Assertion failed, ...``).
+_APPLICATION_TYPES = frozenset({"value_error", "assertion_error"})
+#: pydantic's error types whose path ends in the name of a field the body has and the
+#: model does not (shown, to find a misspelt field).
+_UNKNOWN_FIELD = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+#: What a step of a path that is not a declared name shows.
+HIDDEN_STEP = "*"
+
+
+def _step(step: Any, names: Declared, *, unknown_field: bool) -> str:
+    """A step of a pydantic error's path: an index (an int), a name a model declares,
+    pydantic's ``[key]`` (the error is a dict's key's), an unknown field's name; any
+    other (a dict's key, from the body) is :data:`HIDDEN_STEP`."""
+    if isinstance(step, int) and not isinstance(step, bool):
+        return str(step)
+    if isinstance(step, str) and (step == "[key]" or unknown_field or step in names):
+        return step
+    return HIDDEN_STEP
+
+
+def _pydantic_type(kind: str) -> bool:
+    """Whether ``kind`` is one of pydantic_core's error types (not a
+    ``PydanticCustomError``'s of the application's)."""
+    return kind in _core_error_types()
+
+
+def _core_error_types() -> frozenset[str]:
+    global _CORE_TYPES
+    if _CORE_TYPES is None:
+        module = sys.modules.get("pydantic_core.core_schema")
+        found = frozenset(str(kind) for kind in typing.get_args(getattr(module, "ErrorType", None)))
+        if not found:
+            return found  # not loaded yet: read again next time
+        _CORE_TYPES = found
+    return _CORE_TYPES
+
+
+_CORE_TYPES: frozenset[str] | None = None
+
+#: A value quoted as Python's ``repr`` quotes it (a str's or a bytes's), where a word
+#: does not go on before or after it (an apostrophe is not a quote: ``can't``).
+_REPR_QUOTED = re.compile(r"""(?<!\w)b?(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")(?!\w)""")
+#: What a value left out shows.
+HIDDEN_VALUE = "'...'"
+
+
+def masked_quotes(text: str) -> str:
+    """``text`` with every value quoted as Python's ``repr`` quotes it (``'...'``,
+    ``"..."``, ``b'...'``) shown as ``'...'``: how the standard library's errors quote
+    the value they refused (``invalid literal for int() with base 10: 'x'``, ``'x' is
+    not a valid Colour``), and an application's own ``f"...{value!r}"``. A value
+    written without quotes (``f"bad {value}"``) is not told from the text."""
+    return _REPR_QUOTED.sub(HIDDEN_VALUE, text)
+
+
+def _without(text: str, values: Any) -> str:
+    """``text`` with each of ``values`` (a custom error's context: str or number) that
+    it holds as a word of its own shown as ``'...'``, the longest first."""
+    shown = sorted(
+        {str(v) for v in values if isinstance(v, (str, int, float)) and str(v)},
+        key=len,
+        reverse=True,
+    )
+    for value in shown:
+        text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", HIDDEN_VALUE, text)
+    return text
 
 
 #: msgspec's messages that quote the value refused: an enum's or a ``Literal``'s

@@ -44,6 +44,7 @@ from brokerkit.worker._error_text import error_text
 from brokerkit.worker._handler import HandlerSpec
 from brokerkit.worker._settle import Settler
 from brokerkit.worker._stats import HandlerStats
+from brokerkit.worker._tracebacks import log_error
 from brokerkit.worker._typed import InvalidBody
 
 __all__ = ["POLL", "Runner"]
@@ -191,10 +192,12 @@ class Runner:
                 self._take()
                 return
             except Exception as exc:
-                log.error(
+                log_error(
+                    log,
+                    logging.ERROR,
                     "handler %s: a slot failed and starts over: %s",
                     *(self.spec.name, error_text(exc)),
-                    exc_info=exc,
+                    error=exc,
                     extra=log_fields(self.spec.topic, self.spec.group),
                 )
                 if self._draining.wait(POLL):

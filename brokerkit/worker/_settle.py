@@ -21,6 +21,7 @@ from brokerkit.worker._call import HandlerCall
 from brokerkit.worker._error_text import error_text
 from brokerkit.worker._handler import HandlerSpec
 from brokerkit.worker._stats import HandlerStats
+from brokerkit.worker._tracebacks import log_error
 
 __all__ = ["Settler"]
 
@@ -120,19 +121,23 @@ class Settler:
             )
             self.nack(delivery, "", requeue=False, reason=reason)
         elif self._limit is not None and delivery.attempt >= self._limit:
-            log.info(
+            log_error(
+                log,
+                logging.INFO,
                 "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
                 *(name, delivery.id, delivery.attempt, self._limit, reason),
-                exc_info=exc,
+                error=exc,
                 extra=delivery_fields([delivery]),
             )
             self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
         else:
             delay = self.delay(delivery)
-            log.info(
+            log_error(
+                log,
+                logging.INFO,
                 "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
                 *(name, delivery.id, delivery.attempt, delay, reason),
-                exc_info=exc,
+                error=exc,
                 extra=delivery_fields([delivery]),
             )
             self.nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
@@ -169,10 +174,12 @@ class Settler:
         try:
             delay = policy.delay(delivery.attempt)
         except Exception as exc:
-            log.error(
+            log_error(
+                log,
+                logging.ERROR,
                 "handler %s: retry policy %r failed on attempt %d; retrying %s at once: %s",
                 *(self.spec.name, policy, delivery.attempt, delivery.id, error_text(exc)),
-                exc_info=exc,
+                error=exc,
                 extra=delivery_fields([delivery]),
             )
             return 0.0

@@ -36,6 +36,7 @@ __all__ = [
     "HEADER_FIELD",
     "decode_fields",
     "encode_fields",
+    "fields_message",
     "header_lines",
     "message_from_header",
     "messages_from_headers",
@@ -362,8 +363,21 @@ def decode_fields(
             return message
     if payload is not None and len(fields) == 1:
         return raw_message(topic, payload, raw_content_type)
-    plain = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+    return fields_message(topic, fields, raw_content_type)
+
+
+def fields_message(
+    topic: str, fields: Mapping[bytes, bytes], raw_content_type: str | None = None
+) -> Message:
+    """A raw message whose payload is a JSON object of ``fields``: names and values as
+    text, each byte that is not UTF-8 as a ``\\xff`` escape (as redis+stream shows a
+    group's name), so that two fields never become one and no byte goes unseen."""
+    plain = {_text(k): _text(v) for k, v in fields.items()}
     return raw_message(topic, json.dumps(plain).encode(), raw_content_type or "application/json")
+
+
+def _text(value: bytes) -> str:
+    return value.decode(errors="backslashreplace")
 
 
 def _from_old_fields(topic: str, fields: Mapping[bytes, bytes], payload: bytes) -> Message | None:

@@ -8,7 +8,6 @@ and the asyncio broker both use this module.
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
 from brokerkit._message import Message
@@ -17,6 +16,7 @@ from brokerkit.backends.redis._stream_fields import (
     BODY_FIELD,
     HEADER_FIELD,
     decode_fields,
+    fields_message,
     message_from_header,
 )
 from brokerkit.backends.redis.stream.scripts import pairs
@@ -49,8 +49,9 @@ def decode_entry(
     Never raises: an entry whose brokerkit metadata does not parse (another
     program wrote ``id``, ``ct`` and ``ts`` fields that are not ours, a header
     that is not JSON, bytes that are not UTF-8) is a *raw* message whose payload
-    is a JSON object of its fields, so that one poison entry can never jam its
-    group; its consumer sees it, and can dead-letter it.
+    is a JSON object of its fields (bytes that are not UTF-8 as ``\\xff`` escapes:
+    :func:`~brokerkit.backends.redis._stream_fields.fields_message`), so that one
+    poison entry can never jam its group; its consumer sees it, and can dead-letter it.
     """
     if type(flat) is list and len(flat) == 4 and flat[0] == HEADER_FIELD and flat[2] == body_field:
         message = message_from_header(topic, flat[1], flat[3])
@@ -69,9 +70,7 @@ def decode_entry(
                 return raw_message(topic, payload, raw_content_type)
         return decode_fields(topic, fields, raw_content_type)
     except Exception:  # malformed metadata: the entry is delivered as it is
-        plain = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
-        payload = json.dumps(plain).encode()
-        return raw_message(topic, payload, raw_content_type or "application/json")
+        return fields_message(topic, fields, raw_content_type)
 
 
 def id_order(entry_id: str) -> tuple[int, int]:
