@@ -16,7 +16,9 @@ entry point.) From then on, in this process, for the sync and asyncio APIs alike
 - every delivery handed to the application is a ``process <topic>`` span of kind
   CONSUMER (``process <pattern>`` for a pattern subscription's, such as
   ``process chat:*``: the topics a pattern matches are the publishers' choice), a
-  child of the producer's span read from the message's headers (and linked to it),
+  child of the producer's span read from the message's headers (and linked to it;
+  a root span when they hold no valid context: a malformed ``traceparent``, or a
+  value longer than 8192 characters, which is not read),
   ended when the delivery is settled (or the ``consume`` loop moves on, or the
   worker's handler returns). A nack or a lost lease is an event on it; a
   dead letter, a lost lease, a failed publish or a handler's exception sets its
@@ -80,6 +82,11 @@ _SYSTEMS = {
     "kombu+redis": "redis",
 }
 _SPAN = "otel.span"
+#: The longest header value the propagators read: W3C baggage's limit (8192 bytes;
+#: ``traceparent`` and ``tracestate`` are shorter). A longer one is no trace context,
+#: and is left out: OpenTelemetry's baggage propagator logs a malformed header whole,
+#: so any publisher's 1 MB ``baggage`` was a 1 MB warning at every delivery.
+_MAX_CONTEXT_VALUE = 8192
 
 
 def _system(broker: Any) -> str:
@@ -134,6 +141,16 @@ def _record_error(span: Span, error: BaseException) -> None:
     span.set_attribute("error.type", _error_type(error))
 
 
+def _carrier(headers: Any) -> dict[str, str]:
+    """The headers the propagators read a delivery's context from: those whose value
+    is a str of at most :data:`_MAX_CONTEXT_VALUE` characters."""
+    return {
+        key: value
+        for key, value in headers.items()
+        if isinstance(value, str) and len(value) <= _MAX_CONTEXT_VALUE
+    }
+
+
 def current_span(delivery: Any) -> Span:
     """The ``process`` span of a delivery the application holds (a non-recording span
     when none is open: not instrumented, or already settled)."""
@@ -183,7 +200,7 @@ class _TracingPlugin:
     @hookimpl
     def brokerkit_deliver_start(self, delivery: Any, scope: dict[str, Any]) -> None:
         subscription = delivery.subscription
-        parent = propagate.extract(dict(delivery.headers))
+        parent = propagate.extract(_carrier(delivery.headers))
         producer = trace.get_current_span(parent).get_span_context()
         links = [Link(producer)] if producer.is_valid else []
         # A pattern subscription's topics are the publishers' choice (any bytes on
