@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._hooks import RELAY
 from brokerkit._logging import delivery_fields
-from brokerkit._schedule import MAX_REASON_LENGTH, finite_seconds
+from brokerkit._schedule import LATEST_DUE, MAX_REASON_LENGTH, finite_seconds
 from brokerkit.exceptions import BrokerError
 from brokerkit.worker._call import HandlerCall
 from brokerkit.worker._error_text import error_text
@@ -184,10 +185,14 @@ class Settler:
             )
             return 0.0
         seconds = finite_seconds(delay)
-        if seconds is None or seconds < 0:
+        # A nack refuses a delay due after LATEST_DUE (a "never" of 1e300, milliseconds
+        # given as seconds): its failure handed the delivery back at once, logged as
+        # "retried in 1e+12 s" and a failed nack.
+        if seconds is None or not 0 <= seconds <= LATEST_DUE - time.time():
             log.error(
                 "handler %s: retry policy %r gave the delay %r for attempt %d (valid: a "
-                "finite number of seconds, 0 or more); retrying %s at once",
+                "finite number of seconds, 0 or more, falling due by the end of the year "
+                "9999); retrying %s at once",
                 *(self.spec.name, policy, delay, delivery.attempt, delivery.id),
                 extra=delivery_fields([delivery]),
             )

@@ -1,0 +1,68 @@
+"""A retry policy's delay that no nack takes (thirty-first review of the worker): one
+due after the end of the year 9999 (``Fixed(1e12)``, a policy's "never" of 1e300) is
+a bug in the policy, as a negative or infinite one is: logged as an error naming it,
+and the delivery retried at once. The nack refused it (InvalidOption): the worker
+logged "retried in 1e+12 s", then "could not nack", and handed the delivery back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+import brokerkit
+from brokerkit.worker import Fixed, RetryPolicy
+from tests.waiting import wait_until
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def lines() -> Iterator[_Lines]:
+    handler = _Lines()
+    logger = logging.getLogger("brokerkit.worker")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class Never(RetryPolicy):
+    def delay(self, attempt: int) -> float:
+        return 1e300
+
+
+@pytest.mark.parametrize(
+    "policy", [Fixed(1e12, max_attempts=2), Never(max_attempts=2)], ids=["fixed", "own"]
+)
+def test_a_delay_past_the_year_9999_is_the_policy_s_bug(lines: _Lines, policy: RetryPolicy) -> None:
+    topic = f"review31-far-delay-{type(policy).__name__}"
+    with brokerkit.connect("memory://") as broker:
+        worker = brokerkit.Worker(broker)
+
+        @worker.handler(topic, retry=policy)
+        def job(body: dict[str, int]) -> None:
+            raise ConnectionError("gateway timeout")
+
+        broker.publish(topic, {"n": 1})
+        with worker.running():
+            wait_until(lambda: worker.stats()[0].dead_lettered == 1, "the dead letter", 10.0)
+        (dead,) = broker.consume(broker.dead_letter_topic(topic), timeout=0)
+        dead.ack()
+    assert not [line for line in lines.lines if "could not nack" in line], lines.lines
+    (bug,) = [line for line in lines.lines if "gave the delay" in line]
+    assert "falling due by the end of the year 9999" in bug and "at once" in bug, bug
+    retried = [line for line in lines.lines if "retried in" in line]
+    assert len(retried) == 1 and "retried in 0 s" in retried[0], lines.lines
