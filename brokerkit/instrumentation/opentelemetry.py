@@ -50,6 +50,7 @@ it there, use ``with trace.use_span(current_span(delivery)):``.
 from __future__ import annotations
 
 import functools
+import threading
 import traceback
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -260,13 +261,24 @@ class BrokerkitInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Traces brokerkit's publishes and deliveries (see the module's docstring).
 
     ``instrument(tracer_provider=None)`` starts, ``uninstrument()`` stops; both are
-    idempotent, as for every OpenTelemetry instrumentor. A span already started when
+    idempotent, as for every OpenTelemetry instrumentor, and safe to call from several
+    threads at once (one call at a time: BaseInstrumentor's check that it is not
+    instrumented yet and its registration are not one step). A span already started when
     ``uninstrument()`` is called ends normally, when its operation ends (a publish
     under way in another thread, a delivery received but settled later, a worker's
     handler running), with that operation's outcome: nothing started is left unended.
     """
 
     _plugin: _TracingPlugin | None = None
+    _calls = threading.RLock()
+
+    def instrument(self, **kwargs: Any) -> Any:
+        with self._calls:
+            return super().instrument(**kwargs)
+
+    def uninstrument(self, **kwargs: Any) -> Any:
+        with self._calls:
+            return super().uninstrument(**kwargs)
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
