@@ -8,6 +8,7 @@ import math
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ __all__ = [
     "TopicArg",
     "UrlArg",
     "find_rescue",
+    "one_line",
     "register",
     "stop_on_interrupt",
 ]
@@ -239,6 +241,9 @@ class Interrupt:
         #: How deep inside :meth:`critical`, and whether a second signal came there.
         self._critical = 0
         self._forced = False
+        #: The exception being handled when the first signal came (an error the
+        #: command was already failing with, its cleanup under way), if any.
+        self._failing: BaseException | None = None
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_writer.setblocking(False)
 
@@ -279,6 +284,7 @@ class Interrupt:
         again = self._flag
         if self.signum is None:
             self.signum = signum
+            self._failing = sys.exc_info()[1]
         self.set()
         if self._raise:
             raise KeyboardInterrupt
@@ -299,6 +305,22 @@ class Interrupt:
             self._critical -= 1
         if self._forced and not self._critical:
             raise KeyboardInterrupt
+
+    def overrides(self, error: BaseException) -> bool:
+        """Whether the interrupt, not ``error``, ends the command: a signal set the
+        event before ``error`` was raised (a broker's timeout ending the wait that the
+        Ctrl-C could not cut short). False for an error the command was already failing
+        with when the signal came (raised from it, or during its cleanup)."""
+        if self.signum is None:
+            return False
+        seen: set[int] = set()
+        link: BaseException | None = error
+        while link is not None and id(link) not in seen:
+            if link is self._failing:
+                return False
+            seen.add(id(link))
+            link = link.__cause__ or link.__context__
+        return True
 
     def close(self) -> None:
         """Release the socket pair."""
@@ -325,6 +347,13 @@ def stop_on_interrupt(*, twice_stops: bool = False) -> Iterator[Interrupt]:
         130) outside the steps marked :meth:`Interrupt.critical`: a command waiting on a
         broker that does not answer (a connection being made, a fetch) stops at once
         instead of at the driver's timeout.
+
+    A broker's error (:class:`~brokerkit.exceptions.BrokerError` or ``OSError``) raised
+    out of the block after a signal (see :meth:`Interrupt.overrides`) ends the command
+    as the signal does: one line on stderr, ``interrupted; what was under way then
+    failed: ...``, and :class:`typer.Exit` with status 128 + the signal's number.
+
+    :raises typer.Exit: such an error.
     """
     stop = Interrupt()
     stop.twice_stops = twice_stops
@@ -342,8 +371,18 @@ def stop_on_interrupt(*, twice_stops: bool = False) -> Iterator[Interrupt]:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+    except (BrokerError, OSError) as exc:
+        if not stop.overrides(exc):
+            raise
+        err.print(cell(f"interrupted; what was under way then failed: {one_line(exc)}", err))
+        raise typer.Exit(128 + (stop.signum or signal.SIGINT)) from None
     finally:
         stop.close()
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s text on one line, as ``brokerkit: error:`` shows it."""
+    return " ".join((str(error) or type(error).__name__).split())
 
 
 def _dotted(cls: type) -> str:

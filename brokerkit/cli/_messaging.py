@@ -23,10 +23,16 @@ from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
 from brokerkit._serializers import encode_body
-from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
+from brokerkit.cli._admin import Interrupt, TopicArg, one_line, stop_on_interrupt
 from brokerkit.cli._output import cell, err, for_terminal, printable
 from brokerkit.cli._url import UrlArg, command
-from brokerkit.exceptions import BrokerClosed, InvalidMessage, StaleDelivery, Unsupported
+from brokerkit.exceptions import (
+    BrokerClosed,
+    BrokerError,
+    InvalidMessage,
+    StaleDelivery,
+    Unsupported,
+)
 
 __all__ = ["parse_headers", "register"]
 
@@ -98,7 +104,9 @@ def publish(
     --count), every id of what went out printed, and says on stderr how many were
     published, from which lines; the exit status is then 130. A second Ctrl-C stops
     at once (a broker that does not answer): the batch under way may then be stored
-    in part or in whole with no id printed, and the last line says which it was.
+    in part or in whole with no id printed, and the last line says which it was; so
+    it does when the broker fails after the first Ctrl-C (its timeout): the exit status
+    is still 130.
     Once the reader of stdout has gone (a pipe into head that exited), no further
     batch is published; the exit status is then 1.
     """
@@ -122,9 +130,14 @@ def publish(
             if not stop.is_set():
                 raise
             # A second Ctrl-C: the command stops here, saying what was under way.
+        except (BrokerError, OSError) as exc:
+            if not stop.overrides(exc):
+                raise
+            # The broker failed after a Ctrl-C (its timeout): the interrupt ends it.
+            sent.failure = one_line(exc)
         sys.stdout.flush()
         if stop.is_set():
-            err.print(escape(f"interrupted: {sent.summary()}"))
+            err.print(cell(f"interrupted: {sent.summary()}", err))
         else:
             published = sent.published
             err.print(escape(f"published {published} message{'s' * (published != 1)} to {topic!r}"))
@@ -140,11 +153,13 @@ class _Sent:
     """What ``publish`` sent so far: the messages (their ids printed) and, from stdin,
     the lines: ``lines`` published ``count`` times each, then the batch of ``batch``
     lines under way, published ``times`` times so far; and ``under_way``, the
-    messages of a publish that has not returned (a second Ctrl-C may cut it short)."""
+    messages of a publish that has not returned (a second Ctrl-C may cut it short, or
+    the broker's error after a Ctrl-C: ``failure``, its text)."""
 
     def __init__(self, topic: str, count: int, *, stdin: bool) -> None:
         self.topic, self.count, self.stdin = topic, count, stdin
         self.published = self.lines = self.batch = self.times = self.under_way = 0
+        self.failure: str | None = None
 
     def publish(
         self,
@@ -181,12 +196,13 @@ class _Sent:
     def summary(self) -> str:
         """How many messages went out, from which lines; for an interrupted command."""
         what = f"published {self.published} message{'s' * (self.published != 1)}"
+        failed = f"; then failed: {self.failure}" if self.failure and not self.under_way else ""
         if not self.stdin:
             text = f"{what} of {self.count} to {self.topic!r}; their ids are on stdout"
             if self.under_way:
                 more = " more" if self.published else ""
                 text += f"; {self.under_way}{more} {self._cut()}"
-            return text
+            return text + failed
         each = f", {self.count} times each" if self.count > 1 else ""
         done = f"lines 1 to {self.lines} of stdin{each}" if self.lines else "no line of stdin"
         next_line = self.lines + 1
@@ -202,15 +218,21 @@ class _Sent:
             next_line = last + 1
         return (
             f"{what} to {self.topic!r} ({done}); their ids are on stdout{cut}; none from line "
-            f"{next_line} on"
+            f"{next_line} on{failed}"
         )
 
     def _cut(self) -> str:
-        """What became of the publish a second Ctrl-C cut short (``under_way``)."""
+        """What became of the publish a second Ctrl-C (or the broker's error after the
+        first) cut short (``under_way``)."""
         one = self.under_way == 1
+        ended = (
+            f"the publish failed ({self.failure})"
+            if self.failure
+            else "a second Ctrl-C stopped the command"
+        )
         return (
-            f"{'was' if one else 'were'} being published when a second Ctrl-C stopped the "
-            f"command: {'it' if one else 'any of them'} may be stored, with no id printed"
+            f"{'was' if one else 'were'} being published when {ended}: "
+            f"{'it' if one else 'any of them'} may be stored, with no id printed"
         )
 
 

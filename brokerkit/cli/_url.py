@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -61,12 +62,28 @@ class UrlFirstCommand(TyperCommand):
 
 
 class MaskingGroup(TyperGroup):
-    """The ``brokerkit`` group: while any of its commands runs, what it writes on
+    """The ``brokerkit`` group: a Ctrl-C that ends a command says so (see
+    :meth:`invoke`); and while any of its commands runs, what it writes on
     stderr (a note, a log line quoting a driver's error) masks the secrets of every URL
     among its arguments and of ``BROKERKIT_URL`` (see
     :func:`~brokerkit.cli._output.hide_secrets_of`): one place for every command, the
     built-in ones, whether they take ``BROKERKIT_URL`` or not (``worker``, ``demo``),
     and a plugin's. A usage error is masked by :func:`~brokerkit.cli._app.run`."""
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; a KeyboardInterrupt out of it (a Ctrl-C before the command
+        took Ctrl-C over, as kombu connects, or a second one) ends it with status 130
+        and the line ``interrupted`` on stderr, where typer would end it with 130 and
+        not a word.
+
+        :raises typer.Exit: status 130, after such a Ctrl-C.
+        """
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            sys.stderr.flush()
+            raise typer.Exit(130) from None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         from brokerkit.cli._output import hide_secrets_of
