@@ -105,15 +105,17 @@ def test_ctrl_c_while_stdin_waits_says_what_was_published(
             child.stdin.write("".join(f"line {n}\n" for n in range(1, 601)))
             child.stdin.flush()
             ids = _Lines(child.stdout)
-            ids.wait_for_count(500)  # the first batch went out; 100 lines wait for more
+            # every line that came went out (stdin paused: no wait for a full batch);
+            # the read of more waits
+            ids.wait_for_count(600)
             child.send_signal(signal.SIGINT)
             assert child.wait(WAIT) == 130
             printed = [line.strip() for line in ids.rest()]
             err = child.stderr.read()
-        assert len(printed) == 500
+        assert len(printed) == 600
         assert printed == _stored_ids(url, "pint")
-        assert "interrupted: published 500 messages to 'pint'" in err
-        assert "lines 1 to 500 of stdin" in err and "none from line 501 on" in err
+        assert "interrupted: published 600 messages to 'pint'" in err
+        assert "lines 1 to 600 of stdin" in err and "none from line 601 on" in err
     finally:
         _clean(redis_target, prefix)
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
-import re
 import select
 import stat
 import sys
-from collections.abc import Iterator
 from contextlib import suppress
-from itertools import islice
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +20,7 @@ from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
 from brokerkit._serializers import encode_body
 from brokerkit.cli._admin import Interrupt, TopicArg, one_line, stop_on_interrupt
+from brokerkit.cli._input import decode, decoded, line_batches
 from brokerkit.cli._output import cell, err, for_terminal, printable
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import (
@@ -36,14 +33,13 @@ from brokerkit.exceptions import (
 
 __all__ = ["parse_headers", "register"]
 
-#: Lines read from stdin are published this many at a time.
+#: Lines read from stdin are published this many at a time at most (fewer when stdin
+#: pauses: see :func:`~brokerkit.cli._stdin.line_batches`).
 _STDIN_BATCH = 500
 #: ``publish --count N`` publishes this many at a time (Ctrl-C stops between two).
 _COUNT_BATCH = 10_000
 #: The most ``publish --count`` takes (the messages are made in memory, all at once).
 MAX_COUNT = 1_000_000
-#: A lone surrogate: what an undecodable byte of stdin or argv is read as.
-_SURROGATE = re.compile("[\ud800-\udfff]")
 #: How often a waiting consumer looks at Ctrl-C.
 _POLL = 0.25
 
@@ -100,8 +96,10 @@ def publish(
 ) -> None:
     """Publish a message (or stdin's lines) and print each message id on stdout.
 
-    Ctrl-C stops between two batches (500 lines of stdin, or 10,000 messages of
-    --count), every id of what went out printed, and says on stderr how many were
+    Lines of stdin go out in batches of those that have come (500 at most), so a
+    line from a slow pipe (tail -f) is published as it comes. Ctrl-C stops between
+    two batches (of stdin, or of 10,000 messages of --count), every id of what went
+    out printed, and says on stderr how many were
     published, from which lines; the exit status is then 130. A second Ctrl-C stops
     at once (a broker that does not answer): the batch under way may then be stored
     in part or in whole with no id printed, and the last line says which it was; so
@@ -113,7 +111,7 @@ def publish(
     headers = parse_headers(header or [])
     if body is None:
         raise typer.BadParameter("give a BODY, or '-' to read lines from stdin", param_hint="BODY")
-    value = None if body == "-" else _decode(body, as_json)
+    value = None if body == "-" else decode(body, as_json)
     sent = _Sent(topic, count, stdin=body == "-")
     with connect(url) as broker, stop_on_interrupt(twice_stops=True) as stop:
         try:
@@ -244,19 +242,16 @@ def _publish_lines(
     sent: _Sent,
     stop: Interrupt,
 ) -> None:
-    """Publish each line of stdin, :data:`_STDIN_BATCH` at a time, ``sent.count`` times
-    each, until stdin ends or ``stop`` is set. A signal ends a read of stdin at once (it
+    """Publish each line of stdin, in batches of what has come (at most
+    :data:`_STDIN_BATCH`: see :func:`~brokerkit.cli._stdin.line_batches`), ``sent.count``
+    times each, until stdin ends or ``stop`` is set. A signal ends a read of stdin at once (it
     sent nothing), and a batch's publishing only once it is done and its ids printed;
     a second signal at once (see :meth:`_Sent.publish`).
 
     :raises typer.BadParameter: a line that does not decode, before anything was sent.
     :raises InvalidMessage: a line that does not decode, after some batches were sent.
     """
-    values = (
-        _decode(line.rstrip("\r\n"), as_json, number)
-        for number, line in enumerate(_stdin_lines(), 1)
-    )
-    chunks = _chunks(values, _STDIN_BATCH)
+    chunks = decoded(line_batches(_STDIN_BATCH), as_json)
     content_type = _content_type(broker, as_json)
     try:
         while True:
@@ -317,62 +312,6 @@ def _batch_sizes(count: int, size: int) -> list[int]:
     return [min(size, count - start) for start in range(0, count, size)]
 
 
-def _stdin_lines() -> Iterator[str]:
-    """stdin's lines, each decoded on its own (a byte that does not decode becomes a
-    lone surrogate, which :func:`_decode` refuses, naming the line)."""
-    buffer = getattr(sys.stdin, "buffer", None)
-    if buffer is None:  # a text stream put in place of stdin
-        yield from sys.stdin
-        return
-    encoding = sys.stdin.encoding or "utf-8"
-    for line in buffer:
-        yield line.decode(encoding, "surrogateescape")
-
-
-def _decode(text: str, as_json: bool, line: int | None = None) -> Any:
-    """The value to publish for ``text`` (BODY, or stdin's line number ``line``).
-
-    :raises typer.BadParameter: ``text`` is not valid text (it held bytes that do not
-        decode), or not JSON with ``as_json``.
-    """
-    where = "" if line is None else f"line {line} of stdin: "
-    _check_text(text, where, stdin=line is not None)
-    if not as_json:
-        return text
-    try:
-        return json.loads(text, parse_constant=_not_json)
-    except ValueError as exc:  # JSONDecodeError, or NaN / Infinity refused
-        raise typer.BadParameter(
-            f"{where}not JSON: {exc}: {text[:60]!r}", param_hint="--json"
-        ) from None
-    except RecursionError:
-        raise typer.BadParameter(
-            f"{where}JSON nested too deeply to decode (publish it as text, without --json)",
-            param_hint="--json",
-        ) from None
-
-
-def _not_json(name: str) -> Any:
-    """Refuse what Python's json module reads beyond JSON: NaN, Infinity, -Infinity."""
-    raise ValueError(f"{name} is not a JSON value (quote it to publish the string)")
-
-
-def _check_text(text: str, where: str, *, stdin: bool) -> None:
-    """Refuse ``text`` holding a lone surrogate: a byte of stdin (or of an argument)
-    that did not decode, which no message body may carry."""
-    bad = _SURROGATE.search(text)
-    if bad is None:
-        return
-    code = ord(bad.group())
-    what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
-    encoding = getattr(sys.stdin, "encoding", None) if stdin else sys.getfilesystemencoding()
-    raise typer.BadParameter(
-        f"{where}not valid {encoding or 'Unicode'} text ({what} at character "
-        f"{bad.start() + 1}); give text in that encoding",
-        param_hint="BODY",
-    )
-
-
 def _require_hand_back(broker: Broker) -> None:
     """:raises Unsupported: ``broker`` has no ACK, so ``--no-ack`` cannot peek: a
     message it delivers is gone once received, with nothing to hand back."""
@@ -406,11 +345,6 @@ def _is_terminal(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
-
-
-def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    while chunk := list(islice(items, size)):
-        yield chunk
 
 
 def consume(
