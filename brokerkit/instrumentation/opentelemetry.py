@@ -26,7 +26,11 @@ entry point.) From then on, in this process, for the sync and asyncio APIs alike
   qualified class name (``brokerkit.exceptions.SerializationError``,
   ``RuntimeError``), or, where none was raised, ``dead-letter`` or ``lease-lost``. An
   exception whose ``str()`` raises is recorded as ``<TypeName: str() failed>``, and
-  its span ends all the same.
+  its span ends all the same. An error that is, or was raised from or during, a
+  validation error of pydantic's or msgspec's is recorded as the worker logs it: its
+  event's message and stacktrace (every frame) tell each such error without the
+  values it refused (``User: age: Input should be a valid integer, ...``), never
+  pydantic's ``input_value=...``.
 
 Attributes: ``messaging.system`` (``redis``, ``rabbitmq``, ``nats``, ``memory``,
 ``kombu``), ``messaging.destination.name`` (the delivery's own topic),
@@ -70,6 +74,7 @@ import brokerkit
 from brokerkit._hooks import HANDLER_CONTEXT, get_plugin_manager
 from brokerkit.hookspecs import hookimpl
 from brokerkit.worker._error_text import error_text
+from brokerkit.worker._tracebacks import error_traceback, shows_values
 
 __all__ = ["BrokerkitInstrumentor", "current_span"]
 
@@ -118,28 +123,46 @@ def _error_type(error: BaseException) -> str:
 
 def _record_error(span: Span, error: BaseException) -> None:
     """Record ``error`` on ``span`` as an ``exception`` event, and set its status to
-    ERROR with ``error.type``: never failing, even for an error whose ``__str__``
-    raises (the SDK's ``record_exception`` calls ``str`` on it unguarded: the event is
-    then made here, with the text :func:`error_text` gives)."""
+    ERROR with ``error.type``; never failing.
+
+    The event is the one the SDK's ``record_exception`` makes (``exception.type``,
+    ``exception.message``, ``exception.stacktrace``, ``exception.escaped``), but for
+    an error whose print would quote the values a validation error of pydantic's or
+    msgspec's refused (it is one, or was raised from or during one, or a group holds
+    one: :func:`shows_values`) the event is made here, as the worker logs it: its
+    text by :func:`error_text` and its traceback by :func:`error_traceback`, every
+    frame kept. So it is for an error whose ``__str__`` raises (``record_exception``
+    calls ``str`` on it unguarded). The status's description is ``Type: text``, that
+    same text."""
     text = error_text(error)
-    try:
-        span.record_exception(error)
-    except Exception:
+    if shows_values(error):
+        if span.is_recording():  # the masked print is not made for a sampled-out span
+            _add_exception_event(span, error, text, error_traceback(error))
+    else:
         try:
-            stacktrace = "".join(traceback.format_exception(error))
+            span.record_exception(error)
         except Exception:
-            stacktrace = ""
-        span.add_event(
-            "exception",
-            {
-                "exception.type": _error_type(error),
-                "exception.message": text,
-                "exception.stacktrace": stacktrace,
-                "exception.escaped": "False",
-            },
-        )
+            try:
+                stacktrace = "".join(traceback.format_exception(error))
+            except Exception:
+                stacktrace = ""
+            _add_exception_event(span, error, text, stacktrace)
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {text}"))
     span.set_attribute("error.type", _error_type(error))
+
+
+def _add_exception_event(span: Span, error: BaseException, text: str, stacktrace: str) -> None:
+    """The ``exception`` event ``record_exception`` adds (not escaped, as it says by
+    default), with ``text`` and ``stacktrace`` for the error's own."""
+    span.add_event(
+        "exception",
+        {
+            "exception.type": _error_type(error),
+            "exception.message": text,
+            "exception.stacktrace": stacktrace,
+            "exception.escaped": "False",
+        },
+    )
 
 
 def _carrier(headers: Any) -> dict[str, str]:
