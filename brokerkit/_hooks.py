@@ -25,6 +25,9 @@ A worker runs each handler inside the context managers plugins list in the
 delivery's scope under :data:`HANDLER_CONTEXT` (:meth:`HookRelay.handler_context`):
 the OpenTelemetry plugin makes the delivery's span the current one there, so that
 what the handler publishes belongs to the delivery's trace.
+
+The scopes a start hands to its end, and the deliveries a subscription holds until
+theirs (:class:`HeldDeliveries`), are :mod:`brokerkit._hook_scopes`'.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ import pluggy
 
 from brokerkit._handler_context import HandlerContext
 from brokerkit._hook_impls import Impl, call_each, impls_of, name_async_hooks
+from brokerkit._hook_scopes import (
+    LEASE_LOST,
+    HeldDeliveries,
+    PublishScope,
+    ReportedScope,
+    Scope,
+)
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._topics import check_headers
 from brokerkit.exceptions import InvalidMessage
@@ -76,42 +86,6 @@ _MESSAGE_HOOKS = frozenset({*_PUBLISH, *_DELIVER, *_SETTLE})
 #: []).append(factory)``): a worker enters them, in that order, around its handler's
 #: call, in the thread or task that runs the handler.
 HANDLER_CONTEXT = "brokerkit.handler_context"
-
-# A delivery's ``_scope`` once its lost lease was reported: ``brokerkit_on_lease_lost``
-# is called once per delivery (an extend, the settlement after it and a lease keeper
-# may each find the same lease gone). Kept on the delivery, so it goes with it; an
-# empty dict no hook is ever handed.
-_LEASE_LOST: dict[str, Any] = {}
-
-
-class _Scope(dict[str, Any]):
-    """A delivery's hook scope: to the plugins, a plain dict. While a subscription holds
-    its delivery for a later settlement (:class:`HeldDeliveries`) it names the delivery
-    too: a cycle (the delivery names its scope), broken when the hooks end, which the
-    garbage collector takes apart if the application drops the delivery unsettled."""
-
-    __slots__ = ("__weakref__", "delivery", "ends", "error")
-    delivery: Any
-    #: what a worker's handler raised, for the hooks' end (see HookRelay.handler_failed)
-    error: BaseException | None
-    #: the brokerkit_deliver_end implementations of the plugins registered at its start
-    ends: tuple[Impl, ...]
-
-
-class _PublishScope(dict[str, Any]):
-    """A publish's hook scope: to the plugins, a plain dict."""
-
-    __slots__ = ("ends",)
-    #: the brokerkit_publish_end implementations of the plugins registered at its start
-    ends: tuple[Impl, ...]
-
-
-class _ReportedScope(_Scope):
-    """The scope of a delivery received after its lost lease was reported (a prefetched
-    delivery a background renewal found gone while buffered): its hooks start and end
-    as any other's, but the loss is not reported again when its settlement is refused."""
-
-    __slots__ = ()
 
 
 class ObservedPluginManager(pluggy.PluginManager):
@@ -162,7 +136,7 @@ class HookRelay:
         # called (by id; one the application dropped unsettled leaves once collected):
         # while there are some, deliver and settle stay set, so that the settlement
         # reaches the relay even once every plugin that started them is gone.
-        self._open: weakref.WeakValueDictionary[int, _Scope] = weakref.WeakValueDictionary()
+        self._open: weakref.WeakValueDictionary[int, Scope] = weakref.WeakValueDictionary()
         # deliver or settle is set for the open scopes alone, no plugin implementing it
         self._draining = False
 
@@ -223,7 +197,7 @@ class HookRelay:
         self.deliver = deliver or open_
         self.settle = settle or open_
 
-    def _ended(self, scope: _Scope) -> None:
+    def _ended(self, scope: Scope) -> None:
         """``scope``'s delivery ended: once the last open one has, the flags may fall."""
         if self._open.pop(id(scope), None) is not None and self._draining and not self._open:
             with self._registering:
@@ -257,7 +231,7 @@ class HookRelay:
         if not self.publish:
             return None
         implemented = self._implemented  # the starts and ends of the same plugins
-        scope = _PublishScope()
+        scope = PublishScope()
         scope.ends = implemented.get("brokerkit_publish_end", ())
         before = dict(headers)
 
@@ -303,7 +277,7 @@ class HookRelay:
     ) -> None:
         """Call ``brokerkit_publish_end`` of the plugins registered at the start."""
         self._call_each(
-            scope.ends if isinstance(scope, _PublishScope) else (),
+            scope.ends if isinstance(scope, PublishScope) else (),
             "brokerkit_publish_end",
             broker=broker,
             topic=topic,
@@ -326,7 +300,7 @@ class HookRelay:
             # the starts and ends of the same plugins; read under the lock, as
             # _set_flags counts the open deliveries (after a change of the plugins)
             implemented = self._implemented
-            scope = _ReportedScope() if delivery._scope is _LEASE_LOST else _Scope()
+            scope = ReportedScope() if delivery._scope is LEASE_LOST else Scope()
             scope.delivery = scope.error = None
             scope.ends = implemented.get("brokerkit_deliver_end", ())
             delivery._scope = scope
@@ -344,14 +318,14 @@ class HookRelay:
         start, once per delivery (later calls do nothing, even from another thread at
         the same time), with what its handler raised if a worker said so
         (:meth:`handler_failed`), else ``error``."""
-        if delivery._scope is None or delivery._scope is _LEASE_LOST:
+        if delivery._scope is None or delivery._scope is LEASE_LOST:
             return
         with self._end_lock:
             scope = delivery._scope
-            if scope is None or scope is _LEASE_LOST:
+            if scope is None or scope is LEASE_LOST:
                 return
             delivery._scope = None
-        if not isinstance(scope, _Scope):
+        if not isinstance(scope, Scope):
             return
         scope.delivery = None
         try:
@@ -371,7 +345,7 @@ class HookRelay:
         with it, at the settlement the worker makes next, whatever that turns out to be
         (a nack, a dead letter, or ``"unsettled"`` when the worker cannot settle it)."""
         scope = delivery._scope
-        if isinstance(scope, _Scope):
+        if isinstance(scope, Scope):
             scope.error = error
 
     def handler_context(self, delivery: Any) -> AbstractContextManager[None] | None:
@@ -430,18 +404,18 @@ class HookRelay:
         with self._end_lock:
             for delivery in deliveries:
                 scope = delivery._scope
-                if scope is not _LEASE_LOST:
-                    delivery._scope = _LEASE_LOST
+                if scope is not LEASE_LOST:
+                    delivery._scope = LEASE_LOST
                     fresh.append((delivery, scope))
-                    if isinstance(scope, _Scope):
+                    if isinstance(scope, Scope):
                         scope.delivery = None
         if not fresh:
             return
-        unreported = [d for d, scope in fresh if not isinstance(scope, _ReportedScope)]
+        unreported = [d for d, scope in fresh if not isinstance(scope, ReportedScope)]
         if unreported:
             self._call("brokerkit_on_lease_lost", deliveries=unreported)
         for delivery, scope in fresh:
-            if isinstance(scope, _Scope):
+            if isinstance(scope, Scope):
                 try:
                     self._call_each(
                         scope.ends,
@@ -453,35 +427,6 @@ class HookRelay:
                     )
                 finally:
                     self._ended(scope)
-
-
-class HeldDeliveries:
-    """The deliveries a subscription handed out whose hooks are open, held weakly until
-    their settlement ends them; :meth:`end` ends those still open ``"unsettled"``.
-    A delivery the application dropped unsettled, once collected, is let go unended."""
-
-    __slots__ = ("_scopes",)
-
-    def __init__(self) -> None:
-        self._scopes: dict[int, weakref.ref[_Scope]] = {}
-
-    def add(self, delivery: Any) -> None:
-        """Hold ``delivery`` (one whose hooks are open) until :meth:`end`."""
-        scope = delivery._scope
-        if not isinstance(scope, _Scope):
-            return
-        scope.delivery = delivery
-        scopes, key = self._scopes, id(scope)
-        scopes[key] = weakref.ref(scope, lambda _: scopes.pop(key, None))
-
-    def end(self) -> None:
-        """End the hooks of the held deliveries not ended yet ``"unsettled"`` (once)."""
-        scopes = self._scopes.copy()  # one C call: safe beside an add in another thread
-        self._scopes.clear()
-        for ref in scopes.values():
-            delivery = getattr(ref(), "delivery", None)
-            if delivery is not None:
-                RELAY.deliver_end(delivery, "unsettled")
 
 
 def report_renewal_losses(
