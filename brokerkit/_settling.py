@@ -102,8 +102,9 @@ class Settling:
             dead letters records it; a third-party backend records it if it
             implements :meth:`_nack_with`.
         :raises InvalidOption: ``requeue`` is not a bool; a negative, NaN or infinite
-            delay, a delay with ``requeue=False``, or a reason that is not a str of 1
-            to 1000 characters; nothing was settled.
+            delay, or one falling due after the end of the year 9999
+            (:data:`~brokerkit._schedule.LATEST_DUE`), a delay with ``requeue=False``,
+            or a reason that is not a str of 1 to 1000 characters; nothing was settled.
         :raises Unsupported: a delay on a backend without DELAY; nothing was settled.
         """
         check_requeue(requeue)
