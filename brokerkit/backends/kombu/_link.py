@@ -23,7 +23,6 @@ give up at once with it, rather than each starting a window of its own in turn.
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import ssl
 import threading
@@ -32,23 +31,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import amqp.exceptions  # type: ignore[import-untyped]
-from amqp import spec
 
 from brokerkit._secret_options import hide_path
 from brokerkit._url import BrokerURL
+from brokerkit.backends.kombu._blocked import BlockedState, Deadline
 from brokerkit.backends.kombu._confirms import Confirms
 from brokerkit.backends.kombu._connection import kombu_connection
 from brokerkit.backends.kombu._names import Names
 from brokerkit.backends.kombu._options import KombuAMQPOptions
 from brokerkit.backends.kombu._readable import read_wait, wait_readable
+from brokerkit.backends.kombu._refusals import channel_error
 from brokerkit.backends.kombu._topology import Topology
-from brokerkit.exceptions import (
-    BrokerClosed,
-    BrokerError,
-    ConnectionFailed,
-    IncompatibleTopic,
-    InvalidMessage,
-)
+from brokerkit.exceptions import BrokerClosed, BrokerError, ConnectionFailed
 
 __all__ = ["ConnectionLost", "Link"]
 
@@ -67,11 +61,6 @@ _TICK_WAIT = 0.2
 _LOCK_CHECK = 0.25
 #: The most frames one :meth:`Link.heartbeat` dispatches before it checks.
 _TICK_FRAMES = 1000
-#: The methods whose refusal (PRECONDITION_FAILED) means a name exists with other
-#: settings; RabbitMQ refuses others so too (an unknown delivery tag, a consumer_timeout).
-_DECLARATIONS = frozenset({spec.Queue.Declare, spec.Exchange.Declare})
-#: How RabbitMQ words the refusal of a message over its ``max_message_size``.
-_TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
 
 
 class Link(Topology):
@@ -94,6 +83,8 @@ class Link(Topology):
         #: Every exchange and queue this link declared, over all generations.
         self.created_exchanges: set[str] = set()
         self.created_queues: set[str] = set()
+        #: Whether RabbitMQ blocked the connection (a resource alarm: see ._blocked).
+        self.blocked = BlockedState()
         #: RabbitMQ's ``max_message_size``, once a refusal has told it.
         self.max_message_size: int | None = None
         #: Called (under the lock) each time the connection is found lost and dropped,
@@ -149,6 +140,8 @@ class Link(Topology):
         arrived = time.monotonic()
         self._acquire()
         try:
+            if self.blocked.reason is not None:
+                self._drop()  # (RabbitMQ reads nothing of it meanwhile: see ._blocked)
             if not self._connection.connected:
                 if not reconnect:
                     raise self._gone()
@@ -212,31 +205,10 @@ class Link(Topology):
 
     def _channel_error(self, exc: Any) -> BrokerError:
         text = self._hide(getattr(exc, "reply_text", "") or str(exc))
-        too_large = _TOO_LARGE.search(text)
-        if isinstance(exc, amqp.exceptions.PreconditionFailed) and too_large:
-            size, limit = int(too_large.group(1)), int(too_large.group(2))
+        error, limit = channel_error(exc, text, self._server())
+        if limit is not None:
             self.max_message_size = limit
-            return InvalidMessage(
-                f"RabbitMQ on {self._server()} refused a message of {size:,} bytes: its "
-                f"max_message_size is {limit:,} bytes. Store large payloads elsewhere and "
-                "publish a reference, or raise max_message_size in RabbitMQ's "
-                "configuration (messages before it in the same batch may have been stored)"
-            )
-        declaring = getattr(exc, "method_sig", None) in _DECLARATIONS
-        if isinstance(exc, amqp.exceptions.PreconditionFailed) and declaring:
-            return IncompatibleTopic(
-                f"RabbitMQ refused a declaration on {self._server()}: {text}; an exchange or "
-                "queue of that name exists with other settings (brokerkit declares durable "
-                "fanout exchanges and quorum queues): delete it or choose another prefix"
-            )
-        if isinstance(exc, amqp.exceptions.AccessRefused):
-            return ConnectionFailed(f"RabbitMQ refused access on {self._server()}: {text}")
-        if isinstance(exc, amqp.exceptions.NotFound):
-            return IncompatibleTopic(
-                f"RabbitMQ on {self._server()}: {text}; a queue or exchange was deleted while "
-                "in use: subscribe again to declare it anew"
-            )
-        return BrokerError(f"RabbitMQ closed a channel on {self._server()}: {text}")
+        return error
 
     def _drop(self) -> None:
         """Forget the connection (lost): close its socket, no handshake. Its channels
@@ -323,6 +295,7 @@ class Link(Topology):
         if self._halted.is_set():  # closed while this connected
             self._drop()
             raise self._gone()
+        self.blocked.watch(self._connection._connection)
         # Every read and write from now on (py-amqp's own waits have none).
         sock = self._socket()
         if sock is not None:
@@ -386,6 +359,19 @@ class Link(Topology):
             # A dead connection cannot close it: the next call reconnects.
             with contextlib.suppress(*self._errors):
                 channel.close()
+
+    def deadline(self) -> Deadline:
+        """A deadline of ``publish_timeout`` from now for a publish's socket reads and
+        writes (see :mod:`._blocked`)."""
+        return Deadline(self.options.publish_timeout, self.io_timeout, self._socket)
+
+    def read_frame(self) -> None:
+        """Read one frame and dispatch it (call under the lock)."""
+        self._connection._connection.blocking_read(None)
+
+    def abandon(self) -> None:
+        """Drop the connection (call under the lock): the next call connects anew."""
+        self._drop()
 
     def drain(self, timeout: float) -> bool:
         """Read frames for up to ``timeout`` seconds, dispatching deliveries to the

@@ -64,6 +64,11 @@ class KombuAMQPOptions(KombuOptions):
     #: connection: brokerkit reconnects, then raises ConnectionFailed after
     #: ``reconnect_timeout``; it bounds every wait on the socket too.
     heartbeat: int = 10
+    #: Seconds a publish waits for RabbitMQ to take its messages (to write them, and
+    #: for their confirms): a memory or disk alarm makes RabbitMQ stop reading from a
+    #: connection that publishes until the alarm clears. Past it the publish raises
+    #: ConnectionFailed, its messages maybe stored, maybe not.
+    publish_timeout: float = 30.0
     #: ``kombu+amqps://`` only: a CA file (PEM) to verify the server's certificate
     #: with, instead of the system's trusted CAs (a private CA, a self-signed server).
     ssl_ca_certs: str | None = None
@@ -84,6 +89,11 @@ class KombuAMQPOptions(KombuOptions):
             raise InvalidOption(
                 f"heartbeat must be a whole number of seconds from 1 to {_MAX_HEARTBEAT}, "
                 f"got {_shown('heartbeat', self.heartbeat)}"
+            )
+        if not self.publish_timeout > 0:
+            raise InvalidOption(
+                f"publish_timeout must be a positive number of seconds, "
+                f"got {_shown('publish_timeout', self.publish_timeout)}"
             )
         for name in TLS_OPTIONS:
             path = getattr(self, name)

@@ -16,14 +16,15 @@ not already show that it fits.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import amqp  # type: ignore[import-untyped]
 import amqp.exceptions  # type: ignore[import-untyped]
-from amqp import spec
 
 from brokerkit._message import Message
+from brokerkit.backends.kombu._blocked import Expired, PublishTimeout
 from brokerkit.backends.kombu._envelope import HEADER, check_content_type_size, encode
 from brokerkit.backends.kombu._link import Link
 from brokerkit.exceptions import BrokerError, ConnectionFailed, InvalidMessage
@@ -336,11 +337,37 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
     # Counted before sending: py-amqp may read a confirm during the next publish.
     tags = link.confirms.published(len(prepared))
     link.confirms.take_returned()  # (none is left over: each comes before its confirm)
+    deadline = link.deadline()
     try:
         for item in prepared:
-            channel.basic_publish(item.raw, exchange=exchange, routing_key="", mandatory=True)
+            deadline.run(
+                functools.partial(
+                    channel.basic_publish,
+                    item.raw,
+                    exchange=exchange,
+                    routing_key="",
+                    mandatory=True,
+                )
+            )
         while link.confirms.waiting(tags):
-            channel.wait([spec.Basic.Ack, spec.Basic.Nack])
+            deadline.run(link.read_frame)  # (the confirms' listeners note them)
+    except Expired:
+        due = len(link.confirms.unsettled(tags))
+        blocked = link.blocked.reason
+        link.abandon()  # (a frame may be half written; a channel close would wait)
+        raise PublishTimeout(
+            f"RabbitMQ on {link.url} did not confirm {due} of {len(prepared)} "
+            f"message(s) published to {exchange!r} within publish_timeout="
+            f"{deadline.seconds:g}s: "
+            + (
+                f"it blocked the connection ({blocked}): a memory or disk alarm stops "
+                "it reading from publishers until the alarm clears (see its log)"
+                if blocked is not None
+                else "it took no more of them, or did not answer (overloaded?)"
+            )
+            + "; those may or may not have been stored: publish them again to have them "
+            "at least once. The connection was dropped: the next call connects anew"
+        ) from None
     except amqp.exceptions.NotFound as exc:
         # The exchange is gone: RabbitMQ closed the channel. What it confirmed, it
         # routed (those it returned excepted); what it had not confirmed yet it may or
