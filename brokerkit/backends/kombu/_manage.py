@@ -16,7 +16,13 @@ from brokerkit.backends.kombu._names import SEPARATOR
 from brokerkit.backends.kombu._reader import Reader
 from brokerkit.exceptions import BrokerError, ConnectionFailed, InvalidOption
 
-__all__ = ["delete_declared", "inspect_topic", "purge_topic", "queue_counts"]
+__all__ = [
+    "dead_letter_queue",
+    "delete_declared",
+    "inspect_topic",
+    "purge_topic",
+    "queue_counts",
+]
 
 
 def inspect_topic(
@@ -71,6 +77,25 @@ def queue_counts(link: Link, queue: str) -> tuple[int, int] | None:
         if channel.is_open:
             channel.close()
     return int(ok.message_count), int(ok.consumer_count)
+
+
+def dead_letter_queue(link: Link, topic: str, group: str) -> str | None:
+    """The queue of ``group`` of ``topic`` if ``topic`` is a dead-letter topic
+    (``<t>.dlq``) and ``group`` its default one; None for any other (call within
+    :meth:`Link.call`). That queue is declared with its topic ``<t>`` (by a publish or
+    subscribe of it): one that exists is only looked at (a passive declare), so that
+    reading dead letters (``brokerkit dlq``) declares nothing, neither it nor the
+    dead-letter topic of its own (``<t>.dlq.dlq``, declared when a dead letter of a
+    dead letter is first sent there). A missing one is declared as ``<t>``'s
+    declaration would (subscribing to a topic declares it), and nothing more.
+    """
+    if group != DEFAULT_GROUP or not topic.endswith(DLQ) or topic == DLQ:
+        return None
+    queue = link.names.queue(topic, group)
+    if queue_counts(link, queue) is None:
+        link.forget_group(topic, group)  # (gone, or never declared: declared now)
+        link.ensure_queue(topic, group)
+    return queue
 
 
 def purge_topic(link: Link, topic: str, groups: list[str]) -> int:

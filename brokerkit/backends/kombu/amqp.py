@@ -51,22 +51,17 @@ from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
+from brokerkit.backends.kombu import _manage
 from brokerkit.backends.kombu._connection import is_tls
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import Link
-from brokerkit.backends.kombu._manage import delete_declared, inspect_topic, purge_topic
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._publish import publish
 from brokerkit.backends.kombu._reader import Reader, closed_on_its_own
 from brokerkit.backends.kombu._reaper import Reaper, release
 from brokerkit.backends.kombu._rebind import Rebinder
 from brokerkit.backends.kombu._settle import AMQPSettling
-from brokerkit.exceptions import (
-    BrokerClosed,
-    BrokerError,
-    ConnectionFailed,
-    InvalidOption,
-)
+from brokerkit.exceptions import BrokerClosed, BrokerError, ConnectionFailed, InvalidOption
 
 __all__ = ["DeclaredNames", "KombuAMQPBroker"]
 
@@ -171,7 +166,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         :raises BrokerError: some were kept, in use, or RabbitMQ refused them (they
             stay in :attr:`declared`; the others were deleted).
         """
-        delete_declared(self._link, exchanges, queues)
+        _manage.delete_declared(self._link, exchanges, queues)
 
     # -- publishing ---------------------------------------------------------------
 
@@ -186,6 +181,8 @@ class KombuAMQPBroker(AMQPSettling, Broker):
 
         def declare() -> str:
             link.check_names(topic, group)  # all of them, before declaring any
+            if (dead := _manage.dead_letter_queue(link, topic, group)) is not None:
+                return dead  # (reading dead letters declares nothing: see there)
             # Declared anew on every subscribe, not taken as this link remembers it:
             # someone may have deleted the queue since (subscribing again declares it),
             # or its exchange. The rest (the default and dead-letter queues) is
@@ -431,12 +428,14 @@ class KombuAMQPBroker(AMQPSettling, Broker):
         with self._state_lock:
             groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
             readers = list(self._readers)
-        return inspect_topic(self._link, topic, self.dead_letter_topic(topic), groups, readers)
+        return _manage.inspect_topic(
+            self._link, topic, self.dead_letter_topic(topic), groups, readers
+        )
 
     def _purge(self, topic: str) -> int:
         with self._state_lock:
             groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
-        return purge_topic(self._link, topic, groups)
+        return _manage.purge_topic(self._link, topic, groups)
 
     def close(self) -> None:
         # A thread stuck on a server that stopped answering would hold up the close
