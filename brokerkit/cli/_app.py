@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import _thread
+import errno
 import inspect
+import io
 import logging
 import os
 import re
@@ -107,11 +109,63 @@ def run(argv: list[str]) -> int:
     """
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        with _library_logging(argv, debug), _no_lost_interrupt():
+        with _closed_streams(), _library_logging(argv, debug), _no_lost_interrupt():
             return _run(argv, debug)
     except KeyboardInterrupt:  # a Ctrl-C as the command ended: still the command's
         sys.stderr.write("interrupted\n")
         return 130
+
+
+class ClosedStdout(io.TextIOBase):
+    """``sys.stdout`` of a command started with stdout closed (``>&-``), which Python
+    leaves None: every write, and a flush, raises ``OSError`` (EBADF) naming it, so
+    that the command fails as on any stdout it cannot write to, with that error."""
+
+    def write(self, text: str) -> int:
+        raise OSError(
+            errno.EBADF,
+            "stdout is closed (the command was started with >&-): nothing it prints can "
+            "be written; redirect it to /dev/null to discard what it prints",
+        )
+
+    def flush(self) -> None:
+        self.write("")
+
+    def writable(self) -> bool:
+        return True
+
+
+@contextmanager
+def _closed_streams() -> Iterator[None]:
+    """While a command runs, a standard stream that was closed when Python started
+    (``>&-``, ``2>&-``, ``<&-``: None in ``sys``) is one the command can handle:
+    stdout a :class:`ClosedStdout`, stderr a sink (the notes are lost, not the exit
+    status); a closed stdin stays None. Each closed descriptor (0, 1, 2) gets
+    /dev/null, so that no socket the command opens takes its number."""
+    streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+    opened: list[Any] = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = ClosedStdout()
+    if sys.stderr is None:
+        sink = open(os.devnull, "w")  # noqa: SIM115 - closed below
+        opened.append(sink)
+        sys.stderr = sink
+    try:
+        yield
+    finally:
+        for name, stream in streams.items():
+            if stream is None:
+                setattr(sys, name, None)
+        for sink in opened:
+            sink.close()
 
 
 #: How long after a Ctrl-C lost in a finaliser it is delivered again: time for the

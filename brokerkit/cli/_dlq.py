@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext, suppress
@@ -231,6 +232,7 @@ def dlq(
         )
     if every and ids:
         raise typer.BadParameter("give --all or --id, not both", param_hint="--all")
+    sys.stdout.flush()  # stdout closed (>&-): fail before moving a dead letter
     # max_deliveries=None: reading a dead letter must never dead-letter it again.
     with connect(url, max_deliveries=None) as broker, stop_on_interrupt(twice_stops=True) as stop:
         broker.require(Capability.DEAD_LETTER, "keep dead letters to list or move back")

@@ -111,6 +111,13 @@ def publish(
     headers = parse_headers(header or [])
     if body is None:
         raise typer.BadParameter("give a BODY, or '-' to read lines from stdin", param_hint="BODY")
+    if body == "-" and sys.stdin is None:
+        raise typer.BadParameter(
+            "stdin is closed (the command was started with <&-): no line to read; give "
+            "a BODY, or lines on stdin",
+            param_hint="BODY",
+        )
+    sys.stdout.flush()  # stdout closed (>&-): fail before publishing, not at its ids
     value = None if body == "-" else decode(body, as_json)
     sent = _Sent(topic, count, stdin=body == "-")
     with connect(url) as broker, stop_on_interrupt(twice_stops=True) as stop:
@@ -405,6 +412,7 @@ def consume(
     """
     received = handed = 0
     terminal = _is_terminal(sys.stdout)
+    sys.stdout.flush()  # stdout closed (>&-): fail before receiving a message
     held: list[Delivery] = []
     unprinted: list[Delivery] = []
     with connect(url) as broker, stop_on_interrupt(twice_stops=True) as stop:

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 import threading
+from contextlib import suppress
 from typing import Annotated, Any
 
 import typer
@@ -115,8 +116,9 @@ def _run_worker(
     if not found.drained:
         status = status or 1
         # Handler threads that did not end would keep the process alive: leave now.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(AttributeError, OSError, ValueError):  # closed: nothing to flush
+                stream.flush()
         os._exit(status)
     return status
 
