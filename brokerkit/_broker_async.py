@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from brokerkit._acompat import Event, shielded
 from brokerkit._backend_async import AsyncBackend
 from brokerkit._capabilities import Capability
+from brokerkit._close_calls import closing_calls
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
@@ -426,30 +427,41 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
         (a :meth:`subscribe` then raises :class:`BrokerClosed`), rather than hold up
         the close, which waits for the subscribes under way. Called from any thread,
         and must not wait (no I/O). Optional: by default such a wait ends on its own
-        terms (its timeout, or the disconnection at the end of the close)."""
+        terms (its timeout, or the disconnection at the end of the close).
+
+        A call that reaches its retries after this ran (it passed the open check just
+        before) gives up at once all the same, unless
+        :func:`~brokerkit._close_calls.by_the_close` says it is one of the close's own
+        calls (a hand-back), which retry as before."""
         return
 
     async def _shut_down(self) -> None:
-        """Wait for the subscribes under way, close every subscription, disconnect."""
-        try:
-            self._wake_waits()
-            await self._no_subscribes.wait(_SUBSCRIBE_WAIT)
-            with self._lock:
-                self._listed = True
-                subscriptions = [*self._subscriptions, *self._closing]
-            # All marked closed first, each fetch under way woken (where the backend
-            # can) or left to end within a second: then each close finds its receive
-            # ended, instead of the next consumer's receive starting a fresh fetch
-            # while the close before it waits. Each closes on its own event loop.
-            firsts = [subscription._mark_closed() for subscription in subscriptions]
-            for subscription, first in zip(subscriptions, firsts, strict=True):
-                await subscription._close_at_home(first)
-        finally:
-            self._disconnected = True
+        """Wait for the subscribes under way, close every subscription, disconnect.
+
+        The hand-backs, unsubscribes and ``_close`` made here are marked as the close's
+        own (:func:`~brokerkit._close_calls.closing_calls`): they retry through a lost
+        connection as before, where any other call gives up once ``_wake_waits`` ran.
+        """
+        with closing_calls():
             try:
-                await self._close()
+                self._wake_waits()
+                await self._no_subscribes.wait(_SUBSCRIBE_WAIT)
+                with self._lock:
+                    self._listed = True
+                    subscriptions = [*self._subscriptions, *self._closing]
+                # All marked closed first, each fetch under way woken (where the backend
+                # can) or left to end within a second: then each close finds its receive
+                # ended, instead of the next consumer's receive starting a fresh fetch
+                # while the close before it waits. Each closes on its own event loop.
+                firsts = [subscription._mark_closed() for subscription in subscriptions]
+                for subscription, first in zip(subscriptions, firsts, strict=True):
+                    await subscription._close_at_home(first)
             finally:
-                self._shut.set()
+                self._disconnected = True
+                try:
+                    await self._close()
+                finally:
+                    self._shut.set()
 
     async def __aenter__(self: _B) -> _B:
         return self

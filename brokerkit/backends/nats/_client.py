@@ -32,8 +32,10 @@ from nats.aio.subscription import Subscription
 
 from brokerkit._acompat import within
 from brokerkit._capabilities import Capability
+from brokerkit._close_calls import by_the_close
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
+from brokerkit.backends.nats._nats_url import check_url, credentials
 from brokerkit.backends.nats._permissions import Permissions
 from brokerkit.backends.nats._server import ServerProcess
 from brokerkit.backends.nats._socket import (
@@ -43,7 +45,7 @@ from brokerkit.backends.nats._socket import (
     end_reconnecting,
     withdraw,
 )
-from brokerkit.exceptions import ConnectionFailed, InvalidURL, PermissionDenied, Unsupported
+from brokerkit.exceptions import ConnectionFailed, PermissionDenied, Unsupported
 
 __all__ = [
     "CLOSE_WAIT",
@@ -75,7 +77,7 @@ class NatsClient(Permissions):
     """One nats-py connection, opened on first use, with an in-order request mux."""
 
     def __init__(self, url: BrokerURL, *, connect_timeout: float, reconnect_timeout: float):
-        _check_url(url)
+        check_url(url)
         self._url = url
         self._connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
@@ -193,17 +195,6 @@ class NatsClient(Permissions):
                     "threads",
                 )
 
-    def _credentials(self) -> dict[str, str]:
-        """nats-py's arguments for the URL's credentials: a user name and password, or
-        a token (``nats://TOKEN@host``, the NATS form; a password alone is one too:
-        NATS has no user without a name)."""
-        user, password = self._url.username, self._url.password
-        if user and password is not None:
-            return {"user": user, "password": password}
-        if user or password:
-            return {"token": user or password or ""}
-        return {}
-
     async def _connect(self) -> Client:
         server = f"nats://{self.server}"
         self._back = asyncio.Event()
@@ -234,7 +225,7 @@ class NatsClient(Permissions):
         try:
             nc = await nats.connect(
                 servers=[server],
-                **self._credentials(),
+                **credentials(self._url),
                 name="brokerkit",
                 connect_timeout=max(1, round(self._connect_timeout)),
                 # The first connection is tried for about connect_timeout seconds
@@ -297,8 +288,8 @@ class NatsClient(Permissions):
         a :meth:`wait_connected` under way returns False, a request under way raises
         :class:`ConnectionFailed` (the broker's close begins: it waits for the calls
         under way, which would otherwise wait for the connection until
-        ``reconnect_timeout``). What starts waiting afterwards (the close's own
-        hand-backs) waits as before."""
+        ``reconnect_timeout``), and so does one that starts waiting afterwards, but
+        for the close's own calls (its hand-backs), which wait as before."""
         self._interrupts += 1
         loop, back = self._loop, self._back
         if loop is None or back is None or loop.is_closed():
@@ -322,7 +313,8 @@ class NatsClient(Permissions):
         """Whether the connection is up, waiting for nats-py's reconnection until the
         monotonic time ``until`` at most (False at once if it is closed, or once
         :meth:`interrupt` is called: after the call whose :attr:`interrupts` count was
-        ``since``, by default after this one began).
+        ``since``, by default after this one began; :meth:`closing_mark` gives the
+        ``since`` of a call that the close's wake-up ends whenever it came).
 
         :raises Unsupported: called from another loop than the connection's.
         """
@@ -345,6 +337,16 @@ class NatsClient(Permissions):
                 # (bounded: nats-py marks the connection back at the server's first
                 # PONG, and tells of it a round trip later)
                 await within(back.wait(), min(left, _RETRY_WAIT))
+
+    def closing_mark(self) -> int:
+        """The ``since`` of :meth:`wait_connected` for a call that waits for the
+        connection, or retries: 0 for any call but the close's own, which the close's
+        wake-up ends whether it came before or after the call began (a call that
+        passed the open check just before the close began must not wait on for
+        ``reconnect_timeout``); the count now for the close's own calls
+        (:func:`~brokerkit._close_calls.by_the_close`: its hand-backs), which only a
+        later :meth:`interrupt` ends."""
+        return self._interrupts if by_the_close() else 0
 
     async def request_all(self, requests: Sequence[Request], what: str) -> list[Msg]:
         """Send ``requests`` in order and return their replies, in order.
@@ -389,7 +391,7 @@ class NatsClient(Permissions):
         until: Sequence[Callable[[], float]] | None,
         wait: float | None,
     ) -> list[Msg | None]:
-        since = self._interrupts  # (an interrupt from now on ends it)
+        since = self.closing_mark()
         nc = await self.connection()
         deadline = time.monotonic() + (self.reconnect_timeout if wait is None else wait)
         replies: list[Msg | None] = [None] * len(requests)
@@ -397,6 +399,7 @@ class NatsClient(Permissions):
         # Every reply subject each request was sent with, to take back what nats-py
         # still holds of one given up.
         sent_as: list[list[str]] = [[] for _ in requests]
+        tried = False
         while True:
             now = time.monotonic()
             todo = []
@@ -421,7 +424,8 @@ class NatsClient(Permissions):
                 )
             if nc.is_closed or self._closing:
                 raise ConnectionFailed(f"the NATS connection to {self.server} is closed")
-            if self._interrupts != since:
+            if self._interrupts != since and (tried or not nc.is_connected):
+                # (one that began after the close began is sent once while connected)
                 raise ConnectionFailed(
                     f"gave up on NATS at {self.server} to {what}: the broker is closing"
                 )
@@ -435,6 +439,7 @@ class NatsClient(Permissions):
                 await self.wait_connected(wake, since)
                 continue
             await self._try(nc, requests, todo, until, replies, sent_as, deadline)
+            tried = True
 
     async def _try(
         self,
@@ -531,21 +536,3 @@ class NatsClient(Permissions):
         except Exception:
             abort(nc)
         await end_reconnecting(nc)
-
-
-def _check_url(url: BrokerURL) -> None:
-    """Refuse what a NATS URL cannot mean: several hosts (one server is reached), or a
-    path (the stream is the ``prefix`` option).
-
-    :raises InvalidURL: the URL names several hosts, or a path.
-    """
-    if url.more_hosts:
-        raise InvalidURL(
-            f"{url} names {len(url.hosts)} hosts: a NATS URL names one host (the server "
-            "to connect to)"
-        )
-    if url.path.strip("/"):
-        raise InvalidURL(
-            f"a NATS URL has no path, got one in {url}: name the stream with the prefix "
-            "option (nats://host:4222?prefix=NAME)"
-        )

@@ -78,6 +78,16 @@ class AsyncNatsCoreBroker(AsyncBroker):
         return ".".join("" if token == "%" else token for token in tokens)
 
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        """Send ``messages``, then flush, once the connection is up (waiting for it
+        while it is down, sending nothing meanwhile).
+
+        A ConnectionFailed raised before anything was sent says so ("nothing was
+        sent"). One raised after (the connection lost during the publish, the flush
+        unanswered) promises nothing either way: nothing is retried (core NATS cannot
+        tell a message sent twice), what nats-py wrote to the socket reaches a server
+        that reads it later (one frozen, a stalled network), and what it still held
+        unwritten as the connection dropped is sent on the reconnection (not taken
+        back from its buffer): at most once, not "not sent"."""
         nc = await self._client.connection()
         subject = subject_for(self.options.prefix, topic)
         sends = [(message, encode_headers(message)) for message in messages]
@@ -118,7 +128,8 @@ class AsyncNatsCoreBroker(AsyncBroker):
         (Woken by the close, as a JetStream request is: a look every so often came
         after the sync broker's close had cancelled what ran on its loop, and the
         publish raised CancelledError.)"""
-        if nc.is_connected or await self._client.wait_connected(deadline):
+        client = self._client
+        if nc.is_connected or await client.wait_connected(deadline, client.closing_mark()):
             return
         if nc.is_closed or time.monotonic() < deadline:
             raise ConnectionFailed(

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from brokerkit._close_calls import by_the_close
 from brokerkit._compat import Waiter, keep_cancellation, sleep
 from brokerkit._topics import is_topic
 from brokerkit._url import BrokerURL
@@ -475,15 +476,15 @@ class Reconnector:
     def call(self, operation: Callable[[], _T], *, topic: str | None = None) -> _T:
         """``operation()``, retried while the error is transient and time remains.
 
-        A call under way as the broker's close begins (``closing``) retries no more:
-        the error is raised at once, not after ``timeout`` (a call that begins after
-        it, the close's own hand-backs, retries as before).
+        Once the broker's close has begun (``closing``) a call retries no more: the
+        error is raised at once, not after ``timeout``, whether the call was under way
+        as the close began or only reached its first failure since (it passed the open
+        check just before). The close's own calls (its hand-backs:
+        :func:`~brokerkit._close_calls.by_the_close`) retry as before.
         """
         deadline = time.monotonic() + self.timeout
         attempt = 0
-        closing = self.closing
-        if closing is not None and closing.began:
-            closing = None  # (made by the close itself: its retries are not ended)
+        closing = None if by_the_close() else self.closing
         while True:
             try:
                 with translate_errors(self.url, topic):

@@ -11,10 +11,12 @@ may wake.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["CloseSignal", "WakesOnClose"]
+__all__ = ["CloseSignal", "Halt", "WakesOnClose", "cut"]
 
 
 class _Wakeable(Protocol):
@@ -70,3 +72,53 @@ class WakesOnClose:
 
     def _wake_waits(self) -> None:
         self._close_signal.begin()
+
+
+class Halt:
+    """The end of a pub/sub listener's reconnecting, from any thread: its subscription
+    closes, or the broker's close begins (this is what the listener gives
+    :meth:`CloseSignal.watch`). No further connection is made (:attr:`halted`, which the
+    connection's handshake asks), the wait between two attempts is woken, and the
+    connection being made is :func:`cut` (against a frozen server its handshake would
+    wait out the socket timeout). The listener sets :attr:`pausing` (a
+    :class:`~brokerkit._acompat.Waiter`) before it asks :attr:`halted` and waits, and
+    :attr:`connecting` before it connects: each is woken or cut here, or finds
+    :attr:`halted` set."""
+
+    __slots__ = ("connecting", "halted", "pausing")
+
+    def __init__(self) -> None:
+        self.halted = False
+        self.pausing: _Wakeable | None = None
+        self.connecting: Any = None
+
+    def wake(self) -> None:
+        """Halt (no I/O: a wake-up and a socket's shutdown)."""
+        self.halted = True
+        pausing, connecting = self.pausing, self.connecting
+        if pausing is not None:
+            pausing.wake()
+        if connecting is not None:
+            cut(connecting)
+
+
+def cut(conn: Any) -> None:
+    """Shut down the socket of a redis-py connection (sync or asyncio), from any thread:
+    a read of it under way (the handshake of a connection being made to a frozen
+    server) ends at once, as a lost connection, instead of at its socket timeout; its
+    owner then disconnects it as after any lost connection. Nothing if it has no
+    socket yet.
+
+    Shut down, not closed: its descriptor stays its own until its owner closes it (no
+    other socket can be handed the number meanwhile), and a TLS socket's own state is
+    left alone (the plain socket's shutdown is called). Under asyncio the event loop
+    then reads the end of the stream, as when the server closes the connection.
+    """
+    sock = getattr(conn, "_sock", None)  # redis-py's sync connection
+    if sock is None:
+        transport = getattr(getattr(conn, "_writer", None), "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        sock = getattr(sock, "_sock", sock)  # (asyncio hands out a wrapper)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # closed meanwhile: nothing to wake
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)

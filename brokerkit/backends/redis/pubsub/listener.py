@@ -24,13 +24,13 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._compat import Lock, acquire, sleep
+from brokerkit._compat import Lock, Waiter, acquire
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import pause
-from brokerkit.backends.redis._closing import CloseSignal
+from brokerkit.backends.redis._closing import CloseSignal, Halt
 from brokerkit.backends.redis._connection import (
     TRANSIENT_ERRORS,
     backoff_delay,
@@ -84,7 +84,8 @@ class ChannelListener:
         raises :class:`~brokerkit.ConnectionFailed` (a later read tries again).
     :param ping_interval: seconds of silence after which the connection is
         PINGed; no answer within as long again means it is dead (0: never).
-    :param closing: the broker's close, which ends :meth:`open`'s retries as it begins.
+    :param closing: the broker's close, which ends the reconnecting (:meth:`open`'s
+        retries, a read's) as it begins.
     """
 
     def __init__(
@@ -152,6 +153,9 @@ class ChannelListener:
         self._attempt = 0
         self._next_try = 0.0
         self._give_up_at = 0.0
+        # Ends the reconnecting for good: the broker's close began, or the
+        # subscription closes (nudge()).
+        self._halt = Halt()
 
     @property
     def connected(self) -> bool:
@@ -173,6 +177,8 @@ class ChannelListener:
             once: there is no restart to ride out); or the broker's close began
             (``closing``) while it could not be reached (then at once too).
         """
+        if self._closing is not None and self._closing.watch(self._halt):
+            self._halt.wake()
         give_up_at = time.monotonic() + self.reconnect_timeout
         attempt = 0
         while True:
@@ -188,7 +194,7 @@ class ChannelListener:
                     or time.monotonic() + delay > give_up_at
                 ):
                     raise
-                if not pause(delay, self._closing):
+                if not self._pause(delay):
                     raise ConnectionFailed(
                         f"gave up subscribing to {self.topic!r} at {self.url}: the broker is "
                         f"closing ({exc})"
@@ -294,7 +300,12 @@ class ChannelListener:
         written under the reader: its read ends at its deadline, about a second at
         most. Nor is a wait between two reconnect attempts woken: it ends at the
         fetch's deadline, a second at most (a connect attempt under way, within its
-        connect timeout)."""
+        connect timeout).
+
+        A read that reconnects gives up (:class:`ConnectionFailed`, which the core
+        raises as BrokerClosed): the wait between two attempts is woken, and the
+        connection being made is cut (:class:`~.._closing.Halt`)."""
+        self._halt.wake()
         self._woken = True  # a read about to begin returns at once too
         link = self._link
         if link is not None and self._reading.locked():
@@ -311,6 +322,8 @@ class ChannelListener:
         closes the connection.
         """
         self._closed = True
+        if self._closing is not None:
+            self._closing.unwatch(self._halt)
         deadline = time.monotonic() + CLOSE_WAIT
         if self._close_when_free(0, deadline):
             return
@@ -422,6 +435,8 @@ class ChannelListener:
         try:
             with translate_errors(self.url, self.topic):
                 conn = unpooled_connection(self._pool)
+                conn.redis_connect_func = self._handshake
+                self._halt.connecting = conn
                 if self._locate is not None:
                     conn.host, conn.port = self._locate()
                 conn.connect()
@@ -438,11 +453,32 @@ class ChannelListener:
             if conn is not None:
                 conn.disconnect()
             raise
+        finally:
+            self._halt.connecting = None
         with self._sending:
             self._conn, self._link = conn, link
             self._unsubscribe_sent = False
         self._last_heard = time.monotonic()
         self._ping_sent = None
+
+    def _handshake(self, conn: Any) -> None:
+        """redis-py's handshake of a new connection (credentials, database), but none
+        once the reconnecting is halted (the halt came before the socket was there to
+        cut)."""
+        if self._halt.halted:
+            raise RedisConnectionError("the subscription, or its broker, is closing")
+        conn.on_connect()
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` between two attempts, unless halted; whether to go on."""
+        waiter = Waiter()
+        self._halt.pausing = waiter
+        try:
+            if not self._halt.halted:
+                waiter.wait(seconds)
+        finally:
+            self._halt.pausing = None
+        return not self._halt.halted
 
     def _name(self, conn: Any) -> None:
         """Name the connection, so that an operator can tell subscribers apart in
@@ -477,17 +513,27 @@ class ChannelListener:
         self._give_up_at = time.monotonic() + self.reconnect_timeout
 
     def _recover(self, deadline: float) -> Gap | None:
-        """Try to resubscribe until ``deadline``; the gap if it worked."""
+        """Try to resubscribe until ``deadline``; the gap if it worked.
+
+        :raises ConnectionFailed: ``reconnect_timeout`` passed, or the reconnecting was
+            halted (the subscription or the broker closes).
+        """
         while not self._closed:
             now = time.monotonic()
             if now < self._next_try:
-                if self._next_try > deadline:
-                    sleep(max(deadline - now, 0.0))
-                    return None
-                sleep(self._next_try - now)
+                go_on = self._pause(max(min(self._next_try, deadline) - now, 0.0))
+                if go_on and time.monotonic() < self._next_try:
+                    return None  # (the deadline came first)
             try:
+                if self._halt.halted:
+                    raise ConnectionFailed("it is closing")
                 self._connect()
             except ConnectionFailed as exc:
+                if self._halt.halted:
+                    raise ConnectionFailed(
+                        f"gave up resubscribing to {self.topic!r} at {self.url}: the "
+                        f"subscription, or its broker, is closing ({self._reason})"
+                    ) from exc
                 self._attempt += 1
                 self._next_try = time.monotonic() + _backoff(self._attempt)
                 if _is_refusal(exc) or time.monotonic() >= self._give_up_at:

@@ -22,13 +22,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._acompat import Lock, acquire, sleep
+from brokerkit._acompat import Lock, Waiter, acquire
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import pause
-from brokerkit.backends.redis._closing import CloseSignal
+from brokerkit.backends.redis._closing import CloseSignal, Halt
 from brokerkit.backends.redis._connection import (
     TRANSIENT_ERRORS,
     backoff_delay,
@@ -82,7 +82,8 @@ class AsyncChannelListener:
         raises :class:`~brokerkit.ConnectionFailed` (a later read tries again).
     :param ping_interval: seconds of silence after which the connection is
         PINGed; no answer within as long again means it is dead (0: never).
-    :param closing: the broker's close, which ends :meth:`open`'s retries as it begins.
+    :param closing: the broker's close, which ends the reconnecting (:meth:`open`'s
+        retries, a read's) as it begins.
     """
 
     def __init__(
@@ -150,6 +151,9 @@ class AsyncChannelListener:
         self._attempt = 0
         self._next_try = 0.0
         self._give_up_at = 0.0
+        # Ends the reconnecting for good: the broker's close began, or the
+        # subscription closes (nudge()).
+        self._halt = Halt()
 
     @property
     def connected(self) -> bool:
@@ -171,6 +175,8 @@ class AsyncChannelListener:
             once: there is no restart to ride out); or the broker's close began
             (``closing``) while it could not be reached (then at once too).
         """
+        if self._closing is not None and self._closing.watch(self._halt):
+            self._halt.wake()
         give_up_at = time.monotonic() + self.reconnect_timeout
         attempt = 0
         while True:
@@ -186,7 +192,7 @@ class AsyncChannelListener:
                     or time.monotonic() + delay > give_up_at
                 ):
                     raise
-                if not await pause(delay, self._closing):
+                if not await self._pause(delay):
                     raise ConnectionFailed(
                         f"gave up subscribing to {self.topic!r} at {self.url}: the broker is "
                         f"closing ({exc})"
@@ -292,7 +298,12 @@ class AsyncChannelListener:
         written under the reader: its read ends at its deadline, about a second at
         most. Nor is a wait between two reconnect attempts woken: it ends at the
         fetch's deadline, a second at most (a connect attempt under way, within its
-        connect timeout)."""
+        connect timeout).
+
+        A read that reconnects gives up (:class:`ConnectionFailed`, which the core
+        raises as BrokerClosed): the wait between two attempts is woken, and the
+        connection being made is cut (:class:`~.._closing.Halt`)."""
+        self._halt.wake()
         self._woken = True  # a read about to begin returns at once too
         link = self._link
         if link is not None and self._reading.locked():
@@ -309,6 +320,8 @@ class AsyncChannelListener:
         closes the connection.
         """
         self._closed = True
+        if self._closing is not None:
+            self._closing.unwatch(self._halt)
         deadline = time.monotonic() + CLOSE_WAIT
         if await self._close_when_free(0, deadline):
             return
@@ -420,6 +433,8 @@ class AsyncChannelListener:
         try:
             with translate_errors(self.url, self.topic):
                 conn = unpooled_connection(self._pool)
+                conn.redis_connect_func = self._handshake
+                self._halt.connecting = conn
                 if self._locate is not None:
                     conn.host, conn.port = await self._locate()
                 await conn.connect()
@@ -436,11 +451,32 @@ class AsyncChannelListener:
             if conn is not None:
                 await conn.disconnect()
             raise
+        finally:
+            self._halt.connecting = None
         async with self._sending:
             self._conn, self._link = conn, link
             self._unsubscribe_sent = False
         self._last_heard = time.monotonic()
         self._ping_sent = None
+
+    async def _handshake(self, conn: Any) -> None:
+        """redis-py's handshake of a new connection (credentials, database), but none
+        once the reconnecting is halted (the halt came before the socket was there to
+        cut)."""
+        if self._halt.halted:
+            raise RedisConnectionError("the subscription, or its broker, is closing")
+        await conn.on_connect()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` between two attempts, unless halted; whether to go on."""
+        waiter = Waiter()
+        self._halt.pausing = waiter
+        try:
+            if not self._halt.halted:
+                await waiter.wait(seconds)
+        finally:
+            self._halt.pausing = None
+        return not self._halt.halted
 
     async def _name(self, conn: Any) -> None:
         """Name the connection, so that an operator can tell subscribers apart in
@@ -475,17 +511,27 @@ class AsyncChannelListener:
         self._give_up_at = time.monotonic() + self.reconnect_timeout
 
     async def _recover(self, deadline: float) -> Gap | None:
-        """Try to resubscribe until ``deadline``; the gap if it worked."""
+        """Try to resubscribe until ``deadline``; the gap if it worked.
+
+        :raises ConnectionFailed: ``reconnect_timeout`` passed, or the reconnecting was
+            halted (the subscription or the broker closes).
+        """
         while not self._closed:
             now = time.monotonic()
             if now < self._next_try:
-                if self._next_try > deadline:
-                    await sleep(max(deadline - now, 0.0))
-                    return None
-                await sleep(self._next_try - now)
+                go_on = await self._pause(max(min(self._next_try, deadline) - now, 0.0))
+                if go_on and time.monotonic() < self._next_try:
+                    return None  # (the deadline came first)
             try:
+                if self._halt.halted:
+                    raise ConnectionFailed("it is closing")
                 await self._connect()
             except ConnectionFailed as exc:
+                if self._halt.halted:
+                    raise ConnectionFailed(
+                        f"gave up resubscribing to {self.topic!r} at {self.url}: the "
+                        f"subscription, or its broker, is closing ({self._reason})"
+                    ) from exc
                 self._attempt += 1
                 self._next_try = time.monotonic() + _backoff(self._attempt)
                 if _is_refusal(exc) or time.monotonic() >= self._give_up_at:
