@@ -214,14 +214,42 @@ def encode_body(body: Any, serializer: str, content_type: str | None = None) -> 
         return codec.dumps(plain_data(body)), codec.content_type
     except (TypeError, ValueError, OverflowError) as exc:
         raise SerializationError(
-            f"cannot encode a {type(body).__name__} body with the {codec.name} serializer: {exc}; "
+            f"cannot encode a {type(body).__name__} body with the {codec.name} serializer: "
+            f"{_error_text(exc)}; "
             "publish bytes, str, or values the serializer understands "
             "(dict, list, str, int, float, bool, None)"
         ) from None
     except Exception as exc:  # msgpack raises its own types; json a RecursionError
         raise SerializationError(
-            f"cannot encode a {type(body).__name__} body with the {codec.name} serializer: {exc}"
+            f"cannot encode a {type(body).__name__} body with the {codec.name} serializer: "
+            f"{_error_text(exc)}"
         ) from None
+
+
+def _error_text(exc: BaseException) -> str:
+    """``exc``'s text for a :class:`SerializationError`, without the values a
+    validation error of pydantic's or msgspec's quotes: a model's serializer may
+    validate, and pydantic's ``PydanticSerializationError`` then repeats the
+    ``ValidationError`` it was raised from, ``input_value`` and all."""
+    from brokerkit.worker._error_text import (  # here: the worker imports this module
+        error_text,
+        quotes_values,
+        shortened,
+    )
+
+    text = error_text(exc)
+    inner = exc.__cause__ or exc.__context__
+    if inner is not None and quotes_values(inner) and not quotes_values(exc):
+        told = error_text(inner)
+        try:
+            quoted = str(inner)
+        except Exception:
+            quoted = ""
+        if quoted and quoted in text:
+            text = text.replace(quoted, told)
+        else:  # where the repeated text is cannot be told: only what the inner error says
+            text = f"{type(exc).__name__} from {type(inner).__name__}: {told}"
+    return shortened(text)
 
 
 def plain_data(body: Any) -> Any:
