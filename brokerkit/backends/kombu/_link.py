@@ -31,11 +31,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import amqp.exceptions  # type: ignore[import-untyped]
+import kombu.exceptions
 
 from brokerkit._secret_options import hide_path
 from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._blocked import BlockedState, Deadline
 from brokerkit.backends.kombu._confirms import Confirms
+from brokerkit.backends.kombu._connect_errors import connect_error
 from brokerkit.backends.kombu._connection import kombu_connection
 from brokerkit.backends.kombu._names import Names
 from brokerkit.backends.kombu._options import KombuAMQPOptions
@@ -287,10 +289,11 @@ class Link(Topology):
                 raise exc.error from None
             if isinstance(exc, BrokerError):
                 raise
-            raise ConnectionFailed(
-                f"cannot connect to {self._server()} within "
-                f"reconnect_timeout={self.options.reconnect_timeout}s: "
-                f"{type(exc).__name__}: {self._hide(str(exc))}"
+            # (kombu retried what it raises as its OperationalError until the window
+            # ran out; a refusal it raises as it came, at once)
+            retried = isinstance(exc, kombu.exceptions.OperationalError)
+            raise connect_error(
+                exc, self.url, self.options.reconnect_timeout, retried=retried, hide=self._hide
             ) from None
         if self._halted.is_set():  # closed while this connected
             self._drop()
