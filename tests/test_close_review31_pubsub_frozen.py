@@ -26,8 +26,8 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
-import brokerkit.backends.redis.pubsub.listener
-import brokerkit.backends.redis.pubsub.listener_async
+import brokerkit.backends.redis.pubsub.resubscribing
+import brokerkit.backends.redis.pubsub.resubscribing_async
 from brokerkit.backends.redis import _connection
 from brokerkit.exceptions import BrokerClosed
 from tests.redis_server import RedisServer
@@ -50,8 +50,8 @@ def reconnecting(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
         return conn
 
     for module in (
-        brokerkit.backends.redis.pubsub.listener,
-        brokerkit.backends.redis.pubsub.listener_async,
+        brokerkit.backends.redis.pubsub.resubscribing,
+        brokerkit.backends.redis.pubsub.resubscribing_async,
     ):
         monkeypatch.setattr(module, "unpooled_connection", spy)
     return made

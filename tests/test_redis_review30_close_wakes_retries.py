@@ -30,8 +30,8 @@ import brokerkit._broker_async
 import brokerkit.aio
 import brokerkit.backends.redis._client
 import brokerkit.backends.redis._client_async
-import brokerkit.backends.redis.pubsub.listener
-import brokerkit.backends.redis.pubsub.listener_async
+import brokerkit.backends.redis.pubsub.resubscribing
+import brokerkit.backends.redis.pubsub.resubscribing_async
 from brokerkit.backends.redis import _connection
 from brokerkit.exceptions import BrokerClosed, ConnectionFailed
 from tests.redis_server import RedisServer
@@ -44,8 +44,8 @@ RECONNECT = "120"
 _RETRYING_MODULES = (
     brokerkit.backends.redis._client,
     brokerkit.backends.redis._client_async,
-    brokerkit.backends.redis.pubsub.listener,
-    brokerkit.backends.redis.pubsub.listener_async,
+    brokerkit.backends.redis.pubsub.resubscribing,
+    brokerkit.backends.redis.pubsub.resubscribing_async,
 )
 
 

@@ -6,13 +6,13 @@ The logic is written once, as the asyncio source ``listener_async.py`` on
 ``redis.asyncio``; ``listener.py`` is generated from it. Reading and writing the
 connection's bytes go through a wire (:mod:`~brokerkit.backends.redis.pubsub.wire`):
 straight from the socket (or the stream reader) through hiredis when it is
-installed, else through redis-py.
+installed, else through redis-py. Connecting, and reconnecting after a loss, live
+in ``resubscribing_async.py`` (and its generated twin).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import re
 import time
@@ -21,28 +21,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brokerkit._acompat import Lock, Waiter, acquire
-from brokerkit._logging import log_fields
+from brokerkit._acompat import Lock, acquire
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._closing import CloseSignal, Halt
-from brokerkit.backends.redis._connection import (
-    TRANSIENT_ERRORS,
-    backoff_delay,
-    never_answered,
-    note_reached,
-    note_url_reached,
-    redis_url,
-    translate_errors,
-    unpooled_connection,
-)
+from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, redis_url
 from brokerkit.backends.redis.pubsub.gap import Gap
 from brokerkit.backends.redis.pubsub.replies import is_confirmation
+from brokerkit.backends.redis.pubsub.resubscribing_async import AsyncResubscribing
 from brokerkit.backends.redis.pubsub.wire import NOTHING, AsyncHiredisWire, AsyncWire
-from brokerkit.exceptions import ConnectionFailed
 
 __all__ = ["CLOSE_WAIT", "DEFAULT_SOCKET_TIMEOUT", "AsyncChannelListener"]
 
@@ -54,16 +42,13 @@ DEFAULT_SOCKET_TIMEOUT = 5.0
 #: connection, as it must when the server does not answer.
 CLOSE_WAIT = 1.0
 
-_BACKOFF_BASE = 0.05
-_BACKOFF_CAP = 2.0
 _CLIENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@=+-]")
-log = logging.getLogger("brokerkit.redis")
 _LOST: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OSError)
 #: PING, as the wire carries it.
 _PING = b"*1\r\n$4\r\nPING\r\n"
 
 
-class AsyncChannelListener:
+class AsyncChannelListener(AsyncResubscribing):
     """A dedicated connection subscribed to one channel or one channel pattern.
 
     The connection carries the client name ``brokerkit-pubsub-<consumer>`` (visible
@@ -165,38 +150,6 @@ class AsyncChannelListener:
         """The hiredis fast path in use; None when reading through redis-py's parser."""
         link = self._link
         return link if isinstance(link, AsyncHiredisWire) else None
-
-    async def open(self) -> None:
-        """Subscribe, and return once Redis has confirmed it: a message published
-        after this returns reaches the listener.
-
-        :raises ConnectionFailed: Redis could not be reached within ``reconnect_timeout``,
-            refused the credentials, or was never reached by this process (then at
-            once: there is no restart to ride out); or the broker's close began
-            (``closing``) while it could not be reached (then at once too).
-        """
-        if self._closing is not None and self._closing.watch(self._halt):
-            self._halt.wake()
-        give_up_at = time.monotonic() + self.reconnect_timeout
-        attempt = 0
-        while True:
-            try:
-                await self._connect()
-                return
-            except ConnectionFailed as exc:
-                attempt += 1
-                delay = _backoff(attempt)
-                if (
-                    _is_refusal(exc)
-                    or never_answered(self.url, exc)
-                    or time.monotonic() + delay > give_up_at
-                ):
-                    raise
-                if not await self._pause(delay):
-                    raise ConnectionFailed(
-                        f"gave up subscribing to {self.topic!r} at {self.url}: the broker is "
-                        f"closing ({exc})"
-                    ) from exc
 
     async def read(
         self, max_messages: int, timeout: float
@@ -424,150 +377,3 @@ class AsyncChannelListener:
             self._ping_sent = now
             return now + interval
         return self._last_heard + interval
-
-    # -- losing and regaining the connection -----------------------------------------
-
-    async def _connect(self) -> None:
-        """Connect and subscribe, waiting for the confirmation (errors translated)."""
-        conn: Any = None
-        try:
-            with translate_errors(self.url, self.topic):
-                conn = unpooled_connection(self._pool)
-                conn.redis_connect_func = self._handshake
-                self._halt.connecting = conn
-                if self._locate is not None:
-                    conn.host, conn.port = await self._locate()
-                await conn.connect()
-                note_reached(getattr(conn, "host", "localhost"), getattr(conn, "port", 6379))
-                note_url_reached(self.url)
-                await self._name(conn)
-                await conn.send_command(self._command, self.channel, check_health=False)
-                while True:
-                    response = await conn.read_response(push_request=True)
-                    if is_confirmation(response, self._confirmation, self.channel):
-                        break
-            link = AsyncWire.of(conn)
-        except BaseException:
-            if conn is not None:
-                await conn.disconnect()
-            raise
-        finally:
-            self._halt.connecting = None
-        async with self._sending:
-            self._conn, self._link = conn, link
-            self._unsubscribe_sent = False
-        self._last_heard = time.monotonic()
-        self._ping_sent = None
-
-    async def _handshake(self, conn: Any) -> None:
-        """redis-py's handshake of a new connection (credentials, database), but none
-        once the reconnecting is halted (the halt came before the socket was there to
-        cut)."""
-        if self._halt.halted:
-            raise RedisConnectionError("the subscription, or its broker, is closing")
-        await conn.on_connect()
-
-    async def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` between two attempts, unless halted; whether to go on."""
-        waiter = Waiter()
-        self._halt.pausing = waiter
-        try:
-            if not self._halt.halted:
-                await waiter.wait(seconds)
-        finally:
-            self._halt.pausing = None
-        return not self._halt.halted
-
-    async def _name(self, conn: Any) -> None:
-        """Name the connection, so that an operator can tell subscribers apart in
-        ``CLIENT LIST``; a refusal (an ACL without ``+client|setname``) costs only the
-        name, and is logged once."""
-        if self._name_refused:
-            return
-        await conn.send_command("CLIENT", "SETNAME", self._client_name, check_health=False)
-        try:
-            await conn.read_response()
-        except ResponseError as exc:
-            self._name_refused = True
-            log.info(
-                "subscribing to %r without a connection name: %s",
-                self.topic,
-                exc,
-                extra=log_fields(self.topic),
-            )
-
-    async def _lose(self, exc: BaseException) -> None:
-        conn, self._conn, self._link = self._conn, None, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # already broken; only release it
-                await conn.disconnect()
-        # The connection broke after it was last heard from: from then on, what was
-        # published may be lost.
-        self._noticed_at = time.time()
-        self._lost_at = self._noticed_at - max(time.monotonic() - self._last_heard, 0.0)
-        self._reason = str(exc) or type(exc).__name__
-        self._attempt = 0
-        self._next_try = time.monotonic()
-        self._give_up_at = time.monotonic() + self.reconnect_timeout
-
-    async def _recover(self, deadline: float) -> Gap | None:
-        """Try to resubscribe until ``deadline``; the gap if it worked.
-
-        :raises ConnectionFailed: ``reconnect_timeout`` passed, or the reconnecting was
-            halted (the subscription or the broker closes).
-        """
-        while not self._closed:
-            now = time.monotonic()
-            if now < self._next_try:
-                go_on = await self._pause(max(min(self._next_try, deadline) - now, 0.0))
-                if go_on and time.monotonic() < self._next_try:
-                    return None  # (the deadline came first)
-            try:
-                if self._halt.halted:
-                    raise ConnectionFailed("it is closing")
-                await self._connect()
-            except ConnectionFailed as exc:
-                if self._halt.halted:
-                    raise ConnectionFailed(
-                        f"gave up resubscribing to {self.topic!r} at {self.url}: the "
-                        f"subscription, or its broker, is closing ({self._reason})"
-                    ) from exc
-                self._attempt += 1
-                self._next_try = time.monotonic() + _backoff(self._attempt)
-                if _is_refusal(exc) or time.monotonic() >= self._give_up_at:
-                    # The application hears of it; its next read starts a new window,
-                    # with the backoff started over.
-                    self._give_up_at = time.monotonic() + self.reconnect_timeout
-                    self._attempt = 0
-                    raise ConnectionFailed(
-                        f"the subscription to {self.topic!r} lost its connection to Redis at "
-                        f"{self.url} ({self._reason}) and could not resubscribe within "
-                        f"{self.reconnect_timeout:g} s: {exc}; messages published meanwhile "
-                        "are lost"
-                    ) from exc
-                if time.monotonic() >= deadline:
-                    return None
-                continue
-            gap = Gap(
-                topic=self.topic,
-                pattern=self.pattern,
-                consumer=self.consumer,
-                number=len(self.gaps) + 1,
-                lost_at=self._lost_at if self._lost_at is not None else time.time(),
-                resumed_at=time.time(),
-                reason=self._reason,
-                noticed_at=self._noticed_at,
-            )
-            self.gaps.append(gap)
-            self._lost_at = None
-            return gap
-        return None
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter."""
-    return backoff_delay(attempt, _BACKOFF_BASE, _BACKOFF_CAP)
-
-
-def _is_refusal(exc: ConnectionFailed) -> bool:
-    return isinstance(exc.__cause__, AuthenticationError)
