@@ -106,7 +106,7 @@ def test_a_body_as_deep_as_the_limit_is_built_one_level_more_is_not() -> None:
     ("body_type", "nest", "depth", "step"),
     [
         (Tree, _trees, lambda count: 2 * count, ".children[0]"),
-        (Mixed, _mixed, lambda count: 3 * count - 2, ".more['k'][0]"),
+        (Mixed, _mixed, lambda count: 3 * count - 2, ".more[...][0]"),
     ],
     ids=["list", "dict-tuple"],
 )

@@ -160,17 +160,21 @@ def test_the_worker_s_reason_leaves_a_raw_tag_out() -> None:
 
 
 @pytest.mark.parametrize(
-    "message",
+    ("message", "shown"),
     [
-        "Invalid value for discount: must be under 100",
-        "Invalid value 'x' is not allowed here",
-        "Invalid value of 'x'",
+        ("Invalid value for discount: must be under 100",) * 2,
+        # the values it quotes as repr does are masked (review 31b)
+        ("Invalid value 'x' is not allowed here", "Invalid value '...' is not allowed here"),
+        ("Invalid value of 'x'", "Invalid value of '...'"),
     ],
 )
-def test_an_application_s_message_that_is_not_msgspec_s_form_is_kept(message: str) -> None:
+def test_an_application_s_message_that_is_not_msgspec_s_form_is_kept(
+    message: str, shown: str
+) -> None:
     with pytest.raises(msgspec.ValidationError) as raised:
         msgspec.convert({"message": message}, _Raising)
-    assert msgspec_text(raised.value) == message == str(raised.value)
+    assert str(raised.value) == message
+    assert msgspec_text(raised.value) == shown
 
 
 class _Raising(msgspec.Struct):

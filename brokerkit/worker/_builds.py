@@ -6,7 +6,6 @@ they raise, naming where a body does not fit."""
 
 from __future__ import annotations
 
-import reprlib
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,14 +26,15 @@ MAX_DEPTH = 200
 #: see :data:`MAX_DEPTH`); raises :class:`Misfit` when it does not fit.
 _Build = Callable[[Any, int], Any]
 
-#: A dict key in the path of a misfit: shortened.
-_key = reprlib.Repr()
-_key.maxstring = _key.maxlong = _key.maxother = 40
+#: A dict's key in the path of a misfit, as msgspec shows it: the key is the body's,
+#: and may be what it keeps secret (an e-mail address, a token), as its values may.
+HIDDEN_KEY = "[...]"
 
 
 class Misfit(Exception):
     """A value that does not fit its type. ``path`` is filled in on the way out, one
-    step (``.field``, ``[0]``, ``['key']``) a container, innermost first."""
+    step (``.field``, ``[0]``, a dict's :data:`HIDDEN_KEY`) a container, innermost
+    first."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
@@ -126,7 +126,7 @@ def _dict(item: _Build) -> _Build:
             try:
                 built[key] = item(element, depth + 1)
             except Misfit as exc:
-                exc.path.append(f"[{_key.repr(key)}]")
+                exc.path.append(HIDDEN_KEY)
                 raise
         return built
 

@@ -34,7 +34,7 @@ from brokerkit.worker._builds import (
     _struct,
     _too_deep,
 )
-from brokerkit.worker._error_text import one_line, quotes_values
+from brokerkit.worker._error_text import masked_text, shortened
 from brokerkit.worker._field_types import (
     _dataclass_type,
     _declared_by,
@@ -47,6 +47,7 @@ from brokerkit.worker._field_types import (
     _type_variables,
     unannotated,
 )
+from brokerkit.worker._tracebacks import prints_as_it_is
 
 __all__ = ["GENERIC_NESTING", "MAX_DEPTH", "Builders", "Misfit"]
 
@@ -204,15 +205,15 @@ class Builders:
             try:
                 return cls(**arguments)
             except Exception as exc:  # raised by a __post_init__ check
-                text = one_line(exc)
+                text = shortened(masked_text(exc))  # f"bad value {value!r}": '...'
                 if not isinstance(exc, (TypeError, ValueError)):  # an assert...: named
                     text = f"{type(exc).__name__}: {text}"
                 misfit = Misfit(text)
-                if not quotes_values(exc):
+                if prints_as_it_is(exc):
                     raise misfit from exc
             # A validation error of pydantic's or msgspec's (a TypeAdapter's check in
-            # __post_init__), which may quote the value: raised outside the except, not
-            # its cause nor its context.
+            # __post_init__), or an error whose text quotes a value: raised outside the
+            # except, not its cause nor its context (a span's exception prints those).
             raise misfit
 
         self._built[model] = build

@@ -15,6 +15,7 @@ from brokerkit.worker._declared import Declared
 
 __all__ = [
     "error_text",
+    "masked_text",
     "msgspec_text",
     "one_line",
     "pydantic_text",
@@ -262,6 +263,17 @@ def masked_quotes(text: str) -> str:
     return _REPR_QUOTED.sub(HIDDEN_VALUE, text)
 
 
+def masked_text(exc: BaseException) -> str:
+    """The text of an error the application's code raised while a body was built from
+    it (a dataclass's or a Struct's ``__post_init__``, a validator raising
+    ``LookupError``), which may quote the body's values: a validation error of
+    pydantic's or msgspec's as :func:`error_text` tells it, any other's ``str()`` with
+    the values it quotes as ``repr`` does shown as ``'...'`` (:func:`masked_quotes`:
+    ``KeyError('x')`` is ``'...'``). Never raises."""
+    text = error_text(exc)
+    return text if quotes_values(exc) else masked_quotes(text)
+
+
 def _without(text: str, values: Any) -> str:
     """``text`` with each of ``values`` (a custom error's context: str or number) that
     it holds as a word of its own shown as ``'...'``, the longest first."""
@@ -295,14 +307,20 @@ def msgspec_text(exc: BaseException) -> str:
     shortened (its path ends it), without the value it quotes: ``Invalid enum value -
     at `$.colour```. Its other messages quote no value (a type, a constraint, a
     field's name: ``Object contains unknown field `x```); one a ``__post_init__`` of
-    the application's raised is its own text, shown as it is."""
+    the application's raised (msgspec's error has it as its cause) is its own text,
+    the values it quotes as ``repr`` does shown as ``'...'`` (:func:`masked_text`:
+    ``bad value '...' - at `$.items[0]```)."""
     cause = exc.__cause__
-    if cause is not None and _from_pydantic(cause):
-        # A __post_init__'s pydantic check: msgspec's text is pydantic's, with the
-        # input, and the path msgspec added after it.
+    if cause is not None:
+        # A __post_init__'s error: msgspec's text is its text, then the path msgspec
+        # added after it.
         plain, inner = _plain_text(exc), _plain_text(cause)
         path = " ".join(plain[len(inner) :].split()) if plain.startswith(inner) else ""
-        return f"{error_text(cause)} {path}" if path else error_text(cause)
-    text = " ".join(_plain_text(exc).split())
+        if quotes_values(cause) and plain.startswith(inner):
+            # A pydantic or msgspec check's: its text, as error_text tells it.
+            return f"{error_text(cause)} {path}" if path else error_text(cause)
+        text = masked_quotes(" ".join(plain.split()))
+    else:
+        text = " ".join(_plain_text(exc).split())
     quoted = _QUOTED_VALUE.fullmatch(text)
     return quoted.group(1) + quoted.group(2) if quoted else text

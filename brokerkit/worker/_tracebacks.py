@@ -9,9 +9,9 @@ import logging
 import traceback
 from typing import Any
 
-from brokerkit.worker._error_text import error_text, quotes_values
+from brokerkit.worker._error_text import error_text, masked_quotes, quotes_values
 
-__all__ = ["error_traceback", "log_error", "shows_values"]
+__all__ = ["error_traceback", "log_error", "prints_as_it_is", "shows_values"]
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -41,13 +41,33 @@ def shows_values(error: BaseException) -> bool:
         return True
 
 
+def prints_as_it_is(error: BaseException) -> bool:
+    """Whether Python's print of ``error`` quotes no value: no error of its chain is a
+    validation error of pydantic's or msgspec's, nor has a text quoting a value as
+    ``repr`` does (:func:`~brokerkit.worker._error_text.masked_quotes`). An error that
+    does not may stay the cause of an error made from its masked text. Never raises."""
+    try:
+        return not any(
+            quotes_values(e) or masked_quotes(_text(e)) != _text(e) for e in _chain(error)
+        )
+    except Exception:
+        return False
+
+
+def _text(error: BaseException) -> str:
+    """``error``'s text as Python's print of it shows it (a ``KeyError``'s repr)."""
+    return "".join(traceback.format_exception_only(error))
+
+
 def error_traceback(error: BaseException) -> str:
     """Python's print of ``error`` (``traceback.format_exception``: its frames and
     those of the errors it was raised from or during), each validation error of
     pydantic's or msgspec's in it told without the values it quotes, as
     :func:`error_text` tells it (``pydantic_core._pydantic_core.ValidationError: User:
-    age: Input should be a valid integer, ... [int_parsing]``). Never raises: the
-    frames alone, or nothing, if the print fails."""
+    age: Input should be a valid integer, ... [int_parsing]``); the error a msgspec
+    error was raised from (a Struct's ``__post_init__``'s: msgspec's text is its text),
+    and those under it, with the values their text quotes as ``repr`` does shown as
+    ``'...'``. Never raises: the frames alone, or nothing, if the print fails."""
     try:
         printed = traceback.TracebackException.from_exception(error)
         _mask(printed, error)
@@ -65,26 +85,29 @@ def _mask(printed: traceback.TracebackException, error: BaseException) -> None:
     entry per error it shows, each with the entries of the errors it was raised from
     or during (``__cause__``, ``__context__``) and, for a group, of those it holds
     (``exceptions``): walked beside the errors themselves."""
-    todo: list[tuple[Any, BaseException]] = [(printed, error)]
+    # Each entry with its error, and whether it is under a msgspec error's cause.
+    todo: list[tuple[Any, BaseException, bool]] = [(printed, error, False)]
     seen: set[int] = set()
     while todo:
-        entry, current = todo.pop()
+        entry, current, under = todo.pop()
         if id(entry) in seen:
             continue
         seen.add(id(entry))
-        if quotes_values(current):
+        validation = quotes_values(current)
+        if validation or under:
             if not isinstance(getattr(entry, "_str", None), str):
                 raise TypeError("this Python's traceback print keeps its text elsewhere")
-            entry._str = error_text(current)
+            entry._str = error_text(current) if validation else masked_quotes(entry._str)
+        below = under or (validation and current.__cause__ is not None)
         for name in ("__cause__", "__context__"):
             chained, raised = getattr(entry, name, None), getattr(current, name, None)
             if chained is not None and raised is not None:
-                todo.append((chained, raised))
+                todo.append((chained, raised, below))
         held = getattr(current, "exceptions", None)
         for inner, raised in zip(
             getattr(entry, "exceptions", None) or (), held or (), strict=False
         ):
-            todo.append((inner, raised))
+            todo.append((inner, raised, under))
 
 
 def log_error(

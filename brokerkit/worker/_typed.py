@@ -27,8 +27,15 @@ from brokerkit._serializers import is_json
 from brokerkit.exceptions import InvalidOption, SerializationError
 from brokerkit.worker._body_types import body_model, check_body_type, model_name
 from brokerkit.worker._dataclass_body import Builders, Misfit
-from brokerkit.worker._error_text import msgspec_text, one_line, pydantic_text, shortened
+from brokerkit.worker._error_text import (
+    masked_text,
+    msgspec_text,
+    one_line,
+    pydantic_text,
+    shortened,
+)
 from brokerkit.worker._field_types import unannotated
+from brokerkit.worker._tracebacks import prints_as_it_is
 
 __all__ = ["Binding", "InvalidBody", "bind"]
 
@@ -37,9 +44,12 @@ class InvalidBody(Exception):
     """A body that does not decode, or does not validate into the handler's type: the
     worker dead-letters it at once, with this error's text as the reason.
 
-    Its text says what was wrong, and never quotes what the body holds: the error of
-    pydantic or msgspec it is made from, which does, is neither its ``__cause__`` nor
-    its ``__context__`` (a span's recorded exception prints the chain)."""
+    Its text says what was wrong without the body's values a validation error quotes,
+    nor those the application's own error (a ``__post_init__``'s, a validator's)
+    quotes as ``repr`` does (``'...'``); a value written without quotes is shown. The
+    error it is made from is its ``__cause__`` only if Python's print of that error
+    quotes no value (a span's recorded exception prints the chain): never a
+    pydantic or msgspec validation error."""
 
     #: The body's own JSON parser (pydantic's, msgspec's) refused the payload as JSON it
     #: cannot read, not for what it holds.
@@ -121,8 +131,13 @@ class Binding:
         except InvalidBody:
             raise
         except Exception as exc:
+            # An error of the application's (a validator raising LookupError, a
+            # Struct's __post_init__ raising KeyError), whose text may quote the body.
             name = getattr(self.body_type, "__name__", repr(self.body_type))
-            raise InvalidBody(f"{name}: {type(exc).__name__}: {one_line(exc)}") from exc
+            invalid = InvalidBody(f"{name}: {type(exc).__name__}: {shortened(masked_text(exc))}")
+            if prints_as_it_is(exc):
+                raise invalid from exc
+        raise invalid  # outside the except: not in context, its text quotes a value
 
 
 def _decoded(delivery: Any) -> Any:
