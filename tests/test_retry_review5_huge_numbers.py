@@ -100,8 +100,11 @@ def test_infinities_and_nan_are_refused_for_every_parameter(parameter: str, valu
 
 
 def test_the_largest_numbers_a_float_holds_are_still_accepted() -> None:
+    """Where the delay is not given as it is: ``first`` and ``factor`` (review 31b: a
+    delay given as it is, ``Fixed``'s ``seconds`` and ``cap``, falls due by the end of
+    the year 9999, as a nack's must; see tests/test_worker_review31b_retry_bound.py)."""
     big = 10**308
-    assert Fixed(big).delay(1) == float(big)
-    policy = Exponential(first=big, factor=big, cap=big, jitter=0)
-    assert policy.delay(5) == float(big)  # the overflow of first * factor ** 4 is capped
+    cap = 10**9  # 31 years
+    policy = Exponential(first=big, factor=big, cap=cap, jitter=0)
+    assert policy.delay(5) == float(cap)  # the overflow of first * factor ** 4 is capped
     assert dataclasses.replace(policy, cap=2).delay(1) == 2.0

@@ -1,8 +1,9 @@
 """A retry policy's delay that no nack takes (thirty-first review of the worker): one
-due after the end of the year 9999 (``Fixed(1e12)``, a policy's "never" of 1e300) is
-a bug in the policy, as a negative or infinite one is: logged as an error naming it,
-and the delivery retried at once. The nack refused it (InvalidOption): the worker
-logged "retried in 1e+12 s", then "could not nack", and handed the delivery back."""
+due after the end of the year 9999 (milliseconds given as seconds, a policy's "never"
+of 1e300) is a bug in the policy, as a negative or infinite one is: logged as an error
+naming it, and the delivery retried at once. The nack refused it (InvalidOption): the
+worker logged "retried in 1e+12 s", then "could not nack", and handed the delivery
+back. (``Fixed(1e12)`` itself is refused when built: review 31b.)"""
 
 from __future__ import annotations
 
@@ -44,8 +45,17 @@ class Never(RetryPolicy):
         return 1e300
 
 
+class Milliseconds(Fixed):
+    """A Fixed(1e12) (refused when built since review 31b) that a subclass gives."""
+
+    def delay(self, attempt: int) -> float:
+        return self.seconds * 1000
+
+
 @pytest.mark.parametrize(
-    "policy", [Fixed(1e12, max_attempts=2), Never(max_attempts=2)], ids=["fixed", "own"]
+    "policy",
+    [Milliseconds(1e9, max_attempts=2), Never(max_attempts=2)],
+    ids=["fixed-subclass", "own"],
 )
 def test_a_delay_past_the_year_9999_is_the_policy_s_bug(lines: _Lines, policy: RetryPolicy) -> None:
     topic = f"review31-far-delay-{type(policy).__name__}"

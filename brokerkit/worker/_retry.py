@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import random
 import reprlib
+import time
 from dataclasses import dataclass, field
 
-from brokerkit._schedule import finite_seconds
+from brokerkit._schedule import LATEST_DUE, finite_seconds
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["Exponential", "Fixed", "Immediate", "RetryPolicy"]
@@ -40,11 +41,25 @@ def _invalid(name: str, value: object, valid: str) -> InvalidOption:
     return InvalidOption(f"{name} must be {valid}, got {_shown.repr(value)}")
 
 
-def _check_seconds(name: str, value: object, *, positive: bool = False) -> float:
+def _check_seconds(name: str, value: object, *, positive: bool = False, due: bool = False) -> float:
+    """``value`` as seconds, 0 or more (more than 0 if ``positive``); if ``due`` (a
+    delay the policy gives as it is), one that falls due by :data:`LATEST_DUE`
+    counted from now, as a nack's delay must (``Fixed(1e12)``: milliseconds given as
+    seconds, every nack of which would be refused).
+
+    :raises InvalidOption: otherwise, naming the range.
+    """
     valid = f"{'a positive' if positive else 'a non-negative'} number of seconds"
     seconds = _number(name, value, valid)
     if seconds < 0 or (positive and seconds == 0):
         raise _invalid(name, value, valid)
+    longest = LATEST_DUE - time.time()
+    if due and seconds > longest:
+        raise _invalid(
+            name,
+            value,
+            f"{valid} falling due by the end of the year 9999: at most {longest:.0f}",
+        )
     return seconds
 
 
@@ -62,9 +77,9 @@ class RetryPolicy:
 
     A policy of your own subclasses this (a frozen dataclass) and overrides
     :meth:`delay`; :attr:`delays` says whether it needs DELAY (true unless overridden).
-    A delay that is not a finite number of seconds, 0 or more (or a :meth:`delay`
-    that raises) is a bug in the policy: the worker logs it as an error and retries
-    the delivery at once.
+    A delay that is not a finite number of seconds, 0 or more, falling due by the end
+    of the year 9999 (or a :meth:`delay` that raises) is a bug in the policy: the
+    worker logs it as an error and retries the delivery at once.
 
     :ivar max_attempts: how many deliveries a message gets before it is dead-lettered
         (None: as many as the broker's ``max_deliveries`` allows, forever when that is
@@ -105,7 +120,9 @@ class Immediate(RetryPolicy):
 
 @dataclass(frozen=True)
 class Fixed(RetryPolicy):
-    """Wait the same ``seconds`` before every redelivery.
+    """Wait the same ``seconds`` before every redelivery: 0 or more, falling due by
+    the end of the year 9999 (as a nack's delay must; :class:`InvalidOption` names the
+    most, about 7,970 years in 2026).
 
     >>> Fixed(2.0, max_attempts=3).delay(1)
     2.0
@@ -114,7 +131,7 @@ class Fixed(RetryPolicy):
     seconds: float = 1.0
 
     def __init__(self, seconds: float = 1.0, *, max_attempts: int | None = None) -> None:
-        object.__setattr__(self, "seconds", _check_seconds("seconds", seconds))
+        object.__setattr__(self, "seconds", _check_seconds("seconds", seconds, due=True))
         object.__setattr__(self, "max_attempts", _check_attempts(max_attempts))
 
     def delay(self, attempt: int) -> float:
@@ -130,7 +147,8 @@ class Exponential(RetryPolicy):
     """Wait ``first * factor ** (attempt - 1)`` seconds, at most ``cap``, spread by
     ``jitter`` (0.1: each delay is drawn uniformly within plus or minus 10 %, and still
     at most ``cap``), so that messages that failed together do not all come back
-    together.
+    together. ``cap`` falls due by the end of the year 9999, as ``Fixed``'s
+    ``seconds`` does; ``first`` and ``factor`` may be as large as a float holds.
 
     >>> policy = Exponential(first=0.5, factor=2, cap=10, jitter=0)
     >>> [policy.delay(n) for n in (1, 2, 3, 6)]
@@ -156,7 +174,7 @@ class Exponential(RetryPolicy):
         max_attempts: int | None = None,
     ) -> None:
         first = _check_seconds("first", first, positive=True)
-        cap = _check_seconds("cap", cap, positive=True)
+        cap = _check_seconds("cap", cap, positive=True, due=True)
         valid = "a finite number of 1 or more"
         if not _number("factor", factor, valid) >= 1:
             raise _invalid("factor", factor, valid)
