@@ -146,7 +146,11 @@ class RedisPubSubBroker(WakesOnClose, Broker):
         return f"{redis_literal(self._head)}{glob}{redis_literal('}')}"
 
     def _topic_of(self, channel: bytes) -> str:
-        name = channel.decode("utf-8", errors="replace")
+        """The topic a delivery from ``channel`` names: bytes that are not UTF-8 (a
+        channel another program published to, heard through a pattern) are escaped,
+        ``\\xff``, so that the name tells them apart from any valid topic and from
+        any other channel."""
+        name = channel.decode("utf-8", errors="backslashreplace")
         if not self.options.plain_channels and name.startswith(self._head) and name[-1:] == "}":
             return name[len(self._head) : -1]
         return name
