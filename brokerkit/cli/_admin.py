@@ -23,6 +23,7 @@ from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
 from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect, list_backends
+from brokerkit.cli._input import text_argument
 from brokerkit.cli._output import cell, err, out, print_json
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError
@@ -41,7 +42,7 @@ __all__ = [
 #: Public methods a backend may offer to hand stuck deliveries back, in order of preference.
 RESCUE_METHODS = ("rescue", "reclaim")
 
-TopicArg = Annotated[str, typer.Argument(help="The topic.")]
+TopicArg = Annotated[str, typer.Argument(help="The topic.", callback=text_argument)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 

@@ -10,17 +10,19 @@ import select
 import sys
 from collections.abc import Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
-__all__ = ["decode", "decoded", "line_batches"]
+__all__ = ["check_text", "decode", "decoded", "line_batches", "text_argument"]
 
 #: A lone surrogate: what an undecodable byte of stdin or argv is read as.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: The most read from stdin at once.
 _READ = 1 << 16
+
+_Value = TypeVar("_Value", str, list[str], None)
 
 
 def line_batches(size: int) -> Iterator[list[str]]:
@@ -150,6 +152,16 @@ def _not_json(name: str) -> Any:
 def _check_text(text: str, where: str, *, stdin: bool) -> None:
     """Refuse ``text`` holding a lone surrogate: a byte of stdin (or of an argument)
     that did not decode, which no message body may carry."""
+    check_text(text, "BODY", where, stdin=stdin)
+
+
+def check_text(text: str, param_hint: str, where: str = "", *, stdin: bool = False) -> None:
+    """Refuse ``text``, given as ``param_hint`` (an argument, or stdin with ``stdin``),
+    when it holds a lone surrogate: a byte that did not decode (Python reads each such
+    byte of argv or stdin as one), which no topic, group, header or body may carry.
+
+    :raises typer.BadParameter: naming ``param_hint`` and the byte (``byte 0xff``).
+    """
     bad = _SURROGATE.search(text)
     if bad is None:
         return
@@ -159,5 +171,19 @@ def _check_text(text: str, where: str, *, stdin: bool) -> None:
     raise typer.BadParameter(
         f"{where}not valid {encoding or 'Unicode'} text ({what} at character "
         f"{bad.start() + 1}); give text in that encoding",
-        param_hint="BODY",
+        param_hint=param_hint,
     )
+
+
+def text_argument(ctx: typer.Context, param: typer.CallbackParam, value: _Value) -> _Value:
+    """A typer callback for an argument or option that names a topic or a group:
+    ``value`` (each, for a repeated option) as given, refused by :func:`check_text`
+    under the argument's name (``TOPIC``, ``--group``)."""
+    if param.param_type_name == "option":
+        hint = max(param.opts, key=len)
+    else:
+        hint = (getattr(param, "metavar", None) or param.name or "argument").upper()
+    texts: list[str] = [value] if isinstance(value, str) else list(value or ())
+    for text in texts:
+        check_text(text, hint)
+    return value

@@ -20,7 +20,7 @@ from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
 from brokerkit._serializers import encode_body
 from brokerkit.cli._admin import Interrupt, TopicArg, one_line, stop_on_interrupt
-from brokerkit.cli._input import decode, decoded, line_batches
+from brokerkit.cli._input import check_text, decode, decoded, line_batches, text_argument
 from brokerkit.cli._output import cell, err, for_terminal, printable
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import (
@@ -52,13 +52,16 @@ def register(app: typer.Typer) -> None:
 def parse_headers(pairs: list[str]) -> dict[str, str]:
     """``["k=v", ...]`` as a mapping.
 
-    :raises typer.BadParameter: an item has no ``=``.
+    :raises typer.BadParameter: an item has no ``=``, or holds a byte that did not
+        decode (see :func:`~brokerkit.cli._input.check_text`).
     """
     headers: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--header")
+        check_text(key, "--header", "header name: ")
+        check_text(value, "--header", f"value of header {key!r}: ")
         headers[key] = value
     return headers
 
@@ -358,7 +361,10 @@ def consume(
     url: UrlArg,
     topic: TopicArg,
     group: Annotated[
-        str | None, typer.Option("--group", "-g", help="Consume as a member of this group.")
+        str | None,
+        typer.Option(
+            "--group", "-g", help="Consume as a member of this group.", callback=text_argument
+        ),
     ] = None,
     count: Annotated[
         int | None, typer.Option("--count", "-n", min=1, help="Stop after this many messages.")

@@ -21,6 +21,7 @@ from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect
 from brokerkit._topics import check_topic, is_topic
 from brokerkit.cli._admin import stop_on_interrupt
+from brokerkit.cli._input import check_text
 from brokerkit.cli._output import cell, err, out, print_json
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import InvalidTopic, Unsupported
@@ -129,6 +130,7 @@ def _topics_given(names: list[str] | None) -> list[str] | None:
     given twice is kept once, where it was first given (else a report would show it,
     and an exporter serve its series, twice)."""
     for name in names or ():
+        check_text(name, "--topic")
         try:
             check_topic(name)
         except InvalidTopic as exc:
