@@ -79,7 +79,8 @@ class AsyncNatsCoreBroker(AsyncBroker):
 
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         """Send ``messages``, then flush, once the connection is up (waiting for it
-        while it is down, sending nothing meanwhile).
+        while it is down, sending nothing meanwhile): returns once the server has read
+        them (the PONG of a PING written after them).
 
         A ConnectionFailed raised before anything was sent says so ("nothing was
         sent"). One raised after (the connection lost during the publish, the flush
@@ -112,7 +113,10 @@ class AsyncNatsCoreBroker(AsyncBroker):
                     f"the connection to NATS at {self._client.server} was lost while "
                     "publishing: some of the messages may have been sent, others not"
                 )
-            await nc.flush(timeout=max(1, round(deadline - time.monotonic())))
+            timeout = max(1, round(deadline - time.monotonic()))
+            if not _write_buffered(nc):
+                await nc.flush(timeout=timeout)  # (its PING may precede the messages)
+            await nc.flush(timeout=timeout)
         except ConnectionFailed:
             raise
         except Exception as exc:
@@ -230,6 +234,23 @@ class AsyncNatsCoreBroker(AsyncBroker):
 
     async def _close(self) -> None:
         await self._client.close()
+
+
+def _write_buffered(nc: Client) -> bool:
+    """Write out now what nats-py holds for its flusher task, so that the PING of a
+    flush that follows comes after it: nats-py writes a flush's PING straight to the
+    socket, ahead of the publishes still in its buffer, and the PONG then confirms only
+    the PING. Whether it could (False: a nats-py without these private attributes;
+    flushing twice then puts a PING after them, as a subscribe does)."""
+    pending = getattr(nc, "_pending", None)
+    transport = getattr(nc, "_transport", None)
+    if not isinstance(pending, list) or transport is None:
+        return False
+    if pending:
+        transport.writelines(pending)
+        nc._pending = []
+        nc._pending_data_size = 0
+    return True
 
 
 NatsCoreBroker = bridged(AsyncNatsCoreBroker)
