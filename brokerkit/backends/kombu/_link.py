@@ -354,9 +354,11 @@ class Link(Topology):
         """Close the publisher channel (a publish failed half way, for ``cause``); the
         next publish opens a new one. A connection error or a socket timeout only
         forgets it: the connection is lost (the call drops it), and the close's
-        handshake would wait out the socket timeout on it once more."""
+        handshake would wait out the socket timeout on it once more. Nor on a
+        connection RabbitMQ blocked: it reads nothing (the close-ok would not come
+        before the alarm ends); the next call drops it."""
         channel, self._publisher = self._publisher, None
-        if isinstance(cause, self._errors):
+        if isinstance(cause, self._errors) or self.blocked.reason is not None:
             return
         if channel is not None and channel.is_open:
             # A dead connection cannot close it: the next call reconnects.

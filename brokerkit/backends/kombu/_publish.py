@@ -381,8 +381,13 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
             if tag in unsettled or item.message.id in returned
         ]
         raise _ExchangeGone(exc, unstored) from exc
-    except BaseException as exc:
+    except Exception as exc:
         link.drop_publisher(exc)  # its confirms no longer add up
+        raise
+    except BaseException:
+        # Interrupted (Ctrl-C): a frame may be half written, and a channel close
+        # would wait on a server that may not read (an alarm): drop the connection.
+        link.abandon()
         raise
     returned = link.confirms.take_returned()
     refused = link.confirms.refused(tags)
