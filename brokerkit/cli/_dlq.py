@@ -23,7 +23,7 @@ from brokerkit._topics import RESERVED_HEADER_PREFIX
 from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
 from brokerkit.cli._output import cell, err, out, print_json, text_of
 from brokerkit.cli._url import UrlArg, command
-from brokerkit.exceptions import BrokerError, SerializationError
+from brokerkit.exceptions import BrokerError, SerializationError, Unsupported
 
 __all__ = ["MOVES_HEADER", "DeadLetter", "move_dead_letters", "register"]
 
@@ -101,7 +101,9 @@ def move_dead_letters(
 
     The dead letters are read through the group ``brokerkit-dlq`` where a new group
     reads a topic from its start (REPLAY), else through the dead-letter topic's
-    default group, the one they land in.
+    default group, the one they land in. Only once :meth:`~brokerkit.Broker.inspect`
+    counts one waiting (``dead_lettered``): with none, nothing is read, and reading
+    creates nothing (a mistyped topic's dead-letter queue, stream or group).
 
     :param wait: how long to wait for the next dead letter before taking all as read.
     :param stop: once set (by Ctrl-C, say), reading ends after the dead letter in hand
@@ -114,6 +116,8 @@ def move_dead_letters(
     listed: list[DeadLetter] = []
     keep: list[Delivery] = []
     source = broker.dead_letter_topic(topic)
+    if not _any_waiting(broker, topic):
+        return listed
     group = _group(broker)
     start = "earliest" if group is not None else None
     subscription = broker.subscribe(source, group=group, prefetch=100, start=start)
@@ -152,6 +156,16 @@ def move_dead_letters(
             if keep:
                 broker.nack(*keep, requeue=True)
     return listed
+
+
+def _any_waiting(broker: Broker, topic: str) -> bool:
+    """Whether ``topic`` may have a dead letter to read: inspect counts one waiting,
+    or the backend cannot inspect. Inspecting declares nothing where subscribing
+    would (kombu's dead-letter queue and exchanges, a Redis stream's group)."""
+    try:
+        return broker.inspect(topic).dead_lettered > 0
+    except Unsupported:
+        return True
 
 
 def _next(subscription: Subscription, wait: float, stop: Interrupt | None) -> Delivery | None:
@@ -224,7 +238,8 @@ def dlq(
     applied here). Ctrl-C stops after the dead letter in hand is moved, never between
     its republish and its removal; the exit status is then 130. A second Ctrl-C
     stops at once (a broker that does not answer), never inside a move. A backend without
-    dead letters is an error.
+    dead letters is an error. Nothing is read, and nothing created, for a topic that
+    inspect counts no dead letter of (a mistyped one).
     """
     if not (math.isfinite(wait) and wait >= 0):
         raise typer.BadParameter(
