@@ -20,11 +20,11 @@ from rich.table import Table
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
-from brokerkit._inspect import TopicInfo
+from brokerkit._inspect import GroupInfo, TopicInfo
 from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect, list_backends
 from brokerkit.cli._input import text_argument
-from brokerkit.cli._output import cell, err, out, print_json
+from brokerkit.cli._output import cell, err, out, print_json, writable
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError
 
@@ -34,6 +34,8 @@ __all__ = [
     "TopicArg",
     "UrlArg",
     "find_rescue",
+    "lag_exact",
+    "lag_text",
     "one_line",
     "register",
     "stop_on_interrupt",
@@ -143,12 +145,27 @@ def groups_table(info: TopicInfo) -> Table:
     for column in ("group", "consumer", "pending", "lag", "idle"):
         table.add_column(column, justify="left" if column in ("group", "consumer") else "right")
     for group in info.groups:
-        lag = "-" if group.lag is None else str(group.lag)
+        lag = "-" if group.lag is None else lag_text(group.lag, exact=lag_exact(group))
         table.add_row(cell(group.name), "", str(group.pending), lag, "")
         for consumer in group.consumers:
             idle = "-" if consumer.idle is None else f"{consumer.idle:.1f} s"
             table.add_row("", cell(consumer.name), str(consumer.pending), "", idle)
     return table
+
+
+def lag_exact(group: GroupInfo) -> bool:
+    """Whether ``group.lag`` is the count itself, not a lower bound: a backend's
+    ``lag_exact`` False (redis+stream counts a lag Redis does not give only so far)."""
+    return getattr(group, "lag_exact", True) is not False
+
+
+def lag_text(lag: int, *, exact: bool = True) -> str:
+    """``lag`` for a table: ``≥10000`` for a lower bound (``>= 10000`` where stdout's
+    encoding has no ``≥``)."""
+    if exact:
+        return str(lag)
+    at_least = "\u2265"
+    return f"{at_least}{lag}" if writable(at_least, out) == at_least else f">= {lag}"
 
 
 def find_rescue(broker: Broker) -> Callable[[str], Any]:

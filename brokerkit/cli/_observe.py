@@ -20,7 +20,7 @@ from brokerkit._inspect import TopicInfo
 from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect
 from brokerkit._topics import check_topic, is_topic
-from brokerkit.cli._admin import stop_on_interrupt
+from brokerkit.cli._admin import lag_exact, lag_text, stop_on_interrupt
 from brokerkit.cli._input import check_text
 from brokerkit.cli._output import cell, err, out, print_json
 from brokerkit.cli._url import UrlArg, command
@@ -82,8 +82,12 @@ def _age(seconds: float | None) -> str:
 
 
 def _lag(info: TopicInfo) -> str:
-    lags = [g.lag for g in info.groups if g.lag is not None]
-    return str(max(lags)) if lags else "-"
+    """The largest lag; a lower bound (``≥``) when a group's lag is one."""
+    known = [g for g in info.groups if g.lag is not None]
+    if not known:
+        return "-"
+    most = max(g.lag or 0 for g in known)
+    return lag_text(most, exact=all(lag_exact(g) for g in known))
 
 
 def _rate(now: int, before: int | None, seconds: float) -> str:
