@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import nats
@@ -109,6 +109,8 @@ class NatsClient(Permissions):
         #: connections it has made since the first (its count): see :attr:`generation`.
         self._losses = 0
         self._returns = 0
+        #: Set, each, as nats-py loses the connection: see :meth:`watch_loss`.
+        self._loss_watchers: set[asyncio.Event] = set()
 
     @property
     def generation(self) -> int:
@@ -210,6 +212,8 @@ class NatsClient(Permissions):
 
         async def on_disconnect() -> None:
             self._losses += 1
+            for lost in self._loss_watchers:
+                lost.set()
             if self._back is not None:
                 self._back.clear()
             if self._closing:
@@ -337,6 +341,17 @@ class NatsClient(Permissions):
                 # (bounded: nats-py marks the connection back at the server's first
                 # PONG, and tells of it a round trip later)
                 await within(back.wait(), min(left, _RETRY_WAIT))
+
+    @contextlib.contextmanager
+    def watch_loss(self) -> Iterator[asyncio.Event]:
+        """An event set if nats-py loses the connection while the block runs (it
+        forgets the PONGs awaited then: a flush under way would wait out its timeout)."""
+        lost = asyncio.Event()
+        self._loss_watchers.add(lost)
+        try:
+            yield lost
+        finally:
+            self._loss_watchers.discard(lost)
 
     def closing_mark(self) -> int:
         """The ``since`` of :meth:`wait_connected` for a call that waits for the

@@ -113,16 +113,40 @@ class AsyncNatsCoreBroker(AsyncBroker):
                     f"the connection to NATS at {self._client.server} was lost while "
                     "publishing: some of the messages may have been sent, others not"
                 )
-            timeout = max(1, round(deadline - time.monotonic()))
-            if not _write_buffered(nc):
-                await nc.flush(timeout=timeout)  # (its PING may precede the messages)
-            await nc.flush(timeout=timeout)
+            await self._flush(nc, deadline)
         except ConnectionFailed:
             raise
         except Exception as exc:
             raise ConnectionFailed(
                 f"could not publish to NATS at {self._client.server}: {type(exc).__name__}"
             ) from None
+
+    async def _flush(self, nc: Client, deadline: float) -> None:
+        """Return once the server has read what was published (the PONG of a PING
+        written after it), by ``deadline``.
+
+        :raises ConnectionFailed: the connection was lost meanwhile (as nats-py notices
+            it: it forgets the PONGs awaited when it reconnects, and the flush would
+            wait on until ``deadline``)."""
+        with self._client.watch_loss() as lost:
+            # (without the buffer written out, a lone flush's PING may precede it)
+            for _ in range(1 if _write_buffered(nc) else 2):
+                timeout = max(1, round(deadline - time.monotonic()))
+                flushing = asyncio.ensure_future(nc.flush(timeout=timeout))
+                noticed = asyncio.ensure_future(lost.wait())
+                try:
+                    await asyncio.wait({flushing, noticed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    noticed.cancel()
+                    if not flushing.done():
+                        flushing.cancel()
+                if not flushing.done() or flushing.cancelled():
+                    raise ConnectionFailed(
+                        f"the connection to NATS at {self._client.server} was lost before "
+                        "the server confirmed the publish: its messages may have been "
+                        "sent, or not (they are not sent again)"
+                    )
+                flushing.result()
 
     async def _connected(self, nc: Client, deadline: float) -> None:
         """Return once ``nc`` is connected; raise :class:`ConnectionFailed` if it is not
