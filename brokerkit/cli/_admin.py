@@ -22,7 +22,7 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._inspect import GroupInfo, TopicInfo
 from brokerkit._options import MAX_SECONDS
-from brokerkit._plugins import connect, list_backends
+from brokerkit._plugins import backend_for, connect, list_backends
 from brokerkit.cli._input import text_argument
 from brokerkit.cli._output import cell, err, out, print_json, writable
 from brokerkit.cli._url import UrlArg, command
@@ -168,8 +168,9 @@ def lag_text(lag: int, *, exact: bool = True) -> str:
     return f"{at_least}{lag}" if writable(at_least, out) == at_least else f">= {lag}"
 
 
-def find_rescue(broker: Broker) -> Callable[[str], Any]:
-    """The backend's public rescue method (see :data:`RESCUE_METHODS`).
+def find_rescue(broker: Broker | type[Broker]) -> Callable[[str], Any]:
+    """The backend's public rescue method (see :data:`RESCUE_METHODS`): of ``broker``,
+    or, given its class, the function (to know before connecting that it has one).
 
     :raises BrokerError: the backend has none.
     """
@@ -177,14 +178,15 @@ def find_rescue(broker: Broker) -> Callable[[str], Any]:
         method = getattr(broker, name, None)
         if callable(method):
             return method  # type: ignore[no-any-return]
+    backend = broker if isinstance(broker, type) else type(broker)
     why = (
         "its unsettled deliveries come back by themselves after the visibility timeout"
-        if Capability.ACK in broker.capabilities
+        if Capability.ACK in backend.capabilities
         else "it keeps no deliveries to come back (no ACK: a message goes to whoever "
         "listens when it is published)"
     )
     raise BrokerError(
-        f"{type(broker).describe()} has no public rescue step (a method named "
+        f"{backend.describe()} has no public rescue step (a method named "
         f"{' or '.join(RESCUE_METHODS)}): {why}"
     )
 
@@ -203,7 +205,9 @@ def rescue(
 
     Stuck means held by a consumer that died, or past the visibility timeout. With
     --every, one line per round goes to stderr; Ctrl-C stops after the round under way
-    (exit status 130), a second Ctrl-C at once.
+    (exit status 130), a second Ctrl-C at once. A backend without such a step (whose
+    consumers take stuck deliveries back themselves, or that keeps none) is an error
+    given before connecting.
     """
     if every is not None and not (math.isfinite(every) and 0 < every <= MAX_SECONDS):
         raise typer.BadParameter(
@@ -211,6 +215,7 @@ def rescue(
             f"got {every!r}",
             param_hint="--every",
         )
+    find_rescue(backend_for(url)[1].load())  # no step: refused before connecting
     with connect(url) as broker:
         step = find_rescue(broker)
         if every is None:
