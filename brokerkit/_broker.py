@@ -27,7 +27,14 @@ from brokerkit._publishing import build_messages, check_bodies
 from brokerkit._schedule import check_timeout, publish_delay
 from brokerkit._settling import Settling
 from brokerkit._subscription import Subscription
-from brokerkit._topics import check_consumer, check_group, check_headers, check_pattern, check_topic
+from brokerkit._topics import (
+    check_consumer,
+    check_group,
+    check_headers,
+    check_pattern,
+    check_topic,
+    dead_letter_topic_of,
+)
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import BrokerClosed, BrokerError, InvalidOption
 
@@ -392,8 +399,17 @@ class Broker(Settling, Backend):
         return self._purge(check_topic(topic))
 
     def dead_letter_topic(self, topic: str) -> str:
-        """The topic where ``topic``'s dead letters go; consume it like any other."""
-        return f"{check_topic(topic)}.dlq"
+        """The topic where ``topic``'s dead letters go; consume it like any other.
+
+        It is ``<topic>.dlq``, and that one's is ``<topic>.dlq.dlq``, up to the last
+        level, :data:`~brokerkit._topics.MAX_DEAD_LETTER_LEVELS` (10) ``.dlq``
+        suffixes: a topic that ends with as many is its own dead-letter topic (a dead
+        letter rejected there comes back to it, as a new dead letter with its reason),
+        so that names never grow past what a topic may be.
+
+        :raises InvalidTopic: ``topic`` is no valid topic.
+        """
+        return dead_letter_topic_of(check_topic(topic))
 
     @property
     def closed(self) -> bool:

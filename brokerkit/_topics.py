@@ -16,6 +16,7 @@ __all__ = [
     "check_headers",
     "check_pattern",
     "check_topic",
+    "dead_letter_topic_of",
     "is_topic",
     "topic_matches",
 ]
@@ -27,7 +28,8 @@ RESERVED_HEADER_PREFIX = "x-dead-letter-"
 MAX_TOPIC_LENGTH = 200
 #: What :meth:`~brokerkit.Broker.dead_letter_topic` appends; up to this many of them
 #: do not count in a topic's length, so that every valid topic's dead-letter topic
-#: (and its dead-letter topic, and so on) is valid too.
+#: (and its dead-letter topic, and so on) is valid too. A topic that ends with this
+#: many (the last level) is its own dead-letter topic (:func:`dead_letter_topic_of`).
 DEAD_LETTER_SUFFIX, MAX_DEAD_LETTER_LEVELS = ".dlq", 10
 _TOPIC = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@=+-]*")
 _PATTERN = re.compile(r"[A-Za-z0-9_.:/@=+*?\[\]!-]+")
@@ -100,6 +102,17 @@ def is_topic(name: str) -> bool:
     except InvalidTopic:
         return False
     return True
+
+
+def dead_letter_topic_of(topic: str) -> str:
+    """The topic where the dead letters of ``topic`` (a valid topic) go: ``topic``
+    plus ``.dlq``, up to the last level: a topic that ends with
+    :data:`MAX_DEAD_LETTER_LEVELS` ``.dlq`` suffixes (or more) is its own dead-letter
+    topic, so that dead letters of dead letters collect there and no name grows past
+    what :func:`check_topic` accepts. Every backend names dead-letter topics by this."""
+    if topic.endswith(DEAD_LETTER_SUFFIX * MAX_DEAD_LETTER_LEVELS):
+        return topic
+    return topic + DEAD_LETTER_SUFFIX
 
 
 def _without_dead_letter_suffixes(topic: str) -> str:

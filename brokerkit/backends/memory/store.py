@@ -22,6 +22,7 @@ from brokerkit._clock import Clock, SystemClock
 from brokerkit._inspect import DEAD_LETTER_GROUPS, ConsumerInfo, GroupInfo, TopicInfo
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
+from brokerkit._topics import dead_letter_topic_of
 from brokerkit.exceptions import InvalidOption
 
 __all__ = [
@@ -116,10 +117,11 @@ class Wakeable(Protocol):
 
 
 def dead_letter_of(message: Message, topic: str, reason: str, attempts: int) -> Message:
-    """``message`` as it goes to ``topic``'s dead-letter topic."""
+    """``message`` as it goes to ``topic``'s dead-letter topic (``topic`` itself at
+    the last level: see :func:`~brokerkit._topics.dead_letter_topic_of`)."""
     return dataclasses.replace(
         message,
-        topic=f"{topic}.dlq",
+        topic=dead_letter_topic_of(topic),
         headers={
             **message.headers,
             "x-dead-letter-reason": reason,
@@ -328,7 +330,7 @@ class Store:
                 for c, seen in sorted(group.consumers.items())
             )
             groups.append(GroupInfo(name, len(group.pending), lag, consumers))
-        dead = self.topics.get(f"{topic}.dlq")
+        dead = self.topics.get(dead_letter_topic_of(topic))
         oldest = min((lease.delivered_at for lease in leases), default=None)
         published = _oldest_waiting(state)
         scheduled = len(state.scheduled) + sum(len(g.delayed) for g in state.groups.values())

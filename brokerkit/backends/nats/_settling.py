@@ -1,5 +1,6 @@
 """The settling of a NATS broker's deliveries: ``+ACK``, ``-NAK``, ``+WPI`` (a lease
-renewed) and dead-lettering (republished to ``<topic>.dlq``, then ``+TERM``), each
+renewed) and dead-lettering (republished to the dead-letter topic, ``<topic>.dlq``
+or, at the last level, ``<topic>`` itself, then ``+TERM``), each
 sent only while its lease holds (:func:`~brokerkit.backends.nats._leases.last_send`).
 
 :class:`NatsSettling` is the part of :class:`~brokerkit.backends.nats.broker.AsyncNatsBroker`
@@ -107,8 +108,9 @@ class NatsSettling(AsyncBroker):
             raise StaleDelivery(stale)
 
     async def _dead_letter(self, dead: Sequence[tuple[AsyncDelivery, str, int]]) -> list[Lease]:
-        """Republish to ``<topic>.dlq`` (confirmed), then ``+TERM`` the originals; the
-        leases the server did not know (see :meth:`_send`).
+        """Republish to the dead-letter topic (confirmed; a topic of the last level's
+        is its own subject), then ``+TERM`` the originals; the leases the server did
+        not know (see :meth:`_send`).
 
         A crash in between leaves the original to be redelivered and dead-lettered
         again; the dead letter's ``Nats-Msg-Id`` makes JetStream store it once. A

@@ -5,12 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from brokerkit.backends.redis._keys import (
-    DEAD_LETTER_SUFFIX,
-    Keyspace,
-    hash_tagged,
-    split_dead_letter,
-)
+from brokerkit._topics import dead_letter_topic_of
+from brokerkit.backends.redis._keys import Keyspace, hash_tagged, split_dead_letter
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["OWN_PARTS", "ListKeys", "check_queue_key", "list_keys"]
@@ -24,7 +20,10 @@ class ListKeys:
     :ivar deadlines: ZSET of lease group -> the earliest deadline it may hold, in server
         milliseconds: the rescuers' index (see :mod:`.scripts`).
     :ivar consumers: ZSET of consumer -> heartbeat deadline, in server milliseconds.
-    :ivar dead_letters: the queue of the dead-letter topic (``brokerkit:{orders}.dlq``).
+    :ivar dead_letters: the queue of the dead-letter topic (``brokerkit:{orders}.dlq``);
+        the queue itself at the last level, where a topic is its own dead-letter topic
+        (:func:`~brokerkit._topics.dead_letter_topic_of`): a dead letter is pushed
+        back to its tail, as a new message.
     :ivar processing_prefix: a consumer's processing list is this + its name.
     :ivar leases_prefix: a consumer's lease hash is this + its name: where versions
         before batches recorded each delivered element (``<nonce><seq>`` -> element).
@@ -126,16 +125,18 @@ def list_keys(prefix: str, topic: str, queue_key: str | None = None) -> ListKeys
     ``queue_key`` template, the queue the template names (``*`` replaced by the
     topic) and the other keys named after it (``{queue:orders}:deadlines``, in the
     queue's slot)."""
+    dead_letter_topic = dead_letter_topic_of(topic)
     if queue_key is None:
         space = Keyspace(prefix)
-        dead = space.topic(topic + DEAD_LETTER_SUFFIX)
+        dead = space.topic(dead_letter_topic)
         return _layout(space.topic(topic), lambda part: space.topic(topic, part), dead)
     stem, dlq = split_dead_letter(topic)
     base = queue_key.replace("*", stem)
     tagged = hash_tagged(base)
     queue = base if not dlq else tagged + dlq
     own = tagged + dlq
-    return _layout(queue, lambda part: f"{own}:{part}", tagged + dlq + DEAD_LETTER_SUFFIX)
+    dead = tagged + split_dead_letter(dead_letter_topic)[1]
+    return _layout(queue, lambda part: f"{own}:{part}", dead)
 
 
 #: The parts of a topic's keys besides its queue (``{queue:orders}:<part>``).

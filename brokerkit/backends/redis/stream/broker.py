@@ -23,7 +23,8 @@ is a Redis consumer group; a subscription is one consumer in it.
   One whole read batch, acked as read, is acked by its count instead (see
   :data:`~.ack_script.ACK`). A late ack never settles another consumer's delivery.
 * Nack: one script per delivery, all pipelined; requeue makes the entry
-  claimable at once, dead-lettering adds it to ``<topic>.dlq`` and acks it.
+  claimable at once, dead-lettering adds it to ``<topic>.dlq`` (to the topic's own
+  stream at the last level: see ``dead_letter_topic``) and acks it.
 * Leases: a background heartbeat resets the idle time of every held entry
   (``XCLAIM ... JUSTID``) so that a live consumer's entries are never reclaimed.
 * Settlements (ack, nack, lease renewals, the reaper's dead-letters) run on a second
