@@ -9,19 +9,19 @@ that keeps failing raises :class:`~brokerkit.ConnectionFailed` (never with the U
 password or token in it), for a settle the time after which it must not reach the
 server at all (its lease's end: :meth:`NatsClient.settle_all`), and a request the
 server's permissions refuse failing at once with :class:`~brokerkit.PermissionDenied`
-(the violations are read in ``_permissions``).
+(the violations are read in ``_permissions``; the connection's losses and returns, and
+what waits for them, are counted and woken in ``_outages``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats
@@ -32,10 +32,10 @@ from nats.aio.subscription import Subscription
 
 from brokerkit._acompat import within
 from brokerkit._capabilities import Capability
-from brokerkit._close_calls import by_the_close
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
 from brokerkit.backends.nats._nats_url import check_url, credentials
+from brokerkit.backends.nats._outages import RETRY_WAIT, Outages
 from brokerkit.backends.nats._permissions import Permissions
 from brokerkit.backends.nats._server import ServerProcess
 from brokerkit.backends.nats._socket import (
@@ -61,8 +61,6 @@ log = logging.getLogger("brokerkit.nats")
 #: One request: subject, payload, headers.
 Request = tuple[str, bytes, "dict[str, str] | None"]
 
-#: Seconds between two tries to reach the server.
-_RETRY_WAIT = 0.25
 #: Seconds one try of a request waits for its reply before it is retried.
 _TRY_TIMEOUT = 2.0
 #: Seconds those wait instead for a server that left the last request unanswered.
@@ -73,7 +71,7 @@ CONSUMER_NOT_FOUND = 10014
 STREAM_NOT_FOUND = 10059
 
 
-class NatsClient(Permissions):
+class NatsClient(Outages, Permissions):
     """One nats-py connection, opened on first use, with an in-order request mux."""
 
     def __init__(self, url: BrokerURL, *, connect_timeout: float, reconnect_timeout: float):
@@ -96,40 +94,11 @@ class NatsClient(Permissions):
         #: Whether the last request that got no reply in its time went without one
         #: from the server since (a frozen server, a stalled network): see :attr:`silent`.
         self._unanswered = False
-        #: Set when the connection comes back: wakes what waits for it.
-        self._back: asyncio.Event | None = None
-        #: How many times :meth:`interrupt` was called: a wait for the connection, or a
-        #: request, under way as it moves gives up.
-        self._interrupts = 0
         #: Who to tell of a permissions violation on a subject of theirs (by the
         #: subject lower-cased, as nats-py reports it; with the subject as it is):
         #: the readers, for their pulls and their inboxes.
         self._watchers: dict[str, list[tuple[str, Callable[[PermissionDenied], None]]]] = {}
-        #: The connection's losses (nats-py's disconnected callbacks) and the new
-        #: connections it has made since the first (its count): see :attr:`generation`.
-        self._losses = 0
-        self._returns = 0
-        #: Set, each, as nats-py loses the connection: see :meth:`watch_loss`.
-        self._loss_watchers: set[asyncio.Event] = set()
-
-    @property
-    def generation(self) -> int:
-        """Which connection to the server this is: it moves as nats-py loses the
-        connection, and as it has a new one: once it marks that one connected (the
-        server answered its first PING), from when what is sent goes out on it; not
-        when it tells of it (its ``reconnected_cb``, a round trip later), so a pull
-        sent in between is not taken for one lost with the connection before. What
-        was leased on an earlier connection may be unknown to a server that
-        restarted meanwhile.
-
-        nats-py counts the new connections (``stats["reconnects"]``) as it marks each
-        connected, before anything else can be sent: one that failed before it told
-        of it counts too.
-        """
-        nc = self._nc
-        if nc is not None:
-            self._returns = max(self._returns, nc.stats.get("reconnects", 0))
-        return self._losses + self._returns
+        self._init_outages()
 
     @property
     def server(self) -> str:
@@ -211,19 +180,13 @@ class NatsClient(Permissions):
             )
 
         async def on_disconnect() -> None:
-            self._losses += 1
-            for lost in self._loss_watchers:
-                lost.set()
-            if self._back is not None:
-                self._back.clear()
+            self._lost()
             if self._closing:
                 return
             log.warning("NATS connection to %s lost; reconnecting", self.server, extra=log_fields())
 
         async def on_reconnect() -> None:
-            # (the generation moved already, as nats-py marked it connected)
-            if self._back is not None:
-                self._back.set()
+            self._returned()
             log.info("NATS connection to %s is back", self.server, extra=log_fields())
 
         try:
@@ -236,8 +199,8 @@ class NatsClient(Permissions):
                 # (ConnectionFailed below); once connected, the client reconnects
                 # forever (set just after).
                 allow_reconnect=False,
-                max_reconnect_attempts=max(1, round(self._connect_timeout / _RETRY_WAIT)),
-                reconnect_time_wait=_RETRY_WAIT,
+                max_reconnect_attempts=max(1, round(self._connect_timeout / RETRY_WAIT)),
+                reconnect_time_wait=RETRY_WAIT,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
@@ -286,82 +249,6 @@ class NatsClient(Permissions):
         waiting = self._waiting.pop(msg.subject.rpartition(".")[2], None)
         if waiting is not None and not waiting[1].done():
             waiting[1].set_result(msg)
-
-    def interrupt(self) -> None:
-        """Make what waits for the connection now give up (from any thread, at once):
-        a :meth:`wait_connected` under way returns False, a request under way raises
-        :class:`ConnectionFailed` (the broker's close begins: it waits for the calls
-        under way, which would otherwise wait for the connection until
-        ``reconnect_timeout``), and so does one that starts waiting afterwards, but
-        for the close's own calls (its hand-backs), which wait as before."""
-        self._interrupts += 1
-        loop, back = self._loop, self._back
-        if loop is None or back is None or loop.is_closed():
-            return
-        try:
-            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            here = None
-        if here is loop:
-            back.set()
-        else:
-            with contextlib.suppress(RuntimeError):  # (that loop just closed)
-                loop.call_soon_threadsafe(back.set)
-
-    @property
-    def interrupts(self) -> int:
-        """How many times :meth:`interrupt` was called (see :meth:`wait_connected`)."""
-        return self._interrupts
-
-    async def wait_connected(self, until: float, since: int | None = None) -> bool:
-        """Whether the connection is up, waiting for nats-py's reconnection until the
-        monotonic time ``until`` at most (False at once if it is closed, or once
-        :meth:`interrupt` is called: after the call whose :attr:`interrupts` count was
-        ``since``, by default after this one began; :meth:`closing_mark` gives the
-        ``since`` of a call that the close's wake-up ends whenever it came).
-
-        :raises Unsupported: called from another loop than the connection's.
-        """
-        self.check_loop()
-        if since is None:
-            since = self._interrupts
-        nc, back = self._nc, self._back
-        while True:
-            if nc is None or nc.is_closed or self._closing or self._interrupts != since:
-                return False
-            if nc.is_connected:
-                return True
-            left = until - time.monotonic()
-            if left <= 0:
-                return False
-            if back is None:
-                back = self._back = asyncio.Event()
-            back.clear()  # (not connected now: set again by the next reconnection)
-            with contextlib.suppress(asyncio.TimeoutError):
-                # (bounded: nats-py marks the connection back at the server's first
-                # PONG, and tells of it a round trip later)
-                await within(back.wait(), min(left, _RETRY_WAIT))
-
-    @contextlib.contextmanager
-    def watch_loss(self) -> Iterator[asyncio.Event]:
-        """An event set if nats-py loses the connection while the block runs (it
-        forgets the PONGs awaited then: a flush under way would wait out its timeout)."""
-        lost = asyncio.Event()
-        self._loss_watchers.add(lost)
-        try:
-            yield lost
-        finally:
-            self._loss_watchers.discard(lost)
-
-    def closing_mark(self) -> int:
-        """The ``since`` of :meth:`wait_connected` for a call that waits for the
-        connection, or retries: 0 for any call but the close's own, which the close's
-        wake-up ends whether it came before or after the call began (a call that
-        passed the open check just before the close began must not wait on for
-        ``reconnect_timeout``); the count now for the close's own calls
-        (:func:`~brokerkit._close_calls.by_the_close`: its hand-backs), which only a
-        later :meth:`interrupt` ends."""
-        return self._interrupts if by_the_close() else 0
 
     async def request_all(self, requests: Sequence[Request], what: str) -> list[Msg]:
         """Send ``requests`` in order and return their replies, in order.
