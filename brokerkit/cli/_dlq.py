@@ -31,6 +31,10 @@ __all__ = ["MOVES_HEADER", "DeadLetter", "move_dead_letters", "register"]
 MOVES_HEADER = "x-dlq-moves"
 REASON_HEADERS = ("x-dead-letter-reason", "x-death-reason")
 ORIGIN_HEADER = "x-original-topic"
+_ALREADY_THERE = (
+    "not moved: it is on its original topic already (a topic of the last dead-letter "
+    "level is its own dead-letter topic)"
+)
 #: How long to wait for the dead-letter topic's next message before taking it as read.
 READ_WAIT = 1.0
 #: How often a wait for the next dead letter looks at Ctrl-C.
@@ -135,6 +139,12 @@ def move_dead_letters(
                     listed.append(_describe(delivery, topic, None))
                     continue
                 target = delivery.headers.get(ORIGIN_HEADER, topic)
+                if (
+                    target == source
+                ):  # the last dead-letter level is its own: moved, it would come back
+                    keep.append(delivery)
+                    listed.append(_describe(delivery, topic, None, _ALREADY_THERE))
+                    continue
                 if dry_run:
                     keep.append(delivery)
                     listed.append(_describe(delivery, topic, target))
