@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import amqp.exceptions  # type: ignore[import-untyped]
 
+from brokerkit._topics import dead_letter_topic_of
 from brokerkit.backends.kombu._names import SEPARATOR, Names
 
 __all__ = ["QUEUE_ARGUMENTS", "Topology"]
@@ -42,7 +43,7 @@ class Topology:
         """
         from brokerkit._broker import DEFAULT_GROUP
 
-        dead = f"{topic}.dlq"
+        dead = dead_letter_topic_of(topic)
         declared, queue = self._declared, self.names.queue
         if queue(topic, DEFAULT_GROUP) in declared and queue(dead, DEFAULT_GROUP) in declared:
             return  # both declared (and checked) already: a publish's usual case
@@ -57,7 +58,7 @@ class Topology:
         declared them (call under the lock)."""
         from brokerkit._broker import DEFAULT_GROUP
 
-        wanted = [(topic, DEFAULT_GROUP), (f"{topic}.dlq", DEFAULT_GROUP)]
+        wanted = [(topic, DEFAULT_GROUP), (dead_letter_topic_of(topic), DEFAULT_GROUP)]
         if group is not None:
             wanted.append((topic, group))
         for queue_topic, queue_group in wanted:
@@ -84,7 +85,7 @@ class Topology:
         """
         from brokerkit._broker import DEFAULT_GROUP
 
-        for each in (topic, f"{topic}.dlq"):
+        for each in dict.fromkeys((topic, dead_letter_topic_of(topic))):  # one at the last level
             head = self.names.queue(each, "")
             exchange = self.names.exchange(each)
             for queue in sorted(self.created_queues):
@@ -108,7 +109,7 @@ class Topology:
         """
         from brokerkit._broker import DEFAULT_GROUP
 
-        dead = f"{topic}.dlq"
+        dead = dead_letter_topic_of(topic)
         wanted = [(topic, DEFAULT_GROUP), (dead, DEFAULT_GROUP)]
         if group is not None:
             wanted.append((topic, group))
@@ -124,7 +125,7 @@ class Topology:
         return [
             self.names.queue(topic, group),
             self.names.exchange(topic),
-            self.names.exchange(f"{topic}.dlq"),
+            self.names.exchange(dead_letter_topic_of(topic)),
         ]
 
     def ensure_queue(self, topic: str, group: str) -> str:
@@ -139,7 +140,7 @@ class Topology:
         self.names.check(self._names_of_queue(topic, group))
         channel = self.publisher()
         exchange = self._exchange(channel, topic)
-        dead = self._exchange(channel, f"{topic}.dlq")
+        dead = self._exchange(channel, dead_letter_topic_of(topic))
         arguments = {**QUEUE_ARGUMENTS, "x-dead-letter-exchange": dead}
         channel.queue_declare(queue, durable=True, auto_delete=False, arguments=arguments)
         self.created_queues.add(queue)
