@@ -5,6 +5,7 @@ message with such a secret masked. No URL parsing of its own (see :mod:`._url`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, unquote_plus
@@ -24,6 +25,8 @@ __all__ = [
     "hide_path",
     "holds_a_secret_option",
     "is_secret",
+    "mask_chain",
+    "mask_secrets",
     "query_typed_in",
     "secret_in",
     "shown_path",
@@ -110,6 +113,41 @@ def hide_path(text: str, url: BrokerURL) -> str:
             if form:
                 text = text.replace(form, MASK)
     return text
+
+
+def mask_secrets(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` (a server's or driver's message, which may echo a credential) with each
+    of ``secrets`` shown as ``***``: as written, percent-encoded and escaped as
+    ``repr`` escapes it. One of :data:`SHORT_VALUE` characters or more is masked
+    wherever it is; a shorter one only where quoted (``'pw'``, ``"pw"``, `` `pw` ``),
+    as every ``1`` of ``127.0.0.1`` would be masked otherwise."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        forms = {secret, quote(secret), quote(secret, safe=""), repr(secret)[1:-1]}
+        for form in sorted(forms, key=len, reverse=True):
+            if len(form) >= SHORT_VALUE:
+                text = text.replace(form, MASK)
+            else:
+                for mark in "'\"`":
+                    text = text.replace(f"{mark}{form}{mark}", f"{mark}{MASK}{mark}")
+    return text
+
+
+def mask_chain(error: BaseException, mask: Callable[[str], str]) -> None:
+    """Apply ``mask`` in place to the text arguments and notes of ``error`` and of every
+    exception of its chain (``__cause__``, ``__context__``, which a printed traceback
+    shows too). A driver's error is kept as the cause of the library's own, so its
+    text must be masked where it is, not only where it is quoted."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        masked = tuple(mask(arg) if isinstance(arg, str) else arg for arg in current.args)
+        if masked != current.args:
+            current.args = masked
+        notes = getattr(current, "__notes__", None)
+        if isinstance(notes, list):
+            notes[:] = [mask(note) if isinstance(note, str) else note for note in notes]
+        current = current.__cause__ or current.__context__
 
 
 def holds_a_secret_option(text: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import redis
 
 from brokerkit._options import after_secrets
+from brokerkit._secret_options import MASK, is_secret, mask_chain, mask_secrets
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, redis_database
 from brokerkit.backends.redis._plain_port import spoke_tls
@@ -41,6 +42,7 @@ __all__ = [
     "cluster_failure",
     "connection_kwargs",
     "ever_reached",
+    "hide_credentials",
     "never_answered",
     "note_reached",
     "note_url_reached",
@@ -255,11 +257,41 @@ def connection_kwargs(url: BrokerURL) -> dict[str, Any]:
     return kwargs
 
 
+#: What Redis echoes of a command it does not know, its first arguments ("unknown
+#: command 'HELLO', with args beginning with: '3' 'AUTH' 'default' '<password>'"), up
+#: to the end of the text or of one sentinel's part of redis-py's "No master found".
+_ECHOED_ARGUMENTS = re.compile(
+    r"(with args beginning with:).*?(?=['\"]?\)?(?:, <redis\.|\Z))", re.DOTALL
+)
+
+
+def hide_credentials(error: BaseException, url: BrokerURL, *more: str | None) -> None:
+    """Mask, in place, what ``error`` and every error of its chain may say of the
+    credentials: the arguments a server echoes of a command it does not know (a
+    server without ``HELLO`` given ``protocol=3``, or without ``AUTH``, echoes the
+    password), shown as ``***``; and the URL's password, the values of its secret
+    options (``sentinel_password=``) and ``more`` (the sentinels' password given as a
+    keyword), wherever they are (see :func:`~brokerkit._secret_options.mask_secrets`)."""
+    secrets = [url.password, *(v for k, v in url.query.items() if is_secret(k)), *more]
+    if url.username_is_secret:
+        secrets.append(url.username)
+
+    def mask(text: str) -> str:
+        return _ECHOED_ARGUMENTS.sub(rf"\1 {MASK}", mask_secrets(text, secrets))
+
+    mask_chain(error, mask)
+
+
 @contextlib.contextmanager
 def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]:
-    """Turn redis-py errors into brokerkit's, never showing the password."""
+    """Turn redis-py errors into brokerkit's, never showing the password (masked in
+    the redis-py error too, kept as the cause: see :func:`hide_credentials`)."""
     try:
-        yield
+        try:
+            yield
+        except Exception as exc:
+            hide_credentials(exc, url)
+            raise
     except CREDENTIAL_ERRORS as exc:
         raise ConnectionFailed(f"Redis at {url} refused the credentials: {exc}") from exc
     except redis.exceptions.NoPermissionError as exc:
@@ -306,6 +338,7 @@ def cluster_failure(url: BrokerURL, exc: Exception, what: str) -> BrokerError:
     a :class:`ConfigurationError` when TLS refused a certificate (the server's or this
     client's: the seeds share the URL's TLS options, and waiting will not change it),
     else :class:`ConnectionFailed` ("the Redis Cluster at ... <what>")."""
+    hide_credentials(exc, url)
     tls = tls_refusal(str(exc), reached=tls_reached(url))
     if tls is not None:
         refused, hint = tls
@@ -339,6 +372,8 @@ _NOT_LISTENING = re.compile(
 
 
 def _lost(url: BrokerURL, exc: Exception | str) -> ConnectionFailed:
+    if isinstance(exc, Exception):
+        hide_credentials(exc, url)
     if ever_reached(url):
         return ConnectionFailed(f"lost the connection to Redis at {url}: {exc}")
     if _NOT_LISTENING.search(str(exc)):

@@ -21,7 +21,11 @@ import redis
 
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._connection import CREDENTIAL_ERRORS, tls_reached
+from brokerkit.backends.redis._connection import (
+    CREDENTIAL_ERRORS,
+    hide_credentials,
+    tls_reached,
+)
 from brokerkit.backends.redis._refusals import tls_refusal
 
 __all__ = ["SentinelHealth", "watch_sentinels"]
@@ -33,10 +37,14 @@ _FAILURES = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
 
 
 class SentinelHealth:
-    """The sentinels of ``url`` that failed when last asked, and why."""
+    """The sentinels of ``url`` that failed when last asked, and why. No WARNING shows
+    the arguments a sentinel echoes, nor :attr:`password` (see
+    :func:`~brokerkit.backends.redis._connection.hide_credentials`)."""
 
     def __init__(self, url: BrokerURL) -> None:
         self.url = url
+        #: The sentinels' own password (``sentinel_password``, also given as a keyword).
+        self.password: str | None = None
         self._bad: set[str] = set()
         self._lock = threading.Lock()
 
@@ -47,6 +55,7 @@ class SentinelHealth:
             if where in self._bad:
                 return
             self._bad.add(where)
+        hide_credentials(exc, self.url, self.password)
         sentinel = f"the sentinel at {where} in {self.url}"
         tls = tls_refusal(str(exc), reached=tls_reached(self.url))
         if isinstance(exc, CREDENTIAL_ERRORS):
@@ -90,6 +99,7 @@ def health_of(url: BrokerURL, options: object | None) -> SentinelHealth:
         health = _of_options.get(key)
         if health is None:
             health = _of_options[key] = SentinelHealth(url)
+            health.password = getattr(options, "sentinel_password", None)
             weakref.finalize(options, _of_options.pop, key, None)
     return health
 
