@@ -1,6 +1,7 @@
-"""The stream itself: making it, what ``inspect`` and ``purge`` ask of JetStream, and
-deleting what a broker made (its durable consumers, and its stream once nothing else is
-in it)."""
+"""The stream itself: making it, what ``inspect``, ``topics`` and ``purge`` ask of
+JetStream (each only reads, or purges, what is there: a stream that does not exist is
+found so, never made), and deleting what a broker made (its durable consumers, and its
+stream once nothing else is in it)."""
 
 from __future__ import annotations
 
@@ -86,9 +87,18 @@ async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: 
     settled messages, so the fewer either group of ``DEAD_LETTER_GROUPS`` on
     ``dlq_topic`` that exists has not settled (its lag plus its pending); every stored
     one where neither exists. Another group (a tail from "latest", say) does not
-    count."""
+    count.
+
+    Read-only: where the stream does not exist (nothing of this ``prefix`` was ever
+    published or subscribed to, or it was deleted), nor does the topic: it is
+    reported empty, with no group, and the stream is not made.
+    """
     subject = subject_for(stream, topic)
-    length = await _count(client, stream, subject)
+    details: dict[str, Any] = {"stream": stream, "subject": subject}
+    counts = await _counts(client, stream, subject, f"inspect {topic!r}")
+    if counts is None:
+        return TopicInfo(topic=topic, length=0, details={**details, "consumers": {}})
+    length = int(counts.get(subject, 0))
     dead = await _count(client, stream, subject_for(stream, dlq_topic))
     groups: list[GroupInfo] = []
     consumers: dict[str, str] = {}
@@ -121,17 +131,18 @@ async def inspect_topic(client: NatsClient, stream: str, topic: str, dlq_topic: 
         in_flight=sum(g.pending for g in groups),
         dead_lettered=min(dead_unsettled),
         groups=tuple(groups),
-        details={"stream": stream, "subject": subject, "consumers": consumers},
+        details={**details, "consumers": consumers},
     )
 
 
 async def list_topics(client: NatsClient, stream: str) -> list[str]:
     """The topics with a message in the stream, or a group. A subject that carries no
-    valid topic (another program published it) is left out."""
-    info = await client.api(
-        f"STREAM.INFO.{stream}", {"subjects_filter": f"{stream}.>"}, "list the topics"
-    )
-    found = {topic_of(stream, s) for s in info.get("state", {}).get("subjects") or {}}
+    valid topic (another program published it) is left out. Where the stream does not
+    exist, none (it is not made)."""
+    subjects = await _counts(client, stream, f"{stream}.>", "list the topics")
+    if subjects is None:
+        return []
+    found = {topic_of(stream, s) for s in subjects}
     for consumer in await _consumers(client, stream, "list the topics"):
         named = parse_description(consumer.get("config", {}).get("description"))
         if named is not None:
@@ -172,17 +183,39 @@ def _rfc3339(stamp: str) -> float:
     return seconds + (float(f"0.{fraction[:6]}") if fraction else 0.0)
 
 
+async def _counts(
+    client: NatsClient, stream: str, subjects: str, what: str
+) -> dict[str, int] | None:
+    """The messages the stream holds per subject matching ``subjects``; None where the
+    stream does not exist.
+
+    :raises BrokerError: JetStream refused (another reason than that).
+    """
+    info = await client.api(f"STREAM.INFO.{stream}", {"subjects_filter": subjects}, what)
+    error = info.get("error")
+    if error and error.get("err_code") == STREAM_NOT_FOUND:
+        return None
+    if error:
+        raise BrokerError(
+            f"JetStream refused to {what} (the stream {stream!r}): {error.get('description')}"
+        )
+    found = info.get("state", {}).get("subjects") or {}
+    return {subject: int(count) for subject, count in found.items()}
+
+
 async def _count(client: NatsClient, stream: str, subject: str) -> int:
-    info = await client.api(f"STREAM.INFO.{stream}", {"subjects_filter": subject}, "count messages")
-    subjects = info.get("state", {}).get("subjects") or {}
-    return int(subjects.get(subject, 0))
+    """The messages the stream holds of ``subject`` (0 where the stream is gone)."""
+    return (await _counts(client, stream, subject, "count messages") or {}).get(subject, 0)
 
 
 async def purge_topic(client: NatsClient, stream: str, topic: str) -> int:
-    """Drop what the stream holds for ``topic``; how many messages that was."""
+    """Drop what the stream holds for ``topic``; how many messages that was (0 where
+    the stream does not exist: it is not made)."""
     answer = await client.api(
         f"STREAM.PURGE.{stream}", {"filter": subject_for(stream, topic)}, f"purge {topic!r}"
     )
+    if answer.get("error", {}).get("err_code") == STREAM_NOT_FOUND:
+        return 0
     if "error" in answer:
         raise BrokerError(
             f"JetStream refused to purge {topic!r}: {answer['error'].get('description')}"

@@ -422,16 +422,15 @@ class AsyncNatsBroker(NatsSettling):
 
     # -- management ---------------------------------------------------------------
 
+    # (none of them makes the stream: where it does not exist, neither does a topic)
+
     async def _inspect(self, topic: str) -> TopicInfo:
-        await self._ensure_stream()
         return await inspect_topic(self._client, self._stream, topic, self.dead_letter_topic(topic))
 
     async def _list_topics(self) -> list[str]:
-        await self._ensure_stream()
         return await list_topics(self._client, self._stream)
 
     async def _purge(self, topic: str) -> int:
-        await self._ensure_stream()
         return await purge_topic(self._client, self._stream, topic)
 
     @property
