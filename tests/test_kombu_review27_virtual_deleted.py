@@ -61,7 +61,8 @@ def test_inspect_of_a_topic_never_published_declares_nothing(
 ) -> None:
     broker = kombu_virtual(transport)
     info = broker.inspect("never")  # (an operator's typo, say)
-    assert (info.length, [(g.name, g.lag) for g in info.groups]) == (0, [("default", 0)])
+    # No queue, no group: the topic is not found (review 31; it reported "default").
+    assert (info.length, [(g.name, g.lag) for g in info.groups]) == (0, [])
     # It declared the topic's exchange and default queue: in Redis, kombu's binding set.
     assert broker.declared == (frozenset(), frozenset())
     broker.publish("jobs", "waiting")

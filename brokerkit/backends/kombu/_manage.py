@@ -30,7 +30,12 @@ def inspect_topic(
 ) -> TopicInfo:
     """``topic``'s :class:`TopicInfo`: the queues of ``groups`` (the groups of it the
     broker knows of) and of its dead-letter topic ``dead_topic`` as RabbitMQ counts
-    them, and the deliveries of it that ``readers`` hold."""
+    them, and the deliveries of it that ``readers`` hold.
+
+    Read-only (passive declares): a group is reported where its queue exists, or
+    where ``readers`` hold a delivery of it; a topic with neither (never published to
+    nor subscribed to, a mistyped name) is reported empty, with no group, as on the
+    other backends, and nothing is declared."""
     dead_queue = link.names.queue(dead_topic, DEFAULT_GROUP)
     queues = [link.names.queue(topic, g) for g in groups]
     link.names.check([*queues, dead_queue])  # queue.declare refuses longer names
@@ -47,7 +52,8 @@ def inspect_topic(
     for group in groups:
         found = counts.get(link.names.queue(topic, group))
         held = sum(1 for lease in leases if lease.reader.subscription.group == group)
-        infos.append(GroupInfo(group, held, None if found is None else found[0]))
+        if found is not None or held:
+            infos.append(GroupInfo(group, held, None if found is None else found[0]))
     default = counts.get(link.names.queue(topic, DEFAULT_GROUP))
     dead = counts.get(dead_queue)
     oldest = min((lease.delivered_at for lease in leases), default=None)

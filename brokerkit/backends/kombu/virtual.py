@@ -320,24 +320,32 @@ class KombuVirtualBroker(Broker):
         with self._io:
             groups = sorted(self._groups.get(topic, {DEFAULT_GROUP}))
 
+        exchange = self.names.exchange(topic)
+
         def look() -> dict[str, int]:
             # A look declares nothing: a queue that does not exist holds nothing (kombu's
-            # memory store would make one to measure it).
+            # memory store would make one to measure it), and is no group: one that
+            # exists is bound to the topic's exchange, or holds a message (on Redis an
+            # empty list is no key: the binding tells).
             channel = self._channel
-            queues = {g: self.names.queue(topic, g) for g in groups}
-            return {
-                g: int(channel._size(q)) if channel._has_queue(q) else 0 for g, q in queues.items()
-            }
+            sizes = {}
+            for group in groups:
+                queue = self.names.queue(topic, group)
+                if channel._has_queue(queue):
+                    sizes[group] = int(channel._size(queue))
+                elif self._routes_to(exchange, queue):
+                    sizes[group] = 0
+            return sizes
 
         sizes = self._call(look, retry=True)
         return TopicInfo(
             topic=topic,
-            length=sizes[DEFAULT_GROUP],
-            groups=tuple(GroupInfo(g, 0, sizes[g]) for g in groups),
+            length=sizes.get(DEFAULT_GROUP, 0),
+            groups=tuple(GroupInfo(g, 0, sizes[g]) for g in groups if g in sizes),
             details={
                 "transport": self.transport,
-                "exchange": self.names.exchange(topic),
-                "queues": {self.names.queue(topic, g): sizes[g] for g in groups},
+                "exchange": exchange,
+                "queues": {self.names.queue(topic, g): sizes[g] for g in groups if g in sizes},
             },
         )
 
