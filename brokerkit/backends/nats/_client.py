@@ -34,6 +34,7 @@ from brokerkit._acompat import within
 from brokerkit._capabilities import Capability
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
+from brokerkit.backends.nats._flush import flush
 from brokerkit.backends.nats._nats_url import check_url, credentials
 from brokerkit.backends.nats._outages import RETRY_WAIT, Outages
 from brokerkit.backends.nats._permissions import Permissions
@@ -428,7 +429,7 @@ class NatsClient(Outages, Permissions):
             wait = min(wait, SHORT_WAIT)  # (it did not answer the last request)
         if wait > 0 and nc.is_connected:
             try:
-                await nc.flush(timeout=wait)  # type: ignore[arg-type]  # (any seconds)
+                await flush(nc, wait)
             except Exception:  # not answering, or reconnecting: nothing will be read now
                 abort(nc)
         else:  # no time left (what was handed back went unanswered), or reconnecting

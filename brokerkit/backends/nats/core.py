@@ -32,6 +32,7 @@ from brokerkit._topics import topic_matches
 from brokerkit._url import BrokerURL
 from brokerkit.aio import bridged
 from brokerkit.backends.nats._client import NatsClient
+from brokerkit.backends.nats._flush import SUBSCRIBE_WAIT, flush
 from brokerkit.backends.nats._options import NatsCoreOptions
 from brokerkit.backends.nats._wire import decode, encode_headers, subject_for, wire_size
 from brokerkit.exceptions import ConnectionFailed, InvalidMessage
@@ -132,7 +133,7 @@ class AsyncNatsCoreBroker(AsyncBroker):
             # (without the buffer written out, a lone flush's PING may precede it)
             for _ in range(1 if _write_buffered(nc) else 2):
                 timeout = max(1, round(deadline - time.monotonic()))
-                flushing = asyncio.ensure_future(nc.flush(timeout=timeout))
+                flushing = asyncio.ensure_future(flush(nc, timeout))
                 noticed = asyncio.ensure_future(lost.wait())
                 try:
                     await asyncio.wait({flushing, noticed}, return_when=asyncio.FIRST_COMPLETED)
@@ -190,8 +191,8 @@ class AsyncNatsCoreBroker(AsyncBroker):
         # leaves the SUB to its flusher task but writes a flush's PING at once, so the
         # first PONG may come before the server read the SUB (a message published then
         # was lost, 23 times in 300 on this machine); the second PING follows the SUB.
-        await nc.flush()
-        await nc.flush()
+        await flush(nc, SUBSCRIBE_WAIT)
+        await flush(nc, SUBSCRIBE_WAIT)
         subscription.state = listening
 
     async def _fetch(
