@@ -187,12 +187,13 @@ class AsyncNatsCoreBroker(AsyncBroker):
             else subject_for(self.options.prefix, subscription.topic)
         )
         listening.nats = await nc.subscribe(subject, cb=handed)
-        # The server has the interest before subscribe() returns. Twice: nats-py (2.16)
-        # leaves the SUB to its flusher task but writes a flush's PING at once, so the
-        # first PONG may come before the server read the SUB (a message published then
-        # was lost, 23 times in 300 on this machine); the second PING follows the SUB.
-        await flush(nc, SUBSCRIBE_WAIT)
-        await flush(nc, SUBSCRIBE_WAIT)
+        # The server has the interest before subscribe() returns: the PONG of a PING
+        # written after the SUB. nats-py (2.16) leaves the SUB to its flusher task but
+        # writes a flush's PING at once, so a lone flush's PONG may come before the
+        # server read the SUB (a message published then was lost, 23 times in 300 on
+        # this machine): the SUB is written out first, or a second PING follows it.
+        for _ in range(1 if _write_buffered(nc) else 2):
+            await flush(nc, SUBSCRIBE_WAIT)
         subscription.state = listening
 
     async def _fetch(
@@ -264,9 +265,9 @@ class AsyncNatsCoreBroker(AsyncBroker):
 def _write_buffered(nc: Client) -> bool:
     """Write out now what nats-py holds for its flusher task, so that the PING of a
     flush that follows comes after it: nats-py writes a flush's PING straight to the
-    socket, ahead of the publishes still in its buffer, and the PONG then confirms only
-    the PING. Whether it could (False: a nats-py without these private attributes;
-    flushing twice then puts a PING after them, as a subscribe does)."""
+    socket, ahead of the publishes (and subscribes) still in its buffer, and the PONG
+    then confirms only the PING. Whether it could (False: a nats-py without these
+    private attributes; flushing twice then puts a PING after them)."""
     pending = getattr(nc, "_pending", None)
     transport = getattr(nc, "_transport", None)
     if not isinstance(pending, list) or transport is None:
