@@ -219,7 +219,9 @@ def _check_userinfo(url: str) -> None:
     ``=`` is how an option value looks). An "@" after the first ``/ ? #`` is taken
     for part of an option's value (``?client_name=me@host``) only after a host
     list: after ``user:`` or ``user:pw`` it ends user-info that a raw ``/ ? #`` cut
-    short (``app:?pw=x@host``). The message never quotes the URL.
+    short (``app:?pw=x@host``), and so it does in a NATS URL, whose user part alone
+    is a token (``nats://Tk?x=y@host``; no NATS option's value holds an ``@``). The
+    message never quotes the URL.
     """
     scheme, _, rest = url.partition("://")
     authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
@@ -231,7 +233,10 @@ def _check_userinfo(url: str) -> None:
     elif not ambiguous and "@" in tail:
         # "app:?pw=x@host": the "@" is in an option's value only if what comes before
         # the first / ? # is a host list; "user:" or "user:pw" is user-info cut short.
-        ambiguous = ":" in authority and _HOST_LIST.fullmatch(authority) is None
+        # In a NATS URL "Tk?x=y@host" is a token cut short (no NATS option holds "@").
+        ambiguous = _token_user(f"{scheme}:") or (
+            ":" in authority and _HOST_LIST.fullmatch(authority) is None
+        )
     if ambiguous:
         raise InvalidURL(
             f"a {scheme}:// URL whose user name or password holds / ? # @ + or = must "
