@@ -302,6 +302,35 @@ def _readable_file(text: str) -> str | None:
     return None
 
 
+#: What marks a PEM private key protected by a pass phrase: PKCS#8's, and OpenSSL's
+#: traditional form's header.
+_ENCRYPTED_KEY = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
+#: How much of a certificate or key file is read to look for an encrypted key.
+_KEY_FILE_READ = 1024 * 1024
+
+
+def _key_file(text: str) -> str | None:
+    """A readable file whose private key, if it holds one, has no pass phrase:
+    brokerkit takes none, and OpenSSL, given none, would ask for it on the terminal at
+    the first connection (blocking it), or fail it without one."""
+    problem = _readable_file(text)
+    if problem:
+        return problem
+    try:
+        with open(text, "rb") as file:
+            head = file.read(_KEY_FILE_READ)
+    except OSError as exc:
+        return f"the file cannot be read by this process ({exc.strerror})"
+    if any(marker in head for marker in _ENCRYPTED_KEY):
+        return (
+            "its private key is encrypted (protected by a pass phrase), and brokerkit "
+            "takes no pass phrase: OpenSSL would ask for it on the terminal at the first "
+            "connection. Give the key without one (openssl pkey -in KEY -out KEY.plain), "
+            "readable by this process's user only"
+        )
+    return None
+
+
 def _client_name(text: str) -> str | None:
     if _CLIENT_NAME.fullmatch(text):
         return None
@@ -320,8 +349,8 @@ _DRIVER_CHECKS: dict[str, Callable[[str], str | None]] = {
     "client_name": _client_name,
     "ssl_cert_reqs": _cert_reqs,
     "ssl_ca_certs": _readable_file,
-    "ssl_certfile": _readable_file,
-    "ssl_keyfile": _readable_file,
+    "ssl_certfile": _key_file,
+    "ssl_keyfile": _key_file,
     "ssl_check_hostname": _boolean,
     "ssl_min_version": _tls_version,
 }

@@ -168,6 +168,14 @@ def _flags(flags: list[ssl.VerifyFlags] | None) -> tuple[ssl.VerifyFlags, ...]:
     return tuple(flags or ())
 
 
+def _no_pass_phrase() -> str:
+    """The pass phrase of a client key that has none given: an error, not a prompt."""
+    raise ssl.SSLError(
+        "the client's private key (ssl_keyfile=, or the key in ssl_certfile=) is encrypted "
+        "with a pass phrase, which brokerkit does not take: give the key without one"
+    )
+
+
 @functools.lru_cache(maxsize=32)
 def _context(
     *,
@@ -196,7 +204,9 @@ def _context(
         context.load_cert_chain(
             certfile=certfile[0] if certfile else None,  # type: ignore[arg-type]
             keyfile=keyfile[0] if keyfile else None,
-            password=password,
+            # never OpenSSL's default, which asks the terminal (connect() refuses an
+            # encrypted key; this one became encrypted on disk since)
+            password=_no_pass_phrase if password is None else password,
         )
     if ca_certs or ca_path or ca_data:
         context.load_verify_locations(
