@@ -36,12 +36,13 @@ _BARS = "▁▂▃▄▅▆▇█"
 class DemoConfig:
     """How big each scene is. The defaults run in about ten seconds.
 
+    :ivar url: the broker's URL; left out of the config's repr (it may hold a password).
     :ivar speed: latency factor of the simulated services in the first scene.
     :ivar plot: where to write the flash-sale chart (``.html``, ``.svg`` or ``.png``).
     :ivar live: redraw the flash sale in place (only on a terminal).
     """
 
-    url: str = "memory://"
+    url: str = field(default="memory://", repr=False)
     orders: int = 5
     speed: float = 1.0
     sale_orders: int = 2400
