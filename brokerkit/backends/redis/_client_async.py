@@ -27,6 +27,7 @@ from brokerkit.backends.redis._connection import (
     backoff_delay,
     cluster_failure,
     connection_kwargs,
+    hide_credentials,
     never_answered,
     note_reached,
     note_url_reached,
@@ -135,7 +136,7 @@ def make_client(
                 redis_class=_SentinelMaster,
                 retry=retry,
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                redis_connect_func=functools.partial(_connected, via=url),
+                redis_connect_func=functools.partial(_connected, url=url, via_sentinels=True),
                 **{"max_connections": 2**31, **kwargs, **timeouts},
                 **_DRIVER,
             )
@@ -146,7 +147,7 @@ def make_client(
             max_connections=2**31,  # redis-py's sync default: no cap in practice
             retry=retry,
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            redis_connect_func=_connected,
+            redis_connect_func=functools.partial(_connected, url=url),
             **timeouts,
             **_DRIVER,
         )
@@ -431,15 +432,21 @@ class _MasterSSLConnection(_MasterConnection, AsyncSharedContextSSLConnection):
     """:class:`_MasterConnection` over TLS."""
 
 
-async def _connected(connection: Any, via: BrokerURL | None = None) -> None:
-    """A new connection is up: shake hands as redis-py does (authenticate, select the
-    database), then note that the server answered (and the Sentinel set that named it,
-    ``via``). Noted only after the handshake: a server that refuses the credentials
-    was never reached, so its refusal is not ridden out as a lost connection."""
-    await connection.on_connect()
+async def _connected(connection: Any, url: BrokerURL, *, via_sentinels: bool = False) -> None:
+    """A new connection to ``url``'s server is up: shake hands as redis-py does
+    (authenticate, select the database), then note that the server answered (and, with
+    ``via_sentinels``, the Sentinel set that named it). Noted only after the handshake:
+    a server that refuses the credentials was never reached, so its refusal is not
+    ridden out as a lost connection. A handshake's error never shows the credentials
+    (:func:`hide_credentials`), wherever it is raised or logged from."""
+    try:
+        await connection.on_connect()
+    except Exception as exc:
+        hide_credentials(exc, url)
+        raise
     note_reached(getattr(connection, "host", "localhost"), getattr(connection, "port", 6379))
-    if via is not None:
-        note_url_reached(via)
+    if via_sentinels:
+        note_url_reached(url)
 
 
 class Reconnector:
