@@ -173,32 +173,41 @@ local function gather(command, key, items, first, last)
   return out
 end
 
--- The receipts of a lease group (see the module's documentation).
-local function group_receipts(g)
+-- (nonce, first index, how many, ':<consumer>') of a lease group brokerkit wrote,
+-- '<nonce><first>+<n>:<consumer>', or nil for any other member (a receipt, a group of
+-- one; or another program's: counts that are no whole numbers, none, or past 14 digits).
+local function group_parts(g)
   local colon = string.find(g, ':', 1, true)
   local plus = string.find(g, '+', 1, true)
-  if not colon or not plus or plus > colon then return {g} end
   local dash = string.find(g, '-', 1, true)
-  if not dash or dash > plus then return {g} end  -- not a group brokerkit wrote
-  local nonce, first = string.sub(g, 1, dash), tonumber(string.sub(g, dash + 1, plus - 1))
-  local n, tail = tonumber(string.sub(g, plus + 1, colon - 1)), string.sub(g, colon)
-  if not first or not n then return {g} end
+  if not colon or not plus or not dash or plus > colon or dash > plus then return nil end
+  -- digits only: tonumber also reads 'inf', '0x10' and '1e300'
+  local first, n = string.sub(g, dash + 1, plus - 1), string.sub(g, plus + 1, colon - 1)
+  if not string.find(first, '^%d+$') or not string.find(n, '^%d+$') then return nil end
+  first, n = tonumber(first), tonumber(n)
+  if n < 1 or #string.format('%d', first + n) > 14 then return nil end
+  return string.sub(g, 1, dash), first, n, string.sub(g, colon)
+end
+
+-- The receipts of lease group g from its index `from` to `to` (0 to n - 1: see the
+-- module's documentation), or {g} for a member that is no group (group_parts).
+local function group_receipts(g, from, to)
+  local nonce, first, n, tail = group_parts(g)
+  if not nonce then return {g} end
   local out = {}
-  for i = 0, n - 1 do out[i + 1] = nonce .. (first + i) .. tail end
+  for i = from or 0, to or n - 1 do
+    out[#out + 1] = nonce .. string.format('%d', first + i) .. tail
+  end
   return out
 end
 
 -- A group split after its first k receipts: (the group of those k, the group of the
 -- rest), or nil when g is not a group brokerkit wrote.
 local function split_group(g, k)
-  local colon = string.find(g, ':', 1, true)
-  local plus = string.find(g, '+', 1, true)
-  local dash = string.find(g, '-', 1, true)
-  if not colon or not plus or not dash or plus > colon or dash > plus then return nil end
-  local nonce, first = string.sub(g, 1, dash), tonumber(string.sub(g, dash + 1, plus - 1))
-  local n, tail = tonumber(string.sub(g, plus + 1, colon - 1)), string.sub(g, colon)
-  if not first or not n or k < 1 or k >= n then return nil end
-  return nonce .. first .. '+' .. k .. tail, nonce .. (first + k) .. '+' .. (n - k) .. tail
+  local nonce, first, n, tail = group_parts(g)
+  if not nonce or k < 1 or k >= n then return nil end
+  local f = string.format
+  return nonce .. f('%d+%d', first, k) .. tail, nonce .. f('%d+%d', first + k, n - k) .. tail
 end
 
 -- No lease left: every group is empty, drop the index.

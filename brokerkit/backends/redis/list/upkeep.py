@@ -48,15 +48,29 @@ local function known_batches(C)
   end
   return nonces
 end
+-- How many receipts of a known lease group g may name a lease: none past the end of
+-- the batch it names, and none when there is no batch and its consumer holds no lease
+-- an earlier version recorded (another program's group may claim 10^14 receipts, or
+-- none); 1 for a member that is no group (see group_parts).
+local function group_size(g)
+  local nonce, first, n, tail = group_parts(g)
+  if not nonce then return 1 end
+  local C = string.sub(tail, 2)
+  local flags = flags_of(C, nonce)
+  if flags then return math.max(math.min(n, #flags - first), 0) end
+  if redis.call('HLEN', leases_of(C)) == 0 then return 0 end
+  return n
+end
 local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
 -- Whether this call would dead-letter a delivery it hands back (at max_deliveries):
--- read before anything is written (see dead_letters_ok), over every due group and
--- dead consumer of the call, past its budget (what the budget leaves would be refused
--- by the next call).
+-- read before anything is written (see dead_letters_ok), over the latest `budget`
+-- receipts of every due group (all this call may look at) and every dead consumer of
+-- the call, past its budget (what the budget leaves would be refused by the next call).
 local function would_dead_letter()
   for _, group in ipairs(due) do
     if known_group(group) then
-      for _, r in ipairs(group_receipts(group)) do
+      local size = group_size(group)
+      for _, r in ipairs(group_receipts(group, math.max(size - budget, 0), size - 1)) do
         local nonce, C, i = batch_of(r)
         local flags = nonce and flags_of(C, nonce)
         local e, v
@@ -102,27 +116,26 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   if budget <= 0 then more = true; break end
   if known_group(due[i]) then
   local group = due[i]
-  local receipts = group_receipts(group)
-  local from = 1
-  if #receipts > budget then
+  local size, skip = group_size(group), 0
+  if size > budget then
     -- Look at the group's latest `budget` receipts now; the earlier ones stay a
     -- group of their own, with the score the whole group had (still a lower bound).
-    from = #receipts - budget + 1
-    local head, rest = split_group(group, from - 1)
+    local head, rest = split_group(group, size - budget)
     if head then
       redis.call('ZADD', DEADLINES, scores[i], head)
       redis.call('ZREM', DEADLINES, group)
       group = rest
       more = true
-    else
-      from = 1
+      skip = size - budget
     end
   end
-  budget = budget - (#receipts - from + 1)
+  local receipts, from = group_receipts(due[i], skip, size - 1), 1
+  budget = budget - #receipts
   local earliest
   -- a group is one batch's (or an earlier version's): its flags are read once, and
-  -- what expired is handed back with one write of them
-  local nonce, C = batch_of(receipts[from])
+  -- what expired is handed back with one write of them (a group naming no lease, none)
+  local nonce, C
+  if receipts[from] then nonce, C = batch_of(receipts[from]) end
   local flags = nonce and flags_of(C, nonce)
   if flags then
     local name = nonce .. ':' .. C
@@ -314,10 +327,12 @@ end
 local records = redis.call('HGETALL', EXPIRY)
 for j = 1, #records, 2 do
   local r, v = records[j], records[j + 1]
-  local C = consumer_of(r)
-  local nonce = batch_of(r)
   local colon = string.find(r, ':', 1, true)
-  if string.sub(r, colon - 1, colon - 1) == '-' then
+  -- (a field without a consumer is no lease: another program's, not counted)
+  local C = colon and consumer_of(r)
+  local nonce = colon and batch_of(r)
+  if not colon then
+  elseif string.sub(r, colon - 1, colon - 1) == '-' then
     -- a batch: its leased deliveries are the flags '0' and '2'
     local flags = declared(C) and redis.call('HGET', fetches_of(C), string.sub(r, 1, colon - 1))
     local _, n = string.gsub(flags or '', '[02]', '')

@@ -8,7 +8,7 @@ from typing import Any
 
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
-from brokerkit.backends.redis.list.plan import TopicPlan, as_text, consumer_of
+from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of
 
 __all__ = ["RESCUE_LEASES", "RESCUE_LIMIT", "inspect_once", "rescue_once"]
 
@@ -46,19 +46,22 @@ async def rescue_once(
         ("ZRANGE", keys.deadlines, 0, RESCUE_LIMIT - 1),
         ("ZRANGE", keys.consumers, 0, RESCUE_LIMIT - 1),
     )
-    batches = [as_text(g) for g in groups]
-    names = [consumer_of(g) for g in batches] + [as_text(c) for c in consumers]
+    batches = [_name(g) for g in groups]
+    names = [consumer_of(g) for g in batches] + [_name(c) for c in consumers]
     if own:
         names.append(own)
     args = [*plan.common, RESCUE_LIMIT, own, RESCUE_LEASES]
     on: Any = None if held is None else AsyncHeldClient(held)
-    reply: list[Any] = await run(keys=plan.keys_for(names, batches), args=args, client=on)
+    reply: list[Any] = await run(keys=_wire(plan.keys_for(names, batches)), args=args, client=on)
     if reply[6]:
-        dead = [as_text(c) for c in reply[6]]
-        fetched = await _read(client, held, *[("HKEYS", keys.fetches(c)) for c in dead])
+        dead = [_name(c) for c in reply[6]]
+        fetches = _wire([keys.fetches(c) for c in dead])
+        fetched = await _read(client, held, *[("HKEYS", key) for key in fetches])
         for consumer, nonces in zip(dead, fetched, strict=True):
-            batches.extend(f"{as_text(n)}0:{consumer}" for n in nonces)
-        again: list[Any] = await run(keys=plan.keys_for(names, batches), args=args, client=on)
+            batches.extend(f"{_name(n)}0:{consumer}" for n in nonces)
+        again: list[Any] = await run(
+            keys=_wire(plan.keys_for(names, batches)), args=args, client=on
+        )
         for index in (0, 2, 4):  # handed back, orphans, held messages released
             again[index] += reply[index]
         reply = again
@@ -90,5 +93,18 @@ async def inspect_once(client: Any, run: AsyncLua, plan: TopicPlan) -> Any:
         pipe.zrange(plan.keys.consumers, 0, -1)
         pipe.hkeys(plan.keys.expiry)
         consumers, receipts = await pipe.execute()
-    names = [as_text(c) for c in consumers] + [consumer_of(as_text(r)) for r in receipts]
-    return await run(keys=plan.keys_for(names), args=plan.common)
+    names = [_name(c) for c in consumers] + [consumer_of(_name(r)) for r in receipts]
+    return await run(keys=_wire(plan.keys_for(names)), args=plan.common)
+
+
+def _name(value: bytes | str) -> str:
+    """A name Redis returned (a member, a field) as text; bytes that are not UTF-8
+    (another program wrote them: brokerkit's names are UTF-8) as surrogates, which
+    :func:`_wire` turns back into the same bytes."""
+    return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
+
+
+def _wire(keys: list[str]) -> list[str | bytes]:
+    """``keys`` as a script is given them: one holding a name :func:`_name` read
+    from bytes that are not UTF-8 as those bytes (redis-py encodes text strictly)."""
+    return [key if key.isascii() else key.encode(errors="surrogateescape") for key in keys]
