@@ -33,7 +33,8 @@ TOO_FAR: list[dict[str, Any]] = [
     {"delay": 10**30},
     {"delay": LATEST_DUE},
     {"at": 1.7e308},
-    {"at": time.time() * 1000},
+    {"at": 1_796_600_000_000.0},  # epoch milliseconds of December 2026 (fixed: xdist
+    # workers must collect the same ids)
     {"at": LATEST_DUE + 1},
     {
         "at": datetime.datetime(
