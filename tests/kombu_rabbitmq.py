@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import amqp.exceptions
 import kombu
 import pytest
 
@@ -56,6 +57,22 @@ def publish_raw(exchange: str, messages: list[tuple[Any, str | bytes]]) -> None:
         for message, routing_key in messages:
             channel.basic_publish_confirm(message, exchange=exchange, routing_key=routing_key)
         channel.close()
+
+
+def exists(kind: str, name: str) -> bool:
+    """Whether the ``"queue"`` or ``"exchange"`` ``name`` exists on the RabbitMQ under
+    test (a passive declare: it makes nothing)."""
+    with raw_connection() as connection:
+        channel = connection.channel()
+        try:
+            if kind == "queue":
+                channel.queue_declare(name, passive=True)
+            else:
+                channel.exchange_declare(name, "fanout", passive=True)
+        except amqp.exceptions.NotFound:  # (it closed the channel)
+            return False
+        channel.close()
+        return True
 
 
 def close_and_delete(brokers: list[Any]) -> None:

@@ -1,9 +1,9 @@
 """TCP stand-ins for a network between a client and a test server: a listener that
 hands each connection to a handler thread, :func:`pipe`, which forwards one direction
-of a proxied connection, and :class:`BlackHole`, a proxy that can stop forwarding
-while it keeps every connection open (as a network cut or a firewall that drops
-packets does: nothing closes the connection, so only the client's own bounds can end
-a wait on it)."""
+of a proxied connection, :class:`Recording`, a proxy that records what clients send,
+and :class:`BlackHole`, a proxy that can stop forwarding while it keeps every
+connection open (as a network cut or a firewall that drops packets does: nothing
+closes the connection, so only the client's own bounds can end a wait on it)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BlackHole", "Listener", "pipe"]
+__all__ = ["BlackHole", "Listener", "Recording", "pipe"]
 
 
 def pipe(
@@ -86,6 +86,32 @@ class Listener:
             sock.close()
         for thread in self._threads:
             thread.join(10)
+
+
+class Recording(Listener):
+    """A TCP proxy to ``target`` that records what clients send (before forwarding it)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._lock = threading.Lock()
+        self._sent = bytearray()
+        super().__init__()
+
+    def serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(self._target)
+        self.keep(upstream)
+        self.spawn(pipe, client, upstream, self._record)
+        self.spawn(pipe, upstream, client)
+
+    def _record(self, data: bytes, first: bool) -> bytes:
+        with self._lock:
+            self._sent += data
+        return data
+
+    def sent(self) -> bytes:
+        """Everything the clients have sent so far, in the order sent."""
+        with self._lock:
+            return bytes(self._sent)
 
 
 class BlackHole(Listener):

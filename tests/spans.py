@@ -12,17 +12,23 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
 
-__all__ = ["recorded_spans"]
+__all__ = ["instrument", "recorded_spans"]
+
+
+def instrument(exported: InMemorySpanExporter, provider: TracerProvider | None = None) -> None:
+    """Instrument brokerkit with ``provider`` (by default a new one), which then
+    exports every span it ends to ``exported`` too."""
+    provider = TracerProvider() if provider is None else provider
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    BrokerkitInstrumentor().instrument(tracer_provider=provider)
 
 
 @contextmanager
-def recorded_spans() -> Iterator[InMemorySpanExporter]:
-    """brokerkit instrumented with a tracer provider of its own while the block runs;
-    yields the exporter that holds every span it ended."""
+def recorded_spans(provider: TracerProvider | None = None) -> Iterator[InMemorySpanExporter]:
+    """brokerkit instrumented with ``provider`` (by default a tracer provider of its
+    own) while the block runs; yields the exporter that holds every span it ended."""
     exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
+    instrument(exported, provider)
     try:
         yield exported
     finally:

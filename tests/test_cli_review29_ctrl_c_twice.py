@@ -16,21 +16,19 @@ taken would test nothing.
 
 from __future__ import annotations
 
-import select
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.test_cli_review30_publish_ctrl_c import (
-    CHILD,
     GUARD,
-    TAKEN,
+    _child,
     _ended,
-    _received,
+    _first_ctrl_c_taken,
+    _redis_urls,
     _sleeping,
     silent_server,
 )
@@ -55,32 +53,10 @@ pytestmark = pytest.mark.skipif(
 def test_ctrl_c_pressed_again_stops_a_command_waiting_on_a_silent_server(
     silent_server: socket.socket, argv: list[str]
 ) -> None:
-    port = silent_server.getsockname()[1]
-    query = "socket_timeout=600&socket_connect_timeout=600"
-    urls = {
-        "url": f"redis+stream://127.0.0.1:{port}/0?{query}",
-        "list_url": f"redis+list://127.0.0.1:{port}/0?{query}",
-    }
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *(a.format(**urls) for a in argv)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    accepted: list[socket.socket] = []
-    try:
+    urls = _redis_urls(silent_server.getsockname()[1])
+    with _child([a.format(**urls) for a in argv], stdin=None) as (child, accepted):
         accepted.append(silent_server.accept()[0])
-        # Each Ctrl-C once the command sleeps in its wait for the answer: one landing
-        # just before that blocking call began was only noted by CPython, and taken
-        # when the call ended (600 s later): "the first Ctrl-C was not taken".
-        _received(accepted[0])
-        _sleeping(child.pid)
-        assert child.stdout is not None and child.stderr is not None
-        child.send_signal(signal.SIGINT)
-        # the first Ctrl-C only asks the command to stop at its next safe point
-        assert select.select([child.stdout], [], [], GUARD)[0], "the first Ctrl-C was not taken"
-        line = child.stdout.readline()
-        assert line == TAKEN + "\n", f"the first Ctrl-C ended the command: {_ended(child)}"
+        _first_ctrl_c_taken(child, accepted[0])
         _sleeping(child.pid)  # back in its wait
         child.send_signal(signal.SIGINT)
         try:
@@ -88,14 +64,6 @@ def test_ctrl_c_pressed_again_stops_a_command_waiting_on_a_silent_server(
         except subprocess.TimeoutExpired:
             pytest.fail("a second Ctrl-C did not stop the command")
         assert status == 130, _ended(child)
+        assert child.stderr is not None
         stderr = child.stderr.read()
         assert "Traceback" not in stderr and "error" not in stderr
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()
-        for connection in accepted:
-            connection.close()

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,60 @@ def _received(connection: socket.socket) -> None:
         data += chunk
 
 
+def _redis_urls(port: int) -> dict[str, str]:
+    """The redis+stream (``url``) and redis+list (``list_url``) URLs of the server on
+    ``port``, their timeouts beyond any guard."""
+    return {
+        "url": f"redis+stream://127.0.0.1:{port}/0?{QUERY}",
+        "list_url": f"redis+list://127.0.0.1:{port}/0?{QUERY}",
+    }
+
+
+@contextmanager
+def _child(
+    argv: list[str], stdin: int | None = subprocess.DEVNULL
+) -> Iterator[tuple[subprocess.Popen[str], list[socket.socket]]]:
+    """``brokerkit ARGV`` run by :data:`CHILD` in a child process (text pipes); yields it
+    and a list for the connections the test accepts from it. On the way out the child
+    is killed if still running, and its stdout, stderr and those connections closed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *argv],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    accepted: list[socket.socket] = []
+    try:
+        yield child, accepted
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(30)
+        for stream in (child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+        for connection in accepted:
+            connection.close()
+
+
+def _first_ctrl_c_taken(child: subprocess.Popen[str], connection: socket.socket) -> None:
+    """Send ``child`` a Ctrl-C once it has sent its first command on ``connection`` and
+    sleeps in its wait for the answer; return once the command has taken it without
+    ending (it only asks the command to stop at its next safe point).
+
+    A Ctrl-C landing just before that blocking call began would only be noted by
+    CPython, and taken when the call ended (600 s later): "the first Ctrl-C was not
+    taken"."""
+    _received(connection)
+    _sleeping(child.pid)
+    assert child.stdout is not None
+    child.send_signal(signal.SIGINT)
+    assert select.select([child.stdout], [], [], GUARD)[0], "the first Ctrl-C was not taken"
+    line = child.stdout.readline()
+    assert line == TAKEN + "\n", f"the first Ctrl-C ended the command: {_ended(child)}"
+
+
 @pytest.fixture
 def silent_server() -> Iterator[socket.socket]:
     """A TCP server that accepts connections and never answers."""
@@ -118,15 +173,8 @@ def test_ctrl_c_pressed_again_stops_a_publish_waiting_on_a_silent_server(
 ) -> None:
     port = silent_server.getsockname()[1]
     url = f"{scheme}://127.0.0.1:{port}/0?{QUERY}"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, "publish", url, "orders", *argv],
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    accepted: list[socket.socket] = []
-    try:
+    pipe = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
+    with _child(["publish", url, "orders", *argv], stdin=pipe) as (child, accepted):
         if stdin is not None:
             assert child.stdin is not None
             child.stdin.write(stdin)
@@ -136,14 +184,7 @@ def test_ctrl_c_pressed_again_stops_a_publish_waiting_on_a_silent_server(
         except TimeoutError:
             state = "still running" if child.poll() is None else _ended(child)
             pytest.fail(f"the command never connected within {GUARD} s: {state}")
-        _received(accepted[0])
-        _sleeping(child.pid)  # the command waits for the server's answer
-        assert child.stdout is not None and child.stderr is not None
-        child.send_signal(signal.SIGINT)
-        # the first Ctrl-C only asks the command to stop between two batches
-        assert select.select([child.stdout], [], [], GUARD)[0], "the first Ctrl-C was not taken"
-        line = child.stdout.readline()
-        assert line == TAKEN + "\n", f"the first Ctrl-C ended the command: {_ended(child)}"
+        _first_ctrl_c_taken(child, accepted[0])  # (stops the publish between two batches)
         _sleeping(child.pid)  # back in its wait
         child.send_signal(signal.SIGINT)
         try:
@@ -151,6 +192,7 @@ def test_ctrl_c_pressed_again_stops_a_publish_waiting_on_a_silent_server(
         except subprocess.TimeoutExpired:
             pytest.fail("a second Ctrl-C did not stop the publish")
         assert status == 130, _ended(child)
+        assert child.stdout is not None and child.stderr is not None
         stdout, stderr = child.stdout.read(), child.stderr.read()
         assert stdout == "", stdout  # no id (none came back); the second Ctrl-C raised
         assert "Traceback" not in stderr and "error" not in stderr, stderr
@@ -158,12 +200,3 @@ def test_ctrl_c_pressed_again_stops_a_publish_waiting_on_a_silent_server(
         assert last.startswith("interrupted: published 0 messages"), stderr
         assert f"{under_way} when a second Ctrl-C stopped the command" in last, stderr
         assert "may be stored, with no id printed" in last, stderr
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        for stream in (child.stdout, child.stderr):
-            if stream is not None:
-                stream.close()
-        for connection in accepted:
-            connection.close()

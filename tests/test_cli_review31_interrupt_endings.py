@@ -18,22 +18,19 @@ tests/test_cli_review30_publish_ctrl_c.py).
 
 from __future__ import annotations
 
-import select
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from brokerkit.exceptions import ConnectionFailed
 from tests.test_cli_review30_publish_ctrl_c import (
-    CHILD,
     GUARD,
-    TAKEN,
-    _ended,
-    _received,
+    _child,
+    _first_ctrl_c_taken,
+    _redis_urls,
     _sleeping,
     silent_server,
 )
@@ -53,17 +50,6 @@ pytestmark = pytest.mark.skipif(
 AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 
 
-def _finish(child: subprocess.Popen[str], accepted: list[socket.socket]) -> None:
-    if child.poll() is None:
-        child.kill()
-    child.wait(30)
-    for stream in (child.stdout, child.stderr):
-        if stream is not None:
-            stream.close()
-    for connection in accepted:
-        connection.close()
-
-
 @pytest.mark.parametrize(
     "argv",
     [
@@ -78,15 +64,7 @@ def test_one_ctrl_c_while_connecting_says_interrupted(
 ) -> None:
     port = silent_server.getsockname()[1]
     url = f"kombu+amqp://guest:guest@127.0.0.1:{port}//?connect_timeout=600"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *(a.format(url=url) for a in argv)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    accepted: list[socket.socket] = []
-    try:
+    with _child([a.format(url=url) for a in argv]) as (child, accepted):
         accepted.append(silent_server.accept()[0])
         accepted[0].settimeout(GUARD)
         header = b""
@@ -107,8 +85,6 @@ def test_one_ctrl_c_while_connecting_says_interrupted(
         assert "Traceback" not in stderr and "error" not in stderr, stderr
         assert stderr.strip().splitlines()[-1:] == ["interrupted"], stderr
         assert child.stdout.read() == ""
-    finally:
-        _finish(child, accepted)
 
 
 @pytest.mark.parametrize(
@@ -127,29 +103,10 @@ def test_one_ctrl_c_while_connecting_says_interrupted(
 def test_an_error_after_the_first_ctrl_c_ends_as_the_interrupt(
     silent_server: socket.socket, argv: list[str], last: str
 ) -> None:
-    port = silent_server.getsockname()[1]
-    query = "socket_timeout=600&socket_connect_timeout=600"
-    urls = {
-        "url": f"redis+stream://127.0.0.1:{port}/0?{query}",
-        "list_url": f"redis+list://127.0.0.1:{port}/0?{query}",
-    }
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *(a.format(**urls) for a in argv)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    accepted: list[socket.socket] = []
-    try:
+    urls = _redis_urls(silent_server.getsockname()[1])
+    with _child([a.format(**urls) for a in argv]) as (child, accepted):
         accepted.append(silent_server.accept()[0])
-        _received(accepted[0])
-        _sleeping(child.pid)
-        assert child.stdout is not None and child.stderr is not None
-        child.send_signal(signal.SIGINT)
-        assert select.select([child.stdout], [], [], GUARD)[0], "the Ctrl-C was not taken"
-        line = child.stdout.readline()
-        assert line == TAKEN + "\n", f"the first Ctrl-C ended the command: {_ended(child)}"
+        _first_ctrl_c_taken(child, accepted[0])
         # the server goes away: the wait under way ends in an error (connection refused
         # on every retry), after the Ctrl-C
         accepted.pop().close()
@@ -158,14 +115,13 @@ def test_an_error_after_the_first_ctrl_c_ends_as_the_interrupt(
             status = child.wait(GUARD)
         except subprocess.TimeoutExpired:
             pytest.fail("the command did not end once the server had gone")
+        assert child.stderr is not None
         stderr = child.stderr.read()
         assert status == 130, f"status {status}, stderr {stderr!r}"
         assert "Traceback" not in stderr and "brokerkit: error" not in stderr, stderr
         final = stderr.strip().splitlines()[-1]
         assert final.startswith(last), stderr
         assert "could not connect" in final, stderr  # what ended the wait is told
-    finally:
-        _finish(child, accepted)
 
 
 def _fails_then_ctrl_c() -> None:

@@ -14,7 +14,6 @@ import select
 import subprocess
 import sys
 import time
-from contextlib import suppress
 
 import pytest
 
@@ -22,6 +21,7 @@ import brokerkit
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._unlink import unlink_prefixed
 from tests.conftest import RedisTarget
+from tests.test_cli_review30_publish_head import _publishing
 
 pytest.importorskip("typer")
 
@@ -58,42 +58,29 @@ def test_lines_from_a_pipe_that_stays_open_are_published_as_they_come(
     redis_target: RedisTarget, prefix: str
 ) -> None:
     url = redis_target.url("redis+stream", prefix=prefix)
-    child = subprocess.Popen(
-        [sys.executable, "-m", "brokerkit.cli", "publish", url, "orders", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-    )
     try:
-        assert child.stdin is not None and child.stdout is not None
-        fd = child.stdout.fileno()
-        child.stdin.write(b"one\ntwo\nthree\n")
-        ids, rest = _lines(fd, 3)
-        assert all(ids), ids
-        # the last line's break comes in two writes: it goes out once it has come
-        child.stdin.write(b"fo")
-        child.stdin.write(b"ur\r\n")
-        more, rest = _lines(fd, 1, rest)
-        assert _bodies(url) == ["one", "two", "three", "four"]
-        child.stdin.write(b"five")  # no line break: stdin's end ends the line
-        child.stdin.close()
-        status = child.wait(GUARD)
-        assert child.stderr is not None
-        stderr = child.stderr.read().decode()
-        assert status == 0, stderr
-        last, _ = _lines(fd, 1, rest)
-        assert len({*ids, *more, *last}) == 5
-        assert "published 5 messages to 'orders'" in stderr
-        assert _bodies(url) == ["five"]
+        with _publishing(url, "-") as child:
+            assert child.stdin is not None and child.stdout is not None
+            fd = child.stdout.fileno()
+            child.stdin.write(b"one\ntwo\nthree\n")
+            ids, rest = _lines(fd, 3)
+            assert all(ids), ids
+            # the last line's break comes in two writes: it goes out once it has come
+            child.stdin.write(b"fo")
+            child.stdin.write(b"ur\r\n")
+            more, rest = _lines(fd, 1, rest)
+            assert _bodies(url) == ["one", "two", "three", "four"]
+            child.stdin.write(b"five")  # no line break: stdin's end ends the line
+            child.stdin.close()
+            status = child.wait(GUARD)
+            assert child.stderr is not None
+            stderr = child.stderr.read().decode()
+            assert status == 0, stderr
+            last, _ = _lines(fd, 1, rest)
+            assert len({*ids, *more, *last}) == 5
+            assert "published 5 messages to 'orders'" in stderr
+            assert _bodies(url) == ["five"]
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(30)
-        for stream in (child.stdin, child.stdout, child.stderr):
-            if stream is not None:
-                with suppress(BrokenPipeError):
-                    stream.close()
         unlink_prefixed(BrokerURL.parse(redis_target.url("redis")), prefix)
 
 

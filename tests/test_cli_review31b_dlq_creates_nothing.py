@@ -20,12 +20,11 @@ import subprocess
 import sys
 import uuid
 
-import amqp.exceptions
 import pytest
 
 import brokerkit
 from tests.conftest import RedisTarget
-from tests.kombu_rabbitmq import amqp_url, delete_names, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import amqp_url, delete_names, exists, rabbitmq
 from tests.nats_server import nats_prefix, nats_url
 
 __all__ = ["nats_prefix", "nats_url", "rabbitmq"]  # fixtures
@@ -74,20 +73,6 @@ def test_redis_keeps_no_key(
         client.close()
 
 
-def _exists(kind: str, name: str) -> bool:
-    with raw_connection() as connection:
-        channel = connection.channel()
-        try:
-            if kind == "queue":
-                channel.queue_declare(name, passive=True)
-            else:
-                channel.exchange_declare(name, "fanout", passive=True)
-        except amqp.exceptions.NotFound:
-            return False
-        channel.close()
-        return True
-
-
 def test_kombu_declares_no_queue_nor_exchange(rabbitmq: str, topic: str) -> None:
     prefix = f"cli31b-{uuid.uuid4().hex[:8]}"
     topics = [topic, f"{topic}.dlq", f"{topic}.dlq.dlq"]
@@ -97,8 +82,8 @@ def test_kombu_declares_no_queue_nor_exchange(rabbitmq: str, topic: str) -> None
     try:
         _listed_none(_dlq(f"{amqp_url()}?prefix={prefix}", topic), topic)
         made = sorted(
-            [n for n in exchanges if _exists("exchange", n)]
-            + [n for n in queues if _exists("queue", n)]
+            [n for n in exchanges if exists("exchange", n)]
+            + [n for n in queues if exists("queue", n)]
         )
         assert made == [], f"a listing of a never-used topic declared {made}"
     finally:

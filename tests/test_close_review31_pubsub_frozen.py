@@ -31,6 +31,7 @@ import brokerkit.backends.redis.pubsub.resubscribing_async
 from brokerkit.backends.redis import _connection
 from brokerkit.exceptions import BrokerClosed
 from tests.redis_server import RedisServer
+from tests.waiting import call_in_thread
 
 #: Seconds any wait here may take at most: the guard of a test that would hang.
 GUARD = 15.0
@@ -82,16 +83,7 @@ def test_sync_close_cuts_a_receive_reconnecting_to_a_frozen_server(
         subscription = broker.subscribe("jobs")
         _lose_and_freeze(redis_server)
         reconnecting.clear()
-        raised: list[BaseException] = []
-
-        def receive() -> None:
-            try:
-                subscription.receive(timeout=GUARD * 4)
-            except BaseException as exc:  # (what it raises is the test)
-                raised.append(exc)
-
-        receiver = threading.Thread(target=receive, daemon=True)
-        receiver.start()
+        receiver, raised = call_in_thread(lambda: subscription.receive(timeout=GUARD * 4))
         assert reconnecting.wait(GUARD), "the receive did not reconnect"
         closer = threading.Thread(target=broker.close, daemon=True)
         closer.start()

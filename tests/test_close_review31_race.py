@@ -36,6 +36,8 @@ from brokerkit.exceptions import BrokerClosed, ConnectionFailed
 from tests.nats_server import nats_address
 from tests.redis_server import RedisServer
 from tests.test_nats_review30_core_close_publish import _Cuttable, _Lost, lost
+from tests.test_redis_review30_close_wakes_retries import call_of
+from tests.waiting import call_in_thread
 
 __all__ = ["lost"]  # fixture
 
@@ -63,15 +65,6 @@ REDIS_CASES: list[tuple[str, str, type[Exception]]] = [
     ("redis+list", "inspect", ConnectionFailed),
     ("redis+pubsub", "subscribe", BrokerClosed),
 ]
-
-
-def _call(broker: Any, call: str, topic: str) -> Callable[[], Any]:
-    if call == "publish":
-        return lambda: broker.publish(topic, "late")
-    if call == "subscribe":
-        group = "g" if broker.url.scheme in ("redis+stream", "nats") else None
-        return lambda: broker.subscribe(topic, group=group)
-    return lambda: getattr(broker, call)(topic)
 
 
 def _close_first_sync(broker: Any, call: str) -> threading.Thread:
@@ -124,17 +117,7 @@ def _close_first_async(broker: Any, call: str) -> list[asyncio.Future[None]]:
 
 def _run_sync(broker: Any, call: str, raises: type[Exception]) -> None:
     closer = _close_first_sync(broker, call)
-    raised: list[BaseException] = []
-    run = _call(broker, call, "jobs")
-
-    def calling() -> None:
-        try:
-            run()
-        except BaseException as exc:  # (what it raises is the test)
-            raised.append(exc)
-
-    caller = threading.Thread(target=calling, daemon=True)
-    caller.start()
+    caller, raised = call_in_thread(call_of(broker, call, "jobs"))
     caller.join(GUARD)
     assert not caller.is_alive(), f"the {call} went on retrying after the close began"
     closer.join(GUARD)
@@ -145,7 +128,7 @@ def _run_sync(broker: Any, call: str, raises: type[Exception]) -> None:
 
 async def _run_async(broker: Any, call: str, raises: type[Exception]) -> None:
     closing = _close_first_async(broker, call)
-    run: Callable[[], Awaitable[Any]] = _call(broker, call, "jobs")
+    run: Callable[[], Awaitable[Any]] = call_of(broker, call, "jobs")
     task = asyncio.ensure_future(run())
     done, _ = await asyncio.wait((task,), timeout=GUARD)
     assert done, f"the {call} went on retrying after the close began"

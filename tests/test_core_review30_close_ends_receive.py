@@ -19,6 +19,7 @@ import brokerkit.aio
 from brokerkit.exceptions import BrokerClosed
 from tests.redis_server import RedisServer
 from tests.test_redis_review30_close_wakes_retries import GUARD, RECONNECT, retrying
+from tests.waiting import call_in_thread
 
 __all__ = ["retrying"]  # fixture
 
@@ -34,16 +35,7 @@ def test_sync_a_receive_the_close_cuts_short_raises_broker_closed(
     try:
         subscription = broker.subscribe("jobs", group="g")
         redis_server.kill()
-        raised: list[BaseException] = []
-
-        def receiving() -> None:
-            try:
-                subscription.receive(timeout=GUARD * 4)
-            except BaseException as exc:  # (what it raises is the test)
-                raised.append(exc)
-
-        receiver = threading.Thread(target=receiving, daemon=True)
-        receiver.start()
+        receiver, raised = call_in_thread(lambda: subscription.receive(timeout=GUARD * 4))
         assert retrying.wait(GUARD), "the receive did not retry"
         closer = threading.Thread(target=broker.close, daemon=True)
         closer.start()

@@ -19,11 +19,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import amqp.exceptions
 import pytest
 
 import brokerkit
-from tests.kombu_rabbitmq import amqp_url, delete_names, kombu_broker, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import amqp_url, delete_names, exists, kombu_broker, rabbitmq
 from tests.test_kombu_virtual import kombu_virtual, virtual_url
 
 __all__ = ["kombu_broker", "kombu_virtual", "rabbitmq", "virtual_url"]  # fixtures
@@ -31,20 +30,6 @@ __all__ = ["kombu_broker", "kombu_virtual", "rabbitmq", "virtual_url"]  # fixtur
 Factory = Callable[..., Any]
 #: Seconds a child may take: a hang guard, never a pace.
 GUARD = 60.0
-
-
-def _exists(kind: str, name: str) -> bool:
-    with raw_connection() as connection:
-        channel = connection.channel()
-        try:
-            if kind == "queue":
-                channel.queue_declare(name, passive=True)
-            else:
-                channel.exchange_declare(name, "fanout", passive=True)
-        except amqp.exceptions.NotFound:
-            return False
-        channel.close()
-        return True
 
 
 def _names(prefix: str, topic: str) -> tuple[set[str], set[str]]:
@@ -57,8 +42,7 @@ def _names(prefix: str, topic: str) -> tuple[set[str], set[str]]:
 def _made(prefix: str, topic: str) -> list[str]:
     exchanges, queues = _names(prefix, topic)
     return sorted(
-        [n for n in exchanges if _exists("exchange", n)]
-        + [n for n in queues if _exists("queue", n)]
+        [n for n in exchanges if exists("exchange", n)] + [n for n in queues if exists("queue", n)]
     )
 
 

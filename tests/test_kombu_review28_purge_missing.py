@@ -12,29 +12,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import RedisTarget
-from tests.kombu_rabbitmq import kombu_broker, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import exists, kombu_broker, rabbitmq, raw_connection
 from tests.test_kombu_virtual import kombu_virtual, leftovers, virtual_url
 
 __all__ = ["kombu_broker", "kombu_virtual", "rabbitmq", "virtual_url"]
 
 Factory = Callable[..., Any]
-
-
-def _exists(kind: str, name: str) -> bool:
-    """Whether the queue or exchange ``name`` exists (a passive declare)."""
-    with raw_connection() as connection:
-        channel = connection.channel()
-        try:
-            if kind == "queue":
-                channel.queue_declare(name, passive=True)
-            else:
-                channel.exchange_declare(name, "fanout", passive=True)
-        except Exception as exc:  # NotFound closes the channel
-            if "NOT_FOUND" in str(exc) or type(exc).__name__ == "NotFound":
-                return False
-            raise
-        channel.close()
-        return True
 
 
 def _names(broker: Any, topic: str, groups: list[str]) -> list[tuple[str, str]]:
@@ -51,7 +34,7 @@ def test_purging_a_missing_topic_declares_nothing(kombu_broker: Factory) -> None
     assert broker.declared.exchanges == frozenset()
     assert broker.declared.queues == frozenset()
     left = [
-        name for kind, name in _names(broker, "never-published", ["default"]) if _exists(kind, name)
+        name for kind, name in _names(broker, "never-published", ["default"]) if exists(kind, name)
     ]
     assert left == [], f"purge of a missing topic declared {left}"
 
@@ -71,7 +54,7 @@ def test_purging_a_topic_whose_group_queue_is_gone_declares_nothing(
         channel.queue_delete(f"{prefix}|jobs|workers")
         channel.close()
     assert broker.purge("jobs") == 1  # the default queue's one message
-    assert not _exists("queue", f"{prefix}|jobs|workers")
+    assert not exists("queue", f"{prefix}|jobs|workers")
 
 
 def test_purging_an_existing_topic_still_purges(kombu_broker: Factory) -> None:

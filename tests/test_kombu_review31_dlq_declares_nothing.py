@@ -18,10 +18,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import amqp.exceptions
 import pytest
 
-from tests.kombu_rabbitmq import delete_names, kombu_broker, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import delete_names, exists, kombu_broker, rabbitmq
 
 pytest.importorskip("typer")
 
@@ -30,20 +29,6 @@ from brokerkit.cli._app import run
 __all__ = ["kombu_broker", "rabbitmq"]
 
 Factory = Callable[..., Any]
-
-
-def _exists(kind: str, name: str) -> bool:
-    with raw_connection() as connection:
-        channel = connection.channel()
-        try:
-            if kind == "queue":
-                channel.queue_declare(name, passive=True)
-            else:
-                channel.exchange_declare(name, "fanout", passive=True)
-        except amqp.exceptions.NotFound:
-            return False
-        channel.close()
-        return True
 
 
 def _names(prefix: str, topic: str) -> dict[str, list[str]]:
@@ -56,7 +41,7 @@ def _names(prefix: str, topic: str) -> dict[str, list[str]]:
 
 
 def _existing(prefix: str, topic: str) -> set[str]:
-    return {n for kind, names in _names(prefix, topic).items() for n in names if _exists(kind, n)}
+    return {n for kind, names in _names(prefix, topic).items() for n in names if exists(kind, n)}
 
 
 @pytest.fixture

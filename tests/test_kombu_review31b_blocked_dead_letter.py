@@ -41,7 +41,7 @@ from tests.test_kombu_review31_blocked_publish import (
     _frames,
     _method,
 )
-from tests.waiting import wait_until
+from tests.waiting import call_in_thread, wait_until
 
 __all__ = ["rabbitmq"]
 
@@ -134,20 +134,6 @@ def alarm(request: pytest.FixtureRequest, rabbitmq: str) -> Iterator[_AlarmAfter
         proxy.close()
 
 
-def _in_thread(call: Any) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            call()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, errors
-
-
 def test_settles_after_a_dead_letter_confirmed_as_the_connection_is_blocked_end(
     rabbitmq: str, alarm: _AlarmAfterConfirm
 ) -> None:
@@ -166,7 +152,7 @@ def test_settles_after_a_dead_letter_confirmed_as_the_connection_is_blocked_end(
         one.nack(requeue=False)  # confirmed, and the connection blocked then
         assert alarm.blocked == 1
         for settle in (two.ack, lambda: three.nack(requeue=False)):
-            thread, errors = _in_thread(settle)
+            thread, errors = call_in_thread(settle)
             thread.join(GUARD)
             assert not thread.is_alive(), "a settle after the blocked dead letter never ended"
             assert all(isinstance(e, ConnectionFailed) for e in errors), errors

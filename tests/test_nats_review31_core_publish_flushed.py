@@ -11,8 +11,6 @@ the time the publish returns, a PING must have followed its messages.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import uuid
 
 import pytest
@@ -21,32 +19,7 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.backends.nats import core
 from tests.nats_server import nats_address
-from tests.proxies import Listener, pipe
-
-
-class _Recording(Listener):
-    """A TCP proxy to ``target`` that records what clients send (before forwarding it)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        self._lock = threading.Lock()
-        self._sent = bytearray()
-        super().__init__()
-
-    def serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(self._target)
-        self.keep(upstream)
-        self.spawn(pipe, client, upstream, self._record)
-        self.spawn(pipe, upstream, client)
-
-    def _record(self, data: bytes, first: bool) -> bytes:
-        with self._lock:
-            self._sent += data
-        return data
-
-    def sent(self) -> bytes:
-        with self._lock:
-            return bytes(self._sent)
+from tests.proxies import Recording
 
 
 def _pinged_after(sent: bytes, subject: str, count: int) -> bool:
@@ -68,7 +41,7 @@ def _all(data: bytes, mark: bytes) -> list[int]:
     return found
 
 
-def _url(proxy: _Recording, prefix: str) -> str:
+def _url(proxy: Recording, prefix: str) -> str:
     return f"nats+core://127.0.0.1:{proxy.port}?prefix={prefix}"
 
 
@@ -79,7 +52,7 @@ def test_a_sync_publish_returns_after_a_ping_that_follows_its_messages(
 ) -> None:
     if buffer == "unreachable":  # (a nats-py whose buffer brokerkit cannot write out)
         monkeypatch.setattr(core, "_write_buffered", lambda nc: False)
-    proxy = _Recording(nats_address(nats_url))
+    proxy = Recording(nats_address(nats_url))
     prefix = f"r31f{uuid.uuid4().hex[:10]}"
     try:
         with brokerkit.connect(_url(proxy, prefix)) as broker:
@@ -99,7 +72,7 @@ def test_a_sync_publish_returns_after_a_ping_that_follows_its_messages(
 def test_an_asyncio_publish_returns_after_a_ping_that_follows_its_messages(
     nats_url: str,
 ) -> None:
-    proxy = _Recording(nats_address(nats_url))
+    proxy = Recording(nats_address(nats_url))
     prefix = f"r31f{uuid.uuid4().hex[:10]}"
 
     async def main() -> None:

@@ -22,6 +22,7 @@ import brokerkit.aio
 from brokerkit.exceptions import ConnectionFailed
 from tests.nats_server import nats_address
 from tests.proxies import Listener, pipe
+from tests.waiting import call_in_thread
 
 #: Seconds any wait here may take at most: the guard of a test that would hang.
 GUARD = 20.0
@@ -72,16 +73,7 @@ def test_a_sync_publish_whose_connection_drops_in_its_flush_raises_connection_fa
         with brokerkit.connect(_url(proxy, prefix)) as broker:
             broker.publish("warm", "up")  # (the connection made)
             proxy.mark = f" {prefix}.jobs ".encode()
-            raised: list[BaseException] = []
-
-            def publish() -> None:
-                try:
-                    broker.publish("jobs", "cut")
-                except BaseException as exc:  # (what it raises is the test)
-                    raised.append(exc)
-
-            thread = threading.Thread(target=publish)
-            thread.start()
+            thread, raised = call_in_thread(lambda: broker.publish("jobs", "cut"))
             thread.join(GUARD)
             assert proxy.cut.is_set(), "the proxy never saw the publish"
             assert not thread.is_alive(), "the publish waited on after the connection dropped"

@@ -12,8 +12,6 @@ in order: by the time subscribe returns, a PING must have followed its SUB.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import uuid
 
 import pytest
@@ -22,32 +20,7 @@ import brokerkit
 import brokerkit.aio
 from brokerkit.backends.nats import core
 from tests.nats_server import nats_address
-from tests.proxies import Listener, pipe
-
-
-class _Recording(Listener):
-    """A TCP proxy to ``target`` that records what clients send (before forwarding it)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self._target = target
-        self._lock = threading.Lock()
-        self._sent = bytearray()
-        super().__init__()
-
-    def serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(self._target)
-        self.keep(upstream)
-        self.spawn(pipe, client, upstream, self._record)
-        self.spawn(pipe, upstream, client)
-
-    def _record(self, data: bytes, first: bool) -> bytes:
-        with self._lock:
-            self._sent += data
-        return data
-
-    def sent(self) -> bytes:
-        with self._lock:
-            return bytes(self._sent)
+from tests.proxies import Recording
 
 
 def _pings_after_sub(sent: bytes, subject: str) -> int:
@@ -60,7 +33,7 @@ def _pings_after_sub(sent: bytes, subject: str) -> int:
     return sent[at:].count(b"\r\nPING\r\n")
 
 
-def _url(proxy: _Recording, prefix: str) -> str:
+def _url(proxy: Recording, prefix: str) -> str:
     return f"nats+core://127.0.0.1:{proxy.port}?prefix={prefix}"
 
 
@@ -70,7 +43,7 @@ def test_a_sync_subscribe_returns_after_a_ping_that_follows_its_sub(
 ) -> None:
     if buffer == "unreachable":  # (a nats-py whose buffer brokerkit cannot write out)
         monkeypatch.setattr(core, "_write_buffered", lambda nc: False)
-    proxy = _Recording(nats_address(nats_url))
+    proxy = Recording(nats_address(nats_url))
     prefix = f"r31s{uuid.uuid4().hex[:10]}"
     try:
         with brokerkit.connect(_url(proxy, prefix)) as broker:
@@ -87,7 +60,7 @@ def test_a_sync_subscribe_returns_after_a_ping_that_follows_its_sub(
 def test_an_asyncio_subscribe_returns_after_a_ping_that_follows_its_sub(
     nats_url: str,
 ) -> None:
-    proxy = _Recording(nats_address(nats_url))
+    proxy = Recording(nats_address(nats_url))
     prefix = f"r31s{uuid.uuid4().hex[:10]}"
 
     async def main() -> None:

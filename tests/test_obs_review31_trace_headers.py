@@ -14,13 +14,13 @@ import pytest
 pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
 
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import brokerkit
 from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
 from tests.kombu_rabbitmq import kombu_broker, rabbitmq
 from tests.nats_server import nats
+from tests.spans import recorded_spans
 
 __all__ = ["kombu_broker", "nats", "rabbitmq"]  # fixtures
 
@@ -38,13 +38,8 @@ def provider() -> TracerProvider:
 
 @pytest.fixture
 def exporter(provider: TracerProvider) -> Iterator[InMemorySpanExporter]:
-    exported = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
-    try:
+    with recorded_spans(provider) as exported:
         yield exported
-    finally:
-        BrokerkitInstrumentor().uninstrument()
 
 
 @pytest.fixture(params=BACKENDS)

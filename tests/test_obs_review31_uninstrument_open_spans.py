@@ -18,8 +18,6 @@ import pytest
 pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
 pytest.importorskip("prometheus_client", reason="needs the prometheus extra")
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
@@ -30,20 +28,15 @@ from brokerkit._hooks import RELAY
 from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor
 from brokerkit.instrumentation.prometheus import BrokerkitMetrics
 from tests.conftest import RedisTarget
+from tests.spans import instrument, recorded_spans
 from tests.waiting import wait_until
 
 
 @pytest.fixture
 def exporter() -> Iterator[InMemorySpanExporter]:
     """brokerkit instrumented; the test uninstruments it itself (again at the end)."""
-    exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
-    try:
+    with recorded_spans() as exported:
         yield exported
-    finally:
-        BrokerkitInstrumentor().uninstrument()
 
 
 def _url() -> str:
@@ -87,9 +80,7 @@ def test_the_relay_calls_nothing_once_the_last_open_delivery_ended(
 ) -> None:
     BrokerkitInstrumentor().uninstrument()
     before = _flags()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
+    instrument(exporter)
     with brokerkit.connect(_url()) as broker:
         broker.publish("orders", 1)
         with broker.subscribe("orders", group="g") as subscription:
@@ -203,12 +194,10 @@ def test_instrument_while_a_publish_is_under_way_is_not_a_failed_hook(
     gate: _Gate, caplog: pytest.LogCaptureFixture
 ) -> None:
     exported = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
     with brokerkit.connect(_url()) as broker:
         thread = _publish_in_thread(broker)
         assert gate.inside.wait(30)
-        BrokerkitInstrumentor().instrument(tracer_provider=provider)
+        instrument(exported)
         try:
             with caplog.at_level(logging.ERROR, logger="brokerkit.hooks"):
                 gate.go.set()
@@ -230,9 +219,7 @@ def test_reinstrumented_while_a_delivery_is_open_its_span_ends_once(
             assert delivery is not None
             BrokerkitInstrumentor().uninstrument()
             second = InMemorySpanExporter()
-            provider = TracerProvider()
-            provider.add_span_processor(SimpleSpanProcessor(second))
-            BrokerkitInstrumentor().instrument(tracer_provider=provider)
+            instrument(second)
             with caplog.at_level(logging.WARNING):
                 delivery.ack()
     assert _settlements(exporter, "process orders") == ["ack"]

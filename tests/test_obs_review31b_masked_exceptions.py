@@ -6,16 +6,12 @@ recorded by the SDK's ``record_exception`` as before."""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import enum
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import msgspec
 import pydantic
 import pytest
 
@@ -30,34 +26,19 @@ import brokerkit.aio
 from brokerkit.exceptions import ConnectionFailed
 from brokerkit.worker import Immediate
 from tests.spans import recorded_spans
-from tests.waiting import wait_until
-
-DEADLINE = 10.0
-SECRET = "password=hunter2"
-AGE_TEXT = (
-    "User: age: Input should be a valid integer, unable to parse string as an integer [int_parsing]"
+from tests.test_worker_review31_masked_tracebacks import (
+    AGE_TEXT,
+    SECRET,
+    User,
+    converts_with_msgspec,
+    fails_plainly,
+    raises_from_it,
+    validates_itself,
 )
+from tests.waiting import wait_until
+from tests.worker_runs import DEADLINE, dead_letter, dead_lettered_async
+
 VALIDATION = "pydantic_core._pydantic_core.ValidationError"
-
-
-class User(pydantic.BaseModel):
-    name: str = "bob"
-    age: int
-
-
-class Colour(enum.Enum):
-    RED = "red"
-
-
-def validates_itself(body: dict[str, Any]) -> None:
-    User.model_validate(body)
-
-
-def raises_from_it(body: dict[str, Any]) -> None:
-    try:
-        User.model_validate(body)
-    except pydantic.ValidationError as exc:
-        raise RuntimeError("the order could not be read") from exc
 
 
 def fails_while_handling_it(body: dict[str, Any]) -> None:
@@ -67,20 +48,12 @@ def fails_while_handling_it(body: dict[str, Any]) -> None:
         raise LookupError("no fallback either")  # noqa: B904  (during it, not from it)
 
 
-def converts_with_msgspec(body: dict[str, Any]) -> None:
-    msgspec.convert(body, dict[str, Colour])
-
-
 def fails_as_a_group(body: dict[str, Any]) -> None:
     try:
         User.model_validate(body)
     except pydantic.ValidationError as exc:
         group = vars(builtins)["BaseExceptionGroup"]
         raise group("two failed", [exc, KeyError("kept")]) from None
-
-
-def fails_plainly(body: dict[str, Any]) -> None:
-    raise ConnectionError("gateway timeout")
 
 
 @pytest.fixture
@@ -92,16 +65,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 def _processed(exporter: InMemorySpanExporter, topic: str, handler: Any, body: Any) -> ReadableSpan:
     """The ``process`` span of ``body`` handled by ``handler`` (failing: dead-lettered
     at once) under a sync worker on a memory broker."""
-    with brokerkit.connect("memory://") as broker:
-        worker = brokerkit.Worker(broker)
-        worker.handler(topic, retry=Immediate(max_attempts=1))(handler)
-        broker.publish(topic, body)
-        with worker.running():
-            wait_until(
-                lambda: worker.stats()[0].dead_lettered == 1,
-                "the message dead-lettered",
-                within=DEADLINE,
-            )
+    dead_letter(topic, handler, body, retry=Immediate(max_attempts=1))
     return _one_span(exporter, f"process {topic}")
 
 
@@ -197,22 +161,10 @@ def test_a_group_holding_a_validation_error_is_masked_and_keeps_the_others(
 def test_the_async_worker_s_span_is_masked_too(exporter: InMemorySpanExporter) -> None:
     topic = "obs31b-async"
 
-    async def main() -> None:
-        async with brokerkit.aio.connect("memory://") as broker:
-            worker = brokerkit.aio.Worker(broker)
+    async def job(body: dict[str, Any]) -> None:
+        User.model_validate(body)
 
-            async def job(body: dict[str, Any]) -> None:
-                User.model_validate(body)
-
-            worker.handler(topic, retry=Immediate(max_attempts=1))(job)
-            await broker.publish(topic, {"age": SECRET})
-            async with worker.running():
-                deadline = time.monotonic() + DEADLINE
-                while worker.stats()[0].dead_lettered < 1:
-                    assert time.monotonic() < deadline, "timed out waiting for the dead letter"
-                    await asyncio.sleep(0.02)  # polling with a deadline
-
-    asyncio.run(main())
+    dead_lettered_async(topic, job, {"age": SECRET}, retry=Immediate(max_attempts=1))
     event = _assert_masked(_one_span(exporter, f"process {topic}"))
     assert event["exception.message"] == AGE_TEXT
     assert "in job" in event["exception.stacktrace"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,6 +35,7 @@ import brokerkit.backends.redis.pubsub.resubscribing_async
 from brokerkit.backends.redis import _connection
 from brokerkit.exceptions import BrokerClosed, ConnectionFailed
 from tests.redis_server import RedisServer
+from tests.waiting import call_in_thread
 
 #: Seconds any wait here may take at most: the guard of a test that would hang.
 GUARD = 15.0
@@ -78,20 +79,13 @@ CASES: list[tuple[str, str, type[Exception]]] = [
 ]
 
 
-def _sync_call(broker: Any, call: str, topic: str) -> Callable[[], object]:
+def call_of(broker: Any, call: str, topic: str) -> Callable[[], Any]:
+    """``broker``'s ``call`` (publish, subscribe, or another of one topic) of ``topic``,
+    ready to call: on a broker of the asyncio API, it returns the awaitable."""
     if call == "publish":
         return lambda: broker.publish(topic, "late")
     if call == "subscribe":
-        group = "g" if broker.url.scheme == "redis+stream" else None
-        return lambda: broker.subscribe(topic, group=group)
-    return lambda: getattr(broker, call)(topic)
-
-
-def _async_call(broker: Any, call: str, topic: str) -> Callable[[], Awaitable[object]]:
-    if call == "publish":
-        return lambda: broker.publish(topic, "late")
-    if call == "subscribe":
-        group = "g" if broker.url.scheme == "redis+stream" else None
+        group = "g" if broker.url.scheme in ("redis+stream", "nats") else None
         return lambda: broker.subscribe(topic, group=group)
     return lambda: getattr(broker, call)(topic)
 
@@ -110,17 +104,7 @@ def test_sync_close_ends_a_call_retrying_against_a_lost_server(
     try:
         broker.inspect("jobs")  # the server was reached: its loss is ridden out
         redis_server.kill()
-        raised: list[BaseException] = []
-        run = _sync_call(broker, call, "jobs")
-
-        def calling() -> None:
-            try:
-                run()
-            except BaseException as exc:  # (what it raises is the test)
-                raised.append(exc)
-
-        caller = threading.Thread(target=calling, daemon=True)
-        caller.start()
+        caller, raised = call_in_thread(call_of(broker, call, "jobs"))
         assert retrying.wait(GUARD), f"the {call} did not retry"
         closer = threading.Thread(target=broker.close, daemon=True)
         closer.start()
@@ -150,7 +134,7 @@ def test_async_close_ends_a_call_retrying_against_a_lost_server(
         try:
             await broker.inspect("jobs")
             redis_server.kill()
-            task = asyncio.ensure_future(_async_call(broker, call, "jobs")())
+            task = asyncio.ensure_future(call_of(broker, call, "jobs")())
             assert await asyncio.to_thread(retrying.wait, GUARD), f"the {call} did not retry"
             await asyncio.wait_for(asyncio.shield(broker.close()), GUARD)
             done, _ = await asyncio.wait((task,), timeout=GUARD)

@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from brokerkit.worker import _error_text
+from brokerkit import _error_text  # (where the text is made: the worker's re-exports it)
 from brokerkit.worker._error_text import MAX_TEXT, error_text, one_line, pydantic_text
 
 ITEMS = 100_000
@@ -36,9 +36,9 @@ def formatted(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     seen: list[Any] = []
     original = _error_text._pydantic_error
 
-    def counting(error: Any) -> str:
+    def counting(error: Any, *rest: Any) -> str:
         seen.append(error)
-        return original(error)
+        return original(error, *rest)
 
     monkeypatch.setattr(_error_text, "_pydantic_error", counting)
     return seen

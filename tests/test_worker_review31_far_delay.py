@@ -7,37 +7,12 @@ back. (``Fixed(1e12)`` itself is refused when built: review 31b.)"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
 import pytest
 
-import brokerkit
 from brokerkit.worker import Fixed, RetryPolicy
-from tests.waiting import wait_until
+from tests.worker_runs import WorkerLog, dead_letter, worker_log
 
-
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def lines() -> Iterator[_Lines]:
-    handler = _Lines()
-    logger = logging.getLogger("brokerkit.worker")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+__all__ = ["worker_log"]  # fixture
 
 
 class Never(RetryPolicy):
@@ -57,22 +32,17 @@ class Milliseconds(Fixed):
     [Milliseconds(1e9, max_attempts=2), Never(max_attempts=2)],
     ids=["fixed-subclass", "own"],
 )
-def test_a_delay_past_the_year_9999_is_the_policy_s_bug(lines: _Lines, policy: RetryPolicy) -> None:
+def test_a_delay_past_the_year_9999_is_the_policy_s_bug(
+    worker_log: WorkerLog, policy: RetryPolicy
+) -> None:
     topic = f"review31-far-delay-{type(policy).__name__}"
-    with brokerkit.connect("memory://") as broker:
-        worker = brokerkit.Worker(broker)
 
-        @worker.handler(topic, retry=policy)
-        def job(body: dict[str, int]) -> None:
-            raise ConnectionError("gateway timeout")
+    def job(body: dict[str, int]) -> None:
+        raise ConnectionError("gateway timeout")
 
-        broker.publish(topic, {"n": 1})
-        with worker.running():
-            wait_until(lambda: worker.stats()[0].dead_lettered == 1, "the dead letter", 10.0)
-        (dead,) = broker.consume(broker.dead_letter_topic(topic), timeout=0)
-        dead.ack()
-    assert not [line for line in lines.lines if "could not nack" in line], lines.lines
-    (bug,) = [line for line in lines.lines if "gave the delay" in line]
+    dead_letter(topic, job, {"n": 1}, retry=policy)
+    assert not [line for line in worker_log.lines if "could not nack" in line], worker_log.lines
+    (bug,) = [line for line in worker_log.lines if "gave the delay" in line]
     assert "falling due by the end of the year 9999" in bug and "at once" in bug, bug
-    retried = [line for line in lines.lines if "retried in" in line]
-    assert len(retried) == 1 and "retried in 0 s" in retried[0], lines.lines
+    retried = [line for line in worker_log.lines if "retried in" in line]
+    assert len(retried) == 1 and "retried in 0 s" in retried[0], worker_log.lines

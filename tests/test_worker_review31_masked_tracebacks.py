@@ -6,26 +6,22 @@ its own would print whole; any other error is logged with its ``exc_info`` as be
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import enum
 import logging
 import sys
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pydantic
 import pytest
 
-import brokerkit
-import brokerkit.aio
 from brokerkit.worker import Immediate
 from brokerkit.worker._tracebacks import error_traceback, shows_values
-from tests.waiting import wait_until
+from tests.worker_runs import WorkerLog, dead_letter, dead_lettered_async, worker_log
 
-DEADLINE = 10.0
+__all__ = ["worker_log"]  # fixture
+
 SECRET = "password=hunter2"
 AGE_TEXT = (
     "User: age: Input should be a valid integer, unable to parse string as an integer [int_parsing]"
@@ -35,29 +31,6 @@ AGE_TEXT = (
 class User(pydantic.BaseModel):
     name: str = "bob"
     age: int
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def records() -> Iterator[_Records]:
-    handler = _Records()
-    logger = logging.getLogger("brokerkit.worker")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def validates_itself(body: dict[str, Any]) -> None:
@@ -85,21 +58,12 @@ def fails_plainly(body: dict[str, Any]) -> None:
 
 def _run(topic: str, handler: Any, body: dict[str, Any]) -> None:
     """Fail once (retried), then again (dead-lettered), on a memory broker."""
-    with brokerkit.connect("memory://") as broker:
-        worker = brokerkit.Worker(broker)
-        worker.handler(topic, retry=Immediate(max_attempts=2))(handler)
-        broker.publish(topic, body)
-        with worker.running():
-            wait_until(
-                lambda: worker.stats()[0].dead_lettered == 1,
-                "the message dead-lettered",
-                within=DEADLINE,
-            )
+    dead_letter(topic, handler, body, retry=Immediate(max_attempts=2))
 
 
-def _failures(records: _Records) -> list[logging.LogRecord]:
-    found = [r for r in records.records if " failed on " in r.getMessage()]
-    assert len(found) == 2, [r.getMessage() for r in records.records]
+def _failures(log: WorkerLog) -> list[logging.LogRecord]:
+    found = [r for r in log.records if " failed on " in r.getMessage()]
+    assert len(found) == 2, log.lines
     return found
 
 
@@ -113,11 +77,11 @@ def _failures(records: _Records) -> list[logging.LogRecord]:
     ids=["own", "raised-from", "msgspec"],
 )
 def test_the_logged_traceback_keeps_the_frames_not_the_values(
-    records: _Records, handler: Any, last_line: str
+    worker_log: WorkerLog, handler: Any, last_line: str
 ) -> None:
     body = {"k": SECRET} if handler is converts_with_msgspec else {"age": SECRET}
     _run(f"review31-traceback-{handler.__name__}", handler, body)
-    for record in _failures(records):
+    for record in _failures(worker_log):
         printed = logging.Formatter().format(record)
         assert "hunter2" not in printed and "input_value" not in printed, printed
         assert record.exc_info is None  # a handler of its own would print it whole
@@ -129,31 +93,19 @@ def test_the_logged_traceback_keeps_the_frames_not_the_values(
         assert f"ValidationError: {AGE_TEXT}" in printed
 
 
-def test_another_error_is_logged_with_its_exc_info(records: _Records) -> None:
+def test_another_error_is_logged_with_its_exc_info(worker_log: WorkerLog) -> None:
     _run("review31-traceback-plain", fails_plainly, {"age": 1})
-    for record in _failures(records):
+    for record in _failures(worker_log):
         assert record.exc_info is not None and isinstance(record.exc_info[1], ConnectionError)
 
 
-def test_the_async_worker_logs_the_same_traceback(records: _Records) -> None:
-    async def main() -> None:
-        topic = "review31-traceback-async"
-        async with brokerkit.aio.connect("memory://") as broker:
-            worker = brokerkit.aio.Worker(broker)
+def test_the_async_worker_logs_the_same_traceback(worker_log: WorkerLog) -> None:
+    async def job(body: dict[str, Any]) -> None:
+        User.model_validate(body)
 
-            async def job(body: dict[str, Any]) -> None:
-                User.model_validate(body)
-
-            worker.handler(topic, retry=Immediate(max_attempts=2))(job)
-            await broker.publish(topic, {"age": SECRET})
-            async with worker.running():
-                deadline = time.monotonic() + DEADLINE
-                while worker.stats()[0].dead_lettered < 1:
-                    assert time.monotonic() < deadline, "timed out waiting for the dead letter"
-                    await asyncio.sleep(0.02)  # polling with a deadline
-
-    asyncio.run(main())
-    for record in _failures(records):
+    retry = Immediate(max_attempts=2)
+    dead_lettered_async("review31-traceback-async", job, {"age": SECRET}, retry=retry)
+    for record in _failures(worker_log):
         printed = logging.Formatter().format(record)
         assert "hunter2" not in printed and "in job" in printed, printed
         assert printed.rstrip().endswith(AGE_TEXT), printed

@@ -10,9 +10,7 @@ and stays the cause."""
 
 from __future__ import annotations
 
-import logging
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +21,10 @@ import pytest
 import brokerkit
 from brokerkit.worker import Immediate, InvalidBody
 from brokerkit.worker._typed import bind
-from tests.waiting import wait_until
+from tests.worker_runs import WorkerLog, dead_letter, worker_log
 
-DEADLINE = 10.0
+__all__ = ["worker_log"]  # fixture
+
 SECRET = "password=hunter2"
 
 
@@ -86,32 +85,6 @@ class Coded(pydantic.BaseModel):
         raise LookupError(f"no code {code!r}")  # not a ValueError: pydantic lets it go
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def printed(self) -> str:
-        return "\n".join(logging.Formatter().format(r) for r in self.records)
-
-
-@pytest.fixture
-def lines() -> Iterator[_Lines]:
-    handler = _Lines()
-    logger = logging.getLogger("brokerkit.worker")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def _dead_letter_reason(topic: str, body_type: Any, body: Any, serializer: str = "json") -> str:
     """``body`` published to a worker whose handler takes ``body_type``: the reason of
     its dead letter (a memory broker)."""
@@ -120,14 +93,7 @@ def _dead_letter_reason(topic: str, body_type: Any, body: Any, serializer: str =
         raise AssertionError("never called")
 
     job.__annotations__["body"] = body_type
-    with brokerkit.connect("memory://", serializer=serializer) as broker:
-        worker = brokerkit.Worker(broker)
-        worker.handler(topic)(job)
-        broker.publish(topic, body)
-        with worker.running():
-            wait_until(lambda: worker.stats()[0].dead_lettered == 1, "the dead letter", DEADLINE)
-        (dead,) = broker.consume(broker.dead_letter_topic(topic), timeout=0)
-        dead.ack()
+    dead = dead_letter(topic, job, body, serializer=serializer)
     reason: str = dead.headers["x-dead-letter-reason"]
     return reason
 
@@ -156,10 +122,12 @@ def _invalid(body_type: Any, body: Any, serializer: str = "json") -> InvalidBody
 # -- a dataclass body's dict keys ----------------------------------------------------
 
 
-def test_a_dataclass_body_s_dict_key_is_not_in_the_dead_letter_reason(lines: _Lines) -> None:
+def test_a_dataclass_body_s_dict_key_is_not_in_the_dead_letter_reason(
+    worker_log: WorkerLog,
+) -> None:
     reason = _dead_letter_reason("review31b-dc-key", Shipment, {"by_name": {SECRET: {"y": 1}}})
     assert reason == "invalid body: Shipment: missing field(s) x at $.by_name[...]"
-    assert "hunter2" not in lines.printed(), lines.printed()
+    assert "hunter2" not in worker_log.printed(), worker_log.printed()
 
 
 def test_each_dict_key_of_a_path_shows_as_msgspec_shows_it() -> None:
@@ -179,13 +147,13 @@ CHECKS = [
 
 @pytest.mark.parametrize(("code", "shown"), CHECKS, ids=["own-repr", "int()"])
 def test_a_dataclass_s_post_init_message_has_its_quoted_values_masked(
-    lines: _Lines, code: str, shown: str
+    worker_log: WorkerLog, code: str, shown: str
 ) -> None:
     reason = _dead_letter_reason(
         f"review31b-dc-post-init-{code[:3]}", Order, {"lines": [{"code": code}]}
     )
     assert reason == f"invalid body: Order: {shown} at $.lines[0]"
-    assert "hunter2" not in lines.printed(), lines.printed()
+    assert "hunter2" not in worker_log.printed(), worker_log.printed()
     invalid = _invalid(Order, {"lines": [{"code": code}]})
     assert invalid.__cause__ is None or "hunter2" not in str(invalid.__cause__)
 
@@ -198,7 +166,7 @@ def test_a_dataclass_s_post_init_key_error_is_masked_and_named() -> None:
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])
 @pytest.mark.parametrize(("code", "shown"), CHECKS, ids=["own-repr", "int()"])
 def test_a_struct_s_post_init_message_has_its_quoted_values_masked(
-    lines: _Lines, serializer: str, code: str, shown: str
+    worker_log: WorkerLog, serializer: str, code: str, shown: str
 ) -> None:
     reason = _dead_letter_reason(
         f"review31b-struct-post-init-{serializer}-{code[:3]}",
@@ -207,7 +175,7 @@ def test_a_struct_s_post_init_message_has_its_quoted_values_masked(
         serializer,
     )
     assert reason == f"invalid body: StructOrder: {shown} - at `$.lines[0]`"
-    assert "hunter2" not in lines.printed(), lines.printed()
+    assert "hunter2" not in worker_log.printed(), worker_log.printed()
     _invalid(StructOrder, {"lines": [{"code": code}]}, serializer)
 
 
@@ -242,24 +210,20 @@ def test_a_message_that_quotes_nothing_is_kept_with_its_cause(
 # -- a handler's own msgspec error, raised from a __post_init__'s -------------------
 
 
-def test_the_logged_traceback_masks_the_post_init_error_under_msgspec_s(lines: _Lines) -> None:
+def test_the_logged_traceback_masks_the_post_init_error_under_msgspec_s(
+    worker_log: WorkerLog,
+) -> None:
     topic = "review31b-own-struct"
 
     def job(body: dict[str, Any]) -> None:
         msgspec.convert(body, StructOrder)
 
-    with brokerkit.connect("memory://") as broker:
-        worker = brokerkit.Worker(broker)
-        worker.handler(topic, retry=Immediate(max_attempts=1))(job)
-        broker.publish(topic, {"lines": [{"code": "bad " + SECRET}]})
-        with worker.running():
-            wait_until(lambda: worker.stats()[0].dead_lettered == 1, "the dead letter", DEADLINE)
-        (dead,) = broker.consume(broker.dead_letter_topic(topic), timeout=0)
-        dead.ack()
+    body = {"lines": [{"code": "bad " + SECRET}]}
+    dead = dead_letter(topic, job, body, retry=Immediate(max_attempts=1))
     assert dead.headers["x-dead-letter-reason"] == (
         "ValidationError: unknown code '...' - at `$.lines[0]`"
     )
-    printed = lines.printed()
+    printed = worker_log.printed()
     assert "hunter2" not in printed, printed
     assert "in job" in printed and "in __post_init__" in printed, printed  # frames kept
     assert "ValueError: unknown code '...'" in printed, printed

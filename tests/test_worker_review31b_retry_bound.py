@@ -8,9 +8,8 @@ with InvalidOption naming the range; every delay that a nack takes is accepted."
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,6 +18,9 @@ import brokerkit
 from brokerkit._schedule import LATEST_DUE
 from brokerkit.worker import Exponential, Fixed, RetryPolicy
 from tests.waiting import wait_until
+from tests.worker_runs import WorkerLog, worker_log
+
+__all__ = ["worker_log"]  # fixture
 
 DEADLINE = 10.0
 YEAR = 365.25 * 24 * 3600
@@ -66,30 +68,7 @@ def test_first_and_factor_are_still_any_float_the_cap_bounds_the_delay() -> None
     assert policy.delay(1) == policy.delay(9) == YEAR
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def lines() -> Iterator[_Lines]:
-    handler = _Lines()
-    logger = logging.getLogger("brokerkit.worker")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
-def test_the_longest_fixed_delay_accepted_is_a_delay_the_nack_takes(lines: _Lines) -> None:
+def test_the_longest_fixed_delay_accepted_is_a_delay_the_nack_takes(worker_log: WorkerLog) -> None:
     topic = "review31b-longest-delay"
     policy = Fixed(7000 * YEAR)
     with brokerkit.connect("memory://") as broker:
@@ -102,7 +81,7 @@ def test_the_longest_fixed_delay_accepted_is_a_delay_the_nack_takes(lines: _Line
         broker.publish(topic, {"n": 1})
         with worker.running():
             wait_until(lambda: worker.stats()[0].retried == 1, "the retry", DEADLINE)
-    assert not [line for line in lines.lines if "could not nack" in line], lines.lines
-    assert not [line for line in lines.lines if "gave the delay" in line], lines.lines
-    (retried,) = [line for line in lines.lines if "retried in" in line]
+    assert not [line for line in worker_log.lines if "could not nack" in line], worker_log.lines
+    assert not [line for line in worker_log.lines if "gave the delay" in line], worker_log.lines
+    (retried,) = [line for line in worker_log.lines if "retried in" in line]
     assert "retried in 2.21e+11 s" in retried, retried

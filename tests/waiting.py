@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["wait_until"]
+__all__ = ["call_in_thread", "wait_until"]
 
 #: Seconds between two looks at the condition.
 _PAUSE = 0.01
@@ -24,3 +25,19 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within:g} s waiting for {what}")
         time.sleep(_PAUSE)  # polling with a deadline, not synchronisation
+
+
+def call_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``call`` in a daemon thread; that thread, and the list that gets what the
+    call raises (anything: what it raises is what a test looks at)."""
+    raised: list[BaseException] = []
+
+    def calling() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=calling, daemon=True)
+    thread.start()
+    return thread, raised
