@@ -19,7 +19,14 @@ plugin unregistered meanwhile (``BrokerkitInstrumentor().uninstrument()``) still
 what it started, at the operation's own end (its span ends and is exported, as
 OpenTelemetry's instrumentations end the spans they started); one registered
 meanwhile is never handed the end of an operation it did not see start. Until the
-deliveries such a plugin started have ended, the call sites' flags stay set.
+deliveries such a plugin started have ended, the call sites' flags stay set; one the
+application dropped unsettled is let go once collected, and the flags fall at the next
+delivery's start or settlement that finds none left open.
+
+Locks, always taken in this order: :attr:`HookRelay._lock` (building the manager),
+:attr:`HookRelay._registering`, :attr:`HookRelay._end_lock`. Nothing is called while
+holding ``_end_lock``, and no lock is taken from a weakref callback (a collection may
+run one in a thread that holds ``_end_lock``).
 
 A worker runs each handler inside the context managers plugins list in the
 delivery's scope under :data:`HANDLER_CONTEXT` (:meth:`HookRelay.handler_context`):
@@ -119,7 +126,8 @@ class HookRelay:
         self._lock = threading.Lock()
         # Serializes a change of the manager's plugins with the refresh after it
         # (reentrant: a plugin's registration may register another). The message
-        # flow never takes it: it reads the flags and _implemented without a lock.
+        # flow reads the flags and _implemented without a lock; it takes this one only
+        # to let the flags fall after a drain (see _drained).
         self._registering = threading.RLock()
         # Makes ending a delivery's hooks, or reporting its lost lease, once-only.
         self._end_lock = threading.Lock()
@@ -138,6 +146,7 @@ class HookRelay:
         # reaches the relay even once every plugin that started them is gone.
         self._open: weakref.WeakValueDictionary[int, Scope] = weakref.WeakValueDictionary()
         # deliver or settle is set for the open scopes alone, no plugin implementing it
+        # (set with the flags, under _end_lock)
         self._draining = False
 
     def manager(self) -> pluggy.PluginManager:
@@ -183,7 +192,10 @@ class HookRelay:
 
     def _set_flags(self) -> None:
         """Set the flags from the implementations and the open deliveries (holding
-        :attr:`_registering`, or while the manager is built)."""
+        :attr:`_registering`, or while the manager is built). The open deliveries are
+        counted and the flags set in one step under :attr:`_end_lock`, so that the end
+        of the last of them (:meth:`_ended`) sees either the flags set with it counted,
+        and sets them again, or none of it."""
         found = self._implemented
 
         def implemented(names: Iterable[str]) -> bool:
@@ -193,16 +205,26 @@ class HookRelay:
         deliver, settle = implemented(_DELIVER), implemented(_SETTLE)
         with self._end_lock:
             open_ = len(self._open) > 0
-        self._draining = open_ and not (deliver and settle)
-        self.deliver = deliver or open_
-        self.settle = settle or open_
+            self._draining = open_ and not (deliver and settle)
+            self.deliver = deliver or open_
+            self.settle = settle or open_
 
     def _ended(self, scope: Scope) -> None:
         """``scope``'s delivery ended: once the last open one has, the flags may fall."""
-        if self._open.pop(id(scope), None) is not None and self._draining and not self._open:
-            with self._registering:
-                if self._manager is not None:
-                    self._set_flags()
+        with self._end_lock:
+            last = self._open.pop(id(scope), None) is not None and self._draining
+            last = last and not self._open
+        if last:
+            self._drained()
+
+    def _drained(self) -> tuple[bool, bool]:
+        """No delivery keeps the flags set any longer: set them again (holding no
+        lock; takes :attr:`_registering`, then :attr:`_end_lock`); return the
+        delivery flags, ``deliver`` and ``settle``."""
+        with self._registering:
+            if self._manager is not None:
+                self._set_flags()
+            return self.deliver, self.settle
 
     def _call(self, name: str, _after: Callable[[str], None] | None = None, **kwargs: Any) -> None:
         """Call every implementation of hook ``name`` (see :meth:`_call_each`)."""
@@ -293,6 +315,8 @@ class HookRelay:
         self.manager()
         if not (self.deliver or self.settle):
             return
+        if self._draining and not self._open and not any(self._drained()):
+            return  # the last open deliveries were dropped unsettled
         # A lease-lost mark is never replaced by a plain scope: the loss of a buffered
         # delivery's lease was reported, and is not reported again on its settlement.
         # Under the lock: a lease keeper may be marking it at this very moment.
@@ -373,6 +397,8 @@ class HookRelay:
         self.manager()
         if not self.settle:
             return
+        if self._draining and not self._open and not self._drained()[1]:
+            return  # the last open deliveries were dropped unsettled
         stale_ids = {id(d) for d in stale}
         done = [d for d in deliveries if id(d) not in stale_ids]
         lost = [d for d in deliveries if id(d) in stale_ids]
