@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from brokerkit._error_text import error_text, quotes_values, shortened
 from brokerkit.exceptions import InvalidMessage, SerializationError
 
 __all__ = [
@@ -231,12 +232,6 @@ def _error_text(exc: BaseException) -> str:
     validation error of pydantic's or msgspec's quotes: a model's serializer may
     validate, and pydantic's ``PydanticSerializationError`` then repeats the
     ``ValidationError`` it was raised from, ``input_value`` and all."""
-    from brokerkit.worker._error_text import (  # here: the worker imports this module
-        error_text,
-        quotes_values,
-        shortened,
-    )
-
     text = error_text(exc)
     inner = exc.__cause__ or exc.__context__
     if inner is not None and quotes_values(inner) and not quotes_values(exc):
