@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "HEADER_FIELD",
     "decode_fields",
     "encode_fields",
+    "escaped_text",
     "fields_message",
     "header_lines",
     "message_from_header",
@@ -370,14 +372,34 @@ def fields_message(
     topic: str, fields: Mapping[bytes, bytes], raw_content_type: str | None = None
 ) -> Message:
     """A raw message whose payload is a JSON object of ``fields``: names and values as
-    text, each byte that is not UTF-8 as a ``\\xff`` escape (as redis+stream shows a
-    group's name), so that two fields never become one and no byte goes unseen."""
-    plain = {_text(k): _text(v) for k, v in fields.items()}
+    :func:`escaped_text` shows them, so that two fields never become one and no byte
+    goes unseen."""
+    plain = {escaped_text(k): escaped_text(v) for k, v in fields.items()}
     return raw_message(topic, json.dumps(plain).encode(), raw_content_type or "application/json")
 
 
-def _text(value: bytes) -> str:
-    return value.decode(errors="backslashreplace")
+#: What text that reads as escaped holds besides other characters: ``\\\\`` and
+#: ``\\xHH`` escapes (HH from 80 to ff: the bytes that are not UTF-8 on their own).
+_ESCAPE = re.compile(r"\\(?:\\|x[89a-f][0-9a-f])")
+
+
+def escaped_text(value: bytes) -> str:
+    """``value`` as text, one to one over all byte strings: UTF-8 as it is, unless it
+    reads as escaped text (it holds a backslash, and each of its backslashes starts
+    a ``\\\\`` or a ``\\xHH`` escape with HH from 80 to ff); any other value (not
+    UTF-8, or reading as escaped) with each backslash doubled and each byte that is
+    not UTF-8 as a ``\\xff`` escape. So the byte 0xFF shows as ``\\xff`` and the text
+    ``\\xff`` as ``\\\\xff``, while ``C:\\tmp`` (``\\t`` is no such escape) stays as
+    it is. To read the bytes back: text that reads as escaped is unescaped, any other
+    text is UTF-8 as it is."""
+    try:
+        text = value.decode()
+    except UnicodeDecodeError:
+        pass
+    else:
+        if "\\" not in text or "\\" in _ESCAPE.sub("", text):
+            return text
+    return value.replace(b"\\", b"\\\\").decode(errors="backslashreplace")
 
 
 def _from_old_fields(topic: str, fields: Mapping[bytes, bytes], payload: bytes) -> Message | None:

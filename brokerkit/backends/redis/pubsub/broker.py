@@ -45,6 +45,7 @@ from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._envelope import encode
 from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
+from brokerkit.backends.redis._stream_fields import escaped_text
 from brokerkit.backends.redis.pubsub.decoding import decode_published
 from brokerkit.backends.redis.pubsub.gap import Gap
 from brokerkit.backends.redis.pubsub.globs import redis_glob, redis_literal
@@ -120,6 +121,7 @@ class RedisPubSubBroker(WakesOnClose, Broker):
         )
         self._deployment = Deployment.of(url, self.options)
         self._head = f"{self.options.prefix}:{{"
+        self._head_bytes = self._head.encode()
         # Channel -> topic, for the channels deliveries came from.
         self._topics: dict[bytes, str] = {}
         # The connection publishes go through when nobody else is using it.
@@ -146,14 +148,16 @@ class RedisPubSubBroker(WakesOnClose, Broker):
         return f"{redis_literal(self._head)}{glob}{redis_literal('}')}"
 
     def _topic_of(self, channel: bytes) -> str:
-        """The topic a delivery from ``channel`` names: bytes that are not UTF-8 (a
-        channel another program published to, heard through a pattern) are escaped,
-        ``\\xff``, so that the name tells them apart from any valid topic and from
-        any other channel."""
-        name = channel.decode("utf-8", errors="backslashreplace")
-        if not self.options.plain_channels and name.startswith(self._head) and name[-1:] == "}":
-            return name[len(self._head) : -1]
-        return name
+        """The topic a delivery from ``channel`` names, one to one: the channel's
+        topic part as :func:`~.._stream_fields.escaped_text` shows it. A valid topic
+        (no backslash) is itself; bytes that are not UTF-8 (a channel another program
+        published to, heard through a pattern) are ``\\xff`` escapes, and a name that
+        reads as escaped has its backslashes doubled, so no two channels name one
+        topic."""
+        head = self._head_bytes
+        if not self.options.plain_channels and channel.startswith(head) and channel[-1:] == b"}":
+            channel = channel[len(head) : -1]
+        return escaped_text(channel)
 
     # -- publishing -----------------------------------------------------------------
 
