@@ -251,9 +251,7 @@ class ChannelListener(Resubscribing):
         socket takes it (a server that stopped reading: up to the socket timeout, 5 s
         by default), and dropped if that fails. Over TLS in threads nothing may be
         written under the reader: its read ends at its deadline, about a second at
-        most. Nor is a wait between two reconnect attempts woken: it ends at the
-        fetch's deadline, a second at most (a connect attempt under way, within its
-        connect timeout).
+        most.
 
         A read that reconnects gives up (:class:`ConnectionFailed`, which the core
         raises as BrokerClosed): the wait between two attempts is woken, and the
