@@ -12,7 +12,6 @@ import collections
 import dataclasses
 import heapq
 import itertools
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from brokerkit._inspect import DEAD_LETTER_GROUPS, ConsumerInfo, GroupInfo, Topi
 from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._topics import dead_letter_topic_of
+from brokerkit.backends.memory.positions import check_start, pattern_start, start_offset
 from brokerkit.exceptions import InvalidOption
 
 __all__ = [
@@ -402,53 +402,6 @@ def _oldest_waiting(state: Topic) -> float | None:
         if waiting is not None:
             stamps.append(waiting.published_at)
     return min(stamps, default=None)
-
-
-def check_start(start: object) -> str | None:
-    """Return ``start`` if it names a place a subscription's group may start at:
-    ``None``, ``"earliest"``, ``"latest"`` or an offset written in decimal digits
-    (``"42"``), a str as every backend's positions are.
-
-    :raises InvalidOption: anything else (an int, a negative or padded offset, another
-        word), whether or not the group exists yet, as on ``redis+stream``.
-    """
-    if start is None:
-        return None
-    if isinstance(start, str) and (start in ("earliest", "latest") or _OFFSET.fullmatch(start)):
-        return start
-    number = isinstance(start, int) and not isinstance(start, bool)
-    hint = f" (an offset is a str: start='{start}')" if number else ""
-    raise InvalidOption(
-        "start must be 'earliest', 'latest' or a whole-number offset written in digits "
-        f"such as '42', got {start!r}{hint}"
-    )
-
-
-_OFFSET = re.compile(r"[0-9]+")
-
-
-def start_offset(topic: Topic, start: str | None) -> int:
-    """Where a new group of ``topic`` starts (``start`` as :func:`check_start` allows)."""
-    start = check_start(start)
-    if start is None or start == "earliest":
-        return topic.first_offset
-    if start == "latest":
-        return topic.next_offset
-    return max(int(start), topic.first_offset)
-
-
-def pattern_start(start: str | None) -> str:
-    """Where a pattern subscription's group starts in each matching topic: "latest"
-    (the default: what is published after it subscribed) or "earliest"; a position
-    names a place in one topic, so it is refused with :class:`InvalidOption`."""
-    if start is None or start == "latest":
-        return "latest"
-    if start == "earliest":
-        return start
-    raise InvalidOption(
-        f"with pattern=True, start must be 'earliest' or 'latest', got {start!r}: "
-        "a position names a place in one topic (subscribe to that topic to start there)"
-    )
 
 
 def drop_if_retired(topic: Topic, name: str) -> None:

@@ -40,11 +40,13 @@ from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._keys import Keyspace, KeyTemplate
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._sentinel_health import watch_sentinels
-from brokerkit.backends.redis._tls import (
-    ClusterTLS,
-    SharedContextSSLConnection,
-    share_tls_context,
+from brokerkit.backends.redis._sentinel_master import (
+    MasterConnection,
+    MasterSSLConnection,
+    SentinelMaster,
+    note_reached_once_named,
 )
+from brokerkit.backends.redis._tls import ClusterTLS, share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
 __all__ = ["Reconnector", "make_client", "pause", "scan_topics"]
@@ -124,7 +126,7 @@ def make_client(
             kwargs = connection_kwargs(url)
             of_sentinels = deployment.sentinel_kwargs(kwargs)
             tls = kwargs.pop("ssl", False)
-            kwargs["connection_class"] = _MasterSSLConnection if tls else _MasterConnection
+            kwargs["connection_class"] = MasterSSLConnection if tls else MasterConnection
             sentinels = redis.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
                 list(deployment.hosts),
                 sentinel_kwargs=of_sentinels,
@@ -135,14 +137,14 @@ def make_client(
             watch_sentinels(sentinels, url, options)
             master = sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
                 deployment.master,
-                redis_class=_SentinelMaster,
+                redis_class=SentinelMaster,
                 retry=retry,
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
                 redis_connect_func=functools.partial(_connected, url=url, via_sentinels=True),
                 **{"max_connections": 2**31, **kwargs, **timeouts},
                 **_DRIVER,
             )
-            _note_reached_once_named(sentinels, url)
+            note_reached_once_named(sentinels, url)
             return cast(redis.Redis, master)  # a Redis whose pool asks the sentinels
         client = redis.Redis.from_url(
             redis_url(url),
@@ -195,22 +197,6 @@ def _note_reached_once_answered(cluster: Any, url: BrokerURL) -> None:
         return result
 
     cluster.initialize = initialized
-
-
-def _note_reached_once_named(sentinels: Any, url: BrokerURL) -> None:
-    """Note ``url``'s Sentinel set reached whenever it names a master (every lookup of
-    the master's pool, and of its pub/sub subscriptions, asks ``discover_master``): a
-    master that does not answer then (killed, and not yet replaced by the sentinels) is
-    ridden out as after any failover, also by a process that has not reached it yet,
-    instead of reported as "nothing answered" at the sentinels' addresses."""
-    discover_master = sentinels.discover_master
-
-    def named(*args: Any, **kwargs: Any) -> Any:
-        address = discover_master(*args, **kwargs)
-        note_url_reached(url)
-        return address
-
-    sentinels.discover_master = named
 
 
 def scan_topics(
@@ -388,50 +374,6 @@ def _bytes(value: bytes | str) -> bytes:
 def _add(found: set[str], name: str | None) -> None:
     if name is not None and is_topic(name):
         found.add(name)
-
-
-class _SentinelMaster(redis.Redis):
-    """A client of the master the sentinels name whose close also closes its
-    connections to the sentinels (redis-py leaves those to the ``Sentinel``, which
-    nothing else keeps), so that a closed broker holds no connection at all."""
-
-    def close(self, *args: Any, **kwargs: Any) -> None:
-        """Close the master's connections, then every sentinel's, each even when one
-        before it failed to close; the first failure is raised after them all."""
-        errors: list[BaseException] = []
-        try:
-            super().close(*args, **kwargs)
-        except BaseException as error:  # raised below, after the rest
-            errors.append(error)
-        pool: Any = self.connection_pool
-        for sentinel in pool.sentinel_manager.sentinels:
-            try:
-                sentinel.close()
-            except BaseException as error:  # raised below
-                errors.append(error)
-        if errors:
-            raise errors[0]
-
-
-class _MasterConnection(redis.sentinel.SentinelManagedConnection):
-    """A connection to the master the sentinels name, however it (re)connects.
-
-    redis-py's Sentinel-managed connection asks the sentinels only in ``connect()``; a
-    command retried after a dropped connection reconnects through
-    ``connect_check_health()``, which would dial the connection's default address
-    (localhost:6379) instead of the master. Asking here covers both ways.
-    """
-
-    def connect_check_health(
-        self, check_health: bool = True, retry_socket_connect: bool = True
-    ) -> None:
-        if not self.is_connected and self.connection_pool.is_master:
-            self.host, self.port = self.connection_pool.get_master_address()
-        super().connect_check_health(check_health, retry_socket_connect)
-
-
-class _MasterSSLConnection(_MasterConnection, SharedContextSSLConnection):
-    """:class:`_MasterConnection` over TLS."""
 
 
 def _connected(connection: Any, url: BrokerURL, *, via_sentinels: bool = False) -> None:
