@@ -18,7 +18,8 @@ entry point.) From then on, in this process, for the sync and asyncio APIs alike
   ``process chat:*``: the topics a pattern matches are the publishers' choice), a
   child of the producer's span read from the message's headers (and linked to it;
   a root span when they hold no valid context: a malformed ``traceparent``, or a
-  value longer than 8192 characters, which is not read),
+  value longer than 8192 characters, which is not read; of a ``baggage`` header, the
+  well-formed list-members alone are read, a malformed one left out silently),
   ended when the delivery is settled (or the ``consume`` loop moves on, or the
   worker's handler returns). A nack or a lost lease is an event on it; a
   dead letter, a lost lease, a failed publish or a handler's exception sets its
@@ -54,6 +55,7 @@ it there, use ``with trace.use_span(current_span(delivery)):``.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import traceback
 from collections.abc import Collection, Sequence
@@ -93,6 +95,23 @@ _SPAN = "otel.span"
 #: and is left out: OpenTelemetry's baggage propagator logs a malformed header whole,
 #: so any publisher's 1 MB ``baggage`` was a 1 MB warning at every delivery.
 _MAX_CONTEXT_VALUE = 8192
+
+# W3C baggage (https://www.w3.org/TR/baggage/), as OpenTelemetry's propagator reads it:
+# list-members ``key=value`` (optional whitespace around ``=``) with ``;``-separated
+# properties ``key`` or ``key=value``; a key is a token, a value baggage-octets. The
+# members of a header the propagator would warn of (each logged whole) are left out.
+_OWS = r"[ \t]*"
+_KEY = r"[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+"
+_VALUE = r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+"
+# unambiguous (no two adjacent parts can take the same character): linear time
+_BAGGAGE_MEMBER = re.compile(
+    rf"{_OWS}{_KEY}{_OWS}={_OWS}(?:{_VALUE}{_OWS})?"
+    rf"(?:;{_OWS}{_KEY}{_OWS}(?:={_OWS}(?:{_VALUE}{_OWS})?)?)*"
+)
+_BAGGAGE_DELIMITER = re.compile(r"[ \t]*,[ \t]*")
+#: OpenTelemetry's (W3C's) limits of a baggage list-member's length and of their number
+_MAX_BAGGAGE_MEMBER = 4096
+_MAX_BAGGAGE_MEMBERS = 180
 
 
 def _system(broker: Any) -> str:
@@ -167,12 +186,31 @@ def _add_exception_event(span: Span, error: BaseException, text: str, stacktrace
 
 def _carrier(headers: Any) -> dict[str, str]:
     """The headers the propagators read a delivery's context from: those whose value
-    is a str of at most :data:`_MAX_CONTEXT_VALUE` characters."""
-    return {
+    is a str of at most :data:`_MAX_CONTEXT_VALUE` characters, ``baggage`` holding only
+    its well-formed list-members (:func:`_baggage`; left out when none is)."""
+    carrier = {
         key: value
         for key, value in headers.items()
         if isinstance(value, str) and len(value) <= _MAX_CONTEXT_VALUE
     }
+    if "baggage" in carrier:
+        baggage = _baggage(carrier.pop("baggage"))
+        if baggage:
+            carrier["baggage"] = baggage
+    return carrier
+
+
+def _baggage(header: str) -> str:
+    """The well-formed list-members of a ``baggage`` header (see :data:`_BAGGAGE_MEMBER`),
+    the first :data:`_MAX_BAGGAGE_MEMBERS` of them, as a header: the others are left out
+    silently, where OpenTelemetry's propagator logs each whole (a WARNING line of up to
+    8 KB at every delivery of a hostile publisher's message)."""
+    members = [
+        member
+        for member in _BAGGAGE_DELIMITER.split(header)
+        if len(member) <= _MAX_BAGGAGE_MEMBER and _BAGGAGE_MEMBER.fullmatch(member)
+    ]
+    return ",".join(members[:_MAX_BAGGAGE_MEMBERS])
 
 
 def current_span(delivery: Any) -> Span:
