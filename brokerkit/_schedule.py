@@ -51,16 +51,20 @@ def _seconds(name: str, value: object, now: float) -> float:
     """``value`` as a number of seconds, 0 or more, that falls due by
     :data:`LATEST_DUE` when counted from ``now``."""
     longest = LATEST_DUE - now
-    valid = (
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOption(f"{name} must be {_valid_delay(longest)}, got {type(value).__name__}")
+    # Compared before converting: exact for any int, and false for NaN.
+    if not 0 <= value <= longest:
+        raise InvalidOption(f"{name} must be {_valid_delay(longest)}, got {_number(value)}")
+    return float(value)
+
+
+def _valid_delay(longest: float) -> str:
+    """What a delay must be, for the error refusing one (made only then)."""
+    return (
         f"a finite number of seconds, 0 or more, that falls due {_LATEST}: at most "
         f"{longest:.0f} seconds from now"
     )
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidOption(f"{name} must be {valid}, got {type(value).__name__}")
-    # Compared before converting: exact for any int, and false for NaN.
-    if not 0 <= value <= longest:
-        raise InvalidOption(f"{name} must be {valid}, got {_number(value)}")
-    return float(value)
 
 
 def publish_delay(delay: object, at: object, now: float) -> float:
