@@ -266,11 +266,16 @@ def _write_buffered(nc: Client) -> bool:
     """Write out now what nats-py holds for its flusher task, so that the PING of a
     flush that follows comes after it: nats-py writes a flush's PING straight to the
     socket, ahead of the publishes (and subscribes) still in its buffer, and the PONG
-    then confirms only the PING. Whether it could (False: a nats-py without these
-    private attributes; flushing twice then puts a PING after them)."""
+    then confirms only the PING. Whether it did (False: a nats-py without these
+    private attributes; flushing twice then puts a PING after them).
+
+    Only while the connection is up (nats-py's status CONNECTED), else False, writing
+    nothing: while nats-py reconnects, its transport is the lost one (what is written
+    there goes nowhere, and nats-py would have nothing left to send on the
+    reconnection) or a new one not yet past CONNECT (and a TLS upgrade)."""
     pending = getattr(nc, "_pending", None)
     transport = getattr(nc, "_transport", None)
-    if not isinstance(pending, list) or transport is None:
+    if not isinstance(pending, list) or transport is None or not nc.is_connected:
         return False
     if pending:
         transport.writelines(pending)
