@@ -19,7 +19,8 @@ entry point.) From then on, in this process, for the sync and asyncio APIs alike
   child of the producer's span read from the message's headers (and linked to it;
   a root span when they hold no valid context: a malformed ``traceparent``, or a
   value longer than 8192 characters, which is not read; of a ``baggage`` header, the
-  well-formed list-members alone are read, a malformed one left out silently),
+  well-formed list-members alone are read, a malformed one left out silently, and a
+  malformed ``tracestate`` is left out silently too, as OpenTelemetry drops it, unlogged),
   ended when the delivery is settled (or the ``consume`` loop moves on, or the
   worker's handler returns). A nack or a lost lease is an event on it; a
   dead letter, a lost lease, a failed publish or a handler's exception sets its
@@ -112,6 +113,14 @@ _BAGGAGE_DELIMITER = re.compile(r"[ \t]*,[ \t]*")
 #: OpenTelemetry's (W3C's) limits of a baggage list-member's length and of their number
 _MAX_BAGGAGE_MEMBER = 4096
 _MAX_BAGGAGE_MEMBERS = 180
+# W3C trace context's tracestate list-member (https://www.w3.org/TR/trace-context/), as
+# OpenTelemetry reads it: it drops a header with a malformed one, or with more than 32,
+# and logs the member whole; here such a header is left out silently.
+_TRACESTATE_MEMBER = re.compile(
+    r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+_MAX_TRACESTATE_MEMBERS = 32
 
 
 def _system(broker: Any) -> str:
@@ -187,7 +196,8 @@ def _add_exception_event(span: Span, error: BaseException, text: str, stacktrace
 def _carrier(headers: Any) -> dict[str, str]:
     """The headers the propagators read a delivery's context from: those whose value
     is a str of at most :data:`_MAX_CONTEXT_VALUE` characters, ``baggage`` holding only
-    its well-formed list-members (:func:`_baggage`; left out when none is)."""
+    its well-formed list-members (:func:`_baggage`; left out when none is), and
+    ``tracestate`` left out unless well-formed (:func:`_tracestate_ok`)."""
     carrier = {
         key: value
         for key, value in headers.items()
@@ -197,7 +207,19 @@ def _carrier(headers: Any) -> dict[str, str]:
         baggage = _baggage(carrier.pop("baggage"))
         if baggage:
             carrier["baggage"] = baggage
+    if "tracestate" in carrier and not _tracestate_ok(carrier["tracestate"]):
+        del carrier["tracestate"]
     return carrier
+
+
+def _tracestate_ok(header: str) -> bool:
+    """Whether OpenTelemetry reads ``header`` as a tracestate without a warning: at most
+    :data:`_MAX_TRACESTATE_MEMBERS` list-members, each well-formed (empty ones aside).
+    It drops a malformed one whole, as brokerkit does, but logs its member whole too."""
+    members = [m for m in (m.strip(" \t") for m in header.split(",")) if m]
+    return len(members) <= _MAX_TRACESTATE_MEMBERS and all(
+        _TRACESTATE_MEMBER.fullmatch(m) for m in members
+    )
 
 
 def _baggage(header: str) -> str:
