@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
-import socket
 import threading
 import time
 import weakref
@@ -24,17 +22,11 @@ from brokerkit._options import BrokerOptions
 from brokerkit._publishing import build_messages, check_bodies
 from brokerkit._schedule import check_timeout, publish_delay
 from brokerkit._settling_async import AsyncSettling
+from brokerkit._subscribing import check_limit, check_subscribe, consumer_name
 from brokerkit._subscription_async import AsyncSubscription
-from brokerkit._topics import (
-    check_consumer,
-    check_group,
-    check_headers,
-    check_pattern,
-    check_topic,
-    dead_letter_topic_of,
-)
+from brokerkit._topics import check_headers, check_topic, dead_letter_topic_of
 from brokerkit._url import BrokerURL
-from brokerkit.exceptions import BrokerClosed, BrokerError, InvalidOption
+from brokerkit.exceptions import BrokerClosed, BrokerError
 
 __all__ = ["DEFAULT_GROUP", "AsyncBroker"]
 
@@ -246,33 +238,21 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
             (the subscription made meanwhile is closed before this is raised).
         """
         self._check_open()
-        if pattern:
-            self.require(Capability.PATTERNS, "subscribe to a pattern")
-            check_pattern(topic)
-        else:
-            check_topic(topic)
-        if group is not None:
-            self.require(Capability.COMPETING, "put consumers in groups")
-            check_group(group)
-        if start is not None:
-            self.require(Capability.REPLAY, "start a group at a chosen position")
-        check_consumer(consumer)
-        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
-            raise InvalidOption(f"prefetch must be a whole number of 1 or more, got {prefetch!r}")
-        if prefetch_bytes is not None and (
-            not isinstance(prefetch_bytes, int)
-            or isinstance(prefetch_bytes, bool)
-            or prefetch_bytes < 1
-        ):
-            raise InvalidOption(
-                f"prefetch_bytes must be a whole number of bytes, 1 or more (or None), "
-                f"got {prefetch_bytes!r}"
-            )
+        check_subscribe(
+            self,
+            topic,
+            group=group,
+            consumer=consumer,
+            prefetch=prefetch,
+            start=start,
+            pattern=pattern,
+            prefetch_bytes=prefetch_bytes,
+        )
         subscription = AsyncSubscription(
             self,
             topic,
             group=group or DEFAULT_GROUP,
-            consumer=consumer or _consumer_name(),
+            consumer=consumer or consumer_name(),
             prefetch=prefetch,
             start=start,
             pattern=pattern,
@@ -340,12 +320,7 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
             number of 0 or more; raised before subscribing.
         """
         timeout = check_timeout(timeout)
-        if limit is not None and (
-            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
-        ):
-            raise InvalidOption(
-                f"limit must be None or a whole number of deliveries, 0 or more, got {limit!r}"
-            )
+        check_limit(limit)
         subscription = await self.subscribe(
             topic,
             group=group,
@@ -510,7 +485,3 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
         """``subscription``'s close has ended."""
         with self._lock:
             self._closing.discard(subscription)
-
-
-def _consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
