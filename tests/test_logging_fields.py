@@ -16,17 +16,30 @@ PACKAGE = Path(brokerkit.__file__).resolve().parent
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
 
 
+#: Functions that log what they are given, their ``extra`` included: their callers must
+#: pass the fields, and the calls inside them forward them as they are.
+FORWARDERS = {"log_error"}
+
+
 def _calls() -> list[tuple[Path, ast.Call]]:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        forwarding = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.name in FORWARDERS
+            for inner in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or id(node) in forwarding:
+                continue
             if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
+                isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name)
                 and node.func.value.id == "log"
                 and node.func.attr in LEVELS
-            ):
+            ) or (isinstance(node.func, ast.Name) and node.func.id in FORWARDERS):
                 found.append((path, node))
     return found
 
