@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -129,11 +130,34 @@ class AsyncNatsCoreBroker(AsyncBroker):
         :raises ConnectionFailed: the connection was lost meanwhile (as nats-py notices
             it: it forgets the PONGs awaited when it reconnects, and the flush would
             wait on until ``deadline``)."""
+        if not await self._round_trip(nc, deadline):
+            raise ConnectionFailed(
+                f"the connection to NATS at {self._client.server} was lost before "
+                "the server confirmed the publish: its messages may have been "
+                "sent, or not (they are not sent again)"
+            )
+
+    async def _round_trip(self, nc: Client, deadline: float) -> bool:
+        """Whether the server answered, by ``deadline``, a PING written after all that
+        this connection was given to send: False if the connection was not up, or was
+        lost before the answer came (nats-py forgets the PONGs awaited as it
+        reconnects: the flush would wait on until ``deadline``).
+
+        :raises nats.errors.FlushTimeoutError: no answer by ``deadline``."""
         with self._client.watch_loss() as lost:
+
+            async def pinged(timeout: int) -> bool:
+                # (checked as the PING is written: a flush of a connection that is not
+                # up returns at once, without a round trip)
+                if lost.is_set() or not nc.is_connected:
+                    return False
+                await flush(nc, timeout)
+                return True
+
             # (without the buffer written out, a lone flush's PING may precede it)
             for _ in range(1 if _write_buffered(nc) else 2):
                 timeout = max(1, round(deadline - time.monotonic()))
-                flushing = asyncio.ensure_future(flush(nc, timeout))
+                flushing = asyncio.ensure_future(pinged(timeout))
                 noticed = asyncio.ensure_future(lost.wait())
                 try:
                     await asyncio.wait({flushing, noticed}, return_when=asyncio.FIRST_COMPLETED)
@@ -141,13 +165,9 @@ class AsyncNatsCoreBroker(AsyncBroker):
                     noticed.cancel()
                     if not flushing.done():
                         flushing.cancel()
-                if not flushing.done() or flushing.cancelled():
-                    raise ConnectionFailed(
-                        f"the connection to NATS at {self._client.server} was lost before "
-                        "the server confirmed the publish: its messages may have been "
-                        "sent, or not (they are not sent again)"
-                    )
-                flushing.result()
+                if not flushing.done() or flushing.cancelled() or not flushing.result():
+                    return False
+        return True
 
     async def _connected(self, nc: Client, deadline: float) -> None:
         """Return once ``nc`` is connected; raise :class:`ConnectionFailed` if it is not
@@ -171,7 +191,10 @@ class AsyncNatsCoreBroker(AsyncBroker):
         )
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        """Subscribe, and return once the server has the interest: while the connection
+        is down, once it is back (waiting up to ``reconnect_timeout``)."""
         nc = await self._client.connection()
+        deadline = time.monotonic() + self.options.reconnect_timeout
         listening = _Listening()
 
         async def handed(msg: Msg) -> None:
@@ -187,14 +210,60 @@ class AsyncNatsCoreBroker(AsyncBroker):
             else subject_for(self.options.prefix, subscription.topic)
         )
         listening.nats = await nc.subscribe(subject, cb=handed)
-        # The server has the interest before subscribe() returns: the PONG of a PING
-        # written after the SUB. nats-py (2.16) leaves the SUB to its flusher task but
-        # writes a flush's PING at once, so a lone flush's PONG may come before the
-        # server read the SUB (a message published then was lost, 23 times in 300 on
-        # this machine): the SUB is written out first, or a second PING follows it.
-        for _ in range(1 if _write_buffered(nc) else 2):
-            await flush(nc, SUBSCRIBE_WAIT)
+        try:
+            await self._confirm_interest(nc, deadline)
+        except BaseException:
+            with contextlib.suppress(Exception):  # (not subscribed: nor left listening)
+                await listening.nats.unsubscribe()
+            raise
         subscription.state = listening
+
+    async def _confirm_interest(self, nc: Client, deadline: float) -> None:
+        """Return once the server has the interest just subscribed (the PONG of a PING
+        written after the SUB). While the connection is down, wait for it until
+        ``deadline`` (nats-py sends its SUBs again as it reconnects); a connection lost
+        before the PONG came is waited for again, until ``deadline``.
+
+        nats-py (2.16) leaves the SUB to its flusher task but writes a flush's PING at
+        once, so a lone flush's PONG may come before the server read the SUB (a
+        message published then was lost, 23 times in 300 on this machine): the SUB is
+        written out first, or a second PING follows it (:meth:`_round_trip`).
+
+        :raises ConnectionFailed: the connection not up by ``deadline``, the broker
+            closed meanwhile, or the server not answering within
+            :data:`~brokerkit.backends.nats._flush.SUBSCRIBE_WAIT` seconds.
+        """
+        client = self._client
+        while True:
+            if not (
+                nc.is_connected or await client.wait_connected(deadline, client.closing_mark())
+            ):
+                if nc.is_closed or time.monotonic() < deadline:
+                    raise ConnectionFailed(
+                        f"the NATS connection to {client.server} is closed; not subscribed"
+                    )
+                raise ConnectionFailed(
+                    f"could not subscribe on NATS at {client.server}: not connected within "
+                    f"reconnect_timeout={self.options.reconnect_timeout}s"
+                )
+            try:
+                if await self._round_trip(nc, time.monotonic() + SUBSCRIBE_WAIT):
+                    return
+            except nats.errors.FlushTimeoutError:
+                raise ConnectionFailed(
+                    f"NATS at {client.server} did not confirm the subscription within "
+                    f"{SUBSCRIBE_WAIT:g}s"
+                ) from None
+            except Exception as exc:
+                raise ConnectionFailed(
+                    f"could not subscribe on NATS at {client.server}: {type(exc).__name__}"
+                ) from None
+            if time.monotonic() >= deadline:
+                raise ConnectionFailed(
+                    f"could not subscribe on NATS at {client.server}: the connection was "
+                    f"lost, and not back within reconnect_timeout="
+                    f"{self.options.reconnect_timeout}s"
+                )
 
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
