@@ -124,7 +124,7 @@ def _checked(method: _Method) -> _Method:
         try:
             return await method(self, *args, **kwargs)
         finally:
-            if vars(self).get("_let_go"):  # closed without this loop while it waited:
+            if vars(self).get("_let_go_without_loop"):  # closed without this loop while it waited:
                 _close_without_loop(self)  # what it reconnected meanwhile let go of too
                 _drop_connections(*(_listener(arg) for arg in args))
 
@@ -222,7 +222,7 @@ def _close_without_loop(broker: Any) -> None:
     """Let go of ``broker``'s connections and background work without its loop, which
     does not run: the sockets closed here, the work told to stop (it ends when that
     loop runs again, if it does)."""
-    broker._let_go = True
+    broker._let_go_without_loop = True
     _drop_connections(*(getattr(broker, name, None) for name in _HOLDERS))
     home: Any = _home(broker)
     for name in _BACKGROUND:
