@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from brokerkit.backends.redis._stream_fields import escaped_text
+
 #: A group's wake stream keeps this many entries at most (see :data:`NACK`): a
 #: member needs one new entry to wake, never the old ones.
 WAKE_LENGTH = 16
@@ -273,6 +275,9 @@ def text(value: bytes | str) -> str:
 
 
 def shown(name: bytes | str) -> str:
-    """A name Redis holds (a group's, a consumer's) as text: bytes that are not UTF-8,
-    which any other program may name them with, as ``\\xff`` escapes."""
-    return name.decode(errors="backslashreplace") if isinstance(name, bytes) else name
+    """A name Redis holds (a group's, a consumer's) as text, one to one (see
+    :func:`~brokerkit.backends.redis._stream_fields.escaped_text`): bytes that are not
+    UTF-8, which any other program may name them with, as ``\\xff`` escapes, and text
+    that reads as such escapes with its backslashes doubled, so two names never show
+    as one."""
+    return escaped_text(name) if isinstance(name, bytes) else name
