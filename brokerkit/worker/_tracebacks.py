@@ -16,7 +16,8 @@ __all__ = ["error_traceback", "log_error", "prints_as_it_is", "shows_values"]
 
 def _chain(error: BaseException) -> list[BaseException]:
     """``error``, the errors it was raised from or during (however deep) and those an
-    exception group holds: all that Python's print of it shows."""
+    exception group holds: all that Python's print of it shows (not a context its
+    ``raise ... from`` suppressed: ``from None`` hides it)."""
     found: list[BaseException] = []
     seen: set[int] = set()
     todo = [error]
@@ -26,7 +27,8 @@ def _chain(error: BaseException) -> list[BaseException]:
             continue
         seen.add(id(current))
         found.append(current)
-        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+        shown = current.__cause__, None if current.__suppress_context__ else current.__context__
+        todo += [e for e in shown if e is not None]
         todo += [e for e in getattr(current, "exceptions", ()) if isinstance(e, BaseException)]
     return found
 
