@@ -372,8 +372,9 @@ def fields_message(
     topic: str, fields: Mapping[bytes, bytes], raw_content_type: str | None = None
 ) -> Message:
     """A raw message whose payload is a JSON object of ``fields``: names and values as
-    :func:`escaped_text` shows them, so that two fields never become one and no byte
-    goes unseen."""
+    :func:`escaped_text` shows them, so that two fields of different names never
+    become one and no byte goes unseen (a name repeated in one entry, which ``XADD``
+    allows, came as one mapping key: its last value)."""
     plain = {escaped_text(k): escaped_text(v) for k, v in fields.items()}
     return raw_message(topic, json.dumps(plain).encode(), raw_content_type or "application/json")
 
