@@ -55,7 +55,7 @@ class Declared:
     declares nothing."""
 
     def __init__(self, title: str | None = None) -> None:
-        self._names = _ALL
+        self._names = _ALL if len(_NAMES) == _ALL_OF else _union()
         self._title = title
         self._looked = False
 
@@ -96,9 +96,28 @@ def _state() -> tuple[int, ...]:
     )
 
 
+def _union() -> frozenset[str]:
+    """The names of the models read that are still loaded: one that went away since
+    the union was made takes its names with it (a body's dict key named as it was
+    would show)."""
+    with _LOOKING:
+        if len(_NAMES) != _ALL_OF:
+            _unite()
+        return _ALL
+
+
+def _unite() -> None:
+    """Make the union of the names of the models read (holding :data:`_LOOKING`)."""
+    global _ALL, _ALL_OF
+    found: set[str] = set()
+    for names in list(_NAMES.values()):
+        found |= names
+    _ALL, _ALL_OF = frozenset(found), len(_NAMES)
+
+
 def _look(title: str | None) -> frozenset[str]:
     """The names of every model loaded now; reads those not read yet."""
-    global _ALL, _ALL_OF, _LOOKED_AT
+    global _LOOKED_AT
     with _LOOKING:
         fresh = False
         for base, read in _bases():
@@ -106,10 +125,7 @@ def _look(title: str | None) -> frozenset[str]:
                 if model not in _NAMES:
                     fresh = _read(model, read) or fresh
         if fresh or len(_NAMES) != _ALL_OF:  # read one, or one went away
-            found: set[str] = set()
-            for names in list(_NAMES.values()):
-                found |= names
-            _ALL, _ALL_OF = frozenset(found), len(_NAMES)
+            _unite()
         state = _state()
         if state != _LOOKED_AT:
             _LOOKED_AT = state
