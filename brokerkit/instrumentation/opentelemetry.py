@@ -109,7 +109,6 @@ _BAGGAGE_MEMBER = re.compile(
     rf"{_OWS}{_KEY}{_OWS}={_OWS}(?:{_VALUE}{_OWS})?"
     rf"(?:;{_OWS}{_KEY}{_OWS}(?:={_OWS}(?:{_VALUE}{_OWS})?)?)*"
 )
-_BAGGAGE_DELIMITER = re.compile(r"[ \t]*,[ \t]*")
 #: OpenTelemetry's (W3C's) limits of a baggage list-member's length and of their number
 _MAX_BAGGAGE_MEMBER = 4096
 _MAX_BAGGAGE_MEMBERS = 180
@@ -229,10 +228,22 @@ def _baggage(header: str) -> str:
     8 KB at every delivery of a hostile publisher's message)."""
     members = [
         member
-        for member in _BAGGAGE_DELIMITER.split(header)
+        for member in _baggage_members(header)
         if len(member) <= _MAX_BAGGAGE_MEMBER and _BAGGAGE_MEMBER.fullmatch(member)
     ]
     return ",".join(members[:_MAX_BAGGAGE_MEMBERS])
+
+
+def _baggage_members(header: str) -> list[str]:
+    """``header`` split as OpenTelemetry splits baggage (``re.split(r"[ \\t]*,[ \\t]*")``:
+    the spaces and tabs around each comma go), in linear time: that pattern retries
+    ``[ \\t]*`` from each character of a long run of them with no comma (70 ms for a
+    hostile 8 KB header)."""
+    parts = header.split(",")
+    for i in range(1, len(parts)):
+        parts[i - 1] = parts[i - 1].rstrip(" \t")
+        parts[i] = parts[i].lstrip(" \t")
+    return parts
 
 
 def current_span(delivery: Any) -> Span:
