@@ -91,12 +91,63 @@ class LoopBridgeBroker(Broker):
         self._run(self.inner._publish_delayed(topic, messages, delay))
 
     def _subscribe(self, subscription: Subscription) -> None:
-        async def subscribe() -> AsyncSubscription:
+        """The asyncio subscribe, run on the bridge's loop. If the wait for it is
+        interrupted (Ctrl-C: a KeyboardInterrupt in this thread), what it subscribes
+        does not outlive the interruption (nobody would hold it, nor read what the
+        server sends it): the subscribe is cancelled on the loop (the backend undoes
+        what it has made so far), and one that ended all the same is closed at once
+        (:meth:`_abandon_subscribe`). Interrupted before the loop began it, it
+        subscribes nothing."""
+        given_up = threading.Event()
+        began: list[asyncio.Future[AsyncSubscription | None]] = []
+
+        async def subscribe() -> AsyncSubscription | None:
+            if given_up.is_set():
+                return None
+            task = asyncio.current_task()
+            assert task is not None
+            began.append(task)
             inner = twin(AsyncSubscription, self.inner, subscription)
             await self.inner._subscribe(inner)
             return inner
 
-        subscription.state = self._run(subscribe())
+        future = self._start(subscribe())
+        try:
+            subscription.state = future.result()
+        except BaseException as exc:
+            if not (future.done() and (future.cancelled() or future.exception() is exc)):
+                # Raised into this thread, not by the subscribe: it is given up.
+                given_up.set()
+                self._start(self._abandon_subscribe(began))
+            raise
+
+    async def _abandon_subscribe(
+        self, began: list[asyncio.Future[AsyncSubscription | None]]
+    ) -> None:
+        """Undo a subscribe whose caller was interrupted (on the loop): cancel it if it
+        runs yet, and close the subscription it made if it ended with one. ``began``
+        holds it once it began; if it has not, it never subscribes (it was given up
+        first)."""
+        if not began:
+            return
+        subscribing = began[0]
+        subscribing.cancel()
+        await asyncio.wait([subscribing])
+        if subscribing.cancelled() or subscribing.exception() is not None:
+            return
+        inner = subscribing.result()
+        if inner is None:
+            return
+        inner._closed.set()
+        try:
+            await self.inner._unsubscribe(inner, [])
+        except Exception as exc:
+            log.warning(
+                "could not close the subscription to %r of an interrupted subscribe: %s",
+                inner.topic,
+                exc,
+                extra=log_fields(),
+            )
 
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float
