@@ -214,7 +214,7 @@ class AsyncNatsCoreBroker(AsyncBroker):
             await self._confirm_interest(nc, deadline)
         except BaseException:
             with contextlib.suppress(Exception):  # (not subscribed: nor left listening)
-                await listening.nats.unsubscribe()
+                await _unsubscribe(nc, listening.nats)
             raise
         subscription.state = listening
 
@@ -354,3 +354,15 @@ def _write_buffered(nc: Client) -> bool:
 
 
 NatsCoreBroker = bridged(AsyncNatsCoreBroker)
+
+
+async def _unsubscribe(nc: Client, sub: Any) -> None:
+    """Unsubscribe ``sub``, on the server too: while nats-py reconnects it sends no
+    UNSUB (2.16), but the SUB it queued meanwhile goes out as it reconnects, and the
+    server would keep an interest the client no longer knows (every matching message
+    sent to it for as long as the connection lasts). So the UNSUB is queued behind it."""
+    queued = nc.is_reconnecting
+    await sub.unsubscribe()
+    send = getattr(nc, "_send_unsubscribe", None)
+    if queued and send is not None:
+        await send(sub._id)
