@@ -7,7 +7,11 @@ ends a wait on such a connection, and a publish waited for its confirms (or for 
 to write a large body) for as long as the alarm lasted.
 
 So each socket read and write of a publish is bounded by what is left of the link's
-``publish_timeout`` (:class:`Deadline`); once it runs out the connection is dropped (a
+``publish_timeout`` (:class:`Deadline`), and so is each frame py-amqp reads within one
+of them (:func:`frame_read`): py-amqp reopens a channel RabbitMQ closed (a publish to
+an exchange deleted during the alarm) inside the read that took the close in, and
+waits there for an answer the blocked server does not send, each heartbeat a new
+read. Once it runs out the connection is dropped (a
 frame may be half written, and a channel close would wait on the server that does not
 read) and :class:`PublishTimeout` raised: the next call connects anew. A connection
 RabbitMQ said it blocked (:class:`BlockedState`) is not used again either: a call that
@@ -21,13 +25,14 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import amqp.exceptions  # type: ignore[import-untyped]
 
 from brokerkit.exceptions import ConnectionFailed
 
-__all__ = ["BlockedState", "Deadline", "Expired", "PublishTimeout"]
+__all__ = ["BlockedState", "Deadline", "Expired", "PublishTimeout", "frame_read"]
 
 _T = TypeVar("_T")
 
@@ -61,38 +66,72 @@ class BlockedState:
 class Deadline:
     """``seconds`` from now, for the socket operations of one publish: each waits at
     most ``io_timeout`` (a silent server: a lost connection, as any wait) and at most
-    what is left, after which :meth:`run` raises :meth:`expired`'s error."""
+    what is left, after which :meth:`run` raises :class:`Expired`."""
 
     def __init__(self, seconds: float, io_timeout: float, sock: Callable[[], Any]) -> None:
         self.seconds = seconds
         self._at = time.monotonic() + seconds
         self._io_timeout = io_timeout
         self._sock = sock
+        #: Whether the socket's timeout was set to what is left (restored after).
+        self._bounded = False
 
     def run(self, operation: Callable[[], _T]) -> _T:
-        """Run ``operation`` (one socket read or write of py-amqp) within the deadline.
+        """Run ``operation`` (one socket read or write of py-amqp) within the deadline,
+        every frame it reads too (see :func:`frame_read`).
 
         :raises Expired: the deadline ran out (nothing else is done about it).
+        """
+        token = _running.set(self)
+        try:
+            self._bound()
+            return operation()
+        except (TimeoutError, amqp.exceptions.RecoverableConnectionError) as exc:
+            # (py-amqp raises the latter for a write that timed out)
+            if self._bounded and _timed_out(exc):
+                raise Expired from None
+            raise
+        finally:
+            _running.reset(token)
+            if self._bounded:
+                self._bounded = False
+                sock = self._sock()
+                if sock is not None:
+                    # (closed under it: the call finds the connection lost)
+                    with contextlib.suppress(OSError):
+                        sock.settimeout(self._io_timeout)
+
+    def _bound(self) -> None:
+        """Give the socket's next waits at most what is left.
+
+        :raises Expired: nothing is left.
         """
         left = self._at - time.monotonic()
         if left <= 0:
             raise Expired
-        bounded = left < self._io_timeout
-        sock = self._sock()
-        if sock is not None and bounded:
-            sock.settimeout(left)
-        try:
-            return operation()
-        except (TimeoutError, amqp.exceptions.RecoverableConnectionError) as exc:
-            # (py-amqp raises the latter for a write that timed out)
-            if bounded and _timed_out(exc):
-                raise Expired from None
-            raise
-        finally:
-            if sock is not None and bounded:
-                # (closed under it: the call finds the connection lost)
-                with contextlib.suppress(OSError):
-                    sock.settimeout(self._io_timeout)
+        if left < self._io_timeout:
+            self._bounded = True
+            sock = self._sock()
+            if sock is not None:
+                sock.settimeout(left)
+
+
+#: The deadline whose :meth:`Deadline.run` this thread is in.
+_running: ContextVar[Deadline | None] = ContextVar("brokerkit_kombu_deadline", default=None)
+
+
+def frame_read() -> None:
+    """A frame was read (called by the connection's frame handler, before it
+    dispatches it): within a :meth:`Deadline.run`, the waits after it get at most what
+    is left, so that the server's heartbeats do not carry a wait py-amqp runs inside
+    the read (reopening a channel RabbitMQ closed) past the deadline.
+
+    :raises Expired: the deadline ran out (the frame is not dispatched: the publish
+        drops the connection).
+    """
+    deadline = _running.get()
+    if deadline is not None:
+        deadline._bound()
 
 
 class Expired(Exception):

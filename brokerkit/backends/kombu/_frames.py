@@ -25,6 +25,10 @@ delivery method whose short strings do not decode is dispatched rewritten the sa
 way (the routing key escaped): the message is delivered as any other. A frame that
 decodes, the usual case, is dispatched as it came; an error raised after py-amqp took
 a frame in (by what it dispatches) is raised as it is, never read again.
+
+Each frame is counted against the deadline of a publish under way first
+(:func:`._blocked.frame_read`): a server's heartbeats do not carry a wait py-amqp runs
+inside one read past it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from typing import Any
 from amqp import method_framing, serialization, spec  # type: ignore[import-untyped]
 from amqp.basic_message import Message  # type: ignore[import-untyped]
 from amqp.channel import Channel  # type: ignore[import-untyped]
+
+from brokerkit.backends.kombu._blocked import frame_read
 
 __all__ = ["frame_handler", "readable_args", "readable_header"]
 
@@ -83,7 +89,10 @@ _ITEM = {
 def frame_handler(connection: Any, callback: Callable[..., Any]) -> Callable[[Any], Any]:
     """py-amqp's frame handler, reading a content header whose properties are not
     UTF-8 again, rewritten, and dispatching a delivery whose routing key is not UTF-8
-    rewritten (see the module)."""
+    rewritten (see the module); within a publish's deadline, none past it.
+
+    :raises Expired: a publish's deadline ran out (see :func:`._blocked.frame_read`).
+    """
 
     def dispatch(channel: int, method_sig: Any, buf: Any, content: Any) -> Any:
         args = _CARRIERS.get(method_sig)
@@ -94,6 +103,7 @@ def frame_handler(connection: Any, callback: Callable[..., Any]) -> Callable[[An
     on_frame = method_framing.frame_handler(connection, dispatch)
 
     def handle(frame: Any) -> Any:
+        frame_read()
         try:
             return on_frame(frame)
         except UnicodeDecodeError:
