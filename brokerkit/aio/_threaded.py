@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import threading
@@ -115,9 +116,37 @@ class ThreadedAsyncBroker(AsyncBroker):
         await self._run(self.sync._publish_delayed, topic, messages, delay)
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
+        """The sync subscribe, in a worker thread. A worker thread cannot be stopped:
+        if the caller is cancelled (``wait_for`` running out, ``task.cancel()``) once
+        the thread has begun, its subscribe goes on, and what it makes (kombu+amqp's
+        reader, whose queue is bound again at every rebind round) would be held by the
+        sync broker and listed by nobody until the broker closes. It is closed as soon
+        as the thread's call ends (:meth:`_abandon_subscribe`); cancelled before the
+        thread began it, it subscribes nothing."""
         inner = _Twin(self.sync, subscription)
-        await self._run(self.sync._subscribe, inner)
+        call = self._submit(self.sync._subscribe, inner)
+        try:
+            await asyncio.wrap_future(call)
+        except BaseException as exc:
+            given_up = not (call.done() and (call.cancelled() or call.exception() is exc))
+            # (given up: not raised by the subscribe; going on: its thread has it)
+            if given_up and not call.cancel():
+                call.add_done_callback(functools.partial(self._abandon_subscribe, inner))
+            raise
         subscription.state = inner
+
+    def _abandon_subscribe(
+        self, inner: Subscription, call: concurrent.futures.Future[None]
+    ) -> None:
+        """Close ``inner`` in a worker thread, if the subscribe given up (``call``)
+        made it after all. Called where ``call`` ended (its worker thread), or on the
+        loop if it had ended already: the close may wait on the network, so it runs in
+        a thread of its own. A broker closing by then closes everything itself."""
+        if call.cancelled() or call.exception() is not None:
+            return
+        inner._closed.set()
+        with contextlib.suppress(BrokerClosed, RuntimeError):  # (shut: the broker closes)
+            self._submit(_close_abandoned, self.sync, inner)
 
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
@@ -296,6 +325,20 @@ async def _halt_sync(broker: ThreadedAsyncBroker) -> None:
         await broker._run(halt)
     except Exception as exc:  # the close goes on: it ends in bounded time anyway
         log.warning("could not halt %s before closing it: %r", broker.url, exc, extra=log_fields())
+
+
+def _close_abandoned(sync: Broker, inner: Subscription) -> None:
+    """Close the subscription a subscribe whose caller gave it up made all the same
+    (in a worker thread); a failure is logged: nobody is left to tell."""
+    try:
+        sync._unsubscribe(inner, [])
+    except Exception as exc:
+        log.warning(
+            "could not close the subscription to %r of a cancelled subscribe: %r",
+            inner.topic,
+            exc,
+            extra=log_fields(),
+        )
 
 
 def _close_unclaimed(loop: asyncio.AbstractEventLoop, building: asyncio.Future[Broker]) -> None:
