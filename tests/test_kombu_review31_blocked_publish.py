@@ -153,10 +153,10 @@ def _end(sock: socket.socket) -> None:
 
 
 class _Net:
-    def __init__(self, url: str, alarm: Alarm) -> None:
+    def __init__(self, url: str, alarm: Alarm, stem: str = "bkk-r31") -> None:
         parsed = BrokerURL.parse(url)
         self.alarm = alarm
-        self.prefix = f"bkk-r31-{uuid.uuid4().hex[:10]}"
+        self.prefix = f"{stem}-{uuid.uuid4().hex[:10]}"
         self.url = f"kombu+amqp://{parsed.username}:{parsed.password}@127.0.0.1:{alarm.port}/"
         self.made: list[Any] = []
 
@@ -166,17 +166,26 @@ class _Net:
         return broker
 
 
-@pytest.fixture
-def net(rabbitmq: str) -> Iterator[_Net]:
+@contextlib.contextmanager
+def alarmed(rabbitmq: str, kind: type[Alarm] = Alarm, stem: str = "bkk-r31") -> Iterator[_Net]:
+    """Brokers (under a prefix of their own, ``stem``-...) that reach ``rabbitmq``
+    through a ``kind`` of :class:`Alarm`; at the end the alarm is off and closed, and
+    every exchange and queue they declared deleted."""
     parsed = BrokerURL.parse(rabbitmq)
-    alarm = Alarm((parsed.host or "127.0.0.1", parsed.port or 5672))
-    made = _Net(rabbitmq, alarm)
+    alarm = kind((parsed.host or "127.0.0.1", parsed.port or 5672))
+    made = _Net(rabbitmq, alarm, stem)
     try:
         yield made
     finally:
         alarm.on.clear()
         alarm.close()
         close_and_delete(made.made)
+
+
+@pytest.fixture
+def net(rabbitmq: str) -> Iterator[_Net]:
+    with alarmed(rabbitmq) as made:
+        yield made
 
 
 def _in_thread(call: Any) -> tuple[threading.Thread, list[BaseException], list[Any]]:

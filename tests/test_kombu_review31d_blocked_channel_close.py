@@ -17,14 +17,12 @@ import select
 import socket
 import struct
 import threading
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from brokerkit._url import BrokerURL
 from brokerkit.exceptions import ConnectionFailed
-from tests.kombu_rabbitmq import close_and_delete, rabbitmq, raw_connection
+from tests.kombu_rabbitmq import rabbitmq, raw_connection
 from tests.test_kombu_review31_blocked_publish import (
     _HEARTBEAT,
     _PUBLISH,
@@ -36,6 +34,7 @@ from tests.test_kombu_review31_blocked_publish import (
     _in_thread,
     _method,
     _Net,
+    alarmed,
 )
 
 __all__ = ["ReadingAlarm", "rabbitmq"]
@@ -95,27 +94,14 @@ class ReadingAlarm(Alarm):
             client.sendall(_method(10, 61))
 
 
-class _ReadingNet(_Net):
-    def __init__(self, url: str, alarm: Alarm) -> None:
-        super().__init__(url, alarm)
-        self.prefix = f"bkk-r31d-{uuid.uuid4().hex[:10]}"
-
-
 @pytest.fixture
-def net(rabbitmq: str) -> Iterator[_ReadingNet]:
-    parsed = BrokerURL.parse(rabbitmq)
-    alarm = ReadingAlarm((parsed.host or "127.0.0.1", parsed.port or 5672))
-    made = _ReadingNet(rabbitmq, alarm)
-    try:
+def net(rabbitmq: str) -> Iterator[_Net]:
+    with alarmed(rabbitmq, ReadingAlarm, "bkk-r31d") as made:
         yield made
-    finally:
-        alarm.on.clear()
-        alarm.close()
-        close_and_delete(made.made)
 
 
 def test_a_channel_closed_on_a_blocked_connection_ends_the_publish_after_publish_timeout(
-    net: _ReadingNet,
+    net: _Net,
 ) -> None:
     # heartbeat=2: RabbitMQ sends one each second, more often than what is left of
     # publish_timeout, as with the defaults (every 5 s, 30 s).

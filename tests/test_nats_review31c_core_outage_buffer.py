@@ -11,48 +11,20 @@ connection is up.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
 
 import brokerkit
 import brokerkit.aio
 from tests.nats_server import NatsServer
+from tests.test_nats_review31c_core_outage_subscribe import (
+    GUARD,
+    _core,
+    _subscribed,
+    _until,
+    server,
+)
 
-#: Seconds any wait here may take at most: the guard of a test that would hang.
-GUARD = 20.0
-
-
-@pytest.fixture
-def server() -> Iterator[NatsServer]:
-    server = NatsServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-def _core(server: NatsServer, prefix: str, reconnect_timeout: float = 60) -> str:
-    return (
-        server.url.replace("nats://", "nats+core://", 1)
-        + f"?prefix={prefix}&reconnect_timeout={reconnect_timeout}"
-    )
-
-
-async def _until(condition: Any, what: str) -> None:
-    """Look at ``condition()`` until it holds, GUARD seconds at most."""
-    deadline = time.monotonic() + GUARD
-    while not condition():
-        assert time.monotonic() < deadline, f"not {what} within {GUARD}s"
-        await asyncio.sleep(0.02)
-
-
-def _subscribed(nc: Any, subject: str) -> bool:
-    """Whether nats-py has a subscription to ``subject`` (sent, or to send)."""
-    return any(sub.subject == subject for sub in nc._subs.values())
+__all__ = ["server"]  # a fixture
 
 
 def test_a_publish_nats_py_held_in_an_outage_is_sent_after_a_subscribe_meanwhile(

@@ -15,12 +15,12 @@ import pytest
 pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
 
 from opentelemetry import baggage, context, propagate
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import brokerkit
-from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor, _carrier
+from brokerkit.instrumentation.opentelemetry import _carrier
+from tests.spans import recorded_spans
 
 HOSTILE = [
     "x" * 8000,  # one list-member without '=', logged whole
@@ -42,42 +42,48 @@ WELL_FORMED = [
 
 @pytest.fixture
 def exporter() -> Iterator[InMemorySpanExporter]:
-    provider = TracerProvider()
-    exported = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
-    try:
+    with recorded_spans() as exported:
         yield exported
-    finally:
-        BrokerkitInstrumentor().uninstrument()
 
 
-def _otel_records(caplog: pytest.LogCaptureFixture) -> list[str]:
+def otel_records(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What OpenTelemetry's own loggers logged (the first 120 characters of each)."""
     return [r.getMessage()[:120] for r in caplog.records if r.name.startswith("opentelemetry")]
 
 
-def test_a_hostile_baggage_header_is_left_out_without_a_log_line(
-    exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
-) -> None:
+def delivered_with(
+    name: str, values: list[str], exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> list[ReadableSpan]:
+    """Publish a message with each of ``values`` as its header ``name`` on a memory
+    broker, receive and ack it (the application reads the header as published), with
+    OpenTelemetry logging nothing meanwhile; the process spans, each checked to be the
+    child of its send span (the trace context read all the same)."""
     url = f"memory://obs31c-{uuid.uuid4().hex}"
     with (
         brokerkit.connect(url) as broker,
         broker.subscribe("orders", group="g") as subscription,
         caplog.at_level(logging.DEBUG),
     ):
-        for header in HOSTILE:
-            broker.publish("orders", "x", headers={"baggage": header})
+        for value in values:
+            broker.publish("orders", "x", headers={name: value})
             delivery = subscription.receive(5)
             assert delivery is not None
-            assert delivery.headers["baggage"] == header  # the application's
+            assert delivery.headers[name] == value  # the application's
             delivery.ack()
-    assert _otel_records(caplog) == []
+    assert otel_records(caplog) == []
     spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
     processes = [s for s in spans.values() if s.name == "process orders"]
-    assert len(processes) == len(HOSTILE)
-    for process in processes:  # the trace context is read all the same
+    assert len(processes) == len(values)
+    for process in processes:
         assert process.parent is not None
         assert spans[process.parent.span_id].name == "send orders"
+    return processes
+
+
+def test_a_hostile_baggage_header_is_left_out_without_a_log_line(
+    exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    delivered_with("baggage", HOSTILE, exporter, caplog)
 
 
 @pytest.mark.parametrize("header", WELL_FORMED)
@@ -88,7 +94,7 @@ def test_well_formed_baggage_reads_as_opentelemetry_reads_it(
         read = baggage.get_all(propagate.extract(_carrier({"baggage": header})))
         assert read == baggage.get_all(propagate.extract({"baggage": header}))
     assert read
-    assert _otel_records(caplog) == []
+    assert otel_records(caplog) == []
 
 
 def test_the_well_formed_members_of_a_partly_malformed_header_are_read(
@@ -99,7 +105,7 @@ def test_the_well_formed_members_of_a_partly_malformed_header_are_read(
             propagate.extract(_carrier({"baggage": "a=1,bad,b=2;p, c d=3," + "x" * 5000}))
         )
     assert read == {"a": "1", "b": "2;p"}
-    assert _otel_records(caplog) == []
+    assert otel_records(caplog) == []
 
 
 def test_baggage_set_by_the_publisher_reaches_the_consumer(

@@ -6,20 +6,18 @@ hostile publisher's message); a well-formed one reads as before, with the trace.
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="needs the opentelemetry extra")
 
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import brokerkit
-from brokerkit.instrumentation.opentelemetry import BrokerkitInstrumentor, _carrier
+from brokerkit.instrumentation.opentelemetry import _carrier
+from tests.test_obs_review31c_baggage import delivered_with, exporter, otel_records
+
+__all__ = ["exporter"]  # a fixture
 
 PARENT = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
 
@@ -31,44 +29,11 @@ HOSTILE = [
 ]
 
 
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    provider = TracerProvider()
-    exported = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exported))
-    BrokerkitInstrumentor().instrument(tracer_provider=provider)
-    try:
-        yield exported
-    finally:
-        BrokerkitInstrumentor().uninstrument()
-
-
-def _otel_records(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage()[:120] for r in caplog.records if r.name.startswith("opentelemetry")]
-
-
 def test_a_hostile_tracestate_is_left_out_without_a_log_line(
     exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = f"memory://obs31c-{uuid.uuid4().hex}"
-    with (
-        brokerkit.connect(url) as broker,
-        broker.subscribe("orders", group="g") as subscription,
-        caplog.at_level(logging.DEBUG),
-    ):
-        for header in HOSTILE:
-            broker.publish("orders", "x", headers={"tracestate": header})
-            delivery = subscription.receive(5)
-            assert delivery is not None
-            assert delivery.headers["tracestate"] == header  # the application's
-            delivery.ack()
-    assert _otel_records(caplog) == []
-    spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
-    processes = [s for s in spans.values() if s.name == "process orders"]
-    assert len(processes) == len(HOSTILE)
-    for process in processes:  # the traceparent is read all the same
+    for process in delivered_with("tracestate", HOSTILE, exporter, caplog):
         assert process.parent is not None
-        assert spans[process.parent.span_id].name == "send orders"
         assert len(process.parent.trace_state) == 0
 
 
@@ -91,4 +56,4 @@ def test_a_well_formed_tracestate_reads_as_opentelemetry_reads_it(
         read = state(_carrier({"traceparent": PARENT, "tracestate": header}))
         assert read == state({"traceparent": PARENT, "tracestate": header})
     assert read
-    assert _otel_records(caplog) == []
+    assert otel_records(caplog) == []

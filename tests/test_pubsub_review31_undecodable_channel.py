@@ -30,33 +30,30 @@ CHANNELS: list[tuple[bytes, str]] = [
 ]
 
 
-@pytest.mark.parametrize("plain", [False, True])
-def test_undecodable_channel_names_its_topic_escaped(
-    redis_server: RedisServer, plain: bool
-) -> None:
+def heard(redis_server: RedisServer, plain: bool, channels: list[tuple[bytes, str]]) -> list[str]:
+    """The topics a pattern subscription hears for messages another program publishes
+    to the channels that end as ``channels`` say (prefixed, or plain), in order."""
     prefix = f"p{uuid.uuid4().hex[:8]}"
     stem = f"a{uuid.uuid4().hex[:8]}."
     url = f"{redis_server.url('redis+pubsub')}?prefix={prefix}&plain_channels={str(plain).lower()}"
     client = redis_server.client()
     with brokerkit.connect(url) as broker, broker.subscribe(stem + "*", pattern=True) as sub:
-        topics = []
-        for suffix, topic in CHANNELS:
+        for suffix, _ in channels:
             channel = stem.encode() + suffix
             if not plain:
                 channel = f"{prefix}:{{".encode() + channel + b"}"
             assert client.publish(channel, b"hello") == 1
-            topics.append(stem + topic)
-        heard = []
-        for _ in topics:
+        topics = []
+        for _ in channels:
             delivery = sub.receive(timeout=WAIT)
             assert delivery is not None
-            heard.append(delivery.topic)
+            topics.append(delivery.topic.removeprefix(stem))
     client.close()
-    assert heard == topics
-    assert len(set(heard)) == len(heard)
+    return topics
 
 
-def test_undecodable_channel_names_its_topic_escaped_asyncio(redis_server: RedisServer) -> None:
+def heard_asyncio(redis_server: RedisServer, channels: list[tuple[bytes, str]]) -> list[str]:
+    """:func:`heard` (plain channels) through the asyncio API."""
     stem = f"a{uuid.uuid4().hex[:8]}."
     url = f"{redis_server.url('redis+pubsub')}?plain_channels=true"
     client = redis_server.client()
@@ -65,15 +62,28 @@ def test_undecodable_channel_names_its_topic_escaped_asyncio(redis_server: Redis
         async with brokerkit.aio.connect(url) as broker:
             sub = await broker.subscribe(stem + "*", pattern=True)
             async with sub:
-                for suffix, _ in CHANNELS:
+                for suffix, _ in channels:
                     assert client.publish(stem.encode() + suffix, b"hello") == 1
-                heard = []
-                for _ in CHANNELS:
+                topics = []
+                for _ in channels:
                     delivery = await sub.receive(timeout=WAIT)
                     assert delivery is not None
-                    heard.append(delivery.topic)
-                return heard
+                    topics.append(delivery.topic.removeprefix(stem))
+                return topics
 
-    heard = asyncio.run(main())
+    topics = asyncio.run(main())
     client.close()
-    assert heard == [stem + topic for _, topic in CHANNELS]
+    return topics
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_undecodable_channel_names_its_topic_escaped(
+    redis_server: RedisServer, plain: bool
+) -> None:
+    topics = heard(redis_server, plain, CHANNELS)
+    assert topics == [topic for _, topic in CHANNELS]
+    assert len(set(topics)) == len(topics)
+
+
+def test_undecodable_channel_names_its_topic_escaped_asyncio(redis_server: RedisServer) -> None:
+    assert heard_asyncio(redis_server, CHANNELS) == [topic for _, topic in CHANNELS]

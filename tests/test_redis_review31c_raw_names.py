@@ -11,18 +11,15 @@ UTF-8 have their backslashes doubled; any other UTF-8 text is as it was.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 
-import brokerkit
-import brokerkit.aio
 from tests.redis_server import RedisServer
+from tests.test_pubsub_review31_undecodable_channel import heard, heard_asyncio
 
 WAIT = 5.0
 
@@ -65,43 +62,8 @@ def test_raw_stream_fields_never_merge(
 
 @pytest.mark.parametrize("plain", [False, True])
 def test_channels_name_distinct_topics(redis_server: RedisServer, plain: bool) -> None:
-    prefix = f"p{uuid.uuid4().hex[:8]}"
-    stem = f"a{uuid.uuid4().hex[:8]}."
-    url = f"{redis_server.url('redis+pubsub')}?prefix={prefix}&plain_channels={str(plain).lower()}"
-    client = redis_server.client()
-    with brokerkit.connect(url) as broker, broker.subscribe(stem + "*", pattern=True) as sub:
-        for suffix, _ in CHANNELS:
-            channel = stem.encode() + suffix
-            if not plain:
-                channel = f"{prefix}:{{".encode() + channel + b"}"
-            assert client.publish(channel, b"hello") == 1
-        heard = []
-        for _ in CHANNELS:
-            delivery = sub.receive(timeout=WAIT)
-            assert delivery is not None
-            heard.append(delivery.topic)
-    client.close()
-    assert heard == [stem + topic for _, topic in CHANNELS]
+    assert heard(redis_server, plain, CHANNELS) == [topic for _, topic in CHANNELS]
 
 
 def test_channels_name_distinct_topics_asyncio(redis_server: RedisServer) -> None:
-    stem = f"a{uuid.uuid4().hex[:8]}."
-    url = f"{redis_server.url('redis+pubsub')}?plain_channels=true"
-    client = redis_server.client()
-
-    async def main() -> list[str]:
-        async with brokerkit.aio.connect(url) as broker:
-            sub = await broker.subscribe(stem + "*", pattern=True)
-            async with sub:
-                for suffix, _ in CHANNELS:
-                    assert client.publish(stem.encode() + suffix, b"hello") == 1
-                heard = []
-                for _ in CHANNELS:
-                    delivery = await sub.receive(timeout=WAIT)
-                    assert delivery is not None
-                    heard.append(delivery.topic)
-                return heard
-
-    heard = asyncio.run(main())
-    client.close()
-    assert heard == [stem + topic for _, topic in CHANNELS]
+    assert heard_asyncio(redis_server, CHANNELS) == [topic for _, topic in CHANNELS]
