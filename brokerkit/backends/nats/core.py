@@ -102,7 +102,7 @@ class AsyncNatsCoreBroker(AsyncBroker):
                     f"NATS server's max_payload ({nc.max_payload:,} bytes); nothing was sent"
                 )
         deadline = time.monotonic() + self.options.reconnect_timeout
-        await self._connected(nc, deadline)
+        await self._connected(nc, deadline, "nothing was sent", "publish to")
         try:
             for message, headers in sends:
                 await nc.publish(subject, message.payload, headers=headers)
@@ -169,25 +169,22 @@ class AsyncNatsCoreBroker(AsyncBroker):
                     return False
         return True
 
-    async def _connected(self, nc: Client, deadline: float) -> None:
-        """Return once ``nc`` is connected; raise :class:`ConnectionFailed` if it is not
-        by ``deadline`` (``reconnect_timeout`` after the publish began), or the broker
-        closes meanwhile, having sent nothing: nats-py would buffer a message published
-        while it reconnects, and its flush would return as if the message were sent.
-        (Woken by the close, as a JetStream request is: a look every so often came
-        after the sync broker's close had cancelled what ran on its loop, and the
-        publish raised CancelledError.)"""
+    async def _connected(self, nc: Client, deadline: float, undone: str, doing: str) -> None:
+        """Return once ``nc`` is connected; raise :class:`ConnectionFailed` (saying
+        ``undone``: what was not done) if it is not by ``deadline``
+        (``reconnect_timeout`` after the call began), or the broker closes meanwhile:
+        nats-py would buffer a message published while it reconnects, and its flush
+        would return as if the message were sent. (Woken by the close, as a JetStream
+        request is: a look every so often came after the sync broker's close had
+        cancelled what ran on its loop, and the publish raised CancelledError.)"""
         client = self._client
         if nc.is_connected or await client.wait_connected(deadline, client.closing_mark()):
             return
         if nc.is_closed or time.monotonic() < deadline:
-            raise ConnectionFailed(
-                f"the NATS connection to {self._client.server} is closed; nothing was sent"
-            )
+            raise ConnectionFailed(f"the NATS connection to {client.server} is closed; {undone}")
         raise ConnectionFailed(
-            f"could not publish to NATS at {self._client.server}: not connected "
-            f"within reconnect_timeout={self.options.reconnect_timeout}s; "
-            "nothing was sent"
+            f"could not {doing} NATS at {client.server}: not connected "
+            f"within reconnect_timeout={self.options.reconnect_timeout}s; {undone}"
         )
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
@@ -235,17 +232,7 @@ class AsyncNatsCoreBroker(AsyncBroker):
         """
         client = self._client
         while True:
-            if not (
-                nc.is_connected or await client.wait_connected(deadline, client.closing_mark())
-            ):
-                if nc.is_closed or time.monotonic() < deadline:
-                    raise ConnectionFailed(
-                        f"the NATS connection to {client.server} is closed; not subscribed"
-                    )
-                raise ConnectionFailed(
-                    f"could not subscribe on NATS at {client.server}: not connected within "
-                    f"reconnect_timeout={self.options.reconnect_timeout}s"
-                )
+            await self._connected(nc, deadline, "not subscribed", "subscribe on")
             try:
                 if await self._round_trip(nc, time.monotonic() + SUBSCRIBE_WAIT):
                     return
