@@ -71,6 +71,7 @@ from tests.broken_settle_backends import (
     HoldsLeasesTooLong,
     IgnoresNackReason,
     IgnoresVisibilityTimeout,
+    LastLevelDeadLettersDeeper,
     LateRejectDeadLetters,
     LateRequeueDuplicates,
     RedeliversAcked,
@@ -492,4 +493,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "truncates_long_names": TruncatesLongNames,
     "patterns_skip_dead_letter_topics": PatternsSkipDeadLetterTopics,
     "settling_deletes_for_every_group": SettlingDeletesForEveryGroup,
+    "last_level_dead_letters_deeper": LastLevelDeadLettersDeeper,
 }

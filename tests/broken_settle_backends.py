@@ -11,8 +11,9 @@ from typing import ClassVar
 
 from brokerkit import Capability, Delivery, Message, StaleDelivery
 from brokerkit._subscription import Subscription
+from brokerkit._topics import dead_letter_topic_of
 from brokerkit.backends.memory import MemoryBroker
-from brokerkit.backends.memory.store import Lease, Topic
+from brokerkit.backends.memory.store import Group, Lease, Topic, dead_letter_of
 
 
 class DropsOnNack(MemoryBroker):
@@ -266,3 +267,29 @@ class SettlingDeletesForEveryGroup(MemoryBroker):
             if topic is not None:
                 topic.log.pop(lease.offset, None)
         return lease
+
+
+class LastLevelDeadLettersDeeper(MemoryBroker):
+    """A topic of the last dead-letter level dead-letters into ``<topic>.dlq``, an
+    11-level name no subscribe accepts: its dead letters are out of reach."""
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        limit = self.options.max_deliveries
+        if (requeue and (limit is None or lease.attempt < limit)) or (
+            dead_letter_topic_of(topic_name) != topic_name
+        ):
+            super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
+            return
+        deeper = topic_name + ".dlq"
+        dead = dead_letter_of(lease.message, topic_name, reason, lease.attempt)
+        self._append_capped(
+            self._store.topic(deeper), [dataclasses.replace(dead, topic=deeper)], None
+        )

@@ -382,6 +382,11 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
     "settling_deletes_for_every_group": {
         "test_groups_do_not_affect_each_other": "group independence: a group lost messages",
     },
+    "last_level_dead_letters_deeper": {
+        "test_the_last_dead_letter_level_is_its_own_dead_letter_topic": (
+            "the dead letter did not come back"
+        ),
+    },
 }
 
 _SUITE = """

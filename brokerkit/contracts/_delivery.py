@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
+from brokerkit._topics import DEAD_LETTER_SUFFIX, MAX_DEAD_LETTER_LEVELS
 from brokerkit.contracts._harness import (
     LEASE_TOLERANCE,
     VISIBILITY_TIMEOUT,
@@ -199,6 +200,30 @@ class DeliveryContract:
         _check_dead_letter(dead, rejected, [1, "two"], broker, topic, 1, "rejected")
         dead.ack()
         contract.expect_nothing(dead_letters, "nack(requeue=False): dead-lettered twice")
+
+    @requires(Capability.ACK | Capability.DEAD_LETTER)
+    def test_the_last_dead_letter_level_is_its_own_dead_letter_topic(
+        self, contract: ContractEnv
+    ) -> None:
+        """A topic of the last dead-letter level dead-letters into itself.
+
+        The dead-letter topic of a topic that already ends with
+        :data:`~brokerkit._topics.MAX_DEAD_LETTER_LEVELS` ``.dlq`` suffixes is that topic
+        (:meth:`~brokerkit.Broker.dead_letter_topic`), so that no name grows past what
+        a subscribe accepts: a message rejected there comes back to its subscribers as
+        a dead letter, with its reason."""
+        promise = "the last dead-letter level is its own dead-letter topic"
+        broker = contract.broker()
+        topic = contract.topic("last") + DEAD_LETTER_SUFFIX * MAX_DEAD_LETTER_LEVELS
+        assert broker.dead_letter_topic(topic) == topic, promise
+        subscription = broker.subscribe(topic)
+        broker.publish(topic, "job")
+        rejected = contract.expect(subscription, promise)
+        rejected.nack(requeue=False, reason="bad input")
+        dead = contract.expect(subscription, f"{promise}: the dead letter did not come back")
+        assert dead.body == "job", promise
+        assert dead.headers.get("x-dead-letter-reason") == "bad input", promise
+        dead.ack()
 
     @requires(Capability.ACK | Capability.DEAD_LETTER)
     def test_a_reject_reason_is_recorded_on_the_dead_letter(self, contract: ContractEnv) -> None:
