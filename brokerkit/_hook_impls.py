@@ -44,15 +44,31 @@ def impls_of(manager: pluggy.PluginManager, name: str) -> tuple[Impl, ...]:
             continue  # never run: named when its plugin registered (see _hooks)
         if impl.hookwrapper or impl.wrapper:
             # A wrapper is a generator pluggy must drive: it is called through pluggy
-            # around this plugin alone, so it too fails on its own.
-            others = [other.plugin for other in hookimpls if other is not impl]
-            whole = manager.subset_hook_caller(name, others)
-            found.append(Impl(whole, (), None, impl.plugin_name))
+            # around this implementation alone, so it too fails on its own. Alone for
+            # good: a caller of the manager's hook (a subset of it) would call what is
+            # registered at the call, skipping this wrapper once its plugin is
+            # unregistered and calling a plugin registered since the operation started.
+            found.append(Impl(_Wrapper(manager, name, impl), (), None, impl.plugin_name))
         else:
             found.append(
                 Impl(impl.function, tuple(impl.argnames), tuple(impl.kwargnames), impl.plugin_name)
             )
     return tuple(found)
+
+
+class _Wrapper:
+    """Calls one wrapper implementation of a hook through pluggy, around nothing."""
+
+    __slots__ = ("_hookexec", "_impls", "_name")
+
+    def __init__(self, manager: pluggy.PluginManager, name: str, impl: pluggy.HookImpl) -> None:
+        # the manager's executor: it honors add_hookcall_monitoring, as the hook does
+        self._hookexec = manager._hookexec
+        self._name = name
+        self._impls = (impl,)
+
+    def __call__(self, **kwargs: Any) -> None:
+        self._hookexec(self._name, list(self._impls), kwargs, False)
 
 
 def is_async(impl: Any) -> bool:
