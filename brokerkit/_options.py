@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -11,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from difflib import get_close_matches
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from brokerkit._secret_options import MASK, AfterPathSecret, is_secret
 from brokerkit.exceptions import InvalidOption
@@ -39,9 +40,73 @@ _AFTER_SECRET: ContextVar[Mapping[str, str]] = ContextVar(
 #: hid (see :func:`_shown`); such a message is not raised, as it names the option.
 _HID: ContextVar[list[str] | None] = ContextVar("_HID", default=None)
 
-#: The attribute of an options object made from a URL naming the options that
-#: followed a secret there (see :func:`after_secrets`), which its repr masks.
+#: The field of an options object made from a URL naming the options that followed
+#: a secret there (see :func:`after_secrets`), which its repr and checks mask. A field
+#: (no option: see :meth:`BrokerOptions.names`), so that ``dataclasses.replace()``
+#: carries it to the copy.
 _FOLLOWED = "_brokerkit_after_secret"
+#: While an options object's ``__post_init__`` runs (its own and its parents').
+_CHECKING: ContextVar[bool] = ContextVar("_CHECKING", default=False)
+
+
+class _Followed(NamedTuple):
+    """What followed a secret in the URL of an options object: each option's name,
+    the secret's name and the option's value as made from the URL (a copy made by
+    ``dataclasses.replace()`` masks it while it keeps that value), and the backend."""
+
+    backend: str = ""
+    options: tuple[tuple[str, str, Any], ...] = ()
+
+    def kept(self, options: object) -> dict[str, str]:
+        """The options of ``options`` still holding the value they followed a secret
+        with, each with that secret's name."""
+        return {
+            name: secret
+            for name, secret, value in self.options
+            if _same(getattr(options, name, _NOTHING), value)
+        }
+
+
+_NOTHING = object()
+
+
+def _same(value: Any, made: Any) -> bool:
+    """Whether ``value`` is the value ``made`` (of its type: ``1`` is not ``True``)."""
+    return type(value) is type(made) and bool(value == made)
+
+
+def _checked(post_init: Any) -> Any:
+    """``post_init`` (an options class's ``__post_init__``), which, run on its own (in
+    a copy made by ``dataclasses.replace()``, not by :meth:`BrokerOptions.build`), does
+    not quote the values that followed a secret in the URL the options were made from,
+    nor names such an option: it may be the end of the secret (see :meth:`build`)."""
+
+    @functools.wraps(post_init)
+    def checked(self: BrokerOptions) -> None:
+        if _CHECKING.get():
+            post_init(self)  # a subclass's check calling its parent's
+            return
+        followed: _Followed = getattr(self, _FOLLOWED, _Followed())
+        kept = followed.kept(self) if _HID.get() is None else {}
+        token = _CHECKING.set(True)
+        try:
+            if not kept:
+                post_init(self)
+                return
+            with _hiding(kept):
+                try:
+                    post_init(self)
+                except InvalidOption as exc:
+                    named = [kept[k] for k in kept if _names(str(exc), k)]
+                    if not named:
+                        raise
+                    refusal = secret_tail_refusal(followed.backend, named[0], type(self).names())
+                    raise InvalidOption(refusal) from None
+        finally:
+            _CHECKING.reset(token)
+
+    return checked
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -75,6 +140,10 @@ class BrokerOptions:
     #: why: a value set for one is refused, an unset one (None, or empty in the query)
     #: taken. They are not among the valid names.
     not_applicable: ClassVar[Mapping[str, str]] = types.MappingProxyType({})
+    #: What followed a secret in the URL (see :data:`_FOLLOWED`); no option.
+    _brokerkit_after_secret: _Followed = dataclasses.field(
+        default=_Followed(), repr=False, compare=False, kw_only=True
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -82,13 +151,16 @@ class BrokerOptions:
             # set before @dataclass runs on the subclass, which then keeps it: every
             # backend's (and plugin's) options mask their secrets as these do
             cls.__repr__ = BrokerOptions.__repr__  # type: ignore[method-assign]
+        if "__post_init__" in cls.__dict__:
+            # its checks, run by dataclasses.replace(), mask as build's do
+            cls.__post_init__ = _checked(cls.__dict__["__post_init__"])  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         """The options as a dataclass shows them, but for the value of an option whose
         name is a secret (``api_token=***``; ``None`` when unset), and of one that
         followed a secret in the URL's query (or a secret in its path), which may be
         the end of that secret's value, split at a raw ``&``: ``***`` too."""
-        followed: frozenset[str] = getattr(self, _FOLLOWED, frozenset())
+        followed = getattr(self, _FOLLOWED, _Followed()).kept(self)
         shown = []
         for field in dataclasses.fields(self):
             if not field.repr:
@@ -98,6 +170,7 @@ class BrokerOptions:
             shown.append(f"{field.name}={MASK if hidden else repr(value)}")
         return f"{type(self).__qualname__}({', '.join(shown)})"
 
+    @_checked
     def __post_init__(self) -> None:
         from brokerkit._serializers import serializer_names
 
@@ -122,7 +195,11 @@ class BrokerOptions:
     @classmethod
     def names(cls) -> list[str]:
         """The option names this class accepts."""
-        return [f.name for f in dataclasses.fields(cls) if f.name not in cls.not_applicable]
+        return [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in cls.not_applicable and f.name != _FOLLOWED
+        ]
 
     @classmethod
     def build(
@@ -195,12 +272,13 @@ class BrokerOptions:
             _check_type(name, value, hints[name], backend)
             values[name] = value
             follows.pop(name, None)  # a keyword's value is no part of a secret
+        # what followed a secret: masked by repr, as by str() of the URL
+        followed = _Followed(
+            backend, tuple((k, follows[k], values[k]) for k in follows if k in values)
+        )
         with _hiding(follows):
             try:
-                options = cls(**values)
-                # what followed a secret: masked by repr, as by str() of the URL
-                object.__setattr__(options, _FOLLOWED, frozenset(follows))
-                return options
+                return cls(**values, _brokerkit_after_secret=followed)
             except InvalidOption as exc:
                 # A check naming an option that follows a secret without quoting its
                 # value (``cluster=true and sentinel= cannot be combined``).
