@@ -36,7 +36,8 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -73,11 +74,13 @@ from brokerkit.backends.redis.stream.reaping_async import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_by_stream
 from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.backends.redis.stream.settle_async import StreamSettling
-from brokerkit.exceptions import InvalidOption
+from brokerkit.exceptions import BrokerError, IncompatibleTopic, InvalidOption
 
 __all__ = ["AsyncRedisStreamBroker"]
 
 log = logging.getLogger("brokerkit.redis")
+
+_T = TypeVar("_T")
 
 #: Redis ends a blocking read whose timeout passed on its next clock tick (ten a
 #: second by default), up to this much late.
@@ -212,9 +215,55 @@ class AsyncRedisStreamBroker(
                 await self._scripts.join(keys=[lease_key], args=[subscription.group, mine])
             )
 
-        await self._reconnector.call(join, topic=subscription.topic)
+        await self._consuming_call(join, subscription)
         if self.options.max_deliveries is not None and not self._closed:
             self._reaper.start()
+
+    async def _consuming_call(
+        self, operation: Callable[[], Awaitable[_T]], subscription: AsyncSubscription
+    ) -> _T:
+        """``operation`` (a subscription's join, claim or read), retried as every call
+        is; a key of another type that is not the topic's stream but one of the
+        bookkeeping keys the subscription uses is named, with how to fix it (see
+        :meth:`_wrong_bookkeeping`), instead of blaming the topic."""
+        try:
+            return await self._reconnector.call(operation, topic=subscription.topic)
+        except IncompatibleTopic as exc:
+            named = await self._wrong_bookkeeping(subscription)
+            if named is None:
+                raise
+            raise named from exc
+
+    async def _wrong_bookkeeping(self, subscription: AsyncSubscription) -> IncompatibleTopic | None:
+        """The error naming the first bookkeeping key of ``subscription`` that holds
+        another Redis type (another program wrote it), or None when the topic's stream
+        is itself of another type, none is, or they cannot be looked at now. Every
+        bookkeeping key holds only what brokerkit makes again, so the error says to
+        delete it: every fetch of the group would fail on it until then."""
+        state: StreamState = subscription.state
+        expected = [
+            (state.key, "stream", ""),
+            (state.wake_key, "stream", "the wake stream of group " + repr(subscription.group)),
+            (state.scheduled_key, "zset", "the topic's delayed publishes"),
+            (state.delayed_key, "zset", "the delayed retries of group " + repr(subscription.group)),
+        ]
+        try:
+            for key, kind, what in expected:
+                with translate_errors(self.url, subscription.topic):
+                    found = text(await self._client.type(key))
+                if found in ("none", kind):
+                    continue
+                if not what:  # the stream itself: the topic's own error says so
+                    return None
+                return IncompatibleTopic(
+                    f"the topic {subscription.topic!r} at {self.url} cannot be consumed: "
+                    f"its brokerkit bookkeeping key {key} ({what}) holds a Redis {found}, "
+                    f"not a {kind} (maybe written by another program); delete it "
+                    f"(DEL {key}) and brokerkit makes it again"
+                )
+        except BrokerError:  # not looked at now: the topic's own error is raised
+            return None
+        return None
 
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float
@@ -289,7 +338,7 @@ class AsyncRedisStreamBroker(
             state.cursor = text(cursor)
             return claimed, int(wait_ms)
 
-        claimed, wait_ms = await self._reconnector.call(claim, topic=subscription.topic)
+        claimed, wait_ms = await self._consuming_call(claim, subscription)
         del state.woken[: len(woken)]  # acked by the claim (kept until it succeeded)
         # Look for held messages again when the next one is due, or after the poll
         # interval for ones held meanwhile by other processes.
@@ -347,7 +396,7 @@ class AsyncRedisStreamBroker(
                 await create_group(self._client, state.wake_key, subscription.group, "$")
                 return None
 
-        reply = await self._reconnector.call(read, topic=subscription.topic)
+        reply = await self._consuming_call(read, subscription)
         if not reply:
             if block <= 0 < timeout and left <= timeout:
                 await sleep(max(state.release_at - time.monotonic(), 0.0))
