@@ -107,7 +107,7 @@ class RedisListBroker(ListSettling, ListPublishing, WakesOnClose, Broker):
         self._scripts = {
             name: Lua(self._client, getattr(module, name))
             for module, names in (
-                (scripts, ("FETCH",)),
+                (scripts, ("FETCH", "TRIM")),
                 (settle_scripts, ("SETTLE", "EXTEND")),
                 (upkeep, ("RESCUE", "INSPECT", "PURGE")),
                 (schedule, ("HOLD", "RELEASE")),

@@ -105,7 +105,7 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, WakesOnClose, AsyncBrok
         self._scripts = {
             name: AsyncLua(self._client, getattr(module, name))
             for module, names in (
-                (scripts, ("FETCH",)),
+                (scripts, ("FETCH", "TRIM")),
                 (settle_scripts, ("SETTLE", "EXTEND")),
                 (upkeep, ("RESCUE", "INSPECT", "PURGE")),
                 (schedule, ("HOLD", "RELEASE")),

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope
@@ -68,14 +69,24 @@ class ListPublishing:
             await self._call(lambda: send("LPUSH", queue, *values), topic)
             return
 
+        trim = self._scripts["TRIM"]
+        trimmed = [queue, self._topic(topic).keys.returned]
+
         async def push_on(client: Any) -> None:
             # as a context manager: a cluster's transaction hands its connection back
             async with client.pipeline(transaction=True) as pipe:
                 for start in range(0, len(values), _PUSH_CHUNK):
                     pipe.lpush(queue, *values[start : start + _PUSH_CHUNK])
                 if maxlen is not None:
-                    pipe.ltrim(queue, 0, maxlen - 1)  # the oldest are at the right
-                await pipe.execute()
+                    # the oldest are at the right, where those counted in `returned`
+                    # wait: the script trims and lowers the count (see scripts.TRIM)
+                    pipe.evalsha(trim.sha, len(trimmed), *trimmed, maxlen)
+                try:
+                    await pipe.execute()
+                except NoScriptError:
+                    # the server had lost the script: the messages are pushed (an
+                    # error of the LPUSHes would have come first), the trim follows
+                    await trim(trimmed, [maxlen], client=client)
 
         if durable is None:
             await self._call(lambda: push_on(self._client), topic)

@@ -98,7 +98,7 @@ from __future__ import annotations
 from brokerkit.backends.redis.list.plan import CHUNK_BYTES, FETCH_BYTES
 from brokerkit.backends.redis.list.preamble import CHUNK, PREAMBLE, RELEASE_BATCH, with_preamble
 
-__all__ = ["CHUNK", "FETCH", "PREAMBLE", "RELEASE_BATCH"]
+__all__ = ["CHUNK", "FETCH", "PREAMBLE", "RELEASE_BATCH", "TRIM"]
 
 
 #: ARGV[7] consumer, [8] how many, [9] lease ms, [10] the fetch's nonce (the receipts of
@@ -331,3 +331,27 @@ return {size, count or false, capped and 1 or 0}
     .replace("@FETCH_BYTES@", str(FETCH_BYTES))
     .replace("@CHUNK_BYTES@", str(CHUNK_BYTES))
 )
+
+
+#: KEYS[1] queue, KEYS[2] returned; ARGV[1] maxlen. Sent in a publish's transaction
+#: right after its LPUSHes (the bodies never enter Lua): trims the queue to its newest
+#: ``maxlen`` elements and lowers RETURNED by the ones that came back among those it
+#: dropped. They wait at the head, where the trim takes the oldest from, so it drops
+#: ``min(over, returned)`` of them; left counted, fresh messages would go out one a
+#: fetch as if each had come back. Returns how many it dropped.
+TRIM = r"""
+local maxlen = tonumber(ARGV[1])
+local over = redis.call('LLEN', KEYS[1]) - maxlen
+if over <= 0 then return 0 end
+redis.call('LTRIM', KEYS[1], 0, maxlen - 1)
+-- a count another program broke (not a number, another type) is the fetch's to mend
+local returned = tonumber(redis.pcall('GET', KEYS[2]))
+if returned and returned > 0 then
+  if returned > over then
+    redis.call('SET', KEYS[2], string.format('%d', returned - over))
+  else
+    redis.call('DEL', KEYS[2])
+  end
+end
+return over
+"""

@@ -1,0 +1,119 @@
+"""redis+list: a publish whose ``maxlen`` trims messages that came back (nacked, or
+their lease ran out: counted in the topic's ``returned`` key, each to go out alone)
+lowers that count by those it dropped.
+
+Before, the count stayed: the fresh messages published in their place went out one a
+fetch as if each had come back (a consumer of ``prefetch=3`` got three fetches of one
+message instead of one of three), until the stale count ran down."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+import brokerkit
+from brokerkit.backends.redis.list import RedisListBroker
+from tests.redis_cluster import RedisClusterSet
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis_list
+
+
+@pytest.fixture
+def connect(redis_broker: Callable[..., Any]) -> Callable[..., RedisListBroker]:
+    return functools.partial(redis_broker, "redis+list")
+
+
+def _nonce(receipt: str) -> str:
+    return receipt.partition(":")[0].rstrip("0123456789")
+
+
+def _nack_all(broker: RedisListBroker, topic: str, n: int) -> None:
+    subscription = broker.subscribe(topic, prefetch=n)
+    got = [subscription.receive(timeout=5) for _ in range(n)]
+    for delivery in got:
+        assert delivery is not None
+        delivery.nack()
+    subscription.close()
+
+
+@pytest.mark.parametrize("kept", [0, 1])
+def test_a_trim_that_drops_returned_messages_lowers_their_count(
+    connect: Callable[..., RedisListBroker], redis_client: redis.Redis, kept: int
+) -> None:
+    broker = connect(maxlen=3)
+    broker.publish_many("t", ["a", "b", "c"])
+    _nack_all(broker, "t", 3)  # they wait at the head, counted
+    returned = broker._topic("t").keys.returned
+    assert int(redis_client.get(returned) or 0) == 3
+    # drops the 3 - kept oldest: returned ones
+    fresh = [f"new{i}" for i in range(3 - kept)]
+    broker.publish_many("t", fresh)
+    assert int(redis_client.get(returned) or 0) == kept
+    subscription = broker.subscribe("t", prefetch=3)
+    got = [subscription.receive(timeout=5) for _ in range(3)]
+    assert all(d is not None for d in got)
+    assert [d.body for d in got if d is not None] == ["a"][
+        :kept
+    ] + fresh  # a was nacked first: deepest
+    # the one that came back (if kept) alone, then the fresh ones in one batch
+    nonces = [_nonce(d.receipt) for d in got if d is not None]
+    assert len(set(nonces[kept:])) == 1
+    assert kept == 0 or nonces[0] != nonces[1]
+    broker.ack(*[d for d in got if d is not None])
+    subscription.close()
+
+
+def test_a_trim_of_fresh_messages_leaves_the_count(
+    connect: Callable[..., RedisListBroker], redis_client: redis.Redis
+) -> None:
+    """Returned messages at the head survive a trim that drops none of them."""
+    broker = connect(maxlen=4)
+    broker.publish_many("t", ["a"])
+    _nack_all(broker, "t", 1)
+    returned = broker._topic("t").keys.returned
+    broker.publish_many("t", ["b", "c", "d"])
+    assert int(redis_client.get(returned) or 0) == 1
+    broker.publish("t", "e")  # drops "a", the returned one
+    assert redis_client.get(returned) is None
+    broker.publish("t", "f")  # drops "b"
+    assert redis_client.get(returned) is None
+    got = list(broker.consume("t", prefetch=10, timeout=0.5))
+    assert [d.body for d in got] == ["c", "d", "e", "f"]
+    assert len({_nonce(d.receipt) for d in got}) == 1
+    broker.ack(*got)
+
+
+def test_a_server_that_lost_the_script_still_trims(redis_server: RedisServer) -> None:
+    """After SCRIPT FLUSH the publish's transaction pushes, and the trim follows."""
+    client = redis_server.client()
+    with brokerkit.connect(redis_server.url("redis+list"), maxlen=2) as broker:
+        broker.publish_many("t", ["a"])
+        _nack_all(broker, "t", 1)
+        client.script_flush()
+        broker.publish_many("t", ["b", "c"])
+        keys = broker._topic("t").keys
+        assert client.lrange(keys.queue, 0, -1)[0].endswith(b"\nc")
+        assert client.llen(keys.queue) == 2
+        assert client.get(keys.returned) is None
+    client.close()
+
+
+@pytest.mark.parametrize("replicas", [None, "1"])
+def test_a_cluster_trims_and_lowers_the_count(
+    redis_cluster: RedisClusterSet, prefix: str, replicas: str | None
+) -> None:
+    options = {"replicas": replicas, "replica_timeout": "5"} if replicas else {}
+    url = redis_cluster.url("redis+list", prefix=prefix, maxlen="2", **options)
+    with brokerkit.connect(url) as broker:
+        broker.publish_many("t", ["a"])
+        _nack_all(broker, "t", 1)
+        broker.publish_many("t", ["b", "c"])
+        got = list(broker.consume("t", prefetch=10, timeout=0.5))
+        assert [d.body for d in got] == ["b", "c"]
+        assert len({_nonce(d.receipt) for d in got}) == 1
+        broker.ack(*got)
