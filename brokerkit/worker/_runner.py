@@ -55,6 +55,9 @@ log = logging.getLogger("brokerkit.worker")
 POLL = 0.25
 #: The longest a slot pauses after receiving failed, before it tries again.
 MAX_PAUSE = 5.0
+#: The most times a slot's pause doubles: past MAX_PAUSE whatever it is (a count of
+#: failures left to grow made ``POLL * 2**failures`` overflow in a long outage).
+_MOST_DOUBLINGS = 64
 
 
 class Runner:
@@ -228,7 +231,8 @@ class Runner:
             except BrokerClosed:
                 return
             except Exception as exc:  # a BrokerError (already retried) or a bug: back off
-                failures += 1
+                # counted no further than the pause grows: POLL * 2**1024 is no float
+                failures = min(failures + 1, _MOST_DOUBLINGS)
                 pause = min(POLL * 2**failures, MAX_PAUSE)
                 log.warning(
                     "handler %s: receiving from %r failed (again in %.3g s): %s",
