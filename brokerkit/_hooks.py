@@ -303,7 +303,7 @@ class HookRelay:
             "brokerkit_publish_end",
             broker=broker,
             topic=topic,
-            messages=messages,
+            messages=tuple(messages),  # (a plugin cannot change the caller's list)
             error=error,
             scope=scope,
         )
@@ -399,10 +399,11 @@ class HookRelay:
             return
         if self._draining and not self._open and not self._drained()[1]:
             return  # the last open deliveries were dropped unsettled
+        # tuples: each plugin is handed the same deliveries, whatever one does with them
         stale_ids = {id(d) for d in stale}
-        done = [d for d in deliveries if id(d) not in stale_ids]
-        lost = [d for d in deliveries if id(d) in stale_ids]
-        dead = _dead_lettered(broker, done, requeue)
+        done = tuple(d for d in deliveries if id(d) not in stale_ids)
+        lost = tuple(d for d in deliveries if id(d) in stale_ids)
+        dead = tuple(_dead_lettered(broker, done, requeue))
         if requeue is None:
             outcome = "ack"
             if done:
@@ -437,7 +438,7 @@ class HookRelay:
                         scope.delivery = None
         if not fresh:
             return
-        unreported = [d for d, scope in fresh if not isinstance(scope, ReportedScope)]
+        unreported = tuple(d for d, scope in fresh if not isinstance(scope, ReportedScope))
         if unreported:
             self._call("brokerkit_on_lease_lost", deliveries=unreported)
         for delivery, scope in fresh:

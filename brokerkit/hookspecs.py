@@ -16,16 +16,17 @@ for every message by the sync and asyncio APIs alike. Message hooks are plain
 functions (one written ``async def`` is never called: its plugin's registration logs
 an error on ``brokerkit.hooks``): keep them quick, never block. One that raises is
 logged on ``brokerkit.hooks`` and swallowed; the other plugins' implementations of
-that hook are still called. With no implementation they cost one flag read per
-message; a plugin registered later through :func:`brokerkit.get_plugin_manager` is
-seen from the next message on. A start hook and its end hook get the same ``scope``
-dict, theirs to fill (a span, a start time); they are pairs rather than a pluggy
-wrapper because the work they surround may be an ``await``, which a wrapper, a plain
-generator, cannot span. An end hook is called for the plugins that were registered
-when its publish or delivery started, and for them alone: a plugin unregistered
-meanwhile still ends what it started (at the operation's own end, however much
-later), and one registered meanwhile is not handed the end of an operation it did not
-see start (nor the start hook's ``scope``).
+that hook are still called. The sequences they are handed (``messages``,
+``deliveries``) are tuples, the same to every plugin. With no implementation they cost
+one flag read per message; a plugin registered later through
+:func:`brokerkit.get_plugin_manager` is seen from the next message on. A start hook
+and its end hook get the same ``scope`` dict, theirs to fill (a span, a start time);
+they are pairs rather than a pluggy wrapper because the work they surround may be an
+``await``, which a wrapper, a plain generator, cannot span. An end hook is called for
+the plugins that were registered when its publish or delivery started, and for them
+alone: a plugin unregistered meanwhile still ends what it started (at the operation's
+own end, however much later), and one registered meanwhile is not handed the end of an
+operation it did not see start (nor the start hook's ``scope``).
 """
 
 from __future__ import annotations
