@@ -38,16 +38,18 @@ class LogEntry:
     message: Message
 
 
-def check_position(position: str, what: str) -> str:
-    """``position`` if it is a stream entry id; else an InvalidOption naming ``what``."""
+def check_position(position: str, what: str, *, words: bool = True) -> str:
+    """``position`` if it is a stream entry id; else an InvalidOption naming ``what``,
+    which says that ``'earliest'`` and ``'latest'`` are valid too when ``words``."""
     if (
         not isinstance(position, str)
         or _ENTRY_ID.fullmatch(position) is None
         or any(len(part) > 20 or int(part) > _MAX_ID_PART for part in position.split("-"))
     ):
         shown = position if not isinstance(position, str) or len(position) <= 60 else position[:60]
+        valid = "'earliest', 'latest' or a stream entry id" if words else "a stream entry id"
         raise InvalidOption(
-            f"{what} must be 'earliest', 'latest' or a stream entry id such as "
+            f"{what} must be {valid} such as "
             f"'1700000000000-0' (each number at most {_MAX_ID_PART}), got {shown!r}"
         )
     return position
@@ -87,11 +89,12 @@ def check_count(count: object, what: str, low: int) -> int:
     return whole
 
 
-def group_start(start: str | None) -> str:
+def group_start(start: str | None, what: str = "start") -> str:
     """The XGROUP CREATE id for a subscription's ``start``: ``earliest`` (the
-    default) is ``0``, ``latest`` is ``$``, anything else must be an entry id."""
+    default) is ``0``, ``latest`` is ``$``, anything else must be an entry id (an
+    InvalidOption naming the argument ``what`` if it is not)."""
     if start is None or start == "earliest":
         return "0"
     if start == "latest":
         return "$"
-    return check_position(start, "start")
+    return check_position(start, what)

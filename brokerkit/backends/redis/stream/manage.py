@@ -132,9 +132,22 @@ class StreamManagement:
 
     def set_group_position(self, topic: str, group: str, position: str) -> None:
         """Move ``group`` so it next reads after ``position`` (``earliest``,
-        ``latest`` or an entry id): replay, or skip ahead. Pending entries stay."""
+        ``latest`` or an entry id): replay, or skip ahead. Pending entries stay.
+
+        :raises InvalidOption: ``position`` is none of those, or ``topic`` has no group
+            ``group`` (:meth:`create_group` makes one, at a position)."""
+        key, start = self.stream_key(topic), group_start(position, "position")
         with translate_errors(self.url, topic):
-            self._client.xgroup_setid(self.stream_key(topic), group, group_start(position))
+            try:
+                self._client.xgroup_setid(key, group, start)
+            except ResponseError as exc:
+                # NOGROUP, or (no stream at all) "requires the key to exist"
+                if not str(exc).startswith("NOGROUP") and "requires the key" not in str(exc):
+                    raise
+                raise InvalidOption(
+                    f"the topic {topic!r} at {self.url} has no group {group!r} to move; "
+                    f"create_group({topic!r}, {group!r}, start=...) makes one"
+                ) from None
 
     def delete_group(self, topic: str, group: str) -> bool:
         """Delete ``group``, its pending entries list and what the backend keeps for it
@@ -161,7 +174,7 @@ class StreamManagement:
     def delete_entries(self, topic: str, *positions: str) -> int:
         """Delete entries by id (``XDEL``); return how many existed. A group that
         holds one of them can still ack it, but can no longer redeliver it."""
-        ids = [check_position(p, "an entry id") for p in positions]
+        ids = [check_position(p, "an entry id", words=False) for p in positions]
         if not ids:
             return 0
         with translate_errors(self.url, topic):
