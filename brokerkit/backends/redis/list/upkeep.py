@@ -61,6 +61,34 @@ local function group_size(g)
   if redis.call('HLEN', leases_of(C)) == 0 then return 0 end
   return n
 end
+-- A known group g of no batch that claims more receipts than its consumer's lease
+-- hash (the leases an earlier version recorded) holds: another program's, or broken
+-- (it may claim 10^13). Walked `budget` receipts a call it would never be done, and
+-- every consumer's maintenance would call again before its next fetch, for ever; it
+-- is replaced by the receipts of those leases that fall in it, each a group of one
+-- with g's score (still a lower bound), read by the next call. Returns how many, or
+-- nil when g is no such group.
+local function unfold(g, score)
+  local nonce, first, n, tail = group_parts(g)
+  if not nonce then return nil end
+  local C = string.sub(tail, 2)
+  if flags_of(C, nonce) then return nil end
+  local leases = leases_of(C)
+  local held = redis.call('HLEN', leases)
+  if held == 0 or n <= held then return nil end
+  local members = {}
+  for _, f in ipairs(redis.call('HKEYS', leases)) do
+    local r = receipt_of(f, C)
+    local rn, rc, i = batch_of(r)
+    if rn == nonce and rc == C and i >= first and i < first + n then
+      members[#members + 1] = score
+      members[#members + 1] = r
+    end
+  end
+  redis.call('ZREM', DEADLINES, g)
+  if #members > 0 then call_chunked('ZADD', DEADLINES, members, 2) end
+  return #members / 2
+end
 local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
 -- Whether this call would dead-letter a delivery it hands back (at max_deliveries):
 -- read before anything is written (see dead_letters_ok), over the latest `budget`
@@ -114,7 +142,11 @@ end
 if MAX > 0 and not dead_letters_ok() and would_dead_letter() then refuse_dead_letters() end
 for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   if budget <= 0 then more = true; break end
-  if known_group(due[i]) then
+  local unfolded = known_group(due[i]) and unfold(due[i], scores[i])
+  if unfolded then
+    more = true
+    budget = budget - math.max(unfolded, 1)
+  elseif known_group(due[i]) then
   local group = due[i]
   local size, skip = group_size(group), 0
   if size > budget then
