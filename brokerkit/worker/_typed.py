@@ -374,6 +374,8 @@ def _dataclass(model: Any) -> Converter:
         try:
             return build(body, 1)  # the body is the first level
         except Misfit as exc:
-            raise InvalidBody(f"{name}: {exc.text}{exc.where()}") from (exc.__cause__ or exc)
+            # one line, shortened: an unknown field's name is the body's, line breaks and all
+            text = f"{name}: {shortened(exc.text)}{exc.where()}"
+            raise InvalidBody(text) from (exc.__cause__ or exc)
 
     return convert
