@@ -227,12 +227,14 @@ class TopicCollector(Collector):
     :param topics: the topics to report, or a sync callable that returns them on
         each scrape (such as ``broker.topics``, to follow every topic the broker has);
         a topic named twice is reported once. A call that fails, or returns one name
-        (a str) rather than a list, is a listing that failed.
+        (a str) rather than a list, or a list holding something else than str (bytes,
+        None), is a listing that failed.
     :param timeout: the longest a scrape waits for the broker, in seconds (above 0);
         keep it under the Prometheus ``scrape_timeout`` (10 s by default).
     :raises InvalidOption: ``broker`` is an asyncio broker (``brokerkit.aio``);
-        ``topics`` is one name (a str), not a list of them, or an async callable
-        (``async_broker.topics``); or
+        ``topics`` is one name (a str), not a list of them, a list holding something
+        else than str (bytes, None: a label of one would fail every scrape of the
+        registry), or an async callable (``async_broker.topics``); or
         ``timeout`` is not a finite number of seconds above 0.
     """
 
@@ -270,7 +272,7 @@ class TopicCollector(Collector):
         self.broker = broker
         self.timeout = seconds
         # a topic named twice is reported (and inspected) once, as a listing names it
-        self._topics = topics if callable(topics) else tuple(dict.fromkeys(topics))
+        self._topics = topics if callable(topics) else tuple(dict.fromkeys(_names_of(topics)))
         #: The topics of the last listing that succeeded (listing mode), set by the
         #: scrape that read it (a reading that ends after its scrape changes nothing).
         self._listed: tuple[str, ...] = ()
@@ -296,7 +298,7 @@ class TopicCollector(Collector):
                 f"the topics callable returned {type(names).__name__}, not a list of topic "
                 "names: give it a sync one (such as the sync broker's topics)"
             )
-        return sorted(set(names))
+        return sorted(set(_names_of(names, "the topics callable returned")))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = _Families(listing=callable(self._topics))
@@ -505,6 +507,28 @@ class _Reading:
                     extra=log_fields(),
                 )
                 return
+
+
+def _names_of(topics: Iterable[Any], given: str = "topics holds") -> list[str]:
+    """``topics``, each a str; InvalidOption naming the first that is not (a label of
+    bytes or None makes the registry's every scrape fail, not just this collector's)."""
+    names = list(topics)
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidOption(
+                f"{given} a {type(name).__name__} ({_shown(name)}) among the topic names: "
+                "each must be a str"
+            )
+    return names
+
+
+def _shown(value: object) -> str:
+    """A short repr of ``value`` for an error (a listing may hold anything)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _is_async(function: Callable[..., Any]) -> bool:
