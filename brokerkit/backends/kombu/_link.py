@@ -63,6 +63,10 @@ _TICK_WAIT = 0.2
 _LOCK_CHECK = 0.25
 #: The most frames one :meth:`Link.heartbeat` dispatches before it checks.
 _TICK_FRAMES = 1000
+#: Seconds after a publish ran out of ``publish_timeout`` (none confirmed since) in
+#: which the lease reaper does not publish its dead letters (see
+#: :meth:`Link.recent_timeout`).
+ALARM_QUIET = 60.0
 
 
 class Link(Topology):
@@ -87,6 +91,9 @@ class Link(Topology):
         self.created_queues: set[str] = set()
         #: Whether RabbitMQ blocked the connection (a resource alarm: see ._blocked).
         self.blocked = BlockedState()
+        #: When (``time.monotonic()``) a publish last ran out of ``publish_timeout``,
+        #: None once one is confirmed (see :meth:`recent_timeout`).
+        self.timed_out: float | None = None
         #: RabbitMQ's ``max_message_size``, once a refusal has told it.
         self.max_message_size: int | None = None
         #: Called (under the lock) each time the connection is found lost and dropped,
@@ -364,6 +371,23 @@ class Link(Topology):
             # A dead connection cannot close it: the next call reconnects.
             with contextlib.suppress(*self._errors):
                 channel.close()
+
+    def recent_timeout(self) -> ConnectionFailed | None:
+        """Why not to publish a dead letter from the lease reaper now: a publish ran out
+        of ``publish_timeout`` within the last :data:`ALARM_QUIET` seconds and none
+        was confirmed since (a memory or disk alarm, likely still on); or None."""
+        at = self.timed_out
+        if at is None:
+            return None
+        ago = time.monotonic() - at
+        if ago >= ALARM_QUIET:
+            return None
+        return ConnectionFailed(
+            f"a publish to RabbitMQ on {self._server()} ran out of publish_timeout="
+            f"{self.options.publish_timeout:g}s {ago:.0f}s ago, none confirmed since "
+            "(a memory or disk alarm?): the reaper does not publish for "
+            f"{ALARM_QUIET:g}s after that"
+        )
 
     def deadline(self) -> Deadline:
         """A deadline of ``publish_timeout`` from now for a publish's socket reads and

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -355,6 +356,7 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
         due = len(link.confirms.unsettled(tags))
         blocked = link.blocked.reason
         link.abandon()  # (a frame may be half written; a channel close would wait)
+        link.timed_out = time.monotonic()
         raise PublishTimeout(
             f"RabbitMQ on {link.url} did not confirm {due} of {len(prepared)} "
             f"message(s) published to {exchange!r} within publish_timeout="
@@ -389,6 +391,7 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
         # would wait on a server that may not read (an alarm): drop the connection.
         link.abandon()
         raise
+    link.timed_out = None  # (confirmed: no alarm holds this link's publishes now)
     returned = link.confirms.take_returned()
     refused = link.confirms.refused(tags)
     if refused:

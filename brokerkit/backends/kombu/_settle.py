@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from brokerkit._delivery import Delivery
 from brokerkit._logging import subscription_fields
 from brokerkit._message import Message
+from brokerkit.backends.kombu._blocked import PublishTimeout
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
@@ -146,29 +147,45 @@ class AMQPSettling:
         self._dropped.drop(readers, link)
         self._dropped.report()
 
-    def _give_back(self, lease: Lease, *, requeue: bool, reason: str | None = None) -> None:
+    def _give_back(
+        self,
+        lease: Lease,
+        *,
+        requeue: bool,
+        reason: str | None = None,
+        reaping: bool = False,
+    ) -> None:
         """Requeue the delivery of ``lease``, or dead-letter it (for ``reason``, or
-        the usual one: not ``requeue``, or its last allowed attempt); call while it is
-        held."""
+        the usual one: not ``requeue``, or its last allowed attempt; ``reaping``: see
+        :meth:`_dead_letter`); call while it is held."""
         attempt = lease.delivery.attempt
         limit = self.options.max_deliveries
         if not requeue:
-            self._dead_letter(lease, reason or "rejected", attempt)
+            self._dead_letter(lease, reason or "rejected", attempt, reaping)
         elif limit is not None and attempt >= limit:
-            self._dead_letter(lease, reason or "max_deliveries", attempt)
+            self._dead_letter(lease, reason or "max_deliveries", attempt, reaping)
         else:
             lease.channel.basic_reject(lease.tag, requeue=True)
             lease.reader.release(lease)
 
-    def _requeue_or_dead_letter(self, deliveries: Sequence[Delivery], *, requeue: bool) -> None:
-        """Requeue (or dead-letter, on their last attempt) ``deliveries`` still held,
-        without checking that RabbitMQ took it: for hand-backs, which a lost
-        connection makes too."""
+    def _requeue_or_dead_letter(
+        self,
+        deliveries: Sequence[Delivery],
+        *,
+        requeue: bool,
+        reaping: bool = False,
+    ) -> None:
+        """Requeue (or dead-letter, on their last attempt; ``reaping``: see
+        :meth:`_dead_letter`) ``deliveries`` still held, without checking that RabbitMQ
+        took it: for hand-backs, which a lost connection makes too."""
         link = self._reading()
         for delivery in deliveries:
             lease: Lease = delivery.receipt
             if lease.reader.holds(lease, link):
-                self._isolated(lease, functools.partial(self._give_back, lease, requeue=requeue))
+                give_back = functools.partial(
+                    self._give_back, lease, requeue=requeue, reaping=reaping
+                )
+                self._isolated(lease, give_back)
                 self._retire_if_done(lease.reader)
 
     def _isolated(self, lease: Lease, settle: Callable[[], None]) -> bool:
@@ -190,7 +207,13 @@ class AMQPSettling:
             return False
         return True
 
-    def _dead_letter(self, lease: Lease, reason: str, deliveries: int) -> None:
+    def _dead_letter(
+        self,
+        lease: Lease,
+        reason: str,
+        deliveries: int,
+        reaping: bool = False,
+    ) -> None:
         """Republish the message to the dead-letter topic, confirmed, then ack it.
 
         One whose dead letter does not fit in one frame (a reason longer than the
@@ -204,6 +227,14 @@ class AMQPSettling:
         ``max_message_size``, or a ``basic.nack`` from a full dead-letter queue that
         rejects publishes) is rejected without requeue, with a WARNING, which RabbitMQ
         dead-letters to the same topic itself.
+
+        The reaper's (``reaping``: nobody to raise to) is rejected so too when its
+        publish runs out of ``publish_timeout`` (a memory or disk alarm), and without
+        trying while a publish of the link did so within the last
+        :data:`~._link.ALARM_QUIET` seconds, none confirmed since: each try would
+        wait ``publish_timeout`` holding the reading connection, and each copy sent
+        may be stored once the alarm clears. Otherwise the timeout is raised (the
+        message stays held).
         """
         message = lease.delivery.message
         topic = lease.reader.subscription.topic
@@ -234,10 +265,18 @@ class AMQPSettling:
             lease.channel.basic_reject(lease.tag, requeue=False)
             lease.reader.release(lease)
 
+        if reaping and (alarm := publishing.recent_timeout()) is not None:
+            refused(alarm)
+            return
         # Lock order: the reading link's lock (held by the caller), then this one's.
         try:
             publishing.call(functools.partial(send, dead))
         except Refused as exc:  # (basic.nack: a full dead-letter queue that rejects)
+            refused(exc)
+            return
+        except PublishTimeout as exc:
+            if not reaping:
+                raise
             refused(exc)
             return
         except InvalidMessage as exc:

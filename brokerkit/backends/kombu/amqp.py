@@ -392,7 +392,9 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                         # (one refused does not stop the others: see _isolated)
                         self._isolated(
                             lease,
-                            functools.partial(self._dead_letter, lease, "max_deliveries", attempt),
+                            functools.partial(
+                                self._dead_letter, lease, "max_deliveries", attempt, reaping=True
+                            ),
                         )
                     else:
                         lease.channel.basic_reject(lease.tag, requeue=True)
@@ -402,7 +404,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                     lease.ran_out = reader.leases.get(lease.tag) is not lease
                 unread = list(reader.inbox)
                 reader.inbox.clear()
-                self._requeue_or_dead_letter(unread, requeue=True)
+                self._requeue_or_dead_letter(unread, requeue=True, reaping=True)
                 self._retire_if_done(reader)
                 # What it had buffered of those is not handed out any more.
                 self._dropped.drop([reader], link)
