@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from brokerkit.cli._bench import STEPS, bench_url
 from brokerkit.cli._output import cell, err, out, print_json, progress_bar
 from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import URL_ENV, UrlArg, command
+from brokerkit.exceptions import BrokerError
 
 __all__ = ["MAX_BENCH_SIZE", "register"]
 
@@ -46,7 +48,7 @@ def demo(
     orders: Annotated[int, typer.Option(min=1, help="Orders placed each way in scene 1.")] = 5,
     sale_orders: Annotated[int, typer.Option(min=1, help="Orders in the flash sale.")] = 2400,
     speed: Annotated[
-        float, typer.Option(min=0.0, help="Latency factor of the simulated services.")
+        float, typer.Option(help="Latency factor of the simulated services, 0 to 100.")
     ] = 1.0,
 ) -> None:
     """The e-commerce order flow: sync vs async, a flash sale, a failing consumer.
@@ -60,7 +62,19 @@ def demo(
     queues and exchanges); it names anything it could not delete.
     """
     from brokerkit.demo import DemoConfig, run_demo
+    from brokerkit.demo._chart import check_chart_path
+    from brokerkit.demo._runner import MAX_SPEED
 
+    # refused before the demo writes anything, not after its scenes ran
+    if not (math.isfinite(speed) and 0 <= speed <= MAX_SPEED):
+        raise typer.BadParameter(
+            f"must be a number from 0 to {MAX_SPEED:g}, got {speed!r}", param_hint="--speed"
+        )
+    if plot is not None:
+        try:
+            check_chart_path(plot)
+        except BrokerError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--plot") from None
     with scratch(url, "demo") as (target, _):
         config = DemoConfig(
             url=target.render(hide_password=False),

@@ -4,6 +4,8 @@ self-contained SVG (or an HTML page around it). No plotting library needed."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -11,7 +13,10 @@ from pathlib import Path
 from brokerkit.demo._peak import Sample
 from brokerkit.exceptions import BrokerError
 
-__all__ = ["render_svg", "write_chart"]
+__all__ = ["CHART_SUFFIXES", "check_chart_path", "render_svg", "write_chart"]
+
+#: The file name endings a chart can be written to.
+CHART_SUFFIXES = (".html", ".htm", ".svg", ".png")
 
 _WIDTH, _HEIGHT = 760, 360
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 20, 40, 48
@@ -85,26 +90,58 @@ def write_chart(path: str | Path, samples: Sequence[Sample], *, title: str) -> P
 
     :raises BrokerError: the suffix is none of these, or ``.png`` without matplotlib.
     """
+    target = check_chart_path(path)
+    suffix = target.suffix.lower()
+    try:
+        if suffix == ".png":
+            _write_png(target, samples, title)
+            return target
+        svg = render_svg(samples, title=title)
+        if suffix == ".svg":
+            target.write_text(svg, encoding="utf-8")
+        else:
+            target.write_text(
+                "<!doctype html>\n<html><head><meta charset='utf-8'>"
+                f"<title>{escape(title)}</title></head>\n<body>\n{svg}\n</body></html>\n",
+                encoding="utf-8",
+            )
+    except OSError as exc:
+        raise BrokerError(
+            f"cannot write a chart to {str(target)!r}: {exc.strerror or exc}"
+        ) from None
+    return target
+
+
+def check_chart_path(path: str | Path) -> Path:
+    """``path`` as a :class:`~pathlib.Path`, once it is one a chart can be written to:
+    checked before the demo runs, so that a mistyped ``--plot`` is not found after
+    every scene ran.
+
+    :raises BrokerError: its name ends in none of :data:`CHART_SUFFIXES`; ``.png``
+        without matplotlib; its directory does not exist or cannot be written to; it
+        is a directory.
+    """
     target = Path(path)
     suffix = target.suffix.lower()
-    if suffix == ".png":
-        _write_png(target, samples, title)
-        return target
-    svg = render_svg(samples, title=title)
-    if suffix == ".svg":
-        target.write_text(svg, encoding="utf-8")
-    elif suffix in (".html", ".htm"):
-        target.write_text(
-            "<!doctype html>\n<html><head><meta charset='utf-8'>"
-            f"<title>{escape(title)}</title></head>\n<body>\n{svg}\n</body></html>\n",
-            encoding="utf-8",
-        )
-    else:
-        raise BrokerError(
-            f"cannot write a chart to {str(target)!r}: "
-            "use a file name ending in .html, .svg or .png"
-        )
+    where = f"cannot write a chart to {str(target)!r}"
+    if suffix not in CHART_SUFFIXES:
+        raise BrokerError(f"{where}: use a file name ending in .html, .svg or .png")
+    if suffix == ".png" and importlib.util.find_spec("matplotlib") is None:
+        raise BrokerError(_NO_MATPLOTLIB)
+    folder = target.parent
+    if not folder.is_dir():
+        raise BrokerError(f"{where}: the directory {str(folder)!r} does not exist")
+    if target.is_dir():
+        raise BrokerError(f"{where}: it is a directory")
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        raise BrokerError(f"{where}: permission denied")
     return target
+
+
+_NO_MATPLOTLIB = (
+    "a .png chart needs matplotlib (pip install matplotlib); "
+    "or write an .html or .svg chart, which needs nothing"
+)
 
 
 def _write_png(target: Path, samples: Sequence[Sample], title: str) -> None:
@@ -113,10 +150,7 @@ def _write_png(target: Path, samples: Sequence[Sample], title: str) -> None:
         matplotlib.use("Agg")
         plt = importlib.import_module("matplotlib.pyplot")
     except ImportError:
-        raise BrokerError(
-            "a .png chart needs matplotlib (pip install matplotlib); "
-            "or write an .html or .svg chart, which needs nothing"
-        ) from None
+        raise BrokerError(_NO_MATPLOTLIB) from None
     figure, axes = plt.subplots(figsize=(8, 4))
     times = [s.t for s in samples]
     for series, colour in _SERIES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import statistics
 from collections.abc import Iterator
@@ -20,14 +21,18 @@ from brokerkit._capabilities import Capability
 from brokerkit._plugins import connect
 from brokerkit._url import BrokerURL
 from brokerkit.cli._bench import remove_made
-from brokerkit.demo._chart import write_chart
+from brokerkit.demo._chart import check_chart_path, write_chart
 from brokerkit.demo._orderflow import FlowResult, run_order_flow
 from brokerkit.demo._peak import PeakResult, Sample, run_peak_shaving
 from brokerkit.demo._retry import Event, RetryResult, run_failing_consumer
 from brokerkit.demo._services import BACKGROUND, CRITICAL_PATH, make_orders
-from brokerkit.exceptions import ConnectionFailed
+from brokerkit.exceptions import ConnectionFailed, InvalidOption
 
-__all__ = ["DemoConfig", "DemoReport", "run_demo"]
+__all__ = ["MAX_SPEED", "DemoConfig", "DemoReport", "run_demo"]
+
+#: The largest ``speed``: the simulated services 100 times as slow (scene 1 takes
+#: about 50 s an order). More would take hours, or overflow the services' sleeps.
+MAX_SPEED = 100.0
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -53,6 +58,13 @@ class DemoConfig:
     max_deliveries: int = 3
     plot: Path | None = None
     live: bool = True
+
+    def __post_init__(self) -> None:
+        """:raises InvalidOption: ``speed`` is not a number from 0 to :data:`MAX_SPEED`."""
+        speed = self.speed
+        number = isinstance(speed, (int, float)) and not isinstance(speed, bool)
+        if not (number and math.isfinite(speed) and 0 <= speed <= MAX_SPEED):
+            raise InvalidOption(f"speed must be a number from 0 to {MAX_SPEED:g}, got {speed!r}")
 
 
 @dataclass
@@ -81,9 +93,15 @@ class DemoReport:
 
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> DemoReport:
-    """Run the order-flow demo against ``config.url`` and draw it on ``console``."""
+    """Run the order-flow demo against ``config.url`` and draw it on ``console``.
+
+    :raises BrokerError: ``config.plot`` is no file a chart can be written to (see
+        :func:`~brokerkit.demo._chart.check_chart_path`), before any scene runs.
+    """
     console = console or Console()
     url = BrokerURL.parse(config.url)
+    if config.plot is not None:
+        check_chart_path(config.plot)
     private = url.scheme == "memory" and not (url.host or url.path.strip("/"))
     namespace = "" if private else f"demo-{secrets.token_hex(3)}."
     report = DemoReport()
