@@ -223,43 +223,54 @@ class RedisStreamBroker(
 
     def _consuming_call(self, operation: Callable[[], _T], subscription: Subscription) -> _T:
         """``operation`` (a subscription's join, claim or read), retried as every call
-        is; a key of another type that is not the topic's stream but one of the
-        bookkeeping keys the subscription uses is named, with how to fix it (see
-        :meth:`_wrong_bookkeeping`), instead of blaming the topic."""
+        is; a key of another type that is not the topic's stream but one of the keys
+        the subscription uses is named, with how to fix it (see :meth:`_wrong_key`),
+        instead of blaming the topic."""
         try:
             return self._reconnector.call(operation, topic=subscription.topic)
         except IncompatibleTopic as exc:
-            named = self._wrong_bookkeeping(subscription)
+            named = self._wrong_key(subscription.topic, subscription.group)
             if named is None:
                 raise
             raise named from exc
 
-    def _wrong_bookkeeping(self, subscription: Subscription) -> IncompatibleTopic | None:
-        """The error naming the first bookkeeping key of ``subscription`` that holds
-        another Redis type (another program wrote it), or None when the topic's stream
-        is itself of another type, none is, or they cannot be looked at now. Every
+    def _wrong_key(self, topic: str, group: str) -> IncompatibleTopic | None:
+        """The error naming the first key that ``group`` of ``topic`` uses beside the
+        topic's stream (its bookkeeping, its dead-letter topic's stream) and that holds
+        another Redis type (another program wrote it); None when the topic's stream is
+        itself of another type, none is, or they cannot be looked at now. Every
         bookkeeping key holds only what brokerkit makes again, so the error says to
         delete it: every fetch of the group would fail on it until then."""
-        state: StreamState = subscription.state
+        key = self._keys.topic
+        dead_letter_topic = self.dead_letter_topic(topic)
         expected = [
-            (state.key, "stream", ""),
-            (state.wake_key, "stream", "the wake stream of group " + repr(subscription.group)),
-            (state.scheduled_key, "zset", "the topic's delayed publishes"),
-            (state.delayed_key, "zset", "the delayed retries of group " + repr(subscription.group)),
+            (key(topic), "stream", ""),
+            (key(topic, "wake", group), "stream", f"the wake stream of group {group!r}"),
+            (key(topic, "scheduled"), "zset", "the topic's delayed publishes"),
+            (key(topic, "delayed", group), "zset", f"the delayed retries of group {group!r}"),
+            (key(dead_letter_topic), "stream", dead_letter_topic),
         ]
         try:
-            for key, kind, what in expected:
-                with translate_errors(self.url, subscription.topic):
-                    found = text(self._client.type(key))
+            for name, kind, what in expected:
+                with translate_errors(self.url, topic):
+                    found = text(self._client.type(name))
                 if found in ("none", kind):
                     continue
-                if not what:  # the stream itself: the topic's own error says so
+                if not what or what == topic:  # its stream: the topic's own error says so
                     return None
+                if what == dead_letter_topic:
+                    return IncompatibleTopic(
+                        f"the dead-letter topic {what!r} of the topic {topic!r} at {self.url} "
+                        f"is stored in a Redis key of another type ({name} holds a {found}, "
+                        "not a stream; maybe written by another program): nothing is "
+                        f"dead-lettered (the entries stay pending) until it is renamed or "
+                        f"deleted (DEL {name})"
+                    )
                 return IncompatibleTopic(
-                    f"the topic {subscription.topic!r} at {self.url} cannot be consumed: "
-                    f"its brokerkit bookkeeping key {key} ({what}) holds a Redis {found}, "
-                    f"not a {kind} (maybe written by another program); delete it "
-                    f"(DEL {key}) and brokerkit makes it again"
+                    f"the topic {topic!r} at {self.url} cannot be consumed: its brokerkit "
+                    f"bookkeeping key {name} ({what}) holds a Redis {found}, not a {kind} "
+                    f"(maybe written by another program); delete it (DEL {name}) and "
+                    "brokerkit makes it again"
                 )
         except BrokerError:  # not looked at now: the topic's own error is raised
             return None

@@ -22,7 +22,7 @@ from brokerkit.backends.redis.stream.calls import StreamScripts
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.scripts import text
-from brokerkit.exceptions import BrokerError
+from brokerkit.exceptions import BrokerError, IncompatibleTopic
 
 __all__ = ["StreamReaping"]
 
@@ -50,6 +50,8 @@ class StreamReaping:
     if TYPE_CHECKING:  # provided by RedisStreamBroker, StreamSettling and Broker
 
         def dead_letter_topic(self, topic: str) -> str: ...
+
+        def _wrong_key(self, topic: str, group: str) -> IncompatibleTopic | None: ...
 
         def _decode(self, topic: str, flat: Any) -> Message: ...
 
@@ -133,11 +135,17 @@ class StreamReaping:
         # On the settling client, as every settlement: redis-py never resends it. Sent
         # again by the reconnector after a lost reply, unflagged, it finds the entry
         # no longer pending for this consumer and does nothing (one dead letter).
-        self._reconnector.call(
-            lambda: self._scripts.nack(
-                keys=[state.key, dlq, state.delayed_key, state.wake_key, state.lost_key],
-                args=args,
-                client=self._settle_client,
-            ),
-            topic=subscription.topic,
-        )
+        try:
+            self._reconnector.call(
+                lambda: self._scripts.nack(
+                    keys=[state.key, dlq, state.delayed_key, state.wake_key, state.lost_key],
+                    args=args,
+                    client=self._settle_client,
+                ),
+                topic=subscription.topic,
+            )
+        except IncompatibleTopic as exc:  # the dead-letter topic's key, say: named
+            named = self._wrong_key(subscription.topic, subscription.group)
+            if named is None:
+                raise
+            raise named from exc

@@ -75,7 +75,7 @@ from brokerkit.backends.redis.stream.options import (
     StreamState,
 )
 from brokerkit.backends.redis.stream.scheduling import PARKING
-from brokerkit.exceptions import ReplicationTimeout, StaleDelivery
+from brokerkit.exceptions import IncompatibleTopic, ReplicationTimeout, StaleDelivery
 
 __all__ = ["StreamSettling"]
 
@@ -123,6 +123,8 @@ class StreamSettling:
     if TYPE_CHECKING:  # provided by Broker
 
         def dead_letter_topic(self, topic: str) -> str: ...
+
+        def _wrong_key(self, topic: str, group: str) -> IncompatibleTopic | None: ...
 
         @staticmethod
         def _mark(deliveries: Iterable[Delivery]) -> None: ...
@@ -270,7 +272,16 @@ class StreamSettling:
                 wake = self._keys.topic(topic, "wake", receipt.group)
                 lost = self._keys.topic(topic, "lost")
                 calls.append((self._scripts.nack, [receipt.key, dlq, delayed, wake, lost], args))
-            replies = self._run_settling(calls, flags_at=4, unconfirmed=unconfirmed)
+            try:
+                replies = self._run_settling(calls, flags_at=4, unconfirmed=unconfirmed)
+            except IncompatibleTopic as exc:  # which key, of which topic: named
+                for topic, group in dict.fromkeys(
+                    (d.subscription.topic, d.receipt.group) for d in deliveries
+                ):
+                    named = self._wrong_key(topic, group)
+                    if named is not None:
+                        raise named from exc
+                raise
         except BaseException:
             # Failed, or cancelled (applied or not): renewed again, to be settled
             # again. A hand-back's are not: nobody will settle them, and their leases
