@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -67,10 +68,8 @@ class AsyncWorker:
             raise InvalidOption(
                 f"a worker takes a broker (from connect(url)), got {type(broker).__name__}"
             )
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
-            raise InvalidOption(f"grace must be a non-negative number of seconds, got {grace!r}")
         self.broker = broker
-        self.grace = float(grace)
+        self.grace = _seconds("grace", grace, valid="a non-negative number of seconds")
         self.stopped_by: int | None = None
         self.drained = False
         self._specs: list[HandlerSpec] = []
@@ -271,7 +270,7 @@ class AsyncWorker:
             calls.close()
 
     @asynccontextmanager
-    async def running(self, timeout: float = 30.0) -> AsyncIterator[AsyncWorker]:
+    async def running(self, timeout: float | None = 30.0) -> AsyncIterator[AsyncWorker]:
         """Run the worker in the background (an asyncio task; a thread for the sync
         worker) while the ``async with`` block runs; on leaving it, stop, drain and wait.
 
@@ -282,9 +281,12 @@ class AsyncWorker:
         is missed on a backend without PERSISTENT.
 
         :param timeout: the longest to wait for the worker to start, and, beyond its
-            ``grace``, to end.
+            ``grace``, to end: seconds, 0 or more (None: no limit).
+        :raises InvalidOption: ``timeout`` is not such a number (checked before the
+            worker starts).
         :raises BrokerError: the worker could not start (what :meth:`run` raised).
         """
+        timeout = _seconds("running(timeout=...)", timeout, valid=_TIMEOUT, none=True)
         errors: list[BaseException] = []
         ended = Event()
         claim = _Claim()
@@ -352,7 +354,12 @@ class AsyncWorker:
             stop.wake()
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until :meth:`run` has subscribed every handler; whether it has."""
+        """Wait until :meth:`run` has subscribed every handler; whether it has.
+
+        :param timeout: seconds, 0 or more (None: no limit).
+        :raises InvalidOption: ``timeout`` is not such a number."""
+        if timeout is not None:
+            timeout = _seconds("wait_ready(timeout=...)", timeout, valid=_TIMEOUT)
         waiter = Waiter()
         with self._guard:
             if self._ready:
@@ -446,6 +453,27 @@ class AsyncWorker:
             if left <= 0:
                 break
             await cut_short.wait(min(left, _TICK))
+
+
+#: What ``running()`` and ``wait_ready()`` take as their timeout.
+_TIMEOUT = "a number of seconds, 0 or more, or None (no limit)"
+
+
+def _seconds(name: str, value: object, *, valid: str, none: bool = False) -> float:
+    """``value`` as seconds, 0 or more (infinity included; None too, as infinity, if
+    ``none``).
+
+    :raises InvalidOption: not such a number (a bool, a str, NaN, negative), saying
+        that ``name`` must be ``valid``."""
+    if value is None and none:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        shown = "a huge int" if isinstance(value, int) and value > 10**20 else repr(value)
+        raise InvalidOption(f"{name} must be {valid}, got {shown[:60]}")
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float: longer than any wait
+        return math.inf
 
 
 class _Claim:
