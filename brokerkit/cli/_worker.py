@@ -20,6 +20,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect
 from brokerkit.aio._connect import connect as aconnect
 from brokerkit.cli._output import cell, err, hide_secrets_of, visible
@@ -27,7 +28,10 @@ from brokerkit.cli._url import URL_ENV
 from brokerkit.worker import StatsSnapshot, Worker
 from brokerkit.worker._worker_async import AsyncWorker
 
-__all__ = ["register"]
+__all__ = ["MIN_INTERVAL", "register"]
+
+#: The shortest ``--interval`` between status updates, in seconds.
+MIN_INTERVAL = 0.1
 
 
 def register(app: typer.Typer) -> None:
@@ -58,12 +62,15 @@ def worker(
     ] = None,
     grace: Annotated[
         float | None,
-        typer.Option(min=0.0, help="Seconds handlers get to finish after a stop."),
+        typer.Option(
+            help="Seconds handlers get to finish after a stop (0 or more; inf: no limit)."
+        ),
     ] = None,
     interval: Annotated[
         float | None,
         typer.Option(
-            min=0.1, help="Seconds between status updates (default: 0.5 on a terminal, else 10)."
+            help=f"Seconds between status updates, {MIN_INTERVAL} to {MAX_SECONDS:.0f} "
+            "(default: 0.5 on a terminal, else 10)."
         ),
     ] = None,
 ) -> int:
@@ -74,6 +81,7 @@ def worker(
     0 after a clean drain, 130 after SIGINT, 143 after SIGTERM, 1 when handlers were cut
     short, 2 when the worker cannot be imported.
     """
+    _check_seconds(grace, interval)
     found = load_worker(target)
     if found.broker is not None:
         # The URL the command was given is masked for every command (see MaskingGroup);
@@ -85,6 +93,25 @@ def worker(
         finally:
             forget()
     return _run_worker(found, target, url, concurrency, grace, interval)
+
+
+def _check_seconds(grace: float | None, interval: float | None) -> None:
+    """Refuse a ``--grace`` that is no number of seconds (NaN, negative) and an
+    ``--interval`` out of range (its status thread's wait overflowed past a year).
+
+    :raises typer.BadParameter: naming the option and what is valid.
+    """
+    if grace is not None and not grace >= 0:
+        raise typer.BadParameter(
+            f"must be a number of seconds, 0 or more (inf: no limit), got {grace!r}",
+            param_hint="--grace",
+        )
+    if interval is not None and not MIN_INTERVAL <= interval <= MAX_SECONDS:
+        raise typer.BadParameter(
+            f"must be a number of seconds from {MIN_INTERVAL} to {MAX_SECONDS:.0f} "
+            f"(365 days), got {interval!r}",
+            param_hint="--interval",
+        )
 
 
 def _run_worker(
