@@ -59,9 +59,14 @@ def rescue_once(
         dead = [_name(c) for c in reply[6]]
         fetches = _wire([keys.fetches(c) for c in dead])
         fetched = _read(client, held, *[("HKEYS", key) for key in fetches])
-        for consumer, nonces in zip(dead, fetched, strict=True):
-            batches.extend(f"{_name(n)}0:{consumer}" for n in nonces)
-        again: list[Any] = run(keys=_wire(plan.keys_for(names, batches)), args=args, client=on)
+        # each batch by its key: a field that is no nonce brokerkit writes (another
+        # program's) is still the script's batch of that name, not read back from a
+        # receipt as another (the consumer then stayed unrescued, at every call)
+        lists = [
+            keys.batch(_name(n), c) for c, nonces in zip(dead, fetched, strict=True) for n in nonces
+        ]
+        declared = [*plan.keys_for(names, batches), *lists]
+        again: list[Any] = run(keys=_wire(declared), args=args, client=on)
         for index in (0, 2, 4):  # handed back, orphans, held messages released
             again[index] += reply[index]
         reply = again
