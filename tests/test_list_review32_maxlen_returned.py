@@ -117,3 +117,35 @@ def test_a_cluster_trims_and_lowers_the_count(
         assert [d.body for d in got] == ["b", "c"]
         assert len({_nonce(d.receipt) for d in got}) == 1
         broker.ack(*got)
+
+
+def test_a_trimmed_raw_element_takes_its_count_along(
+    connect: Callable[..., RedisListBroker], redis_client: redis.Redis
+) -> None:
+    """A raw element that came back keeps its count in the ``attempts`` hash; dropped
+    by a trim, the count goes too. Before, it stayed: the hash lingered, and the same
+    payload pushed later started as a later attempt (and went out alone)."""
+    broker = connect(maxlen=1, raw=True)
+    broker.publish("t", b"same")
+    _nack_all(broker, "t", 1)
+    attempts = broker._topic("t").keys.attempts
+    assert redis_client.hlen(attempts) == 1
+    broker.publish("t", b"other")  # drops "same"
+    assert redis_client.exists(attempts) == 0
+    broker.publish("t", b"same")  # drops "other"
+    got = list(broker.consume("t", prefetch=10, timeout=0.5))
+    assert [(d.payload, d.attempt) for d in got] == [(b"same", 1)]
+    broker.ack(*got)
+
+
+@pytest.mark.parametrize("count", [b"2.5", b"inf", b"nan", b"-3", b"x", b"99999999999999999999"])
+def test_a_count_another_program_broke_never_fails_the_publish(
+    connect: Callable[..., RedisListBroker], redis_client: redis.Redis, count: bytes
+) -> None:
+    broker = connect(maxlen=2)
+    broker.publish_many("t", ["a", "b"])
+    redis_client.set(broker._topic("t").keys.returned, count)
+    broker.publish_many("t", ["c", "d"])
+    got = list(broker.consume("t", prefetch=10, timeout=0.5))
+    assert sorted(d.body for d in got) == ["c", "d"]
+    broker.ack(*got)

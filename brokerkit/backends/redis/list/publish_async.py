@@ -61,7 +61,8 @@ class ListPublishing:
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         options = self.options
         values = self._elements(messages)
-        queue = self._topic(topic).keys.queue
+        plan = self._topic(topic)
+        queue = plan.keys.queue
         maxlen = options.maxlen
         durable = self._durable
         if len(values) <= _PUSH_CHUNK and maxlen is None and durable is None:
@@ -70,7 +71,7 @@ class ListPublishing:
             return
 
         trim = self._scripts["TRIM"]
-        trimmed = [queue, self._topic(topic).keys.returned]
+        trim_keys, trim_args = plan.script_keys, [*plan.common, maxlen]
 
         async def push_on(client: Any) -> None:
             # as a context manager: a cluster's transaction hands its connection back
@@ -80,13 +81,13 @@ class ListPublishing:
                 if maxlen is not None:
                     # the oldest are at the right, where those counted in `returned`
                     # wait: the script trims and lowers the count (see scripts.TRIM)
-                    pipe.evalsha(trim.sha, len(trimmed), *trimmed, maxlen)
+                    pipe.evalsha(trim.sha, len(trim_keys), *trim_keys, *trim_args)
                 try:
                     await pipe.execute()
                 except NoScriptError:
                     # the server had lost the script: the messages are pushed (an
                     # error of the LPUSHes would have come first), the trim follows
-                    await trim(trimmed, [maxlen], client=client)
+                    await trim(trim_keys, trim_args, client=client)
 
         if durable is None:
             await self._call(lambda: push_on(self._client), topic)
