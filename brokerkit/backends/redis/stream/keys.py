@@ -11,11 +11,16 @@ from brokerkit.exceptions import InvalidOption
 __all__ = ["StreamKeyspace", "check_stream_key"]
 
 
-def check_stream_key(template: str) -> str:
+def check_stream_key(template: str, *, cluster: bool = False) -> str:
     """Check a ``stream_key`` template: the stream of a topic, with one ``*``
     standing for the topic, as in ``events:*``.
 
-    :raises InvalidOption: no ``*``, more than one, or white space.
+    :param cluster: the template is for a Redis Cluster, where every key of a topic
+        must share the stream's slot.
+    :raises InvalidOption: no ``*``, more than one, or white space; or, on a cluster, a
+        ``}`` outside a hash tag (``a}b:*``, ``{}:*``): a key with one is hashed whole,
+        and the keys named after it (``{a}b:orders}:vt``) are not, so no script of the
+        topic could run (Redis: "all keys must map to the same key slot").
     """
     if (
         not isinstance(template, str)
@@ -25,6 +30,14 @@ def check_stream_key(template: str) -> str:
         raise InvalidOption(
             "stream_key must contain exactly one '*' standing for the topic and no spaces, "
             f"as in 'events:*' (topic 'orders' -> stream 'events:orders'); got {template!r}"
+        )
+    stream = template.replace("*", "t")  # a topic holds no brace: any one will do
+    if cluster and "}" in stream and hash_tagged(stream) != stream:
+        raise InvalidOption(
+            f"stream_key {template!r} holds a '}}' outside a hash tag: on a Redis Cluster "
+            "its streams are hashed whole, and brokerkit's keys named after them "
+            "('{<stream>}:vt', '{<stream>}.dlq') cannot share their slot; use a template "
+            "without braces ('events:*') or with a hash tag ('{events}:*')"
         )
     return template
 

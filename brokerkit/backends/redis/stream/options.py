@@ -77,7 +77,7 @@ class RedisStreamOptions(RedisOptions):
                 f"got {_shown('max_age', self.max_age)}"
             )
         if self.stream_key is not None:
-            check_stream_key(self.stream_key)
+            check_stream_key(self.stream_key, cluster=self.cluster)
         field = self.body_field
         if (
             not isinstance(field, str)
