@@ -8,6 +8,7 @@ message instead of one of three), until the stale count ran down."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 import redis
 
 import brokerkit
+import brokerkit.aio
 from brokerkit.backends.redis.list import RedisListBroker
+from tests.conftest import RedisTarget
 from tests.redis_cluster import RedisClusterSet
 from tests.redis_server import RedisServer
 
@@ -149,3 +152,31 @@ def test_a_count_another_program_broke_never_fails_the_publish(
     got = list(broker.consume("t", prefetch=10, timeout=0.5))
     assert sorted(d.body for d in got) == ["c", "d"]
     broker.ack(*got)
+
+
+def test_the_asyncio_broker_trims_and_lowers_the_count(
+    redis_target: RedisTarget, prefix: str, redis_client: redis.Redis
+) -> None:
+    async def scenario() -> None:
+        broker = await brokerkit.aio.connect(
+            redis_target.url("redis+list"), prefix=prefix, maxlen=2
+        )
+        try:
+            await broker.publish("t", "a")
+            subscription = await broker.subscribe("t")
+            delivery = await subscription.receive(timeout=5)
+            assert delivery is not None
+            await delivery.nack()
+            await subscription.close()
+            await broker.publish_many("t", ["b", "c"])
+            assert redis_client.get(broker._topic("t").keys.returned) is None
+            subscription = await broker.subscribe("t", prefetch=10)
+            got = [await subscription.receive(timeout=5) for _ in range(2)]
+            assert [d.body for d in got if d is not None] == ["b", "c"]
+            assert len({_nonce(d.receipt) for d in got if d is not None}) == 1
+            await broker.ack(*[d for d in got if d is not None])
+            await subscription.close()
+        finally:
+            await broker.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
