@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from brokerkit._logging import log_fields
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit.backends.nats._client import CONSUMER_NOT_FOUND, NatsClient
+from brokerkit.backends.nats._leases import Leases
 from brokerkit.backends.nats._manage import ensure_stream
 from brokerkit.backends.nats._reader import ConsumerGone, Reader
 from brokerkit.backends.nats._wire import consumer_description, consumer_name, subject_for
@@ -36,9 +37,13 @@ class Groups:
     what of them it made itself: the stream, and the durable consumers, also those made
     again after they were found gone."""
 
-    def __init__(self, client: NatsClient, stream: str, visibility_timeout: float) -> None:
+    def __init__(
+        self, client: NatsClient, stream: str, visibility_timeout: float, leases: Leases
+    ) -> None:
         self._client = client
         self._stream = stream
+        #: The broker's leases: those of a consumer made again are let go.
+        self._leases = leases
         #: The ``AckWait`` of the consumers made here.
         self._visibility_timeout = visibility_timeout
         #: Whether the stream is known to exist: False makes the next use check again.
@@ -110,11 +115,14 @@ class Groups:
     async def restore_group(self, subscription: AsyncSubscription, reader: Reader) -> bool:
         """Make the group's consumer again (and its stream) after a pull found it gone,
         as the broker's ``subscribe`` made it; whether this made it (else it was there).
+        Made here, the leases the broker held of the consumer before are let go
+        (:meth:`Leases.let_go`): the new one holds none of them.
 
         :raises IncompatibleTopic: it cannot be made again.
         """
         topic, group = subscription.topic, subscription.group
         durable = consumer_name(topic, group)
+        lose = self._leases.let_go(durable)
         self.stream_ready = False  # (the stream may be gone too)
         try:
             await self.ensure_stream()
@@ -130,14 +138,16 @@ class Groups:
         reader.ack_wait = info["config"]["ack_wait"] / 1e9
         reader.created = info.get("created")
         if made:
+            lost = lose()
             log.warning(
                 "the JetStream consumer %r of the group %r of %r (stream %r) was gone "
-                "(deleted); made it again, from start=%s",
+                "(deleted); made it again, from start=%s%s",
                 durable,
                 group,
                 topic,
                 self._stream,
                 subscription.start or "earliest",
+                f": the {lost} lease(s) held of the one before are lost" if lost else "",
                 extra=log_fields(),
             )
         return made

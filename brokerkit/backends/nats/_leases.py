@@ -185,6 +185,33 @@ class Leases(dict[str, Lease]):
         """The shortest ack wait of the leases held (infinite if none is)."""
         return min((lease.ack_wait for lease in self.values()), default=math.inf)
 
+    def discard(self, lease: Lease) -> bool:
+        """Forget ``lease``, if it is held; whether it was. Another under its reply
+        subject is kept: the delivery of a consumer made again has the reply subject
+        of the one before's (the message's own time is in it)."""
+        if self.get(lease.reply) is lease:
+            del self[lease.reply]
+            return True
+        return False
+
+    def let_go(self, consumer: str) -> Callable[[], int]:
+        """The leases held now of the group consumer ``consumer``, which a pull found
+        gone: the returned call, once the broker made that consumer again itself, lets
+        them go (none of them is the new one's: a settle says StaleDelivery, and the
+        message comes again from it) to be reported (:meth:`take_unreported`), and
+        says how many it let go. Taken before the consumer is made again, so that a
+        lease pulled from the new one meanwhile is kept."""
+        before = [lease for lease in self.values() if lease.consumer == consumer]
+
+        def lose() -> int:
+            gone = [lease for lease in before if self.discard(lease)]
+            if gone:
+                self._unreported.extend(gone)
+                self.wake()  # (to be reported, though none be held now)
+            return len(gone)
+
+        return lose
+
     def take_unreported(self) -> list[Lease]:
         """The leases let go as forgotten since the last call, that no caller was told
         of (a check made for other leases of their group found them)."""
@@ -198,10 +225,11 @@ class Leases(dict[str, Lease]):
         stale: list[AsyncDelivery] = []
         for delivery in deliveries:
             lease: Lease = delivery.receipt
-            if self.get(lease.reply) is lease and now < last_send(lease):
+            held = self.get(lease.reply) is lease
+            if held and now < last_send(lease):
                 live.append(lease)
             else:
-                self.pop(lease.reply, None)
+                self.discard(lease)  # (not another's under its reply subject)
                 stale.append(delivery)
         return live, stale
 
@@ -245,7 +273,7 @@ class Leases(dict[str, Lease]):
                 # one before's: a lease known to be the one before's is lost too.
                 if lease.seq > delivered or made_again(lease, created, source):
                     forgotten.add(id(lease))
-                    if self.pop(lease.reply, None) is lease and id(lease) not in asked:
+                    if self.discard(lease) and id(lease) not in asked:
                         self._unreported.append(lease)
                         self.wake()  # (to be reported, though none be held now)
                 else:

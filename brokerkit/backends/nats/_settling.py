@@ -64,7 +64,7 @@ class NatsSettling(AsyncBroker):
                 if reply is None or (reply.headers and reply.headers.get("Status") == "503")
             ]
         for lease in leases if verb != b"+WPI" else lost:
-            self._leases.pop(lease.reply, None)
+            self._leases.discard(lease)
         return lost
 
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
@@ -156,7 +156,7 @@ class NatsSettling(AsyncBroker):
         if dead:
             lost += await self._send([d.receipt for d, _, _ in dead], b"+TERM", "dead-letter")
         for lease in lost:
-            self._leases.pop(lease.reply, None)
+            self._leases.discard(lease)
         return lost
 
     async def _extend(self, deliveries: Sequence[AsyncDelivery], seconds: float) -> None:

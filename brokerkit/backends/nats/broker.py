@@ -135,8 +135,10 @@ class AsyncNatsBroker(NatsSettling):
             reconnect_timeout=self.options.reconnect_timeout,
         )
         self._stream = self.options.prefix
-        self._groups = Groups(self._client, self._stream, self.options.visibility_timeout)
         self._leases = Leases(self._client, self._stream)
+        self._groups = Groups(
+            self._client, self._stream, self.options.visibility_timeout, self._leases
+        )
         self._renewer: asyncio.Task[None] | None = None
         #: The readers of the subscriptions open, whose ack wait the renewals keep up.
         self._readers: weakref.WeakSet[Reader] = weakref.WeakSet()
@@ -261,7 +263,7 @@ class AsyncNatsBroker(NatsSettling):
                 # A consume loop never stops on this: AckWait brings them back, to be
                 # dead-lettered then.
                 for delivery, _, _ in dead:
-                    self._leases.pop(delivery.receipt.reply, None)
+                    self._leases.discard(delivery.receipt)
                 log.warning(
                     "could not dead-letter %d message(s): %s",
                     len(dead),
