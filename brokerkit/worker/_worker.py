@@ -195,6 +195,8 @@ class Worker:
 
     def run(self) -> None:
         """Run every handler until SIGTERM/SIGINT or :meth:`stop`, then drain and return.
+        A broker closed while it runs ends the run too (logged as a warning): nothing
+        could be received any more.
 
         Signals are taken only when this runs in the main thread; elsewhere, stop it
         with :meth:`stop`.
@@ -263,6 +265,15 @@ class Worker:
                     extra=log_fields(),
                 )
                 while not self._stopping():
+                    if broker.closed:
+                        # Its slots have ended (each receive raised BrokerClosed): a run
+                        # that went on would handle nothing, for ever, and say nothing.
+                        log.warning(
+                            "worker stopping: its broker %s was closed while it ran",
+                            broker.url,
+                            extra=log_fields(),
+                        )
+                        break
                     stop.wait(_TICK)
             finally:
                 self._drain(runners, cut_short)
