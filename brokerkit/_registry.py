@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from brokerkit._url import is_scheme
 from brokerkit.exceptions import (
     BackendUnavailable,
     PluginError,
@@ -138,20 +139,30 @@ class BackendRegistry:
             :func:`brokerkit.aio.connect`. Without it, the asyncio API runs ``backend``
             in worker threads (correct, and slower).
         :raises SchemeConflict: a scheme is taken and ``replace`` is false.
+        :raises PluginError: no scheme, or one that is no URL scheme (see
+            :func:`~brokerkit._url.is_scheme`); a lazy target not written
+            ``"module:Class"``. Nothing is registered then.
         """
-        if isinstance(schemes, str | bytes):  # each character would be a scheme
-            raise PluginError(
-                f"plugin {self._plugin!r} registered {backend!r} with schemes={schemes!r}, "
-                f"a string; schemes is a sequence of names, such as ({schemes!r},)"
-            )
         if schemes is None:
             if isinstance(backend, str):
                 raise PluginError(
                     f"plugin {self._plugin!r} registered {backend!r} lazily without schemes; "
                     "pass schemes=(...) with a 'module:Class' target"
                 )
-            schemes = backend.schemes
-        names = tuple(s.lower() for s in schemes)
+            schemes = getattr(backend, "schemes", ())
+        if isinstance(schemes, str | bytes):  # each character would be a scheme
+            raise PluginError(
+                f"plugin {self._plugin!r} registered {backend!r} with schemes={schemes!r}, "
+                f"a string; schemes is a sequence of names, such as ({schemes!r},)"
+            )
+        for scheme in schemes:
+            if not is_scheme(scheme):
+                raise PluginError(
+                    f"plugin {self._plugin!r} registered {backend!r} for the scheme "
+                    f"{scheme!r}, which no URL can start with: a scheme is a letter, then "
+                    "letters, digits and + . - (such as 'redis+stream'), without '://'"
+                )
+        names = tuple(dict.fromkeys(s.lower() for s in schemes))
         if not names:
             raise PluginError(f"plugin {self._plugin!r} registered {backend!r} with no scheme")
         if not replace:

@@ -210,6 +210,12 @@ class BrokerURL:
         return f"BrokerURL({self.render()!r})"
 
 
+def is_scheme(text: object) -> bool:
+    """Whether ``text`` is a URL scheme :meth:`BrokerURL.parse` reads: a letter, then
+    letters, digits and ``+ . -`` (``redis+stream``, ``kombu+amqp``)."""
+    return isinstance(text, str) and _SCHEME.fullmatch(text) is not None
+
+
 def _check_userinfo(url: str) -> None:
     """Refuse user-info that parses in more than one way, or that a parser would split
     into host, port, path or query (where the secret would then be shown).
