@@ -64,8 +64,8 @@ _LOCK_CHECK = 0.25
 #: The most frames one :meth:`Link.heartbeat` dispatches before it checks.
 _TICK_FRAMES = 1000
 #: Seconds after a publish ran out of ``publish_timeout`` (none confirmed since) in
-#: which the lease reaper does not publish its dead letters (see
-#: :meth:`Link.recent_timeout`).
+#: which the dead letters nobody asked for (the lease reaper's, a receive's) are not
+#: published (see :meth:`Link.recent_timeout`).
 ALARM_QUIET = 60.0
 
 
@@ -373,7 +373,8 @@ class Link(Topology):
                 channel.close()
 
     def recent_timeout(self) -> ConnectionFailed | None:
-        """Why not to publish a dead letter from the lease reaper now: a publish ran out
+        """Why not to publish a dead letter nobody asked for (the lease reaper's, a
+        receive's) now: a publish ran out
         of ``publish_timeout`` within the last :data:`ALARM_QUIET` seconds and none
         was confirmed since (a memory or disk alarm, likely still on); or None."""
         at = self.timed_out
@@ -385,8 +386,8 @@ class Link(Topology):
         return ConnectionFailed(
             f"a publish to RabbitMQ on {self._server()} ran out of publish_timeout="
             f"{self.options.publish_timeout:g}s {ago:.0f}s ago, none confirmed since "
-            "(a memory or disk alarm?): the reaper does not publish for "
-            f"{ALARM_QUIET:g}s after that"
+            "(a memory or disk alarm?): dead letters nobody asked for are not published "
+            f"for {ALARM_QUIET:g}s after that"
         )
 
     def deadline(self) -> Deadline:

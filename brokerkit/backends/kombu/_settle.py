@@ -153,17 +153,17 @@ class AMQPSettling:
         *,
         requeue: bool,
         reason: str | None = None,
-        reaping: bool = False,
+        unasked: bool = False,
     ) -> None:
         """Requeue the delivery of ``lease``, or dead-letter it (for ``reason``, or
-        the usual one: not ``requeue``, or its last allowed attempt; ``reaping``: see
+        the usual one: not ``requeue``, or its last allowed attempt; ``unasked``: see
         :meth:`_dead_letter`); call while it is held."""
         attempt = lease.delivery.attempt
         limit = self.options.max_deliveries
         if not requeue:
-            self._dead_letter(lease, reason or "rejected", attempt, reaping)
+            self._dead_letter(lease, reason or "rejected", attempt, unasked)
         elif limit is not None and attempt >= limit:
-            self._dead_letter(lease, reason or "max_deliveries", attempt, reaping)
+            self._dead_letter(lease, reason or "max_deliveries", attempt, unasked)
         else:
             lease.channel.basic_reject(lease.tag, requeue=True)
             lease.reader.release(lease)
@@ -173,9 +173,9 @@ class AMQPSettling:
         deliveries: Sequence[Delivery],
         *,
         requeue: bool,
-        reaping: bool = False,
+        unasked: bool = False,
     ) -> None:
-        """Requeue (or dead-letter, on their last attempt; ``reaping``: see
+        """Requeue (or dead-letter, on their last attempt; ``unasked``: see
         :meth:`_dead_letter`) ``deliveries`` still held, without checking that RabbitMQ
         took it: for hand-backs, which a lost connection makes too."""
         link = self._reading()
@@ -183,7 +183,7 @@ class AMQPSettling:
             lease: Lease = delivery.receipt
             if lease.reader.holds(lease, link):
                 give_back = functools.partial(
-                    self._give_back, lease, requeue=requeue, reaping=reaping
+                    self._give_back, lease, requeue=requeue, unasked=unasked
                 )
                 self._isolated(lease, give_back)
                 self._retire_if_done(lease.reader)
@@ -212,7 +212,7 @@ class AMQPSettling:
         lease: Lease,
         reason: str,
         deliveries: int,
-        reaping: bool = False,
+        unasked: bool = False,
     ) -> None:
         """Republish the message to the dead-letter topic, confirmed, then ack it.
 
@@ -228,13 +228,13 @@ class AMQPSettling:
         rejects publishes) is rejected without requeue, with a WARNING, which RabbitMQ
         dead-letters to the same topic itself.
 
-        The reaper's (``reaping``: nobody to raise to) is rejected so too when its
-        publish runs out of ``publish_timeout`` (a memory or disk alarm), and without
-        trying while a publish of the link did so within the last
-        :data:`~._link.ALARM_QUIET` seconds, none confirmed since: each try would
-        wait ``publish_timeout`` holding the reading connection, and each copy sent
-        may be stored once the alarm clears. Otherwise the timeout is raised (the
-        message stays held).
+        One nobody asked for (``unasked``: the reaper's, or a receive's of a message
+        past ``max_deliveries``) is rejected so too when its publish runs out of
+        ``publish_timeout`` (a memory or disk alarm), and without trying while a
+        publish of the link did so within the last :data:`~._link.ALARM_QUIET`
+        seconds, none confirmed since: each try would wait ``publish_timeout``
+        holding the reading connection, and each copy sent may be stored once the
+        alarm clears. Otherwise the timeout is raised (the message stays held).
         """
         message = lease.delivery.message
         topic = lease.reader.subscription.topic
@@ -265,7 +265,7 @@ class AMQPSettling:
             lease.channel.basic_reject(lease.tag, requeue=False)
             lease.reader.release(lease)
 
-        if reaping and (alarm := publishing.recent_timeout()) is not None:
+        if unasked and (alarm := publishing.recent_timeout()) is not None:
             refused(alarm)
             return
         # Lock order: the reading link's lock (held by the caller), then this one's.
@@ -275,7 +275,7 @@ class AMQPSettling:
             refused(exc)
             return
         except PublishTimeout as exc:
-            if not reaping:
+            if not unasked:
                 raise
             refused(exc)
             return

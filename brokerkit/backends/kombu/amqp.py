@@ -276,6 +276,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                         delivery.receipt,
                         "max_deliveries",
                         delivery.attempt - 1,
+                        unasked=True,
                     ),
                 )
             else:
@@ -393,7 +394,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                         self._isolated(
                             lease,
                             functools.partial(
-                                self._dead_letter, lease, "max_deliveries", attempt, reaping=True
+                                self._dead_letter, lease, "max_deliveries", attempt, unasked=True
                             ),
                         )
                     else:
@@ -404,7 +405,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
                     lease.ran_out = reader.leases.get(lease.tag) is not lease
                 unread = list(reader.inbox)
                 reader.inbox.clear()
-                self._requeue_or_dead_letter(unread, requeue=True, reaping=True)
+                self._requeue_or_dead_letter(unread, requeue=True, unasked=True)
                 self._retire_if_done(reader)
                 # What it had buffered of those is not handed out any more.
                 self._dropped.drop([reader], link)
