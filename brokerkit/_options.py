@@ -82,20 +82,20 @@ def _checked(post_init: Any) -> Any:
     nor names such an option: it may be the end of the secret (see :meth:`build`)."""
 
     @functools.wraps(post_init)
-    def checked(self: BrokerOptions) -> None:
+    def checked(self: BrokerOptions, *args: Any) -> None:
         if _CHECKING.get():
-            post_init(self)  # a subclass's check calling its parent's
+            post_init(self, *args)  # a subclass's check calling its parent's
             return
         followed: _Followed = getattr(self, _FOLLOWED, _Followed())
         kept = followed.kept(self) if _HID.get() is None else {}
         token = _CHECKING.set(True)
         try:
             if not kept:
-                post_init(self)
+                post_init(self, *args)
                 return
             with _hiding(kept):
                 try:
-                    post_init(self)
+                    post_init(self, *args)
                 except InvalidOption as exc:
                     named = [kept[k] for k in kept if _names(str(exc), k)]
                     if not named:

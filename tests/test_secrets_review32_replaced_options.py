@@ -87,3 +87,23 @@ def test_the_mark_is_no_option() -> None:
         RedisStreamOptions.build(
             {}, {"_brokerkit_after_secret": frozenset()}, backend="redis+stream"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class _InitVarOptions(BrokerOptions):
+    """A plugin's options whose ``__post_init__`` takes an InitVar."""
+
+    region: str = "eu"
+    scale: dataclasses.InitVar[int] = 1
+
+    def __post_init__(self, scale: int) -> None:
+        super().__post_init__()
+        if scale < 1:
+            raise InvalidOption(f"scale must be 1 or more, got {scale}")
+
+
+def test_an_options_class_with_an_init_var_still_builds_and_checks() -> None:
+    options = _InitVarOptions.build({}, {"region": "us"}, backend="plugin")
+    assert options.region == "us"
+    with pytest.raises(InvalidOption, match="scale must be 1 or more"):
+        _InitVarOptions(scale=0)
