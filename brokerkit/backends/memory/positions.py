@@ -4,6 +4,7 @@ and the offset of a topic's log it stands for."""
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import TYPE_CHECKING
 
 from brokerkit.exceptions import InvalidOption
@@ -16,8 +17,8 @@ __all__ = ["check_start", "pattern_start", "start_offset"]
 
 def check_start(start: object) -> str | None:
     """Return ``start`` if it names a place a subscription's group may start at:
-    ``None``, ``"earliest"``, ``"latest"`` or an offset written in decimal digits
-    (``"42"``), a str as every backend's positions are.
+    ``None``, ``"earliest"``, ``"latest"`` or an offset written in decimal digits, 30
+    at most (``"42"``), a str as every backend's positions are.
 
     :raises InvalidOption: anything else (an int, a negative or padded offset, another
         word), whether or not the group exists yet, as on ``redis+stream``.
@@ -27,14 +28,21 @@ def check_start(start: object) -> str | None:
     if isinstance(start, str) and (start in ("earliest", "latest") or _OFFSET.fullmatch(start)):
         return start
     number = isinstance(start, int) and not isinstance(start, bool)
-    hint = f" (an offset is a str: start='{start}')" if number else ""
+    if isinstance(start, int) and not -(10**20) < start < 10**20:  # repr: 4300 digits at most
+        shown = "a huge int"
+        hint = " (an offset is a str of digits)"
+    else:
+        shown = reprlib.repr(start)
+        hint = f" (an offset is a str: start='{start}')" if number else ""
     raise InvalidOption(
         "start must be 'earliest', 'latest' or a whole-number offset written in digits "
-        f"such as '42', got {start!r}{hint}"
+        f"(30 at most) such as '42', got {shown}{hint}"
     )
 
 
-_OFFSET = re.compile(r"[0-9]+")
+#: An offset: decimal digits, a few more than the largest int64 has with zeros before
+#: it (no store holds that many messages; past 4300 digits int() would refuse it).
+_OFFSET = re.compile(r"[0-9]{1,30}")
 
 
 def start_offset(topic: Topic, start: str | None) -> int:
