@@ -109,13 +109,29 @@ class ListKeys:
         }
 
 
-def check_queue_key(template: str) -> str:
+def check_queue_key(template: str, *, cluster: bool = False) -> str:
     """Check a ``queue_key`` template: it names the queue of a topic, with one ``*``
-    standing for the topic, as in ``queue:*``."""
+    standing for the topic, as in ``queue:*``.
+
+    :param cluster: the template is for a Redis Cluster, where every key of a topic
+        must share the queue's slot.
+    :raises InvalidOption: no ``*``, more than one, or white space; or, on a cluster, a
+        ``}`` outside a hash tag (``a}b:*``, ``{}:*``): a key with one is hashed whole,
+        and the keys named after it (``{a}b:orders}:deadlines``) are not, so no script
+        of the topic could run (Redis: "all keys must map to the same key slot").
+    """
     if template.count("*") != 1 or any(c.isspace() for c in template):
         raise InvalidOption(
             f"queue_key must contain exactly one '*' standing for the topic and no spaces, "
             f"as in 'queue:*' (topic 'orders' -> key 'queue:orders'); got {template!r}"
+        )
+    queue = template.replace("*", "t")  # a topic holds no brace: any one will do
+    if cluster and "}" in queue and hash_tagged(queue) != queue:
+        raise InvalidOption(
+            f"queue_key {template!r} holds a '}}' outside a hash tag: on a Redis Cluster "
+            "its queues are hashed whole, and brokerkit's keys named after them "
+            "('{<queue>}:deadlines', ...) cannot share their slot; use a template "
+            "without braces ('queue:*') or with a hash tag ('{queue}:*')"
         )
     return template
 

@@ -46,7 +46,7 @@ class RedisListOptions(RedisOptions):
                 f"got {_shown('delay_poll_interval', self.delay_poll_interval)}"
             )
         if self.queue_key is not None:
-            check_queue_key(self.queue_key)
+            check_queue_key(self.queue_key, cluster=self.cluster)
         if self.maxlen is not None and self.maxlen < 1:
             raise InvalidOption(
                 f"maxlen must be 1 or more (or unset), got {_shown('maxlen', self.maxlen)}"
