@@ -228,8 +228,8 @@ class AMQPSettling:
         rejects publishes) is rejected without requeue, with a WARNING, which RabbitMQ
         dead-letters to the same topic itself.
 
-        One nobody asked for (``unasked``: the reaper's, or a receive's of a message
-        past ``max_deliveries``) is rejected so too when its publish runs out of
+        One nobody asked for (``unasked``: the reaper's; a receive's, of a message
+        past ``max_deliveries``; a closing subscription's hand-back) is rejected so too when its publish runs out of
         ``publish_timeout`` (a memory or disk alarm), and without trying while a
         publish of the link did so within the last :data:`~._link.ALARM_QUIET`
         seconds, none confirmed since: each try would wait ``publish_timeout``

@@ -299,7 +299,7 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             reader.stop_waiting(link)
             back = [*unreturned, *reader.inbox]
             reader.inbox.clear()
-            self._requeue_or_dead_letter(back, requeue=True)
+            self._requeue_or_dead_letter(back, requeue=True, unasked=True)
             reader.retiring = True
             self._retire_if_done(reader)
 
