@@ -229,12 +229,13 @@ class AMQPSettling:
         dead-letters to the same topic itself.
 
         One nobody asked for (``unasked``: the reaper's; a receive's, of a message
-        past ``max_deliveries``; a closing subscription's hand-back) is rejected so too when its publish runs out of
-        ``publish_timeout`` (a memory or disk alarm), and without trying while a
-        publish of the link did so within the last :data:`~._link.ALARM_QUIET`
-        seconds, none confirmed since: each try would wait ``publish_timeout``
-        holding the reading connection, and each copy sent may be stored once the
-        alarm clears. Otherwise the timeout is raised (the message stays held).
+        past ``max_deliveries``; a closing subscription's hand-back) is rejected so
+        too when its publish runs out of ``publish_timeout`` (a memory or disk
+        alarm), and without trying while a publish of the link did so within the
+        last :data:`~._link.ALARM_QUIET` seconds, none confirmed since: each try
+        would wait ``publish_timeout`` holding the reading connection, and each copy
+        sent may be stored once the alarm clears. Otherwise the timeout is raised
+        (the message stays held).
         """
         message = lease.delivery.message
         topic = lease.reader.subscription.topic
