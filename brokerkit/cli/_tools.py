@@ -12,6 +12,7 @@ from rich.table import Table
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import MAX_PAYLOAD_BYTES
 from brokerkit.cli._bench import STEPS, bench_url
+from brokerkit.cli._messaging import MAX_COUNT
 from brokerkit.cli._output import cell, err, out, print_json, progress_bar
 from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import URL_ENV, UrlArg, command
@@ -113,7 +114,10 @@ def _say_left(left: list[str], url: BrokerURL) -> None:
 
 def bench(
     url: UrlArg,
-    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Messages per step.")] = 5000,
+    count: Annotated[
+        int,
+        typer.Option("--count", "-n", help=f"Messages per step (1 to {MAX_COUNT:,})."),
+    ] = 5000,
     size: Annotated[
         int,
         typer.Option("--size", min=0, help=f"Body size in bytes, 0 to {MAX_BENCH_SIZE} (511 MiB)."),
@@ -131,6 +135,13 @@ def bench(
     on NATS the durable consumers it made (and the stream, if it made it and nothing
     else is in it). It names on stderr each thing it could not delete, and why.
     """
+    if not 1 <= count <= MAX_COUNT:
+        # a step holds every message of a round (memory://: in this process) and
+        # publish_many lists its batches first: a count past this ran out of memory
+        raise typer.BadParameter(
+            f"must be a whole number from 1 to {MAX_COUNT:,}, got {count}",
+            param_hint="'--count' / '-n'",
+        )
     if size > MAX_BENCH_SIZE:
         raise typer.BadParameter(
             f"must be at most {MAX_BENCH_SIZE} bytes (511 MiB, the largest payload a Redis "
