@@ -46,8 +46,12 @@ def demo(
             "--plot", metavar="FILE", help="Write the flash-sale chart (.html, .svg, .png)."
         ),
     ] = None,
-    orders: Annotated[int, typer.Option(min=1, help="Orders placed each way in scene 1.")] = 5,
-    sale_orders: Annotated[int, typer.Option(min=1, help="Orders in the flash sale.")] = 2400,
+    orders: Annotated[
+        int, typer.Option(help="Orders placed each way in scene 1 (1 to 100,000).")
+    ] = 5,
+    sale_orders: Annotated[
+        int, typer.Option(help="Orders in the flash sale (1 to 100,000).")
+    ] = 2400,
     speed: Annotated[
         float, typer.Option(help="Latency factor of the simulated services, 0 to 100.")
     ] = 1.0,
@@ -64,9 +68,15 @@ def demo(
     """
     from brokerkit.demo import DemoConfig, run_demo
     from brokerkit.demo._chart import check_chart_path
-    from brokerkit.demo._runner import MAX_SPEED
+    from brokerkit.demo._runner import MAX_ORDERS, MAX_SPEED
 
     # refused before the demo writes anything, not after its scenes ran
+    for hint, count in (("--orders", orders), ("--sale-orders", sale_orders)):
+        if not 1 <= count <= MAX_ORDERS:
+            raise typer.BadParameter(
+                f"must be a whole number from 1 to {MAX_ORDERS:,}, got {count}",
+                param_hint=hint,
+            )
     if not (math.isfinite(speed) and 0 <= speed <= MAX_SPEED):
         raise typer.BadParameter(
             f"must be a number from 0 to {MAX_SPEED:g}, got {speed!r}", param_hint="--speed"

@@ -28,7 +28,11 @@ from brokerkit.demo._retry import Event, RetryResult, run_failing_consumer
 from brokerkit.demo._services import BACKGROUND, CRITICAL_PATH, make_orders
 from brokerkit.exceptions import ConnectionFailed, InvalidOption
 
-__all__ = ["MAX_SPEED", "DemoConfig", "DemoReport", "run_demo"]
+__all__ = ["MAX_ORDERS", "MAX_SPEED", "DemoConfig", "DemoReport", "run_demo"]
+
+#: The most ``orders`` and ``sale_orders``: every order of a scene is made in memory
+#: before it starts, so a count past this ran the process out of memory.
+MAX_ORDERS = 100_000
 
 #: The largest ``speed``: the simulated services 100 times as slow (scene 1 takes
 #: about 50 s an order). More would take hours, or overflow the services' sleeps.
@@ -60,7 +64,15 @@ class DemoConfig:
     live: bool = True
 
     def __post_init__(self) -> None:
-        """:raises InvalidOption: ``speed`` is not a number from 0 to :data:`MAX_SPEED`."""
+        """:raises InvalidOption: ``speed`` is not a number from 0 to :data:`MAX_SPEED`;
+        ``orders`` or ``sale_orders`` is not a whole number from 1 to :data:`MAX_ORDERS`."""
+        for name in ("orders", "sale_orders"):
+            count = getattr(self, name)
+            whole = isinstance(count, int) and not isinstance(count, bool)
+            if not (whole and 1 <= count <= MAX_ORDERS):
+                raise InvalidOption(
+                    f"{name} must be a whole number from 1 to {MAX_ORDERS:,}, got {count!r}"
+                )
         speed = self.speed
         number = isinstance(speed, (int, float)) and not isinstance(speed, bool)
         if not (number and math.isfinite(speed) and 0 <= speed <= MAX_SPEED):
