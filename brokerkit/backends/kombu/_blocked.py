@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ import amqp.exceptions  # type: ignore[import-untyped]
 
 from brokerkit.exceptions import ConnectionFailed
 
-__all__ = ["BlockedState", "Deadline", "Expired", "PublishTimeout", "frame_read"]
+__all__ = ["BlockedState", "Deadline", "Expired", "PublishTimeout", "frame_read", "keeping_alive"]
 
 _T = TypeVar("_T")
 
@@ -82,6 +82,7 @@ class Deadline:
 
         :raises Expired: the deadline ran out (nothing else is done about it).
         """
+        _tick()
         token = _running.set(self)
         try:
             self._bound()
@@ -118,13 +119,44 @@ class Deadline:
 
 #: The deadline whose :meth:`Deadline.run` this thread is in.
 _running: ContextVar[Deadline | None] = ContextVar("brokerkit_kombu_deadline", default=None)
+#: What keeps another connection alive while this thread waits on a publish (see
+#: :func:`keeping_alive`).
+_beside: ContextVar[Callable[[], None] | None] = ContextVar("brokerkit_kombu_beside", default=None)
+
+
+@contextlib.contextmanager
+def keeping_alive(tick: Callable[[], None]) -> Iterator[None]:
+    """Call ``tick`` at every frame a publish of this thread reads (its server's
+    heartbeats too), and as each of its socket operations begins: a dead letter is
+    published holding the reading connection, whose heartbeats nothing else sends
+    meanwhile (the reaper skips a connection another thread holds), and RabbitMQ
+    would close it as dead during an alarm longer than two heartbeats. ``tick`` runs
+    outside the publish's deadline, and nothing it reads ticks again."""
+    token = _beside.set(tick)
+    try:
+        yield
+    finally:
+        _beside.reset(token)
+
+
+def _tick() -> None:
+    tick = _beside.get()
+    if tick is None:
+        return
+    running, beside = _running.set(None), _beside.set(None)
+    try:
+        tick()
+    finally:
+        _beside.reset(beside)
+        _running.reset(running)
 
 
 def frame_read() -> None:
     """A frame was read (called by the connection's frame handler, before it
     dispatches it): within a :meth:`Deadline.run`, the waits after it get at most what
     is left, so that the server's heartbeats do not carry a wait py-amqp runs inside
-    the read (reopening a channel RabbitMQ closed) past the deadline.
+    the read (reopening a channel RabbitMQ closed) past the deadline; and the
+    connection :func:`keeping_alive` names is kept alive.
 
     :raises Expired: the deadline ran out (the frame is not dispatched: the publish
         drops the connection).
@@ -132,6 +164,7 @@ def frame_read() -> None:
     deadline = _running.get()
     if deadline is not None:
         deadline._bound()
+        _tick()
 
 
 class Expired(Exception):

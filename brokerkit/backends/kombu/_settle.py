@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from brokerkit._delivery import Delivery
 from brokerkit._logging import subscription_fields
 from brokerkit._message import Message
-from brokerkit.backends.kombu._blocked import PublishTimeout
+from brokerkit.backends.kombu._blocked import PublishTimeout, keeping_alive
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
@@ -269,9 +269,11 @@ class AMQPSettling:
         if unasked and (alarm := publishing.recent_timeout()) is not None:
             refused(alarm)
             return
-        # Lock order: the reading link's lock (held by the caller), then this one's.
+        # Lock order: the reading link's lock (held by the caller), then this one's;
+        # its heartbeats are this thread's to send meanwhile.
         try:
-            publishing.call(functools.partial(send, dead))
+            with keeping_alive(self._reading().heartbeat):
+                publishing.call(functools.partial(send, dead))
         except Refused as exc:  # (basic.nack: a full dead-letter queue that rejects)
             refused(exc)
             return
@@ -287,7 +289,8 @@ class AMQPSettling:
             dropped = len([k for k in message.headers if k not in added])
             stripped = dataclasses.replace(dead, headers={**added, DROPPED_HEADER: str(dropped)})
             try:
-                publishing.call(functools.partial(send, stripped))
+                with keeping_alive(self._reading().heartbeat):
+                    publishing.call(functools.partial(send, stripped))
             except (InvalidMessage, Refused) as again:
                 refused(again)
                 return
