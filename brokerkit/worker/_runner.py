@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -38,7 +38,7 @@ from brokerkit._delivery import Delivery
 from brokerkit._hooks import RELAY
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._subscription import Subscription
-from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError
+from brokerkit.exceptions import AlreadySettled, BrokerClosed, BrokerError, StaleDelivery
 from brokerkit.worker._call import HandlerCall, NotStarted
 from brokerkit.worker._error_text import error_text
 from brokerkit.worker._handler import HandlerSpec
@@ -86,6 +86,10 @@ class Runner:
         # knows that no handler runs nor will start.
         self._handling = 0
         self._abandoned = False
+        # The deliveries whose leases the renewal found run out (the process stalled
+        # past the visibility timeout): told once, never renewed again; forgotten once
+        # settled. Under _active_lock.
+        self._lost: set[Delivery] = set()
         self._limit = spec.retry.limit(broker.options.max_deliveries)
         self._settler = Settler(broker, spec, stats, self._limit)
 
@@ -181,6 +185,7 @@ class Runner:
         with self._active_lock:
             for delivery in [d for d in self._active if d.settled]:
                 del self._active[delivery]
+            self._lost = {d for d in self._lost if not d.settled}
             return list(self._active)
 
     # -- the slots ----------------------------------------------------------------
@@ -385,11 +390,15 @@ class Runner:
         """Renew the leases of ``deliveries`` but those being acked or nacked now (which
         would make the batch refused, and each renewed alone); False once the broker
         is closed."""
-        deliveries = [d for d in deliveries if d._settled is False]
+        with self._active_lock:
+            lost = self._lost
+        deliveries = [d for d in deliveries if d._settled is False and d not in lost]
         if not deliveries:
             return True
         try:
             self.broker.extend(*deliveries)
+        except StaleDelivery as exc:  # the others were renewed
+            self._lost_leases(exc.deliveries)
         except AlreadySettled:  # one was settled meanwhile: one at a time
             for delivery in deliveries:
                 self._extend_one(delivery)
@@ -408,6 +417,8 @@ class Runner:
         with contextlib.suppress(AlreadySettled, BrokerClosed):
             try:
                 self.broker.extend(delivery)
+            except StaleDelivery as exc:
+                self._lost_leases(exc.deliveries)
             except BrokerError as exc:
                 log.warning(
                     "handler %s: could not renew %s: %s",
@@ -416,6 +427,21 @@ class Runner:
                     error_text(exc),
                     extra=delivery_fields([delivery]),
                 )
+
+    def _lost_leases(self, deliveries: Sequence[Any]) -> None:
+        """The leases of ``deliveries`` ran out although this worker renewed them: say
+        so once, and renew them no more (a renewal of each would fail again, at every
+        round, for as long as its handler runs)."""
+        with self._active_lock:
+            self._lost.update(deliveries)
+        log.warning(
+            "handler %s: the lease of %s ran out while this worker held it (the process "
+            "was held up for longer than the visibility timeout?); it is renewed no more, "
+            "and the message may be delivered elsewhere",
+            self.spec.name,
+            ", ".join(d.id for d in deliveries),
+            extra=delivery_fields(list(deliveries)),
+        )
 
 
 def _inside(context: AbstractContextManager[None], function: Callable[..., Any]) -> Any:
