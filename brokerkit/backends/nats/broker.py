@@ -176,7 +176,13 @@ class AsyncNatsBroker(NatsSettling):
                     "published. Raise max_payload in the server's configuration, or store "
                     "large payloads elsewhere and publish a reference"
                 )
-        await self._store(requests, f"publish to {topic!r}")
+        try:
+            await self._store(requests, f"publish to {topic!r}")
+        except _NoStream:
+            # Deleted since this broker made (or found) it: nothing was stored (nobody
+            # took the messages); made again, as at the first publish, and sent again.
+            await self._ensure_stream()
+            await self._store(requests, f"publish to {topic!r}")
 
     async def _store(
         self,
@@ -198,7 +204,7 @@ class AsyncNatsBroker(NatsSettling):
             status = reply.headers.get("Status") if reply.headers else None
             if status == "503":
                 self._groups.stream_ready = False
-                raise BrokerError(
+                raise _NoStream(
                     f"could not {what}: no JetStream stream captures its subject "
                     f"(was the stream {self._stream!r} deleted?)"
                 )
@@ -494,3 +500,7 @@ class AsyncNatsBroker(NatsSettling):
         finally:
             self._leases.clear()
             await self._client.close(by=self._closing_by)
+
+
+class _NoStream(BrokerError):
+    """Internal: no JetStream stream captures the subject (the stream was deleted)."""
