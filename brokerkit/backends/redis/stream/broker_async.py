@@ -540,9 +540,15 @@ class AsyncRedisStreamBroker(
         )
 
     async def _purge(self, topic: str) -> int:
-        with translate_errors(self.url, topic):
-            keys = [self._keys.topic(topic), self._keys.topic(topic, "scheduled")]
-            return int(await self._scripts.purge(keys=keys))
+        try:
+            with translate_errors(self.url, topic):
+                keys = [self._keys.topic(topic), self._keys.topic(topic, "scheduled")]
+                return int(await self._scripts.purge(keys=keys))
+        except IncompatibleTopic as exc:  # the scheduled set's key, say: named
+            named = await self._wrong_key(topic, None)
+            if named is None:
+                raise
+            raise named from exc
 
     async def _suspend_renewals(self) -> None:
         """Stop renewing leases while staying open, as a hung process would (for the

@@ -24,7 +24,7 @@ from brokerkit.backends.redis.stream.log import (
     group_start,
 )
 from brokerkit.backends.redis.stream.scripts import shown, text
-from brokerkit.exceptions import BrokerClosed, InvalidOption
+from brokerkit.exceptions import BrokerClosed, IncompatibleTopic, InvalidOption
 
 __all__ = ["StreamManagement", "create_group", "last_id", "read_log"]
 
@@ -43,6 +43,8 @@ class StreamManagement:
         def stream_key(self, topic: str) -> str: ...
 
         def _check_open(self) -> None: ...
+
+        async def _wrong_key(self, topic: str, group: str | None) -> IncompatibleTopic | None: ...
 
         @property
         def closed(self) -> bool: ...
@@ -165,6 +167,10 @@ class StreamManagement:
                     raise existed
                 existed = False  # no stream, so no group
             for reply in cleared:  # what the backend keeps for the group, in keys of its own
+                if isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE"):
+                    named = await self._wrong_key(topic, group)
+                    if named is not None:
+                        raise named from reply
                 if isinstance(reply, ResponseError):
                     raise reply
             return bool(existed)

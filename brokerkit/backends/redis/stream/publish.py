@@ -10,7 +10,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -24,7 +24,7 @@ from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions
 from brokerkit.backends.redis.stream.partial import partial_batch
 from brokerkit.backends.redis.stream.scheduling import held_members
-from brokerkit.exceptions import BrokerError
+from brokerkit.exceptions import BrokerError, IncompatibleTopic
 
 __all__ = ["StreamPublishing"]
 
@@ -43,6 +43,10 @@ class StreamPublishing:
     _durable: ReplicaWait | None
     #: Single publishes go on a connection kept for them when it is free.
     _sender: Reader
+
+    if TYPE_CHECKING:  # provided by RedisStreamBroker
+
+        def _wrong_key(self, topic: str, group: str | None) -> IncompatibleTopic | None: ...
 
     def _trimming(self) -> tuple[str, str, str]:
         """(maxlen or "", minid or "", "~" or "="): how an XADD trims the stream."""
@@ -96,7 +100,13 @@ class StreamPublishing:
             (self._scripts.hold, keys, [delay_ms, *members[start : start + PUBLISH_CHUNK]])
             for start in range(0, len(members), PUBLISH_CHUNK)
         ]
-        self._run_in_order(topic, key, calls, len(messages), held=True)
+        try:
+            self._run_in_order(topic, key, calls, len(messages), held=True)
+        except IncompatibleTopic as exc:  # the scheduled set's key, say: named
+            named = self._wrong_key(topic, None)
+            if named is None:
+                raise
+            raise named from exc
 
     def _run_in_order(
         self, topic: str, key: str, calls: list[Call], total: int, *, held: bool
