@@ -4,7 +4,9 @@ ManualClock moved past it). The worker's renewal then finds it stale; it went on
 asking to renew it at every round, three times per visibility timeout for as long as
 the handler ran, and logged "could not renew waiting leases: ..." each time. Now it
 says once that the lease ran out, and renews it no more (the others of the batch go on
-being renewed)."""
+being renewed), and a delivery that waited for a slot while its lease ran out is not
+given to the handler: the message was back in line meanwhile, and comes again (the
+handler ran it twice, its first run's ack failing)."""
 
 from __future__ import annotations
 
@@ -61,3 +63,35 @@ def test_a_lease_that_ran_out_is_told_once_and_renewed_no_more(
     assert "ran out" in lost[0], lost[0]
     # the later rounds renewed the second delivery's lease alone
     assert all(len(batch) == 1 for batch in renewals[seen + 1 :]), renewals[seen + 1 :]
+
+
+def test_a_waiting_delivery_whose_lease_ran_out_is_not_handled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "brokerkit.worker")
+    clock = brokerkit.ManualClock()
+    release = threading.Event()
+    seen: list[tuple[int, int]] = []
+    with brokerkit.connect("memory://", clock=clock, visibility_timeout=VISIBILITY) as broker:
+        worker = brokerkit.Worker(broker, grace=DEADLINE)
+
+        @worker.handler(TOPIC, concurrency=1, prefetch=1)
+        def hold(body: int, delivery: brokerkit.Delivery) -> None:
+            seen.append((body, delivery.attempt))
+            if body == 1 and delivery.attempt == 1:
+                release.wait(DEADLINE)
+
+        with worker.running(timeout=DEADLINE):
+            broker.publish_many(TOPIC, [1, 2])
+            wait_until(lambda: seen == [(1, 1)], "the first delivery", within=DEADLINE)
+            wait_until(lambda: worker.stats()[0].waiting == 1, "2 waiting", within=DEADLINE)
+            clock.advance(VISIBILITY * 10)  # a stall: both leases run out meanwhile
+
+            def told() -> int:
+                return sum("ran out while" in r.getMessage() for r in caplog.records)
+
+            wait_until(lambda: told() >= 1, "the lost leases told", within=DEADLINE)
+            release.set()
+            wait_until(lambda: len(seen) >= 3, "the messages again", within=DEADLINE)
+    # 2 came once, with the attempt of its delivery after the lease ran out
+    assert sorted(seen) == [(1, 1), (1, 2), (2, 2)], seen

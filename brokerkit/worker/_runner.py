@@ -250,6 +250,8 @@ class Runner:
             failures = 0
             if delivery is None:
                 continue
+            if self._lost_while_waiting(delivery):
+                continue
             with self._active_lock:
                 self._handling += 1
             if self._draining.is_set():
@@ -427,6 +429,22 @@ class Runner:
                     error_text(exc),
                     extra=delivery_fields([delivery]),
                 )
+
+    def _lost_while_waiting(self, delivery: Delivery) -> bool:
+        """Whether ``delivery`` waited for a slot while its lease ran out (found by the
+        renewal): then it is let go, not handled. The message was back in line
+        meanwhile and comes again, maybe to another consumer; handled here too, it
+        would run twice, and this run's ack would fail."""
+        with self._active_lock:
+            if delivery not in self._lost:
+                return False
+        log.info(
+            "handler %s: %s is not handled: its lease ran out while it waited for a slot",
+            *(self.spec.name, delivery.id),
+            extra=delivery_fields([delivery]),
+        )
+        self._settler.let_go(delivery, StaleDelivery([delivery]))
+        return True
 
     def _lost_leases(self, deliveries: Sequence[Any]) -> None:
         """The leases of ``deliveries`` ran out although this worker renewed them: say
