@@ -193,8 +193,11 @@ class AsyncNatsCoreBroker(AsyncBroker):
         nc = await self._client.connection()
         deadline = time.monotonic() + self.options.reconnect_timeout
         listening = _Listening()
+        pattern = subscription.topic if subscription.pattern else None
 
         async def handed(msg: Msg) -> None:
+            if pattern is not None and not topic_matches(pattern, self._topic_of(msg.subject)):
+                return  # (not its: it takes no room in its buffer)
             if listening.queue.full():  # a reader this far behind loses the oldest
                 listening.queue.get_nowait()
             listening.queue.put_nowait(msg)
