@@ -266,9 +266,15 @@ return {next, out}
 """
 )
 
-# KEYS: stream, lost-counter hash.  ARGV: group, consumer, idle ms to set, the lowest
-# id, the highest id, then the ids.  Returns the ids that were not pending for this
-# consumer (stale), and those gone.
+# KEYS: stream, lost-counter hash, lease-length hash.  ARGV: group, consumer, idle ms
+# to set (0: the whole lease), or minus the ms the lease is to last from now (extend),
+# the lowest id, the highest id, then the ids.  Returns the ids that were not pending
+# for this consumer (stale), and those gone.
+#
+# An extend's idle time is the group's lease length as the hash holds it now, less the
+# time asked for: claims wait at least that long, whatever length the group had when
+# this member joined (an operator may have lowered it since). With no usable length
+# there, the whole lease is renewed (idle 0): longer than asked, never shorter.
 #
 # One XPENDING over [lowest, highest], this consumer's entries only, finds what it
 # holds, and one XCLAIM (of up to 1,000 ids) renews them all: two commands a call,
@@ -286,7 +292,17 @@ return {next, out}
 RENEW = (
     _HELPERS
     + r"""
-local key, group, consumer, idle = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local key, group, consumer, idle = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+if idle < 0 then
+  local raw = bookkeeping(redis.pcall('HGET', KEYS[3], group), KEYS[3],
+                          'the lease length of each group', 'hget')
+  local lease = raw and tonumber(raw)
+  if lease and lease == lease and lease >= 0 and lease ~= math.huge then
+    idle = math.max(0, math.floor(lease + idle))
+  else
+    idle = 0
+  end
+end
 local n = #ARGV
 local limit = 2 * (n - 5) + 100
 local range = checked(redis.pcall('XPENDING', key, group, ARGV[4], ARGV[5], limit, consumer),

@@ -355,18 +355,17 @@ class StreamSettling:
         calls: list[Call] = []
         parts: list[list[Delivery]] = []
         for (key, group, consumer), ds in by_member_of(deliveries).items():
-            idle = 0
-            if seconds is not None:
-                state: StreamState = ds[0].subscription.state
-                lease_ms = max(state.lease_ms, int(self.options.visibility_timeout * 1000))
-                idle = max(0, lease_ms - int(seconds * 1000))
+            # The whole lease (idle 0), or for an extend, minus the ms it is to last:
+            # the script takes them from the group's lease length as it is now.
+            idle = 0 if seconds is None else -max(1, int(seconds * 1000))
             for start in range(0, len(ds), RENEW_CHUNK):
                 part = ds[start : start + RENEW_CHUNK]
                 ids = [d.receipt.entry_id for d in part]
                 low, high = min(ids, key=id_order), max(ids, key=id_order)
                 args = [group, consumer, idle, low, high, *ids]
-                lost = self._keys.topic(part[0].subscription.topic, "lost")
-                calls.append((self._scripts.renew, [key, lost], args))
+                topic = part[0].subscription.topic
+                keys = [key, self._keys.topic(topic, "lost"), self._keys.topic(topic, "vt")]
+                calls.append((self._scripts.renew, keys, args))
                 parts.append(part)
         replies = self._run_settling(calls, flags_at=None)
         return stale_in(parts, replies)
