@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import reprlib
 import threading
 import time
 import weakref
 from collections.abc import Callable
 
+from brokerkit._error_text import value_text
 from brokerkit._schedule import finite_seconds
 from brokerkit.exceptions import InvalidOption
 
@@ -87,7 +87,7 @@ class ManualClock(Clock):
 def _shown(value: object) -> str:
     """``value`` as a refusal shows it: its repr, shortened (an int of 400 digits is
     not worth showing whole), and its type when that is not a number."""
-    shown = reprlib.repr(value)
+    shown = value_text(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"{shown} ({type(value).__name__})"
     return shown

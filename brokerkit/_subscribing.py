@@ -8,10 +8,16 @@ import socket
 from typing import Protocol
 
 from brokerkit._capabilities import Capability
+from brokerkit._error_text import value_text
 from brokerkit._topics import check_consumer, check_group, check_pattern, check_topic
 from brokerkit.exceptions import InvalidOption
 
-__all__ = ["check_limit", "check_subscribe", "consumer_name"]
+__all__ = ["MAX_PREFETCH", "check_limit", "check_subscribe", "consumer_name"]
+
+#: The most messages one fetch may ask for: more than any consumer holds in memory
+#: at once, and within what every backend's fetch command takes (Redis's ``COUNT``,
+#: a JetStream batch).
+MAX_PREFETCH = 1_000_000
 
 
 class _Requires(Protocol):
@@ -47,8 +53,15 @@ def check_subscribe(
     if start is not None:
         broker.require(Capability.REPLAY, "start a group at a chosen position")
     check_consumer(consumer)
-    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
-        raise InvalidOption(f"prefetch must be a whole number of 1 or more, got {prefetch!r}")
+    if (
+        not isinstance(prefetch, int)
+        or isinstance(prefetch, bool)
+        or not 1 <= prefetch <= MAX_PREFETCH
+    ):
+        raise InvalidOption(
+            f"prefetch must be a whole number from 1 to {MAX_PREFETCH:,}, "
+            f"got {value_text(prefetch)}"
+        )
     if prefetch_bytes is not None and (
         not isinstance(prefetch_bytes, int)
         or isinstance(prefetch_bytes, bool)
@@ -56,7 +69,7 @@ def check_subscribe(
     ):
         raise InvalidOption(
             f"prefetch_bytes must be a whole number of bytes, 1 or more (or None), "
-            f"got {prefetch_bytes!r}"
+            f"got {value_text(prefetch_bytes)}"
         )
 
 
@@ -67,7 +80,8 @@ def check_limit(limit: object) -> None:
     """
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise InvalidOption(
-            f"limit must be None or a whole number of deliveries, 0 or more, got {limit!r}"
+            f"limit must be None or a whole number of deliveries, 0 or more, "
+            f"got {value_text(limit)}"
         )
 
 

@@ -8,12 +8,18 @@ from typing import Any
 
 from brokerkit._capabilities import Capability
 from brokerkit._compat import is_async_callable
+from brokerkit._error_text import value_text
+from brokerkit._subscribing import MAX_PREFETCH
 from brokerkit._topics import check_group, check_topic
 from brokerkit.exceptions import InvalidOption, Unsupported
 from brokerkit.worker._retry import Immediate, RetryPolicy
 from brokerkit.worker._typed import Binding, bind
 
-__all__ = ["HandlerSpec", "check_options", "make_spec"]
+__all__ = ["MAX_CONCURRENCY", "HandlerSpec", "check_options", "make_spec"]
+
+#: The most slots one handler may have: each is a thread (a task under asyncio), and
+#: a process that cannot start that many fails only when the worker runs.
+MAX_CONCURRENCY = 10_000
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class HandlerSpec:
     def with_concurrency(self, concurrency: int) -> HandlerSpec:
         """The same handler with ``concurrency`` slots (the CLI's ``--concurrency``);
         a prefetch left to its default becomes ``concurrency`` too."""
-        concurrency = _count("concurrency", concurrency, 1)
+        concurrency = _count("concurrency", concurrency, 1, MAX_CONCURRENCY)
         prefetch = concurrency if self.prefetch_follows else self.prefetch
         return replace(self, concurrency=concurrency, prefetch=prefetch)
 
@@ -68,9 +74,11 @@ class HandlerSpec:
             raise Unsupported(backend.describe(), Capability.COMPETING, "put consumers in groups")
 
 
-def _count(name: str, value: object, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InvalidOption(f"{name} must be a whole number of {least} or more, got {value!r}")
+def _count(name: str, value: object, least: int, most: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise InvalidOption(
+            f"{name} must be a whole number from {least} to {most:,}, got {value_text(value)}"
+        )
     return value
 
 
@@ -100,9 +108,10 @@ def check_options(
     check_topic(topic)
     if group is not None:
         check_group(group)
-    _count("concurrency", concurrency, 1)
+    _count("concurrency", concurrency, 1, MAX_CONCURRENCY)
     if prefetch is not None:
-        _count("prefetch", prefetch, 0)
+        # its subscription fetches prefetch + 1 (see _runner_async)
+        _count("prefetch", prefetch, 0, MAX_PREFETCH - 1)
     if isinstance(retry, type) and issubclass(retry, RetryPolicy):
         raise InvalidOption(
             f"retry must be a retry policy, got the class {retry.__name__}: pass an "

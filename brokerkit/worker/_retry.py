@@ -10,19 +10,14 @@ the worker refuses it at registration on any other (:class:`~brokerkit.Unsupport
 from __future__ import annotations
 
 import random
-import reprlib
 import time
 from dataclasses import dataclass, field
 
+from brokerkit._error_text import value_text
 from brokerkit._schedule import LATEST_DUE, finite_seconds
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["Exponential", "Fixed", "Immediate", "RetryPolicy"]
-
-
-#: How an option's value shows in its error: truncated (a 400-digit int, a long str).
-_shown = reprlib.Repr()
-_shown.maxstring = _shown.maxlong = _shown.maxother = 40
 
 
 def _number(name: str, value: object, valid: str) -> float:
@@ -38,7 +33,7 @@ def _number(name: str, value: object, valid: str) -> float:
 
 
 def _invalid(name: str, value: object, valid: str) -> InvalidOption:
-    return InvalidOption(f"{name} must be {valid}, got {_shown.repr(value)}")
+    return InvalidOption(f"{name} must be {valid}, got {value_text(value)}")
 
 
 def _check_seconds(name: str, value: object, *, positive: bool = False, due: bool = False) -> float:
