@@ -58,7 +58,9 @@ def check_topic(topic: object) -> str:
     if _TOPIC.fullmatch(topic) is None:
         hint = ""
         if any(c in topic for c in "*?[") and _PATTERN.fullmatch(topic) is not None:
-            hint = "; to subscribe to a pattern pass pattern=True"
+            hint = (
+                "; only subscribe(..., pattern=True) and consume(..., pattern=True) read a pattern"
+            )
         raise InvalidTopic(_invalid("topic", topic) + hint)
     return topic
 
