@@ -8,9 +8,12 @@ msgspec are looked up only if the program has imported them) and then serialized
 
 Decoding is total in the sense that matters to a consumer: a payload that does not
 decode (invalid UTF-8 under a ``text/*`` type, JSON nested deeper than Python can
-read, a number too large for a float, truncated msgpack...) raises
+read, an integer of more digits than Python converts, truncated msgpack...) raises
 :class:`~brokerkit.SerializationError` naming the content type and the reason, and
-nothing else; the raw bytes stay readable as :attr:`brokerkit.Message.payload`.
+nothing else; the raw bytes stay readable as :attr:`brokerkit.Message.payload`. JSON
+that another program wrote with ``NaN``, ``Infinity`` or a number past a float's range
+(``1e400``) decodes as Python's ``json`` reads it, to a float ``nan`` or ``inf``
+(brokerkit itself never writes them: encoding refuses them).
 """
 
 from __future__ import annotations

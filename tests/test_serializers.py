@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import pytest
@@ -225,3 +226,21 @@ def test_the_broker_still_writes_dead_letter_headers() -> None:
         delivery.nack(requeue=False)
         dead = broker.subscribe(broker.dead_letter_topic("orders")).receive(timeout=1)
         assert dead is not None and dead.headers["x-dead-letter-reason"] == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [(b"1e400", math.inf), (b"-Infinity", -math.inf), (b"[NaN]", [math.nan])],
+    ids=["past-range", "infinity", "nan"],
+)
+def test_json_another_program_wrote_with_non_finite_numbers_decodes_to_floats(
+    payload: bytes, expected: Any
+) -> None:
+    """As the module says: Python's json reads them; encoding them is refused."""
+    got = decode_body(payload, "application/json")
+    if isinstance(expected, list):
+        assert len(got) == 1 and math.isnan(got[0])
+    else:
+        assert got == expected
+    with pytest.raises(SerializationError, match="cannot encode"):
+        encode_body(got, "json")
