@@ -39,6 +39,7 @@ class StreamScripts:
         self.renew: Lua = Lua(client, lease_scripts.RENEW)
         self.purge: Lua = Lua(client, group_scripts.PURGE)
         self.count_after: Lua = Lua(client, group_scripts.COUNT_AFTER)
+        self.trim_age: Lua = Lua(client, group_scripts.TRIM_AGE)
         self.remove_idle: Lua = Lua(client, group_scripts.REMOVE_IDLE)
         self.join: Lua = Lua(client, group_scripts.JOIN)
         self.hold: Lua = Lua(client, scheduling.HOLD)

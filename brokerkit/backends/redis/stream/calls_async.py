@@ -37,6 +37,7 @@ class StreamScripts:
         self.renew: AsyncLua = AsyncLua(client, lease_scripts.RENEW)
         self.purge: AsyncLua = AsyncLua(client, group_scripts.PURGE)
         self.count_after: AsyncLua = AsyncLua(client, group_scripts.COUNT_AFTER)
+        self.trim_age: AsyncLua = AsyncLua(client, group_scripts.TRIM_AGE)
         self.remove_idle: AsyncLua = AsyncLua(client, group_scripts.REMOVE_IDLE)
         self.join: AsyncLua = AsyncLua(client, group_scripts.JOIN)
         self.hold: AsyncLua = AsyncLua(client, scheduling.HOLD)

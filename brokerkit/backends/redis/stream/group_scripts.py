@@ -114,3 +114,13 @@ end
 return removed
 """
 )
+
+# KEYS: stream.  ARGV: max age ms, '~' or '='.  Returns how many entries XTRIM removed.
+# Drops the entries older than the age, counted back from the server's clock (TIME),
+# which gave the entries their ids: the caller's clock may be off by any amount.
+TRIM_AGE = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minid = string.format('%d', math.max(0, now - tonumber(ARGV[1])))
+return redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2], minid)
+"""

@@ -22,7 +22,7 @@ REPARK_BUDGET = 300
 # KEYS: stream, lost-counter hash, lease-length hash, the topic's scheduled ZSET, the
 # group's delayed ZSET (see .scheduling), the group's wake stream (see NACK).
 # ARGV: group, consumer, min idle ms, claim cursor, count (unused: one entry comes
-# back at most), group start id, the body field, maxlen or '', minid or '', '~' or
+# back at most), group start id, the body field, maxlen or '', max age ms or '', '~' or
 # '=', the parking consumer, max deliveries (0: no limit), then the ids of wake
 # entries this consumer read, which are acked.
 # The min idle time is the larger of this consumer's visibility timeout and the

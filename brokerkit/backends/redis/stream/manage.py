@@ -25,6 +25,7 @@ from brokerkit.backends.redis.stream.log import (
     check_seconds,
     group_start,
 )
+from brokerkit.backends.redis.stream.publish import age_ms
 from brokerkit.backends.redis.stream.scripts import shown, text
 from brokerkit.exceptions import BrokerClosed, IncompatibleTopic, InvalidOption
 
@@ -199,17 +200,17 @@ class StreamManagement:
         radix-tree nodes, cheap) unless ``exact``."""
         if (maxlen is None) == (max_age is None):
             raise InvalidOption("trim needs exactly one of maxlen or max_age")
-        minid = None
         if max_age is not None:
-            # older than the clock: no entry is that old, and MINID 0 trims none
-            minid = str(max(0, int((time.time() - check_seconds(max_age, "max_age")) * 1000)))
-        else:
-            maxlen = check_count(maxlen, "maxlen", 0)
+            # counted back from the server's clock, which gave the entries their ids
+            age = age_ms(check_seconds(max_age, "max_age"))
+            with translate_errors(self.url, topic):
+                how = "=" if exact else "~"
+                keys = [self.stream_key(topic)]
+                return int(self._scripts.trim_age(keys=keys, args=[age, how]))
+        maxlen = check_count(maxlen, "maxlen", 0)
         with translate_errors(self.url, topic):
             return int(
-                self._client.xtrim(
-                    self.stream_key(topic), maxlen=maxlen, minid=minid, approximate=not exact
-                )
+                self._client.xtrim(self.stream_key(topic), maxlen=maxlen, approximate=not exact)
             )
 
     def remove_idle_consumers(self, topic: str, group: str, idle: float) -> list[str]:

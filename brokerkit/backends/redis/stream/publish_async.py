@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,12 @@ from brokerkit.backends.redis.stream.partial import partial_batch
 from brokerkit.backends.redis.stream.scheduling import held_members
 from brokerkit.exceptions import BrokerError, IncompatibleTopic
 
-__all__ = ["StreamPublishing"]
+__all__ = ["StreamPublishing", "age_ms"]
+
+
+def age_ms(seconds: float) -> str:
+    """A max age in whole milliseconds, for the scripts (capped far past any clock)."""
+    return str(int(min(seconds * 1000, 2.0**62)))
 
 
 class StreamPublishing:
@@ -47,31 +51,33 @@ class StreamPublishing:
         async def _wrong_key(self, topic: str, group: str | None) -> IncompatibleTopic | None: ...
 
     def _trimming(self) -> tuple[str, str, str]:
-        """(maxlen or "", minid or "", "~" or "="): how an XADD trims the stream."""
+        """(maxlen or "", max age in ms or "", "~" or "="): how the scripts trim the
+        stream as they add to it. The age counts back from the server's clock, in the
+        script: entry ids are the server's milliseconds, and this host's clock may be
+        off (a minute ahead, it trimmed every entry just added with ``max_age=60``)."""
         opts = self.options
         how = "=" if opts.trim_exact else "~"
-        minid = ""
-        if opts.max_age is not None:
-            minid = str(int((time.time() - opts.max_age) * 1000))
+        age = "" if opts.max_age is None else age_ms(opts.max_age)
         maxlen = "" if opts.maxlen is None else str(opts.maxlen)
-        return maxlen, minid, how
+        return maxlen, age, how
 
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
         key = self._keys.topic(topic)
-        maxlen, minid, how = self._trimming()
-        if len(messages) != 1 or (maxlen and minid):
+        maxlen, age, how = self._trimming()
+        if len(messages) != 1 or age:
             calls: list[Call] = []
             for start in range(0, len(messages), PUBLISH_CHUNK):
-                flat: list[Any] = [maxlen, minid, how, self.options.body_field]
+                flat: list[Any] = [maxlen, age, how, self.options.body_field]
                 for message in messages[start : start + PUBLISH_CHUNK]:
                     flat.append(stream_header(message))
                     flat.append(message.payload)
                 calls.append((self._scripts.publish, [key], flat))
             await self._run_in_order(topic, key, calls, len(messages), held=False)
             return
-        # One message, one command: XADD trims as it adds.
+        # One message, one command: XADD trims as it adds (by length: an age needs the
+        # server's clock, so a max_age publish runs the script above).
         message = messages[0]
-        trim = ["MAXLEN", how, maxlen] if maxlen else ["MINID", how, minid] if minid else []
+        trim = ["MAXLEN", how, maxlen] if maxlen else []
         args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message)]
         args.append(self.options.body_field)
         args.append(message.payload)

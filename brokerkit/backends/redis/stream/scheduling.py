@@ -39,10 +39,10 @@ PARKING = "brokerkit:delayed"
 #: A fetch XADDs at most this many due publishes.
 RELEASE_BATCH = 100
 
-#: Lua: ``now_ms()``; ``release_publishes(key, scheduled, now, field, maxlen, minid,
+#: Lua: ``now_ms()``; ``release_publishes(key, scheduled, now, field, maxlen, age,
 #: how)`` XADDs the held publishes due by ``now`` in due order and trims as a publish
-#: does; ``next_due(scheduled, delayed, now)``: ms until the first of either is due,
-#: or -1.
+#: does (``age``: the ``max_age`` in ms, entries older than ``now`` less it dropped);
+#: ``next_due(scheduled, delayed, now)``: ms until the first of either is due, or -1.
 DUE_HELPERS = (
     r"""
 local function now_ms()
@@ -50,7 +50,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function release_publishes(key, scheduled, now, field, maxlen, minid, how)
+local function release_publishes(key, scheduled, now, field, maxlen, age, how)
   local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, """
     + str(RELEASE_BATCH)
     + r""")
@@ -67,7 +67,9 @@ local function release_publishes(key, scheduled, now, field, maxlen, minid, how)
     redis.call('ZREM', scheduled, m)
   end
   if maxlen ~= '' then redis.call('XTRIM', key, 'MAXLEN', how, maxlen) end
-  if minid ~= '' then redis.call('XTRIM', key, 'MINID', how, minid) end
+  if age ~= '' then
+    redis.call('XTRIM', key, 'MINID', how, string.format('%d', math.max(0, now - tonumber(age))))
+  end
   return #due
 end
 

@@ -148,21 +148,28 @@ end
 """
 )
 
-# KEYS: stream.  ARGV: maxlen or '', minid or '', '~' or '=', the body field's name,
-# then header, body, ...  Returns how many entries were added.
+# KEYS: stream.  ARGV: maxlen or '', max age ms or '', '~' or '=', the body field's
+# name, then header, body, ...  Returns how many entries were added.
+#
+# The max age counts back from the server's clock (TIME), which gave the entries their
+# ids: the publisher's clock may be off by any amount.
 #
 # All of a batch or none of it: the script runs alone, and a wrong key type fails
 # the first XADD before anything is written. Trimming once after the batch leaves
 # the stream as trimming on every XADD would; nobody sees the stream in between.
 PUBLISH = r"""
-local key, maxlen, minid, how, field = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key, maxlen, age, how, field = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local first = redis.pcall('XADD', key, '*', 'bk1', ARGV[5], field, ARGV[6])
 if type(first) == 'table' and first.err then return first end
 for i = 7, #ARGV, 2 do
   redis.call('XADD', key, '*', 'bk1', ARGV[i], field, ARGV[i + 1])
 end
 if maxlen ~= '' then redis.call('XTRIM', key, 'MAXLEN', how, maxlen) end
-if minid ~= '' then redis.call('XTRIM', key, 'MINID', how, minid) end
+if age ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XTRIM', key, 'MINID', how, string.format('%d', math.max(0, now - tonumber(age))))
+end
 return (#ARGV - 4) / 2
 """
 
