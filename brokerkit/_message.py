@@ -52,10 +52,14 @@ def new_message_ids(count: int) -> list[str]:
     return ids
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Message:
     """One message: what the publisher sent, exactly as every consumer sees it.
     Treat it as read-only: backends share one instance between deliveries.
+
+    Its ``repr()`` (and ``str()``) names the message, its size and how many headers
+    it has, never the payload nor a header: a message in a log line or a traceback
+    shows no body and no token carried in a header.
 
     :ivar id: unique id given at publish time; it stays the same on redelivery.
     :ivar topic: the topic it was published to.
@@ -81,6 +85,13 @@ class Message:
             it raises, and :attr:`payload` still holds the bytes.
         """
         return decode_body(self.payload, self.content_type)
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(id={self.id!r}, topic={self.topic!r}, "
+            f"content_type={self.content_type!r}, payload={len(self.payload)} bytes, "
+            f"headers={len(self.headers)}, published_at={self.published_at!r})"
+        )
 
     @classmethod
     def _many(
