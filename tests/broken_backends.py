@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 from brokerkit import Capability, Delivery, Message, TopicInfo
+from brokerkit._options import BrokerOptions
 from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
-from brokerkit.backends.memory import MemoryBroker
+from brokerkit.backends.memory import MemoryBroker, MemoryOptions
 from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 from tests.broken_api_backends import (
     AcceptsUndeclaredCapabilities,
@@ -409,6 +411,52 @@ class LagAlwaysZero(MemoryBroker):
         return dataclasses.replace(info, groups=groups)
 
 
+class HandsOutKeepalives(MemoryBroker):
+    """A fetch that finds nothing hands out an empty message, as a backend that took a
+    server's keepalive or status reply (a JetStream pull's ``408 Request Timeout``) for
+    a message would: a receive on an empty topic returns a delivery."""
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        fetched = super()._fetch(subscription, max_messages, timeout)
+        if fetched or subscription.closed:
+            return fetched
+        status = Message("keepalive", subscription.topic, b"", "application/octet-stream")
+        receipt = (subscription.topic, subscription.group, -1)
+        return [Delivery(status, subscription=subscription, receipt=receipt)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ZeroMeansNoLimitOptions(MemoryOptions):
+    def __post_init__(self) -> None:
+        if self.max_deliveries == 0:
+            object.__setattr__(self, "max_deliveries", None)
+        super().__post_init__()
+
+
+class ZeroMaxDeliveriesMeansNoLimit(MemoryBroker):
+    """``max_deliveries=0`` is taken as "no limit" (as some servers read a zero
+    delivery limit), not refused: a typo'd or unset-by-mistake limit silently
+    dead-letters nothing."""
+
+    Options: ClassVar[type[BrokerOptions]] = _ZeroMeansNoLimitOptions
+
+
+class DriverErrorOnClose(MemoryBroker):
+    """A fetch that a close overtakes raises the driver's own error for a closed
+    connection (an ``OSError``) instead of returning: a receive under way ends with
+    that, not with ``BrokerClosed``."""
+
+    def _fetch(
+        self, subscription: Subscription, max_messages: int, timeout: float
+    ) -> list[Delivery]:
+        fetched = super()._fetch(subscription, max_messages, timeout)
+        if not fetched and subscription.closed:
+            raise OSError("Connection closed by the client")
+        return fetched
+
+
 #: Every broken backend, by the name its test class gets.
 
 
@@ -494,4 +542,7 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "patterns_skip_dead_letter_topics": PatternsSkipDeadLetterTopics,
     "settling_deletes_for_every_group": SettlingDeletesForEveryGroup,
     "last_level_dead_letters_deeper": LastLevelDeadLettersDeeper,
+    "hands_out_keepalives": HandsOutKeepalives,
+    "zero_max_deliveries_means_no_limit": ZeroMaxDeliveriesMeansNoLimit,
+    "driver_error_on_close": DriverErrorOnClose,
 }

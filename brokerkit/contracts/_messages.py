@@ -358,7 +358,7 @@ class MessageContract:
             started.set()
             try:
                 outcome.append(waiting.receive(timeout=10))
-            except BrokerClosed as exc:
+            except Exception as exc:  # reported below: only BrokerClosed keeps the promise
                 outcome.append(exc)
 
         thread = threading.Thread(target=receive)
