@@ -80,7 +80,7 @@ class ThreadedAsyncBroker(AsyncBroker):
         abandoned = threading.Event()
 
         def build() -> Broker:
-            sync = cls.sync_class.from_url(url, **options)
+            sync = _no_stop_iteration(cls.sync_class.from_url, url, **options)
             if abandoned.is_set():  # its opener was cancelled meanwhile: nobody's
                 sync.close()
             return sync
@@ -101,9 +101,10 @@ class ThreadedAsyncBroker(AsyncBroker):
         return await asyncio.wrap_future(self._submit(function, *args))
 
     def _submit(self, function: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
-        """``function(*args)`` started in a worker thread."""
+        """``function(*args)`` started in a worker thread (a StopIteration it raises
+        comes as a RuntimeError: see :func:`_no_stop_iteration`)."""
         try:
-            return self._pool.submit(function, *args)
+            return self._pool.submit(_no_stop_iteration, function, *args)
         except RuntimeError:
             if not self._pool_shut:
                 raise
@@ -439,9 +440,26 @@ def _settle_in_thread(
     """Run the sync settling ``primitive`` (in a worker thread); its deliveries are
     settled on the sync side once it has run, however it ended."""
     try:
-        primitive(inner, *args)
+        _no_stop_iteration(primitive, inner, *args)
     finally:
         Broker._mark(inner)
+
+
+def _no_stop_iteration(function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """``function(*args, **kwargs)`` (in a worker thread), a StopIteration it raises
+    turned into a RuntimeError from it, as a coroutine's becomes. asyncio refuses a
+    StopIteration as a future's exception (the loop logs "StopIteration interacts
+    badly with generators" and drops it): a sync backend's primitive that raised one
+    (a ``next()`` on an empty iterator) left its awaiting caller waiting for ever."""
+    try:
+        return function(*args, **kwargs)
+    except StopIteration as exc:
+        name = getattr(function, "__qualname__", None) or type(function).__name__
+        try:
+            text = f": {exc}" if str(exc) else ""
+        except Exception:
+            text = ""
+        raise RuntimeError(f"the sync backend's {name} raised StopIteration{text}") from exc
 
 
 @functools.cache
