@@ -137,6 +137,24 @@ class LosesContentType(MemoryBroker):
         )
 
 
+class FoldsTextTypes(MemoryBroker):
+    """Every ``text/*`` content type is delivered as the default one, ``text/plain;
+    charset=utf-8``, as a compact envelope that stores "a text body" as one flag
+    would: a ``text/csv`` body loses its type, and a latin-1 one is read as UTF-8."""
+
+    def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        text = "text/plain; charset=utf-8"
+        super()._publish(
+            topic,
+            [
+                dataclasses.replace(m, content_type=text)
+                if m.content_type.startswith("text/")
+                else m
+                for m in messages
+            ],
+        )
+
+
 class TruncatesLargeBodies(MemoryBroker):
     """Payloads are cut at two mebibytes."""
 
@@ -545,4 +563,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "hands_out_keepalives": HandsOutKeepalives,
     "zero_max_deliveries_means_no_limit": ZeroMaxDeliveriesMeansNoLimit,
     "driver_error_on_close": DriverErrorOnClose,
+    "folds_text_types": FoldsTextTypes,
 }

@@ -42,6 +42,13 @@ _BODIES: list[tuple[str, Any, str | None, str]] = [
     ("custom content type", b"\x08\x96\x01", "application/x-protobuf", "application/x-protobuf"),
     ("JSON by content type", [1, "x"], "application/json", "application/json"),
     ("pre-encoded JSON", b'{"a": 1, "b": [2]}', "application/json", "application/json"),
+    ("text of another text type", "a,b\ncafé,𝄞\n", "text/csv", "text/csv"),
+    (
+        "text in another charset",
+        "café, naïve",
+        "text/plain; charset=latin-1",
+        "text/plain; charset=latin-1",
+    ),
     ("1 MiB of bytes", _random_bytes(_MiB, 1), None, "application/octet-stream"),
     ("3 MiB of bytes", _random_bytes(3 * _MiB, 3), None, "application/octet-stream"),
     ("1 MiB of non-BMP text", "𝄞é漢" * (_MiB // 9), None, "text/plain; charset=utf-8"),
