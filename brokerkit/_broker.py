@@ -17,6 +17,7 @@ from brokerkit._capabilities import Capability
 from brokerkit._close_calls import closing_calls
 from brokerkit._compat import Event, shielded
 from brokerkit._delivery import Delivery
+from brokerkit._error_text import value_text
 from brokerkit._hooks import RELAY
 from brokerkit._inspect import TopicInfo
 from brokerkit._message import Message
@@ -28,7 +29,7 @@ from brokerkit._subscribing import check_limit, check_subscribe, consumer_name
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_headers, check_topic, dead_letter_topic_of
 from brokerkit._url import BrokerURL
-from brokerkit.exceptions import BrokerClosed, BrokerError
+from brokerkit.exceptions import BrokerClosed, BrokerError, InvalidOption
 
 __all__ = ["DEFAULT_GROUP", "Broker"]
 
@@ -234,10 +235,18 @@ class Broker(Settling, Backend):
             backend position (needs :attr:`Capability.REPLAY`).
         :param pattern: ``topic`` is a glob such as ``chat:room:*`` (needs
             :attr:`Capability.PATTERNS`).
+        :raises InvalidOption: ``pattern`` is not a bool, or a group, consumer,
+            prefetch or prefetch_bytes is not valid.
         :raises BrokerClosed: the broker is closed, or was closed while subscribing
             (the subscription made meanwhile is closed before this is raised).
         """
         self._check_open()
+        if type(pattern) is not bool:
+            # Read by its truth, "false" or "no" would subscribe to a pattern.
+            raise InvalidOption(
+                "pattern must be True or False (True: topic is a glob such as "
+                f"'chat:room:*'), got {value_text(pattern)} ({type(pattern).__name__})"
+            )
         check_subscribe(
             self,
             topic,
