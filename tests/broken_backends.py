@@ -10,6 +10,7 @@ in :mod:`tests.broken_delay_backends`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
@@ -190,6 +191,27 @@ class PatternsMatchPrefixes(MemoryBroker):
             return
         original = subscription.topic
         subscription.topic = original + "*"
+        try:
+            yield from super()._sources(subscription)
+        finally:
+            subscription.topic = original
+
+
+class PatternsSwapReversedRanges(MemoryBroker):
+    """A reversed range in a pattern's set reads as the range the other way round, as
+    Redis's glob (``PSUBSCRIBE``) reads it: ``v[9-0]`` matches ``v5``, which by the
+    promised syntax it never does."""
+
+    def _sources(self, subscription: Subscription) -> Iterator[tuple[str, Topic, Group]]:
+        if not subscription.pattern:
+            yield from super()._sources(subscription)
+            return
+        original = subscription.topic
+        subscription.topic = re.sub(
+            r"\[(!?)(\w)-(\w)\]",
+            lambda m: f"[{m[1]}{min(m[2], m[3])}-{max(m[2], m[3])}]",
+            original,
+        )
         try:
             yield from super()._sources(subscription)
         finally:
@@ -564,4 +586,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "zero_max_deliveries_means_no_limit": ZeroMaxDeliveriesMeansNoLimit,
     "driver_error_on_close": DriverErrorOnClose,
     "folds_text_types": FoldsTextTypes,
+    "patterns_swap_reversed_ranges": PatternsSwapReversedRanges,
 }
