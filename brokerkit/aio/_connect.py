@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._plugins import backend_for
@@ -16,12 +17,19 @@ __all__ = ["Connecting", "connect"]
 
 class Connecting:
     """What :func:`connect` returns: ``await`` it for the broker, or use it as
-    ``async with connect(url) as broker:`` to have the broker closed at the end."""
+    ``async with connect(url) as broker:`` to have the broker closed at the end.
+
+    Each ``await`` and each ``async with`` opens a broker of its own, so one
+    ``Connecting`` may be kept and entered by many tasks at once (a request handler's
+    ``async with CONNECT as broker:``): each block closes the broker it opened, and
+    only that one."""
 
     def __init__(self, url: str | BrokerURL | None, options: dict[str, Any]) -> None:
         self._url = url
         self._options = options
-        self._broker: AsyncBroker | None = None
+        #: the brokers of the ``async with`` blocks open now, by the task that entered
+        #: each (a block is left in the task that entered it), innermost last
+        self._entered: dict[asyncio.Task[Any] | None, list[AsyncBroker]] = {}
 
     async def _open(self) -> AsyncBroker:
         parsed, info = backend_for(self._url)
@@ -34,8 +42,9 @@ class Connecting:
         return self._open().__await__()
 
     async def __aenter__(self) -> AsyncBroker:
-        self._broker = await self._open()
-        return self._broker
+        broker = await self._open()
+        self._entered.setdefault(asyncio.current_task(), []).append(broker)
+        return broker
 
     async def __aexit__(
         self,
@@ -43,8 +52,30 @@ class Connecting:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._broker is not None:
-            await self._broker.close()
+        task = asyncio.current_task()
+        brokers = self._entered.get(task)
+        if not brokers:
+            return
+        broker = brokers.pop()
+        if not brokers:
+            del self._entered[task]
+        await broker.close()
+
+    if not TYPE_CHECKING:  # (a type checker tells of a missing await on its own)
+
+        def __getattr__(self, name: str) -> Any:
+            if not name.startswith("_") and hasattr(AsyncBroker, name):
+                raise AttributeError(
+                    f"{type(self).__name__!r} object has no attribute {name!r}: "
+                    "brokerkit.aio.connect() returns what opens the broker, not the broker; "
+                    "use 'broker = await brokerkit.aio.connect(url)' or "
+                    "'async with brokerkit.aio.connect(url) as broker:'",
+                    name=name,
+                    obj=self,
+                )
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+            )
 
 
 def connect(url: str | BrokerURL | None = None, **options: Any) -> Connecting:
