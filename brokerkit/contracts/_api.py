@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -321,13 +322,15 @@ class ApiContract:
     def test_publish_many_takes_an_iterable_of_bodies(self, contract: ContractEnv) -> None:
         """publish_many takes an iterable of bodies: one body is refused, none sends none.
 
-        A single str, bytes or dict raises InvalidMessage rather than being split up;
-        an empty iterable publishes nothing and returns no ids.
+        A single str, bytes or dict raises InvalidMessage rather than being split up,
+        and so does what is no iterable (None, a number); an empty iterable publishes
+        nothing and returns no ids.
         """
         broker = contract.broker()
         topic = contract.topic("many")
         subscription = broker.subscribe(topic)
-        for single in ("abc", b"abc", {"a": 1}):
+        singles: tuple[Any, ...] = ("abc", b"abc", {"a": 1}, None, 5)
+        for single in singles:
             with pytest.raises(InvalidMessage):
                 broker.publish_many(topic, single)
         assert broker.publish_many(topic, []) == [], "publish_many([]) returns no ids"

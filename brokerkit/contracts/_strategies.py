@@ -64,7 +64,20 @@ topic_tails: st.SearchStrategy[str] = st.text(
     alphabet="ab_" + _PUNCTUATION, min_size=1, max_size=12
 )
 
-#: Header mappings that must be refused.
+#: Header mappings that must be refused: not str to str, an empty name, text UTF-8
+#: cannot hold (a lone surrogate), and the reserved ``x-dead-letter-*`` names, in any case.
 bad_headers: st.SearchStrategy[Any] = st.sampled_from(
-    [{"": "empty name"}, {"n": 1}, {"n": None}, {1: "x"}, {"n": b"bytes"}, [("k", "v")], "k=v"]
+    [
+        {"": "empty name"},
+        {"n": 1},
+        {"n": None},
+        {1: "x"},
+        {"n": b"bytes"},
+        [("k", "v")],
+        "k=v",
+        {"n": "lone \ud800 surrogate"},
+        {"\udc00": "v"},
+        {"x-dead-letter-reason": "forged"},
+        {"X-Dead-Letter-Reason": "forged"},
+    ]
 )
