@@ -55,7 +55,10 @@ class BrokerURL:
     not an option (which would split it), and the host, another option's value or
     the fragment holding a secret option (``?sentinel=m?sentinel_password=pw``: a
     ``?`` typed for ``&``; ``nats://token=pw``: a ``?`` left out). A port is a number
-    from 1 to 65535.
+    from 1 to 65535: an error quotes anything else written where the port goes as
+    ``***`` (``redis+stream://user:s3cret/0``, the ``@host`` left out, would show the
+    password), and says what is wrong with the host (an IPv6 address's brackets, a
+    port out of range).
     """
 
     scheme: str
@@ -109,13 +112,8 @@ class BrokerURL:
             parts = urlsplit(first_host)
             port = parts.port
         except ValueError:
-            # The driver's message may quote part of the password: say what to fix instead.
-            raise InvalidURL(
-                f"{_masked(url)!r} is not a valid URL: the port must be a number from 1 "
-                f"to {_MAX_PORT}, and "
-                "/ ? # @ + = : in a user name or password must be percent-encoded "
-                "(%2F %3F %23 %40 %2B %3D %3A)"
-            ) from None
+            # The parser's message may quote part of the password: say what to fix instead.
+            raise _bad_host(url) from None
         scheme = parts.scheme.lower()
         if not scheme:
             raise InvalidURL(f"{_masked(url)!r} has an empty scheme")
@@ -350,7 +348,8 @@ def _split_hosts(url: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
             port, parsed = -1, None
         if parsed is None or port == -1 or not parsed.hostname or parsed.netloc != other:
             raise InvalidURL(
-                f"{_masked(url)!r} lists the host {other!r}, which is not host or host:port "
+                f"{_masked(_port_masked(url))!r} lists the host {_mask_port(other)!r}, "
+                "which is not host or host:port "
                 f"with a numeric port from 1 to {_MAX_PORT}; list hosts as h1:7000,h2:7001"
             )
         more.append((unquote(parsed.hostname), port))
@@ -358,6 +357,84 @@ def _split_hosts(url: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
         raise InvalidURL(f"{_masked(url)!r} has an empty first host in its host list")
     return f"{scheme}://{userinfo}{at}{first}{tail}", tuple(more)
 
+
+def _bad_host(url: str) -> InvalidURL:
+    """The error for ``url``, whose first host and port do not parse: what is wrong
+    with them (an IPv6 address's brackets, a port out of range or not a number), the URL
+    quoted with its secrets masked (:func:`_masked`), and what stands where a port goes
+    masked too unless it is a number (:func:`_port_masked`)."""
+    shown = _masked(_port_masked(url))
+    scheme, _, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    hostport = rest[:end].rpartition("@")[2].partition(",")[0]
+    if (hostport.count("[") != 1 and "[" in hostport) or ("[" in hostport) != ("]" in hostport):
+        return InvalidURL(
+            f"{shown!r} is not a valid URL: its host opens an IPv6 address with '[' and "
+            f"does not close it with ']' (or the reverse); write it as {scheme}://[::1]:6379"
+        )
+    if hostport.startswith("["):
+        port = hostport.partition("]")[2].removeprefix(":")
+    elif hostport.count(":") > 1 and _IPV6.fullmatch(hostport):
+        head, _, port = hostport.rpartition(":")
+        example = f"[{head}]:{port}" if port.isascii() and port.isdigit() else f"[{hostport}]"
+        return InvalidURL(
+            f"{shown!r} is not a valid URL: an IPv6 address is written in brackets, "
+            f"then the port: {scheme}://{example}"
+        )
+    else:
+        port = hostport.partition(":")[2]
+    if port.isascii() and port.isdigit():
+        number = f"port {port}" if len(port) <= 20 else f"a port of {len(port):,} digits"
+        return InvalidURL(
+            f"{_masked(_port_masked(url, long_digits=True))!r} names {number}: a port "
+            f"is a number from 1 to {_MAX_PORT} (leave it out for the backend's default)"
+        )
+    return InvalidURL(
+        f"{shown!r} is not a valid URL: what follows the host and ':' is not a port number "
+        "(it is not shown: it may be a password whose '@host' was left out); the port "
+        f"must be a number from 1 to {_MAX_PORT}, and "
+        "/ ? # @ + = : in a user name or password must be percent-encoded "
+        "(%2F %3F %23 %40 %2B %3D %3A)"
+    )
+
+
+def _port_masked(url: str, *, long_digits: bool = False) -> str:
+    """``url`` with what stands where a port goes in its host list masked
+    (:func:`_mask_port`), for an error to quote it: ``user:s3cret/0``, a URL whose
+    ``@host`` was left out, would show the password as a port. With ``long_digits``,
+    a port of more than 20 digits is shown by its length."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    userinfo, at, hostlist = rest[:end].rpartition("@")
+    hosts = ",".join(_mask_port(host, long_digits=long_digits) for host in hostlist.split(","))
+    return f"{scheme}://{userinfo}{at}{hosts}{rest[end:]}"
+
+
+def _mask_port(hostport: str, *, long_digits: bool = False) -> str:
+    """``host:port`` as an error may quote it: the port masked unless it is a number
+    (an IPv6 address, bracketed or not, kept)."""
+    if hostport.startswith("["):
+        address, bracket, after = hostport.partition("]")
+        if not bracket or not after.startswith(":"):
+            return hostport
+        head, port = address + bracket, after[1:]
+    else:
+        if _IPV6.fullmatch(hostport) and hostport.count(":") > 1:
+            return hostport
+        head, _, port = hostport.partition(":")
+        if not _:
+            return hostport
+    if port.isascii() and port.isdigit():
+        if long_digits and len(port) > 20:
+            return f"{head}:<{len(port):,} digits>"
+        return hostport
+    return f"{head}:{MASK}"
+
+
+#: What an IPv6 address (with a zone, a port after it) may be made of.
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.~-]+)?(?::[0-9]*)?")
 
 #: Characters that must be percent-encoded in a user name or password.
 _ENCODE_IN_USERINFO = "/?#@+="
