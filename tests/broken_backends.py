@@ -419,6 +419,27 @@ class DelayedRetryLeaksToOtherGroups(MemoryBroker):
         super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
 
 
+class DelayedRetryPastMaxDeliveries(MemoryBroker):
+    """A delayed nack holds the message for another attempt even once it has reached
+    ``max_deliveries``, as a backend that checks the limit only on an immediate
+    requeue would: it is redelivered, not dead-lettered."""
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        if requeue and delay and not group.retired:
+            due = self._store.clock.now() + delay
+            self._store.hold_retry(group, lease.offset, lease.message, lease.attempt, due)
+            return
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
+
+
 class RejectCountsOneDelivery(MemoryBroker):
     """A rejected message's dead letter says x-deliveries: 1, however many times it
     was delivered."""
@@ -587,4 +608,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "driver_error_on_close": DriverErrorOnClose,
     "folds_text_types": FoldsTextTypes,
     "patterns_swap_reversed_ranges": PatternsSwapReversedRanges,
+    "delayed_retry_past_max_deliveries": DelayedRetryPastMaxDeliveries,
 }

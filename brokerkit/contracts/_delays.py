@@ -149,7 +149,8 @@ class DelayContract:
         max_deliveries.
 
         When delayed retries (``nack(delay=..., reason=...)``) reach ``max_deliveries``,
-        the last nack's reason is the dead letter's ``x-dead-letter-reason``. (A
+        the last nack dead-letters the message at once (nothing is held for later) and
+        its reason is the dead letter's ``x-dead-letter-reason``. (A
         rejecting nack's reason is checked without DELAY, by
         ``test_a_reject_reason_is_recorded_on_the_dead_letter``.)"""
         promise = "the nack's reason is recorded on the dead letter (max_deliveries)"
@@ -167,6 +168,11 @@ class DelayContract:
         )
         assert delivery.attempt == 2, f"{promise}: attempt {delivery.attempt}, not 2"
         delivery.nack(delay=0.2, reason="ValueError: bad input")
+        held = broker.inspect(topic).scheduled
+        assert held == 0, (
+            f"{promise}: a delayed nack at max_deliveries dead-letters at once, but "
+            f"inspect counts {held} held for later"
+        )
         dead = contract.expect(dead_letters, f"{promise}: nothing was dead-lettered")
         contract.expect_nothing(subscription, f"{promise}: redelivered past max_deliveries")
         assert dead.id == message_id, f"{promise}: another message was dead-lettered"
