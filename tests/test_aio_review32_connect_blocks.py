@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import pytest
@@ -26,6 +26,10 @@ _T = TypeVar("_T")
 
 async def _guarded(call: Awaitable[_T]) -> _T:
     return await asyncio.wait_for(call, GUARD)
+
+
+async def _step(generator: AsyncIterator[_T]) -> _T:
+    return await anext(generator)
 
 
 @pytest.fixture(params=["memory", "redis+stream"])
@@ -103,3 +107,39 @@ def test_a_forgotten_await_is_told_how_to_write_it(name: str) -> None:
     assert caught.value.name == name
     with pytest.raises(AttributeError, match=r"no attribute 'nothing_such'$"):
         connecting.nothing_such  # noqa: B018
+
+
+def test_a_block_left_in_another_task_closes_its_own_broker(url: str) -> None:
+    """An async generator's block, entered in one task and left in another (as
+    pytest-asyncio runs a fixture's setup and teardown), while a block of a task that
+    still runs is open: the generator's broker is closed, the other one is not."""
+    connecting = brokerkit.aio.connect(url)
+
+    async def fixture() -> AsyncIterator[AsyncBroker]:
+        async with connecting as broker:
+            yield broker
+
+    async def main() -> tuple[AsyncBroker, AsyncBroker, bool]:
+        generator = fixture()
+        mine = await _guarded(asyncio.create_task(_step(generator)))  # set up: a task
+        inside, leave = asyncio.Event(), asyncio.Event()
+
+        async def other() -> AsyncBroker:
+            async with connecting as broker:
+                inside.set()
+                await leave.wait()
+                await broker.publish("t", "still open")
+            return broker
+
+        running = asyncio.create_task(other())
+        await _guarded(inside.wait())
+        with pytest.raises(StopAsyncIteration):  # torn down: another task
+            await _guarded(asyncio.create_task(_step(generator)))
+        mine_closed = mine.closed
+        leave.set()
+        return mine, await _guarded(running), mine_closed
+
+    mine, theirs, mine_closed = asyncio.run(main())
+    assert mine is not theirs
+    assert mine_closed
+    assert theirs.closed

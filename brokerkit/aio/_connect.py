@@ -22,14 +22,16 @@ class Connecting:
     Each ``await`` and each ``async with`` opens a broker of its own, so one
     ``Connecting`` may be kept and entered by many tasks at once (a request handler's
     ``async with CONNECT as broker:``): each block closes the broker it opened, and
-    only that one."""
+    only that one. A block left in another task than the one that entered it (an
+    async generator's, advanced by two tasks, as pytest-asyncio does a fixture's)
+    closes the broker of the last block entered by a task that has ended since."""
 
     def __init__(self, url: str | BrokerURL | None, options: dict[str, Any]) -> None:
         self._url = url
         self._options = options
-        #: the brokers of the ``async with`` blocks open now, by the task that entered
-        #: each (a block is left in the task that entered it), innermost last
-        self._entered: dict[asyncio.Task[Any] | None, list[AsyncBroker]] = {}
+        #: the brokers of the ``async with`` blocks open now, each with the task that
+        #: entered it, in the order they were entered
+        self._entered: list[tuple[asyncio.Task[Any] | None, AsyncBroker]] = []
 
     async def _open(self) -> AsyncBroker:
         parsed, info = backend_for(self._url)
@@ -43,7 +45,7 @@ class Connecting:
 
     async def __aenter__(self) -> AsyncBroker:
         broker = await self._open()
-        self._entered.setdefault(asyncio.current_task(), []).append(broker)
+        self._entered.append((asyncio.current_task(), broker))
         return broker
 
     async def __aexit__(
@@ -52,14 +54,25 @@ class Connecting:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        broker = self._leaving()
+        if broker is not None:
+            await broker.close()
+
+    def _leaving(self) -> AsyncBroker | None:
+        """The broker of the block being left, taken out of :attr:`_entered`: the last
+        one this task entered; else (the block was entered in another task) the last
+        one whose task has ended; else the last one."""
         task = asyncio.current_task()
-        brokers = self._entered.get(task)
-        if not brokers:
-            return
-        broker = brokers.pop()
-        if not brokers:
-            del self._entered[task]
-        await broker.close()
+        entered = self._entered
+        for belongs in (
+            lambda other: other is task,
+            lambda other: other is None or other.done(),
+            lambda other: True,
+        ):
+            for index in range(len(entered) - 1, -1, -1):
+                if belongs(entered[index][0]):
+                    return entered.pop(index)[1]
+        return None
 
     if not TYPE_CHECKING:  # (a type checker tells of a missing await on its own)
 
