@@ -108,7 +108,8 @@ class Subscription:
         self.consumer = consumer
         self.prefetch = prefetch
         self.prefetch_bytes = prefetch_bytes
-        self._largest = 0
+        # The largest payload seen, in bytes; -1 until a fetch brought any.
+        self._largest = -1
         self.start = start
         self.pattern = pattern
         self.state: Any = None
@@ -232,11 +233,14 @@ class Subscription:
 
     def _batch_size(self) -> int:
         """How many messages the next fetch may bring: ``prefetch``, and no more than
-        fit in ``prefetch_bytes`` at the largest size seen (one, before any is seen)."""
+        fit in ``prefetch_bytes`` at the largest size seen (one, before any is seen;
+        ``prefetch`` if all seen were empty)."""
         if self.prefetch_bytes is None:
             return self.prefetch
-        if not self._largest:
+        if self._largest < 0:
             return 1
+        if not self._largest:  # empty messages only: any number of them fits
+            return self.prefetch
         return max(1, min(self.prefetch, self.prefetch_bytes // self._largest))
 
     def _hand_back(self, deliveries: list[Delivery]) -> None:
