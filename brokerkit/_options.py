@@ -109,6 +109,10 @@ def _checked(post_init: Any) -> Any:
 
 
 _TRUE = {"1", "true", "yes", "on"}
+#: What a whole number written in a query looks like (as int() reads it).
+_WHOLE = re.compile(r"\s*[+-]?[0-9][0-9_]*\s*")
+#: The longest quote of a refused value an error shows.
+_LONGEST_SHOWN = 120
 _FALSE = {"0", "false", "no", "off"}
 
 
@@ -486,6 +490,14 @@ def _convert(
             return text
     expected = " or ".join(_describe(k) for k in kinds)
     shown = _shown(name, text, after_secret=after_secret)
+    if int in kinds and _WHOLE.fullmatch(text) and not after_secret and not is_secret(name):
+        # More digits than int() converts (4,300): a whole number all the same.
+        digits = len(text.strip().lstrip("+-").replace("_", ""))
+        raise InvalidOption(
+            f"the {backend} option {name} is a whole number of {digits:,} digits, far "
+            f"beyond its range: expected {expected}, within the range the option "
+            "documents"
+        )
     raise InvalidOption(f"the {backend} option {name}={shown} is not valid: expected {expected}")
 
 
@@ -521,7 +533,11 @@ def _shown(name: str, value: Any, *, after_secret: str = "") -> str:
         return f"*** (type {type(value).__name__})"
     if isinstance(value, int) and not -(10**20) < value < 10**20:
         return "a huge int"
-    return repr(value)
+    shown = repr(value)
+    if len(shown) > _LONGEST_SHOWN:
+        size = f"{len(value):,} characters" if isinstance(value, str) else type(value).__name__
+        shown = f"{shown[: _LONGEST_SHOWN - 20]}... ({size})"
+    return shown
 
 
 def _kinds(hint: Any) -> list[Any]:
