@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -31,6 +31,9 @@ from tests.redis_server import (
     kill_process,
     wait_until,
 )
+
+if TYPE_CHECKING:
+    from typing import Self
 
 __all__ = [
     "EverySlotNode",

