@@ -81,7 +81,7 @@ class RetryResult:
 
 
 def flaky_sms(order: Order, attempt: int) -> None:
-    """The SMS gateway of the demo: it errors on one order in ten.
+    """The SMS gateway of the demo: it errors on two orders in ten.
 
     Orders whose id ends in 0 carry an invalid phone number and fail every time;
     orders whose id ends in 5 meet a gateway timeout on the first attempt only.
