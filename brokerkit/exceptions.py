@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from brokerkit._capabilities import Capability
@@ -66,7 +66,54 @@ __all__ = [
 
 
 class BrokerError(Exception):
-    """Base class of every error brokerkit raises."""
+    """Base class of every error brokerkit raises.
+
+    Every one pickles and copies as it is (its message, its args and its attributes),
+    so that one raised in a worker process reaches its parent. The deliveries one
+    holds (:attr:`StaleDelivery.deliveries`, :attr:`ReplicationTimeout.stale`) stay
+    in their process: a copy keeps them, a pickled one arrives with none (a delivery
+    belongs to its broker, in the process that received it).
+    """
+
+    #: The attributes that hold deliveries: kept by a copy, left empty by pickle.
+    _local_attributes: ClassVar[tuple[str, ...]] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Made again from its args and attributes: BaseException's own reduce calls
+        # the class with self.args, which a subclass's __init__ may not take.
+        state = {
+            name: _Local(value) if name in self._local_attributes else value
+            for name, value in self.__dict__.items()
+        }
+        return (_remade, (type(self), self.args), state or None)
+
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        for name, value in (state or {}).items():
+            setattr(self, name, value.value if isinstance(value, _Local) else value)
+
+
+def _remade(cls: type[BrokerError], args: tuple[Any, ...]) -> BrokerError:
+    """An error of class ``cls`` with ``args``, made without its ``__init__`` (pickle and
+    copy then set its attributes)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
+
+
+class _Local:
+    """An error's deliveries, as pickle and copy see them: a copy (deep too) keeps them,
+    pickle sends an empty tuple."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (tuple, ())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Local:
+        return self
 
 
 class ConfigurationError(BrokerError):
@@ -135,6 +182,8 @@ class ReplicationTimeout(BrokerError):
     :ivar stale: the deliveries of an ack or nack that it did not settle, their leases
         having expired (another consumer claimed them); empty otherwise.
     """
+
+    _local_attributes = ("stale",)
 
     def __init__(
         self,
@@ -212,6 +261,8 @@ class StaleDelivery(DeliveryError):
 
     :ivar deliveries: the deliveries that were stale.
     """
+
+    _local_attributes = ("deliveries",)
 
     def __init__(self, deliveries: Sequence[Delivery | AsyncDelivery], detail: str = "") -> None:
         self.deliveries = tuple(deliveries)
