@@ -166,11 +166,11 @@ class BrokerURL:
                 netloc += f":{secret}"
             netloc += "@"
         if self.host:
-            netloc += f"[{self.host}]" if ":" in self.host else self.host
+            netloc += _host_text(self.host)
         if self.port is not None:
             netloc += f":{self.port}"
         for host, port in self.more_hosts:
-            netloc += "," + (f"[{host}]" if ":" in host else host)
+            netloc += "," + _host_text(host)
             netloc += f":{port}" if port is not None else ""
         in_path = secret_in(self.path) if hide_password else None
         if in_path:
@@ -206,6 +206,13 @@ class BrokerURL:
 
     def __repr__(self) -> str:
         return f"BrokerURL({self.render()!r})"
+
+
+def _host_text(host: str) -> str:
+    """``host`` as a URL writes it: an IPv6 address in brackets, and a ``%`` (an IPv6
+    zone's, ``fe80::1%12``) as ``%25``, so that parsing it again gives ``host``."""
+    host = host.replace("%", "%25")
+    return f"[{host}]" if ":" in host else host
 
 
 def is_scheme(text: object) -> bool:
