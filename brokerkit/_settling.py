@@ -284,7 +284,18 @@ def _not_a_delivery(value: object) -> DeliveryError:
             f"{kind} {message_id} of {owner!r}: a delivery is settled through the broker "
             "that delivered it (its own ack() and nack() do that)"
         )
+    if isinstance(value, (list, tuple, set, frozenset)) or _is_iterator(value):
+        return DeliveryError(
+            f"expected deliveries, got one {kind}: pass them unpacked, as in "
+            "broker.ack(*deliveries)"
+        )
     return DeliveryError(f"expected a Delivery, got {kind}")
+
+
+def _is_iterator(value: object) -> bool:
+    """Whether ``value`` is an iterator (a generator, a map...), which ack(...) of a
+    generator expression would give."""
+    return hasattr(type(value), "__next__") and hasattr(type(value), "__iter__")
 
 
 def _settled_before(delivery: Delivery) -> AlreadySettled:
