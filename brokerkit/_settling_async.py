@@ -65,8 +65,13 @@ class AsyncSettling:
     async def ack(self, *deliveries: AsyncDelivery) -> None:
         """Mark deliveries done, in one round trip where the backend can.
 
-        :raises AlreadySettled: one was settled before; none was changed.
+        :raises AlreadySettled: one was settled before (or is being settled now), or
+            is named twice; none was changed.
         :raises StaleDelivery: a lease had expired; the rest were acked.
+        :raises DeliveryError: one is not a delivery (a list of them: pass them
+            unpacked), or came from another broker; none was changed.
+        :raises BrokerClosed: the broker is closed; none was changed (the leases run
+            out on their own).
         """
         checked = settleable(self, deliveries)
         if Capability.ACK in self.capabilities:
@@ -104,6 +109,9 @@ class AsyncSettling:
             (:data:`~brokerkit._schedule.LATEST_DUE`), a delay with ``requeue=False``,
             or a reason that is not a str of 1 to 1000 characters; nothing was settled.
         :raises Unsupported: a delay on a backend without DELAY; nothing was settled.
+        :raises AlreadySettled, DeliveryError, BrokerClosed: as for :meth:`ack`; nothing
+            was settled.
+        :raises StaleDelivery: a lease had expired; the rest were settled.
         """
         check_requeue(requeue)
         held = check_nack_delay(delay, requeue)
@@ -131,6 +139,9 @@ class AsyncSettling:
         :raises InvalidOption: ``seconds`` is not such a number (a str, a bool, NaN,
             infinite, 0 or less, or more than 365 days); nothing was sent.
         :raises StaleDelivery: a lease had already expired.
+        :raises AlreadySettled, DeliveryError, BrokerClosed: as for :meth:`ack`;
+            nothing was renewed.
+        :raises Unsupported: the backend has no ACK (no leases).
         """
         self.require(Capability.ACK, "extend a lease")
         duration = (
