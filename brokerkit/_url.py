@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, urlsplit
@@ -111,6 +112,8 @@ class BrokerURL:
         try:
             parts = urlsplit(first_host)
             port = parts.port
+            if _JUNK_AFTER_BRACKET.search(parts.netloc.rpartition("@")[2]):
+                raise ValueError("text after an IPv6 address's ']'")  # urllib drops it
         except ValueError:
             # The parser's message may quote part of the password: say what to fix instead.
             raise _bad_host(url) from None
@@ -373,14 +376,32 @@ def _bad_host(url: str) -> InvalidURL:
     shown = _masked(_port_masked(url))
     scheme, _, rest = url.partition("://")
     end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
-    hostport = rest[:end].rpartition("@")[2].partition(",")[0]
+    authority = rest[:end]
+    hostport = authority.rpartition("@")[2].partition(",")[0]
+    if any(
+        mark in unicodedata.normalize("NFKC", character)
+        for character in authority
+        if not character.isascii()
+        for mark in "/?#@:"
+    ):
+        return InvalidURL(
+            f"{shown!r} is not a valid URL: its user name, password or host holds a "
+            "character that Unicode normalization (NFKC) reads as / ? # @ or :; "
+            "percent-encode a user name or password with urllib.parse.quote(value, safe='')"
+        )
     if (hostport.count("[") != 1 and "[" in hostport) or ("[" in hostport) != ("]" in hostport):
         return InvalidURL(
             f"{shown!r} is not a valid URL: its host opens an IPv6 address with '[' and "
             f"does not close it with ']' (or the reverse); write it as {scheme}://[::1]:6379"
         )
     if hostport.startswith("["):
-        port = hostport.partition("]")[2].removeprefix(":")
+        after = hostport.partition("]")[2]
+        if after and not after.startswith(":"):
+            return InvalidURL(
+                f"{shown!r} is not a valid URL: {after[:20]!r} follows its IPv6 address's "
+                f"']', where only ':' and a port may; write it as {scheme}://[::1]:6379"
+            )
+        port = after.removeprefix(":")
     elif hostport.count(":") > 1 and _IPV6.fullmatch(hostport):
         head, _, port = hostport.rpartition(":")
         example = f"[{head}]:{port}" if port.isascii() and port.isdigit() else f"[{hostport}]"
@@ -440,6 +461,8 @@ def _mask_port(hostport: str, *, long_digits: bool = False) -> str:
     return f"{head}:{MASK}"
 
 
+#: A bracketed host followed by anything but a port: ``[::1]x``.
+_JUNK_AFTER_BRACKET = re.compile(r"\][^:]|\]:.*[^0-9]")
 #: What an IPv6 address (with a zone, a port after it) may be made of.
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.~-]+)?(?::[0-9]*)?")
 
