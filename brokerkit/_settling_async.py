@@ -298,6 +298,12 @@ def _not_a_delivery(value: object) -> DeliveryError:
             f"expected deliveries, got one {kind}: pass them unpacked, as in "
             "broker.ack(*deliveries)"
         )
+    if isinstance(value, (bool, int, float)):
+        # nack(d, False) or extend(d, 30): a setting passed where deliveries go.
+        return DeliveryError(
+            f"expected a Delivery, got {kind} {value!r}: the settings are keywords, as in "
+            "nack(*deliveries, requeue=False, delay=5) or extend(*deliveries, seconds=30)"
+        )
     return DeliveryError(f"expected a Delivery, got {kind}")
 
 

@@ -1,6 +1,8 @@
 """``broker.ack([d1, d2])`` (a list where ``ack(*deliveries)`` is meant, a common slip)
 is refused saying to pass the deliveries unpacked; it said only "expected a Delivery,
-got list". Nothing is settled either way."""
+got list". ``broker.nack(d, False)`` and ``broker.extend(d, 30)`` (a setting passed
+where deliveries go) are told the settings are keywords; they were told "expected a
+Delivery, got bool". Nothing is settled either way."""
 
 from __future__ import annotations
 
@@ -51,3 +53,22 @@ def test_a_lone_wrong_value_is_still_named() -> None:
     with brokerkit.connect("memory://") as broker, pytest.raises(DeliveryError) as refused:
         broker.ack(None)  # type: ignore[arg-type]
     assert str(refused.value) == "expected a Delivery, got NoneType"
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"), [("nack", False), ("extend", 30), ("nack", 5.0), ("ack", True)]
+)
+def test_a_setting_passed_where_deliveries_go_is_told_to_be_a_keyword(
+    call: str, argument: object
+) -> None:
+    with brokerkit.connect("memory://") as broker:
+        broker.publish("orders", b"1")
+        with broker.subscribe("orders") as subscription:
+            delivery = subscription.receive(0)
+            assert delivery is not None
+            with pytest.raises(DeliveryError) as refused:
+                getattr(broker, call)(delivery, argument)
+            assert "the settings are keywords" in str(refused.value)
+            assert "extend(*deliveries, seconds=30)" in str(refused.value)
+            assert not delivery.settled
+            delivery.ack()
