@@ -56,6 +56,8 @@ class Deployment:
             (host or "localhost", default_port if port is None else port)
             for host, port in url.hosts
         )
+        for host, _ in hosts:
+            _check_host_name(url, host)
         database = redis_database(url)
         if cluster and sentinel is not None:
             raise InvalidURL(f"{url} names both cluster=true and sentinel=; give one")
@@ -92,3 +94,20 @@ class Deployment:
         if self.sentinel_username is not None:
             kwargs["username"] = self.sentinel_username
         return kwargs
+
+
+def _check_host_name(url: BrokerURL, host: str) -> None:
+    """Refuse a host no resolver could be asked for: an empty label (``a..b``) or one
+    of more than 63 characters, which the socket's IDNA encoding refused with a bare
+    ``UnicodeError`` at the first command.
+
+    :raises InvalidURL: naming the host and what a host name is.
+    """
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        shown = host if len(host) <= 80 else f"{host[:77]}..."
+        raise InvalidURL(
+            f"{url} names the host {shown!r}, which is not a host name: each of its "
+            "dot-separated labels must be 1 to 63 characters"
+        ) from None
