@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from brokerkit._compat import is_async_callable
 from brokerkit._logging import delivery_fields
@@ -46,8 +46,41 @@ _T = TypeVar("_T")
 
 log = logging.getLogger("brokerkit")
 
-Lock = asyncio.Lock
 sleep = asyncio.sleep
+
+
+class Lock(asyncio.Lock):
+    """An :class:`asyncio.Lock` that a task of another event loop than its holder's
+    cannot wait for: it raises :class:`RuntimeError` at once. asyncio's lock would
+    let it wait, and its holder's release would then set that task's future from the
+    holder's thread, which never wakes the waiting loop: the task waited for ever (a
+    subscription made on one thread's loop and received from another's, beside a
+    receive of its own loop). Taking it when free, from any loop, is as before."""
+
+    #: the loop of the task holding the lock (None: free)
+    _holder: asyncio.AbstractEventLoop | None = None
+
+    async def acquire(self) -> Literal[True]:
+        """As :meth:`asyncio.Lock.acquire`.
+
+        :raises RuntimeError: the lock is held by a task of another event loop."""
+        loop = asyncio.get_running_loop()
+        holder = self._holder
+        if holder is not None and holder is not loop and self.locked():
+            raise RuntimeError(
+                "brokerkit: waiting here for a task of another event loop, which would "
+                "never wake this one: a subscription belongs to the event loop it was "
+                "made on (use it there; a broker may be shared, see docs/asyncio.md)"
+            )
+        await super().acquire()
+        self._holder = loop
+        return True
+
+    def release(self) -> None:
+        """As :meth:`asyncio.Lock.release`."""
+        self._holder = None
+        super().release()
+
 
 #: How often :func:`on_loop` looks whether the loop it waits for still runs (seconds).
 _LOOK_AGAIN = 0.1
