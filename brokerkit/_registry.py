@@ -155,6 +155,7 @@ class BackendRegistry:
                 f"plugin {self._plugin!r} registered {backend!r} with schemes={schemes!r}, "
                 f"a string; schemes is a sequence of names, such as ({schemes!r},)"
             )
+        schemes = tuple(schemes)  # read once: a generator would be empty below
         for scheme in schemes:
             if not is_scheme(scheme):
                 raise PluginError(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from brokerkit._capabilities import Capability
 from brokerkit._delivery import SETTLING, Delivery
+from brokerkit._error_text import value_text
 from brokerkit._hooks import RELAY
 from brokerkit._options import BrokerOptions
 from brokerkit._schedule import (
@@ -303,7 +304,8 @@ def _not_a_delivery(value: object) -> DeliveryError:
     if isinstance(value, (bool, int, float)):
         # nack(d, False) or extend(d, 30): a setting passed where deliveries go.
         return DeliveryError(
-            f"expected a Delivery, got {kind} {value!r}: the settings are keywords, as in "
+            f"expected a Delivery, got {kind} {value_text(value)}: the settings are keywords, "
+            "as in "
             "nack(*deliveries, requeue=False, delay=5) or extend(*deliveries, seconds=30)"
         )
     return DeliveryError(f"expected a Delivery, got {kind}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -404,10 +405,15 @@ def _bad_host(url: str) -> InvalidURL:
         port = after.removeprefix(":")
     elif hostport.count(":") > 1 and _IPV6.fullmatch(hostport):
         head, _, port = hostport.rpartition(":")
-        example = f"[{head}]:{port}" if port.isascii() and port.isdigit() else f"[{hostport}]"
+        whole = f"{scheme}://[{hostport.replace('%', '%25')}]"
+        example = f"{scheme}://[{head}]:{port}"
+        if not (port.isascii() and port.isdigit() and _is_ipv6_address(head)):
+            example = whole  # fe80::1 is an address whole: its last group is no port
+        elif _is_ipv6_address(hostport):
+            example = f"{example} (or {whole} if all of it is the address)"
         return InvalidURL(
             f"{shown!r} is not a valid URL: an IPv6 address is written in brackets, "
-            f"then the port: {scheme}://{example}"
+            f"then the port: {example}"
         )
     else:
         port = hostport.partition(":")[2]
@@ -465,6 +471,16 @@ def _mask_port(hostport: str, *, long_digits: bool = False) -> str:
 _JUNK_AFTER_BRACKET = re.compile(r"\][^:]|\]:.*[^0-9]")
 #: What an IPv6 address (with a zone, a port after it) may be made of.
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.~-]+)?(?::[0-9]*)?")
+
+
+def _is_ipv6_address(text: str) -> bool:
+    """Whether ``text`` is an IPv6 address (with a ``%zone`` or not)."""
+    try:
+        ipaddress.IPv6Address(text.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
 
 #: Characters that must be percent-encoded in a user name or password.
 _ENCODE_IN_USERINFO = "/?#@+="

@@ -11,16 +11,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+#: docs/benchmarks.md is left out: it is the lab notebook of issue 18's measurements,
+#: whose rounds are named by the session that measured them, each with its commit.
 PAGES = (
     "README.md",
-    "docs/index.md",
-    "docs/quickstart.md",
-    "docs/patterns.md",
-    "docs/architecture.md",
-    "docs/deployments.md",
-    "docs/demo.md",
-    "docs/wire-format.md",
-    "docs/security.md",
+    *sorted(
+        str(page.relative_to(ROOT))
+        for page in (ROOT / "docs").rglob("*.md")
+        if page.name != "benchmarks.md" and "_build" not in page.parts
+    ),
 )
 _SESSION = re.compile(r"\bsession\s+\d+", re.IGNORECASE)
 

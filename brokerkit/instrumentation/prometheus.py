@@ -62,6 +62,7 @@ except ImportError as exc:
     raise _missing_extra(exc, __name__, "prometheus") from exc
 
 from brokerkit._capabilities import Capability
+from brokerkit._error_text import value_text
 from brokerkit._hooks import get_plugin_manager
 from brokerkit._logging import log_fields
 from brokerkit._schedule import finite_seconds
@@ -516,19 +517,10 @@ def _names_of(topics: Iterable[Any], given: str = "topics holds") -> list[str]:
     for name in names:
         if not isinstance(name, str):
             raise InvalidOption(
-                f"{given} a {type(name).__name__} ({_shown(name)}) among the topic names: "
+                f"{given} a {type(name).__name__} ({value_text(name)}) among the topic names: "
                 "each must be a str"
             )
     return names
-
-
-def _shown(value: object) -> str:
-    """A short repr of ``value`` for an error (a listing may hold anything)."""
-    try:
-        text = repr(value)
-    except Exception:
-        return f"<{type(value).__name__}>"
-    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _is_async(function: Callable[..., Any]) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from brokerkit._acompat import Event, HandlerCalls, Waiter, on_signals, spawn
 from brokerkit._broker_async import DEFAULT_GROUP, AsyncBroker
 from brokerkit._capabilities import Capability
+from brokerkit._error_text import value_text
 from brokerkit._logging import log_fields
 from brokerkit.exceptions import ConfigurationError, InvalidOption
 from brokerkit.worker._handler import HandlerSpec, check_options, make_spec
@@ -479,8 +480,7 @@ def _seconds(name: str, value: object, *, valid: str, none: bool = False) -> flo
     if value is None and none:
         return math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        shown = "a huge int" if isinstance(value, int) and value > 10**20 else repr(value)
-        raise InvalidOption(f"{name} must be {valid}, got {shown[:60]}")
+        raise InvalidOption(f"{name} must be {valid}, got {value_text(value)}")
     try:
         return float(value)
     except OverflowError:  # an int too large for a float: longer than any wait
