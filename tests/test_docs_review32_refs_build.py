@@ -1,0 +1,60 @@
+"""The docs build as CI runs it: every cross-reference resolves, and the pages it makes
+show what the references promise.
+
+With ``nitpicky`` off, ``{class}`~brokerkit.InvalidURL``` (documented as
+``brokerkit.exceptions.InvalidURL``) and
+``{func}`~brokerkit.hookspecs.brokerkit_register_backends``` (the hook reference
+documented no hook) rendered as plain text, silently.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sphinx")
+pytest.importorskip("myst_parser")
+pytest.importorskip("furo")
+
+ROOT = Path(__file__).resolve().parent.parent
+HOOKS = (
+    "brokerkit_register_backends",
+    "brokerkit_register_commands",
+    "brokerkit_publish_start",
+    "brokerkit_publish_end",
+    "brokerkit_deliver_start",
+    "brokerkit_deliver_end",
+    "brokerkit_on_ack",
+    "brokerkit_on_nack",
+    "brokerkit_on_dead_letter",
+    "brokerkit_on_lease_lost",
+)
+
+
+@pytest.fixture(scope="module")
+def built(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The html build of docs/, run with CI's command (warnings are errors)."""
+    out = tmp_path_factory.mktemp("docs")
+    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
+    result = subprocess.run(
+        [*command, str(ROOT / "docs"), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    return result, out
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_the_hook_reference_documents_each_hook(
+    built: tuple[subprocess.CompletedProcess[str], Path], hook: str
+) -> None:
+    _, out = built
+    page = (out / "reference" / "hooks.html").read_text()
+    assert f'id="brokerkit.hookspecs.{hook}"' in page, f"docs/reference/hooks.md leaves out {hook}"
