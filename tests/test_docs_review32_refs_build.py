@@ -9,6 +9,8 @@ documented no hook) rendered as plain text, silently.
 
 from __future__ import annotations
 
+import html
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +60,25 @@ def test_the_hook_reference_documents_each_hook(
     _, out = built
     page = (out / "reference" / "hooks.html").read_text()
     assert f'id="brokerkit.hookspecs.{hook}"' in page, f"docs/reference/hooks.md leaves out {hook}"
+
+
+def _text(page: Path) -> str:
+    """A built page's text, tags dropped and white space made single spaces."""
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", "", page.read_text())))
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        # Broker.max_payload_bytes and AsyncBroker's: napoleon made the words before the
+        # colon a type of three unknown classes, and the page began at "no limit".
+        "the backend can store in one message (None: no limit of its own). A larger",
+        "Where leases read the time (keyword only): a ManualClock in tests.",
+        "The broker holds a message until a due time: publish(..., delay=)",
+    ],
+)
+def test_an_attribute_docstring_reads_as_written(
+    built: tuple[subprocess.CompletedProcess[str], Path], sentence: str
+) -> None:
+    _, out = built
+    assert sentence in _text(out / "reference" / "api.html")
