@@ -298,16 +298,17 @@ class BrokerOptions:
 def after_secrets(query: Mapping[str, str]) -> dict[str, str]:
     """The options of ``query`` (in its order) that come after a secret one
     (``sentinel_password=pw&db=1&prefix=p``: ``db`` and ``prefix``), each with the
-    name of the last secret before it: any of them may be the end of the secret,
+    name of the first secret before it: any of them may be the end of the secret,
     split at a raw ``&`` (``pw&db=1&prefix=p`` may be one password), and no message
-    may quote their values, nor the name of one that is unknown."""
+    may quote their values, nor the name of one that is unknown, nor name a later
+    secret option (``pw&passwd=x`` may be one password too)."""
     follows: dict[str, str] = {}
     # a secret written in the path (``/token=x``): the whole query may be its end
     secret = query.secret if isinstance(query, AfterPathSecret) else ""
     for name in query:
         if secret:
             follows[name] = secret
-        if is_secret(name):
+        elif is_secret(name):
             secret = name
     return follows
 

@@ -123,7 +123,8 @@ class BrokerURL:
             raise InvalidURL(f"{_masked(url)!r} has an empty scheme")
         in_path = secret_in(unquote(parts.path))
         query: dict[str, str] = AfterPathSecret(in_path[0]) if in_path else {}
-        secret = in_path[0] if in_path else ""  # the last secret read: what follows may be its end
+        # the first secret read: what follows may be its end, later secrets' names too
+        secret = in_path[0] if in_path else ""
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key in query and secret:
                 raise InvalidURL(
@@ -133,7 +134,7 @@ class BrokerURL:
             if key in query:
                 raise InvalidURL(f"the option {key!r} is given twice in {_masked(url)!r}")
             query[key] = value
-            secret = key if is_secret(key) else secret
+            secret = secret or (key if is_secret(key) else "")
         return cls(
             scheme=scheme,
             host=unquote(parts.hostname or ""),
@@ -213,9 +214,14 @@ class BrokerURL:
 
 
 def _host_text(host: str) -> str:
-    """``host`` as a URL writes it: an IPv6 address in brackets, and a ``%`` (an IPv6
-    zone's, ``fe80::1%12``) as ``%25``, so that parsing it again gives ``host``."""
+    """``host`` as a URL writes it, so that parsing it again gives ``host``: an IPv6
+    address in brackets, a ``%`` (an IPv6 zone's, ``fe80::1%12``) as ``%25``, and
+    what would end the host or start another part (``/ ? # @ ,``: a ``memory://``
+    name may hold them, percent-encoded) percent-encoded."""
     host = host.replace("%", "%25")
+    for char in "/?#@,":
+        if char in host:
+            host = host.replace(char, f"%{ord(char):02X}")
     return f"[{host}]" if ":" in host else host
 
 
