@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,7 @@ from fastapi import FastAPI, Request
 import brokerkit.aio
 
 TOPIC = "order.created"
+log = logging.getLogger(__name__)
 
 
 async def send_receipts(broker: brokerkit.aio.AsyncBroker, sent: list[int]) -> None:
@@ -34,12 +36,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.broker = broker
         app.state.sent = []
         consumer = asyncio.create_task(send_receipts(broker, app.state.sent))
+        consumer.add_done_callback(_report_failure)  # a crashed consumer is not silent
         yield
         # Cancelling the consumer strands nothing: what it had prefetched goes back
-        # to the topic at once, for the next instance of the service.
+        # to the topic at once, for the next instance of the service. asyncio.wait
+        # does not raise the consumer's cancellation (a cancel of the lifespan's own
+        # still does, as a suppress(CancelledError) would hide it).
         consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
+        await asyncio.wait([consumer])
+
+
+def _report_failure(consumer: asyncio.Task[None]) -> None:
+    if not consumer.cancelled() and consumer.exception() is not None:
+        log.error("the receipts consumer stopped", exc_info=consumer.exception())
 
 
 app = FastAPI(lifespan=lifespan)

@@ -4,6 +4,7 @@ request handlers reach the background consumer; shutdown leaves nothing in fligh
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 import time
 import uuid
@@ -50,3 +51,23 @@ def test_orders_published_by_handlers_reach_the_background_consumer(
             d.body["orderId"] for d in observer.consume(example.TOPIC, group="email", timeout=0)
         }
         assert consumed == set(client.app.state.sent)  # nothing lost, nothing twice
+
+
+def test_a_consumer_that_crashes_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"memory://fastapi-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("BROKERKIT_URL", url)
+    example = load_example()
+    with (
+        brokerkit.connect(url) as other,
+        TestClient(example.app),
+        caplog.at_level(logging.ERROR, logger=example.__name__),
+    ):
+        other.publish(example.TOPIC, {"no orderId": 1})  # a KeyError in the consumer
+        deadline = time.monotonic() + 10
+        while not any("consumer stopped" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the crash was not logged"
+            time.sleep(0.01)
+    failure = next(r for r in caplog.records if "consumer stopped" in r.getMessage())
+    assert failure.exc_info is not None and failure.exc_info[0] is KeyError
