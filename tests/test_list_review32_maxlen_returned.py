@@ -122,23 +122,55 @@ def test_a_cluster_trims_and_lowers_the_count(
         broker.ack(*got)
 
 
-def test_a_trimmed_raw_element_takes_its_count_along(
-    connect: Callable[..., RedisListBroker], redis_client: redis.Redis
+def test_the_trim_reads_no_element_and_carries_no_preamble() -> None:
+    """Issue 18: no body is copied into Lua, and a bounded publish pays for a trim
+    only. Before, TRIM read every dropped element that came back (``LRANGE``) while the
+    ``attempts`` hash held any count, and carried the preamble (about 5 us of server
+    time more on every bounded publish)."""
+    from brokerkit.backends.redis.list import scripts
+
+    assert scripts.PREAMBLE.strip() not in scripts.TRIM
+    for command in ("LRANGE", "LINDEX", "LPOP", "RPOP", "HDEL", "sha1hex", "ATTEMPTS"):
+        assert command not in scripts.TRIM
+    assert "KEYS[3]" not in scripts.TRIM
+
+
+def test_a_trim_reads_nothing_a_raw_element_s_count_stays(
+    connect: Callable[..., RedisListBroker], redis_server: RedisServer
 ) -> None:
-    """A raw element that came back keeps its count in the ``attempts`` hash; dropped
-    by a trim, the count goes too. Before, it stayed: the hash lingered, and the same
-    payload pushed later started as a later attempt (and went out alone)."""
-    broker = connect(maxlen=1, raw=True)
-    broker.publish("t", b"same")
-    _nack_all(broker, "t", 1)
-    attempts = broker._topic("t").keys.attempts
-    assert redis_client.hlen(attempts) == 1
-    broker.publish("t", b"other")  # drops "same"
-    assert redis_client.exists(attempts) == 0
-    broker.publish("t", b"same")  # drops "other"
-    got = list(broker.consume("t", prefetch=10, timeout=0.5))
-    assert [(d.payload, d.attempt) for d in got] == [(b"same", 1)]
-    broker.ack(*got)
+    """A raw element that came back and is dropped by the trim leaves its count in
+    ``attempts`` (docs/backends/redis-list.md): the trim runs LTRIM, and no command
+    that reads an element, whatever the hash holds."""
+    client = redis_server.client()
+    with brokerkit.connect(redis_server.url("redis+list"), maxlen=1, raw=True) as broker:
+        broker.publish("t", b"same")
+        _nack_all(broker, "t", 1)
+        attempts = broker._topic("t").keys.attempts
+        assert client.hlen(attempts) == 1
+        client.config_resetstat()
+        broker.publish("t", b"other")  # drops "same"
+        calls = {k: v["calls"] for k, v in client.info("commandstats").items()}
+        assert calls.get("cmdstat_ltrim") == 1
+        for read in ("lrange", "lindex", "hdel", "hlen"):
+            assert f"cmdstat_{read}" not in calls, calls
+        assert client.hlen(attempts) == 1  # the count stays
+        assert client.get(broker._topic("t").keys.returned) is None
+        got = list(broker.consume("t", prefetch=10, timeout=0.5))
+        assert [(d.payload, d.attempt) for d in got] == [(b"other", 1)]
+        broker.ack(*got)
+        # an identical payload pushed later goes out as a first attempt, but its
+        # count goes on from the stale one: nacked, it comes back as the third
+        broker.publish("t", b"same")
+        subscription = broker.subscribe("t")
+        first = subscription.receive(timeout=5)
+        assert first is not None and (first.payload, first.attempt) == (b"same", 1)
+        first.nack()
+        again = subscription.receive(timeout=5)
+        assert again is not None and (again.payload, again.attempt) == (b"same", 3)
+        again.ack()  # an ack clears it
+        subscription.close()
+        assert client.exists(attempts) == 0
+    client.close()
 
 
 @pytest.mark.parametrize("count", [b"2.5", b"inf", b"nan", b"-3", b"x", b"99999999999999999999"])

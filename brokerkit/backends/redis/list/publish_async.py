@@ -1,6 +1,7 @@
 """Publishing to a redis+list topic: ``LPUSH`` to its queue (in one transaction with
-the ``LTRIM`` of a bounded queue, and waiting for replicas where asked), and the hold of
-delayed messages in its ``scheduled`` set. A mixin of :class:`AsyncRedisListBroker`."""
+the trim script of a bounded queue, :data:`~brokerkit.backends.redis.list.scripts.TRIM`,
+and waiting for replicas where asked), and the hold of delayed messages in its
+``scheduled`` set. A mixin of :class:`AsyncRedisListBroker`."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ class ListPublishing:
             return
 
         trim = self._scripts["TRIM"]
-        trim_keys, trim_args = plan.script_keys, [*plan.common, maxlen]
+        trim_keys, trim_args = [queue, plan.keys.returned], [maxlen]
 
         async def push_on(client: Any) -> None:
             # as a context manager: a cluster's transaction hands its connection back

@@ -333,35 +333,29 @@ return {size, count or false, capped and 1 or 0}
 )
 
 
-#: ARGV[7] maxlen. Sent in a publish's transaction right after its LPUSHes (the
-#: bodies never enter Lua): trims the queue to its newest ``maxlen`` elements and
-#: lowers RETURNED by the ones that came back among those it dropped. They wait at the
-#: head, where the trim takes the oldest from, so it drops ``min(over, returned)`` of
-#: them; left counted, fresh messages would go out one a fetch as if each had come
-#: back. A raw one among them takes its count in ATTEMPTS along (only those are read,
-#: and only while ATTEMPTS holds a count). Returns how many it dropped.
-TRIM = with_preamble(
-    r"""
-local maxlen = tonumber(ARGV[7])
-local over = redis.call('LLEN', QUEUE) - maxlen
-if over <= 0 then return 0 end
+#: KEYS[1] queue, KEYS[2] returned; ARGV[1] maxlen. Sent in a publish's transaction
+#: right after its LPUSHes: trims the queue to its newest ``maxlen`` elements and lowers
+#: RETURNED by the ones that came back among those it dropped. They wait at the head,
+#: where the trim takes the oldest from, so it drops ``min(over, returned)`` of them;
+#: left counted, fresh messages would go out one a fetch as if each had come back. No
+#: element is read (no body enters Lua; apart from the ``LTRIM`` its work is constant:
+#: three commands, two when nothing came back) and there is no preamble: a raw element
+#: dropped keeps its count in ``attempts`` (docs/backends/redis-list.md, ``maxlen``).
+TRIM = r"""
+local maxlen = tonumber(ARGV[1])
 -- a count another program broke (not a number, another type) is the fetch's to mend
-local returned = tonumber(redis.pcall('GET', RETURNED)) or 0
-if not (returned >= 0 and returned < 1e15) then returned = 0 end  -- NaN, inf too
+local returned = tonumber(redis.pcall('GET', KEYS[2])) or 0
+if not (returned >= 1 and returned < 1e15) then  -- NaN, inf too
+  redis.call('LTRIM', KEYS[1], 0, maxlen - 1)
+  return
+end
 returned = math.floor(returned)
-local dropped = math.max(math.min(over, returned), 0)
-local counts = dropped > 0 and redis.pcall('HLEN', ATTEMPTS)
-if type(counts) == 'number' and counts > 0 then
-  for _, e in ipairs(redis.call('LRANGE', QUEUE, -dropped, -1)) do forget_raw(e) end
+local dropped = math.min(redis.call('LLEN', KEYS[1]) - maxlen, returned)
+if dropped <= 0 then return end
+redis.call('LTRIM', KEYS[1], 0, maxlen - 1)
+if returned > dropped then
+  redis.call('SET', KEYS[2], string.format('%d', returned - dropped))
+else
+  redis.call('DEL', KEYS[2])
 end
-redis.call('LTRIM', QUEUE, 0, maxlen - 1)
-if dropped > 0 then
-  if returned > dropped then
-    redis.call('SET', RETURNED, string.format('%d', returned - dropped))
-  else
-    redis.call('DEL', RETURNED)
-  end
-end
-return over
 """
-)
