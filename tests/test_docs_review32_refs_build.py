@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,42 @@ def test_an_attribute_docstring_reads_as_written(
 ) -> None:
     _, out = built
     assert sentence in _text(out / "reference" / "api.html")
+
+
+def test_an_unresolved_reference_fails_the_build(
+    built: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, _ = built
+    assert runpy.run_path(str(ROOT / "docs" / "conf.py"))["nitpicky"] is True
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("page", "target"),
+    [
+        ("delays", "brokerkit.exceptions.InvalidOption"),
+        ("delays", "brokerkit.exceptions.Unsupported"),
+        ("plugins", "brokerkit.exceptions.InvalidURL"),
+        ("plugins", "brokerkit.exceptions.ConnectionFailed"),
+        ("plugins", "brokerkit.exceptions.StaleDelivery"),
+        ("plugins", "brokerkit.exceptions.SchemeConflict"),
+        ("plugins", "brokerkit.exceptions.PluginError"),
+        ("plugins", "brokerkit.hookspecs.brokerkit_register_backends"),
+        ("workers", "brokerkit.exceptions.InvalidOption"),
+        ("workers", "brokerkit.exceptions.SerializationError"),
+        ("cli", "brokerkit.exceptions.BrokerError"),
+        ("backends/nats", "brokerkit.exceptions.PermissionDenied"),
+        ("backends/kombu", "brokerkit.exceptions.InvalidOption"),
+        ("reference/hooks", "brokerkit.hookimpl"),
+        ("reference/api", "brokerkit.BrokerURL.host"),
+        ("reference/api", "brokerkit.aio.AsyncSubscription.__aiter__"),
+    ],
+)
+def test_a_public_name_links_to_its_entry(
+    built: tuple[subprocess.CompletedProcess[str], Path], page: str, target: str
+) -> None:
+    """brokerkit.InvalidURL, which users import, links to the entry documenting it."""
+    _, out = built
+    assert re.search(
+        rf'<a [^>]*href="[^"]*#{re.escape(target)}"', (out / f"{page}.html").read_text()
+    )
