@@ -89,8 +89,15 @@ def test_an_unresolved_reference_fails_the_build(
     built: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
     result, _ = built
-    assert runpy.run_path(str(ROOT / "docs" / "conf.py"))["nitpicky"] is True
+    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
+    assert conf["nitpicky"] is True
     assert result.returncode == 0, result.stderr
+
+
+def test_a_broken_markdown_link_fails_the_build() -> None:
+    """MyST's warning for a [link](page.md#heading) that resolves nowhere is not muted."""
+    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
+    assert not {"myst", "myst.xref_missing"} & set(conf["suppress_warnings"])
 
 
 @pytest.mark.parametrize(
