@@ -319,8 +319,8 @@ class Broker(Settling, Backend):
         Stops when no message arrives for ``timeout`` seconds (``None``: never),
         after ``limit`` deliveries, or when the broker is closed. Leaving the loop
         ends the subscription. Every delivery must still be acked or nacked; delivery
-        hooks end as in a loop over a subscription (:meth:`Subscription.__aiter__`):
-        one not settled before the loop is left ends ``"unsettled"``.
+        hooks end as in a loop over the subscription itself (``for``): one not
+        settled before the loop is left ends ``"unsettled"``.
         Other parameters as in :meth:`subscribe`.
 
         :param limit: None (no limit), or a whole number of deliveries, 0 or more.

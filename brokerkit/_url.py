@@ -35,7 +35,7 @@ class BrokerURL:
     The host part may list several hosts, comma-separated
     (``redis+stream://h1:7000,h2:7001/0``): :attr:`host` and :attr:`port` are the
     first, :attr:`more_hosts` the others, and :attr:`hosts` all of them in order. A
-    backend that reads one host refuses the others (see :meth:`single_host`).
+    backend that reads one host refuses the others with :class:`InvalidURL`.
 
     ``str()`` and ``repr()`` mask the password (and a user name that is a token: see
     :attr:`username_is_secret`), and the query from the value of the first option

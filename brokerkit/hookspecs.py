@@ -55,7 +55,7 @@ def brokerkit_register_backends(registry: BackendRegistry) -> None:
     """Register the backends this plugin provides.
 
     Called once per process, the first time brokerkit needs to know its backends
-    (the first :func:`brokerkit.connect` or :func:`brokerkit.backends`).
+    (the first :func:`brokerkit.connect` or :func:`brokerkit.list_backends`).
 
     Call ``registry.add(BrokerClass)``, or ``registry.add("package.module:Class",
     schemes=(...))`` to register lazily, so that the backend's driver is imported

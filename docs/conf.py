@@ -41,15 +41,6 @@ nitpicky = True
 nitpick_ignore_regex = [
     ("py:.*", r"(collections\.abc|datetime|enum|typing|pluggy|typer)\..+"),
 ]
-# Docstrings that name what does not exist (outside the docs; reported to their
-# owners). Delete an entry once its docstring is fixed: the build then checks it.
-nitpick_ignore = [
-    ("py:meth", "single_host"),  # brokerkit/_url.py, BrokerURL: no such method
-    # brokerkit/_broker.py, Broker.consume, generated from the asyncio docstring's
-    # AsyncSubscription.__aiter__: the sync Subscription has __iter__
-    ("py:meth", "Subscription.__aiter__"),
-    ("py:func", "brokerkit.backends"),  # brokerkit/hookspecs.py: list_backends
-]
 
 
 html_theme = "furo"
