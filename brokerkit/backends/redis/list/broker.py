@@ -57,6 +57,7 @@ from brokerkit.backends.redis.list.refused import RefusedRescues
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle import ListSettling
 from brokerkit.backends.redis.list.upkeep_calls import (
+    MAINTENANCE_CALLS,
     RESCUE_LIMIT,
     inspect_once,
     rescue_once,
@@ -334,7 +335,8 @@ class RedisListBroker(ListSettling, ListPublishing, WakesOnClose, Broker):
         state.reconcile = False
         topic, consumer = subscription.topic, subscription.consumer
         try:
-            while True:  # calls of a bounded size, all before the next fetch: in order
+            # calls of a bounded size, before the next fetch: in order (a bounded many)
+            for _ in range(MAINTENANCE_CALLS):
                 moved, wait_ms, _, visited, released, held_ms = self._consumer_call(
                     subscription, lambda: self._rescue(state.plan, consumer, state.reader)
                 )

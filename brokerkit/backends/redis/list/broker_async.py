@@ -55,6 +55,7 @@ from brokerkit.backends.redis.list.refused import RefusedRescues
 from brokerkit.backends.redis.list.replies import fetched_messages, topic_info
 from brokerkit.backends.redis.list.settle_async import ListSettling
 from brokerkit.backends.redis.list.upkeep_calls_async import (
+    MAINTENANCE_CALLS,
     RESCUE_LIMIT,
     inspect_once,
     rescue_once,
@@ -336,7 +337,8 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, WakesOnClose, AsyncBrok
         state.reconcile = False
         topic, consumer = subscription.topic, subscription.consumer
         try:
-            while True:  # calls of a bounded size, all before the next fetch: in order
+            # calls of a bounded size, before the next fetch: in order (a bounded many)
+            for _ in range(MAINTENANCE_CALLS):
                 moved, wait_ms, _, visited, released, held_ms = await self._consumer_call(
                     subscription, lambda: self._rescue(state.plan, consumer, state.reader)
                 )

@@ -10,7 +10,7 @@ from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of
 
-__all__ = ["RESCUE_LEASES", "RESCUE_LIMIT", "inspect_once", "rescue_once"]
+__all__ = ["MAINTENANCE_CALLS", "RESCUE_LEASES", "RESCUE_LIMIT", "inspect_once", "rescue_once"]
 
 
 #: A rescue call visits at most this many lease groups and dead consumers.
@@ -23,6 +23,12 @@ RESCUE_LIMIT = 1000
 #: what is left in its lease hash: HKEYS, as no command the documented ACL grants
 #: reads part of a hash).
 RESCUE_LEASES = 100
+#: A consumer's maintenance makes at most this many rescue calls before its fetch
+#: (10,000 leases handed back, in order); what is left waits for its next maintenance,
+#: due at once. So a rescue that reports more for ever (a lease group another program
+#: wrote, claiming 10^13 receipts of a consumer holding thousands of leases an earlier
+#: version recorded, is walked 100 receipts a call) never starves the fetch.
+MAINTENANCE_CALLS = 100
 
 
 async def rescue_once(
