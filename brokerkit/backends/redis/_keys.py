@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEAD_LETTER_SUFFIX", "KeyTemplate", "Keyspace", "hash_tagged", "split_dead_letter"]
+from brokerkit.exceptions import InvalidOption
+
+__all__ = [
+    "DEAD_LETTER_SUFFIX",
+    "KeyTemplate",
+    "Keyspace",
+    "check_cluster_template",
+    "hash_tagged",
+    "split_dead_letter",
+]
 
 DEAD_LETTER_SUFFIX = ".dlq"
 
@@ -139,6 +148,31 @@ def hash_tagged(key: str) -> str:
     """``key`` as the hash tag of the keys named after it: itself when Redis Cluster
     hashes it by a ``{...}`` part already, else ``{key}``."""
     return key if _has_hash_tag(key) else "{" + key + "}"
+
+
+def check_cluster_template(
+    template: str, *, option: str, keys: str, named: str, plain: str
+) -> None:
+    """Refuse a key template (one ``*`` standing for the topic) that holds a ``}``
+    outside a hash tag (``a}b:*``, ``{}:*``), for a Redis Cluster: a key with one is
+    hashed whole, and the keys brokerkit names after it (``{a}b:orders}:deadlines``)
+    are not, so no script of the topic could run (Redis: "all keys must map to the
+    same key slot").
+
+    :param option: the option's name (``queue_key``), ``keys`` what its keys are
+        (``queues``), ``named`` brokerkit's keys named after one, as the message shows
+        them, and ``plain`` the name of the example templates (``queue``: ``queue:*``
+        and ``{queue}:*``).
+    :raises InvalidOption: naming the template, the problem and both ways out.
+    """
+    key = template.replace("*", "t")  # a topic holds no brace: any one will do
+    if "}" in key and hash_tagged(key) != key:
+        raise InvalidOption(
+            f"{option} {template!r} holds a '}}' outside a hash tag: on a Redis Cluster "
+            f"its {keys} are hashed whole, and brokerkit's keys named after them "
+            f"({named}) cannot share their slot; use a template without braces "
+            f"('{plain}:*') or with a hash tag ('{{{plain}}}:*')"
+        )
 
 
 def _has_hash_tag(key: str) -> bool:

@@ -6,7 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from brokerkit._topics import dead_letter_topic_of
-from brokerkit.backends.redis._keys import Keyspace, hash_tagged, split_dead_letter
+from brokerkit.backends.redis._keys import (
+    Keyspace,
+    check_cluster_template,
+    hash_tagged,
+    split_dead_letter,
+)
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["OWN_PARTS", "ListKeys", "check_queue_key", "list_keys"]
@@ -125,13 +130,13 @@ def check_queue_key(template: str, *, cluster: bool = False) -> str:
             f"queue_key must contain exactly one '*' standing for the topic and no spaces, "
             f"as in 'queue:*' (topic 'orders' -> key 'queue:orders'); got {template!r}"
         )
-    queue = template.replace("*", "t")  # a topic holds no brace: any one will do
-    if cluster and "}" in queue and hash_tagged(queue) != queue:
-        raise InvalidOption(
-            f"queue_key {template!r} holds a '}}' outside a hash tag: on a Redis Cluster "
-            "its queues are hashed whole, and brokerkit's keys named after them "
-            "('{<queue>}:deadlines', ...) cannot share their slot; use a template "
-            "without braces ('queue:*') or with a hash tag ('{queue}:*')"
+    if cluster:
+        check_cluster_template(
+            template,
+            option="queue_key",
+            keys="queues",
+            named="'{<queue>}:deadlines', ...",
+            plain="queue",
         )
     return template
 

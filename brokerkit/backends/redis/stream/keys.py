@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brokerkit.backends.redis._keys import Keyspace, hash_tagged, split_dead_letter
+from brokerkit.backends.redis._keys import (
+    Keyspace,
+    check_cluster_template,
+    hash_tagged,
+    split_dead_letter,
+)
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["StreamKeyspace", "check_stream_key"]
@@ -31,13 +36,13 @@ def check_stream_key(template: str, *, cluster: bool = False) -> str:
             "stream_key must contain exactly one '*' standing for the topic and no spaces, "
             f"as in 'events:*' (topic 'orders' -> stream 'events:orders'); got {template!r}"
         )
-    stream = template.replace("*", "t")  # a topic holds no brace: any one will do
-    if cluster and "}" in stream and hash_tagged(stream) != stream:
-        raise InvalidOption(
-            f"stream_key {template!r} holds a '}}' outside a hash tag: on a Redis Cluster "
-            "its streams are hashed whole, and brokerkit's keys named after them "
-            "('{<stream>}:vt', '{<stream>}.dlq') cannot share their slot; use a template "
-            "without braces ('events:*') or with a hash tag ('{events}:*')"
+    if cluster:
+        check_cluster_template(
+            template,
+            option="stream_key",
+            keys="streams",
+            named="'{<stream>}:vt', '{<stream>}.dlq'",
+            plain="events",
         )
     return template
 
