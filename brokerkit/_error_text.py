@@ -31,25 +31,22 @@ MAX_TEXT = 500
 
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxlong = _SHORT.maxother = 40
-#: Past this many bits an int is shown by its size: ``repr`` of an int of more than
-#: 4,300 digits raises ValueError (Python's limit on int to str conversion), and
-#: ``reprlib`` calls it whole before cutting it short.
-_SHOWN_BITS = 128
 #: The most characters a value is shown in (a container of long ints, each cut short).
 _SHOWN_LENGTH = 120
 
 
 def value_text(value: object) -> str:
     """``value`` as a refusal shows it: its repr cut short (a long str, a 400-digit
-    int; 120 characters at most), never raising: an int too large to print is shown
-    by its size (``an int of about 5,000 digits``), a value whose ``repr`` fails by
-    its type."""
-    if isinstance(value, int) and value.bit_length() > _SHOWN_BITS:
-        digits = int(value.bit_length() * math.log10(2)) + 1
-        return f"{'a negative' if value < 0 else 'an'} int of about {digits:,} digits"
+    int; 120 characters at most), never raising: an int too long to print (``repr``
+    raises ValueError past Python's limit on int to str conversion, 4,300 digits) is
+    shown by its size (``an int of about 5,000 digits``), a value whose ``repr``
+    fails otherwise by its type."""
     try:
         shown = _SHORT.repr(value)
-    except Exception:  # a repr that fails, a huge int inside a container
+    except Exception:  # a repr that fails, a huge int (alone or inside a container)
+        if isinstance(value, int):
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            return f"{'a negative' if value < 0 else 'an'} int of about {digits:,} digits"
         return f"<{type(value).__name__}>"
     return shown if len(shown) <= _SHOWN_LENGTH else shown[: _SHOWN_LENGTH - 3] + "..."
 

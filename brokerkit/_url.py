@@ -216,13 +216,15 @@ class BrokerURL:
 def _host_text(host: str) -> str:
     """``host`` as a URL writes it, so that parsing it again gives ``host``: an IPv6
     address in brackets, a ``%`` (an IPv6 zone's, ``fe80::1%12``) as ``%25``, and
-    what would end the host or start another part (``/ ? # @ ,``: a ``memory://``
-    name may hold them, percent-encoded) percent-encoded."""
+    what would end the host or start another part (``/ ? # @ , : [ ]``: a
+    ``memory://`` name may hold them, percent-encoded) percent-encoded."""
+    if _is_ipv6_address(host):
+        return f"[{host.replace('%', '%25')}]"
     host = host.replace("%", "%25")
-    for char in "/?#@,":
+    for char in "/?#@,:[]":
         if char in host:
             host = host.replace(char, f"%{ord(char):02X}")
-    return f"[{host}]" if ":" in host else host
+    return host
 
 
 def is_scheme(text: object) -> bool:
@@ -410,12 +412,13 @@ def _bad_host(url: str) -> InvalidURL:
             )
         port = after.removeprefix(":")
     elif hostport.count(":") > 1 and _IPV6.fullmatch(hostport):
-        head, _, port = hostport.rpartition(":")
-        whole = f"{scheme}://[{hostport.replace('%', '%25')}]"
-        example = f"{scheme}://[{head}]:{port}"
+        text = unquote(hostport)  # fe80::1%25eth0: its zone written as a URL writes it
+        head, _, port = text.rpartition(":")
+        whole = f"{scheme}://[{text.replace('%', '%25')}]"
+        example = f"{scheme}://[{head.replace('%', '%25')}]:{port}"
         if not (port.isascii() and port.isdigit() and _is_ipv6_address(head)):
             example = whole  # fe80::1 is an address whole: its last group is no port
-        elif _is_ipv6_address(hostport):
+        elif _is_ipv6_address(text) and "%" not in text:  # a zone holds no ':'
             example = f"{example} (or {whole} if all of it is the address)"
         return InvalidURL(
             f"{shown!r} is not a valid URL: an IPv6 address is written in brackets, "

@@ -7,6 +7,7 @@ COUNT ("value is not an integer or out of range")."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import brokerkit
+import brokerkit.aio
 from brokerkit._clock import ManualClock
 from brokerkit._error_text import value_text
 from brokerkit._subscribing import MAX_PREFETCH
@@ -106,7 +108,7 @@ def test_value_text_shows_what_cannot_be_printed(value: object) -> None:
 @pytest.mark.parametrize(
     ("options", "shown"),
     [
-        ({"concurrency": 10**11}, "concurrency must be a whole number from 1 to 10,000"),
+        ({"concurrency": 20_000}, "concurrency must be a whole number from 1 to 10,000"),
         ({"prefetch": MAX_PREFETCH}, "prefetch must be a whole number from 0 to 999,999"),
         ({"prefetch": HUGE}, "prefetch must be a whole number from 0 to 999,999, got an int"),
     ],
@@ -142,3 +144,19 @@ def test_the_cli_refuses_a_concurrency_it_could_not_run(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "concurrency must be a whole number from 1 to 10,000" in done.stderr
+
+
+def test_a_coroutine_handler_may_have_more_slots_than_threads_allow() -> None:
+    async def handle(delivery: object) -> None:
+        return None
+
+    async def register() -> None:
+        async with brokerkit.aio.connect("memory://") as broker:
+            worker = brokerkit.aio.Worker(broker)
+            worker.handler("jobs", concurrency=20_000)(handle)
+            with pytest.raises(InvalidOption, match="from 1 to 10,000"):
+                worker.handler("other", concurrency=20_000)(lambda delivery: None)
+            with pytest.raises(InvalidOption, match="from 1 to 1,000,000"):
+                worker.handler("more", concurrency=1_000_001)(handle)
+
+    asyncio.run(register())

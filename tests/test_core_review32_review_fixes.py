@@ -42,14 +42,19 @@ def test_schemes_given_as_a_generator_are_registered() -> None:
         ("::1", "redis+stream://[::1]"),
         ("fe80::1%eth0", "redis+stream://[fe80::1%25eth0]"),
         ("fe80::1:6379", "redis+stream://[fe80::1]:6379 (or redis+stream://[fe80::1:6379]"),
+        ("fe80::1%25eth0", "redis+stream://[fe80::1%25eth0]"),
+        ("fe80::1%25eth0:6379", "redis+stream://[fe80::1%25eth0]:6379"),
     ],
-    ids=["no-port", "loopback", "zone", "either"],
+    ids=["no-port", "loopback", "zone", "either", "encoded-zone", "encoded-zone-port"],
 )
 def test_an_ipv6_address_without_brackets_is_told_how_to_write_it(host: str, told: str) -> None:
     with pytest.raises(InvalidURL) as refused:
         brokerkit.connect(f"redis+stream://{host}/0")
     assert f"then the port: {told}" in str(refused.value)
     assert "[fe80:]" not in str(refused.value) and "[:]" not in str(refused.value)
+    assert "%2525" not in str(refused.value)
+    if "%" in host:  # a zone holds no ':': the port is no part of the address
+        assert "(or " not in str(refused.value)
 
 
 def test_a_worker_refuses_minus_an_unprintable_int_of_seconds() -> None:

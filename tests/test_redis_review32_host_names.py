@@ -45,3 +45,9 @@ def test_the_asyncio_brokers_refuse_it_too(scheme: str) -> None:
 def test_an_international_host_name_is_taken() -> None:
     broker = brokerkit.connect("redis+list://bücher.example:6379")
     broker.close()
+
+
+def test_a_huge_host_is_not_quoted_whole() -> None:
+    with pytest.raises(InvalidURL) as refused:
+        brokerkit.connect(f"redis+list://user:s3cret@{'a' * 5000}.example:6379")
+    assert len(str(refused.value)) < 400 and "s3cret" not in str(refused.value)

@@ -6,7 +6,9 @@ client, 1 MB: 1.4 ms of server time in the script). Checked with the script cach
 first: the publish script is never loaded again, the trim script is (``NOSCRIPT``
 answered, loaded, run once more), the message is stored exactly once and the old entry is
 trimmed. On one server, sync and asyncio, and on the 3+3 Redis Cluster (also waiting for a
-replica, ``replicas=1``). Against real redis-servers."""
+replica, ``replicas=1``). Against real redis-servers: the single-server cases on one of
+their own, as they flush its script cache (the session's server may be a shared one,
+``BROKERKIT_TEST_REDIS_URL``)."""
 
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ import redis
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.redis.stream import group_scripts, scripts
-from tests.conftest import RedisTarget
 from tests.redis_cluster import RedisClusterSet
+from tests.redis_server import RedisServer
 
 TOPIC = "orders"
 PUBLISH_SHA = hashlib.sha1(scripts.PUBLISH.encode()).hexdigest()
@@ -35,32 +37,39 @@ def _check(client: redis.Redis, key: str) -> None:
 
 @pytest.mark.parametrize("trim", [{"max_age": "60"}, {"max_age": "60", "maxlen": "1000"}])
 def test_a_max_age_publish_copies_no_body_into_lua(
-    redis_target: RedisTarget, redis_client: redis.Redis, prefix: str, trim: dict[str, str]
+    redis_server: RedisServer, prefix: str, trim: dict[str, str]
 ) -> None:
     key = f"{prefix}:{{{TOPIC}}}"
-    redis_client.xadd(key, {"body": "old"}, id="1-1")  # from 1970, by the server's ids
-    with brokerkit.connect(
-        redis_target.url("redis+stream", trim_exact="true", **trim), prefix=prefix
-    ) as broker:
-        redis_client.script_flush()
+    client = redis_server.client()
+    client.xadd(key, {"body": "old"}, id="1-1")  # from 1970, by the server's ids
+    url = (
+        redis_server.url("redis+stream")
+        + "?trim_exact=true&"
+        + "&".join(f"{name}={value}" for name, value in trim.items())
+    )
+    with brokerkit.connect(url, prefix=prefix) as broker:
+        client.script_flush()
         broker.publish(TOPIC, {"n": 1})
-    _check(redis_client, key)
+    _check(client, key)
+    client.close()
 
 
 def test_an_asyncio_max_age_publish_copies_no_body_into_lua(
-    redis_target: RedisTarget, redis_client: redis.Redis, prefix: str
+    redis_server: RedisServer, prefix: str
 ) -> None:
     key = f"{prefix}:{{{TOPIC}}}"
-    redis_client.xadd(key, {"body": "old"}, id="1-1")
+    client = redis_server.client()
+    client.xadd(key, {"body": "old"}, id="1-1")
 
     async def main() -> None:
-        url = redis_target.url("redis+stream", max_age="60", trim_exact="true")
+        url = redis_server.url("redis+stream") + "?max_age=60&trim_exact=true"
         async with brokerkit.aio.connect(url, prefix=prefix) as broker:
-            await asyncio.to_thread(redis_client.script_flush)
+            await asyncio.to_thread(client.script_flush)
             await broker.publish(TOPIC, {"n": 1})
 
     asyncio.run(asyncio.wait_for(main(), 60))
-    _check(redis_client, key)
+    _check(client, key)
+    client.close()
 
 
 @pytest.mark.parametrize("replicas", ["0", "1"])

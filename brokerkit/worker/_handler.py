@@ -15,11 +15,15 @@ from brokerkit.exceptions import InvalidOption, Unsupported
 from brokerkit.worker._retry import Immediate, RetryPolicy
 from brokerkit.worker._typed import Binding, bind
 
-__all__ = ["MAX_CONCURRENCY", "HandlerSpec", "check_options", "make_spec"]
+__all__ = ["MAX_CONCURRENCY", "MAX_TASK_CONCURRENCY", "HandlerSpec", "check_options", "make_spec"]
 
-#: The most slots one handler may have: each is a thread (a task under asyncio), and
-#: a process that cannot start that many fails only when the worker runs.
+#: The most slots a handler whose slots are threads may have (a plain function's, in
+#: either worker): a process that cannot start that many threads would fail only when
+#: the worker runs.
 MAX_CONCURRENCY = 10_000
+#: The most slots a coroutine handler (brokerkit.aio.Worker) may have: its slots are
+#: tasks.
+MAX_TASK_CONCURRENCY = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class HandlerSpec:
     def with_concurrency(self, concurrency: int) -> HandlerSpec:
         """The same handler with ``concurrency`` slots (the CLI's ``--concurrency``);
         a prefetch left to its default becomes ``concurrency`` too."""
-        concurrency = _count("concurrency", concurrency, 1, MAX_CONCURRENCY)
+        concurrency = _count("concurrency", concurrency, 1, _most_slots(self.function))
         prefetch = concurrency if self.prefetch_follows else self.prefetch
         return replace(self, concurrency=concurrency, prefetch=prefetch)
 
@@ -72,6 +76,11 @@ class HandlerSpec:
             )
         if self.group is not None and Capability.COMPETING not in backend.capabilities:
             raise Unsupported(backend.describe(), Capability.COMPETING, "put consumers in groups")
+
+
+def _most_slots(function: Callable[..., Any]) -> int:
+    """The most slots a handler may have: tasks for a coroutine function, else threads."""
+    return MAX_TASK_CONCURRENCY if is_async_callable(function) else MAX_CONCURRENCY
 
 
 def _count(name: str, value: object, least: int, most: int) -> int:
@@ -108,7 +117,7 @@ def check_options(
     check_topic(topic)
     if group is not None:
         check_group(group)
-    _count("concurrency", concurrency, 1, MAX_CONCURRENCY)
+    _count("concurrency", concurrency, 1, MAX_TASK_CONCURRENCY)  # see make_spec
     if prefetch is not None:
         # its subscription fetches prefetch + 1 (see _runner_async)
         _count("prefetch", prefetch, 0, MAX_PREFETCH - 1)
@@ -156,6 +165,7 @@ def make_spec(
             f"handler {label} is a coroutine function; run it with brokerkit.aio.Worker, "
             "or make it a plain function"
         )
+    _count("concurrency", concurrency, 1, _most_slots(function))
     return HandlerSpec(
         function, topic, group, concurrency, prefetch, retry, label, binding, follows
     )

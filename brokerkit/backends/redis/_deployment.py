@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from brokerkit._error_text import value_text
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import RedisOptions, redis_database
 from brokerkit.exceptions import InvalidURL
@@ -106,8 +107,7 @@ def _check_host_name(url: BrokerURL, host: str) -> None:
     try:
         host.encode("idna")
     except UnicodeError:
-        shown = host if len(host) <= 80 else f"{host[:77]}..."
         raise InvalidURL(
-            f"{url} names the host {shown!r}, which is not a host name: each of its "
-            "dot-separated labels must be 1 to 63 characters"
+            f"{value_text(str(url))} names the host {value_text(host)}, which is not a "
+            "host name: each of its dot-separated labels must be 1 to 63 characters"
         ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from brokerkit._error_text import value_text
 from brokerkit.exceptions import InvalidOption
 
 __all__ = [
@@ -168,7 +169,7 @@ def check_cluster_template(
     key = template.replace("*", "t")  # a topic holds no brace: any one will do
     if "}" in key and hash_tagged(key) != key:
         raise InvalidOption(
-            f"{option} {template!r} holds a '}}' outside a hash tag: on a Redis Cluster "
+            f"{option} {value_text(template)} holds a '}}' outside a hash tag: on a Redis Cluster "
             f"its {keys} are hashed whole, and brokerkit's keys named after them "
             f"({named}) cannot share their slot; use a template without braces "
             f"('{plain}:*') or with a hash tag ('{{{plain}}}:*')"
