@@ -90,9 +90,14 @@ class StreamPublishing:
         send: Callable[[], object]
         durable = self._durable
         if durable is not None:
+            stored = False
 
-            def send_on(connection: Any) -> object:
-                return connection.execute_command(*args)
+            def send_on(connection: Any) -> None:
+                # once the XADD answered, a retry (the WAIT's connection lost) only waits
+                nonlocal stored
+                if not stored:
+                    connection.execute_command(*args)
+                    stored = True
 
             send = functools.partial(durable.run, key, send_on)
         else:
@@ -107,8 +112,8 @@ class StreamPublishing:
         restart, ``SCRIPT FLUSH``) answers ``NOSCRIPT`` and is loaded and run again,
         alone: the message is stored once. Once the ``XADD`` answered, a retry after a
         lost connection only trims. With ``replicas``, the two go one after the other
-        on the connection that then waits (``WAIT``), and a retry sends both again, as
-        for a publish without ``max_age``."""
+        on the connection that then waits (``WAIT``); there too a retry after the
+        ``XADD`` answered only trims (and waits)."""
         script = self._scripts.trim_age
         keys, trim_args = [key], [age, how]
         evalsha = ("EVALSHA", script.sha, 1, key, age, how)
@@ -144,7 +149,10 @@ class StreamPublishing:
         if durable is not None:
 
             def send_on(connection: Any) -> None:
-                connection.execute_command(*xadd)
+                nonlocal stored
+                if not stored:
+                    connection.execute_command(*xadd)
+                    stored = True
                 script(keys=keys, args=trim_args, client=connection)
 
             self._reconnector.call(functools.partial(durable.run, key, send_on), topic=topic)
