@@ -75,8 +75,16 @@ class ListPublishing:
 
         trim = self._scripts["TRIM"]
         trim_keys, trim_args = [queue, plan.keys.returned], [maxlen]
+        # Set once the server confirmed the push: a retry (a connection lost in the
+        # trim that follows a NOSCRIPT, or in the WAIT) then only trims and waits.
+        pushed = False
 
         def push_on(client: Any) -> None:
+            nonlocal pushed
+            if pushed:
+                if maxlen is not None:
+                    trim(trim_keys, trim_args, client=client)
+                return
             # as a context manager: a cluster's transaction hands its connection back
             with client.pipeline(transaction=True) as pipe:
                 for start in range(0, len(values), _PUSH_CHUNK):
@@ -90,7 +98,10 @@ class ListPublishing:
                 except NoScriptError:
                     # the server had lost the script: the messages are pushed (an
                     # error of the LPUSHes would have come first), the trim follows
+                    pushed = True
                     trim(trim_keys, trim_args, client=client)
+                    return
+                pushed = True
 
         if durable is None:
             self._call(lambda: push_on(self._client), topic)

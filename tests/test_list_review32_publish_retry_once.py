@@ -1,0 +1,174 @@
+"""A redis+list publish whose push the server confirmed is never pushed again by the
+retry that follows a connection lost afterwards: the retry only trims (``maxlen``) and
+waits for the replicas (``replicas=``). Before, a bounded publish that found the trim
+script gone from the server (``NOSCRIPT``: the first on a fresh server, or after
+``SCRIPT FLUSH``) pushed the message, and a connection lost in the trim run after it
+made the retry push it a second time; so did, with ``replicas=``, a connection lost
+before the ``WAIT`` answered. Against real redis-servers, each the test's own (the
+script cache is flushed); the lost connection is a one-time failure injected into the
+trim script's call (or right after the push, before the ``WAIT``): it stands for the
+connection dropping at that moment. Sync and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+import brokerkit
+import brokerkit.aio
+from brokerkit.backends.redis import _durable, _durable_async, _lua, _lua_async
+from brokerkit.backends.redis.list import scripts
+from tests.redis_server import RedisServer
+
+TOPIC = "orders"
+
+
+@pytest.fixture
+def master() -> Iterator[RedisServer]:
+    """A private master with a replica of its own (``WAIT 1`` is answered)."""
+    with RedisServer() as server:
+        replica = RedisServer().start(replica_of=server)
+        try:
+            yield server
+        finally:
+            replica.stop()
+
+
+class _LoseOnce:
+    """Armed, the next trim script run on a given connection fails once as a lost
+    connection would (the script does not run)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.lost = 0
+
+    def take(self, script: str, client: Any) -> bool:
+        if self.armed and client is not None and scripts.TRIM in script:
+            self.armed = False
+            self.lost += 1
+            return True
+        return False
+
+
+def _queued(server: RedisServer) -> list[bytes]:
+    client = server.client()
+    try:
+        lists = [key for key in client.keys("*") if client.type(key) == b"list"]
+        return [value for key in sorted(lists) for value in client.lrange(key, 0, -1)]
+    finally:
+        client.close()
+
+
+def _flush_scripts(server: RedisServer) -> None:
+    client = server.client()
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+
+
+def _url(server: RedisServer, query: str) -> str:
+    return server.url("redis+list") + "?" + query
+
+
+@pytest.mark.parametrize("query", ["maxlen=100", "maxlen=100&replicas=1&replica_timeout=30"])
+def test_a_trim_lost_after_a_noscript_does_not_push_again(
+    master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    lose = _LoseOnce()
+    real = _lua.Lua.__call__
+
+    def flaky(self: _lua.Lua, keys: Any = (), args: Any = (), client: Any = None) -> Any:
+        if lose.take(self.script, client):
+            raise RedisConnectionError("connection lost while the trim ran")
+        return real(self, keys, args, client)
+
+    monkeypatch.setattr(_lua.Lua, "__call__", flaky)
+    with brokerkit.connect(_url(master, query), prefix=prefix) as broker:
+        _flush_scripts(master)
+        lose.armed = True
+        broker.publish(TOPIC, {"n": 0})
+    assert lose.lost == 1
+    assert [value.count(b'"n":0') for value in _queued(master)] == [1]
+
+
+def test_an_asyncio_trim_lost_after_a_noscript_does_not_push_again(
+    master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lose = _LoseOnce()
+    real = _lua_async.AsyncLua.__call__
+
+    async def flaky(
+        self: _lua_async.AsyncLua, keys: Any = (), args: Any = (), client: Any = None
+    ) -> Any:
+        if lose.take(self.script, client):
+            raise RedisConnectionError("connection lost while the trim ran")
+        return await real(self, keys, args, client)
+
+    monkeypatch.setattr(_lua_async.AsyncLua, "__call__", flaky)
+
+    async def main() -> None:
+        async with brokerkit.aio.connect(_url(master, "maxlen=100"), prefix=prefix) as broker:
+            await asyncio.to_thread(_flush_scripts, master)
+            lose.armed = True
+            await broker.publish(TOPIC, {"n": 0})
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert lose.lost == 1
+    assert [value.count(b'"n":0') for value in _queued(master)] == [1]
+
+
+def test_a_wait_lost_after_the_push_does_not_push_again(
+    master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost: list[str] = []
+    real = _durable.ReplicaWait.run_counted
+
+    def flaky(self: _durable.ReplicaWait, key: str, write: Any) -> Any:
+        def then_lost(connection: redis.Redis) -> Any:
+            result = write(connection)
+            if not lost:
+                lost.append(key)
+                raise RedisConnectionError("connection lost before WAIT answered")
+            return result
+
+        return real(self, key, then_lost)
+
+    monkeypatch.setattr(_durable.ReplicaWait, "run_counted", flaky)
+    with brokerkit.connect(_url(master, "replicas=1&replica_timeout=30"), prefix=prefix) as broker:
+        broker.publish(TOPIC, {"n": 0})
+    assert lost
+    assert [value.count(b'"n":0') for value in _queued(master)] == [1]
+
+
+def test_an_asyncio_wait_lost_after_the_push_does_not_push_again(
+    master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost: list[str] = []
+    real = _durable_async.AsyncReplicaWait.run_counted
+
+    async def flaky(self: _durable_async.AsyncReplicaWait, key: str, write: Any) -> Any:
+        async def then_lost(connection: Any) -> Any:
+            result = await write(connection)
+            if not lost:
+                lost.append(key)
+                raise RedisConnectionError("connection lost before WAIT answered")
+            return result
+
+        return await real(self, key, then_lost)
+
+    monkeypatch.setattr(_durable_async.AsyncReplicaWait, "run_counted", flaky)
+
+    async def main() -> None:
+        url = _url(master, "maxlen=100&replicas=1&replica_timeout=30")
+        async with brokerkit.aio.connect(url, prefix=prefix) as broker:
+            await broker.publish(TOPIC, {"n": 0})
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert lost
+    assert [value.count(b'"n":0') for value in _queued(master)] == [1]
