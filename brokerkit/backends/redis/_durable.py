@@ -30,7 +30,11 @@ from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.exceptions import ReplicationTimeout
 
-__all__ = ["ReplicaWait", "replica_wait"]
+__all__ = ["RETRY_MARK", "ReplicaWait", "mark_retry", "replica_wait"]
+
+#: The member a retried write adds to and removes from a ZSET of its key's slot.
+RETRY_MARK = "brokerkit:retried"
+_MARK = "redis.call('ZADD', KEYS[1], 0, ARGV[1]) redis.call('ZREM', KEYS[1], ARGV[1])"
 
 #: Errors after which a cluster's map of slots to nodes may be out of date.
 _REFRESH_ON: tuple[type[Exception], ...] = (
@@ -140,6 +144,16 @@ class ReplicaWait:
         nodes, self._nodes = list(self._nodes.values()), {}
         for node in nodes:
             node.close()
+
+
+def mark_retry(connection: Any, zset: str) -> None:
+    """Write on ``connection`` something that reaches the replicas and leaves ``zset``
+    as it was (:data:`RETRY_MARK` added and removed, in one script: no one sees it).
+    For a retry that finds its write made by the lost attempt: its ``WAIT``, on a new
+    connection, then covers that write too. (Redis 7.2 and later note a connection's
+    replication offset only at a command that wrote: a connection that wrote nothing
+    has a ``WAIT`` that returns at once, confirming nothing.)"""
+    connection.execute_command("EVAL", _MARK, 1, zset, RETRY_MARK)
 
 
 def replica_wait(

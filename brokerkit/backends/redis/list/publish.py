@@ -17,7 +17,7 @@ from redis.exceptions import NoScriptError
 
 from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope
-from brokerkit.backends.redis._durable import ReplicaWait
+from brokerkit.backends.redis._durable import ReplicaWait, mark_retry
 from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis.list import schedule
@@ -82,6 +82,8 @@ class ListPublishing:
         def push_on(client: Any) -> None:
             nonlocal pushed
             if pushed:
+                if durable is not None:  # its WAIT must cover the push: see mark_retry
+                    mark_retry(client, plan.keys.scheduled)
                 if maxlen is not None:
                     trim(trim_keys, trim_args, client=client)
                 return

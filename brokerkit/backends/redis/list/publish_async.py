@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError
 
 from brokerkit._message import Message
 from brokerkit.backends.redis import _envelope
-from brokerkit.backends.redis._durable_async import AsyncReplicaWait
+from brokerkit.backends.redis._durable_async import AsyncReplicaWait, mark_retry
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list import schedule
@@ -80,6 +80,8 @@ class ListPublishing:
         async def push_on(client: Any) -> None:
             nonlocal pushed
             if pushed:
+                if durable is not None:  # its WAIT must cover the push: see mark_retry
+                    await mark_retry(client, plan.keys.scheduled)
                 if maxlen is not None:
                     await trim(trim_keys, trim_args, client=client)
                 return

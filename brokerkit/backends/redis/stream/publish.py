@@ -16,7 +16,7 @@ from redis.exceptions import NoScriptError
 
 from brokerkit._message import Message
 from brokerkit.backends.redis._client import Reconnector
-from brokerkit.backends.redis._durable import ReplicaWait
+from brokerkit.backends.redis._durable import ReplicaWait, mark_retry
 from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis._stream_fields import stream_header
 from brokerkit.backends.redis.stream.calls import Call, InOrder, StreamScripts
@@ -92,12 +92,17 @@ class StreamPublishing:
         if durable is not None:
             stored = False
 
+            scheduled = self._keys.topic(topic, "scheduled")
+
             def send_on(connection: Any) -> None:
-                # once the XADD answered, a retry (the WAIT's connection lost) only waits
+                # once the XADD answered, a retry (the WAIT's connection lost) only
+                # writes what its WAIT covers the XADD by, and waits
                 nonlocal stored
-                if not stored:
-                    connection.execute_command(*args)
-                    stored = True
+                if stored:
+                    mark_retry(connection, scheduled)
+                    return
+                connection.execute_command(*args)
+                stored = True
 
             send = functools.partial(durable.run, key, send_on)
         else:
@@ -147,10 +152,13 @@ class StreamPublishing:
 
         durable = self._durable
         if durable is not None:
+            scheduled = self._keys.topic(topic, "scheduled")
 
             def send_on(connection: Any) -> None:
                 nonlocal stored
-                if not stored:
+                if stored:  # the trim may remove nothing: the WAIT must cover the XADD
+                    mark_retry(connection, scheduled)
+                else:
                     connection.execute_command(*xadd)
                     stored = True
                 script(keys=keys, args=trim_args, client=connection)

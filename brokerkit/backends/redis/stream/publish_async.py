@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError
 
 from brokerkit._message import Message
 from brokerkit.backends.redis._client_async import Reconnector
-from brokerkit.backends.redis._durable_async import AsyncReplicaWait
+from brokerkit.backends.redis._durable_async import AsyncReplicaWait, mark_retry
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis._stream_fields import stream_header
 from brokerkit.backends.redis.stream.calls_async import Call, InOrder, StreamScripts
@@ -90,12 +90,17 @@ class StreamPublishing:
         if durable is not None:
             stored = False
 
+            scheduled = self._keys.topic(topic, "scheduled")
+
             async def send_on(connection: Any) -> None:
-                # once the XADD answered, a retry (the WAIT's connection lost) only waits
+                # once the XADD answered, a retry (the WAIT's connection lost) only
+                # writes what its WAIT covers the XADD by, and waits
                 nonlocal stored
-                if not stored:
-                    await connection.execute_command(*args)
-                    stored = True
+                if stored:
+                    await mark_retry(connection, scheduled)
+                    return
+                await connection.execute_command(*args)
+                stored = True
 
             send = functools.partial(durable.run, key, send_on)
         else:
@@ -147,10 +152,13 @@ class StreamPublishing:
 
         durable = self._durable
         if durable is not None:
+            scheduled = self._keys.topic(topic, "scheduled")
 
             async def send_on(connection: Any) -> None:
                 nonlocal stored
-                if not stored:
+                if stored:  # the trim may remove nothing: the WAIT must cover the XADD
+                    await mark_retry(connection, scheduled)
+                else:
                     await connection.execute_command(*xadd)
                     stored = True
                 await script(keys=keys, args=trim_args, client=connection)
