@@ -191,3 +191,39 @@ def test_an_asyncio_wait_lost_after_the_push_does_not_push_again(
     asyncio.run(asyncio.wait_for(main(), 60))
     assert lost
     assert [value.count(b'"n":0') for value in _queued(master)] == [1]
+
+
+@pytest.mark.parametrize("query", ["replicas=1", "replicas=1&maxlen=100"])
+def test_the_wait_follows_a_write_on_its_own_connection(
+    master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    """The push's transaction goes on a connection of the pool (a redis-py pipeline
+    does not use the pinned one): the connection that WAITs writes after it, else on
+    Redis 7.2+ its WAIT returned at once. Checked as the last command the server saw
+    on the WAIT's connection before the WAIT (``CLIENT LIST``): a script, not nothing
+    since its ``CLIENT ID``."""
+    last: list[str] = []
+    real = _durable.ReplicaWait.run_counted
+
+    def watched(self: _durable.ReplicaWait, key: str, write: Any) -> Any:
+        def noted(connection: redis.Redis) -> Any:
+            ident = connection.execute_command("CLIENT", "ID")
+            result = write(connection)
+            admin = master.client()
+            try:
+                listed = admin.execute_command("CLIENT", "LIST", "ID", ident)
+            finally:
+                admin.close()
+            text = listed.decode() if isinstance(listed, bytes) else str(listed)
+            fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+            last.append(fields["cmd"])
+            return result
+
+        return real(self, key, noted)
+
+    monkeypatch.setattr(_durable.ReplicaWait, "run_counted", watched)
+    url = _url(master, query + "&replica_timeout=30")
+    with brokerkit.connect(url, prefix=prefix) as broker:
+        broker.publish(TOPIC, {"n": 0})
+    assert last == ["eval"]
+    assert [value.count(b'"n":0') for value in _queued(master)] == [1]

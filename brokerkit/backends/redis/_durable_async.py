@@ -151,10 +151,12 @@ class AsyncReplicaWait:
 async def mark_retry(connection: Any, zset: str) -> None:
     """Write on ``connection`` something that reaches the replicas and leaves ``zset``
     as it was (:data:`RETRY_MARK` added and removed, in one script: no one sees it).
-    For a retry that finds its write made by the lost attempt: its ``WAIT``, on a new
-    connection, then covers that write too. (Redis 7.2 and later note a connection's
-    replication offset only at a command that wrote: a connection that wrote nothing
-    has a ``WAIT`` that returns at once, confirming nothing.)"""
+    For a retry that finds its write made by the lost attempt, or a write that went on
+    another connection (a redis-py pipeline takes one of the pool's, not the pinned
+    one): the ``WAIT`` on ``connection`` then covers that write too. (Redis 7.2 and
+    later note a connection's replication offset only at a command that wrote: a
+    connection that wrote nothing has a ``WAIT`` that returns at once, confirming
+    nothing.)"""
     await connection.execute_command("EVAL", _MARK, 1, zset, RETRY_MARK)
 
 

@@ -82,11 +82,18 @@ class ListPublishing:
         def push_on(client: Any) -> None:
             nonlocal pushed
             if pushed:
-                if durable is not None:  # its WAIT must cover the push: see mark_retry
-                    mark_retry(client, plan.keys.scheduled)
                 if maxlen is not None:
                     trim(trim_keys, trim_args, client=client)
-                return
+            else:
+                push(client)
+                pushed = True
+            if durable is not None:
+                # the transaction ran on a connection of the pool, and a retry wrote
+                # nothing yet: the WAIT on `client` must cover the push (see mark_retry)
+                mark_retry(client, plan.keys.scheduled)
+
+        def push(client: Any) -> None:
+            nonlocal pushed
             # as a context manager: a cluster's transaction hands its connection back
             with client.pipeline(transaction=True) as pipe:
                 for start in range(0, len(values), _PUSH_CHUNK):
@@ -102,8 +109,6 @@ class ListPublishing:
                     # error of the LPUSHes would have come first), the trim follows
                     pushed = True
                     trim(trim_keys, trim_args, client=client)
-                    return
-                pushed = True
 
         if durable is None:
             self._call(lambda: push_on(self._client), topic)
