@@ -200,7 +200,7 @@ def test_the_wait_follows_a_write_on_its_own_connection(
     """The push's transaction goes on a connection of the pool (a redis-py pipeline
     does not use the pinned one): the connection that WAITs writes after it, else on
     Redis 7.2+ its WAIT returned at once. Checked as the last command the server saw
-    on the WAIT's connection before the WAIT (``CLIENT LIST``): a script, not nothing
+    on the WAIT's connection before the WAIT (``CLIENT LIST``): a script (EVALSHA), not nothing
     since its ``CLIENT ID``."""
     last: list[str] = []
     real = _durable.ReplicaWait.run_counted
@@ -225,5 +225,5 @@ def test_the_wait_follows_a_write_on_its_own_connection(
     url = _url(master, query + "&replica_timeout=30")
     with brokerkit.connect(url, prefix=prefix) as broker:
         broker.publish(TOPIC, {"n": 0})
-    assert last == ["eval"]
+    assert last == ["evalsha"]
     assert [value.count(b'"n":0') for value in _queued(master)] == [1]

@@ -15,13 +15,14 @@ is retried by the caller, as any topology change).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._url import BrokerURL
@@ -35,6 +36,7 @@ __all__ = ["RETRY_MARK", "ReplicaWait", "mark_retry", "replica_wait"]
 #: The member a retried write adds to and removes from a ZSET of its key's slot.
 RETRY_MARK = "brokerkit:retried"
 _MARK = "redis.call('ZADD', KEYS[1], 0, ARGV[1]) redis.call('ZREM', KEYS[1], ARGV[1])"
+_MARK_SHA = hashlib.sha1(_MARK.encode()).hexdigest()
 
 #: Errors after which a cluster's map of slots to nodes may be out of date.
 _REFRESH_ON: tuple[type[Exception], ...] = (
@@ -155,7 +157,11 @@ def mark_retry(connection: Any, zset: str) -> None:
     later note a connection's replication offset only at a command that wrote: a
     connection that wrote nothing has a ``WAIT`` that returns at once, confirming
     nothing.)"""
-    connection.execute_command("EVAL", _MARK, 1, zset, RETRY_MARK)
+    try:
+        connection.execute_command("EVALSHA", _MARK_SHA, 1, zset, RETRY_MARK)
+    except NoScriptError:  # by EVALSHA, as every script: the documented ACL has no EVAL
+        connection.execute_command("SCRIPT", "LOAD", _MARK)
+        connection.execute_command("EVALSHA", _MARK_SHA, 1, zset, RETRY_MARK)
 
 
 def replica_wait(

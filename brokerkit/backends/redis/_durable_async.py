@@ -13,13 +13,14 @@ is retried by the caller, as any topology change).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._url import BrokerURL
@@ -33,6 +34,7 @@ __all__ = ["RETRY_MARK", "AsyncReplicaWait", "mark_retry", "replica_wait"]
 #: The member a retried write adds to and removes from a ZSET of its key's slot.
 RETRY_MARK = "brokerkit:retried"
 _MARK = "redis.call('ZADD', KEYS[1], 0, ARGV[1]) redis.call('ZREM', KEYS[1], ARGV[1])"
+_MARK_SHA = hashlib.sha1(_MARK.encode()).hexdigest()
 
 #: Errors after which a cluster's map of slots to nodes may be out of date.
 _REFRESH_ON: tuple[type[Exception], ...] = (
@@ -157,7 +159,11 @@ async def mark_retry(connection: Any, zset: str) -> None:
     later note a connection's replication offset only at a command that wrote: a
     connection that wrote nothing has a ``WAIT`` that returns at once, confirming
     nothing.)"""
-    await connection.execute_command("EVAL", _MARK, 1, zset, RETRY_MARK)
+    try:
+        await connection.execute_command("EVALSHA", _MARK_SHA, 1, zset, RETRY_MARK)
+    except NoScriptError:  # by EVALSHA, as every script: the documented ACL has no EVAL
+        await connection.execute_command("SCRIPT", "LOAD", _MARK)
+        await connection.execute_command("EVALSHA", _MARK_SHA, 1, zset, RETRY_MARK)
 
 
 def replica_wait(
