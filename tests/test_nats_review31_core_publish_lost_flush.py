@@ -49,10 +49,12 @@ class _CutsAtMark(Listener):
             mark = self.mark
             if mark is not None and mark in data:
                 self.mark = None
+                # set before the cut: the publish may see the cut, fail and be checked
+                # before this thread runs on
+                self.cut.set()
                 for sock in (client, upstream):
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
-                self.cut.set()
                 return b""
             return data
 
