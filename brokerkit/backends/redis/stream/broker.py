@@ -74,9 +74,10 @@ from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamSt
 from brokerkit.backends.redis.stream.publish import StreamPublishing
 from brokerkit.backends.redis.stream.reaping import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_by_stream
-from brokerkit.backends.redis.stream.scripts import shown, text
+from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.backends.redis.stream.settle import StreamSettling
-from brokerkit.exceptions import BrokerError, IncompatibleTopic, InvalidOption
+from brokerkit.backends.redis.stream.wrong_keys import wrong_key
+from brokerkit.exceptions import IncompatibleTopic, InvalidOption
 
 __all__ = ["RedisStreamBroker"]
 
@@ -235,65 +236,10 @@ class RedisStreamBroker(
             raise named from exc
 
     def _wrong_key(self, topic: str, group: str | None) -> IncompatibleTopic | None:
-        """The error naming the first key of ``topic`` beside its stream (its
-        bookkeeping, that of ``group`` or, when None, of every group of the stream, and
-        its dead-letter topic's stream) that holds another Redis type (another program
-        wrote it); None when the topic's stream is itself of another type, none is, or
-        they cannot be looked at now. Every bookkeeping key holds only what brokerkit
-        makes again, so the error says to delete it: every fetch of the group (or
-        inspect of the topic) would fail on it until then."""
-        key = self._keys.topic
-        dead_letter_topic = self.dead_letter_topic(topic)
-        try:
-            with translate_errors(self.url, topic):
-                if text(self._client.type(key(topic))) not in ("none", "stream"):
-                    return None  # its stream: the topic's own error says so
-                groups = [group] if group is not None else self._group_names(topic)
-            expected = [
-                (key(topic, "scheduled"), "zset", "the topic's delayed publishes"),
-                (key(topic, "lost"), "hash", "the entries lost to trimming of each group"),
-                (key(topic, "vt"), "hash", "the lease length of each group"),
-            ]
-            for name in groups:
-                expected.append(
-                    (key(topic, "wake", name), "stream", f"group {name!r}'s wake stream")
-                )
-                expected.append(
-                    (key(topic, "delayed", name), "zset", f"group {name!r}'s delayed retries")
-                )
-            expected.append((key(dead_letter_topic), "stream", dead_letter_topic))
-            for name, kind, what in expected:
-                with translate_errors(self.url, topic):
-                    found = text(self._client.type(name))
-                if found in ("none", kind):
-                    continue
-                if what == dead_letter_topic:
-                    return IncompatibleTopic(
-                        f"the dead-letter topic {what!r} of the topic {topic!r} at {self.url} "
-                        f"is stored in a Redis key of another type ({name} holds a {found}, "
-                        "not a stream; maybe written by another program): nothing is "
-                        f"dead-lettered (the entries stay pending) until it is renamed or "
-                        f"deleted (DEL {name})"
-                    )
-                return IncompatibleTopic(
-                    f"the topic {topic!r} at {self.url} cannot be used: its brokerkit "
-                    f"bookkeeping key {name} ({what}) holds a Redis {found}, not a {kind} "
-                    f"(maybe written by another program); delete it (DEL {name}) and "
-                    "brokerkit makes it again"
-                )
-        except BrokerError:  # not looked at now: the topic's own error is raised
-            return None
-        return None
-
-    def _group_names(self, topic: str) -> list[str]:
-        """The names of the groups of ``topic``'s stream (none if it has no stream)."""
-        try:
-            groups = self._client.xinfo_groups(self._keys.topic(topic))
-        except ResponseError as exc:
-            if "no such key" not in str(exc).lower():
-                raise
-            return []
-        return [shown(group["name"]) for group in groups]
+        """See :func:`.wrong_keys_async.wrong_key`."""
+        return wrong_key(
+            self._client, self.url, self._keys, topic, group, self.dead_letter_topic(topic)
+        )
 
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float
