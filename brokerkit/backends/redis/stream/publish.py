@@ -202,7 +202,17 @@ class StreamPublishing:
         if durable is None:
             send = functools.partial(run, self._client)
         else:
-            send = functools.partial(durable.run, key, run)
+            scheduled = self._keys.topic(topic, "scheduled")
+
+            def run_on(connection: Any) -> None:
+                if run.done == len(calls):
+                    # a retry after every call answered writes nothing else: its WAIT,
+                    # on a new connection, must cover theirs (see mark_retry)
+                    mark_retry(connection, scheduled)
+                    return
+                run(connection)
+
+            send = functools.partial(durable.run, key, run_on)
         try:
             self._reconnector.call(send, topic=topic)
         except BrokerError as exc:

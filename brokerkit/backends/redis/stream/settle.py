@@ -55,9 +55,10 @@ from brokerkit._delivery import Delivery
 from brokerkit._message import Message
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client import Reconnector
-from brokerkit.backends.redis._durable import ReplicaWait
+from brokerkit.backends.redis._durable import ReplicaWait, mark_retry
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
 from brokerkit.backends.redis._held import HeldClient
+from brokerkit.backends.redis._keys import hash_tagged
 from brokerkit.backends.redis._stream_fields import encode_fields
 from brokerkit.backends.redis._unconfirmed import unconfirmed_settlement
 from brokerkit.backends.redis.stream.calls import Call, StreamScripts, run_scripts
@@ -78,6 +79,27 @@ from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.exceptions import IncompatibleTopic, ReplicationTimeout, StaleDelivery
 
 __all__ = ["StreamSettling"]
+
+
+def scheduled_of(key: str) -> str:
+    """The ``scheduled`` ZSET of the topic whose stream key is ``key``, as
+    :meth:`StreamKeyspace.topic` names it (``topic(t, "scheduled")``): the stream's
+    hash tag (itself when it holds one already, else ``{key}``) and ``:scheduled``,
+    in the stream's slot."""
+    return hash_tagged(key) + ":scheduled"
+
+
+def _run_marked(connection: Any, calls: Sequence[Call], key: str) -> list[Any]:
+    """:func:`run_scripts` on ``connection``, the one that then ``WAIT``\\ s: more than
+    one call go in a redis-py pipeline, on a connection of the pool, so ``connection``
+    writes after them (:func:`mark_retry` on the stream's ``scheduled`` ZSET) and its
+    ``WAIT`` covers them (Redis 7.2+ notes a connection's replication offset only at
+    a command that wrote)."""
+    replies = run_scripts(connection, calls)
+    if len(calls) > 1:
+        mark_retry(connection, scheduled_of(key))
+    return replies
+
 
 #: Entries per script, so that no settlement holds the server for long whatever the
 #: batch (about 3 and 4 us of server time per entry: the renewal of 10,000 held took
@@ -391,10 +413,11 @@ class StreamSettling:
         ``retried`` gets whether the calls were sent more than once.
 
         With the ``replicas`` option (``unconfirmed`` given), the scripts of each
-        stream key go on one connection and wait for replicas there; every key's are
-        sent whatever the others' wait found, and ``unconfirmed`` gets each key whose
-        replicas fell short, with how many confirmed (the fewest, over calls): the
-        caller raises :class:`ReplicationTimeout` once its settlement is done. A retry's
+        stream key wait for replicas on one connection, which writes after them (see
+        :func:`_run_marked`); every key's are sent whatever the others' wait found,
+        and ``unconfirmed`` gets each key whose replicas fell short, with how many
+        confirmed (the fewest, over calls): the caller raises
+        :class:`ReplicationTimeout` once its settlement is done. A retry's
         ``WAIT``, on a new connection, covers what the lost attempt wrote: ``WAIT``
         waits for the replication offset of its connection's last write, and every
         script flagged as a retry writes (adds and removes a member of its group's
@@ -431,7 +454,7 @@ class StreamSettling:
             for key, indexes in by_key.items():
                 part = [todo[i] for i in indexes]
                 got, confirmed = durable.run_counted(
-                    key, functools.partial(run_scripts, calls=part)
+                    key, functools.partial(_run_marked, calls=part, key=key)
                 )
                 if confirmed < durable.replicas:
                     short[key] = confirmed

@@ -1,0 +1,196 @@
+"""A redis+stream ``replicas=`` write's ``WAIT`` follows a write on its own connection.
+
+Redis 7.2 and later note a connection's replication offset only at a command that
+wrote: a ``WAIT`` on a connection that wrote nothing returns at once, confirming
+nothing. Two paths waited so: a settlement of several members of one stream
+(``broker.ack(d1, d2)`` of two consumers of a group) ran its scripts in a redis-py
+pipeline, on a connection of the pool, and ``WAIT``\\ ed on the pinned one; and a batch
+(or held) publish retried after every one of its scripts had answered (the connection
+lost before the ``WAIT`` answered) sent nothing before its ``WAIT``. The pinned
+connection now writes (a member added to and removed from the topic's ``scheduled``
+ZSET, one script by ``EVALSHA``) before it waits. Only Redis 6.2/7.0 run here, where
+the early ``WAIT`` does not show: checked as the last command the server saw on the
+``WAIT``'s connection before the ``WAIT`` (``CLIENT LIST``): a script (``evalsha``),
+not the ``CLIENT ID`` the test sent on it first. Against a private master and its
+replica; sync and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+import brokerkit
+import brokerkit.aio
+from brokerkit.backends.redis import _durable, _durable_async
+from brokerkit.backends.redis.stream.keys import StreamKeyspace
+from brokerkit.backends.redis.stream.settle_async import scheduled_of
+from tests.redis_server import RedisServer
+
+TOPIC = "orders"
+URL_QUERY = "replicas=1&replica_timeout=30"
+
+
+@pytest.fixture
+def master() -> Iterator[RedisServer]:
+    """A private master with a replica of its own (``WAIT 1`` is answered)."""
+    with RedisServer(config=("--repl-ping-replica-period", "3600")) as server:
+        replica = RedisServer().start(replica_of=server)
+        try:
+            yield server
+        finally:
+            replica.stop()
+
+
+def _last_command(server: RedisServer, ident: int) -> str:
+    admin = server.client()
+    try:
+        listed = admin.execute_command("CLIENT", "LIST", "ID", ident)
+    finally:
+        admin.close()
+    text = listed.decode() if isinstance(listed, bytes) else str(listed)
+    fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+    return fields["cmd"]
+
+
+def _stored(server: RedisServer) -> int:
+    """Messages in the server's streams and ZSETs (published or held)."""
+    client = server.client()
+    try:
+        count = 0
+        for key in client.keys("*"):
+            kind = client.type(key)
+            if kind == b"stream":
+                count += client.xlen(key)
+            elif kind == b"zset":
+                count += client.zcard(key)
+        return count
+    finally:
+        client.close()
+
+
+def _url(server: RedisServer, query: str = "") -> str:
+    return server.url("redis+stream") + "?" + URL_QUERY + query
+
+
+def _watch_sync(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch, *, lose_first: bool = False
+) -> list[str]:
+    """Note, per ``run_counted``, the last command its connection ran before ``WAIT``;
+    with ``lose_first``, the first attempt's connection is lost after its write."""
+    last: list[str] = []
+    lost: list[bool] = []
+    real = _durable.ReplicaWait.run_counted
+
+    def watched(self: _durable.ReplicaWait, key: str, write: Any) -> Any:
+        def noted(connection: redis.Redis) -> Any:
+            ident = connection.execute_command("CLIENT", "ID")
+            result = write(connection)
+            if lose_first and not lost:
+                lost.append(True)
+                raise RedisConnectionError("connection lost before WAIT answered")
+            last.append(_last_command(server, ident))
+            return result
+
+        return real(self, key, noted)
+
+    monkeypatch.setattr(_durable.ReplicaWait, "run_counted", watched)
+    return last
+
+
+def _watch_async(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch, *, lose_first: bool = False
+) -> list[str]:
+    last: list[str] = []
+    lost: list[bool] = []
+    real = _durable_async.AsyncReplicaWait.run_counted
+
+    async def watched(self: _durable_async.AsyncReplicaWait, key: str, write: Any) -> Any:
+        async def noted(connection: Any) -> Any:
+            ident = await connection.execute_command("CLIENT", "ID")
+            result = await write(connection)
+            if lose_first and not lost:
+                lost.append(True)
+                raise RedisConnectionError("connection lost before WAIT answered")
+            last.append(await asyncio.to_thread(_last_command, server, ident))
+            return result
+
+        return await real(self, key, noted)
+
+    monkeypatch.setattr(_durable_async.AsyncReplicaWait, "run_counted", watched)
+    return last
+
+
+@pytest.mark.parametrize(
+    "template", [None, "events:*", "{app}:events:*"], ids=["prefix", "template", "tagged"]
+)
+@pytest.mark.parametrize("topic", ["orders", "orders.dlq"])
+def test_the_marker_is_the_topics_scheduled_zset(template: str | None, topic: str) -> None:
+    keys = StreamKeyspace("bk", template)
+    assert scheduled_of(keys.topic(topic)) == keys.topic(topic, "scheduled")
+
+
+def test_an_ack_of_two_consumers_waits_after_a_write_on_its_connection(
+    master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with brokerkit.connect(_url(master), prefix=prefix) as broker:
+        first = broker.subscribe(TOPIC, group="g", consumer="c1")
+        second = broker.subscribe(TOPIC, group="g", consumer="c2")
+        broker.publish_many(TOPIC, [{"n": n} for n in range(4)])
+        # the first pair loads the script: a NOSCRIPT reply ran it again on the
+        # pinned connection, which hid the gap
+        broker.ack(first.receive(timeout=10), second.receive(timeout=10))
+        got = [first.receive(timeout=10), second.receive(timeout=10)]
+        assert all(d is not None for d in got)
+        last = _watch_sync(master, monkeypatch)
+        broker.ack(*got)
+    assert last == ["evalsha"]
+
+
+def test_an_asyncio_ack_of_two_consumers_waits_after_a_write_on_its_connection(
+    master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last: list[str] = []
+
+    async def main() -> None:
+        async with brokerkit.aio.connect(_url(master), prefix=prefix) as broker:
+            first = await broker.subscribe(TOPIC, group="g", consumer="c1")
+            second = await broker.subscribe(TOPIC, group="g", consumer="c2")
+            await broker.publish_many(TOPIC, [{"n": n} for n in range(4)])
+            await broker.ack(await first.receive(timeout=10), await second.receive(timeout=10))
+            got = [await first.receive(timeout=10), await second.receive(timeout=10)]
+            assert all(d is not None for d in got)
+            watched = _watch_async(master, monkeypatch)
+            await broker.ack(*got)
+            last.extend(watched)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert last == ["evalsha"]
+
+
+@pytest.mark.parametrize("delay", [None, 3600.0], ids=["published", "held"])
+def test_a_batch_retried_after_it_answered_writes_before_its_wait(
+    master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch, delay: float | None
+) -> None:
+    last = _watch_sync(master, monkeypatch, lose_first=True)
+    with brokerkit.connect(_url(master), prefix=prefix) as broker:
+        broker.publish_many(TOPIC, [{"n": 0}, {"n": 1}], delay=delay)
+    assert last == ["evalsha"]
+    assert _stored(master) == 2  # once each: the retry sent no script again
+
+
+def test_an_asyncio_batch_retried_after_it_answered_writes_before_its_wait(
+    master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last = _watch_async(master, monkeypatch, lose_first=True)
+
+    async def main() -> None:
+        async with brokerkit.aio.connect(_url(master), prefix=prefix) as broker:
+            await broker.publish_many(TOPIC, [{"n": 0}, {"n": 1}])
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert last == ["evalsha"]
