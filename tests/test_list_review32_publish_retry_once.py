@@ -28,20 +28,15 @@ import brokerkit.aio
 from brokerkit.backends.redis import _durable, _durable_async, _lua, _lua_async
 from brokerkit.backends.redis.list import scripts
 from tests.redis_server import RedisServer
+from tests.replica_waits import last_command, master_with_replica
 
 TOPIC = "orders"
 
 
 @pytest.fixture
 def master() -> Iterator[RedisServer]:
-    """A private master with a replica of its own (``WAIT 1`` is answered); no
-    replication pings: only writes move its replication offset."""
-    with RedisServer(config=("--repl-ping-replica-period", "3600")) as server:
-        replica = RedisServer().start(replica_of=server)
-        try:
-            yield server
-        finally:
-            replica.stop()
+    with master_with_replica() as server:
+        yield server
 
 
 class _LoseOnce:
@@ -209,14 +204,7 @@ def test_the_wait_follows_a_write_on_its_own_connection(
         def noted(connection: redis.Redis) -> Any:
             ident = connection.execute_command("CLIENT", "ID")
             result = write(connection)
-            admin = master.client()
-            try:
-                listed = admin.execute_command("CLIENT", "LIST", "ID", ident)
-            finally:
-                admin.close()
-            text = listed.decode() if isinstance(listed, bytes) else str(listed)
-            fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
-            last.append(fields["cmd"])
+            last.append(last_command(master, ident))
             return result
 
         return real(self, key, noted)

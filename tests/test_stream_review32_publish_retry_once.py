@@ -27,20 +27,15 @@ import brokerkit.aio
 from brokerkit.backends.redis import _durable, _durable_async, _lua, _lua_async
 from brokerkit.backends.redis.stream import group_scripts
 from tests.redis_server import RedisServer
+from tests.replica_waits import master_with_replica
 
 TOPIC = "orders"
 
 
 @pytest.fixture
 def master() -> Iterator[RedisServer]:
-    """A private master with a replica of its own (``WAIT 1`` is answered); no
-    replication pings: only writes move its replication offset."""
-    with RedisServer(config=("--repl-ping-replica-period", "3600")) as server:
-        replica = RedisServer().start(replica_of=server)
-        try:
-            yield server
-        finally:
-            replica.stop()
+    with master_with_replica() as server:
+        yield server
 
 
 class _LoseOnce:

@@ -30,6 +30,7 @@ from brokerkit.backends.redis import _durable, _durable_async
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.settle_async import scheduled_of
 from tests.redis_server import RedisServer
+from tests.replica_waits import last_command, master_with_replica
 
 TOPIC = "orders"
 URL_QUERY = "replicas=1&replica_timeout=30"
@@ -37,24 +38,8 @@ URL_QUERY = "replicas=1&replica_timeout=30"
 
 @pytest.fixture
 def master() -> Iterator[RedisServer]:
-    """A private master with a replica of its own (``WAIT 1`` is answered)."""
-    with RedisServer(config=("--repl-ping-replica-period", "3600")) as server:
-        replica = RedisServer().start(replica_of=server)
-        try:
-            yield server
-        finally:
-            replica.stop()
-
-
-def _last_command(server: RedisServer, ident: int) -> str:
-    admin = server.client()
-    try:
-        listed = admin.execute_command("CLIENT", "LIST", "ID", ident)
-    finally:
-        admin.close()
-    text = listed.decode() if isinstance(listed, bytes) else str(listed)
-    fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
-    return fields["cmd"]
+    with master_with_replica() as server:
+        yield server
 
 
 def _stored(server: RedisServer) -> int:
@@ -93,7 +78,7 @@ def _watch_sync(
             if lose_first and not lost:
                 lost.append(True)
                 raise RedisConnectionError("connection lost before WAIT answered")
-            last.append(_last_command(server, ident))
+            last.append(last_command(server, ident))
             return result
 
         return real(self, key, noted)
@@ -116,7 +101,7 @@ def _watch_async(
             if lose_first and not lost:
                 lost.append(True)
                 raise RedisConnectionError("connection lost before WAIT answered")
-            last.append(await asyncio.to_thread(_last_command, server, ident))
+            last.append(await asyncio.to_thread(last_command, server, ident))
             return result
 
         return await real(self, key, noted)
