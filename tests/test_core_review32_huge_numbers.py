@@ -160,3 +160,16 @@ def test_a_coroutine_handler_may_have_more_slots_than_threads_allow() -> None:
                 worker.handler("more", concurrency=1_000_001)(handle)
 
     asyncio.run(register())
+
+
+def test_a_stream_trim_refuses_minus_an_unprintable_int(
+    redis_broker: Callable[..., Any],
+) -> None:
+    broker = redis_broker("redis+stream")
+    with pytest.raises(InvalidOption, match=r"maxlen must be .* got a negative int of about"):
+        broker.trim("jobs", maxlen=-HUGE)
+
+
+def test_a_memory_start_holding_an_unprintable_int_is_refused() -> None:
+    with brokerkit.connect("memory://") as broker, pytest.raises(InvalidOption, match="start"):
+        broker.subscribe("jobs", group="g", start=[HUGE])  # type: ignore[arg-type]

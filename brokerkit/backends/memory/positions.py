@@ -4,9 +4,9 @@ and the offset of a topic's log it stands for."""
 from __future__ import annotations
 
 import re
-import reprlib
 from typing import TYPE_CHECKING
 
+from brokerkit._error_text import value_text
 from brokerkit.exceptions import InvalidOption
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def check_start(start: object) -> str | None:
         shown = "a huge int"
         hint = " (an offset is a str of digits)"
     else:
-        shown = reprlib.repr(start)
+        shown = value_text(start)
         hint = f" (an offset is a str: start='{start}')" if number else ""
     raise InvalidOption(
         "start must be 'earliest', 'latest' or a whole-number offset written in digits "

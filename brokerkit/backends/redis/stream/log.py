@@ -11,6 +11,7 @@ import numbers
 import re
 from dataclasses import dataclass
 
+from brokerkit._error_text import value_text
 from brokerkit._message import Message
 from brokerkit.exceptions import InvalidOption
 
@@ -84,7 +85,7 @@ def check_count(count: object, what: str, low: int) -> int:
     if not isinstance(count, bool) and isinstance(count, numbers.Integral):
         whole = int(count)
     if whole is None or not low <= whole <= MAX_COUNT:
-        shown = "a huge int" if whole is not None and whole > MAX_COUNT else repr(count)
+        shown = "a huge int" if whole is not None and whole > MAX_COUNT else value_text(count)
         raise InvalidOption(f"{what} must be a whole number from {low} to {MAX_COUNT}, got {shown}")
     return whole
 
