@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 import brokerkit
 import brokerkit.aio
-from brokerkit.backends.redis import _durable, _durable_async, _lua, _lua_async
 from brokerkit.backends.redis.list import scripts
 from tests.redis_server import RedisServer
-from tests.replica_waits import last_command, master_with_replica
+from tests.replica_waits import (
+    lose_script_once,
+    master_with_replica,
+    watch_async_waits,
+    watch_waits,
+)
 
 TOPIC = "orders"
 
@@ -37,22 +38,6 @@ TOPIC = "orders"
 def master() -> Iterator[RedisServer]:
     with master_with_replica() as server:
         yield server
-
-
-class _LoseOnce:
-    """Armed, the next trim script run on a given connection fails once as a lost
-    connection would (the script does not run)."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.lost = 0
-
-    def take(self, script: str, client: Any) -> bool:
-        if self.armed and client is not None and scripts.TRIM in script:
-            self.armed = False
-            self.lost += 1
-            return True
-        return False
 
 
 def _queued(server: RedisServer) -> list[bytes]:
@@ -72,14 +57,6 @@ def _flush_scripts(server: RedisServer) -> None:
         client.close()
 
 
-def _offset(server: RedisServer) -> int:
-    client = server.client()
-    try:
-        return int(client.info("replication")["master_repl_offset"])
-    finally:
-        client.close()
-
-
 def _url(server: RedisServer, query: str) -> str:
     return server.url("redis+list") + "?" + query
 
@@ -88,15 +65,7 @@ def _url(server: RedisServer, query: str) -> str:
 def test_a_trim_lost_after_a_noscript_does_not_push_again(
     master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch, query: str
 ) -> None:
-    lose = _LoseOnce()
-    real = _lua.Lua.__call__
-
-    def flaky(self: _lua.Lua, keys: Any = (), args: Any = (), client: Any = None) -> Any:
-        if lose.take(self.script, client):
-            raise RedisConnectionError("connection lost while the trim ran")
-        return real(self, keys, args, client)
-
-    monkeypatch.setattr(_lua.Lua, "__call__", flaky)
+    lose = lose_script_once(monkeypatch, scripts.TRIM)
     with brokerkit.connect(_url(master, query), prefix=prefix) as broker:
         _flush_scripts(master)
         lose.armed = True
@@ -108,17 +77,7 @@ def test_a_trim_lost_after_a_noscript_does_not_push_again(
 def test_an_asyncio_trim_lost_after_a_noscript_does_not_push_again(
     master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lose = _LoseOnce()
-    real = _lua_async.AsyncLua.__call__
-
-    async def flaky(
-        self: _lua_async.AsyncLua, keys: Any = (), args: Any = (), client: Any = None
-    ) -> Any:
-        if lose.take(self.script, client):
-            raise RedisConnectionError("connection lost while the trim ran")
-        return await real(self, keys, args, client)
-
-    monkeypatch.setattr(_lua_async.AsyncLua, "__call__", flaky)
+    lose = lose_script_once(monkeypatch, scripts.TRIM)
 
     async def main() -> None:
         async with brokerkit.aio.connect(_url(master, "maxlen=100"), prefix=prefix) as broker:
@@ -134,49 +93,18 @@ def test_an_asyncio_trim_lost_after_a_noscript_does_not_push_again(
 def test_a_wait_lost_after_the_push_does_not_push_again(
     master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lost: list[str] = []
-    real = _durable.ReplicaWait.run_counted
-
-    moved: list[bool] = []
-
-    def flaky(self: _durable.ReplicaWait, key: str, write: Any) -> Any:
-        def then_lost(connection: redis.Redis) -> Any:
-            before = _offset(master)
-            result = write(connection)
-            if not lost:
-                lost.append(key)
-                raise RedisConnectionError("connection lost before WAIT answered")
-            # the retry's own write: its WAIT covers the lost attempt's (Redis 7.2+)
-            moved.append(_offset(master) > before)
-            return result
-
-        return real(self, key, then_lost)
-
-    monkeypatch.setattr(_durable.ReplicaWait, "run_counted", flaky)
+    waits = watch_waits(master, monkeypatch, lose_first=True)
     with brokerkit.connect(_url(master, "replicas=1&replica_timeout=30"), prefix=prefix) as broker:
         broker.publish(TOPIC, {"n": 0})
-    assert lost
-    assert moved == [True]
+    assert waits.lost
+    assert waits.moved == [True]
     assert [value.count(b'"n":0') for value in _queued(master)] == [1]
 
 
 def test_an_asyncio_wait_lost_after_the_push_does_not_push_again(
     master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lost: list[str] = []
-    real = _durable_async.AsyncReplicaWait.run_counted
-
-    async def flaky(self: _durable_async.AsyncReplicaWait, key: str, write: Any) -> Any:
-        async def then_lost(connection: Any) -> Any:
-            result = await write(connection)
-            if not lost:
-                lost.append(key)
-                raise RedisConnectionError("connection lost before WAIT answered")
-            return result
-
-        return await real(self, key, then_lost)
-
-    monkeypatch.setattr(_durable_async.AsyncReplicaWait, "run_counted", flaky)
+    waits = watch_async_waits(master, monkeypatch, lose_first=True)
 
     async def main() -> None:
         url = _url(master, "maxlen=100&replicas=1&replica_timeout=30")
@@ -184,7 +112,7 @@ def test_an_asyncio_wait_lost_after_the_push_does_not_push_again(
             await broker.publish(TOPIC, {"n": 0})
 
     asyncio.run(asyncio.wait_for(main(), 60))
-    assert lost
+    assert waits.lost
     assert [value.count(b'"n":0') for value in _queued(master)] == [1]
 
 
@@ -197,21 +125,9 @@ def test_the_wait_follows_a_write_on_its_own_connection(
     Redis 7.2+ its WAIT returned at once. Checked as the last command the server saw
     on the WAIT's connection before the WAIT (``CLIENT LIST``): a script (EVALSHA), not nothing
     since its ``CLIENT ID``."""
-    last: list[str] = []
-    real = _durable.ReplicaWait.run_counted
-
-    def watched(self: _durable.ReplicaWait, key: str, write: Any) -> Any:
-        def noted(connection: redis.Redis) -> Any:
-            ident = connection.execute_command("CLIENT", "ID")
-            result = write(connection)
-            last.append(last_command(master, ident))
-            return result
-
-        return real(self, key, noted)
-
-    monkeypatch.setattr(_durable.ReplicaWait, "run_counted", watched)
+    waits = watch_waits(master, monkeypatch)
     url = _url(master, query + "&replica_timeout=30")
     with brokerkit.connect(url, prefix=prefix) as broker:
         broker.publish(TOPIC, {"n": 0})
-    assert last == ["evalsha"]
+    assert waits.last == ["evalsha"]
     assert [value.count(b'"n":0') for value in _queued(master)] == [1]

@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 import brokerkit
 import brokerkit.aio
-from brokerkit.backends.redis import _durable, _durable_async
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.settle_async import scheduled_of
 from tests.redis_server import RedisServer
-from tests.replica_waits import last_command, master_with_replica
+from tests.replica_waits import master_with_replica, watch_async_waits, watch_waits
 
 TOPIC = "orders"
 URL_QUERY = "replicas=1&replica_timeout=30"
@@ -62,54 +58,6 @@ def _url(server: RedisServer, query: str = "") -> str:
     return server.url("redis+stream") + "?" + URL_QUERY + query
 
 
-def _watch_sync(
-    server: RedisServer, monkeypatch: pytest.MonkeyPatch, *, lose_first: bool = False
-) -> list[str]:
-    """Note, per ``run_counted``, the last command its connection ran before ``WAIT``;
-    with ``lose_first``, the first attempt's connection is lost after its write."""
-    last: list[str] = []
-    lost: list[bool] = []
-    real = _durable.ReplicaWait.run_counted
-
-    def watched(self: _durable.ReplicaWait, key: str, write: Any) -> Any:
-        def noted(connection: redis.Redis) -> Any:
-            ident = connection.execute_command("CLIENT", "ID")
-            result = write(connection)
-            if lose_first and not lost:
-                lost.append(True)
-                raise RedisConnectionError("connection lost before WAIT answered")
-            last.append(last_command(server, ident))
-            return result
-
-        return real(self, key, noted)
-
-    monkeypatch.setattr(_durable.ReplicaWait, "run_counted", watched)
-    return last
-
-
-def _watch_async(
-    server: RedisServer, monkeypatch: pytest.MonkeyPatch, *, lose_first: bool = False
-) -> list[str]:
-    last: list[str] = []
-    lost: list[bool] = []
-    real = _durable_async.AsyncReplicaWait.run_counted
-
-    async def watched(self: _durable_async.AsyncReplicaWait, key: str, write: Any) -> Any:
-        async def noted(connection: Any) -> Any:
-            ident = await connection.execute_command("CLIENT", "ID")
-            result = await write(connection)
-            if lose_first and not lost:
-                lost.append(True)
-                raise RedisConnectionError("connection lost before WAIT answered")
-            last.append(await asyncio.to_thread(last_command, server, ident))
-            return result
-
-        return await real(self, key, noted)
-
-    monkeypatch.setattr(_durable_async.AsyncReplicaWait, "run_counted", watched)
-    return last
-
-
 @pytest.mark.parametrize(
     "template", [None, "events:*", "{app}:events:*"], ids=["prefix", "template", "tagged"]
 )
@@ -131,7 +79,7 @@ def test_an_ack_of_two_consumers_waits_after_a_write_on_its_connection(
         broker.ack(first.receive(timeout=10), second.receive(timeout=10))
         got = [first.receive(timeout=10), second.receive(timeout=10)]
         assert all(d is not None for d in got)
-        last = _watch_sync(master, monkeypatch)
+        last = watch_waits(master, monkeypatch).last
         broker.ack(*got)
     assert last == ["evalsha"]
 
@@ -149,7 +97,7 @@ def test_an_asyncio_ack_of_two_consumers_waits_after_a_write_on_its_connection(
             await broker.ack(await first.receive(timeout=10), await second.receive(timeout=10))
             got = [await first.receive(timeout=10), await second.receive(timeout=10)]
             assert all(d is not None for d in got)
-            watched = _watch_async(master, monkeypatch)
+            watched = watch_async_waits(master, monkeypatch).last
             await broker.ack(*got)
             last.extend(watched)
 
@@ -161,7 +109,7 @@ def test_an_asyncio_ack_of_two_consumers_waits_after_a_write_on_its_connection(
 def test_a_batch_retried_after_it_answered_writes_before_its_wait(
     master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch, delay: float | None
 ) -> None:
-    last = _watch_sync(master, monkeypatch, lose_first=True)
+    last = watch_waits(master, monkeypatch, lose_first=True).last
     with brokerkit.connect(_url(master), prefix=prefix) as broker:
         broker.publish_many(TOPIC, [{"n": 0}, {"n": 1}], delay=delay)
     assert last == ["evalsha"]
@@ -171,7 +119,7 @@ def test_a_batch_retried_after_it_answered_writes_before_its_wait(
 def test_an_asyncio_batch_retried_after_it_answered_writes_before_its_wait(
     master: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    last = _watch_async(master, monkeypatch, lose_first=True)
+    last = watch_async_waits(master, monkeypatch, lose_first=True).last
 
     async def main() -> None:
         async with brokerkit.aio.connect(_url(master), prefix=prefix) as broker:
