@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -61,6 +61,9 @@ log = logging.getLogger("brokerkit.nats")
 
 #: One request: subject, payload, headers.
 Request = tuple[str, bytes, "dict[str, str] | None"]
+#: Told of the requests a first try left unanswered (their indices) and the monotonic
+#: time by which to say, returns those to give up (see :meth:`NatsClient.settle_all`).
+Unanswered = Callable[[list[int], float], Awaitable[list[int]]]
 
 #: Seconds one try of a request waits for its reply before it is retried.
 _TRY_TIMEOUT = 2.0
@@ -271,6 +274,7 @@ class NatsClient(Outages, Permissions):
         until: Sequence[Callable[[], float]],
         *,
         wait: float | None = None,
+        unanswered: Unanswered | None = None,
     ) -> list[Msg | None]:
         """:meth:`request_all` for requests that must never reach the server after a
         time: request ``i`` is sent, and sent again, only before the monotonic time
@@ -279,13 +283,16 @@ class NatsClient(Outages, Permissions):
         answered (the server may or may not have it). Something of it that nats-py
         has not yet written out (the connection dropped as it was sent) is taken back.
         With ``wait``, every request still unanswered after that many seconds is
-        given up too (None), rather than retried until ``reconnect_timeout``.
+        given up too (None), rather than retried until ``reconnect_timeout``. With
+        ``unanswered``, the requests the first try left unanswered on a connection
+        that held are told of (their indices, and the monotonic time by which to
+        answer): those of them it returns are given up (None), not sent again.
 
         :raises ConnectionFailed: some replies never came within ``reconnect_timeout``
             (without ``wait``), and their time had not run out.
         :raises PermissionDenied: the server's permissions refused one.
         """
-        return await self._exchange(requests, what, until, wait)
+        return await self._exchange(requests, what, until, wait, unanswered)
 
     async def _exchange(
         self,
@@ -293,6 +300,7 @@ class NatsClient(Outages, Permissions):
         what: str,
         until: Sequence[Callable[[], float]] | None,
         wait: float | None,
+        unanswered: Unanswered | None = None,
     ) -> list[Msg | None]:
         since = self.closing_mark()
         nc = await self.connection()
@@ -341,8 +349,21 @@ class NatsClient(Outages, Permissions):
                     wake = min(deadline, *(until[index]() for index in todo))
                 await self.wait_connected(wake, since)
                 continue
+            generation = self.generation
             await self._try(nc, requests, todo, until, replies, sent_as, deadline)
             tried = True
+            left = [index for index in todo if replies[index] is None]
+            if (
+                unanswered is not None
+                and left
+                and nc.is_connected
+                and self.generation == generation
+            ):
+                # (asked once: after the first try the connection carried whole)
+                for index in await unanswered(left, deadline):
+                    given_up[index] = True
+                    withdraw(nc, sent_as[index])
+                unanswered = None
 
     async def _try(
         self,

@@ -261,7 +261,7 @@ class Leases(dict[str, Lease]):
                 for lease in leases
                 if lease.consumer == consumer and lease.generation != generation
             ]
-            found = await self._delivered(consumer, max(last_send(lease) for lease in old))
+            found = await self.delivered(consumer, max(last_send(lease) for lease in old))
             if found is None:  # run out before the server could say
                 forgotten.update(id(lease) for lease in old)
                 continue
@@ -425,7 +425,7 @@ class Leases(dict[str, Lease]):
                 lease.deadline += group.ack_wait - lease.ack_wait
                 lease.ack_wait = group.ack_wait
 
-    async def _delivered(
+    async def delivered(
         self, consumer: str, until: float
     ) -> tuple[int, str | None, ServerProcess | None] | None:
         """The last stream sequence ``consumer`` delivered (0 if it is gone), when it

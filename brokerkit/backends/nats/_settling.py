@@ -17,10 +17,16 @@ from typing import TYPE_CHECKING
 from brokerkit._broker_async import AsyncBroker
 from brokerkit._delivery_async import AsyncDelivery
 from brokerkit.backends.nats._client import NatsClient, Request
-from brokerkit.backends.nats._leases import Lease, Leases, deliveries_of, last_send
+from brokerkit.backends.nats._leases import (
+    Lease,
+    Leases,
+    deliveries_of,
+    last_send,
+    made_again,
+)
 from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._wire import MAX_HEADER_BYTES, dead_letter_headers, subject_for
-from brokerkit.exceptions import StaleDelivery
+from brokerkit.exceptions import BrokerError, StaleDelivery
 
 __all__ = ["NatsSettling"]
 
@@ -48,8 +54,10 @@ class NatsSettling(AsyncBroker):
         holds (:func:`last_send`: never buffered through an outage, nor sent again,
         past it); the others, which are lost (each will be delivered again): see
         :meth:`Leases.forgotten`, one not answered before its lease ran out (given
-        up: the server may have applied it, its answer lost), and a request nobody
-        took (status 503: the group's consumer was deleted)."""
+        up: the server may have applied it, its answer lost), one its group's
+        consumer, asked when a first try went unanswered, does not hold
+        (:meth:`_unheld`), and a request nobody took (status 503: the group's
+        consumer was deleted)."""
         lost = await self._leases.forgotten(leases)
         sent = [lease for lease in leases if lease not in lost]
         if sent:
@@ -57,6 +65,7 @@ class NatsSettling(AsyncBroker):
                 [(lease.reply, verb, None) for lease in sent],
                 what,
                 [functools.partial(last_send, lease) for lease in sent],
+                unanswered=lambda left, by: self._unheld([sent[index] for index in left], by),
             )
             lost += [
                 lease
@@ -66,6 +75,34 @@ class NatsSettling(AsyncBroker):
         for lease in leases if verb != b"+WPI" else lost:
             self._leases.discard(lease)
         return lost
+
+    async def _unheld(self, leases: Sequence[Lease], by: float) -> list[int]:
+        """The indices (in ``leases``, whose settle a first try left unanswered) of
+        those their group's consumer does not hold, as it says (asked by the monotonic
+        time ``by``, and while they hold): it delivered nothing past their stream
+        sequence, or it was made again since they were known to be its
+        (:func:`~brokerkit.backends.nats._leases.made_again`). A consumer another
+        program made again before this broker's first check of the group answers no
+        ``+ACK`` (nor ``+TERM``) of what the one before delivered: without this, the
+        settle was sent again until ``reconnect_timeout``. One the consumer could not
+        say of is sent again as before."""
+        unheld: list[int] = []
+        for consumer in dict.fromkeys(lease.consumer for lease in leases):
+            group = [index for index, lease in enumerate(leases) if lease.consumer == consumer]
+            until = min(by, max(last_send(leases[index]) for index in group))
+            try:
+                found = await self._leases.delivered(consumer, until)
+            except BrokerError:  # (it could not say: sent again)
+                continue
+            if found is None:
+                continue
+            delivered, created, source = found
+            unheld += [
+                index
+                for index in group
+                if leases[index].seq > delivered or made_again(leases[index], created, source)
+            ]
+        return unheld
 
     async def _ack(self, deliveries: Sequence[AsyncDelivery]) -> None:
         live, stale = self._leases.split(deliveries)
