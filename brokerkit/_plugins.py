@@ -15,7 +15,7 @@ from brokerkit._broker import Broker
 from brokerkit._hooks import RELAY, ObservedPluginManager
 from brokerkit._registry import BackendInfo, BackendRegistry
 from brokerkit._url import BrokerURL
-from brokerkit.exceptions import BrokerError, PluginError
+from brokerkit.exceptions import BrokerError, InvalidURL, PluginError
 
 __all__ = [
     "BLOCK_ENV",
@@ -133,7 +133,8 @@ def connect(url: str | BrokerURL | None = None, **options: Any) -> Broker:
     :param url: such as ``memory://``, ``redis+stream://localhost:6379/0``; when
         omitted, the ``BROKERKIT_URL`` environment variable, else ``memory://``.
     :param options: backend options; they win over the URL's query string.
-    :raises InvalidURL: the URL cannot be parsed.
+    :raises InvalidURL: the URL cannot be parsed (or, with no URL given,
+        ``BROKERKIT_URL`` is set but empty: the error names the variable).
     :raises UnknownScheme: no installed backend serves the scheme (the error lists
         those that are, with a did-you-mean).
     :raises InvalidOption: an option is unknown or invalid (the error lists the valid ones).
@@ -145,6 +146,26 @@ def connect(url: str | BrokerURL | None = None, **options: Any) -> Broker:
 
 def backend_for(url: str | BrokerURL | None) -> tuple[BrokerURL, BackendInfo]:
     """The parsed URL (``BROKERKIT_URL``, else ``memory://``, when None) and the
-    registered backend for its scheme."""
-    parsed = BrokerURL.parse(url if url is not None else os.environ.get(URL_ENV, DEFAULT_URL))
+    registered backend for its scheme.
+
+    :raises InvalidURL: as for :func:`connect`; for a ``BROKERKIT_URL`` that is set but
+        empty, or no URL, the error names the variable (the caller gave no URL)."""
+    parsed = BrokerURL.parse(url) if url is not None else _url_from_environment()
     return parsed, _registry().get(parsed.scheme)
+
+
+def _url_from_environment() -> BrokerURL:
+    """``BROKERKIT_URL`` parsed, or ``memory://`` when it is unset."""
+    given = os.environ.get(URL_ENV)
+    if given is None:
+        return BrokerURL.parse(DEFAULT_URL)
+    if not given.strip():
+        # (not taken for unset: that would put a deployment on memory:// unnoticed)
+        raise InvalidURL(
+            f"{URL_ENV} is set but empty, and no URL was given: set it to a broker URL "
+            f"(such as redis+stream://localhost:6379/0), or unset it for {DEFAULT_URL}"
+        )
+    try:
+        return BrokerURL.parse(given)
+    except InvalidURL as exc:  # (its text masks the URL's secrets)
+        raise InvalidURL(f"{exc} (from {URL_ENV}: no URL was given)") from None
