@@ -19,6 +19,7 @@ from brokerkit._capabilities import Capability
 from brokerkit._delivery import Delivery
 from brokerkit._plugins import connect
 from brokerkit._serializers import encode_body
+from brokerkit._subscribing import MAX_PREFETCH
 from brokerkit.cli._admin import Interrupt, TopicArg, one_line, stop_on_interrupt
 from brokerkit.cli._input import check_text, decode, decoded, line_batches, text_argument
 from brokerkit.cli._output import cell, err, for_terminal, printable
@@ -69,6 +70,13 @@ def parse_headers(pairs: list[str]) -> dict[str, str]:
 def _count(value: int) -> int:
     if not 1 <= value <= MAX_COUNT:
         raise typer.BadParameter(f"must be a whole number from 1 to {MAX_COUNT:,}, got {value}")
+    return value
+
+
+def _prefetch(value: int) -> int:
+    """Refuse a ``--prefetch`` the subscription would refuse, before connecting."""
+    if not 1 <= value <= MAX_PREFETCH:
+        raise typer.BadParameter(f"must be a whole number from 1 to {MAX_PREFETCH:,}, got {value}")
     return value
 
 
@@ -393,7 +401,12 @@ def consume(
         bool, typer.Option("--json", help="One JSON object per message: id, headers, body...")
     ] = False,
     prefetch: Annotated[
-        int, typer.Option("--prefetch", min=1, help="Messages fetched per round trip.")
+        int,
+        typer.Option(
+            "--prefetch",
+            callback=_prefetch,
+            help=f"Messages fetched per round trip (1 to {MAX_PREFETCH:,}).",
+        ),
     ] = 1,
     pattern: Annotated[
         bool, typer.Option("--pattern", help="TOPIC is a glob such as 'chat:room:*'.")

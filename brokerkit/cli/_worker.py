@@ -25,6 +25,7 @@ from brokerkit._plugins import connect
 from brokerkit.aio._connect import connect as aconnect
 from brokerkit.cli._output import cell, err, hide_secrets_of, visible
 from brokerkit.cli._url import URL_ENV
+from brokerkit.exceptions import InvalidOption
 from brokerkit.worker import StatsSnapshot, Worker
 from brokerkit.worker._worker_async import AsyncWorker
 
@@ -132,7 +133,12 @@ def _run_worker(
     if grace is not None:
         found.grace = grace
     if concurrency is not None:
-        found.set_concurrency(concurrency)
+        try:
+            found.set_concurrency(concurrency)
+        except InvalidOption as exc:  # past the most slots its handlers may have
+            raise typer.BadParameter(
+                str(exc).removeprefix("concurrency "), param_hint="--concurrency"
+            ) from None
     live = err.is_terminal
     display = _Display(found, live, interval or (0.5 if live else 10.0))
     if isinstance(found, AsyncWorker):
