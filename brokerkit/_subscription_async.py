@@ -123,6 +123,8 @@ class AsyncSubscription:
         self._ended = Event()
         self._closers: set[Any] = set()
         self._closing = threading.Lock()
+        # Whether a closing took the buffer to hand it back (under _closing).
+        self._taken = False
         # The event loop the subscription belongs to (None in the sync API).
         self._home = home_loop()
         # The deliveries its loops handed out with their hooks open, for close to end
@@ -301,8 +303,11 @@ class AsyncSubscription:
         own as soon as the receive's fetch has ended, and that receive raises
         :class:`BrokerClosed`. (Under asyncio such a callback can only start a task,
         whose close waits for the closing's end as any other does.)
+
+        Under asyncio, called on another event loop than the subscription's, it is
+        carried out on that loop, as the broker's close is.
         """
-        await self._close(self._mark_closed())
+        await self._close_at_home(self._mark_closed())
 
     def _mark_closed(self) -> bool:
         """Mark the subscription closed (from any thread) and wake a fetch of it that
@@ -330,8 +335,15 @@ class AsyncSubscription:
 
     async def _close_at_home(self, first: bool) -> None:
         """:meth:`_close`, on the event loop the subscription belongs to: its broker
-        may be closed from another thread's loop."""
-        if not await on_loop(self._home, functools.partial(self._close, first), _CLOSE_WAIT):
+        may be closed from another thread's loop. If that loop stops before the
+        closing has taken what is buffered there (its thread shutting down), the
+        closing is done here instead, and the one sent there does not hand back again
+        should the loop run once more."""
+        if await on_loop(self._home, functools.partial(self._close, first), _CLOSE_WAIT):
+            return
+        if _stopped(self._home) and not self._taken:
+            await shielded(self._finish_close, self._closers)
+        if not self._ended.is_set():
             log.warning(
                 "gave up waiting for the close of %r on its event loop, in another thread "
                 "(the loop stopped, or %d s passed); its leases run out on their own",
@@ -344,7 +356,7 @@ class AsyncSubscription:
         """Wait for the fetches of cancelled receives, hand back what is buffered and
         unsubscribe; the broker lets the subscription go at the end. Without its
         event loop, which does not run, a receive pending there is not waited for."""
-        buffered: list[AsyncDelivery] = []
+        buffered: list[AsyncDelivery] | None = []
         try:
             if _stopped(self._home):
                 # A receive pending there holds the lock for ever: not waited for.
@@ -354,14 +366,16 @@ class AsyncSubscription:
                     # The lock held, no receive leaves a fetch running any more.
                     await settle_orphans(self._orphans, MAX_FETCH_WAIT)
                     buffered = self._take_buffered()
+            if buffered is None:  # taken by another closing (see _close_at_home)
+                return
             await self.broker._unsubscribe(self, buffered)
         except BrokerError as exc:
             log.warning(
                 "could not hand back %d delivery(ies) of %r on close: %s",
-                len(buffered),
+                len(buffered or ()),
                 self,
                 exc,
-                extra=subscription_fields(self, buffered),
+                extra=subscription_fields(self, buffered or []),
             )
         finally:
             if self._held is not None:
@@ -369,9 +383,14 @@ class AsyncSubscription:
             self.broker._let_go(self)
             self._ended.set()
 
-    def _take_buffered(self) -> list[AsyncDelivery]:
+    def _take_buffered(self) -> list[AsyncDelivery] | None:
         """Empty the buffer one delivery at a time (a receive's lock-free popleft in
-        another thread takes each one it gets out of the hand-back)."""
+        another thread takes each one it gets out of the hand-back); None if a closing
+        took it before (only one closing hands back and unsubscribes)."""
+        with self._closing:
+            if self._taken:
+                return None
+            self._taken = True
         taken = []
         buffer = self._buffer
         while buffer:

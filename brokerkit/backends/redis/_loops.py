@@ -16,7 +16,7 @@ of it) claim the loop of its first call and refuse every other:
   sockets of the broker's connections are closed where they stand, its background
   work (lease renewals, reapers) is told to stop (it ends if that loop runs again),
   and what its subscriptions fetched is not handed back (the leases run out on their
-  own). A close never leaves the broker half-closed.
+  own; a warning says how many). A close never leaves the broker half-closed.
 
 Sync brokers are left as they are (their methods are no coroutines).
 """
@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 
 from brokerkit._acompat import on_loop, shielded
 from brokerkit._capabilities import Capability
-from brokerkit._logging import log_fields
+from brokerkit._logging import log_fields, subscription_fields
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait
 from brokerkit.exceptions import Unsupported
 
@@ -143,11 +143,25 @@ def _unsubscribe_anywhere(unsubscribe: _Method) -> _Method:
 
     @functools.wraps(unsubscribe)
     async def unsubscribed(self: Any, subscription: Any, unreturned: list[Any]) -> None:
+        def without() -> None:
+            _drop_connections(_listener(subscription))
+            if unreturned:
+                log.warning(
+                    "could not hand back %d delivery(ies) of %r: its broker's event loop, "
+                    "%r, does not run (its connections belong to it); they come back "
+                    "when their leases run out. Close the broker on its own loop, "
+                    "before that loop stops, to hand them back at once",
+                    len(unreturned),
+                    subscription,
+                    _home(self),
+                    extra=subscription_fields(subscription, unreturned),
+                )
+
         await _at_home(
             self,
             f"the close of {subscription!r}",
             lambda: unsubscribe(self, subscription, unreturned),
-            lambda: _drop_connections(_listener(subscription)),
+            without,
         )
 
     return unsubscribed
