@@ -2,9 +2,11 @@
 
 Every pull waits for its own end (all it asked for, or the server's 404/408 status),
 so that no pull request is left open on the server to lease messages into an inbox
-nobody reads. A pull asks first without waiting (``no_wait``: whatever is there, up
-to the batch); only when nothing is there does it wait, for one message, and then
-takes what else is ready without waiting.
+nobody reads; a ``no_wait`` one the server never ends (the group's ``MaxAckPending``
+holds it up) has the reader move to a new inbox, which makes the server drop it.
+A pull asks first without waiting (``no_wait``: whatever is there, up to the batch);
+only when nothing is there does it wait, for one message, and then takes what else
+is ready without waiting.
 
 A pull that nobody answers (status 503, "no responders") means the group's durable
 consumer is gone: deleted, or its stream was. It raises :class:`ConsumerGone`, for
@@ -78,6 +80,10 @@ class Reader:
     async def open(self) -> None:
         """Start listening on the inbox."""
         nc = self._nc = await self._client.connection()
+        await self._listen(nc)
+
+    async def _listen(self, nc: Client) -> None:
+        """Listen on a new inbox (what came to one before stays queued)."""
         self._inbox = nc.new_inbox()
 
         async def arrived(msg: Msg) -> None:
@@ -85,6 +91,16 @@ class Reader:
 
         self._client.watch([self._next_subject, self._inbox], self._told_refused)
         self._sub = await nc.subscribe(self._inbox, cb=arrived)
+
+    async def _move(self, nc: Client) -> None:
+        """Move to a new inbox: the server drops a pull request whose inbox nobody
+        listens to, rather than lease what it would bring (see :meth:`_request`)."""
+        old, inbox = self._sub, self._inbox
+        self._client.unwatch([self._next_subject, inbox], self._told_refused)
+        await self._listen(nc)
+        if old is not None:
+            with contextlib.suppress(Exception):  # (the connection is gone: so is it)
+                await old.unsubscribe()
 
     def _told_refused(self, denied: PermissionDenied) -> None:
         """The server's permissions refused a pull of this group (of this reader's,
@@ -149,7 +165,13 @@ class Reader:
         while len(got) < batch:
             left = deadline - time.monotonic()
             if left <= 0:
-                break  # the end never came: what this pull brings later is a straggler
+                # The end never came: what this pull brings later is a straggler. A
+                # no_wait pull the group's MaxAckPending holds up (it holds that many,
+                # or the batch is larger) is never ended: the server keeps it, and
+                # leases to it as acks make room. Nobody listening, it drops it.
+                if expires is None and nc.is_connected:
+                    await self._move(nc)
+                break
             if not nc.is_connected or self._client.generation != generation:
                 break  # lost with the connection: its answer will never come
             try:
@@ -164,6 +186,9 @@ class Reader:
             status = _status(msg)
             if status is None:
                 got.append((sent, msg, None if expires is None else arrived))
+                # (a large batch may take the server longer than _SLACK to send: its
+                # end is awaited while it still comes)
+                deadline = max(deadline, arrived + _SLACK)
             elif status == _NO_RESPONDERS and not got:
                 raise ConsumerGone(self._next_subject)
             elif status in _ENDS or status == _NO_RESPONDERS:
