@@ -47,7 +47,7 @@ from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._stream_fields import escaped_text
 from brokerkit.backends.redis.pubsub.decoding import decode_published
-from brokerkit.backends.redis.pubsub.gap import Gap
+from brokerkit.backends.redis.pubsub.gap import Gap, GapReport
 from brokerkit.backends.redis.pubsub.globs import redis_glob, redis_literal
 from brokerkit.backends.redis.pubsub.listener import (
     DEFAULT_SOCKET_TIMEOUT,
@@ -108,6 +108,7 @@ class RedisPubSubBroker(WakesOnClose, Broker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
+        GapReport.check(self.options.on_gap)
         # No blocking command here: every read is bounded, so a frozen server fails a
         # publish (after reconnect_timeout) instead of hanging it. The reconnector does
         # all the retrying (the client's own would multiply the waits on a frozen server).
@@ -326,7 +327,7 @@ class RedisPubSubBroker(WakesOnClose, Broker):
         listener: ChannelListener = subscription.state
         received, gap = listener.read(max_messages, timeout)
         if gap is not None and self.options.on_gap is not None:
-            self.options.on_gap(gap)
+            GapReport.tell(self.options.on_gap, gap)
         topics = self._topics
         deliveries = []
         # Each delivery's receipt is its place in the subscription's stream, so that

@@ -45,7 +45,7 @@ from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._stream_fields import escaped_text
 from brokerkit.backends.redis.pubsub.decoding import decode_published
-from brokerkit.backends.redis.pubsub.gap import Gap
+from brokerkit.backends.redis.pubsub.gap import AsyncGapReport, Gap
 from brokerkit.backends.redis.pubsub.globs import redis_glob, redis_literal
 from brokerkit.backends.redis.pubsub.listener_async import (
     DEFAULT_SOCKET_TIMEOUT,
@@ -106,6 +106,7 @@ class AsyncRedisPubSubBroker(WakesOnClose, AsyncBroker):
 
     def __init__(self, url: BrokerURL, options: BrokerOptions) -> None:
         super().__init__(url, options)
+        AsyncGapReport.check(self.options.on_gap)
         # No blocking command here: every read is bounded, so a frozen server fails a
         # publish (after reconnect_timeout) instead of hanging it. The reconnector does
         # all the retrying (the client's own would multiply the waits on a frozen server).
@@ -324,7 +325,7 @@ class AsyncRedisPubSubBroker(WakesOnClose, AsyncBroker):
         listener: AsyncChannelListener = subscription.state
         received, gap = await listener.read(max_messages, timeout)
         if gap is not None and self.options.on_gap is not None:
-            self.options.on_gap(gap)
+            await AsyncGapReport.tell(self.options.on_gap, gap)
         topics = self._topics
         deliveries = []
         # Each delivery's receipt is its place in the subscription's stream, so that

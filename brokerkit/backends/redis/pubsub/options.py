@@ -50,7 +50,9 @@ class RedisPubSubOptions(RedisOptions):
     ping_interval: float = 5.0
     #: Called with a :class:`Gap`, in the consuming thread (or task), when a
     #: subscription has resubscribed after losing its connection, before any
-    #: delivery received after the gap is returned. Keyword only.
+    #: delivery received after the gap is returned. Keyword only. Under
+    #: ``brokerkit.aio`` it may be an ``async def``, awaited to its end; the sync
+    #: broker refuses one (nothing there could await it).
     on_gap: Callable[[Gap], None] | None = None
 
     keyword_only: ClassVar[frozenset[str]] = frozenset({"on_gap"})
