@@ -177,7 +177,7 @@ def test_a_dead_letter_refused_for_another_reason_is_left_to_rabbitmq(
         sent.append(args)
         raise InvalidMessage("over RabbitMQ's max_message_size")
 
-    monkeypatch.setattr(kombu_settle, "send_confirmed", refuse)
+    monkeypatch.setattr(kombu_settle, "send_transacted", refuse)
     with caplog.at_level(logging.WARNING, logger="brokerkit.kombu"):
         delivery.nack(requeue=False)
     monkeypatch.undo()

@@ -47,6 +47,8 @@ __all__ = ["rabbitmq"]
 
 #: basic.ack (class 60, method 80): a confirm, from the server.
 _CONFIRM = struct.pack(">HH", 60, 80)
+#: tx.commit-ok (class 90, method 21): dead letters are committed, not confirmed.
+_COMMIT_OK = struct.pack(">HH", 90, 21)
 
 
 class _AlarmAfterConfirm(Alarm):
@@ -76,7 +78,7 @@ class _AlarmAfterConfirm(Alarm):
             while data := upstream.recv(65536):
                 buffer += data
                 for frame in _frames(buffer):
-                    confirm = frame[0] == 1 and frame[7:11] == _CONFIRM
+                    confirm = frame[0] == 1 and frame[7:11] in (_CONFIRM, _COMMIT_OK)
                     with lock:
                         if confirm and state["published"]:
                             state["published"] = False

@@ -83,6 +83,9 @@ class Link(Topology):
         self.generation = 0
         self._connection = kombu_connection(url, options, name)
         self._publisher: Any = None
+        #: The dead letters' channel, in transaction mode, and what RabbitMQ returned
+        #: of it (see :meth:`transacted`).
+        self._transacted: tuple[Any, Confirms] | None = None
         #: The publisher channel's confirms.
         self.confirms = Confirms()
         self._declared: set[str] = set()
@@ -223,7 +226,7 @@ class Link(Topology):
         """Forget the connection (lost): close its socket, no handshake. Its channels
         read closed from now on, and :attr:`generation` moves on at once: a lease of it
         is stale before anything reconnects (and :attr:`on_drop` is told)."""
-        self._publisher = None
+        self._publisher = self._transacted = None
         self._declared.clear()
         self.generation += 1
         with contextlib.suppress(Exception):  # it is being thrown away
@@ -357,20 +360,35 @@ class Link(Topology):
             self._publisher = channel
         return channel
 
+    def transacted(self) -> tuple[Any, Confirms]:
+        """The channel dead letters are published on, in transaction mode (committed
+        only once RabbitMQ read them: see :func:`._publish.send_transacted`), and the
+        record of what it returned (``basic.return``)."""
+        if self._transacted is None or not self._transacted[0].is_open:
+            channel = self.channel()
+            channel.tx_select()
+            returns = Confirms()
+            channel.events["basic_return"].add(returns.returned)
+            self._transacted = (channel, returns)
+        return self._transacted
+
     def drop_publisher(self, cause: BaseException | None = None) -> None:
         """Close the publisher channel (a publish failed half way, for ``cause``); the
         next publish opens a new one. A connection error or a socket timeout only
         forgets it: the connection is lost (the call drops it), and the close's
         handshake would wait out the socket timeout on it once more. Nor on a
         connection RabbitMQ blocked: it reads nothing (the close-ok would not come
-        before the alarm ends); the next call drops it."""
-        channel, self._publisher = self._publisher, None
+        before the alarm ends); the next call drops it. The dead letters' channel
+        goes the same way."""
+        channels = [self._publisher, self._transacted and self._transacted[0]]
+        self._publisher = self._transacted = None
         if isinstance(cause, self._errors) or self.blocked.reason is not None:
             return
-        if channel is not None and channel.is_open:
-            # A dead connection cannot close it: the next call reconnects.
-            with contextlib.suppress(*self._errors):
-                channel.close()
+        for channel in channels:
+            if channel is not None and channel.is_open:
+                # A dead connection cannot close it: the next call reconnects.
+                with contextlib.suppress(*self._errors):
+                    channel.close()
 
     def recent_timeout(self) -> ConnectionFailed | None:
         """Why not to publish a dead letter nobody asked for (the lease reaper's, a

@@ -1,6 +1,7 @@
 """Publishing on kombu+amqp: ``basic.publish`` on the publishing link's channel under
 publisher confirms, which returns once RabbitMQ has taken every message (a batch is
-sent at once and its confirms awaited together).
+sent at once and its confirms awaited together); dead letters in a transaction
+instead, committed once RabbitMQ has read them (:func:`send_transacted`).
 
 A message's AMQP *content header* (its properties, the ``brokerkit`` header with the
 headers among them) travels in one frame, which RabbitMQ closes the connection over
@@ -18,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import amqp  # type: ignore[import-untyped]
@@ -37,7 +38,7 @@ __all__ = [
     "fit_reason",
     "over_frame",
     "publish",
-    "send_confirmed",
+    "send_transacted",
 ]
 
 #: A content header's payload before its properties: class id, weight and body size.
@@ -92,20 +93,31 @@ def publish(link: Link, topic: str, messages: Sequence[Message]) -> None:
     link.call(send)
 
 
-def send_confirmed(link: Link, topic: str, exchange: str, messages: Sequence[Message]) -> None:
-    """Publish ``messages`` to ``exchange``, one of those declaring ``topic`` declares
-    (its own, or its dead-letter topic's), and wait for RabbitMQ to confirm every one
-    (call within :meth:`Link.call`).
+def send_transacted(link: Link, topic: str, exchange: str, messages: Sequence[Message]) -> None:
+    """Publish ``messages`` (dead letters) to ``exchange``, one of those declaring
+    ``topic`` declares (its own, or its dead-letter topic's), in a transaction
+    committed only once RabbitMQ has read them (:func:`_send_transacted`; call within
+    :meth:`Link.call`): one that runs out of ``publish_timeout`` during an alarm
+    stores nothing (the message is then rejected for RabbitMQ to dead-letter, or
+    nacked again), never a second copy next to that.
 
     :raises InvalidMessage: the headers of one do not fit in one frame of the
         connection: nothing was sent.
+    :raises PublishTimeout: see :func:`_send_transacted`.
+    :raises Refused: see :func:`_send_transacted`.
     """
     prepared = _prepare(messages)
     _check_frames(link, prepared)
-    _send_declared(link, topic, exchange, prepared)
+    _send_declared(link, topic, exchange, prepared, _send_transacted)
 
 
-def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Prepared]) -> None:
+def _send_declared(
+    link: Link,
+    topic: str,
+    exchange: str,
+    prepared: Sequence[_Prepared],
+    send: Callable[[Link, str, Sequence[_Prepared]], list[_Prepared]] | None = None,
+) -> None:
     """Declare ``topic`` (if this link has not yet) and send ``prepared`` to
     ``exchange``, confirmed. A link declares a name once per connection, and someone
     else (an operator, another process's ``delete``) may have deleted it since: a
@@ -126,6 +138,7 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
     :raises BrokerError: still routed to no queue after declaring it all anew
         :data:`_DECLARE_TRIES` times (something keeps deleting it).
     """
+    send = send or _send
     batch = list(prepared)
     # (an exchange found gone took its groups' bindings with it; a message returned
     # may have found one someone else declared anew, bound to nothing)
@@ -140,7 +153,7 @@ def _send_declared(link: Link, topic: str, exchange: str, prepared: Sequence[_Pr
             except amqp.exceptions.NotFound as exc:  # (binding to a deleted exchange)
                 link.drop_publisher(exc)
                 raise _ExchangeGone(exc, batch) from exc  # nothing of it sent
-            batch = _send(link, exchange, batch)
+            batch = send(link, exchange, batch)
         except _ExchangeGone as gone:
             # A declared exchange is gone: RabbitMQ closed the channel. What it
             # confirmed before (routed to a queue) is stored: only the rest of this
@@ -402,4 +415,87 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
             "error); the others of its queues may have taken them: publish them again "
             "once it has room"
         )
+    return [item for item in prepared if item.message.id in returned]
+
+
+#: How RabbitMQ fails a commit of which a queue rejected a message (reject-publish).
+_PARTIAL = "partial tx completion"
+
+
+def _send_transacted(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Prepared]:
+    """Send ``prepared``, ``mandatory``, on the link's transacted channel, and commit
+    them once RabbitMQ answers a ``basic.qos`` sent after them; return those it
+    returned, routed to no queue (not stored).
+
+    During a memory or disk alarm RabbitMQ stops reading a connection as it reads a
+    publish, and reads the rest once the alarm clears, of a connection the client
+    dropped too: a confirmed publish that ran out of ``publish_timeout`` was stored
+    then. Here what it read after the alarm is a publish without its commit, which
+    the connection's end rolls back: nothing is stored unless the commit went out,
+    and it goes out only once RabbitMQ has read the messages (it answered).
+
+    :raises PublishTimeout: ``publish_timeout`` ran out (the connection dropped);
+        nothing was stored unless it ran out waiting for the commit's answer.
+    :raises Refused: a queue rejected a message (``reject-publish``): RabbitMQ failed
+        the commit (the other queues took it).
+    """
+    channel, returns = link.transacted()
+    returns.take_returned()
+    deadline = link.deadline()
+    committing = False
+    try:
+        for item in prepared:
+            deadline.run(
+                functools.partial(
+                    channel.basic_publish,
+                    item.raw,
+                    exchange=exchange,
+                    routing_key="",
+                    mandatory=True,
+                )
+            )
+        deadline.run(functools.partial(channel.basic_qos, 0, 0, False))
+        committing = True
+        deadline.run(channel.tx_commit)
+    except Expired:
+        blocked = link.blocked.reason
+        link.abandon()  # (a frame may be half written; a channel close would wait)
+        link.timed_out = time.monotonic()
+        raise PublishTimeout(
+            f"RabbitMQ on {link.url} did not take {len(prepared)} message(s) published "
+            f"to {exchange!r} within publish_timeout={deadline.seconds:g}s: "
+            + (
+                f"it blocked the connection ({blocked}): a memory or disk alarm stops "
+                "it reading from publishers until the alarm clears (see its log)"
+                if blocked is not None
+                else "it did not answer (overloaded?)"
+            )
+            + (
+                "; they may or may not have been stored (the commit was sent)"
+                if committing
+                else "; none was stored (their transaction was not committed)"
+            )
+            + ". The connection was dropped: the next call connects anew"
+        ) from None
+    except amqp.exceptions.NotFound as exc:
+        link.drop_publisher(exc)
+        raise _ExchangeGone(exc, list(prepared)) from exc  # (nothing committed)
+    except amqp.exceptions.PreconditionFailed as exc:
+        link.drop_publisher(exc)
+        if _PARTIAL not in str(exc):
+            raise  # (over max_message_size: Link.call says so)
+        raise Refused(
+            f"RabbitMQ refused {len(prepared)} message(s) published to {exchange!r} "
+            f"({_PARTIAL}: a queue bound to it is full and rejects publishes, as its "
+            "overflow setting reject-publish says); the others of its queues took "
+            "them: publish them again once it has room"
+        ) from None
+    except Exception as exc:
+        link.drop_publisher(exc)
+        raise
+    except BaseException:
+        link.abandon()  # (interrupted: as _send)
+        raise
+    link.timed_out = None
+    returned = returns.take_returned()
     return [item for item in prepared if item.message.id in returned]

@@ -20,7 +20,7 @@ from brokerkit.backends.kombu._blocked import PublishTimeout, keeping_alive
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
-from brokerkit.backends.kombu._publish import Refused, fit_reason, over_frame, send_confirmed
+from brokerkit.backends.kombu._publish import Refused, fit_reason, over_frame, send_transacted
 from brokerkit.backends.kombu._reader import Lease, Reader
 from brokerkit.exceptions import BrokerError, InvalidMessage, StaleDelivery
 
@@ -233,9 +233,11 @@ class AMQPSettling:
         too when its publish runs out of ``publish_timeout`` (a memory or disk
         alarm), and without trying while a publish of the link did so within the
         last :data:`~._link.ALARM_QUIET` seconds, none confirmed since: each try
-        would wait ``publish_timeout`` holding the reading connection, and each copy
-        sent may be stored once the alarm clears. Otherwise the timeout is raised
-        (the message stays held).
+        would wait ``publish_timeout`` holding the reading connection. Otherwise the
+        timeout is raised (the message stays held). Either way it is dead-lettered
+        once: the dead letter is a transaction committed only once RabbitMQ has read
+        it (:func:`~._publish.send_transacted`), and one that timed out before its
+        commit went out is not stored when RabbitMQ reads it after the alarm.
         """
         message = lease.delivery.message
         topic = lease.reader.subscription.topic
@@ -251,7 +253,7 @@ class AMQPSettling:
         def send(letter: Message) -> None:
             letter = fit_reason(publishing, letter, "x-dead-letter-reason")
             publishing.ensure_topic(topic)
-            send_confirmed(publishing, topic, publishing.names.exchange(dead_topic), [letter])
+            send_transacted(publishing, topic, publishing.names.exchange(dead_topic), [letter])
 
         def refused(why: BrokerError) -> None:
             log.warning(
