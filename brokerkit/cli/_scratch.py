@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -54,7 +55,12 @@ def remove_keys(url: BrokerURL, prefix: str) -> int:
     Never raises: a key that could not be removed is reported on stderr with the
     command that removes it.
     """
-    hint = f"remove them with: redis-cli --scan --pattern '{prefix}*' | xargs redis-cli unlink"
+    cli = _redis_cli(url)
+    hint = f"remove them with: {cli} --scan --pattern '{prefix}*' | xargs {cli} unlink"
+    if url.query.get("sentinel"):
+        hint += " (on the master the Sentinels name)"
+    elif url.query.get("cluster", "").lower() in ("1", "true", "yes", "on"):
+        hint += " (on each master of the cluster)"
     try:
         from brokerkit.backends.redis._unlink import unlink_prefixed
 
@@ -62,3 +68,19 @@ def remove_keys(url: BrokerURL, prefix: str) -> int:
     except Exception as exc:
         err.print(f"could not remove the keys under {prefix!r} ({type(exc).__name__}); {hint}")
         return 0
+
+
+def _redis_cli(url: BrokerURL) -> str:
+    """``redis-cli`` with the options that reach the server of ``url`` (its first host,
+    database, TLS, ACL user): a bare ``redis-cli`` talks to localhost:6379, database 0.
+    A password is asked for (``--askpass``), never written out."""
+    path = url.path.strip("/")
+    db = url.query.get("db") or (path if path.isdigit() else "0")
+    words = ["redis-cli", "-h", url.host or "localhost", "-p", str(url.port or 6379), "-n", db]
+    if url.scheme.startswith("rediss"):
+        words.append("--tls")
+    if url.username:
+        words += ["--user", url.username]
+    if url.password is not None:
+        words.append("--askpass")
+    return shlex.join(words)
