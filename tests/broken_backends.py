@@ -18,6 +18,7 @@ from typing import ClassVar
 from brokerkit import Capability, Delivery, Message, TopicInfo
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
+from brokerkit._topics import dead_letter_topic_of
 from brokerkit.backends.memory import MemoryBroker, MemoryOptions
 from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 from tests.broken_api_backends import (
@@ -518,6 +519,81 @@ class DriverErrorOnClose(MemoryBroker):
         return fetched
 
 
+class LastLevelDropsPastMaxDeliveries(MemoryBroker):
+    """A message past ``max_deliveries`` on a topic of the last dead-letter level is
+    dropped, as a backend that breaks the loop there would: only a rejection comes back
+    as a dead letter."""
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        limit = self.options.max_deliveries
+        at_limit = limit is not None and lease.attempt >= limit
+        if requeue and at_limit and dead_letter_topic_of(topic_name) == topic_name:
+            return
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
+
+
+class DeadLetteredCountsAnyGroup(MemoryBroker):
+    """inspect's dead_lettered is what the dead-letter topic's least-behind group has
+    not settled, whatever the group: a tail from "latest" that read the newest dead
+    letter clears the count of those nobody dealt with."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        dead = super()._inspect(dead_letter_topic_of(topic))
+        counts = [info.dead_lettered, *((g.lag or 0) + g.pending for g in dead.groups)]
+        return dataclasses.replace(info, dead_lettered=min(counts))
+
+
+class DeadLetteredIgnoresTheDlqGroup(MemoryBroker):
+    """inspect's dead_lettered counts by the dead-letter topic's default group only:
+    what ``brokerkit dlq`` (the ``brokerkit-dlq`` group) read and acked still counts."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        dead = super()._inspect(dead_letter_topic_of(topic))
+        counts = [
+            dead.length,
+            *((g.lag or 0) + g.pending for g in dead.groups if g.name == "default"),
+        ]
+        return dataclasses.replace(info, dead_lettered=min(counts))
+
+
+class DelayedPublishDropsHeaders(MemoryBroker):
+    """A delayed publish is held without its headers, as a backend that holds a
+    compact form of the message (its id and body) would: it arrives with none."""
+
+    def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
+        bare = [dataclasses.replace(m, headers={}) for m in messages]
+        super()._publish_delayed(topic, bare, delay)
+
+
+class DelayedRetryLosesContentType(MemoryBroker):
+    """A delayed retry comes back labelled ``application/octet-stream``, as a backend
+    that holds the payload without its envelope would."""
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        if requeue and delay:
+            raw = dataclasses.replace(lease.message, content_type="application/octet-stream")
+            lease = dataclasses.replace(lease, message=raw)
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
+
+
 #: Every broken backend, by the name its test class gets.
 
 
@@ -609,4 +685,9 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "folds_text_types": FoldsTextTypes,
     "patterns_swap_reversed_ranges": PatternsSwapReversedRanges,
     "delayed_retry_past_max_deliveries": DelayedRetryPastMaxDeliveries,
+    "last_level_drops_past_max_deliveries": LastLevelDropsPastMaxDeliveries,
+    "dead_lettered_counts_any_group": DeadLetteredCountsAnyGroup,
+    "dead_lettered_ignores_the_dlq_group": DeadLetteredIgnoresTheDlqGroup,
+    "delayed_publish_drops_headers": DelayedPublishDropsHeaders,
+    "delayed_retry_loses_content_type": DelayedRetryLosesContentType,
 }

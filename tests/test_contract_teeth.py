@@ -449,6 +449,33 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
             "a delayed nack at max_deliveries dead-letters at once, but inspect counts 1 held"
         ),
     },
+    "last_level_drops_past_max_deliveries": {
+        "test_the_last_dead_letter_level_is_its_own_dead_letter_topic": (
+            "the dead letter of a message past max_deliveries did not come back"
+        ),
+    },
+    "dead_lettered_counts_any_group": {
+        "test_dead_lettered_counts_by_the_groups_that_deal_with_them": (
+            "a group 'tail' read and acked all 3 dead letters, and dead_lettered is 0, not 3"
+        ),
+    },
+    "delayed_publish_drops_headers": {
+        "test_a_held_message_arrives_as_it_was_published": (
+            "a delayed publish arrives exactly as it was published: headers"
+        ),
+    },
+    "delayed_retry_loses_content_type": {
+        "test_a_held_message_arrives_as_it_was_published": (
+            "a delayed retry arrives exactly as it was published: content type "
+            "'application/octet-stream', not 'application/x-protobuf'"
+        ),
+    },
+    "dead_lettered_ignores_the_dlq_group": {
+        "test_dead_lettered_counts_by_the_groups_that_deal_with_them": (
+            "brokerkit-dlq read and acked 2 of 3 dead letters (the default group none), and "
+            "dead_lettered is 3, not 1"
+        ),
+    },
 }
 
 _SUITE = """

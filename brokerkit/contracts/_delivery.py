@@ -210,19 +210,33 @@ class DeliveryContract:
         The dead-letter topic of a topic that already ends with
         :data:`~brokerkit._topics.MAX_DEAD_LETTER_LEVELS` ``.dlq`` suffixes is that topic
         (:meth:`~brokerkit.Broker.dead_letter_topic`), so that no name grows past what
-        a subscribe accepts: a message rejected there comes back to its subscribers as
-        a dead letter, with its reason."""
+        a subscribe accepts: a message rejected there, or past its ``max_deliveries``
+        there, comes back to its subscribers as a new dead letter, with its id, body,
+        headers, reason, ``x-original-topic`` naming that topic and ``x-deliveries``
+        (neither is dropped to break the loop)."""
         promise = "the last dead-letter level is its own dead-letter topic"
-        broker = contract.broker()
+        broker = contract.broker(max_deliveries=2)
         topic = contract.topic("last") + DEAD_LETTER_SUFFIX * MAX_DEAD_LETTER_LEVELS
         assert broker.dead_letter_topic(topic) == topic, promise
         subscription = broker.subscribe(topic)
-        broker.publish(topic, "job")
+        broker.publish(topic, "job", headers={"trace-id": "t1"})
         rejected = contract.expect(subscription, promise)
         rejected.nack(requeue=False, reason="bad input")
         dead = contract.expect(subscription, f"{promise}: the dead letter did not come back")
-        assert dead.body == "job", promise
-        assert dead.headers.get("x-dead-letter-reason") == "bad input", promise
+        _check_dead_letter(dead, rejected, "job", broker, topic, 1, "bad input")
+        dead.ack()
+        # Past max_deliveries there too: the requeues use it up, and it comes back.
+        broker.publish(topic, "poison", headers={"trace-id": "t1"})
+        first = contract.expect(subscription, promise)
+        first.nack(requeue=True)
+        last = contract.expect(subscription, f"{promise}: a requeued message did not come back")
+        assert (last.id, last.attempt) == (first.id, 2), f"{promise}: requeued as attempt 2"
+        last.nack(requeue=True)
+        dead = contract.expect(
+            subscription,
+            f"{promise}: the dead letter of a message past max_deliveries did not come back",
+        )
+        _check_dead_letter(dead, last, "poison", broker, topic, 2, "max_deliveries")
         dead.ack()
 
     @requires(Capability.ACK | Capability.DEAD_LETTER)

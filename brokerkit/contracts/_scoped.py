@@ -8,7 +8,7 @@ import time
 import pytest
 
 from brokerkit._capabilities import Capability
-from brokerkit._inspect import GroupInfo
+from brokerkit._inspect import DLQ_GROUP, GroupInfo
 from brokerkit.contracts._harness import ContractEnv, requires
 from brokerkit.exceptions import StaleDelivery, Unsupported
 
@@ -378,6 +378,52 @@ class ScopeContract:
         assert dead == 0, (
             f"{promise}: every dead letter was received and acked from "
             f"{broker.dead_letter_topic(topic)!r}, dead_lettered is still {dead}"
+        )
+
+    @requires(Capability.ACK | Capability.DEAD_LETTER | Capability.FANOUT | Capability.REPLAY)
+    def test_dead_lettered_counts_by_the_groups_that_deal_with_them(
+        self, contract: ContractEnv
+    ) -> None:
+        """dead_lettered counts by the default and brokerkit-dlq groups, the fewer.
+
+        Of the dead-letter topic's groups, only those that deal with dead letters
+        count (:data:`~brokerkit._inspect.DEAD_LETTER_GROUPS`): its default group and
+        ``brokerkit-dlq``, the one ``brokerkit dlq`` reads with; ``dead_lettered`` is
+        the fewer either has not settled. Another group, a tail from ``"latest"``
+        that read and acked every dead letter, clears nothing."""
+        promise = "dead_lettered counts by the groups that deal with dead letters"
+        count = 3
+        broker = contract.broker()
+        topic = contract.topic("dead-groups")
+        dead_letter_topic = broker.dead_letter_topic(topic)
+        subscription = broker.subscribe(topic)
+        tail = broker.subscribe(dead_letter_topic, group="tail", start="latest")
+        broker.publish_many(topic, range(count))
+        for _ in range(count):
+            contract.expect(subscription, promise).nack(requeue=False)
+        for _ in range(count):
+            contract.expect(tail, f"{promise}: the tail got no dead letter").ack()
+        deadline = time.monotonic() + contract.grace
+        while broker.inspect(topic).dead_lettered < count and time.monotonic() < deadline:
+            contract.expect_nothing(tail, f"{promise}: an acked dead letter came back")
+        dead = broker.inspect(topic).dead_lettered
+        assert dead == count, (
+            f"{promise}: a group 'tail' read and acked all {count} dead letters, and "
+            f"dead_lettered is {dead}, not {count}: that group does not count"
+        )
+        # The default group, which has read nothing, and brokerkit-dlq, which deals with
+        # all but one: the fewer is one.
+        broker.subscribe(dead_letter_topic)
+        reader = broker.subscribe(dead_letter_topic, group=DLQ_GROUP, start="earliest")
+        for _ in range(count - 1):
+            contract.expect(reader, f"{promise}: {DLQ_GROUP} got no dead letter").ack()
+        deadline = time.monotonic() + contract.grace
+        while broker.inspect(topic).dead_lettered > 1 and time.monotonic() < deadline:
+            contract.expect_nothing(tail, f"{promise}: an acked dead letter came back")
+        dead = broker.inspect(topic).dead_lettered
+        assert dead == 1, (
+            f"{promise}: {DLQ_GROUP} read and acked {count - 1} of {count} dead letters "
+            f"(the default group none), and dead_lettered is {dead}, not 1"
         )
 
     @requires(Capability.BOUNDED | Capability.PERSISTENT)

@@ -21,6 +21,7 @@ from brokerkit.contracts._harness import (
     Timeline,
     missing_capabilities,
 )
+from brokerkit.contracts._held import HeldMessageContract
 from brokerkit.contracts._leases import LeaseContract
 from brokerkit.contracts._messages import MessageContract
 from brokerkit.contracts._payloads import PayloadContract
@@ -36,6 +37,7 @@ class BrokerContract(
     PayloadContract,
     DeliveryContract,
     DelayContract,
+    HeldMessageContract,
     LeaseContract,
     GroupContract,
     ScopeContract,
