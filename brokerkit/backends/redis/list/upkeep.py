@@ -14,18 +14,26 @@ __all__ = ["INSPECT", "PURGE", "RESCUE"]
 #: ARGV[8] a live consumer whose orphans to hand back too ("" : none); ARGV[9] at
 #: most this many leases looked at per call (a group or a dead consumer's leases
 #: past it are left for the next call: a due group is split, a dead consumer stays
-#: registered as dead until its lease hash is empty).
+#: registered as dead until its lease hash is empty); ARGV[10] a consumer whose lease
+#: hash the caller read, being too big for a script to read (see unfold), ARGV[11] a
+#: lease group of its to unfold or "", ARGV[12] the index that group is cut at, and
+#: ARGV[13...] the names of the fields to look at (none of these: the call reads no hash
+#: of more than UNFOLD_READ fields, and names the first such consumer in its reply).
 #: Also moves held messages that are due to the queue.
 #: Returns {deliveries handed back, ms until the next lease group or held message is
 #: due or -1 (0 when work was left for the next call), orphans, lease groups visited
 #: (``limit`` when more may be due), held messages moved to the queue, ms until the next
 #: held message is due or -1, the dead consumers left alone because a batch of theirs
-#: was not declared}.
+#: was not declared, and {consumer, lease group or ""} of a lease hash for the caller to
+#: read, or nil}.
 RESCUE = with_preamble(
     r"""
 local t = now_ms()
 local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
 local moved, more = 0, false
+local GIVEN_OF, GIVEN_GROUP, GIVEN_CUT = ARGV[10] or '', ARGV[11] or '', tonumber(ARGV[12] or '')
+local GIVEN = {unpack(ARGV, 13)}
+local UNREAD = false  -- {C, group}: the first lease hash too big to read here
 local scored = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'WITHSCORES', 'LIMIT', 0, limit)
 local due, scores = {}, {}
 for i = 1, #scored, 2 do
@@ -92,10 +100,12 @@ end
 -- next call, and g shrinks to the receipts below them, gone when none is left: each
 -- call takes at least one lease out of it and writes at most that many members, and
 -- once g claims no more than UNFOLD_OVER times the leases held, it is walked. The hash
--- is read whole (no command reads part of one), its fields' names only, so only while
--- it holds at most UNFOLD_READ of them (a read of 10,000 took 6 ms of server time);
--- past that g is walked, and the caller's calls are bounded (see the consumer's
--- maintenance). Returns how many members it wrote, or nil when g is no such group.
+-- is read whole (the ACL grants no command that reads part of one), its fields' names
+-- only, here only while it holds at most UNFOLD_READ of them (a read of 10,000 took 6
+-- ms of server time); past that the call names C and g in its reply, and the caller
+-- reads the names outside any script and gives the latest `most` of g's, and the index
+-- below them, to its next call (ARGV[10...]). Returns how many members it wrote (0 for
+-- a hash left to the caller), or nil when g is no such group.
 local UNFOLD_OVER, UNFOLD_READ = 4, 4000
 local function unfold(g, score, most)
   local nonce, first, n, tail = group_parts(g)
@@ -104,11 +114,21 @@ local function unfold(g, score, most)
   if flags_of(C, nonce) then return nil end
   local leases = leases_of(C)
   local held = redis.call('HLEN', leases)
-  if held == 0 or held > UNFOLD_READ or n <= UNFOLD_OVER * held then return nil end
+  if held == 0 or n <= UNFOLD_OVER * held then return nil end
+  local names, cut = GIVEN, first  -- the members are the leases from index cut on
+  if GIVEN_OF ~= C or GIVEN_GROUP ~= g then
+    if held > UNFOLD_READ then
+      UNREAD = UNREAD or {C, g}
+      return 0
+    end
+    names = redis.call('HKEYS', leases)
+  elseif GIVEN_CUT and GIVEN_CUT > first and GIVEN_CUT < first + n then
+    cut = GIVEN_CUT
+  end
   local indexes, fields, found = {}, {}, 0
   local sub, find, width, last = string.sub, string.find, #nonce, first + n
   local whole = #tail - 1
-  for _, f in ipairs(redis.call('HKEYS', leases)) do
+  for _, f in ipairs(names) do
     -- '<nonce><index>' (the hash names C) or '<nonce><index>:<C>'
     if find(f, nonce, 1, true) == 1 then
       local colon, i = find(f, ':', width + 1, true), nil
@@ -123,11 +143,10 @@ local function unfold(g, score, most)
       end
     end
   end
-  local cut = first  -- the members are the leases from index cut on
   if found > most then
     local chosen = {}
     for j = 1, found do chosen[j] = indexes[j] end
-    cut = kth_largest(chosen, most)
+    cut = math.max(cut, kth_largest(chosen, most))
   end
   local members, m = {}, 0
   for j = 1, found do
@@ -142,6 +161,27 @@ local function unfold(g, score, most)
   return m / 2
 end
 local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
+-- At most `most` of the leases an earlier version recorded in dead consumer C's lease
+-- hash: their fields and records. The hash's names are read here while it holds at most
+-- UNFOLD_READ (see unfold), else given by the caller (ARGV[13...]); none when neither,
+-- the reply naming C for the caller to read them.
+local function recorded_leases(C, most)
+  local leases, names = leases_of(C), GIVEN
+  if GIVEN_OF ~= C or GIVEN_GROUP ~= '' then
+    if redis.call('HLEN', leases) > UNFOLD_READ then
+      UNREAD = UNREAD or {C, ''}
+      return {}, {}
+    end
+    names = redis.call('HKEYS', leases)
+  end
+  local fields = {unpack(names, 1, math.max(math.min(most, #names), 0))}
+  local values = #fields > 0 and redis.call('HMGET', leases, unpack(fields)) or {}
+  local kept, records = {}, {}
+  for j, f in ipairs(fields) do
+    if values[j] then kept[#kept + 1], records[#records + 1] = f, values[j] end
+  end
+  return kept, records
+end
 -- Whether this call would dead-letter a delivery it hands back (at max_deliveries):
 -- read before anything is written (see dead_letters_ok), over the latest `budget`
 -- receipts of every due group (all this call may look at) and every dead consumer of
@@ -181,10 +221,10 @@ local function would_dead_letter()
       end
     end
     if nonces then
-      local records = redis.call('HGETALL', leases_of(C))
-      for j = 1, #records, 2 do
-        local expiry = redis.call('HGET', EXPIRY, receipt_of(records[j], C))
-        local _, e = record_of(records[j], records[j + 1], expiry)
+      local fields, records = recorded_leases(C, budget)
+      for j, f in ipairs(fields) do
+        local expiry = redis.call('HGET', EXPIRY, receipt_of(f, C))
+        local _, e = record_of(f, records[j], expiry)
         if dies(e, true) then return true end
       end
     end
@@ -343,10 +383,8 @@ for _, C in ipairs(dead) do
     end
   end
   -- and the leases earlier versions recorded in its lease hash
-  local names = redis.call('HKEYS', leases)  -- cheap beside handing them back
-  local fields, values, receipts = {unpack(names, 1, math.max(math.min(budget, #names), 0))}, {}, {}
-  if #fields > 0 then values = redis.call('HMGET', leases, unpack(fields)) end
-  if #names > #fields then left = true end
+  local fields, values = recorded_leases(C, budget)
+  local receipts = {}
   for j, f in ipairs(fields) do receipts[j] = receipt_of(f, C) end
   local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
   for j, r in ipairs(receipts) do
@@ -356,6 +394,7 @@ for _, C in ipairs(dead) do
   budget = budget - #receipts
   call_chunked('HDEL', EXPIRY, receipts, 1)
   call_chunked('HDEL', leases, fields, 1)
+  if redis.call('HLEN', leases) > 0 then left = true end
   if left then more = true else redis.call('ZREM', CONSUMERS, C) end
   table.sort(held, later)
   for _, lease in ipairs(held) do  -- newest first: the oldest ends up next out
@@ -384,7 +423,8 @@ if next_lease[2] then
   if wait < 0 or lease_wait < wait then wait = lease_wait end
 end
 if more then wait = 0 end
-return {moved, wait, reconciled, more and limit or #due, released, held_wait, unknown}
+if UNREAD then more, wait = true, 0 end
+return {moved, wait, reconciled, more and limit or #due, released, held_wait, unknown, UNREAD}
 """
 )
 
