@@ -442,7 +442,7 @@ class RedisListBroker(ListSettling, ListPublishing, WakesOnClose, Broker):
             self.options.prefix,
             self.options.queue_key,
             "list",
-            signs=("expiry", "scheduled"),  # deliveries out of an emptied queue; held ones
+            signs=("expiry", "scheduled", "consumers"),  # deliveries out; held ones; consumers
             own_parts=OWN_PARTS,
             checks={"scheduled": held_by_list},  # redis+stream names its held set alike
         )
