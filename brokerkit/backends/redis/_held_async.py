@@ -201,13 +201,16 @@ class AsyncSent:
     """Commands a reader sent whose replies are still to be read (see
     :meth:`AsyncReader.send`)."""
 
-    __slots__ = ("_connection", "_count", "_kept", "_reader")
+    __slots__ = ("_connection", "_count", "_kept", "_reader", "read")
 
     def __init__(self, reader: AsyncReader, connection: Any, count: int, *, kept: bool) -> None:
         self._reader = reader
         self._connection = connection
         self._count = count
         self._kept = kept
+        #: The replies read so far, in order: after :meth:`replies` failed part-way
+        #: (a lost connection, a timeout), those it read before (their commands ran).
+        self.read: list[Any] = []
 
     async def replies(self) -> list[Any]:
         """The replies, as they came (no response callback), read once: an error reply
@@ -217,7 +220,7 @@ class AsyncSent:
         if count < 0:
             raise RuntimeError("these replies were read already")
         connection, reader = self._connection, self._reader
-        replies: list[Any] = []
+        replies = self.read
         buffered = None  # after a read_response, the replies that came with it
         try:
             for left in range(count - 1, -1, -1):

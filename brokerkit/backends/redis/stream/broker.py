@@ -138,7 +138,6 @@ class RedisStreamBroker(
         # XREADGROUP's flat reply as it came (this client is the broker's own).
         self._client.set_response_callback("XREADGROUP", unparsed)
         self._scripts = StreamScripts(self._client)
-        self._durable = replica_wait(self._client, url, self.options)
         # Settlements go on a client of their own that never resends a script whose
         # reply was lost: their own retry tells the scripts it is one (see
         # StreamSettling._run_settling).
@@ -149,8 +148,13 @@ class RedisStreamBroker(
             raise
         self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
         self._settle_held = HeldClient(Reader(self._settle_client))
+        # Publishes too: redis-py resending an XADD whose reply was lost stored the
+        # message twice, and a WAIT resent alone on a new connection confirmed nothing
+        # (Redis 7.2+); brokerkit's retry looks first, and writes before it waits.
+        self._publish_client = self._settle_client
+        self._durable = replica_wait(self._settle_client, url, self.options, retries=0)
         # single publishes: on a connection kept for them when it is free
-        self._sender = Reader(self._client)
+        self._sender = Reader(self._settle_client)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         # Told as the close begins: what retries against a lost server gives up then.

@@ -5,7 +5,7 @@ round trip per batch."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -79,17 +79,34 @@ class InOrder:
     """``calls`` run one at a time, in order, each only once the one before it
     answered: the first error stops them, and :attr:`done` says how many answered.
     Called again (the reconnector's retry after a lost connection), it goes on from
-    the first call that has not answered.
+    the first call that has not answered; when that call was sent and its reply lost,
+    ``landed(client, index)`` (if given) says whether it ran, and one that did is not
+    sent again.
 
-    :ivar done: how many of the calls answered, from the first.
+    :ivar done: how many of the calls answered (or were found to have run), from the
+        first.
+    :ivar sends: how many times a call was sent, over all runs.
     """
 
-    def __init__(self, calls: Sequence[Call]) -> None:
+    def __init__(
+        self,
+        calls: Sequence[Call],
+        landed: Callable[[redis.Redis, int], bool] | None = None,
+    ) -> None:
         self.calls = calls
         self.done = 0
+        self.sends = 0
+        self._sent = -1  # the call sent last
+        self._landed = landed
 
     def __call__(self, client: redis.Redis) -> None:
         while self.done < len(self.calls):
+            lost = self._sent == self.done  # sent before, its reply never read
+            if lost and self._landed is not None and self._landed(client, self.done):
+                self.done += 1
+                continue
+            self._sent = self.done
+            self.sends += 1
             script, keys, args = self.calls[self.done]
             script(keys=keys, args=args, client=client)
             self.done += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis._stream_fields import stream_header
 from brokerkit.backends.redis.stream.calls_async import Call, InOrder, StreamScripts
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
+from brokerkit.backends.redis.stream.landed_async import AddOnce, landed
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions
 from brokerkit.backends.redis.stream.partial import partial_batch
 from brokerkit.backends.redis.stream.scheduling import held_members
@@ -38,7 +40,9 @@ class StreamPublishing:
     publishes)."""
 
     options: RedisStreamOptions
-    _client: aioredis.Redis
+    #: The client publishes run on: one whose commands redis-py never resends (the
+    #: settling client, ``retries=0``); brokerkit's retry looks before it adds again.
+    _publish_client: aioredis.Redis
     _scripts: StreamScripts
     _keys: StreamKeyspace
     _reconnector: Reconnector
@@ -63,49 +67,65 @@ class StreamPublishing:
         return maxlen, age, how
 
     async def _publish(self, topic: str, messages: Sequence[Message]) -> None:
+        """Add ``messages`` to the topic's stream. Every publish runs on a client that
+        never resends a command itself: a retry after a lost connection is
+        brokerkit's, which never adds again a message whose ``XADD`` (or a batch's
+        script) answered, and when the reply was lost looks for it first (see
+        :func:`.landed_async.landed`)."""
         key = self._keys.topic(topic)
         maxlen, age, how = self._trimming()
         if len(messages) != 1:
+            started = time.monotonic()
             calls: list[Call] = []
+            lasts: list[str] = []  # each script's last message's header
             for start in range(0, len(messages), PUBLISH_CHUNK):
                 flat: list[Any] = [maxlen, age, how, self.options.body_field]
                 for message in messages[start : start + PUBLISH_CHUNK]:
                     flat.append(stream_header(message))
                     flat.append(message.payload)
                 calls.append((self._scripts.publish, [key], flat))
-            await self._run_in_order(topic, key, calls, len(messages), held=False)
+                lasts.append(flat[-2])
+
+            async def batch_landed(client: Any, index: int) -> bool:
+                return await landed(client.execute_command, key, lasts[index], started)
+
+            run = InOrder(calls, batch_landed)
+            await self._run_in_order(topic, key, run, len(messages), held=False)
             return
         # One message, one command: XADD trims by length as it adds; an age needs the
         # server's clock, so a max_age publish sends a trim script after it.
         message = messages[0]
+        header = stream_header(message)
         trim = ["MAXLEN", how, maxlen] if maxlen else []
-        args: list[Any] = ["XADD", key, *trim, "*", "bk1", stream_header(message)]
+        args: list[Any] = ["XADD", key, *trim, "*", "bk1", header]
         args.append(self.options.body_field)
         args.append(message.payload)
         if age:
             await self._publish_aged(topic, key, args, age, how)
             return
-        send: Callable[[], Awaitable[object]]
         durable = self._durable
         if durable is not None:
-            stored = False
-
             scheduled = self._keys.topic(topic, "scheduled")
+            started = time.monotonic()
+            stored = sent = False
 
             async def send_on(connection: Any) -> None:
-                # once the XADD answered, a retry (the WAIT's connection lost) only
-                # writes what its WAIT covers the XADD by, and waits
-                nonlocal stored
+                # once the XADD answered (or was found), a retry (the WAIT's
+                # connection lost) only writes what its WAIT covers the XADD by
+                nonlocal stored, sent
+                if sent and not stored:
+                    stored = await landed(connection.execute_command, key, header, started)
                 if stored:
                     await mark_retry(connection, scheduled)
                     return
+                sent = True
                 await connection.execute_command(*args)
                 stored = True
 
-            send = functools.partial(durable.run, key, send_on)
-        else:
-            send = functools.partial(self._sender.execute, *args)
-        await self._reconnector.call(send, topic=topic)
+            await self._reconnector.call(functools.partial(durable.run, key, send_on), topic=topic)
+            return
+        add = AddOnce(self._sender.execute, args, key, header)
+        await self._reconnector.call(add, topic=topic)
 
     async def _publish_aged(
         self, topic: str, key: str, xadd: list[Any], age: str, how: str
@@ -122,25 +142,38 @@ class StreamPublishing:
         script = self._scripts.trim_age
         keys, trim_args = [key], [age, how]
         evalsha = ("EVALSHA", script.sha, 1, key, age, how)
-        stored = False
+        client = self._publish_client
+        header = xadd[-3]
+        started = time.monotonic()
+        stored = sent = False
 
         async def trimmed(reply: Any) -> None:
             if isinstance(reply, NoScriptError):  # it did not run: load it, run it
-                await script(keys=keys, args=trim_args)
+                await script(keys=keys, args=trim_args, client=client)
             elif isinstance(reply, Exception):
                 raise reply
 
         async def send() -> None:
-            nonlocal stored
+            nonlocal stored, sent
+            if sent and not stored:
+                stored = await landed(self._sender.execute, key, header, started)
             if stored:
-                await script(keys=keys, args=trim_args)
+                await script(keys=keys, args=trim_args, client=client)
                 return
+            sent = True
             replies: list[Any]
             if self._sender.pooled:
-                replies = await self._sender.execute_many(tuple(xadd), evalsha)
+                on_its_way = await self._sender.send(tuple(xadd), evalsha)
+                try:
+                    replies = await on_its_way.replies()
+                except BaseException:
+                    # the XADD's reply, read before the trim's was lost, counts
+                    read = on_its_way.read
+                    stored = bool(read) and not isinstance(read[0], Exception)
+                    raise
             else:  # a cluster: both go to the node of the stream's slot
                 pipe: Any
-                async with self._client.pipeline(transaction=False) as pipe:
+                async with client.pipeline(transaction=False) as pipe:
                     pipe.execute_command(*xadd)
                     pipe.execute_command(*evalsha)
                     replies = await pipe.execute(raise_on_error=False)
@@ -155,10 +188,13 @@ class StreamPublishing:
             scheduled = self._keys.topic(topic, "scheduled")
 
             async def send_on(connection: Any) -> None:
-                nonlocal stored
+                nonlocal stored, sent
+                if sent and not stored:
+                    stored = await landed(connection.execute_command, key, header, started)
                 if stored:  # the trim may remove nothing: the WAIT must cover the XADD
                     await mark_retry(connection, scheduled)
                 else:
+                    sent = True
                     await connection.execute_command(*xadd)
                     stored = True
                 await script(keys=keys, args=trim_args, client=connection)
@@ -174,12 +210,13 @@ class StreamPublishing:
         keys = [key, self._keys.topic(topic)]
         members = held_members(messages)
         delay_ms = max(math.ceil(delay * 1000), 1)
-        calls = [
+        calls: list[Call] = [
             (self._scripts.hold, keys, [delay_ms, *members[start : start + PUBLISH_CHUNK]])
             for start in range(0, len(members), PUBLISH_CHUNK)
         ]
         try:
-            await self._run_in_order(topic, key, calls, len(messages), held=True)
+            # a hold sent again holds the same members (a ZSET's, once each)
+            await self._run_in_order(topic, key, InOrder(calls), len(messages), held=True)
         except IncompatibleTopic as exc:  # the scheduled set's key, say: named
             named = await self._wrong_key(topic, None)
             if named is None:
@@ -187,7 +224,7 @@ class StreamPublishing:
             raise named from exc
 
     async def _run_in_order(
-        self, topic: str, key: str, calls: list[Call], total: int, *, held: bool
+        self, topic: str, key: str, run: InOrder, total: int, *, held: bool
     ) -> None:
         """Run the scripts of a batch of ``total`` messages (:data:`PUBLISH_CHUNK` a
         script) one after another, in order (see :class:`InOrder`); held messages wait
@@ -196,21 +233,21 @@ class StreamPublishing:
         :raises BrokerError: one failed after others had run: the error says how many
             leading messages were stored (or held).
         """
-        run = InOrder(calls)
+        calls = run.calls
         send: Callable[[], Awaitable[object]]
         durable = self._durable
         if durable is None:
-            send = functools.partial(run, self._client)
+            send = functools.partial(run, self._publish_client)
         else:
             scheduled = self._keys.topic(topic, "scheduled")
 
             async def run_on(connection: Any) -> None:
-                if run.done == len(calls):
-                    # a retry after every call answered writes nothing else: its WAIT,
-                    # on a new connection, must cover theirs (see mark_retry)
-                    await mark_retry(connection, scheduled)
-                    return
+                sends = run.sends
                 await run(connection)
+                if run.sends == sends:
+                    # a retry that found every call answered (or run) wrote nothing:
+                    # its WAIT, on a new connection, must cover theirs (see mark_retry)
+                    await mark_retry(connection, scheduled)
 
             send = functools.partial(durable.run, key, run_on)
         try:
