@@ -28,7 +28,12 @@ from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._wire import MAX_HEADER_BYTES, dead_letter_headers, subject_for
 from brokerkit.exceptions import BrokerError, StaleDelivery
 
-__all__ = ["NatsSettling"]
+__all__ = ["NatsSettling", "NoStream"]
+
+
+class NoStream(BrokerError):
+    """Internal: no JetStream stream captures the subject (the stream was deleted):
+    what a store (``_store``) raises."""
 
 
 class NatsSettling(AsyncBroker):
@@ -154,7 +159,8 @@ class NatsSettling(AsyncBroker):
         delivery the server forgot is not dead-lettered: it comes again. The dead
         letter keeps the body and headers; its dead-letter headers take the room the
         server's limits leave (:func:`dead_letter_headers`), so that a message stored
-        near them is dead-lettered all the same."""
+        near them is dead-lettered all the same. One whose stream was deleted is lost
+        (its lease went with the stream)."""
         lost = await self._leases.forgotten([delivery.receipt for delivery, _, _ in dead])
         now = time.monotonic()
         # (one whose lease ran out meanwhile is not dead-lettered: it comes again)
@@ -183,11 +189,14 @@ class NatsSettling(AsyncBroker):
             # Stored only while the lease holds: a dead letter of a message that comes
             # again would be a copy (the next dead-lettering, within JetStream's
             # duplicate window, is stored once all the same).
-            stored = await self._store(
-                requests,
-                "dead-letter",
-                [functools.partial(last_send, d.receipt) for d, _, _ in dead],
-            )
+            try:
+                stored = await self._store(
+                    requests,
+                    "dead-letter",
+                    [functools.partial(last_send, d.receipt) for d, _, _ in dead],
+                )
+            except NoStream:  # (gone with its group's consumer, and their leases)
+                stored = [False] * len(dead)
             lost += [d.receipt for (d, _, _), ok in zip(dead, stored, strict=True) if not ok]
             dead = [entry for entry, ok in zip(dead, stored, strict=True) if ok]
         if dead:

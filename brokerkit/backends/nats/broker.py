@@ -80,7 +80,7 @@ from brokerkit.backends.nats._options import NatsOptions
 from brokerkit.backends.nats._reader import Reader
 from brokerkit.backends.nats._renewals import renew_forever, report_lost
 from brokerkit.backends.nats._server import redelivery_count_warning
-from brokerkit.backends.nats._settling import NatsSettling
+from brokerkit.backends.nats._settling import NatsSettling, NoStream
 from brokerkit.backends.nats._wire import (
     check_header_size,
     consumer_name,
@@ -178,7 +178,7 @@ class AsyncNatsBroker(NatsSettling):
                 )
         try:
             await self._store(requests, f"publish to {topic!r}")
-        except _NoStream:
+        except NoStream:
             # Deleted since this broker made (or found) it: nothing was stored (nobody
             # took the messages); made again, as at the first publish, and sent again.
             await self._ensure_stream()
@@ -204,7 +204,7 @@ class AsyncNatsBroker(NatsSettling):
             status = reply.headers.get("Status") if reply.headers else None
             if status == "503":
                 self._groups.stream_ready = False
-                raise _NoStream(
+                raise NoStream(
                     f"could not {what}: no JetStream stream captures its subject "
                     f"(was the stream {self._stream!r} deleted?)"
                 )
@@ -500,7 +500,3 @@ class AsyncNatsBroker(NatsSettling):
         finally:
             self._leases.clear()
             await self._client.close(by=self._closing_by)
-
-
-class _NoStream(BrokerError):
-    """Internal: no JetStream stream captures the subject (the stream was deleted)."""
