@@ -1,6 +1,7 @@
 """When ``brokerkit bench`` (or ``check``, ``demo``) cannot delete the keys under its
 scratch prefix, the command it prints to remove them names the Redis server of the URL
-(host, port, database, TLS, ACL user), never its password. Before, the hint was a bare
+(host, port, database, TLS, ACL user), never its password (it says to set
+REDISCLI_AUTH: ``--askpass`` would read xargs's stdin). Before, the hint was a bare
 ``redis-cli --scan --pattern 'brokerkit-bench-...*' | xargs redis-cli unlink``: run as
 printed, it scanned localhost:6379, database 0, whatever server the keys were left on."""
 
@@ -33,9 +34,9 @@ def _bench(url: str) -> subprocess.CompletedProcess[str]:
 
 
 def _hint(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if "remove them with:" in line]
+    lines = [line for line in stderr.splitlines() if "remove them" in line]
     assert len(lines) == 1, stderr
-    return lines[0].split("remove them with:", 1)[1].strip()
+    return lines[0].split("remove them", 1)[1].strip()
 
 
 def test_the_hint_names_the_server_of_the_url() -> None:
@@ -43,21 +44,26 @@ def test_the_hint_names_the_server_of_the_url() -> None:
     done = _bench("redis+stream://127.0.0.1:1/3?reconnect_timeout=0.2")
     assert done.returncode == 1, done.stderr
     hint = _hint(done.stderr)
-    assert hint.startswith("redis-cli -h 127.0.0.1 -p 1 -n 3 --scan --pattern 'brokerkit-bench-")
+    assert hint.startswith(
+        "with: redis-cli -h 127.0.0.1 -p 1 -n 3 --scan --pattern 'brokerkit-bench-"
+    )
     assert hint.endswith("| xargs redis-cli -h 127.0.0.1 -p 1 -n 3 unlink"), hint
 
 
-def test_the_hint_asks_for_the_password_and_never_shows_it() -> None:
+def test_the_hint_says_where_the_password_goes_and_never_shows_it() -> None:
     done = _bench("redis+list://alice:s3cret-pw@127.0.0.1:1?db=2&reconnect_timeout=0.2")
     assert done.returncode == 1, done.stderr
     hint = _hint(done.stderr)
-    assert "redis-cli -h 127.0.0.1 -p 1 -n 2 --user alice --askpass --scan" in hint, hint
+    assert hint.startswith(", REDISCLI_AUTH set to the password, with: redis-cli"), hint
+    assert "redis-cli -h 127.0.0.1 -p 1 -n 2 --user alice --scan" in hint, hint
+    assert "xargs redis-cli -h 127.0.0.1 -p 1 -n 2 --user alice unlink" in hint, hint
     assert "s3cret" not in done.stderr + done.stdout
 
 
-def test_a_password_without_a_user_is_asked_for_too() -> None:
+def test_a_password_without_a_user_is_never_shown_either() -> None:
     done = _bench("rediss+stream://:s3cret-pw@127.0.0.1:1/0?reconnect_timeout=0.2")
     assert done.returncode == 1, done.stderr
     hint = _hint(done.stderr)
-    assert "redis-cli -h 127.0.0.1 -p 1 -n 0 --tls --askpass --scan" in hint, hint
+    assert "REDISCLI_AUTH" in hint, hint
+    assert "redis-cli -h 127.0.0.1 -p 1 -n 0 --tls --scan" in hint, hint
     assert "s3cret" not in done.stderr + done.stdout

@@ -56,7 +56,9 @@ def remove_keys(url: BrokerURL, prefix: str) -> int:
     command that removes it.
     """
     cli = _redis_cli(url)
-    hint = f"remove them with: {cli} --scan --pattern '{prefix}*' | xargs {cli} unlink"
+    # redis-cli reads a password from REDISCLI_AUTH (--askpass would read xargs's stdin)
+    auth = ", REDISCLI_AUTH set to the password," if url.password is not None else ""
+    hint = f"remove them{auth} with: {cli} --scan --pattern '{prefix}*' | xargs {cli} unlink"
     if url.query.get("sentinel"):
         hint += " (on the master the Sentinels name)"
     elif url.query.get("cluster", "").lower() in ("1", "true", "yes", "on"):
@@ -73,7 +75,7 @@ def remove_keys(url: BrokerURL, prefix: str) -> int:
 def _redis_cli(url: BrokerURL) -> str:
     """``redis-cli`` with the options that reach the server of ``url`` (its first host,
     database, TLS, ACL user): a bare ``redis-cli`` talks to localhost:6379, database 0.
-    A password is asked for (``--askpass``), never written out."""
+    A password is never written out: the hint says to set ``REDISCLI_AUTH``."""
     path = url.path.strip("/")
     db = url.query.get("db") or (path if path.isdigit() else "0")
     words = ["redis-cli", "-h", url.host or "localhost", "-p", str(url.port or 6379), "-n", db]
@@ -81,6 +83,4 @@ def _redis_cli(url: BrokerURL) -> str:
         words.append("--tls")
     if url.username:
         words += ["--user", url.username]
-    if url.password is not None:
-        words.append("--askpass")
     return shlex.join(words)
