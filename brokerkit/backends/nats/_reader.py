@@ -83,21 +83,33 @@ class Reader:
         await self._listen(nc)
 
     async def _listen(self, nc: Client) -> None:
-        """Listen on a new inbox (what came to one before stays queued)."""
-        self._inbox = nc.new_inbox()
+        """Listen on a new inbox (what came to one before stays queued).
+
+        :raises Exception: nats-py's, if it cannot subscribe (the connection closed):
+            the inbox listened to before is kept.
+        """
+        inbox = nc.new_inbox()
 
         async def arrived(msg: Msg) -> None:
             self._queue.put_nowait((time.monotonic(), msg))
 
-        self._client.watch([self._next_subject, self._inbox], self._told_refused)
-        self._sub = await nc.subscribe(self._inbox, cb=arrived)
+        self._client.watch([self._next_subject, inbox], self._told_refused)
+        try:
+            self._sub = await nc.subscribe(inbox, cb=arrived)
+        except BaseException:
+            self._client.unwatch([self._next_subject, inbox], self._told_refused)
+            raise
+        self._inbox = inbox
 
     async def _move(self, nc: Client) -> None:
         """Move to a new inbox: the server drops a pull request whose inbox nobody
         listens to, rather than lease what it would bring (see :meth:`_request`)."""
         old, inbox = self._sub, self._inbox
+        try:
+            await self._listen(nc)
+        except Exception:  # (closed: no pull goes out any more)
+            return
         self._client.unwatch([self._next_subject, inbox], self._told_refused)
-        await self._listen(nc)
         if old is not None:
             with contextlib.suppress(Exception):  # (the connection is gone: so is it)
                 await old.unsubscribe()
