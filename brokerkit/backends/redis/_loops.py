@@ -28,6 +28,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -319,7 +320,10 @@ def _drop(connection: Any) -> None:
     connection._parser.on_disconnect()
     tls: Any = getattr(writer.transport, "_ssl_protocol", None)
     beneath: Any = writer.transport if tls is None else tls._transport
-    if getattr(beneath, "_sock", None) is None:
+    if not hasattr(beneath, "_sock"):  # not asyncio's own transport: uvloop's
+        _shut_down(writer.transport)
+        return
+    if beneath._sock is None:
         return
     beneath._closing = True
     beneath._conn_lost += 1
@@ -329,3 +333,18 @@ def _drop(connection: Any) -> None:
         beneath._call_connection_lost(None)
     if tls is not None:  # (Python 3.10 does not mark it closed then: it would warn)
         writer.transport._closed = True
+
+
+def _shut_down(transport: Any) -> None:
+    """End the connection of ``transport``, one of another event loop than asyncio's
+    own (uvloop's, whose socket libuv keeps: there is no ``_sock`` to close), without
+    its loop: its socket shut down through a duplicate of its descriptor, so that the
+    server sees it end. The descriptor stays the transport's, for its loop to close
+    when it runs again or closes (closed here, its number could be reused meanwhile
+    by another file, which that loop would then close)."""
+    sock = transport.get_extra_info("socket")
+    with contextlib.suppress(OSError, ValueError):  # (closed already: nothing to end)
+        if sock is None or sock.fileno() < 0:
+            return
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
