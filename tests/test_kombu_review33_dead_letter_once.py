@@ -26,26 +26,33 @@ import brokerkit
 from brokerkit.exceptions import ConnectionFailed
 from tests.kombu_rabbitmq import close_and_delete, rabbitmq
 from tests.test_kombu_review31_blocked_publish import GUARD, Alarm, _Net, alarmed
+from tests.waiting import wait_until
 
 __all__ = ["rabbitmq"]
 
 
 class _CountingAlarm(Alarm):
-    """An :class:`Alarm` that counts the connections whose client side it has
-    forwarded to the end (:attr:`ended`): what the client sent before it dropped the
-    connection has reached RabbitMQ."""
+    """An :class:`Alarm` that counts the connections it blocked whose client side it
+    has forwarded to the end (:attr:`ended`): what the client sent before it dropped
+    the connection has reached RabbitMQ."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.ended = 0
         self._count = threading.Lock()
+        self._blocking = threading.local()
         super().__init__(target)
+
+    def _block(self, frame: bytes, *args: Any) -> None:
+        self._blocking.on = True
+        super()._block(frame, *args)
 
     def _up(self, client: socket.socket, upstream: socket.socket, lock: threading.Lock) -> None:
         try:
             super()._up(client, upstream, lock)
         finally:
-            with self._count:
-                self.ended += 1
+            if getattr(self._blocking, "on", False):
+                with self._count:
+                    self.ended += 1
 
 
 @pytest.fixture
@@ -55,10 +62,8 @@ def net(rabbitmq: str) -> Iterator[_Net]:
 
 
 def _forwarded(net: _Net, connections: int) -> None:
-    """Wait until the proxy has forwarded ``connections`` client connections to their
-    end (the blocked ones: what they held reached RabbitMQ)."""
-    from tests.waiting import wait_until
-
+    """Wait until the proxy has forwarded ``connections`` blocked client connections
+    to their end (what they held reached RabbitMQ)."""
     alarm: Any = net.alarm
     wait_until(lambda: alarm.ended >= connections, "the dropped connection's end", within=GUARD)
 
