@@ -594,6 +594,25 @@ class DelayedRetryLosesContentType(MemoryBroker):
         super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
 
 
+class ConsumersNamedByConnection(MemoryBroker):
+    """inspect lists a group's consumers under names of its own (one per connection,
+    as a backend that names its server-side consumers would), not the ``consumer=``
+    each subscribed with."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        groups = tuple(
+            dataclasses.replace(
+                g,
+                consumers=tuple(
+                    dataclasses.replace(c, name=f"conn-{n}") for n, c in enumerate(g.consumers)
+                ),
+            )
+            for g in info.groups
+        )
+        return dataclasses.replace(info, groups=groups)
+
+
 #: Every broken backend, by the name its test class gets.
 
 
@@ -690,4 +709,5 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "dead_lettered_ignores_the_dlq_group": DeadLetteredIgnoresTheDlqGroup,
     "delayed_publish_drops_headers": DelayedPublishDropsHeaders,
     "delayed_retry_loses_content_type": DelayedRetryLosesContentType,
+    "consumers_named_by_connection": ConsumersNamedByConnection,
 }

@@ -270,12 +270,15 @@ class ScopeContract:
 
         ``GroupInfo.lag`` is None (the backend cannot tell) or the number of messages
         the group has not been handed yet; where a group lists its consumers, their
-        ``pending`` add up to the group's. A backend whose ``inspect`` lists no group
-        at all (``groups=()``) has nothing here to check."""
+        ``pending`` add up to the group's, and the consumer holding a delivery is
+        listed by the name it subscribed with (``consumer=``), holding it. A backend
+        whose ``inspect`` lists no group at all (``groups=()``) has nothing here to
+        check."""
         promise = "a group's lag and its consumers' pending"
         broker = contract.broker(visibility_timeout=60)
         topic = contract.topic("lag")
-        subscription = broker.subscribe(topic, group="workers", prefetch=1)
+        holder = "lag-holder"
+        subscription = broker.subscribe(topic, group="workers", prefetch=1, consumer=holder)
         broker.publish_many(topic, range(3))
 
         if not broker.inspect(topic).groups:
@@ -313,6 +316,12 @@ class ScopeContract:
         check(3, 0, "before any receive")
         delivery = contract.expect(subscription, promise)
         check(2, 1, "with one delivery out")
+        consumers = {c.name: c.pending for c in group().consumers}
+        holding = 1 if contract.has(Capability.ACK) else 0
+        assert not consumers or consumers.get(holder) == holding, (
+            f"{promise}: the consumer {holder!r} holds one delivery, but the group lists "
+            f"its consumers as {consumers!r}"
+        )
         delivery.ack()
         # A backend that pushes to a consumer (AMQP's basic.qos) may hand it the next one.
         check(2, 0, "after its ack", pushed=1)
