@@ -442,15 +442,21 @@ def on_signals(signals: tuple[int, ...], callback: Callable[[int], None]) -> Cal
     """Call ``callback(signal number)`` on each of ``signals``, on the loop; return the
     function that restores the previous handling: the Python handler each signal had,
     or the handler the running loop had for it (``loop.add_signal_handler``).
-    Outside the main thread (where a program cannot take signals) this does nothing."""
+    Outside the main thread (where a program cannot take signals) this does nothing;
+    nor for a signal the loop handles where its handler cannot be read back (uvloop
+    keeps it out of reach): that one stays the program's."""
     loop = asyncio.get_running_loop()
     # asyncio has no public way to read a loop's signal handler: its unix loops keep
     # them in _signal_handlers (a Handle per signal), as they have since 3.4.
-    loop_handlers: dict[int, asyncio.Handle] = getattr(loop, "_signal_handlers", {})
+    loop_handlers: dict[int, asyncio.Handle] | None = getattr(loop, "_signal_handlers", None)
     previous: dict[int, tuple[Any, asyncio.Handle | None]] = {}
     for number in signals:
         before = signal.getsignal(number)
-        handle = loop_handlers.get(number)
+        if loop_handlers is None and getattr(before, "__self__", None) is loop:
+            # The loop handles it, and keeps its handler out of reach (uvloop): taken
+            # here, it could never be given back. Left to the program, whose it is.
+            continue
+        handle = None if loop_handlers is None else loop_handlers.get(number)
         try:
             loop.add_signal_handler(number, callback, number)
         except (RuntimeError, ValueError, NotImplementedError):
