@@ -63,7 +63,8 @@ class Worker:
         (:attr:`broker`, or the ``brokerkit worker`` command's URL).
     :param grace: seconds handlers in progress get to finish after a stop.
     :ivar stopped_by: the signal number that stopped the last run (None: :meth:`stop`).
-    :ivar drained: whether the last run ended with every handler finished in time.
+    :ivar drained: whether the last run ended with every handler finished in time (False
+        for a run that could not start: it raised what stopped it).
     """
 
     def __init__(self, broker: Broker | None = None, *, grace: float = DEFAULT_GRACE) -> None:
@@ -252,6 +253,7 @@ class Worker:
             else _nothing_to_restore
         )
         runners: list[Runner] = []
+        started = False
         try:
             try:
                 for spec in self._specs:
@@ -259,6 +261,7 @@ class Worker:
                     runners.append(runner)
                     runner.start()
                 self._set_ready(True)
+                started = True
                 log.info(
                     "worker running %d handler(s) on %s",
                     len(runners),
@@ -277,7 +280,7 @@ class Worker:
                         break
                     stop.wait(_TICK)
             finally:
-                self._drain(runners, cut_short)
+                self._drain(runners, cut_short, started=started)
         finally:
             self._set_ready(False)
             restore()
@@ -412,7 +415,9 @@ class Worker:
     def _aborting(self) -> bool:
         return self._abort or len(self._signals) >= 2
 
-    def _drain(self, runners: list[Runner], cut_short: Waiter) -> None:
+    def _drain(self, runners: list[Runner], cut_short: Waiter, *, started: bool) -> None:
+        """Stop and close ``runners``; ``started``: whether every handler subscribed
+        (else the run raises what stopped it, and this says nothing of a drain)."""
         # Every runner stops fetching first, so that no handler starts a message while
         # another's subscription closes; the closes then run side by side, since each
         # waits for its fetch in progress and may talk to the server (during an outage,
@@ -452,6 +457,9 @@ class Worker:
                 runner.abandon()
         for runner in runners:
             runner.finish()
+        if not started:  # it never ran: what stopped it is raised
+            self.drained = False
+            return
         log.info(
             "worker stopped (%s)",
             "drained" if self.drained else "handlers cut short",

@@ -61,7 +61,8 @@ class AsyncWorker:
         (:attr:`broker`, or the ``brokerkit worker`` command's URL).
     :param grace: seconds handlers in progress get to finish after a stop.
     :ivar stopped_by: the signal number that stopped the last run (None: :meth:`stop`).
-    :ivar drained: whether the last run ended with every handler finished in time.
+    :ivar drained: whether the last run ended with every handler finished in time (False
+        for a run that could not start: it raised what stopped it).
     """
 
     def __init__(self, broker: AsyncBroker | None = None, *, grace: float = DEFAULT_GRACE) -> None:
@@ -250,6 +251,7 @@ class AsyncWorker:
             else _nothing_to_restore
         )
         runners: list[AsyncRunner] = []
+        started = False
         try:
             try:
                 for spec in self._specs:
@@ -257,6 +259,7 @@ class AsyncWorker:
                     runners.append(runner)
                     await runner.start()
                 self._set_ready(True)
+                started = True
                 log.info(
                     "worker running %d handler(s) on %s",
                     len(runners),
@@ -275,7 +278,7 @@ class AsyncWorker:
                         break
                     await stop.wait(_TICK)
             finally:
-                await self._drain(runners, cut_short)
+                await self._drain(runners, cut_short, started=started)
         finally:
             self._set_ready(False)
             restore()
@@ -410,7 +413,9 @@ class AsyncWorker:
     def _aborting(self) -> bool:
         return self._abort or len(self._signals) >= 2
 
-    async def _drain(self, runners: list[AsyncRunner], cut_short: Waiter) -> None:
+    async def _drain(self, runners: list[AsyncRunner], cut_short: Waiter, *, started: bool) -> None:
+        """Stop and close ``runners``; ``started``: whether every handler subscribed
+        (else the run raises what stopped it, and this says nothing of a drain)."""
         # Every runner stops fetching first, so that no handler starts a message while
         # another's subscription closes; the closes then run side by side, since each
         # waits for its fetch in progress and may talk to the server (during an outage,
@@ -450,6 +455,9 @@ class AsyncWorker:
                 await runner.abandon()
         for runner in runners:
             await runner.finish()
+        if not started:  # it never ran: what stopped it is raised
+            self.drained = False
+            return
         log.info(
             "worker stopped (%s)",
             "drained" if self.drained else "handlers cut short",
