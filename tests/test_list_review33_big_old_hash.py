@@ -71,9 +71,10 @@ class _ScriptReads:
     """The commands scripts ran while it was open, as (name, first key) (MONITOR:
     their source is 'lua')."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, whole: bool = False) -> None:
         self._client = client
-        self.commands: list[tuple[str, str]] = []
+        self._whole = whole  # every argument, not only the first key
+        self.commands: list[tuple[str, ...]] = []
 
     def __enter__(self) -> _ScriptReads:
         self._monitor: Any = self._client.monitor().__enter__()
@@ -88,8 +89,8 @@ class _ScriptReads:
             if command["command"] == "ECHO review33-done":
                 return
             if command.get("client_type") == "lua":
-                name, _, rest = command["command"].partition(" ")
-                self.commands.append((name.upper(), rest.partition(" ")[0]))
+                name, *rest = command["command"].split(" ")
+                self.commands.append((name.upper(), *(rest if self._whole else rest[:1])))
 
     def __exit__(self, *exc: object) -> None:
         self._client.echo("review33-done")

@@ -184,8 +184,9 @@ local function recorded_leases(C, most)
 end
 -- Whether this call would dead-letter a delivery it hands back (at max_deliveries):
 -- read before anything is written (see dead_letters_ok), over the latest `budget`
--- receipts of every due group (all this call may look at) and every dead consumer of
--- the call, past its budget (what the budget leaves would be refused by the next call).
+-- receipts of every due group (all this call may look at) and the latest `budget`
+-- deliveries of the dead consumers of the call, taken as the call takes them (what the
+-- budget leaves is checked by the next call: no read of every batch whole).
 local function would_dead_letter()
   for _, group in ipairs(due) do
     if known_group(group) then
@@ -210,18 +211,26 @@ local function would_dead_letter()
       end
     end
   end
+  local left = budget  -- at least what the call hands back, in the order it does
   for _, C in ipairs(dead) do
+    if left <= 0 then break end
     local nonces = known_batches(C)
     for _, nonce in ipairs(nonces or {}) do
+      if left <= 0 then break end
       local flags = flags_of(C, nonce) or ''
-      local elements = redis.call('LRANGE', need(BATCH_PREFIX .. nonce .. ':' .. C), 0, -1)
+      local batch = need(BATCH_PREFIX .. nonce .. ':' .. C)
+      local size = redis.call('LLEN', batch)
+      local from = math.max(size - left, 0)
+      local elements = size > 0 and redis.call('LRANGE', batch, from, -1) or {}
+      left = left - #elements
       for i, e in ipairs(elements) do
-        local flag = string.sub(flags, i, i)
+        local flag = string.sub(flags, from + i, from + i)
         if (flag == '0' or flag == '2') and dies(e, true) then return true end
       end
     end
     if nonces then
-      local fields, records = recorded_leases(C, budget)
+      local fields, records = recorded_leases(C, left)
+      left = left - #fields
       for j, f in ipairs(fields) do
         local expiry = redis.call('HGET', EXPIRY, receipt_of(f, C))
         local _, e = record_of(f, records[j], expiry)
