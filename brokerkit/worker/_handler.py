@@ -68,11 +68,16 @@ class HandlerSpec:
             memory would be lost with the worker, so brokerkit does not fake one).
         """
         if self.retry.delays and Capability.DELAY not in backend.capabilities:
+            # Without ACK a failed message is never redelivered: Immediate() is no fix
+            fix = (
+                "use brokerkit.worker.Immediate() there"
+                if Capability.ACK in backend.capabilities
+                else "a failed message is not redelivered there at all: leave retry out"
+            )
             raise Unsupported(
                 backend.describe(),
                 Capability.DELAY,
-                f"retry handler {self.name} after a delay (its policy is {self.retry!r}; "
-                "use brokerkit.worker.Immediate() there)",
+                f"retry handler {self.name} after a delay (its policy is {self.retry!r}; {fix})",
             )
         if self.group is not None and Capability.COMPETING not in backend.capabilities:
             raise Unsupported(backend.describe(), Capability.COMPETING, "put consumers in groups")
