@@ -160,8 +160,13 @@ def brokerkit_deliver_end(
     ``"unsettled"`` when its subscription closes (leaving ``consume``'s loop closes
     it), and one the application dropped unsettled and the garbage collector took
     before then never ends. On a backend without ACK (nothing can settle it later) it
-    ends ``"unsettled"`` as the loop moves on to the next delivery or ends. One from
-    ``receive`` ends only at its settlement.
+    ends ``"unsettled"`` as the loop moves on to the next delivery or ends.
+
+    One from ``receive``, on a backend with ACK, ends only at its settlement. On a
+    backend without ACK it ends ``"unsettled"`` at the next ``receive`` of its
+    subscription (from any thread or task: the end comes before that receive waits),
+    or when the subscription or its broker closes, whichever comes first; the
+    subscription holds it until then, so the garbage collector never takes it unended.
 
     :param outcome: ``"ack"``, ``"nack"``, ``"dead-letter"``, ``"unsettled"`` or
         ``"lease-lost"`` (a settlement refused with :class:`~brokerkit.StaleDelivery`).
