@@ -1,8 +1,9 @@
 """``brokerkit worker module:worker [URL]``: run a program's handlers from the shell.
 
 Exit status: 0 after a stop from the program's code and a clean drain; 128 + the
-signal after SIGINT (130) or SIGTERM (143); 1 when handlers were still running at the
-end of the grace period (or after a second signal) and 2 when the worker cannot be
+signal after SIGINT (130) or SIGTERM (143), whether or not the drain finished in time;
+1 when handlers were still running at the end of the grace period of a stop that no
+signal started, or on an error from the broker; and 2 when the worker cannot be
 imported or found, or has no broker and none is given.
 """
 
@@ -79,8 +80,9 @@ def worker(
 
     Prints a live line per handler (processed, failed, retried, dead-lettered, in
     flight, rate) on stderr: a table on a terminal, log lines otherwise. Exit status:
-    0 after a clean drain, 130 after SIGINT, 143 after SIGTERM, 1 when handlers were cut
-    short, 2 when the worker cannot be imported.
+    0 after a clean drain, 130 after SIGINT and 143 after SIGTERM (drained or not), 1
+    when handlers were cut short with no signal to report, 2 when the worker cannot be
+    imported.
     """
     _check_seconds(grace, interval)
     found = load_worker(target)
