@@ -46,7 +46,7 @@ from brokerkit.backends.redis._buffered import NOT_BUFFERED, BufferedReplies
 from brokerkit.backends.redis._held_state import HeldState
 from brokerkit.backends.redis._packing import pack
 
-__all__ = ["HeldClient", "Reader", "Sent"]
+__all__ = ["HeldClient", "PerCommand", "Reader", "Sent"]
 
 
 class Reader:
@@ -272,3 +272,14 @@ class HeldClient:
 
     def script_load(self, script: str) -> Any:
         return self.reader.execute("SCRIPT", "LOAD", script)
+
+
+class PerCommand:
+    """A client's ``execute_command`` alone: an :class:`Reader` of it keeps no
+    connection (as of a cluster client, each command takes one of the pool's). For a
+    pool the URL caps (``max_connections``): a kept connection is one of the pool's,
+    which every other command (a batch, inspect, purge) would then find taken (redis-py's
+    pool at its cap fails a command at once)."""
+
+    def __init__(self, client: Any) -> None:
+        self.execute_command = client.execute_command

@@ -44,7 +44,7 @@ from brokerkit.backends.redis._buffered import NOT_BUFFERED, BufferedReplies
 from brokerkit.backends.redis._held_state import HeldState
 from brokerkit.backends.redis._packing import pack
 
-__all__ = ["AsyncHeldClient", "AsyncReader", "AsyncSent"]
+__all__ = ["AsyncHeldClient", "AsyncPerCommand", "AsyncReader", "AsyncSent"]
 
 
 class AsyncReader:
@@ -272,3 +272,14 @@ class AsyncHeldClient:
 
     async def script_load(self, script: str) -> Any:
         return await self.reader.execute("SCRIPT", "LOAD", script)
+
+
+class AsyncPerCommand:
+    """A client's ``execute_command`` alone: an :class:`AsyncReader` of it keeps no
+    connection (as of a cluster client, each command takes one of the pool's). For a
+    pool the URL caps (``max_connections``): a kept connection is one of the pool's,
+    which every other command (a batch, inspect, purge) would then find taken (redis-py's
+    pool at its cap fails a command at once)."""
+
+    def __init__(self, client: Any) -> None:
+        self.execute_command = client.execute_command

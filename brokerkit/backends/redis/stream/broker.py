@@ -58,7 +58,7 @@ from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
-from brokerkit.backends.redis._held import HeldClient, Reader
+from brokerkit.backends.redis._held import HeldClient, PerCommand, Reader
 from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic import Periodic
@@ -147,14 +147,18 @@ class RedisStreamBroker(
             _let_go(self._client)
             raise
         self._settle_durable = replica_wait(self._settle_client, url, self.options, retries=0)
-        self._settle_held = HeldClient(Reader(self._settle_client))
+        # Settlements and single publishes: each on a connection kept for them when it
+        # is free; not where the URL caps the pool (see PerCommand).
+        held: Any = self._settle_client
+        if "max_connections" in url.query:
+            held = PerCommand(held)
+        self._settle_held = HeldClient(Reader(held))
         # Publishes too: redis-py resending an XADD whose reply was lost stored the
         # message twice, and a WAIT resent alone on a new connection confirmed nothing
         # (Redis 7.2+); brokerkit's retry looks first, and writes before it waits.
         self._publish_client = self._settle_client
         self._durable = replica_wait(self._settle_client, url, self.options, retries=0)
-        # single publishes: on a connection kept for them when it is free
-        self._sender = Reader(self._settle_client)
+        self._sender = Reader(held)
         self._keys = StreamKeyspace(self.options.prefix, self.options.stream_key)
         self._body_field = self.options.body_field.encode()
         # Told as the close begins: what retries against a lost server gives up then.
