@@ -1,10 +1,11 @@
 """The Lua scripts that look after a redis+list topic as a whole: the rescue of
-deliveries whose lease ran out or whose consumer died, and the look that ``inspect``
-takes (see :mod:`.scripts` for the keys, the arguments every script shares and the data
-model)."""
+deliveries whose lease ran out or whose consumer died, the look that ``inspect`` takes
+(:mod:`.looks`) and the purge (see :mod:`.scripts` for the keys, the arguments every
+script shares and the data model)."""
 
 from __future__ import annotations
 
+from brokerkit.backends.redis.list.looks import INSPECT
 from brokerkit.backends.redis.list.preamble import with_preamble
 
 __all__ = ["INSPECT", "PURGE", "RESCUE"]
@@ -434,66 +435,6 @@ end
 if more then wait = 0 end
 if UNREAD then more, wait = true, 0 end
 return {moved, wait, reconciled, more and limit or #due, released, held_wait, unknown, UNREAD}
-"""
-)
-
-#: Returns {queue length, dead letters, server ms, in flight, oldest delivery ms or
-#: -1, consumers, then per consumer: name, heartbeat deadline or -1, processing
-#: length, leases; then the number of held messages; last, the next element to be
-#: delivered (the queue's tail), or false}.
-INSPECT = with_preamble(
-    r"""
-local t = now_ms()
-local names, order = {}, {}
-local registered = redis.call('ZRANGE', CONSUMERS, 0, -1, 'WITHSCORES')
-for i = 1, #registered, 2 do
-  names[registered[i]] = tonumber(registered[i + 1])
-  order[#order + 1] = registered[i]
-end
-local oldest, leases, in_flight = -1, {}, 0
-local function seen(C, delivered, n)
-  if names[C] == nil then names[C] = -1; order[#order + 1] = C end
-  leases[C] = (leases[C] or 0) + n
-  in_flight = in_flight + n
-  if delivered and n > 0 and (oldest < 0 or delivered < oldest) then oldest = delivered end
-end
-local records = redis.call('HGETALL', EXPIRY)
-for j = 1, #records, 2 do
-  local r, v = records[j], records[j + 1]
-  local colon = string.find(r, ':', 1, true)
-  -- (a field without a consumer is no lease: another program's, not counted)
-  local C = colon and consumer_of(r)
-  local nonce = colon and batch_of(r)
-  if not colon then
-  elseif string.sub(r, colon - 1, colon - 1) == '-' then
-    -- a batch: its leased deliveries are the flags '0' and '2'
-    local flags = declared(C) and redis.call('HGET', fetches_of(C), string.sub(r, 1, colon - 1))
-    local _, n = string.gsub(flags or '', '[02]', '')
-    seen(C, delivered_of(v), n)
-  elseif not (nonce and declared(C) and redis.call('HEXISTS', fetches_of(C), nonce) == 1) then
-    -- (not a batch's delivery with a value of its own: counted with its batch)
-    local delivered = delivered_of(v)
-    if not delivered and declared(C) then
-      -- an earlier version's lease: the time is in its record (see record_of)
-      local value = redis.call('HGET', leases_of(C), r)
-      delivered = value and record_of(r, value, v)
-    end
-    seen(C, delivered, 1)
-  end
-end
-local out = {redis.call('LLEN', QUEUE), redis.call('LLEN', DLQ), t, in_flight, 0, #order}
-for _, C in ipairs(order) do
-  -- a consumer that appeared after the caller looked is counted by the next inspect
-  local proc = declared(C) and redis.call('LLEN', proc_of(C)) or 0
-  out[#out + 1] = C
-  out[#out + 1] = names[C]
-  out[#out + 1] = proc
-  out[#out + 1] = leases[C] or 0
-end
-out[5] = oldest
-out[#out + 1] = redis.call('ZCARD', SCHEDULED)
-out[#out + 1] = redis.call('LINDEX', QUEUE, -1)
-return out
 """
 )
 
