@@ -67,3 +67,13 @@ def test_a_password_without_a_user_is_never_shown_either() -> None:
     assert "REDISCLI_AUTH" in hint, hint
     assert "redis-cli -h 127.0.0.1 -p 1 -n 0 --tls --scan" in hint, hint
     assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_a_user_name_that_reads_as_markup_is_printed_as_it_is() -> None:
+    # rich's console markup ate "[bold]" from the printed command: --user 'ops', the
+    # wrong user (found by review)
+    done = _bench("redis+stream://%5Bbold%5Dops:pw@127.0.0.1:1/0?reconnect_timeout=0.2")
+    assert done.returncode == 1, done.stderr
+    hint = _hint(done.stderr)
+    assert "--user '[bold]ops' --scan" in hint, hint
+    assert "pw@" not in done.stderr

@@ -68,7 +68,11 @@ def remove_keys(url: BrokerURL, prefix: str) -> int:
 
         return unlink_prefixed(url, prefix)
     except Exception as exc:
-        err.print(f"could not remove the keys under {prefix!r} ({type(exc).__name__}); {hint}")
+        # as written: a user name in the command may read as rich markup ("[bold]")
+        err.print(
+            f"could not remove the keys under {prefix!r} ({type(exc).__name__}); {hint}",
+            markup=False,
+        )
         return 0
 
 
