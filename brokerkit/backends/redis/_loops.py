@@ -28,6 +28,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -127,7 +128,7 @@ def _checked(method: _Method) -> _Method:
         finally:
             if vars(self).get("_let_go_without_loop"):  # closed without this loop while it waited:
                 _close_without_loop(self)  # what it reconnected meanwhile let go of too
-                _drop_connections(*(_listener(arg) for arg in args))
+                _drop_connections(*(_listener(arg) for arg in args), shut=_ours(self))
 
     return checked
 
@@ -145,7 +146,7 @@ def _unsubscribe_anywhere(unsubscribe: _Method) -> _Method:
     @functools.wraps(unsubscribe)
     async def unsubscribed(self: Any, subscription: Any, unreturned: list[Any]) -> None:
         def without() -> None:
-            _drop_connections(_listener(subscription))
+            _drop_connections(_listener(subscription), shut=_ours(self))
             if unreturned:
                 log.warning(
                     "could not hand back %d delivery(ies) of %r: its broker's event loop, "
@@ -238,7 +239,7 @@ def _close_without_loop(broker: Any) -> None:
     does not run: the sockets closed here, the work told to stop (it ends when that
     loop runs again, if it does)."""
     broker._let_go_without_loop = True
-    _drop_connections(*(getattr(broker, name, None) for name in _HOLDERS))
+    _drop_connections(*(getattr(broker, name, None) for name in _HOLDERS), shut=_ours(broker))
     home: Any = _home(broker)
     for name in _BACKGROUND:
         work = getattr(broker, name, None)
@@ -260,6 +261,7 @@ def _home(broker: Any) -> asyncio.AbstractEventLoop | None:
 def _claim(broker: Any) -> None:
     """Make the running loop ``broker``'s if it has none yet; refuse another."""
     here = asyncio.get_running_loop()
+    vars(broker).setdefault("_home_pid", os.getpid())
     home = vars(broker).setdefault("_home_loop", here)  # (atomic: one claim wins)
     if home is not here:
         raise _refusal(broker, home, "be used")
@@ -283,32 +285,41 @@ def _refusal(broker: Any, home: asyncio.AbstractEventLoop, what: str) -> Unsuppo
     )
 
 
-def _drop_connections(*holders: Any) -> None:
+def _ours(broker: Any) -> bool:
+    """Whether this process is the one whose loop ``broker``'s connections belong to
+    (not a child forked since, which shares their sockets with it)."""
+    home: int = vars(broker).get("_home_pid", os.getpid())
+    return home == os.getpid()
+
+
+def _drop_connections(*holders: Any, shut: bool = True) -> None:
     """Close the sockets of the connections ``holders`` keep, without their event loop
     (it has closed: asyncio closes a transport through its loop). A holder is a client
     ``make_client`` made (the connections of its pool; of a cluster's nodes; under
     Sentinel, the sentinels' too), a connection kept outside a pool, a replica wait
-    (its clients of a cluster's nodes), or None."""
+    (its clients of a cluster's nodes), or None. ``shut``: whether a connection whose
+    socket cannot be closed here (uvloop's) is shut down; not in a forked child, where
+    that would end its parent's connection too (see :func:`_shut_down`)."""
     for holder in holders:
         if holder is None:
             continue
         if isinstance(holder, aioredis.connection.AbstractConnection):
-            _drop(holder)
+            _drop(holder, shut)
         elif isinstance(holder, AsyncReplicaWait):
-            _drop_connections(*holder._nodes.values())
+            _drop_connections(*holder._nodes.values(), shut=shut)
         elif isinstance(holder, aioredis.RedisCluster):
             nodes: Any = holder.nodes_manager
             for node in [*nodes.startup_nodes.values(), *nodes.nodes_cache.values()]:
-                _drop_connections(*node._connections)
+                _drop_connections(*node._connections, shut=shut)
             nodes.default_node = None  # closed, as its aclose() marks it
         else:
             pool: Any = holder.connection_pool
-            _drop_connections(*pool._available_connections, *pool._in_use_connections)
+            _drop_connections(*pool._available_connections, *pool._in_use_connections, shut=shut)
             manager = getattr(pool, "sentinel_manager", None)
-            _drop_connections(*(manager.sentinels if manager is not None else ()))
+            _drop_connections(*(manager.sentinels if manager is not None else ()), shut=shut)
 
 
-def _drop(connection: Any) -> None:
+def _drop(connection: Any, shut: bool = True) -> None:
     """Close ``connection``'s socket where it stands, doing here what its loop (which
     does not run) would do for ``transport.close()``, and leaving nothing for it to do
     if it runs again: the transport marked closing and lost (so that neither it nor its
@@ -321,7 +332,8 @@ def _drop(connection: Any) -> None:
     tls: Any = getattr(writer.transport, "_ssl_protocol", None)
     beneath: Any = writer.transport if tls is None else tls._transport
     if not hasattr(beneath, "_sock"):  # not asyncio's own transport: uvloop's
-        _shut_down(writer.transport)
+        if shut:
+            _shut_down(writer.transport)
         return
     if beneath._sock is None:
         return
@@ -339,9 +351,11 @@ def _shut_down(transport: Any) -> None:
     """End the connection of ``transport``, one of another event loop than asyncio's
     own (uvloop's, whose socket libuv keeps: there is no ``_sock`` to close), without
     its loop: its socket shut down through a duplicate of its descriptor, so that the
-    server sees it end. The descriptor stays the transport's, for its loop to close
-    when it runs again or closes (closed here, its number could be reused meanwhile
-    by another file, which that loop would then close)."""
+    server sees it end. It ends the socket, not the descriptor: in a child forked
+    since, it would end the parent's connection (the caller does not shut down there).
+    The descriptor stays the transport's, for its loop to close when it runs again or
+    closes (closed here, its number could be reused meanwhile by another file, which
+    that loop would then close)."""
     sock = transport.get_extra_info("socket")
     with contextlib.suppress(OSError, ValueError):  # (closed already: nothing to end)
         if sock is None or sock.fileno() < 0:
