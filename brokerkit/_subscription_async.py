@@ -48,9 +48,10 @@ _FAST_LIMIT = 1e18
 #: a bug).
 _CLOSE_WAIT = 60.0
 #: The subscription whose fetch is running in this thread: a close called from within
-#: that fetch (a backend's callback, such as redis+pubsub's ``on_gap``) cannot wait for
-#: the fetch to end. Threads only: no asyncio callback can wait for a close, and the
-#: tasks it starts copy this context, so their closes must not take it for their own.
+#: that fetch (a backend's callback run within it) cannot wait for the fetch to end
+#: (redis+pubsub's ``on_gap`` runs after it: see AsyncBackend._after_fetch). Threads
+#: only: no asyncio callback can wait for a close, and the tasks it starts copy this
+#: context, so their closes must not take it for their own.
 _FETCHING_HERE: contextvars.ContextVar[AsyncSubscription | None] = contextvars.ContextVar(
     "brokerkit_fetching_here", default=None
 )
@@ -221,6 +222,7 @@ class AsyncSubscription:
 
     async def _next(self, timeout: float | None) -> AsyncDelivery | None:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        fetched_here = False
         while True:
             async with self._fetching:
                 if self._closed.is_set():
@@ -258,10 +260,15 @@ class AsyncSubscription:
                         for delivery in fetched:
                             self._largest = max(self._largest, len(delivery.payload))
                     self._buffer.extend(fetched)
-                    if not self._closed.is_set():
-                        delivery = self._pop()
-                        if delivery is not None:
-                            return delivery
+                    fetched_here = True
+            if fetched_here:
+                fetched_here = False
+                # The lock let go: what the backend tells may close this subscription.
+                await self.broker._after_fetch(self)
+                if not self._closed.is_set():
+                    delivery = self._pop()
+                    if delivery is not None:
+                        return delivery
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
@@ -344,12 +351,15 @@ class AsyncSubscription:
         a later close, the broker's included, waits for that closing to end. A close
         while another is under way waits for it too.
 
-        Called from within the subscription's own receive, in its thread (a backend's
-        callback, such as redis+pubsub's ``on_gap``), it cannot wait for that receive
+        Called from within the subscription's own fetch, in its thread (a backend's
+        callback run within it), it cannot wait for that receive
         to end: it marks the subscription closed and returns; the closing runs on its
         own as soon as the receive's fetch has ended, and that receive raises
         :class:`BrokerClosed`. (Under asyncio such a callback can only start a task,
-        whose close waits for the closing's end as any other does.)
+        whose close waits for the closing's end as any other does.) What a backend
+        tells after the fetch (redis+pubsub's ``on_gap``, sync or ``async def``) may
+        close the subscription as anyone may: the close runs to its end, and that
+        receive raises :class:`BrokerClosed`.
 
         Under asyncio, called on another event loop than the subscription's, it is
         carried out on that loop, as the broker's close is.

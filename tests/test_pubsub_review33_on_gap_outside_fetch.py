@@ -1,0 +1,207 @@
+"""redis+pubsub's ``on_gap`` runs outside the receive's fetch.
+
+An ``on_gap`` that closes its subscription (to resync by subscribing anew) hung the
+asyncio receive for ever: it was awaited inside the fetch, whose lock the close waits
+for. The sync broker's close from ``on_gap`` returned before the subscription was
+closed (its connection still subscribed). And what ``on_gap`` raises comes out of
+the receive without losing a message: what was read stays for the next receive.
+
+Every wait is bounded, so a deadlock fails its test instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+import redis
+
+import brokerkit
+import brokerkit.aio
+from brokerkit.backends.redis.pubsub import Gap
+from brokerkit.exceptions import BrokerClosed
+from tests.redis_server import RedisServer
+
+#: The most any one step may take (a bound against a hang, not an expectation).
+BOUND = 20.0
+
+
+class Boom(Exception):
+    """What the test's on_gap raises."""
+
+
+def _subscribers(client: redis.Redis, consumer: str) -> list[int]:
+    """The ids of the pub/sub connections of ``consumer``'s subscription."""
+    return [
+        int(c["id"])
+        for c in client.client_list(_type="pubsub")
+        if c["name"] == f"brokerkit-pubsub-{consumer}"
+    ]
+
+
+def _kill_subscriber(client: redis.Redis, consumer: str) -> None:
+    """Drop the subscription's connection, as an operator's ``CLIENT KILL`` does."""
+    ids = _subscribers(client, consumer)
+    assert len(ids) == 1
+    assert client.client_kill_filter(_id=ids[0]) == 1
+
+
+def _receive_until_raises(receive: Callable[[], object], bodies: list[str]) -> None:
+    """Receive (sync) until a receive raises, which is re-raised; the bodies received
+    before go to ``bodies``."""
+    end = time.monotonic() + BOUND
+    while time.monotonic() < end:
+        delivery = receive()
+        if delivery is not None:
+            bodies.append(delivery.body)  # type: ignore[attr-defined]
+    raise AssertionError(f"no receive raised; received {bodies}")
+
+
+async def _areceive_until_raises(
+    subscription: brokerkit.aio.AsyncSubscription, bodies: list[str]
+) -> None:
+    """Receive until a receive raises, which is re-raised (each receive bounded); the
+    bodies received before go to ``bodies``."""
+    end = time.monotonic() + BOUND
+    while time.monotonic() < end:
+        delivery = await asyncio.wait_for(subscription.receive(timeout=0.5), BOUND)
+        if delivery is not None:
+            bodies.append(delivery.body)
+    raise AssertionError(f"no receive raised; received {bodies}")
+
+
+@pytest.mark.timeout(90)
+def test_an_async_on_gap_may_await_the_close_of_its_subscription(
+    redis_server: RedisServer,
+) -> None:
+    consumer = f"review33-{uuid.uuid4().hex[:8]}"
+    client = redis_server.client()
+    told: list[tuple[int, bool, list[int]]] = []
+    subscriptions: list[brokerkit.aio.AsyncSubscription] = []
+
+    async def resync(gap: Gap) -> None:
+        await subscriptions[0].close()  # resync: subscribe anew
+        told.append((gap.number, subscriptions[0].closed, _subscribers(client, consumer)))
+
+    async def main() -> None:
+        url = redis_server.url("redis+pubsub")
+        async with brokerkit.aio.connect(url, on_gap=resync) as broker:
+            subscriptions.append(await broker.subscribe("news", consumer=consumer))
+            _kill_subscriber(client, consumer)
+            with pytest.raises(BrokerClosed):
+                # (it hung here: the close waited for the fetch, which awaited on_gap)
+                await _areceive_until_raises(subscriptions[0], [])
+            # the close ran to its end within on_gap: unsubscribed, connection gone
+            assert told == [(1, True, [])]
+            # and the resync's new subscription hears what is published now
+            again = await broker.subscribe("news", consumer=consumer)
+            assert (await broker.publish_counted("news", "after")).receivers == 1
+            delivery = await asyncio.wait_for(again.receive(timeout=BOUND), BOUND)
+            assert delivery is not None and delivery.body == "after"
+
+    try:
+        asyncio.run(main())
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_sync_on_gap_may_close_its_subscription(redis_server: RedisServer) -> None:
+    consumer = f"review33-{uuid.uuid4().hex[:8]}"
+    client = redis_server.client()
+    told: list[tuple[int, bool, list[int]]] = []
+    subscriptions: list[brokerkit.Subscription] = []
+
+    def resync(gap: Gap) -> None:
+        subscriptions[0].close()
+        told.append((gap.number, subscriptions[0].closed, _subscribers(client, consumer)))
+
+    url = redis_server.url("redis+pubsub")
+    try:
+        with brokerkit.connect(url, on_gap=resync) as broker:
+            subscriptions.append(broker.subscribe("news", consumer=consumer))
+            _kill_subscriber(client, consumer)
+            with pytest.raises(BrokerClosed):
+                _receive_until_raises(lambda: subscriptions[0].receive(timeout=0.5), [])
+            # the close ran to its end within on_gap (it returned before: the
+            # subscription's connection was still subscribed)
+            assert told == [(1, True, [])]
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(90)
+def test_what_an_async_on_gap_raises_loses_no_message(redis_server: RedisServer) -> None:
+    consumer = f"review33-{uuid.uuid4().hex[:8]}"
+    client = redis_server.client()
+    told: list[Gap] = []
+
+    async def resync(gap: Gap) -> None:
+        told.append(gap)
+        raise Boom("resync failed")
+
+    async def main() -> None:
+        url = redis_server.url("redis+pubsub")
+        async with brokerkit.aio.connect(url, on_gap=resync) as broker:
+            subscription = await broker.subscribe("news", consumer=consumer, prefetch=10)
+            for body in ("m1", "m2"):
+                assert (await broker.publish_counted("news", body)).receivers == 1
+            _kill_subscriber(client, consumer)
+            before: list[str] = []
+            with pytest.raises(Boom, match="resync failed"):
+                await _areceive_until_raises(subscription, before)
+            # what reached the socket before the loss is received first
+            assert before == ["m1", "m2"]
+            assert [gap.number for gap in told] == [1]
+            for body in ("m3", "m4"):
+                assert (await broker.publish_counted("news", body)).receivers == 1
+            bodies = []
+            while len(bodies) < 2:
+                delivery = await asyncio.wait_for(subscription.receive(timeout=BOUND), BOUND)
+                assert delivery is not None
+                bodies.append(delivery.body)
+            assert bodies == ["m3", "m4"]
+            assert [gap.number for gap in told] == [1]  # told once
+
+    try:
+        asyncio.run(main())
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(90)
+def test_what_a_sync_on_gap_raises_loses_no_message(redis_server: RedisServer) -> None:
+    consumer = f"review33-{uuid.uuid4().hex[:8]}"
+    client = redis_server.client()
+    told: list[Gap] = []
+
+    def resync(gap: Gap) -> None:
+        told.append(gap)
+        raise Boom("resync failed")
+
+    url = redis_server.url("redis+pubsub")
+    try:
+        with brokerkit.connect(url, on_gap=resync) as broker:
+            subscription = broker.subscribe("news", consumer=consumer, prefetch=10)
+            for body in ("m1", "m2"):
+                assert broker.publish_counted("news", body).receivers == 1
+            _kill_subscriber(client, consumer)
+            before: list[str] = []
+            with pytest.raises(Boom, match="resync failed"):
+                _receive_until_raises(lambda: subscription.receive(timeout=0.5), before)
+            assert before == ["m1", "m2"]
+            assert [gap.number for gap in told] == [1]
+            for body in ("m3", "m4"):
+                assert broker.publish_counted("news", body).receivers == 1
+            bodies = []
+            while len(bodies) < 2:
+                delivery = subscription.receive(timeout=BOUND)
+                assert delivery is not None
+                bodies.append(delivery.body)
+            assert bodies == ["m3", "m4"]
+            assert [gap.number for gap in told] == [1]
+    finally:
+        client.close()
