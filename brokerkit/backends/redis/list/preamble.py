@@ -340,21 +340,34 @@ end
     + r"""-- Elements in a consumer's processing list that no lease covers: moved there by
 -- a BLMOVE whose lease was never recorded (the reply was lost, or the consumer
 -- died). Lists written by versions that kept leased elements there too are
--- matched against the leases, so those are not handed back twice.
-local function orphans(consumer)
+-- matched against the leases, so those are not handed back twice: against the lease
+-- hash, its records read here (bodies too) only while it holds at most ORPHANS_READ;
+-- past that, by the caller, outside any script, which gives `given` = {the list's
+-- length, the hash's length, the indexes of the orphans in the list} to a next call
+-- (taken while both lengths are still those). Returns nil when not decided here.
+local function orphans(consumer, given)
+  local ORPHANS_READ = 100
+  local proc = proc_of(consumer)
   -- the usual case, an empty list: the lease hash, however big, is not read
-  if redis.call('LLEN', proc_of(consumer)) == 0 then return {} end
+  local listed = redis.call('LLEN', proc)
+  if listed == 0 then return {} end
+  local leases = leases_of(consumer)
+  local recorded = redis.call('HLEN', leases)
+  if recorded == 0 then return redis.call('LRANGE', proc, 0, -1) end
+  if given and tonumber(given[1]) == listed and tonumber(given[2]) == recorded then
+    local found = {}
+    for k = 3, #given do found[#found + 1] = redis.call('LINDEX', proc, tonumber(given[k])) end
+    return found
+  end
+  if recorded > ORPHANS_READ then return nil end
   local held = {}
-  local records = redis.call('HGETALL', leases_of(consumer))
-  local receipts = {}
-  for j = 1, #records, 2 do receipts[#receipts + 1] = receipt_of(records[j], consumer) end
-  local expiry = gather('HMGET', EXPIRY, receipts, 1, #receipts)
+  local records = redis.call('HGETALL', leases)
   for j = 1, #records, 2 do
-    local _, e = record_of(records[j], records[j + 1], expiry[(j + 1) / 2])
+    local _, e = record_of(records[j], records[j + 1])
     held[e] = (held[e] or 0) + 1
   end
   local found = {}
-  for _, e in ipairs(redis.call('LRANGE', proc_of(consumer), 0, -1)) do
+  for _, e in ipairs(redis.call('LRANGE', proc, 0, -1)) do
     if (held[e] or 0) > 0 then held[e] = held[e] - 1 else found[#found + 1] = e end
   end
   return found

@@ -19,14 +19,17 @@ __all__ = ["INSPECT", "PURGE", "RESCUE"]
 #: hash the caller read, being too big for a script to read (see unfold), ARGV[11] a
 #: lease group of its to unfold or "", ARGV[12] the index that group is cut at, and
 #: ARGV[13...] the names of the fields to look at (none of these: the call reads no hash
-#: of more than UNFOLD_READ fields, and names the first such consumer in its reply).
+#: of more than UNFOLD_READ fields, and names the first such consumer in its reply); or
+#: ARGV[11] "orphans", ARGV[12...] what the caller matched of ARGV[10]'s processing list
+#: (see orphans in the preamble: a consumer whose list cannot be matched here is named
+#: in the reply with "orphans", a dead one left alone meanwhile).
 #: Also moves held messages that are due to the queue.
 #: Returns {deliveries handed back, ms until the next lease group or held message is
 #: due or -1 (0 when work was left for the next call), orphans, lease groups visited
 #: (``limit`` when more may be due), held messages moved to the queue, ms until the next
 #: held message is due or -1, the dead consumers left alone because a batch of theirs
-#: was not declared, and {consumer, lease group or ""} of a lease hash for the caller to
-#: read, or nil}.
+#: was not declared, and {consumer, lease group or "" or "orphans"} of a lease hash for
+#: the caller to read, or nil}.
 RESCUE = with_preamble(
     r"""
 local t = now_ms()
@@ -34,6 +37,12 @@ local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
 local moved, more = 0, false
 local GIVEN_OF, GIVEN_GROUP, GIVEN_CUT = ARGV[10] or '', ARGV[11] or '', tonumber(ARGV[12] or '')
 local GIVEN = {unpack(ARGV, 13)}
+-- or ARGV[11] 'orphans': the orphans of consumer ARGV[10] (see orphans), ARGV[12...]
+local GIVEN_ORPHANS = GIVEN_GROUP == 'orphans' and {unpack(ARGV, 12)} or nil
+local function given_orphans(C)
+  if GIVEN_OF == C then return GIVEN_ORPHANS end
+  return nil
+end
 local UNREAD = false  -- {C, group}: the first lease hash too big to read here
 local scored = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'WITHSCORES', 'LIMIT', 0, limit)
 local due, scores = {}, {}
@@ -347,11 +356,16 @@ for _, C in ipairs(dead) do
       unknown[#unknown + 1] = C
     end
   end
+  local found = known and orphans(C, given_orphans(C))
+  if known and not found then  -- its processing list is left for the caller to match
+    UNREAD = UNREAD or {C, 'orphans'}
+    known, more = false, true
+  end
   if known then
   give_back_lent(C)
   local proc, leases, fetches = proc_of(C), leases_of(C), fetches_of(C)
   -- moved but never leased: never handed to the application, no attempt
-  for _, e in ipairs(orphans(C)) do
+  for _, e in ipairs(found) do
     redis.call('RPUSH', QUEUE, e)
     count_returned(1)  -- goes out alone, as one that came back does
     moved = moved + 1
@@ -416,7 +430,9 @@ end
 local reconciled = 0
 if ARGV[8] ~= '' then
   give_back_lent(ARGV[8])
-  for _, e in ipairs(orphans(ARGV[8])) do
+  local found = orphans(ARGV[8], given_orphans(ARGV[8]))
+  if not found then UNREAD = UNREAD or {ARGV[8], 'orphans'} end
+  for _, e in ipairs(found or {}) do
     redis.call('LREM', proc_of(ARGV[8]), 1, e)
     redis.call('RPUSH', QUEUE, e)
     count_returned(1)

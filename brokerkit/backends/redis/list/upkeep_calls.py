@@ -6,11 +6,13 @@ the script is given their keys (see :meth:`.TopicPlan.keys_for`)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from brokerkit.backends.redis._held import HeldClient, Reader
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of
+from brokerkit.backends.redis.list.preamble import CHUNK
 
 __all__ = [
     "INSPECT_LEASES",
@@ -37,6 +39,13 @@ RESCUE_LEASES = 100
 #: (10,000 leases handed back, in order); what is left waits for its next maintenance,
 #: due at once. So however long a rescue lasts, it never starves the fetch.
 MAINTENANCE_CALLS = 100
+#: What Lua's ``tonumber`` reads as a number (decimal, hexadecimal, inf or nan,
+#: blanks around), as the scripts read the delivery time of a lease record.
+_LUA_NUMBER = re.compile(
+    rb"\s*[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|0[xX][0-9a-fA-F]+|inf(?:inity)?|nan)\s*\Z",
+    re.IGNORECASE,
+)
+
 #: An INSPECT call counts the leases of at most this many fields of ``expiry`` (two
 #: commands each at most, but for an earlier version's lease recorded without its
 #: delivery time: three); a topic with more is inspected in more calls.
@@ -80,7 +89,10 @@ def rescue_once(
         unread = [_name(part) for part in reply[7]] if len(reply) > 7 and reply[7] else []
         hashes = _wire([keys.leases(unread[0])]) if unread else []
         fetched = _read(client, held, *[("HKEYS", key) for key in [*fetches, *hashes]])
-        if unread:
+        if unread and unread[1] == "orphans":
+            given = _orphans(client, held, plan, unread[0], fetched.pop())
+            args = [*args, *_wire(unread), *given]
+        elif unread:
             fields = [_name(f) for f in fetched.pop()]
             args = [*args, *_wire([unread[0], unread[1], *_given(unread[1], fields)])]
         # each batch by its key: a field that is no nonce brokerkit writes (another
@@ -95,6 +107,47 @@ def rescue_once(
             again[index] += reply[index]
         reply = again
     return reply[:6]
+
+
+def _orphans(
+    client: Any, reader: Reader | None, plan: TopicPlan, consumer: str, fields: list[Any]
+) -> list[str]:
+    """RESCUE's ARGV[12...] for ``consumer``'s processing list, too long a lease hash
+    beside it (its ``fields``, listed) for the script to match (see ``orphans`` in the
+    preamble): the list's length, the hash's, and the indexes of the list's elements no
+    lease record holds (as many records of an element, that many of its copies are
+    leased). Read here, outside any script, CHUNK at a time (bodies are never copied
+    into a script); the script takes them only while both lengths are still those."""
+    proc, leases = _wire([plan.keys.processing(consumer), plan.keys.leases(consumer)])
+    listed, recorded = _read(client, reader, ("LLEN", proc), ("HLEN", leases))
+    lists = [("LRANGE", proc, start, start + CHUNK - 1) for start in range(0, listed, CHUNK)]
+    records = [("HMGET", leases, *fields[i : i + CHUNK]) for i in range(0, len(fields), CHUNK)]
+    replies = _read(client, reader, *lists, *records) if lists or records else []
+    elements = [e for reply in replies[: len(lists)] for e in reply]
+    values = [v for reply in replies[len(lists) :] for v in reply]
+    held: dict[bytes, int] = {}
+    for field, value in zip(fields, values, strict=True):
+        if value is not None:
+            element = record_element(field, value)
+            held[element] = held.get(element, 0) + 1
+    found = []
+    for index, element in enumerate(elements):
+        if held.get(element, 0) > 0:
+            held[element] -= 1
+        else:
+            found.append(str(index))
+    return [str(listed), str(recorded), *found]
+
+
+def record_element(field: bytes, value: bytes) -> bytes:
+    """The element of a lease an earlier version recorded under ``field`` in a lease
+    hash, as ``record_of`` in the preamble reads it: under a whole receipt (a ``:`` in
+    the field) the record is ``<delivered ms>:<element>``, anything else all element
+    (as a record whose time is no number); under the short field, the value."""
+    if b":" not in field:
+        return value
+    head, colon, rest = value.partition(b":")
+    return rest if colon and _LUA_NUMBER.match(head) else value
 
 
 def _given(group: str, fields: list[str]) -> list[str]:
