@@ -27,9 +27,9 @@ from brokerkit.cli._url import URL_ENV
 from tests.test_worker import DEADLINE
 from tests.waiting import wait_until
 
-#: The visibility timeout of the lease tests: short, so that a lease nobody renews
-#: runs out several times within the wait that proves none did.
-#: Long enough that a renewal made late by a loaded machine still comes in time.
+#: The visibility timeout of the lease tests: a lease nobody renews runs out twice
+#: within the wait that proves none did, and a renewal made late by a loaded machine
+#: still comes in time.
 VISIBILITY = 2.0
 
 
