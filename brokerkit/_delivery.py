@@ -52,7 +52,18 @@ class Delivery:
         late ack cannot settle another consumer's delivery of the same message.
     """
 
-    __slots__ = ("_body", "_scope", "_settled", "attempt", "message", "receipt", "subscription")
+    # __weakref__: on a backend without ACK, its subscription holds it weakly until its
+    # hooks end (brokerkit._delivery_drops).
+    __slots__ = (
+        "__weakref__",
+        "_body",
+        "_scope",
+        "_settled",
+        "attempt",
+        "message",
+        "receipt",
+        "subscription",
+    )
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ from brokerkit._acompat import (
     spawn,
 )
 from brokerkit._capabilities import Capability
+from brokerkit._delivery_drops import UnsettledDeliveries
 from brokerkit._hooks import RELAY, HeldDeliveries
 from brokerkit._logging import subscription_fields
 from brokerkit._schedule import check_timeout
@@ -131,11 +132,11 @@ class AsyncSubscription:
         # The deliveries its loops handed out with their hooks open, for close to end
         # those never settled (made on first use: only with plugins).
         self._held: HeldDeliveries | None = None
-        # Without ACK nothing can settle a delivery: receive() holds each one it hands
-        # out, its hooks open, for its next call or the close to end them (see there).
-        # A reader that ends them itself (a worker's slots) turns this off.
-        self._ends_at_next = Capability.ACK not in broker.capabilities
-        self._passed: collections.deque[AsyncDelivery] = collections.deque()
+        # Without ACK: the deliveries receive() handed out with their hooks open, held
+        # weakly, for the collector or the close to end those never settled.
+        self._unsettled = (
+            UnsettledDeliveries() if Capability.ACK not in broker.capabilities else None
+        )
 
     @property
     def closed(self) -> bool:
@@ -159,11 +160,13 @@ class AsyncSubscription:
         what it brought is handed back at once.
 
         With plugins, the delivery's hooks (``brokerkit_deliver_start`` and ``_end``:
-        its span, its handling time) start as it is returned. Where the backend has ACK
-        they end with its settlement. Without ACK nothing can settle it: they end
-        ``"unsettled"`` at the next call of this subscription's receive (from any
-        thread or task), or when the subscription or its broker closes, whichever
-        comes first, once.
+        its span, its handling time) start as it is returned, and end with its
+        settlement (``ack``, ``nack``), however much later. Where the backend has ACK
+        that is all. Without ACK (an ack or a nack only marks it settled, and ends its
+        hooks all the same), one never settled ends ``"unsettled"`` when the
+        application lets it go (the garbage collector takes it), or when the
+        subscription or its broker closes, whichever comes first, once; the
+        subscription holds it weakly until then.
 
         :param timeout: None, or a finite number of seconds (0 or less: do not wait).
         :returns: a delivery, or ``None`` if none came within the timeout.
@@ -177,48 +180,24 @@ class AsyncSubscription:
             type(timeout) in _PLAIN_NUMBERS and -_FAST_LIMIT < timeout < _FAST_LIMIT
         ):
             timeout = check_timeout(timeout)
-        observed = RELAY.deliver  # without plugins, the one check the hooks cost
-        if observed:
-            return await self._receive_observed(timeout)
         # What an earlier fetch brought is taken without the lock or the clock.
         delivery = self._pop() if not self._closed.is_set() else None
         if delivery is None:
             delivery = await self._next(timeout)
-            if delivery is not None and RELAY.deliver:  # a plugin came meanwhile
-                self._observe(delivery)
-        return delivery
-
-    async def _receive_observed(self, timeout: float | None) -> AsyncDelivery | None:
-        """:meth:`receive` with plugins: end the hooks of those it handed out before
-        that nothing can settle, then start the next one's."""
-        if self._passed:
-            self._end_passed()
-        delivery = self._pop() if not self._closed.is_set() else None
-        if delivery is None:
-            delivery = await self._next(timeout)
-        if delivery is not None:
+        if delivery is not None and RELAY.deliver:  # without plugins, all hooks cost
             self._observe(delivery)
         return delivery
 
     def _observe(self, delivery: AsyncDelivery) -> None:
-        """Start ``delivery``'s hooks; without ACK, hold it for the next receive or the
-        close to end them (the close's own end, if it came meanwhile, is this one's)."""
+        """Start ``delivery``'s hooks; without ACK, watch it for the collector or the
+        close to end them if nothing settles it (the close's own end, if it came
+        meanwhile, is this one's)."""
         RELAY.deliver_start(delivery)
-        if self._ends_at_next and delivery._scope is not None:
-            self._passed.append(delivery)
+        unsettled = self._unsettled
+        if unsettled is not None and delivery._scope is not None:
+            unsettled.watch(delivery)
             if self._closed.is_set():
-                self._end_passed()
-
-    def _end_passed(self) -> None:
-        """End ``"unsettled"`` the hooks of the deliveries :meth:`_observe` held, each
-        once (popleft is atomic: another thread's receive or a close takes the others)."""
-        passed = self._passed
-        while passed:
-            try:
-                delivery = passed.popleft()
-            except IndexError:
-                break
-            RELAY.deliver_end(delivery, "unsettled")
+                unsettled.end()
 
     async def _next(self, timeout: float | None) -> AsyncDelivery | None:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
@@ -437,7 +416,8 @@ class AsyncSubscription:
         finally:
             if self._held is not None:
                 self._held.end()
-            self._end_passed()
+            if self._unsettled is not None:
+                self._unsettled.end()
             self.broker._let_go(self)
             self._ended.set()
 

@@ -162,11 +162,15 @@ def brokerkit_deliver_end(
     before then never ends. On a backend without ACK (nothing can settle it later) it
     ends ``"unsettled"`` as the loop moves on to the next delivery or ends.
 
-    One from ``receive``, on a backend with ACK, ends only at its settlement. On a
-    backend without ACK it ends ``"unsettled"`` at the next ``receive`` of its
-    subscription (from any thread or task: the end comes before that receive waits),
-    or when the subscription or its broker closes, whichever comes first; the
-    subscription holds it until then, so the garbage collector never takes it unended.
+    One from ``receive`` ends at its settlement (an ack or a nack, however much later:
+    a batch ``broker.ack(*received)`` reports each ``"ack"``, and deliveries that
+    several threads or tasks receive from one subscription end each at its own). On a
+    backend with ACK that is all. On a backend without ACK, where an ack or a nack only
+    marks it settled (and ends it all the same), one never settled ends
+    ``"unsettled"`` when the application lets it go (the garbage collector takes it:
+    ``delivery`` is then a stand-in of the same message, subscription, attempt and
+    receipt) or when its subscription or broker closes, whichever comes first, once;
+    the subscription holds it weakly until then, keeping nothing alive.
 
     :param outcome: ``"ack"``, ``"nack"``, ``"dead-letter"``, ``"unsettled"`` or
         ``"lease-lost"`` (a settlement refused with :class:`~brokerkit.StaleDelivery`).

@@ -90,7 +90,6 @@ class AsyncRunner:
         self._subscription = subscription = await self.broker.subscribe(
             spec.topic, group=spec.group, prefetch=spec.prefetch + 1
         )
-        subscription._ends_at_next = False  # the slots end each delivery's hooks
         self.stats.count_waiting(lambda: subscription.buffered)
         for number in range(spec.concurrency):
             name = f"brokerkit-worker {spec.name} #{number + 1}"
