@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError
+from redis.exceptions import MaxConnectionsError, RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._close_calls import by_the_close
@@ -49,9 +49,17 @@ from brokerkit.backends.redis._sentinel_master import (
 from brokerkit.backends.redis._tls import ClusterTLS, share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
-__all__ = ["Reconnector", "make_client", "pause", "scan_topics"]
+__all__ = ["CONNECT_RETRIES", "Reconnector", "make_client", "pause", "scan_topics"]
 
 _T = TypeVar("_T")
+
+#: How many times a call on a client that retries nothing itself (``retries=0``:
+#: redis-py's connect then tries once) tries again to reach a server this process has
+#: never reached, with backoff (:data:`CONNECT_BACKOFF`), before "could not connect":
+#: the short retry redis-py's own ``retries=3`` gives the other clients.
+CONNECT_RETRIES = 3
+#: (base, cap) of that backoff, in seconds: redis-py's of :func:`make_client`'s clients.
+CONNECT_BACKOFF = (0.05, 1.0)
 
 #: redis-py 8 looks its own version up in the installed package metadata (files on
 #: disk) for every new connection unless it is handed a DriverInfo; under asyncio that
@@ -400,8 +408,11 @@ class Reconnector:
     Used by consume loops and publishes (and by redis+list's every call), which
     must outlive a server restart or a failover. A server this process has never reached is
     not waited for: the first failure is "could not connect" (after the client's own
-    short retry, each attempt bounded by :data:`CONNECT_TIMEOUT`), and refused
-    credentials are raised at once, however long the server has answered before.
+    short retry, or for a call on a client that retries nothing, ``connect_retries``
+    of brokerkit's; each attempt bounded by :data:`CONNECT_TIMEOUT`), and refused
+    credentials are raised at once, however long the server has answered before. A
+    pool at its cap (``max_connections``: "Too many connections") is no sign of a
+    server never reached: waited for as a lost connection is.
     """
 
     def __init__(
@@ -422,8 +433,16 @@ class Reconnector:
         #: Set when a call needed to reconnect; the caller may clear it.
         self.reconnected = False
 
-    def call(self, operation: Callable[[], _T], *, topic: str | None = None) -> _T:
-        """``operation()``, retried while the error is transient and time remains.
+    def call(
+        self,
+        operation: Callable[[], _T],
+        *,
+        topic: str | None = None,
+        connect_retries: int = 0,
+    ) -> _T:
+        """``operation()``, retried while the error is transient and time remains;
+        ``connect_retries`` times more, with a short backoff, while the server has
+        never answered (for a client that retries nothing itself).
 
         Once the broker's close has begun (``closing``) a call retries no more: the
         error is raised at once, not after ``timeout``, whether the call was under way
@@ -432,7 +451,7 @@ class Reconnector:
         :func:`~brokerkit._close_calls.by_the_close`) retry as before.
         """
         deadline = time.monotonic() + self.timeout
-        attempt = 0
+        attempt = unreached = 0
         closing = None if by_the_close() else self.closing
         while True:
             try:
@@ -441,8 +460,16 @@ class Reconnector:
             except ConnectionFailed as exc:
                 if isinstance(exc.__cause__, CREDENTIAL_ERRORS):
                     raise  # refused credentials: waiting will not change them
-                if never_answered(self.url, exc):
-                    raise  # "could not connect": nothing to ride out
+                if never_answered(self.url, exc) and not isinstance(
+                    exc.__cause__, MaxConnectionsError
+                ):
+                    if unreached >= connect_retries:
+                        raise  # "could not connect": nothing to ride out
+                    unreached += 1
+                    delay = backoff_delay(unreached, *CONNECT_BACKOFF)
+                    if not pause(delay, closing):
+                        raise
+                    continue
                 attempt += 1
                 delay = backoff_delay(attempt, self.base, self.cap)
                 if time.monotonic() + delay > deadline:

@@ -3,6 +3,7 @@ round trip per batch."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from brokerkit.backends.redis.stream import (
     scheduling,
     scripts,
 )
+from brokerkit.backends.redis.stream.landed_async import Lost
 
 __all__ = ["Call", "InOrder", "StreamScripts", "run_scripts"]
 
@@ -77,9 +79,11 @@ class InOrder:
     """``calls`` run one at a time, in order, each only once the one before it
     answered: the first error stops them, and :attr:`done` says how many answered.
     Called again (the reconnector's retry after a lost connection), it goes on from
-    the first call that has not answered; when that call was sent and its reply lost,
-    ``landed(client, index)`` (if given) says whether it ran, and one that did is not
-    sent again.
+    the first call that has not answered; when that call may have been written and its
+    reply lost, ``landed(client, index, lost)`` (if given) says whether it ran (see
+    :meth:`.landed_async.Lost.look`), and one that did is not sent again. A call that
+    failed before anything of it was written (the pool's cap, a connect failure) is
+    known not to have run: no look.
 
     :ivar done: how many of the calls answered (or were found to have run), from the
         first.
@@ -89,22 +93,33 @@ class InOrder:
     def __init__(
         self,
         calls: Sequence[Call],
-        landed: Callable[[aioredis.Redis, int], Awaitable[bool]] | None = None,
+        landed: Callable[[aioredis.Redis, int, Lost], Awaitable[bool]] | None = None,
     ) -> None:
         self.calls = calls
         self.done = 0
         self.sends = 0
-        self._sent = -1  # the call sent last
+        self._lost = Lost()  # the call sent last
         self._landed = landed
 
+    @property
+    def unsure(self) -> bool:
+        """Whether the call after the :attr:`done` ones may have run (its reply lost)."""
+        return self._lost.failed is not None
+
     async def __call__(self, client: aioredis.Redis) -> None:
+        lost = self._lost
         while self.done < len(self.calls):
-            lost = self._sent == self.done  # sent before, its reply never read
-            if lost and self._landed is not None and await self._landed(client, self.done):
+            landed = self._landed
+            if lost.failed is not None and landed and await landed(client, self.done, lost):
                 self.done += 1
                 continue
-            self._sent = self.done
+            lost.sent = time.monotonic()
             self.sends += 1
             script, keys, args = self.calls[self.done]
-            await script(keys=keys, args=args, client=client)
+            try:
+                await script(keys=keys, args=args, client=client)
+            except BaseException as exc:
+                lost.fail(exc)
+                raise
+            lost.failed = None
             self.done += 1

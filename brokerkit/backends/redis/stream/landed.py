@@ -5,51 +5,126 @@ publish looks before it adds the message again.
 
 A connection lost between an ``XADD`` (or a batch's publish script) and its reply
 leaves the outcome unknown: the server may have stored the message. The retry then
-reads the stream's newest entries, back to a little before the first attempt was sent
-by the server's clock (``TIME``, less the time since then, less :data:`SLACK_MS`), for
-an entry whose header is the message's (it holds the message's id, unique): found, the
-message is not added again. Only a retry pays for this; a publish that got its reply
-never looks. An entry trimmed away since (``maxlen``, ``max_age``), or one stamped
-by a master whose clock ran more than the slack ahead of the one the retry asks (a
-failover), is not found: the message is then stored again, as at-least-once allows.
+reads the stream's entries stamped in a window around the lost attempt, by the
+server's clock (``TIME``, on the stream's node): from :data:`SLACK_MS` before the
+attempt was sent to :data:`SLACK_MS` after it failed, upward (``XRANGE``), for an entry
+whose header is the message's (it holds the message's id, unique): found, the message
+is not added again. Entries added after the window (other publishes during an outage)
+are never read. Only a retry pays for this; a publish that got its reply never looks,
+nor does one whose attempt failed before anything was written (the pool had no
+connection to give, none could be opened: :func:`unwritten`).
+
+A look is bounded: pages sized to about :data:`PAGE_BYTES` by the entries seen, at
+most :data:`LOOK_ENTRIES` entries and :data:`LOOK_BYTES` of them. Past that the
+outcome stays unknown: the message is sent again (a WARNING says so), as at-least-once
+allows. So it is, too, for an entry trimmed away since (``maxlen``, ``max_age``), or one
+stamped by a master whose clock ran more than the slack away from the one the retry
+asks (a failover). After a look that found nothing and a new attempt, the next look
+covers the new attempt's window.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from brokerkit.backends.redis._stream_fields import HEADER_FIELD
 
-__all__ = ["PAGE", "SLACK_MS", "AddOnce", "landed"]
+__all__ = [
+    "FIRST_PAGE",
+    "LOOK_BYTES",
+    "LOOK_ENTRIES",
+    "PAGE_BYTES",
+    "SLACK_MS",
+    "AddOnce",
+    "Lost",
+    "landed",
+    "unwritten",
+]
 
-#: Entries one ``XREVRANGE`` of the look reads.
-PAGE = 100
-#: How far (ms) before the first attempt by the server's clock the look goes back.
+log = logging.getLogger("brokerkit.redis")
+
+#: How far (ms) around the lost attempt by the server's clock the look reads.
 SLACK_MS = 5000
+#: Entries the first page of a look asks (their size is not known yet).
+FIRST_PAGE = 10
+#: About the bytes of entries one page of a look reads: its ``COUNT`` is chosen from the
+#: sizes of the entries seen so far (at most :data:`MAX_PAGE`).
+PAGE_BYTES = 1 << 20
+MAX_PAGE = 1000
+#: A look reads at most so many entries, and so many bytes of them: past either, the
+#: outcome is unknown and the message is sent again.
+LOOK_ENTRIES = 10_000
+LOOK_BYTES = 16 << 20
+
+#: A command that returns the server's ``TIME`` (the stream's node's, on a cluster).
+Clock = Callable[[], Any]
 
 
-def landed(execute: Callable[..., Any], key: str, header: str, started: float) -> bool:
-    """Whether the stream ``key`` holds an entry whose header is ``header``, added no
-    sooner than ``started`` (this host's ``time.monotonic()`` before the first attempt
-    was sent); ``execute(*command)`` runs a command (its reply parsed by redis-py or
-    as it came: both are read)."""
-    seconds, micros = execute("TIME")
-    elapsed_ms = math.ceil((time.monotonic() - started) * 1000)
-    since = max(0, int(seconds) * 1000 + int(micros) // 1000 - elapsed_ms - SLACK_MS)
+def unwritten(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a command, proves that nothing of it was written: the
+    pool had no connection to give (its cap), or no connection could be opened."""
+    if isinstance(exc, MaxConnectionsError):
+        return True
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        text = str(exc)
+        return " connecting to " in text or text.startswith("Timeout connecting")
+    return False
+
+
+def landed(
+    execute: Callable[..., Any],
+    key: str,
+    header: str,
+    sent: float,
+    failed: float,
+    clock: Clock | None = None,
+) -> bool:
+    """Whether the stream ``key`` holds an entry whose header is ``header``, stamped
+    between :data:`SLACK_MS` before ``sent`` and as long after ``failed`` (this host's
+    ``time.monotonic()`` as the attempt was sent and as it failed); ``execute(*command)``
+    runs a command (its reply parsed by redis-py or as it came: both are read),
+    ``clock()`` asks ``TIME`` where ``execute`` would not ask the stream's node. False
+    too past the look's bounds (logged)."""
+    seconds, micros = clock() if clock is not None else execute("TIME")
+    now = time.monotonic()
+    server_ms = int(seconds) * 1000 + int(micros) // 1000
+    low = max(0, server_ms - math.ceil((now - sent) * 1000) - SLACK_MS)
+    high = max(low, server_ms - int((now - failed) * 1000) + SLACK_MS)
     wanted = header.encode()
-    end: Any = "+"
+    start: Any = low
+    count, seen, size = FIRST_PAGE, 0, 0
     while True:
-        entries = execute("XREVRANGE", key, end, since, "COUNT", PAGE)
+        entries = execute("XRANGE", key, start, high, "COUNT", count)
         for _, fields in entries:
-            if _header_of(fields) == wanted:
+            found = _header_of(fields)
+            if found == wanted:
                 return True
-        if len(entries) < PAGE:
+            size += _size(fields)
+        seen += len(entries)
+        if len(entries) < count:
+            return False
+        if seen >= LOOK_ENTRIES or size >= LOOK_BYTES:
+            log.warning(
+                "redis+stream: a publish to the stream %r lost its reply; the look for "
+                "it read %d entries (%d bytes) of its window and stopped there: its "
+                "outcome is unknown, so it is sent again (it may be stored twice)",
+                key,
+                seen,
+                size,
+            )
             return False
         last = entries[-1][0]
-        end = b"(" + (last if isinstance(last, bytes) else str(last).encode())
+        start = b"(" + (last if isinstance(last, bytes) else str(last).encode())
+        fits = PAGE_BYTES * seen // max(size, 1)
+        count = max(1, min(MAX_PAGE, fits, LOOK_ENTRIES - seen))
 
 
 def _header_of(fields: Any) -> Any:
@@ -62,27 +137,81 @@ def _header_of(fields: Any) -> Any:
     return None
 
 
+def _size(fields: Any) -> int:
+    """About the bytes of an entry's fields."""
+    parts = fields.items() if isinstance(fields, dict) else (fields,)
+    return sum(len(value) for part in parts for value in part) + 16
+
+
+class Lost:
+    """One command's attempts: when the last was sent, and, when its outcome is
+    unknown (it failed after it may have been written), when it failed.
+
+    :ivar sent: ``time.monotonic()`` as the last attempt was sent.
+    :ivar failed: ``time.monotonic()`` as it failed, or None: its outcome is known
+        (it answered, nothing of it was written, or a look found it did not run).
+    """
+
+    __slots__ = ("failed", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0.0
+        self.failed: float | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """The attempt sent last raised ``exc``."""
+        self.failed = None if unwritten(exc) else time.monotonic()
+
+    def look(
+        self,
+        execute: Callable[..., Any],
+        key: str,
+        header: str,
+        clock: Clock | None = None,
+    ) -> bool:
+        """Whether the attempt whose outcome is unknown stored the message
+        (:func:`landed`); False, at no cost, when no outcome is unknown. Not found, the
+        outcome is known (not stored): the next look, if any, is of the next attempt."""
+        failed = self.failed
+        if failed is None:
+            return False
+        found = landed(execute, key, header, self.sent, failed, clock)
+        self.failed = None
+        return found
+
+
 class AddOnce:
     """One ``XADD`` (``args``, with the message's ``header``, to the stream ``key``),
     sent by ``execute``; called again (a retry after a lost connection), it first looks
-    whether the one sent landed (:func:`landed`), and sends it again only if not. The
-    first call sends at once: it adds nothing to a publish's cost."""
+    whether the one sent landed (:meth:`Lost.look`), and sends it again only if not. The
+    first call sends at once: it adds nothing to a publish's round trips."""
 
-    __slots__ = ("_args", "_execute", "_header", "_key", "_started")
+    __slots__ = ("_args", "_clock", "_execute", "_header", "_key", "_lost")
 
-    def __init__(self, execute: Callable[..., Any], args: list[Any], key: str, header: str) -> None:
+    def __init__(
+        self,
+        execute: Callable[..., Any],
+        args: list[Any],
+        key: str,
+        header: str,
+        clock: Clock | None = None,
+    ) -> None:
         self._execute = execute
         self._args = args
         self._key = key
         self._header = header
-        self._started: float | None = None
+        self._clock = clock
+        self._lost = Lost()
 
-    def __call__(self) -> Any:
-        if self._started is None:
-            self._started = time.monotonic()
-            return self._execute(*self._args)
-        return self._again(self._started)
-
-    def _again(self, started: float) -> None:
-        if not landed(self._execute, self._key, self._header, started):
+    def __call__(self) -> None:
+        lost = self._lost
+        if lost.failed is not None and lost.look(
+            self._execute, self._key, self._header, self._clock
+        ):
+            return
+        lost.sent = time.monotonic()
+        try:
             self._execute(*self._args)
+        except BaseException as exc:
+            lost.fail(exc)
+            raise

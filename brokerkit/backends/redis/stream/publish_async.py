@@ -14,13 +14,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from brokerkit._message import Message
-from brokerkit.backends.redis._client_async import Reconnector
+from brokerkit.backends.redis._client_async import CONNECT_RETRIES, Reconnector
 from brokerkit.backends.redis._durable_async import AsyncReplicaWait, mark_retry
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis._stream_fields import stream_header
 from brokerkit.backends.redis.stream.calls_async import Call, InOrder, StreamScripts
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
-from brokerkit.backends.redis.stream.landed_async import AddOnce, landed
+from brokerkit.backends.redis.stream.landed_async import AddOnce, Clock, Lost
 from brokerkit.backends.redis.stream.options import PUBLISH_CHUNK, RedisStreamOptions
 from brokerkit.backends.redis.stream.partial import partial_batch
 from brokerkit.backends.redis.stream.scheduling import held_members
@@ -75,7 +75,6 @@ class StreamPublishing:
         key = self._keys.topic(topic)
         maxlen, age, how = self._trimming()
         if len(messages) != 1:
-            started = time.monotonic()
             calls: list[Call] = []
             lasts: list[str] = []  # each script's last message's header
             for start in range(0, len(messages), PUBLISH_CHUNK):
@@ -86,8 +85,10 @@ class StreamPublishing:
                 calls.append((self._scripts.publish, [key], flat))
                 lasts.append(flat[-2])
 
-            async def batch_landed(client: Any, index: int) -> bool:
-                return await landed(client.execute_command, key, lasts[index], started)
+            clock = self._clock(key)
+
+            async def batch_landed(client: Any, index: int, lost: Lost) -> bool:
+                return await lost.look(client.execute_command, key, lasts[index], clock)
 
             run = InOrder(calls, batch_landed)
             await self._run_in_order(topic, key, run, len(messages), held=False)
@@ -106,26 +107,48 @@ class StreamPublishing:
         durable = self._durable
         if durable is not None:
             scheduled = self._keys.topic(topic, "scheduled")
-            started = time.monotonic()
-            stored = sent = False
+            lost = Lost()
+            stored = False
 
             async def send_on(connection: Any) -> None:
                 # once the XADD answered (or was found), a retry (the WAIT's
                 # connection lost) only writes what its WAIT covers the XADD by
-                nonlocal stored, sent
-                if sent and not stored:
-                    stored = await landed(connection.execute_command, key, header, started)
+                nonlocal stored
+                if not stored and lost.failed is not None:
+                    stored = await lost.look(connection.execute_command, key, header)
                 if stored:
                     await mark_retry(connection, scheduled)
                     return
-                sent = True
-                await connection.execute_command(*args)
+                lost.sent = time.monotonic()
+                try:
+                    await connection.execute_command(*args)
+                except BaseException as exc:
+                    lost.fail(exc)
+                    raise
                 stored = True
 
-            await self._reconnector.call(functools.partial(durable.run, key, send_on), topic=topic)
+            await self._reconnector.call(
+                functools.partial(durable.run, key, send_on),
+                topic=topic,
+                connect_retries=CONNECT_RETRIES,
+            )
             return
-        add = AddOnce(self._sender.execute, args, key, header)
-        await self._reconnector.call(add, topic=topic)
+        add = AddOnce(self._sender.execute, args, key, header, self._clock(key))
+        await self._reconnector.call(add, topic=topic, connect_retries=CONNECT_RETRIES)
+
+    def _clock(self, key: str) -> Clock | None:
+        """How a look asks the server's ``TIME`` of the stream ``key``'s node: None where
+        the sender's commands go to it (one server), on a cluster to the key's node (not
+        the cluster client's default node, whose clock may differ)."""
+        if self._sender.pooled:
+            return None
+        cluster: Any = self._publish_client
+
+        async def clock() -> Any:
+            node = cluster.get_node_from_key(key)
+            return await cluster.execute_command("TIME", target_nodes=node)
+
+        return clock
 
     async def _publish_aged(
         self, topic: str, key: str, xadd: list[Any], age: str, how: str
@@ -144,8 +167,8 @@ class StreamPublishing:
         evalsha = ("EVALSHA", script.sha, 1, key, age, how)
         client = self._publish_client
         header = xadd[-3]
-        started = time.monotonic()
-        stored = sent = False
+        lost = Lost()
+        stored = False
 
         async def trimmed(reply: Any) -> None:
             if isinstance(reply, NoScriptError):  # it did not run: load it, run it
@@ -153,30 +176,36 @@ class StreamPublishing:
             elif isinstance(reply, Exception):
                 raise reply
 
+        clock = self._clock(key)
+
         async def send() -> None:
-            nonlocal stored, sent
-            if sent and not stored:
-                stored = await landed(self._sender.execute, key, header, started)
+            nonlocal stored
+            if not stored and lost.failed is not None:
+                stored = await lost.look(self._sender.execute, key, header, clock)
             if stored:
                 await script(keys=keys, args=trim_args, client=client)
                 return
-            sent = True
+            lost.sent = time.monotonic()
             replies: list[Any]
-            if self._sender.pooled:
-                on_its_way = await self._sender.send(tuple(xadd), evalsha)
-                try:
-                    replies = await on_its_way.replies()
-                except BaseException:
-                    # the XADD's reply, read before the trim's was lost, counts
-                    read = on_its_way.read
-                    stored = bool(read) and not isinstance(read[0], Exception)
-                    raise
-            else:  # a cluster: both go to the node of the stream's slot
-                pipe: Any
-                async with client.pipeline(transaction=False) as pipe:
-                    pipe.execute_command(*xadd)
-                    pipe.execute_command(*evalsha)
-                    replies = await pipe.execute(raise_on_error=False)
+            try:
+                if self._sender.pooled:
+                    on_its_way = await self._sender.send(tuple(xadd), evalsha)
+                    try:
+                        replies = await on_its_way.replies()
+                    except BaseException:
+                        # the XADD's reply, read before the trim's was lost, counts
+                        read = on_its_way.read
+                        stored = bool(read) and not isinstance(read[0], Exception)
+                        raise
+                else:  # a cluster: both go to the node of the stream's slot
+                    pipe: Any
+                    async with client.pipeline(transaction=False) as pipe:
+                        pipe.execute_command(*xadd)
+                        pipe.execute_command(*evalsha)
+                        replies = await pipe.execute(raise_on_error=False)
+            except BaseException as exc:
+                lost.fail(exc)
+                raise
             added, trim_reply = replies
             if isinstance(added, Exception):
                 raise added
@@ -188,20 +217,28 @@ class StreamPublishing:
             scheduled = self._keys.topic(topic, "scheduled")
 
             async def send_on(connection: Any) -> None:
-                nonlocal stored, sent
-                if sent and not stored:
-                    stored = await landed(connection.execute_command, key, header, started)
+                nonlocal stored
+                if not stored and lost.failed is not None:
+                    stored = await lost.look(connection.execute_command, key, header)
                 if stored:  # the trim may remove nothing: the WAIT must cover the XADD
                     await mark_retry(connection, scheduled)
                 else:
-                    sent = True
-                    await connection.execute_command(*xadd)
+                    lost.sent = time.monotonic()
+                    try:
+                        await connection.execute_command(*xadd)
+                    except BaseException as exc:
+                        lost.fail(exc)
+                        raise
                     stored = True
                 await script(keys=keys, args=trim_args, client=connection)
 
-            await self._reconnector.call(functools.partial(durable.run, key, send_on), topic=topic)
+            await self._reconnector.call(
+                functools.partial(durable.run, key, send_on),
+                topic=topic,
+                connect_retries=CONNECT_RETRIES,
+            )
             return
-        await self._reconnector.call(send, topic=topic)
+        await self._reconnector.call(send, topic=topic, connect_retries=CONNECT_RETRIES)
 
     async def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
         """Hold the messages outside the stream, in the topic's ``scheduled`` set, due
@@ -251,9 +288,10 @@ class StreamPublishing:
 
             send = functools.partial(durable.run, key, run_on)
         try:
-            await self._reconnector.call(send, topic=topic)
+            await self._reconnector.call(send, topic=topic, connect_retries=CONNECT_RETRIES)
         except BrokerError as exc:
             if run.done in (0, len(calls)):  # none ran, or all did (replicas lagged)
                 raise
             stored = min(run.done * PUBLISH_CHUNK, total)
-            raise partial_batch(exc, topic, stored, total, held) from exc
+            maybe = min(PUBLISH_CHUNK, total - stored) if run.unsure else 0
+            raise partial_batch(exc, topic, stored, total, held, maybe) from exc
