@@ -9,6 +9,7 @@ import pytest
 
 from brokerkit._capabilities import Capability
 from brokerkit._inspect import DLQ_GROUP, GroupInfo
+from brokerkit.contracts._dead_counts import settled_dead_lettered
 from brokerkit.contracts._harness import ContractEnv, requires
 from brokerkit.exceptions import StaleDelivery, Unsupported
 
@@ -362,7 +363,9 @@ class ScopeContract:
         once N messages are dead-lettered, 0 once the dead-letter topic's default
         group (a plain ``subscribe(broker.dead_letter_topic(topic))``) has received
         and acked them all, on a backend that keeps settled messages for replay too
-        (an alert on dead letters > 0 clears once they are handled)."""
+        (an alert on dead letters > 0 clears once they are handled). Where the
+        backend cannot tell that group's lag cheaply (redis+stream on Redis 6.2), the
+        count is documented as an upper bound: no more than every one stored."""
         promise = "dead_lettered counts the dead letters not yet dealt with"
         count = 3
         broker = contract.broker()
@@ -371,22 +374,18 @@ class ScopeContract:
         broker.publish_many(topic, range(count))
         for _ in range(count):
             contract.expect(subscription, promise).nack(requeue=False)
-        # A server may dead-letter, and count acks, on its own time (RabbitMQ, NATS).
-        deadline = time.monotonic() + contract.grace
-        while broker.inspect(topic).dead_lettered < count and time.monotonic() < deadline:
-            contract.expect_nothing(subscription, f"{promise}: a rejected message came back")
-        dead = broker.inspect(topic).dead_lettered
+        stray = f"{promise}: a rejected message came back"
+        dead, _ = settled_dead_lettered(contract, broker, topic, count, subscription, stray)
         assert dead == count, f"{promise}: {count} dead-lettered, dead_lettered is {dead}"
         dead_letters = broker.subscribe(broker.dead_letter_topic(topic))
         for _ in range(count):
             contract.expect(dead_letters, promise).ack()
-        deadline = time.monotonic() + contract.grace
-        while broker.inspect(topic).dead_lettered and time.monotonic() < deadline:
-            contract.expect_nothing(dead_letters, f"{promise}: an acked dead letter came back")
-        dead = broker.inspect(topic).dead_lettered
-        assert dead == 0, (
+        stray = f"{promise}: an acked dead letter came back"
+        dead, bound = settled_dead_lettered(contract, broker, topic, 0, dead_letters, stray)
+        assert dead == 0 or (bound is not None and dead <= bound), (
             f"{promise}: every dead letter was received and acked from "
             f"{broker.dead_letter_topic(topic)!r}, dead_lettered is still {dead}"
+            + ("" if bound is None else f", more than the {bound} stored (its upper bound)")
         )
 
     @requires(Capability.ACK | Capability.DEAD_LETTER | Capability.FANOUT | Capability.REPLAY)
@@ -399,7 +398,10 @@ class ScopeContract:
         count (:data:`~brokerkit._inspect.DEAD_LETTER_GROUPS`): its default group and
         ``brokerkit-dlq``, the one ``brokerkit dlq`` reads with; ``dead_lettered`` is
         the fewer either has not settled. Another group, a tail from ``"latest"``
-        that read and acked every dead letter, clears nothing."""
+        that read and acked every dead letter, clears nothing. Where the backend
+        cannot tell those groups' lag cheaply (redis+stream on Redis 6.2), the count
+        is documented as an upper bound: no fewer than they have not settled, and no
+        more than every one stored."""
         promise = "dead_lettered counts by the groups that deal with dead letters"
         count = 3
         broker = contract.broker()
@@ -412,10 +414,8 @@ class ScopeContract:
             contract.expect(subscription, promise).nack(requeue=False)
         for _ in range(count):
             contract.expect(tail, f"{promise}: the tail got no dead letter").ack()
-        deadline = time.monotonic() + contract.grace
-        while broker.inspect(topic).dead_lettered < count and time.monotonic() < deadline:
-            contract.expect_nothing(tail, f"{promise}: an acked dead letter came back")
-        dead = broker.inspect(topic).dead_lettered
+        stray = f"{promise}: an acked dead letter came back"
+        dead, _ = settled_dead_lettered(contract, broker, topic, count, tail, stray)
         assert dead == count, (
             f"{promise}: a group 'tail' read and acked all {count} dead letters, and "
             f"dead_lettered is {dead}, not {count}: that group does not count"
@@ -426,13 +426,11 @@ class ScopeContract:
         reader = broker.subscribe(dead_letter_topic, group=DLQ_GROUP, start="earliest")
         for _ in range(count - 1):
             contract.expect(reader, f"{promise}: {DLQ_GROUP} got no dead letter").ack()
-        deadline = time.monotonic() + contract.grace
-        while broker.inspect(topic).dead_lettered > 1 and time.monotonic() < deadline:
-            contract.expect_nothing(tail, f"{promise}: an acked dead letter came back")
-        dead = broker.inspect(topic).dead_lettered
-        assert dead == 1, (
+        dead, bound = settled_dead_lettered(contract, broker, topic, 1, tail, stray)
+        assert dead == 1 or (bound is not None and 1 <= dead <= bound), (
             f"{promise}: {DLQ_GROUP} read and acked {count - 1} of {count} dead letters "
             f"(the default group none), and dead_lettered is {dead}, not 1"
+            + ("" if bound is None else f" (nor between 1 and the {bound} stored)")
         )
 
     @requires(Capability.BOUNDED | Capability.PERSISTENT)
