@@ -80,7 +80,12 @@ class Reader:
     async def open(self) -> None:
         """Start listening on the inbox."""
         nc = self._nc = await self._client.connection()
-        await self._listen(nc)
+        self._client.watch([self._next_subject], self._told_refused)
+        try:
+            await self._listen(nc)
+        except BaseException:
+            self._client.unwatch([self._next_subject], self._told_refused)
+            raise
 
     async def _listen(self, nc: Client) -> None:
         """Listen on a new inbox (what came to one before stays queued).
@@ -93,11 +98,13 @@ class Reader:
         async def arrived(msg: Msg) -> None:
             self._queue.put_nowait((time.monotonic(), msg))
 
-        self._client.watch([self._next_subject, inbox], self._told_refused)
+        # (the watch is per reader: only the inbox is watched and unwatched here, the
+        # pull subject from open to close)
+        self._client.watch([inbox], self._told_refused)
         try:
             self._sub = await nc.subscribe(inbox, cb=arrived)
         except BaseException:
-            self._client.unwatch([self._next_subject, inbox], self._told_refused)
+            self._client.unwatch([inbox], self._told_refused)
             raise
         self._inbox = inbox
 
@@ -109,7 +116,7 @@ class Reader:
             await self._listen(nc)
         except Exception:  # (closed: no pull goes out any more)
             return
-        self._client.unwatch([self._next_subject, inbox], self._told_refused)
+        self._client.unwatch([inbox], self._told_refused)
         if old is not None:
             with contextlib.suppress(Exception):  # (the connection is gone: so is it)
                 await old.unsubscribe()
