@@ -417,6 +417,11 @@ class Link(Topology):
         """Read one frame and dispatch it (call under the lock)."""
         self._connection._connection.blocking_read(None)
 
+    def lost(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised by py-amqp within :meth:`call`, says the connection
+        is lost (which :meth:`call` would answer by running the action again)."""
+        return isinstance(exc, self._errors)
+
     def abandon(self) -> None:
         """Drop the connection (call under the lock): the next call connects anew."""
         self._drop()

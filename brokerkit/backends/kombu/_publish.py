@@ -32,6 +32,7 @@ from brokerkit.backends.kombu._link import Link
 from brokerkit.exceptions import BrokerError, ConnectionFailed, InvalidMessage
 
 __all__ = [
+    "CommitUnknown",
     "Refused",
     "content_header_size",
     "dead_letter_headers",
@@ -99,11 +100,13 @@ def send_transacted(link: Link, topic: str, exchange: str, messages: Sequence[Me
     committed only once RabbitMQ has read them (:func:`_send_transacted`; call within
     :meth:`Link.call`): one that runs out of ``publish_timeout`` during an alarm
     stores nothing (the message is then rejected for RabbitMQ to dead-letter, or
-    nacked again), never a second copy next to that.
+    nacked again), never a second copy next to that. One whose commit went out and
+    was not answered (:class:`CommitUnknown`) may be stored: it is not sent again.
 
     :raises InvalidMessage: the headers of one do not fit in one frame of the
         connection: nothing was sent.
     :raises PublishTimeout: see :func:`_send_transacted`.
+    :raises CommitUnknown: see :func:`_send_transacted`.
     :raises Refused: see :func:`_send_transacted`.
     """
     prepared = _prepare(messages)
@@ -432,10 +435,14 @@ def _send_transacted(link: Link, exchange: str, prepared: Sequence[_Prepared]) -
     dropped too: a confirmed publish that ran out of ``publish_timeout`` was stored
     then. Here what it read after the alarm is a publish without its commit, which
     the connection's end rolls back: nothing is stored unless the commit went out,
-    and it goes out only once RabbitMQ has read the messages (it answered).
+    and it goes out only once RabbitMQ has read the messages (it answered). The
+    commit's answer then gets a ``publish_timeout`` of its own: the commit is not a
+    publish, which an alarm holds, but it waits for the queues to store the messages.
 
-    :raises PublishTimeout: ``publish_timeout`` ran out (the connection dropped);
-        nothing was stored unless it ran out waiting for the commit's answer.
+    :raises PublishTimeout: ``publish_timeout`` ran out before the commit went out
+        (the connection dropped): nothing was stored.
+    :raises CommitUnknown: the commit went out and its answer did not come (in
+        ``publish_timeout``, or the connection was lost): they may be stored.
     :raises Refused: a queue rejected a message (``reject-publish``): RabbitMQ failed
         the commit (the other queues took it).
     """
@@ -456,26 +463,30 @@ def _send_transacted(link: Link, exchange: str, prepared: Sequence[_Prepared]) -
             )
         deadline.run(functools.partial(channel.basic_qos, 0, 0, False))
         committing = True
+        deadline = link.deadline()
         deadline.run(channel.tx_commit)
     except Expired:
         blocked = link.blocked.reason
         link.abandon()  # (a frame may be half written; a channel close would wait)
         link.timed_out = time.monotonic()
-        raise PublishTimeout(
+        said = (
             f"RabbitMQ on {link.url} did not take {len(prepared)} message(s) published "
             f"to {exchange!r} within publish_timeout={deadline.seconds:g}s: "
+        )
+        if committing:
+            raise CommitUnknown(
+                said + "it read them, and did not answer their commit (a slow disk?)"
+            ) from None
+        raise PublishTimeout(
+            said
             + (
                 f"it blocked the connection ({blocked}): a memory or disk alarm stops "
                 "it reading from publishers until the alarm clears (see its log)"
                 if blocked is not None
                 else "it did not answer (overloaded?)"
             )
-            + (
-                "; they may or may not have been stored (the commit was sent)"
-                if committing
-                else "; none was stored (their transaction was not committed)"
-            )
-            + ". The connection was dropped: the next call connects anew"
+            + "; none was stored (their transaction was not committed). The connection "
+            "was dropped: the next call connects anew"
         ) from None
     except amqp.exceptions.NotFound as exc:
         link.drop_publisher(exc)
@@ -491,6 +502,14 @@ def _send_transacted(link: Link, exchange: str, prepared: Sequence[_Prepared]) -
             "them: publish them again once it has room"
         ) from None
     except Exception as exc:
+        if committing and link.lost(exc):
+            # Not for Link.call to publish them again on a new connection.
+            link.abandon()
+            raise CommitUnknown(
+                f"lost the connection to RabbitMQ on {link.url} after the commit of "
+                f"{len(prepared)} message(s) published to {exchange!r} went out, before "
+                f"its answer ({type(exc).__name__})"
+            ) from None
         link.drop_publisher(exc)
         raise
     except BaseException:
@@ -499,3 +518,15 @@ def _send_transacted(link: Link, exchange: str, prepared: Sequence[_Prepared]) -
     link.timed_out = None
     returned = returns.take_returned()
     return [item for item in prepared if item.message.id in returned]
+
+
+class CommitUnknown(PublishTimeout):
+    """A dead letter's commit went out and its answer did not come (see
+    :func:`_send_transacted`): it may or may not be stored (stored, unless RabbitMQ
+    failed the commit or never read it). The connection was dropped."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what}: the messages may have been stored (their commit went out, its "
+            "answer did not come); the connection was dropped, the next call connects anew"
+        )

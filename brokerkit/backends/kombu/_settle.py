@@ -20,7 +20,13 @@ from brokerkit.backends.kombu._blocked import PublishTimeout, keeping_alive
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
-from brokerkit.backends.kombu._publish import Refused, fit_reason, over_frame, send_transacted
+from brokerkit.backends.kombu._publish import (
+    CommitUnknown,
+    Refused,
+    fit_reason,
+    over_frame,
+    send_transacted,
+)
 from brokerkit.backends.kombu._reader import Lease, Reader
 from brokerkit.exceptions import BrokerError, InvalidMessage, StaleDelivery
 
@@ -238,6 +244,14 @@ class AMQPSettling:
         once: the dead letter is a transaction committed only once RabbitMQ has read
         it (:func:`~._publish.send_transacted`), and one that timed out before its
         commit went out is not stored when RabbitMQ reads it after the alarm.
+
+        Not so one whose commit went out and was not answered, within a
+        ``publish_timeout`` of its own (a slow disk) or before the connection was lost
+        (:class:`~._publish.CommitUnknown`): it may be stored, and is not sent again.
+        A nack raises it, the message still held (nacked again, it may be stored
+        twice); one nobody asked for is handed back (requeued), never rejected for
+        RabbitMQ to store a copy next to it, and is dead-lettered again when it comes
+        back past ``max_deliveries``: at least once, maybe twice, never lost.
         """
         message = lease.delivery.message
         topic = lease.reader.subscription.topic
@@ -268,22 +282,54 @@ class AMQPSettling:
             lease.channel.basic_reject(lease.tag, requeue=False)
             lease.reader.release(lease)
 
+        def handed_back(why: CommitUnknown) -> None:
+            log.warning(
+                "message %s of %r: its dead letter may have been stored (%s): handed "
+                "back, not rejected for RabbitMQ to dead-letter a second copy; it comes "
+                "back past max_deliveries and is dead-lettered again, so %r may hold it "
+                "twice (with its id)",
+                message.id,
+                topic,
+                why,
+                dead_topic,
+                extra=subscription_fields(lease.reader.subscription, [lease.delivery]),
+            )
+            lease.channel.basic_reject(lease.tag, requeue=True)
+            lease.reader.release(lease)
+
+        def sent(letter: Message) -> bool:
+            """Publish ``letter``; False once the message was settled otherwise."""
+            try:
+                # Lock order: the reading link's lock (held by the caller), then this
+                # one's; its heartbeats are this thread's to send meanwhile.
+                with keeping_alive(self._reading().heartbeat):
+                    publishing.call(functools.partial(send, letter))
+            except CommitUnknown as exc:
+                if not unasked:
+                    exc.args = (
+                        f"{exc}. Message {message.id} is still held: nack it again to have "
+                        f"it dead-lettered at least once (it may then be in {dead_topic!r} "
+                        "twice, with its id)",
+                    )
+                    raise
+                handed_back(exc)
+                return False
+            except PublishTimeout as exc:
+                if not unasked:
+                    raise
+                refused(exc)
+                return False
+            except Refused as exc:  # (a full dead-letter queue that rejects publishes)
+                refused(exc)
+                return False
+            return True
+
         if unasked and (alarm := publishing.recent_timeout()) is not None:
             refused(alarm)
             return
-        # Lock order: the reading link's lock (held by the caller), then this one's;
-        # its heartbeats are this thread's to send meanwhile.
         try:
-            with keeping_alive(self._reading().heartbeat):
-                publishing.call(functools.partial(send, dead))
-        except Refused as exc:  # (basic.nack: a full dead-letter queue that rejects)
-            refused(exc)
-            return
-        except PublishTimeout as exc:
-            if not unasked:
-                raise
-            refused(exc)
-            return
+            if not sent(dead):
+                return
         except InvalidMessage as exc:
             if not over_frame(exc):
                 refused(exc)
@@ -291,9 +337,9 @@ class AMQPSettling:
             dropped = len([k for k in message.headers if k not in added])
             stripped = dataclasses.replace(dead, headers={**added, DROPPED_HEADER: str(dropped)})
             try:
-                with keeping_alive(self._reading().heartbeat):
-                    publishing.call(functools.partial(send, stripped))
-            except (InvalidMessage, Refused) as again:
+                if not sent(stripped):
+                    return
+            except InvalidMessage as again:
                 refused(again)
                 return
             log.warning(

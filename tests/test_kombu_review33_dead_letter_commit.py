@@ -1,0 +1,181 @@
+"""kombu+amqp: a dead letter's commit has a bound of its own, and a commit whose answer
+does not come never leads to a second copy made at once (review 33, of ac6869e).
+
+Dead letters are a transaction: published, a ``basic.qos`` round trip (RabbitMQ has
+read them once it answers), ``tx.commit``. One ``publish_timeout`` covered all three:
+a slow answer to the round trip left the commit too little, it ran out with the
+commit sent (stored, its answer late), and the nack said to nack again, or the
+reaper rejected the message for RabbitMQ to dead-letter a second copy itself. A
+connection lost after the commit was sent made ``Link.call`` publish it again.
+
+:class:`_Commits` plays the server's side: it makes the answers to ``basic.qos`` and
+``tx.commit`` slow (:attr:`_Commits.slow`: a slow server, not a synchronization), or,
+once, cuts the connection whose commit RabbitMQ answered instead of forwarding the
+answer (:attr:`_Commits.cut`), or never forwards that answer (:attr:`_Commits.held`).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import brokerkit
+from brokerkit.exceptions import ConnectionFailed
+from tests.kombu_rabbitmq import close_and_delete, rabbitmq
+from tests.test_kombu_review31_blocked_publish import GUARD, Alarm, _end, _frames, _Net, alarmed
+from tests.waiting import wait_until
+
+__all__ = ["rabbitmq"]
+
+#: basic.qos-ok (class 60, method 11) and tx.commit-ok (class 90, method 21).
+_QOS_OK = struct.pack(">HH", 60, 11)
+_COMMIT_OK = struct.pack(">HH", 90, 21)
+
+
+class _Commits(Alarm):
+    """An :class:`Alarm` (never on here) whose answers from the server are altered."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        #: Seconds each ``basic.qos-ok`` and ``tx.commit-ok`` takes to come.
+        self.slow = 0.0
+        #: Set: the next ``tx.commit-ok`` is not forwarded, its connection is cut.
+        self.cut = threading.Event()
+        #: Set: a ``tx.commit-ok`` (and what follows it) is never forwarded.
+        self.held = threading.Event()
+        #: How many connections whose commit's answer was held have ended.
+        self.ended = 0
+        #: How many commits' answers were cut or held.
+        self.kept = 0
+        super().__init__(target)
+
+    def _down(self, upstream: socket.socket, client: socket.socket, lock: threading.Lock) -> None:
+        buffer = bytearray()
+        swallowing = False  # (a held commit's answer, and all after it)
+        try:
+            while data := upstream.recv(65536):
+                buffer += data
+                for frame in _frames(buffer):
+                    kind = frame[7:11] if frame[0] == 1 else b""
+                    if kind in (_QOS_OK, _COMMIT_OK) and self.slow:
+                        self._closed.wait(self.slow)  # (a slow server)
+                    if kind == _COMMIT_OK and self.cut.is_set():
+                        self.cut.clear()
+                        self.kept += 1
+                        return  # (both ends are shut below)
+                    if kind == _COMMIT_OK and self.held.is_set():
+                        self.kept += 1
+                        swallowing = True
+                    if not swallowing:
+                        with lock:
+                            client.sendall(frame)
+        except OSError:
+            pass
+        finally:
+            _end(client)
+            _end(upstream)
+            if swallowing:
+                self.ended += 1
+
+
+@pytest.fixture
+def net(rabbitmq: str) -> Iterator[_Net]:
+    with alarmed(rabbitmq, _Commits, stem="bkk-r33c") as made:
+        yield made
+
+
+def _letters(dead: Any) -> list[bytes]:
+    """The dead letters that come to ``dead``, until none comes for a while."""
+    got = []
+    while (letter := dead.receive(timeout=2.0)) is not None:
+        got.append(letter.body)
+        letter.ack()
+    return got
+
+
+def _held(net: _Net, broker: Any, observer: Any) -> tuple[Any, Any, Any]:
+    broker.publish("t", b"only")
+    dead = observer.subscribe("t.dlq")
+    subscription = broker.subscribe("t")
+    held = subscription.receive(timeout=GUARD)
+    assert held is not None and held.body == b"only"
+    return subscription, held, dead
+
+
+def test_the_commit_waits_for_its_answer_on_a_bound_of_its_own(rabbitmq: str, net: _Net) -> None:
+    """Each answer takes 2 s, under publish_timeout=3 s; both, 4 s, are over it."""
+    broker = net.broker(publish_timeout=3.0)
+    observer = brokerkit.connect(rabbitmq, prefix=net.prefix)
+    alarm: Any = net.alarm
+    try:
+        subscription, held, dead = _held(net, broker, observer)
+        alarm.slow = 2.0
+        held.nack(requeue=False)  # (it raised ConnectionFailed: the commit was sent)
+        alarm.slow = 0.0
+        assert _letters(dead) == [b"only"]
+        assert subscription.receive(timeout=0.5) is None
+        subscription.close()
+        dead.close()
+    finally:
+        alarm.slow = 0.0
+        close_and_delete([observer])
+
+
+def test_a_connection_lost_after_the_commit_was_sent_does_not_publish_it_again(
+    rabbitmq: str, net: _Net
+) -> None:
+    broker = net.broker()
+    observer = brokerkit.connect(rabbitmq, prefix=net.prefix)
+    alarm: Any = net.alarm
+    try:
+        subscription, held, dead = _held(net, broker, observer)
+        alarm.cut.set()
+        with pytest.raises(ConnectionFailed, match="may have been stored") as raised:
+            held.nack(requeue=False)
+        assert "twice" in str(raised.value)  # (nacking it again may store it twice)
+        assert alarm.kept == 1
+        assert _letters(dead) == [b"only"], "the dead letter was published again"
+        held.ack()  # (still held: acked, it is in the dead-letter topic alone)
+        assert subscription.receive(timeout=0.5) is None
+        subscription.close()
+        dead.close()
+    finally:
+        alarm.cut.clear()
+        close_and_delete([observer])
+
+
+def test_a_dead_letter_of_the_reaper_whose_commit_was_not_answered_is_not_rejected(
+    rabbitmq: str, net: _Net, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The commit landed, its answer did not come within publish_timeout: rejecting
+    the message without requeue made RabbitMQ dead-letter a second copy at once; it is
+    handed back instead (never lost). (It comes back past max_deliveries and is
+    dead-lettered again: a second copy remains possible, see docs/backends/kombu.md.)"""
+    broker = net.broker(publish_timeout=0.5, visibility_timeout=0.2, max_deliveries=1)
+    observer = brokerkit.connect(rabbitmq, prefix=net.prefix)
+    alarm: Any = net.alarm
+    try:
+        with caplog.at_level(logging.WARNING, logger="brokerkit.kombu"):
+            subscription, _, dead = _held(net, broker, observer)
+            alarm.held.set()
+            # Not settled: its lease runs out on its last allowed attempt.
+            letter = dead.receive(timeout=GUARD)
+            assert letter is not None and letter.body == b"only"
+            letter.ack()
+            wait_until(lambda: alarm.ended == 1, "the end of the connection held", within=GUARD)
+            alarm.held.clear()
+            # (it comes back past max_deliveries: dead-lettered as it arrives)
+            assert subscription.receive(timeout=2.0) is None
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings and "handed back" in warnings[0], warnings
+        assert "rejected without requeue" not in warnings[0]
+        subscription.close()
+        dead.close()
+    finally:
+        alarm.held.clear()
+        close_and_delete([observer])
