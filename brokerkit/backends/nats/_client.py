@@ -16,6 +16,7 @@ what waits for them, are counted and woken in ``_outages``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -350,20 +351,30 @@ class NatsClient(Outages, Permissions):
                 await self.wait_connected(wake, since)
                 continue
             generation = self.generation
-            await self._try(nc, requests, todo, until, replies, sent_as, deadline)
+            late = await self._try(
+                nc, requests, todo, until, replies, sent_as, deadline, keep=unanswered is not None
+            )
             tried = True
-            left = [index for index in todo if replies[index] is None]
-            if (
-                unanswered is not None
-                and left
-                and nc.is_connected
-                and self.generation == generation
-            ):
-                # (asked once: after the first try the connection carried whole)
-                for index in await unanswered(left, deadline):
-                    given_up[index] = True
-                    withdraw(nc, sent_as[index])
-                unanswered = None
+            if late:
+                assert unanswered is not None  # (else nothing is kept)
+                # Asked once, after a first try the connection carried whole; a reply
+                # that comes meanwhile is taken (the request is not sent again).
+                asked = nc.is_connected and self.generation == generation
+                try:
+                    unheld = (
+                        await unanswered([index for index, _, _ in late], deadline) if asked else []
+                    )
+                except BaseException:
+                    with contextlib.suppress(PermissionDenied):
+                        self._collect(late, replies)
+                    raise
+                self._collect(late, replies)
+                for index in unheld:
+                    if replies[index] is None:
+                        given_up[index] = True
+                        withdraw(nc, sent_as[index])
+                if asked:
+                    unanswered = None
 
     async def _try(
         self,
@@ -374,11 +385,14 @@ class NatsClient(Outages, Permissions):
         replies: list[Msg | None],
         sent_as: list[list[str]],
         deadline: float,
-    ) -> None:
+        *,
+        keep: bool = False,
+    ) -> list[tuple[int, str, asyncio.Future[Msg]]]:
         """Send the requests ``todo`` (those still in time, while connected) and wait
-        for their replies (:data:`_TRY_TIMEOUT` at most), filling ``replies``."""
+        for their replies (:data:`_TRY_TIMEOUT` at most), filling ``replies``. With
+        ``keep``, those still unanswered are returned (index, token, future), still
+        awaiting their reply, for the caller to :meth:`_collect`; else none is."""
         futures: list[tuple[int, str, asyncio.Future[Msg]]] = []
-        denied: PermissionDenied | None = None
         try:
             for index in todo:
                 if not nc.is_connected:
@@ -395,24 +409,47 @@ class NatsClient(Outages, Permissions):
                 await nc.publish(subject, payload, reply=reply, headers=headers)
             if futures:
                 wait = max(min(_TRY_TIMEOUT, deadline - time.monotonic()), 0.05)
-                _, late = await asyncio.wait([f for _, _, f in futures], timeout=wait)
-                if late and nc.is_connected:
+                _, pending = await asyncio.wait([f for _, _, f in futures], timeout=wait)
+                if pending and nc.is_connected:
                     self._unanswered = True
         except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
             pass  # the client is reconnecting: try again
-        except nats.errors.ConnectionClosedError:
-            raise ConnectionFailed(f"the NATS connection to {self.server} is closed") from None
-        finally:
-            for index, token, future in futures:
-                self._waiting.pop(token, None)
-                if future.done() and not future.cancelled():
-                    failure = future.exception()
-                    if isinstance(failure, PermissionDenied):
-                        denied = denied or failure
-                    elif failure is None:
-                        replies[index] = future.result()
-                else:
-                    future.cancel()
+        except BaseException as exc:
+            with contextlib.suppress(PermissionDenied):
+                self._collect(futures, replies)
+            if isinstance(exc, nats.errors.ConnectionClosedError):
+                raise ConnectionFailed(f"the NATS connection to {self.server} is closed") from None
+            raise
+        done: list[tuple[int, str, asyncio.Future[Msg]]] = []
+        late: list[tuple[int, str, asyncio.Future[Msg]]] = []
+        for entry in futures:
+            (late if keep and not entry[2].done() else done).append(entry)
+        try:
+            self._collect(done, replies)
+        except PermissionDenied:
+            self._collect(late, replies)  # (none of them is done: raises nothing)
+            raise
+        return late
+
+    def _collect(
+        self, futures: list[tuple[int, str, asyncio.Future[Msg]]], replies: list[Msg | None]
+    ) -> None:
+        """Stop awaiting the replies ``futures`` await (index, token, future), putting
+        those that came in ``replies``.
+
+        :raises PermissionDenied: the server's permissions refused one.
+        """
+        denied: PermissionDenied | None = None
+        for index, token, future in futures:
+            self._waiting.pop(token, None)
+            if future.done() and not future.cancelled():
+                failure = future.exception()
+                if isinstance(failure, PermissionDenied):
+                    denied = denied or failure
+                elif failure is None:
+                    replies[index] = future.result()
+            else:
+                future.cancel()
         if denied is not None:
             raise denied
 
