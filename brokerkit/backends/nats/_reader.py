@@ -35,6 +35,7 @@ from nats.aio.subscription import Subscription
 
 from brokerkit._acompat import within
 from brokerkit.backends.nats._client import NatsClient
+from brokerkit.backends.nats._socket import drain
 from brokerkit.exceptions import PermissionDenied
 
 __all__ = ["ConsumerGone", "Reader"]
@@ -73,6 +74,9 @@ class Reader:
         #: a pull (see _refused).
         self._queue: asyncio.Queue[tuple[float, Msg] | None] = asyncio.Queue()
         self._sub: Subscription | None = None
+        #: The inbox being moved from, and what came to it since (see _move).
+        self._left: set[str] = set()
+        self._late: list[Msg] = []
         self._refused: PermissionDenied | None = None
         self.ack_wait = 30.0
         self.created: str | None = None
@@ -96,7 +100,10 @@ class Reader:
         inbox = nc.new_inbox()
 
         async def arrived(msg: Msg) -> None:
-            self._queue.put_nowait((time.monotonic(), msg))
+            if inbox in self._left:
+                self._late.append(msg)  # (to an inbox moved from: see _move)
+            else:
+                self._queue.put_nowait((time.monotonic(), msg))
 
         # (the watch is per reader: only the inbox is watched and unwatched here, the
         # pull subject from open to close)
@@ -110,16 +117,22 @@ class Reader:
 
     async def _move(self, nc: Client) -> None:
         """Move to a new inbox: the server drops a pull request whose inbox nobody
-        listens to, rather than lease what it would bring (see :meth:`_request`)."""
+        listens to, rather than lease what it would bring (see :meth:`_request`).
+        The old inbox is drained (within :data:`_SLACK` seconds): what the server
+        leased to it before it heard of the move is a straggler, handed back."""
         old, inbox = self._sub, self._inbox
+        self._left.add(inbox)
         try:
             await self._listen(nc)
         except Exception:  # (closed: no pull goes out any more)
+            self._left.discard(inbox)
             return
         self._client.unwatch([inbox], self._told_refused)
-        if old is not None:
-            with contextlib.suppress(Exception):  # (the connection is gone: so is it)
-                await old.unsubscribe()
+        try:
+            if old is not None:
+                await drain(nc, old, _SLACK)
+        finally:
+            self._left.discard(inbox)
 
     def _told_refused(self, denied: PermissionDenied) -> None:
         """The server's permissions refused a pull of this group (of this reader's,
@@ -130,7 +143,8 @@ class Reader:
 
     def stragglers(self) -> list[Msg]:
         """Messages that arrived after the pull that asked for them had given up."""
-        found = []
+        found = [msg for msg in self._late if _status(msg) is None]
+        self._late.clear()
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not None and _status(item[1]) is None:

@@ -1,7 +1,8 @@
 """What brokerkit does to a nats-py client beneath its API: take back buffered
-publishes, end its reconnecting task, drop its socket. Each reads nats-py's private
-attributes (``_pending``, ``_transport``, ``_reconnection_task``) and does nothing
-where they are not there."""
+publishes, end its reconnecting task, drop its socket, drain a subscription. Each
+reads nats-py's private attributes (``_pending``, ``_transport``,
+``_reconnection_task``, ``_send_unsubscribe``) and does nothing (or what nats-py's API
+does) where they are not there."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import time
 from collections.abc import Sequence
 
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 
-__all__ = ["CLOSE_WAIT", "abort", "drop_socket", "end_reconnecting", "withdraw"]
+from brokerkit._acompat import within
+from brokerkit.backends.nats._flush import flush
+
+__all__ = ["CLOSE_WAIT", "abort", "drain", "drop_socket", "end_reconnecting", "withdraw"]
 
 #: Seconds close waits for the server to confirm it has what was sent (a PING's PONG),
 #: and then for the connection to close; and what it hands back, at most (and here,
@@ -80,3 +85,30 @@ def abort(nc: Client) -> None:
     transport = getattr(writer, "transport", None)
     if isinstance(transport, asyncio.Transport):
         transport.abort()
+
+
+async def drain(nc: Client, sub: Subscription, timeout: float) -> None:
+    """End ``sub``, its handler first given what the server sent it before it heard
+    (within ``timeout`` seconds; what is left then is dropped): an ``UNSUB``, a PING
+    whose PONG comes after all of it, and the handler run on everything that came.
+    nats-py's ``unsubscribe`` drops at once what is on its way, and its ``drain``
+    awaits a flush that a timeout cancels (see ``_flush``). Where the connection is
+    not up, or nats-py lacks what is used, it is nats-py's ``unsubscribe``."""
+    send = getattr(nc, "_send_unsubscribe", None)
+    sid = getattr(sub, "_id", None)
+    pending = getattr(sub, "_pending_queue", None)
+    try:
+        if (
+            send is not None
+            and isinstance(sid, int)
+            and isinstance(pending, asyncio.Queue)
+            and nc.is_connected
+        ):
+            deadline = time.monotonic() + timeout
+            with contextlib.suppress(Exception):  # (not answering, or gone: dropped)
+                await send(sid)
+                await flush(nc, timeout)
+                await within(pending.join(), max(deadline - time.monotonic(), 0.0))
+    finally:
+        with contextlib.suppress(Exception):  # (the connection is gone: so is it)
+            await sub.unsubscribe()
