@@ -57,10 +57,17 @@ local function known_group(g)
   return not colon or (declared(string.sub(g, colon + 1)) and (not dash or dash > colon
       or DECLARED[BATCH_PREFIX .. string.sub(g, 1, dash) .. string.sub(g, colon)]))
 end
+-- The nonces of dead consumer C's batches, listed once a call: would_dead_letter and
+-- the hand-back walk one listing (a due group may delete a batch between the two).
+local LISTED = {}
+local function listing(C)
+  if LISTED[C] == nil then LISTED[C] = redis.call('HKEYS', fetches_of(C)) end
+  return LISTED[C]
+end
 -- the nonces of dead consumer C's batches, or nil when the caller did not declare them all
 local function known_batches(C)
   if not declared(C) then return nil end
-  local nonces = redis.call('HKEYS', fetches_of(C))
+  local nonces = listing(C)
   for _, nonce in ipairs(nonces) do
     if not DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then return nil end
   end
@@ -174,15 +181,19 @@ local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit
 -- At most `most` of the leases an earlier version recorded in dead consumer C's lease
 -- hash: their fields and records. The hash's names are read here while it holds at most
 -- UNFOLD_READ (see unfold), else given by the caller (ARGV[13...]); none when neither,
--- the reply naming C for the caller to read them.
+-- the reply naming C for the caller to read them; listed once a call, as batches are.
+local LEASE_NAMES = {}
 local function recorded_leases(C, most)
   local leases, names = leases_of(C), GIVEN
   if GIVEN_OF ~= C or GIVEN_GROUP ~= '' then
-    if redis.call('HLEN', leases) > UNFOLD_READ then
+    if LEASE_NAMES[C] == nil then
+      LEASE_NAMES[C] = redis.call('HLEN', leases) <= UNFOLD_READ and redis.call('HKEYS', leases)
+    end
+    names = LEASE_NAMES[C]
+    if not names then
       UNREAD = UNREAD or {C, ''}
       return {}, {}
     end
-    names = redis.call('HKEYS', leases)
   end
   local fields = {unpack(names, 1, math.max(math.min(most, #names), 0))}
   local values = #fields > 0 and redis.call('HMGET', leases, unpack(fields)) or {}
@@ -196,13 +207,20 @@ end
 -- read before anything is written (see dead_letters_ok), over the latest `budget`
 -- receipts of every due group (all this call may look at) and the latest `budget`
 -- deliveries of the dead consumers of the call, taken as the call takes them (what the
--- budget leaves is checked by the next call: no read of every batch whole).
+-- budget leaves is checked by the next call: no read of every batch whole). The walk
+-- over the dead consumers spends no more than the hand-back will have spent when it
+-- gets there, so it looks at least at what that takes: a batch or lease record a due
+-- receipt names (the due groups may delete it for one unit of budget) costs it none,
+-- nor a consumer the hand-back may pass over (a processing list to match).
 local function would_dead_letter()
+  local touched = {}  -- batches and receipts the due groups may hand back
   for _, group in ipairs(due) do
     if known_group(group) then
       local size = group_size(group)
       for _, r in ipairs(group_receipts(group, math.max(size - budget, 0), size - 1)) do
         local nonce, C, i = batch_of(r)
+        touched[r] = true
+        if nonce then touched[nonce .. ':' .. C] = true end
         local flags = nonce and flags_of(C, nonce)
         local e, v
         if flags then
@@ -225,14 +243,16 @@ local function would_dead_letter()
   for _, C in ipairs(dead) do
     if left <= 0 then break end
     local nonces = known_batches(C)
+    local spends = redis.call('LLEN', proc_of(C)) == 0
     for _, nonce in ipairs(nonces or {}) do
       if left <= 0 then break end
+      local name = nonce .. ':' .. C
       local flags = flags_of(C, nonce) or ''
-      local batch = need(BATCH_PREFIX .. nonce .. ':' .. C)
+      local batch = need(BATCH_PREFIX .. name)
       local size = redis.call('LLEN', batch)
       local from = math.max(size - left, 0)
       local elements = size > 0 and redis.call('LRANGE', batch, from, -1) or {}
-      left = left - #elements
+      if spends and not touched[name] then left = left - #elements end
       for i, e in ipairs(elements) do
         local flag = string.sub(flags, from + i, from + i)
         if (flag == '0' or flag == '2') and dies(e, true) then return true end
@@ -240,10 +260,10 @@ local function would_dead_letter()
     end
     if nonces then
       local fields, records = recorded_leases(C, left)
-      left = left - #fields
       for j, f in ipairs(fields) do
-        local expiry = redis.call('HGET', EXPIRY, receipt_of(f, C))
-        local _, e = record_of(f, records[j], expiry)
+        local r = receipt_of(f, C)
+        if spends and not touched[r] then left = left - 1 end
+        local _, e = record_of(f, records[j], redis.call('HGET', EXPIRY, r))
         if dies(e, true) then return true end
       end
     end
@@ -251,8 +271,10 @@ local function would_dead_letter()
   return false
 end
 if MAX > 0 and not dead_letters_ok() and would_dead_letter() then refuse_dead_letters() end
+local wrote = false  -- whether this call wrote anything yet (see the backstop below)
 for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   if budget <= 0 then more = true; break end
+  wrote = wrote or known_group(due[i])
   local unfolded = known_group(due[i]) and unfold(due[i], scores[i], budget)
   if unfolded then
     more = true
@@ -348,7 +370,7 @@ for _, C in ipairs(dead) do
   -- a consumer that died after the caller looked is left for the next rescue; one
   -- whose batches the caller did not know of (it did not know it dead) is named in
   -- the reply, for the caller to declare them in a call of its own
-  local nonces = declared(C) and redis.call('HKEYS', fetches_of(C)) or {}
+  local nonces = declared(C) and listing(C) or {}
   local known = declared(C)
   for _, nonce in ipairs(nonces) do
     if known and not DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then
@@ -361,49 +383,32 @@ for _, C in ipairs(dead) do
     UNREAD = UNREAD or {C, 'orphans'}
     known, more = false, true
   end
+  local stop = false
   if known then
-  give_back_lent(C)
   local proc, leases, fetches = proc_of(C), leases_of(C), fetches_of(C)
-  -- moved but never leased: never handed to the application, no attempt
-  for _, e in ipairs(found) do
-    redis.call('RPUSH', QUEUE, e)
-    count_returned(1)  -- goes out alone, as one that came back does
-    moved = moved + 1
-  end
-  redis.call('DEL', proc)
-  local held, tail, left = {}, ':' .. C, false
-  -- its batches, a budget's worth at a time from the end of each, cut off the batch
-  -- as they go: every delivery with an expiry value, and any element left without one
-  -- by an earlier version's rescuer (a settled one is blank)
+  local held, tail, left, cuts = {}, ':' .. C, false, {}
+  -- its batches, a budget's worth at a time from the end of each, to be cut off the
+  -- batch: every delivery with an expiry value, and any element left without one by an
+  -- earlier version's rescuer (a settled one is blank); a batch a due group took the
+  -- last delivery of is gone
   for _, nonce in ipairs(nonces) do
     if budget <= 0 then left = true; break end
     local name = nonce .. tail
     local batch, flags = BATCH_PREFIX .. name, flags_of(C, nonce)
-    local size = redis.call('LLEN', batch)
-    local from = math.max(size - budget, 0)
-    local elements = size > 0 and redis.call('LRANGE', batch, from, -1) or {}
-    local delivered = delivered_of(batch_value(name)) or 0
-    for i, e in ipairs(elements) do
-      local index = from + i - 1
-      local flag = string.sub(flags, index + 1, index + 1)
-      if flag == '0' or flag == '2' then
-        local r = nonce .. index .. tail
-        if flag == '2' then redis.call('HDEL', EXPIRY, r) end
-        held[#held + 1] = {delivered, r, e}
+    if flags then
+      local size = redis.call('LLEN', batch)
+      local from = math.max(size - budget, 0)
+      local elements = size > 0 and redis.call('LRANGE', batch, from, -1) or {}
+      local delivered = delivered_of(batch_value(name)) or 0
+      for i, e in ipairs(elements) do
+        local index = from + i - 1
+        local flag = string.sub(flags, index + 1, index + 1)
+        if flag == '0' or flag == '2' then
+          held[#held + 1] = {delivered, nonce .. index .. tail, e, flag == '2'}
+        end
       end
-    end
-    budget = budget - #elements
-    local kept = string.sub(flags, 1, from)
-    if string.find(kept, '[02]') then
-      redis.call('LTRIM', batch, 0, from - 1)
-      redis.call('HSET', fetches, nonce, kept)
-      FLAGS[name] = kept
-      left = true
-    else
-      redis.call('DEL', batch)
-      redis.call('HDEL', fetches, nonce)
-      redis.call('HDEL', EXPIRY, name)
-      FLAGS[name] = false
+      budget = budget - #elements
+      cuts[#cuts + 1] = {nonce, from}
     end
   end
   -- and the leases earlier versions recorded in its lease hash
@@ -416,6 +421,45 @@ for _, C in ipairs(dead) do
     held[#held + 1] = {delivered, r, e}
   end
   budget = budget - #receipts
+  -- a backstop to would_dead_letter: nothing of C is written when one of these would
+  -- be dead-lettered where it cannot be; the call refuses if it wrote nothing yet, else
+  -- the next call's check sees it first, refusing
+  if MAX > 0 and not dead_letters_ok() then
+    for _, lease in ipairs(held) do
+      if dies(lease[3], true) then stop = true; break end
+    end
+    if stop and not wrote then refuse_dead_letters() end
+  end
+  if not stop then
+  wrote = true
+  give_back_lent(C)
+  -- moved but never leased: never handed to the application, no attempt
+  for _, e in ipairs(found) do
+    redis.call('RPUSH', QUEUE, e)
+    count_returned(1)  -- goes out alone, as one that came back does
+    moved = moved + 1
+  end
+  redis.call('DEL', proc)
+  for _, lease in ipairs(held) do
+    if lease[4] then redis.call('HDEL', EXPIRY, lease[2]) end
+  end
+  for _, cut in ipairs(cuts) do
+    local nonce, from = cut[1], cut[2]
+    local name = nonce .. tail
+    local batch = BATCH_PREFIX .. name
+    local kept = string.sub(flags_of(C, nonce), 1, from)
+    if string.find(kept, '[02]') then
+      redis.call('LTRIM', batch, 0, from - 1)
+      redis.call('HSET', fetches, nonce, kept)
+      FLAGS[name] = kept
+      left = true
+    else
+      redis.call('DEL', batch)
+      redis.call('HDEL', fetches, nonce)
+      redis.call('HDEL', EXPIRY, name)
+      FLAGS[name] = false
+    end
+  end
   call_chunked('HDEL', EXPIRY, receipts, 1)
   call_chunked('HDEL', leases, fields, 1)
   if redis.call('HLEN', leases) > 0 then left = true end
@@ -426,6 +470,8 @@ for _, C in ipairs(dead) do
     moved = moved + 1
   end
   end
+  end
+  if stop then more = true; break end
 end
 local reconciled = 0
 if ARGV[8] ~= '' then
