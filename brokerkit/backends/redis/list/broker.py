@@ -60,6 +60,7 @@ from brokerkit.backends.redis.list.upkeep_calls import (
     MAINTENANCE_CALLS,
     RESCUE_LIMIT,
     inspect_once,
+    live_topics,
     rescue_once,
 )
 from brokerkit.backends.redis.list.woken import claim_woken, confirm_lease
@@ -436,7 +437,7 @@ class RedisListBroker(ListSettling, ListPublishing, WakesOnClose, Broker):
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
     def _list_topics(self) -> list[str]:
-        return scan_topics(
+        found = scan_topics(
             self._client,
             self.url,
             self.options.prefix,
@@ -445,6 +446,10 @@ class RedisListBroker(ListSettling, ListPublishing, WakesOnClose, Broker):
             signs=("expiry", "scheduled", "consumers"),  # deliveries out; held ones; consumers
             own_parts=OWN_PARTS,
             checks={"scheduled": held_by_list},  # redis+stream names its held set alike
+        )
+        prefix, template = self.options.prefix, self.options.queue_key
+        return live_topics(
+            self._client, self.url, found, lambda topic: list_keys(prefix, topic, template)
         )
 
     def _purge(self, topic: str) -> int:

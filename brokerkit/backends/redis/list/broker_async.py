@@ -58,6 +58,7 @@ from brokerkit.backends.redis.list.upkeep_calls_async import (
     MAINTENANCE_CALLS,
     RESCUE_LIMIT,
     inspect_once,
+    live_topics,
     rescue_once,
 )
 from brokerkit.backends.redis.list.woken_async import claim_woken, confirm_lease
@@ -440,7 +441,7 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, WakesOnClose, AsyncBrok
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
     async def _list_topics(self) -> list[str]:
-        return await scan_topics(
+        found = await scan_topics(
             self._client,
             self.url,
             self.options.prefix,
@@ -449,6 +450,10 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, WakesOnClose, AsyncBrok
             signs=("expiry", "scheduled", "consumers"),  # deliveries out; held ones; consumers
             own_parts=OWN_PARTS,
             checks={"scheduled": held_by_list},  # redis+stream names its held set alike
+        )
+        prefix, template = self.options.prefix, self.options.queue_key
+        return await live_topics(
+            self._client, self.url, found, lambda topic: list_keys(prefix, topic, template)
         )
 
     async def _purge(self, topic: str) -> int:

@@ -5,10 +5,15 @@ the script is given their keys (see :meth:`.TopicPlan.keys_for`)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
+from brokerkit._url import BrokerURL
+from brokerkit.backends.redis._client_async import TYPE_CHUNK
+from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
+from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of
 from brokerkit.backends.redis.list.preamble import CHUNK
 
@@ -19,6 +24,7 @@ __all__ = [
     "RESCUE_LIMIT",
     "counted_fields",
     "inspect_once",
+    "live_topics",
     "rescue_once",
 ]
 
@@ -286,3 +292,38 @@ def _wire(keys: list[str]) -> list[str | bytes]:
     """``keys`` as a script is given them: one holding a name :func:`_name` read
     from bytes that are not UTF-8 as those bytes (redis-py encodes text strictly)."""
     return [key if key.isascii() else key.encode(errors="surrogateescape") for key in keys]
+
+
+async def live_topics(
+    client: Any, url: BrokerURL, topics: list[str], keys_of: Callable[[str], ListKeys]
+) -> list[str]:
+    """Of ``topics`` (as :func:`.scan_topics` found them), those that hold anything
+    but consumers whose heartbeats ended: a topic found by its consumers set alone is
+    listed while one of them is alive, its heartbeat deadline (its score, in server
+    ms) after the server's time, as RESCUE takes the others for dead (one that died on
+    an empty topic, never leaving, does not keep it listed). Per :data:`.TYPE_CHUNK`
+    topics, the server's time (``TIME``; on a cluster, one node's), then a pipeline
+    asking each whether its queue, deliveries out or held messages exist and its latest
+    heartbeat deadline (a consumers key of another type holds no consumer)."""
+    kept: list[str] = []
+    with translate_errors(url):
+        for start in range(0, len(topics), TYPE_CHUNK):
+            chunk = topics[start : start + TYPE_CHUNK]
+            seconds, micros = await client.time()
+            now = int(seconds) * 1000 + int(micros) // 1000
+            pipe = client.pipeline(transaction=False)
+            for topic in chunk:
+                keys = keys_of(topic)
+                pipe.exists(keys.queue, keys.expiry, keys.scheduled)
+                pipe.zrange(keys.consumers, -1, -1, withscores=True)
+            replies = await pipe.execute(raise_on_error=False)
+            for k, topic in enumerate(chunk):
+                held, latest = replies[2 * k], replies[2 * k + 1]
+                if isinstance(held, Exception):
+                    raise held
+                if isinstance(latest, Exception) and "WRONGTYPE" not in str(latest):
+                    raise latest
+                alive = isinstance(latest, list) and bool(latest) and latest[0][1] > now
+                if held or alive:
+                    kept.append(topic)
+    return kept
