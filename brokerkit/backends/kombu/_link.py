@@ -1,6 +1,6 @@
 """One broker's kombu connection: a lock around every use of it, reconnection with
-kombu's backoff, the publisher channel, and the exchanges and queues it declared
-(declaring them is :mod:`._topology`'s).
+kombu's backoff, the channels it publishes on (:mod:`._channels`), and the exchanges
+and queues it declared (declaring them is :mod:`._topology`'s).
 
 py-amqp connections are not thread-safe, and a broker is shared between threads (its
 subscriptions, the lease reaper, publishers), so every frame goes out under
@@ -36,6 +36,7 @@ import kombu.exceptions
 from brokerkit._secret_options import hide_path
 from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu._blocked import BlockedState, Deadline
+from brokerkit.backends.kombu._channels import PublishingChannels
 from brokerkit.backends.kombu._confirms import Confirms
 from brokerkit.backends.kombu._connect_errors import connect_error
 from brokerkit.backends.kombu._connection import kombu_connection
@@ -69,7 +70,7 @@ _TICK_FRAMES = 1000
 ALARM_QUIET = 60.0
 
 
-class Link(Topology):
+class Link(PublishingChannels, Topology):
     """The connection of one broker, with what hangs off it."""
 
     def __init__(self, url: BrokerURL, options: KombuAMQPOptions, name: str) -> None:
@@ -82,11 +83,6 @@ class Link(Topology):
         #: an older generation is dead.
         self.generation = 0
         self._connection = kombu_connection(url, options, name)
-        self._publisher: Any = None
-        #: The dead letters' channel, in transaction mode, and what RabbitMQ returned
-        #: of it (see :meth:`transacted`).
-        self._transacted: tuple[Any, Confirms] | None = None
-        #: The publisher channel's confirms.
         self.confirms = Confirms()
         self._declared: set[str] = set()
         #: Every exchange and queue this link declared, over all generations.
@@ -226,7 +222,7 @@ class Link(Topology):
         """Forget the connection (lost): close its socket, no handshake. Its channels
         read closed from now on, and :attr:`generation` moves on at once: a lease of it
         is stale before anything reconnects (and :attr:`on_drop` is told)."""
-        self._publisher = self._transacted = None
+        self.forget_channels()
         self._declared.clear()
         self.generation += 1
         with contextlib.suppress(Exception):  # it is being thrown away
@@ -346,49 +342,6 @@ class Link(Topology):
         """The largest frame of the connection, in bytes, as RabbitMQ set it in the
         handshake (call within :meth:`call`: connected)."""
         return int(self._connection._connection.frame_max)
-
-    def publisher(self) -> Any:
-        """The channel messages are published on, with publisher confirms on."""
-        channel = self._publisher
-        if channel is None or not channel.is_open:
-            channel = self.channel()
-            channel.confirm_select()
-            self.confirms = Confirms()
-            channel.events["basic_ack"].add(self.confirms.acked)
-            channel.events["basic_nack"].add(self.confirms.nacked)
-            channel.events["basic_return"].add(self.confirms.returned)
-            self._publisher = channel
-        return channel
-
-    def transacted(self) -> tuple[Any, Confirms]:
-        """The channel dead letters are published on, in transaction mode (committed
-        only once RabbitMQ read them: see :func:`._publish.send_transacted`), and the
-        record of what it returned (``basic.return``)."""
-        if self._transacted is None or not self._transacted[0].is_open:
-            channel = self.channel()
-            channel.tx_select()
-            returns = Confirms()
-            channel.events["basic_return"].add(returns.returned)
-            self._transacted = (channel, returns)
-        return self._transacted
-
-    def drop_publisher(self, cause: BaseException | None = None) -> None:
-        """Close the publisher channel (a publish failed half way, for ``cause``); the
-        next publish opens a new one. A connection error or a socket timeout only
-        forgets it: the connection is lost (the call drops it), and the close's
-        handshake would wait out the socket timeout on it once more. Nor on a
-        connection RabbitMQ blocked: it reads nothing (the close-ok would not come
-        before the alarm ends); the next call drops it. The dead letters' channel
-        goes the same way."""
-        channels = [self._publisher, self._transacted and self._transacted[0]]
-        self._publisher = self._transacted = None
-        if isinstance(cause, self._errors) or self.blocked.reason is not None:
-            return
-        for channel in channels:
-            if channel is not None and channel.is_open:
-                # A dead connection cannot close it: the next call reconnects.
-                with contextlib.suppress(*self._errors):
-                    channel.close()
 
     def recent_timeout(self) -> ConnectionFailed | None:
         """Why not to publish a dead letter nobody asked for (the lease reaper's, a

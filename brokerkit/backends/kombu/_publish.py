@@ -1,7 +1,7 @@
 """Publishing on kombu+amqp: ``basic.publish`` on the publishing link's channel under
 publisher confirms, which returns once RabbitMQ has taken every message (a batch is
 sent at once and its confirms awaited together); dead letters in a transaction
-instead, committed once RabbitMQ has read them (:func:`send_transacted`).
+instead, committed once RabbitMQ has read them (:mod:`._transaction`).
 
 A message's AMQP *content header* (its properties, the ``brokerkit`` header with the
 headers among them) travels in one frame, which RabbitMQ closes the connection over
@@ -32,14 +32,15 @@ from brokerkit.backends.kombu._link import Link
 from brokerkit.exceptions import BrokerError, ConnectionFailed, InvalidMessage
 
 __all__ = [
-    "CommitUnknown",
+    "ExchangeGone",
+    "Prepared",
     "Refused",
     "content_header_size",
     "dead_letter_headers",
     "fit_reason",
     "over_frame",
     "publish",
-    "send_transacted",
+    "send_prepared",
 ]
 
 #: A content header's payload before its properties: class id, weight and body size.
@@ -57,7 +58,7 @@ _DELIVERIES_DIGITS = 10
 TRUNCATED = "[truncated]"
 
 
-class _Prepared(NamedTuple):
+class Prepared(NamedTuple):
     """A message, as py-amqp sends it, and at least its content header's size."""
 
     message: Message
@@ -94,32 +95,30 @@ def publish(link: Link, topic: str, messages: Sequence[Message]) -> None:
     link.call(send)
 
 
-def send_transacted(link: Link, topic: str, exchange: str, messages: Sequence[Message]) -> None:
-    """Publish ``messages`` (dead letters) to ``exchange``, one of those declaring
-    ``topic`` declares (its own, or its dead-letter topic's), in a transaction
-    committed only once RabbitMQ has read them (:func:`_send_transacted`; call within
-    :meth:`Link.call`): one that runs out of ``publish_timeout`` during an alarm
-    stores nothing (the message is then rejected for RabbitMQ to dead-letter, or
-    nacked again), never a second copy next to that. One whose commit went out and
-    was not answered (:class:`CommitUnknown`) may be stored: it is not sent again.
+def send_prepared(
+    link: Link,
+    topic: str,
+    exchange: str,
+    messages: Sequence[Message],
+    send: Callable[[Link, str, Sequence[Prepared]], list[Prepared]],
+) -> None:
+    """Prepare ``messages`` and check that their headers fit in one frame of the
+    connection, then send them to ``exchange`` by ``send`` (``topic`` declared, see
+    :func:`_send_declared`; call within :meth:`Link.call`).
 
-    :raises InvalidMessage: the headers of one do not fit in one frame of the
-        connection: nothing was sent.
-    :raises PublishTimeout: see :func:`_send_transacted`.
-    :raises CommitUnknown: see :func:`_send_transacted`.
-    :raises Refused: see :func:`_send_transacted`.
+    :raises InvalidMessage: the headers of one do not fit: nothing was sent.
     """
     prepared = _prepare(messages)
     _check_frames(link, prepared)
-    _send_declared(link, topic, exchange, prepared, _send_transacted)
+    _send_declared(link, topic, exchange, prepared, send)
 
 
 def _send_declared(
     link: Link,
     topic: str,
     exchange: str,
-    prepared: Sequence[_Prepared],
-    send: Callable[[Link, str, Sequence[_Prepared]], list[_Prepared]] | None = None,
+    prepared: Sequence[Prepared],
+    send: Callable[[Link, str, Sequence[Prepared]], list[Prepared]] | None = None,
 ) -> None:
     """Declare ``topic`` (if this link has not yet) and send ``prepared`` to
     ``exchange``, confirmed. A link declares a name once per connection, and someone
@@ -155,9 +154,9 @@ def _send_declared(
                     rebind = False
             except amqp.exceptions.NotFound as exc:  # (binding to a deleted exchange)
                 link.drop_publisher(exc)
-                raise _ExchangeGone(exc, batch) from exc  # nothing of it sent
+                raise ExchangeGone(exc, batch) from exc  # nothing of it sent
             batch = send(link, exchange, batch)
-        except _ExchangeGone as gone:
+        except ExchangeGone as gone:
             # A declared exchange is gone: RabbitMQ closed the channel. What it
             # confirmed before (routed to a queue) is stored: only the rest of this
             # try's batch is sent again, never a message an earlier try stored.
@@ -180,12 +179,12 @@ def _send_declared(
         rebind = True  # (routed to no queue: its exchange may be one declared anew)
 
 
-class _ExchangeGone(Exception):
+class ExchangeGone(Exception):
     """Internal: RabbitMQ closed the publisher channel, the exchange published to
     being gone (``error``, its ``NotFound``); ``unstored`` are the messages of the
     batch it had not confirmed (nor returned) by then: not stored."""
 
-    def __init__(self, error: BaseException, unstored: list[_Prepared]) -> None:
+    def __init__(self, error: BaseException, unstored: list[Prepared]) -> None:
         super().__init__(str(error))
         self.error = error
         self.unstored = unstored
@@ -203,7 +202,7 @@ def content_header_size(raw: Any) -> int:
     return HEADER_FIELDS + len(raw._serialize_properties())
 
 
-def _prepare(messages: Sequence[Message]) -> list[_Prepared]:
+def _prepare(messages: Sequence[Message]) -> list[Prepared]:
     prepared = []
     for message in messages:
         body, properties, headers = encode(message)
@@ -214,7 +213,7 @@ def _prepare(messages: Sequence[Message]) -> list[_Prepared]:
             application_headers=headers,
             **properties,
         )
-        prepared.append(_Prepared(message, raw, _header_bound(raw.properties)))
+        prepared.append(Prepared(message, raw, _header_bound(raw.properties)))
     return prepared
 
 
@@ -273,7 +272,7 @@ def fit_reason(link: Link, letter: Message, key: str) -> Message:
 
 
 def _check_frames(
-    link: Link, prepared: Sequence[_Prepared], *, dead_letter_of: str | None = None
+    link: Link, prepared: Sequence[Prepared], *, dead_letter_of: str | None = None
 ) -> None:
     """Refuse the batch if the content header of one of its messages does not fit in
     one frame of the link's connection (call within :meth:`Link.call`: connected);
@@ -347,7 +346,7 @@ def _bound(value: Any) -> int:
     return _UNBOUNDED
 
 
-def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Prepared]:
+def _send(link: Link, exchange: str, prepared: Sequence[Prepared]) -> list[Prepared]:
     """Send ``prepared``, ``mandatory``, and wait for their confirms; return those
     RabbitMQ returned, routed to no queue (confirmed all the same, not stored)."""
     channel = link.publisher()
@@ -398,7 +397,7 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
             for tag, item in zip(tags, prepared, strict=True)
             if tag in unsettled or item.message.id in returned
         ]
-        raise _ExchangeGone(exc, unstored) from exc
+        raise ExchangeGone(exc, unstored) from exc
     except Exception as exc:
         link.drop_publisher(exc)  # its confirms no longer add up
         raise
@@ -419,114 +418,3 @@ def _send(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Pre
             "once it has room"
         )
     return [item for item in prepared if item.message.id in returned]
-
-
-#: How RabbitMQ fails a commit of which a queue rejected a message (reject-publish).
-_PARTIAL = "partial tx completion"
-
-
-def _send_transacted(link: Link, exchange: str, prepared: Sequence[_Prepared]) -> list[_Prepared]:
-    """Send ``prepared``, ``mandatory``, on the link's transacted channel, and commit
-    them once RabbitMQ answers a ``basic.qos`` sent after them; return those it
-    returned, routed to no queue (not stored).
-
-    During a memory or disk alarm RabbitMQ stops reading a connection as it reads a
-    publish, and reads the rest once the alarm clears, of a connection the client
-    dropped too: a confirmed publish that ran out of ``publish_timeout`` was stored
-    then. Here what it read after the alarm is a publish without its commit, which
-    the connection's end rolls back: nothing is stored unless the commit went out,
-    and it goes out only once RabbitMQ has read the messages (it answered). The
-    commit's answer then gets a ``publish_timeout`` of its own: the commit is not a
-    publish, which an alarm holds, but it waits for the queues to store the messages.
-
-    :raises PublishTimeout: ``publish_timeout`` ran out before the commit went out
-        (the connection dropped): nothing was stored.
-    :raises CommitUnknown: the commit went out and its answer did not come (in
-        ``publish_timeout``, or the connection was lost): they may be stored.
-    :raises Refused: a queue rejected a message (``reject-publish``): RabbitMQ failed
-        the commit (the other queues took it).
-    """
-    channel, returns = link.transacted()
-    returns.take_returned()
-    deadline = link.deadline()
-    committing = False
-    try:
-        for item in prepared:
-            deadline.run(
-                functools.partial(
-                    channel.basic_publish,
-                    item.raw,
-                    exchange=exchange,
-                    routing_key="",
-                    mandatory=True,
-                )
-            )
-        deadline.run(functools.partial(channel.basic_qos, 0, 0, False))
-        committing = True
-        deadline = link.deadline()
-        deadline.run(channel.tx_commit)
-    except Expired:
-        blocked = link.blocked.reason
-        link.abandon()  # (a frame may be half written; a channel close would wait)
-        link.timed_out = time.monotonic()
-        said = (
-            f"RabbitMQ on {link.url} did not take {len(prepared)} message(s) published "
-            f"to {exchange!r} within publish_timeout={deadline.seconds:g}s: "
-        )
-        if committing:
-            raise CommitUnknown(
-                said + "it read them, and did not answer their commit (a slow disk?)"
-            ) from None
-        raise PublishTimeout(
-            said
-            + (
-                f"it blocked the connection ({blocked}): a memory or disk alarm stops "
-                "it reading from publishers until the alarm clears (see its log)"
-                if blocked is not None
-                else "it did not answer (overloaded?)"
-            )
-            + "; none was stored (their transaction was not committed). The connection "
-            "was dropped: the next call connects anew"
-        ) from None
-    except amqp.exceptions.NotFound as exc:
-        link.drop_publisher(exc)
-        raise _ExchangeGone(exc, list(prepared)) from exc  # (nothing committed)
-    except amqp.exceptions.PreconditionFailed as exc:
-        link.drop_publisher(exc)
-        if _PARTIAL not in str(exc):
-            raise  # (over max_message_size: Link.call says so)
-        raise Refused(
-            f"RabbitMQ refused {len(prepared)} message(s) published to {exchange!r} "
-            f"({_PARTIAL}: a queue bound to it is full and rejects publishes, as its "
-            "overflow setting reject-publish says); the others of its queues took "
-            "them: publish them again once it has room"
-        ) from None
-    except Exception as exc:
-        if committing and link.lost(exc):
-            # Not for Link.call to publish them again on a new connection.
-            link.abandon()
-            raise CommitUnknown(
-                f"lost the connection to RabbitMQ on {link.url} after the commit of "
-                f"{len(prepared)} message(s) published to {exchange!r} went out, before "
-                f"its answer ({type(exc).__name__})"
-            ) from None
-        link.drop_publisher(exc)
-        raise
-    except BaseException:
-        link.abandon()  # (interrupted: as _send)
-        raise
-    link.timed_out = None
-    returned = returns.take_returned()
-    return [item for item in prepared if item.message.id in returned]
-
-
-class CommitUnknown(PublishTimeout):
-    """A dead letter's commit went out and its answer did not come (see
-    :func:`_send_transacted`): it may or may not be stored (stored, unless RabbitMQ
-    failed the commit or never read it). The connection was dropped."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(
-            f"{what}: the messages may have been stored (their commit went out, its "
-            "answer did not come); the connection was dropped, the next call connects anew"
-        )

@@ -20,14 +20,9 @@ from brokerkit.backends.kombu._blocked import PublishTimeout, keeping_alive
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import ConnectionLost, Link
 from brokerkit.backends.kombu._options import KombuAMQPOptions
-from brokerkit.backends.kombu._publish import (
-    CommitUnknown,
-    Refused,
-    fit_reason,
-    over_frame,
-    send_transacted,
-)
+from brokerkit.backends.kombu._publish import Refused, fit_reason, over_frame
 from brokerkit.backends.kombu._reader import Lease, Reader
+from brokerkit.backends.kombu._transaction import CommitUnknown, send_transacted
 from brokerkit.exceptions import BrokerError, InvalidMessage, StaleDelivery
 
 __all__ = ["AMQPSettling"]
@@ -242,12 +237,12 @@ class AMQPSettling:
         would wait ``publish_timeout`` holding the reading connection. Otherwise the
         timeout is raised (the message stays held). Either way it is dead-lettered
         once: the dead letter is a transaction committed only once RabbitMQ has read
-        it (:func:`~._publish.send_transacted`), and one that timed out before its
+        it (:func:`~._transaction.send_transacted`), and one that timed out before its
         commit went out is not stored when RabbitMQ reads it after the alarm.
 
         Not so one whose commit went out and was not answered, within a
         ``publish_timeout`` of its own (a slow disk) or before the connection was lost
-        (:class:`~._publish.CommitUnknown`): it may be stored, and is not sent again.
+        (:class:`~._transaction.CommitUnknown`): it may be stored, and is not sent again.
         A nack raises it, the message still held (nacked again, it may be stored
         twice); one nobody asked for is handed back (requeued), never rejected for
         RabbitMQ to store a copy next to it, and is dead-lettered again when it comes
