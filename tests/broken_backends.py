@@ -566,6 +566,20 @@ class DeadLetteredIgnoresTheDlqGroup(MemoryBroker):
         return dataclasses.replace(info, dead_lettered=min(counts))
 
 
+class DeadLetteredNeverDropsWithoutLag(MemoryBroker):
+    """inspect reports no group's lag (None, ``GroupInfo``'s default, as a backend that
+    never fills it in) and dead_lettered counts every stored dead letter, those read
+    and acked too: no declaration that the lag cannot be told, so no upper bound."""
+
+    def _inspect(self, topic: str) -> TopicInfo:
+        info = super()._inspect(topic)
+        groups = tuple(dataclasses.replace(g, lag=None) for g in info.groups)
+        with self._store.lock:
+            dead = self._store.topics.get(self.dead_letter_topic(topic))
+            stored = len(dead.log) if dead else 0
+        return dataclasses.replace(info, groups=groups, dead_lettered=stored)
+
+
 class DelayedPublishDropsHeaders(MemoryBroker):
     """A delayed publish is held without its headers, as a backend that holds a
     compact form of the message (its id and body) would: it arrives with none."""
@@ -707,6 +721,7 @@ BROKEN_BACKENDS: dict[str, type[MemoryBroker]] = {
     "last_level_drops_past_max_deliveries": LastLevelDropsPastMaxDeliveries,
     "dead_lettered_counts_any_group": DeadLetteredCountsAnyGroup,
     "dead_lettered_ignores_the_dlq_group": DeadLetteredIgnoresTheDlqGroup,
+    "dead_lettered_never_drops_without_lag": DeadLetteredNeverDropsWithoutLag,
     "delayed_publish_drops_headers": DelayedPublishDropsHeaders,
     "delayed_retry_loses_content_type": DelayedRetryLosesContentType,
     "consumers_named_by_connection": ConsumersNamedByConnection,

@@ -486,6 +486,16 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
             "dead_lettered is 3, not 1"
         ),
     },
+    # Its lag is None, GroupInfo's default: no declaration that it cannot be told.
+    "dead_lettered_never_drops_without_lag": {
+        "test_dead_lettered_counts_the_dead_letters_not_yet_dealt_with": (
+            "dead_lettered is still 3"
+        ),
+        "test_dead_lettered_counts_by_the_groups_that_deal_with_them": (
+            "brokerkit-dlq read and acked 2 of 3 dead letters (the default group none), and "
+            "dead_lettered is 3, not 1"
+        ),
+    },
 }
 
 _SUITE = """

@@ -16,19 +16,24 @@ __all__ = ["dead_lettered_bound", "settled_dead_lettered"]
 
 def dead_lettered_bound(broker: Broker, topic: str) -> int | None:
     """The dead letters ``topic``'s dead-letter topic stores where ``dead_lettered``
-    is documented as an upper bound (:attr:`~brokerkit.TopicInfo.dead_lettered`): a
-    group that deals with dead letters (:data:`~brokerkit._inspect.DEAD_LETTER_GROUPS`)
-    has a lag the backend cannot tell cheaply. Else None: the count must be exact."""
+    is documented as an upper bound (:attr:`~brokerkit.TopicInfo.dead_lettered`): the
+    backend says of a group that deals with dead letters
+    (:data:`~brokerkit._inspect.DEAD_LETTER_GROUPS`) that it cannot tell its lag
+    cheaply (see :func:`_lag_untold`). Else None: the count must be exact."""
     info = broker.inspect(broker.dead_letter_topic(topic))
     untold = any(g.name in DEAD_LETTER_GROUPS and _lag_untold(g) for g in info.groups)
     return info.length if untold else None
 
 
 def _lag_untold(group: GroupInfo) -> bool:
-    """Whether the backend cannot tell ``group``'s lag cheaply: it reports none, or the
-    group is a Redis stream's on a server that gives none (Redis 6.2 reports no
-    ``entries_read``; the lag shown was counted by reading the entries)."""
-    return group.lag is None or getattr(group, "entries_read", 0) is None
+    """Whether the backend declares that it cannot tell ``group``'s lag cheaply, in
+    fields a plain :class:`~brokerkit.GroupInfo` does not have: ``entries_read`` None
+    (a Redis stream's group on a server that gives no lag, Redis 6.2: the lag shown
+    was counted by reading the entries) or ``lag_exact`` False (a lag counted only so
+    far). A ``lag`` of None is no such declaration: it is ``GroupInfo``'s default, what
+    a backend that never fills it in reports."""
+    untold_read = getattr(group, "entries_read", 0) is None
+    return untold_read or getattr(group, "lag_exact", True) is False
 
 
 def settled_dead_lettered(

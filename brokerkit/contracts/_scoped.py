@@ -364,8 +364,8 @@ class ScopeContract:
         group (a plain ``subscribe(broker.dead_letter_topic(topic))``) has received
         and acked them all, on a backend that keeps settled messages for replay too
         (an alert on dead letters > 0 clears once they are handled). Where the
-        backend cannot tell that group's lag cheaply (redis+stream on Redis 6.2), the
-        count is documented as an upper bound: no more than every one stored."""
+        backend says it cannot tell that group's lag (``entries_read`` None: Redis
+        6.2; not a ``lag`` of None), no more than every one stored, its upper bound."""
         promise = "dead_lettered counts the dead letters not yet dealt with"
         count = 3
         broker = contract.broker()
@@ -398,10 +398,10 @@ class ScopeContract:
         count (:data:`~brokerkit._inspect.DEAD_LETTER_GROUPS`): its default group and
         ``brokerkit-dlq``, the one ``brokerkit dlq`` reads with; ``dead_lettered`` is
         the fewer either has not settled. Another group, a tail from ``"latest"``
-        that read and acked every dead letter, clears nothing. Where the backend
-        cannot tell those groups' lag cheaply (redis+stream on Redis 6.2), the count
-        is documented as an upper bound: no fewer than they have not settled, and no
-        more than every one stored."""
+        that read and acked every dead letter, clears nothing. Where the backend says
+        it cannot tell those groups' lag cheaply (as above: redis+stream on Redis 6.2),
+        the count is an upper bound: no fewer than they have not settled, and no more
+        than every one stored."""
         promise = "dead_lettered counts by the groups that deal with dead letters"
         count = 3
         broker = contract.broker()
