@@ -272,10 +272,11 @@ local function dead_letters_ok()
   return DLQ_KIND == 'none' or DLQ_KIND == 'list'
 end
 
--- Refuse the call, before it wrote anything: the dead-letter key holds another type.
+-- The reply refusing the call, before it wrote anything: the dead-letter key holds
+-- another type. Returned by the script's body (Redis 6.2 fails on an error() of a table).
 local function refuse_dead_letters()
-  error({err = 'WRONGTYPE brokerkit: the dead-letter key ' .. DLQ .. ' holds a ' .. DLQ_KIND
-    .. ', not a list; nothing was changed'})
+  return redis.error_reply('WRONGTYPE brokerkit: the dead-letter key ' .. DLQ .. ' holds a '
+    .. DLQ_KIND .. ', not a list; nothing was changed')
 end
 
 -- Whether handing element e back (requeue: to be delivered again) dead-letters it, as

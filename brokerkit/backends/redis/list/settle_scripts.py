@@ -63,7 +63,7 @@ local function would_dead_letter()
   return false
 end
 if (MAX > 0 or mode == 'reject') and not dead_letters_ok() and would_dead_letter() then
-  refuse_dead_letters()
+  return refuse_dead_letters()
 end
 if retry then
   redis.call('ZADD', DEADLINES, 0, 'brokerkit:retry')
@@ -186,7 +186,9 @@ local lease_ms = tonumber(ARGV[7])
 local only_later = ARGV[8] == 'renew'
 local new = t + lease_ms
 local sub = string.sub
-if MAX > 0 and not dead_letters_ok() and expired_would_die(9, t) then refuse_dead_letters() end
+if MAX > 0 and not dead_letters_ok() and expired_would_die(9, t) then
+  return refuse_dead_letters()
+end
 local stale, seen, batches, by_name = {}, {}, {}, {}
 -- A lease that ran out (or none at all): handed back if it was one, reported stale
 local function lapsed(r)

@@ -270,7 +270,7 @@ local function would_dead_letter()
   end
   return false
 end
-if MAX > 0 and not dead_letters_ok() and would_dead_letter() then refuse_dead_letters() end
+if MAX > 0 and not dead_letters_ok() and would_dead_letter() then return refuse_dead_letters() end
 local wrote = false  -- whether this call wrote anything yet (see the backstop below)
 for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   if budget <= 0 then more = true; break end
@@ -428,7 +428,7 @@ for _, C in ipairs(dead) do
     for _, lease in ipairs(held) do
       if dies(lease[3], true) then stop = true; break end
     end
-    if stop and not wrote then refuse_dead_letters() end
+    if stop and not wrote then return refuse_dead_letters() end
   end
   if not stop then
   wrote = true
