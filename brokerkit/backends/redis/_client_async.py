@@ -214,6 +214,7 @@ async def scan_topics(
     signs: tuple[str, ...] = (),
     own_parts: tuple[str, ...] = (),
     checks: Mapping[str, Callable[[bytes], bool]] | None = None,
+    signed_only: set[str] | None = None,
 ) -> list[str]:
     """The topics whose key (``<prefix>:{topic}``, or with a key ``template``,
     ``queue_key`` or ``stream_key``, the key the template names) holds a ``key_type``,
@@ -246,11 +247,16 @@ async def scan_topics(
     keys (``{app}:q:orders:processing:c1``): a name with a segment that is one of
     ``own_parts`` after a ``:`` is taken for one of them (so a topic named like that,
     ``orders:processing:x``, is not listed there).
+
+    ``signed_only``, if given, is filled with the topics listed whose own key the scan
+    did not find (found by their signs alone), for a caller to look at them further.
     """
     checked = dict(checks or {})
     with translate_errors(url):
         if template is None:
-            return await _scan_prefix(client, Keyspace(prefix), key_type, signs, checked)
+            return await _scan_prefix(
+                client, Keyspace(prefix), key_type, signs, checked, signed_only
+            )
         found: set[str] = set()
         named = KeyTemplate(template)
         for pattern in named.scan_patterns():
@@ -260,6 +266,7 @@ async def scan_topics(
                     _add(found, name)
         candidates: dict[str, tuple[str, Callable[[bytes], bool]]] = {}
         own: dict[str, str] = {}  # a candidate's own key
+        keyed_found = set(found)
         for part in signs:
             async for raw in client.scan_iter(match=named.part_pattern(part), count=1000):
                 key = _str(raw)
@@ -273,6 +280,8 @@ async def scan_topics(
         # Their own keys' types too: the SCAN above saw only keys of ``key_type``.
         keyed = {topic: own[topic] for topic in signed}
         found.update(await _check_signs(client, keyed, key_type, signed))
+        if signed_only is not None:
+            signed_only.update(found - keyed_found)
     return sorted(found)
 
 
@@ -286,6 +295,7 @@ async def _scan_prefix(
     key_type: str | None,
     signs: tuple[str, ...],
     checks: dict[str, Callable[[bytes], bool]],
+    signed_only: set[str] | None,
 ) -> list[str]:
     """:func:`scan_topics` under a prefix: one SCAN of the prefix's keys, then the
     type of each topic's own key and the first member of each checked sign of a topic
@@ -313,10 +323,15 @@ async def _scan_prefix(
         else:
             part = min(parts)
             to_check[topic] = (space.topic(topic, part), checks[part])
+    if signed_only is not None:
+        signed_only.update(topic for topic in signed if topic not in keyed)
     if key_type is None:
         found.update(keyed)
         keyed = {}
-    return sorted(await _check_signs(client, keyed, key_type, to_check, found))
+    found = await _check_signs(client, keyed, key_type, to_check, found)
+    if signed_only is not None:
+        signed_only.intersection_update(found)
+    return sorted(found)
 
 
 async def _check_signs(

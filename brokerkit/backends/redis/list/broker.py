@@ -437,6 +437,7 @@ class RedisListBroker(ListSettling, ListPublishing, WakesOnClose, Broker):
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
     def _list_topics(self) -> list[str]:
+        signed_only: set[str] = set()
         found = scan_topics(
             self._client,
             self.url,
@@ -446,10 +447,15 @@ class RedisListBroker(ListSettling, ListPublishing, WakesOnClose, Broker):
             signs=("expiry", "scheduled", "consumers"),  # deliveries out; held ones; consumers
             own_parts=OWN_PARTS,
             checks={"scheduled": held_by_list},  # redis+stream names its held set alike
+            signed_only=signed_only,
         )
         prefix, template = self.options.prefix, self.options.queue_key
         return live_topics(
-            self._client, self.url, found, lambda topic: list_keys(prefix, topic, template)
+            self._client,
+            self.url,
+            found,
+            lambda topic: list_keys(prefix, topic, template),
+            signed_only,
         )
 
     def _purge(self, topic: str) -> int:

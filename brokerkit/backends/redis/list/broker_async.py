@@ -441,6 +441,7 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, WakesOnClose, AsyncBrok
         return topic_info(topic, plan.keys, self.options.heartbeat, reply)
 
     async def _list_topics(self) -> list[str]:
+        signed_only: set[str] = set()
         found = await scan_topics(
             self._client,
             self.url,
@@ -450,10 +451,15 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, WakesOnClose, AsyncBrok
             signs=("expiry", "scheduled", "consumers"),  # deliveries out; held ones; consumers
             own_parts=OWN_PARTS,
             checks={"scheduled": held_by_list},  # redis+stream names its held set alike
+            signed_only=signed_only,
         )
         prefix, template = self.options.prefix, self.options.queue_key
         return await live_topics(
-            self._client, self.url, found, lambda topic: list_keys(prefix, topic, template)
+            self._client,
+            self.url,
+            found,
+            lambda topic: list_keys(prefix, topic, template),
+            signed_only,
         )
 
     async def _purge(self, topic: str) -> int:

@@ -296,36 +296,66 @@ def _wire(keys: list[str]) -> list[str | bytes]:
     return [key if key.isascii() else key.encode(errors="surrogateescape") for key in keys]
 
 
+#: How long after its heartbeat deadline a consumer still lists its topic: on a cluster
+#: the deadline was written by the topic's node, and :func:`live_topics` asks one node
+#: the time (another's clock may be ahead). Listing an abandoned topic a little longer
+#: is harmless; leaving out a live one is not.
+CLOCK_MARGIN_MS = 5000
+
+
 def live_topics(
-    client: Any, url: BrokerURL, topics: list[str], keys_of: Callable[[str], ListKeys]
+    client: Any,
+    url: BrokerURL,
+    topics: list[str],
+    keys_of: Callable[[str], ListKeys],
+    signed_only: set[str],
 ) -> list[str]:
     """Of ``topics`` (as :func:`.scan_topics` found them), those that hold anything
-    but consumers whose heartbeats ended: a topic found by its consumers set alone is
-    listed while one of them is alive, its heartbeat deadline (its score, in server
-    ms) after the server's time, as RESCUE takes the others for dead (one that died on
-    an empty topic, never leaving, does not keep it listed). Per :data:`.TYPE_CHUNK`
-    topics, the server's time (``TIME``; on a cluster, one node's), then a pipeline
-    asking each whether its queue, deliveries out or held messages exist and its latest
-    heartbeat deadline (a consumers key of another type holds no consumer)."""
-    kept: list[str] = []
+    but consumers whose heartbeats ended. Only those of ``signed_only`` (found by their
+    other keys alone, not their queue key) are asked about: one is listed if its queue,
+    deliveries out or held messages exist, or one of its consumers is alive (its
+    heartbeat deadline, its score in server ms, not older than the server's time less
+    :data:`CLOCK_MARGIN_MS`), or a dead one's processing or moving list exists (a
+    message BLMOVE took that the fetch never leased, on a cluster: a rescue hands it
+    back), as RESCUE takes the others for dead (one that died on an empty topic, never
+    leaving, does not keep it listed). Per :data:`.TYPE_CHUNK` topics asked about, the
+    server's time (``TIME``; on a cluster, one node's), a pipeline asking each whether
+    those keys exist and its consumers (a consumers key of another type holds none),
+    then one asking whether the lists of the dead ones of those still unlisted exist
+    (CHUNK keys an ``EXISTS``)."""
+    asked = [topic for topic in topics if topic in signed_only]
+    dropped: set[str] = set()
     with translate_errors(url):
-        for start in range(0, len(topics), TYPE_CHUNK):
-            chunk = topics[start : start + TYPE_CHUNK]
+        for start in range(0, len(asked), TYPE_CHUNK):
+            chunk = asked[start : start + TYPE_CHUNK]
             seconds, micros = client.time()
             now = int(seconds) * 1000 + int(micros) // 1000
             pipe = client.pipeline(transaction=False)
             for topic in chunk:
                 keys = keys_of(topic)
                 pipe.exists(keys.queue, keys.expiry, keys.scheduled)
-                pipe.zrange(keys.consumers, -1, -1, withscores=True)
+                pipe.zrange(keys.consumers, 0, -1, withscores=True)
             replies = pipe.execute(raise_on_error=False)
+            lists: dict[str, list[str]] = {}
             for k, topic in enumerate(chunk):
-                held, latest = replies[2 * k], replies[2 * k + 1]
+                held, consumers = replies[2 * k], replies[2 * k + 1]
                 if isinstance(held, Exception):
                     raise held
-                if isinstance(latest, Exception) and "WRONGTYPE" not in str(latest):
-                    raise latest
-                alive = isinstance(latest, list) and bool(latest) and latest[0][1] > now
-                if held or alive:
-                    kept.append(topic)
-    return kept
+                if isinstance(consumers, Exception):
+                    if "WRONGTYPE" not in str(consumers):
+                        raise consumers
+                    consumers = []
+                if held or any(score > now - CLOCK_MARGIN_MS for _, score in consumers):
+                    continue
+                keys = keys_of(topic)
+                names = [_name(member) for member, _ in consumers]
+                lists[topic] = [key for c in names for key in (keys.processing(c), keys.moving(c))]
+            pipe = client.pipeline(transaction=False)
+            for names in lists.values():
+                for i in range(0, len(names), CHUNK):
+                    pipe.exists(*_wire(names[i : i + CHUNK]))
+            found = iter(pipe.execute() if lists else [])
+            for topic, names in lists.items():
+                if not sum(next(found) for _ in range(0, len(names), CHUNK)):
+                    dropped.add(topic)
+    return [topic for topic in topics if topic not in dropped]
