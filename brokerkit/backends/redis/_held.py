@@ -46,7 +46,36 @@ from brokerkit.backends.redis._buffered import NOT_BUFFERED, BufferedReplies
 from brokerkit.backends.redis._held_state import HeldState
 from brokerkit.backends.redis._packing import pack
 
-__all__ = ["HeldClient", "PerCommand", "Reader", "Sent"]
+__all__ = ["HeldClient", "PerCommand", "Reader", "Sent", "unsent"]
+
+#: Set on an error :meth:`Reader.send` met opening a connection (see :func:`unsent`).
+_UNSENT = "_brokerkit_unsent"
+
+
+def unsent(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by :meth:`Reader.send` taking or opening the
+    connection its commands were to go on: nothing of them was sent."""
+    return getattr(exc, _UNSENT, False) is True
+
+
+def _taken(pool: Any) -> Any:
+    """A connection of ``pool``'s, open (redis-py's pool opens the one it hands out),
+    an error taking or opening it marked :func:`unsent`."""
+    try:
+        return pool.get_connection()
+    except Exception as exc:
+        setattr(exc, _UNSENT, True)
+        raise
+
+
+def _opened(connection: Any) -> None:
+    """``connection`` open (as its send would open it), an error doing so marked
+    :func:`unsent`."""
+    try:
+        connection.connect()
+    except Exception as exc:
+        setattr(exc, _UNSENT, True)
+        raise
 
 
 class Reader:
@@ -130,7 +159,7 @@ class Reader:
         if busy:
             # The kept connection has a command under way (a cancelled receive's fetch
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
-            spare = pool.get_connection()
+            spare = _taken(pool)
             try:
                 spare.send_packed_command(packed or pack(spare, commands))
                 cancellations.raise_lost()
@@ -140,10 +169,12 @@ class Reader:
             return Sent(self, spare, len(commands), kept=False)
         try:
             if connection is None:
-                connection = pool.get_connection()
+                connection = _taken(pool)
                 state.keep(connection, pid)
             elif idle and _closed_meanwhile(connection):
-                connection.disconnect()  # the send connects it again
+                connection.disconnect()
+            # opened apart from the send: an error opening it proves nothing was sent
+            _opened(connection)
             connection.send_packed_command(packed or pack(connection, commands))
             cancellations.raise_lost()
         except BaseException:

@@ -44,7 +44,36 @@ from brokerkit.backends.redis._buffered import NOT_BUFFERED, BufferedReplies
 from brokerkit.backends.redis._held_state import HeldState
 from brokerkit.backends.redis._packing import pack
 
-__all__ = ["AsyncHeldClient", "AsyncPerCommand", "AsyncReader", "AsyncSent"]
+__all__ = ["AsyncHeldClient", "AsyncPerCommand", "AsyncReader", "AsyncSent", "unsent"]
+
+#: Set on an error :meth:`AsyncReader.send` met opening a connection (see :func:`unsent`).
+_UNSENT = "_brokerkit_unsent"
+
+
+def unsent(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by :meth:`AsyncReader.send` taking or opening the
+    connection its commands were to go on: nothing of them was sent."""
+    return getattr(exc, _UNSENT, False) is True
+
+
+async def _taken(pool: Any) -> Any:
+    """A connection of ``pool``'s, open (redis-py's pool opens the one it hands out),
+    an error taking or opening it marked :func:`unsent`."""
+    try:
+        return await pool.get_connection()
+    except Exception as exc:
+        setattr(exc, _UNSENT, True)
+        raise
+
+
+async def _opened(connection: Any) -> None:
+    """``connection`` open (as its send would open it), an error doing so marked
+    :func:`unsent`."""
+    try:
+        await connection.connect()
+    except Exception as exc:
+        setattr(exc, _UNSENT, True)
+        raise
 
 
 class AsyncReader:
@@ -130,7 +159,7 @@ class AsyncReader:
         if busy:
             # The kept connection has a command under way (a cancelled receive's fetch
             # runs on, waiting in BLMOVE): this one goes on a connection of its own.
-            spare = await pool.get_connection()
+            spare = await _taken(pool)
             try:
                 await spare.send_packed_command(packed or pack(spare, commands))
                 cancellations.raise_lost()
@@ -140,10 +169,12 @@ class AsyncReader:
             return AsyncSent(self, spare, len(commands), kept=False)
         try:
             if connection is None:
-                connection = await pool.get_connection()
+                connection = await _taken(pool)
                 state.keep(connection, pid)
             elif idle and await _closed_meanwhile(connection):
-                await connection.disconnect()  # the send connects it again
+                await connection.disconnect()
+            # opened apart from the send: an error opening it proves nothing was sent
+            await _opened(connection)
             await connection.send_packed_command(packed or pack(connection, commands))
             cancellations.raise_lost()
         except BaseException:

@@ -82,8 +82,8 @@ class InOrder:
     the first call that has not answered; when that call may have been written and its
     reply lost, ``landed(client, index, lost)`` (if given) says whether it ran (see
     :meth:`.landed_async.Lost.look`), and one that did is not sent again. A call that
-    failed before anything of it was written (the pool's cap, a connect failure) is
-    known not to have run: no look.
+    failed before anything of it was written (the pool's cap: see
+    :func:`.landed_async.unwritten`) is known not to have run: no look.
 
     :ivar done: how many of the calls answered (or were found to have run), from the
         first.

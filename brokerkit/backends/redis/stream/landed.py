@@ -9,10 +9,14 @@ reads the stream's entries stamped in a window around the lost attempt, by the
 server's clock (``TIME``, on the stream's node): from :data:`SLACK_MS` before the
 attempt was sent to :data:`SLACK_MS` after it failed, upward (``XRANGE``), for an entry
 whose header is the message's (it holds the message's id, unique): found, the message
-is not added again. Entries added after the window (other publishes during an outage)
-are never read. Only a retry pays for this; a publish that got its reply never looks,
-nor does one whose attempt failed before anything was written (the pool had no
-connection to give, none could be opened: :func:`unwritten`).
+is not added again. That end holds where the server closed the connection (it ran
+what it had read before); after a timeout the server may run the command later still
+(a busy or frozen server reads it from its socket buffer once it can): the window then
+ends at the look's own server time. Entries added after the window (other publishes
+during an outage) are never read. Only a retry pays for this; a publish that got its
+reply never looks, nor does one whose attempt failed before anything was written (the
+pool had no connection to give, or the kept connection could not be opened:
+:func:`unwritten`).
 
 A look is bounded: pages sized to about :data:`PAGE_BYTES` by the entries seen, at
 most :data:`LOOK_ENTRIES` entries and :data:`LOOK_BYTES` of them. Past that the
@@ -35,6 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from brokerkit.backends.redis._held import unsent
 from brokerkit.backends.redis._stream_fields import HEADER_FIELD
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "SLACK_MS",
     "AddOnce",
     "Lost",
+    "closed_by_server",
     "landed",
     "unwritten",
 ]
@@ -70,13 +76,19 @@ Clock = Callable[[], Any]
 
 def unwritten(exc: BaseException) -> bool:
     """Whether ``exc``, raised by a command, proves that nothing of it was written: the
-    pool had no connection to give (its cap), or no connection could be opened."""
-    if isinstance(exc, MaxConnectionsError):
-        return True
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-        text = str(exc)
-        return " connecting to " in text or text.startswith("Timeout connecting")
-    return False
+    pool had no connection to give (its cap), or the reader's connection could not be
+    opened (:func:`.._held_async.unsent`). Judged by where it was raised, never by its
+    text: a command redis-py sent, then failed to send again, reads "connecting to" too.
+    Any other error may follow a write (a wrong "possibly written" costs a bounded look;
+    a wrong "unwritten" stores the message twice)."""
+    return isinstance(exc, MaxConnectionsError) or unsent(exc)
+
+
+def closed_by_server(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server's end of the connection (an end of file, a reset):
+    what it had read, it ran before. A timeout is not (a busy or frozen server still
+    holds the command, and may run it later)."""
+    return isinstance(exc, RedisConnectionError) and not isinstance(exc, RedisTimeoutError)
 
 
 def landed(
@@ -84,20 +96,25 @@ def landed(
     key: str,
     header: str,
     sent: float,
-    failed: float,
+    failed: float | None,
     clock: Clock | None = None,
 ) -> bool:
     """Whether the stream ``key`` holds an entry whose header is ``header``, stamped
     between :data:`SLACK_MS` before ``sent`` and as long after ``failed`` (this host's
-    ``time.monotonic()`` as the attempt was sent and as it failed); ``execute(*command)``
-    runs a command (its reply parsed by redis-py or as it came: both are read),
-    ``clock()`` asks ``TIME`` where ``execute`` would not ask the stream's node. False
-    too past the look's bounds (logged)."""
+    ``time.monotonic()`` as the attempt was sent and as it failed; None: up to the
+    server's time as the look asks it); ``execute(*command)`` runs a command (its reply
+    parsed by redis-py or as it came: both are read), ``clock()`` asks ``TIME`` where
+    ``execute`` would not ask the stream's node. False too past the look's bounds
+    (logged)."""
+    before = time.monotonic()  # the window's end is no later than the server's time then
     seconds, micros = clock() if clock is not None else execute("TIME")
-    now = time.monotonic()
+    after = time.monotonic()  # its start no later than the server's time less this
     server_ms = int(seconds) * 1000 + int(micros) // 1000
-    low = max(0, server_ms - math.ceil((now - sent) * 1000) - SLACK_MS)
-    high = max(low, server_ms - int((now - failed) * 1000) + SLACK_MS)
+    low = max(0, server_ms - math.ceil((after - sent) * 1000) - SLACK_MS)
+    if failed is None:
+        high = server_ms
+    else:
+        high = max(low, server_ms - int((before - failed) * 1000) + SLACK_MS)
     wanted = header.encode()
     start: Any = low
     count, seen, size = FIRST_PAGE, 0, 0
@@ -150,17 +167,22 @@ class Lost:
     :ivar sent: ``time.monotonic()`` as the last attempt was sent.
     :ivar failed: ``time.monotonic()`` as it failed, or None: its outcome is known
         (it answered, nothing of it was written, or a look found it did not run).
+    :ivar closed: it failed as the server closed the connection (see
+        :func:`closed_by_server`): the server ran nothing of it later.
     """
 
-    __slots__ = ("failed", "sent")
+    __slots__ = ("closed", "failed", "sent")
 
     def __init__(self) -> None:
         self.sent = 0.0
         self.failed: float | None = None
+        self.closed = False
 
     def fail(self, exc: BaseException) -> None:
-        """The attempt sent last raised ``exc``."""
+        """The attempt sent last raised ``exc`` (or answered with it, as a cluster
+        pipeline returns a connection's error)."""
         self.failed = None if unwritten(exc) else time.monotonic()
+        self.closed = closed_by_server(exc)
 
     def look(
         self,
@@ -175,7 +197,8 @@ class Lost:
         failed = self.failed
         if failed is None:
             return False
-        found = landed(execute, key, header, self.sent, failed, clock)
+        end = failed if self.closed else None
+        found = landed(execute, key, header, self.sent, end, clock)
         self.failed = None
         return found
 

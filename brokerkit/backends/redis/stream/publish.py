@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._message import Message
 from brokerkit.backends.redis._client import CONNECT_RETRIES, Reconnector
@@ -29,6 +31,11 @@ from brokerkit.backends.redis.stream.scheduling import held_members
 from brokerkit.exceptions import BrokerError, IncompatibleTopic
 
 __all__ = ["StreamPublishing", "age_ms"]
+
+
+def _is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a cluster client (it has no one connection pool)."""
+    return getattr(client, "connection_pool", None) is None
 
 
 def age_ms(seconds: float) -> str:
@@ -142,9 +149,9 @@ class StreamPublishing:
         """How a look asks the server's ``TIME`` of the stream ``key``'s node: None where
         the sender's commands go to it (one server), on a cluster to the key's node (not
         the cluster client's default node, whose clock may differ)."""
-        if self._sender.pooled:
-            return None
         cluster: Any = self._publish_client
+        if not _is_cluster(cluster):
+            return None
 
         def clock() -> Any:
             node = cluster.get_node_from_key(key)
@@ -159,13 +166,15 @@ class StreamPublishing:
         server time at 100 B, 1.3 ms at 1 MB). A trim script the server lost (a
         restart, ``SCRIPT FLUSH``) answers ``NOSCRIPT`` and is loaded and run again,
         alone: the message is stored once. Once the ``XADD`` answered, a retry after a
-        lost connection only trims. With ``replicas``, the two go one after the other
+        lost connection only trims. On a cluster the two go one after the other (redis-py's
+        cluster pipeline sends again itself a command whose reply was lost: that
+        ``XADD`` was stored twice). With ``replicas``, the two go one after the other
         on the connection that then waits (``WAIT``); there too a retry after the
         ``XADD`` answered only trims (and waits)."""
         script = self._scripts.trim_age
         keys, trim_args = [key], [age, how]
         evalsha = ("EVALSHA", script.sha, 1, key, age, how)
-        client = self._publish_client
+        client: Any = self._publish_client
         header = xadd[-3]
         lost = Lost()
         stored = False
@@ -197,16 +206,24 @@ class StreamPublishing:
                         read = on_its_way.read
                         stored = bool(read) and not isinstance(read[0], Exception)
                         raise
-                else:  # a cluster: both go to the node of the stream's slot
+                elif _is_cluster(client):
+                    client.execute_command(*xadd)  # retries=0: sent once
+                    stored = True
+                    script(keys=keys, args=trim_args, client=client)
+                    return
+                else:  # the URL caps the pool: no connection is kept (PerCommand)
                     pipe: Any
                     with client.pipeline(transaction=False) as pipe:
                         pipe.execute_command(*xadd)
                         pipe.execute_command(*evalsha)
                         replies = pipe.execute(raise_on_error=False)
             except BaseException as exc:
-                lost.fail(exc)
+                if not stored:
+                    lost.fail(exc)
                 raise
             added, trim_reply = replies
+            if isinstance(added, (RedisConnectionError, RedisTimeoutError)):
+                lost.fail(added)  # returned, not raised: it may have been written all the same
             if isinstance(added, Exception):
                 raise added
             stored = True
