@@ -347,7 +347,8 @@ class Link(PublishingChannels, Topology):
         """Why not to publish a dead letter nobody asked for (the lease reaper's, a
         receive's) now: a publish ran out
         of ``publish_timeout`` within the last :data:`ALARM_QUIET` seconds and none
-        was confirmed since (a memory or disk alarm, likely still on); or None."""
+        was confirmed since (a memory or disk alarm, likely still on, or a server slow
+        to store or commit); or None."""
         at = self.timed_out
         if at is None:
             return None
@@ -357,7 +358,8 @@ class Link(PublishingChannels, Topology):
         return ConnectionFailed(
             f"a publish to RabbitMQ on {self._server()} ran out of publish_timeout="
             f"{self.options.publish_timeout:g}s {ago:.0f}s ago, none confirmed since "
-            "(a memory or disk alarm?): dead letters nobody asked for are not published "
+            "(a memory or disk alarm, or a server slow to store or commit?): dead letters "
+            "nobody asked for are not published "
             f"for {ALARM_QUIET:g}s after that"
         )
 

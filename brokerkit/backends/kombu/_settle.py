@@ -234,7 +234,8 @@ class AMQPSettling:
         too when its publish runs out of ``publish_timeout`` (a memory or disk
         alarm), and without trying while a publish of the link did so within the
         last :data:`~._link.ALARM_QUIET` seconds, none confirmed since: each try
-        would wait ``publish_timeout`` holding the reading connection. Otherwise the
+        would wait up to twice ``publish_timeout`` (the publish and its round trip,
+        then the commit) holding the reading connection. Otherwise the
         timeout is raised (the message stays held). Either way it is dead-lettered
         once: the dead letter is a transaction committed only once RabbitMQ has read
         it (:func:`~._transaction.send_transacted`), and one that timed out before its
@@ -244,9 +245,12 @@ class AMQPSettling:
         ``publish_timeout`` of its own (a slow disk) or before the connection was lost
         (:class:`~._transaction.CommitUnknown`): it may be stored, and is not sent again.
         A nack raises it, the message still held (nacked again, it may be stored
-        twice); one nobody asked for is handed back (requeued), never rejected for
-        RabbitMQ to store a copy next to it, and is dead-lettered again when it comes
-        back past ``max_deliveries``: at least once, maybe twice, never lost.
+        twice). One nobody asked for is rejected without requeue, with a WARNING, for
+        RabbitMQ to dead-letter it itself: the dead-letter topic then holds it once or
+        twice (the copy whose commit went out, if stored, and RabbitMQ's), never more,
+        and it is never lost. (Handed back instead, it came back past
+        ``max_deliveries`` to the same fate, or to one more copy each round while each
+        commit's connection was lost.)
         """
         message = lease.delivery.message
         topic = lease.reader.subscription.topic
@@ -277,19 +281,18 @@ class AMQPSettling:
             lease.channel.basic_reject(lease.tag, requeue=False)
             lease.reader.release(lease)
 
-        def handed_back(why: CommitUnknown) -> None:
+        def commit_unknown(why: CommitUnknown) -> None:
             log.warning(
-                "message %s of %r: its dead letter may have been stored (%s): handed "
-                "back, not rejected for RabbitMQ to dead-letter a second copy; it comes "
-                "back past max_deliveries and is dead-lettered again, so %r may hold it "
-                "twice (with its id)",
+                "message %s of %r: its dead letter may have been stored (%s): rejected "
+                "without requeue, for RabbitMQ to dead-letter it to %r itself, which may "
+                "then hold it twice",
                 message.id,
                 topic,
                 why,
                 dead_topic,
                 extra=subscription_fields(lease.reader.subscription, [lease.delivery]),
             )
-            lease.channel.basic_reject(lease.tag, requeue=True)
+            lease.channel.basic_reject(lease.tag, requeue=False)
             lease.reader.release(lease)
 
         def sent(letter: Message) -> bool:
@@ -307,7 +310,7 @@ class AMQPSettling:
                         "twice, with its id)",
                     )
                     raise
-                handed_back(exc)
+                commit_unknown(exc)
                 return False
             except PublishTimeout as exc:
                 if not unasked:

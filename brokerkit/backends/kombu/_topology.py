@@ -70,7 +70,7 @@ class Topology:
         subscribe declares anew, as someone may have deleted them. The topic's
         default queue and its dead-letter topic's names stay remembered: a subscribe
         does not declare those again (a publish or dead letter that finds one gone
-        does, see :func:`._publish.send_declared`)."""
+        does, see :func:`._publish._send_declared`)."""
         self._declared.difference_update(
             (self.names.queue(topic, group), self.names.exchange(topic))
         )
