@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
-from brokerkit import Capability, Delivery, Message, TopicInfo
+from brokerkit import Capability, Delivery, Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import MAX_FETCH_WAIT, Subscription
-from brokerkit._topics import dead_letter_topic_of
 from brokerkit.backends.memory import MemoryBroker, MemoryOptions
 from brokerkit.backends.memory.store import Group, Lease, PatternState, Topic
 from tests.broken_api_backends import (
@@ -41,7 +39,14 @@ from tests.broken_api_backends import (
 )
 from tests.broken_delay_backends import (
     DelayedPublishDiesWithPublisher,
+    DelayedPublishDropsHeaders,
+    DelayedPublishRestamped,
+    DelayedPublishToFirstGroupOnly,
+    DelayedRetryCountsInFlight,
     DelayedRetryDiesWithConsumer,
+    DelayedRetryLeaksToOtherGroups,
+    DelayedRetryLosesContentType,
+    DelayedRetryPastMaxDeliveries,
     DeliversDelayedEarly,
     ForgetsDelayedAttempts,
     IgnoresNackDelay,
@@ -50,12 +55,19 @@ from tests.broken_delay_backends import (
     ReversesDelayedBatch,
 )
 from tests.broken_inspect_backends import (
+    ConsumersNamedByConnection,
     CountsSettledDeadLetters,
+    DeadLetteredCountsAnyGroup,
+    DeadLetteredIgnoresTheDlqGroup,
+    DeadLetteredNeverDropsWithoutLag,
     InspectCountsPrefixedTopics,
     InspectMiscountsInFlight,
+    LagAlwaysZero,
     ListsNoDeadLetterTopics,
     ListsNoDelayedOnlyTopics,
     ListsNoTopics,
+    ListsOnlyWaitingTopics,
+    OldestInFlightAlwaysNone,
     PurgeDropsInFlight,
     PurgesPrefixedTopics,
     StaleWaitingAge,
@@ -76,6 +88,7 @@ from tests.broken_settle_backends import (
     IgnoresNackReason,
     IgnoresVisibilityTimeout,
     LastLevelDeadLettersDeeper,
+    LastLevelDropsPastMaxDeliveries,
     LateRejectDeadLetters,
     LateRequeueDuplicates,
     RedeliversAcked,
@@ -294,44 +307,6 @@ class PatternDefaultEarliest(MemoryBroker):
             subscription.state = dataclasses.replace(state, starts={})
 
 
-class DelayedPublishRestamped(MemoryBroker):
-    """A delayed publish is delivered with the time it came due as its published_at
-    (an hour ahead of the wall clock, as a backend whose clock runs ahead would stamp it),
-    not the publish call's."""
-
-    def _release_due(self, now: float) -> None:
-        for topic, messages, maxlen in self._store.take_due(now):
-            later = time.time() + 3600
-            stamped = [dataclasses.replace(m, published_at=later) for m in messages]
-            self._append_capped(topic, stamped, maxlen)
-
-
-class OldestInFlightAlwaysNone(MemoryBroker):
-    """inspect's oldest_in_flight_age is never the age of a delivery: None when nothing
-    is out, 12345 s (older than anything the test handed out) while anything is."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        return dataclasses.replace(info, oldest_in_flight_age=12345.0 if info.in_flight else None)
-
-
-class DelayedRetryCountsInFlight(MemoryBroker):
-    """inspect counts a delayed retry as in flight, overall and in its group's pending,
-    as well as scheduled."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        with self._store.lock:
-            state = self._store.topics.get(topic)
-            held = {n: len(g.delayed) for n, g in state.groups.items()} if state else {}
-        groups = tuple(
-            dataclasses.replace(g, pending=g.pending + held.get(g.name, 0)) for g in info.groups
-        )
-        return dataclasses.replace(
-            info, in_flight=info.in_flight + sum(held.values()), groups=groups
-        )
-
-
 class RequeueReasonDroppedWithoutDelay(MemoryBroker):
     """A nack(requeue=True, reason=...) without a delay drops its reason: a message it
     sends past max_deliveries is dead-lettered as "max_deliveries"."""
@@ -366,81 +341,6 @@ class ExtendNeverShortens(MemoryBroker):
                 lease.deadline = max(lease.deadline, old[id(lease)])
 
 
-class ListsOnlyWaitingTopics(MemoryBroker):
-    """topics() lists a topic only while a message of it waits (or is held for later):
-    one whose messages are all handed out, unsettled, is left out."""
-
-    def _list_topics(self) -> list[str]:
-        with self._store.lock:
-            return sorted(
-                name
-                for name, state in self._store.topics.items()
-                if state.scheduled
-                or (not state.groups and state.log)
-                or any(
-                    g.ready or g.delayed or any(o >= g.cursor for o in state.log)
-                    for g in state.groups.values()
-                )
-            )
-
-
-class DelayedPublishToFirstGroupOnly(MemoryBroker):
-    """A due delayed publish goes to the line of the topic's first group only, not to
-    the topic: the other groups never get it."""
-
-    def _release_due(self, now: float) -> None:
-        for topic, messages, maxlen in self._store.take_due(now):
-            if topic.groups:
-                first = next(iter(topic.groups.values()))
-                first.ready.extend((-1, m, 0) for m in messages)
-            else:
-                self._append_capped(topic, messages, maxlen)
-
-
-class DelayedRetryLeaksToOtherGroups(MemoryBroker):
-    """A delayed retry of one group is also handed, when due, to every other group of
-    the topic, as a first delivery."""
-
-    def _requeue_or_dead_letter(
-        self,
-        topic_name: str,
-        group: Group,
-        lease: Lease,
-        requeue: bool,
-        reason: str,
-        delay: float | None = None,
-    ) -> None:
-        options = self.options if lease.options is None else lease.options
-        limit = options.max_deliveries
-        if requeue and delay and (limit is None or lease.attempt < limit):
-            due = self._store.clock.now() + delay
-            for other in self._store.topics[topic_name].groups.values():
-                if other is not group:
-                    self._store.hold_retry(other, lease.offset, lease.message, 0, due)
-        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
-
-
-class DelayedRetryPastMaxDeliveries(MemoryBroker):
-    """A delayed nack holds the message for another attempt even once it has reached
-    ``max_deliveries``, as a backend that checks the limit only on an immediate
-    requeue would: it is redelivered, not dead-lettered."""
-
-    def _requeue_or_dead_letter(
-        self,
-        topic_name: str,
-        group: Group,
-        lease: Lease,
-        requeue: bool,
-        reason: str,
-        delay: float | None = None,
-    ) -> None:
-        if requeue and delay and not group.retired:
-            due = self._store.clock.now() + delay
-            self._store.hold_retry(group, lease.offset, lease.message, lease.attempt, due)
-            return
-        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
-
-
 class RejectCountsOneDelivery(MemoryBroker):
     """A rejected message's dead letter says x-deliveries: 1, however many times it
     was delivered."""
@@ -457,20 +357,6 @@ class RejectCountsOneDelivery(MemoryBroker):
         if not requeue:
             lease = dataclasses.replace(lease, attempt=1)
         super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
-
-
-class LagAlwaysZero(MemoryBroker):
-    """inspect reports every group's lag as 0, and its consumers as holding nothing."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        groups = tuple(
-            dataclasses.replace(
-                g, lag=0, consumers=tuple(dataclasses.replace(c, pending=0) for c in g.consumers)
-            )
-            for g in info.groups
-        )
-        return dataclasses.replace(info, groups=groups)
 
 
 class HandsOutKeepalives(MemoryBroker):
@@ -517,114 +403,6 @@ class DriverErrorOnClose(MemoryBroker):
         if not fetched and subscription.closed:
             raise OSError("Connection closed by the client")
         return fetched
-
-
-class LastLevelDropsPastMaxDeliveries(MemoryBroker):
-    """A message past ``max_deliveries`` on a topic of the last dead-letter level is
-    dropped, as a backend that breaks the loop there would: only a rejection comes back
-    as a dead letter."""
-
-    def _requeue_or_dead_letter(
-        self,
-        topic_name: str,
-        group: Group,
-        lease: Lease,
-        requeue: bool,
-        reason: str,
-        delay: float | None = None,
-    ) -> None:
-        limit = self.options.max_deliveries
-        at_limit = limit is not None and lease.attempt >= limit
-        if requeue and at_limit and dead_letter_topic_of(topic_name) == topic_name:
-            return
-        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
-
-
-class DeadLetteredCountsAnyGroup(MemoryBroker):
-    """inspect's dead_lettered is what the dead-letter topic's least-behind group has
-    not settled, whatever the group: a tail from "latest" that read the newest dead
-    letter clears the count of those nobody dealt with."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        dead = super()._inspect(dead_letter_topic_of(topic))
-        counts = [info.dead_lettered, *((g.lag or 0) + g.pending for g in dead.groups)]
-        return dataclasses.replace(info, dead_lettered=min(counts))
-
-
-class DeadLetteredIgnoresTheDlqGroup(MemoryBroker):
-    """inspect's dead_lettered counts by the dead-letter topic's default group only:
-    what ``brokerkit dlq`` (the ``brokerkit-dlq`` group) read and acked still counts."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        dead = super()._inspect(dead_letter_topic_of(topic))
-        counts = [
-            dead.length,
-            *((g.lag or 0) + g.pending for g in dead.groups if g.name == "default"),
-        ]
-        return dataclasses.replace(info, dead_lettered=min(counts))
-
-
-class DeadLetteredNeverDropsWithoutLag(MemoryBroker):
-    """inspect reports no group's lag (None, ``GroupInfo``'s default, as a backend that
-    never fills it in) and dead_lettered counts every stored dead letter, those read
-    and acked too: no declaration that the lag cannot be told, so no upper bound."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        groups = tuple(dataclasses.replace(g, lag=None) for g in info.groups)
-        with self._store.lock:
-            dead = self._store.topics.get(self.dead_letter_topic(topic))
-            stored = len(dead.log) if dead else 0
-        return dataclasses.replace(info, groups=groups, dead_lettered=stored)
-
-
-class DelayedPublishDropsHeaders(MemoryBroker):
-    """A delayed publish is held without its headers, as a backend that holds a
-    compact form of the message (its id and body) would: it arrives with none."""
-
-    def _publish_delayed(self, topic: str, messages: Sequence[Message], delay: float) -> None:
-        bare = [dataclasses.replace(m, headers={}) for m in messages]
-        super()._publish_delayed(topic, bare, delay)
-
-
-class DelayedRetryLosesContentType(MemoryBroker):
-    """A delayed retry comes back labelled ``application/octet-stream``, as a backend
-    that holds the payload without its envelope would."""
-
-    def _requeue_or_dead_letter(
-        self,
-        topic_name: str,
-        group: Group,
-        lease: Lease,
-        requeue: bool,
-        reason: str,
-        delay: float | None = None,
-    ) -> None:
-        if requeue and delay:
-            raw = dataclasses.replace(lease.message, content_type="application/octet-stream")
-            lease = dataclasses.replace(lease, message=raw)
-        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
-
-
-class ConsumersNamedByConnection(MemoryBroker):
-    """inspect lists a group's consumers under names of its own (one per connection,
-    as a backend that names its server-side consumers would), not the ``consumer=``
-    each subscribed with."""
-
-    def _inspect(self, topic: str) -> TopicInfo:
-        info = super()._inspect(topic)
-        groups = tuple(
-            dataclasses.replace(
-                g,
-                consumers=tuple(
-                    dataclasses.replace(c, name=f"conn-{n}") for n, c in enumerate(g.consumers)
-                ),
-            )
-            for g in info.groups
-        )
-        return dataclasses.replace(info, groups=groups)
 
 
 #: Every broken backend, by the name its test class gets.

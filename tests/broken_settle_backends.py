@@ -293,3 +293,24 @@ class LastLevelDeadLettersDeeper(MemoryBroker):
         self._append_capped(
             self._store.topic(deeper), [dataclasses.replace(dead, topic=deeper)], None
         )
+
+
+class LastLevelDropsPastMaxDeliveries(MemoryBroker):
+    """A message past ``max_deliveries`` on a topic of the last dead-letter level is
+    dropped, as a backend that breaks the loop there would: only a rejection comes back
+    as a dead letter."""
+
+    def _requeue_or_dead_letter(
+        self,
+        topic_name: str,
+        group: Group,
+        lease: Lease,
+        requeue: bool,
+        reason: str,
+        delay: float | None = None,
+    ) -> None:
+        limit = self.options.max_deliveries
+        at_limit = limit is not None and lease.attempt >= limit
+        if requeue and at_limit and dead_letter_topic_of(topic_name) == topic_name:
+            return
+        super()._requeue_or_dead_letter(topic_name, group, lease, requeue, reason, delay)
