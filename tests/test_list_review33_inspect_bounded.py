@@ -1,6 +1,9 @@
 """redis+list: ``inspect()`` (the INSPECT script: also every Prometheus scrape and
 ``brokerkit inspect``) is bounded a call however many deliveries are held, and its
-numbers stay exact.
+numbers stay exact on a topic nothing else touches meanwhile. (Across its calls they
+are no snapshot of a busy topic: a batch counted in flight by an early call and nacked
+before the last call reads the queue's length is counted twice; one fetched after the
+fields were listed, before that length, is in neither.)
 
 Before, one INSPECT call read the whole ``expiry`` hash (HGETALL) and ran one HEXISTS
 a field: 10,000 deliveries each extended by hand (a value of its own, in ``expiry``
