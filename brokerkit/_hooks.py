@@ -25,8 +25,9 @@ delivery's start or settlement that finds none left open.
 
 Locks, always taken in this order: :attr:`HookRelay._lock` (building the manager),
 :attr:`HookRelay._registering`, :attr:`HookRelay._end_lock`. Nothing is called while
-holding ``_end_lock``, and no lock is taken from a weakref callback (a collection may
-run one in a thread that holds ``_end_lock``).
+holding ``_end_lock``, and neither a lock is taken nor a plugin called from a weakref
+callback (a collection may run one in a thread that holds ``_end_lock``, or a plugin's
+own lock).
 
 A worker runs each handler inside the context managers plugins list in the
 delivery's scope under :data:`HANDLER_CONTEXT` (:meth:`HookRelay.handler_context`):
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from brokerkit._delivery_drops import drain as drain_dropped
 from brokerkit._handler_context import HandlerContext
 from brokerkit._hook_impls import Impl, call_each, impls_of, name_async_hooks
 from brokerkit._hook_scopes import (
@@ -315,6 +317,7 @@ class HookRelay:
         self.manager()
         if not (self.deliver or self.settle):
             return
+        drain_dropped()  # the ends the collector queued (brokerkit._delivery_drops)
         if self._draining and not self._open and not any(self._drained()):
             return  # the last open deliveries were dropped unsettled
         # A lease-lost mark is never replaced by a plain scope: the loss of a buffered
@@ -397,6 +400,7 @@ class HookRelay:
         self.manager()
         if not self.settle:
             return
+        drain_dropped()
         if self._draining and not self._open and not self._drained()[1]:
             return  # the last open deliveries were dropped unsettled
         # tuples: each plugin is handed the same deliveries, whatever one does with them

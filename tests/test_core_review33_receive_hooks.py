@@ -25,6 +25,7 @@ import pytest
 
 import brokerkit
 import brokerkit.aio
+from brokerkit._delivery_drops import drain
 from tests.conftest import RedisTarget, registered
 from tests.waiting import wait_until
 
@@ -68,6 +69,13 @@ def _live(subscription: Any) -> None:
     """Wait until ``subscription`` is subscribed on the server (pub/sub keeps nothing
     for a later subscriber): a receive that returns nothing has made it live."""
     assert subscription.receive(timeout=0) is None
+
+
+def _collect() -> None:
+    """Collect what the application let go, and wait for the ends this queued (made in
+    a background thread, or at the next delivery's start, settlement or close)."""
+    gc.collect()
+    drain()
 
 
 def _receive(subscription: Any, count: int) -> list[Any]:
@@ -187,7 +195,7 @@ def test_a_delivery_let_go_unsettled_ends_unsettled(ends: Ends, redis_broker: An
         assert delivery is not None
         topic_id = (delivery.topic, delivery.id, False)
         del delivery
-        gc.collect()
+        _collect()
         assert ends.ended == [(0, "unsettled")]
         # the hooks were handed a delivery of the same message
         assert ends.handed[0] == topic_id
@@ -196,7 +204,7 @@ def test_a_delivery_let_go_unsettled_ends_unsettled(ends: Ends, redis_broker: An
         assert ends.ended == [(0, "unsettled")]  # a later receive ends nothing
     assert ends.ended == [(0, "unsettled"), (1, "unsettled")]
     del kept
-    gc.collect()
+    _collect()
     assert ends.ended == [(0, "unsettled"), (1, "unsettled")]  # once each
 
 
@@ -214,6 +222,7 @@ def test_the_subscription_keeps_no_delivery_it_handed_out(ends: Ends, redis_brok
             gone = weakref.ref(delivery)
             del delivery
             assert gone() is None
+            drain()
             assert ends.ended[-1] == (number, "unsettled")
     assert ends.ended == [(number, "unsettled") for number in range(50)]
 
@@ -231,7 +240,7 @@ def test_the_close_ends_those_still_alive_and_unsettled(
         acked, dropped, kept, also_kept = _receive(subscription, 4)
         acked.ack()
         del dropped
-        gc.collect()
+        _collect()
         assert ends.ended == [(0, "ack"), (1, "unsettled")]
         if closing == "subscription":
             subscription.close()
@@ -249,7 +258,7 @@ def test_the_close_ends_those_still_alive_and_unsettled(
     finally:
         broker.close()
     del kept, also_kept
-    gc.collect()
+    _collect()
     assert len(ends.ended) == 4
 
 
@@ -269,7 +278,7 @@ def test_under_asyncio_too(ends: Ends, redis_target: RedisTarget) -> None:
             assert second is not None and third is not None
             assert ends.ended == []
             del first
-            gc.collect()
+            _collect()
             assert ends.ended == [(0, "unsettled")]
             await second.ack()
             assert ends.ended == [(0, "unsettled"), (1, "ack")]
@@ -309,7 +318,7 @@ def test_threads_racing_the_close_the_collector_and_the_ack_end_each_once(
             while dropped:
                 dropped.pop()
                 if len(dropped) % 16 == 0:
-                    gc.collect()
+                    _collect()
         except BaseException as exc:
             raised.append(exc)
 
@@ -322,7 +331,7 @@ def test_threads_racing_the_close_the_collector_and_the_ack_end_each_once(
         thread.join(60)
         assert not thread.is_alive()
     assert not raised
-    gc.collect()
+    _collect()
     bodies = [body for body, _ in ends.ended]
     assert sorted(bodies) == list(range(count))  # each once
     outcomes = dict(ends.ended)
@@ -340,7 +349,7 @@ def test_with_ack_receive_leaves_the_hooks_to_the_settlement(ends: Ends) -> None
             first, second, dropped = _receive(subscription, 3)
             assert subscription.receive(timeout=0) is None
             del dropped
-            gc.collect()
+            _collect()
             assert ends.ended == []  # a later ack can still settle them
             broker.ack(first, second)
     # one dropped unsettled never ends on a backend with ACK (as before)
