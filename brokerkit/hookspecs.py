@@ -167,10 +167,12 @@ def brokerkit_deliver_end(
     several threads or tasks receive from one subscription end each at its own). On a
     backend with ACK that is all. On a backend without ACK, where an ack or a nack only
     marks it settled (and ends it all the same), one never settled ends
-    ``"unsettled"`` when the application lets it go (the garbage collector takes it:
-    ``delivery`` is then a stand-in of the same message, subscription, attempt and
-    receipt) or when its subscription or broker closes, whichever comes first, once;
-    the subscription holds it weakly until then, keeping nothing alive.
+    ``"unsettled"`` when the application lets it go or when its subscription or broker
+    closes, whichever comes first, once; the subscription holds it weakly until then,
+    keeping nothing alive. One the garbage collector took ends shortly after, never
+    inside the collection: in a thread of brokerkit's, or before the next delivery's
+    start or settlement, whichever comes first; ``delivery`` is then a stand-in of the
+    same message, subscription, attempt and receipt.
 
     :param outcome: ``"ack"``, ``"nack"``, ``"dead-letter"``, ``"unsettled"`` or
         ``"lease-lost"`` (a settlement refused with :class:`~brokerkit.StaleDelivery`).
