@@ -107,14 +107,6 @@ class Backend(abc.ABC):
         its timeout, a second at most."""
         return
 
-    def _after_fetch(self, subscription: Subscription) -> None:
-        """Called by a receive after each fetch of ``subscription``, once the
-        subscription's fetch lock is let go and before the receive takes a delivery:
-        where a backend tells the application what the fetch found (redis+pubsub's
-        ``on_gap``), which may close the subscription or raise. What this raises comes
-        out of the receive; the fetched deliveries stay buffered for the next one."""
-        return
-
     def _hand_back(self, deliveries: list[Delivery]) -> None:
         """Requeue deliveries that were fetched but never given to the caller."""
         if deliveries and Capability.ACK in self.capabilities:

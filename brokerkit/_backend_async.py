@@ -107,14 +107,6 @@ class AsyncBackend(abc.ABC):
         its timeout, a second at most."""
         return
 
-    async def _after_fetch(self, subscription: AsyncSubscription) -> None:
-        """Called by a receive after each fetch of ``subscription``, once the
-        subscription's fetch lock is let go and before the receive takes a delivery:
-        where a backend tells the application what the fetch found (redis+pubsub's
-        ``on_gap``), which may close the subscription or raise. What this raises comes
-        out of the receive; the fetched deliveries stay buffered for the next one."""
-        return
-
     async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
         """Requeue deliveries that were fetched but never given to the caller."""
         if deliveries and Capability.ACK in self.capabilities:

@@ -24,7 +24,7 @@ from brokerkit._publishing import build_messages, check_bodies
 from brokerkit._schedule import check_timeout, publish_delay
 from brokerkit._settling_async import AsyncSettling
 from brokerkit._subscribing import check_limit, check_subscribe, consumer_name
-from brokerkit._subscription_async import AsyncSubscription
+from brokerkit._subscription_async import AsyncSubscription, lend_fetch
 from brokerkit._topics import check_headers, check_topic, dead_letter_topic_of
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import BrokerClosed, BrokerError, InvalidOption
@@ -416,7 +416,9 @@ class AsyncBroker(AsyncSettling, AsyncBackend):
             first = not self._closed
             self._closed = True
         if first:
-            await shielded(self._shut_down, self._closers)
+            # From within a subscription's fetch (an on_gap awaiting it), the closing's
+            # task is within it too: that subscription's closing is left to its receive.
+            await shielded(lend_fetch(self._shut_down), self._closers)
         else:
             await self._shut.wait(_CLOSE_WAIT)
 

@@ -5,14 +5,13 @@
 from __future__ import annotations
 
 import collections
-import contextvars
 import functools
 import logging
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from brokerkit._capabilities import Capability
 from brokerkit._compat import (
@@ -23,9 +22,9 @@ from brokerkit._compat import (
     on_loop,
     settle_orphans,
     shielded,
-    spawn,
 )
 from brokerkit._delivery_drops import UnsettledDeliveries
+from brokerkit._fetching import FETCHING_HERE, Fetching, current
 from brokerkit._hooks import RELAY, HeldDeliveries
 from brokerkit._logging import subscription_fields
 from brokerkit._schedule import check_timeout
@@ -35,7 +34,9 @@ if TYPE_CHECKING:
     from brokerkit._broker import Broker
     from brokerkit._delivery import Delivery
 
-__all__ = ["MAX_FETCH_WAIT", "Subscription"]
+__all__ = ["MAX_FETCH_WAIT", "Subscription", "lend_fetch"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("brokerkit")
 
@@ -50,14 +51,22 @@ _FAST_LIMIT = 1e18
 #: (its own waits are bounded by the backend; this only keeps a close from hanging on
 #: a bug).
 _CLOSE_WAIT = 60.0
-#: The subscription whose fetch is running in this thread: a close called from within
-#: that fetch (a backend's callback run within it) cannot wait for the fetch to end
-#: (redis+pubsub's ``on_gap`` runs after it: see Backend._after_fetch). Threads
-#: only: no asyncio callback can wait for a close, and the tasks it starts copy this
-#: context, so their closes must not take it for their own.
-_FETCHING_HERE: contextvars.ContextVar[Subscription | None] = contextvars.ContextVar(
-    "brokerkit_fetching_here", default=None
-)
+
+
+def lend_fetch(work: Callable[[], _T]) -> Callable[[], _T]:
+    """``work``, to be run as a task of its own that the caller (a broker's
+    close): called from within a subscription's fetch (``on_gap`` awaiting
+    ``broker.close()``), that task counts as within the fetch too, so its close of
+    that subscription does not wait for the fetch (which waits for it)."""
+    fetching = FETCHING_HERE.get()
+    if fetching is None or current() not in fetching.tasks:
+        return work
+
+    def lent() -> _T:
+        fetching.tasks.add(current())
+        return work()
+
+    return lent
 
 
 def _stopped(home: Any) -> bool:
@@ -203,55 +212,73 @@ class Subscription:
 
     def _next(self, timeout: float | None) -> Delivery | None:
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
-        fetched_here = False
         while True:
-            with self._fetching:
-                if self._closed.is_set():
-                    raise BrokerClosed(f"the subscription to {self.topic!r} is closed")
-                delivery = self._pop()
-                if delivery is not None:
-                    return delivery
-                if self._orphans:
-                    # A receive cancelled while it fetched left its fetch running: wait
-                    # (the lock held, within this receive's timeout) for it to end and
-                    # hand back what it brought, first in line. Fetching beside it would
-                    # take the messages after those (ORDERED lost) and lease twice the
-                    # prefetch.
-                    settle_orphans(self._orphans, _fetch_wait(deadline))
-                if not self._orphans and not self._closed.is_set():
-                    fetch = functools.partial(
-                        self.broker._fetch, self, self._batch_size(), _fetch_wait(deadline)
-                    )
-                    here = _FETCHING_HERE.set(self if self._home is None else None)
-                    try:
-                        fetched = fetch_shielded(fetch, self._hand_back, self._orphans)
-                    except BrokerError as exc:
-                        if isinstance(exc, BrokerClosed) or not (
-                            self._closed.is_set() or self.broker.closed
-                        ):
-                            raise
-                        # Cut short by the close (a retry against a lost server that
-                        # the close woke): the close is what the caller needs to hear of.
-                        raise BrokerClosed(
-                            f"the subscription to {self.topic!r} was closed while it received"
-                        ) from exc
-                    finally:
-                        _FETCHING_HERE.reset(here)
-                    if self.prefetch_bytes is not None:
-                        for delivery in fetched:
-                            self._largest = max(self._largest, len(delivery.payload))
-                    self._buffer.extend(fetched)
-                    fetched_here = True
-            if fetched_here:
-                fetched_here = False
-                # The lock let go: what the backend tells may close this subscription.
-                self.broker._after_fetch(self)
-                if not self._closed.is_set():
+            fetching: Fetching | None = None
+            try:
+                with self._fetching:
+                    if self._closed.is_set():
+                        raise BrokerClosed(f"the subscription to {self.topic!r} is closed")
                     delivery = self._pop()
                     if delivery is not None:
                         return delivery
+                    if self._orphans:
+                        # A receive cancelled while it fetched left its fetch running:
+                        # wait (the lock held, within this receive's timeout) for it to
+                        # end and hand back what it brought, first in line. Fetching
+                        # beside it would take the messages after those (ORDERED lost)
+                        # and lease twice the prefetch.
+                        settle_orphans(self._orphans, _fetch_wait(deadline))
+                    if not self._orphans and not self._closed.is_set():
+                        fetching = Fetching(self)
+                        fetch = functools.partial(
+                            self._fetch_within, fetching, self._batch_size(), deadline
+                        )
+                        try:
+                            fetched = fetch_shielded(fetch, self._hand_back, self._orphans)
+                        except BrokerError as exc:
+                            if isinstance(exc, BrokerClosed) or not (
+                                self._closed.is_set() or self.broker.closed
+                            ):
+                                raise
+                            # Cut short by the close (a retry against a lost server that
+                            # the close woke): the close is what the caller needs to hear.
+                            raise BrokerClosed(
+                                f"the subscription to {self.topic!r} was closed while it received"
+                            ) from exc
+                        finally:
+                            fetching.awaited = False
+                        if self.prefetch_bytes is not None:
+                            for delivery in fetched:
+                                self._largest = max(self._largest, len(delivery.payload))
+                        self._buffer.extend(fetched)
+                        if not self._closed.is_set():
+                            delivery = self._pop()
+                            if delivery is not None:
+                                return delivery
+            finally:
+                if fetching is not None and fetching.close_left:
+                    # A close from within the fetch (on_gap) left its closing to this
+                    # receive: done now that the lock is let go, whatever the fetch
+                    # raised (that comes out after it).
+                    shielded(self._finish_close, self._closers)
+            if fetching is not None and fetching.close_left:
+                raise BrokerClosed(
+                    f"the subscription to {self.topic!r} was closed while it received"
+                )
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _fetch_within(
+        self, fetching: Fetching, max_messages: int, deadline: float | None
+    ) -> list[Delivery]:
+        """The backend's fetch, in its own task (thread), marked as ``fetching`` for a
+        close from within it (:data:`~brokerkit._fetching.FETCHING_HERE`)."""
+        fetching.tasks.add(current())
+        here = FETCHING_HERE.set(fetching)
+        try:
+            return self.broker._fetch(self, max_messages, _fetch_wait(deadline))
+        finally:
+            FETCHING_HERE.reset(here)
 
     def _pop(self) -> Delivery | None:
         """The first buffered delivery, or None. A worker's slots may receive from one
@@ -332,15 +359,13 @@ class Subscription:
         a later close, the broker's included, waits for that closing to end. A close
         while another is under way waits for it too.
 
-        Called from within the subscription's own fetch, in its thread (a backend's
-        callback run within it), it cannot wait for that receive
-        to end: it marks the subscription closed and returns; the closing runs on its
-        own as soon as the receive's fetch has ended, and that receive raises
-        :class:`BrokerClosed`. (Under asyncio such a callback can only start a task,
-        whose close waits for the closing's end as any other does.) What a backend
-        tells after the fetch (redis+pubsub's ``on_gap``, sync or ``def``) may
-        close the subscription as anyone may: the close runs to its end, and that
-        receive raises :class:`BrokerClosed`.
+        Called from within the subscription's own fetch (a backend's callback run
+        within it, such as redis+pubsub's ``on_gap``, or by an ``def``
+        one, ``broker.close()`` included), it cannot wait for that fetch to end: it
+        marks the subscription closed and returns; the receive that fetched does the
+        closing (hand-back, unsubscribe) as soon as the fetch has ended and it lets go
+        of the fetch's lock, then raises :class:`BrokerClosed` (or what the callback
+        raised). A task that the callback only starts closes as any other does.
 
         Under asyncio, called on another event loop than the subscription's, it is
         carried out on that loop, as the broker's close is.
@@ -360,11 +385,12 @@ class Subscription:
 
     def _close(self, first: bool) -> None:
         """The rest of :meth:`close`, after :meth:`_mark_closed`."""
-        if _FETCHING_HERE.get() is self:
-            # Within this subscription's own fetch, whose lock the closing needs: it
-            # runs beside the fetch and waits for it (a later close waits for it).
+        fetching = FETCHING_HERE.get()
+        if fetching is not None and fetching.within(self):
+            # Within this subscription's own fetch, whose lock the closing needs: the
+            # receive waiting for the fetch closes it as it lets go of the lock.
             if first:
-                spawn(self._finish_close, "brokerkit-subscription-close")
+                fetching.close_left = True
             return
         if first:
             shielded(self._finish_close, self._closers)

@@ -1,10 +1,13 @@
-"""redis+pubsub's ``on_gap`` runs outside the receive's fetch.
+"""redis+pubsub's ``on_gap`` may close its subscription, or its broker.
 
-An ``on_gap`` that closes its subscription (to resync by subscribing anew) hung the
-asyncio receive for ever: it was awaited inside the fetch, whose lock the close waits
-for. The sync broker's close from ``on_gap`` returned before the subscription was
-closed (its connection still subscribed). And what ``on_gap`` raises comes out of
-the receive without losing a message: what was read stays for the next receive.
+``on_gap`` runs within the receive's fetch (so it is told before any delivery after
+the gap: tests/test_pubsub_review33_on_gap_order.py). An ``async def`` one that awaited
+the close of its subscription (to resync by subscribing anew) hung the asyncio receive
+for ever: the close waited for the fetch's lock. Such a close now returns at once, the
+subscription marked closed, and the receive that fetched does the closing (nothing
+left subscribed) once it lets go of the lock, then raises ``BrokerClosed``; the sync
+broker's close from ``on_gap`` does the same. What ``on_gap`` raises comes out of the
+receive without losing a message.
 
 Every wait is bounded, so a deadlock fails its test instead of hanging the suite.
 """
@@ -94,13 +97,49 @@ def test_an_async_on_gap_may_await_the_close_of_its_subscription(
             with pytest.raises(BrokerClosed):
                 # (it hung here: the close waited for the fetch, which awaited on_gap)
                 await _areceive_until_raises(subscriptions[0], [])
-            # the close ran to its end within on_gap: unsubscribed, connection gone
-            assert told == [(1, True, [])]
+            # the close returned within on_gap, the subscription closed; the receive
+            # did the closing before it raised: unsubscribed, connection gone
+            assert [(number, closed) for number, closed, _ in told] == [(1, True)]
+            assert _subscribers(client, consumer) == []
+            # a later close waits for that closing, which has ended
+            await asyncio.wait_for(subscriptions[0].close(), BOUND)
             # and the resync's new subscription hears what is published now
             again = await broker.subscribe("news", consumer=consumer)
             assert (await broker.publish_counted("news", "after")).receivers == 1
             delivery = await asyncio.wait_for(again.receive(timeout=BOUND), BOUND)
             assert delivery is not None and delivery.body == "after"
+
+    try:
+        asyncio.run(main())
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(90)
+def test_an_async_on_gap_may_await_the_close_of_its_broker(redis_server: RedisServer) -> None:
+    consumer = f"review33-{uuid.uuid4().hex[:8]}"
+    client = redis_server.client()
+    told: list[tuple[int, bool]] = []
+    brokers: list[brokerkit.aio.AsyncBroker] = []
+
+    async def start_over(gap: Gap) -> None:
+        await brokers[0].close()
+        told.append((gap.number, brokers[0].closed))
+
+    async def main() -> None:
+        url = redis_server.url("redis+pubsub")
+        broker = await brokerkit.aio.connect(url, on_gap=start_over)
+        brokers.append(broker)
+        try:
+            subscription = await broker.subscribe("news", consumer=consumer)
+            _kill_subscriber(client, consumer)
+            with pytest.raises(BrokerClosed):
+                await _areceive_until_raises(subscription, [])
+            assert told == [(1, True)]
+            assert subscription.closed
+            assert _subscribers(client, consumer) == []
+        finally:
+            await asyncio.wait_for(broker.close(), BOUND)
 
     try:
         asyncio.run(main())
@@ -126,9 +165,10 @@ def test_a_sync_on_gap_may_close_its_subscription(redis_server: RedisServer) -> 
             _kill_subscriber(client, consumer)
             with pytest.raises(BrokerClosed):
                 _receive_until_raises(lambda: subscriptions[0].receive(timeout=0.5), [])
-            # the close ran to its end within on_gap (it returned before: the
-            # subscription's connection was still subscribed)
-            assert told == [(1, True, [])]
+            # the close marked it closed within on_gap; the receive did the closing
+            # before it raised: nothing left subscribed
+            assert [(number, closed) for number, closed, _ in told] == [(1, True)]
+            assert _subscribers(client, consumer) == []
     finally:
         client.close()
 

@@ -327,7 +327,7 @@ class RedisPubSubBroker(WakesOnClose, Broker):
         listener: ChannelListener = subscription.state
         received, gap = listener.read(max_messages, timeout)
         if gap is not None and self.options.on_gap is not None:
-            listener.untold.append(gap)  # told by _after_fetch, outside the fetch lock
+            GapReport.tell(self.options.on_gap, gap)
         topics = self._topics
         deliveries = []
         # Each delivery's receipt is its place in the subscription's stream, so that
@@ -346,22 +346,6 @@ class RedisPubSubBroker(WakesOnClose, Broker):
             )
             position += 1
         return deliveries
-
-    def _after_fetch(self, subscription: Subscription) -> None:
-        """Tell ``on_gap`` of the gaps the fetch found, the subscription's fetch lock
-        let go (``on_gap`` may close the subscription, whose close waits for that
-        lock), before the receive returns a delivery. What it raises comes out of
-        the receive; what the fetch read stays buffered for the next.
-
-        :raises BrokerClosed: the subscription was closed meanwhile (by ``on_gap``).
-        """
-        untold = subscription.state.untold
-        if untold and self.options.on_gap is not None:
-            GapReport.tell_all(self.options.on_gap, untold)
-            if subscription.closed:
-                raise BrokerClosed(
-                    f"the subscription to {subscription.topic!r} was closed while it received"
-                )
 
     def _hand_back(self, deliveries: list[Delivery]) -> None:
         """Keep what a cancelled receive had read for its subscription's next

@@ -325,7 +325,7 @@ class AsyncRedisPubSubBroker(WakesOnClose, AsyncBroker):
         listener: AsyncChannelListener = subscription.state
         received, gap = await listener.read(max_messages, timeout)
         if gap is not None and self.options.on_gap is not None:
-            listener.untold.append(gap)  # told by _after_fetch, outside the fetch lock
+            await AsyncGapReport.tell(self.options.on_gap, gap)
         topics = self._topics
         deliveries = []
         # Each delivery's receipt is its place in the subscription's stream, so that
@@ -346,22 +346,6 @@ class AsyncRedisPubSubBroker(WakesOnClose, AsyncBroker):
             )
             position += 1
         return deliveries
-
-    async def _after_fetch(self, subscription: AsyncSubscription) -> None:
-        """Tell ``on_gap`` of the gaps the fetch found, the subscription's fetch lock
-        let go (``on_gap`` may close the subscription, whose close waits for that
-        lock), before the receive returns a delivery. What it raises comes out of
-        the receive; what the fetch read stays buffered for the next.
-
-        :raises BrokerClosed: the subscription was closed meanwhile (by ``on_gap``).
-        """
-        untold = subscription.state.untold
-        if untold and self.options.on_gap is not None:
-            await AsyncGapReport.tell_all(self.options.on_gap, untold)
-            if subscription.closed:
-                raise BrokerClosed(
-                    f"the subscription to {subscription.topic!r} was closed while it received"
-                )
 
     async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
         """Keep what a cancelled receive had read for its subscription's next

@@ -6,7 +6,6 @@ one to the other by name)."""
 from __future__ import annotations
 
 import inspect
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +57,7 @@ class Gap:
 
 
 class GapReport:
-    """``on_gap`` of the sync broker: a plain function, called in the consuming thread,
-    after the fetch that found the gap (outside its lock: it may close the subscription)."""
+    """``on_gap`` of the sync broker: a plain function, called in the consuming thread."""
 
     @staticmethod
     def check(on_gap: Callable[[Gap], Any] | None) -> None:
@@ -75,37 +73,23 @@ class GapReport:
             )
 
     @staticmethod
-    def tell_all(on_gap: Callable[[Gap], Any], untold: deque[Gap]) -> None:
-        """Call ``on_gap`` with each gap of ``untold``, oldest first, each taken out
-        before it is told (so told once, whichever thread tells it). What it raises
-        comes out of the receive, and the gaps after stay for the next receive."""
-        while untold:
-            try:
-                gap = untold.popleft()
-            except IndexError:  # another thread's receive took it
-                return
-            on_gap(gap)
+    def tell(on_gap: Callable[[Gap], Any], gap: Gap) -> None:
+        """Call ``on_gap`` with ``gap``; what it raises comes out of the receive."""
+        on_gap(gap)
 
 
 class AsyncGapReport:
     """``on_gap`` of the asyncio broker: a plain function, or an ``async def``, which
-    is awaited to its end before the receive that found the gap returns, after its
-    fetch (outside its lock: it may await the subscription's close)."""
+    is awaited to its end before the receive that found the gap returns."""
 
     @staticmethod
     def check(on_gap: Callable[[Gap], Any] | None) -> None:
         """Either kind is accepted."""
 
     @staticmethod
-    async def tell_all(on_gap: Callable[[Gap], Any], untold: deque[Gap]) -> None:
-        """Call ``on_gap`` with each gap of ``untold``, oldest first, each taken out
-        before it is told, and await what it returns if that is awaitable. What it
-        raises comes out of the receive, and the gaps after stay for the next receive."""
-        while untold:
-            try:
-                gap = untold.popleft()
-            except IndexError:  # another thread's receive took it
-                return
-            called = on_gap(gap)
-            if inspect.isawaitable(called):
-                await called
+    async def tell(on_gap: Callable[[Gap], Any], gap: Gap) -> None:
+        """Call ``on_gap`` with ``gap``, and await what it returns if that is awaitable;
+        what it raises comes out of the receive."""
+        called = on_gap(gap)
+        if inspect.isawaitable(called):
+            await called

@@ -14,7 +14,6 @@ in ``resubscribing_async.py`` (and its generated twin).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import math
 import re
@@ -98,9 +97,6 @@ class ChannelListener(Resubscribing):
         self.ping_interval = ping_interval
         #: Every gap so far, oldest first.
         self.gaps: list[Gap] = []
-        #: The gaps a fetch found that ``on_gap`` has yet to be told of: the receive
-        #: tells it once it has let go of the subscription's fetch lock.
-        self.untold: collections.deque[Gap] = collections.deque()
         #: Messages read so far: the broker numbers its deliveries with it.
         self.read_count = 0
         kind = "P" if pattern else "S" if sharded else ""
