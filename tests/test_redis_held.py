@@ -39,6 +39,10 @@ class _Connection:
         self.connected = True
         self.during_read: Callable[[], None] | None = None
         self.closed_by_server = False
+        self.disconnects = 0
+
+    def connect(self) -> None:  # (a send opens its connection first, as redis-py's)
+        self.connected = True
 
     def pack_commands(self, commands: tuple[tuple[Any, ...], ...]) -> list[tuple[Any, ...]]:
         return list(commands)
@@ -57,6 +61,7 @@ class _Connection:
     def disconnect(self) -> None:
         self.connected = False
         self.closed_by_server = False
+        self.disconnects += 1
 
     def can_read(self) -> bool:
         return self.closed_by_server
@@ -297,7 +302,8 @@ def test_a_connection_idle_a_while_is_looked_at_before_its_next_command(
     kept.closed_by_server = True
     monkeypatch.setattr(state_module, "IDLE_CHECK", 0.0 if idle else 3600.0)
     assert reader.execute("XREADGROUP") == "second"
-    assert kept.connected is not idle  # disconnected: the send connects it again
+    assert kept.disconnects == int(idle)  # disconnected: the send connects it again
+    assert kept.connected
     assert len(pool.made) == 1 and pool.released == []
 
 
