@@ -32,6 +32,7 @@ from typing import Any
 
 from brokerkit._hook_impls import call_each
 from brokerkit._hook_scopes import Scope
+from brokerkit._logging import subscription_fields
 
 __all__ = ["UnsettledDeliveries", "drain"]
 
@@ -109,7 +110,10 @@ def _end(
             {"delivery": stand_in, "outcome": "unsettled", "error": scope.error, "scope": scope},
         )
     except Exception:  # (call_each logs a plugin's own)
-        log.exception("could not end the hooks of a delivery dropped unsettled")
+        log.exception(
+            "could not end the hooks of a delivery dropped unsettled",
+            extra=subscription_fields(subscription, [message]),
+        )
     finally:
         RELAY._ended(scope)
 

@@ -5,14 +5,18 @@ the fetch has ended (see ``AsyncSubscription.close``)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
+import sys
 
 __all__ = ["FETCHING_HERE", "Fetching", "current"]
 
 
 def current() -> object:
-    """The asyncio task running (None in a thread without an event loop)."""
+    """The asyncio task running (None in a thread without an event loop). asyncio is
+    not imported for this: a program that has not imported it runs no task."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
     try:
         return asyncio.current_task()
     except RuntimeError:

@@ -39,6 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from brokerkit._logging import log_fields
 from brokerkit.backends.redis._held import unsent
 from brokerkit.backends.redis._stream_fields import HEADER_FIELD
 
@@ -136,6 +137,7 @@ def landed(
                 key,
                 seen,
                 size,
+                extra=log_fields(),
             )
             return False
         last = entries[-1][0]

@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from brokerkit._logging import log_fields
 from brokerkit.backends.redis._held_async import unsent
 from brokerkit.backends.redis._stream_fields import HEADER_FIELD
 
@@ -134,6 +135,7 @@ async def landed(
                 key,
                 seen,
                 size,
+                extra=log_fields(),
             )
             return False
         last = entries[-1][0]
