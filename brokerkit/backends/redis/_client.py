@@ -29,6 +29,7 @@ from brokerkit.backends.redis._connection import (
     backoff_delay,
     cluster_failure,
     connection_kwargs,
+    ever_reached,
     hide_credentials,
     never_answered,
     note_reached,
@@ -465,6 +466,10 @@ class Reconnector:
         """
         deadline = time.monotonic() + self.timeout
         attempt = unreached = 0
+        # The first "could not connect": what a retry of it that fails otherwise while
+        # nothing has answered yet (an asyncio cluster client left without nodes tells
+        # of a slot not covered) still is, and what giving up says.
+        unreachable: ConnectionFailed | None = None
         closing = None if by_the_close() else self.closing
         while True:
             try:
@@ -473,11 +478,13 @@ class Reconnector:
             except ConnectionFailed as exc:
                 if isinstance(exc.__cause__, CREDENTIAL_ERRORS):
                     raise  # refused credentials: waiting will not change them
-                if never_answered(self.url, exc) and not isinstance(
-                    exc.__cause__, MaxConnectionsError
-                ):
+                if (
+                    never_answered(self.url, exc)
+                    and not isinstance(exc.__cause__, MaxConnectionsError)
+                ) or (unreachable is not None and not ever_reached(self.url)):
+                    unreachable = unreachable or exc
                     if unreached >= connect_retries:
-                        raise  # "could not connect": nothing to ride out
+                        raise unreachable from unreachable.__cause__  # nothing to ride out
                     unreached += 1
                     delay = backoff_delay(unreached, *CONNECT_BACKOFF)
                     if not pause(delay, closing):
