@@ -142,8 +142,8 @@ def test_the_cli_refuses_a_concurrency_it_could_not_run(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert done.returncode != 0
-    assert "concurrency must be a whole number from 1 to 10,000" in done.stderr
+    assert done.returncode == 2  # a usage error, naming the option (1eae623)
+    assert "--concurrency: must be a whole number from 1 to 10,000" in done.stderr
 
 
 def test_a_coroutine_handler_may_have_more_slots_than_threads_allow() -> None:

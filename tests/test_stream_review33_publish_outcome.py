@@ -19,6 +19,7 @@ so that every connection of the cluster client goes through it).
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -99,16 +100,20 @@ def test_only_a_failure_to_connect_or_the_pools_cap_proves_nothing_was_written()
     assert unwritten(MaxConnectionsError("Too many connections"))
 
 
-def _nothing_listens() -> int:
-    with RedisServer() as server:  # its port, free again once it stopped
-        return server.port
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port bound and never listened on, for the test's length: a connect to it is
+    refused (a port merely freed could be another test's server's by then)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
-def test_a_readers_command_that_could_not_connect_wrote_nothing() -> None:
+def test_a_readers_command_that_could_not_connect_wrote_nothing(refusing_port: int) -> None:
     import redis
     import redis.asyncio as aioredis
 
-    port = _nothing_listens()
+    port = refusing_port
     client = redis.Redis(port=port, retry=None, socket_connect_timeout=5)
     try:
         with pytest.raises(RedisConnectionError) as sync_error:
