@@ -169,7 +169,6 @@ class UnsettledDeliveries:
         finalizer = weakref.finalize(
             delivery,
             _dropped,
-            drops,
             finalizers,
             key,
             (
@@ -203,12 +202,14 @@ class UnsettledDeliveries:
         drain()
 
 
-def _dropped(drops: _Drops, finalizers: dict[int, Any], key: int, parts: tuple[Any, ...]) -> None:
+def _dropped(finalizers: dict[int, Any], key: int, parts: tuple[Any, ...]) -> None:
     """A watched delivery was collected: queue the end of its hooks unless something
     ended them before. Nothing else can end them now (whatever ended them held the
     delivery until it was done). This runs wherever the collector does, maybe in a
     thread holding a plugin's lock or the relay's: it takes no lock and calls no
-    plugin."""
+    plugin. Queued on this process's queue (read here, not when it was watched): in a
+    child forked since, its next start, settlement or close makes the end."""
+    drops = _DROPS
     finalizers.pop(key, None)
     scope = parts[-1]
     if scope.delivery is not _OPEN:
