@@ -247,8 +247,10 @@ class AMQPSettling:
         A nack raises it, the message still held (nacked again, it may be stored
         twice). One nobody asked for is rejected without requeue, with a WARNING, for
         RabbitMQ to dead-letter it itself: the dead-letter topic then holds it once or
-        twice (the copy whose commit went out, if stored, and RabbitMQ's), never more,
-        and it is never lost. (Handed back instead, it came back past
+        twice (the copy whose commit went out, if stored, and RabbitMQ's), never more
+        for this dead-lettering, and lost only where RabbitMQ's own dead-lettering
+        (at most once, on quorum queues) drops it (see docs/backends/kombu.md).
+        (Handed back instead, it came back past
         ``max_deliveries`` to the same fate, or to one more copy each round while each
         commit's connection was lost.)
         """
