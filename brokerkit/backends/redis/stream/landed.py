@@ -102,8 +102,8 @@ def landed(
 ) -> bool:
     """Whether the stream ``key`` holds an entry whose header is ``header``, stamped
     between :data:`SLACK_MS` before ``sent`` and as long after ``failed`` (this host's
-    ``time.monotonic()`` as the attempt was sent and as it failed; None: up to the
-    server's time as the look asks it); ``execute(*command)`` runs a command (its reply
+    ``time.monotonic()`` as the attempt was sent and as it failed; None: as long after
+    the server's time as the look asks it); ``execute(*command)`` runs a command (its reply
     parsed by redis-py or as it came: both are read), ``clock()`` asks ``TIME`` where
     ``execute`` would not ask the stream's node. False too past the look's bounds
     (logged)."""
@@ -113,7 +113,9 @@ def landed(
     server_ms = int(seconds) * 1000 + int(micros) // 1000
     low = max(0, server_ms - math.ceil((after - sent) * 1000) - SLACK_MS)
     if failed is None:
-        high = server_ms
+        # (a server frozen with the command half read may finish reading it only now,
+        # after this TIME: the slack covers that too)
+        high = server_ms + SLACK_MS
     else:
         high = max(low, server_ms - int((before - failed) * 1000) + SLACK_MS)
     wanted = header.encode()
