@@ -46,6 +46,8 @@ def test_the_reading_connection_lives_through_a_dead_letter_blocked_by_an_alarm(
     except Exception as exc:  # (the alarm outlasts publish_timeout)
         errors.append(exc)
     assert all(isinstance(e, ConnectionFailed) for e in errors), errors
-    assert net.alarm.blocked == 1
+    # (1; 2 where a loaded machine missed the 1 s heartbeats of the blocked publishing
+    # connection and the publish was sent once more on a new one, blocked too)
+    assert net.alarm.blocked >= 1
     net.alarm.on.clear()
     kept.ack()  # (the reading connection is the one it came on)
