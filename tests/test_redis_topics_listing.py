@@ -2,7 +2,7 @@
 topic that holds nothing but delayed messages has no key of its own yet, only its
 ``:scheduled`` sorted set, which both backends name alike. Each backend's ``topics()``
 tells its own from the other's by the set's first member (see
-:func:`brokerkit.backends.redis._client_async.scan_topics`): a member in redis+stream's
+:func:`brokerkit.backends.redis._topic_scan_async.scan_topics`): a member in redis+stream's
 form (``<tag>\\n<header length>\\n<header><body>``, the header starting with the tag's
 message id or ``{"id":``) is redis+stream's, any other redis+list's; a ``:scheduled`` key
 that is no sorted set lists the topic on neither. Nothing another program writes there

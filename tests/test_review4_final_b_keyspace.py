@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import brokerkit
-from brokerkit.backends.redis import _client, _client_async
+from brokerkit.backends.redis import _topic_scan, _topic_scan_async
 from brokerkit.backends.redis._keys import Keyspace
 from tests.redis_cluster import SentinelSet
 from tests.test_review4_pubsub_sentinel_close import _named_on_sentinels
@@ -49,7 +49,7 @@ def test_topics_are_listed_through_type_chunks(
     lists.publish("t00.dlq", 1)
     expected = [n for i, n in enumerate(names) if i % 4 != 3]
     assert lists.topics() == sorted([*expected, "t00.dlq"])
-    for module in (_client, _client_async):
+    for module in (_topic_scan, _topic_scan_async):
         monkeypatch.setattr(module, "TYPE_CHUNK", 3)
     assert lists.topics() == sorted([*expected, "t00.dlq"])
     assert streams.topics() == [n for i, n in enumerate(names) if i % 4 == 3]

@@ -32,7 +32,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._client import Reconnector, make_client
 from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._durable import replica_wait
 from brokerkit.backends.redis._heartbeat import LeaseKeeper
@@ -40,6 +40,7 @@ from brokerkit.backends.redis._held import HeldClient, Reader
 from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._lua import Lua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
+from brokerkit.backends.redis._topic_scan import scan_topics
 from brokerkit.backends.redis.list import schedule, scripts, settle_scripts, upkeep
 from brokerkit.backends.redis.list.calls import ListCalls, lease_batch, read_batches
 from brokerkit.backends.redis.list.consumer import ConsumerState

@@ -30,7 +30,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._client_async import Reconnector, make_client
 from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._durable_async import replica_wait
 from brokerkit.backends.redis._heartbeat_async import LeaseKeeper
@@ -38,6 +38,7 @@ from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
+from brokerkit.backends.redis._topic_scan_async import scan_topics
 from brokerkit.backends.redis.list import schedule, scripts, settle_scripts, upkeep
 from brokerkit.backends.redis.list.calls_async import AsyncListCalls, lease_batch, read_batches
 from brokerkit.backends.redis.list.consumer_async import ConsumerState

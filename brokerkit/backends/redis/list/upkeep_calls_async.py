@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import TYPE_CHUNK
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
+from brokerkit.backends.redis._topic_scan_async import TYPE_CHUNK
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of
 from brokerkit.backends.redis.list.preamble import CHUNK

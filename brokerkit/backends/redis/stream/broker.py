@@ -53,7 +53,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._client import Reconnector, make_client
 from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable import replica_wait
@@ -62,6 +62,7 @@ from brokerkit.backends.redis._held import HeldClient, PerCommand, Reader
 from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic import Periodic
+from brokerkit.backends.redis._topic_scan import scan_topics
 from brokerkit.backends.redis.stream.calls import StreamScripts
 from brokerkit.backends.redis.stream.deliveries import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed

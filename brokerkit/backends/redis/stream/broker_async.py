@@ -51,7 +51,7 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._topics import check_topic
 from brokerkit._url import BrokerURL
-from brokerkit.backends.redis._client_async import Reconnector, make_client, scan_topics
+from brokerkit.backends.redis._client_async import Reconnector, make_client
 from brokerkit.backends.redis._closing import CloseSignal, WakesOnClose
 from brokerkit.backends.redis._connection import translate_errors
 from brokerkit.backends.redis._durable_async import replica_wait
@@ -60,6 +60,7 @@ from brokerkit.backends.redis._held_async import AsyncHeldClient, AsyncPerComman
 from brokerkit.backends.redis._loops import one_loop
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYTES
 from brokerkit.backends.redis._periodic_async import Periodic
+from brokerkit.backends.redis._topic_scan_async import scan_topics
 from brokerkit.backends.redis.stream.calls_async import StreamScripts
 from brokerkit.backends.redis.stream.deliveries_async import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed
