@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -108,7 +109,10 @@ class LeaseContract:
                 theirs, leased=(before, after), seconds=seconds, promise=promise
             )
             assert back.id == message_id, promise
-            back.ack()
+            # Clean-up, checked already: its new lease (of _VT) may have run out on a
+            # loaded machine before this ack.
+            with contextlib.suppress(StaleDelivery):
+                back.ack()
             return
         pytest.fail(f"{promise}: three leases of {_VT}s ran out before extend could be called")
 
