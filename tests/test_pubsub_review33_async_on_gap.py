@@ -14,27 +14,15 @@ import time
 import uuid
 
 import pytest
-import redis
 
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.redis.pubsub import Gap
 from brokerkit.exceptions import InvalidOption
+from tests.pubsub_gaps import kill_subscriber
 from tests.redis_server import RedisServer
 
 WAIT = 5.0
-
-
-def _kill_subscriber(client: redis.Redis, consumer: str) -> None:
-    """Drop the subscription's connection (named after its consumer), as an operator's
-    ``CLIENT KILL`` does."""
-    ids = [
-        int(c["id"])
-        for c in client.client_list(_type="pubsub")
-        if c["name"] == f"brokerkit-pubsub-{consumer}"
-    ]
-    assert len(ids) == 1
-    assert client.client_kill_filter(_id=ids[0]) == 1
 
 
 def test_an_async_on_gap_is_awaited_under_asyncio(redis_server: RedisServer) -> None:
@@ -50,7 +38,7 @@ def test_an_async_on_gap_is_awaited_under_asyncio(redis_server: RedisServer) -> 
         url = redis_server.url("redis+pubsub")
         async with brokerkit.aio.connect(url, on_gap=resync) as broker:
             subscription = await broker.subscribe("news", consumer=consumer)
-            _kill_subscriber(client, consumer)
+            kill_subscriber(client, consumer)
             end = time.monotonic() + 20
             while not broker.gaps(subscription):
                 assert time.monotonic() < end, "no gap was reported"
@@ -77,7 +65,7 @@ def test_a_plain_on_gap_is_still_called_under_asyncio(redis_server: RedisServer)
         url = redis_server.url("redis+pubsub")
         async with brokerkit.aio.connect(url, on_gap=told.append) as broker:
             subscription = await broker.subscribe("news", consumer=consumer)
-            _kill_subscriber(client, consumer)
+            kill_subscriber(client, consumer)
             end = time.monotonic() + 20
             while not broker.gaps(subscription):
                 assert time.monotonic() < end, "no gap was reported"

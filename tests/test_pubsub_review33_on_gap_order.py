@@ -20,12 +20,12 @@ import time
 import uuid
 
 import pytest
-import redis
 
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.redis.pubsub import Gap
 from brokerkit.exceptions import BrokerClosed
+from tests.pubsub_gaps import kill_subscriber
 from tests.redis_server import RedisServer
 
 #: The most any one step may take (a bound against a hang, not an expectation).
@@ -33,20 +33,6 @@ BOUND = 20.0
 #: How long on_gap gives another receiver to return a message published after the gap
 #: (it returns one within milliseconds where it can; the test passes only by waiting).
 WINDOW = 2.0
-
-
-def _subscribers(client: redis.Redis, consumer: str) -> list[int]:
-    return [
-        int(c["id"])
-        for c in client.client_list(_type="pubsub")
-        if c["name"] == f"brokerkit-pubsub-{consumer}"
-    ]
-
-
-def _kill_subscriber(client: redis.Redis, consumer: str) -> None:
-    ids = _subscribers(client, consumer)
-    assert len(ids) == 1
-    assert client.client_kill_filter(_id=ids[0]) == 1
 
 
 async def _until(condition: object, what: str) -> None:
@@ -91,7 +77,7 @@ def test_a_gap_is_told_before_what_cancelled_receives_read_after_it(
         url = redis_server.url("redis+pubsub")
         async with brokerkit.aio.connect(url, on_gap=on_gap) as broker:
             subscription = await broker.subscribe("news", consumer=consumer)
-            _kill_subscriber(client, consumer)
+            kill_subscriber(client, consumer)
             # its fetch finds the gap (and, subscribed anew, goes on reading)
             await _cancelled_mid_fetch(subscription)
             for body in ("after-1", "after-2"):
@@ -145,7 +131,7 @@ def test_other_receivers_wait_for_on_gap_under_asyncio(redis_server: RedisServer
 
             receivers = [asyncio.ensure_future(receiver()) for _ in range(2)]
             try:
-                _kill_subscriber(client, consumer)
+                kill_subscriber(client, consumer)
                 await _until(lambda: len(events) >= 4, "the gap and both messages")
             finally:
                 await asyncio.wait_for(subscription.close(), BOUND)
@@ -198,7 +184,7 @@ def test_other_receivers_wait_for_on_gap_in_threads(redis_server: RedisServer) -
             for thread in threads:
                 thread.start()
             try:
-                _kill_subscriber(client, consumer)
+                kill_subscriber(client, consumer)
                 end = time.monotonic() + BOUND
                 while len(events) < 4 and time.monotonic() < end:
                     received.wait(0.05)

@@ -20,12 +20,12 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-import redis
 
 import brokerkit
 import brokerkit.aio
 from brokerkit.backends.redis.pubsub import Gap
 from brokerkit.exceptions import BrokerClosed
+from tests.pubsub_gaps import kill_subscriber, subscribers
 from tests.redis_server import RedisServer
 
 #: The most any one step may take (a bound against a hang, not an expectation).
@@ -34,22 +34,6 @@ BOUND = 20.0
 
 class Boom(Exception):
     """What the test's on_gap raises."""
-
-
-def _subscribers(client: redis.Redis, consumer: str) -> list[int]:
-    """The ids of the pub/sub connections of ``consumer``'s subscription."""
-    return [
-        int(c["id"])
-        for c in client.client_list(_type="pubsub")
-        if c["name"] == f"brokerkit-pubsub-{consumer}"
-    ]
-
-
-def _kill_subscriber(client: redis.Redis, consumer: str) -> None:
-    """Drop the subscription's connection, as an operator's ``CLIENT KILL`` does."""
-    ids = _subscribers(client, consumer)
-    assert len(ids) == 1
-    assert client.client_kill_filter(_id=ids[0]) == 1
 
 
 def _receive_until_raises(receive: Callable[[], object], bodies: list[str]) -> None:
@@ -87,20 +71,20 @@ def test_an_async_on_gap_may_await_the_close_of_its_subscription(
 
     async def resync(gap: Gap) -> None:
         await subscriptions[0].close()  # resync: subscribe anew
-        told.append((gap.number, subscriptions[0].closed, _subscribers(client, consumer)))
+        told.append((gap.number, subscriptions[0].closed, subscribers(client, consumer)))
 
     async def main() -> None:
         url = redis_server.url("redis+pubsub")
         async with brokerkit.aio.connect(url, on_gap=resync) as broker:
             subscriptions.append(await broker.subscribe("news", consumer=consumer))
-            _kill_subscriber(client, consumer)
+            kill_subscriber(client, consumer)
             with pytest.raises(BrokerClosed):
                 # (it hung here: the close waited for the fetch, which awaited on_gap)
                 await _areceive_until_raises(subscriptions[0], [])
             # the close returned within on_gap, the subscription closed; the receive
             # did the closing before it raised: unsubscribed, connection gone
             assert [(number, closed) for number, closed, _ in told] == [(1, True)]
-            assert _subscribers(client, consumer) == []
+            assert subscribers(client, consumer) == []
             # a later close waits for that closing, which has ended
             await asyncio.wait_for(subscriptions[0].close(), BOUND)
             # and the resync's new subscription hears what is published now
@@ -132,12 +116,12 @@ def test_an_async_on_gap_may_await_the_close_of_its_broker(redis_server: RedisSe
         brokers.append(broker)
         try:
             subscription = await broker.subscribe("news", consumer=consumer)
-            _kill_subscriber(client, consumer)
+            kill_subscriber(client, consumer)
             with pytest.raises(BrokerClosed):
                 await _areceive_until_raises(subscription, [])
             assert told == [(1, True)]
             assert subscription.closed
-            assert _subscribers(client, consumer) == []
+            assert subscribers(client, consumer) == []
         finally:
             await asyncio.wait_for(broker.close(), BOUND)
 
@@ -156,19 +140,19 @@ def test_a_sync_on_gap_may_close_its_subscription(redis_server: RedisServer) -> 
 
     def resync(gap: Gap) -> None:
         subscriptions[0].close()
-        told.append((gap.number, subscriptions[0].closed, _subscribers(client, consumer)))
+        told.append((gap.number, subscriptions[0].closed, subscribers(client, consumer)))
 
     url = redis_server.url("redis+pubsub")
     try:
         with brokerkit.connect(url, on_gap=resync) as broker:
             subscriptions.append(broker.subscribe("news", consumer=consumer))
-            _kill_subscriber(client, consumer)
+            kill_subscriber(client, consumer)
             with pytest.raises(BrokerClosed):
                 _receive_until_raises(lambda: subscriptions[0].receive(timeout=0.5), [])
             # the close marked it closed within on_gap; the receive did the closing
             # before it raised: nothing left subscribed
             assert [(number, closed) for number, closed, _ in told] == [(1, True)]
-            assert _subscribers(client, consumer) == []
+            assert subscribers(client, consumer) == []
     finally:
         client.close()
 
@@ -189,7 +173,7 @@ def test_what_an_async_on_gap_raises_loses_no_message(redis_server: RedisServer)
             subscription = await broker.subscribe("news", consumer=consumer, prefetch=10)
             for body in ("m1", "m2"):
                 assert (await broker.publish_counted("news", body)).receivers == 1
-            _kill_subscriber(client, consumer)
+            kill_subscriber(client, consumer)
             before: list[str] = []
             with pytest.raises(Boom, match="resync failed"):
                 await _areceive_until_raises(subscription, before)
@@ -228,7 +212,7 @@ def test_what_a_sync_on_gap_raises_loses_no_message(redis_server: RedisServer) -
             subscription = broker.subscribe("news", consumer=consumer, prefetch=10)
             for body in ("m1", "m2"):
                 assert broker.publish_counted("news", body).receivers == 1
-            _kill_subscriber(client, consumer)
+            kill_subscriber(client, consumer)
             before: list[str] = []
             with pytest.raises(Boom, match="resync failed"):
                 _receive_until_raises(lambda: subscription.receive(timeout=0.5), before)
