@@ -16,30 +16,36 @@ __all__ = ["INSPECT", "PURGE", "RESCUE"]
 #: ARGV[8] a live consumer whose orphans to hand back too ("" : none); ARGV[9] at
 #: most this many leases looked at per call (a group or a dead consumer's leases
 #: past it are left for the next call: a due group is split, a dead consumer stays
-#: registered as dead until its lease hash is empty); ARGV[10] a consumer whose lease
-#: hash the caller read, being too big for a script to read (see unfold), ARGV[11] a
-#: lease group of its to unfold or "", ARGV[12] the index that group is cut at, and
-#: ARGV[13...] the names of the fields to look at (none of these: the call reads no hash
-#: of more than UNFOLD_READ fields, and names the first such consumer in its reply); or
-#: ARGV[11] "orphans", ARGV[12...] what the caller matched of ARGV[10]'s processing list
-#: (see orphans in the preamble: a consumer whose list cannot be matched here is named
-#: in the reply with "orphans", a dead one left alone meanwhile).
+#: registered as dead until its batches and lease hash are gone); ARGV[10] n and
+#: ARGV[11 .. 10 + 2n] n pairs {dead consumer, nonce}: the batches of dead consumers
+#: the call may look at, their keys declared (a bounded part, see batches_of); then,
+#: from ARGV[A] (A = 11 + 2n): ARGV[A] a consumer whose lease hash the caller read,
+#: being too big for a script to read (see unfold), ARGV[A + 1] a lease group of its to
+#: unfold or "", ARGV[A + 2] the index that group is cut at, and ARGV[A + 3...] the
+#: names of the fields to look at (none of these: the call reads no hash of more than
+#: UNFOLD_READ fields, and names the first such consumer in its reply); or ARGV[A + 1]
+#: "orphans", ARGV[A + 2...] what the caller matched of ARGV[A]'s processing list (see
+#: orphans in the preamble: a consumer whose list cannot be matched here is named in
+#: the reply with "orphans", a dead one left alone meanwhile).
 #: Also moves held messages that are due to the queue.
 #: Returns {deliveries handed back, ms until the next lease group or held message is
 #: due or -1 (0 when work was left for the next call), orphans, lease groups visited
 #: (``limit`` when more may be due), held messages moved to the queue, ms until the next
-#: held message is due or -1, the dead consumers left alone because a batch of theirs
-#: was not declared, and {consumer, lease group or "" or "orphans"} of a lease hash for
-#: the caller to read, or nil}.
+#: held message is due or -1, the dead consumers left alone because they hold batches
+#: of which none was declared, and {consumer, lease group or "" or "orphans"} of a
+#: lease hash for the caller to read, or nil}.
 RESCUE = with_preamble(
     r"""
 local t = now_ms()
 local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
 local moved, more = 0, false
-local GIVEN_OF, GIVEN_GROUP, GIVEN_CUT = ARGV[10] or '', ARGV[11] or '', tonumber(ARGV[12] or '')
-local GIVEN = {unpack(ARGV, 13)}
--- or ARGV[11] 'orphans': the orphans of consumer ARGV[10] (see orphans), ARGV[12...]
-local GIVEN_ORPHANS = GIVEN_GROUP == 'orphans' and {unpack(ARGV, 12)} or nil
+-- ARGV[10] n, then n {consumer, nonce} (see batches_of); what the caller read follows
+local PAIRS = math.max(math.floor(tonumber(ARGV[10] or '') or 0), 0)
+local AT = 11 + 2 * PAIRS
+local GIVEN_OF, GIVEN_GROUP = ARGV[AT] or '', ARGV[AT + 1] or ''
+local GIVEN_CUT, GIVEN = tonumber(ARGV[AT + 2] or ''), {unpack(ARGV, AT + 3)}
+-- or GIVEN_GROUP 'orphans': the orphans of consumer GIVEN_OF (see orphans), ARGV[AT + 2...]
+local GIVEN_ORPHANS = GIVEN_GROUP == 'orphans' and {unpack(ARGV, AT + 2)} or nil
 local function given_orphans(C)
   if GIVEN_OF == C then return GIVEN_ORPHANS end
   return nil
@@ -58,21 +64,27 @@ local function known_group(g)
   return not colon or (declared(string.sub(g, colon + 1)) and (not dash or dash > colon
       or DECLARED[BATCH_PREFIX .. string.sub(g, 1, dash) .. string.sub(g, colon)]))
 end
--- The nonces of dead consumer C's batches, listed once a call: would_dead_letter and
--- the hand-back walk one listing (a due group may delete a batch between the two).
-local LISTED = {}
-local function listing(C)
-  if LISTED[C] == nil then LISTED[C] = redis.call('HKEYS', fetches_of(C)) end
-  return LISTED[C]
-end
--- the nonces of dead consumer C's batches, or nil when the caller did not declare them all
-local function known_batches(C)
-  if not declared(C) then return nil end
-  local nonces = listing(C)
-  for _, nonce in ipairs(nonces) do
-    if not DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then return nil end
+-- The nonces of dead consumer C's batches this call may look at: those the caller
+-- declared for it (ARGV[11...], a pair a batch: a bounded part of them, the newest
+-- first, so that the oldest are handed back last), none when it holds no batch, or nil
+-- when it holds some of which none is declared (the caller did not know it dead: it is
+-- named in the reply, for the caller to declare a part in a call of its own), or it is
+-- not declared at all. No call lists a fetches hash: what is left is counted (HLEN).
+-- Decided once a call: would_dead_letter and the hand-back walk the same nonces.
+local GIVEN_BATCHES, BATCHES = {}, {}
+for i = 11, AT - 2, 2 do
+  local C, nonce = ARGV[i], ARGV[i + 1]
+  if DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then
+    GIVEN_BATCHES[C] = GIVEN_BATCHES[C] or {}
+    table.insert(GIVEN_BATCHES[C], nonce)
   end
-  return nonces
+end
+local function batches_of(C)
+  if not declared(C) then return nil end
+  if BATCHES[C] == nil then
+    BATCHES[C] = GIVEN_BATCHES[C] or redis.call('HLEN', fetches_of(C)) == 0 and {} or false
+  end
+  return BATCHES[C] or nil
 end
 -- How many receipts of a known lease group g may name a lease: none past the end of
 -- the batch it names, and none when there is no batch and its consumer holds no lease
@@ -122,7 +134,7 @@ end
 -- only, here only while it holds at most UNFOLD_READ of them (a read of 10,000 took 6
 -- ms of server time); past that the call names C and g in its reply, and the caller
 -- reads the names outside any script and gives the latest `most` of g's, and the index
--- below them, to its next call (ARGV[10...]). Returns how many members it wrote (0 for
+-- below them, to its next call (ARGV[A...]). Returns how many members it wrote (0 for
 -- a hash left to the caller), or nil when g is no such group.
 local UNFOLD_OVER, UNFOLD_READ = 4, 4000
 local function unfold(g, score, most)
@@ -181,7 +193,7 @@ end
 local dead = redis.call('ZRANGEBYSCORE', CONSUMERS, '-inf', t, 'LIMIT', 0, limit)
 -- At most `most` of the leases an earlier version recorded in dead consumer C's lease
 -- hash: their fields and records. The hash's names are read here while it holds at most
--- UNFOLD_READ (see unfold), else given by the caller (ARGV[13...]); none when neither,
+-- UNFOLD_READ (see unfold), else given by the caller (ARGV[A + 3...]); none when neither,
 -- the reply naming C for the caller to read them; listed once a call, as batches are.
 local LEASE_NAMES = {}
 local function recorded_leases(C, most)
@@ -306,14 +318,12 @@ for _, C in ipairs(dead) do
   if budget <= 0 then more = true; break end
   -- a consumer that died after the caller looked is left for the next rescue; one
   -- whose batches the caller did not know of (it did not know it dead) is named in
-  -- the reply, for the caller to declare them in a call of its own
-  local nonces = declared(C) and listing(C) or {}
-  local known = declared(C)
-  for _, nonce in ipairs(nonces) do
-    if known and not DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then
-      known = false
-      unknown[#unknown + 1] = C
-    end
+  -- the reply, for the caller to declare some in a call of its own
+  local nonces = batches_of(C)
+  local known = nonces ~= nil
+  if declared(C) and not known then
+    unknown[#unknown + 1] = C
+    more = true
   end
   local found = known and orphans(C, given_orphans(C))
   if known and not found then  -- its processing list is left for the caller to match
@@ -324,12 +334,12 @@ for _, C in ipairs(dead) do
   if known then
   local proc, leases, fetches = proc_of(C), leases_of(C), fetches_of(C)
   local held, tail, left, cuts = {}, ':' .. C, false, {}
-  -- its batches, a budget's worth at a time from the end of each, to be cut off the
-  -- batch: every delivery with an expiry value, and any element left without one by an
-  -- earlier version's rescuer (a settled one is blank); a batch a due group took the
-  -- last delivery of is gone
+  -- its declared batches, a budget's worth at a time from the end of each, to be cut
+  -- off the batch: every delivery with an expiry value, and any element left without
+  -- one by an earlier version's rescuer (a settled one is blank); a batch a due group
+  -- took the last delivery of is gone
   for _, nonce in ipairs(nonces) do
-    if budget <= 0 then left = true; break end
+    if budget <= 0 then break end
     local name = nonce .. tail
     local batch, flags = BATCH_PREFIX .. name, flags_of(C, nonce)
     if flags then
@@ -399,7 +409,8 @@ for _, C in ipairs(dead) do
   end
   call_chunked('HDEL', EXPIRY, receipts, 1)
   call_chunked('HDEL', leases, fields, 1)
-  if redis.call('HLEN', leases) > 0 then left = true end
+  -- registered while anything of it is left: a batch not declared or cut, a lease
+  if redis.call('HLEN', fetches) > 0 or redis.call('HLEN', leases) > 0 then left = true end
   if left then more = true else redis.call('ZREM', CONSUMERS, C) end
   table.sort(held, later)
   for _, lease in ipairs(held) do  -- newest first: the oldest ends up next out

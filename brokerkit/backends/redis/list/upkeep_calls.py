@@ -63,11 +63,12 @@ def rescue_once(
 ) -> list[Any]:
     """One RESCUE call (``run``) on ``client``: first which consumers and batches it
     may visit (the lease groups due first, the heartbeats ending first, and ``own``), so
-    that their keys are declared; a dead consumer's batches are read and declared in a
-    second call when the first names it, and so is a lease hash too big for the script
-    to read (see RESCUE's unfold): read here, outside any script (HKEYS of 10,000 short
-    fields: 0.7 ms of server time, a script's own read 1.6 ms), the second call given
-    the part of it to look at. The reply's first six values (see RESCUE).
+    that their keys are declared; a dead consumer's batches are listed, and a bounded
+    part of them declared (see :func:`_newest_batches`), in a second call when the first
+    names it, and so is a lease hash too big for the script to read (see RESCUE's
+    unfold): read here, outside any script (HKEYS of 10,000 short fields: 0.7 ms of
+    server time, a script's own read 1.6 ms), the second call given the part of it to
+    look at. The reply's first six values (see RESCUE).
 
     With a consumer's ``reader`` (its maintenance, before its first fetch and as leases
     fall due) the calls go on the consumer's connection, as its fetches do: through the
@@ -88,37 +89,82 @@ def rescue_once(
         names.append(own)
     args = [*plan.common, RESCUE_LIMIT, own, RESCUE_LEASES]
     on: Any = None if held is None else HeldClient(held)
-    reply: list[Any] = run(keys=_wire(plan.keys_for(names, batches)), args=args, client=on)
+    declared = plan.keys_for(names, batches)
+    reply: list[Any] = run(keys=_wire(declared), args=[*args, 0], client=on)
     if reply[6] or (len(reply) > 7 and reply[7]):
         dead = [_name(c) for c in reply[6]]
         fetches = _wire([keys.fetches(c) for c in dead])
         unread = [_name(part) for part in reply[7]] if len(reply) > 7 and reply[7] else []
         hashes = _wire([keys.leases(unread[0])]) if unread else []
         fetched = _read(client, held, *[("HKEYS", key) for key in [*fetches, *hashes]])
+        given: list[Any] = []
         if unread and unread[1] == "orphans":
-            given = _orphans(client, held, plan, unread[0], fetched.pop())
-            args = [*args, *_wire(unread), *given]
+            given = [*_wire(unread), *_orphans(client, held, plan, unread[0], fetched.pop())]
         elif unread:
             fields = [_name(f) for f in fetched.pop()]
-            args = [*args, *_wire([unread[0], unread[1], *_given(unread[1], fields)])]
-        # each batch by its key: a field that is no nonce brokerkit writes (another
-        # program's) is still the script's batch of that name, not read back from a
-        # receipt as another (the consumer then stayed unrescued, at every call)
-        lists = [
-            keys.batch(_name(n), c) for c, nonces in zip(dead, fetched, strict=True) for n in nonces
-        ]
-        declared = [*plan.keys_for(names, batches), *lists]
-        again: list[Any] = run(keys=_wire(declared), args=args, client=on)
+            given = _wire([unread[0], unread[1], *_given(unread[1], fields)])
+        # each batch by its key and its nonce as the fetches hash names it: a field that
+        # is no nonce brokerkit writes (another program's, with a ':' in it too) is still
+        # the script's batch of that name, not read back from a key as another (the
+        # consumer then stayed unrescued, at every call)
+        pairs = _newest_batches(client, held, plan, dead, fetched)
+        lists = [keys.batch(nonce, c) for c, nonce in pairs]
+        args = [*args, len(pairs), *_wire([part for pair in pairs for part in pair]), *given]
+        again: list[Any] = run(keys=_wire([*declared, *lists]), args=args, client=on)
         for index in (0, 2, 4):  # handed back, orphans, held messages released
             again[index] += reply[index]
         reply = again
     return reply[:6]
 
 
+def _newest_batches(
+    client: Any, reader: Reader | None, plan: TopicPlan, dead: list[str], listed: list[Any]
+) -> list[tuple[str, str]]:
+    """The batches of the ``dead`` consumers (the nonces of each, ``listed`` from its
+    fetches hash) that RESCUE's second call is given, as (consumer, nonce): at most
+    RESCUE_LEASES in all (the call hands back no more deliveries than that), the
+    consumers in the order the script visits them, each one's newest first (by delivery
+    time, then nonce, as the script orders what it hands back), so that over the calls
+    its oldest deliveries are handed back last: next out. The delivery times of a
+    consumer holding more than that are read here, outside any script (its batches'
+    expiry values, CHUNK at a time)."""
+    pairs: list[tuple[str, str]] = []
+    for consumer, nonces in zip(dead, listed, strict=True):
+        room = RESCUE_LEASES - len(pairs)
+        if room <= 0:
+            break
+        names = [_name(n) for n in nonces]
+        if len(names) > room:
+            fields = _wire([f"{nonce}:{consumer}" for nonce in names])
+            reads = [
+                ("HMGET", plan.keys.expiry, *fields[i : i + CHUNK])
+                for i in range(0, len(fields), CHUNK)
+            ]
+            values = [v for reply in _read(client, reader, *reads) for v in reply]
+            timed = sorted(zip(map(_delivered, values), names, strict=True), reverse=True)
+            names = [nonce for _, nonce in timed[:room]]
+        pairs += [(consumer, nonce) for nonce in names]
+    return pairs
+
+
+def _delivered(value: bytes | None) -> float:
+    """The delivery time in a batch's expiry value ``<deadline>.<delivered ms>``, as
+    the script's delivered_of reads it (0 for none)."""
+    if value is None:
+        return 0
+    _, dot, rest = value.partition(b".")
+    if not dot or not _LUA_NUMBER.match(rest):
+        return 0
+    try:
+        return float(rest)
+    except ValueError:  # hexadecimal
+        return float(int(rest.strip(), 16))
+
+
 def _orphans(
     client: Any, reader: Reader | None, plan: TopicPlan, consumer: str, fields: list[Any]
 ) -> list[str]:
-    """RESCUE's ARGV[12...] for ``consumer``'s processing list, too long a lease hash
+    """RESCUE's ARGV[A + 2...] for ``consumer``'s processing list, too long a lease hash
     beside it (its ``fields``, listed) for the script to match (see ``orphans`` in the
     preamble): the list's length, the hash's, and the indexes of the list's elements no
     lease record holds (as many records of an element, that many of its copies are
@@ -157,7 +203,7 @@ def record_element(field: bytes, value: bytes) -> bytes:
 
 
 def _given(group: str, fields: list[str]) -> list[str]:
-    """RESCUE's ARGV[12...] for a lease hash of ``fields`` too big for the script to
+    """RESCUE's ARGV[A + 2...] for a lease hash of ``fields`` too big for the script to
     read: for a lease group (see RESCUE's unfold), the index below the latest
     RESCUE_LEASES leases in it (the group's first when none is left below) and their
     fields; for a dead consumer's (no group), "" and RESCUE_LEASES of its fields."""

@@ -1,7 +1,7 @@
 """The check RESCUE (:mod:`.upkeep`) makes before it writes anything: whether the call
 would dead-letter a delivery it hands back, where the dead-letter key cannot take one (see
 ``dead_letters_ok`` in :mod:`.dead_letters`). Lua text placed in RESCUE's body, after the
-locals and functions it uses (``due``, ``dead``, ``budget``, ``known_batches``,
+locals and functions it uses (``due``, ``dead``, ``budget``, ``batches_of``,
 ``recorded_leases``...)."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ local function would_dead_letter()
   local left = budget  -- at least what the call hands back, in the order it does
   for _, C in ipairs(dead) do
     if left <= 0 then break end
-    local nonces = known_batches(C)
+    local nonces = batches_of(C)
     local spends = redis.call('LLEN', proc_of(C)) == 0
     for _, nonce in ipairs(nonces or {}) do
       if left <= 0 then break end
