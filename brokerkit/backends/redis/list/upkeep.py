@@ -71,18 +71,31 @@ end
 -- named in the reply, for the caller to declare a part in a call of its own), or it is
 -- not declared at all. No call lists a fetches hash: what is left is counted (HLEN).
 -- Decided once a call: would_dead_letter and the hand-back walk the same nonces.
-local GIVEN_BATCHES, BATCHES = {}, {}
+local GIVEN_BATCHES, BATCHES, PAIRED = {}, {}, {}
 for i = 11, AT - 2, 2 do
   local C, nonce = ARGV[i], ARGV[i + 1]
-  if DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then
+  local batch = BATCH_PREFIX .. nonce .. ':' .. C
+  if DECLARED[batch] and not PAIRED[batch] then  -- a batch given twice is walked once
+    PAIRED[batch] = true
     GIVEN_BATCHES[C] = GIVEN_BATCHES[C] or {}
     table.insert(GIVEN_BATCHES[C], nonce)
   end
 end
+-- (A consumer holding no more batches than a call's budget, each named by a lease
+-- group the caller declared, as a consumer fed big fetches does, is listed here, so that
+-- one call hands them back: no more than the budget of fields read.)
 local function batches_of(C)
   if not declared(C) then return nil end
   if BATCHES[C] == nil then
-    BATCHES[C] = GIVEN_BATCHES[C] or redis.call('HLEN', fetches_of(C)) == 0 and {} or false
+    local given, held = GIVEN_BATCHES[C], 0
+    if not given then held = redis.call('HLEN', fetches_of(C)) end
+    if held > 0 and held <= tonumber(ARGV[9]) then
+      given = redis.call('HKEYS', fetches_of(C))
+      for _, nonce in ipairs(given) do
+        if not DECLARED[BATCH_PREFIX .. nonce .. ':' .. C] then given = false; break end
+      end
+    end
+    BATCHES[C] = given or held == 0 and {} or false
   end
   return BATCHES[C] or nil
 end

@@ -93,10 +93,9 @@ def rescue_once(
     reply: list[Any] = run(keys=_wire(declared), args=[*args, 0], client=on)
     if reply[6] or (len(reply) > 7 and reply[7]):
         dead = [_name(c) for c in reply[6]]
-        fetches = _wire([keys.fetches(c) for c in dead])
         unread = [_name(part) for part in reply[7]] if len(reply) > 7 and reply[7] else []
         hashes = _wire([keys.leases(unread[0])]) if unread else []
-        fetched = _read(client, held, *[("HKEYS", key) for key in [*fetches, *hashes]])
+        fetched = _read(client, held, *[("HKEYS", key) for key in hashes]) if unread else []
         given: list[Any] = []
         if unread and unread[1] == "orphans":
             given = [*_wire(unread), *_orphans(client, held, plan, unread[0], fetched.pop())]
@@ -107,7 +106,7 @@ def rescue_once(
         # is no nonce brokerkit writes (another program's, with a ':' in it too) is still
         # the script's batch of that name, not read back from a key as another (the
         # consumer then stayed unrescued, at every call)
-        pairs = _newest_batches(client, held, plan, dead, fetched)
+        pairs = _newest_batches(client, held, plan, dead)
         lists = [keys.batch(nonce, c) for c, nonce in pairs]
         args = [*args, len(pairs), *_wire([part for pair in pairs for part in pair]), *given]
         again: list[Any] = run(keys=_wire([*declared, *lists]), args=args, client=on)
@@ -117,34 +116,79 @@ def rescue_once(
     return reply[:6]
 
 
+#: The batches of dead consumers that rescues listed, oldest first, by the client and
+#: the fetches hash: the next calls take the newest of them still there from the end
+#: (see :func:`_newest_batches`), at most this many hashes kept.
+_LISTED: dict[tuple[int, str], list[str]] = {}
+_LISTED_MOST = 8
+
+
 def _newest_batches(
-    client: Any, reader: Reader | None, plan: TopicPlan, dead: list[str], listed: list[Any]
+    client: Any, reader: Reader | None, plan: TopicPlan, dead: list[str]
 ) -> list[tuple[str, str]]:
-    """The batches of the ``dead`` consumers (the nonces of each, ``listed`` from its
-    fetches hash) that RESCUE's second call is given, as (consumer, nonce): at most
-    RESCUE_LEASES in all (the call hands back no more deliveries than that), the
-    consumers in the order the script visits them, each one's newest first (by delivery
-    time, then nonce, as the script orders what it hands back), so that over the calls
-    its oldest deliveries are handed back last: next out. The delivery times of a
-    consumer holding more than that are read here, outside any script (its batches'
-    expiry values, CHUNK at a time)."""
+    """The batches of the ``dead`` consumers that RESCUE's second call is given, as
+    (consumer, nonce as its fetches hash names it): at most RESCUE_LEASES in all (the
+    call hands back no more deliveries than that), the consumers in the order the script
+    visits them, each one's newest first (by delivery time, then nonce, as the script
+    orders what it hands back), so that over the calls its oldest deliveries are handed
+    back last: next out.
+
+    Read here, outside any script: a consumer's fetches hash is listed (HKEYS) and, when
+    it holds more than that, its batches' delivery times (their expiry values, CHUNK at a
+    time), once; the listing is kept for the next calls, which check only the part they
+    take is still there (HMGET of it, and HLEN: a listing that no longer covers the hash,
+    or of which the part taken is gone, is read again). A wrong listing costs order,
+    never a delivery: the script hands back what it is given and finds there."""
     pairs: list[tuple[str, str]] = []
-    for consumer, nonces in zip(dead, listed, strict=True):
+    for consumer in dead:
         room = RESCUE_LEASES - len(pairs)
         if room <= 0:
             break
-        names = [_name(n) for n in nonces]
-        if len(names) > room:
-            fields = _wire([f"{nonce}:{consumer}" for nonce in names])
-            reads = [
-                ("HMGET", plan.keys.expiry, *fields[i : i + CHUNK])
-                for i in range(0, len(fields), CHUNK)
-            ]
-            values = [v for reply in _read(client, reader, *reads) for v in reply]
-            timed = sorted(zip(map(_delivered, values), names, strict=True), reverse=True)
-            names = [nonce for _, nonce in timed[:room]]
-        pairs += [(consumer, nonce) for nonce in names]
+        fetches = plan.keys.fetches(consumer)
+        names = _kept_part(client, reader, (id(client), fetches), room)
+        if names is None:
+            (listed,) = _read(client, reader, ("HKEYS", *_wire([fetches])))
+            names = [_name(n) for n in listed]
+            if len(names) > room:
+                fields = _wire([f"{nonce}:{consumer}" for nonce in names])
+                reads = [
+                    ("HMGET", plan.keys.expiry, *fields[i : i + CHUNK])
+                    for i in range(0, len(fields), CHUNK)
+                ]
+                values = [v for reply in _read(client, reader, *reads) for v in reply]
+                timed = sorted(zip(map(_delivered, values), names, strict=True))
+                listing = [nonce for _, nonce in timed]
+                _LISTED.pop((id(client), fetches), None)
+                while len(_LISTED) >= _LISTED_MOST:
+                    del _LISTED[next(iter(_LISTED))]
+                _LISTED[(id(client), fetches)] = listing
+                names = listing[: -room - 1 : -1]
+        pairs += [(consumer, nonce) for nonce in dict.fromkeys(names)]
     return pairs
+
+
+def _kept_part(
+    client: Any, reader: Reader | None, key: tuple[int, str], room: int
+) -> list[str] | None:
+    """The newest ``room`` batches of a kept listing (see :func:`_newest_batches`)
+    still in the fetches hash, newest first, those gone dropped from it; None when it
+    must be read again (none kept, none of its newest there, or more batches than
+    listed). Its newest twice that many are looked at: the part the last call was given
+    (mostly gone now, but for what it left) and the next."""
+    listing = _LISTED.get(key)
+    if not listing:
+        return None
+    part = listing[-2 * room :]
+    hlen, flags = _read(
+        client, reader, ("HLEN", *_wire([key[1]])), ("HMGET", *_wire([key[1], *part]))
+    )
+    there = [nonce for nonce, f in zip(part, flags, strict=True) if f is not None]
+    del listing[-len(part) :]
+    listing.extend(there)
+    if not there or hlen > len(listing):
+        _LISTED.pop(key, None)
+        return [] if hlen == 0 else None
+    return there[: -room - 1 : -1]
 
 
 def _delivered(value: bytes | None) -> float:
