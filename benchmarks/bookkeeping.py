@@ -1,9 +1,11 @@
 """Bookkeeping under load, and what a message in flight costs in memory (issue 18).
 
 With ``held`` deliveries (10,000 by default) held by one consumer, on redis+list
-and redis+stream: the server time of each bookkeeping call, from the SLOWLOG with
-every command logged (one entry per top-level command, its duration in
-microseconds, a script whole):
+and redis+stream, in two shapes: fetched 1,000 at a time (prefetch 1,000), and one a
+fetch (prefetch 1, as a consumer fed by a trickle holds them: on redis+list a batch a
+delivery); the server time of each bookkeeping call, from the SLOWLOG with every
+command logged (one entry per top-level command, its duration in microseconds, a
+script whole):
 
 - *renewal*: the background lease renewals, over three renewal intervals (a
   visibility timeout of 3 s renews every second); per interval and worst command;
@@ -11,7 +13,10 @@ microseconds, a script whole):
 - *ack*: ``broker.ack`` of every held delivery at once;
 - *rescue*: their consumer closed without settling them, and their leases ran
   out: redis+list's ``rescue(topic)``, and on redis+stream a consumer of the group
-  fetching for a few seconds (its fetches reclaim idle entries).
+  fetching for a few seconds (its fetches reclaim idle entries);
+- *rescue of a dead consumer* (redis+list): a process holding them, extended for
+  10 minutes, killed (SIGKILL); once its heartbeat has ended, ``rescue(topic)``
+  hands them back though their leases still run.
 
 The target: no call above 5 ms of server time.
 
@@ -22,7 +27,9 @@ of the topic (and ``used_memory`` deltas, which also count client buffers).
 
 from __future__ import annotations
 
+import multiprocessing
 import secrets
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +41,7 @@ import brokerkit
 from benchmarks.servertime import METER_CLIENT, ServerMeter, slowlog
 from brokerkit import Broker, Delivery
 from brokerkit._url import BrokerURL
+from brokerkit.backends.redis.list.options import MIN_HEARTBEAT
 from brokerkit.cli._scratch import remove_keys
 
 __all__ = ["Call", "bookkeeping", "in_flight_memory"]
@@ -49,6 +57,7 @@ class Call:
     backend: str
     operation: str
     deliveries: int
+    prefetch: int
     commands: int
     worst_us: int
     worst: str
@@ -76,7 +85,9 @@ class _Slowlog:
     def reset(self) -> None:
         self.r.execute_command("SLOWLOG", "RESET")
 
-    def call(self, backend: str, operation: str, deliveries: int, note: str = "") -> Call:
+    def call(
+        self, backend: str, operation: str, deliveries: int, prefetch: int, note: str = ""
+    ) -> Call:
         """The top-level commands logged since :meth:`reset`: their worst, count and
         total (the commands scripts ran are named in the note)."""
         entries = [e for e in slowlog(self.r) if e.client != METER_CLIENT]
@@ -90,11 +101,15 @@ class _Slowlog:
             listed = ", ".join(f"{n} {c.upper()}" for c, n in ranked)
             note = f"{note}; inside scripts: {listed}" if note else f"inside scripts: {listed}"
         if not top:
-            return Call(backend, operation, deliveries, 0, 0, "-", 0, note or "nothing ran")
+            return Call(
+                backend, operation, deliveries, prefetch, 0, 0, "-", 0, note or "nothing ran"
+            )
         worst = max(top, key=lambda e: e.usec)
         name = self.meter.script_of(worst.argv) or worst.command.upper()
         total = sum(e.usec for e in top)
-        return Call(backend, operation, deliveries, len(top), worst.usec, name, total, note)
+        return Call(
+            backend, operation, deliveries, prefetch, len(top), worst.usec, name, total, note
+        )
 
     def close(self) -> None:
         self.r.config_set("slowlog-log-slower-than", self.saved["slowlog-log-slower-than"])
@@ -124,16 +139,23 @@ def _backend(url: str, scheme: str, prefix: str, **query: object) -> Broker:
     return brokerkit.connect(f"{scheme}://{base}?{options}")
 
 
+#: The shapes a consumer holds its deliveries in: fetched 1,000 at a time, and one a
+#: fetch (on redis+list, a batch a delivery).
+PREFETCHES = (1000, 1)
+
+
 def bookkeeping(
     url: str, held: int = 10_000, size: int = 100, say: Callable[[str], None] = print
 ) -> list[Call]:
-    """The server time of renewal, extend, ack and rescue with ``held`` deliveries held."""
+    """The server time of renewal, extend, ack and rescue with ``held`` deliveries held,
+    in each of :data:`PREFETCHES`."""
     meter = ServerMeter(url)
     log = _Slowlog(meter)
     calls: list[Call] = []
     try:
         for scheme in ("redis+list", "redis+stream"):
-            calls += _one_backend(url, scheme, held, size, log, say)
+            for prefetch in PREFETCHES:
+                calls += _one_backend(url, scheme, held, size, prefetch, log, say)
     finally:
         log.close()
         meter.close()
@@ -141,7 +163,13 @@ def bookkeeping(
 
 
 def _one_backend(
-    url: str, scheme: str, held: int, size: int, log: _Slowlog, say: Callable[[str], None]
+    url: str,
+    scheme: str,
+    held: int,
+    size: int,
+    prefetch: int,
+    log: _Slowlog,
+    say: Callable[[str], None],
 ) -> Iterator[Call]:
     prefix = f"bench18-{secrets.token_hex(3)}"
     group = "bench"
@@ -149,33 +177,36 @@ def _one_backend(
     # 1. extend and ack: a broker whose first renewal is 10 s away (visibility 30 s)
     with _backend(url, scheme, prefix) as broker:
         _publish(broker, topic, held, size)
-        with broker.subscribe(topic, group=group, prefetch=1000) as subscription:
+        with broker.subscribe(topic, group=group, prefetch=prefetch) as subscription:
             deliveries = _receive(subscription, held)
-            say(f"  {scheme}: {held} deliveries held")
+            say(f"  {scheme}: {held} deliveries held, prefetch {prefetch}")
             log.reset()
             broker.extend(*deliveries, seconds=60)
-            yield log.call(scheme, "extend (all at once)", held)
+            yield log.call(scheme, "extend (all at once)", held, prefetch)
             log.reset()
             broker.ack(*deliveries)
-            yield log.call(scheme, "ack (all at once)", held)
+            yield log.call(scheme, "ack (all at once)", held, prefetch)
     # 2. renewal: visibility 3 s, renewed every second; then the consumer goes away
     #    without settling, and its leases run out (another topic: a stream group
     #    keeps the longest lease its consumers asked for)
     topic = "abandoned"
     with _backend(url, scheme, prefix, visibility_timeout=3) as broker:
         _publish(broker, topic, held, size)
-        subscription = broker.subscribe(topic, group=group, prefetch=1000)
+        subscription = broker.subscribe(topic, group=group, prefetch=prefetch)
         deliveries = _receive(subscription, held)
         log.reset()
         window = 3.0
         time.sleep(window)  # three renewal intervals of the background renewals
-        renewal = log.call(scheme, f"renewal: {window:.0f} s of rounds, one a second", held)
+        renewal = log.call(
+            scheme, f"renewal: {window:.0f} s of rounds, one a second", held, prefetch
+        )
         per_second = renewal.total_us / window / 1000
         note = f"{per_second:.1f} ms of server time a second; {renewal.note}".rstrip("; ")
         yield Call(
             scheme,
             renewal.operation,
             held,
+            prefetch,
             renewal.commands,
             renewal.worst_us,
             renewal.worst,
@@ -189,7 +220,7 @@ def _one_backend(
         if scheme == "redis+list":
             log.reset()
             moved = rescuer.rescue(topic)  # type: ignore[attr-defined]
-            yield log.call(scheme, "rescue (rescue(topic))", held, f"handed back {moved}")
+            yield log.call(scheme, "rescue (rescue(topic))", held, prefetch, f"handed back {moved}")
         else:
             log.reset()
             got = 0
@@ -204,10 +235,63 @@ def _one_backend(
                 scheme,
                 "rescue (a consumer's fetches for 3 s)",
                 held,
+                prefetch,
                 f"reclaimed {got} of {held} in 3 s",
             )
         rescuer.purge(topic)
+    if scheme == "redis+list":
+        yield _dead_consumer_rescue(url, scheme, prefix, held, size, prefetch, log, say)
     delete_prefix(url, prefix)
+
+
+def _dead_consumer_rescue(
+    url: str,
+    scheme: str,
+    prefix: str,
+    held: int,
+    size: int,
+    prefetch: int,
+    log: _Slowlog,
+    say: Callable[[str], None],
+) -> Call:
+    """3. a process holding ``held`` deliveries, extended for 10 minutes, killed: once
+    its heartbeat has ended, ``rescue(topic)``."""
+    topic = "killed"
+    with _backend(url, scheme, prefix) as broker:
+        _publish(broker, topic, held, size)
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Event()
+    holder = spawn.Process(
+        target=_hold, args=(url, scheme, prefix, topic, held, prefetch, ready), daemon=True
+    )
+    holder.start()
+    try:
+        if not ready.wait(120):
+            raise RuntimeError("the holding process did not receive its deliveries")
+    finally:
+        holder.kill()
+        holder.join()
+    say(f"  {scheme}: process holding {held} killed; waiting for its heartbeat to end")
+    time.sleep(MIN_HEARTBEAT + 1)  # its heartbeat (the visibility timeout, at least that)
+    with _backend(url, scheme, prefix, visibility_timeout=3) as rescuer:
+        log.reset()
+        moved = rescuer.rescue(topic)  # type: ignore[attr-defined]
+        call = log.call(scheme, "rescue of a dead consumer", held, prefetch, f"handed back {moved}")
+        rescuer.purge(topic)
+    return call
+
+
+def _hold(
+    url: str, scheme: str, prefix: str, topic: str, held: int, prefetch: int, ready: Any
+) -> None:
+    """In a process of its own: receive ``held`` deliveries, extend them for 10
+    minutes, say so, and wait to be killed."""
+    broker = _backend(url, scheme, prefix, visibility_timeout=3)
+    subscription = broker.subscribe(topic, prefetch=prefetch)
+    deliveries = _receive(subscription, held)
+    broker.extend(*deliveries, seconds=600)
+    ready.set()
+    signal.pause()
 
 
 def delete_prefix(url: str, prefix: str) -> None:
