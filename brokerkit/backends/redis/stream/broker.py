@@ -73,6 +73,7 @@ from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.publish import StreamPublishing
+from brokerkit.backends.redis.stream.purge import purge_stream
 from brokerkit.backends.redis.stream.reaping import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_by_stream
 from brokerkit.backends.redis.stream.scripts import text
@@ -493,8 +494,8 @@ class RedisStreamBroker(
     def _purge(self, topic: str) -> int:
         try:
             with translate_errors(self.url, topic):
-                keys = [self._keys.topic(topic), self._keys.topic(topic, "scheduled")]
-                return int(self._scripts.purge(keys=keys))
+                key, scheduled = self._keys.topic(topic), self._keys.topic(topic, "scheduled")
+                return purge_stream(self._scripts, key, scheduled)
         except IncompatibleTopic as exc:  # the scheduled set's key, say: named
             named = self._wrong_key(topic, None)
             if named is None:

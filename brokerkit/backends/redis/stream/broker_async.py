@@ -71,6 +71,7 @@ from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage_async import StreamManagement, create_group
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.publish_async import StreamPublishing
+from brokerkit.backends.redis.stream.purge_async import purge_stream
 from brokerkit.backends.redis.stream.reaping_async import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_by_stream
 from brokerkit.backends.redis.stream.scripts import text
@@ -497,8 +498,8 @@ class AsyncRedisStreamBroker(
     async def _purge(self, topic: str) -> int:
         try:
             with translate_errors(self.url, topic):
-                keys = [self._keys.topic(topic), self._keys.topic(topic, "scheduled")]
-                return int(await self._scripts.purge(keys=keys))
+                key, scheduled = self._keys.topic(topic), self._keys.topic(topic, "scheduled")
+                return await purge_stream(self._scripts, key, scheduled)
         except IncompatibleTopic as exc:  # the scheduled set's key, say: named
             named = await self._wrong_key(topic, None)
             if named is None:

@@ -40,6 +40,7 @@ class StreamScripts:
         self.nack: Lua = Lua(client, scripts.NACK)
         self.renew: Lua = Lua(client, lease_scripts.RENEW)
         self.purge: Lua = Lua(client, group_scripts.PURGE)
+        self.purge_step: Lua = Lua(client, group_scripts.PURGE_STEP)
         self.count_after: Lua = Lua(client, group_scripts.COUNT_AFTER)
         self.trim_age: Lua = Lua(client, group_scripts.TRIM_AGE)
         self.remove_idle: Lua = Lua(client, group_scripts.REMOVE_IDLE)

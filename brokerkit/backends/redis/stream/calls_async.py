@@ -38,6 +38,7 @@ class StreamScripts:
         self.nack: AsyncLua = AsyncLua(client, scripts.NACK)
         self.renew: AsyncLua = AsyncLua(client, lease_scripts.RENEW)
         self.purge: AsyncLua = AsyncLua(client, group_scripts.PURGE)
+        self.purge_step: AsyncLua = AsyncLua(client, group_scripts.PURGE_STEP)
         self.count_after: AsyncLua = AsyncLua(client, group_scripts.COUNT_AFTER)
         self.trim_age: AsyncLua = AsyncLua(client, group_scripts.TRIM_AGE)
         self.remove_idle: AsyncLua = AsyncLua(client, group_scripts.REMOVE_IDLE)

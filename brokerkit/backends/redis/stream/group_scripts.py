@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from brokerkit.backends.redis.stream.scripts import _CHECKS
 
-__all__ = ["COUNT_AFTER", "JOIN", "PURGE", "REMOVE_IDLE"]
+__all__ = ["COUNT_AFTER", "JOIN", "PURGE", "PURGE_STEP", "REMOVE_IDLE"]
 
 # KEYS: lease-length hash.  ARGV: group, this member's lease length in ms.
 # Raises the group's lease length to this member's; returns the group's.
@@ -24,44 +24,102 @@ return held
 """
 )
 
-# KEYS: stream, the topic's scheduled ZSET.  Returns how many entries were removed.
-# Drops every entry that no group holds, and the delayed publishes, and moves every
-# group past the end, so nothing waits any more while handed-out deliveries (and
-# delayed retries, pending in their group) can still be settled.
+# KEYS: stream, the topic's scheduled ZSET.  Returns {delayed publishes removed, cut}.
+# The first of a purge's calls (see :mod:`.purge_async`): drops the delayed publishes
+# and moves every group to the end, atomically (a DEL, as the documented ACL allows:
+# a set of very many delayed publishes takes as long to free); the cut is the
+# stream's last entry's id ('' when it has none), and PURGE_STEP calls then drop the
+# entries at or below it that no group holds.
 PURGE = r"""
 local key = KEYS[1]
 local scheduled = redis.call('ZCARD', KEYS[2])
 redis.call('DEL', KEYS[2])
-if redis.call('EXISTS', key) == 0 then return scheduled end
-local held = {}
-local any = false
+if redis.call('EXISTS', key) == 0 then return {scheduled, ''} end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then redis.call('XGROUP', 'SETID', key, g[i + 1], '$') end
+  end
+end
+local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+if #last == 0 then return {scheduled, ''} end
+return {scheduled, last[1][1]}
+"""
+
+# KEYS: stream.  ARGV: cursor, cut, most entries, most bytes read, most bytes trimmed.
+# Returns {entries removed, next cursor ('' once nothing at or below the cut is left)}.
+# One bounded step of a purge: removes entries at or below the cut that no group
+# holds now (a group's pending entries, its delayed retries among them, are asked of
+# every group in this call), never one above it. While the cursor is '-': whole
+# radix-tree nodes below the cut and below every entry held are dropped by an
+# approximate XTRIM MINID, reading only the first entry (its size, times the entries
+# trimmed, at most `most bytes trimmed`; at most `most` entries); once it drops nothing,
+# the next cursor is '0-0'. Otherwise up to `most` entries after the cursor (their ids kept,
+# the size of their fields counted up to about `most bytes read`) are read, each
+# group's pending entries in their id range asked (at most `most`: a group that has
+# more there ends the step at the last it named), and the unheld ones XDELed; the next
+# cursor is the last id handled.
+PURGE_STEP = r"""
+local key, cursor, cut = KEYS[1], ARGV[1], ARGV[2]
+local most, bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('EXISTS', key) == 0 then return {0, ''} end
+local function lower(a, b)  -- ids as text: their parts may not fit a Lua number
+  local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  local pa, pb = {string.sub(a, 1, da - 1), string.sub(a, da + 1)},
+    {string.sub(b, 1, db - 1), string.sub(b, db + 1)}
+  for i = 1, 2 do
+    if pa[i] ~= pb[i] then
+      if #pa[i] ~= #pb[i] then return #pa[i] < #pb[i] end
+      return pa[i] < pb[i]
+    end
+  end
+  return false
+end
+local groups = {}
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
   local name, pending
   for i = 1, #g, 2 do
     if g[i] == 'name' then name = g[i + 1] end
     if g[i] == 'pending' then pending = g[i + 1] end
   end
-  if pending > 0 then
-    for _, p in ipairs(redis.call('XPENDING', key, name, '-', '+', pending)) do
-      held[p[1]] = true
-      any = true
-    end
-  end
-  redis.call('XGROUP', 'SETID', key, name, '$')
+  if pending > 0 then groups[#groups + 1] = name end
 end
-if not any then return scheduled + redis.call('XTRIM', key, 'MAXLEN', 0) end
-local removed, from = scheduled, '-'
+if cursor == '-' then
+  local below = cut
+  for _, name in ipairs(groups) do
+    local first = redis.call('XPENDING', key, name, '-', cut, 1)
+    if #first > 0 and lower(first[1][1], below) then below = first[1][1] end
+  end
+  local size, front = 1, redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  for _, v in ipairs(front[1] and front[1][2] or {}) do size = size + #v end
+  local limit = math.max(1, math.min(most, math.floor(tonumber(ARGV[5]) / size)))
+  local removed = redis.call('XTRIM', key, 'MINID', '~', below, 'LIMIT', limit)
+  if removed > 0 then return {removed, '-'} end
+  return {0, '0-0'}
+end
+local ids, size, from, want = {}, 0, '(' .. cursor, 1
 while true do
-  local batch = redis.call('XRANGE', key, from, '+', 'COUNT', 500)
-  if #batch == 0 then break end
+  local batch = redis.call('XRANGE', key, from, cut, 'COUNT', want)
   for _, e in ipairs(batch) do
-    if not held[e[1]] then
-      removed = removed + redis.call('XDEL', key, e[1])
-    end
+    ids[#ids + 1] = e[1]
+    for _, v in ipairs(e[2]) do size = size + #v end
   end
+  if #batch < want or #ids >= most or size >= bytes then break end
   from = '(' .. batch[#batch][1]
+  want = math.min(16, most - #ids, math.max(1, math.floor((bytes - size) * #ids / size)))
 end
-return removed
+if #ids == 0 then return {0, ''} end
+local last, held = ids[#ids], {}
+for _, name in ipairs(groups) do
+  local pending = redis.call('XPENDING', key, name, ids[1], last, most)
+  for _, p in ipairs(pending) do held[p[1]] = true end
+  if #pending == most and lower(pending[most][1], last) then last = pending[most][1] end
+end
+local gone = {}
+for _, id in ipairs(ids) do
+  if not held[id] and not lower(last, id) then gone[#gone + 1] = id end
+end
+if #gone == 0 then return {0, last} end
+return {redis.call('XDEL', key, unpack(gone)), last}
 """
 
 # KEYS: stream.  ARGV: after id, limit.  Returns how many entries come after it,

@@ -1,0 +1,51 @@
+"""``purge`` on redis+stream: one short script call after another, none of which holds
+Redis for long however long the stream is or however many entries are held (the
+scripts: :data:`.group_scripts.PURGE` and :data:`.group_scripts.PURGE_STEP`)."""
+
+from __future__ import annotations
+
+from brokerkit.backends.redis.stream.calls_async import StreamScripts
+from brokerkit.backends.redis.stream.scripts import text
+
+__all__ = ["STEP_BYTES", "STEP_ENTRIES", "STEP_FREED", "purge_stream"]
+
+#: The entries one step reads (or trims, whole radix-tree nodes of them) at most.
+STEP_ENTRIES = 256
+#: The bytes of fields a step copies into the script, about (at least one entry).
+STEP_BYTES = 256 << 10
+#: The bytes a step that trims frees, about (estimated from the first entry's size;
+#: at least one entry): freeing costs less than copying.
+STEP_FREED = 1 << 20
+
+
+async def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
+    """Drop the delayed publishes of the stream at ``key`` and every entry no group
+    holds; return how many were removed (delayed publishes and entries).
+
+    The first call, atomic, drops the delayed publishes, moves every group past the
+    stream's last entry (the *cut*: what it holds is delivered to nobody any more) and
+    notes that entry's id. Each further call takes at most :data:`STEP_ENTRIES` entries
+    at or below the cut: while nothing held comes before them, it trims whole nodes of
+    them reading none (about :data:`STEP_FREED` freed); after that it reads them
+    (about :data:`STEP_BYTES` of their fields), asks every group which of them it
+    holds, and deletes the others. So, as the purge is no longer one call:
+
+    * an entry published meanwhile is above the cut: never touched, and delivered;
+    * a delivery handed out (pending in its group, as a delayed retry is too) is kept
+      and can still be acked or nacked; one settled meanwhile may stay behind, if it
+      was held when its step passed (a later purge removes it);
+    * a group made meanwhile from the start of the stream, or moved back, may read
+      entries at or below the cut before their step: those it holds by then are kept,
+      the rest are deleted under it;
+    * two purges at once each remove what they find, each entry counted once; a stream
+      deleted meanwhile ends the purge with what was counted so far;
+    * a purge cut short (a lost connection raises) leaves what its steps had not reached:
+      purging again finishes it.
+    """
+    scheduled, cut = await scripts.purge(keys=[key, scheduled_key])
+    removed, cut, cursor = int(scheduled), text(cut), "-"
+    while cut and cursor:
+        step = [cursor, cut, STEP_ENTRIES, STEP_BYTES, STEP_FREED]
+        gone, last = await scripts.purge_step(keys=[key], args=step)
+        removed, cursor = removed + int(gone), text(last)
+    return removed
