@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any
 
 import pytest
 import redis
@@ -21,6 +20,7 @@ import brokerkit
 from brokerkit.backends.redis.list import RedisListBroker, upkeep
 from brokerkit.backends.redis.list.upkeep_calls import RESCUE_LIMIT
 from tests.redis_server import RedisServer
+from tests.script_monitor import ScriptMonitor
 
 pytestmark = pytest.mark.redis_list
 
@@ -65,38 +65,6 @@ def _calls_until_done(broker: RedisListBroker, most: int) -> int:
         if visited < RESCUE_LIMIT:
             return total
     raise AssertionError("the rescue never finished: it reports more to do at every call")
-
-
-class _ScriptReads:
-    """The commands scripts ran while it was open, as (name, first key) (MONITOR:
-    their source is 'lua')."""
-
-    def __init__(self, client: redis.Redis, whole: bool = False) -> None:
-        self._client = client
-        self._whole = whole  # every argument, not only the first key
-        self.commands: list[tuple[str, ...]] = []
-
-    def __enter__(self) -> _ScriptReads:
-        self._monitor: Any = self._client.monitor().__enter__()
-        self._done = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        return self
-
-    def _read(self) -> None:
-        while True:
-            command = self._monitor.next_command()
-            if command["command"] == "ECHO review33-done":
-                return
-            if command.get("client_type") == "lua":
-                name, *rest = command["command"].split(" ")
-                self.commands.append((name.upper(), *(rest if self._whole else rest[:1])))
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.echo("review33-done")
-        self._reader.join(timeout=60)
-        assert not self._reader.is_alive()
-        self._monitor.__exit__(None, None, None)
 
 
 def test_a_huge_group_over_a_big_hash_is_rescued_in_a_bounded_many_calls(
@@ -149,7 +117,7 @@ def test_a_dead_consumers_big_hash_is_never_read_whole_in_a_script(
         if dead_letter_key == "string":
             # the rescue first checks whether it would dead-letter (max_deliveries 1)
             client.set(keys.dead_letters, "another program's")
-        with _ScriptReads(client) as reads:
+        with ScriptMonitor(client, arguments=1) as reads:
             broker._rescue(broker._topic("t"), "", None)
         whole = {(name, keys.leases("old")) for name in ("HKEYS", "HGETALL", "HVALS")}
         assert whole.isdisjoint(reads.commands)

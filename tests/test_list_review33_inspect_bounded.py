@@ -13,7 +13,6 @@ delivery as many commands (issue 18 wants every bookkeeping call under 5 ms with
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ import brokerkit
 from brokerkit.backends.redis.list import RedisListBroker, upkeep_calls
 from brokerkit.backends.redis.list.plan import batch_runs
 from tests.redis_server import RedisServer
+from tests.script_monitor import ScriptMonitor
 
 pytestmark = pytest.mark.redis_list
 
@@ -32,43 +32,6 @@ INSPECT_LEASES: int = getattr(upkeep_calls, "INSPECT_LEASES", 500)
 #: The commands an INSPECT call may run: two for each name it is given, and a few
 #: more for the topic as a whole and each consumer it lists.
 MOST = 2 * INSPECT_LEASES + 40
-
-
-class _ScriptCalls:
-    """The commands each script call ran while it was open (MONITOR: a script's
-    commands come one after the other, with nothing between them; the call's own
-    EVALSHA, from the client, stands apart)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self.calls: list[list[tuple[str, ...]]] = []
-
-    def __enter__(self) -> _ScriptCalls:
-        self._monitor: Any = self._client.monitor().__enter__()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        return self
-
-    def _read(self) -> None:
-        apart = True
-        while True:
-            command = self._monitor.next_command()
-            if command["command"] == "ECHO review33-inspect-done":
-                return
-            if command.get("client_type") != "lua":
-                apart = True
-                continue
-            if apart:
-                self.calls.append([])
-                apart = False
-            name, *rest = command["command"].split(" ")
-            self.calls[-1].append((name.upper(), *rest[:1]))
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.echo("review33-inspect-done")
-        self._reader.join(timeout=120)
-        assert not self._reader.is_alive()
-        self._monitor.__exit__(None, None, None)
 
 
 def _fetch(broker: RedisListBroker, consumer: str, nonce: str, count: int) -> list[str]:
@@ -92,7 +55,7 @@ def _extend(broker: RedisListBroker, receipts: list[str]) -> None:
 def _checked(client: redis.Redis, broker: RedisListBroker) -> Any:
     """inspect("t"), every script call it made bounded, none reading ``expiry`` whole."""
     expiry = broker._topic("t").keys.expiry
-    with _ScriptCalls(client) as seen:
+    with ScriptMonitor(client, arguments=1) as seen:
         info = broker.inspect("t")
     assert seen.calls
     for call in seen.calls:
@@ -181,7 +144,7 @@ def test_inspect_sums_its_calls_and_lists_each_consumer_an_earlier_call_counted(
         client.zadd(keys.consumers, {"c1": 2**50})
         client.hset(keys.leases("old"), "old-1:old", b"1000:an earlier version's")
         client.hset(keys.expiry, "old-1:old", 2**50)  # its deadline alone
-        with _ScriptCalls(client) as seen:
+        with ScriptMonitor(client, arguments=1) as seen:
             info = broker.inspect("t")
         assert len(seen.calls) == 3  # 5 + 2 + 1 names, 3 a call
         assert info.in_flight == 5 * 3 + 3 + 1

@@ -12,9 +12,7 @@ commands (MONITOR), not durations."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from typing import Any
 
 import pytest
 import redis
@@ -22,40 +20,12 @@ import redis
 import brokerkit
 from brokerkit.backends.redis.list import RedisListBroker
 from tests.redis_server import RedisServer
+from tests.script_monitor import ScriptMonitor
 
 pytestmark = pytest.mark.redis_list
 
 LEASES = 150  # more than a script matches itself (100)
 LIVE = 2**50
-
-
-class _ScriptReads:
-    """The commands scripts ran while it was open, as (name, first key)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self.commands: list[tuple[str, ...]] = []
-
-    def __enter__(self) -> _ScriptReads:
-        self._monitor: Any = self._client.monitor().__enter__()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        return self
-
-    def _read(self) -> None:
-        while True:
-            command = self._monitor.next_command()
-            if command["command"] == "ECHO review33-orphans-done":
-                return
-            if command.get("client_type") == "lua":
-                name, *rest = command["command"].split(" ")
-                self.commands.append((name.upper(), *rest[:1]))
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.echo("review33-orphans-done")
-        self._reader.join(timeout=60)
-        assert not self._reader.is_alive()
-        self._monitor.__exit__(None, None, None)
 
 
 def _earlier_version(client: redis.Redis, broker: RedisListBroker, consumer: str) -> list[bytes]:
@@ -82,7 +52,7 @@ def _earlier_version(client: redis.Redis, broker: RedisListBroker, consumer: str
     return orphans
 
 
-def _no_whole_hash(reads: _ScriptReads, leases: str) -> None:
+def _no_whole_hash(reads: ScriptMonitor, leases: str) -> None:
     """No script read every body of the hash (its names, a rescue lists)."""
     whole = {(name, leases) for name in ("HGETALL", "HVALS")}
     assert whole.isdisjoint(reads.commands)
@@ -97,7 +67,7 @@ def test_a_dead_consumers_orphans_beside_a_big_hash_are_matched_outside_the_scri
         keys = broker._topic("t").keys
         orphans = _earlier_version(client, broker, "old")
         client.zadd(keys.consumers, {"old": 1})  # its heartbeat stopped long ago
-        with _ScriptReads(client) as reads:
+        with ScriptMonitor(client, arguments=1) as reads:
             broker.rescue("t")
         _no_whole_hash(reads, keys.leases("old"))
         # every lease once, and the two orphans: nothing lost, nothing twice
@@ -117,7 +87,7 @@ def test_a_live_consumers_orphans_beside_a_big_hash_are_matched_outside_the_scri
         keys = broker._topic("t").keys
         orphans = _earlier_version(client, broker, "me")
         client.zadd(keys.consumers, {"me": LIVE})
-        with _ScriptReads(client) as reads:
+        with ScriptMonitor(client, arguments=1) as reads:
             reply = broker._rescue(broker._topic("t"), "me", None)
         _no_whole_hash(reads, keys.leases("me"))
         assert reply[2] == 2  # orphans handed back

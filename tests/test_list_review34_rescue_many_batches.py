@@ -10,11 +10,9 @@ And across calls the batches came back in the hash's order, not the oldest last.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
-import redis
 
 import brokerkit
 from brokerkit.backends.redis import _envelope
@@ -23,6 +21,7 @@ from brokerkit.backends.redis.list.replies import unwrap
 from brokerkit.backends.redis.list.upkeep_calls import RESCUE_LEASES, RESCUE_LIMIT, rescue_once
 from tests.redis_cluster import RedisClusterSet
 from tests.redis_server import RedisServer
+from tests.script_monitor import ScriptMonitor
 
 pytestmark = pytest.mark.redis_list
 
@@ -93,36 +92,6 @@ class _Calls:
         return self.script(keys=keys, args=args, client=client)
 
 
-class _ScriptCommands:
-    """The commands scripts ran while it was open (MONITOR: their source is 'lua'),
-    as (name, first key)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self.commands: list[tuple[str, ...]] = []
-
-    def __enter__(self) -> _ScriptCommands:
-        self._monitor: Any = self._client.monitor().__enter__()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        return self
-
-    def _read(self) -> None:
-        while True:
-            command = self._monitor.next_command()
-            if command["command"] == "ECHO review34-done":
-                return
-            if command.get("client_type") == "lua":
-                name, *rest = command["command"].split(" ")
-                self.commands.append((name.upper(), *rest[:1]))
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.echo("review34-done")
-        self._reader.join(timeout=120)
-        assert not self._reader.is_alive()
-        self._monitor.__exit__(None, None, None)
-
-
 def test_each_call_is_bounded_by_its_budget_not_by_the_batches_held(
     redis_server: RedisServer,
 ) -> None:
@@ -140,7 +109,7 @@ def test_each_call_is_bounded_by_its_budget_not_by_the_batches_held(
             assert isinstance(rescuer, RedisListBroker)
             keys = rescuer._topic("t").keys
             calls = _Calls(rescuer._scripts["RESCUE"])
-            with _ScriptCommands(client) as seen:
+            with ScriptMonitor(client, arguments=1) as seen:
                 assert _until_done(rescuer, 3 * count // RESCUE_LEASES, calls) == count
             # only once it holds no more than a call's budget (RESCUE_LEASES) is its
             # fetches hash listed in a script: the last call's

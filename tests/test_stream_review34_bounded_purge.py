@@ -12,7 +12,6 @@ MAXLEN 0 (a million entries of 100 B: 6 ms; 100,000 of 10 KB: 72 ms). Counted co
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +21,7 @@ import redis
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from tests.redis_server import RedisServer
+from tests.script_monitor import ScriptMonitor
 
 #: The entries one purge call may read, ask the groups about or delete at most.
 BOUND = 256
@@ -29,47 +29,11 @@ BOUND = 256
 ENTRIES = 3 * BOUND + 40
 
 
-class _ScriptCalls:
-    """The commands each script call ran (MONITOR: a script's commands come one after
-    the other, with nothing between them), as argument lists."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self.calls: list[list[list[str]]] = []
-
-    def __enter__(self) -> _ScriptCalls:
-        self._monitor: Any = self._client.monitor().__enter__()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        return self
-
-    def _read(self) -> None:
-        apart = True
-        while True:
-            command = self._monitor.next_command()
-            if command["command"] == "ECHO review34-purge-done":
-                return
-            if command.get("client_type") != "lua":
-                apart = True
-                continue
-            if apart:
-                self.calls.append([])
-                apart = False
-            name, *rest = command["command"].split(" ")
-            self.calls[-1].append([name.upper(), *rest])
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.echo("review34-purge-done")
-        self._reader.join(timeout=120)
-        assert not self._reader.is_alive()
-        self._monitor.__exit__(None, None, None)
-
-
-def _count(args: list[str]) -> int:
+def _count(args: tuple[str, ...]) -> int:
     return int(args[args.index("COUNT") + 1]) if "COUNT" in args else int(args[-1])
 
 
-def _check_bounded(calls: list[list[list[str]]]) -> None:
+def _check_bounded(calls: list[list[tuple[str, ...]]]) -> None:
     """No call reads more than BOUND entries (XRANGE COUNTs summed), asks a group about
     more (XPENDING's count), deletes more (XDEL's ids), or trims without a LIMIT."""
     assert len(calls) > 3, f"one call did the whole purge: {len(calls)} script calls"
@@ -130,7 +94,7 @@ def test_a_purge_with_entries_held_runs_bounded_calls_and_keeps_its_promise(
             return steps(*args, **kwargs)
 
         monkeypatch.setattr(broker._scripts, "purge_step", step, raising=False)  # (before: none)
-        with _ScriptCalls(client) as calls:
+        with ScriptMonitor(client) as calls:
             removed = broker.purge("t")
         _check_bounded(calls.calls)
 
@@ -158,7 +122,7 @@ def test_a_purge_with_nothing_held_trims_in_bounded_calls(server: RedisServer) -
         key = broker.stream_key("t")
         subscription = broker.subscribe("t", group="g")
         _fill(client, key, 4 * ENTRIES)
-        with _ScriptCalls(client) as calls:
+        with ScriptMonitor(client) as calls:
             assert broker.purge("t") == 4 * ENTRIES
         _check_bounded(calls.calls)
         assert client.xlen(key) == 0
@@ -178,7 +142,7 @@ def test_the_asyncio_broker_purges_in_bounded_calls(server: RedisServer) -> None
             _fill(client, key, ENTRIES)
             held = await subscription.receive(timeout=5)
             assert held is not None
-            with _ScriptCalls(client) as calls:
+            with ScriptMonitor(client) as calls:
                 assert await broker.purge("t") == ENTRIES - 1
             _check_bounded(calls.calls)
             await held.ack()
@@ -233,7 +197,7 @@ def test_entries_held_by_two_groups_deep_in_the_stream_are_all_that_stays(
             delivery = subscription.receive(timeout=5)
             assert delivery is not None
             held.append(delivery)
-        with _ScriptCalls(client) as calls:
+        with ScriptMonitor(client) as calls:
             assert broker.purge("t") == 4 * ENTRIES - 2
         _check_bounded(calls.calls)
         assert any(c[0] == "XTRIM" for commands in calls.calls for c in commands)
