@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import brokerkit
@@ -39,6 +39,8 @@ receipt = st.builds(
 )
 
 
+@example(["a-1:C", "a-2:C", "a-3:C", "b-1:C"], 2, 1)  # a batch cut by the receipts' bound
+@example(["a-0:C"] * 5 + ["a-0:D"], 2, 1)
 @given(st.lists(receipt, max_size=60), st.integers(1, 9), st.integers(1, 5))
 def test_calls_cover_the_receipts_in_order_within_both_bounds(
     receipts: list[str], most: int, batches: int

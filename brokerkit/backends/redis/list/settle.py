@@ -325,9 +325,9 @@ def call_cuts(receipts: Sequence[str], most: int, batches: int) -> list[tuple[in
     cuts: list[tuple[int, int]] = []
     start, runs, prefix, suffix = 0, 0, "", ""
     for index, receipt in enumerate(receipts):
-        if index - start == most:
+        if index - start == most:  # (the rest of a batch cut here is a run of the next)
             cuts.append((start, index))
-            start, runs = index, 0
+            start, runs, prefix = index, 0, ""
         # (a receipt without a nonce, an earlier version's, is a run of its own)
         if not (prefix and receipt.startswith(prefix) and receipt.endswith(suffix)):
             colon = receipt.find(":")
