@@ -12,14 +12,18 @@ from brokerkit.backends.redis.list.upkeep_check import WOULD_DEAD_LETTER
 __all__ = ["INSPECT", "PURGE", "RESCUE"]
 
 
-#: ARGV[7] at most this many lease groups and this many dead consumers per call;
+#: ARGV[7] at most this many dead consumers and held messages per call;
 #: ARGV[8] a live consumer whose orphans to hand back too ("" : none); ARGV[9] at
 #: most this many leases looked at per call (a group or a dead consumer's leases
 #: past it are left for the next call: a due group is split, a dead consumer stays
-#: registered as dead until its batches and lease hash are gone); ARGV[10] n and
-#: ARGV[11 .. 10 + 2n] n pairs {dead consumer, nonce}: the batches of dead consumers
-#: the call may look at, their keys declared (a bounded part, see batches_of); then,
-#: from ARGV[A] (A = 11 + 2n): ARGV[A] a consumer whose lease hash the caller read,
+#: registered as dead until its batches and lease hash are gone); ARGV[10] the server
+#: ms the caller read the due lease groups at ("": now): the call takes the latest
+#: ARGV[9] groups due by then, newest first, each costing at least one of the budget,
+#: so that over the calls the oldest end up next out (a group due later is left for the
+#: next call, as one not declared is); ARGV[11] n and ARGV[12 .. 11 + 2n] n pairs
+#: {dead consumer, nonce}: the batches of dead consumers the call may look at, their
+#: keys declared (a bounded part, see batches_of); then, from ARGV[A] (A = 12 + 2n):
+#: ARGV[A] a consumer whose lease hash the caller read,
 #: being too big for a script to read (see unfold), ARGV[A + 1] a lease group of its to
 #: unfold or "", ARGV[A + 2] the index that group is cut at, and ARGV[A + 3...] the
 #: names of the fields to look at (none of these: the call reads no hash of more than
@@ -39,9 +43,9 @@ RESCUE = with_preamble(
 local t = now_ms()
 local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
 local moved, more = 0, false
--- ARGV[10] n, then n {consumer, nonce} (see batches_of); what the caller read follows
-local PAIRS = math.max(math.floor(tonumber(ARGV[10] or '') or 0), 0)
-local AT = 11 + 2 * PAIRS
+-- ARGV[11] n, then n {consumer, nonce} (see batches_of); what the caller read follows
+local PAIRS = math.max(math.floor(tonumber(ARGV[11] or '') or 0), 0)
+local AT = 12 + 2 * PAIRS
 local GIVEN_OF, GIVEN_GROUP = ARGV[AT] or '', ARGV[AT + 1] or ''
 local GIVEN_CUT, GIVEN = tonumber(ARGV[AT + 2] or ''), {unpack(ARGV, AT + 3)}
 -- or GIVEN_GROUP 'orphans': the orphans of consumer GIVEN_OF (see orphans), ARGV[AT + 2...]
@@ -51,7 +55,13 @@ local function given_orphans(C)
   return nil
 end
 local UNREAD = false  -- {C, group}: the first lease hash too big to read here
-local scored = redis.call('ZRANGEBYSCORE', DEADLINES, '-inf', t, 'WITHSCORES', 'LIMIT', 0, limit)
+-- The latest `budget` lease groups due by the time the caller read them (ARGV[10]),
+-- latest first: a call takes no more (each costs at least one of the budget), and
+-- taking the latest first leaves the oldest next out over the calls too.
+local WINDOW = math.max(budget, 0)
+local bound = math.min(tonumber(ARGV[10] or '') or t, t)
+local scored = redis.call('ZRANGE', DEADLINES, bound, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, WINDOW,
+  'WITHSCORES')
 local due, scores = {}, {}
 for i = 1, #scored, 2 do
   due[#due + 1], scores[#scores + 1] = scored[i], scored[i + 1]
@@ -65,14 +75,14 @@ local function known_group(g)
       or DECLARED[BATCH_PREFIX .. string.sub(g, 1, dash) .. string.sub(g, colon)]))
 end
 -- The nonces of dead consumer C's batches this call may look at: those the caller
--- declared for it (ARGV[11...], a pair a batch: a bounded part of them, the newest
+-- declared for it (ARGV[12...], a pair a batch: a bounded part of them, the newest
 -- first, so that the oldest are handed back last), none when it holds no batch, or nil
 -- when it holds some of which none is declared (the caller did not know it dead: it is
 -- named in the reply, for the caller to declare a part in a call of its own), or it is
 -- not declared at all. No call lists a fetches hash: what is left is counted (HLEN).
 -- Decided once a call: would_dead_letter and the hand-back walk the same nonces.
 local GIVEN_BATCHES, BATCHES, PAIRED = {}, {}, {}
-for i = 11, AT - 2, 2 do
+for i = 12, AT - 2, 2 do
   local C, nonce = ARGV[i], ARGV[i + 1]
   local batch = BATCH_PREFIX .. nonce .. ':' .. C
   if DECLARED[batch] and not PAIRED[batch] then  -- a batch given twice is walked once
@@ -150,7 +160,8 @@ end
 -- below them, to its next call (ARGV[A...]). Returns how many members it wrote (0 for
 -- a hash left to the caller), or nil when g is no such group.
 local UNFOLD_OVER, UNFOLD_READ = 4, 4000
-local function unfold(g, score, most)
+-- Whether unfold takes g: its parts, its consumer, lease hash and how many that holds
+local function unfolds(g)
   local nonce, first, n, tail = group_parts(g)
   if not nonce then return nil end
   local C = string.sub(tail, 2)
@@ -158,6 +169,11 @@ local function unfold(g, score, most)
   local leases = leases_of(C)
   local held = redis.call('HLEN', leases)
   if held == 0 or n <= UNFOLD_OVER * held then return nil end
+  return nonce, first, n, tail, C, leases, held
+end
+local function unfold(g, score, most)
+  local nonce, first, n, tail, C, leases, held = unfolds(g)
+  if not nonce then return nil end
   local names, cut = GIVEN, first  -- the members are the leases from index cut on
   if GIVEN_OF ~= C or GIVEN_GROUP ~= g then
     if held > UNFOLD_READ then
@@ -234,14 +250,16 @@ end
     + r"""
 if MAX > 0 and not dead_letters_ok() and would_dead_letter() then return refuse_dead_letters() end
 local wrote = false  -- whether this call wrote anything yet (see the backstop below)
-for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
+if #due >= WINDOW then more = true end  -- a full window: more may be due
+for i = 1, #due do  -- latest first: the earliest ends up next out
   if budget <= 0 then more = true; break end
-  wrote = wrote or known_group(due[i])
-  local unfolded = known_group(due[i]) and unfold(due[i], scores[i], budget)
+  local known = known_group(due[i])
+  wrote = wrote or known
+  local unfolded = known and unfold(due[i], scores[i], budget)
   if unfolded then
     more = true
     budget = budget - math.max(unfolded, 1)
-  elseif known_group(due[i]) then
+  elseif known then
   local group = due[i]
   local size, skip = group_size(group), 0
   if size > budget then
@@ -257,8 +275,8 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
     end
   end
   local receipts, from = group_receipts(due[i], skip, size - 1), 1
-  budget = budget - #receipts
-  local earliest
+  budget = budget - math.max(#receipts, 1)  -- a group costs one, naming no lease too
+  local earliest, removed
   -- a group is one batch's (or an earlier version's): its flags are read once, and
   -- what expired is handed back with one write of them (a group naming no lease, none)
   local nonce, C
@@ -291,6 +309,8 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
       end
     end
     if #back > 0 then set_flags(C, nonce, marks, #back) end
+    -- (the batch gone, set_flags took its whole group out of DEADLINES)
+    removed = FLAGS[name] == false and group == nonce .. '0+' .. #flags .. ':' .. C
   else
     for j = #receipts, from, -1 do
       local v, kind = lease_of(receipts[j])
@@ -310,7 +330,7 @@ for i = #due, 1, -1 do  -- latest first: the earliest ends up next out
   end
   if earliest then
     redis.call('ZADD', DEADLINES, earliest, group)
-  else
+  elseif not removed then
     redis.call('ZREM', DEADLINES, group)
   end
   end

@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 
-#: A rescue call visits at most this many lease groups and dead consumers.
+#: A rescue call visits at most this many dead consumers (and lease groups: no more
+#: than RESCUE_LEASES, see RESCUE); a call reports it visited this many when more may be
+#: left to do.
 RESCUE_LIMIT = 1000
 #: A rescue call looks at most at this many leases; the rest wait for the next call,
 #: which a consumer's maintenance makes right after it. Measured on a private Redis
@@ -60,13 +62,14 @@ async def rescue_once(
     client: Any, run: AsyncLua, plan: TopicPlan, own: str, reader: AsyncReader | None = None
 ) -> list[Any]:
     """One RESCUE call (``run``) on ``client``: first which consumers and batches it
-    may visit (the lease groups due first, the heartbeats ending first, and ``own``), so
-    that their keys are declared; a dead consumer's batches are listed, and a bounded
-    part of them declared (see :func:`_newest_batches`), in a second call when the first
-    names it, and so is a lease hash too big for the script to read (see RESCUE's
-    unfold): read here, outside any script (HKEYS of 10,000 short fields: 0.7 ms of
-    server time, a script's own read 1.6 ms), the second call given the part of it to
-    look at. The reply's first six values (see RESCUE).
+    may visit (the latest RESCUE_LEASES lease groups due, see :func:`_due_groups`; the
+    heartbeats ending first, and ``own``), so that their keys are declared; a bounded
+    part of the batches of those whose heartbeat ended is declared too (see
+    :func:`_newest_batches`). A dead consumer the call did not know of is listed so in a
+    second call when the first names it, and so is a lease hash too big for the script
+    to read (see RESCUE's unfold): read here, outside any script (HKEYS of 10,000 short
+    fields: 0.7 ms of server time, a script's own read 1.6 ms), the second call given
+    the part of it to look at. The reply's first six values (see RESCUE).
 
     With a consumer's ``reader`` (its maintenance, before its first fetch and as leases
     fall due) the calls go on the consumer's connection, as its fetches do: through the
@@ -75,20 +78,21 @@ async def rescue_once(
     on a private Redis 7.0."""
     keys = plan.keys
     held = reader if reader is not None and reader.pooled else None
-    groups, consumers = await _read(
-        client,
-        held,
-        ("ZRANGE", keys.deadlines, 0, RESCUE_LIMIT - 1),
-        ("ZRANGE", keys.consumers, 0, RESCUE_LIMIT - 1),
-    )
-    batches = [_name(g) for g in groups]
-    names = [consumer_of(g) for g in batches] + [_name(c) for c in consumers]
+    now, batches, consumers, ended = await _due_groups(client, held, plan)
+    names = [consumer_of(g) for g in batches] + consumers
     if own:
         names.append(own)
-    args = [*plan.common, RESCUE_LIMIT, own, RESCUE_LEASES]
+    args = [*plan.common, RESCUE_LIMIT, own, RESCUE_LEASES, now]
     on: Any = None if held is None else AsyncHeldClient(held)
     declared = plan.keys_for(names, batches)
-    reply: list[Any] = await run(keys=_wire(declared), args=[*args, 0], client=on)
+    # the dead consumers' batches are given to this first call (as the script visits
+    # them), not found unknown by it and given to a second
+    first = await _newest_batches(client, held, plan, ended) if ended else []
+    parts = _wire([part for pair in first for part in pair])
+    ended_lists = [keys.batch(nonce, c) for c, nonce in first]
+    reply: list[Any] = await run(
+        keys=_wire([*declared, *ended_lists]), args=[*args, len(first), *parts], client=on
+    )
     if reply[6] or (len(reply) > 7 and reply[7]):
         dead = [_name(c) for c in reply[6]]
         unread = [_name(part) for part in reply[7]] if len(reply) > 7 and reply[7] else []
@@ -112,6 +116,56 @@ async def rescue_once(
             again[index] += reply[index]
         reply = again
     return reply[:6]
+
+
+async def _due_groups(
+    client: Any, reader: AsyncReader | None, plan: TopicPlan
+) -> tuple[int, list[str], list[str], list[str]]:
+    """(the server's time in ms, the latest RESCUE_LEASES lease groups due by then,
+    the first RESCUE_LIMIT consumers by heartbeat deadline, those of them whose
+    heartbeat ended by then): what RESCUE may visit, given that time (see its ARGV[10]).
+    The first RESCUE_LEASES groups are read with the time; only when each of those is
+    due (a backlog) are the latest due read apart, in a second round trip. (Before, the
+    first RESCUE_LIMIT groups were read and declared, and a call took the latest
+    RESCUE_LEASES of those: with more due, each next call took the ones above, the
+    later deliveries ending up next out.)"""
+    keys = plan.keys
+    first, consumers, time = await _read(
+        client,
+        reader,
+        ("ZRANGE", keys.deadlines, 0, RESCUE_LEASES - 1, "WITHSCORES"),
+        ("ZRANGE", keys.consumers, 0, RESCUE_LIMIT - 1, "WITHSCORES"),
+        ("TIME",),
+    )
+    now = int(time[0]) * 1000 + int(time[1]) // 1000
+    beats = [(_name(c), score) for c, score in _scored(consumers)]
+    scored = _scored(first)
+    due = [member for member, score in scored if score <= now]
+    if len(due) == RESCUE_LEASES:
+        latest = (
+            "ZRANGE",
+            keys.deadlines,
+            now,
+            "-inf",
+            "BYSCORE",
+            "REV",
+            "LIMIT",
+            0,
+            RESCUE_LEASES,
+        )
+        (due,) = await _read(client, reader, latest)
+    else:
+        due.reverse()
+    ended = [c for c, score in beats if score <= now]
+    return now, [_name(g) for g in due], [c for c, _ in beats], ended
+
+
+def _scored(reply: list[Any]) -> list[tuple[Any, float]]:
+    """A ``ZRANGE ... WITHSCORES`` reply as (member, score) pairs: flat (RESP2, no
+    callback) or in pairs (RESP3, or a client's callback)."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(member, float(score)) for member, score in reply]
+    return [(reply[i], float(reply[i + 1])) for i in range(0, len(reply), 2)]
 
 
 #: The batches of dead consumers that rescues listed, oldest first, by the client and

@@ -10,10 +10,12 @@ __all__ = ["WOULD_DEAD_LETTER"]
 
 WOULD_DEAD_LETTER = r"""
 -- Whether this call would dead-letter a delivery it hands back (at max_deliveries):
--- read before anything is written (see dead_letters_ok), over the latest `budget`
--- receipts of every due group (all this call may look at) and the latest `budget`
--- deliveries of the dead consumers of the call, taken as the call takes them (what the
--- budget leaves is checked by the next call: no read of every batch whole). The walk
+-- read before anything is written (see dead_letters_ok), over the due groups as the
+-- call walks them (latest first, each group's latest receipts, spending the budget as
+-- the hand-back does or less: a group unfold takes costs one, none of it handed back)
+-- and the latest `budget` deliveries of the dead consumers of the call, taken as the
+-- call takes them (what the budget leaves is checked by the next call: no read of
+-- every batch whole). The walk
 -- over the dead consumers spends no more than the hand-back will have spent when it
 -- gets there, so it looks at least at what that takes: a batch or lease record a due
 -- receipt names (the due groups may delete it for one unit of budget) costs it none.
@@ -22,10 +24,16 @@ WOULD_DEAD_LETTER = r"""
 -- the walk did not reach, its backstop checks before writing (see RESCUE).
 local function would_dead_letter()
   local touched = {}  -- batches and receipts the due groups may hand back
+  local room = budget
   for _, group in ipairs(due) do
-    if known_group(group) then
+    if room <= 0 then break end
+    if known_group(group) and unfolds(group) then
+      room = room - 1
+    elseif known_group(group) then
       local size = group_size(group)
-      for _, r in ipairs(group_receipts(group, math.max(size - budget, 0), size - 1)) do
+      local receipts = group_receipts(group, math.max(size - room, 0), size - 1)
+      room = room - math.max(#receipts, 1)
+      for _, r in ipairs(receipts) do
         local nonce, C, i = batch_of(r)
         touched[r] = true
         if nonce then touched[nonce .. ':' .. C] = true end
