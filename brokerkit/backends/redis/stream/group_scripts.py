@@ -45,19 +45,21 @@ if #last == 0 then return {scheduled, ''} end
 return {scheduled, last[1][1]}
 """
 
-# KEYS: stream.  ARGV: cursor, cut, most entries, most bytes read, most bytes trimmed.
+# KEYS: stream.  ARGV: cursor, cut, most entries, most bytes.
 # Returns {entries removed, next cursor ('' once nothing at or below the cut is left)}.
 # One bounded step of a purge: removes entries at or below the cut that no group
 # holds now (a group's pending entries, its delayed retries among them, are asked of
-# every group in this call), never one above it. While the cursor is '-': whole
-# radix-tree nodes below the cut and below every entry held are dropped by an
-# approximate XTRIM MINID, reading only the first entry (its size, times the entries
-# trimmed, at most `most bytes trimmed`; at most `most` entries); once it drops nothing,
-# the next cursor is '0-0'. Otherwise up to `most` entries after the cursor (their ids kept,
-# the size of their fields counted up to about `most bytes read`) are read, each
-# group's pending entries in their id range asked (at most `most`: a group that has
-# more there ends the step at the last it named), and the unheld ones XDELed; the next
-# cursor is the last id handled.
+# every group in this call), never one above it. It reads entries one an XRANGE (the
+# size of the next is unknown until it is read), at most `most` of them, and stops
+# once their fields come to `most bytes`: so it copies at most that, plus the one
+# entry that crosses it, whatever their sizes; it removes only entries it read.
+# While the cursor is '-', the entries read are the stream's first, below the cut
+# and below every entry held: an approximate XTRIM MINID just above the last of them
+# drops the whole radix-tree nodes they fill, an XDEL the rest; once none is left
+# there, the next cursor is '0-0'. Otherwise the entries read come after the cursor,
+# each group's pending entries in their id range are asked (at most `most`: a group
+# that has more there ends the step at the last it named), and the unheld ones
+# XDELed; the next cursor is the last id handled.
 PURGE_STEP = r"""
 local key, cursor, cut = KEYS[1], ARGV[1], ARGV[2]
 local most, bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -74,6 +76,29 @@ local function lower(a, b)  -- ids as text: their parts may not fit a Lua number
   end
   return false
 end
+local function above(id)  -- the least id above id (one that is below another)
+  local function plus(n)
+    local i = #n
+    while i > 0 and string.sub(n, i, i) == '9' do i = i - 1 end
+    if i == 0 then return '1' .. string.rep('0', #n) end
+    return string.sub(n, 1, i - 1) .. string.char(string.byte(n, i) + 1) .. string.rep('0', #n - i)
+  end
+  local dash = string.find(id, '-', 1, true)
+  local ms, seq = string.sub(id, 1, dash - 1), string.sub(id, dash + 1)
+  if seq == '18446744073709551615' then return plus(ms) .. '-0' end
+  return ms .. '-' .. plus(seq)
+end
+local function read(from, to)
+  local ids, size = {}, 0
+  while #ids < most and size < bytes do
+    local e = redis.call('XRANGE', key, from, to, 'COUNT', 1)[1]
+    if not e then break end
+    ids[#ids + 1] = e[1]
+    for _, v in ipairs(e[2]) do size = size + #v end
+    from = '(' .. e[1]
+  end
+  return ids
+end
 local groups = {}
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
   local name, pending
@@ -89,24 +114,14 @@ if cursor == '-' then
     local first = redis.call('XPENDING', key, name, '-', cut, 1)
     if #first > 0 and lower(first[1][1], below) then below = first[1][1] end
   end
-  local size, front = 1, redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
-  for _, v in ipairs(front[1] and front[1][2] or {}) do size = size + #v end
-  local limit = math.max(1, math.min(most, math.floor(tonumber(ARGV[5]) / size)))
-  local removed = redis.call('XTRIM', key, 'MINID', '~', below, 'LIMIT', limit)
-  if removed > 0 then return {removed, '-'} end
-  return {0, '0-0'}
+  local ids = read('-', '(' .. below)
+  if #ids == 0 then return {0, '0-0'} end
+  -- only whole nodes of the entries read (every entry below the id above the last)
+  local removed = redis.call('XTRIM', key, 'MINID', '~', above(ids[#ids]), 'LIMIT', #ids)
+  if removed < #ids then removed = removed + redis.call('XDEL', key, unpack(ids, removed + 1)) end
+  return {removed, '-'}
 end
-local ids, size, from, want = {}, 0, '(' .. cursor, 1
-while true do
-  local batch = redis.call('XRANGE', key, from, cut, 'COUNT', want)
-  for _, e in ipairs(batch) do
-    ids[#ids + 1] = e[1]
-    for _, v in ipairs(e[2]) do size = size + #v end
-  end
-  if #batch < want or #ids >= most or size >= bytes then break end
-  from = '(' .. batch[#batch][1]
-  want = math.min(16, most - #ids, math.max(1, math.floor((bytes - size) * #ids / size)))
-end
+local ids = read('(' .. cursor, cut)
 if #ids == 0 then return {0, ''} end
 local last, held = ids[#ids], {}
 for _, name in ipairs(groups) do

@@ -9,15 +9,13 @@ from __future__ import annotations
 from brokerkit.backends.redis.stream.calls import StreamScripts
 from brokerkit.backends.redis.stream.scripts import text
 
-__all__ = ["STEP_BYTES", "STEP_ENTRIES", "STEP_FREED", "purge_stream"]
+__all__ = ["STEP_BYTES", "STEP_ENTRIES", "purge_stream"]
 
-#: The entries one step reads (or trims, whole radix-tree nodes of them) at most.
+#: The entries one step reads at most (and so removes at most).
 STEP_ENTRIES = 256
-#: The bytes of fields a step copies into the script, about (at least one entry).
+#: The bytes of fields a step copies into the script at most, besides the one entry
+#: that crosses it (read one at a time: the next entry's size is unknown until read).
 STEP_BYTES = 256 << 10
-#: The bytes a step that trims frees, about (estimated from the first entry's size;
-#: at least one entry): freeing costs less than copying.
-STEP_FREED = 1 << 20
 
 
 def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
@@ -26,11 +24,13 @@ def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
 
     The first call, atomic, drops the delayed publishes, moves every group past the
     stream's last entry (the *cut*: what it holds is delivered to nobody any more) and
-    notes that entry's id. Each further call takes at most :data:`STEP_ENTRIES` entries
-    at or below the cut: while nothing held comes before them, it trims whole nodes of
-    them reading none (about :data:`STEP_FREED` freed); after that it reads them
-    (about :data:`STEP_BYTES` of their fields), asks every group which of them it
-    holds, and deletes the others. So, as the purge is no longer one call:
+    notes that entry's id. Each further call reads entries at or below the cut one at
+    a time, at most :data:`STEP_ENTRIES` of them and no more once their fields come to
+    :data:`STEP_BYTES` (so at most that, plus one entry, whatever their sizes), and
+    removes only entries it read: while nothing held comes before them, by trimming
+    the whole nodes they fill (and deleting the rest); after that by asking every
+    group which of them it holds and deleting the others. So, as the purge is no
+    longer one call:
 
     * an entry published meanwhile is above the cut: never touched, and delivered;
     * a delivery handed out (pending in its group, as a delayed retry is too) is kept
@@ -47,7 +47,7 @@ def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
     scheduled, cut = scripts.purge(keys=[key, scheduled_key])
     removed, cut, cursor = int(scheduled), text(cut), "-"
     while cut and cursor:
-        step = [cursor, cut, STEP_ENTRIES, STEP_BYTES, STEP_FREED]
+        step = [cursor, cut, STEP_ENTRIES, STEP_BYTES]
         gone, last = scripts.purge_step(keys=[key], args=step)
         removed, cursor = removed + int(gone), text(last)
     return removed

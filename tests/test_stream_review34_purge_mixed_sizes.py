@@ -1,0 +1,160 @@
+"""redis+stream: each purge call's work is bounded whatever the mix of entry sizes.
+
+Before, both bounds were guessed from entries already seen: a trimming call set its
+XTRIM LIMIT from the first entry's size alone (one of 100 B before entries of 1 MB:
+256 entries, a quarter of a GB, freed in one call), and a reading call read up to 16
+entries an XRANGE by their running average (one of 100 B, then 16 of 1 MB copied into
+the script at once: 29 ms). Counted, not timed: the entries each call's XRANGEs
+returned (MONITOR's ranges against the stream as it was before the call) come to at
+most STEP_BYTES of fields besides the last one read, and every entry a call removed
+is one it read, so a call frees no more than it copied."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+import brokerkit
+from brokerkit.backends.redis.stream import RedisStreamBroker
+from brokerkit.backends.redis.stream.purge import STEP_BYTES, STEP_ENTRIES
+from tests.redis_server import RedisServer
+from tests.script_monitor import ScriptMonitor
+
+SMALL, BIG = 100, 64 << 10
+#: Small entries (a node of 100 holds them), big ones (a node each), small again.
+LAYOUT = [(SMALL, 150), (BIG, 20), (SMALL, 1), (BIG, 20), (SMALL, 150)]
+#: The entry held: none, the first, or the small one between the big ones.
+HELD = {"none": None, "first": 0, "middle": 170}
+
+Entry = tuple[tuple[int, int], int]  # (id, size of its fields)
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as running:
+        yield running
+
+
+def _id(text: str) -> tuple[int, int]:
+    ms, seq = text.split("-")
+    return int(ms), int(seq)
+
+
+def _entries(client: redis.Redis, key: str) -> list[Entry]:
+    return [
+        (_id(i.decode()), sum(len(k) + len(v) for k, v in fields.items()))
+        for i, fields in client.xrange(key)
+    ]
+
+
+def _read(stream: list[Entry], command: tuple[str, ...]) -> list[Entry]:
+    """What ``XRANGE key start end COUNT n`` returned from ``stream``."""
+    _, _, start, end, _, count = command
+
+    def after_start(i: tuple[int, int]) -> bool:
+        if start == "-":
+            return True
+        return i > _id(start[1:]) if start.startswith("(") else i >= _id(start)
+
+    def before_end(i: tuple[int, int]) -> bool:
+        if end == "+":
+            return True
+        return i < _id(end[1:]) if end.startswith("(") else i <= _id(end)
+
+    return [e for e in stream if after_start(e[0]) and before_end(e[0])][: int(count)]
+
+
+def _check_calls(calls: list[list[tuple[str, ...]]], streams: list[list[Entry]]) -> None:
+    """Each step (calls[1:], the stream before it in streams, after it the next)."""
+    assert len(calls) == len(streams), (len(calls), len(streams))
+    for commands, before, after in zip(calls[1:], streams, streams[1:], strict=False):
+        read: list[Entry] = []
+        for command in commands:
+            if command[0] in ("XRANGE", "XREVRANGE"):
+                assert command[0] == "XRANGE" and len(command) == 6, command
+                read += _read(before, command)
+        copied = sum(size for _, size in read)
+        assert len(read) <= STEP_ENTRIES
+        assert not read or copied - read[-1][1] < STEP_BYTES, (
+            f"a call copied {copied} bytes of fields ({len(read)} entries) into the script"
+        )
+        removed = {i for i, _ in before} - {i for i, _ in after}
+        unread = removed - {i for i, _ in read}
+        freed = sum(size for i, size in before if i in unread)
+        assert not unread, f"a call removed {len(unread)} entries it had not read ({freed} B)"
+
+
+@pytest.mark.parametrize("held", list(HELD))
+def test_no_purge_call_copies_or_frees_more_than_its_bound(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch, held: str
+) -> None:
+    client = server.client()
+    with brokerkit.connect(server.url("redis+stream"), prefix="p") as broker:
+        assert isinstance(broker, RedisStreamBroker)
+        key = broker.stream_key("t")
+        pipe = client.pipeline(transaction=False)
+        for size, count in LAYOUT:
+            for _ in range(count):
+                pipe.xadd(key, {"b": b"x" * (size - 1)})
+        ids: list[str] = [i.decode() for i in pipe.execute()]
+        position = HELD[held]
+        delivery = None
+        if position is not None:
+            start = "earliest" if position == 0 else ids[position - 1]
+            broker.create_group("t", "g", start=start)
+            delivery = broker.subscribe("t", group="g", prefetch=1).receive(timeout=5)
+            assert delivery is not None
+            pending = client.xpending_range(key, "g", "-", "+", 10)
+            assert [p["message_id"].decode() for p in pending] == [ids[position]]
+
+        steps: Any = broker._scripts.purge_step
+        streams: list[list[Entry]] = []
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            streams.append(_entries(client, key))
+            return steps(*args, **kwargs)
+
+        monkeypatch.setattr(broker._scripts, "purge_step", step)
+        with ScriptMonitor(client) as calls:
+            removed = broker.purge("t")
+        streams.append(_entries(client, key))
+        _check_calls(calls.calls, streams)
+        assert removed == len(ids) - (position is not None)
+        assert [i for i, _ in streams[-1]] == ([] if position is None else [_id(ids[position])])
+        if delivery is not None:
+            delivery.ack()
+
+
+def test_a_trimming_call_trims_up_to_the_id_just_above_the_last_it_read(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its threshold is that id, worked out as text (a carry; the last sequence number,
+    where the next id is the next millisecond's first): the entries read, four of 64 KB a
+    call, and none after them."""
+    client = server.client()
+    with brokerkit.connect(server.url("redis+stream"), prefix="p") as broker:
+        assert isinstance(broker, RedisStreamBroker)
+        key = broker.stream_key("t")
+        broker.create_group("t", "g", start="latest")
+        ids = ["1-9", "1-99", "1-199", "1-999", "2-0", "3-0", "4-0", f"5-{2**64 - 1}", "6-0", "9-9"]
+        for i in ids:
+            client.xadd(key, {"b": b"x" * (BIG - 1)}, id=i)
+        client.xadd(key, {"b": b"x"}, id="10-0")
+        steps: Any = broker._scripts.purge_step
+        streams: list[list[Entry]] = []
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            streams.append(_entries(client, key))
+            return steps(*args, **kwargs)
+
+        monkeypatch.setattr(broker._scripts, "purge_step", step)
+        with ScriptMonitor(client) as calls:
+            assert broker.purge("t") == len(ids) + 1
+        streams.append(_entries(client, key))
+        _check_calls(calls.calls, streams)
+        trims = [c for c in calls.commands if c[0] == "XTRIM"]
+        assert [c[4] for c in trims] == ["1-1000", "6-0", "9-10"]
+        assert client.xlen(key) == 0
