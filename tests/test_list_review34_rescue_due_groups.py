@@ -154,3 +154,32 @@ def test_on_a_cluster_too(redis_cluster: RedisClusterSet, prefix: str) -> None:
     client = redis_cluster.client()
     _rescued(client, redis_cluster.url("redis+list", prefix=prefix), monitored=False)
     client.close()
+
+
+def test_a_dead_consumers_batches_take_their_lease_groups_with_them(
+    redis_server: RedisServer,
+) -> None:
+    """A dead consumer's batches handed back leave no lease group behind: before, each
+    stayed in the deadlines until it fell due (a unit of some later call's budget each),
+    or until the rescue that emptied the expiry hash DELed them all in one command (with
+    100,000 one-delivery batches: 22.8 ms of server time in one call)."""
+    client = redis_server.client()
+    url = redis_server.url("redis+list")
+    with brokerkit.connect(url, visibility_timeout=600) as holder:
+        assert isinstance(holder, RedisListBroker)
+        keys = holder._topic("t").keys
+        holder.publish_many("t", [f"m{i}" for i in range(3 * RESCUE_LEASES + 1)])
+        live = holder.subscribe("t", prefetch=1, consumer="L")
+        assert live.receive(timeout=5) is not None  # a live consumer's lease stays
+        dead = holder.subscribe("t", prefetch=1, consumer="C")
+        for _ in range(3 * RESCUE_LEASES):
+            assert dead.receive(timeout=5) is not None
+        holder._suspend_renewals()
+        client.zadd(keys.consumers, {"C": 0})
+        with brokerkit.connect(url, visibility_timeout=600) as rescuer:
+            assert isinstance(rescuer, RedisListBroker)
+            run = rescuer._scripts["RESCUE"]
+            assert _until_done(rescuer, 10, run) == 3 * RESCUE_LEASES
+        assert [g.endswith(b":L") for g in client.zrange(keys.deadlines, 0, -1)] == [True]
+        assert client.llen(keys.queue) == 3 * RESCUE_LEASES
+    client.close()

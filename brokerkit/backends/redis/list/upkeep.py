@@ -55,9 +55,8 @@ local function given_orphans(C)
   return nil
 end
 local UNREAD = false  -- {C, group}: the first lease hash too big to read here
--- The latest `budget` lease groups due by the time the caller read them (ARGV[10]),
--- latest first: a call takes no more (each costs at least one of the budget), and
--- taking the latest first leaves the oldest next out over the calls too.
+-- The latest `budget` lease groups due when the caller read them (ARGV[10]), latest
+-- first: a call takes no more (each costs at least one), the oldest next out at the end
 local WINDOW = math.max(budget, 0)
 local bound = math.min(tonumber(ARGV[10] or '') or t, t)
 local scored = redis.call('ZRANGE', DEADLINES, bound, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, WINDOW,
@@ -309,7 +308,7 @@ for i = 1, #due do  -- latest first: the earliest ends up next out
       end
     end
     if #back > 0 then set_flags(C, nonce, marks, #back) end
-    -- (the batch gone, set_flags took its whole group out of DEADLINES)
+    -- the batch gone, set_flags took its group out
     removed = FLAGS[name] == false and group == nonce .. '0+' .. #flags .. ':' .. C
   else
     for j = #receipts, from, -1 do
@@ -423,11 +422,12 @@ for _, C in ipairs(dead) do
   for _, lease in ipairs(held) do
     if lease[4] then redis.call('HDEL', EXPIRY, lease[2]) end
   end
+  local groups = {}  -- of the batches gone (left, the last tidy() DELs them all at once)
   for _, cut in ipairs(cuts) do
     local nonce, from = cut[1], cut[2]
     local name = nonce .. tail
-    local batch = BATCH_PREFIX .. name
-    local kept = string.sub(flags_of(C, nonce), 1, from)
+    local batch, flags = BATCH_PREFIX .. name, flags_of(C, nonce)
+    local kept = string.sub(flags, 1, from)
     if string.find(kept, '[02]') then
       redis.call('LTRIM', batch, 0, from - 1)
       redis.call('HSET', fetches, nonce, kept)
@@ -438,8 +438,10 @@ for _, C in ipairs(dead) do
       redis.call('HDEL', fetches, nonce)
       redis.call('HDEL', EXPIRY, name)
       FLAGS[name] = false
+      groups[#groups + 1] = nonce .. '0+' .. #flags .. tail
     end
   end
+  call_chunked('ZREM', DEADLINES, groups, 1)
   call_chunked('HDEL', EXPIRY, receipts, 1)
   call_chunked('HDEL', leases, fields, 1)
   -- registered while anything of it is left: a batch not declared or cut, a lease
