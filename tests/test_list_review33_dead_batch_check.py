@@ -14,7 +14,7 @@ import brokerkit
 from brokerkit.backends.redis.list import RedisListBroker
 from brokerkit.backends.redis.list.upkeep_calls import RESCUE_LEASES
 from tests.redis_server import RedisServer
-from tests.test_list_review33_big_old_hash import _ScriptReads
+from tests.script_monitor import ScriptMonitor
 
 pytestmark = pytest.mark.redis_list
 
@@ -40,7 +40,7 @@ def test_the_dead_letter_check_reads_no_more_than_the_call_hands_back(
         client.set(keys.dead_letters, "another program's")
         with brokerkit.connect(url, visibility_timeout=30, max_deliveries=5) as rescuer:
             assert isinstance(rescuer, RedisListBroker)
-            with _ScriptReads(client, whole=True) as reads:
+            with ScriptMonitor(client) as reads:
                 rescuer._rescue(rescuer._topic("t"), "", None)
         read = 0
         for command in reads.commands:
