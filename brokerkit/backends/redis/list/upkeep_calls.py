@@ -184,8 +184,9 @@ def _newest_batches(
     (consumer, nonce as its fetches hash names it): at most RESCUE_LEASES in all (the
     call hands back no more deliveries than that), the consumers in the order the script
     visits them, each one's newest first (by delivery time, then nonce, as the script
-    orders what it hands back), so that over the calls its oldest deliveries are handed
-    back last: next out.
+    orders what it hands back) when it holds more than that, so that over the calls its
+    oldest deliveries are handed back last: next out (fewer are given in its hash's
+    order: a call may then take only part of them, and the order across calls is rough).
 
     Read here, outside any script: a consumer's fetches hash is listed (HKEYS) and, when
     it holds more than that, its batches' delivery times (their expiry values, CHUNK at a
