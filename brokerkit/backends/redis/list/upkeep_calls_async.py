@@ -130,13 +130,20 @@ async def _due_groups(
     RESCUE_LEASES of those: with more due, each next call took the ones above, the
     later deliveries ending up next out.)"""
     keys = plan.keys
-    first, consumers, time = await _read(
-        client,
-        reader,
+    reads = [
         ("ZRANGE", keys.deadlines, 0, RESCUE_LEASES - 1, "WITHSCORES"),
         ("ZRANGE", keys.consumers, 0, RESCUE_LIMIT - 1, "WITHSCORES"),
-        ("TIME",),
-    )
+    ]
+    # On a cluster the time is the topic's node's, whose clock the script reads: another
+    # node's ahead of it would have the call given groups the script takes for not due
+    # yet, and read none it was given (no progress while so many fall due).
+    cluster = reader is None and getattr(client, "connection_pool", None) is None
+    first, consumers, *rest = await _read(client, reader, *reads, *([] if cluster else [("TIME",)]))
+    if cluster:
+        node = client.get_node_from_key(keys.deadlines)
+        time = await client.execute_command("TIME", target_nodes=node)
+    else:
+        (time,) = rest
     now = int(time[0]) * 1000 + int(time[1]) // 1000
     beats = [(_name(c), score) for c, score in _scored(consumers)]
     scored = _scored(first)
