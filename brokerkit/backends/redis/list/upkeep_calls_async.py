@@ -4,7 +4,6 @@ the script is given their keys (see :meth:`.TopicPlan.keys_for`)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,16 @@ from brokerkit.backends.redis._topic_scan_async import TYPE_CHUNK
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.plan import TopicPlan, consumer_of
 from brokerkit.backends.redis.list.preamble import CHUNK
+from brokerkit.backends.redis.list.rescue_reads_async import LUA_NUMBER as _LUA_NUMBER
+from brokerkit.backends.redis.list.rescue_reads_async import (
+    RESCUE_LEASES,
+    RESCUE_LIMIT,
+    due_groups,
+    newest_batches,
+)
+from brokerkit.backends.redis.list.rescue_reads_async import name as _name
+from brokerkit.backends.redis.list.rescue_reads_async import read as _read
+from brokerkit.backends.redis.list.rescue_reads_async import wire as _wire
 
 __all__ = [
     "INSPECT_LEASES",
@@ -29,29 +38,10 @@ __all__ = [
 ]
 
 
-#: A rescue call visits at most this many dead consumers (and lease groups: no more
-#: than RESCUE_LEASES, see RESCUE); a call reports it visited this many when more may be
-#: left to do.
-RESCUE_LIMIT = 1000
-#: A rescue call looks at most at this many leases; the rest wait for the next call,
-#: which a consumer's maintenance makes right after it. Measured on a private Redis
-#: 7.0 handing back 10,000 (one call for all of them took 220 to 310 ms of server
-#: time): expired leases 1 to 1.3 ms a call at the median, 2.7 ms at most; a dead
-#: consumer's 1.6 to 1.9 ms, 4.5 to 6.6 ms at most (each call lists the names of
-#: what is left in its lease hash: HKEYS, as no command the documented ACL grants
-#: reads part of a hash; past RESCUE's UNFOLD_READ fields the caller lists them).
-RESCUE_LEASES = 100
 #: A consumer's maintenance makes at most this many rescue calls before its fetch
 #: (10,000 leases handed back, in order); what is left waits for its next maintenance,
 #: due at once. So however long a rescue lasts, it never starves the fetch.
 MAINTENANCE_CALLS = 100
-#: What Lua's ``tonumber`` reads as a number (decimal, hexadecimal, inf or nan,
-#: blanks around), as the scripts read the delivery time of a lease record.
-_LUA_NUMBER = re.compile(
-    rb"\s*[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|0[xX][0-9a-fA-F]+|inf(?:inity)?|nan)\s*\Z",
-    re.IGNORECASE,
-)
-
 #: An INSPECT call counts the leases of at most this many fields of ``expiry`` (two
 #: commands each at most, but for an earlier version's lease recorded without its
 #: delivery time: three); a topic with more is inspected in more calls.
@@ -62,11 +52,12 @@ async def rescue_once(
     client: Any, run: AsyncLua, plan: TopicPlan, own: str, reader: AsyncReader | None = None
 ) -> list[Any]:
     """One RESCUE call (``run``) on ``client``: first which consumers and batches it
-    may visit (the latest RESCUE_LEASES lease groups due, see :func:`_due_groups`; the
-    heartbeats ending first, and ``own``), so that their keys are declared; a bounded
-    part of the batches of those whose heartbeat ended is declared too (see
-    :func:`_newest_batches`). A dead consumer the call did not know of is listed so in a
-    second call when the first names it, and so is a lease hash too big for the script
+    may visit (the latest RESCUE_LEASES lease groups due, see
+    :func:`.rescue_reads_async.due_groups`; the heartbeats ending first, and ``own``), so
+    that their keys are declared; a bounded part of the batches of those whose heartbeat
+    ended is declared too (see :func:`.rescue_reads_async.newest_batches`). A dead
+    consumer the call did not know of is listed so in a second call when the first names
+    it, and so is a lease hash too big for the script
     to read (see RESCUE's unfold): read here, outside any script (HKEYS of 10,000 short
     fields: 0.7 ms of server time, a script's own read 1.6 ms), the second call given
     the part of it to look at. The reply's first six values (see RESCUE).
@@ -78,7 +69,7 @@ async def rescue_once(
     on a private Redis 7.0."""
     keys = plan.keys
     held = reader if reader is not None and reader.pooled else None
-    now, batches, consumers, ended = await _due_groups(client, held, plan)
+    now, batches, consumers, ended = await due_groups(client, held, plan)
     names = [consumer_of(g) for g in batches] + consumers
     if own:
         names.append(own)
@@ -87,7 +78,7 @@ async def rescue_once(
     declared = plan.keys_for(names, batches)
     # the dead consumers' batches are given to this first call (as the script visits
     # them), not found unknown by it and given to a second
-    first = await _newest_batches(client, held, plan, ended) if ended else []
+    first = await newest_batches(client, held, plan, ended) if ended else []
     parts = _wire([part for pair in first for part in pair])
     ended_lists = [keys.batch(nonce, c) for c, nonce in first]
     reply: list[Any] = await run(
@@ -108,7 +99,7 @@ async def rescue_once(
         # is no nonce brokerkit writes (another program's, with a ':' in it too) is still
         # the script's batch of that name, not read back from a key as another (the
         # consumer then stayed unrescued, at every call)
-        pairs = await _newest_batches(client, held, plan, dead)
+        pairs = await newest_batches(client, held, plan, dead)
         lists = [keys.batch(nonce, c) for c, nonce in pairs]
         args = [*args, len(pairs), *_wire([part for pair in pairs for part in pair]), *given]
         again: list[Any] = await run(keys=_wire([*declared, *lists]), args=args, client=on)
@@ -116,153 +107,6 @@ async def rescue_once(
             again[index] += reply[index]
         reply = again
     return reply[:6]
-
-
-async def _due_groups(
-    client: Any, reader: AsyncReader | None, plan: TopicPlan
-) -> tuple[int, list[str], list[str], list[str]]:
-    """(the server's time in ms, the latest RESCUE_LEASES lease groups due by then,
-    the first RESCUE_LIMIT consumers by heartbeat deadline, those of them whose
-    heartbeat ended by then): what RESCUE may visit, given that time (see its ARGV[10]).
-    The first RESCUE_LEASES groups are read with the time; only when each of those is
-    due (a backlog) are the latest due read apart, in a second round trip. (Before, the
-    first RESCUE_LIMIT groups were read and declared, and a call took the latest
-    RESCUE_LEASES of those: with more due, each next call took the ones above, the
-    later deliveries ending up next out.)"""
-    keys = plan.keys
-    reads = [
-        ("ZRANGE", keys.deadlines, 0, RESCUE_LEASES - 1, "WITHSCORES"),
-        ("ZRANGE", keys.consumers, 0, RESCUE_LIMIT - 1, "WITHSCORES"),
-    ]
-    # On a cluster the time is the topic's node's, whose clock the script reads: another
-    # node's ahead of it would have the call given groups the script takes for not due
-    # yet, and read none it was given (no progress while so many fall due).
-    cluster = reader is None and getattr(client, "connection_pool", None) is None
-    first, consumers, *rest = await _read(client, reader, *reads, *([] if cluster else [("TIME",)]))
-    if cluster:
-        node = client.get_node_from_key(keys.deadlines)
-        time = await client.execute_command("TIME", target_nodes=node)
-    else:
-        (time,) = rest
-    now = int(time[0]) * 1000 + int(time[1]) // 1000
-    beats = [(_name(c), score) for c, score in _scored(consumers)]
-    scored = _scored(first)
-    due = [member for member, score in scored if score <= now]
-    if len(due) == RESCUE_LEASES:
-        latest = (
-            "ZRANGE",
-            keys.deadlines,
-            now,
-            "-inf",
-            "BYSCORE",
-            "REV",
-            "LIMIT",
-            0,
-            RESCUE_LEASES,
-        )
-        (due,) = await _read(client, reader, latest)
-    else:
-        due.reverse()
-    ended = [c for c, score in beats if score <= now]
-    return now, [_name(g) for g in due], [c for c, _ in beats], ended
-
-
-def _scored(reply: list[Any]) -> list[tuple[Any, float]]:
-    """A ``ZRANGE ... WITHSCORES`` reply as (member, score) pairs: flat (RESP2, no
-    callback) or in pairs (RESP3, or a client's callback)."""
-    if reply and isinstance(reply[0], list | tuple):
-        return [(member, float(score)) for member, score in reply]
-    return [(reply[i], float(reply[i + 1])) for i in range(0, len(reply), 2)]
-
-
-#: The batches of dead consumers that rescues listed, oldest first, by the client and
-#: the fetches hash: the next calls take the newest of them still there from the end
-#: (see :func:`_newest_batches`), at most this many hashes kept.
-_LISTED: dict[tuple[int, str], list[str]] = {}
-_LISTED_MOST = 8
-
-
-async def _newest_batches(
-    client: Any, reader: AsyncReader | None, plan: TopicPlan, dead: list[str]
-) -> list[tuple[str, str]]:
-    """The batches of the ``dead`` consumers that RESCUE's second call is given, as
-    (consumer, nonce as its fetches hash names it): at most RESCUE_LEASES in all (the
-    call hands back no more deliveries than that), the consumers in the order the script
-    visits them, each one's newest first (by delivery time, then nonce, as the script
-    orders what it hands back) when it holds more than that, so that over the calls its
-    oldest deliveries are handed back last: next out (fewer are given in its hash's
-    order: a call may then take only part of them, and the order across calls is rough).
-
-    Read here, outside any script: a consumer's fetches hash is listed (HKEYS) and, when
-    it holds more than that, its batches' delivery times (their expiry values, CHUNK at a
-    time), once; the listing is kept for the next calls, which check only the part they
-    take is still there (HMGET of it, and HLEN: a listing that no longer covers the hash,
-    or of which the part taken is gone, is read again). A wrong listing costs order,
-    never a delivery: the script hands back what it is given and finds there."""
-    pairs: list[tuple[str, str]] = []
-    for consumer in dead:
-        room = RESCUE_LEASES - len(pairs)
-        if room <= 0:
-            break
-        fetches = plan.keys.fetches(consumer)
-        names = await _kept_part(client, reader, (id(client), fetches), room)
-        if names is None:
-            (listed,) = await _read(client, reader, ("HKEYS", *_wire([fetches])))
-            names = [_name(n) for n in listed]
-            if len(names) > room:
-                fields = _wire([f"{nonce}:{consumer}" for nonce in names])
-                reads = [
-                    ("HMGET", plan.keys.expiry, *fields[i : i + CHUNK])
-                    for i in range(0, len(fields), CHUNK)
-                ]
-                values = [v for reply in await _read(client, reader, *reads) for v in reply]
-                timed = sorted(zip(map(_delivered, values), names, strict=True))
-                listing = [nonce for _, nonce in timed]
-                _LISTED.pop((id(client), fetches), None)
-                while len(_LISTED) >= _LISTED_MOST:
-                    del _LISTED[next(iter(_LISTED))]
-                _LISTED[(id(client), fetches)] = listing
-                names = listing[: -room - 1 : -1]
-        pairs += [(consumer, nonce) for nonce in dict.fromkeys(names)]
-    return pairs
-
-
-async def _kept_part(
-    client: Any, reader: AsyncReader | None, key: tuple[int, str], room: int
-) -> list[str] | None:
-    """The newest ``room`` batches of a kept listing (see :func:`_newest_batches`)
-    still in the fetches hash, newest first, those gone dropped from it; None when it
-    must be read again (none kept, none of its newest there, or more batches than
-    listed). Its newest twice that many are looked at: the part the last call was given
-    (mostly gone now, but for what it left) and the next."""
-    listing = _LISTED.get(key)
-    if not listing:
-        return None
-    part = listing[-2 * room :]
-    hlen, flags = await _read(
-        client, reader, ("HLEN", *_wire([key[1]])), ("HMGET", *_wire([key[1], *part]))
-    )
-    there = [nonce for nonce, f in zip(part, flags, strict=True) if f is not None]
-    del listing[-len(part) :]
-    listing.extend(there)
-    if not there or hlen > len(listing):
-        _LISTED.pop(key, None)
-        return [] if hlen == 0 else None
-    return there[: -room - 1 : -1]
-
-
-def _delivered(value: bytes | None) -> float:
-    """The delivery time in a batch's expiry value ``<deadline>.<delivered ms>``, as
-    the script's delivered_of reads it (0 for none)."""
-    if value is None:
-        return 0
-    _, dot, rest = value.partition(b".")
-    if not dot or not _LUA_NUMBER.match(rest):
-        return 0
-    try:
-        return float(rest)
-    except ValueError:  # hexadecimal
-        return float(int(rest.strip(), 16))
 
 
 async def _orphans(
@@ -352,23 +196,6 @@ def _index_in(field: str, nonce: str, tail: str) -> int | None:
     return int(digits) if digits.isascii() and digits.isdigit() else None
 
 
-async def _read(client: Any, reader: AsyncReader | None, *commands: tuple[Any, ...]) -> list[Any]:
-    """The replies to ``commands`` (reads whose replies need no callback), sent at once
-    on ``reader`` when given, else in a pipeline of ``client``'s; an error reply
-    raises."""
-    if reader is None:
-        pipe: Any
-        async with client.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(await pipe.execute())
-    replies = await reader.execute_many(*commands)
-    failed = next((r for r in replies if isinstance(r, Exception)), None)
-    if failed is not None:
-        raise failed
-    return replies
-
-
 async def inspect_once(client: Any, run: AsyncLua, plan: TopicPlan) -> Any:
     """The INSPECT script's reply (``run``) on ``client``, every consumer and every
     consumer a lease names declared. The leases are counted from the fields of the
@@ -431,19 +258,6 @@ def counted_fields(fields: list[str]) -> list[str]:
 def _earliest(a: int, b: int) -> int:
     """The earlier of two delivery times in server ms, -1 meaning none."""
     return b if a < 0 else a if b < 0 else min(a, b)
-
-
-def _name(value: bytes | str) -> str:
-    """A name Redis returned (a member, a field) as text; bytes that are not UTF-8
-    (another program wrote them: brokerkit's names are UTF-8) as surrogates, which
-    :func:`_wire` turns back into the same bytes."""
-    return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
-
-
-def _wire(keys: list[str]) -> list[str | bytes]:
-    """``keys`` as a script is given them: one holding a name :func:`_name` read
-    from bytes that are not UTF-8 as those bytes (redis-py encodes text strictly)."""
-    return [key if key.isascii() else key.encode(errors="surrogateescape") for key in keys]
 
 
 #: How long after its heartbeat deadline a consumer still lists its topic: on a cluster

@@ -1,0 +1,221 @@
+"""What a redis+list rescue call reads before it runs (see :func:`.upkeep_calls_async.rescue_once`):
+the lease groups that are due and the server's time they are due by, the consumers by
+heartbeat, and the batches of dead consumers it is given; and the reads and names the
+upkeep calls share."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from brokerkit.backends.redis._held_async import AsyncReader
+from brokerkit.backends.redis.list.plan import TopicPlan
+from brokerkit.backends.redis.list.preamble import CHUNK
+
+__all__ = [
+    "LUA_NUMBER",
+    "RESCUE_LEASES",
+    "RESCUE_LIMIT",
+    "due_groups",
+    "name",
+    "newest_batches",
+    "read",
+    "wire",
+]
+
+
+#: A rescue call visits at most this many dead consumers (and lease groups: no more
+#: than RESCUE_LEASES, see RESCUE); a call reports it visited this many when more may be
+#: left to do.
+RESCUE_LIMIT = 1000
+#: A rescue call looks at most at this many leases; the rest wait for the next call,
+#: which a consumer's maintenance makes right after it. Measured on a private Redis
+#: 7.0 handing back 10,000 (one call for all of them took 220 to 310 ms of server
+#: time): expired leases 1 to 1.3 ms a call at the median, 2.7 ms at most; a dead
+#: consumer's 1.6 to 1.9 ms, 4.5 to 6.6 ms at most (each call lists the names of
+#: what is left in its lease hash: HKEYS, as no command the documented ACL grants
+#: reads part of a hash; past RESCUE's UNFOLD_READ fields the caller lists them).
+RESCUE_LEASES = 100
+#: What Lua's ``tonumber`` reads as a number (decimal, hexadecimal, inf or nan,
+#: blanks around), as the scripts read the delivery time of a lease record.
+LUA_NUMBER = re.compile(
+    rb"\s*[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|0[xX][0-9a-fA-F]+|inf(?:inity)?|nan)\s*\Z",
+    re.IGNORECASE,
+)
+
+
+async def due_groups(
+    client: Any, reader: AsyncReader | None, plan: TopicPlan
+) -> tuple[int, list[str], list[str], list[str]]:
+    """(the server's time in ms, the latest RESCUE_LEASES lease groups due by then,
+    the first RESCUE_LIMIT consumers by heartbeat deadline, those of them whose
+    heartbeat ended by then): what RESCUE may visit, given that time (see its ARGV[10]).
+    The first RESCUE_LEASES groups are read with the time; only when each of those is
+    due (a backlog) are the latest due read apart, in a second round trip. (Before, the
+    first RESCUE_LIMIT groups were read and declared, and a call took the latest
+    RESCUE_LEASES of those: with more due, each next call took the ones above, the
+    later deliveries ending up next out.)"""
+    keys = plan.keys
+    reads = [
+        ("ZRANGE", keys.deadlines, 0, RESCUE_LEASES - 1, "WITHSCORES"),
+        ("ZRANGE", keys.consumers, 0, RESCUE_LIMIT - 1, "WITHSCORES"),
+    ]
+    # On a cluster the time is the topic's node's, whose clock the script reads: another
+    # node's ahead of it would have the call given groups the script takes for not due
+    # yet, and read none it was given (no progress while so many fall due).
+    cluster = reader is None and getattr(client, "connection_pool", None) is None
+    first, consumers, *rest = await read(client, reader, *reads, *([] if cluster else [("TIME",)]))
+    if cluster:
+        node = client.get_node_from_key(keys.deadlines)
+        time = await client.execute_command("TIME", target_nodes=node)
+    else:
+        (time,) = rest
+    now = int(time[0]) * 1000 + int(time[1]) // 1000
+    beats = [(name(c), score) for c, score in _scored(consumers)]
+    scored = _scored(first)
+    due = [member for member, score in scored if score <= now]
+    if len(due) == RESCUE_LEASES:
+        latest = (
+            "ZRANGE",
+            keys.deadlines,
+            now,
+            "-inf",
+            "BYSCORE",
+            "REV",
+            "LIMIT",
+            0,
+            RESCUE_LEASES,
+        )
+        (due,) = await read(client, reader, latest)
+    else:
+        due.reverse()
+    ended = [c for c, score in beats if score <= now]
+    return now, [name(g) for g in due], [c for c, _ in beats], ended
+
+
+def _scored(reply: list[Any]) -> list[tuple[Any, float]]:
+    """A ``ZRANGE ... WITHSCORES`` reply as (member, score) pairs: flat (RESP2, no
+    callback) or in pairs (RESP3, or a client's callback)."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(member, float(score)) for member, score in reply]
+    return [(reply[i], float(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
+#: The batches of dead consumers that rescues listed, oldest first, by the client and
+#: the fetches hash: the next calls take the newest of them still there from the end
+#: (see :func:`newest_batches`), at most this many hashes kept.
+_LISTED: dict[tuple[int, str], list[str]] = {}
+_LISTED_MOST = 8
+
+
+async def newest_batches(
+    client: Any, reader: AsyncReader | None, plan: TopicPlan, dead: list[str]
+) -> list[tuple[str, str]]:
+    """The batches of the ``dead`` consumers that RESCUE's second call is given, as
+    (consumer, nonce as its fetches hash names it): at most RESCUE_LEASES in all (the
+    call hands back no more deliveries than that), the consumers in the order the script
+    visits them, each one's newest first (by delivery time, then nonce, as the script
+    orders what it hands back) when it holds more than that, so that over the calls its
+    oldest deliveries are handed back last: next out (fewer are given in its hash's
+    order: a call may then take only part of them, and the order across calls is rough).
+
+    Read here, outside any script: a consumer's fetches hash is listed (HKEYS) and, when
+    it holds more than that, its batches' delivery times (their expiry values, CHUNK at a
+    time), once; the listing is kept for the next calls, which check only the part they
+    take is still there (HMGET of it, and HLEN: a listing that no longer covers the hash,
+    or of which the part taken is gone, is read again). A wrong listing costs order,
+    never a delivery: the script hands back what it is given and finds there."""
+    pairs: list[tuple[str, str]] = []
+    for consumer in dead:
+        room = RESCUE_LEASES - len(pairs)
+        if room <= 0:
+            break
+        fetches = plan.keys.fetches(consumer)
+        names = await _kept_part(client, reader, (id(client), fetches), room)
+        if names is None:
+            (listed,) = await read(client, reader, ("HKEYS", *wire([fetches])))
+            names = [name(n) for n in listed]
+            if len(names) > room:
+                fields = wire([f"{nonce}:{consumer}" for nonce in names])
+                reads = [
+                    ("HMGET", plan.keys.expiry, *fields[i : i + CHUNK])
+                    for i in range(0, len(fields), CHUNK)
+                ]
+                values = [v for reply in await read(client, reader, *reads) for v in reply]
+                timed = sorted(zip(map(_delivered, values), names, strict=True))
+                listing = [nonce for _, nonce in timed]
+                _LISTED.pop((id(client), fetches), None)
+                while len(_LISTED) >= _LISTED_MOST:
+                    del _LISTED[next(iter(_LISTED))]
+                _LISTED[(id(client), fetches)] = listing
+                names = listing[: -room - 1 : -1]
+        pairs += [(consumer, nonce) for nonce in dict.fromkeys(names)]
+    return pairs
+
+
+async def _kept_part(
+    client: Any, reader: AsyncReader | None, key: tuple[int, str], room: int
+) -> list[str] | None:
+    """The newest ``room`` batches of a kept listing (see :func:`newest_batches`)
+    still in the fetches hash, newest first, those gone dropped from it; None when it
+    must be read again (none kept, none of its newest there, or more batches than
+    listed). Its newest twice that many are looked at: the part the last call was given
+    (mostly gone now, but for what it left) and the next."""
+    listing = _LISTED.get(key)
+    if not listing:
+        return None
+    part = listing[-2 * room :]
+    hlen, flags = await read(
+        client, reader, ("HLEN", *wire([key[1]])), ("HMGET", *wire([key[1], *part]))
+    )
+    there = [nonce for nonce, f in zip(part, flags, strict=True) if f is not None]
+    del listing[-len(part) :]
+    listing.extend(there)
+    if not there or hlen > len(listing):
+        _LISTED.pop(key, None)
+        return [] if hlen == 0 else None
+    return there[: -room - 1 : -1]
+
+
+def _delivered(value: bytes | None) -> float:
+    """The delivery time in a batch's expiry value ``<deadline>.<delivered ms>``, as
+    the script's delivered_of reads it (0 for none)."""
+    if value is None:
+        return 0
+    _, dot, rest = value.partition(b".")
+    if not dot or not LUA_NUMBER.match(rest):
+        return 0
+    try:
+        return float(rest)
+    except ValueError:  # hexadecimal
+        return float(int(rest.strip(), 16))
+
+
+async def read(client: Any, reader: AsyncReader | None, *commands: tuple[Any, ...]) -> list[Any]:
+    """The replies to ``commands`` (reads whose replies need no callback), sent at once
+    on ``reader`` when given, else in a pipeline of ``client``'s; an error reply
+    raises."""
+    if reader is None:
+        pipe: Any
+        async with client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute())
+    replies = await reader.execute_many(*commands)
+    failed = next((r for r in replies if isinstance(r, Exception)), None)
+    if failed is not None:
+        raise failed
+    return replies
+
+
+def name(value: bytes | str) -> str:
+    """A name Redis returned (a member, a field) as text; bytes that are not UTF-8
+    (another program wrote them: brokerkit's names are UTF-8) as surrogates, which
+    :func:`wire` turns back into the same bytes."""
+    return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
+
+
+def wire(keys: list[str]) -> list[str | bytes]:
+    """``keys`` as a script is given them: one holding a name :func:`name` read
+    from bytes that are not UTF-8 as those bytes (redis-py encodes text strictly)."""
+    return [key if key.isascii() else key.encode(errors="surrogateescape") for key in keys]
