@@ -33,8 +33,7 @@ def test_the_rescue_asks_the_time_of_the_topics_node(
         topic = next(
             f"t{i}"
             for i in range(1000)
-            if client.get_node_from_key(broker._topic(f"t{i}").keys.deadlines).name
-            != default.name
+            if client.get_node_from_key(broker._topic(f"t{i}").keys.deadlines).name != default.name
         )
         broker.publish(topic, b"m")
         plan = broker._topic(topic)
