@@ -27,8 +27,8 @@ repeatable; default all):
   (:mod:`benchmarks.scaling`).
 
 Writes ``issue18.md`` and ``issue18.json`` to ``--out`` (default
-``benchmarks/results/``); a run of the scaling part alone writes
-``issue18-scaling.md`` and ``issue18-scaling.json`` instead.
+``benchmarks/results/``); a run of the scaling or the bookkeeping part alone writes
+``issue18-scaling`` or ``issue18-bookkeeping`` ``.md`` and ``.json`` instead.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def bookkeeping_part(url: str, held: int, out: dict[str, Any]) -> list[str]:
         met = "yes" if c.met else "**no**"
         lines.append(
             f"| {c.backend} | {c.prefetch:,} | {c.operation} | {c.commands} "
-            f"| {c.worst_us:,} ({c.worst}) "
+            f"| {c.worst_us:,} ({c.worst.replace('|', ' ')}) "
             f"| {c.total_us / 1000:.1f} | {met} | {c.note} |"
         )
     return [*lines, ""]
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     table = "\n".join(head + lines)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "issue18-scaling" if parts == ["scaling"] else "issue18"
+    stem = f"issue18-{parts[0]}" if parts in (["scaling"], ["bookkeeping"]) else "issue18"
     (args.out / f"{stem}.md").write_text(table, encoding="utf-8")
     (args.out / f"{stem}.json").write_text(
         json.dumps({"meta": meta, **out}, indent=2) + "\n", encoding="utf-8"

@@ -28,13 +28,12 @@ __all__ = [
 #: than RESCUE_LEASES, see RESCUE); a call reports it visited this many when more may be
 #: left to do.
 RESCUE_LIMIT = 1000
-#: A rescue call looks at most at this many leases; the rest wait for the next call,
-#: which a consumer's maintenance makes right after it. Measured on a private Redis
-#: 7.0 handing back 10,000 (one call for all of them took 220 to 310 ms of server
-#: time): expired leases 1 to 1.3 ms a call at the median, 2.7 ms at most; a dead
-#: consumer's 1.6 to 1.9 ms, 4.5 to 6.6 ms at most (each call lists the names of
-#: what is left in its lease hash: HKEYS, as no command the documented ACL grants
-#: reads part of a hash; past RESCUE's UNFOLD_READ fields the caller lists them).
+#: A rescue call looks at most at this many leases (and lease groups, and a dead
+#: consumer's batches); the rest wait for the next call, which a consumer's maintenance
+#: makes right after it. Measured on a private Redis 7.0 handing back 10,000 (one call
+#: for all of them took 220 to 310 ms of server time), at most a call: 1.1 ms fetched
+#: 1,000 at a time, 2.2-2.9 ms fetched one at a time (a batch and a lease group each),
+#: expired or of a dead consumer (``python -m benchmarks.issue18 --part bookkeeping``).
 RESCUE_LEASES = 100
 #: What Lua's ``tonumber`` reads as a number (decimal, hexadecimal, inf or nan,
 #: blanks around), as the scripts read the delivery time of a lease record.
