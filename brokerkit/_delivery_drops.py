@@ -19,22 +19,42 @@ plugins, from a background thread started with the first watched delivery, and a
 relay's next delivery start or settlement and at a subscription's close, in whichever
 thread gets there first: an end queued before a :func:`drain` call has been made when
 the call returns.
+
+A plugin's end hook that raises is on its own, as everywhere (the other plugins still
+end that delivery). What it raises that is not an :class:`Exception` (``SystemExit``,
+``KeyboardInterrupt``, a cancellation) is, in the background thread, logged on
+``brokerkit.hooks`` (the subscription and the message's id, never its body) and the
+thread goes on; in an application's thread (a start, a settlement, a close) it is
+raised there once the other plugins have ended that delivery, and the background
+thread makes the ends still queued. The thread, found dead, is started again at the
+next watched delivery or at exit.
+
+At interpreter exit (an ``atexit`` handler, registered with the process's first
+watched delivery: after OpenTelemetry's ``TracerProvider`` made before it registered
+its own shutdown, which therefore runs after and exports these spans) the hooks of this
+process's watched deliveries still open end ``"unsettled"``, queued or still held
+(never settled, their subscription never closed); a forked child ends its own, and
+what it let go of. The background thread makes them and the exit waits for it
+:data:`EXIT_WAIT` seconds at most: an end hook that blocks longer is logged, never
+waited for (the thread is a daemon).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from brokerkit._hook_impls import call_each
 from brokerkit._hook_scopes import Scope
 from brokerkit._logging import subscription_fields
 
-__all__ = ["UnsettledDeliveries", "drain"]
+__all__ = ["EXIT_WAIT", "UnsettledDeliveries", "drain"]
 
 log = logging.getLogger("brokerkit.hooks")
 
@@ -43,27 +63,36 @@ log = logging.getLogger("brokerkit.hooks")
 #: settlement's included) sets that to None before it calls any plugin.
 _OPEN = object()
 
+#: Seconds the interpreter's exit waits, at most, for the ends it asks for.
+EXIT_WAIT = 2.0
+
 
 class _Drops:
     """The ends the collector queued, and what makes them (one per process: a forked
     child starts a new one; what its parent queued is the parent's)."""
 
-    __slots__ = ("busy", "ends", "lock", "starting", "thread", "wake")
+    __slots__ = ("busy", "ends", "lock", "starting", "thread", "wake", "watched")
 
     def __init__(self) -> None:
-        # (kind, message, subscription, attempt, receipt, scope) of each dropped delivery
-        self.ends: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        # One item per end queued: wakes the background thread.
-        self.wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+        # (make, args) of each end: _end of a dropped delivery's parts, or (at exit)
+        # _end_held of one still held.
+        self.ends: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]]
+        self.ends = queue.SimpleQueue()
+        # One item per end queued (an Event: the exit's, set once those before it
+        # are made): wakes the background thread.
+        self.wake: queue.SimpleQueue[threading.Event | None] = queue.SimpleQueue()
         # Held while ends are taken and made (reentrant: a plugin's end may settle).
         self.lock = threading.RLock()
         # How many drains hold the lock: with the queue empty, none is making an end.
         self.busy = 0
         self.thread: threading.Thread | None = None
         self.starting = threading.Lock()
+        # The finalizers of the deliveries watched in this process, by scope id.
+        self.watched: dict[int, weakref.finalize[Any, Any]] = {}
 
 
 _DROPS = _Drops()
+_AT_EXIT = False  # whether _at_exit is registered (a forked child inherits it)
 
 
 def _forked() -> None:
@@ -78,8 +107,13 @@ if hasattr(os, "register_at_fork"):
 def drain() -> None:
     """End the hooks of the dropped deliveries the collector queued: those queued
     before this call have ended when it returns (waiting for another thread making
-    some). Never raises."""
-    drops = _DROPS
+    some). Raises only what a plugin raised that is not an :class:`Exception`, once
+    the other plugins have ended that delivery (the background thread makes the ends
+    still queued)."""
+    _drain(_DROPS, False)
+
+
+def _drain(drops: _Drops, background: bool) -> None:
     if drops.ends.empty() and not drops.busy:
         return
     with drops.lock:
@@ -87,55 +121,133 @@ def drain() -> None:
         try:
             while True:
                 try:
-                    dropped = drops.ends.get_nowait()
+                    make, args = drops.ends.get_nowait()
                 except queue.Empty:
                     return
-                _end(*dropped)
+                try:
+                    make(background, *args)
+                except BaseException:
+                    if not drops.ends.empty():
+                        drops.wake.put(None)  # the background thread makes the rest
+                    raise
         finally:
             drops.busy -= 1
 
 
 def _end(
-    kind: type[Any], message: Any, subscription: Any, attempt: int, receipt: Any, scope: Scope
+    background: bool,
+    kind: type[Any],
+    message: Any,
+    subscription: Any,
+    attempt: int,
+    receipt: Any,
+    scope: Scope,
 ) -> None:
     """End ``"unsettled"`` the hooks of a collected delivery, handing them a stand-in:
-    a delivery of the same message, subscription, attempt and receipt."""
+    a delivery of the same message, subscription, attempt and receipt. Each plugin on
+    its own; the first plugin's error that is not an Exception is logged in the
+    ``background`` thread, else raised after the others' ends."""
     from brokerkit._hooks import RELAY  # the relay imports this module
 
+    fields = subscription_fields(subscription, [message])
+    raised: BaseException | None = None
     try:
         stand_in = kind(message, subscription=subscription, attempt=attempt, receipt=receipt)
-        call_each(
-            scope.ends,
-            "brokerkit_deliver_end",
-            {"delivery": stand_in, "outcome": "unsettled", "error": scope.error, "scope": scope},
-        )
-    except Exception:  # (call_each logs a plugin's own)
-        log.exception(
-            "could not end the hooks of a delivery dropped unsettled",
-            extra=subscription_fields(subscription, [message]),
-        )
+        kwargs = {"delivery": stand_in, "outcome": "unsettled", "error": scope.error}
+        kwargs["scope"] = scope
+        for impl in scope.ends:  # one by one: what call_each lets through stops no other
+            try:
+                call_each((impl,), "brokerkit_deliver_end", kwargs)
+            except BaseException as exc:  # not an Exception: call_each logs those
+                raised = raised or exc
+    except Exception:
+        log.exception("could not end the hooks of a delivery dropped unsettled", extra=fields)
+    except BaseException as exc:
+        raised = raised or exc
     finally:
         RELAY._ended(scope)
+    if raised is not None:
+        _raised(raised, background, "a delivery dropped unsettled", fields)
+
+
+def _raised(exc: BaseException, background: bool, what: str, fields: dict[str, Any]) -> None:
+    """Raise ``exc``, not an Exception, in an application's thread; log it in the
+    background thread, which has nobody to raise it to."""
+    if not background:
+        raise exc
+    log.error("could not end the hooks of %s", what, exc_info=exc, extra=fields)
+
+
+def _end_held(background: bool, delivery: Any) -> None:
+    """End ``"unsettled"`` the hooks of ``delivery``, still held at exit."""
+    from brokerkit._hooks import RELAY
+
+    fields = subscription_fields(delivery.subscription, [delivery])
+    try:
+        RELAY.deliver_end(delivery, "unsettled")
+    except Exception:  # (the relay logs a plugin's)
+        log.exception("could not end the hooks of a delivery held at exit", extra=fields)
+    except BaseException as exc:
+        _raised(exc, background, "a delivery held at exit", fields)
 
 
 def _drain_forever(drops: _Drops) -> None:
     while True:
-        drops.wake.get()
-        drain()
+        done = drops.wake.get()
+        try:
+            _drain(drops, True)
+        except BaseException:  # _end logs a plugin's; this is never expected
+            log.exception("could not end the hooks of the deliveries dropped unsettled")
+        if done is not None:
+            done.set()
 
 
-def _start(drops: _Drops) -> None:
+def _start(drops: _Drops) -> bool:
+    """Start the background thread unless it runs; whether it runs."""
+    global _AT_EXIT
     with drops.starting:
-        if drops.thread is not None:
-            return
+        if drops.thread is not None and drops.thread.is_alive():
+            return True
+        if not _AT_EXIT:
+            atexit.register(_at_exit)
+            _AT_EXIT = True
         thread = threading.Thread(
             target=_drain_forever, args=(drops,), name="brokerkit-dropped-deliveries", daemon=True
         )
         try:
             thread.start()
         except RuntimeError:  # interpreter shutting down: the close or the relay drains
-            return
+            return False
         drops.thread = thread
+        return True
+
+
+def _at_exit() -> None:
+    """End the hooks of this process's watched deliveries still open, in the
+    background thread, waiting :data:`EXIT_WAIT` seconds at most."""
+    drops = _DROPS
+    watched = drops.watched
+    while watched:
+        try:
+            _, finalizer = watched.popitem()
+        except KeyError:
+            break
+        held = finalizer.detach()  # once: the collector's call or this
+        if held is not None and held[2][2][-1].delivery is _OPEN:  # its parts' scope
+            drops.ends.put((_end_held, (held[0],)))
+    if drops.ends.empty() and not drops.busy:
+        return
+    done = threading.Event()
+    if _start(drops):
+        drops.wake.put(done)
+        if done.wait(EXIT_WAIT):
+            return
+    log.warning(
+        "the hooks of %d deliveries left unsettled were not made by the exit: a "
+        "brokerkit_deliver_end hook has not returned within %g s",
+        drops.ends.qsize() + drops.busy,
+        EXIT_WAIT,
+    )
 
 
 class UnsettledDeliveries:
@@ -160,7 +272,8 @@ class UnsettledDeliveries:
         if not isinstance(scope, Scope) or not scope.ends:
             return  # no plugin implements brokerkit_deliver_end: nothing to end
         drops = _DROPS
-        if drops.thread is None:
+        thread = drops.thread
+        if thread is None or not thread.is_alive():
             _start(drops)
         scope.delivery = _OPEN
         finalizers, key = self._finalizers, id(scope)
@@ -169,7 +282,7 @@ class UnsettledDeliveries:
         finalizer = weakref.finalize(
             delivery,
             _dropped,
-            finalizers,
+            (finalizers, drops.watched),
             key,
             (
                 type(delivery),
@@ -180,8 +293,8 @@ class UnsettledDeliveries:
                 scope,
             ),
         )
-        finalizer.atexit = False  # at interpreter exit, plugins may be half torn down
-        finalizers[key] = finalizer
+        finalizer.atexit = False  # _at_exit ends it, before the plugins shut down
+        finalizers[key] = drops.watched[key] = finalizer
 
     def end(self) -> None:
         """End ``"unsettled"`` the hooks of the watched deliveries still alive and not
@@ -193,16 +306,17 @@ class UnsettledDeliveries:
         finalizers = self._finalizers
         while finalizers:
             try:
-                _, finalizer = finalizers.popitem()
+                key, finalizer = finalizers.popitem()
             except KeyError:  # another thread's end took the last one
                 break
+            _DROPS.watched.pop(key, None)
             alive = finalizer.detach()
             if alive is not None:  # held here: a settlement's end and this are once
                 RELAY.deliver_end(alive[0], "unsettled")
         drain()
 
 
-def _dropped(finalizers: dict[int, Any], key: int, parts: tuple[Any, ...]) -> None:
+def _dropped(holders: tuple[dict[int, Any], ...], key: int, parts: tuple[Any, ...]) -> None:
     """A watched delivery was collected: queue the end of its hooks unless something
     ended them before. Nothing else can end them now (whatever ended them held the
     delivery until it was done). This runs wherever the collector does, maybe in a
@@ -210,10 +324,11 @@ def _dropped(finalizers: dict[int, Any], key: int, parts: tuple[Any, ...]) -> No
     plugin. Queued on this process's queue (read here, not when it was watched): in a
     child forked since, its next start, settlement or close makes the end."""
     drops = _DROPS
-    finalizers.pop(key, None)
+    for finalizers in holders:
+        finalizers.pop(key, None)
     scope = parts[-1]
     if scope.delivery is not _OPEN:
         return  # settled (or the close ended it) before it was let go
     scope.delivery = None
-    drops.ends.put(parts)
+    drops.ends.put((_end, parts))
     drops.wake.put(None)
