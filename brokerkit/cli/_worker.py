@@ -3,8 +3,10 @@
 Exit status: 0 after a stop from the program's code and a clean drain; 128 + the
 signal after SIGINT (130) or SIGTERM (143), whether or not the drain finished in time;
 1 when handlers were still running at the end of the grace period of a stop that no
-signal started, or on an error from the broker; and 2 when the worker cannot be
-imported or found, or has no broker and none is given.
+signal started, or on an error from the broker (one that could not be reached, or
+that refused a handler, as the worker started: then the error alone is printed, no
+final status of a run that never happened); and 2 when the worker cannot be imported
+or found, or has no broker and none is given.
 """
 
 from __future__ import annotations
@@ -79,10 +81,11 @@ def worker(
     """Run the handlers of a worker until SIGTERM or Ctrl-C, then drain and exit.
 
     Prints a live line per handler (processed, failed, retried, dead-lettered, in
-    flight, rate) on stderr: a table on a terminal, log lines otherwise. Exit status:
-    0 after a clean drain, 130 after SIGINT and 143 after SIGTERM (drained or not), 1
-    when handlers were cut short with no signal to report, 2 when the worker cannot be
-    imported.
+    flight, rate) on stderr: a table on a terminal, log lines otherwise; a worker that
+    could not start prints its error alone. Exit status: 0 after a clean drain, 130
+    after SIGINT and 143 after SIGTERM (drained or not), 1 when handlers were cut short
+    with no signal to report or on an error from the broker (one not reached, or
+    refusing a handler), 2 when the worker cannot be imported.
     """
     _check_seconds(grace, interval)
     found = load_worker(target)
@@ -235,8 +238,12 @@ class _Display:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop the updates and print the final status, of a run that started: one that
+        could not (a broker not reached, a handler refused) has its error alone."""
         self._stop.set()
         self._thread.join(5.0)
+        if not self._worker._started:
+            return
         for line in self._lines():
             err.print(line, markup=False, highlight=False)
 

@@ -143,7 +143,10 @@ class Exponential(RetryPolicy):
     ``jitter`` (0.1: each delay is drawn uniformly within plus or minus 10 %, and still
     at most ``cap``), so that messages that failed together do not all come back
     together. ``cap`` falls due by the end of the year 9999, as ``Fixed``'s
-    ``seconds`` does; ``first`` and ``factor`` may be as large as a float holds.
+    ``seconds`` does; ``first`` and ``factor`` may be as large as a float holds. A
+    ``first`` above ``cap`` makes every delay ``cap``, less its jitter
+    (``Exponential(600)`` waits 270 to 300 s, the default ``cap`` being 300): give
+    ``cap`` too, or use :class:`Fixed`.
 
     >>> policy = Exponential(first=0.5, factor=2, cap=10, jitter=0)
     >>> [policy.delay(n) for n in (1, 2, 3, 6)]

@@ -76,6 +76,8 @@ class Worker:
         self.grace = _seconds("grace", grace, valid="a non-negative number of seconds")
         self.stopped_by: int | None = None
         self.drained = False
+        # whether its last run subscribed every handler (`brokerkit worker` reads it)
+        self._started = False
         self._specs: list[HandlerSpec] = []
         self._stats: dict[str, HandlerStats] = {}
         # Whether run has subscribed every handler, and the wake-ups of those waiting
@@ -242,7 +244,7 @@ class Worker:
 
     def _run(self, broker: Broker, take_signals: bool) -> None:
         self.stopped_by = None
-        self.drained = False
+        self.drained = self._started = False
         self._signals.clear()
         self._stop, self._cut_short = stop, cut_short = Waiter(), Waiter()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
@@ -261,7 +263,7 @@ class Worker:
                     runners.append(runner)
                     runner.start()
                 self._set_ready(True)
-                started = True
+                started = self._started = True
                 log.info(
                     "worker running %d handler(s) on %s",
                     len(runners),

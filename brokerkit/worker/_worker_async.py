@@ -74,6 +74,8 @@ class AsyncWorker:
         self.grace = _seconds("grace", grace, valid="a non-negative number of seconds")
         self.stopped_by: int | None = None
         self.drained = False
+        # whether its last run subscribed every handler (`brokerkit worker` reads it)
+        self._started = False
         self._specs: list[HandlerSpec] = []
         self._stats: dict[str, HandlerStats] = {}
         # Whether run has subscribed every handler, and the wake-ups of those waiting
@@ -240,7 +242,7 @@ class AsyncWorker:
 
     async def _run(self, broker: AsyncBroker, take_signals: bool) -> None:
         self.stopped_by = None
-        self.drained = False
+        self.drained = self._started = False
         self._signals.clear()
         self._stop, self._cut_short = stop, cut_short = Waiter(), Waiter()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
@@ -259,7 +261,7 @@ class AsyncWorker:
                     runners.append(runner)
                     await runner.start()
                 self._set_ready(True)
-                started = True
+                started = self._started = True
                 log.info(
                     "worker running %d handler(s) on %s",
                     len(runners),
