@@ -18,14 +18,19 @@ class StreamGroupInfo(GroupInfo):
         entries list, as ``XINFO GROUPS`` counts it; nacked entries waiting to be
         claimed again are among them, delayed retries are not: they count in
         ``TopicInfo.scheduled``).
-    :ivar lag: entries the group has not read yet; where Redis gives no lag (Redis
-        6.2; 7.x after an ``XDEL`` past the group's position) they are counted, up to
+    :ivar lag: entries the group has not read yet (after its position). Redis 7's
+        lag only where nothing was ever removed from the stream: where Redis gives
+        none (Redis 6.2; 7.x after an ``XDEL`` past the group's position), and after
+        an ``XDEL`` or a trim, when Redis's may be too high (a group that read past
+        removed entries keeps a read counter too low), they are counted, up to
         :data:`~.inspect_async.LAG_COUNT_LIMIT`: see ``lag_exact``.
-    :ivar lag_exact: False when ``lag`` is a lower bound: Redis gave no lag and the
+    :ivar lag_exact: False when ``lag`` is a lower bound, never an upper one: the
         count stopped at :data:`~.inspect_async.LAG_COUNT_LIMIT` (at least that many
         entries wait), so that an inspect never holds Redis for long on a large stream.
     :ivar last_delivered_id: the id of the last entry handed to the group.
-    :ivar entries_read: entries the group has read (Redis 7 and later, else None).
+    :ivar entries_read: Redis's read counter of the group, ``XINFO GROUPS``'
+        ``entries-read`` (Redis 7 and later, else None): a heuristic, too low after
+        the group read past removed entries, and None where Redis lost track.
     :ivar trimmed_pending: pending entries whose data was trimmed away (their ids
         are below the stream's first id): they can still be acked, but if they are
         never acked they cannot be redelivered.

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.exceptions import ResponseError
@@ -59,20 +59,19 @@ def inspect_stream(
         return StreamTopicInfo(
             topic=topic,
             length=0,
-            dead_lettered=_dead_letters(client, dead_letter_key),
+            dead_lettered=_dead_letters(client, scripts, dead_letter_key),
             details={"key": key, "dead_letter_key": dead_letter_key, "exists": False},
             scheduled=held,
         )
-    length = int(stream["length"])
-    first = _entry_id(stream.get("first-entry"))
-    last = _entry_id(stream.get("last-entry"))
+    shape = _shape(stream)
+    length, first, last = shape.length, shape.first, shape.last
     # A count that is not an integer (a careless hand wrote it) reads as 0; the
     # next entry lost resets it.
     lost = {shown(k): int(v) if v.isdigit() else 0 for k, v in (client.hgetall(lost_key)).items()}
     groups = []
     oldest: float | None = None
     for raw in client.xinfo_groups(key):
-        group = _group(client, scripts, key, raw, length, first, last, lost)
+        group = _group(client, scripts, key, raw, shape, lost)
         groups.append(group)
         held += int(client.zcard(delayed_key_of(group.name)))
         if group.pending:
@@ -84,7 +83,7 @@ def inspect_stream(
         length=length,
         oldest_waiting_age=_oldest_waiting(client, key, groups, first),
         in_flight=sum(g.pending for g in groups),
-        dead_lettered=_dead_letters(client, dead_letter_key),
+        dead_lettered=_dead_letters(client, scripts, dead_letter_key),
         oldest_in_flight_age=oldest,
         groups=tuple(groups),
         first_id=first,
@@ -97,25 +96,32 @@ def inspect_stream(
     )
 
 
-def _dead_letters(client: redis.Redis, key: str) -> int:
+def _dead_letters(client: redis.Redis, scripts: StreamScripts, key: str) -> int:
     """The dead letters in the dead-letter stream ``key`` still waiting to be dealt
     with: the stream keeps settled entries for replay, so not its length but the
     fewer either group of :data:`DEAD_LETTER_GROUPS` that exists has not settled, its
-    lag plus its pending (handed back and delayed ones too), never more than the
-    stream holds; every entry where neither exists. Another group (a tail from
-    "latest", say) does not count. Where XINFO gives no lag (Redis 6.2; 7.x after
-    entries past the group's position were deleted), the group's count is its upper
-    bound, the stream's length: counting would read the entries (their bodies) after
-    its position."""
-    stored = int(client.xlen(key))
-    if not stored:
+    lag (as :func:`_lag` finds it) plus its pending (handed back and delayed ones too),
+    never more than the stream holds; every entry where neither exists. Another group
+    (a tail from "latest", say) does not count. Where that lag is not exact, the
+    group's count is its upper bound, the stream's length: on Redis 6.2, which gives
+    no lag (counting would read the entries, bodies and all, after the group's
+    position), and on 7.x where the count stopped at :data:`LAG_COUNT_LIMIT`."""
+    try:
+        shape = _shape(client.xinfo_stream(key))
+    except ResponseError as exc:
+        if "no such key" not in str(exc).lower():
+            raise
         return 0
-    unsettled = [stored]
+    if not shape.length:
+        return 0
+    unsettled = [shape.length]
     for raw in client.xinfo_groups(key):
         if shown(raw["name"]) not in DEAD_LETTER_GROUPS:
             continue
-        lag = raw.get("lag")
-        unsettled.append(stored if lag is None else int(lag) + int(raw["pending"]))
+        lag, exact = 0, False
+        if shape.added is not None:  # Redis 7 and later, else the bound
+            lag, exact = _lag(scripts, key, raw, shape)
+        unsettled.append(lag + int(raw["pending"]) if exact else shape.length)
     return min(unsettled)
 
 
@@ -124,9 +130,7 @@ def _group(
     scripts: StreamScripts,
     key: str,
     raw: Mapping[str, Any],
-    length: int,
-    first: str | None,
-    last: str | None,
+    shape: _Shape,
     lost: Mapping[str, int],
 ) -> StreamGroupInfo:
     """The group's info. Another program's group or consumer may be named by any
@@ -135,13 +139,10 @@ def _group(
     raw_name, name = raw["name"], shown(raw["name"])
     pending = int(raw["pending"])
     delivered = text(raw["last-delivered-id"])
-    lag, lag_exact = raw.get("lag"), True
-    if lag is None:
-        # Redis 6.2 has no lag field, and 7.x leaves it out when deletions make it
-        # unknowable: count the entries after the group's position on the server.
-        lag, lag_exact = _count_lag(scripts, key, delivered, length, first, last)
+    lag, lag_exact = _lag(scripts, key, raw, shape)
     trimmed = 0
     if pending:
+        first = shape.first
         if first is None:
             trimmed = pending
         else:
@@ -160,7 +161,7 @@ def _group(
     info = StreamGroupInfo(
         name=name,
         pending=pending,
-        lag=int(lag),
+        lag=lag,
         lag_exact=lag_exact,
         consumers=consumers,
         last_delivered_id=delivered,
@@ -171,24 +172,63 @@ def _group(
     return info
 
 
-def _count_lag(
-    scripts: StreamScripts,
-    key: str,
-    delivered: str,
-    length: int,
-    first: str | None,
-    last: str | None,
+class _Shape(NamedTuple):
+    """What XINFO STREAM says of a stream that a group's lag is worked out from."""
+
+    length: int
+    first: str | None
+    last: str | None
+    #: ``entries-added``: every entry ever added (None on Redis 6.2, which has none).
+    added: int | None
+
+
+def _shape(stream: Mapping[str, Any]) -> _Shape:
+    added = stream.get("entries-added")
+    return _Shape(
+        length=int(stream["length"]),
+        first=_entry_id(stream.get("first-entry")),
+        last=_entry_id(stream.get("last-entry")),
+        added=None if added is None else int(added),
+    )
+
+
+def _lag(
+    scripts: StreamScripts, key: str, raw: Mapping[str, Any], shape: _Shape
 ) -> tuple[int, bool]:
-    """The entries after a group's position ``delivered``, and whether that is the
-    exact count: none when it is at or past the last entry, every one when it is
-    before the first (no entry is read either way), else counted on the server up to
-    :data:`LAG_COUNT_LIMIT` (a lower bound once that many are found)."""
-    if last is None or id_order(delivered) >= id_order(last):
+    """The entries after the position of the group ``raw`` (its XINFO GROUPS entry),
+    and whether that is the exact count; when not, it is a lower bound,
+    :data:`LAG_COUNT_LIMIT` (at least that many wait), never an upper one.
+
+    0 when the group is at or past the last entry, every one when it is before the
+    first (no entry is read either way); Redis 7's lag where nothing was ever removed
+    from the stream (``entries-added`` is its length). Else the entries are counted
+    on the server: Redis gives no lag on 6.2, nor on 7.x after a deletion past the
+    group's position, and the one it gives after a deletion or a trim is too high
+    where the group read past removed entries (Redis 7.0's read counter goes up one
+    an entry handed: a lag 1 too high at the last entry, say, for good). The count
+    stops at Redis's lag and one more (the one more tells that Redis's lag was not
+    too low, as another program's ``XGROUP SETID ... ENTRIESREAD`` can make it; if it
+    was the count goes on), and at :data:`LAG_COUNT_LIMIT`."""
+    delivered = text(raw["last-delivered-id"])
+    if shape.last is None or id_order(delivered) >= id_order(shape.last):
         return 0, True
-    if first is not None and id_order(delivered) < id_order(first):
-        return length, True
-    counted = int(scripts.count_after(keys=[key], args=[delivered, LAG_COUNT_LIMIT]))
+    if shape.first is not None and id_order(delivered) < id_order(shape.first):
+        return shape.length, True
+    given = raw.get("lag")
+    if given is not None and shape.added == shape.length and 0 < int(given) <= shape.length:
+        return int(given), True
+    limit = LAG_COUNT_LIMIT
+    if given is not None:
+        limit = min(int(given), shape.length) + 1
+    counted = _count_after(scripts, key, delivered, min(limit, LAG_COUNT_LIMIT))
+    if counted >= limit and limit < LAG_COUNT_LIMIT:
+        counted = _count_after(scripts, key, delivered, LAG_COUNT_LIMIT)
     return counted, counted < LAG_COUNT_LIMIT
+
+
+def _count_after(scripts: StreamScripts, key: str, delivered: str, limit: int) -> int:
+    """The entries after ``delivered``, counted on the server no further than ``limit``."""
+    return int(scripts.count_after(keys=[key], args=[delivered, limit]))
 
 
 def _longest_out(client: redis.Redis, key: str, group: str | bytes) -> float | None:
