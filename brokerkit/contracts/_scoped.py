@@ -399,7 +399,8 @@ class ScopeContract:
         ``brokerkit-dlq``, the one ``brokerkit dlq`` reads with; ``dead_lettered`` is
         the fewer either has not settled. Another group, a tail from ``"latest"``
         that read and acked every dead letter, clears nothing. Where the backend says
-        it cannot tell those groups' lag cheaply (as above: redis+stream on Redis 6.2),
+        it cannot tell those groups' lag cheaply (as above: redis+stream on Redis 6.2, or
+        a lag whose count stopped at its limit),
         the count is an upper bound: no fewer than they have not settled, and no more
         than every one stored."""
         promise = "dead_lettered counts by the groups that deal with dead letters"
