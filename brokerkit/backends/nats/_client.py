@@ -47,6 +47,7 @@ from brokerkit.backends.nats._socket import (
     end_reconnecting,
     withdraw,
 )
+from brokerkit.backends.nats._subjects import connect
 from brokerkit.exceptions import ConnectionFailed, PermissionDenied, Unsupported
 
 __all__ = [
@@ -195,7 +196,7 @@ class NatsClient(Outages, Permissions):
             log.info("NATS connection to %s is back", self.server, extra=log_fields())
 
         try:
-            nc = await nats.connect(
+            nc = await connect(  # (nats.connect's, reading any subject the server sends)
                 servers=[server],
                 **credentials(self._url),
                 name="brokerkit",

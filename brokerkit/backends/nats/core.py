@@ -76,6 +76,10 @@ class AsyncNatsCoreBroker(AsyncBroker):
         )
 
     def _topic_of(self, subject: str) -> str:
+        """The topic a delivery from ``subject`` names: what follows the prefix, its
+        ``%`` tokens empty. Any other program's subject under the prefix, heard through a
+        pattern, is as the connection shows it (``_subjects``: UTF-8 as it is, other bytes
+        as ``\\xff`` escapes, as redis+pubsub shows a channel)."""
         tokens = subject.split(".")[1:]
         return ".".join("" if token == "%" else token for token in tokens)
 
