@@ -137,19 +137,24 @@ if #gone == 0 then return {0, last} end
 return {redis.call('XDEL', key, unpack(gone)), last}
 """
 
-# KEYS: stream.  ARGV: after id, limit.  Returns how many entries come after it,
-# counting no further than the limit (the entries are read, bodies and all, 100 at a
-# time: a count without a limit held Redis for as long as the stream is long).
+# KEYS: stream.  ARGV: after id, most entries, most bytes.
+# Returns {entries counted, the last id counted ('' once the stream's end was reached)}.
+# One bounded step of counting the entries after an id (see inspect_async._count_after,
+# which calls again from the last id counted): it reads entries one an XRANGE (the
+# size of the next is unknown until it is read: a batch could copy any amount into
+# Lua), at most `most` of them, and stops once their fields come to `most bytes`: so
+# it copies at most that, plus the one entry that crosses it, whatever their sizes.
 COUNT_AFTER = r"""
-local n, from, limit = 0, '(' .. ARGV[1], tonumber(ARGV[2])
-while n < limit do
-  local want = math.min(100, limit - n)
-  local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', want)
-  n = n + #batch
-  if #batch < want then return n end
-  from = '(' .. batch[#batch][1]
+local key, from = KEYS[1], '(' .. ARGV[1]
+local most, bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, size, last = 0, 0, ''
+while n < most and size < bytes do
+  local e = redis.call('XRANGE', key, from, '+', 'COUNT', 1)[1]
+  if not e then return {n, ''} end
+  n, last, from = n + 1, e[1], '(' .. e[1]
+  for _, v in ipairs(e[2]) do size = size + #v end
 end
-return n
+return {n, last}
 """
 
 # KEYS: stream, the group's wake stream.  ARGV: group, idle ms, one consumer's name

@@ -16,17 +16,23 @@ from brokerkit.backends.redis.stream.info import StreamGroupInfo, StreamTopicInf
 from brokerkit.backends.redis.stream.scheduling import PARKING
 from brokerkit.backends.redis.stream.scripts import shown, text
 
-__all__ = ["LAG_COUNT_LIMIT", "inspect_stream"]
+__all__ = ["LAG_COUNT_LIMIT", "LAG_STEP_BYTES", "LAG_STEP_ENTRIES", "inspect_stream"]
 
 #: A pending entry idle this long (ms: 31 years) was backdated to the epoch by a
 #: requeue or a hand-back (``XCLAIM ... TIME 0``, see :data:`.scripts.NACK`): it
 #: waits for any member to claim it, and no member has it out.
 _BACKDATED_MS = 10**12
 
-#: Where Redis gives no lag, a group's entries after its position are counted on the
-#: server up to this many (a lag of at least this many is reported as this, with
-#: ``lag_exact`` False): counting reads the entries, bodies and all.
+#: Where Redis's lag is missing or not to be trusted, a group's entries after its
+#: position are counted on the server up to this many (a lag of at least this many is
+#: reported as this, with ``lag_exact`` False): counting reads the entries, bodies and
+#: all, in calls of at most :data:`LAG_STEP_ENTRIES` entries.
 LAG_COUNT_LIMIT = 10_000
+#: The entries one counting call reads at most (one an XRANGE).
+LAG_STEP_ENTRIES = 500
+#: The bytes of fields one counting call copies into the script at most, besides the
+#: one entry that crosses it (the next entry's size is unknown until it is read).
+LAG_STEP_BYTES = 1 << 20
 
 #: Pending entries read a call while looking for the longest-idle one.
 _PENDING_PAGE = 1000
@@ -208,7 +214,11 @@ async def _lag(
     an entry handed: a lag 1 too high at the last entry, say, for good). The count
     stops at Redis's lag and one more (the one more tells that Redis's lag was not
     too low, as another program's ``XGROUP SETID ... ENTRIESREAD`` can make it; if it
-    was the count goes on), and at :data:`LAG_COUNT_LIMIT`."""
+    was the count goes on), and at :data:`LAG_COUNT_LIMIT`. The count takes calls of at
+    most :data:`LAG_STEP_ENTRIES` entries and :data:`LAG_STEP_BYTES` of their fields
+    (and one entry more), one round trip each, and other clients' commands run between
+    them: it is not of one instant, an entry added or removed meanwhile counts or not
+    (as the groups of one inspect are not read at one instant either)."""
     delivered = text(raw["last-delivered-id"])
     if shape.last is None or id_order(delivered) >= id_order(shape.last):
         return 0, True
@@ -219,16 +229,27 @@ async def _lag(
         return int(given), True
     limit = LAG_COUNT_LIMIT
     if given is not None:
-        limit = min(int(given), shape.length) + 1
-    counted = await _count_after(scripts, key, delivered, min(limit, LAG_COUNT_LIMIT))
-    if counted >= limit and limit < LAG_COUNT_LIMIT:
-        counted = await _count_after(scripts, key, delivered, LAG_COUNT_LIMIT)
+        limit = min(int(given), shape.length, LAG_COUNT_LIMIT - 1) + 1
+    counted, cursor = await _count_after(scripts, key, delivered, limit)
+    if cursor and counted == limit < LAG_COUNT_LIMIT:
+        more, _ = await _count_after(scripts, key, cursor, LAG_COUNT_LIMIT - counted)
+        counted += more
     return counted, counted < LAG_COUNT_LIMIT
 
 
-async def _count_after(scripts: StreamScripts, key: str, delivered: str, limit: int) -> int:
-    """The entries after ``delivered``, counted on the server no further than ``limit``."""
-    return int(await scripts.count_after(keys=[key], args=[delivered, limit]))
+async def _count_after(scripts: StreamScripts, key: str, after: str, limit: int) -> tuple[int, str]:
+    """The entries after the id ``after``, counted on the server no further than
+    ``limit``, and the last id counted ('' once the stream's end was reached): in calls
+    of :data:`LAG_STEP_ENTRIES` entries and :data:`LAG_STEP_BYTES` at most, each going
+    on from the last id the one before counted."""
+    counted, cursor = 0, after
+    while counted < limit:
+        step = [cursor, min(LAG_STEP_ENTRIES, limit - counted), LAG_STEP_BYTES]
+        found, last = await scripts.count_after(keys=[key], args=step)
+        counted, cursor = counted + int(found), text(last)
+        if not cursor:
+            break
+    return counted, cursor
 
 
 async def _longest_out(client: aioredis.Redis, key: str, group: str | bytes) -> float | None:
