@@ -62,9 +62,10 @@ class TopicInfo:
         dead letters, say) does not count. A dead letter read and acked drops out,
         also where the broker keeps settled messages for replay (redis+stream, NATS
         JetStream, memory). Where the broker could not count a group's lag exactly
-        (redis+stream: its lag is counted on the server, up to 10,000, on Redis 6.2,
-        which gives none, and on 7.x once entries were removed from the stream, where
-        Redis's own is unreliable), the count is an upper bound: every one stored.
+        (redis+stream: its lag is counted on the server, up to 10,000 entries or 8 MB,
+        on Redis 6.2, which gives none, and on 7.x once entries were removed from the
+        stream, where Redis's own is unreliable), the count is an upper bound: every
+        one stored.
     :ivar scheduled: messages the broker holds for a due time: delayed publishes and
         delayed retries (``nack(delay=...)``), over all groups; not in ``length``.
     :ivar oldest_in_flight_age: seconds the oldest unsettled delivery has been out.

@@ -138,7 +138,8 @@ return {redis.call('XDEL', key, unpack(gone)), last}
 """
 
 # KEYS: stream.  ARGV: after id, most entries, most bytes.
-# Returns {entries counted, the last id counted ('' once the stream's end was reached)}.
+# Returns {entries counted, the last id counted ('' once the stream's end was reached),
+# the bytes of their fields}.
 # One bounded step of counting the entries after an id (see inspect_async._count_after,
 # which calls again from the last id counted): it reads entries one an XRANGE (the
 # size of the next is unknown until it is read: a batch could copy any amount into
@@ -150,11 +151,11 @@ local most, bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
 local n, size, last = 0, 0, ''
 while n < most and size < bytes do
   local e = redis.call('XRANGE', key, from, '+', 'COUNT', 1)[1]
-  if not e then return {n, ''} end
+  if not e then return {n, '', size} end
   n, last, from = n + 1, e[1], '(' .. e[1]
   for _, v in ipairs(e[2]) do size = size + #v end
 end
-return {n, last}
+return {n, last, size}
 """
 
 # KEYS: stream, the group's wake stream.  ARGV: group, idle ms, one consumer's name
