@@ -25,9 +25,11 @@ end that delivery). What it raises that is not an :class:`Exception` (``SystemEx
 ``KeyboardInterrupt``, a cancellation) is, in the background thread, logged on
 ``brokerkit.hooks`` (the subscription and the message's id, never its body) and the
 thread goes on; in an application's thread (a start, a settlement, a close) it is
-raised there once the other plugins have ended that delivery, and the background
-thread makes the ends still queued. The thread, found dead, is started again at the
-next watched delivery or at exit.
+raised there once the other plugins have ended that delivery and that start,
+settlement or close has made its own hooks, and the background thread makes the ends
+still queued. The thread, found dead, is started again at the next watched delivery or
+at exit; where no thread may start at exit (Python 3.12 and later, in a forked child
+that has none), the exit makes the ends itself.
 
 At interpreter exit (an ``atexit`` handler, registered with the process's first
 watched delivery: after OpenTelemetry's ``TracerProvider`` made before it registered
@@ -104,13 +106,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forked)
 
 
-def drain() -> None:
+def drain() -> BaseException | None:
     """End the hooks of the dropped deliveries the collector queued: those queued
     before this call have ended when it returns (waiting for another thread making
-    some). Raises only what a plugin raised that is not an :class:`Exception`, once
-    the other plugins have ended that delivery (the background thread makes the ends
-    still queued)."""
-    _drain(_DROPS, False)
+    some). Returns, not raises, what a plugin raised that is not an
+    :class:`Exception`, once the other plugins have ended that delivery (the
+    background thread makes the ends still queued): the caller raises it once its
+    own hooks are done (a settlement's of another delivery, say)."""
+    try:
+        _drain(_DROPS, False)
+    except BaseException as exc:
+        return exc
+    return None
 
 
 def _drain(drops: _Drops, background: bool) -> None:
@@ -242,6 +249,11 @@ def _at_exit() -> None:
         drops.wake.put(done)
         if done.wait(EXIT_WAIT):
             return
+    elif drops.thread is None or not drops.thread.is_alive():
+        # no thread may start at exit (Python 3.12 and later; a forked child that
+        # never received has none): made here, as the background thread would
+        _drain(drops, True)
+        return
     log.warning(
         "the hooks of %d deliveries left unsettled were not made by the exit: a "
         "brokerkit_deliver_end hook has not returned within %g s",
@@ -313,7 +325,9 @@ class UnsettledDeliveries:
             alive = finalizer.detach()
             if alive is not None:  # held here: a settlement's end and this are once
                 RELAY.deliver_end(alive[0], "unsettled")
-        drain()
+        raised = drain()
+        if raised is not None:
+            raise raised
 
 
 def _dropped(holders: tuple[dict[int, Any], ...], key: int, parts: tuple[Any, ...]) -> None:

@@ -317,7 +317,16 @@ class HookRelay:
         self.manager()
         if not (self.deliver or self.settle):
             return
-        drain_dropped()  # the ends the collector queued (brokerkit._delivery_drops)
+        # the ends the collector queued (brokerkit._delivery_drops); what a plugin's end
+        # raised that is no Exception is raised once this delivery's start is made
+        raised = drain_dropped()
+        try:
+            self._start_delivery(delivery)
+        finally:
+            if raised is not None:
+                raise raised
+
+    def _start_delivery(self, delivery: Any) -> None:
         if self._draining and not self._open and not any(self._drained()):
             return  # the last open deliveries were dropped unsettled
         # A lease-lost mark is never replaced by a plain scope: the loss of a buffered
@@ -400,7 +409,23 @@ class HookRelay:
         self.manager()
         if not self.settle:
             return
-        drain_dropped()
+        # what a dropped delivery's plugin end raised that is no Exception is raised
+        # once this settlement's own hooks are made (see deliver_start)
+        raised = drain_dropped()
+        try:
+            self._settled(broker, deliveries, requeue, stale, reason)
+        finally:
+            if raised is not None:
+                raise raised
+
+    def _settled(
+        self,
+        broker: Any,
+        deliveries: Sequence[Any],
+        requeue: bool | None,
+        stale: Sequence[Any],
+        reason: str | None,
+    ) -> None:
         if self._draining and not self._open and not self._drained()[1]:
             return  # the last open deliveries were dropped unsettled
         # tuples: each plugin is handed the same deliveries, whatever one does with them

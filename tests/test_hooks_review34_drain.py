@@ -203,6 +203,70 @@ def test_what_a_forked_child_dropped_ends_at_its_exit(server: RedisServer, tmp_p
     assert len({pid for pid, _, _ in ended}) == 2  # one in each process
 
 
+def test_a_forked_child_where_no_thread_may_start_at_exit_still_ends_its_drops(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """Python 3.12 and later refuse a new thread in an atexit handler; a forked child
+    that never received has no drain thread: the exit makes the ends itself (review:
+    before, nothing was made and the exit warned of a hook that had not returned)."""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    script = """
+    import atexit
+    one, = received("one")
+    child = os.fork()
+    if child == 0:
+        def refused(*args, **kwargs):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        # runs before brokerkit's (atexit is last in, first out): as on Python 3.12
+        atexit.register(lambda: setattr(threading.Thread, "start", refused))
+        del one
+        gc.collect()
+        sys.exit(0)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    one.ack()
+    sub.close()
+    broker.close()
+    """
+    ended, _ = _run(script, server, tmp_path)
+    assert sorted((body, outcome) for _, body, outcome in ended) == [
+        ("one", "ack"),
+        ("one", "unsettled"),
+    ]
+
+
+def test_an_ack_ends_its_own_hooks_before_it_raises_a_drops_base_exception(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application thread's settlement that makes a dropped delivery's end first
+    (the background thread lost the race) and meets a plugin's BaseException there
+    raises it only once its own delivery's hooks have ended (review: the ack was made,
+    then raised, and its delivery's hooks ended "unsettled" later, at collection)."""
+    from brokerkit import _delivery_drops
+
+    # no background thread: this test's drops are this thread's to make
+    monkeypatch.setattr(_delivery_drops, "_DROPS", _delivery_drops._Drops())
+    monkeypatch.setattr(_delivery_drops, "_start", lambda drops: True)
+    topic = f"hooks34a-{uuid.uuid4().hex[:8]}"
+    ends = Ends()
+    with brokerkit.connect(server.url("redis+pubsub"), prefix=topic) as broker:
+        for _ in registered(ends):
+            for _ in registered(Raising()):
+                subscription = broker.subscribe(topic)
+                assert subscription.receive(timeout=0) is None  # subscribed
+                broker.publish_many(topic, [BODY, "acked"])
+                first = subscription.receive(timeout=WAIT)
+                second = subscription.receive(timeout=WAIT)
+                assert first is not None and second is not None
+                del first
+                gc.collect()
+                with pytest.raises(Stop):
+                    second.ack()
+                assert sorted(ends.ended) == sorted([(BODY, "unsettled"), ("acked", "ack")])
+                subscription.close()
+
+
 def test_a_plugin_blocking_at_exit_holds_the_exit_a_bounded_while(
     server: RedisServer, tmp_path: Path
 ) -> None:
