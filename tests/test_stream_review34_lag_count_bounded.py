@@ -263,3 +263,23 @@ def test_a_count_stops_at_its_bytes_a_lower_bound(
     assert sum(size for _, size in copied[:-1]) < budget  # and the one that crossed it
     assert group.lag_exact is False
     assert group.lag == len(copied) < 37
+
+
+@pytest.mark.parametrize("bound", ["entries", "bytes"])
+def test_a_count_that_stops_at_a_bound_on_the_last_entry_is_exact(
+    stream: _Stream, monkeypatch: pytest.MonkeyPatch, bound: str
+) -> None:
+    """The count's bound reached exactly at the stream's last entry: every entry
+    counted, the lag exact (review: reported as a lower bound, and dead_lettered then
+    fell back to every one stored)."""
+    from brokerkit.backends.redis.stream import inspect, inspect_async
+
+    s = stream
+    _fill(s, [(SMALL, 40)])
+    _behind_a_deletion(s)
+    assert s.truth() == 37
+    name, value = ("LAG_COUNT_LIMIT", 37) if bound == "entries" else ("LAG_COUNT_BYTES", 37 * SMALL)
+    for module in (inspect, inspect_async):
+        monkeypatch.setattr(module, name, value)
+    group = s.group()
+    assert (group.lag, group.lag_exact) == (37, True)

@@ -121,7 +121,8 @@ def _dead_letters(client: redis.Redis, scripts: StreamScripts, key: str) -> int:
     (a tail from "latest", say) does not count. Where that lag is not exact, the
     group's count is its upper bound, the stream's length: on Redis 6.2, which gives
     no lag (counting would read the entries, bodies and all, after the group's
-    position), and on 7.x where the count stopped at :data:`LAG_COUNT_LIMIT`."""
+    position), and on 7.x where the count stopped at :data:`LAG_COUNT_LIMIT` entries or
+    :data:`LAG_COUNT_BYTES` before the stream's end."""
     try:
         shape = _shape(client.xinfo_stream(key))
     except ResponseError as exc:
@@ -247,8 +248,9 @@ def _lag(
         left = LAG_COUNT_BYTES - spent
         more, cursor, _ = _count_after(scripts, key, cursor, LAG_COUNT_LIMIT - counted, left)
         counted += more
-    # exact only where the count reached the stream's end (else it stopped at a bound)
-    return counted, not cursor
+    # exact only where the count reached the stream's end, its last entry as XINFO
+    # gave it or past (else it stopped at a bound)
+    return counted, not cursor or id_order(cursor) >= id_order(shape.last)
 
 
 def _count_after(
