@@ -5,8 +5,9 @@ signal after SIGINT (130) or SIGTERM (143), whether or not the drain finished in
 1 when handlers were still running at the end of the grace period of a stop that no
 signal started, or on an error from the broker (one that could not be reached, or
 that refused a handler, as the worker started: then the error alone is printed, no
-final status of a run that never happened); and 2 when the worker cannot be imported
-or found, or has no broker and none is given.
+final status of a run that never happened) or when the worker has no handlers; and 2
+when the worker cannot be imported or found, has no broker and none is given, or an
+option is out of range.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def worker(
     flight, rate) on stderr: a table on a terminal, log lines otherwise; a worker that
     could not start prints its error alone. Exit status: 0 after a clean drain, 130
     after SIGINT and 143 after SIGTERM (drained or not), 1 when handlers were cut short
-    with no signal to report or on an error from the broker (one not reached, or
-    refusing a handler), 2 when the worker cannot be imported.
+    with no signal to report, on an error from the broker (one not reached, or
+    refusing a handler) or with no handlers, 2 when the worker cannot be imported, has
+    no broker and none is given, or an option is out of range.
     """
     _check_seconds(grace, interval)
     found = load_worker(target)
