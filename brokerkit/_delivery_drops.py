@@ -54,7 +54,7 @@ from typing import Any
 
 from brokerkit._hook_impls import call_each
 from brokerkit._hook_scopes import Scope
-from brokerkit._logging import subscription_fields
+from brokerkit._logging import log_fields, subscription_fields
 
 __all__ = ["EXIT_WAIT", "UnsettledDeliveries", "drain"]
 
@@ -156,7 +156,6 @@ def _end(
     ``background`` thread, else raised after the others' ends."""
     from brokerkit._hooks import RELAY  # the relay imports this module
 
-    fields = subscription_fields(subscription, [message])
     raised: BaseException | None = None
     try:
         stand_in = kind(message, subscription=subscription, attempt=attempt, receipt=receipt)
@@ -168,34 +167,46 @@ def _end(
             except BaseException as exc:  # not an Exception: call_each logs those
                 raised = raised or exc
     except Exception:
-        log.exception("could not end the hooks of a delivery dropped unsettled", extra=fields)
+        log.exception(
+            "could not end the hooks of a delivery dropped unsettled",
+            extra=subscription_fields(subscription, [message]),
+        )
     except BaseException as exc:
         raised = raised or exc
     finally:
         RELAY._ended(scope)
     if raised is not None:
-        _raised(raised, background, "a delivery dropped unsettled", fields)
+        _raised(raised, background, "a delivery dropped unsettled", subscription, message)
 
 
-def _raised(exc: BaseException, background: bool, what: str, fields: dict[str, Any]) -> None:
+def _raised(
+    exc: BaseException, background: bool, what: str, subscription: Any, message: Any
+) -> None:
     """Raise ``exc``, not an Exception, in an application's thread; log it in the
     background thread, which has nobody to raise it to."""
     if not background:
         raise exc
-    log.error("could not end the hooks of %s", what, exc_info=exc, extra=fields)
+    log.error(
+        "could not end the hooks of %s",
+        what,
+        exc_info=exc,
+        extra=subscription_fields(subscription, [message]),
+    )
 
 
 def _end_held(background: bool, delivery: Any) -> None:
     """End ``"unsettled"`` the hooks of ``delivery``, still held at exit."""
     from brokerkit._hooks import RELAY
 
-    fields = subscription_fields(delivery.subscription, [delivery])
     try:
         RELAY.deliver_end(delivery, "unsettled")
     except Exception:  # (the relay logs a plugin's)
-        log.exception("could not end the hooks of a delivery held at exit", extra=fields)
+        log.exception(
+            "could not end the hooks of a delivery held at exit",
+            extra=subscription_fields(delivery.subscription, [delivery]),
+        )
     except BaseException as exc:
-        _raised(exc, background, "a delivery held at exit", fields)
+        _raised(exc, background, "a delivery held at exit", delivery.subscription, delivery)
 
 
 def _drain_forever(drops: _Drops) -> None:
@@ -204,7 +215,10 @@ def _drain_forever(drops: _Drops) -> None:
         try:
             _drain(drops, True)
         except BaseException:  # _end logs a plugin's; this is never expected
-            log.exception("could not end the hooks of the deliveries dropped unsettled")
+            log.exception(
+                "could not end the hooks of the deliveries dropped unsettled",
+                extra=log_fields(),
+            )
         if done is not None:
             done.set()
 
@@ -259,6 +273,7 @@ def _at_exit() -> None:
         "brokerkit_deliver_end hook has not returned within %g s",
         drops.ends.qsize() + drops.busy,
         EXIT_WAIT,
+        extra=log_fields(),
     )
 
 
