@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 import brokerkit
 import brokerkit.aio
 from tests.redis_server import RedisServer
 from tests.script_monitor import ScriptMonitor
+from tests.stream_replay import entries, entry_id, replayed
 from tests.test_stream_review34_lag_after_xdel import (  # noqa: F401 (fixtures)
     LIMIT,
     _Stream,
@@ -37,8 +37,6 @@ STEP_ENTRIES = 500
 STEP_BYTES = 1 << 20
 
 SMALL, BIG = 100, 64 << 10
-
-Entry = tuple[tuple[int, int], int]  # (id, size of its fields)
 
 
 @pytest.fixture(params=["7", "6.2"])
@@ -73,36 +71,6 @@ def _behind_a_deletion(s: _Stream) -> None:
     s.read(1)
 
 
-def _id(text: str) -> tuple[int, int]:
-    ms, seq = text.split("-")
-    return int(ms), int(seq)
-
-
-def _entries(client: redis.Redis, key: str) -> list[Entry]:
-    return [
-        (_id(i.decode()), sum(len(k) + len(v) for k, v in fields.items()))
-        for i, fields in client.xrange(key)
-    ]
-
-
-def _read(stream: list[Entry], command: tuple[str, ...]) -> list[Entry]:
-    """What ``XRANGE key start end COUNT n`` returned from ``stream``."""
-    assert command[0] == "XRANGE" and len(command) == 6 and command[4].upper() == "COUNT"
-    _, _, start, end, _, count = command
-
-    def after_start(i: tuple[int, int]) -> bool:
-        if start == "-":
-            return True
-        return i > _id(start[1:]) if start.startswith("(") else i >= _id(start)
-
-    def before_end(i: tuple[int, int]) -> bool:
-        if end == "+":
-            return True
-        return i < _id(end[1:]) if end.startswith("(") else i <= _id(end)
-
-    return [e for e in stream if after_start(e[0]) and before_end(e[0])][: int(count)]
-
-
 def _ranges(calls: list[list[tuple[str, ...]]]) -> list[list[tuple[str, ...]]]:
     """Each script call's XRANGEs (the calls that read the stream's entries)."""
     ranges = [[c for c in call if c[0] in ("XRANGE", "XREVRANGE")] for call in calls]
@@ -129,16 +97,16 @@ def test_no_count_call_copies_more_than_its_bytes_and_one_entry(stream: _Stream)
     s = stream
     _fill(s, [(SMALL, 10), (BIG, 20), (SMALL, 5), (BIG, 20), (SMALL, 10)])
     _behind_a_deletion(s)
-    before = _entries(s.client, s.key)
+    before = entries(s.client, s.key)
     with ScriptMonitor(s.client) as monitor:
         group = s.group()
-    assert _entries(s.client, s.key) == before  # replayed against it below
+    assert entries(s.client, s.key) == before  # replayed against it below
     assert (group.lag, group.lag_exact) == (s.truth(), True) == (62, True)
     calls = _ranges(monitor.calls)
     assert calls
     counted = 0
     for call in calls:
-        read = [e for command in call for e in _read(before, command)]
+        read = [e for command in call for e in replayed(before, command)]
         copied = sum(size for _, size in read)
         assert len(read) <= STEP_ENTRIES
         assert not read or copied - read[-1][1] < STEP_BYTES, (
@@ -211,7 +179,7 @@ def test_the_cursor_survives_the_entries_removed_between_calls(
     monkeypatch.setattr(s.broker._scripts, "count_after", trim_past)  # type: ignore[attr-defined]
     first_call = STEP_ENTRIES
     group = s.group()
-    assert _id(cursors[0]) < _id(cut)
+    assert entry_id(cursors[0]) < entry_id(cut)
     assert (group.lag, group.lag_exact) == (first_call + s.truth(), True)
 
 
@@ -255,11 +223,11 @@ def test_a_count_stops_at_its_bytes_a_lower_bound(
     s = stream
     _fill(s, [(BIG, 40)])
     _behind_a_deletion(s)
-    before = _entries(s.client, s.key)
+    before = entries(s.client, s.key)
     with ScriptMonitor(s.client) as monitor:
         group = s.group()
     assert s.truth() == 37
-    copied = [e for call in _ranges(monitor.calls) for c in call for e in _read(before, c)]
+    copied = [e for call in _ranges(monitor.calls) for c in call for e in replayed(before, c)]
     assert sum(size for _, size in copied[:-1]) < budget  # and the one that crossed it
     assert group.lag_exact is False
     assert group.lag == len(copied) < 37

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from brokerkit.backends.redis.stream.purge import STEP_BYTES, STEP_ENTRIES
 from tests.redis_server import RedisServer
 from tests.script_monitor import ScriptMonitor
+from tests.stream_replay import Entry, entries, entry_id, replayed
 
 SMALL, BIG = 100, 64 << 10
 #: Small entries (a node of 100 holds them), big ones (a node each), small again.
@@ -29,42 +29,11 @@ LAYOUT = [(SMALL, 150), (BIG, 20), (SMALL, 1), (BIG, 20), (SMALL, 150)]
 #: The entry held: none, the first, or the small one between the big ones.
 HELD = {"none": None, "first": 0, "middle": 170}
 
-Entry = tuple[tuple[int, int], int]  # (id, size of its fields)
-
 
 @pytest.fixture
 def server() -> Iterator[RedisServer]:
     with RedisServer() as running:
         yield running
-
-
-def _id(text: str) -> tuple[int, int]:
-    ms, seq = text.split("-")
-    return int(ms), int(seq)
-
-
-def _entries(client: redis.Redis, key: str) -> list[Entry]:
-    return [
-        (_id(i.decode()), sum(len(k) + len(v) for k, v in fields.items()))
-        for i, fields in client.xrange(key)
-    ]
-
-
-def _read(stream: list[Entry], command: tuple[str, ...]) -> list[Entry]:
-    """What ``XRANGE key start end COUNT n`` returned from ``stream``."""
-    _, _, start, end, _, count = command
-
-    def after_start(i: tuple[int, int]) -> bool:
-        if start == "-":
-            return True
-        return i > _id(start[1:]) if start.startswith("(") else i >= _id(start)
-
-    def before_end(i: tuple[int, int]) -> bool:
-        if end == "+":
-            return True
-        return i < _id(end[1:]) if end.startswith("(") else i <= _id(end)
-
-    return [e for e in stream if after_start(e[0]) and before_end(e[0])][: int(count)]
 
 
 def _check_calls(calls: list[list[tuple[str, ...]]], streams: list[list[Entry]]) -> None:
@@ -75,7 +44,7 @@ def _check_calls(calls: list[list[tuple[str, ...]]], streams: list[list[Entry]])
         for command in commands:
             if command[0] in ("XRANGE", "XREVRANGE"):
                 assert command[0] == "XRANGE" and len(command) == 6, command
-                read += _read(before, command)
+                read += replayed(before, command)
         copied = sum(size for _, size in read)
         assert len(read) <= STEP_ENTRIES
         assert not read or copied - read[-1][1] < STEP_BYTES, (
@@ -114,16 +83,18 @@ def test_no_purge_call_copies_or_frees_more_than_its_bound(
         streams: list[list[Entry]] = []
 
         def step(*args: Any, **kwargs: Any) -> Any:
-            streams.append(_entries(client, key))
+            streams.append(entries(client, key))
             return steps(*args, **kwargs)
 
         monkeypatch.setattr(broker._scripts, "purge_step", step)
         with ScriptMonitor(client) as calls:
             removed = broker.purge("t")
-        streams.append(_entries(client, key))
+        streams.append(entries(client, key))
         _check_calls(calls.calls, streams)
         assert removed == len(ids) - (position is not None)
-        assert [i for i, _ in streams[-1]] == ([] if position is None else [_id(ids[position])])
+        assert [i for i, _ in streams[-1]] == (
+            [] if position is None else [entry_id(ids[position])]
+        )
         if delivery is not None:
             delivery.ack()
 
@@ -147,13 +118,13 @@ def test_a_trimming_call_trims_up_to_the_id_just_above_the_last_it_read(
         streams: list[list[Entry]] = []
 
         def step(*args: Any, **kwargs: Any) -> Any:
-            streams.append(_entries(client, key))
+            streams.append(entries(client, key))
             return steps(*args, **kwargs)
 
         monkeypatch.setattr(broker._scripts, "purge_step", step)
         with ScriptMonitor(client) as calls:
             assert broker.purge("t") == len(ids) + 1
-        streams.append(_entries(client, key))
+        streams.append(entries(client, key))
         _check_calls(calls.calls, streams)
         trims = [c for c in calls.commands if c[0] == "XTRIM"]
         assert [c[4] for c in trims] == ["1-1000", "6-0", "9-10"]
