@@ -81,7 +81,7 @@ def test_a_dead_letter_of_the_reaper_timed_out_during_an_alarm_is_stored_once(
     rabbitmq: str, net: _Net
 ) -> None:
     # (publish_timeout: long enough for a loaded machine's first publish)
-    broker = net.broker(publish_timeout=2.0, visibility_timeout=0.2, max_deliveries=1)
+    broker = net.broker(publish_timeout=5.0, visibility_timeout=0.2, max_deliveries=1)
     # (straight to RabbitMQ: reading is not blocked during an alarm)
     observer = brokerkit.connect(rabbitmq, prefix=net.prefix)
     try:
@@ -113,7 +113,7 @@ def test_a_dead_letter_of_the_reaper_timed_out_during_an_alarm_is_stored_once(
 def test_a_nack_whose_dead_letter_timed_out_and_nacked_again_is_stored_once(
     rabbitmq: str, net: _Net
 ) -> None:
-    broker = net.broker(publish_timeout=2.0)  # (long enough for a loaded machine)
+    broker = net.broker(publish_timeout=5.0)  # (long enough for a loaded machine)
     observer = brokerkit.connect(rabbitmq, prefix=net.prefix)
     try:
         broker.publish("t", b"only")
