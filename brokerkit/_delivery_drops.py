@@ -25,11 +25,13 @@ end that delivery). What it raises that is not an :class:`Exception` (``SystemEx
 ``KeyboardInterrupt``, a cancellation) is, in the background thread, logged on
 ``brokerkit.hooks`` (the subscription and the message's id, never its body) and the
 thread goes on; in an application's thread (a start, a settlement, a close) it is
-raised there once the other plugins have ended that delivery and that start,
-settlement or close has made its own hooks, and the background thread makes the ends
-still queued. The thread, found dead, is started again at the next watched delivery or
-at exit; where no thread may start at exit (Python 3.12 and later, in a forked child
-that has none), the exit makes the ends itself.
+raised there once the other plugins have ended that delivery (before a start: that
+delivery is not handed out; after a settlement's or a close's own hooks), and the
+background thread makes the ends still queued. The thread, found dead, is started
+again at the next watched delivery or at exit; where no thread may start at exit
+(Python 3.12 and later refuse one in an ``atexit`` handler, and a forked child that
+never received has none) the ends are not made, and the exit says so: made in the
+exiting thread they could wait for ever on a plugin's lock held at the fork.
 
 At interpreter exit (an ``atexit`` handler, registered with the process's first
 watched delivery: after OpenTelemetry's ``TracerProvider`` made before it registered
@@ -263,11 +265,6 @@ def _at_exit() -> None:
         drops.wake.put(done)
         if done.wait(EXIT_WAIT):
             return
-    elif drops.thread is None or not drops.thread.is_alive():
-        # no thread may start at exit (Python 3.12 and later; a forked child that
-        # never received has none): made here, as the background thread would
-        _drain(drops, True)
-        return
     log.warning(
         "the hooks of %d deliveries left unsettled were not made by the exit: a "
         "brokerkit_deliver_end hook has not returned within %g s",

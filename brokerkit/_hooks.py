@@ -318,15 +318,11 @@ class HookRelay:
         if not (self.deliver or self.settle):
             return
         # the ends the collector queued (brokerkit._delivery_drops); what a plugin's end
-        # raised that is no Exception is raised once this delivery's start is made
+        # raised that is no Exception is raised before this delivery's start is made,
+        # which would then never end (the delivery is not handed out)
         raised = drain_dropped()
-        try:
-            self._start_delivery(delivery)
-        finally:
-            if raised is not None:
-                raise raised
-
-    def _start_delivery(self, delivery: Any) -> None:
+        if raised is not None:
+            raise raised
         if self._draining and not self._open and not any(self._drained()):
             return  # the last open deliveries were dropped unsettled
         # A lease-lost mark is never replaced by a plain scope: the loss of a buffered
