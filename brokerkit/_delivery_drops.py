@@ -261,10 +261,17 @@ def _at_exit() -> None:
     if drops.ends.empty() and not drops.busy:
         return
     done = threading.Event()
-    if _start(drops):
-        drops.wake.put(done)
-        if done.wait(EXIT_WAIT):
-            return
+    if not _start(drops):
+        log.warning(
+            "the hooks of %d deliveries left unsettled were not made by the exit: no "
+            "thread may start at exit to make them",
+            drops.ends.qsize() + drops.busy,
+            extra=log_fields(),
+        )
+        return
+    drops.wake.put(done)
+    if done.wait(EXIT_WAIT):
+        return
     log.warning(
         "the hooks of %d deliveries left unsettled were not made by the exit: a "
         "brokerkit_deliver_end hook has not returned within %g s",

@@ -231,7 +231,7 @@ def test_a_forked_child_where_no_thread_may_start_at_exit_says_so(
     """
     ended, stderr = _run(script, server, tmp_path)
     assert sorted((body, outcome) for _, body, outcome in ended) == [("one", "ack")]
-    assert "not made by the exit" in stderr
+    assert "not made by the exit: no thread may start at exit" in stderr
 
 
 def test_an_ack_ends_its_own_hooks_before_it_raises_a_drops_base_exception(

@@ -160,8 +160,8 @@ def lag_exact(group: GroupInfo) -> bool:
 
 
 def lag_text(lag: int, *, exact: bool = True) -> str:
-    """``lag`` for a table: ``≥10000`` for a lower bound (``>= 10000`` where stdout's
-    encoding has no ``≥``)."""
+    """``lag`` for a table: ``≥`` and the count for a lower bound, ``≥10000`` say
+    (``>= 10000`` where stdout's encoding has no ``≥``)."""
     if exact:
         return str(lag)
     at_least = "\u2265"
