@@ -170,6 +170,10 @@ def kill_process(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(10)
 
 
+#: How many ports a plain server tries at its first start (see RedisServer.__enter__).
+_PORT_TRIES = 5
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -351,7 +355,19 @@ class RedisServer:
         self._dir.cleanup()
 
     def __enter__(self) -> RedisServer:
-        return self.start()
+        for attempt in range(_PORT_TRIES):
+            try:
+                return self.start()
+            except RuntimeError as exc:
+                # The port was free when picked, and taken by another process before
+                # redis-server bound it (the suite's workers pick ports at once): a
+                # plain server picks another; a subclass's ports follow rules of their
+                # own (a cluster bus, TLS), and it fails as before.
+                taken = "Address already in use" in str(exc)
+                if not taken or type(self) is not RedisServer or attempt == _PORT_TRIES - 1:
+                    raise
+                self.port, self._started = _free_port(), False
+        raise AssertionError("unreachable")
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
