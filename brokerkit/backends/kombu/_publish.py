@@ -40,6 +40,7 @@ __all__ = [
     "fit_reason",
     "over_frame",
     "publish",
+    "publish_each",
     "send_prepared",
 ]
 
@@ -346,6 +347,21 @@ def _bound(value: Any) -> int:
     return _UNBOUNDED
 
 
+def publish_each(channel: Any, deadline: Any, exchange: str, prepared: Sequence[Prepared]) -> None:
+    """``basic_publish`` each of ``prepared`` to ``exchange``, ``mandatory``, on
+    ``channel``, each within ``deadline`` (:meth:`.Link.deadline`)."""
+    for item in prepared:
+        deadline.run(
+            functools.partial(
+                channel.basic_publish,
+                item.raw,
+                exchange=exchange,
+                routing_key="",
+                mandatory=True,
+            )
+        )
+
+
 def _send(link: Link, exchange: str, prepared: Sequence[Prepared]) -> list[Prepared]:
     """Send ``prepared``, ``mandatory``, and wait for their confirms; return those
     RabbitMQ returned, routed to no queue (confirmed all the same, not stored)."""
@@ -355,16 +371,7 @@ def _send(link: Link, exchange: str, prepared: Sequence[Prepared]) -> list[Prepa
     link.confirms.take_returned()  # (none is left over: each comes before its confirm)
     deadline = link.deadline()
     try:
-        for item in prepared:
-            deadline.run(
-                functools.partial(
-                    channel.basic_publish,
-                    item.raw,
-                    exchange=exchange,
-                    routing_key="",
-                    mandatory=True,
-                )
-            )
+        publish_each(channel, deadline, exchange, prepared)
         while link.confirms.waiting(tags):
             deadline.run(link.read_frame)  # (the confirms' listeners note them)
     except Expired:

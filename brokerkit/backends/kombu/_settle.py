@@ -270,10 +270,11 @@ class AMQPSettling:
             publishing.ensure_topic(topic)
             send_transacted(publishing, topic, publishing.names.exchange(dead_topic), [letter])
 
-        def refused(why: BrokerError) -> None:
+        def rejected(said: str, why: BrokerError) -> None:
+            """Log ``said`` (of message id, topic, ``why``, dead-letter topic), then
+            reject the message for RabbitMQ to dead-letter it."""
             log.warning(
-                "message %s of %r could not be dead-lettered (%s): rejected without "
-                "requeue, for RabbitMQ to dead-letter it to %r itself",
+                said,
                 message.id,
                 topic,
                 why,
@@ -283,19 +284,20 @@ class AMQPSettling:
             lease.channel.basic_reject(lease.tag, requeue=False)
             lease.reader.release(lease)
 
+        def refused(why: BrokerError) -> None:
+            rejected(
+                "message %s of %r could not be dead-lettered (%s): rejected without "
+                "requeue, for RabbitMQ to dead-letter it to %r itself",
+                why,
+            )
+
         def commit_unknown(why: CommitUnknown) -> None:
-            log.warning(
+            rejected(
                 "message %s of %r: its dead letter may have been stored (%s): rejected "
                 "without requeue, for RabbitMQ to dead-letter it to %r itself, which may "
                 "then hold it twice",
-                message.id,
-                topic,
                 why,
-                dead_topic,
-                extra=subscription_fields(lease.reader.subscription, [lease.delivery]),
             )
-            lease.channel.basic_reject(lease.tag, requeue=False)
-            lease.reader.release(lease)
 
         def sent(letter: Message) -> bool:
             """Publish ``letter``; False once the message was settled otherwise."""

@@ -15,7 +15,13 @@ import amqp.exceptions  # type: ignore[import-untyped]
 from brokerkit._message import Message
 from brokerkit.backends.kombu._blocked import Expired, PublishTimeout
 from brokerkit.backends.kombu._link import Link
-from brokerkit.backends.kombu._publish import ExchangeGone, Prepared, Refused, send_prepared
+from brokerkit.backends.kombu._publish import (
+    ExchangeGone,
+    Prepared,
+    Refused,
+    publish_each,
+    send_prepared,
+)
 
 __all__ = ["CommitUnknown", "send_transacted"]
 
@@ -68,16 +74,7 @@ def _send_transacted(link: Link, exchange: str, prepared: Sequence[Prepared]) ->
     deadline = link.deadline()
     committing = False
     try:
-        for item in prepared:
-            deadline.run(
-                functools.partial(
-                    channel.basic_publish,
-                    item.raw,
-                    exchange=exchange,
-                    routing_key="",
-                    mandatory=True,
-                )
-            )
+        publish_each(channel, deadline, exchange, prepared)
         deadline.run(functools.partial(channel.basic_qos, 0, 0, False))
         committing = True
         deadline = link.deadline()
