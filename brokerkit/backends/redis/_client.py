@@ -48,7 +48,7 @@ from brokerkit.backends.redis._sentinel_master import (
 from brokerkit.backends.redis._tls import ClusterTLS, share_tls_context
 from brokerkit.exceptions import ConnectionFailed, InvalidURL
 
-__all__ = ["CONNECT_RETRIES", "Reconnector", "make_client", "pause"]
+__all__ = ["CONNECT_RETRIES", "Reconnector", "is_cluster", "make_client", "pause", "time_at"]
 
 _T = TypeVar("_T")
 
@@ -327,3 +327,14 @@ def pause(delay: float, closing: CloseSignal | None) -> bool:
     finally:
         closing.unwatch(waiter)
     return not closing.began
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a cluster client (it has no one connection pool)."""
+    return getattr(client, "connection_pool", None) is None
+
+
+def time_at(cluster: Any, key: str) -> Any:
+    """``TIME`` of the node of ``cluster`` that holds ``key``, whose clock the scripts on
+    ``key`` read: not the cluster client's default node, whose clock may differ."""
+    return cluster.execute_command("TIME", target_nodes=cluster.get_node_from_key(key))

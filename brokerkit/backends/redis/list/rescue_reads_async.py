@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from brokerkit.backends.redis._client_async import is_cluster, time_at
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis.list.plan import TopicPlan
 from brokerkit.backends.redis.list.preamble import CHUNK
@@ -62,13 +63,9 @@ async def due_groups(
     # On a cluster the time is the topic's node's, whose clock the script reads: another
     # node's ahead of it would have the call given groups the script takes for not due
     # yet, and read none it was given (no progress while so many fall due).
-    cluster = reader is None and getattr(client, "connection_pool", None) is None
+    cluster = reader is None and is_cluster(client)
     first, consumers, *rest = await read(client, reader, *reads, *([] if cluster else [("TIME",)]))
-    if cluster:
-        node = client.get_node_from_key(keys.deadlines)
-        time = await client.execute_command("TIME", target_nodes=node)
-    else:
-        (time,) = rest
+    time = await time_at(client, keys.deadlines) if cluster else rest[0]
     now = int(time[0]) * 1000 + int(time[1]) // 1000
     beats = [(name(c), score) for c, score in _scored(consumers)]
     scored = _scored(first)

@@ -18,7 +18,12 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._message import Message
-from brokerkit.backends.redis._client import CONNECT_RETRIES, Reconnector
+from brokerkit.backends.redis._client import (
+    CONNECT_RETRIES,
+    Reconnector,
+    is_cluster,
+    time_at,
+)
 from brokerkit.backends.redis._durable import ReplicaWait, mark_retry
 from brokerkit.backends.redis._held import Reader
 from brokerkit.backends.redis._stream_fields import stream_header
@@ -31,11 +36,6 @@ from brokerkit.backends.redis.stream.scheduling import held_members
 from brokerkit.exceptions import BrokerError, IncompatibleTopic
 
 __all__ = ["StreamPublishing", "age_ms"]
-
-
-def _is_cluster(client: Any) -> bool:
-    """Whether ``client`` is a cluster client (it has no one connection pool)."""
-    return getattr(client, "connection_pool", None) is None
 
 
 def age_ms(seconds: float) -> str:
@@ -150,14 +150,9 @@ class StreamPublishing:
         the sender's commands go to it (one server), on a cluster to the key's node (not
         the cluster client's default node, whose clock may differ)."""
         cluster: Any = self._publish_client
-        if not _is_cluster(cluster):
+        if not is_cluster(cluster):
             return None
-
-        def clock() -> Any:
-            node = cluster.get_node_from_key(key)
-            return cluster.execute_command("TIME", target_nodes=node)
-
-        return clock
+        return functools.partial(time_at, cluster, key)
 
     def _publish_aged(self, topic: str, key: str, xadd: list[Any], age: str, how: str) -> None:
         """The ``XADD`` of one message, then the trim script (``XTRIM MINID`` from the
@@ -206,7 +201,7 @@ class StreamPublishing:
                         read = on_its_way.read
                         stored = bool(read) and not isinstance(read[0], Exception)
                         raise
-                elif _is_cluster(client):
+                elif is_cluster(client):
                     client.execute_command(*xadd)  # retries=0: sent once
                     stored = True
                     script(keys=keys, args=trim_args, client=client)
