@@ -27,20 +27,13 @@ from brokerkit.backends.redis.pubsub import Gap
 from brokerkit.exceptions import BrokerClosed
 from tests.pubsub_gaps import kill_subscriber
 from tests.redis_server import RedisServer
+from tests.waiting import wait_until_async
 
 #: The most any one step may take (a bound against a hang, not an expectation).
 BOUND = 20.0
 #: How long on_gap gives another receiver to return a message published after the gap
 #: (it returns one within milliseconds where it can; the test passes only by waiting).
 WINDOW = 2.0
-
-
-async def _until(condition: object, what: str) -> None:
-    """Wait (bounded) until ``condition()`` holds, letting the loop run."""
-    end = time.monotonic() + BOUND
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < end, f"gave up waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def _cancelled_mid_fetch(subscription: brokerkit.aio.AsyncSubscription) -> None:
@@ -59,7 +52,9 @@ async def _cancelled_mid_fetch(subscription: brokerkit.aio.AsyncSubscription) ->
         await asyncio.wait_for(task, BOUND)
     assert task.cancelled()
     # the fetch it left running ends, and hands back what it read
-    await _until(lambda: not subscription._orphans, "the cancelled receive's fetch")
+    await wait_until_async(
+        lambda: not subscription._orphans, "the cancelled receive's fetch", BOUND
+    )
 
 
 @pytest.mark.timeout(90)
@@ -132,7 +127,7 @@ def test_other_receivers_wait_for_on_gap_under_asyncio(redis_server: RedisServer
             receivers = [asyncio.ensure_future(receiver()) for _ in range(2)]
             try:
                 kill_subscriber(client, consumer)
-                await _until(lambda: len(events) >= 4, "the gap and both messages")
+                await wait_until_async(lambda: len(events) >= 4, "the gap and both messages", BOUND)
             finally:
                 await asyncio.wait_for(subscription.close(), BOUND)
                 await asyncio.wait_for(asyncio.gather(*receivers), BOUND)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["call_in_thread", "wait_until"]
+__all__ = ["call_in_thread", "wait_until", "wait_until_async"]
 
 #: Seconds between two looks at the condition.
 _PAUSE = 0.01
@@ -25,6 +26,17 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within:g} s waiting for {what}")
         time.sleep(_PAUSE)  # polling with a deadline, not synchronisation
+
+
+async def wait_until_async(
+    condition: Callable[[], object], what: str = "the condition", within: float = 20.0
+) -> None:
+    """:func:`wait_until` in a coroutine: the event loop runs between two looks."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        await asyncio.sleep(_PAUSE)  # polling with a deadline, not synchronisation
 
 
 def call_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
