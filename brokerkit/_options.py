@@ -8,16 +8,26 @@ import math
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from difflib import get_close_matches
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
+from brokerkit._option_secrets import (
+    HID,
+    after_secrets,
+    hiding,
+    names_option,
+    quoted_value,
+    secret_tail_refusal,
+)
 from brokerkit._secret_options import MASK, AfterPathSecret, is_secret
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["MAX_COUNT", "MAX_SECONDS", "MIN_VISIBILITY_TIMEOUT", "BrokerOptions"]
+
+# What the backends' options quote with, and the redis connection reads, from here.
+_shown = quoted_value
 
 #: The largest duration option, in seconds (365 days). Longer ones are mistakes
 #: (``inf``, milliseconds given as seconds), and past it the lease threads' waits
@@ -30,15 +40,6 @@ MAX_COUNT = 2**32
 MIN_VISIBILITY_TIMEOUT = 0.001
 
 _Options = TypeVar("_Options", bound="BrokerOptions")
-
-#: While :meth:`BrokerOptions.build` makes an options object: the options whose value
-#: followed a secret in the query, each with that secret's name (see :func:`_shown`).
-_AFTER_SECRET: ContextVar[Mapping[str, str]] = ContextVar(
-    "_AFTER_SECRET", default=types.MappingProxyType({})
-)
-#: While :meth:`BrokerOptions.build` runs: the secrets whose tail a message being made
-#: hid (see :func:`_shown`); such a message is not raised, as it names the option.
-_HID: ContextVar[list[str] | None] = ContextVar("_HID", default=None)
 
 #: The field of an options object made from a URL naming the options that followed
 #: a secret there (see :func:`after_secrets`), which its repr and checks mask. A field
@@ -87,17 +88,17 @@ def _checked(post_init: Any) -> Any:
             post_init(self, *args)  # a subclass's check calling its parent's
             return
         followed: _Followed = getattr(self, _FOLLOWED, _Followed())
-        kept = followed.kept(self) if _HID.get() is None else {}
+        kept = followed.kept(self) if HID.get() is None else {}
         token = _CHECKING.set(True)
         try:
             if not kept:
                 post_init(self, *args)
                 return
-            with _hiding(kept):
+            with hiding(kept):
                 try:
                     post_init(self, *args)
                 except InvalidOption as exc:
-                    named = [kept[k] for k in kept if _names(str(exc), k)]
+                    named = [kept[k] for k in kept if names_option(str(exc), k)]
                     if not named:
                         raise
                     refusal = secret_tail_refusal(followed.backend, named[0], type(self).names())
@@ -111,8 +112,6 @@ def _checked(post_init: Any) -> Any:
 _TRUE = {"1", "true", "yes", "on"}
 #: What a whole number written in a query looks like (as int() reads it).
 _WHOLE = re.compile(r"\s*[+-]?[0-9][0-9_]*\s*")
-#: The longest quote of a refused value an error shows.
-_LONGEST_SHOWN = 120
 _FALSE = {"0", "false", "no", "off"}
 
 
@@ -180,7 +179,7 @@ class BrokerOptions:
 
         if self.serializer not in serializer_names():
             raise InvalidOption(
-                f"unknown serializer {_shown('serializer', self.serializer)}; "
+                f"unknown serializer {quoted_value('serializer', self.serializer)}; "
                 f"valid serializers: {', '.join(serializer_names())}"
             )
         _check_numbers(self)
@@ -188,12 +187,12 @@ class BrokerOptions:
             raise InvalidOption(
                 f"visibility_timeout must be a positive number of seconds, from "
                 f"{MIN_VISIBILITY_TIMEOUT} to {MAX_SECONDS:.0f}, "
-                f"got {_shown('visibility_timeout', self.visibility_timeout)}"
+                f"got {quoted_value('visibility_timeout', self.visibility_timeout)}"
             )
         if self.max_deliveries is not None and self.max_deliveries < 1:
             raise InvalidOption(
                 f"max_deliveries must be 1 or more, at most {MAX_COUNT} (or unset), "
-                f"got {_shown('max_deliveries', self.max_deliveries)}"
+                f"got {quoted_value('max_deliveries', self.max_deliveries)}"
             )
 
     @classmethod
@@ -223,7 +222,7 @@ class BrokerOptions:
         be the end of the secret, split at a raw ``&``.
         """
         hid: list[str] = []
-        token = _HID.set(hid)
+        token = HID.set(hid)
         try:
             return cls._build(query, keywords, backend=backend, ignore=ignore)
         except InvalidOption:
@@ -235,7 +234,7 @@ class BrokerOptions:
             message = secret_tail_refusal(backend, hid[0], cls.names(), ignore)
             raise InvalidOption(message) from None
         finally:
-            _HID.reset(token)
+            HID.reset(token)
 
     @classmethod
     def _build(
@@ -280,80 +279,19 @@ class BrokerOptions:
         followed = _Followed(
             backend, tuple((k, follows[k], values[k]) for k in follows if k in values)
         )
-        with _hiding(follows):
+        with hiding(follows):
             try:
                 return cls(**values, _brokerkit_after_secret=followed)
             except InvalidOption as exc:
                 # A check naming an option that follows a secret without quoting its
                 # value (``cluster=true and sentinel= cannot be combined``).
-                named = [follows[k] for k in follows if _names(str(exc), k)]
+                named = [follows[k] for k in follows if names_option(str(exc), k)]
                 if not named:
                     raise
-                hid = _HID.get()
+                hid = HID.get()
                 if hid is not None:
                     hid.append(named[0])
                 raise
-
-
-def after_secrets(query: Mapping[str, str]) -> dict[str, str]:
-    """The options of ``query`` (in its order) that come after a secret one
-    (``sentinel_password=pw&db=1&prefix=p``: ``db`` and ``prefix``), each with the
-    name of the first secret before it: any of them may be the end of the secret,
-    split at a raw ``&`` (``pw&db=1&prefix=p`` may be one password), and no message
-    may quote their values, nor the name of one that is unknown, nor name a later
-    secret option (``pw&passwd=x`` may be one password too)."""
-    follows: dict[str, str] = {}
-    # a secret written in the path (``/token=x``): the whole query may be its end
-    secret = query.secret if isinstance(query, AfterPathSecret) else ""
-    for name in query:
-        if secret:
-            follows[name] = secret
-        elif is_secret(name):
-            secret = name
-    return follows
-
-
-def secret_tail_refusal(
-    backend: str,
-    secret: str,
-    valid: list[str] | None = None,
-    driver_keys: frozenset[str] = frozenset(),
-) -> str:
-    """The message refusing an option (its name or its value) that follows the secret
-    option ``secret`` in a ``backend`` URL: neither is named, as both may be the end of
-    the secret's value (``pw&prefix=x`` may be one password), split at a raw ``&``.
-    It says how to have the option named: the secret last in the query, or ``&``
-    percent-encoded in it; and lists ``valid``, the options the backend takes, and
-    ``driver_keys``, the query keys its driver reads."""
-    listed = f"; valid options: {', '.join(sorted(valid))}" if valid else ""
-    if driver_keys:
-        listed += f"; and the driver's connection options: {', '.join(sorted(driver_keys))}"
-    return (
-        f"an option that follows {secret!r} in the {backend} URL is not valid; neither "
-        f"its name nor its value is shown, as they may be the end of {secret}'s value, "
-        "split at a raw '&' (or '?', after a secret in the path): percent-encode them in "
-        "the value as %26 (%3F), or give the secret options last in the query to have "
-        f"the others named{listed}"
-    )
-
-
-def split_secret_note(secret: str) -> str:
-    """Why a value that follows the secret option ``secret`` is not shown, and what to do."""
-    return (
-        f"it follows {secret!r} in the URL and may be the end of {secret}'s value, "
-        "split at a raw '&': percent-encode '&' in the value as %26"
-    )
-
-
-@contextmanager
-def _hiding(follows: Mapping[str, str]) -> Iterator[None]:
-    """Within: the checks of an options object being made do not quote the values
-    of ``follows`` (see :func:`after_secrets`)."""
-    token = _AFTER_SECRET.set(types.MappingProxyType(dict(follows)))
-    try:
-        yield
-    finally:
-        _AFTER_SECRET.reset(token)
 
 
 def _check_numbers(options: BrokerOptions) -> None:
@@ -370,7 +308,7 @@ def _check_numbers(options: BrokerOptions) -> None:
             continue
         kinds = _kinds(hints.get(field.name))
         unset = " (or leave it unset, for no limit)" if type(None) in kinds else ""
-        shown = _shown(field.name, value)
+        shown = quoted_value(field.name, value)
         if float in kinds or isinstance(value, float):
             high, unit = MAX_SECONDS, " seconds"
             if isinstance(value, float) and not math.isfinite(value):
@@ -421,11 +359,6 @@ def _without_unset(
     kept = AfterPathSecret(query.secret) if isinstance(query, AfterPathSecret) else {}
     kept.update((k, v) for k, v in query.items() if k not in options.not_applicable)
     return kept, {k: v for k, v in keywords.items() if k not in options.not_applicable}
-
-
-def _names(message: str, name: str) -> bool:
-    """Whether ``message`` holds the option name ``name`` as a word."""
-    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", message) is not None
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -490,7 +423,7 @@ def _convert(
         elif kind is str:
             return text
     expected = " or ".join(_describe(k) for k in kinds)
-    shown = _shown(name, text, after_secret=after_secret)
+    shown = quoted_value(name, text, after_secret=after_secret)
     if int in kinds and _WHOLE.fullmatch(text) and not after_secret and not is_secret(name):
         # More digits than int() converts (4,300): a whole number all the same.
         digits = len(text.strip().lstrip("+-").replace("_", ""))
@@ -513,32 +446,10 @@ def _check_type(name: str, value: Any, hint: Any, backend: str) -> None:
         ok = any(isinstance(value, k) for k in kinds) or (float in kinds and isinstance(value, int))
     if not ok:
         expected = " or ".join(_describe(k) for k in kinds)
+        shown = quoted_value(name, value)
         raise InvalidOption(
-            f"the {backend} option {name}={_shown(name, value)} is not valid: expected {expected}"
+            f"the {backend} option {name}={shown} is not valid: expected {expected}"
         )
-
-
-def _shown(name: str, value: Any, *, after_secret: str = "") -> str:
-    """How an error message quotes the value of option ``name``: never the value of a
-    secret (``sentinel_password``...), only its type, as it may be the secret itself
-    or a near miss of it; nor one that follows the secret option ``after_secret`` (or,
-    while :meth:`BrokerOptions.build` makes the options, a secret in the query), as it
-    may be the end of that secret."""
-    after_secret = after_secret or _AFTER_SECRET.get().get(name, "")
-    if after_secret:
-        hid = _HID.get()
-        if hid is not None:
-            hid.append(after_secret)
-        return f"*** (not shown: {split_secret_note(after_secret)})"
-    if is_secret(name):
-        return f"*** (type {type(value).__name__})"
-    if isinstance(value, int) and not -(10**20) < value < 10**20:
-        return "a huge int"
-    shown = repr(value)
-    if len(shown) > _LONGEST_SHOWN:
-        size = f"{len(value):,} characters" if isinstance(value, str) else type(value).__name__
-        shown = f"{shown[: _LONGEST_SHOWN - 20]}... ({size})"
-    return shown
 
 
 def _kinds(hint: Any) -> list[Any]:

@@ -43,7 +43,7 @@ SHORT_VALUE = 5
 class AfterPathSecret(dict[str, str]):
     """The query of a URL whose path holds a secret option (``/token=x``): every option
     in it follows that secret, whose name is :attr:`secret` (see
-    :func:`brokerkit._options.after_secrets`), as it may be the end of its value,
+    :func:`brokerkit._option_secrets.after_secrets`), as it may be the end of its value,
     split at a raw ``?``."""
 
     def __init__(self, secret: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from brokerkit._options import after_secrets
+from brokerkit._option_secrets import after_secrets
 from brokerkit._secret_options import MASK, is_secret, mask_chain, mask_secrets
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, redis_database

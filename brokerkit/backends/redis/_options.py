@@ -16,13 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from brokerkit._options import (
-    MAX_SECONDS,
-    BrokerOptions,
-    _shown,
-    after_secrets,
-    secret_tail_refusal,
-)
+from brokerkit._option_secrets import after_secrets, quoted_value, secret_tail_refusal
+from brokerkit._options import MAX_SECONDS, BrokerOptions
 from brokerkit._secret_options import secret_in
 from brokerkit._url import BrokerURL
 from brokerkit.exceptions import InvalidOption, InvalidURL
@@ -108,7 +103,7 @@ class RedisOptions(BrokerOptions):
         if _PREFIX.fullmatch(self.prefix) is None:
             raise InvalidOption(
                 "prefix must be 1 to 64 of letters, digits and _ . : -, "
-                f"got {_shown('prefix', self.prefix)}"
+                f"got {quoted_value('prefix', self.prefix)}"
             )
         if self.cluster and self.sentinel is not None:
             raise InvalidOption(
@@ -137,12 +132,12 @@ class RedisOptions(BrokerOptions):
         if not 0 <= self.replicas <= 64:
             raise InvalidOption(
                 f"replicas must be a whole number from 0 to 64, "
-                f"got {_shown('replicas', self.replicas)}"
+                f"got {quoted_value('replicas', self.replicas)}"
             )
         if not self.replica_timeout > 0:
             raise InvalidOption(
                 "replica_timeout must be a positive number of seconds, "
-                f"got {_shown('replica_timeout', self.replica_timeout)}"
+                f"got {quoted_value('replica_timeout', self.replica_timeout)}"
             )
 
     @classmethod

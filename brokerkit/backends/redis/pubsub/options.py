@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, NamedTuple
 
-from brokerkit._options import _shown
+from brokerkit._option_secrets import quoted_value
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis.pubsub.gap import Gap
 from brokerkit.exceptions import InvalidOption
@@ -67,7 +67,7 @@ class RedisPubSubOptions(RedisOptions):
         if self.ping_interval < 0:
             raise InvalidOption(
                 "ping_interval must be 0 (off) or more seconds, "
-                f"got {_shown('ping_interval', self.ping_interval)}"
+                f"got {quoted_value('ping_interval', self.ping_interval)}"
             )
         if self.on_gap is not None and not callable(self.on_gap):
             raise InvalidOption(
