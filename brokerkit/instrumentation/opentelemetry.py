@@ -45,12 +45,16 @@ Attributes: ``messaging.system`` (``redis``, ``rabbitmq``, ``nats``, ``memory``,
 system-neutral attribute for it), ``brokerkit.settlement`` (how it ended),
 ``server.address`` and ``server.port``.
 
-A worker's handler (:class:`brokerkit.Worker`, :class:`brokerkit.aio.Worker`) runs with
-its delivery's consumer span as the current span: what it publishes, and the spans it
-starts, are children of ``process <topic>``, in the producer's trace. The consumer span
-is not made the current span of a ``receive`` or a consume loop (a generator cannot
-safely hold a context across the caller's code); to nest the application's spans under
-it there, use ``with trace.use_span(current_span(delivery)):``.
+A worker's handler (:class:`brokerkit.Worker`, :class:`brokerkit.aio.Worker`) runs in
+its delivery's context, the one its headers carried (the baggage, and whatever else the
+global propagator read) with its consumer span as the current span: what it publishes,
+and the spans it starts, are children of ``process <topic>``, in the producer's trace,
+and ``baggage.get_baggage`` sees the publisher's baggage, which a publish carries on.
+That context is not made current for a ``receive`` or a consume loop (a generator cannot
+safely hold a context across the caller's code); to run the application's code in it
+there, attach :func:`current_context` (``token = context.attach(current_context(delivery))``,
+then ``context.detach(token)``); ``trace.use_span(current_span(delivery))`` makes the span
+current alone, without the delivery's baggage.
 """
 
 from __future__ import annotations
@@ -60,11 +64,13 @@ import re
 import threading
 import traceback
 from collections.abc import Collection, Sequence
+from contextvars import Token
 from typing import Any
 
 from brokerkit.instrumentation import _missing_extra
 
 try:  # opentelemetry-api alone (another library's) lacks opentelemetry.instrumentation
+    from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
     from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
         BaseInstrumentor,
@@ -79,7 +85,7 @@ from brokerkit.hookspecs import hookimpl
 from brokerkit.worker._error_text import error_text
 from brokerkit.worker._tracebacks import error_traceback, shows_values
 
-__all__ = ["BrokerkitInstrumentor", "current_span"]
+__all__ = ["BrokerkitInstrumentor", "current_context", "current_span"]
 
 _instruments = ("pybrokerkit >= 0.1",)
 #: messaging.system by scheme (the backend family's name, else): the server's kind
@@ -91,6 +97,7 @@ _SYSTEMS = {
     "kombu+redis": "redis",
 }
 _SPAN = "otel.span"
+_CONTEXT = "otel.context"
 #: The longest header value the propagators read: W3C baggage's limit (8192 bytes;
 #: ``traceparent`` and ``tracestate`` are shorter). A longer one is no trace context,
 #: and is left out: OpenTelemetry's baggage propagator logs a malformed header whole,
@@ -254,6 +261,33 @@ def current_span(delivery: Any) -> Span:
     return span if span is not None else trace.INVALID_SPAN
 
 
+def current_context(delivery: Any) -> otel_context.Context:
+    """The context a delivery the application holds is processed in: what its headers
+    carried (baggage, and the rest the global propagator reads) with its ``process``
+    span as the current span; an empty context when no span is open (not instrumented,
+    or already settled). A worker's handler runs in it; elsewhere, attach it."""
+    scope = delivery._scope
+    found = scope.get(_CONTEXT) if scope is not None and scope.get(_SPAN) else None
+    return found if found is not None else otel_context.Context()
+
+
+class _Attached:
+    """``context`` made the current context while a handler runs, then detached (it
+    neither records nor suppresses the handler's error: brokerkit_deliver_end records
+    it)."""
+
+    def __init__(self, context: otel_context.Context) -> None:
+        self._context = context
+        self._token: Token[otel_context.Context] | None = None
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(self._context)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
+
+
 class _TracingPlugin:
     """The hook implementations; one per :meth:`BrokerkitInstrumentor.instrument`."""
 
@@ -321,15 +355,12 @@ class _TracingPlugin:
             },
         )
         scope[_SPAN] = span
-        # a worker's handler runs with it as the current span (see HANDLER_CONTEXT)
-        current = functools.partial(
-            trace.use_span,
-            span,
-            end_on_exit=False,
-            record_exception=False,  # brokerkit_deliver_end records the handler's error
-            set_status_on_exception=False,
-        )
-        scope.setdefault(HANDLER_CONTEXT, []).append(current)
+        # the extracted context (its baggage too) with the span in it, not the current
+        # context with the span (trace.use_span's), which would lose the baggage
+        processed = trace.set_span_in_context(span, parent)
+        scope[_CONTEXT] = processed
+        # a worker's handler runs in it (see HANDLER_CONTEXT)
+        scope.setdefault(HANDLER_CONTEXT, []).append(functools.partial(_Attached, processed))
 
     @hookimpl
     def brokerkit_deliver_end(
