@@ -19,22 +19,33 @@ brokerkit makes), bytes that are not UTF-8 as ``\\xff`` escapes with the backsla
 doubled. A reply subject is UTF-8 as it is, else shown the same way (nothing can answer
 to those bytes: nats-py publishes to text). Its parser reads the fields of a ``MSG``
 line as the server writes them (nats-py's parsing otherwise, its code run with these
-two expressions; nats-py's own parser where it has no such expressions).
+two expressions). That is done only where nats-py's own expressions read the protocol
+lines of :data:`_SAMPLES` into the very groups brokerkit's do (the groups its code
+unpacks): a nats-py without them, or whose expressions changed shape, is run with its
+own parser, as it is, and a warning says so once (a subject holding a vertical tab or a
+form feed may then drop the connection). The expressions checked are those of the
+nats-py imported with this module.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import types
 from typing import Any
 
+import nats.aio.client
 import nats.protocol.parser
 from nats.aio.client import Client as _NatsPyClient
+
+from brokerkit._logging import log_fields
 
 # (text only: imports nothing of redis-py)
 from brokerkit.backends.redis._stream_fields import escaped_text
 
 __all__ = ["Client", "connect", "subject_text"]
+
+log = logging.getLogger("brokerkit.nats")
 
 
 def subject_text(subject: bytes) -> str:
@@ -80,19 +91,71 @@ _HMSG = re.compile(
 )
 
 
+#: Protocol lines as a server writes them (without and with a reply subject), each
+#: followed by its payload: nats-py's expression of each name must read them into the
+#: groups brokerkit's does, ending where it does, for brokerkit's to take its place.
+_SAMPLES = {
+    "MSG_RE": (
+        _MSG,
+        (b"MSG a.b 9 5\r\nhello\r\n", b"MSG a.b 12 _INBOX.x.y 5\r\nhello\r\n"),
+    ),
+    "HMSG_RE": (
+        _HMSG,
+        (
+            b"HMSG a.b 9 12 17\r\nNATS/1.0\r\n\r\nhello\r\n",
+            b"HMSG a.b 12 _INBOX.x.y 12 17\r\nNATS/1.0\r\n\r\nhello\r\n",
+        ),
+    ),
+}
+
+
+def _shape_differs(theirs: Any, ours: re.Pattern[bytes], lines: tuple[bytes, ...]) -> bool:
+    """Whether nats-py's expression ``theirs`` reads ``lines`` otherwise than ``ours``
+    (or is no compiled expression of bytes, or has other groups)."""
+    if not isinstance(theirs, re.Pattern) or not isinstance(theirs.pattern, bytes):
+        return True
+    if (theirs.groups, theirs.groupindex) != (ours.groups, ours.groupindex):
+        return True
+    for line in lines:
+        read, expected = theirs.match(line), ours.match(line)
+        if read is None or expected is None:
+            return True
+        if (read.groups(), read.end()) != (expected.groups(), expected.end()):
+            return True
+    return False
+
+
 def _parser_class() -> type[Any]:
-    """nats-py's parser, reading ``MSG`` lines by :data:`_MSG` and :data:`_HMSG`."""
+    """nats-py's parser, reading ``MSG`` lines by :data:`_MSG` and :data:`_HMSG`; nats-py's
+    own, as it is, when its code names no such expressions or they differ in shape (see
+    :data:`_SAMPLES`): a warning says so."""
     base: type[Any] = nats.protocol.parser.Parser
     parse: Any = base.parse
     names = parse.__code__.co_names
-    if not {"MSG_RE", "HMSG_RE"} <= set(names) or parse.__closure__:
-        return base  # (another nats-py: its own parsing, as it is)
+    if not set(_SAMPLES) <= set(names) or parse.__closure__:
+        return _as_it_is(base, "its parser reads no MSG_RE and HMSG_RE")
+    for name, (expression, lines) in _SAMPLES.items():
+        if _shape_differs(parse.__globals__.get(name), expression, lines):
+            return _as_it_is(base, f"its {name} reads a protocol line into other groups")
     scope = {**parse.__globals__, "MSG_RE": _MSG, "HMSG_RE": _HMSG}
     ours = types.FunctionType(parse.__code__, scope, parse.__name__, parse.__defaults__)
     made: type[Any] = type("Parser", (base,), {"parse": ours, "__doc__": base.__doc__})
     return made
 
 
+def _as_it_is(base: type[Any], why: str) -> type[Any]:
+    """``base``, nats-py's parser, with a warning of ``why`` brokerkit's is not made."""
+    log.warning(
+        "nats-py %s parses MSG lines otherwise than brokerkit expects (%s): its own "
+        "parser is used, and a subject holding a vertical tab or a form feed may drop "
+        "the connection",
+        *(getattr(nats.aio.client, "__version__", "?"), why),
+        extra=log_fields(),
+    )
+    return base
+
+
+#: The parser of every connection, chosen once (at import: any warning is logged once).
 _Parser = _parser_class()
 
 
