@@ -4,8 +4,10 @@ Exit status: 0 after a stop from the program's code and a clean drain; 128 + the
 signal after SIGINT (130) or SIGTERM (143), whether or not the drain finished in time;
 1 when handlers were still running at the end of the grace period of a stop that no
 signal started, or on an error from the broker (one that could not be reached, or
-that refused a handler, as the worker started: then the error alone is printed, no
-final status of a run that never happened) or when the worker has no handlers; and 2
+that refused a handler, as the worker started: then the error is printed, with no
+final status of a run that never happened, unless handlers had subscribed before the
+error: their status lines are printed above it, under a line saying how many of the
+worker's handlers had) or when the worker has no handlers; and 2
 when the worker cannot be imported or found, has no broker and none is given, or an
 option is out of range.
 """
@@ -83,7 +85,8 @@ def worker(
 
     Prints a live line per handler (processed, failed, retried, dead-lettered, in
     flight, rate) on stderr: a table on a terminal, log lines otherwise; a worker that
-    could not start prints its error alone. Exit status: 0 after a clean drain, 130
+    could not start prints its error, above it the status lines of the handlers that
+    had subscribed before it, if any. Exit status: 0 after a clean drain, 130
     after SIGINT and 143 after SIGTERM (drained or not), 1 when handlers were cut short
     with no signal to report, on an error from the broker (one not reached, or
     refusing a handler) or with no handlers, 2 when the worker cannot be imported, has
@@ -240,13 +243,24 @@ class _Display:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Stop the updates and print the final status, of a run that started: one that
-        could not (a broker not reached, a handler refused) has its error alone."""
+        """Stop the updates and print the final status, of a run that started. A start
+        that failed before any handler subscribed (a broker not reached, the first
+        handler refused) has its error alone; one that failed after some had (a later
+        handler refused) prints, above its error, how many had and their status lines:
+        they may have processed messages meanwhile."""
         self._stop.set()
         self._thread.join(5.0)
-        if not self._worker._started:
+        if self._worker._started:
+            lines = self._lines()
+        elif subscribed := self._worker._subscribed:
+            lines = [
+                f"worker did not start: {subscribed} of {len(self._worker.handlers)} "
+                "handler(s) had subscribed when the error below stopped it; what they did:",
+                *self._lines()[:subscribed],
+            ]
+        else:
             return
-        for line in self._lines():
+        for line in lines:
             err.print(line, markup=False, highlight=False)
 
     def _loop(self) -> None:

@@ -74,8 +74,10 @@ class AsyncWorker:
         self.grace = _seconds("grace", grace, valid="a non-negative number of seconds")
         self.stopped_by: int | None = None
         self.drained = False
-        # whether its last run subscribed every handler (`brokerkit worker` reads it)
+        # whether its last run subscribed every handler, and how many of them (in
+        # order) it subscribed: `brokerkit worker` reads both
         self._started = False
+        self._subscribed = 0
         self._specs: list[HandlerSpec] = []
         self._stats: dict[str, HandlerStats] = {}
         # Whether run has subscribed every handler, and the wake-ups of those waiting
@@ -243,6 +245,7 @@ class AsyncWorker:
     async def _run(self, broker: AsyncBroker, take_signals: bool) -> None:
         self.stopped_by = None
         self.drained = self._started = False
+        self._subscribed = 0
         self._signals.clear()
         self._stop, self._cut_short = stop, cut_short = Waiter(), Waiter()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
@@ -260,6 +263,7 @@ class AsyncWorker:
                     runner = AsyncRunner(broker, spec, calls, self._stats[spec.name])
                     runners.append(runner)
                     await runner.start()
+                    self._subscribed += 1
                 self._set_ready(True)
                 started = self._started = True
                 log.info(
