@@ -35,7 +35,8 @@ the OpenTelemetry plugin makes the delivery's span the current one there, so tha
 what the handler publishes belongs to the delivery's trace.
 
 The scopes a start hands to its end, and the deliveries a subscription holds until
-theirs (:class:`HeldDeliveries`), are :mod:`brokerkit._hook_scopes`'.
+theirs (:class:`HeldDeliveries`), are :mod:`brokerkit._hook_scopes`'; the settlement
+hooks (ack, nack, dead letter, lease loss) are :mod:`brokerkit._hook_settling`'s.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from brokerkit._hook_scopes import (
     ReportedScope,
     Scope,
 )
+from brokerkit._hook_settling import SettlingHooks
 from brokerkit._logging import delivery_fields, log_fields
 from brokerkit._topics import check_headers
 from brokerkit.exceptions import InvalidMessage
@@ -116,8 +118,9 @@ class ObservedPluginManager(pluggy.PluginManager):
             return super().unregister(plugin, name)
 
 
-class HookRelay:
-    """The message hooks, called only where some plugin implements them.
+class HookRelay(SettlingHooks):
+    """The message hooks, called only where some plugin implements them (the
+    settlement hooks: :class:`~brokerkit._hook_settling.SettlingHooks`).
 
     Every method is safe to call from any thread; an exception a hook raises is
     logged on ``brokerkit.hooks`` and swallowed.
@@ -389,97 +392,6 @@ class HookRelay:
         factories = scope.get(HANDLER_CONTEXT) if scope else None
         return HandlerContext(delivery, tuple(factories)) if factories else None
 
-    # -- settlement ---------------------------------------------------------------------
-
-    def settled(
-        self,
-        broker: Any,
-        deliveries: Sequence[Any],
-        requeue: bool | None,
-        stale: Sequence[Any] = (),
-        *,
-        reason: str | None = None,
-    ) -> None:
-        """Deliveries were acked (``requeue`` None) or nacked; ``stale`` of them were not,
-        their leases having run out. ``reason``: the caller's, for those dead-lettered."""
-        self.manager()
-        if not self.settle:
-            return
-        # what a dropped delivery's plugin end raised that is no Exception is raised
-        # once this settlement's own hooks are made (see deliver_start)
-        raised = drain_dropped()
-        try:
-            self._settled(broker, deliveries, requeue, stale, reason)
-        finally:
-            if raised is not None:
-                raise raised
-
-    def _settled(
-        self,
-        broker: Any,
-        deliveries: Sequence[Any],
-        requeue: bool | None,
-        stale: Sequence[Any],
-        reason: str | None,
-    ) -> None:
-        if self._draining and not self._open and not self._drained()[1]:
-            return  # the last open deliveries were dropped unsettled
-        # tuples: each plugin is handed the same deliveries, whatever one does with them
-        stale_ids = {id(d) for d in stale}
-        done = tuple(d for d in deliveries if id(d) not in stale_ids)
-        lost = tuple(d for d in deliveries if id(d) in stale_ids)
-        dead = tuple(_dead_lettered(broker, done, requeue))
-        if requeue is None:
-            outcome = "ack"
-            if done:
-                self._call("brokerkit_on_ack", deliveries=done)
-        else:
-            outcome = "nack"
-            if done:
-                self._call("brokerkit_on_nack", deliveries=done, requeue=requeue)
-            if dead:
-                reason = reason or ("rejected" if not requeue else "max_deliveries")
-                self._call("brokerkit_on_dead_letter", deliveries=dead, reason=reason)
-        if lost:
-            self.lease_lost(lost)
-        dead_ids = {id(d) for d in dead}
-        for delivery in done:
-            self.deliver_end(delivery, "dead-letter" if id(delivery) in dead_ids else outcome)
-
-    def lease_lost(self, deliveries: Sequence[Any]) -> None:
-        """Call ``brokerkit_on_lease_lost`` for those of ``deliveries`` whose lost lease
-        was not reported yet (once per delivery), and end their delivery hooks."""
-        self.manager()
-        if not self.settle or not deliveries:
-            return
-        fresh: list[tuple[Any, dict[str, Any] | None]] = []
-        with self._end_lock:
-            for delivery in deliveries:
-                scope = delivery._scope
-                if scope is not LEASE_LOST:
-                    delivery._scope = LEASE_LOST
-                    fresh.append((delivery, scope))
-                    if isinstance(scope, Scope):
-                        scope.delivery = None
-        if not fresh:
-            return
-        unreported = tuple(d for d, scope in fresh if not isinstance(scope, ReportedScope))
-        if unreported:
-            self._call("brokerkit_on_lease_lost", deliveries=unreported)
-        for delivery, scope in fresh:
-            if isinstance(scope, Scope):
-                try:
-                    self._call_each(
-                        scope.ends,
-                        "brokerkit_deliver_end",
-                        delivery=delivery,
-                        outcome="lease-lost",
-                        error=scope.error,
-                        scope=scope,
-                    )
-                finally:
-                    self._ended(scope)
-
 
 def report_renewal_losses(
     log: logging.Logger, deliveries: Sequence[Any], start: Callable[[], bool] | None = None
@@ -498,21 +410,6 @@ def report_renewal_losses(
     )
     if RELAY.settle and (start is None or start()):
         RELAY.lease_lost(deliveries)
-
-
-def _dead_lettered(broker: Any, deliveries: Sequence[Any], requeue: bool | None) -> list[Any]:
-    """Those of nacked ``deliveries`` that went to the dead-letter topic, as the base
-    rules say: all of them without requeue, else those at ``max_deliveries``."""
-    from brokerkit._capabilities import Capability
-
-    if requeue is None or Capability.DEAD_LETTER not in broker.capabilities:
-        return []
-    if not requeue:
-        return list(deliveries)
-    limit = broker.options.max_deliveries
-    if limit is None:
-        return []
-    return [d for d in deliveries if d.attempt >= limit]
 
 
 #: The one relay of this process.
