@@ -19,6 +19,7 @@ from brokerkit._compat import Event, HandlerCalls, Waiter, on_signals, spawn
 from brokerkit._error_text import value_text
 from brokerkit._logging import log_fields
 from brokerkit.exceptions import ConfigurationError, InvalidOption
+from brokerkit.worker._drain import TICK, drain
 from brokerkit.worker._handler import HandlerSpec, check_options, make_spec
 from brokerkit.worker._retry import RetryPolicy
 from brokerkit.worker._runner import Runner
@@ -32,15 +33,10 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Seconds that handlers in progress get to finish after a stop.
 DEFAULT_GRACE = 30.0
-#: How often the worker looks at stop requests and signals.
-_TICK = 0.05
 #: :meth:`Worker.wait_ready` without a timeout, and the end of
 #: :meth:`Worker.running` (whose grace may be infinite), wait in steps of this many
 #: seconds.
 _READY_WAIT = 3600.0
-#: The longest a drain waits for the handlers' subscriptions to close (each close is
-#: bounded by its backend; this only keeps a stop from hanging on a bug).
-_CLOSE_WAIT = 60.0
 
 
 class Worker:
@@ -89,7 +85,7 @@ class Worker:
         self._ready_waiters: set[Waiter] = set()
         # Wake-ups of the running :meth:`run` (made by it, on its loop in the asyncio
         # worker), which :meth:`stop` may trigger from any thread; run looks at the
-        # flags below every _TICK as well, so a stop that finds none is not lost.
+        # flags below every TICK as well, so a stop that finds none is not lost.
         self._stop: Waiter | None = None
         self._cut_short: Waiter | None = None
         self._stopped = self._abort = False
@@ -284,7 +280,7 @@ class Worker:
                             extra=log_fields(),
                         )
                         break
-                    stop.wait(_TICK)
+                    stop.wait(TICK)
             finally:
                 self._drain(runners, cut_short, started=started)
         finally:
@@ -325,7 +321,7 @@ class Worker:
         background = spawn(work, "brokerkit-worker")
         deadline = time.monotonic() + timeout
         while not self._ready and not ended.is_set() and time.monotonic() < deadline:
-            ended.wait(_TICK)
+            ended.wait(TICK)
         if errors:
             raise errors[0]
         try:
@@ -422,65 +418,19 @@ class Worker:
         return self._abort or len(self._signals) >= 2
 
     def _drain(self, runners: list[Runner], cut_short: Waiter, *, started: bool) -> None:
-        """Stop and close ``runners``; ``started``: whether every handler subscribed
-        (else the run raises what stopped it, and this says nothing of a drain)."""
-        # Every runner stops fetching first, so that no handler starts a message while
-        # another's subscription closes; the closes then run side by side, since each
-        # waits for its fetch in progress and may talk to the server (during an outage,
-        # up to the backend's reconnect_timeout each).
-        for runner in runners:
-            runner.stop_fetching()
-        closing = [spawn(r.close, f"brokerkit-worker {r.spec.name} closing") for r in runners]
-        # Waited for in steps, so that stop(now=True) or a second signal ends the wait
-        # at once (a close that hangs, on a server that does not answer, held the stop
-        # up to _CLOSE_WAIT): a close task still running then is cancelled (a
-        # subscription's closing goes on to its end all the same), a thread left to end.
-        self._wait_unless_aborted(lambda: all(b.done for b in closing), cut_short)
-        for background in closing:
-            background.join(0.0)
-        deadline = time.monotonic() + self.grace
-        while any(r.busy for r in runners) and not self._aborting():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            cut_short.wait(min(left, _TICK))
-        self.drained = not any(r.busy for r in runners)
-        if self.drained:
-            # No handler runs, nor will start: a slot still running is ending its
-            # receive, and hands back what that brought before the run returns. Waited
-            # for in steps, so that stop(now=True) or a second signal ends the wait at
-            # once, as it ends the grace period; a slot task still running then is
-            # cancelled (its receive hands back what it brings), a thread left to end.
-            self._wait_unless_aborted(lambda: all(r.ended for r in runners), cut_short)
-            for runner in runners:
-                runner.join(0.0)
-        else:
-            log.warning(
-                "worker stopped with handlers still running; their deliveries come back",
-                extra=log_fields(),
-            )
-            for runner in runners:
-                runner.abandon()
-        for runner in runners:
-            runner.finish()
+        """Stop and close ``runners`` (see :func:`drain`); ``started``: whether every
+        handler subscribed (else the run raises what stopped it, and this says nothing
+        of a drain)."""
+        drained = drain(runners, cut_short, grace=self.grace, aborting=self._aborting)
         if not started:  # it never ran: what stopped it is raised
             self.drained = False
             return
+        self.drained = drained
         log.info(
             "worker stopped (%s)",
             "drained" if self.drained else "handlers cut short",
             extra=log_fields(),
         )
-
-    def _wait_unless_aborted(self, done: Callable[[], bool], cut_short: Waiter) -> None:
-        """Wait until ``done()``, for :data:`_CLOSE_WAIT` seconds at most, in steps of
-        :data:`_TICK`: ended at once by ``stop(now=True)`` or a second signal."""
-        deadline = time.monotonic() + _CLOSE_WAIT
-        while not done() and not self._aborting():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            cut_short.wait(min(left, _TICK))
 
 
 #: What ``running()`` and ``wait_ready()`` take as their timeout.
