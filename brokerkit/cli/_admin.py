@@ -23,8 +23,9 @@ from brokerkit._capabilities import Capability
 from brokerkit._inspect import GroupInfo, TopicInfo
 from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import backend_for, connect, list_backends
+from brokerkit.cli._data_output import print_json
 from brokerkit.cli._input import text_argument
-from brokerkit.cli._output import cell, err, out, print_json, writable
+from brokerkit.cli._output import cell, err, out, writable
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError
 

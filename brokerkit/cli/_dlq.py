@@ -21,7 +21,8 @@ from brokerkit._plugins import connect
 from brokerkit._subscription import Subscription
 from brokerkit._topics import RESERVED_HEADER_PREFIX
 from brokerkit.cli._admin import Interrupt, TopicArg, stop_on_interrupt
-from brokerkit.cli._output import cell, err, out, print_json, text_of
+from brokerkit.cli._data_output import print_json, text_of
+from brokerkit.cli._output import cell, err, out
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError, SerializationError, Unsupported
 

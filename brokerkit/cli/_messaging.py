@@ -21,8 +21,9 @@ from brokerkit._plugins import connect
 from brokerkit._serializers import encode_body
 from brokerkit._subscribing import MAX_PREFETCH
 from brokerkit.cli._admin import Interrupt, TopicArg, one_line, stop_on_interrupt
+from brokerkit.cli._data_output import printable
 from brokerkit.cli._input import check_text, decode, decoded, line_batches, text_argument
-from brokerkit.cli._output import cell, err, for_terminal, printable
+from brokerkit.cli._output import cell, err, for_terminal
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import (
     BrokerClosed,

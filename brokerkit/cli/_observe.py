@@ -21,8 +21,9 @@ from brokerkit._options import MAX_SECONDS
 from brokerkit._plugins import connect
 from brokerkit._topics import check_topic, is_topic
 from brokerkit.cli._admin import lag_exact, lag_text, stop_on_interrupt
+from brokerkit.cli._data_output import print_json
 from brokerkit.cli._input import check_text
-from brokerkit.cli._output import cell, err, out, print_json
+from brokerkit.cli._output import cell, err, out
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import InvalidTopic, Unsupported
 

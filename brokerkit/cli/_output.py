@@ -1,11 +1,11 @@
-"""Where the command writes: data to stdout, chatter and errors to stderr."""
+"""Where the command writes: data to stdout, chatter and errors to stderr (the
+secrets of its URLs masked), and text made safe to show there. How values and
+deliveries are printed as data (JSON, a delivery's line) is
+:mod:`brokerkit.cli._data_output`'s."""
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
-import math
 import re
 import sys
 import threading
@@ -18,25 +18,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from brokerkit._delivery import Delivery
 from brokerkit._secret_options import SHORT_VALUE, is_secret, secret_in
 from brokerkit._url import BrokerURL, unparsed_secrets
-from brokerkit.exceptions import InvalidURL, SerializationError
+from brokerkit.exceptions import InvalidURL
 
 __all__ = [
     "cell",
-    "delivery_record",
+    "encoding_of",
     "err",
+    "fits",
+    "for_terminal",
     "hide_secrets_of",
-    "json_dumps",
-    "json_text",
     "out",
-    "print_json",
-    "printable",
     "progress_bar",
     "redact",
     "remembering",
-    "text_of",
     "visible",
     "writable",
 ]
@@ -356,13 +352,15 @@ def _written_secret_in(path: str) -> int | None:
     return None
 
 
-def _encoding(stream: Console | TextIO | None) -> str:
+def encoding_of(stream: Console | TextIO | None) -> str:
+    """The encoding ``stream`` (default: stdout) writes in (UTF-8 if it names none)."""
     if isinstance(stream, Console):
         return stream.encoding
     return getattr(stream or sys.stdout, "encoding", None) or "utf-8"
 
 
-def _fits(text: str, encoding: str) -> bool:
+def fits(text: str, encoding: str) -> bool:
+    """Whether ``encoding`` can hold every character of ``text``."""
     try:
         text.encode(encoding)
     except UnicodeEncodeError:
@@ -374,8 +372,8 @@ def writable(text: str, stream: Console | TextIO | None = None) -> str:
     """``text`` as ``stream`` (default: stdout) can take it: every character its
     encoding cannot hold, such as a lone surrogate that a JSON ``\\ud800`` escape
     decodes to, written as a backslash escape (``\\ud800``) instead of failing."""
-    encoding = _encoding(stream)
-    if _fits(text, encoding):
+    encoding = encoding_of(stream)
+    if fits(text, encoding):
         return text
     return text.encode(encoding, "backslashreplace").decode(encoding)
 
@@ -420,99 +418,3 @@ def cell(value: Any, stream: Console | None = None) -> str:
     :func:`visible`, what ``stream`` (default: stdout) cannot hold escaped (see
     :func:`writable`), and rich markup (``[bold]``) escaped. Never for ``--json``."""
     return escape(writable(visible(str(value)), stream or out))
-
-
-def json_dumps(value: Any, *, ensure_ascii: bool = False) -> str:
-    """``value`` as valid JSON (``json.dumps`` with ``default=str``): a float that
-    JSON has no token for (NaN, an infinity, which msgpack carries) is written as the
-    string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, never as Python's bare
-    ``NaN``, which JSON parsers refuse."""
-    try:
-        return json.dumps(value, ensure_ascii=ensure_ascii, default=str, allow_nan=False)
-    except ValueError:  # a NaN or an infinity somewhere (else a cycle: raised again)
-        return json.dumps(_finite(value), ensure_ascii=ensure_ascii, default=str, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float (values and map keys) as its string."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _NON_FINITE[repr(value)]
-    if isinstance(value, dict):
-        return {_finite(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-
-def json_text(value: Any, stream: Console | TextIO | None = None) -> str:
-    """``value`` as one line of valid JSON (see :func:`json_dumps`) that ``stream``
-    (default: stdout) can take: non-ASCII characters as they are where its encoding
-    holds them all, else (a lone surrogate, an ASCII terminal) every one as a
-    ``\\uXXXX`` escape."""
-    text = json_dumps(value)
-    if _fits(text, _encoding(stream)):
-        return text
-    return json_dumps(value, ensure_ascii=True)
-
-
-def print_json(console: Console, value: Any) -> None:
-    """Pretty-print ``value`` as valid JSON (see :func:`json_dumps`) on ``console``,
-    escaping what its encoding cannot hold (see :func:`json_text`)."""
-    escaped = not _fits(json_dumps(value), console.encoding)
-    console.print_json(json_dumps(value, ensure_ascii=True), ensure_ascii=escaped)
-
-
-def text_of(body: Any) -> str:
-    """A body as one line of text: str as it is, bytes decoded, anything else as
-    valid JSON (see :func:`json_dumps`)."""
-    if isinstance(body, str):
-        return body
-    if isinstance(body, bytes):
-        return body.decode("utf-8", errors="replace")
-    return json_dumps(body)
-
-
-def printable(delivery: Delivery, as_json: bool) -> tuple[str, str | None]:
-    """The line ``brokerkit consume`` prints for ``delivery`` (one that stdout can take:
-    see :func:`writable` and :func:`json_text`), and why its body did not decode
-    (``None`` when it did). An undecodable body is shown raw, never raised."""
-    try:
-        body = delivery.body
-    except SerializationError as exc:
-        problem = str(exc)
-        if as_json:
-            record = delivery_record(delivery, raw=True)
-            record["undecodable"] = problem
-            return json_text(record), problem
-        return writable(delivery.payload.decode("utf-8", errors="replace")), problem
-    if as_json:
-        return json_text(delivery_record(delivery)), None
-    return writable(text_of(body)), None
-
-
-def delivery_record(delivery: Delivery, *, raw: bool = False) -> dict[str, Any]:
-    """A delivery as a JSON-ready mapping: id, topic, attempt, headers, body.
-
-    The body is ``body`` (decoded, or the payload's text when it is UTF-8 and ``raw``
-    asks for the payload), else ``body_base64``.
-    """
-    record: dict[str, Any] = {
-        "id": delivery.id,
-        "topic": delivery.topic,
-        "attempt": delivery.attempt,
-        "content_type": delivery.content_type,
-        "published_at": delivery.message.published_at,
-        "headers": dict(delivery.headers),
-    }
-    body = delivery.payload if raw else delivery.body
-    if isinstance(body, bytes):
-        try:
-            record["body_raw" if raw else "body"] = body.decode("utf-8")
-        except UnicodeDecodeError:
-            record["body_base64"] = base64.b64encode(body).decode("ascii")
-    else:
-        record["body"] = body
-    return record

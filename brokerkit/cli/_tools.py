@@ -12,8 +12,9 @@ from rich.table import Table
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._options import MAX_PAYLOAD_BYTES
 from brokerkit.cli._bench import STEPS, bench_url
+from brokerkit.cli._data_output import print_json
 from brokerkit.cli._messaging import MAX_COUNT
-from brokerkit.cli._output import cell, err, out, print_json, progress_bar
+from brokerkit.cli._output import cell, err, out, progress_bar
 from brokerkit.cli._scratch import scratch
 from brokerkit.cli._url import URL_ENV, UrlArg, command
 from brokerkit.exceptions import BrokerError
