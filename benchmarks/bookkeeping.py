@@ -96,6 +96,12 @@ class _Slowlog:
         for entry in entries:
             if entry.nested:
                 inner[entry.command] = inner.get(entry.command, 0) + 1
+        # a hash listed outside any script (a dead consumer's batches): its steps' worst
+        listing = [e for e in top if e.command.upper() in ("HKEYS", "HSCAN")]
+        for command in sorted({e.command.upper() for e in listing}):
+            steps = [e.usec for e in listing if e.command.upper() == command]
+            said = f"listed by {len(steps)} {command}, worst {max(steps):,} us"
+            note = f"{note}; {said}" if note else said
         if inner:
             ranked = sorted(inner.items(), key=lambda item: -item[1])[:4]
             listed = ", ".join(f"{n} {c.upper()}" for c, n in ranked)
