@@ -46,15 +46,23 @@ system-neutral attribute for it), ``brokerkit.settlement`` (how it ended),
 ``server.address`` and ``server.port``.
 
 A worker's handler (:class:`brokerkit.Worker`, :class:`brokerkit.aio.Worker`) runs in
-its delivery's context, the one its headers carried (the baggage, and whatever else the
-global propagator read) with its consumer span as the current span: what it publishes,
-and the spans it starts, are children of ``process <topic>``, in the producer's trace,
-and ``baggage.get_baggage`` sees the publisher's baggage, which a publish carries on.
-That context is not made current for a ``receive`` or a consume loop (a generator cannot
+its delivery's context laid over the context current where it runs (its thread or task,
+when the handler starts), never in its place: the delivery's keys, what its headers
+carried (the baggage, and whatever else the global propagator read, on an empty base) and
+its consumer span as the current span, win; every other key of the current context stays
+(the application's own values, a suppressed-instrumentation key, what another plugin's
+handler context set before). What the handler publishes, and the spans it starts, are
+children of ``process <topic>``, in the producer's trace, and ``baggage.get_baggage`` sees
+the publisher's baggage, which a publish carries on. Baggage is one key: a message that
+carried baggage replaces the current baggage whole (the handler sees what its publisher
+sent, nothing of the receiver's mixed in), one that carried none leaves it as it is. A
+message without a valid trace context still has a root ``process`` span, whatever span
+is current. The context is not made current for a ``receive`` or a consume loop (a generator cannot
 safely hold a context across the caller's code); to run the application's code in it
 there, attach :func:`current_context` (``token = context.attach(current_context(delivery))``,
-then ``context.detach(token)``); ``trace.use_span(current_span(delivery))`` makes the span
-current alone, without the delivery's baggage.
+then ``context.detach(token)``), made the same way at each call;
+``trace.use_span(current_span(delivery))`` makes the span current alone, without the
+delivery's baggage.
 """
 
 from __future__ import annotations
@@ -262,26 +270,35 @@ def current_span(delivery: Any) -> Span:
 
 
 def current_context(delivery: Any) -> otel_context.Context:
-    """The context a delivery the application holds is processed in: what its headers
-    carried (baggage, and the rest the global propagator reads) with its ``process``
-    span as the current span; an empty context when no span is open (not instrumented,
+    """The context a delivery the application holds is processed in, made at each call:
+    the current context with the delivery's keys over it, those its headers carried
+    (baggage, and the rest the global propagator reads) and its ``process`` span as the
+    current span; the current context as it is when no span is open (not instrumented,
     or already settled). A worker's handler runs in it; elsewhere, attach it."""
     scope = delivery._scope
     found = scope.get(_CONTEXT) if scope is not None and scope.get(_SPAN) else None
-    return found if found is not None else otel_context.Context()
+    return _layered(found) if found is not None else otel_context.get_current()
+
+
+def _layered(keys: otel_context.Context) -> otel_context.Context:
+    """The current context with ``keys`` over it: a key of both is ``keys``' value whole
+    (a message's baggage replaces the current baggage, not merged into it), every other
+    key of the current context is kept."""
+    return otel_context.Context({**otel_context.get_current(), **keys})
 
 
 class _Attached:
-    """``context`` made the current context while a handler runs, then detached (it
-    neither records nor suppresses the handler's error: brokerkit_deliver_end records
-    it)."""
+    """The current context with a delivery's keys over it (:func:`_layered`, made when
+    the handler starts, in its own thread or task) made the current context while a
+    handler runs, then detached (it neither records nor suppresses the handler's error:
+    brokerkit_deliver_end records it)."""
 
-    def __init__(self, context: otel_context.Context) -> None:
-        self._context = context
+    def __init__(self, keys: otel_context.Context) -> None:
+        self._keys = keys
         self._token: Token[otel_context.Context] | None = None
 
     def __enter__(self) -> None:
-        self._token = otel_context.attach(self._context)
+        self._token = otel_context.attach(_layered(self._keys))
 
     def __exit__(self, *exc_info: object) -> None:
         if self._token is not None:
@@ -329,7 +346,10 @@ class _TracingPlugin:
     @hookimpl
     def brokerkit_deliver_start(self, delivery: Any, scope: dict[str, Any]) -> None:
         subscription = delivery.subscription
-        parent = propagate.extract(_carrier(delivery.headers))
+        # what the headers carry alone, on an empty base (the caller's baggage is no
+        # message's: a baggage propagator given none reads onto the current baggage);
+        # it is laid over the current context where it is used (_layered)
+        parent = propagate.extract(_carrier(delivery.headers), context=otel_context.Context())
         producer = trace.get_current_span(parent).get_span_context()
         links = [Link(producer)] if producer.is_valid else []
         # A pattern subscription's topics are the publishers' choice (any bytes on
@@ -355,12 +375,11 @@ class _TracingPlugin:
             },
         )
         scope[_SPAN] = span
-        # the extracted context (its baggage too) with the span in it, not the current
-        # context with the span (trace.use_span's), which would lose the baggage
-        processed = trace.set_span_in_context(span, parent)
-        scope[_CONTEXT] = processed
-        # a worker's handler runs in it (see HANDLER_CONTEXT)
-        scope.setdefault(HANDLER_CONTEXT, []).append(functools.partial(_Attached, processed))
+        # the delivery's keys: the extracted ones (its baggage too) and the span; a
+        # handler runs in them laid over its current context (see HANDLER_CONTEXT)
+        keys = trace.set_span_in_context(span, parent)
+        scope[_CONTEXT] = keys
+        scope.setdefault(HANDLER_CONTEXT, []).append(functools.partial(_Attached, keys))
 
     @hookimpl
     def brokerkit_deliver_end(
