@@ -28,17 +28,19 @@ NAMED = re.compile(
 )
 
 
-def _round_trip(url: str, subject: str) -> tuple[str, bytes, str]:
+def _round_trip(url: str, subject: str, *, headers: bool = True) -> tuple[str, bytes, str]:
     """A message published and received over a brokerkit NATS connection (subject,
-    data, reply), and the class of the connection's parser."""
+    data, reply), and the class of the connection's parser. With headers, the server
+    writes an HMSG line; without, a MSG line."""
+    sent = {"k": "v"} if headers else None
 
     async def main() -> tuple[str, bytes, str]:
         nc = await _subjects.connect(servers=[url], allow_reconnect=False)
         try:
             sub = await nc.subscribe(subject)
-            await nc.publish(subject, b"hello", reply="_INBOX.obs35", headers={"k": "v"})
+            await nc.publish(subject, b"hello", reply="_INBOX.obs35", headers=sent)
             msg = await sub.next_msg(timeout=10)
-            assert msg.headers == {"k": "v"}
+            assert msg.headers == sent
             return msg.subject, msg.data, msg.reply + " " + type(nc._ps).__module__
         finally:
             await nc.close()
@@ -59,15 +61,48 @@ def test_nats_pys_expressions_of_another_shape_are_left_to_nats_py(
         assert record.levelno == logging.WARNING
         assert "MSG_RE" in record.getMessage()
         # the connections use it (as they would have had it been chosen at import),
-        # and work: the patched expression reads no line the server writes, for the
-        # messages have headers (HMSG lines)
+        # and work: with headers, the server writes HMSG lines, which the patched MSG_RE
+        # does not read; without, MSG lines, which it reads (NAMED only: nats-py's code
+        # as installed unpacks NAMED's groups by position, OTHER_SHAPE's not at all, as
+        # only a nats-py whose code changed with its expression would)
         patch.setattr(_subjects, "_Parser", _subjects._parser_class())
         caplog.clear()
         first = _round_trip(nats_url, "obs35.shape.other")
         second = _round_trip(nats_url, "obs35.shape.other2")
+        plain = (
+            _round_trip(nats_url, "obs35.shape.plain", headers=False) if theirs is NAMED else None
+        )
         assert [r for r in caplog.records if r.name == "brokerkit.nats"] == []
     assert first == ("obs35.shape.other", b"hello", "_INBOX.obs35 nats.protocol.parser")
     assert second[0] == "obs35.shape.other2"
+    if plain is not None:
+        assert plain == ("obs35.shape.plain", b"hello", "_INBOX.obs35 nats.protocol.parser")
+
+
+def _closure_parse() -> object:
+    """A parse function naming MSG_RE and HMSG_RE, but a closure (it reads ``state``
+    from its enclosing function): its globals cannot simply be substituted."""
+    state = b""
+
+    def parse(self: object, data: bytes = b"") -> None:
+        del self
+        MSG_RE.match(state + data)  # type: ignore[name-defined]  # noqa: F821
+        HMSG_RE.match(data)  # type: ignore[name-defined]  # noqa: F821
+
+    return parse
+
+
+def test_a_closure_parse_is_left_to_nats_py_and_the_warning_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    original = nats.protocol.parser.Parser
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.WARNING, "brokerkit.nats"):
+        patch.setattr(original, "parse", _closure_parse())
+        assert _subjects._parser_class() is original
+    [record] = [r for r in caplog.records if r.name == "brokerkit.nats"]
+    message = record.getMessage()
+    assert "closure" in message
+    assert "reads no MSG_RE" not in message  # it does read them
 
 
 def test_nats_pys_expressions_of_the_known_shape_get_brokerkits(

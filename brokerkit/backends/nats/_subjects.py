@@ -127,13 +127,15 @@ def _shape_differs(theirs: Any, ours: re.Pattern[bytes], lines: tuple[bytes, ...
 
 def _parser_class() -> type[Any]:
     """nats-py's parser, reading ``MSG`` lines by :data:`_MSG` and :data:`_HMSG`; nats-py's
-    own, as it is, when its code names no such expressions or they differ in shape (see
-    :data:`_SAMPLES`): a warning says so."""
+    own, as it is, when its code names no such expressions, or they differ in shape (see
+    :data:`_SAMPLES`), or its ``parse`` is a closure: a warning says which."""
     base: type[Any] = nats.protocol.parser.Parser
     parse: Any = base.parse
     names = parse.__code__.co_names
-    if not set(_SAMPLES) <= set(names) or parse.__closure__:
+    if not set(_SAMPLES) <= set(names):
         return _as_it_is(base, "its parser reads no MSG_RE and HMSG_RE")
+    if parse.__closure__:
+        return _as_it_is(base, "its parser's parse is a closure, not rebuilt with other globals")
     for name, (expression, lines) in _SAMPLES.items():
         if _shape_differs(parse.__globals__.get(name), expression, lines):
             return _as_it_is(base, f"its {name} reads a protocol line into other groups")
