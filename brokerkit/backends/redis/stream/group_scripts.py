@@ -45,24 +45,37 @@ if #last == 0 then return {scheduled, ''} end
 return {scheduled, last[1][1]}
 """
 
-# KEYS: stream.  ARGV: cursor, cut, most entries, most bytes.
+# KEYS: stream.  ARGV: cursor, cut, most entries, most bytes, most entries freed
+# unread, the size of a small entry, the most entries a probe's LIMIT names, the most
+# entries a trimming step reads.
 # Returns {entries removed, next cursor ('' once nothing at or below the cut is left)}.
 # One bounded step of a purge: removes entries at or below the cut that no group
 # holds now (a group's pending entries, its delayed retries among them, are asked of
 # every group in this call), never one above it. It reads entries one an XRANGE (the
-# size of the next is unknown until it is read), at most `most` of them, and stops
-# once their fields come to `most bytes`: so it copies at most that, plus the one
-# entry that crosses it, whatever their sizes; it removes only entries it read.
-# While the cursor is '-', the entries read are the stream's first, below the cut
-# and below every entry held: an approximate XTRIM MINID just above the last of them
-# drops the whole radix-tree nodes they fill, an XDEL the rest; once none is left
-# there, the next cursor is '0-0'. Otherwise the entries read come after the cursor,
-# each group's pending entries in their id range are asked (at most `most`: a group
-# that has more there ends the step at the last it named), and the unheld ones
-# XDELed; the next cursor is the last id handled.
+# size of the next is unknown until it is read) and stops once their fields come to
+# `most bytes`: so it copies at most that, plus the one entry that crosses it.
+# While the cursor is '-', the entries are the stream's first, below the cut and
+# below every entry held, dropped from the head a radix-tree node at a time, each
+# node seen by its first entry (read; at most `heads` of them). A big one (`small`
+# bytes or more: past Redis's stream-node-max-bytes, 4 KB by default, so a node of
+# its own) is removed as read: the entries read so, with an approximate XTRIM MINID
+# just above the last (the whole nodes they fill) and an XDEL of any left. A small
+# one's node (a few KB at most) goes unread, by an approximate XTRIM MINID LIMIT k,
+# which frees the head node only if it has k entries or fewer, and the nodes after it
+# only while the count stays within k. k rises from one that freed nothing (a node of
+# more than k) toward the size of the node before, by at most `most unread` past the
+# least the node may hold: a probe frees at most that many entries past its node,
+# unread, and the step stops once its probes may have. A node no probe up to
+# `widest` frees (it has more, or reaches an entry held) is removed as read. Once
+# nothing is left below, the next cursor is '0-0'. Otherwise the entries read (at
+# most `most`) come after the cursor, each group's pending entries in their id range
+# are asked (at most `most`: a group that has more there ends the step at the last
+# it named), and the unheld ones XDELed; the next cursor is the last id handled.
 PURGE_STEP = r"""
 local key, cursor, cut = KEYS[1], ARGV[1], ARGV[2]
 local most, bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local spare, small, widest = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local heads = tonumber(ARGV[8])
 if redis.call('EXISTS', key) == 0 then return {0, ''} end
 local function lower(a, b)  -- ids as text: their parts may not fit a Lua number
   local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
@@ -114,11 +127,46 @@ if cursor == '-' then
     local first = redis.call('XPENDING', key, name, '-', cut, 1)
     if #first > 0 and lower(first[1][1], below) then below = first[1][1] end
   end
-  local ids = read('-', '(' .. below)
-  if #ids == 0 then return {0, '0-0'} end
-  -- only whole nodes of the entries read (every entry below the id above the last)
-  local removed = redis.call('XTRIM', key, 'MINID', '~', above(ids[#ids]), 'LIMIT', #ids)
-  if removed < #ids then removed = removed + redis.call('XDEL', key, unpack(ids, removed + 1)) end
+  local removed, reads, copied, unread, guess, probing = 0, 0, 0, 0, 0, true
+  local run, from = {}, '-'  -- entries read, to remove as read; where to read on
+  local function drop_run()  -- the whole nodes they fill, then any left
+    if #run == 0 then return end
+    local gone = redis.call('XTRIM', key, 'MINID', '~', above(run[#run]), 'LIMIT', #run)
+    if gone < #run then gone = gone + redis.call('XDEL', key, unpack(run, gone + 1)) end
+    removed, run, from = removed + gone, {}, '-'
+  end
+  while reads < heads and copied < bytes and unread < spare do
+    local e = redis.call('XRANGE', key, from, '(' .. below, 'COUNT', 1)[1]
+    if not e then
+      drop_run()
+      return {removed, '0-0'}
+    end
+    local size = 0
+    for _, v in ipairs(e[2]) do size = size + #v end
+    reads, copied = reads + 1, copied + size
+    local gone = 0
+    if size < small and probing then
+      drop_run()  -- e is the first entry left
+      local least = 0  -- the node holds more than `least` entries
+      local k = math.max(1, math.min(guess - 1, 1 + spare))
+      while true do
+        gone = redis.call('XTRIM', key, 'MINID', '~', below, 'LIMIT', k)
+        if gone > 0 or k >= widest then break end
+        least = k
+        if guess - 1 > least then k = guess - 1
+        elseif guess > least then k = guess
+        else k = 2 * least end
+        k = math.min(k, least + 1 + spare, widest)
+      end
+      if gone > 0 then
+        removed, unread, guess = removed + gone, unread + gone - least - 1, gone
+      else
+        probing = false
+      end
+    end
+    if gone == 0 then run[#run + 1], from = e[1], '(' .. e[1] end
+  end
+  drop_run()
   return {removed, '-'}
 end
 local ids = read('(' .. cursor, cut)
