@@ -37,18 +37,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from redis.exceptions import ResponseError
-
 from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
-from brokerkit._compat import Lock, sleep
+from brokerkit._compat import Lock
 from brokerkit._delivery import Delivery
 from brokerkit._logging import subscription_fields
-from brokerkit._message import Message
 from brokerkit._options import BrokerOptions
 from brokerkit._subscription import Subscription
 from brokerkit._topics import check_topic
@@ -64,8 +60,8 @@ from brokerkit.backends.redis._options import DRIVER_QUERY_KEYS, MAX_PAYLOAD_BYT
 from brokerkit.backends.redis._periodic import Periodic
 from brokerkit.backends.redis._topic_scan import scan_topics
 from brokerkit.backends.redis.stream.calls import StreamScripts
-from brokerkit.backends.redis.stream.deliveries import first_deliveries
-from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry, unparsed
+from brokerkit.backends.redis.stream.entries import unparsed
+from brokerkit.backends.redis.stream.fetching import StreamFetching
 from brokerkit.backends.redis.stream.info import StreamTopicInfo
 from brokerkit.backends.redis.stream.inspect import inspect_stream
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
@@ -76,7 +72,6 @@ from brokerkit.backends.redis.stream.publish import StreamPublishing
 from brokerkit.backends.redis.stream.purge import purge_stream
 from brokerkit.backends.redis.stream.reaping import StreamReaping
 from brokerkit.backends.redis.stream.scheduling import PARKING, held_by_stream
-from brokerkit.backends.redis.stream.scripts import text
 from brokerkit.backends.redis.stream.settle import StreamSettling
 from brokerkit.backends.redis.stream.wrong_keys import wrong_key
 from brokerkit.exceptions import IncompatibleTopic, InvalidOption
@@ -86,10 +81,6 @@ __all__ = ["RedisStreamBroker"]
 log = logging.getLogger("brokerkit.redis")
 
 _T = TypeVar("_T")
-
-#: Redis ends a blocking read whose timeout passed on its next clock tick (ten a
-#: second by default), up to this much late.
-_SERVER_TICK = 0.1
 
 
 def _let_go(client: Any) -> None:
@@ -106,6 +97,7 @@ def _let_go(client: Any) -> None:
 class RedisStreamBroker(
     StreamSettling,
     StreamReaping,
+    StreamFetching,
     StreamManagement,
     StreamPublishing,
     WakesOnClose,
@@ -250,172 +242,6 @@ class RedisStreamBroker(
         return wrong_key(
             self._client, self.url, self._keys, topic, group, self.dead_letter_topic(topic)
         )
-
-    def _fetch(
-        self, subscription: Subscription, max_messages: int, timeout: float
-    ) -> list[Delivery]:
-        state: StreamState = subscription.state
-        now = time.monotonic()
-        if now >= state.claim_at or now >= state.release_at:
-            deliveries = self._claim_now(subscription, max_messages, now)
-            if deliveries or subscription.closed:
-                return deliveries
-            if not state.claim_at:
-                # More may be waiting to be claimed (the claim stopped at its budget,
-                # or what it claimed was dead-lettered): new entries are read without
-                # waiting, and the next fetch claims again.
-                timeout = 0.0
-        deliveries = self._read(subscription, max_messages, timeout)
-        if state.woken:
-            # An entry was handed back or requeued while this read waited: reclaim
-            # it now, as a new entry would have been read.
-            if not deliveries and not subscription.closed:
-                return self._claim_now(subscription, max_messages, time.monotonic())
-            state.claim_at = 0.0
-        elif not deliveries:
-            # Nothing new: look for entries to reclaim on the next fetch.
-            state.claim_at = 0.0
-        self._keeper.hold(deliveries)
-        return deliveries
-
-    def _claim_now(
-        self, subscription: Subscription, max_messages: int, now: float
-    ) -> list[Delivery]:
-        """:meth:`_claim`, and when to claim next; the deliveries are leased."""
-        state: StreamState = subscription.state
-        state.claim_at = now + self._claim_interval
-        deliveries, again = self._claim(subscription, max_messages)
-        if again:
-            # One entry came back, alone, or the look for idle entries stopped short;
-            # more may be waiting: look again at once.
-            state.claim_at = 0.0
-        self._keeper.hold(deliveries)
-        return deliveries
-
-    def _claim(self, subscription: Subscription, max_messages: int) -> tuple[list[Delivery], bool]:
-        """Reclaim one entry idle past the visibility timeout (dead-lettering it past
-        ``max_deliveries``), or a delayed retry that is due; and say whether to claim
-        again at once (an entry was reclaimed, or the script stopped before it looked
-        at every idle entry). New entries are left to :meth:`_read` (see
-        :data:`~.lease_scripts.FETCH`).
-
-        An entry that comes back is handed out alone, in a batch of its own: a
-        poison message that kills its consumer each time never takes prefetched
-        batch mates with it (see :data:`~.lease_scripts.FETCH`)."""
-        state: StreamState = subscription.state
-        group, consumer = subscription.group, subscription.consumer
-        min_idle = int(self.options.visibility_timeout * 1000)
-
-        woken = list(state.woken)
-
-        def claim() -> tuple[list[Any], int]:
-            if state.rewind:  # entries were handed back: they come out first
-                state.rewind = False
-                state.cursor = "0-0"
-            keys = [state.key, state.lost_key, state.lease_key, state.scheduled_key]
-            keys += [state.delayed_key, state.wake_key]
-            args: list[Any] = [group, consumer, min_idle, state.cursor, max_messages]
-            args.append(state.start_id)
-            args += [self.options.body_field, *self._trimming(), PARKING]
-            args += [self.options.max_deliveries or 0, *woken]
-            cursor, claimed, wait_ms = self._scripts.fetch(keys=keys, args=args)
-            state.cursor = text(cursor)
-            return claimed, int(wait_ms)
-
-        claimed, wait_ms = self._consuming_call(claim, subscription)
-        del state.woken[: len(woken)]  # acked by the claim (kept until it succeeded)
-        # Look for held messages again when the next one is due, or after the poll
-        # interval for ones held meanwhile by other processes.
-        wait = self.options.delay_poll_interval
-        state.release_due = wait_ms >= 0 and wait_ms / 1000 + 0.001 < wait
-        if state.release_due:
-            wait = wait_ms / 1000 + 0.001
-        state.release_at = time.monotonic() + wait
-        deliveries = []
-        limit = self.options.max_deliveries
-        for raw_id, raw_fields, count in claimed:
-            entry_id = text(raw_id)
-            # The count is checked before the entry is decoded: whatever its fields
-            # hold, an entry delivered max_deliveries times is dead-lettered.
-            if limit is not None and count > limit:
-                message = self._decode(subscription.topic, raw_fields)
-                self._dead_letter_claimed(subscription, entry_id, message, count - 1)
-                continue
-            message = self._decode(subscription.topic, raw_fields)
-            deliveries.append(self._delivery(subscription, entry_id, message, int(count)))
-        return deliveries, bool(claimed) or state.cursor != "0-0"
-
-    def _read(
-        self, subscription: Subscription, max_messages: int, timeout: float
-    ) -> list[Delivery]:
-        """New entries (``XREADGROUP ... >``), waiting up to ``timeout`` for the first."""
-        state: StreamState = subscription.state
-        args: list[Any] = ["XREADGROUP", "GROUP", subscription.group, subscription.consumer]
-        args += ["COUNT", max_messages]
-        # Block no longer than the claim interval: an idle consumer must look for
-        # expired leases too, or one would come back only when its read timed out.
-        # A held message known to be due is looked for to the millisecond: the
-        # server's block ends up to a tick late, so it ends a tick before, and once a
-        # read finds nothing the rest is waited out here. The next poll for messages
-        # held by other processes may come a tick late.
-        left = state.release_at - time.monotonic()
-        early = _SERVER_TICK if state.release_due else 0.0
-        block = min(timeout, self._claim_interval, left - early)
-        if block > 0:
-            args += ["BLOCK", max(1, int(block * 1000))]
-        # The group's wake stream too: a hand-back or requeue adds to it (see
-        # scripts.NACK), so that it ends this wait as a new entry would.
-        args += ["STREAMS", state.key, state.wake_key, ">", ">"]
-        reader: Reader = state.reader
-
-        def read() -> Any:
-            try:
-                return reader.execute(*args)
-            except ResponseError as exc:
-                # NOGROUP: the group (or the wake stream's) was deleted; UNBLOCKED: a
-                # key this read waited on was (delete_group runs while members wait)
-                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
-                    raise
-                create_group(self._client, state.key, subscription.group, state.start_id)
-                create_group(self._client, state.wake_key, subscription.group, "$")
-                return None
-
-        reply = self._consuming_call(read, subscription)
-        if not reply:
-            if block <= 0 < timeout and left <= timeout:
-                sleep(max(state.release_at - time.monotonic(), 0.0))
-            return []
-        # RESP2: [[key, entries], ...]; RESP3: {key: entries, ...}.
-        entries = None
-        for stream, got in reply.items() if isinstance(reply, dict) else reply:
-            if text(stream) == state.wake_key:
-                state.woken += [text(entry_id) for entry_id, _ in got]
-            else:
-                entries = got
-        if not entries:
-            return []
-        deliveries = first_deliveries(
-            subscription,
-            state.key,
-            entries,
-            self.options.raw_content_type,
-            self._body_field,
-        )
-        if state.count_acks:
-            # every entry after the group's position, in order: acked exactly as
-            # read, this batch may be acked by its count (see ack_script.ACK)
-            state.last_read = deliveries.copy()
-        return deliveries
-
-    def _decode(self, topic: str, flat: Any) -> Message:
-        return decode_entry(topic, flat, self.options.raw_content_type, self._body_field)
-
-    def _delivery(
-        self, subscription: Subscription, entry_id: str, message: Message, attempt: int
-    ) -> Delivery:
-        state: StreamState = subscription.state
-        receipt = StreamReceipt(state.key, subscription.group, entry_id, subscription.consumer)
-        return Delivery(message, subscription=subscription, attempt=attempt, receipt=receipt)
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
         state: StreamState = subscription.state
