@@ -1,6 +1,7 @@
-"""redis+stream's broker module stays under the project's ~500-line bound for a module:
-its fetch (reclaiming and reading, :mod:`.fetching_async`) is a module of its own.
-Before, broker_async.py had 523 lines (its twin 519)."""
+"""redis+stream's broker and settling modules stay under the project's ~500-line bound
+for a module: the broker's fetch (reclaiming and reading, :mod:`.fetching_async`) and
+the settling's nack side (:mod:`.nacking_async`) are modules of their own. Before,
+broker_async.py had 523 lines (its twin 519), settle_async.py 509 (its twin too)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import brokerkit.backends.redis.stream as stream
 MOST = 480
 
 
-@pytest.mark.parametrize("name", ["broker_async.py", "broker.py"])
-def test_the_broker_module_is_under_the_bound(name: str) -> None:
+@pytest.mark.parametrize("name", ["broker_async.py", "broker.py", "settle_async.py", "settle.py"])
+def test_the_module_is_under_the_bound(name: str) -> None:
     path = Path(stream.__file__).with_name(name)
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines < MOST, f"{name}: {lines} lines"

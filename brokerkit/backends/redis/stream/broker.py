@@ -67,6 +67,7 @@ from brokerkit.backends.redis.stream.inspect import inspect_stream
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage import StreamManagement, create_group
+from brokerkit.backends.redis.stream.nacking import StreamNacking
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.publish import StreamPublishing
 from brokerkit.backends.redis.stream.purge import purge_stream
@@ -96,6 +97,7 @@ def _let_go(client: Any) -> None:
 @one_loop
 class RedisStreamBroker(
     StreamSettling,
+    StreamNacking,
     StreamReaping,
     StreamFetching,
     StreamManagement,

@@ -65,6 +65,7 @@ from brokerkit.backends.redis.stream.inspect_async import inspect_stream
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
 from brokerkit.backends.redis.stream.log import group_start
 from brokerkit.backends.redis.stream.manage_async import StreamManagement, create_group
+from brokerkit.backends.redis.stream.nacking_async import StreamNacking
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.publish_async import StreamPublishing
 from brokerkit.backends.redis.stream.purge_async import purge_stream
@@ -94,6 +95,7 @@ def _let_go(client: Any) -> None:
 @one_loop
 class AsyncRedisStreamBroker(
     StreamSettling,
+    StreamNacking,
     StreamReaping,
     StreamFetching,
     StreamManagement,

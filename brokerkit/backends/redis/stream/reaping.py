@@ -47,7 +47,7 @@ class StreamReaping:
     _lock: threading.Lock
     _subscriptions: weakref.WeakSet[Subscription]
 
-    if TYPE_CHECKING:  # provided by RedisStreamBroker, StreamSettling and Broker
+    if TYPE_CHECKING:  # provided by StreamFetching, StreamNacking and Broker
 
         def dead_letter_topic(self, topic: str) -> str: ...
 

@@ -45,7 +45,7 @@ class StreamReaping:
     _lock: threading.Lock
     _subscriptions: weakref.WeakSet[AsyncSubscription]
 
-    if TYPE_CHECKING:  # provided by AsyncRedisStreamBroker, StreamSettling and AsyncBroker
+    if TYPE_CHECKING:  # provided by StreamFetching, StreamNacking and AsyncBroker
 
         def dead_letter_topic(self, topic: str) -> str: ...
 
