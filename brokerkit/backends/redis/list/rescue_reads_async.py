@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import weakref
 from typing import Any
 
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from brokerkit._logging import log_fields
 from brokerkit.backends.redis._client_async import is_cluster, time_at
@@ -19,11 +20,14 @@ from brokerkit.backends.redis.list.plan import TopicPlan
 from brokerkit.backends.redis.list.preamble import CHUNK
 
 __all__ = [
+    "LIST_BYTES",
     "LIST_STEP",
+    "LIST_WHOLE",
     "LUA_NUMBER",
     "RESCUE_LEASES",
     "RESCUE_LIMIT",
     "due_groups",
+    "listed",
     "name",
     "newest_batches",
     "read",
@@ -42,12 +46,24 @@ RESCUE_LIMIT = 1000
 #: 1,000 at a time, 2.2-2.9 ms fetched one at a time (a batch and a lease group each),
 #: expired or of a dead consumer (``python -m benchmarks.issue18 --part bookkeeping``).
 RESCUE_LEASES = 100
-#: A dead consumer's fetches hash of more fields than this is listed this many a step
-#: (``HSCAN ... COUNT``), a smaller one in one ``HKEYS``: no command of a listing costs
-#: more the more batches it holds (one ``HKEYS`` of 10,000 batches took 2.9-3.3 ms of
-#: server time, of 100,000: 28 ms; a step of 1,000 about 0.4-0.9 ms, measured on a
-#: private Redis 7.0).
+#: A hash of at most this many fields (a dead consumer's fetches hash, a topic's
+#: ``expiry`` hash) is listed in one ``HKEYS``, a bigger one by ``HSCAN`` in steps (see
+#: :func:`listed`). Its fields are short names of a fixed size (nonces), and ``HKEYS``
+#: reads no values: one of 10,000 took 1.1-3.3 ms of server time, of 100,000 28 ms, of
+#: 4,000 well under 1 ms (private Redis 7.0, loaded machine).
+LIST_WHOLE = 4000
+#: The most fields a listing step asks for (``HSCAN ... COUNT``): a step of 1,000 short
+#: fields and values took about 0.4-0.9 ms.
 LIST_STEP = 1000
+#: The value bytes a step that reads values (before Redis 7.4, no ``NOVALUES``) is sized
+#: to read: its COUNT is this over the mean length of the values the step before read,
+#: between LIST_FEWEST and LIST_STEP; the first step, knowing none, asks for LIST_FIRST.
+#: A fetches hash's value is one flag a delivery of its batch: a step of 1,000 fields of
+#: 10,000 flags took 13.5-17.2 ms, of 1,000 of 1,000 flags 1.5-3.4 ms (private Redis 7.0,
+#: loaded machine): 128 KB is a fraction of a millisecond.
+LIST_BYTES = 128 * 1024
+LIST_FIRST = 10
+LIST_FEWEST = 10
 #: What Lua's ``tonumber`` reads as a number (decimal, hexadecimal, inf or nan,
 #: blanks around), as the scripts read the delivery time of a lease record.
 LUA_NUMBER = re.compile(
@@ -116,6 +132,9 @@ log = logging.getLogger("brokerkit.redis")
 #: (see :func:`newest_batches`), at most this many hashes kept.
 _LISTED: dict[tuple[int, str], list[str]] = {}
 _LISTED_MOST = 8
+#: Held while _LISTED is changed: a sync broker's threads (its maintenance, a caller's
+#: rescue) share it; no await inside.
+_LISTED_LOCK = threading.Lock()
 
 
 async def newest_batches(
@@ -130,13 +149,13 @@ async def newest_batches(
     order: a call may then take only part of them, and the order across calls is rough).
 
     Read here, outside any script, no command of it the longer the more batches: a
-    consumer's fetches hash is listed (``HSCAN``, LIST_STEP fields a step, when it
-    holds more: see :func:`_listed`) and, when it holds more than that, its batches' delivery times
-    (their expiry values, CHUNK at a time), once; the listing is kept for the next
-    calls, which check only the part they take is still there (HMGET of it, and HLEN: a
-    listing that no longer covers the hash, or of which the part taken is gone, is read
-    again). A wrong listing costs order, never a delivery: the script hands back what it
-    is given and finds there."""
+    consumer's fetches hash is listed (``HSCAN`` in bounded steps when it holds more
+    than LIST_WHOLE: see :func:`listed`) and, when it holds more than the call takes,
+    its batches' delivery times (their expiry values, CHUNK at a time), once; the
+    listing is kept for the next calls, which check only the part they take is still
+    there (HMGET of it, and HLEN: a listing that no longer covers the hash, or of which
+    the part taken is gone, is read again). A wrong listing costs order, never a
+    delivery: the script hands back what it is given and finds there."""
     pairs: list[tuple[str, str]] = []
     for consumer in dead:
         room = RESCUE_LEASES - len(pairs)
@@ -145,7 +164,7 @@ async def newest_batches(
         fetches = plan.keys.fetches(consumer)
         names = await _kept_part(client, reader, (id(client), fetches), room)
         if names is None:
-            names = await _listed(client, reader, fetches, plan.common[3])
+            names = await listed(client, reader, fetches, plan.common[3])
             if len(names) > room:
                 fields = wire([f"{nonce}:{consumer}" for nonce in names])
                 reads = [
@@ -155,10 +174,13 @@ async def newest_batches(
                 values = [v for reply in await read(client, reader, *reads) for v in reply]
                 timed = sorted(zip(map(_delivered, values), names, strict=True))
                 listing = [nonce for _, nonce in timed]
-                _LISTED.pop((id(client), fetches), None)
-                while len(_LISTED) >= _LISTED_MOST:
-                    del _LISTED[next(iter(_LISTED))]
-                _LISTED[(id(client), fetches)] = listing
+                with _LISTED_LOCK:
+                    _LISTED.pop((id(client), fetches), None)
+                    while len(_LISTED) >= _LISTED_MOST:
+                        oldest = next(iter(_LISTED), None)
+                        if oldest is not None:
+                            _LISTED.pop(oldest, None)  # gone already: dropped meanwhile
+                    _LISTED[(id(client), fetches)] = listing
                 names = listing[: -room - 1 : -1]
         pairs += [(consumer, nonce) for nonce in dict.fromkeys(names)]
     return pairs
@@ -169,36 +191,73 @@ async def newest_batches(
 _HSCAN_REFUSED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-async def _listed(client: Any, reader: AsyncReader | None, key: str, topic: str) -> list[str]:
+#: The clients whose server refused ``HSCAN ... NOVALUES`` as an unknown argument
+#: (before Redis 7.4): their steps read the values too, sized by them.
+_NO_NOVALUES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+async def listed(client: Any, reader: AsyncReader | None, key: str, topic: str) -> list[str]:
     """The fields of the hash ``key``, each once: in one ``HKEYS`` while it holds at most
-    LIST_STEP (``HLEN`` first), else by ``HSCAN ... COUNT LIST_STEP`` until its cursor is
-    back at 0 (each field there all along is listed; one written meanwhile may not be:
-    see :func:`_kept_part`). A server refusing ``HSCAN`` for want of a permission has
-    the hash listed in one ``HKEYS`` however big (logged once a client), as before."""
+    LIST_WHOLE (``HLEN`` first), else by ``HSCAN`` steps until its cursor is back at 0
+    (each field there all along is listed; one written meanwhile may not be: see
+    :func:`_kept_part`), no step reading more than about LIST_STEP fields or LIST_BYTES
+    of values, and no more than 16 steps past four times the hash's fields asked for
+    (a hash rehashed under the scan): then what was found is returned, the rest listed
+    next time. ``NOVALUES`` is asked for (Redis 7.4 on): a server that takes it for an
+    unknown argument is asked without it by this client from then on. A server refusing
+    ``HSCAN`` for want of a permission has the hash listed in one ``HKEYS`` however big
+    (logged once a client), as before."""
     (held,) = await read(client, reader, ("HLEN", *wire([key])))
-    if held > LIST_STEP and client not in _HSCAN_REFUSED:
+    if held > LIST_WHOLE and client not in _HSCAN_REFUSED:
         try:
-            fields: dict[str, None] = {}
-            cursor = 0
-            while True:
-                command = ("HSCAN", *wire([key]), cursor, "COUNT", LIST_STEP)
-                (reply,) = await read(client, reader, command)
-                cursor, found = int(reply[0]), reply[1]
-                # raw ([field, value, ...]) on a reader, a dict through a client's callback
-                names = list(found) if isinstance(found, dict) else found[::2]
-                fields.update(dict.fromkeys(map(name, names)))
-                if cursor == 0:
-                    return list(fields)
+            return await _scanned(client, reader, key, held)
         except NoPermissionError as refused:
             _HSCAN_REFUSED.add(client)
             log.info(
-                "the server refused HSCAN (%s); a rescue lists a dead consumer's batches "
-                "with HKEYS, in one command however many there are: grant +hscan",
+                "the server refused HSCAN (%s); brokerkit lists a hash of a topic's "
+                "deliveries with HKEYS, in one command however many there are: grant +hscan",
                 refused,
                 extra=log_fields(topic),
             )
-    (listed,) = await read(client, reader, ("HKEYS", *wire([key])))
-    return [name(n) for n in listed]
+    (whole,) = await read(client, reader, ("HKEYS", *wire([key])))
+    return [name(n) for n in whole]
+
+
+async def _scanned(client: Any, reader: AsyncReader | None, key: str, held: int) -> list[str]:
+    """The fields of the hash ``key`` of ``held`` fields by ``HSCAN`` steps (see
+    :func:`listed`)."""
+    fields: dict[str, None] = {}
+    cursor, sized, asked, steps = 0, LIST_FIRST, 0, 0
+    while True:
+        bare = client not in _NO_NOVALUES
+        count = LIST_STEP if bare else sized
+        command = ("HSCAN", *wire([key]), cursor, "COUNT", count, *["NOVALUES"] * bare)
+        try:
+            if reader is None:
+                reply = await client.execute_command(*command, no_values=bare)
+            else:
+                (reply,) = await read(client, reader, command)
+        except NoPermissionError:
+            raise
+        except ResponseError:
+            if not bare:
+                raise
+            _NO_NOVALUES.add(client)  # ERR syntax error: no NOVALUES before Redis 7.4
+            continue
+        cursor, found = int(reply[0]), reply[1]
+        # raw ([field, value, ...], or [field, ...] bare) on a reader; through redis-py's
+        # callback a dict, or a list of fields bare
+        if isinstance(found, dict):
+            names, values = list(found), list(found.values())
+        else:
+            names, values = (list(found), []) if bare else (found[::2], found[1::2])
+        fields.update(dict.fromkeys(map(name, names)))
+        steps, asked = steps + 1, asked + count
+        if cursor == 0 or (steps >= 16 and asked >= 4 * held):
+            return list(fields)
+        if values:
+            mean = max(sum(map(len, values)) / len(values), 1)
+            sized = max(LIST_FEWEST, min(LIST_STEP, int(LIST_BYTES / mean)))
 
 
 async def _kept_part(
@@ -217,11 +276,14 @@ async def _kept_part(
         client, reader, ("HLEN", *wire([key[1]])), ("HMGET", *wire([key[1], *part]))
     )
     there = [nonce for nonce, f in zip(part, flags, strict=True) if f is not None]
-    del listing[-len(part) :]
-    listing.extend(there)
-    if not there or hlen > len(listing):
-        _LISTED.pop(key, None)
-        return [] if hlen == 0 else None
+    kept = listing[: -len(part)] + there
+    with _LISTED_LOCK:
+        if _LISTED.get(key) is not listing:  # another thread's call replaced it meanwhile
+            return there[: -room - 1 : -1] if there else None
+        if not there or hlen > len(kept):
+            _LISTED.pop(key, None)
+            return [] if hlen == 0 else None
+        _LISTED[key] = kept
     return there[: -room - 1 : -1]
 
 

@@ -22,6 +22,7 @@ from brokerkit.backends.redis.list.rescue_reads_async import (
     due_groups,
     newest_batches,
 )
+from brokerkit.backends.redis.list.rescue_reads_async import listed as _listed
 from brokerkit.backends.redis.list.rescue_reads_async import name as _name
 from brokerkit.backends.redis.list.rescue_reads_async import read as _read
 from brokerkit.backends.redis.list.rescue_reads_async import wire as _wire
@@ -199,20 +200,19 @@ def _index_in(field: str, nonce: str, tail: str) -> int | None:
 async def inspect_once(client: Any, run: AsyncLua, plan: TopicPlan) -> Any:
     """The INSPECT script's reply (``run``) on ``client``, every consumer and every
     consumer a lease names declared. The leases are counted from the fields of the
-    ``expiry`` hash, listed here outside any script (HKEYS: at most one a delivery held),
-    at most INSPECT_LEASES of them a call (10,000 deliveries extended by hand, each a
-    value of its own there, took one call 53 ms of server time): a batch's value, whose
+    ``expiry`` hash (one a batch held, and one a delivery extended by hand), listed here
+    outside any script as a rescue lists a dead consumer's batches (see
+    :func:`.rescue_reads_async.listed`: ``HSCAN`` in bounded steps when it holds more than
+    LIST_WHOLE, not one ``HKEYS`` of them all, which took 28 ms at 100,000), at most
+    INSPECT_LEASES of them a call (10,000 deliveries extended by hand, each a value of
+    its own there, took one call 53 ms of server time): a batch's value, whose
     flags count its deliveries, and the value of a lease that is no batch's; the values
     a batch's deliveries got of their own (extended by hand) are not looked at. Each
     call counts its part exactly when it runs; the last reports the topic, its counts
     summed with the earlier calls'."""
-    pipe: Any
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.zrange(plan.keys.consumers, 0, -1)
-        pipe.hkeys(plan.keys.expiry)
-        consumers, receipts = await pipe.execute()
+    consumers = await client.zrange(plan.keys.consumers, 0, -1)
     registered = [_name(c) for c in consumers]
-    fields = counted_fields([_name(r) for r in receipts])
+    fields = counted_fields(await _listed(client, None, plan.keys.expiry, plan.common[3]))
     earlier: dict[str, int] = {}  # leases by consumer, as the earlier calls counted them
     in_flight, oldest = 0, -1
     cut = max(len(fields) - INSPECT_LEASES, 0)  # the last call's part starts here
