@@ -24,8 +24,8 @@ from tests.interrupting import Gate
 from tests.waiting import wait_until
 
 #: The hang guard of the held close: longer than the drain waited for a close before
-#: the fix (the worker's _CLOSE_WAIT, 60 s) and than any wait of the tests, so that
-#: only the test's release ends it.
+#: the fix (the drain's _CLOSE_WAIT, in brokerkit/worker/_drain_async.py, 60 s) and
+#: than any wait of the tests, so that only the test's release ends it.
 GUARD = 120.0
 #: How long the tests give run() to return after stop(now=True): a bound on a failure,
 #: well short of the minute the drain waited before the fix.

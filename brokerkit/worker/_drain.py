@@ -36,11 +36,13 @@ def drain(
     *,
     grace: float,
     aborting: Callable[[], bool],
+    verdict: Callable[[bool], None],
 ) -> bool:
     """Stop and close ``runners``, giving the handlers in progress ``grace`` seconds;
     whether every handler had finished in time (else their deliveries come back: each
-    runner abandons them). ``cut_short`` is woken, and ``aborting()`` true, once the
-    wait is to end at once."""
+    runner abandons them). That is told to ``verdict`` as soon as it is known, before
+    the wait for the slots ending their receives and the hand-backs. ``cut_short`` is
+    woken, and ``aborting()`` true, once the wait is to end at once."""
     # Every runner stops fetching first, so that no handler starts a message while
     # another's subscription closes; the closes then run side by side, since each
     # waits for its fetch in progress and may talk to the server (during an outage,
@@ -62,6 +64,7 @@ def drain(
             break
         cut_short.wait(min(left, TICK))
     drained = not any(r.busy for r in runners)
+    verdict(drained)
     if drained:
         # No handler runs, nor will start: a slot still running is ending its
         # receive, and hands back what that brought before the run returns. Waited

@@ -107,6 +107,12 @@ class Runner:
             self._renewer = spawn(self._renew, f"brokerkit-worker {spec.name} leases")
 
     @property
+    def subscribed(self) -> bool:
+        """Whether :meth:`start` subscribed (even if it failed after: the subscription
+        lives, and its slots may be handling messages, until :meth:`close`)."""
+        return self._subscription is not None
+
+    @property
     def busy(self) -> bool:
         """Whether a handler is running (or about to start: it will not once
         :meth:`stop_fetching` was called). A slot that is only ending its receive is

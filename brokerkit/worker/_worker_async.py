@@ -209,6 +209,10 @@ class AsyncWorker:
     async def _serve(self, *, take_signals: bool, claim: _Claim | None = None) -> None:
         """:meth:`run`, taking SIGINT and SIGTERM (in the main thread) or not; ``claim``
         follows this run for the :meth:`running` block that started it."""
+        with self._guard:
+            if not self._running:  # a run going on keeps its own; else none is left
+                self.drained = self._started = False
+                self._subscribed = 0
         broker = self.broker
         if broker is None:
             raise ConfigurationError(
@@ -240,8 +244,6 @@ class AsyncWorker:
 
     async def _run(self, broker: AsyncBroker, take_signals: bool) -> None:
         self.stopped_by = None
-        self.drained = self._started = False
-        self._subscribed = 0
         self._signals.clear()
         self._stop, self._cut_short = stop, cut_short = Waiter(), Waiter()
         threads = sum(spec.concurrency for spec in self._specs if not spec.is_coroutine)
@@ -258,8 +260,10 @@ class AsyncWorker:
                 for spec in self._specs:
                     runner = AsyncRunner(broker, spec, calls, self._stats[spec.name])
                     runners.append(runner)
-                    await runner.start()
-                    self._subscribed += 1
+                    try:
+                        await runner.start()
+                    finally:  # a start that failed after it subscribed left one live
+                        self._subscribed += runner.subscribed
                 self._set_ready(True)
                 started = self._started = True
                 log.info(
@@ -418,15 +422,20 @@ class AsyncWorker:
     async def _drain(self, runners: list[AsyncRunner], cut_short: Waiter, *, started: bool) -> None:
         """Stop and close ``runners`` (see :func:`drain`); ``started``: whether every
         handler subscribed (else the run raises what stopped it, and this says nothing
-        of a drain)."""
-        drained = await drain(runners, cut_short, grace=self.grace, aborting=self._aborting)
+        of a drain: :attr:`drained` stays False)."""
+
+        def verdict(drained: bool) -> None:
+            # set as soon as the drain knows it, before it waits for the slots
+            self.drained = started and drained
+
+        drained = await drain(
+            runners, cut_short, grace=self.grace, aborting=self._aborting, verdict=verdict
+        )
         if not started:  # it never ran: what stopped it is raised
-            self.drained = False
             return
-        self.drained = drained
         log.info(
             "worker stopped (%s)",
-            "drained" if self.drained else "handlers cut short",
+            "drained" if drained else "handlers cut short",
             extra=log_fields(),
         )
 
