@@ -189,7 +189,8 @@ def newest_batches(
 
 
 #: The clients whose server refused ``HSCAN`` (an ACL without ``+hscan``, as the one
-#: documented before it listed it): they list a hash with ``HKEYS`` from then on.
+#: documented before it listed it; or no such command: renamed away): they list a hash
+#: with ``HKEYS`` from then on.
 _HSCAN_REFUSED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
@@ -198,26 +199,34 @@ _HSCAN_REFUSED: weakref.WeakSet[Any] = weakref.WeakSet()
 _NO_NOVALUES: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def listed(client: Any, reader: Reader | None, key: str, topic: str) -> list[str]:
+def listed(
+    client: Any, reader: Reader | None, key: str, topic: str, held: int | None = None
+) -> list[str]:
     """The fields of the hash ``key``, each once: in one ``HKEYS`` while it holds at most
-    LIST_WHOLE (``HLEN`` first), else by ``HSCAN`` steps until its cursor is back at 0
-    (each field there all along is listed; one written meanwhile may not be: see
-    :func:`_kept_part`), no step reading more than about LIST_STEP fields or LIST_BYTES
-    of values, and no more than 16 steps past four times the hash's fields asked for
-    (a hash rehashed under the scan): then what was found is returned, the rest listed
-    next time. ``NOVALUES`` is asked for (Redis 7.4 on): a server that takes it for an
-    unknown argument is asked without it by this client from then on. A server refusing
-    ``HSCAN`` for want of a permission has the hash listed in one ``HKEYS`` however big
-    (logged once a client), as before."""
-    (held,) = read(client, reader, ("HLEN", *wire([key])))
+    LIST_WHOLE (``HLEN`` first, unless the caller read it: ``held``), else by ``HSCAN``
+    steps until its cursor is back at 0 (each field there all along is listed; one
+    written meanwhile may not be: see :func:`_kept_part`), no step reading more than
+    about LIST_STEP fields or LIST_BYTES of values, and no more than 16 steps past four
+    times the hash's fields asked for (a hash rehashed under the scan): then what was
+    found is returned, the rest listed next time. ``NOVALUES`` is asked for (Redis 7.4
+    on): a server that refuses it as a syntax error, and answers the same step without
+    it, is asked without it by this client from then on; any other error reply (-BUSY,
+    a failover's) raises, for the caller to retry. A server refusing ``HSCAN`` for want
+    of a permission, or that has no such command (renamed away), has the hash listed in
+    one ``HKEYS`` however big (logged once a client)."""
+    if held is None:
+        (held,) = read(client, reader, ("HLEN", *wire([key])))
     if held > LIST_WHOLE and client not in _HSCAN_REFUSED:
         try:
             return _scanned(client, reader, key, held)
-        except NoPermissionError as refused:
+        except ResponseError as refused:
+            if not (isinstance(refused, NoPermissionError) or _unknown_command(refused)):
+                raise
             _HSCAN_REFUSED.add(client)
             log.info(
                 "the server refused HSCAN (%s); brokerkit lists a hash of a topic's "
-                "deliveries with HKEYS, in one command however many there are: grant +hscan",
+                "deliveries with HKEYS, in one command however many there are: grant "
+                "+hscan (and do not rename HSCAN)",
                 refused,
                 extra=log_fields(topic),
             )
@@ -225,13 +234,25 @@ def listed(client: Any, reader: Reader | None, key: str, topic: str) -> list[str
     return [name(n) for n in whole]
 
 
+def _unknown_command(error: ResponseError) -> bool:
+    """Whether ``error`` is a server's "unknown command" (``HSCAN`` renamed away)."""
+    return type(error) is ResponseError and str(error).startswith("unknown command")
+
+
+def _novalues_refused(error: ResponseError) -> bool:
+    """Whether ``error`` is how a server before Redis 7.4 refuses ``HSCAN ... NOVALUES``
+    (``-ERR syntax error``; Redis 6.2 and 7.0 alike), not a -BUSY, -TRYAGAIN, -MOVED..."""
+    status = getattr(error, "status_code", None)
+    return type(error) is ResponseError and status in (None, "ERR") and str(error) == "syntax error"
+
+
 def _scanned(client: Any, reader: Reader | None, key: str, held: int) -> list[str]:
     """The fields of the hash ``key`` of ``held`` fields by ``HSCAN`` steps (see
     :func:`listed`)."""
     fields: dict[str, None] = {}
     cursor, sized, asked, steps = 0, LIST_FIRST, 0, 0
+    bare, refused = client not in _NO_NOVALUES, False
     while True:
-        bare = client not in _NO_NOVALUES
         count = LIST_STEP if bare else sized
         command = ("HSCAN", *wire([key]), cursor, "COUNT", count, *["NOVALUES"] * bare)
         try:
@@ -239,13 +260,14 @@ def _scanned(client: Any, reader: Reader | None, key: str, held: int) -> list[st
                 reply = client.execute_command(*command, no_values=bare)
             else:
                 (reply,) = read(client, reader, command)
-        except NoPermissionError:
-            raise
-        except ResponseError:
-            if not bare:
+        except ResponseError as error:
+            if not bare or not _novalues_refused(error):
                 raise
-            _NO_NOVALUES.add(client)  # ERR syntax error: no NOVALUES before Redis 7.4
+            bare, refused = False, True  # the same step again without NOVALUES
             continue
+        if refused:  # answered without NOVALUES: it was the argument that was refused
+            _NO_NOVALUES.add(client)
+            refused = False
         cursor, found = int(reply[0]), reply[1]
         # raw ([field, value, ...], or [field, ...] bare) on a reader; through redis-py's
         # callback a dict, or a list of fields bare

@@ -211,10 +211,16 @@ def inspect_once(client: Any, run: Lua, plan: TopicPlan) -> Any:
     flags count its deliveries, and the value of a lease that is no batch's; the values
     a batch's deliveries got of their own (extended by hand) are not looked at. Each
     call counts its part exactly when it runs; the last reports the topic, its counts
-    summed with the earlier calls'."""
-    consumers = client.zrange(plan.keys.consumers, 0, -1)
+    summed with the earlier calls'. The consumers and the size of ``expiry`` are read
+    in one round trip. A scan that its step bound cut short (a hash growing or rehashed
+    under it) counts the leases of the batches it found only: fewer, until a next call."""
+    expiry_key = _wire([plan.keys.expiry])
+    consumers, held = _read(
+        client, None, ("ZRANGE", *_wire([plan.keys.consumers]), 0, -1), ("HLEN", *expiry_key)
+    )
     registered = [_name(c) for c in consumers]
-    fields = counted_fields(_listed(client, None, plan.keys.expiry, plan.common[3]))
+    expiry = _listed(client, None, plan.keys.expiry, plan.common[3], held)
+    fields = counted_fields(expiry)
     earlier: dict[str, int] = {}  # leases by consumer, as the earlier calls counted them
     in_flight, oldest = 0, -1
     cut = max(len(fields) - INSPECT_LEASES, 0)  # the last call's part starts here
