@@ -262,8 +262,9 @@ def test_a_consumers_maintenance_goes_on_the_connection_of_its_fetches(
         sent = [
             (entry["client_address"], entry["command"].split()[0].upper())
             for entry in server.slowlog_get(1000)
-            # the top-level commands on the topic (a script's own run as "?:0")
-            if not entry["client_address"].startswith(b"?") and b"dead" in entry["command"]
+            # the top-level commands on the topic (a script's own run as "?:0" on Redis
+            # 7, with no address on Redis 8)
+            if entry["client_address"][:1] not in (b"?", b"") and b"dead" in entry["command"]
         ]
         assert {command for _, command in sent} >= {b"ZRANGE", b"HKEYS", b"EVALSHA"}
         assert len({address for address, _ in sent}) == 1, sent

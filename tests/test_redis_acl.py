@@ -232,7 +232,8 @@ def test_a_pattern_without_its_literal_channel_rule_is_refused(
     acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
 ) -> None:
     broker = connect(acl_url("pubsub"))
-    with pytest.raises(brokerkit.BrokerError, match="no permissions"):
+    # Redis 7 words it "no permissions", Redis 8 "No permissions"
+    with pytest.raises(brokerkit.BrokerError, match=r"(?i)no permissions"):
         broker.subscribe("news:*", pattern=True).receive(timeout=5)
 
 
