@@ -9,6 +9,7 @@ entries the calls read (``XRANGE``s seen through MONITOR) and the calls made."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import redis
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from brokerkit.backends.redis.stream.purge import (
+    NODE_BYTES,
     SMALL_ENTRY,
     STEP_BYTES,
     STEP_HEADS,
@@ -26,7 +28,9 @@ from brokerkit.backends.redis.stream.purge import (
 )
 from tests.redis_server import RedisServer
 from tests.script_monitor import ScriptMonitor
-from tests.stream_replay import Entry, entries
+from tests.stream_replay import Entry, entries, entry_id, replayed
+
+EntryId = tuple[int, int]
 
 #: Entries of 100 B: Redis packs about 37 a node (stream-node-max-bytes, 4 KB).
 SMALL = 20_000
@@ -112,27 +116,82 @@ def test_entries_published_and_held_meanwhile_stay(
         between.ack()
 
 
-def _check_steps(calls: list[list[tuple[str, ...]]], streams: list[list[Entry]]) -> None:
-    """Each step (calls[1:]; the stream before it in streams, after it the next) reads
-    one entry an XRANGE, so of the big entries it removed, all but as many as it read
-    went unread: fewer than 2 * STEP_UNREAD. And it reads no entry after one of
+def read_in_step(commands: list[tuple[str, ...]], before: list[Entry]) -> list[EntryId]:
+    """The entries a step's ``XRANGE``s returned, in order (``before``: the stream
+    before the step), but for the heads it probed.
+
+    A read from an id (``(<id>``) is replayed on ``before`` (the step trims only below
+    its reads' starts). A read of the head (``-``, the stream as trimmed so far) is
+    known by what follows it: a read on from ``(<id>`` names it; an ``XTRIM MINID``
+    below another id (the step ends, removing what it read) names the one under it;
+    a probe (``XTRIM MINID`` the read's end) says it was small, and it is left out
+    (so is a big one the step ends on whose next id is that end: stricter)."""
+    read: list[EntryId] = []
+    for n, command in enumerate(commands):
+        if command[0] != "XRANGE":
+            continue
+        if command[2] != "-":
+            read += [i for i, _ in replayed(before, command)]
+            continue
+        after = commands[n + 1] if n + 1 < len(commands) else None
+        if after is None:  # nothing left to read
+            continue
+        if after[0] == "XRANGE" and after[2].startswith("("):
+            read.append(entry_id(after[2][1:]))
+        elif after[0] == "XTRIM" and after[4] != command[3][1:]:
+            read.append(max(i for i, _ in before if i < entry_id(after[4])))
+    return read
+
+
+def check_step(commands: list[tuple[str, ...]], before: list[Entry], after: list[Entry]) -> None:
+    """A step (its commands; the stream before and after it) frees fewer than
+    2 * STEP_UNREAD big entries (SMALL_ENTRY or more) it did not read, and of small
+    ones unread no more than a node (under NODE_BYTES: stream-node-max-bytes) for each
+    head it probed, besides those."""
+    read = set(read_in_step(commands, before))
+    removed = {i for i, _ in before} - {i for i, _ in after}
+    unread = [(i, size) for i, size in before if i in removed - read]
+    big = [size for _, size in unread if size >= SMALL_ENTRY]
+    assert len(big) < 2 * STEP_UNREAD, f"{len(big)} big entries freed unread in a call"
+    probed = sum(
+        1
+        for c, d in itertools.pairwise(commands)
+        if c[0] == "XRANGE" and c[2] == "-" and d[0] == "XTRIM" and d[4] == c[3][1:]
+    )
+    small = sum(size for _, size in unread if size < SMALL_ENTRY)
+    assert small <= (probed + 2 * STEP_UNREAD) * NODE_BYTES, f"{small} B freed unread"
+
+
+def check_steps(calls: list[list[tuple[str, ...]]], streams: list[list[Entry]]) -> None:
+    """Each step (calls[1:]; the stream before it in streams, after it the next) keeps
+    :func:`check_step`'s bound, reads one entry an XRANGE, and none after one of
     STEP_BYTES or more."""
     assert len(calls) == len(streams)
     for commands, before, after in zip(calls[1:], streams, streams[1:], strict=False):
-        reads = [c for c in commands if c[0] == "XRANGE"]
-        assert all(c[-1] == "1" for c in reads), reads
+        assert all(c[-1] == "1" for c in commands if c[0] == "XRANGE"), commands
+        check_step(commands, before, after)
         removed = {i for i, _ in before} - {i for i, _ in after}
-        big = [size for i, size in before if i in removed and size >= SMALL_ENTRY]
-        assert len(big) - len(reads) < 2 * STEP_UNREAD, f"{len(big)} big, {len(reads)} read"
-        if big and min(big) >= STEP_BYTES:
-            assert len(reads) <= 1 and len(removed) <= 1, "a step read on after 1 MB"
+        sizes = [size for i, size in before if i in removed]
+        if sizes and min(sizes) >= STEP_BYTES:
+            read = read_in_step(commands, before)
+            assert len(read) <= 1 and len(removed) <= 1, "a step read on after 1 MB"
 
 
-@pytest.mark.parametrize(
-    "layout",
-    [[(1 << 20, 12)], [(100, 150), (64 << 10, 40), (100, 1), (64 << 10, 40), (100, 150)]],
-    ids=["1MB", "mixed"],
-)
+#: 1 MB entries alone; runs of 100 B between runs of 64 KB; a node of 65 tiny entries
+#: before big ones (k doubling from 64 to 100, stream-node-max-entries, would free 35
+#: of them unread: k goes no more than STEP_UNREAD past the least the node may hold);
+#: nodes of 60 tiny and of 20 small entries, each followed by big ones (each pair's
+#: probes free 15 big ones unread: a call stops once its probes may have freed
+#: STEP_UNREAD past their nodes).
+LAYOUTS = {
+    "1MB": [(1 << 20, 12)],
+    "mixed": [(100, 150), (64 << 10, 40), (100, 1), (64 << 10, 40), (100, 150)],
+    "65-60": [(10, 65), (64 << 10, 60)],
+    "60-20-14": [(10, 60), (64 << 10, 1), (100, 20), (64 << 10, 14)] * 10,
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS.values()), ids=list(LAYOUTS))
 def test_big_entries_are_removed_as_read(
     server: RedisServer, monkeypatch: pytest.MonkeyPatch, layout: list[tuple[int, int]]
 ) -> None:
@@ -155,5 +214,5 @@ def test_big_entries_are_removed_as_read(
         with ScriptMonitor(client, arguments=6) as calls:
             assert broker.purge("t") == len(ids)
         streams.append(entries(client, key))
-        _check_steps(calls.calls, streams)
+        check_steps(calls.calls, streams)
         assert streams[-1] == []

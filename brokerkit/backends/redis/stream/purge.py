@@ -6,16 +6,24 @@ scripts: :data:`.group_scripts.PURGE` and :data:`.group_scripts.PURGE_STEP`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import redis
+from redis.exceptions import ResponseError
+
 from brokerkit.backends.redis.stream.calls import StreamScripts
 from brokerkit.backends.redis.stream.scripts import text
 
 __all__ = [
+    "NODE_BYTES",
+    "NODE_CHECKED",
     "SMALL_ENTRY",
     "STEP_BYTES",
     "STEP_ENTRIES",
     "STEP_HEADS",
     "STEP_UNREAD",
     "WIDEST_NODE",
+    "node_trimming",
     "purge_stream",
 ]
 
@@ -35,6 +43,14 @@ SMALL_ENTRY = 4 << 10
 #: The most entries a probe's ``XTRIM ... LIMIT`` names (Redis's
 #: ``stream-node-max-entries`` is 100 by default): a node of more is deleted as read.
 WIDEST_NODE = 128
+#: The largest ``stream-node-max-bytes`` under which nodes are trimmed unread: Redis's
+#: default. A node whose first entry is small then holds less than that in all, small
+#: entries only (0 means 1 GB: a node of small entries could end in big ones).
+NODE_BYTES = 4 << 10
+#: The first Redis that starts a new node for an entry that would take its node past
+#: ``stream-node-max-bytes`` (CVE-2021-32627); before, only the node's size so far was
+#: checked, so a big entry could end a node of small ones.
+NODE_CHECKED = (6, 2, 6)
 
 
 def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
@@ -68,9 +84,16 @@ def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
       deleted meanwhile ends the purge with what was counted so far;
     * a purge cut short (a lost connection raises) leaves what its steps had not reached:
       purging again finishes it.
+
+    Nodes go unread only where :func:`node_trimming` finds the server's node settings
+    keep that bound; elsewhere every entry is read, :data:`STEP_ENTRIES` a call.
     """
     scheduled, cut = scripts.purge(keys=[key, scheduled_key])
     removed, cut, cursor = int(scheduled), text(cut), "-"
+    if not cut:
+        return removed
+    small, widest = node_trimming(scripts.purge.client, key)
+    heads = STEP_HEADS if small else STEP_ENTRIES
     while cut and cursor:
         step = [
             cursor,
@@ -78,10 +101,59 @@ def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
             STEP_ENTRIES,
             STEP_BYTES,
             STEP_UNREAD,
-            SMALL_ENTRY,
-            WIDEST_NODE,
-            STEP_HEADS,
+            small,
+            widest,
+            heads,
         ]
         gone, last = scripts.purge_step(keys=[key], args=step)
         removed, cursor = removed + int(gone), text(last)
     return removed
+
+
+def node_trimming(client: redis.Redis, key: str) -> tuple[int, int]:
+    """``(small, widest)`` for this purge's steps: :data:`SMALL_ENTRY` and the most
+    entries a probe names (:data:`WIDEST_NODE`, or ``stream-node-max-entries`` if
+    fewer) where nodes of small entries may go unread; ``(0, 0)`` (every entry read)
+    unless the server that holds ``key`` says (``CONFIG GET``, ``HELLO``: a script
+    cannot ask) it is Redis or Valkey from :data:`NODE_CHECKED` on with a
+    ``stream-node-max-bytes`` from 1 to :data:`NODE_BYTES`. A refused ``CONFIG`` (an
+    ACL without ``+config|get``, a managed server that renames it) reads every entry
+    too."""
+    target: Any = client  # or a cluster client
+    cluster = isinstance(target, redis.RedisCluster)
+    if cluster:  # on the node that holds the stream (a pipeline refuses CONFIG)
+        node = target.get_node_from_key(key)
+        try:
+            config = target.config_get("stream-node-max-*", target_nodes=node)
+            hello = target.execute_command("HELLO", target_nodes=node)
+        except ResponseError:
+            return 0, 0
+    else:
+        with target.pipeline(transaction=False) as pipe:
+            pipe.config_get("stream-node-max-*")
+            pipe.execute_command("HELLO")
+            config, hello = pipe.execute(raise_on_error=False)
+        if isinstance(config, Exception) or isinstance(hello, Exception):
+            return 0, 0
+    settings, server = _pairs(config), _pairs(hello)
+    try:
+        most_bytes = int(settings["stream-node-max-bytes"])
+        most_entries = int(settings["stream-node-max-entries"])
+        version = tuple(int(part) for part in server["version"].split(".")[:3])
+    except (KeyError, ValueError):
+        return 0, 0
+    if server.get("server") not in ("redis", "valkey") or version < NODE_CHECKED:
+        return 0, 0
+    if not 0 < most_bytes <= NODE_BYTES:
+        return 0, 0
+    widest = min(WIDEST_NODE, most_entries) if most_entries > 0 else WIDEST_NODE
+    return SMALL_ENTRY, widest
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """A reply of names and values (a dict, or a flat list in RESP2) as text."""
+    items = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=False)
+    return {
+        text(name): value.decode() if isinstance(value, bytes) else str(value)
+        for name, value in items
+    }
