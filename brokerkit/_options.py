@@ -26,9 +26,6 @@ from brokerkit.exceptions import InvalidOption
 
 __all__ = ["MAX_COUNT", "MAX_SECONDS", "MIN_VISIBILITY_TIMEOUT", "BrokerOptions"]
 
-# What the backends' options quote with, and the redis connection reads, from here.
-_shown = quoted_value
-
 #: The largest duration option, in seconds (365 days). Longer ones are mistakes
 #: (``inf``, milliseconds given as seconds), and past it the lease threads' waits
 #: and Redis's millisecond expiries stop being exact.

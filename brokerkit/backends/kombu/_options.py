@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar
 
-from brokerkit._options import BrokerOptions, _shown
+from brokerkit._option_secrets import quoted_value
+from brokerkit._options import BrokerOptions
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["TLS_OPTIONS", "KombuAMQPOptions", "KombuOptions", "KombuVirtualOptions"]
@@ -46,12 +47,12 @@ class KombuOptions(BrokerOptions):
         if _PREFIX.fullmatch(self.prefix) is None:
             raise InvalidOption(
                 "prefix must be 1 to 64 of letters, digits and _ . : -, "
-                f"got {_shown('prefix', self.prefix)}"
+                f"got {quoted_value('prefix', self.prefix)}"
             )
         if not self.connect_timeout > 0:
             raise InvalidOption(
                 f"connect_timeout must be a positive number of seconds, "
-                f"got {_shown('connect_timeout', self.connect_timeout)}"
+                f"got {quoted_value('connect_timeout', self.connect_timeout)}"
             )
 
 
@@ -83,17 +84,17 @@ class KombuAMQPOptions(KombuOptions):
             raise InvalidOption(
                 f"prefix must not start with {_RESERVED!r}: RabbitMQ reserves exchange and "
                 f"queue names that start with it and refuses to declare them, got "
-                f"{_shown('prefix', self.prefix)}"
+                f"{quoted_value('prefix', self.prefix)}"
             )
         if not 1 <= self.heartbeat <= _MAX_HEARTBEAT:
             raise InvalidOption(
                 f"heartbeat must be a whole number of seconds from 1 to {_MAX_HEARTBEAT}, "
-                f"got {_shown('heartbeat', self.heartbeat)}"
+                f"got {quoted_value('heartbeat', self.heartbeat)}"
             )
         if not self.publish_timeout > 0:
             raise InvalidOption(
                 f"publish_timeout must be a positive number of seconds, "
-                f"got {_shown('publish_timeout', self.publish_timeout)}"
+                f"got {quoted_value('publish_timeout', self.publish_timeout)}"
             )
         for name in TLS_OPTIONS:
             path = getattr(self, name)
@@ -105,7 +106,7 @@ class KombuAMQPOptions(KombuOptions):
                 problem = "the file cannot be read by this process"
             else:
                 continue
-            raise InvalidOption(f"{name}={_shown(name, path)}: {problem}")
+            raise InvalidOption(f"{name}={quoted_value(name, path)}: {problem}")
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise InvalidOption(
                 "ssl_keyfile is the key of a client certificate: give ssl_certfile too"

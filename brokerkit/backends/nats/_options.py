@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar
 
-from brokerkit._options import BrokerOptions, _shown
+from brokerkit._option_secrets import quoted_value
+from brokerkit._options import BrokerOptions
 from brokerkit.exceptions import InvalidOption
 
 __all__ = ["NatsCoreOptions", "NatsOptions"]
@@ -41,12 +42,12 @@ class NatsOptions(BrokerOptions):
         if _PREFIX.fullmatch(self.prefix) is None:
             raise InvalidOption(
                 f"prefix must be 1 to 64 of letters, digits, _ and - (it names a JetStream "
-                f"stream and a subject token), got {_shown('prefix', self.prefix)}"
+                f"stream and a subject token), got {quoted_value('prefix', self.prefix)}"
             )
         if not self.connect_timeout > 0:
             raise InvalidOption(
                 f"connect_timeout must be a positive number of seconds, "
-                f"got {_shown('connect_timeout', self.connect_timeout)}"
+                f"got {quoted_value('connect_timeout', self.connect_timeout)}"
             )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brokerkit._options import _shown
+from brokerkit._option_secrets import quoted_value
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis.list.keys import check_queue_key
 from brokerkit.exceptions import InvalidOption
@@ -43,13 +43,13 @@ class RedisListOptions(RedisOptions):
         if not 0 < self.delay_poll_interval <= 60:
             raise InvalidOption(
                 "delay_poll_interval must be a number of seconds above 0 and at most 60, "
-                f"got {_shown('delay_poll_interval', self.delay_poll_interval)}"
+                f"got {quoted_value('delay_poll_interval', self.delay_poll_interval)}"
             )
         if self.queue_key is not None:
             check_queue_key(self.queue_key, cluster=self.cluster)
         if self.maxlen is not None and self.maxlen < 1:
             raise InvalidOption(
-                f"maxlen must be 1 or more (or unset), got {_shown('maxlen', self.maxlen)}"
+                f"maxlen must be 1 or more (or unset), got {quoted_value('maxlen', self.maxlen)}"
             )
 
     @property

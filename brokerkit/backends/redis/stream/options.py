@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from brokerkit._options import _shown
+from brokerkit._option_secrets import quoted_value
 from brokerkit.backends.redis._options import RedisOptions
 from brokerkit.backends.redis._stream_fields import HEADER_FIELD
 from brokerkit.backends.redis.stream.keys import check_stream_key
@@ -69,12 +69,12 @@ class RedisStreamOptions(RedisOptions):
         super().__post_init__()
         if self.maxlen is not None and self.maxlen < 1:
             raise InvalidOption(
-                f"maxlen must be 1 or more (or unset), got {_shown('maxlen', self.maxlen)}"
+                f"maxlen must be 1 or more (or unset), got {quoted_value('maxlen', self.maxlen)}"
             )
         if self.max_age is not None and not self.max_age > 0:
             raise InvalidOption(
                 "max_age must be a positive number of seconds, "
-                f"got {_shown('max_age', self.max_age)}"
+                f"got {quoted_value('max_age', self.max_age)}"
             )
         if self.stream_key is not None:
             check_stream_key(self.stream_key, cluster=self.cluster)
@@ -87,7 +87,7 @@ class RedisStreamOptions(RedisOptions):
             raise InvalidOption(
                 "body_field must be 1 to 64 printable characters without spaces, other than "
                 f"the header field {HEADER_FIELD.decode()!r} (such as 'data' or 'payload'); "
-                f"got {_shown('body_field', field)}"
+                f"got {quoted_value('body_field', field)}"
             )
         if field == ORIGINAL_ENTRY_FIELD:
             raise InvalidOption(
@@ -98,14 +98,15 @@ class RedisStreamOptions(RedisOptions):
         if not 0 < self.delay_poll_interval <= 60:
             raise InvalidOption(
                 "delay_poll_interval must be a number of seconds above 0 and at most 60, "
-                f"got {_shown('delay_poll_interval', self.delay_poll_interval)}"
+                f"got {quoted_value('delay_poll_interval', self.delay_poll_interval)}"
             )
         interval = self.heartbeat_interval
         if interval is not None and not 0 < interval < self.visibility_timeout:
+            timeout = quoted_value("visibility_timeout", self.visibility_timeout)
             raise InvalidOption(
                 "heartbeat_interval must be a positive number of seconds below the "
-                f"visibility_timeout ({_shown('visibility_timeout', self.visibility_timeout)}), "
-                f"got {_shown('heartbeat_interval', interval)}"
+                f"visibility_timeout ({timeout}), "
+                f"got {quoted_value('heartbeat_interval', interval)}"
             )
 
 
