@@ -213,8 +213,7 @@ class Worker:
         follows this run for the :meth:`running` block that started it."""
         with self._guard:
             if not self._running:  # a run going on keeps its own; else none is left
-                self.drained = self._started = False
-                self._subscribed = 0
+                self._reset_counts()
         broker = self.broker
         if broker is None:
             raise ConfigurationError(
@@ -231,6 +230,8 @@ class Worker:
             if self._running:
                 raise ConfigurationError("the worker is already running; run it once at a time")
             self._running = True
+            # whatever ran while this one checked its handlers left its own
+            self._reset_counts()
             if claim is not None:
                 claim.began = True
                 self._stopped = self._stopped or claim.stop_asked
@@ -243,6 +244,11 @@ class Worker:
                 self._running = False
                 if claim is not None:
                     claim.ended = True
+
+    def _reset_counts(self) -> None:
+        """Forget what the last run said of its start and drain; under ``_guard``."""
+        self.drained = self._started = False
+        self._subscribed = 0
 
     def _run(self, broker: Broker, take_signals: bool) -> None:
         self.stopped_by = None

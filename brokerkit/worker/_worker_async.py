@@ -211,8 +211,7 @@ class AsyncWorker:
         follows this run for the :meth:`running` block that started it."""
         with self._guard:
             if not self._running:  # a run going on keeps its own; else none is left
-                self.drained = self._started = False
-                self._subscribed = 0
+                self._reset_counts()
         broker = self.broker
         if broker is None:
             raise ConfigurationError(
@@ -229,6 +228,8 @@ class AsyncWorker:
             if self._running:
                 raise ConfigurationError("the worker is already running; run it once at a time")
             self._running = True
+            # whatever ran while this one checked its handlers left its own
+            self._reset_counts()
             if claim is not None:
                 claim.began = True
                 self._stopped = self._stopped or claim.stop_asked
@@ -241,6 +242,11 @@ class AsyncWorker:
                 self._running = False
                 if claim is not None:
                     claim.ended = True
+
+    def _reset_counts(self) -> None:
+        """Forget what the last run said of its start and drain; under ``_guard``."""
+        self.drained = self._started = False
+        self._subscribed = 0
 
     async def _run(self, broker: AsyncBroker, take_signals: bool) -> None:
         self.stopped_by = None
