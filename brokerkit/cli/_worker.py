@@ -245,7 +245,9 @@ class _Display:
     def __exit__(self, *exc: object) -> None:
         """Stop the updates and print the final status, of a run that started. A start
         that failed before any handler subscribed (a broker not reached, the first
-        handler refused) has its error alone; one that failed after some had (a later
+        handler refused) prints no final status, only its error (off a terminal, the
+        periodic lines of a start longer than ``--interval`` may come before it); one
+        that failed after some had (a later
         handler refused) prints, above its error, how many had and their status lines:
         they may have processed messages meanwhile."""
         self._stop.set()
