@@ -6,11 +6,14 @@ scripts: :data:`.group_scripts.PURGE` and :data:`.group_scripts.PURGE_STEP`)."""
 
 from __future__ import annotations
 
+import logging
+import weakref
 from typing import Any
 
 import redis
 from redis.exceptions import ResponseError
 
+from brokerkit._logging import log_fields
 from brokerkit.backends.redis.stream.calls import StreamScripts
 from brokerkit.backends.redis.stream.scripts import text
 
@@ -52,6 +55,11 @@ NODE_BYTES = 4 << 10
 #: checked, so a big entry could end a node of small ones.
 NODE_CHECKED = (6, 2, 6)
 
+log = logging.getLogger("brokerkit.redis")
+
+#: The clients whose purges were told to read every entry (logged once a client).
+_READ_ALL_LOGGED: weakref.WeakSet[Any] = weakref.WeakSet()
+
 
 def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
     """Drop the delayed publishes of the stream at ``key`` and every entry no group
@@ -86,8 +94,9 @@ def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
       purging again finishes it.
 
     Nodes go unread only where :func:`node_trimming` finds the server's node settings
-    keep that bound; elsewhere every entry is read, :data:`STEP_ENTRIES` a call.
-    """
+    keep that bound; elsewhere every entry is read, :data:`STEP_ENTRIES` a call. The
+    bound is for nodes written under the settings asked: a stream whose nodes were
+    written under others can have a call free more unread (:func:`node_trimming`)."""
     scheduled, cut = scripts.purge(keys=[key, scheduled_key])
     removed, cut, cursor = int(scheduled), text(cut), "-"
     if not cut:
@@ -118,7 +127,35 @@ def node_trimming(client: redis.Redis, key: str) -> tuple[int, int]:
     cannot ask) it is Redis or Valkey from :data:`NODE_CHECKED` on with a
     ``stream-node-max-bytes`` from 1 to :data:`NODE_BYTES`. A refused ``CONFIG`` (an
     ACL without ``+config|get``, a managed server that renames it) reads every entry
-    too."""
+    too. The first time a client's purge reads every entry, why is logged (INFO,
+    ``brokerkit.redis``: the server's error, or the setting's value or version).
+
+    The settings asked are the server's now: the bound holds for nodes written under
+    them. A stream whose nodes were written under others (``CONFIG SET`` since, or
+    loaded, restored or migrated from a server with others, or written before 6.2.6)
+    may have nodes of a small first entry and big ones after it: a call may then free
+    unread up to ``widest`` entries for each head it reads (:data:`STEP_HEADS` at
+    most), whatever their sizes (a node holds 1 GB at most)."""
+    found = _node_settings(client, key)
+    if isinstance(found, tuple):
+        return found
+    if client not in _READ_ALL_LOGGED:
+        _READ_ALL_LOGGED.add(client)
+        log.info(
+            "purge reads every entry of a stream (%s), up to about 17 times the "
+            "server's time of freeing nodes of small entries unread: %s. Nodes go unread "
+            "only where CONFIG GET and HELLO find Redis or Valkey 6.2.6 or later with "
+            "stream-node-max-bytes 1 to %d (docs/backends/redis-stream.md)",
+            key,
+            found,
+            NODE_BYTES,
+            extra=log_fields(),
+        )
+    return 0, 0
+
+
+def _node_settings(client: redis.Redis, key: str) -> tuple[int, int] | str:
+    """:func:`node_trimming`'s answer, or why every entry is read."""
     target: Any = client  # or a cluster client
     cluster = isinstance(target, redis.RedisCluster)
     if cluster:  # on the node that holds the stream (a pipeline refuses CONFIG)
@@ -126,26 +163,28 @@ def node_trimming(client: redis.Redis, key: str) -> tuple[int, int]:
         try:
             config = target.config_get("stream-node-max-*", target_nodes=node)
             hello = target.execute_command("HELLO", target_nodes=node)
-        except ResponseError:
-            return 0, 0
+        except ResponseError as refused:
+            return f"the server refused CONFIG GET or HELLO: {refused}"
     else:
         with target.pipeline(transaction=False) as pipe:
             pipe.config_get("stream-node-max-*")
             pipe.execute_command("HELLO")
             config, hello = pipe.execute(raise_on_error=False)
-        if isinstance(config, Exception) or isinstance(hello, Exception):
-            return 0, 0
+        for name, reply in (("CONFIG GET", config), ("HELLO", hello)):
+            if isinstance(reply, Exception):
+                return f"the server refused {name}: {reply}"
     settings, server = _pairs(config), _pairs(hello)
     try:
         most_bytes = int(settings["stream-node-max-bytes"])
         most_entries = int(settings["stream-node-max-entries"])
         version = tuple(int(part) for part in server["version"].split(".")[:3])
-    except (KeyError, ValueError):
-        return 0, 0
-    if server.get("server") not in ("redis", "valkey") or version < NODE_CHECKED:
-        return 0, 0
+    except (KeyError, ValueError) as unread:
+        return f"the node settings or server version were not readable ({unread!r})"
+    kind = server.get("server")
+    if kind not in ("redis", "valkey") or version < NODE_CHECKED:
+        return f"the server is {kind!r} {server['version']}"
     if not 0 < most_bytes <= NODE_BYTES:
-        return 0, 0
+        return f"stream-node-max-bytes {most_bytes}"
     widest = min(WIDEST_NODE, most_entries) if most_entries > 0 else WIDEST_NODE
     return SMALL_ENTRY, widest
 
