@@ -361,7 +361,8 @@ def slowlog(r: Any, count: int = 200_000) -> list[SlowEntry]:
         address = item[4] if len(item) > 4 else b""
         client = item[5] if len(item) > 5 else b""
         name = client.decode(errors="replace") if isinstance(client, bytes) else str(client)
-        nested = address in (b"?:0", "?:0")
+        # a script's own command: "?:0" on Redis 7, no address on Redis 8
+        nested = address in (b"?:0", "?:0", b"", "")
         entries.append(SlowEntry(int(item[2]), argv, name, nested))
     return entries
 
