@@ -65,6 +65,7 @@ def test_a_purge_refused_config_logs_why_once_a_client(
     assert "config|get" in message.lower(), message  # the server's refusal, as it said it
     assert password not in message
     assert all(hasattr(line, field) for field in FIELDS)
+    assert line.__dict__["topic"] == topic  # the purged topic, in its fields
 
 
 def test_node_settings_outside_the_bound_are_named(
@@ -90,3 +91,4 @@ def test_node_settings_outside_the_bound_are_named(
     lines = _slow_path_lines(caplog)
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert "stream-node-max-bytes 0" in lines[0].getMessage()
+    assert lines[0].__dict__["topic"] == "t"

@@ -151,7 +151,8 @@ def _as_it_is(base: type[Any], why: str) -> type[Any]:
         "nats-py %s parses MSG lines otherwise than brokerkit expects (%s): its own "
         "parser is used, and a subject holding a vertical tab or a form feed may drop "
         "the connection",
-        *(getattr(nats.aio.client, "__version__", "?"), why),
+        getattr(nats.aio.client, "__version__", "?"),
+        why,
         extra=log_fields(),
     )
     return base

@@ -48,12 +48,14 @@ class TopicPlan:
     :ivar keys: the topic's keys.
     :ivar script_keys: the ``KEYS`` of every script call.
     :ivar common: the first ``ARGV`` of every script call (the script's preamble).
+    :ivar topic: the topic.
     """
 
-    __slots__ = ("common", "keys", "script_keys")
+    __slots__ = ("common", "keys", "script_keys", "topic")
 
     def __init__(self, keys: ListKeys, topic: str, options: RedisListOptions) -> None:
         self.keys = keys
+        self.topic = topic
         # the scripts name the fetches hashes and batches after the lease hashes
         stem = keys.leases_prefix.removesuffix("leases:")
         assert keys.fetches_prefix == stem + "fetches:"

@@ -23,6 +23,8 @@ from brokerkit.backends.redis.list.preamble import CHUNK
 
 __all__ = [
     "LIST_BYTES",
+    "LIST_FEWEST",
+    "LIST_FIRST",
     "LIST_STEP",
     "LIST_WHOLE",
     "LUA_NUMBER",
@@ -50,19 +52,16 @@ RESCUE_LIMIT = 1000
 RESCUE_LEASES = 100
 #: A hash of at most this many fields (a dead consumer's fetches hash, a topic's
 #: ``expiry`` hash) is listed in one ``HKEYS``, a bigger one by ``HSCAN`` in steps (see
-#: :func:`listed`). Its fields are short names of a fixed size (nonces), and ``HKEYS``
-#: reads no values: one of 10,000 took 1.1-3.3 ms of server time, of 100,000 28 ms, of
-#: 4,000 well under 1 ms (private Redis 7.0, loaded machine).
+#: :func:`listed`; the figures: docs/backends/redis-list.md, *Rescue*).
 LIST_WHOLE = 4000
 #: The most fields a listing step asks for (``HSCAN ... COUNT``): a step of 1,000 short
 #: fields and values took about 0.4-0.9 ms.
 LIST_STEP = 1000
 #: The value bytes a step that reads values (before Redis 7.4, no ``NOVALUES``) is sized
 #: to read: its COUNT is this over the mean length of the values the step before read,
-#: between LIST_FEWEST and LIST_STEP; the first step, knowing none, asks for LIST_FIRST.
-#: A fetches hash's value is one flag a delivery of its batch: a step of 1,000 fields of
-#: 10,000 flags took 13.5-17.2 ms, of 1,000 of 1,000 flags 1.5-3.4 ms (private Redis 7.0,
-#: loaded machine): 128 KB is a fraction of a millisecond.
+#: between LIST_FEWEST and LIST_STEP; the first step, knowing none, asks for LIST_FIRST
+#: (a fetches hash's value is one flag a delivery of its batch; the figures:
+#: docs/backends/redis-list.md, *Rescue*).
 LIST_BYTES = 128 * 1024
 LIST_FIRST = 10
 LIST_FEWEST = 10
@@ -135,7 +134,7 @@ log = logging.getLogger("brokerkit.redis")
 _LISTED: dict[tuple[int, str], list[str]] = {}
 _LISTED_MOST = 8
 #: Held while _LISTED is changed: a sync broker's threads (its maintenance, a caller's
-#: rescue) share it; no inside.
+#: rescue) share it; never held across I/O.
 _LISTED_LOCK = threading.Lock()
 
 
@@ -166,7 +165,7 @@ def newest_batches(
         fetches = plan.keys.fetches(consumer)
         names = _kept_part(client, reader, (id(client), fetches), room)
         if names is None:
-            names = listed(client, reader, fetches, plan.common[3])
+            names = listed(client, reader, fetches, plan.topic)
             if len(names) > room:
                 fields = wire([f"{nonce}:{consumer}" for nonce in names])
                 reads = [
@@ -179,9 +178,7 @@ def newest_batches(
                 with _LISTED_LOCK:
                     _LISTED.pop((id(client), fetches), None)
                     while len(_LISTED) >= _LISTED_MOST:
-                        oldest = next(iter(_LISTED), None)
-                        if oldest is not None:
-                            _LISTED.pop(oldest, None)  # gone already: dropped meanwhile
+                        _LISTED.pop(next(iter(_LISTED)), None)
                     _LISTED[(id(client), fetches)] = listing
                 names = listing[: -room - 1 : -1]
         pairs += [(consumer, nonce) for nonce in dict.fromkeys(names)]
@@ -204,16 +201,13 @@ def listed(
 ) -> list[str]:
     """The fields of the hash ``key``, each once: in one ``HKEYS`` while it holds at most
     LIST_WHOLE (``HLEN`` first, unless the caller read it: ``held``), else by ``HSCAN``
-    steps until its cursor is back at 0 (each field there all along is listed; one
-    written meanwhile may not be: see :func:`_kept_part`), no step reading more than
-    about LIST_STEP fields or LIST_BYTES of values, and no more than 16 steps past four
-    times the hash's fields asked for (a hash rehashed under the scan): then what was
-    found is returned, the rest listed next time. ``NOVALUES`` is asked for (Redis 7.4
-    on): a server that refuses it as a syntax error, and answers the same step without
-    it, is asked without it by this client from then on; any other error reply (-BUSY,
-    a failover's) raises, for the caller to retry. A server refusing ``HSCAN`` for want
-    of a permission, or that has no such command (renamed away), has the hash listed in
-    one ``HKEYS`` however big (logged once a client)."""
+    steps of at most about LIST_STEP fields or LIST_BYTES of values, until its cursor is
+    back at 0 (each field there all along listed; one written meanwhile may not be: see
+    :func:`_kept_part`) or 16 steps past four times the hash's fields were asked for
+    (what was found is returned, the rest listed next time). ``NOVALUES`` is asked for
+    until this client's server refuses it as a syntax error; any other error reply
+    raises, for the caller to retry. A server refusing ``HSCAN`` (no permission, renamed
+    away) has the hash listed in one ``HKEYS`` however big (logged once a client)."""
     if held is None:
         (held,) = read(client, reader, ("HLEN", *wire([key])))
     if held > LIST_WHOLE and client not in _HSCAN_REFUSED:

@@ -219,7 +219,7 @@ def inspect_once(client: Any, run: Lua, plan: TopicPlan) -> Any:
         client, None, ("ZRANGE", *_wire([plan.keys.consumers]), 0, -1), ("HLEN", *expiry_key)
     )
     registered = [_name(c) for c in consumers]
-    expiry = _listed(client, None, plan.keys.expiry, plan.common[3], held)
+    expiry = _listed(client, None, plan.keys.expiry, plan.topic, held)
     fields = counted_fields(expiry)
     earlier: dict[str, int] = {}  # leases by consumer, as the earlier calls counted them
     in_flight, oldest = 0, -1

@@ -203,7 +203,6 @@ class AsyncRedisPubSubBroker(WakesOnClose, AsyncBroker):
         else:
             commands = [("PUBLISH", channel, encode(message)) for message in messages]
         send = self._send_sharded if self.sharded else self._send
-        # Retried through a restart or a failover, as on the other Redis backends.
         counts = await self._reconnector.call(lambda: send(commands), topic=topic)
         sink = _COUNTS.get()
         if sink is not None:
@@ -363,8 +362,7 @@ class AsyncRedisPubSubBroker(WakesOnClose, AsyncBroker):
             else:
                 kept.setdefault(id(delivery.subscription), []).append(delivery)
         for returned in kept.values():
-            subscription = returned[0].subscription
-            buffer = subscription._buffer
+            buffer = returned[0].subscription._buffer
             merged = sorted([*buffer, *returned], key=_position)
             buffer.clear()
             buffer.extend(merged)

@@ -4,9 +4,12 @@
 hand-written broker; :class:`RedisStreamBroker` (for :func:`brokerkit.connect`) is
 generated from it by ``scripts/generate_sync.py``. The parts, one job each:
 
-* ``broker_async.py``: the broker primitives (subscribe, fetch, inspect, close...).
+* ``broker_async.py``: the broker primitives (subscribe, inspect, close...).
+* ``fetching_async.py``: fetch (idle entries and due retries reclaimed, new ones read).
 * ``publish_async.py``: publishing (XADD, batches in order), holding delayed messages.
-* ``settle_async.py``: ack, nack, extend and the renewal of held leases.
+* ``settle_async.py``: ack, extend and the renewal of held leases.
+* ``nacking_async.py``: nack (requeue, delay, dead-letter, hand back).
+* ``purge_async.py``: purge, in short script calls.
 * ``reaping_async.py``: dead-lettering entries reclaimed past ``max_deliveries``.
 * ``manage_async.py``: reading a stream as a log, groups, trimming, deleting.
 * ``inspect_async.py``: XINFO as :class:`StreamTopicInfo` (``info.py``).

@@ -323,7 +323,7 @@ class RedisStreamBroker(
         try:
             with translate_errors(self.url, topic):
                 key, scheduled = self._keys.topic(topic), self._keys.topic(topic, "scheduled")
-                return purge_stream(self._scripts, key, scheduled)
+                return purge_stream(self._scripts, key, scheduled, topic=topic)
         except IncompatibleTopic as exc:  # the scheduled set's key, say: named
             named = self._wrong_key(topic, None)
             if named is None:

@@ -325,7 +325,7 @@ class AsyncRedisStreamBroker(
         try:
             with translate_errors(self.url, topic):
                 key, scheduled = self._keys.topic(topic), self._keys.topic(topic, "scheduled")
-                return await purge_stream(self._scripts, key, scheduled)
+                return await purge_stream(self._scripts, key, scheduled, topic=topic)
         except IncompatibleTopic as exc:  # the scheduled set's key, say: named
             named = await self._wrong_key(topic, None)
             if named is None:

@@ -126,7 +126,7 @@ class StreamState:
     #: start; any other: more may be waiting, see :data:`.lease_scripts.FETCH`).
     cursor: str = "0-0"
     #: Set when this subscription handed entries back (a cut-off receive's fetch, see
-    #: :meth:`~.settle_async.StreamSettling._hand_back`): the next claim looks from
+    #: :meth:`~.nacking_async.StreamNacking._hand_back`): the next claim looks from
     #: the start ("0-0"), not from :attr:`cursor`, so that they come out again before
     #: any entry after them (ORDERED), however far the cursor had gone.
     rewind: bool = False

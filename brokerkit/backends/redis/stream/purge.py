@@ -61,9 +61,12 @@ log = logging.getLogger("brokerkit.redis")
 _READ_ALL_LOGGED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
+def purge_stream(
+    scripts: StreamScripts, key: str, scheduled_key: str, *, topic: str | None = None
+) -> int:
     """Drop the delayed publishes of the stream at ``key`` and every entry no group
-    holds; return how many were removed (delayed publishes and entries).
+    holds; return how many were removed (delayed publishes and entries). ``topic``
+    names the log line of :func:`node_trimming`.
 
     The first call, atomic, drops the delayed publishes, moves every group past the
     stream's last entry (the *cut*: what it holds is delivered to nobody any more) and
@@ -93,33 +96,22 @@ def purge_stream(scripts: StreamScripts, key: str, scheduled_key: str) -> int:
     * a purge cut short (a lost connection raises) leaves what its steps had not reached:
       purging again finishes it.
 
-    Nodes go unread only where :func:`node_trimming` finds the server's node settings
-    keep that bound; elsewhere every entry is read, :data:`STEP_ENTRIES` a call. The
-    bound is for nodes written under the settings asked: a stream whose nodes were
-    written under others can have a call free more unread (:func:`node_trimming`)."""
+    Nodes go unread only where :func:`node_trimming` allows it; elsewhere every entry is
+    read, :data:`STEP_ENTRIES` a call."""
     scheduled, cut = scripts.purge(keys=[key, scheduled_key])
     removed, cut, cursor = int(scheduled), text(cut), "-"
     if not cut:
         return removed
-    small, widest = node_trimming(scripts.purge.client, key)
+    small, widest = node_trimming(scripts.purge.client, key, topic=topic)
     heads = STEP_HEADS if small else STEP_ENTRIES
     while cut and cursor:
-        step = [
-            cursor,
-            cut,
-            STEP_ENTRIES,
-            STEP_BYTES,
-            STEP_UNREAD,
-            small,
-            widest,
-            heads,
-        ]
+        step = [cursor, cut, STEP_ENTRIES, STEP_BYTES, STEP_UNREAD, small, widest, heads]
         gone, last = scripts.purge_step(keys=[key], args=step)
         removed, cursor = removed + int(gone), text(last)
     return removed
 
 
-def node_trimming(client: redis.Redis, key: str) -> tuple[int, int]:
+def node_trimming(client: redis.Redis, key: str, *, topic: str | None = None) -> tuple[int, int]:
     """``(small, widest)`` for this purge's steps: :data:`SMALL_ENTRY` and the most
     entries a probe names (:data:`WIDEST_NODE`, or ``stream-node-max-entries`` if
     fewer) where nodes of small entries may go unread; ``(0, 0)`` (every entry read)
@@ -128,14 +120,13 @@ def node_trimming(client: redis.Redis, key: str) -> tuple[int, int]:
     ``stream-node-max-bytes`` from 1 to :data:`NODE_BYTES`. A refused ``CONFIG`` (an
     ACL without ``+config|get``, a managed server that renames it) reads every entry
     too. The first time a client's purge reads every entry, why is logged (INFO,
-    ``brokerkit.redis``: the server's error, or the setting's value or version).
+    ``brokerkit.redis``, ``topic`` in its fields: the server's error, or the setting's
+    value or version).
 
     The settings asked are the server's now: the bound holds for nodes written under
-    them. A stream whose nodes were written under others (``CONFIG SET`` since, or
-    loaded, restored or migrated from a server with others, or written before 6.2.6)
-    may have nodes of a small first entry and big ones after it: a call may then free
-    unread up to ``widest`` entries for each head it reads (:data:`STEP_HEADS` at
-    most), whatever their sizes (a node holds 1 GB at most)."""
+    them. A stream whose nodes were written under others may have a call free up to
+    ``widest`` entries unread for each head it reads, whatever their sizes
+    (docs/backends/redis-stream.md, *Retention and bounded memory*)."""
     found = _node_settings(client, key)
     if isinstance(found, tuple):
         return found
@@ -149,7 +140,7 @@ def node_trimming(client: redis.Redis, key: str) -> tuple[int, int]:
             key,
             found,
             NODE_BYTES,
-            extra=log_fields(),
+            extra=log_fields(topic),
         )
     return 0, 0
 
