@@ -4,9 +4,16 @@ count the bytes a script call copied rather than time it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
 import redis
 
-__all__ = ["Entry", "entries", "entry_id", "replayed"]
+from tests.script_monitor import ScriptMonitor
+
+__all__ = ["Entry", "entries", "entry_id", "purge_steps", "replayed"]
 
 Entry = tuple[tuple[int, int], int]  # (id, size of its fields)
 
@@ -41,3 +48,27 @@ def replayed(stream: list[Entry], command: tuple[str, ...]) -> list[Entry]:
         return i < entry_id(end[1:]) if end.startswith("(") else i <= entry_id(end)
 
     return [e for e in stream if after_start(e[0]) and before_end(e[0])][: int(count)]
+
+
+@contextmanager
+def purge_steps(
+    broker: Any,
+    client: redis.Redis,
+    key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: int | None = None,
+) -> Iterator[tuple[list[list[Entry]], ScriptMonitor]]:
+    """Within: the stream ``key`` as it was before each of ``broker``'s purge steps
+    (and, once left, after the last), and the scripts' commands seen through MONITOR
+    (``arguments`` of each kept: see :class:`ScriptMonitor`), for a purge run here."""
+    steps = broker._scripts.purge_step
+    streams: list[list[Entry]] = []
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        streams.append(entries(client, key))
+        return steps(*args, **kwargs)
+
+    monkeypatch.setattr(broker._scripts, "purge_step", step)
+    with ScriptMonitor(client, arguments=arguments) as calls:
+        yield streams, calls
+    streams.append(entries(client, key))

@@ -15,7 +15,6 @@ check_step), which a call that reads after an entry held does not."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -23,8 +22,7 @@ import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from brokerkit.backends.redis.stream.purge import STEP_BYTES, STEP_ENTRIES
 from tests.redis_server import RedisServer
-from tests.script_monitor import ScriptMonitor
-from tests.stream_replay import Entry, entries, entry_id
+from tests.stream_replay import Entry, entry_id, purge_steps
 from tests.test_stream_review35_purge_trims_unread import check_step, read_in_step
 
 SMALL, BIG = 100, 64 << 10
@@ -86,17 +84,8 @@ def test_no_purge_call_copies_or_frees_more_than_its_bound(
             pending = client.xpending_range(key, "g", "-", "+", 10)
             assert [p["message_id"].decode() for p in pending] == [ids[position]]
 
-        steps: Any = broker._scripts.purge_step
-        streams: list[list[Entry]] = []
-
-        def step(*args: Any, **kwargs: Any) -> Any:
-            streams.append(entries(client, key))
-            return steps(*args, **kwargs)
-
-        monkeypatch.setattr(broker._scripts, "purge_step", step)
-        with ScriptMonitor(client) as calls:
+        with purge_steps(broker, client, key, monkeypatch) as (streams, calls):
             removed = broker.purge("t")
-        streams.append(entries(client, key))
         _check_calls(calls.calls, streams, strict=position == 0)
         assert removed == len(ids) - (position is not None)
         assert [i for i, _ in streams[-1]] == (
@@ -121,17 +110,8 @@ def test_a_trimming_call_trims_up_to_the_id_just_above_the_last_it_read(
         for i in ids:
             client.xadd(key, {"b": b"x" * (BIG - 1)}, id=i)
         client.xadd(key, {"b": b"x"}, id="10-0")
-        steps: Any = broker._scripts.purge_step
-        streams: list[list[Entry]] = []
-
-        def step(*args: Any, **kwargs: Any) -> Any:
-            streams.append(entries(client, key))
-            return steps(*args, **kwargs)
-
-        monkeypatch.setattr(broker._scripts, "purge_step", step)
-        with ScriptMonitor(client) as calls:
+        with purge_steps(broker, client, key, monkeypatch) as (streams, calls):
             assert broker.purge("t") == len(ids) + 1
-        streams.append(entries(client, key))
         _check_calls(calls.calls, streams, strict=False)
         trims = [c for c in calls.commands if c[0] == "XTRIM"]
         assert [c[4] for c in trims] == ["1-1000", "6-0", "9-10"]

@@ -22,8 +22,7 @@ import redis
 import brokerkit
 from brokerkit.backends.redis.stream import RedisStreamBroker
 from tests.redis_server import RedisServer
-from tests.script_monitor import ScriptMonitor
-from tests.stream_replay import Entry, entries
+from tests.stream_replay import Entry, purge_steps
 from tests.test_redis_acl import documented_acl
 from tests.test_stream_review35_purge_trims_unread import check_steps, read_in_step
 
@@ -50,17 +49,8 @@ def _purge(url: str, client: redis.Redis, sizes: list[int], monkeypatch: pytest.
         for size in sizes:
             pipe.xadd(key, {"b": b"x" * (size - 1)})
         pipe.execute()
-        steps: Any = broker._scripts.purge_step
-        streams: list[list[Entry]] = []
-
-        def step(*args: Any, **kwargs: Any) -> Any:
-            streams.append(entries(client, key))
-            return steps(*args, **kwargs)
-
-        monkeypatch.setattr(broker._scripts, "purge_step", step)
-        with ScriptMonitor(client, arguments=6) as calls:
+        with purge_steps(broker, client, key, monkeypatch, arguments=6) as (streams, calls):
             assert broker.purge(topic) == len(sizes)
-        streams.append(entries(client, key))
         assert streams[-1] == []
         return calls.calls, streams
 

@@ -28,7 +28,7 @@ from brokerkit.backends.redis.stream.purge import (
 )
 from tests.redis_server import RedisServer
 from tests.script_monitor import ScriptMonitor
-from tests.stream_replay import Entry, entries, entry_id, replayed
+from tests.stream_replay import Entry, entry_id, purge_steps, replayed
 
 EntryId = tuple[int, int]
 
@@ -203,16 +203,7 @@ def test_big_entries_are_removed_as_read(
         key = broker.stream_key("t")
         broker.create_group("t", "g", start="latest")
         ids = _fill(client, key, [size for size, count in layout for _ in range(count)])
-        steps: Any = broker._scripts.purge_step
-        streams: list[list[Entry]] = []
-
-        def step(*args: Any, **kwargs: Any) -> Any:
-            streams.append(entries(client, key))
-            return steps(*args, **kwargs)
-
-        monkeypatch.setattr(broker._scripts, "purge_step", step)
-        with ScriptMonitor(client, arguments=6) as calls:
+        with purge_steps(broker, client, key, monkeypatch, arguments=6) as (streams, calls):
             assert broker.purge("t") == len(ids)
-        streams.append(entries(client, key))
         check_steps(calls.calls, streams)
         assert streams[-1] == []
