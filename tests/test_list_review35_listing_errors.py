@@ -31,6 +31,7 @@ from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis.list import RedisListBroker, rescue_reads, rescue_reads_async
 from brokerkit.backends.redis.list.upkeep_calls import inspect_once
 from tests.redis_server import RedisServer
+from tests.test_list_review35_listing_bounds import _batches
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.redis_list
@@ -66,20 +67,6 @@ def _fill(client: redis.Redis, key: str, fields: int) -> list[str]:
     for i in range(0, fields, 500):
         client.hset(key, mapping=dict.fromkeys(names[i : i + 500], b"0" * 10))
     return names
-
-
-def _batches(broker: RedisListBroker, consumer: str, batches: int) -> None:
-    """``batches`` fetches of one message each by ``consumer`` (the FETCH script, as a
-    subscription runs it): the topic's expiry hash holds one field a batch."""
-    plan = broker._topic("t")
-    bodies = [f"{consumer}-{i}" for i in range(batches)]
-    for i in range(0, len(bodies), 5000):
-        broker.publish_many("t", bodies[i : i + 5000])
-    fetch = broker._scripts["FETCH"]
-    for n in range(batches):
-        nonce = f"{n:012x}-"
-        keys = [*plan.keys_for([consumer]), plan.keys.batch(nonce, consumer)]
-        assert fetch(keys=keys, args=[*plan.common, consumer, 1, 600_000, nonce, 0])[0] == 1
 
 
 def _takes_novalues(server: RedisServer) -> bool:
@@ -218,7 +205,7 @@ def test_a_renamed_hscan_falls_back_to_hkeys(caplog: pytest.LogCaptureFixture) -
             assert len(told) == 1, [r.getMessage() for r in told]
         with brokerkit.connect(server.url("redis+list"), visibility_timeout=600) as broker:
             assert isinstance(broker, RedisListBroker)
-            _batches(broker, "live", BIG)
+            _batches(broker, "live", BIG, 1)
             broker._client.zadd(broker._topic("t").keys.consumers, {"live": 2**50})
             assert broker.inspect("t").in_flight == BIG
 
