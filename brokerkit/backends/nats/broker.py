@@ -21,12 +21,12 @@ server, and one held up (the connection lost, the server not answering) is never
 sent, nor sent again, once the lease has run out: it raises StaleDelivery then
 (:func:`~brokerkit.backends.nats._leases.last_send`).
 
-This module is the broker: publishing, fetching and handing back over the parts beside
-it (the connection in ``_client``, the stream and the groups' consumers in ``_groups``,
-pulls in ``_reader``, the leases in ``_leases`` and their renewals in ``_renewals``,
-what is known of the server's release in ``_server``, settling and dead-lettering in
-``_settling``, what goes on the wire in ``_wire``, inspect, topics and purge in
-``_manage``).
+This module is the broker: publishing and fetching over the parts beside it (the
+connection in ``_client``, the stream and the groups' consumers in ``_groups``, pulls
+in ``_reader``, the leases in ``_leases`` and their renewals in ``_renewals``, what is
+known of the server's release in ``_server``, settling and dead-lettering in
+``_settling``, handing back in ``_handing_back``, what goes on the wire in ``_wire``,
+inspect, topics and purge in ``_manage``).
 
 What a broker made on the server (its stream, if it made it, and the durable consumers
 it made) is in :attr:`AsyncNatsBroker.declared`, and :meth:`AsyncNatsBroker.delete`
@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -56,17 +54,15 @@ from brokerkit._options import BrokerOptions
 from brokerkit._subscription_async import AsyncSubscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.nats._client import (
-    CLOSE_WAIT,
-    SHORT_WAIT,
     NatsClient,
     Request,
 )
 from brokerkit.backends.nats._groups import Groups, check_start
+from brokerkit.backends.nats._handing_back import NatsHandingBack
 from brokerkit.backends.nats._leases import (
     GroupFound,
     Lease,
     Leases,
-    last_send,
     leased_on_arrival,
 )
 from brokerkit.backends.nats._manage import (
@@ -98,11 +94,8 @@ __all__ = ["AsyncNatsBroker", "NatsDeclared"]
 
 log = logging.getLogger("brokerkit.nats")
 
-#: Seconds within which a straggler's hand-back is sent, or not at all.
-_AT_ONCE = 0.05
 
-
-class AsyncNatsBroker(NatsSettling):
+class AsyncNatsBroker(NatsSettling, NatsHandingBack):
     """NATS JetStream through nats-py, native on asyncio.
 
     Connects on first use. Every topic of one ``prefix`` lives in one stream; every
@@ -335,61 +328,6 @@ class AsyncNatsBroker(NatsSettling):
             reader: Reader = subscription.state
             await reader.close()
             await self._hand_back_stragglers(reader)
-
-    async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
-        """``-NAK`` what was fetched and never returned: another consumer gets it at once.
-        Never dead-letters (the caller never saw it), though JetStream counts the attempt.
-        Each is sent only while its lease holds (:func:`last_send`)."""
-        live, _ = self._leases.split(deliveries)
-        self._mark(deliveries)
-        await self._nak_quietly(
-            [lease.reply for lease in live], [functools.partial(last_send, lease) for lease in live]
-        )
-
-    async def _hand_back_stragglers(self, reader: Reader) -> None:
-        """Hand back what a pull brought after it gave up waiting for it: leased at a
-        time nobody knows, so handed back at once, and only if the connection is up
-        (else its lease runs out: AckWait brings it back). A ``-NAK`` that reached the
-        server late could only requeue the message from whoever holds it then: a
-        duplicate, never a loss; so it is not sent again, nor kept for a reconnection."""
-        replies = [msg.reply for msg in reader.stragglers() if msg.reply]
-        if replies:
-            now = time.monotonic()
-            await self._nak_quietly(replies, [lambda: now + _AT_ONCE] * len(replies))
-
-    async def _nak_quietly(self, replies: list[str], until: list[Callable[[], float]]) -> None:
-        """``-NAK`` each of ``replies`` before ``until`` (see :meth:`NatsClient.settle_all`),
-        waiting :data:`CLOSE_WAIT` seconds for the server at most (within the close,
-        what is left of its own; :data:`SHORT_WAIT` for one that left the last request
-        unanswered): a hand-back nobody answers is given up, with a warning, its lease
-        left to run out, as ``Broker.close`` says."""
-        for reply in replies:
-            self._leases.pop(reply, None)
-        if not replies:
-            return
-        wait = SHORT_WAIT if self._client.silent else CLOSE_WAIT
-        if self.closed:
-            if self._closing_by is None:
-                self._closing_by = time.monotonic() + CLOSE_WAIT
-            wait = min(wait, max(self._closing_by - time.monotonic(), 0.0))
-        try:
-            answers = await self._client.settle_all(
-                [(reply, b"-NAK", None) for reply in replies], "requeue", until, wait=wait
-            )
-        except BrokerError as exc:
-            log.warning(
-                "could not hand back %d delivery(ies): %s", len(replies), exc, extra=log_fields()
-            )
-            return
-        unanswered = sum(answer is None for answer in answers)
-        if unanswered:
-            log.warning(
-                "could not hand back %d delivery(ies): NATS at %s did not answer in time; "
-                "they come again when their lease runs out",
-                unanswered,
-                self._client.server,
-                extra=log_fields(),
-            )
 
     # -- renewing in the background -----------------------------------------------
 
