@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 from brokerkit._capabilities import Capability
 from brokerkit._inspect import TopicInfo
@@ -27,6 +28,26 @@ if TYPE_CHECKING:
     from brokerkit._url import BrokerURL
 
 __all__ = ["AsyncBackend"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _class_or_instance(Generic[_P, _R]):
+    """A method bound to the instance when called on one, else to the class (a
+    classmethod that, on a broker, can read the broker: :meth:`AsyncBackend.describe`
+    names the URL's scheme there). Overriding it with a classmethod still works."""
+
+    def __init__(self, function: Callable[Concatenate[Any, _P], _R]) -> None:
+        self._function = function
+        self.__doc__ = function.__doc__
+        self.__wrapped__ = function
+
+    def __get__(self, instance: object, owner: type | None = None) -> Callable[_P, _R]:
+        bound: Callable[_P, _R] = types.MethodType(
+            self._function, owner if instance is None else instance
+        )
+        return bound
 
 
 class AsyncBackend(abc.ABC):
@@ -56,9 +77,16 @@ class AsyncBackend(abc.ABC):
     #: contract suite skips its check of a shortening extend.
     extend_shortens: ClassVar[bool] = True
 
-    @classmethod
-    def describe(cls) -> str:
-        """A short name for messages: the first scheme, or the class name."""
+    @_class_or_instance
+    def describe(self_or_cls: AsyncBackend | type[AsyncBackend]) -> str:
+        """A short name for messages. On a broker, the scheme of its URL
+        (``kombu+redis``, ``rediss+list``): one class may serve several schemes, and an
+        error names the one its user typed. On a class (no URL there), its first
+        scheme, or the class name."""
+        url = None if isinstance(self_or_cls, type) else getattr(self_or_cls, "url", None)
+        if url is not None and getattr(url, "scheme", None):
+            return str(url.scheme)
+        cls = self_or_cls if isinstance(self_or_cls, type) else type(self_or_cls)
         return cls.schemes[0] if cls.schemes else cls.__name__
 
     @classmethod
@@ -68,11 +96,14 @@ class AsyncBackend(abc.ABC):
         backend = url.scheme if url.scheme in cls.schemes else cls.describe()
         return cls.Options.build(url.query, keywords, backend=backend, ignore=cls.driver_query_keys)
 
-    @classmethod
-    def require(cls, capability: Capability, what: str) -> None:
-        """Raise :class:`Unsupported` unless this backend has ``capability``."""
-        if capability not in cls.capabilities:
-            raise Unsupported(cls.describe(), capability, what)
+    @_class_or_instance
+    def require(
+        self_or_cls: AsyncBackend | type[AsyncBackend], capability: Capability, what: str
+    ) -> None:
+        """Raise :class:`Unsupported` unless this backend has ``capability``; called on
+        a broker, the error names its URL's scheme (see :meth:`describe`)."""
+        if capability not in self_or_cls.capabilities:
+            raise Unsupported(self_or_cls.describe(), capability, what)
 
     # -- primitives a backend implements ------------------------------------------
 
