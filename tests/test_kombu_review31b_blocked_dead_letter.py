@@ -117,7 +117,7 @@ class _AlarmAfterConfirm(Alarm):
                         with lock:
                             state["published"] = True
                     upstream.sendall(frame)
-        except OSError:
+        except (OSError, ValueError):  # (ValueError: select on ``client``, closed by _down_to)
             pass
         finally:
             _end(upstream)

@@ -42,7 +42,9 @@ def test_a_receive_during_an_alarm_dead_letters_a_message_past_max_deliveries(
         taken = first.subscribe("t").receive(timeout=GUARD)
         assert taken is not None and taken.body == b"poison"
         first.close()  # (dies holding it: RabbitMQ counts that delivery)
-        broker = net.broker(publish_timeout=0.5, max_deliveries=1)
+        # (publish_timeout 2 s, not 0.5: "warm" is confirmed within it, on a loaded
+        # machine too; the fetch's dead letter during the alarm runs out of it)
+        broker = net.broker(publish_timeout=2.0, max_deliveries=1)
         broker.publish("t", b"warm")  # (the publishing connection is open)
         net.alarm.on.set()
         subscription = broker.subscribe("t", prefetch=3)

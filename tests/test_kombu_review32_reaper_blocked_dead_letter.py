@@ -35,7 +35,10 @@ def net(rabbitmq: str) -> Iterator[_Net]:
 def test_a_lease_run_out_on_its_last_attempt_during_an_alarm_is_dead_lettered_once(
     rabbitmq: str, net: _Net
 ) -> None:
-    broker = net.broker(publish_timeout=0.5, visibility_timeout=0.2, max_deliveries=1)
+    # publish_timeout 2 s, not 0.5: the two before the alarm are confirmed within it;
+    # leases of 2 s, not 0.2: they run out after the alarm is on (a loaded machine
+    # may take 0.2 s from the first receive to it), as the test needs
+    broker = net.broker(publish_timeout=2.0, visibility_timeout=2.0, max_deliveries=1)
     # (straight to RabbitMQ: reading is not blocked during an alarm)
     observer = brokerkit.connect(rabbitmq, prefix=net.prefix)
     try:
