@@ -75,7 +75,9 @@ def test_the_reaper_goes_on_past_a_dead_letter_rabbitmq_refuses(
     full_dead_letter_queue: Callable[[str], None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    broker = kombu_broker(visibility_timeout=0.5, max_deliveries=1)
+    # 2 s, not 0.5: the warm-up is received and acked under that lease (a loaded
+    # machine may take 0.5 s in between); 'a' and 'b' still run out, unsettled
+    broker = kombu_broker(visibility_timeout=2.0, max_deliveries=1)
     broker.publish(TOPIC, "warm-up")  # declares the dead-letter topic
     full_dead_letter_queue(broker.options.prefix)
     with broker.subscribe(TOPIC) as first:

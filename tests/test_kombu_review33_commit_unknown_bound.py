@@ -66,7 +66,9 @@ def test_a_reaper_dead_letter_whose_commit_connection_is_always_cut_makes_two_co
 ) -> None:
     with alarmed(rabbitmq, _AlwaysCut, stem="bkk-r33u") as net:
         # (publish_timeout: nothing here waits it out; long, for a loaded machine)
-        broker = net.broker(publish_timeout=10.0, visibility_timeout=0.2, max_deliveries=1)
+        # (leases of 2 s, not 0.2: it runs out once the cut is on; a loaded machine may
+        # take 0.2 s from the receive to it)
+        broker = net.broker(publish_timeout=10.0, visibility_timeout=2.0, max_deliveries=1)
         observer = brokerkit.connect(rabbitmq, prefix=net.prefix)
         alarm: Any = net.alarm
         try:

@@ -167,8 +167,9 @@ def test_a_dead_letter_of_the_reaper_whose_commit_was_not_answered_is_rejected_f
     is rejected without requeue, with a WARNING saying so, and RabbitMQ dead-letters
     it: two copies, never more, never none (see docs/backends/kombu.md)."""
     # (publish_timeout long enough for a loaded machine's publish and qos answers: only
-    # the commit's is held)
-    broker = net.broker(publish_timeout=2.0, visibility_timeout=0.2, max_deliveries=1)
+    # the commit's is held; leases of 2 s, not 0.2: it runs out once the answers are
+    # held, and a loaded machine may take 0.2 s from the receive to that)
+    broker = net.broker(publish_timeout=2.0, visibility_timeout=2.0, max_deliveries=1)
     observer = brokerkit.connect(rabbitmq, prefix=net.prefix)
     alarm: Any = net.alarm
     try:

@@ -81,7 +81,9 @@ def test_a_dead_letter_of_the_reaper_timed_out_during_an_alarm_is_stored_once(
     rabbitmq: str, net: _Net
 ) -> None:
     # (publish_timeout: long enough for a loaded machine's first publish)
-    broker = net.broker(publish_timeout=5.0, visibility_timeout=0.2, max_deliveries=1)
+    # (leases of 2 s, not 0.2: it runs out once the alarm is on; a loaded machine may
+    # take 0.2 s from the receive to it)
+    broker = net.broker(publish_timeout=5.0, visibility_timeout=2.0, max_deliveries=1)
     # (straight to RabbitMQ: reading is not blocked during an alarm)
     observer = brokerkit.connect(rabbitmq, prefix=net.prefix)
     try:
