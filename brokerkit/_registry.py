@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["BackendInfo", "BackendRegistry"]
 
 _REDIS_SCHEMES = ("redis+list", "redis+stream", "redis+pubsub")
+#: kombu's (and Celery's) RabbitMQ schemes: brokerkit serves each with a "kombu+" prefix.
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+_KOMBU_INSTALL = 'pip install "pybrokerkit[kombu]"'
 
 
 @dataclass
@@ -193,18 +196,53 @@ class BackendRegistry:
         info = self._by_scheme.get(scheme.lower())
         if info is not None:
             return info
-        hint = None
+        hint = self._hint(scheme.lower())
+        raise UnknownScheme(scheme, self.schemes(), hint=hint)
+
+    def _hint(self, scheme: str) -> str | None:
+        """What to write instead of ``scheme``, a scheme no backend serves that users of
+        redis-py, kombu, Celery or nats-py write; None for any other (the error then
+        offers a close match). Only the scheme is read: no part of the URL, so no
+        password, can be echoed."""
         if scheme in ("redis", "rediss"):
             options = ", ".join(repr(s.replace("redis", scheme, 1)) for s in _REDIS_SCHEMES)
             hint = (
                 f"a bare {scheme!r} does not say which Redis structure to use; use one of {options}"
             )
-        elif scheme == "unix":
-            hint = (
+            if scheme == "redis" and "kombu+redis" in self._by_scheme:
+                hint += " (or 'kombu+redis' for kombu's Redis transport, as Celery uses it)"
+            return hint
+        if scheme == "unix":
+            return (
                 "Unix sockets are not supported: the Redis backends reach a server by host "
                 "and port, as in 'redis+stream://localhost:6379/0'"
             )
-        raise UnknownScheme(scheme, self.schemes(), hint=hint)
+        if scheme in _AMQP_SCHEMES:
+            kombu = f"kombu+{scheme}"
+            hint = (
+                f"brokerkit reaches RabbitMQ through kombu: use '{kombu}://' with the rest of "
+                "the URL as it is"
+            )
+            if kombu not in self._by_scheme:
+                hint += (
+                    f", once the kombu backend is installed ({_KOMBU_INSTALL}; no plugin "
+                    f"serves {kombu!r} here: see also BROKERKIT_BLOCK_PLUGINS)"
+                )
+            return hint
+        if scheme == "tls":
+            return (
+                "a NATS URL is 'nats://host:4222' (JetStream) or 'nats+core://host:4222', "
+                "also for a server that requires TLS (nats-py then upgrades the connection, "
+                "trusting the system's certificate authorities); nats-py's 'tls://' has no "
+                "brokerkit form"
+            )
+        if scheme in ("ws", "wss"):
+            return (
+                "NATS over WebSocket has no brokerkit form (nats-py's ws:// and wss://): "
+                "connect to the server's client port, as 'nats://host:4222' (JetStream) or "
+                "'nats+core://host:4222'"
+            )
+        return None
 
     def schemes(self) -> list[str]:
         """Every registered scheme, sorted."""
