@@ -375,15 +375,34 @@ def _unwrap_help(command: Any) -> None:
     What click means to be shown otherwise stays so: the text after ``\\f`` is left
     out (it is not for ``--help``), and a paragraph that starts with ``\\b`` (click's
     "keep as it is"), or has an indented line or a list item (``-``, ``*``, ``1.``: a
-    plugin command's example or steps), keeps its lines."""
+    plugin command's example or steps), keeps its lines.
+
+    A docstring written for Sphinx shows plain, in the command's help and its
+    options' (a literal as its text, a role as its target: see :func:`_plain`)."""
     help_text = getattr(command, "help", None)
     if isinstance(help_text, str):
-        paragraphs = inspect.cleandoc(help_text).partition("\f")[0].split("\n\n")
+        paragraphs = inspect.cleandoc(_plain(help_text)).partition("\f")[0].split("\n\n")
         command.help = "\n\n".join(
             p if _laid_out(p) else " ".join(p.split()) for p in paragraphs
         ).strip()
+    for param in getattr(command, "params", []):
+        if isinstance(getattr(param, "help", None), str):
+            param.help = _plain(param.help)
     for sub in getattr(command, "commands", {}).values():
         _unwrap_help(sub)
+
+
+#: A Sphinx role (class, func...) and its target, after a ``~`` or not.
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`]+)`")
+#: A reStructuredText literal (text between two double backticks).
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def _plain(text: str) -> str:
+    """``text`` without reStructuredText's marks, as a terminal shows it: a literal's
+    text, a role's target (its last name, after ``~``)."""
+    text = _ROLE.sub(lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], text)
+    return _LITERAL.sub(r"\1", text)
 
 
 #: A line that is part of a layout, not of wrapped prose: indented, or a list item.

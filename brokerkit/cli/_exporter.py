@@ -58,7 +58,7 @@ def exporter(
 ) -> None:
     """Serve the topic gauges (length, in flight, dead letters, oldest waiting age,
     consumer lag, pending) of the broker at URL as Prometheus metrics, read with
-    ``inspect`` on every scrape, until Ctrl-C or SIGTERM.
+    inspect on every scrape, until Ctrl-C or SIGTERM.
 
     Every topic the broker lists, or only those given with --topic (needed on
     backends that cannot list their topics). While the broker cannot be reached a

@@ -420,7 +420,7 @@ def consume(
     stops at once (a broker that does not answer), but never between a message's
     printing and its ack. A body that does not
     decode by its content type is printed raw (undecodable bytes replaced; with --json,
-    as ``body_raw`` or ``body_base64`` beside ``undecodable``), noted on stderr, and
+    as body_raw or body_base64 beside undecodable), noted on stderr, and
     settled like any other: one bad message never stops the command. On a terminal,
     a control character of a body (an escape sequence) is shown as a backslash escape
     (\\x1b), line feeds and tabs as they are; a pipe or a file gets the bodies as
