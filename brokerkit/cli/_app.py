@@ -424,7 +424,8 @@ def _usage_message(exc: Exception) -> str:
     context: Any = getattr(exc, "ctx", None)
     path = context.command_path if context is not None else "brokerkit"
     if "'URL'" in message and message.startswith("Missing argument"):
-        message += f" Give it, or set {URL_ENV}."
+        empty = URL_ENV in os.environ and not os.environ[URL_ENV].strip()
+        message += f" Give it, or set {URL_ENV}{', which is set but empty' * empty}."
     return f"{message} (see '{path} -h')"
 
 

@@ -41,24 +41,42 @@ class UrlFirstCommand(TyperCommand):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         # The secrets of the URL are masked by MaskingGroup, for every command.
         url = os.environ.get(URL_ENV, "")
-        if url and not self._starts_with_url(ctx, args):
-            args = [url, *args]
+        if not self._starts_with_url(ctx, args):
+            if url.strip():
+                args = [url, *args]
+            elif self._one_short(ctx, args):
+                # The arguments after the URL, without it (``inspect orders``): the
+                # first is no URL, so the URL is what is missing, not the last one.
+                raise _USAGE_ERROR("Missing argument 'URL'.", ctx=ctx)
         return super().parse_args(ctx, args)
 
-    def _starts_with_url(self, ctx: Any, args: list[str]) -> bool:
-        first = next((p for p in self.params if p.param_type_name == "argument"), None)
-        if first is None:
-            return True
+    def _positionals(self, ctx: Any, args: list[str]) -> list[Any] | None:
+        """The values ``args`` give the positional arguments, in their order (None for
+        one not given); None if they do not parse (the real parse reports it)."""
         try:
             values, _, _ = self.make_parser(ctx).parse_args(args=list(args))
-        except Exception:  # the real parse below reports it
+        except Exception:
+            return None
+        return [values.get(p.name) for p in self.params if p.param_type_name == "argument"]
+
+    def _starts_with_url(self, ctx: Any, args: list[str]) -> bool:
+        given = self._positionals(ctx, args)
+        if not given:  # no positional argument, or arguments that do not parse
             return True
-        value = values.get(first.name)
+        value = given[0]
         if not isinstance(value, str) or not looks_like_a_url(value):
             return False
         if "://" not in value:
             _refuse_mistyped(value)
         return True
+
+    def _one_short(self, ctx: Any, args: list[str]) -> bool:
+        """Whether ``args`` give a first positional argument (not the URL: see
+        :meth:`_starts_with_url`) but not all of them, and are no request for help."""
+        if ctx.resilient_parsing or any(a in ctx.help_option_names for a in args):
+            return False
+        given = self._positionals(ctx, args) or []
+        return bool(given) and given[0] is not None and None in given
 
 
 class MaskingGroup(TyperGroup):
@@ -94,6 +112,10 @@ class MaskingGroup(TyperGroup):
         # forgotten) when the command ends, however it ends
         ctx.call_on_close(hide_secrets_of(given))
         return rest
+
+
+#: click's UsageError (typer's own copy of click, or click): exit status 2.
+_USAGE_ERROR: Any = typer.BadParameter.__mro__[1]
 
 
 def looks_like_a_url(argument: str) -> bool:
