@@ -19,6 +19,7 @@ __all__ = [
     "error_text",
     "masked_text",
     "msgspec_text",
+    "nothing_answered",
     "one_line",
     "pydantic_text",
     "quotes_values",
@@ -49,6 +50,21 @@ def value_text(value: object) -> str:
             return f"{'a negative' if value < 0 else 'an'} int of about {digits:,} digits"
         return f"<{type(value).__name__}>"
     return shown if len(shown) <= _SHOWN_LENGTH else shown[: _SHOWN_LENGTH - 3] + "..."
+
+
+#: What to check when nothing answered at a server's address: every backend's "could not
+#: connect ... nothing answered" says it in these words (see :func:`nothing_answered`).
+CHECK_THE_SERVER = "check the host, the port and that the server runs"
+
+
+def nothing_answered(service: str, where: object, cause: object) -> str:
+    """The text of a first connection that nothing answered: ``could not connect to
+    {service} at {where}: nothing answered ({cause}); check the host, the port and that
+    the server runs``. ``where`` and ``cause`` must hold no credential (a URL is shown
+    masked, as :class:`~brokerkit.BrokerURL` prints itself)."""
+    return (
+        f"could not connect to {service} at {where}: nothing answered ({cause}); {CHECK_THE_SERVER}"
+    )
 
 
 def error_text(exc: BaseException) -> str:

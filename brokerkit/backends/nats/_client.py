@@ -35,6 +35,7 @@ from brokerkit._acompat import within
 from brokerkit._capabilities import Capability
 from brokerkit._logging import log_fields
 from brokerkit._url import BrokerURL
+from brokerkit.backends.nats._connecting import Attempts
 from brokerkit.backends.nats._flush import flush
 from brokerkit.backends.nats._nats_url import check_url, credentials
 from brokerkit.backends.nats._outages import RETRY_WAIT, Outages
@@ -104,6 +105,7 @@ class NatsClient(Outages, Permissions):
         #: subject lower-cased, as nats-py reports it; with the subject as it is):
         #: the readers, for their pulls and their inboxes.
         self._watchers: dict[str, list[tuple[str, Callable[[PermissionDenied], None]]]] = {}
+        self._attempts = Attempts(self.server, url)
         self._init_outages()
 
     @property
@@ -180,10 +182,11 @@ class NatsClient(Outages, Permissions):
             denied = self._permission_denied(exc)
             if denied is not None:
                 log.warning("%s", denied, extra=log_fields())
-                return
-            log.warning(
-                "NATS connection to %s: %s", self.server, type(exc).__name__, extra=log_fields()
-            )
+            elif self._nc is None or not self._nc.is_connected:  # a try to connect
+                self._attempts.failed(exc)
+            else:
+                text = self._attempts.text(exc)
+                log.warning("NATS connection to %s: %s", self.server, text, extra=log_fields())
 
         async def on_disconnect() -> None:
             self._lost()
@@ -192,6 +195,7 @@ class NatsClient(Outages, Permissions):
             log.warning("NATS connection to %s lost; reconnecting", self.server, extra=log_fields())
 
         async def on_reconnect() -> None:
+            self._attempts.connected()
             self._returned()
             log.info("NATS connection to %s is back", self.server, extra=log_fields())
 
@@ -212,15 +216,8 @@ class NatsClient(Outages, Permissions):
                 reconnected_cb=on_reconnect,
             )
         except Exception as exc:  # nats-py raises several kinds; none may leak the URL
-            refused = "authorization violation" in str(exc).lower()
-            raise ConnectionFailed(
-                f"could not connect to NATS at {self.server}: "
-                + (
-                    "the server refused the URL's credentials (Authorization Violation)"
-                    if refused or isinstance(exc, nats.errors.AuthorizationError)
-                    else type(exc).__name__
-                )
-            ) from None
+            raise self._attempts.refusal(exc, max(1, round(self._connect_timeout))) from None
+        self._attempts.connected()
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
         self._inbox = nc.new_inbox()
