@@ -143,7 +143,7 @@ def test_rescue_on_a_backend_without_one_is_a_clear_error(
     assert run(["rescue", "memory://", "orders"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("brokerkit: error: memory has no public rescue step")
-    assert "come back by themselves after the visibility timeout" in error
+    assert "comes back by itself once its visibility timeout runs out" in error
     assert "Traceback" not in error
 
 

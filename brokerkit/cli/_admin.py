@@ -169,26 +169,43 @@ def lag_text(lag: int, *, exact: bool = True) -> str:
     return f"{at_least}{lag}" if writable(at_least, out) == at_least else f">= {lag}"
 
 
-def find_rescue(broker: Broker | type[Broker]) -> Callable[[str], Any]:
+def find_rescue(broker: Broker | type[Broker], scheme: str | None = None) -> Callable[[str], Any]:
     """The backend's public rescue method (see :data:`RESCUE_METHODS`): of ``broker``,
     or, given its class, the function (to know before connecting that it has one).
 
-    :raises BrokerError: the backend has none.
+    :param scheme: the URL's scheme, to name the backend by (a class serves several).
+    :raises BrokerError: the backend has none; the error says why none is needed, from
+        what the backend keeps (see :func:`_no_rescue_needed`).
     """
     for name in RESCUE_METHODS:
         method = getattr(broker, name, None)
         if callable(method):
             return method  # type: ignore[no-any-return]
     backend = broker if isinstance(broker, type) else type(broker)
-    why = (
-        "its unsettled deliveries come back by themselves after the visibility timeout"
-        if Capability.ACK in backend.capabilities
-        else "it keeps no deliveries to come back (no ACK: a message goes to whoever "
-        "listens when it is published)"
-    )
     raise BrokerError(
-        f"{backend.describe()} has no public rescue step (a method named "
-        f"{' or '.join(RESCUE_METHODS)}): {why}"
+        f"{scheme or backend.describe()} has no public rescue step (a method named "
+        f"{' or '.join(RESCUE_METHODS)}): {_no_rescue_needed(backend.capabilities)}"
+    )
+
+
+def _no_rescue_needed(capabilities: Capability) -> str:
+    """Why a backend with ``capabilities`` and no rescue step needs none: with ACK a
+    delivery held comes back by itself (a lease that runs out); PERSISTENT without ACK
+    (kombu's virtual transports) hands a message out once, leaving its queue as it is
+    fetched; with neither (pub/sub), nothing is kept at all."""
+    if Capability.ACK in capabilities:
+        return (
+            "a delivery left unsettled, by a consumer that died too, comes back by itself "
+            "once its visibility timeout runs out"
+        )
+    if Capability.PERSISTENT in capabilities:
+        return (
+            "it holds no delivery to come back: a message waits in its queue, and leaves "
+            "it when a consumer fetches it (no ACK: at most once)"
+        )
+    return (
+        "it keeps no deliveries to come back (no ACK: a message goes to whoever "
+        "listens when it is published)"
     )
 
 
@@ -216,9 +233,10 @@ def rescue(
             f"got {every!r}",
             param_hint="--every",
         )
-    find_rescue(backend_for(url)[1].load())  # no step: refused before connecting
+    parsed, info = backend_for(url)
+    find_rescue(info.load(), parsed.scheme)  # no step: refused before connecting
     with connect(url) as broker:
-        step = find_rescue(broker)
+        step = find_rescue(broker, parsed.scheme)
         if every is None:
             out.print(_count(step(topic)))
             return
