@@ -60,8 +60,9 @@ class HandlerSpec:
         prefetch = concurrency if self.prefetch_follows else self.prefetch
         return replace(self, concurrency=concurrency, prefetch=prefetch)
 
-    def check(self, backend: type[Any]) -> None:
-        """Refuse what the backend cannot do for this handler.
+    def check(self, backend: Any) -> None:
+        """Refuse what the backend (a broker, or a backend class) cannot do for this
+        handler; a broker's refusal names its URL's scheme.
 
         :raises Unsupported: the retry policy waits between attempts, and the backend
             has no :attr:`~brokerkit.Capability.DELAY` (a delay held in the worker's

@@ -158,7 +158,7 @@ class AsyncWorker:
                 if other.name == spec.name:
                     raise InvalidOption(f"two handlers are named {spec.name!r}; pass name=")
             if self.broker is not None:
-                spec.check(type(self.broker))
+                spec.check(self.broker)
             self._refuse_while_running(f"register handler {spec.name}")
             self._specs.append(spec)
             self._stats[spec.name] = HandlerStats(spec.topic, spec.name)
@@ -223,7 +223,7 @@ class AsyncWorker:
                 "the worker has no handlers: register one with @worker.handler"
             )
         for spec in self._specs:
-            spec.check(type(broker))
+            spec.check(broker)
         with self._guard:
             if self._running:
                 raise ConfigurationError("the worker is already running; run it once at a time")
