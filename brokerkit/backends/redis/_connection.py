@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from brokerkit._error_text import nothing_answered
 from brokerkit._option_secrets import after_secrets
 from brokerkit._secret_options import MASK, is_secret, mask_chain, mask_secrets
 from brokerkit._url import BrokerURL
@@ -387,10 +388,7 @@ def _lost(url: BrokerURL, exc: Exception | str) -> ConnectionFailed:
         )
     else:
         tls = "; a port that speaks TLS only wants a rediss+ URL"
-    return ConnectionFailed(
-        f"could not connect to Redis at {url}: nothing answered ({exc}); check the host, "
-        f"the port and that the server runs{tls}"
-    )
+    return ConnectionFailed(nothing_answered("Redis", url, exc) + tls)
 
 
 #: One sentinel's failure in redis-py's "No master found" message: the sentinel's
