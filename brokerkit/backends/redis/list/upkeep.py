@@ -152,12 +152,66 @@ local function recorded_leases(C, most)
   end
   return kept, records
 end
+-- The flags and expiry values of the batches {C, nonce} of `named` not read yet this
+-- call, read together: an HMGET of each consumer's fetches hash and of EXPIRY (CHUNK
+-- fields a command), not two HGETs a batch (see flags_of, batch_value)
+local function read_batches(named)
+  local consumers, nonces, names = {}, {}, {}
+  for _, b in ipairs(named) do
+    local C, nonce = b[1], b[2]
+    local name = nonce .. ':' .. C
+    if FLAGS[name] == nil and VALUES[name] == nil then
+      if not nonces[C] then consumers[#consumers + 1], nonces[C] = C, {} end
+      table.insert(nonces[C], nonce)
+      names[#names + 1] = name
+      FLAGS[name] = false  -- a batch named twice is read once (set below)
+    end
+  end
+  for _, C in ipairs(consumers) do
+    local flags = gather('HMGET', fetches_of(C), nonces[C], 1, #nonces[C])
+    for j, nonce in ipairs(nonces[C]) do FLAGS[nonce .. ':' .. C] = flags[j] or false end
+  end
+  local values = gather('HMGET', EXPIRY, names, 1, #names)
+  for j, name in ipairs(names) do VALUES[name] = values[j] or false end
+end
+-- The batches whose every lease the due groups handed back: their keys are freed
+-- together after the walk (see free_gone), CHUNK a command, as set_flags would free
+-- each with four commands; FLAGS says the batch is gone meanwhile.
+local GONE_OF, GONE_FIELDS, GONE_NAMES, GONE_LISTS, GONE_GROUPS = {}, {}, {}, {}, {}
+local function gone_batch(C, nonce, n)
+  local name = nonce .. ':' .. C
+  if not GONE_FIELDS[C] then GONE_OF[#GONE_OF + 1], GONE_FIELDS[C] = C, {} end
+  table.insert(GONE_FIELDS[C], nonce)
+  GONE_NAMES[#GONE_NAMES + 1] = name
+  GONE_LISTS[#GONE_LISTS + 1] = need(BATCH_PREFIX .. name)
+  GONE_GROUPS[#GONE_GROUPS + 1] = nonce .. '0+' .. n .. ':' .. C
+  FLAGS[name] = false
+end
+local function free_gone()
+  for _, C in ipairs(GONE_OF) do call_chunked('HDEL', fetches_of(C), GONE_FIELDS[C], 1) end
+  call_chunked('HDEL', EXPIRY, GONE_NAMES, 1)
+  for i = 1, #GONE_LISTS, CHUNK do
+    redis.call('DEL', unpack(GONE_LISTS, i, math.min(i + CHUNK - 1, #GONE_LISTS)))
+  end
+  call_chunked('ZREM', DEADLINES, GONE_GROUPS, 1)
+end
 """
     + WOULD_DEAD_LETTER
     + r"""
 if MAX > 0 and not dead_letters_ok() and would_dead_letter() then return refuse_dead_letters() end
 local wrote = false  -- whether this call wrote anything yet (see the backstop below)
 if #due >= WINDOW then more = true end  -- a full window: more may be due
+-- the batches the known due groups name, read together: those of the groups the
+-- budget may reach (a group claims `n` receipts: a batch of 1,000 is read alone)
+local named, claimed = {}, 0
+for i = 1, #due do
+  if claimed >= budget then break end
+  local nonce, C = batch_of(group_receipts(due[i], 0, 0)[1])
+  if nonce and known_group(due[i]) then named[#named + 1] = {C, nonce} end
+  local _, _, n = group_parts(due[i])
+  claimed = claimed + math.max(n or 1, 1)
+end
+read_batches(named)
 for i = 1, #due do  -- latest first: the earliest ends up next out
   if budget <= 0 then more = true; break end
   local known = known_group(due[i])
@@ -215,8 +269,13 @@ for i = 1, #due do  -- latest first: the earliest ends up next out
         moved = moved + 1
       end
     end
-    if #back > 0 then set_flags(C, nonce, marks, #back) end
-    -- the batch gone, set_flags took its group out
+    local _, leased = string.gsub(flags, '[02]', '')
+    if #back > 0 and #back >= leased then
+      gone_batch(C, nonce, #flags)  -- freed after the walk, its group with it
+    elseif #back > 0 then
+      set_flags(C, nonce, marks, #back)
+    end
+    -- the batch gone, its group is taken out with it
     removed = FLAGS[name] == false and group == nonce .. '0+' .. #flags .. ':' .. C
   else
     for j = #receipts, from, -1 do
@@ -242,6 +301,7 @@ for i = 1, #due do  -- latest first: the earliest ends up next out
   end
   end
 end
+free_gone()
 -- a receipt orders deliveries by time, then by batch (one fetch's nonces sort in the
 -- order of its batches: see new_nonces), then by index (a longer one is later)
 local function later(a, b)
@@ -330,7 +390,9 @@ for _, C in ipairs(dead) do
   for _, lease in ipairs(held) do
     if lease[4] then redis.call('HDEL', EXPIRY, lease[2]) end
   end
-  local groups = {}  -- of the batches gone (left, the last tidy() DELs them all at once)
+  -- the batches gone, freed together (CHUNK keys or fields a command): their lists,
+  -- fetches fields, expiry values and lease groups (left, the last tidy() DELs them)
+  local groups, lists, nonces_gone, names = {}, {}, {}, {}
   for _, cut in ipairs(cuts) do
     local nonce, from = cut[1], cut[2]
     local name = nonce .. tail
@@ -342,13 +404,16 @@ for _, C in ipairs(dead) do
       FLAGS[name] = kept
       left = true
     else
-      redis.call('DEL', batch)
-      redis.call('HDEL', fetches, nonce)
-      redis.call('HDEL', EXPIRY, name)
+      lists[#lists + 1], nonces_gone[#nonces_gone + 1], names[#names + 1] = batch, nonce, name
       FLAGS[name] = false
       groups[#groups + 1] = nonce .. '0+' .. #flags .. tail
     end
   end
+  for i = 1, #lists, CHUNK do
+    redis.call('DEL', unpack(lists, i, math.min(i + CHUNK - 1, #lists)))
+  end
+  call_chunked('HDEL', fetches, nonces_gone, 1)
+  call_chunked('HDEL', EXPIRY, names, 1)
   call_chunked('ZREM', DEADLINES, groups, 1)
   call_chunked('HDEL', EXPIRY, receipts, 1)
   call_chunked('HDEL', leases, fields, 1)
