@@ -21,6 +21,7 @@ import brokerkit
 from brokerkit.backends.redis import _envelope
 from brokerkit.backends.redis.list import RedisListBroker
 from brokerkit.backends.redis.list.replies import unwrap
+from brokerkit.backends.redis.list.upkeep import BATCH_COST
 from brokerkit.backends.redis.list.upkeep_calls import RESCUE_LEASES, RESCUE_LIMIT, rescue_once
 from tests.redis_cluster import RedisClusterSet
 from tests.redis_server import RedisServer
@@ -30,6 +31,11 @@ pytestmark = pytest.mark.redis_list
 
 #: more due groups than a call read before, so that the order across calls shows
 HELD = RESCUE_LIMIT + 2 * RESCUE_LEASES
+#: the batches of one (fetched with prefetch 1) a call's budget takes: each costs its
+#: delivery and BATCH_COST more, the last one whatever is left of the budget
+PER_CALL = RESCUE_LEASES // (1 + BATCH_COST) + 1
+#: the calls that hand back all HELD
+CALLS = -(-HELD // PER_CALL)
 
 #: Every lease of the topic ran out, in the order they were given: each group's score
 #: and each expiry value's deadline moved back by the same amount (the delivery times
@@ -110,7 +116,7 @@ def _rescued(client: Any, url: str, monitored: bool) -> None:
             assert isinstance(rescuer, RedisListBroker)
             keys = rescuer._topic("t").keys
             calls = _Calls(rescuer._scripts["RESCUE"])
-            most = 3 * HELD // RESCUE_LEASES
+            most = 3 * CALLS
             if monitored:
                 with ScriptMonitor(client) as seen:
                     assert _until_done(rescuer, most, calls) == HELD
@@ -128,7 +134,7 @@ def _rescued(client: Any, url: str, monitored: bool) -> None:
                 for declared in calls.keys
             ]
             assert max(map(len, batches)) <= RESCUE_LEASES
-            assert len(calls.keys) <= HELD // RESCUE_LEASES + 2
+            assert len(calls.keys) <= CALLS + 2
             elements = reversed(client.lrange(keys.queue, 0, -1))  # next out first
             back = [(n, _envelope.decode("t", e).body) for n, e in map(unwrap, elements)]
             assert sorted(body for _, body in back) == sorted(times)  # each exactly once

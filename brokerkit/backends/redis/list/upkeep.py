@@ -12,7 +12,7 @@ from brokerkit.backends.redis.list.preamble import with_preamble
 from brokerkit.backends.redis.list.upkeep_check import WOULD_DEAD_LETTER
 from brokerkit.backends.redis.list.upkeep_unfold import UNFOLD
 
-__all__ = ["INSPECT", "PURGE", "RESCUE"]
+__all__ = ["BATCH_COST", "INSPECT", "PURGE", "RESCUE"]
 
 
 #: ARGV[7] at most this many dead consumers and held messages per call;
@@ -41,10 +41,22 @@ __all__ = ["INSPECT", "PURGE", "RESCUE"]
 #: held message is due or -1, the dead consumers left alone because they hold batches
 #: of which none was declared, and {consumer, lease group or "" or "orphans"} of a
 #: lease hash for the caller to read, or nil}.
+#: What a batch visited costs a rescue call's budget (ARGV[9]) besides its deliveries:
+#: a batch's own commands (its flags and expiry value read, its list, fetches field,
+#: expiry value and lease group deleted or rewritten) are about twice a delivery's (its
+#: element read and pushed back, its count), so that a call's work is bounded by its
+#: commands whatever the batches hold: 100 deliveries of one batch, or 34 batches of
+#: one (fetched with prefetch 1), about 300 to 400 commands, where 100 batches of one
+#: took 900 (1.7-2.9 ms of server time on a quiet machine, 5-7 on a slow hour).
+BATCH_COST = 2
+
 RESCUE = with_preamble(
     r"""
 local t = now_ms()
 local limit, budget = tonumber(ARGV[7]), tonumber(ARGV[9])
+local BATCH_COST = """
+    + str(BATCH_COST)
+    + r"""
 local moved, more = 0, false
 -- ARGV[11] n, then n {consumer, nonce} (see batches_of); what the caller read follows
 local PAIRS = math.max(math.floor(tonumber(ARGV[11] or '') or 0), 0)
@@ -223,20 +235,25 @@ for i = 1, #due do  -- latest first: the earliest ends up next out
   elseif known then
   local group = due[i]
   local size, skip = group_size(group), 0
-  if size > budget then
-    -- Look at the group's latest `budget` receipts now; the earlier ones stay a
+  -- a group of a batch costs BATCH_COST more than its receipts (see BATCH_COST)
+  local first_nonce, first_of = batch_of(group_receipts(group, 0, 0)[1])
+  local extra = first_nonce and flags_of(first_of, first_nonce) and BATCH_COST or 0
+  local room = math.max(budget - extra, 1)
+  if size > room then
+    -- Look at the group's latest `room` receipts now; the earlier ones stay a
     -- group of their own, with the score the whole group had (still a lower bound).
-    local head, rest = split_group(group, size - budget)
+    local head, rest = split_group(group, size - room)
     if head then
       redis.call('ZADD', DEADLINES, scores[i], head)
       redis.call('ZREM', DEADLINES, group)
       group = rest
       more = true
-      skip = size - budget
+      skip = size - room
     end
   end
   local receipts, from = group_receipts(due[i], skip, size - 1), 1
-  budget = budget - math.max(#receipts, 1)  -- a group costs one, naming no lease too
+  -- a group costs one, naming no lease too; a batch's, BATCH_COST more
+  budget = budget - math.max(#receipts, 1) - extra
   local earliest, removed
   -- a group is one batch's (or an earlier version's): its flags are read once, and
   -- what expired is handed back with one write of them (a group naming no lease, none)
@@ -344,7 +361,7 @@ for _, C in ipairs(dead) do
     local batch, flags = BATCH_PREFIX .. name, flags_of(C, nonce)
     if flags then
       local size = redis.call('LLEN', batch)
-      local from = math.max(size - budget, 0)
+      local from = math.max(size - math.max(budget - BATCH_COST, 1), 0)
       local elements = size > 0 and redis.call('LRANGE', batch, from, -1) or {}
       local delivered = delivered_of(batch_value(name)) or 0
       for i, e in ipairs(elements) do
@@ -354,7 +371,7 @@ for _, C in ipairs(dead) do
           held[#held + 1] = {delivered, nonce .. index .. tail, e, flag == '2'}
         end
       end
-      budget = budget - #elements
+      budget = budget - #elements - BATCH_COST  -- a batch costs BATCH_COST more
       cuts[#cuts + 1] = {nonce, from}
     end
   end
