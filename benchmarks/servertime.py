@@ -42,6 +42,7 @@ __all__ = [
     "script_names",
     "slowlog",
     "summarise",
+    "unreadable_server",
 ]
 
 #: The meter's own client name: its commands are left out of every figure.
@@ -174,11 +175,34 @@ def _command_name(argv: Sequence[bytes]) -> str:
     return name
 
 
+def unreadable_server(server: dict[str, Any]) -> str | None:
+    """Why the meter cannot read the server whose ``INFO server`` is ``server``, or
+    None. Valkey (8.0) logs a script's own commands in the SLOWLOG under the calling
+    client's address and name, where Redis 7 logs ``?:0`` and Redis 8 no address: they
+    cannot be told from the client's own, and each script's time would count twice."""
+    if server.get("server_name") == "valkey" or "valkey_version" in server:
+        version = server.get("valkey_version", "?")
+        return (
+            f"the server-time meter reads Redis only: Valkey {version} logs a script's own "
+            "commands in the SLOWLOG as the calling client's, so they cannot be told "
+            "apart (run the benchmarks on a redis-server: BROKERKIT_REDIS_SERVER)"
+        )
+    return None
+
+
 class ServerMeter:
-    """Measures the server time of rounds on the Redis at ``url``."""
+    """Measures the server time of rounds on the Redis at ``url``.
+
+    :raises RuntimeError: the server is one whose SLOWLOG the meter cannot read
+        (:func:`unreadable_server`).
+    """
 
     def __init__(self, url: str) -> None:
         self.r: Any = redis.Redis.from_url(url)
+        refused = unreadable_server(self.r.info("server"))
+        if refused is not None:
+            self.r.close()
+            raise RuntimeError(refused)
         self.r.client_setname(METER_CLIENT)
         self.step: str | None = None
         self._start: _Snapshot | None = None

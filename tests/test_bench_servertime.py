@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from benchmarks import servertime
-from benchmarks.servertime import ServerMeter, ServerTime
+from benchmarks.servertime import ServerMeter, ServerTime, unreadable_server
 from brokerkit.backends.redis.list import scripts as list_scripts
 from tests.redis_server import RedisServer
 
@@ -218,3 +218,17 @@ def test_the_fetch_figure_counts_a_script_once_and_puts_the_slowlog_back(
     # 100 LMOVEs read and reply 100 times, one LRANGE once: the CPU tells them apart
     assert sum(result.cpu["raw LMOVE x100"]) > sum(result.cpu["raw LRANGE 100"])
     assert redis.Redis.from_url(url).config_get("slowlog-*") == before
+
+
+def test_the_meter_refuses_valkey_whose_slowlog_it_cannot_read(
+    meter: ServerMeter, redis_server: RedisServer
+) -> None:
+    # Valkey 8.0.1's INFO server names itself so (and keeps a redis_version for clients)
+    valkey = {"redis_version": "7.2.4", "server_name": "valkey", "valkey_version": "8.0.1"}
+    refused = unreadable_server(valkey)
+    assert refused is not None
+    assert "Valkey 8.0.1" in refused
+    assert "BROKERKIT_REDIS_SERVER" in refused
+    # the server the suite runs (a redis-server: the meter fixture made its meter)
+    assert unreadable_server(meter.r.info("server")) is None
+    assert unreadable_server({"redis_version": "8.2.3"}) is None
