@@ -76,9 +76,27 @@ def test_a_refused_connection_says_so_and_is_logged_once(
     assert _tries_logged(caplog, where) == [
         f"a try to connect to NATS at {where} failed: ConnectionRefusedError: [Errno 111] "
         f"Connect call failed ('127.0.0.1', {port}) (logged once, however many tries "
-        "fail so, until a connection is made)"
+        "fail so, until a connection is made or tried anew)"
     ]
     assert SECRET not in caplog.text
+
+
+def test_a_broker_that_never_connected_logs_each_use_that_tries_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each publish of a broker whose server is down tries a first connection anew:
+    # each is logged (once however many tries it makes), not only the broker's first.
+    port = _free_port()
+    where = f"127.0.0.1:{port}"
+    broker = brokerkit.connect(f"nats://{where}", connect_timeout=1)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(2):
+                with pytest.raises(ConnectionFailed):
+                    broker.publish("t", "x")
+    finally:
+        broker.close()
+    assert len(_tries_logged(caplog, where)) == 2
 
 
 def test_a_port_that_never_greets_names_the_wait(caplog: pytest.LogCaptureFixture) -> None:

@@ -177,6 +177,7 @@ class NatsClient(Outages, Permissions):
     async def _connect(self) -> Client:
         server = f"nats://{self.server}"
         self._back = asyncio.Event()
+        self._attempts.connected()  # tried anew: what fails now is logged again
 
         async def on_error(exc: Exception) -> None:
             denied = self._permission_denied(exc)

@@ -60,14 +60,15 @@ class Attempts:
         self._logged.add(text)
         log.warning(
             "a try to connect to NATS at %s failed: %s (logged once, however many tries "
-            "fail so, until a connection is made)",
+            "fail so, until a connection is made or tried anew)",
             self._server,
             text,
             extra=log_fields(),
         )
 
     def connected(self) -> None:
-        """A connection was made: a later failure is news again."""
+        """A connection was made, or a first connection is tried anew (a broker that
+        never connected tries again at its next use): a later failure is news again."""
         self._last = None
         self._logged.clear()
 
