@@ -9,6 +9,7 @@ test needs a message confirmed, it reads the channel's frames until its confirm 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -123,8 +124,11 @@ def test_a_retry_after_the_exchange_went_mid_batch_sends_only_the_unconfirmed(
         # listeners (a passive declare's answer often comes before it; then 'a' was
         # unconfirmed when the channel closed, and rightly sent again)
         a = batches[-1][:1]
+        deadline = time.monotonic() + GUARD  # in all: heartbeats are frames too
         while confirms.waiting(a):
-            channel.connection.drain_events(timeout=GUARD)  # (one frame; raises if none)
+            left = deadline - time.monotonic()
+            assert left > 0, "the confirm of 'a' did not come within GUARD"
+            channel.connection.drain_events(timeout=left)  # (one frame; raises if none)
         _delete_exchange(exchange)  # 'b' and 'c' go to a deleted exchange
 
     hooks["after"][1] = delete_after_a
