@@ -155,7 +155,11 @@ class ContractEnv:
         self._loop: LoopThread | None = None
         #: Whether a hypothesis example of this test has failed already.
         self.failed = False
-        probe = self._open()
+        try:
+            probe = self._open()
+        except BaseException:
+            self.close_all()  # the event loop _open may have started for it
+            raise
         try:
             target = probe.target if isinstance(probe, BlockingView) else probe
             self.backend_class: type[Broker] = type(target)

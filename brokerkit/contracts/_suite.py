@@ -121,16 +121,18 @@ class BrokerContract(
     ) -> Iterator[ContractEnv]:
         """The test's brokers, topics and time; skips when a capability is missing."""
         env = ContractEnv(make_broker, timeline)
-        needed = Capability.NONE
-        for mark in request.node.iter_markers("brokerkit_requires"):
-            needed |= mark.args[0]
-        missing = missing_capabilities(env.capabilities, needed)
-        if missing:
-            pytest.skip(
-                f"{env.backend_class.describe()} lacks the {' and '.join(missing)} "
-                f"capabilit{'ies' if len(missing) > 1 else 'y'}"
-            )
+        # (the skip inside the try: the env may hold an event loop in a thread of its
+        # own, with its descriptors, which a skipped test must close as well)
         try:
+            needed = Capability.NONE
+            for mark in request.node.iter_markers("brokerkit_requires"):
+                needed |= mark.args[0]
+            missing = missing_capabilities(env.capabilities, needed)
+            if missing:
+                pytest.skip(
+                    f"{env.backend_class.describe()} lacks the {' and '.join(missing)} "
+                    f"capabilit{'ies' if len(missing) > 1 else 'y'}"
+                )
             yield env
         finally:
             env.close_all()
