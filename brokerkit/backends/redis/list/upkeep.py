@@ -238,7 +238,10 @@ for i = 1, #due do  -- latest first: the earliest ends up next out
   -- a group of a batch costs BATCH_COST more than its receipts (see BATCH_COST)
   local first_nonce, first_of = batch_of(group_receipts(group, 0, 0)[1])
   local extra = first_nonce and flags_of(first_of, first_nonce) and BATCH_COST or 0
-  local room = math.max(budget - extra, 1)
+  -- a group that fits in what is left is taken whole (the budget may go below 0, ending
+  -- the call: a batch of RESCUE_LEASES goes back in one call); a bigger one is split,
+  -- its latest receipts what is left less BATCH_COST
+  local room = size <= budget and size or math.max(budget - extra, 1)
   if size > room then
     -- Look at the group's latest `room` receipts now; the earlier ones stay a
     -- group of their own, with the score the whole group had (still a lower bound).
@@ -361,7 +364,8 @@ for _, C in ipairs(dead) do
     local batch, flags = BATCH_PREFIX .. name, flags_of(C, nonce)
     if flags then
       local size = redis.call('LLEN', batch)
-      local from = math.max(size - math.max(budget - BATCH_COST, 1), 0)
+      -- whole when it fits in what is left (see the due groups), else its latest part
+      local from = size <= budget and 0 or math.max(size - math.max(budget - BATCH_COST, 1), 0)
       local elements = size > 0 and redis.call('LRANGE', batch, from, -1) or {}
       local delivered = delivered_of(batch_value(name)) or 0
       for i, e in ipairs(elements) do

@@ -39,8 +39,11 @@ __all__ = [
 ]
 
 
-#: A consumer's maintenance makes at most this many rescue calls before its fetch
-#: (10,000 leases handed back, in order); what is left waits for its next maintenance,
+#: A consumer's maintenance makes at most this many rescue calls before its fetch: a
+#: bound in calls, each call's commands bounded by its budget (RESCUE_LEASES, a batch
+#: costing BATCH_COST more than its deliveries), so it bounds the work the fetch waits
+#: behind (at most about 10,000 deliveries held in big batches handed back, in order;
+#: about 3,400 held as batches of one); what is left waits for its next maintenance,
 #: due at once. So however long a rescue lasts, it never starves the fetch.
 MAINTENANCE_CALLS = 100
 #: An INSPECT call counts the leases of at most this many fields of ``expiry`` (two
