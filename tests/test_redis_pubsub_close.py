@@ -25,6 +25,7 @@ import redis
 import brokerkit
 from brokerkit.backends.redis.pubsub.listener import ChannelListener
 from tests.conftest import iterate_in_thread
+from tests.proxies import Listener
 from tests.redis_server import RedisServer
 from tests.test_redis_pubsub_reading import _use_the_python_parser
 
@@ -44,25 +45,21 @@ def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 LATE_EOF = 0.2
 
 
-class _LateEOFProxy:
+class _LateEOFProxy(Listener):
     """A TCP proxy to ``port`` that forwards bytes at once but a client's end of the
-    connection only ``LATE_EOF`` seconds later, as a network path may."""
+    connection only ``LATE_EOF`` seconds later, as a network path may. :meth:`close`
+    closes every socket and joins every thread (a proxy per test: what it left open
+    stayed open for the rest of the worker)."""
 
     def __init__(self, port: int) -> None:
         self.target = ("127.0.0.1", port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.listener.accept()
-                server = socket.create_connection(self.target)
-                threading.Thread(
-                    target=self._pump, args=(client, server, LATE_EOF), daemon=True
-                ).start()
-                threading.Thread(target=self._pump, args=(server, client, 0.0), daemon=True).start()
+    def serve(self, client: socket.socket) -> None:
+        server = socket.create_connection(self.target)
+        self.keep(server)
+        self.spawn(self._pump, client, server, LATE_EOF)
+        self.spawn(self._pump, server, client, 0.0)
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket, eof_delay: float) -> None:
@@ -75,7 +72,10 @@ class _LateEOFProxy:
                 end.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        self.listener.close()
+        for sock in self._sockets:  # wakes a pump still in recv(), which close() would not
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        super().close()
 
 
 @pytest.fixture
