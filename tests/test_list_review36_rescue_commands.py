@@ -9,7 +9,9 @@ about 900 commands a call of 100, 1.7-2.9 ms of server time on a quiet machine a
 5-7 ms on a slow hour (issue 18: no bookkeeping call above 5 ms), where 100 deliveries
 of one fetch take about 400. Now the flags and values are read with one ``HMGET`` each
 and the batches gone freed together: about three commands a delivery. A dead
-consumer's batches are freed together too.
+consumer's batches are freed together too. Since a batch costs the budget BATCH_COST
+more than its delivery (2e443f3), a call visits about 34 batches of one: its commands
+are bounded by those, as a bound by the budget's deliveries held nine a batch too.
 
 Counted commands (``MONITOR``), never durations."""
 
@@ -32,9 +34,11 @@ from tests.test_list_review34_rescue_many_batches import _until_done as _until_d
 pytestmark = pytest.mark.redis_list
 
 HELD = 3 * RESCUE_LEASES + 17
-#: the calls that hand back HELD batches of one: a batch costs the budget its delivery
-#: and BATCH_COST more (the last one a call takes, whatever is left of the budget)
-CALLS = -(-HELD // (RESCUE_LEASES // (1 + BATCH_COST) + 1))
+#: the batches of one a call visits: a batch costs the budget its delivery and
+#: BATCH_COST more (the last one a call takes, whatever is left of the budget)
+PER_CALL = RESCUE_LEASES // (1 + BATCH_COST) + 1
+#: the calls that hand back HELD batches of one
+CALLS = -(-HELD // PER_CALL)
 
 
 def test_expired_batches_of_one_cost_a_call_three_commands_a_delivery(
@@ -51,8 +55,10 @@ def test_expired_batches_of_one_cost_a_call_three_commands_a_delivery(
             with ScriptMonitor(client, arguments=1) as seen:
                 run = rescuer._scripts["RESCUE"]
                 assert _until_done_expired(rescuer, 3 * HELD, run) == HELD
-            # before: 9 a delivery, about 900 a call
-            assert max(map(len, seen.calls)) <= 3 * RESCUE_LEASES + 30
+            # commands a call by the batches it visits (PER_CALL): 115 a call of 34 (about
+            # 3.4 a batch); with the per-batch reads and frees of before c4f6bc3, 313 (9 a
+            # batch). (A bound by the budget's deliveries, 3 * RESCUE_LEASES, held both.)
+            assert max(map(len, seen.calls)) <= 4 * PER_CALL + 30
             # a budget's batches each
             assert len(seen.calls) <= CALLS + 2
             back = _back(client, rescuer)
@@ -87,7 +93,8 @@ def test_a_dead_consumers_batches_of_one_are_freed_together(
             ]
             # before: a DEL and an HDEL a batch
             assert len(frees) <= 4 * (CALLS + 2)
-            assert max(map(len, seen.calls)) <= 7 * RESCUE_LEASES + 30
+            # 221 a call of 34 batches (about 6.5 a batch); freed one by one, 320
+            assert max(map(len, seen.calls)) <= 7 * PER_CALL + 30
             back = _back(client, rescuer)
             assert sorted(body for _, body in back) == sorted(times)  # each exactly once
             order = [times[body] for _, body in back]
