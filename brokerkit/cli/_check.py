@@ -26,10 +26,13 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from brokerkit._capabilities import Capability
+from brokerkit._plugins import backend_for
 from brokerkit._url import BrokerURL
 from brokerkit.cli._admin import Interrupt, stop_on_interrupt
+from brokerkit.cli._check_cleanup import cleaner_of
 from brokerkit.cli._output import err, out, progress_bar
-from brokerkit.cli._scratch import scratch
+from brokerkit.cli._scratch import say_left, scratch
 from brokerkit.cli._url import UrlArg, command
 from brokerkit.exceptions import BrokerError, ConfigurationError
 
@@ -88,18 +91,30 @@ def promise_of(test: str) -> str:
 
 
 # The child's test module: the shipped suite, with brokers made from the URL in the
-# environment; a Redis URL gets a fresh prefix under the run's per test.
+# environment; a URL whose backend takes a prefix gets a fresh one under the run's per
+# test, and what the test's brokers made off Redis is deleted as the test ends (the
+# fixture's teardown, after the suite closed them; on Ctrl-C too: pytest tears down,
+# and a Ctrl-C during the deletion waits for its end), each event in the events file:
+# "made" as the test begins, then "cleaned", and "left" for each thing not deleted.
 _SUITE = textwrap.dedent(
     """
+    import json
     import os
     import uuid
 
     import pytest
 
     import brokerkit
+    from brokerkit.cli._check_cleanup import deferring_interrupts, remove_made
     from brokerkit.contracts import BrokerContract
 
     _URL = os.environ[{url_env!r}]
+    _EVENTS = os.environ[{events_env!r}]
+
+
+    def _emit(**event):
+        with open(_EVENTS, "a") as events:  # (appends: the reporter's lines stay whole)
+            events.write(json.dumps(event) + "\\n")
 
 
     class TestContract(BrokerContract):
@@ -114,11 +129,21 @@ _SUITE = textwrap.dedent(
                 prefix = {prefix!r}
                 if prefix:
                     options["prefix"] = prefix + "-" + fresh
+            made = []
 
             def make(**more):
-                return brokerkit.connect(target, **{{**options, **more}})
+                broker = brokerkit.connect(target, **{{**options, **more}})
+                made.append(broker)
+                return broker
 
-            return make
+            if {clean!r} and options:
+                _emit(event="made", prefix=options["prefix"])
+            yield make
+            if {clean!r} and options:
+                with deferring_interrupts():
+                    for line in remove_made(made, options["prefix"]):
+                        _emit(event="left", what=line)
+                    _emit(event="cleaned", prefix=options["prefix"])
     """
 )
 
@@ -183,14 +208,23 @@ def run_contracts(
     extra: list[str] | None = None,
     on_total: Callable[[int], None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    left: list[str] | None = None,
 ) -> tuple[int, list[Outcome]]:
     """Run the contract suite against ``url`` in a child pytest; return its exit status
     and the outcomes, calling ``on_total`` once the tests are collected and
-    ``on_outcome`` as each one finishes. A Redis URL runs under a prefix of its own
-    (``brokerkit-check-...``), and every key under it is deleted at the end.
+    ``on_outcome`` as each one finishes.
+
+    A URL whose backend takes a ``prefix`` runs under one of its own
+    (``brokerkit-check-...``, each test under ``brokerkit-check-...-<test>``), and what
+    the run made is deleted: on Redis every key under it at the end; on kombu and
+    ``nats`` what each test's brokers made as the test ends (see
+    :mod:`brokerkit.cli._check_cleanup`). ``left`` is extended, even after an error,
+    with a line for each thing the run made and could not delete, or could not name
+    (on a backend brokerkit deletes nothing of: the note that it did not).
 
     SIGINT or SIGTERM (in the main thread) stops the run: the child is terminated and
-    waited for, then the keys are deleted, then the run exits.
+    waited for (it deletes what the test under way made as it ends), then the keys are
+    deleted, then the run exits.
 
     :raises ConfigurationError: pytest or the contract suite is not installed.
     :raises SuiteRefusedArguments: pytest refused ``extra`` (exit status 4): nothing ran.
@@ -204,16 +238,24 @@ def run_contracts(
                 'pip install "pybrokerkit[contracts]"'
             )
     outcomes: list[Outcome] = []
+    kept: list[str] = [] if left is None else left
     with (
         stop_on_interrupt() as stop,
-        scratch(url, "check") as (target, prefix),
+        scratch(url, "check", every_backend=True) as (target, prefix),
         tempfile.TemporaryDirectory(prefix="brokerkit-check-") as directory,
     ):
+        clean = prefix is not None and cleaner_of(target.scheme) is not None
+        if not clean and target.family not in ("redis", "rediss") and _keeps(target):
+            where = f"under the prefix {prefix}" if prefix else "(its topics bkc.*)"
+            kept.append(
+                f"(what the run made {where}: brokerkit knows no way to delete it on "
+                f"{target.scheme})"
+            )
         folder = Path(directory)
         events = folder / "events.jsonl"
         events.touch()
         (folder / "test_contract.py").write_text(
-            _SUITE.format(url_env=CHILD_URL_ENV, prefix=prefix)
+            _SUITE.format(url_env=CHILD_URL_ENV, events_env=_EVENTS_ENV, prefix=prefix, clean=clean)
         )
         (folder / "conftest.py").write_text(_REPORTER.format(events_env=_EVENTS_ENV))
         (folder / "pytest.ini").write_text("[pytest]\n")
@@ -249,6 +291,15 @@ def run_contracts(
                                 on_outcome(outcome)
             finally:
                 _end(child)
+                # What the tests deleted, and did not, once the child has ended (the
+                # last one's teardown comes after a Ctrl-C).
+                kept.extend(_left(events.read_text(errors="replace")))
+                if stop.is_set() and clean and cleaner_of(target.scheme) != "nats":
+                    kept.append(
+                        f"(the run was stopped in the middle of a test: a queue or exchange "
+                        f"whose declaration that cut short is not known, and may be left "
+                        f"under the prefix {prefix})"
+                    )
             status = child.wait()
         output = log.read_text(errors="replace")
     stop.exit_if_interrupted()
@@ -272,6 +323,41 @@ _PYTEST_USAGE_ERROR = 4
 class SuiteRefusedArguments(BrokerError):
     """The child pytest refused the arguments it was given (a ``-k`` expression that
     does not parse): nothing ran."""
+
+
+def _keeps(url: BrokerURL) -> bool:
+    """Whether the backend of ``url`` keeps what is published (PERSISTENT) beyond the
+    run, as memory:// (each test's broker its own) does not."""
+    if url.scheme == "memory":
+        return False
+    try:
+        return Capability.PERSISTENT in backend_for(url)[1].load().capabilities
+    except Exception:  # (connecting reports it)
+        return False
+
+
+def _left(events: str) -> list[str]:
+    """What the child's tests said they could not delete (its ``left`` events), and a
+    line for each test that began (``made``) and never said it had deleted what it made
+    (``cleaned``: the child was killed, or stopped before its teardown)."""
+    left: list[str] = []
+    unsaid: dict[str, None] = {}
+    for line in events.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # (a line cut short by a kill)
+        if event.get("event") == "made":
+            unsaid[str(event["prefix"])] = None
+        elif event.get("event") == "cleaned":
+            unsaid.pop(str(event["prefix"]), None)
+        elif event.get("event") == "left":
+            left.append(str(event["what"]))
+    left.extend(
+        f"(what the test under the prefix {prefix} made: the check ended before it was deleted)"
+        for prefix in unsaid
+    )
+    return left
 
 
 def _follow(
@@ -319,8 +405,10 @@ def check(
     """Run the contract suite against a live URL; print pass/skip/fail per promise as
     each finishes (exit status 1 if any failed).
 
-    On Redis it works under a prefix of its own, brokerkit-check-..., and deletes every
-    key under it at the end.
+    It works under a prefix of its own, brokerkit-check-..., on every backend that
+    takes one, and deletes what the run made there: on Redis every key under it at
+    the end; on kombu and nats what each test made as the test ends. What it could
+    not delete is named on stderr.
     """
     parsed = BrokerURL.parse(url)
     err.print(escape(f"running the brokerkit contract suite against {parsed} ..."))
@@ -337,12 +425,14 @@ def check(
             bar.console.print(f"{_STYLE[outcome.status]}  {escape(name)}{why}", soft_wrap=True)
             bar.advance(task)
 
+        left: list[str] = []
         try:
             status, outcomes = run_contracts(
                 parsed.render(hide_password=False),
                 ["-k", keyword] if keyword else None,
                 on_total,
                 on_outcome,
+                left,
             )
         except SuiteRefusedArguments as exc:
             if keyword is None:
@@ -350,6 +440,8 @@ def check(
             raise typer.BadParameter(
                 f"pytest refused {keyword!r}: {exc}", param_hint="-k"
             ) from None
+        finally:
+            say_left("check", left, parsed)
     totals = {s: sum(1 for o in outcomes if o.status == s) for s in ("pass", "skip", "fail")}
     summary = f"{totals['pass']} passed, {totals['skip']} skipped, {totals['fail']} failed"
     out.print(summary)

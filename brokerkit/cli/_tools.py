@@ -14,8 +14,8 @@ from brokerkit.backends.redis._options import MAX_PAYLOAD_BYTES
 from brokerkit.cli._bench import STEPS, bench_url
 from brokerkit.cli._data_output import print_json
 from brokerkit.cli._messaging import MAX_COUNT
-from brokerkit.cli._output import cell, err, out, progress_bar
-from brokerkit.cli._scratch import scratch
+from brokerkit.cli._output import cell, out, progress_bar
+from brokerkit.cli._scratch import say_left, scratch
 from brokerkit.cli._url import URL_ENV, UrlArg, command
 from brokerkit.exceptions import BrokerError
 
@@ -100,29 +100,6 @@ def demo(
         raise typer.Exit(1)
 
 
-#: How to remove, by hand, what ``bench`` could not delete.
-_REMOVE_HINTS = {
-    "kombu": "rabbitmqctl delete_queue NAME; rabbitmqadmin delete exchange name=NAME",
-    "nats": "nats consumer rm STREAM NAME; nats stream rm NAME",
-}
-
-
-def _say_left(left: list[str], url: BrokerURL) -> None:
-    """Name on stderr, one a line, what a bench made and could not delete."""
-    if not left:
-        return
-    hint = _REMOVE_HINTS.get(url.scheme.split("+", 1)[0])
-    err.print(
-        cell(
-            f"bench left {len(left)} thing{'s' * (len(left) != 1)} on {url}, which it "
-            "could not delete" + (f" (remove them with: {hint})" if hint else "") + ":",
-            err,
-        )
-    )
-    for line in left:
-        err.print(cell(f"  {line}", err))
-
-
 def bench(
     url: UrlArg,
     count: Annotated[
@@ -188,7 +165,7 @@ def bench(
                 left=left,
             )
     finally:
-        _say_left(left, BrokerURL.parse(url))
+        say_left("bench", left, BrokerURL.parse(url))
     shown = str(BrokerURL.parse(url))
     if as_json:
         rows = [
