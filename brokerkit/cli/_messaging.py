@@ -337,7 +337,7 @@ def _require_hand_back(broker: Broker) -> None:
     if Capability.ACK in broker.capabilities:
         return
     error = Unsupported(
-        type(broker).describe(),
+        broker.describe(),
         Capability.ACK,
         "peek with --no-ack (hold messages unsettled, then hand them back)",
     )

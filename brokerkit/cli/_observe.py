@@ -48,7 +48,7 @@ def topic_names(broker: Broker) -> list[str]:
         listed = broker.topics()
     except Unsupported as exc:
         raise Unsupported(
-            type(broker).describe(), Capability.NONE, "list its topics: name them with --topic"
+            broker.describe(), Capability.NONE, "list its topics: name them with --topic"
         ) from exc
     names = set()
     for name in listed:
