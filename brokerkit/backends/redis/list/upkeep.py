@@ -214,14 +214,16 @@ if MAX > 0 and not dead_letters_ok() and would_dead_letter() then return refuse_
 local wrote = false  -- whether this call wrote anything yet (see the backstop below)
 if #due >= WINDOW then more = true end  -- a full window: more may be due
 -- the batches the known due groups name, read together: those of the groups the
--- budget may reach (a group claims `n` receipts: a batch of 1,000 is read alone)
+-- budget may reach, each charged as the walk charges it (a group claims `n` receipts,
+-- a batch's BATCH_COST more: a batch of 1,000 is read alone, 34 batches of one a call)
 local named, claimed = {}, 0
 for i = 1, #due do
   if claimed >= budget then break end
   local nonce, C = batch_of(group_receipts(due[i], 0, 0)[1])
-  if nonce and known_group(due[i]) then named[#named + 1] = {C, nonce} end
+  local batch = nonce and known_group(due[i])
+  if batch then named[#named + 1] = {C, nonce} end
   local _, _, n = group_parts(due[i])
-  claimed = claimed + math.max(n or 1, 1)
+  claimed = claimed + math.max(n or 1, 1) + (batch and BATCH_COST or 0)
 end
 read_batches(named)
 for i = 1, #due do  -- latest first: the earliest ends up next out
