@@ -2,7 +2,13 @@
 would dead-letter a delivery it hands back, where the dead-letter key cannot take one (see
 ``dead_letters_ok`` in :mod:`.dead_letters`). Lua text placed in RESCUE's body, after the
 locals and functions it uses (``due``, ``dead``, ``budget``, ``batches_of``,
-``recorded_leases``...)."""
+``recorded_leases``...).
+
+Its walk spends the budget as the hand-back did before BATCH_COST (2e443f3): a group its
+receipts, a dead consumer's batch its elements, no batch BATCH_COST more. The hand-back
+charges more and takes a group whole only when it fits in what is left, so the walk
+looks at a superset of what the call hands back: safe, if it reads more than needed (up
+to about three times as many batches of one)."""
 
 from __future__ import annotations
 
