@@ -388,7 +388,7 @@ class DelayContract:
         """Without DELAY, publish(delay=...) and nack(delay=...) raise Unsupported and
         change nothing."""
         if contract.has(Capability.DELAY):
-            pytest.skip(f"{contract.backend_class.describe()} declares DELAY")
+            pytest.skip(f"{contract.backend_name} declares DELAY")
         promise = "a backend without DELAY refuses a delay"
         broker = contract.broker()
         topic = contract.topic("no-delay")

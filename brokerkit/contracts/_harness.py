@@ -163,6 +163,9 @@ class ContractEnv:
         try:
             target = probe.target if isinstance(probe, BlockingView) else probe
             self.backend_class: type[Broker] = type(target)
+            #: The backend as its URL names it (``kombu+redis``, where the class's
+            #: first scheme is ``kombu+memory``): for skip reasons and messages.
+            self.backend_name: str = target.describe()
         finally:
             probe.close()
 

@@ -71,7 +71,7 @@ class LeaseContract:
         False``; the longer case is skipped on it.)"""
         if seconds > _VT and not contract.extend_beyond_timeout:
             pytest.skip(
-                f"{contract.backend_class.describe()} cannot hold a lease for longer than "
+                f"{contract.backend_name} cannot hold a lease for longer than "
                 "its visibility timeout (extend_beyond_timeout = False)"
             )
         promise = "extend: the lease runs from the extend call"
@@ -127,7 +127,7 @@ class LeaseContract:
         False``; the test is skipped on it.)"""
         if not contract.extend_shortens:
             pytest.skip(
-                f"{contract.backend_class.describe()} renews a lease for a length of its "
+                f"{contract.backend_name} renews a lease for a length of its "
                 "own, whatever extend's seconds say (extend_shortens = False)"
             )
         promise = "extend can shorten the lease: it runs from the extend call"

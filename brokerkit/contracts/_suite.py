@@ -130,7 +130,7 @@ class BrokerContract(
             missing = missing_capabilities(env.capabilities, needed)
             if missing:
                 pytest.skip(
-                    f"{env.backend_class.describe()} lacks the {' and '.join(missing)} "
+                    f"{env.backend_name} lacks the {' and '.join(missing)} "
                     f"capabilit{'ies' if len(missing) > 1 else 'y'}"
                 )
             yield env
