@@ -33,10 +33,7 @@ __all__ = ["BATCH_COST", "INSPECT", "PURGE", "RESCUE"]
 #: UNFOLD_READ fields, and names the first such consumer in its reply); or ARGV[A + 1]
 #: "orphans", ARGV[A + 2...] what the caller matched of ARGV[A]'s processing list (see
 #: orphans in the preamble: a consumer whose list cannot be matched here is named in
-#: the reply with "orphans", a dead one left alone meanwhile): its length, the lease
-#: hash's, how many orphans the caller found and the indexes of at most RESCUE_LEASES
-#: of them (a dead consumer's other orphans, batches and leases are left for the next
-#: calls while part of its orphans is given).
+#: the reply with "orphans", a dead one left alone meanwhile).
 #: Also moves held messages that are due to the queue.
 #: Returns {deliveries handed back, ms until the next lease group or held message is
 #: due or -1 (0 when work was left for the next call), orphans, lease groups visited
@@ -61,37 +58,23 @@ local BATCH_COST = """
     + str(BATCH_COST)
     + r"""
 local moved, more = 0, false
--- what an orphan handed back in a part is replaced with in its list, till the LREM
-local TAKEN = '\0brokerkit: orphan handed back'
 -- ARGV[11] n, then n {consumer, nonce} (see batches_of); what the caller read follows
 local PAIRS = math.max(math.floor(tonumber(ARGV[11] or '') or 0), 0)
 local AT = 12 + 2 * PAIRS
 local GIVEN_OF, GIVEN_GROUP = ARGV[AT] or '', ARGV[AT + 1] or ''
 -- (what the caller gives is read one argument at a time: an unpack of them all fails
--- past about 8,000, LUAI_MAXCSTACK)
-local GIVEN_CUT, GIVEN = tonumber(ARGV[AT + 2] or ''), {}
--- or GIVEN_GROUP 'orphans': the orphans of consumer GIVEN_OF (see orphans): the list's
--- and the hash's lengths (ARGV[AT + 2], ARGV[AT + 3]), how many orphans the caller
--- found (ARGV[AT + 4]), and the indexes of a part of them (ARGV[AT + 5...], at most
--- RESCUE_LEASES: see upkeep_calls._orphans); ORPHANS_LEFT when that part is not all
-local GIVEN_ORPHANS, ORPHANS_LEFT = nil, false
-if GIVEN_GROUP == 'orphans' then
-  GIVEN_ORPHANS = {ARGV[AT + 2], ARGV[AT + 3]}
-  for i = AT + 5, #ARGV do GIVEN_ORPHANS[#GIVEN_ORPHANS + 1] = ARGV[i] end
-  ORPHANS_LEFT = (tonumber(ARGV[AT + 4] or '') or 0) > #GIVEN_ORPHANS - 2
-else
-  for i = AT + 3, #ARGV do GIVEN[#GIVEN + 1] = ARGV[i] end
+-- past about 8,000, LUAI_MAXCSTACK, as a dead consumer's orphans' indexes may be)
+local function args_from(first)
+  local got = {}
+  for i = first, #ARGV do got[#got + 1] = ARGV[i] end
+  return got
 end
+local GIVEN_CUT, GIVEN = tonumber(ARGV[AT + 2] or ''), args_from(AT + 3)
+-- or GIVEN_GROUP 'orphans': the orphans of consumer GIVEN_OF (see orphans), ARGV[AT + 2...]
+local GIVEN_ORPHANS = GIVEN_GROUP == 'orphans' and args_from(AT + 2) or nil
 local function given_orphans(C)
   if GIVEN_OF == C then return GIVEN_ORPHANS end
   return nil
-end
--- Whether the orphans() of consumer C were the part the caller gave (the list and the
--- hash still of the lengths it read), others left for later calls
-local function orphans_in_part(C)
-  if not ORPHANS_LEFT or GIVEN_OF ~= C then return false end
-  return redis.call('LLEN', proc_of(C)) == tonumber(GIVEN_ORPHANS[1])
-    and redis.call('HLEN', leases_of(C)) == tonumber(GIVEN_ORPHANS[2])
 end
 local UNREAD = false  -- {C, group}: the first lease hash too big to read here
 -- The latest `budget` lease groups due when the caller read them (ARGV[10]), latest
@@ -377,21 +360,6 @@ for _, C in ipairs(dead) do
     known, more = false, true
   end
   local stop = false
-  if known and orphans_in_part(C) then
-    -- a part of its orphans (given by the caller, at most RESCUE_LEASES) go back, each
-    -- taken out of its processing list (marked, then one LREM of the marks); the rest
-    -- of it (orphans, batches, leases) is left for the next calls
-    local proc = proc_of(C)
-    for j, e in ipairs(found) do
-      redis.call('LSET', proc, tonumber(GIVEN_ORPHANS[j + 2]), TAKEN)
-      redis.call('RPUSH', QUEUE, e)
-      count_returned(1)  -- goes out alone, as one that came back does
-      moved = moved + 1
-    end
-    redis.call('LREM', proc, 0, TAKEN)
-    budget = budget - #found
-    wrote, known, more = true, false, true
-  end
   if known then
   local proc, leases, fetches = proc_of(C), leases_of(C), fetches_of(C)
   local held, tail, left, cuts = {}, ':' .. C, false, {}
@@ -496,7 +464,6 @@ if ARGV[8] ~= '' then
   give_back_lent(ARGV[8])
   local found = orphans(ARGV[8], given_orphans(ARGV[8]))
   if not found then UNREAD = UNREAD or {ARGV[8], 'orphans'} end
-  if found and ORPHANS_LEFT and GIVEN_OF == ARGV[8] then more = true end  -- a part
   for _, e in ipairs(found or {}) do
     redis.call('LREM', proc_of(ARGV[8]), 1, e)
     redis.call('RPUSH', QUEUE, e)

@@ -122,11 +122,8 @@ def _orphans(
     beside it (its ``fields``, listed) for the script to match (see ``orphans`` in the
     preamble): the list's length, the hash's, and the indexes of the list's elements no
     lease record holds (as many records of an element, that many of its copies are
-    leased): how many there are, and the indexes of the first RESCUE_LEASES, so that a
-    call's work is bounded (the rest go in later calls; before, a list of more than
-    about 8,000 orphans failed every call: the script unpacked its arguments whole).
-    Read here, outside any script, CHUNK at a time (bodies are never copied into a
-    script); the script takes them only while both lengths are still those."""
+    leased). Read here, outside any script, CHUNK at a time (bodies are never copied
+    into a script); the script takes them only while both lengths are still those."""
     proc, leases = _wire([plan.keys.processing(consumer), plan.keys.leases(consumer)])
     listed, recorded = _read(client, reader, ("LLEN", proc), ("HLEN", leases))
     lists = [("LRANGE", proc, start, start + CHUNK - 1) for start in range(0, listed, CHUNK)]
@@ -145,7 +142,7 @@ def _orphans(
             held[element] -= 1
         else:
             found.append(str(index))
-    return [str(listed), str(recorded), str(len(found)), *found[:RESCUE_LEASES]]
+    return [str(listed), str(recorded), *found]
 
 
 def record_element(field: bytes, value: bytes) -> bytes:
