@@ -185,7 +185,8 @@ def unreadable_server(server: dict[str, Any]) -> str | None:
         return (
             f"the server-time meter reads Redis only: Valkey {version} logs a script's own "
             "commands in the SLOWLOG as the calling client's, so they cannot be told "
-            "apart (run the benchmarks on a redis-server: BROKERKIT_REDIS_SERVER)"
+            "apart (run the benchmarks on a redis-server: BROKERKIT_REDIS_SERVER names "
+            "the binary of the private one, --redis-url an existing one)"
         )
     return None
 
