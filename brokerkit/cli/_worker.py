@@ -133,6 +133,14 @@ def _run_worker(
     grace: float | None,
     interval: float | None,
 ) -> int:
+    if not url and URL_ENV in os.environ and not os.environ[URL_ENV].strip():
+        # refused as connect() refuses it: a blank variable is no choice of a broker
+        raise typer.BadParameter(
+            f"${URL_ENV} is set but empty, and no URL was given: set it to a broker URL "
+            f"(such as redis+stream://localhost:6379/0), or unset it to run {target} on "
+            "its worker's own broker",
+            param_hint="URL",
+        )
     url = url or os.environ.get(URL_ENV) or None
     if url is None and found.broker is None:
         raise typer.BadParameter(
