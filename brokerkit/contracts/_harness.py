@@ -161,13 +161,17 @@ class ContractEnv:
             self.close_all()  # the event loop _open may have started for it
             raise
         try:
-            target = probe.target if isinstance(probe, BlockingView) else probe
-            self.backend_class: type[Broker] = type(target)
-            #: The backend as its URL names it (``kombu+redis``, where the class's
-            #: first scheme is ``kombu+memory``): for skip reasons and messages.
-            self.backend_name: str = target.describe()
-        finally:
-            probe.close()
+            try:
+                target = probe.target if isinstance(probe, BlockingView) else probe
+                self.backend_class: type[Broker] = type(target)
+                #: The backend as its URL names it (``kombu+redis``, where the class's
+                #: first scheme is ``kombu+memory``): for skip reasons and messages.
+                self.backend_name: str = target.describe()
+            finally:
+                probe.close()
+        except BaseException:
+            self.close_all()  # (a plugin's describe or close that raised: the loop too)
+            raise
 
     @property
     def capabilities(self) -> Capability:
