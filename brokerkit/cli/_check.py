@@ -215,9 +215,9 @@ def run_contracts(
     ``on_outcome`` as each one finishes.
 
     A URL whose backend takes a ``prefix`` runs under one of its own
-    (``brokerkit-check-...``, each test under ``brokerkit-check-...-<test>``), and what
-    the run made is deleted: on Redis every key under it at the end; on kombu and
-    ``nats`` what each test's brokers made as the test ends (see
+    (``brokerkit-check-...``, each test under ``brokerkit-check-...-<12 random hex
+    digits>``), and what the run made is deleted: on Redis every key under it at the
+    end; on kombu and ``nats`` what each test's brokers made as the test ends (see
     :mod:`brokerkit.cli._check_cleanup`). ``left`` is extended, even after an error,
     with a line for each thing the run made and could not delete, or could not name
     (on a backend brokerkit deletes nothing of: the note that it did not).

@@ -1,9 +1,9 @@
 """Deleting what one test of ``brokerkit check`` made off Redis, when the test ends.
 
 ``brokerkit check`` gives every test a prefix of its own under the run's
-(``brokerkit-check-<run>-<test>``, see :mod:`brokerkit.cli._check`), so that what the
-test's brokers made is named under it, and nothing else is. Redis keys are removed by
-the run's prefix at its end (:mod:`brokerkit.cli._scratch`); the child pytest calls
+(``brokerkit-check-<run>-<12 random hex digits>``, see :mod:`brokerkit.cli._check`),
+so that what the test's brokers made is named under it, and nothing else is. Redis keys
+are removed by the run's prefix at its end (:mod:`brokerkit.cli._scratch`); the child pytest calls
 :func:`remove_made` as each test ends for the backends whose server keeps names that
 cannot be listed by a prefix:
 
