@@ -21,10 +21,10 @@ import pytest
 
 import brokerkit
 from brokerkit.backends.redis.list import RedisListBroker
-from brokerkit.backends.redis.list.upkeep import BATCH_COST
 from brokerkit.backends.redis.list.upkeep_calls import RESCUE_LEASES
 from tests.redis_server import RedisServer
 from tests.script_monitor import ScriptMonitor
+from tests.test_list_review34_rescue_due_groups import PER_CALL
 from tests.test_list_review34_rescue_due_groups import _hold as _hold_expired
 from tests.test_list_review34_rescue_due_groups import _until_done as _until_done_expired
 from tests.test_list_review34_rescue_many_batches import _back, _gone
@@ -34,10 +34,7 @@ from tests.test_list_review34_rescue_many_batches import _until_done as _until_d
 pytestmark = pytest.mark.redis_list
 
 HELD = 3 * RESCUE_LEASES + 17
-#: the batches of one a call visits: a batch costs the budget its delivery and
-#: BATCH_COST more (the last one a call takes, whatever is left of the budget)
-PER_CALL = RESCUE_LEASES // (1 + BATCH_COST) + 1
-#: the calls that hand back HELD batches of one
+#: the calls that hand back HELD batches of one (PER_CALL a call)
 CALLS = -(-HELD // PER_CALL)
 
 

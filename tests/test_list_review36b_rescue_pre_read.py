@@ -12,16 +12,12 @@ import pytest
 
 import brokerkit
 from brokerkit.backends.redis.list import RedisListBroker
-from brokerkit.backends.redis.list.upkeep import BATCH_COST
 from brokerkit.backends.redis.list.upkeep_calls import RESCUE_LEASES, rescue_once
 from tests.redis_server import RedisServer
 from tests.script_monitor import ScriptMonitor
-from tests.test_list_review34_rescue_due_groups import _hold
+from tests.test_list_review34_rescue_due_groups import PER_CALL, _hold
 
 pytestmark = pytest.mark.redis_list
-
-#: the batches of one a call's walk takes (see test_list_review34_rescue_due_groups)
-PER_CALL = RESCUE_LEASES // (1 + BATCH_COST) + 1
 
 
 def test_a_call_reads_the_flags_of_the_batches_its_walk_reaches(
