@@ -12,6 +12,7 @@ hash's always did: a known limit of this earlier version's data, docs/backends/r
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,19 @@ pytestmark = pytest.mark.redis_list
 ORPHANS = 9_000
 
 
+def _many_orphans(
+    client: Any, broker: RedisListBroker, consumer: str
+) -> tuple[list[bytes], list[bytes]]:
+    """``consumer``'s bookkeeping as an earlier version left it (LEASES records, its
+    orphans) and ORPHANS more elements no record holds, after them in its list: the
+    earlier version's orphans and the ORPHANS more."""
+    orphans = _earlier_version(client, broker, consumer)
+    more = [b"orphan %d" % i for i in range(ORPHANS)]
+    for i in range(0, ORPHANS, 1000):
+        client.rpush(broker._topic("t").keys.processing(consumer), *more[i : i + 1000])
+    return orphans, more
+
+
 def test_a_dead_consumers_thousands_of_orphans_go_back(
     redis_server: RedisServer,
 ) -> None:
@@ -32,10 +46,7 @@ def test_a_dead_consumers_thousands_of_orphans_go_back(
     with brokerkit.connect(redis_server.url("redis+list"), visibility_timeout=30) as broker:
         assert isinstance(broker, RedisListBroker)
         keys = broker._topic("t").keys
-        orphans = _earlier_version(client, broker, "old")
-        more = [b"orphan %d" % i for i in range(ORPHANS)]
-        for i in range(0, ORPHANS, 1000):
-            client.rpush(keys.processing("old"), *more[i : i + 1000])
+        orphans, more = _many_orphans(client, broker, "old")
         client.zadd(keys.consumers, {"old": 1})  # its heartbeat stopped long ago
         handed = broker.rescue("t")  # before: ResponseError, too many results to unpack
         # every lease once, every orphan once, in the list's order
@@ -56,10 +67,7 @@ def test_a_live_consumers_thousands_of_orphans_go_back(
     with brokerkit.connect(redis_server.url("redis+list"), visibility_timeout=30) as broker:
         assert isinstance(broker, RedisListBroker)
         keys = broker._topic("t").keys
-        orphans = _earlier_version(client, broker, "me")
-        more = [b"orphan %d" % i for i in range(ORPHANS)]
-        for i in range(0, ORPHANS, 1000):
-            client.rpush(keys.processing("me"), *more[i : i + 1000])
+        orphans, more = _many_orphans(client, broker, "me")
         client.zadd(keys.consumers, {"me": 2**50})
         reply = broker._rescue(broker._topic("t"), "me", None)  # before: ResponseError
         assert reply[2] == len(orphans) + ORPHANS  # every orphan handed back
