@@ -91,3 +91,21 @@ def test_the_variable_still_stands_in_for_the_url(
     status, error = _error(capsys, ["inspect", "h36-missing-url-topic"])
     assert status == 1
     assert "not found" in error and "Missing argument" not in error
+
+
+@pytest.mark.parametrize("name", sorted(n for n in COMMANDS if COMMANDS[n]))
+def test_a_first_argument_with_a_colon_is_named_as_no_url(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``echo hi | brokerkit publish localhost:6379 orders``, a URL without its scheme,
+    said only that the URL was missing (review 37): the argument taken for the topic
+    is named."""
+    monkeypatch.delenv(URL_ENV, raising=False)
+    rest = [f"word{i}" for i, _ in enumerate(COMMANDS[name])]
+    status, error = _error(capsys, [name, "localhost:6379", *rest[1:]])
+    assert status == 2, error
+    assert error == (
+        "brokerkit: error: Missing argument 'URL' ('localhost:6379' is not a broker URL: "
+        "it needs a scheme and '://', as in 'redis+stream://localhost:6379/0'). Give it, "
+        f"or set {URL_ENV}. (see 'brokerkit {name} -h')"
+    )

@@ -47,7 +47,7 @@ class UrlFirstCommand(TyperCommand):
             elif self._one_short(ctx, args):
                 # The arguments after the URL, without it (``inspect orders``): the
                 # first is no URL, so the URL is what is missing, not the last one.
-                raise _USAGE_ERROR("Missing argument 'URL'.", ctx=ctx)
+                raise _USAGE_ERROR(_missing_url(self._positionals(ctx, args)), ctx=ctx)
         return super().parse_args(ctx, args)
 
     def _positionals(self, ctx: Any, args: list[str]) -> list[Any] | None:
@@ -112,6 +112,18 @@ class MaskingGroup(TyperGroup):
         # forgotten) when the command ends, however it ends
         ctx.call_on_close(hide_secrets_of(given))
         return rest
+
+
+def _missing_url(given: list[Any] | None) -> str:
+    """The usage error of arguments given without their URL; one whose first holds a
+    colon, as ``localhost:6379`` does, is named: a URL without its scheme."""
+    first = given[0] if given else None
+    if isinstance(first, str) and ":" in first:
+        return (
+            f"Missing argument 'URL' ({first!r} is not a broker URL: it needs a scheme "
+            "and '://', as in 'redis+stream://localhost:6379/0')."
+        )
+    return "Missing argument 'URL'."
 
 
 #: click's UsageError (typer's own copy of click, or click): exit status 2.
