@@ -9,6 +9,7 @@ subscription.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import shlex
@@ -22,9 +23,11 @@ import pytest
 import redis
 
 import brokerkit
+import brokerkit.aio
 from brokerkit.backends.redis.list.plan import MOVE_BYTES
 from brokerkit.exceptions import PermissionDenied
 from tests.conftest import RedisTarget
+from tests.redis_cluster import RedisClusterSet
 from tests.redis_server import RedisServer
 
 SECURITY_PAGE = Path(__file__).resolve().parent.parent / "docs" / "security.md"
@@ -360,3 +363,100 @@ def test_a_refused_command_is_a_permission_error_naming_it(
         broker.publish("orders", {"n": 1})
     assert refused.value.command == "XADD"
     assert "CHANGE-ME" not in str(refused.value)
+
+
+@pytest.fixture
+def cluster_acl_url(redis_cluster: RedisClusterSet, prefix: str) -> Iterator[MakeUser]:
+    """``cluster_acl_url(backend, drop=(), add=())``: a cluster URL for a new ACL user
+    made on every node of the session's cluster (replicas too: users are per node) from
+    the documented ``brokerkit-<backend>-cluster`` line, under this test's prefix."""
+    made: list[str] = []
+
+    def make(backend: str, *, drop: tuple[str, ...] = (), add: tuple[str, ...] = ()) -> str:
+        user, password = f"bk-acl-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+        rules = [
+            f">{password}" if rule == ">CHANGE-ME" else rule.replace("brokerkit:", f"{prefix}:")
+            for rule in documented_acl(f"{backend}-cluster")
+            if rule not in drop
+        ]
+        for node in redis_cluster.nodes:
+            with contextlib.closing(node.client()) as client:
+                client.execute_command("ACL", "SETUSER", user, *rules, *add)
+        made.append(user)
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in redis_cluster.nodes[:3])
+        return f"redis+{backend}://{user}:{password}@{seeds}/0?cluster=true"
+
+    yield make
+    for node in redis_cluster.nodes:
+        if made and node.process is not None and node.process.poll() is None:
+            with contextlib.closing(node.client()) as client:
+                client.execute_command("ACL", "DELUSER", *made)
+
+
+@pytest.mark.parametrize("backend", ["list", "stream"])
+def test_a_queue_backend_works_on_a_cluster_under_its_documented_acl_user(
+    cluster_acl_url: MakeUser, connect: Callable[..., brokerkit.Broker], backend: str
+) -> None:
+    """The documented cluster line: the cluster client's start (``CLUSTER SLOTS``,
+    ``COMMAND``), publishes, leases, settlements, dead letters, delays, inspect and
+    purge, on topics spread over the masters."""
+    broker = connect(cluster_acl_url(backend), visibility_timeout=0.5, max_deliveries=5)
+    for topic in ("orders", "invoices", "refunds"):
+        ids = [broker.publish(topic, "a"), *broker.publish_many(topic, ["b", "c"])]
+        subscription = broker.subscribe(topic, prefetch=2)
+        acked = _receive(subscription)
+        acked.ack()
+        rejected = _receive(subscription)
+        rejected.nack(requeue=False)
+        _drain(subscription, set(ids) - {acked.id, rejected.id})
+        dead = _receive(broker.subscribe(broker.dead_letter_topic(topic)))
+        assert dead.id == rejected.id
+        dead.ack()
+        later = broker.publish(topic, "d", delay=0.2)
+        retried = _receive(subscription)
+        assert retried.id == later
+        retried.nack(delay=0.2)
+        again = _receive(subscription)
+        assert (again.id, again.attempt) == (later, 2)
+        again.ack()
+        assert broker.inspect(topic).in_flight == 0
+        broker.publish(topic, "e", delay=60)
+        assert broker.purge(topic) >= 1
+
+
+def test_pubsub_works_on_a_cluster_under_its_documented_acl_user(
+    cluster_acl_url: MakeUser, connect: Callable[..., brokerkit.Broker]
+) -> None:
+    broker = connect(cluster_acl_url("pubsub"))
+    subscription = broker.subscribe("chat:room:1")
+    deadline = time.monotonic() + 10
+    while broker.publish_counted("chat:room:1", "hello").receivers < 1:
+        assert time.monotonic() < deadline, "the subscription never started listening"
+        subscription.receive(timeout=0.05)  # raises if the listener died
+    assert _receive(subscription).body == "hello"
+    assert broker.inspect("chat:room:1").details["subscribers"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("drop", "command"), [("+cluster|slots", "CLUSTER|SLOTS"), ("+command", "COMMAND")]
+)
+def test_a_cluster_start_command_refused_is_a_permission_error_naming_it(
+    cluster_acl_url: MakeUser, prefix: str, drop: str, command: str
+) -> None:
+    """redis-py words a refused ``CLUSTER SLOTS`` "Cluster mode is not enabled on this
+    node" (a ConnectionFailed said so), and its sync client's refused ``COMMAND`` was
+    redis-py's own NoPermissionError: both are PermissionDenied naming the command,
+    from the sync and the asyncio ``connect()`` alike."""
+    url = cluster_acl_url("stream", drop=(drop,))
+    with pytest.raises(PermissionDenied) as refused:
+        brokerkit.connect(url, prefix=prefix).close()  # the sync client starts at once
+    assert refused.value.command == command
+    assert "Cluster mode is not enabled" not in str(refused.value)
+
+    async def main() -> None:
+        async with brokerkit.aio.connect(url, prefix=prefix) as broker:
+            await broker.publish("orders", "x")  # its client starts at its first command
+
+    with pytest.raises(PermissionDenied) as refused:
+        asyncio.run(main())
+    assert refused.value.command == command

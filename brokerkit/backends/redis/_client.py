@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisClusterException
+from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from brokerkit._close_calls import by_the_close
@@ -166,7 +166,7 @@ def make_client(
         raise InvalidURL(f"{url} is not a valid Redis URL: {exc}") from None
     except RedisClusterException as exc:  # the sync client asks a seed for the slots at once
         raise cluster_failure(url, exc, "could not be reached") from exc
-    except (RedisConnectionError, RedisTimeoutError) as exc:  # a node of it, for as long
+    except RedisError as exc:  # a node of it, for as long; or an ACL's refusal (COMMAND)
         with translate_errors(url):
             raise exc
     share_tls_context(client.connection_pool)

@@ -336,10 +336,17 @@ def translate_errors(url: BrokerURL, topic: str | None = None) -> Iterator[None]
 
 def cluster_failure(url: BrokerURL, exc: Exception, what: str) -> BrokerError:
     """The error for redis-py's ``RedisClusterException`` (no seed could be used):
+    :class:`PermissionDenied` naming the command when an ACL refused one of those the
+    cluster client sends as it starts (``CLUSTER SLOTS``, ``COMMAND``), which redis-py
+    reports as "Cluster mode is not enabled on this node" (the refusal is in the chain);
     a :class:`ConfigurationError` when TLS refused a certificate (the server's or this
     client's: the seeds share the URL's TLS options, and waiting will not change it),
     else :class:`ConnectionFailed` ("the Redis Cluster at ... <what>")."""
     hide_credentials(exc, url)
+    denied = _refusal_in_chain(exc)
+    if denied is not None:
+        # redis-py words a seed's refused CLUSTER SLOTS "Cluster mode is not enabled"
+        return _permission_denied(url, denied)
     tls = tls_refusal(str(exc), reached=tls_reached(url))
     if tls is not None:
         refused, hint = tls
@@ -353,7 +360,21 @@ _NOPERM = re.compile(r"NOPERM|no permissions to (?:run|access)|can't run this co
 _COMMAND = re.compile(r"run the '([\w|]+)' command")
 
 
-def _permission_denied(url: BrokerURL, exc: Exception) -> PermissionDenied:
+def _refusal_in_chain(exc: BaseException) -> BaseException | None:
+    """The ACL refusal (``NOPERM``) among ``exc``'s causes and contexts, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, redis.exceptions.NoPermissionError) or (
+            isinstance(current, redis.ResponseError) and _NOPERM.search(str(current))
+        ):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _permission_denied(url: BrokerURL, exc: BaseException) -> PermissionDenied:
     found = _COMMAND.search(str(exc))
     command = found.group(1).upper() if found else None
     what = f"the {command} command" if command else "a command, key or channel"
