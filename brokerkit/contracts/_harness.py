@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import pytest
@@ -15,8 +15,11 @@ from brokerkit._broker import Broker
 from brokerkit._capabilities import Capability
 from brokerkit._clock import ManualClock
 from brokerkit._delivery import Delivery
+from brokerkit._hooks import get_plugin_manager
+from brokerkit._message import Message
 from brokerkit._subscription import Subscription
 from brokerkit.contracts._blocking import BlockingView, LoopThread, is_async_result, open_blocking
+from brokerkit.hookspecs import hookimpl
 
 __all__ = [
     "CLOCK_SLACK",
@@ -151,6 +154,9 @@ class ContractEnv:
         self._make = make
         self.timeline = timeline
         self._brokers: list[Broker] = []
+        # Writes down what the publish hooks added to the headers, while some are
+        # installed (see sent_headers).
+        self._sent: SentHeaders | None = None
         #: Runs the asyncio API when the factory gives it (see ``_blocking.py``).
         self._loop: LoopThread | None = None
         #: Whether a hypothesis example of this test has failed already.
@@ -196,6 +202,8 @@ class ContractEnv:
 
     def broker(self, **options: Any) -> Broker:
         """A new broker from the author's factory, closed at the end of the scope."""
+        if self._sent is None:
+            self._sent = SentHeaders.install()
         broker = self._open(**options)
         self._brokers.append(broker)
         return broker
@@ -210,6 +218,13 @@ class ContractEnv:
         if not isinstance(made, Broker):
             raise TypeError(f"make_broker's factory returned {made!r}, not a brokerkit.Broker")
         return made
+
+    def sent_headers(self, message_id: str, given: Mapping[str, str]) -> dict[str, str]:
+        """The headers the message ``message_id`` was published with: ``given``, the
+        caller's, and what the installed ``brokerkit_publish_start`` hooks added to
+        them (a trace context), which the backend must carry as well."""
+        recorded = None if self._sent is None else self._sent.by_id.get(message_id)
+        return dict(given) if recorded is None else dict(recorded)
 
     def topic(self, label: str = "t") -> str:
         """A topic name no other test or example uses."""
@@ -248,9 +263,14 @@ class ContractEnv:
         try:
             _close_all(made)
         finally:
-            if self._loop is not None:
-                self._loop.stop()
-                self._loop = None
+            sent, self._sent = self._sent, None
+            try:
+                if sent is not None:
+                    sent.uninstall()
+            finally:
+                if self._loop is not None:
+                    self._loop.stop()
+                    self._loop = None
 
     # -- waiting ------------------------------------------------------------------
 
@@ -341,6 +361,49 @@ class ContractEnv:
             got.append(delivery)
             delivery.ack()
         return got
+
+
+class SentHeaders:
+    """A message-hook plugin the suite registers while a ``brokerkit_publish_start``
+    hook is installed (an OpenTelemetry instrumentation, any plugin adding a trace
+    context): it writes down, by message id, the headers each message was published
+    with, the caller's and those the hooks added, as the hooks left them. They are read
+    from the dict the hooks wrote into, not from the message handed to the backend,
+    so a backend that changes a message's headers cannot change what it is judged by.
+    """
+
+    def __init__(self) -> None:
+        #: message id -> the headers it was published with
+        self.by_id: dict[str, dict[str, str]] = {}
+        # this probe's key in a publish's scope (shared by every plugin)
+        self._key = f"brokerkit.contracts.sent_headers.{id(self)}"
+
+    @classmethod
+    def install(cls) -> SentHeaders | None:
+        """A probe registered with brokerkit's plugin manager, or None when no plugin
+        implements ``brokerkit_publish_start`` (the headers sent are the caller's)."""
+        manager = get_plugin_manager()
+        if not manager.hook.brokerkit_publish_start.get_hookimpls():
+            return None
+        probe = cls()
+        manager.register(probe, probe._key)
+        return probe
+
+    def uninstall(self) -> None:
+        get_plugin_manager().unregister(self)
+
+    @hookimpl
+    def brokerkit_publish_start(self, headers: dict[str, str], scope: dict[str, Any]) -> None:
+        # The dict every start hook writes into; read at the end, once all have.
+        scope[self._key] = headers
+
+    @hookimpl
+    def brokerkit_publish_end(self, messages: Sequence[Message], scope: dict[str, Any]) -> None:
+        headers = scope.get(self._key)
+        if headers is not None:
+            sent = dict(headers)
+            for message in messages:
+                self.by_id[message.id] = sent
 
 
 def is_failure(exc: BaseException | None) -> bool:

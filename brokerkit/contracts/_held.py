@@ -65,7 +65,8 @@ class HeldMessageContract:
                 got = [contract.expect(subscription, promise, wait=wait) for _ in sent]
                 # The one of a custom content type first: it names what a change is.
                 for delivery in sorted(got, key=lambda d: sent.get(d.id, (0, None))[1] is None):
-                    _check_held(delivery, sent, message_headers, attempt, promise)
+                    headers = contract.sent_headers(delivery.id, message_headers)
+                    _check_held(delivery, sent, headers, attempt, promise)
                     types.setdefault(delivery.id, delivery.content_type)
                     assert delivery.content_type == types[delivery.id], (
                         f"{promise}: content type {delivery.content_type!r}, not "
@@ -86,7 +87,8 @@ def _check_held(
     promise: str,
 ) -> None:
     """``delivery`` is one of the messages ``sent`` (id: body, content type or None
-    for the default), with ``message_headers``, as ``attempt``."""
+    for the default), with ``message_headers`` (those it was published with), as
+    ``attempt``."""
     assert delivery.id in sent, f"{promise}: another message came ({delivery!r})"
     body, content_type = sent[delivery.id]
     if content_type is not None:

@@ -118,7 +118,10 @@ class PayloadContract:
             assert delivery.payload == body, f"{promise}: the bytes changed"
         else:
             assert canonical(delivery.body) == canonical(body), f"{promise}: the body changed"
-        assert dict(delivery.headers) == headers, f"{promise}: the headers changed"
+        sent = contract.sent_headers(message_id, headers)
+        assert dict(delivery.headers) == sent, (
+            f"{promise}: the headers changed: {sent!r} arrived as {dict(delivery.headers)!r}"
+        )
         assert (delivery.attempt, delivery.redelivered) == (1, False), (
             f"{promise}: a first delivery is attempt 1, not redelivered"
         )
