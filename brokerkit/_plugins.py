@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata
 import os
 import threading
+from difflib import get_close_matches
 from typing import Any
 
 import pluggy
@@ -69,18 +70,41 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
     """Load the ``brokerkit.plugins`` entry points one at a time, so that one that
     fails to load is named, with its package and how to block it.
 
-    :raises PluginError: an entry point failed to import, or to register."""
+    :raises PluginError: an entry point failed to import, or to register, or it
+        implements a hook brokerkit does not have (a misspelled name)."""
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry_point.dist
+        package = f" of the package {dist.name!r}" if dist is not None else ""
+        plugin = f"the brokerkit plugin {entry_point.name!r} ({entry_point.value}{package})"
+        fix = f"fix or uninstall it, or block it with {BLOCK_ENV}={entry_point.name}"
         try:
             manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=entry_point.name)
         except Exception as exc:
-            dist = entry_point.dist
-            package = f" of the package {dist.name!r}" if dist is not None else ""
             raise PluginError(
-                f"the brokerkit plugin {entry_point.name!r} ({entry_point.value}{package}) "
-                f"failed to load: {type(exc).__name__}: {exc}; fix or uninstall it, or block "
-                f"it with {BLOCK_ENV}={entry_point.name}"
+                f"{plugin} failed to load: {type(exc).__name__}: {exc}; {fix}"
             ) from exc
+        # (here, not in check_pending() after all of them: the plugins loaded so far
+        # passed, so an unknown hook is this plugin's, and the error can name it)
+        unknown = _unknown_hook(manager)
+        if unknown is not None:
+            raise PluginError(f"{plugin} implements {unknown}; {fix}")
+
+
+def _unknown_hook(manager: pluggy.PluginManager) -> str | None:
+    """An implementation of a hook no brokerkit hookspec declares (pluggy's
+    ``check_pending``), described with the hook names that are valid; None if none."""
+    hooks = {name: caller for name, caller in vars(manager.hook).items() if name[0] != "_"}
+    valid = sorted(name for name, caller in hooks.items() if caller.has_spec())
+    for name, caller in hooks.items():
+        if caller.has_spec() or not any(not i.optionalhook for i in caller.get_hookimpls()):
+            continue
+        close = get_close_matches(name, valid, n=1)
+        meant = f"did you mean {close[0]!r}? " if close else ""
+        return (
+            f"{name!r}, a hook brokerkit does not have: {meant}"
+            f"(brokerkit's hooks: {', '.join(valid)})"
+        )
+    return None
 
 
 def load_registry(manager: pluggy.PluginManager | None = None) -> BackendRegistry:
@@ -111,7 +135,19 @@ def load_registry(manager: pluggy.PluginManager | None = None) -> BackendRegistr
                 f"{exc}; fix or uninstall it, or block it with {BLOCK_ENV}={name}"
             ) from exc
     registry._as_plugin("<direct>")
+    registry._idle = tuple(
+        _described(manager, plugin)
+        for plugin in manager.get_plugins()
+        if not manager.get_hookcallers(plugin)
+    )
     return registry
+
+
+def _described(manager: pluggy.PluginManager, plugin: object) -> str:
+    """A plugin's name, with its module's where that differs (an entry point's)."""
+    name = manager.get_name(plugin) or repr(plugin)
+    module = getattr(plugin, "__name__", None)
+    return f"{name!r} ({module})" if isinstance(module, str) and module != name else repr(name)
 
 
 def _registry() -> BackendRegistry:

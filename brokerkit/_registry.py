@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any
 
 from brokerkit._url import is_scheme
@@ -52,23 +53,85 @@ class BackendInfo:
         """The backend class, imported on first use.
 
         :raises BackendUnavailable: its module (or its driver) cannot be imported.
+        :raises PluginError: what the plugin registered is no
+            :class:`~brokerkit.Broker` subclass (an asyncio class among them), or its
+            ``capabilities`` is no :class:`~brokerkit.Capability`.
         """
         if isinstance(self.target, str):
-            loaded: type[Broker] = self._import(self.target)
+            loaded: type[Broker] = self._checked(self._import(self.target), aio=False)
             self.target = loaded
             return loaded
-        return self.target
+        checked: type[Broker] = self._checked(self.target, aio=False)
+        return checked
 
     def load_async(self) -> type[AsyncBroker] | None:
         """The native asyncio class, imported on first use; None if there is none.
 
         :raises BackendUnavailable: its module (or its driver) cannot be imported.
+        :raises PluginError: what the plugin registered as ``aio=`` is no
+            :class:`~brokerkit.aio.AsyncBroker` subclass, or its ``capabilities`` is
+            no :class:`~brokerkit.Capability`.
         """
         if isinstance(self.aio_target, str):
-            loaded: type[AsyncBroker] = self._import(self.aio_target)
+            loaded: type[AsyncBroker] = self._checked(self._import(self.aio_target), aio=True)
             self.aio_target = loaded
             return loaded
-        return self.aio_target
+        if self.aio_target is None:
+            return None
+        checked: type[AsyncBroker] = self._checked(self.aio_target, aio=True)
+        return checked
+
+    def _checked(self, loaded: Any, *, aio: bool) -> Any:
+        """``loaded`` if it is a class of the kind its slot takes (an
+        :class:`~brokerkit.aio.AsyncBroker` subclass for ``aio=``, else a
+        :class:`~brokerkit.Broker` subclass) whose ``capabilities`` is a
+        :class:`~brokerkit.Capability`: anything else would connect and then
+        misbehave (an asyncio class's un-awaited ``publish`` loses the message).
+
+        :raises PluginError: naming the plugin, the schemes, what is wrong and what
+            is valid."""
+        from brokerkit._broker import Broker
+        from brokerkit._broker_async import AsyncBroker
+        from brokerkit._capabilities import Capability
+
+        registered = self.aio_target if aio else self.target
+        where = (
+            f"plugin {self.plugin!r} registered {_describe(registered)} "
+            f"{'as aio= ' if aio else ''}for {', '.join(map(repr, self.schemes))}"
+        )
+        wanted, other = (AsyncBroker, Broker) if aio else (Broker, AsyncBroker)
+        if not (isinstance(loaded, type) and issubclass(loaded, wanted)):
+            if isinstance(loaded, type) and issubclass(loaded, other):
+                name = loaded.__name__
+                if aio:
+                    why = (
+                        f"{name} is a sync brokerkit.Broker class: aio= takes a "
+                        "brokerkit.aio.AsyncBroker subclass (leave aio= out for a sync "
+                        "class alone: brokerkit.aio.connect then runs it in worker threads)"
+                    )
+                else:
+                    why = (
+                        f"{name} is a brokerkit.aio.AsyncBroker (asyncio) class: the backend "
+                        f"must be a brokerkit.Broker subclass; register "
+                        f"brokerkit.aio.bridged({name}) as the backend, and {name} as aio="
+                    )
+            else:
+                kind = "brokerkit.aio.AsyncBroker" if aio else "brokerkit.Broker"
+                slot = "aio=" if aio else "a backend"
+                found = (
+                    f"that is {_describe(loaded)}," if isinstance(registered, str) else "that is"
+                )
+                why = f"{found} not a {kind} subclass, which {slot} must be"
+            raise PluginError(f"{where}, but {why}")
+        capabilities = getattr(loaded, "capabilities", None)
+        if not isinstance(capabilities, Capability):
+            raise PluginError(
+                f"{where}, but its capabilities are {capabilities!r}, a "
+                f"{type(capabilities).__name__}, not a brokerkit.Capability: combine the "
+                "flags with |, as Capability.PERSISTENT | Capability.ACK "
+                "(Capability(0) for none)"
+            )
+        return loaded
 
     def _import(self, target: str) -> Any:
         if self._error is not None:
@@ -88,6 +151,12 @@ class BackendInfo:
                 f"installed ({exc.name or exc}); {hint}"
             )
             raise self._error from exc
+        except Exception as exc:  # the plugin's own module is broken: name the plugin
+            raise PluginError(
+                f"plugin {self.plugin!r} registered {target!r} for "
+                f"{', '.join(map(repr, self.schemes))}, but importing {module_name} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         try:
             return getattr(module, attribute)
         except AttributeError:
@@ -118,6 +187,9 @@ class BackendRegistry:
     def __init__(self) -> None:
         self._by_scheme: dict[str, BackendInfo] = {}
         self._plugin = "<direct>"
+        # Installed plugins that implement no brokerkit hook (set by load_registry):
+        # named when a scheme is unknown, as their author's likeliest mistake.
+        self._idle: tuple[str, ...] = ()
 
     def add(
         self,
@@ -197,6 +269,15 @@ class BackendRegistry:
         if info is not None:
             return info
         hint = self._hint(scheme.lower())
+        if hint is None and self._idle:
+            close = get_close_matches(scheme.lower(), self.schemes(), n=1)
+            plural = len(self._idle) > 1
+            hint = (f"did you mean {close[0]!r}? " if close else "") + (
+                f"the installed plugin{'s' if plural else ''} {', '.join(self._idle)} "
+                f"implement{'' if plural else 's'} no brokerkit hook, and so "
+                f"register{'' if plural else 's'} no backend: is a hook function "
+                "missing its @brokerkit.hookimpl?"
+            )
         raise UnknownScheme(scheme, self.schemes(), hint=hint)
 
     def _hint(self, scheme: str) -> str | None:
@@ -259,3 +340,12 @@ class BackendRegistry:
     def _as_plugin(self, name: str) -> BackendRegistry:
         self._plugin = name
         return self
+
+
+def _describe(target: object) -> str:
+    """A registered target, for an error: a lazy one as written, a class by its path."""
+    if isinstance(target, str):
+        return repr(target)
+    if isinstance(target, type):
+        return f"{target.__module__}.{target.__qualname__}"
+    return f"a {type(target).__name__} ({target!r:.80})"

@@ -62,15 +62,16 @@ def backends(as_json: JsonOpt = False) -> None:
         try:
             capabilities = info.capabilities
             status = "ok" if capabilities is not None else (info.install_hint or "unavailable")
-        except BrokerError as exc:
+        except BrokerError as exc:  # (a plugin's error: that backend alone is broken)
             capabilities, status = None, str(exc)
-        target = info.target if isinstance(info.target, str) else _dotted(info.target)
+        target: object = info.target  # (a plugin may have registered anything)
+        backend = _dotted(target) if isinstance(target, type) else str(target)
         rows.append(
             {
                 "schemes": list(info.schemes),
                 "capabilities": capabilities.names() if capabilities is not None else None,
                 "plugin": info.plugin,
-                "backend": target,
+                "backend": backend,
                 "status": status,
             }
         )
