@@ -49,6 +49,7 @@ from brokerkit.backends.redis.list.moves import lease_moved
 from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import (
     TopicPlan,
+    as_text,
     batches_for,
     fetch_receipts,
     new_nonces,
@@ -169,11 +170,34 @@ class RedisListBroker(ListSettling, ListPublishing, WakesOnClose, Broker):
 
     def _subscribe(self, subscription: Subscription) -> None:
         plan = self._topic(subscription.topic)
+        self._check_queue(subscription.topic, plan.keys.queue)
         reconnector = Reconnector(
             self.url, self.options.reconnect_timeout, closing=self._close_signal
         )
         reader = Reader(self._client)
         subscription.state = ConsumerState(plan, reconnector, subscription.consumer, reader)
+
+    def _check_queue(self, topic: str, queue: str) -> None:
+        """Refuse ``topic`` as it is subscribed to when its queue key holds another
+        Redis type than a list (another program's key, a redis+stream topic's stream):
+        one ``TYPE``, retried as every call is. Else every fetch would fail on it, and
+        a worker would start and warn for ever instead of stopping with the error (a
+        key whose type changes later is still the fetch's error). A queue that does
+        not exist yet is an empty topic.
+
+        :raises IncompatibleTopic: the queue key holds another type.
+        """
+
+        def look() -> Any:
+            # Not once the broker is closing: the subscribe ends with BrokerClosed
+            # anyway, and a call through the client the close closed would open a
+            # connection nobody closes.
+            self._check_open()
+            return self._client.type(queue)
+
+        found = as_text(self._call(look, topic))
+        if found not in ("none", "list"):
+            raise self._call.wrong_key(topic, queue, found, "list")
 
     def _fetch(
         self, subscription: Subscription, max_messages: int, timeout: float

@@ -47,6 +47,7 @@ from brokerkit.backends.redis.list.moves_async import lease_moved
 from brokerkit.backends.redis.list.options import RedisListOptions
 from brokerkit.backends.redis.list.plan import (
     TopicPlan,
+    as_text,
     batches_for,
     fetch_receipts,
     new_nonces,
@@ -167,11 +168,34 @@ class AsyncRedisListBroker(ListSettling, ListPublishing, WakesOnClose, AsyncBrok
 
     async def _subscribe(self, subscription: AsyncSubscription) -> None:
         plan = self._topic(subscription.topic)
+        await self._check_queue(subscription.topic, plan.keys.queue)
         reconnector = Reconnector(
             self.url, self.options.reconnect_timeout, closing=self._close_signal
         )
         reader = AsyncReader(self._client)
         subscription.state = ConsumerState(plan, reconnector, subscription.consumer, reader)
+
+    async def _check_queue(self, topic: str, queue: str) -> None:
+        """Refuse ``topic`` as it is subscribed to when its queue key holds another
+        Redis type than a list (another program's key, a redis+stream topic's stream):
+        one ``TYPE``, retried as every call is. Else every fetch would fail on it, and
+        a worker would start and warn for ever instead of stopping with the error (a
+        key whose type changes later is still the fetch's error). A queue that does
+        not exist yet is an empty topic.
+
+        :raises IncompatibleTopic: the queue key holds another type.
+        """
+
+        async def look() -> Any:
+            # Not once the broker is closing: the subscribe ends with BrokerClosed
+            # anyway, and a call through the client the close closed would open a
+            # connection nobody closes.
+            self._check_open()
+            return await self._client.type(queue)
+
+        found = as_text(await self._call(look, topic))
+        if found not in ("none", "list"):
+            raise self._call.wrong_key(topic, queue, found, "list")
 
     async def _fetch(
         self, subscription: AsyncSubscription, max_messages: int, timeout: float

@@ -90,6 +90,24 @@ class AsyncListCalls:
             raise exc
         raise AssertionError("translate_errors re-raises")  # pragma: no cover
 
+    def wrong_key(self, topic: str, key: str, found: str, expected: str) -> IncompatibleTopic:
+        """The error for ``key`` of ``topic`` holding a ``found``, not an ``expected``:
+        for its queue, in redis+stream's words ("is stored in a Redis key of another
+        type"), naming the key and both types."""
+        if key == self._keys_of(topic).queue:
+            return IncompatibleTopic(
+                f"the topic {topic!r} at {self._url} is stored in a Redis key of another "
+                f"type ({key!r} holds a {found}, not a {expected}; maybe written by another "
+                "program or another brokerkit backend such as redis+stream); use another "
+                "topic or prefix, or delete that key"
+            )
+        return IncompatibleTopic(
+            f"the topic {topic!r} cannot be used as a redis+list queue: the Redis key "
+            f"{key!r} at {self._url} holds a {found}, not a {expected} (written by "
+            "another program, or by another brokerkit backend such as redis+stream); "
+            "use another topic or prefix, or delete that key"
+        )
+
     async def wrong_type(self, topic: str) -> IncompatibleTopic:
         """The error for a WRONGTYPE reply on ``topic``: names the first key found
         holding another type than redis+list needs, and both types."""
@@ -100,12 +118,7 @@ class AsyncListCalls:
             except redis.RedisError:
                 break
             if found not in ("none", expected):
-                return IncompatibleTopic(
-                    f"the topic {topic!r} cannot be used as a redis+list queue: the Redis key "
-                    f"{key!r} at {self._url} holds a {found}, not a {expected} (written by "
-                    "another program, or by another brokerkit backend such as redis+stream); "
-                    "use another topic or prefix, or delete that key"
-                )
+                return self.wrong_key(topic, key, found, expected)
         return IncompatibleTopic(
             f"a key of the topic {topic!r} at {self._url} holds another Redis type than "
             "redis+list needs; use another topic or prefix"
