@@ -318,6 +318,49 @@ class Reader:
         self.renew_inbox()
         return taken
 
+    def keep_unread(self, deliveries: list[Delivery], link: Link) -> list[Delivery]:
+        """Put back in the inbox those of ``deliveries`` (fetched for this reader's
+        subscription, never handed to the application: what a receive cut off by a
+        timeout or a cancellation fetched, a worker's delivery it never began) that
+        it still holds, so that the subscription's next fetch hands them out again:
+        no ``basic.reject``, so no attempt counted (the quorum queue counts every
+        requeue in ``x-delivery-count``) and no message moved behind those RabbitMQ
+        pushed since (ORDERED). The inbox stays in delivery-tag order, which is the
+        order RabbitMQ delivered them in on the channel, whatever order they come
+        back in. Each comes back as a new delivery of the same lease (the one handed
+        back is settled, as a hand-back leaves it), and its clock starts again, as
+        the inbox's does when the subscription is read.
+
+        Kept only while the subscription is open and not closing: what a closing one
+        hands back goes back to the queue (see the broker's ``_unsubscribe``, which
+        hands back the inbox too). RabbitMQ's ``basic.qos`` counts them all along, so
+        they hold no more of the queue than the subscription's prefetch did.
+
+        :returns: those kept; the others are the caller's to hand back."""
+        kept: list[Delivery] = []
+        if self.retiring or self.subscription.closed:
+            return kept
+        for delivery in deliveries:
+            lease = delivery.receipt
+            if not isinstance(lease, Lease) or lease.reader is not self:
+                continue
+            if lease.ran_out or lease.delivery is not delivery or not self.holds(lease, link):
+                continue
+            lease.delivery = Delivery(
+                delivery.message,
+                subscription=delivery.subscription,
+                attempt=delivery.attempt,
+                receipt=lease,
+            )
+            self.inbox.append(lease.delivery)
+            kept.append(delivery)
+        if kept:
+            ordered = sorted(self.inbox, key=lambda d: d.receipt.tag)
+            self.inbox.clear()
+            self.inbox.extend(ordered)
+            self.renew_inbox()
+        return kept
+
     def renew_inbox(self) -> None:
         """Start the clock of the deliveries waiting in the inbox again, for a
         visibility timeout (never shortening it): the subscription showed that it is

@@ -35,6 +35,7 @@ connections (``_link``), readers (``_reader``), settling and dead-lettering
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -57,7 +58,7 @@ from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import Link
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._publish import publish
-from brokerkit.backends.kombu._reader import Reader, closed_on_its_own
+from brokerkit.backends.kombu._reader import Lease, Reader, closed_on_its_own
 from brokerkit.backends.kombu._reaper import Reaper, release
 from brokerkit.backends.kombu._rebind import Rebinder
 from brokerkit.backends.kombu._settle import AMQPSettling
@@ -316,11 +317,30 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             reader.retiring = True
 
     def _hand_back(self, deliveries: list[Delivery]) -> None:
+        """Deliveries fetched for a subscription and never handed to the application
+        (a receive cut off by a timeout or a cancellation; a worker's that it never
+        began): those the subscription still holds stay its own, for its next
+        receive (see :meth:`Reader.keep_unread`), first attempts still and in their
+        order; only those of a closing subscription go back to the queue."""
         if self._halting.is_set():
             # The broker is closing (see _halt): the connection's close hands them back.
             self._mark(deliveries)
             return
-        super()._hand_back(deliveries)
+        kept: list[Delivery] = []
+        readers = {d.receipt.reader for d in deliveries if isinstance(d.receipt, Lease)}
+        if readers:
+            # (lost: RabbitMQ has them back; the hand-back below finds them stale)
+            with contextlib.suppress(BrokerError):
+                link = self._reading()
+
+                def keep() -> None:
+                    for reader in readers:
+                        kept.extend(reader.keep_unread(deliveries, link))
+
+                link.call(keep, reconnect=False)
+        self._mark(kept)
+        ours = {id(d) for d in kept}
+        super()._hand_back([d for d in deliveries if id(d) not in ours])
 
     def _retire_if_done(self, reader: Reader) -> None:
         """Close the channel of a closed subscription's reader once it holds nothing,

@@ -17,9 +17,10 @@ bindings. This backend keeps only the promises such a transport can keep:
   transports count no deliveries and confirm no publish, so this backend declares
   no ACK, DEAD_LETTER, REPLAY, PATTERNS or BOUNDED;
   :meth:`~brokerkit.Broker.ack` and :meth:`~brokerkit.Broker.nack` only mark a
-  delivery settled. Messages fetched but never handed to the caller (a closed
-  subscription's buffer, a cancelled receive) are put back on their queue, at its
-  end.
+  delivery settled. Messages fetched but never handed to the caller are kept for
+  the subscription's next fetch while it is open (a receive cut off by a timeout or
+  a cancellation: ORDERED holds), and put back on their queue, at its end, by its
+  close (see :meth:`KombuVirtualBroker._hand_back`).
 * an empty queue is polled (every ``_POLL`` seconds) until the receive's deadline:
   ``basic_get`` is the one read every virtual transport has. The wait between two
   polls holds no lock.
@@ -31,9 +32,11 @@ bindings. This backend keeps only the promises such a transport can keep:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -100,6 +103,11 @@ class KombuVirtualBroker(Broker):
         self._exchanges: set[str] = set()
         self._groups: dict[str, set[str]] = {}
         self._stop = threading.Event()
+        #: What open subscriptions fetched and handed back unread, for their next fetch.
+        self._kept: weakref.WeakKeyDictionary[Subscription, collections.deque[Delivery]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._kept_lock = threading.Lock()
         self._call(lambda: None)  # connect now: an unreachable server fails here
 
     # -- the connection -----------------------------------------------------------
@@ -250,6 +258,10 @@ class KombuVirtualBroker(Broker):
     ) -> list[Delivery]:
         queue: str = subscription.state
         deadline = time.monotonic() + timeout
+        with self._kept_lock:
+            kept = self._kept.get(subscription)
+            if kept:
+                return [kept.popleft() for _ in range(min(max_messages, len(kept)))]
 
         def take() -> list[Delivery]:
             taken: list[Delivery] = []
@@ -296,12 +308,31 @@ class KombuVirtualBroker(Broker):
             return bytes(item)
 
     def _unsubscribe(self, subscription: Subscription, unreturned: list[Delivery]) -> None:
-        self._hand_back(unreturned)
+        with self._kept_lock:
+            kept = list(self._kept.pop(subscription, ()))
+        # (what a cut-off receive fetched came before what the buffer holds)
+        self._hand_back([*kept, *unreturned])
 
     def _hand_back(self, deliveries: list[Delivery]) -> None:
-        """Put deliveries the caller never got back on their group's queue (at its
-        end: a virtual transport has no way to put a message back in front)."""
-        live = [d for d in deliveries if not d.settled]
+        """Deliveries the caller never got (a receive cut off by a timeout or a
+        cancellation; a worker's that it never began): those of an open subscription
+        are kept for its next fetch, first in line, so that ORDERED holds (each as a
+        new delivery: the one handed back is settled). The others (a closing
+        subscription's, or once the broker closes) go back on their group's queue,
+        at its end: a virtual transport has no way to put a message back in front."""
+        live = []
+        with self._kept_lock:
+            for delivery in deliveries:
+                if delivery.settled:
+                    continue
+                subscription = delivery.subscription
+                if subscription.closed or self._closed or self._stop.is_set():
+                    live.append(delivery)
+                    continue
+                again = Delivery(
+                    delivery.message, subscription=subscription, attempt=delivery.attempt
+                )
+                self._kept.setdefault(subscription, collections.deque()).append(again)
         # (not self._closed: a broker's close sets that before it closes its
         # subscriptions, whose hand-backs must still reach the transport)
         if live and not self._stop.is_set():
