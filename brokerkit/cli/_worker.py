@@ -135,10 +135,19 @@ def _run_worker(
 ) -> int:
     if not url and URL_ENV in os.environ and not os.environ[URL_ENV].strip():
         # refused as connect() refuses it: a blank variable is no choice of a broker
+        example = "redis+stream://localhost:6379/0"
+        if found.broker is not None:
+            what = (
+                f"set it to a broker URL (such as {example}), or unset it to run "
+                f"{target} on its worker's own broker"
+            )
+        else:  # unset, it would leave the worker with no broker at all
+            what = (
+                f"{target} has no broker of its own: set it to a broker URL (such as "
+                f"{example}), or give one after {target} (brokerkit worker {target} {example})"
+            )
         raise typer.BadParameter(
-            f"${URL_ENV} is set but empty, and no URL was given: set it to a broker URL "
-            f"(such as redis+stream://localhost:6379/0), or unset it to run {target} on "
-            "its worker's own broker",
+            f"${URL_ENV} is set but empty, and no URL was given: {what}",
             param_hint="URL",
         )
     url = url or os.environ.get(URL_ENV) or None
