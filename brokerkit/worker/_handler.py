@@ -66,19 +66,28 @@ class HandlerSpec:
 
         :raises Unsupported: the retry policy waits between attempts, and the backend
             has no :attr:`~brokerkit.Capability.DELAY` (a delay held in the worker's
-            memory would be lost with the worker, so brokerkit does not fake one).
+            memory would be lost with the worker, so brokerkit does not fake one); or
+            it allows more than one attempt (``max_attempts``) and the backend has no
+            :attr:`~brokerkit.Capability.ACK`, so never redelivers a message.
         """
+        redelivers = Capability.ACK in backend.capabilities
+        # Without ACK a failed message is never redelivered: Immediate() is no fix
+        no_redelivery = "a failed message is not redelivered there at all: leave retry out"
         if self.retry.delays and Capability.DELAY not in backend.capabilities:
-            # Without ACK a failed message is never redelivered: Immediate() is no fix
-            fix = (
-                "use brokerkit.worker.Immediate() there"
-                if Capability.ACK in backend.capabilities
-                else "a failed message is not redelivered there at all: leave retry out"
-            )
+            fix = "use brokerkit.worker.Immediate() there" if redelivers else no_redelivery
             raise Unsupported(
                 backend.describe(),
                 Capability.DELAY,
                 f"retry handler {self.name} after a delay (its policy is {self.retry!r}; {fix})",
+            )
+        attempts = self.retry.max_attempts
+        if not redelivers and attempts is not None and attempts > 1:
+            # Immediate(max_attempts=3) there: one attempt, then dropped, whatever it says
+            raise Unsupported(
+                backend.describe(),
+                Capability.ACK,
+                f"retry handler {self.name} up to {attempts} attempts (its policy is "
+                f"{self.retry!r}; {no_redelivery})",
             )
         if self.group is not None and Capability.COMPETING not in backend.capabilities:
             raise Unsupported(backend.describe(), Capability.COMPETING, "put consumers in groups")

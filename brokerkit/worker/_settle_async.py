@@ -64,7 +64,8 @@ class AsyncSettler:
         the broker closes, so no other consumer gets it meanwhile. Its handler started
         and was cancelled: a counted nack, so that a handler that always hangs still
         reaches the delivery limit; if that nack fails or is cancelled too, it is let
-        go (:meth:`give_up`), and comes back when its lease runs out."""
+        go (:meth:`give_up`), and comes back when its lease runs out. Counted as
+        failed: an attempt that did not succeed."""
         state = call.abandon()
         if state == HandlerCall.PENDING:
             await self.hand_back(delivery)
@@ -75,9 +76,19 @@ class AsyncSettler:
                 extra=delivery_fields([delivery]),
             )
         else:
+            # An attempt that did not succeed, counted as one: failed (as the retried
+            # and dead_lettered it is counted under are failed deliveries).
+            self.stats.count("failed")
             reason = "cancelled by a hard stop of the worker"
             try:
                 if self._limit is not None and delivery.attempt >= self._limit:
+                    log.error(
+                        "handler %s was cancelled by a hard stop of the worker on %s "
+                        "(topic %r, attempt %d of %d), %s",
+                        *(self.spec.name, delivery.id, self.spec.topic, delivery.attempt),
+                        *(self._limit, self._given_up()),
+                        extra=delivery_fields([delivery]),
+                    )
                     await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
                 else:
                     await self.nack(delivery, "retried", requeue=True, reason=reason)
@@ -98,9 +109,16 @@ class AsyncSettler:
         )
 
     async def failed(self, delivery: AsyncDelivery, exc: BaseException) -> None:
-        """The handler raised: retry the delivery under the policy, or dead-letter it."""
+        """The handler raised: retry the delivery under the policy, or dead-letter it.
+
+        Logged so that a message that always fails shows at WARNING without flooding
+        the log: its failures at attempts 1, 2, 4, 8... (a loop of n attempts logs
+        about log2(n) lines; the first with its traceback), the others at DEBUG. A
+        message given up on (dead-lettered, or dropped where the backend does not
+        redeliver or has no dead-letter topic) is logged at ERROR with the traceback."""
         self.stats.count("failed")
         name, reason = self.spec.name, f"{type(exc).__name__}: {error_text(exc)}"
+        topic, attempt = self.spec.topic, delivery.attempt
         if delivery.settled:
             log.warning(
                 "handler %s raised after settling %s: %s",
@@ -111,35 +129,52 @@ class AsyncSettler:
             )
         elif Capability.ACK not in self.broker.capabilities:
             # at-most-once: the message is gone whatever the worker does
-            log.warning(
-                "handler %s failed on %s, not redelivered: %s",
-                name,
-                delivery.id,
-                reason,
+            log_error(
+                log,
+                logging.ERROR,
+                "handler %s failed on %s (topic %r), not redelivered (the backend has no "
+                "ACK), dropped: %s",
+                *(name, delivery.id, topic, reason),
+                error=exc,
                 extra=delivery_fields([delivery]),
             )
             await self.nack(delivery, "", requeue=False, reason=reason)
-        elif self._limit is not None and delivery.attempt >= self._limit:
+        elif self._limit is not None and attempt >= self._limit:
             log_error(
                 log,
-                logging.INFO,
-                "handler %s failed on %s (attempt %d of %d), dead-lettered: %s",
-                *(name, delivery.id, delivery.attempt, self._limit, reason),
+                logging.ERROR,
+                "handler %s failed on %s (topic %r, attempt %d of %d), %s: %s",
+                *(name, delivery.id, topic, attempt, self._limit, self._given_up(), reason),
                 error=exc,
                 extra=delivery_fields([delivery]),
             )
             await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
         else:
             delay = self.delay(delivery)
-            log_error(
-                log,
-                logging.INFO,
-                "handler %s failed on %s (attempt %d), retried in %.3g s: %s",
-                *(name, delivery.id, delivery.attempt, delay, reason),
-                error=exc,
-                extra=delivery_fields([delivery]),
-            )
+            message = "handler %s failed on %s (topic %r, attempt %s), retried in %.3g s: %s"
+            args = (name, delivery.id, topic, self._attempt_text(attempt), delay, reason)
+            if _shown(attempt) and attempt > 1:  # one line: attempt 1's had the traceback
+                log.warning(message, *args, extra=delivery_fields([delivery]))
+            else:
+                level = logging.WARNING if attempt == 1 else logging.DEBUG
+                log_error(log, level, message, *args, error=exc, extra=delivery_fields([delivery]))
             await self.nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
+
+    def _attempt_text(self, attempt: int) -> str:
+        """``attempt`` as a retried failure's line shows it (``3 of 5`` under a limit);
+        on a WARNING line followed by DEBUG ones, with the attempt whose line is the next
+        at WARNING or ERROR (``8, next shown at 16``)."""
+        text = str(attempt) if self._limit is None else f"{attempt} of {self._limit}"
+        if not _shown(attempt):
+            return text
+        following = 2 * attempt if self._limit is None else min(2 * attempt, self._limit)
+        return text if following <= attempt + 1 else f"{text}, next shown at {following}"
+
+    def _given_up(self) -> str:
+        """What a nack that gives up on a delivery does with it."""
+        if Capability.DEAD_LETTER in self.broker.capabilities:
+            return "dead-lettered"
+        return "dropped (the backend has no dead-letter topic)"
 
     async def nack(
         self,
@@ -249,6 +284,13 @@ class AsyncSettler:
             # comes back when that runs out.
             if delivery._settled is False:
                 delivery._mark_settled()
+
+
+def _shown(attempt: int) -> bool:
+    """Whether a retried failure at ``attempt`` is logged at WARNING: at attempts 1, 2,
+    4, 8... (powers of two), so that a message failing in a loop logs about log2(n)
+    lines in n attempts; the others are logged at DEBUG."""
+    return attempt >= 1 and attempt & (attempt - 1) == 0
 
 
 def _reason(text: str) -> str:

@@ -16,9 +16,10 @@ class StatsSnapshot:
 
     :ivar processed: deliveries whose handler returned (and that were acked, unless the
         handler settled them itself).
-    :ivar failed: deliveries whose handler raised.
+    :ivar failed: deliveries whose handler raised, or was cancelled by a hard stop of
+        the asyncio worker (its delivery nacked, an attempt counted).
     :ivar retried: failed deliveries handed back to be delivered again.
-    :ivar dead_lettered: deliveries sent to the dead-letter topic (failed past the retry
+    :ivar dead_lettered: deliveries sent to the dead-letter topic (failed at the retry
         limit, or with a body that did not validate).
     :ivar in_flight: handlers running now.
     :ivar peak_in_flight: the most handlers that ever ran at once.

@@ -130,7 +130,8 @@ class Worker:
             bare (``@worker.handler`` without its topic) raises at once rather than
             register nothing.
         :raises Unsupported: the broker (if already given) cannot do what the handler
-            needs, such as a retry delay without DELAY.
+            needs, such as a retry delay without DELAY, or more than one attempt
+            without ACK (a backend that never redelivers).
         """
         check_options(
             topic, group=group, concurrency=concurrency, prefetch=prefetch, retry=retry, name=name
