@@ -51,8 +51,8 @@ APP = textwrap.dedent(
 def test_after_a_signal_the_commands_log_says_the_worker_drained(
     tmp_path: Path, signum: int
 ) -> None:
-    """Its INFO lines about itself are shown (running, draining, stopped), not those
-    about one message (the handler's failure, retried: INFO too), nor any other INFO."""
+    """Its INFO lines about itself are shown (running, draining, stopped), and the
+    handler's failure, retried (a WARNING since review 37), but no other INFO line."""
     (tmp_path / "idle_app.py").write_text(APP)
     child = subprocess.Popen(
         [sys.executable, "-m", "brokerkit.cli", "worker", "idle_app:worker", "memory://"],
@@ -73,6 +73,11 @@ def test_after_a_signal_the_commands_log_says_the_worker_drained(
             child.wait(GUARD)
     assert child.returncode == 128 + signum, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("brokerkit: ")]
+    failure = "brokerkit: WARNING brokerkit.worker: handler job failed on "
+    assert [line for line in lines if line.startswith(failure)] == [lines[1]], stderr
+    assert lines.pop(1).endswith(
+        "(topic 'jobs', attempt 1), retried in 0 s: RuntimeError: failed once"
+    ), stderr
     assert lines == [
         "brokerkit: INFO brokerkit.worker: worker running 1 handler(s) on memory://",
         f"brokerkit: INFO brokerkit.worker: worker got signal {signum}: draining",
