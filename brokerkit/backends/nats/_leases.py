@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import math
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,14 @@ class Lease:
         the one it was last found on the server from (:meth:`Leases.forgotten`).
     :ivar holder: the delivery the application was handed for it (under the sync API,
         the :class:`~brokerkit.Delivery` over the asyncio one): the one the lease-loss
-        hook is told of.
+        hook is told of. Held weakly (:meth:`collected` says whether it was):
+        the broker's bookkeeping never keeps a delivery alive, so that one the
+        application let go of unsettled (a handler's exception in a ``for`` or
+        ``async for`` loop) is renewed no more, and its message comes again after
+        ``AckWait``. What holds a delivery that is to be renewed holds it strongly:
+        the subscription's buffer, the reader's ``kept``
+        (:class:`~brokerkit.backends.nats._reader.Reader`), a worker while it runs
+        it, the application.
     :ivar stored: the NATS headers the message came with, as stored: a dead letter
         that must fit where the message did falls back on them.
     :ivar created: when the group's consumer it was leased from was made, as the
@@ -69,7 +77,8 @@ class Lease:
     consumer: str
     seq: int
     generation: int
-    holder: Any = field(default=None, repr=False)
+    #: A weak reference to :attr:`holder` (None until one is set).
+    _holder: weakref.ReferenceType[Any] | None = field(default=None, repr=False)
     stored: dict[str, str] | None = field(default=None, repr=False)
     created: str | None = None
     confirmed: bool = False
@@ -78,6 +87,24 @@ class Lease:
     #: a check of its group may let it go while its group's renewal is still under way,
     #: and that renewal find it lost too.
     reported: bool = False
+
+    @property
+    def holder(self) -> Any:
+        """The delivery handed out for it, while anything but the broker holds it
+        (None once it was collected, or before one is set)."""
+        ref = self._holder
+        return None if ref is None else ref()
+
+    @holder.setter
+    def holder(self, delivery: Any) -> None:
+        self._holder = weakref.ref(delivery)
+
+    def collected(self) -> bool:
+        """Whether the delivery handed out for it was collected: nothing but the
+        broker's bookkeeping referred to it any more (the application let go of it
+        unsettled), so nothing can settle it."""
+        ref = self._holder
+        return ref is not None and ref() is None
 
 
 class Leases(AckWaitChecks):

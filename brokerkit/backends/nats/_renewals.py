@@ -33,7 +33,8 @@ async def renew_forever(
     each group's on their own (:class:`_GroupRenewals`), until ``closed()``: a live
     consumer keeps what it holds; a crashed or closed one loses it after AckWait. A
     lease whose holder was marked settled without being settled (the worker let go
-    of it: its handler thread was abandoned, or it could neither ack nor nack it) is
+    of it: its handler thread was abandoned, or it could neither ack nor nack it), or
+    was collected (the application let go of it unsettled: :meth:`Lease.collected`), is
     let go unrenewed, so the message comes again after AckWait. A lease found lost
     (run out before it could be renewed, or unknown to the server: what ``renew``
     returns) is let go and reported: see :func:`report_lost` (``report`` calls it,
@@ -58,8 +59,16 @@ async def renew_forever(
             now = time.monotonic()
             held: list[Lease] = []
             lost: list[Lease] = []
+            let_go = 0
             for reply, lease in list(leases.items()):
-                if lease.holder is not None and lease.holder.settled:
+                ref = lease._holder
+                holder = None if ref is None else ref()
+                if ref is not None and holder is None:
+                    # Collected: the application let go of it unsettled; nothing can
+                    # settle it, and renewed it would never come back.
+                    del leases[reply]
+                    let_go += 1
+                elif holder is not None and holder.settled:
                     del leases[reply]
                 elif renewals.busy(lease.consumer):
                     continue  # (its group's renewal still waits: it tells of this one)
@@ -68,6 +77,13 @@ async def renew_forever(
                 elif now >= lease.deadline:
                     del leases[reply]
                     lost.append(lease)
+            if let_go:
+                log.debug(
+                    "%d delivery(ies) let go unsettled by the application: no longer "
+                    "renewed, they come again when their lease runs out",
+                    let_go,
+                    extra=log_fields(),
+                )
             renewals.start(held)
             lost = first_reports([*lost, *leases.take_unreported()])
             if lost:
@@ -168,5 +184,5 @@ def report_lost(
     raises StaleDelivery, which does not report them again (the hook is called once per
     delivery). ``start``, if given, is asked after the warning, right before the hook
     is called: false, the hook is not told of ``lost``."""
-    deliveries = [lease.holder for lease in lost if lease.holder is not None]
+    deliveries = [held for held in (lease.holder for lease in lost) if held is not None]
     report_renewal_losses(log, deliveries, None if start is None else lambda: start(lost))

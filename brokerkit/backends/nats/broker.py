@@ -316,7 +316,7 @@ class AsyncNatsBroker(NatsSettling, NatsHandingBack):
         delivery = AsyncDelivery(
             message, subscription=subscription, attempt=meta.num_delivered, receipt=lease
         )
-        lease.holder = delivery
+        lease._holder = weakref.ref(delivery)  # (held weakly: see Lease.holder)
         return delivery
 
     async def _unsubscribe(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -60,7 +61,7 @@ class NatsBroker(LoopBridgeBroker):
         lost lease is reported with it (called on the loop, before the renewals run
         again: none reports the inner one)."""
         outer = super()._wrapped(subscription, delivery)
-        delivery.receipt.holder = outer
+        delivery.receipt._holder = weakref.ref(outer)  # (held weakly: see Lease.holder)
         return outer
 
     def _wake_waits(self) -> None:
@@ -198,7 +199,7 @@ class _Reporter:
 def _unreported(lost: Sequence[Lease]) -> None:
     """Log leases found lost that are not reported to the lease-loss hook: the broker
     closed first."""
-    deliveries = [lease.holder for lease in lost if lease.holder is not None]
+    deliveries = [held for held in (lease.holder for lease in lost) if held is not None]
     if deliveries:
         log.warning(
             "%d lease(s) had run out before they could be renewed; not reported to "
