@@ -167,7 +167,11 @@ class BackendInfo:
 
     @property
     def available(self) -> bool:
-        """Whether :meth:`load` succeeds."""
+        """Whether :meth:`load` succeeds (False: a dependency is not installed).
+
+        :raises PluginError: the plugin registered something that is no backend (see
+            :meth:`load`): a broken plugin, not a missing dependency.
+        """
         try:
             self.load()
         except BackendUnavailable:
@@ -176,7 +180,10 @@ class BackendInfo:
 
     @property
     def capabilities(self) -> Capability | None:
-        """The backend's capabilities, or None when it cannot be loaded."""
+        """The backend's capabilities, or None when a dependency is not installed.
+
+        :raises PluginError: as :attr:`available`.
+        """
         return self.load().capabilities if self.available else None
 
 

@@ -196,3 +196,21 @@ def test_brokerkit_backends_lists_a_broken_backend_beside_the_others(
     assert "FANOUT" in rows["memory"]["capabilities"]
     assert run(["backends"]) == 0  # the table, too
     assert "plugins37tuple" in capsys.readouterr().out
+
+
+def test_brokerkit_backends_lists_a_broken_aio_class_as_broken(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sync class registered as ``aio=`` was listed ``ok`` (the listing loaded the
+    sync class alone) though ``brokerkit.aio.connect`` refuses it (review 37)."""
+    pytest.importorskip("typer")
+    from brokerkit.cli._app import run
+
+    plugin = _plugin(
+        "plugins37_plugin", (MemoryBroker, {"schemes": ("plugins37aiols",), "aio": MemoryBroker})
+    )
+    monkeypatch.setattr(plugins_module, "_cached", load_registry(_manager(plugin)))
+    assert run(["backends", "--json"]) == 0
+    rows = {row["schemes"][0]: row for row in json.loads(capsys.readouterr().out)}
+    assert "aio= takes a brokerkit.aio.AsyncBroker subclass" in rows["plugins37aiols"]["status"]
+    assert rows["memory"]["status"] == "ok"

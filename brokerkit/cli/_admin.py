@@ -62,6 +62,8 @@ def backends(as_json: JsonOpt = False) -> None:
         try:
             capabilities = info.capabilities
             status = "ok" if capabilities is not None else (info.install_hint or "unavailable")
+            if capabilities is not None:
+                info.load_async()  # what a plugin registered as aio= is checked too
         except BrokerError as exc:  # (a plugin's error: that backend alone is broken)
             capabilities, status = None, str(exc)
         target: object = info.target  # (a plugin may have registered anything)
