@@ -333,8 +333,10 @@ class Reader:
 
         Kept only while the subscription is open and not closing: what a closing one
         hands back goes back to the queue (see the broker's ``_unsubscribe``, which
-        hands back the inbox too). RabbitMQ's ``basic.qos`` counts them all along, so
-        they hold no more of the queue than the subscription's prefetch did.
+        hands back the inbox too). They stay unacked on their channel (RabbitMQ's
+        ``basic.qos`` counts those it pushed; the next fetch hands the inbox out
+        before it takes more), so they hold no more of the queue than the
+        subscription's prefetch did.
 
         :returns: those kept; the others are the caller's to hand back."""
         kept: list[Delivery] = []

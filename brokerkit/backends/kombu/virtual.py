@@ -103,7 +103,9 @@ class KombuVirtualBroker(Broker):
         self._exchanges: set[str] = set()
         self._groups: dict[str, set[str]] = {}
         self._stop = threading.Event()
-        #: What open subscriptions fetched and handed back unread, for their next fetch.
+        #: What open subscriptions fetched and handed back unread, for their next fetch;
+        #: put back on the queue at the subscription's close, or the broker's (a kept
+        #: delivery refers to its subscription, so an entry lives until one of them).
         self._kept: weakref.WeakKeyDictionary[Subscription, collections.deque[Delivery]] = (
             weakref.WeakKeyDictionary()
         )
