@@ -1,8 +1,10 @@
-"""The hand-back of a NATS broker's deliveries: ``-NAK`` what was fetched and never
-given to the caller, and what a pull brought after it gave up waiting for it (a
-straggler), each sent only while its lease holds
+"""The hand-back of a NATS broker's deliveries: ``-NAK`` what a closing subscription
+fetched and never gave to the caller, and what a pull brought after it gave up waiting
+for it (a straggler), each sent only while its lease holds
 (:func:`~brokerkit.backends.nats._leases.last_send`), or at once, and never sent
-again.
+again. What is handed back while its subscription is open (a cancelled receive's
+fetch) is kept for that subscription's next receive instead: JetStream cannot
+un-deliver a message, and a ``-NAK`` would count an attempt that no handler saw.
 
 :class:`NatsHandingBack` is the part of
 :class:`~brokerkit.backends.nats.broker.AsyncNatsBroker` that does it, over the
@@ -42,6 +44,24 @@ class NatsHandingBack(AsyncBroker):
     _closing_by: float | None
 
     async def _hand_back(self, deliveries: list[AsyncDelivery]) -> None:
+        """What was fetched and never returned: while its subscription (and the broker)
+        is open (a receive cancelled, or timed out, while it fetched; a sync receive
+        interrupted; a worker's delivery it did not run), kept for that
+        subscription's next receive, first in line, its lease renewed meanwhile and
+        no attempt counted (:meth:`_keep`); else given back (:meth:`_give_back`)."""
+        back: list[AsyncDelivery] = []
+        for delivery in deliveries:
+            subscription = delivery.subscription
+            reader = subscription.state
+            if self.closed or subscription.closed or not isinstance(reader, Reader):
+                back.append(delivery)
+            else:
+                _keep(reader, delivery)
+        self._mark(deliveries)
+        if back:
+            await self._give_back(back)
+
+    async def _give_back(self, deliveries: list[AsyncDelivery]) -> None:
         """``-NAK`` what was fetched and never returned: another consumer gets it at once.
         Never dead-letters (the caller never saw it), though JetStream counts the attempt.
         Each is sent only while its lease holds (:func:`last_send`)."""
@@ -95,3 +115,19 @@ class NatsHandingBack(AsyncBroker):
                 self._client.server,
                 extra=log_fields(),
             )
+
+
+def _keep(reader: Reader, delivery: AsyncDelivery) -> None:
+    """Keep ``delivery`` for the next fetch of its subscription (:attr:`Reader.kept`),
+    as a fresh delivery of the same lease: the one handed back is marked settled (a
+    worker that handed it back may still hold it), the fresh one is what the lease
+    names (:attr:`Lease.holder`) and the reader holds, so its lease is renewed."""
+    lease = delivery.receipt
+    fresh = AsyncDelivery(
+        delivery.message,
+        subscription=delivery.subscription,
+        attempt=delivery.attempt,
+        receipt=lease,
+    )
+    lease.holder = fresh
+    reader.kept.append(fresh)

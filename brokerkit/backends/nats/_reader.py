@@ -28,6 +28,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -37,6 +38,9 @@ from brokerkit._acompat import within
 from brokerkit.backends.nats._client import NatsClient
 from brokerkit.backends.nats._socket import drain
 from brokerkit.exceptions import PermissionDenied
+
+if TYPE_CHECKING:
+    from brokerkit._delivery_async import AsyncDelivery
 
 __all__ = ["ConsumerGone", "Reader"]
 
@@ -61,6 +65,11 @@ class Reader:
     :ivar ack_wait: the consumer's AckWait in seconds (its visibility timeout).
     :ivar created: when the consumer was made, as the server says (see
         :attr:`~brokerkit.backends.nats._leases.Lease.created`), if known.
+    :ivar kept: what a receive cut off while it fetched (cancelled, or timed out by
+        ``asyncio.wait_for``; a sync receive interrupted) brought, in the order it
+        came, for the subscription's next fetch to return before it pulls again (no
+        ``-NAK``: no attempt counted); its close hands back what is left (see
+        :meth:`~brokerkit.backends.nats._handing_back.NatsHandingBack._hand_back`).
     """
 
     def __init__(self, client: NatsClient, next_subject: str) -> None:
@@ -80,6 +89,7 @@ class Reader:
         self._refused: PermissionDenied | None = None
         self.ack_wait = 30.0
         self.created: str | None = None
+        self.kept: list[AsyncDelivery] = []
 
     async def open(self) -> None:
         """Start listening on the inbox."""

@@ -63,6 +63,7 @@ from brokerkit.backends.nats._leases import (
     GroupFound,
     Lease,
     Leases,
+    deliveries_of,
     leased_on_arrival,
 )
 from brokerkit.backends.nats._manage import (
@@ -238,6 +239,14 @@ class AsyncNatsBroker(NatsSettling, NatsHandingBack):
         self._client.check_loop()  # (before anything binds to this loop)
         reader: Reader = subscription.state
         await self._hand_back_stragglers(reader)
+        if reader.kept:
+            # What a cut-off receive's fetch brought comes first, and nothing more is
+            # leased meanwhile: the subscription holds its prefetch at most.
+            kept = reader.kept[:max_messages]
+            del reader.kept[:max_messages]
+            live, _ = self._leases.split(kept)  # (one whose lease was lost: let go)
+            if live:
+                return deliveries_of(kept, live)
         generation = self._client.generation  # (before the pull: the earlier, if two)
         pulled = await self._groups.pull(subscription, reader, max_messages, timeout)
         deliveries: list[AsyncDelivery] = []
@@ -322,10 +331,11 @@ class AsyncNatsBroker(NatsSettling, NatsHandingBack):
     async def _unsubscribe(
         self, subscription: AsyncSubscription, unreturned: list[AsyncDelivery]
     ) -> None:
+        reader: Reader = subscription.state
+        kept, reader.kept = reader.kept, []  # (closed: nothing is kept from now on)
         try:
-            await self._hand_back(unreturned)
+            await self._give_back([*kept, *unreturned])
         finally:
-            reader: Reader = subscription.state
             await reader.close()
             await self._hand_back_stragglers(reader)
 
