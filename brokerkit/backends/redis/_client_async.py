@@ -31,6 +31,9 @@ from brokerkit.backends.redis._connection import (
     never_answered,
     note_reached,
     note_url_reached,
+    outage_began,
+    outage_ended,
+    outage_forgotten,
     redis_url,
     translate_errors,
 )
@@ -233,6 +236,11 @@ class Reconnector:
     credentials are raised at once, however long the server has answered before. A
     pool at its cap (``max_connections``: "Too many connections") is no sign of a
     server never reached: waited for as a lost connection is.
+
+    An outage is logged once per broker (all the reconnectors given one ``closing``
+    share it), not per call or retry: a WARNING as the first call fails again at its
+    first retry (a connection the server dropped, made again at once, is no outage),
+    an INFO, with how long it lasted, as the first call succeeds after it.
     """
 
     def __init__(
@@ -252,6 +260,9 @@ class Reconnector:
         self.closing = closing
         #: Set when a call needed to reconnect; the caller may clear it.
         self.reconnected = False
+        #: What an outage is logged once for (:func:`._connection.outage_began`): the
+        #: broker, whose retry loops share its close signal.
+        self._scope: object = self if closing is None else closing
 
     async def call(
         self,
@@ -300,13 +311,17 @@ class Reconnector:
                 delay = backoff_delay(attempt, self.base, self.cap)
                 if time.monotonic() + delay > deadline:
                     raise
+                if attempt > 1:  # (a connection dropped and made again at once is none)
+                    outage_began(self._scope, self.url, exc, self.timeout)
                 if not await pause(delay, closing):
+                    outage_forgotten(self._scope)
                     where = f" for the topic {topic!r}" if topic else ""
                     raise ConnectionFailed(
                         f"gave up on Redis at {self.url}{where}: the broker is closing ({exc})"
                     ) from exc
                 self.reconnected = True
                 continue
+            outage_ended(self._scope, self.url)
             return result
 
 

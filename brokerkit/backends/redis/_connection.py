@@ -9,6 +9,7 @@ import contextlib
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import redis
 
 from brokerkit._error_text import nothing_answered
+from brokerkit._logging import log_fields
 from brokerkit._option_secrets import after_secrets
 from brokerkit._secret_options import MASK, is_secret, mask_chain, mask_secrets
 from brokerkit._url import BrokerURL
@@ -47,6 +49,9 @@ __all__ = [
     "never_answered",
     "note_reached",
     "note_url_reached",
+    "outage_began",
+    "outage_ended",
+    "outage_forgotten",
     "redis_url",
     "tls_reached",
     "translate_errors",
@@ -147,6 +152,62 @@ def never_answered(url: BrokerURL, exc: BaseException) -> bool:
         and not isinstance(cause, redis.exceptions.SlotNotCoveredError)
     )
     return unreachable and not ever_reached(url)
+
+
+#: The outages under way, by their scope (a broker's close signal, which every retry
+#: loop of the broker shares): the scope itself (kept, so that its id is not reused
+#: while the entry lives) and when the first of its calls began to retry. An entry
+#: lives from an outage's WARNING to its INFO, or to the broker's close.
+_outages: dict[int, tuple[object, float]] = {}
+_outages_lock = threading.Lock()
+
+
+def outage_began(scope: object, url: BrokerURL, exc: ConnectionFailed, timeout: float) -> None:
+    """A call of ``scope`` (a broker) lost Redis and retries: one WARNING (what was
+    lost and the error: ``exc``'s text, masked already by :func:`translate_errors`;
+    for how long it retries) unless a call of the same scope has already said so for
+    this outage. About the broker, not one topic: no topic in its fields."""
+    with _outages_lock:
+        if id(scope) in _outages:
+            return
+        _outages[id(scope)] = (scope, time.monotonic())
+    cause = exc.__cause__
+    if isinstance(cause, TOPOLOGY_ERRORS):  # (exc's text is for giving up)
+        lost = (
+            f"the Redis deployment at {url} is changing its topology (a failover or a slot "
+            f"migration): {type(cause).__name__}: {cause}"
+        )
+    else:
+        lost = str(exc).rstrip(".")
+    log.warning(
+        "%s; retrying for up to %g s (reconnect_timeout), and saying so when it answers again",
+        lost,
+        timeout,
+        extra=log_fields(),
+    )
+
+
+def outage_ended(scope: object, url: BrokerURL) -> None:
+    """A call of ``scope`` succeeded: if an outage of it was logged, one INFO that
+    Redis answers again, after how long; else nothing (the common case: a look-up)."""
+    if id(scope) not in _outages:
+        return
+    with _outages_lock:
+        entry = _outages.pop(id(scope), None)
+    if entry is None:
+        return
+    log.info(
+        "Redis at %s answers again, after %.1f s away",
+        url,
+        time.monotonic() - entry[1],
+        extra=log_fields(),
+    )
+
+
+def outage_forgotten(scope: object) -> None:
+    """``scope``'s broker is closing: its outage, if any, ends unlogged."""
+    with _outages_lock:
+        _outages.pop(id(scope), None)
 
 
 _T = TypeVar("_T")
