@@ -49,7 +49,9 @@ class _MadeAgainOnSecondCheck(Leases):
 def test_a_lease_let_go_by_a_check_during_its_renewal_is_reported_once() -> None:
     async def main() -> collections.Counter[str]:
         leases = _MadeAgainOnSecondCheck()
-        lease = Lease("ack.slow.1", time.monotonic() + 2.0, 2.0, "slow", 1, 0, holder=_Holder())
+        holder = _Holder()  # (held here: a lease holds its delivery weakly)
+        lease = Lease("ack.slow.1", time.monotonic() + 2.0, 2.0, "slow", 1, 0)
+        lease.holder = holder
         leases[lease.reply] = lease
         renewing: list[asyncio.Task[Any]] = []
 

@@ -66,9 +66,11 @@ def blocking() -> Iterator[Blocking]:
         hook.release.set()
 
 
-def lose_one(broker: Any, topic: str) -> None:
+def lose_one(broker: Any, topic: str) -> brokerkit.Delivery:
     """Receive one message of ``topic`` and lose its lease: the bridge's event loop
-    blocked past it (the renewals cannot run)."""
+    blocked past it (the renewals cannot run). The delivery is returned for the test
+    to hold: one the application let go of is renewed no more, and not reported
+    lost (nothing holds it to be told of)."""
     broker.publish(topic, topic)
     held = broker.subscribe(topic).receive(timeout=GUARD)
     assert held is not None
@@ -77,6 +79,7 @@ def lose_one(broker: Any, topic: str) -> None:
         time.sleep(1.5)  # the bridge's event loop blocked past the lease (1 s)
 
     broker._run(block())
+    return held
 
 
 def test_lost_leases_are_reported_in_one_thread_in_turn(
@@ -91,9 +94,9 @@ def test_lost_leases_are_reported_in_one_thread_in_turn(
         report(lost)
 
     broker._nats._report_lost = spy
-    lose_one(broker, "first")
+    held = [lose_one(broker, "first")]
     wait_until(lambda: blocking.running, "the hook told of the first", within=GUARD)
-    lose_one(broker, "second")
+    held.append(lose_one(broker, "second"))
     wait_until(lambda: len(handed) >= 2, "the second report", within=GUARD)
     blocking.release.set()
     wait_until(lambda: len(blocking.told) >= 2, "the hook told of both", within=GUARD)

@@ -71,9 +71,9 @@ def test_no_report_starts_after_the_close_returned(
         report(lost)
 
     broker._nats._report_lost = spy
-    lose_one(broker, "first")
+    held = [lose_one(broker, "first")]
     wait_until(lambda: blocking.calls, "the hook told of the first", within=GUARD)
-    lose_one(broker, "second")
+    held.append(lose_one(broker, "second"))
     wait_until(lambda: len(handed) >= 2, "the second report", within=GUARD)
     with caplog.at_level(logging.WARNING, logger="brokerkit.nats"):
         broker.close()  # (waits for the blocked hook, a bounded wait)
