@@ -140,10 +140,11 @@ _CONSUMER = """
 import sys, threading, brokerkit
 broker = brokerkit.connect(sys.argv[1], visibility_timeout=float(sys.argv[2]))
 subscription = broker.subscribe("jobs", prefetch=5)
+held = []  # mid-processing: a delivery let go of unsettled would come back
 for _ in range(5):
-    delivery = subscription.receive(timeout=10)
-    print(delivery.id, flush=True)
-threading.Event().wait()  # mid-processing, forever
+    held.append(subscription.receive(timeout=10))
+    print(held[-1].id, flush=True)
+threading.Event().wait()  # forever
 """
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 
 from brokerkit._delivery import Delivery
@@ -32,6 +33,17 @@ class LeaseKeeper:
     given to a second consumer while its own consumer lives; when the process dies
     the renewals stop, and the lease runs out within one visibility timeout.
 
+    The keeper never keeps a delivery alive itself: one that nothing else references
+    any more (the application let it go unsettled: a handler's exception ended its
+    loop, it dropped what ``receive`` gave it) is not renewed from the first beat after
+    it was collected, so its lease runs out and the message comes back, as an
+    unsettled delivery does (see ``docs/concepts.md``). A subscription's buffer holds
+    its prefetched deliveries, and the code running a delivery holds that one: those
+    are renewed. The hot path stays a dict's: :meth:`hold` keeps the deliveries
+    themselves, and each beat moves those it finds there to weak references (no
+    callbacks: a dead one is pruned by the next beat), so that a delivery settled
+    within a beat of its fetch, the usual one, never costs a weak reference.
+
     :param renew: called with the held deliveries; renews their leases in as few
         round trips as it can and returns those whose leases had already run out,
         which the keeper stops renewing, logs and reports to the lease-loss hook.
@@ -51,10 +63,15 @@ class LeaseKeeper:
     ) -> None:
         self._renew = renew
         self._chunk = chunk
-        # Keyed by the deliveries themselves: a delivery hashes and compares by
-        # identity (it defines neither __eq__ nor __hash__), which costs half as much
-        # as keying by id() and holds two deliveries of one message apart all the same.
+        # Held since the last beat, keyed by the deliveries themselves: a delivery
+        # hashes and compares by identity (it defines neither __eq__ nor __hash__),
+        # which costs half as much as keying by id() and holds two deliveries of one
+        # message apart all the same.
         self._held: dict[Delivery, None] = {}
+        # Held across a beat, weakly, by id(): a live delivery's id is its own; an
+        # entry whose delivery died (its id free for another) is pruned by the next
+        # beat, or replaced when a new delivery with that id is moved here.
+        self._weak: dict[int, weakref.ref[Delivery]] = {}
         self._lock = threading.Lock()
         self._beat = Periodic(self._renew_held, interval, name, what="renew leases")
 
@@ -68,18 +85,41 @@ class LeaseKeeper:
         """Stop renewing these (they were settled or handed back)."""
         with self._lock:
             pop = self._held.pop
+            if not self._weak:  # the usual drop: none of them lived across a beat
+                for delivery in deliveries:
+                    pop(delivery, None)
+                return
+            # One held again (after a failed settlement) may be in both.
+            pop_weak = self._weak.pop
             for delivery in deliveries:
                 pop(delivery, None)
+                pop_weak(id(delivery), None)
 
     def held(self) -> list[Delivery]:
-        """The deliveries whose leases are being renewed. One settled meanwhile
+        """The deliveries whose leases are being renewed, alive. One settled meanwhile
         without :meth:`drop` (a worker letting go of a delivery it cannot settle) is
-        dropped here: it is not renewed, nor kept."""
+        dropped here: it is not renewed, nor kept; so is one collected since (the
+        application let it go unsettled)."""
         with self._lock:
-            settled = [d for d in self._held if d.settled]
-            for delivery in settled:
-                del self._held[delivery]
-            return list(self._held)
+            young, self._held = self._held, {}
+            if young:
+                self._weak.update({id(d): weakref.ref(d) for d in young})
+        # Let go of outside the lock: a delivery freed here may run finalizers (the
+        # hooks'), and one the application no longer references is freed now, so the
+        # look below finds it gone (one in a reference cycle: once the collector runs).
+        del young
+        alive: list[Delivery] = []
+        with self._lock:
+            gone: list[int] = []
+            for key, ref in self._weak.items():
+                delivery = ref()
+                if delivery is None or delivery.settled:
+                    gone.append(key)
+                else:
+                    alive.append(delivery)
+            for key in gone:
+                del self._weak[key]
+        return alive
 
     def stop(self) -> None:
         """Stop renewing; the held leases then run out on their own."""

@@ -21,6 +21,7 @@ from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis.stream.calls_async import StreamScripts
 from brokerkit.backends.redis.stream.deliveries_async import first_deliveries
 from brokerkit.backends.redis.stream.entries import StreamReceipt, decode_entry
+from brokerkit.backends.redis.stream.grouping import receipts_of
 from brokerkit.backends.redis.stream.manage_async import create_group
 from brokerkit.backends.redis.stream.options import RedisStreamOptions, StreamState
 from brokerkit.backends.redis.stream.scheduling import PARKING
@@ -212,8 +213,10 @@ class StreamFetching:
         )
         if state.count_acks:
             # every entry after the group's position, in order: acked exactly as
-            # read, this batch may be acked by its count (see ack_script.ACK)
-            state.last_read = deliveries.copy()
+            # read, this batch may be acked by its count (see ack_script.ACK). Their
+            # receipts, not the deliveries: one the application lets go of unsettled
+            # is not kept alive (nor its lease renewed) here.
+            state.last_read = receipts_of(deliveries)
         return deliveries
 
     def _decode(self, topic: str, flat: Any) -> Message:

@@ -147,10 +147,13 @@ class StreamState:
     wake_key: str = ""
     #: Ids of wake entries read and not yet acked (the next claim acks them).
     woken: list[str] = dataclasses.field(default_factory=list)
-    #: The deliveries of the last ``XREADGROUP ... >`` read's batch, in its order: an
-    #: ack of exactly these (the same objects: a list comparison, in C, where the ids
-    #: would be gathered one by one) may be sent by its count (see
+    #: The receipts of the last ``XREADGROUP ... >`` read's batch, in its order: an
+    #: ack of exactly these entries (the same receipt objects: a list comparison, in C,
+    #: where the ids would be gathered one by one) may be sent by its count (see
     #: :data:`.ack_script.ACK`). Each read replaces it; the ack that takes it clears it.
+    #: Receipts, not the deliveries: a delivery the application let go of unsettled
+    #: must not be kept alive here, or its lease would be renewed for ever (see
+    #: :class:`~.._heartbeat_async.LeaseKeeper`).
     #: Read and written without a lock: a race only makes an ack's comparison fail,
     #: which takes the ids' path.
     last_read: list[Any] | None = dataclasses.field(default=None, repr=False)

@@ -60,6 +60,7 @@ from brokerkit.backends.redis.stream.grouping import (
     by_member,
     by_member_of,
     entry_chunks,
+    read_as_one,
     stale_in,
 )
 from brokerkit.backends.redis.stream.keys import StreamKeyspace
@@ -149,16 +150,17 @@ class StreamSettling:
         # Per call sent with a count instead of the ids, its keys, member and
         # deliveries, for the ids' call should the script not prove the batch held.
         by_count: dict[int, tuple[list[str], str, str, list[AsyncDelivery]]] = {}
-        for (key, group, consumer), ds in by_member(deliveries).items():
+        members, as_read = by_member(deliveries)
+        for (key, group, consumer), ds in members.items():
             state: StreamState = ds[0].subscription.state
             # the group's delayed ZSET: written by a retry only (see ack_script.ACK)
             keys = [key, state.delayed_key]
             if (
                 WHOLE_BATCH <= len(ds) <= ACK_CHUNK
                 and flag == "00"  # XDEL needs the ids
-                # the deliveries the last read made, in its order: the same objects
-                # (a delivery equals only itself), so the same entries
-                and state.last_read == ds
+                # the entries the last read took, in its order: the same receipts
+                # (by_member looked already when they are all the ack holds)
+                and (as_read or (len(members) > 1 and read_as_one(ds)))
             ):
                 # One XREADGROUP > read's whole batch, acked as read: sent by its
                 # count and bounds, without its ids (see ack_script.ACK).
