@@ -27,14 +27,14 @@ import typer
 from rich.markup import escape
 
 from brokerkit._capabilities import Capability
-from brokerkit._plugins import backend_for
+from brokerkit._plugins import backend_for, connect
 from brokerkit._url import BrokerURL
 from brokerkit.cli._admin import Interrupt, stop_on_interrupt
 from brokerkit.cli._check_cleanup import cleaner_of
 from brokerkit.cli._output import err, out, progress_bar
 from brokerkit.cli._scratch import say_left, scratch
 from brokerkit.cli._url import UrlArg, command
-from brokerkit.exceptions import BrokerError, ConfigurationError
+from brokerkit.exceptions import BrokerError, ConfigurationError, ConnectionFailed
 
 __all__ = [
     "CHILD_URL_ENV",
@@ -226,7 +226,10 @@ def run_contracts(
     waited for (it deletes what the test under way made as it ends), then the keys are
     deleted, then the run exits.
 
-    :raises ConfigurationError: pytest or the contract suite is not installed.
+    :raises ConfigurationError: pytest or the contract suite is not installed; a TLS
+        certificate was refused (see :func:`_reach`).
+    :raises ConnectionFailed: the broker cannot be reached or refuses the credentials:
+        nothing ran (see :func:`_reach`).
     :raises SuiteRefusedArguments: pytest refused ``extra`` (exit status 4): nothing ran.
     :raises BrokerError: the suite could not run at all.
     :raises typer.Exit: a signal stopped the run (status 128 + its number: 130, 143).
@@ -237,6 +240,7 @@ def run_contracts(
                 f"brokerkit check needs {module!r}, which is not installed: "
                 'pip install "pybrokerkit[contracts]"'
             )
+    _reach(url)
     outcomes: list[Outcome] = []
     kept: list[str] = [] if left is None else left
     with (
@@ -314,6 +318,34 @@ def run_contracts(
             f"the contract suite did not run (pytest exit status {status}): " + " | ".join(tail)
         )
     return status, outcomes
+
+
+#: The topic :func:`_reach` inspects: never made (an inspect makes nothing).
+_PROBE_TOPIC = "brokerkit-check-reach"
+
+
+def _reach(url: str) -> None:
+    """Connect to ``url`` once and inspect a topic (which makes nothing), before any
+    test runs: a broker that cannot be reached, or that refuses the credentials or a
+    TLS certificate, would fail every test the same way (a wrong password ran the
+    whole suite, 86 failures in four minutes, then said the keys could not be
+    removed). Any other error (a refused command, a backend without ``inspect``) is
+    the suite's to report.
+
+    :raises ConnectionFailed: (or :class:`ConfigurationError`) the connection error,
+        saying that no test ran; or what ``connect()`` itself raised.
+    """
+    broker = connect(url)
+    try:
+        broker.inspect(_PROBE_TOPIC)
+    except ConnectionFailed as exc:
+        raise ConnectionFailed(f"{exc} (brokerkit check ran no test)") from exc
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{exc} (brokerkit check ran no test)") from exc
+    except BrokerError:
+        pass  # (the suite tells what it means)
+    finally:
+        broker.close()
 
 
 #: pytest's exit status for arguments it refuses (``pytest.ExitCode.USAGE_ERROR``).
@@ -408,7 +440,8 @@ def check(
     It works under a prefix of its own, brokerkit-check-..., on every backend that
     takes one, and deletes what the run made there: on Redis every key under it at
     the end; on kombu and nats what each test made as the test ends. What it could
-    not delete is named on stderr.
+    not delete is named on stderr. A broker it cannot reach, or that refuses the
+    credentials, ends it with that error before any test runs.
     """
     parsed = BrokerURL.parse(url)
     err.print(escape(f"running the brokerkit contract suite against {parsed} ..."))
