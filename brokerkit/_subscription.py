@@ -273,12 +273,17 @@ class Subscription:
     ) -> list[Delivery]:
         """The backend's fetch, in its own task (thread), marked as ``fetching`` for a
         close from within it (:data:`~brokerkit._fetching.FETCHING_HERE`)."""
-        fetching.tasks.add(current())
+        task = current()
+        fetching.tasks.add(task)
         here = FETCHING_HERE.set(fetching)
         try:
             return self.broker._fetch(self, max_messages, _fetch_wait(deadline))
         finally:
             FETCHING_HERE.reset(here)
+            # A task the fetch started (a connection's reader) keeps this context, and
+            # so ``fetching``: the finished task, holding what it fetched, must not stay
+            # in it (a delivery let go of unsettled would be held, and renewed, for ever).
+            fetching.tasks.discard(task)
 
     def _pop(self) -> Delivery | None:
         """The first buffered delivery, or None. A worker's slots may receive from one

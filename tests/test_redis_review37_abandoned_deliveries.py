@@ -192,13 +192,6 @@ async def test_async_a_received_delivery_dropped_unsettled_comes_back(
         await sub.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="brokerkit/_subscription_async.py: a subscription's first fetch opens its "
-    "reader connection, whose transport keeps the fetch's context (FETCHING_HERE's "
-    "Fetching), whose tasks set keeps the finished fetch task and so its result, the "
-    "deliveries: _fetch_within must discard its task from fetching.tasks when it ends",
-)
 @pytest.mark.parametrize("scheme", SCHEMES)
 @run_async
 async def test_async_a_first_fetchs_delivery_dropped_unsettled_comes_back(
