@@ -47,6 +47,13 @@ class HandlerCall:
         #: Whether its handler thread ended after an abandon, its delivery unsettled:
         #: the delivery is marked settled, and the call's result must be dropped.
         self.dropped = False
+        #: Whether its handler returned (set by the runner before the ack): a hard stop
+        #: that cuts the ack short does not make it a failure.
+        self.returned = False
+        #: Why this attempt was counted ``failed`` (None: it was not): counted once,
+        #: however many steps see it fail (a hard stop that cuts short the nack of a
+        #: failed handler).
+        self.failure: str | None = None
 
     @property
     def in_thread(self) -> bool:

@@ -285,7 +285,7 @@ class Runner:
             # logs it and starts over; the delivery is retried with an attempt counted,
             # never handed back uncounted, so that it cannot loop for ever.
             if not delivery.settled:
-                self._settler.broken(delivery, exc)
+                self._settler.broken(delivery, exc, call)
             raise
         except BaseException:
             # The slot was cancelled (the asyncio worker's hard stop), or interrupted
@@ -338,7 +338,7 @@ class Runner:
             return
         except BaseException as exc:
             if call.dropped:
-                self._settler.dropped(delivery, exc)
+                self._settler.dropped(delivery, exc, call)
                 return
             if not isinstance(exc, Exception) and (
                 self._hard_stop(count)
@@ -352,25 +352,13 @@ class Runner:
             # KeyboardInterrupt): a failure of the handler, and the slot goes on.
             if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
                 RELAY.handler_failed(delivery, exc)
-            self._settler.failed(delivery, exc)
+            self._settler.failed(delivery, exc, call)
             return
         if call.dropped:
-            self._settler.dropped(delivery, None)
+            self._settler.dropped(delivery, None, call)
             return
-        if not delivery.settled:
-            try:
-                delivery.ack()
-            except BrokerError as exc:
-                log.warning(
-                    "handler %s: could not ack %s: %s",
-                    spec.name,
-                    delivery.id,
-                    error_text(exc),
-                    extra=delivery_fields([delivery]),
-                )
-                self._settler.release(delivery, exc)
-                return
-        self.stats.count("processed")
+        call.returned = True  # a hard stop that cuts its ack short acks it (cut_short)
+        self._settler.ack(delivery)
 
     # -- the deliveries that wait ---------------------------------------------------
 

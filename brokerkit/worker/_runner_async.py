@@ -276,7 +276,7 @@ class AsyncRunner:
             # logs it and starts over; the delivery is retried with an attempt counted,
             # never handed back uncounted, so that it cannot loop for ever.
             if not delivery.settled:
-                await self._settler.broken(delivery, exc)
+                await self._settler.broken(delivery, exc, call)
             raise
         except BaseException:
             # The slot was cancelled (the asyncio worker's hard stop), or interrupted
@@ -329,7 +329,7 @@ class AsyncRunner:
             return
         except BaseException as exc:
             if call.dropped:
-                self._settler.dropped(delivery, exc)
+                self._settler.dropped(delivery, exc, call)
                 return
             if not isinstance(exc, Exception) and (
                 self._hard_stop(count)
@@ -343,25 +343,13 @@ class AsyncRunner:
             # KeyboardInterrupt): a failure of the handler, and the slot goes on.
             if RELAY.deliver:  # the handler's error, on the delivery's span and histogram
                 RELAY.handler_failed(delivery, exc)
-            await self._settler.failed(delivery, exc)
+            await self._settler.failed(delivery, exc, call)
             return
         if call.dropped:
-            self._settler.dropped(delivery, None)
+            self._settler.dropped(delivery, None, call)
             return
-        if not delivery.settled:
-            try:
-                await delivery.ack()
-            except BrokerError as exc:
-                log.warning(
-                    "handler %s: could not ack %s: %s",
-                    spec.name,
-                    delivery.id,
-                    error_text(exc),
-                    extra=delivery_fields([delivery]),
-                )
-                await self._settler.release(delivery, exc)
-                return
-        self.stats.count("processed")
+        call.returned = True  # a hard stop that cuts its ack short acks it (cut_short)
+        await self._settler.ack(delivery)
 
     # -- the deliveries that wait ---------------------------------------------------
 

@@ -42,15 +42,17 @@ class Settler:
         self.stats = stats
         self._limit = limit
 
-    def broken(self, delivery: Delivery, exc: Exception) -> None:
+    def broken(self, delivery: Delivery, exc: Exception, call: HandlerCall) -> None:
         """Handling ``delivery`` failed with an error no step expects: nacked, an
         attempt counted (dead-lettered at the delivery limit), or let go if even that
-        fails (marked settled whatever happens, so that nothing renews its lease)."""
+        fails (marked settled whatever happens, so that nothing renews its lease).
+        Counted as failed (once: not again if its handler's failure was counted)."""
+        reason = f"worker error: {type(exc).__name__}: {error_text(exc)}"
+        self.count_failed(call, reason)
         try:
             if Capability.ACK in self.broker.capabilities:
                 # a second unexpected error is dropped: the slot logs the first one
                 with contextlib.suppress(Exception):
-                    reason = f"worker error: {type(exc).__name__}: {error_text(exc)}"
                     if self._limit is not None and delivery.attempt >= self._limit:
                         self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
                     else:
@@ -67,7 +69,9 @@ class Settler:
         and was cancelled: a counted nack, so that a handler that always hangs still
         reaches the delivery limit; if that nack fails or is cancelled too, it is let
         go (:meth:`give_up`), and comes back when its lease runs out. Counted as
-        failed: an attempt that did not succeed."""
+        failed: an attempt that did not succeed (once: a handler that failed, its nack
+        cut short, was counted already). A handler that returned, its ack cut short,
+        is acked now (counted processed): it did not fail."""
         state = call.abandon()
         if state == HandlerCall.PENDING:
             self.hand_back(delivery)
@@ -77,21 +81,31 @@ class Settler:
                 *(self.spec.name, delivery.id),
                 extra=delivery_fields([delivery]),
             )
+        elif call.returned and call.failure is None:
+            try:
+                self.ack(delivery)
+            except BaseException as exc:  # cancelled again: nobody tries again
+                self.give_up(delivery, exc)
+                raise
         else:
             # An attempt that did not succeed, counted as one: failed (as the retried
             # and dead_lettered it is counted under are failed deliveries).
-            self.stats.count("failed")
-            reason = "cancelled by a hard stop of the worker"
+            cancelled = call.failure is None
+            reason = self.count_failed(call, "cancelled by a hard stop of the worker")
             try:
                 if self._limit is not None and delivery.attempt >= self._limit:
+                    done = self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+                    what = (
+                        "was cancelled by a hard stop of the worker"
+                        if cancelled
+                        else "failed (its nack cut short by a hard stop of the worker)"
+                    )
                     log.error(
-                        "handler %s was cancelled by a hard stop of the worker on %s "
-                        "(topic %r, attempt %d of %d), %s",
-                        *(self.spec.name, delivery.id, self.spec.topic, delivery.attempt),
-                        *(self._limit, self._given_up()),
+                        "handler %s %s on %s (topic %r, attempt %d of %d), %s",
+                        *(self.spec.name, what, delivery.id, self.spec.topic, delivery.attempt),
+                        *(self._limit, self._given_up(done)),
                         extra=delivery_fields([delivery]),
                     )
-                    self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
                 else:
                     self.nack(delivery, "retried", requeue=True, reason=reason)
             except BaseException as exc:
@@ -101,8 +115,14 @@ class Settler:
                 self.give_up(delivery, exc)
                 raise
 
-    def dropped(self, delivery: Delivery, exc: BaseException | None) -> None:
+    def dropped(self, delivery: Delivery, exc: BaseException | None, call: HandlerCall) -> None:
+        """A handler thread ended after a hard stop abandoned it (its delivery let go,
+        to come back when its lease runs out): one that raised counts as failed, but
+        neither retried nor dead_lettered (the worker did not hand it back); one that
+        returned is not counted processed (it was not acked)."""
         how = "returned" if exc is None else f"raised {type(exc).__name__}: {error_text(exc)}"
+        if exc is not None:
+            self.count_failed(call, how)
         log.warning(
             "handler %s ended on %s after the worker abandoned it (%s); its result is "
             "dropped, and the message comes again after its lease runs out",
@@ -110,16 +130,17 @@ class Settler:
             extra=delivery_fields([delivery]),
         )
 
-    def failed(self, delivery: Delivery, exc: BaseException) -> None:
+    def failed(self, delivery: Delivery, exc: BaseException, call: HandlerCall) -> None:
         """The handler raised: retry the delivery under the policy, or dead-letter it.
 
-        Logged so that a message that always fails shows at WARNING without flooding
-        the log: its failures at attempts 1, 2, 4, 8... (a loop of n attempts logs
-        about log2(n) lines; the first with its traceback), the others at DEBUG. A
-        message given up on (dead-lettered, or dropped where the backend does not
-        redeliver or has no dead-letter topic) is logged at ERROR with the traceback."""
-        self.stats.count("failed")
+        Logged, with the traceback, so that a message that always fails shows at
+        WARNING without flooding the log: a failure retried at once (a delay of 0) at
+        attempts 1, 2, 4, 8... (a loop of n attempts logs about log2(n) lines), at
+        DEBUG otherwise; one retried after a delay always at WARNING. A message given
+        up on (dead-lettered, or dropped where the backend does not redeliver or has no
+        dead-letter topic) is logged at ERROR, once its nack is done."""
         name, reason = self.spec.name, f"{type(exc).__name__}: {error_text(exc)}"
+        self.count_failed(call, reason)
         topic, attempt = self.spec.topic, delivery.attempt
         if delivery.settled:
             log.warning(
@@ -142,41 +163,60 @@ class Settler:
             )
             self.nack(delivery, "", requeue=False, reason=reason)
         elif self._limit is not None and attempt >= self._limit:
-            log_error(
-                log,
-                logging.ERROR,
-                "handler %s failed on %s (topic %r, attempt %d of %d), %s: %s",
-                *(name, delivery.id, topic, attempt, self._limit, self._given_up(), reason),
-                error=exc,
-                extra=delivery_fields([delivery]),
-            )
-            self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+            # logged once the nack is done, with what it did: a nack that failed left
+            # the message to come again (see release)
+            message = "handler %s failed on %s (topic %r, attempt %d of %d), %s: %s"
+            outcome = "not dead-lettered yet: its nack was cut short"
+            try:
+                outcome = self._given_up(
+                    self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+                )
+            finally:
+                log_error(
+                    log,
+                    logging.ERROR,
+                    message,
+                    *(name, delivery.id, topic, attempt, self._limit, outcome, reason),
+                    error=exc,
+                    extra=delivery_fields([delivery]),
+                )
         else:
             delay = self.delay(delivery)
             message = "handler %s failed on %s (topic %r, attempt %s), retried in %.3g s: %s"
-            args = (name, delivery.id, topic, self._attempt_text(attempt), delay, reason)
-            if _shown(attempt) and attempt > 1:  # one line: attempt 1's had the traceback
-                log.warning(message, *args, extra=delivery_fields([delivery]))
-            else:
-                level = logging.WARNING if attempt == 1 else logging.DEBUG
-                log_error(log, level, message, *args, error=exc, extra=delivery_fields([delivery]))
+            args = (name, delivery.id, topic, self._attempt_text(attempt, delay), delay, reason)
+            # thinned only where it may loop fast: a retry at once
+            level = logging.WARNING if delay > 0 or _shown(attempt) else logging.DEBUG
+            log_error(log, level, message, *args, error=exc, extra=delivery_fields([delivery]))
             self.nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
 
-    def _attempt_text(self, attempt: int) -> str:
+    def count_failed(self, call: HandlerCall, reason: str) -> str:
+        """Count the attempt of ``call`` as failed, with ``reason``, unless it was
+        counted already (then its first reason stands); the reason it is counted with."""
+        if call.failure is None:
+            call.failure = reason
+            self.stats.count("failed")
+        return call.failure
+
+    def _attempt_text(self, attempt: int, delay: float) -> str:
         """``attempt`` as a retried failure's line shows it (``3 of 5`` under a limit);
-        on a WARNING line followed by DEBUG ones, with the attempt whose line is the next
-        at WARNING or ERROR (``8, next shown at 16``)."""
+        on a WARNING line of a policy that always retries at once, followed by DEBUG
+        ones, with the attempt whose line is the next at WARNING or ERROR (``8, next
+        shown at 16``)."""
         text = str(attempt) if self._limit is None else f"{attempt} of {self._limit}"
-        if not _shown(attempt):
+        if delay > 0 or self.spec.retry.delays or not _shown(attempt):
             return text
         following = 2 * attempt if self._limit is None else min(2 * attempt, self._limit)
         return text if following <= attempt + 1 else f"{text}, next shown at {following}"
 
-    def _given_up(self) -> str:
-        """What a nack that gives up on a delivery does with it."""
+    def _given_up(self, done: bool) -> str:
+        """What a nack that gives up on a delivery did with it (``done``: it did not
+        fail)."""
         if Capability.DEAD_LETTER in self.broker.capabilities:
-            return "dead-lettered"
-        return "dropped (the backend has no dead-letter topic)"
+            given_up, not_given_up = "dead-lettered", "not dead-lettered"
+        else:
+            given_up = "dropped (the backend has no dead-letter topic)"
+            not_given_up = "not dropped"
+        return given_up if done else f"{not_given_up}: its nack failed, so it comes again"
 
     def nack(
         self,
@@ -186,7 +226,9 @@ class Settler:
         requeue: bool,
         reason: str,
         delay: float = 0.0,
-    ) -> None:
+    ) -> bool:
+        """Nack ``delivery`` and count ``outcome``; whether the nack was done (if it
+        failed, the delivery is released: :meth:`release`)."""
         try:
             delivery.nack(requeue=requeue, delay=delay or None, reason=_reason(reason))
         except BrokerError as exc:
@@ -198,9 +240,28 @@ class Settler:
                 extra=delivery_fields([delivery]),
             )
             self.release(delivery, exc)
-            return
+            return False
         if outcome:
             self.stats.count(outcome)
+        return True
+
+    def ack(self, delivery: Delivery) -> None:
+        """Ack ``delivery``, its handler done, and count it processed; if the ack fails,
+        the delivery is released (:meth:`release`)."""
+        if not delivery.settled:
+            try:
+                delivery.ack()
+            except BrokerError as exc:
+                log.warning(
+                    "handler %s: could not ack %s: %s",
+                    self.spec.name,
+                    delivery.id,
+                    error_text(exc),
+                    extra=delivery_fields([delivery]),
+                )
+                self.release(delivery, exc)
+                return
+        self.stats.count("processed")
 
     def delay(self, delivery: Delivery) -> float:
         """The retry policy's delay for this attempt; a policy that fails or gives
@@ -289,9 +350,9 @@ class Settler:
 
 
 def _shown(attempt: int) -> bool:
-    """Whether a retried failure at ``attempt`` is logged at WARNING: at attempts 1, 2,
-    4, 8... (powers of two), so that a message failing in a loop logs about log2(n)
-    lines in n attempts; the others are logged at DEBUG."""
+    """Whether a failure retried at once at ``attempt`` is logged at WARNING: at
+    attempts 1, 2, 4, 8... (powers of two), so that a message failing in a loop logs
+    about log2(n) lines in n attempts; the others are logged at DEBUG."""
     return attempt >= 1 and attempt & (attempt - 1) == 0
 
 

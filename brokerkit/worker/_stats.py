@@ -16,8 +16,10 @@ class StatsSnapshot:
 
     :ivar processed: deliveries whose handler returned (and that were acked, unless the
         handler settled them itself).
-    :ivar failed: deliveries whose handler raised, or was cancelled by a hard stop of
-        the asyncio worker (its delivery nacked, an attempt counted).
+    :ivar failed: deliveries whose handler raised (a handler thread too that raised
+        after a hard stop abandoned it), or was cancelled by a hard stop of the
+        asyncio worker (its delivery nacked, an attempt counted), or that the worker
+        failed to settle on an error of its own; each attempt counted once.
     :ivar retried: failed deliveries handed back to be delivered again.
     :ivar dead_lettered: deliveries sent to the dead-letter topic (failed at the retry
         limit, or with a body that did not validate).
