@@ -20,10 +20,8 @@ LEASE_LOST: dict[str, Any] = {}
 
 
 class Scope(dict[str, Any]):
-    """A delivery's hook scope: to the plugins, a plain dict. While a subscription holds
-    its delivery for a later settlement (:class:`HeldDeliveries`) it names the delivery
-    too: a cycle (the delivery names its scope), broken when the hooks end, which the
-    garbage collector takes apart if the application drops the delivery unsettled."""
+    """A delivery's hook scope: to the plugins, a plain dict (``delivery``: see
+    ``brokerkit._delivery_drops``, which marks a watched one's open hooks there)."""
 
     __slots__ = ("__weakref__", "delivery", "ends", "error")
     delivery: Any
@@ -52,29 +50,29 @@ class ReportedScope(Scope):
 class HeldDeliveries:
     """The deliveries a subscription handed out whose hooks are open, held weakly until
     their settlement ends them; :meth:`end` ends those still open ``"unsettled"``.
-    A delivery the application dropped unsettled, once collected, is let go unended."""
+    A delivery the application dropped unsettled is let go unended, at once: nothing
+    here refers to it strongly, nor makes a cycle with it that only the garbage
+    collector would take apart (its lease, renewed while it lives, then runs out)."""
 
-    __slots__ = ("_scopes",)
+    __slots__ = ("_deliveries",)
 
     def __init__(self) -> None:
-        self._scopes: dict[int, weakref.ref[Scope]] = {}
+        self._deliveries: dict[int, weakref.ref[Any]] = {}
 
     def add(self, delivery: Any) -> None:
         """Hold ``delivery`` (one whose hooks are open) until :meth:`end`."""
-        scope = delivery._scope
-        if not isinstance(scope, Scope):
+        if not isinstance(delivery._scope, Scope):
             return
-        scope.delivery = delivery
-        scopes, key = self._scopes, id(scope)
-        scopes[key] = weakref.ref(scope, lambda _: scopes.pop(key, None))
+        deliveries, key = self._deliveries, id(delivery)
+        deliveries[key] = weakref.ref(delivery, lambda _: deliveries.pop(key, None))
 
     def end(self) -> None:
         """End the hooks of the held deliveries not ended yet ``"unsettled"`` (once)."""
         from brokerkit._hooks import RELAY  # the relay imports this module
 
-        scopes = self._scopes.copy()  # one C call: safe beside an add in another thread
-        self._scopes.clear()
-        for ref in scopes.values():
-            delivery = getattr(ref(), "delivery", None)
-            if delivery is not None:
+        deliveries = self._deliveries.copy()  # one C call: safe beside an add elsewhere
+        self._deliveries.clear()
+        for ref in deliveries.values():
+            delivery = ref()
+            if delivery is not None and isinstance(delivery._scope, Scope):
                 RELAY.deliver_end(delivery, "unsettled")
