@@ -77,6 +77,7 @@ async def renew_forever(
                 elif now >= lease.deadline:
                     del leases[reply]
                     lost.append(lease)
+            holder = None  # (the loop's last one must not be kept while the next round waits)
             if let_go:
                 log.debug(
                     "%d delivery(ies) let go unsettled by the application: no longer "
