@@ -23,6 +23,7 @@ from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
     CREDENTIAL_ERRORS,
     AsyncClusterBuilder,
+    Outage,
     backoff_delay,
     cluster_failure,
     connection_kwargs,
@@ -33,7 +34,7 @@ from brokerkit.backends.redis._connection import (
     note_url_reached,
     outage_began,
     outage_ended,
-    outage_forgotten,
+    outage_left,
     redis_url,
     translate_errors,
 )
@@ -239,8 +240,11 @@ class Reconnector:
 
     An outage is logged once per broker (all the reconnectors given one ``closing``
     share it), not per call or retry: a WARNING as the first call fails again at its
-    first retry (a connection the server dropped, made again at once, is no outage),
-    an INFO, with how long it lasted, as the first call succeeds after it.
+    first retry (a connection the server dropped, made again at once, is no outage;
+    nor is a pool at its cap), an INFO, with how long it lasted, as the first call
+    succeeds after it, or as the last of its calls gives up (then the next call to
+    lose Redis logs a new WARNING). It lasts no longer than the retry loops of its
+    calls (see :class:`._connection.Outage`).
     """
 
     def __init__(
@@ -288,41 +292,50 @@ class Reconnector:
         # of a slot not covered) still is, and what giving up says.
         unreachable: ConnectionFailed | None = None
         closing = None if by_the_close() else self.closing
-        while True:
-            try:
-                with translate_errors(self.url, topic):
-                    result = await keep_cancellation(operation())
-            except ConnectionFailed as exc:
-                if isinstance(exc.__cause__, CREDENTIAL_ERRORS):
-                    raise  # refused credentials: waiting will not change them
-                if (
-                    never_answered(self.url, exc)
-                    and not isinstance(exc.__cause__, MaxConnectionsError)
-                ) or (unreachable is not None and not ever_reached(self.url)):
-                    unreachable = unreachable or exc
-                    if unreached >= connect_retries:
-                        raise unreachable from unreachable.__cause__  # nothing to ride out
-                    unreached += 1
-                    delay = backoff_delay(unreached, *CONNECT_BACKOFF)
-                    if not await pause(delay, closing):
+        outage: Outage | None = None  # the outage this call retries through, if any
+        gave_up = False
+        try:
+            while True:
+                try:
+                    with translate_errors(self.url, topic):
+                        result = await keep_cancellation(operation())
+                except ConnectionFailed as exc:
+                    if isinstance(exc.__cause__, CREDENTIAL_ERRORS):
+                        raise  # refused credentials: waiting will not change them
+                    if (
+                        never_answered(self.url, exc)
+                        and not isinstance(exc.__cause__, MaxConnectionsError)
+                    ) or (unreachable is not None and not ever_reached(self.url)):
+                        unreachable = unreachable or exc
+                        if unreached >= connect_retries:
+                            raise unreachable from unreachable.__cause__  # nothing to ride out
+                        unreached += 1
+                        delay = backoff_delay(unreached, *CONNECT_BACKOFF)
+                        if not await pause(delay, closing):
+                            raise
+                        continue
+                    attempt += 1
+                    delay = backoff_delay(attempt, self.base, self.cap)
+                    if time.monotonic() + delay > deadline:
+                        gave_up = True
                         raise
+                    # (A connection dropped and made again at once is no outage, nor a
+                    # pool at its cap: its server answers the calls that hold its
+                    # connections.)
+                    if attempt > 1 and not isinstance(exc.__cause__, MaxConnectionsError):
+                        outage = outage_began(self._scope, self.url, exc, self.timeout, outage)
+                    if not await pause(delay, closing):
+                        where = f" for the topic {topic!r}" if topic else ""
+                        raise ConnectionFailed(
+                            f"gave up on Redis at {self.url}{where}: the broker is closing ({exc})"
+                        ) from exc
+                    self.reconnected = True
                     continue
-                attempt += 1
-                delay = backoff_delay(attempt, self.base, self.cap)
-                if time.monotonic() + delay > deadline:
-                    raise
-                if attempt > 1:  # (a connection dropped and made again at once is none)
-                    outage_began(self._scope, self.url, exc, self.timeout)
-                if not await pause(delay, closing):
-                    outage_forgotten(self._scope)
-                    where = f" for the topic {topic!r}" if topic else ""
-                    raise ConnectionFailed(
-                        f"gave up on Redis at {self.url}{where}: the broker is closing ({exc})"
-                    ) from exc
-                self.reconnected = True
-                continue
-            outage_ended(self._scope, self.url)
-            return result
+                outage_ended(self._scope, self.url)
+                return result
+        finally:
+            if outage is not None:
+                outage_left(outage, self.url, gave_up=gave_up)
 
 
 async def pause(delay: float, closing: CloseSignal | None) -> bool:

@@ -40,6 +40,7 @@ __all__ = [
     "TRANSIENT_ERRORS",
     "AsyncClusterBuilder",
     "ClusterBuilder",
+    "Outage",
     "backoff_delay",
     "build_cluster",
     "cluster_failure",
@@ -51,7 +52,7 @@ __all__ = [
     "note_url_reached",
     "outage_began",
     "outage_ended",
-    "outage_forgotten",
+    "outage_left",
     "redis_url",
     "tls_reached",
     "translate_errors",
@@ -154,23 +155,50 @@ def never_answered(url: BrokerURL, exc: BaseException) -> bool:
     return unreachable and not ever_reached(url)
 
 
-#: The outages under way, by their scope (a broker's close signal, which every retry
-#: loop of the broker shares): the scope itself (kept, so that its id is not reused
-#: while the entry lives) and when the first of its calls began to retry. An entry
-#: lives from an outage's WARNING to its INFO, or to the broker's close.
-_outages: dict[int, tuple[object, float]] = {}
+class Outage:
+    """An outage of one scope (a broker) under way: logged once as it began, and as it
+    ended. It lives while a call of its scope that retried (:func:`outage_began`) is
+    still in its retry loop, never longer: the last such call to leave ends it
+    (:func:`outage_left`), whether it gave up, was ended by the broker's close or was
+    cancelled, and any call of the scope that succeeds ends it at once
+    (:func:`outage_ended`)."""
+
+    __slots__ = ("began", "calls", "scope")
+
+    def __init__(self, scope: object) -> None:
+        #: The scope itself: kept, so that its id is not reused while the entry lives.
+        self.scope = scope
+        self.began = time.monotonic()
+        #: The calls of the scope in their retry loops that joined it.
+        self.calls = 0
+
+
+#: The outages under way, by the id of their scope (a broker's close signal, which
+#: every retry loop of the broker shares). Empty but during an outage: a call that
+#: succeeds at once (redis+list's first attempt) looks no further than ``if
+#: _outages``.
+_outages: dict[int, Outage] = {}
 _outages_lock = threading.Lock()
 
 
-def outage_began(scope: object, url: BrokerURL, exc: ConnectionFailed, timeout: float) -> None:
-    """A call of ``scope`` (a broker) lost Redis and retries: one WARNING (what was
-    lost and the error: ``exc``'s text, masked already by :func:`translate_errors`;
-    for how long it retries) unless a call of the same scope has already said so for
-    this outage. About the broker, not one topic: no topic in its fields."""
+def outage_began(
+    scope: object, url: BrokerURL, exc: ConnectionFailed, timeout: float, joined: Outage | None
+) -> Outage:
+    """A call of ``scope`` (a broker) lost Redis and retries, again: the outage it is
+    part of (``joined``, when it still lasts; else the scope's under way, or a new one),
+    which it leaves with :func:`outage_left`. One WARNING as an outage begins (what was
+    lost and the error: ``exc``'s text, masked already by :func:`translate_errors`; for
+    how long it retries), none for the other calls or retries of it. About the broker,
+    not one topic: no topic in its fields."""
     with _outages_lock:
-        if id(scope) in _outages:
-            return
-        _outages[id(scope)] = (scope, time.monotonic())
+        current = _outages.get(id(scope))
+        if joined is not None and joined is current:
+            return joined
+        if current is not None:
+            current.calls += 1
+            return current
+        current = _outages[id(scope)] = Outage(scope)
+        current.calls = 1
     cause = exc.__cause__
     if isinstance(cause, TOPOLOGY_ERRORS):  # (exc's text is for giving up)
         lost = (
@@ -185,29 +213,46 @@ def outage_began(scope: object, url: BrokerURL, exc: ConnectionFailed, timeout: 
         timeout,
         extra=log_fields(),
     )
+    return current
 
 
 def outage_ended(scope: object, url: BrokerURL) -> None:
-    """A call of ``scope`` succeeded: if an outage of it was logged, one INFO that
+    """A call of ``scope`` succeeded: if an outage of it is under way, one INFO that
     Redis answers again, after how long; else nothing (the common case: a look-up)."""
     if id(scope) not in _outages:
         return
     with _outages_lock:
-        entry = _outages.pop(id(scope), None)
-    if entry is None:
-        return
+        entry = _outages.get(id(scope))
+        if entry is None or entry.scope is not scope:
+            return
+        del _outages[id(scope)]
     log.info(
         "Redis at %s answers again, after %.1f s away",
         url,
-        time.monotonic() - entry[1],
+        time.monotonic() - entry.began,
         extra=log_fields(),
     )
 
 
-def outage_forgotten(scope: object) -> None:
-    """``scope``'s broker is closing: its outage, if any, ends unlogged."""
+def outage_left(outage: Outage, url: BrokerURL, *, gave_up: bool) -> None:
+    """A call that joined ``outage`` (:func:`outage_began`) left its retry loop (its
+    ``finally``): the last to leave ends the outage, if it still lasts. One INFO when
+    that call ``gave_up`` (it raises :class:`ConnectionFailed` at its deadline): brokerkit
+    stopped waiting, and the next call that loses Redis logs a new WARNING. A call ended
+    by the broker's close (or cancelled) ends it unlogged."""
     with _outages_lock:
-        _outages.pop(id(scope), None)
+        outage.calls -= 1
+        if outage.calls > 0 or _outages.get(id(outage.scope)) is not outage:
+            return
+        del _outages[id(outage.scope)]
+    if gave_up:
+        log.info(
+            "gave up waiting for Redis at %s after %.1f s away (reconnect_timeout): the "
+            "calls raised ConnectionFailed; the next call that loses it says so again",
+            url,
+            time.monotonic() - outage.began,
+            extra=log_fields(),
+        )
 
 
 _T = TypeVar("_T")

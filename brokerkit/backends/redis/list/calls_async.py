@@ -1,5 +1,6 @@
 """How redis+list runs its Redis operations: the first attempt costs no more than the
-command itself; only after an error comes the slow path, which retries through
+command itself (and a look at whether an outage of some broker is under way, to end
+its broker's); only after an error comes the slow path, which retries through
 connection loss (with backoff and jitter) and turns a WRONGTYPE reply into an
 :class:`~brokerkit.exceptions.IncompatibleTopic` naming the key and both types."""
 
@@ -15,7 +16,12 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._closing import CloseSignal
-from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_errors
+from brokerkit.backends.redis._connection import (
+    TRANSIENT_ERRORS,
+    _outages,
+    outage_ended,
+    translate_errors,
+)
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
 from brokerkit.backends.redis.list.keys import ListKeys
@@ -64,9 +70,13 @@ class AsyncListCalls:
         :raises ConnectionFailed: the server stayed away for the reconnect timeout.
         """
         try:
-            return await operation()
+            result = await operation()
         except (redis.RedisError, RedisClusterException) as exc:
             first = exc
+        else:
+            if _outages:  # (an outage of some broker under way: this one's ends)
+                outage_ended(self._closing, self._url)
+            return result
         if not isinstance(first, TRANSIENT_ERRORS):
             await self._raise(first, topic)
 
