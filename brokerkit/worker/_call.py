@@ -47,13 +47,19 @@ class HandlerCall:
         #: Whether its handler thread ended after an abandon, its delivery unsettled:
         #: the delivery is marked settled, and the call's result must be dropped.
         self.dropped = False
-        #: Whether its handler returned (set by the runner before the ack): a hard stop
-        #: that cuts the ack short does not make it a failure.
+        #: Whether its handler returned (set by the runner before the ack, and by a
+        #: handler thread as it ends): a hard stop that cuts the ack short, or comes
+        #: before the slot takes the thread's result, does not make it a failure.
         self.returned = False
         #: Why this attempt was counted ``failed`` (None: it was not): counted once,
         #: however many steps see it fail (a hard stop that cuts short the nack of a
         #: failed handler).
         self.failure: str | None = None
+        #: What its handler raised (None: nothing yet), for a line about the failure
+        #: logged by a later step (a hard stop that cut short the dead-letter nack).
+        self.error: BaseException | None = None
+        self._ended_with: BaseException | None = None
+        self._on_dropped: Callable[[BaseException | None], None] | None = None
 
     @property
     def in_thread(self) -> bool:
@@ -88,11 +94,30 @@ class HandlerCall:
     def _ended(self, error: BaseException | None) -> None:
         with self._lock:
             self._state = self.STARTED
+            self._ended_with = error
+            if error is None:
+                self.returned = True
             if self._abandoned and not self._delivery.settled:
                 self._delivery._mark_settled()
                 self.dropped = True
+            on_dropped = self._on_dropped if self.dropped else None
         if self.dropped:
             RELAY.deliver_end(self._delivery, "unsettled", error)
+        if on_dropped is not None:
+            on_dropped(error)
+
+    def when_dropped(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call ``callback`` with what the handler raised (None: it returned) once its
+        thread ends after an abandon, its result dropped (at once if it has ended so):
+        for a slot that has left the call (the asyncio worker's, cancelled), which
+        will not see the result itself."""
+        with self._lock:
+            if self._state == self.RUNNING_IN_THREAD:
+                self._on_dropped = callback
+                return
+            dropped, error = self.dropped, self._ended_with
+        if dropped:
+            callback(error)
 
     def abandon(self) -> str:
         """Where the call is now; a plain function not yet started never will be."""

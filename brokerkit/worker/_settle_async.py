@@ -19,6 +19,7 @@ from brokerkit.exceptions import BrokerError
 from brokerkit.worker._call import HandlerCall
 from brokerkit.worker._error_text import error_text
 from brokerkit.worker._handler import HandlerSpec
+from brokerkit.worker._retry import Fixed, RetryPolicy
 from brokerkit.worker._stats import HandlerStats
 from brokerkit.worker._tracebacks import log_error
 
@@ -46,18 +47,31 @@ class AsyncSettler:
         fails (marked settled whatever happens, so that nothing renews its lease).
         Counted as failed (once: not again if its handler's failure was counted)."""
         reason = f"worker error: {type(exc).__name__}: {error_text(exc)}"
-        self.count_failed(call, reason)
+        reason = self.count_failed(call, reason)
+        acks = Capability.ACK in self.broker.capabilities
+        last = acks and self._limit is not None and delivery.attempt >= self._limit
+        outcome = self._given_up_unknown(exc)
         try:
-            if Capability.ACK in self.broker.capabilities:
-                # a second unexpected error is dropped: the slot logs the first one
-                with contextlib.suppress(Exception):
-                    if self._limit is not None and delivery.attempt >= self._limit:
-                        await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+            if acks:
+                try:
+                    if last:
+                        done = await self.nack(
+                            delivery, "dead_lettered", requeue=False, reason=reason
+                        )
+                        outcome = self._given_up(done)
                     else:
                         await self.nack(delivery, "retried", requeue=True, reason=reason)
+                except Exception as error:
+                    # a second unexpected error is dropped: the slot logs the first one
+                    outcome = self._given_up_unknown(error)
+                except BaseException as error:
+                    outcome = self._given_up_unknown(error)
+                    raise
         finally:
             if not delivery.settled:
                 self.let_go(delivery, exc)
+            if last:  # the message's one ERROR line (its handler's failure, if it failed)
+                self._log_given_up(delivery, call, False, outcome)
 
     async def cut_short(self, delivery: AsyncDelivery, call: HandlerCall) -> None:
         """The slot was cancelled with ``delivery`` unsettled. Never given to the
@@ -79,6 +93,8 @@ class AsyncSettler:
                 *(self.spec.name, delivery.id),
                 extra=delivery_fields([delivery]),
             )
+            # the slot leaves the call: counted and logged when the thread ends
+            call.when_dropped(lambda error: self.dropped(delivery, error, call))
         elif call.returned and call.failure is None:
             try:
                 await self.ack(delivery)
@@ -90,28 +106,24 @@ class AsyncSettler:
             # and dead_lettered it is counted under are failed deliveries).
             cancelled = call.failure is None
             reason = self.count_failed(call, "cancelled by a hard stop of the worker")
+            last = self._limit is not None and delivery.attempt >= self._limit
+            outcome = ""
             try:
-                if self._limit is not None and delivery.attempt >= self._limit:
+                if last:
                     done = await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
-                    what = (
-                        "was cancelled by a hard stop of the worker"
-                        if cancelled
-                        else "failed (its nack cut short by a hard stop of the worker)"
-                    )
-                    log.error(
-                        "handler %s %s on %s (topic %r, attempt %d of %d), %s",
-                        *(self.spec.name, what, delivery.id, self.spec.topic, delivery.attempt),
-                        *(self._limit, self._given_up(done)),
-                        extra=delivery_fields([delivery]),
-                    )
+                    outcome = self._given_up(done)
                 else:
                     await self.nack(delivery, "retried", requeue=True, reason=reason)
             except BaseException as exc:
                 # The nack failed or was cancelled (the slot's second join): the worker
                 # is going and nobody will settle it; the backend may hold it for a
                 # settle again (a Redis backend renews it), so it is let go.
+                outcome = self._given_up_unknown(exc)
                 self.give_up(delivery, exc)
                 raise
+            finally:
+                if last:  # one ERROR line for the message given up, whatever its nack did
+                    self._log_given_up(delivery, call, cancelled, outcome)
 
     def dropped(
         self, delivery: AsyncDelivery, exc: BaseException | None, call: HandlerCall
@@ -134,9 +146,10 @@ class AsyncSettler:
         """The handler raised: retry the delivery under the policy, or dead-letter it.
 
         Logged, with the traceback, so that a message that always fails shows at
-        WARNING without flooding the log: a failure retried at once (a delay of 0) at
-        attempts 1, 2, 4, 8... (a loop of n attempts logs about log2(n) lines), at
-        DEBUG otherwise; one retried after a delay always at WARNING. A message given
+        WARNING without flooding the log: a failure retried within a second (a delay
+        under 1 s, 0 included) at attempts 1, 2, 4, 8... (a loop of n attempts logs
+        about log2(n) lines), at DEBUG otherwise; one retried a second or more later
+        always at WARNING (it fails once a second at most). A message given
         up on (dead-lettered, or dropped where the backend does not redeliver or has no
         dead-letter topic) is logged at ERROR, once its nack is done."""
         name, reason = self.spec.name, f"{type(exc).__name__}: {error_text(exc)}"
@@ -164,30 +177,55 @@ class AsyncSettler:
             await self.nack(delivery, "", requeue=False, reason=reason)
         elif self._limit is not None and attempt >= self._limit:
             # logged once the nack is done, with what it did: a nack that failed left
-            # the message to come again (see release)
-            message = "handler %s failed on %s (topic %r, attempt %d of %d), %s: %s"
-            outcome = "not dead-lettered yet: its nack was cut short"
+            # the message to come again (see release). One that raised (cut short by a
+            # hard stop, or a bug) is settled again by the step that follows, and that
+            # step logs the message's one ERROR line (cut_short, broken); unless the
+            # delivery is settled already, and no step follows.
+            call.error = exc
             try:
-                outcome = self._given_up(
-                    await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+                done = await self.nack(delivery, "dead_lettered", requeue=False, reason=reason)
+            except BaseException as error:
+                # the step that follows: broken() for an error (a delivery not settled),
+                # cut_short() for a cancel (a delivery whose nack is not on its way)
+                follows = (
+                    not delivery.settled
+                    if isinstance(error, Exception)
+                    else delivery._settled is False
                 )
-            finally:
-                log_error(
-                    log,
-                    logging.ERROR,
-                    message,
-                    *(name, delivery.id, topic, attempt, self._limit, outcome, reason),
-                    error=exc,
-                    extra=delivery_fields([delivery]),
-                )
+                if not follows:
+                    self._log_given_up(delivery, call, False, self._given_up_unknown(error))
+                raise
+            self._log_given_up(delivery, call, False, self._given_up(done))
         else:
             delay = self.delay(delivery)
             message = "handler %s failed on %s (topic %r, attempt %s), retried in %.3g s: %s"
             args = (name, delivery.id, topic, self._attempt_text(attempt, delay), delay, reason)
-            # thinned only where it may loop fast: a retry at once
-            level = logging.WARNING if delay > 0 or _shown(attempt) else logging.DEBUG
+            # thinned wherever it may loop fast: a retry within a second
+            level = logging.WARNING if _always_shown(delay) or _shown(attempt) else logging.DEBUG
             log_error(log, level, message, *args, error=exc, extra=delivery_fields([delivery]))
             await self.nack(delivery, "retried", requeue=True, delay=delay, reason=reason)
+
+    def _log_given_up(
+        self, delivery: AsyncDelivery, call: HandlerCall, cancelled: bool, outcome: str
+    ) -> None:
+        """The one ERROR line about ``delivery`` given up on at its last attempt, once
+        its nack is done with ``outcome`` (:meth:`_given_up`): its handler failed (with
+        the handler's traceback, and its reason) or was ``cancelled`` by a hard stop."""
+        what = "was cancelled by a hard stop of the worker" if cancelled else "failed"
+        message = "handler %s %s on %s (topic %r, attempt %d of %d), %s: %s"
+        args: tuple[object, ...] = (self.spec.name, what, delivery.id, self.spec.topic)
+        args += (delivery.attempt, self._limit, outcome, call.failure)
+        if call.error is None:
+            log.error(message, *args, extra=delivery_fields([delivery]))
+        else:
+            log_error(
+                log,
+                logging.ERROR,
+                message,
+                *args,
+                error=call.error,
+                extra=delivery_fields([delivery]),
+            )
 
     def count_failed(self, call: HandlerCall, reason: str) -> str:
         """Count the attempt of ``call`` as failed, with ``reason``, unless it was
@@ -199,11 +237,13 @@ class AsyncSettler:
 
     def _attempt_text(self, attempt: int, delay: float) -> str:
         """``attempt`` as a retried failure's line shows it (``3 of 5`` under a limit);
-        on a WARNING line of a policy that always retries at once, followed by DEBUG
-        ones, with the attempt whose line is the next at WARNING or ERROR (``8, next
-        shown at 16``)."""
+        on a WARNING line followed by DEBUG ones, of a policy whose delay is always the
+        same (``Immediate``, ``Fixed``), with the attempt whose line is the next at
+        WARNING or ERROR (``8, next shown at 16``). A policy whose delay changes may
+        reach a delay of a second, always shown, before that attempt: not named."""
         text = str(attempt) if self._limit is None else f"{attempt} of {self._limit}"
-        if delay > 0 or self.spec.retry.delays or not _shown(attempt):
+        steady = type(self.spec.retry).delay in (RetryPolicy.delay, Fixed.delay)
+        if _always_shown(delay) or not steady or not _shown(attempt):
             return text
         following = 2 * attempt if self._limit is None else min(2 * attempt, self._limit)
         return text if following <= attempt + 1 else f"{text}, next shown at {following}"
@@ -217,6 +257,23 @@ class AsyncSettler:
             given_up = "dropped (the backend has no dead-letter topic)"
             not_given_up = "not dropped"
         return given_up if done else f"{not_given_up}: its nack failed, so it comes again"
+
+    def _given_up_unknown(self, error: BaseException) -> str:
+        """What a nack that gives up on a delivery did, when it raised ``error`` (it
+        was cut short, or failed as no nack should): perhaps nothing."""
+        if Capability.DEAD_LETTER in self.broker.capabilities:
+            given_up = "dead-lettered"
+        else:
+            given_up = "dropped (the backend has no dead-letter topic)"
+        how = (
+            f"raised {type(error).__name__}: {error_text(error)}"
+            if isinstance(error, Exception)
+            else "was cut short"
+        )
+        return (
+            f"{given_up} only if its nack reached the server: the nack {how} (if it "
+            "did not, the message comes again once its lease runs out)"
+        )
 
     async def nack(
         self,
@@ -349,10 +406,22 @@ class AsyncSettler:
                 delivery._mark_settled()
 
 
+#: The shortest retry delay whose failures are each logged at WARNING: a message
+#: retried that much later fails once a second at most. One retried sooner may loop
+#: fast (Fixed(0.005): some 200 attempts a second), and is thinned (:func:`_shown`).
+ALWAYS_SHOWN_DELAY = 1.0
+
+
+def _always_shown(delay: float) -> bool:
+    """Whether a failure retried after ``delay`` seconds is logged at WARNING
+    whatever its attempt."""
+    return delay >= ALWAYS_SHOWN_DELAY
+
+
 def _shown(attempt: int) -> bool:
-    """Whether a failure retried at once at ``attempt`` is logged at WARNING: at
-    attempts 1, 2, 4, 8... (powers of two), so that a message failing in a loop logs
-    about log2(n) lines in n attempts; the others are logged at DEBUG."""
+    """Whether a failure retried within a second at ``attempt`` is logged at WARNING:
+    at attempts 1, 2, 4, 8... (powers of two), so that a message failing in a loop
+    logs about log2(n) lines in n attempts; the others are logged at DEBUG."""
     return attempt >= 1 and attempt & (attempt - 1) == 0
 
 
