@@ -4,7 +4,10 @@ for it (a straggler), each sent only while its lease holds
 (:func:`~brokerkit.backends.nats._leases.last_send`), or at once, and never sent
 again. What is handed back while its subscription is open (a cancelled receive's
 fetch) is kept for that subscription's next receive instead: JetStream cannot
-un-deliver a message, and a ``-NAK`` would count an attempt that no handler saw.
+un-deliver a message, and a ``-NAK`` would count an attempt that no handler saw. It
+is kept, renewed, for one ack wait at most
+(:attr:`~brokerkit.backends.nats._leases.Lease.kept_until`): a subscription nobody
+reads any more holds it from the group's other members no longer than that.
 
 :class:`NatsHandingBack` is the part of
 :class:`~brokerkit.backends.nats.broker.AsyncNatsBroker` that does it, over the
@@ -47,8 +50,15 @@ class NatsHandingBack(AsyncBroker):
         """What was fetched and never returned: while its subscription (and the broker)
         is open (a receive cancelled, or timed out, while it fetched; a sync receive
         interrupted; a worker's delivery it did not run), kept for that
-        subscription's next receive, first in line, its lease renewed meanwhile and
-        no attempt counted (:meth:`_keep`); else given back (:meth:`_give_back`)."""
+        subscription's next receive, first in line, no attempt counted (:meth:`_keep`);
+        else given back (:meth:`_give_back`). Its lease is renewed while it is kept,
+        for one ack wait from when it was kept, or from the subscription's last fetch
+        since, at most (:attr:`Lease.kept_until`): past it, it is renewed no more, and
+        the message comes again, to any member of the group, when its lease runs out
+        (an attempt counted, as for a ``-NAK``). So a subscription that is never read
+        again, though open (a draining worker's, which hands back what it did not
+        begin and waits for its busy handlers before it closes it), holds it from the
+        others for about two ack waits at most."""
         back: list[AsyncDelivery] = []
         for delivery in deliveries:
             subscription = delivery.subscription
@@ -121,7 +131,8 @@ def _keep(reader: Reader, delivery: AsyncDelivery) -> None:
     """Keep ``delivery`` for the next fetch of its subscription (:attr:`Reader.kept`),
     as a fresh delivery of the same lease: the one handed back is marked settled (a
     worker that handed it back may still hold it), the fresh one is what the lease
-    names (:attr:`Lease.holder`) and the reader holds, so its lease is renewed."""
+    names (:attr:`Lease.holder`) and the reader holds, so its lease is renewed, for one
+    ack wait at most if no fetch of the subscription comes (:attr:`Lease.kept_until`)."""
     lease = delivery.receipt
     fresh = AsyncDelivery(
         delivery.message,
@@ -130,4 +141,5 @@ def _keep(reader: Reader, delivery: AsyncDelivery) -> None:
         receipt=lease,
     )
     lease.holder = fresh
+    lease.kept_until = time.monotonic() + lease.ack_wait  # (see Lease.kept_until)
     reader.kept.append(fresh)

@@ -55,8 +55,8 @@ class Lease:
         ``async for`` loop) is renewed no more, and its message comes again after
         ``AckWait``. What holds a delivery that is to be renewed holds it strongly:
         the subscription's buffer, the reader's ``kept``
-        (:class:`~brokerkit.backends.nats._reader.Reader`), a worker while it runs
-        it, the application.
+        (:class:`~brokerkit.backends.nats._reader.Reader`: until :attr:`kept_until`),
+        a worker while it runs it, the application.
     :ivar stored: the NATS headers the message came with, as stored: a dead letter
         that must fit where the message did falls back on them.
     :ivar created: when the group's consumer it was leased from was made, as the
@@ -69,6 +69,13 @@ class Lease:
     :ivar confirmed_on: the server process that answered the check that confirmed
         ``created`` (None if unknown: the connection moved as it answered): see
         :func:`made_again`.
+    :ivar kept_until: while its delivery is kept on its subscription's reader for the
+        next receive (:attr:`~brokerkit.backends.nats._reader.Reader.kept`), the
+        monotonic time until which it is renewed there: one ack wait from when it was
+        kept, or from the subscription's last fetch since. Past it, the renewals let it
+        go (its message comes again after AckWait, to any member of the group): a
+        subscription nobody reads any more holds nothing from the others for longer.
+        None while it is not kept.
     """
 
     reply: str
@@ -83,6 +90,7 @@ class Lease:
     created: str | None = None
     confirmed: bool = False
     confirmed_on: ServerProcess | None = None
+    kept_until: float | None = None
     #: Told of as lost (see :func:`~brokerkit.backends.nats._renewals.first_reports`):
     #: a check of its group may let it go while its group's renewal is still under way,
     #: and that renewal find it lost too.

@@ -68,7 +68,9 @@ class Reader:
     :ivar kept: what a receive cut off while it fetched (cancelled, or timed out by
         ``asyncio.wait_for``; a sync receive interrupted) brought, in the order it
         came, for the subscription's next fetch to return before it pulls again (no
-        ``-NAK``: no attempt counted); its close hands back what is left (see
+        ``-NAK``: no attempt counted), renewed for one ack wait at most unless a fetch
+        comes (:attr:`~brokerkit.backends.nats._leases.Lease.kept_until`); its close
+        hands back what is left (see
         :meth:`~brokerkit.backends.nats._handing_back.NatsHandingBack._hand_back`).
     """
 

@@ -34,7 +34,8 @@ async def renew_forever(
     consumer keeps what it holds; a crashed or closed one loses it after AckWait. A
     lease whose holder was marked settled without being settled (the worker let go
     of it: its handler thread was abandoned, or it could neither ack nor nack it), or
-    was collected (the application let go of it unsettled: :meth:`Lease.collected`), is
+    was collected (the application let go of it unsettled: :meth:`Lease.collected`), or
+    was kept for its subscription's next receive past :attr:`Lease.kept_until`, is
     let go unrenewed, so the message comes again after AckWait. A lease found lost
     (run out before it could be renewed, or unknown to the server: what ``renew``
     returns) is let go and reported: see :func:`report_lost` (``report`` calls it,
@@ -59,7 +60,7 @@ async def renew_forever(
             now = time.monotonic()
             held: list[Lease] = []
             lost: list[Lease] = []
-            let_go = 0
+            let_go = unread = 0
             for reply, lease in list(leases.items()):
                 ref = lease._holder
                 holder = None if ref is None else ref()
@@ -70,6 +71,11 @@ async def renew_forever(
                     let_go += 1
                 elif holder is not None and holder.settled:
                     del leases[reply]
+                elif lease.kept_until is not None and now >= lease.kept_until:
+                    # Kept for a receive that did not come (see Lease.kept_until): not
+                    # renewed, so the message comes again after AckWait.
+                    del leases[reply]
+                    unread += 1
                 elif renewals.busy(lease.consumer):
                     continue  # (its group's renewal still waits: it tells of this one)
                 elif now < last_send(lease):
@@ -83,6 +89,13 @@ async def renew_forever(
                     "%d delivery(ies) let go unsettled by the application: no longer "
                     "renewed, they come again when their lease runs out",
                     let_go,
+                    extra=log_fields(),
+                )
+            if unread:
+                log.debug(
+                    "%d delivery(ies) kept for a receive that did not come within their "
+                    "ack wait: no longer renewed, they come again when their lease runs out",
+                    unread,
                     extra=log_fields(),
                 )
             renewals.start(held)

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -244,6 +245,11 @@ class AsyncNatsBroker(NatsSettling, NatsHandingBack):
             # leased meanwhile: the subscription holds its prefetch at most.
             kept = reader.kept[:max_messages]
             del reader.kept[:max_messages]
+            for delivery in kept:
+                delivery.receipt.kept_until = None  # (taken: renewed while it is held)
+            now = time.monotonic()
+            for delivery in reader.kept:  # (read: what is left is renewed an ack wait more)
+                delivery.receipt.kept_until = now + delivery.receipt.ack_wait
             live, _ = self._leases.split(kept)  # (one whose lease was lost: let go)
             if live:
                 return deliveries_of(kept, live)
