@@ -19,7 +19,7 @@ import pytest
 
 import brokerkit
 import brokerkit.backends.redis._client
-from brokerkit.backends.redis import _connection
+from brokerkit.backends.redis import _connection, _outages
 from brokerkit.exceptions import ConnectionFailed
 from tests.redis_server import RedisServer
 from tests.waiting import call_in_thread, wait_until
@@ -63,7 +63,7 @@ def records() -> Iterator[_Records]:
 def _kept(broker: brokerkit.Broker) -> bool:
     """Whether an outage of ``broker`` is kept (by its close signal, which its calls
     share)."""
-    return id(broker._close_signal) in _connection._outages  # type: ignore[attr-defined]
+    return id(broker._close_signal) in _outages._outages
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from brokerkit.backends.redis._connection import (
     CONNECT_TIMEOUT,
     CREDENTIAL_ERRORS,
     ClusterBuilder,
-    Outage,
     backoff_delay,
     cluster_failure,
     connection_kwargs,
@@ -34,14 +33,12 @@ from brokerkit.backends.redis._connection import (
     never_answered,
     note_reached,
     note_url_reached,
-    outage_began,
-    outage_ended,
-    outage_left,
     redis_url,
     translate_errors,
 )
 from brokerkit.backends.redis._deployment import Deployment
 from brokerkit.backends.redis._options import RedisOptions
+from brokerkit.backends.redis._outages import Outage, outage_began, outage_ended, outage_left
 from brokerkit.backends.redis._sentinel_health import watch_sentinels
 from brokerkit.backends.redis._sentinel_master import (
     MasterConnection,
@@ -246,7 +243,7 @@ class Reconnector:
     nor is a pool at its cap), an INFO, with how long it lasted, as the first call
     succeeds after it, or as the last of its calls gives up (then the next call to
     lose Redis logs a new WARNING). It lasts no longer than the retry loops of its
-    calls (see :class:`._connection.Outage`).
+    calls (see :class:`._outages.Outage`).
     """
 
     def __init__(
@@ -266,7 +263,7 @@ class Reconnector:
         self.closing = closing
         #: Set when a call needed to reconnect; the caller may clear it.
         self.reconnected = False
-        #: What an outage is logged once for (:func:`._connection.outage_began`): the
+        #: What an outage is logged once for (:func:`._outages.outage_began`): the
         #: broker, whose retry loops share its close signal.
         self._scope: object = self if closing is None else closing
 

@@ -16,14 +16,10 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from brokerkit._url import BrokerURL
 from brokerkit.backends.redis._client_async import Reconnector
 from brokerkit.backends.redis._closing import CloseSignal
-from brokerkit.backends.redis._connection import (
-    TRANSIENT_ERRORS,
-    _outages,
-    outage_ended,
-    translate_errors,
-)
+from brokerkit.backends.redis._connection import TRANSIENT_ERRORS, translate_errors
 from brokerkit.backends.redis._held_async import AsyncReader
 from brokerkit.backends.redis._lua_async import AsyncLua
+from brokerkit.backends.redis._outages import _outages, outage_ended
 from brokerkit.backends.redis.list.keys import ListKeys
 from brokerkit.backends.redis.list.plan import as_text
 from brokerkit.exceptions import IncompatibleTopic
