@@ -4,8 +4,9 @@ second and third pass).
 
 Before, the traceback came with attempt 1's line only: a message first handled by this
 process at attempt 3 (a restarted worker while the message loops, a broker's
-redelivery) logged nothing at WARNING until attempt 4, and then one line without the
-traceback, which never showed above DEBUG. And a failure retried a second or more
+redelivery) logged attempt 3 at DEBUG (still so: the thinning goes by the attempt) and
+attempt 4 at WARNING without the traceback, which never showed above DEBUG (now it
+does). And a failure retried a second or more
 later was thinned too, although such a delay is no loop to flood the log.
 """
 
@@ -44,7 +45,7 @@ def _has_traceback(record: logging.LogRecord) -> bool:
     return record.exc_info is not None or bool(record.exc_text)
 
 
-def test_a_message_first_seen_at_attempt_3_shows_its_traceback_at_warning(
+def test_a_message_first_seen_at_attempt_3_shows_its_traceback_at_the_next_shown_attempt(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="brokerkit.worker")
