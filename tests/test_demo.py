@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,21 @@ def test_failing_consumer_dead_letters_the_poison_orders() -> None:
     assert result.sent == 27
     assert result.nacked == 3 * 3 + 3
     assert result.duplicates == 0
+
+
+def test_the_failing_consumer_scene_leaves_its_own_failures_out_of_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The scene's tables tell each failure: the worker's WARNING and ERROR lines about
+    them (review 37 made them show at the command's level) would come between the
+    scene's title and its text. A failure of another topic's handler still shows."""
+    caplog.set_level(logging.DEBUG, logger="brokerkit.worker")
+    with brokerkit.connect("memory://", max_deliveries=3) as broker:
+        result = run_failing_consumer(broker, make_orders(10, first_id=1), work_ms=0)
+    assert result.reconciled and len(result.dead) == 1
+    assert not [r for r in caplog.records if getattr(r, "topic", None) == "order.created"]
+    logging.getLogger("brokerkit.worker").warning("other", extra={"topic": "another"})
+    assert caplog.records[-1].getMessage() == "other"
 
 
 def test_flaky_sms_fails_one_order_in_ten_for_good() -> None:
