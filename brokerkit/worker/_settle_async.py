@@ -15,7 +15,7 @@ from brokerkit._delivery_async import AsyncDelivery
 from brokerkit._hooks import RELAY
 from brokerkit._logging import delivery_fields
 from brokerkit._schedule import LATEST_DUE, MAX_REASON_LENGTH, finite_seconds
-from brokerkit.exceptions import BrokerError
+from brokerkit.exceptions import BrokerError, StaleDelivery
 from brokerkit.worker._call import HandlerCall
 from brokerkit.worker._error_text import error_text
 from brokerkit.worker._handler import HandlerSpec
@@ -97,7 +97,7 @@ class AsyncSettler:
             call.when_dropped(lambda error: self.dropped(delivery, error, call))
         elif call.returned and call.failure is None:
             try:
-                await self.ack(delivery)
+                await self.ack(delivery, again=True)
             except BaseException as exc:  # cancelled again: nobody tries again
                 self.give_up(delivery, exc)
                 raise
@@ -302,13 +302,27 @@ class AsyncSettler:
             self.stats.count(outcome)
         return True
 
-    async def ack(self, delivery: AsyncDelivery) -> None:
+    async def ack(self, delivery: AsyncDelivery, *, again: bool = False) -> None:
         """Ack ``delivery``, its handler done, and count it processed; if the ack fails,
-        the delivery is released (:meth:`release`)."""
+        the delivery is released (:meth:`release`). ``again``: an ack a hard stop cut
+        short came first, and may have been applied: the lease it finds gone
+        (:class:`~brokerkit.StaleDelivery`) is said so, and counted processed."""
         if not delivery.settled:
             try:
                 await delivery.ack()
             except BrokerError as exc:
+                if again and isinstance(exc, StaleDelivery):
+                    log.info(
+                        "handler %s: %s was handled; its ack, cut short by the hard stop, "
+                        "may have been applied (the broker no longer holds its lease; if "
+                        "not, it comes again when that lease runs out): %s",
+                        *(self.spec.name, delivery.id, error_text(exc)),
+                        extra=delivery_fields([delivery]),
+                    )
+                    if not delivery.settled:
+                        self.let_go(delivery, exc)
+                    self.stats.count("processed")
+                    return
                 log.warning(
                     "handler %s: could not ack %s: %s",
                     self.spec.name,
