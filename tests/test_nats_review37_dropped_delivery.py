@@ -25,8 +25,11 @@ from tests.waiting import wait_until, wait_until_async
 
 #: Seconds a wait here may take at most: a hang guard, never a pace.
 GUARD = 30.0
-#: The group's AckWait: a let-go delivery comes back after it.
-_VISIBILITY = 3
+#: The group's AckWait: a let-go delivery comes back after it. Both brokers ask for it
+#: (a group made or asked again with another visibility timeout is another group's
+#: AckWait), and it is long enough that the held delivery's renewals (every quarter of
+#: it) keep it on a loaded machine.
+_VISIBILITY = 6
 
 
 def _collected(ref: weakref.ref[object]) -> bool:
@@ -42,7 +45,9 @@ def test_an_async_for_loop_a_handler_broke_out_of_lets_its_delivery_come_back(
             brokerkit.aio.connect(
                 nats_url, prefix=nats_prefix, visibility_timeout=_VISIBILITY
             ) as broker,
-            brokerkit.aio.connect(nats_url, prefix=nats_prefix) as other,
+            brokerkit.aio.connect(
+                nats_url, prefix=nats_prefix, visibility_timeout=_VISIBILITY
+            ) as other,
         ):
             subscription = await broker.subscribe("jobs", group="g", prefetch=1)
             await broker.publish_many("jobs", ["held", "dropped"])
@@ -88,7 +93,7 @@ def test_a_for_loop_over_consume_a_handler_broke_out_of_lets_its_delivery_come_b
     """The audit's repro, under the sync API (the lease names the sync delivery)."""
     with (
         brokerkit.connect(nats_url, prefix=nats_prefix, visibility_timeout=_VISIBILITY) as broker,
-        brokerkit.connect(nats_url, prefix=nats_prefix) as other,
+        brokerkit.connect(nats_url, prefix=nats_prefix, visibility_timeout=_VISIBILITY) as other,
     ):
         keeper = broker.subscribe("jobs", group="g", prefetch=1)
         broker.publish_many("jobs", ["held", "dropped"])
