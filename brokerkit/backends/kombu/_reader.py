@@ -36,16 +36,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import amqp.exceptions  # type: ignore[import-untyped]
-from amqp import spec
-
 from brokerkit._broker import Broker
 from brokerkit._delivery import Delivery
 from brokerkit._subscription import Subscription
 from brokerkit.backends.kombu._envelope import attempt_of, decode
 from brokerkit.backends.kombu._link import Link
+from brokerkit.backends.kombu._server_close import _watch_close
 
-__all__ = ["Lease", "Reader", "closed_on_its_own"]
+__all__ = ["Lease", "Reader"]
 
 #: A batch fetch switches from ``basic.get`` to a short-lived consumer when at least
 #: this many more messages are wanted and waiting (qos + consume + cancel cost three).
@@ -55,10 +53,6 @@ _BURST_FROM = 4
 _MAX_QOS = 65535
 #: How long a burst waits for a message RabbitMQ has not pushed yet.
 _BURST_QUIET = 0.05
-#: What a channel's close names as its cause when RabbitMQ closed it on its own, not
-#: refusing a request of the call that reads it: no method (its ``consumer_timeout``),
-#: or a settle sent on it before of a delivery tag it does not know (or no longer).
-_ON_ITS_OWN = frozenset({(0, 0), spec.Basic.Ack, spec.Basic.Reject, spec.Basic.Nack})
 
 
 @dataclass(eq=False)
@@ -101,8 +95,9 @@ class Reader:
         #: The subscription is closed: close the channel once the last lease is settled.
         self.retiring = False
         #: RabbitMQ closed :attr:`channel` on its own (why), found by whichever call
-        #: read the close (see :func:`_watch_close`): py-amqp reopened it in place,
-        #: without the consumer and the deliveries, so it is dropped at its next use.
+        #: read the close (see :func:`._server_close._watch_close`): py-amqp reopened
+        #: it in place, without the consumer and the deliveries, so it is dropped at
+        #: its next use.
         self.closed_by_server: str | None = None
         #: Called (with the link's lock held) as soon as :attr:`closed_by_server` is
         #: noted, whichever call read the close: the broker drops from the
@@ -228,9 +223,9 @@ class Reader:
         fetch, a short-lived consumer brings the rest of the batch in one go.
 
         If RabbitMQ closed the channel meanwhile (its close read by the burst's wait,
-        and only noted: see :func:`_watch_close`), it has every delivery of it back:
-        what was taken is thrown away (marked settled, handed to nobody), not handed
-        out to be refused on its settle and delivered again."""
+        and only noted: see :func:`._server_close._watch_close`), it has every
+        delivery of it back: what was taken is thrown away (marked settled, handed to
+        nobody), not handed out to be refused on its settle and delivered again."""
         channel = self.live_channel(link)  # (a lost one's inbox goes with it)
         taken = self.hand_out(limit)
         while len(taken) < limit:
@@ -442,53 +437,6 @@ def _take(subscription: Subscription, void: Callable[[Delivery], bool]) -> list[
         taken.append(delivery)
     Broker._mark(taken)
     return taken
-
-
-def _watch_close(reader: Reader, channel: Any) -> None:
-    """Note on ``reader`` (held weakly) that RabbitMQ closed ``channel`` on its own
-    (``consumer_timeout``; an asynchronous refusal), whichever call reads the close.
-
-    py-amqp answers a ``channel.close``, reopens the channel in place and raises the
-    error from the drain that read it: the call waiting on this channel takes it as its
-    own (it is raised to it, as before: a fetch then goes on over a new channel unless
-    the close refused its own request, see :func:`closed_on_its_own`; a settle raises
-    StaleDelivery), but another subscription's receive, or the
-    reaper's heartbeat, read it for everyone: there it is only noted, and the
-    reader drops the channel at its next use (:meth:`Reader.live_channel`, the reaper's
-    sweep), rather than raised to a call it is no business of (which reset that call's
-    own subscription, and left this one on the reopened channel). What the
-    subscription buffered from the channel is dropped at once, either way
-    (:attr:`Reader.on_server_close`), as the lock is still held: no receive hands one
-    of them out after the close was read."""
-    ref = weakref.ref(reader)
-    original = channel._callbacks[spec.Channel.Close]
-
-    def on_close(*args: Any) -> None:
-        waited = bool(channel._pending)  # a call waits for an answer on this channel
-        try:
-            original(*args)
-        except amqp.exceptions.ChannelError as exc:
-            owner = ref()
-            if owner is None or owner.channel is not channel:
-                raise
-            owner.closed_by_server = str(exc.reply_text or exc)
-            if owner.on_server_close is not None:
-                owner.on_server_close(owner)  # (its buffer: nothing hands it out now)
-            if waited:
-                raise
-
-    channel._callbacks[spec.Channel.Close] = on_close
-
-
-def closed_on_its_own(error: BaseException) -> bool:
-    """Whether ``error``, raised by a :meth:`Link.call` on a reader's channel, is
-    RabbitMQ's close of that channel on its own (see :data:`_ON_ITS_OWN`), read by the
-    call because it waited for an answer on the channel: the call's own request was
-    not refused (a queue deleted is), and the channel is lost as it is when another
-    call reads the close (:func:`_watch_close`)."""
-    cause = error.__cause__
-    sig = getattr(cause, "method_sig", None)
-    return isinstance(cause, amqp.exceptions.ChannelError) and sig in _ON_ITS_OWN
 
 
 def _cancelled(reader: Reader) -> Callable[[str], None]:

@@ -41,7 +41,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
 from brokerkit._broker import DEFAULT_GROUP, Broker
@@ -54,13 +54,15 @@ from brokerkit._subscription import Subscription
 from brokerkit._url import BrokerURL
 from brokerkit.backends.kombu import _manage
 from brokerkit.backends.kombu._connection import is_tls
+from brokerkit.backends.kombu._drop_hooks import _on_drop, _on_server_close
 from brokerkit.backends.kombu._dropped import DroppedBuffers
 from brokerkit.backends.kombu._link import Link
 from brokerkit.backends.kombu._options import TLS_OPTIONS, KombuAMQPOptions
 from brokerkit.backends.kombu._publish import publish
-from brokerkit.backends.kombu._reader import Lease, Reader, closed_on_its_own
+from brokerkit.backends.kombu._reader import Lease, Reader
 from brokerkit.backends.kombu._reaper import Reaper, release
 from brokerkit.backends.kombu._rebind import Rebinder
+from brokerkit.backends.kombu._server_close import closed_on_its_own
 from brokerkit.backends.kombu._settle import AMQPSettling
 from brokerkit.exceptions import BrokerClosed, BrokerError, ConnectionFailed, InvalidOption
 
@@ -482,39 +484,3 @@ class KombuAMQPBroker(AMQPSettling, Broker):
             self._readers.clear()
         self._release()
         self._dropped.report()
-
-
-def _on_drop(ref: weakref.ref[KombuAMQPBroker], link: Link) -> Callable[[], None]:
-    """The reading ``link``'s :attr:`~Link.on_drop`: it found its connection lost,
-    and holds its lock still; drop from the subscriptions' buffers what they fetched
-    from that connection, before any receive can hand it out (reported later, holding
-    no lock). It holds the broker weakly (the links outlive a broker dropped
-    unclosed, until its finalizer closes them); nothing is dropped once the broker is
-    closing (its subscriptions hand back what they buffered)."""
-
-    def dropped() -> None:
-        broker = ref()
-        if broker is None or broker._halting.is_set():
-            return
-        with broker._state_lock:
-            readers = list(broker._readers)
-        broker._dropped.drop(readers, link)
-
-    return dropped
-
-
-def _on_server_close(ref: weakref.ref[KombuAMQPBroker]) -> Callable[[Reader], None]:
-    """A reader's :attr:`~Reader.on_server_close`: RabbitMQ closed its channel, and
-    the call that read the close holds the reading link's lock still; drop from the
-    subscription's buffer what it fetched on that channel, before any receive can hand
-    it out (as :meth:`KombuAMQPBroker._reset` does; reported later, holding no lock).
-    It holds the broker weakly, as :func:`_on_drop` does."""
-
-    def closed(reader: Reader) -> None:
-        broker = ref()
-        link = None if broker is None else broker._reading_link
-        if broker is None or link is None or broker._halting.is_set():
-            return
-        broker._dropped.drop([reader], link)
-
-    return closed
