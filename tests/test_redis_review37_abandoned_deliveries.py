@@ -12,9 +12,7 @@ application still holds keeps its lease past several visibility timeouts.
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import time
 import weakref
 from typing import Any
 
@@ -24,6 +22,7 @@ import brokerkit
 import brokerkit.aio
 from tests.conftest import RedisTarget
 from tests.test_redis_list_aio import run_async
+from tests.waiting import wait_until, wait_until_async
 
 SCHEMES = ["redis+list", "redis+stream"]
 #: The visibility timeout of these tests: the keeper renews every third of it.
@@ -36,22 +35,19 @@ class HandlerFailed(Exception):
     pass
 
 
+def _collected(ref: weakref.ref[Any]) -> bool:
+    """Whether the delivery ``ref`` names is gone (the keeper lets go of it at its next
+    beat; a full collection first, for what a test's own frames may hold in a cycle)."""
+    gc.collect()
+    return ref() is None
+
+
 def _wait_collected(ref: weakref.ref[Any]) -> None:
-    """Poll (with a deadline) until the delivery ``ref`` names is collected: the keeper
-    lets go of it at its next beat."""
-    deadline = time.monotonic() + LIMIT
-    while ref() is not None:
-        assert time.monotonic() < deadline, f"{ref()!r} is kept alive"
-        gc.collect()
-        time.sleep(0.02)
+    wait_until(lambda: _collected(ref), "the delivery let go of to be collected", LIMIT)
 
 
 async def _wait_collected_async(ref: weakref.ref[Any]) -> None:
-    deadline = time.monotonic() + LIMIT
-    while ref() is not None:
-        assert time.monotonic() < deadline, f"{ref()!r} is kept alive"
-        gc.collect()
-        await asyncio.sleep(0.02)
+    await wait_until_async(lambda: _collected(ref), "the delivery let go of to be collected", LIMIT)
 
 
 def _connect(redis_target: RedisTarget, scheme: str, prefix: str) -> brokerkit.Broker:
